@@ -1,0 +1,3 @@
+//! mesh-core
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]

@@ -1,0 +1,53 @@
+//! `meshctl`: the mesh's command-line tool.
+//!
+//! - `meshctl validate PATH...`: load and validate Istio YAML, like `istioctl analyze`.
+//! - `meshctl route URL ...`: explain offline where a request goes.
+//! - `meshctl authz ...`: explain offline whether a request is allowed.
+//! - `meshctl ca ...`: a mesh CA for development and plug-in certificates.
+//!
+//! Exit status: 0 success, 1 when the command found errors, 2 on a usage error or an
+//! unreadable input.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod authz;
+mod ca;
+mod route;
+mod validate;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshctl",
+    version,
+    about = "An Istio-compatible in-process service mesh: validate, explain and issue."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Load and validate Istio configuration (files or directories), like `istioctl analyze`.
+    Validate(validate::Args),
+    /// Explain where a request goes: the VirtualService, route and destinations.
+    Route(route::Args),
+    /// Explain whether a request to a workload is allowed, and by which policy.
+    Authz(authz::Args),
+    /// A mesh certificate authority for development and plug-in certificates.
+    #[command(subcommand)]
+    Ca(ca::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate(args) => validate::run(args),
+        Command::Route(args) => route::run(args),
+        Command::Authz(args) => authz::run(args),
+        Command::Ca(cmd) => ca::run(cmd),
+    }
+}
