@@ -1,3 +1,18 @@
-//! mesh-core
+//! mesh-core: the Istio configuration model, its loader, validation and analysis, and (in
+//! other modules) the decision engines built on them. Pure: no async runtime, no sockets.
+//!
+//! ```
+//! let loaded = mesh_core::load::load_str(
+//!     "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subnet: v1}\n",
+//!     "vs.yaml",
+//! );
+//! let d = &loaded.diagnostics[0];
+//! assert_eq!(d.path, "spec.http[0].route[0].destination.subnet");
+//! assert_eq!(d.help.as_deref().map(|h| h.starts_with("did you mean `subset`?")), Some(true));
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod diag;
+pub mod load;
+pub mod model;

@@ -1,0 +1,136 @@
+//! `Gateway` (networking.istio.io): a load balancer at the edge of the mesh.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{Labels, Port};
+
+/// `Gateway.spec`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gateway {
+    /// Servers (at least one).
+    #[serde(default)]
+    pub servers: Vec<Server>,
+    /// Labels of the gateway workloads (any namespace); absent means every workload.
+    pub selector: Option<Labels>,
+}
+
+/// `Server`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Server {
+    /// Listening port (required).
+    #[serde(default)]
+    pub port: Port,
+    /// Bind address (IP or `unix://`).
+    pub bind: Option<String>,
+    /// `[namespace/]dnsName` entries (required).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// TLS settings.
+    pub tls: Option<ServerTlsSettings>,
+    /// Not implemented by Istio.
+    pub default_endpoint: Option<String>,
+    /// Optional unique server name.
+    pub name: Option<String>,
+}
+
+/// `ServerTLSSettings` (Gateway servers and Sidecar ingress).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerTlsSettings {
+    /// Redirect plain HTTP to HTTPS with 301.
+    #[serde(default)]
+    pub https_redirect: bool,
+    /// TLS mode; zero value PASSTHROUGH.
+    #[serde(default)]
+    pub mode: ServerTlsMode,
+    /// Server certificate file.
+    pub server_certificate: Option<String>,
+    /// Private key file.
+    pub private_key: Option<String>,
+    /// CA bundle for client certificates.
+    pub ca_certificates: Option<String>,
+    /// CRL file.
+    pub ca_crl: Option<String>,
+    /// Secret with key/cert(/ca).
+    pub credential_name: Option<String>,
+    /// Up to two secrets (RSA + ECDSA).
+    #[serde(default)]
+    pub credential_names: Vec<String>,
+    /// Secret with the CA certificate only.
+    pub ca_cert_credential_name: Option<String>,
+    /// Up to two inline certificate/key file pairs.
+    #[serde(default)]
+    pub tls_certificates: Vec<TlsCertificate>,
+    /// Allowed client certificate SANs.
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    /// Allowed client certificate SPKI hashes.
+    #[serde(default)]
+    pub verify_certificate_spki: Vec<String>,
+    /// Allowed client certificate hashes.
+    #[serde(default)]
+    pub verify_certificate_hash: Vec<String>,
+    /// Minimum TLS version.
+    pub min_protocol_version: Option<TlsProtocol>,
+    /// Maximum TLS version.
+    pub max_protocol_version: Option<TlsProtocol>,
+    /// Cipher suites.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// Do not verify client certificates.
+    pub insecure_skip_verify: Option<bool>,
+}
+
+/// `ServerTLSSettings.TLSCertificate`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsCertificate {
+    /// Certificate file.
+    pub server_certificate: Option<String>,
+    /// Key file.
+    pub private_key: Option<String>,
+    /// CA bundle file.
+    pub ca_certificates: Option<String>,
+}
+
+/// `ServerTLSSettings.TLSmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerTlsMode {
+    /// Route by SNI without terminating (zero value!).
+    #[default]
+    Passthrough,
+    /// Terminate; no client certificate.
+    Simple,
+    /// Terminate; require a client certificate.
+    Mutual,
+    /// Like PASSTHROUGH, destination encoded in SNI.
+    AutoPassthrough,
+    /// Terminate with the mesh identity; require a mesh client certificate.
+    IstioMutual,
+    /// Terminate; request but do not require a client certificate.
+    OptionalMutual,
+}
+
+/// `ServerTLSSettings.TLSProtocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum TlsProtocol {
+    /// Automatic (effective minimum TLS 1.2).
+    #[default]
+    #[serde(rename = "TLS_AUTO")]
+    TlsAuto,
+    /// TLS 1.0.
+    #[serde(rename = "TLSV1_0")]
+    TlsV1_0,
+    /// TLS 1.1.
+    #[serde(rename = "TLSV1_1")]
+    TlsV1_1,
+    /// TLS 1.2.
+    #[serde(rename = "TLSV1_2")]
+    TlsV1_2,
+    /// TLS 1.3.
+    #[serde(rename = "TLSV1_3")]
+    TlsV1_3,
+}

@@ -1,0 +1,485 @@
+//! The typed Istio configuration model.
+//!
+//! Plain data mirroring Istio's API field for field: YAML names are the proto JSON names
+//! (lowerCamelCase), enums are spelled as Istio spells them and default to their proto3
+//! zero value, durations are [`Duration`], percentages [`Percent`]. Optional scalars and
+//! messages are `Option`, lists and maps default to empty. Unknown fields are rejected
+//! (`deny_unknown_fields`), which is what `kubectl apply` does with strict field validation.
+//! Nothing here is compiled (no regexes, no host indexes): the engines build that from
+//! these values.
+//!
+//! Every [`ConfigObject`] keeps its [`Source`]: the file, the object's position and the
+//! position of every field, so any check can point at `spec.http[0].timeout`.
+//!
+//! Besides the nine Istio kinds, the loader keeps the Kubernetes objects the registry can
+//! use: `Service` ([`KubeService`]), `ServiceAccount`, and workloads (`Pod`, `Deployment`,
+//! `StatefulSet`, `DaemonSet`, `ReplicaSet` as [`KubeWorkload`]), as extra [`Spec`] variants.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+mod common;
+mod destination_rule;
+mod gateway;
+mod kube;
+mod security;
+mod service_entry;
+mod sidecar;
+mod virtual_service;
+
+pub use common::*;
+pub use destination_rule::*;
+pub use gateway::*;
+pub(crate) use kube::raw as kube_raw;
+pub use kube::{ContainerPort, IntOrString, KubeService, KubeServicePort, KubeWorkload};
+pub use security::*;
+pub use service_entry::*;
+pub use sidecar::*;
+pub use virtual_service::*;
+
+/// The API group of the networking kinds.
+pub const NETWORKING_GROUP: &str = "networking.istio.io";
+/// The API group of the security kinds.
+pub const SECURITY_GROUP: &str = "security.istio.io";
+/// Served versions of the networking kinds (identical schemas; `v1` is the storage version).
+pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+/// Served versions of the security kinds.
+pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// The kinds the model knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// networking.istio.io VirtualService.
+    VirtualService,
+    /// networking.istio.io DestinationRule.
+    DestinationRule,
+    /// networking.istio.io ServiceEntry.
+    ServiceEntry,
+    /// networking.istio.io WorkloadEntry.
+    WorkloadEntry,
+    /// networking.istio.io Gateway.
+    Gateway,
+    /// networking.istio.io Sidecar.
+    Sidecar,
+    /// security.istio.io PeerAuthentication.
+    PeerAuthentication,
+    /// security.istio.io AuthorizationPolicy.
+    AuthorizationPolicy,
+    /// security.istio.io RequestAuthentication.
+    RequestAuthentication,
+    /// Kubernetes v1 Service.
+    Service,
+    /// Kubernetes v1 ServiceAccount.
+    ServiceAccount,
+    /// Kubernetes v1 Pod.
+    Pod,
+    /// Kubernetes apps/v1 Deployment.
+    Deployment,
+    /// Kubernetes apps/v1 StatefulSet.
+    StatefulSet,
+    /// Kubernetes apps/v1 DaemonSet.
+    DaemonSet,
+    /// Kubernetes apps/v1 ReplicaSet.
+    ReplicaSet,
+}
+
+impl Kind {
+    /// The nine Istio kinds.
+    pub const ISTIO: [Kind; 9] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::ServiceEntry,
+        Kind::WorkloadEntry,
+        Kind::Gateway,
+        Kind::Sidecar,
+        Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
+        Kind::RequestAuthentication,
+    ];
+
+    /// The Kubernetes kinds kept for the registry.
+    pub const KUBERNETES: [Kind; 7] = [
+        Kind::Service,
+        Kind::ServiceAccount,
+        Kind::Pod,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::ReplicaSet,
+    ];
+
+    /// The kind as written in `kind:`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::Gateway => "Gateway",
+            Kind::Sidecar => "Sidecar",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::RequestAuthentication => "RequestAuthentication",
+            Kind::Service => "Service",
+            Kind::ServiceAccount => "ServiceAccount",
+            Kind::Pod => "Pod",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::ReplicaSet => "ReplicaSet",
+        }
+    }
+
+    /// The API group (`""` for the Kubernetes core group).
+    pub const fn group(self) -> &'static str {
+        match self {
+            Kind::VirtualService
+            | Kind::DestinationRule
+            | Kind::ServiceEntry
+            | Kind::WorkloadEntry
+            | Kind::Gateway
+            | Kind::Sidecar => NETWORKING_GROUP,
+            Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
+                SECURITY_GROUP
+            }
+            Kind::Service | Kind::ServiceAccount | Kind::Pod => "",
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps",
+        }
+    }
+
+    /// The versions served for this kind.
+    pub const fn versions(self) -> &'static [&'static str] {
+        match self.group().as_bytes() {
+            b"networking.istio.io" => NETWORKING_VERSIONS,
+            b"security.istio.io" => SECURITY_VERSIONS,
+            _ => &["v1"],
+        }
+    }
+
+    /// True for the nine Istio kinds.
+    pub const fn is_istio(self) -> bool {
+        !self.group().is_empty() && !matches!(self.group().as_bytes(), b"apps")
+    }
+
+    /// The preferred `apiVersion` for this kind (`networking.istio.io/v1`).
+    pub fn preferred_api_version(self) -> String {
+        if self.group().is_empty() {
+            "v1".to_owned()
+        } else {
+            format!("{}/{}", self.group(), self.versions()[0])
+        }
+    }
+
+    /// Looks a kind up by its exact `kind:` spelling.
+    pub fn from_kind_str(kind: &str) -> Option<Kind> {
+        Kind::ISTIO
+            .iter()
+            .chain(Kind::KUBERNETES.iter())
+            .copied()
+            .find(|k| k.as_str() == kind)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A loaded object: Istio config or a Kubernetes object kept for the registry.
+#[derive(Debug, Clone)]
+pub struct ConfigObject {
+    /// `apiVersion` as written (`networking.istio.io/v1alpha3`).
+    pub api_version: String,
+    /// The kind.
+    pub kind: Kind,
+    /// Metadata; `namespace` is filled with the loader's default namespace when absent.
+    pub metadata: ObjectMeta,
+    /// The typed spec.
+    pub spec: Spec,
+    /// Where the object came from, with field positions.
+    pub source: Source,
+}
+
+impl ConfigObject {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.metadata.namespace, self.metadata.name)
+    }
+}
+
+/// Kubernetes `ObjectMeta` (the fields a user may write; server-managed ones are accepted and
+/// kept opaque).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectMeta {
+    /// Object name.
+    #[serde(default)]
+    pub name: String,
+    /// Name prefix for generated names.
+    pub generate_name: Option<String>,
+    /// Namespace; the loader fills in its default (`default`) when absent.
+    #[serde(default)]
+    pub namespace: String,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations (`istio.io/dry-run`, ...).
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// RFC 3339 creation time ("oldest wins" rules use it).
+    pub creation_timestamp: Option<String>,
+    /// Server-managed.
+    pub resource_version: Option<String>,
+    /// Server-managed.
+    pub uid: Option<String>,
+    /// Server-managed.
+    pub generation: Option<i64>,
+    /// Server-managed.
+    pub self_link: Option<String>,
+    /// Server-managed.
+    pub deletion_timestamp: Option<String>,
+    /// Server-managed.
+    pub deletion_grace_period_seconds: Option<i64>,
+    /// Owner references (opaque).
+    pub owner_references: Option<serde_json::Value>,
+    /// Finalizers.
+    #[serde(default)]
+    pub finalizers: Vec<String>,
+    /// Managed fields (opaque).
+    pub managed_fields: Option<serde_json::Value>,
+}
+
+/// The typed spec, one variant per kind.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
+pub enum Spec {
+    /// VirtualService.
+    VirtualService(VirtualService),
+    /// DestinationRule.
+    DestinationRule(DestinationRule),
+    /// ServiceEntry.
+    ServiceEntry(ServiceEntry),
+    /// WorkloadEntry.
+    WorkloadEntry(WorkloadEntry),
+    /// Gateway.
+    Gateway(Gateway),
+    /// Sidecar.
+    Sidecar(Sidecar),
+    /// PeerAuthentication.
+    PeerAuthentication(PeerAuthentication),
+    /// AuthorizationPolicy.
+    AuthorizationPolicy(AuthorizationPolicy),
+    /// RequestAuthentication.
+    RequestAuthentication(RequestAuthentication),
+    /// Kubernetes Service.
+    Service(KubeService),
+    /// Kubernetes ServiceAccount (the name is in the metadata).
+    ServiceAccount,
+    /// Kubernetes workload (Pod or a controller's pod template); the kind says which.
+    Workload(KubeWorkload),
+}
+
+/// A position in a source file, 1-based line and column (columns count characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
+pub struct Location {
+    /// Line, from 1.
+    pub line: u32,
+    /// Column, from 1.
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.column)
+    }
+}
+
+/// Where a field sits: its key (for mapping entries) and its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpan {
+    /// Position of the key (`subset:`); for list items, the item's position.
+    pub key: Location,
+    /// Position of the value.
+    pub value: Location,
+}
+
+/// Field path → position, for one object. Paths are relative to the object:
+/// `spec.http[0].route[1].destination.host`, `metadata.name`, `spec.headers.end-user`.
+pub type FieldMap = HashMap<Box<str>, FieldSpan>;
+
+/// Where an object came from.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The file name as given to the loader (`<string>` style names for in-memory text).
+    pub file: Arc<str>,
+    /// Position of the object (its first key).
+    pub location: Location,
+    /// Index of the YAML document in the file (0-based).
+    pub document: usize,
+    /// Field positions.
+    pub fields: Arc<FieldMap>,
+}
+
+impl Source {
+    /// The position of the field at `path` (its key, so an error points at `timeout:`), if the
+    /// field was written in the file.
+    pub fn locate(&self, path: &str) -> Option<Location> {
+        self.fields.get(path).map(|s| s.key)
+    }
+
+    /// The position of the value of the field at `path`.
+    pub fn locate_value(&self, path: &str) -> Option<Location> {
+        self.fields.get(path).map(|s| s.value)
+    }
+
+    /// The position of `path`, or of its nearest written ancestor (`spec.http[0].timeout`
+    /// falls back to `spec.http[0]`, then `spec.http`, ...), or of the object.
+    pub fn locate_nearest(&self, path: &str) -> Location {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.locate(p) {
+                return l;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) if i > 0 => p = &p[..i],
+                _ => return self.location,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_groups() {
+        for k in Kind::ISTIO.iter().chain(Kind::KUBERNETES.iter()) {
+            assert_eq!(Kind::from_kind_str(k.as_str()), Some(*k));
+        }
+        assert!(Kind::VirtualService.is_istio());
+        assert!(!Kind::Deployment.is_istio());
+        assert!(!Kind::Service.is_istio());
+        assert_eq!(
+            Kind::AuthorizationPolicy.preferred_api_version(),
+            "security.istio.io/v1"
+        );
+        assert_eq!(Kind::Gateway.versions(), NETWORKING_VERSIONS);
+        assert_eq!(Kind::from_kind_str("List"), None);
+    }
+
+    #[test]
+    fn locate_nearest_walks_up() {
+        let mut fields = FieldMap::new();
+        let at = |line| FieldSpan {
+            key: Location { line, column: 3 },
+            value: Location { line, column: 9 },
+        };
+        fields.insert("spec".into(), at(5));
+        fields.insert("spec.http".into(), at(6));
+        fields.insert("spec.http[0]".into(), at(7));
+        let src = Source {
+            file: "f.yaml".into(),
+            location: Location { line: 1, column: 1 },
+            document: 0,
+            fields: Arc::new(fields),
+        };
+        assert_eq!(src.locate("spec.http").unwrap().line, 6);
+        assert_eq!(src.locate_value("spec.http").unwrap().column, 9);
+        assert_eq!(src.locate("spec.http[0].timeout"), None);
+        assert_eq!(src.locate_nearest("spec.http[0].timeout").line, 7);
+        assert_eq!(src.locate_nearest("spec.http[3].route").line, 6);
+        assert_eq!(src.locate_nearest("nothing").line, 1);
+    }
+
+    #[test]
+    fn enums_default_to_proto3_zero_values() {
+        assert_eq!(ServerTlsMode::default(), ServerTlsMode::Passthrough);
+        assert_eq!(ClientTlsMode::default(), ClientTlsMode::Disable);
+        assert_eq!(SimpleLb::default(), SimpleLb::Unspecified);
+        assert_eq!(ServiceLocation::default(), ServiceLocation::MeshExternal);
+        assert_eq!(Resolution::default(), Resolution::None);
+        assert_eq!(AuthorizationAction::default(), AuthorizationAction::Allow);
+        assert_eq!(MtlsMode::default(), MtlsMode::Unset);
+        assert_eq!(OutboundMode::default(), OutboundMode::RegistryOnly);
+    }
+
+    #[test]
+    fn typed_specs_deserialize_istio_spelling() {
+        let vs: VirtualService = serde_json::from_value(serde_json::json!({
+            "hosts": ["reviews"],
+            "http": [{
+                "match": [{"headers": {"end-user": {"exact": "jason"}}, "ignoreUriCase": true}],
+                "route": [{"destination": {"host": "reviews", "subset": "v2", "port": {"number": 9080}}, "weight": 80}],
+                "timeout": "10s",
+                "retries": {"attempts": 3, "perTryTimeout": "2s", "retryOn": "5xx"},
+                "fault": {"abort": {"httpStatus": 500, "percentage": {"value": 100.0}}},
+                "mirror_percent": 5
+            }]
+        }))
+        .unwrap();
+        let r = &vs.http[0];
+        assert_eq!(
+            r.matches[0].headers["end-user"].exact.as_deref(),
+            Some("jason")
+        );
+        assert_eq!(
+            r.route[0].destination.port,
+            Some(PortSelector { number: 9080 })
+        );
+        assert_eq!(r.timeout, Some(Duration::from_secs(10)));
+        assert_eq!(r.mirror_percent, Some(5));
+
+        let dr: DestinationRule = serde_json::from_value(serde_json::json!({
+            "host": "reviews",
+            "trafficPolicy": {"loadBalancer": {"simple": "ROUND_ROBIN"}, "tls": {"mode": "ISTIO_MUTUAL"},
+                "outlierDetection": {"consecutive5xxErrors": 7, "interval": "1s"}},
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}}]
+        }))
+        .unwrap();
+        let tp = dr.traffic_policy.unwrap();
+        assert_eq!(tp.load_balancer.unwrap().simple, Some(SimpleLb::RoundRobin));
+        assert_eq!(tp.tls.unwrap().mode, ClientTlsMode::IstioMutual);
+        assert_eq!(
+            tp.outlier_detection.unwrap().consecutive_5xx_errors,
+            Some(7)
+        );
+
+        let pa: PeerAuthentication = serde_json::from_value(serde_json::json!({
+            "selector": {"matchLabels": {"app": "x"}},
+            "portLevelMtls": {"8080": {"mode": "DISABLE"}}
+        }))
+        .unwrap();
+        assert_eq!(pa.port_level_mtls[&8080].mode, MtlsMode::Disable);
+
+        let gw: Gateway = serde_json::from_value(serde_json::json!({
+            "servers": [{"port": {"number": 443, "name": "https", "protocol": "HTTPS"},
+                "hosts": ["a.example.com"], "tls": {"mode": "SIMPLE", "credentialName": "c",
+                "minProtocolVersion": "TLSV1_3"}}]
+        }))
+        .unwrap();
+        assert_eq!(
+            gw.servers[0].tls.as_ref().unwrap().min_protocol_version,
+            Some(TlsProtocol::TlsV1_3)
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_variants_are_rejected() {
+        let table = [
+            serde_json::json!({"host": "reviews", "subnets": []}),
+            serde_json::json!({"host": "reviews", "trafficPolicy": {"loadBalancer": {"simple": "ROUNDROBIN"}}}),
+        ];
+        for v in table {
+            assert!(serde_json::from_value::<DestinationRule>(v).is_err());
+        }
+        assert!(serde_json::from_value::<Destination>(
+            serde_json::json!({"host": "r", "subnet": "v1"})
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,408 @@
+//! Loader tests: real YAML text, positions, errors, limits.
+
+use mesh_core::diag::{codes, Severity};
+use mesh_core::load::{load_path, load_str, LoadOptions, Loader};
+use mesh_core::model::{Kind, Location, Spec};
+
+const VS: &str = "\
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+spec:
+  hosts:
+  - reviews
+  http:
+  - timeout: 3s
+    route:
+    - destination:
+        host: reviews
+        subset: v1
+";
+
+#[test]
+fn loads_a_virtual_service_with_positions() {
+    let l = load_str(VS, "vs.yaml");
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    assert_eq!(l.objects.len(), 1);
+    let o = &l.objects[0];
+    assert_eq!(o.kind, Kind::VirtualService);
+    assert_eq!(o.metadata.namespace, "default");
+    assert_eq!(o.source.location, Location { line: 1, column: 1 });
+    assert_eq!(
+        o.source.locate("spec.http[0].timeout"),
+        Some(Location { line: 9, column: 5 })
+    );
+    assert_eq!(
+        o.source.locate_value("spec.http[0].timeout"),
+        Some(Location {
+            line: 9,
+            column: 14
+        })
+    );
+    assert_eq!(
+        o.source.locate("spec.http[0].route[0].destination.subset"),
+        Some(Location {
+            line: 13,
+            column: 9
+        })
+    );
+    let Spec::VirtualService(vs) = &o.spec else {
+        panic!("not a VS")
+    };
+    assert_eq!(
+        vs.http[0].route[0].destination.subset.as_deref(),
+        Some("v1")
+    );
+    assert_eq!(
+        vs.http[0].timeout.unwrap().as_std(),
+        std::time::Duration::from_secs(3)
+    );
+}
+
+#[test]
+fn default_namespace_is_configurable() {
+    let l = Loader::new(LoadOptions {
+        default_namespace: "prod".into(),
+        ..LoadOptions::default()
+    })
+    .load_str(VS, "vs.yaml");
+    assert_eq!(l.objects[0].metadata.namespace, "prod");
+}
+
+/// (name, yaml, expected code, expected line, expected path, help contains)
+type Case = (
+    &'static str,
+    &'static str,
+    &'static str,
+    u32,
+    &'static str,
+    &'static str,
+);
+
+#[test]
+fn schema_errors_point_at_the_field() {
+    let cases: &[Case] = &[
+        (
+            "unknown field with suggestion",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  subnets: []\n",
+            codes::UNKNOWN_FIELD, 6, "spec.subnets", "did you mean `subsets`?",
+        ),
+        (
+            "unknown enum value",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUNDROBIN\n",
+            codes::INVALID_VALUE, 8, "spec.trafficPolicy.loadBalancer.simple", "did you mean `ROUND_ROBIN`?",
+        ),
+        (
+            "bad duration",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - timeout: 5\n    route: [{destination: {host: r}}]\n",
+            codes::INVALID_VALUE, 7, "spec.http[0].timeout", "",
+        ),
+        (
+            "bad duration unit",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - timeout: 5sec\n    route: [{destination: {host: r}}]\n",
+            codes::INVALID_VALUE, 7, "spec.http[0].timeout", "",
+        ),
+        (
+            "wrong type",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: reviews\n",
+            codes::INVALID_VALUE, 5, "spec.hosts", "",
+        ),
+        (
+            "unknown top-level key",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspex:\n  hosts: [r]\n",
+            codes::UNKNOWN_FIELD, 4, "spex", "did you mean `spec`?",
+        ),
+        (
+            "unknown metadata field",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  name: r\n  namespce: x\nspec:\n  hosts: [r]\n",
+            codes::UNKNOWN_FIELD, 5, "metadata.namespce", "did you mean `namespace`?",
+        ),
+        (
+            "missing name",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata:\n  namespace: x\nspec:\n  hosts: [r]\n",
+            codes::MISSING_NAME, 3, "metadata.name", "",
+        ),
+        (
+            "group typo",
+            "apiVersion: networking.istio/v1alpha3\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [r]}\n",
+            codes::API_VERSION, 1, "apiVersion", "did you mean `networking.istio.io/v1alpha3`?",
+        ),
+        (
+            "unserved version",
+            "apiVersion: security.istio.io/v1alpha3\nkind: AuthorizationPolicy\nmetadata: {name: r}\nspec: {}\n",
+            codes::API_VERSION, 1, "apiVersion", "security.istio.io/v1",
+        ),
+        (
+            "kind under the wrong istio group",
+            "apiVersion: security.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec: {hosts: [r]}\n",
+            codes::API_VERSION, 1, "apiVersion", "networking.istio.io/v1",
+        ),
+        (
+            "kind typo",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualSevice\nmetadata: {name: r}\nspec: {hosts: [r]}\n",
+            codes::UNKNOWN_KIND, 2, "kind", "did you mean `VirtualService`?",
+        ),
+        (
+            "not a mapping",
+            "- a\n- b\n",
+            codes::NOT_AN_OBJECT, 1, "", "",
+        ),
+        (
+            "missing kind",
+            "apiVersion: v1\nmetadata: {name: x}\n",
+            codes::NOT_AN_OBJECT, 1, "kind", "",
+        ),
+        (
+            "syntax error",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r\nspec: {}\n",
+            codes::SYNTAX, 4, "", "",
+        ),
+        (
+            "duplicate key",
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [a]\n  hosts: [b]\n",
+            codes::DUPLICATE_KEY, 6, "", "",
+        ),
+        (
+            "negative uint",
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  servers:\n  - port: {number: -1, name: http, protocol: HTTP}\n    hosts: ['*']\n",
+            codes::INVALID_VALUE, 6, "spec.servers[0].port.number", "",
+        ),
+    ];
+    for (name, yaml, code, line, path, help) in cases {
+        let l = load_str(yaml, "t.yaml");
+        let d = l
+            .diagnostics
+            .iter()
+            .find(|d| d.code == *code)
+            .unwrap_or_else(|| panic!("{name}: no {code} in {:#?}", l.diagnostics));
+        assert_eq!(d.severity, Severity::Error, "{name}");
+        assert_eq!(d.line, *line, "{name}: {d:?}");
+        assert!(d.column >= 1, "{name}");
+        assert_eq!(d.path, *path, "{name}");
+        assert!(
+            d.help.as_deref().unwrap_or("").contains(help),
+            "{name}: help {:?}",
+            d.help
+        );
+        assert!(l.has_errors(), "{name}");
+    }
+}
+
+#[test]
+fn every_unknown_field_of_an_object_is_reported() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r, subnet: v1}\n    - destination: {host: r, subnet: v2}\n";
+    let l = load_str(yaml, "t.yaml");
+    let paths: Vec<_> = l.diagnostics.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "spec.http[0].route[0].destination.subnet",
+            "spec.http[0].route[1].destination.subnet"
+        ]
+    );
+    assert!(l.objects.is_empty());
+}
+
+#[test]
+fn multi_document_list_json_and_empty_documents() {
+    let yaml = "---\n---\n# only a comment\n---\napiVersion: v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1beta1\n  kind: Gateway\n  metadata: {name: g, namespace: istio-system}\n  spec:\n    selector: {istio: ingressgateway}\n    servers:\n    - port: {number: 80, name: http, protocol: HTTP}\n      hosts: ['*']\n- apiVersion: networking.istio.io/v1\n  kind: DestinationRule\n  metadata: {name: d}\n  spec: {host: d, subnet: x}\n---\n{\"apiVersion\": \"security.istio.io/v1\", \"kind\": \"AuthorizationPolicy\", \"metadata\": {\"name\": \"deny\"}, \"spec\": {}}\n---\n";
+    let l = load_str(yaml, "t.yaml");
+    let kinds: Vec<_> = l.objects.iter().map(|o| o.kind).collect();
+    assert_eq!(kinds, [Kind::Gateway, Kind::AuthorizationPolicy]);
+    assert_eq!(l.objects[0].metadata.namespace, "istio-system");
+    assert_eq!(l.objects[0].source.document, 2);
+    assert_eq!(l.objects[1].source.document, 3);
+    assert_eq!(l.diagnostics.len(), 1);
+    assert_eq!(l.diagnostics[0].path, "items[1].spec.subnet");
+    assert_eq!(l.diagnostics[0].line, 19);
+}
+
+#[test]
+fn json_file_loads() {
+    let json = r#"{
+  "apiVersion": "networking.istio.io/v1alpha3",
+  "kind": "ServiceEntry",
+  "metadata": {"name": "ext"},
+  "spec": {"hosts": ["api.example.com"], "ports": [{"number": 443, "name": "https", "protocol": "TLS"}], "resolution": "DNS"}
+}"#;
+    let l = load_str(json, "se.json");
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    assert_eq!(l.objects[0].kind, Kind::ServiceEntry);
+    assert_eq!(
+        l.objects[0].source.locate("spec.resolution").unwrap().line,
+        5
+    );
+}
+
+#[test]
+fn kubernetes_objects_are_kept_leniently_and_others_skipped() {
+    let yaml = "\
+apiVersion: v1
+kind: Service
+metadata:
+  name: reviews
+  labels: {app: reviews}
+spec:
+  ports:
+  - port: 9080
+    name: http
+    targetPort: 9080
+  selector:
+    app: reviews
+  someFutureField: 1
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: bookinfo-reviews
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: reviews-v1
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: reviews}
+  template:
+    metadata:
+      labels: {app: reviews, version: v1}
+    spec:
+      serviceAccountName: bookinfo-reviews
+      containers:
+      - name: reviews
+        image: x
+        ports:
+        - containerPort: 9080
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: c}
+data: {a: b}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: k8s-gw}
+spec: {gatewayClassName: istio, listeners: []}
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ef}
+spec: {}
+";
+    let l = load_str(yaml, "k.yaml");
+    let kinds: Vec<_> = l.objects.iter().map(|o| o.kind).collect();
+    assert_eq!(
+        kinds,
+        [Kind::Service, Kind::ServiceAccount, Kind::Deployment]
+    );
+    let Spec::Service(svc) = &l.objects[0].spec else {
+        panic!()
+    };
+    assert_eq!(svc.ports[0].port, 9080);
+    assert_eq!(svc.selector.as_ref().unwrap()["app"], "reviews");
+    let Spec::Workload(w) = &l.objects[2].spec else {
+        panic!()
+    };
+    assert_eq!(w.labels["version"], "v1");
+    assert_eq!(w.service_account_name, "bookinfo-reviews");
+    assert_eq!(w.container_ports[0].container_port, 9080);
+    assert_eq!(l.diagnostics.len(), 1, "{:?}", l.diagnostics);
+    assert_eq!(l.diagnostics[0].code, codes::UNSUPPORTED_KIND);
+    assert_eq!(l.diagnostics[0].severity, Severity::Warning);
+    assert!(!l.has_errors());
+}
+
+#[test]
+fn pod_defaults_to_default_service_account() {
+    let l = load_str(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, labels: {app: a}}\nspec: {containers: [{name: c}]}\n",
+        "p.yaml",
+    );
+    let Spec::Workload(w) = &l.objects[0].spec else {
+        panic!()
+    };
+    assert_eq!(w.service_account_name, "default");
+    assert_eq!(w.labels["app"], "a");
+}
+
+#[test]
+fn anchors_and_aliases_expand() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  subsets:\n  - name: v1\n    labels: &l {version: v1}\n  - name: v1b\n    labels: *l\n";
+    let l = load_str(yaml, "a.yaml");
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    let Spec::DestinationRule(dr) = &l.objects[0].spec else {
+        panic!()
+    };
+    assert_eq!(dr.subsets[1].labels["version"], "v1");
+}
+
+#[test]
+fn alias_bombs_and_deep_nesting_are_refused() {
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    let mut prev = 'a';
+    for c in 'b'..='k' {
+        bomb.push_str(&format!(
+            "{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+        ));
+        prev = c;
+    }
+    let start = std::time::Instant::now();
+    let l = load_str(&bomb, "bomb.yaml");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+    assert!(
+        l.diagnostics.iter().any(|d| d.code == codes::LIMITS),
+        "{:?}",
+        l.diagnostics
+    );
+
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let l = load_str(&deep, "deep.yaml");
+    // saphyr's own flow-nesting guard (256) or ours, whichever comes first.
+    assert!(
+        l.diagnostics
+            .iter()
+            .any(|d| d.code == codes::LIMITS || d.code == codes::SYNTAX),
+        "{:?}",
+        l.diagnostics
+    );
+    let deep = "a:\n".to_owned()
+        + &(1..300)
+            .map(|i| format!("{}b:\n", " ".repeat(i)))
+            .collect::<String>();
+    let l = load_str(&deep, "deep2.yaml");
+    assert!(l.diagnostics.iter().any(|d| d.code == codes::LIMITS));
+}
+
+#[test]
+fn invalid_utf8_is_a_diagnostic() {
+    let l = Loader::default().load_bytes(b"kind: \xff\xfe\n", "bin.yaml");
+    assert_eq!(l.diagnostics[0].code, codes::SYNTAX);
+    assert_eq!(l.diagnostics[0].line, 1);
+}
+
+#[test]
+fn directories_load_recursively_and_missing_paths_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("a.yaml"), VS).unwrap();
+    std::fs::write(
+        dir.path().join("sub/b.yml"),
+        VS.replace("reviews\n", "ratings\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("sub/c.json"), "{}").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not: yaml: at: all:").unwrap();
+    std::fs::write(dir.path().join(".hidden.yaml"), "- broken").unwrap();
+    let l = load_path(dir.path()).unwrap();
+    assert_eq!(l.objects.len(), 2);
+    // `{}` has no kind: reported.
+    assert_eq!(l.diagnostics.len(), 1);
+    assert!(l.diagnostics[0].file.ends_with("c.json"));
+    assert!(load_path(dir.path().join("nope")).is_err());
+    let err =
+        mesh_core::load::load_paths([dir.path().join("a.yaml"), dir.path().join("missing.yaml")])
+            .unwrap_err();
+    assert!(err.to_string().contains("missing.yaml"));
+}
