@@ -1,3 +1,119 @@
-//! mesh-tls
+//! mesh-tls: a mesh CA, SPIFFE workload identity and mutual TLS over rustls.
+//!
+//! Everything Istio does with certificates inside a sidecar, as a library:
+//!
+//! - [`Identity`]: `spiffe://<td>/ns/<ns>/sa/<sa>`, strict parse/print round trip, and
+//!   [`Identity::principal`] (`<td>/ns/<ns>/sa/<sa>`, what AuthorizationPolicy compares).
+//! - [`MeshCa`]: a self-signed root for a trust domain, or a plugged-in CA from Istio's
+//!   `cacerts` files; [`MeshCa::issue`] returns a [`WorkloadCert`] (chain, key, roots,
+//!   validity) written and read with Istio's file names (`cert-chain.pem`, `key.pem`,
+//!   `root-cert.pem`).
+//! - [`TrustBundle`]: the roots peers must chain to (several allowed).
+//! - [`WorkloadCredentials`]: the workload's current certificate behind an atomic pointer;
+//!   [`CertManager`] renews it at half its life from a [`CertificateSource`] ([`CaSource`]
+//!   for the in-process CA).
+//! - Inbound: [`InboundTls`] accepts a `TcpStream` per PeerAuthentication mode
+//!   ([`PeerAuthnMode`]: STRICT, PERMISSIVE by sniffing the first byte, DISABLE) and
+//!   returns an [`Accepted`]: a [`MeshStream`] (TLS or plain, `AsyncRead + AsyncWrite`) and
+//!   the client's [`PeerIdentity`] for the request extensions.
+//! - Outbound: [`client_config`] turns DestinationRule TLS settings
+//!   ([`ClientTlsSettings`]: DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL with `clientCertificate`,
+//!   `privateKey`, `caCertificates`, `sni`, `subjectAltNames`, `credentialName` through a
+//!   [`CredentialLookup`]) into an [`OutboundTls`] (config + SNI).
+//! - Verification happens inside the handshake ([`MeshClientCertVerifier`],
+//!   [`MeshServerCertVerifier`]): the chain to the trust bundle, then the SPIFFE ID
+//!   ([`PeerPolicy`]). A failure is a [`VerifyError`] naming what was expected and what was
+//!   presented: expired, not yet valid, unknown issuer, wrong trust domain, identity not
+//!   allowed, no client certificate.
+//!
+//! Every rustls config here is built with the aws-lc-rs provider passed explicitly
+//! ([`provider`]), so nothing depends on a process-wide default provider. Configs are built
+//! once (per workload policy / per destination) and follow certificate renewals through
+//! rustls's certificate resolvers: never build one per connection.
+//!
+//! # Example: STRICT server and ISTIO_MUTUAL client, both ours
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mesh_tls::*;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+//! let server_id = Identity::new("cluster.local", "default", "httpbin")?;
+//! let client_id = Identity::new("cluster.local", "default", "sleep")?;
+//! let server = CertManager::start(server_id.clone(), Arc::new(CaSource::new(ca.clone())), RotationOptions::default()).await?;
+//! let client = CertManager::start(client_id.clone(), Arc::new(CaSource::new(ca)), RotationOptions::default()).await?;
+//!
+//! let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, server.credentials(), None)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let accept = tokio::spawn(async move {
+//!     let (tcp, _) = listener.accept().await.unwrap();
+//!     inbound.accept(tcp).await.unwrap().peer
+//! });
+//!
+//! let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+//! let dest = Destination {
+//!     host: "httpbin.default.svc.cluster.local",
+//!     port: 8000,
+//!     subset: None,
+//!     service_accounts: std::slice::from_ref(&server_id),
+//! };
+//! let ctx = ClientContext { workload: Some(client.credentials()), ..Default::default() };
+//! let outbound = client_config(&settings, &dest, &ctx)?.expect("not DISABLE");
+//! let tls = outbound.connect(tokio::net::TcpStream::connect(addr).await?).await?;
+//! assert_eq!(PeerIdentity::of(tls.get_ref().1).unwrap().identity(), &server_id);
+//! let peer = accept.await?.expect("mTLS peer");
+//! assert_eq!(peer.principal(), "cluster.local/ns/default/sa/sleep");
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+
+use std::sync::{Arc, OnceLock};
+
+mod bundle;
+mod ca;
+mod client;
+mod creds;
+mod error;
+mod identity;
+mod peer;
+mod pki;
+mod server;
+mod verify;
+
+pub use bundle::TrustBundle;
+pub use ca::{
+    files, CertRequest, MeshCa, WorkloadCert, CLOCK_SKEW_GRACE, DEFAULT_ROOT_TTL,
+    DEFAULT_WORKLOAD_TTL, MAX_WORKLOAD_TTL,
+};
+pub use client::{
+    client_config, istio_mutual_sni, Alpn, ClientContext, ClientTlsMode, ClientTlsSettings,
+    Credential, CredentialLookup, Destination, DirCredentials, OutboundTls,
+};
+pub use creds::{
+    BoxFuture, CaSource, CertManager, CertificateSource, RotationOptions, WorkloadCredentials,
+    SERVER_ALPN,
+};
+pub use error::{TlsError, VerifyError};
+pub use identity::{Identity, IdentityError, DEFAULT_TRUST_DOMAIN, SPIFFE_PREFIX};
+pub use peer::PeerIdentity;
+pub use pki::{certs_from_pem, key_from_pem};
+pub use server::{
+    sniff_tls, Accepted, InboundTls, MeshStream, PeerAuthnMode, TLS_HANDSHAKE_RECORD,
+};
+pub use verify::{MeshClientCertVerifier, MeshServerCertVerifier, PeerPolicy, ServerCheck};
+
+/// The crypto provider every config of this crate uses: aws-lc-rs, passed explicitly (a
+/// process with both ring and aws-lc-rs compiled in has no usable default).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .clone()
+}

@@ -1,0 +1,111 @@
+//! The trust bundle: the roots a workload accepts peers' chains up to.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
+
+use crate::error::TlsError;
+use crate::pki::{self, CertInfo};
+
+/// A set of trusted root certificates (several are allowed: root rotation, trust-domain
+/// aliases, a plugged-in CA next to an old self-signed one).
+///
+/// The rustls [`RootCertStore`] is built once when the bundle is built and shared by `Arc`.
+#[derive(Clone, Debug)]
+pub struct TrustBundle {
+    certs: Arc<[CertificateDer<'static>]>,
+    store: Arc<RootCertStore>,
+    subjects: Arc<[String]>,
+}
+
+impl TrustBundle {
+    /// A bundle of the given DER roots. Errors if empty or if a root is unusable as a
+    /// trust anchor.
+    pub fn new(roots: Vec<CertificateDer<'static>>) -> Result<Self, TlsError> {
+        if roots.is_empty() {
+            return Err(TlsError::Config("trust bundle: no root certificate".into()));
+        }
+        let mut unique: Vec<CertificateDer<'static>> = Vec::with_capacity(roots.len());
+        for r in roots {
+            if !unique.contains(&r) {
+                unique.push(r);
+            }
+        }
+        let mut store = RootCertStore::empty();
+        let mut subjects = Vec::with_capacity(unique.len());
+        for (i, r) in unique.iter().enumerate() {
+            store.add(r.clone()).map_err(|e| {
+                TlsError::invalid(format!("trust bundle root #{}", i + 1), e.to_string())
+            })?;
+            let info = CertInfo::parse(r)
+                .map_err(|e| TlsError::parse(format!("trust bundle root #{}", i + 1), e))?;
+            subjects.push(info.subject);
+        }
+        Ok(Self {
+            certs: unique.into(),
+            store: Arc::new(store),
+            subjects: subjects.into(),
+        })
+    }
+
+    /// Parses every certificate of a PEM text (e.g. `root-cert.pem`) as a root.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, TlsError> {
+        Self::new(pki::certs_from_pem("trust bundle", pem)?)
+    }
+
+    /// Reads a PEM file of roots.
+    pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self, TlsError> {
+        let path = path.as_ref();
+        let pem = pki::read_file(path)?;
+        Self::new(pki::certs_from_pem(&path.display().to_string(), &pem)?)
+    }
+
+    /// This bundle plus the roots of `other` (duplicates dropped).
+    pub fn merged(&self, other: &TrustBundle) -> Result<Self, TlsError> {
+        let mut all = self.certs.to_vec();
+        all.extend(other.certs.iter().cloned());
+        Self::new(all)
+    }
+
+    /// Whether every root of `other` is already in this bundle.
+    pub fn contains_all(&self, other: &TrustBundle) -> bool {
+        other.certs.iter().all(|c| self.certs.contains(c))
+    }
+
+    /// The roots, DER.
+    pub fn certs(&self) -> &[CertificateDer<'static>] {
+        &self.certs
+    }
+
+    /// The roots as one PEM text (Istio's `root-cert.pem`).
+    pub fn to_pem(&self) -> String {
+        pki::certs_to_pem(&self.certs)
+    }
+
+    /// The subjects of the roots (for error messages).
+    pub fn subjects(&self) -> &[String] {
+        &self.subjects
+    }
+
+    /// The rustls root store, built once.
+    pub fn root_store(&self) -> &Arc<RootCertStore> {
+        &self.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors() {
+        assert!(TrustBundle::new(Vec::new()).is_err());
+        assert!(TrustBundle::from_pem(b"").is_err());
+        assert!(TrustBundle::from_pem_file("/nonexistent/root.pem")
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/root.pem"));
+    }
+}

@@ -1,0 +1,798 @@
+//! The mesh certificate authority (rcgen): a self-signed root for a trust domain, or a
+//! plugged-in CA from Istio's `cacerts` files, issuing SPIFFE workload certificates.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+use crate::bundle::TrustBundle;
+use crate::error::{rfc3339, TlsError};
+use crate::identity::{check_trust_domain, Identity};
+use crate::pki::{self, CertInfo};
+
+/// Istio's default workload certificate lifetime (`DefaultWorkloadCertTTL`): 24 hours.
+pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Istio's maximum workload certificate lifetime (`DefaultMaxWorkloadCertTTL`): 90 days.
+pub const MAX_WORKLOAD_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Istio's self-signed root lifetime (`DefaultSelfSignedCACertTTL`): 10 years.
+pub const DEFAULT_ROOT_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
+/// How far `notBefore` is moved into the past to tolerate clock skew between hosts
+/// (at most this, and at most a tenth of the lifetime).
+pub const CLOCK_SKEW_GRACE: Duration = Duration::from_secs(60);
+
+/// Istio's `cacerts` file names.
+pub mod files {
+    /// The signing (intermediate) certificate.
+    pub const CA_CERT: &str = "ca-cert.pem";
+    /// The signing key.
+    pub const CA_KEY: &str = "ca-key.pem";
+    /// The root(s) of trust.
+    pub const ROOT_CERT: &str = "root-cert.pem";
+    /// The chain from the signing certificate towards the root.
+    pub const CERT_CHAIN: &str = "cert-chain.pem";
+    /// A workload's private key (workload directory).
+    pub const KEY: &str = "key.pem";
+}
+
+/// A mesh CA: signs workload certificates for SPIFFE identities.
+pub struct MeshCa {
+    trust_domain: String,
+    issuer: Issuer<'static, KeyPair>,
+    signing_cert: CertificateDer<'static>,
+    /// What follows a leaf in a workload chain: the signing cert and any intermediates
+    /// above it, roots excluded.
+    intermediates: Vec<CertificateDer<'static>>,
+    /// `cert-chain.pem` as loaded or written.
+    cert_chain: Vec<CertificateDer<'static>>,
+    roots: TrustBundle,
+    key_pem: String,
+    not_after: SystemTime,
+}
+
+impl fmt::Debug for MeshCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshCa")
+            .field("trust_domain", &self.trust_domain)
+            .field("roots", &self.roots.subjects())
+            .field("intermediates", &self.intermediates.len())
+            .field("not_after", &rfc3339(self.not_after))
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to issue: an identity, a lifetime and extra DNS names.
+#[derive(Debug, Clone)]
+pub struct CertRequest {
+    /// The SPIFFE identity, written as the certificate's URI SAN.
+    pub identity: Identity,
+    /// Lifetime; default 24 h, at most 90 days, and never beyond the CA's own expiry.
+    pub ttl: Duration,
+    /// DNS SANs added after the SPIFFE URI (e.g. `localhost`, for tools like curl that
+    /// cannot verify a SPIFFE-only certificate).
+    pub dns_sans: Vec<String>,
+    /// The start of validity; default now minus [`CLOCK_SKEW_GRACE`] (capped at ttl / 10).
+    /// Mostly for tests of not-yet-valid and expired certificates.
+    pub valid_from: Option<SystemTime>,
+}
+
+impl CertRequest {
+    /// A request for `identity` with Istio's defaults.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            ttl: DEFAULT_WORKLOAD_TTL,
+            dns_sans: Vec::new(),
+            valid_from: None,
+        }
+    }
+}
+
+impl MeshCa {
+    /// A new self-signed root CA (ECDSA P-256, 10 years) for `trust_domain`.
+    pub fn self_signed(trust_domain: &str) -> Result<Self, TlsError> {
+        check_trust_domain(trust_domain)
+            .map_err(|r| TlsError::Config(format!("trust domain {trust_domain:?}: {r}")))?;
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, trust_domain);
+        dn.push(DnType::CommonName, "Root CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = SystemTime::now();
+        let not_after = now + DEFAULT_ROOT_TTL;
+        params.not_before = (now - CLOCK_SKEW_GRACE).into();
+        params.not_after = not_after.into();
+        let cert = params.self_signed(&key)?;
+        let der = cert.der().clone();
+        let key_pem = key.serialize_pem();
+        let roots = TrustBundle::new(vec![der.clone()])?;
+        Ok(Self {
+            trust_domain: trust_domain.to_owned(),
+            issuer: Issuer::new(params, key),
+            signing_cert: der.clone(),
+            intermediates: Vec::new(),
+            cert_chain: vec![der],
+            roots,
+            key_pem,
+            not_after: truncate_to_secs(not_after),
+        })
+    }
+
+    /// Loads a plugged-in CA from Istio's `cacerts` files in `dir`: `ca-cert.pem`,
+    /// `ca-key.pem`, `root-cert.pem` and (optional) `cert-chain.pem`.
+    ///
+    /// Checked, failing closed: the key matches `ca-cert.pem`; `ca-cert.pem` is a CA that
+    /// may sign certificates and is valid now; a probe certificate it signs verifies up to
+    /// `root-cert.pem` through `cert-chain.pem`.
+    pub fn from_plugin_dir(dir: impl AsRef<Path>, trust_domain: &str) -> Result<Self, TlsError> {
+        let dir = dir.as_ref();
+        let read = |name: &str| pki::read_file(&dir.join(name));
+        let ca_cert = read(files::CA_CERT)?;
+        let ca_key = read(files::CA_KEY)?;
+        let root = read(files::ROOT_CERT)?;
+        let chain_path = dir.join(files::CERT_CHAIN);
+        let chain = if chain_path.exists() {
+            Some(pki::read_file(&chain_path)?)
+        } else {
+            None
+        };
+        Self::from_plugin_pem(&ca_cert, &ca_key, &root, chain.as_deref(), trust_domain)
+    }
+
+    /// [`from_plugin_dir`](Self::from_plugin_dir) from PEM texts.
+    pub fn from_plugin_pem(
+        ca_cert_pem: &[u8],
+        ca_key_pem: &[u8],
+        root_cert_pem: &[u8],
+        cert_chain_pem: Option<&[u8]>,
+        trust_domain: &str,
+    ) -> Result<Self, TlsError> {
+        check_trust_domain(trust_domain)
+            .map_err(|r| TlsError::Config(format!("trust domain {trust_domain:?}: {r}")))?;
+        let ca_certs = pki::certs_from_pem(files::CA_CERT, ca_cert_pem)?;
+        let signing_cert = ca_certs[0].clone();
+        let roots = TrustBundle::new(pki::certs_from_pem(files::ROOT_CERT, root_cert_pem)?)?;
+        let cert_chain = match cert_chain_pem {
+            Some(pem) => pki::certs_from_pem(files::CERT_CHAIN, pem)?,
+            None => ca_certs.clone(),
+        };
+
+        // The key must be the certificate's (rcgen does not check this).
+        let key_der = pki::key_from_pem(files::CA_KEY, ca_key_pem)?;
+        let key = KeyPair::try_from(&key_der)
+            .map_err(|e| TlsError::parse(files::CA_KEY, format!("unsupported key: {e}")))?;
+        let cert_bits =
+            pki::public_key_bits(&signing_cert).map_err(|e| TlsError::parse(files::CA_CERT, e))?;
+        if rcgen::PublicKeyData::der_bytes(&key) != cert_bits.as_slice() {
+            return Err(TlsError::KeyMismatch {
+                what: format!("{} / {}", files::CA_KEY, files::CA_CERT),
+            });
+        }
+
+        let info =
+            CertInfo::parse(&signing_cert).map_err(|e| TlsError::parse(files::CA_CERT, e))?;
+        if !info.is_ca {
+            return Err(TlsError::invalid(
+                files::CA_CERT,
+                format!(
+                    "{} is not a CA certificate (basicConstraints CA:TRUE missing)",
+                    info.subject
+                ),
+            ));
+        }
+        let now = SystemTime::now();
+        if now > info.not_after {
+            return Err(TlsError::invalid(
+                files::CA_CERT,
+                format!("expired at {}", rfc3339(info.not_after)),
+            ));
+        }
+        if now < info.not_before {
+            return Err(TlsError::invalid(
+                files::CA_CERT,
+                format!("not valid before {}", rfc3339(info.not_before)),
+            ));
+        }
+
+        let issuer = Issuer::from_ca_cert_der(&signing_cert, key).map_err(|e| {
+            TlsError::parse(files::CA_CERT, format!("unusable CA certificate: {e}"))
+        })?;
+        if !issuer.key_usages().is_empty()
+            && !issuer.key_usages().contains(&KeyUsagePurpose::KeyCertSign)
+        {
+            return Err(TlsError::invalid(
+                files::CA_CERT,
+                "key usage does not allow signing certificates (keyCertSign)",
+            ));
+        }
+
+        // Workload chains: the signing cert, then whatever cert-chain.pem adds above it,
+        // roots excluded (the peer has them).
+        let mut intermediates = Vec::new();
+        if !roots.certs().contains(&signing_cert) {
+            intermediates.push(signing_cert.clone());
+        }
+        for c in &cert_chain {
+            if !roots.certs().contains(c) && !intermediates.contains(c) {
+                intermediates.push(c.clone());
+            }
+        }
+
+        let key_pem = String::from_utf8_lossy(ca_key_pem).into_owned();
+        let ca = Self {
+            trust_domain: trust_domain.to_owned(),
+            issuer,
+            signing_cert,
+            intermediates,
+            cert_chain,
+            roots,
+            key_pem,
+            not_after: info.not_after,
+        };
+        ca.probe()?;
+        Ok(ca)
+    }
+
+    /// Issues a short probe certificate and verifies it up to the roots, so a CA whose
+    /// chain is broken is refused at load time rather than at the first handshake.
+    fn probe(&self) -> Result<(), TlsError> {
+        let id = Identity::new(&self.trust_domain, "probe", "probe")?;
+        let mut req = CertRequest::new(id);
+        req.ttl = Duration::from_secs(120);
+        let wc = self.issue_request(&req)?;
+        let chain = wc.chain_der()?;
+        let ee = webpki::EndEntityCert::try_from(&chain[0])
+            .map_err(|e| TlsError::invalid(files::CA_CERT, format!("probe certificate: {e}")))?;
+        let anchors: Vec<_> = self.roots.root_store().roots.to_vec();
+        let provider = crate::provider();
+        ee.verify_for_usage(
+            provider.signature_verification_algorithms.all,
+            &anchors,
+            &chain[1..],
+            UnixTime::now(),
+            webpki::KeyUsage::client_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            TlsError::invalid(
+                files::CA_CERT,
+                format!(
+                    "certificates signed by {} do not verify up to {}: {e}",
+                    files::CA_CERT,
+                    files::ROOT_CERT
+                ),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Reads a CA written by [`write_dir`](Self::write_dir) (or any `cacerts` directory).
+    pub fn read_dir(dir: impl AsRef<Path>, trust_domain: &str) -> Result<Self, TlsError> {
+        Self::from_plugin_dir(dir, trust_domain)
+    }
+
+    /// Writes the CA as Istio's `cacerts` files (`ca-cert.pem`, `ca-key.pem` with mode
+    /// 0600, `root-cert.pem`, `cert-chain.pem`), creating `dir` if needed.
+    pub fn write_dir(&self, dir: impl AsRef<Path>) -> Result<(), TlsError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| TlsError::io(dir, e))?;
+        write_file(
+            &dir.join(files::CA_CERT),
+            pki::certs_to_pem(std::slice::from_ref(&self.signing_cert)).as_bytes(),
+            false,
+        )?;
+        write_file(&dir.join(files::CA_KEY), self.key_pem.as_bytes(), true)?;
+        write_file(
+            &dir.join(files::ROOT_CERT),
+            self.roots.to_pem().as_bytes(),
+            false,
+        )?;
+        write_file(
+            &dir.join(files::CERT_CHAIN),
+            pki::certs_to_pem(&self.cert_chain).as_bytes(),
+            false,
+        )?;
+        Ok(())
+    }
+
+    /// The trust domain this CA issues for by default.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The roots (`root-cert.pem`).
+    pub fn trust_bundle(&self) -> &TrustBundle {
+        &self.roots
+    }
+
+    /// When the signing certificate expires; workload certificates never outlive it.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
+    /// Issues a workload certificate for `identity`, valid for `ttl`, with the SPIFFE URI
+    /// SAN and `extra_dns_sans`.
+    pub fn issue(
+        &self,
+        identity: &Identity,
+        ttl: Duration,
+        extra_dns_sans: &[&str],
+    ) -> Result<WorkloadCert, TlsError> {
+        let mut req = CertRequest::new(identity.clone());
+        req.ttl = ttl;
+        req.dns_sans = extra_dns_sans.iter().map(|s| (*s).to_owned()).collect();
+        self.issue_request(&req)
+    }
+
+    /// Issues a workload certificate: Istio's shape (empty subject, critical SAN with the
+    /// SPIFFE URI first, KeyUsage digitalSignature + keyEncipherment, ExtKeyUsage
+    /// serverAuth + clientAuth, CA:FALSE), a fresh ECDSA P-256 key, and the chain up to
+    /// (not including) the root.
+    pub fn issue_request(&self, req: &CertRequest) -> Result<WorkloadCert, TlsError> {
+        if req.ttl.is_zero() {
+            return Err(TlsError::Config(
+                "certificate ttl must be greater than zero".into(),
+            ));
+        }
+        if req.ttl > MAX_WORKLOAD_TTL {
+            return Err(TlsError::Config(format!(
+                "requested TTL {}s is greater than the max allowed TTL {}s",
+                req.ttl.as_secs(),
+                MAX_WORKLOAD_TTL.as_secs()
+            )));
+        }
+        let now = SystemTime::now();
+        let not_before = req
+            .valid_from
+            .unwrap_or_else(|| now - CLOCK_SKEW_GRACE.min(req.ttl / 10));
+        let start = req.valid_from.unwrap_or(now);
+        let mut not_after = start + req.ttl;
+        if not_after > self.not_after {
+            not_after = self.not_after;
+        }
+        if not_after <= not_before {
+            return Err(TlsError::Config(format!(
+                "the CA certificate expires at {}: cannot issue",
+                rfc3339(self.not_after)
+            )));
+        }
+
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        let mut sans = vec![SanType::URI(
+            req.identity
+                .as_uri()
+                .try_into()
+                .map_err(|e| TlsError::Config(format!("SPIFFE URI: {e}")))?,
+        )];
+        for d in &req.dns_sans {
+            if let Ok(ip) = d.parse::<std::net::IpAddr>() {
+                sans.push(SanType::IpAddress(ip));
+            } else {
+                rustls::pki_types::DnsName::try_from(d.as_str()).map_err(|_| {
+                    TlsError::Config(format!("DNS SAN {d:?} is not a valid DNS name"))
+                })?;
+                sans.push(SanType::DnsName(
+                    d.as_str()
+                        .try_into()
+                        .map_err(|e| TlsError::Config(format!("DNS SAN {d:?}: {e}")))?,
+                ));
+            }
+        }
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
+        let cert = params.signed_by(&key, &self.issuer)?;
+
+        let mut chain = Vec::with_capacity(1 + self.intermediates.len());
+        chain.push(cert.der().clone());
+        chain.extend(self.intermediates.iter().cloned());
+        Ok(WorkloadCert {
+            identity: req.identity.clone(),
+            chain_pem: pki::certs_to_pem(&chain),
+            key_pem: key.serialize_pem(),
+            root_pem: self.roots.to_pem(),
+            not_before: truncate_to_secs(not_before),
+            not_after: truncate_to_secs(not_after),
+        })
+    }
+}
+
+fn truncate_to_secs(t: SystemTime) -> SystemTime {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => SystemTime::UNIX_EPOCH + Duration::from_secs(d.as_secs()),
+        Err(_) => t,
+    }
+}
+
+fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<(), TlsError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(|e| TlsError::io(path, e))?;
+    f.write_all(data).map_err(|e| TlsError::io(path, e))?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| TlsError::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// A workload's certificate: chain (leaf first), private key and roots, as PEM, with the
+/// identity and validity read from the leaf.
+#[derive(Clone)]
+pub struct WorkloadCert {
+    identity: Identity,
+    chain_pem: String,
+    key_pem: String,
+    root_pem: String,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl fmt::Debug for WorkloadCert {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadCert")
+            .field("identity", &self.identity)
+            .field("not_before", &rfc3339(self.not_before))
+            .field("not_after", &rfc3339(self.not_after))
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadCert {
+    /// Builds from PEM texts, checking them: the chain parses, the key matches the leaf,
+    /// the leaf carries exactly one SPIFFE identity, and the roots parse.
+    pub fn from_pem(chain_pem: &str, key_pem: &str, root_pem: &str) -> Result<Self, TlsError> {
+        let chain = pki::certs_from_pem(files::CERT_CHAIN, chain_pem.as_bytes())?;
+        let key = pki::key_from_pem(files::KEY, key_pem.as_bytes())?;
+        check_key_matches(&chain, &key, "key.pem / cert-chain.pem")?;
+        pki::certs_from_pem(files::ROOT_CERT, root_pem.as_bytes())?;
+        let info = CertInfo::parse(&chain[0]).map_err(|e| TlsError::parse(files::CERT_CHAIN, e))?;
+        let identity = info
+            .spiffe()
+            .map_err(|e| TlsError::invalid(files::CERT_CHAIN, e.to_string()))?;
+        Ok(Self {
+            identity,
+            chain_pem: chain_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+            root_pem: root_pem.to_owned(),
+            not_before: info.not_before,
+            not_after: info.not_after,
+        })
+    }
+
+    /// Reads `cert-chain.pem`, `key.pem` and `root-cert.pem` from `dir`.
+    pub fn read_dir(dir: impl AsRef<Path>) -> Result<Self, TlsError> {
+        let dir = dir.as_ref();
+        let read = |name: &str| -> Result<String, TlsError> {
+            let p = dir.join(name);
+            String::from_utf8(pki::read_file(&p)?)
+                .map_err(|_| TlsError::parse(p.display().to_string(), "not UTF-8 PEM"))
+        };
+        Self::from_pem(
+            &read(files::CERT_CHAIN)?,
+            &read(files::KEY)?,
+            &read(files::ROOT_CERT)?,
+        )
+    }
+
+    /// Writes `cert-chain.pem`, `key.pem` (mode 0600) and `root-cert.pem` into `dir`,
+    /// creating it if needed.
+    pub fn write_dir(&self, dir: impl AsRef<Path>) -> Result<(), TlsError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(|e| TlsError::io(dir, e))?;
+        write_file(
+            &dir.join(files::CERT_CHAIN),
+            self.chain_pem.as_bytes(),
+            false,
+        )?;
+        write_file(&dir.join(files::KEY), self.key_pem.as_bytes(), true)?;
+        write_file(&dir.join(files::ROOT_CERT), self.root_pem.as_bytes(), false)?;
+        Ok(())
+    }
+
+    /// The SPIFFE identity in the leaf.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+    /// Leaf then intermediates, PEM (`cert-chain.pem`).
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+    /// The private key, PEM (`key.pem`).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+    /// The roots, PEM (`root-cert.pem`).
+    pub fn root_pem(&self) -> &str {
+        &self.root_pem
+    }
+    /// Start of validity.
+    pub fn not_before(&self) -> SystemTime {
+        self.not_before
+    }
+    /// End of validity.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+    /// The chain as DER, leaf first.
+    pub fn chain_der(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        pki::certs_from_pem(files::CERT_CHAIN, self.chain_pem.as_bytes())
+    }
+    /// The private key as DER.
+    pub fn key_der(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
+        pki::key_from_pem(files::KEY, self.key_pem.as_bytes())
+    }
+    /// The roots as a trust bundle.
+    pub fn trust_bundle(&self) -> Result<TrustBundle, TlsError> {
+        TrustBundle::from_pem(self.root_pem.as_bytes())
+    }
+    /// The rustls certified key (chain + signing key), checking that they match.
+    pub fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+        certified_key(
+            self.chain_der()?,
+            self.key_der()?,
+            "cert-chain.pem / key.pem",
+        )
+    }
+}
+
+/// Builds a rustls certified key with the aws-lc-rs provider, checking the key matches.
+pub(crate) fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    what: &str,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    let rcgen_key = KeyPair::try_from(&key).ok();
+    let ck =
+        rustls::sign::CertifiedKey::from_der(chain, key, &crate::provider()).map_err(
+            |e| match e {
+                rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+                    what: what.to_owned(),
+                },
+                other => TlsError::parse(what, other.to_string()),
+            },
+        )?;
+    match ck.keys_match() {
+        Ok(()) => {}
+        // The provider could not tell: compare the raw public keys ourselves (fail closed).
+        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            let leaf = ck.end_entity_cert()?;
+            let bits = pki::public_key_bits(leaf).map_err(|e| TlsError::parse(what, e))?;
+            match rcgen_key {
+                Some(k) if rcgen::PublicKeyData::der_bytes(&k) == bits.as_slice() => {}
+                _ => {
+                    return Err(TlsError::KeyMismatch {
+                        what: what.to_owned(),
+                    })
+                }
+            }
+        }
+        Err(_) => {
+            return Err(TlsError::KeyMismatch {
+                what: what.to_owned(),
+            })
+        }
+    }
+    Ok(Arc::new(ck))
+}
+
+fn check_key_matches(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    what: &str,
+) -> Result<(), TlsError> {
+    certified_key(chain.to_vec(), key.clone_key(), what).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples() -> Option<std::path::PathBuf> {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/istio-samples/certs");
+        p.join("ca-cert.pem").exists().then_some(p)
+    }
+
+    #[test]
+    fn self_signed_issues_istio_shaped_certs() {
+        let ca = MeshCa::self_signed("cluster.local").unwrap();
+        let id = Identity::new("cluster.local", "default", "sleep").unwrap();
+        let wc = ca
+            .issue(&id, DEFAULT_WORKLOAD_TTL, &["localhost", "127.0.0.1"])
+            .unwrap();
+        assert_eq!(wc.identity(), &id);
+        let chain = wc.chain_der().unwrap();
+        assert_eq!(
+            chain.len(),
+            1,
+            "self-signed root: the chain is the leaf alone"
+        );
+        let (_, x) = x509_parser::parse_x509_certificate(&chain[0]).unwrap();
+        assert_eq!(x.subject().to_string(), "");
+        let san = x.subject_alternative_name().unwrap().unwrap();
+        assert!(san.critical, "SAN must be critical with an empty subject");
+        let info = CertInfo::parse(&chain[0]).unwrap();
+        assert_eq!(info.uris, vec![id.as_uri().to_owned()]);
+        assert_eq!(info.dns, vec!["localhost"]);
+        assert_eq!(info.ips, vec!["127.0.0.1"]);
+        assert!(!info.is_ca);
+        let ku = x.key_usage().unwrap().unwrap();
+        assert!(ku.critical && ku.value.digital_signature() && ku.value.key_encipherment());
+        let eku = x.extended_key_usage().unwrap().unwrap();
+        assert!(eku.value.server_auth && eku.value.client_auth);
+        let life = wc.not_after().duration_since(SystemTime::now()).unwrap();
+        assert!(
+            life > DEFAULT_WORKLOAD_TTL - Duration::from_secs(5) && life <= DEFAULT_WORKLOAD_TTL
+        );
+        wc.certified_key().unwrap();
+    }
+
+    #[test]
+    fn ttl_limits() {
+        let ca = MeshCa::self_signed("cluster.local").unwrap();
+        let id = Identity::new("cluster.local", "a", "b").unwrap();
+        for (ttl, ok) in [
+            (Duration::ZERO, false),
+            (Duration::from_secs(1), true),
+            (MAX_WORKLOAD_TTL, true),
+            (MAX_WORKLOAD_TTL + Duration::from_secs(1), false),
+        ] {
+            assert_eq!(ca.issue(&id, ttl, &[]).is_ok(), ok, "{ttl:?}");
+        }
+        assert!(ca
+            .issue(&id, Duration::from_secs(1), &["bad name!"])
+            .is_err());
+    }
+
+    #[test]
+    fn bad_trust_domain() {
+        assert!(MeshCa::self_signed("").is_err());
+        assert!(MeshCa::self_signed("Bad/TD").is_err());
+    }
+
+    #[test]
+    fn write_read_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = MeshCa::self_signed("example.org").unwrap();
+        ca.write_dir(dir.path()).unwrap();
+        let again = MeshCa::read_dir(dir.path(), "example.org").unwrap();
+        assert_eq!(again.trust_bundle().certs(), ca.trust_bundle().certs());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("ca-key.pem"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let id = Identity::new("example.org", "ns1", "sa1").unwrap();
+        let wc = again.issue(&id, Duration::from_secs(3600), &[]).unwrap();
+        let wdir = dir.path().join("w");
+        wc.write_dir(&wdir).unwrap();
+        let back = WorkloadCert::read_dir(&wdir).unwrap();
+        assert_eq!(back.identity(), &id);
+        assert_eq!(back.chain_pem(), wc.chain_pem());
+        assert_eq!(back.not_after(), wc.not_after());
+    }
+
+    #[test]
+    fn plugin_istio_sample_ca() {
+        let Some(dir) = samples() else {
+            eprintln!("skipped: Istio sample certs not present");
+            return;
+        };
+        let ca = MeshCa::from_plugin_dir(&dir, "cluster.local").unwrap();
+        let id = Identity::new("cluster.local", "foo", "foo").unwrap();
+        let wc = ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
+        let chain = wc.chain_der().unwrap();
+        assert_eq!(chain.len(), 2, "leaf + Istio CA intermediate");
+        let root = std::fs::read(dir.join("root-cert.pem")).unwrap();
+        assert_eq!(
+            wc.trust_bundle().unwrap().certs(),
+            pki::certs_from_pem("root", &root).unwrap().as_slice()
+        );
+    }
+
+    #[test]
+    fn plugin_errors() {
+        let Some(dir) = samples() else {
+            eprintln!("skipped: Istio sample certs not present");
+            return;
+        };
+        let ca_cert = std::fs::read(dir.join("ca-cert.pem")).unwrap();
+        let ca_key = std::fs::read(dir.join("ca-key.pem")).unwrap();
+        let root = std::fs::read(dir.join("root-cert.pem")).unwrap();
+        let other_key = std::fs::read(dir.join("workload-foo-key.pem")).unwrap();
+        let foo_cert = std::fs::read(dir.join("workload-foo-cert.pem")).unwrap();
+        let other = MeshCa::self_signed("x.y").unwrap();
+        let other_root = other.trust_bundle().to_pem();
+
+        // key of another certificate
+        let e = MeshCa::from_plugin_pem(&ca_cert, &other_key, &root, None, "cluster.local")
+            .unwrap_err();
+        assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
+        // a leaf is not a CA
+        let e = MeshCa::from_plugin_pem(&foo_cert, &other_key, &root, None, "cluster.local")
+            .unwrap_err();
+        assert!(e.to_string().contains("not a CA"), "{e}");
+        // the intermediate does not chain to this root
+        let e = MeshCa::from_plugin_pem(
+            &ca_cert,
+            &ca_key,
+            other_root.as_bytes(),
+            None,
+            "cluster.local",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("do not verify up to root-cert.pem"),
+            "{e}"
+        );
+        // garbage
+        assert!(MeshCa::from_plugin_pem(b"x", &ca_key, &root, None, "cluster.local").is_err());
+        assert!(MeshCa::from_plugin_pem(&ca_cert, b"x", &root, None, "cluster.local").is_err());
+        // a missing file is named
+        let empty = tempfile::tempdir().unwrap();
+        let e = MeshCa::from_plugin_dir(empty.path(), "cluster.local").unwrap_err();
+        assert!(e.to_string().contains("ca-cert.pem"), "{e}");
+    }
+
+    #[test]
+    fn workload_cert_from_pem_checks() {
+        let ca = MeshCa::self_signed("cluster.local").unwrap();
+        let a = ca
+            .issue(
+                &Identity::new("cluster.local", "a", "a").unwrap(),
+                DEFAULT_WORKLOAD_TTL,
+                &[],
+            )
+            .unwrap();
+        let b = ca
+            .issue(
+                &Identity::new("cluster.local", "b", "b").unwrap(),
+                DEFAULT_WORKLOAD_TTL,
+                &[],
+            )
+            .unwrap();
+        assert!(WorkloadCert::from_pem(a.chain_pem(), a.key_pem(), a.root_pem()).is_ok());
+        let e = WorkloadCert::from_pem(a.chain_pem(), b.key_pem(), a.root_pem()).unwrap_err();
+        assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
+        assert!(WorkloadCert::from_pem("", a.key_pem(), a.root_pem()).is_err());
+        assert!(WorkloadCert::from_pem(a.chain_pem(), a.key_pem(), "").is_err());
+    }
+}

@@ -1,0 +1,631 @@
+//! Outbound: DestinationRule `trafficPolicy.tls` (ClientTLSSettings) to a rustls client
+//! config.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+
+use crate::bundle::TrustBundle;
+use crate::ca::certified_key;
+use crate::creds::WorkloadCredentials;
+use crate::error::TlsError;
+use crate::identity::Identity;
+use crate::pki;
+use crate::verify::{
+    self, MeshServerCertVerifier, PeerPolicy, ServerCheck, SkipServerVerification,
+};
+
+/// DestinationRule `ClientTLSSettings.mode`. The zero value (default) is DISABLE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum ClientTlsMode {
+    /// Plaintext.
+    #[default]
+    Disable,
+    /// TLS, server verified, no client certificate.
+    Simple,
+    /// TLS with a client certificate from files or `credentialName`.
+    Mutual,
+    /// Mesh mTLS with the workload's own certificate, server identity checked.
+    IstioMutual,
+}
+
+/// DestinationRule `ClientTLSSettings`, as written (file paths, not contents).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTlsSettings {
+    /// `mode`.
+    pub mode: ClientTlsMode,
+    /// `clientCertificate`: PEM file (MUTUAL).
+    pub client_certificate: Option<PathBuf>,
+    /// `privateKey`: PEM file (MUTUAL).
+    pub private_key: Option<PathBuf>,
+    /// `caCertificates`: PEM file of roots; unset means the OS roots (SIMPLE, MUTUAL).
+    pub ca_certificates: Option<PathBuf>,
+    /// `caCrl`: not supported yet; setting it is an error (fail closed).
+    pub ca_crl: Option<PathBuf>,
+    /// `credentialName`: resolved through a [`CredentialLookup`].
+    pub credential_name: Option<String>,
+    /// `subjectAltNames`: the server certificate must carry one of these SANs.
+    pub subject_alt_names: Vec<String>,
+    /// `sni`.
+    pub sni: Option<String>,
+    /// `insecureSkipVerify`.
+    pub insecure_skip_verify: bool,
+}
+
+impl ClientTlsSettings {
+    /// Istio's validation (`ValidateTLS`), with Istio's messages, joined by `; `.
+    pub fn validate(&self) -> Result<(), TlsError> {
+        let mut errs: Vec<&str> = Vec::new();
+        let has_ca = self.ca_certificates.is_some();
+        let has_cred = self
+            .credential_name
+            .as_deref()
+            .is_some_and(|s| !s.is_empty());
+        let has_sans = !self.subject_alt_names.is_empty();
+        if self.insecure_skip_verify {
+            match self.mode {
+                ClientTlsMode::Simple if has_ca || has_cred || has_sans => errs.push(
+                    "cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify is set true",
+                ),
+                ClientTlsMode::Mutual if has_ca || has_sans => errs.push(
+                    "cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set true",
+                ),
+                _ => {}
+            }
+        }
+        let simple_or_mutual = matches!(self.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual);
+        if simple_or_mutual && has_cred {
+            if self.client_certificate.is_some()
+                || has_ca
+                || self.private_key.is_some()
+                || self.ca_crl.is_some()
+            {
+                errs.push("cannot specify client certificates or CA certificate or CA CRL If credentialName is set");
+            }
+        } else if self.mode == ClientTlsMode::Mutual {
+            if self.client_certificate.is_none() {
+                errs.push("client certificate required for mutual tls");
+            }
+            if self.private_key.is_none() {
+                errs.push("private key required for mutual tls");
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(TlsError::Config(errs.join("; ")))
+        }
+    }
+}
+
+/// The contents behind a `credentialName` (a Kubernetes secret in Istio).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    /// Certificate chain PEM (`tls.crt` / `cert`).
+    pub cert_chain_pem: Option<String>,
+    /// Private key PEM (`tls.key` / `key`).
+    pub key_pem: Option<String>,
+    /// CA roots PEM (`ca.crt` / `cacert`).
+    pub ca_pem: Option<String>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("cert_chain_pem", &self.cert_chain_pem.is_some())
+            .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
+            .field("ca_pem", &self.ca_pem.is_some())
+            .finish()
+    }
+}
+
+/// Resolves a `credentialName` to its contents.
+pub trait CredentialLookup: Send + Sync + fmt::Debug {
+    /// The credential called `name`; an error if there is none.
+    fn lookup(&self, name: &str) -> Result<Credential, TlsError>;
+}
+
+/// Credentials stored as directories: `<root>/<name>/` holding Istio's generic secret keys
+/// (`cert`, `key`, `cacert`) or the TLS secret keys (`tls.crt`, `tls.key`, `ca.crt`), and
+/// optionally a separate `<root>/<name>-cacert/` with `cacert` or `ca.crt` (Istio's
+/// `<name>-cacert` secret).
+#[derive(Clone, Debug)]
+pub struct DirCredentials {
+    root: PathBuf,
+}
+
+impl DirCredentials {
+    /// Credentials under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+}
+
+fn read_first(dir: &Path, names: &[&str]) -> Result<Option<String>, TlsError> {
+    for n in names {
+        let p = dir.join(n);
+        if p.is_file() {
+            let bytes = pki::read_file(&p)?;
+            return String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| TlsError::parse(p.display().to_string(), "not UTF-8 PEM"));
+        }
+    }
+    Ok(None)
+}
+
+impl CredentialLookup for DirCredentials {
+    fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
+        if name.is_empty() || name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(TlsError::Config(format!(
+                "credentialName {name:?} is not a valid name"
+            )));
+        }
+        let dir = self.root.join(name);
+        let ca_dir = self.root.join(format!("{name}-cacert"));
+        if !dir.is_dir() && !ca_dir.is_dir() {
+            return Err(TlsError::Config(format!(
+                "credentialName {name:?}: no credential at {}",
+                dir.display()
+            )));
+        }
+        let mut cred = Credential {
+            cert_chain_pem: read_first(&dir, &["tls.crt", "cert"])?,
+            key_pem: read_first(&dir, &["tls.key", "key"])?,
+            ca_pem: read_first(&dir, &["ca.crt", "cacert"])?,
+        };
+        if cred.ca_pem.is_none() {
+            cred.ca_pem = read_first(&ca_dir, &["ca.crt", "cacert"])?;
+        }
+        Ok(cred)
+    }
+}
+
+/// Application protocols the client offers by ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Alpn {
+    /// None (raw TCP, or a client stack that sets ALPN itself).
+    None,
+    /// `http/1.1`.
+    Http1,
+    /// `h2`.
+    Http2,
+    /// `h2`, `http/1.1`: the server picks.
+    #[default]
+    Http2AndHttp1,
+}
+
+impl Alpn {
+    fn protocols(self) -> &'static [&'static [u8]] {
+        match self {
+            Alpn::None => &[],
+            Alpn::Http1 => &[b"http/1.1"],
+            Alpn::Http2 => &[b"h2"],
+            Alpn::Http2AndHttp1 => &[b"h2", b"http/1.1"],
+        }
+    }
+}
+
+/// The destination a client config is for.
+#[derive(Clone, Copy, Debug)]
+pub struct Destination<'a> {
+    /// The destination host (the service FQDN, or the Host/authority for external hosts):
+    /// default SNI and name to verify for SIMPLE/MUTUAL.
+    pub host: &'a str,
+    /// The service port (ISTIO_MUTUAL SNI).
+    pub port: u16,
+    /// The subset (ISTIO_MUTUAL SNI).
+    pub subset: Option<&'a str>,
+    /// The identities the destination's workloads may have (its service accounts), checked
+    /// under ISTIO_MUTUAL when `subjectAltNames` is empty.
+    pub service_accounts: &'a [Identity],
+}
+
+/// What a client config may draw on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientContext<'a> {
+    /// The workload's mesh credentials (required for ISTIO_MUTUAL).
+    pub workload: Option<&'a WorkloadCredentials>,
+    /// Resolves `credentialName` (required when it is set).
+    pub credentials: Option<&'a dyn CredentialLookup>,
+    /// Application protocols to offer.
+    pub alpn: Alpn,
+}
+
+/// A built client TLS setup for one destination: the rustls config (built once, shared)
+/// and the name to send as SNI.
+#[derive(Clone)]
+pub struct OutboundTls {
+    config: Arc<ClientConfig>,
+    server_name: ServerName<'static>,
+}
+
+impl fmt::Debug for OutboundTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundTls")
+            .field("server_name", &self.server_name)
+            .field("alpn", &self.config.alpn_protocols)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OutboundTls {
+    /// The rustls config.
+    pub fn config(&self) -> &Arc<ClientConfig> {
+        &self.config
+    }
+    /// The SNI / verification name.
+    pub fn server_name(&self) -> &ServerName<'static> {
+        &self.server_name
+    }
+    /// Performs the handshake over `io`.
+    pub async fn connect<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::client::TlsStream<IO>>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        TlsConnector::from(self.config.clone())
+            .connect(self.server_name.clone(), io)
+            .await
+    }
+}
+
+/// Istio's ISTIO_MUTUAL SNI: `outbound_.<port>_.<subset>_.<fqdn>`.
+pub fn istio_mutual_sni(port: u16, subset: Option<&str>, fqdn: &str) -> String {
+    format!("outbound_.{port}_.{}_.{fqdn}", subset.unwrap_or(""))
+}
+
+fn server_name(name: &str) -> Result<ServerName<'static>, TlsError> {
+    ServerName::try_from(name.to_owned())
+        .map_err(|_| TlsError::Config(format!("{name:?} is not a valid TLS server name")))
+}
+
+fn os_roots() -> Result<TrustBundle, TlsError> {
+    let loaded = rustls_native_certs::load_native_certs();
+    if loaded.certs.is_empty() {
+        return Err(TlsError::Config(format!(
+            "caCertificates is not set and no OS root certificates could be loaded ({} errors)",
+            loaded.errors.len()
+        )));
+    }
+    // Keep the roots webpki can use; a platform store may hold a few odd ones.
+    let mut store_ok = Vec::with_capacity(loaded.certs.len());
+    for c in loaded.certs {
+        if webpki::anchor_from_trusted_cert(&c).is_ok() {
+            store_ok.push(c);
+        }
+    }
+    TrustBundle::new(store_ok)
+}
+
+/// Builds the client TLS setup for a destination from DestinationRule TLS settings;
+/// `Ok(None)` for DISABLE. Validates the settings first (Istio's rules and messages), and
+/// fails closed on anything unreadable or unsupported.
+///
+/// - ISTIO_MUTUAL: the workload's certificate (following renewals); the server's chain is
+///   verified against the workload's trust bundle and its SPIFFE ID must be one of
+///   `subjectAltNames` if set, else one of `dest.service_accounts`, else any identity of the
+///   workload's trust domains. SNI `outbound_.<port>_.<subset>_.<fqdn>` unless `sni` is set.
+///   ALPN: `istio-peer-exchange`, `istio`, then `ctx.alpn`.
+/// - SIMPLE / MUTUAL: roots from `caCertificates` (or the credential's CA), else the OS
+///   roots; with `subjectAltNames` the server needs one of them as a SAN, otherwise its
+///   certificate must be valid for the SNI name (`sni`, else `dest.host`). MUTUAL adds the
+///   client certificate from `clientCertificate`/`privateKey` or `credentialName`.
+///
+/// Build once per destination and policy, and share; never per connection.
+pub fn client_config(
+    settings: &ClientTlsSettings,
+    dest: &Destination<'_>,
+    ctx: &ClientContext<'_>,
+) -> Result<Option<OutboundTls>, TlsError> {
+    settings.validate()?;
+    if settings.ca_crl.is_some() {
+        return Err(TlsError::Config(
+            "caCrl is not supported: refusing to connect without the revocation check".into(),
+        ));
+    }
+    let provider = crate::provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut alpn: Vec<Vec<u8>> = Vec::new();
+    let (config, name) = match settings.mode {
+        ClientTlsMode::Disable => return Ok(None),
+        ClientTlsMode::IstioMutual => {
+            let creds = ctx.workload.ok_or_else(|| {
+                TlsError::Config("ISTIO_MUTUAL needs the workload's mesh credentials".into())
+            })?;
+            let check = if !settings.subject_alt_names.is_empty() {
+                ServerCheck::SubjectAltNames(settings.subject_alt_names.clone().into())
+            } else if !dest.service_accounts.is_empty() {
+                ServerCheck::Spiffe(
+                    PeerPolicy::trust_domains(creds.trust_domains().iter().cloned())
+                        .allow_only(dest.service_accounts.iter().cloned()),
+                )
+            } else {
+                ServerCheck::Spiffe(creds.peer_policy())
+            };
+            let verifier = MeshServerCertVerifier::shared(creds.shared_trust(), check);
+            let cfg = builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_client_cert_resolver(creds.client_resolver());
+            alpn.push(b"istio-peer-exchange".to_vec());
+            alpn.push(b"istio".to_vec());
+            let sni = match &settings.sni {
+                Some(s) => s.clone(),
+                None => istio_mutual_sni(dest.port, dest.subset, dest.host),
+            };
+            (cfg, server_name(&sni)?)
+        }
+        ClientTlsMode::Simple | ClientTlsMode::Mutual => {
+            let cred = match settings
+                .credential_name
+                .as_deref()
+                .filter(|s| !s.is_empty())
+            {
+                Some(name) => {
+                    let lookup = ctx.credentials.ok_or_else(|| {
+                        TlsError::Config(format!(
+                            "credentialName {name:?} is set but no credential lookup is configured"
+                        ))
+                    })?;
+                    Some(lookup.lookup(name)?)
+                }
+                None => None,
+            };
+            let sni = settings.sni.as_deref().unwrap_or(dest.host);
+            let name = server_name(sni)?;
+            let builder = if settings.insecure_skip_verify {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(SkipServerVerification))
+            } else {
+                let roots = match (
+                    &settings.ca_certificates,
+                    cred.as_ref().and_then(|c| c.ca_pem.as_ref()),
+                ) {
+                    (Some(path), _) => TrustBundle::from_pem_file(path)?,
+                    (None, Some(pem)) => TrustBundle::new(pki::certs_from_pem(
+                        "credentialName CA certificate",
+                        pem.as_bytes(),
+                    )?)?,
+                    (None, None) => os_roots()?,
+                };
+                if settings.subject_alt_names.is_empty() {
+                    let v = WebPkiServerVerifier::builder_with_provider(
+                        roots.root_store().clone(),
+                        provider.clone(),
+                    )
+                    .build()
+                    .map_err(|e| TlsError::Config(format!("server verifier: {e}")))?;
+                    builder.with_webpki_verifier(v)
+                } else {
+                    let v = MeshServerCertVerifier::shared(
+                        verify::shared_trust(&roots)?,
+                        ServerCheck::SubjectAltNames(settings.subject_alt_names.clone().into()),
+                    );
+                    builder.dangerous().with_custom_certificate_verifier(v)
+                }
+            };
+            let cfg = if settings.mode == ClientTlsMode::Mutual {
+                let (chain_pem, key_pem, what) = match &cred {
+                    Some(c) => {
+                        let name = settings.credential_name.as_deref().unwrap_or_default();
+                        let chain = c.cert_chain_pem.clone().ok_or_else(|| {
+                            TlsError::Config(format!(
+                                "credentialName {name:?}: no certificate (tls.crt / cert)"
+                            ))
+                        })?;
+                        let key = c.key_pem.clone().ok_or_else(|| {
+                            TlsError::Config(format!(
+                                "credentialName {name:?}: no private key (tls.key / key)"
+                            ))
+                        })?;
+                        (
+                            chain.into_bytes(),
+                            key.into_bytes(),
+                            format!("credentialName {name:?}"),
+                        )
+                    }
+                    None => {
+                        // validate() guarantees both paths are set for MUTUAL without credentialName
+                        let cert_path = settings
+                            .client_certificate
+                            .as_deref()
+                            .unwrap_or(Path::new(""));
+                        let key_path = settings.private_key.as_deref().unwrap_or(Path::new(""));
+                        (
+                            pki::read_file(cert_path)?,
+                            pki::read_file(key_path)?,
+                            format!("{} / {}", key_path.display(), cert_path.display()),
+                        )
+                    }
+                };
+                let chain = pki::certs_from_pem(&what, &chain_pem)?;
+                let key = pki::key_from_pem(&what, &key_pem)?;
+                let ck = certified_key(chain, key, &what)?;
+                builder
+                    .with_client_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(ck)))
+            } else {
+                builder.with_no_client_auth()
+            };
+            (cfg, name)
+        }
+    };
+    let mut config = config;
+    alpn.extend(ctx.alpn.protocols().iter().map(|p| p.to_vec()));
+    config.alpn_protocols = alpn;
+    Ok(Some(OutboundTls {
+        config: Arc::new(config),
+        server_name: name,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(mode: ClientTlsMode) -> ClientTlsSettings {
+        ClientTlsSettings {
+            mode,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validate_table() {
+        let p = |x: &str| Some(PathBuf::from(x));
+        let cases: Vec<(ClientTlsSettings, Option<&str>)> = vec![
+            (s(ClientTlsMode::Disable), None),
+            (s(ClientTlsMode::Simple), None),
+            (s(ClientTlsMode::IstioMutual), None),
+            (
+                s(ClientTlsMode::Mutual),
+                Some("client certificate required for mutual tls; private key required for mutual tls"),
+            ),
+            (
+                ClientTlsSettings { client_certificate: p("c"), ..s(ClientTlsMode::Mutual) },
+                Some("private key required for mutual tls"),
+            ),
+            (
+                ClientTlsSettings { client_certificate: p("c"), private_key: p("k"), ..s(ClientTlsMode::Mutual) },
+                None,
+            ),
+            (
+                ClientTlsSettings { credential_name: Some("c".into()), ..s(ClientTlsMode::Mutual) },
+                None,
+            ),
+            (
+                ClientTlsSettings { credential_name: Some("c".into()), ca_certificates: p("ca"), ..s(ClientTlsMode::Simple) },
+                Some("cannot specify client certificates or CA certificate or CA CRL If credentialName is set"),
+            ),
+            (
+                ClientTlsSettings { insecure_skip_verify: true, ca_certificates: p("ca"), ..s(ClientTlsMode::Simple) },
+                Some("cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify is set true"),
+            ),
+            (
+                ClientTlsSettings { insecure_skip_verify: true, subject_alt_names: vec!["a".into()], client_certificate: p("c"), private_key: p("k"), ..s(ClientTlsMode::Mutual) },
+                Some("cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set true"),
+            ),
+            (
+                ClientTlsSettings { insecure_skip_verify: true, credential_name: Some("c".into()), ..s(ClientTlsMode::Mutual) },
+                None,
+            ),
+        ];
+        for (settings, want) in cases {
+            let got = settings.validate().err().map(|e| e.to_string());
+            assert_eq!(got.as_deref(), want, "{settings:?}");
+        }
+    }
+
+    #[test]
+    fn sni_forms() {
+        assert_eq!(
+            istio_mutual_sni(9080, Some("v1"), "reviews.default.svc.cluster.local"),
+            "outbound_.9080_.v1_.reviews.default.svc.cluster.local"
+        );
+        assert_eq!(
+            istio_mutual_sni(9080, None, "reviews.default.svc.cluster.local"),
+            "outbound_.9080_._.reviews.default.svc.cluster.local"
+        );
+        // rustls accepts both as SNI names
+        server_name(&istio_mutual_sni(
+            9080,
+            None,
+            "reviews.default.svc.cluster.local",
+        ))
+        .unwrap();
+        server_name(&istio_mutual_sni(80, Some("v2"), "a.b")).unwrap();
+        assert!(matches!(
+            server_name("127.0.0.1").unwrap(),
+            ServerName::IpAddress(_)
+        ));
+        assert!(server_name("bad name").is_err());
+    }
+
+    #[test]
+    fn dir_credentials() {
+        let root = tempfile::tempdir().unwrap();
+        let d = DirCredentials::new(root.path());
+        assert!(d.lookup("missing").is_err());
+        assert!(d.lookup("../etc").is_err());
+        assert!(d.lookup("").is_err());
+        std::fs::create_dir(root.path().join("a")).unwrap();
+        std::fs::write(root.path().join("a/tls.crt"), "C").unwrap();
+        std::fs::write(root.path().join("a/key"), "K").unwrap();
+        std::fs::create_dir(root.path().join("a-cacert")).unwrap();
+        std::fs::write(root.path().join("a-cacert/cacert"), "CA").unwrap();
+        let c = d.lookup("a").unwrap();
+        assert_eq!(c.cert_chain_pem.as_deref(), Some("C"));
+        assert_eq!(c.key_pem.as_deref(), Some("K"));
+        assert_eq!(c.ca_pem.as_deref(), Some("CA"));
+        assert!(
+            !format!("{c:?}").contains('K'.to_string().as_str())
+                || format!("{c:?}").contains("redacted")
+        );
+    }
+
+    #[test]
+    fn mode_requirements() {
+        let dest = Destination {
+            host: "example.com",
+            port: 443,
+            subset: None,
+            service_accounts: &[],
+        };
+        let ctx = ClientContext::default();
+        assert!(client_config(&s(ClientTlsMode::Disable), &dest, &ctx)
+            .unwrap()
+            .is_none());
+        let e = client_config(&s(ClientTlsMode::IstioMutual), &dest, &ctx).unwrap_err();
+        assert!(e.to_string().contains("ISTIO_MUTUAL"), "{e}");
+        let e = client_config(
+            &ClientTlsSettings {
+                credential_name: Some("x".into()),
+                ..s(ClientTlsMode::Simple)
+            },
+            &dest,
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no credential lookup"), "{e}");
+        let e = client_config(
+            &ClientTlsSettings {
+                ca_crl: Some("crl.pem".into()),
+                ..s(ClientTlsMode::Simple)
+            },
+            &dest,
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("caCrl"), "{e}");
+        let e = client_config(
+            &ClientTlsSettings {
+                ca_certificates: Some("/nonexistent/ca.pem".into()),
+                ..s(ClientTlsMode::Simple)
+            },
+            &dest,
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let e = client_config(
+            &ClientTlsSettings {
+                client_certificate: Some("/nonexistent/c.pem".into()),
+                private_key: Some("/nonexistent/k.pem".into()),
+                ca_certificates: None,
+                insecure_skip_verify: true,
+                ..s(ClientTlsMode::Mutual)
+            },
+            &dest,
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/c.pem"), "{e}");
+    }
+}

@@ -1,0 +1,521 @@
+//! A workload's credentials and their rotation.
+//!
+//! [`WorkloadCredentials`] holds the current certificate behind an atomic pointer. The
+//! rustls configs built from it ([`WorkloadCredentials::server_config`],
+//! [`crate::client_config`]) resolve the certificate at each handshake through
+//! `ResolvesServerCert`/`ResolvesClientCert`, so a config is built once and a renewed
+//! certificate is served from the next handshake on; connections already open keep their
+//! session and are never cut.
+//!
+//! [`CertManager`] renews the certificate before it expires (by default at half its life,
+//! as Istio's agent does) from a [`CertificateSource`]: the in-process [`MeshCa`] through
+//! [`CaSource`], or any other source (a future istiod CSR client).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::UnixTime;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, SignatureScheme};
+
+use crate::bundle::TrustBundle;
+use crate::ca::{CertRequest, MeshCa, WorkloadCert, DEFAULT_WORKLOAD_TTL};
+use crate::error::{rfc3339, TlsError};
+use crate::identity::Identity;
+use crate::verify::{self, MeshClientCertVerifier, PeerPolicy, SharedTrust, TrustState};
+
+/// ALPN protocols a mesh server accepts, in its order of preference: HTTP/2, HTTP/1.1, and
+/// the values Istio sidecar clients offer (`istio-peer-exchange`, `istio`).
+pub const SERVER_ALPN: [&[u8]; 4] = [b"h2", b"http/1.1", b"istio-peer-exchange", b"istio"];
+
+struct Current {
+    cert: WorkloadCert,
+    key: Arc<CertifiedKey>,
+}
+
+/// The certificate resolver shared by every config of a workload.
+#[derive(Clone)]
+struct Resolver(Arc<ArcSwap<Current>>);
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Resolver")
+            .field(&self.0.load().cert.identity())
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load().key.clone())
+    }
+}
+
+impl ResolvesClientCert for Resolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load().key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A workload's identity, current certificate and trust bundle.
+///
+/// Share it by `Arc`. Configs built from it follow certificate renewals and trust-bundle
+/// changes without being rebuilt.
+pub struct WorkloadCredentials {
+    identity: Identity,
+    current: Resolver,
+    trust: SharedTrust,
+    trust_domains: Arc<[String]>,
+    renewals: AtomicU64,
+}
+
+impl fmt::Debug for WorkloadCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkloadCredentials")
+            .field("identity", &self.identity)
+            .field("not_after", &rfc3339(self.not_after()))
+            .field("trust_domains", &self.trust_domains)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkloadCredentials {
+    /// Credentials from a certificate; the trust bundle is the certificate's roots and the
+    /// accepted trust domain is the identity's.
+    pub fn new(cert: WorkloadCert) -> Result<Arc<Self>, TlsError> {
+        Self::with_trust(cert, None, &[])
+    }
+
+    /// Credentials with extra roots (root rotation, other meshes) and trust-domain aliases
+    /// accepted from peers.
+    pub fn with_trust(
+        cert: WorkloadCert,
+        extra_roots: Option<&TrustBundle>,
+        trust_domain_aliases: &[&str],
+    ) -> Result<Arc<Self>, TlsError> {
+        let mut bundle = cert.trust_bundle()?;
+        if let Some(extra) = extra_roots {
+            bundle = bundle.merged(extra)?;
+        }
+        let identity = cert.identity().clone();
+        let key = validate(&cert, &identity, &bundle)?;
+        let mut tds = vec![identity.trust_domain().to_owned()];
+        for a in trust_domain_aliases {
+            crate::identity::check_trust_domain(a)
+                .map_err(|r| TlsError::Config(format!("trust domain alias {a:?}: {r}")))?;
+            if !tds.iter().any(|t| t == a) {
+                tds.push((*a).to_owned());
+            }
+        }
+        Ok(Arc::new(Self {
+            identity,
+            current: Resolver(Arc::new(ArcSwap::from_pointee(Current { cert, key }))),
+            trust: verify::shared_trust(&bundle)?,
+            trust_domains: tds.into(),
+            renewals: AtomicU64::new(0),
+        }))
+    }
+
+    /// The workload's identity.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The current certificate.
+    pub fn current(&self) -> WorkloadCert {
+        self.current.0.load().cert.clone()
+    }
+
+    /// When the current certificate expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.current.0.load().cert.not_after()
+    }
+
+    /// How many times a new certificate was installed.
+    pub fn renewals(&self) -> u64 {
+        self.renewals.load(Ordering::Relaxed)
+    }
+
+    /// The accepted trust domains (the identity's, then the aliases).
+    pub fn trust_domains(&self) -> &[String] {
+        &self.trust_domains
+    }
+
+    /// The current trust bundle.
+    pub fn trust_bundle(&self) -> TrustBundle {
+        self.trust.load().bundle.clone()
+    }
+
+    /// Replaces the trust bundle (applies from the next handshake). Refused if the current
+    /// certificate would no longer verify against it.
+    pub fn set_trust_bundle(&self, bundle: TrustBundle) -> Result<(), TlsError> {
+        let cur = self.current.0.load();
+        validate(&cur.cert, &self.identity, &bundle)?;
+        self.trust.store(Arc::new(TrustState::new(bundle)?));
+        Ok(())
+    }
+
+    /// Installs a renewed certificate, after checking it: same identity, key matches, valid
+    /// now, chain verifies up to the trust bundle (plus the certificate's own roots, which
+    /// are added to the bundle). On error the current certificate stays.
+    pub fn install(&self, cert: WorkloadCert) -> Result<(), TlsError> {
+        let current_bundle = self.trust.load().bundle.clone();
+        let cert_roots = cert.trust_bundle()?;
+        let bundle = if current_bundle.contains_all(&cert_roots) {
+            None
+        } else {
+            Some(current_bundle.merged(&cert_roots)?)
+        };
+        let key = validate(
+            &cert,
+            &self.identity,
+            bundle.as_ref().unwrap_or(&current_bundle),
+        )?;
+        if let Some(b) = bundle {
+            self.trust.store(Arc::new(TrustState::new(b)?));
+        }
+        tracing::info!(identity = %self.identity, not_after = %rfc3339(cert.not_after()), "workload certificate installed");
+        self.current.0.store(Arc::new(Current { cert, key }));
+        self.renewals.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The default policy for peers: any identity of our trust domain or its aliases.
+    pub fn peer_policy(&self) -> PeerPolicy {
+        PeerPolicy::trust_domains(self.trust_domains.iter().cloned())
+    }
+
+    /// A rustls server config requiring a client certificate (STRICT, and the TLS side of
+    /// PERMISSIVE), accepting clients per `policy` (default: [`peer_policy`](Self::peer_policy)),
+    /// advertising [`SERVER_ALPN`]. Build it once per policy and share it; it follows
+    /// certificate renewals by itself.
+    pub fn server_config(&self, policy: Option<PeerPolicy>) -> Result<Arc<ServerConfig>, TlsError> {
+        let policy = policy.unwrap_or_else(|| self.peer_policy());
+        let verifier = MeshClientCertVerifier::shared(self.trust.clone(), policy);
+        let mut cfg = ServerConfig::builder_with_provider(crate::provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_cert_resolver(Arc::new(self.current.clone()));
+        cfg.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
+        Ok(Arc::new(cfg))
+    }
+
+    pub(crate) fn shared_trust(&self) -> SharedTrust {
+        self.trust.clone()
+    }
+
+    pub(crate) fn client_resolver(&self) -> Arc<dyn ResolvesClientCert> {
+        Arc::new(self.current.clone())
+    }
+}
+
+/// Checks a certificate before it is served; returns its rustls key.
+fn validate(
+    cert: &WorkloadCert,
+    identity: &Identity,
+    bundle: &TrustBundle,
+) -> Result<Arc<CertifiedKey>, TlsError> {
+    if cert.identity() != identity {
+        return Err(TlsError::invalid(
+            "workload certificate",
+            format!(
+                "identity {} does not match the workload's {}",
+                cert.identity(),
+                identity
+            ),
+        ));
+    }
+    let key = cert.certified_key()?;
+    let chain = &key.cert;
+    let ee = webpki::EndEntityCert::try_from(&chain[0])
+        .map_err(|e| TlsError::invalid("workload certificate", e.to_string()))?;
+    let algs = crate::provider().signature_verification_algorithms.all;
+    for usage in [
+        webpki::KeyUsage::server_auth(),
+        webpki::KeyUsage::client_auth(),
+    ] {
+        ee.verify_for_usage(
+            algs,
+            &bundle.root_store().roots,
+            &chain[1..],
+            UnixTime::now(),
+            usage,
+            None,
+            None,
+        )
+        .map_err(|e| {
+            TlsError::invalid(
+                "workload certificate",
+                format!("does not verify up to the trust bundle: {e}"),
+            )
+        })?;
+    }
+    Ok(key)
+}
+
+/// A boxed future, as [`CertificateSource`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where renewed certificates come from.
+pub trait CertificateSource: Send + Sync + fmt::Debug + 'static {
+    /// A fresh certificate (new key) for `identity`.
+    fn fetch<'a>(&'a self, identity: &'a Identity)
+        -> BoxFuture<'a, Result<WorkloadCert, TlsError>>;
+}
+
+/// The in-process CA as a certificate source.
+#[derive(Debug, Clone)]
+pub struct CaSource {
+    ca: Arc<MeshCa>,
+    ttl: Duration,
+    dns_sans: Vec<String>,
+}
+
+impl CaSource {
+    /// Certificates from `ca` with Istio's 24 h lifetime.
+    pub fn new(ca: Arc<MeshCa>) -> Self {
+        Self {
+            ca,
+            ttl: DEFAULT_WORKLOAD_TTL,
+            dns_sans: Vec::new(),
+        }
+    }
+    /// With another lifetime.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+    /// With extra DNS SANs.
+    pub fn with_dns_sans(mut self, dns_sans: Vec<String>) -> Self {
+        self.dns_sans = dns_sans;
+        self
+    }
+}
+
+impl CertificateSource for CaSource {
+    fn fetch<'a>(
+        &'a self,
+        identity: &'a Identity,
+    ) -> BoxFuture<'a, Result<WorkloadCert, TlsError>> {
+        Box::pin(async move {
+            let mut req = CertRequest::new(identity.clone());
+            req.ttl = self.ttl;
+            req.dns_sans = self.dns_sans.clone();
+            self.ca.issue_request(&req)
+        })
+    }
+}
+
+/// When and how [`CertManager`] renews.
+#[derive(Debug, Clone)]
+pub struct RotationOptions {
+    /// Renew when this fraction of the lifetime has passed (Istio's
+    /// `SECRET_GRACE_PERIOD_RATIO` default 0.5). Clamped to 0.05..=0.95.
+    pub renew_at_fraction: f64,
+    /// First retry delay after a failed renewal (doubles up to `retry_max`).
+    pub retry_min: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+    /// Extra roots to trust besides the certificates' own.
+    pub extra_roots: Option<TrustBundle>,
+    /// Trust-domain aliases accepted from peers.
+    pub trust_domain_aliases: Vec<String>,
+}
+
+impl Default for RotationOptions {
+    fn default() -> Self {
+        Self {
+            renew_at_fraction: 0.5,
+            retry_min: Duration::from_millis(500),
+            retry_max: Duration::from_secs(30),
+            extra_roots: None,
+            trust_domain_aliases: Vec::new(),
+        }
+    }
+}
+
+/// Keeps a workload's certificate fresh: fetches the first one, then renews it in a tokio
+/// task before it expires. Dropping the manager stops renewals (the credentials stay
+/// usable until the certificate expires).
+#[derive(Debug)]
+pub struct CertManager {
+    creds: Arc<WorkloadCredentials>,
+    source: Arc<dyn CertificateSource>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CertManager {
+    /// Fetches the first certificate for `identity` and starts the renewal task. Must be
+    /// called inside a tokio runtime.
+    pub async fn start(
+        identity: Identity,
+        source: Arc<dyn CertificateSource>,
+        options: RotationOptions,
+    ) -> Result<Self, TlsError> {
+        let first = source.fetch(&identity).await?;
+        if first.identity() != &identity {
+            return Err(TlsError::invalid(
+                "workload certificate",
+                format!("source issued {} for {}", first.identity(), identity),
+            ));
+        }
+        let aliases: Vec<&str> = options
+            .trust_domain_aliases
+            .iter()
+            .map(String::as_str)
+            .collect();
+        let creds = WorkloadCredentials::with_trust(first, options.extra_roots.as_ref(), &aliases)?;
+        let task = tokio::spawn(renew_loop(Arc::downgrade(&creds), source.clone(), options));
+        Ok(Self {
+            creds,
+            source,
+            task,
+        })
+    }
+
+    /// The credentials being kept fresh.
+    pub fn credentials(&self) -> &Arc<WorkloadCredentials> {
+        &self.creds
+    }
+
+    /// Fetches and installs a new certificate now.
+    pub async fn rotate_now(&self) -> Result<(), TlsError> {
+        let cert = self.source.fetch(self.creds.identity()).await?;
+        self.creds.install(cert)
+    }
+}
+
+impl Drop for CertManager {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// When a certificate valid over [not_before, not_after] should be renewed.
+pub(crate) fn renew_time(
+    not_before: SystemTime,
+    not_after: SystemTime,
+    fraction: f64,
+) -> SystemTime {
+    let fraction = if fraction.is_finite() {
+        fraction.clamp(0.05, 0.95)
+    } else {
+        0.5
+    };
+    let life = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
+    not_before + life.mul_f64(fraction)
+}
+
+async fn renew_loop(
+    creds: std::sync::Weak<WorkloadCredentials>,
+    source: Arc<dyn CertificateSource>,
+    options: RotationOptions,
+) {
+    let mut backoff = options.retry_min;
+    loop {
+        let (identity, at) = {
+            let Some(c) = creds.upgrade() else { return };
+            let cur = c.current();
+            (
+                c.identity().clone(),
+                renew_time(cur.not_before(), cur.not_after(), options.renew_at_fraction),
+            )
+        };
+        if let Ok(wait) = at.duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let result = match source.fetch(&identity).await {
+            Ok(cert) => match creds.upgrade() {
+                Some(c) => c.install(cert),
+                None => return,
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => backoff = options.retry_min,
+            Err(e) => {
+                tracing::warn!(identity = %identity, error = %e, retry_in = ?backoff, "certificate renewal failed; keeping the current certificate");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(options.retry_max);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn renew_time_table() {
+        let t = |s: u64| UNIX_EPOCH + Duration::from_secs(s);
+        for (nb, na, f, want) in [
+            (0, 100, 0.5, 50),
+            (0, 86_400, 0.5, 43_200),
+            (10, 110, 0.8, 90),
+            (0, 100, 0.0, 5),
+            (0, 100, 2.0, 95),
+            (0, 100, f64::NAN, 50),
+            (100, 0, 0.5, 100),
+        ] {
+            assert_eq!(renew_time(t(nb), t(na), f), t(want), "{nb} {na} {f}");
+        }
+    }
+
+    #[test]
+    fn install_checks() {
+        let ca = MeshCa::self_signed("cluster.local").unwrap();
+        let other_ca = MeshCa::self_signed("cluster.local").unwrap();
+        let id = Identity::new("cluster.local", "a", "a").unwrap();
+        let creds =
+            WorkloadCredentials::new(ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[]).unwrap()).unwrap();
+        // another identity
+        let other = Identity::new("cluster.local", "b", "b").unwrap();
+        let e = creds
+            .install(ca.issue(&other, DEFAULT_WORKLOAD_TTL, &[]).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        // same identity, new key: accepted
+        creds
+            .install(ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[]).unwrap())
+            .unwrap();
+        assert_eq!(creds.renewals(), 1);
+        // a cert from another root is accepted and its root added (the source is trusted)
+        creds
+            .install(other_ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[]).unwrap())
+            .unwrap();
+        assert_eq!(creds.trust_bundle().certs().len(), 2);
+        // a trust bundle the current cert does not verify against is refused
+        let e = creds
+            .set_trust_bundle(ca.trust_bundle().clone())
+            .unwrap_err();
+        assert!(e.to_string().contains("trust bundle"), "{e}");
+        // an expired certificate is refused
+        let mut req = CertRequest::new(id.clone());
+        req.valid_from = Some(SystemTime::now() - Duration::from_secs(7200));
+        req.ttl = Duration::from_secs(3600);
+        let e = creds
+            .install(other_ca.issue_request(&req).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        assert_eq!(creds.renewals(), 2);
+    }
+}

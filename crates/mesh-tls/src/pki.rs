@@ -1,0 +1,276 @@
+//! PEM/DER helpers and certificate inspection with x509-parser.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::error::{to_system, TlsError, VerifyError};
+use crate::identity::{Identity, SPIFFE_PREFIX};
+
+/// Reads a whole file, naming it in the error.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError::io(path, e))
+}
+
+/// Parses every `CERTIFICATE` block of a PEM text. Errors when there is none or one is
+/// malformed.
+pub fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::parse(what, format!("bad PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(TlsError::parse(what, "no CERTIFICATE block found"));
+    }
+    for c in &certs {
+        X509Certificate::from_der(c)
+            .map_err(|e| TlsError::parse(what, format!("bad certificate: {e}")))?;
+    }
+    Ok(certs)
+}
+
+/// Parses the private key of a PEM text (PKCS#8, PKCS#1 RSA or SEC1 EC).
+pub fn key_from_pem(what: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_slice(pem)
+        .map_err(|e| TlsError::parse(what, format!("no usable private key: {e}")))
+}
+
+/// Encodes DER certificates as PEM.
+pub(crate) fn certs_to_pem(certs: &[CertificateDer<'_>]) -> String {
+    let mut out = String::new();
+    for c in certs {
+        out.push_str(&pem_block("CERTIFICATE", c));
+    }
+    out
+}
+
+pub(crate) fn pem_block(label: &str, der: &[u8]) -> String {
+    let b64 = base64_encode(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
+    out.push_str("-----BEGIN ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END ");
+    out.push_str(label);
+    out.push_str("-----\n");
+    out
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// What we read from one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CertInfo {
+    pub(crate) uris: Vec<String>,
+    pub(crate) dns: Vec<String>,
+    pub(crate) ips: Vec<String>,
+    pub(crate) not_before: SystemTime,
+    pub(crate) not_after: SystemTime,
+    pub(crate) subject: String,
+    pub(crate) issuer: String,
+    pub(crate) is_ca: bool,
+}
+
+impl CertInfo {
+    pub(crate) fn parse(der: &[u8]) -> Result<Self, String> {
+        let (_, x) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+        let mut info = CertInfo {
+            uris: Vec::new(),
+            dns: Vec::new(),
+            ips: Vec::new(),
+            not_before: to_system(x.validity().not_before.timestamp().max(0) as u64),
+            not_after: to_system(x.validity().not_after.timestamp().max(0) as u64),
+            subject: x.subject().to_string(),
+            issuer: x.issuer().to_string(),
+            is_ca: x.is_ca(),
+        };
+        let san = x
+            .subject_alternative_name()
+            .map_err(|e| format!("bad subjectAltName: {e}"))?;
+        if let Some(san) = san {
+            for name in &san.value.general_names {
+                match name {
+                    GeneralName::URI(u) => info.uris.push((*u).to_owned()),
+                    GeneralName::DNSName(d) => info.dns.push((*d).to_owned()),
+                    GeneralName::IPAddress(b) => {
+                        if let Some(ip) = ip_from_bytes(b) {
+                            info.ips.push(ip.to_string());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(info)
+    }
+
+    /// All SANs, URIs first, for messages.
+    pub(crate) fn all_sans(&self) -> Vec<String> {
+        self.uris
+            .iter()
+            .chain(&self.dns)
+            .chain(&self.ips)
+            .cloned()
+            .collect()
+    }
+
+    /// The best short description of who presented this certificate.
+    pub(crate) fn presented(&self) -> String {
+        self.uris
+            .first()
+            .or(self.dns.first())
+            .cloned()
+            .unwrap_or_else(|| self.subject.clone())
+    }
+
+    /// The certificate's single SPIFFE identity (an X.509 SVID carries exactly one URI SAN
+    /// of the `spiffe` scheme).
+    pub(crate) fn spiffe(&self) -> Result<Identity, VerifyError> {
+        let mut spiffe = self.uris.iter().filter(|u| is_spiffe(u));
+        let (Some(first), None) = (spiffe.next(), spiffe.next()) else {
+            return Err(VerifyError::NoSpiffeIdentity {
+                presented: self.all_sans(),
+            });
+        };
+        Identity::parse(first).map_err(|_| VerifyError::NoSpiffeIdentity {
+            presented: self.all_sans(),
+        })
+    }
+}
+
+fn ip_from_bytes(b: &[u8]) -> Option<std::net::IpAddr> {
+    match b.len() {
+        4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(b).ok()?)),
+        16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(b).ok()?)),
+        _ => None,
+    }
+}
+
+/// The SPIFFE identity of a DER certificate: exactly one `spiffe://` URI SAN, in Istio's
+/// form. Only the failure path builds a full [`CertInfo`] for the message.
+pub(crate) fn spiffe_of(der: &[u8]) -> Result<Identity, VerifyError> {
+    let fail = || match CertInfo::parse(der) {
+        Ok(info) => VerifyError::NoSpiffeIdentity {
+            presented: info.all_sans(),
+        },
+        Err(reason) => VerifyError::Invalid {
+            presented: String::new(),
+            reason,
+        },
+    };
+    let Ok((_, x)) = X509Certificate::from_der(der) else {
+        return Err(fail());
+    };
+    let Ok(Some(san)) = x.subject_alternative_name() else {
+        return Err(fail());
+    };
+    let mut found = None;
+    for name in &san.value.general_names {
+        if let GeneralName::URI(u) = name {
+            if is_spiffe(u) {
+                if found.is_some() {
+                    return Err(fail());
+                }
+                found = Some(*u);
+            }
+        }
+    }
+    found.and_then(|u| Identity::parse(u).ok()).ok_or_else(fail)
+}
+
+fn is_spiffe(uri: &str) -> bool {
+    uri.get(..SPIFFE_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(SPIFFE_PREFIX))
+}
+
+/// The raw public key bits (the subjectPublicKey BIT STRING) of a DER certificate.
+pub(crate) fn public_key_bits(der: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, x) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+    Ok(x.public_key().subject_public_key.data.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_table() {
+        for (input, want) in [
+            (&b""[..], ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64_encode(input), want);
+        }
+    }
+
+    #[test]
+    fn pem_errors() {
+        assert!(certs_from_pem("x", b"").is_err());
+        assert!(certs_from_pem("x", b"garbage").is_err());
+        let bad = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let err = certs_from_pem("x", bad.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("bad certificate"), "{err}");
+        assert!(key_from_pem("k", b"nothing").is_err());
+    }
+
+    #[test]
+    fn istio_sample_workload_cert() {
+        let pem = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/istio-samples/certs/workload-foo-cert.pem"
+        ));
+        let Ok(pem) = pem else {
+            eprintln!("skipped: Istio sample certs not present");
+            return;
+        };
+        let certs = certs_from_pem("workload-foo-cert.pem", &pem).unwrap();
+        assert_eq!(certs.len(), 2);
+        let info = CertInfo::parse(&certs[0]).unwrap();
+        assert_eq!(info.uris, vec!["spiffe://trust-domain-foo/ns/foo/sa/foo"]);
+        assert_eq!(
+            info.spiffe().unwrap().principal(),
+            "trust-domain-foo/ns/foo/sa/foo"
+        );
+        assert!(!info.is_ca);
+        // PEM round trip
+        let again = certs_from_pem("again", certs_to_pem(&certs).as_bytes()).unwrap();
+        assert_eq!(again, certs);
+    }
+}

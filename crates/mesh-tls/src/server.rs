@@ -1,0 +1,265 @@
+//! Inbound: PeerAuthentication modes on an accepted TCP connection.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::creds::WorkloadCredentials;
+use crate::error::TlsError;
+use crate::peer::PeerIdentity;
+use crate::verify::PeerPolicy;
+
+/// The first byte of a TLS record carrying a handshake message (a ClientHello).
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// PeerAuthentication mTLS mode of a workload port (UNSET resolved by the caller: at the
+/// top it means PERMISSIVE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum PeerAuthnMode {
+    /// mTLS required; a plaintext client's connection is dropped (it sees a reset).
+    Strict,
+    /// mTLS or plaintext on the same port, told apart by the first byte.
+    #[default]
+    Permissive,
+    /// Plaintext only: the connection is not tunneled.
+    Disable,
+}
+
+/// A server-side connection, TLS or plain. Implements `AsyncRead` + `AsyncWrite`, so one
+/// server stack serves both sides of PERMISSIVE.
+#[derive(Debug)]
+pub enum MeshStream {
+    /// Plaintext (DISABLE, or PERMISSIVE with a plaintext client).
+    Plain(TcpStream),
+    /// Terminated mTLS.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl MeshStream {
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Self::Tls(_))
+    }
+
+    /// The negotiated ALPN protocol, if TLS negotiated one.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(t) => t.get_ref().1.alpn_protocol(),
+        }
+    }
+
+    /// The TCP stream underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(t) => t,
+            Self::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for MeshStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MeshStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// An accepted connection and who is on the other end.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The stream to serve.
+    pub stream: MeshStream,
+    /// The peer's SPIFFE identity (mTLS), or `None` (plaintext).
+    pub peer: Option<PeerIdentity>,
+}
+
+/// Tells a TLS ClientHello from plaintext by the first byte (`0x16`, a handshake record),
+/// without consuming it. An empty connection (EOF before any byte) is plaintext.
+pub async fn sniff_tls(tcp: &TcpStream) -> io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = tcp.peek(&mut first).await?;
+    Ok(n == 1 && first[0] == TLS_HANDSHAKE_RECORD)
+}
+
+/// Accepts connections per a PeerAuthentication mode.
+///
+/// Build one per (workload, port, mode) and share it; the rustls config inside is built
+/// once and follows certificate renewals.
+#[derive(Clone)]
+pub struct InboundTls {
+    mode: PeerAuthnMode,
+    acceptor: Option<TlsAcceptor>,
+    detection_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for InboundTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundTls")
+            .field("mode", &self.mode)
+            .field("detection_timeout", &self.detection_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InboundTls {
+    /// From a server config (required for STRICT and PERMISSIVE; ignored for DISABLE).
+    pub fn new(mode: PeerAuthnMode, config: Option<Arc<ServerConfig>>) -> Result<Self, TlsError> {
+        let acceptor = match (mode, config) {
+            (PeerAuthnMode::Disable, _) => None,
+            (_, Some(cfg)) => Some(TlsAcceptor::from(cfg)),
+            (m, None) => {
+                return Err(TlsError::Config(format!(
+                    "PeerAuthentication {m:?} needs a TLS server config (workload credentials)"
+                )))
+            }
+        };
+        Ok(Self {
+            mode,
+            acceptor,
+            detection_timeout: None,
+            handshake_timeout: Some(Duration::from_secs(10)),
+        })
+    }
+
+    /// From workload credentials, accepting clients per `policy` (default: the workload's
+    /// trust domains).
+    pub fn from_credentials(
+        mode: PeerAuthnMode,
+        creds: &WorkloadCredentials,
+        policy: Option<PeerPolicy>,
+    ) -> Result<Self, TlsError> {
+        let cfg = match mode {
+            PeerAuthnMode::Disable => None,
+            _ => Some(creds.server_config(policy)?),
+        };
+        Self::new(mode, cfg)
+    }
+
+    /// PERMISSIVE: if the client sends nothing for this long, treat the connection as
+    /// plaintext (server-first protocols). Default: wait (Istio's
+    /// `protocolDetectionTimeout` default is off).
+    pub fn with_detection_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.detection_timeout = timeout;
+        self
+    }
+
+    /// Bound on the TLS handshake (default 10 s); `None` waits forever.
+    pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> PeerAuthnMode {
+        self.mode
+    }
+
+    /// Accepts one connection: STRICT always handshakes (plaintext fails and the
+    /// connection is dropped), PERMISSIVE sniffs the first byte, DISABLE passes through.
+    /// A failed handshake returns the error; [`crate::VerifyError::from_io`] tells why.
+    pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
+        let acceptor = match (&self.acceptor, self.mode) {
+            (_, PeerAuthnMode::Disable) | (None, _) => {
+                return Ok(Accepted {
+                    stream: MeshStream::Plain(tcp),
+                    peer: None,
+                })
+            }
+            (Some(a), _) => a,
+        };
+        if self.mode == PeerAuthnMode::Permissive {
+            let is_tls = match self.detection_timeout {
+                Some(t) => tokio::time::timeout(t, sniff_tls(&tcp))
+                    .await
+                    .unwrap_or(Ok(false))?,
+                None => sniff_tls(&tcp).await?,
+            };
+            if !is_tls {
+                return Ok(Accepted {
+                    stream: MeshStream::Plain(tcp),
+                    peer: None,
+                });
+            }
+        }
+        let handshake = acceptor.accept(tcp);
+        let tls = match self.handshake_timeout {
+            Some(t) => tokio::time::timeout(t, handshake).await.map_err(|_| {
+                io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })??,
+            None => handshake.await?,
+        };
+        let peer = PeerIdentity::of(tls.get_ref().1);
+        if peer.is_none() {
+            // The verifier guarantees a SPIFFE identity; fail closed if it is somehow absent.
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "mTLS peer without a SPIFFE identity",
+            ));
+        }
+        Ok(Accepted {
+            stream: MeshStream::Tls(Box::new(tls)),
+            peer,
+        })
+    }
+}

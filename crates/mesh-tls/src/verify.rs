@@ -1,0 +1,559 @@
+//! Certificate verifiers that check the SPIFFE identity inside the handshake.
+//!
+//! - [`MeshClientCertVerifier`] (server side): rustls's stock `WebPkiClientVerifier` checks
+//!   the chain against the trust bundle, then the client's SPIFFE ID is checked against a
+//!   [`PeerPolicy`] (accepted trust domains, optional allow-list).
+//! - [`MeshServerCertVerifier`] (client side): webpki checks the chain (the server's
+//!   certificate may carry no DNS name at all, which rustls's stock verifier would refuse),
+//!   then the server's SPIFFE ID against a [`PeerPolicy`], or its SANs against an explicit
+//!   `subjectAltNames` list.
+//!
+//! Both read the trust bundle through an atomic pointer, so a new bundle (root rotation)
+//! applies from the next handshake on without rebuilding any rustls config.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use crate::bundle::TrustBundle;
+use crate::error::{from_certificate_error, TlsError, VerifyError};
+use crate::identity::Identity;
+use crate::pki::{self, CertInfo};
+
+/// Which SPIFFE identities a peer may present.
+///
+/// The trust domain is checked first ([`VerifyError::WrongTrustDomain`]), then the optional
+/// allow-list ([`VerifyError::IdentityNotAllowed`]). An allow-list entry also matches the
+/// same namespace and service account in another accepted trust domain (Istio's
+/// trust-domain aliases).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerPolicy {
+    trust_domains: Arc<[String]>,
+    allowed: Option<Arc<[Identity]>>,
+}
+
+impl PeerPolicy {
+    /// Any identity of `trust_domain`.
+    pub fn trust_domain(trust_domain: impl Into<String>) -> Self {
+        Self {
+            trust_domains: Arc::from([trust_domain.into()]),
+            allowed: None,
+        }
+    }
+
+    /// Any identity of any of these trust domains (the local one and its aliases).
+    pub fn trust_domains<I, S>(trust_domains: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            trust_domains: trust_domains.into_iter().map(Into::into).collect(),
+            allowed: None,
+        }
+    }
+
+    /// Restricts the accepted peers to these identities.
+    pub fn allow_only(mut self, identities: impl IntoIterator<Item = Identity>) -> Self {
+        self.allowed = Some(identities.into_iter().collect());
+        self
+    }
+
+    /// The accepted trust domains.
+    pub fn accepted_trust_domains(&self) -> &[String] {
+        &self.trust_domains
+    }
+
+    /// The allow-list, if any.
+    pub fn allowed(&self) -> Option<&[Identity]> {
+        self.allowed.as_deref()
+    }
+
+    fn td_ok(&self, td: &str) -> bool {
+        self.trust_domains.iter().any(|t| t == td)
+    }
+
+    /// Checks an identity against the policy.
+    pub fn check(&self, id: &Identity) -> Result<(), VerifyError> {
+        if !self.td_ok(id.trust_domain()) {
+            return Err(VerifyError::WrongTrustDomain {
+                expected: self.trust_domains.to_vec(),
+                presented: id.clone(),
+            });
+        }
+        if let Some(allowed) = &self.allowed {
+            let ok = allowed.iter().any(|a| {
+                a == id
+                    || (a.namespace() == id.namespace()
+                        && a.service_account() == id.service_account()
+                        && self.td_ok(a.trust_domain()))
+            });
+            if !ok {
+                return Err(VerifyError::IdentityNotAllowed {
+                    expected: allowed.iter().map(|a| a.to_string()).collect(),
+                    presented: vec![id.to_string()],
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The trust bundle and the stock client verifier built from it, swapped as one.
+pub(crate) struct TrustState {
+    pub(crate) bundle: TrustBundle,
+    webpki_client: Arc<dyn ClientCertVerifier>,
+}
+
+impl fmt::Debug for TrustState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrustState")
+            .field("roots", &self.bundle.subjects())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrustState {
+    pub(crate) fn new(bundle: TrustBundle) -> Result<Self, TlsError> {
+        let webpki_client = WebPkiClientVerifier::builder_with_provider(
+            bundle.root_store().clone(),
+            crate::provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+        Ok(Self {
+            bundle,
+            webpki_client,
+        })
+    }
+}
+
+/// The trust bundle shared by every verifier of a workload.
+pub(crate) type SharedTrust = Arc<ArcSwap<TrustState>>;
+
+pub(crate) fn shared_trust(bundle: &TrustBundle) -> Result<SharedTrust, TlsError> {
+    Ok(Arc::new(ArcSwap::from_pointee(TrustState::new(
+        bundle.clone(),
+    )?)))
+}
+
+fn algorithms() -> &'static WebPkiSupportedAlgorithms {
+    static ALGS: std::sync::OnceLock<WebPkiSupportedAlgorithms> = std::sync::OnceLock::new();
+    ALGS.get_or_init(|| crate::provider().signature_verification_algorithms)
+}
+
+/// Maps a chain-verification failure to our error, with what the peer presented.
+fn chain_error(
+    err: &rustls::Error,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    bundle: &TrustBundle,
+) -> VerifyError {
+    let info = CertInfo::parse(end_entity).ok();
+    let presented = info.as_ref().map(CertInfo::presented).unwrap_or_default();
+    let mut v = match err {
+        rustls::Error::InvalidCertificate(ce) => from_certificate_error(ce, presented),
+        other => VerifyError::Invalid {
+            presented,
+            reason: other.to_string(),
+        },
+    };
+    if let VerifyError::UnknownIssuer {
+        presented_issuer,
+        expected_roots,
+        ..
+    } = &mut v
+    {
+        let top = intermediates.last().map(|c| CertInfo::parse(c).ok());
+        *presented_issuer = match top {
+            Some(Some(top)) => top.issuer,
+            Some(None) => String::new(),
+            None => info.map(|i| i.issuer).unwrap_or_default(),
+        };
+        *expected_roots = bundle.subjects().to_vec();
+    }
+    v
+}
+
+fn webpki_error(e: webpki::Error) -> rustls::Error {
+    use webpki::Error as W;
+    let ce = match e {
+        W::CertExpired { time, not_after } => {
+            rustls::CertificateError::ExpiredContext { time, not_after }
+        }
+        W::CertNotValidYet { time, not_before } => {
+            rustls::CertificateError::NotValidYetContext { time, not_before }
+        }
+        W::UnknownIssuer => rustls::CertificateError::UnknownIssuer,
+        W::InvalidSignatureForPublicKey => rustls::CertificateError::BadSignature,
+        W::CertRevoked => rustls::CertificateError::Revoked,
+        W::BadDer | W::BadDerTime | W::TrailingData(_) => rustls::CertificateError::BadEncoding,
+        other => rustls::CertificateError::Other(rustls::OtherError(Arc::new(other))),
+    };
+    rustls::Error::InvalidCertificate(ce)
+}
+
+/// Server side: the stock webpki client verifier, then the client's SPIFFE identity.
+///
+/// Client authentication is mandatory: a client without a certificate fails the handshake
+/// ([`VerifyError::NoClientCertificate`]).
+pub struct MeshClientCertVerifier {
+    trust: SharedTrust,
+    policy: PeerPolicy,
+}
+
+impl fmt::Debug for MeshClientCertVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshClientCertVerifier")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshClientCertVerifier {
+    /// A verifier over a fixed trust bundle.
+    pub fn new(bundle: &TrustBundle, policy: PeerPolicy) -> Result<Arc<Self>, TlsError> {
+        Ok(Self::shared(shared_trust(bundle)?, policy))
+    }
+
+    pub(crate) fn shared(trust: SharedTrust, policy: PeerPolicy) -> Arc<Self> {
+        Arc::new(Self { trust, policy })
+    }
+
+    /// The policy.
+    pub fn policy(&self) -> &PeerPolicy {
+        &self.policy
+    }
+}
+
+impl ClientCertVerifier for MeshClientCertVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // The bundle can change under us; hints are advisory and clients send their
+        // certificate without them.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let trust = self.trust.load();
+        if let Err(e) = trust
+            .webpki_client
+            .verify_client_cert(end_entity, intermediates, now)
+        {
+            let v = chain_error(&e, end_entity, intermediates, &trust.bundle);
+            tracing::debug!(error = %v, "client certificate refused");
+            return Err(v.into_rustls());
+        }
+        let id = pki::spiffe_of(end_entity).map_err(VerifyError::into_rustls)?;
+        if let Err(v) = self.policy.check(&id) {
+            tracing::debug!(error = %v, "client identity refused");
+            return Err(v.into_rustls());
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+/// What the client checks in the server's certificate after the chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerCheck {
+    /// The server's single SPIFFE ID against a policy (ISTIO_MUTUAL: the destination's
+    /// service accounts, or any identity of the trust domain when they are unknown).
+    Spiffe(PeerPolicy),
+    /// Any SAN of the server's certificate equals one of these (`subjectAltNames`): URI SANs
+    /// compared exactly, DNS SANs case-insensitively with a leading `*.` wildcard in the
+    /// certificate matching one label, IP SANs by address.
+    SubjectAltNames(Arc<[String]>),
+}
+
+/// Client side: webpki chain verification, then the server's identity, inside the
+/// handshake. The SNI name is not used for the identity check.
+pub struct MeshServerCertVerifier {
+    trust: SharedTrust,
+    check: ServerCheck,
+}
+
+impl fmt::Debug for MeshServerCertVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshServerCertVerifier")
+            .field("check", &self.check)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshServerCertVerifier {
+    /// A verifier over a fixed trust bundle.
+    pub fn new(bundle: &TrustBundle, check: ServerCheck) -> Result<Arc<Self>, TlsError> {
+        Ok(Self::shared(shared_trust(bundle)?, check))
+    }
+
+    pub(crate) fn shared(trust: SharedTrust, check: ServerCheck) -> Arc<Self> {
+        Arc::new(Self { trust, check })
+    }
+}
+
+impl ServerCertVerifier for MeshServerCertVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let trust = self.trust.load();
+        let chain = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(webpki_error)
+            .and_then(|ee| {
+                ee.verify_for_usage(
+                    algorithms().all,
+                    &trust.bundle.root_store().roots,
+                    intermediates,
+                    now,
+                    webpki::KeyUsage::server_auth(),
+                    None,
+                    None,
+                )
+                .map(|_| ())
+                .map_err(webpki_error)
+            });
+        if let Err(e) = chain {
+            let v = chain_error(&e, end_entity, intermediates, &trust.bundle);
+            tracing::debug!(error = %v, "server certificate refused");
+            return Err(v.into_rustls());
+        }
+        let result = match &self.check {
+            ServerCheck::Spiffe(policy) => {
+                pki::spiffe_of(end_entity).and_then(|id| policy.check(&id))
+            }
+            ServerCheck::SubjectAltNames(names) => check_sans(end_entity, names),
+        };
+        if let Err(v) = result {
+            tracing::debug!(error = %v, "server identity refused");
+            return Err(v.into_rustls());
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+fn check_sans(end_entity: &CertificateDer<'_>, names: &[String]) -> Result<(), VerifyError> {
+    let info = CertInfo::parse(end_entity).map_err(|reason| VerifyError::Invalid {
+        presented: String::new(),
+        reason,
+    })?;
+    let ok = names.iter().any(|want| {
+        info.uris.iter().any(|u| u == want)
+            || info.dns.iter().any(|d| dns_matches(d, want))
+            || info.ips.iter().any(|ip| ip_matches(ip, want))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(VerifyError::IdentityNotAllowed {
+            expected: names.to_vec(),
+            presented: info.all_sans(),
+        })
+    }
+}
+
+/// A certificate DNS SAN (possibly `*.example.com`) against a wanted name.
+fn dns_matches(presented: &str, want: &str) -> bool {
+    let presented = presented.trim_end_matches('.');
+    let want = want.trim_end_matches('.');
+    if presented.eq_ignore_ascii_case(want) {
+        return true;
+    }
+    if let Some(suffix) = presented.strip_prefix("*.") {
+        if let Some((label, rest)) = want.split_once('.') {
+            return !label.is_empty() && !label.contains('*') && rest.eq_ignore_ascii_case(suffix);
+        }
+    }
+    false
+}
+
+fn ip_matches(presented: &str, want: &str) -> bool {
+    match (
+        presented.parse::<std::net::IpAddr>(),
+        want.parse::<std::net::IpAddr>(),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// A verifier that accepts any server certificate (DestinationRule `insecureSkipVerify:
+/// true`). Handshake signatures are still checked, so the peer holds the key of the
+/// certificate it sent.
+#[derive(Debug)]
+pub(crate) struct SkipServerVerification;
+
+impl ServerCertVerifier for SkipServerVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> Identity {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn policy_table() {
+        let any_local = PeerPolicy::trust_domain("cluster.local");
+        let aliases = PeerPolicy::trust_domains(["cluster.local", "old.td"]);
+        let only_sleep = PeerPolicy::trust_domains(["cluster.local", "old.td"])
+            .allow_only([id("spiffe://cluster.local/ns/default/sa/sleep")]);
+        let cases: &[(&PeerPolicy, &str, &str)] = &[
+            (&any_local, "spiffe://cluster.local/ns/a/sa/b", "ok"),
+            (&any_local, "spiffe://other/ns/a/sa/b", "wrong_trust_domain"),
+            (&aliases, "spiffe://old.td/ns/a/sa/b", "ok"),
+            (
+                &only_sleep,
+                "spiffe://cluster.local/ns/default/sa/sleep",
+                "ok",
+            ),
+            (&only_sleep, "spiffe://old.td/ns/default/sa/sleep", "ok"),
+            (
+                &only_sleep,
+                "spiffe://cluster.local/ns/default/sa/other",
+                "identity_not_allowed",
+            ),
+            (
+                &only_sleep,
+                "spiffe://cluster.local/ns/other/sa/sleep",
+                "identity_not_allowed",
+            ),
+            (
+                &only_sleep,
+                "spiffe://evil/ns/default/sa/sleep",
+                "wrong_trust_domain",
+            ),
+        ];
+        for (policy, presented, want) in cases {
+            let got = match policy.check(&id(presented)) {
+                Ok(()) => "ok",
+                Err(e) => e.kind(),
+            };
+            assert_eq!(got, *want, "{presented} against {policy:?}");
+        }
+        let empty = PeerPolicy::trust_domains(Vec::<String>::new());
+        assert!(empty
+            .check(&id("spiffe://cluster.local/ns/a/sa/b"))
+            .is_err());
+    }
+
+    #[test]
+    fn dns_match_table() {
+        for (presented, want, ok) in [
+            ("localhost", "localhost", true),
+            ("LocalHost", "localhost", true),
+            ("example.com.", "example.com", true),
+            ("*.example.com", "a.example.com", true),
+            ("*.example.com", "a.b.example.com", false),
+            ("*.example.com", "example.com", false),
+            ("*.example.com", "*.example.com", true),
+            ("a.example.com", "*.example.com", false),
+            ("example.com", "example.org", false),
+        ] {
+            assert_eq!(dns_matches(presented, want), ok, "{presented} vs {want}");
+        }
+        assert!(ip_matches("127.0.0.1", "127.0.0.1"));
+        assert!(ip_matches("::1", "0:0:0:0:0:0:0:1"));
+        assert!(!ip_matches("127.0.0.1", "localhost"));
+    }
+}
