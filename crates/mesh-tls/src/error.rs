@@ -227,7 +227,9 @@ pub(crate) fn from_certificate_error(
             not_before: UNIX_EPOCH,
             now: SystemTime::now(),
         },
-        C::UnknownIssuer => VerifyError::UnknownIssuer {
+        // The issuer's name matched a trusted certificate but its key did not sign: an
+        // issuer we do not know (e.g. another mesh's root with the same name).
+        C::UnknownIssuer | C::BadSignature => VerifyError::UnknownIssuer {
             presented,
             presented_issuer: String::new(),
             expected_roots: Vec::new(),

@@ -158,7 +158,19 @@ fn chain_error(
 ) -> VerifyError {
     let info = CertInfo::parse(end_entity).ok();
     let presented = info.as_ref().map(CertInfo::presented).unwrap_or_default();
+    let mut bad_signature = false;
     let mut v = match err {
+        // A chain whose issuer name matches a trusted certificate but whose signature does
+        // not verify with that certificate's key: another CA with the same name (two meshes'
+        // self-signed roots for one trust domain), i.e. an issuer we do not know.
+        rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature) => {
+            bad_signature = true;
+            VerifyError::UnknownIssuer {
+                presented,
+                presented_issuer: String::new(),
+                expected_roots: Vec::new(),
+            }
+        }
         rustls::Error::InvalidCertificate(ce) => from_certificate_error(ce, presented),
         other => VerifyError::Invalid {
             presented,
@@ -178,6 +190,10 @@ fn chain_error(
             None => info.map(|i| i.issuer).unwrap_or_default(),
         };
         *expected_roots = bundle.subjects().to_vec();
+        if bad_signature {
+            presented_issuer
+                .push_str(" (signature does not verify with the trusted key of that name)");
+        }
     }
     v
 }

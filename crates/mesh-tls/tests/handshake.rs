@@ -1,0 +1,851 @@
+//! Real handshakes over loopback, both sides ours: every PeerAuthentication mode, every
+//! DestinationRule TLS mode, and every verification failure.
+
+mod common;
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use common::*;
+use mesh_tls::*;
+use rustls::{ClientConfig, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const TD: &str = "cluster.local";
+
+fn ca() -> MeshCa {
+    MeshCa::self_signed(TD).unwrap()
+}
+
+/// A rustls client presenting exactly `cert` (which may be expired etc.), verifying the
+/// server with our verifier.
+fn raw_client(cert: &WorkloadCert, bundle: &TrustBundle, check: ServerCheck) -> OutboundTlsRaw {
+    let verifier = MeshServerCertVerifier::new(bundle, check).unwrap();
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(cert.chain_der().unwrap(), cert.key_der().unwrap())
+        .unwrap();
+    OutboundTlsRaw(Arc::new(cfg))
+}
+
+struct OutboundTlsRaw(Arc<ClientConfig>);
+
+impl OutboundTlsRaw {
+    async fn roundtrip(&self, addr: std::net::SocketAddr) -> io::Result<String> {
+        let tcp = TcpStream::connect(addr).await?;
+        let tls = tokio_rustls::TlsConnector::from(self.0.clone())
+            .connect("svc.example".try_into().unwrap(), tcp)
+            .await?;
+        let mut s = BufReader::new(tls);
+        ask(&mut s, "ping").await
+    }
+}
+
+/// A STRICT server presenting exactly `cert`.
+fn raw_server(cert: &WorkloadCert, bundle: &TrustBundle, policy: PeerPolicy) -> InboundTls {
+    let verifier = MeshClientCertVerifier::new(bundle, policy).unwrap();
+    let cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(cert.chain_der().unwrap(), cert.key_der().unwrap())
+        .unwrap();
+    InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(cfg))).unwrap()
+}
+
+fn issue_at(ca: &MeshCa, id: &Identity, from: SystemTime, ttl: Duration) -> WorkloadCert {
+    let mut req = CertRequest::new(id.clone());
+    req.valid_from = Some(from);
+    req.ttl = ttl;
+    ca.issue_request(&req).unwrap()
+}
+
+fn server_err(r: AcceptResult) -> VerifyError {
+    let e = r.expect_err("server should have refused the client");
+    VerifyError::from_io(&e).unwrap_or_else(|| panic!("not a verification error: {e:?}"))
+}
+
+#[tokio::test]
+async fn strict_mutual_tls_both_identities_seen() {
+    let ca = ca();
+    let sid = id(TD, "default", "httpbin");
+    let cid = id(TD, "default", "sleep");
+    let mut server = echo_server(strict(&creds(&ca, &sid, &[]))).await;
+    let client = istio_mutual(&creds(&ca, &cid, &[]), std::slice::from_ref(&sid));
+
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let tls = client.connect(tcp).await.unwrap();
+    let (_, conn) = tls.get_ref();
+    assert_eq!(PeerIdentity::of(conn).unwrap().identity(), &sid);
+    assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]), "server prefers h2");
+    let mut s = BufReader::new(tls);
+    assert_eq!(
+        ask(&mut s, "ping").await.unwrap(),
+        "cluster.local/ns/default/sa/sleep ping"
+    );
+    let peer = server.next().await.unwrap().expect("mTLS peer identity");
+    assert_eq!(peer.principal(), "cluster.local/ns/default/sa/sleep");
+    assert_eq!(peer.namespace(), "default");
+    assert_eq!(peer.service_account(), "sleep");
+}
+
+#[tokio::test]
+async fn strict_refuses_plaintext_with_a_reset_not_http() {
+    let ca = ca();
+    let mut server = echo_server(strict(&creds(&ca, &id(TD, "a", "server"), &[]))).await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    // closed (EOF or reset) without any HTTP answer
+    assert!(
+        n.is_err() || buf.is_empty() || !buf.starts_with(b"HTTP"),
+        "{buf:?}"
+    );
+    let e = server.next().await.unwrap_err();
+    assert!(
+        VerifyError::from_io(&e).is_none(),
+        "not a certificate failure: {e}"
+    );
+}
+
+#[tokio::test]
+async fn strict_refuses_a_client_without_certificate() {
+    let ca = ca();
+    let sid = id(TD, "a", "server");
+    let mut server = echo_server(strict(&creds(&ca, &sid, &[]))).await;
+    // SIMPLE TLS, trusting the mesh root, checking the server's SPIFFE ID, no client cert
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root-cert.pem");
+    std::fs::write(&root, ca.trust_bundle().to_pem()).unwrap();
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::Simple,
+        ca_certificates: Some(root),
+        subject_alt_names: vec![sid.to_string()],
+        ..Default::default()
+    };
+    let dest = Destination {
+        host: "server.a",
+        port: 80,
+        subset: None,
+        service_accounts: &[],
+    };
+    let out = client_config(&settings, &dest, &ClientContext::default())
+        .unwrap()
+        .unwrap();
+    assert!(tls_roundtrip(&out, server.addr).await.is_err());
+    assert_eq!(
+        server_err(server.next().await),
+        VerifyError::NoClientCertificate
+    );
+}
+
+#[tokio::test]
+async fn server_side_failures_are_distinct() {
+    let ca = ca();
+    let other_ca = ca_other();
+    let sid = id(TD, "a", "server");
+    let server_creds = creds(&ca, &sid, &[]);
+    let bundle = ca.trust_bundle().clone();
+    let check = ServerCheck::Spiffe(PeerPolicy::trust_domain(TD));
+    let now = SystemTime::now();
+    let cid = id(TD, "default", "sleep");
+
+    // (client certificate, server policy, expected kind)
+    let cases: Vec<(&str, WorkloadCert, PeerPolicy, &str)> = vec![
+        (
+            "expired",
+            issue_at(
+                &ca,
+                &cid,
+                now - Duration::from_secs(7200),
+                Duration::from_secs(3600),
+            ),
+            PeerPolicy::trust_domain(TD),
+            "expired",
+        ),
+        (
+            "not yet valid",
+            issue_at(
+                &ca,
+                &cid,
+                now + Duration::from_secs(3600),
+                Duration::from_secs(3600),
+            ),
+            PeerPolicy::trust_domain(TD),
+            "not_yet_valid",
+        ),
+        (
+            "unknown issuer",
+            other_ca.issue(&cid, DEFAULT_WORKLOAD_TTL, &[]).unwrap(),
+            PeerPolicy::trust_domain(TD),
+            "unknown_issuer",
+        ),
+        (
+            "wrong trust domain",
+            ca.issue(
+                &id("evil.org", "default", "sleep"),
+                DEFAULT_WORKLOAD_TTL,
+                &[],
+            )
+            .unwrap(),
+            PeerPolicy::trust_domain(TD),
+            "wrong_trust_domain",
+        ),
+        (
+            "identity not allowed",
+            ca.issue(&id(TD, "default", "intruder"), DEFAULT_WORKLOAD_TTL, &[])
+                .unwrap(),
+            PeerPolicy::trust_domain(TD).allow_only([cid.clone()]),
+            "identity_not_allowed",
+        ),
+        (
+            "allowed",
+            ca.issue(&cid, DEFAULT_WORKLOAD_TTL, &[]).unwrap(),
+            PeerPolicy::trust_domain(TD).allow_only([cid.clone()]),
+            "ok",
+        ),
+    ];
+    for (name, cert, policy, want) in cases {
+        let inbound =
+            InboundTls::from_credentials(PeerAuthnMode::Strict, &server_creds, Some(policy))
+                .unwrap();
+        let mut server = echo_server(inbound).await;
+        let client = raw_client(&cert, &bundle, check.clone());
+        let rt = client.roundtrip(server.addr).await;
+        let got = server.next().await;
+        if want == "ok" {
+            assert!(rt.is_ok(), "{name}: {rt:?}");
+            assert!(got.is_ok(), "{name}");
+            continue;
+        }
+        assert!(rt.is_err(), "{name}: the client must not get an answer");
+        let err = server_err(got);
+        assert_eq!(err.kind(), want, "{name}: {err}");
+        let msg = err.to_string();
+        match want {
+            "expired" | "not_yet_valid" => assert!(msg.contains(cid.as_uri()), "{name}: {msg}"),
+            "unknown_issuer" => assert!(msg.contains("Root CA"), "{name}: {msg}"),
+            "wrong_trust_domain" => assert!(msg.contains("evil.org") && msg.contains(TD), "{msg}"),
+            "identity_not_allowed" => {
+                assert!(
+                    msg.contains("intruder") && msg.contains("sa/sleep"),
+                    "{msg}"
+                )
+            }
+            _ => {}
+        }
+    }
+}
+
+fn ca_other() -> MeshCa {
+    MeshCa::self_signed(TD).unwrap()
+}
+
+#[tokio::test]
+async fn client_side_failures_are_distinct() {
+    let ca = ca();
+    let other_ca = ca_other();
+    let sid = id(TD, "default", "httpbin");
+    let cid = id(TD, "default", "sleep");
+    let client_creds = creds(&ca, &cid, &[]);
+    let now = SystemTime::now();
+    let cases: Vec<(&str, WorkloadCert, Vec<Identity>, &str)> = vec![
+        (
+            "ok",
+            ca.issue(&sid, DEFAULT_WORKLOAD_TTL, &[]).unwrap(),
+            vec![sid.clone()],
+            "ok",
+        ),
+        (
+            "expired",
+            issue_at(
+                &ca,
+                &sid,
+                now - Duration::from_secs(7200),
+                Duration::from_secs(3600),
+            ),
+            vec![sid.clone()],
+            "expired",
+        ),
+        (
+            "not yet valid",
+            issue_at(
+                &ca,
+                &sid,
+                now + Duration::from_secs(600),
+                Duration::from_secs(3600),
+            ),
+            vec![sid.clone()],
+            "not_yet_valid",
+        ),
+        (
+            "unknown issuer",
+            other_ca.issue(&sid, DEFAULT_WORKLOAD_TTL, &[]).unwrap(),
+            vec![sid.clone()],
+            "unknown_issuer",
+        ),
+        (
+            "wrong trust domain",
+            ca.issue(
+                &id("evil.org", "default", "httpbin"),
+                DEFAULT_WORKLOAD_TTL,
+                &[],
+            )
+            .unwrap(),
+            vec![],
+            "wrong_trust_domain",
+        ),
+        (
+            "identity not allowed",
+            ca.issue(&id(TD, "default", "impostor"), DEFAULT_WORKLOAD_TTL, &[])
+                .unwrap(),
+            vec![sid.clone()],
+            "identity_not_allowed",
+        ),
+    ];
+    for (name, server_cert, accounts, want) in cases {
+        let inbound = raw_server(
+            &server_cert,
+            ca.trust_bundle(),
+            PeerPolicy::trust_domain(TD),
+        );
+        let mut server = echo_server(inbound).await;
+        let client = istio_mutual(&client_creds, &accounts);
+        let rt = tls_roundtrip(&client, server.addr).await;
+        if want == "ok" {
+            assert_eq!(rt.unwrap(), "cluster.local/ns/default/sa/sleep ping");
+            continue;
+        }
+        let e = rt.expect_err(name);
+        let v = VerifyError::from_io(&e).unwrap_or_else(|| panic!("{name}: {e:?}"));
+        assert_eq!(v.kind(), want, "{name}: {v}");
+        // the server saw the client abort the handshake
+        assert!(server.next().await.is_err(), "{name}");
+        if want == "identity_not_allowed" {
+            let m = v.to_string();
+            assert!(m.contains("impostor") && m.contains("sa/httpbin"), "{m}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn spiffe_only_server_cert_is_accepted_by_istio_mutual() {
+    // The server cert has no DNS SAN at all: rustls's stock verifier would refuse it.
+    let ca = ca();
+    let sid = id(TD, "default", "httpbin");
+    let server_cert = ca.issue(&sid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
+    let server = echo_server(raw_server(
+        &server_cert,
+        ca.trust_bundle(),
+        PeerPolicy::trust_domain(TD),
+    ))
+    .await;
+    let client = istio_mutual(&creds(&ca, &id(TD, "default", "sleep"), &[]), &[]);
+    assert!(tls_roundtrip(&client, server.addr).await.is_ok());
+    assert_eq!(
+        client.server_name().to_str(),
+        "outbound_.8080_._.svc.default.svc.cluster.local"
+    );
+}
+
+#[tokio::test]
+async fn permissive_serves_mtls_and_plaintext_on_one_port() {
+    let ca = ca();
+    let sid = id(TD, "a", "server");
+    let server_creds = creds(&ca, &sid, &[]);
+    let inbound =
+        InboundTls::from_credentials(PeerAuthnMode::Permissive, &server_creds, None).unwrap();
+    let mut server = echo_server(inbound).await;
+
+    assert_eq!(
+        plain_roundtrip(server.addr).await.unwrap(),
+        "plaintext ping"
+    );
+    assert_eq!(
+        server.next().await.unwrap(),
+        None,
+        "plaintext carries no identity"
+    );
+
+    let client = istio_mutual(&creds(&ca, &id(TD, "b", "client"), &[]), &[sid]);
+    assert_eq!(
+        tls_roundtrip(&client, server.addr).await.unwrap(),
+        "cluster.local/ns/b/sa/client ping"
+    );
+    assert_eq!(
+        server.next().await.unwrap().unwrap().principal(),
+        "cluster.local/ns/b/sa/client"
+    );
+
+    // TLS from a client outside the mesh is still refused on the TLS side
+    let stranger = ca_other();
+    let bad = raw_client(
+        &stranger
+            .issue(&id(TD, "b", "client"), DEFAULT_WORKLOAD_TTL, &[])
+            .unwrap(),
+        ca.trust_bundle(),
+        ServerCheck::Spiffe(PeerPolicy::trust_domain(TD)),
+    );
+    assert!(bad.roundtrip(server.addr).await.is_err());
+    assert_eq!(server_err(server.next().await).kind(), "unknown_issuer");
+}
+
+#[tokio::test]
+async fn permissive_detection_timeout_treats_silence_as_plaintext() {
+    let ca = ca();
+    let inbound = InboundTls::from_credentials(
+        PeerAuthnMode::Permissive,
+        &creds(&ca, &id(TD, "a", "s"), &[]),
+        None,
+    )
+    .unwrap()
+    .with_detection_timeout(Some(Duration::from_millis(100)));
+    let mut server = echo_server(inbound).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    // say nothing: after the timeout the server treats it as plaintext
+    assert_eq!(server.next().await.unwrap(), None);
+    let mut s = BufReader::new(tcp);
+    assert_eq!(ask(&mut s, "late").await.unwrap(), "plaintext late");
+}
+
+#[tokio::test]
+async fn disable_is_plaintext_only() {
+    let ca = ca();
+    let inbound = InboundTls::from_credentials(
+        PeerAuthnMode::Disable,
+        &creds(&ca, &id(TD, "a", "s"), &[]),
+        None,
+    )
+    .unwrap();
+    let mut server = echo_server(inbound).await;
+    assert_eq!(
+        plain_roundtrip(server.addr).await.unwrap(),
+        "plaintext ping"
+    );
+    assert_eq!(server.next().await.unwrap(), None);
+    // a TLS client gets no TLS server
+    let client = istio_mutual(&creds(&ca, &id(TD, "b", "c"), &[]), &[]);
+    let r = tokio::time::timeout(Duration::from_secs(5), tls_roundtrip(&client, server.addr))
+        .await
+        .unwrap();
+    assert!(r.is_err());
+    // and DISABLE needs no config
+    assert!(InboundTls::new(PeerAuthnMode::Disable, None).is_ok());
+    assert!(InboundTls::new(PeerAuthnMode::Strict, None).is_err());
+}
+
+#[tokio::test]
+async fn alpn_istio_values_accepted() {
+    let ca = ca();
+    let server = echo_server(strict(&creds(&ca, &id(TD, "a", "s"), &[]))).await;
+    let cid = id(TD, "b", "c");
+    let c = creds(&ca, &cid, &[]);
+    // a sidecar-like client offering only Istio's values
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::IstioMutual,
+        ..Default::default()
+    };
+    let dest = Destination {
+        host: "s.a.svc.cluster.local",
+        port: 80,
+        subset: Some("v1"),
+        service_accounts: &[],
+    };
+    let ctx = ClientContext {
+        workload: Some(&c),
+        credentials: None,
+        alpn: Alpn::None,
+    };
+    let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
+    assert_eq!(
+        out.config().alpn_protocols,
+        vec![b"istio-peer-exchange".to_vec(), b"istio".to_vec()]
+    );
+    let tls = out
+        .connect(TcpStream::connect(server.addr).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.alpn_protocol(),
+        Some(&b"istio-peer-exchange"[..])
+    );
+    // HTTP/1.1 only
+    let ctx = ClientContext {
+        alpn: Alpn::Http1,
+        ..ctx
+    };
+    let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
+    let tls = out
+        .connect(TcpStream::connect(server.addr).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+/// SIMPLE and MUTUAL origination: files, credentialName, SNI and subjectAltNames.
+#[tokio::test]
+async fn simple_and_mutual_origination() {
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root-cert.pem");
+    std::fs::write(&root, ca.trust_bundle().to_pem()).unwrap();
+    // an "external" server with a DNS name, which does not require client certs
+    let sid = id(TD, "ext", "api");
+    let scert = ca
+        .issue(
+            &sid,
+            DEFAULT_WORKLOAD_TTL,
+            &["api.example.com", "localhost"],
+        )
+        .unwrap();
+    let server_cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(scert.chain_der().unwrap(), scert.key_der().unwrap())
+        .unwrap();
+    // an InboundTls in STRICT mode with a no-client-auth config: just a TLS server
+    let server = echo_server(
+        InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(server_cfg)))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    let dest = Destination {
+        host: "api.example.com",
+        port: 443,
+        subset: None,
+        service_accounts: &[],
+    };
+    let ctx = ClientContext::default();
+
+    let simple = |f: &dyn Fn(&mut ClientTlsSettings)| {
+        let mut s = ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            ca_certificates: Some(root.clone()),
+            ..Default::default()
+        };
+        f(&mut s);
+        s
+    };
+    // host name verification against dest.host
+    let out = client_config(&simple(&|_| {}), &dest, &ctx)
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.server_name().to_str(), "api.example.com");
+    // the server closes the connection after failing to find an identity, but the TLS
+    // handshake itself succeeds from the client's side
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    out.connect(tcp)
+        .await
+        .expect("SIMPLE handshake with hostname verification");
+    // sni override to a name the cert does not have: refused
+    let out = client_config(
+        &simple(&|s| s.sni = Some("other.example.com".into())),
+        &dest,
+        &ctx,
+    )
+    .unwrap()
+    .unwrap();
+    let e = out
+        .connect(TcpStream::connect(server.addr).await.unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("certificate not valid for name"),
+        "{e}"
+    );
+    // subjectAltNames: SPIFFE URI or DNS SAN match, whatever the SNI
+    for (sans, ok) in [
+        (vec![sid.to_string()], true),
+        (vec!["localhost".to_string()], true),
+        (
+            vec!["spiffe://cluster.local/ns/ext/sa/other".to_string()],
+            false,
+        ),
+    ] {
+        let out = client_config(
+            &simple(&|s| {
+                s.subject_alt_names = sans.clone();
+                s.sni = Some("whatever.internal".into())
+            }),
+            &dest,
+            &ctx,
+        )
+        .unwrap()
+        .unwrap();
+        let r = out
+            .connect(TcpStream::connect(server.addr).await.unwrap())
+            .await;
+        assert_eq!(r.is_ok(), ok, "{sans:?}: {r:?}");
+        if !ok {
+            let v = VerifyError::from_io(&r.unwrap_err()).unwrap();
+            assert_eq!(v.kind(), "identity_not_allowed");
+        }
+    }
+    // a CA that did not sign the server
+    let other_root = dir.path().join("other.pem");
+    std::fs::write(&other_root, ca_other().trust_bundle().to_pem()).unwrap();
+    let out = client_config(
+        &simple(&|s| s.ca_certificates = Some(other_root.clone())),
+        &dest,
+        &ctx,
+    )
+    .unwrap()
+    .unwrap();
+    let e = out
+        .connect(TcpStream::connect(server.addr).await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(VerifyError::from_io(&e).unwrap().kind(), "unknown_issuer");
+    // insecureSkipVerify accepts it
+    let out = client_config(
+        &ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            insecure_skip_verify: true,
+            ..Default::default()
+        },
+        &dest,
+        &ctx,
+    )
+    .unwrap()
+    .unwrap();
+    out.connect(TcpStream::connect(server.addr).await.unwrap())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn mutual_with_files_and_credential_name_through_a_strict_server() {
+    let ca = ca();
+    let sid = id(TD, "ext", "api");
+    let server_creds = creds(&ca, &sid, &["api.example.com"]);
+    let mut server = echo_server(strict(&server_creds)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cid = id(TD, "egress", "client");
+    let client_cert = ca.issue(&cid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
+    client_cert.write_dir(dir.path().join("files")).unwrap();
+    let dest = Destination {
+        host: "api.example.com",
+        port: 443,
+        subset: None,
+        service_accounts: &[],
+    };
+
+    // files
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::Mutual,
+        client_certificate: Some(dir.path().join("files/cert-chain.pem")),
+        private_key: Some(dir.path().join("files/key.pem")),
+        ca_certificates: Some(dir.path().join("files/root-cert.pem")),
+        ..Default::default()
+    };
+    let out = client_config(&settings, &dest, &ClientContext::default())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        tls_roundtrip(&out, server.addr).await.unwrap(),
+        "cluster.local/ns/egress/sa/client ping"
+    );
+    assert_eq!(server.next().await.unwrap().unwrap().identity(), &cid);
+
+    // credentialName through a directory of secrets (tls.crt / tls.key / ca.crt)
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("client-credential")).unwrap();
+    std::fs::write(
+        secrets.join("client-credential/tls.crt"),
+        client_cert.chain_pem(),
+    )
+    .unwrap();
+    std::fs::write(
+        secrets.join("client-credential/tls.key"),
+        client_cert.key_pem(),
+    )
+    .unwrap();
+    std::fs::write(
+        secrets.join("client-credential/ca.crt"),
+        client_cert.root_pem(),
+    )
+    .unwrap();
+    let lookup = DirCredentials::new(&secrets);
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::Mutual,
+        credential_name: Some("client-credential".into()),
+        sni: Some("api.example.com".into()),
+        ..Default::default()
+    };
+    let ctx = ClientContext {
+        workload: None,
+        credentials: Some(&lookup),
+        alpn: Alpn::Http1,
+    };
+    let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
+    assert_eq!(
+        tls_roundtrip(&out, server.addr).await.unwrap(),
+        "cluster.local/ns/egress/sa/client ping"
+    );
+    assert!(server.next().await.unwrap().is_some());
+
+    // mismatched key and certificate: refused when the config is built
+    let other = ca.issue(&cid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
+    std::fs::write(dir.path().join("files/key.pem"), other.key_pem()).unwrap();
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::Mutual,
+        client_certificate: Some(dir.path().join("files/cert-chain.pem")),
+        private_key: Some(dir.path().join("files/key.pem")),
+        ca_certificates: Some(dir.path().join("files/root-cert.pem")),
+        ..Default::default()
+    };
+    let e = client_config(&settings, &dest, &ClientContext::default()).unwrap_err();
+    assert!(matches!(e, TlsError::KeyMismatch { .. }), "{e}");
+    // unknown credential
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::Mutual,
+        credential_name: Some("nope".into()),
+        ..Default::default()
+    };
+    assert!(client_config(&settings, &dest, &ctx).is_err());
+}
+
+#[tokio::test]
+async fn trust_domain_aliases() {
+    let ca = ca();
+    let sid = id(TD, "a", "server");
+    let server_cert = ca.issue(&sid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
+    let server_creds = WorkloadCredentials::with_trust(server_cert, None, &["old.td"]).unwrap();
+    let mut server = echo_server(strict(&server_creds)).await;
+    let bundle = ca.trust_bundle().clone();
+    let check = ServerCheck::Spiffe(PeerPolicy::trust_domain(TD));
+    let old = raw_client(
+        &ca.issue(&id("old.td", "b", "c"), DEFAULT_WORKLOAD_TTL, &[])
+            .unwrap(),
+        &bundle,
+        check.clone(),
+    );
+    assert_eq!(
+        old.roundtrip(server.addr).await.unwrap(),
+        "old.td/ns/b/sa/c ping"
+    );
+    assert!(server.next().await.is_ok());
+    let other = raw_client(
+        &ca.issue(&id("other.td", "b", "c"), DEFAULT_WORKLOAD_TTL, &[])
+            .unwrap(),
+        &bundle,
+        check,
+    );
+    assert!(other.roundtrip(server.addr).await.is_err());
+    assert_eq!(server_err(server.next().await).kind(), "wrong_trust_domain");
+}
+
+#[tokio::test]
+async fn several_roots_in_the_bundle() {
+    let ca1 = ca();
+    let ca2 = ca_other();
+    let sid = id(TD, "a", "server");
+    let both = ca1.trust_bundle().merged(ca2.trust_bundle()).unwrap();
+    let server_creds = WorkloadCredentials::with_trust(
+        ca1.issue(&sid, DEFAULT_WORKLOAD_TTL, &[]).unwrap(),
+        Some(&both),
+        &[],
+    )
+    .unwrap();
+    let mut server = echo_server(strict(&server_creds)).await;
+    for (i, ca) in [&ca1, &ca2].into_iter().enumerate() {
+        let c = raw_client(
+            &ca.issue(&id(TD, "b", &format!("c{i}")), DEFAULT_WORKLOAD_TTL, &[])
+                .unwrap(),
+            &both,
+            ServerCheck::Spiffe(PeerPolicy::trust_domain(TD)),
+        );
+        assert!(c.roundtrip(server.addr).await.is_ok(), "root {i}");
+        assert!(server.next().await.is_ok());
+    }
+}
+
+#[tokio::test]
+async fn istio_sample_ca_and_workload_certs() {
+    let Some(dir) = samples() else { return };
+    // plug-in: the Istio sample intermediate (RSA) issues our workload certs
+    let ca = MeshCa::from_plugin_dir(&dir, TD).unwrap();
+    let sid = id(TD, "foo", "httpbin");
+    let mut server = echo_server(strict(&creds(&ca, &sid, &[]))).await;
+    let client = istio_mutual(
+        &creds(&ca, &id(TD, "foo", "sleep"), &[]),
+        std::slice::from_ref(&sid),
+    );
+    assert_eq!(
+        tls_roundtrip(&client, server.addr).await.unwrap(),
+        "cluster.local/ns/foo/sa/sleep ping"
+    );
+    assert!(server.next().await.unwrap().is_some());
+
+    // Istio's own sample workload certificates (trust-domain-foo / trust-domain-bar, RSA,
+    // leaf + intermediate), verified against Istio's bundles.
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
+    let foo = WorkloadCert::from_pem(
+        &read("workload-foo-cert.pem"),
+        &read("workload-foo-key.pem"),
+        &read("workload-foo-root-certs.pem"),
+    )
+    .unwrap();
+    let bar = WorkloadCert::from_pem(
+        &read("workload-bar-cert.pem"),
+        &read("workload-bar-key.pem"),
+        &read("workload-bar-root-certs.pem"),
+    )
+    .unwrap();
+    assert_eq!(foo.identity().principal(), "trust-domain-foo/ns/foo/sa/foo");
+    assert_eq!(
+        bar.identity().as_uri(),
+        "spiffe://trust-domain-bar/ns/bar/sa/bar"
+    );
+    let foo_creds = WorkloadCredentials::new(foo.clone()).unwrap();
+    let mut foo_server = echo_server(strict(&foo_creds)).await;
+    // bar -> foo: trusted chain, but foo accepts only trust-domain-foo
+    let bar_bundle = bar.trust_bundle().unwrap();
+    let bar_client = raw_client(
+        &bar,
+        &bar_bundle,
+        ServerCheck::Spiffe(PeerPolicy::trust_domain("trust-domain-foo")),
+    );
+    let trusted_by_foo = foo_creds.trust_bundle().contains_all(&bar_bundle);
+    assert!(bar_client.roundtrip(foo_server.addr).await.is_err());
+    let err = server_err(foo_server.next().await);
+    if trusted_by_foo {
+        assert_eq!(err.kind(), "wrong_trust_domain", "{err}");
+    } else {
+        assert!(
+            matches!(err.kind(), "wrong_trust_domain" | "unknown_issuer"),
+            "{err}"
+        );
+    }
+    // foo -> foo: accepted, identity read from Istio's cert
+    let foo_client = raw_client(
+        &foo,
+        &foo.trust_bundle().unwrap(),
+        ServerCheck::Spiffe(PeerPolicy::trust_domain("trust-domain-foo")),
+    );
+    assert_eq!(
+        foo_client.roundtrip(foo_server.addr).await.unwrap(),
+        "trust-domain-foo/ns/foo/sa/foo ping"
+    );
+    // a foo server accepting the bar trust domain as an alias accepts bar
+    let foo_alias =
+        WorkloadCredentials::with_trust(foo, Some(&bar_bundle), &["trust-domain-bar"]).unwrap();
+    let mut alias_server = echo_server(strict(&foo_alias)).await;
+    let _ = foo_server.next().await;
+    assert_eq!(
+        bar_client.roundtrip(alias_server.addr).await.unwrap(),
+        "trust-domain-bar/ns/bar/sa/bar ping"
+    );
+    assert!(alias_server.next().await.unwrap().is_some());
+}
