@@ -1,0 +1,712 @@
+//! Envoy's local replies and response flags: the one place that turns a mesh failure into
+//! the exact response an Istio sidecar would send.
+//!
+//! | failure | status | body | flag |
+//! | --- | --- | --- | --- |
+//! | no route matched | 404 | empty | NR |
+//! | route to an unknown cluster (undefined subset) | 503 | empty | NC |
+//! | no endpoint available | 503 | `no healthy upstream` | UH |
+//! | route or per-try timeout | 504 | `upstream request timeout` | UT |
+//! | connect failure / reset before headers | 503 | `upstream connect error or disconnect/reset before headers. reset reason: ...` | UF, UC, UR, LR |
+//! | circuit breaker overflow | 503 | same, reset reason `overflow`, header `x-envoy-overloaded: true` | UO |
+//! | fault abort | configured | `fault filter abort` | FI |
+//! | AuthorizationPolicy deny | 403 | `RBAC: access denied` | none |
+//! | JWT rejected | 401 | the verifier's message | none |
+//!
+//! gRPC requests (`content-type: application/grpc...`) get what Envoy sends them: HTTP 200,
+//! `content-type: application/grpc`, `grpc-status` mapped from the HTTP status (403 ⇒ 7
+//! PERMISSION_DENIED, 503/502/504/429 ⇒ 14 UNAVAILABLE, 404 ⇒ 12 UNIMPLEMENTED, 401 ⇒ 16
+//! UNAUTHENTICATED, 400 ⇒ 13 INTERNAL, else 2 UNKNOWN) or the configured fault `grpcStatus`,
+//! and `grpc-message` carrying the body text, percent-encoded (trailers-only response).
+//!
+//! The reply carries its [`ResponseFlags`] in the response extensions, so the metrics and
+//! access-log layers report them.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Response, StatusCode};
+
+/// Envoy's response flags (`%RESPONSE_FLAGS%`, Istio's `response_flags` label).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ResponseFlags(u32);
+
+macro_rules! flags {
+    ($($(#[$doc:meta])* $name:ident = $bit:expr, $code:literal;)*) => {
+        impl ResponseFlags {
+            $($(#[$doc])* pub const $name: ResponseFlags = ResponseFlags(1 << $bit);)*
+            const ALL: &'static [(ResponseFlags, &'static str)] = &[$((ResponseFlags::$name, $code)),*];
+        }
+    };
+}
+
+flags! {
+    /// LH: failed local health check.
+    FAILED_LOCAL_HEALTH_CHECK = 0, "LH";
+    /// UH: no healthy upstream.
+    NO_HEALTHY_UPSTREAM = 1, "UH";
+    /// UT: upstream request timeout.
+    UPSTREAM_REQUEST_TIMEOUT = 2, "UT";
+    /// LR: connection local reset.
+    LOCAL_RESET = 3, "LR";
+    /// UR: upstream remote reset.
+    UPSTREAM_REMOTE_RESET = 4, "UR";
+    /// UF: upstream connection failure.
+    UPSTREAM_CONNECTION_FAILURE = 5, "UF";
+    /// UC: upstream connection termination.
+    UPSTREAM_CONNECTION_TERMINATION = 6, "UC";
+    /// UO: upstream overflow (circuit breaking).
+    UPSTREAM_OVERFLOW = 7, "UO";
+    /// NR: no route configured.
+    NO_ROUTE_FOUND = 8, "NR";
+    /// DI: the request was delayed by fault injection.
+    DELAY_INJECTED = 9, "DI";
+    /// FI: the request was aborted by fault injection.
+    FAULT_INJECTED = 10, "FI";
+    /// RL: rate limited.
+    RATE_LIMITED = 11, "RL";
+    /// UAEX: denied by an external authorization service.
+    UNAUTHORIZED_EXTERNAL_SERVICE = 12, "UAEX";
+    /// RLSE: rate limit service error.
+    RATE_LIMIT_SERVICE_ERROR = 13, "RLSE";
+    /// DC: downstream connection termination.
+    DOWNSTREAM_CONNECTION_TERMINATION = 14, "DC";
+    /// URX: upstream retry limit exceeded.
+    UPSTREAM_RETRY_LIMIT_EXCEEDED = 15, "URX";
+    /// SI: stream idle timeout.
+    STREAM_IDLE_TIMEOUT = 16, "SI";
+    /// IH: invalid Envoy request headers.
+    INVALID_ENVOY_REQUEST_HEADERS = 17, "IH";
+    /// DPE: downstream protocol error.
+    DOWNSTREAM_PROTOCOL_ERROR = 18, "DPE";
+    /// UMSDR: upstream max stream duration reached.
+    UPSTREAM_MAX_STREAM_DURATION_REACHED = 19, "UMSDR";
+    /// DT: duration timeout.
+    DURATION_TIMEOUT = 22, "DT";
+    /// UPE: upstream protocol error.
+    UPSTREAM_PROTOCOL_ERROR = 23, "UPE";
+    /// NC: no cluster found.
+    NO_CLUSTER_FOUND = 24, "NC";
+    /// OM: overload manager.
+    OVERLOAD_MANAGER = 25, "OM";
+    /// DF: DNS resolution failed.
+    DNS_RESOLUTION_FAILED = 26, "DF";
+    /// DR: downstream remote reset.
+    DOWNSTREAM_REMOTE_RESET = 28, "DR";
+}
+
+impl ResponseFlags {
+    /// No flag (`-` in logs and metrics).
+    pub const NONE: ResponseFlags = ResponseFlags(0);
+
+    /// True when no flag is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// True when every flag of `other` is set.
+    pub fn contains(self, other: ResponseFlags) -> bool {
+        self.0 & other.0 == other.0 && other.0 != 0
+    }
+
+    /// Sets the flags of `other`.
+    pub fn insert(&mut self, other: ResponseFlags) {
+        self.0 |= other.0;
+    }
+
+    /// The flags as Envoy's short codes.
+    pub fn codes(self) -> impl Iterator<Item = &'static str> {
+        ResponseFlags::ALL
+            .iter()
+            .filter(move |(f, _)| self.0 & f.0 != 0)
+            .map(|(_, c)| *c)
+    }
+
+    /// Parses `UH,URX` (or `-`).
+    pub fn parse(s: &str) -> Option<ResponseFlags> {
+        if s == "-" || s.is_empty() {
+            return Some(ResponseFlags::NONE);
+        }
+        let mut out = ResponseFlags::NONE;
+        for code in s.split(',') {
+            let (f, _) = ResponseFlags::ALL.iter().find(|(_, c)| *c == code)?;
+            out.insert(*f);
+        }
+        Some(out)
+    }
+}
+
+impl std::ops::BitOr for ResponseFlags {
+    type Output = ResponseFlags;
+    fn bitor(self, rhs: ResponseFlags) -> ResponseFlags {
+        ResponseFlags(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Display for ResponseFlags {
+    /// Envoy's format: comma-separated short codes, `-` when empty.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("-");
+        }
+        for (i, code) in self.codes().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(code)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why an upstream stream was reset (Envoy's `StreamResetReason`, as its text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResetReason {
+    /// `local connection failure`.
+    LocalConnectionFailure,
+    /// `remote connection failure` (refused, unreachable, TLS handshake failed).
+    RemoteConnectionFailure,
+    /// `connection timeout`.
+    ConnectionTimeout,
+    /// `connection termination` (closed before the response headers).
+    ConnectionTermination,
+    /// `local reset`.
+    LocalReset,
+    /// `local refused stream reset`.
+    LocalRefusedStreamReset,
+    /// `overflow` (circuit breaker).
+    Overflow,
+    /// `remote reset`.
+    RemoteReset,
+    /// `remote refused stream reset` (HTTP/2 REFUSED_STREAM).
+    RemoteRefusedStreamReset,
+    /// `protocol error`.
+    ProtocolError,
+}
+
+impl ResetReason {
+    /// Envoy's text for the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::LocalConnectionFailure => "local connection failure",
+            ResetReason::RemoteConnectionFailure => "remote connection failure",
+            ResetReason::ConnectionTimeout => "connection timeout",
+            ResetReason::ConnectionTermination => "connection termination",
+            ResetReason::LocalReset => "local reset",
+            ResetReason::LocalRefusedStreamReset => "local refused stream reset",
+            ResetReason::Overflow => "overflow",
+            ResetReason::RemoteReset => "remote reset",
+            ResetReason::RemoteRefusedStreamReset => "remote refused stream reset",
+            ResetReason::ProtocolError => "protocol error",
+        }
+    }
+
+    /// The response flag Envoy sets for this reason.
+    pub fn flag(self) -> ResponseFlags {
+        match self {
+            ResetReason::LocalConnectionFailure
+            | ResetReason::RemoteConnectionFailure
+            | ResetReason::ConnectionTimeout => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            ResetReason::ConnectionTermination => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            ResetReason::LocalReset | ResetReason::LocalRefusedStreamReset => {
+                ResponseFlags::LOCAL_RESET
+            }
+            ResetReason::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
+            ResetReason::RemoteReset | ResetReason::RemoteRefusedStreamReset => {
+                ResponseFlags::UPSTREAM_REMOTE_RESET
+            }
+            ResetReason::ProtocolError => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+        }
+    }
+
+    /// Envoy's snake-case name used in `response_code_details`.
+    fn detail(self) -> &'static str {
+        match self {
+            ResetReason::LocalConnectionFailure => "local_connection_failure",
+            ResetReason::RemoteConnectionFailure => "remote_connection_failure",
+            ResetReason::ConnectionTimeout => "connection_timeout",
+            ResetReason::ConnectionTermination => "connection_termination",
+            ResetReason::LocalReset => "local_reset",
+            ResetReason::LocalRefusedStreamReset => "local_refused_stream_reset",
+            ResetReason::Overflow => "overflow",
+            ResetReason::RemoteReset => "remote_reset",
+            ResetReason::RemoteRefusedStreamReset => "remote_refused_stream_reset",
+            ResetReason::ProtocolError => "protocol_error",
+        }
+    }
+}
+
+impl fmt::Display for ResetReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A response the mesh answers itself instead of the upstream, as Envoy would.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LocalReply {
+    /// The VirtualService has no route matching the request: 404, empty body, NR.
+    #[error("no route matched the request")]
+    NoRoute,
+    /// The route names a cluster that does not exist (undefined subset, unknown host):
+    /// 503, empty body, NC.
+    #[error("cluster not found")]
+    ClusterNotFound,
+    /// No endpoint available: 503 `no healthy upstream`, UH.
+    #[error("no healthy upstream")]
+    NoHealthyUpstream,
+    /// Route or per-try timeout: 504 `upstream request timeout`, UT.
+    #[error("upstream request timeout")]
+    UpstreamTimeout,
+    /// The upstream connection failed or was reset before response headers: 503.
+    #[error("upstream connect error or disconnect/reset before headers: {reason}")]
+    UpstreamReset {
+        /// The reset reason.
+        reason: ResetReason,
+        /// Envoy's transport failure reason (e.g. a TLS error), if any.
+        transport_failure: Option<String>,
+        /// True when retries were attempted and exhausted (adds URX and Envoy's
+        /// `retried and the latest reset reason:` wording).
+        retried: bool,
+    },
+    /// A circuit breaker overflowed: 503 with reset reason `overflow`, UO,
+    /// `x-envoy-overloaded: true`.
+    #[error("upstream overflow (circuit breaker)")]
+    Overflow,
+    /// Fault injection abort: the configured status, body `fault filter abort`, FI.
+    #[error("fault filter abort")]
+    FaultAbort {
+        /// `httpStatus` (for gRPC requests without `grpcStatus`, mapped as Envoy does).
+        http_status: StatusCode,
+        /// `grpcStatus` code, if configured.
+        grpc_status: Option<u32>,
+    },
+    /// AuthorizationPolicy denied the request: 403 `RBAC: access denied`.
+    #[error("RBAC: access denied")]
+    RbacDenied,
+    /// RequestAuthentication rejected the JWT: 401 with the verifier's message (e.g. `Jwt
+    /// is expired`).
+    #[error("{0}")]
+    Unauthenticated(String),
+}
+
+impl LocalReply {
+    /// The HTTP status Envoy answers with (for HTTP requests).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            LocalReply::NoRoute => StatusCode::NOT_FOUND,
+            LocalReply::ClusterNotFound
+            | LocalReply::NoHealthyUpstream
+            | LocalReply::UpstreamReset { .. }
+            | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::FaultAbort { http_status, .. } => *http_status,
+            LocalReply::RbacDenied => StatusCode::FORBIDDEN,
+            LocalReply::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The body text Envoy sends (empty for 404 NR and 503 NC).
+    pub fn body(&self) -> String {
+        match self {
+            LocalReply::NoRoute | LocalReply::ClusterNotFound => String::new(),
+            LocalReply::NoHealthyUpstream => "no healthy upstream".to_owned(),
+            LocalReply::UpstreamTimeout => "upstream request timeout".to_owned(),
+            LocalReply::UpstreamReset {
+                reason,
+                transport_failure,
+                retried,
+            } => {
+                let mut s =
+                    String::from("upstream connect error or disconnect/reset before headers. ");
+                s.push_str(if *retried {
+                    "retried and the latest reset reason: "
+                } else {
+                    "reset reason: "
+                });
+                s.push_str(reason.as_str());
+                if let Some(t) = transport_failure.as_deref().filter(|t| !t.is_empty()) {
+                    s.push_str(", transport failure reason: ");
+                    s.push_str(t);
+                }
+                s
+            }
+            LocalReply::Overflow => {
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+                    .to_owned()
+            }
+            LocalReply::FaultAbort { .. } => "fault filter abort".to_owned(),
+            LocalReply::RbacDenied => "RBAC: access denied".to_owned(),
+            LocalReply::Unauthenticated(msg) => msg.clone(),
+        }
+    }
+
+    /// The response flags Envoy records.
+    pub fn flags(&self) -> ResponseFlags {
+        match self {
+            LocalReply::NoRoute => ResponseFlags::NO_ROUTE_FOUND,
+            LocalReply::ClusterNotFound => ResponseFlags::NO_CLUSTER_FOUND,
+            LocalReply::NoHealthyUpstream => ResponseFlags::NO_HEALTHY_UPSTREAM,
+            LocalReply::UpstreamTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            LocalReply::UpstreamReset {
+                reason, retried, ..
+            } => {
+                let mut f = reason.flag();
+                if *retried {
+                    f.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                }
+                f
+            }
+            LocalReply::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
+            LocalReply::FaultAbort { .. } => ResponseFlags::FAULT_INJECTED,
+            LocalReply::RbacDenied | LocalReply::Unauthenticated(_) => ResponseFlags::NONE,
+        }
+    }
+
+    /// Envoy's `%RESPONSE_CODE_DETAILS%`.
+    pub fn details(&self) -> String {
+        match self {
+            LocalReply::NoRoute => "route_not_found".into(),
+            LocalReply::ClusterNotFound => "cluster_not_found".into(),
+            LocalReply::NoHealthyUpstream => "no_healthy_upstream".into(),
+            LocalReply::UpstreamTimeout => "upstream_response_timeout".into(),
+            LocalReply::UpstreamReset {
+                reason,
+                transport_failure,
+                ..
+            } => match transport_failure {
+                Some(t) if !t.is_empty() => format!(
+                    "upstream_reset_before_response_started{{{}|{}}}",
+                    reason.detail(),
+                    t.replace(' ', "_")
+                ),
+                _ => format!(
+                    "upstream_reset_before_response_started{{{}}}",
+                    reason.detail()
+                ),
+            },
+            LocalReply::Overflow => "upstream_reset_before_response_started{overflow}".into(),
+            LocalReply::FaultAbort { .. } => "fault_filter_abort".into(),
+            LocalReply::RbacDenied => "rbac_access_denied_matched_policy[none]".into(),
+            LocalReply::Unauthenticated(msg) => {
+                format!("jwt_authn_access_denied{{{}}}", msg.replace(' ', "_"))
+            }
+        }
+    }
+
+    /// The `grpc-status` sent to gRPC clients.
+    pub fn grpc_status(&self) -> u32 {
+        match self {
+            LocalReply::FaultAbort {
+                grpc_status: Some(code),
+                ..
+            } => *code,
+            other => http_to_grpc_status(other.status().as_u16()),
+        }
+    }
+
+    /// Builds the reply. `grpc` selects the gRPC form (see [`is_grpc`]). The response
+    /// extensions carry the [`ResponseFlags`].
+    pub fn to_response<B: From<Bytes>>(&self, grpc: bool) -> Response<B> {
+        let body = self.body();
+        let mut response = if grpc {
+            let mut r = Response::new(B::from(Bytes::new()));
+            let h = r.headers_mut();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+            if !body.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&body)) {
+                    h.insert("grpc-message", v);
+                }
+            }
+            r
+        } else {
+            let mut r = Response::new(B::from(Bytes::from(body.clone())));
+            *r.status_mut() = self.status();
+            if !body.is_empty() {
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            r
+        };
+        if matches!(self, LocalReply::Overflow)
+            || matches!(
+                self,
+                LocalReply::UpstreamReset {
+                    reason: ResetReason::Overflow,
+                    ..
+                }
+            )
+        {
+            response
+                .headers_mut()
+                .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+        }
+        response.extensions_mut().insert(self.flags());
+        response
+    }
+}
+
+impl From<crate::lb::NoHealthyUpstream> for LocalReply {
+    fn from(_: crate::lb::NoHealthyUpstream) -> Self {
+        LocalReply::NoHealthyUpstream
+    }
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`.
+pub fn http_to_grpc_status(status: u16) -> u32 {
+    match status {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// gRPC status names (as Istio's fault `grpcStatus` takes them) to codes.
+pub fn grpc_status_from_name(name: &str) -> Option<u32> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+}
+
+/// True for gRPC requests: `content-type` `application/grpc` or `application/grpc+...`.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.split(';').next().unwrap_or("").trim();
+            ct.eq_ignore_ascii_case("application/grpc")
+                || ct
+                    .get(..17)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc+"))
+        })
+}
+
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII and `%` become `%XX`.
+pub fn grpc_percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(r: &LocalReply) -> (u16, String, ResponseFlags, HeaderMap) {
+        let resp: Response<Bytes> = r.to_response(false);
+        let flags = *resp.extensions().get::<ResponseFlags>().unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = String::from_utf8(resp.into_body().to_vec()).unwrap();
+        (status, body, flags, headers)
+    }
+
+    #[test]
+    fn http_replies_table() {
+        let upstream = "upstream connect error or disconnect/reset before headers. ";
+        let cases: Vec<(LocalReply, u16, String, &str)> = vec![
+            (LocalReply::NoRoute, 404, String::new(), "NR"),
+            (LocalReply::ClusterNotFound, 503, String::new(), "NC"),
+            (LocalReply::NoHealthyUpstream, 503, "no healthy upstream".into(), "UH"),
+            (LocalReply::UpstreamTimeout, 504, "upstream request timeout".into(), "UT"),
+            (
+                LocalReply::UpstreamReset {
+                    reason: ResetReason::RemoteConnectionFailure,
+                    transport_failure: Some("delayed connect error: 111".into()),
+                    retried: false,
+                },
+                503,
+                format!("{upstream}reset reason: remote connection failure, transport failure reason: delayed connect error: 111"),
+                "UF",
+            ),
+            (
+                LocalReply::UpstreamReset {
+                    reason: ResetReason::ConnectionTermination,
+                    transport_failure: None,
+                    retried: true,
+                },
+                503,
+                format!("{upstream}retried and the latest reset reason: connection termination"),
+                "UC,URX",
+            ),
+            (
+                LocalReply::Overflow,
+                503,
+                format!("{upstream}reset reason: overflow"),
+                "UO",
+            ),
+            (
+                LocalReply::FaultAbort {
+                    http_status: StatusCode::from_u16(555).unwrap(),
+                    grpc_status: None,
+                },
+                555,
+                "fault filter abort".into(),
+                "FI",
+            ),
+            (LocalReply::RbacDenied, 403, "RBAC: access denied".into(), "-"),
+            (
+                LocalReply::Unauthenticated("Jwt is expired".into()),
+                401,
+                "Jwt is expired".into(),
+                "-",
+            ),
+        ];
+        for (reply, status, body, flags) in cases {
+            let (s, b, f, h) = http(&reply);
+            assert_eq!(s, status, "{reply:?}");
+            assert_eq!(b, body, "{reply:?}");
+            assert_eq!(f.to_string(), flags, "{reply:?}");
+            assert_eq!(reply.flags(), f);
+            assert_eq!(
+                h.get(CONTENT_TYPE).is_some(),
+                !body.is_empty(),
+                "content-type only with a body: {reply:?}"
+            );
+            assert_eq!(
+                h.get("x-envoy-overloaded").map(|v| v.to_str().unwrap()),
+                (flags == "UO").then_some("true"),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn grpc_replies_table() {
+        let cases = [
+            (LocalReply::RbacDenied, 7, Some("RBAC: access denied")),
+            (LocalReply::NoHealthyUpstream, 14, Some("no healthy upstream")),
+            (LocalReply::UpstreamTimeout, 14, Some("upstream request timeout")),
+            (LocalReply::Overflow, 14, Some("upstream connect error or disconnect/reset before headers. reset reason: overflow")),
+            (LocalReply::NoRoute, 12, None),
+            (LocalReply::Unauthenticated("Jwt is expired".into()), 16, Some("Jwt is expired")),
+            (
+                LocalReply::FaultAbort {
+                    http_status: StatusCode::SERVICE_UNAVAILABLE,
+                    grpc_status: grpc_status_from_name("UNAVAILABLE"),
+                },
+                14,
+                Some("fault filter abort"),
+            ),
+            (
+                LocalReply::FaultAbort {
+                    http_status: StatusCode::from_u16(500).unwrap(),
+                    grpc_status: None,
+                },
+                2,
+                Some("fault filter abort"),
+            ),
+        ];
+        for (reply, code, message) in cases {
+            let resp: Response<Bytes> = reply.to_response(true);
+            assert_eq!(resp.status(), 200, "{reply:?}");
+            let h = resp.headers();
+            assert_eq!(h["content-type"], "application/grpc");
+            assert_eq!(h["grpc-status"], code.to_string().as_str(), "{reply:?}");
+            assert_eq!(
+                h.get("grpc-message").map(|v| v.to_str().unwrap()),
+                message,
+                "{reply:?}"
+            );
+            assert!(resp.body().is_empty());
+        }
+    }
+
+    #[test]
+    fn http_to_grpc_table() {
+        for (http, grpc) in [
+            (400, 13),
+            (401, 16),
+            (403, 7),
+            (404, 12),
+            (429, 14),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (500, 2),
+            (418, 2),
+        ] {
+            assert_eq!(http_to_grpc_status(http), grpc, "{http}");
+        }
+    }
+
+    #[test]
+    fn grpc_names() {
+        assert_eq!(grpc_status_from_name("OK"), Some(0));
+        assert_eq!(grpc_status_from_name("PERMISSION_DENIED"), Some(7));
+        assert_eq!(grpc_status_from_name("UNAUTHENTICATED"), Some(16));
+        assert_eq!(grpc_status_from_name("unavailable"), None);
+    }
+
+    #[test]
+    fn is_grpc_table() {
+        let cases = [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC", true),
+            ("application/grpc; charset=utf-8", true),
+            ("application/grpc-web", false),
+            ("application/json", false),
+        ];
+        for (ct, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_grpc(&h), want, "{ct}");
+        }
+        assert!(!is_grpc(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn flags_display_and_parse() {
+        let f = ResponseFlags::UPSTREAM_CONNECTION_FAILURE
+            | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+        assert_eq!(f.to_string(), "UF,URX");
+        assert_eq!(ResponseFlags::parse("UF,URX"), Some(f));
+        assert_eq!(ResponseFlags::parse("-"), Some(ResponseFlags::NONE));
+        assert_eq!(ResponseFlags::parse("XX"), None);
+        assert_eq!(ResponseFlags::NONE.to_string(), "-");
+        assert!(f.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE));
+        assert!(!f.contains(ResponseFlags::NO_ROUTE_FOUND));
+        let all: Vec<_> = ResponseFlags::ALL.iter().map(|(_, c)| *c).collect();
+        for code in [
+            "UH", "UT", "NR", "UO", "UF", "URX", "DI", "FI", "UAEX", "NC", "UC", "UR", "LR",
+        ] {
+            assert!(all.contains(&code), "{code}");
+        }
+    }
+
+    #[test]
+    fn grpc_message_encoding() {
+        assert_eq!(grpc_percent_encode("a b%c"), "a b%25c");
+        assert_eq!(grpc_percent_encode("é"), "%C3%A9");
+    }
+}

@@ -1,0 +1,340 @@
+//! Request hash keys for consistent-hash load balancing (DestinationRule
+//! `loadBalancer.consistentHash`): header, cookie, query parameter or source IP, hashed with
+//! xxHash64 as Envoy's `HashPolicy` does.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, COOKIE};
+use http::{HeaderMap, Uri};
+use xxhash_rust::xxh64::xxh64;
+
+/// What a consistent-hash policy hashes (Istio's `consistentHash` hash key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// `httpHeaderName`: the value of this header (all values, order-independent).
+    Header(HeaderName),
+    /// `httpCookie`: the value of this cookie; generated when absent if `ttl` is set.
+    Cookie(CookieKey),
+    /// `useSourceIp`: the client's IP address.
+    SourceIp,
+    /// `httpQueryParameterName`: the value of this query parameter (first occurrence).
+    QueryParameter(String),
+}
+
+/// Istio's `httpCookie {name, path, ttl, attributes}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CookieKey {
+    /// Cookie name (required).
+    pub name: String,
+    /// `Path` attribute of a generated cookie (omitted when empty).
+    pub path: String,
+    /// `None`: never generate a cookie; `Some(0s)`: generate a session cookie; otherwise a
+    /// cookie with `Max-Age` in whole seconds.
+    pub ttl: Option<Duration>,
+    /// Extra attributes of a generated cookie (`name` or `name=value`).
+    pub attributes: Vec<(String, String)>,
+}
+
+/// The addresses of the connection a request came in on (source IP, generated cookies).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionAddrs {
+    /// The peer's address.
+    pub remote: Option<SocketAddr>,
+    /// Our own address on that connection.
+    pub local: Option<SocketAddr>,
+}
+
+/// The result of hashing a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestHash {
+    /// The hash, or `None` when the key is absent (the balancer then picks at random, as
+    /// Envoy does).
+    pub hash: Option<u64>,
+    /// A `Set-Cookie` value to add to the response when a cookie was generated.
+    pub set_cookie: Option<HeaderValue>,
+}
+
+impl HashKey {
+    /// Hashes a request. Allocation-free except when several header values must be sorted
+    /// or a cookie is generated.
+    pub fn hash(&self, headers: &HeaderMap, uri: &Uri, conn: ConnectionAddrs) -> RequestHash {
+        match self {
+            HashKey::Header(name) => RequestHash {
+                hash: hash_header(headers, name),
+                set_cookie: None,
+            },
+            HashKey::Cookie(cookie) => match cookie_value(headers, &cookie.name) {
+                Some(v) => RequestHash {
+                    hash: Some(xxh64(v.as_bytes(), 0)),
+                    set_cookie: None,
+                },
+                None => match cookie.ttl {
+                    Some(ttl) => {
+                        let value = generated_cookie_value(conn);
+                        let set_cookie = make_set_cookie(cookie, &value, ttl);
+                        RequestHash {
+                            hash: Some(xxh64(value.as_bytes(), 0)),
+                            set_cookie,
+                        }
+                    }
+                    None => RequestHash::default(),
+                },
+            },
+            HashKey::SourceIp => RequestHash {
+                hash: conn.remote.map(|a| hash_ip(a.ip())),
+                set_cookie: None,
+            },
+            HashKey::QueryParameter(name) => RequestHash {
+                hash: query_param(uri, name).map(|v| xxh64(v.as_bytes(), 0)),
+                set_cookie: None,
+            },
+        }
+    }
+}
+
+fn hash_ip(ip: IpAddr) -> u64 {
+    // Envoy hashes the address string; format into a stack buffer.
+    let mut buf = [0u8; 48];
+    let len = {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{ip}");
+        cursor.position() as usize
+    };
+    xxh64(&buf[..len], 0)
+}
+
+fn hash_header(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let Some(second) = values.next() else {
+        return Some(xxh64(first.as_bytes(), 0));
+    };
+    // Several values: hash them sorted so the order does not matter (Envoy does the same).
+    let mut all: Vec<&[u8]> = vec![first.as_bytes(), second.as_bytes()];
+    all.extend(values.map(HeaderValue::as_bytes));
+    all.sort_unstable();
+    let mut h = 0u64;
+    for v in all {
+        h = xxh64(v, h);
+    }
+    Some(h)
+}
+
+/// The value of cookie `name` in the request's `cookie` headers, without surrounding quotes.
+pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    for header in headers.get_all(COOKIE) {
+        let Ok(s) = header.to_str() else { continue };
+        for pair in s.split(';') {
+            let pair = pair.trim_start_matches(' ');
+            if let Some((k, v)) = pair.split_once('=') {
+                if k.trim() == name {
+                    let v = v.trim();
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or(v);
+                    if v.is_empty() {
+                        return None;
+                    }
+                    return Some(v);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The value of query parameter `name` (first occurrence, not percent-decoded).
+pub fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
+    let query = uri.query()?;
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k == name {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Envoy's generated cookie value: hex of xxHash64 over the connection's remote and local
+/// addresses, so every request on one connection gets the same cookie.
+fn generated_cookie_value(conn: ConnectionAddrs) -> String {
+    let mut seed = String::with_capacity(64);
+    if let Some(r) = conn.remote {
+        seed.push_str(&r.to_string());
+    }
+    if let Some(l) = conn.local {
+        seed.push_str(&l.to_string());
+    }
+    format!("{:016x}", xxh64(seed.as_bytes(), 0))
+}
+
+/// Envoy's `makeSetCookieValue`: `name="value"; Max-Age=N; Path=p; attrs; HttpOnly`.
+fn make_set_cookie(cookie: &CookieKey, value: &str, ttl: Duration) -> Option<HeaderValue> {
+    let mut s = format!("{}=\"{}\"", cookie.name, value);
+    if ttl.as_secs() != 0 {
+        s.push_str(&format!("; Max-Age={}", ttl.as_secs()));
+    }
+    if !cookie.path.is_empty() {
+        s.push_str("; Path=");
+        s.push_str(&cookie.path);
+    }
+    for (name, value) in &cookie.attributes {
+        s.push_str("; ");
+        s.push_str(name);
+        if !value.is_empty() {
+            s.push('=');
+            s.push_str(value);
+        }
+    }
+    s.push_str("; HttpOnly");
+    HeaderValue::from_str(&s).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn cookie_value_table() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>);
+        let cases: &[Case<'_>] = &[
+            (&[("cookie", "a=1; user=jason; b=2")], "user", Some("jason")),
+            (&[("cookie", "user=\"quoted\"")], "user", Some("quoted")),
+            (
+                &[("cookie", "a=1"), ("cookie", "user=x")],
+                "user",
+                Some("x"),
+            ),
+            (&[("cookie", "username=x")], "user", None),
+            (&[("cookie", "user=")], "user", None),
+            (&[], "user", None),
+        ];
+        for (h, name, want) in cases {
+            assert_eq!(cookie_value(&headers(h), name), *want, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn query_param_table() {
+        let cases = [
+            ("/p?user=jason&x=1", "user", Some("jason")),
+            ("/p?x=1&user=a&user=b", "user", Some("a")),
+            ("/p?user", "user", Some("")),
+            ("/p?username=x", "user", None),
+            ("/p", "user", None),
+        ];
+        for (uri, name, want) in cases {
+            let uri: Uri = uri.parse().unwrap();
+            assert_eq!(query_param(&uri, name), want, "{uri}");
+        }
+    }
+
+    #[test]
+    fn header_hash_is_stable_and_order_independent() {
+        let key = HashKey::Header(HeaderName::from_static("end-user"));
+        let uri: Uri = "/".parse().unwrap();
+        let conn = ConnectionAddrs::default();
+        let a = key.hash(&headers(&[("end-user", "jason")]), &uri, conn);
+        let b = key.hash(&headers(&[("end-user", "jason")]), &uri, conn);
+        assert_eq!(a.hash, Some(xxh64(b"jason", 0)));
+        assert_eq!(a, b);
+        let c = key.hash(
+            &headers(&[("end-user", "x"), ("end-user", "y")]),
+            &uri,
+            conn,
+        );
+        let d = key.hash(
+            &headers(&[("end-user", "y"), ("end-user", "x")]),
+            &uri,
+            conn,
+        );
+        assert_eq!(c, d);
+        assert!(c.hash.is_some());
+        assert_eq!(key.hash(&headers(&[]), &uri, conn).hash, None);
+    }
+
+    #[test]
+    fn source_ip_hash_ignores_port() {
+        let uri: Uri = "/".parse().unwrap();
+        let h = HeaderMap::new();
+        let at = |s: &str| ConnectionAddrs {
+            remote: Some(s.parse().unwrap()),
+            local: None,
+        };
+        let a = HashKey::SourceIp.hash(&h, &uri, at("10.0.0.1:1000"));
+        let b = HashKey::SourceIp.hash(&h, &uri, at("10.0.0.1:2000"));
+        let c = HashKey::SourceIp.hash(&h, &uri, at("10.0.0.2:1000"));
+        assert_eq!(a.hash, Some(xxh64(b"10.0.0.1", 0)));
+        assert_eq!(a, b);
+        assert_ne!(a.hash, c.hash);
+        assert_eq!(
+            HashKey::SourceIp
+                .hash(&h, &uri, ConnectionAddrs::default())
+                .hash,
+            None
+        );
+    }
+
+    #[test]
+    fn cookie_generation_follows_ttl() {
+        let uri: Uri = "/".parse().unwrap();
+        let conn = ConnectionAddrs {
+            remote: Some("10.0.0.1:5555".parse().unwrap()),
+            local: Some("10.0.0.2:80".parse().unwrap()),
+        };
+        let mut key = CookieKey {
+            name: "user".into(),
+            path: "/".into(),
+            ttl: None,
+            attributes: vec![],
+        };
+        // No ttl: nothing generated, no hash.
+        let r = HashKey::Cookie(key.clone()).hash(&HeaderMap::new(), &uri, conn);
+        assert_eq!(r, RequestHash::default());
+        // ttl 0: session cookie (no Max-Age).
+        key.ttl = Some(Duration::ZERO);
+        let r = HashKey::Cookie(key.clone()).hash(&HeaderMap::new(), &uri, conn);
+        let sc = r.set_cookie.unwrap();
+        let sc = sc.to_str().unwrap();
+        assert!(sc.starts_with("user=\""), "{sc}");
+        assert!(sc.ends_with("\"; Path=/; HttpOnly"), "{sc}");
+        assert!(!sc.contains("Max-Age"));
+        // The generated cookie, sent back, hashes the same.
+        let value = sc.split('"').nth(1).unwrap();
+        let again = HashKey::Cookie(key.clone()).hash(
+            &headers(&[("cookie", &format!("user={value}"))]),
+            &uri,
+            conn,
+        );
+        assert_eq!(again.hash, r.hash);
+        assert_eq!(again.set_cookie, None);
+        // ttl 60s and attributes.
+        key.ttl = Some(Duration::from_secs(60));
+        key.attributes = vec![
+            ("SameSite".into(), "Strict".into()),
+            ("Secure".into(), "".into()),
+        ];
+        let r = HashKey::Cookie(key).hash(&HeaderMap::new(), &uri, conn);
+        let sc = r.set_cookie.unwrap();
+        assert!(
+            sc.to_str()
+                .unwrap()
+                .ends_with("; Max-Age=60; Path=/; SameSite=Strict; Secure; HttpOnly"),
+            "{sc:?}"
+        );
+    }
+}

@@ -1,0 +1,458 @@
+//! Istio's locality load balancing: which priority level each endpoint gets (failover) and
+//! which weight each locality gets (distribute).
+//!
+//! This mirrors istiod's `pilot/pkg/networking/core/loadbalancer` (`applyLocalityFailover`,
+//! `applyPriorityFailover`, `applyLocalityWeights`) and `util.LbPriority` /
+//! `util.LocalityMatch`: the results are Envoy priorities and locality weights, which
+//! [`LoadBalancer`](super::LoadBalancer) then honours as Envoy does.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Where an endpoint (or the client) runs: `region/zone/subzone`, any part may be empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Locality {
+    /// Region (`topology.kubernetes.io/region`).
+    pub region: String,
+    /// Zone (`topology.kubernetes.io/zone`).
+    pub zone: String,
+    /// Sub-zone (`topology.istio.io/subzone`).
+    pub subzone: String,
+}
+
+impl Locality {
+    /// A locality from its parts.
+    pub fn new(region: &str, zone: &str, subzone: &str) -> Self {
+        Locality {
+            region: region.to_owned(),
+            zone: zone.to_owned(),
+            subzone: subzone.to_owned(),
+        }
+    }
+
+    /// Parses Istio's `region/zone/subzone` form (missing parts are empty).
+    pub fn parse(s: &str) -> Self {
+        let (region, zone, subzone) = split_locality(s);
+        Locality::new(region, zone, subzone)
+    }
+
+    /// True when every part is empty.
+    pub fn is_empty(&self) -> bool {
+        self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
+    }
+}
+
+impl fmt::Display for Locality {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.region, self.zone, self.subzone)
+    }
+}
+
+fn split_locality(s: &str) -> (&str, &str, &str) {
+    let mut parts = s.splitn(3, '/');
+    let region = parts.next().unwrap_or("");
+    let zone = parts.next().unwrap_or("");
+    let subzone = parts.next().unwrap_or("");
+    (region, zone, subzone)
+}
+
+/// Istio's `util.LocalityMatch`: does `locality` match a rule such as `us-west/*` or
+/// `us-west/zone1/*`? A missing or `*` zone/subzone matches anything; the region must be
+/// equal or `*`.
+pub fn locality_match(locality: &Locality, rule: &str) -> bool {
+    let (region, zone, subzone) = split_locality(rule);
+    let region_ok = region == "*" || locality.region == region;
+    let zone_ok = zone == "*" || zone.is_empty() || locality.zone == zone;
+    let subzone_ok = subzone == "*" || subzone.is_empty() || locality.subzone == subzone;
+    region_ok && zone_ok && subzone_ok
+}
+
+/// One `failover` entry of `localityLbSetting`: traffic from region `from` fails over to
+/// region `to` before any other region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failover {
+    /// Originating region.
+    pub from: String,
+    /// Destination region for failover.
+    pub to: String,
+}
+
+/// One `distribute` entry of `localityLbSetting`: for clients matching `from`, the share of
+/// traffic each destination locality pattern gets (weights total 100).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Distribute {
+    /// Client locality pattern (`region/zone/*`).
+    pub from: String,
+    /// Destination locality pattern and its weight, in configuration order.
+    pub to: Vec<(String, u32)>,
+}
+
+/// Istio's `localityLbSetting` (the parts that shape load balancing).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LocalityLbSetting {
+    /// `enabled`: `None` means the mesh default (enabled).
+    pub enabled: Option<bool>,
+    /// `distribute` rules (exclusive with `failover`).
+    pub distribute: Vec<Distribute>,
+    /// `failover` rules.
+    pub failover: Vec<Failover>,
+    /// `failoverPriority`: ordered label keys (optionally `key=value`).
+    pub failover_priority: Vec<String>,
+}
+
+/// The inputs istiod uses to place endpoints into priorities and localities.
+#[derive(Clone, Debug, Default)]
+pub struct LocalityContext {
+    /// The client's own locality.
+    pub client: Locality,
+    /// The client's labels (for `failoverPriority`).
+    pub client_labels: BTreeMap<String, String>,
+    /// The setting in force (`None`: mesh default, locality LB enabled, no rules).
+    pub setting: Option<LocalityLbSetting>,
+    /// Whether the destination has `outlierDetection`: Istio applies locality failover
+    /// only then ("failover needs outlier detection").
+    pub outlier_detection: bool,
+}
+
+/// Placement of one endpoint: its (uncompacted) priority and its locality weight factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) priority: u32,
+    /// `None`: no locality weighting; `Some(0)`: endpoint dropped (distribute mismatch).
+    pub(crate) locality_weight: Option<u32>,
+}
+
+/// Istio's `util.LbPriority`: 0 same region/zone/subzone, 1 same region/zone, 2 same region,
+/// 3 elsewhere.
+pub fn lb_priority(client: &Locality, endpoint: &Locality) -> u32 {
+    if client.region == endpoint.region {
+        if client.zone == endpoint.zone {
+            if client.subzone == endpoint.subzone {
+                return 0;
+            }
+            return 1;
+        }
+        return 2;
+    }
+    3
+}
+
+/// Istio's `applyLocalityFailover` priority for one endpoint: [`lb_priority`], with
+/// cross-region endpoints pushed to 4 unless they are in the configured failover region.
+pub fn failover_priority_for(client: &Locality, endpoint: &Locality, failover: &[Failover]) -> u32 {
+    let mut priority = lb_priority(client, endpoint);
+    if priority == 3 {
+        if let Some(rule) = failover.iter().find(|f| f.from == client.region) {
+            if endpoint.region != rule.to {
+                priority = 4;
+            }
+        }
+    }
+    priority
+}
+
+/// A label used by `failoverPriority`: the topology keys come from the locality.
+fn label_value<'a>(
+    key: &str,
+    locality: &'a Locality,
+    labels: &'a BTreeMap<String, String>,
+) -> Option<&'a str> {
+    match key {
+        "topology.kubernetes.io/region" | "failure-domain.beta.kubernetes.io/region" => {
+            Some(locality.region.as_str())
+        }
+        "topology.kubernetes.io/zone" | "failure-domain.beta.kubernetes.io/zone" => {
+            Some(locality.zone.as_str())
+        }
+        "topology.istio.io/subzone" => Some(locality.subzone.as_str()),
+        _ => labels.get(key).map(String::as_str),
+    }
+}
+
+/// Istio's `applyPriorityFailover`: an endpoint matching the client on the first `n` keys of
+/// `failoverPriority` (in order, stopping at the first mismatch) gets priority `len - n`.
+/// A key written `key=value` compares the endpoint with `value` instead of the client.
+pub fn label_failover_priority(
+    keys: &[String],
+    client: &Locality,
+    client_labels: &BTreeMap<String, String>,
+    endpoint: &Locality,
+    endpoint_labels: &BTreeMap<String, String>,
+) -> u32 {
+    let mut matched = 0u32;
+    for key in keys {
+        let (key, wanted) = match key.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (key.as_str(), None),
+        };
+        let want = match wanted {
+            Some(v) => Some(v),
+            None => label_value(key, client, client_labels),
+        };
+        let have = label_value(key, endpoint, endpoint_labels);
+        match (want, have) {
+            (Some(w), Some(h)) if w == h => matched += 1,
+            _ => break,
+        }
+    }
+    keys.len() as u32 - matched
+}
+
+/// Places every endpoint (given as `(locality, labels, weight)`) as istiod would.
+pub(crate) fn place(
+    ctx: &LocalityContext,
+    endpoints: &[(&Locality, &BTreeMap<String, String>, u32)],
+) -> Vec<Placement> {
+    let flat = Placement {
+        priority: 0,
+        locality_weight: None,
+    };
+    let setting = match &ctx.setting {
+        Some(s) => s.clone(),
+        None => LocalityLbSetting::default(),
+    };
+    if setting.enabled == Some(false) {
+        return vec![flat; endpoints.len()];
+    }
+    if !setting.distribute.is_empty() {
+        return distribute(&ctx.client, &setting.distribute, endpoints);
+    }
+    if !ctx.outlier_detection {
+        return vec![flat; endpoints.len()];
+    }
+    endpoints
+        .iter()
+        .map(|(loc, labels, _)| {
+            let priority = if !setting.failover_priority.is_empty() {
+                label_failover_priority(
+                    &setting.failover_priority,
+                    &ctx.client,
+                    &ctx.client_labels,
+                    loc,
+                    labels,
+                )
+            } else {
+                failover_priority_for(&ctx.client, loc, &setting.failover)
+            };
+            Placement {
+                priority,
+                locality_weight: None,
+            }
+        })
+        .collect()
+}
+
+/// Istio's `applyLocalityWeights`: the first rule whose `from` matches the client assigns
+/// each destination locality `ceil(locality_weight * rule_weight / total_of_matching)`; the
+/// localities no `to` pattern matches are dropped.
+fn distribute(
+    client: &Locality,
+    rules: &[Distribute],
+    endpoints: &[(&Locality, &BTreeMap<String, String>, u32)],
+) -> Vec<Placement> {
+    let Some(rule) = rules.iter().find(|r| locality_match(client, &r.from)) else {
+        return vec![
+            Placement {
+                priority: 0,
+                locality_weight: None,
+            };
+            endpoints.len()
+        ];
+    };
+    // Localities present, with their total endpoint weight (Istio's locality weight).
+    let mut localities: Vec<(&Locality, u64)> = Vec::new();
+    for (loc, _, w) in endpoints {
+        match localities.iter_mut().find(|(l, _)| l == loc) {
+            Some((_, total)) => *total += u64::from(*w),
+            None => localities.push((loc, u64::from(*w))),
+        }
+    }
+    let mut assigned: Vec<Option<u32>> = vec![None; localities.len()];
+    for (pattern, weight) in &rule.to {
+        let matching: Vec<usize> = (0..localities.len())
+            .filter(|&i| assigned[i].is_none() && locality_match(localities[i].0, pattern))
+            .collect();
+        let total: u64 = matching.iter().map(|&i| localities[i].1).sum();
+        if total == 0 {
+            continue;
+        }
+        for i in matching {
+            let w = (localities[i].1 * u64::from(*weight)).div_ceil(total);
+            assigned[i] = Some(w.min(u64::from(u32::MAX)) as u32);
+        }
+    }
+    endpoints
+        .iter()
+        .map(|(loc, _, _)| {
+            let idx = localities.iter().position(|(l, _)| l == loc).unwrap_or(0);
+            Placement {
+                priority: 0,
+                locality_weight: Some(assigned[idx].unwrap_or(0)),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(s: &str) -> Locality {
+        Locality::parse(s)
+    }
+
+    #[test]
+    fn lb_priority_table() {
+        let client = loc("us-west/zone1/sub1");
+        let cases = [
+            ("us-west/zone1/sub1", 0),
+            ("us-west/zone1/sub2", 1),
+            ("us-west/zone2/sub1", 2),
+            ("us-east/zone1/sub1", 3),
+        ];
+        for (ep, want) in cases {
+            assert_eq!(lb_priority(&client, &loc(ep)), want, "{ep}");
+        }
+    }
+
+    #[test]
+    fn failover_region_table() {
+        let client = loc("us-east/zone1/");
+        let failover = [Failover {
+            from: "us-east".into(),
+            to: "eu-west".into(),
+        }];
+        let cases = [
+            ("us-east/zone1/", 0),
+            ("us-east/zone2/", 2),
+            ("eu-west/zone1/", 3),
+            ("ap-south/zone1/", 4),
+        ];
+        for (ep, want) in cases {
+            assert_eq!(
+                failover_priority_for(&client, &loc(ep), &failover),
+                want,
+                "{ep}"
+            );
+        }
+        // Without a rule for the client's region every other region is priority 3.
+        assert_eq!(failover_priority_for(&client, &loc("ap-south/z/"), &[]), 3);
+    }
+
+    #[test]
+    fn locality_match_table() {
+        let l = loc("us-west/zone1/sub1");
+        let cases = [
+            ("us-west", true),
+            ("us-west/*", true),
+            ("us-west/zone1/*", true),
+            ("us-west/zone1/sub1", true),
+            ("us-west/zone2/*", false),
+            ("*", true),
+            ("us-east/*", false),
+            ("us-west/zone1/sub2", false),
+        ];
+        for (rule, want) in cases {
+            assert_eq!(locality_match(&l, rule), want, "{rule}");
+        }
+    }
+
+    #[test]
+    fn label_failover_priority_table() {
+        let mut client_labels = BTreeMap::new();
+        client_labels.insert("topology.istio.io/network".to_string(), "n1".to_string());
+        let client = loc("r1/z1/s1");
+        let keys = vec![
+            "topology.istio.io/network".to_string(),
+            "topology.kubernetes.io/region".to_string(),
+            "topology.kubernetes.io/zone".to_string(),
+        ];
+        let net = |n: &str| {
+            let mut m = BTreeMap::new();
+            m.insert("topology.istio.io/network".to_string(), n.to_string());
+            m
+        };
+        let cases = [
+            ("r1/z1/s1", net("n1"), 0),
+            ("r1/z2/s1", net("n1"), 1),
+            ("r2/z1/s1", net("n1"), 2),
+            ("r1/z1/s1", net("n2"), 3),
+            ("r1/z1/s1", BTreeMap::new(), 3),
+        ];
+        for (l, labels, want) in cases {
+            let got = label_failover_priority(&keys, &client, &client_labels, &loc(l), &labels);
+            assert_eq!(got, want, "{l} {labels:?}");
+        }
+        // `key=value` compares against the given value.
+        let keys = vec!["topology.istio.io/network=n2".to_string()];
+        assert_eq!(
+            label_failover_priority(&keys, &client, &client_labels, &loc("r1"), &net("n2")),
+            0
+        );
+        assert_eq!(
+            label_failover_priority(&keys, &client, &client_labels, &loc("r1"), &net("n1")),
+            1
+        );
+    }
+
+    #[test]
+    fn placement_needs_outlier_detection_for_failover() {
+        let a = loc("r1/z1/");
+        let b = loc("r2/z1/");
+        let empty = BTreeMap::new();
+        let eps = [(&a, &empty, 1), (&b, &empty, 1)];
+        let mut ctx = LocalityContext {
+            client: loc("r1/z1/"),
+            ..Default::default()
+        };
+        let p = place(&ctx, &eps);
+        assert!(p.iter().all(|p| p.priority == 0));
+        ctx.outlier_detection = true;
+        let p = place(&ctx, &eps);
+        assert_eq!((p[0].priority, p[1].priority), (0, 3));
+        ctx.setting = Some(LocalityLbSetting {
+            enabled: Some(false),
+            ..Default::default()
+        });
+        let p = place(&ctx, &eps);
+        assert!(p.iter().all(|p| p.priority == 0));
+    }
+
+    #[test]
+    fn distribute_weights_and_drops() {
+        let a = loc("r1/z1/s1");
+        let b = loc("r1/z2/s1");
+        let c = loc("r1/z2/s2");
+        let d = loc("r9/z1/s1");
+        let empty = BTreeMap::new();
+        let eps = [
+            (&a, &empty, 1),
+            (&b, &empty, 1),
+            (&c, &empty, 3),
+            (&d, &empty, 1),
+        ];
+        let ctx = LocalityContext {
+            client: loc("r1/z1/s1"),
+            setting: Some(LocalityLbSetting {
+                distribute: vec![Distribute {
+                    from: "r1/z1/*".into(),
+                    to: vec![("r1/z1/*".into(), 80), ("r1/z2/*".into(), 20)],
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let p = place(&ctx, &eps);
+        let w: Vec<_> = p.iter().map(|p| p.locality_weight).collect();
+        // z2 has two localities of weight 1 and 3: 20 split as ceil(5) and ceil(15).
+        assert_eq!(w, vec![Some(80), Some(5), Some(15), Some(0)]);
+        // A client matching no `from` gets no locality weighting.
+        let ctx2 = LocalityContext {
+            client: loc("r5/z1/s1"),
+            ..ctx
+        };
+        assert!(place(&ctx2, &eps)
+            .iter()
+            .all(|p| p.locality_weight.is_none()));
+    }
+}

@@ -1,0 +1,1100 @@
+//! Load balancing over a destination's endpoints, as Envoy does it for an Istio
+//! DestinationRule `loadBalancer`.
+//!
+//! A [`LoadBalancer`] is built once per endpoint set (per destination and subset) and shared
+//! by `Arc`; picking is lock-free: per-endpoint state is atomics, and the tables (weighted
+//! round-robin schedule, cumulative weights, hash ring, Maglev table) are immutable.
+//!
+//! What it reproduces:
+//! - **Algorithms**: `ROUND_ROBIN` (weighted, interleaved by an earliest-deadline-first
+//!   schedule as Envoy's), `LEAST_REQUEST` (Istio's default: power of two choices, the one
+//!   with fewer active requests wins), `RANDOM` (weighted), and consistent hash by ring hash
+//!   (`minimumRingSize`, default 1024) or Maglev (table 65537), both honouring weights.
+//!   With unequal weights Envoy runs an EDF scheduler over `weight / (active + 1)`, which
+//!   needs a lock; here the two candidates are drawn by weight and the one with the lower
+//!   `active / weight` wins (ties keep the first draw), which is lock-free, gives the
+//!   weights' shares when idle and prefers the less loaded endpoint relative to its weight
+//!   under load.
+//! - **Health**: ejected (outlier detection) or unhealthy endpoints are skipped. If none is
+//!   left the pick fails ([`NoHealthyUpstream`], Envoy's 503 `no healthy upstream`), unless
+//!   the panic threshold (Istio's `minHealthPercent`) puts the level in panic, where every
+//!   endpoint is used.
+//! - **Localities** (Istio's `localityLbSetting`, see [`locality`]): endpoints are placed
+//!   into priorities (same zone first, then region, then the failover region...) and traffic
+//!   spills to the next priority as health drops, with Envoy's overprovisioning factor 1.4;
+//!   `distribute` weights localities within a priority.
+//!
+//! Where it deliberately differs from Envoy: consistent-hash tables are not rebuilt when an
+//! endpoint is ejected; a lookup walks past unavailable endpoints instead (for ring hash this
+//! is the same answer a rebuilt ring gives; for Maglev, keys of healthy endpoints never move).
+//!
+//! ```
+//! use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
+//!
+//! let lb = LoadBalancer::new(
+//!     vec![
+//!         Endpoint::new("10.0.0.1:9080".parse().unwrap()),
+//!         Endpoint::new("10.0.0.2:9080".parse().unwrap()),
+//!     ],
+//!     LbConfig::new(LbAlgorithm::RoundRobin),
+//! );
+//! let first = lb.pick(None).unwrap();
+//! let second = lb.pick(None).unwrap();
+//! assert_ne!(first.endpoint().addr(), second.endpoint().addr());
+//! ```
+
+mod hash;
+pub mod locality;
+mod ring;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rand::{Rng, RngCore};
+
+pub use hash::{cookie_value, query_param, ConnectionAddrs, CookieKey, HashKey, RequestHash};
+pub use locality::{Distribute, Failover, Locality, LocalityContext, LocalityLbSetting};
+pub use ring::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MIN_RING_SIZE, MAX_RING_SIZE};
+
+use crate::outlier::HostMonitor;
+
+/// Envoy's default overprovisioning factor (1.4), in percent.
+const OVERPROVISIONING: u64 = 140;
+/// Round-robin schedules are capped at this many slots (weights are scaled down beyond).
+const MAX_SCHEDULE: u64 = 1 << 16;
+/// Random draws tried before falling back to a scan of the available endpoints.
+const RANDOM_TRIES: usize = 8;
+
+const FLAG_EJECTED: u8 = 1;
+const FLAG_UNHEALTHY: u8 = 2;
+
+/// The load-balancing algorithm (DestinationRule `loadBalancer.simple` or
+/// `consistentHash`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbAlgorithm {
+    /// `ROUND_ROBIN`.
+    RoundRobin,
+    /// `LEAST_REQUEST` (also `LEAST_CONN` and `UNSPECIFIED`: Istio's default).
+    LeastRequest,
+    /// `RANDOM`.
+    Random,
+    /// `consistentHash.ringHash` (or the deprecated `minimumRingSize`).
+    RingHash {
+        /// `minimumRingSize` (Istio default 1024).
+        minimum_ring_size: u64,
+    },
+    /// `consistentHash.maglev`.
+    Maglev {
+        /// `tableSize` (a prime; Envoy default 65537).
+        table_size: u64,
+    },
+}
+
+impl Default for LbAlgorithm {
+    /// Istio's default: `LEAST_REQUEST`.
+    fn default() -> Self {
+        LbAlgorithm::LeastRequest
+    }
+}
+
+impl LbAlgorithm {
+    /// True for the consistent-hash algorithms (which use the request hash).
+    pub fn is_consistent_hash(&self) -> bool {
+        matches!(
+            self,
+            LbAlgorithm::RingHash { .. } | LbAlgorithm::Maglev { .. }
+        )
+    }
+}
+
+/// Everything that shapes a [`LoadBalancer`] besides the endpoints.
+#[derive(Clone, Debug, Default)]
+pub struct LbConfig {
+    /// The algorithm.
+    pub algorithm: LbAlgorithm,
+    /// Envoy's healthy panic threshold in percent; Istio sets it to `minHealthPercent`
+    /// (default 0: panic mode off).
+    pub panic_threshold_percent: u32,
+    /// Locality placement inputs (client locality, `localityLbSetting`, whether outlier
+    /// detection is on).
+    pub locality: LocalityContext,
+}
+
+impl LbConfig {
+    /// A configuration with `algorithm` and everything else at Istio's defaults.
+    pub fn new(algorithm: LbAlgorithm) -> Self {
+        LbConfig {
+            algorithm,
+            ..Default::default()
+        }
+    }
+}
+
+/// One endpoint of a destination, with its live state (in-flight requests, ejection).
+#[derive(Debug)]
+pub struct Endpoint {
+    addr: SocketAddr,
+    weight: u32,
+    locality: Locality,
+    labels: BTreeMap<String, String>,
+    hash_key: String,
+    active: AtomicU32,
+    flags: AtomicU8,
+    pub(crate) monitor: HostMonitor,
+}
+
+impl Endpoint {
+    /// An endpoint of weight 1 with no locality.
+    pub fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
+            weight: 1,
+            locality: Locality::default(),
+            labels: BTreeMap::new(),
+            hash_key: addr.to_string(),
+            active: AtomicU32::new(0),
+            flags: AtomicU8::new(0),
+            monitor: HostMonitor::default(),
+        }
+    }
+
+    /// Sets the load-balancing weight (0 is taken as 1, as Envoy requires weights >= 1).
+    pub fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = weight.max(1);
+        self
+    }
+
+    /// Sets the locality.
+    pub fn with_locality(mut self, locality: Locality) -> Self {
+        self.locality = locality;
+        self
+    }
+
+    /// Sets the labels (used by `failoverPriority`).
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The load-balancing weight.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// The locality.
+    pub fn locality(&self) -> &Locality {
+        &self.locality
+    }
+
+    /// Requests in flight to this endpoint (counted by [`RequestGuard`]s).
+    pub fn active_requests(&self) -> u32 {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// True when outlier detection has ejected the endpoint.
+    pub fn is_ejected(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & FLAG_EJECTED != 0
+    }
+
+    /// True when the endpoint may receive traffic (not ejected, not marked unhealthy).
+    pub fn is_available(&self) -> bool {
+        self.flags.load(Ordering::Acquire) == 0
+    }
+}
+
+/// The pick failed: no endpoint is available (Envoy answers 503 `no healthy upstream`, UH).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no healthy upstream")]
+pub struct NoHealthyUpstream;
+
+#[derive(Debug)]
+enum Picker {
+    RoundRobin {
+        schedule: Box<[u32]>,
+        next: AtomicUsize,
+    },
+    LeastRequest {
+        cumulative: Box<[u64]>,
+        equal_weights: bool,
+    },
+    Random {
+        cumulative: Box<[u64]>,
+    },
+    Ring(ring::Ring),
+    Maglev(ring::Maglev),
+}
+
+/// A set of endpoints balanced together: one locality within one priority.
+#[derive(Debug)]
+struct Group {
+    /// Indexes into `LoadBalancer::endpoints`.
+    hosts: Box<[u32]>,
+    /// Locality weight (`distribute`), 0 when unweighted.
+    weight: u32,
+    healthy: AtomicU32,
+    picker: Picker,
+}
+
+#[derive(Debug)]
+struct Priority {
+    groups: Box<[Group]>,
+    total: u32,
+    healthy: AtomicU32,
+    locality_weighted: bool,
+}
+
+/// Where each endpoint sits: (priority, group).
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    priority: u32,
+    group: u32,
+}
+
+/// A load balancer over one endpoint set. See the [module docs](self).
+#[derive(Debug)]
+pub struct LoadBalancer {
+    endpoints: Box<[Arc<Endpoint>]>,
+    slots: Box<[Option<Slot>]>,
+    priorities: Box<[Priority]>,
+    algorithm: LbAlgorithm,
+    panic_threshold: u32,
+}
+
+/// A picked endpoint, counting as one active request until dropped (for `LEAST_REQUEST`).
+#[derive(Debug)]
+pub struct RequestGuard {
+    endpoint: Arc<Endpoint>,
+    index: usize,
+}
+
+impl RequestGuard {
+    /// The endpoint picked.
+    pub fn endpoint(&self) -> &Arc<Endpoint> {
+        &self.endpoint
+    }
+
+    /// The endpoint's index in the balancer (for outlier detection).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.endpoint.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl LoadBalancer {
+    /// Builds the balancer: places endpoints into priorities and localities and builds the
+    /// algorithm's tables.
+    pub fn new(endpoints: Vec<Endpoint>, config: LbConfig) -> Self {
+        let endpoints: Box<[Arc<Endpoint>]> = endpoints.into_iter().map(Arc::new).collect();
+        let placement_input: Vec<_> = endpoints
+            .iter()
+            .map(|e| (&e.locality, &e.labels, e.weight))
+            .collect();
+        let placements = locality::place(&config.locality, &placement_input);
+
+        // Compact priorities (Istio renumbers them contiguously from 0).
+        let mut levels: Vec<u32> = placements
+            .iter()
+            .filter(|p| p.locality_weight != Some(0))
+            .map(|p| p.priority)
+            .collect();
+        levels.sort_unstable();
+        levels.dedup();
+
+        let mut slots: Vec<Option<Slot>> = vec![None; endpoints.len()];
+        let mut priorities = Vec::with_capacity(levels.len());
+        for (pi, level) in levels.iter().enumerate() {
+            // Group by locality when locality-weighted, else one group.
+            let members: Vec<usize> = (0..endpoints.len())
+                .filter(|&i| {
+                    placements[i].priority == *level && placements[i].locality_weight != Some(0)
+                })
+                .collect();
+            let locality_weighted = members
+                .iter()
+                .any(|&i| placements[i].locality_weight.is_some());
+            let mut group_members: Vec<(u32, Vec<usize>)> = Vec::new();
+            if locality_weighted {
+                for &i in &members {
+                    let w = placements[i].locality_weight.unwrap_or(0);
+                    match group_members
+                        .iter_mut()
+                        .find(|(_, g)| endpoints[g[0]].locality == endpoints[i].locality)
+                    {
+                        Some((_, g)) => g.push(i),
+                        None => group_members.push((w, vec![i])),
+                    }
+                }
+            } else {
+                group_members.push((0, members.clone()));
+            }
+            let mut groups = Vec::with_capacity(group_members.len());
+            for (gi, (weight, hosts)) in group_members.into_iter().enumerate() {
+                for &h in &hosts {
+                    slots[h] = Some(Slot {
+                        priority: pi as u32,
+                        group: gi as u32,
+                    });
+                }
+                let picker = build_picker(config.algorithm, &endpoints, &hosts);
+                let healthy = hosts
+                    .iter()
+                    .filter(|&&h| endpoints[h].is_available())
+                    .count();
+                groups.push(Group {
+                    hosts: hosts.iter().map(|&h| h as u32).collect(),
+                    weight,
+                    healthy: AtomicU32::new(healthy as u32),
+                    picker,
+                });
+            }
+            let healthy = members
+                .iter()
+                .filter(|&&h| endpoints[h].is_available())
+                .count();
+            priorities.push(Priority {
+                groups: groups.into_boxed_slice(),
+                total: members.len() as u32,
+                healthy: AtomicU32::new(healthy as u32),
+                locality_weighted,
+            });
+        }
+        LoadBalancer {
+            endpoints,
+            slots: slots.into_boxed_slice(),
+            priorities: priorities.into_boxed_slice(),
+            algorithm: config.algorithm,
+            panic_threshold: config.panic_threshold_percent.min(100),
+        }
+    }
+
+    /// The endpoints, in the order given to [`LoadBalancer::new`].
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// The algorithm in use.
+    pub fn algorithm(&self) -> LbAlgorithm {
+        self.algorithm
+    }
+
+    /// Number of priority levels after locality placement.
+    pub fn priority_count(&self) -> usize {
+        self.priorities.len()
+    }
+
+    /// The priority level of endpoint `index` (`None` if `distribute` dropped it).
+    pub fn priority_of(&self, index: usize) -> Option<u32> {
+        self.slots.get(index).copied().flatten().map(|s| s.priority)
+    }
+
+    /// Number of endpoints currently available.
+    pub fn available_count(&self) -> usize {
+        self.priorities
+            .iter()
+            .map(|p| p.healthy.load(Ordering::Relaxed) as usize)
+            .sum()
+    }
+
+    /// Marks endpoint `index` ejected (`true`) or returned (`false`). Returns whether the
+    /// flag changed. Used by outlier detection.
+    pub fn set_ejected(&self, index: usize, ejected: bool) -> bool {
+        self.set_flag(index, FLAG_EJECTED, ejected)
+    }
+
+    /// Marks endpoint `index` unhealthy (e.g. not ready in the registry) or healthy.
+    pub fn set_unhealthy(&self, index: usize, unhealthy: bool) -> bool {
+        self.set_flag(index, FLAG_UNHEALTHY, unhealthy)
+    }
+
+    fn set_flag(&self, index: usize, flag: u8, on: bool) -> bool {
+        let Some(ep) = self.endpoints.get(index) else {
+            return false;
+        };
+        let old = if on {
+            ep.flags.fetch_or(flag, Ordering::AcqRel)
+        } else {
+            ep.flags.fetch_and(!flag, Ordering::AcqRel)
+        };
+        let new = if on { old | flag } else { old & !flag };
+        if old == new {
+            return false;
+        }
+        let was_available = old == 0;
+        let is_available = new == 0;
+        if was_available != is_available {
+            if let Some(slot) = self.slots[index] {
+                let p = &self.priorities[slot.priority as usize];
+                let g = &p.groups[slot.group as usize];
+                if is_available {
+                    p.healthy.fetch_add(1, Ordering::AcqRel);
+                    g.healthy.fetch_add(1, Ordering::AcqRel);
+                } else {
+                    p.healthy.fetch_sub(1, Ordering::AcqRel);
+                    g.healthy.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
+        true
+    }
+
+    /// Picks an endpoint. `hash` is the request hash for consistent-hash algorithms (`None`:
+    /// a random point, as Envoy does when the hash key is absent).
+    pub fn pick(&self, hash: Option<u64>) -> Result<RequestGuard, NoHealthyUpstream> {
+        self.pick_with(hash, &mut rand::rng())
+    }
+
+    /// [`LoadBalancer::pick`] with the caller's random source (deterministic tests).
+    pub fn pick_with<R: RngCore + ?Sized>(
+        &self,
+        hash: Option<u64>,
+        rng: &mut R,
+    ) -> Result<RequestGuard, NoHealthyUpstream> {
+        let index = self.pick_index(hash, rng).ok_or(NoHealthyUpstream)?;
+        let endpoint = Arc::clone(&self.endpoints[index]);
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        Ok(RequestGuard { endpoint, index })
+    }
+
+    fn pick_index<R: RngCore + ?Sized>(&self, hash: Option<u64>, rng: &mut R) -> Option<usize> {
+        let n = self.priorities.len();
+        if n == 0 {
+            return None;
+        }
+        // Envoy's per-priority health with overprovisioning, then the priority load.
+        let mut health = [0u64; 8];
+        let mut health_vec;
+        let health: &mut [u64] = if n <= health.len() {
+            &mut health[..n]
+        } else {
+            health_vec = vec![0u64; n];
+            &mut health_vec
+        };
+        let mut sum = 0u64;
+        for (i, p) in self.priorities.iter().enumerate() {
+            let total = u64::from(p.total.max(1));
+            let healthy = u64::from(p.healthy.load(Ordering::Acquire));
+            health[i] = (OVERPROVISIONING * healthy * 100 / (total * 100)).min(100);
+            sum += health[i];
+        }
+        let normalized_total = sum.min(100);
+        let (priority, panic) =
+            if let Some(nonzero_total) = std::num::NonZeroU64::new(normalized_total) {
+                let point = match hash {
+                    Some(h) if self.algorithm.is_consistent_hash() => h % 100,
+                    _ => rng.random_range(0..100u64),
+                };
+                let mut remaining = 100u64;
+                let mut chosen = None;
+                let mut acc = 0u64;
+                for (i, h) in health.iter().enumerate() {
+                    let load = (h * 100 / nonzero_total).min(remaining);
+                    remaining -= load;
+                    acc += load;
+                    if point < acc {
+                        chosen = Some(i);
+                        break;
+                    }
+                }
+                // Rounding leftovers go to the first priority with health.
+                let p = chosen.unwrap_or_else(|| health.iter().position(|&h| h > 0).unwrap_or(0));
+                let level = &self.priorities[p];
+                let healthy_pct = u64::from(level.healthy.load(Ordering::Acquire)) * 100
+                    / u64::from(level.total.max(1));
+                let panic = normalized_total < 100 && healthy_pct < u64::from(self.panic_threshold);
+                (p, panic)
+            } else {
+                // Nothing healthy anywhere: Envoy routes to priority 0 in panic mode, if the
+                // panic threshold allows panic at all.
+                if self.panic_threshold == 0 {
+                    return None;
+                }
+                (0, true)
+            };
+        let level = &self.priorities[priority];
+        let group = self.pick_group(level, panic, rng)?;
+        let ok = |local: u32| -> bool {
+            panic || self.endpoints[group.hosts[local as usize] as usize].is_available()
+        };
+        let local = match &group.picker {
+            Picker::RoundRobin { schedule, next } => {
+                let len = schedule.len();
+                (0..len).find_map(|_| {
+                    let i = next.fetch_add(1, Ordering::Relaxed) % len;
+                    let h = schedule[i];
+                    ok(h).then_some(h)
+                })
+            }
+            Picker::Random { cumulative } => weighted_draw(cumulative, &ok, rng),
+            Picker::LeastRequest {
+                cumulative,
+                equal_weights,
+            } => {
+                let a = weighted_draw(cumulative, &ok, rng)?;
+                let b = weighted_draw(cumulative, &ok, rng)?;
+                let ea = &self.endpoints[group.hosts[a as usize] as usize];
+                let eb = &self.endpoints[group.hosts[b as usize] as usize];
+                let (aa, ab) = (ea.active_requests(), eb.active_requests());
+                let pick_b = if *equal_weights {
+                    ab < aa
+                } else {
+                    // Lower active / weight wins (compared without division); an idle tie
+                    // keeps the first draw, so idle traffic follows the weights.
+                    u64::from(ab) * u64::from(ea.weight) < u64::from(aa) * u64::from(eb.weight)
+                };
+                Some(if pick_b { b } else { a })
+            }
+            Picker::Ring(r) => r.find(hash.unwrap_or_else(|| rng.next_u64()), ok),
+            Picker::Maglev(m) => m.find(hash.unwrap_or_else(|| rng.next_u64()), ok),
+        }?;
+        Some(group.hosts[local as usize] as usize)
+    }
+
+    fn pick_group<'a, R: RngCore + ?Sized>(
+        &self,
+        level: &'a Priority,
+        panic: bool,
+        rng: &mut R,
+    ) -> Option<&'a Group> {
+        if !level.locality_weighted || level.groups.len() == 1 {
+            return level.groups.first();
+        }
+        // Envoy: effective locality weight = weight * min(1, 1.4 * healthy / total).
+        let effective = |g: &Group| -> u64 {
+            let total = g.hosts.len().max(1) as u64;
+            let healthy = if panic {
+                total
+            } else {
+                u64::from(g.healthy.load(Ordering::Acquire))
+            };
+            let avail = (OVERPROVISIONING * healthy / total).min(100);
+            u64::from(g.weight) * avail
+        };
+        let sum: u64 = level.groups.iter().map(effective).sum();
+        if sum == 0 {
+            return None;
+        }
+        let mut point = rng.random_range(0..sum);
+        for g in level.groups.iter() {
+            let w = effective(g);
+            if point < w {
+                return Some(g);
+            }
+            point -= w;
+        }
+        level.groups.last()
+    }
+}
+
+/// Draws a host by weight; after a few unavailable draws, scans the available ones.
+fn weighted_draw<R: RngCore + ?Sized>(
+    cumulative: &[u64],
+    ok: &impl Fn(u32) -> bool,
+    rng: &mut R,
+) -> Option<u32> {
+    let total = *cumulative.last()?;
+    if total == 0 {
+        return None;
+    }
+    for _ in 0..RANDOM_TRIES {
+        let point = rng.random_range(0..total);
+        let i = cumulative.partition_point(|&c| c <= point) as u32;
+        if ok(i) {
+            return Some(i);
+        }
+    }
+    // Rare path: most hosts unavailable. Weighted draw among the available ones.
+    let mut prev = 0u64;
+    let avail_total: u64 = cumulative
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let w = c - prev;
+            prev = c;
+            if ok(i as u32) {
+                w
+            } else {
+                0
+            }
+        })
+        .sum();
+    if avail_total == 0 {
+        return None;
+    }
+    let mut point = rng.random_range(0..avail_total);
+    let mut prev = 0u64;
+    for (i, &c) in cumulative.iter().enumerate() {
+        let w = c - prev;
+        prev = c;
+        if ok(i as u32) {
+            if point < w {
+                return Some(i as u32);
+            }
+            point -= w;
+        }
+    }
+    None
+}
+
+fn build_picker(algorithm: LbAlgorithm, endpoints: &[Arc<Endpoint>], hosts: &[usize]) -> Picker {
+    let weights: Vec<u32> = hosts.iter().map(|&h| endpoints[h].weight).collect();
+    let cumulative = || -> Box<[u64]> {
+        let mut acc = 0u64;
+        weights
+            .iter()
+            .map(|&w| {
+                acc += u64::from(w);
+                acc
+            })
+            .collect()
+    };
+    let keyed = || -> Vec<(&str, u32)> {
+        hosts
+            .iter()
+            .map(|&h| (endpoints[h].hash_key.as_str(), endpoints[h].weight))
+            .collect()
+    };
+    match algorithm {
+        LbAlgorithm::RoundRobin => {
+            let schedule = edf_schedule(&weights);
+            let start = if schedule.is_empty() {
+                0
+            } else {
+                rand::rng().random_range(0..schedule.len())
+            };
+            Picker::RoundRobin {
+                schedule,
+                next: AtomicUsize::new(start),
+            }
+        }
+        LbAlgorithm::LeastRequest => Picker::LeastRequest {
+            cumulative: cumulative(),
+            equal_weights: weights.windows(2).all(|w| w[0] == w[1]),
+        },
+        LbAlgorithm::Random => Picker::Random {
+            cumulative: cumulative(),
+        },
+        LbAlgorithm::RingHash { minimum_ring_size } => {
+            Picker::Ring(ring::Ring::build(&keyed(), minimum_ring_size))
+        }
+        LbAlgorithm::Maglev { table_size } => {
+            Picker::Maglev(ring::Maglev::build(&keyed(), table_size))
+        }
+    }
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// A weighted round-robin schedule by earliest deadline first (Envoy's EDF scheduler): a host
+/// of weight `w` is due every `1/w`; ties go to the lower index. Equal weights give plain
+/// round robin `0, 1, 2, ...`; unequal weights are interleaved, not bunched.
+fn edf_schedule(weights: &[u32]) -> Box<[u32]> {
+    if weights.is_empty() {
+        return Box::new([]);
+    }
+    let g = weights.iter().fold(0u64, |acc, &w| gcd(acc, u64::from(w)));
+    let mut w: Vec<u64> = weights.iter().map(|&x| u64::from(x) / g.max(1)).collect();
+    let sum: u64 = w.iter().sum();
+    if sum > MAX_SCHEDULE {
+        for x in w.iter_mut() {
+            *x = (*x * MAX_SCHEDULE / sum).max(1);
+        }
+    }
+    let len: u64 = w.iter().sum();
+    // Deadlines (2k - 1) / 2w (mid-interval, so unequal weights interleave), as exact
+    // fractions compared by cross-multiplication.
+    let mut k = vec![1u64; w.len()];
+    let mut out = Vec::with_capacity(len as usize);
+    let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<Deadline>> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &wi)| {
+            std::cmp::Reverse(Deadline {
+                num: 1,
+                den: 2 * wi,
+                idx: i as u32,
+            })
+        })
+        .collect();
+    while (out.len() as u64) < len {
+        let Some(std::cmp::Reverse(d)) = heap.pop() else {
+            break;
+        };
+        out.push(d.idx);
+        let i = d.idx as usize;
+        k[i] += 1;
+        heap.push(std::cmp::Reverse(Deadline {
+            num: 2 * k[i] - 1,
+            den: 2 * w[i],
+            idx: d.idx,
+        }));
+    }
+    out.into_boxed_slice()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Deadline {
+    num: u64,
+    den: u64,
+    idx: u32,
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (u128::from(self.num) * u128::from(other.den))
+            .cmp(&(u128::from(other.num) * u128::from(self.den)))
+            .then(self.idx.cmp(&other.idx))
+    }
+}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn eps(weights: &[u32]) -> Vec<Endpoint> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| {
+                Endpoint::new(format!("10.0.0.{}:80", i + 1).parse().unwrap()).with_weight(w)
+            })
+            .collect()
+    }
+
+    fn shares(lb: &LoadBalancer, n: usize, rng: &mut StdRng) -> Vec<f64> {
+        let mut counts = vec![0usize; lb.endpoints().len()];
+        for _ in 0..n {
+            let g = lb.pick_with(None, rng).unwrap();
+            counts[g.index()] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / n as f64).collect()
+    }
+
+    fn assert_shares(got: &[f64], want: &[f64], tol: f64) {
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= tol,
+                "endpoint {i}: got {g:.4}, want {w:.4}"
+            );
+        }
+    }
+
+    #[test]
+    fn edf_schedule_table() {
+        let cases: &[(&[u32], &[u32])] = &[
+            (&[1, 1, 1], &[0, 1, 2]),
+            (&[2, 1], &[0, 1, 0]),
+            (&[3, 1], &[0, 0, 1, 0]),
+            (&[5, 5], &[0, 1]),
+            (&[], &[]),
+        ];
+        for (w, want) in cases {
+            assert_eq!(&*edf_schedule(w), *want, "{w:?}");
+        }
+        // Interleaved: weights 4:4:1 never put the same host three times in a row.
+        let s = edf_schedule(&[4, 4, 1]);
+        assert_eq!(s.len(), 9);
+        assert!(
+            s.windows(3).all(|w| !(w[0] == w[1] && w[1] == w[2])),
+            "{s:?}"
+        );
+    }
+
+    #[test]
+    fn edf_schedule_caps_length_and_keeps_everyone() {
+        let s = edf_schedule(&[1_000_000, 1]);
+        assert!(s.len() as u64 <= MAX_SCHEDULE + 1);
+        assert!(s.contains(&1));
+    }
+
+    #[test]
+    fn round_robin_visits_in_turn() {
+        let lb = LoadBalancer::new(eps(&[1, 1, 1, 1]), LbConfig::new(LbAlgorithm::RoundRobin));
+        let first: Vec<usize> = (0..4).map(|_| lb.pick(None).unwrap().index()).collect();
+        for round in 0..5 {
+            let next: Vec<usize> = (0..4).map(|_| lb.pick(None).unwrap().index()).collect();
+            assert_eq!(next, first, "round {round}");
+        }
+        let mut sorted = first.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2, 3]);
+        for w in first.windows(2) {
+            assert_eq!((w[0] + 1) % 4, w[1]);
+        }
+    }
+
+    #[test]
+    fn weighted_shares_per_algorithm() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let want = [0.1, 0.2, 0.3, 0.4];
+        for algo in [
+            LbAlgorithm::RoundRobin,
+            LbAlgorithm::Random,
+            LbAlgorithm::LeastRequest,
+            LbAlgorithm::RingHash {
+                minimum_ring_size: 1024,
+            },
+            LbAlgorithm::Maglev { table_size: 65537 },
+        ] {
+            let lb = LoadBalancer::new(eps(&[1, 2, 3, 4]), LbConfig::new(algo));
+            let got = shares(&lb, 40_000, &mut rng);
+            // A 1024-point ring gives each host arcs of uneven total length (as in Envoy):
+            // its shares follow the weights less tightly than the other algorithms.
+            let tolerance = match algo {
+                LbAlgorithm::RingHash { .. } => 0.035,
+                _ => 0.015,
+            };
+            println!("{algo:?}: {got:?}");
+            assert_shares(&got, &want, tolerance);
+        }
+    }
+
+    #[test]
+    fn least_request_prefers_idle_endpoint() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let lb = LoadBalancer::new(eps(&[1, 1]), LbConfig::new(LbAlgorithm::LeastRequest));
+        // Hold 5 requests on endpoint 0.
+        let mut held = Vec::new();
+        while held.len() < 5 {
+            let g = lb.pick_with(None, &mut rng).unwrap();
+            if g.index() == 0 {
+                held.push(g);
+            }
+        }
+        assert_eq!(lb.endpoints()[0].active_requests(), 5);
+        let mut to_zero = 0;
+        for _ in 0..1000 {
+            if lb.pick_with(None, &mut rng).unwrap().index() == 0 {
+                to_zero += 1;
+            }
+        }
+        // Only when both draws hit endpoint 0 (p = 1/4) does it get picked.
+        assert!(to_zero < 320 && to_zero > 180, "{to_zero}");
+        drop(held);
+        assert_eq!(lb.endpoints()[0].active_requests(), 0);
+    }
+
+    #[test]
+    fn least_request_weighted_compares_weight_over_active() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let lb = LoadBalancer::new(eps(&[1, 3]), LbConfig::new(LbAlgorithm::LeastRequest));
+        // 3 active on the weight-3 endpoint: 3/(3+1) < 1/(0+1), endpoint 0 wins any duel.
+        let held: Vec<_> = std::iter::repeat_with(|| lb.pick_with(None, &mut rng).unwrap())
+            .filter(|g| g.index() == 1)
+            .take(3)
+            .collect();
+        let mut to_zero = 0;
+        for _ in 0..4000 {
+            if lb.pick_with(None, &mut rng).unwrap().index() == 0 {
+                to_zero += 1;
+            }
+        }
+        // P(at least one draw is endpoint 0) = 1 - (3/4)^2 = 0.4375.
+        let share = f64::from(to_zero) / 4000.0;
+        assert!((share - 0.4375).abs() < 0.03, "{share}");
+        drop(held);
+    }
+
+    #[test]
+    fn ejected_endpoints_are_skipped_by_every_algorithm() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for algo in [
+            LbAlgorithm::RoundRobin,
+            LbAlgorithm::Random,
+            LbAlgorithm::LeastRequest,
+            LbAlgorithm::RingHash {
+                minimum_ring_size: 1024,
+            },
+            LbAlgorithm::Maglev { table_size: 65537 },
+        ] {
+            let lb = LoadBalancer::new(eps(&[1, 1, 1]), LbConfig::new(algo));
+            assert!(lb.set_ejected(1, true));
+            assert!(!lb.set_ejected(1, true), "already ejected");
+            assert_eq!(lb.available_count(), 2);
+            for k in 0..500u64 {
+                let g = lb.pick_with(Some(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)), &mut rng);
+                assert_ne!(g.unwrap().index(), 1, "{algo:?}");
+            }
+            lb.set_ejected(0, true);
+            lb.set_unhealthy(2, true);
+            assert_eq!(
+                lb.pick_with(None, &mut rng).unwrap_err(),
+                NoHealthyUpstream,
+                "{algo:?}"
+            );
+            lb.set_ejected(1, false);
+            assert_eq!(lb.pick_with(Some(5), &mut rng).unwrap().index(), 1);
+        }
+    }
+
+    #[test]
+    fn empty_set_has_no_healthy_upstream() {
+        let lb = LoadBalancer::new(vec![], LbConfig::default());
+        assert_eq!(lb.pick(None).unwrap_err(), NoHealthyUpstream);
+        assert_eq!(NoHealthyUpstream.to_string(), "no healthy upstream");
+    }
+
+    #[test]
+    fn panic_threshold_uses_all_endpoints() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut cfg = LbConfig::new(LbAlgorithm::Random);
+        cfg.panic_threshold_percent = 50;
+        let lb = LoadBalancer::new(eps(&[1, 1, 1, 1]), cfg);
+        lb.set_ejected(0, true);
+        lb.set_ejected(1, true);
+        lb.set_ejected(2, true);
+        // 25% healthy < 50%: panic, the ejected endpoints take traffic again.
+        let got = shares(&lb, 8000, &mut rng);
+        assert_shares(&got, &[0.25; 4], 0.03);
+        // All ejected: panic routes everywhere rather than failing.
+        lb.set_ejected(3, true);
+        assert!(lb.pick_with(None, &mut rng).is_ok());
+    }
+
+    #[test]
+    fn hash_keeps_a_key_on_one_endpoint_and_moves_few_on_removal() {
+        for algo in [
+            LbAlgorithm::RingHash {
+                minimum_ring_size: 1024,
+            },
+            LbAlgorithm::Maglev { table_size: 65537 },
+        ] {
+            let lb = LoadBalancer::new(eps(&[1, 1, 1, 1, 1]), LbConfig::new(algo));
+            let smaller = LoadBalancer::new(eps(&[1, 1, 1, 1]), LbConfig::new(algo));
+            let keys = 2000u64;
+            let mut moved = 0;
+            for k in 0..keys {
+                let h = xxhash_rust::xxh64::xxh64(format!("user-{k}").as_bytes(), 0);
+                let a = lb.pick(Some(h)).unwrap().index();
+                for _ in 0..3 {
+                    assert_eq!(lb.pick(Some(h)).unwrap().index(), a, "{algo:?}");
+                }
+                let b = smaller.pick(Some(h)).unwrap().index();
+                if a != 4 && a != b {
+                    moved += 1;
+                }
+            }
+            // Ring hash rescales the ring when the host count changes (as Envoy does), so a
+            // few more keys move than with Maglev; naive modulo hashing would move ~80%.
+            assert!(
+                (moved as f64) < keys as f64 * 0.15,
+                "{algo:?} moved {moved}"
+            );
+            // Ejection (no rebuild) moves no key of an available endpoint.
+            lb.set_ejected(4, true);
+            for k in 0..keys {
+                let h = xxhash_rust::xxh64::xxh64(format!("user-{k}").as_bytes(), 0);
+                let b = smaller.pick(Some(h)).unwrap().index();
+                let _ = b;
+                let before = {
+                    lb.set_ejected(4, false);
+                    let i = lb.pick(Some(h)).unwrap().index();
+                    lb.set_ejected(4, true);
+                    i
+                };
+                let after = lb.pick(Some(h)).unwrap().index();
+                assert_ne!(after, 4);
+                if before != 4 {
+                    assert_eq!(before, after, "{algo:?}");
+                }
+            }
+        }
+    }
+
+    fn loc_eps(localities: &[&str]) -> Vec<Endpoint> {
+        localities
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                Endpoint::new(format!("10.1.0.{}:80", i + 1).parse().unwrap())
+                    .with_locality(Locality::parse(l))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn locality_failover_prefers_local_then_spills() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut cfg = LbConfig::new(LbAlgorithm::RoundRobin);
+        cfg.locality = LocalityContext {
+            client: Locality::parse("r1/z1/s1"),
+            outlier_detection: true,
+            ..Default::default()
+        };
+        // Two local endpoints, one in another zone, one in another region.
+        let lb = LoadBalancer::new(
+            loc_eps(&["r1/z1/s1", "r1/z1/s1", "r1/z2/s1", "r2/z1/s1"]),
+            cfg,
+        );
+        assert_eq!(lb.priority_count(), 3);
+        assert_eq!(
+            (0..4)
+                .map(|i| lb.priority_of(i).unwrap())
+                .collect::<Vec<_>>(),
+            vec![0, 0, 1, 2]
+        );
+        let got = shares(&lb, 2000, &mut rng);
+        assert_shares(&got, &[0.5, 0.5, 0.0, 0.0], 0.0);
+        // One of two local endpoints ejected: priority 0 health = min(100, 1.4 * 50) = 70%,
+        // so 70% stays local and 30% spills to priority 1.
+        lb.set_ejected(0, true);
+        let got = shares(&lb, 20_000, &mut rng);
+        assert_shares(&got, &[0.0, 0.7, 0.3, 0.0], 0.02);
+        // Both local endpoints ejected: everything goes to the next zone.
+        lb.set_ejected(1, true);
+        let got = shares(&lb, 2000, &mut rng);
+        assert_shares(&got, &[0.0, 0.0, 1.0, 0.0], 0.0);
+        lb.set_ejected(2, true);
+        let got = shares(&lb, 200, &mut rng);
+        assert_shares(&got, &[0.0, 0.0, 0.0, 1.0], 0.0);
+    }
+
+    #[test]
+    fn locality_distribute_weights_localities() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let mut cfg = LbConfig::new(LbAlgorithm::LeastRequest);
+        cfg.locality = LocalityContext {
+            client: Locality::parse("r1/z1/s1"),
+            setting: Some(LocalityLbSetting {
+                distribute: vec![Distribute {
+                    from: "r1/z1/*".into(),
+                    to: vec![("r1/z1/*".into(), 80), ("r1/z2/*".into(), 20)],
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let lb = LoadBalancer::new(
+            loc_eps(&["r1/z1/s1", "r1/z2/s1", "r1/z2/s1", "r3/z/s"]),
+            cfg,
+        );
+        assert_eq!(lb.priority_of(3), None, "dropped by distribute");
+        let got = shares(&lb, 20_000, &mut rng);
+        assert_shares(&got, &[0.8, 0.1, 0.1, 0.0], 0.02);
+    }
+}

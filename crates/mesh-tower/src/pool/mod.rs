@@ -1,0 +1,466 @@
+//! Connection-pool limits (DestinationRule `trafficPolicy.connectionPool`) as Envoy's
+//! circuit breakers apply them: atomic counters per destination, RAII permits, and a 503
+//! `UO` overflow answer (`x-envoy-overloaded: true`) when a limit is hit.
+//!
+//! | Istio field | Envoy | here |
+//! | --- | --- | --- |
+//! | `tcp.maxConnections` | `max_connections` | [`CircuitBreaker::try_connection`] |
+//! | `http.http1MaxPendingRequests` | `max_pending_requests` | [`CircuitBreaker::try_pending`] |
+//! | `http.http2MaxRequests` | `max_requests` (active requests, any protocol) | [`CircuitBreaker::try_request`] |
+//! | `http.maxRetries` | `max_retries` (concurrent retries) | [`CircuitBreaker::try_retry`] |
+//! | `http.maxRequestsPerConnection` | per connection | [`ConnectionPermit::start_request`] |
+//!
+//! Defaults are Istio's: every limit 2^32−1 except `maxRequestsPerConnection` (0 =
+//! unlimited). Zero counts as unset for the integer limits, as in Istio.
+//!
+//! A request first takes a request permit, then (if no connection is free) a pending permit
+//! while it waits; an overflow of either is the 503 above. A retry that would exceed
+//! `maxRetries` is simply not made (Envoy counts `upstream_rq_retry_overflow` and returns the
+//! last response).
+//!
+//! ```
+//! use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+//!
+//! let cb = CircuitBreaker::new(PoolLimits { max_requests: 1, ..PoolLimits::default() });
+//! let first = cb.try_request().unwrap();
+//! let overflow = cb.try_request().unwrap_err();
+//! assert_eq!(overflow.to_reply().status(), 503);
+//! drop(first);
+//! assert!(cb.try_request().is_ok());
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::envoy::LocalReply;
+
+/// Istio's default for every limit: 2^32−1.
+pub const UNLIMITED: u32 = u32::MAX;
+
+/// The limits of one destination's pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolLimits {
+    /// `tcp.maxConnections`.
+    pub max_connections: u32,
+    /// `http.http1MaxPendingRequests`.
+    pub max_pending_requests: u32,
+    /// `http.http2MaxRequests`.
+    pub max_requests: u32,
+    /// `http.maxRetries`.
+    pub max_retries: u32,
+    /// `http.maxRequestsPerConnection` (0 = unlimited; 1 disables keep-alive).
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for PoolLimits {
+    fn default() -> Self {
+        PoolLimits {
+            max_connections: UNLIMITED,
+            max_pending_requests: UNLIMITED,
+            max_requests: UNLIMITED,
+            max_retries: UNLIMITED,
+            max_requests_per_connection: 0,
+        }
+    }
+}
+
+impl PoolLimits {
+    /// Limits from Istio's optional integers: absent or 0 means the default.
+    pub fn from_istio(
+        max_connections: Option<i64>,
+        http1_max_pending_requests: Option<i64>,
+        http2_max_requests: Option<i64>,
+        max_retries: Option<i64>,
+        max_requests_per_connection: Option<i64>,
+    ) -> Self {
+        let limit = |v: Option<i64>| match v {
+            Some(n) if n > 0 => n.min(i64::from(u32::MAX)) as u32,
+            _ => UNLIMITED,
+        };
+        PoolLimits {
+            max_connections: limit(max_connections),
+            max_pending_requests: limit(http1_max_pending_requests),
+            max_requests: limit(http2_max_requests),
+            max_retries: limit(max_retries),
+            max_requests_per_connection: match max_requests_per_connection {
+                Some(n) if n > 0 => n.min(i64::from(u32::MAX)) as u32,
+                _ => 0,
+            },
+        }
+    }
+}
+
+/// Which limit overflowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverflowKind {
+    /// `maxConnections`.
+    Connections,
+    /// `http1MaxPendingRequests`.
+    PendingRequests,
+    /// `http2MaxRequests`.
+    Requests,
+    /// `maxRetries`.
+    Retries,
+}
+
+/// A circuit breaker refused: answer with [`Overflow::to_reply`] (503, UO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct Overflow {
+    /// The limit that was hit.
+    pub kind: OverflowKind,
+    /// Its value.
+    pub limit: u32,
+}
+
+impl fmt::Display for Overflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.kind {
+            OverflowKind::Connections => "maxConnections",
+            OverflowKind::PendingRequests => "http1MaxPendingRequests",
+            OverflowKind::Requests => "http2MaxRequests",
+            OverflowKind::Retries => "maxRetries",
+        };
+        write!(
+            f,
+            "circuit breaker overflow: {name} ({}) reached",
+            self.limit
+        )
+    }
+}
+
+impl Overflow {
+    /// Envoy's answer: 503, `...reset reason: overflow`, UO, `x-envoy-overloaded: true`.
+    pub fn to_reply(&self) -> LocalReply {
+        LocalReply::Overflow
+    }
+}
+
+impl From<Overflow> for LocalReply {
+    fn from(_: Overflow) -> Self {
+        LocalReply::Overflow
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU32,
+    pending: AtomicU32,
+    requests: AtomicU32,
+    retries: AtomicU32,
+    overflows: AtomicU64,
+}
+
+/// The circuit breakers of one destination. Cheap to clone (shared counters).
+#[derive(Clone, Debug)]
+pub struct CircuitBreaker {
+    limits: PoolLimits,
+    counters: Arc<Counters>,
+}
+
+/// Counts one unit of a resource until dropped.
+#[derive(Debug)]
+pub struct Permit {
+    counters: Arc<Counters>,
+    kind: OverflowKind,
+}
+
+impl Permit {
+    /// Which resource this permit holds.
+    pub fn kind(&self) -> OverflowKind {
+        self.kind
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        counter(&self.counters, self.kind).fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn counter(c: &Counters, kind: OverflowKind) -> &AtomicU32 {
+    match kind {
+        OverflowKind::Connections => &c.connections,
+        OverflowKind::PendingRequests => &c.pending,
+        OverflowKind::Requests => &c.requests,
+        OverflowKind::Retries => &c.retries,
+    }
+}
+
+/// A connection slot, also counting the requests made on that connection.
+#[derive(Debug)]
+pub struct ConnectionPermit {
+    _permit: Permit,
+    max_requests: u32,
+    used: AtomicU32,
+}
+
+impl ConnectionPermit {
+    /// Counts a request on this connection; `false` when `maxRequestsPerConnection` is
+    /// reached (the connection must not be reused: open another one).
+    pub fn start_request(&self) -> bool {
+        if self.max_requests == 0 {
+            self.used.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < self.max_requests).then_some(u + 1)
+            })
+            .is_ok()
+    }
+
+    /// Whether the connection may carry another request (keep-alive).
+    pub fn reusable(&self) -> bool {
+        self.max_requests == 0 || self.used.load(Ordering::Acquire) < self.max_requests
+    }
+
+    /// Requests made on this connection so far.
+    pub fn requests(&self) -> u32 {
+        self.used.load(Ordering::Relaxed)
+    }
+}
+
+impl CircuitBreaker {
+    /// Circuit breakers with these limits.
+    pub fn new(limits: PoolLimits) -> Self {
+        CircuitBreaker {
+            limits,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> PoolLimits {
+        self.limits
+    }
+
+    fn acquire(&self, kind: OverflowKind, limit: u32) -> Result<Permit, Overflow> {
+        let c = counter(&self.counters, kind);
+        match c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < limit).then_some(n + 1)
+        }) {
+            Ok(_) => Ok(Permit {
+                counters: Arc::clone(&self.counters),
+                kind,
+            }),
+            Err(_) => {
+                self.counters.overflows.fetch_add(1, Ordering::Relaxed);
+                Err(Overflow { kind, limit })
+            }
+        }
+    }
+
+    /// An active request (`http2MaxRequests`).
+    pub fn try_request(&self) -> Result<Permit, Overflow> {
+        self.acquire(OverflowKind::Requests, self.limits.max_requests)
+    }
+
+    /// A request waiting for a connection (`http1MaxPendingRequests`).
+    pub fn try_pending(&self) -> Result<Permit, Overflow> {
+        self.acquire(
+            OverflowKind::PendingRequests,
+            self.limits.max_pending_requests,
+        )
+    }
+
+    /// A retry in flight (`maxRetries`); on overflow, do not retry.
+    pub fn try_retry(&self) -> Result<Permit, Overflow> {
+        self.acquire(OverflowKind::Retries, self.limits.max_retries)
+    }
+
+    /// A new connection (`maxConnections`), which also enforces
+    /// `maxRequestsPerConnection`.
+    pub fn try_connection(&self) -> Result<ConnectionPermit, Overflow> {
+        let permit = self.acquire(OverflowKind::Connections, self.limits.max_connections)?;
+        Ok(ConnectionPermit {
+            _permit: permit,
+            max_requests: self.limits.max_requests_per_connection,
+            used: AtomicU32::new(0),
+        })
+    }
+
+    /// Current counts: (connections, pending, requests, retries).
+    pub fn in_use(&self) -> (u32, u32, u32, u32) {
+        let c = &self.counters;
+        (
+            c.connections.load(Ordering::Relaxed),
+            c.pending.load(Ordering::Relaxed),
+            c.requests.load(Ordering::Relaxed),
+            c.retries.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Overflows so far (Envoy's `upstream_rq_pending_overflow` + `..._overflow`).
+    pub fn overflow_count(&self) -> u64 {
+        self.counters.overflows.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn limits_from_istio_table() {
+        let cases = [
+            (None, UNLIMITED),
+            (Some(0), UNLIMITED),
+            (Some(-1), UNLIMITED),
+            (Some(1), 1),
+            (Some(1 << 40), u32::MAX),
+        ];
+        for (v, want) in cases {
+            let l = PoolLimits::from_istio(v, v, v, v, None);
+            assert_eq!(
+                (
+                    l.max_connections,
+                    l.max_pending_requests,
+                    l.max_requests,
+                    l.max_retries
+                ),
+                (want, want, want, want),
+                "{v:?}"
+            );
+        }
+        assert_eq!(
+            PoolLimits::from_istio(None, None, None, None, Some(0)).max_requests_per_connection,
+            0
+        );
+        assert_eq!(
+            PoolLimits::from_istio(None, None, None, None, Some(1)).max_requests_per_connection,
+            1
+        );
+    }
+
+    #[test]
+    fn each_limit_overflows_and_recovers() {
+        type Acquire = fn(&CircuitBreaker) -> Result<(), Overflow>;
+        let cases: [(OverflowKind, PoolLimits, Acquire); 4] = [
+            (
+                OverflowKind::Requests,
+                PoolLimits {
+                    max_requests: 2,
+                    ..Default::default()
+                },
+                |cb| cb.try_request().map(std::mem::forget),
+            ),
+            (
+                OverflowKind::PendingRequests,
+                PoolLimits {
+                    max_pending_requests: 2,
+                    ..Default::default()
+                },
+                |cb| cb.try_pending().map(std::mem::forget),
+            ),
+            (
+                OverflowKind::Retries,
+                PoolLimits {
+                    max_retries: 2,
+                    ..Default::default()
+                },
+                |cb| cb.try_retry().map(std::mem::forget),
+            ),
+            (
+                OverflowKind::Connections,
+                PoolLimits {
+                    max_connections: 2,
+                    ..Default::default()
+                },
+                |cb| cb.try_connection().map(std::mem::forget),
+            ),
+        ];
+        for (kind, limits, acquire) in cases {
+            let cb = CircuitBreaker::new(limits);
+            acquire(&cb).unwrap();
+            acquire(&cb).unwrap();
+            let err = acquire(&cb).unwrap_err();
+            assert_eq!(err.kind, kind);
+            assert_eq!(err.limit, 2);
+            assert_eq!(cb.overflow_count(), 1);
+        }
+        // RAII: dropping a permit frees the slot.
+        let cb = CircuitBreaker::new(PoolLimits {
+            max_requests: 1,
+            ..Default::default()
+        });
+        let p = cb.try_request().unwrap();
+        assert_eq!(cb.in_use().2, 1);
+        assert!(cb.try_request().is_err());
+        drop(p);
+        assert_eq!(cb.in_use().2, 0);
+        assert!(cb.try_request().is_ok());
+    }
+
+    #[test]
+    fn requests_per_connection() {
+        let cb = CircuitBreaker::new(PoolLimits {
+            max_requests_per_connection: 2,
+            ..Default::default()
+        });
+        let c = cb.try_connection().unwrap();
+        assert!(c.start_request());
+        assert!(c.reusable());
+        assert!(c.start_request());
+        assert!(!c.reusable());
+        assert!(!c.start_request());
+        assert_eq!(c.requests(), 2);
+        let unlimited = CircuitBreaker::new(PoolLimits::default())
+            .try_connection()
+            .unwrap();
+        for _ in 0..1000 {
+            assert!(unlimited.start_request());
+        }
+        assert!(unlimited.reusable());
+    }
+
+    #[test]
+    fn overflow_reply_is_envoys() {
+        let cb = CircuitBreaker::new(PoolLimits {
+            max_pending_requests: 0,
+            ..Default::default()
+        });
+        let err = cb.try_pending().unwrap_err();
+        assert!(err.to_string().contains("http1MaxPendingRequests"));
+        let resp: http::Response<Bytes> = LocalReply::from(err).to_response(false);
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["x-envoy-overloaded"], "true");
+        assert_eq!(
+            resp.extensions()
+                .get::<crate::envoy::ResponseFlags>()
+                .unwrap()
+                .to_string(),
+            "UO"
+        );
+        assert_eq!(
+            resp.body().as_ref(),
+            b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        );
+    }
+
+    #[test]
+    fn concurrent_acquire_never_exceeds_limit() {
+        let cb = CircuitBreaker::new(PoolLimits {
+            max_requests: 10,
+            ..Default::default()
+        });
+        let max_seen = Arc::new(AtomicU32::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let cb = cb.clone();
+                let max_seen = Arc::clone(&max_seen);
+                s.spawn(move || {
+                    for _ in 0..10_000 {
+                        if let Ok(p) = cb.try_request() {
+                            max_seen.fetch_max(cb.in_use().2, Ordering::Relaxed);
+                            drop(p);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(max_seen.load(Ordering::Relaxed) <= 10);
+        assert_eq!(cb.in_use().2, 0);
+    }
+}
