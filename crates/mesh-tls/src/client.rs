@@ -354,6 +354,9 @@ pub fn client_config(
                 .dangerous()
                 .with_custom_certificate_verifier(verifier)
                 .with_client_cert_resolver(creds.client_resolver());
+            // Mesh connections never resume a session (see `server_config`).
+            let mut cfg = cfg;
+            cfg.resumption = rustls::client::Resumption::disabled();
             alpn.push(b"istio-peer-exchange".to_vec());
             alpn.push(b"istio".to_vec());
             let sni = match &settings.sni {

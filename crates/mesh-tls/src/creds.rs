@@ -212,6 +212,11 @@ impl WorkloadCredentials {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(self.current.clone()));
         cfg.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
+        // No session resumption: every connection is a full handshake, so the client's
+        // certificate and identity are checked against the current policy and bundle each
+        // time, and the peer identity is always read from a certificate just verified.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(Arc::new(cfg))
     }
 

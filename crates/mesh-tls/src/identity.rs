@@ -231,7 +231,8 @@ mod tests {
     #[test]
     fn parse_table() {
         // (input, Ok((td, ns, sa)) or Err(kind substring))
-        let cases: &[(&str, Result<(&str, &str, &str), &str>)] = &[
+        type Want<'a> = Result<(&'a str, &'a str, &'a str), &'a str>;
+        let cases: &[(&str, Want<'_>)] = &[
             (
                 "spiffe://cluster.local/ns/default/sa/sleep",
                 Ok(("cluster.local", "default", "sleep")),
@@ -298,7 +299,7 @@ mod tests {
                     assert_eq!(id.to_string(), *input, "round trip {input}");
                     assert_eq!(id.as_uri(), *input);
                     assert_eq!(format!("spiffe://{}", id.principal()), *input);
-                    assert_eq!(Identity::parse(&id.to_string()).unwrap(), id);
+                    assert_eq!(Identity::parse(id.as_uri()).unwrap(), id);
                     assert_eq!(Identity::from_principal(id.principal()).unwrap(), id);
                 }
                 (Err(kind), Err(e)) => {
