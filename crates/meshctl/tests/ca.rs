@@ -1,0 +1,345 @@
+//! `meshctl ca init` / `meshctl ca issue`, run as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
+
+use mesh_tls::WorkloadCert;
+
+fn meshctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .output()
+        .expect("meshctl runs")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn samples() -> Option<PathBuf> {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/istio-samples/certs");
+    if d.join("ca-cert.pem").exists() {
+        Some(d)
+    } else {
+        eprintln!("skipped: Istio sample certs not found at {}", d.display());
+        None
+    }
+}
+
+fn openssl() -> bool {
+    let ok = Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipped: openssl is not installed");
+    }
+    ok
+}
+
+#[test]
+fn init_then_issue_self_signed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let o = meshctl(&[
+        "ca",
+        "init",
+        "--dir",
+        p(&ca),
+        "--trust-domain",
+        "example.org",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "root-cert.pem",
+        "cert-chain.pem",
+    ] {
+        assert!(ca.join(f).is_file(), "{f}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(ca.join("ca-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "ca-key.pem is private");
+    }
+
+    // a second init does not overwrite the CA unless forced
+    let root_before = std::fs::read(ca.join("root-cert.pem")).unwrap();
+    let o = meshctl(&["ca", "init", "--dir", p(&ca)]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("--force"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(ca.join("root-cert.pem")).unwrap(),
+        root_before
+    );
+
+    let out = tmp.path().join("sleep");
+    let o = meshctl(&[
+        "ca",
+        "issue",
+        "--dir",
+        p(&ca),
+        "--namespace",
+        "default",
+        "--service-account",
+        "sleep",
+        "--out",
+        p(&out),
+        "--ttl",
+        "1h",
+        "--dns",
+        "localhost",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("spiffe://example.org/ns/default/sa/sleep"),
+        "{}",
+        text(&o)
+    );
+    let wc = WorkloadCert::read_dir(&out).unwrap();
+    assert_eq!(
+        wc.identity().as_uri(),
+        "spiffe://example.org/ns/default/sa/sleep"
+    );
+    let left = wc.not_after().duration_since(SystemTime::now()).unwrap();
+    assert!(
+        left <= Duration::from_secs(3600) && left > Duration::from_secs(3500),
+        "{left:?}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("root-cert.pem")).unwrap(),
+        root_before
+    );
+
+    // default ttl is 24h
+    let out24 = tmp.path().join("default-ttl");
+    let o = meshctl(&[
+        "ca",
+        "issue",
+        "--dir",
+        p(&ca),
+        "-n",
+        "a",
+        "--service-account",
+        "b",
+        "--out",
+        p(&out24),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let left = WorkloadCert::read_dir(&out24)
+        .unwrap()
+        .not_after()
+        .duration_since(SystemTime::now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(86_000) && left <= Duration::from_secs(86_400),
+        "{left:?}"
+    );
+
+    if openssl() {
+        let o = Command::new("openssl")
+            .args([
+                "verify",
+                "-CAfile",
+                p(&out.join("root-cert.pem")),
+                p(&out.join("cert-chain.pem")),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let o = Command::new("openssl")
+            .args([
+                "x509",
+                "-noout",
+                "-text",
+                "-in",
+                p(&out.join("cert-chain.pem")),
+            ])
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(
+            t.contains("URI:spiffe://example.org/ns/default/sa/sleep")
+                && t.contains("DNS:localhost"),
+            "{t}"
+        );
+    }
+
+    // --force replaces the CA
+    let o = meshctl(&["ca", "init", "--dir", p(&ca), "--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_ne!(
+        std::fs::read(ca.join("root-cert.pem")).unwrap(),
+        root_before
+    );
+}
+
+#[test]
+fn plugin_istio_sample_ca() {
+    let Some(samples) = samples() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("cacerts");
+    let o = meshctl(&["ca", "init", "--dir", p(&ca), "--plugin", p(&samples)]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("plugged in"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(ca.join("root-cert.pem")).unwrap(),
+        std::fs::read(samples.join("root-cert.pem")).unwrap()
+    );
+    let out = tmp.path().join("foo");
+    let o = meshctl(&[
+        "ca",
+        "issue",
+        "--dir",
+        p(&ca),
+        "-n",
+        "foo",
+        "--service-account",
+        "foo",
+        "--out",
+        p(&out),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let wc = WorkloadCert::read_dir(&out).unwrap();
+    assert_eq!(wc.identity().principal(), "cluster.local/ns/foo/sa/foo");
+    assert_eq!(
+        wc.chain_der().unwrap().len(),
+        2,
+        "leaf + Istio sample intermediate"
+    );
+    // issuing straight from Istio's samples directory works too
+    let out2 = tmp.path().join("bar");
+    let o = meshctl(&[
+        "ca",
+        "issue",
+        "--dir",
+        p(&samples),
+        "--trust-domain",
+        "trust-domain-bar",
+        "-n",
+        "bar",
+        "--service-account",
+        "bar",
+        "--out",
+        p(&out2),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    if openssl() {
+        let o = Command::new("openssl")
+            .args([
+                "verify",
+                "-CAfile",
+                p(&out.join("root-cert.pem")),
+                "-untrusted",
+                p(&samples.join("ca-cert.pem")),
+            ])
+            .arg(p(&out.join("cert-chain.pem")))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    }
+}
+
+#[test]
+fn errors_are_reported_with_exit_codes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // a plug-in whose key is not the certificate's
+    if let Some(samples) = samples() {
+        let bad = tmp.path().join("bad-plugin");
+        std::fs::create_dir_all(&bad).unwrap();
+        for f in ["ca-cert.pem", "root-cert.pem", "cert-chain.pem"] {
+            std::fs::copy(samples.join(f), bad.join(f)).unwrap();
+        }
+        std::fs::copy(samples.join("workload-foo-key.pem"), bad.join("ca-key.pem")).unwrap();
+        let o = meshctl(&[
+            "ca",
+            "init",
+            "--dir",
+            p(&tmp.path().join("x")),
+            "--plugin",
+            p(&bad),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("does not match"), "{}", text(&o));
+        assert!(
+            !tmp.path().join("x/ca-key.pem").exists(),
+            "nothing written on error"
+        );
+    }
+    // unreadable plug-in directory
+    let o = meshctl(&[
+        "ca",
+        "init",
+        "--dir",
+        p(&tmp.path().join("y")),
+        "--plugin",
+        "/nonexistent/cacerts",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("/nonexistent/cacerts/ca-cert.pem"),
+        "{}",
+        text(&o)
+    );
+    // bad trust domain
+    let o = meshctl(&[
+        "ca",
+        "init",
+        "--dir",
+        p(&tmp.path().join("z")),
+        "--trust-domain",
+        "Bad/TD",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+
+    let ca = tmp.path().join("ca");
+    assert!(meshctl(&["ca", "init", "--dir", p(&ca)]).status.success());
+    let out = tmp.path().join("out");
+    let issue = |extra: &[&str]| {
+        let mut args = vec!["ca", "issue", "--dir", p(&ca), "--out", p(&out)];
+        args.extend_from_slice(extra);
+        meshctl(&args)
+    };
+    // bad ttl: a usage error
+    let o = issue(&["-n", "a", "--service-account", "b", "--ttl", "1d"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // ttl over Istio's 90 days maximum
+    let o = issue(&["-n", "a", "--service-account", "b", "--ttl", "2161h"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("max allowed TTL"), "{}", text(&o));
+    // invalid identity part
+    let o = issue(&["-n", "a/b", "--service-account", "b"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("namespace"), "{}", text(&o));
+    // missing CA
+    let o = meshctl(&[
+        "ca",
+        "issue",
+        "--dir",
+        "/nonexistent/ca",
+        "-n",
+        "a",
+        "--service-account",
+        "b",
+        "--out",
+        p(&out),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    // missing required arguments
+    let o = meshctl(&["ca", "issue", "--dir", p(&ca)]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
