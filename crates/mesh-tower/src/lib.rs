@@ -14,5 +14,7 @@
 
 pub mod envoy;
 pub mod lb;
+pub mod metrics;
+pub mod observe;
 pub mod outlier;
 pub mod pool;

@@ -409,9 +409,19 @@ impl LocalReply {
     /// Builds the reply. `grpc` selects the gRPC form (see [`is_grpc`]). The response
     /// extensions carry the [`ResponseFlags`].
     pub fn to_response<B: From<Bytes>>(&self, grpc: bool) -> Response<B> {
+        self.to_response_with(grpc, B::from)
+    }
+
+    /// [`LocalReply::to_response`] for body types without `From<Bytes>` (e.g. a boxed
+    /// body): `make_body` turns the body bytes into the body.
+    pub fn to_response_with<B>(
+        &self,
+        grpc: bool,
+        make_body: impl FnOnce(Bytes) -> B,
+    ) -> Response<B> {
         let body = self.body();
         let mut response = if grpc {
-            let mut r = Response::new(B::from(Bytes::new()));
+            let mut r = Response::new(make_body(Bytes::new()));
             let h = r.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
@@ -422,7 +432,7 @@ impl LocalReply {
             }
             r
         } else {
-            let mut r = Response::new(B::from(Bytes::from(body.clone())));
+            let mut r = Response::new(make_body(Bytes::from(body.clone())));
             *r.status_mut() = self.status();
             if !body.is_empty() {
                 r.headers_mut()

@@ -1,0 +1,114 @@
+//! [`MetricsEndpoint`]: serves the Prometheus exposition, as the sidecar does on port 15090
+//! (`/stats/prometheus`), and on `/metrics`.
+
+use std::convert::Infallible;
+use std::future::{ready, Ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::Service;
+
+use super::IstioMetrics;
+
+/// The content type of the OpenMetrics text format that `prometheus-client` writes
+/// (Prometheus negotiates and parses it).
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A Tower service answering `GET /stats/prometheus` and `GET /metrics` with the
+/// exposition; other paths get 404, other methods 405.
+#[derive(Clone, Debug)]
+pub struct MetricsEndpoint {
+    metrics: Arc<IstioMetrics>,
+}
+
+impl MetricsEndpoint {
+    /// Serves `metrics`.
+    pub fn new(metrics: Arc<IstioMetrics>) -> Self {
+        MetricsEndpoint { metrics }
+    }
+
+    /// Answers one request (the logic of the service, usable from any framework).
+    pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        if path != "/stats/prometheus" && path != "/metrics" {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            return r;
+        }
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let body = if req.method() == Method::HEAD {
+            Bytes::new()
+        } else {
+            Bytes::from(self.metrics.render())
+        };
+        let mut r = Response::new(Full::new(body));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
+        );
+        r
+    }
+}
+
+impl<B> Service<Request<B>> for MetricsEndpoint {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        ready(Ok(self.respond(&req)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn endpoint_paths_and_methods() {
+        let ep = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
+        let cases = [
+            (Method::GET, "/stats/prometheus", 200),
+            (Method::GET, "/metrics", 200),
+            (Method::HEAD, "/metrics", 200),
+            (Method::GET, "/other", 404),
+            (Method::POST, "/metrics", 405),
+        ];
+        for (method, path, status) in cases {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .body(())
+                .unwrap();
+            let resp = ep.clone().call(req).await.unwrap();
+            assert_eq!(resp.status(), status, "{method} {path}");
+            if status == 200 {
+                assert_eq!(resp.headers()[CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
+                let body = resp.into_body().collect().await.unwrap().to_bytes();
+                if method == Method::GET {
+                    let text = String::from_utf8(body.to_vec()).unwrap();
+                    // Nothing recorded yet: an empty, well-formed exposition.
+                    assert_eq!(text, "# EOF\n");
+                } else {
+                    assert!(body.is_empty());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,148 @@
+//! [`ResponseFuture`]: the response future of the metrics middleware.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Instant;
+
+use http::Response;
+use pin_project_lite::pin_project;
+
+use super::body::Recorder;
+use super::layer::Config;
+use super::{MetricsBody, MetricsContext, Reporter, RequestLabels, RequestProtocol};
+use crate::envoy::ResponseFlags;
+use crate::observe::BodySize;
+
+#[derive(Debug)]
+pub(crate) struct Pending {
+    pub(crate) config: Arc<Config>,
+    pub(crate) start: Instant,
+    pub(crate) protocol: RequestProtocol,
+    pub(crate) context: MetricsContext,
+    pub(crate) request_size: BodySize,
+}
+
+impl Pending {
+    /// Builds the labels from the request context and what the response says.
+    fn into_recorder(
+        mut self,
+        status: u16,
+        response_context: Option<&MetricsContext>,
+        flags: ResponseFlags,
+        grpc_status: Option<u32>,
+    ) -> Recorder {
+        if let Some(rc) = response_context {
+            self.context.merge_from(rc);
+        }
+        let c = &self.config;
+        let service = self
+            .context
+            .service
+            .take()
+            .unwrap_or_else(|| Arc::clone(&c.default_service));
+        let peer = self
+            .context
+            .peer
+            .take()
+            .unwrap_or_else(|| Arc::clone(&c.unknown));
+        let (source, destination, security) = match c.reporter {
+            Reporter::Destination => {
+                let mtls = self
+                    .context
+                    .mutual_tls
+                    .unwrap_or(!peer.principal.is_empty());
+                (peer, Arc::clone(&c.local), Some(mtls))
+            }
+            Reporter::Source => (Arc::clone(&c.local), peer, None),
+        };
+        let grpc_status = match self.protocol {
+            RequestProtocol::Grpc => grpc_status,
+            RequestProtocol::Http => None,
+        };
+        Recorder::new(
+            Arc::clone(&c.metrics),
+            RequestLabels {
+                reporter: c.reporter,
+                source,
+                destination,
+                service,
+                protocol: self.protocol,
+                response_code: status,
+                grpc_status,
+                flags,
+                security,
+            },
+            self.start,
+            self.request_size,
+        )
+    }
+}
+
+pin_project! {
+    /// Response future of [`Metrics`](super::Metrics): wraps the response body so the
+    /// request is recorded when the body ends.
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        pending: Option<Pending>,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, pending: Pending) -> Self {
+        ResponseFuture {
+            inner,
+            pending: Some(pending),
+        }
+    }
+}
+
+pub(crate) fn grpc_status_of(headers: &http::HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok())
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<MetricsBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let pending = this.pending.take();
+        match result {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let recorder = pending.map(|p| {
+                    p.into_recorder(
+                        parts.status.as_u16(),
+                        parts.extensions.get::<MetricsContext>(),
+                        parts
+                            .extensions
+                            .get::<ResponseFlags>()
+                            .copied()
+                            .unwrap_or_default(),
+                        grpc_status_of(&parts.headers),
+                    )
+                });
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    MetricsBody::new(body, recorder),
+                )))
+            }
+            Err(e) => {
+                // No response at all: recorded with response code 0, as Envoy does for a
+                // stream that ends without one. Dropping the recorder records it.
+                drop(pending.map(|p| p.into_recorder(0, None, ResponseFlags::NONE, None)));
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}

@@ -1,0 +1,644 @@
+//! Istio's standard metrics, recorded by a Tower layer and exposed in Prometheus format so
+//! Istio's dashboards (Grafana, Kiali) work unchanged.
+//!
+//! Series (names and label names exactly as Istio's sidecar exports them; see istio.io
+//! "Istio Standard Metrics"):
+//! - `istio_requests_total` (counter),
+//! - `istio_request_duration_milliseconds` (histogram),
+//! - `istio_request_bytes`, `istio_response_bytes` (histograms of body sizes),
+//!
+//! labelled `reporter`, `source_workload`, `source_canonical_service`,
+//! `source_canonical_revision`, `source_workload_namespace`, `source_principal`,
+//! `source_app`, `source_version`, `destination_workload`, `destination_workload_namespace`,
+//! `destination_principal`, `destination_app`, `destination_version`,
+//! `destination_service`, `destination_canonical_service`,
+//! `destination_canonical_revision`, `destination_service_name`,
+//! `destination_service_namespace`, `destination_cluster`, `request_protocol`,
+//! `response_code`, `grpc_response_status`, `response_flags`,
+//! `connection_security_policy`, `source_cluster`. Unknown values are `unknown`, as in Istio;
+//! histograms use Envoy's default buckets (0.5 ms … 3 600 000), as Istio's do.
+//!
+//! ## Where the labels come from
+//! - The layer's own side (reporter, this workload) is static: [`MetricsLayer::inbound`]
+//!   (`reporter="destination"`) or [`MetricsLayer::outbound`] (`reporter="source"`).
+//! - The other side and the service come per request from a [`MetricsContext`] that the
+//!   inbound or outbound stack puts in the **request** extensions (e.g. the peer's identity
+//!   from mTLS, known before the request reaches this layer) or in the **response**
+//!   extensions (e.g. the endpoint an outbound request was sent to, decided further in);
+//!   fields in the response override those in the request.
+//! - Envoy [`ResponseFlags`] come from the response extensions (the [`crate::envoy`] replies
+//!   put them there).
+//!
+//! A request is recorded when its response body ends (or is dropped), so the duration and
+//! the response size cover the whole body, as Envoy's do.
+//!
+//! Cost per request: one read-locked hash lookup of the label tuple (series handles are
+//! cached per distinct tuple, allocation happens only for a new tuple), atomics for the
+//! observations, no allocation unless the request body size is unknown in advance (then one
+//! shared counter).
+
+mod body;
+mod exposition;
+mod future;
+mod layer;
+mod service;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub use body::{MetricsBody, RequestBody};
+pub use exposition::{MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
+pub use future::ResponseFuture;
+pub use layer::MetricsLayer;
+pub use service::Metrics;
+
+use crate::envoy::ResponseFlags;
+
+/// Envoy's default histogram buckets, which Istio's standard histograms use.
+pub const BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Which proxy reports: the client side (`source`) or the server side (`destination`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reporter {
+    /// The client side (outbound).
+    Source,
+    /// The server side (inbound).
+    Destination,
+}
+
+impl Reporter {
+    /// Istio's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        }
+    }
+}
+
+/// The identity and labels of one workload, as Istio's metrics describe it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct WorkloadInfo {
+    /// Workload name (e.g. the Deployment `reviews-v1`).
+    pub workload: String,
+    /// Namespace.
+    pub namespace: String,
+    /// SPIFFE principal, `spiffe://cluster.local/ns/NS/sa/SA`.
+    pub principal: String,
+    /// `app` label.
+    pub app: String,
+    /// `version` label.
+    pub version: String,
+    /// Canonical service (`service.istio.io/canonical-name`, else the app, else the
+    /// workload).
+    pub canonical_service: String,
+    /// Canonical revision (`service.istio.io/canonical-revision`, else the version, else
+    /// `latest`).
+    pub canonical_revision: String,
+    /// Cluster id (`Kubernetes` by default in Istio).
+    pub cluster: String,
+}
+
+impl WorkloadInfo {
+    /// Derives the metric labels from a workload's name, namespace, service account and pod
+    /// labels, with Istio's fallbacks (`app.kubernetes.io/name`, canonical labels, `latest`).
+    pub fn from_labels(
+        workload: &str,
+        namespace: &str,
+        principal: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Self {
+        let get = |keys: &[&str]| {
+            keys.iter()
+                .find_map(|k| labels.get(*k).filter(|v| !v.is_empty()))
+                .cloned()
+        };
+        let app = get(&["app", "app.kubernetes.io/name"]).unwrap_or_default();
+        let version = get(&["version", "app.kubernetes.io/version"]).unwrap_or_default();
+        let canonical_service = get(&[
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ])
+        .unwrap_or_else(|| workload.to_owned());
+        let canonical_revision = get(&[
+            "service.istio.io/canonical-revision",
+            "app.kubernetes.io/version",
+            "version",
+        ])
+        .unwrap_or_else(|| "latest".to_owned());
+        WorkloadInfo {
+            workload: workload.to_owned(),
+            namespace: namespace.to_owned(),
+            principal: principal.to_owned(),
+            app,
+            version,
+            canonical_service,
+            canonical_revision,
+            cluster: String::new(),
+        }
+    }
+
+    /// A peer known only by its SPIFFE principal (`spiffe://td/ns/NS/sa/SA`): the namespace
+    /// is taken from it, everything else is unknown.
+    pub fn from_principal(principal: &str) -> Self {
+        let namespace = principal
+            .split('/')
+            .skip_while(|p| *p != "ns")
+            .nth(1)
+            .unwrap_or("")
+            .to_owned();
+        WorkloadInfo {
+            principal: principal.to_owned(),
+            namespace,
+            ..Default::default()
+        }
+    }
+}
+
+/// The destination service of a request.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceInfo {
+    /// FQDN (`reviews.default.svc.cluster.local`): `destination_service`.
+    pub host: String,
+    /// Short name (`reviews`): `destination_service_name`.
+    pub name: String,
+    /// Namespace: `destination_service_namespace`.
+    pub namespace: String,
+}
+
+impl ServiceInfo {
+    /// From a Kubernetes FQDN `name.namespace.svc...` (other hosts keep the whole host as
+    /// the name and an unknown namespace, as Istio does for external services).
+    pub fn from_host(host: &str) -> Self {
+        let mut parts = host.split('.');
+        let name = parts.next().unwrap_or("");
+        let ns = parts.next().unwrap_or("");
+        let svc = parts.next();
+        if svc == Some("svc") && !ns.is_empty() {
+            ServiceInfo {
+                host: host.to_owned(),
+                name: name.to_owned(),
+                namespace: ns.to_owned(),
+            }
+        } else {
+            ServiceInfo {
+                host: host.to_owned(),
+                name: host.to_owned(),
+                namespace: String::new(),
+            }
+        }
+    }
+}
+
+/// Per-request metric labels supplied by the inbound/outbound stacks through request or
+/// response extensions. See the [module docs](self).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetricsContext {
+    /// The other side: the source workload (inbound) or the destination workload
+    /// (outbound).
+    pub peer: Option<Arc<WorkloadInfo>>,
+    /// The destination service.
+    pub service: Option<Arc<ServiceInfo>>,
+    /// Whether the connection was mutual TLS (inbound only; the source reporter always
+    /// says `unknown`, as Istio does).
+    pub mutual_tls: Option<bool>,
+}
+
+impl MetricsContext {
+    fn merge_from(&mut self, other: &MetricsContext) {
+        if other.peer.is_some() {
+            self.peer.clone_from(&other.peer);
+        }
+        if other.service.is_some() {
+            self.service.clone_from(&other.service);
+        }
+        if other.mutual_tls.is_some() {
+            self.mutual_tls = other.mutual_tls;
+        }
+    }
+}
+
+/// `request_protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequestProtocol {
+    /// HTTP/1.1 or HTTP/2.
+    Http,
+    /// gRPC.
+    Grpc,
+}
+
+/// The full label tuple of one series.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct RequestLabels {
+    reporter: Reporter,
+    source: Arc<WorkloadInfo>,
+    destination: Arc<WorkloadInfo>,
+    service: Arc<ServiceInfo>,
+    protocol: RequestProtocol,
+    response_code: u16,
+    grpc_status: Option<u32>,
+    flags: ResponseFlags,
+    /// `Some(true)` mutual_tls, `Some(false)` none, `None` unknown.
+    security: Option<bool>,
+}
+
+fn or_unknown(s: &str) -> &str {
+    if s.is_empty() {
+        "unknown"
+    } else {
+        s
+    }
+}
+
+struct FlagsLabel(ResponseFlags);
+
+impl fmt::Display for FlagsLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        use prometheus_client::encoding::EncodeLabel;
+        let s = &self.source;
+        let d = &self.destination;
+        let svc = &self.service;
+        let strs: [(&str, &str); 19] = [
+            ("reporter", self.reporter.as_str()),
+            ("source_workload", or_unknown(&s.workload)),
+            ("source_canonical_service", or_unknown(&s.canonical_service)),
+            (
+                "source_canonical_revision",
+                or_unknown(&s.canonical_revision),
+            ),
+            ("source_workload_namespace", or_unknown(&s.namespace)),
+            ("source_principal", or_unknown(&s.principal)),
+            ("source_app", or_unknown(&s.app)),
+            ("source_version", or_unknown(&s.version)),
+            ("destination_workload", or_unknown(&d.workload)),
+            ("destination_workload_namespace", or_unknown(&d.namespace)),
+            ("destination_principal", or_unknown(&d.principal)),
+            ("destination_app", or_unknown(&d.app)),
+            ("destination_version", or_unknown(&d.version)),
+            ("destination_service", or_unknown(&svc.host)),
+            (
+                "destination_canonical_service",
+                or_unknown(&d.canonical_service),
+            ),
+            (
+                "destination_canonical_revision",
+                or_unknown(&d.canonical_revision),
+            ),
+            ("destination_service_name", or_unknown(&svc.name)),
+            ("destination_service_namespace", or_unknown(&svc.namespace)),
+            ("destination_cluster", or_unknown(&d.cluster)),
+        ];
+        for pair in strs {
+            pair.encode(encoder.encode_label())?;
+        }
+        let protocol = match self.protocol {
+            RequestProtocol::Http => "http",
+            RequestProtocol::Grpc => "grpc",
+        };
+        ("request_protocol", protocol).encode(encoder.encode_label())?;
+        ("response_code", u32::from(self.response_code)).encode(encoder.encode_label())?;
+        match self.grpc_status {
+            Some(code) => ("grpc_response_status", code).encode(encoder.encode_label())?,
+            None => ("grpc_response_status", "").encode(encoder.encode_label())?,
+        }
+        // ResponseFlags render without allocation through a small stack buffer.
+        let mut buf = FlagBuf::default();
+        fmt::write(&mut buf, format_args!("{}", FlagsLabel(self.flags)))?;
+        ("response_flags", buf.as_str()).encode(encoder.encode_label())?;
+        let security = match self.security {
+            Some(true) => "mutual_tls",
+            Some(false) => "none",
+            None => "unknown",
+        };
+        ("connection_security_policy", security).encode(encoder.encode_label())?;
+        ("source_cluster", or_unknown(&s.cluster)).encode(encoder.encode_label())?;
+        Ok(())
+    }
+}
+
+struct FlagBuf {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl Default for FlagBuf {
+    fn default() -> Self {
+        FlagBuf {
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+}
+
+impl FlagBuf {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("-")
+    }
+}
+
+impl fmt::Write for FlagBuf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        if end > self.buf.len() {
+            return Err(fmt::Error);
+        }
+        self.buf[self.len..end].copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+fn new_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
+}
+
+type HistogramFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
+
+#[derive(Debug)]
+struct Series {
+    requests: Counter,
+    duration: Histogram,
+    request_bytes: Histogram,
+    response_bytes: Histogram,
+}
+
+/// Istio's standard HTTP metrics and the registry they are exposed from. Share it by `Arc`
+/// between the inbound and outbound layers and the metrics endpoint.
+#[derive(Debug)]
+pub struct IstioMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    request_bytes: HistogramFamily,
+    response_bytes: HistogramFamily,
+    series: RwLock<HashMap<RequestLabels, Arc<Series>>>,
+}
+
+impl Default for IstioMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IstioMetrics {
+    /// The four standard metrics in a fresh registry (prefix `istio`).
+    pub fn new() -> Self {
+        Self::with_registry(Registry::with_prefix("istio"))
+    }
+
+    /// The four standard metrics added to `registry`, which must have the `istio` prefix
+    /// for the series to be named as Istio's (other metrics may already be in it).
+    pub fn with_registry(mut registry: Registry) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration: HistogramFamily = Family::new_with_constructor(new_histogram);
+        let request_bytes: HistogramFamily = Family::new_with_constructor(new_histogram);
+        let response_bytes: HistogramFamily = Family::new_with_constructor(new_histogram);
+        registry.register(
+            "requests",
+            "Counter of requests handled by the mesh",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_milliseconds",
+            "Histogram of request durations in milliseconds",
+            duration.clone(),
+        );
+        registry.register(
+            "request_bytes",
+            "Histogram of request body sizes in bytes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "response_bytes",
+            "Histogram of response body sizes in bytes",
+            response_bytes.clone(),
+        );
+        IstioMetrics {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            series: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The registry (to encode it yourself or inspect it).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Renders the registry in the Prometheus (OpenMetrics) text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Number of distinct label tuples recorded so far.
+    pub fn series_count(&self) -> usize {
+        self.series.read().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub(crate) fn record(
+        &self,
+        labels: &RequestLabels,
+        duration_ms: f64,
+        request_bytes: u64,
+        response_bytes: u64,
+    ) {
+        let cached = self
+            .series
+            .read()
+            .ok()
+            .and_then(|map| map.get(labels).cloned());
+        let series = match cached {
+            Some(s) => s,
+            None => {
+                let s = Arc::new(Series {
+                    requests: self.requests.get_or_create_owned(labels),
+                    duration: self.duration.get_or_create_owned(labels),
+                    request_bytes: self.request_bytes.get_or_create_owned(labels),
+                    response_bytes: self.response_bytes.get_or_create_owned(labels),
+                });
+                if let Ok(mut map) = self.series.write() {
+                    map.entry(labels.clone()).or_insert_with(|| Arc::clone(&s));
+                }
+                s
+            }
+        };
+        series.requests.inc();
+        series.duration.observe(duration_ms);
+        series.request_bytes.observe(request_bytes as f64);
+        series.response_bytes.observe(response_bytes as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels() -> RequestLabels {
+        RequestLabels {
+            reporter: Reporter::Destination,
+            source: Arc::new(WorkloadInfo::from_principal(
+                "spiffe://cluster.local/ns/foo/sa/sleep",
+            )),
+            destination: Arc::new(WorkloadInfo::from_labels(
+                "httpbin",
+                "foo",
+                "spiffe://cluster.local/ns/foo/sa/httpbin",
+                &[
+                    ("app".to_string(), "httpbin".to_string()),
+                    ("version".to_string(), "v1".to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            )),
+            service: Arc::new(ServiceInfo::from_host("httpbin.foo.svc.cluster.local")),
+            protocol: RequestProtocol::Http,
+            response_code: 200,
+            grpc_status: None,
+            flags: ResponseFlags::NONE,
+            security: Some(true),
+        }
+    }
+
+    #[test]
+    fn workload_info_fallbacks_table() {
+        let l = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let cases = [
+            (
+                l(&[("app", "reviews"), ("version", "v2")]),
+                "reviews",
+                "v2",
+                "reviews",
+                "v2",
+            ),
+            (l(&[]), "", "", "reviews-v2", "latest"),
+            (
+                l(&[
+                    ("app.kubernetes.io/name", "rev"),
+                    ("app.kubernetes.io/version", "3"),
+                ]),
+                "rev",
+                "3",
+                "rev",
+                "3",
+            ),
+            (
+                l(&[
+                    ("app", "reviews"),
+                    ("service.istio.io/canonical-name", "canon"),
+                    ("service.istio.io/canonical-revision", "r1"),
+                ]),
+                "reviews",
+                "",
+                "canon",
+                "r1",
+            ),
+        ];
+        for (labels, app, version, cs, cr) in cases {
+            let w = WorkloadInfo::from_labels("reviews-v2", "default", "", &labels);
+            assert_eq!(
+                (
+                    w.app.as_str(),
+                    w.version.as_str(),
+                    w.canonical_service.as_str(),
+                    w.canonical_revision.as_str()
+                ),
+                (app, version, cs, cr),
+                "{labels:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn principal_and_host_parsing() {
+        let w = WorkloadInfo::from_principal("spiffe://cluster.local/ns/bookinfo/sa/productpage");
+        assert_eq!(w.namespace, "bookinfo");
+        assert_eq!(WorkloadInfo::from_principal("garbage").namespace, "");
+        let s = ServiceInfo::from_host("reviews.bookinfo.svc.cluster.local");
+        assert_eq!(
+            (s.name.as_str(), s.namespace.as_str()),
+            ("reviews", "bookinfo")
+        );
+        let e = ServiceInfo::from_host("www.google.com");
+        assert_eq!(
+            (e.name.as_str(), e.namespace.as_str()),
+            ("www.google.com", "")
+        );
+    }
+
+    #[test]
+    fn renders_istio_names_and_labels() {
+        let m = IstioMetrics::new();
+        let mut l = labels();
+        m.record(&l, 12.0, 100, 2000);
+        m.record(&l, 3.0, 0, 10);
+        l.response_code = 503;
+        l.flags = ResponseFlags::NO_HEALTHY_UPSTREAM;
+        m.record(&l, 1.0, 0, 19);
+        assert_eq!(m.series_count(), 2);
+        let text = m.render();
+        assert!(text.contains("# TYPE istio_requests counter"), "{text}");
+        assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram"));
+        assert!(text.contains("# TYPE istio_request_bytes histogram"));
+        assert!(text.contains("# TYPE istio_response_bytes histogram"));
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+            .unwrap();
+        for want in [
+            "reporter=\"destination\"",
+            "source_workload=\"unknown\"",
+            "source_workload_namespace=\"foo\"",
+            "source_principal=\"spiffe://cluster.local/ns/foo/sa/sleep\"",
+            "destination_workload=\"httpbin\"",
+            "destination_app=\"httpbin\"",
+            "destination_version=\"v1\"",
+            "destination_canonical_service=\"httpbin\"",
+            "destination_canonical_revision=\"v1\"",
+            "destination_service=\"httpbin.foo.svc.cluster.local\"",
+            "destination_service_name=\"httpbin\"",
+            "destination_service_namespace=\"foo\"",
+            "destination_cluster=\"unknown\"",
+            "request_protocol=\"http\"",
+            "grpc_response_status=\"\"",
+            "response_flags=\"-\"",
+            "connection_security_policy=\"mutual_tls\"",
+            "source_cluster=\"unknown\"",
+        ] {
+            assert!(line.contains(want), "{want} missing in {line}");
+        }
+        assert!(line.ends_with(" 2"), "{line}");
+        assert!(text.contains("response_flags=\"UH\""));
+        assert!(
+            text.contains("le=\"3600000.0\"") || text.contains("le=\"3600000\""),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! [`Metrics`]: the service of the metrics middleware.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::{Request, Response};
+use tower::Service;
+
+use super::future::{Pending, ResponseFuture};
+use super::layer::{Config, MetricsLayer};
+use super::{MetricsBody, MetricsContext, RequestBody, RequestProtocol};
+use crate::envoy::is_grpc;
+use crate::observe::CountingBody;
+
+/// Records Istio's standard metrics for each request to `S`. See [`MetricsLayer`].
+#[derive(Clone, Debug)]
+pub struct Metrics<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S> Metrics<S> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        Metrics { inner, config }
+    }
+
+    /// Wraps `inner` with the configuration of `layer`.
+    pub fn new(inner: S, layer: &MetricsLayer) -> Self {
+        use tower::Layer;
+        layer.layer(inner)
+    }
+
+    /// A layer for this service (same as [`MetricsLayer`]).
+    pub fn layer(layer: MetricsLayer) -> MetricsLayer {
+        layer
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for Metrics<S>
+where
+    S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
+    ReqB: http_body::Body,
+{
+    type Response = Response<MetricsBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let start = Instant::now();
+        let protocol = if is_grpc(req.headers()) {
+            RequestProtocol::Grpc
+        } else {
+            RequestProtocol::Http
+        };
+        let context = req
+            .extensions()
+            .get::<MetricsContext>()
+            .cloned()
+            .unwrap_or_default();
+        let (parts, body) = req.into_parts();
+        let (body, request_size) = CountingBody::new(body);
+        let pending = Pending {
+            config: Arc::clone(&self.config),
+            start,
+            protocol,
+            context,
+            request_size,
+        };
+        ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), pending)
+    }
+}

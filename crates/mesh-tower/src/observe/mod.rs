@@ -1,0 +1,277 @@
+//! Body wrappers shared by the observing layers (metrics, access log): count the bytes that
+//! pass and report once when the body ends or is dropped.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Buf;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+/// Receives what a response body carries; reports when dropped (its `Drop` is the
+/// "request finished" event).
+pub trait BodyObserver {
+    /// `n` bytes of data went through.
+    fn on_data(&mut self, n: u64);
+    /// Trailers went through.
+    fn on_trailers(&mut self, trailers: &HeaderMap);
+}
+
+pin_project! {
+    /// A response body that tells its observer about data and trailers, and drops the
+    /// observer (which then reports) at end of stream, on error, or when dropped early.
+    #[derive(Debug)]
+    pub struct ObservedBody<B, O> {
+        #[pin]
+        inner: B,
+        observer: Option<O>,
+    }
+}
+
+impl<B, O> ObservedBody<B, O> {
+    /// Wraps `inner`; `observer` may be `None` to pass the body through untouched.
+    pub fn new(inner: B, observer: Option<O>) -> Self {
+        ObservedBody { inner, observer }
+    }
+
+    /// The wrapped body.
+    pub fn get_ref(&self) -> &B {
+        &self.inner
+    }
+}
+
+impl<B, O> Body for ObservedBody<B, O>
+where
+    B: Body,
+    O: BodyObserver,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        match ready!(this.inner.as_mut().poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(obs) = this.observer.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        obs.on_data(data.remaining() as u64);
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        obs.on_trailers(trailers);
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    drop(this.observer.take());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => {
+                drop(this.observer.take());
+                Poll::Ready(Some(Err(e)))
+            }
+            None => {
+                drop(this.observer.take());
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The size of a request body: known up front (exact size hint) or counted as it is read.
+#[derive(Clone, Debug)]
+pub enum BodySize {
+    /// Known from the size hint (`content-length` or a full body): no counting needed.
+    Exact(u64),
+    /// Counted while the application reads the body.
+    Counted(Arc<AtomicU64>),
+}
+
+impl BodySize {
+    /// The size known now.
+    pub fn get(&self) -> u64 {
+        match self {
+            BodySize::Exact(n) => *n,
+            BodySize::Counted(c) => c.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pin_project! {
+    /// A request body that counts its bytes when their number is not known in advance.
+    #[derive(Debug)]
+    pub struct CountingBody<B> {
+        #[pin]
+        inner: B,
+        counter: Option<Arc<AtomicU64>>,
+    }
+}
+
+impl<B: Body> CountingBody<B> {
+    /// Wraps `inner`, returning the body and its size handle. Allocates only when the size
+    /// is not exact.
+    pub fn new(inner: B) -> (Self, BodySize) {
+        match inner.size_hint().exact() {
+            Some(n) => (
+                CountingBody {
+                    inner,
+                    counter: None,
+                },
+                BodySize::Exact(n),
+            ),
+            None => {
+                let c = Arc::new(AtomicU64::new(0));
+                (
+                    CountingBody {
+                        inner,
+                        counter: Some(Arc::clone(&c)),
+                    },
+                    BodySize::Counted(c),
+                )
+            }
+        }
+    }
+
+    /// Wraps `inner` without counting.
+    pub fn passthrough(inner: B) -> Self {
+        CountingBody {
+            inner,
+            counter: None,
+        }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body> Body for CountingBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let res = ready!(this.inner.poll_frame(cx));
+        if let (Some(Ok(frame)), Some(c)) = (&res, this.counter.as_ref()) {
+            if let Some(data) = frame.data_ref() {
+                c.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(res)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use std::sync::Mutex;
+
+    #[derive(Debug)]
+    struct Obs(Arc<Mutex<Vec<String>>>);
+
+    impl BodyObserver for Obs {
+        fn on_data(&mut self, n: u64) {
+            self.0.lock().unwrap().push(format!("data {n}"));
+        }
+        fn on_trailers(&mut self, t: &HeaderMap) {
+            self.0.lock().unwrap().push(format!("trailers {}", t.len()));
+        }
+    }
+
+    impl Drop for Obs {
+        fn drop(&mut self) {
+            self.0.lock().unwrap().push("done".into());
+        }
+    }
+
+    #[tokio::test]
+    async fn observer_sees_data_trailers_and_end() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::data(Bytes::from_static(b"de"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let body = frames_body(frames);
+        let observed = ObservedBody::new(body, Some(Obs(Arc::clone(&log))));
+        let collected = observed.collect().await.unwrap();
+        assert_eq!(collected.to_bytes().as_ref(), b"abcde");
+        assert_eq!(
+            *log.lock().unwrap(),
+            vec!["data 3", "data 2", "trailers 1", "done"]
+        );
+    }
+
+    #[tokio::test]
+    async fn observer_reports_when_dropped_unread() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let observed = ObservedBody::new(
+            Full::new(Bytes::from_static(b"x")),
+            Some(Obs(Arc::clone(&log))),
+        );
+        drop(observed);
+        assert_eq!(*log.lock().unwrap(), vec!["done"]);
+    }
+
+    #[tokio::test]
+    async fn counting_body_counts_only_unknown_sizes() {
+        let (body, size) = CountingBody::new(Full::new(Bytes::from_static(b"hello")));
+        assert!(matches!(size, BodySize::Exact(5)));
+        let _ = body.collect().await;
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::data(Bytes::from_static(b"defg"))),
+        ];
+        let (body, size) = CountingBody::new(frames_body(frames));
+        assert!(matches!(size, BodySize::Counted(_)));
+        assert_eq!(size.get(), 0);
+        let _ = body.collect().await;
+        assert_eq!(size.get(), 7);
+    }
+
+    /// A body yielding the given frames, with an unknown size.
+    fn frames_body(items: Vec<Result<Frame<Bytes>, std::convert::Infallible>>) -> VecBody {
+        VecBody(items.into())
+    }
+
+    struct VecBody(std::collections::VecDeque<Result<Frame<Bytes>, std::convert::Infallible>>);
+
+    impl Body for VecBody {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front())
+        }
+    }
+}
