@@ -16,3 +16,4 @@
 pub mod diag;
 pub mod load;
 pub mod model;
+pub mod validate;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 mod common;
 mod destination_rule;
 mod gateway;
+pub mod host;
 mod kube;
 mod security;
 mod service_entry;

@@ -124,7 +124,7 @@ pub struct Rule {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleFrom {
     /// The source (required).
-    pub source: Option<Source>,
+    pub source: Option<RuleSource>,
 }
 
 /// `Rule.To`.
@@ -135,10 +135,11 @@ pub struct RuleTo {
     pub operation: Option<Operation>,
 }
 
-/// `Source`: fields AND'd, values within a field OR'd.
+/// `Source` of an AuthorizationPolicy rule (Istio's `Source`, renamed to keep [`crate::model::Source`] for
+/// object positions): fields AND'd, values within a field OR'd.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Source {
+pub struct RuleSource {
     /// Peer identities without `spiffe://` (`cluster.local/ns/default/sa/sleep`).
     #[serde(default)]
     pub principals: Vec<String>,

@@ -1,0 +1,701 @@
+//! Checks shared by several kinds, with istiod's messages.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::{Ctx, Help};
+use crate::diag::{codes, Severity};
+use crate::model::{Duration, StringMatch};
+
+/// Istio's DNS-1123 label (`[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?`, ≤ 63; upper case is
+/// accepted, as in Istio's regex).
+pub(crate) fn is_dns1123_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+}
+
+/// Kubernetes DNS-1123 subdomain (object names): lower case, ≤ 253, dot-separated labels.
+pub(crate) fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253
+        && s.split('.')
+            .all(|l| is_dns1123_label(l) && !l.bytes().any(|c| c.is_ascii_uppercase()))
+}
+
+/// Istio's `IsWildcardDNS1123Label`: `*`, or `*`/`*-` followed by a label, or a label.
+fn is_wildcard_dns1123_label(s: &str) -> bool {
+    if s.len() > 63 {
+        return false;
+    }
+    if s == "*" {
+        return true;
+    }
+    let rest = s
+        .strip_prefix("*-")
+        .or_else(|| s.strip_prefix('*'))
+        .unwrap_or(s);
+    is_dns1123_label(rest)
+}
+
+fn check_dns1123_preconditions(domain: &str) -> Result<(), String> {
+    if domain.len() > 255 {
+        return Err(format!("domain name {domain:?} too long (max 255)"));
+    }
+    if domain.is_empty() {
+        return Err("empty domain name not allowed".to_owned());
+    }
+    Ok(())
+}
+
+fn validate_dns1123_labels(domain: &str, full: &str) -> Result<(), String> {
+    let parts: Vec<&str> = domain.split('.').collect();
+    let tld = parts[parts.len() - 1];
+    if !tld.is_empty() && tld.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "domain name {full:?} invalid (top level domain {tld:?} cannot be all-numeric)"
+        ));
+    }
+    for (i, label) in parts.iter().enumerate() {
+        if i == parts.len() - 1 && label.is_empty() {
+            return Ok(());
+        }
+        if !is_dns1123_label(label) {
+            return Err(format!(
+                "domain name {full:?} invalid (label {label:?} invalid)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// istiod's `ValidateWildcardDomain`: a DNS name whose first label may be a wildcard.
+pub fn validate_wildcard_domain(domain: &str) -> Result<(), String> {
+    check_dns1123_preconditions(domain)?;
+    let (first, rest) = match domain.split_once('.') {
+        Some((f, r)) => (f, Some(r)),
+        None => (domain, None),
+    };
+    if !is_wildcard_dns1123_label(first) {
+        return Err(format!(
+            "domain name {domain:?} invalid (label {first:?} invalid)"
+        ));
+    }
+    match rest {
+        Some(r) => validate_dns1123_labels(r, domain),
+        None => Ok(()),
+    }
+}
+
+/// istiod's `ValidateFQDN`: a DNS name without wildcards.
+pub(crate) fn validate_fqdn(domain: &str) -> Result<(), String> {
+    check_dns1123_preconditions(domain)?;
+    validate_dns1123_labels(domain, domain)
+}
+
+/// istiod's `ValidateDuration`: at least 1 ms, millisecond precision.
+pub fn validate_duration(d: Duration) -> Result<(), String> {
+    if !d.is_ms_precision() {
+        return Err("only durations to ms precision are supported".to_owned());
+    }
+    if d.as_nanos() < 1_000_000 {
+        return Err("duration must be greater than 1ms".to_owned());
+    }
+    Ok(())
+}
+
+/// A duration that may also be zero (idle timeouts, cookie TTL).
+pub(crate) fn validate_duration_or_zero(d: Duration) -> Result<(), String> {
+    if d.as_nanos() == 0 {
+        Ok(())
+    } else {
+        validate_duration(d)
+    }
+}
+
+/// `ValidatePort`.
+pub(crate) fn validate_port(port: u32) -> Result<(), String> {
+    if (1..=65535).contains(&port) {
+        Ok(())
+    } else {
+        Err(format!("port number {port} must be in the range 1..65535"))
+    }
+}
+
+/// `validatePercentage` (Percent message).
+pub(crate) fn validate_percentage(v: f64) -> Result<(), String> {
+    if !(0.0..=100.0).contains(&v) || (v > 0.0 && v < 0.0001) || v.is_nan() {
+        Err(format!(
+            "percentage {} is neither 0.0, nor in range [0.0001, 100.0]",
+            fmt_float(v)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// `validatePercent` (integer percentages).
+pub(crate) fn validate_percent_int(v: i64) -> Result<(), String> {
+    if (0..=100).contains(&v) {
+        Ok(())
+    } else {
+        Err(format!("percentage {v} is not in range 0..100"))
+    }
+}
+
+/// Formats a float like Go's `%v`.
+pub(crate) fn fmt_float(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+pub(crate) fn is_ip(s: &str) -> bool {
+    s.parse::<IpAddr>().is_ok()
+}
+
+pub(crate) fn is_cidr(s: &str) -> bool {
+    s.parse::<ipnet::IpNet>().is_ok()
+}
+
+/// An IP or a CIDR.
+pub(crate) fn validate_ip_or_cidr(s: &str) -> Result<(), String> {
+    if s.contains('/') {
+        if is_cidr(s) {
+            Ok(())
+        } else {
+            Err(format!("{s} is not a valid CIDR block"))
+        }
+    } else if is_ip(s) {
+        Ok(())
+    } else {
+        Err(format!("{s} is not a valid IP"))
+    }
+}
+
+/// Kubernetes label name part: `([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]`, ≤ 63.
+fn is_qualified_name_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+pub(crate) fn is_label_key(k: &str) -> bool {
+    match k.split_once('/') {
+        Some((prefix, name)) => {
+            !prefix.is_empty() && is_dns1123_subdomain(prefix) && is_qualified_name_part(name)
+        }
+        None => is_qualified_name_part(k),
+    }
+}
+
+pub(crate) fn is_label_value(v: &str) -> bool {
+    v.is_empty() || is_qualified_name_part(v)
+}
+
+/// `labels.Instance.Validate`.
+pub(crate) fn validate_labels(cx: &mut Ctx<'_>, path: &str, labels: &BTreeMap<String, String>) {
+    for (k, v) in labels {
+        if !is_label_key(k) {
+            cx.error(&format!("{path}.{k}"), format!("invalid tag key: {k:?}"));
+        }
+        if !is_label_value(v) {
+            cx.error(&format!("{path}.{k}"), format!("invalid tag value: {v:?}"));
+        }
+    }
+}
+
+/// `validateWorkloadSelector`: no wildcards, no empty keys, label syntax; empty is a warning.
+pub(crate) fn validate_workload_selector(
+    cx: &mut Ctx<'_>,
+    path: &str,
+    labels: &BTreeMap<String, String>,
+    empty_warning: &str,
+) {
+    if labels.is_empty() {
+        cx.warn(path, empty_warning);
+        return;
+    }
+    for (k, v) in labels {
+        let p = format!("{path}.{k}");
+        if k.is_empty() {
+            cx.error(
+                &p,
+                format!("empty key is not supported in selector: \"={v}\""),
+            );
+        }
+        if k.contains('*') || v.contains('*') {
+            cx.error(
+                &p,
+                format!("wildcard is not supported in selector: \"{k}={v}\""),
+            );
+        }
+    }
+    validate_labels(cx, path, labels);
+}
+
+/// RFC 7230 token characters (header names).
+pub(crate) fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// Checks a regex as Istio/Envoy would use it (RE2, matched against the whole string).
+pub(crate) fn validate_regex(re: &str) -> Result<(), String> {
+    const RE2_HINT: &str =
+        "Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)";
+    if let Some(n) = max_repeat(re) {
+        if n > 1000 {
+            return Err(format!(
+                "invalid repeat count {n} (RE2 allows at most 1000); {RE2_HINT}"
+            ));
+        }
+    }
+    match regex::RegexBuilder::new(re).size_limit(1 << 22).build() {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .rev()
+                .find(|l| l.starts_with("error:"))
+                .unwrap_or(msg.lines().next().unwrap_or(""));
+            Err(format!("{}; {RE2_HINT}", first.trim()))
+        }
+    }
+}
+
+/// The largest `{n}` / `{n,m}` count in a regex, if any.
+fn max_repeat(re: &str) -> Option<u64> {
+    let b = re.as_bytes();
+    let mut best = None;
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == b'{' {
+            let mut j = i + 1;
+            let mut n: u64 = 0;
+            let mut any = false;
+            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b',') {
+                if b[j] == b',' {
+                    best = Some(best.unwrap_or(0).max(n));
+                    n = 0;
+                } else {
+                    any = true;
+                    n = n.saturating_mul(10).saturating_add(u64::from(b[j] - b'0'));
+                }
+                j += 1;
+            }
+            if any && j < b.len() && b[j] == b'}' {
+                best = Some(best.unwrap_or(0).max(n));
+            }
+            i = j;
+            continue;
+        }
+        i += 1;
+    }
+    best
+}
+
+/// `validateStringMatch`: one arm at most, non-empty prefix (except `uri`), non-empty regex of
+/// at most 1024 characters that compiles.
+pub(crate) fn validate_string_match(cx: &mut Ctx<'_>, path: &str, m: &StringMatch, is_uri: bool) {
+    if m.arms_set() > 1 {
+        cx.error(
+            path,
+            format!("{path}: only one of exact, prefix or regex may be set"),
+        );
+    }
+    if let Some(p) = &m.prefix {
+        if p.is_empty() && !is_uri {
+            cx.error(
+                &format!("{path}.prefix"),
+                format!("{path:?}: prefix string match should not be empty"),
+            );
+        }
+    }
+    if let Some(r) = &m.regex {
+        let rp = format!("{path}.regex");
+        if r.is_empty() {
+            cx.error(
+                &rp,
+                format!("{path:?}: regex string match should not be empty"),
+            );
+        } else if r.len() > 1024 {
+            cx.error(
+                &rp,
+                format!("{path:?}: regex is too large, max length allowed is 1024"),
+            );
+        } else if let Err(e) = validate_regex(r) {
+            cx.error(&rp, format!("{path:?}: {e}"));
+        }
+    }
+}
+
+/// `validateExportTo`.
+pub(crate) fn validate_export_to(
+    cx: &mut Ctx<'_>,
+    path: &str,
+    export_to: &[String],
+    is_service_entry: bool,
+    is_dr_with_selector: bool,
+) {
+    if export_to.is_empty() {
+        return;
+    }
+    let ns = cx.namespace().to_owned();
+    let mut seen: Vec<&str> = Vec::new();
+    let mut has_public = false;
+    let mut has_none = false;
+    for (i, e) in export_to.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let e = e.as_str();
+        if e == "." && seen.contains(&ns.as_str()) || e == ns && seen.contains(&".") {
+            cx.error(
+                &p,
+                format!("duplicate entries in exportTo: . and current namespace {ns}"),
+            );
+        } else if seen.contains(&e) {
+            cx.error(&p, format!("duplicate entries in exportTo for entry {e}"));
+        }
+        seen.push(e);
+        match e {
+            "*" => has_public = true,
+            "." => {}
+            "~" => {
+                has_none = true;
+                if !is_service_entry {
+                    cx.error(
+                        &p,
+                        "exportTo ~ (none) is not allowed for Istio configuration objects",
+                    );
+                }
+            }
+            _ => {
+                if !is_dns1123_label(e) {
+                    cx.error(
+                        &p,
+                        "only .,*, or a valid DNS 1123 label is allowed as exportTo entry",
+                    );
+                }
+            }
+        }
+    }
+    if has_public && export_to.len() > 1 && !(is_service_entry && has_none) {
+        cx.error(
+            path,
+            "cannot have both public (*) and non-public exportTo values for a resource",
+        );
+    }
+    if is_service_entry && has_none && export_to.len() > 1 {
+        cx.error(
+            path,
+            "cannot export service entry to no one (~) and someone",
+        );
+    }
+    if is_dr_with_selector {
+        if export_to.len() > 1 {
+            cx.error(
+                path,
+                "destination rule with workload selector cannot have multiple entries in exportTo",
+            );
+        } else if export_to[0] != "." && export_to[0] != ns {
+            cx.error(
+                path,
+                "destination rule with workload selector cannot have exportTo beyond current namespace",
+            );
+        }
+    }
+}
+
+/// `validateGatewayNames`.
+pub(crate) fn validate_gateway_names(cx: &mut Ctx<'_>, path: &str, names: &[String]) {
+    for (i, g) in names.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if g == "mesh" {
+            continue;
+        }
+        match g.split_once('/') {
+            None => {
+                if let Some((name, rest)) = g.split_once('.') {
+                    let ns = rest.split('.').next().unwrap_or("");
+                    cx.warn(
+                        &p,
+                        format!(
+                            "using legacy gatewayName format {g:?}; prefer the <namespace>/<name> format: \"{ns}/{name}\""
+                        ),
+                    );
+                }
+                if let Err(e) = validate_fqdn(g) {
+                    cx.error(&p, e);
+                }
+            }
+            Some((ns, name)) => {
+                if ns.is_empty() || name.is_empty() {
+                    cx.error(&p, "config namespace and gateway name cannot be empty");
+                    continue;
+                }
+                if ns != "." && !is_dns1123_label(ns) {
+                    cx.error(&p, format!("invalid value for namespace: {ns:?}"));
+                }
+                if !is_dns1123_label(name) {
+                    cx.error(&p, format!("invalid value for gateway name: {name:?}"));
+                }
+            }
+        }
+    }
+}
+
+/// `ValidateNamespaceSlashWildcardHostname` (Gateway server hosts, Sidecar egress hosts).
+pub(crate) fn validate_namespace_slash_wildcard_hostname(
+    host: &str,
+    is_gateway: bool,
+) -> Result<(), String> {
+    let (ns, dns) = match host.split_once('/') {
+        Some((ns, dns)) => (Some(ns), dns),
+        None => {
+            if !is_gateway {
+                return Err("host must be of form namespace/dnsName".to_owned());
+            }
+            (None, host)
+        }
+    };
+    if let Some(ns) = ns {
+        if ns.is_empty() || dns.is_empty() {
+            return Err("config namespace and dnsName in host entry cannot be empty".to_owned());
+        }
+        let ns_ok = if is_gateway {
+            ns == "*" || ns == "." || is_dns1123_label(ns)
+        } else {
+            ns == "*"
+                || ns == "."
+                || ns == "~"
+                || is_dns1123_label(ns.strip_prefix('~').unwrap_or(ns))
+        };
+        if !ns_ok {
+            let what = if is_gateway { "gateway" } else { "sidecar" };
+            return Err(format!("invalid namespace value {ns:?} in {what}"));
+        }
+    }
+    if dns == "*" {
+        return Ok(());
+    }
+    if dns.starts_with('*') && !dns.starts_with("*.") {
+        return Err(format!("partial wildcard {dns:?} not allowed"));
+    }
+    if !dns.contains('.') && is_gateway {
+        return Err(format!("short names (non FQDN) are not allowed: {dns:?}"));
+    }
+    validate_wildcard_domain(dns)
+}
+
+/// Lint: a header value that looks like a path (the seed's `end-user: {exact: /api}`).
+pub(crate) fn lint_header_looks_like_path(
+    cx: &mut Ctx<'_>,
+    path: &str,
+    name: &str,
+    m: &StringMatch,
+) {
+    if name.starts_with(':')
+        || name.eq_ignore_ascii_case("referer")
+        || name.contains("path")
+        || name.contains("uri")
+    {
+        return;
+    }
+    let (arm, v) = match (&m.exact, &m.prefix) {
+        (Some(v), _) => ("exact", v),
+        (_, Some(v)) => ("prefix", v),
+        _ => return,
+    };
+    if v.starts_with('/') {
+        cx.with_code(
+            Severity::Info,
+            codes::LINT,
+            &format!("{path}.{arm}"),
+            format!(
+                "header `{name}` must be {} `{v}`: the value looks like a URL path",
+                if arm == "exact" {
+                    "exactly"
+                } else {
+                    "prefixed by"
+                }
+            ),
+        )
+        .help(format!(
+            "to match the request path, use `uri: {{{arm}: {v}}}` instead of a header match"
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcard_domains() {
+        let ok = [
+            "reviews",
+            "reviews.default.svc.cluster.local",
+            "*",
+            "*.example.com",
+            "*-foo.example.com",
+            "*foo.com",
+            "istio.io.",
+            "Upper.Case.com",
+        ];
+        for d in ok {
+            assert_eq!(validate_wildcard_domain(d), Ok(()), "{d}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("/", r#"domain name "/" invalid (label "/" invalid)"#),
+            ("", "empty domain name not allowed"),
+            (
+                "a.*.com",
+                r#"domain name "a.*.com" invalid (label "*" invalid)"#,
+            ),
+            (
+                "foo.123",
+                r#"domain name "foo.123" invalid (top level domain "123" cannot be all-numeric)"#,
+            ),
+            (
+                "a_b.com",
+                r#"domain name "a_b.com" invalid (label "a_b" invalid)"#,
+            ),
+            (
+                "-a.com",
+                r#"domain name "-a.com" invalid (label "-a" invalid)"#,
+            ),
+            (
+                "10.0.0.1",
+                r#"domain name "10.0.0.1" invalid (top level domain "1" cannot be all-numeric)"#,
+            ),
+        ];
+        for (d, msg) in bad {
+            assert_eq!(validate_wildcard_domain(d).unwrap_err(), *msg, "{d}");
+        }
+        let long = "a.".repeat(130);
+        assert!(validate_wildcard_domain(&long)
+            .unwrap_err()
+            .contains("too long"));
+    }
+
+    #[test]
+    fn durations() {
+        let table: &[(&str, Result<(), &str>)] = &[
+            ("1ms", Ok(())),
+            ("5s", Ok(())),
+            ("0s", Err("duration must be greater than 1ms")),
+            ("500us", Err("only durations to ms precision are supported")),
+            ("-1s", Err("duration must be greater than 1ms")),
+        ];
+        for (d, want) in table {
+            let got = validate_duration(Duration::parse(d).unwrap());
+            assert_eq!(got, want.map_err(str::to_owned), "{d}");
+        }
+        assert_eq!(validate_duration_or_zero(Duration::ZERO), Ok(()));
+    }
+
+    #[test]
+    fn percentages_and_ports() {
+        assert!(validate_percentage(0.0).is_ok());
+        assert!(validate_percentage(100.0).is_ok());
+        assert!(validate_percentage(0.0001).is_ok());
+        assert_eq!(
+            validate_percentage(101.0).unwrap_err(),
+            "percentage 101 is neither 0.0, nor in range [0.0001, 100.0]"
+        );
+        assert!(validate_percentage(0.00001).is_err());
+        assert!(validate_percentage(-1.0).is_err());
+        assert_eq!(
+            validate_port(0).unwrap_err(),
+            "port number 0 must be in the range 1..65535"
+        );
+        assert!(validate_port(65536).is_err());
+        assert!(validate_port(443).is_ok());
+    }
+
+    #[test]
+    fn labels_and_names() {
+        assert!(is_label_key("app"));
+        assert!(is_label_key("app.kubernetes.io/name"));
+        assert!(!is_label_key("-app"));
+        assert!(!is_label_key("a/b/c"));
+        assert!(is_label_value(""));
+        assert!(is_label_value("v1.2_x"));
+        assert!(!is_label_value("v1 "));
+        assert!(is_dns1123_label("v1"));
+        assert!(is_dns1123_label("V1"));
+        assert!(!is_dns1123_label("v1.0"));
+        assert!(!is_dns1123_label(&"a".repeat(64)));
+        assert!(is_dns1123_subdomain("reviews.v1"));
+        assert!(!is_dns1123_subdomain("Reviews"));
+    }
+
+    #[test]
+    fn regexes() {
+        assert!(validate_regex(r"\d+$").is_ok());
+        assert!(validate_regex(r"^/api/v[0-9]+/.*").is_ok());
+        let e = validate_regex("(unclosed").unwrap_err();
+        assert!(e.contains("RE2"), "{e}");
+        assert!(validate_regex("a{1001}").is_err());
+        assert!(validate_regex("a{2,1000}").is_ok());
+        assert!(validate_regex("(?=x)").is_err());
+        assert!(validate_regex(r"(a)\1").is_err());
+    }
+
+    #[test]
+    fn gateway_and_sidecar_hosts() {
+        let table: &[(&str, bool, bool)] = &[
+            ("*", true, true),
+            ("*/*", true, true),
+            ("./foo.example.com", true, true),
+            ("ns/*.example.com", true, true),
+            ("foo.example.com", true, true),
+            ("foo", true, false),
+            ("*foo.com", true, false),
+            ("bad_ns/foo.com", true, false),
+            ("/foo.com", true, false),
+            ("istio-system/*", false, true),
+            ("~/*", false, true),
+            ("foo.com", false, false),
+        ];
+        for (h, gw, ok) in table {
+            assert_eq!(
+                validate_namespace_slash_wildcard_hostname(h, *gw).is_ok(),
+                *ok,
+                "{h} gateway={gw}"
+            );
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! DestinationRule checks (istiod `ValidateDestinationRule`, spec §3).
+
+use std::collections::HashSet;
+
+use super::common::*;
+use super::{Ctx, Help};
+use crate::model::{
+    ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
+    LoadBalancerSettings, OutlierDetection, TrafficPolicy,
+};
+
+pub(super) fn validate(cx: &mut Ctx<'_>, dr: &DestinationRule) {
+    if let Err(e) = validate_wildcard_domain(&dr.host) {
+        cx.error("spec.host", e);
+    }
+    let has_selector = dr.workload_selector.is_some();
+    if let Some(sel) = &dr.workload_selector {
+        validate_workload_selector(
+            cx,
+            "spec.workloadSelector.matchLabels",
+            &sel.match_labels,
+            "workload selector specified without labels",
+        );
+    }
+    validate_export_to(cx, "spec.exportTo", &dr.export_to, false, has_selector);
+    if let Some(tp) = &dr.traffic_policy {
+        validate_traffic_policy(cx, "spec.trafficPolicy", tp);
+    }
+    let mut names = HashSet::new();
+    for (i, s) in dr.subsets.iter().enumerate() {
+        let p = format!("spec.subsets[{i}]");
+        if s.name.is_empty() {
+            cx.error(&format!("{p}.name"), "subset name cannot be empty");
+        } else if !is_dns1123_label(&s.name) {
+            cx.error(
+                &format!("{p}.name"),
+                format!("subset name is invalid: {}", s.name),
+            );
+        }
+        if !names.insert(s.name.as_str()) {
+            cx.error(
+                &format!("{p}.name"),
+                format!("duplicate subset names: {}", s.name),
+            );
+        }
+        validate_labels(cx, &format!("{p}.labels"), &s.labels);
+        if let Some(tp) = &s.traffic_policy {
+            validate_traffic_policy(cx, &format!("{p}.trafficPolicy"), tp);
+        }
+    }
+}
+
+/// `validateTrafficPolicy`.
+pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPolicy) {
+    if tp.load_balancer.is_none()
+        && tp.connection_pool.is_none()
+        && tp.outlier_detection.is_none()
+        && tp.tls.is_none()
+        && tp.port_level_settings.is_empty()
+        && tp.tunnel.is_none()
+        && tp.proxy_protocol.is_none()
+        && tp.retry_budget.is_none()
+    {
+        cx.error(p, "traffic policy must have at least one field");
+    }
+    if tp.tunnel.is_some() && tp.proxy_protocol.is_some() {
+        cx.error(p, "tunnel and proxyProtocol must not be set together");
+    }
+    if let Some(od) = &tp.outlier_detection {
+        validate_outlier_detection(cx, &format!("{p}.outlierDetection"), od);
+    }
+    if let Some(cp) = &tp.connection_pool {
+        validate_connection_pool(cx, &format!("{p}.connectionPool"), cp);
+    }
+    if let Some(lb) = &tp.load_balancer {
+        validate_load_balancer(
+            cx,
+            &format!("{p}.loadBalancer"),
+            lb,
+            tp.outlier_detection.is_some(),
+        );
+    }
+    if let Some(tls) = &tp.tls {
+        validate_client_tls(cx, &format!("{p}.tls"), tls);
+    }
+    for (i, pl) in tp.port_level_settings.iter().enumerate() {
+        let pp = format!("{p}.portLevelSettings[{i}]");
+        match &pl.port {
+            None => {
+                cx.error(&pp, "portTrafficPolicy must have valid port");
+            }
+            Some(port) => cx.check(&format!("{pp}.port.number"), validate_port(port.number)),
+        }
+        if pl.load_balancer.is_none()
+            && pl.connection_pool.is_none()
+            && pl.outlier_detection.is_none()
+            && pl.tls.is_none()
+        {
+            cx.error(&pp, "port traffic policy must have at least one field");
+        }
+        if let Some(od) = &pl.outlier_detection {
+            validate_outlier_detection(cx, &format!("{pp}.outlierDetection"), od);
+        }
+        if let Some(cp) = &pl.connection_pool {
+            validate_connection_pool(cx, &format!("{pp}.connectionPool"), cp);
+        }
+        if let Some(lb) = &pl.load_balancer {
+            validate_load_balancer(
+                cx,
+                &format!("{pp}.loadBalancer"),
+                lb,
+                pl.outlier_detection.is_some(),
+            );
+        }
+        if let Some(tls) = &pl.tls {
+            validate_client_tls(cx, &format!("{pp}.tls"), tls);
+        }
+    }
+    if let Some(t) = &tp.tunnel {
+        let tp_ = format!("{p}.tunnel");
+        if let Some(proto) = &t.protocol {
+            if proto != "CONNECT" && proto != "POST" {
+                cx.error(
+                    &format!("{tp_}.protocol"),
+                    "tunnel protocol must be \"CONNECT\" or \"POST\"",
+                );
+            }
+        }
+        if let Err(e) = validate_fqdn(&t.target_host) {
+            if !is_ip(&t.target_host) {
+                cx.error(
+                    &format!("{tp_}.targetHost"),
+                    format!("tunnel target host must be valid FQDN or IP address: {e}"),
+                );
+            }
+        }
+        if let Err(e) = validate_port(t.target_port) {
+            cx.error(
+                &format!("{tp_}.targetPort"),
+                format!("tunnel target port is invalid: {e}"),
+            );
+        }
+    }
+    if let Some(rb) = &tp.retry_budget {
+        let rp = format!("{p}.retryBudget");
+        if let Some(pc) = rb.percent {
+            cx.check(&format!("{rp}.percent"), validate_percentage(pc.0));
+        }
+        if let Some(d) = rb.budget_interval {
+            cx.check(
+                &format!("{rp}.budgetInterval"),
+                validate_duration_or_zero(d),
+            );
+        }
+    }
+}
+
+fn validate_outlier_detection(cx: &mut Ctx<'_>, p: &str, od: &OutlierDetection) {
+    if od.consecutive_errors.is_some() {
+        cx.warn(
+            &format!("{p}.consecutiveErrors"),
+            "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead",
+        );
+    }
+    if let Some(c) = od.consecutive_errors {
+        if c < 0 {
+            cx.error(
+                &format!("{p}.consecutiveErrors"),
+                "outlier detection consecutive errors cannot be negative",
+            );
+        }
+    }
+    if od.consecutive_local_origin_failures.is_some() && !od.split_external_local_origin_errors {
+        cx.error(
+            &format!("{p}.consecutiveLocalOriginFailures"),
+            "outlier detection consecutive local origin failures is specified, but split external local origin errors is set to false",
+        );
+    }
+    if let Some(d) = od.interval {
+        cx.check(&format!("{p}.interval"), validate_duration(d));
+    }
+    if let Some(d) = od.base_ejection_time {
+        cx.check(&format!("{p}.baseEjectionTime"), validate_duration(d));
+    }
+    if let Some(v) = od.max_ejection_percent {
+        cx.check(
+            &format!("{p}.maxEjectionPercent"),
+            validate_percent_int(i64::from(v)),
+        );
+    }
+    if let Some(v) = od.min_health_percent {
+        cx.check(
+            &format!("{p}.minHealthPercent"),
+            validate_percent_int(i64::from(v)),
+        );
+    }
+    for (i, c) in od.outlier_detection_http_error_codes.iter().enumerate() {
+        if !(100..=599).contains(c) {
+            cx.error(
+                &format!("{p}.outlierDetectionHttpErrorCodes[{i}]"),
+                format!("invalid HTTP status code {c}: must be in range 100-599"),
+            );
+        }
+    }
+}
+
+/// `validateConnectionPool`.
+pub(super) fn validate_connection_pool(cx: &mut Ctx<'_>, p: &str, cp: &ConnectionPoolSettings) {
+    if cp.http.is_none() && cp.tcp.is_none() {
+        cx.error(p, "connection pool must have at least one field");
+    }
+    if let Some(h) = &cp.http {
+        let hp = format!("{p}.http");
+        let ints = [
+            (
+                "http1MaxPendingRequests",
+                h.http1_max_pending_requests,
+                "http1 max pending requests",
+            ),
+            (
+                "http2MaxRequests",
+                h.http2_max_requests,
+                "http2 max requests",
+            ),
+            (
+                "maxRequestsPerConnection",
+                h.max_requests_per_connection,
+                "max requests per connection",
+            ),
+            ("maxRetries", h.max_retries, "max retries"),
+            (
+                "maxConcurrentStreams",
+                h.max_concurrent_streams,
+                "max concurrent streams",
+            ),
+        ];
+        for (field, v, what) in ints {
+            if v.is_some_and(|v| v < 0) {
+                cx.error(
+                    &format!("{hp}.{field}"),
+                    format!("{what} must be non-negative"),
+                );
+            }
+        }
+        if let Some(d) = h.idle_timeout {
+            cx.check(&format!("{hp}.idleTimeout"), validate_duration_or_zero(d));
+        }
+        if h.use_client_protocol == Some(true)
+            && h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
+        {
+            cx.error(
+                &hp,
+                "use client protocol must not be true when H2UpgradePolicy is UPGRADE",
+            );
+        }
+        if let Some(ka) = &h.http2_keep_alive {
+            let kp = format!("{hp}.http2KeepAlive");
+            match ka.interval {
+                None => {
+                    cx.error(&kp, "http2 keepalive interval is required");
+                }
+                Some(d) => cx.check(&format!("{kp}.interval"), validate_duration(d)),
+            }
+            match ka.timeout {
+                None => {
+                    cx.error(&kp, "http2 keepalive timeout is required");
+                }
+                Some(d) => cx.check(&format!("{kp}.timeout"), validate_duration(d)),
+            }
+        }
+    }
+    if let Some(t) = &cp.tcp {
+        let tp = format!("{p}.tcp");
+        if t.max_connections.is_some_and(|v| v < 0) {
+            cx.error(
+                &format!("{tp}.maxConnections"),
+                "max connections must be non-negative",
+            );
+        }
+        if let Some(d) = t.connect_timeout {
+            cx.check(&format!("{tp}.connectTimeout"), validate_duration(d));
+        }
+        if let Some(d) = t.max_connection_duration {
+            cx.check(&format!("{tp}.maxConnectionDuration"), validate_duration(d));
+        }
+        if let Some(d) = t.idle_timeout {
+            cx.check(&format!("{tp}.idleTimeout"), validate_duration_or_zero(d));
+        }
+        if let Some(ka) = &t.tcp_keepalive {
+            if let Some(d) = ka.time {
+                cx.check(&format!("{tp}.tcpKeepalive.time"), validate_duration(d));
+            }
+            if let Some(d) = ka.interval {
+                cx.check(&format!("{tp}.tcpKeepalive.interval"), validate_duration(d));
+            }
+        }
+    }
+}
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut i = 2;
+    while i * i <= n {
+        if n % i == 0 {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, has_outlier: bool) {
+    if lb.simple.is_some() && lb.consistent_hash.is_some() {
+        cx.error(p, "only one of simple or consistentHash may be set");
+    }
+    if let Some(ch) = &lb.consistent_hash {
+        let cp = format!("{p}.consistentHash");
+        let keys = usize::from(ch.http_header_name.is_some())
+            + usize::from(ch.http_cookie.is_some())
+            + usize::from(ch.use_source_ip.is_some())
+            + usize::from(ch.http_query_parameter_name.is_some());
+        if keys > 1 {
+            cx.error(&cp, "only one of httpHeaderName, httpCookie, useSourceIp or httpQueryParameterName may be set");
+        }
+        if let Some(c) = &ch.http_cookie {
+            let kp = format!("{cp}.httpCookie");
+            if c.name.is_empty() {
+                cx.error(&kp, "name required for HttpCookie");
+            }
+            if let Some(ttl) = c.ttl {
+                cx.check(&format!("{kp}.ttl"), validate_duration_or_zero(ttl));
+            }
+            let mut names = HashSet::new();
+            for (i, a) in c.attributes.iter().enumerate() {
+                if a.name.is_empty() {
+                    cx.error(
+                        &format!("{kp}.attributes[{i}]"),
+                        "cookie attribute name cannot be empty",
+                    );
+                } else if !names.insert(a.name.as_str()) {
+                    cx.error(
+                        &format!("{kp}.attributes[{i}]"),
+                        format!("duplicate cookie attribute name: {}", a.name),
+                    );
+                }
+            }
+        }
+        if ch.minimum_ring_size.is_some() {
+            cx.warn(
+                &format!("{cp}.minimumRingSize"),
+                "consistent hash MinimumRingSize is deprecated, use ConsistentHashLB's RingHash configuration instead",
+            );
+            if ch.ring_hash.is_some() || ch.maglev.is_some() {
+                cx.error(
+                    &cp,
+                    "only one of MinimumRingSize or Maglev/Ringhash can be specified",
+                );
+            }
+        }
+        if ch.ring_hash.is_some() && ch.maglev.is_some() {
+            cx.error(&cp, "only one of ringHash or maglev may be set");
+        }
+        if let Some(m) = &ch.maglev {
+            let mp = format!("{cp}.maglev.tableSize");
+            match m.table_size {
+                None | Some(0) => {
+                    cx.error(&mp, "tableSize must be set for maglev");
+                }
+                Some(n) if n >= 5_000_011 => {
+                    cx.error(&mp, "tableSize must be less than 5000011 for maglev");
+                }
+                Some(n) if !is_prime(n) => {
+                    cx.error(&mp, "tableSize must be a prime number for maglev");
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(l) = &lb.locality_lb_setting {
+        let lp = format!("{p}.localityLbSetting");
+        if lb.zone_aware_lb_setting.is_some() {
+            cx.error(
+                p,
+                "only one of localityLbSetting and zoneAwareLbSetting can be set",
+            );
+        }
+        if !l.distribute.is_empty() && !l.failover.is_empty() {
+            cx.error(
+                &lp,
+                "can not simultaneously specify 'distribute' and 'failover'",
+            );
+        }
+        for (i, d) in l.distribute.iter().enumerate() {
+            let mut total = 0u64;
+            for (loc, w) in &d.to {
+                if !(1..=100).contains(w) {
+                    cx.error(
+                        &format!("{lp}.distribute[{i}].to.{loc}"),
+                        "locality weight must be in range [1, 100]",
+                    );
+                }
+                total += u64::from(*w);
+            }
+            if total != 100 {
+                cx.error(
+                    &format!("{lp}.distribute[{i}].to"),
+                    format!("total locality weight {total} != 100"),
+                );
+            }
+        }
+        for (i, f) in l.failover.iter().enumerate() {
+            if f.from == f.to {
+                cx.error(
+                    &format!("{lp}.failover[{i}]"),
+                    "locality lb failover settings must specify different regions",
+                );
+            }
+        }
+        if (!l.failover.is_empty() || !l.failover_priority.is_empty()) && !has_outlier {
+            cx.warn(
+                &lp,
+                "outlier detection policy must be provided for failover",
+            );
+        }
+    }
+    if let Some(w) = &lb.warmup {
+        let wp = format!("{p}.warmup");
+        match w.duration {
+            None => {
+                cx.error(&wp, "duration is required");
+            }
+            Some(d) => cx.check(&format!("{wp}.duration"), validate_duration(d)),
+        }
+        if let Some(m) = w.minimum_percent {
+            if m > 100.0 {
+                cx.error(
+                    &format!("{wp}.minimumPercent"),
+                    "minimumPercent value should be less than or equal to 100",
+                );
+            } else if m < 0.0 {
+                cx.error(
+                    &format!("{wp}.minimumPercent"),
+                    "minimumPercent value should be greater than or equal to 0",
+                );
+            }
+        }
+        if let Some(a) = w.aggression {
+            if a <= 0.0 {
+                cx.error(
+                    &format!("{wp}.aggression"),
+                    "aggression should be greater than 0",
+                );
+            }
+        }
+    }
+    if let Some(d) = lb.warmup_duration_secs {
+        cx.check(&format!("{p}.warmupDurationSecs"), validate_duration(d));
+    }
+}
+
+/// `ValidateTLS` (client side).
+fn validate_client_tls(cx: &mut Ctx<'_>, p: &str, tls: &ClientTlsSettings) {
+    let has_files = tls.client_certificate.is_some()
+        || tls.ca_certificates.is_some()
+        || tls.ca_crl.is_some()
+        || tls.private_key.is_some();
+    if tls.credential_name.is_some() && has_files {
+        cx.error(p, "cannot specify client certificates or CA certificate or CA CRL If credentialName is set");
+    }
+    if tls.insecure_skip_verify == Some(true) {
+        let simple_conflict = tls.mode == ClientTlsMode::Simple
+            && (tls.ca_certificates.is_some()
+                || tls.credential_name.is_some()
+                || !tls.subject_alt_names.is_empty());
+        let mutual_conflict = tls.mode == ClientTlsMode::Mutual
+            && (tls.ca_certificates.is_some() || !tls.subject_alt_names.is_empty());
+        if simple_conflict {
+            cx.error(p, "cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify is set true");
+        }
+        if mutual_conflict {
+            cx.error(p, "cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set true");
+        }
+    }
+    if tls.mode == ClientTlsMode::Mutual && tls.credential_name.is_none() {
+        if tls.client_certificate.as_deref().unwrap_or("").is_empty() {
+            cx.error(p, "client certificate required for mutual tls");
+        }
+        if tls.private_key.as_deref().unwrap_or("").is_empty() {
+            cx.error(p, "private key required for mutual tls");
+        }
+    }
+    if tls.mode == ClientTlsMode::IstioMutual && (has_files || tls.credential_name.is_some()) {
+        cx.warn(p, "ISTIO_MUTUAL uses the mesh certificates: clientCertificate, privateKey, caCertificates and credentialName are ignored")
+            .help("remove them, or use mode MUTUAL to present your own certificate");
+    }
+}

@@ -1,0 +1,827 @@
+//! PeerAuthentication, AuthorizationPolicy and RequestAuthentication checks (istiod
+//! `ValidatePeerAuthentication`, `ValidateAuthorizationPolicy`,
+//! `ValidateRequestAuthentication`, spec §§7-9).
+
+use super::common::*;
+use super::{Ctx, Help};
+use crate::diag::{codes, Severity};
+use crate::model::{
+    AuthorizationAction, AuthorizationPolicy, Condition, JwtRule, MatchLabelsSelector, Operation,
+    PeerAuthentication, PolicyTargetReference, RequestAuthentication, RuleSource,
+};
+
+pub(super) fn validate_peer_authentication(cx: &mut Ctx<'_>, pa: &PeerAuthentication) {
+    let has_selector = pa
+        .selector
+        .as_ref()
+        .is_some_and(|s| !s.match_labels.is_empty());
+    if let Some(sel) = &pa.selector {
+        validate_workload_selector(
+            cx,
+            "spec.selector.matchLabels",
+            &sel.match_labels,
+            "workload selector specified without labels",
+        );
+    }
+    if !pa.port_level_mtls.is_empty() && !has_selector {
+        cx.error(
+            "spec.portLevelMtls",
+            "mesh/namespace peer authentication cannot have port level mTLS",
+        )
+        .help("portLevelMtls needs a `selector` naming the workloads (ports are container ports)");
+    }
+    for port in pa.port_level_mtls.keys() {
+        if !(1..=65535).contains(port) {
+            cx.error(
+                &format!("spec.portLevelMtls.{port}"),
+                "port must be in range 1..65535",
+            );
+        }
+    }
+    if has_selector && cx.namespace() == cx.opts.root_namespace {
+        cx.with_code(
+            Severity::Warning,
+            codes::INEFFECTIVE_POLICY,
+            "spec.selector",
+            format!(
+                "a PeerAuthentication with a selector in the root namespace ({}) is ignored",
+                cx.opts.root_namespace
+            ),
+        )
+        .help("move it to the workloads' namespace, or remove the selector to make it mesh-wide");
+    }
+}
+
+fn validate_target_refs(
+    cx: &mut Ctx<'_>,
+    selector: &Option<MatchLabelsSelector>,
+    target_ref: &Option<PolicyTargetReference>,
+    target_refs: &[PolicyTargetReference],
+    prefix: &str,
+) {
+    if let Some(sel) = selector {
+        validate_workload_selector(
+            cx,
+            "spec.selector.matchLabels",
+            &sel.match_labels,
+            "workload selector specified without labels",
+        );
+    }
+    let has_refs = target_ref.is_some() || !target_refs.is_empty();
+    if selector.is_some() && has_refs {
+        cx.error(
+            "spec",
+            format!("{prefix}only one of targetRefs or workloadSelector can be set"),
+        );
+    }
+    if target_ref.is_some() && !target_refs.is_empty() {
+        cx.error(
+            "spec",
+            format!("{prefix}only one of targetRef or targetRefs can be set"),
+        );
+    }
+    let refs = target_ref
+        .iter()
+        .map(|r| ("spec.targetRef".to_owned(), r))
+        .chain(
+            target_refs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("spec.targetRefs[{i}]"), r)),
+        );
+    let allowed = [
+        ("gateway.networking.k8s.io", "Gateway"),
+        ("gateway.networking.k8s.io", "GatewayClass"),
+        ("", "Service"),
+        ("core", "Service"),
+        ("networking.istio.io", "ServiceEntry"),
+    ];
+    for (p, r) in refs {
+        if r.name.is_empty() {
+            cx.error(
+                &format!("{p}.name"),
+                format!("{prefix}targetRef name must be set"),
+            );
+        }
+        if r.namespace.as_deref().is_some_and(|n| !n.is_empty()) {
+            cx.error(
+                &format!("{p}.namespace"),
+                format!("{prefix}targetRef namespace must not be set; cross namespace referencing is not supported"),
+            );
+        }
+        if !allowed.iter().any(|(g, k)| *g == r.group && *k == r.kind) {
+            cx.error(
+                &format!("{p}.kind"),
+                format!(
+                    "{prefix}targetRef must be to one of [gateway.networking.k8s.io/Gateway gateway.networking.k8s.io/GatewayClass /Service networking.istio.io/ServiceEntry] but was {}/{}",
+                    r.group, r.kind
+                ),
+            );
+        }
+    }
+}
+
+pub(super) fn validate_authorization_policy(cx: &mut Ctx<'_>, ap: &AuthorizationPolicy) {
+    let prefix = format!(
+        "invalid policy {}.{}: ",
+        cx.obj.metadata.name,
+        cx.namespace()
+    );
+    validate_target_refs(cx, &ap.selector, &ap.target_ref, &ap.target_refs, &prefix);
+
+    if let Some(v) = cx.obj.metadata.annotations.get("istio.io/dry-run") {
+        if !matches!(
+            ap.action,
+            AuthorizationAction::Allow | AuthorizationAction::Deny
+        ) {
+            let action = action_name(ap.action);
+            cx.error(
+                "metadata.annotations.istio.io/dry-run",
+                format!(
+                    "the annotation istio.io/dry-run currently only supports action ALLOW/DENY, found action {action} in {}/{}",
+                    cx.namespace(),
+                    cx.obj.metadata.name
+                ),
+            );
+        }
+        if v != "true" && v != "false" {
+            cx.error(
+                "metadata.annotations.istio.io/dry-run",
+                format!("invalid value {v:?} for annotation istio.io/dry-run: must be \"true\" or \"false\""),
+            );
+        }
+    }
+
+    match ap.action {
+        AuthorizationAction::Custom => {
+            if ap.rules.is_empty() {
+                cx.error("spec.rules", format!("{prefix}CUSTOM action without `rules` is meaningless as it will never be triggered, add an empty rule `{{}}` if you want it be triggered for every request"));
+            }
+            match &ap.provider {
+                None => {
+                    cx.error("spec", format!("{prefix}`provider.name` must not be empty"));
+                }
+                Some(p) if p.name.is_empty() => {
+                    cx.error(
+                        "spec.provider.name",
+                        format!("{prefix}`provider.name` must not be empty"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        other => {
+            if ap.provider.is_some() {
+                cx.error(
+                    "spec.provider",
+                    format!(
+                        "{prefix}`provider` must not be with non CUSTOM action, found {}",
+                        action_name(other)
+                    ),
+                );
+            }
+            if other == AuthorizationAction::Deny && ap.rules.is_empty() {
+                cx.error("spec", format!("{prefix}DENY action without `rules` is meaningless as it will never be triggered, add an empty rule `{{}}` if you want it be triggered for every request"));
+            }
+        }
+    }
+
+    let custom = ap.action == AuthorizationAction::Custom;
+    let mut warned_tcp = false;
+    for (i, rule) in ap.rules.iter().enumerate() {
+        let rp = format!("spec.rules[{i}]");
+        let mut http_only = false;
+        let mut has_port = false;
+        if let Some(from) = &rule.from {
+            if from.is_empty() {
+                cx.error(
+                    &format!("{rp}.from"),
+                    format!("{prefix}`from` must not be empty, found at rule {i}"),
+                );
+            }
+            for (j, f) in from.iter().enumerate() {
+                let fp = format!("{rp}.from[{j}]");
+                match &f.source {
+                    None => {
+                        cx.error(
+                            &fp,
+                            format!("{prefix}`from.source` must not be nil, found at rule {i}"),
+                        );
+                    }
+                    Some(s) if *s == RuleSource::default() => {
+                        cx.error(
+                            &format!("{fp}.source"),
+                            format!("{prefix}`from.source` must not be empty, found at rule {i}"),
+                        );
+                    }
+                    Some(s) => {
+                        validate_source(cx, &format!("{fp}.source"), s, i, &prefix, custom);
+                        if !s.request_principals.is_empty() || !s.not_request_principals.is_empty()
+                        {
+                            http_only = true;
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(to) = &rule.to {
+            if to.is_empty() {
+                cx.error(
+                    &format!("{rp}.to"),
+                    format!("{prefix}`to` must not be empty, found at rule {i}"),
+                );
+            }
+            for (j, t) in to.iter().enumerate() {
+                let tp = format!("{rp}.to[{j}]");
+                match &t.operation {
+                    None => {
+                        cx.error(
+                            &tp,
+                            format!("{prefix}`to.operation` must not be nil, found at rule {i}"),
+                        );
+                    }
+                    Some(o) if *o == Operation::default() => {
+                        cx.error(
+                            &format!("{tp}.operation"),
+                            format!("{prefix}`to.operation` must not be empty, found at rule {i}"),
+                        );
+                    }
+                    Some(o) => {
+                        validate_operation(cx, &format!("{tp}.operation"), o, &prefix);
+                        if !o.ports.is_empty() || !o.not_ports.is_empty() {
+                            has_port = true;
+                        }
+                        if !o.methods.is_empty()
+                            || !o.not_methods.is_empty()
+                            || !o.paths.is_empty()
+                            || !o.not_paths.is_empty()
+                            || !o.hosts.is_empty()
+                            || !o.not_hosts.is_empty()
+                        {
+                            http_only = true;
+                        }
+                    }
+                }
+            }
+        }
+        for (j, c) in rule.when.iter().enumerate() {
+            validate_condition(cx, &format!("{rp}.when[{j}]"), c, &prefix, custom);
+            if c.key.starts_with("request.") {
+                http_only = true;
+            }
+            if c.key == "destination.port" {
+                has_port = true;
+            }
+        }
+        if ap.action == AuthorizationAction::Deny && http_only && !has_port && !warned_tcp {
+            warned_tcp = true;
+            cx.warn(
+                &rp,
+                "configured AuthorizationPolicy will deny all traffic to TCP ports under its scope due to the use of only HTTP attributes in a DENY rule; it is recommended to explicitly specify the port",
+            );
+        }
+    }
+}
+
+fn action_name(a: AuthorizationAction) -> &'static str {
+    match a {
+        AuthorizationAction::Allow => "ALLOW",
+        AuthorizationAction::Deny => "DENY",
+        AuthorizationAction::Audit => "AUDIT",
+        AuthorizationAction::Custom => "CUSTOM",
+    }
+}
+
+fn check_values(cx: &mut Ctx<'_>, p: &str, field: &str, values: &[String], prefix: &str) {
+    for (k, v) in values.iter().enumerate() {
+        if v.is_empty() {
+            cx.error(
+                &format!("{p}.{field}[{k}]"),
+                format!("{prefix}empty value not allowed, found in {field}"),
+            );
+        }
+    }
+}
+
+fn check_ip_blocks(cx: &mut Ctx<'_>, p: &str, field: &str, values: &[String], prefix: &str) {
+    for (k, v) in values.iter().enumerate() {
+        let vp = format!("{p}.{field}[{k}]");
+        if v.contains('/') {
+            if let Err(e) = v.parse::<ipnet::IpNet>() {
+                cx.error(&vp, format!("{prefix}bad CIDR range ({v}): {e}"));
+            }
+        } else if !is_ip(v) {
+            cx.error(&vp, format!("{prefix}bad IP address ({v})"));
+        }
+    }
+}
+
+fn validate_source(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    s: &RuleSource,
+    rule: usize,
+    prefix: &str,
+    custom: bool,
+) {
+    let string_fields: [(&str, &[String]); 10] = [
+        ("principals", &s.principals),
+        ("notPrincipals", &s.not_principals),
+        ("requestPrincipals", &s.request_principals),
+        ("notRequestPrincipals", &s.not_request_principals),
+        ("namespaces", &s.namespaces),
+        ("notNamespaces", &s.not_namespaces),
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
+    ];
+    for (field, values) in string_fields {
+        check_values(cx, p, field, values, prefix);
+    }
+    for (field, values) in [
+        ("ipBlocks", &s.ip_blocks),
+        ("notIpBlocks", &s.not_ip_blocks),
+        ("remoteIpBlocks", &s.remote_ip_blocks),
+        ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+    ] {
+        check_ip_blocks(cx, p, field, values, prefix);
+    }
+    if (!s.service_accounts.is_empty() || !s.not_service_accounts.is_empty())
+        && (!s.principals.is_empty()
+            || !s.not_principals.is_empty()
+            || !s.namespaces.is_empty()
+            || !s.not_namespaces.is_empty())
+    {
+        cx.error(p, format!("{prefix}cannot set serviceAccounts with namespaces or principals, found at rule {rule}"));
+    }
+    for (field, values) in [
+        ("serviceAccounts", &s.service_accounts),
+        ("notServiceAccounts", &s.not_service_accounts),
+    ] {
+        if values.len() > 16 {
+            cx.error(
+                &format!("{p}.{field}"),
+                format!("{prefix}{field} may not have more than 16 values"),
+            );
+        }
+        for (k, v) in values.iter().enumerate() {
+            let vp = format!("{p}.{field}[{k}]");
+            if v.contains('*') {
+                cx.error(
+                    &vp,
+                    format!("{prefix}wildcard not allowed, found in {field}"),
+                );
+            } else if v.split('/').count() > 2 || v.starts_with('/') || v.ends_with('/') {
+                cx.error(&vp, format!("{prefix}expected format 'serviceAccount' or 'namespace/serviceAccount', found {v:?} in {field}"));
+            }
+        }
+    }
+    for (field, values) in [
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
+    ] {
+        for (k, v) in values.iter().enumerate() {
+            let vp = format!("{p}.{field}[{k}]");
+            let stars = v.matches('*').count();
+            if stars > 1 {
+                cx.error(
+                    &vp,
+                    format!("{prefix}at most one wildcard is allowed in trust domain {v:?}"),
+                );
+            } else if stars == 1 && v.len() > 1 && !v.starts_with('*') && !v.ends_with('*') {
+                cx.error(&vp, format!("{prefix}wildcard is only allowed at the start or end of trust domain {v:?}"));
+            }
+            if v.contains('/') {
+                cx.error(
+                    &vp,
+                    format!("{prefix}trust domain must not contain '/': {v:?}"),
+                );
+            }
+        }
+    }
+    for (field, values) in [
+        ("principals", &s.principals),
+        ("notPrincipals", &s.not_principals),
+    ] {
+        for (k, v) in values.iter().enumerate() {
+            if let Some(rest) = v.strip_prefix("spiffe://") {
+                cx.with_code(
+                    Severity::Warning,
+                    codes::LINT,
+                    &format!("{p}.{field}[{k}]"),
+                    format!("principal {v:?} starts with `spiffe://` and will never match: Istio adds the scheme itself"),
+                )
+                .help(format!("write `{rest}`"));
+            }
+        }
+    }
+    if custom {
+        let unsupported: [(&str, bool); 6] = [
+            (
+                "From.Principals",
+                !s.principals.is_empty() || !s.not_principals.is_empty(),
+            ),
+            (
+                "From.RequestPrincipals",
+                !s.request_principals.is_empty() || !s.not_request_principals.is_empty(),
+            ),
+            (
+                "From.Namespaces",
+                !s.namespaces.is_empty() || !s.not_namespaces.is_empty(),
+            ),
+            (
+                "From.ServiceAccounts",
+                !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty(),
+            ),
+            (
+                "From.TrustDomains",
+                !s.trust_domains.is_empty() || !s.not_trust_domains.is_empty(),
+            ),
+            ("From.RemoteIpBlocks", false),
+        ];
+        for (what, set) in unsupported {
+            if set {
+                cx.error(
+                    p,
+                    format!("{prefix}{what} is currently not supported with CUSTOM action"),
+                );
+            }
+        }
+    }
+}
+
+fn validate_operation(cx: &mut Ctx<'_>, p: &str, o: &Operation, prefix: &str) {
+    for (field, values) in [
+        ("hosts", &o.hosts),
+        ("notHosts", &o.not_hosts),
+        ("methods", &o.methods),
+        ("notMethods", &o.not_methods),
+        ("paths", &o.paths),
+        ("notPaths", &o.not_paths),
+        ("ports", &o.ports),
+        ("notPorts", &o.not_ports),
+    ] {
+        check_values(cx, p, field, values, prefix);
+    }
+    for (field, values) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
+        for (k, v) in values.iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            match v.parse::<u32>() {
+                Ok(n) if (1..=65535).contains(&n) => {}
+                Ok(n) => {
+                    cx.error(
+                        &format!("{p}.{field}[{k}]"),
+                        format!(
+                            "{prefix}bad port ({v}): port number {n} must be in the range 1..65535"
+                        ),
+                    );
+                }
+                Err(e) => {
+                    cx.error(
+                        &format!("{p}.{field}[{k}]"),
+                        format!("{prefix}bad port ({v}): {e}"),
+                    );
+                }
+            }
+        }
+    }
+    for (field, values) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
+        for (k, v) in values.iter().enumerate() {
+            if let Err(e) = validate_path_template(v) {
+                cx.error(
+                    &format!("{p}.{field}[{k}]"),
+                    format!("{prefix}invalid or unsupported path {v}, found in {field}. {e}"),
+                );
+            }
+        }
+    }
+    for (field, values) in [("methods", &o.methods), ("notMethods", &o.not_methods)] {
+        for (k, v) in values.iter().enumerate() {
+            if v.bytes().any(|c| c.is_ascii_lowercase()) {
+                cx.with_code(
+                    Severity::Warning,
+                    codes::LINT,
+                    &format!("{p}.{field}[{k}]"),
+                    format!("method {v:?} is not upper case and will never match (request methods are upper case)"),
+                )
+                .help(format!("write `{}`", v.to_ascii_uppercase()));
+            }
+        }
+    }
+}
+
+/// Path templates: `{*}` is one segment, `{**}` the rest (must be last); no other braces.
+fn validate_path_template(path: &str) -> Result<(), String> {
+    if !path.contains('{') && !path.contains('}') {
+        return Ok(());
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    for (i, seg) in segments.iter().enumerate() {
+        if *seg == "{**}" {
+            if i != segments.len() - 1 {
+                return Err("{**} is not the last operator".to_owned());
+            }
+        } else if *seg == "{*}" {
+        } else if seg.contains('{') || seg.contains('}') {
+            if seg.starts_with('{') && seg.ends_with('}') {
+                return Err("Contains '{' or '}' beyond a supported path template".to_owned());
+            }
+            return Err(format!(
+                "Contains segment {seg} with invalid string literal"
+            ));
+        }
+    }
+    Ok(())
+}
+
+const EXACT_KEYS: &[&str] = &[
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "source.serviceAccount",
+    "source.trustDomain",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "destination.ip",
+    "destination.port",
+    "connection.sni",
+];
+
+fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, custom: bool) {
+    let key = c.key.as_str();
+    if key.is_empty() {
+        cx.error(
+            &format!("{p}.key"),
+            format!("{prefix}`key` must not be empty"),
+        );
+        return;
+    }
+    if c.values.is_empty() && c.not_values.is_empty() {
+        cx.error(
+            p,
+            format!("{prefix}at least one of `values` or `notValues` must be set for key {key}"),
+        );
+    }
+    let kp = format!("{p}.key");
+    let bracket_ok = |k: &str, base: &str| -> bool {
+        let rest = &k[base.len()..];
+        // a[b] or a[b][c]...
+        !rest.is_empty()
+            && rest.starts_with('[')
+            && rest.ends_with(']')
+            && rest[1..rest.len() - 1]
+                .split("][")
+                .all(|part| !part.is_empty() && !part.contains('[') && !part.contains(']'))
+    };
+    let known = if EXACT_KEYS.contains(&key) || key.starts_with("experimental.envoy.filters.") {
+        true
+    } else if key.starts_with("request.headers") {
+        if !bracket_ok(key, "request.headers") || key[16..key.len() - 1].contains("][") {
+            cx.error(
+                &kp,
+                format!("{prefix}bad key ({key}): should have format a[b]"),
+            );
+        }
+        true
+    } else if key.starts_with("request.auth.claims") {
+        if !bracket_ok(key, "request.auth.claims") {
+            cx.error(
+                &kp,
+                format!("{prefix}bad key ({key}): should have format a[b]"),
+            );
+        }
+        true
+    } else if key == "destination.namespace" {
+        cx.error(
+            &kp,
+            format!("{prefix}attribute {key} is replaced by the metadata.namespace"),
+        );
+        false
+    } else if key.starts_with("destination.labels") {
+        cx.error(
+            &kp,
+            format!("{prefix}attribute {key} is replaced by the workload selector"),
+        );
+        false
+    } else if key == "destination.name" || key == "destination.user" {
+        cx.error(
+            &kp,
+            format!("{prefix}deprecated attribute {key}: only supported in v1alpha1"),
+        );
+        false
+    } else {
+        let mut cands: Vec<&str> = EXACT_KEYS.to_vec();
+        cands.extend(["request.headers[]", "request.auth.claims[]"]);
+        let d = cx.error(&kp, format!("{prefix}unknown attribute: {key}"));
+        if let Some(s) = crate::diag::did_you_mean(key, cands) {
+            d.help(format!("did you mean `{s}`?"));
+        }
+        false
+    };
+    if !known {
+        return;
+    }
+    if custom
+        && (key.starts_with("source.namespace")
+            || key == "source.principal"
+            || key == "source.serviceAccount"
+            || key == "source.trustDomain"
+            || key.starts_with("request.auth."))
+    {
+        cx.error(
+            &kp,
+            format!("{prefix}when.{key} is currently not supported with CUSTOM action"),
+        );
+    }
+    for (field, values) in [("values", &c.values), ("notValues", &c.not_values)] {
+        for (k, v) in values.iter().enumerate() {
+            let vp = format!("{p}.{field}[{k}]");
+            let err = match key {
+                "source.ip" | "remote.ip" | "destination.ip" => {
+                    if v.contains('/') {
+                        v.parse::<ipnet::IpNet>()
+                            .err()
+                            .map(|e| format!("bad CIDR range ({v}): {e}"))
+                    } else if !is_ip(v) {
+                        Some(format!("bad IP address ({v})"))
+                    } else {
+                        None
+                    }
+                }
+                "destination.port" => match v.parse::<u32>() {
+                    Ok(n) if (1..=65535).contains(&n) => None,
+                    Ok(n) => Some(format!(
+                        "bad port ({v}): port number {n} must be in the range 1..65535"
+                    )),
+                    Err(e) => Some(format!("bad port ({v}): {e}")),
+                },
+                _ => None,
+            };
+            if let Some(e) = err {
+                cx.error(
+                    &vp,
+                    format!("{prefix}invalid `{field}` for `key` {key}: {e}"),
+                );
+            }
+        }
+    }
+}
+
+pub(super) fn validate_request_authentication(cx: &mut Ctx<'_>, ra: &RequestAuthentication) {
+    let prefix = String::new();
+    validate_target_refs(cx, &ra.selector, &ra.target_ref, &ra.target_refs, &prefix);
+    for (i, r) in ra.jwt_rules.iter().enumerate() {
+        validate_jwt_rule(cx, &format!("spec.jwtRules[{i}]"), r);
+    }
+}
+
+fn is_jwt_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+}
+
+fn validate_jwt_rule(cx: &mut Ctx<'_>, p: &str, r: &JwtRule) {
+    let uri = r.jwks_uri.as_deref().unwrap_or("");
+    if r.issuer.is_empty() && uri.is_empty() {
+        cx.error(p, "issuer or jwksUri must be non-empty string");
+    }
+    for (i, a) in r.audiences.iter().enumerate() {
+        if a.is_empty() {
+            cx.error(
+                &format!("{p}.audiences[{i}]"),
+                "audience must be non-empty string",
+            );
+        }
+    }
+    if r.jwks.is_some() && r.jwks_uri.is_some() {
+        cx.error(p, "only one of jwks or jwksUri can be set");
+    }
+    if !uri.is_empty() {
+        match uri.split_once("://") {
+            Some((scheme, rest)) if scheme == "http" || scheme == "https" => {
+                if rest.is_empty() || rest.starts_with('/') {
+                    cx.error(
+                        &format!("{p}.jwksUri"),
+                        format!("invalid jwksUri {uri:?}: missing host"),
+                    );
+                }
+            }
+            Some((scheme, _)) => {
+                cx.error(
+                    &format!("{p}.jwksUri"),
+                    format!("URI scheme {scheme:?} is not supported"),
+                );
+            }
+            None => {
+                cx.error(
+                    &format!("{p}.jwksUri"),
+                    "url must have scheme http:// or https://",
+                );
+            }
+        }
+    }
+    if let Some(jwks) = &r.jwks {
+        match serde_json::from_str::<serde_json::Value>(jwks) {
+            Err(e) => {
+                cx.error(&format!("{p}.jwks"), format!("jwks parse error: {e}"));
+            }
+            Ok(v) => match v.get("keys").and_then(|k| k.as_array()) {
+                None => {
+                    cx.error(
+                        &format!("{p}.jwks"),
+                        "jwks parse error: expected a JSON object with a `keys` array",
+                    );
+                }
+                Some(keys) => {
+                    for (i, k) in keys.iter().enumerate() {
+                        if ["d", "p", "q", "dp", "dq", "qi"]
+                            .iter()
+                            .any(|f| k.get(f).is_some())
+                        {
+                            cx.warn(
+                                &format!("{p}.jwks"),
+                                format!("jwks key at index {i} contains private key material; only public keys are used for verification"),
+                            );
+                        }
+                    }
+                }
+            },
+        }
+    }
+    for (i, h) in r.from_headers.iter().enumerate() {
+        let hp = format!("{p}.fromHeaders[{i}].name");
+        if h.name.is_empty() {
+            cx.error(&hp, "location header name must be non-empty string");
+        } else if !is_jwt_header_name(&h.name) {
+            cx.error(
+                &hp,
+                format!("header name {} is not a valid header name", h.name),
+            );
+        }
+    }
+    for (i, q) in r.from_params.iter().enumerate() {
+        if q.is_empty() {
+            cx.error(
+                &format!("{p}.fromParams[{i}]"),
+                "location query must be non-empty string",
+            );
+        }
+    }
+    for (i, c) in r.from_cookies.iter().enumerate() {
+        if c.is_empty() {
+            cx.error(
+                &format!("{p}.fromCookies[{i}]"),
+                "cookie name must be non-empty string",
+            );
+        }
+    }
+    for (i, c) in r.output_claim_to_headers.iter().enumerate() {
+        let cp = format!("{p}.outputClaimToHeaders[{i}]");
+        if c.header.is_empty() || c.claim.is_empty() {
+            cx.error(
+                &cp,
+                "outputClaimToHeaders header and claim value must be non-empty string",
+            );
+        } else if !is_jwt_header_name(&c.header) {
+            cx.error(
+                &format!("{cp}.header"),
+                format!("header name {} is not a valid header name", c.header),
+            );
+        }
+    }
+    if let Some(h) = &r.output_payload_to_header {
+        if !h.is_empty() && !is_jwt_header_name(h) {
+            cx.error(
+                &format!("{p}.outputPayloadToHeader"),
+                format!("header name {h} is not a valid header name"),
+            );
+        }
+    }
+    if let Some(t) = r.timeout {
+        cx.check(&format!("{p}.timeout"), validate_duration(t));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_path_template;
+
+    #[test]
+    fn path_templates() {
+        assert!(validate_path_template("/api/{*}/x").is_ok());
+        assert!(validate_path_template("/api/{**}").is_ok());
+        assert!(validate_path_template("/plain/*").is_ok());
+        assert_eq!(
+            validate_path_template("/api/{**}/x").unwrap_err(),
+            "{**} is not the last operator"
+        );
+        assert!(validate_path_template("/api/{id}").is_err());
+        assert!(validate_path_template("/api/a{*}").is_err());
+    }
+}

@@ -1,0 +1,1021 @@
+//! VirtualService checks (istiod `ValidateVirtualService`, spec §2).
+
+use super::common::*;
+use super::{Ctx, Help};
+use crate::diag::{codes, Severity};
+use crate::model::{
+    host, CorsPolicy, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
+    HttpRetry, HttpRoute, Percent, RouteDestination, VirtualService,
+};
+
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// The status codes Go's `http.StatusText` knows (a retryOn integer must be one).
+fn is_known_status(code: u32) -> bool {
+    matches!(code,
+        100..=103 | 200..=208 | 226 | 300..=305 | 307 | 308 | 400..=418 | 421..=426 | 428 | 429
+        | 431 | 451 | 500..=508 | 510 | 511)
+}
+
+const GRPC_CODES: &[&str] = &[
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+const CORS_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
+];
+
+pub(super) fn validate(cx: &mut Ctx<'_>, vs: &VirtualService) {
+    let is_delegate = vs.hosts.is_empty();
+    let applies_to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+
+    if is_delegate {
+        if !vs.gateways.is_empty() {
+            cx.error(
+                "spec.gateways",
+                "delegate virtual service must have no gateways specified",
+            );
+        }
+        if !vs.tls.is_empty() {
+            cx.error(
+                "spec.tls",
+                "delegate virtual service must have no tls route specified",
+            );
+        }
+        if !vs.tcp.is_empty() {
+            cx.error(
+                "spec.tcp",
+                "delegate virtual service must have no tcp route specified",
+            );
+        }
+    }
+
+    let mut all_hosts_valid = true;
+    for (i, h) in vs.hosts.iter().enumerate() {
+        let p = format!("spec.hosts[{i}]");
+        if let Err(e) = validate_wildcard_domain(h) {
+            if !is_ip(h) {
+                cx.error(&p, e);
+                all_hosts_valid = false;
+            }
+        } else if applies_to_mesh && h == "*" {
+            cx.error(
+                &p,
+                "wildcard host * is not allowed for virtual services bound to the mesh gateway",
+            );
+            all_hosts_valid = false;
+        }
+    }
+    if all_hosts_valid {
+        for i in 0..vs.hosts.len() {
+            for j in i + 1..vs.hosts.len() {
+                let (a, b) = (
+                    vs.hosts[i].to_ascii_lowercase(),
+                    vs.hosts[j].to_ascii_lowercase(),
+                );
+                if host::matches(&a, &b) {
+                    cx.error(
+                        &format!("spec.hosts[{j}]"),
+                        format!(
+                            "duplicate hosts in virtual service: {} & {}",
+                            vs.hosts[i], vs.hosts[j]
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    validate_gateway_names(cx, "spec.gateways", &vs.gateways);
+    validate_export_to(cx, "spec.exportTo", &vs.export_to, false, false);
+
+    if vs.http.is_empty() && vs.tls.is_empty() && vs.tcp.is_empty() {
+        cx.error(
+            "spec",
+            "http, tcp or tls must be provided in virtual service",
+        );
+    }
+
+    for (i, r) in vs.http.iter().enumerate() {
+        validate_http_route(
+            cx,
+            &format!("spec.http[{i}]"),
+            r,
+            is_delegate,
+            applies_to_mesh,
+            &vs.gateways,
+        );
+    }
+    analyze_unreachable_http_rules(cx, &vs.http);
+
+    for (i, r) in vs.tls.iter().enumerate() {
+        let p = format!("spec.tls[{i}]");
+        if r.matches.is_empty() {
+            cx.error(&p, "TLS route must have at least one match condition");
+        }
+        for (j, m) in r.matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
+            if m.sni_hosts.is_empty() {
+                cx.error(&mp, "TLS match must have at least one SNI host");
+            }
+            for (k, sni) in m.sni_hosts.iter().enumerate() {
+                let sp = format!("{mp}.sniHosts[{k}]");
+                if is_ip(sni) {
+                    cx.warn(&sp, format!("using an IP address ({sni:?}) as SNI host is not recommended; SNI must be a host name"));
+                    continue;
+                }
+                if let Err(e) = validate_wildcard_domain(sni) {
+                    cx.error(&sp, e);
+                    continue;
+                }
+                let resolved_sni = sni.to_ascii_lowercase();
+                let ok = vs.hosts.iter().any(|h| {
+                    let h = host::resolve_short_name(
+                        &h.to_ascii_lowercase(),
+                        cx.namespace(),
+                        host::DEFAULT_DOMAIN_SUFFIX,
+                    );
+                    let s = host::resolve_short_name(
+                        &resolved_sni,
+                        cx.namespace(),
+                        host::DEFAULT_DOMAIN_SUFFIX,
+                    );
+                    host::subset_of(&s, &h)
+                });
+                if !ok && !vs.hosts.is_empty() {
+                    cx.error(
+                        &sp,
+                        format!(
+                            "SNI host {sni:?} is not a compatible subset of any of the virtual service hosts: [{}]",
+                            vs.hosts.join(", ")
+                        ),
+                    );
+                }
+            }
+            validate_l4_common(
+                cx,
+                &mp,
+                &m.destination_subnets,
+                m.port,
+                &m.source_labels,
+                &m.gateways,
+                m.source_namespace.as_deref(),
+            );
+        }
+        validate_route_destinations(cx, &p, &r.route, "TLS route is required");
+    }
+
+    for (i, r) in vs.tcp.iter().enumerate() {
+        let p = format!("spec.tcp[{i}]");
+        for (j, m) in r.matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
+            validate_l4_common(
+                cx,
+                &mp,
+                &m.destination_subnets,
+                m.port,
+                &m.source_labels,
+                &m.gateways,
+                m.source_namespace.as_deref(),
+            );
+            if let Some(s) = &m.source_subnet {
+                cx.check(&format!("{mp}.sourceSubnet"), validate_ip_or_cidr(s));
+            }
+        }
+        validate_route_destinations(cx, &p, &r.route, "TCP route is required");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn validate_l4_common(
+    cx: &mut Ctx<'_>,
+    mp: &str,
+    subnets: &[String],
+    port: Option<u32>,
+    source_labels: &std::collections::BTreeMap<String, String>,
+    gateways: &[String],
+    source_namespace: Option<&str>,
+) {
+    for (k, s) in subnets.iter().enumerate() {
+        cx.check(
+            &format!("{mp}.destinationSubnets[{k}]"),
+            validate_ip_or_cidr(s),
+        );
+    }
+    if let Some(p) = port {
+        cx.check(&format!("{mp}.port"), validate_port(p));
+    }
+    validate_labels(cx, &format!("{mp}.sourceLabels"), source_labels);
+    validate_gateway_names(cx, &format!("{mp}.gateways"), gateways);
+    if let Some(ns) = source_namespace {
+        if !is_dns1123_label(ns) {
+            cx.error(
+                &format!("{mp}.sourceNamespace"),
+                format!("sourceNamespace match {ns} is invalid"),
+            );
+        }
+    }
+}
+
+fn validate_route_destinations(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    route: &[RouteDestination],
+    required: &str,
+) {
+    if route.is_empty() {
+        cx.error(&format!("{p}.route"), required);
+        return;
+    }
+    let mut total: i64 = 0;
+    for (k, d) in route.iter().enumerate() {
+        let dp = format!("{p}.route[{k}]");
+        validate_destination(cx, &format!("{dp}.destination"), &d.destination);
+        let w = d.weight.unwrap_or(0);
+        if w < 0 {
+            cx.error(&format!("{dp}.weight"), format!("weight {w} < 0"));
+        }
+        total += i64::from(w);
+    }
+    if route.len() > 1 && total == 0 {
+        cx.error(&format!("{p}.route"), "total destination weight = 0");
+    }
+}
+
+/// `validateDestination`.
+pub(super) fn validate_destination(cx: &mut Ctx<'_>, p: &str, d: &Destination) {
+    let hp = format!("{p}.host");
+    if d.host.is_empty() {
+        cx.error(p, "destination is required")
+            .help("set `destination.host` to a service host name");
+    } else if d.host == "*" {
+        cx.error(&hp, format!("invalid destination host {}", d.host));
+    } else if let Err(e) = validate_wildcard_domain(&d.host) {
+        let help = if d.host.starts_with('/') {
+            Some("a destination host is a service name such as `reviews` or `reviews.default.svc.cluster.local`; to match a path use `match: [{uri: {prefix: ...}}]`")
+        } else {
+            None
+        };
+        let diag = cx.error(&hp, e);
+        if let Some(h) = help {
+            diag.help(h);
+        }
+    }
+    if let Some(s) = &d.subset {
+        let sp = format!("{p}.subset");
+        if s.is_empty() {
+            cx.error(&sp, "subset name cannot be empty");
+        } else if !is_dns1123_label(s) {
+            cx.error(&sp, format!("subset name is invalid: {s}"));
+        }
+    }
+    if let Some(port) = &d.port {
+        cx.check(&format!("{p}.port.number"), validate_port(port.number));
+    }
+}
+
+fn validate_http_route(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    r: &HttpRoute,
+    is_delegate: bool,
+    applies_to_mesh: bool,
+    vs_gateways: &[String],
+) {
+    // Conflicts (validateHTTPRouteConflict).
+    if r.delegate.is_some() {
+        if is_delegate {
+            cx.error(
+                &format!("{p}.delegate"),
+                "delegate HTTP route cannot contain delegate",
+            );
+        }
+        let name = r.name.clone().unwrap_or_default();
+        if r.redirect.is_some() {
+            cx.error(
+                p,
+                format!("root HTTP route {name} must not specify redirect"),
+            );
+        }
+        if !r.route.is_empty() {
+            cx.error(p, format!("root HTTP route {name} must not specify route"));
+        }
+    }
+    if r.redirect.is_some() {
+        if !r.route.is_empty() {
+            cx.error(p, "HTTP route cannot contain both route and redirect");
+        }
+        if r.fault.is_some() {
+            cx.error(p, "HTTP route cannot contain both fault and redirect");
+        }
+        if r.rewrite.is_some() {
+            cx.error(
+                p,
+                "HTTP route rule cannot contain both rewrite and redirect",
+            );
+        }
+        if r.direct_response.is_some() {
+            cx.error(
+                p,
+                "HTTP route cannot contain both direct_response and redirect",
+            );
+        }
+    }
+    if r.direct_response.is_some() {
+        if !r.route.is_empty() {
+            cx.error(
+                p,
+                "HTTP route cannot contain both route and direct_response",
+            );
+        }
+        if r.fault.is_some() {
+            cx.error(
+                p,
+                "HTTP route cannot contain both fault and direct_response",
+            );
+        }
+        if r.rewrite.is_some() {
+            cx.error(
+                p,
+                "HTTP route rule cannot contain both rewrite and direct_response",
+            );
+        }
+    }
+    if r.route.is_empty()
+        && r.redirect.is_none()
+        && r.direct_response.is_none()
+        && r.delegate.is_none()
+    {
+        cx.error(p, "HTTP route, redirect or direct_response is required");
+    }
+    if r.mirror.is_some() && !r.mirrors.is_empty() {
+        cx.error(p, "HTTP route cannot contain both mirror and mirrors");
+    }
+
+    // Matches.
+    for (i, m) in r.matches.iter().enumerate() {
+        validate_http_match(
+            cx,
+            &format!("{p}.match[{i}]"),
+            m,
+            applies_to_mesh,
+            vs_gateways,
+        );
+    }
+
+    if let Some(d) = &r.delegate {
+        if d.name.is_empty() {
+            cx.error(&format!("{p}.delegate.name"), "delegate name is required");
+        } else if !is_dns1123_subdomain(&d.name) {
+            cx.error(
+                &format!("{p}.delegate.name"),
+                format!("invalid delegate name {:?}", d.name),
+            );
+        }
+        if let Some(ns) = &d.namespace {
+            if !is_dns1123_label(ns) {
+                cx.error(
+                    &format!("{p}.delegate.namespace"),
+                    format!("invalid delegate namespace {ns:?}"),
+                );
+            }
+        }
+    }
+
+    // Route-level headers.
+    let mut authority: Option<String> = None;
+    if let Some(h) = &r.headers {
+        validate_headers(cx, &format!("{p}.headers"), h, &mut authority);
+    }
+    if let Some(rw) = &r.rewrite {
+        let rp = format!("{p}.rewrite");
+        if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
+            cx.error(
+                &rp,
+                "rewrite may only contain one of URI or UriRegexRewrite",
+            );
+        }
+        if rw.uri.is_none() && rw.uri_regex_rewrite.is_none() && rw.authority.is_none() {
+            cx.error(
+                &rp,
+                "rewrite must specify at least one of URI, UriRegexRewrite, or authority. Only one of URI or UriRegexRewrite may be specified",
+            );
+        }
+        if let Some(rr) = &rw.uri_regex_rewrite {
+            if rr.matcher.is_empty() {
+                cx.error(
+                    &format!("{rp}.uriRegexRewrite.match"),
+                    "UriRegexRewrite requires Match to be set",
+                );
+            } else if let Err(e) = validate_regex(&rr.matcher) {
+                cx.error(&format!("{rp}.uriRegexRewrite.match"), e);
+            }
+        }
+        if let Some(a) = &rw.authority {
+            set_authority(cx, &format!("{rp}.authority"), &mut authority, a);
+        }
+    }
+
+    // Destinations (validateHTTPRouteDestinations).
+    let mut total: i64 = 0;
+    for (i, d) in r.route.iter().enumerate() {
+        let dp = format!("{p}.route[{i}]");
+        validate_destination(cx, &format!("{dp}.destination"), &d.destination);
+        let w = d.weight.unwrap_or(0);
+        if w < 0 {
+            cx.error(&format!("{dp}.weight"), format!("weight {w} < 0"));
+        }
+        total += i64::from(w);
+        if let Some(h) = &d.headers {
+            let mut dest_authority = authority.clone();
+            validate_headers(cx, &format!("{dp}.headers"), h, &mut dest_authority);
+        }
+    }
+    if r.route.len() > 1 && total == 0 {
+        cx.error(&format!("{p}.route"), "total destination weight = 0").help(
+            "weights are relative and an unset weight is 0: give each destination a weight (e.g. 80 and 20)",
+        );
+    } else if r.route.len() > 1 && r.route.iter().any(|d| d.weight.unwrap_or(0) == 0) {
+        cx.with_code(
+            Severity::Info,
+            codes::LINT,
+            &format!("{p}.route"),
+            "a destination without a weight gets no traffic when several destinations are listed",
+        );
+    }
+
+    if let Some(t) = r.timeout {
+        cx.check(&format!("{p}.timeout"), validate_duration(t));
+    }
+    if let Some(rt) = &r.retries {
+        validate_retries(cx, &format!("{p}.retries"), rt);
+    }
+    if let Some(f) = &r.fault {
+        validate_fault(cx, &format!("{p}.fault"), f);
+    }
+    if let Some(m) = &r.mirror {
+        validate_destination(cx, &format!("{p}.mirror"), m);
+    }
+    if let Some(mp) = &r.mirror_percentage {
+        validate_mirror_percentage(cx, &format!("{p}.mirrorPercentage"), mp);
+    }
+    if let Some(mp) = r.mirror_percent {
+        if mp > 100 {
+            cx.error(
+                &format!("{p}.mirrorPercent"),
+                format!("mirror_percent must have a max value of 100 (it has {mp})"),
+            );
+        }
+    }
+    for (i, m) in r.mirrors.iter().enumerate() {
+        let mp = format!("{p}.mirrors[{i}]");
+        validate_destination(cx, &format!("{mp}.destination"), &m.destination);
+        if let Some(pc) = &m.percentage {
+            validate_mirror_percentage(cx, &format!("{mp}.percentage"), pc);
+        }
+    }
+    if let Some(rd) = &r.redirect {
+        let rp = format!("{p}.redirect");
+        if rd.uri.is_some() && rd.prefix_rewrite.is_some() {
+            cx.error(
+                &rp,
+                "redirect may only specify one of uri or prefix_rewrite",
+            );
+        }
+        if rd.prefix_rewrite.is_some()
+            && r.matches
+                .iter()
+                .any(|m| m.uri.as_ref().is_some_and(|u| u.prefix.is_none()))
+        {
+            cx.error(
+                &rp,
+                "redirect prefix_rewrite requires all URI matches to use prefix match type",
+            );
+        }
+        if rd.uri.is_none()
+            && rd.authority.is_none()
+            && rd.scheme.is_none()
+            && rd.port.is_none()
+            && rd.derive_port.is_none()
+            && rd.prefix_rewrite.is_none()
+        {
+            cx.error(&rp, "redirect must specify URI, authority, scheme, or port");
+        }
+        if let Some(code) = rd.redirect_code {
+            if !(300..=399).contains(&code) {
+                cx.error(
+                    &format!("{rp}.redirectCode"),
+                    format!("{code} is not a valid redirect code, must be 3xx"),
+                );
+            } else if !matches!(code, 301 | 302 | 303 | 307 | 308) {
+                cx.warn(
+                    &format!("{rp}.redirectCode"),
+                    format!("redirect code {code} is not supported by Envoy (301, 302, 303, 307, 308): the route will be dropped"),
+                );
+            }
+        }
+        if let Some(s) = &rd.scheme {
+            if s != "http" && s != "https" {
+                cx.error(
+                    &format!("{rp}.scheme"),
+                    "invalid redirect scheme, must be \"http\" or \"https\"",
+                );
+            }
+        }
+        if let Some(port) = rd.port {
+            cx.check(&format!("{rp}.port"), validate_port(port));
+            if rd.derive_port.is_some() {
+                cx.error(&rp, "redirect may only specify one of port or derivePort");
+            }
+        }
+    }
+    if let Some(dr) = &r.direct_response {
+        let dp = format!("{p}.directResponse");
+        if !(200..=600).contains(&dr.status) {
+            cx.error(
+                &format!("{dp}.status"),
+                format!("HTTP status {} is not in range 200-599", dr.status),
+            );
+        }
+        if let Some(b) = &dr.body {
+            if b.string.is_some() && b.bytes.is_some() {
+                cx.error(
+                    &format!("{dp}.body"),
+                    "only one of string or bytes may be set in a direct response body",
+                );
+            }
+            let len = b.string.as_ref().map_or(0, String::len)
+                + b.bytes.as_ref().map_or(0, |s| s.len() * 3 / 4);
+            if len > 1024 * 1024 {
+                cx.error(&format!("{dp}.body"), "large direct_responses may impact control plane performance, must be less than 1MB");
+            } else if len > 100 * 1024 {
+                cx.warn(
+                    &format!("{dp}.body"),
+                    "large direct_responses may impact control plane performance",
+                );
+            }
+        }
+    }
+    if let Some(c) = &r.cors_policy {
+        validate_cors(cx, &format!("{p}.corsPolicy"), c);
+    }
+}
+
+fn validate_mirror_percentage(cx: &mut Ctx<'_>, p: &str, pc: &Percent) {
+    if pc.value > 100.0 {
+        cx.error(
+            p,
+            format!(
+                "mirror_percentage must have a max value of 100 (it has {:.6})",
+                pc.value
+            ),
+        );
+    } else if pc.value < 0.0 {
+        cx.error(
+            p,
+            format!(
+                "mirror_percentage must have a min value of 0 (it has {:.6})",
+                pc.value
+            ),
+        );
+    }
+}
+
+fn validate_http_match(
+    cx: &mut Ctx<'_>,
+    mp: &str,
+    m: &HttpMatchRequest,
+    applies_to_mesh: bool,
+    vs_gateways: &[String],
+) {
+    if let Some(u) = &m.uri {
+        validate_string_match(cx, &format!("{mp}.uri"), u, true);
+    }
+    for (name, sm) in [
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(sm) = sm {
+            validate_string_match(cx, &format!("{mp}.{name}"), sm, false);
+        }
+    }
+    for (field, map) in [
+        ("headers", &m.headers),
+        ("withoutHeaders", &m.without_headers),
+    ] {
+        for (name, sm) in map.iter() {
+            let hp = format!("{mp}.{field}.{name}");
+            if name.starts_with("@request.auth.claims") {
+                let gateways = if m.gateways.is_empty() {
+                    vs_gateways
+                } else {
+                    &m.gateways
+                };
+                let only_mesh = gateways.is_empty() || gateways.iter().all(|g| g == "mesh");
+                if only_mesh {
+                    cx.error(
+                        &hp,
+                        format!("JWT claim based routing (key: {name}) is only supported for gateway, found no gateways: {gateways:?}"),
+                    );
+                }
+            } else if !(is_header_name(name) || name.starts_with(':') && is_header_name(&name[1..]))
+            {
+                cx.error(
+                    &hp,
+                    format!("header name {name:?} is not a valid header name"),
+                );
+            }
+            validate_string_match(cx, &hp, sm, false);
+            if field == "headers" {
+                lint_header_looks_like_path(cx, &hp, name, sm);
+            }
+        }
+    }
+    for (name, sm) in &m.query_params {
+        validate_string_match(cx, &format!("{mp}.queryParams.{name}"), sm, false);
+    }
+    if let Some(port) = m.port {
+        cx.check(&format!("{mp}.port"), validate_port(port));
+    }
+    validate_labels(cx, &format!("{mp}.sourceLabels"), &m.source_labels);
+    validate_gateway_names(cx, &format!("{mp}.gateways"), &m.gateways);
+    if let Some(ns) = &m.source_namespace {
+        if !is_dns1123_label(ns) {
+            cx.error(
+                &format!("{mp}.sourceNamespace"),
+                format!("sourceNamespace match {ns} is invalid"),
+            );
+        }
+    }
+    let _ = applies_to_mesh;
+}
+
+fn set_authority(cx: &mut Ctx<'_>, p: &str, authority: &mut Option<String>, value: &str) {
+    if let Some(have) = authority {
+        cx.error(p, format!("authority header cannot be set multiple times: have {have:?}, attempting to set {value:?}"));
+    } else {
+        *authority = Some(value.to_owned());
+    }
+}
+
+fn validate_headers(cx: &mut Ctx<'_>, p: &str, h: &Headers, authority: &mut Option<String>) {
+    if let Some(req) = &h.request {
+        validate_header_ops(cx, &format!("{p}.request"), req, true, authority);
+    }
+    if let Some(resp) = &h.response {
+        validate_header_ops(cx, &format!("{p}.response"), resp, false, authority);
+    }
+}
+
+fn validate_header_ops(
+    cx: &mut Ctx<'_>,
+    p: &str,
+    ops: &HeaderOperations,
+    request: bool,
+    authority: &mut Option<String>,
+) {
+    for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
+        for (name, value) in map.iter() {
+            let hp = format!("{p}.{field}.{name}");
+            let lower = name.to_ascii_lowercase();
+            if request && (lower == "host" || lower == ":authority") {
+                set_authority(cx, &hp, authority, value);
+                continue;
+            }
+            if name.starts_with(':') {
+                cx.error(
+                    &hp,
+                    format!("invalid header {name:?}: header cannot have \":\" prefix"),
+                );
+            } else if lower == "host" {
+                cx.error(
+                    &hp,
+                    format!("invalid header {name:?}: cannot set Host header"),
+                );
+            } else if !is_header_name(name) {
+                cx.error(
+                    &hp,
+                    format!("header name {name:?} is not a valid header name"),
+                );
+            }
+            if let Err(e) = validate_header_value(value) {
+                cx.error(&hp, e);
+            }
+        }
+    }
+    for (i, name) in ops.remove.iter().enumerate() {
+        let hp = format!("{p}.remove[{i}]");
+        let lower = name.to_ascii_lowercase();
+        if name.starts_with(':') {
+            cx.error(
+                &hp,
+                format!("invalid header {name:?}: header cannot have \":\" prefix"),
+            );
+        } else if lower == "host" {
+            cx.error(
+                &hp,
+                format!("invalid header {name:?}: cannot set Host header"),
+            );
+        } else if !is_header_name(name) {
+            cx.error(
+                &hp,
+                format!("header name {name:?} is not a valid header name"),
+            );
+        }
+    }
+}
+
+/// Envoy `%VAR%` substitution syntax: `%` must pair up, `%%` is a literal percent.
+fn validate_header_value(v: &str) -> Result<(), String> {
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if b.get(i + 1) == Some(&b'%') {
+                i += 2;
+                continue;
+            }
+            match v[i + 1..].find('%') {
+                Some(end) if end > 0 => i += end + 2,
+                _ => {
+                    return Err(format!(
+                        "header value configuration: invalid header value {v:?}: unmatched '%' (use %% for a literal percent)"
+                    ))
+                }
+            }
+        } else {
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+fn validate_retries(cx: &mut Ctx<'_>, p: &str, rt: &HttpRetry) {
+    if rt.attempts < 0 {
+        cx.error(&format!("{p}.attempts"), "attempts cannot be negative");
+    }
+    if rt.attempts == 0
+        && (rt.per_try_timeout.is_some()
+            || rt.retry_on.is_some()
+            || rt.retry_remote_localities.is_some())
+    {
+        cx.error(
+            p,
+            "http retry policy configured when attempts are set to 0 (disabled)",
+        );
+    }
+    if let Some(t) = rt.per_try_timeout {
+        cx.check(&format!("{p}.perTryTimeout"), validate_duration(t));
+    }
+    if let Some(b) = rt.backoff {
+        cx.check(&format!("{p}.backoff"), validate_duration(b));
+    }
+    if let Some(on) = &rt.retry_on {
+        if !on.is_empty() {
+            for policy in on.split(',') {
+                let is_code = policy.parse::<u32>().is_ok_and(is_known_status);
+                if !is_code && !RETRY_ON.contains(&policy) {
+                    let d = cx.error(
+                        &format!("{p}.retryOn"),
+                        format!("{policy:?} is not a valid retryOn policy"),
+                    );
+                    if policy.trim() != policy {
+                        d.help(
+                            "remove the spaces: retryOn is a comma-separated list without spaces",
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn validate_fault(cx: &mut Ctx<'_>, p: &str, f: &HttpFaultInjection) {
+    if f.abort.is_none() && f.delay.is_none() {
+        cx.error(p, "HTTP fault injection must have an abort and/or a delay");
+    }
+    if let Some(a) = &f.abort {
+        let ap = format!("{p}.abort");
+        if let Some(pc) = &a.percentage {
+            cx.check(
+                &format!("{ap}.percentage.value"),
+                validate_percentage(pc.value),
+            );
+        } else {
+            cx.with_code(
+                Severity::Info,
+                codes::LINT,
+                &ap,
+                "fault abort without `percentage` never fires (Istio treats it as 0%)",
+            )
+            .help("add `percentage: {value: 100}`");
+        }
+        let set = usize::from(a.http_status.is_some())
+            + usize::from(a.grpc_status.is_some())
+            + usize::from(a.http2_error.is_some());
+        if set > 1 {
+            cx.error(
+                &ap,
+                "only one of httpStatus, grpcStatus or http2Error may be set",
+            );
+        }
+        if let Some(s) = a.http_status {
+            if !(200..=600).contains(&s) {
+                cx.error(
+                    &format!("{ap}.httpStatus"),
+                    format!("HTTP status {s} is not in range 200-599"),
+                );
+            }
+        } else if let Some(g) = &a.grpc_status {
+            if !GRPC_CODES.contains(&g.as_str()) {
+                cx.error(
+                    &format!("{ap}.grpcStatus"),
+                    format!("gRPC status {g:?} is not supported. See https://github.com/grpc/grpc/blob/master/doc/statuscodes.md for a list of supported codes, for example 'NOT_FOUND'"),
+                );
+            }
+        } else if a.http2_error.is_some() {
+            cx.error(
+                &format!("{ap}.http2Error"),
+                "HTTP/2 abort fault injection not supported yet",
+            );
+        } else {
+            cx.warn(&ap, "abort configured, but error type not set");
+        }
+    }
+    if let Some(d) = &f.delay {
+        let dp = format!("{p}.delay");
+        if let Some(pc) = &d.percentage {
+            cx.check(
+                &format!("{dp}.percentage.value"),
+                validate_percentage(pc.value),
+            );
+        } else if d.percent.is_none() {
+            cx.with_code(
+                Severity::Info,
+                codes::LINT,
+                &dp,
+                "fault delay without `percentage` never fires (Istio treats it as 0%)",
+            )
+            .help("add `percentage: {value: 100}`");
+        }
+        if let Some(pc) = d.percent {
+            cx.check(
+                &format!("{dp}.percent"),
+                validate_percent_int(i64::from(pc)),
+            );
+        }
+        if d.fixed_delay.is_some() && d.exponential_delay.is_some() {
+            cx.error(&dp, "only one of fixedDelay or exponentialDelay may be set");
+        }
+        if let Some(fd) = d.fixed_delay {
+            cx.check(&format!("{dp}.fixedDelay"), validate_duration(fd));
+        } else if d.exponential_delay.is_some() {
+            cx.error(
+                &format!("{dp}.exponentialDelay"),
+                "exponentialDelay not supported yet",
+            );
+        } else {
+            cx.warn(
+                &dp,
+                "delay configured, but fixedDelay not set: no delay is applied",
+            );
+        }
+    }
+}
+
+fn validate_cors(cx: &mut Ctx<'_>, p: &str, c: &CorsPolicy) {
+    for (i, o) in c.allow_origins.iter().enumerate() {
+        validate_string_match(cx, &format!("{p}.allowOrigins[{i}]"), o, false);
+    }
+    for (i, m) in c.allow_methods.iter().enumerate() {
+        if !CORS_METHODS.contains(&m.as_str()) {
+            cx.error(
+                &format!("{p}.allowMethods[{i}]"),
+                format!("{m:?} is not a supported HTTP method"),
+            );
+        }
+    }
+    for (field, list) in [
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
+        for (i, h) in list.iter().enumerate() {
+            if h != "*" && !is_header_name(h) {
+                cx.error(
+                    &format!("{p}.{field}[{i}]"),
+                    format!("{h:?} is not a valid HTTP header name"),
+                );
+            }
+        }
+    }
+    if let Some(a) = c.max_age {
+        let ap = format!("{p}.maxAge");
+        cx.check(&ap, validate_duration(a));
+        if !a.is_sec_precision() {
+            cx.error(
+                &ap,
+                "max_age duration is accurate only to seconds precision",
+            );
+        }
+    }
+}
+
+/// `analyzeUnreachableHTTPRules`: IST0130 / IST0131 warnings.
+fn analyze_unreachable_http_rules(cx: &mut Ctx<'_>, routes: &[HttpRoute]) {
+    let mut empty_match_at: Option<usize> = None;
+    let mut seen: Vec<(&HttpMatchRequest, String)> = Vec::new();
+    let rule_name = |i: usize, r: &HttpRoute| r.name.clone().unwrap_or_else(|| i.to_string());
+    for (i, r) in routes.iter().enumerate() {
+        let name = rule_name(i, r);
+        let p = format!("spec.http[{i}]");
+        if let Some(prev) = empty_match_at {
+            let why = if r.matches.is_empty() {
+                "only the last rule can have no matches"
+            } else {
+                "route without matches defined before"
+            };
+            cx.with_code(
+                Severity::Warning,
+                codes::VS_UNREACHABLE_RULE,
+                &p,
+                format!("virtualService rule {name} not used ({why})"),
+            )
+            .help(format!(
+                "rule {} has no `match`, so it catches every request; move it last",
+                rule_name(prev, &routes[prev])
+            ));
+            continue;
+        }
+        if r.matches.is_empty() {
+            empty_match_at = Some(i);
+            continue;
+        }
+        let mut duplicates = 0;
+        for (j, m) in r.matches.iter().enumerate() {
+            let found = seen
+                .iter()
+                .find(|(s, _)| same_match(s, m))
+                .map(|(_, n)| n.clone());
+            if let Some(dup) = found {
+                duplicates += 1;
+                cx.with_code(
+                    Severity::Warning,
+                    codes::VS_INEFFECTIVE_MATCH,
+                    &format!("{p}.match[{j}]"),
+                    format!("virtualService rule {name} match {j} is not used (duplicate/overlapping match in rule {dup})"),
+                );
+            } else {
+                seen.push((m, name.clone()));
+            }
+        }
+        if duplicates == r.matches.len() {
+            cx.with_code(
+                Severity::Warning,
+                codes::VS_UNREACHABLE_RULE,
+                &p,
+                format!("virtualService rule {name} not used (all matches used by prior rules)"),
+            );
+        }
+    }
+}
+
+fn same_match(a: &HttpMatchRequest, b: &HttpMatchRequest) -> bool {
+    // Compare everything but the name.
+    let mut a2 = a.clone();
+    a2.name = b.name.clone();
+    a2 == *b
+}
