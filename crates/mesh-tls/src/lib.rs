@@ -110,6 +110,11 @@ pub use server::{
 };
 pub use verify::{MeshClientCertVerifier, MeshServerCertVerifier, PeerPolicy, ServerCheck};
 
+/// The rustls this crate builds on (re-exported so users name the same version).
+pub use rustls;
+/// The tokio-rustls this crate builds on.
+pub use tokio_rustls;
+
 /// The crypto provider every config of this crate uses: aws-lc-rs, passed explicitly (a
 /// process with both ring and aws-lc-rs compiled in has no usable default).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
