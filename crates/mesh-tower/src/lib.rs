@@ -12,9 +12,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod accesslog;
 pub mod envoy;
 pub mod lb;
 pub mod metrics;
 pub mod observe;
 pub mod outlier;
 pub mod pool;
+pub mod trace;

@@ -160,6 +160,11 @@ impl fmt::Display for ResponseFlags {
     }
 }
 
+/// Envoy's `%RESPONSE_CODE_DETAILS%` of a response, carried in its extensions (local
+/// replies set it; a response from upstream is `via_upstream`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseCodeDetails(pub String);
+
 /// Why an upstream stream was reset (Envoy's `StreamResetReason`, as its text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResetReason {
@@ -455,6 +460,9 @@ impl LocalReply {
         }
         response.extensions_mut().insert(self.flags());
         response
+            .extensions_mut()
+            .insert(ResponseCodeDetails(self.details()));
+        response
     }
 }
 
@@ -597,6 +605,13 @@ mod tests {
             assert_eq!(b, body, "{reply:?}");
             assert_eq!(f.to_string(), flags, "{reply:?}");
             assert_eq!(reply.flags(), f);
+            assert_eq!(
+                reply
+                    .to_response::<Bytes>(false)
+                    .extensions()
+                    .get::<ResponseCodeDetails>(),
+                Some(&ResponseCodeDetails(reply.details()))
+            );
             assert_eq!(
                 h.get(CONTENT_TYPE).is_some(),
                 !body.is_empty(),

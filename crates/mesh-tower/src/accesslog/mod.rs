@@ -1,0 +1,366 @@
+//! An access log as Istio's sidecars write it: one `tracing` event per request, at INFO on
+//! target [`TARGET`] (`inmesh::access_log`), when the response body ends.
+//!
+//! The event's message is a line in Istio's default text format:
+//!
+//! ```text
+//! [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
+//! %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS%
+//! "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+//! %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+//! "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER%
+//! %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%
+//! %REQUESTED_SERVER_NAME% %ROUTE_NAME%
+//! ```
+//!
+//! (on one line), and the same values are structured fields of the event (`method`, `path`,
+//! `protocol`, `response_code`, `response_flags`, `response_code_details`,
+//! `bytes_received`, `bytes_sent`, `duration_ms`, `request_id`, `authority`,
+//! `upstream_host`, `upstream_cluster`, `route_name`, `direction`, ...).
+//!
+//! Values not known to this layer come from extensions: [`ConnectionAddrs`] in the request
+//! (downstream addresses), and in the response [`ResponseFlags`],
+//! [`ResponseCodeDetails`] (local replies set both) and [`UpstreamInfo`] (the outbound stack
+//! sets it). When no subscriber listens to [`TARGET`], the layer captures nothing.
+
+mod service;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use http::{HeaderMap, HeaderValue, Method, Uri, Version};
+use tower::Layer;
+
+pub use service::{AccessLog, AccessLogBody, AccessLogFuture};
+
+use crate::envoy::{ResponseCodeDetails, ResponseFlags};
+use crate::lb::ConnectionAddrs;
+use crate::observe::{BodyObserver, BodySize};
+
+/// The `tracing` target of access-log events.
+pub const TARGET: &str = "inmesh::access_log";
+
+/// Upstream facts for the access log, put in the response extensions by the outbound
+/// stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    /// The endpoint the request was sent to (`%UPSTREAM_HOST%`).
+    pub host: Option<SocketAddr>,
+    /// Envoy-style cluster name, e.g. `outbound|9080|v1|reviews.default.svc.cluster.local`.
+    pub cluster: Option<Arc<str>>,
+    /// Our address on the upstream connection.
+    pub local_address: Option<SocketAddr>,
+    /// The route name (VirtualService route `name`, `default` when unnamed).
+    pub route_name: Option<Arc<str>>,
+    /// Transport failure reason (e.g. a TLS error).
+    pub transport_failure: Option<String>,
+}
+
+/// Which side a log line comes from (a field of the event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Server side.
+    Inbound,
+    /// Client side.
+    Outbound,
+}
+
+impl Direction {
+    fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Logs every request through the wrapped service. See the [module docs](self).
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLogLayer {
+    direction: Direction,
+}
+
+impl AccessLogLayer {
+    /// A server-side access log.
+    pub fn inbound() -> Self {
+        AccessLogLayer {
+            direction: Direction::Inbound,
+        }
+    }
+
+    /// A client-side access log.
+    pub fn outbound() -> Self {
+        AccessLogLayer {
+            direction: Direction::Outbound,
+        }
+    }
+}
+
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AccessLog::new(inner, self.direction)
+    }
+}
+
+/// What is captured from the request (cheap clones: header values share their bytes).
+#[derive(Debug)]
+pub(crate) struct RequestFacts {
+    pub(crate) direction: Direction,
+    pub(crate) start_wall: SystemTime,
+    pub(crate) start: Instant,
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+    pub(crate) original_path: Option<HeaderValue>,
+    pub(crate) version: Version,
+    pub(crate) forwarded_for: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+    pub(crate) request_id: Option<HeaderValue>,
+    pub(crate) authority: Option<HeaderValue>,
+    pub(crate) downstream: ConnectionAddrs,
+    pub(crate) received: BodySize,
+}
+
+/// One log entry: emitted when dropped (at the end of the response body).
+#[derive(Debug)]
+pub struct LogEntry {
+    facts: RequestFacts,
+    status: u16,
+    flags: ResponseFlags,
+    details: Option<String>,
+    upstream: Option<UpstreamInfo>,
+    service_time: Option<HeaderValue>,
+    sent: u64,
+}
+
+impl LogEntry {
+    pub(crate) fn new(
+        facts: RequestFacts,
+        status: u16,
+        headers: &HeaderMap,
+        extensions: &http::Extensions,
+    ) -> Self {
+        LogEntry {
+            facts,
+            status,
+            flags: extensions
+                .get::<ResponseFlags>()
+                .copied()
+                .unwrap_or_default(),
+            details: extensions.get::<ResponseCodeDetails>().map(|d| d.0.clone()),
+            upstream: extensions.get::<UpstreamInfo>().cloned(),
+            service_time: headers.get("x-envoy-upstream-service-time").cloned(),
+            sent: 0,
+        }
+    }
+}
+
+impl BodyObserver for LogEntry {
+    fn on_data(&mut self, n: u64) {
+        self.sent += n;
+    }
+
+    fn on_trailers(&mut self, _trailers: &HeaderMap) {}
+}
+
+struct Opt<'a, T>(Option<&'a T>);
+
+impl<T: fmt::Display> fmt::Display for Opt<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+struct Hv<'a>(Option<&'a HeaderValue>);
+
+impl fmt::Display for Hv<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.and_then(|v| v.to_str().ok()) {
+            Some(s) => f.write_str(s),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2",
+        Version::HTTP_3 => "HTTP/3",
+        _ => "-",
+    }
+}
+
+/// `%START_TIME%`: RFC 3339 UTC with milliseconds.
+pub(crate) struct StartTime(pub(crate) SystemTime);
+
+impl fmt::Display for StartTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = d.as_secs() as i64;
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        write!(
+            f,
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            d.subsec_millis()
+        )
+    }
+}
+
+/// The Envoy-format line of an entry.
+struct Line<'a>(&'a LogEntry, u64);
+
+impl fmt::Display for Line<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let e = self.0;
+        let r = &e.facts;
+        let up = e.upstream.as_ref();
+        let path: &dyn fmt::Display = match &r.original_path {
+            Some(p) => &Hv(Some(p)) as &dyn fmt::Display,
+            None => &PathAndQuery(&r.uri),
+        };
+        write!(
+            f,
+            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} - {}",
+            StartTime(r.start_wall),
+            r.method,
+            path,
+            protocol(r.version),
+            e.status,
+            e.flags,
+            e.details.as_deref().unwrap_or("via_upstream"),
+            Opt(up.and_then(|u| u.transport_failure.as_ref())),
+            r.received.get(),
+            e.sent,
+            self.1,
+            Hv(e.service_time.as_ref()),
+            Hv(r.forwarded_for.as_ref()),
+            Hv(r.user_agent.as_ref()),
+            Hv(r.request_id.as_ref()),
+            Hv(r.authority.as_ref()),
+            Opt(up.and_then(|u| u.host.as_ref())),
+            Opt(up.and_then(|u| u.cluster.as_ref())),
+            Opt(up.and_then(|u| u.local_address.as_ref())),
+            Opt(r.downstream.local.as_ref()),
+            Opt(r.downstream.remote.as_ref()),
+            Opt(up.and_then(|u| u.route_name.as_ref())),
+        )
+    }
+}
+
+struct PathAndQuery<'a>(&'a Uri);
+
+impl fmt::Display for PathAndQuery<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.path_and_query() {
+            Some(pq) => f.write_str(pq.as_str()),
+            None => f.write_str("/"),
+        }
+    }
+}
+
+impl Drop for LogEntry {
+    fn drop(&mut self) {
+        let duration_ms = self.facts.start.elapsed().as_millis() as u64;
+        let r = &self.facts;
+        let up = self.upstream.as_ref();
+        tracing::info!(
+            target: TARGET,
+            direction = r.direction.as_str(),
+            method = %r.method,
+            path = %PathAndQuery(&r.uri),
+            protocol = protocol(r.version),
+            response_code = self.status,
+            response_flags = %self.flags,
+            response_code_details = self.details.as_deref().unwrap_or("via_upstream"),
+            bytes_received = r.received.get(),
+            bytes_sent = self.sent,
+            duration_ms,
+            request_id = %Hv(r.request_id.as_ref()),
+            authority = %Hv(r.authority.as_ref()),
+            user_agent = %Hv(r.user_agent.as_ref()),
+            upstream_host = %Opt(up.and_then(|u| u.host.as_ref())),
+            upstream_cluster = %Opt(up.and_then(|u| u.cluster.as_ref())),
+            route_name = %Opt(up.and_then(|u| u.route_name.as_ref())),
+            downstream_remote_address = %Opt(r.downstream.remote.as_ref()),
+            "{}",
+            Line(self, duration_ms)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn start_time_table() {
+        let cases = [
+            (0u64, 0u32, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, 5, "2000-02-29T00:00:00.005Z"),
+            (1_764_100_761, 123, "2025-11-25T19:59:21.123Z"),
+            (4_102_444_799, 999, "2099-12-31T23:59:59.999Z"),
+        ];
+        for (secs, ms, want) in cases {
+            let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(u64::from(ms));
+            assert_eq!(StartTime(t).to_string(), want);
+        }
+    }
+
+    #[test]
+    fn line_format() {
+        let facts = RequestFacts {
+            direction: Direction::Outbound,
+            start_wall: UNIX_EPOCH,
+            start: Instant::now(),
+            method: Method::GET,
+            uri: "/reviews/0?x=1".parse().unwrap(),
+            original_path: None,
+            version: Version::HTTP_11,
+            forwarded_for: None,
+            user_agent: Some(HeaderValue::from_static("curl/8.0")),
+            request_id: Some(HeaderValue::from_static("abc")),
+            authority: Some(HeaderValue::from_static("reviews:9080")),
+            downstream: ConnectionAddrs::default(),
+            received: BodySize::Exact(0),
+        };
+        let mut ext = http::Extensions::new();
+        ext.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);
+        ext.insert(ResponseCodeDetails("no_healthy_upstream".into()));
+        ext.insert(UpstreamInfo {
+            cluster: Some("outbound|9080|v1|reviews.default.svc.cluster.local".into()),
+            route_name: Some("default".into()),
+            ..Default::default()
+        });
+        let mut entry = LogEntry::new(facts, 503, &HeaderMap::new(), &ext);
+        entry.on_data(19);
+        let line = Line(&entry, 3).to_string();
+        assert_eq!(
+            line,
+            "[1970-01-01T00:00:00.000Z] \"GET /reviews/0?x=1 HTTP/1.1\" 503 UH no_healthy_upstream - \"-\" 0 19 3 - \"-\" \"curl/8.0\" \"abc\" \"reviews:9080\" \"-\" outbound|9080|v1|reviews.default.svc.cluster.local - - - - default"
+        );
+    }
+}

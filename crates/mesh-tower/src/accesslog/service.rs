@@ -1,0 +1,144 @@
+//! [`AccessLog`] service, its future and body.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use http::header::{HOST, USER_AGENT};
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::Service;
+
+use super::{Direction, LogEntry, RequestFacts, TARGET};
+use crate::lb::ConnectionAddrs;
+use crate::observe::{CountingBody, ObservedBody};
+
+/// The response body of [`AccessLog`]: logs the request when it ends.
+pub type AccessLogBody<B> = ObservedBody<B, LogEntry>;
+
+/// Logs every request to `S`. See [`AccessLogLayer`](super::AccessLogLayer).
+#[derive(Clone, Debug)]
+pub struct AccessLog<S> {
+    inner: S,
+    direction: Direction,
+}
+
+impl<S> AccessLog<S> {
+    pub(crate) fn new(inner: S, direction: Direction) -> Self {
+        AccessLog { inner, direction }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for AccessLog<S>
+where
+    S: Service<Request<CountingBody<ReqB>>, Response = Response<ResB>>,
+    ReqB: http_body::Body,
+{
+    type Response = Response<AccessLogBody<ResB>>;
+    type Error = S::Error;
+    type Future = AccessLogFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            let (parts, body) = req.into_parts();
+            let req = Request::from_parts(parts, CountingBody::passthrough(body));
+            return AccessLogFuture {
+                inner: self.inner.call(req),
+                facts: None,
+            };
+        }
+        let (parts, body) = req.into_parts();
+        let (body, received) = CountingBody::new(body);
+        let h = &parts.headers;
+        let facts = RequestFacts {
+            direction: self.direction,
+            start_wall: SystemTime::now(),
+            start: Instant::now(),
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            original_path: h.get("x-envoy-original-path").cloned(),
+            version: parts.version,
+            forwarded_for: h.get("x-forwarded-for").cloned(),
+            user_agent: h.get(USER_AGENT).cloned(),
+            request_id: h.get("x-request-id").cloned(),
+            authority: h.get(HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+            }),
+            downstream: parts
+                .extensions
+                .get::<ConnectionAddrs>()
+                .copied()
+                .unwrap_or_default(),
+            received,
+        };
+        AccessLogFuture {
+            inner: self.inner.call(Request::from_parts(parts, body)),
+            facts: Some(facts),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`AccessLog`].
+    #[derive(Debug)]
+    pub struct AccessLogFuture<F> {
+        #[pin]
+        inner: F,
+        facts: Option<RequestFacts>,
+    }
+}
+
+impl<F, B, E> Future for AccessLogFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<AccessLogBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let facts = this.facts.take();
+        match result {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let entry = facts.map(|f| {
+                    LogEntry::new(f, parts.status.as_u16(), &parts.headers, &parts.extensions)
+                });
+                Poll::Ready(Ok(Response::from_parts(
+                    parts,
+                    ObservedBody::new(body, entry),
+                )))
+            }
+            Err(e) => {
+                // No response: logged with response code 0 (dropping the entry logs it).
+                drop(facts.map(|f| {
+                    LogEntry::new(f, 0, &http::HeaderMap::new(), &http::Extensions::new())
+                }));
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}

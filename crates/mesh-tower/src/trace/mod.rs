@@ -1,0 +1,682 @@
+//! Trace-context propagation as Istio's sidecars do it: W3C `traceparent`/`tracestate`, B3
+//! (multi-header `x-b3-*` and single `b3`), and `x-request-id`.
+//!
+//! [`PropagateTraceLayer::inbound`] reads the caller's context (W3C first, then `b3`, then
+//! `x-b3-*`), opens this hop's span (a new span id whose parent is the caller's), writes the
+//! updated headers into the request so the application sees them, adds an `x-request-id`
+//! if there is none, and exposes the [`TraceContext`] in the request extensions and as the
+//! task's [`current`] context while the request is handled.
+//!
+//! [`PropagateTraceLayer::outbound`] does the same for a client request: its parent is the
+//! trace headers the application already set, else a [`TraceContext`] in the request
+//! extensions, else the [`current`] context of the inbound request being handled, else a new
+//! trace. So an outbound call made while handling an inbound request carries the trace on
+//! (and its `x-request-id`) without the application copying headers.
+//!
+//! New traces are sampled at [`TraceConfig::sampling_percent`] (Istio's default 1%); an
+//! incoming decision is kept.
+
+mod layer;
+mod service;
+
+use std::fmt::{self, Write as _};
+
+use http::header::{HeaderName, HeaderValue};
+use http::HeaderMap;
+use rand::{Rng, RngCore};
+
+pub use layer::PropagateTraceLayer;
+pub use service::{PropagateTrace, PropagateTraceFuture};
+
+/// `traceparent`.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`.
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+/// `b3` (single header).
+pub const B3: HeaderName = HeaderName::from_static("b3");
+/// `x-b3-traceid`.
+pub const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
+/// `x-b3-spanid`.
+pub const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
+/// `x-b3-parentspanid`.
+pub const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+/// `x-b3-sampled`.
+pub const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+/// `x-b3-flags`.
+pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+/// `x-request-id`.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Which formats to write on the next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Formats {
+    /// W3C `traceparent` (+ `tracestate`).
+    pub w3c: bool,
+    /// B3 multi-header (`x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`,
+    /// `x-b3-sampled`).
+    pub b3_multi: bool,
+    /// B3 single header `b3`.
+    pub b3_single: bool,
+}
+
+impl Default for Formats {
+    /// W3C and B3 multi-header: what Envoy's OpenTelemetry and Zipkin tracers send.
+    fn default() -> Self {
+        Formats {
+            w3c: true,
+            b3_multi: true,
+            b3_single: false,
+        }
+    }
+}
+
+/// Propagation settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TraceConfig {
+    /// Formats always written (a `b3` single header is also written when one came in).
+    pub formats: Formats,
+    /// Percentage of new traces sampled (Istio's default: 1.0).
+    pub sampling_percent: f64,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            formats: Formats::default(),
+            sampling_percent: 1.0,
+        }
+    }
+}
+
+/// Where a context came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// `traceparent`.
+    W3c,
+    /// `b3`.
+    B3Single,
+    /// `x-b3-*`.
+    B3Multi,
+    /// Started here.
+    New,
+}
+
+/// The trace context of one hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    /// Trace id (64-bit B3 ids are kept in the low half).
+    pub trace_id: u128,
+    /// True when the trace id is 64-bit (B3) and must be written back as 16 hex digits.
+    pub short_trace_id: bool,
+    /// This hop's span id.
+    pub span_id: u64,
+    /// The caller's span id.
+    pub parent_span_id: Option<u64>,
+    /// Sampling decision.
+    pub sampled: bool,
+    /// B3 debug flag.
+    pub debug: bool,
+    /// W3C `tracestate`, carried unchanged.
+    pub tracestate: Option<HeaderValue>,
+    /// The request id (`x-request-id`) of the request this context belongs to.
+    pub request_id: Option<HeaderValue>,
+    /// Where the parent context came from.
+    pub origin: Origin,
+}
+
+/// The context as extracted from headers (the caller's span).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Parent {
+    trace_id: u128,
+    short: bool,
+    span_id: u64,
+    sampled: Option<bool>,
+    debug: bool,
+    tracestate: Option<HeaderValue>,
+    origin: Origin,
+}
+
+fn hex_u64(s: &str) -> Option<u64> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok().filter(|&v| v != 0)
+}
+
+fn hex_trace_id(s: &str) -> Option<(u128, bool)> {
+    if !(s.len() == 16 || s.len() == 32) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let v = u128::from_str_radix(s, 16).ok().filter(|&v| v != 0)?;
+    Some((v, s.len() == 16))
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+}
+
+/// Parses `traceparent` (W3C Trace Context level 1; later versions are read by their first
+/// four fields). Invalid values are ignored, as the spec requires.
+pub(crate) fn parse_traceparent(s: &str) -> Option<Parent> {
+    let mut parts = s.split('-');
+    let version = parts.next()?;
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let flags = parts.next()?;
+    let rest = parts.next();
+    if version.len() != 2 || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version == "ff" {
+        return None;
+    }
+    if version == "00" && (rest.is_some() || s.len() != 55) {
+        return None;
+    }
+    let is_lower_hex = |x: &str| x.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if trace.len() != 32 || !is_lower_hex(trace) || span.len() != 16 || !is_lower_hex(span) {
+        return None;
+    }
+    let (trace_id, _) = hex_trace_id(trace)?;
+    let span_id = hex_u64(span)?;
+    if flags.len() != 2 {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    Some(Parent {
+        trace_id,
+        short: false,
+        span_id,
+        sampled: Some(flags & 1 == 1),
+        debug: false,
+        tracestate: None,
+        origin: Origin::W3c,
+    })
+}
+
+fn parse_b3_sampled(s: &str) -> Option<(Option<bool>, bool)> {
+    match s {
+        "1" | "true" => Some((Some(true), false)),
+        "0" | "false" => Some((Some(false), false)),
+        "d" => Some((Some(true), true)),
+        _ => None,
+    }
+}
+
+/// Parses the single `b3` header: `{trace}-{span}[-{sampled}[-{parent}]]`, or only a
+/// sampling decision (which carries no parent).
+pub(crate) fn parse_b3_single(s: &str) -> Option<Parent> {
+    let mut parts = s.split('-');
+    let trace = parts.next()?;
+    let span = parts.next()?;
+    let (trace_id, short) = hex_trace_id(trace)?;
+    let span_id = hex_u64(span)?;
+    let (sampled, debug) = match parts.next() {
+        Some(x) => parse_b3_sampled(x)?,
+        None => (None, false),
+    };
+    if let Some(parent) = parts.next() {
+        hex_u64(parent)?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Parent {
+        trace_id,
+        short,
+        span_id,
+        sampled,
+        debug,
+        tracestate: None,
+        origin: Origin::B3Single,
+    })
+}
+
+/// Extracts the caller's context: W3C, then `b3`, then `x-b3-*`.
+pub(crate) fn extract(headers: &HeaderMap) -> Option<Parent> {
+    if let Some(mut p) = header_str(headers, &TRACEPARENT).and_then(parse_traceparent) {
+        p.tracestate = headers.get(TRACESTATE).cloned();
+        return Some(p);
+    }
+    if let Some(p) = header_str(headers, &B3).and_then(parse_b3_single) {
+        return Some(p);
+    }
+    let (trace_id, short) = header_str(headers, &X_B3_TRACEID).and_then(hex_trace_id)?;
+    let span_id = header_str(headers, &X_B3_SPANID).and_then(hex_u64)?;
+    let debug = header_str(headers, &X_B3_FLAGS) == Some("1");
+    let sampled = header_str(headers, &X_B3_SAMPLED)
+        .and_then(parse_b3_sampled)
+        .and_then(|(s, _)| s);
+    Some(Parent {
+        trace_id,
+        short,
+        span_id,
+        sampled: if debug { Some(true) } else { sampled },
+        debug,
+        tracestate: None,
+        origin: Origin::B3Multi,
+    })
+}
+
+fn nonzero_u64<R: RngCore + ?Sized>(rng: &mut R) -> u64 {
+    loop {
+        let v = rng.next_u64();
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+impl TraceContext {
+    /// A new trace (new trace and span ids), sampled at `sampling_percent`.
+    pub fn new_root<R: RngCore + ?Sized>(sampling_percent: f64, rng: &mut R) -> Self {
+        let hi = u128::from(rng.next_u64());
+        let lo = u128::from(nonzero_u64(rng));
+        let sampled = sampling_percent >= 100.0
+            || (sampling_percent > 0.0 && rng.random::<f64>() * 100.0 < sampling_percent);
+        TraceContext {
+            trace_id: (hi << 64) | lo,
+            short_trace_id: false,
+            span_id: nonzero_u64(rng),
+            parent_span_id: None,
+            sampled,
+            debug: false,
+            tracestate: None,
+            request_id: None,
+            origin: Origin::New,
+        }
+    }
+
+    pub(crate) fn from_parent<R: RngCore + ?Sized>(
+        parent: Parent,
+        sampling_percent: f64,
+        rng: &mut R,
+    ) -> Self {
+        let sampled = parent.sampled.unwrap_or_else(|| {
+            sampling_percent >= 100.0
+                || (sampling_percent > 0.0 && rng.random::<f64>() * 100.0 < sampling_percent)
+        });
+        TraceContext {
+            trace_id: parent.trace_id,
+            short_trace_id: parent.short,
+            span_id: nonzero_u64(rng),
+            parent_span_id: Some(parent.span_id),
+            sampled,
+            debug: parent.debug,
+            tracestate: parent.tracestate,
+            request_id: None,
+            origin: parent.origin,
+        }
+    }
+
+    /// The context of the next hop: same trace, a new span whose parent is this one.
+    pub fn child<R: RngCore + ?Sized>(&self, rng: &mut R) -> Self {
+        TraceContext {
+            span_id: nonzero_u64(rng),
+            parent_span_id: Some(self.span_id),
+            ..self.clone()
+        }
+    }
+
+    /// The trace id as hex (32 digits, or 16 for a 64-bit B3 id).
+    pub fn trace_id_hex(&self) -> String {
+        let mut s = String::with_capacity(32);
+        let _ = write_trace_id(&mut s, self.trace_id, self.short_trace_id);
+        s
+    }
+
+    /// The `traceparent` value for this span.
+    pub fn traceparent(&self) -> String {
+        let mut s = String::with_capacity(55);
+        let _ = write!(
+            s,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id,
+            self.span_id,
+            u8::from(self.sampled)
+        );
+        s
+    }
+
+    /// The single `b3` header value for this span.
+    pub fn b3_single(&self) -> String {
+        let mut s = String::with_capacity(72);
+        let _ = write_trace_id(&mut s, self.trace_id, self.short_trace_id);
+        let _ = write!(s, "-{:016x}-", self.span_id);
+        s.push(if self.debug {
+            'd'
+        } else if self.sampled {
+            '1'
+        } else {
+            '0'
+        });
+        if let Some(p) = self.parent_span_id {
+            let _ = write!(s, "-{p:016x}");
+        }
+        s
+    }
+
+    /// Writes this span into `headers` in `formats` (replacing what was there).
+    pub fn inject(&self, headers: &mut HeaderMap, formats: Formats) {
+        let value = |s: String| HeaderValue::from_str(&s).ok();
+        if formats.w3c {
+            if let Some(v) = value(self.traceparent()) {
+                headers.insert(TRACEPARENT, v);
+            }
+            match &self.tracestate {
+                Some(ts) => {
+                    headers.insert(TRACESTATE, ts.clone());
+                }
+                None => {
+                    headers.remove(TRACESTATE);
+                }
+            }
+        }
+        if formats.b3_multi {
+            if let Some(v) = value(self.trace_id_hex()) {
+                headers.insert(X_B3_TRACEID, v);
+            }
+            if let Some(v) = value(format!("{:016x}", self.span_id)) {
+                headers.insert(X_B3_SPANID, v);
+            }
+            match self.parent_span_id.and_then(|p| value(format!("{p:016x}"))) {
+                Some(v) => {
+                    headers.insert(X_B3_PARENTSPANID, v);
+                }
+                None => {
+                    headers.remove(X_B3_PARENTSPANID);
+                }
+            }
+            if self.debug {
+                headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
+                headers.remove(X_B3_SAMPLED);
+            } else {
+                headers.insert(
+                    X_B3_SAMPLED,
+                    HeaderValue::from_static(if self.sampled { "1" } else { "0" }),
+                );
+            }
+        }
+        if formats.b3_single {
+            if let Some(v) = value(self.b3_single()) {
+                headers.insert(B3, v);
+            }
+        }
+    }
+}
+
+fn write_trace_id(out: &mut String, id: u128, short: bool) -> fmt::Result {
+    if short {
+        write!(out, "{:016x}", id as u64)
+    } else {
+        write!(out, "{id:032x}")
+    }
+}
+
+/// A random UUID v4, as Envoy generates for `x-request-id`.
+pub fn new_request_id<R: RngCore + ?Sized>(rng: &mut R) -> HeaderValue {
+    let mut b = [0u8; 16];
+    rng.fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let mut s = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        let _ = write!(s, "{byte:02x}");
+    }
+    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// The trace context of the request the current task is handling (set by the inbound
+/// layer around the application's future), if any.
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `fut` with `ctx` as the [`current`] context (for work spawned off the request
+/// task that should carry the trace on).
+pub fn scope<F: std::future::Future>(
+    ctx: TraceContext,
+    fut: F,
+) -> tokio::task::futures::TaskLocalFuture<TraceContext, F> {
+    CURRENT.scope(ctx, fut)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn traceparent_table() {
+        let cases = [
+            (TP, true),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                true,
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+                true,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+                false,
+            ),
+            (
+                "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                false,
+            ),
+            (
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+                false,
+            ),
+            ("garbage", false),
+            ("", false),
+        ];
+        for (s, ok) in cases {
+            assert_eq!(parse_traceparent(s).is_some(), ok, "{s}");
+        }
+        let p = parse_traceparent(TP).unwrap();
+        assert_eq!(p.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(p.span_id, 0x00f067aa0ba902b7);
+        assert_eq!(p.sampled, Some(true));
+    }
+
+    #[test]
+    fn b3_single_table() {
+        let cases = [
+            (
+                "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90",
+                Some((false, Some(true), false)),
+            ),
+            (
+                "64fe8b2a57d3eff7-e457b5a2e4d86bd1",
+                Some((true, None, false)),
+            ),
+            (
+                "64fe8b2a57d3eff7-e457b5a2e4d86bd1-d",
+                Some((true, Some(true), true)),
+            ),
+            (
+                "64fe8b2a57d3eff7-e457b5a2e4d86bd1-0",
+                Some((true, Some(false), false)),
+            ),
+            ("0", None),
+            ("64fe8b2a57d3eff7-e457b5a2e4d86bd1-x", None),
+            ("64fe8b2a57d3eff7-e457", None),
+            (
+                "64fe8b2a57d3eff7-e457b5a2e4d86bd1-1-05e3ac9a4f6e3b90-extra",
+                None,
+            ),
+        ];
+        for (s, want) in cases {
+            let got = parse_b3_single(s).map(|p| (p.short, p.sampled, p.debug));
+            assert_eq!(got, want, "{s}");
+        }
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn extract_precedence_and_b3_multi() {
+        let h = headers(&[
+            ("traceparent", TP),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ]);
+        let p = extract(&h).unwrap();
+        assert_eq!(p.origin, Origin::W3c);
+        assert_eq!(p.tracestate.unwrap(), "congo=t61rcWkgMzE");
+        // Invalid traceparent falls back to B3.
+        let h = headers(&[
+            ("traceparent", "bad"),
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "1"),
+        ]);
+        let p = extract(&h).unwrap();
+        assert_eq!(p.origin, Origin::B3Multi);
+        assert_eq!(p.trace_id, 0x80f198ee56343ba864fe8b2a57d3eff7);
+        assert_eq!(p.sampled, Some(true));
+        let h = headers(&[
+            ("x-b3-traceid", "64fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-flags", "1"),
+        ]);
+        let p = extract(&h).unwrap();
+        assert!(p.short && p.debug && p.sampled == Some(true));
+        assert_eq!(
+            extract(&headers(&[("x-b3-traceid", "64fe8b2a57d3eff7")])),
+            None
+        );
+        assert_eq!(extract(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn child_and_inject_round_trip() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let parent = extract(&headers(&[("traceparent", TP), ("tracestate", "a=b")])).unwrap();
+        let ctx = TraceContext::from_parent(parent, 1.0, &mut rng);
+        assert_eq!(ctx.parent_span_id, Some(0x00f067aa0ba902b7));
+        assert_ne!(ctx.span_id, 0x00f067aa0ba902b7);
+        let mut h = HeaderMap::new();
+        ctx.inject(
+            &mut h,
+            Formats {
+                w3c: true,
+                b3_multi: true,
+                b3_single: true,
+            },
+        );
+        let tp = h["traceparent"].to_str().unwrap();
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{tp}"
+        );
+        assert!(tp.ends_with("-01"));
+        assert_eq!(h["tracestate"], "a=b");
+        assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert_eq!(
+            h["x-b3-spanid"].to_str().unwrap(),
+            format!("{:016x}", ctx.span_id)
+        );
+        let b3 = h["b3"].to_str().unwrap();
+        assert!(b3.ends_with("-1-00f067aa0ba902b7"), "{b3}");
+        // What we wrote parses back to the same trace, with our span as the parent.
+        let back = extract(&h).unwrap();
+        assert_eq!((back.trace_id, back.span_id), (ctx.trace_id, ctx.span_id));
+        let child = ctx.child(&mut rng);
+        assert_eq!(child.trace_id, ctx.trace_id);
+        assert_eq!(child.parent_span_id, Some(ctx.span_id));
+    }
+
+    #[test]
+    fn short_b3_ids_stay_short() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let parent = extract(&headers(&[("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1-0")])).unwrap();
+        let ctx = TraceContext::from_parent(parent, 100.0, &mut rng);
+        assert!(!ctx.sampled, "the incoming decision is kept");
+        assert_eq!(ctx.trace_id_hex(), "64fe8b2a57d3eff7");
+        assert!(ctx.b3_single().starts_with("64fe8b2a57d3eff7-"));
+        // W3C needs 128 bits: the short id is left-padded with zeros.
+        assert!(ctx
+            .traceparent()
+            .starts_with("00-000000000000000064fe8b2a57d3eff7-"));
+    }
+
+    #[test]
+    fn sampling_of_new_traces() {
+        let mut rng = StdRng::seed_from_u64(3);
+        assert!(TraceContext::new_root(100.0, &mut rng).sampled);
+        assert!(!TraceContext::new_root(0.0, &mut rng).sampled);
+        let n = 20_000;
+        let sampled = (0..n)
+            .filter(|_| TraceContext::new_root(10.0, &mut rng).sampled)
+            .count();
+        let share = sampled as f64 / n as f64;
+        assert!((share - 0.10).abs() < 0.01, "{share}");
+    }
+
+    #[test]
+    fn request_id_is_uuid_v4() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let id = new_request_id(&mut rng);
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        let parts: Vec<&str> = s.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            vec![8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'));
+        assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
+        assert_ne!(new_request_id(&mut rng), id);
+    }
+
+    #[tokio::test]
+    async fn current_is_scoped() {
+        assert_eq!(current(), None);
+        let ctx = TraceContext::new_root(100.0, &mut rand::rng());
+        let inner = scope(ctx.clone(), async { current() }).await;
+        assert_eq!(inner, Some(ctx));
+        assert_eq!(current(), None);
+    }
+}

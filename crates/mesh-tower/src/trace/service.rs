@@ -1,0 +1,103 @@
+//! [`PropagateTrace`].
+
+use std::task::{Context, Poll};
+
+use http::Request;
+use tokio::task::futures::TaskLocalFuture;
+use tower::Service;
+
+use super::layer::{Direction, PropagateTraceLayer};
+use super::{current, extract, new_request_id, scope, TraceContext, X_REQUEST_ID};
+
+/// The response future of [`PropagateTrace`]: the inner future run with the hop's context
+/// as the task's [`current`](super::current) context.
+pub type PropagateTraceFuture<F> = TaskLocalFuture<TraceContext, F>;
+
+/// Propagates trace context and `x-request-id`. See [`PropagateTraceLayer`].
+#[derive(Clone, Debug)]
+pub struct PropagateTrace<S> {
+    inner: S,
+    layer: PropagateTraceLayer,
+}
+
+impl<S> PropagateTrace<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, layer: PropagateTraceLayer) -> Self {
+        PropagateTrace { inner, layer }
+    }
+
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for PropagateTrace<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = PropagateTraceFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let config = self.layer.config;
+        let mut rng = rand::rng();
+        let headers = req.headers();
+        let from_headers = extract(headers);
+        let came_as_b3_single = headers.contains_key(super::B3);
+        let mut ctx = match (from_headers, self.layer.direction) {
+            (Some(parent), _) => {
+                TraceContext::from_parent(parent, config.sampling_percent, &mut rng)
+            }
+            (None, Direction::Inbound) => TraceContext::new_root(config.sampling_percent, &mut rng),
+            (None, Direction::Outbound) => {
+                let parent = req
+                    .extensions()
+                    .get::<TraceContext>()
+                    .cloned()
+                    .or_else(current);
+                match parent {
+                    Some(p) => {
+                        let mut child = p.child(&mut rng);
+                        child.request_id = p.request_id;
+                        child
+                    }
+                    None => TraceContext::new_root(config.sampling_percent, &mut rng),
+                }
+            }
+        };
+        // x-request-id: keep the request's, else carry the parent's on, else a new one.
+        let request_id = match req.headers().get(X_REQUEST_ID) {
+            Some(v) if !v.is_empty() => v.clone(),
+            _ => {
+                let id = ctx
+                    .request_id
+                    .take()
+                    .unwrap_or_else(|| new_request_id(&mut rng));
+                req.headers_mut().insert(X_REQUEST_ID, id.clone());
+                id
+            }
+        };
+        ctx.request_id = Some(request_id);
+        let mut formats = config.formats;
+        formats.b3_single |= came_as_b3_single;
+        ctx.inject(req.headers_mut(), formats);
+        req.extensions_mut().insert(ctx.clone());
+        scope(ctx, self.inner.call(req))
+    }
+}
