@@ -772,6 +772,128 @@ mod tests {
         assert!(e.to_string().contains("ca-cert.pem"), "{e}");
     }
 
+    /// root -> intermediate-1 -> signing CA, with `cert-chain.pem` = signing + int-1 + root
+    /// (the layout of Istio's `tools/certs` Makefile): workload chains carry both
+    /// intermediates and not the root.
+    #[test]
+    fn plugin_two_level_intermediates() {
+        let ca_params = |cn: &str| {
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::OrganizationName, "Istio");
+            dn.push(DnType::CommonName, cn);
+            p.distinguished_name = dn;
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            p.not_before = (SystemTime::now() - Duration::from_secs(3600)).into();
+            p.not_after = (SystemTime::now() + Duration::from_secs(86_400 * 365)).into();
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("Root CA");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let int1_key = KeyPair::generate().unwrap();
+        let int1_params = ca_params("Intermediate 1");
+        let int1 = int1_params.signed_by(&int1_key, &root_issuer).unwrap();
+        let int1_issuer = Issuer::new(int1_params, int1_key);
+        let sign_key = KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let sign = ca_params("Istio CA cluster-1")
+            .signed_by(&sign_key, &int1_issuer)
+            .unwrap();
+
+        let chain_pem = format!("{}{}{}", sign.pem(), int1.pem(), root.pem());
+        let ca = MeshCa::from_plugin_pem(
+            sign.pem().as_bytes(),
+            sign_key.serialize_pem().as_bytes(),
+            root.pem().as_bytes(),
+            Some(chain_pem.as_bytes()),
+            "cluster.local",
+        )
+        .unwrap();
+        let wc = ca
+            .issue(
+                &Identity::new("cluster.local", "a", "b").unwrap(),
+                DEFAULT_WORKLOAD_TTL,
+                &[],
+            )
+            .unwrap();
+        let chain = wc.chain_der().unwrap();
+        assert_eq!(chain.len(), 3, "leaf, signing CA, intermediate 1");
+        assert_eq!(&chain[1], sign.der());
+        assert_eq!(&chain[2], int1.der());
+
+        // without cert-chain.pem the intermediate is missing and the CA is refused
+        let e = MeshCa::from_plugin_pem(
+            sign.pem().as_bytes(),
+            sign_key.serialize_pem().as_bytes(),
+            root.pem().as_bytes(),
+            None,
+            "cluster.local",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("do not verify up to root-cert.pem"),
+            "{e}"
+        );
+
+        // an expired signing certificate is refused
+        let mut old = ca_params("Old CA");
+        old.not_before = (SystemTime::now() - Duration::from_secs(7200)).into();
+        old.not_after = (SystemTime::now() - Duration::from_secs(3600)).into();
+        let old_key = KeyPair::generate().unwrap();
+        let old_cert = old.signed_by(&old_key, &root_issuer).unwrap();
+        let e = MeshCa::from_plugin_pem(
+            old_cert.pem().as_bytes(),
+            old_key.serialize_pem().as_bytes(),
+            root.pem().as_bytes(),
+            None,
+            "cluster.local",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let ca = MeshCa::self_signed("cluster.local").unwrap();
+        let wc = ca
+            .issue(
+                &Identity::new("cluster.local", "a", "b").unwrap(),
+                DEFAULT_WORKLOAD_TTL,
+                &[],
+            )
+            .unwrap();
+        let good = wc.chain_pem().as_bytes().to_vec();
+        let der = wc.chain_der().unwrap()[0].to_vec();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2_000 {
+            // flip a few bytes of a valid PEM and of a valid DER
+            let mut pem = good.clone();
+            let mut d = der.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let i = (next() as usize) % pem.len();
+                pem[i] = next() as u8;
+                let j = (next() as usize) % d.len();
+                d[j] = next() as u8;
+            }
+            let pem_s = String::from_utf8_lossy(&pem);
+            let _ = pki::certs_from_pem("fuzz", &pem);
+            let _ = pki::key_from_pem("fuzz", &pem);
+            let _ = TrustBundle::from_pem(&pem);
+            let _ = WorkloadCert::from_pem(&pem_s, wc.key_pem(), wc.root_pem());
+            let _ = CertInfo::parse(&d);
+            let _ = pki::spiffe_of(&d);
+            let _ = MeshCa::from_plugin_pem(&pem, wc.key_pem().as_bytes(), &pem, None, "td");
+        }
+    }
+
     #[test]
     fn workload_cert_from_pem_checks() {
         let ca = MeshCa::self_signed("cluster.local").unwrap();

@@ -849,3 +849,102 @@ async fn istio_sample_ca_and_workload_certs() {
     );
     assert!(alias_server.next().await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn simple_without_ca_certificates_uses_os_roots() {
+    let ca = ca();
+    let server = echo_server(strict(&creds(&ca, &id(TD, "a", "s"), &["localhost"]))).await;
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::Simple,
+        ..Default::default()
+    };
+    let dest = Destination {
+        host: "localhost",
+        port: 443,
+        subset: None,
+        service_accounts: &[],
+    };
+    let out = match client_config(&settings, &dest, &ClientContext::default()) {
+        Ok(out) => out.unwrap(),
+        Err(e) => {
+            eprintln!("skipped: no OS root certificates on this machine: {e}");
+            return;
+        }
+    };
+    // the mesh root is not an OS root: refused as an unknown issuer
+    let e = out
+        .connect(TcpStream::connect(server.addr).await.unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        VerifyError::from_io(&e).unwrap().kind(),
+        "unknown_issuer",
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn two_spiffe_ids_in_one_certificate_are_refused() {
+    // An X.509 SVID carries exactly one SPIFFE ID: a certificate with two is ambiguous and
+    // refused, whatever the policy.
+    use rcgen_free::two_uri_cert;
+    let ca = ca();
+    let server = creds(&ca, &id(TD, "a", "s"), &[]);
+    let mut srv = echo_server(strict(&server)).await;
+    let (chain, key) = two_uri_cert(&ca);
+    let cfg = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(
+            MeshServerCertVerifier::new(
+                ca.trust_bundle(),
+                ServerCheck::Spiffe(PeerPolicy::trust_domain(TD)),
+            )
+            .unwrap(),
+        )
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    assert!(OutboundTlsRaw(Arc::new(cfg))
+        .roundtrip(srv.addr)
+        .await
+        .is_err());
+    assert_eq!(server_err(srv.next().await).kind(), "no_spiffe_identity");
+}
+
+/// A certificate our CA would never issue (two SPIFFE IDs), made with rcgen directly from
+/// the CA's files, as a third-party CA could.
+mod rcgen_free {
+    use super::*;
+
+    pub(super) fn two_uri_cert(
+        ca: &MeshCa,
+    ) -> (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ) {
+        // Write the CA to disk and load its key with rcgen, as a plug-in user would.
+        let dir = tempfile::tempdir().unwrap();
+        ca.write_dir(dir.path()).unwrap();
+        let ca_cert = std::fs::read_to_string(dir.path().join("ca-cert.pem")).unwrap();
+        let ca_key = std::fs::read_to_string(dir.path().join("ca-key.pem")).unwrap();
+        let key = rcgen::KeyPair::from_pem(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_cert, key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.subject_alt_names = vec![
+            rcgen::SanType::URI("spiffe://cluster.local/ns/a/sa/one".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://cluster.local/ns/a/sa/two".try_into().unwrap()),
+        ];
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let cert = p.signed_by(&leaf_key, &issuer).unwrap();
+        (
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+    }
+}
