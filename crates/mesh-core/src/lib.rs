@@ -13,7 +13,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+pub mod analyze;
 pub mod diag;
 pub mod load;
 pub mod model;
 pub mod validate;
+
+/// Everything `meshctl validate` reports for a load: the loader's diagnostics, per-object
+/// validation and cross-object analysis, sorted by file and position.
+pub fn check(loaded: &load::Loaded) -> Vec<diag::Diagnostic> {
+    let mut out = loaded.diagnostics.clone();
+    out.extend(validate::validate_all(&loaded.objects));
+    out.extend(analyze::analyze(&loaded.objects));
+    diag::sort(&mut out);
+    out
+}

@@ -37,6 +37,11 @@ fn istio_samples_load_and_validate_without_errors() {
         .iter()
         .any(|d| d.message.contains("will deny all traffic to TCP ports")));
 
+    // Analysed together (alternatives of the same object included), nothing is an error.
+    let analysis = mesh_core::analyze::analyze(&loaded.objects);
+    let errors: Vec<_> = analysis.iter().filter(|d| d.is_error()).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
     let count = |k: Kind| loaded.objects.iter().filter(|o| o.kind == k).count();
     assert!(count(Kind::VirtualService) >= 20);
     assert!(count(Kind::DestinationRule) >= 10);

@@ -1,0 +1,778 @@
+//! Cross-object analysis, like `istioctl analyze`.
+//!
+//! Findings use Istio's analyzer codes where one fits. Where Istio's analyzer needs a live
+//! cluster (the full service registry, secrets), we only check what the loaded files show:
+//! registry checks run only when the files contain Services or ServiceEntries, workload
+//! checks only when they contain Pods or workload controllers.
+//!
+//! | code | severity | finding |
+//! | --- | --- | --- |
+//! | IST0101 | error | a route's subset is not defined by any DestinationRule for its host (`host+subset`); a VirtualService's gateway or delegate does not exist |
+//! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
+//! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
+//! | IST0104 | warning | a Gateway server port is not exposed by the selected workloads' Services |
+//! | IST0109 | error | several mesh-bound VirtualServices define the same host |
+//! | IST0110 | error | several Sidecars select the same workload |
+//! | IST0111 | error | several selector-less Sidecars in one namespace |
+//! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
+//! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
+//! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
+//! | IST0174 | warning | a DestinationRule host matches no loaded service |
+//! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
+//! | IM0202 | warning | the same kind/namespace/name is defined twice (the last one wins, like `kubectl apply`) |
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::diag::{codes, Diagnostic, Severity};
+use crate::model::host::{self, DEFAULT_DOMAIN_SUFFIX};
+use crate::model::{
+    ClientTlsMode, ClientTlsSettings, ConfigObject, Destination, Kind, Labels, Spec,
+};
+
+/// Options of the analysis.
+#[derive(Debug, Clone)]
+pub struct AnalyzeOptions {
+    /// The mesh root namespace.
+    pub root_namespace: String,
+    /// Cluster domain suffix.
+    pub domain_suffix: String,
+}
+
+impl Default for AnalyzeOptions {
+    fn default() -> Self {
+        AnalyzeOptions {
+            root_namespace: "istio-system".to_owned(),
+            domain_suffix: DEFAULT_DOMAIN_SUFFIX.to_owned(),
+        }
+    }
+}
+
+/// Analyzes the objects together with default options.
+pub fn analyze(objects: &[ConfigObject]) -> Vec<Diagnostic> {
+    analyze_with(objects, &AnalyzeOptions::default())
+}
+
+struct Ctx<'a> {
+    opts: &'a AnalyzeOptions,
+    out: Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn report(
+        &mut self,
+        obj: &ConfigObject,
+        severity: Severity,
+        code: &'static str,
+        path: &str,
+        msg: String,
+    ) -> &mut Diagnostic {
+        let at = obj
+            .source
+            .locate_value(path)
+            .unwrap_or_else(|| obj.source.locate_nearest(path));
+        self.out.push(Diagnostic::new(
+            severity,
+            code,
+            msg,
+            obj.source.file.clone(),
+            at,
+            path,
+        ));
+        self.out.last_mut().expect("just pushed")
+    }
+
+    fn fqdn(&self, h: &str, ns: &str) -> String {
+        host::resolve_short_name(&h.to_ascii_lowercase(), ns, &self.opts.domain_suffix)
+    }
+}
+
+fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn fmt_labels(l: &Labels) -> String {
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn exported_to(export_to: &[String], owner_ns: &str, ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == ns || (e == "." && owner_ns == ns))
+}
+
+/// Analyzes the objects together.
+pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diagnostic> {
+    let mut cx = Ctx {
+        opts,
+        out: Vec::new(),
+    };
+
+    // The last definition of a kind/namespace/name wins, as with `kubectl apply`.
+    let mut last: HashMap<(Kind, &str, &str), usize> = HashMap::new();
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(prev) = last.insert((o.kind, &o.metadata.namespace, &o.metadata.name), i) {
+            let p = &objects[prev];
+            cx.report(
+                o,
+                Severity::Warning,
+                "IM0202",
+                "metadata.name",
+                format!(
+                    "{} {}/{} is defined more than once; this definition replaces the one at {}:{}",
+                    o.kind,
+                    o.metadata.namespace,
+                    o.metadata.name,
+                    p.source.file,
+                    p.source.location.line
+                ),
+            );
+        }
+    }
+    let objs: Vec<&ConfigObject> = objects
+        .iter()
+        .enumerate()
+        .filter(|(i, o)| {
+            last.get(&(
+                o.kind,
+                o.metadata.namespace.as_str(),
+                o.metadata.name.as_str(),
+            )) == Some(i)
+        })
+        .map(|(_, o)| o)
+        .collect();
+
+    // Indexes.
+    let mut services: HashSet<String> = HashSet::new(); // FQDNs and SE hosts
+    let mut se_hosts: Vec<(&ConfigObject, &str)> = Vec::new();
+    let mut registry_known = false;
+    let mut workloads: Vec<(&ConfigObject, &Labels)> = Vec::new();
+    let mut gateways: HashMap<(String, String), &ConfigObject> = HashMap::new();
+    let mut vs_names: HashSet<(String, String)> = HashSet::new();
+    for o in &objs {
+        let ns = o.metadata.namespace.as_str();
+        match &o.spec {
+            Spec::Service(_) => {
+                registry_known = true;
+                services.insert(format!(
+                    "{}.{ns}.svc.{}",
+                    o.metadata.name, opts.domain_suffix
+                ));
+            }
+            Spec::ServiceEntry(se) => {
+                registry_known = true;
+                for h in &se.hosts {
+                    services.insert(h.to_ascii_lowercase());
+                    se_hosts.push((o, h));
+                }
+            }
+            Spec::Workload(w) => workloads.push((o, &w.labels)),
+            Spec::Gateway(_) => {
+                gateways.insert((ns.to_owned(), o.metadata.name.clone()), o);
+            }
+            Spec::VirtualService(_) => {
+                vs_names.insert((ns.to_owned(), o.metadata.name.clone()));
+            }
+            _ => {}
+        }
+    }
+    let workloads_known = !workloads.is_empty();
+    let host_known = |h: &str| -> bool {
+        services.contains(h)
+            || services
+                .iter()
+                .any(|s| host::is_wildcard(s) && host::matches(s, h))
+            || (host::is_wildcard(h) && services.iter().any(|s| host::matches(h, s)))
+    };
+
+    // DestinationRules by namespace and resolved host.
+    struct DrInfo<'a> {
+        obj: &'a ConfigObject,
+        host: String,
+        subsets: Vec<&'a str>,
+        export_to: &'a [String],
+        has_selector: bool,
+    }
+    // Subset lookups consult every loaded definition (files often hold alternatives of one
+    // DestinationRule); conflict checks use the last definition only.
+    let mut drs: Vec<DrInfo<'_>> = Vec::new();
+    for o in objects {
+        if let Spec::DestinationRule(dr) = &o.spec {
+            drs.push(DrInfo {
+                obj: o,
+                host: cx.fqdn(&dr.host, &o.metadata.namespace),
+                subsets: dr.subsets.iter().map(|s| s.name.as_str()).collect(),
+                export_to: &dr.export_to,
+                has_selector: dr.workload_selector.is_some(),
+            });
+        }
+    }
+
+    // Multiple DRs for one host in one namespace.
+    let mut by_host: BTreeMap<(&str, &str), Vec<&DrInfo<'_>>> = BTreeMap::new();
+    for d in &drs {
+        let is_last = last
+            .get(&(
+                Kind::DestinationRule,
+                d.obj.metadata.namespace.as_str(),
+                d.obj.metadata.name.as_str(),
+            ))
+            .is_some_and(|&i| std::ptr::eq(&objects[i], d.obj));
+        if !d.has_selector && is_last {
+            by_host
+                .entry((d.obj.metadata.namespace.as_str(), d.host.as_str()))
+                .or_default()
+                .push(d);
+        }
+    }
+    for ((ns, h), list) in &by_host {
+        if list.len() > 1 {
+            let names: Vec<_> = list.iter().map(|d| d.obj.metadata.name.as_str()).collect();
+            for d in &list[1..] {
+                cx.report(
+                    d.obj,
+                    Severity::Warning,
+                    codes::MULTIPLE_DRS_FOR_HOST,
+                    "spec.host",
+                    format!(
+                        "DestinationRules {} in namespace {ns} all apply to host {h}: Istio merges them (subsets are combined, only the first trafficPolicy is used)",
+                        names.join(", ")
+                    ),
+                )
+                .help = Some("merge them into one DestinationRule".to_owned());
+            }
+        }
+    }
+
+    // Per-object checks.
+    let mut mesh_hosts: BTreeMap<String, Vec<&ConfigObject>> = BTreeMap::new();
+    let mut sidecars_without_selector: BTreeMap<&str, Vec<&ConfigObject>> = BTreeMap::new();
+    for o in &objs {
+        let ns = o.metadata.namespace.as_str();
+        match &o.spec {
+            Spec::VirtualService(vs) => {
+                let check_dest = |cx: &mut Ctx<'_>, path: String, d: &Destination| {
+                    if d.host.is_empty()
+                        || crate::validate::validate_wildcard_domain(&d.host).is_err()
+                    {
+                        return;
+                    }
+                    let fq = cx.fqdn(&d.host, ns);
+                    if let Some(subset) = &d.subset {
+                        let defined = drs.iter().any(|dr| {
+                            (dr.obj.metadata.namespace == ns
+                                || exported_to(dr.export_to, &dr.obj.metadata.namespace, ns))
+                                && host::matches(&dr.host, &fq)
+                                && (!host::is_wildcard(&dr.host) || host::subset_of(&fq, &dr.host))
+                                && dr.subsets.contains(&subset.as_str())
+                        });
+                        if !defined {
+                            let close = drs
+                                .iter()
+                                .filter(|dr| dr.host == fq)
+                                .flat_map(|dr| dr.subsets.iter().copied())
+                                .collect::<Vec<_>>();
+                            let d = cx.report(
+                                o,
+                                Severity::Error,
+                                codes::REFERENCED_RESOURCE_NOT_FOUND,
+                                &format!("{path}.subset"),
+                                format!(
+                                    "Referenced host+subset in destinationrule not found: \"{}+{subset}\"",
+                                    d.host
+                                ),
+                            );
+                            d.help = Some(if close.is_empty() {
+                                format!("no DestinationRule defines subsets for {fq}: traffic to this route gets 503 (cluster not found)")
+                            } else {
+                                let sugg = crate::diag::did_you_mean(subset, close.iter().copied());
+                                format!(
+                                    "{}the DestinationRule for {fq} defines: {}",
+                                    sugg.map(|s| format!("did you mean `{s}`? "))
+                                        .unwrap_or_default(),
+                                    close.join(", ")
+                                )
+                            });
+                        }
+                    }
+                    if registry_known
+                        && !host_known(&fq)
+                        && !host_known(&d.host.to_ascii_lowercase())
+                    {
+                        cx.report(
+                            o,
+                            Severity::Warning,
+                            codes::REFERENCED_RESOURCE_NOT_FOUND,
+                            &format!("{path}.host"),
+                            format!("Referenced host not found: \"{}\"", d.host),
+                        )
+                        .help = Some(format!(
+                            "{fq} is neither a loaded Kubernetes Service nor a ServiceEntry host; requests routed there get 503"
+                        ));
+                    }
+                };
+                for (i, r) in vs.http.iter().enumerate() {
+                    for (j, d) in r.route.iter().enumerate() {
+                        check_dest(
+                            &mut cx,
+                            format!("spec.http[{i}].route[{j}].destination"),
+                            &d.destination,
+                        );
+                    }
+                    if let Some(m) = &r.mirror {
+                        check_dest(&mut cx, format!("spec.http[{i}].mirror"), m);
+                    }
+                    for (j, m) in r.mirrors.iter().enumerate() {
+                        check_dest(
+                            &mut cx,
+                            format!("spec.http[{i}].mirrors[{j}].destination"),
+                            &m.destination,
+                        );
+                    }
+                    if let Some(dl) = &r.delegate {
+                        let dns = dl.namespace.clone().unwrap_or_else(|| ns.to_owned());
+                        if !dl.name.is_empty()
+                            && !vs_names.contains(&(dns.clone(), dl.name.clone()))
+                        {
+                            cx.report(
+                                o,
+                                Severity::Error,
+                                codes::REFERENCED_RESOURCE_NOT_FOUND,
+                                &format!("spec.http[{i}].delegate"),
+                                format!(
+                                    "Referenced VirtualService not found: \"{dns}/{}\"",
+                                    dl.name
+                                ),
+                            );
+                        }
+                    }
+                }
+                for (i, r) in vs.tls.iter().enumerate() {
+                    for (j, d) in r.route.iter().enumerate() {
+                        check_dest(
+                            &mut cx,
+                            format!("spec.tls[{i}].route[{j}].destination"),
+                            &d.destination,
+                        );
+                    }
+                }
+                for (i, r) in vs.tcp.iter().enumerate() {
+                    for (j, d) in r.route.iter().enumerate() {
+                        check_dest(
+                            &mut cx,
+                            format!("spec.tcp[{i}].route[{j}].destination"),
+                            &d.destination,
+                        );
+                    }
+                }
+
+                // Gateways.
+                let mut refs: Vec<(String, &str)> = vs
+                    .gateways
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (format!("spec.gateways[{i}]"), g.as_str()))
+                    .collect();
+                for (i, r) in vs.http.iter().enumerate() {
+                    for (j, m) in r.matches.iter().enumerate() {
+                        for (k, g) in m.gateways.iter().enumerate() {
+                            refs.push((
+                                format!("spec.http[{i}].match[{j}].gateways[{k}]"),
+                                g.as_str(),
+                            ));
+                        }
+                    }
+                }
+                let mut checked = HashSet::new();
+                for (path, g) in refs {
+                    if g == "mesh" {
+                        continue;
+                    }
+                    let key = resolve_gateway(g, ns);
+                    if !checked.insert(key.clone()) {
+                        continue;
+                    }
+                    match gateways.get(&key) {
+                        None => {
+                            cx.report(
+                                o,
+                                Severity::Error,
+                                codes::REFERENCED_RESOURCE_NOT_FOUND,
+                                &path,
+                                format!("Referenced gateway not found: \"{}/{}\"", key.0, key.1),
+                            )
+                            .help = Some(
+                                "a gateway reference is `name` (same namespace) or `namespace/name`".to_owned(),
+                            );
+                        }
+                        Some(gw_obj) => {
+                            if let Spec::Gateway(gw) = &gw_obj.spec {
+                                let gw_ns = gw_obj.metadata.namespace.as_str();
+                                let server_hosts: Vec<(&str, &str)> = gw
+                                    .servers
+                                    .iter()
+                                    .flat_map(|s| s.hosts.iter())
+                                    .map(|h| match h.split_once('/') {
+                                        Some((n, d)) => (n, d),
+                                        None => ("*", h.as_str()),
+                                    })
+                                    .collect();
+                                let missing: Vec<&str> = vs
+                                    .hosts
+                                    .iter()
+                                    .filter(|h| {
+                                        !server_hosts.iter().any(|(hns, dns)| {
+                                            let ns_ok = *hns == "*"
+                                                || *hns == ns
+                                                || (*hns == "." && gw_ns == ns);
+                                            ns_ok
+                                                && host::matches(
+                                                    &dns.to_ascii_lowercase(),
+                                                    &h.to_ascii_lowercase(),
+                                                )
+                                        })
+                                    })
+                                    .map(String::as_str)
+                                    .collect();
+                                if !missing.is_empty() && !server_hosts.is_empty() {
+                                    cx.report(
+                                        o,
+                                        Severity::Warning,
+                                        codes::VS_HOST_NOT_IN_GATEWAY,
+                                        &path,
+                                        format!(
+                                            "one or more host [{}] defined in VirtualService {ns}/{} not found in Gateway {}/{}.",
+                                            missing.join(" "),
+                                            o.metadata.name,
+                                            key.0,
+                                            key.1
+                                        ),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+
+                let to_mesh = vs.gateways.is_empty() || vs.gateways.iter().any(|g| g == "mesh");
+                if to_mesh {
+                    for h in &vs.hosts {
+                        mesh_hosts.entry(cx.fqdn(h, ns)).or_default().push(o);
+                    }
+                }
+            }
+            Spec::DestinationRule(dr) => {
+                let fq = cx.fqdn(&dr.host, ns);
+                if registry_known && !host_known(&fq) {
+                    let literal = se_hosts
+                        .iter()
+                        .find(|(_, h)| h.eq_ignore_ascii_case(&dr.host) && !dr.host.contains('.'));
+                    let d = cx.report(
+                        o,
+                        Severity::Warning,
+                        codes::UNKNOWN_DR_HOST,
+                        "spec.host",
+                        format!(
+                            "The host {} defined in the DestinationRule does not match any services in the mesh.",
+                            dr.host
+                        ),
+                    );
+                    d.help = Some(match literal {
+                        Some((se, h)) => format!(
+                            "the DestinationRule's short host resolves to {fq}, but ServiceEntry {}/{} hosts are used literally (`{h}`): give the ServiceEntry an FQDN-looking host and use the same host here",
+                            se.metadata.namespace, se.metadata.name
+                        ),
+                        None => format!("{fq} is neither a loaded Kubernetes Service nor a ServiceEntry host"),
+                    });
+                }
+                if let Some(tp) = &dr.traffic_policy {
+                    if let Some(tls) = &tp.tls {
+                        if lacks_ca(tls) {
+                            cx.report(
+                                o,
+                                Severity::Warning,
+                                codes::NO_SERVER_CERT_VERIFICATION_DR,
+                                "spec.trafficPolicy.tls",
+                                format!(
+                                    "DestinationRule {} in namespace {ns} has TLS mode set to {} but no caCertificates are set to validate server identity for host: {}",
+                                    o.metadata.name,
+                                    tls_mode(tls.mode),
+                                    dr.host
+                                ),
+                            );
+                        }
+                    }
+                    for (i, pl) in tp.port_level_settings.iter().enumerate() {
+                        if let Some(tls) = &pl.tls {
+                            if lacks_ca(tls) {
+                                let port = pl.port.map(|p| p.number).unwrap_or(0);
+                                cx.report(
+                                    o,
+                                    Severity::Warning,
+                                    codes::NO_SERVER_CERT_VERIFICATION_PORT,
+                                    &format!("spec.trafficPolicy.portLevelSettings[{i}].tls"),
+                                    format!(
+                                        "DestinationRule {} in namespace {ns} has TLS mode set to {} but no caCertificates are set to validate server identity for host: {} at port {port}",
+                                        o.metadata.name,
+                                        tls_mode(tls.mode),
+                                        dr.host
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            Spec::Gateway(gw) => {
+                if !workloads_known {
+                    continue;
+                }
+                let Some(sel) = &gw.selector else { continue };
+                if sel.is_empty() {
+                    continue;
+                }
+                let matched: Vec<&(&ConfigObject, &Labels)> = workloads
+                    .iter()
+                    .filter(|(_, l)| selector_matches(sel, l))
+                    .collect();
+                if matched.is_empty() {
+                    cx.report(
+                        o,
+                        Severity::Warning,
+                        codes::REFERENCED_RESOURCE_NOT_FOUND,
+                        "spec.selector",
+                        format!("Referenced selector not found: \"{}\"", fmt_labels(sel)),
+                    )
+                    .help = Some(
+                        "no loaded Pod or Deployment carries these labels; the gateway workload may live elsewhere (e.g. istio-system)".to_owned(),
+                    );
+                    continue;
+                }
+                // Ports exposed by the Services selecting those workloads, and container ports.
+                let mut exposed: HashSet<u32> = HashSet::new();
+                for (wo, wl) in &matched {
+                    if let Spec::Workload(w) = &wo.spec {
+                        exposed.extend(w.container_ports.iter().map(|p| p.container_port));
+                    }
+                    for s in &objs {
+                        if let Spec::Service(svc) = &s.spec {
+                            if s.metadata.namespace == wo.metadata.namespace
+                                && svc
+                                    .selector
+                                    .as_ref()
+                                    .is_some_and(|ss| !ss.is_empty() && selector_matches(ss, wl))
+                            {
+                                for p in &svc.ports {
+                                    exposed.insert(p.port);
+                                    if let Some(crate::model::IntOrString::Int(t)) = p.target_port {
+                                        exposed.insert(t);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                if exposed.is_empty() {
+                    continue;
+                }
+                for (i, s) in gw.servers.iter().enumerate() {
+                    if s.port.number != 0 && !exposed.contains(&s.port.number) {
+                        cx.report(
+                            o,
+                            Severity::Warning,
+                            codes::GATEWAY_PORT_NOT_ON_WORKLOAD,
+                            &format!("spec.servers[{i}].port.number"),
+                            format!(
+                                "The gateway refers to a port that is not exposed on the workload (pod selector {}; port {})",
+                                fmt_labels(sel),
+                                s.port.number
+                            ),
+                        );
+                    }
+                }
+            }
+            Spec::Sidecar(sc) => {
+                if sc.workload_selector.is_none() {
+                    sidecars_without_selector.entry(ns).or_default().push(o);
+                }
+            }
+            Spec::AuthorizationPolicy(_)
+            | Spec::PeerAuthentication(_)
+            | Spec::RequestAuthentication(_) => {
+                let sel = match &o.spec {
+                    Spec::AuthorizationPolicy(p) => p.selector.as_ref(),
+                    Spec::PeerAuthentication(p) => p.selector.as_ref(),
+                    Spec::RequestAuthentication(p) => p.selector.as_ref(),
+                    _ => None,
+                };
+                let Some(sel) = sel else { continue };
+                if sel.match_labels.is_empty() {
+                    continue;
+                }
+                let root = ns == opts.root_namespace;
+                let in_scope: Vec<_> = workloads
+                    .iter()
+                    .filter(|(w, _)| root || w.metadata.namespace == ns)
+                    .collect();
+                if in_scope.is_empty() {
+                    continue;
+                }
+                if !in_scope
+                    .iter()
+                    .any(|(_, l)| selector_matches(&sel.match_labels, l))
+                {
+                    cx.report(
+                        o,
+                        Severity::Warning,
+                        codes::NO_MATCHING_WORKLOADS,
+                        "spec.selector.matchLabels",
+                        format!(
+                            "No matching workloads for this resource with the following labels: {}",
+                            fmt_labels(&sel.match_labels)
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+
+    for (h, list) in &mesh_hosts {
+        if list.len() > 1 {
+            let names: Vec<String> = list
+                .iter()
+                .map(|o| format!("{}/{}", o.metadata.namespace, o.metadata.name))
+                .collect();
+            for o in list {
+                let idx = match &o.spec {
+                    Spec::VirtualService(vs) => vs
+                        .hosts
+                        .iter()
+                        .position(|x| cx.fqdn(x, &o.metadata.namespace) == *h)
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                cx.report(
+                    o,
+                    Severity::Error,
+                    codes::CONFLICTING_MESH_GATEWAY_VS_HOSTS,
+                    &format!("spec.hosts[{idx}]"),
+                    format!(
+                        "The VirtualServices {} associated with mesh gateway define the same host {h} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
+                        names.join(",")
+                    ),
+                );
+            }
+        }
+    }
+
+    for (ns, list) in &sidecars_without_selector {
+        if list.len() > 1 {
+            let names: Vec<_> = list.iter().map(|o| o.metadata.name.as_str()).collect();
+            for o in list {
+                cx.report(
+                    o,
+                    Severity::Error,
+                    codes::MULTIPLE_SIDECARS_WITHOUT_SELECTOR,
+                    "spec",
+                    format!(
+                        "The Sidecars [{}] in namespace {ns} have no workload selector: only one selector-less Sidecar per namespace is allowed",
+                        names.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+
+    if workloads_known {
+        for (w, labels) in &workloads {
+            let selecting: Vec<&&ConfigObject> = objs
+                .iter()
+                .filter(|o| o.metadata.namespace == w.metadata.namespace)
+                .filter(|o| match &o.spec {
+                    Spec::Sidecar(sc) => sc.workload_selector.as_ref().is_some_and(|s| {
+                        !s.labels.is_empty() && selector_matches(&s.labels, labels)
+                    }),
+                    _ => false,
+                })
+                .collect();
+            if selecting.len() > 1 {
+                let names: Vec<_> = selecting.iter().map(|o| o.metadata.name.as_str()).collect();
+                for o in &selecting {
+                    cx.report(
+                        o,
+                        Severity::Error,
+                        codes::CONFLICTING_SIDECAR_SELECTORS,
+                        "spec.workloadSelector",
+                        format!(
+                            "The Sidecars [{}] in namespace {} select the same workload {}: undefined behavior",
+                            names.join(", "),
+                            w.metadata.namespace,
+                            w.metadata.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    cx.out
+}
+
+fn lacks_ca(tls: &ClientTlsSettings) -> bool {
+    matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
+        && tls.ca_certificates.as_deref().unwrap_or("").is_empty()
+        && tls.credential_name.is_none()
+        && tls.insecure_skip_verify != Some(true)
+}
+
+fn tls_mode(m: ClientTlsMode) -> &'static str {
+    match m {
+        ClientTlsMode::Disable => "DISABLE",
+        ClientTlsMode::Simple => "SIMPLE",
+        ClientTlsMode::Mutual => "MUTUAL",
+        ClientTlsMode::IstioMutual => "ISTIO_MUTUAL",
+    }
+}
+
+/// Resolves a gateway reference to (namespace, name) (spec §1.7).
+fn resolve_gateway(g: &str, vs_ns: &str) -> (String, String) {
+    if let Some((ns, name)) = g.split_once('/') {
+        let ns = if ns == "." { vs_ns } else { ns };
+        return (ns.to_owned(), name.to_owned());
+    }
+    if let Some((name, rest)) = g.split_once('.') {
+        let ns = rest.split('.').next().unwrap_or(vs_ns);
+        return (ns.to_owned(), name.to_owned());
+    }
+    (vs_ns.to_owned(), g.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_gateway;
+
+    #[test]
+    fn gateway_references() {
+        let table = [
+            ("gw", "default", ("default", "gw")),
+            ("./gw", "default", ("default", "gw")),
+            ("istio-system/gw", "default", ("istio-system", "gw")),
+            (
+                "gw.istio-system.svc.cluster.local",
+                "default",
+                ("istio-system", "gw"),
+            ),
+        ];
+        for (g, ns, (wns, wname)) in table {
+            assert_eq!(
+                resolve_gateway(g, ns),
+                (wns.to_owned(), wname.to_owned()),
+                "{g}"
+            );
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Cross-object analysis on real multi-document YAML.
+
+use mesh_core::analyze::analyze;
+use mesh_core::diag::{Diagnostic, Severity};
+use mesh_core::load::load_str;
+
+fn run(yaml: &str) -> Vec<Diagnostic> {
+    let l = load_str(yaml, "a.yaml");
+    assert!(!l.has_errors(), "{:#?}", l.diagnostics);
+    analyze(&l.objects)
+}
+
+fn has(ds: &[Diagnostic], code: &str, sev: Severity, msg: &str) -> bool {
+    ds.iter()
+        .any(|d| d.code == code && d.severity == sev && d.message.contains(msg))
+}
+
+const VS_REVIEWS: &str = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 80
+    - destination: {host: reviews, subset: v2}
+      weight: 20
+";
+
+#[test]
+fn dangling_subset_is_ist0101_with_position() {
+    let ds = run(VS_REVIEWS);
+    let d = ds
+        .iter()
+        .find(|d| {
+            d.message == "Referenced host+subset in destinationrule not found: \"reviews+v1\""
+        })
+        .unwrap_or_else(|| panic!("{ds:#?}"));
+    assert_eq!(d.code, "IST0101");
+    assert_eq!(d.severity, Severity::Error);
+    assert_eq!(d.path, "spec.http[0].route[0].destination.subset");
+    assert_eq!(d.line, 8);
+    assert!(has(&ds, "IST0101", Severity::Error, "\"reviews+v2\""));
+}
+
+#[test]
+fn seed_typo_in_destination_rule_leaves_subsets_dangling() {
+    // The seed's DR with `subnets:` is rejected, so the VS's subsets point nowhere: exactly
+    // what a lenient API server causes (every request 503).
+    let yaml = format!(
+        "{VS_REVIEWS}---\napiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews\n  subnets: [{{name: v1, labels: {{version: v1}}}}]\n"
+    );
+    let l = load_str(&yaml, "a.yaml");
+    assert!(l.has_errors());
+    let ds = analyze(&l.objects);
+    assert!(has(&ds, "IST0101", Severity::Error, "reviews+v1"));
+}
+
+#[test]
+fn subsets_defined_resolve_across_short_and_full_names() {
+    let yaml = format!(
+        "{VS_REVIEWS}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews}}\nspec:\n  host: reviews.default.svc.cluster.local\n  subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]\n"
+    );
+    let ds = run(&yaml);
+    assert!(!ds.iter().any(|d| d.is_error()), "{ds:#?}");
+}
+
+#[test]
+fn subset_in_other_namespace_dr_not_exported_is_missing() {
+    let yaml = format!(
+        "{VS_REVIEWS}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: other}}\nspec:\n  host: reviews.default.svc.cluster.local\n  exportTo: ['.']\n  subsets: [{{name: v1}}, {{name: v2}}]\n"
+    );
+    let ds = run(&yaml);
+    assert!(
+        has(&ds, "IST0101", Severity::Error, "reviews+v1"),
+        "{ds:#?}"
+    );
+}
+
+#[test]
+fn missing_gateway_and_host_not_in_gateway() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [a.example.com]
+  gateways: [missing-gw]
+  http: [{route: [{destination: {host: a}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [b.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b}
+spec:
+  hosts: [c.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: b}}]}]
+";
+    let ds = run(yaml);
+    assert!(
+        has(
+            &ds,
+            "IST0101",
+            Severity::Error,
+            "Referenced gateway not found: \"default/missing-gw\""
+        ),
+        "{ds:#?}"
+    );
+    assert!(has(&ds, "IST0132", Severity::Warning, "one or more host [c.example.com] defined in VirtualService default/b not found in Gateway istio-system/gw."), "{ds:#?}");
+}
+
+#[test]
+fn conflicting_mesh_virtual_services() {
+    let yaml = format!(
+        "{VS_REVIEWS}---\n{}",
+        VS_REVIEWS.replace("name: reviews}", "name: reviews-2}")
+    );
+    let ds = run(&yaml);
+    let hits: Vec<_> = ds.iter().filter(|d| d.code == "IST0109").collect();
+    assert_eq!(hits.len(), 2, "{ds:#?}");
+    assert!(hits[0]
+        .message
+        .contains("define the same host reviews.default.svc.cluster.local"));
+}
+
+#[test]
+fn same_name_redefinition_is_a_warning_not_a_conflict() {
+    let yaml = format!("{VS_REVIEWS}---\n{VS_REVIEWS}");
+    let ds = run(&yaml);
+    assert!(has(
+        &ds,
+        "IM0202",
+        Severity::Warning,
+        "defined more than once"
+    ));
+    assert!(!ds.iter().any(|d| d.code == "IST0109"));
+}
+
+#[test]
+fn multiple_destination_rules_for_one_host() {
+    let dr = |name: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}}}\nspec:\n  host: reviews\n  trafficPolicy: {{loadBalancer: {{simple: RANDOM}}}}\n")
+    };
+    let ds = run(&format!("{}---\n{}", dr("a"), dr("b")));
+    assert!(has(&ds, "IM0201", Severity::Warning, "DestinationRules a, b in namespace default all apply to host reviews.default.svc.cluster.local"), "{ds:#?}");
+}
+
+#[test]
+fn tls_origination_without_ca() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ext}
+spec:
+  host: api.example.com
+  trafficPolicy:
+    tls: {mode: SIMPLE}
+    portLevelSettings:
+    - port: {number: 443}
+      tls: {mode: MUTUAL, clientCertificate: /c, privateKey: /k}
+";
+    let ds = run(yaml);
+    assert!(has(
+        &ds,
+        "IST0128",
+        Severity::Warning,
+        "has TLS mode set to SIMPLE but no caCertificates"
+    ));
+    assert!(has(&ds, "IST0129", Severity::Warning, "at port 443"));
+}
+
+const WORKLOADS: &str = "apiVersion: v1
+kind: Service
+metadata: {name: httpbin}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: httpbin}
+spec:
+  template:
+    metadata: {labels: {app: httpbin, version: v1}}
+    spec:
+      serviceAccountName: httpbin
+      containers: [{name: httpbin, ports: [{containerPort: 8080}]}]
+";
+
+#[test]
+fn workload_aware_checks() {
+    let yaml = format!(
+        "{WORKLOADS}---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: p}}
+spec:
+  selector: {{matchLabels: {{app: htpbin}}}}
+  rules: [{{}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  selector: {{app: httpbin}}
+  servers: [{{port: {{number: 9090, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw2}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: d}}
+spec:
+  host: nothere
+  trafficPolicy: {{loadBalancer: {{simple: RANDOM}}}}
+"
+    );
+    let ds = run(&yaml);
+    assert!(
+        has(
+            &ds,
+            "IST0127",
+            Severity::Warning,
+            "No matching workloads for this resource with the following labels: app=htpbin"
+        ),
+        "{ds:#?}"
+    );
+    assert!(
+        has(&ds, "IST0104", Severity::Warning, "port 9090"),
+        "{ds:#?}"
+    );
+    assert!(
+        has(
+            &ds,
+            "IST0101",
+            Severity::Warning,
+            "Referenced selector not found: \"istio=ingressgateway\""
+        ),
+        "{ds:#?}"
+    );
+    assert!(has(&ds, "IST0174", Severity::Warning, "The host nothere defined in the DestinationRule does not match any services in the mesh."), "{ds:#?}");
+    assert!(!ds.iter().any(|d| d.is_error()), "{ds:#?}");
+}
+
+#[test]
+fn seed_short_host_service_entry_and_destination_rule_do_not_meet() {
+    let yaml = "apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: se-postgres}
+spec:
+  hosts: [my-postgres-my-ns-1]
+  ports: [{name: postgres-5432, number: 5432, protocol: tcp}]
+  resolution: DNS
+  endpoints: [{address: 10.10.10.10}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata: {name: mtls-mongocluster}
+spec:
+  host: my-postgres-my-ns-1
+  trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c, privateKey: /k, caCertificates: /ca}}
+";
+    let ds = run(yaml);
+    let d = ds
+        .iter()
+        .find(|d| d.code == "IST0174")
+        .unwrap_or_else(|| panic!("{ds:#?}"));
+    assert!(
+        d.help.as_deref().unwrap().contains("used literally"),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn sidecars_without_selector_conflict() {
+    let sc = |n: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: {n}}}\nspec:\n  egress: [{{hosts: ['./*']}}]\n")
+    };
+    let ds = run(&format!("{}---\n{}", sc("a"), sc("b")));
+    assert_eq!(
+        ds.iter().filter(|d| d.code == "IST0111").count(),
+        2,
+        "{ds:#?}"
+    );
+}
+
+#[test]
+fn delegate_must_exist() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [a.example.com]
+  gateways: [gw]
+  http: [{delegate: {name: child}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw}
+spec:
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+";
+    let ds = run(yaml);
+    assert!(
+        has(
+            &ds,
+            "IST0101",
+            Severity::Error,
+            "Referenced VirtualService not found: \"default/child\""
+        ),
+        "{ds:#?}"
+    );
+}
