@@ -220,6 +220,20 @@ impl WorkloadCredentials {
         Ok(Arc::new(cfg))
     }
 
+    /// The server config for a PeerAuthentication mode: the mTLS config for STRICT and
+    /// PERMISSIVE (whose TLS side is mTLS), `None` for DISABLE.
+    pub fn server_config_for(
+        &self,
+        mode: crate::PeerAuthnMode,
+    ) -> Result<Option<Arc<ServerConfig>>, TlsError> {
+        match mode {
+            crate::PeerAuthnMode::Disable => Ok(None),
+            crate::PeerAuthnMode::Strict | crate::PeerAuthnMode::Permissive => {
+                self.server_config(None).map(Some)
+            }
+        }
+    }
+
     pub(crate) fn shared_trust(&self) -> SharedTrust {
         self.trust.clone()
     }

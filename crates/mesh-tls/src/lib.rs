@@ -31,6 +31,34 @@
 //! once (per workload policy / per destination) and follow certificate renewals through
 //! rustls's certificate resolvers: never build one per connection.
 //!
+//! # Using it from a server and a client stack
+//!
+//! Inbound, per workload port: build an [`InboundTls`] once
+//! ([`InboundTls::from_credentials`] with the resolved PeerAuthentication mode), call
+//! [`InboundTls::accept`] on each accepted `TcpStream`, serve [`Accepted::stream`] (HTTP/2
+//! when [`MeshStream::alpn_protocol`] is `h2`), and insert a clone of [`Accepted::peer`]
+//! into every request's extensions. A handshake error means the connection is dropped (the
+//! client sees a reset); [`VerifyError::from_io`] says why, for the log.
+//!
+//! Outbound, per destination (host, port, subset) and snapshot: [`client_config`] once,
+//! then [`OutboundTls::connect`] per new connection. DISABLE gives `None`: plaintext.
+//!
+//! # Where we differ from Istio, on purpose
+//!
+//! - PERMISSIVE terminates every TLS connection as mTLS (client certificate required):
+//!   Istio's sidecar passes TLS without its `istio*` ALPN through to the application, but
+//!   here the application is in the same process and has no TLS of its own.
+//! - Mesh connections never resume TLS sessions: each is a full handshake, so the peer's
+//!   certificate is checked against the current bundle and policy every time.
+//! - A verification failure is sent to the peer as a `bad_certificate` alert (rustls's
+//!   alert for verifier-specific errors); the detail stays on the side that refused.
+//! - A chain whose issuer has a trusted root's name but not its key (two meshes'
+//!   self-signed roots for the same trust domain) is reported as an unknown issuer.
+//! - A certificate with more than one SPIFFE URI SAN is refused (an X.509 SVID has one).
+//! - `caCrl` is refused rather than ignored; renewal has no jitter; the server sends no
+//!   certificate-authority hints (the bundle may change under a built config).
+//! - Trust domains must be lower case (the SPIFFE rule), identity parts non-empty.
+//!
 //! # Example: STRICT server and ISTIO_MUTUAL client, both ours
 //!
 //! ```

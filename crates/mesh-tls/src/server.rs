@@ -210,6 +210,12 @@ impl InboundTls {
         self
     }
 
+    /// The TLS acceptor (STRICT, PERMISSIVE), for accepting over another transport than
+    /// a `TcpStream` (then read the peer with [`PeerIdentity::of`]).
+    pub fn tls_acceptor(&self) -> Option<&TlsAcceptor> {
+        self.acceptor.as_ref()
+    }
+
     /// The mode.
     pub fn mode(&self) -> PeerAuthnMode {
         self.mode
