@@ -594,10 +594,8 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     }
                 }
             }
-            Spec::Sidecar(sc) => {
-                if sc.workload_selector.is_none() {
-                    sidecars_without_selector.entry(ns).or_default().push(o);
-                }
+            Spec::Sidecar(sc) if sc.workload_selector.is_none() => {
+                sidecars_without_selector.entry(ns).or_default().push(o);
             }
             Spec::AuthorizationPolicy(_)
             | Spec::PeerAuthentication(_)
