@@ -14,9 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use mesh_tower::envoy::LocalReply;
-use mesh_tower::metrics::{
-    IstioMetrics, MetricsContext, MetricsEndpoint, MetricsLayer, ServiceInfo, WorkloadInfo,
-};
+use mesh_tower::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -218,7 +216,13 @@ async fn inbound_metrics_scraped_and_parsed() {
         .layer(layer)
         .service_fn(app);
     let addr = serve(svc).await;
-    let metrics_addr = serve(MetricsEndpoint::new(Arc::clone(&metrics))).await;
+    // The sidecar-style metrics port.
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics_listener.local_addr().unwrap();
+    tokio::spawn(mesh_tower::metrics::serve_metrics(
+        metrics_listener,
+        Arc::clone(&metrics),
+    ));
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let send = |method: &str, path: &str, body: &'static [u8], plaintext: bool| {

@@ -729,6 +729,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn flags_parse_never_panics_and_round_trips(s in "[A-Z,-]{0,30}", bits in 0u32..(1 << 29)) {
+            if let Some(f) = ResponseFlags::parse(&s) {
+                proptest::prop_assert_eq!(ResponseFlags::parse(&f.to_string()), Some(f));
+            }
+            // Any combination of known flags renders and parses back.
+            let mut f = ResponseFlags::NONE;
+            for (flag, _) in ResponseFlags::ALL {
+                if bits & flag.0 != 0 {
+                    f.insert(*flag);
+                }
+            }
+            proptest::prop_assert_eq!(ResponseFlags::parse(&f.to_string()), Some(f));
+        }
+
+        #[test]
+        fn grpc_message_is_always_a_header_value(s in ".{0,40}") {
+            proptest::prop_assert!(HeaderValue::from_str(&grpc_percent_encode(&s)).is_ok());
+        }
+    }
+
     #[test]
     fn grpc_message_encoding() {
         assert_eq!(grpc_percent_encode("a b%c"), "a b%25c");

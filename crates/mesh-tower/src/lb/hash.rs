@@ -208,6 +208,29 @@ mod tests {
         h
     }
 
+    proptest::proptest! {
+        #[test]
+        fn hashing_never_panics(cookie in ".{0,60}", query in "[ -~]{0,60}", name in "[a-z_]{1,8}") {
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                h.insert(COOKIE, v);
+            }
+            let uri: Uri = match format!("/p?{}", query.replace(['#', ' '], "")).parse() {
+                Ok(u) => u,
+                Err(_) => "/".parse().unwrap(),
+            };
+            let conn = ConnectionAddrs { remote: Some("[::1]:1".parse().unwrap()), local: None };
+            for key in [
+                HashKey::Cookie(CookieKey { name: name.clone(), path: "/".into(), ttl: Some(Duration::from_secs(1)), attributes: vec![] }),
+                HashKey::QueryParameter(name.clone()),
+                HashKey::SourceIp,
+                HashKey::Header(HeaderName::from_static("cookie")),
+            ] {
+                let _ = key.hash(&h, &uri, conn);
+            }
+        }
+    }
+
     #[test]
     fn cookie_value_table() {
         type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, Option<&'a str>);

@@ -56,7 +56,9 @@ use rand::{Rng, RngCore};
 
 pub use hash::{cookie_value, query_param, ConnectionAddrs, CookieKey, HashKey, RequestHash};
 pub use locality::{Distribute, Failover, Locality, LocalityContext, LocalityLbSetting};
-pub use ring::{DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MIN_RING_SIZE, MAX_RING_SIZE};
+pub use ring::{
+    DEFAULT_MAGLEV_TABLE_SIZE, DEFAULT_MIN_RING_SIZE, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE,
+};
 
 use crate::outlier::HostMonitor;
 
@@ -1021,6 +1023,58 @@ mod tests {
                 assert_ne!(after, 4);
                 if before != 4 {
                     assert_eq!(before, after, "{algo:?}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_endpoint_set_builds_and_picks_only_available(
+            spec in proptest::collection::vec((0u32..50, 0usize..4, proptest::bool::ANY), 0..12),
+            algo in 0usize..5,
+            outlier in proptest::bool::ANY,
+            panic_threshold in 0u32..101,
+        ) {
+            let localities = ["r1/z1/s1", "r1/z2/s1", "r2/z1/s1", ""];
+            let eps: Vec<Endpoint> = spec.iter().enumerate().map(|(i, (w, l, _))| {
+                Endpoint::new(format!("10.2.{}.{}:80", i / 200, i % 200 + 1).parse().unwrap())
+                    .with_weight(*w)
+                    .with_locality(Locality::parse(localities[*l]))
+            }).collect();
+            let algorithm = [
+                LbAlgorithm::RoundRobin,
+                LbAlgorithm::LeastRequest,
+                LbAlgorithm::Random,
+                LbAlgorithm::RingHash { minimum_ring_size: 64 },
+                LbAlgorithm::Maglev { table_size: 251 },
+            ][algo];
+            let cfg = LbConfig {
+                algorithm,
+                panic_threshold_percent: panic_threshold,
+                locality: LocalityContext {
+                    client: Locality::parse("r1/z1/s1"),
+                    outlier_detection: outlier,
+                    ..Default::default()
+                },
+            };
+            let lb = LoadBalancer::new(eps, cfg);
+            for (i, (_, _, ejected)) in spec.iter().enumerate() {
+                lb.set_ejected(i, *ejected);
+            }
+            let available = spec.iter().filter(|s| !s.2).count();
+            proptest::prop_assert_eq!(lb.available_count(), available);
+            let mut rng = StdRng::seed_from_u64(0);
+            for k in 0..50u64 {
+                match lb.pick_with(Some(k.wrapping_mul(0x9E37_79B9_7F4A_7C15)), &mut rng) {
+                    Ok(g) => {
+                        // Outside panic mode only available endpoints are picked.
+                        if panic_threshold == 0 {
+                            proptest::prop_assert!(!spec[g.index()].2);
+                        }
+                    }
+                    Err(NoHealthyUpstream) => proptest::prop_assert!(available == 0 || spec.is_empty()),
                 }
             }
         }

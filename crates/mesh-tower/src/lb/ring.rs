@@ -87,6 +87,35 @@ impl Ring {
     }
 }
 
+/// Istio's upper bound on `maglev.tableSize` (a prime).
+pub const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
+
+fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    if n % 2 == 0 {
+        return n == 2;
+    }
+    let mut d = 3;
+    while d * d <= n {
+        if n % d == 0 {
+            return false;
+        }
+        d += 2;
+    }
+    true
+}
+
+/// The smallest prime `>= n`.
+pub(crate) fn next_prime(n: u64) -> u64 {
+    let mut p = n.max(2);
+    while !is_prime(p) {
+        p += 1;
+    }
+    p
+}
+
 /// A Maglev lookup table.
 #[derive(Debug)]
 pub(crate) struct Maglev {
@@ -97,8 +126,12 @@ impl Maglev {
     /// Envoy's weighted Maglev: each host's permutation from `offset = h0 % M`,
     /// `skip = h1 % (M - 1) + 1` (xxHash64 seeds 0 and 1); hosts take turns filling the table,
     /// a host of weight `w` taking a turn every `max_weight / w` rounds.
+    ///
+    /// The table size must be prime for every permutation to visit every slot (Istio's
+    /// validation requires it); a non-prime size is raised to the next prime, and sizes are
+    /// capped at Istio's limit (5000011), so building always terminates.
     pub(crate) fn build(hosts: &[(&str, u32)], table_size: u64) -> Maglev {
-        let m = table_size.max(2);
+        let m = next_prime(table_size.clamp(2, MAX_MAGLEV_TABLE_SIZE));
         if hosts.is_empty() {
             return Maglev {
                 table: Box::new([]),
@@ -225,6 +258,26 @@ mod tests {
             let got = c[i] as f64 / total;
             assert!((got - want).abs() < 0.01, "host {i}: {got}");
         }
+    }
+
+    #[test]
+    fn maglev_table_size_is_prime_and_build_terminates() {
+        let names = hosts(7);
+        let hs: Vec<(&str, u32)> = names.iter().map(|s| (s.as_str(), 1)).collect();
+        for (asked, used) in [
+            (0, 2),
+            (1, 2),
+            (2, 2),
+            (100, 101),
+            (65536, 65537),
+            (65537, 65537),
+        ] {
+            assert_eq!(next_prime(asked.max(2)), used);
+            let m = Maglev::build(&hs, asked);
+            assert_eq!(m.table.len() as u64, used, "{asked}");
+            assert!(m.table.iter().all(|&h| (h as usize) < hs.len()));
+        }
+        assert!(is_prime(MAX_MAGLEV_TABLE_SIZE));
     }
 
     #[test]

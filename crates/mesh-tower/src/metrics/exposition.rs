@@ -75,6 +75,29 @@ impl<B> Service<Request<B>> for MetricsEndpoint {
     }
 }
 
+/// Serves the exposition on `listener` (HTTP/1.1 and HTTP/2), as the sidecar's port 15090
+/// does. Runs until dropped; accept errors are logged and retried, never fatal.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<IstioMetrics>) {
+    let endpoint = MetricsEndpoint::new(metrics);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(endpoint.clone());
+        tokio::spawn(async move {
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

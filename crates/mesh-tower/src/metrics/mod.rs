@@ -54,7 +54,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub use body::{MetricsBody, RequestBody};
-pub use exposition::{MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
+pub use exposition::{serve_metrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
 pub use future::ResponseFuture;
 pub use layer::MetricsLayer;
 pub use service::Metrics;

@@ -671,6 +671,33 @@ mod tests {
         assert_ne!(new_request_id(&mut rng), id);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn extract_never_panics_and_yields_valid_ids(
+            tp in ".{0,80}",
+            b3 in "[0-9a-f-]{0,80}",
+            tid in "[0-9a-fA-F]{0,40}",
+            sid in "[0-9a-f]{0,20}",
+            sampled in ".{0,3}",
+        ) {
+            let mut h = HeaderMap::new();
+            for (name, v) in [("traceparent", &tp), ("b3", &b3), ("x-b3-traceid", &tid), ("x-b3-spanid", &sid), ("x-b3-sampled", &sampled)] {
+                if let Ok(v) = HeaderValue::from_str(v) {
+                    h.insert(HeaderName::from_static(name), v);
+                }
+            }
+            if let Some(p) = extract(&h) {
+                proptest::prop_assert!(p.trace_id != 0 && p.span_id != 0);
+                let ctx = TraceContext::from_parent(p, 1.0, &mut rand::rng());
+                let mut out = HeaderMap::new();
+                ctx.inject(&mut out, Formats { w3c: true, b3_multi: true, b3_single: true });
+                let back = extract(&out).unwrap();
+                proptest::prop_assert_eq!(back.trace_id, ctx.trace_id);
+                proptest::prop_assert_eq!(back.span_id, ctx.span_id);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn current_is_scoped() {
         assert_eq!(current(), None);
