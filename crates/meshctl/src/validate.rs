@@ -1,12 +1,98 @@
-//! `meshctl validate`.
+//! `meshctl validate PATH...`: load Istio YAML/JSON files or directories, validate each object
+//! as istiod's webhook would, analyze them together like `istioctl analyze`, and print the
+//! findings like rustc (or as JSON with `--output json`).
+//!
+//! Exit status: 0 when there are no errors (warnings allowed), 1 when there are errors, 2 on a
+//! usage error or an unreadable path.
 
+use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use mesh_core::diag::Severity;
+use mesh_core::load::{LoadOptions, Loader};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// rustc-style text.
+    Text,
+    /// A JSON array of `{severity, code, message, file, line, column, path}`.
+    Json,
+}
 
 /// Arguments of `meshctl validate`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// Files or directories (searched recursively for .yaml, .yml, .json).
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    output: Output,
+    /// Namespace for objects without `metadata.namespace` (like `kubectl -n`).
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Hide info-level hints.
+    #[arg(long)]
+    no_hints: bool,
+}
 
-pub(crate) fn run(_args: Args) -> ExitCode {
-    eprintln!("meshctl validate: not built yet");
-    ExitCode::from(2)
+pub(crate) fn run(args: Args) -> ExitCode {
+    let loader = Loader::new(LoadOptions {
+        default_namespace: args.namespace.clone(),
+        ..LoadOptions::default()
+    });
+    let loaded = match loader.load_paths(&args.paths) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut diags = mesh_core::check(&loaded);
+    if args.no_hints {
+        diags.retain(|d| d.severity != Severity::Info);
+    }
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .count();
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let written = match args.output {
+        Output::Json => serde_json::to_writer_pretty(&mut out, &diags)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(out)),
+        Output::Text => (|| {
+            for d in &diags {
+                writeln!(out, "{}", loaded.sources.render(d))?;
+            }
+            let istio = loaded.objects.iter().filter(|o| o.kind.is_istio()).count();
+            let plural = |n: usize, w: &str| format!("{n} {w}{}", if n == 1 { "" } else { "s" });
+            writeln!(
+                out,
+                "{}, {} ({} checked)",
+                plural(errors, "error"),
+                plural(warnings, "warning"),
+                plural(istio, "Istio object"),
+            )
+        })(),
+    };
+    if let Err(e) = written {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write output: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if errors > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

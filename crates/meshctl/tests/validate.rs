@@ -1,0 +1,150 @@
+//! `meshctl validate` end to end: the real binary on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn meshctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .output()
+        .expect("run meshctl")
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn seed(file: &str) -> String {
+    repo()
+        .join("crates/mesh-core/tests/fixtures/seed")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn bundled_example_is_clean() {
+    let ex = repo().join("examples/config");
+    let out = meshctl(&["validate", ex.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("0 errors"), "{stdout}");
+}
+
+#[test]
+fn seed_typo_renders_like_rustc_and_exits_1() {
+    let file = seed("vs-subnet.yaml");
+    let out = meshctl(&["validate", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("error[IM0003]: unknown field `subnet` in `spec.http[0].route[0].destination`"),
+        "{s}"
+    );
+    assert!(s.contains(&format!("--> {file}:12:9")), "{s}");
+    assert!(s.contains("12 |         subnet: v1"), "{s}");
+    assert!(
+        s.contains("|         ^^^^^^ spec.http[0].route[0].destination.subnet"),
+        "{s}"
+    );
+    assert!(s.contains("= help: did you mean `subset`?"), "{s}");
+    assert!(s.contains("2 errors"), "{s}");
+}
+
+#[test]
+fn json_output() {
+    let file = seed("vs-apiversion.yaml");
+    let out = meshctl(&["validate", "--output", "json", &file]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON array");
+    let arr = v.as_array().unwrap();
+    assert!(!arr.is_empty());
+    for d in arr {
+        for k in [
+            "severity", "code", "message", "file", "line", "column", "path",
+        ] {
+            assert!(d.get(k).is_some(), "{k} missing in {d}");
+        }
+    }
+    let api = arr
+        .iter()
+        .find(|d| d["code"] == "IM0005")
+        .expect("apiVersion error");
+    assert_eq!(api["severity"], "error");
+    assert_eq!(api["line"], 1);
+    assert_eq!(api["path"], "apiVersion");
+    assert!(arr.iter().any(
+        |d| d["message"] == "domain name \"/\" invalid (label \"/\" invalid)" && d["line"] == 15
+    ));
+}
+
+#[test]
+fn warnings_only_exit_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("dr.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: cb}\nspec:\n  host: httpbin\n  trafficPolicy:\n    outlierDetection: {consecutiveErrors: 1}\n",
+    )
+    .unwrap();
+    let out = meshctl(&["validate", f.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{s}");
+    assert!(
+        s.contains("warning[IST0106]: outlier detection consecutive errors is deprecated"),
+        "{s}"
+    );
+    assert!(s.contains("0 errors, 1 warning"), "{s}");
+}
+
+#[test]
+fn unreadable_path_and_usage_errors_exit_2() {
+    let out = meshctl(&["validate", "/definitely/not/here.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /definitely/not/here.yaml"));
+    let out = meshctl(&["validate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = meshctl(&["validate", "--output", "xml", "x.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn istio_samples_have_no_errors() {
+    let samples = repo().join("../shared/istio-samples");
+    if !samples.is_dir() {
+        eprintln!("skipping: {} is absent", samples.display());
+        return;
+    }
+    let out = meshctl(&["validate", "--output", "json", samples.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let errors: Vec<_> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["severity"] == "error")
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn namespace_flag_sets_the_default_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pa.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec:\n  selector: {matchLabels: {app: a}}\n  mtls: {mode: STRICT}\n",
+    )
+    .unwrap();
+    let out = meshctl(&["validate", "-n", "istio-system", f.to_str().unwrap()]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("root namespace (istio-system) is ignored"),
+        "{s}"
+    );
+}
