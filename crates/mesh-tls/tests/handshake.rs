@@ -948,3 +948,48 @@ mod rcgen_free {
         )
     }
 }
+
+#[tokio::test]
+async fn tls12_clients_work_and_fail_the_same_way() {
+    let ca = ca();
+    let sid = id(TD, "a", "server");
+    let mut server = echo_server(strict(&creds(&ca, &sid, &[]))).await;
+    let tls12 = |cert: Option<&WorkloadCert>| {
+        let b = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(
+                MeshServerCertVerifier::new(
+                    ca.trust_bundle(),
+                    ServerCheck::Spiffe(PeerPolicy::trust_domain(TD).allow_only([sid.clone()])),
+                )
+                .unwrap(),
+            );
+        let cfg = match cert {
+            Some(c) => b
+                .with_client_auth_cert(c.chain_der().unwrap(), c.key_der().unwrap())
+                .unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        OutboundTlsRaw(Arc::new(cfg))
+    };
+    let good = ca
+        .issue(&id(TD, "b", "c"), DEFAULT_WORKLOAD_TTL, &[])
+        .unwrap();
+    assert_eq!(
+        tls12(Some(&good)).roundtrip(server.addr).await.unwrap(),
+        "cluster.local/ns/b/sa/c ping"
+    );
+    assert!(server.next().await.unwrap().is_some());
+    assert!(tls12(None).roundtrip(server.addr).await.is_err());
+    assert_eq!(
+        server_err(server.next().await),
+        VerifyError::NoClientCertificate
+    );
+    let evil = ca
+        .issue(&id("evil.org", "b", "c"), DEFAULT_WORKLOAD_TTL, &[])
+        .unwrap();
+    assert!(tls12(Some(&evil)).roundtrip(server.addr).await.is_err());
+    assert_eq!(server_err(server.next().await).kind(), "wrong_trust_domain");
+}
