@@ -457,8 +457,11 @@ async fn renew_loop(
                 renew_time(cur.not_before(), cur.not_after(), options.renew_at_fraction),
             )
         };
-        if let Ok(wait) = at.duration_since(SystemTime::now()) {
-            tokio::time::sleep(wait).await;
+        match at.duration_since(SystemTime::now()) {
+            Ok(wait) => tokio::time::sleep(wait).await,
+            // Already due: still pause a little, so a source that hands out nearly expired
+            // certificates cannot make this loop spin.
+            Err(_) => tokio::time::sleep(options.retry_min.min(Duration::from_secs(1))).await,
         }
         let result = match source.fetch(&identity).await {
             Ok(cert) => match creds.upgrade() {
