@@ -221,8 +221,9 @@ impl InboundTls {
         self.mode
     }
 
-    /// Accepts one connection: STRICT always handshakes (plaintext fails and the
-    /// connection is dropped), PERMISSIVE sniffs the first byte, DISABLE passes through.
+    /// Accepts one connection: STRICT resets a connection whose first byte is not a TLS
+    /// handshake record and otherwise requires mTLS, PERMISSIVE sniffs the first byte
+    /// (plaintext passes through, TLS must be mTLS), DISABLE passes through.
     /// A failed handshake returns the error; [`crate::VerifyError::from_io`] tells why.
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
         let acceptor = match (&self.acceptor, self.mode) {
@@ -234,19 +235,41 @@ impl InboundTls {
             }
             (Some(a), _) => a,
         };
-        if self.mode == PeerAuthnMode::Permissive {
-            let is_tls = match self.detection_timeout {
-                Some(t) => tokio::time::timeout(t, sniff_tls(&tcp))
-                    .await
-                    .unwrap_or(Ok(false))?,
-                None => sniff_tls(&tcp).await?,
-            };
-            if !is_tls {
-                return Ok(Accepted {
-                    stream: MeshStream::Plain(tcp),
-                    peer: None,
-                });
+        match self.mode {
+            PeerAuthnMode::Permissive => {
+                let is_tls = match self.detection_timeout {
+                    Some(t) => tokio::time::timeout(t, sniff_tls(&tcp))
+                        .await
+                        .unwrap_or(Ok(false))?,
+                    None => sniff_tls(&tcp).await?,
+                };
+                if !is_tls {
+                    return Ok(Accepted {
+                        stream: MeshStream::Plain(tcp),
+                        peer: None,
+                    });
+                }
             }
+            PeerAuthnMode::Strict => {
+                let sniff = sniff_tls(&tcp);
+                let is_tls = match self.handshake_timeout {
+                    Some(t) => tokio::time::timeout(t, sniff).await.map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "no TLS ClientHello in time")
+                    })??,
+                    None => sniff.await?,
+                };
+                if !is_tls {
+                    // Like Istio's sidecar (no filter chain matches plaintext under STRICT):
+                    // reset the connection, without answering anything, not even a TLS alert.
+                    let _ = tcp.set_zero_linger();
+                    drop(tcp);
+                    return Err(io::Error::new(
+                        io::ErrorKind::ConnectionRefused,
+                        "plaintext connection reset: PeerAuthentication STRICT requires mTLS",
+                    ));
+                }
+            }
+            PeerAuthnMode::Disable => {}
         }
         let handshake = acceptor.accept(tcp);
         let tls = match self.handshake_timeout {
