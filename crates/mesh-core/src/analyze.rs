@@ -180,11 +180,14 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
     let workloads_known = !workloads.is_empty();
+    let wildcard_services: Vec<&str> = services
+        .iter()
+        .filter(|s| host::is_wildcard(s))
+        .map(String::as_str)
+        .collect();
     let host_known = |h: &str| -> bool {
         services.contains(h)
-            || services
-                .iter()
-                .any(|s| host::is_wildcard(s) && host::matches(s, h))
+            || wildcard_services.iter().any(|s| host::matches(s, h))
             || (host::is_wildcard(h) && services.iter().any(|s| host::matches(h, s)))
     };
 
@@ -210,6 +213,23 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
             });
         }
     }
+
+    // Index: exact hosts by name, wildcard hosts apart (a destination is checked against its
+    // exact entry and the wildcards only).
+    let mut dr_exact: HashMap<&str, Vec<&DrInfo<'_>>> = HashMap::new();
+    let mut dr_wild: Vec<&DrInfo<'_>> = Vec::new();
+    for d in &drs {
+        if host::is_wildcard(&d.host) {
+            dr_wild.push(d);
+        } else {
+            dr_exact.entry(d.host.as_str()).or_default().push(d);
+        }
+    }
+    let dr_candidates = |fq: &str| -> Vec<&DrInfo<'_>> {
+        let mut v: Vec<&DrInfo<'_>> = dr_exact.get(fq).cloned().unwrap_or_default();
+        v.extend(dr_wild.iter().copied());
+        v
+    };
 
     // Multiple DRs for one host in one namespace.
     let mut by_host: BTreeMap<(&str, &str), Vec<&DrInfo<'_>>> = BTreeMap::new();
@@ -262,7 +282,8 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     }
                     let fq = cx.fqdn(&d.host, ns);
                     if let Some(subset) = &d.subset {
-                        let defined = drs.iter().any(|dr| {
+                        let candidates = dr_candidates(&fq);
+                        let defined = candidates.iter().any(|dr| {
                             (dr.obj.metadata.namespace == ns
                                 || exported_to(dr.export_to, &dr.obj.metadata.namespace, ns))
                                 && host::matches(&dr.host, &fq)
@@ -270,7 +291,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                 && dr.subsets.contains(&subset.as_str())
                         });
                         if !defined {
-                            let close = drs
+                            let close = candidates
                                 .iter()
                                 .filter(|dr| dr.host == fq)
                                 .flat_map(|dr| dr.subsets.iter().copied())
@@ -685,9 +706,14 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
-    if workloads_known {
+    let selector_sidecars: Vec<&ConfigObject> = objs
+        .iter()
+        .filter(|o| matches!(&o.spec, Spec::Sidecar(sc) if sc.workload_selector.is_some()))
+        .copied()
+        .collect();
+    if workloads_known && !selector_sidecars.is_empty() {
         for (w, labels) in &workloads {
-            let selecting: Vec<&&ConfigObject> = objs
+            let selecting: Vec<&&ConfigObject> = selector_sidecars
                 .iter()
                 .filter(|o| o.metadata.namespace == w.metadata.namespace)
                 .filter(|o| match &o.spec {

@@ -15,7 +15,7 @@
 //! use: `Service` ([`KubeService`]), `ServiceAccount`, and workloads (`Pod`, `Deployment`,
 //! `StatefulSet`, `DaemonSet`, `ReplicaSet` as [`KubeWorkload`]), as extra [`Spec`] variants.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -309,8 +309,125 @@ pub struct FieldSpan {
 }
 
 /// Field path → position, for one object. Paths are relative to the object:
-/// `spec.http[0].route[1].destination.host`, `metadata.name`, `spec.headers.end-user`.
-pub type FieldMap = HashMap<Box<str>, FieldSpan>;
+/// `spec.http[0].route[1].destination.host`, `metadata.name`, `spec.headers.end-user`
+/// (keys that contain dots, such as `app.kubernetes.io/name`, are found too).
+///
+/// Stored compactly (one arena per object, built in one pass by the loader); a lookup walks
+/// it, which is cheap for the occasional diagnostic and costs nothing when there is none.
+#[derive(Debug, Clone, Default)]
+pub struct FieldMap {
+    entries: Vec<FieldEntry>,
+    keys: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FieldEntry {
+    parent: u32,
+    /// Mapping key (byte range in `keys`) or sequence index.
+    seg: FieldSeg,
+    span: FieldSpan,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FieldSeg {
+    Key(u32, u32),
+    Index(u32),
+}
+
+/// The parent of top-level fields.
+const FIELD_ROOT: u32 = u32::MAX;
+
+impl FieldMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The root, parent of top-level fields, for [`FieldMap::push_key`] / [`FieldMap::push_index`].
+    pub const ROOT: u32 = FIELD_ROOT;
+
+    /// Records a mapping entry `key` under `parent`; returns its id (a parent for children).
+    pub fn push_key(&mut self, parent: u32, key: &str, span: FieldSpan) -> u32 {
+        let start = self.keys.len() as u32;
+        self.keys.push_str(key);
+        self.push(parent, FieldSeg::Key(start, key.len() as u32), span)
+    }
+
+    /// Records sequence item `index` under `parent`; returns its id.
+    pub fn push_index(&mut self, parent: u32, index: usize, span: FieldSpan) -> u32 {
+        let i = u32::try_from(index).unwrap_or(u32::MAX);
+        self.push(parent, FieldSeg::Index(i), span)
+    }
+
+    fn push(&mut self, parent: u32, seg: FieldSeg, span: FieldSpan) -> u32 {
+        let id = self.entries.len() as u32;
+        self.entries.push(FieldEntry { parent, seg, span });
+        id
+    }
+
+    /// Number of recorded fields.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The position of the field at `path`.
+    pub fn get(&self, path: &str) -> Option<FieldSpan> {
+        self.find(FIELD_ROOT, path)
+            .map(|i| self.entries[i as usize].span)
+    }
+
+    fn key_of(&self, e: &FieldEntry) -> Option<&str> {
+        match e.seg {
+            FieldSeg::Key(s, l) => self.keys.get(s as usize..(s + l) as usize),
+            FieldSeg::Index(_) => None,
+        }
+    }
+
+    fn find(&self, parent: u32, rest: &str) -> Option<u32> {
+        if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let idx: u32 = r[..end].parse().ok()?;
+            let after = &r[end + 1..];
+            let (i, _) = self.entries.iter().enumerate().find(|(_, e)| {
+                e.parent == parent && matches!(e.seg, FieldSeg::Index(x) if x == idx)
+            })?;
+            return self.descend(i as u32, after);
+        }
+        let rest = if parent == FIELD_ROOT {
+            rest
+        } else {
+            rest.strip_prefix('.')?
+        };
+        // Keys may contain dots: try every child key that is a prefix ending at a boundary.
+        for (i, e) in self.entries.iter().enumerate() {
+            if e.parent != parent {
+                continue;
+            }
+            let Some(k) = self.key_of(e) else { continue };
+            if let Some(after) = rest.strip_prefix(k) {
+                if after.is_empty() || after.starts_with('.') || after.starts_with('[') {
+                    if let Some(found) = self.descend(i as u32, after) {
+                        return Some(found);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn descend(&self, id: u32, after: &str) -> Option<u32> {
+        if after.is_empty() {
+            Some(id)
+        } else {
+            self.find(id, after)
+        }
+    }
+}
 
 /// Where an object came from.
 #[derive(Debug, Clone, Default)]
@@ -380,9 +497,12 @@ mod tests {
             key: Location { line, column: 3 },
             value: Location { line, column: 9 },
         };
-        fields.insert("spec".into(), at(5));
-        fields.insert("spec.http".into(), at(6));
-        fields.insert("spec.http[0]".into(), at(7));
+        let spec = fields.push_key(FieldMap::ROOT, "spec", at(5));
+        let http = fields.push_key(spec, "http", at(6));
+        let r0 = fields.push_index(http, 0, at(7));
+        let sel = fields.push_key(r0, "sel", at(8));
+        fields.push_key(sel, "app.kubernetes.io/name", at(9));
+        fields.push_key(sel, "app", at(10));
         let src = Source {
             file: "f.yaml".into(),
             location: Location { line: 1, column: 1 },
@@ -395,6 +515,16 @@ mod tests {
         assert_eq!(src.locate_nearest("spec.http[0].timeout").line, 7);
         assert_eq!(src.locate_nearest("spec.http[3].route").line, 6);
         assert_eq!(src.locate_nearest("nothing").line, 1);
+        assert_eq!(
+            src.locate("spec.http[0].sel.app.kubernetes.io/name")
+                .unwrap()
+                .line,
+            9
+        );
+        assert_eq!(src.locate("spec.http[0].sel.app").unwrap().line, 10);
+        assert_eq!(src.locate("spec.http[1]"), None);
+        assert_eq!(src.locate("spec.htt"), None);
+        assert_eq!(src.locate("spec.http[x]"), None);
     }
 
     #[test]

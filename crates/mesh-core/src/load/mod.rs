@@ -27,19 +27,21 @@
 //! under a near-miss API group is reported and still loaded as that kind, so that validation
 //! reports its other problems too. Build nothing from a load that [`Loaded::has_errors`].
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use saphyr_parser::{Event, Parser, ScalarStyle, ScanError};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Number, Value};
 
 use crate::diag::{codes, did_you_mean, Diagnostic, Severity, Sources};
 use crate::model::{
-    kube_raw, ConfigObject, FieldMap, FieldSpan, Kind, KubeService, Location, ObjectMeta, Source,
-    Spec,
+    kube_raw, ConfigObject, FieldMap, Kind, KubeService, Location, ObjectMeta, Source, Spec,
 };
+
+mod de;
+mod node;
+
+use de::{De, DeError};
+use node::{parse_documents, Node, NodeKind};
 
 /// Istio kinds that exist but that inmesh does not model: skipped with a warning.
 const OTHER_ISTIO_KINDS: &[&str] = &[
@@ -58,8 +60,9 @@ pub struct LoadOptions {
     pub default_namespace: String,
     /// Maximum nesting depth of a document.
     pub max_depth: usize,
-    /// Maximum number of nodes in a document, alias expansions included (alias-bomb guard).
-    pub max_nodes: usize,
+    /// Maximum number of nodes that aliases may add to a document (alias-bomb guard). Nodes
+    /// written out in the text are bounded by its size and not counted.
+    pub max_alias_nodes: usize,
 }
 
 impl Default for LoadOptions {
@@ -67,7 +70,7 @@ impl Default for LoadOptions {
         LoadOptions {
             default_namespace: "default".to_owned(),
             max_depth: 100,
-            max_nodes: 1_000_000,
+            max_alias_nodes: 1_000_000,
         }
     }
 }
@@ -230,7 +233,7 @@ impl Loader {
         Ok(out)
     }
 
-    fn process_document(&self, root: Node, file: &Arc<str>, doc: usize, out: &mut Loaded) {
+    fn process_document(&self, root: Node<'_>, file: &Arc<str>, doc: usize, out: &mut Loaded) {
         match root.kind {
             NodeKind::Null => {}
             NodeKind::Map(_) => self.process_object(root, file, doc, out, ""),
@@ -246,7 +249,7 @@ impl Loader {
 
     fn process_object(
         &self,
-        node: Node,
+        node: Node<'_>,
         file: &Arc<str>,
         doc: usize,
         out: &mut Loaded,
@@ -266,8 +269,8 @@ impl Loader {
             return;
         };
         let field = |name: &str| entries.iter().find(|(k, _)| k.text == name);
-        let scalar_str = |n: &Node| match &n.kind {
-            NodeKind::Str(s) => Some(s.clone()),
+        let scalar_str = |n: &Node<'_>| match &n.kind {
+            NodeKind::Str(s) => Some(s.to_string()),
             _ => None,
         };
         let kind_entry = field("kind");
@@ -449,7 +452,7 @@ impl Loader {
         &self,
         kind: Kind,
         api_version: String,
-        node: Node,
+        node: Node<'_>,
         file: &Arc<str>,
         doc: usize,
         out: &mut Loaded,
@@ -457,8 +460,7 @@ impl Loader {
     ) {
         let at = node.at;
         let mut fields = FieldMap::new();
-        let mut path = String::new();
-        let mut value = to_value(&node, &mut path, &mut fields);
+        node.record_fields(&mut fields, FieldMap::ROOT);
         let source = Source {
             file: file.clone(),
             location: at,
@@ -472,20 +474,20 @@ impl Loader {
             }
             out.diagnostics.push(d.with_prefix(prefix));
         };
-        let Value::Object(map) = &mut value else {
+        let NodeKind::Map(entries) = &node.kind else {
             return;
         };
         const TOP: [&str; 5] = ["apiVersion", "kind", "metadata", "spec", "status"];
-        for key in map.keys() {
-            if !TOP.contains(&key.as_str()) {
+        for (key, _) in entries {
+            if !TOP.contains(&&*key.text) {
                 let mut d = Diagnostic::error(
                     codes::UNKNOWN_FIELD,
-                    format!("unknown field `{key}` at the top level of {kind}"),
+                    format!("unknown field `{}` at the top level of {kind}", key.text),
                     file.clone(),
-                    source.locate(key).unwrap_or(at),
-                    key.clone(),
+                    key.at,
+                    key.text.to_string(),
                 );
-                d = match did_you_mean(key, TOP) {
+                d = match did_you_mean(&key.text, TOP) {
                     Some(s) => d.with_help(format!("did you mean `{s}`?")),
                     None => d.with_help(
                         "an object has only apiVersion, kind, metadata, spec and status",
@@ -494,18 +496,22 @@ impl Loader {
                 push(d);
             }
         }
-        let meta_value = map.remove("metadata").unwrap_or(Value::Null);
-        let metadata = if meta_value.is_null() {
-            push(Diagnostic::error(
-                codes::MISSING_NAME,
-                format!("{kind} has no `metadata`; `metadata.name` is required"),
-                file.clone(),
-                at,
-                "metadata",
-            ));
+        let metadata = match node.get("metadata") {
             None
-        } else {
-            match deserialize_at::<ObjectMeta>(&meta_value, "metadata", &source) {
+            | Some(Node {
+                kind: NodeKind::Null,
+                ..
+            }) => {
+                push(Diagnostic::error(
+                    codes::MISSING_NAME,
+                    format!("{kind} has no `metadata`; `metadata.name` is required"),
+                    file.clone(),
+                    at,
+                    "metadata",
+                ));
+                None
+            }
+            Some(meta) => match deserialize_at::<ObjectMeta>(meta, "metadata", &source) {
                 Ok(mut m) => {
                     if m.name.is_empty() && m.generate_name.is_none() {
                         push(Diagnostic::error(
@@ -527,35 +533,36 @@ impl Loader {
                     }
                     None
                 }
-            }
+            },
         };
-        let spec_value = match map.remove("spec") {
-            None | Some(Value::Null) => Value::Object(Map::new()),
-            Some(v) => v,
+        let empty = Node {
+            kind: NodeKind::Null,
+            at,
         };
+        let spec_node = node.get("spec").unwrap_or(&empty);
         let spec = match kind {
             Kind::VirtualService => {
-                deserialize_at(&spec_value, "spec", &source).map(Spec::VirtualService)
+                deserialize_at(spec_node, "spec", &source).map(Spec::VirtualService)
             }
             Kind::DestinationRule => {
-                deserialize_at(&spec_value, "spec", &source).map(Spec::DestinationRule)
+                deserialize_at(spec_node, "spec", &source).map(Spec::DestinationRule)
             }
             Kind::ServiceEntry => {
-                deserialize_at(&spec_value, "spec", &source).map(Spec::ServiceEntry)
+                deserialize_at(spec_node, "spec", &source).map(Spec::ServiceEntry)
             }
             Kind::WorkloadEntry => {
-                deserialize_at(&spec_value, "spec", &source).map(Spec::WorkloadEntry)
+                deserialize_at(spec_node, "spec", &source).map(Spec::WorkloadEntry)
             }
-            Kind::Gateway => deserialize_at(&spec_value, "spec", &source).map(Spec::Gateway),
-            Kind::Sidecar => deserialize_at(&spec_value, "spec", &source).map(Spec::Sidecar),
+            Kind::Gateway => deserialize_at(spec_node, "spec", &source).map(Spec::Gateway),
+            Kind::Sidecar => deserialize_at(spec_node, "spec", &source).map(Spec::Sidecar),
             Kind::PeerAuthentication => {
-                deserialize_at(&spec_value, "spec", &source).map(Spec::PeerAuthentication)
+                deserialize_at(spec_node, "spec", &source).map(Spec::PeerAuthentication)
             }
             Kind::AuthorizationPolicy => {
-                deserialize_at(&spec_value, "spec", &source).map(Spec::AuthorizationPolicy)
+                deserialize_at(spec_node, "spec", &source).map(Spec::AuthorizationPolicy)
             }
             Kind::RequestAuthentication => {
-                deserialize_at(&spec_value, "spec", &source).map(Spec::RequestAuthentication)
+                deserialize_at(spec_node, "spec", &source).map(Spec::RequestAuthentication)
             }
             _ => return,
         };
@@ -584,7 +591,7 @@ impl Loader {
         &self,
         kind: Kind,
         api_version: String,
-        node: Node,
+        node: Node<'_>,
         file: &Arc<str>,
         doc: usize,
         out: &mut Loaded,
@@ -592,8 +599,7 @@ impl Loader {
     ) {
         let at = node.at;
         let mut fields = FieldMap::new();
-        let mut path = String::new();
-        let value = to_value(&node, &mut path, &mut fields);
+        node.record_fields(&mut fields, FieldMap::ROOT);
         let source = Source {
             file: file.clone(),
             location: at,
@@ -610,8 +616,7 @@ impl Loader {
                 prefix.to_owned(),
             )
         };
-        let meta = value.get("metadata").cloned().unwrap_or(Value::Null);
-        let mut metadata: ObjectMeta = match lenient(meta) {
+        let mut metadata: ObjectMeta = match lenient(node.get("metadata")) {
             Ok(m) => m,
             Err(e) => {
                 out.diagnostics.push(ignored(format!("metadata: {e}")));
@@ -627,13 +632,13 @@ impl Loader {
                 .namespace
                 .clone_from(&self.options.default_namespace);
         }
-        let spec_v = value.get("spec").cloned().unwrap_or(Value::Null);
+        let spec_n = node.get("spec");
         let spec = match kind {
-            Kind::Service => lenient::<KubeService>(spec_v).map(Spec::Service),
+            Kind::Service => lenient::<KubeService>(spec_n).map(Spec::Service),
             Kind::ServiceAccount => Ok(Spec::ServiceAccount),
-            Kind::Pod => lenient::<kube_raw::PodSpec>(spec_v)
+            Kind::Pod => lenient::<kube_raw::PodSpec>(spec_n)
                 .map(|p| Spec::Workload(p.into_workload(metadata.labels.clone(), None))),
-            _ => lenient::<kube_raw::ControllerSpec>(spec_v).map(|c| {
+            _ => lenient::<kube_raw::ControllerSpec>(spec_n).map(|c| {
                 Spec::Workload(
                     c.template
                         .spec
@@ -654,12 +659,11 @@ impl Loader {
     }
 }
 
-/// Deserializes leniently: null is the default.
-fn lenient<T: DeserializeOwned + Default>(v: Value) -> Result<T, serde_json::Error> {
-    if v.is_null() {
-        Ok(T::default())
-    } else {
-        serde_json::from_value(v)
+/// Deserializes leniently: absent or null is the default.
+fn lenient<T: DeserializeOwned + Default>(n: Option<&Node<'_>>) -> Result<T, DeError> {
+    match n {
+        None => Ok(T::default()),
+        Some(n) => T::deserialize(De(n)),
     }
 }
 
@@ -690,19 +694,19 @@ fn is_near_istio_group(group: &str, expected: &str) -> bool {
     group != expected && (group.contains("istio") || strsim::levenshtein(group, expected) <= 3)
 }
 
-/// Deserializes `value` as `T`, mapping failures to diagnostics at `base` (`spec`). Unknown
-/// fields are all reported (each is removed and deserialization retried); any other error
-/// stops at the first.
+/// Deserializes `node` as `T`, mapping failures to diagnostics at `base` (`spec`). Unknown
+/// fields are all reported (each is removed from a copy and deserialization retried); any
+/// other error stops at the first.
 fn deserialize_at<T: DeserializeOwned>(
-    value: &Value,
+    node: &Node<'_>,
     base: &str,
     source: &Source,
 ) -> Result<T, Vec<Diagnostic>> {
     let mut diags = Vec::new();
-    let mut owned: Option<Value> = None;
+    let mut owned: Option<Node<'_>> = None;
     for _ in 0..64 {
-        let current = owned.as_ref().unwrap_or(value);
-        match serde_path_to_error::deserialize::<_, T>(current) {
+        let current = owned.as_ref().unwrap_or(node);
+        match serde_path_to_error::deserialize::<_, T>(De(current)) {
             Ok(v) if diags.is_empty() => return Ok(v),
             Ok(_) => return Err(diags),
             Err(e) => {
@@ -720,14 +724,13 @@ fn deserialize_at<T: DeserializeOwned>(
                     }
                 }
                 let msg = e.inner().to_string();
-                let d = serde_error_diagnostic(&msg, path, source);
-                let unknown = d.0;
-                diags.push(d.1);
+                let (unknown, d) = serde_error_diagnostic(&msg, path, source);
+                diags.push(d);
                 if let Some(field_path) = unknown {
-                    let mut v = owned.take().unwrap_or_else(|| value.clone());
+                    let mut n = owned.take().unwrap_or_else(|| node.clone());
                     let rel = field_path.strip_prefix(base).unwrap_or(&field_path);
-                    if remove_at(&mut v, rel) {
-                        owned = Some(v);
+                    if n.remove_at(rel) {
+                        owned = Some(n);
                         continue;
                     }
                 }
@@ -736,58 +739,6 @@ fn deserialize_at<T: DeserializeOwned>(
         }
     }
     Err(diags)
-}
-
-/// Removes the field at a relative path like `.http[0].route[0].destination.subnet`.
-fn remove_at(v: &mut Value, rel: &str) -> bool {
-    let segs = split_path(rel);
-    let Some((last, parents)) = segs.split_last() else {
-        return false;
-    };
-    let mut cur = v;
-    for s in parents {
-        cur = match (s, cur) {
-            (Seg::Key(k), Value::Object(m)) => match m.get_mut(*k) {
-                Some(n) => n,
-                None => return false,
-            },
-            (Seg::Index(i), Value::Array(a)) => match a.get_mut(*i) {
-                Some(n) => n,
-                None => return false,
-            },
-            _ => return false,
-        };
-    }
-    match (last, cur) {
-        (Seg::Key(k), Value::Object(m)) => m.remove(*k).is_some(),
-        _ => false,
-    }
-}
-
-enum Seg<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-fn split_path(p: &str) -> Vec<Seg<'_>> {
-    let mut out = Vec::new();
-    let mut rest = p;
-    while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix('.') {
-            let end = r.find(['.', '[']).unwrap_or(r.len());
-            out.push(Seg::Key(&r[..end]));
-            rest = &r[end..];
-        } else if let Some(r) = rest.strip_prefix('[') {
-            let end = r.find(']').unwrap_or(r.len());
-            out.push(Seg::Index(r[..end].parse().unwrap_or(usize::MAX)));
-            rest = r.get(end + 1..).unwrap_or("");
-        } else {
-            let end = rest.find(['.', '[']).unwrap_or(rest.len());
-            out.push(Seg::Key(&rest[..end]));
-            rest = &rest[end..];
-        }
-    }
-    out
 }
 
 /// Extracts the backtick-quoted names of serde's "expected one of `a`, `b`" list.
@@ -872,369 +823,6 @@ fn serde_error_diagnostic(
         d = d.with_help("quote the value to make it a string");
     }
     (None, d)
-}
-
-// ---------------------------------------------------------------------------------------------
-// The spanned YAML tree.
-
-#[derive(Debug, Clone)]
-struct Node {
-    kind: NodeKind,
-    at: Location,
-}
-
-#[derive(Debug, Clone)]
-enum NodeKind {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    Float(f64),
-    Str(String),
-    Seq(Vec<Node>),
-    Map(Vec<(Key, Node)>),
-}
-
-#[derive(Debug, Clone)]
-struct Key {
-    text: String,
-    at: Location,
-}
-
-enum Frame {
-    Seq {
-        at: Location,
-        anchor: usize,
-        items: Vec<Node>,
-    },
-    Map {
-        at: Location,
-        anchor: usize,
-        entries: Vec<(Key, Node)>,
-        key: Option<Key>,
-    },
-}
-
-fn loc(m: saphyr_parser::Marker) -> Location {
-    Location {
-        line: u32::try_from(m.line()).unwrap_or(u32::MAX).max(1),
-        column: u32::try_from(m.col() + 1).unwrap_or(u32::MAX),
-    }
-}
-
-type ParseFailure = (String, Location, &'static str);
-
-/// Parses all documents of `text`; documents parsed before a syntax error are kept.
-fn parse_documents(
-    text: &str,
-    opts: &LoadOptions,
-    docs: &mut Vec<Option<Node>>,
-) -> Option<ParseFailure> {
-    let mut parser = Parser::new_from_str(text);
-    let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
-    let mut nodes: usize = 0;
-    let mut root: Option<Node> = None;
-    let mut duplicate: Option<ParseFailure> = None;
-    loop {
-        let (ev, span) = match parser.next_event() {
-            None => break,
-            Some(Ok(x)) => x,
-            Some(Err(e)) => return Some(scan_failure(&e)),
-        };
-        let at = loc(span.start);
-        let mut complete: Option<(Node, usize)> = None;
-        match ev {
-            Event::StreamStart | Event::StreamEnd | Event::Nothing => {}
-            Event::DocumentStart(_) => {
-                stack.clear();
-                anchors.clear();
-                nodes = 0;
-                root = None;
-            }
-            Event::DocumentEnd => {
-                docs.push(root.take());
-            }
-            Event::Alias(id) => match anchors.get(&id) {
-                Some((n, size)) => {
-                    nodes = nodes.saturating_add(*size);
-                    if nodes > opts.max_nodes {
-                        return Some((
-                            format!(
-                                "document too large after alias expansion (more than {} nodes): possible alias bomb",
-                                opts.max_nodes
-                            ),
-                            at,
-                            codes::LIMITS,
-                        ));
-                    }
-                    let mut n = n.clone();
-                    n.at = at;
-                    complete = Some((n, 0));
-                }
-                None => return Some(("unknown alias".to_owned(), at, codes::SYNTAX)),
-            },
-            Event::Scalar(value, style, anchor, tag) => {
-                nodes += 1;
-                let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let kind = if style == ScalarStyle::Plain && !is_str_tag {
-                    resolve_plain(&value)
-                } else {
-                    NodeKind::Str(value.into_owned())
-                };
-                complete = Some((Node { kind, at }, anchor));
-            }
-            Event::SequenceStart(anchor, _) => {
-                nodes += 1;
-                stack.push(Frame::Seq {
-                    at,
-                    anchor,
-                    items: Vec::new(),
-                });
-            }
-            Event::MappingStart(anchor, _) => {
-                nodes += 1;
-                stack.push(Frame::Map {
-                    at,
-                    anchor,
-                    entries: Vec::new(),
-                    key: None,
-                });
-            }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq { at, anchor, items }) = stack.pop() {
-                    complete = Some((
-                        Node {
-                            kind: NodeKind::Seq(items),
-                            at,
-                        },
-                        anchor,
-                    ));
-                }
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map {
-                    at,
-                    anchor,
-                    entries,
-                    ..
-                }) = stack.pop()
-                {
-                    complete = Some((
-                        Node {
-                            kind: NodeKind::Map(entries),
-                            at,
-                        },
-                        anchor,
-                    ));
-                }
-            }
-        }
-        if stack.len() > opts.max_depth {
-            return Some((
-                format!("nesting deeper than {} levels", opts.max_depth),
-                at,
-                codes::LIMITS,
-            ));
-        }
-        if nodes > opts.max_nodes {
-            return Some((
-                format!("document has more than {} nodes", opts.max_nodes),
-                at,
-                codes::LIMITS,
-            ));
-        }
-        let Some((node, anchor)) = complete else {
-            continue;
-        };
-        if anchor != 0 {
-            let size = count_nodes(&node);
-            anchors.insert(anchor, (node.clone(), size));
-        }
-        match stack.last_mut() {
-            None => root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map { entries, key, .. }) => match key.take() {
-                None => {
-                    let text = match node.kind {
-                        NodeKind::Str(s) => s,
-                        NodeKind::Null => String::new(),
-                        NodeKind::Bool(b) => b.to_string(),
-                        NodeKind::Int(i) => i.to_string(),
-                        NodeKind::UInt(u) => u.to_string(),
-                        NodeKind::Float(f) => f.to_string(),
-                        NodeKind::Seq(_) | NodeKind::Map(_) => {
-                            return Some((
-                                "complex mapping keys are not supported".to_owned(),
-                                node.at,
-                                codes::SYNTAX,
-                            ))
-                        }
-                    };
-                    *key = Some(Key { text, at: node.at });
-                }
-                Some(k) => {
-                    if entries.iter().any(|(e, _)| e.text == k.text) {
-                        duplicate.get_or_insert((
-                            format!("duplicate key `{}` in a mapping", k.text),
-                            k.at,
-                            codes::DUPLICATE_KEY,
-                        ));
-                    } else {
-                        entries.push((k, node));
-                    }
-                }
-            },
-        }
-    }
-    duplicate
-}
-
-fn scan_failure(e: &ScanError) -> ParseFailure {
-    (
-        format!("YAML syntax error: {}", e.info()),
-        loc(*e.marker()),
-        codes::SYNTAX,
-    )
-}
-
-fn count_nodes(n: &Node) -> usize {
-    // Iterative to stay safe on deep trees.
-    let mut count = 0usize;
-    let mut todo: Vec<&Node> = vec![n];
-    while let Some(n) = todo.pop() {
-        count += 1;
-        match &n.kind {
-            NodeKind::Seq(items) => todo.extend(items.iter()),
-            NodeKind::Map(entries) => todo.extend(entries.iter().map(|(_, v)| v)),
-            _ => {}
-        }
-    }
-    count
-}
-
-/// YAML 1.2 core schema resolution of a plain scalar.
-fn resolve_plain(s: &str) -> NodeKind {
-    match s {
-        "" | "~" | "null" | "Null" | "NULL" => return NodeKind::Null,
-        "true" | "True" | "TRUE" => return NodeKind::Bool(true),
-        "false" | "False" | "FALSE" => return NodeKind::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" | "-.inf" | "-.Inf" | "-.INF"
-        | ".nan" | ".NaN" | ".NAN" => return NodeKind::Str(s.to_owned()),
-        _ => {}
-    }
-    let b = s.as_bytes();
-    let digits = |x: &[u8]| !x.is_empty() && x.iter().all(u8::is_ascii_digit);
-    let unsigned = b
-        .strip_prefix(b"-")
-        .or_else(|| b.strip_prefix(b"+"))
-        .unwrap_or(b);
-    if digits(unsigned) {
-        if let Ok(i) = s.parse::<i64>() {
-            return NodeKind::Int(i);
-        }
-        if let Ok(u) = s.trim_start_matches('+').parse::<u64>() {
-            return NodeKind::UInt(u);
-        }
-        return NodeKind::Str(s.to_owned());
-    }
-    if let Some(h) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(h, 16) {
-            return NodeKind::Int(i);
-        }
-    }
-    if let Some(o) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(o, 8) {
-            return NodeKind::Int(i);
-        }
-    }
-    // [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?
-    if is_float(unsigned) {
-        if let Ok(f) = s.parse::<f64>() {
-            if f.is_finite() {
-                return NodeKind::Float(f);
-            }
-        }
-    }
-    NodeKind::Str(s.to_owned())
-}
-
-fn is_float(b: &[u8]) -> bool {
-    let mut i = 0;
-    let int = b.iter().take_while(|c| c.is_ascii_digit()).count();
-    i += int;
-    let mut frac = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        frac = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        i += frac;
-    }
-    if int == 0 && frac == 0 {
-        return false;
-    }
-    if matches!(b.get(i), Some(b'e' | b'E')) {
-        i += 1;
-        if matches!(b.get(i), Some(b'+' | b'-')) {
-            i += 1;
-        }
-        let e = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
-        if e == 0 {
-            return false;
-        }
-        i += e;
-    }
-    i == b.len()
-}
-
-/// Converts a node to JSON, recording each field path's position.
-fn to_value(node: &Node, path: &mut String, fields: &mut FieldMap) -> Value {
-    match &node.kind {
-        NodeKind::Null => Value::Null,
-        NodeKind::Bool(b) => Value::Bool(*b),
-        NodeKind::Int(i) => Value::Number((*i).into()),
-        NodeKind::UInt(u) => Value::Number((*u).into()),
-        NodeKind::Float(f) => Number::from_f64(*f).map_or(Value::Null, Value::Number),
-        NodeKind::Str(s) => Value::String(s.clone()),
-        NodeKind::Seq(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                use std::fmt::Write as _;
-                let _ = write!(path, "[{i}]");
-                fields.insert(
-                    path.as_str().into(),
-                    FieldSpan {
-                        key: item.at,
-                        value: item.at,
-                    },
-                );
-                out.push(to_value(item, path, fields));
-                path.truncate(len);
-            }
-            Value::Array(out)
-        }
-        NodeKind::Map(entries) => {
-            let mut out = Map::new();
-            for (k, v) in entries {
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(&k.text);
-                fields.insert(
-                    path.as_str().into(),
-                    FieldSpan {
-                        key: k.at,
-                        value: v.at,
-                    },
-                );
-                let value = to_value(v, path, fields);
-                path.truncate(len);
-                out.insert(k.text.clone(), value);
-            }
-            Value::Object(out)
-        }
-    }
 }
 
 fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
