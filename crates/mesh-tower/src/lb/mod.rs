@@ -525,7 +525,13 @@ impl LoadBalancer {
                 (0, true)
             };
         let level = &self.priorities[priority];
-        let group = self.pick_group(level, panic, rng)?;
+        let group_hash = match hash {
+            // Keep affinity across locality-weighted groups too (decorrelated from the
+            // priority choice, which used `h % 100`).
+            Some(h) if self.algorithm.is_consistent_hash() => Some(h.rotate_left(32)),
+            _ => None,
+        };
+        let group = self.pick_group(level, panic, group_hash, rng)?;
         let ok = |local: u32| -> bool {
             panic || self.endpoints[group.hosts[local as usize] as usize].is_available()
         };
@@ -567,6 +573,7 @@ impl LoadBalancer {
         &self,
         level: &'a Priority,
         panic: bool,
+        hash: Option<u64>,
         rng: &mut R,
     ) -> Option<&'a Group> {
         if !level.locality_weighted || level.groups.len() == 1 {
@@ -587,7 +594,10 @@ impl LoadBalancer {
         if sum == 0 {
             return None;
         }
-        let mut point = rng.random_range(0..sum);
+        let mut point = match hash {
+            Some(h) => h % sum,
+            None => rng.random_range(0..sum),
+        };
         for g in level.groups.iter() {
             let w = effective(g);
             if point < w {
@@ -1126,6 +1136,36 @@ mod tests {
         lb.set_ejected(2, true);
         let got = shares(&lb, 200, &mut rng);
         assert_shares(&got, &[0.0, 0.0, 0.0, 1.0], 0.0);
+    }
+
+    #[test]
+    fn consistent_hash_keeps_affinity_with_distribute() {
+        let mut cfg = LbConfig::new(LbAlgorithm::Maglev { table_size: 65537 });
+        cfg.locality = LocalityContext {
+            client: Locality::parse("r1/z1/s1"),
+            setting: Some(LocalityLbSetting {
+                distribute: vec![Distribute {
+                    from: "r1/*".into(),
+                    to: vec![("r1/z1/*".into(), 50), ("r1/z2/*".into(), 50)],
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let lb = LoadBalancer::new(
+            loc_eps(&["r1/z1/s1", "r1/z1/s1", "r1/z2/s1", "r1/z2/s1"]),
+            cfg,
+        );
+        let mut seen = [0usize; 4];
+        for k in 0..400u64 {
+            let h = xxhash_rust::xxh64::xxh64(&k.to_le_bytes(), 0);
+            let first = lb.pick(Some(h)).unwrap().index();
+            for _ in 0..3 {
+                assert_eq!(lb.pick(Some(h)).unwrap().index(), first);
+            }
+            seen[first] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
     }
 
     #[test]

@@ -358,7 +358,8 @@ impl TraceContext {
 
     /// Writes this span into `headers` in `formats` (replacing what was there).
     pub fn inject(&self, headers: &mut HeaderMap, formats: Formats) {
-        let value = |s: String| HeaderValue::from_str(&s).ok();
+        // The formatted string becomes the header's bytes without another copy.
+        let value = |s: String| HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok();
         if formats.w3c {
             if let Some(v) = value(self.traceparent()) {
                 headers.insert(TRACEPARENT, v);
@@ -426,7 +427,8 @@ pub fn new_request_id<R: RngCore + ?Sized>(rng: &mut R) -> HeaderValue {
         }
         let _ = write!(s, "{byte:02x}");
     }
-    HeaderValue::from_str(&s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 tokio::task_local! {

@@ -1,0 +1,124 @@
+//! A lock-free histogram for prometheus-client: `prometheus_client`'s own `Histogram` takes
+//! a mutex on every observation; this one is a row of atomics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+
+use super::BUCKETS;
+
+const SLOTS: usize = BUCKETS.len() + 1;
+
+#[derive(Debug)]
+struct Inner {
+    /// Per-bucket (non-cumulative) counts; the last slot is `+Inf`.
+    counts: [AtomicU64; SLOTS],
+    /// The sum, as `f64` bits.
+    sum: AtomicU64,
+}
+
+/// A histogram over Istio's (Envoy's default) [`BUCKETS`], observed without locks.
+#[derive(Clone, Debug)]
+pub struct AtomicHistogram {
+    inner: Arc<Inner>,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        AtomicHistogram {
+            inner: Arc::new(Inner {
+                counts: std::array::from_fn(|_| AtomicU64::new(0)),
+                sum: AtomicU64::new(0f64.to_bits()),
+            }),
+        }
+    }
+}
+
+impl AtomicHistogram {
+    /// Records one observation.
+    pub fn observe(&self, v: f64) {
+        // First bucket whose upper bound is >= v (`le` semantics); NaN lands in +Inf.
+        let idx = BUCKETS.partition_point(|b| *b < v);
+        let idx = if v.is_nan() { SLOTS - 1 } else { idx };
+        self.inner.counts[idx].fetch_add(1, Ordering::Relaxed);
+        let _ = self
+            .inner
+            .sum
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                Some((f64::from_bits(bits) + v).to_bits())
+            });
+    }
+
+    /// (sum, count, per-bucket counts) at this moment.
+    pub fn snapshot(&self) -> (f64, u64, [(f64, u64); SLOTS]) {
+        let mut buckets = [(0.0, 0); SLOTS];
+        let mut count = 0;
+        for (i, slot) in buckets.iter_mut().enumerate() {
+            let n = self.inner.counts[i].load(Ordering::Relaxed);
+            count += n;
+            let bound = BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
+            *slot = (bound, n);
+        }
+        (
+            f64::from_bits(self.inner.sum.load(Ordering::Relaxed)),
+            count,
+            buckets,
+        )
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.snapshot();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_follow_le_semantics() {
+        let h = AtomicHistogram::default();
+        for v in [0.1, 0.5, 0.6, 1.0, 3_600_000.0, 3_600_001.0, f64::NAN] {
+            h.observe(v);
+        }
+        let (sum, count, b) = h.snapshot();
+        assert_eq!(count, 7);
+        assert!(sum.is_nan());
+        assert_eq!(b[0], (0.5, 2), "0.1 and 0.5 are <= 0.5");
+        assert_eq!(b[1], (1.0, 2), "0.6 and 1.0");
+        assert_eq!(b[18], (3_600_000.0, 1));
+        assert_eq!(b[19].1, 2, "above the last bound and NaN go to +Inf");
+        assert!(b[19].0.is_infinite());
+    }
+
+    #[test]
+    fn concurrent_observations_are_all_counted() {
+        let h = AtomicHistogram::default();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                let h = h.clone();
+                s.spawn(move || {
+                    for i in 0..10_000 {
+                        h.observe(f64::from(i % 100));
+                    }
+                });
+            }
+        });
+        let (sum, count, _) = h.snapshot();
+        assert_eq!(count, 40_000);
+        assert_eq!(sum, 4.0 * 100.0 * 4950.0);
+    }
+}
