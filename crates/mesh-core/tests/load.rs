@@ -406,3 +406,23 @@ fn directories_load_recursively_and_missing_paths_fail() {
             .unwrap_err();
     assert!(err.to_string().contains("missing.yaml"));
 }
+
+#[test]
+fn merge_keys_merge() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  subsets:\n  - name: v1\n    labels: &base {app: r, version: v1}\n  - name: v2\n    labels:\n      <<: *base\n      version: v2\n";
+    let l = load_str(yaml, "m.yaml");
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    let dr = l.objects[0].spec.as_destination_rule().unwrap();
+    assert_eq!(dr.subsets[1].labels["app"], "r");
+    assert_eq!(dr.subsets[1].labels["version"], "v2");
+}
+
+#[test]
+fn null_collections_are_absent() {
+    let yaml = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, labels: null}\nspec:\n  hosts: [r]\n  gateways:\n  http:\n  - route:\n    - destination: {host: r}\n";
+    let l = load_str(yaml, "n.yaml");
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    let vs = l.objects[0].spec.as_virtual_service().unwrap();
+    assert!(vs.gateways.is_empty());
+    assert!(l.objects[0].spec.as_gateway().is_none());
+}

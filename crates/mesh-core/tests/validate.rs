@@ -106,6 +106,7 @@ const CASES: &[Case] = &[
     ("ServiceEntry", "hosts: [a.com]\naddresses: [10.0.0.0/8]\nresolution: DNS\nports: [{number: 80, name: http, protocol: HTTP}]", E, "spec.addresses[0]", "CIDR addresses are allowed only for NONE/STATIC resolution types"),
     ("ServiceEntry", "hosts: [a.com]\nresolution: DYNAMIC_DNS\nports: [{number: 80, name: http, protocol: HTTP}]", E, "spec.hosts[0]", "host must be wildcarded for resolution mode DYNAMIC_DNS"),
     ("ServiceEntry", "hosts: [a.com]\nexportTo: ['~', '.']\nports: [{number: 80, name: http, protocol: HTTP}]", E, "spec.exportTo", "cannot export service entry to no one (~) and someone"),
+    ("ServiceEntry", "hosts: [db.example.com]\nports: [{number: 5432, name: tcp-pg, protocol: TCP}]", W, "spec.addresses", "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled"),
     ("WorkloadEntry", "labels: {app: a}", E, "spec.address", "address is required"),
     ("WorkloadEntry", "address: 'unix://rel/path'", E, "spec.address", "UDS must be an absolute path or abstract socket"),
     // Gateway

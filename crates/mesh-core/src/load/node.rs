@@ -216,10 +216,11 @@ pub(super) fn parse_documents<'a>(
                 if let Some(Frame::Map {
                     at,
                     anchor,
-                    entries,
+                    mut entries,
                     ..
                 }) = stack.pop()
                 {
+                    apply_merge_keys(&mut entries);
                     complete = Some((
                         Node {
                             kind: NodeKind::Map(entries),
@@ -281,6 +282,29 @@ pub(super) fn parse_documents<'a>(
         }
     }
     duplicate
+}
+
+/// YAML merge keys (`<<: *base` or `<<: [*a, *b]`), as Kubernetes' YAML reader supports:
+/// entries of the merged mappings are added unless the mapping already has the key.
+fn apply_merge_keys<'a>(entries: &mut Vec<(Key<'a>, Node<'a>)>) {
+    let Some(pos) = entries.iter().position(|(k, _)| k.text == "<<") else {
+        return;
+    };
+    let (_, merged) = entries.remove(pos);
+    let sources: Vec<Node<'a>> = match merged.kind {
+        NodeKind::Map(_) => vec![merged],
+        NodeKind::Seq(items) => items,
+        _ => return,
+    };
+    for src in sources {
+        if let NodeKind::Map(extra) = src.kind {
+            for (k, v) in extra {
+                if !entries.iter().any(|(e, _)| e.text == k.text) {
+                    entries.push((k, v));
+                }
+            }
+        }
+    }
 }
 
 fn scan_failure(e: &ScanError) -> ParseFailure {

@@ -284,6 +284,36 @@ pub enum Spec {
     Workload(KubeWorkload),
 }
 
+macro_rules! spec_accessors {
+    ($($fn:ident => $variant:ident($ty:ty)),* $(,)?) => {
+        impl Spec {
+            $(
+                #[doc = concat!("The spec if this is a ", stringify!($variant), ".")]
+                pub fn $fn(&self) -> Option<&$ty> {
+                    match self {
+                        Spec::$variant(s) => Some(s),
+                        _ => None,
+                    }
+                }
+            )*
+        }
+    };
+}
+
+spec_accessors! {
+    as_virtual_service => VirtualService(VirtualService),
+    as_destination_rule => DestinationRule(DestinationRule),
+    as_service_entry => ServiceEntry(ServiceEntry),
+    as_workload_entry => WorkloadEntry(WorkloadEntry),
+    as_gateway => Gateway(Gateway),
+    as_sidecar => Sidecar(Sidecar),
+    as_peer_authentication => PeerAuthentication(PeerAuthentication),
+    as_authorization_policy => AuthorizationPolicy(AuthorizationPolicy),
+    as_request_authentication => RequestAuthentication(RequestAuthentication),
+    as_service => Service(KubeService),
+    as_workload => Workload(KubeWorkload),
+}
+
 /// A position in a source file, 1-based line and column (columns count characters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
 pub struct Location {

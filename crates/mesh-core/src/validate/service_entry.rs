@@ -120,8 +120,9 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
         }
     }
     if has_tcp_like && se.addresses.is_empty() {
+        // istiod auto-allocates a VIP when resolution is not NONE (PILOT_ENABLE_IP_AUTOALLOCATE).
         let autoallocated = cx.opts.ip_autoallocate && se.resolution != Resolution::None;
-        if !autoallocated && se.resolution != Resolution::None {
+        if !autoallocated {
             cx.warn(
                 "spec.addresses",
                 "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled",
