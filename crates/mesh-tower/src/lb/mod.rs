@@ -24,6 +24,11 @@
 //!   spills to the next priority as health drops, with Envoy's overprovisioning factor 1.4;
 //!   `distribute` weights localities within a priority.
 //!
+//! Why not `tower::balance::p2c`: it balances over `Service`s discovered from a stream,
+//! picks in `poll_ready`, and has no weights, no ejection, no localities and no consistent
+//! hashing; the mesh needs all four and picks per request, so it keeps its own selector and
+//! sends through a pooled hyper client.
+//!
 //! Where it deliberately differs from Envoy: consistent-hash tables are not rebuilt when an
 //! endpoint is ejected; a lookup walks past unavailable endpoints instead (for ring hash this
 //! is the same answer a rebuilt ring gives; for Maglev, keys of healthy endpoints never move).
@@ -270,6 +275,10 @@ pub struct LoadBalancer {
 }
 
 /// A picked endpoint, counting as one active request until dropped (for `LEAST_REQUEST`).
+///
+/// Keep it for the whole request, until the response body has ended (move it into the body
+/// wrapper), and report the outcome to outlier detection with
+/// [`OutlierDetector::record`](crate::outlier::OutlierDetector::record)`(guard.index(), ...)`.
 #[derive(Debug)]
 pub struct RequestGuard {
     endpoint: Arc<Endpoint>,
@@ -379,6 +388,24 @@ impl LoadBalancer {
             algorithm: config.algorithm,
             panic_threshold: config.panic_threshold_percent.min(100),
         }
+    }
+
+    /// Builds a balancer for a new endpoint set or configuration (a config reload) in which
+    /// endpoints already present in `previous` (same address) keep their ejection and
+    /// outlier-detection state, so a reload does not bring an ejected endpoint back early.
+    /// Pair it with [`OutlierDetector::with_state_from`](crate::outlier::OutlierDetector::with_state_from).
+    pub fn with_state_from(
+        mut endpoints: Vec<Endpoint>,
+        config: LbConfig,
+        previous: &LoadBalancer,
+    ) -> Self {
+        for e in endpoints.iter_mut() {
+            if let Some(old) = previous.endpoints.iter().find(|o| o.addr == e.addr) {
+                e.flags = AtomicU8::new(old.flags.load(Ordering::Acquire));
+                e.monitor = old.monitor.snapshot();
+            }
+        }
+        Self::new(endpoints, config)
     }
 
     /// The endpoints, in the order given to [`LoadBalancer::new`].

@@ -107,6 +107,22 @@ pub(crate) struct HostMonitor {
     ejections: AtomicU64,
 }
 
+impl HostMonitor {
+    /// A copy of the counters (for carrying state across a reload).
+    pub(crate) fn snapshot(&self) -> HostMonitor {
+        let copy = |a: &AtomicU32| AtomicU32::new(a.load(Ordering::Acquire));
+        let copy64 = |a: &AtomicU64| AtomicU64::new(a.load(Ordering::Acquire));
+        HostMonitor {
+            consecutive_5xx: copy(&self.consecutive_5xx),
+            consecutive_gateway: copy(&self.consecutive_gateway),
+            consecutive_local: copy(&self.consecutive_local),
+            backoff: copy(&self.backoff),
+            ejected_at: copy64(&self.ejected_at),
+            ejections: copy64(&self.ejections),
+        }
+    }
+}
+
 /// The outlier detector of one destination (one [`LoadBalancer`]).
 #[derive(Debug)]
 pub struct OutlierDetector {
@@ -124,6 +140,23 @@ impl OutlierDetector {
             lb,
             epoch,
             ejected: AtomicU32::new(0),
+        }
+    }
+
+    /// A detector for a rebuilt balancer (see
+    /// [`LoadBalancer::with_state_from`]): keeps `previous`'s clock epoch so carried-over
+    /// ejection times stay valid, and counts the carried-over ejections.
+    pub fn with_state_from(
+        config: OutlierConfig,
+        lb: Arc<LoadBalancer>,
+        previous: &OutlierDetector,
+    ) -> Self {
+        let ejected = lb.endpoints().iter().filter(|e| e.is_ejected()).count() as u32;
+        OutlierDetector {
+            config,
+            lb,
+            epoch: previous.epoch,
+            ejected: AtomicU32::new(ejected),
         }
     }
 
@@ -506,6 +539,38 @@ mod tests {
             .map(|_| d.load_balancer().pick(None).unwrap().index())
             .collect();
         assert_eq!(picked.len(), 2);
+    }
+
+    #[test]
+    fn reload_keeps_ejection_state() {
+        let t0 = Instant::now();
+        let d = OutlierDetector::new(cfg(), lb(3), t0);
+        for _ in 0..5 {
+            d.record(1, Outcome::Status(503), t0);
+        }
+        assert!(d.load_balancer().endpoints()[1].is_ejected());
+        // Reload: endpoint 10.0.0.2 stays, 10.0.0.3 goes, 10.0.0.9 arrives.
+        let eps = ["10.0.0.9:80", "10.0.0.2:80", "10.0.0.1:80"]
+            .iter()
+            .map(|a| Endpoint::new(a.parse().unwrap()))
+            .collect();
+        let new_lb = Arc::new(LoadBalancer::with_state_from(
+            eps,
+            LbConfig::new(LbAlgorithm::RoundRobin),
+            d.load_balancer(),
+        ));
+        let d2 = OutlierDetector::with_state_from(cfg(), Arc::clone(&new_lb), &d);
+        assert_eq!(d2.ejected_count(), 1);
+        assert_eq!(new_lb.available_count(), 2);
+        assert!(new_lb.endpoints()[1].is_ejected());
+        for _ in 0..10 {
+            assert_ne!(new_lb.pick(None).unwrap().index(), 1);
+        }
+        // Its ejection time still counts from the original ejection.
+        assert_eq!(d2.tick(t0 + Duration::from_secs(29)), 0);
+        assert_eq!(d2.tick(t0 + Duration::from_secs(30)), 1);
+        assert_eq!(new_lb.available_count(), 3);
+        assert_eq!(d2.ejections_of(1), 1);
     }
 
     #[tokio::test(start_paused = true)]
