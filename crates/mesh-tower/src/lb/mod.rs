@@ -484,6 +484,24 @@ impl LoadBalancer {
         self.pick_with(hash, &mut rand::rng())
     }
 
+    /// Picks for a request: computes the consistent-hash key (when the algorithm uses one
+    /// and `key` is set) from the request's headers, URI and connection, then picks. Returns
+    /// the guard and, when a hash cookie was generated (`httpCookie` with `ttl`), the
+    /// `Set-Cookie` value to add to the response.
+    pub fn pick_for_request(
+        &self,
+        key: Option<&HashKey>,
+        headers: &http::HeaderMap,
+        uri: &http::Uri,
+        conn: ConnectionAddrs,
+    ) -> Result<(RequestGuard, Option<http::HeaderValue>), NoHealthyUpstream> {
+        let RequestHash { hash, set_cookie } = match key {
+            Some(k) if self.algorithm.is_consistent_hash() => k.hash(headers, uri, conn),
+            _ => RequestHash::default(),
+        };
+        Ok((self.pick(hash)?, set_cookie))
+    }
+
     /// [`LoadBalancer::pick`] with the caller's random source (deterministic tests).
     pub fn pick_with<R: RngCore + ?Sized>(
         &self,
@@ -989,6 +1007,55 @@ mod tests {
             lb.set_ejected(1, false);
             assert_eq!(lb.pick_with(Some(5), &mut rng).unwrap().index(), 1);
         }
+    }
+
+    #[test]
+    fn pick_for_request_uses_the_hash_key_only_for_consistent_hash() {
+        let key = HashKey::Cookie(CookieKey {
+            name: "session".into(),
+            path: "/".into(),
+            ttl: Some(std::time::Duration::from_secs(10)),
+            attributes: vec![],
+        });
+        let uri: http::Uri = "/".parse().unwrap();
+        let conn = ConnectionAddrs {
+            remote: Some("10.9.9.9:1234".parse().unwrap()),
+            local: Some("10.0.0.1:80".parse().unwrap()),
+        };
+        let ring = LoadBalancer::new(
+            eps(&[1, 1, 1]),
+            LbConfig::new(LbAlgorithm::RingHash {
+                minimum_ring_size: 64,
+            }),
+        );
+        let (g, cookie) = ring
+            .pick_for_request(Some(&key), &http::HeaderMap::new(), &uri, conn)
+            .unwrap();
+        let cookie = cookie.expect("cookie generated");
+        let value = cookie
+            .to_str()
+            .unwrap()
+            .split('"')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        // The client sends the cookie back: same endpoint, no new cookie.
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::COOKIE,
+            format!("session={value}").parse().unwrap(),
+        );
+        for _ in 0..5 {
+            let (again, c) = ring.pick_for_request(Some(&key), &h, &uri, conn).unwrap();
+            assert_eq!(again.index(), g.index());
+            assert!(c.is_none());
+        }
+        // Not a consistent-hash balancer: no cookie.
+        let rr = LoadBalancer::new(eps(&[1, 1]), LbConfig::new(LbAlgorithm::RoundRobin));
+        let (_, c) = rr
+            .pick_for_request(Some(&key), &http::HeaderMap::new(), &uri, conn)
+            .unwrap();
+        assert!(c.is_none());
     }
 
     #[test]
