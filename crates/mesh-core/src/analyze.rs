@@ -8,12 +8,15 @@
 //! | code | severity | finding |
 //! | --- | --- | --- |
 //! | IST0101 | error | a route's subset is not defined by any DestinationRule for its host (`host+subset`); a VirtualService's gateway or delegate does not exist |
+//! | IST0106 | error | a VirtualService without hosts that no loaded VirtualService delegates to ("virtual service must have at least one host") |
 //! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
 //! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
+//! | IST0101 | warning | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
 //! | IST0104 | warning | a Gateway server port is not exposed by the selected workloads' Services |
-//! | IST0109 | error | several mesh-bound VirtualServices define the same host |
+//! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
+//! | IST0112 | warning | no destination port for a loaded Service with several ports |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
 //! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
@@ -147,6 +150,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     // Indexes.
     let mut services: HashSet<String> = HashSet::new(); // FQDNs and SE hosts
+    let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new(); // Kubernetes Services
     let mut se_hosts: Vec<(&ConfigObject, &str)> = Vec::new();
     let mut registry_known = false;
     let mut workloads: Vec<(&ConfigObject, &Labels)> = Vec::new();
@@ -155,12 +159,14 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     for o in &objs {
         let ns = o.metadata.namespace.as_str();
         match &o.spec {
-            Spec::Service(_) => {
+            Spec::Service(svc) => {
                 registry_known = true;
-                services.insert(format!(
-                    "{}.{ns}.svc.{}",
-                    o.metadata.name, opts.domain_suffix
-                ));
+                let fq = format!("{}.{ns}.svc.{}", o.metadata.name, opts.domain_suffix);
+                service_ports
+                    .entry(fq.clone())
+                    .or_default()
+                    .extend(svc.ports.iter().map(|p| p.port));
+                services.insert(fq);
             }
             Spec::ServiceEntry(se) => {
                 registry_known = true;
@@ -267,6 +273,42 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
+    // A VirtualService without hosts is only a delegate (Istio: PILOT_ENABLE_VIRTUAL_SERVICE_
+    // DELEGATE): unless a loaded root VirtualService delegates to it, it applies to nothing,
+    // which older istiod rejected with "virtual service must have at least one host".
+    let mut delegated: HashSet<(String, String)> = HashSet::new();
+    for o in &objs {
+        if let Spec::VirtualService(vs) = &o.spec {
+            for r in &vs.http {
+                if let Some(d) = &r.delegate {
+                    let ns = d
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| o.metadata.namespace.clone());
+                    delegated.insert((ns, d.name.clone()));
+                }
+            }
+        }
+    }
+    for o in &objs {
+        if let Spec::VirtualService(vs) = &o.spec {
+            let key = (o.metadata.namespace.clone(), o.metadata.name.clone());
+            if vs.hosts.is_empty() && !delegated.contains(&key) {
+                cx.report(
+                    o,
+                    Severity::Error,
+                    codes::VALIDATION,
+                    "spec.hosts",
+                    "virtual service must have at least one host".to_owned(),
+                )
+                .help = Some(format!(
+                    "a VirtualService without hosts is only used as a delegate, and no loaded VirtualService delegates to {}/{} (`delegate: {{name: {}, namespace: {}}}`)",
+                    key.0, key.1, key.1, key.0
+                ));
+            }
+        }
+    }
+
     // Per-object checks.
     let mut mesh_hosts: BTreeMap<String, Vec<&ConfigObject>> = BTreeMap::new();
     let mut sidecars_without_selector: BTreeMap<&str, Vec<&ConfigObject>> = BTreeMap::new();
@@ -317,6 +359,43 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                     close.join(", ")
                                 )
                             });
+                        }
+                    }
+                    if let Some(ports) = service_ports.get(&fq) {
+                        match &d.port {
+                            Some(p) if !ports.contains(&p.number) => {
+                                cx.report(
+                                    o,
+                                    Severity::Warning,
+                                    codes::REFERENCED_RESOURCE_NOT_FOUND,
+                                    &format!("{path}.port.number"),
+                                    format!(
+                                        "Referenced host:port not found: \"{}:{}\"",
+                                        d.host, p.number
+                                    ),
+                                )
+                                .help = Some(format!(
+                                    "service {fq} exposes port(s) {}",
+                                    ports
+                                        .iter()
+                                        .map(u32::to_string)
+                                        .collect::<Vec<_>>()
+                                        .join(", ")
+                                ));
+                            }
+                            None if ports.len() > 1 => {
+                                cx.report(
+                                    o,
+                                    Severity::Warning,
+                                    codes::DESTINATION_PORT_REQUIRED,
+                                    &path,
+                                    format!(
+                                        "This VirtualService routes to a service {:?} that exposes multiple ports {:?}. Specifying a port in the destination is required to disambiguate.",
+                                        d.host, ports
+                                    ),
+                                );
+                            }
+                            _ => {}
                         }
                     }
                     if registry_known
@@ -661,11 +740,22 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     for (h, list) in &mesh_hosts {
         if list.len() > 1 {
-            let names: Vec<String> = list
+            // Two VirtualServices conflict when some namespace sees both (exportTo).
+            let conflicting: Vec<&&ConfigObject> = list
+                .iter()
+                .filter(|a| {
+                    list.iter()
+                        .any(|b| !std::ptr::eq(**a, *b) && visible_together(a, b))
+                })
+                .collect();
+            if conflicting.len() < 2 {
+                continue;
+            }
+            let names: Vec<String> = conflicting
                 .iter()
                 .map(|o| format!("{}/{}", o.metadata.namespace, o.metadata.name))
                 .collect();
-            for o in list {
+            for o in conflicting {
                 let idx = match &o.spec {
                     Spec::VirtualService(vs) => vs
                         .hosts
@@ -744,6 +834,36 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     }
 
     cx.out
+}
+
+/// The namespaces a VirtualService is exported to: `None` means all.
+fn vs_visibility(o: &ConfigObject) -> Option<HashSet<&str>> {
+    let export_to = match &o.spec {
+        Spec::VirtualService(vs) => &vs.export_to,
+        _ => return None,
+    };
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+        return None;
+    }
+    Some(
+        export_to
+            .iter()
+            .map(|e| {
+                if e == "." {
+                    o.metadata.namespace.as_str()
+                } else {
+                    e.as_str()
+                }
+            })
+            .collect(),
+    )
+}
+
+fn visible_together(a: &ConfigObject, b: &ConfigObject) -> bool {
+    match (vs_visibility(a), vs_visibility(b)) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => !x.is_disjoint(&y),
+    }
 }
 
 fn lacks_ca(tls: &ClientTlsSettings) -> bool {

@@ -322,3 +322,85 @@ spec:
         "{ds:#?}"
     );
 }
+
+#[test]
+fn hostless_virtual_service_needs_a_root() {
+    let child = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: child}
+spec:
+  http: [{route: [{destination: {host: r}}]}]
+";
+    let ds = run(child);
+    let d = ds
+        .iter()
+        .find(|d| d.message == "virtual service must have at least one host")
+        .unwrap_or_else(|| panic!("{ds:#?}"));
+    assert!(d.is_error());
+    assert_eq!(d.path, "spec.hosts");
+    let root = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [r]
+  http: [{delegate: {name: child}}]
+";
+    let ds = run(&format!("{child}---\n{root}"));
+    assert!(!ds.iter().any(|d| d.is_error()), "{ds:#?}");
+}
+
+#[test]
+fn conflicting_hosts_respect_export_to() {
+    let vs = |ns: &str, host: &str, export: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ratings, namespace: {ns}}}\nspec:\n  hosts: [{host}]\n  exportTo: {export}\n  http: [{{route: [{{destination: {{host: ratings}}}}]}}]\n")
+    };
+    let ds = run(&format!(
+        "{}---\n{}",
+        vs("team1", "ratings", "['.']"),
+        vs("team2", "ratings.team1.svc.cluster.local", "['.']")
+    ));
+    assert!(!ds.iter().any(|d| d.code == "IST0109"), "{ds:#?}");
+    let ds = run(&format!(
+        "{}---\n{}",
+        vs("team3", "ratings", "['*']"),
+        vs("team4", "ratings.team3.svc.cluster.local", "[]")
+    ));
+    assert_eq!(
+        ds.iter().filter(|d| d.code == "IST0109").count(),
+        2,
+        "{ds:#?}"
+    );
+}
+
+#[test]
+fn destination_ports_checked_against_loaded_services() {
+    let yaml = "apiVersion: v1
+kind: Service
+metadata: {name: two}
+spec:
+  ports: [{port: 80, name: http}, {port: 443, name: https}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a}
+spec:
+  hosts: [a.example.com]
+  http:
+  - route: [{destination: {host: two}}]
+  - route: [{destination: {host: two, port: {number: 999}}}]
+";
+    let ds = run(yaml);
+    assert!(
+        has(&ds, "IST0112", Severity::Warning, "exposes multiple ports"),
+        "{ds:#?}"
+    );
+    assert!(
+        has(
+            &ds,
+            "IST0101",
+            Severity::Warning,
+            "Referenced host:port not found: \"two:999\""
+        ),
+        "{ds:#?}"
+    );
+}

@@ -134,6 +134,7 @@ const CASES: &[Case] = &[
     ("Sidecar", "workloadSelector: {labels: {}}\negress: [{hosts: ['./*']}]", W, "spec.workloadSelector.labels", "sidecar: workload selector specified without labels, will be applied to all services in namespace"),
     // PeerAuthentication
     ("PeerAuthentication", "portLevelMtls: {8080: {mode: DISABLE}}", E, "spec.portLevelMtls", "mesh/namespace peer authentication cannot have port level mTLS"),
+    ("PeerAuthentication", "portLevelMtls: {}", E, "spec.portLevelMtls", "port level mTLS, if defined, must have at least one element"),
     ("PeerAuthentication", "selector: {matchLabels: {app: a}}\nportLevelMtls: {0: {mode: DISABLE}}", E, "spec.portLevelMtls.0", "port must be in range 1..65535"),
     ("PeerAuthentication", "selector: {matchLabels: {}}\nmtls: {mode: STRICT}", W, "spec.selector.matchLabels", "workload selector specified without labels"),
     // AuthorizationPolicy

@@ -23,6 +23,12 @@ pub(super) fn validate_peer_authentication(cx: &mut Ctx<'_>, pa: &PeerAuthentica
             "workload selector specified without labels",
         );
     }
+    if pa.port_level_mtls.is_empty() && cx.obj.source.locate("spec.portLevelMtls").is_some() {
+        cx.error(
+            "spec.portLevelMtls",
+            "port level mTLS, if defined, must have at least one element",
+        );
+    }
     if !pa.port_level_mtls.is_empty() && !has_selector {
         cx.error(
             "spec.portLevelMtls",
