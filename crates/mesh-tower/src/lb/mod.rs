@@ -399,8 +399,10 @@ impl LoadBalancer {
         config: LbConfig,
         previous: &LoadBalancer,
     ) -> Self {
+        let by_addr: std::collections::HashMap<SocketAddr, &Arc<Endpoint>> =
+            previous.endpoints.iter().map(|o| (o.addr, o)).collect();
         for e in endpoints.iter_mut() {
-            if let Some(old) = previous.endpoints.iter().find(|o| o.addr == e.addr) {
+            if let Some(old) = by_addr.get(&e.addr) {
                 e.flags = AtomicU8::new(old.flags.load(Ordering::Acquire));
                 e.monitor = old.monitor.snapshot();
             }
