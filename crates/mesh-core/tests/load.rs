@@ -129,6 +129,11 @@ fn schema_errors_point_at_the_field() {
             codes::API_VERSION, 1, "apiVersion", "did you mean `networking.istio.io/v1alpha3`?",
         ),
         (
+            "group missing",
+            "apiVersion: v1alpha3\nkind: DestinationRule\nmetadata: {name: r}\nspec: {host: r}\n",
+            codes::API_VERSION, 1, "apiVersion", "did you mean `networking.istio.io/v1alpha3`?",
+        ),
+        (
             "unserved version",
             "apiVersion: security.istio.io/v1alpha3\nkind: AuthorizationPolicy\nmetadata: {name: r}\nspec: {}\n",
             codes::API_VERSION, 1, "apiVersion", "security.istio.io/v1",

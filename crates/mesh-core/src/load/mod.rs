@@ -392,9 +392,10 @@ impl Loader {
                 }
             }
             None => {
-                let istio_group = group.ends_with(".istio.io")
-                    || is_near_istio_group(group, crate::model::NETWORKING_GROUP)
-                    || is_near_istio_group(group, crate::model::SECURITY_GROUP);
+                let istio_group = !group.is_empty()
+                    && (group.ends_with(".istio.io")
+                        || is_near_istio_group(group, crate::model::NETWORKING_GROUP)
+                        || is_near_istio_group(group, crate::model::SECURITY_GROUP));
                 if !istio_group {
                     return;
                 }
@@ -688,10 +689,13 @@ impl Diagnostic {
     }
 }
 
-/// True when `group` is not `expected` but plausibly meant it: it mentions istio, or is within
-/// a small edit distance.
+/// True when `group` is not `expected` but plausibly meant it: it is empty (no core-group kind
+/// has an Istio kind's name), mentions istio, or is within a small edit distance.
 fn is_near_istio_group(group: &str, expected: &str) -> bool {
-    group != expected && (group.contains("istio") || strsim::levenshtein(group, expected) <= 3)
+    group != expected
+        && (group.is_empty()
+            || group.contains("istio")
+            || strsim::levenshtein(group, expected) <= 3)
 }
 
 /// Deserializes `node` as `T`, mapping failures to diagnostics at `base` (`spec`). Unknown
