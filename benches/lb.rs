@@ -238,6 +238,41 @@ fn main() {
         );
     }
 
+    // Two threads picking from one shared balancer (lock-free: they should add up, up to
+    // the machine's free cores).
+    for (name, lb) in lbs
+        .iter()
+        .filter(|(n, _)| *n == "least_request" || *n == "round_robin")
+    {
+        let single = {
+            let mut k = 0u64;
+            rate(
+                &mut || {
+                    k = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    pick_once(lb, k)
+                },
+                per_round * 2,
+            )
+        };
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for th in 0..2u64 {
+                s.spawn(move || {
+                    let mut k = th;
+                    for _ in 0..per_round {
+                        k = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                        pick_once(lb, k);
+                    }
+                });
+            }
+        });
+        let both = f64::from(per_round * 2) / t.elapsed().as_secs_f64();
+        println!(
+            "lb {name:<17} {both:>12.0} picks/s on 2 threads  ratio to 1 thread {:.2}",
+            both / single
+        );
+    }
+
     let per_round = per_round / 4;
     let mut fs: Vec<_> = layer_names
         .iter()
