@@ -431,3 +431,48 @@ fn null_collections_are_absent() {
     assert!(vs.gateways.is_empty());
     assert!(l.objects[0].spec.as_gateway().is_none());
 }
+
+#[test]
+fn misplaced_fields_get_a_hint() {
+    let table: &[(&str, &str, &str)] = &[
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - destination: {host: r, subset: v1, weight: 80}\n",
+            "spec.http[0].route[0].destination.weight",
+            "belongs to the route entry, beside `destination:`",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route:\n    - host: r\n",
+            "spec.http[0].route[0].host",
+            "belongs inside `destination:`",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: r}\nspec:\n  host: r\n  loadBalancer: {simple: RANDOM}\n",
+            "spec.loadBalancer",
+            "belongs under `trafficPolicy:`",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - route: [{destination: {host: r}}]\n    retries: {attempts: 2, per_try_timeout: 1s}\n",
+            "spec.http[0].retries.per_try_timeout",
+            "write `perTryTimeout`",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [r]\n  http:\n  - match: [{prefix: /api}]\n    route: [{destination: {host: r}}]\n",
+            "spec.http[0].match[0].prefix",
+            "`uri: {prefix: ...}`",
+        ),
+    ];
+    for (yaml, path, hint) in table {
+        let l = load_str(yaml, "h.yaml");
+        let d = l
+            .diagnostics
+            .iter()
+            .find(|d| d.path == *path)
+            .unwrap_or_else(|| panic!("{path}: {:#?}", l.diagnostics));
+        assert_eq!(d.code, codes::UNKNOWN_FIELD);
+        assert!(
+            d.help.as_deref().unwrap_or("").contains(hint),
+            "{path}: {:?}",
+            d.help
+        );
+    }
+}

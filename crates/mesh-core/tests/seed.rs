@@ -108,3 +108,27 @@ fn fixed_gateway_and_valid_snippets_have_no_errors() {
         assert!(errors.is_empty(), "{f}: {errors:#?}");
     }
 }
+
+#[test]
+fn russian_original_weight_inside_destination() {
+    let (ds, _) = diagnostics("vs-subnet-ru.yaml");
+    let w = find(
+        &ds,
+        codes::UNKNOWN_FIELD,
+        "spec.http[0].route[0].destination.weight",
+    );
+    assert_eq!(w.line, 13);
+    assert!(w.help.as_deref().unwrap().contains("beside `destination:`"));
+    let s = find(
+        &ds,
+        codes::UNKNOWN_FIELD,
+        "spec.http[0].route[1].destination.subnet",
+    );
+    assert_eq!(s.line, 19);
+    assert!(s
+        .help
+        .as_deref()
+        .unwrap()
+        .starts_with("did you mean `subset`?"));
+    assert_eq!(ds.len(), 4, "{ds:#?}");
+}

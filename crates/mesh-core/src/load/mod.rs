@@ -745,6 +745,68 @@ fn deserialize_at<T: DeserializeOwned>(
     Err(diags)
 }
 
+/// Hints for fields written at the wrong level (the mistakes people make most often).
+fn misplaced_hint(parent: &str, name: &str) -> Option<String> {
+    let last = parent.rsplit('.').next().unwrap_or(parent);
+    let is_item_of = |list: &str| {
+        last.strip_prefix(list)
+            .is_some_and(|r| r.starts_with('[') && r.ends_with(']'))
+    };
+    let in_route = is_item_of("route") || is_item_of("mirrors");
+    match name {
+        "weight" | "headers" if last == "destination" => Some(format!(
+            "`{name}` belongs to the route entry, beside `destination:`, not inside it"
+        )),
+        "host" | "subset" | "port" if in_route => Some(format!(
+            "`{name}` belongs inside `destination:` (`- destination: {{host: ..., subset: ...}}`)"
+        )),
+        "exact" | "prefix" | "regex" if is_item_of("match") => Some(format!(
+            "a string match needs the attribute it applies to, e.g. `uri: {{{name}: ...}}` or `headers: {{end-user: {{{name}: ...}}}}`"
+        )),
+        "loadBalancer" | "connectionPool" | "outlierDetection" | "tls" | "portLevelSettings"
+            if parent == "spec" || is_item_of("subsets") =>
+        {
+            Some(format!("`{name}` belongs under `trafficPolicy:`"))
+        }
+        "route" | "match" | "timeout" | "retries" | "fault" | "rewrite" | "redirect"
+            if parent == "spec" =>
+        {
+            Some(format!(
+                "`{name}` belongs to a route rule: `http: [{{{name}: ...}}]` (or `tcp:`/`tls:`)"
+            ))
+        }
+        _ => {
+            // snake_case spelling of a camelCase field (istioctl accepts it, the API server
+            // does not).
+            if name.contains('_') {
+                let camel = snake_to_camel(name);
+                if camel != name {
+                    return Some(format!(
+                        "Kubernetes only accepts the camelCase name: write `{camel}`"
+                    ));
+                }
+            }
+            None
+        }
+    }
+}
+
+fn snake_to_camel(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut upper = false;
+    for c in s.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Extracts the backtick-quoted names of serde's "expected one of `a`, `b`" list.
 fn expected_names(msg: &str) -> Vec<&str> {
     let Some(i) = msg.find("expected") else {
@@ -788,11 +850,12 @@ fn serde_error_diagnostic(
         } else {
             format!("known fields: {}", known.join(", "))
         };
-        d = match did_you_mean(name, known.iter().copied()) {
-            Some(s) => d.with_help(format!(
+        d = match (did_you_mean(name, known.iter().copied()), misplaced_hint(&parent, name)) {
+            (_, Some(hint)) => d.with_help(format!("{hint} ({known_list})")),
+            (Some(s), None) => d.with_help(format!(
                 "did you mean `{s}`? (a lenient API server would silently drop `{name}`; {known_list})"
             )),
-            None => d.with_help(known_list),
+            (None, None) => d.with_help(known_list),
         };
         return (Some(field_path), d);
     }
