@@ -14,9 +14,18 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod analyze;
+pub mod authz;
 pub mod diag;
+pub mod gateway;
 pub mod load;
+pub mod mesh;
 pub mod model;
+pub mod names;
+pub mod peerauthn;
+pub mod policy;
+pub mod registry;
+pub mod route;
+pub mod snapshot;
 pub mod validate;
 
 /// Everything `meshctl validate` reports for a load: the loader's diagnostics, per-object

@@ -1,0 +1,1152 @@
+//! Authorization: AuthorizationPolicy compiled once, evaluated as Istio does (spec §8).
+//!
+//! ```
+//! use mesh_core::mesh::Mesh;
+//! use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs};
+//!
+//! let mesh = Mesh::from_yaml(r#"
+//! apiVersion: security.istio.io/v1
+//! kind: AuthorizationPolicy
+//! metadata: {name: httpbin, namespace: foo}
+//! spec:
+//!   selector: {matchLabels: {app: httpbin}}
+//!   rules:
+//!   - from: [{source: {principals: ["cluster.local/ns/default/sa/sleep"]}}]
+//! "#).unwrap();
+//! let labels = [("app".to_string(), "httpbin".to_string())].into();
+//! // once per workload, again when the snapshot changes:
+//! let authz = mesh.snapshot().authz_for_workload("foo", &labels);
+//! let headers = http::HeaderMap::new();
+//! let http = HttpAuthzAttrs { method: "GET", path: "/ip", host: "httpbin", headers: &headers };
+//! let mut req = AuthzRequest::http(8000, http);
+//! assert!(!authz.evaluate(&req).allowed); // plaintext: no principal
+//! req.principal = Some("cluster.local/ns/default/sa/sleep");
+//! let d = authz.evaluate(&req);
+//! assert!(d.allowed);
+//! assert_eq!(d.policy.as_deref(), Some("foo/httpbin"));
+//! ```
+//!
+//! Order: a policy that could not be compiled denies (fail closed, naming it and why); then
+//! CUSTOM (no external provider here: a matching CUSTOM policy denies unless
+//! [`WorkloadAuthz::evaluate_with`] is given a provider), DENY, ALLOW; no ALLOW policy means
+//! allow; ALLOW policies and none matching means deny; AUDIT only marks the decision.
+//!
+//! Deliberate differences: dry-run policies (`istio.io/dry-run: "true"`) are reported in
+//! [`AuthzDecision::dry_run`] but not enforced; `targetRefs` apply only to Gateway
+//! workloads (label `gateway.networking.k8s.io/gateway-name`), Service/ServiceEntry
+//! targets being for waypoints; `namespaces` values with `*` in the middle are matched as
+//! prefix/suffix patterns on the namespace rather than Istio's regex on the principal.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::HeaderName;
+use ipnet::IpNet;
+
+use crate::model::{
+    AuthorizationAction, AuthorizationPolicy, ConfigObject, Labels, Operation, RuleSource, Spec,
+};
+use crate::names::{labels_match, parse_principal, MeshOptions};
+
+/// A string pattern: exact, `prefix*`, `*suffix`, `*` (any non-empty value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Pat {
+    Any,
+    Exact(Box<str>),
+    Prefix(Box<str>),
+    Suffix(Box<str>),
+}
+
+impl Pat {
+    fn new(v: &str) -> Pat {
+        if v == "*" {
+            Pat::Any
+        } else if let Some(p) = v.strip_suffix('*') {
+            Pat::Prefix(p.into())
+        } else if let Some(s) = v.strip_prefix('*') {
+            Pat::Suffix(s.into())
+        } else {
+            Pat::Exact(v.into())
+        }
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Pat::Any => !s.is_empty(),
+            Pat::Exact(e) => s == &**e,
+            Pat::Prefix(p) => s.starts_with(&**p),
+            Pat::Suffix(p) => s.ends_with(&**p),
+        }
+    }
+
+    fn matches_ci(&self, s: &str) -> bool {
+        let ends = |s: &str, p: &str| {
+            s.len() >= p.len()
+                && s.as_bytes()[s.len() - p.len()..].eq_ignore_ascii_case(p.as_bytes())
+        };
+        match self {
+            Pat::Any => !s.is_empty(),
+            Pat::Exact(e) => s.eq_ignore_ascii_case(e),
+            Pat::Prefix(p) => {
+                s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }
+            Pat::Suffix(p) => ends(s, p),
+        }
+    }
+}
+
+/// A path pattern: a [`Pat`] or a template with `{*}` / `{**}`.
+#[derive(Debug, Clone)]
+enum PathPat {
+    Plain(Pat),
+    Template(regex::Regex),
+}
+
+impl PathPat {
+    fn new(v: &str) -> Result<PathPat, String> {
+        if !v.contains('{') && !v.contains('}') {
+            return Ok(PathPat::Plain(Pat::new(v)));
+        }
+        let mut re = String::from("^");
+        let segs: Vec<&str> = v.split('/').collect();
+        for (i, seg) in segs.iter().enumerate() {
+            if i > 0 {
+                re.push('/');
+            }
+            match *seg {
+                "{*}" => re.push_str("[^/]+"),
+                "{**}" if i == segs.len() - 1 => re.push_str(".*"),
+                "{**}" => return Err(format!("invalid or unsupported path {v}: {{**}} is not the last operator")),
+                s if s.contains(['{', '}']) => {
+                    return Err(format!(
+                        "invalid or unsupported path {v}: Contains '{{' or '}}' beyond a supported path template"
+                    ))
+                }
+                s => re.push_str(&regex::escape(s)),
+            }
+        }
+        re.push('$');
+        regex::Regex::new(&re)
+            .map(PathPat::Template)
+            .map_err(|e| e.to_string())
+    }
+
+    fn matches(&self, p: &str) -> bool {
+        match self {
+            PathPat::Plain(pat) => pat.matches(p),
+            PathPat::Template(r) => r.is_match(p),
+        }
+    }
+}
+
+fn ip_net(s: &str) -> Result<IpNet, String> {
+    if s.contains('/') {
+        s.parse::<IpNet>()
+            .map_err(|e| format!("bad CIDR range ({s}): {e}"))
+    } else {
+        s.parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| format!("bad IP address ({s})"))
+    }
+}
+
+fn port(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("bad port ({s}): not a port number"))
+}
+
+fn list<T>(v: &[String], f: impl Fn(&str) -> Result<T, String>) -> Result<Box<[T]>, String> {
+    v.iter().map(|s| f(s)).collect()
+}
+
+#[derive(Debug, Clone)]
+struct CSource {
+    principals: Box<[Pat]>,
+    not_principals: Box<[Pat]>,
+    request_principals: Box<[Pat]>,
+    not_request_principals: Box<[Pat]>,
+    namespaces: Box<[Pat]>,
+    not_namespaces: Box<[Pat]>,
+    service_accounts: Box<[(Box<str>, Box<str>)]>,
+    not_service_accounts: Box<[(Box<str>, Box<str>)]>,
+    ip_blocks: Box<[IpNet]>,
+    not_ip_blocks: Box<[IpNet]>,
+    remote_ip_blocks: Box<[IpNet]>,
+    not_remote_ip_blocks: Box<[IpNet]>,
+    trust_domains: Box<[Pat]>,
+    not_trust_domains: Box<[Pat]>,
+}
+
+#[derive(Debug, Clone)]
+struct COperation {
+    hosts: Box<[Pat]>,
+    not_hosts: Box<[Pat]>,
+    ports: Box<[u16]>,
+    not_ports: Box<[u16]>,
+    methods: Box<[Pat]>,
+    not_methods: Box<[Pat]>,
+    paths: Box<[PathPat]>,
+    not_paths: Box<[PathPat]>,
+}
+
+#[derive(Debug, Clone)]
+enum Attr {
+    Header(HeaderName),
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    SourceServiceAccount,
+    SourceTrustDomain,
+    AuthPrincipal,
+    AuthAudiences,
+    AuthPresenter,
+    AuthClaims(Box<[Box<str>]>),
+    DestinationIp,
+    DestinationPort,
+    Sni,
+    Experimental(Box<str>),
+}
+
+impl Attr {
+    fn parse(key: &str) -> Result<Attr, String> {
+        if let Some(rest) = key.strip_prefix("request.headers[") {
+            let name = rest
+                .strip_suffix(']')
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| format!("bad key ({key}): should have format a[b]"))?;
+            return HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
+                .map(Attr::Header)
+                .map_err(|_| format!("bad key ({key}): invalid header name"));
+        }
+        if let Some(rest) = key.strip_prefix("request.auth.claims[") {
+            let inner = rest
+                .strip_suffix(']')
+                .ok_or_else(|| format!("bad key ({key}): should have format a[b]"))?;
+            let parts: Box<[Box<str>]> = inner.split("][").map(Into::into).collect();
+            if parts.iter().any(|p| p.is_empty() || p.contains(['[', ']'])) {
+                return Err(format!("bad key ({key}): should have format a[b]"));
+            }
+            return Ok(Attr::AuthClaims(parts));
+        }
+        if key.starts_with("experimental.envoy.filters.") {
+            return Ok(Attr::Experimental(key.into()));
+        }
+        Ok(match key {
+            "source.ip" => Attr::SourceIp,
+            "remote.ip" => Attr::RemoteIp,
+            "source.namespace" => Attr::SourceNamespace,
+            "source.principal" => Attr::SourcePrincipal,
+            "source.serviceAccount" => Attr::SourceServiceAccount,
+            "source.trustDomain" => Attr::SourceTrustDomain,
+            "request.auth.principal" => Attr::AuthPrincipal,
+            "request.auth.audiences" => Attr::AuthAudiences,
+            "request.auth.presenter" => Attr::AuthPresenter,
+            "destination.ip" => Attr::DestinationIp,
+            "destination.port" => Attr::DestinationPort,
+            "connection.sni" => Attr::Sni,
+            "destination.namespace"
+            | "destination.labels"
+            | "destination.name"
+            | "destination.user" => {
+                return Err(format!("attribute {key} is not supported"));
+            }
+            k if k.starts_with("destination.labels[") => {
+                return Err(format!(
+                    "attribute {key} is replaced by the workload selector"
+                ));
+            }
+            _ => return Err(format!("unknown attribute: {key}")),
+        })
+    }
+
+    fn http_only(&self) -> bool {
+        matches!(
+            self,
+            Attr::Header(_)
+                | Attr::AuthPrincipal
+                | Attr::AuthAudiences
+                | Attr::AuthPresenter
+                | Attr::AuthClaims(_)
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Vals {
+    Pats(Box<[Pat]>),
+    Ips(Box<[IpNet]>),
+    Ports(Box<[u16]>),
+}
+
+impl Vals {
+    fn new(attr: &Attr, v: &[String]) -> Result<Vals, String> {
+        Ok(match attr {
+            Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => Vals::Ips(list(v, ip_net)?),
+            Attr::DestinationPort => Vals::Ports(list(v, port)?),
+            _ => Vals::Pats(v.iter().map(|s| Pat::new(s)).collect()),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Vals::Pats(p) => p.is_empty(),
+            Vals::Ips(p) => p.is_empty(),
+            Vals::Ports(p) => p.is_empty(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CCondition {
+    attr: Attr,
+    values: Vals,
+    not_values: Vals,
+}
+
+#[derive(Debug, Clone)]
+struct CRule {
+    from: Option<Box<[CSource]>>,
+    to: Option<Box<[COperation]>>,
+    when: Box<[CCondition]>,
+    http_only: bool,
+}
+
+/// A compiled AuthorizationPolicy.
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    /// `ns/name`.
+    pub name: Arc<str>,
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Action.
+    pub action: AuthorizationAction,
+    /// CUSTOM provider name.
+    pub provider: Option<Box<str>>,
+    /// `istio.io/dry-run: "true"`.
+    pub dry_run: bool,
+    selector: Option<Labels>,
+    /// Gateway names targeted by `targetRefs` (kind Gateway).
+    target_gateways: Box<[Box<str>]>,
+    has_target_refs: bool,
+    rules: Result<Box<[CRule]>, Arc<str>>,
+}
+
+impl CompiledPolicy {
+    /// Compiles one policy; an error makes the policy deny (fail closed).
+    pub fn compile(name: &str, namespace: &str, ap: &AuthorizationPolicy, dry_run: bool) -> Self {
+        let mut target_gateways = Vec::new();
+        for t in ap.target_refs.iter().chain(ap.target_ref.iter()) {
+            if t.kind == "Gateway" {
+                target_gateways.push(t.name.as_str().into());
+            }
+        }
+        CompiledPolicy {
+            name: format!("{namespace}/{name}").into(),
+            namespace: namespace.into(),
+            action: ap.action,
+            provider: ap.provider.as_ref().map(|p| p.name.as_str().into()),
+            dry_run,
+            selector: ap.selector.as_ref().map(|s| s.match_labels.clone()),
+            target_gateways: target_gateways.into(),
+            has_target_refs: !ap.target_refs.is_empty() || ap.target_ref.is_some(),
+            rules: compile_rules(ap, namespace).map_err(Into::into),
+        }
+    }
+
+    /// The compile error, if the policy could not be compiled.
+    pub fn error(&self) -> Option<&str> {
+        self.rules.as_ref().err().map(|e| &**e)
+    }
+
+    fn applies_to(&self, namespace: &str, labels: &Labels, root: &str) -> bool {
+        let same_ns = *self.namespace == *namespace;
+        if self.has_target_refs {
+            return same_ns
+                && labels
+                    .get("gateway.networking.k8s.io/gateway-name")
+                    .is_some_and(|g| self.target_gateways.iter().any(|t| &**t == g));
+        }
+        if !(same_ns || *self.namespace == *root) {
+            return false;
+        }
+        match &self.selector {
+            None => true,
+            Some(sel) => labels_match(sel, labels),
+        }
+    }
+
+    /// Index of the first matching rule.
+    fn first_match(&self, req: &AuthzRequest<'_>) -> Option<usize> {
+        let rules = self.rules.as_ref().ok()?;
+        let deny = self.action == AuthorizationAction::Deny;
+        rules.iter().position(|r| r.matches(req, deny))
+    }
+}
+
+fn compile_rules(ap: &AuthorizationPolicy, ns: &str) -> Result<Box<[CRule]>, String> {
+    let mut out = Vec::with_capacity(ap.rules.len());
+    for (i, r) in ap.rules.iter().enumerate() {
+        let mut http_only = false;
+        let from = match &r.from {
+            None => None,
+            Some(v) if v.is_empty() => {
+                return Err(format!("`from` must not be empty, found at rule {i}"))
+            }
+            Some(v) => Some(
+                v.iter()
+                    .map(|f| {
+                        let s = f.source.as_ref().ok_or_else(|| {
+                            format!("`from.source` must not be nil, found at rule {i}")
+                        })?;
+                        http_only |= !s.request_principals.is_empty()
+                            || !s.not_request_principals.is_empty();
+                        compile_source(s, ns)
+                    })
+                    .collect::<Result<Box<[_]>, String>>()?,
+            ),
+        };
+        let to = match &r.to {
+            None => None,
+            Some(v) if v.is_empty() => return Err("`to` must not be empty".into()),
+            Some(v) => Some(
+                v.iter()
+                    .map(|t| {
+                        let o = t.operation.as_ref().ok_or_else(|| {
+                            format!("`to.operation` must not be nil, found at rule {i}")
+                        })?;
+                        http_only |= !(o.hosts.is_empty()
+                            && o.not_hosts.is_empty()
+                            && o.methods.is_empty()
+                            && o.not_methods.is_empty()
+                            && o.paths.is_empty()
+                            && o.not_paths.is_empty());
+                        compile_operation(o)
+                    })
+                    .collect::<Result<Box<[_]>, String>>()?,
+            ),
+        };
+        let when = r
+            .when
+            .iter()
+            .map(|c| {
+                if c.key.is_empty() {
+                    return Err("`key` must not be empty".to_owned());
+                }
+                if c.values.is_empty() && c.not_values.is_empty() {
+                    return Err(format!(
+                        "at least one of `values` or `notValues` must be set for key {}",
+                        c.key
+                    ));
+                }
+                let attr = Attr::parse(&c.key)
+                    .map_err(|e| format!("invalid `value` for `key` {}: {e}", c.key))?;
+                http_only |= attr.http_only();
+                Ok(CCondition {
+                    values: Vals::new(&attr, &c.values)?,
+                    not_values: Vals::new(&attr, &c.not_values)?,
+                    attr,
+                })
+            })
+            .collect::<Result<Box<[_]>, String>>()?;
+        out.push(CRule {
+            from,
+            to,
+            when,
+            http_only,
+        });
+    }
+    Ok(out.into())
+}
+
+fn compile_source(s: &RuleSource, ns: &str) -> Result<CSource, String> {
+    let pats = |v: &[String]| -> Box<[Pat]> { v.iter().map(|s| Pat::new(s)).collect() };
+    let sa = |v: &[String]| -> Result<Box<[(Box<str>, Box<str>)]>, String> {
+        list(v, |s| {
+            if s.contains('*') {
+                return Err(format!("wildcard not allowed, found in {s}"));
+            }
+            match s.split('/').collect::<Vec<_>>()[..] {
+                [sa] if !sa.is_empty() => Ok((ns.into(), sa.into())),
+                [n, sa] if !n.is_empty() && !sa.is_empty() => Ok((n.into(), sa.into())),
+                _ => Err(format!(
+                    "expected format 'serviceAccount' or 'namespace/serviceAccount', found {s:?}"
+                )),
+            }
+        })
+    };
+    Ok(CSource {
+        principals: pats(&s.principals),
+        not_principals: pats(&s.not_principals),
+        request_principals: pats(&s.request_principals),
+        not_request_principals: pats(&s.not_request_principals),
+        namespaces: pats(&s.namespaces),
+        not_namespaces: pats(&s.not_namespaces),
+        service_accounts: sa(&s.service_accounts)?,
+        not_service_accounts: sa(&s.not_service_accounts)?,
+        ip_blocks: list(&s.ip_blocks, ip_net)?,
+        not_ip_blocks: list(&s.not_ip_blocks, ip_net)?,
+        remote_ip_blocks: list(&s.remote_ip_blocks, ip_net)?,
+        not_remote_ip_blocks: list(&s.not_remote_ip_blocks, ip_net)?,
+        trust_domains: pats(&s.trust_domains),
+        not_trust_domains: pats(&s.not_trust_domains),
+    })
+}
+
+fn compile_operation(o: &Operation) -> Result<COperation, String> {
+    let pats = |v: &[String]| -> Box<[Pat]> { v.iter().map(|s| Pat::new(s)).collect() };
+    Ok(COperation {
+        hosts: pats(&o.hosts),
+        not_hosts: pats(&o.not_hosts),
+        ports: list(&o.ports, port)?,
+        not_ports: list(&o.not_ports, port)?,
+        methods: pats(&o.methods),
+        not_methods: pats(&o.not_methods),
+        paths: list(&o.paths, PathPat::new)?,
+        not_paths: list(&o.not_paths, PathPat::new)?,
+    })
+}
+
+/// "values OR'd, `notValues` none": `pos` empty means no constraint.
+fn field<T>(pos: &[T], neg: &[T], m: impl Fn(&T) -> bool) -> bool {
+    (pos.is_empty() || pos.iter().any(&m)) && !neg.iter().any(m)
+}
+
+impl CSource {
+    fn matches(&self, r: &AuthzRequest<'_>, skip_http: bool) -> bool {
+        let p = r
+            .principal
+            .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
+        let parsed = p.and_then(parse_principal);
+        let on_p = |pat: &Pat| p.is_some_and(|p| pat.matches(p));
+        let on_ns = |pat: &Pat| parsed.is_some_and(|(_, ns, _)| pat.matches(ns));
+        let on_td = |pat: &Pat| parsed.is_some_and(|(td, _, _)| pat.matches(td));
+        let on_sa = |(n, s): &(Box<str>, Box<str>)| {
+            parsed.is_some_and(|(_, ns, sa)| ns == &**n && sa == &**s)
+        };
+        let src = r.source_ip;
+        let remote = r.remote_ip.or(r.source_ip);
+        let on_ip = |ip: Option<IpAddr>| move |net: &IpNet| ip.is_some_and(|ip| net.contains(&ip));
+        field(&self.principals, &self.not_principals, on_p)
+            && field(&self.namespaces, &self.not_namespaces, on_ns)
+            && field(&self.service_accounts, &self.not_service_accounts, on_sa)
+            && field(&self.trust_domains, &self.not_trust_domains, on_td)
+            && field(&self.ip_blocks, &self.not_ip_blocks, on_ip(src))
+            && field(
+                &self.remote_ip_blocks,
+                &self.not_remote_ip_blocks,
+                on_ip(remote),
+            )
+            && (skip_http || {
+                let rp = r.request_auth.map(|a| a.principal.as_str());
+                field(
+                    &self.request_principals,
+                    &self.not_request_principals,
+                    |pat: &Pat| rp.is_some_and(|rp| pat.matches(rp)),
+                )
+            })
+    }
+}
+
+impl COperation {
+    fn matches(&self, r: &AuthzRequest<'_>, skip_http: bool) -> bool {
+        let port_ok = field(&self.ports, &self.not_ports, |p| *p == r.destination_port);
+        if !port_ok {
+            return false;
+        }
+        if skip_http {
+            return true;
+        }
+        let Some(h) = &r.http else {
+            // HTTP fields on a TCP request: only reached for DENY (fields dropped)
+            return true;
+        };
+        let path = h.path.split_once('?').map_or(h.path, |(p, _)| p);
+        let (host_no_port, _) = crate::names::split_authority(h.host);
+        field(&self.hosts, &self.not_hosts, |pat: &Pat| {
+            pat.matches_ci(h.host) || pat.matches_ci(host_no_port)
+        }) && field(&self.methods, &self.not_methods, |pat: &Pat| {
+            pat.matches(h.method)
+        }) && field(&self.paths, &self.not_paths, |pat: &PathPat| {
+            pat.matches(path)
+        })
+    }
+}
+
+impl CCondition {
+    fn matches(&self, r: &AuthzRequest<'_>) -> bool {
+        let pos = self.values.is_empty() || self.any(&self.values, r);
+        pos && (self.not_values.is_empty() || !self.any(&self.not_values, r))
+    }
+
+    fn any(&self, vals: &Vals, r: &AuthzRequest<'_>) -> bool {
+        let p = r
+            .principal
+            .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
+        let parsed = p.and_then(parse_principal);
+        let pats = |s: Option<&str>| match (vals, s) {
+            (Vals::Pats(ps), Some(s)) => ps.iter().any(|pat| pat.matches(s)),
+            _ => false,
+        };
+        let ips = |ip: Option<IpAddr>| match (vals, ip) {
+            (Vals::Ips(nets), Some(ip)) => nets.iter().any(|n| n.contains(&ip)),
+            _ => false,
+        };
+        match &self.attr {
+            Attr::Header(name) => {
+                let Some(h) = &r.http else { return false };
+                let mut it = h.headers.get_all(name).iter();
+                let Some(first) = it.next() else { return false };
+                match it.next() {
+                    None => pats(first.to_str().ok()),
+                    Some(second) => {
+                        let mut joined = String::new();
+                        for v in [first, second].into_iter().chain(it) {
+                            if !joined.is_empty() {
+                                joined.push(',');
+                            }
+                            joined.push_str(v.to_str().unwrap_or(""));
+                        }
+                        pats(Some(&joined))
+                    }
+                }
+            }
+            Attr::SourceIp => ips(r.source_ip),
+            Attr::RemoteIp => ips(r.remote_ip.or(r.source_ip)),
+            Attr::DestinationIp => ips(r.destination_ip),
+            Attr::DestinationPort => match vals {
+                Vals::Ports(ps) => ps.contains(&r.destination_port),
+                _ => false,
+            },
+            Attr::SourceNamespace => pats(parsed.map(|(_, ns, _)| ns)),
+            Attr::SourcePrincipal => pats(p),
+            Attr::SourceTrustDomain => pats(parsed.map(|(td, _, _)| td)),
+            Attr::SourceServiceAccount => match (vals, parsed) {
+                (Vals::Pats(ps), Some((_, ns, sa))) => ps.iter().any(|pat| match pat {
+                    Pat::Exact(v) => v.split_once('/') == Some((ns, sa)),
+                    Pat::Any => true,
+                    _ => false,
+                }),
+                _ => false,
+            },
+            Attr::AuthPrincipal => pats(r.request_auth.map(|a| a.principal.as_str())),
+            Attr::AuthPresenter => pats(r.request_auth.and_then(|a| a.presenter.as_deref())),
+            Attr::AuthAudiences => r
+                .request_auth
+                .is_some_and(|a| a.audiences.iter().any(|aud| pats(Some(aud)))),
+            Attr::AuthClaims(path) => {
+                let Some(a) = r.request_auth else {
+                    return false;
+                };
+                let mut v = &a.claims;
+                for k in path.iter() {
+                    match v.get(&**k) {
+                        Some(next) => v = next,
+                        None => return false,
+                    }
+                }
+                let split = matches!(path.last().map(|s| &**s), Some("scope" | "permission"));
+                let one = |s: &str| {
+                    if split {
+                        s.split(' ').any(|t| pats(Some(t)))
+                    } else {
+                        pats(Some(s))
+                    }
+                };
+                match v {
+                    serde_json::Value::String(s) => one(s),
+                    serde_json::Value::Array(items) => items
+                        .iter()
+                        .any(|i| i.as_str().is_some_and(|s| pats(Some(s)))),
+                    serde_json::Value::Bool(b) => pats(Some(if *b { "true" } else { "false" })),
+                    serde_json::Value::Number(n) => pats(Some(&n.to_string())),
+                    _ => false,
+                }
+            }
+            Attr::Sni => pats(r.sni),
+            Attr::Experimental(k) => r
+                .filter_metadata
+                .iter()
+                .any(|(mk, mv)| *mk == &**k && pats(Some(mv))),
+        }
+    }
+}
+
+impl CRule {
+    fn matches(&self, r: &AuthzRequest<'_>, deny: bool) -> bool {
+        let tcp = r.http.is_none();
+        if tcp && self.http_only && !deny {
+            // ALLOW (and AUDIT/CUSTOM) rules using HTTP-only fields never match TCP
+            return false;
+        }
+        let skip_http = tcp;
+        self.from
+            .as_ref()
+            .is_none_or(|f| f.iter().any(|s| s.matches(r, skip_http)))
+            && self
+                .to
+                .as_ref()
+                .is_none_or(|t| t.iter().any(|o| o.matches(r, skip_http)))
+            && self
+                .when
+                .iter()
+                .all(|c| (skip_http && c.attr.http_only()) || c.matches(r))
+    }
+}
+
+/// A verified JWT (from RequestAuthentication).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestAuth {
+    /// `iss/sub`.
+    pub principal: String,
+    /// `aud`.
+    pub audiences: Vec<String>,
+    /// `azp`.
+    pub presenter: Option<String>,
+    /// All claims.
+    pub claims: serde_json::Value,
+}
+
+/// HTTP attributes of a request being authorized.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpAuthzAttrs<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Normalized path (a query string is ignored).
+    pub path: &'a str,
+    /// `:authority` / Host.
+    pub host: &'a str,
+    /// Headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+/// What authorization reads from a request or connection, all borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthzRequest<'a> {
+    /// The peer's verified SPIFFE identity, without `spiffe://`
+    /// (`cluster.local/ns/default/sa/sleep`); `None` for plaintext.
+    pub principal: Option<&'a str>,
+    /// Direct peer address.
+    pub source_ip: Option<IpAddr>,
+    /// Original client address (X-Forwarded-For / PROXY); defaults to `source_ip`.
+    pub remote_ip: Option<IpAddr>,
+    /// Local address.
+    pub destination_ip: Option<IpAddr>,
+    /// Local port.
+    pub destination_port: u16,
+    /// TLS SNI.
+    pub sni: Option<&'a str>,
+    /// HTTP attributes; `None` for TCP.
+    pub http: Option<HttpAuthzAttrs<'a>>,
+    /// The verified JWT, if any.
+    pub request_auth: Option<&'a RequestAuth>,
+    /// `experimental.envoy.filters.*` values by key.
+    pub filter_metadata: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> AuthzRequest<'a> {
+    /// A TCP connection to `port`.
+    pub fn tcp(port: u16) -> Self {
+        AuthzRequest {
+            principal: None,
+            source_ip: None,
+            remote_ip: None,
+            destination_ip: None,
+            destination_port: port,
+            sni: None,
+            http: None,
+            request_auth: None,
+            filter_metadata: &[],
+        }
+    }
+
+    /// An HTTP request to `port`.
+    pub fn http(port: u16, http: HttpAuthzAttrs<'a>) -> Self {
+        AuthzRequest {
+            http: Some(http),
+            ..AuthzRequest::tcp(port)
+        }
+    }
+}
+
+/// Why a decision was made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthzReason {
+    /// An applicable policy could not be compiled.
+    Uncompilable(Arc<str>),
+    /// A CUSTOM policy matched and its provider denied (or none is available).
+    CustomDenied,
+    /// A DENY policy matched.
+    DeniedByPolicy,
+    /// No ALLOW policy applies to the workload.
+    NoAllowPolicy,
+    /// An ALLOW policy matched.
+    AllowedByPolicy,
+    /// ALLOW policies apply and none matched.
+    NoAllowMatched,
+}
+
+impl fmt::Display for AuthzReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthzReason::Uncompilable(e) => {
+                write!(
+                    f,
+                    "the policy could not be compiled ({e}); denying (fail closed)"
+                )
+            }
+            AuthzReason::CustomDenied => f.write_str(
+                "a CUSTOM policy matched and its external authorizer denied or is not available",
+            ),
+            AuthzReason::DeniedByPolicy => f.write_str("a DENY policy matched"),
+            AuthzReason::NoAllowPolicy => {
+                f.write_str("no ALLOW policy applies to the workload, and no DENY policy matched")
+            }
+            AuthzReason::AllowedByPolicy => f.write_str("an ALLOW policy matched"),
+            AuthzReason::NoAllowMatched => {
+                f.write_str("ALLOW policies apply to the workload but none matched")
+            }
+        }
+    }
+}
+
+/// An authorization decision; deny answers 403 `RBAC: access denied`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthzDecision {
+    /// Allowed?
+    pub allowed: bool,
+    /// The deciding policy, `ns/name`.
+    pub policy: Option<Arc<str>>,
+    /// Index of the deciding rule in that policy.
+    pub rule: Option<usize>,
+    /// Why.
+    pub reason: AuthzReason,
+    /// An AUDIT policy matched (log this request).
+    pub audit: Option<Arc<str>>,
+    /// A dry-run policy would have decided otherwise: its name.
+    pub dry_run: Option<Arc<str>>,
+}
+
+/// The policies that apply to one workload, grouped by action (compiled once per workload;
+/// fetch again when the snapshot changes).
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadAuthz {
+    broken: Option<Arc<CompiledPolicy>>,
+    custom: Vec<Arc<CompiledPolicy>>,
+    deny: Vec<Arc<CompiledPolicy>>,
+    allow: Vec<Arc<CompiledPolicy>>,
+    audit: Vec<Arc<CompiledPolicy>>,
+    dry_run: Vec<Arc<CompiledPolicy>>,
+}
+
+impl WorkloadAuthz {
+    /// Names of every applicable policy.
+    pub fn policies(&self) -> impl Iterator<Item = &str> {
+        self.broken
+            .iter()
+            .chain(&self.custom)
+            .chain(&self.deny)
+            .chain(&self.allow)
+            .chain(&self.audit)
+            .chain(&self.dry_run)
+            .map(|p| &*p.name)
+    }
+
+    /// True when no policy applies (everything is allowed).
+    pub fn is_empty(&self) -> bool {
+        self.policies().next().is_none()
+    }
+
+    /// Decides, with no external authorizer: a matching CUSTOM policy denies.
+    pub fn evaluate(&self, req: &AuthzRequest<'_>) -> AuthzDecision {
+        self.evaluate_with(req, &|_, _| false)
+    }
+
+    /// Decides; `custom(provider, req)` answers for CUSTOM policies (true = allow).
+    pub fn evaluate_with(
+        &self,
+        req: &AuthzRequest<'_>,
+        custom: &dyn Fn(&str, &AuthzRequest<'_>) -> bool,
+    ) -> AuthzDecision {
+        let mut d = self.enforce(req, custom);
+        if let Some(p) = self.audit.iter().find(|p| p.first_match(req).is_some()) {
+            d.audit = Some(p.name.clone());
+        }
+        if !self.dry_run.is_empty() {
+            let shadow = WorkloadAuthz {
+                broken: None,
+                custom: Vec::new(),
+                deny: self
+                    .deny
+                    .iter()
+                    .chain(
+                        self.dry_run
+                            .iter()
+                            .filter(|p| p.action == AuthorizationAction::Deny),
+                    )
+                    .cloned()
+                    .collect(),
+                allow: self
+                    .allow
+                    .iter()
+                    .chain(
+                        self.dry_run
+                            .iter()
+                            .filter(|p| p.action == AuthorizationAction::Allow),
+                    )
+                    .cloned()
+                    .collect(),
+                audit: Vec::new(),
+                dry_run: Vec::new(),
+            };
+            let s = shadow.enforce(req, custom);
+            if s.allowed != d.allowed {
+                d.dry_run = s
+                    .policy
+                    .or_else(|| self.dry_run.first().map(|p| p.name.clone()));
+            }
+        }
+        d
+    }
+
+    fn enforce(
+        &self,
+        req: &AuthzRequest<'_>,
+        custom: &dyn Fn(&str, &AuthzRequest<'_>) -> bool,
+    ) -> AuthzDecision {
+        let decide = |allowed, p: Option<&Arc<CompiledPolicy>>, rule, reason| AuthzDecision {
+            allowed,
+            policy: p.map(|p| p.name.clone()),
+            rule,
+            reason,
+            audit: None,
+            dry_run: None,
+        };
+        if let Some(p) = &self.broken {
+            let e = p.error().unwrap_or("").into();
+            return decide(false, Some(p), None, AuthzReason::Uncompilable(e));
+        }
+        for p in &self.custom {
+            if let Some(i) = p.first_match(req) {
+                if !custom(p.provider.as_deref().unwrap_or(""), req) {
+                    return decide(false, Some(p), Some(i), AuthzReason::CustomDenied);
+                }
+            }
+        }
+        for p in &self.deny {
+            if let Some(i) = p.first_match(req) {
+                return decide(false, Some(p), Some(i), AuthzReason::DeniedByPolicy);
+            }
+        }
+        if self.allow.is_empty() {
+            return decide(true, None, None, AuthzReason::NoAllowPolicy);
+        }
+        for p in &self.allow {
+            if let Some(i) = p.first_match(req) {
+                return decide(true, Some(p), Some(i), AuthzReason::AllowedByPolicy);
+            }
+        }
+        decide(false, None, None, AuthzReason::NoAllowMatched)
+    }
+}
+
+/// Every AuthorizationPolicy, compiled, indexed by namespace.
+#[derive(Debug, Default)]
+pub struct AuthzPolicies {
+    by_ns: HashMap<Box<str>, Vec<Arc<CompiledPolicy>>>,
+    root: Box<str>,
+}
+
+impl AuthzPolicies {
+    /// Compiles every AuthorizationPolicy.
+    pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> AuthzPolicies {
+        let mut by_ns: HashMap<Box<str>, Vec<Arc<CompiledPolicy>>> = HashMap::new();
+        for o in objects {
+            let Spec::AuthorizationPolicy(ap) = &o.spec else {
+                continue;
+            };
+            let dry = o
+                .metadata
+                .annotations
+                .get("istio.io/dry-run")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            let p = CompiledPolicy::compile(&o.metadata.name, &o.metadata.namespace, ap, dry);
+            by_ns
+                .entry(o.metadata.namespace.as_str().into())
+                .or_default()
+                .push(Arc::new(p));
+        }
+        AuthzPolicies {
+            by_ns,
+            root: opts.root_namespace.as_str().into(),
+        }
+    }
+
+    /// Every policy that failed to compile: (`ns/name`, error).
+    pub fn errors(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.by_ns
+            .values()
+            .flatten()
+            .filter_map(|p| p.error().map(|e| (&*p.name, e)))
+    }
+
+    /// The policies applying to a workload (root namespace first, then its own).
+    pub fn for_workload(&self, namespace: &str, labels: &Labels) -> WorkloadAuthz {
+        let mut w = WorkloadAuthz::default();
+        let root = self.by_ns.get(&*self.root).into_iter().flatten();
+        let own = (namespace != &*self.root)
+            .then(|| self.by_ns.get(namespace))
+            .flatten()
+            .into_iter()
+            .flatten();
+        for p in root.chain(own) {
+            if !p.applies_to(namespace, labels, &self.root) {
+                continue;
+            }
+            if p.error().is_some() && p.action != AuthorizationAction::Audit {
+                w.broken.get_or_insert_with(|| p.clone());
+                continue;
+            }
+            if p.dry_run {
+                w.dry_run.push(p.clone());
+                continue;
+            }
+            match p.action {
+                AuthorizationAction::Custom => w.custom.push(p.clone()),
+                AuthorizationAction::Deny => w.deny.push(p.clone()),
+                AuthorizationAction::Allow => w.allow.push(p.clone()),
+                AuthorizationAction::Audit => w.audit.push(p.clone()),
+            }
+        }
+        w
+    }
+}
+
+/// Normalizes a request path as Istio's sidecars do before authorization (§8.4): drops the
+/// query, decodes `%2E`/`%2e`… is not done for `/`, turns `\` into `/`, resolves `.` and `..`
+/// segments. Allocates only when something changes.
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let needs =
+        path.contains('\\') || path.contains("/.") || path.contains("%2e") || path.contains("%2E");
+    if !needs {
+        return Cow::Borrowed(path);
+    }
+    let p = path
+        .replace('\\', "/")
+        .replace("%2e", ".")
+        .replace("%2E", ".");
+    let mut out: Vec<&str> = Vec::new();
+    let trailing = p.ends_with('/') || p.ends_with("/.") || p.ends_with("/..");
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut s = String::with_capacity(p.len());
+    for seg in &out {
+        s.push('/');
+        s.push_str(seg);
+    }
+    if s.is_empty() || trailing {
+        s.push('/');
+    }
+    Cow::Owned(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        let table = [
+            ("*", "x", true),
+            ("*", "", false),
+            ("abc", "abc", true),
+            ("abc", "abcd", false),
+            ("abc*", "abcd", true),
+            ("*bcd", "abcd", true),
+            ("*bcd", "abce", false),
+        ];
+        for (p, s, want) in table {
+            assert_eq!(Pat::new(p).matches(s), want, "{p} {s}");
+        }
+        assert!(Pat::new("Example.COM").matches_ci("example.com"));
+        assert!(Pat::new("*.EXAMPLE.com").matches_ci("a.example.com"));
+    }
+
+    #[test]
+    fn path_templates() {
+        let table = [
+            ("/foo/{*}", "/foo/bar", true),
+            ("/foo/{*}", "/foo/bar/baz", false),
+            ("/foo/{**}", "/foo/bar/baz", true),
+            ("/foo/{*}/baz", "/foo/x/baz", true),
+            ("/api/*", "/api/v1", true),
+        ];
+        for (p, s, want) in table {
+            assert_eq!(PathPat::new(p).unwrap().matches(s), want, "{p} {s}");
+        }
+        assert!(PathPat::new("/foo/{**}/bar").is_err());
+        assert!(PathPat::new("/foo/{x}").is_err());
+    }
+
+    #[test]
+    fn attributes() {
+        for ok in [
+            "request.headers[x-token]",
+            "source.ip",
+            "remote.ip",
+            "source.namespace",
+            "source.principal",
+            "request.auth.principal",
+            "request.auth.audiences",
+            "request.auth.presenter",
+            "request.auth.claims[groups]",
+            "request.auth.claims[a][b]",
+            "destination.ip",
+            "destination.port",
+            "connection.sni",
+            "experimental.envoy.filters.network.mysql_proxy[db.table]",
+        ] {
+            assert!(Attr::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "destination.namespace",
+            "destination.labels[app]",
+            "request.headers[]",
+            "request.headers",
+            "foo.bar",
+            "request.auth.claims[]",
+        ] {
+            assert!(Attr::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn normalization() {
+        let table = [
+            ("/a/b", "/a/b"),
+            ("/a/b?x=1", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/../b", "/b"),
+            ("/a\\b", "/a/b"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/..", "/"),
+            ("/a/", "/a/"),
+        ];
+        for (p, want) in table {
+            assert_eq!(normalize_path(p), want, "{p}");
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! Names and visibility: mesh options, host resolution, `exportTo`, host indexes and label
+//! selectors (spec §1.4-§1.7).
+//!
+//! Everything here is compiled once per snapshot. Lookups on the request path hash a borrowed
+//! `&str` (exact hosts) and walk a short list of wildcard suffixes, longest first, so the most
+//! specific wildcard wins; they never allocate.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use crate::model::Labels;
+
+/// Mesh-wide settings (MeshConfig equivalents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshOptions {
+    /// Cluster domain suffix (`cluster.local`).
+    pub domain_suffix: String,
+    /// Root namespace for mesh-wide policies (`istio-system`).
+    pub root_namespace: String,
+    /// SPIFFE trust domain (`cluster.local`).
+    pub trust_domain: String,
+    /// Namespace given to objects without `metadata.namespace` (`default`).
+    pub default_namespace: String,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            domain_suffix: "cluster.local".to_owned(),
+            root_namespace: "istio-system".to_owned(),
+            trust_domain: "cluster.local".to_owned(),
+            default_namespace: "default".to_owned(),
+        }
+    }
+}
+
+impl MeshOptions {
+    /// Resolves a config host relative to the config object's namespace (§1.4): names without
+    /// a dot become `name.<ns>.svc.<suffix>`; `*`, IPs and dotted names stay; lower-cased.
+    pub fn resolve_host(&self, host: &str, config_namespace: &str) -> String {
+        crate::model::host::resolve_short_name(host, config_namespace, &self.domain_suffix)
+            .to_ascii_lowercase()
+    }
+}
+
+/// Compiled `exportTo`: which client namespaces see an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportTo {
+    /// Everyone (`*`, or an empty list).
+    All,
+    /// No one (`~`, ServiceEntry only).
+    None,
+    /// These namespaces (`.` already replaced by the object's namespace).
+    Namespaces(Box<[Box<str>]>),
+}
+
+impl ExportTo {
+    /// Compiles an `exportTo` list for an object in `namespace`.
+    pub fn compile(list: &[String], namespace: &str) -> ExportTo {
+        if list.is_empty() || list.iter().any(|e| e == "*") {
+            return ExportTo::All;
+        }
+        if list.iter().all(|e| e == "~") {
+            return ExportTo::None;
+        }
+        let mut v: Vec<Box<str>> = list
+            .iter()
+            .filter(|e| *e != "~")
+            .map(|e| {
+                if e == "." {
+                    namespace.into()
+                } else {
+                    e.as_str().into()
+                }
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        ExportTo::Namespaces(v.into_boxed_slice())
+    }
+
+    /// True when a client in `namespace` sees the object.
+    pub fn visible_to(&self, namespace: &str) -> bool {
+        match self {
+            ExportTo::All => true,
+            ExportTo::None => false,
+            ExportTo::Namespaces(v) => v.iter().any(|n| &**n == namespace),
+        }
+    }
+}
+
+/// True when every `selector` label is on `labels` (an empty selector selects everything).
+pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
+    selector
+        .iter()
+        .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+}
+
+/// A host index: exact names by hash, wildcards (`*.foo.com`, `*foo.com`, `*`) by suffix,
+/// most specific first. `T` is usually a list of object indexes.
+#[derive(Debug, Clone)]
+pub struct HostMap<T> {
+    exact: HashMap<Box<str>, T>,
+    /// (suffix after `*`, value), sorted by suffix length, longest first.
+    wildcards: Vec<(Box<str>, T)>,
+}
+
+impl<T> Default for HostMap<T> {
+    fn default() -> Self {
+        HostMap {
+            exact: HashMap::new(),
+            wildcards: Vec::new(),
+        }
+    }
+}
+
+impl<T> HostMap<T> {
+    /// The entry for `host` (exact, or the wildcard written exactly so), inserting a default.
+    pub fn entry(&mut self, host: &str) -> &mut T
+    where
+        T: Default,
+    {
+        if let Some(suffix) = host.strip_prefix('*') {
+            let pos = self.wildcards.iter().position(|(s, _)| &**s == suffix);
+            let i = match pos {
+                Some(i) => i,
+                None => {
+                    self.wildcards.push((suffix.into(), T::default()));
+                    self.wildcards.len() - 1
+                }
+            };
+            &mut self.wildcards[i].1
+        } else {
+            self.exact.entry(host.into()).or_default()
+        }
+    }
+
+    /// Sorts the wildcards (call once after the last insert).
+    pub fn finish(&mut self) {
+        self.wildcards
+            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    }
+
+    /// The most specific entry covering `host` (a concrete name): exact first, then the
+    /// longest matching wildcard.
+    pub fn get(&self, host: &str) -> Option<&T> {
+        self.get_with_key(host).map(|(_, v)| v)
+    }
+
+    /// Like [`HostMap::get`], with the matched key's suffix (`None` for an exact hit).
+    pub fn get_with_key(&self, host: &str) -> Option<(Option<&str>, &T)> {
+        if let Some(v) = self.exact.get(host) {
+            return Some((None, v));
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| host.ends_with(&**suffix))
+            .map(|(s, v)| (Some(&**s), v))
+    }
+
+    /// Every entry covering `host`, most specific first (exact, then wildcards).
+    pub fn all_matching<'a, 'h>(
+        &'a self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'a T> + use<'a, 'h, T> {
+        self.exact.get(host).into_iter().chain(
+            self.wildcards
+                .iter()
+                .filter(move |(s, _)| host.ends_with(&**s))
+                .map(|(_, v)| v),
+        )
+    }
+
+    /// The exact entry only.
+    pub fn get_exact(&self, host: &str) -> Option<&T> {
+        self.exact.get(host)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.wildcards.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every value.
+    pub fn values(&self) -> impl Iterator<Item = &T> {
+        self.exact
+            .values()
+            .chain(self.wildcards.iter().map(|(_, v)| v))
+    }
+}
+
+/// Splits an authority into host and optional port (`reviews:9080`, `[::1]:80`, `a.b`).
+pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let host = &rest[..end];
+            let port = rest[end + 1..]
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok());
+            return (host, port);
+        }
+        return (authority, None);
+    }
+    match authority.rfind(':') {
+        Some(i)
+            if authority[..i].find(':').is_none()
+                && !authority[i + 1..].is_empty()
+                && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            (&authority[..i], authority[i + 1..].parse().ok())
+        }
+        _ => (authority, None),
+    }
+}
+
+/// A small stack buffer for building host names without allocating on the request path.
+#[derive(Debug)]
+pub(crate) struct HostBuf {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl HostBuf {
+    pub(crate) fn new() -> Self {
+        HostBuf {
+            buf: [0; 256],
+            len: 0,
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Appends lower-cased; false when the name does not fit.
+    pub(crate) fn push_lower(&mut self, s: &str) -> bool {
+        let b = s.as_bytes();
+        if self.len + b.len() > self.buf.len() {
+            return false;
+        }
+        for (i, c) in b.iter().enumerate() {
+            self.buf[self.len + i] = c.to_ascii_lowercase();
+        }
+        self.len += b.len();
+        true
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Only ASCII-lower-cased bytes of valid UTF-8 strings were pushed.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+}
+
+impl std::fmt::Write for HostBuf {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.push_lower(s) {
+            Ok(())
+        } else {
+            Err(std::fmt::Error)
+        }
+    }
+}
+
+/// The candidate FQDNs a sidecar client in `client_ns` reaches with `host` (no port), in the
+/// order Envoy's virtual-host domains would match them (§1.4): the name itself, then the
+/// Kubernetes expansions (`svc` → `svc.<client_ns>.svc.<suffix>`, `svc.ns` and `svc.ns.svc`
+/// → `svc.ns.svc.<suffix>`). Writes the expansion into `buf` and returns whether there is one.
+pub(crate) fn kube_expansion(host: &str, client_ns: &str, suffix: &str, buf: &mut HostBuf) -> bool {
+    buf.clear();
+    let dots = host.bytes().filter(|b| *b == b'.').count();
+    if host.is_empty() || host.starts_with('*') || host.parse::<std::net::IpAddr>().is_ok() {
+        return false;
+    }
+    match dots {
+        0 => write!(buf, "{host}.{client_ns}.svc.{suffix}").is_ok(),
+        1 => write!(buf, "{host}.svc.{suffix}").is_ok(),
+        2 if host.ends_with(".svc") => write!(buf, "{host}.{suffix}").is_ok(),
+        _ => false,
+    }
+}
+
+/// Parses a SPIFFE principal without the scheme (`td/ns/NS/sa/SA`) into (trust domain,
+/// namespace, service account). Accepts and strips a leading `spiffe://`.
+pub fn parse_principal(principal: &str) -> Option<(&str, &str, &str)> {
+    let p = principal.strip_prefix("spiffe://").unwrap_or(principal);
+    let mut it = p.split('/');
+    let td = it.next()?;
+    if it.next()? != "ns" {
+        return None;
+    }
+    let ns = it.next()?;
+    if it.next()? != "sa" {
+        return None;
+    }
+    let sa = it.next()?;
+    if it.next().is_some() || td.is_empty() || ns.is_empty() || sa.is_empty() {
+        return None;
+    }
+    Some((td, ns, sa))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_to_table() {
+        let table: &[(&[&str], &str, &str, bool)] = &[
+            (&[], "a", "b", true),
+            (&["*"], "a", "b", true),
+            (&["."], "a", "a", true),
+            (&["."], "a", "b", false),
+            (&["b", "c"], "a", "c", true),
+            (&["b", "c"], "a", "a", false),
+            (&["~"], "a", "a", false),
+            (&[".", "x"], "a", "x", true),
+        ];
+        for (list, ns, client, want) in table {
+            let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            assert_eq!(
+                ExportTo::compile(&list, ns).visible_to(client),
+                *want,
+                "{list:?} {ns} -> {client}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_map_most_specific_wins() {
+        let mut m: HostMap<Vec<u32>> = HostMap::default();
+        m.entry("*").push(0);
+        m.entry("*.com").push(1);
+        m.entry("*.example.com").push(2);
+        m.entry("a.example.com").push(3);
+        m.entry("*foo.com").push(4);
+        m.finish();
+        let table = [
+            ("a.example.com", Some(3)),
+            ("b.example.com", Some(2)),
+            ("x.b.example.com", Some(2)),
+            ("example.com", Some(1)),
+            ("barfoo.com", Some(4)),
+            ("foo.com", Some(4)),
+            ("other.org", Some(0)),
+        ];
+        for (host, want) in table {
+            assert_eq!(m.get(host).map(|v| v[0]), want, "{host}");
+        }
+        assert_eq!(m.all_matching("a.example.com").count(), 4);
+    }
+
+    #[test]
+    fn authority_split() {
+        let table = [
+            ("reviews:9080", ("reviews", Some(9080))),
+            ("reviews", ("reviews", None)),
+            ("[::1]:80", ("::1", Some(80))),
+            ("::1", ("::1", None)),
+            ("a.b:", ("a.b:", None)),
+            ("a:x", ("a:x", None)),
+        ];
+        for (a, want) in table {
+            assert_eq!(split_authority(a), want, "{a}");
+        }
+    }
+
+    #[test]
+    fn kube_expansions() {
+        let mut b = HostBuf::new();
+        let table = [
+            ("reviews", Some("reviews.prod.svc.cluster.local")),
+            ("reviews.default", Some("reviews.default.svc.cluster.local")),
+            (
+                "reviews.default.svc",
+                Some("reviews.default.svc.cluster.local"),
+            ),
+            ("Reviews", Some("reviews.prod.svc.cluster.local")),
+            ("reviews.default.svc.cluster.local", None),
+            ("10.0.0.1", None),
+            ("*.foo", None),
+        ];
+        for (h, want) in table {
+            let got = kube_expansion(h, "prod", "cluster.local", &mut b).then(|| b.as_str());
+            assert_eq!(got, want, "{h}");
+        }
+    }
+
+    #[test]
+    fn principals() {
+        assert_eq!(
+            parse_principal("cluster.local/ns/default/sa/sleep"),
+            Some(("cluster.local", "default", "sleep"))
+        );
+        assert_eq!(
+            parse_principal("spiffe://td/ns/a/sa/b"),
+            Some(("td", "a", "b"))
+        );
+        for bad in ["td/ns/a", "td/x/a/sa/b", "td/ns/a/sa/b/c", "/ns/a/sa/b", ""] {
+            assert_eq!(parse_principal(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn selectors() {
+        let l = |v: &[(&str, &str)]| -> Labels {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(labels_match(&l(&[]), &l(&[("a", "1")])));
+        assert!(labels_match(
+            &l(&[("a", "1")]),
+            &l(&[("a", "1"), ("b", "2")])
+        ));
+        assert!(!labels_match(&l(&[("a", "1")]), &l(&[("a", "2")])));
+        assert!(!labels_match(&l(&[("c", "1")]), &l(&[("a", "1")])));
+    }
+}

@@ -1,0 +1,188 @@
+//! PeerAuthentication: the mTLS mode a workload's port requires (spec §7).
+//!
+//! Composition: PERMISSIVE, overridden by the mesh policy (selector-less, root namespace),
+//! then the namespace policy (selector-less, workload's namespace), then the workload policy
+//! (matching selector, workload's namespace; selectors in the root namespace are ignored),
+//! then that policy's `portLevelMtls` for the port; UNSET inherits at every step. Within a
+//! level the oldest policy wins (`creationTimestamp`, then load order).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::model::{ConfigObject, Labels, MtlsMode, PeerMtls, Spec};
+use crate::names::{labels_match, MeshOptions};
+
+#[derive(Debug, Clone)]
+struct Pa {
+    name: Arc<str>,
+    mode: MtlsMode,
+    selector: Option<Labels>,
+    ports: BTreeMap<u32, PeerMtls>,
+}
+
+/// The effective mode and the policies that set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EffectiveMtls {
+    /// STRICT, PERMISSIVE or DISABLE (never UNSET).
+    pub mode: MtlsMode,
+    /// The policy that set the mode (`None`: the PERMISSIVE default).
+    pub policy: Option<Arc<str>>,
+}
+
+/// Every PeerAuthentication, indexed.
+#[derive(Debug, Default)]
+pub struct PeerAuthentications {
+    mesh: Option<Pa>,
+    namespace: HashMap<Box<str>, Pa>,
+    workload: HashMap<Box<str>, Vec<Pa>>,
+}
+
+impl PeerAuthentications {
+    /// Indexes the PeerAuthentications.
+    pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> PeerAuthentications {
+        let mut all: Vec<(
+            &str,
+            usize,
+            &ConfigObject,
+            &crate::model::PeerAuthentication,
+        )> = objects
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| match &o.spec {
+                Spec::PeerAuthentication(pa) => Some((
+                    o.metadata.creation_timestamp.as_deref().unwrap_or(""),
+                    i,
+                    o,
+                    pa,
+                )),
+                _ => None,
+            })
+            .collect();
+        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut out = PeerAuthentications::default();
+        for (_, _, o, pa) in all {
+            let ns = o.metadata.namespace.as_str();
+            let p = Pa {
+                name: o.key().into(),
+                mode: pa.mtls.map(|m| m.mode).unwrap_or_default(),
+                selector: pa.selector.as_ref().map(|s| s.match_labels.clone()),
+                ports: pa.port_level_mtls.clone(),
+            };
+            // an empty matchLabels selects everything: treat like selector-less? Istio keeps
+            // it as a workload policy that matches every workload of the namespace.
+            match (&p.selector, ns == opts.root_namespace) {
+                (None, true) => {
+                    out.mesh.get_or_insert(p);
+                }
+                (None, false) => {
+                    out.namespace.entry(ns.into()).or_insert(p);
+                }
+                (Some(_), true) => {} // ignored in the root namespace
+                (Some(_), false) => out.workload.entry(ns.into()).or_default().push(p),
+            }
+        }
+        out
+    }
+
+    /// The mode for a workload's port (`port` is the workload/container port).
+    pub fn mode(&self, namespace: &str, labels: &Labels, port: u16) -> EffectiveMtls {
+        let mut e = EffectiveMtls {
+            mode: MtlsMode::Permissive,
+            policy: None,
+        };
+        let mut apply = |mode: MtlsMode, name: &Arc<str>| {
+            if mode != MtlsMode::Unset {
+                e.mode = mode;
+                e.policy = Some(name.clone());
+            }
+        };
+        if let Some(p) = &self.mesh {
+            apply(p.mode, &p.name);
+        }
+        if let Some(p) = self.namespace.get(namespace) {
+            apply(p.mode, &p.name);
+        }
+        if let Some(p) = self.workload.get(namespace).and_then(|v| {
+            v.iter()
+                .find(|p| p.selector.as_ref().is_some_and(|s| labels_match(s, labels)))
+        }) {
+            apply(p.mode, &p.name);
+            if let Some(pm) = p.ports.get(&u32::from(port)) {
+                apply(pm.mode, &p.name);
+            }
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composition_table() {
+        let loaded = crate::load::load_str(
+            r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: mesh, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ignored, namespace: istio-system}
+spec: {selector: {matchLabels: {app: a}}, mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: ns, namespace: legacy}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: newer, namespace: legacy, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec: {mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: wl, namespace: legacy}
+spec:
+  selector: {matchLabels: {app: a}}
+  mtls: {mode: UNSET}
+  portLevelMtls: {8080: {mode: DISABLE}, 9090: {mode: STRICT}}
+"#,
+            "pa.yaml",
+        );
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let pas = PeerAuthentications::build(&loaded.objects, &MeshOptions::default());
+        let a: Labels = [("app".to_string(), "a".to_string())].into();
+        let none = Labels::new();
+        let table = [
+            (
+                "default",
+                &none,
+                80,
+                MtlsMode::Strict,
+                Some("istio-system/mesh"),
+            ),
+            (
+                "default",
+                &a,
+                80,
+                MtlsMode::Strict,
+                Some("istio-system/mesh"),
+            ),
+            ("legacy", &none, 80, MtlsMode::Permissive, Some("legacy/ns")),
+            ("legacy", &a, 80, MtlsMode::Permissive, Some("legacy/ns")),
+            ("legacy", &a, 8080, MtlsMode::Disable, Some("legacy/wl")),
+            ("legacy", &a, 9090, MtlsMode::Strict, Some("legacy/wl")),
+        ];
+        for (ns, labels, port, mode, policy) in table {
+            let e = pas.mode(ns, labels, port);
+            assert_eq!(e.mode, mode, "{ns} {labels:?} {port}");
+            assert_eq!(e.policy.as_deref(), policy, "{ns} {labels:?} {port}");
+        }
+        let empty = PeerAuthentications::build(&[], &MeshOptions::default());
+        assert_eq!(empty.mode("x", &none, 1).mode, MtlsMode::Permissive);
+    }
+}

@@ -1,0 +1,502 @@
+//! DestinationRule lookup and traffic-policy merging (spec §3.2-§3.3).
+//!
+//! Lookup for a client in namespace C and a service of namespace N: DestinationRules in C,
+//! then in N (exported to C), then in the root namespace (exported to C); within one
+//! namespace the exact host wins over the most specific wildcard; the first namespace with a
+//! hit wins, with no merging across namespaces. Several DestinationRules for one host in one
+//! namespace (same workload selector) are merged as istiod merges them: union of subsets
+//! (first definition of a name wins), first top-level `trafficPolicy` wins.
+//!
+//! The effective policy for (subset, port) is computed without allocating: the base is the
+//! DR's `trafficPolicy`, replaced **as a whole** by its `portLevelSettings` entry for the port
+//! (no inheritance from the top level); a subset's policy (or its port-level entry) then
+//! replaces whole blocks (`loadBalancer`, `connectionPool`, `outlierDetection`, `tls`), a
+//! subset port-level entry replacing them even by nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::model::{
+    ClientTlsSettings, ConfigObject, ConnectionPoolSettings, Labels, LoadBalancerSettings,
+    OutlierDetection, PortTrafficPolicy, ProxyProtocol, RetryBudget, SimpleLb, Spec, Subset,
+    TrafficPolicy, TunnelSettings,
+};
+use crate::names::{labels_match, ExportTo, HostMap, MeshOptions};
+
+/// One or several DestinationRules of a namespace for one host, merged.
+#[derive(Debug, Clone)]
+pub struct MergedDestinationRule {
+    /// `ns/name` of the first DestinationRule.
+    pub name: Arc<str>,
+    /// `ns/name` of every merged DestinationRule.
+    pub merged: Vec<Arc<str>>,
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Resolved host.
+    pub host: Arc<str>,
+    /// Visibility (union).
+    pub export_to: ExportTo,
+    /// Client workload selector (same namespace only).
+    pub workload_selector: Option<Labels>,
+    /// The first top-level traffic policy.
+    pub traffic_policy: Option<TrafficPolicy>,
+    /// Subsets (first definition of a name wins).
+    pub subsets: Vec<Subset>,
+}
+
+impl MergedDestinationRule {
+    /// The subset named `name`.
+    pub fn subset(&self, name: &str) -> Option<&Subset> {
+        self.subsets.iter().find(|s| s.name == name)
+    }
+}
+
+/// The effective traffic policy for (host, subset, port) from a client's point of view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EffectivePolicy<'a> {
+    /// The DestinationRule(s) that applied.
+    pub destination_rule: Option<&'a MergedDestinationRule>,
+    /// The subset, when one was asked for and is defined.
+    pub subset: Option<&'a Subset>,
+    /// False when a subset was asked for and no DestinationRule defines it (Envoy: cluster
+    /// not found, 503 with an empty body).
+    pub subset_found: bool,
+    /// Load balancing (`None`: LEAST_REQUEST).
+    pub load_balancer: Option<&'a LoadBalancerSettings>,
+    /// Connection pool.
+    pub connection_pool: Option<&'a ConnectionPoolSettings>,
+    /// Outlier detection (active only when set).
+    pub outlier_detection: Option<&'a OutlierDetection>,
+    /// TLS origination (`None`: auto mTLS).
+    pub tls: Option<&'a ClientTlsSettings>,
+    /// Tunnel.
+    pub tunnel: Option<&'a TunnelSettings>,
+    /// PROXY protocol.
+    pub proxy_protocol: Option<&'a ProxyProtocol>,
+    /// Retry budget.
+    pub retry_budget: Option<&'a RetryBudget>,
+}
+
+impl<'a> EffectivePolicy<'a> {
+    /// The subset's endpoint labels.
+    pub fn subset_labels(&self) -> Option<&'a Labels> {
+        self.subset.map(|s| &s.labels)
+    }
+
+    /// The simple algorithm in force (`UNSPECIFIED` and `LEAST_CONN` are LEAST_REQUEST;
+    /// `None` when consistent hashing is configured).
+    pub fn simple_lb(&self) -> Option<SimpleLb> {
+        match self.load_balancer {
+            Some(lb) if lb.consistent_hash.is_some() => None,
+            Some(lb) => Some(match lb.simple.unwrap_or_default() {
+                SimpleLb::Unspecified | SimpleLb::LeastConn => SimpleLb::LeastRequest,
+                s => s,
+            }),
+            None => Some(SimpleLb::LeastRequest),
+        }
+    }
+}
+
+struct Blocks<'a> {
+    lb: Option<&'a LoadBalancerSettings>,
+    cp: Option<&'a ConnectionPoolSettings>,
+    od: Option<&'a OutlierDetection>,
+    tls: Option<&'a ClientTlsSettings>,
+}
+
+fn port_level(tp: &TrafficPolicy, port: u16) -> Option<&PortTrafficPolicy> {
+    tp.port_level_settings
+        .iter()
+        .find(|p| p.port.is_some_and(|p| p.number == u32::from(port)))
+}
+
+/// `GetPortLevelTrafficPolicy`: the port entry alone, or the top level; and whether it was a
+/// port entry.
+fn blocks(tp: &TrafficPolicy, port: u16) -> (Blocks<'_>, bool) {
+    match port_level(tp, port) {
+        Some(p) => (
+            Blocks {
+                lb: p.load_balancer.as_ref(),
+                cp: p.connection_pool.as_ref(),
+                od: p.outlier_detection.as_ref(),
+                tls: p.tls.as_ref(),
+            },
+            true,
+        ),
+        None => (
+            Blocks {
+                lb: tp.load_balancer.as_ref(),
+                cp: tp.connection_pool.as_ref(),
+                od: tp.outlier_detection.as_ref(),
+                tls: tp.tls.as_ref(),
+            },
+            false,
+        ),
+    }
+}
+
+/// Merges a DR's policy with a subset's for a port (§3.3).
+pub fn merge<'a>(
+    dr: Option<&'a TrafficPolicy>,
+    subset: Option<&'a TrafficPolicy>,
+    port: u16,
+) -> EffectivePolicy<'a> {
+    let mut e = EffectivePolicy {
+        subset_found: true,
+        ..EffectivePolicy::default()
+    };
+    if let Some(tp) = dr {
+        let (b, _) = blocks(tp, port);
+        e.load_balancer = b.lb;
+        e.connection_pool = b.cp;
+        e.outlier_detection = b.od;
+        e.tls = b.tls;
+        e.tunnel = tp.tunnel.as_ref();
+        e.proxy_protocol = tp.proxy_protocol.as_ref();
+        e.retry_budget = tp.retry_budget.as_ref();
+    }
+    if let Some(sp) = subset {
+        let (b, port_level) = blocks(sp, port);
+        let replace_all = port_level || dr.is_none();
+        if b.lb.is_some() || replace_all {
+            e.load_balancer = b.lb;
+        }
+        if b.cp.is_some() || replace_all {
+            e.connection_pool = b.cp;
+        }
+        if b.od.is_some() || replace_all {
+            e.outlier_detection = b.od;
+        }
+        if b.tls.is_some() || replace_all {
+            e.tls = b.tls;
+        }
+        if sp.tunnel.is_some() {
+            e.tunnel = sp.tunnel.as_ref();
+        }
+        if sp.proxy_protocol.is_some() {
+            e.proxy_protocol = sp.proxy_protocol.as_ref();
+        }
+        if sp.retry_budget.is_some() {
+            e.retry_budget = sp.retry_budget.as_ref();
+        }
+    }
+    e
+}
+
+/// DestinationRules indexed by namespace and host.
+#[derive(Debug, Default)]
+pub struct DestinationRules {
+    by_ns: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>>,
+    root: Box<str>,
+}
+
+impl DestinationRules {
+    /// Indexes every DestinationRule, merging same-host ones per namespace.
+    pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> DestinationRules {
+        let mut by_ns: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>> = HashMap::new();
+        for o in objects {
+            let Spec::DestinationRule(dr) = &o.spec else {
+                continue;
+            };
+            let ns = o.metadata.namespace.as_str();
+            let host = opts.resolve_host(&dr.host, ns);
+            let selector = dr
+                .workload_selector
+                .as_ref()
+                .map(|s| s.match_labels.clone());
+            let list = by_ns.entry(ns.into()).or_default().entry(&host);
+            let name: Arc<str> = o.key().into();
+            let export = ExportTo::compile(&dr.export_to, ns);
+            if let Some(m) = list.iter_mut().find(|m| m.workload_selector == selector) {
+                m.merged.push(name);
+                if m.traffic_policy.is_none() {
+                    m.traffic_policy = dr.traffic_policy.clone();
+                }
+                for s in &dr.subsets {
+                    if m.subset(&s.name).is_none() {
+                        m.subsets.push(s.clone());
+                    }
+                }
+                m.export_to = match (&m.export_to, export) {
+                    (ExportTo::All, _) | (_, ExportTo::All) => ExportTo::All,
+                    (ExportTo::Namespaces(a), ExportTo::Namespaces(b)) => {
+                        let mut v: Vec<Box<str>> = a.iter().chain(b.iter()).cloned().collect();
+                        v.sort();
+                        v.dedup();
+                        ExportTo::Namespaces(v.into())
+                    }
+                    (ExportTo::None, e) => e,
+                    (e, ExportTo::None) => e.clone(),
+                };
+                continue;
+            }
+            list.push(MergedDestinationRule {
+                name: name.clone(),
+                merged: vec![name],
+                namespace: ns.into(),
+                host: host.as_str().into(),
+                export_to: export,
+                workload_selector: selector,
+                traffic_policy: dr.traffic_policy.clone(),
+                subsets: dr.subsets.clone(),
+            });
+        }
+        for m in by_ns.values_mut() {
+            m.finish();
+        }
+        DestinationRules {
+            by_ns,
+            root: opts.root_namespace.as_str().into(),
+        }
+    }
+
+    /// The DestinationRule for `host` as seen by a client in `client_ns` (with `labels`, for
+    /// DestinationRules with a workload selector); `service_ns` is the namespace of the
+    /// service (from the registry).
+    pub fn lookup(
+        &self,
+        host: &str,
+        client_ns: &str,
+        client_labels: Option<&Labels>,
+        service_ns: Option<&str>,
+    ) -> Option<&MergedDestinationRule> {
+        let order = [Some(client_ns), service_ns, Some(&*self.root)];
+        for (i, ns) in order.iter().enumerate() {
+            let Some(ns) = *ns else { continue };
+            if order[..i].contains(&Some(ns)) {
+                continue;
+            }
+            let Some(index) = self.by_ns.get(ns) else {
+                continue;
+            };
+            for list in index.all_matching(host) {
+                let visible = |m: &&MergedDestinationRule| m.export_to.visible_to(client_ns);
+                let selected = list.iter().filter(visible).find(|m| {
+                    m.workload_selector.as_ref().is_some_and(|sel| {
+                        *m.namespace == *client_ns
+                            && client_labels.is_some_and(|l| labels_match(sel, l))
+                    })
+                });
+                if let Some(m) = selected {
+                    return Some(m);
+                }
+                if let Some(m) = list
+                    .iter()
+                    .filter(visible)
+                    .find(|m| m.workload_selector.is_none())
+                {
+                    return Some(m);
+                }
+            }
+        }
+        None
+    }
+
+    /// The effective policy for (host, subset, port).
+    pub fn effective<'a>(
+        &'a self,
+        host: &str,
+        subset: Option<&str>,
+        port: u16,
+        client_ns: &str,
+        client_labels: Option<&Labels>,
+        service_ns: Option<&str>,
+    ) -> EffectivePolicy<'a> {
+        let Some(dr) = self.lookup(host, client_ns, client_labels, service_ns) else {
+            return EffectivePolicy {
+                subset_found: subset.is_none(),
+                ..EffectivePolicy::default()
+            };
+        };
+        let sub = subset.and_then(|s| dr.subset(s));
+        let mut e = merge(
+            dr.traffic_policy.as_ref(),
+            sub.and_then(|s| s.traffic_policy.as_ref()),
+            port,
+        );
+        e.destination_rule = Some(dr);
+        e.subset = sub;
+        e.subset_found = subset.is_none() || sub.is_some();
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ClientTlsMode;
+
+    fn tp(v: serde_json::Value) -> TrafficPolicy {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn merge_table() {
+        let top = tp(serde_json::json!({
+            "loadBalancer": {"simple": "ROUND_ROBIN"},
+            "connectionPool": {"tcp": {"maxConnections": 100}},
+            "tls": {"mode": "ISTIO_MUTUAL"},
+            "portLevelSettings": [{"port": {"number": 80}, "loadBalancer": {"simple": "RANDOM"}}]
+        }));
+        let sub = tp(serde_json::json!({"loadBalancer": {"simple": "LEAST_REQUEST"}}));
+        let sub_pl = tp(serde_json::json!({
+            "portLevelSettings": [{"port": {"number": 9080}, "outlierDetection": {"consecutive5xxErrors": 1}}]
+        }));
+        // (dr, subset, port, lb, has cp, tls)
+        let lb = |e: &EffectivePolicy<'_>| e.load_balancer.and_then(|l| l.simple);
+        let table: Vec<(
+            Option<&TrafficPolicy>,
+            Option<&TrafficPolicy>,
+            u16,
+            Option<SimpleLb>,
+            bool,
+            bool,
+        )> = vec![
+            (
+                Some(&top),
+                None,
+                9080,
+                Some(SimpleLb::RoundRobin),
+                true,
+                true,
+            ),
+            // port level alone: nothing inherited from the top level
+            (Some(&top), None, 80, Some(SimpleLb::Random), false, false),
+            // subset replaces the lb block only
+            (
+                Some(&top),
+                Some(&sub),
+                9080,
+                Some(SimpleLb::LeastRequest),
+                true,
+                true,
+            ),
+            (
+                Some(&top),
+                Some(&sub),
+                80,
+                Some(SimpleLb::LeastRequest),
+                false,
+                false,
+            ),
+            // subset port-level replaces every block, even by nothing
+            (Some(&top), Some(&sub_pl), 9080, None, false, false),
+            // subset policy without that port: top-level of the subset (empty) changes nothing
+            (
+                Some(&top),
+                Some(&sub_pl),
+                7000,
+                Some(SimpleLb::RoundRobin),
+                true,
+                true,
+            ),
+            (
+                None,
+                Some(&sub),
+                9080,
+                Some(SimpleLb::LeastRequest),
+                false,
+                false,
+            ),
+            (None, None, 9080, None, false, false),
+        ];
+        for (i, (d, s, port, want_lb, want_cp, want_tls)) in table.into_iter().enumerate() {
+            let e = merge(d, s, port);
+            assert_eq!(lb(&e), want_lb, "case {i}");
+            assert_eq!(e.connection_pool.is_some(), want_cp, "case {i}");
+            assert_eq!(
+                e.tls.map(|t| t.mode) == Some(ClientTlsMode::IstioMutual),
+                want_tls,
+                "case {i}"
+            );
+        }
+        let e = merge(Some(&top), Some(&sub_pl), 9080);
+        assert_eq!(e.outlier_detection.unwrap().consecutive_5xx_errors, Some(1));
+        assert_eq!(
+            merge(None, None, 1).simple_lb(),
+            Some(SimpleLb::LeastRequest)
+        );
+    }
+
+    #[test]
+    fn lookup_order_and_merging() {
+        let loaded = crate::load::load_str(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc-ns, namespace: prod}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc-ns-2, namespace: prod}
+spec:
+  host: reviews.prod.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+  subsets: [{name: v1, labels: {version: other}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: client, namespace: client}
+spec:
+  host: reviews.prod.svc.cluster.local
+  exportTo: ["."]
+  subsets: [{name: c, labels: {version: c}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: mesh, namespace: istio-system}
+spec:
+  host: "*.local"
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: private, namespace: prod}
+spec:
+  host: "*.prod.svc.cluster.local"
+  exportTo: ["."]
+"#,
+            "dr.yaml",
+        );
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let drs = DestinationRules::build(&loaded.objects, &MeshOptions::default());
+        let h = "reviews.prod.svc.cluster.local";
+        let table = [
+            ("client", Some("prod"), "client/client"),
+            ("prod", Some("prod"), "prod/svc-ns"),
+            ("other", Some("prod"), "prod/svc-ns"),
+            ("other", None, "istio-system/mesh"),
+        ];
+        for (client, svc_ns, want) in table {
+            assert_eq!(
+                drs.lookup(h, client, None, svc_ns).map(|m| &*m.name),
+                Some(want),
+                "{client}"
+            );
+        }
+        let m = drs.lookup(h, "prod", None, Some("prod")).unwrap();
+        assert_eq!(m.merged.len(), 2);
+        assert_eq!(m.subset("v1").unwrap().labels["version"], "v1");
+        assert!(m.subset("v2").is_some());
+        let e = drs.effective(h, Some("v2"), 9080, "prod", None, Some("prod"));
+        assert_eq!(e.simple_lb(), Some(SimpleLb::Random));
+        assert!(e.subset_found);
+        let e = drs.effective(h, Some("v9"), 9080, "prod", None, Some("prod"));
+        assert!(!e.subset_found);
+        // the private wildcard in prod is not visible from other: root namespace applies
+        assert_eq!(
+            drs.lookup("x.prod.svc.cluster.local", "other", None, Some("prod"))
+                .map(|m| &*m.name),
+            Some("istio-system/mesh")
+        );
+        assert_eq!(
+            drs.lookup("x.prod.svc.cluster.local", "prod", None, Some("prod"))
+                .map(|m| &*m.name),
+            Some("prod/private")
+        );
+    }
+}

@@ -1,0 +1,771 @@
+//! The service registry: services and their endpoints (spec §4).
+//!
+//! Sources, merged into one [`Registry`] per snapshot:
+//! - Kubernetes `Service` objects from the config (`name.ns.svc.<suffix>`), whose endpoints
+//!   are the registered [`Workload`]s of the same namespace matching the selector;
+//! - `ServiceEntry` objects (hosts used literally): inline `endpoints`, or `workloadSelector`
+//!   over `WorkloadEntry` objects and registered workloads of the same namespace; DNS and
+//!   DNS_ROUND_ROBIN endpoints come from a [`DnsCache`] filled off the request path;
+//! - workloads the program registers at run time with [`crate::mesh::Mesh::register`].
+//!
+//! Kubernetes Deployments/Pods in the config carry no addresses, so they are not endpoints;
+//! a program registers its real listeners instead (ephemeral ports included).
+//!
+//! Registration and DNS answers change at run time while config does not, so the registry is
+//! rebuilt (cheaply: no regexes, no policies) and published as a new snapshot sharing the
+//! compiled config; readers still load one snapshot per request and see one consistent view.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::model::{ConfigObject, Labels, Resolution, ServiceLocation, Spec};
+use crate::names::{labels_match, ExportTo, HostMap, MeshOptions};
+
+/// A workload the program runs (a server it started), registered at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// Workload (instance) name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Service account (its SPIFFE identity is `<td>/ns/<namespace>/sa/<service_account>`).
+    pub service_account: String,
+    /// Pod-style labels (`app`, `version`).
+    pub labels: Labels,
+    /// Address the workload listens on.
+    pub address: IpAddr,
+    /// Port name (the Service's port name or `targetPort` name) → listening port. A service
+    /// port without an entry uses its `targetPort`, else its number.
+    pub ports: BTreeMap<String, u16>,
+    /// `region/zone/subzone`.
+    pub locality: Option<String>,
+    /// Load-balancing weight (0 means 1).
+    pub weight: u32,
+}
+
+/// Where an endpoint is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EndpointAddress {
+    /// An IP address.
+    Ip(IpAddr),
+    /// A host name still to be resolved (DNS resolution).
+    Hostname(Box<str>),
+    /// A Unix domain socket path (`unix:///path` or `unix://@abstract`).
+    Unix(Box<str>),
+}
+
+/// An endpoint of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Address.
+    pub address: EndpointAddress,
+    /// Port name → endpoint port (overrides the service port's `targetPort`).
+    pub ports: BTreeMap<String, u16>,
+    /// Labels (subset selection).
+    pub labels: Labels,
+    /// Load-balancing weight (≥ 1).
+    pub weight: u32,
+    /// `region/zone/subzone`.
+    pub locality: Option<Box<str>>,
+    /// Service account name (same namespace as the service).
+    pub service_account: Option<Box<str>>,
+    /// Network.
+    pub network: Option<Box<str>>,
+    /// Where it came from: `workload/<name>`, `WorkloadEntry/<ns>/<name>`, `ServiceEntry/...`.
+    pub origin: Box<str>,
+}
+
+/// A port of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Name (`http`, `http-web`).
+    pub name: Box<str>,
+    /// Service port number.
+    pub number: u16,
+    /// Protocol (`HTTP`, `TCP`, ... upper-cased; empty for sniffing).
+    pub protocol: Box<str>,
+    /// Endpoint port by number.
+    pub target_port: Option<u16>,
+    /// Endpoint port by container port name (Kubernetes named `targetPort`).
+    pub target_port_name: Option<Box<str>>,
+}
+
+/// Where a service came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceOrigin {
+    /// A Kubernetes Service.
+    Kubernetes,
+    /// A ServiceEntry.
+    ServiceEntry,
+}
+
+/// A service: a host name with ports and endpoints.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Host name (FQDN for Kubernetes services, literal for ServiceEntries).
+    pub hostname: Arc<str>,
+    /// Namespace of the defining object.
+    pub namespace: Arc<str>,
+    /// `ns/name` of the defining object.
+    pub object: Arc<str>,
+    /// Kind of the defining object.
+    pub origin: ServiceOrigin,
+    /// Ports.
+    pub ports: Vec<ServicePort>,
+    /// VIPs / CIDRs.
+    pub addresses: Vec<IpNet>,
+    /// Resolution (Kubernetes services: STATIC).
+    pub resolution: Resolution,
+    /// Mesh internal or external.
+    pub location: ServiceLocation,
+    /// Visibility.
+    pub export_to: ExportTo,
+    /// SANs to expect on its certificates.
+    pub subject_alt_names: Vec<Box<str>>,
+    /// Endpoints (DNS names already replaced by resolved addresses when known).
+    pub endpoints: Vec<Arc<Endpoint>>,
+    /// The route to the service itself when no VirtualService applies.
+    pub default_destinations: Box<[crate::route::WeightedDestination]>,
+}
+
+/// An endpoint ready to dial for one service port.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The endpoint.
+    pub endpoint: &'a Endpoint,
+    /// Socket address (`None` for Unix sockets and unresolved names).
+    pub addr: Option<SocketAddr>,
+    /// Endpoint port.
+    pub port: u16,
+}
+
+impl Service {
+    /// The port with this number.
+    pub fn port(&self, number: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// The endpoints serving `port`, optionally restricted to a subset's labels. Skips
+    /// unresolved DNS names.
+    pub fn targets<'a>(
+        &'a self,
+        port: u16,
+        subset: Option<&'a Labels>,
+    ) -> impl Iterator<Item = Target<'a>> + 'a {
+        let sp = self.port(port);
+        self.endpoints.iter().filter_map(move |e| {
+            if let Some(sel) = subset {
+                if !labels_match(sel, &e.labels) {
+                    return None;
+                }
+            }
+            let ep_port = sp
+                .and_then(|sp| {
+                    e.ports
+                        .get(&*sp.name)
+                        .or_else(|| sp.target_port_name.as_ref().and_then(|n| e.ports.get(&**n)))
+                        .copied()
+                        .or(sp.target_port)
+                        .or(Some(sp.number))
+                })
+                .unwrap_or(port);
+            match &e.address {
+                EndpointAddress::Ip(ip) => Some(Target {
+                    endpoint: e,
+                    addr: Some(SocketAddr::new(*ip, ep_port)),
+                    port: ep_port,
+                }),
+                EndpointAddress::Unix(_) => Some(Target {
+                    endpoint: e,
+                    addr: None,
+                    port: ep_port,
+                }),
+                EndpointAddress::Hostname(_) => None,
+            }
+        })
+    }
+}
+
+/// Resolved DNS names: host → addresses.
+pub type DnsCache = HashMap<Box<str>, Arc<[IpAddr]>>;
+
+/// Resolves host names for DNS-resolution services, off the request path.
+pub trait Resolver: Send + Sync + 'static {
+    /// The addresses of `host`.
+    fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>>;
+}
+
+/// The system resolver (`ToSocketAddrs`; blocking, run it on a background thread).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdResolver;
+
+impl Resolver for StdResolver {
+    fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        let mut out: Vec<IpAddr> = (host, 0).to_socket_addrs()?.map(|a| a.ip()).collect();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+/// Service definitions from config, before endpoints are attached (part of the compiled
+/// config; the registry is rebuilt from them when workloads or DNS answers change).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ServiceDefs {
+    defs: Vec<ServiceDef>,
+    workload_entries: Vec<(Arc<str>, Arc<Endpoint>)>,
+}
+
+#[derive(Debug, Clone)]
+struct ServiceDef {
+    service: Service,
+    selector: Option<Labels>,
+    /// DNS names to resolve as endpoints (resolution DNS without endpoints: the hosts).
+    dns_hosts: Vec<Box<str>>,
+}
+
+impl ServiceDefs {
+    pub(crate) fn build(objects: &[ConfigObject], opts: &MeshOptions) -> ServiceDefs {
+        let mut out = ServiceDefs::default();
+        for o in objects {
+            let ns: Arc<str> = Arc::from(o.metadata.namespace.as_str());
+            let key: Arc<str> = Arc::from(o.key());
+            match &o.spec {
+                Spec::Service(ks) => {
+                    let host = format!(
+                        "{}.{}.svc.{}",
+                        o.metadata.name, o.metadata.namespace, opts.domain_suffix
+                    )
+                    .to_ascii_lowercase();
+                    let export = o
+                        .metadata
+                        .annotations
+                        .get("networking.istio.io/exportTo")
+                        .map(|v| {
+                            let list: Vec<String> =
+                                v.split(',').map(|s| s.trim().to_owned()).collect();
+                            ExportTo::compile(&list, &o.metadata.namespace)
+                        })
+                        .unwrap_or(ExportTo::All);
+                    let ports = ks
+                        .ports
+                        .iter()
+                        .map(|p| {
+                            let name = p.name.clone().unwrap_or_default();
+                            let proto = kube_protocol(&name, p.app_protocol.as_deref());
+                            let (tp, tpn) = match &p.target_port {
+                                Some(crate::model::IntOrString::Int(n)) => {
+                                    (u16::try_from(*n).ok(), None)
+                                }
+                                Some(crate::model::IntOrString::String(s)) => {
+                                    (None, Some(s.as_str().into()))
+                                }
+                                None => (None, None),
+                            };
+                            ServicePort {
+                                name: name.into(),
+                                number: u16::try_from(p.port).unwrap_or(0),
+                                protocol: proto.into(),
+                                target_port: tp,
+                                target_port_name: tpn,
+                            }
+                        })
+                        .collect();
+                    let addresses = ks
+                        .cluster_ip
+                        .as_deref()
+                        .and_then(|ip| ip.parse::<IpAddr>().ok())
+                        .map(IpNet::from)
+                        .into_iter()
+                        .collect();
+                    out.defs.push(ServiceDef {
+                        service: Service {
+                            hostname: host.into(),
+                            namespace: ns.clone(),
+                            object: key.clone(),
+                            origin: ServiceOrigin::Kubernetes,
+                            ports,
+                            addresses,
+                            resolution: Resolution::Static,
+                            location: ServiceLocation::MeshInternal,
+                            export_to: export,
+                            subject_alt_names: Vec::new(),
+                            endpoints: Vec::new(),
+                            default_destinations: Box::new([]),
+                        },
+                        selector: ks.selector.clone(),
+                        dns_hosts: Vec::new(),
+                    });
+                }
+                Spec::ServiceEntry(se) => {
+                    let ports: Vec<ServicePort> = se
+                        .ports
+                        .iter()
+                        .map(|p| ServicePort {
+                            name: p.name.as_str().into(),
+                            number: u16::try_from(p.number).unwrap_or(0),
+                            protocol: p.protocol.to_ascii_uppercase().into(),
+                            target_port: p.target_port.and_then(|t| u16::try_from(t).ok()),
+                            target_port_name: None,
+                        })
+                        .collect();
+                    let addresses: Vec<IpNet> = se
+                        .addresses
+                        .iter()
+                        .filter_map(|a| {
+                            a.parse::<IpNet>()
+                                .ok()
+                                .or_else(|| a.parse::<IpAddr>().ok().map(IpNet::from))
+                        })
+                        .collect();
+                    let endpoints: Vec<Arc<Endpoint>> = se
+                        .endpoints
+                        .iter()
+                        .map(|we| Arc::new(endpoint_from_entry(we, &format!("{key}"))))
+                        .collect();
+                    for host in &se.hosts {
+                        let dns_hosts =
+                            if matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+                                && se.endpoints.is_empty()
+                                && se.workload_selector.is_none()
+                                && !host.starts_with('*')
+                            {
+                                vec![host.as_str().into()]
+                            } else {
+                                Vec::new()
+                            };
+                        out.defs.push(ServiceDef {
+                            service: Service {
+                                hostname: host.to_ascii_lowercase().into(),
+                                namespace: ns.clone(),
+                                object: key.clone(),
+                                origin: ServiceOrigin::ServiceEntry,
+                                ports: ports.clone(),
+                                addresses: addresses.clone(),
+                                resolution: se.resolution,
+                                location: se.location,
+                                export_to: ExportTo::compile(&se.export_to, &ns),
+                                subject_alt_names: se
+                                    .subject_alt_names
+                                    .iter()
+                                    .map(|s| s.as_str().into())
+                                    .collect(),
+                                endpoints: endpoints.clone(),
+                                default_destinations: Box::new([]),
+                            },
+                            selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
+                            dns_hosts,
+                        });
+                    }
+                }
+                Spec::WorkloadEntry(we) => {
+                    out.workload_entries.push((
+                        ns.clone(),
+                        Arc::new(endpoint_from_entry(we, &format!("WorkloadEntry/{key}"))),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Every DNS name the registry would like resolved.
+    pub(crate) fn dns_names(&self) -> Vec<Box<str>> {
+        let mut v: Vec<Box<str>> = Vec::new();
+        for d in &self.defs {
+            if !matches!(
+                d.service.resolution,
+                Resolution::Dns | Resolution::DnsRoundRobin
+            ) {
+                continue;
+            }
+            v.extend(d.dns_hosts.iter().cloned());
+            for e in &d.service.endpoints {
+                if let EndpointAddress::Hostname(h) = &e.address {
+                    v.push(h.clone());
+                }
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+fn endpoint_from_entry(we: &crate::model::WorkloadEntry, origin: &str) -> Endpoint {
+    let address = if let Some(p) = we.address.strip_prefix("unix://") {
+        EndpointAddress::Unix(p.into())
+    } else if let Ok(ip) = we.address.parse::<IpAddr>() {
+        EndpointAddress::Ip(ip)
+    } else {
+        EndpointAddress::Hostname(we.address.as_str().into())
+    };
+    Endpoint {
+        address,
+        ports: we
+            .ports
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), u16::try_from(*v).ok()?)))
+            .collect(),
+        labels: we.labels.clone(),
+        weight: we.weight.unwrap_or(1).max(1),
+        locality: we.locality.as_deref().map(Into::into),
+        service_account: we.service_account.as_deref().map(Into::into),
+        network: we.network.as_deref().map(Into::into),
+        origin: origin.into(),
+    }
+}
+
+/// Istio's protocol from a Kubernetes port name / appProtocol (`http-web` → HTTP).
+fn kube_protocol(name: &str, app_protocol: Option<&str>) -> String {
+    let p = app_protocol.unwrap_or_else(|| name.split('-').next().unwrap_or(""));
+    match p.to_ascii_lowercase().as_str() {
+        "http" => "HTTP",
+        "http2" | "h2c" => "HTTP2",
+        "https" => "HTTPS",
+        "grpc" => "GRPC",
+        "grpc-web" => "GRPC-WEB",
+        "tls" => "TLS",
+        "tcp" => "TCP",
+        "mongo" => "MONGO",
+        "redis" => "REDIS",
+        "mysql" => "MYSQL",
+        "udp" => "UDP",
+        _ => "",
+    }
+    .to_owned()
+}
+
+/// Services with endpoints, indexed by host and by VIP.
+#[derive(Debug, Default)]
+pub struct Registry {
+    services: HostMap<Vec<Arc<Service>>>,
+    by_vip: Vec<(IpNet, Arc<Service>)>,
+    workloads: Arc<[Workload]>,
+}
+
+impl Registry {
+    pub(crate) fn build(
+        defs: &ServiceDefs,
+        workloads: Arc<[Workload]>,
+        dns: &DnsCache,
+        opts: &MeshOptions,
+    ) -> Registry {
+        let mut services: HostMap<Vec<Arc<Service>>> = HostMap::default();
+        let mut by_vip = Vec::new();
+        for d in &defs.defs {
+            let mut svc = d.service.clone();
+            if let Some(sel) = &d.selector {
+                for w in workloads.iter() {
+                    if *w.namespace == *svc.namespace && labels_match(sel, &w.labels) {
+                        svc.endpoints.push(Arc::new(Endpoint {
+                            address: EndpointAddress::Ip(w.address),
+                            ports: w.ports.clone(),
+                            labels: w.labels.clone(),
+                            weight: w.weight.max(1),
+                            locality: w.locality.as_deref().map(Into::into),
+                            service_account: Some(w.service_account.as_str().into()),
+                            network: None,
+                            origin: format!("workload/{}/{}", w.namespace, w.name).into(),
+                        }));
+                    }
+                }
+                if svc.origin == ServiceOrigin::ServiceEntry {
+                    for (ns, e) in &defs.workload_entries {
+                        if *ns == svc.namespace && labels_match(sel, &e.labels) {
+                            svc.endpoints.push(e.clone());
+                        }
+                    }
+                }
+            }
+            if matches!(svc.resolution, Resolution::Dns | Resolution::DnsRoundRobin) {
+                let rr = svc.resolution == Resolution::DnsRoundRobin;
+                let mut eps = Vec::new();
+                let names =
+                    d.dns_hosts
+                        .iter()
+                        .map(|h| (h.clone(), None))
+                        .chain(svc.endpoints.iter().map(|e| match &e.address {
+                            EndpointAddress::Hostname(h) => (h.clone(), Some(e.clone())),
+                            _ => ("".into(), Some(e.clone())),
+                        }));
+                for (name, ep) in names {
+                    if name.is_empty() {
+                        eps.extend(ep);
+                        continue;
+                    }
+                    let Some(ips) = dns.get(&name) else { continue };
+                    let take = if rr { 1 } else { ips.len() };
+                    for ip in ips.iter().take(take) {
+                        let mut e = ep.as_deref().cloned().unwrap_or_else(|| Endpoint {
+                            address: EndpointAddress::Hostname(name.clone()),
+                            ports: BTreeMap::new(),
+                            labels: Labels::new(),
+                            weight: 1,
+                            locality: None,
+                            service_account: None,
+                            network: None,
+                            origin: format!("dns/{name}").into(),
+                        });
+                        e.address = EndpointAddress::Ip(*ip);
+                        eps.push(Arc::new(e));
+                    }
+                }
+                svc.endpoints = eps;
+            }
+            svc.default_destinations = Box::new([crate::route::WeightedDestination {
+                host: svc.hostname.clone(),
+                subset: None,
+                port: None,
+                weight: 100,
+                headers: None,
+            }]);
+            let svc = Arc::new(svc);
+            for a in &svc.addresses {
+                by_vip.push((*a, svc.clone()));
+            }
+            services.entry(&svc.hostname).push(svc);
+        }
+        services.finish();
+        let _ = opts;
+        Registry {
+            services,
+            by_vip,
+            workloads,
+        }
+    }
+
+    /// The service `host` as seen from `client_ns`: exact host first, then the most specific
+    /// wildcard ServiceEntry host; among several definitions the one in the client's
+    /// namespace wins, then Kubernetes before ServiceEntry, then load order.
+    pub fn service(&self, host: &str, client_ns: &str) -> Option<&Arc<Service>> {
+        for list in self.services.all_matching(host) {
+            let mut best: Option<&Arc<Service>> = None;
+            for s in list.iter().filter(|s| s.export_to.visible_to(client_ns)) {
+                if *s.namespace == *client_ns {
+                    return Some(s);
+                }
+                if best.is_none() {
+                    best = Some(s);
+                }
+            }
+            if best.is_some() {
+                return best;
+            }
+        }
+        None
+    }
+
+    /// True when any service (visible or not) has exactly this host.
+    pub fn has_host(&self, host: &str) -> bool {
+        self.services.get_exact(host).is_some()
+    }
+
+    /// The service whose VIP (or CIDR) contains `ip` and that has `port` (any port when the
+    /// service declares none), visible from `client_ns`.
+    pub fn service_by_address(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        client_ns: &str,
+    ) -> Option<&Arc<Service>> {
+        self.by_vip
+            .iter()
+            .filter(|(net, s)| {
+                net.contains(&ip)
+                    && s.export_to.visible_to(client_ns)
+                    && (s.ports.is_empty() || s.port(port).is_some())
+            })
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, s)| s)
+    }
+
+    /// Every service.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services.values().flatten()
+    }
+
+    /// The registered workloads.
+    pub fn workloads(&self) -> &[Workload] {
+        &self.workloads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_str;
+
+    fn labels(v: &[(&str, &str)]) -> Labels {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const CONFIG: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: https, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: static, namespace: default}
+spec:
+  hosts: [db.internal]
+  addresses: [192.168.0.0/24]
+  location: MESH_INTERNAL
+  ports: [{number: 5432, name: tcp, protocol: TCP, targetPort: 15432}]
+  resolution: STATIC
+  endpoints:
+  - {address: 1.1.1.1, labels: {version: v1}}
+  - {address: 2.2.2.2, labels: {version: v2}, weight: 3, ports: {tcp: 6000}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vms, namespace: default}
+spec:
+  hosts: [vm.internal]
+  location: MESH_INTERNAL
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: vm}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm1, namespace: default}
+spec: {address: 3.3.3.3, labels: {app: vm}, serviceAccount: vmsa}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm2, namespace: other}
+spec: {address: 4.4.4.4, labels: {app: vm}}
+"#;
+
+    fn registry(workloads: Vec<Workload>, dns: &DnsCache) -> Registry {
+        let loaded = load_str(CONFIG, "reg.yaml");
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let opts = MeshOptions::default();
+        let defs = ServiceDefs::build(&loaded.objects, &opts);
+        Registry::build(&defs, workloads.into(), dns, &opts)
+    }
+
+    #[test]
+    fn kube_service_endpoints_are_registered_workloads() {
+        let w = |name: &str, ns: &str, ip: &str, v: &str| Workload {
+            name: name.into(),
+            namespace: ns.into(),
+            service_account: "bookinfo-reviews".into(),
+            labels: labels(&[("app", "reviews"), ("version", v)]),
+            address: ip.parse().unwrap(),
+            ports: [("http".to_string(), 40123u16)].into(),
+            locality: None,
+            weight: 0,
+        };
+        let r = registry(
+            vec![
+                w("r1", "default", "127.0.0.1", "v1"),
+                w("r2", "default", "127.0.0.2", "v2"),
+                w("r3", "other", "127.0.0.3", "v1"),
+            ],
+            &DnsCache::new(),
+        );
+        let s = r
+            .service("reviews.default.svc.cluster.local", "default")
+            .unwrap();
+        assert_eq!(s.port(9080).unwrap().protocol.as_ref(), "HTTP");
+        let all: Vec<_> = s.targets(9080, None).map(|t| t.addr.unwrap()).collect();
+        assert_eq!(
+            all,
+            vec![
+                "127.0.0.1:40123".parse().unwrap(),
+                "127.0.0.2:40123".parse().unwrap()
+            ]
+        );
+        let v2 = labels(&[("version", "v2")]);
+        assert_eq!(s.targets(9080, Some(&v2)).count(), 1);
+        assert_eq!(
+            r.service_by_address("10.96.0.10".parse().unwrap(), 9080, "x")
+                .map(|s| &*s.hostname),
+            Some("reviews.default.svc.cluster.local")
+        );
+    }
+
+    #[test]
+    fn service_entry_static_and_selector() {
+        let r = registry(vec![], &DnsCache::new());
+        let db = r.service("db.internal", "default").unwrap();
+        let t: Vec<_> = db
+            .targets(5432, None)
+            .map(|t| (t.addr.unwrap().to_string(), t.endpoint.weight))
+            .collect();
+        assert_eq!(
+            t,
+            vec![
+                ("1.1.1.1:15432".to_string(), 1),
+                ("2.2.2.2:6000".to_string(), 3)
+            ]
+        );
+        assert!(r
+            .service_by_address("192.168.0.77".parse().unwrap(), 5432, "default")
+            .is_some());
+        assert!(r
+            .service_by_address("192.168.0.77".parse().unwrap(), 80, "default")
+            .is_none());
+        let vm = r.service("vm.internal", "default").unwrap();
+        let addrs: Vec<_> = vm.targets(80, None).map(|t| t.addr.unwrap()).collect();
+        assert_eq!(addrs, vec!["3.3.3.3:80".parse().unwrap()]);
+        assert_eq!(vm.endpoints[0].service_account.as_deref(), Some("vmsa"));
+    }
+
+    #[test]
+    fn dns_endpoints_come_from_the_cache() {
+        let r = registry(vec![], &DnsCache::new());
+        let ext = r.service("api.example.com", "default").unwrap();
+        assert_eq!(ext.targets(443, None).count(), 0);
+        let mut dns = DnsCache::new();
+        dns.insert(
+            "api.example.com".into(),
+            vec!["9.9.9.9".parse().unwrap(), "8.8.8.8".parse().unwrap()].into(),
+        );
+        let r = registry(vec![], &dns);
+        let ext = r.service("api.example.com", "default").unwrap();
+        assert_eq!(ext.targets(443, None).count(), 2);
+    }
+
+    #[test]
+    fn kube_port_protocols() {
+        let table = [
+            ("http", None, "HTTP"),
+            ("http-web", None, "HTTP"),
+            ("grpc-x", None, "GRPC"),
+            ("web", Some("http2"), "HTTP2"),
+            ("tcp", None, "TCP"),
+            ("foo", None, ""),
+        ];
+        for (name, app, want) in table {
+            assert_eq!(kube_protocol(name, app), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn std_resolver_resolves_localhost() {
+        let ips = StdResolver.resolve("localhost").unwrap();
+        assert!(ips.iter().any(|ip| ip.is_loopback()));
+        assert!(StdResolver.resolve("no-such-host.invalid").is_err());
+    }
+}

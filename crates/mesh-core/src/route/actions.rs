@@ -1,0 +1,805 @@
+//! Compiled route actions: destinations and weights, redirect, direct response, rewrite,
+//! retries (with Istio's defaults), fault, mirrors, header operations (spec §2.4-§2.5).
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use regex::Regex;
+
+use crate::model;
+
+/// One weighted destination of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedDestination {
+    /// Service host (FQDN after short-name resolution).
+    pub host: Arc<str>,
+    /// DestinationRule subset.
+    pub subset: Option<Arc<str>>,
+    /// Port as written in the route (`None`: the service's only port, else the request's).
+    pub port: Option<u16>,
+    /// Relative weight (a lone destination has 100).
+    pub weight: u32,
+    /// Header operations for this destination.
+    pub headers: Option<Arc<HeaderOps>>,
+}
+
+impl WeightedDestination {
+    /// The cluster-like key Istio would use: `outbound|<port>|<subset>|<host>`.
+    pub fn cluster_name(&self, port: u16) -> String {
+        format!(
+            "outbound|{port}|{}|{}",
+            self.subset.as_deref().unwrap_or(""),
+            self.host
+        )
+    }
+}
+
+/// Picks among weighted destinations with a caller-supplied uniform random `u64`.
+pub fn pick(dests: &[WeightedDestination], random: u64) -> Option<&WeightedDestination> {
+    let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
+    if total == 0 {
+        return dests.first();
+    }
+    let mut x = random % total;
+    for d in dests {
+        let w = u64::from(d.weight);
+        if x < w {
+            return Some(d);
+        }
+        x -= w;
+    }
+    dests.last()
+}
+
+pub(crate) fn compile_destinations<'a>(
+    items: impl Iterator<
+        Item = (
+            &'a model::Destination,
+            Option<i32>,
+            Option<&'a model::Headers>,
+        ),
+    >,
+    resolve: &dyn Fn(&str) -> String,
+    errors: &mut Vec<String>,
+) -> Box<[WeightedDestination]> {
+    let mut out: Vec<WeightedDestination> = items
+        .map(|(d, w, h)| WeightedDestination {
+            host: resolve(&d.host).into(),
+            subset: d.subset.as_deref().map(Into::into),
+            port: d.port.and_then(|p| u16::try_from(p.number).ok()),
+            weight: w.unwrap_or(0).max(0) as u32,
+            headers: h.map(|h| Arc::new(HeaderOps::compile(h, errors))),
+        })
+        .collect();
+    if out.len() == 1 {
+        out[0].weight = 100;
+    } else if out.iter().any(|d| d.weight > 0) {
+        out.retain(|d| d.weight > 0);
+    } else {
+        // all zero: rejected by validation (`total destination weight = 0`); share equally
+        for d in &mut out {
+            d.weight = 1;
+        }
+    }
+    out.into_boxed_slice()
+}
+
+/// A percentage as parts per million (Envoy's `FractionalPercent` precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PerMillion(pub u32);
+
+impl PerMillion {
+    /// From a percentage in [0, 100].
+    pub fn from_percent(p: f64) -> Self {
+        PerMillion((p.clamp(0.0, 100.0) * 10_000.0).round() as u32)
+    }
+
+    /// True when a uniform random `u64` falls inside the share.
+    pub fn fires(self, random: u64) -> bool {
+        self.0 >= 1_000_000 || (random % 1_000_000) < u64::from(self.0)
+    }
+
+    /// As a percentage.
+    pub fn percent(self) -> f64 {
+        f64::from(self.0) / 10_000.0
+    }
+}
+
+/// `HTTPRedirect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// Replacement path.
+    pub uri: Option<Box<str>>,
+    /// Replacement authority.
+    pub authority: Option<Box<str>>,
+    /// Explicit port.
+    pub port: Option<u16>,
+    /// `derivePort: FROM_REQUEST_PORT`.
+    pub port_from_request: bool,
+    /// `http` / `https`.
+    pub scheme: Option<Box<str>>,
+    /// Status code (default 301).
+    pub code: u16,
+    /// Replacement for the matched prefix.
+    pub prefix_rewrite: Option<Box<str>>,
+}
+
+impl Redirect {
+    fn compile(r: &model::HttpRedirect) -> Redirect {
+        Redirect {
+            uri: r.uri.as_deref().map(Into::into),
+            authority: r.authority.as_deref().map(Into::into),
+            port: r.port.and_then(|p| u16::try_from(p).ok()),
+            port_from_request: r.derive_port == Some(model::RedirectPortSelection::FromRequestPort),
+            scheme: r.scheme.as_deref().map(Into::into),
+            code: r
+                .redirect_code
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(301),
+            prefix_rewrite: r.prefix_rewrite.as_deref().map(Into::into),
+        }
+    }
+
+    /// The `location` header for a request (`scheme`, `authority`, listener `port`, `path`
+    /// without query, `query`, and the matched prefix length).
+    pub fn location(
+        &self,
+        scheme: &str,
+        authority: &str,
+        port: u16,
+        path: &str,
+        query: Option<&str>,
+        prefix_len: usize,
+    ) -> String {
+        let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
+        let (req_host, req_port) = crate::names::split_authority(authority);
+        let (host, host_port) = match &self.authority {
+            Some(a) => crate::names::split_authority(a),
+            None => (req_host, req_port),
+        };
+        let out_port = if let Some(p) = self.port {
+            Some(p)
+        } else if self.port_from_request {
+            Some(port)
+        } else if self.scheme.is_some() && new_scheme != scheme {
+            None
+        } else {
+            host_port
+        };
+        let out_port = out_port.filter(|p| {
+            !((new_scheme == "http" && *p == 80) || (new_scheme == "https" && *p == 443))
+        });
+        let new_path = if let Some(u) = &self.uri {
+            u.to_string()
+        } else if let Some(pr) = &self.prefix_rewrite {
+            let cut = prefix_len.min(path.len());
+            format!("{pr}{}", &path[cut..])
+        } else {
+            path.to_owned()
+        };
+        let mut loc = format!("{new_scheme}://");
+        if host.contains(':') {
+            loc.push('[');
+            loc.push_str(host);
+            loc.push(']');
+        } else {
+            loc.push_str(host);
+        }
+        if let Some(p) = out_port {
+            loc.push(':');
+            loc.push_str(&p.to_string());
+        }
+        loc.push_str(&new_path);
+        if let Some(q) = query {
+            if !new_path.contains('?') {
+                loc.push('?');
+                loc.push_str(q);
+            }
+        }
+        loc
+    }
+}
+
+/// `HTTPDirectResponse`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectResponse {
+    /// Status.
+    pub status: u16,
+    /// Body, if any.
+    pub body: Option<Arc<[u8]>>,
+}
+
+/// `HTTPRewrite`.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// Replacement for the matched prefix (whole path for exact/regex matches).
+    pub uri: Option<Box<str>>,
+    /// New authority.
+    pub authority: Option<Box<str>>,
+    /// Regex rewrite: pattern and substitution (`\1` converted to `${1}`).
+    pub uri_regex: Option<(Regex, Box<str>)>,
+}
+
+impl Rewrite {
+    /// The rewritten path (without query), or `None` when the path is unchanged.
+    pub fn path(&self, path: &str, prefix_len: usize) -> Option<String> {
+        if let Some(u) = &self.uri {
+            let cut = prefix_len.min(path.len());
+            return Some(format!("{u}{}", &path[cut..]));
+        }
+        if let Some((re, rep)) = &self.uri_regex {
+            return Some(re.replace_all(path, &**rep).into_owned());
+        }
+        None
+    }
+}
+
+/// A retry policy (Istio's defaults when the route sets none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt (0 disables).
+    pub attempts: u32,
+    /// Timeout per attempt.
+    pub per_try_timeout: Option<Duration>,
+    /// Envoy retry conditions, comma-separated.
+    pub retry_on: Box<str>,
+    /// Status codes retried by `retriable-status-codes`.
+    pub retriable_status_codes: Box<[u16]>,
+    /// Retry in other localities.
+    pub retry_remote_localities: bool,
+    /// Avoid hosts already tried (default true).
+    pub ignore_previous_hosts: bool,
+    /// Base back-off interval (default 25 ms).
+    pub backoff: Duration,
+}
+
+/// Istio's default retry conditions [retry defaultRetryOn].
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+static DEFAULT_RETRY: LazyLock<RetryPolicy> = LazyLock::new(|| RetryPolicy {
+    attempts: 2,
+    per_try_timeout: None,
+    retry_on: DEFAULT_RETRY_ON.into(),
+    retriable_status_codes: Box::new([]),
+    retry_remote_localities: false,
+    ignore_previous_hosts: true,
+    backoff: Duration::from_millis(25),
+});
+
+impl RetryPolicy {
+    /// Istio's implicit policy: 2 retries on connect-failure, refused-stream, unavailable,
+    /// cancelled, retriable-status-codes (none listed: a plain 503 is not retried).
+    pub fn istio_default() -> &'static RetryPolicy {
+        &DEFAULT_RETRY
+    }
+
+    pub(crate) fn compile(r: Option<&model::HttpRetry>) -> RetryPolicy {
+        let Some(r) = r else {
+            return DEFAULT_RETRY.clone();
+        };
+        if r.attempts <= 0 {
+            return RetryPolicy {
+                attempts: 0,
+                retry_on: "".into(),
+                ..DEFAULT_RETRY.clone()
+            };
+        }
+        let (retry_on, codes) = match r.retry_on.as_deref() {
+            None | Some("") => (DEFAULT_RETRY_ON.to_owned(), Vec::new()),
+            Some(s) => {
+                let mut tokens = Vec::new();
+                let mut codes = Vec::new();
+                for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                    match t.parse::<u16>() {
+                        Ok(c) => codes.push(c),
+                        Err(_) => tokens.push(t),
+                    }
+                }
+                if !codes.is_empty() && !tokens.contains(&"retriable-status-codes") {
+                    tokens.push("retriable-status-codes");
+                }
+                (tokens.join(","), codes)
+            }
+        };
+        RetryPolicy {
+            attempts: r.attempts as u32,
+            per_try_timeout: r.per_try_timeout.map(|d| d.as_std()),
+            retry_on: retry_on.into(),
+            retriable_status_codes: codes.into(),
+            retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
+            ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
+            backoff: r
+                .backoff
+                .map(|d| d.as_std())
+                .unwrap_or(Duration::from_millis(25)),
+        }
+    }
+
+    /// True when retries are enabled.
+    pub fn enabled(&self) -> bool {
+        self.attempts > 0
+    }
+}
+
+/// How an abort answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AbortStatus {
+    /// HTTP status (body `fault filter abort`).
+    Http(u16),
+    /// gRPC status code number (from the name, `UNAVAILABLE` = 14).
+    Grpc(u8),
+}
+
+/// `HTTPFaultInjection`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// Delay and its share.
+    pub delay: Option<(Duration, PerMillion)>,
+    /// Abort and its share.
+    pub abort: Option<(AbortStatus, PerMillion)>,
+}
+
+/// gRPC status names to codes.
+pub fn grpc_code(name: &str) -> Option<u8> {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+}
+
+impl Fault {
+    fn compile(f: &model::HttpFaultInjection, errors: &mut Vec<String>) -> Fault {
+        let delay = f.delay.as_ref().and_then(|d| {
+            let dur = d.fixed_delay?.as_std();
+            // no `percentage`: the deprecated integer `percent`, else 0 (never fires)
+            let pm = match (&d.percentage, d.percent) {
+                (Some(p), _) => PerMillion::from_percent(p.value),
+                (None, Some(p)) => PerMillion::from_percent(f64::from(p)),
+                (None, None) => PerMillion(0),
+            };
+            Some((dur, pm))
+        });
+        let abort = f.abort.as_ref().and_then(|a| {
+            let pm = a
+                .percentage
+                .map(|p| PerMillion::from_percent(p.value))
+                .unwrap_or(PerMillion(0));
+            let st = if let Some(s) = a.http_status {
+                AbortStatus::Http(u16::try_from(s).ok()?)
+            } else if let Some(g) = &a.grpc_status {
+                match grpc_code(g) {
+                    Some(c) => AbortStatus::Grpc(c),
+                    None => {
+                        errors.push(format!("unknown gRPC status {g:?}"));
+                        return None;
+                    }
+                }
+            } else {
+                return None;
+            };
+            Some((st, pm))
+        });
+        Fault { delay, abort }
+    }
+}
+
+/// A mirror destination and its share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mirror {
+    /// Where copies go.
+    pub destination: WeightedDestination,
+    /// Share of requests mirrored.
+    pub share: PerMillion,
+}
+
+/// Header operations for one direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderOpList {
+    /// Overwrite.
+    pub set: Box<[(HeaderName, HeaderValue)]>,
+    /// Append.
+    pub add: Box<[(HeaderName, HeaderValue)]>,
+    /// Remove.
+    pub remove: Box<[HeaderName]>,
+}
+
+impl HeaderOpList {
+    fn compile(o: &model::HeaderOperations, errors: &mut Vec<String>) -> HeaderOpList {
+        let mut pair = |k: &str, v: &str| {
+            let name = if k == ":authority" { "host" } else { k };
+            match (
+                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
+                HeaderValue::from_str(v),
+            ) {
+                (Ok(n), Ok(v)) => Some((n, v)),
+                _ => {
+                    errors.push(format!("invalid header operation {k:?}: {v:?}"));
+                    None
+                }
+            }
+        };
+        let set = o.set.iter().filter_map(|(k, v)| pair(k, v)).collect();
+        let add = o.add.iter().filter_map(|(k, v)| pair(k, v)).collect();
+        let remove = o
+            .remove
+            .iter()
+            .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
+            .collect();
+        HeaderOpList { set, add, remove }
+    }
+
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+
+    /// Applies the operations: remove, then set (overwrite), then add (append).
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        for n in self.remove.iter() {
+            headers.remove(n);
+        }
+        for (n, v) in self.set.iter() {
+            headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in self.add.iter() {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+}
+
+/// Request and response header operations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderOps {
+    /// On the request.
+    pub request: HeaderOpList,
+    /// On the response.
+    pub response: HeaderOpList,
+}
+
+impl HeaderOps {
+    pub(crate) fn compile(h: &model::Headers, errors: &mut Vec<String>) -> HeaderOps {
+        HeaderOps {
+            request: h
+                .request
+                .as_ref()
+                .map(|o| HeaderOpList::compile(o, errors))
+                .unwrap_or_default(),
+            response: h
+                .response
+                .as_ref()
+                .map(|o| HeaderOpList::compile(o, errors))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Everything a matched HTTP route does.
+#[derive(Debug, Clone)]
+pub struct HttpAction {
+    /// Weighted destinations (empty for redirect / direct response).
+    pub destinations: Box<[WeightedDestination]>,
+    /// Redirect instead of forwarding.
+    pub redirect: Option<Redirect>,
+    /// Fixed reply instead of forwarding.
+    pub direct_response: Option<DirectResponse>,
+    /// Rewrite before forwarding.
+    pub rewrite: Option<Rewrite>,
+    /// Route timeout (`None`: disabled, Istio's default).
+    pub timeout: Option<Duration>,
+    /// Retry policy (Istio's default when unset).
+    pub retries: RetryPolicy,
+    /// Fault injection.
+    pub fault: Option<Fault>,
+    /// Mirrors.
+    pub mirrors: Box<[Mirror]>,
+    /// Route-level header operations.
+    pub headers: HeaderOps,
+    /// CORS policy, as written.
+    pub cors: Option<Arc<model::CorsPolicy>>,
+}
+
+impl HttpAction {
+    pub(crate) fn compile(
+        r: &model::HttpRoute,
+        resolve: &dyn Fn(&str) -> String,
+        cache: &mut super::matcher::RegexCache,
+        errors: &mut Vec<String>,
+    ) -> HttpAction {
+        let destinations = compile_destinations(
+            r.route
+                .iter()
+                .map(|d| (&d.destination, d.weight, d.headers.as_ref())),
+            resolve,
+            errors,
+        );
+        let rewrite = r.rewrite.as_ref().map(|rw| Rewrite {
+            uri: rw.uri.as_deref().map(Into::into),
+            authority: rw.authority.as_deref().map(Into::into),
+            uri_regex: rw
+                .uri_regex_rewrite
+                .as_ref()
+                .and_then(|rr| match cache.raw(&rr.matcher) {
+                    Ok(re) => Some((re, convert_substitution(&rr.rewrite).into())),
+                    Err(e) => {
+                        errors.push(e);
+                        None
+                    }
+                }),
+        });
+        let mut mirrors: Vec<Mirror> = Vec::new();
+        let one = |d: &model::Destination, errors: &mut Vec<String>| {
+            compile_destinations(std::iter::once((d, None, None)), resolve, errors)
+                .into_vec()
+                .remove(0)
+        };
+        if let Some(m) = &r.mirror {
+            let pct = r
+                .mirror_percentage
+                .map(|p| p.value)
+                .or(r.mirror_percent.map(f64::from))
+                .unwrap_or(100.0);
+            mirrors.push(Mirror {
+                destination: one(m, errors),
+                share: PerMillion::from_percent(pct),
+            });
+        }
+        for m in &r.mirrors {
+            mirrors.push(Mirror {
+                destination: one(&m.destination, errors),
+                share: PerMillion::from_percent(m.percentage.map(|p| p.value).unwrap_or(100.0)),
+            });
+        }
+        mirrors.retain(|m| m.share.0 > 0);
+        HttpAction {
+            destinations,
+            redirect: r.redirect.as_ref().map(Redirect::compile),
+            direct_response: r.direct_response.as_ref().map(|d| DirectResponse {
+                status: u16::try_from(d.status).unwrap_or(500),
+                body: d.body.as_ref().and_then(|b| {
+                    if let Some(s) = &b.string {
+                        Some(Arc::from(s.as_bytes()))
+                    } else {
+                        b.bytes.as_deref().and_then(|s| match base64_decode(s) {
+                            Some(v) => Some(Arc::from(v)),
+                            None => {
+                                errors.push("directResponse body bytes are not base64".into());
+                                None
+                            }
+                        })
+                    }
+                }),
+            }),
+            rewrite,
+            timeout: r.timeout.map(|d| d.as_std()).filter(|d| !d.is_zero()),
+            retries: RetryPolicy::compile(r.retries.as_ref()),
+            fault: r.fault.as_ref().map(|f| Fault::compile(f, errors)),
+            mirrors: mirrors.into(),
+            headers: r
+                .headers
+                .as_ref()
+                .map(|h| HeaderOps::compile(h, errors))
+                .unwrap_or_default(),
+            cors: r.cors_policy.clone().map(Arc::new),
+        }
+    }
+}
+
+/// `\1` → `${1}` (RE2/Envoy substitution to the regex crate's syntax); `$` escaped.
+fn convert_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(d) if d.is_ascii_digit() => {
+                    out.push_str("${");
+                    out.push(*d);
+                    out.push('}');
+                    chars.next();
+                }
+                Some('\\') => {
+                    out.push('\\');
+                    chars.next();
+                }
+                _ => out.push('\\'),
+            },
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Standard base64 (with or without padding).
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' => break,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_policies() {
+        let r = |attempts, on: Option<&str>| model::HttpRetry {
+            attempts,
+            retry_on: on.map(Into::into),
+            ..Default::default()
+        };
+        let d = RetryPolicy::compile(None);
+        assert_eq!(d.attempts, 2);
+        assert_eq!(&*d.retry_on, DEFAULT_RETRY_ON);
+        assert!(d.retriable_status_codes.is_empty());
+        assert!(!RetryPolicy::compile(Some(&r(0, None))).enabled());
+        let p = RetryPolicy::compile(Some(&r(3, None)));
+        assert_eq!((p.attempts, &*p.retry_on), (3, DEFAULT_RETRY_ON));
+        let p = RetryPolicy::compile(Some(&r(3, Some("503,reset"))));
+        assert_eq!(&*p.retry_on, "reset,retriable-status-codes");
+        assert_eq!(&*p.retriable_status_codes, &[503]);
+        let p = RetryPolicy::compile(Some(&r(1, Some("5xx"))));
+        assert_eq!(&*p.retry_on, "5xx");
+    }
+
+    #[test]
+    fn faults_without_percentage_never_fire() {
+        let f: model::HttpFaultInjection = serde_json::from_value(serde_json::json!({
+            "abort": {"httpStatus": 500},
+            "delay": {"fixedDelay": "7s"}
+        }))
+        .unwrap();
+        let c = Fault::compile(&f, &mut vec![]);
+        assert_eq!(c.abort, Some((AbortStatus::Http(500), PerMillion(0))));
+        assert_eq!(c.delay, Some((Duration::from_secs(7), PerMillion(0))));
+        assert!(!c.abort.unwrap().1.fires(0));
+        let f: model::HttpFaultInjection = serde_json::from_value(serde_json::json!({
+            "abort": {"grpcStatus": "UNAVAILABLE", "percentage": {"value": 0.1}},
+            "delay": {"fixedDelay": "1s", "percent": 50}
+        }))
+        .unwrap();
+        let c = Fault::compile(&f, &mut vec![]);
+        assert_eq!(c.abort, Some((AbortStatus::Grpc(14), PerMillion(1000))));
+        assert_eq!(c.delay.unwrap().1, PerMillion(500_000));
+        assert!(PerMillion(1000).fires(999));
+        assert!(!PerMillion(1000).fires(1000));
+        assert!(PerMillion::from_percent(100.0).fires(u64::MAX));
+    }
+
+    #[test]
+    fn redirect_locations() {
+        let base = Redirect {
+            uri: None,
+            authority: None,
+            port: None,
+            port_from_request: false,
+            scheme: None,
+            code: 301,
+            prefix_rewrite: None,
+        };
+        let table = [
+            (
+                Redirect {
+                    uri: Some("/v1/bookRatings".into()),
+                    authority: Some("newratings.default.svc.cluster.local".into()),
+                    ..base.clone()
+                },
+                "http://newratings.default.svc.cluster.local/v1/bookRatings?x=1",
+            ),
+            (
+                Redirect {
+                    scheme: Some("https".into()),
+                    ..base.clone()
+                },
+                "https://reviews/a/b?x=1",
+            ),
+            (
+                Redirect {
+                    prefix_rewrite: Some("/new".into()),
+                    port_from_request: true,
+                    ..base.clone()
+                },
+                "http://reviews:9080/new/b?x=1",
+            ),
+            (
+                Redirect {
+                    port: Some(8443),
+                    scheme: Some("https".into()),
+                    ..base.clone()
+                },
+                "https://reviews:8443/a/b?x=1",
+            ),
+        ];
+        for (r, want) in table {
+            assert_eq!(
+                r.location("http", "reviews:9080", 9080, "/a/b", Some("x=1"), 2),
+                want,
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rewrites() {
+        let rw = Rewrite {
+            uri: Some("/v2".into()),
+            authority: None,
+            uri_regex: None,
+        };
+        assert_eq!(rw.path("/v1/items", 3).as_deref(), Some("/v2/items"));
+        let rw = Rewrite {
+            uri: None,
+            authority: None,
+            uri_regex: Some((
+                Regex::new("^/service/([^/]+)(/.*)$").unwrap(),
+                convert_substitution("\\2/instance/\\1").into(),
+            )),
+        };
+        assert_eq!(
+            rw.path("/service/foo/v1/api", 0).as_deref(),
+            Some("/v1/api/instance/foo")
+        );
+    }
+
+    #[test]
+    fn weights_and_pick() {
+        let d = |w: u32| WeightedDestination {
+            host: "h".into(),
+            subset: Some(w.to_string().into()),
+            port: None,
+            weight: w,
+            headers: None,
+        };
+        let dests = [d(80), d(20)];
+        assert_eq!(pick(&dests, 0).unwrap().weight, 80);
+        assert_eq!(pick(&dests, 79).unwrap().weight, 80);
+        assert_eq!(pick(&dests, 80).unwrap().weight, 20);
+        assert_eq!(pick(&dests, 199).unwrap().weight, 20);
+        assert!(pick(&[], 1).is_none());
+    }
+
+    #[test]
+    fn base64_and_substitution() {
+        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
+        assert_eq!(base64_decode("aGk").unwrap(), b"hi");
+        assert!(base64_decode("a*b").is_none());
+        assert_eq!(convert_substitution("\\1-$x"), "${1}-$$x");
+    }
+}

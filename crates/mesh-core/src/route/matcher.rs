@@ -1,0 +1,463 @@
+//! Compiled HTTP match conditions (spec §2.3): string matchers, header/query conditions and
+//! the static pre-filters (port, source labels, source namespace, gateways).
+
+use std::collections::HashMap;
+
+use http::header::HeaderName;
+use regex::Regex;
+
+use crate::model::{HttpMatchRequest, Labels, StringMatch, StringMatchKind};
+use crate::names::labels_match;
+
+/// Compiles regexes once per snapshot, sharing identical patterns.
+#[derive(Debug, Default)]
+pub(crate) struct RegexCache {
+    map: HashMap<String, Regex>,
+}
+
+impl RegexCache {
+    /// An anchored (full match, RE2-style) regex.
+    pub(crate) fn full(&mut self, pattern: &str) -> Result<Regex, String> {
+        if let Some(r) = self.map.get(pattern) {
+            return Ok(r.clone());
+        }
+        if pattern.contains("\\Q") {
+            return Err(format!("regex {pattern:?}: \\Q...\\E is not supported"));
+        }
+        let r = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| format!("regex {pattern:?}: {e}"))?;
+        self.map.insert(pattern.to_owned(), r.clone());
+        Ok(r)
+    }
+
+    /// An unanchored regex (for `uriRegexRewrite`, which substitutes matches).
+    pub(crate) fn raw(&mut self, pattern: &str) -> Result<Regex, String> {
+        let key = format!("\u{0}{pattern}");
+        if let Some(r) = self.map.get(&key) {
+            return Ok(r.clone());
+        }
+        let r = Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?;
+        self.map.insert(key, r.clone());
+        Ok(r)
+    }
+}
+
+/// A compiled `StringMatch`.
+#[derive(Debug, Clone)]
+pub enum StrMatcher {
+    /// Whole value equals.
+    Exact(Box<str>),
+    /// Value starts with.
+    Prefix(Box<str>),
+    /// Whole value equals, ASCII case-insensitively (`ignoreUriCase`).
+    ExactIgnoreCase(Box<str>),
+    /// Value starts with, ASCII case-insensitively.
+    PrefixIgnoreCase(Box<str>),
+    /// RE2-style full match.
+    Regex(Regex),
+    /// Presence only (`{}` or `regex: "*"` on headers and query parameters).
+    Present,
+}
+
+impl StrMatcher {
+    /// Compiles a `StringMatch`; `None` arms mean presence.
+    pub(crate) fn compile(
+        m: &StringMatch,
+        ignore_case: bool,
+        cache: &mut RegexCache,
+    ) -> Result<StrMatcher, String> {
+        Ok(match m.kind() {
+            None => StrMatcher::Present,
+            Some(StringMatchKind::Exact(s)) if ignore_case => {
+                StrMatcher::ExactIgnoreCase(s.to_ascii_lowercase().into())
+            }
+            Some(StringMatchKind::Exact(s)) => StrMatcher::Exact(s.into()),
+            Some(StringMatchKind::Prefix(s)) if ignore_case => {
+                StrMatcher::PrefixIgnoreCase(s.to_ascii_lowercase().into())
+            }
+            Some(StringMatchKind::Prefix(s)) => StrMatcher::Prefix(s.into()),
+            Some(StringMatchKind::Regex("*")) => StrMatcher::Present,
+            Some(StringMatchKind::Regex(r)) => StrMatcher::Regex(cache.full(r)?),
+        })
+    }
+
+    /// Matches a present value.
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            StrMatcher::Exact(s) => v == &**s,
+            StrMatcher::Prefix(s) => v.starts_with(&**s),
+            StrMatcher::ExactIgnoreCase(s) => v.eq_ignore_ascii_case(s),
+            StrMatcher::PrefixIgnoreCase(s) => {
+                v.len() >= s.len() && v.as_bytes()[..s.len()].eq_ignore_ascii_case(s.as_bytes())
+            }
+            StrMatcher::Regex(r) => r.is_match(v),
+            StrMatcher::Present => true,
+        }
+    }
+
+    /// Length of the matched prefix for a prefix matcher (for `rewrite.uri`); the whole value
+    /// otherwise.
+    pub(crate) fn matched_len(&self, v: &str) -> usize {
+        match self {
+            StrMatcher::Prefix(s) | StrMatcher::PrefixIgnoreCase(s) => s.len().min(v.len()),
+            _ => v.len(),
+        }
+    }
+}
+
+/// Which request attribute a header condition reads.
+#[derive(Debug, Clone)]
+pub(crate) enum HeaderKey {
+    Name(HeaderName),
+    Method,
+    Authority,
+    Scheme,
+    Path,
+}
+
+/// One runtime condition.
+#[derive(Debug, Clone)]
+pub(crate) enum Cond {
+    Uri(StrMatcher),
+    Scheme(StrMatcher),
+    Method(StrMatcher),
+    Authority(StrMatcher),
+    /// Header condition; `negate` for `withoutHeaders`.
+    Header {
+        key: HeaderKey,
+        m: StrMatcher,
+        negate: bool,
+    },
+    Query {
+        name: Box<str>,
+        m: StrMatcher,
+    },
+    /// A condition that could not be compiled: never matches.
+    Never,
+}
+
+/// A compiled `HTTPMatchRequest` (or the conjunction of a root and a delegate block).
+#[derive(Debug, Clone, Default)]
+pub struct MatchBlock {
+    pub(crate) conds: Vec<Cond>,
+    pub(crate) port: Option<u16>,
+    pub(crate) conflicting_ports: bool,
+    pub(crate) source_labels: Labels,
+    pub(crate) source_namespaces: Vec<Box<str>>,
+    /// Gateways replacing the VS's for this block (resolved `ns/name` or `mesh`).
+    pub(crate) gateways: Option<Vec<Box<str>>>,
+    /// Match name.
+    pub name: Option<Box<str>>,
+}
+
+/// What a match block reads from the request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReqView<'a> {
+    pub(crate) path: &'a str,
+    pub(crate) query: Option<&'a str>,
+    pub(crate) method: &'a str,
+    pub(crate) authority: &'a str,
+    pub(crate) scheme: &'a str,
+    pub(crate) headers: &'a http::HeaderMap,
+    pub(crate) port: u16,
+    pub(crate) client_ns: &'a str,
+    pub(crate) source_labels: &'a Labels,
+    /// `None` = mesh.
+    pub(crate) gateway: Option<&'a str>,
+}
+
+impl MatchBlock {
+    pub(crate) fn compile(
+        m: &HttpMatchRequest,
+        vs_ns: &str,
+        cache: &mut RegexCache,
+        errors: &mut Vec<String>,
+    ) -> MatchBlock {
+        let mut b = MatchBlock {
+            port: m.port.and_then(|p| u16::try_from(p).ok()),
+            source_labels: m.source_labels.clone(),
+            source_namespaces: m
+                .source_namespace
+                .iter()
+                .map(|s| s.as_str().into())
+                .collect(),
+            gateways: (!m.gateways.is_empty()).then(|| {
+                m.gateways
+                    .iter()
+                    .map(|g| super::resolve_gateway_name(g, vs_ns).into())
+                    .collect()
+            }),
+            name: m.name.as_deref().map(Into::into),
+            ..MatchBlock::default()
+        };
+        let mut push = |c: Result<Cond, String>, b: &mut MatchBlock| match c {
+            Ok(c) => b.conds.push(c),
+            Err(e) => {
+                errors.push(e);
+                b.conds.push(Cond::Never);
+            }
+        };
+        if let Some(u) = &m.uri {
+            let c = StrMatcher::compile(u, m.ignore_uri_case, cache).map(Cond::Uri);
+            push(c, &mut b);
+        }
+        for (field, sm) in [
+            ("scheme", &m.scheme),
+            ("method", &m.method),
+            ("authority", &m.authority),
+        ] {
+            if let Some(sm) = sm {
+                let c = StrMatcher::compile(sm, false, cache).map(|m| match field {
+                    "scheme" => Cond::Scheme(m),
+                    "method" => Cond::Method(m),
+                    _ => Cond::Authority(m),
+                });
+                push(c, &mut b);
+            }
+        }
+        for (negate, map) in [(false, &m.headers), (true, &m.without_headers)] {
+            for (name, sm) in map {
+                let key = match name.to_ascii_lowercase().as_str() {
+                    ":method" => Ok(HeaderKey::Method),
+                    ":authority" => Ok(HeaderKey::Authority),
+                    ":scheme" => Ok(HeaderKey::Scheme),
+                    ":path" => Ok(HeaderKey::Path),
+                    n => HeaderName::from_bytes(n.as_bytes())
+                        .map(HeaderKey::Name)
+                        .map_err(|_| format!("invalid header name {name:?}")),
+                };
+                let c = key.and_then(|key| {
+                    Ok(Cond::Header {
+                        key,
+                        m: StrMatcher::compile(sm, false, cache)?,
+                        negate,
+                    })
+                });
+                push(c, &mut b);
+            }
+        }
+        for (name, sm) in &m.query_params {
+            let c = StrMatcher::compile(sm, false, cache).map(|m| Cond::Query {
+                name: name.as_str().into(),
+                m,
+            });
+            push(c, &mut b);
+        }
+        b
+    }
+
+    /// `self ∧ other` (root ∧ delegate, §2.6).
+    pub(crate) fn and(&self, other: &MatchBlock) -> MatchBlock {
+        let mut b = self.clone();
+        b.conds.extend(other.conds.iter().cloned());
+        match (b.port, other.port) {
+            (Some(a), Some(o)) if a != o => b.conflicting_ports = true,
+            (None, Some(o)) => b.port = Some(o),
+            _ => {}
+        }
+        b.conflicting_ports |= other.conflicting_ports;
+        for (k, v) in &other.source_labels {
+            if b.source_labels.get(k).is_some_and(|have| have != v) {
+                b.conds.push(Cond::Never);
+            }
+            b.source_labels.insert(k.clone(), v.clone());
+        }
+        b.source_namespaces
+            .extend(other.source_namespaces.iter().cloned());
+        if other.gateways.is_some() {
+            b.gateways = other.gateways.clone();
+        }
+        if other.name.is_some() {
+            b.name = other.name.clone();
+        }
+        b
+    }
+
+    /// The static pre-filters of §2.3 step 3: port, gateways, source labels and namespace.
+    pub(crate) fn static_ok(&self, r: &ReqView<'_>) -> bool {
+        if self.conflicting_ports || self.port.is_some_and(|p| p != r.port) {
+            return false;
+        }
+        if self.source_namespaces.iter().any(|n| &**n != r.client_ns) {
+            return false;
+        }
+        match &self.gateways {
+            Some(gws) => {
+                let ctx = r.gateway.unwrap_or("mesh");
+                gws.iter().any(|g| &**g == ctx)
+            }
+            None => labels_match(&self.source_labels, r.source_labels),
+        }
+    }
+
+    /// All conditions; returns the matched path prefix length on success.
+    pub(crate) fn matches(&self, r: &ReqView<'_>) -> Option<usize> {
+        if !self.static_ok(r) {
+            return None;
+        }
+        let mut prefix_len = 1.min(r.path.len()); // no uri: prefix "/"
+        for c in &self.conds {
+            let ok = match c {
+                Cond::Uri(m) => {
+                    let ok = m.matches(r.path);
+                    if ok {
+                        prefix_len = m.matched_len(r.path);
+                    }
+                    ok
+                }
+                Cond::Scheme(m) => m.matches(r.scheme),
+                Cond::Method(m) => m.matches(r.method),
+                Cond::Authority(m) => m.matches(r.authority),
+                Cond::Header { key, m, negate } => {
+                    let present_match = match key {
+                        HeaderKey::Method => Some(m.matches(r.method)),
+                        HeaderKey::Authority => Some(m.matches(r.authority)),
+                        HeaderKey::Scheme => Some(m.matches(r.scheme)),
+                        HeaderKey::Path => Some(m.matches(r.path)),
+                        HeaderKey::Name(n) => header_match(r.headers, n, m),
+                    };
+                    match (present_match, negate) {
+                        (Some(ok), false) => ok,
+                        (None, false) => false,
+                        (Some(ok), true) => !ok,
+                        // withoutHeaders: a missing header counts as "" unless presence.
+                        (None, true) => match m {
+                            StrMatcher::Present => true,
+                            m => !m.matches(""),
+                        },
+                    }
+                }
+                Cond::Query { name, m } => match query_first(r.query, name) {
+                    Some(v) => {
+                        let v = percent_decode(v);
+                        m.matches(&v)
+                    }
+                    None => false,
+                },
+                Cond::Never => false,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        Some(prefix_len)
+    }
+}
+
+/// `Some(matched)` when the header is present (several values joined with `,` as Envoy
+/// does), `None` when absent.
+fn header_match(headers: &http::HeaderMap, name: &HeaderName, m: &StrMatcher) -> Option<bool> {
+    let mut all = headers.get_all(name).iter();
+    let first = all.next()?;
+    let Some(second) = all.next() else {
+        return Some(first.to_str().map(|v| m.matches(v)).unwrap_or(false));
+    };
+    if matches!(m, StrMatcher::Present) {
+        return Some(true);
+    }
+    let mut joined = String::new();
+    for v in [first, second].into_iter().chain(all) {
+        if !joined.is_empty() {
+            joined.push(',');
+        }
+        joined.push_str(v.to_str().unwrap_or(""));
+    }
+    Some(m.matches(&joined))
+}
+
+/// The first value of query parameter `name` (`?a=1&b`, `b` has value `""`).
+pub(crate) fn query_first<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// Percent-decodes a query value (allocation only when it contains `%` or `+`).
+fn percent_decode(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sm(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> StringMatch {
+        StringMatch {
+            exact: exact.map(Into::into),
+            prefix: prefix.map(Into::into),
+            regex: regex.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn string_matchers() {
+        let mut c = RegexCache::default();
+        let table: &[(StringMatch, bool, &str, bool)] = &[
+            (sm(Some("/a"), None, None), false, "/a", true),
+            (sm(Some("/a"), None, None), false, "/A", false),
+            (sm(Some("/a"), None, None), true, "/A", true),
+            (sm(None, Some("/api"), None), false, "/api/v1", true),
+            (sm(None, Some("/api"), None), false, "/ap", false),
+            (sm(None, Some("/api"), None), true, "/API/x", true),
+            (sm(None, Some(""), None), false, "/anything", true),
+            // regex is a full match, never case-folded
+            (sm(None, None, Some("\\d+")), false, "123", true),
+            (sm(None, None, Some("\\d+$")), false, "a123", false),
+            (sm(None, None, Some("/v[0-9]")), true, "/V1", false),
+            (sm(None, None, Some("a|b")), false, "ab", false),
+            (sm(None, None, Some("a|b")), false, "b", true),
+            (sm(None, None, Some("*")), false, "", true),
+            (sm(None, None, None), false, "x", true),
+        ];
+        for (m, ci, v, want) in table {
+            let cm = StrMatcher::compile(m, *ci, &mut c).unwrap();
+            assert_eq!(cm.matches(v), *want, "{m:?} ci={ci} {v}");
+        }
+        assert!(StrMatcher::compile(&sm(None, None, Some("(")), false, &mut c).is_err());
+        assert!(StrMatcher::compile(&sm(None, None, Some("\\Qa\\E")), false, &mut c).is_err());
+    }
+
+    #[test]
+    fn query_params() {
+        let table = [
+            (Some("a=1&b=2"), "b", Some("2")),
+            (Some("a=1&b"), "b", Some("")),
+            (Some("a=1&a=2"), "a", Some("1")),
+            (Some("ab=1"), "a", None),
+            (None, "a", None),
+        ];
+        for (q, name, want) in table {
+            assert_eq!(query_first(q, name), want, "{q:?} {name}");
+        }
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("plain"), "plain");
+    }
+}

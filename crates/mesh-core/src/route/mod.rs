@@ -1,0 +1,1101 @@
+//! The route table: which VirtualService and route a request takes, and what it does
+//! (spec §1.4-§1.7, §2).
+//!
+//! # Using it on the request path
+//!
+//! ```
+//! use mesh_core::mesh::Mesh;
+//! use mesh_core::route::HttpRequestAttrs;
+//!
+//! let mesh = Mesh::from_yaml(r#"
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: reviews, namespace: default}
+//! spec:
+//!   hosts: [reviews]
+//!   http:
+//!   - match: [{headers: {end-user: {exact: jason}}}]
+//!     route: [{destination: {host: reviews, subset: v2}}]
+//!   - route: [{destination: {host: reviews, subset: v1}}]
+//! "#).unwrap();
+//! let snap = mesh.snapshot(); // load once per request
+//! let mut headers = http::HeaderMap::new();
+//! headers.insert("end-user", "jason".parse().unwrap());
+//! let attrs = HttpRequestAttrs::new("default", "reviews:9080", "/reviews/0", &headers);
+//! let d = snap.route_http(&attrs);
+//! assert_eq!(d.virtual_service_name(), Some("default/reviews"));
+//! assert_eq!(d.route_index(), Some(0));
+//! assert_eq!(d.destinations()[0].subset.as_deref(), Some("v2"));
+//! ```
+//!
+//! Decisions borrow from the snapshot: on a hit nothing is allocated (host names are found in
+//! hash maps with a stack buffer for short-name expansion; regexes and header names were
+//! compiled when the snapshot was built). The decision names the VirtualService and route,
+//! carries the weighted destinations (pick one with [`RouteDecision::pick`] and a random
+//! number) and every action; [`RouteDecision::status`] says when the mesh answers itself
+//! (404 no route, redirect, direct response, an abort that always fires).
+//!
+//! Deliberate simplifications: several mesh-bound VirtualServices for one host (undefined in
+//! Istio) resolve to the one in the client's namespace, else the first loaded; on gateways
+//! they are merged in load order.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use crate::model::{self, ConfigObject, Labels, Spec};
+use crate::names::{kube_expansion, split_authority, ExportTo, HostBuf, HostMap, MeshOptions};
+use crate::registry::Registry;
+
+pub mod actions;
+mod matcher;
+
+pub use actions::{
+    pick, AbortStatus, DirectResponse, Fault, HeaderOpList, HeaderOps, HttpAction, Mirror,
+    PerMillion, Redirect, RetryPolicy, Rewrite, WeightedDestination, DEFAULT_RETRY_ON,
+};
+pub use matcher::{MatchBlock, StrMatcher};
+use matcher::{RegexCache, ReqView};
+
+static EMPTY_LABELS: Labels = Labels::new();
+
+/// Resolves a gateway reference the way istiod does (§1.7): `mesh` stays, `name` and
+/// `./name` take the VirtualService's namespace, `ns/name` stays, legacy
+/// `name.ns.svc.cluster.local` becomes `ns/name`.
+pub fn resolve_gateway_name(g: &str, vs_ns: &str) -> String {
+    if g == "mesh" {
+        return g.to_owned();
+    }
+    if let Some((ns, name)) = g.split_once('/') {
+        let ns = if ns == "." { vs_ns } else { ns };
+        return format!("{ns}/{name}");
+    }
+    let mut parts = g.split('.');
+    match (parts.next(), parts.next()) {
+        (Some(name), Some(ns)) => format!("{ns}/{name}"),
+        _ => format!("{vs_ns}/{g}"),
+    }
+}
+
+/// The attributes of an HTTP request that routing reads, all borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequestAttrs<'a> {
+    /// The client's namespace.
+    pub client_namespace: &'a str,
+    /// The client workload's labels (for `sourceLabels`).
+    pub source_labels: &'a Labels,
+    /// `Some("ns/name")` when routing as that gateway; `None` for mesh (sidecar) traffic.
+    pub gateway: Option<&'a str>,
+    /// `:authority` / Host as sent (port included if sent).
+    pub authority: &'a str,
+    /// Destination port (the listener / service port). 0: from the authority, else the
+    /// scheme's default.
+    pub port: u16,
+    /// Method.
+    pub method: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    /// Query string without `?`.
+    pub query: Option<&'a str>,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// Request headers.
+    pub headers: &'a http::HeaderMap,
+}
+
+impl<'a> HttpRequestAttrs<'a> {
+    /// A GET over http from `client_namespace` with no source labels; `path` may carry a
+    /// query string (`/a?b=1`).
+    pub fn new(
+        client_namespace: &'a str,
+        authority: &'a str,
+        path: &'a str,
+        headers: &'a http::HeaderMap,
+    ) -> Self {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path, None),
+        };
+        HttpRequestAttrs {
+            client_namespace,
+            source_labels: &EMPTY_LABELS,
+            gateway: None,
+            authority,
+            port: 0,
+            method: "GET",
+            path,
+            query,
+            scheme: "http",
+            headers,
+        }
+    }
+
+    /// From request parts: authority from the URI or the Host header, path, query, method,
+    /// scheme (default `http`).
+    pub fn from_parts(client_namespace: &'a str, parts: &'a http::request::Parts) -> Self {
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        HttpRequestAttrs {
+            client_namespace,
+            source_labels: &EMPTY_LABELS,
+            gateway: None,
+            authority,
+            port: parts.uri.port_u16().unwrap_or(0),
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            scheme: parts.uri.scheme_str().unwrap_or("http"),
+            headers: &parts.headers,
+        }
+    }
+
+    /// Sets the source labels.
+    pub fn with_source_labels(mut self, labels: &'a Labels) -> Self {
+        self.source_labels = labels;
+        self
+    }
+
+    /// Routes as gateway `ns/name`.
+    pub fn with_gateway(mut self, gateway: Option<&'a str>) -> Self {
+        self.gateway = gateway;
+        self
+    }
+
+    /// Sets the method.
+    pub fn with_method(mut self, method: &'a str) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// Sets the destination port.
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Sets the scheme.
+    pub fn with_scheme(mut self, scheme: &'a str) -> Self {
+        self.scheme = scheme;
+        self
+    }
+
+    /// The effective destination port.
+    pub fn effective_port(&self) -> u16 {
+        if self.port != 0 {
+            return self.port;
+        }
+        split_authority(self.authority)
+            .1
+            .unwrap_or(if self.scheme == "https" { 443 } else { 80 })
+    }
+}
+
+/// Identity of a compiled VirtualService.
+#[derive(Debug, Clone)]
+pub struct VirtualServiceInfo {
+    /// `ns/name`.
+    pub name: Arc<str>,
+    /// Namespace.
+    pub namespace: Arc<str>,
+    /// Resolved hosts.
+    pub hosts: Box<[Arc<str>]>,
+    /// Resolved gateways (`mesh`, `ns/name`).
+    pub gateways: Box<[Box<str>]>,
+    /// Visibility.
+    pub export_to: ExportTo,
+}
+
+/// A compiled HTTP route (a delegate's routes are flattened into their root's).
+#[derive(Debug, Clone)]
+pub struct HttpRule {
+    /// Index of the route in the (root) VirtualService's `http` list.
+    pub index: usize,
+    /// Route name.
+    pub name: Option<Box<str>>,
+    /// For delegated routes: the delegate VirtualService and the route's index in it.
+    pub delegate: Option<(Arc<str>, usize)>,
+    matches: Box<[MatchBlock]>,
+    /// What the route does.
+    pub action: Arc<HttpAction>,
+}
+
+#[derive(Debug, Clone)]
+struct L4Match {
+    sni: Box<[Box<str>]>,
+    subnets: Box<[IpNet]>,
+    port: Option<u16>,
+    source_labels: Labels,
+    source_ns: Option<Box<str>>,
+    gateways: Option<Box<[Box<str>]>>,
+}
+
+impl L4Match {
+    fn ok(&self, a: &L4Attrs<'_>) -> bool {
+        if self.port.is_some_and(|p| p != a.port) {
+            return false;
+        }
+        if self
+            .source_ns
+            .as_deref()
+            .is_some_and(|n| n != a.client_namespace)
+        {
+            return false;
+        }
+        match &self.gateways {
+            Some(g) => {
+                let ctx = a.gateway.unwrap_or("mesh");
+                if !g.iter().any(|g| &**g == ctx) {
+                    return false;
+                }
+            }
+            None => {
+                if !crate::names::labels_match(&self.source_labels, a.source_labels) {
+                    return false;
+                }
+            }
+        }
+        if !self.subnets.is_empty()
+            && !a
+                .destination_ip
+                .is_some_and(|ip| self.subnets.iter().any(|n| n.contains(&ip)))
+        {
+            return false;
+        }
+        if !self.sni.is_empty() {
+            let Some(sni) = a.sni else { return false };
+            return self.sni.iter().any(|h| sni_matches(h, sni));
+        }
+        true
+    }
+}
+
+fn sni_matches(pattern: &str, sni: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) => {
+            sni.len() >= suffix.len()
+                && sni.as_bytes()[sni.len() - suffix.len()..]
+                    .eq_ignore_ascii_case(suffix.as_bytes())
+        }
+        None => pattern.eq_ignore_ascii_case(sni),
+    }
+}
+
+/// A compiled TLS or TCP route.
+#[derive(Debug, Clone)]
+pub struct L4Rule {
+    /// Index in the VirtualService's `tls` / `tcp` list.
+    pub index: usize,
+    matches: Box<[L4Match]>,
+    /// Weighted destinations.
+    pub destinations: Box<[WeightedDestination]>,
+}
+
+#[derive(Debug)]
+struct CompiledVs {
+    info: VirtualServiceInfo,
+    is_delegate: bool,
+    http: Vec<HttpRule>,
+    tls: Box<[L4Rule]>,
+    tcp: Box<[L4Rule]>,
+}
+
+#[derive(Debug, Clone)]
+struct GatewayServerHosts {
+    port: u16,
+    /// (namespace filter: `None` = any, host)
+    hosts: Vec<(Option<Box<str>>, Box<str>)>,
+}
+
+#[derive(Debug, Default)]
+struct GatewayRoutes {
+    namespace: Box<str>,
+    servers: Vec<GatewayServerHosts>,
+    /// VS host → (vs index, ports of servers admitting that host)
+    index: HostMap<Vec<(u32, Box<[u16]>)>>,
+}
+
+/// The compiled routing configuration.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    vss: Vec<CompiledVs>,
+    mesh: HostMap<Vec<u32>>,
+    gateways: HashMap<Box<str>, GatewayRoutes>,
+    /// Problems met while compiling (bad regexes, missing delegates): each disables only the
+    /// condition or route concerned (a condition that cannot compile never matches).
+    pub errors: Vec<String>,
+}
+
+/// What happens to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteOutcome<'a> {
+    /// Forward to the destinations.
+    Forward,
+    /// A VirtualService exists but no route matched: 404, empty body (Envoy NR).
+    NoRoute,
+    /// Answered with a redirect.
+    Redirect(&'a Redirect),
+    /// Answered with a fixed response.
+    DirectResponse(&'a DirectResponse),
+}
+
+/// The routing decision for an HTTP request.
+#[derive(Debug, Clone)]
+pub struct RouteDecision<'a> {
+    /// The requested host as an FQDN (after short-name expansion).
+    pub host: Cow<'a, str>,
+    /// The VirtualService that applied.
+    pub virtual_service: Option<&'a VirtualServiceInfo>,
+    /// The matched route.
+    pub rule: Option<&'a HttpRule>,
+    /// The outcome.
+    pub outcome: RouteOutcome<'a>,
+    /// Length of the path prefix the matched `uri` condition covered (for `rewrite.uri`
+    /// and `redirect.prefixRewrite`).
+    pub prefix_len: usize,
+    destinations: Cow<'a, [WeightedDestination]>,
+}
+
+impl<'a> RouteDecision<'a> {
+    /// `ns/name` of the VirtualService.
+    pub fn virtual_service_name(&self) -> Option<&'a str> {
+        self.virtual_service.map(|v| &*v.name)
+    }
+
+    /// Index of the matched route in the VirtualService's `http` list.
+    pub fn route_index(&self) -> Option<usize> {
+        self.rule.map(|r| r.index)
+    }
+
+    /// The matched route's action.
+    pub fn action(&self) -> Option<&'a HttpAction> {
+        self.rule.map(|r| &*r.action)
+    }
+
+    /// Weighted destinations (empty when the mesh answers itself).
+    pub fn destinations(&self) -> &[WeightedDestination] {
+        match self.outcome {
+            RouteOutcome::Forward => &self.destinations,
+            _ => &[],
+        }
+    }
+
+    /// Picks a destination with a uniform random number.
+    pub fn pick(&self, random: u64) -> Option<&WeightedDestination> {
+        pick(self.destinations(), random)
+    }
+
+    /// The status when the mesh answers itself: 404 (no route), the redirect code, the
+    /// direct response status, or an abort that always fires.
+    pub fn status(&self) -> Option<u16> {
+        match self.outcome {
+            RouteOutcome::NoRoute => Some(404),
+            RouteOutcome::Redirect(r) => Some(r.code),
+            RouteOutcome::DirectResponse(d) => Some(d.status),
+            RouteOutcome::Forward => match self.action()?.fault.as_ref()?.abort {
+                Some((AbortStatus::Http(s), share)) if share.0 >= 1_000_000 => Some(s),
+                Some((AbortStatus::Grpc(_), share)) if share.0 >= 1_000_000 => Some(200),
+                _ => None,
+            },
+        }
+    }
+
+    /// The retry policy in force (Istio's default without a VirtualService).
+    pub fn retries(&self) -> &'a RetryPolicy {
+        self.action()
+            .map(|a| &a.retries)
+            .unwrap_or_else(|| RetryPolicy::istio_default())
+    }
+
+    /// The route timeout (`None`: disabled).
+    pub fn timeout(&self) -> Option<std::time::Duration> {
+        self.action().and_then(|a| a.timeout)
+    }
+}
+
+/// Attributes of a TLS or TCP connection.
+#[derive(Debug, Clone, Copy)]
+pub struct L4Attrs<'a> {
+    /// The client's namespace.
+    pub client_namespace: &'a str,
+    /// The client's labels.
+    pub source_labels: &'a Labels,
+    /// Gateway `ns/name`, or `None` for mesh traffic.
+    pub gateway: Option<&'a str>,
+    /// Original destination IP.
+    pub destination_ip: Option<IpAddr>,
+    /// Destination port.
+    pub port: u16,
+    /// TLS SNI.
+    pub sni: Option<&'a str>,
+}
+
+impl<'a> L4Attrs<'a> {
+    /// Mesh traffic from `client_namespace` to `port`.
+    pub fn new(client_namespace: &'a str, port: u16) -> Self {
+        L4Attrs {
+            client_namespace,
+            source_labels: &EMPTY_LABELS,
+            gateway: None,
+            destination_ip: None,
+            port,
+            sni: None,
+        }
+    }
+}
+
+/// The routing decision for a TLS (by SNI) or TCP connection.
+#[derive(Debug, Clone)]
+pub struct L4Decision<'a> {
+    /// The destination host (SNI, the service found by address, or the IP).
+    pub host: Cow<'a, str>,
+    /// The VirtualService that applied.
+    pub virtual_service: Option<&'a VirtualServiceInfo>,
+    /// Index of the matched `tls` / `tcp` route.
+    pub route_index: Option<usize>,
+    /// Weighted destinations.
+    pub destinations: Cow<'a, [WeightedDestination]>,
+}
+
+impl L4Decision<'_> {
+    /// Picks a destination.
+    pub fn pick(&self, random: u64) -> Option<&WeightedDestination> {
+        pick(&self.destinations, random)
+    }
+}
+
+fn passthrough(host: Cow<'_, str>) -> Cow<'_, [WeightedDestination]> {
+    Cow::Owned(vec![WeightedDestination {
+        host: Arc::from(&*host),
+        subset: None,
+        port: None,
+        weight: 100,
+        headers: None,
+    }])
+}
+
+impl RouteTable {
+    /// Compiles every VirtualService (and the Gateways' server hosts).
+    pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> RouteTable {
+        let mut t = RouteTable::default();
+        let mut cache = RegexCache::default();
+        // raw http routes by VS key, for delegation
+        let mut raw: HashMap<String, (usize, &model::VirtualService)> = HashMap::new();
+        let mut pending: Vec<(usize, &ConfigObject, &model::VirtualService)> = Vec::new();
+        for o in objects {
+            let Spec::VirtualService(vs) = &o.spec else {
+                continue;
+            };
+            let ns = &o.metadata.namespace;
+            let name: Arc<str> = o.key().into();
+            let mut errors: Vec<String> = Vec::new();
+            let resolve = |h: &str| opts.resolve_host(h, ns);
+            let hosts: Box<[Arc<str>]> = vs.hosts.iter().map(|h| resolve(h).into()).collect();
+            let gateways: Box<[Box<str>]> = if vs.gateways.is_empty() {
+                Box::new(["mesh".into()])
+            } else {
+                vs.gateways
+                    .iter()
+                    .map(|g| resolve_gateway_name(g, ns).into())
+                    .collect()
+            };
+            let l4 = |matches: Vec<L4Match>, index, dests: &[model::RouteDestination]| L4Rule {
+                index,
+                matches: matches.into(),
+                destinations: actions::compile_destinations(
+                    dests.iter().map(|d| (&d.destination, d.weight, None)),
+                    &resolve,
+                    &mut Vec::new(),
+                ),
+            };
+            let gw_list = |g: &[String]| {
+                (!g.is_empty()).then(|| {
+                    g.iter()
+                        .map(|g| resolve_gateway_name(g, ns).into())
+                        .collect::<Box<[Box<str>]>>()
+                })
+            };
+            let subnets = |v: &[String]| -> Box<[IpNet]> {
+                v.iter()
+                    .filter_map(|s| {
+                        s.parse::<IpNet>()
+                            .ok()
+                            .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+                    })
+                    .collect()
+            };
+            let tls = vs
+                .tls
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let m = r
+                        .matches
+                        .iter()
+                        .map(|m| L4Match {
+                            sni: m
+                                .sni_hosts
+                                .iter()
+                                .map(|s| s.to_ascii_lowercase().into())
+                                .collect(),
+                            subnets: subnets(&m.destination_subnets),
+                            port: m.port.and_then(|p| u16::try_from(p).ok()),
+                            source_labels: m.source_labels.clone(),
+                            source_ns: m.source_namespace.as_deref().map(Into::into),
+                            gateways: gw_list(&m.gateways),
+                        })
+                        .collect();
+                    l4(m, i, &r.route)
+                })
+                .collect();
+            let tcp = vs
+                .tcp
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let m = r
+                        .matches
+                        .iter()
+                        .map(|m| L4Match {
+                            sni: Box::new([]),
+                            subnets: subnets(&m.destination_subnets),
+                            port: m.port.and_then(|p| u16::try_from(p).ok()),
+                            source_labels: m.source_labels.clone(),
+                            source_ns: m.source_namespace.as_deref().map(Into::into),
+                            gateways: gw_list(&m.gateways),
+                        })
+                        .collect();
+                    l4(m, i, &r.route)
+                })
+                .collect();
+            let idx = t.vss.len();
+            t.vss.push(CompiledVs {
+                info: VirtualServiceInfo {
+                    name: name.clone(),
+                    namespace: ns.as_str().into(),
+                    hosts,
+                    gateways,
+                    export_to: ExportTo::compile(&vs.export_to, ns),
+                },
+                is_delegate: vs.hosts.is_empty(),
+                http: Vec::new(),
+                tls,
+                tcp,
+            });
+            raw.insert(o.key(), (idx, vs));
+            pending.push((idx, o, vs));
+            t.errors
+                .extend(errors.drain(..).map(|e| format!("{name}: {e}")));
+        }
+        // HTTP routes, with delegates flattened into their roots
+        for (idx, o, vs) in pending {
+            let ns = &o.metadata.namespace;
+            let vs_name = t.vss[idx].info.name.clone();
+            let mut errors = Vec::new();
+            let mut rules = Vec::new();
+            for (i, r) in vs.http.iter().enumerate() {
+                let root_blocks: Vec<MatchBlock> = r
+                    .matches
+                    .iter()
+                    .map(|m| MatchBlock::compile(m, ns, &mut cache, &mut errors))
+                    .collect();
+                if let Some(d) = &r.delegate {
+                    let dns = d.namespace.as_deref().unwrap_or(ns);
+                    let key = format!("{dns}/{}", d.name);
+                    let Some((didx, dvs)) = raw.get(&key).copied() else {
+                        errors.push(format!(
+                            "route {i}: delegate VirtualService {key} not found"
+                        ));
+                        continue;
+                    };
+                    if !dvs.hosts.is_empty() || !t.vss[didx].info.export_to.visible_to(ns) {
+                        errors.push(format!(
+                            "route {i}: {key} is not a delegate VirtualService visible to {ns}"
+                        ));
+                        continue;
+                    }
+                    let dname = t.vss[didx].info.name.clone();
+                    for (j, dr) in dvs.http.iter().enumerate() {
+                        let mut merged = dr.clone();
+                        inherit(&mut merged, r);
+                        let dblocks: Vec<MatchBlock> = dr
+                            .matches
+                            .iter()
+                            .map(|m| MatchBlock::compile(m, dns, &mut cache, &mut errors))
+                            .collect();
+                        let blocks: Vec<MatchBlock> =
+                            match (root_blocks.is_empty(), dblocks.is_empty()) {
+                                (true, _) => dblocks,
+                                (false, true) => root_blocks.clone(),
+                                (false, false) => root_blocks
+                                    .iter()
+                                    .flat_map(|rb| dblocks.iter().map(move |db| rb.and(db)))
+                                    .collect(),
+                            };
+                        let dresolve = |h: &str| opts.resolve_host(h, dns);
+                        rules.push(HttpRule {
+                            index: i,
+                            name: match (&r.name, &dr.name) {
+                                (Some(a), Some(b)) => Some(format!("{a}-{b}").into()),
+                                (a, b) => a.as_deref().or(b.as_deref()).map(Into::into),
+                            },
+                            delegate: Some((dname.clone(), j)),
+                            matches: blocks.into(),
+                            action: Arc::new(HttpAction::compile(
+                                &merged,
+                                &dresolve,
+                                &mut cache,
+                                &mut errors,
+                            )),
+                        });
+                    }
+                    continue;
+                }
+                let resolve = |h: &str| opts.resolve_host(h, ns);
+                rules.push(HttpRule {
+                    index: i,
+                    name: r.name.as_deref().map(Into::into),
+                    delegate: None,
+                    matches: root_blocks.into(),
+                    action: Arc::new(HttpAction::compile(r, &resolve, &mut cache, &mut errors)),
+                });
+            }
+            t.vss[idx].http = rules;
+            t.errors
+                .extend(errors.into_iter().map(|e| format!("{vs_name}: {e}")));
+        }
+        // gateways' server hosts
+        for o in objects {
+            let Spec::Gateway(gw) = &o.spec else { continue };
+            let ns = &o.metadata.namespace;
+            let servers = gw
+                .servers
+                .iter()
+                .map(|s| GatewayServerHosts {
+                    port: u16::try_from(s.port.number).unwrap_or(0),
+                    hosts: s
+                        .hosts
+                        .iter()
+                        .map(|h| match h.split_once('/') {
+                            Some(("*", d)) => (None, d.to_ascii_lowercase().into()),
+                            Some((".", d)) => {
+                                (Some(ns.as_str().into()), d.to_ascii_lowercase().into())
+                            }
+                            Some((n, d)) => (Some(n.into()), d.to_ascii_lowercase().into()),
+                            None => (None, h.to_ascii_lowercase().into()),
+                        })
+                        .collect(),
+                })
+                .collect();
+            t.gateways.insert(
+                o.key().into(),
+                GatewayRoutes {
+                    namespace: ns.as_str().into(),
+                    servers,
+                    index: HostMap::default(),
+                },
+            );
+        }
+        // indexes
+        for (i, vs) in t.vss.iter().enumerate() {
+            if vs.is_delegate {
+                continue;
+            }
+            for g in vs.info.gateways.iter() {
+                if &**g == "mesh" {
+                    for h in vs.info.hosts.iter() {
+                        t.mesh.entry(h).push(i as u32);
+                    }
+                    continue;
+                }
+                let Some(gr) = t.gateways.get_mut(&**g) else {
+                    continue;
+                };
+                if !vs.info.export_to.visible_to(&gr.namespace) {
+                    continue;
+                }
+                for h in vs.info.hosts.iter() {
+                    let ports: Vec<u16> = gr
+                        .servers
+                        .iter()
+                        .filter(|s| {
+                            s.hosts.iter().any(|(nsf, sh)| {
+                                nsf.as_deref().is_none_or(|n| n == &*vs.info.namespace)
+                                    && (&**sh == "*" || model::host::matches(sh, h))
+                            })
+                        })
+                        .map(|s| s.port)
+                        .collect();
+                    if !ports.is_empty() {
+                        gr.index.entry(h).push((i as u32, ports.into()));
+                    }
+                }
+            }
+        }
+        t.mesh.finish();
+        for g in t.gateways.values_mut() {
+            g.index.finish();
+        }
+        t
+    }
+
+    /// Number of VirtualServices compiled.
+    pub fn len(&self) -> usize {
+        self.vss.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.vss.is_empty()
+    }
+
+    /// The mesh VirtualService for a concrete host as seen from `client_ns`.
+    fn mesh_vs(&self, host: &str, client_ns: &str) -> Option<&CompiledVs> {
+        for list in self.mesh.all_matching(host) {
+            let mut best = None;
+            for &i in list {
+                let vs = &self.vss[i as usize];
+                if !vs.info.export_to.visible_to(client_ns) {
+                    continue;
+                }
+                if *vs.info.namespace == *client_ns {
+                    return Some(vs);
+                }
+                best.get_or_insert(vs);
+            }
+            if best.is_some() {
+                return best;
+            }
+        }
+        None
+    }
+
+    /// Routes an HTTP request.
+    pub fn route_http<'a>(
+        &'a self,
+        registry: &'a Registry,
+        opts: &MeshOptions,
+        a: &HttpRequestAttrs<'_>,
+    ) -> RouteDecision<'a> {
+        let port = a.effective_port();
+        let view = ReqView {
+            path: a.path,
+            query: a.query,
+            method: a.method,
+            authority: a.authority,
+            scheme: a.scheme,
+            headers: a.headers,
+            port,
+            client_ns: a.client_namespace,
+            source_labels: a.source_labels,
+            gateway: a.gateway,
+        };
+        let (raw_host, _) = split_authority(a.authority);
+        let mut lit = HostBuf::new();
+        let fits = lit.push_lower(raw_host);
+        let lit = if fits { lit.as_str() } else { raw_host };
+
+        if let Some(gw) = a.gateway {
+            return self.route_gateway(gw, lit, port, &view);
+        }
+
+        let mut exp = HostBuf::new();
+        let has_exp = kube_expansion(lit, a.client_namespace, &opts.domain_suffix, &mut exp);
+        let known = |h: &str| registry.has_host(h) || self.mesh.get_exact(h).is_some();
+        let fqdn: &str = if known(lit) {
+            lit
+        } else if has_exp && (!lit.contains('.') || known(exp.as_str())) {
+            exp.as_str()
+        } else {
+            lit
+        };
+        let service = registry.service(fqdn, a.client_namespace);
+        let Some(vs) = self.mesh_vs(fqdn, a.client_namespace) else {
+            return match service.filter(|s| &*s.hostname == fqdn) {
+                Some(s) => RouteDecision {
+                    host: Cow::Borrowed(&*s.hostname),
+                    virtual_service: None,
+                    rule: None,
+                    outcome: RouteOutcome::Forward,
+                    prefix_len: 0,
+                    destinations: Cow::Borrowed(&s.default_destinations),
+                },
+                None => {
+                    let host: Cow<'a, str> = Cow::Owned(fqdn.to_owned());
+                    RouteDecision {
+                        destinations: passthrough(host.clone()),
+                        host,
+                        virtual_service: None,
+                        rule: None,
+                        outcome: RouteOutcome::Forward,
+                        prefix_len: 0,
+                    }
+                }
+            };
+        };
+        let host = vs
+            .info
+            .hosts
+            .iter()
+            .find(|h| &***h == fqdn)
+            .map(|h| Cow::Borrowed(&**h))
+            .or_else(|| {
+                service
+                    .filter(|s| &*s.hostname == fqdn)
+                    .map(|s| Cow::Borrowed(&*s.hostname))
+            })
+            .unwrap_or_else(|| Cow::Owned(fqdn.to_owned()));
+        Self::walk(std::iter::once(vs), host, &view)
+    }
+
+    fn walk<'a>(
+        vss: impl Iterator<Item = &'a CompiledVs>,
+        host: Cow<'a, str>,
+        view: &ReqView<'_>,
+    ) -> RouteDecision<'a> {
+        let mut first_vs = None;
+        for vs in vss {
+            first_vs.get_or_insert(vs);
+            for rule in &vs.http {
+                let hit = if rule.matches.is_empty() {
+                    Some(1.min(view.path.len()))
+                } else {
+                    rule.matches.iter().find_map(|m| m.matches(view))
+                };
+                let Some(prefix_len) = hit else { continue };
+                let act = &rule.action;
+                let outcome = if let Some(r) = &act.redirect {
+                    RouteOutcome::Redirect(r)
+                } else if let Some(d) = &act.direct_response {
+                    RouteOutcome::DirectResponse(d)
+                } else {
+                    RouteOutcome::Forward
+                };
+                return RouteDecision {
+                    host,
+                    virtual_service: Some(&vs.info),
+                    rule: Some(rule),
+                    outcome,
+                    prefix_len,
+                    destinations: Cow::Borrowed(&act.destinations),
+                };
+            }
+        }
+        RouteDecision {
+            host,
+            virtual_service: first_vs.map(|v| &v.info),
+            rule: None,
+            outcome: RouteOutcome::NoRoute,
+            prefix_len: 0,
+            destinations: Cow::Borrowed(&[]),
+        }
+    }
+
+    fn route_gateway<'a>(
+        &'a self,
+        gw: &str,
+        host: &str,
+        port: u16,
+        view: &ReqView<'_>,
+    ) -> RouteDecision<'a> {
+        let no_route = |host: &str| RouteDecision {
+            host: Cow::Owned(host.to_owned()),
+            virtual_service: None,
+            rule: None,
+            outcome: RouteOutcome::NoRoute,
+            prefix_len: 0,
+            destinations: Cow::Borrowed(&[]),
+        };
+        let Some(g) = self.gateways.get(gw) else {
+            return no_route(host);
+        };
+        // the request host must be admitted by a server on this port
+        let admitted = g.servers.iter().any(|s| {
+            s.port == port
+                && s.hosts
+                    .iter()
+                    .any(|(_, h)| &**h == "*" || model::host::matches(h, host))
+        });
+        if !admitted {
+            return no_route(host);
+        }
+        for list in g.index.all_matching(host) {
+            let mut it = list
+                .iter()
+                .filter(|(_, ports)| ports.contains(&port))
+                .map(|(i, _)| &self.vss[*i as usize])
+                .peekable();
+            if it.peek().is_some() {
+                return Self::walk(it, Cow::Owned(host.to_owned()), view);
+            }
+        }
+        no_route(host)
+    }
+
+    fn l4_candidates<'a>(&'a self, host: &str, a: &L4Attrs<'_>) -> Vec<&'a CompiledVs> {
+        match a.gateway {
+            None => self.mesh_vs(host, a.client_namespace).into_iter().collect(),
+            Some(gw) => {
+                let Some(g) = self.gateways.get(gw) else {
+                    return Vec::new();
+                };
+                g.index
+                    .all_matching(host)
+                    .find(|l| l.iter().any(|(_, p)| p.contains(&a.port)))
+                    .map(|l| {
+                        l.iter()
+                            .filter(|(_, p)| p.contains(&a.port))
+                            .map(|(i, _)| &self.vss[*i as usize])
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+
+    /// Routes a TLS connection by SNI (`tls` routes).
+    pub fn route_tls<'a>(&'a self, a: &L4Attrs<'_>) -> L4Decision<'a> {
+        let sni = a.sni.unwrap_or("").to_ascii_lowercase();
+        for vs in self.l4_candidates(&sni, a) {
+            for r in vs.tls.iter() {
+                if r.matches.iter().any(|m| m.ok(a)) {
+                    return L4Decision {
+                        host: Cow::Owned(sni),
+                        virtual_service: Some(&vs.info),
+                        route_index: Some(r.index),
+                        destinations: Cow::Borrowed(&r.destinations),
+                    };
+                }
+            }
+        }
+        let host: Cow<'_, str> = Cow::Owned(sni);
+        L4Decision {
+            destinations: passthrough(host.clone()),
+            host,
+            virtual_service: None,
+            route_index: None,
+        }
+    }
+
+    /// Routes a TCP connection by destination address and port (`tcp` routes).
+    pub fn route_tcp<'a>(&'a self, registry: &'a Registry, a: &L4Attrs<'_>) -> L4Decision<'a> {
+        let service = a
+            .destination_ip
+            .and_then(|ip| registry.service_by_address(ip, a.port, a.client_namespace));
+        let host: Cow<'a, str> = match (service, a.sni) {
+            (Some(s), _) => Cow::Borrowed(&*s.hostname),
+            (None, Some(h)) => Cow::Owned(h.to_ascii_lowercase()),
+            (None, None) => Cow::Owned(a.destination_ip.map(|i| i.to_string()).unwrap_or_default()),
+        };
+        let rule_hit = |vs: &'a CompiledVs| {
+            vs.tcp
+                .iter()
+                .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.ok(a)))
+        };
+        let mut cands = self.l4_candidates(&host, a);
+        if cands.is_empty() && a.gateway.is_none() {
+            // no service by address: VirtualServices whose tcp matches name the subnet
+            cands = self
+                .vss
+                .iter()
+                .filter(|v| {
+                    !v.is_delegate
+                        && v.info.gateways.iter().any(|g| &**g == "mesh")
+                        && v.info.export_to.visible_to(a.client_namespace)
+                        && v.tcp
+                            .iter()
+                            .any(|r| r.matches.iter().any(|m| !m.subnets.is_empty() && m.ok(a)))
+                })
+                .collect();
+        }
+        for vs in cands {
+            if let Some(r) = rule_hit(vs) {
+                return L4Decision {
+                    host,
+                    virtual_service: Some(&vs.info),
+                    route_index: Some(r.index),
+                    destinations: Cow::Borrowed(&r.destinations),
+                };
+            }
+        }
+        let destinations = match service {
+            Some(s) => Cow::Borrowed(&*s.default_destinations),
+            None => passthrough(host.clone()),
+        };
+        L4Decision {
+            host,
+            virtual_service: None,
+            route_index: None,
+            destinations,
+        }
+    }
+}
+
+/// A delegate route inherits the root route's unset fields (§2.6).
+fn inherit(d: &mut model::HttpRoute, root: &model::HttpRoute) {
+    macro_rules! opt {
+        ($($f:ident),*) => {$(
+            if d.$f.is_none() { d.$f = root.$f.clone(); }
+        )*};
+    }
+    opt!(
+        rewrite,
+        direct_response,
+        timeout,
+        retries,
+        fault,
+        mirror,
+        mirror_percentage,
+        mirror_percent,
+        cors_policy,
+        headers
+    );
+    if d.mirrors.is_empty() {
+        d.mirrors = root.mirrors.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_names() {
+        let table = [
+            ("mesh", "ns", "mesh"),
+            ("gw", "ns", "ns/gw"),
+            ("./gw", "ns", "ns/gw"),
+            ("other/gw", "ns", "other/gw"),
+            ("gw.istio-system.svc.cluster.local", "ns", "istio-system/gw"),
+        ];
+        for (g, ns, want) in table {
+            assert_eq!(resolve_gateway_name(g, ns), want, "{g}");
+        }
+    }
+
+    #[test]
+    fn sni_wildcards() {
+        let table = [
+            ("*.com", "foo.example.com", true),
+            ("*.com", "example.com", true),
+            ("*.wikipedia.org", "en.wikipedia.org", true),
+            ("*.wikipedia.org", "wikipedia.org", false),
+            ("a.com", "A.com", true),
+            ("*", "x", true),
+        ];
+        for (p, s, want) in table {
+            assert_eq!(sni_matches(p, s), want, "{p} {s}");
+        }
+    }
+}

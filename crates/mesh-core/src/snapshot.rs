@@ -1,0 +1,209 @@
+//! The compiled, immutable configuration a request is decided against.
+//!
+//! A [`Snapshot`] is the compiled config (route table, DestinationRules, authorization
+//! policies, PeerAuthentications, Gateways; shared by `Arc`) plus a [`Registry`] (services
+//! and endpoints; rebuilt when workloads register or DNS answers change). A request loads one
+//! snapshot ([`crate::mesh::Mesh::snapshot`]) and uses it for its whole life; every method
+//! here is a pure function of the snapshot: no I/O, no locks.
+
+use std::sync::Arc;
+
+use crate::authz::{AuthzPolicies, WorkloadAuthz};
+use crate::gateway::{GatewayServer, Gateways};
+use crate::model::{ConfigObject, Labels, MtlsMode};
+use crate::names::MeshOptions;
+use crate::peerauthn::{EffectiveMtls, PeerAuthentications};
+use crate::policy::{DestinationRules, EffectivePolicy, MergedDestinationRule};
+use crate::registry::{DnsCache, Registry, ServiceDefs, Workload};
+use crate::route::{HttpRequestAttrs, L4Attrs, L4Decision, RouteDecision, RouteTable};
+
+/// Compiled configuration (everything but the registry).
+#[derive(Debug)]
+pub struct CompiledConfig {
+    pub(crate) options: MeshOptions,
+    pub(crate) routes: RouteTable,
+    pub(crate) destination_rules: DestinationRules,
+    pub(crate) authz: AuthzPolicies,
+    pub(crate) peer_authn: PeerAuthentications,
+    pub(crate) gateways: Gateways,
+    pub(crate) services: ServiceDefs,
+    pub(crate) object_count: usize,
+}
+
+impl CompiledConfig {
+    /// Compiles the objects.
+    pub fn build(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
+        CompiledConfig {
+            routes: RouteTable::build(objects, &options),
+            destination_rules: DestinationRules::build(objects, &options),
+            authz: AuthzPolicies::build(objects, &options),
+            peer_authn: PeerAuthentications::build(objects, &options),
+            gateways: Gateways::build(objects),
+            services: ServiceDefs::build(objects, &options),
+            object_count: objects.len(),
+            options,
+        }
+    }
+}
+
+/// An immutable view of the mesh: compiled config plus registry.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub(crate) config: Arc<CompiledConfig>,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) generation: u64,
+}
+
+impl Snapshot {
+    /// Compiles a snapshot from objects, with no registered workloads.
+    pub fn build(objects: &[ConfigObject], options: MeshOptions) -> Snapshot {
+        let config = Arc::new(CompiledConfig::build(objects, options));
+        Snapshot::with_registry(config, Arc::from(Vec::new()), &DnsCache::new(), 0)
+    }
+
+    pub(crate) fn with_registry(
+        config: Arc<CompiledConfig>,
+        workloads: Arc<[Workload]>,
+        dns: &DnsCache,
+        generation: u64,
+    ) -> Snapshot {
+        let registry = Arc::new(Registry::build(
+            &config.services,
+            workloads,
+            dns,
+            &config.options,
+        ));
+        Snapshot {
+            config,
+            registry,
+            generation,
+        }
+    }
+
+    /// Mesh options.
+    pub fn options(&self) -> &MeshOptions {
+        &self.config.options
+    }
+
+    /// Increases with every published snapshot (config reload, registration, DNS change).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Number of config objects compiled.
+    pub fn object_count(&self) -> usize {
+        self.config.object_count
+    }
+
+    /// The service registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The route table.
+    pub fn routes(&self) -> &RouteTable {
+        &self.config.routes
+    }
+
+    /// Problems met while compiling (route conditions that can never match, policies that
+    /// deny because they could not be compiled).
+    pub fn compile_errors(&self) -> Vec<String> {
+        let mut v = self.config.routes.errors.clone();
+        v.extend(
+            self.config
+                .authz
+                .errors()
+                .map(|(p, e)| format!("{p}: {e} (the policy denies every request it applies to)")),
+        );
+        v
+    }
+
+    /// Routes an HTTP request (§2.3).
+    pub fn route_http(&self, attrs: &HttpRequestAttrs<'_>) -> RouteDecision<'_> {
+        self.config
+            .routes
+            .route_http(&self.registry, &self.config.options, attrs)
+    }
+
+    /// Routes a TLS connection by SNI (§2.7).
+    pub fn route_tls(&self, attrs: &L4Attrs<'_>) -> L4Decision<'_> {
+        self.config.routes.route_tls(attrs)
+    }
+
+    /// Routes a TCP connection by destination address and port (§2.8).
+    pub fn route_tcp(&self, attrs: &L4Attrs<'_>) -> L4Decision<'_> {
+        self.config.routes.route_tcp(&self.registry, attrs)
+    }
+
+    /// The DestinationRule for `host` seen from `client_ns` (§3.2).
+    pub fn destination_rule(&self, host: &str, client_ns: &str) -> Option<&MergedDestinationRule> {
+        let svc_ns = self
+            .registry
+            .service(host, client_ns)
+            .map(|s| &*s.namespace);
+        self.config
+            .destination_rules
+            .lookup(host, client_ns, None, svc_ns)
+    }
+
+    /// The effective traffic policy for (host, subset, port) from `client_ns` (§3.3).
+    pub fn traffic_policy(
+        &self,
+        host: &str,
+        subset: Option<&str>,
+        port: u16,
+        client_ns: &str,
+    ) -> EffectivePolicy<'_> {
+        self.traffic_policy_for(host, subset, port, client_ns, None)
+    }
+
+    /// Like [`Snapshot::traffic_policy`], for a client with labels (DestinationRules with a
+    /// `workloadSelector`).
+    pub fn traffic_policy_for(
+        &self,
+        host: &str,
+        subset: Option<&str>,
+        port: u16,
+        client_ns: &str,
+        client_labels: Option<&Labels>,
+    ) -> EffectivePolicy<'_> {
+        let svc_ns = self
+            .registry
+            .service(host, client_ns)
+            .map(|s| &*s.namespace);
+        self.config.destination_rules.effective(
+            host,
+            subset,
+            port,
+            client_ns,
+            client_labels,
+            svc_ns,
+        )
+    }
+
+    /// The authorization policies for a workload (§8.2); evaluate each request with
+    /// [`WorkloadAuthz::evaluate`].
+    pub fn authz_for_workload(&self, namespace: &str, labels: &Labels) -> WorkloadAuthz {
+        self.config.authz.for_workload(namespace, labels)
+    }
+
+    /// The mTLS mode a workload's port requires (§7): STRICT, PERMISSIVE or DISABLE.
+    pub fn peer_authentication(&self, namespace: &str, labels: &Labels, port: u16) -> MtlsMode {
+        self.config.peer_authn.mode(namespace, labels, port).mode
+    }
+
+    /// Like [`Snapshot::peer_authentication`], naming the deciding policy.
+    pub fn peer_authentication_detail(
+        &self,
+        namespace: &str,
+        labels: &Labels,
+        port: u16,
+    ) -> EffectiveMtls {
+        self.config.peer_authn.mode(namespace, labels, port)
+    }
+
+    /// The Gateway servers a gateway workload with these labels serves (§5).
+    pub fn gateway_servers(&self, labels: &Labels) -> Vec<GatewayServer<'_>> {
+        self.config.gateways.servers_for(labels)
+    }
+}
