@@ -20,6 +20,8 @@
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
 //! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
+//! | IST0101 | error / warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (error when that namespace has other Secrets loaded; nothing when no Secrets are loaded) |
+//! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`) |
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
 //! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
 //! | IM0202 | warning | the same kind/namespace/name is defined twice (the last one wins, like `kubectl apply`) |
@@ -29,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use crate::diag::{codes, Diagnostic, Severity};
 use crate::model::host::{self, DEFAULT_DOMAIN_SUFFIX};
 use crate::model::{
-    ClientTlsMode, ClientTlsSettings, ConfigObject, Destination, Kind, Labels, Spec,
+    ClientTlsMode, ClientTlsSettings, ConfigObject, Destination, Kind, Labels, ServerTlsMode, Spec,
 };
 
 /// Options of the analysis.
@@ -792,6 +794,92 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                         names.join(", ")
                     ),
                 );
+            }
+        }
+    }
+
+    // Gateway credentials, when the files contain Secrets.
+    let secrets: Vec<(&ConfigObject, &crate::model::KubeSecret)> = objs
+        .iter()
+        .filter_map(|o| o.spec.as_secret().map(|s| (*o, s)))
+        .collect();
+    if !secrets.is_empty() {
+        for o in &objs {
+            let Some(gw) = o.spec.as_gateway() else {
+                continue;
+            };
+            let mut namespaces: Vec<&str> = match &gw.selector {
+                Some(sel) if !sel.is_empty() => workloads
+                    .iter()
+                    .filter(|(_, l)| selector_matches(sel, l))
+                    .map(|(w, _)| w.metadata.namespace.as_str())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if namespaces.is_empty() {
+                namespaces.push(o.metadata.namespace.as_str());
+            }
+            namespaces.sort_unstable();
+            namespaces.dedup();
+            let secrets_here = secrets
+                .iter()
+                .any(|(s, _)| namespaces.contains(&s.metadata.namespace.as_str()));
+            for (i, server) in gw.servers.iter().enumerate() {
+                let Some(tls) = &server.tls else { continue };
+                if !matches!(
+                    tls.mode,
+                    ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+                ) {
+                    continue;
+                }
+                let mut names: Vec<(String, &str)> = Vec::new();
+                if let Some(c) = tls.credential_name.as_deref().filter(|c| !c.is_empty()) {
+                    names.push((format!("spec.servers[{i}].tls.credentialName"), c));
+                }
+                for (j, c) in tls.credential_names.iter().enumerate() {
+                    names.push((format!("spec.servers[{i}].tls.credentialNames[{j}]"), c));
+                }
+                for (path, name) in names {
+                    let found = secrets.iter().find(|(s, _)| {
+                        s.metadata.name == name
+                            && namespaces.contains(&s.metadata.namespace.as_str())
+                    });
+                    match found {
+                        None => {
+                            let severity = if secrets_here {
+                                Severity::Error
+                            } else {
+                                Severity::Warning
+                            };
+                            cx.report(
+                                o,
+                                severity,
+                                codes::REFERENCED_RESOURCE_NOT_FOUND,
+                                &path,
+                                format!("Referenced credentialName not found: \"{name}\""),
+                            )
+                            .help = Some(format!(
+                                "no Secret `{name}` in namespace {} among the loaded files: Istio reads gateway credentials from the namespace of the gateway workload",
+                                namespaces.join(", ")
+                            ));
+                        }
+                        Some((s, sec)) if !sec.has_server_credential() => {
+                            cx.report(
+                                o,
+                                Severity::Error,
+                                codes::INVALID_GATEWAY_CREDENTIAL,
+                                &path,
+                                format!(
+                                    "The credential referenced by the gateway is invalid: Secret {}/{} holds neither `tls.crt` and `tls.key` nor `cert` and `key` (it has: {})",
+                                    s.metadata.namespace,
+                                    s.metadata.name,
+                                    sec.keys.join(", ")
+                                ),
+                            );
+                        }
+                        Some(_) => {}
+                    }
+                }
             }
         }
     }

@@ -111,6 +111,8 @@ pub mod codes {
     pub const VS_HOST_NOT_IN_GATEWAY: &str = "IST0132";
     /// ConflictingGateways.
     pub const CONFLICTING_GATEWAYS: &str = "IST0145";
+    /// InvalidGatewayCredential.
+    pub const INVALID_GATEWAY_CREDENTIAL: &str = "IST0161";
     /// IneffectivePolicy.
     pub const INEFFECTIVE_POLICY: &str = "IST0167";
     /// UnknownDestinationRuleHost.

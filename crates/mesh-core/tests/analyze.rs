@@ -404,3 +404,58 @@ spec:
         "{ds:#?}"
     );
 }
+
+#[test]
+fn gateway_credentials_checked_against_loaded_secrets() {
+    let yaml = "apiVersion: v1
+kind: Secret
+metadata: {name: good-cert, namespace: istio-system}
+type: kubernetes.io/tls
+data: {tls.crt: AAAA, tls.key: BBBB}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bad-cert, namespace: istio-system}
+stringData: {password: hunter2}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-good, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, credentialName: good-cert}
+  - port: {number: 444, name: https-bad, protocol: HTTPS}
+    hosts: [b.example.com]
+    tls: {mode: SIMPLE, credentialName: bad-cert}
+  - port: {number: 445, name: https-missing, protocol: HTTPS}
+    hosts: [c.example.com]
+    tls: {mode: SIMPLE, credentialName: demo-tls-cert}
+";
+    let l = load_str(yaml, "s.yaml");
+    let secret = l.objects[1].spec.as_secret().unwrap();
+    assert_eq!(secret.keys, ["password"], "values are never kept");
+    assert!(!format!("{:?}", l.objects).contains("hunter2"));
+    let ds = analyze(&l.objects);
+    let missing = ds
+        .iter()
+        .find(|d| d.message == "Referenced credentialName not found: \"demo-tls-cert\"")
+        .unwrap_or_else(|| panic!("{ds:#?}"));
+    assert_eq!(missing.severity, Severity::Error);
+    assert_eq!(missing.path, "spec.servers[2].tls.credentialName");
+    assert!(
+        has(
+            &ds,
+            "IST0161",
+            Severity::Error,
+            "Secret istio-system/bad-cert holds neither"
+        ),
+        "{ds:#?}"
+    );
+    assert!(
+        !ds.iter().any(|d| d.message.contains("good-cert")),
+        "{ds:#?}"
+    );
+}

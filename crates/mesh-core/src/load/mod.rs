@@ -9,7 +9,7 @@
 //! - the nine Istio kinds (networking.istio.io v1/v1beta1/v1alpha3, security.istio.io
 //!   v1/v1beta1), typed;
 //! - Kubernetes `Service`, `ServiceAccount`, `Pod`, `Deployment`, `StatefulSet`, `DaemonSet`
-//!   and `ReplicaSet`, read leniently for the registry ([`Spec::Service`],
+//!   `ReplicaSet` and `Secret` (key names only), read leniently for the registry ([`Spec::Service`],
 //!   [`Spec::ServiceAccount`], [`Spec::Workload`]);
 //! - `kind: List` (and `*List`) items.
 //!
@@ -635,6 +635,9 @@ impl Loader {
         }
         let spec_n = node.get("spec");
         let spec = match kind {
+            Kind::Secret => {
+                lenient::<kube_raw::Secret>(Some(&node)).map(|s| Spec::Secret(s.into_model()))
+            }
             Kind::Service => lenient::<KubeService>(spec_n).map(Spec::Service),
             Kind::ServiceAccount => Ok(Spec::ServiceAccount),
             Kind::Pod => lenient::<kube_raw::PodSpec>(spec_n)

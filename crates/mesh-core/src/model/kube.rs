@@ -70,6 +70,25 @@ pub struct KubeWorkload {
     pub replicas: Option<u32>,
 }
 
+/// A Kubernetes `Secret`, reduced to what credential checks need: the type and the names of
+/// its keys (`tls.crt`, `tls.key`, `ca.crt`, `cert`, `key`, `cacert`). Values are skipped
+/// while parsing and never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct KubeSecret {
+    /// `kubernetes.io/tls`, `Opaque`, ...
+    pub secret_type: Option<String>,
+    /// Key names from `data` and `stringData`, sorted.
+    pub keys: Vec<String>,
+}
+
+impl KubeSecret {
+    /// True when the secret holds a certificate and key under either naming Istio accepts.
+    pub fn has_server_credential(&self) -> bool {
+        let has = |k: &str| self.keys.iter().any(|x| x == k);
+        (has("tls.crt") && has("tls.key")) || (has("cert") && has("key"))
+    }
+}
+
 /// A container port.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -125,6 +144,33 @@ pub(crate) mod raw {
         pub(crate) replicas: Option<u32>,
         #[serde(default)]
         pub(crate) template: PodTemplate,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub(crate) struct Secret {
+        #[serde(rename = "type")]
+        pub(crate) secret_type: Option<String>,
+        #[serde(default)]
+        pub(crate) data: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+        #[serde(default)]
+        pub(crate) string_data: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+    }
+
+    impl Secret {
+        pub(crate) fn into_model(self) -> super::KubeSecret {
+            let mut keys: Vec<String> = self
+                .data
+                .into_keys()
+                .chain(self.string_data.into_keys())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            super::KubeSecret {
+                secret_type: self.secret_type,
+                keys,
+            }
+        }
     }
 
     impl PodSpec {

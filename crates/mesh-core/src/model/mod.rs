@@ -13,7 +13,9 @@
 //!
 //! Besides the nine Istio kinds, the loader keeps the Kubernetes objects the registry can
 //! use: `Service` ([`KubeService`]), `ServiceAccount`, and workloads (`Pod`, `Deployment`,
-//! `StatefulSet`, `DaemonSet`, `ReplicaSet` as [`KubeWorkload`]), as extra [`Spec`] variants.
+//! `StatefulSet`, `DaemonSet`, `ReplicaSet` as [`KubeWorkload`]), and `Secret` names and key
+//! names (never their values: [`KubeSecret`]) for Gateway credential checks, as extra [`Spec`]
+//! variants.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,7 +37,9 @@ pub use common::*;
 pub use destination_rule::*;
 pub use gateway::*;
 pub(crate) use kube::raw as kube_raw;
-pub use kube::{ContainerPort, IntOrString, KubeService, KubeServicePort, KubeWorkload};
+pub use kube::{
+    ContainerPort, IntOrString, KubeSecret, KubeService, KubeServicePort, KubeWorkload,
+};
 pub use security::*;
 pub use service_entry::*;
 pub use sidecar::*;
@@ -85,6 +89,8 @@ pub enum Kind {
     DaemonSet,
     /// Kubernetes apps/v1 ReplicaSet.
     ReplicaSet,
+    /// Kubernetes v1 Secret (names only).
+    Secret,
 }
 
 impl Kind {
@@ -102,7 +108,7 @@ impl Kind {
     ];
 
     /// The Kubernetes kinds kept for the registry.
-    pub const KUBERNETES: [Kind; 7] = [
+    pub const KUBERNETES: [Kind; 8] = [
         Kind::Service,
         Kind::ServiceAccount,
         Kind::Pod,
@@ -110,6 +116,7 @@ impl Kind {
         Kind::StatefulSet,
         Kind::DaemonSet,
         Kind::ReplicaSet,
+        Kind::Secret,
     ];
 
     /// The kind as written in `kind:`.
@@ -131,6 +138,7 @@ impl Kind {
             Kind::StatefulSet => "StatefulSet",
             Kind::DaemonSet => "DaemonSet",
             Kind::ReplicaSet => "ReplicaSet",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -146,7 +154,7 @@ impl Kind {
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
                 SECURITY_GROUP
             }
-            Kind::Service | Kind::ServiceAccount | Kind::Pod => "",
+            Kind::Service | Kind::ServiceAccount | Kind::Pod | Kind::Secret => "",
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps",
         }
     }
@@ -282,6 +290,8 @@ pub enum Spec {
     ServiceAccount,
     /// Kubernetes workload (Pod or a controller's pod template); the kind says which.
     Workload(KubeWorkload),
+    /// Kubernetes Secret: its type and key names, never its values.
+    Secret(KubeSecret),
 }
 
 macro_rules! spec_accessors {
@@ -312,6 +322,7 @@ spec_accessors! {
     as_request_authentication => RequestAuthentication(RequestAuthentication),
     as_service => Service(KubeService),
     as_workload => Workload(KubeWorkload),
+    as_secret => Secret(KubeSecret),
 }
 
 /// A position in a source file, 1-based line and column (columns count characters).
