@@ -136,14 +136,15 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
         }
         Some(tls) => {
             let tp = format!("{p}.tls");
+            // istiod accepts any TLS block carrying httpsRedirect (only the redirect is used).
             if is_http {
-                if !tls_is_only_redirect(tls) {
+                if !tls.https_redirect {
                     cx.error(
                         &tp,
                         "server cannot have TLS settings for plain text HTTP ports",
                     );
                 }
-            } else if !is_https_or_tls && !tls_is_only_redirect(tls) {
+            } else if !is_https_or_tls && !tls.https_redirect {
                 cx.error(
                     &tp,
                     "server cannot have TLS settings for non HTTPS/TLS ports",
@@ -160,15 +161,6 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
             }
         }
     }
-}
-
-fn tls_is_only_redirect(t: &ServerTlsSettings) -> bool {
-    let mut only = ServerTlsSettings {
-        https_redirect: t.https_redirect,
-        ..Default::default()
-    };
-    only.mode = t.mode;
-    *t == only
 }
 
 /// `validateTLSOptions` (server side).
