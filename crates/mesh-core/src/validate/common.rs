@@ -329,18 +329,24 @@ fn max_repeat(re: &str) -> Option<u64> {
 
 /// `validateStringMatch`: one arm at most, non-empty prefix (except `uri`), non-empty regex of
 /// at most 1024 characters that compiles.
-pub(crate) fn validate_string_match(cx: &mut Ctx<'_>, path: &str, m: &StringMatch, is_uri: bool) {
+pub(crate) fn validate_string_match(
+    cx: &mut Ctx<'_>,
+    path: &str,
+    where_: &str,
+    m: &StringMatch,
+    is_uri: bool,
+) {
     if m.arms_set() > 1 {
         cx.error(
             path,
-            format!("{path}: only one of exact, prefix or regex may be set"),
+            format!("{where_:?}: only one of exact, prefix or regex may be set"),
         );
     }
     if let Some(p) = &m.prefix {
         if p.is_empty() && !is_uri {
             cx.error(
                 &format!("{path}.prefix"),
-                format!("{path:?}: prefix string match should not be empty"),
+                format!("{where_:?}: prefix string match should not be empty"),
             );
         }
     }
@@ -349,15 +355,15 @@ pub(crate) fn validate_string_match(cx: &mut Ctx<'_>, path: &str, m: &StringMatc
         if r.is_empty() {
             cx.error(
                 &rp,
-                format!("{path:?}: regex string match should not be empty"),
+                format!("{where_:?}: regex string match should not be empty"),
             );
         } else if r.len() > 1024 {
             cx.error(
                 &rp,
-                format!("{path:?}: regex is too large, max length allowed is 1024"),
+                format!("{where_:?}: regex is too large, max length allowed is 1024"),
             );
         } else if let Err(e) = validate_regex(r) {
-            cx.error(&rp, format!("{path:?}: {e}"));
+            cx.error(&rp, format!("{where_:?}: {e}"));
         }
     }
 }

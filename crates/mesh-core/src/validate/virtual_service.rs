@@ -315,14 +315,10 @@ fn validate_http_route(
     applies_to_mesh: bool,
     vs_gateways: &[String],
 ) {
-    // Conflicts (validateHTTPRouteConflict).
-    if r.delegate.is_some() {
-        if is_delegate {
-            cx.error(
-                &format!("{p}.delegate"),
-                "delegate HTTP route cannot contain delegate",
-            );
-        }
+    // Conflicts (validateHTTPRouteConflict): a root route (with `delegate`) may only not have
+    // route/redirect; other routes get the full conflict checks.
+    let is_root = !is_delegate && r.delegate.is_some();
+    if is_root {
         let name = r.name.clone().unwrap_or_default();
         if r.redirect.is_some() {
             cx.error(
@@ -333,56 +329,14 @@ fn validate_http_route(
         if !r.route.is_empty() {
             cx.error(p, format!("root HTTP route {name} must not specify route"));
         }
-    }
-    if r.redirect.is_some() {
-        if !r.route.is_empty() {
-            cx.error(p, "HTTP route cannot contain both route and redirect");
-        }
-        if r.fault.is_some() {
-            cx.error(p, "HTTP route cannot contain both fault and redirect");
-        }
-        if r.rewrite.is_some() {
+    } else {
+        if is_delegate && r.delegate.is_some() {
             cx.error(
-                p,
-                "HTTP route rule cannot contain both rewrite and redirect",
+                &format!("{p}.delegate"),
+                "delegate HTTP route cannot contain delegate",
             );
         }
-        if r.direct_response.is_some() {
-            cx.error(
-                p,
-                "HTTP route cannot contain both direct_response and redirect",
-            );
-        }
-    }
-    if r.direct_response.is_some() {
-        if !r.route.is_empty() {
-            cx.error(
-                p,
-                "HTTP route cannot contain both route and direct_response",
-            );
-        }
-        if r.fault.is_some() {
-            cx.error(
-                p,
-                "HTTP route cannot contain both fault and direct_response",
-            );
-        }
-        if r.rewrite.is_some() {
-            cx.error(
-                p,
-                "HTTP route rule cannot contain both rewrite and direct_response",
-            );
-        }
-    }
-    if r.route.is_empty()
-        && r.redirect.is_none()
-        && r.direct_response.is_none()
-        && r.delegate.is_none()
-    {
-        cx.error(p, "HTTP route, redirect or direct_response is required");
-    }
-    if r.mirror.is_some() && !r.mirrors.is_empty() {
-        cx.error(p, "HTTP route cannot contain both mirror and mirrors");
+        validate_route_conflicts(cx, p, r);
     }
 
     // Matches.
@@ -460,7 +414,8 @@ fn validate_http_route(
         }
         total += i64::from(w);
         if let Some(h) = &d.headers {
-            let mut dest_authority = authority.clone();
+            // istiod checks the authority rewrite against route-level headers only.
+            let mut dest_authority = None;
             validate_headers(cx, &format!("{dp}.headers"), h, &mut dest_authority);
         }
     }
@@ -491,6 +446,12 @@ fn validate_http_route(
     }
     if let Some(mp) = &r.mirror_percentage {
         validate_mirror_percentage(cx, &format!("{p}.mirrorPercentage"), mp);
+    }
+    if r.mirror_percent.is_some() {
+        cx.warn(
+            &format!("{p}.mirrorPercent"),
+            "using deprecated setting \"mirrorPercent\", use \"mirrorPercentage\" instead",
+        );
     }
     if let Some(mp) = r.mirror_percent {
         if mp > 100 {
@@ -594,6 +555,53 @@ fn validate_http_route(
     }
 }
 
+fn validate_route_conflicts(cx: &mut Ctx<'_>, p: &str, r: &HttpRoute) {
+    if r.redirect.is_some() {
+        if !r.route.is_empty() {
+            cx.error(p, "HTTP route cannot contain both route and redirect");
+        }
+        if r.fault.is_some() {
+            cx.error(p, "HTTP route cannot contain both fault and redirect");
+        }
+        if r.rewrite.is_some() {
+            cx.error(
+                p,
+                "HTTP route rule cannot contain both rewrite and redirect",
+            );
+        }
+        if r.direct_response.is_some() {
+            cx.error(
+                p,
+                "HTTP route rule cannot contain both direct_response and redirect",
+            );
+        }
+    } else if r.direct_response.is_some() {
+        if !r.route.is_empty() {
+            cx.error(
+                p,
+                "HTTP route cannot contain both route and direct_response",
+            );
+        }
+        if r.fault.is_some() {
+            cx.error(
+                p,
+                "HTTP route cannot contain both fault and direct_response",
+            );
+        }
+        if r.rewrite.is_some() {
+            cx.error(
+                p,
+                "HTTP route rule cannot contain both rewrite and direct_response",
+            );
+        }
+    } else if r.route.is_empty() {
+        cx.error(p, "HTTP route, redirect or direct_response is required");
+    }
+    if r.mirror.is_some() && !r.mirrors.is_empty() {
+        cx.error(p, "HTTP route cannot contain both mirror and mirrors");
+    }
+}
+
 fn validate_mirror_percentage(cx: &mut Ctx<'_>, p: &str, pc: &Percent) {
     if pc.value > 100.0 {
         cx.error(
@@ -622,7 +630,7 @@ fn validate_http_match(
     vs_gateways: &[String],
 ) {
     if let Some(u) = &m.uri {
-        validate_string_match(cx, &format!("{mp}.uri"), u, true);
+        validate_string_match(cx, &format!("{mp}.uri"), "uri", u, true);
     }
     for (name, sm) in [
         ("scheme", &m.scheme),
@@ -630,7 +638,7 @@ fn validate_http_match(
         ("authority", &m.authority),
     ] {
         if let Some(sm) = sm {
-            validate_string_match(cx, &format!("{mp}.{name}"), sm, false);
+            validate_string_match(cx, &format!("{mp}.{name}"), name, sm, false);
         }
     }
     for (field, map) in [
@@ -659,16 +667,25 @@ fn validate_http_match(
                     format!("header name {name:?} is not a valid header name"),
                 );
             }
-            validate_string_match(cx, &hp, sm, false);
+            // `*` in withoutHeaders is a presence match, not a regex.
+            if !(field == "withoutHeaders" && sm.regex.as_deref() == Some("*")) {
+                validate_string_match(cx, &hp, field, sm, false);
+            }
             if field == "headers" {
                 lint_header_looks_like_path(cx, &hp, name, sm);
             }
         }
     }
     for (name, sm) in &m.query_params {
-        validate_string_match(cx, &format!("{mp}.queryParams.{name}"), sm, false);
+        validate_string_match(
+            cx,
+            &format!("{mp}.queryParams.{name}"),
+            "queryParams",
+            sm,
+            false,
+        );
     }
-    if let Some(port) = m.port {
+    if let Some(port) = m.port.filter(|p| *p != 0) {
         cx.check(&format!("{mp}.port"), validate_port(port));
     }
     validate_labels(cx, &format!("{mp}.sourceLabels"), &m.source_labels);
@@ -919,7 +936,13 @@ fn validate_fault(cx: &mut Ctx<'_>, p: &str, f: &HttpFaultInjection) {
 
 fn validate_cors(cx: &mut Ctx<'_>, p: &str, c: &CorsPolicy) {
     for (i, o) in c.allow_origins.iter().enumerate() {
-        validate_string_match(cx, &format!("{p}.allowOrigins[{i}]"), o, false);
+        validate_string_match(
+            cx,
+            &format!("{p}.allowOrigins[{i}]"),
+            "allowOrigins",
+            o,
+            false,
+        );
     }
     for (i, m) in c.allow_methods.iter().enumerate() {
         if !CORS_METHODS.contains(&m.as_str()) {
