@@ -245,3 +245,24 @@ fn gateway_names_must_be_labels() {
         "{ds:#?}"
     );
 }
+
+#[test]
+fn service_entry_multiple_hosts_need_http_or_tls() {
+    let ds = run(
+        "ServiceEntry",
+        "default",
+        "hosts: [a.example.com, b.example.com]\nresolution: DNS\nports: [{number: 5432, name: tcp, protocol: TCP}]",
+    );
+    assert!(
+        ds.iter()
+            .any(|d| d.is_error()
+                && d.message == "multiple hosts provided with non-HTTP, non-TLS ports"),
+        "{ds:#?}"
+    );
+    let ds = run(
+        "ServiceEntry",
+        "default",
+        "hosts: [a.example.com, b.example.com]\nresolution: DNS\nports: [{number: 443, name: tls, protocol: TLS}, {number: 80, name: http, protocol: http}]",
+    );
+    assert!(!ds.iter().any(|d| d.is_error()), "{ds:#?}");
+}

@@ -268,12 +268,8 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
             }
         }
     }
-    if se.resolution != Resolution::None
-        && se.resolution != Resolution::DynamicDns
-        && se.hosts.len() > 1
-        && non_http_tls
-        && se.addresses.is_empty()
-    {
+    // Plain TCP cannot tell several hosts apart (HTTP has the authority, TLS the SNI).
+    if se.resolution != Resolution::None && se.hosts.len() > 1 && non_http_tls {
         cx.error(
             "spec",
             "multiple hosts provided with non-HTTP, non-TLS ports",
