@@ -156,7 +156,7 @@ pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPol
 }
 
 fn validate_outlier_detection(cx: &mut Ctx<'_>, p: &str, od: &OutlierDetection) {
-    if od.consecutive_errors.is_some() {
+    if od.consecutive_errors.is_some_and(|c| c != 0) {
         cx.warn(
             &format!("{p}.consecutiveErrors"),
             "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead",
@@ -170,7 +170,9 @@ fn validate_outlier_detection(cx: &mut Ctx<'_>, p: &str, od: &OutlierDetection) 
             );
         }
     }
-    if od.consecutive_local_origin_failures.is_some() && !od.split_external_local_origin_errors {
+    if od.consecutive_local_origin_failures.is_some_and(|c| c > 0)
+        && !od.split_external_local_origin_errors
+    {
         cx.error(
             &format!("{p}.consecutiveLocalOriginFailures"),
             "outlier detection consecutive local origin failures is specified, but split external local origin errors is set to false",
@@ -243,7 +245,7 @@ pub(super) fn validate_connection_pool(cx: &mut Ctx<'_>, p: &str, cp: &Connectio
             }
         }
         if let Some(d) = h.idle_timeout {
-            cx.check(&format!("{hp}.idleTimeout"), validate_duration_or_zero(d));
+            cx.check(&format!("{hp}.idleTimeout"), validate_duration(d));
         }
         if h.use_client_protocol == Some(true)
             && h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade)
@@ -297,16 +299,20 @@ pub(super) fn validate_connection_pool(cx: &mut Ctx<'_>, p: &str, cp: &Connectio
     }
 }
 
+/// Envoy's `isPrime` (which istiod copies): 1, 2 and 3 count as prime.
 fn is_prime(n: u64) -> bool {
-    if n < 2 {
+    if n != 0 && n < 4 {
+        return true;
+    }
+    if n & 1 == 0 {
         return false;
     }
-    let mut i = 2;
-    while i * i <= n {
-        if n % i == 0 {
+    let mut f = 3;
+    while f * f <= n {
+        if n % f == 0 {
             return false;
         }
-        i += 1;
+        f += 2;
     }
     true
 }
@@ -447,10 +453,10 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
             }
         }
         if let Some(a) = w.aggression {
-            if a <= 0.0 {
+            if a < 1.0 {
                 cx.error(
                     &format!("{wp}.aggression"),
-                    "aggression should be greater than 0",
+                    "aggression should be greater than or equal to 1",
                 );
             }
         }

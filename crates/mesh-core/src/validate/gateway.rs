@@ -6,10 +6,6 @@ use super::common::*;
 use super::{Ctx, Help};
 use crate::model::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
-const GATEWAY_PROTOCOLS: &[&str] = &[
-    "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL",
-];
-
 /// Cipher suites Envoy (BoringSSL) accepts by name.
 const CIPHERS: &[&str] = &[
     "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -60,7 +56,13 @@ pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
     for (i, s) in gw.servers.iter().enumerate() {
         let p = format!("spec.servers[{i}]");
         validate_server(cx, &p, s);
-        if !s.port.name.is_empty() && !port_names.insert(s.port.name.as_str()) {
+        if s.tls.as_ref().is_some_and(|t| t.https_redirect) && !is_http_protocol(&s.port.protocol) {
+            cx.warn(
+                &format!("{p}.tls.httpsRedirect"),
+                "tls.httpsRedirect should only be used with http servers",
+            );
+        }
+        if !port_names.insert(s.port.name.as_str()) {
             cx.error(
                 &format!("{p}.port.name"),
                 format!(
@@ -72,6 +74,17 @@ pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
     }
 }
 
+fn is_tls_protocol(p: &str) -> bool {
+    p.eq_ignore_ascii_case("HTTPS") || p.eq_ignore_ascii_case("TLS")
+}
+
+fn is_http_protocol(p: &str) -> bool {
+    ["HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"]
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(p))
+}
+
+/// `validateServer` / `validateServerPort` / `validateServerBind`.
 fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
     if s.hosts.is_empty() {
         cx.error(
@@ -87,192 +100,113 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
     }
     let pp = format!("{p}.port");
     let port = &s.port;
-    let is_uds = s.bind.as_deref().is_some_and(|b| b.starts_with("unix://"));
-    if is_uds {
-        if port.number != 0 {
-            cx.error(
-                &format!("{pp}.number"),
-                format!(
-                    "port number must be 0 for unix domain socket: {}",
-                    port.number
-                ),
-            );
-        }
-    } else {
-        cx.check(&format!("{pp}.number"), validate_port(port.number));
-    }
-    let proto = port.protocol.to_ascii_uppercase();
-    if port.protocol.is_empty() || !GATEWAY_PROTOCOLS.contains(&proto.as_str()) {
+    let bind = s.bind.as_deref().unwrap_or("");
+    let is_uds = bind.starts_with("unix://");
+    let mut port_ok = true;
+    if !super::service_entry::is_known_protocol(&port.protocol) {
+        port_ok = false;
         cx.error(
             &format!("{pp}.protocol"),
-            format!("invalid protocol {:?}, supported protocols are HTTP, HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP", port.protocol),
+            format!(
+                "invalid protocol {:?}, supported protocols are HTTP, HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP",
+                port.protocol
+            ),
         );
     }
-    if port.name.is_empty() {
-        cx.error(
-            &format!("{pp}.name"),
-            format!("port name must be set: {}", port.number),
-        );
+    if port.number > 0 || !is_uds {
+        if let Err(e) = validate_port(port.number) {
+            port_ok = false;
+            cx.error(&format!("{pp}.number"), e);
+        }
     }
-    if port.target_port.is_some() {
+    if port.target_port.is_some_and(|t| t > 0) {
+        port_ok = false;
         cx.error(
             &format!("{pp}.targetPort"),
             "targetPort has no impact on Gateways",
         );
     }
-    if let Some(b) = &s.bind {
-        if !b.starts_with("unix://") && !is_ip(b) {
-            cx.error(&format!("{p}.bind"), format!("{b} is not a valid IP"));
-        }
+    if port.name.is_empty() {
+        port_ok = false;
+        cx.error(
+            &format!("{pp}.name"),
+            format!(
+                "port name must be set: number:{} protocol:{:?}",
+                port.number, port.protocol
+            ),
+        );
     }
-    let is_https_or_tls = proto == "HTTPS" || proto == "TLS";
-    let is_http = matches!(proto.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB");
-    match &s.tls {
-        None => {
-            if is_https_or_tls {
+    if is_uds {
+        if let Err(e) = validate_unix_address(&bind["unix://".len()..]) {
+            cx.error(&format!("{p}.bind"), e);
+        }
+        if port.number != 0 {
+            cx.error(
+                &format!("{p}.bind"),
+                format!(
+                    "port number must be 0 for unix domain socket: number:{}",
+                    port.number
+                ),
+            );
+        }
+    } else if !bind.is_empty() && !is_ip(bind) {
+        cx.error(&format!("{p}.bind"), format!("{bind} is not a valid IP"));
+    }
+    if let Some(tls) = &s.tls {
+        validate_server_tls(cx, &format!("{p}.tls"), tls);
+    }
+    if port_ok {
+        let tls_port = is_tls_protocol(&port.protocol);
+        match &s.tls {
+            None if tls_port => {
                 cx.error(p, "server must have TLS settings for HTTPS/TLS protocols")
                     .help("add `tls: {mode: SIMPLE, credentialName: <secret>}` (or PASSTHROUGH to route by SNI)");
             }
-        }
-        Some(tls) => {
-            let tp = format!("{p}.tls");
-            // istiod accepts any TLS block carrying httpsRedirect (only the redirect is used).
-            if is_http {
-                if !tls.https_redirect {
+            Some(tls) if !tls_port => {
+                let passthrough = matches!(
+                    tls.mode,
+                    ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+                );
+                if is_http_protocol(&port.protocol) {
+                    // Only an httpsRedirect block is allowed on a plain HTTP server.
+                    if !passthrough
+                        || tls.ca_certificates.is_some()
+                        || tls.private_key.is_some()
+                        || tls.server_certificate.is_some()
+                    {
+                        cx.error(
+                            &format!("{p}.tls"),
+                            "server cannot have TLS settings for plain text HTTP ports",
+                        );
+                    }
+                } else {
                     cx.error(
-                        &tp,
-                        "server cannot have TLS settings for plain text HTTP ports",
+                        &format!("{p}.tls"),
+                        "server cannot have TLS settings for non HTTPS/TLS ports",
                     );
                 }
-            } else if !is_https_or_tls && !tls.https_redirect {
-                cx.error(
-                    &tp,
-                    "server cannot have TLS settings for non HTTPS/TLS ports",
-                );
             }
-            if tls.https_redirect && !is_http {
-                cx.warn(
-                    &format!("{tp}.httpsRedirect"),
-                    "tls.httpsRedirect should only be used with http servers",
-                );
-            }
-            if is_https_or_tls {
-                validate_server_tls(cx, &tp, tls);
-            }
+            _ => {}
         }
     }
 }
 
-/// `validateTLSOptions` (server side).
+/// `ValidateUnixAddress`: an absolute path or an abstract socket (`@name`).
+pub(super) fn validate_unix_address(addr: &str) -> Result<(), String> {
+    if addr.is_empty() {
+        return Err("unix address must not be empty".to_owned());
+    }
+    if addr.starts_with('@') {
+        return Ok(());
+    }
+    if !addr.starts_with('/') {
+        return Err(format!("{addr} is not an absolute path"));
+    }
+    Ok(())
+}
+
+/// `validateTLSOptions` (server side: Gateway servers and Sidecar ingress).
 pub(super) fn validate_server_tls(cx: &mut Ctx<'_>, tp: &str, tls: &ServerTlsSettings) {
-    let has_files = tls.server_certificate.is_some() || tls.private_key.is_some();
-    let sources = usize::from(
-        tls.credential_name
-            .as_deref()
-            .is_some_and(|s| !s.is_empty()),
-    ) + usize::from(!tls.credential_names.is_empty())
-        + usize::from(has_files)
-        + usize::from(!tls.tls_certificates.is_empty());
-    match tls.mode {
-        ServerTlsMode::IstioMutual => {
-            let checks = [
-                (tls.server_certificate.is_some(), "server certificate"),
-                (tls.private_key.is_some(), "private key"),
-                (tls.ca_certificates.is_some(), "CA bundle"),
-                (!tls.tls_certificates.is_empty(), "tlsCertificates"),
-                (tls.credential_name.is_some(), "credentialName"),
-                (!tls.credential_names.is_empty(), "credentialNames"),
-            ];
-            for (set, what) in checks {
-                if set {
-                    cx.error(
-                        tp,
-                        format!("ISTIO_MUTUAL TLS cannot have associated {what}"),
-                    );
-                }
-            }
-            return;
-        }
-        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
-            if sources > 0 || tls.ca_certificates.is_some() {
-                cx.warn(
-                    tp,
-                    "PASSTHROUGH mode does not use certificates, they will be ignored",
-                );
-            }
-            return;
-        }
-        _ => {}
-    }
-    if sources > 1 {
-        cx.error(tp, "only one of credential_name, credential_names, server_certificate/private_key, tls_certificates should be specified");
-    }
-    let uses_credential = tls
-        .credential_name
-        .as_deref()
-        .is_some_and(|s| !s.is_empty())
-        || !tls.credential_names.is_empty();
-    if uses_credential {
-        if tls.ca_crl.is_some() {
-            cx.error(tp, "CRL is not supported with credentialName. CRL has to be specified in the credential");
-        }
-    } else if tls.tls_certificates.is_empty() {
-        let mutual = matches!(
-            tls.mode,
-            ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
-        );
-        let what = if mutual { "MUTUAL" } else { "SIMPLE" };
-        if tls.server_certificate.as_deref().unwrap_or("").is_empty() {
-            cx.error(tp, format!("{what} TLS requires a server certificate"))
-                .help("set `credentialName` to a Kubernetes secret, or `serverCertificate` and `privateKey` to files");
-        }
-        if tls.private_key.as_deref().unwrap_or("").is_empty() {
-            cx.error(tp, format!("{what} TLS requires a private key"));
-        }
-        if mutual
-            && tls.ca_certificates.as_deref().unwrap_or("").is_empty()
-            && tls.ca_cert_credential_name.is_none()
-        {
-            cx.error(tp, "MUTUAL TLS requires a client CA bundle");
-        }
-    }
-    if tls.mode == ServerTlsMode::Simple && tls.ca_crl.is_some() {
-        cx.error(tp, "CRL is not supported with SIMPLE TLS");
-    }
-    if tls.credential_names.len() > 2 {
-        cx.error(
-            &format!("{tp}.credentialNames"),
-            "at most two credentialNames (one RSA, one ECDSA) may be set",
-        );
-    }
-    if tls.tls_certificates.len() > 2 {
-        cx.error(
-            &format!("{tp}.tlsCertificates"),
-            "at most two tlsCertificates (one RSA, one ECDSA) may be set",
-        );
-    }
-    let mut invalid = Vec::new();
-    let mut dups = Vec::new();
-    let mut seen = HashSet::new();
-    for c in &tls.cipher_suites {
-        if !CIPHERS.contains(&c.as_str()) {
-            invalid.push(c.as_str());
-        } else if !seen.insert(c.as_str()) {
-            dups.push(c.as_str());
-        }
-    }
-    if !invalid.is_empty() {
-        cx.warn(
-            &format!("{tp}.cipherSuites"),
-            format!("ignoring invalid cipher suites: {invalid:?}"),
-        );
-    }
-    if !dups.is_empty() {
-        cx.warn(
-            &format!("{tp}.cipherSuites"),
-            format!("ignoring duplicate cipher suites: {dups:?}"),
-        );
-    }
     if matches!(
         tls.min_protocol_version,
         Some(TlsProtocol::TlsV1_0 | TlsProtocol::TlsV1_1)
@@ -283,19 +217,128 @@ pub(super) fn validate_server_tls(cx: &mut Ctx<'_>, tp: &str, tls: &ServerTlsSet
             "TLS version below TLSV1_2 require setting compatible ciphers as by default they no longer include compatible ciphers.",
         );
     }
-    if let (Some(min), Some(max)) = (tls.min_protocol_version, tls.max_protocol_version) {
-        let rank = |v: TlsProtocol| match v {
-            TlsProtocol::TlsAuto => 0,
-            TlsProtocol::TlsV1_0 => 1,
-            TlsProtocol::TlsV1_1 => 2,
-            TlsProtocol::TlsV1_2 => 3,
-            TlsProtocol::TlsV1_3 => 4,
+    let mut invalid: Vec<&str> = Vec::new();
+    let mut valid = HashSet::new();
+    let mut dups: Vec<&str> = Vec::new();
+    for c in &tls.cipher_suites {
+        if !CIPHERS.contains(&c.as_str()) {
+            invalid.push(c);
+        } else if !valid.insert(c.as_str()) {
+            dups.push(c);
+        }
+    }
+    let go_list = |mut v: Vec<&str>| {
+        v.sort_unstable();
+        v.dedup();
+        format!("[{}]", v.join(" "))
+    };
+    if !invalid.is_empty() {
+        cx.warn(
+            &format!("{tp}.cipherSuites"),
+            format!("ignoring invalid cipher suites: {}", go_list(invalid)),
+        );
+    }
+    if !dups.is_empty() {
+        cx.warn(
+            &format!("{tp}.cipherSuites"),
+            format!("ignoring duplicate cipher suites: {}", go_list(dups)),
+        );
+    }
+    let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+    if tls.mode == ServerTlsMode::IstioMutual {
+        let checks = [
+            (set(&tls.server_certificate), "server certificate"),
+            (set(&tls.private_key), "private key"),
+            (set(&tls.ca_certificates), "CA bundle"),
+            (!tls.tls_certificates.is_empty(), "tlsCertificates"),
+            (set(&tls.credential_name), "credentialName"),
+            (!tls.credential_names.is_empty(), "credentialNames"),
+        ];
+        for (is_set, what) in checks {
+            if is_set {
+                cx.error(
+                    tp,
+                    format!("ISTIO_MUTUAL TLS cannot have associated {what}"),
+                );
+            }
+        }
+        return;
+    }
+    if matches!(
+        tls.mode,
+        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+    ) && (set(&tls.ca_crl)
+        || set(&tls.server_certificate)
+        || set(&tls.private_key)
+        || set(&tls.ca_certificates)
+        || !tls.tls_certificates.is_empty()
+        || set(&tls.credential_name)
+        || !tls.credential_names.is_empty())
+    {
+        let mode = if tls.mode == ServerTlsMode::Passthrough {
+            "PASSTHROUGH"
+        } else {
+            "AUTO_PASSTHROUGH"
         };
-        if rank(min) > 0 && rank(max) > 0 && rank(min) > rank(max) {
+        cx.warn(
+            tp,
+            format!("{mode} mode does not use certificates, they will be ignored"),
+        );
+    }
+    let sources = usize::from(set(&tls.server_certificate) && set(&tls.private_key))
+        + usize::from(set(&tls.credential_name))
+        + usize::from(!tls.credential_names.is_empty())
+        + usize::from(!tls.tls_certificates.is_empty());
+    if sources > 1 {
+        cx.error(tp, "only one of credential_name, credential_names, server_certificate/private_key, tls_certificates should be specified");
+    }
+    let terminating = matches!(
+        tls.mode,
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
+    if terminating && (set(&tls.credential_name) || !tls.credential_names.is_empty()) {
+        // Credentials come from the secret; nothing else is required.
+        return;
+    }
+    if terminating {
+        let mutual = tls.mode != ServerTlsMode::Simple;
+        let prefix = if mutual { "MUTUAL TLS" } else { "SIMPLE TLS" };
+        if mutual && !set(&tls.ca_certificates) {
+            cx.error(tp, format!("{prefix} requires a client CA bundle"));
+        }
+        if tls.tls_certificates.len() > 2 {
+            cx.warn(
+                &format!("{tp}.tlsCertificates"),
+                format!("{prefix} can support up to 2 server certificates"),
+            );
+        }
+        let pairs: Vec<(bool, bool)> = if tls.tls_certificates.is_empty() {
+            vec![(set(&tls.server_certificate), set(&tls.private_key))]
+        } else {
+            tls.tls_certificates
+                .iter()
+                .map(|c| (set(&c.server_certificate), set(&c.private_key)))
+                .collect()
+        };
+        for (cert, key) in pairs {
+            if !cert {
+                cx.error(tp, format!("{prefix} requires a server certificate"))
+                    .help("set `credentialName` to a Kubernetes secret, or `serverCertificate` and `privateKey` to files");
+            }
+            if !key {
+                cx.error(tp, format!("{prefix} requires a private key"));
+            }
+        }
+    }
+    if set(&tls.ca_crl) {
+        if set(&tls.credential_name) {
             cx.error(
                 tp,
-                "Tls min protocol version cannot be greater than max protocol version",
+                "CRL is not supported with credentialName. CRL has to be specified in the credential",
             );
+        }
+        if tls.mode == ServerTlsMode::Simple {
+            cx.error(tp, "CRL is not supported with SIMPLE TLS");
         }
     }
 }

@@ -1,33 +1,50 @@
 //! Sidecar checks (istiod `ValidateSidecar`, spec §6).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::common::*;
 use super::destination_rule::validate_connection_pool;
+use super::gateway::{validate_server_tls, validate_unix_address};
+use super::service_entry::is_known_protocol;
 use super::Ctx;
-use crate::model::{OutboundMode, ServerTlsMode, Sidecar};
+use crate::model::{CaptureMode, OutboundMode, Port, ServerTlsMode, Sidecar};
 
-fn valid_default_endpoint(e: &str) -> bool {
-    if let Some(path) = e.strip_prefix("unix://") {
-        return path.starts_with('/') || path.starts_with('@');
+fn is_http_protocol(p: &str) -> bool {
+    ["HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"]
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(p))
+}
+
+/// `net.SplitHostPort`: `host:port` or `[v6]:port`.
+fn split_host_port(s: &str) -> Option<(&str, &str)> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let port = rest[end + 1..].strip_prefix(':')?;
+        return Some((&rest[..end], port));
     }
-    for prefix in ["127.0.0.1:", "0.0.0.0:", "[::1]:", "[::]:"] {
-        if let Some(port) = e.strip_prefix(prefix) {
-            return port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
-        }
+    let (h, p) = s.rsplit_once(':')?;
+    if h.contains(':') {
+        return None;
     }
-    false
+    Some((h, p))
+}
+
+fn validate_port_name_and_protocol(cx: &mut Ctx<'_>, pp: &str, port: &Port) {
+    if !port.name.is_empty() && !is_dns1123_label(&port.name) {
+        cx.error(
+            &format!("{pp}.name"),
+            format!("invalid port name: {}", port.name),
+        );
+    }
+    if !port.protocol.is_empty() && !is_known_protocol(&port.protocol) {
+        cx.error(
+            &format!("{pp}.protocol"),
+            format!("unsupported protocol: {}", port.protocol),
+        );
+    }
 }
 
 pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
-    if sc.workload_selector.is_none()
-        && sc.ingress.is_empty()
-        && sc.egress.is_empty()
-        && sc.inbound_connection_pool.is_none()
-        && sc.outbound_traffic_policy.is_none()
-    {
-        cx.error("spec", "sidecar: empty configuration provided");
-    }
     if let Some(sel) = &sc.workload_selector {
         validate_workload_selector(
             cx,
@@ -36,81 +53,72 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
             "sidecar: workload selector specified without labels, will be applied to all services in namespace",
         );
     }
+    if sc.ingress.is_empty()
+        && sc.egress.is_empty()
+        && sc.inbound_connection_pool.is_none()
+        && sc.outbound_traffic_policy.is_none()
+    {
+        cx.error("spec", "sidecar: empty configuration provided");
+        return;
+    }
+
     let mut ports = HashSet::new();
     for (i, ing) in sc.ingress.iter().enumerate() {
         let p = format!("spec.ingress[{i}]");
-        match &ing.port {
-            None => {
-                cx.error(&p, "sidecar: port is required for ingress listeners");
-            }
-            Some(port) => {
-                let is_uds = ing
-                    .bind
-                    .as_deref()
-                    .is_some_and(|b| b.starts_with("unix://"));
-                if port.number == 0 && !is_uds {
-                    cx.error(
-                        &format!("{p}.port.number"),
-                        "sidecar: ports with 0 value must have a unix domain socket bind address",
-                    );
-                } else if port.number != 0 {
-                    cx.check(&format!("{p}.port.number"), validate_port(port.number));
-                }
-                if port.target_port.is_some() {
-                    cx.error(
-                        &format!("{p}.port.targetPort"),
-                        "targetPort has no impact on Sidecars",
-                    );
-                }
-                if !port.protocol.is_empty()
-                    && !super::service_entry::is_known_protocol(&port.protocol)
-                {
-                    cx.error(
-                        &format!("{p}.port.protocol"),
-                        format!("unsupported protocol: {}", port.protocol),
-                    );
-                }
-                let key = (ing.bind.clone().unwrap_or_default(), port.number);
-                if !ports.insert(key) {
-                    cx.error(
-                        &format!("{p}.port"),
-                        "sidecar: ports on IP bound listeners must be unique",
-                    );
-                }
+        let Some(port) = &ing.port else {
+            cx.error(&p, "sidecar: port is required for ingress listeners");
+            continue;
+        };
+        let pp = format!("{p}.port");
+        if port.target_port.is_some_and(|t| t > 0) {
+            cx.error(
+                &format!("{pp}.targetPort"),
+                "targetPort has no impact on Sidecars",
+            );
+        }
+        validate_port_name_and_protocol(cx, &pp, port);
+        cx.check(&format!("{pp}.number"), validate_port(port.number));
+        if let Some(b) = ing.bind.as_deref().filter(|b| !b.is_empty()) {
+            if !is_ip(b) {
+                cx.error(&format!("{p}.bind"), format!("{b} is not a valid IP"));
             }
         }
-        if let Some(b) = &ing.bind {
-            if !b.starts_with("unix://") && !is_ip(b) {
-                cx.error(
-                    &format!("{p}.bind"),
-                    format!("sidecar: {b} is not a valid IP"),
-                );
-            }
+        if !ports.insert(port.number) {
+            cx.error(&pp, "sidecar: ports on IP bound listeners must be unique");
         }
-        if let Some(e) = &ing.default_endpoint {
-            if !e.is_empty() && !valid_default_endpoint(e) {
-                cx.error(
-                    &format!("{p}.defaultEndpoint"),
-                    "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset",
-                );
+        if let Some(e) = ing.default_endpoint.as_deref().filter(|e| !e.is_empty()) {
+            let ep = format!("{p}.defaultEndpoint");
+            if let Some(path) = e.strip_prefix("unix://") {
+                cx.check(&ep, validate_unix_address(path));
+            } else {
+                match split_host_port(e) {
+                    None => {
+                        cx.error(&ep, format!("address {e}: missing port in address"));
+                    }
+                    Some((host, port)) => {
+                        if !host.is_empty()
+                            && !matches!(host, "127.0.0.1" | "0.0.0.0" | "::1" | "::")
+                        {
+                            cx.error(
+                                &ep,
+                                "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset",
+                            );
+                        }
+                        match port.parse::<u32>() {
+                            Ok(n) => cx.check(&ep, validate_port(n)),
+                            Err(e) => {
+                                cx.error(
+                                    &ep,
+                                    format!("sidecar: defaultEndpoint port ({port}) is not a number: {e}"),
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
         if let Some(tls) = &ing.tls {
             let tp = format!("{p}.tls");
-            if !matches!(tls.mode, ServerTlsMode::Simple | ServerTlsMode::Mutual) {
-                let mode = match tls.mode {
-                    ServerTlsMode::Passthrough => "PASSTHROUGH",
-                    ServerTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
-                    ServerTlsMode::IstioMutual => "ISTIO_MUTUAL",
-                    ServerTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
-                    ServerTlsMode::Simple => "SIMPLE",
-                    ServerTlsMode::Mutual => "MUTUAL",
-                };
-                cx.error(
-                    &format!("{tp}.mode"),
-                    format!("configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"),
-                );
-            }
             if !tls.subject_alt_names.is_empty() {
                 cx.error(
                     &tp,
@@ -120,62 +128,132 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
             if tls.https_redirect {
                 cx.error(&tp, "sidecar: httpsRedirect is not supported");
             }
-            if tls.credential_name.is_some() {
+            if tls
+                .credential_name
+                .as_deref()
+                .is_some_and(|c| !c.is_empty())
+            {
                 cx.error(&tp, "sidecar: credentialName is not currently supported");
             }
-            super::gateway::validate_server_tls(cx, &tp, tls);
+            if !tls.credential_names.is_empty() {
+                cx.error(&tp, "sidecar: credentialNames is not currently supported");
+            }
+            if !tls.tls_certificates.is_empty() {
+                cx.error(&tp, "sidecar: tls_certificates is not currently supported");
+            }
+            let bad_mode = match tls.mode {
+                ServerTlsMode::IstioMutual => Some("ISTIO_MUTUAL"),
+                ServerTlsMode::AutoPassthrough => Some("AUTO_PASSTHROUGH"),
+                _ => None,
+            };
+            if let Some(mode) = bad_mode {
+                cx.error(
+                    &format!("{tp}.mode"),
+                    format!("configuration is invalid: cannot set mode to {mode} in sidecar ingress tls"),
+                );
+            }
+            let tls_port = port.protocol.eq_ignore_ascii_case("HTTPS")
+                || port.protocol.eq_ignore_ascii_case("TLS");
+            if !tls_port {
+                cx.error(
+                    &tp,
+                    "server cannot have TLS settings for non HTTPS/TLS ports",
+                );
+            }
+            validate_server_tls(cx, &tp, tls);
         }
         if let Some(cp) = &ing.connection_pool {
             validate_connection_pool(cx, &format!("{p}.connectionPool"), cp);
+            if cp.http.is_some() && !is_http_protocol(&port.protocol) {
+                cx.warn(
+                    &format!("{p}.connectionPool.http"),
+                    format!(
+                        "sidecar: HTTP connection pool settings are configured for port {} ({:?}) but its protocol is not HTTP ({}); only TCP settings will apply",
+                        port.number, port.name, port.protocol
+                    ),
+                );
+            }
         }
     }
+    if let Some(cp) = &sc.inbound_connection_pool {
+        validate_connection_pool(cx, "spec.inboundConnectionPool", cp);
+    }
 
-    let mut portless = 0;
-    let mut egress_ports = HashSet::new();
+    let mut ports = HashSet::new();
+    let mut uds = HashSet::new();
+    let mut catch_all = false;
     for (i, eg) in sc.egress.iter().enumerate() {
         let p = format!("spec.egress[{i}]");
         match &eg.port {
             None => {
-                portless += 1;
-                if portless > 1 {
+                if catch_all {
                     cx.error(
                         &p,
                         "sidecar: egress can have only one listener with empty port",
                     );
-                } else if i != sc.egress.len() - 1 {
-                    cx.error(&p, "sidecar: the egress listener with empty port should be the last listener in the list");
+                    continue;
+                }
+                if i == sc.egress.len() - 1 {
+                    catch_all = true;
+                } else {
+                    cx.error(
+                        &p,
+                        "sidecar: the egress listener with empty port should be the last listener in the list",
+                    );
                 }
             }
             Some(port) => {
-                let is_uds = eg.bind.as_deref().is_some_and(|b| b.starts_with("unix://"));
-                if port.number == 0 && !is_uds {
+                let pp = format!("{p}.port");
+                if port.target_port.is_some_and(|t| t > 0) {
                     cx.error(
-                        &format!("{p}.port.number"),
-                        "sidecar: ports with 0 value must have a unix domain socket bind address",
-                    );
-                } else if port.number != 0 {
-                    cx.check(&format!("{p}.port.number"), validate_port(port.number));
-                }
-                if port.target_port.is_some() {
-                    cx.error(
-                        &format!("{p}.port.targetPort"),
+                        &format!("{pp}.targetPort"),
                         "targetPort has no impact on Sidecars",
                     );
                 }
-                if !egress_ports.insert((eg.bind.clone().unwrap_or_default(), port.number)) {
+                let bind = eg.bind.as_deref().unwrap_or("");
+                if !port.name.is_empty() && !is_dns1123_label(&port.name) {
                     cx.error(
-                        &format!("{p}.port"),
-                        "sidecar: ports on IP bound listeners must be unique",
+                        &format!("{pp}.name"),
+                        format!("invalid port name: {}", port.name),
                     );
                 }
-            }
-        }
-        if let Some(b) = &eg.bind {
-            if !b.starts_with("unix://") && !is_ip(b) {
-                cx.error(
-                    &format!("{p}.bind"),
-                    format!("sidecar: {b} is not a valid IP"),
-                );
+                if !port.protocol.is_empty() && !is_known_protocol(&port.protocol) {
+                    cx.error(
+                        &format!("{pp}.protocol"),
+                        format!("unsupported protocol: {}", port.protocol),
+                    );
+                }
+                if port.number == 0 {
+                    match bind.strip_prefix("unix://") {
+                        None => {
+                            cx.error(
+                                &format!("{pp}.number"),
+                                "sidecar: ports with 0 value must have a unix domain socket bind address",
+                            );
+                        }
+                        Some(path) => cx.check(&format!("{p}.bind"), validate_unix_address(path)),
+                    }
+                    if !matches!(eg.capture_mode, CaptureMode::Default | CaptureMode::None) {
+                        cx.error(
+                            &format!("{p}.captureMode"),
+                            "sidecar: captureMode must be DEFAULT/NONE for unix domain socket listeners",
+                        );
+                    }
+                    if !uds.insert(bind.to_owned()) {
+                        cx.error(
+                            &format!("{p}.bind"),
+                            "sidecar: unix domain socket values for listeners must be unique",
+                        );
+                    }
+                } else {
+                    cx.check(&format!("{pp}.number"), validate_port(port.number));
+                    if !bind.is_empty() && !is_ip(bind) {
+                        cx.error(&format!("{p}.bind"), format!("{bind} is not a valid IP"));
+                    }
+                    if !ports.insert(port.number) {
+                        cx.error(&pp, "sidecar: ports on IP bound listeners must be unique");
+                    }
+                }
             }
         }
         if eg.hosts.is_empty() {
@@ -183,26 +261,39 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
                 &format!("{p}.hosts"),
                 "sidecar: egress listener must contain at least one host",
             );
+            continue;
         }
-        let mut seen = HashSet::new();
-        let has_all = eg.hosts.iter().any(|h| h == "*/*");
+        let ns = cx.namespace().to_owned();
+        let mut by_ns: HashMap<String, HashSet<&str>> = HashMap::new();
         for (j, h) in eg.hosts.iter().enumerate() {
             let hp = format!("{p}.hosts[{j}]");
-            cx.check(&hp, validate_namespace_slash_wildcard_hostname(h, false));
-            if !seen.insert(h.as_str()) {
-                cx.warn(&hp, format!("duplicated egress host: {h}"));
+            if let Some((hns, svc)) = h.split_once('/') {
+                let key = if hns == "." {
+                    ns.clone()
+                } else {
+                    hns.to_owned()
+                };
+                let set = by_ns.entry(key).or_default();
+                let dup = if svc != "*" {
+                    set.contains(svc) || set.contains("*")
+                } else {
+                    !set.is_empty()
+                };
+                if dup {
+                    cx.warn(&hp, format!("duplicated egress host: {h}"));
+                }
+                set.insert(svc);
             }
+            cx.check(&hp, validate_namespace_slash_wildcard_hostname(h, false));
         }
-        if has_all && eg.hosts.len() > 1 {
+        if by_ns.get("*").is_some_and(|s| s.contains("*")) && by_ns.len() != 1 {
             cx.warn(
                 &format!("{p}.hosts"),
                 "`*/*` host select all resources, no other hosts can be added",
             );
         }
     }
-    if let Some(cp) = &sc.inbound_connection_pool {
-        validate_connection_pool(cx, "spec.inboundConnectionPool", cp);
-    }
+
     if let Some(otp) = &sc.outbound_traffic_policy {
         if otp.mode == OutboundMode::AllowAnyDynamicDns {
             cx.error(
@@ -211,17 +302,34 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
             );
         }
         if let Some(ep) = &otp.egress_proxy {
+            let path = "spec.outboundTrafficPolicy.egressProxy";
             if otp.mode != OutboundMode::AllowAny {
-                cx.error(
-                    "spec.outboundTrafficPolicy.egressProxy",
-                    "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode",
-                );
+                cx.error(path, "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode");
+                return;
             }
-            super::virtual_service::validate_destination(
-                cx,
-                "spec.outboundTrafficPolicy.egressProxy",
-                ep,
-            );
+            cx.check(&format!("{path}.host"), validate_fqdn(&ep.host));
+            if ep.port.is_none() {
+                cx.error(path, "sidecar: egress_proxy port must be non-nil");
+                return;
+            }
+            super::virtual_service::validate_destination(cx, path, ep);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_host_port;
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(
+            split_host_port("127.0.0.1:8080"),
+            Some(("127.0.0.1", "8080"))
+        );
+        assert_eq!(split_host_port("[::1]:80"), Some(("::1", "80")));
+        assert_eq!(split_host_port(":80"), Some(("", "80")));
+        assert_eq!(split_host_port("::1:80"), None);
+        assert_eq!(split_host_port("localhost"), None);
     }
 }
