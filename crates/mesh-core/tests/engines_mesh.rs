@@ -1,0 +1,235 @@
+//! The `Mesh` handle: validated reloads keep the last good snapshot, refusals are counted
+//! and reported, a watched directory reloads itself, DNS answers feed the registry, and
+//! readers never see half a config.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use mesh_core::mesh::{Mesh, ReloadEvent};
+use mesh_core::names::MeshOptions;
+use mesh_core::registry::Resolver;
+use mesh_core::route::HttpRequestAttrs;
+
+fn vs(subset: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http: [{{route: [{{destination: {{host: reviews, subset: {subset}}}}}]}}]
+"#
+    )
+}
+
+fn subset_now(mesh: &Mesh) -> Option<String> {
+    let snap = mesh.snapshot();
+    let h = HeaderMap::new();
+    let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+    d.destinations()
+        .first()
+        .and_then(|d| d.subset.as_deref().map(str::to_owned))
+}
+
+const BAD_VS: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subnet: v9}}]}]
+"#;
+
+const INVALID_VS: &str = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews}, weight: -1}, {destination: {host: other}, weight: -2}]}]
+"#;
+
+#[test]
+fn refused_reloads_keep_the_last_good_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vs.yaml");
+    std::fs::write(&f, vs("v1")).unwrap();
+    let mesh = Mesh::from_paths([dir.path()], MeshOptions::default()).unwrap();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let ev = events.clone();
+    mesh.on_reload(move |e| {
+        ev.lock().unwrap().push(match e {
+            ReloadEvent::Applied { objects, .. } => format!("applied {objects}"),
+            ReloadEvent::Refused(err) => format!("refused {}", err.diagnostics[0].code),
+        })
+    });
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v1"));
+
+    // unknown field: a load error
+    std::fs::write(&f, BAD_VS).unwrap();
+    let err = mesh.reload().unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert!(err.diagnostics.iter().any(|d| d.message.contains("subnet")));
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v1"));
+    // validation error (istiod webhook)
+    std::fs::write(&f, INVALID_VS).unwrap();
+    let err = mesh.reload().unwrap_err();
+    assert!(
+        err.diagnostics.iter().any(|d| d.code == "IST0106"),
+        "{err:?}"
+    );
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v1"));
+    // a missing directory
+    assert!(mesh.reload_paths([dir.path().join("nope")]).is_err());
+    assert_eq!(mesh.refused_reloads(), 3);
+    // a good config applies
+    std::fs::write(&f, vs("v2")).unwrap();
+    mesh.reload_paths([dir.path()]).unwrap();
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v2"));
+    assert_eq!(mesh.applied_reloads(), 2);
+    assert_eq!(
+        *events.lock().unwrap(),
+        vec![
+            "refused IM0003",
+            "refused IST0106",
+            "refused IM0010",
+            "applied 1"
+        ]
+    );
+}
+
+#[test]
+fn watched_directory_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vs.yaml");
+    std::fs::write(&f, vs("v1")).unwrap();
+    let mesh = Mesh::from_paths([dir.path()], MeshOptions::default()).unwrap();
+    let task = mesh.watch([dir.path()], Duration::from_millis(50)).unwrap();
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if subset_now(&mesh).as_deref() == Some(want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    std::fs::write(&f, vs("v3")).unwrap();
+    assert!(wait_for("v3"), "watcher did not reload");
+    let refused = mesh.refused_reloads();
+    std::fs::write(&f, BAD_VS).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while mesh.refused_reloads() == refused && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(mesh.refused_reloads() > refused);
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v3"));
+    drop(task);
+    // stopped: changes no longer apply
+    std::fs::write(&f, vs("v4")).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v3"));
+}
+
+struct FakeDns(AtomicUsize);
+impl Resolver for FakeDns {
+    fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        match host {
+            "api.example.com" => Ok(vec![
+                "192.0.2.1".parse().unwrap(),
+                "192.0.2.2".parse().unwrap(),
+            ]),
+            _ => Err(std::io::Error::other("nxdomain")),
+        }
+    }
+}
+
+#[test]
+fn dns_resolution_happens_off_the_request_path() {
+    let mesh = Mesh::from_yaml(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: rr}
+spec:
+  hosts: [rr.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS_ROUND_ROBIN
+  endpoints: [{address: api.example.com}]
+"#,
+    )
+    .unwrap();
+    let count = |host: &str, port| {
+        let s = mesh.snapshot();
+        s.registry()
+            .service(host, "default")
+            .unwrap()
+            .targets(port, None)
+            .count()
+    };
+    assert_eq!(count("api.example.com", 443), 0);
+    let dns = Arc::new(FakeDns(AtomicUsize::new(0)));
+    let task = mesh.start_dns(dns.clone(), Duration::from_secs(3600));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count("api.example.com", 443) == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(count("api.example.com", 443), 2);
+    assert_eq!(
+        count("rr.example.com", 80),
+        1,
+        "DNS_ROUND_ROBIN uses the first address"
+    );
+    drop(task);
+    assert!(dns.0.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn readers_never_see_half_a_config() {
+    // two VirtualServices always switched together: a reader must see both from one version
+    let both = |s: &str| format!("{}---\n{}", vs(s), vs(s).replace("reviews", "ratings"));
+    let mesh = Mesh::from_yaml(&both("a")).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let mesh = mesh.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let h = HeaderMap::new();
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let snap = mesh.load();
+                    let a = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+                    let b = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/", &h));
+                    assert_eq!(
+                        a.destinations()[0].subset,
+                        b.destinations()[0].subset,
+                        "torn snapshot"
+                    );
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..50 {
+        let text = both(if i % 2 == 0 { "b" } else { "a" });
+        let loaded = mesh_core::load::load_str(&text, "x.yaml");
+        mesh.reload_loaded(loaded).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+}
