@@ -73,17 +73,13 @@ fn validate_target_refs(
             "workload selector specified without labels",
         );
     }
-    let has_refs = target_ref.is_some() || !target_refs.is_empty();
-    if selector.is_some() && has_refs {
+    let set = usize::from(selector.is_some())
+        + usize::from(target_ref.is_some())
+        + usize::from(!target_refs.is_empty());
+    if set > 1 {
         cx.error(
             "spec",
             format!("{prefix}only one of targetRefs or workloadSelector can be set"),
-        );
-    }
-    if target_ref.is_some() && !target_refs.is_empty() {
-        cx.error(
-            "spec",
-            format!("{prefix}only one of targetRef or targetRefs can be set"),
         );
     }
     let refs = target_ref
@@ -162,18 +158,19 @@ pub(super) fn validate_authorization_policy(cx: &mut Ctx<'_>, ap: &Authorization
         AuthorizationAction::Custom => {
             if ap.rules.is_empty() {
                 cx.error("spec.rules", format!("{prefix}CUSTOM action without `rules` is meaningless as it will never be triggered, add an empty rule `{{}}` if you want it be triggered for every request"));
-            }
-            match &ap.provider {
-                None => {
-                    cx.error("spec", format!("{prefix}`provider.name` must not be empty"));
+            } else {
+                match &ap.provider {
+                    None => {
+                        cx.error("spec", format!("{prefix}`provider.name` must not be empty"));
+                    }
+                    Some(p) if p.name.is_empty() => {
+                        cx.error(
+                            "spec.provider.name",
+                            format!("{prefix}`provider.name` must not be empty"),
+                        );
+                    }
+                    _ => {}
                 }
-                Some(p) if p.name.is_empty() => {
-                    cx.error(
-                        "spec.provider.name",
-                        format!("{prefix}`provider.name` must not be empty"),
-                    );
-                }
-                _ => {}
             }
         }
         other => {
@@ -193,11 +190,13 @@ pub(super) fn validate_authorization_policy(cx: &mut Ctx<'_>, ap: &Authorization
     }
 
     let custom = ap.action == AuthorizationAction::Custom;
-    let mut warned_tcp = false;
     for (i, rule) in ap.rules.iter().enumerate() {
         let rp = format!("spec.rules[{i}]");
-        let mut http_only = false;
-        let mut has_port = false;
+        // istiod's formula for "only HTTP attributes in a DENY rule".
+        let mut from_exists = false;
+        let mut to_exists = false;
+        let mut tcp_in_from = false;
+        let mut tcp_in_to = false;
         if let Some(from) = &rule.from {
             if from.is_empty() {
                 cx.error(
@@ -215,16 +214,27 @@ pub(super) fn validate_authorization_policy(cx: &mut Ctx<'_>, ap: &Authorization
                         );
                     }
                     Some(s) if *s == RuleSource::default() => {
+                        from_exists = true;
                         cx.error(
                             &format!("{fp}.source"),
                             format!("{prefix}`from.source` must not be empty, found at rule {i}"),
                         );
                     }
                     Some(s) => {
+                        from_exists = true;
                         validate_source(cx, &format!("{fp}.source"), s, i, &prefix, custom);
-                        if !s.request_principals.is_empty() || !s.not_request_principals.is_empty()
+                        if !(s.principals.is_empty()
+                            && s.not_principals.is_empty()
+                            && s.ip_blocks.is_empty()
+                            && s.not_ip_blocks.is_empty()
+                            && s.namespaces.is_empty()
+                            && s.not_namespaces.is_empty()
+                            && s.remote_ip_blocks.is_empty()
+                            && s.not_remote_ip_blocks.is_empty()
+                            && s.service_accounts.is_empty()
+                            && s.not_service_accounts.is_empty())
                         {
-                            http_only = true;
+                            tcp_in_from = true;
                         }
                     }
                 }
@@ -247,24 +257,17 @@ pub(super) fn validate_authorization_policy(cx: &mut Ctx<'_>, ap: &Authorization
                         );
                     }
                     Some(o) if *o == Operation::default() => {
+                        to_exists = true;
                         cx.error(
                             &format!("{tp}.operation"),
                             format!("{prefix}`to.operation` must not be empty, found at rule {i}"),
                         );
                     }
                     Some(o) => {
+                        to_exists = true;
                         validate_operation(cx, &format!("{tp}.operation"), o, &prefix);
                         if !o.ports.is_empty() || !o.not_ports.is_empty() {
-                            has_port = true;
-                        }
-                        if !o.methods.is_empty()
-                            || !o.not_methods.is_empty()
-                            || !o.paths.is_empty()
-                            || !o.not_paths.is_empty()
-                            || !o.hosts.is_empty()
-                            || !o.not_hosts.is_empty()
-                        {
-                            http_only = true;
+                            tcp_in_to = true;
                         }
                     }
                 }
@@ -272,15 +275,9 @@ pub(super) fn validate_authorization_policy(cx: &mut Ctx<'_>, ap: &Authorization
         }
         for (j, c) in rule.when.iter().enumerate() {
             validate_condition(cx, &format!("{rp}.when[{j}]"), c, &prefix, custom);
-            if c.key.starts_with("request.") {
-                http_only = true;
-            }
-            if c.key == "destination.port" {
-                has_port = true;
-            }
         }
-        if ap.action == AuthorizationAction::Deny && http_only && !has_port && !warned_tcp {
-            warned_tcp = true;
+        let http_only = (from_exists && !to_exists && !tcp_in_from) || (to_exists && !tcp_in_to);
+        if ap.action == AuthorizationAction::Deny && http_only {
             cx.warn(
                 &rp,
                 "configured AuthorizationPolicy will deny all traffic to TCP ports under its scope due to the use of only HTTP attributes in a DENY rule; it is recommended to explicitly specify the port",
@@ -298,12 +295,19 @@ fn action_name(a: AuthorizationAction) -> &'static str {
     }
 }
 
+/// `CheckEmptyValues`; the message names the field as istiod does (`Principals`).
 fn check_values(cx: &mut Ctx<'_>, p: &str, field: &str, values: &[String], prefix: &str) {
     for (k, v) in values.iter().enumerate() {
         if v.is_empty() {
+            let mut go_name = String::with_capacity(field.len());
+            let mut chars = field.chars();
+            if let Some(c) = chars.next() {
+                go_name.extend(c.to_uppercase());
+                go_name.extend(chars);
+            }
             cx.error(
                 &format!("{p}.{field}[{k}]"),
-                format!("{prefix}empty value not allowed, found in {field}"),
+                format!("{prefix}empty value not allowed, found in {go_name}"),
             );
         }
     }
@@ -423,28 +427,21 @@ fn validate_source(
         }
     }
     if custom {
-        let unsupported: [(&str, bool); 6] = [
+        let unsupported: [(&str, bool); 8] = [
+            ("From.Namespaces", !s.namespaces.is_empty()),
+            ("From.NotNamespaces", !s.not_namespaces.is_empty()),
+            ("From.ServiceAccounts", !s.service_accounts.is_empty()),
             (
-                "From.Principals",
-                !s.principals.is_empty() || !s.not_principals.is_empty(),
+                "From.NotServiceAccounts",
+                !s.not_service_accounts.is_empty(),
             ),
+            ("From.Principals", !s.principals.is_empty()),
+            ("From.NotPrincipals", !s.not_principals.is_empty()),
+            ("From.RequestPrincipals", !s.request_principals.is_empty()),
             (
-                "From.RequestPrincipals",
-                !s.request_principals.is_empty() || !s.not_request_principals.is_empty(),
+                "From.NotRequestPrincipals",
+                !s.not_request_principals.is_empty(),
             ),
-            (
-                "From.Namespaces",
-                !s.namespaces.is_empty() || !s.not_namespaces.is_empty(),
-            ),
-            (
-                "From.ServiceAccounts",
-                !s.service_accounts.is_empty() || !s.not_service_accounts.is_empty(),
-            ),
-            (
-                "From.TrustDomains",
-                !s.trust_domains.is_empty() || !s.not_trust_domains.is_empty(),
-            ),
-            ("From.RemoteIpBlocks", false),
         ];
         for (what, set) in unsupported {
             if set {
@@ -567,13 +564,32 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
         );
         return;
     }
+    let kp = format!("{p}.key");
+    if custom
+        && (key == "source.namespace"
+            || key == "source.principal"
+            || key == "source.serviceAccount"
+            || key.starts_with("request.auth."))
+    {
+        cx.error(
+            &kp,
+            format!("{prefix}{key} is currently not supported with CUSTOM action"),
+        );
+    }
     if c.values.is_empty() && c.not_values.is_empty() {
         cx.error(
             p,
             format!("{prefix}at least one of `values` or `notValues` must be set for key {key}"),
         );
+        return;
     }
-    let kp = format!("{p}.key");
+    // istiod validates the key together with each value list (`ValidateAttribute`), so a bad
+    // key is reported as "invalid `value` for `key` ...".
+    let which = if c.values.is_empty() {
+        "notValue"
+    } else {
+        "value"
+    };
     let bracket_ok = |k: &str, base: &str| -> bool {
         let rest = &k[base.len()..];
         // a[b] or a[b][c]...
@@ -584,67 +600,48 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
                 .split("][")
                 .all(|part| !part.is_empty() && !part.contains('[') && !part.contains(']'))
     };
-    let known = if EXACT_KEYS.contains(&key) || key.starts_with("experimental.envoy.filters.") {
-        true
-    } else if key.starts_with("request.headers") {
-        if !bracket_ok(key, "request.headers") || key[16..key.len() - 1].contains("][") {
-            cx.error(
-                &kp,
-                format!("{prefix}bad key ({key}): should have format a[b]"),
-            );
-        }
-        true
-    } else if key.starts_with("request.auth.claims") {
-        if !bracket_ok(key, "request.auth.claims") {
-            cx.error(
-                &kp,
-                format!("{prefix}bad key ({key}): should have format a[b]"),
-            );
-        }
-        true
-    } else if key == "destination.namespace" {
-        cx.error(
+    let key_error: Option<String> =
+        if EXACT_KEYS.contains(&key) || key.starts_with("experimental.envoy.filters.") {
+            None
+        } else if key.starts_with("request.headers") {
+            (!bracket_ok(key, "request.headers") || key[16..key.len() - 1].contains("]["))
+                .then(|| format!("bad key ({key}): should have format a[b]"))
+        } else if key.starts_with("request.auth.claims") {
+            (!bracket_ok(key, "request.auth.claims"))
+                .then(|| format!("bad key ({key}): should have format a[b]"))
+        } else if key == "destination.namespace" {
+            Some(format!(
+                "attribute {key} is replaced by the metadata.namespace"
+            ))
+        } else if key.starts_with("destination.labels") {
+            Some(format!(
+                "attribute {key} is replaced by the workload selector"
+            ))
+        } else if key == "destination.name" || key == "destination.user" {
+            Some(format!(
+                "deprecated attribute {key}: only supported in v1alpha1"
+            ))
+        } else {
+            Some(format!("unknown attribute: {key}"))
+        };
+    if let Some(e) = key_error {
+        let d = cx.error(
             &kp,
-            format!("{prefix}attribute {key} is replaced by the metadata.namespace"),
+            format!("{prefix}invalid `{which}` for `key` {key}: {e}"),
         );
-        false
-    } else if key.starts_with("destination.labels") {
-        cx.error(
-            &kp,
-            format!("{prefix}attribute {key} is replaced by the workload selector"),
-        );
-        false
-    } else if key == "destination.name" || key == "destination.user" {
-        cx.error(
-            &kp,
-            format!("{prefix}deprecated attribute {key}: only supported in v1alpha1"),
-        );
-        false
-    } else {
-        let mut cands: Vec<&str> = EXACT_KEYS.to_vec();
-        cands.extend(["request.headers[]", "request.auth.claims[]"]);
-        let d = cx.error(&kp, format!("{prefix}unknown attribute: {key}"));
-        if let Some(s) = crate::diag::did_you_mean(key, cands) {
-            d.help(format!("did you mean `{s}`?"));
+        if e.starts_with("unknown attribute") {
+            let mut cands: Vec<&str> = EXACT_KEYS.to_vec();
+            cands.extend(["request.headers[]", "request.auth.claims[]"]);
+            if let Some(s) = crate::diag::did_you_mean(key, cands) {
+                d.help(format!("did you mean `{s}`?"));
+            }
         }
-        false
-    };
-    if !known {
         return;
     }
-    if custom
-        && (key.starts_with("source.namespace")
-            || key == "source.principal"
-            || key == "source.serviceAccount"
-            || key == "source.trustDomain"
-            || key.starts_with("request.auth."))
-    {
-        cx.error(
-            &kp,
-            format!("{prefix}when.{key} is currently not supported with CUSTOM action"),
-        );
-    }
-    for (field, values) in [("values", &c.values), ("notValues", &c.not_values)] {
+    for (field, which, values) in [
+        ("values", "value", &c.values),
+        ("notValues", "notValue", &c.not_values),
+    ] {
         for (k, v) in values.iter().enumerate() {
             let vp = format!("{p}.{field}[{k}]");
             let err = match key {
@@ -671,7 +668,7 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
             if let Some(e) = err {
                 cx.error(
                     &vp,
-                    format!("{prefix}invalid `{field}` for `key` {key}: {e}"),
+                    format!("{prefix}invalid `{which}` for `key` {key}: {e}"),
                 );
             }
         }
@@ -737,37 +734,44 @@ fn validate_jwt_rule(cx: &mut Ctx<'_>, p: &str, r: &JwtRule) {
             Err(e) => {
                 cx.error(&format!("{p}.jwks"), format!("jwks parse error: {e}"));
             }
-            Ok(v) => match v.get("keys").and_then(|k| k.as_array()) {
-                None => {
-                    cx.error(
-                        &format!("{p}.jwks"),
-                        "jwks parse error: expected a JSON object with a `keys` array",
-                    );
-                }
-                Some(keys) => {
-                    for (i, k) in keys.iter().enumerate() {
-                        if ["d", "p", "q", "dp", "dq", "qi"]
-                            .iter()
-                            .any(|f| k.get(f).is_some())
-                        {
-                            cx.warn(
-                                &format!("{p}.jwks"),
-                                format!("jwks key at index {i} contains private key material; only public keys are used for verification"),
-                            );
-                        }
+            Ok(v) => {
+                // A JWK Set (`{"keys": [...]}`) or a single JWK (`{"kty": ...}`).
+                let keys: Vec<&serde_json::Value> = match v.get("keys").and_then(|k| k.as_array()) {
+                    Some(keys) => keys.iter().collect(),
+                    None if v.get("kty").is_some() => vec![&v],
+                    None => {
+                        cx.error(
+                            &format!("{p}.jwks"),
+                            "jwks parse error: failed to parse jwks: expected a JWK Set with `keys` or a single JWK with `kty`",
+                        );
+                        Vec::new()
+                    }
+                };
+                for (i, k) in keys.iter().enumerate() {
+                    if k.get("kty").and_then(|t| t.as_str()).is_none() {
+                        cx.error(
+                            &format!("{p}.jwks"),
+                            format!("jwks parse error: key at index {i} has no `kty`"),
+                        );
+                    }
+                    if ["d", "p", "q", "dp", "dq", "qi"]
+                        .iter()
+                        .any(|f| k.get(f).is_some())
+                    {
+                        cx.warn(
+                            &format!("{p}.jwks"),
+                            format!("jwks key at index {i} contains private key material; only public keys are used for verification"),
+                        );
                     }
                 }
-            },
+            }
         }
     }
     for (i, h) in r.from_headers.iter().enumerate() {
-        let hp = format!("{p}.fromHeaders[{i}].name");
         if h.name.is_empty() {
-            cx.error(&hp, "location header name must be non-empty string");
-        } else if !is_jwt_header_name(&h.name) {
             cx.error(
-                &hp,
-                format!("header name {} is not a valid header name", h.name),
+                &format!("{p}.fromHeaders[{i}].name"),
+                "location header name must be non-empty string",
             );
         }
     }
@@ -798,14 +802,6 @@ fn validate_jwt_rule(cx: &mut Ctx<'_>, p: &str, r: &JwtRule) {
             cx.error(
                 &format!("{cp}.header"),
                 format!("header name {} is not a valid header name", c.header),
-            );
-        }
-    }
-    if let Some(h) = &r.output_payload_to_header {
-        if !h.is_empty() && !is_jwt_header_name(h) {
-            cx.error(
-                &format!("{p}.outputPayloadToHeader"),
-                format!("header name {h} is not a valid header name"),
             );
         }
     }
