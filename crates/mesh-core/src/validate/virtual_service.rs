@@ -140,6 +140,12 @@ pub(super) fn validate(cx: &mut Ctx<'_>, vs: &VirtualService) {
         );
     }
     analyze_unreachable_http_rules(cx, &vs.http);
+    let tcp: Vec<&[crate::model::L4MatchAttributes]> =
+        vs.tcp.iter().map(|r| r.matches.as_slice()).collect();
+    analyze_unreachable_l4(cx, "tcp", &tcp);
+    let tls: Vec<&[crate::model::TlsMatchAttributes]> =
+        vs.tls.iter().map(|r| r.matches.as_slice()).collect();
+    analyze_unreachable_l4(cx, "tls", &tls);
 
     for (i, r) in vs.tls.iter().enumerate() {
         let p = format!("spec.tls[{i}]");
@@ -648,16 +654,17 @@ fn validate_http_match(
         for (name, sm) in map.iter() {
             let hp = format!("{mp}.{field}.{name}");
             if name.starts_with("@request.auth.claims") {
-                let gateways = if m.gateways.is_empty() {
-                    vs_gateways
-                } else {
-                    &m.gateways
-                };
-                let only_mesh = gateways.is_empty() || gateways.iter().all(|g| g == "mesh");
-                if only_mesh {
+                // istiod: only VirtualServices bound to gateways (and not to `mesh`) may route on
+                // JWT claims.
+                let applies_to_gateway =
+                    !vs_gateways.is_empty() && !vs_gateways.iter().any(|g| g == "mesh");
+                if !applies_to_gateway {
                     cx.error(
                         &hp,
-                        format!("JWT claim based routing (key: {name}) is only supported for gateway, found no gateways: {gateways:?}"),
+                        format!(
+                            "JWT claim based routing (key: {name}) is only supported for gateway, found no gateways: [{}]",
+                            vs_gateways.join(" ")
+                        ),
                     );
                 }
             } else if !(is_header_name(name) || name.starts_with(':') && is_header_name(&name[1..]))
@@ -977,61 +984,222 @@ fn validate_cors(cx: &mut Ctx<'_>, p: &str, c: &CorsPolicy) {
     }
 }
 
-/// `analyzeUnreachableHTTPRules`: IST0130 / IST0131 warnings.
+fn route_name(i: usize, name: Option<&str>) -> String {
+    match name {
+        Some(n) if !n.is_empty() => format!("{n:?}"),
+        _ => format!("#{i}"),
+    }
+}
+
+fn warn_unused(cx: &mut Ctx<'_>, path: &str, rule: &str, reason: &str, help: Option<String>) {
+    let d = cx.with_code(
+        Severity::Warning,
+        codes::VS_UNREACHABLE_RULE,
+        path,
+        format!("virtualService rule {rule} not used ({reason})"),
+    );
+    if let Some(h) = help {
+        d.help(h);
+    }
+}
+
+fn warn_ineffective(cx: &mut Ctx<'_>, path: &str, rule: &str, matchno: &str, dup: &str) {
+    cx.with_code(
+        Severity::Warning,
+        codes::VS_INEFFECTIVE_MATCH,
+        path,
+        format!(
+            "virtualService rule {rule} match {matchno} is not used (duplicate/overlapping match in rule {dup})"
+        ),
+    );
+}
+
+/// A prefix match reduced for overlap checks (istiod `genMatchHTTPRoutes`).
+struct PrefixMatch {
+    route: String,
+    route_index: usize,
+    matchno: String,
+    match_index: usize,
+    prefix: String,
+    port: Option<u32>,
+    method: String,
+    authority: String,
+    headers: std::collections::BTreeMap<String, String>,
+    query: std::collections::BTreeMap<String, String>,
+    without: std::collections::BTreeMap<String, String>,
+}
+
+fn exact_or_prefix(m: Option<&crate::model::StringMatch>) -> String {
+    match m {
+        Some(m) if m.exact.as_deref().is_some_and(|e| !e.is_empty()) => {
+            format!("exact:{}", m.exact.as_deref().unwrap_or(""))
+        }
+        Some(m) if m.prefix.as_deref().is_some_and(|e| !e.is_empty()) => {
+            format!("prefix:{}", m.prefix.as_deref().unwrap_or(""))
+        }
+        _ => String::new(),
+    }
+}
+
+fn covered(a: &PrefixMatch, b: &PrefixMatch) -> bool {
+    if !b.prefix.starts_with(&a.prefix) || a.port != b.port {
+        return false;
+    }
+    let value_ok = |va: &str, vb: &str| va == vb || va.starts_with(vb);
+    if !value_ok(&a.method, &b.method) || !value_ok(&a.authority, &b.authority) {
+        return false;
+    }
+    for (ma, mb) in [
+        (&a.headers, &b.headers),
+        (&a.query, &b.query),
+        (&a.without, &b.without),
+    ] {
+        if ma.len() != mb.len() {
+            return false;
+        }
+        for (k, va) in ma {
+            match mb.get(k) {
+                Some(vb) if value_ok(va, vb) => {}
+                _ => return false,
+            }
+        }
+    }
+    true
+}
+
+/// `analyzeUnreachableHTTPRules`: IST0130 / IST0131 warnings, as istiod's webhook gives them.
 fn analyze_unreachable_http_rules(cx: &mut Ctx<'_>, routes: &[HttpRoute]) {
     let mut empty_match_at: Option<usize> = None;
-    let mut seen: Vec<(&HttpMatchRequest, String)> = Vec::new();
-    let rule_name = |i: usize, r: &HttpRoute| r.name.clone().unwrap_or_else(|| i.to_string());
+    let mut seen: Vec<(&HttpMatchRequest, usize)> = Vec::new();
+    let mut prefixes: Vec<PrefixMatch> = Vec::new();
     for (i, r) in routes.iter().enumerate() {
-        let name = rule_name(i, r);
+        let name = route_name(i, r.name.as_deref());
         let p = format!("spec.http[{i}]");
-        if let Some(prev) = empty_match_at {
-            let why = if r.matches.is_empty() {
-                "only the last rule can have no matches"
-            } else {
-                "route without matches defined before"
-            };
-            cx.with_code(
-                Severity::Warning,
-                codes::VS_UNREACHABLE_RULE,
-                &p,
-                format!("virtualService rule {name} not used ({why})"),
-            )
-            .help(format!(
-                "rule {} has no `match`, so it catches every request; move it last",
-                rule_name(prev, &routes[prev])
-            ));
-            continue;
-        }
         if r.matches.is_empty() {
+            if let Some(prev) = empty_match_at {
+                warn_unused(
+                    cx,
+                    &p,
+                    &name,
+                    "only the last rule can have no matches",
+                    Some(format!(
+                        "rule {} has no `match`, so it catches every request",
+                        route_name(prev, routes[prev].name.as_deref())
+                    )),
+                );
+            }
             empty_match_at = Some(i);
             continue;
         }
         let mut duplicates = 0;
         for (j, m) in r.matches.iter().enumerate() {
-            let found = seen
-                .iter()
-                .find(|(s, _)| same_match(s, m))
-                .map(|(_, n)| n.clone());
-            if let Some(dup) = found {
-                duplicates += 1;
-                cx.with_code(
-                    Severity::Warning,
-                    codes::VS_INEFFECTIVE_MATCH,
-                    &format!("{p}.match[{j}]"),
-                    format!("virtualService rule {name} match {j} is not used (duplicate/overlapping match in rule {dup})"),
+            let mp = format!("{p}.match[{j}]");
+            if let Some(prev) = empty_match_at {
+                warn_unused(
+                    cx,
+                    &mp,
+                    &name,
+                    "route without matches defined before",
+                    Some(format!(
+                        "rule {} has no `match`, so it catches every request; move it last",
+                        route_name(prev, routes[prev].name.as_deref())
+                    )),
                 );
-            } else {
-                seen.push((m, name.clone()));
+                continue;
+            }
+            let matchno = route_name(j, m.name.as_deref());
+            if let Some(&(_, dup)) = seen.iter().find(|(s, _)| same_match(s, m)) {
+                duplicates += 1;
+                let dup_name = route_name(dup, routes[dup].name.as_deref());
+                warn_ineffective(cx, &mp, &name, &matchno, &dup_name);
+                continue;
+            }
+            seen.push((m, i));
+            if let Some(prefix) = m
+                .uri
+                .as_ref()
+                .and_then(|u| u.prefix.as_deref())
+                .filter(|p| !p.is_empty())
+            {
+                let mut method = exact_or_prefix(m.method.as_ref());
+                if method.is_empty() {
+                    method = "exact:GET".to_owned();
+                }
+                let map = |x: &std::collections::BTreeMap<String, crate::model::StringMatch>| {
+                    x.iter()
+                        .map(|(k, v)| (k.clone(), exact_or_prefix(Some(v))))
+                        .collect()
+                };
+                prefixes.push(PrefixMatch {
+                    route: name.clone(),
+                    route_index: i,
+                    matchno: matchno.clone(),
+                    match_index: j,
+                    prefix: prefix.to_owned(),
+                    port: m.port,
+                    method,
+                    authority: exact_or_prefix(m.authority.as_ref()),
+                    headers: map(&m.headers),
+                    query: map(&m.query_params),
+                    without: map(&m.without_headers),
+                });
             }
         }
         if duplicates == r.matches.len() {
-            cx.with_code(
-                Severity::Warning,
-                codes::VS_UNREACHABLE_RULE,
-                &p,
-                format!("virtualService rule {name} not used (all matches used by prior rules)"),
-            );
+            warn_unused(cx, &p, &name, "all matches used by prior rules", None);
+        }
+    }
+    for (ai, a) in prefixes.iter().enumerate() {
+        for b in &prefixes[ai + 1..] {
+            if a.prefix == b.prefix {
+                continue;
+            }
+            if covered(a, b) {
+                let path = format!("spec.http[{}].match[{}]", b.route_index, b.match_index);
+                let matchno = format!("{} of prefix {}", b.matchno, b.prefix);
+                let dup = format!("{} of prefix {} on {}", a.matchno, a.prefix, a.route);
+                warn_ineffective(cx, &path, &b.route, &matchno, &dup);
+            }
+        }
+    }
+}
+
+/// The same analysis for TCP and TLS routes (no names: `#i`).
+fn analyze_unreachable_l4<M: PartialEq>(cx: &mut Ctx<'_>, kind: &str, routes: &[&[M]]) {
+    let mut empty_match_at = false;
+    let mut seen: Vec<(&M, usize)> = Vec::new();
+    for (i, matches) in routes.iter().enumerate() {
+        let name = format!("#{i}");
+        let p = format!("spec.{kind}[{i}]");
+        if matches.is_empty() {
+            if empty_match_at {
+                warn_unused(
+                    cx,
+                    &p,
+                    &name,
+                    "only the last rule can have no matches",
+                    None,
+                );
+            }
+            empty_match_at = true;
+            continue;
+        }
+        let mut duplicates = 0;
+        for (j, m) in matches.iter().enumerate() {
+            let mp = format!("{p}.match[{j}]");
+            if empty_match_at {
+                warn_unused(cx, &mp, &name, "route without matches defined before", None);
+                continue;
+            }
+            if let Some(&(_, dup)) = seen.iter().find(|(s, _)| *s == m) {
+                duplicates += 1;
+                warn_ineffective(cx, &mp, &name, &format!("#{j}"), &format!("#{dup}"));
+            } else {
+                seen.push((m, i));
+            }
+        }
+        if duplicates == matches.len() {
+            warn_unused(cx, &p, &name, "all matches used by prior rules", None);
         }
     }
 }
