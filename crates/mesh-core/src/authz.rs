@@ -164,6 +164,9 @@ fn list<T>(v: &[String], f: impl Fn(&str) -> Result<T, String>) -> Result<Box<[T
     v.iter().map(|s| f(s)).collect()
 }
 
+/// (namespace, service account).
+type NsSa = (Box<str>, Box<str>);
+
 #[derive(Debug, Clone)]
 struct CSource {
     principals: Box<[Pat]>,
@@ -172,8 +175,8 @@ struct CSource {
     not_request_principals: Box<[Pat]>,
     namespaces: Box<[Pat]>,
     not_namespaces: Box<[Pat]>,
-    service_accounts: Box<[(Box<str>, Box<str>)]>,
-    not_service_accounts: Box<[(Box<str>, Box<str>)]>,
+    service_accounts: Box<[NsSa]>,
+    not_service_accounts: Box<[NsSa]>,
     ip_blocks: Box<[IpNet]>,
     not_ip_blocks: Box<[IpNet]>,
     remote_ip_blocks: Box<[IpNet]>,
@@ -466,7 +469,7 @@ fn compile_rules(ap: &AuthorizationPolicy, ns: &str) -> Result<Box<[CRule]>, Str
 
 fn compile_source(s: &RuleSource, ns: &str) -> Result<CSource, String> {
     let pats = |v: &[String]| -> Box<[Pat]> { v.iter().map(|s| Pat::new(s)).collect() };
-    let sa = |v: &[String]| -> Result<Box<[(Box<str>, Box<str>)]>, String> {
+    let sa = |v: &[String]| -> Result<Box<[NsSa]>, String> {
         list(v, |s| {
             if s.contains('*') {
                 return Err(format!("wildcard not allowed, found in {s}"));
@@ -855,6 +858,11 @@ impl WorkloadAuthz {
             .chain(&self.audit)
             .chain(&self.dry_run)
             .map(|p| &*p.name)
+    }
+
+    /// Names of the applicable ALLOW policies (enforced ones).
+    pub fn allow_policies(&self) -> impl Iterator<Item = &str> {
+        self.allow.iter().map(|p| &*p.name)
     }
 
     /// True when no policy applies (everything is allowed).

@@ -344,14 +344,15 @@ mod tests {
         }));
         // (dr, subset, port, lb, has cp, tls)
         let lb = |e: &EffectivePolicy<'_>| e.load_balancer.and_then(|l| l.simple);
-        let table: Vec<(
-            Option<&TrafficPolicy>,
-            Option<&TrafficPolicy>,
+        type Case<'a> = (
+            Option<&'a TrafficPolicy>,
+            Option<&'a TrafficPolicy>,
             u16,
             Option<SimpleLb>,
             bool,
             bool,
-        )> = vec![
+        );
+        let table: Vec<Case<'_>> = vec![
             (
                 Some(&top),
                 None,

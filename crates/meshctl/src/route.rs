@@ -1,12 +1,464 @@
-//! `meshctl route`.
+//! `meshctl route URL`: explain offline where a request goes, as a sidecar (or a gateway)
+//! would route it: the VirtualService and route that match, the weighted destinations and
+//! every action, or the mesh's own answer (404, redirect, direct response, abort).
+//!
+//! With `--output json` exactly one JSON object is printed on stdout:
+//! `{"host", "virtual_service", "route", "status", "destinations": [{"host", "subset",
+//! "port", "weight"}], ...}` plus the actions (`rewrite`, `redirect`, `direct_response`,
+//! `timeout`, `retries`, `fault`, `mirrors`, `headers`). Exit status 0 when a decision was
+//! made, 2 on a usage error or a config that cannot be loaded.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use mesh_core::diag::Diagnostic;
+use mesh_core::load::{LoadOptions, Loader};
+use mesh_core::model::Labels;
+use mesh_core::names::MeshOptions;
+use mesh_core::route::{
+    AbortStatus, HeaderOpList, HttpRequestAttrs, RouteDecision, RouteOutcome, WeightedDestination,
+};
+use mesh_core::snapshot::Snapshot;
+use serde_json::{json, Value};
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Output {
+    /// A short human explanation.
+    Text,
+    /// One JSON object.
+    Json,
+}
 
 /// Arguments of `meshctl route`.
 #[derive(Debug, clap::Args)]
-pub(crate) struct Args {}
+pub(crate) struct Args {
+    /// The request URL (`http://reviews:9080/reviews/0`).
+    #[arg(value_name = "URL")]
+    url: String,
+    /// Config file or directory (repeatable).
+    #[arg(long = "config", short = 'c', value_name = "PATH", required = true)]
+    config: Vec<PathBuf>,
+    /// The client's namespace.
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Request method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    method: String,
+    /// Request header `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The client workload's labels `k=v,k=v` (for `sourceLabels`).
+    #[arg(long, value_name = "K=V,...")]
+    source_labels: Option<String>,
+    /// Route as this gateway (`NS/NAME`) instead of as mesh traffic.
+    #[arg(long, value_name = "NS/NAME")]
+    gateway: Option<String>,
+    /// Namespace given to config objects without one.
+    #[arg(long, default_value = "default")]
+    config_namespace: String,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value = "text")]
+    output: Output,
+}
 
-pub(crate) fn run(_args: Args) -> ExitCode {
-    eprintln!("meshctl route: not built yet");
-    ExitCode::from(2)
+/// Loads the config for `route`/`authz`: load errors are fatal (printed, `Err`); validation
+/// errors are printed as warnings (Istio would reject such config; we still explain it).
+pub(crate) fn load_snapshot(paths: &[PathBuf], config_ns: &str) -> Result<Snapshot, ExitCode> {
+    let loader = Loader::new(LoadOptions {
+        default_namespace: config_ns.to_owned(),
+        ..LoadOptions::default()
+    });
+    let loaded = match loader.load_paths(paths) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    if loaded.has_errors() {
+        for d in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+            eprintln!("{}", loaded.sources.render(d));
+        }
+        eprintln!("error: the configuration cannot be loaded");
+        return Err(ExitCode::from(2));
+    }
+    let invalid: Vec<Diagnostic> = mesh_core::validate::validate_all(&loaded.objects)
+        .into_iter()
+        .filter(Diagnostic::is_error)
+        .collect();
+    for d in &invalid {
+        eprintln!("{}", loaded.sources.render(d));
+    }
+    if !invalid.is_empty() {
+        eprintln!(
+            "warning: Istio would reject this configuration ({} error(s)); explaining it anyway",
+            invalid.len()
+        );
+    }
+    let opts = MeshOptions {
+        default_namespace: config_ns.to_owned(),
+        ..MeshOptions::default()
+    };
+    let snap = Snapshot::build(&loaded.objects, opts);
+    for e in snap.compile_errors() {
+        eprintln!("warning: {e}");
+    }
+    Ok(snap)
+}
+
+/// Parses `k=v,k=v`.
+pub(crate) fn parse_labels(s: Option<&str>) -> Result<Labels, String> {
+    let mut out = Labels::new();
+    for kv in s
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("label {kv:?} is not k=v"))?;
+        out.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
+/// Parses `Name: value` headers.
+pub(crate) fn parse_headers(hs: &[String]) -> Result<http::HeaderMap, String> {
+    let mut out = http::HeaderMap::new();
+    for h in hs {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?} is not `Name: value`"))?;
+        let name = http::header::HeaderName::from_bytes(k.trim().as_bytes())
+            .map_err(|_| format!("invalid header name {k:?}"))?;
+        let value = http::HeaderValue::from_str(v.trim())
+            .map_err(|_| format!("invalid header value {v:?}"))?;
+        out.append(name, value);
+    }
+    Ok(out)
+}
+
+fn dest_json(d: &WeightedDestination) -> Value {
+    json!({
+        "host": &*d.host,
+        "subset": d.subset.as_deref(),
+        "port": d.port,
+        "weight": d.weight,
+    })
+}
+
+fn ops_json(o: &HeaderOpList) -> Value {
+    let pairs = |v: &[(http::HeaderName, http::HeaderValue)]| -> Value {
+        v.iter()
+            .map(|(k, v)| (k.to_string(), json!(v.to_str().unwrap_or(""))))
+            .collect::<serde_json::Map<String, Value>>()
+            .into()
+    };
+    json!({
+        "set": pairs(&o.set),
+        "add": pairs(&o.add),
+        "remove": o.remove.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+fn secs(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+struct Request<'a> {
+    scheme: &'a str,
+    authority: &'a str,
+    port: u16,
+    path: &'a str,
+    query: Option<&'a str>,
+}
+
+fn to_json(d: &RouteDecision<'_>, r: &Request<'_>, snap: &Snapshot, client_ns: &str) -> Value {
+    let act = d.action();
+    let mut o = serde_json::Map::new();
+    o.insert("host".into(), json!(&*d.host));
+    o.insert("virtual_service".into(), json!(d.virtual_service_name()));
+    o.insert("route".into(), json!(d.route_index()));
+    o.insert(
+        "route_name".into(),
+        json!(d.rule.and_then(|r| r.name.as_deref())),
+    );
+    o.insert(
+        "delegate".into(),
+        d.rule
+            .and_then(|r| r.delegate.as_ref())
+            .map(|(vs, i)| json!({"virtual_service": &**vs, "route": i}))
+            .unwrap_or(Value::Null),
+    );
+    o.insert("status".into(), json!(d.status()));
+    o.insert("port".into(), json!(r.port));
+    let dests: Vec<Value> = d
+        .destinations()
+        .iter()
+        .map(|w| {
+            let mut v = dest_json(w);
+            let port = w.port.unwrap_or_else(|| {
+                snap.registry()
+                    .service(&w.host, client_ns)
+                    .filter(|s| s.ports.len() == 1)
+                    .map(|s| s.ports[0].number)
+                    .unwrap_or(r.port)
+            });
+            let p = snap.traffic_policy(&w.host, w.subset.as_deref(), port, client_ns);
+            v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
+            v["subset_defined"] = json!(p.subset_found);
+            v["target_port"] = json!(port);
+            v
+        })
+        .collect();
+    o.insert("destinations".into(), dests.into());
+    let rewrite = act.and_then(|a| a.rewrite.as_ref()).map(|rw| {
+        json!({
+            "uri": rw.path(r.path, d.prefix_len),
+            "authority": rw.authority.as_deref(),
+        })
+    });
+    o.insert("rewrite".into(), rewrite.unwrap_or(Value::Null));
+    o.insert(
+        "redirect".into(),
+        match d.outcome {
+            RouteOutcome::Redirect(rd) => json!({
+                "code": rd.code,
+                "location": rd.location(r.scheme, r.authority, r.port, r.path, r.query, d.prefix_len),
+            }),
+            _ => Value::Null,
+        },
+    );
+    o.insert(
+        "direct_response".into(),
+        match d.outcome {
+            RouteOutcome::DirectResponse(dr) => json!({
+                "status": dr.status,
+                "body": dr.body.as_deref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            }),
+            _ => Value::Null,
+        },
+    );
+    o.insert("timeout".into(), json!(d.timeout().map(secs)));
+    let rt = d.retries();
+    o.insert(
+        "retries".into(),
+        json!({
+            "attempts": rt.attempts,
+            "per_try_timeout": rt.per_try_timeout.map(secs),
+            "retry_on": (!rt.retry_on.is_empty()).then_some(&*rt.retry_on),
+            "retriable_status_codes": &*rt.retriable_status_codes,
+        }),
+    );
+    let fault = act.and_then(|a| a.fault.as_ref()).map(|f| {
+        json!({
+            "delay": f.delay.map(|(d, p)| json!({"fixed_delay": secs(d), "percentage": p.percent()})),
+            "abort": f.abort.map(|(s, p)| match s {
+                AbortStatus::Http(c) => json!({"http_status": c, "percentage": p.percent()}),
+                AbortStatus::Grpc(c) => json!({"grpc_status": c, "percentage": p.percent()}),
+            }),
+        })
+    });
+    o.insert("fault".into(), fault.unwrap_or(Value::Null));
+    let mirrors: Vec<Value> = act
+        .map(|a| {
+            a.mirrors
+                .iter()
+                .map(|m| {
+                    let mut v = dest_json(&m.destination);
+                    v.as_object_mut().map(|o| o.remove("weight"));
+                    v["percentage"] = json!(m.share.percent());
+                    v
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    o.insert("mirrors".into(), mirrors.into());
+    o.insert(
+        "headers".into(),
+        act.filter(|a| !a.headers.request.is_empty() || !a.headers.response.is_empty())
+            .map(|a| json!({"request": ops_json(&a.headers.request), "response": ops_json(&a.headers.response)}))
+            .unwrap_or(Value::Null),
+    );
+    Value::Object(o)
+}
+
+fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) -> String {
+    let mut s = format!(
+        "{method} {url} from {}\n",
+        match gateway {
+            Some(g) => format!("gateway {g}"),
+            None => format!("namespace {ns}"),
+        }
+    );
+    s.push_str(&format!("host: {}\n", v["host"].as_str().unwrap_or("")));
+    match (v["virtual_service"].as_str(), v["route"].as_u64()) {
+        (None, _) => s.push_str("no VirtualService applies: the request goes to the host itself\n"),
+        (Some(vs), Some(i)) => {
+            s.push_str(&format!("VirtualService {vs}, http route {i} matched"));
+            if let Some(n) = v["route_name"].as_str() {
+                s.push_str(&format!(" ({n})"));
+            }
+            if let Some(dv) = v["delegate"]["virtual_service"].as_str() {
+                s.push_str(&format!(
+                    ", delegated to {dv} route {}",
+                    v["delegate"]["route"]
+                ));
+            }
+            s.push('\n');
+        }
+        (Some(vs), None) => s.push_str(&format!("VirtualService {vs}: no route matches\n")),
+    }
+    if let Some(st) = v["status"].as_u64() {
+        let why = if !v["redirect"].is_null() {
+            format!(
+                "redirect to {}",
+                v["redirect"]["location"].as_str().unwrap_or("")
+            )
+        } else if !v["direct_response"].is_null() {
+            "direct response".to_owned()
+        } else if v["route"].is_null() {
+            "no route (Envoy NR)".to_owned()
+        } else {
+            "fault injection abort".to_owned()
+        };
+        s.push_str(&format!("the mesh answers {st}: {why}\n"));
+    }
+    let dests = v["destinations"].as_array().cloned().unwrap_or_default();
+    let total: u64 = dests
+        .iter()
+        .map(|d| d["weight"].as_u64().unwrap_or(0))
+        .sum();
+    for d in &dests {
+        let w = d["weight"].as_u64().unwrap_or(0);
+        s.push_str(&format!(
+            "-> {}{}{} {:.1}%",
+            d["host"].as_str().unwrap_or(""),
+            d["subset"]
+                .as_str()
+                .map(|x| format!(" subset {x}"))
+                .unwrap_or_default(),
+            d["port"]
+                .as_u64()
+                .map(|p| format!(" port {p}"))
+                .unwrap_or_default(),
+            if total == 0 {
+                0.0
+            } else {
+                w as f64 * 100.0 / total as f64
+            },
+        ));
+        if d["subset_defined"] == json!(false) {
+            s.push_str(" (no DestinationRule defines this subset: Envoy answers 503)");
+        }
+        s.push('\n');
+    }
+    if let Some(u) = v["rewrite"]["uri"].as_str() {
+        s.push_str(&format!("rewrite path to {u}\n"));
+    }
+    if let Some(a) = v["rewrite"]["authority"].as_str() {
+        s.push_str(&format!("rewrite authority to {a}\n"));
+    }
+    if !v["fault"].is_null() {
+        s.push_str(&format!("fault: {}\n", v["fault"]));
+    }
+    for m in v["mirrors"].as_array().into_iter().flatten() {
+        s.push_str(&format!(
+            "mirror {}% to {}\n",
+            m["percentage"],
+            m["host"].as_str().unwrap_or("")
+        ));
+    }
+    if v["status"].is_null() || v["fault"].is_object() {
+        s.push_str(&format!(
+            "timeout: {}; retries: {} on {}\n",
+            v["timeout"].as_str().unwrap_or("none"),
+            v["retries"]["attempts"],
+            v["retries"]["retry_on"].as_str().unwrap_or("-")
+        ));
+    }
+    s
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let raw = if args.url.contains("://") {
+        args.url.clone()
+    } else {
+        format!("http://{}", args.url)
+    };
+    let uri: http::Uri = match raw.parse() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: invalid URL {:?}: {e}", args.url);
+            return ExitCode::from(2);
+        }
+    };
+    let (labels, headers) = match (
+        parse_labels(args.source_labels.as_deref()),
+        parse_headers(&args.headers),
+    ) {
+        (Ok(l), Ok(h)) => (l, h),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(authority) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or(uri.authority().map(|a| a.as_str()))
+    else {
+        eprintln!("error: the URL has no host");
+        return ExitCode::from(2);
+    };
+    let snap = match load_snapshot(&args.config, &args.config_namespace) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let scheme = uri.scheme_str().unwrap_or("http");
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let attrs = HttpRequestAttrs {
+        client_namespace: &args.namespace,
+        source_labels: &labels,
+        gateway: args.gateway.as_deref(),
+        authority,
+        port,
+        method: &args.method,
+        path: uri.path(),
+        query: uri.query(),
+        scheme,
+        headers: &headers,
+    };
+    let d = snap.route_http(&attrs);
+    let req = Request {
+        scheme,
+        authority,
+        port,
+        path: uri.path(),
+        query: uri.query(),
+    };
+    let v = to_json(&d, &req, &snap, &args.namespace);
+    match args.output {
+        Output::Json => println!("{v}"),
+        Output::Text => print!(
+            "{}",
+            to_text(
+                &v,
+                &args.method,
+                &args.url,
+                &args.namespace,
+                args.gateway.as_deref()
+            )
+        ),
+    }
+    ExitCode::SUCCESS
 }

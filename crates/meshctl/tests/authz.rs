@@ -1,0 +1,197 @@
+//! `meshctl authz` end to end: the real binary on the istio.io authorization tasks.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn meshctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .output()
+        .expect("run meshctl")
+}
+
+fn task(f: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/istio-samples/istio-io-tasks")
+        .join(f)
+        .display()
+        .to_string()
+}
+
+fn decide(args: &[&str]) -> Value {
+    let mut a = vec!["authz"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--output", "json"]);
+    let out = meshctl(&a);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(s.trim().lines().count(), 1, "{s}");
+    serde_json::from_str(&s).unwrap()
+}
+
+#[test]
+fn httpbin_sleep_tasks() {
+    let deny = task("authz-deny-method-get-unless-x-token-admin.yaml");
+    let allow = task("authz-deny-allow-path-ip.yaml");
+    let base = [
+        "--config",
+        &deny,
+        "--config",
+        &allow,
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--principal",
+        "cluster.local/ns/foo/sa/sleep",
+        "--port",
+        "8000",
+    ];
+    // (path, token, decision, policy)
+    let table = [
+        ("/ip", "guest", "DENY", Some("foo/deny-method-get")),
+        ("/ip", "admin", "ALLOW", Some("foo/allow-path-ip")),
+        ("/get", "admin", "DENY", None),
+    ];
+    for (path, token, want, policy) in table {
+        let h = format!("x-token: {token}");
+        let mut a = base.to_vec();
+        a.extend_from_slice(&["--path", path, "--header", &h]);
+        let v = decide(&a);
+        assert_eq!(v["decision"], want, "{path} {token}");
+        assert_eq!(v["policy"].as_str(), policy, "{path} {token}");
+        assert!(v["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    }
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--method", "POST", "--path", "/ip"]);
+    assert_eq!(decide(&a)["decision"], "ALLOW");
+
+    // seed: ALLOW only from sleep
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.yaml");
+    std::fs::write(&f, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: httpbin-policy, namespace: default}\nspec:\n  selector: {matchLabels: {app: httpbin}}\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/default/sa/sleep\"]}}]\n").unwrap();
+    let f = f.to_str().unwrap();
+    let v = decide(&[
+        "--config",
+        f,
+        "--namespace",
+        "default",
+        "--labels",
+        "app=httpbin",
+        "--principal",
+        "cluster.local/ns/default/sa/sleep",
+    ]);
+    assert_eq!(
+        (v["decision"].as_str(), v["policy"].as_str()),
+        (Some("ALLOW"), Some("default/httpbin-policy"))
+    );
+    let v = decide(&[
+        "--config",
+        f,
+        "--namespace",
+        "default",
+        "--labels",
+        "app=httpbin",
+    ]);
+    assert_eq!(v["decision"], "DENY");
+    assert_eq!(v["policy"], Value::Null);
+    let v = decide(&[
+        "--config",
+        f,
+        "--namespace",
+        "default",
+        "--labels",
+        "app=other",
+    ]);
+    assert_eq!(v["decision"], "ALLOW");
+}
+
+#[test]
+fn allow_nothing_tcp_and_strict_mtls() {
+    let v = decide(&[
+        "--config",
+        &task("authz-http-allow-nothing.yaml"),
+        "--namespace",
+        "default",
+        "--labels",
+        "app=productpage",
+    ]);
+    assert_eq!(v["decision"], "DENY");
+    let tcp = task("authz-tcp-allow-ports.yaml");
+    for (port, want) in [("9000", "ALLOW"), ("9002", "DENY")] {
+        let v = decide(&[
+            "--config",
+            &tcp,
+            "--namespace",
+            "foo",
+            "--labels",
+            "app=tcp-echo",
+            "--tcp",
+            "--port",
+            port,
+        ]);
+        assert_eq!(v["decision"], want, "{port}");
+    }
+    let strict = task("mtls-migration-strict-namespace.yaml");
+    let v = decide(&[
+        "--config",
+        &strict,
+        "--config-namespace",
+        "foo",
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ]);
+    assert_eq!(v["decision"], "DENY");
+    assert_eq!(v["policy"], "foo/default");
+    assert_eq!(v["mtls_mode"], "STRICT");
+    let v = decide(&[
+        "--config",
+        &strict,
+        "--config-namespace",
+        "foo",
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--principal",
+        "cluster.local/ns/foo/sa/sleep",
+    ]);
+    assert_eq!(v["decision"], "ALLOW");
+
+    let out = meshctl(&[
+        "authz",
+        "--config",
+        &tcp,
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=tcp-echo",
+        "--tcp",
+        "--port",
+        "9002",
+    ]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("DENY TCP connection to port 9002"),
+        "{text}"
+    );
+    let out = meshctl(&[
+        "authz",
+        "--config",
+        &tcp,
+        "--namespace",
+        "foo",
+        "--labels",
+        "broken",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}

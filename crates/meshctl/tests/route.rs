@@ -1,0 +1,258 @@
+//! `meshctl route` end to end: the real binary on the Istio samples and our own files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn meshctl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args(args)
+        .output()
+        .expect("run meshctl")
+}
+
+fn sample(f: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/istio-samples")
+        .join(f)
+        .display()
+        .to_string()
+}
+
+fn json(args: &[&str]) -> Value {
+    let mut a = vec!["route"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["--output", "json"]);
+    let out = meshctl(&a);
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.trim().lines().count(),
+        1,
+        "one JSON object: {stdout}"
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn request_routing_for_jason() {
+    let vs = sample("bookinfo/networking/virtual-service-reviews-test-v2.yaml");
+    let dr = sample("bookinfo/networking/destination-rule-all.yaml");
+    let base = [
+        "http://reviews:9080/reviews/0",
+        "--config",
+        &vs,
+        "--config",
+        &dr,
+    ];
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--header", "end-user: jason"]);
+    let v = json(&a);
+    assert_eq!(v["host"], "reviews.default.svc.cluster.local");
+    assert_eq!(v["virtual_service"], "default/reviews");
+    assert_eq!(v["route"], 0);
+    assert_eq!(v["status"], Value::Null);
+    let d = &v["destinations"][0];
+    assert_eq!(d["host"], "reviews.default.svc.cluster.local");
+    assert_eq!(d["subset"], "v2");
+    assert_eq!(d["weight"], 100);
+    assert_eq!(v["retries"]["attempts"], 2);
+    assert_eq!(v["timeout"], Value::Null);
+
+    let v = json(&base);
+    assert_eq!(v["route"], 1);
+    assert_eq!(v["destinations"][0]["subset"], "v1");
+
+    // text: a short explanation
+    let mut a = vec!["route"];
+    a.extend_from_slice(&base);
+    let out = meshctl(&a);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("VirtualService default/reviews, http route 1 matched"),
+        "{text}"
+    );
+    assert!(text.contains("subset v1 100.0%"), "{text}");
+}
+
+#[test]
+fn traffic_shifting_and_faults() {
+    let v = json(&[
+        "http://reviews:9080/",
+        "--config",
+        &sample("bookinfo/networking/virtual-service-reviews-80-20.yaml"),
+    ]);
+    let d = v["destinations"].as_array().unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(
+        (d[0]["subset"].as_str(), d[0]["weight"].as_u64()),
+        (Some("v1"), Some(80))
+    );
+    assert_eq!(
+        (d[1]["subset"].as_str(), d[1]["weight"].as_u64()),
+        (Some("v2"), Some(20))
+    );
+
+    let abort = sample("bookinfo/networking/virtual-service-ratings-test-abort.yaml");
+    let v = json(&[
+        "http://ratings:9080/ratings/0",
+        "--config",
+        &abort,
+        "-H",
+        "end-user: jason",
+    ]);
+    assert_eq!(v["status"], 500);
+    assert_eq!(v["fault"]["abort"]["http_status"], 500);
+    assert_eq!(v["fault"]["abort"]["percentage"], 100.0);
+    let v = json(&["http://ratings:9080/ratings/0", "--config", &abort]);
+    assert_eq!(v["status"], Value::Null);
+    assert_eq!(v["route"], 1);
+
+    let delay = sample("bookinfo/networking/virtual-service-ratings-test-delay.yaml");
+    let v = json(&[
+        "http://ratings:9080/",
+        "--config",
+        &delay,
+        "-H",
+        "end-user: jason",
+    ]);
+    assert_eq!(v["fault"]["delay"]["fixed_delay"], "7s");
+    assert_eq!(v["status"], Value::Null);
+}
+
+#[test]
+fn no_virtual_service_gateway_and_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = sample("bookinfo/networking/bookinfo-gateway.yaml");
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
+    // no VirtualService: the host itself
+    let v = json(&["http://details:9080/details/0", "--config", &kube]);
+    assert_eq!(v["virtual_service"], Value::Null);
+    assert_eq!(v["route"], Value::Null);
+    assert_eq!(v["status"], Value::Null);
+    assert_eq!(
+        v["destinations"][0]["host"],
+        "details.default.svc.cluster.local"
+    );
+    assert_eq!(v["destinations"][0]["subset"], Value::Null);
+    assert_eq!(v["destinations"][0]["weight"], 100);
+    // at the gateway
+    let g = ["--gateway", "default/bookinfo-gateway", "--config", &cfg];
+    let mut a = vec!["http://bookinfo.example.com:8080/productpage"];
+    a.extend_from_slice(&g);
+    let v = json(&a);
+    assert_eq!(v["virtual_service"], "default/bookinfo");
+    assert_eq!(
+        v["destinations"][0]["host"],
+        "productpage.default.svc.cluster.local"
+    );
+    assert_eq!(v["destinations"][0]["port"], 9080);
+    let mut a = vec!["http://bookinfo.example.com:8080/nothing"];
+    a.extend_from_slice(&g);
+    let v = json(&a);
+    assert_eq!(v["status"], 404);
+    assert_eq!(v["route"], Value::Null);
+    assert_eq!(v["destinations"], serde_json::json!([]));
+
+    // our own: redirect, direct response, rewrite, mirror, sourceLabels, namespaces
+    let own = write(
+        dir.path(),
+        "own.yaml",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: prod}
+spec:
+  hosts: [api]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, redirectCode: 308}
+  - match: [{uri: {exact: /health}}]
+    directResponse: {status: 200, body: {string: ok}}
+  - match: [{uri: {prefix: /v1}, sourceLabels: {app: web}}]
+    rewrite: {uri: /v2}
+    timeout: 1500ms
+    retries: {attempts: 5, retryOn: "gateway-error,503"}
+    mirror: {host: api-shadow}
+    route: [{destination: {host: api, port: {number: 8080}}}]
+"#,
+    );
+    let own = own.to_str().unwrap();
+    let v = json(&["http://api.prod/old/x?q=1", "--config", own]);
+    assert_eq!(v["status"], 308);
+    assert_eq!(v["redirect"]["location"], "http://api.prod/new?q=1");
+    let v = json(&["http://api.prod/health", "--config", own, "-n", "prod"]);
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["direct_response"]["body"], "ok");
+    let v = json(&[
+        "http://api/v1/x",
+        "--config",
+        own,
+        "-n",
+        "prod",
+        "--source-labels",
+        "app=web,version=1",
+    ]);
+    assert_eq!(v["route"], 2);
+    assert_eq!(v["rewrite"]["uri"], "/v2/x");
+    assert_eq!(v["timeout"], "1.5s");
+    assert_eq!(v["retries"]["attempts"], 5);
+    assert_eq!(
+        v["retries"]["retriable_status_codes"],
+        serde_json::json!([503])
+    );
+    assert_eq!(v["mirrors"][0]["host"], "api-shadow.prod.svc.cluster.local");
+    assert_eq!(v["destinations"][0]["port"], 8080);
+    // without the source labels the last route does not match: 404
+    let v = json(&["http://api/v1/x", "--config", own, "-n", "prod"]);
+    assert_eq!(v["status"], 404);
+    // from another namespace `api` is another service
+    let v = json(&["http://api/v1/x", "--config", own, "-n", "default"]);
+    assert_eq!(v["host"], "api.default.svc.cluster.local");
+    assert_eq!(v["virtual_service"], Value::Null);
+}
+
+#[test]
+fn errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x}\nspec: {hosts: [a], htp: []}\n",
+    );
+    let out = meshctl(&[
+        "route",
+        "http://a/",
+        "--config",
+        bad.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("htp"));
+    let out = meshctl(&["route", "http://a/", "--config", "/no/such/path"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = meshctl(&[
+        "route",
+        "http://a/",
+        "--config",
+        bad.to_str().unwrap(),
+        "-H",
+        "nocolon",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+}
