@@ -471,7 +471,9 @@ pub(crate) fn validate_gateway_names(cx: &mut Ctx<'_>, path: &str, names: &[Stri
                     cx.error(&p, "config namespace and gateway name cannot be empty");
                     continue;
                 }
-                if ns != "." && !is_dns1123_label(ns) {
+                // istiod's webhook checks the namespace as a DNS label (so `./name` is rejected
+                // here even though config resolution understands it).
+                if !is_dns1123_label(ns) {
                     cx.error(&p, format!("invalid value for namespace: {ns:?}"));
                 }
                 if !is_dns1123_label(name) {

@@ -160,27 +160,18 @@ pub(super) fn validate(cx: &mut Ctx<'_>, vs: &VirtualService) {
             for (k, sni) in m.sni_hosts.iter().enumerate() {
                 let sp = format!("{mp}.sniHosts[{k}]");
                 if is_ip(sni) {
-                    cx.warn(&sp, format!("using an IP address ({sni:?}) as SNI host is not recommended; SNI must be a host name"));
+                    cx.warn(
+                        &sp,
+                        format!("using an IP address ({sni:?}) goes against SNI spec and most clients do not support this"),
+                    );
                     continue;
                 }
                 if let Err(e) = validate_wildcard_domain(sni) {
                     cx.error(&sp, e);
                     continue;
                 }
-                let resolved_sni = sni.to_ascii_lowercase();
-                let ok = vs.hosts.iter().any(|h| {
-                    let h = host::resolve_short_name(
-                        &h.to_ascii_lowercase(),
-                        cx.namespace(),
-                        host::DEFAULT_DOMAIN_SUFFIX,
-                    );
-                    let s = host::resolve_short_name(
-                        &resolved_sni,
-                        cx.namespace(),
-                        host::DEFAULT_DOMAIN_SUFFIX,
-                    );
-                    host::subset_of(&s, &h)
-                });
+                // istiod compares the names as written (no short-name resolution).
+                let ok = vs.hosts.iter().any(|h| host::subset_of(sni, h));
                 if !ok && !vs.hosts.is_empty() {
                     cx.error(
                         &sp,
@@ -284,9 +275,12 @@ fn validate_route_destinations(
 /// `validateDestination`.
 pub(super) fn validate_destination(cx: &mut Ctx<'_>, p: &str, d: &Destination) {
     let hp = format!("{p}.host");
-    if d.host.is_empty() {
+    if d.host.is_empty() && cx.obj.source.locate(p).is_none() {
         cx.error(p, "destination is required")
-            .help("set `destination.host` to a service host name");
+            .help("set `destination: {host: <service>}`");
+    } else if d.host.is_empty() {
+        cx.error(&hp, "empty domain name not allowed")
+            .help("set `host` to a service host name such as `reviews`");
     } else if d.host == "*" {
         cx.error(&hp, format!("invalid destination host {}", d.host));
     } else if let Err(e) = validate_wildcard_domain(&d.host) {
@@ -451,7 +445,12 @@ fn validate_http_route(
         validate_destination(cx, &format!("{p}.mirror"), m);
     }
     if let Some(mp) = &r.mirror_percentage {
-        validate_mirror_percentage(cx, &format!("{p}.mirrorPercentage"), mp);
+        validate_mirror_percentage(
+            cx,
+            &format!("{p}.mirrorPercentage"),
+            "mirror_percentage",
+            mp,
+        );
     }
     if r.mirror_percent.is_some() {
         cx.warn(
@@ -471,7 +470,7 @@ fn validate_http_route(
         let mp = format!("{p}.mirrors[{i}]");
         validate_destination(cx, &format!("{mp}.destination"), &m.destination);
         if let Some(pc) = &m.percentage {
-            validate_mirror_percentage(cx, &format!("{mp}.percentage"), pc);
+            validate_mirror_percentage(cx, &format!("{mp}.percentage"), "mirror percentage", pc);
         }
     }
     if let Some(rd) = &r.redirect {
@@ -608,22 +607,19 @@ fn validate_route_conflicts(cx: &mut Ctx<'_>, p: &str, r: &HttpRoute) {
     }
 }
 
-fn validate_mirror_percentage(cx: &mut Ctx<'_>, p: &str, pc: &Percent) {
+fn validate_mirror_percentage(cx: &mut Ctx<'_>, p: &str, what: &str, pc: &Percent) {
     if pc.value > 100.0 {
         cx.error(
             p,
             format!(
-                "mirror_percentage must have a max value of 100 (it has {:.6})",
+                "{what} must have a max value of 100 (it has {:.6})",
                 pc.value
             ),
         );
     } else if pc.value < 0.0 {
         cx.error(
             p,
-            format!(
-                "mirror_percentage must have a min value of 0 (it has {:.6})",
-                pc.value
-            ),
+            format!("{what} must have a min value of 0 (it has {:.6})", pc.value),
         );
     }
 }
@@ -943,13 +939,33 @@ fn validate_fault(cx: &mut Ctx<'_>, p: &str, f: &HttpFaultInjection) {
 
 fn validate_cors(cx: &mut Ctx<'_>, p: &str, c: &CorsPolicy) {
     for (i, o) in c.allow_origins.iter().enumerate() {
-        validate_string_match(
-            cx,
-            &format!("{p}.allowOrigins[{i}]"),
-            "allowOrigins",
-            o,
-            false,
-        );
+        let op = format!("{p}.allowOrigins[{i}]");
+        let value = o
+            .exact
+            .as_deref()
+            .or(o.prefix.as_deref())
+            .or(o.regex.as_deref())
+            .unwrap_or("");
+        if value.is_empty() {
+            cx.error(
+                &op,
+                format!("'{value}' is not a valid match type for CORS allow origins"),
+            );
+        } else if o.arms_set() > 1 {
+            validate_string_match(cx, &op, "corsPolicy.allowOrigins", o, false);
+        } else if let Some(r) = &o.regex {
+            if r.len() > 1024 {
+                cx.error(
+                    &format!("{op}.regex"),
+                    "\"corsPolicy.allowOrigins\": regex is too large, max length allowed is 1024",
+                );
+            } else if let Err(e) = validate_regex(r) {
+                cx.error(
+                    &format!("{op}.regex"),
+                    format!("\"corsPolicy.allowOrigins\": {e}"),
+                );
+            }
+        }
     }
     for (i, m) in c.allow_methods.iter().enumerate() {
         if !CORS_METHODS.contains(&m.as_str()) {
