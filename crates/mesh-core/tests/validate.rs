@@ -108,9 +108,9 @@ const CASES: &[Case] = &[
     ("ServiceEntry", "hosts: [a.com]\naddresses: [10.0.0.0/8]\nresolution: DNS\nports: [{number: 80, name: http, protocol: HTTP}]", E, "spec.addresses[0]", "CIDR addresses are allowed only for NONE/STATIC resolution types"),
     ("ServiceEntry", "hosts: [a.com]\nresolution: DYNAMIC_DNS\nports: [{number: 80, name: http, protocol: HTTP}]", E, "spec.hosts[0]", "host must be wildcarded for resolution mode DYNAMIC_DNS"),
     ("ServiceEntry", "hosts: [a.com]\nexportTo: ['~', '.']\nports: [{number: 80, name: http, protocol: HTTP}]", E, "spec.exportTo", "cannot export service entry to no one (~) and someone"),
-    ("ServiceEntry", "hosts: [db.example.com]\nports: [{number: 5432, name: tcp-pg, protocol: TCP}]", W, "spec.addresses", "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled"),
+    ("ServiceEntry", "hosts: [db.example.com]\nports: [{number: 5432, name: tcp-pg, protocol: TCP}]", W, "spec.ports[0].protocol", "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled"),
     ("WorkloadEntry", "labels: {app: a}", E, "spec.address", "address is required"),
-    ("WorkloadEntry", "address: 'unix://rel/path'", E, "spec.address", "UDS must be an absolute path or abstract socket"),
+    ("WorkloadEntry", "address: 'unix://rel/path'", E, "spec.address", "rel/path is not an absolute path"),
     // Gateway
     ("Gateway", "selector: {istio: ingressgateway}", E, "spec.servers", "gateway must have at least one server"),
     ("Gateway", "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com]}]", E, "spec.servers[0]", "server must have TLS settings for HTTPS/TLS protocols"),

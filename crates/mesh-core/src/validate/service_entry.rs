@@ -41,6 +41,13 @@ fn is_http_or_tls(p: &str) -> bool {
     .any(|k| k.eq_ignore_ascii_case(p))
 }
 
+/// `protocol.IsTCP`: TCP-based protocols that are neither HTTP nor HTTPS-terminated.
+fn is_tcp_based(p: &str) -> bool {
+    ["TCP", "HTTPS", "TLS", "MONGO", "REDIS", "MYSQL"]
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(p))
+}
+
 fn is_unix(addr: &str) -> bool {
     addr.starts_with("unix://")
 }
@@ -110,8 +117,17 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
                 format!("unsupported protocol: {}", port.protocol),
             );
         }
-        // istiod compares case-sensitively here (spec §13.7).
+        // istiod compares case-sensitively here (spec §13.7), and warns per port.
         if port.protocol.is_empty() || port.protocol == "TCP" {
+            let autoallocated = cx.opts.ip_autoallocate && se.resolution != Resolution::None;
+            if se.addresses.is_empty() && !autoallocated {
+                cx.warn(
+                    &format!("{p}.protocol"),
+                    "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled",
+                );
+            }
+        }
+        if is_tcp_based(&port.protocol) {
             has_tcp_like = true;
         }
         if !port.protocol.is_empty() && !is_http_or_tls(&port.protocol) || port.protocol.is_empty()
@@ -119,17 +135,11 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
             non_http_tls = true;
         }
     }
-    if has_tcp_like && se.addresses.is_empty() {
-        // istiod auto-allocates a VIP when resolution is not NONE (PILOT_ENABLE_IP_AUTOALLOCATE).
-        let autoallocated = cx.opts.ip_autoallocate && se.resolution != Resolution::None;
-        if !autoallocated {
-            cx.warn(
-                "spec.addresses",
-                "addresses are required for ports serving TCP (or unset) protocol when IP Autoallocation is not enabled",
-            );
-        }
-    }
-    if has_tcp_like && !se.addresses.is_empty() && se.hosts.len() > 1 {
+    if matches!(se.resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+        && has_tcp_like
+        && !se.addresses.is_empty()
+        && se.hosts.len() > 1
+    {
         cx.warn(
             "spec.hosts",
             "service entry can not have more than one host specified simultaneously with address and tcp port",
@@ -146,7 +156,7 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
             cx,
             "spec.workloadSelector.labels",
             &sel.labels,
-            "workload selector specified without labels",
+            "service entry: workload selector specified without labels, will be applied to all services in namespace",
         );
     }
     validate_export_to(cx, "spec.exportTo", &se.export_to, true, false);
@@ -170,7 +180,11 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
             let unix_count = se.endpoints.iter().filter(|e| is_unix(&e.address)).count();
             for (i, ep) in se.endpoints.iter().enumerate() {
                 let p = format!("spec.endpoints[{i}]");
-                if is_unix(&ep.address) {
+                if let Some(path) = ep.address.strip_prefix("unix://") {
+                    cx.check(
+                        &format!("{p}.address"),
+                        super::gateway::validate_unix_address(path),
+                    );
                     if !ep.ports.is_empty() {
                         cx.error(
                             &format!("{p}.ports"),
@@ -189,6 +203,7 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
                 validate_endpoint_common(cx, &p, ep, se);
             }
             if unix_count > 0 && se.ports.len() != 1 {
+                // Reported once (istiod repeats it per unix endpoint).
                 cx.error(
                     "spec.ports",
                     "exactly 1 service port required for unix endpoints",
@@ -219,10 +234,7 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
             }
             for (i, ep) in se.endpoints.iter().enumerate() {
                 let p = format!("spec.endpoints[{i}]");
-                if !is_unix(&ep.address)
-                    && !is_ip(&ep.address)
-                    && validate_fqdn(&ep.address).is_err()
-                {
+                if !is_ip(&ep.address) && validate_fqdn(&ep.address).is_err() {
                     cx.error(
                         &format!("{p}.address"),
                         format!(
@@ -279,13 +291,17 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
 
 fn validate_endpoint_common(cx: &mut Ctx<'_>, p: &str, ep: &WorkloadEntry, se: &ServiceEntry) {
     for (name, port) in &ep.ports {
+        let pp = format!("{p}.ports.{name}");
         if !se.ports.iter().any(|sp| &sp.name == name) {
             cx.error(
-                &format!("{p}.ports.{name}"),
-                format!("endpoint port {name} is not defined by the service entry"),
+                &pp,
+                format!("endpoint port {port} is not defined by the service entry"),
             );
         }
-        cx.check(&format!("{p}.ports.{name}"), validate_port(*port));
+        if !is_dns1123_label(name) {
+            cx.error(&pp, format!("invalid port name: {name}"));
+        }
+        cx.check(&pp, validate_port(*port));
     }
     validate_labels(cx, &format!("{p}.labels"), &ep.labels);
 }
@@ -293,29 +309,25 @@ fn validate_endpoint_common(cx: &mut Ctx<'_>, p: &str, ep: &WorkloadEntry, se: &
 /// `ValidateWorkloadEntry`.
 pub(super) fn validate_workload_entry(cx: &mut Ctx<'_>, we: &WorkloadEntry) {
     if we.address.is_empty() {
-        match &we.network {
-            Some(n) if !n.is_empty() => {
+        match we.network.as_deref().filter(|n| !n.is_empty()) {
+            Some(n) => {
                 cx.warn(
                     "spec.address",
                     format!("address is unset with network {n:?}"),
                 );
             }
-            _ => {
+            None => {
                 cx.error("spec.address", "address is required");
+                return;
             }
         }
-    } else if is_unix(&we.address) {
-        let path = &we.address["unix://".len()..];
-        if !(path.starts_with('/') || path.starts_with('@')) {
-            cx.error(
-                "spec.address",
-                "UDS must be an absolute path or abstract socket",
-            );
-        } else if path.ends_with('/') {
-            cx.error("spec.address", "UDS may not be a dir");
-        }
+    } else if let Some(path) = we.address.strip_prefix("unix://") {
+        cx.check("spec.address", super::gateway::validate_unix_address(path));
         if !we.ports.is_empty() {
-            cx.error("spec.ports", "UDS may not include ports");
+            cx.error(
+                "spec.ports",
+                format!("unix endpoint {} must not include ports", we.address),
+            );
         }
     } else if !is_ip(&we.address) && validate_fqdn(&we.address).is_err() {
         cx.error(
@@ -329,7 +341,7 @@ pub(super) fn validate_workload_entry(cx: &mut Ctx<'_>, we: &WorkloadEntry) {
     for (name, port) in &we.ports {
         let p = format!("spec.ports.{name}");
         if !is_dns1123_label(name) {
-            cx.error(&p, "port name must be valid");
+            cx.error(&p, format!("invalid port name: {name}"));
         }
         cx.check(&p, validate_port(*port));
     }

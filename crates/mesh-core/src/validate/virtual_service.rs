@@ -389,13 +389,24 @@ fn validate_http_route(
             );
         }
         if let Some(rr) = &rw.uri_regex_rewrite {
-            if rr.matcher.is_empty() {
+            let rp2 = format!("{rp}.uriRegexRewrite");
+            if rr.matcher.is_empty() || rr.rewrite.is_empty() {
                 cx.error(
-                    &format!("{rp}.uriRegexRewrite.match"),
-                    "UriRegexRewrite requires Match to be set",
+                    &rp2,
+                    "UriRegexRewrite has errors\nUriRegexRewrite requires both Rewrite and Match fields to be specified",
+                );
+            } else if rr.matcher.len() > 1024 {
+                cx.error(
+                    &format!("{rp2}.match"),
+                    "UriRegexRewrite has errors\n\"HTTPRewrite.UriRegexRewrite.Match\": regex is too large, max length allowed is 1024",
                 );
             } else if let Err(e) = validate_regex(&rr.matcher) {
-                cx.error(&format!("{rp}.uriRegexRewrite.match"), e);
+                cx.error(
+                    &format!("{rp2}.match"),
+                    format!(
+                        "UriRegexRewrite has errors\n\"HTTPRewrite.UriRegexRewrite.Match\": {e}"
+                    ),
+                );
             }
         }
         if let Some(a) = &rw.authority {
