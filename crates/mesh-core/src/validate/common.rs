@@ -84,7 +84,8 @@ pub fn validate_wildcard_domain(domain: &str) -> Result<(), String> {
         ));
     }
     match rest {
-        Some(r) => validate_dns1123_labels(r, domain),
+        // istiod names only the part after the first label in these errors.
+        Some(r) => validate_dns1123_labels(r, r),
         None => Ok(()),
     }
 }
@@ -590,11 +591,11 @@ mod tests {
             ("", "empty domain name not allowed"),
             (
                 "a.*.com",
-                r#"domain name "a.*.com" invalid (label "*" invalid)"#,
+                r#"domain name "*.com" invalid (label "*" invalid)"#,
             ),
             (
                 "foo.123",
-                r#"domain name "foo.123" invalid (top level domain "123" cannot be all-numeric)"#,
+                r#"domain name "123" invalid (top level domain "123" cannot be all-numeric)"#,
             ),
             (
                 "a_b.com",
@@ -606,7 +607,7 @@ mod tests {
             ),
             (
                 "10.0.0.1",
-                r#"domain name "10.0.0.1" invalid (top level domain "1" cannot be all-numeric)"#,
+                r#"domain name "0.0.1" invalid (top level domain "1" cannot be all-numeric)"#,
             ),
         ];
         for (d, msg) in bad {

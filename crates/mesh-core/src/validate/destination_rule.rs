@@ -299,6 +299,59 @@ pub(super) fn validate_connection_pool(cx: &mut Ctx<'_>, p: &str, cp: &Connectio
     }
 }
 
+/// istiod's `validateLocalities`: `region[/zone[/subzone]]`, at most one trailing `*`, no
+/// overlaps.
+fn validate_localities(localities: &[&str]) -> Result<(), String> {
+    use std::collections::HashMap;
+    let mut map: HashMap<&str, HashMap<&str, HashMap<&str, bool>>> = HashMap::new();
+    for &loc in localities {
+        let stars = loc.matches('*').count();
+        if stars > 1 || (stars == 1 && !loc.ends_with('*')) {
+            return Err(format!(
+                "locality {loc} wildcard '*' number can not exceed 1 and must be in the end"
+            ));
+        }
+        let overlap = || format!("locality {loc} overlap with previous specified ones");
+        if map.contains_key("*") {
+            return Err(overlap());
+        }
+        let items: Vec<&str> = loc.splitn(3, '/').collect();
+        if items.iter().any(|i| i.is_empty()) {
+            return Err(format!(
+                "locality {loc} must not contain empty region/zone/subzone info"
+            ));
+        }
+        match items.as_slice() {
+            [region] => {
+                if map.contains_key(region) {
+                    return Err(overlap());
+                }
+                map.insert(region, HashMap::from([("*", HashMap::from([("*", true)]))]));
+            }
+            [region, zone] => {
+                let zones = map.entry(region).or_default();
+                if zones.contains_key("*") || zones.contains_key(zone) {
+                    return Err(overlap());
+                }
+                zones.insert(zone, HashMap::from([("*", true)]));
+            }
+            [region, zone, sub] => {
+                let zones = map.entry(region).or_default();
+                if zones.contains_key("*") {
+                    return Err(overlap());
+                }
+                let subs = zones.entry(zone).or_default();
+                if subs.get("*") == Some(&true) || subs.get(sub) == Some(&true) {
+                    return Err(overlap());
+                }
+                subs.insert(sub, true);
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Envoy's `isPrime` (which istiod copies): 1, 2 and 3 count as prime.
 fn is_prime(n: u64) -> bool {
     if n != 0 && n < 4 {
@@ -417,11 +470,46 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
             }
         }
         for (i, f) in l.failover.iter().enumerate() {
+            let fp = format!("{lp}.failover[{i}]");
             if f.from == f.to {
                 cx.error(
-                    &format!("{lp}.failover[{i}]"),
+                    &fp,
                     "locality lb failover settings must specify different regions",
                 );
+            }
+            if f.from.contains('/') || f.to.contains('/') {
+                cx.error(&fp, "locality lb failover only specify region");
+            }
+            if f.from.contains('*') || f.to.contains('*') {
+                cx.error(
+                    &fp,
+                    "locality lb failover region should not contain '*' wildcard",
+                );
+            }
+        }
+        if !l.failover.is_empty() {
+            for label in &l.failover_priority {
+                if matches!(
+                    label.as_str(),
+                    "topology.kubernetes.io/region"
+                        | "topology.kubernetes.io/zone"
+                        | "topology.istio.io/subzone"
+                ) {
+                    cx.error(
+                        &format!("{lp}.failoverPriority"),
+                        format!("can not simultaneously set 'failover' and topology label '{label}' in 'failover_priority'"),
+                    );
+                }
+            }
+        }
+        let sources: Vec<&str> = l.distribute.iter().map(|d| d.from.as_str()).collect();
+        if let Err(e) = validate_localities(&sources) {
+            cx.error(&format!("{lp}.distribute"), e);
+        }
+        for (i, d) in l.distribute.iter().enumerate() {
+            let dests: Vec<&str> = d.to.keys().map(String::as_str).collect();
+            if let Err(e) = validate_localities(&dests) {
+                cx.error(&format!("{lp}.distribute[{i}].to"), e);
             }
         }
         if (!l.failover.is_empty() || !l.failover_priority.is_empty()) && !has_outlier {
