@@ -20,3 +20,5 @@ pub mod observe;
 pub mod outlier;
 pub mod pool;
 pub mod trace;
+pub mod authz;
+pub mod inbound;

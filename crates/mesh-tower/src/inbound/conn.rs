@@ -1,0 +1,251 @@
+//! [`ConnectionInfo`]: what the server knows about the connection a request came in on, and
+//! [`ConnectionInfoLayer`], which puts it into every request's extensions.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+use mesh_tls::{PeerAuthnMode, PeerIdentity};
+use tower::{Layer, Service};
+
+use crate::lb::ConnectionAddrs;
+use crate::metrics::{MetricsContext, WorkloadInfo};
+
+#[derive(Debug)]
+struct Inner {
+    peer: Option<PeerIdentity>,
+    remote: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    port: u16,
+    tls: bool,
+    sni: Option<Box<str>>,
+    mode: Option<PeerAuthnMode>,
+}
+
+/// The connection a request arrived on: the peer's verified SPIFFE identity (mTLS), the
+/// addresses, the workload port and the PeerAuthentication mode it was accepted under.
+///
+/// Built once per connection; cloning is one reference-count increment, so it is cheap to
+/// put into every request's extensions (axum: `Extension<ConnectionInfo>`).
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo(Arc<Inner>);
+
+impl ConnectionInfo {
+    /// A connection on workload port `port` from `peer` (`None`: plaintext).
+    pub fn new(peer: Option<PeerIdentity>, port: u16) -> Self {
+        ConnectionInfo(Arc::new(Inner {
+            tls: peer.is_some(),
+            peer,
+            remote: None,
+            local: None,
+            port,
+            sni: None,
+            mode: None,
+        }))
+    }
+
+    /// With the socket addresses.
+    pub fn with_addrs(self, remote: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
+        self.map(|i| {
+            i.remote = remote;
+            i.local = local;
+        })
+    }
+
+    /// With the TLS flag and SNI (a gateway terminating TLS without client certificates).
+    pub fn with_tls(self, tls: bool, sni: Option<&str>) -> Self {
+        self.map(|i| {
+            i.tls = tls;
+            i.sni = sni.map(Into::into);
+        })
+    }
+
+    /// With the PeerAuthentication mode the connection was accepted under.
+    pub fn with_mode(self, mode: PeerAuthnMode) -> Self {
+        self.map(|i| i.mode = Some(mode))
+    }
+
+    fn map(self, f: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::try_unwrap(self.0).unwrap_or_else(|a| Inner {
+            peer: a.peer.clone(),
+            remote: a.remote,
+            local: a.local,
+            port: a.port,
+            tls: a.tls,
+            sni: a.sni.clone(),
+            mode: a.mode,
+        });
+        f(&mut inner);
+        ConnectionInfo(Arc::new(inner))
+    }
+
+    /// The peer's verified identity; `None` for plaintext.
+    pub fn peer(&self) -> Option<&PeerIdentity> {
+        self.0.peer.as_ref()
+    }
+
+    /// The peer's principal as AuthorizationPolicy compares it
+    /// (`cluster.local/ns/default/sa/sleep`); `None` for plaintext.
+    pub fn principal(&self) -> Option<&str> {
+        self.0.peer.as_ref().map(|p| p.principal())
+    }
+
+    /// The client's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.0.remote
+    }
+
+    /// Our address on the connection.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.0.local
+    }
+
+    /// The workload port (what PeerAuthentication `portLevelMtls` and AuthorizationPolicy
+    /// `ports` refer to).
+    pub fn port(&self) -> u16 {
+        self.0.port
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        self.0.tls
+    }
+
+    /// The TLS SNI the client sent, when known.
+    pub fn sni(&self) -> Option<&str> {
+        self.0.sni.as_deref()
+    }
+
+    /// The PeerAuthentication mode the connection was accepted under, if any.
+    pub fn mode(&self) -> Option<PeerAuthnMode> {
+        self.0.mode
+    }
+
+    /// The metrics context for requests on this connection: the source workload from the
+    /// peer's identity and `connection_security_policy`.
+    pub fn metrics_context(&self) -> MetricsContext {
+        MetricsContext {
+            peer: self.0.peer.as_ref().map(|p| {
+                Arc::new(WorkloadInfo::from_principal(p.identity().as_uri()))
+            }),
+            service: None,
+            mutual_tls: Some(self.0.peer.is_some()),
+        }
+    }
+}
+
+/// Inserts a [`ConnectionInfo`] (and the [`MetricsContext`] and [`ConnectionAddrs`] the
+/// metrics and access-log layers read) into every request's extensions.
+///
+/// [`crate::inbound::MeshServer`] adds it per connection; use it on its own when you accept
+/// connections yourself.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfoLayer {
+    info: ConnectionInfo,
+    metrics: MetricsContext,
+}
+
+impl ConnectionInfoLayer {
+    /// For requests on the connection `info`.
+    pub fn new(info: ConnectionInfo) -> Self {
+        let metrics = info.metrics_context();
+        ConnectionInfoLayer { info, metrics }
+    }
+
+    /// With a destination service for the metrics (`destination_service*` labels).
+    pub fn with_metrics_context(mut self, metrics: MetricsContext) -> Self {
+        self.metrics = metrics;
+        self
+    }
+}
+
+impl<S> Layer<S> for ConnectionInfoLayer {
+    type Service = WithConnectionInfo<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithConnectionInfo {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service of [`ConnectionInfoLayer`].
+#[derive(Clone, Debug)]
+pub struct WithConnectionInfo<S> {
+    inner: S,
+    layer: ConnectionInfoLayer,
+}
+
+impl<S> WithConnectionInfo<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Unwraps the service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<Request<B>> for WithConnectionInfo<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let ext = req.extensions_mut();
+        ext.insert(ConnectionAddrs {
+            remote: self.layer.info.remote_addr(),
+            local: self.layer.info.local_addr(),
+        });
+        ext.insert(self.layer.metrics.clone());
+        ext.insert(self.layer.info.clone());
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_tls::Identity;
+
+    #[test]
+    fn accessors_and_metrics_context() {
+        let id = Identity::new("cluster.local", "foo", "sleep").unwrap();
+        let cases = [
+            (Some(PeerIdentity::new(id)), Some("cluster.local/ns/foo/sa/sleep"), true),
+            (None, None, false),
+        ];
+        for (peer, principal, mtls) in cases {
+            let info = ConnectionInfo::new(peer, 8000)
+                .with_addrs(Some("127.0.0.1:1".parse().unwrap()), None)
+                .with_mode(PeerAuthnMode::Permissive);
+            assert_eq!(info.principal(), principal);
+            assert_eq!(info.port(), 8000);
+            assert_eq!(info.is_tls(), mtls);
+            assert_eq!(info.mode(), Some(PeerAuthnMode::Permissive));
+            assert_eq!(info.remote_addr(), Some("127.0.0.1:1".parse().unwrap()));
+            let m = info.metrics_context();
+            assert_eq!(m.mutual_tls, Some(mtls));
+            assert_eq!(
+                m.peer.as_ref().map(|p| p.namespace.as_str()),
+                principal.map(|_| "foo")
+            );
+            let tls = info.clone().with_tls(true, Some("a.example.com"));
+            assert!(tls.is_tls());
+            assert_eq!(tls.sni(), Some("a.example.com"));
+            // the original is unchanged
+            assert_eq!(info.sni(), None);
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The inbound side: serve any Tower HTTP service as a mesh workload.
+//!
+//! [`MeshServer`] accepts connections on a `TcpListener` and, per connection:
+//! 1. looks up the PeerAuthentication mode for this workload and port in the *current*
+//!    snapshot (workload over namespace over root namespace, `portLevelMtls` over the
+//!    workload's mode; UNSET at the top is PERMISSIVE), so a changed PeerAuthentication
+//!    applies to the next connection;
+//! 2. accepts it under that mode with mesh-tls ([`InboundTls`]): STRICT resets plaintext
+//!    (the client sees a reset, as with Istio), PERMISSIVE tells TLS from plaintext by the
+//!    first byte, DISABLE takes plaintext;
+//! 3. serves HTTP/1.1 and HTTP/2 (gRPC) on it with hyper-util's auto server, through this
+//!    stack (outermost first): [`ConnectionInfoLayer`] (peer identity, addresses and port
+//!    into the request extensions), the access log ([`AccessLogLayer`]), trace context
+//!    ([`PropagateTraceLayer`]), Istio's standard metrics ([`MetricsLayer`],
+//!    `reporter="destination"`), authorization ([`AuthorizationLayer`], evaluated per
+//!    request on the current snapshot), then the application.
+//!
+//! Every layer is usable on its own with `.layer(...)` (e.g. on an axum `Router` served
+//! by `axum::serve`); the server only wires them together.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use axum::{routing::get, Router};
+//! use mesh_core::mesh::Mesh;
+//! use mesh_tower::inbound::MeshServer;
+//! # async fn run(mesh: Mesh, creds: Arc<mesh_tls::WorkloadCredentials>) -> std::io::Result<()> {
+//! let app = Router::new().route("/headers", get(|| async { "ok" }));
+//! let labels = [("app".to_string(), "httpbin".to_string())].into();
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
+//! MeshServer::builder(mesh, "foo", "httpbin", labels, creds)
+//!     .service_host("httpbin.foo.svc.cluster.local")
+//!     .build()?
+//!     .serve(listener, app)
+//!     .await
+//! # }
+//! ```
+//!
+//! The application receives `Request<`[`ServerBody`]`>` (the hyper body, counted by the
+//! access log and the metrics layers; an axum `Router` accepts it as is).
+//!
+//! Differences from Istio: the mode is decided per connection, not per filter chain, so a
+//! PeerAuthentication change does not close connections already accepted (Envoy drains
+//! listeners on a filter-chain change); a connection lives under the mode it was accepted
+//! with.
+
+mod conn;
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use mesh_core::mesh::Mesh;
+use mesh_core::model::{Labels, MtlsMode};
+use mesh_tls::{InboundTls, PeerAuthnMode, TlsError, WorkloadCredentials};
+use tokio::net::TcpListener;
+use tower::{Layer, Service, ServiceBuilder};
+
+pub use conn::{ConnectionInfo, ConnectionInfoLayer, WithConnectionInfo};
+
+use crate::accesslog::AccessLogLayer;
+use crate::authz::AuthorizationLayer;
+use crate::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
+use crate::trace::{PropagateTraceLayer, TraceConfig};
+
+/// The request body the application behind a [`MeshServer`] receives.
+pub type ServerBody = crate::metrics::RequestBody<crate::observe::CountingBody<Incoming>>;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Turns a resolved PeerAuthentication mode into the mesh-tls mode (UNSET at the top is
+/// PERMISSIVE).
+pub fn peer_authn_mode(mode: MtlsMode) -> PeerAuthnMode {
+    match mode {
+        MtlsMode::Strict => PeerAuthnMode::Strict,
+        MtlsMode::Disable => PeerAuthnMode::Disable,
+        MtlsMode::Permissive | MtlsMode::Unset => PeerAuthnMode::Permissive,
+    }
+}
+
+/// Builds a [`MeshServer`]. See [`MeshServer::builder`].
+#[derive(Debug)]
+pub struct MeshServerBuilder {
+    mesh: Mesh,
+    namespace: String,
+    service_account: String,
+    labels: Labels,
+    credentials: Arc<WorkloadCredentials>,
+    workload_name: Option<String>,
+    service_host: Option<String>,
+    metrics: Option<Arc<IstioMetrics>>,
+    port: Option<u16>,
+    trace: TraceConfig,
+    handshake_timeout: Option<Duration>,
+    drain_timeout: Duration,
+}
+
+impl MeshServerBuilder {
+    /// The workload name for metrics (`destination_workload`); default: the `app` label,
+    /// else the service account.
+    pub fn workload_name(mut self, name: impl Into<String>) -> Self {
+        self.workload_name = Some(name.into());
+        self
+    }
+
+    /// The service this workload serves (`destination_service` in metrics), an FQDN like
+    /// `httpbin.foo.svc.cluster.local`.
+    pub fn service_host(mut self, host: impl Into<String>) -> Self {
+        self.service_host = Some(host.into());
+        self
+    }
+
+    /// Record metrics into this registry (default: a new one, see [`MeshServer::metrics`]).
+    pub fn metrics(mut self, metrics: Arc<IstioMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The workload (container) port this listener stands for, as PeerAuthentication
+    /// `portLevelMtls` and AuthorizationPolicy `ports` name it. Default: the listener's
+    /// local port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Trace propagation settings.
+    pub fn trace(mut self, trace: TraceConfig) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// Bound on the TLS handshake (default 10 s).
+    pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// How long a graceful shutdown waits for open connections (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Builds the server: the rustls configs are built here, once.
+    pub fn build(self) -> Result<MeshServer, TlsError> {
+        let creds = &self.credentials;
+        let strict = InboundTls::from_credentials(PeerAuthnMode::Strict, creds, None)?
+            .with_handshake_timeout(self.handshake_timeout);
+        let permissive = InboundTls::new(
+            PeerAuthnMode::Permissive,
+            strict.tls_acceptor().map(|a| Arc::clone(a.config())),
+        )?
+        .with_handshake_timeout(self.handshake_timeout);
+        let disable = InboundTls::new(PeerAuthnMode::Disable, None)?;
+        let workload = self.workload_name.clone().unwrap_or_else(|| {
+            self.labels
+                .get("app")
+                .cloned()
+                .unwrap_or_else(|| self.service_account.clone())
+        });
+        let me = WorkloadInfo::from_labels(
+            &workload,
+            &self.namespace,
+            creds.identity().as_uri(),
+            &self.labels,
+        );
+        let metrics = self
+            .metrics
+            .clone()
+            .unwrap_or_else(|| Arc::new(IstioMetrics::new()));
+        let mut metrics_layer = MetricsLayer::inbound(Arc::clone(&metrics), me);
+        let service = self
+            .service_host
+            .as_deref()
+            .map(|h| Arc::new(ServiceInfo::from_host(h)));
+        if let Some(s) = &service {
+            metrics_layer = metrics_layer.with_default_service((**s).clone());
+        }
+        let mut authz = AuthorizationLayer::new(
+            self.mesh.clone(),
+            self.namespace.as_str(),
+            self.labels.clone(),
+        );
+        if let Some(p) = self.port {
+            authz = authz.with_port(p);
+        }
+        Ok(MeshServer {
+            inner: Arc::new(ServerInner {
+                mesh: self.mesh,
+                namespace: self.namespace,
+                labels: self.labels,
+                port: self.port,
+                strict,
+                permissive,
+                disable,
+                metrics,
+                metrics_layer,
+                service,
+                authz,
+                trace: PropagateTraceLayer::inbound(self.trace),
+                drain_timeout: self.drain_timeout,
+            }),
+        })
+    }
+
+    /// Builds the server and serves `service` on `listener` until the listener fails.
+    pub async fn serve<S, B>(self, listener: TcpListener, service: S) -> io::Result<()>
+    where
+        S: Service<Request<ServerBody>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.build()
+            .map_err(io::Error::other)?
+            .serve(listener, service)
+            .await
+    }
+}
+
+#[derive(Debug)]
+struct ServerInner {
+    mesh: Mesh,
+    namespace: String,
+    labels: Labels,
+    port: Option<u16>,
+    strict: InboundTls,
+    permissive: InboundTls,
+    disable: InboundTls,
+    metrics: Arc<IstioMetrics>,
+    metrics_layer: MetricsLayer,
+    service: Option<Arc<ServiceInfo>>,
+    authz: AuthorizationLayer,
+    trace: PropagateTraceLayer,
+    drain_timeout: Duration,
+}
+
+/// A mesh workload's HTTP server. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct MeshServer {
+    inner: Arc<ServerInner>,
+}
+
+impl MeshServer {
+    /// A server for the workload `service_account` in `namespace` with pod-style `labels`,
+    /// presenting `credentials` (its SPIFFE certificate, renewed by a `CertManager`) and
+    /// following the config of `mesh`.
+    pub fn builder(
+        mesh: Mesh,
+        namespace: impl Into<String>,
+        service_account: impl Into<String>,
+        labels: Labels,
+        credentials: Arc<WorkloadCredentials>,
+    ) -> MeshServerBuilder {
+        MeshServerBuilder {
+            mesh,
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            labels,
+            credentials,
+            workload_name: None,
+            service_host: None,
+            metrics: None,
+            port: None,
+            trace: TraceConfig::default(),
+            handshake_timeout: Some(Duration::from_secs(10)),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The metrics this server records (render them with [`IstioMetrics::render`] or serve
+    /// them with [`crate::metrics::serve_metrics`]).
+    pub fn metrics(&self) -> &Arc<IstioMetrics> {
+        &self.inner.metrics
+    }
+
+    /// The authorization layer the server applies.
+    pub fn authorization(&self) -> &AuthorizationLayer {
+        &self.inner.authz
+    }
+
+    /// The PeerAuthentication mode in force now for workload port `port`.
+    pub fn peer_authn_mode(&self, port: u16) -> PeerAuthnMode {
+        let i = &self.inner;
+        peer_authn_mode(
+            i.mesh
+                .load()
+                .peer_authentication(&i.namespace, &i.labels, port),
+        )
+    }
+
+    /// Serves `service` on `listener` until the listener fails.
+    pub async fn serve<S, B>(&self, listener: TcpListener, service: S) -> io::Result<()>
+    where
+        S: Service<Request<ServerBody>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with_shutdown(listener, service, std::future::pending())
+            .await
+    }
+
+    /// Serves until `signal` completes, then stops accepting and lets open connections
+    /// finish (HTTP/2 GOAWAY, HTTP/1.1 closes after the current response) for up to the
+    /// drain timeout.
+    pub async fn serve_with_shutdown<S, B, F>(
+        &self,
+        listener: TcpListener,
+        service: S,
+        signal: F,
+    ) -> io::Result<()>
+    where
+        S: Service<Request<ServerBody>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+        F: Future<Output = ()>,
+    {
+        let i = &self.inner;
+        let stack = ServiceBuilder::new()
+            .layer(AccessLogLayer::inbound())
+            .layer(i.trace.clone())
+            .layer(i.metrics_layer.clone())
+            .layer(i.authz.clone())
+            .service(service);
+        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(signal);
+        loop {
+            let (tcp, remote) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) if is_transient(&e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                () = &mut signal => break,
+            };
+            let local = tcp.local_addr().ok();
+            let port = i
+                .port
+                .or(local.map(|a| a.port()))
+                .unwrap_or_default();
+            let mode = self.peer_authn_mode(port);
+            let inbound = match mode {
+                PeerAuthnMode::Strict => i.strict.clone(),
+                PeerAuthnMode::Permissive => i.permissive.clone(),
+                PeerAuthnMode::Disable => i.disable.clone(),
+            };
+            let ctx = MetricsContext {
+                service: i.service.clone(),
+                ..MetricsContext::default()
+            };
+            let stack = stack.clone();
+            let builder = Arc::clone(&builder);
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                let accepted = match inbound.accept(tcp).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        let why = mesh_tls::VerifyError::from_io(&e)
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| e.to_string());
+                        tracing::debug!(%remote, port, ?mode, error = %why, "connection refused");
+                        return;
+                    }
+                };
+                let info = ConnectionInfo::new(accepted.peer, port)
+                    .with_addrs(Some(remote), local)
+                    .with_mode(mode);
+                let mut mctx = info.metrics_context();
+                mctx.service = ctx.service;
+                let svc = ConnectionInfoLayer::new(info)
+                    .with_metrics_context(mctx)
+                    .layer(stack);
+                let conn = builder
+                    .serve_connection(
+                        TokioIo::new(accepted.stream),
+                        TowerToHyperService::new(svc),
+                    )
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(i.drain_timeout) => {
+                tracing::info!("drain timeout: closing the remaining connections");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accept errors that concern one connection, not the listener.
+pub(crate) fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    ) || e.raw_os_error().is_some_and(|c| c == 24 || c == 23) // EMFILE, ENFILE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_map_unset_to_permissive() {
+        let cases = [
+            (MtlsMode::Strict, PeerAuthnMode::Strict),
+            (MtlsMode::Permissive, PeerAuthnMode::Permissive),
+            (MtlsMode::Disable, PeerAuthnMode::Disable),
+            (MtlsMode::Unset, PeerAuthnMode::Permissive),
+        ];
+        for (m, want) in cases {
+            assert_eq!(peer_authn_mode(m), want);
+        }
+    }
+
+    #[test]
+    fn transient_accept_errors() {
+        assert!(is_transient(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+        assert!(is_transient(&io::Error::from_raw_os_error(24)));
+        assert!(!is_transient(&io::Error::from(io::ErrorKind::InvalidInput)));
+    }
+}
