@@ -45,7 +45,9 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
-use mesh_core::authz::{normalize_path, AuthzDecision, AuthzRequest, HttpAuthzAttrs, WorkloadAuthz};
+use mesh_core::authz::{
+    normalize_path, AuthzDecision, AuthzRequest, HttpAuthzAttrs, WorkloadAuthz,
+};
 use mesh_core::mesh::Mesh;
 use mesh_core::model::Labels;
 use pin_project_lite::pin_project;
@@ -360,7 +362,11 @@ spec:
 ";
 
     fn req(principal: Option<&str>, method: &str, path: &str) -> Request<()> {
-        let mut r = Request::builder().method(method).uri(path).body(()).unwrap();
+        let mut r = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap();
         let peer = principal.map(|p| PeerIdentity::new(Identity::from_principal(p).unwrap()));
         r.extensions_mut().insert(ConnectionInfo::new(peer, 8000));
         r
@@ -373,7 +379,8 @@ spec:
         let layer = AuthorizationLayer::new(mesh, "foo", labels);
         let sleep = Some("cluster.local/ns/foo/sa/sleep");
         let other = Some("cluster.local/ns/bar/sa/other");
-        let cases: &[(Option<&str>, &str, &str, bool, Option<&str>)] = &[
+        type Case<'a> = (Option<&'a str>, &'a str, &'a str, bool, Option<&'a str>);
+        let cases: &[Case<'_>] = &[
             (sleep, "GET", "/headers", true, Some("foo/allow-sleep")),
             (sleep, "POST", "/headers", false, None),
             (other, "GET", "/headers", false, None),
@@ -385,7 +392,11 @@ spec:
         for (principal, method, path, allowed, policy) in cases {
             let d = layer.decide(&req(*principal, method, path));
             assert_eq!(d.allowed, *allowed, "{principal:?} {method} {path}: {d:?}");
-            assert_eq!(d.policy.as_deref(), *policy, "{principal:?} {method} {path}");
+            assert_eq!(
+                d.policy.as_deref(),
+                *policy,
+                "{principal:?} {method} {path}"
+            );
         }
     }
 

@@ -126,9 +126,11 @@ impl ConnectionInfo {
     /// peer's identity and `connection_security_policy`.
     pub fn metrics_context(&self) -> MetricsContext {
         MetricsContext {
-            peer: self.0.peer.as_ref().map(|p| {
-                Arc::new(WorkloadInfo::from_principal(p.identity().as_uri()))
-            }),
+            peer: self
+                .0
+                .peer
+                .as_ref()
+                .map(|p| Arc::new(WorkloadInfo::from_principal(p.identity().as_uri()))),
             service: None,
             mutual_tls: Some(self.0.peer.is_some()),
         }
@@ -223,7 +225,11 @@ mod tests {
     fn accessors_and_metrics_context() {
         let id = Identity::new("cluster.local", "foo", "sleep").unwrap();
         let cases = [
-            (Some(PeerIdentity::new(id)), Some("cluster.local/ns/foo/sa/sleep"), true),
+            (
+                Some(PeerIdentity::new(id)),
+                Some("cluster.local/ns/foo/sa/sleep"),
+                true,
+            ),
             (None, None, false),
         ];
         for (peer, principal, mtls) in cases {

@@ -332,7 +332,7 @@ impl MeshServer {
         let i = &self.inner;
         let stack = ServiceBuilder::new()
             .layer(AccessLogLayer::inbound())
-            .layer(i.trace.clone())
+            .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())
             .service(service);
@@ -352,10 +352,7 @@ impl MeshServer {
                 () = &mut signal => break,
             };
             let local = tcp.local_addr().ok();
-            let port = i
-                .port
-                .or(local.map(|a| a.port()))
-                .unwrap_or_default();
+            let port = i.port.or(local.map(|a| a.port())).unwrap_or_default();
             let mode = self.peer_authn_mode(port);
             let inbound = match mode {
                 PeerAuthnMode::Strict => i.strict.clone(),
@@ -389,10 +386,7 @@ impl MeshServer {
                     .with_metrics_context(mctx)
                     .layer(stack);
                 let conn = builder
-                    .serve_connection(
-                        TokioIo::new(accepted.stream),
-                        TowerToHyperService::new(svc),
-                    )
+                    .serve_connection(TokioIo::new(accepted.stream), TowerToHyperService::new(svc))
                     .into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
@@ -440,7 +434,9 @@ mod tests {
 
     #[test]
     fn transient_accept_errors() {
-        assert!(is_transient(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+        assert!(is_transient(&io::Error::from(
+            io::ErrorKind::ConnectionAborted
+        )));
         assert!(is_transient(&io::Error::from_raw_os_error(24)));
         assert!(!is_transient(&io::Error::from(io::ErrorKind::InvalidInput)));
     }

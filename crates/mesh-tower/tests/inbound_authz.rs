@@ -1,0 +1,420 @@
+//! Istio's HTTP authorization task (httpbin and sleep in namespace `foo`) end to end over
+//! real mTLS on loopback: a `MeshServer` serving an axum `Router`, clients with their own
+//! SPIFFE certificates (hyper over tokio-rustls, and `curl`), PeerAuthentication STRICT and
+//! PERMISSIVE, policy changes on the next request, gRPC denial, and the metrics scraped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::mesh::Mesh;
+use mesh_tls::{
+    client_config, Alpn, CaSource, CertManager, ClientContext, ClientTlsMode, ClientTlsSettings,
+    Destination, Identity, MeshCa, PeerAuthnMode, RotationOptions, WorkloadCredentials,
+};
+use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+use mesh_tower::metrics::IstioMetrics;
+use tokio::net::{TcpListener, TcpStream};
+
+const HTTPBIN_HOST: &str = "httpbin.foo.svc.cluster.local";
+
+/// The task's policies: PeerAuthentication STRICT for `foo`, `allow-nothing`, and
+/// `httpbin-viewer` allowing GET from sleep (istio.io "Authorization on HTTP traffic").
+fn config(pa_mode: &str, viewer: bool) -> String {
+    let mut s = format!(
+        "
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: foo}}
+spec: {{mtls: {{mode: {pa_mode}}}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: allow-nothing, namespace: foo}}
+spec: {{}}
+"
+    );
+    if viewer {
+        s.push_str(
+            "---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin-viewer, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: ALLOW
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/foo/sa/sleep]}}]
+    to: [{operation: {methods: [GET]}}]
+",
+        );
+    }
+    s
+}
+
+fn reload(mesh: &Mesh, yaml: &str) {
+    mesh.reload_loaded(mesh_core::load::load_str(yaml, "test.yaml"))
+        .expect("config accepted");
+}
+
+struct Pki {
+    ca: Arc<MeshCa>,
+    _managers: Vec<CertManager>,
+}
+
+impl Pki {
+    async fn workload(&mut self, ns: &str, sa: &str, dns: &[&str]) -> Arc<WorkloadCredentials> {
+        let id = Identity::new("cluster.local", ns, sa).unwrap();
+        let source = CaSource::new(self.ca.clone())
+            .with_dns_sans(dns.iter().map(|s| s.to_string()).collect());
+        let m = CertManager::start(id, Arc::new(source), RotationOptions::default())
+            .await
+            .unwrap();
+        let c = m.credentials().clone();
+        self._managers.push(m);
+        c
+    }
+}
+
+fn app() -> Router {
+    async fn whoami(Extension(c): Extension<ConnectionInfo>) -> String {
+        format!("principal={}", c.principal().unwrap_or(""))
+    }
+    Router::new()
+        .route("/headers", get(whoami).post(whoami))
+        .route("/pkg.Echo/Say", post(|| async { "grpc body" }))
+}
+
+async fn start(
+    mesh: &Mesh,
+    creds: Arc<WorkloadCredentials>,
+    metrics: Arc<IstioMetrics>,
+) -> (SocketAddr, MeshServer) {
+    let labels = [
+        ("app".to_string(), "httpbin".to_string()),
+        ("version".to_string(), "v1".to_string()),
+    ]
+    .into();
+    let server = MeshServer::builder(mesh.clone(), "foo", "httpbin", labels, creds)
+        .service_host(HTTPBIN_HOST)
+        .metrics(metrics)
+        .port(8000)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = server.clone();
+    tokio::spawn(async move { s.serve(listener, app()).await });
+    (addr, server)
+}
+
+type Resp = (StatusCode, http::HeaderMap, Bytes);
+
+/// One request over a new mTLS connection as `client` (HTTP/1.1, or HTTP/2 with `h2`).
+async fn mtls(
+    addr: SocketAddr,
+    client: &WorkloadCredentials,
+    h2: bool,
+    req: Request<Full<Bytes>>,
+) -> std::io::Result<Resp> {
+    let tls = client_config(
+        &ClientTlsSettings {
+            mode: ClientTlsMode::IstioMutual,
+            ..Default::default()
+        },
+        &Destination {
+            host: HTTPBIN_HOST,
+            port: 8000,
+            subset: None,
+            service_accounts: &[Identity::new("cluster.local", "foo", "httpbin").unwrap()],
+        },
+        &ClientContext {
+            workload: Some(client),
+            credentials: None,
+            alpn: if h2 { Alpn::Http2 } else { Alpn::Http1 },
+        },
+    )
+    .unwrap()
+    .unwrap();
+    let tcp = TcpStream::connect(addr).await?;
+    let stream = tls.connect(tcp).await?;
+    send(TokioIo::new(stream), h2, req).await
+}
+
+async fn send<IO>(io: IO, h2: bool, req: Request<Full<Bytes>>) -> std::io::Result<Resp>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let err = std::io::Error::other;
+    let resp = if h2 {
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(err)?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(err)?
+    } else {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(err)?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(err)?
+    };
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(err)?.to_bytes();
+    Ok((parts.status, parts.headers, body))
+}
+
+async fn plain(addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Result<Resp> {
+    let tcp = TcpStream::connect(addr).await?;
+    send(TokioIo::new(tcp), false, req).await
+}
+
+fn get_req(path: &str) -> Request<Full<Bytes>> {
+    Request::get(path)
+        .header("host", "httpbin.foo:8000")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn httpbin_sleep_authorization_task_over_mtls() {
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &["localhost"]).await;
+    let sleep = pki.workload("foo", "sleep", &[]).await;
+    let other = pki.workload("bar", "other", &[]).await;
+    let mesh = Mesh::from_yaml(&config("STRICT", true)).unwrap();
+    let metrics = Arc::new(IstioMetrics::new());
+    let (addr, server) = start(&mesh, httpbin, metrics.clone()).await;
+    assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Strict);
+
+    // sleep is allowed, and the app sees its principal
+    let (status, _, body) = mtls(addr, &sleep, false, get_req("/headers"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"principal=cluster.local/ns/foo/sa/sleep");
+    // over HTTP/2 too
+    let (status, _, _) = mtls(addr, &sleep, true, get_req("/headers")).await.unwrap();
+    assert_eq!(status, 200);
+    // but only GET
+    let mut post = get_req("/headers");
+    *post.method_mut() = http::Method::POST;
+    let (status, _, body) = mtls(addr, &sleep, false, post).await.unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(&body[..], b"RBAC: access denied");
+
+    // another identity: 403 RBAC: access denied, as Envoy answers
+    let (status, headers, body) = mtls(addr, &other, false, get_req("/headers"))
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(&body[..], b"RBAC: access denied");
+    assert_eq!(headers["content-type"], "text/plain");
+
+    // gRPC over HTTP/2, denied: HTTP 200 with grpc-status 7 (PERMISSION_DENIED)
+    let grpc = Request::post("/pkg.Echo/Say")
+        .header("host", "httpbin.foo:8000")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))
+        .unwrap();
+    let (status, headers, _) = mtls(addr, &other, true, grpc).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(headers["grpc-status"], "7");
+    assert_eq!(headers["content-type"], "application/grpc");
+
+    // plaintext under STRICT: the connection is reset, no HTTP answer
+    let e = plain(addr, get_req("/headers")).await;
+    assert!(e.is_err(), "plaintext must be refused under STRICT: {e:?}");
+
+    // a policy change applies to the next request, without a restart
+    reload(&mesh, &config("STRICT", false));
+    let (status, _, body) = mtls(addr, &sleep, false, get_req("/headers"))
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body:?}");
+
+    // PERMISSIVE: plaintext accepted, with no principal: the principal-based ALLOW does not
+    // match it...
+    reload(&mesh, &config("PERMISSIVE", true));
+    assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Permissive);
+    let (status, _, body) = plain(addr, get_req("/headers")).await.unwrap();
+    assert_eq!(status, 403);
+    assert_eq!(&body[..], b"RBAC: access denied");
+    // ...while mTLS still works on the same port
+    let (status, _, _) = mtls(addr, &sleep, false, get_req("/headers"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // with no policy at all, plaintext reaches the app, which sees no principal
+    reload(
+        &mesh,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: PERMISSIVE}}\n",
+    );
+    let (status, _, body) = plain(addr, get_req("/headers")).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"principal=");
+
+    // the metrics endpoint, scraped over HTTP
+    let mlistener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let maddr = mlistener.local_addr().unwrap();
+    tokio::spawn(mesh_tower::metrics::serve_metrics(mlistener, metrics));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, _, body) = plain(maddr, get_req("/stats/prometheus")).await.unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let series = |must: &[&str]| {
+        text.lines()
+            .any(|l| l.starts_with("istio_requests_total{") && must.iter().all(|m| l.contains(m)))
+    };
+    let common = [
+        "reporter=\"destination\"",
+        "destination_workload=\"httpbin\"",
+        "destination_workload_namespace=\"foo\"",
+        "destination_app=\"httpbin\"",
+        "destination_version=\"v1\"",
+        "destination_principal=\"spiffe://cluster.local/ns/foo/sa/httpbin\"",
+        "destination_service=\"httpbin.foo.svc.cluster.local\"",
+        "destination_service_name=\"httpbin\"",
+        "destination_service_namespace=\"foo\"",
+    ];
+    let mut sleep_ok = common.to_vec();
+    sleep_ok.extend([
+        "source_principal=\"spiffe://cluster.local/ns/foo/sa/sleep\"",
+        "source_workload_namespace=\"foo\"",
+        "response_code=\"200\"",
+        "connection_security_policy=\"mutual_tls\"",
+        "request_protocol=\"http\"",
+    ]);
+    assert!(series(&sleep_ok), "{text}");
+    let mut other_denied = common.to_vec();
+    other_denied.extend([
+        "source_principal=\"spiffe://cluster.local/ns/bar/sa/other\"",
+        "response_code=\"403\"",
+    ]);
+    assert!(series(&other_denied), "{text}");
+    let grpc_denied = ["request_protocol=\"grpc\"", "grpc_response_status=\"7\""];
+    assert!(series(&grpc_denied), "{text}");
+    let plaintext = [
+        "source_principal=\"unknown\"",
+        "connection_security_policy=\"none\"",
+        "response_code=\"200\"",
+    ];
+    assert!(series(&plaintext), "{text}");
+    for name in [
+        "istio_request_duration_milliseconds_bucket{",
+        "istio_request_bytes_bucket{",
+        "istio_response_bytes_bucket{",
+    ] {
+        assert!(text.contains(name), "{name} missing:\n{text}");
+    }
+}
+
+/// `curl` from Debian with the sleep certificate against a STRICT server.
+#[tokio::test]
+async fn curl_with_client_certificate_under_strict() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("curl not installed: skipping");
+        return;
+    }
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &["localhost"]).await;
+    let sleep = pki.workload("foo", "sleep", &[]).await;
+    let other = pki.workload("bar", "other", &[]).await;
+    let mesh = Mesh::from_yaml(&config("STRICT", true)).unwrap();
+    let (addr, _server) = start(&mesh, httpbin, Arc::new(IstioMetrics::new())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let root = write("root.pem", sleep.current().root_pem());
+    let curl = |creds: Option<&WorkloadCredentials>, scheme: &str| {
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"]);
+        if let Some(c) = creds {
+            let cert = c.current();
+            let sa = cert.identity().service_account().to_owned();
+            cmd.args([
+                "--cert",
+                &write(&format!("{sa}.pem"), cert.chain_pem()),
+                "--key",
+                &write(&format!("{sa}-key.pem"), cert.key_pem()),
+                "--cacert",
+                &root,
+            ]);
+        }
+        cmd.arg(format!("{scheme}://localhost:{}/headers", addr.port()));
+        cmd.output()
+    };
+    let out = curl(Some(&sleep), "https").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.ends_with("\n200"), "{stdout}");
+    assert!(
+        stdout.contains("principal=cluster.local/ns/foo/sa/sleep"),
+        "{stdout}"
+    );
+
+    let out = curl(Some(&other), "https").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout, "RBAC: access denied\n403");
+
+    // plaintext: reset, curl exit 56 and status 000 (as with Istio's sidecar)
+    let out = curl(None, "http").await.unwrap();
+    assert_eq!(out.status.code(), Some(56), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "\n000");
+}
+
+/// Graceful shutdown: the server stops accepting and returns once connections finish.
+#[tokio::test]
+async fn graceful_shutdown_stops_accepting() {
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &[]).await;
+    let mesh = Mesh::from_yaml(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: DISABLE}}\n",
+    )
+    .unwrap();
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = MeshServer::builder(mesh, "foo", "httpbin", labels, httpbin)
+        .drain_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        server
+            .serve_with_shutdown(listener, app(), async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    let (status, _, body) = plain(addr, get_req("/headers")).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"principal=");
+    tx.send(()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
+    assert!(TcpStream::connect(addr).await.is_err());
+}
