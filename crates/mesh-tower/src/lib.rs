@@ -8,17 +8,20 @@
 //! - [`envoy`]: Envoy's local replies and response flags, for HTTP and gRPC;
 //! - [`metrics`]: Istio's standard metrics as a Tower layer, and their Prometheus exposition;
 //! - [`trace`]: W3C / B3 trace-context propagation and `x-request-id`;
-//! - [`accesslog`]: an Envoy-style access log through `tracing`.
+//! - [`accesslog`]: an Envoy-style access log through `tracing`;
+//! - [`authz`]: AuthorizationPolicy enforcement (403 `RBAC: access denied`);
+//! - [`inbound`]: [`inbound::MeshServer`], a mesh workload's server (mTLS per
+//!   PeerAuthentication, authorization, metrics, trace, access log);
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod accesslog;
+pub mod authz;
 pub mod envoy;
+pub mod inbound;
 pub mod lb;
 pub mod metrics;
 pub mod observe;
 pub mod outlier;
 pub mod pool;
 pub mod trace;
-pub mod authz;
-pub mod inbound;
