@@ -23,7 +23,7 @@
 //! use axum::{routing::get, Router};
 //! use mesh_core::mesh::Mesh;
 //! use mesh_tower::inbound::MeshServer;
-//! # async fn run(mesh: Mesh, creds: Arc<mesh_tls::WorkloadCredentials>) -> std::io::Result<()> {
+//! # async fn run(mesh: Mesh, creds: Arc<mesh_tls::WorkloadCredentials>) -> Result<(), Box<dyn std::error::Error>> {
 //! let app = Router::new().route("/headers", get(|| async { "ok" }));
 //! let labels = [("app".to_string(), "httpbin".to_string())].into();
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
@@ -31,7 +31,8 @@
 //!     .service_host("httpbin.foo.svc.cluster.local")
 //!     .build()?
 //!     .serve(listener, app)
-//!     .await
+//!     .await?;
+//! # Ok(())
 //! # }
 //! ```
 //!
