@@ -709,6 +709,10 @@ fn deserialize_at<T: DeserializeOwned>(
     base: &str,
     source: &Source,
 ) -> Result<T, Vec<Diagnostic>> {
+    // Fast path: most objects are valid; track field paths only to explain a failure.
+    if let Ok(v) = T::deserialize(De(node)) {
+        return Ok(v);
+    }
     let mut diags = Vec::new();
     let mut owned: Option<Node<'_>> = None;
     for _ in 0..64 {
