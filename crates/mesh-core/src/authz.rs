@@ -98,11 +98,23 @@ impl Pat {
     }
 }
 
-/// A path pattern: a [`Pat`] or a template with `{*}` / `{**}`.
+/// One segment of a path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seg {
+    /// A literal segment.
+    Lit(Box<str>),
+    /// `{*}`: exactly one non-empty segment.
+    One,
+    /// `{**}`: the rest of the path (last only).
+    Rest,
+}
+
+/// A path pattern: a [`Pat`] or a template with `{*}` / `{**}` (matched segment by segment,
+/// no regex).
 #[derive(Debug, Clone)]
 enum PathPat {
     Plain(Pat),
-    Template(regex::Regex),
+    Template(Box<[Seg]>),
 }
 
 impl PathPat {
@@ -110,34 +122,49 @@ impl PathPat {
         if !v.contains('{') && !v.contains('}') {
             return Ok(PathPat::Plain(Pat::new(v)));
         }
-        let mut re = String::from("^");
-        let segs: Vec<&str> = v.split('/').collect();
-        for (i, seg) in segs.iter().enumerate() {
-            if i > 0 {
-                re.push('/');
-            }
-            match *seg {
-                "{*}" => re.push_str("[^/]+"),
-                "{**}" if i == segs.len() - 1 => re.push_str(".*"),
-                "{**}" => return Err(format!("invalid or unsupported path {v}: {{**}} is not the last operator")),
+        let parts: Vec<&str> = v.split('/').collect();
+        let mut segs = Vec::with_capacity(parts.len());
+        for (i, seg) in parts.iter().enumerate() {
+            segs.push(match *seg {
+                "{*}" => Seg::One,
+                "{**}" if i == parts.len() - 1 => Seg::Rest,
+                "{**}" => {
+                    return Err(format!(
+                        "invalid or unsupported path {v}: {{**}} is not the last operator"
+                    ))
+                }
                 s if s.contains(['{', '}']) => {
                     return Err(format!(
                         "invalid or unsupported path {v}: Contains '{{' or '}}' beyond a supported path template"
                     ))
                 }
-                s => re.push_str(&regex::escape(s)),
-            }
+                s => Seg::Lit(s.into()),
+            });
         }
-        re.push('$');
-        regex::Regex::new(&re)
-            .map(PathPat::Template)
-            .map_err(|e| e.to_string())
+        Ok(PathPat::Template(segs.into()))
     }
 
     fn matches(&self, p: &str) -> bool {
         match self {
             PathPat::Plain(pat) => pat.matches(p),
-            PathPat::Template(r) => r.is_match(p),
+            PathPat::Template(segs) => {
+                let mut parts = p.split('/');
+                for seg in segs.iter() {
+                    match seg {
+                        Seg::Rest => return true,
+                        Seg::One => match parts.next() {
+                            Some(x) if !x.is_empty() => {}
+                            _ => return false,
+                        },
+                        Seg::Lit(l) => {
+                            if parts.next() != Some(&**l) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                parts.next().is_none()
+            }
         }
     }
 }
@@ -1101,6 +1128,10 @@ mod tests {
             ("/foo/{**}", "/foo/bar/baz", true),
             ("/foo/{*}/baz", "/foo/x/baz", true),
             ("/api/*", "/api/v1", true),
+            ("/foo/{**}", "/foo/", true),
+            ("/foo/{*}", "/foo/", false),
+            ("/foo/{*}", "/bar/x", false),
+            ("/{*}/b", "/a/b", true),
         ];
         for (p, s, want) in table {
             assert_eq!(PathPat::new(p).unwrap().matches(s), want, "{p} {s}");

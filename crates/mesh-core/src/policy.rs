@@ -18,9 +18,101 @@ use std::sync::Arc;
 
 use crate::model::{
     ClientTlsSettings, ConfigObject, ConnectionPoolSettings, Labels, LoadBalancerSettings,
-    OutlierDetection, PortTrafficPolicy, ProxyProtocol, RetryBudget, SimpleLb, Spec, Subset,
-    TrafficPolicy, TunnelSettings,
+    OutlierDetection, ProxyProtocol, RetryBudget, SimpleLb, Spec, Subset, TrafficPolicy,
+    TunnelSettings,
 };
+
+fn boxed<T: Clone>(v: &Option<T>) -> Option<Box<T>> {
+    v.as_ref().map(|v| Box::new(v.clone()))
+}
+
+/// One `portLevelSettings` entry, compact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompactPortPolicy {
+    /// The port.
+    pub port: u32,
+    /// Load balancing.
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
+    /// Connection pool.
+    pub connection_pool: Option<Box<ConnectionPoolSettings>>,
+    /// Outlier detection.
+    pub outlier_detection: Option<Box<OutlierDetection>>,
+    /// TLS origination.
+    pub tls: Option<Box<ClientTlsSettings>>,
+}
+
+/// A `TrafficPolicy` whose blocks are boxed, so only what is set takes memory (the model's
+/// struct holds every block inline, about 1 KiB).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CompactPolicy {
+    /// Load balancing.
+    pub load_balancer: Option<Box<LoadBalancerSettings>>,
+    /// Connection pool.
+    pub connection_pool: Option<Box<ConnectionPoolSettings>>,
+    /// Outlier detection.
+    pub outlier_detection: Option<Box<OutlierDetection>>,
+    /// TLS origination.
+    pub tls: Option<Box<ClientTlsSettings>>,
+    /// Per-port policies.
+    pub port_level_settings: Box<[CompactPortPolicy]>,
+    /// Tunnel.
+    pub tunnel: Option<Box<TunnelSettings>>,
+    /// PROXY protocol.
+    pub proxy_protocol: Option<ProxyProtocol>,
+    /// Retry budget.
+    pub retry_budget: Option<Box<RetryBudget>>,
+}
+
+impl From<&TrafficPolicy> for CompactPolicy {
+    fn from(tp: &TrafficPolicy) -> Self {
+        CompactPolicy {
+            load_balancer: boxed(&tp.load_balancer),
+            connection_pool: boxed(&tp.connection_pool),
+            outlier_detection: boxed(&tp.outlier_detection),
+            tls: boxed(&tp.tls),
+            port_level_settings: tp
+                .port_level_settings
+                .iter()
+                .filter_map(|p| {
+                    Some(CompactPortPolicy {
+                        port: p.port?.number,
+                        load_balancer: boxed(&p.load_balancer),
+                        connection_pool: boxed(&p.connection_pool),
+                        outlier_detection: boxed(&p.outlier_detection),
+                        tls: boxed(&p.tls),
+                    })
+                })
+                .collect(),
+            tunnel: boxed(&tp.tunnel),
+            proxy_protocol: tp.proxy_protocol,
+            retry_budget: boxed(&tp.retry_budget),
+        }
+    }
+}
+
+/// A subset: name, endpoint labels, policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompiledSubset {
+    /// Name.
+    pub name: Box<str>,
+    /// Endpoint labels.
+    pub labels: Labels,
+    /// Policy replacing the DestinationRule's block by block.
+    pub traffic_policy: Option<Box<CompactPolicy>>,
+}
+
+impl From<&Subset> for CompiledSubset {
+    fn from(s: &Subset) -> Self {
+        CompiledSubset {
+            name: s.name.as_str().into(),
+            labels: s.labels.clone(),
+            traffic_policy: s
+                .traffic_policy
+                .as_ref()
+                .map(|t| Box::new(CompactPolicy::from(t))),
+        }
+    }
+}
 use crate::names::{labels_match, ExportTo, HostMap, MeshOptions};
 
 /// One or several DestinationRules of a namespace for one host, merged.
@@ -39,15 +131,15 @@ pub struct MergedDestinationRule {
     /// Client workload selector (same namespace only).
     pub workload_selector: Option<Labels>,
     /// The first top-level traffic policy.
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<CompactPolicy>,
     /// Subsets (first definition of a name wins).
-    pub subsets: Vec<Subset>,
+    pub subsets: Vec<CompiledSubset>,
 }
 
 impl MergedDestinationRule {
     /// The subset named `name`.
-    pub fn subset(&self, name: &str) -> Option<&Subset> {
-        self.subsets.iter().find(|s| s.name == name)
+    pub fn subset(&self, name: &str) -> Option<&CompiledSubset> {
+        self.subsets.iter().find(|s| &*s.name == name)
     }
 }
 
@@ -57,7 +149,7 @@ pub struct EffectivePolicy<'a> {
     /// The DestinationRule(s) that applied.
     pub destination_rule: Option<&'a MergedDestinationRule>,
     /// The subset, when one was asked for and is defined.
-    pub subset: Option<&'a Subset>,
+    pub subset: Option<&'a CompiledSubset>,
     /// False when a subset was asked for and no DestinationRule defines it (Envoy: cluster
     /// not found, 503 with an empty body).
     pub subset_found: bool,
@@ -104,31 +196,31 @@ struct Blocks<'a> {
     tls: Option<&'a ClientTlsSettings>,
 }
 
-fn port_level(tp: &TrafficPolicy, port: u16) -> Option<&PortTrafficPolicy> {
+fn port_level(tp: &CompactPolicy, port: u16) -> Option<&CompactPortPolicy> {
     tp.port_level_settings
         .iter()
-        .find(|p| p.port.is_some_and(|p| p.number == u32::from(port)))
+        .find(|p| p.port == u32::from(port))
 }
 
 /// `GetPortLevelTrafficPolicy`: the port entry alone, or the top level; and whether it was a
 /// port entry.
-fn blocks(tp: &TrafficPolicy, port: u16) -> (Blocks<'_>, bool) {
+fn blocks(tp: &CompactPolicy, port: u16) -> (Blocks<'_>, bool) {
     match port_level(tp, port) {
         Some(p) => (
             Blocks {
-                lb: p.load_balancer.as_ref(),
-                cp: p.connection_pool.as_ref(),
-                od: p.outlier_detection.as_ref(),
-                tls: p.tls.as_ref(),
+                lb: p.load_balancer.as_deref(),
+                cp: p.connection_pool.as_deref(),
+                od: p.outlier_detection.as_deref(),
+                tls: p.tls.as_deref(),
             },
             true,
         ),
         None => (
             Blocks {
-                lb: tp.load_balancer.as_ref(),
-                cp: tp.connection_pool.as_ref(),
-                od: tp.outlier_detection.as_ref(),
-                tls: tp.tls.as_ref(),
+                lb: tp.load_balancer.as_deref(),
+                cp: tp.connection_pool.as_deref(),
+                od: tp.outlier_detection.as_deref(),
+                tls: tp.tls.as_deref(),
             },
             false,
         ),
@@ -137,8 +229,8 @@ fn blocks(tp: &TrafficPolicy, port: u16) -> (Blocks<'_>, bool) {
 
 /// Merges a DR's policy with a subset's for a port (§3.3).
 pub fn merge<'a>(
-    dr: Option<&'a TrafficPolicy>,
-    subset: Option<&'a TrafficPolicy>,
+    dr: Option<&'a CompactPolicy>,
+    subset: Option<&'a CompactPolicy>,
     port: u16,
 ) -> EffectivePolicy<'a> {
     let mut e = EffectivePolicy {
@@ -151,9 +243,9 @@ pub fn merge<'a>(
         e.connection_pool = b.cp;
         e.outlier_detection = b.od;
         e.tls = b.tls;
-        e.tunnel = tp.tunnel.as_ref();
+        e.tunnel = tp.tunnel.as_deref();
         e.proxy_protocol = tp.proxy_protocol.as_ref();
-        e.retry_budget = tp.retry_budget.as_ref();
+        e.retry_budget = tp.retry_budget.as_deref();
     }
     if let Some(sp) = subset {
         let (b, port_level) = blocks(sp, port);
@@ -171,13 +263,13 @@ pub fn merge<'a>(
             e.tls = b.tls;
         }
         if sp.tunnel.is_some() {
-            e.tunnel = sp.tunnel.as_ref();
+            e.tunnel = sp.tunnel.as_deref();
         }
         if sp.proxy_protocol.is_some() {
             e.proxy_protocol = sp.proxy_protocol.as_ref();
         }
         if sp.retry_budget.is_some() {
-            e.retry_budget = sp.retry_budget.as_ref();
+            e.retry_budget = sp.retry_budget.as_deref();
         }
     }
     e
@@ -210,11 +302,11 @@ impl DestinationRules {
             if let Some(m) = list.iter_mut().find(|m| m.workload_selector == selector) {
                 m.merged.push(name);
                 if m.traffic_policy.is_none() {
-                    m.traffic_policy = dr.traffic_policy.clone();
+                    m.traffic_policy = dr.traffic_policy.as_ref().map(CompactPolicy::from);
                 }
                 for s in &dr.subsets {
                     if m.subset(&s.name).is_none() {
-                        m.subsets.push(s.clone());
+                        m.subsets.push(s.into());
                     }
                 }
                 m.export_to = match (&m.export_to, export) {
@@ -237,8 +329,8 @@ impl DestinationRules {
                 host: host.as_str().into(),
                 export_to: export,
                 workload_selector: selector,
-                traffic_policy: dr.traffic_policy.clone(),
-                subsets: dr.subsets.clone(),
+                traffic_policy: dr.traffic_policy.as_ref().map(CompactPolicy::from),
+                subsets: dr.subsets.iter().map(CompiledSubset::from).collect(),
             });
         }
         for m in by_ns.values_mut() {
@@ -311,7 +403,7 @@ impl DestinationRules {
         let sub = subset.and_then(|s| dr.subset(s));
         let mut e = merge(
             dr.traffic_policy.as_ref(),
-            sub.and_then(|s| s.traffic_policy.as_ref()),
+            sub.and_then(|s| s.traffic_policy.as_deref()),
             port,
         );
         e.destination_rule = Some(dr);
@@ -326,8 +418,9 @@ mod tests {
     use super::*;
     use crate::model::ClientTlsMode;
 
-    fn tp(v: serde_json::Value) -> TrafficPolicy {
-        serde_json::from_value(v).unwrap()
+    fn tp(v: serde_json::Value) -> CompactPolicy {
+        let t: TrafficPolicy = serde_json::from_value(v).unwrap();
+        CompactPolicy::from(&t)
     }
 
     #[test]
@@ -345,8 +438,8 @@ mod tests {
         // (dr, subset, port, lb, has cp, tls)
         let lb = |e: &EffectivePolicy<'_>| e.load_balancer.and_then(|l| l.simple);
         type Case<'a> = (
-            Option<&'a TrafficPolicy>,
-            Option<&'a TrafficPolicy>,
+            Option<&'a CompactPolicy>,
+            Option<&'a CompactPolicy>,
             u16,
             Option<SimpleLb>,
             bool,

@@ -61,12 +61,13 @@ pub(crate) fn compile_destinations<'a>(
         ),
     >,
     resolve: &dyn Fn(&str) -> String,
+    cache: &mut super::matcher::RegexCache,
     errors: &mut Vec<String>,
 ) -> Box<[WeightedDestination]> {
     let mut out: Vec<WeightedDestination> = items
         .map(|(d, w, h)| WeightedDestination {
-            host: resolve(&d.host).into(),
-            subset: d.subset.as_deref().map(Into::into),
+            host: cache.intern(&resolve(&d.host)),
+            subset: d.subset.as_deref().map(|s| cache.intern(s)),
             port: d.port.and_then(|p| u16::try_from(p.number).ok()),
             weight: w.unwrap_or(0).max(0) as u32,
             headers: h.map(|h| Arc::new(HeaderOps::compile(h, errors))),
@@ -243,9 +244,9 @@ pub struct RetryPolicy {
     /// Timeout per attempt.
     pub per_try_timeout: Option<Duration>,
     /// Envoy retry conditions, comma-separated.
-    pub retry_on: Box<str>,
+    pub retry_on: Arc<str>,
     /// Status codes retried by `retriable-status-codes`.
-    pub retriable_status_codes: Box<[u16]>,
+    pub retriable_status_codes: Arc<[u16]>,
     /// Retry in other localities.
     pub retry_remote_localities: bool,
     /// Avoid hosts already tried (default true).
@@ -262,7 +263,7 @@ static DEFAULT_RETRY: LazyLock<RetryPolicy> = LazyLock::new(|| RetryPolicy {
     attempts: 2,
     per_try_timeout: None,
     retry_on: DEFAULT_RETRY_ON.into(),
-    retriable_status_codes: Box::new([]),
+    retriable_status_codes: Arc::new([]),
     retry_remote_localities: false,
     ignore_previous_hosts: true,
     backoff: Duration::from_millis(25),
@@ -275,7 +276,10 @@ impl RetryPolicy {
         &DEFAULT_RETRY
     }
 
-    pub(crate) fn compile(r: Option<&model::HttpRetry>) -> RetryPolicy {
+    pub(crate) fn compile(
+        r: Option<&model::HttpRetry>,
+        cache: &mut super::matcher::RegexCache,
+    ) -> RetryPolicy {
         let Some(r) = r else {
             return DEFAULT_RETRY.clone();
         };
@@ -306,7 +310,11 @@ impl RetryPolicy {
         RetryPolicy {
             attempts: r.attempts as u32,
             per_try_timeout: r.per_try_timeout.map(|d| d.as_std()),
-            retry_on: retry_on.into(),
+            retry_on: if retry_on == DEFAULT_RETRY_ON {
+                DEFAULT_RETRY.retry_on.clone()
+            } else {
+                cache.intern(&retry_on)
+            },
             retriable_status_codes: codes.into(),
             retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
             ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
@@ -497,17 +505,17 @@ pub struct HttpAction {
     /// Weighted destinations (empty for redirect / direct response).
     pub destinations: Box<[WeightedDestination]>,
     /// Redirect instead of forwarding.
-    pub redirect: Option<Redirect>,
+    pub redirect: Option<Box<Redirect>>,
     /// Fixed reply instead of forwarding.
-    pub direct_response: Option<DirectResponse>,
+    pub direct_response: Option<Box<DirectResponse>>,
     /// Rewrite before forwarding.
-    pub rewrite: Option<Rewrite>,
+    pub rewrite: Option<Box<Rewrite>>,
     /// Route timeout (`None`: disabled, Istio's default).
     pub timeout: Option<Duration>,
     /// Retry policy (Istio's default when unset).
     pub retries: RetryPolicy,
     /// Fault injection.
-    pub fault: Option<Fault>,
+    pub fault: Option<Box<Fault>>,
     /// Mirrors.
     pub mirrors: Box<[Mirror]>,
     /// Route-level header operations.
@@ -528,25 +536,29 @@ impl HttpAction {
                 .iter()
                 .map(|d| (&d.destination, d.weight, d.headers.as_ref())),
             resolve,
+            cache,
             errors,
         );
-        let rewrite = r.rewrite.as_ref().map(|rw| Rewrite {
-            uri: rw.uri.as_deref().map(Into::into),
-            authority: rw.authority.as_deref().map(Into::into),
-            uri_regex: rw
-                .uri_regex_rewrite
-                .as_ref()
-                .and_then(|rr| match cache.raw(&rr.matcher) {
-                    Ok(re) => Some((re, convert_substitution(&rr.rewrite).into())),
-                    Err(e) => {
-                        errors.push(e);
-                        None
+        let rewrite = r.rewrite.as_ref().map(|rw| {
+            Box::new(Rewrite {
+                uri: rw.uri.as_deref().map(Into::into),
+                authority: rw.authority.as_deref().map(Into::into),
+                uri_regex: rw.uri_regex_rewrite.as_ref().and_then(|rr| {
+                    match cache.raw(&rr.matcher) {
+                        Ok(re) => Some((re, convert_substitution(&rr.rewrite).into())),
+                        Err(e) => {
+                            errors.push(e);
+                            None
+                        }
                     }
                 }),
+            })
         });
         let mut mirrors: Vec<Mirror> = Vec::new();
-        let one = |d: &model::Destination, errors: &mut Vec<String>| {
-            compile_destinations(std::iter::once((d, None, None)), resolve, errors)
+        let one = |d: &model::Destination,
+                   cache: &mut super::matcher::RegexCache,
+                   errors: &mut Vec<String>| {
+            compile_destinations(std::iter::once((d, None, None)), resolve, cache, errors)
                 .into_vec()
                 .remove(0)
         };
@@ -557,40 +569,45 @@ impl HttpAction {
                 .or(r.mirror_percent.map(f64::from))
                 .unwrap_or(100.0);
             mirrors.push(Mirror {
-                destination: one(m, errors),
+                destination: one(m, cache, errors),
                 share: PerMillion::from_percent(pct),
             });
         }
         for m in &r.mirrors {
             mirrors.push(Mirror {
-                destination: one(&m.destination, errors),
+                destination: one(&m.destination, cache, errors),
                 share: PerMillion::from_percent(m.percentage.map(|p| p.value).unwrap_or(100.0)),
             });
         }
         mirrors.retain(|m| m.share.0 > 0);
         HttpAction {
             destinations,
-            redirect: r.redirect.as_ref().map(Redirect::compile),
-            direct_response: r.direct_response.as_ref().map(|d| DirectResponse {
-                status: u16::try_from(d.status).unwrap_or(500),
-                body: d.body.as_ref().and_then(|b| {
-                    if let Some(s) = &b.string {
-                        Some(Arc::from(s.as_bytes()))
-                    } else {
-                        b.bytes.as_deref().and_then(|s| match base64_decode(s) {
-                            Some(v) => Some(Arc::from(v)),
-                            None => {
-                                errors.push("directResponse body bytes are not base64".into());
-                                None
-                            }
-                        })
-                    }
-                }),
+            redirect: r.redirect.as_ref().map(|r| Box::new(Redirect::compile(r))),
+            direct_response: r.direct_response.as_ref().map(|d| {
+                Box::new(DirectResponse {
+                    status: u16::try_from(d.status).unwrap_or(500),
+                    body: d.body.as_ref().and_then(|b| {
+                        if let Some(s) = &b.string {
+                            Some(Arc::from(s.as_bytes()))
+                        } else {
+                            b.bytes.as_deref().and_then(|s| match base64_decode(s) {
+                                Some(v) => Some(Arc::from(v)),
+                                None => {
+                                    errors.push("directResponse body bytes are not base64".into());
+                                    None
+                                }
+                            })
+                        }
+                    }),
+                })
             }),
             rewrite,
             timeout: r.timeout.map(|d| d.as_std()).filter(|d| !d.is_zero()),
-            retries: RetryPolicy::compile(r.retries.as_ref()),
-            fault: r.fault.as_ref().map(|f| Fault::compile(f, errors)),
+            retries: RetryPolicy::compile(r.retries.as_ref(), cache),
+            fault: r
+                .fault
+                .as_ref()
+                .map(|f| Box::new(Fault::compile(f, errors))),
             mirrors: mirrors.into(),
             headers: r
                 .headers
@@ -665,17 +682,17 @@ mod tests {
             retry_on: on.map(Into::into),
             ..Default::default()
         };
-        let d = RetryPolicy::compile(None);
+        let d = RetryPolicy::compile(None, &mut Default::default());
         assert_eq!(d.attempts, 2);
         assert_eq!(&*d.retry_on, DEFAULT_RETRY_ON);
         assert!(d.retriable_status_codes.is_empty());
-        assert!(!RetryPolicy::compile(Some(&r(0, None))).enabled());
-        let p = RetryPolicy::compile(Some(&r(3, None)));
+        assert!(!RetryPolicy::compile(Some(&r(0, None)), &mut Default::default()).enabled());
+        let p = RetryPolicy::compile(Some(&r(3, None)), &mut Default::default());
         assert_eq!((p.attempts, &*p.retry_on), (3, DEFAULT_RETRY_ON));
-        let p = RetryPolicy::compile(Some(&r(3, Some("503,reset"))));
+        let p = RetryPolicy::compile(Some(&r(3, Some("503,reset"))), &mut Default::default());
         assert_eq!(&*p.retry_on, "reset,retriable-status-codes");
         assert_eq!(&*p.retriable_status_codes, &[503]);
-        let p = RetryPolicy::compile(Some(&r(1, Some("5xx"))));
+        let p = RetryPolicy::compile(Some(&r(1, Some("5xx"))), &mut Default::default());
         assert_eq!(&*p.retry_on, "5xx");
     }
 

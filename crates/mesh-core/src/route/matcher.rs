@@ -13,9 +13,31 @@ use crate::names::labels_match;
 #[derive(Debug, Default)]
 pub(crate) struct RegexCache {
     map: HashMap<String, Regex>,
+    strings: HashMap<Box<str>, std::sync::Arc<str>>,
+    headers: HashMap<Box<str>, HeaderName>,
 }
 
 impl RegexCache {
+    /// Shares identical strings (hosts, subsets, matcher values) across the snapshot.
+    pub(crate) fn intern(&mut self, s: &str) -> std::sync::Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        let a: std::sync::Arc<str> = s.into();
+        self.strings.insert(s.into(), a.clone());
+        a
+    }
+
+    /// A header name, lower-cased, shared across the snapshot.
+    pub(crate) fn header_name(&mut self, name: &str) -> Option<HeaderName> {
+        if let Some(h) = self.headers.get(name) {
+            return Some(h.clone());
+        }
+        let h = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()?;
+        self.headers.insert(name.into(), h.clone());
+        Some(h)
+    }
+
     /// An anchored (full match, RE2-style) regex.
     pub(crate) fn full(&mut self, pattern: &str) -> Result<Regex, String> {
         if let Some(r) = self.map.get(pattern) {
@@ -48,13 +70,13 @@ impl RegexCache {
 #[derive(Debug, Clone)]
 pub enum StrMatcher {
     /// Whole value equals.
-    Exact(Box<str>),
+    Exact(std::sync::Arc<str>),
     /// Value starts with.
-    Prefix(Box<str>),
+    Prefix(std::sync::Arc<str>),
     /// Whole value equals, ASCII case-insensitively (`ignoreUriCase`).
-    ExactIgnoreCase(Box<str>),
+    ExactIgnoreCase(std::sync::Arc<str>),
     /// Value starts with, ASCII case-insensitively.
-    PrefixIgnoreCase(Box<str>),
+    PrefixIgnoreCase(std::sync::Arc<str>),
     /// RE2-style full match.
     Regex(Regex),
     /// Presence only (`{}` or `regex: "*"` on headers and query parameters).
@@ -71,13 +93,13 @@ impl StrMatcher {
         Ok(match m.kind() {
             None => StrMatcher::Present,
             Some(StringMatchKind::Exact(s)) if ignore_case => {
-                StrMatcher::ExactIgnoreCase(s.to_ascii_lowercase().into())
+                StrMatcher::ExactIgnoreCase(cache.intern(&s.to_ascii_lowercase()))
             }
-            Some(StringMatchKind::Exact(s)) => StrMatcher::Exact(s.into()),
+            Some(StringMatchKind::Exact(s)) => StrMatcher::Exact(cache.intern(s)),
             Some(StringMatchKind::Prefix(s)) if ignore_case => {
-                StrMatcher::PrefixIgnoreCase(s.to_ascii_lowercase().into())
+                StrMatcher::PrefixIgnoreCase(cache.intern(&s.to_ascii_lowercase()))
             }
-            Some(StringMatchKind::Prefix(s)) => StrMatcher::Prefix(s.into()),
+            Some(StringMatchKind::Prefix(s)) => StrMatcher::Prefix(cache.intern(s)),
             Some(StringMatchKind::Regex("*")) => StrMatcher::Present,
             Some(StringMatchKind::Regex(r)) => StrMatcher::Regex(cache.full(r)?),
         })
@@ -224,9 +246,10 @@ impl MatchBlock {
                     ":authority" => Ok(HeaderKey::Authority),
                     ":scheme" => Ok(HeaderKey::Scheme),
                     ":path" => Ok(HeaderKey::Path),
-                    n => HeaderName::from_bytes(n.as_bytes())
+                    n => cache
+                        .header_name(n)
                         .map(HeaderKey::Name)
-                        .map_err(|_| format!("invalid header name {name:?}")),
+                        .ok_or_else(|| format!("invalid header name {name:?}")),
                 };
                 let c = key.and_then(|key| {
                     Ok(Cond::Header {
@@ -245,6 +268,7 @@ impl MatchBlock {
             });
             push(c, &mut b);
         }
+        b.conds.shrink_to_fit();
         b
     }
 

@@ -228,7 +228,7 @@ pub struct HttpRule {
     pub delegate: Option<(Arc<str>, usize)>,
     matches: Box<[MatchBlock]>,
     /// What the route does.
-    pub action: Arc<HttpAction>,
+    pub action: HttpAction,
 }
 
 #[derive(Debug, Clone)]
@@ -380,7 +380,7 @@ impl<'a> RouteDecision<'a> {
 
     /// The matched route's action.
     pub fn action(&self) -> Option<&'a HttpAction> {
-        self.rule.map(|r| &*r.action)
+        self.rule.map(|r| &r.action)
     }
 
     /// Weighted destinations (empty when the mesh answers itself).
@@ -510,12 +510,13 @@ impl RouteTable {
                     .map(|g| resolve_gateway_name(g, ns).into())
                     .collect()
             };
-            let l4 = |matches: Vec<L4Match>, index, dests: &[model::RouteDestination]| L4Rule {
+            let mut l4 = |matches: Vec<L4Match>, index, dests: &[model::RouteDestination]| L4Rule {
                 index,
                 matches: matches.into(),
                 destinations: actions::compile_destinations(
                     dests.iter().map(|d| (&d.destination, d.weight, None)),
                     &resolve,
+                    &mut cache,
                     &mut Vec::new(),
                 ),
             };
@@ -652,12 +653,12 @@ impl RouteTable {
                             },
                             delegate: Some((dname.clone(), j)),
                             matches: blocks.into(),
-                            action: Arc::new(HttpAction::compile(
+                            action: HttpAction::compile(
                                 &merged,
                                 &dresolve,
                                 &mut cache,
                                 &mut errors,
-                            )),
+                            ),
                         });
                     }
                     continue;
@@ -668,9 +669,10 @@ impl RouteTable {
                     name: r.name.as_deref().map(Into::into),
                     delegate: None,
                     matches: root_blocks.into(),
-                    action: Arc::new(HttpAction::compile(r, &resolve, &mut cache, &mut errors)),
+                    action: HttpAction::compile(r, &resolve, &mut cache, &mut errors),
                 });
             }
+            rules.shrink_to_fit();
             t.vss[idx].http = rules;
             t.errors
                 .extend(errors.into_iter().map(|e| format!("{vs_name}: {e}")));
