@@ -18,6 +18,7 @@
 pub mod accesslog;
 pub mod authz;
 pub mod envoy;
+pub mod gateway;
 pub mod inbound;
 pub mod lb;
 pub mod metrics;

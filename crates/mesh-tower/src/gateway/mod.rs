@@ -1,0 +1,909 @@
+//! The ingress gateway: a workload that serves the `Gateway` servers whose selector
+//! matches its labels (spec §5).
+//!
+//! [`GatewayServer`] listens on the ports of those servers (a test or a platform may map a
+//! server port to any listener with [`GatewayBuilder::listener`]) and, per connection, on
+//! the current snapshot:
+//! - **plain HTTP servers** (`HTTP`, `HTTP2`, `GRPC`, `GRPC-WEB`): the server is chosen by
+//!   the request's host among the port's servers; `tls.httpsRedirect` answers every request
+//!   with a 301 to `https://`; otherwise the request is routed by the VirtualServices bound
+//!   to that Gateway;
+//! - **HTTPS / TLS servers**: the ClientHello is read *without consuming it* and the
+//!   server chosen by SNI among the port's servers' hosts (exact name over the longest
+//!   `*.suffix` wildcard over `*`; no SNI matches only `*`). Then by `tls.mode` (default
+//!   PASSTHROUGH):
+//!   - `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`: TLS is terminated with the certificate of the
+//!     server's `credentialName` from a [`CredentialLookup`] (by default
+//!     [`DirCredentials`]: `<dir>/<name>/tls.crt`, `tls.key`, `ca.crt`, or a separate
+//!     `<name>-cacert`), so each host gets its own certificate; HTTPS servers then route
+//!     HTTP as above, TLS servers route the decrypted bytes by the VirtualServices' `tcp`
+//!     routes;
+//!   - `PASSTHROUGH`: the connection is routed by SNI through the bound VirtualServices'
+//!     `tls` routes and its bytes are spliced, unterminated, to the chosen endpoint.
+//!
+//! Routed HTTP requests are forwarded over plaintext HTTP/1.1 (HTTP/2 for `GRPC`/`HTTP2`
+//! service ports) with a hyper-util client to an endpoint of the destination, taken from
+//! the registry (subset labels from the DestinationRule), honouring the route timeout.
+//! Envoy's local replies are reproduced: 404 when no VirtualService or route matches, 503
+//! (NC) for an unknown destination or subset, 503 `no healthy upstream` without endpoints,
+//! 503 `upstream connect error ...` when the endpoint cannot be reached, 504 `upstream
+//! request timeout`; VirtualService redirects and direct responses are answered by the
+//! gateway.
+//!
+//! Settings we cannot honour fail loudly at [`GatewayBuilder::start`] (and reset the
+//! connection if they appear in a later config): `ISTIO_MUTUAL`, `AUTO_PASSTHROUGH`,
+//! certificate file paths, `subjectAltNames`, SPKI/hash pinning, cipher suites, CRLs, TCP
+//! and other non-HTTP, non-TLS server protocols.
+//!
+//! Differences from Istio: the ports are those of the servers at start (a port added by a
+//! later Gateway is not listened on until a restart); credentials are read when first
+//! needed after each config change ([`GatewayServer::reload_credentials`] forces a
+//! re-read); the forwarding client applies the route's destination, subset and timeout,
+//! but not yet its rewrites, header operations, retries, mirrors or faults (the outbound
+//! stack will).
+
+mod sni;
+mod tls;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, HOST, LOCATION};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mesh_core::gateway::GatewayServer as ServerRef;
+use mesh_core::mesh::Mesh;
+use mesh_core::model::{Labels, ServerTlsMode};
+use mesh_core::route::{HttpRequestAttrs, L4Attrs, RouteOutcome, WeightedDestination};
+use mesh_core::snapshot::Snapshot;
+use mesh_tls::{CredentialLookup, DirCredentials};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+pub use sni::{parse_client_hello, Hello};
+
+use crate::envoy::{LocalReply, ResetReason};
+use crate::inbound::{is_transient, ConnectionInfo};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body the gateway answers with.
+pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No Gateway server selects this workload's labels.
+    #[error("no Gateway server selects a workload with labels {0:?}")]
+    NoServers(Labels),
+    /// A server asks for something the gateway does not support, or its credential is
+    /// missing or invalid.
+    #[error("Gateway {gateway} server {index} (port {port}): {message}")]
+    Server {
+        /// `ns/name` of the Gateway.
+        gateway: String,
+        /// Index of the server.
+        index: usize,
+        /// Its port.
+        port: u32,
+        /// What is wrong.
+        message: String,
+    },
+    /// A port could not be bound.
+    #[error("cannot listen on port {port}: {source}")]
+    Bind {
+        /// The server port.
+        port: u16,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Builds a [`GatewayServer`]. See [`GatewayServer::builder`].
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    mesh: Mesh,
+    namespace: String,
+    labels: Labels,
+    credentials: Arc<dyn CredentialLookup>,
+    listeners: BTreeMap<u16, TcpListener>,
+    bind: IpAddr,
+    hello_timeout: Duration,
+}
+
+impl GatewayBuilder {
+    /// Looks `credentialName`s up in this store (default: [`DirCredentials`] over
+    /// `./credentials`).
+    pub fn credentials(mut self, store: Arc<dyn CredentialLookup>) -> Self {
+        self.credentials = store;
+        self
+    }
+
+    /// Looks `credentialName`s up as directories under `dir` ([`DirCredentials`]).
+    pub fn credential_dir(self, dir: impl Into<PathBuf>) -> Self {
+        self.credentials(Arc::new(DirCredentials::new(dir.into())))
+    }
+
+    /// Serves Gateway server port `port` on `listener` instead of binding it.
+    pub fn listener(mut self, port: u16, listener: TcpListener) -> Self {
+        self.listeners.insert(port, listener);
+        self
+    }
+
+    /// The address to bind server ports on (default `0.0.0.0`).
+    pub fn bind_address(mut self, ip: IpAddr) -> Self {
+        self.bind = ip;
+        self
+    }
+
+    /// How long to wait for a TLS ClientHello (default 10 s).
+    pub fn hello_timeout(mut self, timeout: Duration) -> Self {
+        self.hello_timeout = timeout;
+        self
+    }
+
+    /// Checks every server (protocol, TLS settings, credentials), binds the ports and
+    /// starts serving.
+    pub async fn start(mut self) -> Result<GatewayServer, GatewayError> {
+        let snap = self.mesh.snapshot();
+        let servers = snap.gateway_servers(&self.labels);
+        if servers.is_empty() {
+            return Err(GatewayError::NoServers(self.labels));
+        }
+        let cache = tls::ConfigCache::new();
+        let mut ports = Vec::new();
+        for s in &servers {
+            let err = |message: String| GatewayError::Server {
+                gateway: s.gateway.to_owned(),
+                index: s.index,
+                port: s.server.port.number,
+                message,
+            };
+            let port = u16::try_from(s.server.port.number)
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| err("port must be 1..65535".into()))?;
+            match kind(s) {
+                Kind::Http => {}
+                Kind::Tls { terminate, http } => {
+                    let settings = s.server.tls.as_ref().ok_or_else(|| {
+                        err("server must have TLS settings for HTTPS/TLS protocols".into())
+                    })?;
+                    tls::check_supported(settings).map_err(err)?;
+                    if terminate {
+                        cache
+                            .get(snap.generation(), s.gateway, s.index, || {
+                                tls::build_config(settings, &*self.credentials, http)
+                            })
+                            .map_err(err)?;
+                    }
+                }
+                Kind::Unsupported => {
+                    return Err(err(format!(
+                        "protocol {:?} is not supported by this gateway (HTTP, HTTP2, GRPC, \
+                         GRPC-WEB, HTTPS and TLS are)",
+                        s.server.port.protocol
+                    )))
+                }
+            }
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let inner = Arc::new(Inner {
+            mesh: self.mesh.clone(),
+            namespace: self.namespace,
+            labels: self.labels,
+            credentials: self.credentials,
+            cache,
+            hello_timeout: self.hello_timeout,
+            h1: Client::builder(TokioExecutor::new()).build_http(),
+            h2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build_http(),
+        });
+        let mut addrs = BTreeMap::new();
+        let mut tasks = Vec::new();
+        for port in ports {
+            let listener = match self.listeners.remove(&port) {
+                Some(l) => l,
+                None => TcpListener::bind((self.bind, port))
+                    .await
+                    .map_err(|source| GatewayError::Bind { port, source })?,
+            };
+            let addr = listener
+                .local_addr()
+                .map_err(|source| GatewayError::Bind { port, source })?;
+            addrs.insert(port, addr);
+            tasks.push(tokio::spawn(accept_loop(
+                Arc::clone(&inner),
+                listener,
+                port,
+            )));
+        }
+        Ok(GatewayServer {
+            inner,
+            addrs,
+            tasks,
+        })
+    }
+}
+
+struct Inner {
+    mesh: Mesh,
+    namespace: String,
+    labels: Labels,
+    credentials: Arc<dyn CredentialLookup>,
+    cache: tls::ConfigCache,
+    hello_timeout: Duration,
+    h1: Client<HttpConnector, Incoming>,
+    h2: Client<HttpConnector, Incoming>,
+}
+
+/// A running ingress gateway. Dropping it stops the listeners (open connections finish).
+#[derive(Debug)]
+pub struct GatewayServer {
+    inner: Arc<Inner>,
+    addrs: BTreeMap<u16, SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("namespace", &self.namespace)
+            .field("labels", &self.labels)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GatewayServer {
+    /// A gateway workload in `namespace` with these labels (e.g. `istio: ingressgateway`),
+    /// following `mesh`.
+    pub fn builder(mesh: Mesh, namespace: impl Into<String>, labels: Labels) -> GatewayBuilder {
+        GatewayBuilder {
+            mesh,
+            namespace: namespace.into(),
+            labels,
+            credentials: Arc::new(DirCredentials::new("credentials")),
+            listeners: BTreeMap::new(),
+            bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// Where Gateway server port `port` is listening.
+    pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
+        self.addrs.get(&port).copied()
+    }
+
+    /// Re-reads the credentials on the next connection (after a certificate changed).
+    pub fn reload_credentials(&self) {
+        self.inner.cache.clear();
+    }
+}
+
+impl Drop for GatewayServer {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Tls { terminate: bool, http: bool },
+    Unsupported,
+}
+
+fn kind(s: &ServerRef<'_>) -> Kind {
+    let p = s.server.port.protocol.to_ascii_uppercase();
+    match p.as_str() {
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => Kind::Http,
+        "HTTPS" | "TLS" => {
+            let mode = s.server.tls.as_ref().map(|t| t.mode).unwrap_or_default();
+            Kind::Tls {
+                terminate: !matches!(
+                    mode,
+                    ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+                ),
+                http: p == "HTTPS",
+            }
+        }
+        _ => Kind::Unsupported,
+    }
+}
+
+/// How well a server host (`[ns/]name`) matches a request host or SNI: exact beats the
+/// longest `*.suffix`, which beats `*`.
+fn host_score(pattern: &str, host: Option<&str>) -> Option<usize> {
+    let pattern = pattern.rsplit_once('/').map_or(pattern, |(_, h)| h);
+    if pattern == "*" {
+        return Some(0);
+    }
+    let host = host?;
+    if let Some(suffix) = pattern.strip_prefix('*') {
+        let ok = host.len() > suffix.len()
+            && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes());
+        return ok.then_some(suffix.len());
+    }
+    pattern.eq_ignore_ascii_case(host).then_some(usize::MAX)
+}
+
+fn select<'a>(
+    servers: impl Iterator<Item = ServerRef<'a>>,
+    host: Option<&str>,
+) -> Option<ServerRef<'a>> {
+    let mut best: Option<(usize, ServerRef<'a>)> = None;
+    for s in servers {
+        let score = s
+            .server
+            .hosts
+            .iter()
+            .filter_map(|h| host_score(h, host))
+            .max();
+        if let Some(score) = score {
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, s));
+            }
+        }
+    }
+    best.map(|(_, s)| s)
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => {
+                tracing::error!(port, error = %e, "gateway listener failed");
+                return;
+            }
+        };
+        let inner = Arc::clone(&inner);
+        tokio::spawn(async move {
+            if let Err(e) = connection(inner, tcp, remote, port).await {
+                tracing::debug!(port, %remote, error = %e, "gateway connection closed");
+            }
+        });
+    }
+}
+
+fn on_port(snap: &Snapshot, labels: &Labels, port: u16) -> Vec<(Kind, String, usize)> {
+    snap.gateway_servers(labels)
+        .into_iter()
+        .filter(|s| s.server.port.number == u32::from(port))
+        .map(|s| (kind(&s), s.gateway.to_owned(), s.index))
+        .collect()
+}
+
+/// Per-connection context for HTTP requests.
+#[derive(Clone, Debug)]
+struct HttpCtx {
+    port: u16,
+    https: bool,
+    /// The server chosen by SNI (TLS); `None`: choose per request by host.
+    fixed: Option<(Arc<str>, usize)>,
+    conn: ConnectionInfo,
+}
+
+fn server_at<'a>(
+    snap: &'a Snapshot,
+    labels: &Labels,
+    gateway: &str,
+    index: usize,
+) -> Option<ServerRef<'a>> {
+    snap.gateway_servers(labels)
+        .into_iter()
+        .find(|s| s.gateway == gateway && s.index == index)
+}
+
+async fn connection(
+    inner: Arc<Inner>,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    port: u16,
+) -> io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().ok();
+    let snap = inner.mesh.snapshot();
+    let servers = on_port(&snap, &inner.labels, port);
+    let has_tls = servers.iter().any(|s| matches!(s.0, Kind::Tls { .. }));
+    let has_http = servers.iter().any(|s| s.0 == Kind::Http);
+    let conn = ConnectionInfo::new(None, port).with_addrs(Some(remote), local);
+    let plain_ctx = HttpCtx {
+        port,
+        https: false,
+        fixed: None,
+        conn: conn.clone(),
+    };
+    if !has_tls {
+        if !has_http {
+            return Err(io::Error::other("no Gateway server on this port any more"));
+        }
+        return serve_http(inner, tcp, plain_ctx).await;
+    }
+    let sni = match sni::peek_client_hello(&tcp, inner.hello_timeout).await? {
+        Hello::Tls(sni) => sni,
+        Hello::NotTls if has_http => return serve_http(inner, tcp, plain_ctx).await,
+        Hello::NotTls | Hello::Incomplete => {
+            return Err(io::Error::other("not a TLS ClientHello on a TLS port"))
+        }
+    };
+    let all = snap.gateway_servers(&inner.labels);
+    let tls_servers = all
+        .iter()
+        .copied()
+        .filter(|s| s.server.port.number == u32::from(port) && matches!(kind(s), Kind::Tls { .. }));
+    let Some(server) = select(tls_servers, sni.as_deref()) else {
+        // no filter chain matches this SNI: Envoy closes the connection
+        return Err(io::Error::other(format!(
+            "no Gateway server for SNI {:?}",
+            sni.as_deref().unwrap_or("")
+        )));
+    };
+    let Kind::Tls { terminate, http } = kind(&server) else {
+        return Err(io::Error::other("unreachable: not a TLS server"));
+    };
+    let gateway: Arc<str> = server.gateway.into();
+    let index = server.index;
+    let settings = server.server.tls.clone().unwrap_or_default();
+    if !terminate {
+        if settings.mode != ServerTlsMode::Passthrough {
+            return Err(io::Error::other(format!(
+                "TLS mode {:?} is not supported",
+                settings.mode
+            )));
+        }
+        let target = l4_target(&inner, &snap, &gateway, port, sni.as_deref(), true)?;
+        drop(all);
+        return splice(tcp, target).await;
+    }
+    let cfg = inner
+        .cache
+        .get(snap.generation(), &gateway, index, || {
+            tls::build_config(&settings, &*inner.credentials, http)
+        })
+        .map_err(|e| {
+            tracing::warn!(gateway = %gateway, index, error = %e, "cannot terminate TLS");
+            io::Error::other(e)
+        })?;
+    drop(all);
+    let stream = tokio::time::timeout(inner.hello_timeout, TlsAcceptor::from(cfg).accept(tcp))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+    let conn = conn.with_tls(true, sni.as_deref());
+    if http {
+        let ctx = HttpCtx {
+            port,
+            https: true,
+            fixed: Some((gateway, index)),
+            conn,
+        };
+        return serve_http(inner, stream, ctx).await;
+    }
+    let target = l4_target(&inner, &snap, &gateway, port, sni.as_deref(), false)?;
+    splice(stream, target).await
+}
+
+/// The endpoint a TLS (by SNI, `tls` routes) or terminated TLS (`tcp` routes) connection
+/// goes to.
+fn l4_target(
+    inner: &Inner,
+    snap: &Snapshot,
+    gateway: &str,
+    port: u16,
+    sni: Option<&str>,
+    passthrough: bool,
+) -> io::Result<SocketAddr> {
+    let mut attrs = L4Attrs::new(&inner.namespace, port);
+    attrs.gateway = Some(gateway);
+    attrs.sni = sni;
+    let d = if passthrough {
+        snap.route_tls(&attrs)
+    } else {
+        snap.route_tcp(&attrs)
+    };
+    if d.virtual_service.is_none() {
+        return Err(io::Error::other(format!(
+            "no VirtualService route for SNI {:?} on gateway {gateway}",
+            sni.unwrap_or("")
+        )));
+    }
+    let dest = d
+        .pick(rand::random())
+        .ok_or_else(|| io::Error::other("route without destinations"))?;
+    resolve(snap, &inner.namespace, dest, port)
+        .map(|(a, _)| a)
+        .map_err(|r| io::Error::other(format!("{} ({})", r, dest.host)))
+}
+
+async fn splice<S>(mut downstream: S, target: SocketAddr) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut upstream = TcpStream::connect(target).await?;
+    let _ = upstream.set_nodelay(true);
+    tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await?;
+    Ok(())
+}
+
+/// An endpoint address for a routed destination, and whether the service port speaks
+/// HTTP/2.
+fn resolve(
+    snap: &Snapshot,
+    namespace: &str,
+    dest: &WeightedDestination,
+    request_port: u16,
+) -> Result<(SocketAddr, bool), LocalReply> {
+    let svc = snap
+        .registry()
+        .service(&dest.host, namespace)
+        .ok_or(LocalReply::ClusterNotFound)?;
+    let port = dest
+        .port
+        .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].number))
+        .unwrap_or(request_port);
+    let subset = match dest.subset.as_deref() {
+        Some(name) => Some(
+            &snap
+                .destination_rule(&dest.host, namespace)
+                .and_then(|dr| dr.subset(name))
+                .ok_or(LocalReply::ClusterNotFound)?
+                .labels,
+        ),
+        None => None,
+    };
+    let h2 = svc
+        .port(port)
+        .is_some_and(|p| matches!(&*p.protocol, "GRPC" | "HTTP2" | "GRPC-WEB"));
+    let mut chosen = None;
+    let mut seen = 0u64;
+    // reservoir sampling: a uniform pick without collecting the endpoints
+    for t in svc.targets(port, subset) {
+        if let Some(a) = t.addr {
+            seen += 1;
+            if rand::random_range(0..seen) == 0 {
+                chosen = Some(a);
+            }
+        }
+    }
+    chosen.map(|a| (a, h2)).ok_or(LocalReply::NoHealthyUpstream)
+}
+
+async fn serve_http<IO>(inner: Arc<Inner>, io: IO, ctx: HttpCtx) -> io::Result<()>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let inner = Arc::clone(&inner);
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&inner, &ctx, req).await) }
+    });
+    auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await
+        .map_err(io::Error::other)
+}
+
+fn full(b: impl Into<Bytes>) -> GatewayBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+fn local(reply: &LocalReply, req_headers: &http::HeaderMap) -> Response<GatewayBody> {
+    reply.to_response_with(crate::envoy::is_grpc(req_headers), full)
+}
+
+fn authority_of<B>(req: &Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("")
+}
+
+fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority
+            .split_once(']')
+            .map_or(authority, |(h, _)| &h[1..]);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Response<GatewayBody> {
+    let snap = inner.mesh.load();
+    let authority = authority_of(&req).to_owned();
+    let host = strip_port(&authority);
+    let server = match &ctx.fixed {
+        Some((g, i)) => server_at(&snap, &inner.labels, g, *i),
+        None => select(
+            snap.gateway_servers(&inner.labels)
+                .into_iter()
+                .filter(|s| s.server.port.number == u32::from(ctx.port) && kind(s) == Kind::Http),
+            Some(host),
+        ),
+    };
+    let Some(server) = server else {
+        return local(&LocalReply::NoRoute, req.headers());
+    };
+    if !ctx.https && server.server.tls.as_ref().is_some_and(|t| t.https_redirect) {
+        return https_redirect(&req, &authority);
+    }
+    let gateway = server.gateway;
+    let (parts, body) = req.into_parts();
+    let attrs = HttpRequestAttrs::from_parts(&inner.namespace, &parts)
+        .with_gateway(Some(gateway))
+        .with_port(ctx.port)
+        .with_scheme(if ctx.https { "https" } else { "http" });
+    let d = snap.route_http(&attrs);
+    if d.virtual_service.is_none() {
+        return local(&LocalReply::NoRoute, &parts.headers);
+    }
+    match d.outcome {
+        RouteOutcome::NoRoute => return local(&LocalReply::NoRoute, &parts.headers),
+        RouteOutcome::DirectResponse(dr) => {
+            let body = dr
+                .body
+                .as_deref()
+                .map(Bytes::copy_from_slice)
+                .unwrap_or_default();
+            let mut r = Response::new(full(body));
+            *r.status_mut() = StatusCode::from_u16(dr.status).unwrap_or(StatusCode::OK);
+            return r;
+        }
+        RouteOutcome::Redirect(rd) => {
+            return vs_redirect(rd, &parts, &authority, ctx, d.prefix_len);
+        }
+        RouteOutcome::Forward => {}
+    }
+    let Some(dest) = d.pick(rand::random()) else {
+        return local(&LocalReply::ClusterNotFound, &parts.headers);
+    };
+    let (addr, h2) = match resolve(&snap, &inner.namespace, dest, ctx.port) {
+        Ok(x) => x,
+        Err(reply) => return local(&reply, &parts.headers),
+    };
+    let timeout = d.timeout();
+    drop(snap);
+    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri: Uri = match format!("http://{addr}{pq}").parse() {
+        Ok(u) => u,
+        Err(_) => return local(&LocalReply::NoRoute, &parts.headers),
+    };
+    req = Request::from_parts(parts, body);
+    let headers = req.headers_mut();
+    for h in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(h);
+    }
+    if !headers.contains_key(HOST) {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            headers.insert(HOST, v);
+        }
+    }
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if ctx.https { "https" } else { "http" }),
+    );
+    if let Some(r) = ctx.conn.remote_addr() {
+        if let Ok(v) = HeaderValue::from_str(&r.ip().to_string()) {
+            headers.append("x-forwarded-for", v);
+        }
+    }
+    let req_headers = req.headers().clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = if h2 {
+        http::Version::HTTP_2
+    } else {
+        http::Version::HTTP_11
+    };
+    let client = if h2 { &inner.h2 } else { &inner.h1 };
+    let send = client.request(req);
+    let result = match timeout {
+        Some(t) => match tokio::time::timeout(t, send).await {
+            Ok(r) => r,
+            Err(_) => return local(&LocalReply::UpstreamTimeout, &req_headers),
+        },
+        None => send.await,
+    };
+    match result {
+        Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+        Err(e) => {
+            let reason = if e.is_connect() {
+                ResetReason::RemoteConnectionFailure
+            } else {
+                ResetReason::ConnectionTermination
+            };
+            tracing::debug!(%addr, error = %e, "gateway upstream request failed");
+            local(
+                &LocalReply::UpstreamReset {
+                    reason,
+                    transport_failure: None,
+                    retried: false,
+                },
+                &req_headers,
+            )
+        }
+    }
+}
+
+/// `httpsRedirect`: 301 to the same host and path over https (Envoy drops the port when
+/// it is the http default).
+fn https_redirect<B>(req: &Request<B>, authority: &str) -> Response<GatewayBody> {
+    let host = match authority.rsplit_once(':') {
+        Some((h, "80")) if !authority.ends_with(']') => h,
+        _ => authority,
+    };
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    redirect_response(
+        StatusCode::MOVED_PERMANENTLY,
+        &format!("https://{host}{pq}"),
+    )
+}
+
+fn redirect_response(status: StatusCode, location: &str) -> Response<GatewayBody> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r
+}
+
+/// A VirtualService `redirect`: replaces the scheme, authority, port and path (or the
+/// matched prefix) as configured.
+fn vs_redirect(
+    rd: &mesh_core::route::Redirect,
+    parts: &http::request::Parts,
+    authority: &str,
+    ctx: &HttpCtx,
+    prefix_len: usize,
+) -> Response<GatewayBody> {
+    let scheme = rd
+        .scheme
+        .as_deref()
+        .unwrap_or(if ctx.https { "https" } else { "http" });
+    let host = rd
+        .authority
+        .as_deref()
+        .unwrap_or_else(|| strip_port(authority));
+    let port = rd
+        .port
+        .or(if rd.port_from_request {
+            Some(ctx.port)
+        } else {
+            None
+        })
+        .or_else(|| {
+            // keep an explicit request port unless the authority is replaced
+            if rd.authority.is_some() {
+                None
+            } else {
+                authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+            }
+        })
+        .filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
+    let path = parts.uri.path();
+    let new_path = match (&rd.uri, &rd.prefix_rewrite) {
+        (Some(u), _) => u.to_string(),
+        (None, Some(p)) => format!("{p}{}", path.get(prefix_len..).unwrap_or("")),
+        (None, None) => path.to_owned(),
+    };
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let location = match port {
+        Some(p) => format!("{scheme}://{host}:{p}{new_path}{query}"),
+        None => format!("{scheme}://{host}{new_path}{query}"),
+    };
+    redirect_response(
+        StatusCode::from_u16(rd.code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
+        &location,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_scores() {
+        let cases: &[(&str, Option<&str>, Option<usize>)] = &[
+            ("*", None, Some(0)),
+            ("*", Some("a.example.com"), Some(0)),
+            ("ns/*", Some("x"), Some(0)),
+            ("*.example.com", Some("a.example.com"), Some(12)),
+            ("*.example.com", Some("A.EXAMPLE.COM"), Some(12)),
+            ("*.example.com", Some("example.com"), None),
+            ("*.example.com", None, None),
+            ("./a.example.com", Some("a.example.com"), Some(usize::MAX)),
+            ("a.example.com", Some("b.example.com"), None),
+        ];
+        for (pattern, host, want) in cases {
+            assert_eq!(host_score(pattern, *host), *want, "{pattern} {host:?}");
+        }
+    }
+
+    #[test]
+    fn selection_prefers_exact_then_longest_wildcard() {
+        let mesh = Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https-any, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: any}
+  - port: {number: 443, name: https-wild, protocol: HTTPS}
+    hosts: ['*.example.com']
+    tls: {mode: SIMPLE, credentialName: wild}
+  - port: {number: 443, name: https-a, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, credentialName: a}
+",
+        )
+        .unwrap();
+        let snap = mesh.snapshot();
+        let labels: Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+        let all = snap.gateway_servers(&labels);
+        let pick = |h: Option<&str>| select(all.iter().copied(), h).map(|s| s.index);
+        assert_eq!(pick(Some("a.example.com")), Some(2));
+        assert_eq!(pick(Some("b.example.com")), Some(1));
+        assert_eq!(pick(Some("other.org")), Some(0));
+        assert_eq!(pick(None), Some(0));
+    }
+
+    #[test]
+    fn authority_ports() {
+        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
+        assert_eq!(strip_port("a.example.com"), "a.example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        let req = Request::get("/status/200?x=1").body(()).unwrap();
+        for (authority, want) in [
+            (
+                "httpbin.example.com",
+                "https://httpbin.example.com/status/200?x=1",
+            ),
+            (
+                "httpbin.example.com:80",
+                "https://httpbin.example.com/status/200?x=1",
+            ),
+            (
+                "httpbin.example.com:8080",
+                "https://httpbin.example.com:8080/status/200?x=1",
+            ),
+        ] {
+            let r = https_redirect(&req, authority);
+            assert_eq!(r.status(), 301);
+            assert_eq!(r.headers()[LOCATION], want);
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Gateway server TLS: rustls configs from `credentialName` (SIMPLE, MUTUAL,
+//! OPTIONAL_MUTUAL), built once per credential and snapshot generation.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use mesh_core::model::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
+use mesh_tls::rustls::server::WebPkiClientVerifier;
+use mesh_tls::rustls::{self, RootCertStore, ServerConfig};
+use mesh_tls::{certs_from_pem, key_from_pem, CredentialLookup, TlsError};
+
+/// What an HTTPS server offers by ALPN (TLS servers carrying TCP offer nothing).
+const HTTPS_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// Checks that we can honour a server's TLS settings; an unsupported field is an error,
+/// never silently ignored.
+pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
+    let mut unsupported = Vec::new();
+    if !tls.subject_alt_names.is_empty() {
+        unsupported.push("subjectAltNames");
+    }
+    if !tls.verify_certificate_spki.is_empty() {
+        unsupported.push("verifyCertificateSpki");
+    }
+    if !tls.verify_certificate_hash.is_empty() {
+        unsupported.push("verifyCertificateHash");
+    }
+    if !tls.cipher_suites.is_empty() {
+        unsupported.push("cipherSuites");
+    }
+    if tls.ca_crl.is_some() {
+        unsupported.push("caCrl");
+    }
+    if tls.server_certificate.is_some() || !tls.tls_certificates.is_empty() {
+        unsupported.push("serverCertificate/tlsCertificates (file paths; use credentialName)");
+    }
+    if tls.insecure_skip_verify == Some(true) {
+        unsupported.push("insecureSkipVerify");
+    }
+    match tls.mode {
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
+            if tls.credential_name.is_none() && tls.credential_names.is_empty() {
+                return Err(format!(
+                    "TLS mode {:?} needs a credentialName (file paths are not supported)",
+                    tls.mode
+                ));
+            }
+        }
+        ServerTlsMode::Passthrough => {}
+        ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough => {
+            return Err(format!("TLS mode {:?} is not supported", tls.mode));
+        }
+    }
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unsupported TLS settings: {}",
+            unsupported.join(", ")
+        ))
+    }
+}
+
+fn versions(
+    tls: &ServerTlsSettings,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    let rank = |p: Option<TlsProtocol>, default: u8| match p {
+        None | Some(TlsProtocol::TlsAuto) => Ok(default),
+        Some(TlsProtocol::TlsV1_2) => Ok(2),
+        Some(TlsProtocol::TlsV1_3) => Ok(3),
+        Some(other) => Err(format!(
+            "{other:?} is not supported (TLS 1.2 is the minimum)"
+        )),
+    };
+    let min = rank(tls.min_protocol_version, 2)?;
+    let max = rank(tls.max_protocol_version, 3)?;
+    let mut v = Vec::new();
+    if min <= 2 && max >= 2 {
+        v.push(&rustls::version::TLS12);
+    }
+    if max >= 3 {
+        v.push(&rustls::version::TLS13);
+    }
+    if v.is_empty() {
+        return Err("minProtocolVersion is above maxProtocolVersion".into());
+    }
+    Ok(v)
+}
+
+/// Builds the server config for one Gateway server's TLS settings.
+pub(crate) fn build_config(
+    tls: &ServerTlsSettings,
+    creds: &dyn CredentialLookup,
+    http: bool,
+) -> Result<Arc<ServerConfig>, String> {
+    check_supported(tls)?;
+    let name = tls
+        .credential_name
+        .as_deref()
+        .or(tls.credential_names.first().map(String::as_str))
+        .ok_or("no credentialName")?;
+    let fail = |e: TlsError| format!("credentialName {name:?}: {e}");
+    let cred = creds.lookup(name).map_err(fail)?;
+    let chain = cred
+        .cert_chain_pem
+        .as_deref()
+        .ok_or_else(|| format!("credentialName {name:?}: no certificate (tls.crt / cert)"))?;
+    let key = cred
+        .key_pem
+        .as_deref()
+        .ok_or_else(|| format!("credentialName {name:?}: no private key (tls.key / key)"))?;
+    let chain = certs_from_pem(name, chain.as_bytes()).map_err(fail)?;
+    let key = key_from_pem(name, key.as_bytes()).map_err(fail)?;
+    let provider = mesh_tls::provider();
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(tls)?)
+        .map_err(|e| e.to_string())?;
+    let builder = match tls.mode {
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
+            let ca_name = tls.ca_cert_credential_name.as_deref();
+            let ca = match ca_name {
+                Some(n) => creds.lookup(n).map_err(fail)?.ca_pem,
+                None => cred.ca_pem.clone(),
+            }
+            .ok_or_else(|| {
+                format!(
+                    "MUTUAL TLS requires a client CA bundle: credentialName {:?} has no ca.crt \
+                     (nor a {name}-cacert credential)",
+                    ca_name.unwrap_or(name)
+                )
+            })?;
+            let mut roots = RootCertStore::empty();
+            for c in certs_from_pem(name, ca.as_bytes()).map_err(fail)? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("credentialName {name:?}: CA certificate: {e}"))?;
+            }
+            let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let v = if tls.mode == ServerTlsMode::OptionalMutual {
+                v.allow_unauthenticated()
+            } else {
+                v
+            };
+            builder.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("credentialName {name:?}: {e}"))?;
+    if http {
+        cfg.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
+    }
+    Ok(Arc::new(cfg))
+}
+
+type Configs = HashMap<(String, usize), Result<Arc<ServerConfig>, String>>;
+
+/// Server configs by (gateway, server index), rebuilt when the snapshot generation
+/// changes (or on [`ConfigCache::clear`], after a credential changed). Reads are one atomic
+/// load and a hash lookup; a miss copies the map.
+#[derive(Debug)]
+pub(crate) struct ConfigCache {
+    state: ArcSwap<(u64, Configs)>,
+}
+
+impl ConfigCache {
+    pub(crate) fn new() -> Self {
+        ConfigCache {
+            state: ArcSwap::from_pointee((u64::MAX, HashMap::new())),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        self.state.store(Arc::new((u64::MAX, HashMap::new())));
+    }
+
+    pub(crate) fn get(
+        &self,
+        generation: u64,
+        gateway: &str,
+        index: usize,
+        build: impl FnOnce() -> Result<Arc<ServerConfig>, String>,
+    ) -> Result<Arc<ServerConfig>, String> {
+        let cur = self.state.load();
+        if cur.0 == generation {
+            if let Some(c) = cur.1.get(&(gateway.to_owned(), index)) {
+                return c.clone();
+            }
+        }
+        let built = build();
+        let mut map = if cur.0 == generation {
+            cur.1.clone()
+        } else {
+            HashMap::new()
+        };
+        map.insert((gateway.to_owned(), index), built.clone());
+        self.state.store(Arc::new((generation, map)));
+        built
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_settings_are_errors() {
+        let base = ServerTlsSettings {
+            mode: ServerTlsMode::Simple,
+            credential_name: Some("c".into()),
+            ..Default::default()
+        };
+        let cases: Vec<(ServerTlsSettings, Option<&str>)> = vec![
+            (base.clone(), None),
+            (
+                ServerTlsSettings {
+                    subject_alt_names: vec!["x".into()],
+                    ..base.clone()
+                },
+                Some("subjectAltNames"),
+            ),
+            (
+                ServerTlsSettings {
+                    credential_name: None,
+                    ..base.clone()
+                },
+                Some("needs a credentialName"),
+            ),
+            (
+                ServerTlsSettings {
+                    mode: ServerTlsMode::IstioMutual,
+                    ..base.clone()
+                },
+                Some("IstioMutual is not supported"),
+            ),
+            (
+                ServerTlsSettings {
+                    mode: ServerTlsMode::Passthrough,
+                    credential_name: None,
+                    ..Default::default()
+                },
+                None,
+            ),
+        ];
+        for (tls, want) in cases {
+            match (check_supported(&tls), want) {
+                (Ok(()), None) => {}
+                (Err(e), Some(w)) => assert!(e.contains(w), "{e} should contain {w}"),
+                (got, want) => panic!("{tls:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn protocol_versions() {
+        let with = |min, max| ServerTlsSettings {
+            min_protocol_version: min,
+            max_protocol_version: max,
+            ..Default::default()
+        };
+        assert_eq!(versions(&with(None, None)).unwrap().len(), 2);
+        assert_eq!(
+            versions(&with(Some(TlsProtocol::TlsV1_3), None))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(versions(&with(Some(TlsProtocol::TlsV1_0), None)).is_err());
+        assert!(versions(&with(
+            Some(TlsProtocol::TlsV1_3),
+            Some(TlsProtocol::TlsV1_2)
+        ))
+        .is_err());
+    }
+
+    #[test]
+    fn missing_credential_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("inmesh-gw-tls-{}", std::process::id()));
+        let creds = mesh_tls::DirCredentials::new(&dir);
+        let tls = ServerTlsSettings {
+            mode: ServerTlsMode::Simple,
+            credential_name: Some("nope".into()),
+            ..Default::default()
+        };
+        let e = build_config(&tls, &creds, true).unwrap_err();
+        assert!(e.contains("nope"), "{e}");
+    }
+}
