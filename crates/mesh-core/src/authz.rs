@@ -1011,10 +1011,12 @@ impl AuthzPolicies {
                 .get("istio.io/dry-run")
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"));
             let p = CompiledPolicy::compile(&o.metadata.name, &o.metadata.namespace, ap, dry);
-            by_ns
-                .entry(o.metadata.namespace.as_str().into())
-                .or_default()
-                .push(Arc::new(p));
+            match by_ns.get_mut(o.metadata.namespace.as_str()) {
+                Some(v) => v.push(Arc::new(p)),
+                None => {
+                    by_ns.insert(o.metadata.namespace.as_str().into(), vec![Arc::new(p)]);
+                }
+            }
         }
         AuthzPolicies {
             by_ns,

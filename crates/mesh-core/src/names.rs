@@ -38,8 +38,10 @@ impl MeshOptions {
     /// Resolves a config host relative to the config object's namespace (§1.4): names without
     /// a dot become `name.<ns>.svc.<suffix>`; `*`, IPs and dotted names stay; lower-cased.
     pub fn resolve_host(&self, host: &str, config_namespace: &str) -> String {
-        crate::model::host::resolve_short_name(host, config_namespace, &self.domain_suffix)
-            .to_ascii_lowercase()
+        let mut h =
+            crate::model::host::resolve_short_name(host, config_namespace, &self.domain_suffix);
+        h.make_ascii_lowercase();
+        h
     }
 }
 

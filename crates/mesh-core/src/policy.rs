@@ -296,7 +296,13 @@ impl DestinationRules {
                 .workload_selector
                 .as_ref()
                 .map(|s| s.match_labels.clone());
-            let list = by_ns.entry(ns.into()).or_default().entry(&host);
+            if !by_ns.contains_key(ns) {
+                by_ns.insert(ns.into(), HostMap::default());
+            }
+            let Some(index) = by_ns.get_mut(ns) else {
+                continue;
+            };
+            let list = index.entry(&host);
             let name: Arc<str> = o.key().into();
             let export = ExportTo::compile(&dr.export_to, ns);
             if let Some(m) = list.iter_mut().find(|m| m.workload_selector == selector) {

@@ -33,7 +33,7 @@ impl RegexCache {
         if let Some(h) = self.headers.get(name) {
             return Some(h.clone());
         }
-        let h = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok()?;
+        let h = HeaderName::from_bytes(name.as_bytes()).ok()?;
         self.headers.insert(name.into(), h.clone());
         Some(h)
     }
@@ -241,7 +241,14 @@ impl MatchBlock {
         }
         for (negate, map) in [(false, &m.headers), (true, &m.without_headers)] {
             for (name, sm) in map {
-                let key = match name.to_ascii_lowercase().as_str() {
+                let lower;
+                let name_l: &str = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                    lower = name.to_ascii_lowercase();
+                    &lower
+                } else {
+                    name
+                };
+                let key = match name_l {
                     ":method" => Ok(HeaderKey::Method),
                     ":authority" => Ok(HeaderKey::Authority),
                     ":scheme" => Ok(HeaderKey::Scheme),
