@@ -65,11 +65,14 @@ impl PeerAuthentications {
             let p = Pa {
                 name: o.key().into(),
                 mode: pa.mtls.map(|m| m.mode).unwrap_or_default(),
-                selector: pa.selector.as_ref().map(|s| s.match_labels.clone()),
+                // an empty matchLabels is a namespace (or mesh) policy, as in istiod
+                selector: pa
+                    .selector
+                    .as_ref()
+                    .filter(|s| !s.match_labels.is_empty())
+                    .map(|s| s.match_labels.clone()),
                 ports: pa.port_level_mtls.clone(),
             };
-            // an empty matchLabels selects everything: treat like selector-less? Istio keeps
-            // it as a workload policy that matches every workload of the namespace.
             match (&p.selector, ns == opts.root_namespace) {
                 (None, true) => {
                     out.mesh.get_or_insert(p);

@@ -31,8 +31,29 @@ pub struct CompiledConfig {
 }
 
 impl CompiledConfig {
-    /// Compiles the objects.
+    /// Compiles the objects. When the same kind, namespace and name appears more than once,
+    /// the last definition wins (as with `kubectl apply`).
     pub fn build(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
+        let mut seen = std::collections::HashMap::with_capacity(objects.len());
+        let mut dup = false;
+        for (i, o) in objects.iter().enumerate() {
+            let key = (
+                o.kind,
+                o.metadata.namespace.as_str(),
+                o.metadata.name.as_str(),
+            );
+            dup |= seen.insert(key, i).is_some();
+        }
+        if dup {
+            let mut keep: Vec<usize> = seen.into_values().collect();
+            keep.sort_unstable();
+            let deduped: Vec<ConfigObject> = keep.into_iter().map(|i| objects[i].clone()).collect();
+            return Self::build_unique(&deduped, options);
+        }
+        Self::build_unique(objects, options)
+    }
+
+    fn build_unique(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
         CompiledConfig {
             routes: RouteTable::build(objects, &options),
             destination_rules: DestinationRules::build(objects, &options),

@@ -899,3 +899,21 @@ fn registered_workloads_are_endpoints_of_subsets() {
     assert_eq!(svc.targets(9080, p.subset_labels()).count(), 0);
     assert_eq!(svc.targets(9080, None).count(), 2);
 }
+
+#[test]
+fn duplicate_objects_last_one_wins_and_samples_compile_cleanly() {
+    let snap = snapshot_of(
+        &[
+            "bookinfo/networking/virtual-service-reviews-test-v2.yaml",
+            "bookinfo/networking/virtual-service-reviews-v3.yaml",
+        ],
+        "",
+    );
+    let h = HeaderMap::new();
+    let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+    assert_eq!(subset(&d.destinations()[0]), "v3");
+    assert_eq!(snap.routes().len(), 1);
+    // every sample directory compiles without engine errors
+    let all = snapshot_of(&["bookinfo", "istio-io-tasks", "httpbin", "sleep"], "");
+    assert!(all.object_count() > 50);
+}

@@ -256,3 +256,16 @@ fn errors_exit_2() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_whole_directory_last_definition_wins() {
+    // every bookinfo networking file: `reviews` is defined by several files, the last one
+    // loaded (virtual-service-reviews-v3.yaml, by file name) wins as with `kubectl apply`
+    let dir = sample("bookinfo/networking");
+    let v = json(&["http://reviews:9080/", "--config", &dir]);
+    assert_eq!(v["virtual_service"], "default/reviews");
+    assert_eq!(v["destinations"][0]["subset"], "v3");
+    assert_eq!(v["destinations"][0]["subset_defined"], true);
+    let v = json(&["http://details:9080/", "--config", &dir]);
+    assert_eq!(v["virtual_service"], "default/details");
+}
