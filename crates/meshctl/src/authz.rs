@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use mesh_core::authz::{normalize_path, AuthzReason, AuthzRequest, HttpAuthzAttrs};
+use mesh_core::authz::{normalize_path, AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth};
 use mesh_core::model::MtlsMode;
 use serde_json::json;
 
@@ -62,6 +62,12 @@ pub(crate) struct Args {
     /// Request header `Name: value` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
     headers: Vec<String>,
+    /// The request's verified JWT principal `iss/sub` (RequestAuthentication).
+    #[arg(long, value_name = "ISS/SUB")]
+    request_principal: Option<String>,
+    /// The verified JWT's claims as a JSON object (`{"groups": ["g1"]}`).
+    #[arg(long, value_name = "JSON", requires = "request_principal")]
+    claims: Option<String>,
     /// Authorize a TCP connection instead of an HTTP request.
     #[arg(long)]
     tcp: bool,
@@ -84,6 +90,30 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let claims: serde_json::Value = match args.claims.as_deref().map(serde_json::from_str) {
+        None => serde_json::Value::Object(Default::default()),
+        Some(Ok(v @ serde_json::Value::Object(_))) => v,
+        Some(_) => {
+            eprintln!("error: --claims must be a JSON object");
+            return ExitCode::from(2);
+        }
+    };
+    let jwt = args.request_principal.as_ref().map(|p| RequestAuth {
+        principal: p.clone(),
+        audiences: match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        },
+        presenter: claims
+            .get("azp")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        claims: claims.clone(),
+    });
     let snap = match load_snapshot(&args.config, &args.config_namespace) {
         Ok(s) => s,
         Err(code) => return code,
@@ -137,7 +167,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             destination_port: args.port,
             sni: args.sni.as_deref(),
             http,
-            request_auth: None,
+            request_auth: jwt.as_ref(),
             filter_metadata: &[],
         };
         let d = authz.evaluate(&req);

@@ -195,3 +195,36 @@ fn allow_nothing_tcp_and_strict_mtls() {
     ]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn jwt_task() {
+    let groups = task("authz-jwt-require-jwt-groups.yaml");
+    let base = [
+        "--config",
+        &groups,
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ];
+    let v = decide(&base);
+    assert_eq!(v["decision"], "DENY");
+    let mut a = base.to_vec();
+    a.extend_from_slice(&[
+        "--request-principal",
+        "testing@secure.istio.io/testing@secure.istio.io",
+        "--claims",
+        r#"{"groups": ["group1", "group2"]}"#,
+    ]);
+    let v = decide(&a);
+    assert_eq!(v["decision"], "ALLOW");
+    assert_eq!(v["policy"], "foo/require-jwt");
+    let mut a = base.to_vec();
+    a.extend_from_slice(&[
+        "--request-principal",
+        "testing@secure.istio.io/testing@secure.istio.io",
+        "--claims",
+        r#"{"groups": ["group2"]}"#,
+    ]);
+    assert_eq!(decide(&a)["decision"], "DENY");
+}
