@@ -67,8 +67,13 @@ async fn backend(name: &'static str) -> SocketAddr {
                 .unwrap_or("-")
                 .to_owned()
         };
+        let gw = req
+            .headers()
+            .get("x-gw")
+            .map(|v| format!(" gw={}", v.to_str().unwrap_or("?")))
+            .unwrap_or_default();
         format!(
-            "{name} host={} proto={} path={}",
+            "{name} host={} proto={} path={}{gw}",
             h("host"),
             h("x-forwarded-proto"),
             req.uri()
@@ -213,6 +218,8 @@ fn curl(args: &[&str]) -> Curl {
 }
 
 struct Setup {
+    mesh: Mesh,
+    yaml: String,
     _dir: tempfile::TempDir,
     dir: PathBuf,
     https: SocketAddr,
@@ -250,7 +257,7 @@ async fn setup() -> Setup {
         nginx,
     ));
     let mesh = Mesh::from_yaml(&yaml).unwrap();
-    let gw = GatewayServer::builder(mesh, "istio-system", ingress_labels())
+    let gw = GatewayServer::builder(mesh.clone(), "istio-system", ingress_labels())
         .credential_dir(dir.join("creds"))
         .listener(443, TcpListener::bind("127.0.0.1:0").await.unwrap())
         .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
@@ -258,6 +265,8 @@ async fn setup() -> Setup {
         .await
         .unwrap();
     Setup {
+        mesh,
+        yaml,
         _dir: tmp,
         https: gw.local_addr(443).unwrap(),
         http: gw.local_addr(80).unwrap(),
@@ -373,6 +382,41 @@ async fn two_hosts_two_certificates_by_sni_mutual_redirect_and_passthrough() {
     ]);
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert_eq!(r.stdout, "Welcome to nginx!");
+    // an AuthorizationPolicy on the gateway denying that SNI closes the connection
+    let deny_sni = "
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-nginx, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules:
+  - when: [{key: connection.sni, values: [nginx.example.com]}]
+";
+    s.mesh
+        .reload_loaded(mesh_core::load::load_str(
+            &format!("{}{deny_sni}", s.yaml),
+            "x.yaml",
+        ))
+        .unwrap();
+    let r = curl(&[
+        "--resolve",
+        &resolve("nginx.example.com"),
+        "--cacert",
+        &file("nginx-ca.crt"),
+        &format!("https://nginx.example.com:{p}/"),
+    ]);
+    assert_eq!(r.code, Some(35), "{} {}", r.stdout, r.stderr);
+    // other hosts are unaffected
+    let r = curl(&[
+        "--resolve",
+        &resolve("httpbin.example.com"),
+        "--cacert",
+        &file("example.com.crt"),
+        &format!("https://httpbin.example.com:{p}/ok"),
+    ]);
+    assert_eq!(r.code, Some(0), "{}", r.stderr);
 
     // httpsRedirect on the plain HTTP server: 301 to https, path and query kept
     let h = s.http.port();
@@ -576,4 +620,105 @@ async fn startup_errors_are_clear() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("not supported"), "{e}");
+}
+
+/// AuthorizationPolicy on the gateway, and the route's rewrite, header operations and
+/// fault abort applied before forwarding.
+#[tokio::test]
+async fn gateway_authz_rewrite_headers_and_faults() {
+    let httpbin = backend("httpbin").await;
+    let mut yaml = String::from(
+        "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /api/}}]
+    rewrite: {uri: /, authority: internal.example.com}
+    headers:
+      request: {set: {x-gw: rewritten}}
+      response: {set: {x-resp: done}, remove: [server]}
+    route: [{destination: {host: httpbin, port: {number: 8000}}}]
+  - match: [{uri: {prefix: /broken}}]
+    fault: {abort: {httpStatus: 555, percentage: {value: 100}}}
+    route: [{destination: {host: httpbin, port: {number: 8000}}}]
+  - match: [{uri: {prefix: /nowhere}}]
+    route: [{destination: {host: nowhere, port: {number: 8000}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules:
+  - to: [{operation: {paths: [/api/admin*]}}]
+",
+    );
+    yaml.push_str(&service_entry(
+        "httpbin",
+        "httpbin.default.svc.cluster.local",
+        8000,
+        "HTTP",
+        httpbin,
+    ));
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let gw = GatewayServer::builder(mesh, "istio-system", ingress_labels())
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(80).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    use http_body_util::BodyExt;
+    let get = |path: &str| {
+        let req = http::Request::get(format!("http://{addr}{path}"))
+            .header("host", "api.example.com")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let client = client.clone();
+        async move {
+            let resp = client.request(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            (parts, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    let (parts, body) = get("/api/v1/items?x=1").await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(
+        body,
+        "httpbin host=internal.example.com proto=http path=/v1/items?x=1 gw=rewritten"
+    );
+    assert_eq!(parts.headers["x-resp"], "done");
+
+    let (parts, body) = get("/api/admin/users").await;
+    assert_eq!(parts.status, 403);
+    assert_eq!(body, "RBAC: access denied");
+
+    let (parts, body) = get("/broken").await;
+    assert_eq!(parts.status, 555);
+    assert_eq!(body, "fault filter abort");
+
+    // a destination that is not in the registry: 503 with an empty body (Envoy NC)
+    let (parts, body) = get("/nowhere").await;
+    assert_eq!(parts.status, 503);
+    assert_eq!(body, "");
+
+    // a route-less path on a host with a VirtualService: 404
+    let (parts, _) = get("/other").await;
+    assert_eq!(parts.status, 404);
 }

@@ -179,6 +179,43 @@ impl AuthorizationLayer {
     }
 }
 
+impl AuthorizationLayer {
+    /// Decides a TCP connection (no HTTP attributes): the RBAC network filter's view,
+    /// used for connections that are not HTTP (TLS passthrough, TCP). Policies with HTTP
+    /// fields are evaluated as Istio does for TCP (their HTTP-only rules never match an
+    /// ALLOW; a DENY with HTTP-only conditions is skipped).
+    pub fn decide_connection(&self, conn: &ConnectionInfo) -> AuthzDecision {
+        let cached = self.workload_authz();
+        let mut areq = AuthzRequest::tcp(conn.port());
+        areq.principal = conn.principal();
+        areq.source_ip = conn.remote_addr().map(|a| a.ip());
+        areq.remote_ip = areq.source_ip;
+        areq.destination_ip = conn.local_addr().map(|a| a.ip());
+        areq.sni = conn.sni();
+        let d = cached.authz.evaluate(&areq);
+        if !d.allowed {
+            tracing::info!(target: TARGET, policy = d.policy.as_deref().unwrap_or("-"),
+                rule = ?d.rule, reason = %d.reason, principal = conn.principal().unwrap_or(""),
+                sni = conn.sni().unwrap_or(""), "RBAC: connection denied");
+        }
+        d
+    }
+
+    /// Decides and logs one request; a denied request gets the 403 (or gRPC 7) reply.
+    pub(crate) fn check<B, R: From<Bytes>>(&self, req: &Request<B>) -> Result<(), Response<R>> {
+        let d = self.decide(req);
+        log_decision(req, &d);
+        if d.allowed {
+            return Ok(());
+        }
+        let mut resp: Response<R> = LocalReply::RbacDenied.to_response(is_grpc(req.headers()));
+        resp.extensions_mut()
+            .insert(ResponseCodeDetails(deny_details(&d)));
+        resp.extensions_mut().insert(d);
+        Err(resp)
+    }
+}
+
 impl<S> Layer<S> for AuthorizationLayer {
     type Service = Authorization<S>;
 
@@ -269,17 +306,10 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let d = self.layer.decide(&req);
-        log_decision(&req, &d);
-        if d.allowed {
-            return AuthorizationFuture::inner(self.inner.call(req));
+        match self.layer.check::<_, Full<Bytes>>(&req) {
+            Ok(()) => AuthorizationFuture::inner(self.inner.call(req)),
+            Err(resp) => AuthorizationFuture::denied(resp),
         }
-        let mut resp: Response<Full<Bytes>> =
-            LocalReply::RbacDenied.to_response(is_grpc(req.headers()));
-        resp.extensions_mut()
-            .insert(ResponseCodeDetails(deny_details(&d)));
-        resp.extensions_mut().insert(d);
-        AuthorizationFuture::denied(resp)
     }
 }
 

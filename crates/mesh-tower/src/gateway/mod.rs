@@ -21,9 +21,15 @@
 //!   - `PASSTHROUGH`: the connection is routed by SNI through the bound VirtualServices'
 //!     `tls` routes and its bytes are spliced, unterminated, to the chosen endpoint.
 //!
+//! AuthorizationPolicies selecting the gateway's labels are enforced: per request for
+//! HTTP (403 `RBAC: access denied` before routing), per connection for PASSTHROUGH and
+//! terminated TLS servers (a denied connection is closed), with `connection.sni` known.
+//!
 //! Routed HTTP requests are forwarded over plaintext HTTP/1.1 (HTTP/2 for `GRPC`/`HTTP2`
 //! service ports) with a hyper-util client to an endpoint of the destination, taken from
-//! the registry (subset labels from the DestinationRule), honouring the route timeout.
+//! the registry (subset labels from the DestinationRule), after the route's fault
+//! injection (delay, abort), `rewrite` (uri, authority) and header operations (route and
+//! destination level, request and response), within the route timeout.
 //! Envoy's local replies are reproduced: 404 when no VirtualService or route matches, 503
 //! (NC) for an unknown destination or subset, 503 `no healthy upstream` without endpoints,
 //! 503 `upstream connect error ...` when the endpoint cannot be reached, 504 `upstream
@@ -38,9 +44,9 @@
 //! Differences from Istio: the ports are those of the servers at start (a port added by a
 //! later Gateway is not listened on until a restart); credentials are read when first
 //! needed after each config change ([`GatewayServer::reload_credentials`] forces a
-//! re-read); the forwarding client applies the route's destination, subset and timeout,
-//! but not yet its rewrites, header operations, retries, mirrors or faults (the outbound
-//! stack will).
+//! re-read); the forwarding client does not retry (Istio's default is 2 retries on connect
+//! failure), mirror, or apply CORS policies (the outbound stack will); upstream connections
+//! are plaintext (no ISTIO_MUTUAL origination from the gateway yet).
 
 mod sni;
 mod tls;
@@ -65,7 +71,7 @@ use hyper_util::server::conn::auto;
 use mesh_core::gateway::GatewayServer as ServerRef;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, ServerTlsMode};
-use mesh_core::route::{HttpRequestAttrs, L4Attrs, RouteOutcome, WeightedDestination};
+use mesh_core::route::{AbortStatus, HttpRequestAttrs, L4Attrs, RouteOutcome, WeightedDestination};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, DirCredentials};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -75,6 +81,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use sni::{parse_client_hello, Hello};
 
+use crate::authz::AuthorizationLayer;
 use crate::envoy::{LocalReply, ResetReason};
 use crate::inbound::{is_transient, ConnectionInfo};
 
@@ -203,7 +210,13 @@ impl GatewayBuilder {
                 ports.push(port);
             }
         }
+        let authz = AuthorizationLayer::new(
+            self.mesh.clone(),
+            self.namespace.as_str(),
+            self.labels.clone(),
+        );
         let inner = Arc::new(Inner {
+            authz,
             mesh: self.mesh.clone(),
             namespace: self.namespace,
             labels: self.labels,
@@ -243,6 +256,7 @@ impl GatewayBuilder {
 }
 
 struct Inner {
+    authz: AuthorizationLayer,
     mesh: Mesh,
     namespace: String,
     labels: Labels,
@@ -474,6 +488,7 @@ async fn connection(
         }
         let target = l4_target(&inner, &snap, &gateway, port, sni.as_deref(), true)?;
         drop(all);
+        authorize_connection(&inner, &conn.with_tls(true, sni.as_deref()))?;
         return splice(tcp, target).await;
     }
     let cfg = inner
@@ -500,7 +515,22 @@ async fn connection(
         return serve_http(inner, stream, ctx).await;
     }
     let target = l4_target(&inner, &snap, &gateway, port, sni.as_deref(), false)?;
+    authorize_connection(&inner, &conn)?;
     splice(stream, target).await
+}
+
+/// AuthorizationPolicies selecting the gateway, for a connection that is not HTTP: a
+/// denied connection is closed (Envoy's RBAC network filter).
+fn authorize_connection(inner: &Inner, conn: &ConnectionInfo) -> io::Result<()> {
+    let d = inner.authz.decide_connection(conn);
+    if d.allowed {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("RBAC: connection denied ({})", d.reason),
+        ))
+    }
 }
 
 /// The endpoint a TLS (by SNI, `tls` routes) or terminated TLS (`tcp` routes) connection
@@ -647,8 +677,14 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
     if !ctx.https && server.server.tls.as_ref().is_some_and(|t| t.https_redirect) {
         return https_redirect(&req, &authority);
     }
+    // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's RBAC
+    // filter runs before the router)
+    req.extensions_mut().insert(ctx.conn.clone());
+    if let Err(denied) = inner.authz.check::<_, Bytes>(&req) {
+        return denied.map(full);
+    }
     let gateway = server.gateway;
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let attrs = HttpRequestAttrs::from_parts(&inner.namespace, &parts)
         .with_gateway(Some(gateway))
         .with_port(ctx.port)
@@ -682,12 +718,59 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
         Err(reply) => return local(&reply, &parts.headers),
     };
     let timeout = d.timeout();
+    let action = d.action();
+    if let Some(fault) = action.and_then(|a| a.fault.as_deref()) {
+        if let Some((delay, share)) = fault.delay {
+            if share.fires(rand::random()) {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        if let Some((status, share)) = fault.abort {
+            if share.fires(rand::random()) {
+                let reply = match status {
+                    AbortStatus::Http(s) => LocalReply::FaultAbort {
+                        http_status: StatusCode::from_u16(s)
+                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                        grpc_status: None,
+                    },
+                    AbortStatus::Grpc(code) => LocalReply::FaultAbort {
+                        http_status: StatusCode::OK,
+                        grpc_status: Some(u32::from(code)),
+                    },
+                };
+                return local(&reply, &parts.headers);
+            }
+        }
+    }
+    let path = parts.uri.path();
+    let new_path = action
+        .and_then(|a| a.rewrite.as_deref())
+        .and_then(|rw| rw.path(path, d.prefix_len));
+    let new_authority = action
+        .and_then(|a| a.rewrite.as_deref())
+        .and_then(|rw| rw.authority.as_deref());
+    let path = new_path.as_deref().unwrap_or(path);
+    let uri: Uri = match parts.uri.query() {
+        Some(q) => format!("http://{addr}{path}?{q}"),
+        None => format!("http://{addr}{path}"),
+    }
+    .parse()
+    .unwrap_or_else(|_| Uri::from_static("/"));
+    let route_headers = action.map(|a| &a.headers);
+    let dest_headers = dest.headers.clone();
+    let response_ops = route_headers.map(|h| h.response.clone());
+    if let Some(h) = route_headers {
+        h.request.apply(&mut parts.headers);
+    }
+    if let Some(h) = &dest_headers {
+        h.request.apply(&mut parts.headers);
+    }
+    if let Some(a) = new_authority {
+        if let Ok(v) = HeaderValue::from_str(a) {
+            parts.headers.insert(HOST, v);
+        }
+    }
     drop(snap);
-    let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let uri: Uri = match format!("http://{addr}{pq}").parse() {
-        Ok(u) => u,
-        Err(_) => return local(&LocalReply::NoRoute, &parts.headers),
-    };
     req = Request::from_parts(parts, body);
     let headers = req.headers_mut();
     for h in [
@@ -730,7 +813,15 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
         None => send.await,
     };
     match result {
-        Ok(resp) => resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync()),
+        Ok(mut resp) => {
+            if let Some(ops) = &response_ops {
+                ops.apply(resp.headers_mut());
+            }
+            if let Some(h) = &dest_headers {
+                h.response.apply(resp.headers_mut());
+            }
+            resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
+        }
         Err(e) => {
             let reason = if e.is_connect() {
                 ResetReason::RemoteConnectionFailure
