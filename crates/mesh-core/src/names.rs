@@ -98,20 +98,81 @@ pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
         .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
 }
 
-/// A host index: exact names by hash, wildcards (`*.foo.com`, `*foo.com`, `*`) by suffix,
-/// most specific first. `T` is usually a list of object indexes.
+/// A host index: exact names by hash, `*.suffix` wildcards by hash on each dot-suffix of the
+/// name (so a lookup costs one probe per label), other wildcards (`*`, `*foo.com`) by a short
+/// suffix scan; the most specific (longest) match first. `T` is usually a list of indexes.
 #[derive(Debug, Clone)]
 pub struct HostMap<T> {
     exact: HashMap<Box<str>, T>,
-    /// (suffix after `*`, value), sorted by suffix length, longest first.
-    wildcards: Vec<(Box<str>, T)>,
+    /// `*.foo.com` keyed by `.foo.com`.
+    dotted: HashMap<Box<str>, T>,
+    /// (suffix after `*`, value) for `*` and `*foo.com`, longest first after `finish`.
+    other: Vec<(Box<str>, T)>,
 }
 
 impl<T> Default for HostMap<T> {
     fn default() -> Self {
         HostMap {
             exact: HashMap::new(),
-            wildcards: Vec::new(),
+            dotted: HashMap::new(),
+            other: Vec::new(),
+        }
+    }
+}
+
+/// Iterator over the entries covering a host, most specific first.
+#[derive(Debug)]
+pub struct Matching<'a, 'h, T> {
+    map: &'a HostMap<T>,
+    host: &'h str,
+    exact_done: bool,
+    /// Next byte position to search for a dot.
+    dot_pos: usize,
+    other_idx: usize,
+    pend_dot: Option<(usize, &'a T)>,
+    pend_other: Option<(usize, &'a T)>,
+}
+
+impl<'a, T> Matching<'a, '_, T> {
+    fn fill(&mut self) {
+        if self.pend_dot.is_none() {
+            while let Some(i) = self.host[self.dot_pos.min(self.host.len())..].find('.') {
+                let at = self.dot_pos + i;
+                self.dot_pos = at + 1;
+                if let Some(v) = self.map.dotted.get(&self.host[at..]) {
+                    self.pend_dot = Some((self.host.len() - at, v));
+                    break;
+                }
+            }
+        }
+        if self.pend_other.is_none() {
+            while let Some((suffix, v)) = self.map.other.get(self.other_idx) {
+                self.other_idx += 1;
+                if self.host.ends_with(&**suffix) {
+                    self.pend_other = Some((suffix.len(), v));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl<'a, T> Iterator for Matching<'a, '_, T> {
+    type Item = &'a T;
+
+    fn next(&mut self) -> Option<&'a T> {
+        if !self.exact_done {
+            self.exact_done = true;
+            if let Some(v) = self.map.exact.get(self.host) {
+                return Some(v);
+            }
+        }
+        self.fill();
+        match (self.pend_dot, self.pend_other) {
+            (Some((a, _)), Some((b, _))) if b > a => self.pend_other.take().map(|x| x.1),
+            (Some(_), _) => self.pend_dot.take().map(|x| x.1),
+            (None, Some(_)) => self.pend_other.take().map(|x| x.1),
+            (None, None) => None,
         }
     }
 }
@@ -123,15 +184,17 @@ impl<T> HostMap<T> {
         T: Default,
     {
         if let Some(suffix) = host.strip_prefix('*') {
-            let pos = self.wildcards.iter().position(|(s, _)| &**s == suffix);
-            let i = match pos {
+            if suffix.starts_with('.') {
+                return self.dotted.entry(suffix.into()).or_default();
+            }
+            let i = match self.other.iter().position(|(s, _)| &**s == suffix) {
                 Some(i) => i,
                 None => {
-                    self.wildcards.push((suffix.into(), T::default()));
-                    self.wildcards.len() - 1
+                    self.other.push((suffix.into(), T::default()));
+                    self.other.len() - 1
                 }
             };
-            &mut self.wildcards[i].1
+            &mut self.other[i].1
         } else {
             self.exact.entry(host.into()).or_default()
         }
@@ -139,38 +202,27 @@ impl<T> HostMap<T> {
 
     /// Sorts the wildcards (call once after the last insert).
     pub fn finish(&mut self) {
-        self.wildcards
+        self.other
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
     }
 
     /// The most specific entry covering `host` (a concrete name): exact first, then the
     /// longest matching wildcard.
     pub fn get(&self, host: &str) -> Option<&T> {
-        self.get_with_key(host).map(|(_, v)| v)
+        self.all_matching(host).next()
     }
 
-    /// Like [`HostMap::get`], with the matched key's suffix (`None` for an exact hit).
-    pub fn get_with_key(&self, host: &str) -> Option<(Option<&str>, &T)> {
-        if let Some(v) = self.exact.get(host) {
-            return Some((None, v));
+    /// Every entry covering `host`, most specific first (exact, then wildcards by length).
+    pub fn all_matching<'a, 'h>(&'a self, host: &'h str) -> Matching<'a, 'h, T> {
+        Matching {
+            map: self,
+            host,
+            exact_done: false,
+            dot_pos: 0,
+            other_idx: 0,
+            pend_dot: None,
+            pend_other: None,
         }
-        self.wildcards
-            .iter()
-            .find(|(suffix, _)| host.ends_with(&**suffix))
-            .map(|(s, v)| (Some(&**s), v))
-    }
-
-    /// Every entry covering `host`, most specific first (exact, then wildcards).
-    pub fn all_matching<'a, 'h>(
-        &'a self,
-        host: &'h str,
-    ) -> impl Iterator<Item = &'a T> + use<'a, 'h, T> {
-        self.exact.get(host).into_iter().chain(
-            self.wildcards
-                .iter()
-                .filter(move |(s, _)| host.ends_with(&**s))
-                .map(|(_, v)| v),
-        )
     }
 
     /// The exact entry only.
@@ -180,7 +232,7 @@ impl<T> HostMap<T> {
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.exact.len() + self.wildcards.len()
+        self.exact.len() + self.dotted.len() + self.other.len()
     }
 
     /// True when empty.
@@ -192,7 +244,8 @@ impl<T> HostMap<T> {
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.exact
             .values()
-            .chain(self.wildcards.iter().map(|(_, v)| v))
+            .chain(self.dotted.values())
+            .chain(self.other.iter().map(|(_, v)| v))
     }
 }
 
@@ -354,6 +407,11 @@ mod tests {
             assert_eq!(m.get(host).map(|v| v[0]), want, "{host}");
         }
         assert_eq!(m.all_matching("a.example.com").count(), 4);
+        let order: Vec<u32> = m.all_matching("a.example.com").map(|v| v[0]).collect();
+        assert_eq!(order, vec![3, 2, 1, 0]);
+        // `*foo.com` (8 chars of suffix) is more specific than `*.com` for x.barfoo.com
+        let order: Vec<u32> = m.all_matching("x.barfoo.com").map(|v| v[0]).collect();
+        assert_eq!(order, vec![4, 1, 0]);
     }
 
     #[test]
