@@ -426,10 +426,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let port = uri
         .port_u16()
         .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    // `NAME` is `<namespace>/NAME`; `mesh` means mesh traffic
+    let gateway: Option<String> = match args.gateway.as_deref() {
+        None | Some("mesh") => None,
+        Some(g) if g.contains('/') => Some(g.to_owned()),
+        Some(g) => Some(format!("{}/{g}", args.namespace)),
+    };
     let attrs = HttpRequestAttrs {
         client_namespace: &args.namespace,
         source_labels: &labels,
-        gateway: args.gateway.as_deref(),
+        gateway: gateway.as_deref(),
         authority,
         port,
         method: &args.method,
