@@ -1,0 +1,920 @@
+//! End-to-end load benchmark: the same tiny HTTP app and the same load generator, on
+//! loopback, in one run, through three stacks:
+//!
+//! - **a** `bare`: hyper on both sides with rustls mutual TLS (stock webpki verifiers,
+//!   certificates from mesh-tls's CA with a DNS SAN): the limit;
+//! - **b** `mesh`: the same app behind the full mesh stack on both sides (see
+//!   [`mesh_setup`]);
+//! - **c** `sidecars`: the plain app and the plain client with two nginx processes between
+//!   them, as a sidecar pair would be: client -> nginx "outbound sidecar" (plaintext in,
+//!   mTLS out with a client certificate from the mesh CA) -> nginx "inbound sidecar" (mTLS
+//!   in, client certificate verified, plaintext out) -> app. nginx runs as child processes
+//!   with configs generated from `benches/e2e/*.conf.tmpl` in a temp dir; when nginx is
+//!   missing, (c) is skipped with the reason.
+//!
+//! Load: `E2E_CONNECTIONS` (default 32) keep-alive HTTP/1.1 connections, each driven by
+//! one task in a closed loop (send, read the whole response, repeat), for `E2E_WARMUP_SECS`
+//! (default 2) of warm-up and then `E2E_SECS` (default 10) of measurement. Latencies go
+//! into a log-linear histogram preallocated per connection (64 buckets per power of two,
+//! < 1.6 % error), merged at the end: recording a latency never allocates.
+//!
+//! Cores: the load generator, the app, and (a, b) the TLS/mesh stacks all run in this
+//! process on one multi-thread tokio runtime with `E2E_THREADS` (default 2) workers, the
+//! machine's core count, so every setup shares the same cores with its load generator. In
+//! (c) the two nginx sidecars get one worker process each: two cores in total, the same
+//! number the mesh stack gets (the runtime's workers), and they compete for the same
+//! machine cores with the app and the load generator, as sidecars on a node do.
+//!
+//! Besides req/s and p50/p99/p99.9, the table gives the CPU time per request of every
+//! process involved (this one plus the nginx processes), from `/proc`, which shows the
+//! cost of each architecture independently of how the scheduler shared the cores.
+//!
+//! Run: `scripts/bench-e2e` (installs nginx when missing), or `cargo bench --bench e2e`;
+//! `cargo bench --bench e2e -- a c` runs only the named setups.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mesh_tls::rustls::client::WebPkiServerVerifier;
+use mesh_tls::rustls::pki_types::ServerName;
+use mesh_tls::rustls::server::WebPkiClientVerifier;
+use mesh_tls::rustls::{ClientConfig, ServerConfig};
+use mesh_tls::tokio_rustls::{TlsAcceptor, TlsConnector};
+use mesh_tls::{provider, Identity, MeshCa, WorkloadCert, DEFAULT_WORKLOAD_TTL};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The app's whole response body.
+const BODY: &[u8] = b"hello from inmesh\n";
+/// The DNS SAN of the bench certificates (what stock verifiers and nginx check).
+const SERVER_NAME: &str = "localhost";
+const TRUST_DOMAIN: &str = "cluster.local";
+
+// ---------------------------------------------------------------------------------------
+// options
+
+struct Options {
+    connections: usize,
+    warmup: Duration,
+    duration: Duration,
+    threads: usize,
+    only: Vec<String>,
+    /// Smoke run (not under `cargo bench`): any error or empty setup fails the run.
+    quick: bool,
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+            eprintln!("e2e: {name}={v:?} is not a number; using {default}");
+            default
+        }),
+        Err(_) => default,
+    }
+}
+
+impl Options {
+    fn from_env() -> Self {
+        // cargo bench passes `--bench`; anything else not starting with '-' names a setup
+        let only = std::env::args()
+            .skip(1)
+            .filter(|a| !a.starts_with('-'))
+            .collect();
+        Options {
+            connections: env_num("E2E_CONNECTIONS", 32).max(1) as usize,
+            warmup: Duration::from_secs(env_num("E2E_WARMUP_SECS", 2)),
+            duration: Duration::from_secs(env_num("E2E_SECS", 10).max(1)),
+            threads: env_num("E2E_THREADS", 2).max(1) as usize,
+            only,
+            quick: false,
+        }
+    }
+
+    fn wants(&self, key: &str, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == key || o == name)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// latency histogram: log-linear, preallocated, no allocation per record
+
+const SUB_BITS: u32 = 6;
+const SUB: usize = 1 << SUB_BITS;
+const BUCKETS: usize = (64 - SUB_BITS as usize) * SUB + SUB;
+
+struct Histogram {
+    counts: Box<[u64]>,
+    total: u64,
+    max: u64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram {
+            counts: vec![0; BUCKETS].into_boxed_slice(),
+            total: 0,
+            max: 0,
+        }
+    }
+
+    fn index(v: u64) -> usize {
+        if v < 2 * SUB as u64 {
+            return v as usize;
+        }
+        let e = 63 - v.leading_zeros();
+        let shift = e - SUB_BITS;
+        shift as usize * SUB + (v >> shift) as usize
+    }
+
+    /// The middle of bucket `i`'s value range.
+    fn value(i: usize) -> u64 {
+        if i < 2 * SUB {
+            return i as u64;
+        }
+        let shift = (i / SUB - 1) as u32;
+        let m = (i - shift as usize * SUB) as u64;
+        (m << shift) + (1u64 << shift) / 2
+    }
+
+    fn record(&mut self, nanos: u64) {
+        self.counts[Self::index(nanos)] += 1;
+        self.total += 1;
+        self.max = self.max.max(nanos);
+    }
+
+    fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
+    fn quantile(&self, q: f64) -> Duration {
+        if self.total == 0 {
+            return Duration::ZERO;
+        }
+        let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Duration::from_nanos(Self::value(i).min(self.max));
+            }
+        }
+        Duration::from_nanos(self.max)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the app and the bare servers
+
+fn app_response() -> Response<Full<Bytes>> {
+    Response::new(Full::new(Bytes::from_static(BODY)))
+}
+
+async fn serve_conn<I>(io: I)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(|_req: Request<Incoming>| async { Ok::<_, Infallible>(app_response()) });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), svc)
+        .await;
+}
+
+/// Accepts plaintext (the app of setup c) or rustls mTLS (setup a) connections until
+/// aborted; dropping the returned task's `JoinSet` ends every connection.
+async fn serve_bare(listener: TcpListener, tls: Option<TlsAcceptor>) {
+    let mut conns = JoinSet::new();
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("e2e: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        match &tls {
+            None => {
+                conns.spawn(serve_conn(tcp));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                conns.spawn(async move {
+                    match acceptor.accept(tcp).await {
+                        Ok(stream) => serve_conn(stream).await,
+                        Err(e) => eprintln!("e2e: bare server handshake: {e}"),
+                    }
+                });
+            }
+        }
+        while conns.try_join_next().is_some() {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// certificates
+
+struct Pki {
+    ca: MeshCa,
+    server_id: Identity,
+    client_id: Identity,
+    server: WorkloadCert,
+    client: WorkloadCert,
+}
+
+impl Pki {
+    fn new() -> Result<Self, BoxError> {
+        let ca = MeshCa::self_signed(TRUST_DOMAIN)?;
+        let server_id = Identity::new(TRUST_DOMAIN, "default", "httpbin")?;
+        let client_id = Identity::new(TRUST_DOMAIN, "default", "sleep")?;
+        let server = ca.issue(&server_id, DEFAULT_WORKLOAD_TTL, &[SERVER_NAME])?;
+        let client = ca.issue(&client_id, DEFAULT_WORKLOAD_TTL, &[SERVER_NAME])?;
+        Ok(Pki {
+            ca,
+            server_id,
+            client_id,
+            server,
+            client,
+        })
+    }
+
+    /// Setup a's server: stock rustls with the stock client-certificate verifier.
+    fn bare_server(&self) -> Result<TlsAcceptor, BoxError> {
+        let roots = self.ca.trust_bundle().root_store().clone();
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider()).build()?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.server.chain_der()?, self.server.key_der()?)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+
+    /// Setup a's client: stock rustls with the stock server-certificate verifier.
+    fn bare_client(&self) -> Result<TlsConnector, BoxError> {
+        let roots = self.ca.trust_bundle().root_store().clone();
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider()).build()?;
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(self.client.chain_der()?, self.client.key_der()?)?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(TlsConnector::from(Arc::new(config)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// the load generator
+
+/// How the load generator reaches the app.
+enum Target {
+    /// HTTP/1.1 over plain TCP (setup c: to the outbound sidecar).
+    Plain { addr: SocketAddr },
+    /// HTTP/1.1 over rustls mTLS (setup a).
+    Tls {
+        addr: SocketAddr,
+        connector: TlsConnector,
+        name: ServerName<'static>,
+    },
+}
+
+/// One load-generator connection.
+struct Conn {
+    sender: SendRequest<Empty<Bytes>>,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<Conn, BoxError> {
+        let addr = match self {
+            Target::Plain { addr } | Target::Tls { addr, .. } => *addr,
+        };
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let sender = match self {
+            Target::Plain { .. } => {
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(conn);
+                sender
+            }
+            Target::Tls {
+                connector, name, ..
+            } => {
+                let tls = connector.connect(name.clone(), tcp).await?;
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+                tokio::spawn(conn);
+                sender
+            }
+        };
+        Ok(Conn { sender })
+    }
+
+    fn request(&self) -> Request<Empty<Bytes>> {
+        let mut req = Request::new(Empty::new());
+        *req.uri_mut() = http::Uri::from_static("/");
+        req.headers_mut()
+            .insert(header::HOST, header::HeaderValue::from_static(SERVER_NAME));
+        req
+    }
+}
+
+impl Conn {
+    /// Sends one request and reads the whole response; returns its status.
+    async fn send(&mut self, req: Request<Empty<Bytes>>) -> Result<StatusCode, BoxError> {
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            frame?;
+        }
+        Ok(status)
+    }
+
+    /// One request with its body collected, for the sanity check before measuring.
+    async fn fetch(&mut self, req: Request<Empty<Bytes>>) -> Result<(StatusCode, Bytes), BoxError> {
+        self.sender.ready().await?;
+        let resp = self.sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+/// What one load-generator connection saw during the measured window.
+struct Tally {
+    hist: Histogram,
+    non_ok: u64,
+    errors: u64,
+}
+
+async fn drive_one(target: Arc<Target>, measure_from: Instant, end: Instant) -> Tally {
+    let mut tally = Tally {
+        hist: Histogram::new(),
+        non_ok: 0,
+        errors: 0,
+    };
+    let mut conn = None;
+    while Instant::now() < end {
+        let c = match &mut conn {
+            Some(c) => c,
+            None => match target.connect().await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    if tally.errors == 0 {
+                        eprintln!("e2e: connect: {e}");
+                    }
+                    tally.errors += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let req = target.request();
+        let t0 = Instant::now();
+        let res = c.send(req).await;
+        let t1 = Instant::now();
+        let counted = t0 >= measure_from && t1 <= end;
+        match res {
+            Ok(StatusCode::OK) => {
+                if counted {
+                    tally.hist.record((t1 - t0).as_nanos() as u64);
+                }
+            }
+            Ok(status) => {
+                if tally.non_ok == 0 {
+                    eprintln!("e2e: unexpected status {status}");
+                }
+                tally.non_ok += u64::from(counted);
+            }
+            Err(e) => {
+                if tally.errors == 0 {
+                    eprintln!("e2e: request: {e}");
+                }
+                tally.errors += u64::from(counted);
+                conn = None;
+            }
+        }
+    }
+    tally
+}
+
+/// CPU time (user + system) of a process and its threads, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace();
+    // after "pid (comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+    // cmajflt utime stime
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(
+        (utime + stime) as f64 / clock_ticks(),
+    ))
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
+
+/// The processes whose CPU time a setup costs: this one, plus the nginx masters and their
+/// workers.
+fn cpu_of(pids: &[u32]) -> Duration {
+    let mut all: Vec<u32> = pids.to_vec();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let ppid = stat
+                .rfind(')')
+                .and_then(|i| stat[i + 2..].split_ascii_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid.is_some_and(|p| pids[1..].contains(&p)) {
+                all.push(pid);
+            }
+        }
+    }
+    all.iter().filter_map(|&p| cpu_time(p)).sum()
+}
+
+struct Stats {
+    requests: u64,
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    p999: Duration,
+    max: Duration,
+    cpu_per_req: Option<Duration>,
+    non_ok: u64,
+    errors: u64,
+}
+
+/// Drives `target` with the configured load; `pids` are the processes whose CPU the setup
+/// uses besides this one (nginx masters).
+async fn drive(target: Target, opts: &Options, pids: &[u32]) -> Result<Stats, BoxError> {
+    // one checked request first: a setup that does not answer 200 with the app's body is
+    // broken, not slow
+    let mut probe = target.connect().await?;
+    let (status, body) = probe.fetch(target.request()).await?;
+    if status != StatusCode::OK || body != BODY {
+        return Err(format!("probe request answered {status} {body:?}").into());
+    }
+    drop(probe);
+
+    let target = Arc::new(target);
+    let start = Instant::now();
+    let measure_from = start + opts.warmup;
+    let end = measure_from + opts.duration;
+    let mut tasks = JoinSet::new();
+    for _ in 0..opts.connections {
+        tasks.spawn(drive_one(target.clone(), measure_from, end));
+    }
+    let mut all_pids = vec![std::process::id()];
+    all_pids.extend_from_slice(pids);
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = cpu_of(&all_pids);
+        tokio::time::sleep_until(end.into()).await;
+        let after = cpu_of(&all_pids);
+        after.checked_sub(before)
+    });
+    let mut hist = Histogram::new();
+    let (mut non_ok, mut errors) = (0, 0);
+    while let Some(t) = tasks.join_next().await {
+        let t = t?;
+        hist.merge(&t.hist);
+        non_ok += t.non_ok;
+        errors += t.errors;
+    }
+    let cpu = cpu.await?;
+    let requests = hist.total;
+    Ok(Stats {
+        requests,
+        rps: requests as f64 / opts.duration.as_secs_f64(),
+        p50: hist.quantile(0.50),
+        p99: hist.quantile(0.99),
+        p999: hist.quantile(0.999),
+        max: Duration::from_nanos(hist.max),
+        cpu_per_req: cpu.filter(|_| requests > 0).map(|c| c / requests as u32),
+        non_ok,
+        errors,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// setup a: bare hyper + rustls mTLS
+
+async fn bare_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
+    let target = Target::Tls {
+        addr,
+        connector: pki.bare_client()?,
+        name: ServerName::try_from(SERVER_NAME)?,
+    };
+    let stats = drive(target, opts, &[]).await;
+    server.abort();
+    stats
+}
+
+// ---------------------------------------------------------------------------------------
+// setup c: a sidecar pair of nginx processes
+
+/// A running nginx, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    fn start(bin: &Path, dir: PathBuf, conf: String, port: u16) -> Result<Self, BoxError> {
+        std::fs::create_dir_all(&dir)?;
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut nginx = Nginx { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = nginx.child.try_wait()? {
+                let mut stderr = String::new();
+                if let Some(mut e) = nginx.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                return Err(format!(
+                    "nginx exited ({status}): {}{}",
+                    stderr.trim(),
+                    nginx.error_log()
+                )
+                .into());
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(nginx);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nginx did not listen on {port}{}", nginx.error_log()).into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn error_log(&self) -> String {
+        match std::fs::read_to_string(self.dir.join("error.log")) {
+            Ok(log) if !log.trim().is_empty() => format!("\n  error.log: {}", log.trim()),
+            _ => String::new(),
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM lets the master stop its worker; SIGKILL only if it does not exit
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("E2E_NGINX") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into(), "/sbin".into()])
+        .map(|d| d.join("nginx"))
+        .find(|p| p.is_file())
+}
+
+fn free_port() -> Result<u16, BoxError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn render(template: &str, dir: &Path, listen: u16, upstream: u16) -> String {
+    template
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("@LISTEN_PORT@", &listen.to_string())
+        .replace("@UPSTREAM_PORT@", &upstream.to_string())
+        .replace("@SERVER_NAME@", SERVER_NAME)
+}
+
+const OUTBOUND_TMPL: &str = include_str!("e2e/outbound.conf.tmpl");
+const INBOUND_TMPL: &str = include_str!("e2e/inbound.conf.tmpl");
+
+async fn sidecar_setup(pki: &Pki, opts: &Options, nginx: &Path) -> Result<Stats, BoxError> {
+    let tmp = tempfile::tempdir()?;
+    let out_dir = tmp.path().join("outbound");
+    let in_dir = tmp.path().join("inbound");
+    for dir in [&out_dir, &in_dir] {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("root-cert.pem"), pki.server.root_pem())?;
+    }
+    std::fs::write(out_dir.join("client-chain.pem"), pki.client.chain_pem())?;
+    std::fs::write(out_dir.join("client-key.pem"), pki.client.key_pem())?;
+    std::fs::write(in_dir.join("server-chain.pem"), pki.server.chain_pem())?;
+    std::fs::write(in_dir.join("server-key.pem"), pki.server.key_pem())?;
+
+    let app = TcpListener::bind("127.0.0.1:0").await?;
+    let app_port = app.local_addr()?.port();
+    let server = tokio::spawn(serve_bare(app, None));
+    let in_port = free_port()?;
+    let out_port = free_port()?;
+    let inbound = Nginx::start(
+        nginx,
+        in_dir.clone(),
+        render(INBOUND_TMPL, &in_dir, in_port, app_port),
+        in_port,
+    )?;
+    let outbound = Nginx::start(
+        nginx,
+        out_dir.clone(),
+        render(OUTBOUND_TMPL, &out_dir, out_port, in_port),
+        out_port,
+    )?;
+    let target = Target::Plain {
+        addr: SocketAddr::from(([127, 0, 0, 1], out_port)),
+    };
+    let stats = drive(target, opts, &[inbound.pid(), outbound.pid()]).await;
+    let logs = format!("{}{}", inbound.error_log(), outbound.error_log());
+    drop((outbound, inbound));
+    server.abort();
+    stats.map_err(|e| format!("{e}{logs}").into())
+}
+
+// ---------------------------------------------------------------------------------------
+// report
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+fn print_table(rows: &[(&str, &str, Result<Stats, String>)]) {
+    println!();
+    println!(
+        "{:<4} {:<34} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+        "", "setup", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU us/req", "errors"
+    );
+    for (key, name, r) in rows {
+        match r {
+            Ok(s) => println!(
+                "{:<4} {:<34} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+                key,
+                name,
+                s.rps,
+                ms(s.p50),
+                ms(s.p99),
+                ms(s.p999),
+                ms(s.max),
+                s.cpu_per_req
+                    .map(|c| format!("{:.1}", c.as_secs_f64() * 1e6))
+                    .unwrap_or_else(|| "-".into()),
+                s.errors + s.non_ok,
+            ),
+            Err(why) => println!("{key:<4} {name:<34} skipped: {why}"),
+        }
+    }
+}
+
+fn ratio(rows: &[(&str, &str, Result<Stats, String>)], num: &str, den: &str) -> Option<(f64, f64)> {
+    let get = |k: &str| {
+        rows.iter()
+            .find(|(key, _, _)| *key == k)
+            .and_then(|(_, _, r)| r.as_ref().ok())
+    };
+    let (n, d) = (get(num)?, get(den)?);
+    Some((n.rps / d.rps, n.p99.as_secs_f64() / d.p99.as_secs_f64()))
+}
+
+fn print_ratios(rows: &[(&str, &str, Result<Stats, String>)]) {
+    println!();
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    match ratio(rows, "b", "a") {
+        Some((tp, p99)) => {
+            println!(
+                "b/a throughput {tp:.3} (target >= 0.90: {})",
+                verdict(tp >= 0.90)
+            );
+            println!(
+                "b/a p99        {p99:.3} (target <= 1.20: {})",
+                verdict(p99 <= 1.20)
+            );
+        }
+        None => println!("b/a: not available (a or b did not run)"),
+    }
+    match ratio(rows, "b", "c") {
+        Some((tp, p99)) => {
+            println!(
+                "b/c throughput {tp:.3} (target >= 2.00: {})",
+                verdict(tp >= 2.0)
+            );
+            println!("b/c p99        {p99:.3}");
+        }
+        None => println!("b/c: not available (b or c did not run)"),
+    }
+    if let Some((tp, p99)) = ratio(rows, "c", "a") {
+        println!("c/a throughput {tp:.3}, p99 {p99:.3}");
+    }
+}
+
+async fn run(opts: Options) -> Result<(), BoxError> {
+    let pki = Pki::new()?;
+    println!(
+        "e2e: {} keep-alive HTTP/1.1 connections, {:?} warm-up + {:?} measured per setup, \
+         {} runtime worker threads on {} cores",
+        opts.connections,
+        opts.warmup,
+        opts.duration,
+        opts.threads,
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    let mut rows: Vec<(&str, &str, Result<Stats, String>)> = Vec::new();
+
+    if opts.wants("a", "bare") {
+        println!("e2e: a: bare hyper + rustls mTLS ...");
+        rows.push((
+            "a",
+            "bare hyper + rustls mTLS",
+            bare_setup(&pki, &opts).await.map_err(|e| e.to_string()),
+        ));
+    }
+    if opts.wants("b", "mesh") {
+        println!("e2e: b: mesh stack on both sides ...");
+        rows.push((
+            "b",
+            "inmesh client + server",
+            mesh_setup(&pki, &opts).await.map_err(|e| e.to_string()),
+        ));
+    }
+    if opts.wants("c", "sidecars") {
+        let result = match find_nginx() {
+            None => Err("nginx not found (scripts/bench-e2e installs it with apt-get)".into()),
+            Some(nginx) => {
+                println!("e2e: c: nginx sidecar pair ({}) ...", nginx.display());
+                sidecar_setup(&pki, &opts, &nginx)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        if let Err(why) = &result {
+            println!("e2e: c skipped: {why}");
+        }
+        rows.push(("c", "nginx sidecar pair (2 workers)", result));
+    }
+
+    print_table(&rows);
+    print_ratios(&rows);
+    if opts.quick {
+        // smoke run: a setup that ran must have served requests without errors (a skipped
+        // setup is reported above with its reason)
+        for (key, _, r) in &rows {
+            if let Ok(s) = r {
+                if s.requests == 0 || s.errors + s.non_ok > 0 {
+                    return Err(format!(
+                        "setup {key}: {} requests, {} errors, {} non-200",
+                        s.requests, s.errors, s.non_ok
+                    )
+                    .into());
+                }
+            }
+        }
+        println!("e2e: smoke run passed");
+    }
+    let _ = (&pki.server_id, &pki.client_id);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// setup b: the mesh stack
+
+/// Setup b. Placeholder until mesh-tower's inbound server and outbound client land.
+async fn mesh_setup(_pki: &Pki, _opts: &Options) -> Result<Stats, BoxError> {
+    Err("the mesh stack (mesh-tower inbound server / outbound client) has not landed yet".into())
+}
+
+fn main() {
+    let mut opts = Options::from_env();
+    // `cargo bench` passes `--bench`; without it (`cargo test --benches`, `--all-targets`)
+    // this is a quick smoke run: self-checks, then every setup briefly, failing on errors
+    if !std::env::args().any(|a| a == "--bench") {
+        histogram_self_check();
+        opts.quick = true;
+        opts.warmup = Duration::ZERO;
+        opts.duration = Duration::from_secs(1);
+        opts.connections = opts.connections.min(4);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(opts.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("e2e: cannot build the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(opts)) {
+        eprintln!("e2e: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The histogram's own checks, run in quick mode: buckets never go backwards, every value
+/// lands within 2 % of its bucket's value, quantiles come out where they should.
+fn histogram_self_check() {
+    let mut last = 0;
+    for v in (0..200_000u64).chain([1 << 40, u64::MAX / 2, u64::MAX]) {
+        let i = Histogram::index(v);
+        assert!(i >= last, "histogram index must not decrease at {v}");
+        assert!(i < BUCKETS, "{v} -> bucket {i} out of range");
+        last = i;
+        if v > 0 {
+            let err = (Histogram::value(i) as f64 - v as f64).abs() / v as f64;
+            assert!(
+                err < 0.02,
+                "{v} -> bucket {i} value {}",
+                Histogram::value(i)
+            );
+        }
+    }
+    let mut h = Histogram::new();
+    for v in 1..=1000u64 {
+        h.record(v * 1000);
+    }
+    let p50 = h.quantile(0.5).as_nanos() as f64;
+    let p99 = h.quantile(0.99).as_nanos() as f64;
+    assert!((p50 / 500_000.0 - 1.0).abs() < 0.02, "p50 {p50}");
+    assert!((p99 / 990_000.0 - 1.0).abs() < 0.02, "p99 {p99}");
+    assert_eq!(h.quantile(1.0), Duration::from_micros(1000));
+    let mut other = Histogram::new();
+    other.record(5_000_000);
+    h.merge(&other);
+    assert_eq!(h.total, 1001);
+    assert_eq!(h.quantile(1.0), Duration::from_millis(5));
+    assert_eq!(Histogram::new().quantile(0.5), Duration::ZERO);
+    println!("e2e: histogram self-check passed");
+}
