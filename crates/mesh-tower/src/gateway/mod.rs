@@ -25,9 +25,12 @@
 //! HTTP (403 `RBAC: access denied` before routing), per connection for PASSTHROUGH and
 //! terminated TLS servers (a denied connection is closed), with `connection.sni` known.
 //!
-//! Routed HTTP requests are forwarded over plaintext HTTP/1.1 (HTTP/2 for `GRPC`/`HTTP2`
-//! service ports) with a hyper-util client to an endpoint of the destination, taken from
-//! the registry (subset labels from the DestinationRule), after the route's fault
+//! Routed HTTP requests are forwarded over HTTP/1.1 (HTTP/2 for `GRPC`/`HTTP2` service
+//! ports) to an endpoint of the destination, taken from the registry (subset labels from
+//! the DestinationRule): in plaintext, or with the DestinationRule's `tls` (SIMPLE,
+//! MUTUAL, ISTIO_MUTUAL), or, without one, with Istio's auto mTLS (ISTIO_MUTUAL to mesh
+//! workloads when the gateway has its own mesh identity,
+//! [`GatewayBuilder::workload_credentials`]), after the route's fault
 //! injection (delay, abort), `rewrite` (uri, authority) and header operations (route and
 //! destination level, request and response), within the route timeout.
 //! Envoy's local replies are reproduced: 404 when no VirtualService or route matches, 503
@@ -45,8 +48,8 @@
 //! later Gateway is not listened on until a restart); credentials are read when first
 //! needed after each config change ([`GatewayServer::reload_credentials`] forces a
 //! re-read); the forwarding client does not retry (Istio's default is 2 retries on connect
-//! failure), mirror, or apply CORS policies (the outbound stack will); upstream connections
-//! are plaintext (no ISTIO_MUTUAL origination from the gateway yet).
+//! failure), mirror, or apply CORS policies (the outbound stack will); TLS upstream
+//! connections are not pooled (one handshake per request).
 
 mod sni;
 mod tls;
@@ -129,6 +132,7 @@ pub struct GatewayBuilder {
     listeners: BTreeMap<u16, TcpListener>,
     bind: IpAddr,
     hello_timeout: Duration,
+    workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
 }
 
 impl GatewayBuilder {
@@ -153,6 +157,14 @@ impl GatewayBuilder {
     /// The address to bind server ports on (default `0.0.0.0`).
     pub fn bind_address(mut self, ip: IpAddr) -> Self {
         self.bind = ip;
+        self
+    }
+
+    /// The gateway's own mesh identity (Istio's `istio-ingressgateway-service-account`):
+    /// with it, requests to mesh workloads use ISTIO_MUTUAL (Istio's auto mTLS) unless a
+    /// DestinationRule says otherwise.
+    pub fn workload_credentials(mut self, creds: Arc<mesh_tls::WorkloadCredentials>) -> Self {
+        self.workload = Some(creds);
         self
     }
 
@@ -217,6 +229,8 @@ impl GatewayBuilder {
         );
         let inner = Arc::new(Inner {
             authz,
+            workload: self.workload,
+            upstream_tls: tls::Cache::new(),
             mesh: self.mesh.clone(),
             namespace: self.namespace,
             labels: self.labels,
@@ -257,6 +271,8 @@ impl GatewayBuilder {
 
 struct Inner {
     authz: AuthorizationLayer,
+    workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
+    upstream_tls: tls::Cache<Option<mesh_tls::OutboundTls>>,
     mesh: Mesh,
     namespace: String,
     labels: Labels,
@@ -297,6 +313,7 @@ impl GatewayServer {
             listeners: BTreeMap::new(),
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             hello_timeout: Duration::from_secs(10),
+            workload: None,
         }
     }
 
@@ -308,6 +325,7 @@ impl GatewayServer {
     /// Re-reads the credentials on the next connection (after a certificate changed).
     pub fn reload_credentials(&self) {
         self.inner.cache.clear();
+        self.inner.upstream_tls.clear();
     }
 }
 
@@ -561,7 +579,7 @@ fn l4_target(
         .pick(rand::random())
         .ok_or_else(|| io::Error::other("route without destinations"))?;
     resolve(snap, &inner.namespace, dest, port)
-        .map(|(a, _)| a)
+        .map(|u| u.addr)
         .map_err(|r| io::Error::other(format!("{} ({})", r, dest.host)))
 }
 
@@ -575,14 +593,28 @@ where
     Ok(())
 }
 
-/// An endpoint address for a routed destination, and whether the service port speaks
-/// HTTP/2.
+/// A chosen endpoint of a routed destination.
+#[derive(Debug, Clone)]
+struct Upstream {
+    addr: SocketAddr,
+    /// The service port.
+    port: u16,
+    /// The service port speaks HTTP/2 (`GRPC`, `HTTP2`, `GRPC-WEB`).
+    h2: bool,
+    /// The endpoint is a mesh workload (registered in process, or labelled
+    /// `security.istio.io/tlsMode: istio`): Istio's auto mTLS applies.
+    mesh: bool,
+    /// The endpoint's SPIFFE identity, when its service account is known.
+    identity: Option<mesh_tls::Identity>,
+}
+
+/// An endpoint for a routed destination (uniformly at random among the subset's).
 fn resolve(
     snap: &Snapshot,
     namespace: &str,
     dest: &WeightedDestination,
     request_port: u16,
-) -> Result<(SocketAddr, bool), LocalReply> {
+) -> Result<Upstream, LocalReply> {
     let svc = snap
         .registry()
         .service(&dest.host, namespace)
@@ -611,11 +643,26 @@ fn resolve(
         if let Some(a) = t.addr {
             seen += 1;
             if rand::random_range(0..seen) == 0 {
-                chosen = Some(a);
+                chosen = Some((a, t.endpoint));
             }
         }
     }
-    chosen.map(|a| (a, h2)).ok_or(LocalReply::NoHealthyUpstream)
+    let (addr, ep) = chosen.ok_or(LocalReply::NoHealthyUpstream)?;
+    let mesh = ep.origin.starts_with("workload/")
+        || ep
+            .labels
+            .get("security.istio.io/tlsMode")
+            .is_some_and(|v| v == "istio");
+    let identity = ep.service_account.as_deref().and_then(|sa| {
+        mesh_tls::Identity::new(&snap.options().trust_domain, &svc.namespace, sa).ok()
+    });
+    Ok(Upstream {
+        addr,
+        port,
+        h2,
+        mesh,
+        identity,
+    })
 }
 
 async fn serve_http<IO>(inner: Arc<Inner>, io: IO, ctx: HttpCtx) -> io::Result<()>
@@ -713,10 +760,25 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
     let Some(dest) = d.pick(rand::random()) else {
         return local(&LocalReply::ClusterNotFound, &parts.headers);
     };
-    let (addr, h2) = match resolve(&snap, &inner.namespace, dest, ctx.port) {
+    let up = match resolve(&snap, &inner.namespace, dest, ctx.port) {
         Ok(x) => x,
         Err(reply) => return local(&reply, &parts.headers),
     };
+    let origination = match inner.origination(&snap, dest, &up) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(host = %dest.host, error = %e, "gateway: cannot originate TLS upstream");
+            return local(
+                &LocalReply::UpstreamReset {
+                    reason: ResetReason::RemoteConnectionFailure,
+                    transport_failure: Some(e),
+                    retried: false,
+                },
+                &parts.headers,
+            );
+        }
+    };
+    let (addr, h2) = (up.addr, up.h2);
     let timeout = d.timeout();
     let action = d.action();
     if let Some(fault) = action.and_then(|a| a.fault.as_deref()) {
@@ -803,8 +865,22 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
     } else {
         http::Version::HTTP_11
     };
-    let client = if h2 { &inner.h2 } else { &inner.h1 };
-    let send = client.request(req);
+    let send = async {
+        match &origination {
+            None => {
+                let client = if h2 { &inner.h2 } else { &inner.h1 };
+                client.request(req).await.map_err(|e| {
+                    let reason = if e.is_connect() {
+                        ResetReason::RemoteConnectionFailure
+                    } else {
+                        ResetReason::ConnectionTermination
+                    };
+                    (reason, e.to_string())
+                })
+            }
+            Some(tls) => send_tls(tls, addr, h2, req).await,
+        }
+    };
     let result = match timeout {
         Some(t) => match tokio::time::timeout(t, send).await {
             Ok(r) => r,
@@ -822,12 +898,7 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
             }
             resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
         }
-        Err(e) => {
-            let reason = if e.is_connect() {
-                ResetReason::RemoteConnectionFailure
-            } else {
-                ResetReason::ConnectionTermination
-            };
+        Err((reason, e)) => {
             tracing::debug!(%addr, error = %e, "gateway upstream request failed");
             local(
                 &LocalReply::UpstreamReset {
@@ -838,6 +909,116 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
                 &req_headers,
             )
         }
+    }
+}
+
+/// One request over a new TLS connection (mesh mTLS or DestinationRule TLS origination).
+/// Not pooled: the outbound stack will pool mesh connections.
+async fn send_tls(
+    tls: &mesh_tls::OutboundTls,
+    addr: SocketAddr,
+    h2: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, (ResetReason, String)> {
+    let fail = |r: ResetReason| move |e: &dyn std::fmt::Display| (r, e.to_string());
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| fail(ResetReason::RemoteConnectionFailure)(&e))?;
+    let _ = tcp.set_nodelay(true);
+    let stream = tls
+        .connect(tcp)
+        .await
+        .map_err(|e| fail(ResetReason::RemoteConnectionFailure)(&e))?;
+    let io = TokioIo::new(stream);
+    let term = fail(ResetReason::ConnectionTermination);
+    if h2 {
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| term(&e))?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(|e| term(&e))
+    } else {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| term(&e))?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(|e| term(&e))
+    }
+}
+
+/// DestinationRule `tls` (as written) to mesh-tls's settings.
+fn client_settings(t: &mesh_core::model::ClientTlsSettings) -> mesh_tls::ClientTlsSettings {
+    use mesh_core::model::ClientTlsMode as M;
+    mesh_tls::ClientTlsSettings {
+        mode: match t.mode {
+            M::Disable => mesh_tls::ClientTlsMode::Disable,
+            M::Simple => mesh_tls::ClientTlsMode::Simple,
+            M::Mutual => mesh_tls::ClientTlsMode::Mutual,
+            M::IstioMutual => mesh_tls::ClientTlsMode::IstioMutual,
+        },
+        client_certificate: t.client_certificate.as_deref().map(PathBuf::from),
+        private_key: t.private_key.as_deref().map(PathBuf::from),
+        ca_certificates: t.ca_certificates.as_deref().map(PathBuf::from),
+        ca_crl: t.ca_crl.as_deref().map(PathBuf::from),
+        credential_name: t.credential_name.clone(),
+        subject_alt_names: t.subject_alt_names.clone(),
+        sni: t.sni.clone(),
+        insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
+    }
+}
+
+impl Inner {
+    /// How to reach an upstream: `None` plaintext, or TLS. The DestinationRule's `tls`
+    /// decides; without one, Istio's auto mTLS: ISTIO_MUTUAL to mesh workloads when the
+    /// gateway has mesh credentials. Configs are cached per destination and generation.
+    fn origination(
+        &self,
+        snap: &Snapshot,
+        dest: &WeightedDestination,
+        up: &Upstream,
+    ) -> Result<Option<mesh_tls::OutboundTls>, String> {
+        let policy =
+            snap.traffic_policy(&dest.host, dest.subset.as_deref(), up.port, &self.namespace);
+        let settings = match policy.tls {
+            Some(t) => client_settings(t),
+            None if up.mesh && self.workload.is_some() => mesh_tls::ClientTlsSettings {
+                mode: mesh_tls::ClientTlsMode::IstioMutual,
+                ..Default::default()
+            },
+            None => return Ok(None),
+        };
+        if settings.mode == mesh_tls::ClientTlsMode::Disable {
+            return Ok(None);
+        }
+        let key = format!(
+            "{}|{}|{}|{}",
+            dest.host,
+            dest.subset.as_deref().unwrap_or(""),
+            up.port,
+            up.identity.as_ref().map_or("", |i| i.as_uri())
+        );
+        self.upstream_tls.get(snap.generation(), &key, || {
+            let ids: Vec<mesh_tls::Identity> = up.identity.iter().cloned().collect();
+            mesh_tls::client_config(
+                &settings,
+                &mesh_tls::Destination {
+                    host: &dest.host,
+                    port: up.port,
+                    subset: dest.subset.as_deref(),
+                    service_accounts: &ids,
+                },
+                &mesh_tls::ClientContext {
+                    workload: self.workload.as_deref(),
+                    credentials: Some(&*self.credentials),
+                    alpn: if up.h2 {
+                        mesh_tls::Alpn::Http2
+                    } else {
+                        mesh_tls::Alpn::Http1
+                    },
+                },
+            )
+            .map_err(|e| e.to_string())
+        })
     }
 }
 

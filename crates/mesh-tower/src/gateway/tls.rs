@@ -155,19 +155,19 @@ pub(crate) fn build_config(
     Ok(Arc::new(cfg))
 }
 
-type Configs = HashMap<(String, usize), Result<Arc<ServerConfig>, String>>;
+type Entries<T> = HashMap<String, Result<T, String>>;
 
-/// Server configs by (gateway, server index), rebuilt when the snapshot generation
-/// changes (or on [`ConfigCache::clear`], after a credential changed). Reads are one atomic
-/// load and a hash lookup; a miss copies the map.
+/// Built TLS configs by key, dropped when the snapshot generation changes (or on
+/// [`Cache::clear`], after a credential changed). Reads are one atomic load and a hash
+/// lookup; a miss copies the map (misses are rare: once per key and generation).
 #[derive(Debug)]
-pub(crate) struct ConfigCache {
-    state: ArcSwap<(u64, Configs)>,
+pub(crate) struct Cache<T> {
+    state: ArcSwap<(u64, Entries<T>)>,
 }
 
-impl ConfigCache {
+impl<T: Clone> Cache<T> {
     pub(crate) fn new() -> Self {
-        ConfigCache {
+        Cache {
             state: ArcSwap::from_pointee((u64::MAX, HashMap::new())),
         }
     }
@@ -179,13 +179,12 @@ impl ConfigCache {
     pub(crate) fn get(
         &self,
         generation: u64,
-        gateway: &str,
-        index: usize,
-        build: impl FnOnce() -> Result<Arc<ServerConfig>, String>,
-    ) -> Result<Arc<ServerConfig>, String> {
+        key: &str,
+        build: impl FnOnce() -> Result<T, String>,
+    ) -> Result<T, String> {
         let cur = self.state.load();
         if cur.0 == generation {
-            if let Some(c) = cur.1.get(&(gateway.to_owned(), index)) {
+            if let Some(c) = cur.1.get(key) {
                 return c.clone();
             }
         }
@@ -195,9 +194,38 @@ impl ConfigCache {
         } else {
             HashMap::new()
         };
-        map.insert((gateway.to_owned(), index), built.clone());
+        map.insert(key.to_owned(), built.clone());
         self.state.store(Arc::new((generation, map)));
         built
+    }
+}
+
+/// Server configs by (gateway, server index).
+#[derive(Debug)]
+pub(crate) struct ConfigCache {
+    inner: Cache<Arc<ServerConfig>>,
+}
+
+impl ConfigCache {
+    pub(crate) fn new() -> Self {
+        ConfigCache {
+            inner: Cache::new(),
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        self.inner.clear();
+    }
+
+    pub(crate) fn get(
+        &self,
+        generation: u64,
+        gateway: &str,
+        index: usize,
+        build: impl FnOnce() -> Result<Arc<ServerConfig>, String>,
+    ) -> Result<Arc<ServerConfig>, String> {
+        self.inner
+            .get(generation, &format!("{gateway}#{index}"), build)
     }
 }
 
