@@ -1,6 +1,12 @@
 //! mesh-core: the Istio configuration model, its loader, validation and analysis, and (in
 //! other modules) the decision engines built on them. Pure: no async runtime, no sockets.
 //!
+//! Decision engines: [`mesh::Mesh`] holds the current [`snapshot::Snapshot`] (compiled
+//! config plus [`registry::Registry`]); a request loads it once and asks
+//! [`snapshot::Snapshot::route_http`] ([`route`]), `traffic_policy` ([`policy`]),
+//! `authz_for_workload` ([`authz`]), `peer_authentication` ([`peerauthn`]) and
+//! `gateway_servers` ([`gateway`]); host names and visibility live in [`names`].
+//!
 //! ```
 //! let loaded = mesh_core::load::load_str(
 //!     "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - destination: {host: reviews, subnet: v1}\n",
