@@ -156,6 +156,23 @@ impl Snapshot {
         self.config.routes.route_tcp(&self.registry, attrs)
     }
 
+    /// The service port a destination goes to (§2.4): the route's port, else the service's
+    /// only port, else the port the request arrived on.
+    pub fn destination_port(
+        &self,
+        dest: &crate::route::WeightedDestination,
+        client_ns: &str,
+        request_port: u16,
+    ) -> u16 {
+        dest.port.unwrap_or_else(|| {
+            self.registry
+                .service(&dest.host, client_ns)
+                .filter(|s| s.ports.len() == 1)
+                .map(|s| s.ports[0].number)
+                .unwrap_or(request_port)
+        })
+    }
+
     /// The DestinationRule for `host` seen from `client_ns` (§3.2).
     pub fn destination_rule(&self, host: &str, client_ns: &str) -> Option<&MergedDestinationRule> {
         let svc_ns = self

@@ -119,6 +119,12 @@ fn request_routing_for_jason() {
         &headers(&[("End-User", "Jason")]),
     ));
     assert_eq!(d.route_index(), Some(1));
+    // no port in the route: the service's only port, whatever port the request used
+    let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &jason));
+    assert_eq!(
+        snap.destination_port(&d.destinations()[0], "default", 80),
+        9080
+    );
     // ratings has no VirtualService: it goes to the service itself
     let d = snap.route_http(&HttpRequestAttrs::new(
         "default",

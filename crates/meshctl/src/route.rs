@@ -204,13 +204,7 @@ fn to_json(d: &RouteDecision<'_>, r: &Request<'_>, snap: &Snapshot, client_ns: &
         .iter()
         .map(|w| {
             let mut v = dest_json(w);
-            let port = w.port.unwrap_or_else(|| {
-                snap.registry()
-                    .service(&w.host, client_ns)
-                    .filter(|s| s.ports.len() == 1)
-                    .map(|s| s.ports[0].number)
-                    .unwrap_or(r.port)
-            });
+            let port = snap.destination_port(w, client_ns, r.port);
             let p = snap.traffic_policy(&w.host, w.subset.as_deref(), port, client_ns);
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
             v["subset_defined"] = json!(p.subset_found);
