@@ -214,6 +214,15 @@ impl MatchBlock {
             name: m.name.as_deref().map(Into::into),
             ..MatchBlock::default()
         };
+        b.conds.reserve_exact(
+            usize::from(m.uri.is_some())
+                + usize::from(m.scheme.is_some())
+                + usize::from(m.method.is_some())
+                + usize::from(m.authority.is_some())
+                + m.headers.len()
+                + m.without_headers.len()
+                + m.query_params.len(),
+        );
         let mut push = |c: Result<Cond, String>, b: &mut MatchBlock| match c {
             Ok(c) => b.conds.push(c),
             Err(e) => {
@@ -275,7 +284,6 @@ impl MatchBlock {
             });
             push(c, &mut b);
         }
-        b.conds.shrink_to_fit();
         b
     }
 
