@@ -923,3 +923,49 @@ fn duplicate_objects_last_one_wins_and_samples_compile_cleanly() {
     let all = snapshot_of(&["bookinfo", "istio-io-tasks", "httpbin", "sleep"], "");
     assert!(all.object_count() > 50);
 }
+
+#[test]
+fn service_entry_hosts_are_literal_and_short_dr_hosts_do_not_meet_them() {
+    // the seed's trap: SE host `my-postgres` is used literally, DR host `my-postgres` becomes
+    // `my-postgres.db.svc.cluster.local`, so the DR never applies to the SE
+    let snap = snapshot_of(
+        &[],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: pg, namespace: db}
+spec:
+  hosts: [my-postgres]
+  ports: [{number: 5432, name: tcp, protocol: tcp}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  endpoints: [{address: 10.10.10.10}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pg, namespace: db}
+spec:
+  host: my-postgres
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: pg-fqdn, namespace: db}
+spec:
+  host: my-postgres.db.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+"#,
+    );
+    let svc = snap.registry().service("my-postgres", "db").unwrap();
+    assert_eq!(&*svc.hostname, "my-postgres");
+    assert!(snap
+        .traffic_policy("my-postgres", None, 5432, "db")
+        .destination_rule
+        .is_none());
+    let p = snap.traffic_policy("my-postgres.db.svc.cluster.local", None, 5432, "db");
+    assert_eq!(p.destination_rule.map(|d| &*d.name), Some("db/pg"));
+    // an HTTP request to the literal name goes to the SE host, not an expansion
+    let h = HeaderMap::new();
+    let d = snap.route_http(&HttpRequestAttrs::new("db", "my-postgres", "/", &h));
+    assert_eq!(d.host, "my-postgres");
+}
