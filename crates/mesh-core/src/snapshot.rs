@@ -67,6 +67,32 @@ impl CompiledConfig {
     }
 }
 
+/// Where a picked destination goes (see [`Snapshot::upstream`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Upstream<'a> {
+    /// The service, if the registry knows the host.
+    pub service: Option<&'a crate::registry::Service>,
+    /// The effective traffic policy; `policy.subset_found == false` means Envoy would answer
+    /// 503 (cluster not found).
+    pub policy: EffectivePolicy<'a>,
+    /// The service port.
+    pub port: u16,
+}
+
+impl<'a> Upstream<'a> {
+    /// The endpoints to balance over (the subset's, when a subset is routed to). Empty when
+    /// the subset is undefined or selects nothing (Envoy: 503 `no healthy upstream`).
+    pub fn targets(&self) -> impl Iterator<Item = crate::registry::Target<'a>> + 'a {
+        let ok = self.policy.subset_found;
+        let labels = self.policy.subset_labels();
+        let port = self.port;
+        self.service
+            .filter(move |_| ok)
+            .into_iter()
+            .flat_map(move |s| s.targets(port, labels))
+    }
+}
+
 /// An immutable view of the mesh: compiled config plus registry.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -171,6 +197,30 @@ impl Snapshot {
                 .map(|s| s.ports[0].number)
                 .unwrap_or(request_port)
         })
+    }
+
+    /// Everything needed to send to a picked destination: its service port, the effective
+    /// traffic policy (subset, load balancer, pools, outlier detection, TLS) and the
+    /// endpoints of its subset (via [`Upstream::targets`]).
+    pub fn upstream<'a>(
+        &'a self,
+        dest: &'a crate::route::WeightedDestination,
+        client_ns: &str,
+        client_labels: Option<&Labels>,
+        request_port: u16,
+    ) -> Upstream<'a> {
+        let port = self.destination_port(dest, client_ns, request_port);
+        Upstream {
+            service: self.registry.service(&dest.host, client_ns).map(|s| &**s),
+            policy: self.traffic_policy_for(
+                &dest.host,
+                dest.subset.as_deref(),
+                port,
+                client_ns,
+                client_labels,
+            ),
+            port,
+        }
     }
 
     /// The DestinationRule for `host` seen from `client_ns` (§3.2).

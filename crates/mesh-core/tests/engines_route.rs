@@ -893,12 +893,18 @@ fn registered_workloads_are_endpoints_of_subsets() {
     let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/", &h));
     let dest = d.pick(0).unwrap();
     let p = snap.traffic_policy(&dest.host, dest.subset.as_deref(), 9080, "default");
-    let svc = snap.registry().service(&dest.host, "default").unwrap();
-    let targets: Vec<_> = svc
-        .targets(9080, p.subset_labels())
-        .map(|t| t.addr.unwrap().to_string())
-        .collect();
+    let up = snap.upstream(dest, "default", None, 80);
+    assert_eq!(up.port, 9080);
+    let targets: Vec<_> = up.targets().map(|t| t.addr.unwrap().to_string()).collect();
     assert_eq!(targets, vec!["127.0.0.1:40000"]);
+    // an undefined subset has no endpoints (Envoy: 503 cluster not found)
+    let ghost = mesh_core::route::WeightedDestination {
+        subset: Some("v9".into()),
+        ..dest.clone()
+    };
+    let up = snap.upstream(&ghost, "default", None, 9080);
+    assert!(!up.policy.subset_found);
+    assert_eq!(up.targets().count(), 0);
     assert!(mesh.deregister("default", "reviews-v1"));
     let snap = mesh.snapshot();
     let svc = snap.registry().service(&dest.host, "default").unwrap();
