@@ -721,4 +721,32 @@ spec:
     // a route-less path on a host with a VirtualService: 404
     let (parts, _) = get("/other").await;
     assert_eq!(parts.status, 404);
+
+    // the gateway's metrics, as Istio's gateway reports them (reporter="source")
+    let text = gw.metrics().render();
+    let series = |must: &[&str]| {
+        text.lines()
+            .any(|l| l.starts_with("istio_requests_total{") && must.iter().all(|m| l.contains(m)))
+    };
+    let gw_labels = [
+        "reporter=\"source\"",
+        "source_workload=\"istio-ingressgateway\"",
+        "source_workload_namespace=\"istio-system\"",
+    ];
+    let mut ok = gw_labels.to_vec();
+    ok.extend([
+        "destination_service=\"httpbin.default.svc.cluster.local\"",
+        "destination_service_name=\"httpbin\"",
+        "response_code=\"200\"",
+    ]);
+    assert!(series(&ok), "{text}");
+    let mut denied = gw_labels.to_vec();
+    denied.push("response_code=\"403\"");
+    assert!(series(&denied), "{text}");
+    let mut fault = gw_labels.to_vec();
+    fault.extend(["response_code=\"555\"", "response_flags=\"FI\""]);
+    assert!(series(&fault), "{text}");
+    let mut no_route = gw_labels.to_vec();
+    no_route.extend(["response_code=\"404\"", "response_flags=\"NR\""]);
+    assert!(series(&no_route), "{text}");
 }

@@ -39,6 +39,10 @@
 //! request timeout`; VirtualService redirects and direct responses are answered by the
 //! gateway.
 //!
+//! HTTP traffic is logged by the access log and counted in Istio's standard metrics as
+//! Istio's gateway reports them (`reporter="source"`, the gateway as source workload, the
+//! routed service as destination; [`GatewayServer::metrics`]).
+//!
 //! Settings we cannot honour fail loudly at [`GatewayBuilder::start`] (and reset the
 //! connection if they appear in a later config): `ISTIO_MUTUAL`, `AUTO_PASSTHROUGH`,
 //! certificate file paths, `subjectAltNames`, SPKI/hash pinning, cipher suites, CRLs, TCP
@@ -84,13 +88,18 @@ use tokio_rustls::TlsAcceptor;
 
 pub use sni::{parse_client_hello, Hello};
 
+use crate::accesslog::AccessLogLayer;
 use crate::authz::AuthorizationLayer;
 use crate::envoy::{LocalReply, ResetReason};
-use crate::inbound::{is_transient, ConnectionInfo};
+use crate::inbound::{is_transient, ConnectionInfo, ConnectionInfoLayer};
+use crate::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
+use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body the gateway answers with.
 pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The request body the gateway forwards (counted by the access log and the metrics).
+type UpstreamBody = crate::metrics::RequestBody<crate::observe::CountingBody<Incoming>>;
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +142,8 @@ pub struct GatewayBuilder {
     bind: IpAddr,
     hello_timeout: Duration,
     workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
+    metrics: Option<Arc<IstioMetrics>>,
+    workload_name: String,
 }
 
 impl GatewayBuilder {
@@ -165,6 +176,20 @@ impl GatewayBuilder {
     /// DestinationRule says otherwise.
     pub fn workload_credentials(mut self, creds: Arc<mesh_tls::WorkloadCredentials>) -> Self {
         self.workload = Some(creds);
+        self
+    }
+
+    /// Record Istio's standard metrics here (default: a new registry, see
+    /// [`GatewayServer::metrics`]). The gateway reports as Istio's does: `reporter="source"`
+    /// with itself as the source workload.
+    pub fn metrics(mut self, metrics: Arc<IstioMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The gateway's workload name in metrics (default `istio-ingressgateway`).
+    pub fn workload_name(mut self, name: impl Into<String>) -> Self {
+        self.workload_name = name.into();
         self
     }
 
@@ -227,7 +252,19 @@ impl GatewayBuilder {
             self.namespace.as_str(),
             self.labels.clone(),
         );
+        let metrics = self
+            .metrics
+            .clone()
+            .unwrap_or_else(|| Arc::new(IstioMetrics::new()));
+        let me = WorkloadInfo::from_labels(
+            &self.workload_name,
+            &self.namespace,
+            self.workload.as_ref().map_or("", |w| w.identity().as_uri()),
+            &self.labels,
+        );
         let inner = Arc::new(Inner {
+            metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
+            metrics,
             authz,
             workload: self.workload,
             upstream_tls: tls::Cache::new(),
@@ -270,6 +307,7 @@ impl GatewayBuilder {
 }
 
 struct Inner {
+    metrics: Arc<IstioMetrics>,
     authz: AuthorizationLayer,
     workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
     upstream_tls: tls::Cache<Option<mesh_tls::OutboundTls>>,
@@ -279,8 +317,9 @@ struct Inner {
     credentials: Arc<dyn CredentialLookup>,
     cache: tls::ConfigCache,
     hello_timeout: Duration,
-    h1: Client<HttpConnector, Incoming>,
-    h2: Client<HttpConnector, Incoming>,
+    h1: Client<HttpConnector, UpstreamBody>,
+    h2: Client<HttpConnector, UpstreamBody>,
+    metrics_layer: MetricsLayer,
 }
 
 /// A running ingress gateway. Dropping it stops the listeners (open connections finish).
@@ -314,12 +353,19 @@ impl GatewayServer {
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             hello_timeout: Duration::from_secs(10),
             workload: None,
+            metrics: None,
+            workload_name: "istio-ingressgateway".into(),
         }
     }
 
     /// Where Gateway server port `port` is listening.
     pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
         self.addrs.get(&port).copied()
+    }
+
+    /// The metrics the gateway records.
+    pub fn metrics(&self) -> &Arc<IstioMetrics> {
+        &self.inner.metrics
     }
 
     /// Re-reads the credentials on the next connection (after a certificate changed).
@@ -669,13 +715,20 @@ async fn serve_http<IO>(inner: Arc<Inner>, io: IO, ctx: HttpCtx) -> io::Result<(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+    let metrics = inner.metrics_layer.clone();
+    let conn = ConnectionInfoLayer::new(ctx.conn.clone());
+    let svc = tower::service_fn(move |req: Request<UpstreamBody>| {
         let inner = Arc::clone(&inner);
         let ctx = ctx.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(&inner, &ctx, req).await) }
     });
+    let svc = tower::ServiceBuilder::new()
+        .layer(conn)
+        .layer(AccessLogLayer::inbound())
+        .layer(metrics)
+        .service(svc);
     auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), svc)
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
         .await
         .map_err(io::Error::other)
 }
@@ -705,7 +758,11 @@ fn strip_port(authority: &str) -> &str {
     authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
-async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Response<GatewayBody> {
+async fn handle(
+    inner: &Inner,
+    ctx: &HttpCtx,
+    mut req: Request<UpstreamBody>,
+) -> Response<GatewayBody> {
     let snap = inner.mesh.load();
     let authority = authority_of(&req).to_owned();
     let host = strip_port(&authority);
@@ -725,8 +782,8 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
         return https_redirect(&req, &authority);
     }
     // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's RBAC
-    // filter runs before the router)
-    req.extensions_mut().insert(ctx.conn.clone());
+    // filter runs before the router); ConnectionInfoLayer put the connection in the
+    // extensions
     if let Err(denied) = inner.authz.check::<_, Bytes>(&req) {
         return denied.map(full);
     }
@@ -779,6 +836,7 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
         }
     };
     let (addr, h2) = (up.addr, up.h2);
+    let dest_host = Arc::clone(&dest.host);
     let timeout = d.timeout();
     let action = d.action();
     if let Some(fault) = action.and_then(|a| a.fault.as_deref()) {
@@ -890,6 +948,14 @@ async fn handle(inner: &Inner, ctx: &HttpCtx, mut req: Request<Incoming>) -> Res
     };
     match result {
         Ok(mut resp) => {
+            resp.extensions_mut().insert(MetricsContext {
+                peer: up
+                    .identity
+                    .as_ref()
+                    .map(|i| Arc::new(WorkloadInfo::from_principal(i.as_uri()))),
+                service: Some(Arc::new(ServiceInfo::from_host(&dest_host))),
+                mutual_tls: None,
+            });
             if let Some(ops) = &response_ops {
                 ops.apply(resp.headers_mut());
             }
@@ -918,7 +984,7 @@ async fn send_tls(
     tls: &mesh_tls::OutboundTls,
     addr: SocketAddr,
     h2: bool,
-    req: Request<Incoming>,
+    req: Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, (ResetReason, String)> {
     let fail = |r: ResetReason| move |e: &dyn std::fmt::Display| (r, e.to_string());
     let tcp = TcpStream::connect(addr)
