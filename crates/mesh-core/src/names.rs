@@ -6,7 +6,6 @@
 //! specific wildcard wins; they never allocate.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use crate::model::Labels;
 
@@ -311,16 +310,6 @@ impl HostBuf {
     }
 }
 
-impl std::fmt::Write for HostBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        if self.push_lower(s) {
-            Ok(())
-        } else {
-            Err(std::fmt::Error)
-        }
-    }
-}
-
 /// The candidate FQDNs a sidecar client in `client_ns` reaches with `host` (no port), in the
 /// order Envoy's virtual-host domains would match them (§1.4): the name itself, then the
 /// Kubernetes expansions (`svc` → `svc.<client_ns>.svc.<suffix>`, `svc.ns` and `svc.ns.svc`
@@ -331,12 +320,13 @@ pub(crate) fn kube_expansion(host: &str, client_ns: &str, suffix: &str, buf: &mu
     if host.is_empty() || host.starts_with('*') || host.parse::<std::net::IpAddr>().is_ok() {
         return false;
     }
-    match dots {
-        0 => write!(buf, "{host}.{client_ns}.svc.{suffix}").is_ok(),
-        1 => write!(buf, "{host}.svc.{suffix}").is_ok(),
-        2 if host.ends_with(".svc") => write!(buf, "{host}.{suffix}").is_ok(),
-        _ => false,
-    }
+    let parts: &[&str] = match dots {
+        0 => &[host, ".", client_ns, ".svc.", suffix],
+        1 => &[host, ".svc.", suffix],
+        2 if host.ends_with(".svc") => &[host, ".", suffix],
+        _ => return false,
+    };
+    parts.iter().all(|p| buf.push_lower(p))
 }
 
 /// Parses a SPIFFE principal without the scheme (`td/ns/NS/sa/SA`) into (trust domain,
