@@ -134,7 +134,7 @@ pub struct Matching<'a, 'h, T> {
 
 impl<'a, T> Matching<'a, '_, T> {
     fn fill(&mut self) {
-        if self.pend_dot.is_none() {
+        if self.pend_dot.is_none() && !self.map.dotted.is_empty() {
             while let Some(i) = self.host[self.dot_pos.min(self.host.len())..].find('.') {
                 let at = self.dot_pos + i;
                 self.dot_pos = at + 1;
