@@ -750,3 +750,42 @@ spec:
     no_route.extend(["response_code=\"404\"", "response_flags=\"NR\""]);
     assert!(series(&no_route), "{text}");
 }
+
+/// A server's `bind` address is honoured; a Unix socket `bind` is refused at start.
+#[tokio::test]
+async fn server_bind_address() {
+    let free = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gw_yaml = |bind: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: g}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, bind: '{bind}', hosts: ['*']}}]\n"
+        )
+    };
+    let mesh = Mesh::from_yaml(&gw_yaml("127.0.0.1", free)).unwrap();
+    let gw = GatewayServer::builder(mesh, "istio-system", ingress_labels())
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(free).unwrap();
+    assert_eq!(addr, SocketAddr::from(([127, 0, 0, 1], free)));
+    // reachable: no VirtualService binds it, so the gateway answers 404
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client
+        .get(format!("http://{addr}/").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    drop(gw);
+
+    let mesh = Mesh::from_yaml(&gw_yaml("unix:///tmp/gw.sock", 0)).unwrap();
+    let e = GatewayServer::builder(mesh, "istio-system", ingress_labels())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+}

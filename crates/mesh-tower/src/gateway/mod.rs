@@ -165,7 +165,8 @@ impl GatewayBuilder {
         self
     }
 
-    /// The address to bind server ports on (default `0.0.0.0`).
+    /// The address to bind server ports on when a server has no `bind` (default
+    /// `0.0.0.0`).
     pub fn bind_address(mut self, ip: IpAddr) -> Self {
         self.bind = ip;
         self
@@ -216,6 +217,18 @@ impl GatewayBuilder {
                 port: s.server.port.number,
                 message,
             };
+            let bind = match s.server.bind.as_deref() {
+                None | Some("") => None,
+                Some(b) if b.starts_with("unix://") => {
+                    return Err(err(format!(
+                        "bind {b:?}: Unix domain sockets are not supported"
+                    )))
+                }
+                Some(b) => Some(
+                    b.parse::<IpAddr>()
+                        .map_err(|_| err(format!("bind {b:?} is not a valid IP")))?,
+                ),
+            };
             let port = u16::try_from(s.server.port.number)
                 .ok()
                 .filter(|p| *p != 0)
@@ -243,8 +256,15 @@ impl GatewayBuilder {
                     )))
                 }
             }
-            if !ports.contains(&port) {
-                ports.push(port);
+            match ports.iter().find(|(p, _)| *p == port) {
+                None => ports.push((port, bind)),
+                Some((_, other)) if *other != bind => {
+                    return Err(err(format!(
+                        "servers on port {port} bind different addresses ({other:?} and \
+                         {bind:?})"
+                    )))
+                }
+                Some(_) => {}
             }
         }
         let authz = AuthorizationLayer::new(
@@ -281,10 +301,10 @@ impl GatewayBuilder {
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
-        for port in ports {
+        for (port, bind) in ports {
             let listener = match self.listeners.remove(&port) {
                 Some(l) => l,
-                None => TcpListener::bind((self.bind, port))
+                None => TcpListener::bind((bind.unwrap_or(self.bind), port))
                     .await
                     .map_err(|source| GatewayError::Bind { port, source })?,
             };

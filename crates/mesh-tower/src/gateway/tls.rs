@@ -35,6 +35,9 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
     if tls.server_certificate.is_some() || !tls.tls_certificates.is_empty() {
         unsupported.push("serverCertificate/tlsCertificates (file paths; use credentialName)");
     }
+    if tls.credential_names.len() > 1 {
+        unsupported.push("credentialNames with two certificates (give one credentialName)");
+    }
     if tls.insecure_skip_verify == Some(true) {
         unsupported.push("insecureSkipVerify");
     }
@@ -255,6 +258,22 @@ mod tests {
                     ..base.clone()
                 },
                 Some("needs a credentialName"),
+            ),
+            (
+                ServerTlsSettings {
+                    credential_name: None,
+                    credential_names: vec!["rsa".into(), "ecdsa".into()],
+                    ..base.clone()
+                },
+                Some("credentialNames with two certificates"),
+            ),
+            (
+                ServerTlsSettings {
+                    credential_name: None,
+                    credential_names: vec!["one".into()],
+                    ..base.clone()
+                },
+                None,
             ),
             (
                 ServerTlsSettings {
