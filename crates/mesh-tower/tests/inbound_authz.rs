@@ -419,3 +419,65 @@ async fn graceful_shutdown_stops_accepting() {
     // a test running in parallel may already have been given the same ephemeral port)
     assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
 }
+
+/// HTTP/1.1 upgrades (WebSocket and the like) pass through the mesh server's stack.
+#[tokio::test]
+async fn http_upgrade_passes_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &[]).await;
+    let mesh = Mesh::from_yaml(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: DISABLE}}\n",
+    )
+    .unwrap();
+    let app = tower::service_fn(
+        |mut req: Request<mesh_tower::inbound::ServerBody>| async move {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                let mut io = TokioIo::new(on.await.unwrap());
+                let mut buf = [0u8; 4];
+                io.read_exact(&mut buf).await.unwrap();
+                io.write_all(&buf).await.unwrap();
+            });
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(101)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "echo")
+                    .body(http_body_util::Empty::<Bytes>::new())
+                    .unwrap(),
+            )
+        },
+    );
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = MeshServer::builder(mesh, "foo", "httpbin", labels, httpbin)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener, app).await });
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: httpbin\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut echo))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echo, b"ping");
+}

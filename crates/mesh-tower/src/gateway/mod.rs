@@ -53,7 +53,8 @@
 //! needed after each config change ([`GatewayServer::reload_credentials`] forces a
 //! re-read); the forwarding client does not retry (Istio's default is 2 retries on connect
 //! failure), mirror, or apply CORS policies (the outbound stack will); TLS upstream
-//! connections are not pooled (one handshake per request).
+//! connections are not pooled (one handshake per request); HTTP upgrades (WebSocket) are
+//! not forwarded.
 
 mod sni;
 mod tls;

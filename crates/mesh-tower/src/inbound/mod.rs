@@ -36,6 +36,10 @@
 //! # }
 //! ```
 //!
+//! HTTP/1.1 upgrades (WebSocket) reach the application (`hyper::upgrade::on`). Dropping
+//! the serve future, like [`MeshServer::serve_with_shutdown`]'s signal, drains the open
+//! connections gracefully.
+//!
 //! The application receives `Request<`[`ServerBody`]`>` (the hyper body, counted by the
 //! access log and the metrics layers; an axum `Router` accepts it as is).
 //!
@@ -57,7 +61,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, MtlsMode};
@@ -338,7 +341,10 @@ impl MeshServer {
             .layer(i.authz.clone())
             .service(service);
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
-        let graceful = GracefulShutdown::new();
+        // Graceful shutdown by hand: hyper-util's GracefulShutdown does not take
+        // connections with upgrades (WebSocket), which we serve.
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
         tokio::pin!(signal);
         loop {
             let (tcp, remote) = tokio::select! {
@@ -366,7 +372,8 @@ impl MeshServer {
             };
             let stack = stack.clone();
             let builder = Arc::clone(&builder);
-            let watcher = graceful.watcher();
+            let mut stop = stop_rx.clone();
+            let open = open_tx.clone();
             tokio::spawn(async move {
                 let accepted = match inbound.accept(tcp).await {
                     Ok(a) => a,
@@ -387,16 +394,31 @@ impl MeshServer {
                     .with_metrics_context(mctx)
                     .layer(stack);
                 let conn = builder
-                    .serve_connection(TokioIo::new(accepted.stream), TowerToHyperService::new(svc))
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(accepted.stream),
+                        TowerToHyperService::new(svc),
+                    )
                     .into_owned();
-                if let Err(e) = watcher.watch(conn).await {
+                tokio::pin!(conn);
+                let r = tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = r {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
+                drop(open);
             });
         }
         drop(listener);
+        let _ = stop_tx.send(true);
+        drop(open_tx);
         tokio::select! {
-            () = graceful.shutdown() => {}
+            // every connection task holds a sender: None once they have all finished
+            _ = open_rx.recv() => {}
             () = tokio::time::sleep(i.drain_timeout) => {
                 tracing::info!("drain timeout: closing the remaining connections");
             }
