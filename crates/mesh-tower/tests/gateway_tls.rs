@@ -506,6 +506,48 @@ async fn rust_client_over_http2_picks_certificates_by_sni() {
     }
 }
 
+/// reqwest (rustls) through the gateway: each host's certificate verifies against its own
+/// root only.
+#[tokio::test]
+async fn reqwest_client_sees_per_host_certificates() {
+    if !have("openssl") {
+        eprintln!("openssl missing: skipping");
+        return;
+    }
+    let s = setup().await;
+    let p = s.https.port();
+    let client = |ca: &str, host: &str| {
+        let pem = std::fs::read(s.dir.join(ca)).unwrap();
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+            .resolve(host, s.https)
+            .build()
+            .unwrap()
+    };
+    let url = |host: &str, path: &str| format!("https://{host}:{p}{path}");
+    let r = client("example.com.crt", "httpbin.example.com")
+        .get(url("httpbin.example.com", "/anything"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with("httpbin "));
+    let r = client("helloworld-ca.crt", "helloworld.example.com")
+        .get(url("helloworld.example.com", "/hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().starts_with("helloworld "));
+    // the wrong root for that host: certificate verification fails
+    let e = client("example.com.crt", "helloworld.example.com")
+        .get(url("helloworld.example.com", "/hello"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(e.is_connect(), "{e:?}");
+}
+
 /// The upstream httpbin-gateway sample (port 80, hosts `*`) routing plain HTTP.
 #[tokio::test]
 async fn httpbin_gateway_sample_routes_plain_http() {

@@ -481,3 +481,45 @@ async fn http_upgrade_passes_through() {
         .unwrap();
     assert_eq!(&echo, b"ping");
 }
+
+/// reqwest (rustls) with the sleep workload's certificate as its client identity.
+#[tokio::test]
+async fn reqwest_client_with_workload_identity() {
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &["localhost"]).await;
+    let sleep = pki.workload("foo", "sleep", &[]).await;
+    let other = pki.workload("bar", "other", &[]).await;
+    let mesh = Mesh::from_yaml(&config("STRICT", true)).unwrap();
+    let (addr, _server) = start(&mesh, httpbin, Arc::new(IstioMetrics::new())).await;
+    let client = |creds: &WorkloadCredentials| {
+        let cert = creds.current();
+        let pem = format!("{}{}", cert.key_pem(), cert.chain_pem());
+        reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(cert.root_pem().as_bytes()).unwrap()])
+            .identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{}/headers", addr.port());
+    let r = client(&sleep).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), http::Version::HTTP_2);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "principal=cluster.local/ns/foo/sa/sleep"
+    );
+    let r = client(&other).get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(r.text().await.unwrap(), "RBAC: access denied");
+    // without a client certificate the STRICT handshake fails
+    let anon = reqwest::Client::builder()
+        .tls_certs_only([
+            reqwest::Certificate::from_pem(sleep.current().root_pem().as_bytes()).unwrap(),
+        ])
+        .build()
+        .unwrap();
+    assert!(anon.get(&url).send().await.is_err());
+}
