@@ -13,7 +13,7 @@ use crate::names::labels_match;
 #[derive(Debug, Default)]
 pub(crate) struct RegexCache {
     map: HashMap<String, Regex>,
-    strings: HashMap<Box<str>, std::sync::Arc<str>>,
+    strings: std::collections::HashSet<std::sync::Arc<str>>,
     headers: HashMap<Box<str>, HeaderName>,
 }
 
@@ -24,7 +24,7 @@ impl RegexCache {
             return a.clone();
         }
         let a: std::sync::Arc<str> = s.into();
-        self.strings.insert(s.into(), a.clone());
+        self.strings.insert(a.clone());
         a
     }
 
