@@ -127,12 +127,22 @@ impl AuthorizationLayer {
     }
 
     fn workload_authz(&self) -> Arc<Cached> {
+        self.with_authz(|c| Arc::clone(c))
+    }
+
+    /// Runs `f` on the compiled policies of the current snapshot: on the request path two
+    /// atomic loads (snapshot, cache) and no reference-count traffic; the policies are
+    /// recompiled only when the snapshot generation changed.
+    fn with_authz<R>(&self, f: impl FnOnce(&Arc<Cached>) -> R) -> R {
         let s = &self.shared;
         let snap = s.mesh.load();
         let generation = snap.generation();
-        if let Some(c) = &*s.cache.load() {
-            if c.generation == generation {
-                return Arc::clone(c);
+        {
+            let guard = s.cache.load();
+            if let Some(c) = &*guard {
+                if c.generation == generation {
+                    return f(c);
+                }
             }
         }
         let fresh = Arc::new(Cached {
@@ -140,12 +150,11 @@ impl AuthorizationLayer {
             authz: snap.authz_for_workload(&s.namespace, &s.labels),
         });
         s.cache.store(Some(Arc::clone(&fresh)));
-        fresh
+        f(&fresh)
     }
 
     /// Decides one request (no side effects, no logging).
     pub fn decide<B>(&self, req: &Request<B>) -> AuthzDecision {
-        let cached = self.workload_authz();
         let conn = req.extensions().get::<ConnectionInfo>();
         let port = conn
             .map(ConnectionInfo::port)
@@ -175,7 +184,7 @@ impl AuthorizationLayer {
             areq.destination_ip = c.local_addr().map(|a| a.ip());
             areq.sni = c.sni();
         }
-        cached.authz.evaluate(&areq)
+        self.with_authz(|c| c.authz.evaluate(&areq))
     }
 }
 
@@ -185,14 +194,13 @@ impl AuthorizationLayer {
     /// fields are evaluated as Istio does for TCP (their HTTP-only rules never match an
     /// ALLOW; a DENY with HTTP-only conditions is skipped).
     pub fn decide_connection(&self, conn: &ConnectionInfo) -> AuthzDecision {
-        let cached = self.workload_authz();
         let mut areq = AuthzRequest::tcp(conn.port());
         areq.principal = conn.principal();
         areq.source_ip = conn.remote_addr().map(|a| a.ip());
         areq.remote_ip = areq.source_ip;
         areq.destination_ip = conn.local_addr().map(|a| a.ip());
         areq.sni = conn.sni();
-        let d = cached.authz.evaluate(&areq);
+        let d = self.with_authz(|c| c.authz.evaluate(&areq));
         if !d.allowed {
             tracing::info!(target: TARGET, policy = d.policy.as_deref().unwrap_or("-"),
                 rule = ?d.rule, reason = %d.reason, principal = conn.principal().unwrap_or(""),
