@@ -127,7 +127,7 @@ impl AuthorizationLayer {
     }
 
     fn workload_authz(&self) -> Arc<Cached> {
-        self.with_authz(|c| Arc::clone(c))
+        self.with_authz(Arc::clone)
     }
 
     /// Runs `f` on the compiled policies of the current snapshot: on the request path two
