@@ -523,3 +523,33 @@ async fn reqwest_client_with_workload_identity() {
         .unwrap();
     assert!(anon.get(&url).send().await.is_err());
 }
+
+/// PeerAuthentication precedence per connection: a workload policy's `portLevelMtls` on
+/// the server's workload port overrides the namespace's STRICT.
+#[tokio::test]
+async fn port_level_mtls_overrides_namespace_strict() {
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &[]).await;
+    let ns_strict = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: STRICT}}\n";
+    let mesh = Mesh::from_yaml(ns_strict).unwrap();
+    let (addr, server) = start(&mesh, httpbin, Arc::new(IstioMetrics::new())).await;
+    assert!(plain(addr, get_req("/headers")).await.is_err());
+    let port_level = |port: u16| {
+        format!(
+            "{ns_strict}---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: httpbin, namespace: foo}}\nspec:\n  selector: {{matchLabels: {{app: httpbin}}}}\n  portLevelMtls: {{{port}: {{mode: DISABLE}}}}\n"
+        )
+    };
+    // another port: still STRICT
+    reload(&mesh, &port_level(9000));
+    assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Strict);
+    assert!(plain(addr, get_req("/headers")).await.is_err());
+    // this workload port (8000): DISABLE, plaintext served on the next connection
+    reload(&mesh, &port_level(8000));
+    assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Disable);
+    let (status, _, body) = plain(addr, get_req("/headers")).await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], b"principal=");
+}
