@@ -12,6 +12,7 @@
 //! - [`authz`]: AuthorizationPolicy enforcement (403 `RBAC: access denied`);
 //! - [`inbound`]: [`inbound::MeshServer`], a mesh workload's server (mTLS per
 //!   PeerAuthentication, authorization, metrics, trace, access log);
+//! - [`outbound`]: the mesh client stack ([`outbound::MeshClient`], [`outbound::OutboundLayer`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
@@ -23,6 +24,7 @@ pub mod inbound;
 pub mod lb;
 pub mod metrics;
 pub mod observe;
+pub mod outbound;
 pub mod outlier;
 pub mod pool;
 pub mod trace;

@@ -1,0 +1,291 @@
+//! [`MeshConnector`]: the connector of one destination's pooled hyper-util client. It dials
+//! the endpoint named by the request URI (`http://<ip>:<port>`), takes a connection slot
+//! from the destination's circuit breaker (`maxConnections`), applies the connect timeout,
+//! and originates TLS with the destination's rustls config (built once per destination and
+//! policy, never per connection): ISTIO_MUTUAL checks the server's SPIFFE identity inside
+//! the handshake. HTTP/2 is used when the server picks `h2` by ALPN.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use mesh_tls::{OutboundTls, PeerIdentity, VerifyError};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::pool::{CircuitBreaker, ConnectionPermit, Overflow};
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `maxConnections` reached (Envoy: 503 UO).
+    #[error("{0}")]
+    Overflow(Overflow),
+    /// The TCP connect did not finish within `connectTimeout`.
+    #[error("connect timeout after {0:?}")]
+    Timeout(Duration),
+    /// The TCP connect failed (refused, unreachable).
+    #[error("delayed connect error: {}", .0.raw_os_error().map(|c| c.to_string()).unwrap_or_else(|| .0.to_string()))]
+    Tcp(io::Error),
+    /// The TLS handshake failed; when the peer's certificate was refused, the
+    /// [`VerifyError`] says what was expected and what was presented.
+    #[error("TLS_error: {}", match .verify { Some(v) => format!("CERTIFICATE_VERIFY_FAILED: {v}"), None => .io.to_string() })]
+    Tls {
+        /// The handshake error.
+        io: io::Error,
+        /// The verification failure, when that was the cause.
+        verify: Option<VerifyError>,
+    },
+    /// The TLS settings of the destination could not be turned into a client config
+    /// (fail closed: nothing is sent).
+    #[error("TLS configuration error: {0}")]
+    TlsConfig(String),
+    /// The URI does not name an endpoint address.
+    #[error("not an endpoint address: {0}")]
+    BadAddress(String),
+}
+
+/// How a destination's connections are secured.
+#[derive(Clone, Debug)]
+pub(crate) enum TlsPolicy {
+    /// Plaintext to every endpoint.
+    Plaintext,
+    /// TLS with this config, except to the endpoints listed (auto mTLS: endpoints without a
+    /// mesh identity get plaintext, as Istio's auto mTLS does for pods without a sidecar).
+    Tls {
+        config: Arc<OutboundTls>,
+        plaintext: Arc<HashSet<SocketAddr>>,
+    },
+    /// The TLS settings could not be built: refuse every connection with this message.
+    Broken(Arc<str>),
+}
+
+/// Connects to mesh endpoints for one destination. See the [module docs](self).
+#[derive(Clone)]
+pub struct MeshConnector {
+    tls: TlsPolicy,
+    connect_timeout: Duration,
+    breaker: CircuitBreaker,
+}
+
+impl fmt::Debug for MeshConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshConnector")
+            .field("tls", &self.tls)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshConnector {
+    pub(crate) fn new(tls: TlsPolicy, connect_timeout: Duration, breaker: CircuitBreaker) -> Self {
+        MeshConnector {
+            tls,
+            connect_timeout,
+            breaker,
+        }
+    }
+
+    /// A plaintext connector with Envoy's defaults (10 s connect timeout, no limits), e.g.
+    /// for the user's own hyper-util client under an [`OutboundLayer`](super::OutboundLayer).
+    pub fn plaintext() -> Self {
+        MeshConnector::new(
+            TlsPolicy::Plaintext,
+            Duration::from_secs(10),
+            CircuitBreaker::new(Default::default()),
+        )
+    }
+}
+
+fn endpoint_addr(uri: &Uri) -> Result<SocketAddr, ConnectError> {
+    let host = uri.host().unwrap_or("");
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    let port = uri.port_u16().unwrap_or(80);
+    host.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, port))
+        .map_err(|_| ConnectError::BadAddress(uri.to_string()))
+}
+
+impl tower::Service<Uri> for MeshConnector {
+    type Response = MeshConn;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<MeshConn, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let addr = endpoint_addr(&uri)?;
+            if let TlsPolicy::Broken(msg) = &this.tls {
+                return Err(ConnectError::TlsConfig(msg.to_string()));
+            }
+            let permit = this.breaker.try_connection().map_err(ConnectError::Overflow)?;
+            let tcp = match tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr)).await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
+                Err(_) => return Err(ConnectError::Timeout(this.connect_timeout)),
+            };
+            let _ = tcp.set_nodelay(true);
+            match &this.tls {
+                TlsPolicy::Tls { config, plaintext } if !plaintext.contains(&addr) => {
+                    let tls = config.connect(tcp).await.map_err(|io| ConnectError::Tls {
+                        verify: VerifyError::from_io(&io),
+                        io,
+                    })?;
+                    let (_, conn) = tls.get_ref();
+                    let h2 = conn.alpn_protocol() == Some(b"h2");
+                    let peer = PeerIdentity::of(conn);
+                    Ok(MeshConn {
+                        io: Io::Tls(TokioIo::new(tls)),
+                        h2,
+                        peer,
+                        _permit: Some(permit),
+                    })
+                }
+                _ => Ok(MeshConn {
+                    io: Io::Plain(TokioIo::new(tcp)),
+                    h2: false,
+                    peer: None,
+                    _permit: Some(permit),
+                }),
+            }
+        })
+    }
+}
+
+enum Io {
+    Plain(TokioIo<TcpStream>),
+    Tls(TokioIo<TlsStream<TcpStream>>),
+}
+
+/// A connection to an endpoint (plaintext or TLS), holding its `maxConnections` slot.
+pub struct MeshConn {
+    io: Io,
+    h2: bool,
+    peer: Option<PeerIdentity>,
+    _permit: Option<ConnectionPermit>,
+}
+
+impl fmt::Debug for MeshConn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MeshConn")
+            .field("tls", &matches!(self.io, Io::Tls(_)))
+            .field("h2", &self.h2)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl Connection for MeshConn {
+    fn connected(&self) -> Connected {
+        let c = Connected::new();
+        let c = if self.h2 { c.negotiated_h2() } else { c };
+        match &self.peer {
+            // The server's verified identity reaches the response extensions.
+            Some(p) => c.extra(p.clone()),
+            None => c,
+        }
+    }
+}
+
+impl Read for MeshConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for MeshConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_addresses() {
+        let cases = [
+            ("http://127.0.0.1:9080/x", Some("127.0.0.1:9080")),
+            ("http://[::1]:80/", Some("[::1]:80")),
+            ("http://10.0.0.1/", Some("10.0.0.1:80")),
+            ("http://reviews:9080/", None),
+        ];
+        for (uri, want) in cases {
+            let got = endpoint_addr(&uri.parse().unwrap()).ok().map(|a| a.to_string());
+            assert_eq!(got.as_deref(), want, "{uri}");
+        }
+    }
+
+    #[test]
+    fn connect_error_texts() {
+        let refused = ConnectError::Tcp(io::Error::from_raw_os_error(111));
+        assert_eq!(refused.to_string(), "delayed connect error: 111");
+        let t = ConnectError::Timeout(Duration::from_secs(1));
+        assert_eq!(t.to_string(), "connect timeout after 1s");
+    }
+}

@@ -1,0 +1,1137 @@
+//! The outbound (client) side of the mesh: a client, and a layer around your own client,
+//! that turn a plain request to `http://reviews:9080/...` into mesh traffic.
+//!
+//! For every request, with one snapshot of the mesh loaded for its whole life:
+//! 1. **name**: the authority is resolved as the client's namespace would (`reviews` ⇒
+//!    `reviews.<ns>.svc.cluster.local`, an FQDN as is); the port comes from the URL, else
+//!    the service's only port;
+//! 2. **route**: the VirtualService decision ([`mesh_core::route::RouteDecision`]): a local
+//!    answer (404 no route, redirect, direct response), or weighted destinations with
+//!    actions (fault, rewrite, header operations, mirrors, timeout, retries);
+//! 3. **pick**: a destination by weight, its subset's endpoints through the DestinationRule
+//!    and the registry, an endpoint by the load-balancing policy ([`crate::lb`]), skipping
+//!    ejected ones;
+//! 4. **send** over the destination's pooled connections, originating mTLS with the
+//!    workload's certificate when the destination is in the mesh (auto mTLS, ISTIO_MUTUAL),
+//!    or per the DestinationRule's `tls`; the server's SPIFFE identity is verified inside
+//!    the handshake ([`MeshConnector`]);
+//! 5. **record** the outcome for outlier detection ([`crate::outlier`]) and the balancer
+//!    (in-flight counts held until the response body ends), retry per the route's policy
+//!    (Istio's default when unset), and answer failures as Envoy does ([`crate::envoy`]):
+//!    503 `no healthy upstream`, 504 `upstream request timeout`, 503 `upstream connect error
+//!    or disconnect/reset before headers. ...`, 503 UO on circuit-breaker overflow.
+//!
+//! [`MeshClient`] is the ready client (mesh transport, Istio metrics with
+//! `reporter="source"`, trace propagation); [`OutboundLayer`] wraps your own
+//! `tower::Service` (e.g. hyper-util's legacy `Client`) and sends through it, addressing the
+//! endpoint picked (`http://<ip>:<port>`, `Host` kept). With the `reqwest` feature,
+//! [`reqwest::MeshMiddleware`](crate::outbound::reqwest::MeshMiddleware) plugs the client
+//! into `reqwest-middleware`.
+//!
+//! # Retries and bodies
+//!
+//! A request body is replayable when it is known to be complete and small: an empty body,
+//! or one whose exact size (`size_hint`) is at most [`ClientOptions::retry_buffer_limit`]
+//! (1 MiB, Envoy's default buffer limit). Only such a body is buffered, and only then are
+//! retries and mirrors made; a streaming body is sent once, never retried.
+//!
+//! # Where this differs from Istio / Envoy, on purpose
+//!
+//! - The route `timeout` covers the time until the response headers (Envoy's also covers
+//!   the response body).
+//! - `maxRequestsPerConnection` is honoured for `1` (no keep-alive); larger values are not
+//!   enforced by the pooled client. `http1MaxPendingRequests` counts requests waiting while
+//!   the `maxConnections` limit is in use.
+//! - Fault injection does not disable the route's retries and timeout.
+//! - `outlierDetectionHttpErrorCodes`, `warmup` and `PASSTHROUGH` load balancing are not
+//!   applied (`PASSTHROUGH` balances as LEAST_REQUEST).
+//! - A destination host missing from the registry is 503 NC (cluster not found) when a
+//!   VirtualService routes to it; a request to an unknown host with no VirtualService is
+//!   refused with 502 (REGISTRY_ONLY-like) rather than passed through, since an in-process
+//!   client has no original destination to pass through to.
+//!
+//! ```no_run
+//! # async fn demo(mesh: mesh_core::mesh::Mesh, creds: std::sync::Arc<mesh_tls::WorkloadCredentials>) {
+//! use mesh_tower::outbound::{ClientWorkload, MeshClient};
+//! let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+//! let client = MeshClient::builder(mesh, me).credentials(creds).build();
+//! let req = http::Request::get("http://reviews:9080/reviews/0")
+//!     .body(http_body_util::Empty::<bytes::Bytes>::new())
+//!     .unwrap();
+//! let resp = client.request(req).await.unwrap();
+//! # let _ = resp;
+//! # }
+//! ```
+
+mod connector;
+mod dest;
+mod retry;
+
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use mesh_core::mesh::Mesh;
+use mesh_core::model::Labels;
+use mesh_core::route::{AbortStatus, HttpRequestAttrs, RetryPolicy, RouteOutcome};
+use mesh_core::snapshot::Snapshot;
+use mesh_tls::{CredentialLookup, PeerIdentity, WorkloadCredentials};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service, ServiceExt};
+
+pub use connector::{ConnectError, MeshConn, MeshConnector};
+
+use crate::envoy::{is_grpc, LocalReply, ResetReason, ResponseFlags};
+use crate::lb::{ConnectionAddrs, RequestGuard};
+use crate::metrics::{IstioMetrics, Metrics, MetricsBody, MetricsContext, MetricsLayer, WorkloadInfo};
+use crate::outlier::Outcome;
+use crate::pool::{OverflowKind, Permit};
+use crate::trace::{PropagateTrace, PropagateTraceLayer, TraceConfig};
+use dest::{DestCache, DestKey, DestState};
+use retry::{AttemptFailure, RetryOn};
+
+/// Errors that cross the stack: boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The body type inside the outbound stack (requests and responses).
+pub type MeshBody = BoxBody<Bytes, BoxError>;
+
+/// The response body of a [`MeshClient`].
+pub type ClientBody = MetricsBody<MeshBody>;
+
+/// The client workload: who is calling (its namespace decides name resolution and which
+/// VirtualServices and DestinationRules apply; its labels match `sourceLabels` and
+/// workload selectors).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientWorkload {
+    /// Workload name (`productpage-v1`).
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Service account.
+    pub service_account: String,
+    /// Pod-style labels (`app`, `version`).
+    pub labels: Labels,
+    /// `region/zone/subzone` (locality load balancing).
+    pub locality: Option<String>,
+    /// The workload's own IP (consistent hashing by `useSourceIp`).
+    pub address: Option<IpAddr>,
+}
+
+impl ClientWorkload {
+    /// A workload with no labels.
+    pub fn new(name: &str, namespace: &str, service_account: &str) -> Self {
+        ClientWorkload {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    /// Sets a label.
+    pub fn with_label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Sets the locality.
+    pub fn with_locality(mut self, locality: &str) -> Self {
+        self.locality = Some(locality.to_owned());
+        self
+    }
+}
+
+/// Client settings that are not Istio configuration.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Connect timeout when the DestinationRule sets none (Istio: 10 s).
+    pub connect_timeout: Duration,
+    /// Largest request body buffered for retries and mirrors (1 MiB).
+    pub retry_buffer_limit: u64,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: dest::DEFAULT_CONNECT_TIMEOUT,
+            retry_buffer_limit: 1 << 20,
+        }
+    }
+}
+
+/// What the request path shares.
+pub(crate) struct ClientShared {
+    pub(crate) mesh: Mesh,
+    pub(crate) workload: ClientWorkload,
+    pub(crate) credentials: Option<Arc<WorkloadCredentials>>,
+    pub(crate) credential_lookup: Option<Arc<dyn CredentialLookup>>,
+    pub(crate) options: ClientOptions,
+    cache: DestCache,
+    source: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for ClientShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientShared")
+            .field("workload", &self.workload)
+            .field("destinations", &self.cache.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The request could not be handled at all (everything else is an Envoy-style response).
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    /// The request has no authority (neither in the URI nor a `Host` header).
+    #[error("request has no authority: set an absolute URI (http://reviews:9080/...) or a Host header")]
+    NoAuthority,
+    /// The request body failed while it was being buffered.
+    #[error("request body: {0}")]
+    Body(BoxError),
+}
+
+/// Why an upstream attempt failed, in the response extensions of a 503 from the mesh
+/// (the text is also in the body, after `transport failure reason:`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamFailure {
+    /// The endpoint tried last.
+    pub endpoint: SocketAddr,
+    /// What went wrong (e.g. the expected and presented SPIFFE identities).
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Transport: how one attempt is sent.
+
+type SendFuture = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxError>> + Send>>;
+
+/// Sends one attempt to the endpoint in the URI.
+pub trait Transport: Clone + Send + Sync + 'static {
+    /// Sends `req` (URI `http://<endpoint>/...`) for a destination.
+    #[doc(hidden)]
+    fn send(&self, dest: &Arc<dyn std::any::Any + Send + Sync>, req: Request<MeshBody>) -> SendFuture;
+}
+
+/// The mesh's own transport: pooled hyper-util clients per destination with mTLS.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MeshTransport;
+
+impl Transport for MeshTransport {
+    fn send(&self, dest: &Arc<dyn std::any::Any + Send + Sync>, req: Request<MeshBody>) -> SendFuture {
+        let Some(d) = dest.downcast_ref::<DestState>() else {
+            return Box::pin(async { Err("destination state missing".into()) });
+        };
+        let fut = d.client.request(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
+        })
+    }
+}
+
+/// Sends through a user's service (see [`OutboundLayer`]).
+#[derive(Clone, Debug)]
+pub struct ServiceTransport<S> {
+    inner: S,
+}
+
+impl<S, RB> Transport for ServiceTransport<S>
+where
+    S: Service<Request<MeshBody>, Response = Response<RB>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    RB: Body<Data = Bytes> + Send + Sync + 'static,
+    RB::Error: Into<BoxError>,
+{
+    fn send(&self, _dest: &Arc<dyn std::any::Any + Send + Sync>, req: Request<MeshBody>) -> SendFuture {
+        Box::pin(SendThrough {
+            inner: self.inner.clone().oneshot(req),
+        })
+    }
+}
+
+pin_project! {
+    /// The user's service future, its response body boxed.
+    struct SendThrough<S: Service<Request<MeshBody>>> {
+        #[pin]
+        inner: tower::util::Oneshot<S, Request<MeshBody>>,
+    }
+}
+
+impl<S, RB> Future for SendThrough<S>
+where
+    S: Service<Request<MeshBody>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + Sync + 'static,
+    RB::Error: Into<BoxError>,
+{
+    type Output = Result<Response<MeshBody>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().inner.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(resp)) => Poll::Ready(Ok(resp.map(|b| b.map_err(Into::into).boxed()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The service.
+
+/// The outbound mesh service: routing, balancing, resilience, over a [`Transport`].
+#[derive(Debug)]
+pub struct Outbound<T> {
+    shared: Arc<ClientShared>,
+    transport: T,
+}
+
+impl<T: Clone> Clone for Outbound<T> {
+    fn clone(&self) -> Self {
+        Outbound {
+            shared: Arc::clone(&self.shared),
+            transport: self.transport.clone(),
+        }
+    }
+}
+
+impl<T, B> Service<Request<B>> for Outbound<T>
+where
+    T: Transport,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<MeshBody>;
+    type Error = OutboundError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, OutboundError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let shared = Arc::clone(&self.shared);
+        let transport = self.transport.clone();
+        Box::pin(async move { handle(shared, transport, req).await })
+    }
+}
+
+/// Builds a [`MeshClient`] or an [`OutboundLayer`].
+#[derive(Debug)]
+pub struct MeshClientBuilder {
+    mesh: Mesh,
+    workload: ClientWorkload,
+    credentials: Option<Arc<WorkloadCredentials>>,
+    credential_lookup: Option<Arc<dyn CredentialLookup>>,
+    options: ClientOptions,
+    metrics: Option<Arc<IstioMetrics>>,
+    trace: TraceConfig,
+}
+
+impl MeshClientBuilder {
+    /// The workload's mesh credentials (needed for mTLS: without them, in-mesh destinations
+    /// get plaintext unless a DestinationRule asks for ISTIO_MUTUAL, which then fails closed).
+    pub fn credentials(mut self, credentials: Arc<WorkloadCredentials>) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// Resolves DestinationRule `credentialName`s.
+    pub fn credential_lookup(mut self, lookup: Arc<dyn CredentialLookup>) -> Self {
+        self.credential_lookup = Some(lookup);
+        self
+    }
+
+    /// Client options.
+    pub fn options(mut self, options: ClientOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Records Istio metrics into `metrics` (default: a registry of the client's own).
+    pub fn metrics(mut self, metrics: Arc<IstioMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Trace propagation settings.
+    pub fn trace(mut self, trace: TraceConfig) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    fn shared(self) -> (Arc<ClientShared>, Option<Arc<IstioMetrics>>, TraceConfig) {
+        let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
+        (
+            Arc::new(ClientShared {
+                mesh: self.mesh,
+                workload: self.workload,
+                credentials: self.credentials,
+                credential_lookup: self.credential_lookup,
+                options: self.options,
+                cache: DestCache::default(),
+                source,
+            }),
+            self.metrics,
+            self.trace,
+        )
+    }
+
+    /// The ready client.
+    pub fn build(self) -> MeshClient {
+        let (shared, metrics, trace) = self.shared();
+        let metrics = metrics.unwrap_or_else(|| Arc::new(IstioMetrics::new()));
+        let w = &shared.workload;
+        let principal = shared
+            .credentials
+            .as_ref()
+            .map(|c| c.identity().as_uri().to_owned())
+            .unwrap_or_default();
+        let me = WorkloadInfo::from_labels(&w.name, &w.namespace, &principal, &w.labels);
+        let inner = Outbound {
+            shared,
+            transport: MeshTransport,
+        };
+        let svc = PropagateTraceLayer::outbound(trace)
+            .layer(MetricsLayer::outbound(Arc::clone(&metrics), me).layer(inner));
+        MeshClient { svc, metrics }
+    }
+
+    /// A layer over the user's own client service (see [`OutboundLayer`]).
+    pub fn layer(self) -> OutboundLayer {
+        let (shared, _, _) = self.shared();
+        OutboundLayer { shared }
+    }
+}
+
+/// The mesh client: [`Outbound`] over the mesh transport, with Istio metrics and trace
+/// propagation. Cheap to clone (one client per workload, shared).
+#[derive(Clone, Debug)]
+pub struct MeshClient {
+    svc: PropagateTrace<Metrics<Outbound<MeshTransport>>>,
+    metrics: Arc<IstioMetrics>,
+}
+
+impl MeshClient {
+    /// Starts building a client for `workload` in `mesh`.
+    pub fn builder(mesh: Mesh, workload: ClientWorkload) -> MeshClientBuilder {
+        MeshClientBuilder {
+            mesh,
+            workload,
+            credentials: None,
+            credential_lookup: None,
+            options: ClientOptions::default(),
+            metrics: None,
+            trace: TraceConfig::default(),
+        }
+    }
+
+    /// Sends a request through the mesh. Mesh failures are responses (Envoy's answers);
+    /// `Err` only when the request itself is unusable.
+    pub async fn request<B>(&self, req: Request<B>) -> Result<Response<ClientBody>, OutboundError>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.svc.clone().oneshot(req).await
+    }
+
+    /// The Istio metrics this client records (`reporter="source"`).
+    pub fn metrics(&self) -> &Arc<IstioMetrics> {
+        &self.metrics
+    }
+}
+
+impl<B> Service<Request<B>> for MeshClient
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ClientBody>;
+    type Error = OutboundError;
+    type Future = <PropagateTrace<Metrics<Outbound<MeshTransport>>> as Service<Request<B>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Service::<Request<B>>::poll_ready(&mut self.svc, cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.svc.call(req)
+    }
+}
+
+/// Wraps a user's client service `S` (e.g. `hyper_util::client::legacy::Client<_, MeshBody>`)
+/// with the outbound mesh logic: `S` receives each attempt addressed to the endpoint picked
+/// (`http://<ip>:<port>/...`, `Host` set to the service's authority). TLS origination is
+/// `S`'s business here (use [`MeshClient`] for mesh mTLS).
+#[derive(Clone, Debug)]
+pub struct OutboundLayer {
+    shared: Arc<ClientShared>,
+}
+
+impl OutboundLayer {
+    /// Starts building a layer for `workload` in `mesh` (then [`MeshClientBuilder::layer`]).
+    pub fn builder(mesh: Mesh, workload: ClientWorkload) -> MeshClientBuilder {
+        MeshClient::builder(mesh, workload)
+    }
+}
+
+impl<S> Layer<S> for OutboundLayer {
+    type Service = Outbound<ServiceTransport<S>>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Outbound {
+            shared: Arc::clone(&self.shared),
+            transport: ServiceTransport { inner },
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The request path.
+
+fn local(reply: LocalReply, grpc: bool) -> Response<MeshBody> {
+    reply.to_response_with(grpc, |b| full(b))
+}
+
+fn full(b: Bytes) -> MeshBody {
+    Full::new(b).map_err(|e: Infallible| match e {}).boxed()
+}
+
+fn empty() -> MeshBody {
+    Empty::new().map_err(|e: Infallible| match e {}).boxed()
+}
+
+/// A request body: buffered (replayable) or streamed once.
+enum ReqBody {
+    Buffered(Bytes),
+    Streaming(Option<MeshBody>),
+}
+
+impl ReqBody {
+    fn take(&mut self) -> Option<MeshBody> {
+        match self {
+            ReqBody::Buffered(b) => Some(if b.is_empty() { empty() } else { full(b.clone()) }),
+            ReqBody::Streaming(s) => s.take(),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, ReqBody::Buffered(_))
+    }
+}
+
+async fn read_body<B>(body: B, limit: u64) -> Result<ReqBody, OutboundError>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    if body.is_end_stream() {
+        return Ok(ReqBody::Buffered(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= limit => {
+            let c = body
+                .collect()
+                .await
+                .map_err(|e| OutboundError::Body(e.into()))?;
+            Ok(ReqBody::Buffered(c.to_bytes()))
+        }
+        _ => Ok(ReqBody::Streaming(Some(
+            body.map_err(Into::into).boxed(),
+        ))),
+    }
+}
+
+/// The port of a service when the URL has none: the service's only port.
+fn default_port(snap: &Snapshot, host: &str, ns: &str) -> Option<u16> {
+    let reg = snap.registry();
+    let svc = reg.service(host, ns).or_else(|| {
+        if host.contains('.') {
+            return None;
+        }
+        let fqdn = format!("{host}.{ns}.svc.{}", snap.options().domain_suffix);
+        reg.service(&fqdn, ns)
+    })?;
+    match svc.ports.as_slice() {
+        [p] => Some(p.number),
+        _ => None,
+    }
+}
+
+pin_project! {
+    /// A response body holding the endpoint's in-flight count and the circuit-breaker
+    /// permits until it ends.
+    struct Held<B> {
+        #[pin]
+        inner: B,
+        hold: Option<Hold>,
+    }
+}
+
+#[allow(dead_code)]
+struct Hold {
+    guard: RequestGuard,
+    request: Permit,
+    retry: Option<Permit>,
+}
+
+impl<B: Body> Body for Held<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let r = this.inner.poll_frame(cx);
+        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.hold.take();
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn classify(err: &BoxError) -> (AttemptFailure, LocalReply, Option<String>) {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    let mut connect = false;
+    while let Some(e) = src {
+        if let Some(c) = e.downcast_ref::<ConnectError>() {
+            let msg = Some(c.to_string());
+            return match c {
+                ConnectError::Overflow(o) if o.kind == OverflowKind::Connections => {
+                    (AttemptFailure::ConnectFailure, LocalReply::Overflow, None)
+                }
+                ConnectError::Timeout(_) => (
+                    AttemptFailure::ConnectFailure,
+                    reset(ResetReason::ConnectionTimeout, msg.clone()),
+                    msg,
+                ),
+                _ => (
+                    AttemptFailure::ConnectFailure,
+                    reset(ResetReason::RemoteConnectionFailure, msg.clone()),
+                    msg,
+                ),
+            };
+        }
+        if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= h.is_connect();
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                connect = true;
+            }
+        }
+        src = e.source();
+    }
+    let text = err.to_string();
+    if connect {
+        return (
+            AttemptFailure::ConnectFailure,
+            reset(ResetReason::RemoteConnectionFailure, Some(text.clone())),
+            Some(text),
+        );
+    }
+    if text.contains("REFUSED_STREAM") || text.contains("refused stream") {
+        return (
+            AttemptFailure::RefusedStream,
+            reset(ResetReason::RemoteRefusedStreamReset, None),
+            Some(text),
+        );
+    }
+    (
+        AttemptFailure::Reset,
+        reset(ResetReason::ConnectionTermination, None),
+        Some(text),
+    )
+}
+
+fn reset(reason: ResetReason, transport_failure: Option<String>) -> LocalReply {
+    LocalReply::UpstreamReset {
+        reason,
+        transport_failure,
+        retried: false,
+    }
+}
+
+fn with_retried(r: LocalReply, retried: bool) -> LocalReply {
+    match r {
+        LocalReply::UpstreamReset {
+            reason,
+            transport_failure,
+            ..
+        } => LocalReply::UpstreamReset {
+            reason,
+            transport_failure,
+            retried,
+        },
+        other => other,
+    }
+}
+
+fn grpc_status_of(resp: &Response<MeshBody>) -> Option<u32> {
+    resp.headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+}
+
+async fn handle<T, B>(
+    shared: Arc<ClientShared>,
+    transport: T,
+    req: Request<B>,
+) -> Result<Response<MeshBody>, OutboundError>
+where
+    T: Transport,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let snap = shared.mesh.snapshot();
+    let ns = shared.workload.namespace.as_str();
+    let (mut parts, body) = req.into_parts();
+    let grpc = is_grpc(&parts.headers);
+    let authority: Authority = match parts.uri.authority() {
+        Some(a) => a.clone(),
+        None => parts
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse().ok())
+            .ok_or(OutboundError::NoAuthority)?,
+    };
+    let port = match authority.port_u16() {
+        Some(p) => p,
+        None => default_port(&snap, authority.host(), ns).unwrap_or(
+            if parts.uri.scheme() == Some(&Scheme::HTTPS) {
+                443
+            } else {
+                80
+            },
+        ),
+    };
+    let decision = {
+        let mut attrs = HttpRequestAttrs::from_parts(ns, &parts)
+            .with_source_labels(&shared.workload.labels)
+            .with_port(port);
+        attrs.authority = authority.as_str();
+        snap.route_http(&attrs)
+    };
+    let mut flags = ResponseFlags::NONE;
+    match decision.outcome {
+        RouteOutcome::Forward => {}
+        RouteOutcome::NoRoute => return Ok(local(LocalReply::NoRoute, grpc)),
+        RouteOutcome::Redirect(r) => {
+            let location = r.location(
+                parts.uri.scheme_str().unwrap_or("http"),
+                authority.as_str(),
+                port,
+                parts.uri.path(),
+                parts.uri.query(),
+                decision.prefix_len,
+            );
+            let mut resp = Response::new(empty());
+            *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(LOCATION, v);
+            }
+            return Ok(resp);
+        }
+        RouteOutcome::DirectResponse(d) => {
+            let mut resp = match &d.body {
+                Some(b) => {
+                    let mut r = Response::new(full(Bytes::copy_from_slice(b)));
+                    r.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                    r
+                }
+                None => Response::new(empty()),
+            };
+            *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+            if let Some(a) = decision.action() {
+                a.headers.response.apply(resp.headers_mut());
+            }
+            return Ok(resp);
+        }
+    }
+    let action = decision.action();
+
+    // fault injection: delay, then abort
+    if let Some(f) = action.and_then(|a| a.fault.as_ref()) {
+        if let Some((delay, share)) = f.delay {
+            if share.fires(rand::random::<u64>()) {
+                tokio::time::sleep(delay).await;
+                flags.insert(ResponseFlags::DELAY_INJECTED);
+            }
+        }
+        if let Some((status, share)) = f.abort {
+            if share.fires(rand::random::<u64>()) {
+                let reply = match status {
+                    AbortStatus::Http(s) => LocalReply::FaultAbort {
+                        http_status: StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                        grpc_status: None,
+                    },
+                    AbortStatus::Grpc(c) => LocalReply::FaultAbort {
+                        http_status: StatusCode::OK,
+                        grpc_status: Some(u32::from(c)),
+                    },
+                };
+                let mut resp = local(reply, grpc || matches!(status, AbortStatus::Grpc(_)));
+                if !flags.is_empty() {
+                    let mut f = resp.extensions().get::<ResponseFlags>().copied().unwrap_or_default();
+                    f.insert(flags);
+                    resp.extensions_mut().insert(f);
+                }
+                return Ok(resp);
+            }
+        }
+    }
+
+    let Some(wd) = decision.pick(rand::random::<u64>()) else {
+        return Ok(local(LocalReply::ClusterNotFound, grpc));
+    };
+    let Some(service) = snap.registry().service(&wd.host, ns) else {
+        // not in the registry: nothing to send to (Envoy: cluster not found / blackhole)
+        let reply = if decision.virtual_service.is_some() {
+            local(LocalReply::ClusterNotFound, grpc)
+        } else {
+            let mut r = local(LocalReply::ClusterNotFound, grpc);
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        };
+        return Ok(reply);
+    };
+    let dest_port = wd.port.unwrap_or(match service.ports.as_slice() {
+        [p] => p.number,
+        _ => port,
+    });
+    let key = DestKey {
+        host: Arc::clone(&service.hostname),
+        subset: wd.subset.clone(),
+        port: dest_port,
+    };
+    let dest = shared.cache.get(&snap, &shared, service, &key);
+    if !dest.subset_found() {
+        return Ok(local(LocalReply::ClusterNotFound, grpc));
+    }
+
+    // request rewriting: route header ops, destination header ops, rewrite
+    if let Some(a) = action {
+        a.headers.request.apply(&mut parts.headers);
+    }
+    if let Some(h) = &wd.headers {
+        h.request.apply(&mut parts.headers);
+    }
+    let mut host_value = parts
+        .headers
+        .get(HOST)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("")));
+    let mut path_and_query: PathAndQuery = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if let Some(rw) = action.and_then(|a| a.rewrite.as_ref()) {
+        if let Some(p) = rw.path(parts.uri.path(), decision.prefix_len) {
+            let pq = match parts.uri.query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            };
+            if let Ok(v) = pq.parse() {
+                path_and_query = v;
+            }
+        }
+        if let Some(a) = &rw.authority {
+            if let Ok(v) = HeaderValue::from_str(a) {
+                host_value = v;
+            }
+        }
+    }
+    parts.headers.insert(HOST, host_value);
+    let timeout = decision.timeout();
+    let policy: &RetryPolicy = decision.retries();
+    let mut body = read_body(body, shared.options.retry_buffer_limit).await?;
+
+    // mirrors: fire and forget, only with a replayable body
+    if let (Some(a), ReqBody::Buffered(bytes)) = (action, &body) {
+        for m in a.mirrors.iter() {
+            if !m.share.fires(rand::random::<u64>()) {
+                continue;
+            }
+            let Some(msvc) = snap.registry().service(&m.destination.host, ns) else {
+                continue;
+            };
+            let mport = m.destination.port.unwrap_or(match msvc.ports.as_slice() {
+                [p] => p.number,
+                _ => dest_port,
+            });
+            let mkey = DestKey {
+                host: Arc::clone(&msvc.hostname),
+                subset: m.destination.subset.clone(),
+                port: mport,
+            };
+            let mdest = shared.cache.get(&snap, &shared, msvc, &mkey);
+            let Ok(guard) = mdest.lb.pick(None) else { continue };
+            let mut mreq = Request::new(full(bytes.clone()));
+            *mreq.method_mut() = parts.method.clone();
+            *mreq.headers_mut() = parts.headers.clone();
+            *mreq.uri_mut() = endpoint_uri(guard.endpoint().addr(), &path_and_query);
+            let t = transport.clone();
+            let any: Arc<dyn std::any::Any + Send + Sync> = mdest;
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let Ok(resp) = t.send(&any, mreq).await {
+                    let _ = resp.into_body().collect().await;
+                }
+            });
+        }
+    }
+
+    let attempts = Attempts {
+        shared: &shared,
+        transport: &transport,
+        dest: &dest,
+        policy,
+        parts: &parts,
+        path_and_query: &path_and_query,
+        grpc,
+    };
+    let result = match timeout {
+        Some(t) => match tokio::time::timeout(t, attempts.run(&mut body)).await {
+            Ok(r) => r,
+            Err(_) => local(LocalReply::UpstreamTimeout, grpc),
+        },
+        None => attempts.run(&mut body).await,
+    };
+    let mut resp = result;
+    if !flags.is_empty() {
+        let mut f = resp.extensions().get::<ResponseFlags>().copied().unwrap_or_default();
+        f.insert(flags);
+        resp.extensions_mut().insert(f);
+    }
+    if let Some(a) = action {
+        a.headers.response.apply(resp.headers_mut());
+    }
+    if let Some(h) = &wd.headers {
+        h.response.apply(resp.headers_mut());
+    }
+    Ok(resp)
+}
+
+fn endpoint_uri(addr: SocketAddr, pq: &PathAndQuery) -> Uri {
+    let authority = Authority::try_from(addr.to_string()).expect("a socket address is an authority");
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(pq.clone())
+        .build()
+        .expect("valid parts")
+}
+
+struct Attempts<'a, T> {
+    shared: &'a ClientShared,
+    transport: &'a T,
+    dest: &'a Arc<DestState>,
+    policy: &'a RetryPolicy,
+    parts: &'a http::request::Parts,
+    path_and_query: &'a PathAndQuery,
+    grpc: bool,
+}
+
+/// Envoy's `host_selection_retry_max_attempts` for the previous-hosts predicate.
+const HOST_SELECTION_ATTEMPTS: usize = 5;
+
+impl<T: Transport> Attempts<'_, T> {
+    fn pick(
+        &self,
+        tried: &[usize],
+    ) -> Result<(RequestGuard, Option<HeaderValue>), crate::lb::NoHealthyUpstream> {
+        let lb = &self.dest.lb;
+        let conn = ConnectionAddrs {
+            remote: self.shared.source,
+            local: None,
+        };
+        let mut best = lb.pick_for_request(
+            self.dest.hash_key.as_ref(),
+            &self.parts.headers,
+            &self.parts.uri,
+            conn,
+        )?;
+        let avoid = self.policy.ignore_previous_hosts && !lb.algorithm().is_consistent_hash();
+        if avoid && !tried.is_empty() && lb.available_count() > 1 {
+            for _ in 0..HOST_SELECTION_ATTEMPTS {
+                if !tried.contains(&best.0.index()) {
+                    break;
+                }
+                best = lb.pick_for_request(None, &self.parts.headers, &self.parts.uri, conn)?;
+            }
+        }
+        Ok(best)
+    }
+
+    async fn run(&self, body: &mut ReqBody) -> Response<MeshBody> {
+        let dest = self.dest;
+        let retry_on = RetryOn::parse(&self.policy.retry_on);
+        let max = if body.replayable() && self.policy.enabled() {
+            1 + self.policy.attempts
+        } else {
+            1
+        };
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last: Option<Response<MeshBody>> = None;
+        let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
+        for n in 0..max {
+            let retry_permit = if n > 0 {
+                match dest.breaker.try_retry() {
+                    Ok(p) => Some(p),
+                    Err(_) => break, // maxRetries: no retry, the last answer stands
+                }
+            } else {
+                None
+            };
+            let (guard, set_cookie) = match self.pick(&tried) {
+                Ok(g) => g,
+                Err(e) => return last.unwrap_or_else(|| local(e.into(), self.grpc)),
+            };
+            let index = guard.index();
+            let addr = guard.endpoint().addr();
+            tried.push(index);
+            let request_permit = match dest.breaker.try_request() {
+                Ok(p) => p,
+                Err(o) => return local(o.into(), self.grpc),
+            };
+            let limits = dest.breaker.limits();
+            let (conns, _, active, _) = dest.breaker.in_use();
+            let _pending = if limits.max_connections != crate::pool::UNLIMITED
+                && active > conns
+                && conns >= limits.max_connections
+            {
+                match dest.breaker.try_pending() {
+                    Ok(p) => Some(p),
+                    Err(o) => return local(o.into(), self.grpc),
+                }
+            } else {
+                None
+            };
+            let Some(req_body) = body.take() else {
+                return last.unwrap_or_else(|| local(reset(ResetReason::LocalReset, None), self.grpc));
+            };
+            let mut req = Request::new(req_body);
+            *req.method_mut() = self.parts.method.clone();
+            *req.headers_mut() = self.parts.headers.clone();
+            *req.uri_mut() = endpoint_uri(addr, self.path_and_query);
+            *req.version_mut() = http::Version::HTTP_11;
+            let send = self.transport.send(&any, req);
+            let result = match self.policy.per_try_timeout {
+                Some(t) => tokio::time::timeout(t, send).await.ok(),
+                None => Some(send.await),
+            };
+            let now = tokio::time::Instant::now().into_std();
+            let retries_left = n + 1 < max;
+            match result {
+                Some(Ok(mut resp)) => {
+                    let status = resp.status().as_u16();
+                    if let Some(od) = &dest.outlier {
+                        od.record(index, Outcome::Status(status), now);
+                    }
+                    let grpc_status = grpc_status_of(&resp);
+                    if retries_left
+                        && retry_on.should_retry(AttemptFailure::Status(status), grpc_status, self.policy)
+                    {
+                        drop(resp);
+                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                        continue;
+                    }
+                    let peer = resp.extensions_mut().remove::<PeerIdentity>();
+                    let ctx = MetricsContext {
+                        peer: dest.peers.get(index).cloned().or_else(|| {
+                            peer.map(|p| Arc::new(WorkloadInfo::from_principal(p.identity().as_uri())))
+                        }),
+                        service: Some(Arc::clone(&dest.service)),
+                        mutual_tls: None,
+                    };
+                    resp.extensions_mut().insert(ctx);
+                    if let Some(c) = set_cookie {
+                        resp.headers_mut().append(SET_COOKIE, c);
+                    }
+                    let (p, b) = resp.into_parts();
+                    let held = Held {
+                        inner: b,
+                        hold: Some(Hold {
+                            guard,
+                            request: request_permit,
+                            retry: retry_permit,
+                        }),
+                    };
+                    return Response::from_parts(p, held.boxed());
+                }
+                Some(Err(e)) => {
+                    let (failure, reply, message) = classify(&e);
+                    let outcome = match failure {
+                        AttemptFailure::ConnectFailure => Outcome::ConnectFailed,
+                        _ => Outcome::Reset,
+                    };
+                    if !matches!(reply, LocalReply::Overflow) {
+                        if let Some(od) = &dest.outlier {
+                            od.record(index, outcome, now);
+                        }
+                    }
+                    tracing::debug!(endpoint = %addr, error = %e, "outbound attempt failed");
+                    let mut r = local(with_retried(reply.clone(), n > 0), self.grpc);
+                    r.extensions_mut().insert(UpstreamFailure {
+                        endpoint: addr,
+                        message: message.unwrap_or_else(|| e.to_string()),
+                    });
+                    if matches!(reply, LocalReply::Overflow) {
+                        return r;
+                    }
+                    if retries_left && retry_on.should_retry(failure, None, self.policy) {
+                        last = Some(r);
+                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                        continue;
+                    }
+                    return r;
+                }
+                None => {
+                    if let Some(od) = &dest.outlier {
+                        od.record(index, Outcome::Timeout, now);
+                    }
+                    let r = local(LocalReply::UpstreamTimeout, self.grpc);
+                    if retries_left
+                        && retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy)
+                    {
+                        last = Some(r);
+                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                        continue;
+                    }
+                    return r;
+                }
+            }
+        }
+        last.unwrap_or_else(|| local(LocalReply::NoHealthyUpstream, self.grpc))
+    }
+}
