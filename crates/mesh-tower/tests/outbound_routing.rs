@@ -1,0 +1,304 @@
+//! Outbound routing against real mTLS servers on loopback: the bookinfo request-routing
+//! and traffic-shifting tasks with Istio's own YAML, load-balancing policies, local answers.
+
+mod outbound_support;
+
+use std::collections::HashMap;
+
+use outbound_support::*;
+
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-samples/bookinfo");
+
+fn sample(path: &str) -> String {
+    std::fs::read_to_string(format!("{SAMPLES}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn bookinfo(vs: &str) -> String {
+    format!(
+        "{}\n---\n{}\n---\n{}",
+        sample("platform-kube/bookinfo.yaml"),
+        sample("networking/destination-rule-all.yaml"),
+        sample(&format!("networking/{vs}"))
+    )
+}
+
+struct Reviews {
+    _servers: Vec<Server>,
+}
+
+async fn reviews(pki: &Pki, mesh: &mesh_core::mesh::Mesh) -> Reviews {
+    let mut servers = Vec::new();
+    for v in ["v1", "v2", "v3"] {
+        let name = format!("reviews-{v}");
+        let s = start(pki, &name, "default", "bookinfo-reviews", Behaviour::Ok).await;
+        register(mesh, &name, "default", "bookinfo-reviews", "reviews", v, s.addr);
+        servers.push(s);
+    }
+    Reviews { _servers: servers }
+}
+
+#[tokio::test]
+async fn bookinfo_request_routing_jason_to_v2_others_to_v1() {
+    let pki = Pki::new();
+    let mesh = mesh(&bookinfo("virtual-service-reviews-test-v2.yaml"));
+    let r = reviews(&pki, &mesh).await;
+    let client = client(&mesh, &pki, "default", "bookinfo-productpage");
+    for _ in 0..15 {
+        let (st, by, _, _) = send(&client, get_with("http://reviews:9080/reviews/0", &[("end-user", "jason")])).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-v2"));
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/reviews/0")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-v1"));
+        let (st, by, _, _) = send(&client, get_with("http://reviews.default.svc.cluster.local:9080/", &[("end-user", "alice")])).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-v1"), "FQDN");
+    }
+    // without a port in the URL: the service's only port
+    let (st, by, _, h) = send(&client, get_with("http://reviews/reviews/1", &[("end-user", "jason")])).await;
+    assert_eq!((st, by.as_str()), (200, "reviews-v2"));
+    assert_eq!(h["x-seen-host"], "reviews", "Host is the authority as sent");
+    assert_eq!(h["x-seen-path"], "/reviews/1");
+    // every server saw the client's SPIFFE identity (auto mTLS)
+    for s in &r._servers {
+        for p in s.peers.lock().unwrap().iter() {
+            assert_eq!(p, "cluster.local/ns/default/sa/bookinfo-productpage");
+        }
+    }
+    assert_eq!(r._servers[2].hits(), 0, "v3 never used");
+    // Istio metrics, reporter=source
+    let text = client.metrics().render();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("destination_version=\"v2\""))
+        .unwrap_or_else(|| panic!("no v2 series in\n{text}"));
+    for want in [
+        "reporter=\"source\"",
+        "destination_service=\"reviews.default.svc.cluster.local\"",
+        "destination_service_name=\"reviews\"",
+        "destination_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-reviews\"",
+        "source_workload=\"bookinfo-productpage\"",
+        "response_code=\"200\"",
+    ] {
+        assert!(line.contains(want), "{want} missing in {line}");
+    }
+    // trace context propagated on the client side
+    let (_, _, _, h) = send(&client, get("http://reviews:9080/")).await;
+    assert!(h.contains_key("x-echo-traceparent"), "traceparent sent");
+    assert!(h.contains_key("x-echo-x-request-id"), "x-request-id sent");
+}
+
+#[tokio::test]
+async fn traffic_shifting_80_20_within_one_point_over_10000_requests() {
+    let pki = Pki::new();
+    let mesh = mesh(&bookinfo("virtual-service-reviews-80-20.yaml"));
+    let _r = reviews(&pki, &mesh).await;
+    let client = client(&mesh, &pki, "default", "bookinfo-productpage");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut counts: HashMap<String, u32> = HashMap::new();
+            for _ in 0..1250 {
+                let (st, by, _, _) = send(&c, get("http://reviews:9080/reviews/0")).await;
+                assert_eq!(st, 200);
+                *counts.entry(by).or_default() += 1;
+            }
+            counts
+        }));
+    }
+    let mut total: HashMap<String, u32> = HashMap::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *total.entry(k).or_default() += v;
+        }
+    }
+    let v1 = f64::from(total.get("reviews-v1").copied().unwrap_or(0)) / 100.0;
+    let v2 = f64::from(total.get("reviews-v2").copied().unwrap_or(0)) / 100.0;
+    assert!((v1 - 80.0).abs() <= 1.0, "v1 {v1}% ({total:?})");
+    assert!((v2 - 20.0).abs() <= 1.0, "v2 {v2}% ({total:?})");
+    assert_eq!(total.get("reviews-v3"), None);
+}
+
+const RR: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+"#;
+
+async fn three_endpoints(pki: &Pki, mesh: &mesh_core::mesh::Mesh) -> Vec<Server> {
+    let mut v = Vec::new();
+    for i in 1..=3 {
+        let name = format!("reviews-{i}");
+        let s = start(pki, &name, "default", "reviews", Behaviour::Ok).await;
+        register(mesh, &name, "default", "reviews", "reviews", "v1", s.addr);
+        v.push(s);
+    }
+    v
+}
+
+#[tokio::test]
+async fn round_robin_visits_endpoints_in_turn() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!("{}{RR}", service_yaml("reviews", "default")));
+    let _s = three_endpoints(&pki, &mesh).await;
+    let client = client(&mesh, &pki, "default", "productpage");
+    let mut seq = Vec::new();
+    for _ in 0..12 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!(st, 200);
+        seq.push(by);
+    }
+    for (i, by) in seq.iter().enumerate() {
+        assert_eq!(by, &seq[i % 3], "period 3: {seq:?}");
+    }
+    let mut first: Vec<_> = seq[..3].to_vec();
+    first.sort();
+    assert_eq!(first, ["reviews-1", "reviews-2", "reviews-3"], "{seq:?}");
+}
+
+#[tokio::test]
+async fn consistent_hash_keeps_a_user_on_one_endpoint() {
+    let pki = Pki::new();
+    let mut servers = Vec::new();
+    let mesh = mesh(&format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+"#
+    ));
+    for i in 1..=4 {
+        let name = format!("reviews-{i}");
+        let s = start(&pki, &name, "default", "reviews", Behaviour::Ok).await;
+        register(&mesh, &name, "default", "reviews", "reviews", "v1", s.addr);
+        servers.push(s);
+    }
+    let client = client(&mesh, &pki, "default", "productpage");
+    let mut used = std::collections::HashSet::new();
+    for u in 0..12 {
+        let user = format!("user-{u}");
+        let (_, first, _, _) = send(&client, get_with("http://reviews:9080/", &[("x-user", &user)])).await;
+        for _ in 0..6 {
+            let (st, by, _, _) = send(&client, get_with("http://reviews:9080/", &[("x-user", &user)])).await;
+            assert_eq!((st, &by), (200, &first), "{user} moved");
+        }
+        used.insert(first);
+    }
+    assert!(used.len() >= 2, "12 users all on one endpoint: {used:?}");
+}
+
+#[tokio::test]
+async fn local_answers_no_route_redirect_direct_response_undefined_subset() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /old}}]
+    redirect: {uri: /new, redirectCode: 302}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - match: [{uri: {prefix: /nosubset}}]
+    route: [{destination: {host: reviews, subset: v9}}]
+  - match: [{uri: {prefix: /empty}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /api}}]
+    rewrite: {uri: /v1/api, authority: reviews-internal}
+    headers:
+      request: {set: {x-test-set: "yes"}, remove: [x-test-drop]}
+      response: {add: {x-route: api}}
+    route: [{destination: {host: reviews, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#
+    ));
+    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    register(&mesh, "reviews-v1", "default", "reviews", "reviews", "v1", s.addr);
+    let client = client(&mesh, &pki, "default", "productpage");
+
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/nothing")).await;
+    assert_eq!((st, body.as_str()), (404, ""), "no route: 404, empty body");
+    let (st, _, _, h) = send(&client, get("http://reviews:9080/old/x?q=1")).await;
+    assert_eq!(st, 302);
+    assert_eq!(h["location"], "http://reviews:9080/new?q=1");
+    let (st, _, body, h) = send(&client, get("http://reviews:9080/teapot")).await;
+    assert_eq!((st, body.as_str()), (418, "short and stout"));
+    assert_eq!(h["content-type"], "text/plain");
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/nosubset")).await;
+    assert_eq!((st, body.as_str()), (503, ""), "undefined subset: 503 NC, empty body");
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/empty")).await;
+    assert_eq!((st, body.as_str()), (503, "no healthy upstream"));
+    let (st, by, _, h) = send(
+        &client,
+        get_with("http://reviews:9080/api/items?x=1", &[("x-test-drop", "1"), ("x-test-keep", "1")]),
+    )
+    .await;
+    assert_eq!((st, by.as_str()), (200, "reviews-v1"));
+    assert_eq!(h["x-seen-path"], "/v1/api/items");
+    assert_eq!(h["x-seen-host"], "reviews-internal");
+    assert_eq!(h["x-echo-x-test-set"], "yes");
+    assert_eq!(h["x-echo-x-test-keep"], "1");
+    assert!(!h.contains_key("x-echo-x-test-drop"));
+    assert_eq!(h["x-route"], "api");
+    assert_eq!(s.hits(), 1, "local answers never reach the server");
+}
+
+#[tokio::test]
+async fn mirror_sends_a_copy_and_ignores_its_answer() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews, subset: v1}}]
+    mirror: {host: reviews, subset: v2}
+    mirrorPercentage: {value: 100}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+"#
+    ));
+    let v1 = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    let v2 = start(&pki, "reviews-v2", "default", "reviews", Behaviour::Always500).await;
+    register(&mesh, "reviews-v1", "default", "reviews", "reviews", "v1", v1.addr);
+    register(&mesh, "reviews-v2", "default", "reviews", "reviews", "v2", v2.addr);
+    let client = client(&mesh, &pki, "default", "productpage");
+    for _ in 0..5 {
+        let (st, by, body, _) = send(&client, post("http://reviews:9080/", "hello")).await;
+        assert_eq!((st, by.as_str(), body.as_str()), (200, "reviews-v1", "reviews-v1:hello"));
+    }
+    for _ in 0..100 {
+        if v2.hits() == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!((v1.hits(), v2.hits()), (5, 5), "every request mirrored to v2");
+}
