@@ -7,7 +7,10 @@ use std::collections::HashMap;
 
 use outbound_support::*;
 
-const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-samples/bookinfo");
+const SAMPLES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../../shared/istio-samples/bookinfo"
+);
 
 fn sample(path: &str) -> String {
     std::fs::read_to_string(format!("{SAMPLES}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
@@ -31,7 +34,15 @@ async fn reviews(pki: &Pki, mesh: &mesh_core::mesh::Mesh) -> Reviews {
     for v in ["v1", "v2", "v3"] {
         let name = format!("reviews-{v}");
         let s = start(pki, &name, "default", "bookinfo-reviews", Behaviour::Ok).await;
-        register(mesh, &name, "default", "bookinfo-reviews", "reviews", v, s.addr);
+        register(
+            mesh,
+            &name,
+            "default",
+            "bookinfo-reviews",
+            "reviews",
+            v,
+            s.addr,
+        );
         servers.push(s);
     }
     Reviews { _servers: servers }
@@ -44,15 +55,30 @@ async fn bookinfo_request_routing_jason_to_v2_others_to_v1() {
     let r = reviews(&pki, &mesh).await;
     let client = client(&mesh, &pki, "default", "bookinfo-productpage");
     for _ in 0..15 {
-        let (st, by, _, _) = send(&client, get_with("http://reviews:9080/reviews/0", &[("end-user", "jason")])).await;
+        let (st, by, _, _) = send(
+            &client,
+            get_with("http://reviews:9080/reviews/0", &[("end-user", "jason")]),
+        )
+        .await;
         assert_eq!((st, by.as_str()), (200, "reviews-v2"));
         let (st, by, _, _) = send(&client, get("http://reviews:9080/reviews/0")).await;
         assert_eq!((st, by.as_str()), (200, "reviews-v1"));
-        let (st, by, _, _) = send(&client, get_with("http://reviews.default.svc.cluster.local:9080/", &[("end-user", "alice")])).await;
+        let (st, by, _, _) = send(
+            &client,
+            get_with(
+                "http://reviews.default.svc.cluster.local:9080/",
+                &[("end-user", "alice")],
+            ),
+        )
+        .await;
         assert_eq!((st, by.as_str()), (200, "reviews-v1"), "FQDN");
     }
     // without a port in the URL: the service's only port
-    let (st, by, _, h) = send(&client, get_with("http://reviews/reviews/1", &[("end-user", "jason")])).await;
+    let (st, by, _, h) = send(
+        &client,
+        get_with("http://reviews/reviews/1", &[("end-user", "jason")]),
+    )
+    .await;
     assert_eq!((st, by.as_str()), (200, "reviews-v2"));
     assert_eq!(h["x-seen-host"], "reviews", "Host is the authority as sent");
     assert_eq!(h["x-seen-path"], "/reviews/1");
@@ -67,7 +93,9 @@ async fn bookinfo_request_routing_jason_to_v2_others_to_v1() {
     let text = client.metrics().render();
     let line = text
         .lines()
-        .find(|l| l.starts_with("istio_requests_total{") && l.contains("destination_version=\"v2\""))
+        .find(|l| {
+            l.starts_with("istio_requests_total{") && l.contains("destination_version=\"v2\"")
+        })
         .unwrap_or_else(|| panic!("no v2 series in\n{text}"));
     for want in [
         "reporter=\"source\"",
@@ -183,9 +211,17 @@ spec:
     let mut used = std::collections::HashSet::new();
     for u in 0..12 {
         let user = format!("user-{u}");
-        let (_, first, _, _) = send(&client, get_with("http://reviews:9080/", &[("x-user", &user)])).await;
+        let (_, first, _, _) = send(
+            &client,
+            get_with("http://reviews:9080/", &[("x-user", &user)]),
+        )
+        .await;
         for _ in 0..6 {
-            let (st, by, _, _) = send(&client, get_with("http://reviews:9080/", &[("x-user", &user)])).await;
+            let (st, by, _, _) = send(
+                &client,
+                get_with("http://reviews:9080/", &[("x-user", &user)]),
+            )
+            .await;
             assert_eq!((st, &by), (200, &first), "{user} moved");
         }
         used.insert(first);
@@ -230,7 +266,15 @@ spec:
 "#
     ));
     let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
-    register(&mesh, "reviews-v1", "default", "reviews", "reviews", "v1", s.addr);
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
     let client = client(&mesh, &pki, "default", "productpage");
 
     let (st, _, body, _) = send(&client, get("http://reviews:9080/nothing")).await;
@@ -242,12 +286,19 @@ spec:
     assert_eq!((st, body.as_str()), (418, "short and stout"));
     assert_eq!(h["content-type"], "text/plain");
     let (st, _, body, _) = send(&client, get("http://reviews:9080/nosubset")).await;
-    assert_eq!((st, body.as_str()), (503, ""), "undefined subset: 503 NC, empty body");
+    assert_eq!(
+        (st, body.as_str()),
+        (503, ""),
+        "undefined subset: 503 NC, empty body"
+    );
     let (st, _, body, _) = send(&client, get("http://reviews:9080/empty")).await;
     assert_eq!((st, body.as_str()), (503, "no healthy upstream"));
     let (st, by, _, h) = send(
         &client,
-        get_with("http://reviews:9080/api/items?x=1", &[("x-test-drop", "1"), ("x-test-keep", "1")]),
+        get_with(
+            "http://reviews:9080/api/items?x=1",
+            &[("x-test-drop", "1"), ("x-test-keep", "1")],
+        ),
     )
     .await;
     assert_eq!((st, by.as_str()), (200, "reviews-v1"));
@@ -286,13 +337,39 @@ spec:
 "#
     ));
     let v1 = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
-    let v2 = start(&pki, "reviews-v2", "default", "reviews", Behaviour::Always500).await;
-    register(&mesh, "reviews-v1", "default", "reviews", "reviews", "v1", v1.addr);
-    register(&mesh, "reviews-v2", "default", "reviews", "reviews", "v2", v2.addr);
+    let v2 = start(
+        &pki,
+        "reviews-v2",
+        "default",
+        "reviews",
+        Behaviour::Always500,
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        v1.addr,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        v2.addr,
+    );
     let client = client(&mesh, &pki, "default", "productpage");
     for _ in 0..5 {
         let (st, by, body, _) = send(&client, post("http://reviews:9080/", "hello")).await;
-        assert_eq!((st, by.as_str(), body.as_str()), (200, "reviews-v1", "reviews-v1:hello"));
+        assert_eq!(
+            (st, by.as_str(), body.as_str()),
+            (200, "reviews-v1", "reviews-v1:hello")
+        );
     }
     for _ in 0..100 {
         if v2.hits() == 5 {
@@ -300,5 +377,9 @@ spec:
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!((v1.hits(), v2.hits()), (5, 5), "every request mirrored to v2");
+    assert_eq!(
+        (v1.hits(), v2.hits()),
+        (5, 5),
+        "every request mirrored to v2"
+    );
 }

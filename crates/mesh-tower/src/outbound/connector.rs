@@ -135,13 +135,16 @@ impl tower::Service<Uri> for MeshConnector {
             if let TlsPolicy::Broken(msg) = &this.tls {
                 return Err(ConnectError::TlsConfig(msg.to_string()));
             }
-            let permit = this.breaker.try_connection().map_err(ConnectError::Overflow)?;
-            let tcp = match tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr)).await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
-                Err(_) => return Err(ConnectError::Timeout(this.connect_timeout)),
-            };
+            let permit = this
+                .breaker
+                .try_connection()
+                .map_err(ConnectError::Overflow)?;
+            let tcp =
+                match tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
+                    Err(_) => return Err(ConnectError::Timeout(this.connect_timeout)),
+                };
             let _ = tcp.set_nodelay(true);
             match &this.tls {
                 TlsPolicy::Tls { config, plaintext } if !plaintext.contains(&addr) => {
@@ -153,7 +156,7 @@ impl tower::Service<Uri> for MeshConnector {
                     let h2 = conn.alpn_protocol() == Some(b"h2");
                     let peer = PeerIdentity::of(conn);
                     Ok(MeshConn {
-                        io: Io::Tls(TokioIo::new(tls)),
+                        io: Io::Tls(Box::new(TokioIo::new(tls))),
                         h2,
                         peer,
                         _permit: Some(permit),
@@ -172,7 +175,7 @@ impl tower::Service<Uri> for MeshConnector {
 
 enum Io {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<TlsStream<TcpStream>>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 /// A connection to an endpoint (plaintext or TLS), holding its `maxConnections` slot.
@@ -213,7 +216,7 @@ impl Read for MeshConn {
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -226,21 +229,21 @@ impl Write for MeshConn {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 
@@ -251,7 +254,7 @@ impl Write for MeshConn {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -276,7 +279,9 @@ mod tests {
             ("http://reviews:9080/", None),
         ];
         for (uri, want) in cases {
-            let got = endpoint_addr(&uri.parse().unwrap()).ok().map(|a| a.to_string());
+            let got = endpoint_addr(&uri.parse().unwrap())
+                .ok()
+                .map(|a| a.to_string());
             assert_eq!(got.as_deref(), want, "{uri}");
         }
     }

@@ -29,8 +29,8 @@ use mesh_tls::{ClientContext, ClientTlsMode, ClientTlsSettings, Identity};
 use super::connector::{MeshConnector, TlsPolicy};
 use super::{ClientShared, MeshBody};
 use crate::lb::{
-    CookieKey, Distribute, Failover, HashKey, LbAlgorithm, LbConfig, Locality, LocalityContext,
-    LocalityLbSetting, LoadBalancer,
+    CookieKey, Distribute, Failover, HashKey, LbAlgorithm, LbConfig, LoadBalancer, Locality,
+    LocalityContext, LocalityLbSetting,
 };
 use crate::metrics::{ServiceInfo, WorkloadInfo};
 use crate::outlier::{OutlierConfig, OutlierDetector};
@@ -268,9 +268,7 @@ fn lb_config(
             };
             match (ch.maglev, ch.ring_hash, ch.minimum_ring_size) {
                 (Some(m), _, _) => LbAlgorithm::Maglev {
-                    table_size: m
-                        .table_size
-                        .unwrap_or(crate::lb::DEFAULT_MAGLEV_TABLE_SIZE),
+                    table_size: m.table_size.unwrap_or(crate::lb::DEFAULT_MAGLEV_TABLE_SIZE),
                 },
                 (None, Some(r), _) => LbAlgorithm::RingHash {
                     minimum_ring_size: r
@@ -290,26 +288,28 @@ fn lb_config(
         },
         None => LbAlgorithm::LeastRequest,
     };
-    let setting = lb.and_then(|s| s.locality_lb_setting.as_ref()).map(|l| LocalityLbSetting {
-        enabled: l.enabled,
-        distribute: l
-            .distribute
-            .iter()
-            .map(|d| Distribute {
-                from: d.from.clone(),
-                to: d.to.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            })
-            .collect(),
-        failover: l
-            .failover
-            .iter()
-            .map(|f| Failover {
-                from: f.from.clone(),
-                to: f.to.clone(),
-            })
-            .collect(),
-        failover_priority: l.failover_priority.clone(),
-    });
+    let setting = lb
+        .and_then(|s| s.locality_lb_setting.as_ref())
+        .map(|l| LocalityLbSetting {
+            enabled: l.enabled,
+            distribute: l
+                .distribute
+                .iter()
+                .map(|d| Distribute {
+                    from: d.from.clone(),
+                    to: d.to.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                })
+                .collect(),
+            failover: l
+                .failover
+                .iter()
+                .map(|f| Failover {
+                    from: f.from.clone(),
+                    to: f.to.clone(),
+                })
+                .collect(),
+            failover_priority: l.failover_priority.clone(),
+        });
     let config = LbConfig {
         algorithm,
         panic_threshold_percent: od
@@ -464,7 +464,12 @@ fn build(
         .map(|e| {
             crate::lb::Endpoint::new(e.addr)
                 .with_weight(e.weight)
-                .with_locality(e.locality.as_deref().map(Locality::parse).unwrap_or_default())
+                .with_locality(
+                    e.locality
+                        .as_deref()
+                        .map(Locality::parse)
+                        .unwrap_or_default(),
+                )
                 .with_labels(e.labels.clone())
         })
         .collect();
@@ -476,7 +481,9 @@ fn build(
         let cfg = outlier_config(od);
         let det = Arc::new(match previous.and_then(|x| x.outlier.as_ref()) {
             Some(prev) => OutlierDetector::with_state_from(cfg, Arc::clone(&lb), prev),
-            None => OutlierDetector::new(cfg, Arc::clone(&lb), tokio::time::Instant::now().into_std()),
+            None => {
+                OutlierDetector::new(cfg, Arc::clone(&lb), tokio::time::Instant::now().into_std())
+            }
         });
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(Arc::clone(&det).run());
@@ -488,10 +495,12 @@ fn build(
     let http = cp.and_then(|c| c.http.as_ref());
     let limits = PoolLimits::from_istio(
         tcp.and_then(|t| t.max_connections).map(i64::from),
-        http.and_then(|h| h.http1_max_pending_requests).map(i64::from),
+        http.and_then(|h| h.http1_max_pending_requests)
+            .map(i64::from),
         http.and_then(|h| h.http2_max_requests).map(i64::from),
         http.and_then(|h| h.max_retries).map(i64::from),
-        http.and_then(|h| h.max_requests_per_connection).map(i64::from),
+        http.and_then(|h| h.max_requests_per_connection)
+            .map(i64::from),
     );
     let breaker = CircuitBreaker::new(limits);
     let connect_timeout = tcp
@@ -590,9 +599,30 @@ mod tests {
                 180_000,
                 100,
             ),
-            (serde_json::json!({"consecutiveGatewayErrors": 3}), 5, 3, 10_000, 30_000, 10),
-            (serde_json::json!({"consecutiveErrors": 7}), 0, 7, 10_000, 30_000, 10),
-            (serde_json::json!({"consecutive5xxErrors": 0}), 0, 0, 10_000, 30_000, 10),
+            (
+                serde_json::json!({"consecutiveGatewayErrors": 3}),
+                5,
+                3,
+                10_000,
+                30_000,
+                10,
+            ),
+            (
+                serde_json::json!({"consecutiveErrors": 7}),
+                0,
+                7,
+                10_000,
+                30_000,
+                10,
+            ),
+            (
+                serde_json::json!({"consecutive5xxErrors": 0}),
+                0,
+                0,
+                10_000,
+                30_000,
+                10,
+            ),
         ];
         for (v, c5, gw, interval, base, pct) in cases {
             let c = outlier_config(&od(v.clone()));
@@ -614,7 +644,10 @@ mod tests {
         assert_eq!(s.mode, ClientTlsMode::Simple);
         assert_eq!(s.sni.as_deref(), Some("a.example"));
         assert_eq!(s.subject_alt_names, vec!["x".to_owned()]);
-        assert_eq!(s.ca_certificates.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert_eq!(
+            s.ca_certificates.as_deref(),
+            Some(std::path::Path::new("/ca.pem"))
+        );
         assert!(!s.insecure_skip_verify);
     }
 }

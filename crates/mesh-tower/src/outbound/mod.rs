@@ -97,7 +97,9 @@ pub use connector::{ConnectError, MeshConn, MeshConnector};
 
 use crate::envoy::{is_grpc, LocalReply, ResetReason, ResponseFlags};
 use crate::lb::{ConnectionAddrs, RequestGuard};
-use crate::metrics::{IstioMetrics, Metrics, MetricsBody, MetricsContext, MetricsLayer, WorkloadInfo};
+use crate::metrics::{
+    IstioMetrics, Metrics, MetricsBody, MetricsContext, MetricsLayer, WorkloadInfo,
+};
 use crate::outlier::Outcome;
 use crate::pool::{OverflowKind, Permit};
 use crate::trace::{PropagateTrace, PropagateTraceLayer, TraceConfig};
@@ -198,7 +200,9 @@ impl std::fmt::Debug for ClientShared {
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
     /// The request has no authority (neither in the URI nor a `Host` header).
-    #[error("request has no authority: set an absolute URI (http://reviews:9080/...) or a Host header")]
+    #[error(
+        "request has no authority: set an absolute URI (http://reviews:9080/...) or a Host header"
+    )]
     NoAuthority,
     /// The request body failed while it was being buffered.
     #[error("request body: {0}")]
@@ -224,7 +228,11 @@ type SendFuture = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxErro
 pub trait Transport: Clone + Send + Sync + 'static {
     /// Sends `req` (URI `http://<endpoint>/...`) for a destination.
     #[doc(hidden)]
-    fn send(&self, dest: &Arc<dyn std::any::Any + Send + Sync>, req: Request<MeshBody>) -> SendFuture;
+    fn send(
+        &self,
+        dest: &Arc<dyn std::any::Any + Send + Sync>,
+        req: Request<MeshBody>,
+    ) -> SendFuture;
 }
 
 /// The mesh's own transport: pooled hyper-util clients per destination with mTLS.
@@ -232,7 +240,11 @@ pub trait Transport: Clone + Send + Sync + 'static {
 pub struct MeshTransport;
 
 impl Transport for MeshTransport {
-    fn send(&self, dest: &Arc<dyn std::any::Any + Send + Sync>, req: Request<MeshBody>) -> SendFuture {
+    fn send(
+        &self,
+        dest: &Arc<dyn std::any::Any + Send + Sync>,
+        req: Request<MeshBody>,
+    ) -> SendFuture {
         let Some(d) = dest.downcast_ref::<DestState>() else {
             return Box::pin(async { Err("destination state missing".into()) });
         };
@@ -258,7 +270,11 @@ where
     RB: Body<Data = Bytes> + Send + Sync + 'static,
     RB::Error: Into<BoxError>,
 {
-    fn send(&self, _dest: &Arc<dyn std::any::Any + Send + Sync>, req: Request<MeshBody>) -> SendFuture {
+    fn send(
+        &self,
+        _dest: &Arc<dyn std::any::Any + Send + Sync>,
+        req: Request<MeshBody>,
+    ) -> SendFuture {
         Box::pin(SendThrough {
             inner: self.inner.clone().oneshot(req),
         })
@@ -506,7 +522,7 @@ impl<S> Layer<S> for OutboundLayer {
 // The request path.
 
 fn local(reply: LocalReply, grpc: bool) -> Response<MeshBody> {
-    reply.to_response_with(grpc, |b| full(b))
+    reply.to_response_with(grpc, full)
 }
 
 fn full(b: Bytes) -> MeshBody {
@@ -526,7 +542,11 @@ enum ReqBody {
 impl ReqBody {
     fn take(&mut self) -> Option<MeshBody> {
         match self {
-            ReqBody::Buffered(b) => Some(if b.is_empty() { empty() } else { full(b.clone()) }),
+            ReqBody::Buffered(b) => Some(if b.is_empty() {
+                empty()
+            } else {
+                full(b.clone())
+            }),
             ReqBody::Streaming(s) => s.take(),
         }
     }
@@ -552,9 +572,7 @@ where
                 .map_err(|e| OutboundError::Body(e.into()))?;
             Ok(ReqBody::Buffered(c.to_bytes()))
         }
-        _ => Ok(ReqBody::Streaming(Some(
-            body.map_err(Into::into).boxed(),
-        ))),
+        _ => Ok(ReqBody::Streaming(Some(body.map_err(Into::into).boxed()))),
     }
 }
 
@@ -754,7 +772,8 @@ where
                 decision.prefix_len,
             );
             let mut resp = Response::new(empty());
-            *resp.status_mut() = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            *resp.status_mut() =
+                StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(LOCATION, v);
             }
@@ -791,7 +810,8 @@ where
             if share.fires(rand::random::<u64>()) {
                 let reply = match status {
                     AbortStatus::Http(s) => LocalReply::FaultAbort {
-                        http_status: StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                        http_status: StatusCode::from_u16(s)
+                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
                         grpc_status: None,
                     },
                     AbortStatus::Grpc(c) => LocalReply::FaultAbort {
@@ -801,7 +821,11 @@ where
                 };
                 let mut resp = local(reply, grpc || matches!(status, AbortStatus::Grpc(_)));
                 if !flags.is_empty() {
-                    let mut f = resp.extensions().get::<ResponseFlags>().copied().unwrap_or_default();
+                    let mut f = resp
+                        .extensions()
+                        .get::<ResponseFlags>()
+                        .copied()
+                        .unwrap_or_default();
                     f.insert(flags);
                     resp.extensions_mut().insert(f);
                 }
@@ -845,11 +869,9 @@ where
     if let Some(h) = &wd.headers {
         h.request.apply(&mut parts.headers);
     }
-    let mut host_value = parts
-        .headers
-        .get(HOST)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static("")));
+    let mut host_value = parts.headers.get(HOST).cloned().unwrap_or_else(|| {
+        HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static(""))
+    });
     let mut path_and_query: PathAndQuery = parts
         .uri
         .path_and_query()
@@ -895,7 +917,9 @@ where
                 port: mport,
             };
             let mdest = shared.cache.get(&snap, &shared, msvc, &mkey);
-            let Ok(guard) = mdest.lb.pick(None) else { continue };
+            let Ok(guard) = mdest.lb.pick(None) else {
+                continue;
+            };
             let mut mreq = Request::new(full(bytes.clone()));
             *mreq.method_mut() = parts.method.clone();
             *mreq.headers_mut() = parts.headers.clone();
@@ -929,7 +953,11 @@ where
     };
     let mut resp = result;
     if !flags.is_empty() {
-        let mut f = resp.extensions().get::<ResponseFlags>().copied().unwrap_or_default();
+        let mut f = resp
+            .extensions()
+            .get::<ResponseFlags>()
+            .copied()
+            .unwrap_or_default();
         f.insert(flags);
         resp.extensions_mut().insert(f);
     }
@@ -943,7 +971,8 @@ where
 }
 
 fn endpoint_uri(addr: SocketAddr, pq: &PathAndQuery) -> Uri {
-    let authority = Authority::try_from(addr.to_string()).expect("a socket address is an authority");
+    let authority =
+        Authority::try_from(addr.to_string()).expect("a socket address is an authority");
     Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
@@ -1038,7 +1067,8 @@ impl<T: Transport> Attempts<'_, T> {
                 None
             };
             let Some(req_body) = body.take() else {
-                return last.unwrap_or_else(|| local(reset(ResetReason::LocalReset, None), self.grpc));
+                return last
+                    .unwrap_or_else(|| local(reset(ResetReason::LocalReset, None), self.grpc));
             };
             let mut req = Request::new(req_body);
             *req.method_mut() = self.parts.method.clone();
@@ -1060,7 +1090,11 @@ impl<T: Transport> Attempts<'_, T> {
                     }
                     let grpc_status = grpc_status_of(&resp);
                     if retries_left
-                        && retry_on.should_retry(AttemptFailure::Status(status), grpc_status, self.policy)
+                        && retry_on.should_retry(
+                            AttemptFailure::Status(status),
+                            grpc_status,
+                            self.policy,
+                        )
                     {
                         drop(resp);
                         tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
@@ -1069,7 +1103,9 @@ impl<T: Transport> Attempts<'_, T> {
                     let peer = resp.extensions_mut().remove::<PeerIdentity>();
                     let ctx = MetricsContext {
                         peer: dest.peers.get(index).cloned().or_else(|| {
-                            peer.map(|p| Arc::new(WorkloadInfo::from_principal(p.identity().as_uri())))
+                            peer.map(|p| {
+                                Arc::new(WorkloadInfo::from_principal(p.identity().as_uri()))
+                            })
                         }),
                         service: Some(Arc::clone(&dest.service)),
                         mutual_tls: None,

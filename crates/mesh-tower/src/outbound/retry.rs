@@ -85,13 +85,17 @@ impl RetryOn {
                 (self.five_xx && code >= 500)
                     || (self.gateway_error && matches!(code, 502..=504))
                     || (self.retriable_4xx && code == 409)
-                    || (self.retriable_status_codes && policy.retriable_status_codes.contains(&code))
+                    || (self.retriable_status_codes
+                        && policy.retriable_status_codes.contains(&code))
                     || grpc_status
                         .and_then(|g| self.grpc.get(g as usize).copied())
                         .unwrap_or(false)
             }
             AttemptFailure::ConnectFailure => {
-                self.connect_failure || self.five_xx || self.gateway_error || self.reset
+                self.connect_failure
+                    || self.five_xx
+                    || self.gateway_error
+                    || self.reset
                     || self.reset_before_request
             }
             AttemptFailure::RefusedStream => self.refused_stream || self.five_xx || self.reset,
@@ -108,7 +112,9 @@ pub(crate) fn backoff(base: Duration, n: u32) -> Duration {
         return Duration::ZERO;
     }
     let cap = base.saturating_mul(10);
-    let upper = base.saturating_mul(1u32 << (n.saturating_sub(1)).min(20)).min(cap);
+    let upper = base
+        .saturating_mul(1u32 << (n.saturating_sub(1)).min(20))
+        .min(cap);
     let nanos = upper.as_nanos().min(u128::from(u64::MAX)) as u64;
     Duration::from_nanos(rand::rng().random_range(0..=nanos))
 }
@@ -130,7 +136,8 @@ mod tests {
         use AttemptFailure::*;
         let default_on = mesh_core::route::DEFAULT_RETRY_ON;
         // (retryOn, codes, failure, grpc-status, retried?)
-        let cases: &[(&str, &[u16], AttemptFailure, Option<u32>, bool)] = &[
+        type Case<'a> = (&'a str, &'a [u16], AttemptFailure, Option<u32>, bool);
+        let cases: &[Case<'_>] = &[
             // Istio's default: a plain 503 is not retried, connect failures are
             (default_on, &[], Status(503), None, false),
             (default_on, &[], Status(500), None, false),
@@ -161,7 +168,10 @@ mod tests {
         for (on, codes, failure, grpc, want) in cases {
             let p = policy(on, codes);
             let got = RetryOn::parse(on).should_retry(*failure, *grpc, &p);
-            assert_eq!(got, *want, "retryOn={on:?} codes={codes:?} {failure:?} grpc={grpc:?}");
+            assert_eq!(
+                got, *want,
+                "retryOn={on:?} codes={codes:?} {failure:?} grpc={grpc:?}"
+            );
         }
     }
 

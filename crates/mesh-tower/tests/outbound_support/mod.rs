@@ -89,15 +89,28 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
     let (h, p) = (hits.clone(), peers.clone());
     let task = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let inbound = inbound.clone();
-            let (h, p, name, behaviour) = (h.clone(), p.clone(), served_by.clone(), behaviour.clone());
+            let (h, p, name, behaviour) =
+                (h.clone(), p.clone(), served_by.clone(), behaviour.clone());
             tokio::spawn(async move {
-                let Ok(acc) = inbound.accept(tcp).await else { return };
-                let principal = acc.peer.map(|p| p.principal().to_owned()).unwrap_or_default();
+                let Ok(acc) = inbound.accept(tcp).await else {
+                    return;
+                };
+                let principal = acc
+                    .peer
+                    .map(|p| p.principal().to_owned())
+                    .unwrap_or_default();
                 let router = Router::new().fallback(move |req: AxumRequest| {
-                    let (h, p, name, behaviour, principal) =
-                        (h.clone(), p.clone(), name.clone(), behaviour.clone(), principal.clone());
+                    let (h, p, name, behaviour, principal) = (
+                        h.clone(),
+                        p.clone(),
+                        name.clone(),
+                        behaviour.clone(),
+                        principal.clone(),
+                    );
                     async move {
                         let n = h.fetch_add(1, Ordering::SeqCst);
                         p.lock().unwrap().push(principal);
@@ -112,7 +125,10 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
                         headers.insert("x-seen-host", host.parse().unwrap_or("-".parse().unwrap()));
                         headers.insert("x-seen-path", req.uri().path().parse().unwrap());
                         for (k, v) in req.headers() {
-                            if k.as_str().starts_with("x-test-") || k == "traceparent" || k == "x-request-id" {
+                            if k.as_str().starts_with("x-test-")
+                                || k == "traceparent"
+                                || k == "x-request-id"
+                            {
                                 let echo = format!("x-echo-{}", k.as_str());
                                 headers.insert(
                                     axum::http::HeaderName::from_bytes(echo.as_bytes()).unwrap(),
@@ -120,7 +136,12 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
                                 );
                             }
                         }
-                        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
                         let status = match behaviour {
                             Behaviour::Ok => StatusCode::OK,
                             Behaviour::FailFirst(k) if n < k => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,7 +152,11 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
                                 StatusCode::OK
                             }
                         };
-                        let text = if body.is_empty() { name } else { format!("{name}:{}", String::from_utf8_lossy(&body)) };
+                        let text = if body.is_empty() {
+                            name
+                        } else {
+                            format!("{name}:{}", String::from_utf8_lossy(&body))
+                        };
                         (status, headers, text).into_response()
                     }
                 });
@@ -160,7 +185,15 @@ pub async fn dead_addr() -> SocketAddr {
 }
 
 /// Registers a workload for `service` (labels `app`, `version`) listening at `addr`.
-pub fn register(mesh: &Mesh, name: &str, ns: &str, sa: &str, app: &str, version: &str, addr: SocketAddr) {
+pub fn register(
+    mesh: &Mesh,
+    name: &str,
+    ns: &str,
+    sa: &str,
+    app: &str,
+    version: &str,
+    addr: SocketAddr,
+) {
     let mut labels = BTreeMap::new();
     labels.insert("app".to_owned(), app.to_owned());
     labels.insert("version".to_owned(), version.to_owned());
@@ -216,11 +249,16 @@ pub fn get_with(uri: &str, headers: &[(&str, &str)]) -> http::Request<Empty<Byte
 }
 
 pub fn post(uri: &str, body: &'static str) -> http::Request<Full<Bytes>> {
-    http::Request::post(uri).body(Full::new(Bytes::from_static(body.as_bytes()))).unwrap()
+    http::Request::post(uri)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap()
 }
 
 /// Sends and reads the whole answer: (status, x-served-by, body, headers).
-pub async fn send<B>(client: &MeshClient, req: http::Request<B>) -> (u16, String, String, http::HeaderMap)
+pub async fn send<B>(
+    client: &MeshClient,
+    req: http::Request<B>,
+) -> (u16, String, String, http::HeaderMap)
 where
     B: http_body::Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -233,6 +271,16 @@ where
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let body = resp.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    (status, by, String::from_utf8_lossy(&body).into_owned(), headers)
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    (
+        status,
+        by,
+        String::from_utf8_lossy(&body).into_owned(),
+        headers,
+    )
 }

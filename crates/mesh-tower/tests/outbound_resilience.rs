@@ -1,0 +1,657 @@
+//! Outbound resilience against real mTLS servers on loopback: retries, timeouts, fault
+//! injection, outlier detection, circuit breaking, server identity checks, config reload
+//! under load, and the OutboundLayer around hyper-util's client.
+
+mod outbound_support;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outbound_support::*;
+
+fn with_vs(http: &str) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n{http}",
+        service_yaml("reviews", "default")
+    )
+}
+
+fn with_dr(policy: &str) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy:\n{policy}",
+        service_yaml("reviews", "default")
+    )
+}
+
+#[tokio::test]
+async fn retry_recovers_from_an_endpoint_that_fails_once_and_replays_the_body() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
+    ));
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::FailFirst(1),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let (st, _, body, _) = send(&client, post("http://reviews:9080/", "payload")).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (200, "reviews-v1:payload"),
+        "retried with the same body"
+    );
+    assert_eq!(s.hits(), 2);
+}
+
+#[tokio::test]
+async fn default_policy_does_not_retry_a_plain_503_but_retries_connect_failures() {
+    let pki = Pki::new();
+    // no VirtualService: Istio's default retry policy
+    let mesh = mesh(&with_dr("    loadBalancer: {simple: ROUND_ROBIN}\n"));
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::FailFirst(1),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 503, "a plain 503 is not retried by default");
+    assert_eq!(s.hits(), 1);
+
+    // a dead endpoint next to a live one: every request succeeds (connect-failure retried
+    // on another host)
+    let dead = dead_addr().await;
+    register(
+        &mesh,
+        "reviews-dead",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        dead,
+    );
+    for _ in 0..10 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-v1"));
+    }
+}
+
+#[tokio::test]
+async fn connect_failure_without_retries_is_envoys_503() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n",
+    ));
+    let dead = dead_addr().await;
+    register(
+        &mesh,
+        "reviews-dead",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        dead,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let resp = client.request(get("http://reviews:9080/")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let flags = resp
+        .extensions()
+        .get::<mesh_tower::envoy::ResponseFlags>()
+        .copied()
+        .unwrap();
+    assert_eq!(flags.to_string(), "UF");
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 503);
+    assert!(
+        body.starts_with("upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: delayed connect error"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn route_timeout_fires_504() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - route: [{destination: {host: reviews}}]\n    timeout: 300ms\n",
+    ));
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::Slow(Duration::from_secs(3)),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let t0 = Instant::now();
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    let took = t0.elapsed();
+    assert_eq!((st, body.as_str()), (504, "upstream request timeout"));
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn per_try_timeout_is_retried_on_gateway_error() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, perTryTimeout: 200ms, retryOn: gateway-error}\n",
+    ));
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::Slow(Duration::from_secs(3)),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let t0 = Instant::now();
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, body.as_str()), (504, "upstream request timeout"));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(600),
+        "three tries of 200 ms"
+    );
+    assert_eq!(s.hits(), 3);
+}
+
+#[tokio::test]
+async fn fault_abort_and_delay_fire_at_their_percentages() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        r#"  - match: [{headers: {x-test-fault: {exact: abort}}}]
+    fault: {abort: {httpStatus: 555, percentage: {value: 50}}}
+    route: [{destination: {host: reviews}}]
+  - match: [{headers: {x-test-fault: {exact: delay}}}]
+    fault: {delay: {fixedDelay: 150ms, percentage: {value: 30}}}
+    route: [{destination: {host: reviews}}]
+  - match: [{headers: {x-test-fault: {exact: never}}}]
+    fault: {abort: {httpStatus: 500}}
+    route: [{destination: {host: reviews}}]
+"#,
+    ));
+    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+
+    let n = 600;
+    let mut aborted = 0;
+    for _ in 0..n {
+        let (st, _, body, _) = send(
+            &client,
+            get_with("http://reviews:9080/", &[("x-test-fault", "abort")]),
+        )
+        .await;
+        match st {
+            555 => {
+                assert_eq!(body, "fault filter abort");
+                aborted += 1;
+            }
+            200 => {}
+            other => panic!("status {other}"),
+        }
+    }
+    let pct = f64::from(aborted) * 100.0 / f64::from(n);
+    assert!((pct - 50.0).abs() < 7.0, "abort share {pct}%");
+    assert_eq!(
+        s.hits(),
+        n - aborted,
+        "aborted requests never reach the server"
+    );
+
+    // delays: measured per request, concurrently
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let (st, _, _, _) = send(
+                &c,
+                get_with("http://reviews:9080/", &[("x-test-fault", "delay")]),
+            )
+            .await;
+            assert_eq!(st, 200);
+            t0.elapsed() >= Duration::from_millis(150)
+        }));
+    }
+    let mut delayed = 0;
+    for t in tasks {
+        delayed += u32::from(t.await.unwrap());
+    }
+    assert!((15..=45).contains(&delayed), "delayed {delayed}/100 at 30%");
+
+    // no percentage: never fires
+    for _ in 0..20 {
+        let (st, _, _, _) = send(
+            &client,
+            get_with("http://reviews:9080/", &[("x-test-fault", "never")]),
+        )
+        .await;
+        assert_eq!(st, 200);
+    }
+}
+
+#[tokio::test]
+async fn outlier_detection_ejects_a_dead_endpoint_so_later_requests_succeed() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}---\n{}",
+        with_dr(
+            "    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n"
+        ),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n"
+    ));
+    let live = start(&pki, "reviews-live", "default", "reviews", Behaviour::Ok).await;
+    let bad = start(
+        &pki,
+        "reviews-bad",
+        "default",
+        "reviews",
+        Behaviour::Always500,
+    )
+    .await;
+    let dead = dead_addr().await;
+    register(
+        &mesh,
+        "reviews-live",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        live.addr,
+    );
+    register(
+        &mesh,
+        "reviews-bad",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        bad.addr,
+    );
+    register(
+        &mesh,
+        "reviews-dead",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        dead,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let mut failures = 0;
+    for _ in 0..9 {
+        let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
+        failures += u32::from(st != 200);
+    }
+    assert!(failures <= 4, "two errors each before ejection: {failures}");
+    assert_eq!(
+        bad.hits(),
+        2,
+        "the failing endpoint was ejected after 2 errors"
+    );
+    for _ in 0..20 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-live"));
+    }
+    assert_eq!(bad.hits(), 2);
+}
+
+#[tokio::test]
+async fn no_healthy_upstream_when_every_endpoint_is_ejected() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}---\n{}",
+        with_dr("    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n"
+    ));
+    let bad = start(
+        &pki,
+        "reviews-bad",
+        "default",
+        "reviews",
+        Behaviour::Always500,
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-bad",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        bad.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 500);
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, body.as_str()), (503, "no healthy upstream"));
+}
+
+#[tokio::test]
+async fn circuit_breaker_overflow_answers_503_uo() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr(
+        "    connectionPool: {http: {http2MaxRequests: 1}}\n",
+    ));
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::Slow(Duration::from_millis(400)),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let c2 = client.clone();
+    let first = tokio::spawn(async move { send(&c2, get("http://reviews:9080/")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, _, body, h) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 503);
+    assert_eq!(h["x-envoy-overloaded"], "true");
+    assert!(body.ends_with("reset reason: overflow"), "{body}");
+    assert_eq!(first.await.unwrap().0, 200);
+    let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 200, "the permit came back");
+}
+
+#[tokio::test]
+async fn server_with_the_wrong_identity_is_refused_with_a_clear_error() {
+    let pki = Pki::new();
+    let mesh = mesh(&service_yaml("reviews", "default"));
+    // registered as service account `reviews`, but presents `ratings`
+    let s = start(&pki, "impostor", "default", "ratings", Behaviour::Ok).await;
+    register(
+        &mesh, "impostor", "default", "reviews", "reviews", "v1", s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let resp = client.request(get("http://reviews:9080/")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let failure = resp
+        .extensions()
+        .get::<mesh_tower::outbound::UpstreamFailure>()
+        .cloned()
+        .expect("failure detail");
+    assert_eq!(failure.endpoint, s.addr);
+    assert!(
+        failure
+            .message
+            .contains("spiffe://cluster.local/ns/default/sa/reviews"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure
+            .message
+            .contains("spiffe://cluster.local/ns/default/sa/ratings"),
+        "{}",
+        failure.message
+    );
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 503);
+    assert!(body.contains("CERTIFICATE_VERIFY_FAILED"), "{body}");
+    assert_eq!(s.hits(), 0, "nothing reached the impostor");
+}
+
+#[tokio::test]
+async fn istio_mutual_without_credentials_fails_closed() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr("    tls: {mode: ISTIO_MUTUAL}\n"));
+    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = mesh_tower::outbound::MeshClient::builder(
+        mesh.clone(),
+        mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage"),
+    )
+    .build();
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 503);
+    assert!(
+        body.contains("ISTIO_MUTUAL needs the workload's mesh credentials"),
+        "{body}"
+    );
+    assert_eq!(s.hits(), 0);
+}
+
+#[tokio::test]
+async fn config_reload_under_load_shifts_traffic_without_a_failed_request() {
+    let pki = Pki::new();
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n---\n";
+    let vs = |w1: u32, w2: u32| {
+        format!(
+            "{}{dr}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n  - route:\n    - {{destination: {{host: reviews, subset: v1}}, weight: {w1}}}\n    - {{destination: {{host: reviews, subset: v2}}, weight: {w2}}}\n",
+            service_yaml("reviews", "default")
+        )
+    };
+    let mesh = mesh(&vs(100, 0));
+    let v1 = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    let v2 = start(&pki, "reviews-v2", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        v1.addr,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        v2.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+
+    let reloading = Arc::new(AtomicBool::new(false));
+    let reloaded = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(AtomicU32::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, reloading, reloaded, stop, failed) = (
+            client.clone(),
+            reloading.clone(),
+            reloaded.clone(),
+            stop.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let (mut before, mut after_v1, mut after_v2, mut total) = (0u32, 0u32, 0u32, 0u32);
+            while !stop.load(Ordering::SeqCst) {
+                let reloaded_at_start = reloaded.load(Ordering::SeqCst);
+                let (st, by, _, _) = send(&c, get("http://reviews:9080/")).await;
+                let reloading_at_end = reloading.load(Ordering::SeqCst);
+                total += 1;
+                if st != 200 {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                }
+                // requests that straddle the reload may go either way
+                match (reloading_at_end, reloaded_at_start, by.as_str()) {
+                    (false, _, "reviews-v2") => before += 1,
+                    (_, true, "reviews-v1") => after_v1 += 1,
+                    (_, true, "reviews-v2") => after_v2 += 1,
+                    _ => {}
+                }
+            }
+            (before, after_v1, after_v2, total)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    reloading.store(true, Ordering::SeqCst);
+    reload(&mesh, &vs(0, 100));
+    reloaded.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    stop.store(true, Ordering::SeqCst);
+    let (mut before_v2, mut after_v1, mut after_v2, mut total) = (0, 0, 0, 0);
+    for t in tasks {
+        let (a, b, c, d) = t.await.unwrap();
+        before_v2 += a;
+        after_v1 += b;
+        after_v2 += c;
+        total += d;
+    }
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "no failed request out of {total}"
+    );
+    assert_eq!(before_v2, 0, "v2 got traffic before the reload");
+    assert_eq!(after_v1, 0, "v1 got traffic after the reload");
+    assert!(
+        after_v2 > 10,
+        "traffic follows the new weights ({after_v2} after)"
+    );
+    assert!(v1.hits() > 10, "v1 served before the reload");
+}
+
+#[tokio::test]
+async fn outbound_layer_wraps_a_hyper_util_client() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    use mesh_tower::outbound::{ClientWorkload, MeshBody, OutboundLayer};
+    use tower::{Layer, ServiceExt};
+
+    // plaintext servers: TLS is the wrapped client's business under the layer
+    let mesh = mesh(&format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n"
+    ));
+    let mut servers = Vec::new();
+    for v in ["v1", "v2"] {
+        let s = start_plain(&format!("reviews-{v}")).await;
+        register(
+            &mesh,
+            &format!("reviews-{v}"),
+            "default",
+            "reviews",
+            "reviews",
+            v,
+            s.1,
+        );
+        servers.push(s);
+    }
+    let hyper_client: Client<_, MeshBody> = Client::builder(TokioExecutor::new()).build_http();
+    let layer = OutboundLayer::builder(
+        mesh.clone(),
+        ClientWorkload::new("productpage", "default", "productpage"),
+    )
+    .layer();
+    let svc = layer.layer(hyper_client);
+    for (user, want) in [("jason", "reviews-v2"), ("bob", "reviews-v1")] {
+        let resp = svc
+            .clone()
+            .oneshot(get_with("http://reviews:9080/r", &[("end-user", user)]))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-served-by"], want);
+        assert_eq!(resp.headers()["x-seen-host"], "reviews:9080");
+    }
+    let resp = svc
+        .clone()
+        .oneshot(get("http://nowhere:9080/"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502, "unknown host, no VirtualService");
+}
+
+/// A plaintext axum server answering with its name.
+async fn start_plain(name: &str) -> (tokio::task::JoinHandle<()>, std::net::SocketAddr) {
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let name = name.to_owned();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let name = name.clone();
+        async move {
+            let mut h = HeaderMap::new();
+            h.insert("x-served-by", name.parse().unwrap());
+            h.insert("x-seen-host", req.headers()["host"].clone());
+            (h, name).into_response()
+        }
+    });
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (task, addr)
+}
