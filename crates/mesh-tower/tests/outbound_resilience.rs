@@ -58,6 +58,65 @@ async fn retry_recovers_from_an_endpoint_that_fails_once_and_replays_the_body() 
 }
 
 #[tokio::test]
+async fn a_streaming_body_is_sent_once_and_never_retried() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
+    ));
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::FailFirst(1),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    // a body of unknown length: not replayable
+    let body = Chunks(vec![
+        bytes::Bytes::from_static(b"str"),
+        bytes::Bytes::from_static(b"eam"),
+    ]);
+    let req = http::Request::post("http://reviews:9080/")
+        .body(body)
+        .unwrap();
+    let (st, _, _, _) = send(&client, req).await;
+    assert_eq!(st, 503, "the 503 stands: a streaming body is not replayed");
+    assert_eq!(s.hits(), 1);
+    // the same with a known-size body is retried
+    let (st, _, body, _) = send(&client, post("http://reviews:9080/", "sized")).await;
+    assert_eq!((st, body.as_str()), (200, "reviews-v1:sized"));
+}
+
+/// A body of unknown length (no size hint): chunks, streamed.
+struct Chunks(Vec<bytes::Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.0.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        let c = self.0.remove(0);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(c))))
+    }
+}
+
+#[tokio::test]
 async fn default_policy_does_not_retry_a_plain_503_but_retries_connect_failures() {
     let pki = Pki::new();
     // no VirtualService: Istio's default retry policy

@@ -82,6 +82,7 @@ async fn bookinfo_request_routing_jason_to_v2_others_to_v1() {
     assert_eq!((st, by.as_str()), (200, "reviews-v2"));
     assert_eq!(h["x-seen-host"], "reviews", "Host is the authority as sent");
     assert_eq!(h["x-seen-path"], "/reviews/1");
+    assert_eq!(h["x-seen-version"], "HTTP/2.0", "h2 chosen by ALPN");
     // every server saw the client's SPIFFE identity (auto mTLS)
     for s in &r._servers {
         for p in s.peers.lock().unwrap().iter() {

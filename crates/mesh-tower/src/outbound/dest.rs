@@ -76,6 +76,8 @@ pub(crate) struct DestState {
     pub(crate) client: Client<MeshConnector, MeshBody>,
     /// The metrics' view of each endpoint (same order as the balancer's endpoints).
     pub(crate) peers: Vec<Arc<WorkloadInfo>>,
+    /// Each endpoint's address as a URI authority (same order), built once.
+    pub(crate) authorities: Vec<http::uri::Authority>,
     pub(crate) service: Arc<ServiceInfo>,
 }
 
@@ -551,7 +553,16 @@ fn build(
             ))
         })
         .collect();
+    let authorities = i
+        .endpoints
+        .iter()
+        .map(|e| {
+            http::uri::Authority::try_from(e.addr.to_string())
+                .expect("a socket address is a URI authority")
+        })
+        .collect();
     DestState {
+        authorities,
         seen: AtomicU64::new(snap.generation()),
         subset_found: p.subset_found,
         lb_settings: p.load_balancer.cloned(),

@@ -923,7 +923,7 @@ where
             let mut mreq = Request::new(full(bytes.clone()));
             *mreq.method_mut() = parts.method.clone();
             *mreq.headers_mut() = parts.headers.clone();
-            *mreq.uri_mut() = endpoint_uri(guard.endpoint().addr(), &path_and_query);
+            *mreq.uri_mut() = endpoint_uri(&mdest, guard.index(), &path_and_query);
             let t = transport.clone();
             let any: Arc<dyn std::any::Any + Send + Sync> = mdest;
             tokio::spawn(async move {
@@ -970,9 +970,11 @@ where
     Ok(resp)
 }
 
-fn endpoint_uri(addr: SocketAddr, pq: &PathAndQuery) -> Uri {
-    let authority =
-        Authority::try_from(addr.to_string()).expect("a socket address is an authority");
+fn endpoint_uri(dest: &DestState, index: usize, pq: &PathAndQuery) -> Uri {
+    let authority = match dest.authorities.get(index) {
+        Some(a) => a.clone(),
+        None => Authority::from_static("0.0.0.0:0"),
+    };
     Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
@@ -1073,7 +1075,7 @@ impl<T: Transport> Attempts<'_, T> {
             let mut req = Request::new(req_body);
             *req.method_mut() = self.parts.method.clone();
             *req.headers_mut() = self.parts.headers.clone();
-            *req.uri_mut() = endpoint_uri(addr, self.path_and_query);
+            *req.uri_mut() = endpoint_uri(dest, index, self.path_and_query);
             *req.version_mut() = http::Version::HTTP_11;
             let send = self.transport.send(&any, req);
             let result = match self.policy.per_try_timeout {

@@ -124,6 +124,10 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
                             .to_owned();
                         headers.insert("x-seen-host", host.parse().unwrap_or("-".parse().unwrap()));
                         headers.insert("x-seen-path", req.uri().path().parse().unwrap());
+                        headers.insert(
+                            "x-seen-version",
+                            format!("{:?}", req.version()).parse().unwrap(),
+                        );
                         for (k, v) in req.headers() {
                             if k.as_str().starts_with("x-test-")
                                 || k == "traceparent"
