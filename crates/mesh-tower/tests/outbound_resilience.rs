@@ -314,19 +314,29 @@ async fn fault_abort_and_delay_fire_at_their_percentages() {
         "aborted requests never reach the server"
     );
 
-    // delays: measured per request, concurrently
+    // delays: flagged DI by the stack, and really delayed
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let (st, _, _, _) = send(
-                &c,
-                get_with("http://reviews:9080/", &[("x-test-fault", "delay")]),
-            )
-            .await;
-            assert_eq!(st, 200);
-            t0.elapsed() >= Duration::from_millis(150)
+            let resp = c
+                .request(get_with(
+                    "http://reviews:9080/",
+                    &[("x-test-fault", "delay")],
+                ))
+                .await
+                .unwrap();
+            let took = t0.elapsed();
+            assert_eq!(resp.status(), 200);
+            let di = resp
+                .extensions()
+                .get::<mesh_tower::envoy::ResponseFlags>()
+                .is_some_and(|f| f.contains(mesh_tower::envoy::ResponseFlags::DELAY_INJECTED));
+            if di {
+                assert!(took >= Duration::from_millis(150), "DI after {took:?}");
+            }
+            di
         }));
     }
     let mut delayed = 0;
