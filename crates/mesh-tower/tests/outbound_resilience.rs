@@ -424,6 +424,90 @@ async fn outlier_detection_ejects_a_dead_endpoint_so_later_requests_succeed() {
 }
 
 #[tokio::test]
+async fn locality_failover_stays_local_then_fails_over() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}---\n{}",
+        with_dr("    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n"
+    ));
+    let near = start(
+        &pki,
+        "reviews-near",
+        "default",
+        "reviews",
+        Behaviour::FailFirst(3),
+    )
+    .await;
+    let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
+    register_in(
+        &mesh,
+        "reviews-near",
+        "reviews",
+        "reviews",
+        "us-east/zone1/a",
+        near.addr,
+    );
+    register_in(
+        &mesh,
+        "reviews-far",
+        "reviews",
+        "reviews",
+        "us-west/zone2/b",
+        far.addr,
+    );
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+        .with_locality("us-east/zone1/a");
+    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .build();
+    // the local endpoint takes everything; its first 503 ejects it and traffic fails over
+    let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, by.as_str()), (503, "reviews-near"));
+    for _ in 0..10 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-far"));
+    }
+    assert_eq!(near.hits(), 1);
+}
+
+#[tokio::test]
+async fn locality_keeps_traffic_in_the_clients_zone() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr(
+        "    outlierDetection: {consecutive5xxErrors: 5}\n",
+    ));
+    let near = start(&pki, "reviews-near", "default", "reviews", Behaviour::Ok).await;
+    let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
+    register_in(
+        &mesh,
+        "reviews-near",
+        "reviews",
+        "reviews",
+        "us-east/zone1/a",
+        near.addr,
+    );
+    register_in(
+        &mesh,
+        "reviews-far",
+        "reviews",
+        "reviews",
+        "us-west/zone2/b",
+        far.addr,
+    );
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+        .with_locality("us-east/zone1/a");
+    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .build();
+    for _ in 0..20 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-near"));
+    }
+    assert_eq!(far.hits(), 0);
+}
+
+#[tokio::test]
 async fn no_healthy_upstream_when_every_endpoint_is_ejected() {
     let pki = Pki::new();
     let mesh = mesh(&format!(

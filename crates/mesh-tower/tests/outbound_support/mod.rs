@@ -213,6 +213,22 @@ pub fn register(
     });
 }
 
+/// Like [`register`], in a locality (`region/zone/subzone`).
+pub fn register_in(mesh: &Mesh, name: &str, sa: &str, app: &str, locality: &str, addr: SocketAddr) {
+    let mut labels = BTreeMap::new();
+    labels.insert("app".to_owned(), app.to_owned());
+    mesh.register(Workload {
+        name: name.to_owned(),
+        namespace: "default".to_owned(),
+        service_account: sa.to_owned(),
+        labels,
+        address: addr.ip(),
+        ports: [("http".to_owned(), addr.port())].into(),
+        locality: Some(locality.to_owned()),
+        weight: 0,
+    });
+}
+
 /// A Kubernetes Service `name` in `ns` selecting `app: name`, port 9080 `http`.
 pub fn service_yaml(name: &str, ns: &str) -> String {
     format!(
