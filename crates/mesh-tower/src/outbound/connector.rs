@@ -70,7 +70,9 @@ pub(crate) enum TlsPolicy {
     Broken(Arc<str>),
 }
 
-/// Connects to mesh endpoints for one destination. See the [module docs](self).
+/// Connects to mesh endpoints for one destination: dials the endpoint in the URI, takes a
+/// `maxConnections` slot, applies the connect timeout and originates TLS with the
+/// destination's rustls config (built once), checking the server's SPIFFE identity.
 #[derive(Clone)]
 pub struct MeshConnector {
     tls: TlsPolicy,

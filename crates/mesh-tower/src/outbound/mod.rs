@@ -25,7 +25,7 @@
 //! `reporter="source"`, trace propagation); [`OutboundLayer`] wraps your own
 //! `tower::Service` (e.g. hyper-util's legacy `Client`) and sends through it, addressing the
 //! endpoint picked (`http://<ip>:<port>`, `Host` kept). With the `reqwest` feature,
-//! [`reqwest::MeshMiddleware`](crate::outbound::reqwest::MeshMiddleware) plugs the client
+//! `outbound::reqwest::MeshMiddleware` plugs the client
 //! into `reqwest-middleware`.
 //!
 //! # Retries and bodies
