@@ -94,7 +94,7 @@ impl fmt::Display for Report {
         let split: Vec<String> = self
             .anonymous
             .iter()
-            .map(|(v, n)| format!("{v} {n} ({:.1}%)", share(&self.anonymous, v)))
+            .map(|(v, n)| format!("{v} {n} ({:.1}%)", self.anonymous_share(v)))
             .collect();
         writeln!(
             f,
