@@ -48,12 +48,19 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use mesh_core::mesh::Mesh;
+use mesh_core::model::Labels;
+use mesh_core::registry::Workload;
 use mesh_tls::rustls::client::WebPkiServerVerifier;
 use mesh_tls::rustls::pki_types::ServerName;
 use mesh_tls::rustls::server::WebPkiClientVerifier;
 use mesh_tls::rustls::{ClientConfig, ServerConfig};
 use mesh_tls::tokio_rustls::{TlsAcceptor, TlsConnector};
-use mesh_tls::{provider, Identity, MeshCa, WorkloadCert, DEFAULT_WORKLOAD_TTL};
+use mesh_tls::{
+    provider, Identity, MeshCa, WorkloadCert, WorkloadCredentials, DEFAULT_WORKLOAD_TTL,
+};
+use mesh_tower::inbound::{MeshServer, ServerBody};
+use mesh_tower::outbound::{ClientWorkload, MeshClient};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -295,27 +302,30 @@ enum Target {
         connector: TlsConnector,
         name: ServerName<'static>,
     },
+    /// The mesh client (setup b): it routes, balances and pools connections itself; each
+    /// load-generator task holds a clone.
+    Mesh { client: MeshClient },
 }
 
-/// One load-generator connection.
-struct Conn {
-    sender: SendRequest<Empty<Bytes>>,
+/// One load-generator connection (for the mesh: one client handle).
+enum Conn {
+    Http1(SendRequest<Empty<Bytes>>),
+    Mesh(MeshClient),
 }
+
+/// The URL the mesh client is asked for: a plain `http://` request to the service name, as
+/// an application would write it; the mesh upgrades it to mTLS.
+const MESH_URL: &str = "http://httpbin:8000/";
 
 impl Target {
     async fn connect(&self) -> Result<Conn, BoxError> {
         let addr = match self {
             Target::Plain { addr } | Target::Tls { addr, .. } => *addr,
+            Target::Mesh { client } => return Ok(Conn::Mesh(client.clone())),
         };
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let sender = match self {
-            Target::Plain { .. } => {
-                let (sender, conn) =
-                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-                tokio::spawn(conn);
-                sender
-            }
             Target::Tls {
                 connector, name, ..
             } => {
@@ -325,39 +335,82 @@ impl Target {
                 tokio::spawn(conn);
                 sender
             }
+            _ => {
+                let (sender, conn) =
+                    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+                tokio::spawn(conn);
+                sender
+            }
         };
-        Ok(Conn { sender })
+        Ok(Conn::Http1(sender))
     }
 
     fn request(&self) -> Request<Empty<Bytes>> {
+        self.request_with(http::Method::GET)
+    }
+
+    fn request_with(&self, method: http::Method) -> Request<Empty<Bytes>> {
         let mut req = Request::new(Empty::new());
-        *req.uri_mut() = http::Uri::from_static("/");
-        req.headers_mut()
-            .insert(header::HOST, header::HeaderValue::from_static(SERVER_NAME));
+        *req.method_mut() = method;
+        match self {
+            Target::Mesh { .. } => *req.uri_mut() = http::Uri::from_static(MESH_URL),
+            _ => {
+                *req.uri_mut() = http::Uri::from_static("/");
+                req.headers_mut()
+                    .insert(header::HOST, header::HeaderValue::from_static(SERVER_NAME));
+            }
+        }
         req
     }
+}
+
+async fn drain<B>(body: B) -> Result<(), BoxError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    while let Some(frame) = body.frame().await {
+        frame.map_err(Into::into)?;
+    }
+    Ok(())
 }
 
 impl Conn {
     /// Sends one request and reads the whole response; returns its status.
     async fn send(&mut self, req: Request<Empty<Bytes>>) -> Result<StatusCode, BoxError> {
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status();
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            frame?;
+        match self {
+            Conn::Http1(sender) => {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                drain(resp.into_body()).await?;
+                Ok(status)
+            }
+            Conn::Mesh(client) => {
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                drain(resp.into_body()).await?;
+                Ok(status)
+            }
         }
-        Ok(status)
     }
 
-    /// One request with its body collected, for the sanity check before measuring.
+    /// One request with its body collected, for the checks before measuring.
     async fn fetch(&mut self, req: Request<Empty<Bytes>>) -> Result<(StatusCode, Bytes), BoxError> {
-        self.sender.ready().await?;
-        let resp = self.sender.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+        match self {
+            Conn::Http1(sender) => {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                Ok((status, resp.into_body().collect().await?.to_bytes()))
+            }
+            Conn::Mesh(client) => {
+                let resp = client.request(req).await?;
+                let status = resp.status();
+                Ok((status, resp.into_body().collect().await?.to_bytes()))
+            }
+        }
     }
 }
 
@@ -843,16 +896,107 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         }
         println!("e2e: smoke run passed");
     }
-    let _ = (&pki.server_id, &pki.client_id);
     Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
 // setup b: the mesh stack
 
-/// Setup b. Placeholder until mesh-tower's inbound server and outbound client land.
-async fn mesh_setup(_pki: &Pki, _opts: &Options) -> Result<Stats, BoxError> {
-    Err("the mesh stack (mesh-tower inbound server / outbound client) has not landed yet".into())
+/// The mesh config of setup b: Istio YAML (PeerAuthentication STRICT, an
+/// AuthorizationPolicy allowing only the client's principal, a VirtualService routing to
+/// subset v1, a DestinationRule with ISTIO_MUTUAL and LEAST_REQUEST, the Kubernetes Service).
+const MESH_YAML: &str = include_str!("e2e/mesh.yaml");
+
+/// Sum of `istio_requests_total` with `response_code="200"` in a metrics exposition.
+fn requests_total_200(exposition: &str) -> u64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Setup b: the app behind [`MeshServer`] (STRICT mTLS, authorization, metrics, access log,
+/// trace context), called through [`MeshClient`] (routing, subset, least-request balancing,
+/// ISTIO_MUTUAL origination with SPIFFE checks, metrics, trace context), both configured by
+/// `benches/e2e/mesh.yaml` and sharing one [`Mesh`] as workloads of one program would.
+async fn mesh_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
+    let mesh = Mesh::from_yaml(MESH_YAML)?;
+    let server_creds = WorkloadCredentials::new(pki.server.clone())?;
+    let client_creds = WorkloadCredentials::new(pki.client.clone())?;
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let labels: Labels = [
+        ("app".to_owned(), "httpbin".to_owned()),
+        ("version".to_owned(), "v1".to_owned()),
+    ]
+    .into();
+    mesh.register(Workload {
+        name: "httpbin-v1".to_owned(),
+        namespace: "default".to_owned(),
+        service_account: pki.server_id.service_account().to_owned(),
+        labels: labels.clone(),
+        address: addr.ip(),
+        ports: [("http".to_owned(), addr.port())].into(),
+        locality: None,
+        weight: 0,
+    });
+    let server = MeshServer::builder(
+        mesh.clone(),
+        "default",
+        pki.server_id.service_account(),
+        labels,
+        server_creds,
+    )
+    .workload_name("httpbin-v1")
+    .service_host("httpbin.default.svc.cluster.local")
+    .port(8080)
+    .build()?;
+    let server_metrics = server.metrics().clone();
+    let app = tower::service_fn(|_req: Request<ServerBody>| async {
+        Ok::<_, Infallible>(app_response())
+    });
+    let serving = tokio::spawn(async move { server.serve(listener, app).await });
+
+    let me = ClientWorkload::new("sleep", "default", pki.client_id.service_account())
+        .with_label("app", "sleep");
+    let client = MeshClient::builder(mesh, me)
+        .credentials(client_creds)
+        .build();
+    let client_metrics = client.metrics().clone();
+    let target = Target::Mesh { client };
+
+    // the stack must really be in force: a method the policy does not allow is denied by
+    // the server's authorization (403 RBAC), and plaintext is refused (STRICT)
+    let (status, body) = target
+        .connect()
+        .await?
+        .fetch(target.request_with(http::Method::POST))
+        .await?;
+    if status != StatusCode::FORBIDDEN || !body.starts_with(b"RBAC: access denied") {
+        return Err(
+            format!("POST should be denied by the AuthorizationPolicy: {status} {body:?}").into(),
+        );
+    }
+    let plain = Target::Plain { addr };
+    let refused = match plain.connect().await {
+        Err(_) => true,
+        Ok(mut c) => c.fetch(plain.request()).await.is_err(),
+    };
+    if !refused {
+        return Err("the mesh server answered plaintext under STRICT".into());
+    }
+
+    let stats = drive(target, opts, &[]).await;
+    serving.abort();
+    let stats = stats?;
+    println!(
+        "e2e: b: istio_requests_total 200s: server {} (reporter=destination), client {} (reporter=source)",
+        requests_total_200(&server_metrics.render()),
+        requests_total_200(&client_metrics.render()),
+    );
+    Ok(stats)
 }
 
 fn main() {
