@@ -60,6 +60,7 @@ use mesh_tls::{
     provider, Identity, MeshCa, WorkloadCert, WorkloadCredentials, DEFAULT_WORKLOAD_TTL,
 };
 use mesh_tower::inbound::{MeshServer, ServerBody};
+use mesh_tower::metrics::IstioMetrics;
 use mesh_tower::outbound::{ClientWorkload, MeshClient};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -768,13 +769,13 @@ fn ms(d: Duration) -> String {
 fn print_table(rows: &[(&str, &str, Result<Stats, String>)]) {
     println!();
     println!(
-        "{:<4} {:<34} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+        "{:<6} {:<34} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
         "", "setup", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU us/req", "errors"
     );
     for (key, name, r) in rows {
         match r {
             Ok(s) => println!(
-                "{:<4} {:<34} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+                "{:<6} {:<34} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
                 key,
                 name,
                 s.rps,
@@ -787,7 +788,7 @@ fn print_table(rows: &[(&str, &str, Result<Stats, String>)]) {
                     .unwrap_or_else(|| "-".into()),
                 s.errors + s.non_ok,
             ),
-            Err(why) => println!("{key:<4} {name:<34} skipped: {why}"),
+            Err(why) => println!("{key:<6} {name:<34} skipped: {why}"),
         }
     }
 }
@@ -859,7 +860,30 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         rows.push((
             "b",
             "inmesh client + server",
-            mesh_setup(&pki, &opts).await.map_err(|e| e.to_string()),
+            mesh_setup(&pki, &opts, Sides::Both)
+                .await
+                .map_err(|e| e.to_string()),
+        ));
+    }
+    // the split of b's cost: one side meshed, the other a's bare rustls peer
+    if opts.wants("b-in", "inbound") {
+        println!("e2e: b-in: bare client -> mesh server ...");
+        rows.push((
+            "b-in",
+            "bare client -> inmesh server",
+            mesh_setup(&pki, &opts, Sides::InboundOnly)
+                .await
+                .map_err(|e| e.to_string()),
+        ));
+    }
+    if opts.wants("b-out", "outbound") {
+        println!("e2e: b-out: mesh client -> bare server ...");
+        rows.push((
+            "b-out",
+            "inmesh client -> bare server",
+            mesh_setup(&pki, &opts, Sides::OutboundOnly)
+                .await
+                .map_err(|e| e.to_string()),
         ));
     }
     if opts.wants("c", "sidecars") {
@@ -916,87 +940,149 @@ fn requests_total_200(exposition: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// Setup b: the app behind [`MeshServer`] (STRICT mTLS, authorization, metrics, access log,
-/// trace context), called through [`MeshClient`] (routing, subset, least-request balancing,
-/// ISTIO_MUTUAL origination with SPIFFE checks, metrics, trace context), both configured by
-/// `benches/e2e/mesh.yaml` and sharing one [`Mesh`] as workloads of one program would.
-async fn mesh_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
-    let mesh = Mesh::from_yaml(MESH_YAML)?;
-    let server_creds = WorkloadCredentials::new(pki.server.clone())?;
-    let client_creds = WorkloadCredentials::new(pki.client.clone())?;
-
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let labels: Labels = [
-        ("app".to_owned(), "httpbin".to_owned()),
-        ("version".to_owned(), "v1".to_owned()),
-    ]
-    .into();
+/// Registers the server workload (app httpbin, version v1) at `addr` in the registry.
+fn register_httpbin(mesh: &Mesh, pki: &Pki, addr: SocketAddr) {
     mesh.register(Workload {
         name: "httpbin-v1".to_owned(),
         namespace: "default".to_owned(),
         service_account: pki.server_id.service_account().to_owned(),
-        labels: labels.clone(),
+        labels: httpbin_labels(),
         address: addr.ip(),
         ports: [("http".to_owned(), addr.port())].into(),
         locality: None,
         weight: 0,
     });
+}
+
+fn httpbin_labels() -> Labels {
+    [
+        ("app".to_owned(), "httpbin".to_owned()),
+        ("version".to_owned(), "v1".to_owned()),
+    ]
+    .into()
+}
+
+/// The mesh server of setup b on a fresh loopback port, serving the app.
+struct MeshSide {
+    addr: SocketAddr,
+    metrics: Arc<IstioMetrics>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start_mesh_server(mesh: &Mesh, pki: &Pki) -> Result<MeshSide, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
     let server = MeshServer::builder(
         mesh.clone(),
         "default",
         pki.server_id.service_account(),
-        labels,
-        server_creds,
+        httpbin_labels(),
+        WorkloadCredentials::new(pki.server.clone())?,
     )
     .workload_name("httpbin-v1")
     .service_host("httpbin.default.svc.cluster.local")
     .port(8080)
     .build()?;
-    let server_metrics = server.metrics().clone();
+    let metrics = server.metrics().clone();
     let app = tower::service_fn(|_req: Request<ServerBody>| async {
         Ok::<_, Infallible>(app_response())
     });
     let serving = tokio::spawn(async move { server.serve(listener, app).await });
+    Ok(MeshSide {
+        addr,
+        metrics,
+        serving,
+    })
+}
 
+fn mesh_client(mesh: &Mesh, pki: &Pki) -> Result<MeshClient, BoxError> {
     let me = ClientWorkload::new("sleep", "default", pki.client_id.service_account())
         .with_label("app", "sleep");
-    let client = MeshClient::builder(mesh, me)
-        .credentials(client_creds)
-        .build();
-    let client_metrics = client.metrics().clone();
-    let target = Target::Mesh { client };
+    Ok(MeshClient::builder(mesh.clone(), me)
+        .credentials(WorkloadCredentials::new(pki.client.clone())?)
+        .build())
+}
 
-    // the stack must really be in force: a method the policy does not allow is denied by
-    // the server's authorization (403 RBAC), and plaintext is refused (STRICT)
-    let (status, body) = target
-        .connect()
-        .await?
-        .fetch(target.request_with(http::Method::POST))
-        .await?;
-    if status != StatusCode::FORBIDDEN || !body.starts_with(b"RBAC: access denied") {
-        return Err(
-            format!("POST should be denied by the AuthorizationPolicy: {status} {body:?}").into(),
-        );
-    }
-    let plain = Target::Plain { addr };
-    let refused = match plain.connect().await {
-        Err(_) => true,
-        Ok(mut c) => c.fetch(plain.request()).await.is_err(),
+/// Which sides of setup b run the mesh stack.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sides {
+    /// Mesh client and mesh server (setup b).
+    Both,
+    /// Bare rustls client (as in a) to the mesh server: the inbound stack's cost.
+    InboundOnly,
+    /// Mesh client to the bare rustls server (as in a): the outbound stack's cost.
+    OutboundOnly,
+}
+
+/// Setup b: the app behind [`MeshServer`] (STRICT mTLS, authorization, metrics, access log,
+/// trace context), called through [`MeshClient`] (routing, subset, least-request balancing,
+/// ISTIO_MUTUAL origination with SPIFFE checks, metrics, trace context), both configured by
+/// `benches/e2e/mesh.yaml` and sharing one [`Mesh`] as workloads of one program would.
+/// `sides` replaces one side by a's bare rustls peer, to split the cost.
+async fn mesh_setup(pki: &Pki, opts: &Options, sides: Sides) -> Result<Stats, BoxError> {
+    let mesh = Mesh::from_yaml(MESH_YAML)?;
+    let (server, bare) = if sides == Sides::OutboundOnly {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let bare = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
+        register_httpbin(&mesh, pki, addr);
+        (None, Some(bare))
+    } else {
+        let side = start_mesh_server(&mesh, pki).await?;
+        register_httpbin(&mesh, pki, side.addr);
+        (Some(side), None)
     };
-    if !refused {
-        return Err("the mesh server answered plaintext under STRICT".into());
+    let client = mesh_client(&mesh, pki)?;
+    let client_metrics = client.metrics().clone();
+    let target = match (&server, sides) {
+        (Some(side), Sides::InboundOnly) => Target::Tls {
+            addr: side.addr,
+            connector: pki.bare_client()?,
+            name: ServerName::try_from(SERVER_NAME)?,
+        },
+        _ => Target::Mesh { client },
+    };
+
+    if let Some(side) = &server {
+        // the stack must really be in force: a method the policy does not allow is denied
+        // by the server's authorization (403 RBAC), and plaintext is refused (STRICT)
+        let (status, body) = target
+            .connect()
+            .await?
+            .fetch(target.request_with(http::Method::POST))
+            .await?;
+        if status != StatusCode::FORBIDDEN || !body.starts_with(b"RBAC: access denied") {
+            return Err(format!(
+                "POST should be denied by the AuthorizationPolicy: {status} {body:?}"
+            )
+            .into());
+        }
+        let plain = Target::Plain { addr: side.addr };
+        let refused = match plain.connect().await {
+            Err(_) => true,
+            Ok(mut c) => c.fetch(plain.request()).await.is_err(),
+        };
+        if !refused {
+            return Err("the mesh server answered plaintext under STRICT".into());
+        }
     }
 
     let stats = drive(target, opts, &[]).await;
-    serving.abort();
-    let stats = stats?;
-    println!(
-        "e2e: b: istio_requests_total 200s: server {} (reporter=destination), client {} (reporter=source)",
-        requests_total_200(&server_metrics.render()),
-        requests_total_200(&client_metrics.render()),
-    );
-    Ok(stats)
+    if let Some(side) = &server {
+        side.serving.abort();
+        if sides == Sides::Both {
+            println!(
+                "e2e: b: istio_requests_total 200s: server {} (reporter=destination), \
+                 client {} (reporter=source)",
+                requests_total_200(&side.metrics.render()),
+                requests_total_200(&client_metrics.render()),
+            );
+        }
+    }
+    if let Some(bare) = bare {
+        bare.abort();
+    }
+    stats
 }
 
 fn main() {
