@@ -380,6 +380,31 @@ fn tls_settings(t: &CoreTls) -> ClientTlsSettings {
     }
 }
 
+/// The upstream protocol, offered by ALPN, as Istio picks it for an outbound cluster: a
+/// port declared `HTTP2`/`GRPC`/`GRPC-WEB`, or `h2UpgradePolicy: UPGRADE`, speaks HTTP/2;
+/// a port declared `HTTP` speaks HTTP/1.1 (unless upgraded); an undeclared port (protocol
+/// sniffing) lets the server choose. Multiplexing every HTTP/1.1 request of a busy client
+/// onto one h2 connection would also serialize them on one connection task.
+fn upstream_alpn(
+    service: &Service,
+    port: u16,
+    h2_upgrade: Option<mesh_core::model::H2UpgradePolicy>,
+) -> mesh_tls::Alpn {
+    use mesh_core::model::H2UpgradePolicy;
+    let protocol = service
+        .ports
+        .iter()
+        .find(|p| p.number == port)
+        .map(|p| &*p.protocol)
+        .unwrap_or("");
+    match (protocol, h2_upgrade) {
+        ("HTTP2" | "GRPC" | "GRPC-WEB", _) => mesh_tls::Alpn::Http2AndHttp1,
+        (_, Some(H2UpgradePolicy::Upgrade)) => mesh_tls::Alpn::Http2AndHttp1,
+        ("HTTP", _) => mesh_tls::Alpn::Http1,
+        _ => mesh_tls::Alpn::Http2AndHttp1,
+    }
+}
+
 fn tls_policy(
     snap: &Snapshot,
     shared: &ClientShared,
@@ -387,6 +412,7 @@ fn tls_policy(
     key: &DestKey,
     tls: Option<&CoreTls>,
     endpoints: &[EndpointSpec],
+    alpn: mesh_tls::Alpn,
 ) -> TlsPolicy {
     let auto = tls.is_none();
     if auto && !endpoints.iter().any(|e| e.mtls) {
@@ -427,7 +453,7 @@ fn tls_policy(
     let ctx = ClientContext {
         workload: shared.credentials.as_deref(),
         credentials: shared.credential_lookup.as_deref(),
-        alpn: mesh_tls::Alpn::Http2AndHttp1,
+        alpn,
     };
     match mesh_tls::client_config(&settings, &dest, &ctx) {
         Ok(None) => TlsPolicy::Plaintext,
@@ -510,7 +536,8 @@ fn build(
         .map(|d| d.as_std())
         .filter(|d| !d.is_zero())
         .unwrap_or(shared.options.connect_timeout);
-    let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints);
+    let alpn = upstream_alpn(service, key.port, http.and_then(|h| h.h2_upgrade_policy));
+    let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints, alpn);
     let idle = http
         .and_then(|h| h.idle_timeout)
         .or_else(|| tcp.and_then(|t| t.idle_timeout))
