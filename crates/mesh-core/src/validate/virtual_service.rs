@@ -34,26 +34,6 @@ fn is_known_status(code: u32) -> bool {
         | 431 | 451 | 500..=508 | 510 | 511)
 }
 
-const GRPC_CODES: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 const CORS_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
 ];
@@ -892,7 +872,7 @@ fn validate_fault(cx: &mut Ctx<'_>, p: &str, f: &HttpFaultInjection) {
                 );
             }
         } else if let Some(g) = &a.grpc_status {
-            if !GRPC_CODES.contains(&g.as_str()) {
+            if crate::route::actions::grpc_code(g).is_none() {
                 cx.error(
                     &format!("{ap}.grpcStatus"),
                     format!("gRPC status {g:?} is not supported. See https://github.com/grpc/grpc/blob/master/doc/statuscodes.md for a list of supported codes, for example 'NOT_FOUND'"),

@@ -484,28 +484,10 @@ pub fn http_to_grpc_status(status: u16) -> u32 {
     }
 }
 
-/// gRPC status names (as Istio's fault `grpcStatus` takes them) to codes.
+/// gRPC status names (as Istio's fault `grpcStatus` takes them) to codes: mesh-core's
+/// table ([`mesh_core::route::actions::grpc_code`]), widened for `grpc-status` values.
 pub fn grpc_status_from_name(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+    mesh_core::route::actions::grpc_code(name).map(u32::from)
 }
 
 /// True for gRPC requests: `content-type` `application/grpc` or `application/grpc+...`.
