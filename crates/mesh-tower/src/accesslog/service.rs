@@ -91,6 +91,12 @@ where
                 .extensions
                 .get::<ConnectionAddrs>()
                 .copied()
+                .or_else(|| {
+                    parts
+                        .extensions
+                        .get::<crate::inbound::ConnectionInfo>()
+                        .map(|c| c.addrs())
+                })
                 .unwrap_or_default(),
             received,
         };

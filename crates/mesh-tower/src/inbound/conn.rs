@@ -21,6 +21,8 @@ struct Inner {
     tls: bool,
     sni: Option<Box<str>>,
     mode: Option<PeerAuthnMode>,
+    /// Set by [`ConnectionInfoLayer`]: computed once per connection, not per request.
+    metrics: Option<MetricsContext>,
 }
 
 /// The connection a request arrived on: the peer's verified SPIFFE identity (mTLS), the
@@ -42,6 +44,7 @@ impl ConnectionInfo {
             port,
             sni: None,
             mode: None,
+            metrics: None,
         }))
     }
 
@@ -75,6 +78,7 @@ impl ConnectionInfo {
             tls: a.tls,
             sni: a.sni.clone(),
             mode: a.mode,
+            metrics: a.metrics.clone(),
         });
         f(&mut inner);
         ConnectionInfo(Arc::new(inner))
@@ -122,9 +126,21 @@ impl ConnectionInfo {
         self.0.mode
     }
 
-    /// The metrics context for requests on this connection: the source workload from the
-    /// peer's identity and `connection_security_policy`.
+    /// The remote and local addresses, as the load balancer and access log take them.
+    pub fn addrs(&self) -> ConnectionAddrs {
+        ConnectionAddrs {
+            remote: self.0.remote,
+            local: self.0.local,
+        }
+    }
+
+    /// The metrics context for requests on this connection: the one the
+    /// [`ConnectionInfoLayer`] was given, else the source workload from the peer's identity
+    /// and `connection_security_policy`.
     pub fn metrics_context(&self) -> MetricsContext {
+        if let Some(m) = &self.0.metrics {
+            return m.clone();
+        }
         MetricsContext {
             peer: self
                 .0
@@ -137,28 +153,31 @@ impl ConnectionInfo {
     }
 }
 
-/// Inserts a [`ConnectionInfo`] (and the [`MetricsContext`] and [`ConnectionAddrs`] the
-/// metrics and access-log layers read) into every request's extensions.
+/// Inserts a [`ConnectionInfo`] into every request's extensions: one extension, from which
+/// the metrics layer takes its [`MetricsContext`] (computed once per connection) and the
+/// access log the [`ConnectionAddrs`] (see [`ConnectionInfo::addrs`]).
 ///
 /// [`crate::inbound::MeshServer`] adds it per connection; use it on its own when you accept
 /// connections yourself.
 #[derive(Clone, Debug)]
 pub struct ConnectionInfoLayer {
     info: ConnectionInfo,
-    metrics: MetricsContext,
 }
 
 impl ConnectionInfoLayer {
     /// For requests on the connection `info`.
     pub fn new(info: ConnectionInfo) -> Self {
         let metrics = info.metrics_context();
-        ConnectionInfoLayer { info, metrics }
+        ConnectionInfoLayer {
+            info: info.map(|i| i.metrics = Some(metrics)),
+        }
     }
 
     /// With a destination service for the metrics (`destination_service*` labels).
-    pub fn with_metrics_context(mut self, metrics: MetricsContext) -> Self {
-        self.metrics = metrics;
-        self
+    pub fn with_metrics_context(self, metrics: MetricsContext) -> Self {
+        ConnectionInfoLayer {
+            info: self.info.map(|i| i.metrics = Some(metrics)),
+        }
     }
 }
 
@@ -205,13 +224,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let ext = req.extensions_mut();
-        ext.insert(ConnectionAddrs {
-            remote: self.layer.info.remote_addr(),
-            local: self.layer.info.local_addr(),
-        });
-        ext.insert(self.layer.metrics.clone());
-        ext.insert(self.layer.info.clone());
+        // One extension: the metrics and access-log layers read their parts of it.
+        req.extensions_mut().insert(self.layer.info.clone());
         self.inner.call(req)
     }
 }

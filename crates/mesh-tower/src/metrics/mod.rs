@@ -25,7 +25,10 @@
 //!   inbound or outbound stack puts in the **request** extensions (e.g. the peer's identity
 //!   from mTLS, known before the request reaches this layer) or in the **response**
 //!   extensions (e.g. the endpoint an outbound request was sent to, decided further in);
-//!   fields in the response override those in the request.
+//!   fields in the response override those in the request. Without one in the request, the
+//!   [`ConnectionInfo`](crate::inbound::ConnectionInfo)'s is used (the
+//!   [`ConnectionInfoLayer`](crate::inbound::ConnectionInfoLayer) computes it once per
+//!   connection).
 //! - Envoy [`ResponseFlags`] come from the response extensions (the [`crate::envoy`] replies
 //!   put them there).
 //!

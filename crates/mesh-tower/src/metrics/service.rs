@@ -72,11 +72,14 @@ where
         } else {
             RequestProtocol::Http
         };
-        let context = req
-            .extensions()
-            .get::<MetricsContext>()
-            .cloned()
-            .unwrap_or_default();
+        let ext = req.extensions();
+        let context = match ext.get::<MetricsContext>() {
+            Some(c) => c.clone(),
+            None => ext
+                .get::<crate::inbound::ConnectionInfo>()
+                .map(|c| c.metrics_context())
+                .unwrap_or_default(),
+        };
         let (parts, body) = req.into_parts();
         let (body, request_size) = CountingBody::new(body);
         let pending = Pending {

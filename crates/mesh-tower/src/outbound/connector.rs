@@ -141,37 +141,51 @@ impl tower::Service<Uri> for MeshConnector {
                 .breaker
                 .try_connection()
                 .map_err(ConnectError::Overflow)?;
-            let tcp =
-                match tokio::time::timeout(this.connect_timeout, TcpStream::connect(addr)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
-                    Err(_) => return Err(ConnectError::Timeout(this.connect_timeout)),
-                };
-            let _ = tcp.set_nodelay(true);
-            match &this.tls {
-                TlsPolicy::Tls { config, plaintext } if !plaintext.contains(&addr) => {
-                    let tls = config.connect(tcp).await.map_err(|io| ConnectError::Tls {
-                        verify: VerifyError::from_io(&io),
-                        io,
-                    })?;
-                    let (_, conn) = tls.get_ref();
-                    let h2 = conn.alpn_protocol() == Some(b"h2");
-                    let peer = PeerIdentity::of(conn);
-                    Ok(MeshConn {
-                        io: Io::Tls(Box::new(TokioIo::new(tls))),
-                        h2,
-                        peer,
-                        _permit: Some(permit),
-                    })
-                }
-                _ => Ok(MeshConn {
-                    io: Io::Plain(TokioIo::new(tcp)),
-                    h2: false,
-                    peer: None,
-                    _permit: Some(permit),
-                }),
-            }
+            this.connect_addr(addr, permit).await
         })
+    }
+}
+
+impl MeshConnector {
+    /// Dials `addr` holding `permit` (a `maxConnections` slot), then originates TLS per the
+    /// destination's policy.
+    pub(crate) async fn connect_addr(
+        &self,
+        addr: SocketAddr,
+        permit: ConnectionPermit,
+    ) -> Result<MeshConn, ConnectError> {
+        if let TlsPolicy::Broken(msg) = &self.tls {
+            return Err(ConnectError::TlsConfig(msg.to_string()));
+        }
+        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
+            Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
+        };
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            TlsPolicy::Tls { config, plaintext } if !plaintext.contains(&addr) => {
+                let tls = config.connect(tcp).await.map_err(|io| ConnectError::Tls {
+                    verify: VerifyError::from_io(&io),
+                    io,
+                })?;
+                let (_, conn) = tls.get_ref();
+                let h2 = conn.alpn_protocol() == Some(b"h2");
+                let peer = PeerIdentity::of(conn);
+                Ok(MeshConn {
+                    io: Io::Tls(Box::new(TokioIo::new(tls))),
+                    h2,
+                    peer,
+                    _permit: Some(permit),
+                })
+            }
+            _ => Ok(MeshConn {
+                io: Io::Plain(TokioIo::new(tcp)),
+                h2: false,
+                peer: None,
+                _permit: Some(permit),
+            }),
+        }
     }
 }
 
@@ -195,6 +209,13 @@ impl fmt::Debug for MeshConn {
             .field("h2", &self.h2)
             .field("peer", &self.peer)
             .finish()
+    }
+}
+
+impl MeshConn {
+    /// True when the server chose HTTP/2 by ALPN.
+    pub(crate) fn is_h2(&self) -> bool {
+        self.h2
     }
 }
 

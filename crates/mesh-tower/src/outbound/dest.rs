@@ -15,8 +15,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::HeaderName;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use mesh_core::model::{
     ClientTlsMode as CoreTlsMode, ClientTlsSettings as CoreTls, ConnectionPoolSettings,
     LoadBalancerSettings, MtlsMode, OutlierDetection, ServiceLocation, SimpleLb,
@@ -27,7 +25,8 @@ use mesh_core::snapshot::Snapshot;
 use mesh_tls::{ClientContext, ClientTlsMode, ClientTlsSettings, Identity};
 
 use super::connector::{MeshConnector, TlsPolicy};
-use super::{ClientShared, MeshBody};
+use super::upstream::Upstream;
+use super::ClientShared;
 use crate::lb::{
     CookieKey, Distribute, Failover, HashKey, LbAlgorithm, LbConfig, LoadBalancer, Locality,
     LocalityContext, LocalityLbSetting,
@@ -73,7 +72,7 @@ pub(crate) struct DestState {
     pub(crate) outlier: Option<Arc<OutlierDetector>>,
     pub(crate) breaker: CircuitBreaker,
     pub(crate) hash_key: Option<HashKey>,
-    pub(crate) client: Client<MeshConnector, MeshBody>,
+    pub(crate) upstream: Upstream,
     /// The metrics' view of each endpoint (same order as the balancer's endpoints).
     pub(crate) peers: Vec<Arc<WorkloadInfo>>,
     /// Each endpoint's address as a URI authority (same order), built once.
@@ -543,16 +542,12 @@ fn build(
         .or_else(|| tcp.and_then(|t| t.idle_timeout))
         .map(|d| d.as_std())
         .unwrap_or(Duration::from_secs(3600));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder.pool_timer(hyper_util::rt::TokioTimer::new());
-    if !idle.is_zero() {
-        builder.pool_idle_timeout(idle);
-    }
-    if limits.max_requests_per_connection == 1 {
-        // keep-alive disabled: every request gets its own connection
-        builder.pool_max_idle_per_host(0);
-    }
-    let client = builder.build(MeshConnector::new(tls, connect_timeout, breaker.clone()));
+    let upstream = Upstream::new(
+        MeshConnector::new(tls, connect_timeout, breaker.clone()),
+        breaker.clone(),
+        idle,
+        i.endpoints.iter().map(|e| e.addr),
+    );
     let td = &snap.options().trust_domain;
     let peers = i
         .endpoints
@@ -601,7 +596,7 @@ fn build(
         outlier,
         breaker,
         hash_key,
-        client,
+        upstream,
         peers,
         service: Arc::new(ServiceInfo {
             host: service.hostname.to_string(),

@@ -66,6 +66,7 @@
 mod connector;
 mod dest;
 mod retry;
+mod upstream;
 
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
@@ -89,7 +90,7 @@ use mesh_core::mesh::Mesh;
 use mesh_core::model::Labels;
 use mesh_core::route::{AbortStatus, HttpRequestAttrs, RetryPolicy, RouteOutcome};
 use mesh_core::snapshot::Snapshot;
-use mesh_tls::{CredentialLookup, PeerIdentity, WorkloadCredentials};
+use mesh_tls::{CredentialLookup, WorkloadCredentials};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
 
@@ -101,7 +102,7 @@ use crate::metrics::{
     IstioMetrics, Metrics, MetricsBody, MetricsContext, MetricsLayer, WorkloadInfo,
 };
 use crate::outlier::Outcome;
-use crate::pool::{OverflowKind, Permit};
+use crate::pool::Permit;
 use crate::trace::{PropagateTrace, PropagateTraceLayer, TraceConfig};
 use dest::{DestCache, DestKey, DestState};
 use retry::{AttemptFailure, RetryOn};
@@ -222,37 +223,40 @@ pub struct UpstreamFailure {
 // ---------------------------------------------------------------------------------------
 // Transport: how one attempt is sent.
 
-type SendFuture = Pin<Box<dyn Future<Output = Result<Response<MeshBody>, BoxError>> + Send>>;
+type SendFuture<B> = Pin<Box<dyn Future<Output = Result<Response<B>, BoxError>> + Send>>;
 
-/// Sends one attempt to the endpoint in the URI.
+/// Sends one attempt to one endpoint of a destination.
 pub trait Transport: Clone + Send + Sync + 'static {
-    /// Sends `req` (URI `http://<endpoint>/...`) for a destination.
+    /// The response body.
+    type Body: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static;
+
+    /// Sends `req` (origin-form URI, `Host` set) to endpoint `endpoint` of `dest`.
     #[doc(hidden)]
     fn send(
         &self,
         dest: &Arc<dyn std::any::Any + Send + Sync>,
+        endpoint: usize,
         req: Request<MeshBody>,
-    ) -> SendFuture;
+    ) -> SendFuture<Self::Body>;
 }
 
-/// The mesh's own transport: pooled hyper-util clients per destination with mTLS.
+/// The mesh's own transport: per-endpoint pools of hyper connections with mTLS.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MeshTransport;
 
 impl Transport for MeshTransport {
+    type Body = upstream::UpstreamBody;
+
     fn send(
         &self,
         dest: &Arc<dyn std::any::Any + Send + Sync>,
+        endpoint: usize,
         req: Request<MeshBody>,
-    ) -> SendFuture {
-        let Some(d) = dest.downcast_ref::<DestState>() else {
+    ) -> SendFuture<Self::Body> {
+        let Ok(d) = Arc::clone(dest).downcast::<DestState>() else {
             return Box::pin(async { Err("destination state missing".into()) });
         };
-        let fut = d.client.request(req);
-        Box::pin(async move {
-            let resp = fut.await?;
-            Ok(resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed()))
-        })
+        Box::pin(async move { d.upstream.send(endpoint, req).await })
     }
 }
 
@@ -270,11 +274,23 @@ where
     RB: Body<Data = Bytes> + Send + Sync + 'static,
     RB::Error: Into<BoxError>,
 {
+    type Body = MeshBody;
+
     fn send(
         &self,
-        _dest: &Arc<dyn std::any::Any + Send + Sync>,
-        req: Request<MeshBody>,
-    ) -> SendFuture {
+        dest: &Arc<dyn std::any::Any + Send + Sync>,
+        endpoint: usize,
+        mut req: Request<MeshBody>,
+    ) -> SendFuture<MeshBody> {
+        // the user's client wants an absolute URI naming the endpoint
+        if let Some(d) = dest.downcast_ref::<DestState>() {
+            let pq = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *req.uri_mut() = endpoint_uri(d, endpoint, &pq);
+        }
         Box::pin(SendThrough {
             inner: self.inner.clone().oneshot(req),
         })
@@ -641,7 +657,7 @@ fn classify(err: &BoxError) -> (AttemptFailure, LocalReply, Option<String>) {
         if let Some(c) = e.downcast_ref::<ConnectError>() {
             let msg = Some(c.to_string());
             return match c {
-                ConnectError::Overflow(o) if o.kind == OverflowKind::Connections => {
+                ConnectError::Overflow(_) => {
                     (AttemptFailure::ConnectFailure, LocalReply::Overflow, None)
                 }
                 ConnectError::Timeout(_) => (
@@ -711,7 +727,7 @@ fn with_retried(r: LocalReply, retried: bool) -> LocalReply {
     }
 }
 
-fn grpc_status_of(resp: &Response<MeshBody>) -> Option<u32> {
+fn grpc_status_of<B>(resp: &Response<B>) -> Option<u32> {
     resp.headers()
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
@@ -923,12 +939,13 @@ where
             let mut mreq = Request::new(full(bytes.clone()));
             *mreq.method_mut() = parts.method.clone();
             *mreq.headers_mut() = parts.headers.clone();
-            *mreq.uri_mut() = endpoint_uri(&mdest, guard.index(), &path_and_query);
+            *mreq.uri_mut() = Uri::from(path_and_query.clone());
             let t = transport.clone();
             let any: Arc<dyn std::any::Any + Send + Sync> = mdest;
             tokio::spawn(async move {
+                let index = guard.index();
                 let _guard = guard;
-                if let Ok(resp) = t.send(&any, mreq).await {
+                if let Ok(resp) = t.send(&any, index, mreq).await {
                     let _ = resp.into_body().collect().await;
                 }
             });
@@ -968,6 +985,27 @@ where
         h.response.apply(resp.headers_mut());
     }
     Ok(resp)
+}
+
+/// The endpoints an attempt went to, for Envoy's previous-hosts retry predicate (the first
+/// few are enough: it retries host selection a bounded number of times anyway).
+#[derive(Default)]
+struct Tried {
+    list: [usize; 8],
+    len: usize,
+}
+
+impl Tried {
+    fn push(&mut self, index: usize) {
+        if self.len < self.list.len() {
+            self.list[self.len] = index;
+            self.len += 1;
+        }
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        &self.list[..self.len]
+    }
 }
 
 fn endpoint_uri(dest: &DestState, index: usize, pq: &PathAndQuery) -> Uri {
@@ -1032,7 +1070,7 @@ impl<T: Transport> Attempts<'_, T> {
         } else {
             1
         };
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::default();
         let mut last: Option<Response<MeshBody>> = None;
         let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
         for n in 0..max {
@@ -1044,7 +1082,7 @@ impl<T: Transport> Attempts<'_, T> {
             } else {
                 None
             };
-            let (guard, set_cookie) = match self.pick(&tried) {
+            let (guard, set_cookie) = match self.pick(tried.as_slice()) {
                 Ok(g) => g,
                 Err(e) => return last.unwrap_or_else(|| local(e.into(), self.grpc)),
             };
@@ -1055,19 +1093,6 @@ impl<T: Transport> Attempts<'_, T> {
                 Ok(p) => p,
                 Err(o) => return local(o.into(), self.grpc),
             };
-            let limits = dest.breaker.limits();
-            let (conns, _, active, _) = dest.breaker.in_use();
-            let _pending = if limits.max_connections != crate::pool::UNLIMITED
-                && active > conns
-                && conns >= limits.max_connections
-            {
-                match dest.breaker.try_pending() {
-                    Ok(p) => Some(p),
-                    Err(o) => return local(o.into(), self.grpc),
-                }
-            } else {
-                None
-            };
             let Some(req_body) = body.take() else {
                 return last
                     .unwrap_or_else(|| local(reset(ResetReason::LocalReset, None), self.grpc));
@@ -1075,9 +1100,9 @@ impl<T: Transport> Attempts<'_, T> {
             let mut req = Request::new(req_body);
             *req.method_mut() = self.parts.method.clone();
             *req.headers_mut() = self.parts.headers.clone();
-            *req.uri_mut() = endpoint_uri(dest, index, self.path_and_query);
+            *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
-            let send = self.transport.send(&any, req);
+            let send = self.transport.send(&any, index, req);
             let result = match self.policy.per_try_timeout {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),
@@ -1102,13 +1127,8 @@ impl<T: Transport> Attempts<'_, T> {
                         tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                         continue;
                     }
-                    let peer = resp.extensions_mut().remove::<PeerIdentity>();
                     let ctx = MetricsContext {
-                        peer: dest.peers.get(index).cloned().or_else(|| {
-                            peer.map(|p| {
-                                Arc::new(WorkloadInfo::from_principal(p.identity().as_uri()))
-                            })
-                        }),
+                        peer: dest.peers.get(index).cloned(),
                         service: Some(Arc::clone(&dest.service)),
                         mutual_tls: None,
                     };

@@ -19,7 +19,7 @@
 mod layer;
 mod service;
 
-use std::fmt::{self, Write as _};
+use bytes::BytesMut;
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
@@ -320,48 +320,68 @@ impl TraceContext {
 
     /// The trace id as hex (32 digits, or 16 for a 64-bit B3 id).
     pub fn trace_id_hex(&self) -> String {
-        let mut s = String::with_capacity(32);
-        let _ = write_trace_id(&mut s, self.trace_id, self.short_trace_id);
-        s
+        let mut b = BytesMut::with_capacity(32);
+        put_trace_id(&mut b, self.trace_id, self.short_trace_id);
+        ascii_string(&b)
     }
 
     /// The `traceparent` value for this span.
     pub fn traceparent(&self) -> String {
-        let mut s = String::with_capacity(55);
-        let _ = write!(
-            s,
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        );
-        s
+        let mut b = BytesMut::with_capacity(55);
+        self.put_traceparent(&mut b);
+        ascii_string(&b)
     }
 
     /// The single `b3` header value for this span.
     pub fn b3_single(&self) -> String {
-        let mut s = String::with_capacity(72);
-        let _ = write_trace_id(&mut s, self.trace_id, self.short_trace_id);
-        let _ = write!(s, "-{:016x}-", self.span_id);
-        s.push(if self.debug {
-            'd'
+        let mut b = BytesMut::with_capacity(72);
+        self.put_b3_single(&mut b);
+        ascii_string(&b)
+    }
+
+    fn put_traceparent(&self, b: &mut BytesMut) {
+        b.extend_from_slice(b"00-");
+        put_hex(b, self.trace_id, 32);
+        b.extend_from_slice(b"-");
+        put_hex(b, u128::from(self.span_id), 16);
+        b.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
+    }
+
+    fn put_b3_single(&self, b: &mut BytesMut) {
+        put_trace_id(b, self.trace_id, self.short_trace_id);
+        b.extend_from_slice(b"-");
+        put_hex(b, u128::from(self.span_id), 16);
+        b.extend_from_slice(if self.debug {
+            b"-d"
         } else if self.sampled {
-            '1'
+            b"-1"
         } else {
-            '0'
+            b"-0"
         });
         if let Some(p) = self.parent_span_id {
-            let _ = write!(s, "-{p:016x}");
+            b.extend_from_slice(b"-");
+            put_hex(b, u128::from(p), 16);
         }
-        s
     }
 
     /// Writes this span into `headers` in `formats` (replacing what was there).
     pub fn inject(&self, headers: &mut HeaderMap, formats: Formats) {
-        // The formatted string becomes the header's bytes without another copy.
-        let value = |s: String| HeaderValue::from_maybe_shared(bytes::Bytes::from(s)).ok();
+        self.inject_with(headers, formats, &mut BytesMut::new());
+    }
+
+    /// [`inject`](Self::inject), formatting every value into `buf`: the header values are
+    /// slices of one shared allocation (cloning them later is a reference count), and no
+    /// `core::fmt` is involved.
+    pub(crate) fn inject_with(
+        &self,
+        headers: &mut HeaderMap,
+        formats: Formats,
+        buf: &mut BytesMut,
+    ) {
+        buf.reserve(INJECT_VALUES);
         if formats.w3c {
-            if let Some(v) = value(self.traceparent()) {
+            self.put_traceparent(buf);
+            if let Some(v) = take_value(buf) {
                 headers.insert(TRACEPARENT, v);
             }
             match &self.tracestate {
@@ -374,15 +394,20 @@ impl TraceContext {
             }
         }
         if formats.b3_multi {
-            if let Some(v) = value(self.trace_id_hex()) {
+            put_trace_id(buf, self.trace_id, self.short_trace_id);
+            if let Some(v) = take_value(buf) {
                 headers.insert(X_B3_TRACEID, v);
             }
-            if let Some(v) = value(format!("{:016x}", self.span_id)) {
+            put_hex(buf, u128::from(self.span_id), 16);
+            if let Some(v) = take_value(buf) {
                 headers.insert(X_B3_SPANID, v);
             }
-            match self.parent_span_id.and_then(|p| value(format!("{p:016x}"))) {
-                Some(v) => {
-                    headers.insert(X_B3_PARENTSPANID, v);
+            match self.parent_span_id {
+                Some(p) => {
+                    put_hex(buf, u128::from(p), 16);
+                    if let Some(v) = take_value(buf) {
+                        headers.insert(X_B3_PARENTSPANID, v);
+                    }
                 }
                 None => {
                     headers.remove(X_B3_PARENTSPANID);
@@ -399,36 +424,79 @@ impl TraceContext {
             }
         }
         if formats.b3_single {
-            if let Some(v) = value(self.b3_single()) {
+            self.put_b3_single(buf);
+            if let Some(v) = take_value(buf) {
                 headers.insert(B3, v);
             }
         }
     }
 }
 
-fn write_trace_id(out: &mut String, id: u128, short: bool) -> fmt::Result {
+/// Room for every value [`TraceContext::inject_with`] may write (55 + 32 + 16 + 16 + 69).
+const INJECT_VALUES: usize = 188;
+
+/// [`INJECT_VALUES`] and an `x-request-id` (36).
+const INJECT_CAPACITY: usize = INJECT_VALUES + 36;
+
+/// The bytes written so far into `buf` as a header value (a slice of `buf`'s allocation).
+fn take_value(buf: &mut BytesMut) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(buf.split().freeze()).ok()
+}
+
+fn ascii_string(b: &[u8]) -> String {
+    // only hex digits and dashes are ever written
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `digits` lower-case hex digits of the low bits of `v`.
+fn put_hex(out: &mut BytesMut, v: u128, digits: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut tmp = [0u8; 32];
+    let digits = digits.min(32);
+    for (i, d) in tmp[..digits].iter_mut().rev().enumerate() {
+        *d = HEX[((v >> (4 * i)) & 0xf) as usize];
+    }
+    out.extend_from_slice(&tmp[..digits]);
+}
+
+fn put_trace_id(out: &mut BytesMut, id: u128, short: bool) {
     if short {
-        write!(out, "{:016x}", id as u64)
+        put_hex(out, u128::from(id as u64), 16);
     } else {
-        write!(out, "{id:032x}")
+        put_hex(out, id, 32);
     }
 }
 
 /// A random UUID v4, as Envoy generates for `x-request-id`.
 pub fn new_request_id<R: RngCore + ?Sized>(rng: &mut R) -> HeaderValue {
+    let mut b = BytesMut::with_capacity(36);
+    put_request_id(&mut b, rng);
+    take_value(&mut b).unwrap_or_else(|| HeaderValue::from_static("-"))
+}
+
+/// Writes a random UUID v4 (36 characters) into `out`.
+pub(crate) fn put_request_id<R: RngCore + ?Sized>(out: &mut BytesMut, rng: &mut R) {
     let mut b = [0u8; 16];
     rng.fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let mut s = String::with_capacity(36);
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        let _ = write!(s, "{byte:02x}");
-    }
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(s))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let v = u128::from_be_bytes(b);
+    put_hex(out, v >> 96, 8);
+    out.extend_from_slice(b"-");
+    put_hex(out, (v >> 80) & 0xffff, 4);
+    out.extend_from_slice(b"-");
+    put_hex(out, (v >> 64) & 0xffff, 4);
+    out.extend_from_slice(b"-");
+    put_hex(out, (v >> 48) & 0xffff, 4);
+    out.extend_from_slice(b"-");
+    put_hex(out, v & 0xffff_ffff_ffff, 12);
+}
+
+/// The `x-request-id` written into `buf`, as a header value sharing `buf`'s allocation.
+pub(crate) fn take_request_id<R: RngCore + ?Sized>(buf: &mut BytesMut, rng: &mut R) -> HeaderValue {
+    buf.reserve(INJECT_CAPACITY);
+    put_request_id(buf, rng);
+    take_value(buf).unwrap_or_else(|| HeaderValue::from_static("-"))
 }
 
 tokio::task_local! {

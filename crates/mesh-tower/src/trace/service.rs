@@ -7,7 +7,9 @@ use tokio::task::futures::TaskLocalFuture;
 use tower::Service;
 
 use super::layer::{Direction, PropagateTraceLayer};
-use super::{current, extract, new_request_id, scope, TraceContext, X_REQUEST_ID};
+use bytes::BytesMut;
+
+use super::{current, extract, scope, take_request_id, TraceContext, X_REQUEST_ID};
 
 /// The response future of [`PropagateTrace`]: the inner future run with the hop's context
 /// as the task's [`current`](super::current) context.
@@ -81,6 +83,9 @@ where
                 }
             }
         };
+        // One allocation holds every value written below; room in the map for them too.
+        let mut buf = BytesMut::new();
+        req.headers_mut().reserve(8);
         // x-request-id: keep the request's, else carry the parent's on, else a new one.
         let request_id = match req.headers().get(X_REQUEST_ID) {
             Some(v) if !v.is_empty() => v.clone(),
@@ -88,7 +93,7 @@ where
                 let id = ctx
                     .request_id
                     .take()
-                    .unwrap_or_else(|| new_request_id(&mut rng));
+                    .unwrap_or_else(|| take_request_id(&mut buf, &mut rng));
                 req.headers_mut().insert(X_REQUEST_ID, id.clone());
                 id
             }
@@ -96,8 +101,11 @@ where
         ctx.request_id = Some(request_id);
         let mut formats = config.formats;
         formats.b3_single |= came_as_b3_single;
-        ctx.inject(req.headers_mut(), formats);
-        req.extensions_mut().insert(ctx.clone());
+        ctx.inject_with(req.headers_mut(), formats, &mut buf);
+        if self.layer.direction == Direction::Inbound {
+            // the application reads its hop's context from the request
+            req.extensions_mut().insert(ctx.clone());
+        }
         scope(ctx, self.inner.call(req))
     }
 }

@@ -1,0 +1,392 @@
+//! The mesh transport's connections to one destination: per endpoint, a LIFO stack of idle
+//! HTTP/1.1 connections and one shared HTTP/2 connection, each a hyper
+//! `client::conn` sender whose connection task we spawn ourselves.
+//!
+//! Why not hyper-util's pooled client: its pool is keyed by `(scheme, authority)` (a hash and
+//! a lock per checkout over every host), every request crosses an extra oneshot channel and
+//! gets a `Connected` envelope in its extensions, and the request URI has to be absolute.
+//! Here the load balancer has already picked an endpoint by index, so the pool is a slot
+//! in a slice: checkout is one uncontended lock and a `pop`, the request goes out in origin
+//! form, and nothing is allocated for the pool itself on the request path.
+//!
+//! Envoy's connection-pool semantics, as DestinationRule `connectionPool` sets them:
+//! - `tcp.maxConnections`: a new connection takes a slot from the destination's circuit
+//!   breaker; when none is left the request waits for a connection to come back, as one of
+//!   at most `http.http1MaxPendingRequests` pending requests (beyond: 503 UO);
+//! - `http.maxRequestsPerConnection`: a connection that has carried that many requests is
+//!   not reused (`1` disables keep-alive);
+//! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): an idle connection older than
+//!   that is closed instead of reused;
+//! - a reused connection that turns out to be closed before the request was written is
+//!   discarded and the request goes out on another one (hyper-util's "retry canceled
+//!   requests"; Envoy does the same for a stale pooled connection).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pin_project_lite::pin_project;
+use tokio::sync::Notify;
+
+use super::connector::{ConnectError, MeshConnector};
+use super::{BoxError, MeshBody};
+use crate::pool::{CircuitBreaker, Permit};
+
+/// The connections of one destination, one pool per endpoint (same order as the balancer's
+/// endpoints).
+pub(crate) struct Upstream {
+    connector: MeshConnector,
+    breaker: CircuitBreaker,
+    idle_timeout: Option<Duration>,
+    max_requests_per_connection: u32,
+    endpoints: Box<[Arc<EndpointPool>]>,
+    waiters: Arc<Waiters>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("endpoints", &self.endpoints.len())
+            .field("idle_timeout", &self.idle_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Requests waiting for a connection slot (`maxConnections` reached): woken when a
+/// connection goes back to a pool or closes.
+#[derive(Default)]
+struct Waiters {
+    count: AtomicUsize,
+    notify: Notify,
+}
+
+impl Waiters {
+    fn wake(&self) {
+        if self.count.load(Ordering::Acquire) > 0 {
+            self.notify.notify_waiters();
+        }
+    }
+}
+
+struct EndpointPool {
+    addr: SocketAddr,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: Vec<Idle>,
+    h2: Option<H2>,
+}
+
+/// An idle HTTP/1.1 connection.
+struct Idle {
+    tx: http1::SendRequest<MeshBody>,
+    used: u32,
+    since: Instant,
+}
+
+/// The shared HTTP/2 connection of an endpoint.
+#[derive(Clone)]
+struct H2 {
+    tx: http2::SendRequest<MeshBody>,
+    used: Arc<AtomicU32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EndpointPool {
+    /// The HTTP/2 connection, if one is open and may take another stream.
+    fn h2(&self, max: u32) -> Option<H2> {
+        let mut st = lock(&self.state);
+        let h2 = st.h2.as_ref()?;
+        if h2.tx.is_closed() || (max != 0 && h2.used.load(Ordering::Relaxed) >= max) {
+            st.h2 = None;
+            return None;
+        }
+        Some(h2.clone())
+    }
+
+    /// The most recently used idle HTTP/1.1 connection that is still fresh; stale ones are
+    /// closed (dropped).
+    fn pop_idle(&self, idle_timeout: Option<Duration>) -> Option<Idle> {
+        let mut st = lock(&self.state);
+        while let Some(c) = st.idle.pop() {
+            if c.tx.is_closed() {
+                continue;
+            }
+            if let Some(t) = idle_timeout {
+                if c.since.elapsed() >= t {
+                    // LIFO: everything below is older still
+                    st.idle.clear();
+                    return None;
+                }
+            }
+            return Some(c);
+        }
+        None
+    }
+}
+
+impl Upstream {
+    pub(crate) fn new(
+        connector: MeshConnector,
+        breaker: CircuitBreaker,
+        idle_timeout: Duration,
+        endpoints: impl IntoIterator<Item = SocketAddr>,
+    ) -> Self {
+        let max_requests_per_connection = breaker.limits().max_requests_per_connection;
+        Upstream {
+            connector,
+            breaker,
+            idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+            max_requests_per_connection,
+            endpoints: endpoints
+                .into_iter()
+                .map(|addr| {
+                    Arc::new(EndpointPool {
+                        addr,
+                        state: Mutex::new(PoolState::default()),
+                    })
+                })
+                .collect(),
+            waiters: Arc::default(),
+        }
+    }
+
+    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index`.
+    pub(crate) async fn send(
+        &self,
+        index: usize,
+        mut req: Request<MeshBody>,
+    ) -> Result<Response<UpstreamBody>, BoxError> {
+        let Some(ep) = self.endpoints.get(index) else {
+            return Err(ConnectError::BadAddress(format!("endpoint #{index}")).into());
+        };
+        let max = self.max_requests_per_connection;
+        let mut pending: Option<Permit> = None;
+        loop {
+            // 1. the endpoint's HTTP/2 connection
+            if let Some(mut h2) = ep.h2(max) {
+                h2.used.fetch_add(1, Ordering::Relaxed);
+                match h2.tx.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp.map(UpstreamBody::plain)),
+                    Err(mut e) => match e.take_message() {
+                        Some(r) => {
+                            req = r;
+                            lock(&ep.state).h2 = None;
+                            continue;
+                        }
+                        None => return Err(Box::new(e.into_error())),
+                    },
+                }
+            }
+            // 2. an idle HTTP/1.1 connection
+            if let Some(mut idle) = ep.pop_idle(self.idle_timeout) {
+                if idle.tx.ready().await.is_err() {
+                    continue;
+                }
+                idle.used += 1;
+                match idle.tx.try_send_request(req).await {
+                    Ok(resp) => return Ok(self.lease(ep, idle, resp)),
+                    Err(mut e) => match e.take_message() {
+                        Some(r) => {
+                            req = r;
+                            continue;
+                        }
+                        None => return Err(Box::new(e.into_error())),
+                    },
+                }
+            }
+            // 3. a new connection, or wait for one as a pending request
+            let permit = match self.breaker.try_connection() {
+                Ok(p) => p,
+                Err(_) => {
+                    if pending.is_none() {
+                        pending = Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
+                    }
+                    self.wait_for_connection(ep).await;
+                    continue;
+                }
+            };
+            let conn = self.connector.connect_addr(ep.addr, permit).await?;
+            let waiters = Arc::clone(&self.waiters);
+            if conn.is_h2() {
+                let (tx, connection) = http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(conn)
+                    .await?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    waiters.wake();
+                });
+                let mut h2 = H2 {
+                    tx,
+                    used: Arc::new(AtomicU32::new(1)),
+                };
+                lock(&ep.state).h2 = Some(h2.clone());
+                drop(pending);
+                return match h2.tx.send_request(req).await {
+                    Ok(resp) => Ok(resp.map(UpstreamBody::plain)),
+                    Err(e) => Err(Box::new(e)),
+                };
+            }
+            let (tx, connection) = http1::Builder::new().handshake(conn).await?;
+            tokio::spawn(async move {
+                let _ = connection.with_upgrades().await;
+                waiters.wake();
+            });
+            drop(pending);
+            let mut fresh = Idle {
+                tx,
+                used: 1,
+                since: Instant::now(),
+            };
+            let resp = fresh.tx.send_request(req).await?;
+            return Ok(self.lease(ep, fresh, resp));
+        }
+    }
+
+    /// Waits until a connection of this destination is returned or closed, or a short while
+    /// (a connection slot freed elsewhere is noticed on the next round).
+    async fn wait_for_connection(&self, ep: &EndpointPool) {
+        self.waiters.count.fetch_add(1, Ordering::AcqRel);
+        let notified = self.waiters.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let ready = !lock(&ep.state).idle.is_empty()
+            || self.breaker.in_use().0 < self.breaker.limits().max_connections;
+        if !ready {
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+        self.waiters.count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn lease(
+        &self,
+        ep: &Arc<EndpointPool>,
+        conn: Idle,
+        resp: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
+        let max = self.max_requests_per_connection;
+        let lease = Lease {
+            reuse: max == 0 || conn.used < max,
+            pool: Arc::clone(ep),
+            waiters: Arc::clone(&self.waiters),
+            conn: Some(conn),
+        };
+        resp.map(|inner| UpstreamBody {
+            inner,
+            lease: Some(lease),
+            ended: false,
+        })
+    }
+}
+
+/// An HTTP/1.1 connection in use; it goes back to its pool when the response body has
+/// ended, and is closed when the body is dropped half read.
+struct Lease {
+    /// False once `maxRequestsPerConnection` is reached: the connection closes after this
+    /// response.
+    reuse: bool,
+    pool: Arc<EndpointPool>,
+    waiters: Arc<Waiters>,
+    conn: Option<Idle>,
+}
+
+impl Lease {
+    fn release(&mut self) {
+        if let Some(mut c) = self.conn.take().filter(|_| self.reuse) {
+            c.since = Instant::now();
+            lock(&self.pool.state).idle.push(c);
+            self.waiters.wake();
+        }
+    }
+}
+
+pin_project! {
+    /// The response body of the mesh transport: an HTTP/1.1 connection goes back to its
+    /// endpoint's pool when the body has ended.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        lease: Option<Lease>,
+        ended: bool,
+    }
+
+    impl PinnedDrop for UpstreamBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(lease) = this.lease.as_mut() {
+                if *this.ended || this.inner.is_end_stream() {
+                    lease.release();
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for UpstreamBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamBody")
+            .field("pooled", &self.lease.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamBody {
+    fn plain(inner: Incoming) -> Self {
+        UpstreamBody {
+            inner,
+            lease: None,
+            ended: false,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(None) => {
+                *this.ended = true;
+                if let Some(l) = this.lease.as_mut() {
+                    l.release();
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                // the connection is broken: never reuse it
+                this.lease.take();
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
