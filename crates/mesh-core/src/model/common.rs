@@ -6,18 +6,83 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A label map (`labels`, `matchLabels`, `sourceLabels`, Gateway `selector`).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Labels;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   subsets:
+///   - name: v1
+///     labels: {version: v1}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let labels: &Labels = &dr.subsets[0].labels;
+/// assert_eq!(labels.get("version").map(String::as_str), Some("v1"));
+/// ```
 pub type Labels = BTreeMap<String, String>;
 
 /// A protobuf `Duration` as Istio's CRDs accept it in YAML: a Go duration string such as
 /// `5s`, `250ms`, `1m30s`, `1.5h`, `0.5s` (units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`; a bare
 /// `0` is allowed). Kept with nanosecond precision so that validation can reject sub-millisecond
 /// values the way istiod does; use [`Duration::as_std`] on the request path.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mesh_core::model::Duration;
+///
+/// let d = Duration::parse("1m30s")?;
+/// assert_eq!(d, Duration::from_secs(90));
+/// assert_eq!(d.as_std(), std::time::Duration::from_secs(90));
+/// assert_eq!(d.to_string(), "90s");
+/// assert_eq!("250ms".parse::<Duration>()?, Duration::from_millis(250));
+///
+/// // Duration fields such as a route's `timeout` are written the same way in YAML.
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - timeout: 1.5s
+///     route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// assert_eq!(vs.http[0].timeout, Some(Duration::from_millis(1500)));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration {
     nanos: i64,
 }
 
 /// Why a duration string was rejected.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let err = Duration::parse("5").unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "invalid duration \"5\": missing unit (expected a value like `5s`, `250ms`, `1m30s`)"
+/// );
+/// assert!(Duration::parse("1d").is_err()); // no `d` unit in Go durations
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid duration {input:?}: {reason} (expected a value like `5s`, `250ms`, `1m30s`)")]
 pub struct DurationError {
@@ -208,6 +273,28 @@ impl<'de> Deserialize<'de> for Duration {
 }
 
 /// Istio's `Percent` message: `{value: <double>}`, a percentage in `[0, 100]`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Percent;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+///     mirror: {host: reviews-shadow}
+///     mirrorPercentage: {value: 10.0}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// assert_eq!(vs.http[0].mirror_percentage, Some(Percent { value: 10.0 }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
@@ -219,6 +306,31 @@ pub struct Percent {
 /// A string matcher: exactly one of `exact`, `prefix`, `regex` (RE2, full match) should be set.
 /// An empty matcher (`{}`) is a presence check where Istio allows it (header and query
 /// matches). Validation reports more than one set.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::StringMatchKind;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - match:
+///     - uri: {prefix: /api}
+///     route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let uri = vs.http[0].matches[0].uri.as_ref().unwrap();
+/// assert_eq!(uri.prefix.as_deref(), Some("/api"));
+/// assert_eq!(uri.kind(), Some(StringMatchKind::Prefix("/api")));
+/// assert_eq!(uri.arms_set(), 1);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
@@ -231,6 +343,32 @@ pub struct StringMatch {
 }
 
 /// The single active arm of a [`StringMatch`].
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::StringMatchKind;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - match:
+///     - headers:
+///         end-user: {exact: jason}
+///         x-debug: {}
+///     route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let headers = &loaded.objects[0].spec.as_virtual_service().unwrap().http[0].matches[0].headers;
+/// assert_eq!(headers["end-user"].kind(), Some(StringMatchKind::Exact("jason")));
+/// // An empty matcher has no arm: it only checks that the header is present.
+/// assert_eq!(headers["x-debug"].kind(), None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StringMatchKind<'a> {
     /// `exact`.
@@ -263,6 +401,28 @@ impl StringMatch {
 }
 
 /// `PortSelector`: `{number}`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::PortSelector;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination:
+///         host: reviews
+///         port: {number: 9080}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// assert_eq!(vs.http[0].route[0].destination.port, Some(PortSelector { number: 9080 }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
@@ -272,6 +432,27 @@ pub struct PortSelector {
 }
 
 /// A port declaration (`Port` of Gateway/Sidecar, `ServicePort` of ServiceEntry).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: web}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 80, name: http, protocol: HTTP}
+///     hosts: [web.example.com]
+/// ", "gw.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let port = &loaded.objects[0].spec.as_gateway().unwrap().servers[0].port;
+/// assert_eq!(port.number, 80);
+/// assert_eq!(port.name, "http");
+/// assert_eq!(port.protocol, "HTTP");
+/// assert_eq!(port.target_port, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Port {
@@ -291,6 +472,24 @@ pub struct Port {
 
 /// `WorkloadSelector` of AuthorizationPolicy / PeerAuthentication / RequestAuthentication
 /// (and DestinationRule's `workloadSelector`): `{matchLabels}`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: reviews}
+/// spec:
+///   selector:
+///     matchLabels: {app: reviews}
+///   mtls: {mode: STRICT}
+/// ", "pa.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let pa = loaded.objects[0].spec.as_peer_authentication().unwrap();
+/// let selector = pa.selector.as_ref().unwrap();
+/// assert_eq!(selector.match_labels["app"], "reviews");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MatchLabelsSelector {
@@ -300,6 +499,25 @@ pub struct MatchLabelsSelector {
 }
 
 /// `WorkloadSelector` of Sidecar / ServiceEntry: `{labels}`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: ratings}
+/// spec:
+///   workloadSelector:
+///     labels: {app: ratings}
+///   egress:
+///   - hosts: ["./*", "istio-system/*"]
+/// "#, "sidecar.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let sidecar = loaded.objects[0].spec.as_sidecar().unwrap();
+/// let selector = sidecar.workload_selector.as_ref().unwrap();
+/// assert_eq!(selector.labels["app"], "ratings");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelsSelector {
@@ -310,6 +528,33 @@ pub struct LabelsSelector {
 
 /// A number that Istio's API writes either as a plain double or wrapped as `{value: x}`.
 /// Deserializes both forms.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use mesh_core::model::FlexPercent;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     retryBudget: {percent: 25}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let budget = dr.traffic_policy.as_ref().unwrap().retry_budget.as_ref().unwrap();
+/// assert_eq!(budget.percent, Some(FlexPercent(25.0)));
+///
+/// // The wrapped form reads the same.
+/// let wrapped: FlexPercent = serde_json::from_str(r#"{"value": 25}"#)?;
+/// assert_eq!(wrapped, FlexPercent(25.0));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
 #[serde(transparent)]
 pub struct FlexPercent(pub f64);

@@ -7,6 +7,34 @@ use serde::{Deserialize, Serialize};
 use super::common::{Duration, FlexPercent, Labels, MatchLabelsSelector, PortSelector};
 
 /// `DestinationRule.spec`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer: {simple: LEAST_REQUEST}
+///   subsets:
+///   - name: v1
+///     labels: {version: v1}
+///   - name: v2
+///     labels: {version: v2}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// assert_eq!(dr.host, "reviews");
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// assert_eq!(lb.simple, Some(SimpleLb::LeastRequest));
+/// let names: Vec<_> = dr.subsets.iter().map(|s| s.name.as_str()).collect();
+/// assert_eq!(names, ["v1", "v2"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRule {
@@ -26,6 +54,32 @@ pub struct DestinationRule {
 }
 
 /// `Subset`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   subsets:
+///   - name: v2
+///     labels: {version: v2}
+///     trafficPolicy:
+///       loadBalancer: {simple: ROUND_ROBIN}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let subset = &dr.subsets[0];
+/// assert_eq!(subset.name, "v2");
+/// assert_eq!(subset.labels["version"], "v2");
+/// let lb = subset.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// assert_eq!(lb.simple, Some(SimpleLb::RoundRobin));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
@@ -40,6 +94,32 @@ pub struct Subset {
 }
 
 /// `TrafficPolicy`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ClientTlsMode;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     connectionPool:
+///       http: {http1MaxPendingRequests: 10}
+///     outlierDetection: {consecutive5xxErrors: 5, interval: 10s}
+///     tls: {mode: ISTIO_MUTUAL}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let policy = dr.traffic_policy.as_ref().unwrap();
+/// assert!(policy.connection_pool.is_some());
+/// assert_eq!(policy.outlier_detection.as_ref().unwrap().consecutive_5xx_errors, Some(5));
+/// assert_eq!(policy.tls.as_ref().unwrap().mode, ClientTlsMode::IstioMutual);
+/// assert!(policy.load_balancer.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
@@ -63,6 +143,29 @@ pub struct TrafficPolicy {
 }
 
 /// `TrafficPolicy.PortTrafficPolicy`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{PortSelector, SimpleLb};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     portLevelSettings:
+///     - port: {number: 9080}
+///       loadBalancer: {simple: RANDOM}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let port_policy = &dr.traffic_policy.as_ref().unwrap().port_level_settings[0];
+/// assert_eq!(port_policy.port, Some(PortSelector { number: 9080 }));
+/// assert_eq!(port_policy.load_balancer.as_ref().unwrap().simple, Some(SimpleLb::Random));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
@@ -79,6 +182,28 @@ pub struct PortTrafficPolicy {
 }
 
 /// `TrafficPolicy.TunnelSettings`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: egress-tunnel}
+/// spec:
+///   host: egressgateway.istio-system.svc.cluster.local
+///   trafficPolicy:
+///     tunnel:
+///       protocol: CONNECT
+///       targetHost: mysql.example.com
+///       targetPort: 3306
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let tunnel = dr.traffic_policy.as_ref().unwrap().tunnel.as_ref().unwrap();
+/// assert_eq!(tunnel.protocol.as_deref(), Some("CONNECT"));
+/// assert_eq!((tunnel.target_host.as_str(), tunnel.target_port), ("mysql.example.com", 3306));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelSettings {
@@ -93,6 +218,26 @@ pub struct TunnelSettings {
 }
 
 /// `TrafficPolicy.ProxyProtocol`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ProxyProtocolVersion;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: legacy}
+/// spec:
+///   host: legacy.example.com
+///   trafficPolicy:
+///     proxyProtocol: {version: V2}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let proxy_protocol = dr.traffic_policy.as_ref().unwrap().proxy_protocol.unwrap();
+/// assert_eq!(proxy_protocol.version, ProxyProtocolVersion::V2);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocol {
@@ -102,6 +247,27 @@ pub struct ProxyProtocol {
 }
 
 /// `ProxyProtocol.VERSION`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ProxyProtocolVersion;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: legacy}
+/// spec:
+///   host: legacy.example.com
+///   trafficPolicy:
+///     proxyProtocol: {}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// // An empty block means version 1.
+/// let proxy_protocol = dr.traffic_policy.as_ref().unwrap().proxy_protocol.unwrap();
+/// assert_eq!(proxy_protocol.version, ProxyProtocolVersion::V1);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum ProxyProtocolVersion {
     /// Version 1 (text), the default.
@@ -112,6 +278,29 @@ pub enum ProxyProtocolVersion {
 }
 
 /// `TrafficPolicy.RetryBudget`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::FlexPercent;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     retryBudget:
+///       percent: 20
+///       minRetryConcurrency: 5
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let budget = dr.traffic_policy.as_ref().unwrap().retry_budget.as_ref().unwrap();
+/// assert_eq!(budget.percent, Some(FlexPercent(20.0)));
+/// assert_eq!(budget.min_retry_concurrency, Some(5));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
@@ -124,6 +313,27 @@ pub struct RetryBudget {
 }
 
 /// `LoadBalancerSettings`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer:
+///       consistentHash: {httpHeaderName: x-user}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// assert_eq!(lb.simple, None);
+/// let hash = lb.consistent_hash.as_ref().unwrap();
+/// assert_eq!(hash.http_header_name.as_deref(), Some("x-user"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
@@ -142,6 +352,27 @@ pub struct LoadBalancerSettings {
 }
 
 /// `LoadBalancerSettings.SimpleLB`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer: {simple: ROUND_ROBIN}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// assert_eq!(lb.simple, Some(SimpleLb::RoundRobin));
+/// assert_eq!(SimpleLb::default(), SimpleLb::Unspecified); // LEAST_REQUEST in effect
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
@@ -161,6 +392,28 @@ pub enum SimpleLb {
 }
 
 /// `LoadBalancerSettings.ConsistentHashLB`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec:
+///   host: ratings
+///   trafficPolicy:
+///     loadBalancer:
+///       consistentHash:
+///         useSourceIp: true
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let hash = lb.consistent_hash.as_ref().unwrap();
+/// assert_eq!(hash.use_source_ip, Some(true));
+/// assert_eq!(hash.http_header_name, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHashLb {
@@ -181,6 +434,30 @@ pub struct ConsistentHashLb {
 }
 
 /// `ConsistentHashLB.HTTPCookie`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: cart}
+/// spec:
+///   host: cart
+///   trafficPolicy:
+///     loadBalancer:
+///       consistentHash:
+///         httpCookie: {name: user, ttl: 0s}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let cookie = lb.consistent_hash.as_ref().unwrap().http_cookie.as_ref().unwrap();
+/// assert_eq!(cookie.name, "user");
+/// assert_eq!(cookie.ttl, Some(Duration::ZERO)); // a session cookie
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
@@ -197,6 +474,32 @@ pub struct HttpCookie {
 }
 
 /// `HTTPCookie.Attribute`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: cart}
+/// spec:
+///   host: cart
+///   trafficPolicy:
+///     loadBalancer:
+///       consistentHash:
+///         httpCookie:
+///           name: user
+///           ttl: 3600s
+///           attributes:
+///           - {name: SameSite, value: Strict}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let cookie = lb.consistent_hash.as_ref().unwrap().http_cookie.as_ref().unwrap();
+/// assert_eq!(cookie.attributes[0].name, "SameSite");
+/// assert_eq!(cookie.attributes[0].value.as_deref(), Some("Strict"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieAttribute {
@@ -208,6 +511,28 @@ pub struct CookieAttribute {
 }
 
 /// `ConsistentHashLB.RingHash`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec:
+///   host: ratings
+///   trafficPolicy:
+///     loadBalancer:
+///       consistentHash:
+///         httpHeaderName: x-user
+///         ringHash: {minimumRingSize: 2048}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let ring = lb.consistent_hash.as_ref().unwrap().ring_hash.unwrap();
+/// assert_eq!(ring.minimum_ring_size, Some(2048));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
@@ -216,6 +541,28 @@ pub struct RingHash {
 }
 
 /// `ConsistentHashLB.MagLev`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec:
+///   host: ratings
+///   trafficPolicy:
+///     loadBalancer:
+///       consistentHash:
+///         httpHeaderName: x-user
+///         maglev: {tableSize: 65537}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let maglev = lb.consistent_hash.as_ref().unwrap().maglev.unwrap();
+/// assert_eq!(maglev.table_size, Some(65537));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MagLev {
@@ -224,6 +571,30 @@ pub struct MagLev {
 }
 
 /// `LocalityLoadBalancerSetting`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer:
+///       localityLbSetting:
+///         enabled: true
+///         failoverPriority: [topology.kubernetes.io/region]
+///     outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let locality = lb.locality_lb_setting.as_ref().unwrap();
+/// assert_eq!(locality.enabled, Some(true));
+/// assert_eq!(locality.failover_priority, ["topology.kubernetes.io/region"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLbSetting {
@@ -241,6 +612,33 @@ pub struct LocalityLbSetting {
 }
 
 /// `LocalityLoadBalancerSetting.Distribute`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer:
+///       localityLbSetting:
+///         distribute:
+///         - from: us-west/zone1/*
+///           to:
+///             us-west/zone1/*: 80
+///             us-west/zone2/*: 20
+///     outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let distribute = &lb.locality_lb_setting.as_ref().unwrap().distribute[0];
+/// assert_eq!(distribute.from, "us-west/zone1/*");
+/// assert_eq!(distribute.to["us-west/zone2/*"], 20);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityDistribute {
@@ -253,6 +651,29 @@ pub struct LocalityDistribute {
 }
 
 /// `LocalityLoadBalancerSetting.Failover`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer:
+///       localityLbSetting:
+///         failover:
+///         - {from: us-east, to: eu-west}
+///     outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let failover = &lb.locality_lb_setting.as_ref().unwrap().failover[0];
+/// assert_eq!((failover.from.as_str(), failover.to.as_str()), ("us-east", "eu-west"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityFailover {
@@ -265,6 +686,33 @@ pub struct LocalityFailover {
 }
 
 /// `WarmupConfiguration`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer:
+///       simple: ROUND_ROBIN
+///       warmup:
+///         duration: 60s
+///         minimumPercent: 20
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let lb = dr.traffic_policy.as_ref().unwrap().load_balancer.as_ref().unwrap();
+/// let warmup = lb.warmup.as_ref().unwrap();
+/// assert_eq!(warmup.duration, Some(Duration::from_secs(60)));
+/// assert_eq!(warmup.minimum_percent, Some(20.0));
+/// assert_eq!(warmup.aggression, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WarmupConfiguration {
@@ -277,6 +725,27 @@ pub struct WarmupConfiguration {
 }
 
 /// `ConnectionPoolSettings`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     connectionPool:
+///       tcp: {maxConnections: 100}
+///       http: {http2MaxRequests: 1000, maxRequestsPerConnection: 10}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let pool = dr.traffic_policy.as_ref().unwrap().connection_pool.as_ref().unwrap();
+/// assert_eq!(pool.tcp.as_ref().unwrap().max_connections, Some(100));
+/// assert_eq!(pool.http.as_ref().unwrap().http2_max_requests, Some(1000));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
@@ -287,6 +756,33 @@ pub struct ConnectionPoolSettings {
 }
 
 /// `ConnectionPoolSettings.TCPSettings`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: redis}
+/// spec:
+///   host: redis
+///   trafficPolicy:
+///     connectionPool:
+///       tcp:
+///         maxConnections: 100
+///         connectTimeout: 30ms
+///         idleTimeout: 10m
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let pool = dr.traffic_policy.as_ref().unwrap().connection_pool.as_ref().unwrap();
+/// let tcp = pool.tcp.as_ref().unwrap();
+/// assert_eq!(tcp.max_connections, Some(100));
+/// assert_eq!(tcp.connect_timeout, Some(Duration::from_millis(30)));
+/// assert_eq!(tcp.idle_timeout, Some(Duration::from_secs(600)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpSettings {
@@ -303,6 +799,31 @@ pub struct TcpSettings {
 }
 
 /// `TCPSettings.TcpKeepalive`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: redis}
+/// spec:
+///   host: redis
+///   trafficPolicy:
+///     connectionPool:
+///       tcp:
+///         tcpKeepalive: {time: 7200s, interval: 75s}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let pool = dr.traffic_policy.as_ref().unwrap().connection_pool.as_ref().unwrap();
+/// let keepalive = pool.tcp.as_ref().unwrap().tcp_keepalive.as_ref().unwrap();
+/// assert_eq!(keepalive.time, Some(Duration::from_secs(7200)));
+/// assert_eq!(keepalive.interval, Some(Duration::from_secs(75)));
+/// assert_eq!(keepalive.probes, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpKeepalive {
@@ -315,6 +836,31 @@ pub struct TcpKeepalive {
 }
 
 /// `ConnectionPoolSettings.HTTPSettings`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     connectionPool:
+///       http:
+///         http1MaxPendingRequests: 10
+///         maxRetries: 3
+///         useClientProtocol: true
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let pool = dr.traffic_policy.as_ref().unwrap().connection_pool.as_ref().unwrap();
+/// let http = pool.http.as_ref().unwrap();
+/// assert_eq!(http.http1_max_pending_requests, Some(10));
+/// assert_eq!(http.max_retries, Some(3));
+/// assert_eq!(http.use_client_protocol, Some(true));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpSettings {
@@ -339,6 +885,28 @@ pub struct HttpSettings {
 }
 
 /// `HTTPSettings.H2UpgradePolicy`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::H2UpgradePolicy;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     connectionPool:
+///       http: {h2UpgradePolicy: UPGRADE}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let pool = dr.traffic_policy.as_ref().unwrap().connection_pool.as_ref().unwrap();
+/// let http = pool.http.as_ref().unwrap();
+/// assert_eq!(http.h2_upgrade_policy, Some(H2UpgradePolicy::Upgrade));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
@@ -352,6 +920,30 @@ pub enum H2UpgradePolicy {
 }
 
 /// `HTTPSettings.Http2KeepAlive`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: grpc-backend}
+/// spec:
+///   host: grpc-backend
+///   trafficPolicy:
+///     connectionPool:
+///       http:
+///         http2KeepAlive: {interval: 30s, timeout: 5s}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let pool = dr.traffic_policy.as_ref().unwrap().connection_pool.as_ref().unwrap();
+/// let keepalive = pool.http.as_ref().unwrap().http2_keep_alive.as_ref().unwrap();
+/// assert_eq!(keepalive.interval, Some(Duration::from_secs(30)));
+/// assert_eq!(keepalive.timeout, Some(Duration::from_secs(5)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Http2KeepAlive {
@@ -362,6 +954,31 @@ pub struct Http2KeepAlive {
 }
 
 /// `OutlierDetection`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     outlierDetection:
+///       consecutive5xxErrors: 7
+///       interval: 5m
+///       baseEjectionTime: 15m
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let outlier = dr.traffic_policy.as_ref().unwrap().outlier_detection.as_ref().unwrap();
+/// assert_eq!(outlier.consecutive_5xx_errors, Some(7));
+/// assert_eq!(outlier.interval, Some(Duration::from_secs(300)));
+/// assert_eq!(outlier.base_ejection_time, Some(Duration::from_secs(900)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
@@ -391,6 +1008,32 @@ pub struct OutlierDetection {
 }
 
 /// `ClientTLSSettings`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ClientTlsMode;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: db-mtls}
+/// spec:
+///   host: mydbserver.prod.svc.cluster.local
+///   trafficPolicy:
+///     tls:
+///       mode: MUTUAL
+///       clientCertificate: /etc/certs/myclientcert.pem
+///       privateKey: /etc/certs/client_private_key.pem
+///       caCertificates: /etc/certs/rootcacerts.pem
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let tls = dr.traffic_policy.as_ref().unwrap().tls.as_ref().unwrap();
+/// assert_eq!(tls.mode, ClientTlsMode::Mutual);
+/// assert_eq!(tls.client_certificate.as_deref(), Some("/etc/certs/myclientcert.pem"));
+/// assert_eq!(tls.sni, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
@@ -417,6 +1060,27 @@ pub struct ClientTlsSettings {
 }
 
 /// `ClientTLSSettings.TLSmode`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ClientTlsMode;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     tls: {mode: ISTIO_MUTUAL}
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let tls = dr.traffic_policy.as_ref().unwrap().tls.as_ref().unwrap();
+/// assert_eq!(tls.mode, ClientTlsMode::IstioMutual);
+/// assert_eq!(ClientTlsMode::default(), ClientTlsMode::Disable);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClientTlsMode {

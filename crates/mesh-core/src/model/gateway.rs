@@ -5,6 +5,26 @@ use serde::{Deserialize, Serialize};
 use super::common::{Labels, Port};
 
 /// `Gateway.spec`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: bookinfo-gateway}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 80, name: http, protocol: HTTP}
+///     hosts: [bookinfo.example.com]
+/// ", "gw.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let gw = loaded.objects[0].spec.as_gateway().unwrap();
+/// assert_eq!(gw.selector.as_ref().unwrap()["istio"], "ingressgateway");
+/// assert_eq!(gw.servers.len(), 1);
+/// assert_eq!(gw.servers[0].hosts, ["bookinfo.example.com"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gateway {
@@ -16,6 +36,29 @@ pub struct Gateway {
 }
 
 /// `Server`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: bookinfo-gateway}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - name: bookinfo-https
+///     port: {number: 443, name: https, protocol: HTTPS}
+///     hosts: [bookinfo/bookinfo.example.com]
+///     tls: {mode: SIMPLE, credentialName: bookinfo-cert}
+/// ", "gw.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let server = &loaded.objects[0].spec.as_gateway().unwrap().servers[0];
+/// assert_eq!(server.name.as_deref(), Some("bookinfo-https"));
+/// assert_eq!(server.port.number, 443);
+/// assert_eq!(server.hosts, ["bookinfo/bookinfo.example.com"]);
+/// assert!(server.tls.is_some());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
@@ -36,6 +79,33 @@ pub struct Server {
 }
 
 /// `ServerTLSSettings` (Gateway servers and Sidecar ingress).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ServerTlsMode;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: web}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 80, name: http, protocol: HTTP}
+///     hosts: [web.example.com]
+///     tls: {httpsRedirect: true}
+///   - port: {number: 443, name: https, protocol: HTTPS}
+///     hosts: [web.example.com]
+///     tls: {mode: SIMPLE, credentialName: web-cert}
+/// ", "gw.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let servers = &loaded.objects[0].spec.as_gateway().unwrap().servers;
+/// assert!(servers[0].tls.as_ref().unwrap().https_redirect);
+/// let tls = servers[1].tls.as_ref().unwrap();
+/// assert_eq!(tls.mode, ServerTlsMode::Simple);
+/// assert_eq!(tls.credential_name.as_deref(), Some("web-cert"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTlsSettings {
@@ -84,6 +154,33 @@ pub struct ServerTlsSettings {
 }
 
 /// `ServerTLSSettings.TLSCertificate`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: web}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 443, name: https, protocol: HTTPS}
+///     hosts: [web.example.com]
+///     tls:
+///       mode: SIMPLE
+///       tlsCertificates:
+///       - serverCertificate: /etc/certs/rsa.pem
+///         privateKey: /etc/certs/rsa-key.pem
+///       - serverCertificate: /etc/certs/ecdsa.pem
+///         privateKey: /etc/certs/ecdsa-key.pem
+/// ", "gw.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let server = &loaded.objects[0].spec.as_gateway().unwrap().servers[0];
+/// let certs = &server.tls.as_ref().unwrap().tls_certificates;
+/// assert_eq!(certs.len(), 2);
+/// assert_eq!(certs[1].server_certificate.as_deref(), Some("/etc/certs/ecdsa.pem"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsCertificate {
@@ -96,6 +193,29 @@ pub struct TlsCertificate {
 }
 
 /// `ServerTLSSettings.TLSmode`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ServerTlsMode;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: passthrough}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 443, name: tls, protocol: TLS}
+///     hosts: [nginx.example.com]
+///     tls: {mode: PASSTHROUGH}
+/// ", "gw.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let server = &loaded.objects[0].spec.as_gateway().unwrap().servers[0];
+/// assert_eq!(server.tls.as_ref().unwrap().mode, ServerTlsMode::Passthrough);
+/// // PASSTHROUGH is the proto3 zero value, so it is also the default.
+/// assert_eq!(ServerTlsMode::default(), ServerTlsMode::Passthrough);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
@@ -115,6 +235,32 @@ pub enum ServerTlsMode {
 }
 
 /// `ServerTLSSettings.TLSProtocol`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::TlsProtocol;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: web}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 443, name: https, protocol: HTTPS}
+///     hosts: [web.example.com]
+///     tls:
+///       mode: SIMPLE
+///       credentialName: web-cert
+///       minProtocolVersion: TLSV1_3
+/// ", "gw.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let server = &loaded.objects[0].spec.as_gateway().unwrap().servers[0];
+/// let tls = server.tls.as_ref().unwrap();
+/// assert_eq!(tls.min_protocol_version, Some(TlsProtocol::TlsV1_3));
+/// assert_eq!(tls.max_protocol_version, None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum TlsProtocol {
     /// Automatic (effective minimum TLS 1.2).

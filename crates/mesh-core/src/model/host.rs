@@ -7,6 +7,34 @@ pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
 /// a dot are kept, an IP is kept, a name without a dot becomes
 /// `name.<namespace>.svc.<domain_suffix>` — with the **config object's** namespace.
 /// ServiceEntry hosts are never resolved: do not call this for them.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::host::{resolve_short_name, DEFAULT_DOMAIN_SUFFIX};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews, namespace: prod}
+/// spec:
+///   host: reviews
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let obj = &loaded.objects[0];
+/// let host = &obj.spec.as_destination_rule().unwrap().host;
+/// // A short name resolves in the namespace of the object that wrote it.
+/// assert_eq!(
+///     resolve_short_name(host, &obj.metadata.namespace, DEFAULT_DOMAIN_SUFFIX),
+///     "reviews.prod.svc.cluster.local"
+/// );
+/// // Names with a dot, `*` and IPs are kept as written.
+/// assert_eq!(
+///     resolve_short_name("reviews.prod", "default", DEFAULT_DOMAIN_SUFFIX),
+///     "reviews.prod"
+/// );
+/// assert_eq!(resolve_short_name("*", "default", DEFAULT_DOMAIN_SUFFIX), "*");
+/// ```
 pub fn resolve_short_name(host: &str, namespace: &str, domain_suffix: &str) -> String {
     if host == "*" || host.contains('.') || host.contains(':') || host.is_empty() {
         return host.to_owned();
@@ -15,6 +43,16 @@ pub fn resolve_short_name(host: &str, namespace: &str, domain_suffix: &str) -> S
 }
 
 /// True when the host starts with `*` (only a leading `*` is a wildcard).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::host::is_wildcard;
+///
+/// assert!(is_wildcard("*.example.com"));
+/// assert!(is_wildcard("*"));
+/// assert!(!is_wildcard("api.example.com"));
+/// ```
 pub fn is_wildcard(host: &str) -> bool {
     host.starts_with('*')
 }
@@ -22,6 +60,18 @@ pub fn is_wildcard(host: &str) -> bool {
 /// Istio's `host.Name.Matches`: true when the two hosts overlap (either may be a wildcard).
 /// `*.foo.com` matches `a.b.foo.com` but not `foo.com`; `*` matches everything; `*foo.com`
 /// matches `foo.com` and `barfoo.com`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::host::matches;
+///
+/// assert!(matches("*.foo.com", "a.b.foo.com"));
+/// assert!(!matches("*.foo.com", "foo.com"));
+/// assert!(matches("*", "anything.com"));
+/// assert!(matches("*.com", "*.foo.com")); // two wildcards overlap
+/// assert!(!matches("a.com", "b.com"));
+/// ```
 pub fn matches(a: &str, b: &str) -> bool {
     match (is_wildcard(a), is_wildcard(b)) {
         (true, true) => {
@@ -38,6 +88,17 @@ pub fn matches(a: &str, b: &str) -> bool {
 }
 
 /// Istio's `host.Name.SubsetOf`: true when every name `a` covers is also covered by `b`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::host::subset_of;
+///
+/// assert!(subset_of("a.foo.com", "*.foo.com"));
+/// assert!(subset_of("*.a.foo.com", "*.foo.com"));
+/// assert!(!subset_of("*.foo.com", "*.a.foo.com"));
+/// assert!(!subset_of("*.foo.com", "a.foo.com"));
+/// ```
 pub fn subset_of(a: &str, b: &str) -> bool {
     match (is_wildcard(a), is_wildcard(b)) {
         (true, true) => a[1..].ends_with(&b[1..]),

@@ -8,6 +8,25 @@ use serde::{Deserialize, Serialize};
 use super::common::Labels;
 
 /// A Kubernetes `Service` (`v1`): what the registry needs.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: bookinfo}
+/// spec:
+///   selector: {app: reviews}
+///   ports:
+///   - {name: http, port: 9080}
+/// ", "svc.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let svc = loaded.objects[0].spec.as_service().unwrap();
+/// assert_eq!(svc.selector.as_ref().unwrap()["app"], "reviews");
+/// assert_eq!(svc.ports[0].port, 9080);
+/// assert_eq!(svc.service_type, None); // ClusterIP
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeService {
@@ -27,6 +46,31 @@ pub struct KubeService {
 }
 
 /// A port of a Kubernetes `Service`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::IntOrString;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: ratings}
+/// spec:
+///   selector: {app: ratings}
+///   ports:
+///   - name: web
+///     port: 80
+///     targetPort: 8080
+///     appProtocol: http
+/// ", "svc.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let port = &loaded.objects[0].spec.as_service().unwrap().ports[0];
+/// assert_eq!(port.name.as_deref(), Some("web"));
+/// assert_eq!(port.target_port, Some(IntOrString::Int(8080)));
+/// assert_eq!(port.app_protocol.as_deref(), Some("http"));
+/// assert_eq!(port.protocol, None); // TCP
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeServicePort {
@@ -44,6 +88,27 @@ pub struct KubeServicePort {
 }
 
 /// Kubernetes `IntOrString`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::IntOrString;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: ratings}
+/// spec:
+///   selector: {app: ratings}
+///   ports:
+///   - {name: http, port: 80, targetPort: http-web}
+///   - {name: grpc, port: 9090, targetPort: 9091}
+/// ", "svc.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ports = &loaded.objects[0].spec.as_service().unwrap().ports;
+/// assert_eq!(ports[0].target_port, Some(IntOrString::String("http-web".into())));
+/// assert_eq!(ports[1].target_port, Some(IntOrString::Int(9091)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum IntOrString {
@@ -55,6 +120,40 @@ pub enum IntOrString {
 
 /// A workload: a Pod, or the pod template of a Deployment / StatefulSet / DaemonSet /
 /// ReplicaSet. `labels` are the pod labels (template labels for controllers).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Kind;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: apps/v1
+/// kind: Deployment
+/// metadata: {name: reviews-v1}
+/// spec:
+///   replicas: 2
+///   selector:
+///     matchLabels: {app: reviews}
+///   template:
+///     metadata:
+///       labels: {app: reviews, version: v1}
+///     spec:
+///       serviceAccountName: bookinfo-reviews
+///       containers:
+///       - name: reviews
+///         image: docker.io/istio/examples-bookinfo-reviews-v1:1.20.1
+///         ports:
+///         - containerPort: 9080
+/// ", "deploy.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let obj = &loaded.objects[0];
+/// assert_eq!(obj.kind, Kind::Deployment);
+/// let workload = obj.spec.as_workload().unwrap();
+/// assert_eq!(workload.labels["version"], "v1");
+/// assert_eq!(workload.service_account_name, "bookinfo-reviews");
+/// assert_eq!(workload.replicas, Some(2));
+/// assert_eq!(workload.container_ports[0].container_port, 9080);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KubeWorkload {
@@ -73,6 +172,25 @@ pub struct KubeWorkload {
 /// A Kubernetes `Secret`, reduced to what credential checks need: the type and the names of
 /// its keys (`tls.crt`, `tls.key`, `ca.crt`, `cert`, `key`, `cacert`). Values are skipped
 /// while parsing and never stored.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: v1
+/// kind: Secret
+/// metadata: {name: bookinfo-cert, namespace: istio-system}
+/// type: kubernetes.io/tls
+/// data:
+///   tls.crt: LS0tLS1CRUdJTg==
+///   tls.key: LS0tLS1CRUdJTg==
+/// ", "secret.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let secret = loaded.objects[0].spec.as_secret().unwrap();
+/// assert_eq!(secret.secret_type.as_deref(), Some("kubernetes.io/tls"));
+/// assert_eq!(secret.keys, ["tls.crt", "tls.key"]); // names only, never values
+/// assert!(secret.has_server_credential());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct KubeSecret {
     /// `kubernetes.io/tls`, `Opaque`, ...
@@ -90,6 +208,30 @@ impl KubeSecret {
 }
 
 /// A container port.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: v1
+/// kind: Pod
+/// metadata:
+///   name: ratings
+///   labels: {app: ratings}
+/// spec:
+///   containers:
+///   - name: ratings
+///     image: docker.io/istio/examples-bookinfo-ratings-v1:1.20.1
+///     ports:
+///     - {name: http, containerPort: 9080, protocol: TCP}
+/// ", "pod.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let workload = loaded.objects[0].spec.as_workload().unwrap();
+/// let port = &workload.container_ports[0];
+/// assert_eq!(port.name.as_deref(), Some("http"));
+/// assert_eq!(port.container_port, 9080);
+/// assert_eq!(port.protocol.as_deref(), Some("TCP"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerPort {

@@ -55,6 +55,35 @@ pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 /// The kinds the model knows.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Kind;
+///
+/// let kind = Kind::from_kind_str("VirtualService").unwrap();
+/// assert_eq!(kind, Kind::VirtualService);
+/// assert_eq!(kind.group(), "networking.istio.io");
+/// assert_eq!(kind.versions(), ["v1", "v1beta1", "v1alpha3"]);
+/// assert_eq!(kind.preferred_api_version(), "networking.istio.io/v1");
+/// assert!(kind.is_istio());
+///
+/// assert_eq!(Kind::Deployment.preferred_api_version(), "apps/v1");
+/// assert!(!Kind::Deployment.is_istio());
+/// assert_eq!(Kind::from_kind_str("EnvoyFilter"), None);
+///
+/// // Every loaded object carries its kind.
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: istio-system}
+/// spec:
+///   mtls: {mode: STRICT}
+/// ", "pa.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// assert_eq!(loaded.objects[0].kind, Kind::PeerAuthentication);
+/// assert_eq!(loaded.objects[0].kind.to_string(), "PeerAuthentication");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     /// networking.istio.io VirtualService.
@@ -199,6 +228,27 @@ impl fmt::Display for Kind {
 }
 
 /// A loaded object: Istio config or a Kubernetes object kept for the registry.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Kind;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1beta1
+/// kind: DestinationRule
+/// metadata: {name: reviews, namespace: prod}
+/// spec:
+///   host: reviews
+/// ", "dr.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let obj = &loaded.objects[0];
+/// assert_eq!(obj.api_version, "networking.istio.io/v1beta1");
+/// assert_eq!(obj.kind, Kind::DestinationRule);
+/// assert_eq!(obj.key(), "prod/reviews");
+/// assert_eq!(obj.spec.as_destination_rule().unwrap().host, "reviews");
+/// assert_eq!(&*obj.source.file, "dr.yaml");
+/// ```
 #[derive(Debug, Clone)]
 pub struct ConfigObject {
     /// `apiVersion` as written (`networking.istio.io/v1alpha3`).
@@ -222,6 +272,27 @@ impl ConfigObject {
 
 /// Kubernetes `ObjectMeta` (the fields a user may write; server-managed ones are accepted and
 /// kept opaque).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata:
+///   name: allow-nothing
+///   labels: {team: payments}
+///   annotations: {istio.io/dry-run: "true"}
+/// spec: {}
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let meta = &loaded.objects[0].metadata;
+/// assert_eq!(meta.name, "allow-nothing");
+/// // No namespace written: the loader's default namespace is filled in.
+/// assert_eq!(meta.namespace, "default");
+/// assert_eq!(meta.labels["team"], "payments");
+/// assert_eq!(meta.annotations["istio.io/dry-run"], "true");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectMeta {
@@ -263,6 +334,35 @@ pub struct ObjectMeta {
 }
 
 /// The typed spec, one variant per kind.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Spec;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: external-api}
+/// spec:
+///   hosts: [api.example.com]
+///   ports: [{number: 443, name: https, protocol: TLS}]
+///   resolution: DNS
+/// ---
+/// apiVersion: v1
+/// kind: ServiceAccount
+/// metadata: {name: sleep}
+/// ", "objects.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// match &loaded.objects[0].spec {
+///     Spec::ServiceEntry(se) => assert_eq!(se.hosts, ["api.example.com"]),
+///     other => panic!("unexpected spec {other:?}"),
+/// }
+/// // The `as_*` accessors return the typed spec of the matching kind only.
+/// assert!(loaded.objects[0].spec.as_service_entry().is_some());
+/// assert!(loaded.objects[0].spec.as_virtual_service().is_none());
+/// assert_eq!(loaded.objects[1].spec, Spec::ServiceAccount);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[allow(clippy::large_enum_variant)]
 pub enum Spec {
@@ -326,6 +426,29 @@ spec_accessors! {
 }
 
 /// A position in a source file, 1-based line and column (columns count characters).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Location;
+///
+/// let loaded = mesh_core::load::load_str("\
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let source = &loaded.objects[0].source;
+/// assert_eq!(source.location, Location { line: 1, column: 1 });
+/// let at = source.locate("spec.hosts").unwrap();
+/// assert_eq!(at, Location { line: 5, column: 3 });
+/// assert_eq!(at.to_string(), "5:3");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
 pub struct Location {
     /// Line, from 1.
@@ -341,6 +464,28 @@ impl fmt::Display for Location {
 }
 
 /// Where a field sits: its key (for mapping entries) and its value.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Location;
+///
+/// let loaded = mesh_core::load::load_str("\
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - timeout: 3s
+///     route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let span = loaded.objects[0].source.fields.get("spec.http[0].timeout").unwrap();
+/// assert_eq!(span.key, Location { line: 7, column: 5 });
+/// assert_eq!(span.value, Location { line: 7, column: 14 });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldSpan {
     /// Position of the key (`subset:`); for list items, the item's position.
@@ -355,6 +500,28 @@ pub struct FieldSpan {
 ///
 /// Stored compactly (one arena per object, built in one pass by the loader); a lookup walks
 /// it, which is cheap for the occasional diagnostic and costs nothing when there is none.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("\
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: reviews}
+/// spec:
+///   selector:
+///     matchLabels:
+///       app.kubernetes.io/name: reviews
+///   mtls: {mode: STRICT}
+/// ", "pa.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let fields = &loaded.objects[0].source.fields;
+/// assert!(!fields.is_empty());
+/// // Keys that contain dots are found too.
+/// let span = fields.get("spec.selector.matchLabels.app.kubernetes.io/name").unwrap();
+/// assert_eq!((span.key.line, span.key.column), (7, 7));
+/// assert!(fields.get("spec.portLevelMtls").is_none());
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct FieldMap {
     entries: Vec<FieldEntry>,
@@ -388,6 +555,24 @@ impl FieldMap {
     pub const ROOT: u32 = FIELD_ROOT;
 
     /// Records a mapping entry `key` under `parent`; returns its id (a parent for children).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{FieldMap, FieldSpan, Location};
+    ///
+    /// let at = |line| FieldSpan {
+    ///     key: Location { line, column: 1 },
+    ///     value: Location { line, column: 8 },
+    /// };
+    /// let mut fields = FieldMap::new();
+    /// let spec = fields.push_key(FieldMap::ROOT, "spec", at(4));
+    /// let hosts = fields.push_key(spec, "hosts", at(5));
+    /// fields.push_index(hosts, 0, at(6));
+    /// assert_eq!(fields.len(), 3);
+    /// assert_eq!(fields.get("spec.hosts[0]"), Some(at(6)));
+    /// assert_eq!(fields.get("spec.hosts[1]"), None);
+    /// ```
     pub fn push_key(&mut self, parent: u32, key: &str, span: FieldSpan) -> u32 {
         let start = self.keys.len() as u32;
         self.keys.push_str(key);
@@ -471,6 +656,32 @@ impl FieldMap {
 }
 
 /// Where an object came from.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Location;
+///
+/// let loaded = mesh_core::load::load_str("\
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let src = &loaded.objects[0].source;
+/// assert_eq!(&*src.file, "vs.yaml");
+/// assert_eq!(src.document, 0);
+/// assert_eq!(src.locate("spec.hosts"), Some(Location { line: 5, column: 3 }));
+/// assert_eq!(src.locate_value("spec.hosts"), Some(Location { line: 5, column: 10 }));
+/// // `timeout` is not written: point at the nearest field that is, the route.
+/// assert_eq!(src.locate("spec.http[0].timeout"), None);
+/// assert_eq!(src.locate_nearest("spec.http[0].timeout"), Location { line: 7, column: 5 });
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Source {
     /// The file name as given to the loader (`<string>` style names for in-memory text).

@@ -8,6 +8,28 @@ use serde::{Deserialize, Serialize};
 use super::common::{Duration, MatchLabelsSelector};
 
 /// `PeerAuthentication.spec`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::MtlsMode;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: reviews, namespace: bookinfo}
+/// spec:
+///   selector:
+///     matchLabels: {app: reviews}
+///   mtls: {mode: STRICT}
+///   portLevelMtls:
+///     8080: {mode: DISABLE}
+/// ", "pa.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let pa = loaded.objects[0].spec.as_peer_authentication().unwrap();
+/// assert_eq!(pa.mtls.unwrap().mode, MtlsMode::Strict);
+/// assert_eq!(pa.port_level_mtls[&8080].mode, MtlsMode::Disable);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthentication {
@@ -21,6 +43,23 @@ pub struct PeerAuthentication {
 }
 
 /// `PeerAuthentication.MutualTLS`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{MtlsMode, PeerMtls};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: istio-system}
+/// spec:
+///   mtls: {mode: PERMISSIVE}
+/// ", "pa.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let pa = loaded.objects[0].spec.as_peer_authentication().unwrap();
+/// assert_eq!(pa.mtls, Some(PeerMtls { mode: MtlsMode::Permissive }));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerMtls {
@@ -30,6 +69,25 @@ pub struct PeerMtls {
 }
 
 /// `PeerAuthentication.MutualTLS.Mode`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::MtlsMode;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: istio-system}
+/// spec:
+///   mtls: {mode: STRICT}
+/// ", "pa.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let pa = loaded.objects[0].spec.as_peer_authentication().unwrap();
+/// assert_eq!(pa.mtls.unwrap().mode, MtlsMode::Strict);
+/// // UNSET (inherit from the parent) is the zero value.
+/// assert_eq!(MtlsMode::default(), MtlsMode::Unset);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsMode {
@@ -45,6 +103,29 @@ pub enum MtlsMode {
 }
 
 /// `PolicyTargetReference` (`targetRef` / `targetRefs`).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: deny-admin, namespace: ingress}
+/// spec:
+///   targetRefs:
+///   - {group: gateway.networking.k8s.io, kind: Gateway, name: public}
+///   action: DENY
+///   rules:
+///   - to:
+///     - operation: {ports: ["8080"], paths: ["/admin/*"]}
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// let target = &ap.target_refs[0];
+/// assert_eq!(target.group, "gateway.networking.k8s.io");
+/// assert_eq!((target.kind.as_str(), target.name.as_str()), ("Gateway", "public"));
+/// assert_eq!(target.namespace, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyTargetReference {
@@ -62,6 +143,31 @@ pub struct PolicyTargetReference {
 }
 
 /// `AuthorizationPolicy.spec`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::AuthorizationAction;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: httpbin, namespace: foo}
+/// spec:
+///   selector:
+///     matchLabels: {app: httpbin}
+///   rules:
+///   - from:
+///     - source: {principals: ["cluster.local/ns/default/sa/sleep"]}
+///     to:
+///     - operation: {methods: [GET]}
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// assert_eq!(ap.action, AuthorizationAction::Allow); // the default
+/// assert_eq!(ap.selector.as_ref().unwrap().match_labels["app"], "httpbin");
+/// assert_eq!(ap.rules.len(), 1);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicy {
@@ -83,6 +189,26 @@ pub struct AuthorizationPolicy {
 }
 
 /// `AuthorizationPolicy.Action`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::AuthorizationAction;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: deny-post, namespace: foo}
+/// spec:
+///   action: DENY
+///   rules:
+///   - to:
+///     - operation: {ports: ['8080'], methods: [POST]}
+/// ", "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// assert_eq!(ap.action, AuthorizationAction::Deny);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum AuthorizationAction {
@@ -98,6 +224,30 @@ pub enum AuthorizationAction {
 }
 
 /// `AuthorizationPolicy.ExtensionProvider`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::AuthorizationAction;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: ext-authz, namespace: foo}
+/// spec:
+///   selector:
+///     matchLabels: {app: httpbin}
+///   action: CUSTOM
+///   provider: {name: my-ext-authz}
+///   rules:
+///   - to:
+///     - operation: {paths: ["/headers"]}
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// assert_eq!(ap.action, AuthorizationAction::Custom);
+/// assert_eq!(ap.provider.as_ref().unwrap().name, "my-ext-authz");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtensionProvider {
@@ -107,6 +257,33 @@ pub struct ExtensionProvider {
 }
 
 /// `Rule`: `from` AND `to` AND `when`; a missing part matches anything.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: httpbin, namespace: foo}
+/// spec:
+///   rules:
+///   - from:
+///     - source: {namespaces: [bar]}
+///     to:
+///     - operation: {methods: [GET]}
+///     when:
+///     - key: request.headers[version]
+///       values: [v1, v2]
+///   - to:
+///     - operation: {paths: ["/healthz"]}
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let rules = &loaded.objects[0].spec.as_authorization_policy().unwrap().rules;
+/// assert_eq!(rules[0].from.as_ref().map(Vec::len), Some(1));
+/// assert_eq!(rules[0].when.len(), 1);
+/// // The second rule has no `from`: any source.
+/// assert_eq!(rules[1].from, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
@@ -120,6 +297,26 @@ pub struct Rule {
 }
 
 /// `Rule.From`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: from-bar, namespace: foo}
+/// spec:
+///   rules:
+///   - from:
+///     - source: {namespaces: [bar]}
+///     - source: {ipBlocks: [10.0.0.0/16]}
+/// ", "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// let from = ap.rules[0].from.as_ref().unwrap();
+/// assert_eq!(from.len(), 2); // either source matches
+/// assert_eq!(from[1].source.as_ref().unwrap().ip_blocks, ["10.0.0.0/16"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleFrom {
@@ -128,6 +325,26 @@ pub struct RuleFrom {
 }
 
 /// `Rule.To`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: reads, namespace: foo}
+/// spec:
+///   rules:
+///   - to:
+///     - operation: {methods: [GET, HEAD]}
+///     - operation: {paths: ["/public/*"]}
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// let to = ap.rules[0].to.as_ref().unwrap();
+/// assert_eq!(to[0].operation.as_ref().unwrap().methods, ["GET", "HEAD"]);
+/// assert_eq!(to[1].operation.as_ref().unwrap().paths, ["/public/*"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleTo {
@@ -137,6 +354,28 @@ pub struct RuleTo {
 
 /// `Source` of an AuthorizationPolicy rule (Istio's `Source`, renamed to keep [`crate::model::Source`] for
 /// object positions): fields AND'd, values within a field OR'd.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: from-prod, namespace: foo}
+/// spec:
+///   rules:
+///   - from:
+///     - source:
+///         namespaces: [prod]
+///         notPrincipals: ["cluster.local/ns/prod/sa/batch"]
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// let source = ap.rules[0].from.as_ref().unwrap()[0].source.as_ref().unwrap();
+/// assert_eq!(source.namespaces, ["prod"]);
+/// assert_eq!(source.not_principals, ["cluster.local/ns/prod/sa/batch"]);
+/// assert!(source.principals.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSource {
@@ -185,6 +424,30 @@ pub struct RuleSource {
 }
 
 /// `Operation`: fields AND'd, values within a field OR'd.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: api, namespace: foo}
+/// spec:
+///   rules:
+///   - to:
+///     - operation:
+///         hosts: [api.example.com]
+///         ports: ["8080"]
+///         methods: [GET]
+///         notPaths: ["/internal/*"]
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// let op = ap.rules[0].to.as_ref().unwrap()[0].operation.as_ref().unwrap();
+/// assert_eq!(op.hosts, ["api.example.com"]);
+/// assert_eq!(op.ports, ["8080"]);
+/// assert_eq!(op.not_paths, ["/internal/*"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
@@ -215,6 +478,29 @@ pub struct Operation {
 }
 
 /// `Condition` (`when`).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: jwt-issuer, namespace: foo}
+/// spec:
+///   rules:
+///   - when:
+///     - key: request.auth.claims[iss]
+///       values: ["https://accounts.google.com"]
+///     - key: source.ip
+///       notValues: [10.1.2.3]
+/// "#, "ap.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+/// let when = &ap.rules[0].when;
+/// assert_eq!(when[0].key, "request.auth.claims[iss]");
+/// assert_eq!(when[0].values, ["https://accounts.google.com"]);
+/// assert_eq!(when[1].not_values, ["10.1.2.3"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
@@ -230,6 +516,26 @@ pub struct Condition {
 }
 
 /// `RequestAuthentication.spec`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt-example, namespace: istio-system}
+/// spec:
+///   selector:
+///     matchLabels: {istio: ingressgateway}
+///   jwtRules:
+///   - issuer: issuer-foo
+///     jwksUri: https://example.com/.well-known/jwks.json
+/// ", "ra.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ra = loaded.objects[0].spec.as_request_authentication().unwrap();
+/// assert_eq!(ra.selector.as_ref().unwrap().match_labels["istio"], "ingressgateway");
+/// assert_eq!(ra.jwt_rules[0].issuer, "issuer-foo");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthentication {
@@ -246,6 +552,28 @@ pub struct RequestAuthentication {
 }
 
 /// `JWTRule`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt-example, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://accounts.google.com
+///     audiences: [bookstore-android.apps.example.com]
+///     jwksUri: https://www.googleapis.com/oauth2/v3/certs
+///     forwardOriginalToken: true
+/// ", "ra.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ra = loaded.objects[0].spec.as_request_authentication().unwrap();
+/// let rule = &ra.jwt_rules[0];
+/// assert_eq!(rule.audiences, ["bookstore-android.apps.example.com"]);
+/// assert_eq!(rule.jwks_uri.as_deref(), Some("https://www.googleapis.com/oauth2/v3/certs"));
+/// assert!(rule.forward_original_token);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
@@ -285,6 +613,28 @@ pub struct JwtRule {
 }
 
 /// `JWTHeader`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt-example, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: issuer-foo
+///     jwksUri: https://example.com/.well-known/jwks.json
+///     fromHeaders:
+///     - name: x-jwt-assertion
+///       prefix: "Bearer "
+/// "#, "ra.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ra = loaded.objects[0].spec.as_request_authentication().unwrap();
+/// let header = &ra.jwt_rules[0].from_headers[0];
+/// assert_eq!(header.name, "x-jwt-assertion");
+/// assert_eq!(header.prefix.as_deref(), Some("Bearer "));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtHeader {
@@ -296,6 +646,26 @@ pub struct JwtHeader {
 }
 
 /// `ClaimToHeader`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt-example, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: issuer-foo
+///     jwksUri: https://example.com/.well-known/jwks.json
+///     outputClaimToHeaders:
+///     - {header: x-jwt-claim-foo, claim: foo}
+/// ", "ra.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ra = loaded.objects[0].spec.as_request_authentication().unwrap();
+/// let copy = &ra.jwt_rules[0].output_claim_to_headers[0];
+/// assert_eq!((copy.header.as_str(), copy.claim.as_str()), ("x-jwt-claim-foo", "foo"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimToHeader {

@@ -7,6 +7,30 @@ use serde::{Deserialize, Serialize};
 use super::common::{Labels, LabelsSelector, Port};
 
 /// `ServiceEntry.spec`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Resolution, ServiceLocation};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: external-svc-https}
+/// spec:
+///   hosts: [api.dropboxapi.com, www.googleapis.com]
+///   location: MESH_EXTERNAL
+///   ports:
+///   - {number: 443, name: https, protocol: TLS}
+///   resolution: DNS
+/// ", "se.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let se = loaded.objects[0].spec.as_service_entry().unwrap();
+/// assert_eq!(se.hosts, ["api.dropboxapi.com", "www.googleapis.com"]);
+/// assert_eq!(se.ports[0].number, 443);
+/// assert_eq!(se.location, ServiceLocation::MeshExternal);
+/// assert_eq!(se.resolution, Resolution::Dns);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntry {
@@ -39,6 +63,30 @@ pub struct ServiceEntry {
 }
 
 /// `ServiceEntry.Location` (named `ServiceLocation` here to keep `Location` for source positions).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ServiceLocation;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: vm-mysql}
+/// spec:
+///   hosts: [mysql.vms.internal]
+///   location: MESH_INTERNAL
+///   ports:
+///   - {number: 3306, name: mysql, protocol: TCP}
+///   resolution: STATIC
+///   endpoints:
+///   - address: 10.1.0.12
+/// ", "se.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let se = loaded.objects[0].spec.as_service_entry().unwrap();
+/// assert_eq!(se.location, ServiceLocation::MeshInternal);
+/// assert_eq!(ServiceLocation::default(), ServiceLocation::MeshExternal);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServiceLocation {
@@ -50,6 +98,27 @@ pub enum ServiceLocation {
 }
 
 /// `ServiceEntry.Resolution`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Resolution;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: external-db}
+/// spec:
+///   hosts: [db.example.com]
+///   ports:
+///   - {number: 5432, name: tcp-postgres, protocol: TCP}
+///   resolution: DNS_ROUND_ROBIN
+/// ", "se.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let se = loaded.objects[0].spec.as_service_entry().unwrap();
+/// assert_eq!(se.resolution, Resolution::DnsRoundRobin);
+/// assert_eq!(Resolution::default(), Resolution::None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Resolution {
@@ -67,6 +136,27 @@ pub enum Resolution {
 }
 
 /// `WorkloadEntry` (standalone kind and ServiceEntry endpoint).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: WorkloadEntry
+/// metadata: {name: details-vm1, namespace: bookinfo}
+/// spec:
+///   address: 10.2.0.7
+///   labels: {app: details-legacy}
+///   serviceAccount: details-legacy
+///   ports: {http: 8080}
+/// ", "we.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let we = loaded.objects[0].spec.as_workload_entry().unwrap();
+/// assert_eq!(we.address, "10.2.0.7");
+/// assert_eq!(we.labels["app"], "details-legacy");
+/// assert_eq!(we.ports["http"], 8080);
+/// assert_eq!(we.service_account.as_deref(), Some("details-legacy"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntry {

@@ -8,6 +8,24 @@ use super::gateway::ServerTlsSettings;
 use super::virtual_service::Destination;
 
 /// `Sidecar.spec`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: default, namespace: prod}
+/// spec:
+///   egress:
+///   - hosts: ["./*", "istio-system/*"]
+/// "#, "sidecar.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let sidecar = loaded.objects[0].spec.as_sidecar().unwrap();
+/// assert!(sidecar.workload_selector.is_none()); // the whole namespace
+/// assert_eq!(sidecar.egress[0].hosts, ["./*", "istio-system/*"]);
+/// assert!(sidecar.ingress.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sidecar {
@@ -26,6 +44,29 @@ pub struct Sidecar {
 }
 
 /// `IstioIngressListener`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: ratings, namespace: prod}
+/// spec:
+///   workloadSelector:
+///     labels: {app: ratings}
+///   ingress:
+///   - port: {number: 9080, protocol: HTTP, name: http}
+///     defaultEndpoint: 127.0.0.1:8080
+///   egress:
+///   - hosts: ["./*"]
+/// "#, "sidecar.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let sidecar = loaded.objects[0].spec.as_sidecar().unwrap();
+/// let ingress = &sidecar.ingress[0];
+/// assert_eq!(ingress.port.as_ref().map(|p| p.number), Some(9080));
+/// assert_eq!(ingress.default_endpoint.as_deref(), Some("127.0.0.1:8080"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioIngressListener {
@@ -45,6 +86,26 @@ pub struct IstioIngressListener {
 }
 
 /// `IstioEgressListener`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: default, namespace: prod}
+/// spec:
+///   egress:
+///   - port: {number: 3306, protocol: MYSQL, name: egressmysql}
+///     hosts: ["*/mysql.foo.com"]
+///   - hosts: ["./*"]
+/// "#, "sidecar.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let egress = &loaded.objects[0].spec.as_sidecar().unwrap().egress;
+/// assert_eq!(egress[0].port.as_ref().map(|p| p.number), Some(3306));
+/// assert_eq!(egress[0].hosts, ["*/mysql.foo.com"]);
+/// assert!(egress[1].port.is_none()); // every other port
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioEgressListener {
@@ -61,6 +122,30 @@ pub struct IstioEgressListener {
 }
 
 /// `CaptureMode`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::CaptureMode;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: no-ip-tables, namespace: prod}
+/// spec:
+///   workloadSelector:
+///     labels: {app: productpage}
+///   egress:
+///   - port: {number: 3306, protocol: MYSQL, name: egressmysql}
+///     captureMode: NONE
+///     bind: 127.0.0.1
+///     hosts: ["*/mysql.foo.com"]
+/// "#, "sidecar.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let egress = &loaded.objects[0].spec.as_sidecar().unwrap().egress[0];
+/// assert_eq!(egress.capture_mode, CaptureMode::None);
+/// assert_eq!(CaptureMode::default(), CaptureMode::Default);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
@@ -74,6 +159,28 @@ pub enum CaptureMode {
 }
 
 /// `OutboundTrafficPolicy`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::OutboundMode;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: default, namespace: prod}
+/// spec:
+///   egress:
+///   - hosts: ["./*"]
+///   outboundTrafficPolicy:
+///     mode: ALLOW_ANY
+/// "#, "sidecar.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let sidecar = loaded.objects[0].spec.as_sidecar().unwrap();
+/// let policy = sidecar.outbound_traffic_policy.as_ref().unwrap();
+/// assert_eq!(policy.mode, OutboundMode::AllowAny);
+/// assert!(policy.egress_proxy.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
@@ -85,6 +192,26 @@ pub struct OutboundTrafficPolicy {
 }
 
 /// `OutboundTrafficPolicy.Mode`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::OutboundMode;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: default, namespace: prod}
+/// spec:
+///   egress:
+///   - hosts: ["./*"]
+///   outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+/// "#, "sidecar.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let sidecar = loaded.objects[0].spec.as_sidecar().unwrap();
+/// assert_eq!(sidecar.outbound_traffic_policy.as_ref().unwrap().mode, OutboundMode::RegistryOnly);
+/// assert_eq!(OutboundMode::default(), OutboundMode::RegistryOnly);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundMode {

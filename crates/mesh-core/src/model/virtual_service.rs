@@ -7,6 +7,32 @@ use serde::{Deserialize, Serialize};
 use super::common::{Duration, Labels, Percent, PortSelector, StringMatch};
 
 /// `VirtualService.spec`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - match:
+///     - headers:
+///         end-user: {exact: jason}
+///     route:
+///     - destination: {host: reviews-canary}
+///   - route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// assert_eq!(vs.hosts, ["reviews"]);
+/// assert!(vs.gateways.is_empty()); // applies to the mesh
+/// assert_eq!(vs.http.len(), 2);
+/// assert_eq!(vs.http[1].route[0].destination.host, "reviews");
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualService {
@@ -31,6 +57,35 @@ pub struct VirtualService {
 }
 
 /// `Destination`: a service host, optional subset and port.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews, subset: v1, port: {number: 9080}}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   subsets:
+///   - {name: v1, labels: {version: v1}}
+/// ", "reviews.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let dest = &vs.http[0].route[0].destination;
+/// assert_eq!(dest.host, "reviews");
+/// assert_eq!(dest.subset.as_deref(), Some("v1"));
+/// assert_eq!(dest.port.map(|p| p.number), Some(9080));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
@@ -44,6 +99,33 @@ pub struct Destination {
 }
 
 /// `HTTPRoute`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - name: api
+///     match:
+///     - uri: {prefix: /api}
+///     route:
+///     - destination: {host: reviews}
+///     timeout: 5s
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let route = &loaded.objects[0].spec.as_virtual_service().unwrap().http[0];
+/// assert_eq!(route.name.as_deref(), Some("api"));
+/// assert_eq!(route.matches.len(), 1);
+/// assert_eq!(route.timeout, Some(Duration::from_secs(5)));
+/// assert!(route.redirect.is_none() && route.retries.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
@@ -86,6 +168,35 @@ pub struct HttpRoute {
 }
 
 /// `Delegate`: a reference to a delegate VirtualService.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: bookinfo}
+/// spec:
+///   hosts: [bookinfo]
+///   http:
+///   - match:
+///     - uri: {prefix: /reviews}
+///     delegate: {name: reviews, namespace: default}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let root = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let delegate = root.http[0].delegate.as_ref().unwrap();
+/// assert_eq!(delegate.name, "reviews");
+/// assert_eq!(delegate.namespace.as_deref(), Some("default"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delegate {
@@ -97,6 +208,33 @@ pub struct Delegate {
 }
 
 /// `Headers`: operations on request and response headers.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+///     headers:
+///       request:
+///         set: {x-env: prod}
+///       response:
+///         remove: [x-internal]
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let headers = loaded.objects[0].spec.as_virtual_service().unwrap().http[0]
+///     .headers
+///     .as_ref()
+///     .unwrap();
+/// assert_eq!(headers.request.as_ref().unwrap().set["x-env"], "prod");
+/// assert_eq!(headers.response.as_ref().unwrap().remove, ["x-internal"]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
@@ -107,6 +245,31 @@ pub struct Headers {
 }
 
 /// `HeaderOperations`: `set` overwrites, `add` appends, `remove` deletes.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+///       headers:
+///         request:
+///           add: {x-route: primary}
+///           remove: [cookie]
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let ops = vs.http[0].route[0].headers.as_ref().unwrap().request.as_ref().unwrap();
+/// assert_eq!(ops.add["x-route"], "primary");
+/// assert_eq!(ops.remove, ["cookie"]);
+/// assert!(ops.set.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
@@ -122,6 +285,28 @@ pub struct HeaderOperations {
 }
 
 /// `TLSRoute`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: login}
+/// spec:
+///   hosts: [login.example.com]
+///   tls:
+///   - match:
+///     - sniHosts: [login.example.com]
+///       port: 443
+///     route:
+///     - destination: {host: login.prod.svc.cluster.local}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let tls = &loaded.objects[0].spec.as_virtual_service().unwrap().tls[0];
+/// assert_eq!(tls.matches[0].sni_hosts, ["login.example.com"]);
+/// assert_eq!(tls.route[0].destination.host, "login.prod.svc.cluster.local");
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRoute {
@@ -134,6 +319,27 @@ pub struct TlsRoute {
 }
 
 /// `TCPRoute`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: mongo}
+/// spec:
+///   hosts: [mongo]
+///   tcp:
+///   - match:
+///     - port: 27017
+///     route:
+///     - destination: {host: mongo-backup, port: {number: 5555}}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let tcp = &loaded.objects[0].spec.as_virtual_service().unwrap().tcp[0];
+/// assert_eq!(tcp.matches[0].port, Some(27017));
+/// assert_eq!(tcp.route[0].destination.host, "mongo-backup");
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
@@ -146,6 +352,35 @@ pub struct TcpRoute {
 }
 
 /// `HTTPMatchRequest`: conditions AND'd within one block.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::StringMatchKind;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - match:
+///     - uri: {prefix: /reviews}
+///       method: {exact: GET}
+///       queryParams:
+///         debug: {exact: '1'}
+///       ignoreUriCase: true
+///     route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let m = &loaded.objects[0].spec.as_virtual_service().unwrap().http[0].matches[0];
+/// assert_eq!(m.method.as_ref().unwrap().kind(), Some(StringMatchKind::Exact("GET")));
+/// assert_eq!(m.query_params["debug"].exact.as_deref(), Some("1"));
+/// assert!(m.ignore_uri_case);
+/// assert!(m.headers.is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
@@ -186,6 +421,28 @@ pub struct HttpMatchRequest {
 }
 
 /// `HTTPRouteDestination`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+///       weight: 75
+///     - destination: {host: reviews-canary}
+///       weight: 25
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let route = &loaded.objects[0].spec.as_virtual_service().unwrap().http[0].route;
+/// let weights: Vec<_> = route.iter().map(|d| (d.destination.host.as_str(), d.weight)).collect();
+/// assert_eq!(weights, [("reviews", Some(75)), ("reviews-canary", Some(25))]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteDestination {
@@ -199,6 +456,28 @@ pub struct HttpRouteDestination {
 }
 
 /// `RouteDestination` (TLS and TCP routes).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: mongo}
+/// spec:
+///   hosts: [mongo]
+///   tcp:
+///   - route:
+///     - destination: {host: mongo}
+///       weight: 80
+///     - destination: {host: mongo-next}
+///       weight: 20
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let route = &loaded.objects[0].spec.as_virtual_service().unwrap().tcp[0].route;
+/// assert_eq!(route[1].destination.host, "mongo-next");
+/// assert_eq!(route[1].weight, Some(20));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
@@ -210,6 +489,30 @@ pub struct RouteDestination {
 }
 
 /// `L4MatchAttributes` (TCP routes).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: mongo}
+/// spec:
+///   hosts: [mongo]
+///   tcp:
+///   - match:
+///     - destinationSubnets: [10.0.0.0/8]
+///       port: 27017
+///       sourceLabels: {app: reporting}
+///     route:
+///     - destination: {host: mongo-replica}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let m = &loaded.objects[0].spec.as_virtual_service().unwrap().tcp[0].matches[0];
+/// assert_eq!(m.destination_subnets, ["10.0.0.0/8"]);
+/// assert_eq!(m.port, Some(27017));
+/// assert_eq!(m.source_labels["app"], "reporting");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
@@ -231,6 +534,30 @@ pub struct L4MatchAttributes {
 }
 
 /// `TLSMatchAttributes` (TLS routes).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: login}
+/// spec:
+///   hosts: [login.example.com]
+///   tls:
+///   - match:
+///     - sniHosts: [login.example.com]
+///       port: 443
+///       sourceNamespace: frontend
+///     route:
+///     - destination: {host: login.prod.svc.cluster.local}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let m = &loaded.objects[0].spec.as_virtual_service().unwrap().tls[0].matches[0];
+/// assert_eq!(m.sni_hosts, ["login.example.com"]);
+/// assert_eq!(m.port, Some(443));
+/// assert_eq!(m.source_namespace.as_deref(), Some("frontend"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsMatchAttributes {
@@ -253,6 +580,30 @@ pub struct TlsMatchAttributes {
 }
 
 /// `HTTPRedirect`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - match:
+///     - uri: {exact: /v1/getProductRatings}
+///     redirect:
+///       uri: /v1/bookRatings
+///       authority: newratings.default.svc.cluster.local
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let redirect = vs.http[0].redirect.as_ref().unwrap();
+/// assert_eq!(redirect.uri.as_deref(), Some("/v1/bookRatings"));
+/// assert_eq!(redirect.authority.as_deref(), Some("newratings.default.svc.cluster.local"));
+/// assert_eq!(redirect.redirect_code, None); // 301
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
@@ -273,6 +624,29 @@ pub struct HttpRedirect {
 }
 
 /// `HTTPRedirect.RedirectPortSelection`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::RedirectPortSelection;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: web}
+/// spec:
+///   hosts: [web]
+///   http:
+///   - redirect:
+///       scheme: https
+///       derivePort: FROM_REQUEST_PORT
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let redirect = vs.http[0].redirect.as_ref().unwrap();
+/// assert_eq!(redirect.derive_port, Some(RedirectPortSelection::FromRequestPort));
+/// assert_eq!(RedirectPortSelection::default(), RedirectPortSelection::FromProtocolDefault);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum RedirectPortSelection {
     /// Port 80 for http, 443 for https (the default).
@@ -285,6 +659,31 @@ pub enum RedirectPortSelection {
 }
 
 /// `HTTPDirectResponse`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - match:
+///     - uri: {prefix: /unavailable}
+///     directResponse:
+///       status: 503
+///       body: {string: unknown path}
+///   - route:
+///     - destination: {host: reviews}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let response = vs.http[0].direct_response.as_ref().unwrap();
+/// assert_eq!(response.status, 503);
+/// assert!(response.body.is_some());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
@@ -296,6 +695,28 @@ pub struct HttpDirectResponse {
 }
 
 /// `HTTPBody`: exactly one of `string` or `bytes` (base64).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: maintenance}
+/// spec:
+///   hosts: [shop]
+///   http:
+///   - directResponse:
+///       status: 503
+///       body:
+///         bytes: bWFpbnRlbmFuY2U=
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let body = vs.http[0].direct_response.as_ref().unwrap().body.as_ref().unwrap();
+/// assert_eq!(body.bytes.as_deref(), Some("bWFpbnRlbmFuY2U=")); // "maintenance"
+/// assert_eq!(body.string, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
@@ -306,6 +727,30 @@ pub struct HttpBody {
 }
 
 /// `HTTPRewrite`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - match:
+///     - uri: {prefix: /ratings}
+///     rewrite:
+///       uri: /v1/bookRatings
+///     route:
+///     - destination: {host: ratings}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let rewrite = vs.http[0].rewrite.as_ref().unwrap();
+/// assert_eq!(rewrite.uri.as_deref(), Some("/v1/bookRatings"));
+/// assert_eq!(rewrite.authority, None);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
@@ -318,6 +763,30 @@ pub struct HttpRewrite {
 }
 
 /// `RegexRewrite`: RE2 `match` and substitution `rewrite` (`\1` groups).
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: service}
+/// spec:
+///   hosts: [service]
+///   http:
+///   - rewrite:
+///       uriRegexRewrite:
+///         match: '^/service/([^/]+)(/.*)$'
+///         rewrite: '\2/instance/\1'
+///     route:
+///     - destination: {host: service}
+/// "#, "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let regex = vs.http[0].rewrite.as_ref().unwrap().uri_regex_rewrite.as_ref().unwrap();
+/// assert_eq!(regex.matcher, "^/service/([^/]+)(/.*)$");
+/// assert_eq!(regex.rewrite, r"\2/instance/\1");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
@@ -330,6 +799,33 @@ pub struct RegexRewrite {
 }
 
 /// `HTTPRetry`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - route:
+///     - destination: {host: ratings}
+///     retries:
+///       attempts: 3
+///       perTryTimeout: 2s
+///       retryOn: gateway-error,connect-failure,refused-stream
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let retries = vs.http[0].retries.as_ref().unwrap();
+/// assert_eq!(retries.attempts, 3);
+/// assert_eq!(retries.per_try_timeout, Some(Duration::from_secs(2)));
+/// assert_eq!(retries.retry_on.as_deref(), Some("gateway-error,connect-failure,refused-stream"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
@@ -349,6 +845,35 @@ pub struct HttpRetry {
 }
 
 /// `CorsPolicy`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - route:
+///     - destination: {host: ratings}
+///     corsPolicy:
+///       allowOrigins:
+///       - exact: https://example.com
+///       allowMethods: [POST, GET]
+///       allowHeaders: [X-Foo-Bar]
+///       maxAge: 24h
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let cors = vs.http[0].cors_policy.as_ref().unwrap();
+/// assert_eq!(cors.allow_origins[0].exact.as_deref(), Some("https://example.com"));
+/// assert_eq!(cors.allow_methods, ["POST", "GET"]);
+/// assert_eq!(cors.max_age, Some(Duration::from_secs(24 * 3600)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
@@ -376,6 +901,31 @@ pub struct CorsPolicy {
 }
 
 /// `CorsPolicy.UnmatchedPreflights`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::UnmatchedPreflights;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - route:
+///     - destination: {host: ratings}
+///     corsPolicy:
+///       allowOrigins:
+///       - exact: https://example.com
+///       unmatchedPreflights: IGNORE
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let cors = vs.http[0].cors_policy.as_ref().unwrap();
+/// assert_eq!(cors.unmatched_preflights, Some(UnmatchedPreflights::Ignore));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
@@ -389,6 +939,30 @@ pub enum UnmatchedPreflights {
 }
 
 /// `HTTPFaultInjection`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - route:
+///     - destination: {host: ratings}
+///     fault:
+///       abort:
+///         httpStatus: 500
+///         percentage: {value: 100}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let fault = vs.http[0].fault.as_ref().unwrap();
+/// assert!(fault.delay.is_none());
+/// assert_eq!(fault.abort.as_ref().unwrap().http_status, Some(500));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpFaultInjection {
@@ -399,6 +973,32 @@ pub struct HttpFaultInjection {
 }
 
 /// `HTTPFaultInjection.Delay`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Duration, Percent};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+///     fault:
+///       delay:
+///         fixedDelay: 5s
+///         percentage: {value: 0.1}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let delay = vs.http[0].fault.as_ref().unwrap().delay.as_ref().unwrap();
+/// assert_eq!(delay.fixed_delay, Some(Duration::from_secs(5)));
+/// assert_eq!(delay.percentage, Some(Percent { value: 0.1 }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultDelay {
@@ -413,6 +1013,31 @@ pub struct FaultDelay {
 }
 
 /// `HTTPFaultInjection.Abort`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - route:
+///     - destination: {host: ratings}
+///     fault:
+///       abort:
+///         grpcStatus: UNAVAILABLE
+///         percentage: {value: 50}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let abort = vs.http[0].fault.as_ref().unwrap().abort.as_ref().unwrap();
+/// assert_eq!(abort.grpc_status.as_deref(), Some("UNAVAILABLE"));
+/// assert_eq!(abort.http_status, None);
+/// assert_eq!(abort.percentage.map(|p| p.value), Some(50.0));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FaultAbort {
@@ -427,6 +1052,29 @@ pub struct FaultAbort {
 }
 
 /// `HTTPMirrorPolicy`.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews}
+///     mirrors:
+///     - destination: {host: reviews-shadow}
+///       percentage: {value: 50}
+/// ", "vs.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let vs = loaded.objects[0].spec.as_virtual_service().unwrap();
+/// let mirror = &vs.http[0].mirrors[0];
+/// assert_eq!(mirror.destination.host, "reviews-shadow");
+/// assert_eq!(mirror.percentage.map(|p| p.value), Some(50.0));
+/// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
