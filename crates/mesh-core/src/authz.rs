@@ -846,7 +846,7 @@ pub struct RequestAuth {
 /// metadata: {name: deny-admin, namespace: foo}
 /// spec:
 ///   action: DENY
-///   rules: [{to: [{operation: {hosts: ["httpbin.foo*"], paths: ["/admin/*"]}}]}]
+///   rules: [{to: [{operation: {hosts: ["httpbin.foo*"], paths: ["/admin/*"], ports: ["8000"]}}]}]
 /// "#).unwrap().snapshot();
 /// let authz = snap.authz_for_workload("foo", &Labels::new());
 /// let headers = http::HeaderMap::new();

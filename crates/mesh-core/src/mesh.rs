@@ -8,7 +8,7 @@
 //! apiVersion: networking.istio.io/v1
 //! kind: VirtualService
 //! metadata: {name: r}
-//! spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}
+//! spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
 //! ").unwrap();
 //! let before = mesh.snapshot();
 //! // a config that fails validation is refused; the last good snapshot stays
@@ -375,6 +375,11 @@ impl Mesh {
     /// kind: VirtualService
     /// metadata: {{name: reviews}}
     /// spec: {{hosts: [reviews], http: [{{route: [{{destination: {{host: reviews, subset: {subset}}}}}]}}]}}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {{name: reviews}}
+    /// spec: {{host: reviews, subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]}}
     /// ");
     /// let mesh = Mesh::from_yaml(&vs("v1")).unwrap();
     /// let old = mesh.snapshot();
@@ -422,6 +427,28 @@ impl Mesh {
     }
 
     /// Calls `hook` after every reload attempt (applied or refused): the logging hook.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use mesh_core::mesh::{Mesh, ReloadEvent};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// let last_generation = Arc::new(AtomicU64::new(0));
+    /// let seen = last_generation.clone();
+    /// mesh.on_reload(move |ev| {
+    ///     if let ReloadEvent::Applied { generation, .. } = ev {
+    ///         seen.store(*generation, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// mesh.reload_objects(Vec::new()).unwrap();
+    /// mesh.reload_objects(Vec::new()).unwrap();
+    /// assert_eq!(last_generation.load(Ordering::Relaxed), 2);
+    /// assert_eq!(mesh.snapshot().generation(), 2);
+    /// ```
     pub fn on_reload(&self, hook: impl Fn(&ReloadEvent<'_>) + Send + Sync + 'static) {
         lock(&self.inner.hooks).push(Box::new(hook));
     }
@@ -442,6 +469,38 @@ impl Mesh {
     }
 
     /// Validates and applies loaded config, or refuses it.
+    ///
+    /// Load errors and validation errors refuse the config; warnings and analyzer findings
+    /// do not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// // applied, although no DestinationRule defines subset v1 (an analyzer finding)
+    /// let ok = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}
+    /// ", "vs.yaml");
+    /// mesh.reload_loaded(ok).unwrap();
+    /// assert_eq!(mesh.snapshot().routes().len(), 1);
+    ///
+    /// // refused: istiod's webhook rejects a retry policy with negative attempts
+    /// let bad = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}], retries: {attempts: -1}}]}
+    /// ", "vs.yaml");
+    /// let err = mesh.reload_loaded(bad).unwrap_err();
+    /// assert_eq!(err.diagnostics[0].path, "spec.http[0].retries.attempts");
+    /// assert_eq!((mesh.applied_reloads(), mesh.refused_reloads()), (1, 1));
+    /// ```
     pub fn reload_loaded(&self, loaded: Loaded) -> Result<(), ReloadError> {
         let mut diags: Vec<Diagnostic> = loaded.diagnostics;
         let vopts = crate::validate::ValidateOptions {
@@ -559,6 +618,32 @@ impl Mesh {
     }
 
     /// Reloads the remembered paths.
+    ///
+    /// The paths are those of the last [`Mesh::from_paths`], [`Mesh::reload_paths`] or
+    /// [`Mesh::watch`]; see [`Mesh::reload_paths`] for a refused reload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::model::{Labels, MtlsMode};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mesh = Mesh::from_paths([dir.path()], MeshOptions::default())?; // empty for now
+    /// let mode = |m: &Mesh| m.snapshot().peer_authentication("foo", &Labels::new(), 8000);
+    /// assert_eq!(mode(&mesh), MtlsMode::Permissive);
+    ///
+    /// std::fs::write(dir.path().join("pa.yaml"), "
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: foo}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ")?;
+    /// mesh.reload()?;
+    /// assert_eq!(mode(&mesh), MtlsMode::Strict);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reload(&self) -> Result<(), ReloadError> {
         let paths = lock(&self.inner.state).paths.clone();
         self.reload_paths(paths)
@@ -637,6 +722,36 @@ impl Mesh {
 
     /// Resolves every DNS name the registry needs once, now (blocking); republishes if the
     /// answers changed. Returns the number of names resolved.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Resolver;
+    ///
+    /// struct Fixed(&'static str);
+    /// impl Resolver for Fixed {
+    ///     fn resolve(&self, _host: &str) -> std::io::Result<Vec<IpAddr>> {
+    ///         Ok(vec![self.0.parse().unwrap()])
+    ///     }
+    /// }
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: httpbin-ext}
+    /// spec:
+    ///   hosts: [httpbin.org]
+    ///   ports: [{number: 80, name: http, protocol: HTTP}]
+    ///   resolution: DNS
+    /// ").unwrap();
+    /// let generation = mesh.snapshot().generation();
+    /// assert_eq!(mesh.refresh_dns(&Fixed("192.0.2.7")), 1);
+    /// assert_eq!(mesh.snapshot().generation(), generation + 1); // republished
+    /// mesh.refresh_dns(&Fixed("192.0.2.7"));
+    /// assert_eq!(mesh.snapshot().generation(), generation + 1); // same answers: unchanged
+    /// ```
     pub fn refresh_dns(&self, resolver: &dyn Resolver) -> usize {
         let names = self.inner.current.load().config.services.dns_names();
         let mut cache = DnsCache::new();

@@ -210,6 +210,11 @@ impl<'a> Upstream<'a> {
 ///   rules:
 ///   - from: [{source: {principals: [cluster.local/ns/default/sa/bookinfo-reviews]}}]
 ///     to: [{operation: {methods: [GET]}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}
 /// ").unwrap().snapshot();
 ///
 /// // client side: the route, and the fault that answers 500 for jason
@@ -374,6 +379,11 @@ impl Snapshot {
     ///     route: [{destination: {host: reviews, subset: v2}}]
     ///   - match: [{uri: {prefix: /reviews}}]
     ///     route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
     /// "#).unwrap().snapshot();
     /// let mut jason = http::HeaderMap::new();
     /// jason.insert("end-user", "jason".parse().unwrap());
@@ -463,6 +473,11 @@ impl Snapshot {
     ///     route:
     ///     - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
     ///     - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: tcp-echo}
+    /// spec: {host: tcp-echo, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
     /// ").unwrap().snapshot();
     /// // the connection's original destination finds the service by its cluster IP
     /// let attrs = L4Attrs {

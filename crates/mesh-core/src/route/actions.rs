@@ -29,6 +29,11 @@ use crate::model;
 ///     - destination: {host: reviews, subset: v2}
 ///       weight: 1
 ///       headers: {request: {set: {x-canary: 'true'}}}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 /// ").unwrap().snapshot();
 /// let h = http::HeaderMap::new();
 /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
@@ -66,6 +71,11 @@ impl WeightedDestination {
     /// kind: VirtualService
     /// metadata: {name: reviews}
     /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v2}}]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v2, labels: {version: v2}}]}
     /// ").unwrap().snapshot();
     /// let h = http::HeaderMap::new();
     /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/", &h));
@@ -755,6 +765,11 @@ impl Fault {
 ///   - route: [{destination: {host: httpbin, subset: v1}}]
 ///     mirror: {host: httpbin, subset: v2}
 ///     mirrorPercentage: {value: 25}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: httpbin}
+/// spec: {host: httpbin, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 /// ").unwrap().snapshot();
 /// let h = http::HeaderMap::new();
 /// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin:8000", "/get", &h));

@@ -17,6 +17,11 @@
 //!   - match: [{headers: {end-user: {exact: jason}}}]
 //!     route: [{destination: {host: reviews, subset: v2}}]
 //!   - route: [{destination: {host: reviews, subset: v1}}]
+//! ---
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 //! "#).unwrap();
 //! let snap = mesh.snapshot(); // load once per request
 //! let mut headers = http::HeaderMap::new();
@@ -114,6 +119,11 @@ pub fn resolve_gateway_name(g: &str, vs_ns: &str) -> String {
 ///   - match: [{method: {exact: POST}, sourceLabels: {app: productpage}}]
 ///     route: [{destination: {host: reviews, subset: v2}}]
 ///   - route: [{destination: {host: reviews, subset: v1}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 /// ").unwrap().snapshot();
 /// let h = http::HeaderMap::new();
 /// let productpage: Labels = [("app".to_string(), "productpage".to_string())].into();
@@ -398,6 +408,11 @@ pub struct VirtualServiceInfo {
 ///     route: [{destination: {host: reviews, subset: v2}}]
 ///   - name: v1
 ///     route: [{destination: {host: reviews, subset: v1}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 /// ").unwrap().snapshot();
 /// let h = http::HeaderMap::new();
 /// let d = snap.route_http(&HttpRequestAttrs::new("default", "bookinfo.example.com", "/reviews/v2/1", &h));
@@ -534,6 +549,11 @@ struct GatewayRoutes {
 /// spec:
 ///   hosts: [ratings]
 ///   http: [{route: [{destination: {host: ratings, subset: v1}}]}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}
 /// ", "ratings.yaml");
 /// let opts = MeshOptions::default();
 /// let table = RouteTable::build(&loaded.objects, &opts);
@@ -615,6 +635,11 @@ pub enum RouteOutcome<'a> {
 ///     - {destination: {host: reviews, subset: v3}, weight: 25}
 ///     timeout: 5s
 ///     retries: {attempts: 3, perTryTimeout: 2s}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v3, labels: {version: v3}}]}
 /// ").unwrap().snapshot();
 /// let h = http::HeaderMap::new();
 /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/reviews/0", &h));
@@ -685,6 +710,11 @@ impl<'a> RouteDecision<'a> {
     ///   - route:
     ///     - {destination: {host: reviews, subset: v1}, weight: 90}
     ///     - {destination: {host: reviews, subset: v2}, weight: 10}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
     /// ").unwrap().snapshot();
     /// let h = http::HeaderMap::new();
     /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));

@@ -126,7 +126,7 @@ pub fn validate_object(obj: &ConfigObject) -> Vec<Diagnostic> {
 ///     found,
 ///     [
 ///         "IST0130 spec.http[1].match[0]", // unreachable: the first route matches everything
-///         "IST0106 metadata.name",         // a Gateway name must be a DNS-1123 label
+///         "IST0106 metadata.name",         // names are lower case (DNS-1123)
 ///     ]
 /// );
 /// ```
