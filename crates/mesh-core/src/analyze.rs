@@ -35,6 +35,33 @@ use crate::model::{
 };
 
 /// Options of the analysis.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::analyze::{analyze_with, AnalyzeOptions};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   hosts: [reviews]
+///   http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   host: reviews.default.svc.corp.internal
+///   subsets: [{name: v2, labels: {version: v2}}]
+/// ", "reviews.yaml");
+/// // in a cluster whose domain is corp.internal the subset is defined
+/// let opts = AnalyzeOptions { domain_suffix: "corp.internal".into(), ..AnalyzeOptions::default() };
+/// assert!(analyze_with(&loaded.objects, &opts).is_empty());
+/// // with the default cluster.local it is not
+/// assert_eq!(mesh_core::analyze::analyze(&loaded.objects)[0].code, "IST0101");
+/// ```
 #[derive(Debug, Clone)]
 pub struct AnalyzeOptions {
     /// The mesh root namespace.
@@ -53,6 +80,27 @@ impl Default for AnalyzeOptions {
 }
 
 /// Analyzes the objects together with default options.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::diag::{codes, Severity};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: bookinfo}
+/// spec:
+///   hosts: ['*']
+///   gateways: [bookinfo-gateway]
+///   http: [{route: [{destination: {host: productpage, port: {number: 9080}}}]}]
+/// ", "bookinfo.yaml");
+/// let found = mesh_core::analyze::analyze(&loaded.objects);
+/// assert_eq!(found.len(), 1);
+/// assert_eq!((found[0].severity, found[0].code), (Severity::Error, codes::REFERENCED_RESOURCE_NOT_FOUND));
+/// assert_eq!(found[0].message, r#"Referenced gateway not found: "default/bookinfo-gateway""#);
+/// assert_eq!(found[0].path, "spec.gateways[0]");
+/// ```
 pub fn analyze(objects: &[ConfigObject]) -> Vec<Diagnostic> {
     analyze_with(objects, &AnalyzeOptions::default())
 }
@@ -110,6 +158,33 @@ fn exported_to(export_to: &[String], owner_ns: &str, ns: &str) -> bool {
 }
 
 /// Analyzes the objects together.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::analyze::{analyze_with, AnalyzeOptions};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: mesh-root}
+/// spec: {mtls: {mode: STRICT}}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: a}
+/// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: b}
+/// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+/// ", "config.yaml");
+/// let opts = AnalyzeOptions { root_namespace: "mesh-root".into(), ..AnalyzeOptions::default() };
+/// let codes: Vec<&str> = analyze_with(&loaded.objects, &opts).iter().map(|d| d.code).collect();
+/// // two mesh VirtualServices for one host conflict (ConflictingMeshGatewayVirtualServiceHosts)
+/// assert_eq!(codes, ["IST0109", "IST0109"]);
+/// ```
 pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diagnostic> {
     let mut cx = Ctx {
         opts,

@@ -348,6 +348,34 @@ struct CRule {
 }
 
 /// A compiled AuthorizationPolicy.
+///
+/// [`AuthzPolicies::build`] compiles every policy of a config; compile one directly to
+/// check it.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::CompiledPolicy;
+/// use mesh_core::model::AuthorizationAction;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: ext-authz, namespace: foo}
+/// spec:
+///   selector: {matchLabels: {app: httpbin}}
+///   action: CUSTOM
+///   provider: {name: my-ext-authz}
+///   rules: [{to: [{operation: {paths: ["/admin/*"]}}]}]
+/// "#, "ap.yaml");
+/// let o = &loaded.objects[0];
+/// let ap = o.spec.as_authorization_policy().unwrap();
+/// let p = CompiledPolicy::compile(&o.metadata.name, &o.metadata.namespace, ap, false);
+/// assert_eq!(&*p.name, "foo/ext-authz");
+/// assert_eq!(p.action, AuthorizationAction::Custom);
+/// assert_eq!(p.provider.as_deref(), Some("my-ext-authz"));
+/// assert_eq!(p.error(), None);
+/// ```
 #[derive(Debug)]
 pub struct CompiledPolicy {
     /// `ns/name`.
@@ -369,6 +397,28 @@ pub struct CompiledPolicy {
 
 impl CompiledPolicy {
     /// Compiles one policy; an error makes the policy deny (fail closed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::CompiledPolicy;
+    ///
+    /// // istiod's webhook rejects this path template; compiled anyway, it denies
+    /// let loaded = mesh_core::load::load_str(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: bad-path, namespace: foo}
+    /// spec:
+    ///   rules: [{to: [{operation: {paths: ["/{**}/admin"]}}]}]
+    /// "#, "ap.yaml");
+    /// assert!(mesh_core::check(&loaded).iter().any(|d| d.is_error()));
+    /// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+    /// let p = CompiledPolicy::compile("bad-path", "foo", ap, false);
+    /// assert_eq!(
+    ///     p.error(),
+    ///     Some("invalid or unsupported path /{**}/admin: {**} is not the last operator")
+    /// );
+    /// ```
     pub fn compile(name: &str, namespace: &str, ap: &AuthorizationPolicy, dry_run: bool) -> Self {
         let mut target_gateways = Vec::new();
         for t in ap.target_refs.iter().chain(ap.target_ref.iter()) {
@@ -730,6 +780,46 @@ impl CRule {
 }
 
 /// A verified JWT (from RequestAuthentication).
+///
+/// JWT verification happens before authorization; pass its result in
+/// [`AuthzRequest::request_auth`] for `requestPrincipals` and `request.auth.*` conditions.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs, RequestAuth};
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: require-jwt, namespace: foo}
+/// spec:
+///   selector: {matchLabels: {app: httpbin}}
+///   action: ALLOW
+///   rules:
+///   - from: [{source: {requestPrincipals: ["testing@secure.istio.io/testing@secure.istio.io"]}}]
+///     when: [{key: "request.auth.claims[groups]", values: [group1]}]
+/// "#).unwrap().snapshot();
+/// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+/// let authz = snap.authz_for_workload("foo", &httpbin);
+///
+/// let jwt = RequestAuth {
+///     principal: "testing@secure.istio.io/testing@secure.istio.io".into(),
+///     claims: serde_json::json!({"groups": ["group1", "group2"]}),
+///     ..RequestAuth::default()
+/// };
+/// let headers = http::HeaderMap::new();
+/// let attrs = HttpAuthzAttrs { method: "GET", path: "/headers", host: "httpbin.foo:8000", headers: &headers };
+/// let mut req = AuthzRequest::http(8000, attrs);
+/// assert!(!authz.evaluate(&req).allowed); // no token
+/// req.request_auth = Some(&jwt);
+/// assert!(authz.evaluate(&req).allowed);
+///
+/// let other_group = RequestAuth { claims: serde_json::json!({"groups": ["group2"]}), ..jwt.clone() };
+/// req.request_auth = Some(&other_group);
+/// assert!(!authz.evaluate(&req).allowed);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestAuth {
     /// `iss/sub`.
@@ -743,6 +833,33 @@ pub struct RequestAuth {
 }
 
 /// HTTP attributes of a request being authorized.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{normalize_path, AuthzRequest, HttpAuthzAttrs};
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: deny-admin, namespace: foo}
+/// spec:
+///   action: DENY
+///   rules: [{to: [{operation: {hosts: ["httpbin.foo*"], paths: ["/admin/*"], ports: ["8000"]}}]}]
+/// "#).unwrap().snapshot();
+/// let authz = snap.authz_for_workload("foo", &Labels::new());
+/// let headers = http::HeaderMap::new();
+/// let allowed = |path: &str, host: &str| {
+///     let path = normalize_path(path); // as the sidecar does before authorization
+///     let attrs = HttpAuthzAttrs { method: "GET", path: &path, host, headers: &headers };
+///     authz.evaluate(&AuthzRequest::http(8000, attrs)).allowed
+/// };
+/// assert!(!allowed("/admin/users", "httpbin.foo:8000"));
+/// assert!(!allowed("/public/../admin/users", "httpbin.foo:8000"));
+/// assert!(allowed("/status/200", "httpbin.foo:8000"));
+/// assert!(allowed("/admin/users", "other.foo:8000"));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct HttpAuthzAttrs<'a> {
     /// Method.
@@ -756,6 +873,40 @@ pub struct HttpAuthzAttrs<'a> {
 }
 
 /// What authorization reads from a request or connection, all borrowed.
+///
+/// Start from [`AuthzRequest::tcp`] or [`AuthzRequest::http`] and set what the connection
+/// knows (the peer's principal, addresses, SNI).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::AuthzRequest;
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: db-clients, namespace: data}
+/// spec:
+///   selector: {matchLabels: {app: postgres}}
+///   action: ALLOW
+///   rules:
+///   - from: [{source: {namespaces: [billing]}}, {source: {ipBlocks: [10.8.0.0/16]}}]
+///     to: [{operation: {ports: ['5432']}}]
+/// ").unwrap().snapshot();
+/// let postgres: Labels = [("app".to_string(), "postgres".to_string())].into();
+/// let authz = snap.authz_for_workload("data", &postgres);
+///
+/// let mut conn = AuthzRequest::tcp(5432);
+/// conn.principal = Some("cluster.local/ns/billing/sa/invoices");
+/// assert!(authz.evaluate(&conn).allowed); // by namespace, from the mTLS identity
+///
+/// let mut conn = AuthzRequest::tcp(5432);
+/// conn.source_ip = Some("10.8.3.4".parse().unwrap());
+/// assert!(authz.evaluate(&conn).allowed); // by address
+/// conn.source_ip = Some("10.9.0.1".parse().unwrap());
+/// assert!(!authz.evaluate(&conn).allowed);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct AuthzRequest<'a> {
     /// The peer's verified SPIFFE identity, without `spiffe://`
@@ -781,6 +932,29 @@ pub struct AuthzRequest<'a> {
 
 impl<'a> AuthzRequest<'a> {
     /// A TCP connection to `port`.
+    ///
+    /// HTTP-only fields of a rule (methods, paths, headers, ...) never match a TCP
+    /// connection: an ALLOW rule that needs them does not allow it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::AuthzRequest;
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: tcp-echo, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: tcp-echo}}
+    ///   action: ALLOW
+    ///   rules: [{to: [{operation: {methods: [GET], ports: ['9000']}}]}]
+    /// ").unwrap().snapshot();
+    /// let tcp_echo: Labels = [("app".to_string(), "tcp-echo".to_string())].into();
+    /// let d = snap.authz_for_workload("foo", &tcp_echo).evaluate(&AuthzRequest::tcp(9000));
+    /// assert!(!d.allowed);
+    /// ```
     pub fn tcp(port: u16) -> Self {
         AuthzRequest {
             principal: None,
@@ -796,6 +970,19 @@ impl<'a> AuthzRequest<'a> {
     }
 
     /// An HTTP request to `port`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs};
+    ///
+    /// let headers = http::HeaderMap::new();
+    /// let attrs = HttpAuthzAttrs { method: "GET", path: "/ip", host: "httpbin.foo:8000", headers: &headers };
+    /// let req = AuthzRequest::http(8000, attrs);
+    /// assert_eq!(req.destination_port, 8000);
+    /// assert_eq!(req.principal, None); // plaintext until set
+    /// assert_eq!(req.http.map(|h| h.method), Some("GET"));
+    /// ```
     pub fn http(port: u16, http: HttpAuthzAttrs<'a>) -> Self {
         AuthzRequest {
             http: Some(http),
@@ -805,6 +992,39 @@ impl<'a> AuthzRequest<'a> {
 }
 
 /// Why a decision was made.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs};
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: deny-post, namespace: foo}
+/// spec:
+///   action: DENY
+///   rules: [{to: [{operation: {methods: [POST], ports: ['8000']}}]}]
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: allow-get, namespace: foo}
+/// spec:
+///   action: ALLOW
+///   rules: [{to: [{operation: {methods: [GET]}}]}]
+/// ").unwrap().snapshot();
+/// let headers = http::HeaderMap::new();
+/// let reason = |ns: &str, method| {
+///     let attrs = HttpAuthzAttrs { method, path: "/", host: "httpbin", headers: &headers };
+///     snap.authz_for_workload(ns, &Labels::new()).evaluate(&AuthzRequest::http(8000, attrs)).reason
+/// };
+/// assert_eq!(reason("foo", "POST"), AuthzReason::DeniedByPolicy);
+/// assert_eq!(reason("foo", "GET"), AuthzReason::AllowedByPolicy);
+/// assert_eq!(reason("foo", "PUT"), AuthzReason::NoAllowMatched);
+/// assert_eq!(reason("bar", "PUT"), AuthzReason::NoAllowPolicy);
+/// assert_eq!(AuthzReason::DeniedByPolicy.to_string(), "a DENY policy matched");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthzReason {
     /// An applicable policy could not be compiled.
@@ -846,6 +1066,41 @@ impl fmt::Display for AuthzReason {
 }
 
 /// An authorization decision; deny answers 403 `RBAC: access denied`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs};
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata:
+///   name: deny-delete
+///   namespace: foo
+///   annotations: {"istio.io/dry-run": "true"}
+/// spec:
+///   action: DENY
+///   rules: [{to: [{operation: {methods: [DELETE], ports: ['8000']}}]}]
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: audit-admin, namespace: foo}
+/// spec:
+///   action: AUDIT
+///   rules: [{to: [{operation: {paths: ["/admin/*"]}}]}]
+/// "#).unwrap().snapshot();
+/// let authz = snap.authz_for_workload("foo", &Labels::new());
+/// let headers = http::HeaderMap::new();
+/// let attrs = HttpAuthzAttrs { method: "DELETE", path: "/admin/users", host: "httpbin", headers: &headers };
+/// let d = authz.evaluate(&AuthzRequest::http(8000, attrs));
+/// assert!(d.allowed); // the DENY policy is only a dry run...
+/// assert_eq!(d.reason, AuthzReason::NoAllowPolicy);
+/// assert_eq!(d.policy, None);
+/// assert_eq!(d.dry_run.as_deref(), Some("foo/deny-delete")); // ...that would have denied
+/// assert_eq!(d.audit.as_deref(), Some("foo/audit-admin")); // and the request is to be audited
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthzDecision {
     /// Allowed?
@@ -864,6 +1119,41 @@ pub struct AuthzDecision {
 
 /// The policies that apply to one workload, grouped by action (compiled once per workload;
 /// fetch again when the snapshot changes).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs};
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: allow-nothing, namespace: istio-system}
+/// spec: {}
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: productpage-viewer, namespace: default}
+/// spec:
+///   selector: {matchLabels: {app: productpage}}
+///   action: ALLOW
+///   rules: [{to: [{operation: {methods: [GET]}}]}]
+/// ").unwrap().snapshot();
+/// let productpage: Labels = [("app".to_string(), "productpage".to_string())].into();
+/// let authz = snap.authz_for_workload("default", &productpage);
+/// // the mesh-wide policy from the root namespace applies too
+/// assert_eq!(
+///     authz.policies().collect::<Vec<_>>(),
+///     ["istio-system/allow-nothing", "default/productpage-viewer"]
+/// );
+/// assert_eq!(authz.allow_policies().count(), 2);
+/// let headers = http::HeaderMap::new();
+/// let get = HttpAuthzAttrs { method: "GET", path: "/productpage", host: "productpage:9080", headers: &headers };
+/// assert!(authz.evaluate(&AuthzRequest::http(9080, get)).allowed);
+/// let post = HttpAuthzAttrs { method: "POST", ..get };
+/// assert!(!authz.evaluate(&AuthzRequest::http(9080, post)).allowed);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct WorkloadAuthz {
     broken: Option<Arc<CompiledPolicy>>,
@@ -898,11 +1188,79 @@ impl WorkloadAuthz {
     }
 
     /// Decides, with no external authorizer: a matching CUSTOM policy denies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs};
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-method-get, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   action: DENY
+    ///   rules:
+    ///   - to: [{operation: {methods: [GET]}}]
+    ///     when: [{key: 'request.headers[x-token]', notValues: [admin]}]
+    /// ").unwrap().snapshot();
+    /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let authz = snap.authz_for_workload("foo", &httpbin);
+    /// let decide = |token: Option<&str>| {
+    ///     let mut headers = http::HeaderMap::new();
+    ///     if let Some(t) = token {
+    ///         headers.insert("x-token", t.parse().unwrap());
+    ///     }
+    ///     let attrs = HttpAuthzAttrs { method: "GET", path: "/get", host: "httpbin.foo:8000", headers: &headers };
+    ///     authz.evaluate(&AuthzRequest::http(8000, attrs))
+    /// };
+    /// assert!(decide(Some("admin")).allowed);
+    /// let d = decide(Some("guest"));
+    /// assert_eq!((d.allowed, d.reason, d.rule), (false, AuthzReason::DeniedByPolicy, Some(0)));
+    /// assert_eq!(d.policy.as_deref(), Some("foo/deny-method-get"));
+    /// assert!(!decide(None).allowed);
+    /// ```
     pub fn evaluate(&self, req: &AuthzRequest<'_>) -> AuthzDecision {
         self.evaluate_with(req, &|_, _| false)
     }
 
     /// Decides; `custom(provider, req)` answers for CUSTOM policies (true = allow).
+    ///
+    /// The callback is asked only when a CUSTOM policy's rules match the request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs};
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: ext-authz, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   action: CUSTOM
+    ///   provider: {name: my-ext-authz}
+    ///   rules: [{to: [{operation: {paths: ["/admin/*"]}}]}]
+    /// "#).unwrap().snapshot();
+    /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let authz = snap.authz_for_workload("foo", &httpbin);
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-ext-authz", "allow".parse().unwrap());
+    /// // stands in for a call to the external authorizer named by the policy
+    /// let provider = |name: &str, req: &AuthzRequest<'_>| {
+    ///     name == "my-ext-authz"
+    ///         && req.http.is_some_and(|h| h.headers.get("x-ext-authz").is_some_and(|v| v == "allow"))
+    /// };
+    /// let admin = HttpAuthzAttrs { method: "GET", path: "/admin/users", host: "httpbin", headers: &headers };
+    /// assert!(authz.evaluate_with(&AuthzRequest::http(8000, admin), &provider).allowed);
+    /// // without a provider a matching CUSTOM policy denies
+    /// let d = authz.evaluate(&AuthzRequest::http(8000, admin));
+    /// assert_eq!((d.allowed, d.reason), (false, AuthzReason::CustomDenied));
+    /// ```
     pub fn evaluate_with(
         &self,
         req: &AuthzRequest<'_>,
@@ -991,6 +1349,36 @@ impl WorkloadAuthz {
 }
 
 /// Every AuthorizationPolicy, compiled, indexed by namespace.
+///
+/// Part of every snapshot; [`Snapshot::authz_for_workload`](crate::snapshot::Snapshot::authz_for_workload)
+/// calls [`AuthzPolicies::for_workload`].
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{AuthzPolicies, AuthzReason, AuthzRequest};
+/// use mesh_core::model::Labels;
+/// use mesh_core::names::MeshOptions;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: bad-path, namespace: foo}
+/// spec:
+///   selector: {matchLabels: {app: httpbin}}
+///   rules: [{to: [{operation: {paths: ["/{**}/admin"]}}]}]
+/// "#, "ap.yaml");
+/// let policies = AuthzPolicies::build(&loaded.objects, &MeshOptions::default());
+/// let errors: Vec<(&str, &str)> = policies.errors().collect();
+/// assert_eq!(errors[0].0, "foo/bad-path");
+///
+/// // fail closed: the workload it selects is denied everything
+/// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+/// let d = policies.for_workload("foo", &httpbin).evaluate(&AuthzRequest::tcp(8000));
+/// assert!(!d.allowed);
+/// assert!(matches!(d.reason, AuthzReason::Uncompilable(_)));
+/// assert!(policies.for_workload("foo", &Labels::new()).is_empty());
+/// ```
 #[derive(Debug, Default)]
 pub struct AuthzPolicies {
     by_ns: HashMap<Box<str>, Vec<Arc<CompiledPolicy>>>,
@@ -1067,6 +1455,18 @@ impl AuthzPolicies {
 /// Normalizes a request path as Istio's sidecars do before authorization (§8.4): drops the
 /// query, decodes `%2E`/`%2e`… is not done for `/`, turns `\` into `/`, resolves `.` and `..`
 /// segments. Allocates only when something changes.
+///
+/// # Examples
+///
+/// ```
+/// use std::borrow::Cow;
+/// use mesh_core::authz::normalize_path;
+///
+/// assert_eq!(normalize_path("/admin/../public/./index.html"), "/public/index.html");
+/// assert_eq!(normalize_path("/a\\b?q=1"), "/a/b");
+/// assert_eq!(normalize_path("/%2e%2e/etc/passwd"), "/etc/passwd");
+/// assert!(matches!(normalize_path("/status/200?x=1"), Cow::Borrowed("/status/200")));
+/// ```
 pub fn normalize_path(path: &str) -> Cow<'_, str> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     let needs =

@@ -34,6 +34,34 @@ use serde::Serialize;
 use crate::model::Location;
 
 /// How bad a diagnostic is.
+///
+/// Severities order from worst to mildest, so sorting puts errors first; they display in
+/// lower case, as in rendered diagnostics.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::diag::Severity;
+///
+/// // an unknown field is an error; an unmodelled Istio kind is skipped with a warning
+/// let loaded = mesh_core::load::load_str(
+///     "apiVersion: networking.istio.io/v1alpha3
+/// kind: EnvoyFilter
+/// metadata: {name: lua}
+/// spec: {}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsetz: []}
+/// ",
+///     "mixed.yaml",
+/// );
+/// let severities: Vec<Severity> = loaded.diagnostics.iter().map(|d| d.severity).collect();
+/// assert_eq!(severities, [Severity::Warning, Severity::Error]);
+/// assert!(Severity::Error < Severity::Warning && Severity::Warning < Severity::Info);
+/// assert_eq!(Severity::Warning.to_string(), "warning");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -56,6 +84,28 @@ impl fmt::Display for Severity {
 }
 
 /// Diagnostic codes used by this crate (see the module docs).
+///
+/// Compare a [`Diagnostic::code`] against these constants rather than against literals.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::diag::codes;
+///
+/// let loaded = mesh_core::load::load_str(
+///     "apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: -1}]}]}
+/// ",
+///     "vs.yaml",
+/// );
+/// assert!(loaded.diagnostics.is_empty()); // the schema is fine...
+/// let found = mesh_core::validate::validate_all(&loaded.objects);
+/// // ...but istiod's webhook rejects a negative weight
+/// assert_eq!(found[0].code, codes::VALIDATION);
+/// assert_eq!(codes::VALIDATION, "IST0106");
+/// ```
 pub mod codes {
     /// YAML/JSON syntax error.
     pub const SYNTAX: &str = "IM0001";
@@ -122,6 +172,44 @@ pub mod codes {
 }
 
 /// One finding, tied to a file position and a field path.
+///
+/// Loading ([`crate::load`]), validation ([`crate::validate`]) and analysis
+/// ([`crate::analyze`]) all report `Diagnostic`s. Show one with [`Diagnostic::render`] (or
+/// [`Sources::render`]), as a one-liner with `Display`, or as JSON with `serde`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::diag::{codes, Severity};
+///
+/// let loaded = mesh_core::load::load_str(
+///     "apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews, subnet: v1}
+/// ",
+///     "reviews.yaml",
+/// );
+/// let d = &loaded.diagnostics[0];
+/// assert_eq!(d.severity, Severity::Error);
+/// assert_eq!(d.code, codes::UNKNOWN_FIELD);
+/// assert_eq!((&*d.file, d.line, d.column), ("reviews.yaml", 8, 36));
+/// assert_eq!(d.path, "spec.http[0].route[0].destination.subnet");
+/// assert!(d.help.as_deref().unwrap().starts_with("did you mean `subset`?"));
+/// assert!(d.is_error());
+/// assert_eq!(
+///     d.to_string(),
+///     "error[IM0003]: unknown field `subnet` in `spec.http[0].route[0].destination` \
+///      (reviews.yaml:8:36 spec.http[0].route[0].destination.subnet)"
+/// );
+/// let json = serde_json::to_value(d).unwrap();
+/// assert_eq!(json["severity"], "error");
+/// assert_eq!(json["line"], 8);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Diagnostic {
     /// Severity.
@@ -150,6 +238,28 @@ fn ser_arc_str<S: serde::Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::E
 
 impl Diagnostic {
     /// A diagnostic at a position.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Diagnostic, Severity};
+    /// use mesh_core::model::Location;
+    ///
+    /// let d = Diagnostic::new(
+    ///     Severity::Warning,
+    ///     codes::LINT,
+    ///     "timeout is longer than the retry budget",
+    ///     "vs.yaml".into(),
+    ///     Location { line: 12, column: 14 },
+    ///     "spec.http[0].timeout",
+    /// );
+    /// assert!(!d.is_error());
+    /// assert_eq!(d.help, None);
+    /// assert_eq!(
+    ///     d.to_string(),
+    ///     "warning[IM0100]: timeout is longer than the retry budget (vs.yaml:12:14 spec.http[0].timeout)"
+    /// );
+    /// ```
     pub fn new(
         severity: Severity,
         code: &'static str,
@@ -171,6 +281,24 @@ impl Diagnostic {
     }
 
     /// An error at a position.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Diagnostic};
+    /// use mesh_core::model::Location;
+    ///
+    /// let d = Diagnostic::error(
+    ///     codes::UNKNOWN_FIELD,
+    ///     "unknown field `subnet`",
+    ///     "vs.yaml".into(),
+    ///     Location { line: 3, column: 9 },
+    ///     "spec.http[0].route[0].destination.subnet",
+    /// )
+    /// .with_help("did you mean `subset`?");
+    /// assert!(d.is_error());
+    /// assert_eq!(d.help.as_deref(), Some("did you mean `subset`?"));
+    /// ```
     pub fn error(
         code: &'static str,
         message: impl Into<String>,
@@ -204,6 +332,44 @@ impl Diagnostic {
     /// ```
     ///
     /// `source` is the file's text, when available, for the source line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let text = "\
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - route:
+    ///     - destination:
+    ///         host: reviews
+    ///         subnet: v1
+    /// ";
+    /// let loaded = mesh_core::load::load_str(text, "reviews.yaml");
+    /// let d = &loaded.diagnostics[0];
+    /// let out = d.render(Some(text));
+    /// let mut lines = out.lines();
+    /// assert_eq!(
+    ///     lines.next(),
+    ///     Some("error[IM0003]: unknown field `subnet` in `spec.http[0].route[0].destination`")
+    /// );
+    /// assert_eq!(lines.next(), Some("  --> reviews.yaml:10:9"));
+    /// assert_eq!(lines.next(), Some("   |"));
+    /// assert_eq!(lines.next(), Some("10 |         subnet: v1"));
+    /// assert_eq!(
+    ///     lines.next(),
+    ///     Some("   |         ^^^^^^ spec.http[0].route[0].destination.subnet")
+    /// );
+    /// assert!(lines.next().unwrap().starts_with("   = help: did you mean `subset`?"));
+    ///
+    /// // without the text: the position and the field path only
+    /// let short = d.render(None);
+    /// assert!(short.contains(" --> reviews.yaml:10:9\n"));
+    /// assert!(short.contains(" = at: spec.http[0].route[0].destination.subnet\n"));
+    /// ```
     pub fn render(&self, source: Option<&str>) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "{}[{}]: {}", self.severity, self.code, self.message);
@@ -268,6 +434,28 @@ impl fmt::Display for Diagnostic {
 }
 
 /// The text of loaded files, for rendering source lines.
+///
+/// Every load fills [`Loaded::sources`](crate::load::Loaded::sources); keep it to render
+/// diagnostics found later (validation, analysis) with their source lines.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(
+///     "apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}], timeout: 500us}]}
+/// ",
+///     "vs.yaml",
+/// );
+/// assert_eq!(loaded.sources.get("vs.yaml").map(|t| t.lines().count()), Some(4));
+/// // istiod rejects sub-millisecond timeouts
+/// let found = mesh_core::validate::validate_all(&loaded.objects);
+/// let out = loaded.sources.render(&found[0]);
+/// assert!(out.starts_with("error[IST0106]: "), "{out}");
+/// assert!(out.contains("4 | spec: {hosts: [reviews]"), "{out}");
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Sources {
     files: HashMap<Arc<str>, Arc<str>>,
@@ -296,6 +484,24 @@ impl Sources {
 }
 
 /// Sorts diagnostics by file, line, column, then severity (stable for equal keys).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::diag::{codes, sort, Diagnostic, Severity};
+/// use mesh_core::model::Location;
+///
+/// let at = |line, column| Location { line, column };
+/// let mut diags = vec![
+///     Diagnostic::new(Severity::Info, codes::LINT, "b", "b.yaml".into(), at(1, 1), ""),
+///     Diagnostic::new(Severity::Warning, codes::LINT, "late", "a.yaml".into(), at(9, 3), ""),
+///     Diagnostic::new(Severity::Warning, codes::LINT, "warn", "a.yaml".into(), at(2, 5), ""),
+///     Diagnostic::error(codes::SYNTAX, "err", "a.yaml".into(), at(2, 5), ""),
+/// ];
+/// sort(&mut diags);
+/// let order: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+/// assert_eq!(order, ["err", "warn", "late", "b"]);
+/// ```
 pub fn sort(diags: &mut [Diagnostic]) {
     diags.sort_by(|a, b| {
         (&a.file, a.line, a.column, a.severity).cmp(&(&b.file, b.line, b.column, b.severity))
@@ -304,6 +510,18 @@ pub fn sort(diags: &mut [Diagnostic]) {
 
 /// Suggests the candidate closest to `word` (Jaro-Winkler ≥ 0.8 or Levenshtein ≤ 2, and
 /// never the word itself), for "did you mean" help.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::diag::did_you_mean;
+///
+/// let fields = ["host", "subset", "port"];
+/// assert_eq!(did_you_mean("subnet", fields), Some("subset"));
+/// assert_eq!(did_you_mean("Host", fields), Some("host")); // case differs
+/// assert_eq!(did_you_mean("weight", fields), None); // nothing close
+/// assert_eq!(did_you_mean("ROUNDROBIN", ["ROUND_ROBIN", "RANDOM"]), Some("ROUND_ROBIN"));
+/// ```
 pub fn did_you_mean<'a>(
     word: &str,
     candidates: impl IntoIterator<Item = &'a str>,

@@ -16,6 +16,32 @@ struct GatewayDef {
 }
 
 /// One server of a Gateway, for a gateway workload.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Labels, ServerTlsMode};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: httpbin-gateway, namespace: istio-system}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 443, name: https, protocol: HTTPS}
+///     hosts: [httpbin.example.com]
+///     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+/// ").unwrap().snapshot();
+/// let ingress: Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+/// let servers = snap.gateway_servers(&ingress);
+/// let s = &servers[0];
+/// assert_eq!((s.gateway, s.index), ("istio-system/httpbin-gateway", 0));
+/// assert_eq!(s.server.hosts, ["httpbin.example.com"]);
+/// let tls = s.server.tls.as_ref().unwrap();
+/// assert_eq!(tls.mode, ServerTlsMode::Simple);
+/// assert_eq!(tls.credential_name.as_deref(), Some("httpbin-credential"));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct GatewayServer<'a> {
     /// `ns/name` of the Gateway (what VirtualServices list in `gateways`).
@@ -27,6 +53,36 @@ pub struct GatewayServer<'a> {
 }
 
 /// Every Gateway.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::gateway::Gateways;
+/// use mesh_core::model::Labels;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: public, namespace: istio-system}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: egress, namespace: istio-system}
+/// spec:
+///   selector: {istio: egressgateway}
+///   servers: [{port: {number: 443, name: tls, protocol: TLS}, hosts: [edition.cnn.com], tls: {mode: PASSTHROUGH}}]
+/// ", "gateways.yaml");
+/// let gateways = Gateways::build(&loaded.objects);
+/// let egress: Labels = [("istio".to_string(), "egressgateway".to_string())].into();
+/// assert_eq!(gateways.names_for(&egress), ["istio-system/egress"]);
+/// let servers = gateways.servers_for(&egress);
+/// assert_eq!(servers.len(), 1);
+/// assert_eq!(servers[0].server.port.number, 443);
+/// assert!(gateways.servers_for(&Labels::new()).is_empty());
+/// ```
 #[derive(Debug, Default)]
 pub struct Gateways {
     defs: Vec<GatewayDef>,

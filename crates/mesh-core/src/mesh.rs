@@ -8,7 +8,7 @@
 //! apiVersion: networking.istio.io/v1
 //! kind: VirtualService
 //! metadata: {name: r}
-//! spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}
+//! spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
 //! ").unwrap();
 //! let before = mesh.snapshot();
 //! // a config that fails validation is refused; the last good snapshot stays
@@ -49,6 +49,27 @@ use crate::registry::{DnsCache, Resolver, Workload};
 use crate::snapshot::{CompiledConfig, Snapshot};
 
 /// A refused reload: the diagnostics (errors first) that caused it.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+///
+/// let err = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http: [{route: [{destination: {host: reviews}, weight: -1}]}]
+/// ").unwrap_err();
+/// assert_eq!(err.diagnostics[0].code, "IST0106"); // istiod's webhook would reject it
+/// assert_eq!(err.diagnostics[0].path, "spec.http[0].route[0].weight");
+/// assert_eq!(
+///     err.to_string(),
+///     "configuration refused: 1 error(s); first: <yaml>:7:58: weight -1 < 0"
+/// );
+/// ```
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("configuration refused: {} error(s){}", self.error_count(), self.first().map(|m| format!("; first: {m}")).unwrap_or_default())]
 pub struct ReloadError {
@@ -70,6 +91,38 @@ impl ReloadError {
 }
 
 /// What a reload did, for the `on_reload` hooks.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use mesh_core::mesh::{Mesh, ReloadEvent};
+/// use mesh_core::names::MeshOptions;
+///
+/// let mesh = Mesh::new(MeshOptions::default());
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// let sink = log.clone();
+/// mesh.on_reload(move |ev| {
+///     sink.lock().unwrap().push(match ev {
+///         ReloadEvent::Applied { generation, objects } => format!("applied g{generation}, {objects} object(s)"),
+///         ReloadEvent::Refused(err) => format!("refused: {}", err.diagnostics[0].code),
+///     })
+/// });
+/// let load = |t: &str| mesh_core::load::load_str(t, "dr.yaml");
+/// let _ = mesh.reload_loaded(load("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+/// "));
+/// let _ = mesh.reload_loaded(load("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, lables: {version: v1}}]}
+/// "));
+/// assert_eq!(*log.lock().unwrap(), ["applied g1, 1 object(s)", "refused: IM0003"]);
+/// ```
 #[derive(Debug)]
 pub enum ReloadEvent<'a> {
     /// A new snapshot is in force.
@@ -104,6 +157,51 @@ struct State {
 }
 
 /// The mesh handle.
+///
+/// Clones share one mesh. Publishers (reloads, [`Mesh::register`], DNS refreshes) build a
+/// new [`Snapshot`] and swap it in; readers take one with [`Mesh::snapshot`] (or
+/// [`Mesh::load`]) per request and decide everything against it.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - {destination: {host: reviews, subset: v1}, weight: 90}
+///     - {destination: {host: reviews, subset: v2}, weight: 10}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   subsets:
+///   - {name: v1, labels: {version: v1}}
+///   - {name: v2, labels: {version: v2}}
+/// ").unwrap();
+/// let snap = mesh.snapshot();
+/// assert_eq!(snap.object_count(), 2);
+/// let headers = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/", &headers));
+/// let weights: Vec<(&str, u32)> = d
+///     .destinations()
+///     .iter()
+///     .map(|w| (w.subset.as_deref().unwrap(), w.weight))
+///     .collect();
+/// assert_eq!(weights, [("v1", 90), ("v2", 10)]);
+/// // the subset's policy and labels come from the DestinationRule
+/// let p = snap.traffic_policy(&d.destinations()[1].host, Some("v2"), 9080, "default");
+/// assert_eq!(p.subset_labels().unwrap()["version"], "v2");
+/// ```
 #[derive(Clone)]
 pub struct Mesh {
     inner: Arc<Inner>,
@@ -124,6 +222,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Mesh {
     /// An empty mesh (no config).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// let snap = mesh.snapshot();
+    /// assert_eq!((snap.generation(), snap.object_count()), (0, 0));
+    /// // with no config, a request goes where it was addressed
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin.org", "/get", &h));
+    /// assert_eq!(&*d.destinations()[0].host, "httpbin.org");
+    /// assert_eq!(d.virtual_service_name(), None);
+    /// ```
     pub fn new(options: MeshOptions) -> Mesh {
         let snap = Snapshot::build(&[], options.clone());
         Mesh {
@@ -140,6 +255,25 @@ impl Mesh {
     }
 
     /// A mesh from objects already loaded (validated first).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::model::MtlsMode;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: istio-system}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ", "mesh-wide.yaml");
+    /// assert!(!loaded.has_errors());
+    /// let mesh = Mesh::from_objects(loaded.objects, MeshOptions::default()).unwrap();
+    /// let snap = mesh.snapshot();
+    /// assert_eq!(snap.peer_authentication("bookinfo", &Default::default(), 9080), MtlsMode::Strict);
+    /// ```
     pub fn from_objects(
         objects: Vec<ConfigObject>,
         options: MeshOptions,
@@ -153,6 +287,26 @@ impl Mesh {
     }
 
     /// A mesh from files or directories (watched later with [`Mesh::watch`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// std::fs::write(dir.path().join("vs.yaml"), "
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}], timeout: 10s}]}
+    /// ")?;
+    /// let mesh = Mesh::from_paths([dir.path()], MeshOptions::default())?;
+    /// assert_eq!(mesh.snapshot().routes().len(), 1);
+    /// // a missing path is a refused reload, not a panic
+    /// assert!(Mesh::from_paths([dir.path().join("nope")], MeshOptions::default()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn from_paths<P: AsRef<Path>>(
         paths: impl IntoIterator<Item = P>,
         options: MeshOptions,
@@ -163,6 +317,30 @@ impl Mesh {
     }
 
     /// A mesh from YAML text, default options.
+    ///
+    /// Objects without `metadata.namespace` go to `default`; diagnostics name the file
+    /// `<yaml>`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: bookinfo-gateway}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ").unwrap();
+    /// let ingress = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let servers = mesh.snapshot().gateway_servers(&ingress).len();
+    /// assert_eq!(servers, 1);
+    ///
+    /// let err = Mesh::from_yaml("kind: [").unwrap_err();
+    /// assert_eq!(err.diagnostics[0].code, "IM0001");
+    /// ```
     pub fn from_yaml(text: &str) -> Result<Mesh, ReloadError> {
         let m = Mesh::new(MeshOptions::default());
         let loaded = m.loader().load_str(text, "<yaml>");
@@ -183,12 +361,57 @@ impl Mesh {
     }
 
     /// The current snapshot (hold it for the life of a request).
+    ///
+    /// A snapshot taken before a reload keeps deciding with the old config.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let vs = |subset: &str| format!("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {{name: reviews}}
+    /// spec: {{hosts: [reviews], http: [{{route: [{{destination: {{host: reviews, subset: {subset}}}}}]}}]}}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {{name: reviews}}
+    /// spec: {{host: reviews, subsets: [{{name: v1, labels: {{version: v1}}}}, {{name: v2, labels: {{version: v2}}}}]}}
+    /// ");
+    /// let mesh = Mesh::from_yaml(&vs("v1")).unwrap();
+    /// let old = mesh.snapshot();
+    /// mesh.reload_loaded(mesh_core::load::load_str(&vs("v2"), "vs.yaml")).unwrap();
+    /// let new = mesh.snapshot();
+    /// assert!(new.generation() > old.generation());
+    ///
+    /// let h = http::HeaderMap::new();
+    /// let subset = |s: &mesh_core::snapshot::Snapshot| {
+    ///     let d = s.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+    ///     d.destinations()[0].subset.as_deref().unwrap().to_owned()
+    /// };
+    /// assert_eq!(subset(&old), "v1");
+    /// assert_eq!(subset(&new), "v2");
+    /// ```
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.inner.current.load_full()
     }
 
     /// The current snapshot without touching its reference count (cheapest; do not hold
     /// the guard across awaits).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// let snap = mesh.load();
+    /// assert!(snap.routes().is_empty());
+    /// ```
     pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.inner.current.load()
     }
@@ -204,6 +427,28 @@ impl Mesh {
     }
 
     /// Calls `hook` after every reload attempt (applied or refused): the logging hook.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use mesh_core::mesh::{Mesh, ReloadEvent};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// let last_generation = Arc::new(AtomicU64::new(0));
+    /// let seen = last_generation.clone();
+    /// mesh.on_reload(move |ev| {
+    ///     if let ReloadEvent::Applied { generation, .. } = ev {
+    ///         seen.store(*generation, Ordering::Relaxed);
+    ///     }
+    /// });
+    /// mesh.reload_objects(Vec::new()).unwrap();
+    /// mesh.reload_objects(Vec::new()).unwrap();
+    /// assert_eq!(last_generation.load(Ordering::Relaxed), 2);
+    /// assert_eq!(mesh.snapshot().generation(), 2);
+    /// ```
     pub fn on_reload(&self, hook: impl Fn(&ReloadEvent<'_>) + Send + Sync + 'static) {
         lock(&self.inner.hooks).push(Box::new(hook));
     }
@@ -224,6 +469,38 @@ impl Mesh {
     }
 
     /// Validates and applies loaded config, or refuses it.
+    ///
+    /// Load errors and validation errors refuse the config; warnings and analyzer findings
+    /// do not.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// // applied, although no DestinationRule defines subset v1 (an analyzer finding)
+    /// let ok = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}
+    /// ", "vs.yaml");
+    /// mesh.reload_loaded(ok).unwrap();
+    /// assert_eq!(mesh.snapshot().routes().len(), 1);
+    ///
+    /// // refused: istiod's webhook rejects a retry policy with negative attempts
+    /// let bad = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}], retries: {attempts: -1}}]}
+    /// ", "vs.yaml");
+    /// let err = mesh.reload_loaded(bad).unwrap_err();
+    /// assert_eq!(err.diagnostics[0].path, "spec.http[0].retries.attempts");
+    /// assert_eq!((mesh.applied_reloads(), mesh.refused_reloads()), (1, 1));
+    /// ```
     pub fn reload_loaded(&self, loaded: Loaded) -> Result<(), ReloadError> {
         let mut diags: Vec<Diagnostic> = loaded.diagnostics;
         let vopts = crate::validate::ValidateOptions {
@@ -252,6 +529,28 @@ impl Mesh {
     }
 
     /// Validates and applies objects (replacing the config).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// let objects = mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-nothing, namespace: foo}
+    /// spec: {}
+    /// ", "ap.yaml").objects;
+    /// mesh.reload_objects(objects).unwrap();
+    /// assert_eq!(mesh.applied_reloads(), 1);
+    /// let authz = mesh.snapshot().authz_for_workload("foo", &Default::default());
+    /// assert_eq!(authz.policies().collect::<Vec<_>>(), ["foo/allow-nothing"]);
+    /// // an empty list replaces the whole config
+    /// mesh.reload_objects(Vec::new()).unwrap();
+    /// assert!(mesh.snapshot().authz_for_workload("foo", &Default::default()).is_empty());
+    /// ```
     pub fn reload_objects(&self, objects: Vec<ConfigObject>) -> Result<(), ReloadError> {
         self.reload_loaded(Loaded {
             objects,
@@ -260,6 +559,42 @@ impl Mesh {
     }
 
     /// Loads files/directories and applies them; remembers the paths for [`Mesh::reload`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("dr.yaml");
+    /// let dr = |lb: &str| format!("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {{name: ratings}}
+    /// spec: {{host: ratings, trafficPolicy: {{loadBalancer: {{simple: {lb}}}}}}}
+    /// ");
+    /// std::fs::write(&file, dr("RANDOM"))?;
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// mesh.reload_paths([dir.path()])?;
+    /// let lb = |m: &Mesh| {
+    ///     let snap = m.snapshot();
+    ///     format!("{:?}", snap.traffic_policy("ratings.default.svc.cluster.local", None, 9080, "default").simple_lb())
+    /// };
+    /// assert_eq!(lb(&mesh), "Some(Random)");
+    ///
+    /// // the files changed: reload the remembered paths
+    /// std::fs::write(&file, dr("ROUND_ROBIN"))?;
+    /// mesh.reload()?;
+    /// assert_eq!(lb(&mesh), "Some(RoundRobin)");
+    ///
+    /// // a typo is refused and the last good config stays
+    /// std::fs::write(&file, dr("ROUND_ROBON"))?;
+    /// assert!(mesh.reload().is_err());
+    /// assert_eq!(lb(&mesh), "Some(RoundRobin)");
+    /// assert_eq!((mesh.applied_reloads(), mesh.refused_reloads()), (2, 1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reload_paths<P: AsRef<Path>>(
         &self,
         paths: impl IntoIterator<Item = P>,
@@ -283,6 +618,32 @@ impl Mesh {
     }
 
     /// Reloads the remembered paths.
+    ///
+    /// The paths are those of the last [`Mesh::from_paths`], [`Mesh::reload_paths`] or
+    /// [`Mesh::watch`]; see [`Mesh::reload_paths`] for a refused reload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::model::{Labels, MtlsMode};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mesh = Mesh::from_paths([dir.path()], MeshOptions::default())?; // empty for now
+    /// let mode = |m: &Mesh| m.snapshot().peer_authentication("foo", &Labels::new(), 8000);
+    /// assert_eq!(mode(&mesh), MtlsMode::Permissive);
+    ///
+    /// std::fs::write(dir.path().join("pa.yaml"), "
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: foo}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ")?;
+    /// mesh.reload()?;
+    /// assert_eq!(mode(&mesh), MtlsMode::Strict);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reload(&self) -> Result<(), ReloadError> {
         let paths = lock(&self.inner.state).paths.clone();
         self.reload_paths(paths)
@@ -302,6 +663,42 @@ impl Mesh {
     }
 
     /// Registers (or replaces, by namespace and name) a workload this program runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ratings, namespace: default}
+    /// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+    /// ").unwrap();
+    /// let ratings = |addr: &str| Workload {
+    ///     name: "ratings-0".into(),
+    ///     namespace: "default".into(),
+    ///     service_account: "bookinfo-ratings".into(),
+    ///     labels: [("app".to_string(), "ratings".to_string())].into(),
+    ///     address: addr.parse().unwrap(),
+    ///     ports: Default::default(),
+    ///     locality: None,
+    ///     weight: 1,
+    /// };
+    /// let endpoints = |m: &Mesh| {
+    ///     let snap = m.snapshot();
+    ///     let svc = snap.registry().service("ratings.default.svc.cluster.local", "default").unwrap();
+    ///     svc.targets(9080, None).map(|t| t.addr.unwrap().to_string()).collect::<Vec<_>>()
+    /// };
+    /// mesh.register(ratings("127.0.0.1"));
+    /// assert_eq!(endpoints(&mesh), ["127.0.0.1:9080"]);
+    /// mesh.register(ratings("127.0.0.2")); // same name: replaced
+    /// assert_eq!(endpoints(&mesh), ["127.0.0.2:9080"]);
+    /// assert!(mesh.deregister("default", "ratings-0"));
+    /// assert!(endpoints(&mesh).is_empty());
+    /// assert!(!mesh.deregister("default", "ratings-0"));
+    /// ```
     pub fn register(&self, w: Workload) {
         let mut st = lock(&self.inner.state);
         st.workloads
@@ -325,6 +722,36 @@ impl Mesh {
 
     /// Resolves every DNS name the registry needs once, now (blocking); republishes if the
     /// answers changed. Returns the number of names resolved.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Resolver;
+    ///
+    /// struct Fixed(&'static str);
+    /// impl Resolver for Fixed {
+    ///     fn resolve(&self, _host: &str) -> std::io::Result<Vec<IpAddr>> {
+    ///         Ok(vec![self.0.parse().unwrap()])
+    ///     }
+    /// }
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: httpbin-ext}
+    /// spec:
+    ///   hosts: [httpbin.org]
+    ///   ports: [{number: 80, name: http, protocol: HTTP}]
+    ///   resolution: DNS
+    /// ").unwrap();
+    /// let generation = mesh.snapshot().generation();
+    /// assert_eq!(mesh.refresh_dns(&Fixed("192.0.2.7")), 1);
+    /// assert_eq!(mesh.snapshot().generation(), generation + 1); // republished
+    /// mesh.refresh_dns(&Fixed("192.0.2.7"));
+    /// assert_eq!(mesh.snapshot().generation(), generation + 1); // same answers: unchanged
+    /// ```
     pub fn refresh_dns(&self, resolver: &dyn Resolver) -> usize {
         let names = self.inner.current.load().config.services.dns_names();
         let mut cache = DnsCache::new();
@@ -345,6 +772,48 @@ impl Mesh {
     }
 
     /// Resolves DNS names on a background thread every `interval` (off the request path).
+    ///
+    /// The first resolution starts at once; dropping the returned task stops the thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Resolver;
+    ///
+    /// struct Fixed;
+    /// impl Resolver for Fixed {
+    ///     fn resolve(&self, _host: &str) -> std::io::Result<Vec<IpAddr>> {
+    ///         Ok(vec!["192.0.2.7".parse().unwrap()])
+    ///     }
+    /// }
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: httpbin-ext}
+    /// spec:
+    ///   hosts: [httpbin.org]
+    ///   ports: [{number: 80, name: http, protocol: HTTP}]
+    ///   resolution: DNS
+    /// ").unwrap();
+    /// let task = mesh.start_dns(Arc::new(Fixed), Duration::from_secs(30));
+    /// let resolved = |m: &Mesh| {
+    ///     let snap = m.snapshot();
+    ///     let svc = snap.registry().service("httpbin.org", "default").unwrap();
+    ///     let addr = svc.targets(80, None).next().and_then(|t| t.addr);
+    ///     addr
+    /// };
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// while resolved(&mesh).is_none() && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    /// }
+    /// assert_eq!(resolved(&mesh), Some("192.0.2.7:80".parse().unwrap()));
+    /// drop(task); // stops and joins the thread
+    /// ```
     pub fn start_dns(&self, resolver: Arc<dyn Resolver>, interval: Duration) -> BackgroundTask {
         let weak = Arc::downgrade(&self.inner);
         let (stop, rx) = mpsc::channel::<()>();
@@ -370,6 +839,36 @@ impl Mesh {
 
     /// Watches files/directories and reloads them (debounced) when they change. The paths
     /// become the remembered paths. Stops when the returned task is dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("pa.yaml");
+    /// let pa = |mode: &str| format!("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {{name: default, namespace: foo}}
+    /// spec: {{mtls: {{mode: {mode}}}}}
+    /// ");
+    /// std::fs::write(&file, pa("PERMISSIVE"))?;
+    /// let mesh = Mesh::from_paths([dir.path()], MeshOptions::default())?;
+    /// let task = mesh.watch([dir.path()], Duration::from_millis(20))?;
+    ///
+    /// std::fs::write(&file, pa("STRICT"))?;
+    /// let mode = |m: &Mesh| format!("{:?}", m.snapshot().peer_authentication("foo", &Default::default(), 8000));
+    /// let deadline = Instant::now() + Duration::from_secs(10);
+    /// while mode(&mesh) != "Strict" && Instant::now() < deadline {
+    ///     std::thread::sleep(Duration::from_millis(10));
+    /// }
+    /// assert_eq!(mode(&mesh), "Strict");
+    /// drop(task); // no more reloads
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn watch<P: AsRef<Path>>(
         &self,
         paths: impl IntoIterator<Item = P>,
@@ -425,6 +924,24 @@ impl Mesh {
 }
 
 /// A background thread (DNS refresh or directory watch); stopped and joined on drop.
+///
+/// Returned by [`Mesh::start_dns`] and [`Mesh::watch`]; keep it for as long as the work
+/// should go on.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use mesh_core::mesh::{BackgroundTask, Mesh};
+/// use mesh_core::names::MeshOptions;
+/// use mesh_core::registry::StdResolver;
+///
+/// let mesh = Mesh::new(MeshOptions::default()); // no DNS names to resolve
+/// let task: BackgroundTask = mesh.start_dns(Arc::new(StdResolver), Duration::from_secs(60));
+/// drop(task); // signals the thread and waits for it
+/// assert_eq!(mesh.refused_reloads(), 0);
+/// ```
 pub struct BackgroundTask {
     stop: Option<mpsc::Sender<()>>,
     handle: Option<JoinHandle<()>>,

@@ -10,6 +10,27 @@ use std::collections::HashMap;
 use crate::model::Labels;
 
 /// Mesh-wide settings (MeshConfig equivalents).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::names::MeshOptions;
+///
+/// let opts = MeshOptions::default();
+/// assert_eq!(opts.root_namespace, "istio-system");
+/// assert_eq!(opts.resolve_host("reviews", "bookinfo"), "reviews.bookinfo.svc.cluster.local");
+///
+/// // a cluster with another domain suffix
+/// let mesh = Mesh::new(MeshOptions {
+///     domain_suffix: "corp.internal".into(),
+///     ..MeshOptions::default()
+/// });
+/// assert_eq!(
+///     mesh.options().resolve_host("reviews", "default"),
+///     "reviews.default.svc.corp.internal"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshOptions {
     /// Cluster domain suffix (`cluster.local`).
@@ -36,6 +57,17 @@ impl Default for MeshOptions {
 impl MeshOptions {
     /// Resolves a config host relative to the config object's namespace (§1.4): names without
     /// a dot become `name.<ns>.svc.<suffix>`; `*`, IPs and dotted names stay; lower-cased.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let opts = mesh_core::names::MeshOptions::default();
+    /// assert_eq!(opts.resolve_host("Reviews", "prod"), "reviews.prod.svc.cluster.local");
+    /// assert_eq!(opts.resolve_host("reviews.prod.svc.cluster.local", "x"), "reviews.prod.svc.cluster.local");
+    /// assert_eq!(opts.resolve_host("api.example.com", "prod"), "api.example.com");
+    /// assert_eq!(opts.resolve_host("*", "prod"), "*");
+    /// assert_eq!(opts.resolve_host("10.0.0.1", "prod"), "10.0.0.1");
+    /// ```
     pub fn resolve_host(&self, host: &str, config_namespace: &str) -> String {
         let mut h =
             crate::model::host::resolve_short_name(host, config_namespace, &self.domain_suffix);
@@ -45,6 +77,35 @@ impl MeshOptions {
 }
 
 /// Compiled `exportTo`: which client namespaces see an object.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::ExportTo;
+///
+/// let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+/// // `.` is the object's own namespace
+/// let e = ExportTo::compile(&list(&[".", "istio-system"]), "bookinfo");
+/// assert!(e.visible_to("bookinfo"));
+/// assert!(e.visible_to("istio-system"));
+/// assert!(!e.visible_to("default"));
+/// assert_eq!(ExportTo::compile(&[], "bookinfo"), ExportTo::All);
+/// assert_eq!(ExportTo::compile(&list(&["~"]), "bookinfo"), ExportTo::None);
+///
+/// // the registry applies a ServiceEntry's exportTo
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: api, namespace: team-a}
+/// spec:
+///   hosts: [api.example.com]
+///   exportTo: [.]
+///   ports: [{number: 443, name: tls, protocol: TLS}]
+///   resolution: DNS
+/// ").unwrap().snapshot();
+/// assert!(snap.registry().service("api.example.com", "team-a").is_some());
+/// assert!(snap.registry().service("api.example.com", "team-b").is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExportTo {
     /// Everyone (`*`, or an empty list).
@@ -57,6 +118,19 @@ pub enum ExportTo {
 
 impl ExportTo {
     /// Compiles an `exportTo` list for an object in `namespace`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::ExportTo;
+    ///
+    /// let list = vec!["istio-system".to_string(), ".".to_string()];
+    /// assert_eq!(
+    ///     ExportTo::compile(&list, "bookinfo"),
+    ///     ExportTo::Namespaces(vec!["bookinfo".into(), "istio-system".into()].into())
+    /// );
+    /// assert_eq!(ExportTo::compile(&["*".to_string()], "bookinfo"), ExportTo::All);
+    /// ```
     pub fn compile(list: &[String], namespace: &str) -> ExportTo {
         if list.is_empty() || list.iter().any(|e| e == "*") {
             return ExportTo::All;
@@ -91,6 +165,22 @@ impl ExportTo {
 }
 
 /// True when every `selector` label is on `labels` (an empty selector selects everything).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Labels;
+/// use mesh_core::names::labels_match;
+///
+/// let pod: Labels = [("app", "reviews"), ("version", "v2")]
+///     .map(|(k, v)| (k.to_string(), v.to_string()))
+///     .into();
+/// let v2: Labels = [("version".to_string(), "v2".to_string())].into();
+/// let v1: Labels = [("version".to_string(), "v1".to_string())].into();
+/// assert!(labels_match(&v2, &pod));
+/// assert!(!labels_match(&v1, &pod));
+/// assert!(labels_match(&Labels::new(), &pod));
+/// ```
 pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
     selector
         .iter()
@@ -100,6 +190,23 @@ pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
 /// A host index: exact names by hash, `*.suffix` wildcards by hash on each dot-suffix of the
 /// name (so a lookup costs one probe per label), other wildcards (`*`, `*foo.com`) by a short
 /// suffix scan; the most specific (longest) match first. `T` is usually a list of indexes.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::HostMap;
+///
+/// let mut hosts: HostMap<Vec<&str>> = HostMap::default();
+/// hosts.entry("*").push("catch-all");
+/// hosts.entry("*.example.com").push("example wildcard");
+/// hosts.entry("api.example.com").push("api");
+/// hosts.finish();
+/// assert_eq!(hosts.len(), 3);
+/// assert_eq!(hosts.get("api.example.com"), Some(&vec!["api"]));
+/// assert_eq!(hosts.get("www.example.com"), Some(&vec!["example wildcard"]));
+/// assert_eq!(hosts.get("istio.io"), Some(&vec!["catch-all"]));
+/// assert_eq!(hosts.get_exact("www.example.com"), None);
+/// ```
 #[derive(Debug, Clone)]
 pub struct HostMap<T> {
     exact: HashMap<Box<str>, T>,
@@ -120,6 +227,24 @@ impl<T> Default for HostMap<T> {
 }
 
 /// Iterator over the entries covering a host, most specific first.
+///
+/// Returned by [`HostMap::all_matching`].
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::HostMap;
+///
+/// let mut hosts: HostMap<u32> = HostMap::default();
+/// *hosts.entry("*") = 0;
+/// *hosts.entry("*.com") = 1;
+/// *hosts.entry("*.example.com") = 2;
+/// *hosts.entry("a.example.com") = 3;
+/// *hosts.entry("*.org") = 4;
+/// hosts.finish();
+/// let order: Vec<u32> = hosts.all_matching("a.example.com").copied().collect();
+/// assert_eq!(order, [3, 2, 1, 0]);
+/// ```
 #[derive(Debug)]
 pub struct Matching<'a, 'h, T> {
     map: &'a HostMap<T>,
@@ -178,6 +303,20 @@ impl<'a, T> Iterator for Matching<'a, '_, T> {
 
 impl<T> HostMap<T> {
     /// The entry for `host` (exact, or the wildcard written exactly so), inserting a default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut m: HostMap<Vec<u32>> = HostMap::default();
+    /// m.entry("*.example.com").push(1);
+    /// m.entry("*.example.com").push(2); // the same wildcard entry
+    /// m.finish();
+    /// assert_eq!(m.len(), 1);
+    /// assert_eq!(m.get("x.example.com"), Some(&vec![1, 2]));
+    /// assert_eq!(m.get("example.com"), None); // `*.example.com` needs a label before it
+    /// ```
     pub fn entry(&mut self, host: &str) -> &mut T
     where
         T: Default,
@@ -249,6 +388,17 @@ impl<T> HostMap<T> {
 }
 
 /// Splits an authority into host and optional port (`reviews:9080`, `[::1]:80`, `a.b`).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::split_authority;
+///
+/// assert_eq!(split_authority("reviews:9080"), ("reviews", Some(9080)));
+/// assert_eq!(split_authority("reviews.default.svc.cluster.local"), ("reviews.default.svc.cluster.local", None));
+/// assert_eq!(split_authority("[::1]:80"), ("::1", Some(80)));
+/// assert_eq!(split_authority("::1"), ("::1", None)); // a bare IPv6 address has no port
+/// ```
 pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
     if let Some(rest) = authority.strip_prefix('[') {
         if let Some(end) = rest.find(']') {
@@ -331,6 +481,22 @@ pub(crate) fn kube_expansion(host: &str, client_ns: &str, suffix: &str, buf: &mu
 
 /// Parses a SPIFFE principal without the scheme (`td/ns/NS/sa/SA`) into (trust domain,
 /// namespace, service account). Accepts and strips a leading `spiffe://`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::parse_principal;
+///
+/// assert_eq!(
+///     parse_principal("cluster.local/ns/default/sa/bookinfo-productpage"),
+///     Some(("cluster.local", "default", "bookinfo-productpage"))
+/// );
+/// assert_eq!(
+///     parse_principal("spiffe://cluster.local/ns/foo/sa/sleep"),
+///     Some(("cluster.local", "foo", "sleep"))
+/// );
+/// assert_eq!(parse_principal("cluster.local/sa/sleep"), None);
+/// ```
 pub fn parse_principal(principal: &str) -> Option<(&str, &str, &str)> {
     let p = principal.strip_prefix("spiffe://").unwrap_or(principal);
     let mut it = p.split('/');

@@ -21,6 +21,29 @@ struct Pa {
 }
 
 /// The effective mode and the policies that set it.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Labels, MtlsMode};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: istio-system}
+/// spec: {mtls: {mode: STRICT}}
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: legacy}
+/// spec: {mtls: {mode: PERMISSIVE}}
+/// ").unwrap().snapshot();
+/// let none = Labels::new();
+/// let e = snap.peer_authentication_detail("legacy", &none, 8080);
+/// assert_eq!((e.mode, e.policy.as_deref()), (MtlsMode::Permissive, Some("legacy/default")));
+/// let e = snap.peer_authentication_detail("foo", &none, 8080);
+/// assert_eq!((e.mode, e.policy.as_deref()), (MtlsMode::Strict, Some("istio-system/default")));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EffectiveMtls {
     /// STRICT, PERMISSIVE or DISABLE (never UNSET).
@@ -30,6 +53,40 @@ pub struct EffectiveMtls {
 }
 
 /// Every PeerAuthentication, indexed.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Labels, MtlsMode};
+/// use mesh_core::names::MeshOptions;
+/// use mesh_core::peerauthn::PeerAuthentications;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: foo}
+/// spec: {mtls: {mode: STRICT}}
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: httpbin, namespace: foo}
+/// spec:
+///   selector: {matchLabels: {app: httpbin}}
+///   mtls: {mode: UNSET}
+///   portLevelMtls: {8080: {mode: PERMISSIVE}}
+/// ", "pa.yaml");
+/// let pas = PeerAuthentications::build(&loaded.objects, &MeshOptions::default());
+/// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+/// // UNSET inherits the namespace's STRICT; the port-level entry overrides it
+/// assert_eq!(pas.mode("foo", &httpbin, 8000).mode, MtlsMode::Strict);
+/// let e = pas.mode("foo", &httpbin, 8080);
+/// assert_eq!((e.mode, e.policy.as_deref()), (MtlsMode::Permissive, Some("foo/httpbin")));
+/// // no policy anywhere: PERMISSIVE, set by no one
+/// assert_eq!(pas.mode("bar", &httpbin, 8000), mesh_core::peerauthn::EffectiveMtls {
+///     mode: MtlsMode::Permissive,
+///     policy: None,
+/// });
+/// ```
 #[derive(Debug, Default)]
 pub struct PeerAuthentications {
     mesh: Option<Pa>,

@@ -27,6 +27,31 @@ fn boxed<T: Clone>(v: &Option<T>) -> Option<Box<T>> {
 }
 
 /// One `portLevelSettings` entry, compact.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::ClientTlsMode;
+/// use mesh_core::policy::CompactPolicy;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: googleapis}
+/// spec:
+///   host: www.googleapis.com
+///   trafficPolicy:
+///     portLevelSettings:
+///     - port: {number: 443}
+///       tls: {mode: SIMPLE}
+/// ", "dr.yaml");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let compact = CompactPolicy::from(dr.traffic_policy.as_ref().unwrap());
+/// let p = &compact.port_level_settings[0];
+/// assert_eq!(p.port, 443);
+/// assert_eq!(p.tls.as_ref().map(|t| t.mode), Some(ClientTlsMode::Simple));
+/// assert!(p.load_balancer.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompactPortPolicy {
     /// The port.
@@ -43,6 +68,30 @@ pub struct CompactPortPolicy {
 
 /// A `TrafficPolicy` whose blocks are boxed, so only what is set takes memory (the model's
 /// struct holds every block inline, about 1 KiB).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+/// use mesh_core::policy::CompactPolicy;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer: {simple: LEAST_REQUEST}
+///     connectionPool: {tcp: {maxConnections: 100}}
+/// ", "dr.yaml");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let compact = CompactPolicy::from(dr.traffic_policy.as_ref().unwrap());
+/// assert_eq!(compact.load_balancer.as_ref().and_then(|lb| lb.simple), Some(SimpleLb::LeastRequest));
+/// let tcp = compact.connection_pool.as_ref().and_then(|cp| cp.tcp.as_ref()).unwrap();
+/// assert_eq!(tcp.max_connections, Some(100));
+/// assert!(compact.outlier_detection.is_none() && compact.tls.is_none());
+/// ```
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct CompactPolicy {
     /// Load balancing.
@@ -91,6 +140,30 @@ impl From<&TrafficPolicy> for CompactPolicy {
 }
 
 /// A subset: name, endpoint labels, policy.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   subsets:
+///   - name: v2
+///     labels: {version: v2}
+///     trafficPolicy: {loadBalancer: {simple: RANDOM}}
+/// ").unwrap().snapshot();
+/// let dr = snap.destination_rule("reviews.default.svc.cluster.local", "default").unwrap();
+/// let v2 = dr.subset("v2").unwrap();
+/// assert_eq!(&*v2.name, "v2");
+/// assert_eq!(v2.labels["version"], "v2");
+/// let lb = v2.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref());
+/// assert_eq!(lb.and_then(|lb| lb.simple), Some(SimpleLb::Random));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompiledSubset {
     /// Name.
@@ -116,6 +189,39 @@ impl From<&Subset> for CompiledSubset {
 use crate::names::{labels_match, ExportTo, HostMap, MeshOptions};
 
 /// One or several DestinationRules of a namespace for one host, merged.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews-a}
+/// spec:
+///   host: reviews
+///   trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}
+///   subsets: [{name: v1, labels: {version: v1}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews-b}
+/// spec:
+///   host: reviews
+///   trafficPolicy: {loadBalancer: {simple: RANDOM}}
+///   subsets: [{name: v1, labels: {version: old}}, {name: v2, labels: {version: v2}}]
+/// ").unwrap().snapshot();
+/// let dr = snap.destination_rule("reviews.default.svc.cluster.local", "default").unwrap();
+/// assert_eq!(&*dr.name, "default/reviews-a");
+/// assert_eq!(dr.merged.iter().map(|n| &**n).collect::<Vec<_>>(), ["default/reviews-a", "default/reviews-b"]);
+/// assert_eq!(&*dr.host, "reviews.default.svc.cluster.local");
+/// // first top-level policy wins; subsets are united, first definition of a name wins
+/// let lb = dr.traffic_policy.as_ref().and_then(|p| p.load_balancer.as_ref()).and_then(|lb| lb.simple);
+/// assert_eq!(lb, Some(SimpleLb::RoundRobin));
+/// assert_eq!(dr.subset("v1").unwrap().labels["version"], "v1");
+/// assert!(dr.subset("v2").is_some());
+/// ```
 #[derive(Debug, Clone)]
 pub struct MergedDestinationRule {
     /// `ns/name` of the first DestinationRule.
@@ -144,6 +250,34 @@ impl MergedDestinationRule {
 }
 
 /// The effective traffic policy for (host, subset, port) from a client's point of view.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     connectionPool: {tcp: {maxConnections: 100}}
+///     outlierDetection: {consecutive5xxErrors: 5, interval: 10s, baseEjectionTime: 30s}
+///   subsets:
+///   - name: v3
+///     labels: {version: v3}
+///     trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}
+/// ").unwrap().snapshot();
+/// let p = snap.traffic_policy("reviews.default.svc.cluster.local", Some("v3"), 9080, "default");
+/// assert_eq!(p.destination_rule.map(|d| &*d.name), Some("default/reviews"));
+/// assert_eq!(p.subset.map(|s| &*s.name), Some("v3"));
+/// assert!(p.connection_pool.is_some()); // from the top level
+/// assert_eq!(p.outlier_detection.and_then(|o| o.consecutive_5xx_errors), Some(5));
+/// assert_eq!(p.simple_lb(), None); // consistent hashing, from the subset
+/// assert!(p.tls.is_none()); // auto mTLS
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EffectivePolicy<'a> {
     /// The DestinationRule(s) that applied.
@@ -177,6 +311,22 @@ impl<'a> EffectivePolicy<'a> {
 
     /// The simple algorithm in force (`UNSPECIFIED` and `LEAST_CONN` are LEAST_REQUEST;
     /// `None` when consistent hashing is configured).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::SimpleLb;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ratings}
+    /// spec: {host: ratings, trafficPolicy: {loadBalancer: {simple: LEAST_CONN}}}
+    /// ").unwrap().snapshot();
+    /// let lb = |host: &str| snap.traffic_policy(host, None, 9080, "default").simple_lb();
+    /// assert_eq!(lb("ratings.default.svc.cluster.local"), Some(SimpleLb::LeastRequest)); // alias
+    /// assert_eq!(lb("details.default.svc.cluster.local"), Some(SimpleLb::LeastRequest)); // default
+    /// ```
     pub fn simple_lb(&self) -> Option<SimpleLb> {
         match self.load_balancer {
             Some(lb) if lb.consistent_hash.is_some() => None,
@@ -228,6 +378,48 @@ fn blocks(tp: &CompactPolicy, port: u16) -> (Blocks<'_>, bool) {
 }
 
 /// Merges a DR's policy with a subset's for a port (§3.3).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::SimpleLb;
+/// use mesh_core::policy::{merge, CompactPolicy};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   trafficPolicy:
+///     loadBalancer: {simple: ROUND_ROBIN}
+///     connectionPool: {tcp: {maxConnections: 100}}
+///   subsets:
+///   - name: v1
+///     labels: {version: v1}
+///     trafficPolicy: {loadBalancer: {simple: RANDOM}}
+///   - name: v2
+///     labels: {version: v2}
+///     trafficPolicy:
+///       portLevelSettings: [{port: {number: 9080}, loadBalancer: {simple: LEAST_REQUEST}}]
+/// ", "dr.yaml");
+/// let dr = loaded.objects[0].spec.as_destination_rule().unwrap();
+/// let top = CompactPolicy::from(dr.traffic_policy.as_ref().unwrap());
+/// let v1 = CompactPolicy::from(dr.subsets[0].traffic_policy.as_ref().unwrap());
+/// let v2 = CompactPolicy::from(dr.subsets[1].traffic_policy.as_ref().unwrap());
+///
+/// // a subset block replaces the DestinationRule's block; the others stay
+/// let e = merge(Some(&top), Some(&v1), 9080);
+/// assert_eq!(e.simple_lb(), Some(SimpleLb::Random));
+/// assert!(e.connection_pool.is_some());
+/// // a subset's port-level entry replaces every block, even by nothing
+/// let e = merge(Some(&top), Some(&v2), 9080);
+/// assert_eq!(e.simple_lb(), Some(SimpleLb::LeastRequest));
+/// assert!(e.connection_pool.is_none());
+/// // on another port the subset's top level (empty) keeps the DestinationRule's blocks
+/// let e = merge(Some(&top), Some(&v2), 9443);
+/// assert_eq!(e.simple_lb(), Some(SimpleLb::RoundRobin));
+/// ```
 pub fn merge<'a>(
     dr: Option<&'a CompactPolicy>,
     subset: Option<&'a CompactPolicy>,
@@ -276,6 +468,41 @@ pub fn merge<'a>(
 }
 
 /// DestinationRules indexed by namespace and host.
+///
+/// Part of every snapshot: [`Snapshot::destination_rule`](crate::snapshot::Snapshot::destination_rule)
+/// and [`Snapshot::traffic_policy`](crate::snapshot::Snapshot::traffic_policy) call it with
+/// the service's namespace from the registry.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::MeshOptions;
+/// use mesh_core::policy::DestinationRules;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: all-mtls, namespace: istio-system}
+/// spec: {host: '*.local', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews, namespace: bookinfo}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+/// ", "drs.yaml");
+/// let drs = DestinationRules::build(&loaded.objects, &MeshOptions::default());
+/// let host = "reviews.bookinfo.svc.cluster.local";
+/// let name = |client_ns, service_ns| drs.lookup(host, client_ns, None, service_ns).map(|d| d.name.to_string());
+/// // the service's namespace before the root namespace
+/// assert_eq!(name("default", Some("bookinfo")).as_deref(), Some("bookinfo/reviews"));
+/// // without the service's namespace only the mesh-wide rule is found
+/// assert_eq!(name("default", None).as_deref(), Some("istio-system/all-mtls"));
+///
+/// let p = drs.effective(host, Some("v1"), 9080, "default", None, Some("bookinfo"));
+/// assert!(p.subset_found);
+/// let p = drs.effective(host, Some("v1"), 9080, "default", None, None);
+/// assert!(!p.subset_found); // the root rule defines no subsets
+/// ```
 #[derive(Debug, Default)]
 pub struct DestinationRules {
     by_ns: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>>,

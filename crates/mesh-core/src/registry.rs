@@ -25,6 +25,44 @@ use crate::model::{ConfigObject, Labels, Resolution, ServiceLocation, Spec};
 use crate::names::{labels_match, ExportTo, HostMap, MeshOptions};
 
 /// A workload the program runs (a server it started), registered at run time.
+///
+/// Registered with [`Mesh::register`](crate::mesh::Mesh::register), it becomes an endpoint
+/// of every Kubernetes Service (same namespace) and `workloadSelector` ServiceEntry whose
+/// selector matches its labels.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+///
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ").unwrap();
+/// mesh.register(Workload {
+///     name: "reviews-v1-0".into(),
+///     namespace: "default".into(),
+///     service_account: "bookinfo-reviews".into(),
+///     labels: [("app", "reviews"), ("version", "v1")]
+///         .map(|(k, v)| (k.to_string(), v.to_string()))
+///         .into(),
+///     address: "127.0.0.1".parse().unwrap(),
+///     ports: [("http".to_string(), 40123)].into(), // the port it really listens on
+///     locality: None,
+///     weight: 0,
+/// });
+/// let snap = mesh.snapshot();
+/// let svc = snap.registry().service("reviews.default.svc.cluster.local", "default").unwrap();
+/// let target = svc.targets(9080, None).next().unwrap();
+/// assert_eq!(target.addr, Some("127.0.0.1:40123".parse().unwrap()));
+/// assert_eq!(target.endpoint.service_account.as_deref(), Some("bookinfo-reviews"));
+/// assert_eq!(target.endpoint.weight, 1); // 0 means 1
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
     /// Workload (instance) name.
@@ -47,6 +85,32 @@ pub struct Workload {
 }
 
 /// Where an endpoint is.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::registry::EndpointAddress;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: local-socket}
+/// spec:
+///   hosts: [uds.local]
+///   ports: [{number: 80, name: http, protocol: HTTP}]
+///   resolution: STATIC
+///   endpoints: [{address: 'unix:///var/run/app.sock'}, {address: 10.1.0.7}]
+/// ").unwrap().snapshot();
+/// let svc = snap.registry().service("uds.local", "default").unwrap();
+/// let addrs: Vec<&EndpointAddress> = svc.endpoints.iter().map(|e| &e.address).collect();
+/// assert_eq!(
+///     addrs,
+///     [
+///         &EndpointAddress::Unix("/var/run/app.sock".into()),
+///         &EndpointAddress::Ip("10.1.0.7".parse().unwrap()),
+///     ]
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EndpointAddress {
     /// An IP address.
@@ -58,6 +122,34 @@ pub enum EndpointAddress {
 }
 
 /// An endpoint of a service.
+///
+/// # Examples
+///
+/// ```
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: db, namespace: default}
+/// spec:
+///   hosts: [db.internal]
+///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+///   location: MESH_INTERNAL
+///   resolution: STATIC
+///   endpoints:
+///   - address: 10.1.0.8
+///     ports: {tcp: 15432}
+///     labels: {version: v2}
+///     locality: us-east1/us-east1-b
+///     weight: 3
+/// ").unwrap().snapshot();
+/// let svc = snap.registry().service("db.internal", "default").unwrap();
+/// let e = &svc.endpoints[0];
+/// assert_eq!(e.ports["tcp"], 15432);
+/// assert_eq!(e.labels["version"], "v2");
+/// assert_eq!(e.weight, 3);
+/// assert_eq!(e.locality.as_deref(), Some("us-east1/us-east1-b"));
+/// assert_eq!(&*e.origin, "default/db");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Address.
@@ -79,6 +171,25 @@ pub struct Endpoint {
 }
 
 /// A port of a service.
+///
+/// # Examples
+///
+/// ```
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http-web, port: 9080, targetPort: web}]
+/// ").unwrap().snapshot();
+/// let svc = snap.registry().service("reviews.default.svc.cluster.local", "default").unwrap();
+/// let p = svc.port(9080).unwrap();
+/// assert_eq!(&*p.name, "http-web");
+/// assert_eq!(&*p.protocol, "HTTP"); // Istio's protocol from the port name's prefix
+/// assert_eq!(p.target_port, None);
+/// assert_eq!(p.target_port_name.as_deref(), Some("web"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServicePort {
     /// Name (`http`, `http-web`).
@@ -94,6 +205,31 @@ pub struct ServicePort {
 }
 
 /// Where a service came from.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::registry::ServiceOrigin;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: ratings, namespace: default}
+/// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: httpbin-ext}
+/// spec:
+///   hosts: [httpbin.org]
+///   ports: [{number: 80, name: http, protocol: HTTP}]
+///   resolution: DNS
+/// ").unwrap().snapshot();
+/// let reg = snap.registry();
+/// let origin = |h: &str| reg.service(h, "default").unwrap().origin;
+/// assert_eq!(origin("ratings.default.svc.cluster.local"), ServiceOrigin::Kubernetes);
+/// assert_eq!(origin("httpbin.org"), ServiceOrigin::ServiceEntry);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceOrigin {
     /// A Kubernetes Service.
@@ -103,6 +239,34 @@ pub enum ServiceOrigin {
 }
 
 /// A service: a host name with ports and endpoints.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Resolution, ServiceLocation};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: db, namespace: data}
+/// spec:
+///   hosts: [db.internal]
+///   addresses: [240.240.0.1]
+///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+///   location: MESH_INTERNAL
+///   resolution: STATIC
+///   endpoints: [{address: 10.1.0.7}, {address: 10.1.0.8}]
+/// ").unwrap().snapshot();
+/// let svc = snap.registry().service("db.internal", "default").unwrap();
+/// assert_eq!(&*svc.object, "data/db");
+/// assert_eq!(&*svc.namespace, "data");
+/// assert_eq!(svc.resolution, Resolution::Static);
+/// assert_eq!(svc.location, ServiceLocation::MeshInternal);
+/// assert_eq!(svc.addresses[0].to_string(), "240.240.0.1/32");
+/// assert_eq!(svc.endpoints.len(), 2);
+/// // with no VirtualService, requests go to the service itself
+/// assert_eq!(&*svc.default_destinations[0].host, "db.internal");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Service {
     /// Host name (FQDN for Kubernetes services, literal for ServiceEntries).
@@ -132,6 +296,29 @@ pub struct Service {
 }
 
 /// An endpoint ready to dial for one service port.
+///
+/// # Examples
+///
+/// ```
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: db}
+/// spec:
+///   hosts: [db.internal]
+///   ports: [{number: 5432, name: tcp, protocol: TCP, targetPort: 6432}]
+///   location: MESH_INTERNAL
+///   resolution: STATIC
+///   endpoints: [{address: 10.1.0.7}, {address: 10.1.0.8, ports: {tcp: 15432}}]
+/// ").unwrap().snapshot();
+/// let svc = snap.registry().service("db.internal", "default").unwrap();
+/// let dial: Vec<String> = svc
+///     .targets(5432, None)
+///     .map(|t| t.addr.unwrap().to_string())
+///     .collect();
+/// // the service's targetPort, unless the endpoint names its own port
+/// assert_eq!(dial, ["10.1.0.7:6432", "10.1.0.8:15432"]);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     /// The endpoint.
@@ -144,12 +331,55 @@ pub struct Target<'a> {
 
 impl Service {
     /// The port with this number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: httpbin-ext}
+    /// spec:
+    ///   hosts: [httpbin.org]
+    ///   ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}]
+    ///   resolution: DNS
+    /// ").unwrap().snapshot();
+    /// let svc = snap.registry().service("httpbin.org", "default").unwrap();
+    /// assert_eq!(svc.port(443).map(|p| &*p.protocol), Some("HTTPS"));
+    /// assert!(svc.port(8080).is_none());
+    /// ```
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
     }
 
     /// The endpoints serving `port`, optionally restricted to a subset's labels. Skips
     /// unresolved DNS names.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: db}
+    /// spec:
+    ///   hosts: [db.internal]
+    ///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+    ///   location: MESH_INTERNAL
+    ///   resolution: STATIC
+    ///   endpoints:
+    ///   - {address: 10.1.0.7, labels: {version: v1}}
+    ///   - {address: 10.1.0.8, labels: {version: v2}}
+    /// ").unwrap().snapshot();
+    /// let svc = snap.registry().service("db.internal", "default").unwrap();
+    /// assert_eq!(svc.targets(5432, None).count(), 2);
+    /// // a subset's labels restrict the endpoints
+    /// let v2: Labels = [("version".to_string(), "v2".to_string())].into();
+    /// let only: Vec<_> = svc.targets(5432, Some(&v2)).map(|t| t.addr.unwrap()).collect();
+    /// assert_eq!(only, ["10.1.0.8:5432".parse().unwrap()]);
+    /// ```
     pub fn targets<'a>(
         &'a self,
         port: u16,
@@ -190,15 +420,79 @@ impl Service {
 }
 
 /// Resolved DNS names: host → addresses.
+///
+/// This is what [`Mesh::refresh_dns`](crate::mesh::Mesh::refresh_dns) builds from a
+/// [`Resolver`]'s answers; the registry turns each name into one endpoint per address.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use mesh_core::registry::DnsCache;
+///
+/// let mut cache = DnsCache::new();
+/// let ips: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+/// cache.insert("api.example.com".into(), ips.into());
+/// assert_eq!(cache["api.example.com"].len(), 2);
+/// ```
 pub type DnsCache = HashMap<Box<str>, Arc<[IpAddr]>>;
 
 /// Resolves host names for DNS-resolution services, off the request path.
+///
+/// [`StdResolver`] asks the system; tests and programs with their own DNS implement it.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Resolver;
+///
+/// struct Fixed;
+/// impl Resolver for Fixed {
+///     fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+///         match host {
+///             "api.example.com" => Ok(vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()]),
+///             _ => Err(std::io::Error::other("NXDOMAIN")),
+///         }
+///     }
+/// }
+///
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: api}
+/// spec:
+///   hosts: [api.example.com]
+///   ports: [{number: 443, name: tls, protocol: TLS}]
+///   resolution: DNS
+/// ").unwrap();
+/// let targets = |m: &Mesh| {
+///     let snap = m.snapshot();
+///     let svc = snap.registry().service("api.example.com", "default").unwrap();
+///     svc.targets(443, None).map(|t| t.addr.unwrap().to_string()).collect::<Vec<_>>()
+/// };
+/// assert!(targets(&mesh).is_empty()); // not resolved yet
+/// assert_eq!(mesh.refresh_dns(&Fixed), 1);
+/// assert_eq!(targets(&mesh), ["192.0.2.1:443", "192.0.2.2:443"]);
+/// ```
 pub trait Resolver: Send + Sync + 'static {
     /// The addresses of `host`.
     fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>>;
 }
 
 /// The system resolver (`ToSocketAddrs`; blocking, run it on a background thread).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::registry::{Resolver, StdResolver};
+///
+/// // an address literal resolves to itself, without a DNS query
+/// let ips = StdResolver.resolve("192.0.2.10")?;
+/// assert_eq!(ips, ["192.0.2.10".parse::<std::net::IpAddr>().unwrap()]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StdResolver;
 
@@ -440,6 +734,35 @@ fn kube_protocol(name: &str, app_protocol: Option<&str>) -> String {
 }
 
 /// Services with endpoints, indexed by host and by VIP.
+///
+/// Each [`Snapshot`](crate::snapshot::Snapshot) has one ([`Snapshot::registry`](crate::snapshot::Snapshot::registry)).
+///
+/// # Examples
+///
+/// ```
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: ratings, namespace: default}
+/// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: wikipedia}
+/// spec:
+///   hosts: ['*.wikipedia.org']
+///   ports: [{number: 443, name: tls, protocol: TLS}]
+///   resolution: NONE
+/// ").unwrap().snapshot();
+/// let reg = snap.registry();
+/// assert_eq!(reg.services().count(), 2);
+/// assert!(reg.has_host("ratings.default.svc.cluster.local"));
+/// assert!(!reg.has_host("ratings")); // hosts are FQDNs; routing expands short names
+/// // a wildcard ServiceEntry host covers concrete names
+/// let svc = reg.service("en.wikipedia.org", "default").unwrap();
+/// assert_eq!(&*svc.hostname, "*.wikipedia.org");
+/// assert!(reg.workloads().is_empty());
+/// ```
 #[derive(Debug, Default)]
 pub struct Registry {
     services: HostMap<Vec<Arc<Service>>>,
@@ -541,6 +864,33 @@ impl Registry {
     /// The service `host` as seen from `client_ns`: exact host first, then the most specific
     /// wildcard ServiceEntry host; among several definitions the one in the client's
     /// namespace wins, then Kubernetes before ServiceEntry, then load order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api, namespace: team-a}
+    /// spec:
+    ///   hosts: [api.example.com]
+    ///   ports: [{number: 443, name: tls, protocol: TLS}]
+    ///   resolution: DNS
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api, namespace: team-b}
+    /// spec:
+    ///   hosts: [api.example.com]
+    ///   ports: [{number: 8443, name: tls, protocol: TLS}]
+    ///   resolution: DNS
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let seen_from = |ns: &str| reg.service("api.example.com", ns).map(|s| s.object.to_string());
+    /// assert_eq!(seen_from("team-b").as_deref(), Some("team-b/api")); // own namespace first
+    /// assert_eq!(seen_from("other").as_deref(), Some("team-a/api")); // then load order
+    /// assert!(reg.service("api.example.org", "team-a").is_none());
+    /// ```
     pub fn service(&self, host: &str, client_ns: &str) -> Option<&Arc<Service>> {
         for list in self.services.all_matching(host) {
             let mut best: Option<&Arc<Service>> = None;
@@ -566,6 +916,27 @@ impl Registry {
 
     /// The service whose VIP (or CIDR) contains `ip` and that has `port` (any port when the
     /// service declares none), visible from `client_ns`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: db}
+    /// spec:
+    ///   hosts: [db.internal]
+    ///   addresses: [240.240.0.0/16]
+    ///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+    ///   location: MESH_INTERNAL
+    ///   resolution: STATIC
+    ///   endpoints: [{address: 10.1.0.7}]
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let ip = "240.240.3.4".parse().unwrap();
+    /// assert_eq!(reg.service_by_address(ip, 5432, "default").map(|s| &*s.hostname), Some("db.internal"));
+    /// assert!(reg.service_by_address(ip, 3306, "default").is_none()); // not a service port
+    /// ```
     pub fn service_by_address(
         &self,
         ip: IpAddr,

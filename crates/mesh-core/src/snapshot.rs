@@ -18,6 +18,34 @@ use crate::registry::{DnsCache, Registry, ServiceDefs, Workload};
 use crate::route::{HttpRequestAttrs, L4Attrs, L4Decision, RouteDecision, RouteTable};
 
 /// Compiled configuration (everything but the registry).
+///
+/// Its parts are internal: [`Snapshot::build`] compiles one and pairs it with a registry,
+/// and [`Mesh`](crate::mesh::Mesh) shares one between the snapshots it publishes when only
+/// workloads or DNS answers change.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::MeshOptions;
+/// use mesh_core::snapshot::CompiledConfig;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec: {host: ratings, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec: {host: ratings, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}
+/// ", "dr.yaml");
+/// let config = CompiledConfig::build(&loaded.objects, MeshOptions::default());
+/// // the second `default/ratings` replaced the first, as `kubectl apply` would
+/// let shown = format!("{config:?}");
+/// assert!(shown.contains("object_count: 1"));
+/// assert!(shown.contains("RoundRobin") && !shown.contains("Random"));
+/// ```
 #[derive(Debug)]
 pub struct CompiledConfig {
     pub(crate) options: MeshOptions,
@@ -68,6 +96,57 @@ impl CompiledConfig {
 }
 
 /// Where a picked destination goes (see [`Snapshot::upstream`]).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v2}}]}]}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   subsets:
+///   - {name: v1, labels: {version: v1}}
+///   - {name: v2, labels: {version: v2}}
+/// ").unwrap();
+/// for (name, version, ip) in [("reviews-v1", "v1", "127.0.0.1"), ("reviews-v2", "v2", "127.0.0.2")] {
+///     mesh.register(Workload {
+///         name: name.into(),
+///         namespace: "default".into(),
+///         service_account: "bookinfo-reviews".into(),
+///         labels: [("app", "reviews"), ("version", version)]
+///             .map(|(k, v)| (k.to_string(), v.to_string()))
+///             .into(),
+///         address: ip.parse().unwrap(),
+///         ports: Default::default(),
+///         locality: None,
+///         weight: 1,
+///     });
+/// }
+/// let snap = mesh.snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+/// let up = snap.upstream(d.pick(0).unwrap(), "default", None, 80);
+/// assert_eq!(up.port, 9080); // the service's only port
+/// assert!(up.policy.subset_found);
+/// let addrs: Vec<_> = up.targets().map(|t| t.addr.unwrap().to_string()).collect();
+/// assert_eq!(addrs, ["127.0.0.2:9080"]); // only the v2 endpoint
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct Upstream<'a> {
     /// The service, if the registry knows the host.
@@ -94,6 +173,68 @@ impl<'a> Upstream<'a> {
 }
 
 /// An immutable view of the mesh: compiled config plus registry.
+///
+/// Get one from [`Mesh::snapshot`](crate::mesh::Mesh::snapshot), or compile one directly
+/// with [`Snapshot::build`] (no validation, no registered workloads).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs};
+/// use mesh_core::model::{Labels, MtlsMode};
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings, namespace: default}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - match: [{headers: {end-user: {exact: jason}}}]
+///     fault: {abort: {percentage: {value: 100}, httpStatus: 500}}
+///     route: [{destination: {host: ratings, subset: v1}}]
+///   - route: [{destination: {host: ratings, subset: v1}}]
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: default}
+/// spec: {mtls: {mode: STRICT}}
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: ratings-viewer, namespace: default}
+/// spec:
+///   selector: {matchLabels: {app: ratings}}
+///   action: ALLOW
+///   rules:
+///   - from: [{source: {principals: [cluster.local/ns/default/sa/bookinfo-reviews]}}]
+///     to: [{operation: {methods: [GET]}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}
+/// ").unwrap().snapshot();
+///
+/// // client side: the route, and the fault that answers 500 for jason
+/// let mut h = http::HeaderMap::new();
+/// h.insert("end-user", "jason".parse().unwrap());
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings:9080", "/ratings/0", &h));
+/// assert_eq!((d.route_index(), d.status()), (Some(0), Some(500)));
+///
+/// // server side: mTLS is required, then authorization
+/// let ratings: Labels = [("app".to_string(), "ratings".to_string())].into();
+/// assert_eq!(snap.peer_authentication("default", &ratings, 9080), MtlsMode::Strict);
+/// let authz = snap.authz_for_workload("default", &ratings);
+/// let headers = http::HeaderMap::new();
+/// let attrs = HttpAuthzAttrs { method: "GET", path: "/ratings/0", host: "ratings:9080", headers: &headers };
+/// let mut req = AuthzRequest::http(9080, attrs);
+/// req.principal = Some("cluster.local/ns/default/sa/bookinfo-reviews");
+/// assert!(authz.evaluate(&req).allowed);
+/// req.principal = Some("cluster.local/ns/default/sa/bookinfo-productpage");
+/// assert!(!authz.evaluate(&req).allowed);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub(crate) config: Arc<CompiledConfig>,
@@ -103,6 +244,32 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compiles a snapshot from objects, with no registered workloads.
+    ///
+    /// Unlike [`Mesh`](crate::mesh::Mesh) reloads, this does not validate: check the objects
+    /// first ([`crate::check`]) when they come from users.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::HttpRequestAttrs;
+    /// use mesh_core::snapshot::Snapshot;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: details}
+    /// spec:
+    ///   hosts: [details]
+    ///   http: [{route: [{destination: {host: details}}], timeout: 3s}]
+    /// ", "details.yaml");
+    /// assert!(mesh_core::check(&loaded).iter().all(|d| !d.is_error()));
+    /// let snap = Snapshot::build(&loaded.objects, MeshOptions::default());
+    /// assert_eq!(snap.generation(), 0);
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "details", "/details/0", &h));
+    /// assert_eq!(d.timeout(), Some(std::time::Duration::from_secs(3)));
+    /// ```
     pub fn build(objects: &[ConfigObject], options: MeshOptions) -> Snapshot {
         let config = Arc::new(CompiledConfig::build(objects, options));
         Snapshot::with_registry(config, Arc::from(Vec::new()), &DnsCache::new(), 0)
@@ -154,6 +321,35 @@ impl Snapshot {
 
     /// Problems met while compiling (route conditions that can never match, policies that
     /// deny because they could not be compiled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::HttpRequestAttrs;
+    /// use mesh_core::snapshot::Snapshot;
+    ///
+    /// // valid for istiod, but the delegate VirtualService was never applied
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: bookinfo, namespace: default}
+    /// spec:
+    ///   hosts: [bookinfo.example.com]
+    ///   http:
+    ///   - match: [{uri: {prefix: /reviews}}]
+    ///     delegate: {name: reviews, namespace: team-reviews}
+    /// ", "root.yaml");
+    /// let snap = Snapshot::build(&loaded.objects, MeshOptions::default());
+    /// assert_eq!(
+    ///     snap.compile_errors(),
+    ///     ["default/bookinfo: route 0: delegate VirtualService team-reviews/reviews not found"]
+    /// );
+    /// // the route is left out: requests get 404 (no route)
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "bookinfo.example.com", "/reviews/1", &h));
+    /// assert_eq!(d.status(), Some(404));
+    /// ```
     pub fn compile_errors(&self) -> Vec<String> {
         let mut v = self.config.routes.errors.clone();
         v.extend(
@@ -166,6 +362,53 @@ impl Snapshot {
     }
 
     /// Routes an HTTP request (§2.3).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::{HttpRequestAttrs, RouteOutcome};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{headers: {end-user: {exact: jason}}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///   - match: [{uri: {prefix: /reviews}}]
+    ///     route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// "#).unwrap().snapshot();
+    /// let mut jason = http::HeaderMap::new();
+    /// jason.insert("end-user", "jason".parse().unwrap());
+    /// let anyone = http::HeaderMap::new();
+    ///
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/reviews/0", &jason));
+    /// assert_eq!(d.host, "reviews.default.svc.cluster.local");
+    /// assert_eq!(d.virtual_service_name(), Some("default/reviews"));
+    /// assert_eq!(d.route_index(), Some(0));
+    /// assert_eq!(d.destinations()[0].subset.as_deref(), Some("v2"));
+    ///
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/reviews/0", &anyone));
+    /// assert_eq!(d.route_index(), Some(1));
+    /// assert_eq!(d.destinations()[0].subset.as_deref(), Some("v1"));
+    ///
+    /// // no route matches: the mesh answers 404 itself
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/health", &anyone));
+    /// assert_eq!(d.outcome, RouteOutcome::NoRoute);
+    /// assert_eq!(d.status(), Some(404));
+    ///
+    /// // from another namespace `reviews` is that namespace's service, not this VirtualService
+    /// let d = snap.route_http(&HttpRequestAttrs::new("prod", "reviews", "/reviews/0", &jason));
+    /// assert_eq!(d.host, "reviews.prod.svc.cluster.local");
+    /// assert_eq!(d.virtual_service_name(), None);
+    /// ```
     pub fn route_http(&self, attrs: &HttpRequestAttrs<'_>) -> RouteDecision<'_> {
         self.config
             .routes
@@ -173,17 +416,117 @@ impl Snapshot {
     }
 
     /// Routes a TLS connection by SNI (§2.7).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::L4Attrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: api}
+    /// spec:
+    ///   hosts: [api.example.com]
+    ///   tls:
+    ///   - match: [{port: 443, sniHosts: [api.example.com]}]
+    ///     route: [{destination: {host: api-v2.example.com, port: {number: 443}}}]
+    /// ").unwrap().snapshot();
+    /// let attrs = L4Attrs { sni: Some("api.example.com"), ..L4Attrs::new("default", 443) };
+    /// let d = snap.route_tls(&attrs);
+    /// assert_eq!(d.route_index, Some(0));
+    /// assert_eq!(&*d.destinations[0].host, "api-v2.example.com");
+    ///
+    /// // another SNI passes through to itself
+    /// let attrs = L4Attrs { sni: Some("istio.io"), ..L4Attrs::new("default", 443) };
+    /// let d = snap.route_tls(&attrs);
+    /// assert!(d.virtual_service.is_none());
+    /// assert_eq!(&*d.destinations[0].host, "istio.io");
+    /// ```
     pub fn route_tls(&self, attrs: &L4Attrs<'_>) -> L4Decision<'_> {
         self.config.routes.route_tls(attrs)
     }
 
     /// Routes a TCP connection by destination address and port (§2.8).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::L4Attrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: tcp-echo, namespace: default}
+    /// spec:
+    ///   clusterIP: 10.96.0.20
+    ///   selector: {app: tcp-echo}
+    ///   ports: [{name: tcp, port: 9000}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: tcp-echo}
+    /// spec:
+    ///   hosts: [tcp-echo]
+    ///   tcp:
+    ///   - match: [{port: 9000}]
+    ///     route:
+    ///     - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
+    ///     - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: tcp-echo}
+    /// spec: {host: tcp-echo, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// // the connection's original destination finds the service by its cluster IP
+    /// let attrs = L4Attrs {
+    ///     destination_ip: Some("10.96.0.20".parse().unwrap()),
+    ///     ..L4Attrs::new("default", 9000)
+    /// };
+    /// let d = snap.route_tcp(&attrs);
+    /// assert_eq!(d.host, "tcp-echo.default.svc.cluster.local");
+    /// assert_eq!(d.virtual_service.map(|v| &*v.name), Some("default/tcp-echo"));
+    /// assert_eq!(d.pick(79).unwrap().subset.as_deref(), Some("v1"));
+    /// assert_eq!(d.pick(80).unwrap().subset.as_deref(), Some("v2"));
+    /// ```
     pub fn route_tcp(&self, attrs: &L4Attrs<'_>) -> L4Decision<'_> {
         self.config.routes.route_tcp(&self.registry, attrs)
     }
 
     /// The service port a destination goes to (§2.4): the route's port, else the service's
     /// only port, else the port the request arrived on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /details}}]
+    ///     route: [{destination: {host: details, port: {number: 9090}}}]
+    ///   - route: [{destination: {host: reviews}}]
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let port = |authority: &str, path: &str, request_port: u16| {
+    ///     let d = snap.route_http(&HttpRequestAttrs::new("default", authority, path, &h));
+    ///     snap.destination_port(&d.destinations()[0], "default", request_port)
+    /// };
+    /// assert_eq!(port("reviews", "/details/0", 80), 9090); // the route's port
+    /// assert_eq!(port("reviews", "/", 80), 9080); // the service's only port
+    /// assert_eq!(port("httpbin.org:8080", "/", 8080), 8080); // unknown host: the request's
+    /// ```
     pub fn destination_port(
         &self,
         dest: &crate::route::WeightedDestination,
@@ -224,6 +567,33 @@ impl Snapshot {
     }
 
     /// The DestinationRule for `host` seen from `client_ns` (§3.2).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews-from-qa, namespace: qa}
+    /// spec: {host: reviews.bookinfo.svc.cluster.local, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+    /// ").unwrap().snapshot();
+    /// let host = "reviews.bookinfo.svc.cluster.local";
+    /// let name = |ns: &str| snap.destination_rule(host, ns).map(|d| d.name.to_string());
+    /// // the client's namespace first, then the service's
+    /// assert_eq!(name("qa").as_deref(), Some("qa/reviews-from-qa"));
+    /// assert_eq!(name("default").as_deref(), Some("bookinfo/reviews"));
+    /// assert!(snap.destination_rule("ratings.bookinfo.svc.cluster.local", "default").is_none());
+    /// ```
     pub fn destination_rule(&self, host: &str, client_ns: &str) -> Option<&MergedDestinationRule> {
         let svc_ns = self
             .registry
@@ -235,6 +605,37 @@ impl Snapshot {
     }
 
     /// The effective traffic policy for (host, subset, port) from `client_ns` (§3.3).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{ClientTlsMode, SimpleLb};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   host: reviews
+    ///   trafficPolicy:
+    ///     loadBalancer: {simple: ROUND_ROBIN}
+    ///     portLevelSettings:
+    ///     - port: {number: 9443}
+    ///       tls: {mode: SIMPLE, caCertificates: /etc/certs/ca.pem}
+    ///   subsets:
+    ///   - {name: v1, labels: {version: v1}}
+    /// ").unwrap().snapshot();
+    /// let host = "reviews.default.svc.cluster.local";
+    /// let p = snap.traffic_policy(host, Some("v1"), 9080, "default");
+    /// assert_eq!(p.simple_lb(), Some(SimpleLb::RoundRobin));
+    /// assert!(p.subset_found);
+    /// // a port-level entry replaces the top level as a whole: no ROUND_ROBIN on 9443
+    /// let p = snap.traffic_policy(host, None, 9443, "default");
+    /// assert_eq!(p.tls.map(|t| t.mode), Some(ClientTlsMode::Simple));
+    /// assert_eq!(p.simple_lb(), Some(SimpleLb::LeastRequest));
+    /// // an undefined subset: Envoy would answer 503
+    /// assert!(!snap.traffic_policy(host, Some("v9"), 9080, "default").subset_found);
+    /// ```
     pub fn traffic_policy(
         &self,
         host: &str,
@@ -247,6 +648,33 @@ impl Snapshot {
 
     /// Like [`Snapshot::traffic_policy`], for a client with labels (DestinationRules with a
     /// `workloadSelector`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{Labels, SimpleLb};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews-for-canary-clients}
+    /// spec:
+    ///   host: reviews
+    ///   workloadSelector: {matchLabels: {track: canary}}
+    ///   trafficPolicy: {loadBalancer: {simple: RANDOM}}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}
+    /// ").unwrap().snapshot();
+    /// let host = "reviews.default.svc.cluster.local";
+    /// let canary: Labels = [("track".to_string(), "canary".to_string())].into();
+    /// let p = snap.traffic_policy_for(host, None, 9080, "default", Some(&canary));
+    /// assert_eq!(p.simple_lb(), Some(SimpleLb::Random));
+    /// let p = snap.traffic_policy_for(host, None, 9080, "default", None);
+    /// assert_eq!(p.simple_lb(), Some(SimpleLb::RoundRobin));
+    /// ```
     pub fn traffic_policy_for(
         &self,
         host: &str,
@@ -271,16 +699,83 @@ impl Snapshot {
 
     /// The authorization policies for a workload (§8.2); evaluate each request with
     /// [`WorkloadAuthz::evaluate`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::{AuthzReason, AuthzRequest};
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: tcp-echo, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: tcp-echo}}
+    ///   action: ALLOW
+    ///   rules: [{to: [{operation: {ports: ['9000', '9001']}}]}]
+    /// ").unwrap().snapshot();
+    /// let tcp_echo: Labels = [("app".to_string(), "tcp-echo".to_string())].into();
+    /// let authz = snap.authz_for_workload("foo", &tcp_echo);
+    /// assert_eq!(authz.policies().collect::<Vec<_>>(), ["foo/tcp-echo"]);
+    /// assert!(authz.evaluate(&AuthzRequest::tcp(9001)).allowed);
+    /// let d = authz.evaluate(&AuthzRequest::tcp(9002));
+    /// assert_eq!((d.allowed, d.reason), (false, AuthzReason::NoAllowMatched));
+    /// // other workloads are not selected
+    /// assert!(snap.authz_for_workload("foo", &Labels::new()).is_empty());
+    /// ```
     pub fn authz_for_workload(&self, namespace: &str, labels: &Labels) -> WorkloadAuthz {
         self.config.authz.for_workload(namespace, labels)
     }
 
     /// The mTLS mode a workload's port requires (§7): STRICT, PERMISSIVE or DISABLE.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{Labels, MtlsMode};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: foo}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: httpbin-metrics, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   mtls: {mode: UNSET}
+    ///   portLevelMtls:
+    ///     9090: {mode: DISABLE}
+    /// ").unwrap().snapshot();
+    /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// assert_eq!(snap.peer_authentication("foo", &httpbin, 8000), MtlsMode::Strict);
+    /// assert_eq!(snap.peer_authentication("foo", &httpbin, 9090), MtlsMode::Disable);
+    /// assert_eq!(snap.peer_authentication("bar", &httpbin, 8000), MtlsMode::Permissive);
+    /// ```
     pub fn peer_authentication(&self, namespace: &str, labels: &Labels, port: u16) -> MtlsMode {
         self.config.peer_authn.mode(namespace, labels, port).mode
     }
 
     /// Like [`Snapshot::peer_authentication`], naming the deciding policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{Labels, MtlsMode};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: istio-system}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ").unwrap().snapshot();
+    /// let e = snap.peer_authentication_detail("foo", &Labels::new(), 8000);
+    /// assert_eq!(e.mode, MtlsMode::Strict);
+    /// assert_eq!(e.policy.as_deref(), Some("istio-system/default")); // the mesh-wide policy
+    /// ```
     pub fn peer_authentication_detail(
         &self,
         namespace: &str,
@@ -291,6 +786,32 @@ impl Snapshot {
     }
 
     /// The Gateway servers a gateway workload with these labels serves (§5).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: bookinfo-gateway}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers:
+    ///   - port: {number: 8080, name: http, protocol: HTTP}
+    ///     hosts: [bookinfo.example.com]
+    ///   - port: {number: 8443, name: https, protocol: HTTPS}
+    ///     hosts: [bookinfo.example.com]
+    ///     tls: {mode: SIMPLE, credentialName: bookinfo-cert}
+    /// ").unwrap().snapshot();
+    /// let ingress: Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let servers = snap.gateway_servers(&ingress);
+    /// let ports: Vec<u32> = servers.iter().map(|s| s.server.port.number).collect();
+    /// assert_eq!(ports, [8080, 8443]);
+    /// assert_eq!(servers[1].gateway, "default/bookinfo-gateway");
+    /// assert!(snap.gateway_servers(&Labels::new()).is_empty());
+    /// ```
     pub fn gateway_servers(&self, labels: &Labels) -> Vec<GatewayServer<'_>> {
         self.config.gateways.servers_for(labels)
     }

@@ -54,6 +54,32 @@ const OTHER_ISTIO_KINDS: &[&str] = &[
 ];
 
 /// Options of a [`Loader`].
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::load::{LoadOptions, Loader};
+///
+/// // like `kubectl apply -n bookinfo`: objects without a namespace land in `bookinfo`
+/// let loader = Loader::new(LoadOptions {
+///     default_namespace: "bookinfo".into(),
+///     ..LoadOptions::default()
+/// });
+/// let loaded = loader.load_str(
+///     "apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+/// ",
+///     "dr.yaml",
+/// );
+/// assert_eq!(loaded.objects[0].metadata.namespace, "bookinfo");
+///
+/// // nesting deeper than `max_depth` is refused with IM0009, never a stack overflow
+/// let tight = Loader::new(LoadOptions { max_depth: 3, ..LoadOptions::default() });
+/// let loaded = tight.load_str("a: {b: {c: {d: {e: 1}}}}", "deep.yaml");
+/// assert_eq!(loaded.diagnostics[0].code, mesh_core::diag::codes::LIMITS);
+/// ```
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Namespace given to objects without `metadata.namespace` (like `kubectl -n`).
@@ -77,6 +103,43 @@ impl Default for LoadOptions {
 
 /// What a load produced: the objects that loaded cleanly, the diagnostics, and the file texts
 /// for rendering.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Kind;
+///
+/// let mut loaded = mesh_core::load::load_str(
+///     "apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+/// ",
+///     "reviews.yaml",
+/// );
+/// assert!(!loaded.has_errors());
+/// let kinds: Vec<Kind> = loaded.objects.iter().map(|o| o.kind).collect();
+/// assert_eq!(kinds, [Kind::VirtualService, Kind::DestinationRule]);
+///
+/// // a second file with a typo: its object is left out, its diagnostic kept
+/// loaded.extend(mesh_core::load::load_str(
+///     "apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: gw}
+/// spec: {selectr: {istio: ingressgateway}}
+/// ",
+///     "gw.yaml",
+/// ));
+/// assert_eq!(loaded.objects.len(), 2);
+/// assert!(loaded.has_errors());
+/// assert_eq!(&*loaded.diagnostics[0].file, "gw.yaml");
+/// assert!(loaded.sources.get("gw.yaml").is_some());
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Loaded {
     /// Objects, in file and document order.
@@ -102,6 +165,20 @@ impl Loaded {
 }
 
 /// An I/O failure while loading (a missing or unreadable path).
+///
+/// Problems in the text are never `LoadError`s: they are diagnostics in [`Loaded`].
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let missing = dir.path().join("nope.yaml");
+/// let err = mesh_core::load::load_file(&missing).unwrap_err();
+/// assert_eq!(err.path, missing);
+/// assert_eq!(err.source.kind(), std::io::ErrorKind::NotFound);
+/// assert!(err.to_string().starts_with("cannot read "));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("cannot read {path}: {source}")]
 pub struct LoadError {
@@ -113,27 +190,141 @@ pub struct LoadError {
 }
 
 /// A configured loader.
+///
+/// The free functions ([`load_str`], [`load_path`], ...) use a default loader; build one
+/// with [`Loader::new`] to change the [`LoadOptions`].
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::load::{LoadOptions, Loader};
+///
+/// let loader = Loader::new(LoadOptions {
+///     default_namespace: "foo".into(),
+///     ..LoadOptions::default()
+/// });
+/// assert_eq!(loader.options().default_namespace, "foo");
+/// let loaded = loader.load_str(
+///     r#"{"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+///         "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "STRICT"}}}"#,
+///     "pa.json",
+/// );
+/// assert!(!loaded.has_errors());
+/// assert_eq!(loaded.objects[0].key(), "foo/default");
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Loader {
     options: LoadOptions,
 }
 
 /// Loads YAML or JSON text with default options; `file` names it in diagnostics.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str(
+///     "apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: bookinfo-gateway}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 8080, name: http, protocol: HTTP}
+///     hosts: ['*']
+/// ---
+/// apiVersion: v1
+/// kind: ConfigMap
+/// metadata: {name: unrelated}
+/// ",
+///     "gateway.yaml",
+/// );
+/// assert!(loaded.diagnostics.is_empty()); // other Kubernetes kinds are skipped silently
+/// assert_eq!(loaded.objects.len(), 1);
+/// let gw = loaded.objects[0].spec.as_gateway().unwrap();
+/// assert_eq!(gw.servers[0].port.number, 8080);
+/// assert_eq!(loaded.objects[0].source.location.line, 1);
+/// ```
 pub fn load_str(text: &str, file: &str) -> Loaded {
     Loader::default().load_str(text, file)
 }
 
 /// Loads one file with default options.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let file = dir.path().join("pa.yaml");
+/// std::fs::write(
+///     &file,
+///     "apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: istio-system}
+/// spec: {mtls: {mode: STRICT}}
+/// ",
+/// )?;
+/// let loaded = mesh_core::load::load_file(&file)?;
+/// assert_eq!(loaded.objects[0].key(), "istio-system/default");
+/// // diagnostics and sources are named by the path as given
+/// assert_eq!(&*loaded.objects[0].source.file, file.display().to_string());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn load_file(path: impl AsRef<Path>) -> Result<Loaded, LoadError> {
     Loader::default().load_file(path.as_ref())
 }
 
 /// Loads a file, or a directory recursively (`.yaml`, `.yml`, `.json`), with default options.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// std::fs::create_dir(dir.path().join("networking"))?;
+/// std::fs::write(
+///     dir.path().join("networking/vs.yaml"),
+///     "apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}]}]}
+/// ",
+/// )?;
+/// std::fs::write(dir.path().join("README.md"), "not config")?; // skipped: not .yaml/.json
+/// let loaded = mesh_core::load::load_path(dir.path())?;
+/// assert!(!loaded.has_errors());
+/// assert_eq!(loaded.objects.len(), 1);
+/// assert_eq!(loaded.objects[0].key(), "default/ratings");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn load_path(path: impl AsRef<Path>) -> Result<Loaded, LoadError> {
     Loader::default().load_path(path.as_ref())
 }
 
 /// Loads several files or directories with default options.
+///
+/// Any unreadable path fails the whole load.
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let a = dir.path().join("a.yaml");
+/// let b = dir.path().join("b.yaml");
+/// std::fs::write(&a, "apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec: {host: ratings}
+/// ")?;
+/// std::fs::write(&b, "apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: allow-nothing}
+/// spec: {}
+/// ")?;
+/// let loaded = mesh_core::load::load_paths([&a, &b])?;
+/// let keys: Vec<String> = loaded.objects.iter().map(|o| o.key()).collect();
+/// assert_eq!(keys, ["default/ratings", "default/allow-nothing"]);
+/// assert!(mesh_core::load::load_paths([a, dir.path().join("gone.yaml")]).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn load_paths<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Result<Loaded, LoadError> {
     Loader::default().load_paths(paths)
 }
@@ -170,6 +361,18 @@ impl Loader {
     }
 
     /// Loads bytes (UTF-8 required; invalid UTF-8 is a diagnostic, not an error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::Loader;
+    ///
+    /// let loaded = Loader::default().load_bytes(b"kind: Gateway\nname: caf\xe9\n", "bad.yaml");
+    /// let d = &loaded.diagnostics[0];
+    /// assert_eq!(d.code, mesh_core::diag::codes::SYNTAX);
+    /// assert_eq!((d.line, d.column), (2, 10));
+    /// assert!(loaded.objects.is_empty());
+    /// ```
     pub fn load_bytes(&self, bytes: &[u8], file: &str) -> Loaded {
         match std::str::from_utf8(bytes) {
             Ok(text) => self.load_str(text, file),

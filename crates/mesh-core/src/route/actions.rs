@@ -10,6 +10,40 @@ use regex::Regex;
 use crate::model;
 
 /// One weighted destination of a route.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - destination: {host: reviews, subset: v1, port: {number: 9080}}
+///       weight: 3
+///     - destination: {host: reviews, subset: v2}
+///       weight: 1
+///       headers: {request: {set: {x-canary: 'true'}}}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+/// let [v1, v2] = d.destinations() else { panic!() };
+/// assert_eq!(&*v1.host, "reviews.default.svc.cluster.local");
+/// assert_eq!((v1.port, v1.weight), (Some(9080), 3));
+/// assert_eq!((v2.port, v2.weight), (None, 1));
+/// assert!(v1.headers.is_none());
+/// assert_eq!(v2.headers.as_ref().unwrap().request.set[0].0, "x-canary");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WeightedDestination {
     /// Service host (FQDN after short-name resolution).
@@ -26,6 +60,30 @@ pub struct WeightedDestination {
 
 impl WeightedDestination {
     /// The cluster-like key Istio would use: `outbound|<port>|<subset>|<host>`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v2}}]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/", &h));
+    /// assert_eq!(
+    ///     d.destinations()[0].cluster_name(9080),
+    ///     "outbound|9080|v2|reviews.default.svc.cluster.local"
+    /// );
+    /// ```
     pub fn cluster_name(&self, port: u16) -> String {
         format!(
             "outbound|{port}|{}|{}",
@@ -36,6 +94,27 @@ impl WeightedDestination {
 }
 
 /// Picks among weighted destinations with a caller-supplied uniform random `u64`.
+///
+/// Weights are relative: `random % total` selects the destination. All-zero weights pick
+/// the first.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{pick, WeightedDestination};
+///
+/// let dest = |subset: &str, weight| WeightedDestination {
+///     host: "reviews.default.svc.cluster.local".into(),
+///     subset: Some(subset.into()),
+///     port: None,
+///     weight,
+///     headers: None,
+/// };
+/// let dests = [dest("v1", 1), dest("v3", 3)];
+/// let subset = |r| pick(&dests, r).unwrap().subset.as_deref().unwrap();
+/// assert_eq!([subset(0), subset(1), subset(3), subset(4)], ["v1", "v3", "v3", "v1"]);
+/// assert!(pick(&[], 7).is_none());
+/// ```
 pub fn pick(dests: &[WeightedDestination], random: u64) -> Option<&WeightedDestination> {
     let total: u64 = dests.iter().map(|d| u64::from(d.weight)).sum();
     if total == 0 {
@@ -87,6 +166,20 @@ pub(crate) fn compile_destinations<'a>(
 }
 
 /// A percentage as parts per million (Envoy's `FractionalPercent` precision).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::PerMillion;
+///
+/// let share = PerMillion::from_percent(0.5); // Istio `percentage: {value: 0.5}`
+/// assert_eq!(share, PerMillion(5_000));
+/// assert_eq!(share.percent(), 0.5);
+/// assert!(share.fires(4_999)); // random % 1_000_000 below the share
+/// assert!(!share.fires(5_000));
+/// assert!(PerMillion::from_percent(100.0).fires(u64::MAX));
+/// assert_eq!(PerMillion::from_percent(250.0), PerMillion(1_000_000)); // clamped
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PerMillion(pub u32);
 
@@ -108,6 +201,29 @@ impl PerMillion {
 }
 
 /// `HTTPRedirect`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{HttpRequestAttrs, RouteOutcome};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - match: [{uri: {prefix: /old}}]
+///     redirect: {authority: httpbin.example.com, scheme: https, redirectCode: 308}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/old/page", &h));
+/// let RouteOutcome::Redirect(r) = d.outcome else { panic!("not a redirect") };
+/// assert_eq!(r.code, 308);
+/// assert_eq!(r.scheme.as_deref(), Some("https"));
+/// assert_eq!(r.uri, None); // the path is kept
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redirect {
     /// Replacement path.
@@ -144,6 +260,35 @@ impl Redirect {
 
     /// The `location` header for a request (`scheme`, `authority`, listener `port`, `path`
     /// without query, `query`, and the matched prefix length).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::{HttpRequestAttrs, RouteOutcome};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: httpbin}
+    /// spec:
+    ///   hosts: [httpbin]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v1}}]
+    ///     redirect: {prefixRewrite: /v2, authority: api.example.com}
+    ///   - match: [{uri: {exact: /login}}]
+    ///     redirect: {scheme: https}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let location = |authority, path_and_query| {
+    ///     let a = HttpRequestAttrs::new("default", authority, path_and_query, &h);
+    ///     let d = snap.route_http(&a);
+    ///     let RouteOutcome::Redirect(r) = d.outcome else { panic!("not a redirect") };
+    ///     r.location(a.scheme, a.authority, a.effective_port(), a.path, a.query, d.prefix_len)
+    /// };
+    /// assert_eq!(location("httpbin:8000", "/v1/users?page=2"), "http://api.example.com/v2/users?page=2");
+    /// // a scheme change drops the request's port
+    /// assert_eq!(location("httpbin:8000", "/login"), "https://httpbin/login");
+    /// ```
     pub fn location(
         &self,
         scheme: &str,
@@ -203,6 +348,30 @@ impl Redirect {
 }
 
 /// `HTTPDirectResponse`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{HttpRequestAttrs, RouteOutcome};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - match: [{uri: {prefix: /maintenance}}]
+///     directResponse: {status: 503, body: {string: "down for maintenance"}}
+/// "#).unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/maintenance", &h));
+/// let RouteOutcome::DirectResponse(r) = d.outcome else { panic!() };
+/// assert_eq!(r.status, 503);
+/// assert_eq!(r.body.as_deref(), Some(&b"down for maintenance"[..]));
+/// assert_eq!(d.status(), Some(503));
+/// assert!(d.destinations().is_empty());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectResponse {
     /// Status.
@@ -212,6 +381,29 @@ pub struct DirectResponse {
 }
 
 /// `HTTPRewrite`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - match: [{uri: {prefix: /api/v1}}]
+///     rewrite: {uri: /v2, authority: api.internal}
+///     route: [{destination: {host: httpbin}}]
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/api/v1/users", &h));
+/// let rw = d.action().unwrap().rewrite.as_deref().unwrap();
+/// assert_eq!(rw.authority.as_deref(), Some("api.internal"));
+/// assert_eq!(rw.path("/api/v1/users", d.prefix_len).as_deref(), Some("/v2/users"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Rewrite {
     /// Replacement for the matched prefix (whole path for exact/regex matches).
@@ -224,6 +416,36 @@ pub struct Rewrite {
 
 impl Rewrite {
     /// The rewritten path (without query), or `None` when the path is unchanged.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: httpbin}
+    /// spec:
+    ///   hosts: [httpbin]
+    ///   http:
+    ///   - match: [{uri: {regex: "/service/[^/]+/.*"}}]
+    ///     rewrite: {uriRegexRewrite: {match: "^/service/([^/]+)(/.*)$", rewrite: '\2/instance/\1'}}
+    ///     route: [{destination: {host: httpbin}}]
+    ///   - match: [{headers: {x-host-only: {exact: "1"}}}]
+    ///     rewrite: {authority: httpbin.internal}
+    ///     route: [{destination: {host: httpbin}}]
+    /// "#).unwrap().snapshot();
+    /// let path = |p: &str, h: &http::HeaderMap| {
+    ///     let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", p, h));
+    ///     d.action().unwrap().rewrite.as_deref().unwrap().path(p, d.prefix_len)
+    /// };
+    /// let none = http::HeaderMap::new();
+    /// assert_eq!(path("/service/foo/v1/api", &none).as_deref(), Some("/v1/api/instance/foo"));
+    /// let mut only_host = http::HeaderMap::new();
+    /// only_host.insert("x-host-only", "1".parse().unwrap());
+    /// assert_eq!(path("/status", &only_host), None); // only the authority changes
+    /// ```
     pub fn path(&self, path: &str, prefix_len: usize) -> Option<String> {
         if let Some(u) = &self.uri {
             let cut = prefix_len.min(path.len());
@@ -237,6 +459,39 @@ impl Rewrite {
 }
 
 /// A retry policy (Istio's defaults when the route sets none).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - match: [{uri: {prefix: /no-retries}}]
+///     retries: {attempts: 0}
+///     route: [{destination: {host: ratings}}]
+///   - retries: {attempts: 3, perTryTimeout: 2s, retryOn: 'gateway-error,503'}
+///     route: [{destination: {host: ratings}}]
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/ratings/0", &h));
+/// let r = d.retries();
+/// assert_eq!(r.attempts, 3);
+/// assert_eq!(r.per_try_timeout, Some(Duration::from_secs(2)));
+/// // status codes in `retryOn` become `retriable-status-codes`
+/// assert_eq!(&*r.retry_on, "gateway-error,retriable-status-codes");
+/// assert_eq!(&*r.retriable_status_codes, [503]);
+/// assert_eq!(r.backoff, Duration::from_millis(25));
+///
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/no-retries", &h));
+/// assert!(!d.retries().enabled());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Retries after the first attempt (0 disables).
@@ -272,6 +527,23 @@ static DEFAULT_RETRY: LazyLock<RetryPolicy> = LazyLock::new(|| RetryPolicy {
 impl RetryPolicy {
     /// Istio's implicit policy: 2 retries on connect-failure, refused-stream, unavailable,
     /// cancelled, retriable-status-codes (none listed: a plain 503 is not retried).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::{HttpRequestAttrs, RetryPolicy, DEFAULT_RETRY_ON};
+    ///
+    /// let d = RetryPolicy::istio_default();
+    /// assert_eq!(d.attempts, 2);
+    /// assert_eq!(&*d.retry_on, DEFAULT_RETRY_ON);
+    /// assert!(d.retriable_status_codes.is_empty());
+    ///
+    /// // what a request gets when no VirtualService applies
+    /// let snap = mesh_core::mesh::Mesh::new(Default::default()).snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let decision = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/", &h));
+    /// assert_eq!(decision.retries(), d);
+    /// ```
     pub fn istio_default() -> &'static RetryPolicy {
         &DEFAULT_RETRY
     }
@@ -332,6 +604,33 @@ impl RetryPolicy {
 }
 
 /// How an abort answers.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{AbortStatus, HttpRequestAttrs};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - match: [{uri: {prefix: /grpc}}]
+///     fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+///     route: [{destination: {host: ratings}}]
+///   - fault: {abort: {httpStatus: 500, percentage: {value: 100}}}
+///     route: [{destination: {host: ratings}}]
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let abort = |path| {
+///     let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", path, &h));
+///     d.action().unwrap().fault.as_ref().unwrap().abort.unwrap().0
+/// };
+/// assert_eq!(abort("/grpc/Ratings/Get"), AbortStatus::Grpc(14));
+/// assert_eq!(abort("/ratings/0"), AbortStatus::Http(500));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AbortStatus {
     /// HTTP status (body `fault filter abort`).
@@ -341,6 +640,35 @@ pub enum AbortStatus {
 }
 
 /// `HTTPFaultInjection`.
+///
+/// Delays and aborts fire per request: draw a random number and ask
+/// [`PerMillion::fires`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::route::{AbortStatus, HttpRequestAttrs, PerMillion};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - fault:
+///       delay: {fixedDelay: 7s, percentage: {value: 10}}
+///       abort: {httpStatus: 503, percentage: {value: 0.5}}
+///     route: [{destination: {host: ratings}}]
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/", &h));
+/// let fault = d.action().unwrap().fault.as_deref().unwrap();
+/// assert_eq!(fault.delay, Some((Duration::from_secs(7), PerMillion(100_000))));
+/// assert_eq!(fault.abort, Some((AbortStatus::Http(503), PerMillion(5_000))));
+/// assert_eq!(d.status(), None); // not every request is aborted
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fault {
     /// Delay and its share.
@@ -350,6 +678,17 @@ pub struct Fault {
 }
 
 /// gRPC status names to codes.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::actions::grpc_code;
+///
+/// assert_eq!(grpc_code("OK"), Some(0));
+/// assert_eq!(grpc_code("UNAVAILABLE"), Some(14));
+/// assert_eq!(grpc_code("UNAUTHENTICATED"), Some(16));
+/// assert_eq!(grpc_code("unavailable"), None); // names are upper case
+/// ```
 pub fn grpc_code(name: &str) -> Option<u8> {
     const NAMES: [&str; 17] = [
         "OK",
@@ -410,6 +749,34 @@ impl Fault {
 }
 
 /// A mirror destination and its share.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{HttpRequestAttrs, PerMillion};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - route: [{destination: {host: httpbin, subset: v1}}]
+///     mirror: {host: httpbin, subset: v2}
+///     mirrorPercentage: {value: 25}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: httpbin}
+/// spec: {host: httpbin, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin:8000", "/get", &h));
+/// let m = &d.action().unwrap().mirrors[0];
+/// assert_eq!(m.destination.subset.as_deref(), Some("v2"));
+/// assert_eq!(m.share, PerMillion(250_000));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mirror {
     /// Where copies go.
@@ -419,6 +786,41 @@ pub struct Mirror {
 }
 
 /// Header operations for one direction.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - route: [{destination: {host: httpbin}}]
+///     headers:
+///       request:
+///         set: {x-api-version: v2}
+///         add: {x-via: mesh}
+///         remove: [x-debug]
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/get", &h));
+/// let ops = &d.action().unwrap().headers.request;
+/// assert_eq!(ops.set[0].0, "x-api-version");
+/// assert_eq!(ops.remove[0], "x-debug");
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("x-debug", "1".parse().unwrap());
+/// headers.insert("x-api-version", "v1".parse().unwrap());
+/// headers.insert("x-via", "client".parse().unwrap());
+/// ops.apply(&mut headers);
+/// assert!(headers.get("x-debug").is_none());
+/// assert_eq!(headers["x-api-version"], "v2"); // set overwrites
+/// assert_eq!(headers.get_all("x-via").iter().count(), 2); // add appends
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderOpList {
     /// Overwrite.
@@ -474,6 +876,34 @@ impl HeaderOpList {
 }
 
 /// Request and response header operations.
+///
+/// Found on a route ([`HttpAction::headers`]) and on each destination
+/// ([`WeightedDestination::headers`]).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route: [{destination: {host: reviews}}]
+///     headers:
+///       response: {set: {cache-control: no-store}}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+/// let ops = &d.action().unwrap().headers;
+/// assert!(ops.request.is_empty());
+/// let mut response = http::HeaderMap::new();
+/// ops.response.apply(&mut response);
+/// assert_eq!(response["cache-control"], "no-store");
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderOps {
     /// On the request.
@@ -500,6 +930,37 @@ impl HeaderOps {
 }
 
 /// Everything a matched HTTP route does.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - match: [{uri: {prefix: /api/}}]
+///     rewrite: {uri: /}
+///     timeout: 2s
+///     corsPolicy: {allowOrigins: [{exact: 'https://example.com'}], allowMethods: [GET]}
+///     route: [{destination: {host: httpbin}}]
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/api/get", &h));
+/// let a = d.action().unwrap();
+/// assert_eq!(a.destinations.len(), 1);
+/// assert!(a.redirect.is_none() && a.direct_response.is_none());
+/// assert_eq!(a.timeout, Some(Duration::from_secs(2)));
+/// assert_eq!(a.rewrite.as_deref().unwrap().path("/api/get", d.prefix_len).as_deref(), Some("/get"));
+/// assert_eq!(a.retries.attempts, 2); // Istio's default
+/// assert!(a.fault.is_none() && a.mirrors.is_empty());
+/// assert_eq!(a.cors.as_ref().unwrap().allow_methods, ["GET"]);
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpAction {
     /// Weighted destinations (empty for redirect / direct response).

@@ -67,6 +67,25 @@ impl RegexCache {
 }
 
 /// A compiled `StringMatch`.
+///
+/// Routing compiles each `uri`, `headers`, `queryParams`, `method`, `scheme` and
+/// `authority` condition into one; a regex must match the whole value, as in Envoy (RE2).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::StrMatcher;
+///
+/// let prefix = StrMatcher::Prefix("/api/".into());
+/// assert!(prefix.matches("/api/v1"));
+/// assert!(!prefix.matches("/API/v1"));
+/// assert!(StrMatcher::PrefixIgnoreCase("/api/".into()).matches("/API/v1"));
+///
+/// let re = StrMatcher::Regex(regex::Regex::new("^(?:v[0-9]+)$").unwrap());
+/// assert!(re.matches("v2"));
+/// assert!(!re.matches("v2-beta"));
+/// assert!(StrMatcher::Present.matches("")); // `{}`: the header only has to be there
+/// ```
 #[derive(Debug, Clone)]
 pub enum StrMatcher {
     /// Whole value equals.

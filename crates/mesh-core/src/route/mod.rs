@@ -17,6 +17,11 @@
 //!   - match: [{headers: {end-user: {exact: jason}}}]
 //!     route: [{destination: {host: reviews, subset: v2}}]
 //!   - route: [{destination: {host: reviews, subset: v1}}]
+//! ---
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
 //! "#).unwrap();
 //! let snap = mesh.snapshot(); // load once per request
 //! let mut headers = http::HeaderMap::new();
@@ -65,6 +70,18 @@ static EMPTY_LABELS: Labels = Labels::new();
 /// Resolves a gateway reference the way istiod does (§1.7): `mesh` stays, `name` and
 /// `./name` take the VirtualService's namespace, `ns/name` stays, legacy
 /// `name.ns.svc.cluster.local` becomes `ns/name`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::resolve_gateway_name;
+///
+/// assert_eq!(resolve_gateway_name("bookinfo-gateway", "default"), "default/bookinfo-gateway");
+/// assert_eq!(resolve_gateway_name("istio-system/ingress", "default"), "istio-system/ingress");
+/// assert_eq!(resolve_gateway_name("./ingress", "bookinfo"), "bookinfo/ingress");
+/// assert_eq!(resolve_gateway_name("ingress.istio-system.svc.cluster.local", "x"), "istio-system/ingress");
+/// assert_eq!(resolve_gateway_name("mesh", "default"), "mesh");
+/// ```
 pub fn resolve_gateway_name(g: &str, vs_ns: &str) -> String {
     if g == "mesh" {
         return g.to_owned();
@@ -81,6 +98,44 @@ pub fn resolve_gateway_name(g: &str, vs_ns: &str) -> String {
 }
 
 /// The attributes of an HTTP request that routing reads, all borrowed.
+///
+/// Build one with [`HttpRequestAttrs::new`] (a GET from a namespace) or
+/// [`HttpRequestAttrs::from_parts`] (a real request), then refine it with the `with_*`
+/// methods.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Labels;
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - match: [{method: {exact: POST}, sourceLabels: {app: productpage}}]
+///     route: [{destination: {host: reviews, subset: v2}}]
+///   - route: [{destination: {host: reviews, subset: v1}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let productpage: Labels = [("app".to_string(), "productpage".to_string())].into();
+/// let attrs = HttpRequestAttrs::new("default", "reviews:9080", "/reviews/0?full=1", &h)
+///     .with_method("POST")
+///     .with_source_labels(&productpage);
+/// assert_eq!((attrs.path, attrs.query), ("/reviews/0", Some("full=1")));
+/// assert_eq!(snap.route_http(&attrs).route_index(), Some(0));
+/// // the same request from a workload without the label takes the second route
+/// let attrs = HttpRequestAttrs::new("default", "reviews:9080", "/reviews/0", &h).with_method("POST");
+/// assert_eq!(snap.route_http(&attrs).route_index(), Some(1));
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequestAttrs<'a> {
     /// The client's namespace.
@@ -135,6 +190,29 @@ impl<'a> HttpRequestAttrs<'a> {
 
     /// From request parts: authority from the URI or the Host header, path, query, method,
     /// scheme (default `http`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let req = http::Request::put("http://ratings:9080/ratings/0?v=2")
+    ///     .header("end-user", "jason")
+    ///     .body(())
+    ///     .unwrap();
+    /// let (parts, ()) = req.into_parts();
+    /// let attrs = HttpRequestAttrs::from_parts("default", &parts);
+    /// assert_eq!(attrs.authority, "ratings:9080");
+    /// assert_eq!((attrs.method, attrs.path, attrs.query), ("PUT", "/ratings/0", Some("v=2")));
+    /// assert_eq!(attrs.effective_port(), 9080);
+    ///
+    /// // origin-form requests (`GET /path` with a Host header) use the Host header
+    /// let req = http::Request::get("/productpage").header("host", "bookinfo.example.com").body(()).unwrap();
+    /// let (parts, ()) = req.into_parts();
+    /// let attrs = HttpRequestAttrs::from_parts("default", &parts);
+    /// assert_eq!(attrs.authority, "bookinfo.example.com");
+    /// assert_eq!(attrs.effective_port(), 80);
+    /// ```
     pub fn from_parts(client_namespace: &'a str, parts: &'a http::request::Parts) -> Self {
         let authority = parts
             .uri
@@ -168,6 +246,50 @@ impl<'a> HttpRequestAttrs<'a> {
     }
 
     /// Routes as gateway `ns/name`.
+    ///
+    /// Gateway routing uses the VirtualServices bound to that Gateway, and only for hosts
+    /// and ports its servers admit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: bookinfo-gateway, namespace: default}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers:
+    ///   - port: {number: 8080, name: http, protocol: HTTP}
+    ///     hosts: [bookinfo.example.com]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: bookinfo, namespace: default}
+    /// spec:
+    ///   hosts: [bookinfo.example.com]
+    ///   gateways: [bookinfo-gateway]
+    ///   http:
+    ///   - match: [{uri: {exact: /productpage}}, {uri: {prefix: /static}}]
+    ///     route: [{destination: {host: productpage, port: {number: 9080}}}]
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let at_gateway = |authority, path| {
+    ///     let attrs = HttpRequestAttrs::new("istio-system", authority, path, &h)
+    ///         .with_gateway(Some("default/bookinfo-gateway"))
+    ///         .with_port(8080);
+    ///     let d = snap.route_http(&attrs);
+    ///     (d.status(), d.destinations().first().map(|w| w.host.to_string()))
+    /// };
+    /// assert_eq!(
+    ///     at_gateway("bookinfo.example.com", "/productpage"),
+    ///     (None, Some("productpage.default.svc.cluster.local".to_string()))
+    /// );
+    /// assert_eq!(at_gateway("bookinfo.example.com", "/admin"), (Some(404), None));
+    /// assert_eq!(at_gateway("other.example.com", "/productpage"), (Some(404), None));
+    /// ```
     pub fn with_gateway(mut self, gateway: Option<&'a str>) -> Self {
         self.gateway = gateway;
         self
@@ -192,6 +314,20 @@ impl<'a> HttpRequestAttrs<'a> {
     }
 
     /// The effective destination port.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let h = http::HeaderMap::new();
+    /// let a = HttpRequestAttrs::new("default", "reviews:9080", "/", &h);
+    /// assert_eq!(a.effective_port(), 9080); // from the authority
+    /// assert_eq!(a.with_port(15001).effective_port(), 15001); // the listener's port wins
+    /// let a = HttpRequestAttrs::new("default", "api.example.com", "/", &h);
+    /// assert_eq!(a.effective_port(), 80);
+    /// assert_eq!(a.with_scheme("https").effective_port(), 443);
+    /// ```
     pub fn effective_port(&self) -> u16 {
         if self.port != 0 {
             return self.port;
@@ -203,6 +339,33 @@ impl<'a> HttpRequestAttrs<'a> {
 }
 
 /// Identity of a compiled VirtualService.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::ExportTo;
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews, namespace: bookinfo}
+/// spec:
+///   hosts: [reviews]
+///   exportTo: [.]
+///   http: [{route: [{destination: {host: reviews}}]}]
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("bookinfo", "reviews", "/", &h));
+/// let vs = d.virtual_service.unwrap();
+/// assert_eq!(&*vs.name, "bookinfo/reviews");
+/// assert_eq!(&*vs.hosts[0], "reviews.bookinfo.svc.cluster.local");
+/// assert_eq!(&*vs.gateways[0], "mesh"); // no `gateways`: sidecars only
+/// assert_eq!(vs.export_to, ExportTo::Namespaces(vec!["bookinfo".into()].into()));
+/// // not exported: another namespace does not see it
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews.bookinfo", "/", &h));
+/// assert!(d.virtual_service.is_none());
+/// ```
 #[derive(Debug, Clone)]
 pub struct VirtualServiceInfo {
     /// `ns/name`.
@@ -218,6 +381,47 @@ pub struct VirtualServiceInfo {
 }
 
 /// A compiled HTTP route (a delegate's routes are flattened into their root's).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: bookinfo}
+/// spec:
+///   hosts: [bookinfo.example.com]
+///   http:
+///   - name: reviews
+///     match: [{uri: {prefix: /reviews}}]
+///     delegate: {name: reviews-routes}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews-routes}
+/// spec:
+///   http:
+///   - name: v2
+///     match: [{uri: {prefix: /reviews/v2}}]
+///     route: [{destination: {host: reviews, subset: v2}}]
+///   - name: v1
+///     route: [{destination: {host: reviews, subset: v1}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "bookinfo.example.com", "/reviews/v2/1", &h));
+/// let rule = d.rule.unwrap();
+/// assert_eq!(rule.index, 0); // the root's route
+/// assert_eq!(rule.name.as_deref(), Some("reviews-v2"));
+/// assert_eq!(rule.delegate.as_ref().map(|(vs, i)| (&**vs, *i)), Some(("default/reviews-routes", 0)));
+/// assert_eq!(rule.action.destinations[0].subset.as_deref(), Some("v2"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct HttpRule {
     /// Index of the route in the (root) VirtualService's `http` list.
@@ -327,6 +531,40 @@ struct GatewayRoutes {
 }
 
 /// The compiled routing configuration.
+///
+/// Usually reached through a [`Snapshot`](crate::snapshot::Snapshot), whose `route_*`
+/// methods pass it the registry and options.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::MeshOptions;
+/// use mesh_core::route::{HttpRequestAttrs, RouteTable};
+/// use mesh_core::snapshot::Snapshot;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec:
+///   hosts: [ratings]
+///   http: [{route: [{destination: {host: ratings, subset: v1}}]}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: ratings}
+/// spec: {host: ratings, subsets: [{name: v1, labels: {version: v1}}]}
+/// ", "ratings.yaml");
+/// let opts = MeshOptions::default();
+/// let table = RouteTable::build(&loaded.objects, &opts);
+/// assert_eq!(table.len(), 1);
+/// assert!(table.errors.is_empty());
+///
+/// let snap = Snapshot::build(&loaded.objects, opts.clone()); // for its registry
+/// let h = http::HeaderMap::new();
+/// let d = table.route_http(snap.registry(), &opts, &HttpRequestAttrs::new("default", "ratings", "/", &h));
+/// assert_eq!(d.destinations()[0].subset.as_deref(), Some("v1"));
+/// ```
 #[derive(Debug, Default)]
 pub struct RouteTable {
     vss: Vec<CompiledVs>,
@@ -338,6 +576,33 @@ pub struct RouteTable {
 }
 
 /// What happens to the request.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{HttpRequestAttrs, RouteOutcome};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - match: [{uri: {prefix: /old}}]
+///     redirect: {uri: /new, redirectCode: 302}
+///   - match: [{uri: {prefix: /maintenance}}]
+///     directResponse: {status: 503, body: {string: "down for maintenance"}}
+///   - match: [{uri: {prefix: /api}}]
+///     route: [{destination: {host: httpbin}}]
+/// "#).unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let outcome = |path| snap.route_http(&HttpRequestAttrs::new("default", "httpbin", path, &h)).outcome;
+/// assert!(matches!(outcome("/old/page"), RouteOutcome::Redirect(r) if r.code == 302));
+/// assert!(matches!(outcome("/maintenance"), RouteOutcome::DirectResponse(d) if d.status == 503));
+/// assert_eq!(outcome("/api/get"), RouteOutcome::Forward);
+/// assert_eq!(outcome("/"), RouteOutcome::NoRoute);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteOutcome<'a> {
     /// Forward to the destinations.
@@ -351,6 +616,43 @@ pub enum RouteOutcome<'a> {
 }
 
 /// The routing decision for an HTTP request.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::route::HttpRequestAttrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route:
+///     - {destination: {host: reviews, subset: v1}, weight: 75}
+///     - {destination: {host: reviews, subset: v3}, weight: 25}
+///     timeout: 5s
+///     retries: {attempts: 3, perTryTimeout: 2s}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v3, labels: {version: v3}}]}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/reviews/0", &h));
+/// assert_eq!(d.virtual_service_name(), Some("default/reviews"));
+/// assert_eq!(d.route_index(), Some(0));
+/// assert_eq!(d.status(), None); // forwarded
+/// assert_eq!(d.timeout(), Some(Duration::from_secs(5)));
+/// assert_eq!(d.retries().attempts, 3);
+/// assert_eq!(d.retries().per_try_timeout, Some(Duration::from_secs(2)));
+/// // pick with a uniform random number: 0..75 of every 100 go to v1
+/// let subset = |r| d.pick(r).unwrap().subset.as_deref().unwrap().to_owned();
+/// assert_eq!((subset(74), subset(75), subset(199)), ("v1".into(), "v3".into(), "v3".into()));
+/// ```
 #[derive(Debug, Clone)]
 pub struct RouteDecision<'a> {
     /// The requested host as an FQDN (after short-name expansion).
@@ -392,12 +694,71 @@ impl<'a> RouteDecision<'a> {
     }
 
     /// Picks a destination with a uniform random number.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - route:
+    ///     - {destination: {host: reviews, subset: v1}, weight: 90}
+    ///     - {destination: {host: reviews, subset: v2}, weight: 10}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+    /// // the caller supplies the randomness; any 1000 consecutive numbers split 900/100
+    /// let v2 = (5000..6000u64)
+    ///     .filter(|r| d.pick(*r).unwrap().subset.as_deref() == Some("v2"))
+    ///     .count();
+    /// assert_eq!(v2, 100);
+    /// ```
     pub fn pick(&self, random: u64) -> Option<&WeightedDestination> {
         pick(self.destinations(), random)
     }
 
     /// The status when the mesh answers itself: 404 (no route), the redirect code, the
     /// direct response status, or an abort that always fires.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: details}
+    /// spec:
+    ///   hosts: [details]
+    ///   http:
+    ///   - match: [{headers: {end-user: {exact: jason}}}]
+    ///     fault: {abort: {httpStatus: 555, percentage: {value: 100}}}
+    ///     route: [{destination: {host: details}}]
+    ///   - match: [{headers: {end-user: {exact: mary}}}]
+    ///     fault: {abort: {httpStatus: 500, percentage: {value: 50}}}
+    ///     route: [{destination: {host: details}}]
+    /// ").unwrap().snapshot();
+    /// let status = |user: &str| {
+    ///     let mut h = http::HeaderMap::new();
+    ///     h.insert("end-user", user.parse().unwrap());
+    ///     snap.route_http(&HttpRequestAttrs::new("default", "details", "/", &h)).status()
+    /// };
+    /// assert_eq!(status("jason"), Some(555)); // the abort always fires
+    /// assert_eq!(status("mary"), None); // it fires only sometimes: decide per request
+    /// assert_eq!(status("bob"), Some(404)); // no route
+    /// ```
     pub fn status(&self) -> Option<u16> {
         match self.outcome {
             RouteOutcome::NoRoute => Some(404),
@@ -425,6 +786,32 @@ impl<'a> RouteDecision<'a> {
 }
 
 /// Attributes of a TLS or TCP connection.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::L4Attrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: db-by-subnet}
+/// spec:
+///   hosts: [db.internal]
+///   tcp:
+///   - match: [{destinationSubnets: [10.20.0.0/16], port: 5432}]
+///     route: [{destination: {host: db.internal, port: {number: 5432}}}]
+/// ").unwrap().snapshot();
+/// // no service owns the address: VirtualServices naming its subnet apply
+/// let attrs = L4Attrs {
+///     destination_ip: Some("10.20.1.2".parse().unwrap()),
+///     ..L4Attrs::new("default", 5432)
+/// };
+/// assert_eq!(attrs.gateway, None); // mesh traffic
+/// let d = snap.route_tcp(&attrs);
+/// assert_eq!(d.route_index, Some(0));
+/// assert_eq!(&*d.destinations[0].host, "db.internal");
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct L4Attrs<'a> {
     /// The client's namespace.
@@ -456,6 +843,31 @@ impl<'a> L4Attrs<'a> {
 }
 
 /// The routing decision for a TLS (by SNI) or TCP connection.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::L4Attrs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: wikipedia}
+/// spec:
+///   hosts: ['*.wikipedia.org']
+///   tls:
+///   - match: [{port: 443, sniHosts: ['*.wikipedia.org']}]
+///     route:
+///     - {destination: {host: en.wikipedia.org}, weight: 50}
+///     - {destination: {host: de.wikipedia.org}, weight: 50}
+/// ").unwrap().snapshot();
+/// let attrs = L4Attrs { sni: Some("fr.wikipedia.org"), ..L4Attrs::new("default", 443) };
+/// let d = snap.route_tls(&attrs);
+/// assert_eq!(d.host, "fr.wikipedia.org");
+/// assert_eq!(d.virtual_service.map(|v| &*v.name), Some("default/wikipedia"));
+/// assert_eq!(d.pick(0).map(|w| &*w.host), Some("en.wikipedia.org"));
+/// assert_eq!(d.pick(50).map(|w| &*w.host), Some("de.wikipedia.org"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct L4Decision<'a> {
     /// The destination host (SNI, the service found by address, or the IP).
@@ -784,6 +1196,26 @@ impl RouteTable {
     }
 
     /// Routes an HTTP request.
+    ///
+    /// See [`Snapshot::route_http`](crate::snapshot::Snapshot::route_http), which passes
+    /// the snapshot's registry and options, for more examples.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec: {hosts: [ratings], http: [{match: [{uri: {prefix: /ratings}}], route: [{destination: {host: ratings}}]}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let attrs = HttpRequestAttrs::new("default", "ratings.default.svc.cluster.local:9080", "/ratings/1", &h);
+    /// let d = snap.routes().route_http(snap.registry(), snap.options(), &attrs);
+    /// assert_eq!(d.route_index(), Some(0));
+    /// ```
     pub fn route_http<'a>(
         &'a self,
         registry: &'a Registry,
@@ -967,6 +1399,8 @@ impl RouteTable {
     }
 
     /// Routes a TLS connection by SNI (`tls` routes).
+    ///
+    /// See [`Snapshot::route_tls`](crate::snapshot::Snapshot::route_tls) for an example.
     pub fn route_tls<'a>(&'a self, a: &L4Attrs<'_>) -> L4Decision<'a> {
         let sni = a.sni.unwrap_or("").to_ascii_lowercase();
         for vs in self.l4_candidates(&sni, a) {
@@ -991,6 +1425,8 @@ impl RouteTable {
     }
 
     /// Routes a TCP connection by destination address and port (`tcp` routes).
+    ///
+    /// See [`Snapshot::route_tcp`](crate::snapshot::Snapshot::route_tcp) for an example.
     pub fn route_tcp<'a>(&'a self, registry: &'a Registry, a: &L4Attrs<'_>) -> L4Decision<'a> {
         let service = a
             .destination_ip

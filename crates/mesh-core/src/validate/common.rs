@@ -72,6 +72,18 @@ fn validate_dns1123_labels(domain: &str, full: &str) -> Result<(), String> {
 }
 
 /// istiod's `ValidateWildcardDomain`: a DNS name whose first label may be a wildcard.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::validate::validate_wildcard_domain;
+///
+/// assert_eq!(validate_wildcard_domain("*.example.com"), Ok(()));
+/// assert_eq!(validate_wildcard_domain("reviews"), Ok(()));
+/// assert_eq!(validate_wildcard_domain("*"), Ok(()));
+/// assert!(validate_wildcard_domain("api.*.example.com").is_err()); // wildcard not first
+/// assert!(validate_wildcard_domain("under_score.example.com").is_err());
+/// ```
 pub fn validate_wildcard_domain(domain: &str) -> Result<(), String> {
     check_dns1123_preconditions(domain)?;
     let (first, rest) = match domain.split_once('.') {
@@ -97,6 +109,18 @@ pub(crate) fn validate_fqdn(domain: &str) -> Result<(), String> {
 }
 
 /// istiod's `ValidateDuration`: at least 1 ms, millisecond precision.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Duration;
+/// use mesh_core::validate::validate_duration;
+///
+/// let d = |s: &str| Duration::parse(s).unwrap();
+/// assert_eq!(validate_duration(d("1.5s")), Ok(()));
+/// assert_eq!(validate_duration(d("500us")), Err("only durations to ms precision are supported".to_string()));
+/// assert_eq!(validate_duration(d("0s")), Err("duration must be greater than 1ms".to_string()));
+/// ```
 pub fn validate_duration(d: Duration) -> Result<(), String> {
     if !d.is_ms_precision() {
         return Err("only durations to ms precision are supported".to_owned());

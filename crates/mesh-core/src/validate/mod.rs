@@ -25,6 +25,30 @@ mod virtual_service;
 pub use common::{validate_duration, validate_wildcard_domain};
 
 /// Settings that change what istiod accepts.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::validate::{validate_all_with, ValidateOptions};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: mysql}
+/// spec:
+///   hosts: [mysql.example.com]
+///   ports: [{number: 3306, name: tcp, protocol: TCP}]
+///   resolution: DNS
+/// ", "se.yaml");
+/// // with istiod's default IP auto-allocation this is fine...
+/// assert!(validate_all_with(&loaded.objects, &ValidateOptions::default()).is_empty());
+/// // ...without it a TCP ServiceEntry needs `addresses`
+/// let opts = ValidateOptions { ip_autoallocate: false, ..ValidateOptions::default() };
+/// let found = validate_all_with(&loaded.objects, &opts);
+/// assert_eq!(found[0].path, "spec.ports[0].protocol");
+/// assert!(found[0].message.starts_with("addresses are required"));
+/// assert!(!found[0].is_error()); // istiod warns
+/// ```
 #[derive(Debug, Clone)]
 pub struct ValidateOptions {
     /// The mesh root namespace (`istio-system`).
@@ -44,6 +68,27 @@ impl Default for ValidateOptions {
 }
 
 /// Validates one object with default options.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::diag::Severity;
+/// use mesh_core::validate::validate_object;
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: reviews}
+/// spec:
+///   host: reviews
+///   subsets: [{name: v1, labels: {version: v1}}, {name: v1, labels: {version: v2}}]
+/// ", "dr.yaml");
+/// let found = validate_object(&loaded.objects[0]);
+/// assert_eq!(found.len(), 1);
+/// assert_eq!(found[0].severity, Severity::Error);
+/// assert_eq!(found[0].path, "spec.subsets[1].name");
+/// assert_eq!(found[0].message, "duplicate subset names: v1");
+/// ```
 pub fn validate_object(obj: &ConfigObject) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     validate_into(obj, &ValidateOptions::default(), &mut out);
@@ -51,11 +96,65 @@ pub fn validate_object(obj: &ConfigObject) -> Vec<Diagnostic> {
 }
 
 /// Validates every object with default options.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route: [{destination: {host: reviews}}]
+///   - match: [{uri: {prefix: /v2}}]
+///     route: [{destination: {host: reviews}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: Public}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+/// ", "config.yaml");
+/// let found: Vec<String> = mesh_core::validate::validate_all(&loaded.objects)
+///     .iter()
+///     .map(|d| format!("{} {}", d.code, d.path))
+///     .collect();
+/// assert_eq!(
+///     found,
+///     [
+///         "IST0130 spec.http[1].match[0]", // unreachable: the first route matches everything
+///         "IST0106 metadata.name",         // names are lower case (DNS-1123)
+///     ]
+/// );
+/// ```
 pub fn validate_all(objects: &[ConfigObject]) -> Vec<Diagnostic> {
     validate_all_with(objects, &ValidateOptions::default())
 }
 
 /// Validates every object.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::validate::{validate_all_with, ValidateOptions};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: httpbin, namespace: mesh-root}
+/// spec:
+///   selector: {matchLabels: {app: httpbin}}
+///   mtls: {mode: STRICT}
+/// ", "pa.yaml");
+/// // a mesh whose root namespace is not istio-system
+/// let opts = ValidateOptions { root_namespace: "mesh-root".into(), ..ValidateOptions::default() };
+/// let found = validate_all_with(&loaded.objects, &opts);
+/// assert_eq!(found[0].code, mesh_core::diag::codes::INEFFECTIVE_POLICY);
+/// assert!(validate_all_with(&loaded.objects, &ValidateOptions::default()).is_empty());
+/// ```
 pub fn validate_all_with(objects: &[ConfigObject], opts: &ValidateOptions) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for o in objects {
@@ -65,6 +164,34 @@ pub fn validate_all_with(objects: &[ConfigObject], opts: &ValidateOptions) -> Ve
 }
 
 /// Validates one object, appending to `out`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::validate::{validate_into, ValidateOptions};
+///
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: deny-all-the-things, namespace: foo}
+/// spec: {action: DENY}
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: allow-nothing, namespace: foo}
+/// spec: {}
+/// ", "ap.yaml");
+/// let opts = ValidateOptions::default();
+/// let mut out = Vec::new();
+/// for o in &loaded.objects {
+///     validate_into(o, &opts, &mut out);
+/// }
+/// assert_eq!(out.len(), 1);
+/// assert_eq!(out[0].path, "spec");
+/// assert!(out[0].message.starts_with(
+///     "invalid policy deny-all-the-things.foo: DENY action without `rules` is meaningless"
+/// ));
+/// ```
 pub fn validate_into(obj: &ConfigObject, opts: &ValidateOptions, out: &mut Vec<Diagnostic>) {
     let mut cx = Ctx { obj, opts, out };
     validate_metadata(&mut cx);
