@@ -13,6 +13,25 @@ use crate::pki::{self, CertInfo};
 /// aliases, a plugged-in CA next to an old self-signed one).
 ///
 /// The rustls [`RootCertStore`] is built once when the bundle is built and shared by `Arc`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{MeshCa, TrustBundle};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// // Istio's root-cert.pem, parsed back.
+/// let pem = ca.trust_bundle().to_pem();
+/// let bundle = TrustBundle::from_pem(pem.as_bytes())?;
+/// assert_eq!(bundle.certs(), ca.trust_bundle().certs());
+/// assert_eq!(bundle.subjects(), ["O=cluster.local, CN=Root CA"]);
+/// assert_eq!(bundle.root_store().len(), 1);
+///
+/// // An empty bundle trusts nothing and is refused.
+/// assert!(TrustBundle::new(Vec::new()).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct TrustBundle {
     certs: Arc<[CertificateDer<'static>]>,
@@ -63,6 +82,26 @@ impl TrustBundle {
     }
 
     /// This bundle plus the roots of `other` (duplicates dropped).
+    ///
+    /// # Examples
+    ///
+    /// Root rotation: trust the old and the new root while workloads move over.
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let old = MeshCa::self_signed("cluster.local")?;
+    /// let new = MeshCa::self_signed("cluster.local")?;
+    /// let both = old.trust_bundle().merged(new.trust_bundle())?;
+    /// assert_eq!(both.certs().len(), 2);
+    /// assert!(both.contains_all(old.trust_bundle()));
+    /// assert!(both.contains_all(new.trust_bundle()));
+    /// assert!(!old.trust_bundle().contains_all(&both));
+    /// // Merging a root twice keeps one copy.
+    /// assert_eq!(both.merged(old.trust_bundle())?.certs().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn merged(&self, other: &TrustBundle) -> Result<Self, TlsError> {
         let mut all = self.certs.to_vec();
         all.extend(other.certs.iter().cloned());

@@ -28,6 +28,23 @@ pub const DEFAULT_ROOT_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 pub const CLOCK_SKEW_GRACE: Duration = Duration::from_secs(60);
 
 /// Istio's `cacerts` file names.
+///
+/// # Examples
+///
+/// [`MeshCa::write_dir`] writes these four files:
+///
+/// ```
+/// use mesh_tls::{files, MeshCa};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// MeshCa::self_signed("cluster.local")?.write_dir(dir.path())?;
+/// for name in [files::CA_CERT, files::CA_KEY, files::ROOT_CERT, files::CERT_CHAIN] {
+///     assert!(dir.path().join(name).is_file(), "{name}");
+/// }
+/// assert_eq!(files::CA_KEY, "ca-key.pem");
+/// # Ok(()) }
+/// ```
 pub mod files {
     /// The signing (intermediate) certificate.
     pub const CA_CERT: &str = "ca-cert.pem";
@@ -42,6 +59,29 @@ pub mod files {
 }
 
 /// A mesh CA: signs workload certificates for SPIFFE identities.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, MeshCa, DEFAULT_WORKLOAD_TTL};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// assert_eq!(ca.trust_domain(), "cluster.local");
+///
+/// let id = Identity::new("cluster.local", "default", "httpbin")?;
+/// let cert = ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[])?;
+/// assert_eq!(cert.identity(), &id);
+/// assert_eq!(
+///     cert.not_after().duration_since(cert.not_before())?,
+///     // notBefore is moved back by the clock-skew grace (60 s)
+///     DEFAULT_WORKLOAD_TTL + Duration::from_secs(60),
+/// );
+/// // The workload trusts the CA's roots.
+/// assert_eq!(cert.trust_bundle()?.certs(), ca.trust_bundle().certs());
+/// # Ok(()) }
+/// ```
 pub struct MeshCa {
     trust_domain: String,
     issuer: Issuer<'static, KeyPair>,
@@ -68,6 +108,29 @@ impl fmt::Debug for MeshCa {
 }
 
 /// What to issue: an identity, a lifetime and extra DNS names.
+///
+/// # Examples
+///
+/// A certificate that is already expired, for testing how peers refuse it:
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use mesh_tls::{CertRequest, Identity, MeshCa};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let mut req = CertRequest::new(Identity::new("cluster.local", "default", "sleep")?);
+/// req.valid_from = Some(SystemTime::now() - Duration::from_secs(7200));
+/// req.ttl = Duration::from_secs(3600);
+/// req.dns_sans = vec!["localhost".into(), "127.0.0.1".into()];
+/// let cert = ca.issue_request(&req)?;
+/// assert!(cert.not_after() < SystemTime::now());
+///
+/// // Istio's limits: no zero lifetime, at most 90 days.
+/// req.ttl = Duration::ZERO;
+/// assert!(ca.issue_request(&req).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CertRequest {
     /// The SPIFFE identity, written as the certificate's URI SAN.
@@ -137,6 +200,29 @@ impl MeshCa {
     /// Checked, failing closed: the key matches `ca-cert.pem`; `ca-cert.pem` is a CA that
     /// may sign certificates and is valid now; a probe certificate it signs verifies up to
     /// `root-cert.pem` through `cert-chain.pem`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, MeshCa, DEFAULT_WORKLOAD_TTL};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A `cacerts` directory, as `kubectl create secret generic cacerts` would mount it.
+    /// let cacerts = tempfile::tempdir()?;
+    /// let original = MeshCa::self_signed("cluster.local")?;
+    /// original.write_dir(cacerts.path())?;
+    ///
+    /// let ca = MeshCa::from_plugin_dir(cacerts.path(), "cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let cert = ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[])?;
+    /// assert_eq!(cert.trust_bundle()?.certs(), original.trust_bundle().certs());
+    ///
+    /// // A missing file is named in the error.
+    /// let empty = tempfile::tempdir()?;
+    /// let err = MeshCa::from_plugin_dir(empty.path(), "cluster.local").unwrap_err();
+    /// assert!(err.to_string().contains("ca-cert.pem"));
+    /// # Ok(()) }
+    /// ```
     pub fn from_plugin_dir(dir: impl AsRef<Path>, trust_domain: &str) -> Result<Self, TlsError> {
         let dir = dir.as_ref();
         let read = |name: &str| pki::read_file(&dir.join(name));
@@ -153,6 +239,30 @@ impl MeshCa {
     }
 
     /// [`from_plugin_dir`](Self::from_plugin_dir) from PEM texts.
+    ///
+    /// # Examples
+    ///
+    /// A signing key that does not belong to `ca-cert.pem` is refused:
+    ///
+    /// ```
+    /// use mesh_tls::{files, MeshCa, TlsError};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// MeshCa::self_signed("cluster.local")?.write_dir(dir.path())?;
+    /// let read = |name: &str| std::fs::read(dir.path().join(name));
+    /// let (cert, key, root) = (read(files::CA_CERT)?, read(files::CA_KEY)?, read(files::ROOT_CERT)?);
+    ///
+    /// let ca = MeshCa::from_plugin_pem(&cert, &key, &root, None, "cluster.local")?;
+    /// assert_eq!(ca.trust_domain(), "cluster.local");
+    ///
+    /// let other = tempfile::tempdir()?;
+    /// MeshCa::self_signed("cluster.local")?.write_dir(other.path())?;
+    /// let other_key = std::fs::read(other.path().join(files::CA_KEY))?;
+    /// let err = MeshCa::from_plugin_pem(&cert, &other_key, &root, None, "cluster.local").unwrap_err();
+    /// assert!(matches!(err, TlsError::KeyMismatch { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn from_plugin_pem(
         ca_cert_pem: &[u8],
         ca_key_pem: &[u8],
@@ -287,6 +397,24 @@ impl MeshCa {
 
     /// Writes the CA as Istio's `cacerts` files (`ca-cert.pem`, `ca-key.pem` with mode
     /// 0600, `root-cert.pem`, `cert-chain.pem`), creating `dir` if needed.
+    ///
+    /// # Examples
+    ///
+    /// Keep one CA across restarts:
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let ca = MeshCa::self_signed("example.org")?;
+    /// ca.write_dir(dir.path().join("cacerts"))?;
+    ///
+    /// let again = MeshCa::read_dir(dir.path().join("cacerts"), "example.org")?;
+    /// assert_eq!(again.trust_bundle().certs(), ca.trust_bundle().certs());
+    /// assert_eq!(again.not_after(), ca.not_after());
+    /// # Ok(()) }
+    /// ```
     pub fn write_dir(&self, dir: impl AsRef<Path>) -> Result<(), TlsError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| TlsError::io(dir, e))?;
@@ -326,6 +454,26 @@ impl MeshCa {
 
     /// Issues a workload certificate for `identity`, valid for `ttl`, with the SPIFFE URI
     /// SAN and `extra_dns_sans`.
+    ///
+    /// Entries of `extra_dns_sans` that parse as IP addresses become IP SANs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, MAX_WORKLOAD_TTL};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// // `localhost` lets tools like curl verify the certificate too.
+    /// let cert = ca.issue(&id, Duration::from_secs(3600), &["localhost", "127.0.0.1"])?;
+    /// assert_eq!(cert.chain_der()?.len(), 1);
+    ///
+    /// assert!(ca.issue(&id, MAX_WORKLOAD_TTL + Duration::from_secs(1), &[]).is_err());
+    /// assert!(ca.issue(&id, Duration::from_secs(3600), &["not a name!"]).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn issue(
         &self,
         identity: &Identity,
@@ -452,6 +600,31 @@ fn write_file(path: &Path, data: &[u8], secret: bool) -> Result<(), TlsError> {
 
 /// A workload's certificate: chain (leaf first), private key and roots, as PEM, with the
 /// identity and validity read from the leaf.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, MeshCa, WorkloadCert};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+///
+/// // Istio's file layout: cert-chain.pem, key.pem, root-cert.pem.
+/// let dir = tempfile::tempdir()?;
+/// cert.write_dir(dir.path())?;
+/// let back = WorkloadCert::read_dir(dir.path())?;
+/// assert_eq!(back.identity(), &id);
+/// assert_eq!(back.chain_pem(), cert.chain_pem());
+/// assert_eq!(back.not_after(), cert.not_after());
+///
+/// // The rustls signing key for a config.
+/// let key = back.certified_key()?;
+/// assert_eq!(key.cert.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct WorkloadCert {
     identity: Identity,
@@ -475,6 +648,27 @@ impl fmt::Debug for WorkloadCert {
 impl WorkloadCert {
     /// Builds from PEM texts, checking them: the chain parses, the key matches the leaf,
     /// the leaf carries exactly one SPIFFE identity, and the roots parse.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, TlsError, WorkloadCert};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let ttl = Duration::from_secs(3600);
+    /// let a = ca.issue(&Identity::new("cluster.local", "default", "a")?, ttl, &[])?;
+    /// let b = ca.issue(&Identity::new("cluster.local", "default", "b")?, ttl, &[])?;
+    ///
+    /// let again = WorkloadCert::from_pem(a.chain_pem(), a.key_pem(), a.root_pem())?;
+    /// assert_eq!(again.identity().service_account(), "a");
+    ///
+    /// // b's key with a's certificate.
+    /// let err = WorkloadCert::from_pem(a.chain_pem(), b.key_pem(), a.root_pem()).unwrap_err();
+    /// assert!(matches!(err, TlsError::KeyMismatch { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn from_pem(chain_pem: &str, key_pem: &str, root_pem: &str) -> Result<Self, TlsError> {
         let chain = pki::certs_from_pem(files::CERT_CHAIN, chain_pem.as_bytes())?;
         let key = pki::key_from_pem(files::KEY, key_pem.as_bytes())?;

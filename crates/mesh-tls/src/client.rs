@@ -22,6 +22,21 @@ use crate::verify::{
 };
 
 /// DestinationRule `ClientTLSSettings.mode`. The zero value (default) is DISABLE.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{client_config, ClientContext, ClientTlsMode, ClientTlsSettings, Destination};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// assert_eq!(ClientTlsMode::default(), ClientTlsMode::Disable);
+///
+/// // DISABLE: no TLS client config at all, the connection is plaintext.
+/// let settings = ClientTlsSettings::default();
+/// let dest = Destination { host: "reviews.default.svc.cluster.local", port: 9080, subset: None, service_accounts: &[] };
+/// assert!(client_config(&settings, &dest, &ClientContext::default())?.is_none());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum ClientTlsMode {
     /// Plaintext.
@@ -36,6 +51,35 @@ pub enum ClientTlsMode {
 }
 
 /// DestinationRule `ClientTLSSettings`, as written (file paths, not contents).
+///
+/// # Examples
+///
+/// The settings of this DestinationRule:
+///
+/// ```yaml
+/// apiVersion: networking.istio.io/v1
+/// kind: DestinationRule
+/// metadata: {name: originate-tls, namespace: default}
+/// spec:
+///   host: api.example.com
+///   trafficPolicy:
+///     tls:
+///       mode: SIMPLE
+///       caCertificates: /etc/certs/ca.pem
+///       sni: api.example.com
+/// ```
+///
+/// ```
+/// use mesh_tls::{ClientTlsMode, ClientTlsSettings};
+///
+/// let settings = ClientTlsSettings {
+///     mode: ClientTlsMode::Simple,
+///     ca_certificates: Some("/etc/certs/ca.pem".into()),
+///     sni: Some("api.example.com".into()),
+///     ..Default::default()
+/// };
+/// assert!(settings.validate().is_ok());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTlsSettings {
     /// `mode`.
@@ -60,6 +104,25 @@ pub struct ClientTlsSettings {
 
 impl ClientTlsSettings {
     /// Istio's validation (`ValidateTLS`), with Istio's messages, joined by `; `.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{ClientTlsMode, ClientTlsSettings};
+    ///
+    /// let mutual = ClientTlsSettings { mode: ClientTlsMode::Mutual, ..Default::default() };
+    /// assert_eq!(
+    ///     mutual.validate().unwrap_err().to_string(),
+    ///     "client certificate required for mutual tls; private key required for mutual tls",
+    /// );
+    ///
+    /// let with_secret = ClientTlsSettings {
+    ///     mode: ClientTlsMode::Mutual,
+    ///     credential_name: Some("client-credential".into()),
+    ///     ..Default::default()
+    /// };
+    /// assert!(with_secret.validate().is_ok());
+    /// ```
     pub fn validate(&self) -> Result<(), TlsError> {
         let mut errs: Vec<&str> = Vec::new();
         let has_ca = self.ca_certificates.is_some();
@@ -105,6 +168,22 @@ impl ClientTlsSettings {
 }
 
 /// The contents behind a `credentialName` (a Kubernetes secret in Istio).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::Credential;
+///
+/// let cred = Credential {
+///     cert_chain_pem: Some("-----BEGIN CERTIFICATE-----\n...".into()),
+///     key_pem: Some("-----BEGIN PRIVATE KEY-----\n...".into()),
+///     ca_pem: None,
+/// };
+/// // The key never shows up in logs.
+/// let shown = format!("{cred:?}");
+/// assert!(shown.contains("<redacted>"));
+/// assert!(!shown.contains("PRIVATE KEY"));
+/// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credential {
     /// Certificate chain PEM (`tls.crt` / `cert`).
@@ -126,6 +205,57 @@ impl fmt::Debug for Credential {
 }
 
 /// Resolves a `credentialName` to its contents.
+///
+/// [`DirCredentials`] reads them from directories; an application may keep them anywhere.
+///
+/// # Examples
+///
+/// An in-memory store used for a DestinationRule with `mode: MUTUAL` and
+/// `credentialName: client-credential`:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::time::Duration;
+/// use mesh_tls::*;
+///
+/// #[derive(Debug)]
+/// struct Secrets(HashMap<String, Credential>);
+///
+/// impl CredentialLookup for Secrets {
+///     fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
+///         self.0
+///             .get(name)
+///             .cloned()
+///             .ok_or_else(|| TlsError::Config(format!("no credential {name:?}")))
+///     }
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("example.com")?;
+/// let client = ca.issue(&Identity::new("example.com", "default", "client")?, Duration::from_secs(3600), &[])?;
+/// let secrets = Secrets(HashMap::from([(
+///     "client-credential".to_string(),
+///     Credential {
+///         cert_chain_pem: Some(client.chain_pem().into()),
+///         key_pem: Some(client.key_pem().into()),
+///         ca_pem: Some(client.root_pem().into()),
+///     },
+/// )]));
+///
+/// let settings = ClientTlsSettings {
+///     mode: ClientTlsMode::Mutual,
+///     credential_name: Some("client-credential".into()),
+///     ..Default::default()
+/// };
+/// let dest = Destination { host: "api.example.com", port: 443, subset: None, service_accounts: &[] };
+/// let ctx = ClientContext { credentials: Some(&secrets), ..Default::default() };
+/// let tls = client_config(&settings, &dest, &ctx)?.expect("MUTUAL");
+/// assert!(tls.config().client_auth_cert_resolver.has_certs());
+///
+/// let missing = ClientTlsSettings { credential_name: Some("nope".into()), ..settings };
+/// assert!(client_config(&missing, &dest, &ctx).is_err());
+/// # Ok(()) }
+/// ```
 pub trait CredentialLookup: Send + Sync + fmt::Debug {
     /// The credential called `name`; an error if there is none.
     fn lookup(&self, name: &str) -> Result<Credential, TlsError>;
@@ -135,6 +265,33 @@ pub trait CredentialLookup: Send + Sync + fmt::Debug {
 /// (`cert`, `key`, `cacert`) or the TLS secret keys (`tls.crt`, `tls.key`, `ca.crt`), and
 /// optionally a separate `<root>/<name>-cacert/` with `cacert` or `ca.crt` (Istio's
 /// `<name>-cacert` secret).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{CredentialLookup, DirCredentials, Identity, MeshCa};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("example.com")?;
+/// let cert = ca.issue(&Identity::new("example.com", "default", "web")?, Duration::from_secs(3600), &[])?;
+///
+/// // <root>/httpbin-credential/{tls.crt,tls.key,ca.crt}, as a kubernetes.io/tls secret.
+/// let root = tempfile::tempdir()?;
+/// let dir = root.path().join("httpbin-credential");
+/// std::fs::create_dir(&dir)?;
+/// std::fs::write(dir.join("tls.crt"), cert.chain_pem())?;
+/// std::fs::write(dir.join("tls.key"), cert.key_pem())?;
+/// std::fs::write(dir.join("ca.crt"), cert.root_pem())?;
+///
+/// let store = DirCredentials::new(root.path());
+/// let cred = store.lookup("httpbin-credential")?;
+/// assert_eq!(cred.cert_chain_pem.as_deref(), Some(cert.chain_pem()));
+/// assert_eq!(cred.ca_pem.as_deref(), Some(cert.root_pem()));
+/// assert!(store.lookup("missing").is_err());
+/// assert!(store.lookup("../etc").is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct DirCredentials {
     root: PathBuf,
@@ -188,6 +345,31 @@ impl CredentialLookup for DirCredentials {
 }
 
 /// Application protocols the client offers by ALPN.
+///
+/// # Examples
+///
+/// ISTIO_MUTUAL offers Istio's own values first, then these:
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+///
+/// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+/// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &[] };
+/// let ctx = ClientContext { workload: Some(&creds), alpn: Alpn::Http1, ..Default::default() };
+/// let tls = client_config(&settings, &dest, &ctx)?.unwrap();
+/// assert_eq!(
+///     tls.config().alpn_protocols,
+///     [&b"istio-peer-exchange"[..], b"istio", b"http/1.1"],
+/// );
+/// assert_eq!(Alpn::default(), Alpn::Http2AndHttp1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Alpn {
     /// None (raw TCP, or a client stack that sets ALPN itself).
@@ -213,6 +395,28 @@ impl Alpn {
 }
 
 /// The destination a client config is for.
+///
+/// # Examples
+///
+/// The `v1` subset of `reviews`, whose pods run as the `bookinfo-reviews` service account:
+///
+/// ```
+/// use mesh_tls::{istio_mutual_sni, Destination, Identity};
+///
+/// # fn main() -> Result<(), mesh_tls::IdentityError> {
+/// let accounts = [Identity::new("cluster.local", "default", "bookinfo-reviews")?];
+/// let dest = Destination {
+///     host: "reviews.default.svc.cluster.local",
+///     port: 9080,
+///     subset: Some("v1"),
+///     service_accounts: &accounts,
+/// };
+/// assert_eq!(
+///     istio_mutual_sni(dest.port, dest.subset, dest.host),
+///     "outbound_.9080_.v1_.reviews.default.svc.cluster.local",
+/// );
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct Destination<'a> {
     /// The destination host (the service FQDN, or the Host/authority for external hosts):
@@ -228,6 +432,19 @@ pub struct Destination<'a> {
 }
 
 /// What a client config may draw on.
+///
+/// # Examples
+///
+/// ISTIO_MUTUAL needs the workload's credentials:
+///
+/// ```
+/// use mesh_tls::{client_config, ClientContext, ClientTlsMode, ClientTlsSettings, Destination};
+///
+/// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+/// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &[] };
+/// let err = client_config(&settings, &dest, &ClientContext::default()).unwrap_err();
+/// assert_eq!(err.to_string(), "ISTIO_MUTUAL needs the workload's mesh credentials");
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ClientContext<'a> {
     /// The workload's mesh credentials (required for ISTIO_MUTUAL).
@@ -240,6 +457,41 @@ pub struct ClientContext<'a> {
 
 /// A built client TLS setup for one destination: the rustls config (built once, shared)
 /// and the name to send as SNI.
+///
+/// # Examples
+///
+/// An mTLS handshake with a mesh server over an in-memory pipe (a `TcpStream` in real
+/// use), both identities checked:
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let ttl = Duration::from_secs(3600);
+/// let server_id = Identity::new("cluster.local", "default", "httpbin")?;
+/// let client_id = Identity::new("cluster.local", "default", "sleep")?;
+/// let server = WorkloadCredentials::new(ca.issue(&server_id, ttl, &[])?)?;
+/// let client = WorkloadCredentials::new(ca.issue(&client_id, ttl, &[])?)?;
+///
+/// let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &server, None)?;
+/// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+/// let accounts = [server_id.clone()];
+/// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &accounts };
+/// let ctx = ClientContext { workload: Some(&client), ..Default::default() };
+/// let outbound = client_config(&settings, &dest, &ctx)?.unwrap();
+/// assert_eq!(outbound.server_name().to_str(), "outbound_.8000_._.httpbin.default.svc.cluster.local");
+///
+/// let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+/// let acceptor = inbound.tls_acceptor().unwrap();
+/// let (client_tls, server_tls) = tokio::join!(outbound.connect(client_io), acceptor.accept(server_io));
+/// let (client_tls, server_tls) = (client_tls?, server_tls?);
+/// assert_eq!(PeerIdentity::of(client_tls.get_ref().1).unwrap().identity(), &server_id);
+/// assert_eq!(PeerIdentity::of(server_tls.get_ref().1).unwrap().identity(), &client_id);
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct OutboundTls {
     config: Arc<ClientConfig>,
@@ -276,6 +528,21 @@ impl OutboundTls {
 }
 
 /// Istio's ISTIO_MUTUAL SNI: `outbound_.<port>_.<subset>_.<fqdn>`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::istio_mutual_sni;
+///
+/// assert_eq!(
+///     istio_mutual_sni(9080, Some("v2"), "reviews.default.svc.cluster.local"),
+///     "outbound_.9080_.v2_.reviews.default.svc.cluster.local",
+/// );
+/// assert_eq!(
+///     istio_mutual_sni(8000, None, "httpbin.default.svc.cluster.local"),
+///     "outbound_.8000_._.httpbin.default.svc.cluster.local",
+/// );
+/// ```
 pub fn istio_mutual_sni(port: u16, subset: Option<&str>, fqdn: &str) -> String {
     format!("outbound_.{port}_.{}_.{fqdn}", subset.unwrap_or(""))
 }
@@ -318,6 +585,39 @@ fn os_roots() -> Result<TrustBundle, TlsError> {
 ///   client certificate from `clientCertificate`/`privateKey` or `credentialName`.
 ///
 /// Build once per destination and policy, and share; never per connection.
+///
+/// # Examples
+///
+/// SIMPLE TLS origination to an external service whose CA we have (DestinationRule
+/// `tls: {mode: SIMPLE, caCertificates: ..., sni: api.example.com}`):
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("example.com")?;
+/// let dir = tempfile::tempdir()?;
+/// let ca_file = dir.path().join("ca.pem");
+/// std::fs::write(&ca_file, ca.trust_bundle().to_pem())?;
+///
+/// let settings = ClientTlsSettings {
+///     mode: ClientTlsMode::Simple,
+///     ca_certificates: Some(ca_file),
+///     sni: Some("api.example.com".into()),
+///     ..Default::default()
+/// };
+/// let dest = Destination { host: "api.example.com", port: 443, subset: None, service_accounts: &[] };
+/// let tls = client_config(&settings, &dest, &ClientContext::default())?.expect("SIMPLE is TLS");
+/// assert_eq!(tls.server_name().to_str(), "api.example.com");
+/// assert_eq!(tls.config().alpn_protocols, [&b"h2"[..], b"http/1.1"]);
+/// assert!(!tls.config().client_auth_cert_resolver.has_certs()); // no client certificate
+///
+/// // caCrl is refused rather than ignored.
+/// let crl = ClientTlsSettings { ca_crl: Some("/etc/certs/crl.pem".into()), ..settings };
+/// assert!(client_config(&crl, &dest, &ClientContext::default()).is_err());
+/// # Ok(()) }
+/// ```
 pub fn client_config(
     settings: &ClientTlsSettings,
     dest: &Destination<'_>,

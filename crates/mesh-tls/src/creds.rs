@@ -76,6 +76,33 @@ impl ResolvesClientCert for Resolver {
 ///
 /// Share it by `Arc`. Configs built from it follow certificate renewals and trust-bundle
 /// changes without being rebuilt.
+///
+/// Usually a [`CertManager`] creates and renews them; [`WorkloadCredentials::new`] wraps a
+/// certificate you already have.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, MeshCa, WorkloadCredentials, SERVER_ALPN};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "httpbin")?;
+/// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+/// assert_eq!(creds.identity(), &id);
+/// assert_eq!(creds.trust_domains(), ["cluster.local"]);
+///
+/// // One server config for the workload; it serves whatever certificate is current.
+/// let config = creds.server_config(None)?;
+/// assert_eq!(config.alpn_protocols.len(), SERVER_ALPN.len());
+///
+/// // A renewal is picked up by that config from the next handshake on.
+/// creds.install(ca.issue(&id, Duration::from_secs(7200), &[])?)?;
+/// assert_eq!(creds.renewals(), 1);
+/// assert_eq!(creds.not_after(), creds.current().not_after());
+/// # Ok(()) }
+/// ```
 pub struct WorkloadCredentials {
     identity: Identity,
     current: Resolver,
@@ -103,6 +130,31 @@ impl WorkloadCredentials {
 
     /// Credentials with extra roots (root rotation, other meshes) and trust-domain aliases
     /// accepted from peers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let old_mesh = MeshCa::self_signed("old.example.com")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+    ///
+    /// let creds = WorkloadCredentials::with_trust(
+    ///     cert,
+    ///     Some(old_mesh.trust_bundle()),
+    ///     &["old.example.com"],
+    /// )?;
+    /// assert_eq!(creds.trust_domains(), ["cluster.local", "old.example.com"]);
+    /// assert_eq!(creds.trust_bundle().certs().len(), 2);
+    ///
+    /// let peer = Identity::new("old.example.com", "default", "sleep")?;
+    /// assert!(creds.peer_policy().check(&peer).is_ok());
+    /// # Ok(()) }
+    /// ```
     pub fn with_trust(
         cert: WorkloadCert,
         extra_roots: Option<&TrustBundle>,
@@ -163,6 +215,26 @@ impl WorkloadCredentials {
 
     /// Replaces the trust bundle (applies from the next handshake). Refused if the current
     /// certificate would no longer verify against it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let next = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    ///
+    /// // Only the next root: our own certificate would not verify. Refused.
+    /// assert!(creds.set_trust_bundle(next.trust_bundle().clone()).is_err());
+    /// // Both roots (the first step of a root rotation): accepted.
+    /// creds.set_trust_bundle(ca.trust_bundle().merged(next.trust_bundle())?)?;
+    /// assert_eq!(creds.trust_bundle().certs().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn set_trust_bundle(&self, bundle: TrustBundle) -> Result<(), TlsError> {
         let cur = self.current.0.load();
         validate(&cur.cert, &self.identity, &bundle)?;
@@ -173,6 +245,28 @@ impl WorkloadCredentials {
     /// Installs a renewed certificate, after checking it: same identity, key matches, valid
     /// now, chain verifies up to the trust bundle (plus the certificate's own roots, which
     /// are added to the bundle). On error the current certificate stays.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let ttl = Duration::from_secs(3600);
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, ttl, &[])?)?;
+    ///
+    /// // A certificate for another identity is refused; the current one stays.
+    /// let other = Identity::new("cluster.local", "default", "sleep")?;
+    /// assert!(creds.install(ca.issue(&other, ttl, &[])?).is_err());
+    /// assert_eq!(creds.renewals(), 0);
+    ///
+    /// creds.install(ca.issue(&id, ttl, &[])?)?;
+    /// assert_eq!(creds.renewals(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn install(&self, cert: WorkloadCert) -> Result<(), TlsError> {
         let current_bundle = self.trust.load().bundle.clone();
         let cert_roots = cert.trust_bundle()?;
@@ -196,6 +290,23 @@ impl WorkloadCredentials {
     }
 
     /// The default policy for peers: any identity of our trust domain or its aliases.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    ///
+    /// let policy = creds.peer_policy();
+    /// assert!(policy.check(&Identity::new("cluster.local", "prod", "sleep")?).is_ok());
+    /// assert!(policy.check(&Identity::new("other.mesh", "prod", "sleep")?).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn peer_policy(&self) -> PeerPolicy {
         PeerPolicy::trust_domains(self.trust_domains.iter().cloned())
     }
@@ -204,6 +315,27 @@ impl WorkloadCredentials {
     /// PERMISSIVE), accepting clients per `policy` (default: [`peer_policy`](Self::peer_policy)),
     /// advertising [`SERVER_ALPN`]. Build it once per policy and share it; it follows
     /// certificate renewals by itself.
+    ///
+    /// # Examples
+    ///
+    /// A server that accepts only the `sleep` service account:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, PeerPolicy, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    ///
+    /// let sleep = Identity::new("cluster.local", "default", "sleep")?;
+    /// let policy = PeerPolicy::trust_domain("cluster.local").allow_only([sleep]);
+    /// let config = creds.server_config(Some(policy))?;
+    /// assert_eq!(config.alpn_protocols[0], b"h2");
+    /// assert_eq!(config.send_tls13_tickets, 0); // no session resumption
+    /// # Ok(()) }
+    /// ```
     pub fn server_config(&self, policy: Option<PeerPolicy>) -> Result<Arc<ServerConfig>, TlsError> {
         let policy = policy.unwrap_or_else(|| self.peer_policy());
         let verifier = MeshClientCertVerifier::shared(self.trust.clone(), policy);
@@ -222,6 +354,23 @@ impl WorkloadCredentials {
 
     /// The server config for a PeerAuthentication mode: the mTLS config for STRICT and
     /// PERMISSIVE (whose TLS side is mTLS), `None` for DISABLE.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, PeerAuthnMode, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    ///
+    /// assert!(creds.server_config_for(PeerAuthnMode::Strict)?.is_some());
+    /// assert!(creds.server_config_for(PeerAuthnMode::Permissive)?.is_some());
+    /// assert!(creds.server_config_for(PeerAuthnMode::Disable)?.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn server_config_for(
         &self,
         mode: crate::PeerAuthnMode,
@@ -288,9 +437,58 @@ fn validate(
 }
 
 /// A boxed future, as [`CertificateSource`] returns.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::BoxFuture;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let answer: BoxFuture<'static, u32> = Box::pin(async { 42 });
+/// assert_eq!(answer.await, 42);
+/// # }
+/// ```
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where renewed certificates come from.
+///
+/// # Examples
+///
+/// A source that counts its fetches around the in-process CA (an istiod CSR client would
+/// send a signing request instead):
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use mesh_tls::*;
+///
+/// #[derive(Debug)]
+/// struct Counting {
+///     ca: MeshCa,
+///     fetches: AtomicU32,
+/// }
+///
+/// impl CertificateSource for Counting {
+///     fn fetch<'a>(&'a self, identity: &'a Identity) -> BoxFuture<'a, Result<WorkloadCert, TlsError>> {
+///         Box::pin(async move {
+///             self.fetches.fetch_add(1, Ordering::Relaxed);
+///             self.ca.issue(identity, Duration::from_secs(3600), &[])
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let source = Arc::new(Counting { ca: MeshCa::self_signed("cluster.local")?, fetches: AtomicU32::new(0) });
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let manager = CertManager::start(id, source.clone(), RotationOptions::default()).await?;
+/// manager.rotate_now().await?;
+/// assert_eq!(source.fetches.load(Ordering::Relaxed), 2);
+/// assert_eq!(manager.credentials().renewals(), 1);
+/// # Ok(()) }
+/// ```
 pub trait CertificateSource: Send + Sync + fmt::Debug + 'static {
     /// A fresh certificate (new key) for `identity`.
     fn fetch<'a>(&'a self, identity: &'a Identity)
@@ -298,6 +496,28 @@ pub trait CertificateSource: Send + Sync + fmt::Debug + 'static {
 }
 
 /// The in-process CA as a certificate source.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use mesh_tls::{CaSource, CertificateSource, Identity, MeshCa};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+/// let source = CaSource::new(ca)
+///     .with_ttl(Duration::from_secs(600))
+///     .with_dns_sans(vec!["localhost".into()]);
+///
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let cert = source.fetch(&id).await?;
+/// assert_eq!(cert.identity(), &id);
+/// // 600 s, plus a tenth of it as clock-skew grace before "now"
+/// assert_eq!(cert.not_after().duration_since(cert.not_before())?, Duration::from_secs(660));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct CaSource {
     ca: Arc<MeshCa>,
@@ -341,6 +561,28 @@ impl CertificateSource for CaSource {
 }
 
 /// When and how [`CertManager`] renews.
+///
+/// # Examples
+///
+/// Renew at 80% of the lifetime and also accept peers of an aliased trust domain:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let options = RotationOptions {
+///     renew_at_fraction: 0.8,
+///     trust_domain_aliases: vec!["old.example.com".into()],
+///     ..RotationOptions::default()
+/// };
+/// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let manager = CertManager::start(id, Arc::new(CaSource::new(ca)), options).await?;
+/// assert_eq!(manager.credentials().trust_domains(), ["cluster.local", "old.example.com"]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RotationOptions {
     /// Renew when this fraction of the lifetime has passed (Istio's
@@ -371,6 +613,30 @@ impl Default for RotationOptions {
 /// Keeps a workload's certificate fresh: fetches the first one, then renews it in a tokio
 /// task before it expires. Dropping the manager stops renewals (the credentials stay
 /// usable until the certificate expires).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let manager = CertManager::start(id.clone(), Arc::new(CaSource::new(ca)), RotationOptions::default()).await?;
+///
+/// // Hand the credentials to servers and clients; they follow renewals.
+/// let creds = manager.credentials().clone();
+/// assert_eq!(creds.identity(), &id);
+/// let first = creds.current();
+///
+/// // Force a renewal (the task would do it at half the certificate's life).
+/// manager.rotate_now().await?;
+/// assert_eq!(creds.renewals(), 1);
+/// assert_ne!(creds.current().chain_pem(), first.chain_pem());
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct CertManager {
     creds: Arc<WorkloadCredentials>,

@@ -13,6 +13,21 @@ use crate::identity::{Identity, IdentityError};
 ///
 /// None of these happen on the request path: they are reported when a CA, a credential or a
 /// config is built, and the previous good state (if any) stays in place.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{MeshCa, TlsError, WorkloadCert};
+///
+/// // Trust domains are lower case (the SPIFFE rule).
+/// let err = MeshCa::self_signed("Cluster.Local").unwrap_err();
+/// assert!(matches!(err, TlsError::Config(_)));
+///
+/// // Unreadable files are named.
+/// let err = WorkloadCert::read_dir("/nonexistent/certs").unwrap_err();
+/// assert!(matches!(err, TlsError::Io { .. }));
+/// assert!(err.to_string().starts_with("/nonexistent/certs/cert-chain.pem: "));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
@@ -94,6 +109,28 @@ impl TlsError {
 /// [`VerifyError::from_io`]. Errors rustls raises itself are mapped too (for example a
 /// client that sent no certificate to a STRICT server is
 /// [`NoClientCertificate`](Self::NoClientCertificate)).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{Identity, PeerPolicy, VerifyError};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let policy = PeerPolicy::trust_domain("cluster.local");
+/// let stranger = Identity::new("other.mesh", "default", "sleep")?;
+/// let err = policy.check(&stranger).unwrap_err();
+/// assert_eq!(err.kind(), "wrong_trust_domain");
+/// assert_eq!(
+///     err.to_string(),
+///     "wrong trust domain: presented spiffe://other.mesh/ns/default/sa/sleep \
+///      (trust domain \"other.mesh\"), expected one of [cluster.local]",
+/// );
+///
+/// // What a verifier hands to rustls, and how to get it back.
+/// let back = VerifyError::from_rustls(&err.clone().into_rustls());
+/// assert_eq!(back, Some(err));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum VerifyError {
@@ -177,6 +214,21 @@ impl VerifyError {
 
     /// Recovers the verification failure behind an I/O error returned by a tokio-rustls
     /// handshake (or a read after it), if it is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io;
+    /// use mesh_tls::VerifyError;
+    ///
+    /// // tokio-rustls reports a handshake failure as an I/O error wrapping the rustls error.
+    /// let err = io::Error::new(io::ErrorKind::InvalidData, mesh_tls::rustls::Error::NoCertificatesPresented);
+    /// assert_eq!(VerifyError::from_io(&err), Some(VerifyError::NoClientCertificate));
+    ///
+    /// // Other I/O errors are not verification failures.
+    /// let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+    /// assert_eq!(VerifyError::from_io(&reset), None);
+    /// ```
     pub fn from_io(err: &io::Error) -> Option<VerifyError> {
         let inner = err.get_ref()?;
         if let Some(r) = inner.downcast_ref::<rustls::Error>() {

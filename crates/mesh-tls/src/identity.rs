@@ -24,6 +24,8 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 /// [`service_account`](Self::service_account), [`principal`](Self::principal)) borrow from
 /// it, so they never allocate, and cloning is a reference-count increment.
 ///
+/// # Examples
+///
 /// ```
 /// use mesh_tls::Identity;
 /// let id: Identity = "spiffe://cluster.local/ns/default/sa/sleep".parse().unwrap();
@@ -43,6 +45,21 @@ pub struct Identity {
 }
 
 /// Why a string is not a SPIFFE identity in Istio's form.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{Identity, IdentityError};
+///
+/// let err = Identity::parse("cluster.local/ns/default/sa/sleep").unwrap_err();
+/// assert!(matches!(err, IdentityError::MissingPrefix(_)));
+///
+/// let err = Identity::parse("spiffe://cluster.local/sa/sleep/ns/default").unwrap_err();
+/// assert!(matches!(err, IdentityError::Shape(_)));
+///
+/// let err = Identity::parse("spiffe://Cluster.Local/ns/default/sa/sleep").unwrap_err();
+/// assert!(matches!(err, IdentityError::InvalidPart { part: "trust domain", .. }));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {
     /// The string does not start with `spiffe://`.
@@ -68,6 +85,22 @@ pub enum IdentityError {
 
 impl Identity {
     /// Parses `spiffe://<td>/ns/<ns>/sa/<sa>` strictly.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::parse("spiffe://td/ns/istio-system/sa/istio-ingressgateway-service-account")?;
+    /// assert_eq!(id.trust_domain(), "td");
+    /// assert_eq!(id.service_account(), "istio-ingressgateway-service-account");
+    ///
+    /// // No trailing parts, no empty parts, no upper-case trust domain.
+    /// assert!(Identity::parse("spiffe://cluster.local/ns/default/sa/sleep/x").is_err());
+    /// assert!(Identity::parse("spiffe://cluster.local/ns//sa/sleep").is_err());
+    /// assert!(Identity::parse("spiffe://Cluster.Local/ns/default/sa/sleep").is_err());
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn parse(s: &str) -> Result<Self, IdentityError> {
         if s.len() > 2048 {
             return Err(IdentityError::TooLong(s.len()));
@@ -116,6 +149,18 @@ impl Identity {
     }
 
     /// Builds `spiffe://<trust_domain>/ns/<namespace>/sa/<service_account>`, checking each part.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::new("cluster.local", "bookinfo", "bookinfo-reviews")?;
+    /// assert_eq!(id.as_uri(), "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews");
+    /// // A `/` would change the shape: refused.
+    /// assert!(Identity::new("cluster.local", "a/b", "c").is_err());
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn new(
         trust_domain: &str,
         namespace: &str,
@@ -128,6 +173,17 @@ impl Identity {
 
     /// Parses Istio's principal form `<td>/ns/<ns>/sa/<sa>` (the SPIFFE ID without
     /// `spiffe://`, as AuthorizationPolicy `principals` are written).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::from_principal("cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account")?;
+    /// assert_eq!(id.namespace(), "istio-system");
+    /// assert_eq!(id.principal(), "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account");
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn from_principal(principal: &str) -> Result<Self, IdentityError> {
         Self::parse(&format!("{SPIFFE_PREFIX}{principal}"))
     }
@@ -160,6 +216,17 @@ impl Identity {
 
     /// The same namespace and service account in another trust domain (for trust-domain
     /// aliases).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let alias = id.with_trust_domain("old.example.com")?;
+    /// assert_eq!(alias.as_uri(), "spiffe://old.example.com/ns/default/sa/sleep");
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn with_trust_domain(&self, trust_domain: &str) -> Result<Self, IdentityError> {
         Self::new(trust_domain, self.namespace(), self.service_account())
     }

@@ -145,6 +145,23 @@ pub use tokio_rustls;
 
 /// The crypto provider every config of this crate uses: aws-lc-rs, passed explicitly (a
 /// process with both ring and aws-lc-rs compiled in has no usable default).
+///
+/// # Examples
+///
+/// A rustls config of your own, on the same provider as the mesh's:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tls::rustls::{ClientConfig, RootCertStore};
+///
+/// # fn main() -> Result<(), mesh_tls::rustls::Error> {
+/// let config = ClientConfig::builder_with_provider(mesh_tls::provider())
+///     .with_safe_default_protocol_versions()?
+///     .with_root_certificates(RootCertStore::empty())
+///     .with_no_client_auth();
+/// assert!(Arc::ptr_eq(config.crypto_provider(), &mesh_tls::provider()));
+/// # Ok(()) }
+/// ```
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
     P.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))

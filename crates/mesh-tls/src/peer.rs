@@ -12,6 +12,32 @@ use crate::pki;
 /// it into each request's extensions, where authorization reads
 /// [`principal`](Self::principal) (`source.principal`) and [`namespace`](Self::namespace)
 /// (`source.namespace`). A plaintext connection has none.
+///
+/// # Examples
+///
+/// Reading the identity from a certificate chain, as the handshake does (on a live
+/// connection use [`PeerIdentity::of`]):
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, MeshCa, PeerIdentity};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let sleep = Identity::new("cluster.local", "default", "sleep")?;
+/// let cert = ca.issue(&sleep, Duration::from_secs(3600), &[])?;
+///
+/// let peer = PeerIdentity::from_certs(&cert.chain_der()?)?;
+/// assert_eq!(peer.identity(), &sleep);
+/// assert_eq!(peer.principal(), "cluster.local/ns/default/sa/sleep");
+/// assert_eq!(peer.namespace(), "default");
+/// assert_eq!(peer.service_account(), "sleep");
+/// assert_eq!(peer, PeerIdentity::new(sleep));
+///
+/// // No certificate at all: no identity.
+/// assert!(PeerIdentity::from_certs(&[]).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PeerIdentity {
     identity: Identity,

@@ -18,6 +18,27 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Parses every `CERTIFICATE` block of a PEM text. Errors when there is none or one is
 /// malformed.
+///
+/// `what` names the input in error messages (usually its file name).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{certs_from_pem, Identity, MeshCa};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+///
+/// let chain = certs_from_pem("cert-chain.pem", cert.chain_pem().as_bytes())?;
+/// assert_eq!(chain.len(), 1); // the leaf; a self-signed root has no intermediate
+///
+/// let err = certs_from_pem("cert-chain.pem", b"not PEM").unwrap_err();
+/// assert_eq!(err.to_string(), "cert-chain.pem: no CERTIFICATE block found");
+/// # Ok(()) }
+/// ```
 pub fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -33,6 +54,24 @@ pub fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'stat
 }
 
 /// Parses the private key of a PEM text (PKCS#8, PKCS#1 RSA or SEC1 EC).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{key_from_pem, Identity, MeshCa};
+/// use mesh_tls::rustls::pki_types::PrivateKeyDer;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+///
+/// let key = key_from_pem("key.pem", cert.key_pem().as_bytes())?;
+/// assert!(matches!(key, PrivateKeyDer::Pkcs8(_))); // the CA writes PKCS#8 keys
+/// assert!(key_from_pem("key.pem", cert.chain_pem().as_bytes()).is_err());
+/// # Ok(()) }
+/// ```
 pub fn key_from_pem(what: &str, pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_slice(pem)
         .map_err(|e| TlsError::parse(what, format!("no usable private key: {e}")))

@@ -21,6 +21,17 @@ pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// PeerAuthentication mTLS mode of a workload port (UNSET resolved by the caller: at the
 /// top it means PERMISSIVE).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{InboundTls, PeerAuthnMode};
+///
+/// assert_eq!(PeerAuthnMode::default(), PeerAuthnMode::Permissive);
+/// // DISABLE needs no certificate; STRICT and PERMISSIVE do.
+/// assert!(InboundTls::new(PeerAuthnMode::Disable, None).is_ok());
+/// assert!(InboundTls::new(PeerAuthnMode::Strict, None).is_err());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum PeerAuthnMode {
     /// mTLS required; a plaintext client's connection is dropped (it sees a reset).
@@ -34,6 +45,38 @@ pub enum PeerAuthnMode {
 
 /// A server-side connection, TLS or plain. Implements `AsyncRead` + `AsyncWrite`, so one
 /// server stack serves both sides of PERMISSIVE.
+///
+/// # Examples
+///
+/// A plaintext client on a PERMISSIVE port (over loopback):
+///
+/// ```
+/// use std::time::Duration;
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// use mesh_tls::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "httpbin")?;
+/// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+/// let inbound = InboundTls::from_credentials(PeerAuthnMode::Permissive, &creds, None)?;
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let mut client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+/// client.write_all(b"ping").await?;
+///
+/// let (tcp, _) = listener.accept().await?;
+/// let Accepted { mut stream, peer } = inbound.accept(tcp).await?;
+/// assert!(!stream.is_tls());
+/// assert!(matches!(stream, MeshStream::Plain(_)));
+/// assert_eq!(stream.alpn_protocol(), None);
+/// assert!(peer.is_none());
+/// let mut buf = [0u8; 4];
+/// stream.read_exact(&mut buf).await?; // nothing was consumed by the sniffing
+/// assert_eq!(&buf, b"ping");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub enum MeshStream {
     /// Plaintext (DISABLE, or PERMISSIVE with a plaintext client).
@@ -124,6 +167,43 @@ impl AsyncWrite for MeshStream {
 }
 
 /// An accepted connection and who is on the other end.
+///
+/// # Examples
+///
+/// A mesh client on a STRICT port (over loopback): the stream is TLS and the peer is the
+/// client's SPIFFE identity, ready for the request extensions.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::*;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let ttl = Duration::from_secs(3600);
+/// let server = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "httpbin")?, ttl, &[])?)?;
+/// let client = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "sleep")?, ttl, &[])?)?;
+/// let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &server, None)?;
+///
+/// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+/// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &[] };
+/// let ctx = ClientContext { workload: Some(&client), ..Default::default() };
+/// let outbound = client_config(&settings, &dest, &ctx)?.unwrap();
+///
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let client_side = tokio::spawn(async move {
+///     outbound.connect(tokio::net::TcpStream::connect(addr).await?).await
+/// });
+///
+/// let (tcp, _) = listener.accept().await?;
+/// let accepted = inbound.accept(tcp).await?;
+/// assert!(accepted.stream.is_tls());
+/// assert_eq!(accepted.stream.alpn_protocol(), Some(&b"h2"[..]));
+/// assert_eq!(accepted.peer.unwrap().principal(), "cluster.local/ns/default/sa/sleep");
+/// client_side.await??;
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Accepted {
     /// The stream to serve.
@@ -134,6 +214,30 @@ pub struct Accepted {
 
 /// Tells a TLS ClientHello from plaintext by the first byte (`0x16`, a handshake record),
 /// without consuming it. An empty connection (EOF before any byte) is plaintext.
+///
+/// # Examples
+///
+/// ```
+/// use tokio::io::AsyncWriteExt;
+/// use tokio::net::{TcpListener, TcpStream};
+/// use mesh_tls::{sniff_tls, TLS_HANDSHAKE_RECORD};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let listener = TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+///
+/// let mut tls_client = TcpStream::connect(addr).await?;
+/// tls_client.write_all(&[TLS_HANDSHAKE_RECORD, 0x03, 0x01]).await?;
+/// let (tcp, _) = listener.accept().await?;
+/// assert!(sniff_tls(&tcp).await?);
+///
+/// let mut http_client = TcpStream::connect(addr).await?;
+/// http_client.write_all(b"GET / HTTP/1.1\r\n").await?;
+/// let (tcp, _) = listener.accept().await?;
+/// assert!(!sniff_tls(&tcp).await?);
+/// # Ok(()) }
+/// ```
 pub async fn sniff_tls(tcp: &TcpStream) -> io::Result<bool> {
     let mut first = [0u8; 1];
     let n = tcp.peek(&mut first).await?;
@@ -144,6 +248,37 @@ pub async fn sniff_tls(tcp: &TcpStream) -> io::Result<bool> {
 ///
 /// Build one per (workload, port, mode) and share it; the rustls config inside is built
 /// once and follows certificate renewals.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, InboundTls, MeshCa, PeerAuthnMode, PeerPolicy, WorkloadCredentials};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "httpbin")?;
+/// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+///
+/// // STRICT, accepting only clients from the `default` namespace's `sleep` account.
+/// let sleep = Identity::new("cluster.local", "default", "sleep")?;
+/// let strict = InboundTls::from_credentials(
+///     PeerAuthnMode::Strict,
+///     &creds,
+///     Some(PeerPolicy::trust_domain("cluster.local").allow_only([sleep])),
+/// )?
+/// .with_handshake_timeout(Some(Duration::from_secs(5)));
+/// assert_eq!(strict.mode(), PeerAuthnMode::Strict);
+/// assert!(strict.tls_acceptor().is_some());
+///
+/// // DISABLE never terminates TLS.
+/// let plain = InboundTls::from_credentials(PeerAuthnMode::Disable, &creds, None)?;
+/// assert!(plain.tls_acceptor().is_none());
+/// # Ok(()) }
+/// ```
+///
+/// Accepting connections: see [`Accepted`] (mTLS) and [`MeshStream`] (plaintext under
+/// PERMISSIVE).
 #[derive(Clone)]
 pub struct InboundTls {
     mode: PeerAuthnMode,

@@ -33,6 +33,29 @@ use crate::pki::{self, CertInfo};
 /// allow-list ([`VerifyError::IdentityNotAllowed`]). An allow-list entry also matches the
 /// same namespace and service account in another accepted trust domain (Istio's
 /// trust-domain aliases).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{Identity, PeerPolicy, VerifyError};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sleep = Identity::new("cluster.local", "default", "sleep")?;
+/// let policy = PeerPolicy::trust_domains(["cluster.local", "old.example.com"])
+///     .allow_only([sleep.clone()]);
+/// assert_eq!(policy.accepted_trust_domains(), ["cluster.local", "old.example.com"]);
+///
+/// assert!(policy.check(&sleep).is_ok());
+/// // The same account under an alias of the trust domain.
+/// assert!(policy.check(&sleep.with_trust_domain("old.example.com")?).is_ok());
+/// // Another account: not allowed.
+/// let err = policy.check(&Identity::new("cluster.local", "default", "curl")?).unwrap_err();
+/// assert!(matches!(err, VerifyError::IdentityNotAllowed { .. }));
+/// // Another trust domain: refused before the allow-list.
+/// let err = policy.check(&Identity::new("evil.example", "default", "sleep")?).unwrap_err();
+/// assert!(matches!(err, VerifyError::WrongTrustDomain { .. }));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerPolicy {
     trust_domains: Arc<[String]>,
@@ -220,6 +243,35 @@ fn webpki_error(e: webpki::Error) -> rustls::Error {
 ///
 /// Client authentication is mandatory: a client without a certificate fails the handshake
 /// ([`VerifyError::NoClientCertificate`]).
+///
+/// [`WorkloadCredentials::server_config`](crate::WorkloadCredentials::server_config) builds
+/// one for you; build it directly for a server config of your own.
+///
+/// # Examples
+///
+/// Checking client certificates as the handshake does:
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::rustls::pki_types::UnixTime;
+/// use mesh_tls::rustls::server::danger::ClientCertVerifier;
+/// use mesh_tls::{Identity, MeshCa, MeshClientCertVerifier, PeerPolicy, VerifyError};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let verifier = MeshClientCertVerifier::new(ca.trust_bundle(), PeerPolicy::trust_domain("cluster.local"))?;
+///
+/// let ttl = Duration::from_secs(3600);
+/// let sleep = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, ttl, &[])?.chain_der()?;
+/// assert!(verifier.verify_client_cert(&sleep[0], &sleep[1..], UnixTime::now()).is_ok());
+///
+/// // A certificate from another mesh's CA does not chain to our root.
+/// let other = MeshCa::self_signed("cluster.local")?;
+/// let stranger = other.issue(&Identity::new("cluster.local", "default", "sleep")?, ttl, &[])?.chain_der()?;
+/// let err = verifier.verify_client_cert(&stranger[0], &stranger[1..], UnixTime::now()).unwrap_err();
+/// assert_eq!(VerifyError::from_rustls(&err).unwrap().kind(), "unknown_issuer");
+/// # Ok(()) }
+/// ```
 pub struct MeshClientCertVerifier {
     trust: SharedTrust,
     policy: PeerPolicy,
@@ -311,6 +363,31 @@ impl ClientCertVerifier for MeshClientCertVerifier {
 }
 
 /// What the client checks in the server's certificate after the chain.
+///
+/// # Examples
+///
+/// DestinationRule `subjectAltNames: [httpbin.example.com]` against a certificate issued
+/// with that DNS name:
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::rustls::client::danger::ServerCertVerifier;
+/// use mesh_tls::rustls::pki_types::{ServerName, UnixTime};
+/// use mesh_tls::{Identity, MeshCa, MeshServerCertVerifier, ServerCheck};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("example.com")?;
+/// let id = Identity::new("example.com", "default", "httpbin")?;
+/// let chain = ca.issue(&id, Duration::from_secs(3600), &["httpbin.example.com"])?.chain_der()?;
+/// let name = ServerName::try_from("httpbin.example.com")?;
+///
+/// let by_dns = MeshServerCertVerifier::new(ca.trust_bundle(), ServerCheck::SubjectAltNames(["httpbin.example.com".to_string()].into()))?;
+/// assert!(by_dns.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now()).is_ok());
+///
+/// let wrong = MeshServerCertVerifier::new(ca.trust_bundle(), ServerCheck::SubjectAltNames(["api.example.com".to_string()].into()))?;
+/// assert!(wrong.verify_server_cert(&chain[0], &chain[1..], &name, &[], UnixTime::now()).is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerCheck {
     /// The server's single SPIFFE ID against a policy (ISTIO_MUTUAL: the destination's
@@ -324,6 +401,36 @@ pub enum ServerCheck {
 
 /// Client side: webpki chain verification, then the server's identity, inside the
 /// handshake. The SNI name is not used for the identity check.
+///
+/// [`client_config`](crate::client_config) builds one for ISTIO_MUTUAL; build it directly
+/// for a client config of your own.
+///
+/// # Examples
+///
+/// ISTIO_MUTUAL's check: the server must be one of the destination's service accounts.
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::rustls::client::danger::ServerCertVerifier;
+/// use mesh_tls::rustls::pki_types::{ServerName, UnixTime};
+/// use mesh_tls::*;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let reviews = Identity::new("cluster.local", "default", "bookinfo-reviews")?;
+/// let check = ServerCheck::Spiffe(PeerPolicy::trust_domain("cluster.local").allow_only([reviews.clone()]));
+/// let verifier = MeshServerCertVerifier::new(ca.trust_bundle(), check)?;
+/// let sni = ServerName::try_from("outbound_.9080_._.reviews.default.svc.cluster.local")?;
+///
+/// let ttl = Duration::from_secs(3600);
+/// let good = ca.issue(&reviews, ttl, &[])?.chain_der()?;
+/// assert!(verifier.verify_server_cert(&good[0], &good[1..], &sni, &[], UnixTime::now()).is_ok());
+///
+/// let ratings = ca.issue(&Identity::new("cluster.local", "default", "bookinfo-ratings")?, ttl, &[])?.chain_der()?;
+/// let err = verifier.verify_server_cert(&ratings[0], &ratings[1..], &sni, &[], UnixTime::now()).unwrap_err();
+/// assert_eq!(VerifyError::from_rustls(&err).unwrap().kind(), "identity_not_allowed");
+/// # Ok(()) }
+/// ```
 pub struct MeshServerCertVerifier {
     trust: SharedTrust,
     check: ServerCheck,

@@ -44,6 +44,50 @@ pub const TARGET: &str = "inmesh::access_log";
 
 /// Upstream facts for the access log, put in the response extensions by the outbound
 /// stack.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::accesslog::{AccessLogLayer, UpstreamInfo};
+/// use mesh_tower::observe::CountingBody;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// # use std::sync::{Arc, Mutex};
+/// # #[derive(Clone, Default)]
+/// # struct Logs(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Logs {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+/// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+/// #     let logs = Logs::default();
+/// #     let writer = logs.clone();
+/// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+/// #     (logs, tracing::subscriber::set_default(subscriber))
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+/// let upstream = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+///     let mut response = http::Response::new(Full::new(Bytes::from("reviews")));
+///     response.extensions_mut().insert(UpstreamInfo {
+///         host: Some("10.0.0.7:9080".parse().unwrap()),
+///         cluster: Some("outbound|9080|v1|reviews.default.svc.cluster.local".into()),
+///         route_name: Some("default".into()),
+///         ..Default::default()
+///     });
+///     Ok::<_, Infallible>(response)
+/// });
+/// let client = AccessLogLayer::outbound().layer(upstream);
+/// let req = http::Request::get("http://reviews:9080/reviews/0").body(Full::new(Bytes::new()))?;
+/// client.oneshot(req).await?.into_body().collect().await?;
+/// assert!(logs.text().contains(r#""10.0.0.7:9080" outbound|9080|v1|reviews.default.svc.cluster.local "#));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UpstreamInfo {
     /// The endpoint the request was sent to (`%UPSTREAM_HOST%`).
@@ -59,6 +103,45 @@ pub struct UpstreamInfo {
 }
 
 /// Which side a log line comes from (a field of the event).
+///
+/// [`AccessLogLayer::inbound`] logs `direction="inbound"`, [`AccessLogLayer::outbound`]
+/// `direction="outbound"`.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::accesslog::AccessLogLayer;
+/// use mesh_tower::observe::CountingBody;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// # use std::sync::{Arc, Mutex};
+/// # #[derive(Clone, Default)]
+/// # struct Logs(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Logs {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+/// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+/// #     let logs = Logs::default();
+/// #     let writer = logs.clone();
+/// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+/// #     (logs, tracing::subscriber::set_default(subscriber))
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+/// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+/// });
+/// let server = AccessLogLayer::inbound().layer(app);
+/// server.oneshot(http::Request::get("/").body(Full::new(Bytes::new()))?).await?.into_body().collect().await?;
+/// assert!(logs.text().contains(r#"direction="inbound""#));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
     /// Server side.
@@ -77,6 +160,53 @@ impl Direction {
 }
 
 /// Logs every request through the wrapped service. See the [module docs](self).
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::accesslog::AccessLogLayer;
+/// use mesh_tower::observe::CountingBody;
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+/// # use std::sync::{Arc, Mutex};
+/// # #[derive(Clone, Default)]
+/// # struct Logs(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Logs {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+/// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+/// #     let logs = Logs::default();
+/// #     let writer = logs.clone();
+/// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+/// #     (logs, tracing::subscriber::set_default(subscriber))
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+/// let server = ServiceBuilder::new()
+///     .layer(AccessLogLayer::inbound())
+///     .service(service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+///         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("<html>"))))
+///     }));
+///
+/// let req = http::Request::get("/productpage")
+///     .header("host", "bookinfo.example.com")
+///     .header("x-request-id", "4f2a8c1e")
+///     .body(Full::new(Bytes::new()))?;
+/// let response = server.oneshot(req).await?;
+/// assert_eq!(logs.text(), ""); // logged when the response body ends
+/// response.into_body().collect().await?;
+///
+/// let line = logs.text();
+/// assert!(line.contains(r#""GET /productpage HTTP/1.1" 200 - via_upstream - "-" 0 6 "#));
+/// assert!(line.contains(r#""4f2a8c1e" "bookinfo.example.com""#));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct AccessLogLayer {
     direction: Direction,
@@ -125,6 +255,47 @@ pub(crate) struct RequestFacts {
 }
 
 /// One log entry: emitted when dropped (at the end of the response body).
+///
+/// It travels inside the response body ([`AccessLogBody`]), so a body dropped before its
+/// end (the client went away) is logged too, with the bytes actually sent.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use mesh_tower::accesslog::AccessLogLayer;
+/// use mesh_tower::observe::CountingBody;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// # use std::sync::{Arc, Mutex};
+/// # #[derive(Clone, Default)]
+/// # struct Logs(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Logs {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+/// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+/// #     let logs = Logs::default();
+/// #     let writer = logs.clone();
+/// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+/// #     (logs, tracing::subscriber::set_default(subscriber))
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+/// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+///     let mut response = http::Response::new(Full::new(Bytes::from("partial")));
+///     *response.status_mut() = http::StatusCode::NOT_FOUND;
+///     Ok::<_, Infallible>(response)
+/// });
+/// let response = AccessLogLayer::inbound().layer(app).oneshot(http::Request::get("/missing").body(Full::new(Bytes::new()))?).await?;
+/// drop(response); // never read
+/// assert!(logs.text().contains(r#""GET /missing HTTP/1.1" 404 - via_upstream - "-" 0 0 "#));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct LogEntry {
     facts: RequestFacts,

@@ -15,9 +15,77 @@ use crate::lb::ConnectionAddrs;
 use crate::observe::{CountingBody, ObservedBody};
 
 /// The response body of [`AccessLog`]: logs the request when it ends.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body::Body;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::accesslog::{AccessLogBody, AccessLogLayer};
+/// use mesh_tower::observe::CountingBody;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("hello"))))
+/// });
+/// let response = AccessLogLayer::inbound().layer(app).oneshot(http::Request::get("/").body(Full::new(Bytes::new()))?).await?;
+/// let body: AccessLogBody<Full<Bytes>> = response.into_body();
+/// assert_eq!(body.get_ref().size_hint().exact(), Some(5)); // the inner body, untouched
+/// assert_eq!(body.collect().await?.to_bytes(), "hello");
+/// # Ok(()) }
+/// ```
 pub type AccessLogBody<B> = ObservedBody<B, LogEntry>;
 
 /// Logs every request to `S`. See [`AccessLogLayer`](super::AccessLogLayer).
+///
+/// # Examples
+///
+/// The downstream addresses come from the [`ConnectionAddrs`] in the request extensions:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::accesslog::{AccessLog, AccessLogLayer};
+/// use mesh_tower::lb::ConnectionAddrs;
+/// use mesh_tower::observe::CountingBody;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// # use std::sync::{Arc, Mutex};
+/// # #[derive(Clone, Default)]
+/// # struct Logs(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Logs {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+/// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+/// #     let logs = Logs::default();
+/// #     let writer = logs.clone();
+/// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+/// #     (logs, tracing::subscriber::set_default(subscriber))
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+/// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+/// });
+/// let server: AccessLog<_> = AccessLogLayer::inbound().layer(app);
+///
+/// let mut req = http::Request::get("/").body(Full::new(Bytes::new()))?;
+/// req.extensions_mut().insert(ConnectionAddrs {
+///     remote: Some("10.1.2.3:40000".parse()?),
+///     local: Some("10.0.0.1:8080".parse()?),
+/// });
+/// server.oneshot(req).await?.into_body().collect().await?;
+/// assert!(logs.text().contains(" 10.0.0.1:8080 10.1.2.3:40000 - -"));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct AccessLog<S> {
     inner: S,
@@ -109,6 +177,31 @@ where
 
 pin_project! {
     /// Response future of [`AccessLog`].
+    ///
+    /// # Examples
+    ///
+    /// With no subscriber listening to the access-log target, nothing is captured and the
+    /// response passes through:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::accesslog::{AccessLogFuture, AccessLogLayer};
+    /// use mesh_tower::observe::CountingBody;
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("hi"))))
+    /// });
+    /// let mut svc = AccessLogLayer::outbound().layer(app);
+    /// let future: AccessLogFuture<_> = svc.ready().await?.call(http::Request::get("/").body(Full::new(Bytes::new()))?);
+    /// let response = future.await?;
+    /// assert_eq!(response.into_body().collect().await?.to_bytes(), "hi");
+    /// # Ok(()) }
+    /// ```
     #[derive(Debug)]
     pub struct AccessLogFuture<F> {
         #[pin]

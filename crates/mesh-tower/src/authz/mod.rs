@@ -84,6 +84,48 @@ impl fmt::Debug for Shared {
 }
 
 /// Enforces AuthorizationPolicy for one workload. See the [module docs](self).
+///
+/// # Examples
+///
+/// Istio's `httpbin-viewer` policy: only `sleep` may GET. The caller's principal comes from
+/// the [`ConnectionInfo`] the mesh server puts in the request extensions.
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tls::{Identity, PeerIdentity};
+/// use mesh_tower::authz::AuthorizationLayer;
+/// use mesh_tower::inbound::ConnectionInfo;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: httpbin-viewer, namespace: foo}
+/// spec:
+///   selector: {matchLabels: {app: httpbin}}
+///   action: ALLOW
+///   rules:
+///   - from: [{source: {principals: [cluster.local/ns/foo/sa/sleep]}}]
+///     to: [{operation: {methods: [GET]}}]
+/// ")?;
+/// let labels = [("app".to_string(), "httpbin".to_string())].into();
+/// let authz = AuthorizationLayer::new(mesh, "foo", labels);
+///
+/// let request = |method: &str, caller: Option<&str>| {
+///     let peer = caller.map(|sa| PeerIdentity::new(Identity::new("cluster.local", "foo", sa).unwrap()));
+///     let mut req = http::Request::builder().method(method).uri("/headers").body(()).unwrap();
+///     req.extensions_mut().insert(ConnectionInfo::new(peer, 8000));
+///     req
+/// };
+/// let d = authz.decide(&request("GET", Some("sleep")));
+/// assert!(d.allowed);
+/// assert_eq!(d.policy.as_deref(), Some("foo/httpbin-viewer"));
+///
+/// assert!(!authz.decide(&request("POST", Some("sleep"))).allowed);
+/// assert!(!authz.decide(&request("GET", Some("curl"))).allowed);
+/// assert!(!authz.decide(&request("GET", None)).allowed); // plaintext: no principal
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct AuthorizationLayer {
     shared: Arc<Shared>,
@@ -118,6 +160,38 @@ impl AuthorizationLayer {
     }
 
     /// Names (`ns/name`) of the policies that apply to the workload in the current snapshot.
+    ///
+    /// # Examples
+    ///
+    /// A policy applied by a config reload is in force at once:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let deny_all = "
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-nothing, namespace: foo}
+    /// spec: {}
+    /// ";
+    /// let mesh = Mesh::from_yaml(deny_all)?;
+    /// let authz = AuthorizationLayer::new(mesh.clone(), "foo", [("app".to_string(), "httpbin".to_string())].into());
+    /// assert_eq!(authz.policies(), ["foo/allow-nothing"]);
+    ///
+    /// let more = format!("{deny_all}---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {{name: deny-post, namespace: foo}}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{{to: [{{operation: {{methods: [POST]}}}}]}}]
+    /// ");
+    /// mesh.reload_loaded(mesh_core::load::load_str(&more, "policies.yaml"))?;
+    /// assert_eq!(authz.policies().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn policies(&self) -> Vec<String> {
         self.workload_authz()
             .authz
@@ -154,6 +228,38 @@ impl AuthorizationLayer {
     }
 
     /// Decides one request (no side effects, no logging).
+    ///
+    /// Without a [`ConnectionInfo`] in the extensions the request counts as plaintext, on
+    /// the layer's [`with_port`](Self::with_port) or the URI's port (else 80).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::AuthzReason;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-admin, namespace: foo}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{to: [{operation: {paths: [/admin/*]}}]}]
+    /// ")?;
+    /// let authz = AuthorizationLayer::new(mesh, "foo", Default::default());
+    ///
+    /// let d = authz.decide(&http::Request::get("/admin/users").body(())?);
+    /// assert!(!d.allowed);
+    /// assert_eq!(d.reason, AuthzReason::DeniedByPolicy);
+    /// assert_eq!(d.policy.as_deref(), Some("foo/deny-admin"));
+    ///
+    /// // Paths are normalized as Envoy does before matching.
+    /// assert!(!authz.decide(&http::Request::get("/public/../admin/users").body(())?).allowed);
+    /// assert!(authz.decide(&http::Request::get("/public").body(())?).allowed);
+    /// # Ok(()) }
+    /// ```
     pub fn decide<B>(&self, req: &Request<B>) -> AuthzDecision {
         let conn = req.extensions().get::<ConnectionInfo>();
         let port = conn
@@ -193,6 +299,36 @@ impl AuthorizationLayer {
     /// used for connections that are not HTTP (TLS passthrough, TCP). Policies with HTTP
     /// fields are evaluated as Istio does for TCP (their HTTP-only rules never match an
     /// ALLOW; a DENY with HTTP-only conditions is skipped).
+    ///
+    /// # Examples
+    ///
+    /// A MySQL port open to one service account only:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::authz::AuthorizationLayer;
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: mysql, namespace: db}
+    /// spec:
+    ///   selector: {matchLabels: {app: mysql}}
+    ///   rules:
+    ///   - from: [{source: {principals: [cluster.local/ns/shop/sa/orders]}}]
+    ///     to: [{operation: {ports: [\"3306\"]}}]
+    /// ")?;
+    /// let authz = AuthorizationLayer::new(mesh, "db", [("app".to_string(), "mysql".to_string())].into());
+    /// let from = |ns: &str, sa: &str| {
+    ///     ConnectionInfo::new(Some(PeerIdentity::new(Identity::new("cluster.local", ns, sa).unwrap())), 3306)
+    /// };
+    /// assert!(authz.decide_connection(&from("shop", "orders")).allowed);
+    /// assert!(!authz.decide_connection(&from("shop", "cart")).allowed);
+    /// # Ok(()) }
+    /// ```
     pub fn decide_connection(&self, conn: &ConnectionInfo) -> AuthzDecision {
         let mut areq = AuthzRequest::tcp(conn.port());
         areq.principal = conn.principal();
@@ -236,6 +372,44 @@ impl<S> Layer<S> for AuthorizationLayer {
 }
 
 /// The service of [`AuthorizationLayer`].
+///
+/// # Examples
+///
+/// A denied request never reaches the wrapped service:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::authz::{Authorization, AuthorizationLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: deny-post, namespace: foo}
+/// spec:
+///   action: DENY
+///   rules: [{to: [{operation: {methods: [POST]}}]}]
+/// ")?;
+/// let layer = AuthorizationLayer::new(mesh, "foo", Default::default()).with_port(8000);
+/// let app = service_fn(|_req: http::Request<()>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("hello"))))
+/// });
+/// let svc: Authorization<_> = layer.layer(app);
+///
+/// let ok = svc.clone().oneshot(http::Request::get("/").body(())?).await?;
+/// assert_eq!(ok.status(), 200);
+/// assert_eq!(ok.into_body().collect().await?.to_bytes(), "hello");
+///
+/// let denied = svc.oneshot(http::Request::post("/").body(())?).await?;
+/// assert_eq!(denied.status(), 403);
+/// assert_eq!(denied.into_body().collect().await?.to_bytes(), "RBAC: access denied");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Authorization<S> {
     inner: S,
@@ -323,6 +497,38 @@ where
 
 pin_project! {
     /// The response future of [`Authorization`]: the inner service's, or the 403.
+    ///
+    /// # Examples
+    ///
+    /// A denied gRPC call is answered at once with `grpc-status: 7` (PERMISSION_DENIED):
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::{Authorization, AuthorizationFuture, AuthorizationLayer};
+    /// use tower::{service_fn, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-nothing, namespace: foo}
+    /// spec: {}
+    /// ")?;
+    /// let layer = AuthorizationLayer::new(mesh, "foo", Default::default());
+    /// let app = service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(http::Response::new(String::new())) });
+    /// let mut svc = Authorization::new(app, layer);
+    ///
+    /// let req = http::Request::post("/helloworld.Greeter/SayHello")
+    ///     .header("content-type", "application/grpc")
+    ///     .body(())?;
+    /// let future: AuthorizationFuture<_> = svc.ready().await?.call(req);
+    /// let response = future.await?;
+    /// assert_eq!(response.status(), 200);
+    /// assert_eq!(response.headers()["grpc-status"], "7");
+    /// # Ok(()) }
+    /// ```
     #[derive(Debug)]
     pub struct AuthorizationFuture<F> {
         #[pin]

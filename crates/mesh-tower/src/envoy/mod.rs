@@ -29,6 +29,22 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
 
 /// Envoy's response flags (`%RESPONSE_FLAGS%`, Istio's `response_flags` label).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::envoy::ResponseFlags;
+///
+/// let mut flags = ResponseFlags::NO_HEALTHY_UPSTREAM;
+/// flags.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+/// assert_eq!(flags.to_string(), "UH,URX");
+/// assert!(flags.contains(ResponseFlags::NO_HEALTHY_UPSTREAM));
+/// assert_eq!(ResponseFlags::parse("UH,URX"), Some(flags));
+///
+/// assert_eq!(ResponseFlags::NONE.to_string(), "-");
+/// assert_eq!(ResponseFlags::parse("-"), Some(ResponseFlags::NONE));
+/// assert_eq!(ResponseFlags::parse("XX"), None);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ResponseFlags(u32);
 
@@ -162,10 +178,32 @@ impl fmt::Display for ResponseFlags {
 
 /// Envoy's `%RESPONSE_CODE_DETAILS%` of a response, carried in its extensions (local
 /// replies set it; a response from upstream is `via_upstream`).
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use mesh_tower::envoy::{LocalReply, ResponseCodeDetails};
+///
+/// let response = LocalReply::NoHealthyUpstream.to_response::<Bytes>(false);
+/// let details = response.extensions().get::<ResponseCodeDetails>().unwrap();
+/// assert_eq!(details.0, "no_healthy_upstream");
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseCodeDetails(pub String);
 
 /// Why an upstream stream was reset (Envoy's `StreamResetReason`, as its text).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::envoy::{ResetReason, ResponseFlags};
+///
+/// let reason = ResetReason::RemoteConnectionFailure;
+/// assert_eq!(reason.to_string(), "remote connection failure");
+/// assert_eq!(reason.flag(), ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+/// assert_eq!(ResetReason::ConnectionTermination.flag().to_string(), "UC");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ResetReason {
     /// `local connection failure`.
@@ -249,6 +287,43 @@ impl fmt::Display for ResetReason {
 }
 
 /// A response the mesh answers itself instead of the upstream, as Envoy would.
+///
+/// # Examples
+///
+/// The 503 for an endpoint that refused the connection, to an HTTP client and to a gRPC
+/// client:
+///
+/// ```
+/// use bytes::Bytes;
+/// use mesh_tower::envoy::{LocalReply, ResetReason, ResponseFlags};
+///
+/// let reply = LocalReply::UpstreamReset {
+///     reason: ResetReason::RemoteConnectionFailure,
+///     transport_failure: Some("delayed connect error: Connection refused".into()),
+///     retried: false,
+/// };
+/// assert_eq!(reply.status(), 503);
+/// assert_eq!(
+///     reply.body(),
+///     "upstream connect error or disconnect/reset before headers. reset reason: remote \
+///      connection failure, transport failure reason: delayed connect error: Connection refused",
+/// );
+/// assert_eq!(reply.flags().to_string(), "UF");
+/// assert_eq!(
+///     reply.details(),
+///     "upstream_reset_before_response_started{remote_connection_failure|delayed_connect_error:_Connection_refused}",
+/// );
+///
+/// let http = reply.to_response::<Bytes>(false);
+/// assert_eq!(http.status(), 503);
+/// assert_eq!(http.headers()["content-type"], "text/plain");
+/// assert_eq!(http.extensions().get::<ResponseFlags>(), Some(&ResponseFlags::UPSTREAM_CONNECTION_FAILURE));
+///
+/// let grpc = reply.to_response::<Bytes>(true);
+/// assert_eq!(grpc.status(), 200);
+/// assert_eq!(grpc.headers()["grpc-status"], "14"); // UNAVAILABLE
+/// assert!(grpc.body().is_empty());
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum LocalReply {
     /// The VirtualService has no route matching the request: 404, empty body, NR.
@@ -419,6 +494,24 @@ impl LocalReply {
 
     /// [`LocalReply::to_response`] for body types without `From<Bytes>` (e.g. a boxed
     /// body): `make_body` turns the body bytes into the body.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::combinators::UnsyncBoxBody;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::envoy::LocalReply;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// type Body = UnsyncBoxBody<Bytes, std::convert::Infallible>;
+    /// let response = LocalReply::RbacDenied.to_response_with(false, |b| -> Body { Full::new(b).boxed_unsync() });
+    /// assert_eq!(response.status(), 403);
+    /// let body = response.into_body().collect().await.unwrap().to_bytes();
+    /// assert_eq!(body, "RBAC: access denied");
+    /// # }
+    /// ```
     pub fn to_response_with<B>(
         &self,
         grpc: bool,
@@ -473,6 +566,16 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
 }
 
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::envoy::http_to_grpc_status;
+///
+/// assert_eq!(http_to_grpc_status(403), 7); // PERMISSION_DENIED
+/// assert_eq!(http_to_grpc_status(503), 14); // UNAVAILABLE
+/// assert_eq!(http_to_grpc_status(418), 2); // UNKNOWN
+/// ```
 pub fn http_to_grpc_status(status: u16) -> u32 {
     match status {
         400 => 13,                   // INTERNAL
@@ -486,11 +589,39 @@ pub fn http_to_grpc_status(status: u16) -> u32 {
 
 /// gRPC status names (as Istio's fault `grpcStatus` takes them) to codes: mesh-core's
 /// table ([`mesh_core::route::actions::grpc_code`]), widened for `grpc-status` values.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::envoy::grpc_status_from_name;
+///
+/// assert_eq!(grpc_status_from_name("UNAVAILABLE"), Some(14));
+/// assert_eq!(grpc_status_from_name("NOT_FOUND"), Some(5));
+/// assert_eq!(grpc_status_from_name("BOGUS"), None);
+/// ```
 pub fn grpc_status_from_name(name: &str) -> Option<u32> {
     mesh_core::route::actions::grpc_code(name).map(u32::from)
 }
 
 /// True for gRPC requests: `content-type` `application/grpc` or `application/grpc+...`.
+///
+/// # Examples
+///
+/// ```
+/// use http::HeaderMap;
+/// use mesh_tower::envoy::is_grpc;
+///
+/// let with = |ct: &str| {
+///     let mut h = HeaderMap::new();
+///     h.insert("content-type", ct.parse().unwrap());
+///     h
+/// };
+/// assert!(is_grpc(&with("application/grpc")));
+/// assert!(is_grpc(&with("application/grpc+proto")));
+/// assert!(!is_grpc(&with("application/grpc-web")));
+/// assert!(!is_grpc(&with("application/json")));
+/// assert!(!is_grpc(&HeaderMap::new()));
+/// ```
 pub fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(CONTENT_TYPE)
@@ -505,6 +636,16 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 }
 
 /// gRPC's `grpc-message` encoding: bytes outside printable ASCII and `%` become `%XX`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::envoy::grpc_percent_encode;
+///
+/// assert_eq!(grpc_percent_encode("RBAC: access denied"), "RBAC: access denied");
+/// assert_eq!(grpc_percent_encode("100% done\n"), "100%25 done%0A");
+/// assert_eq!(grpc_percent_encode("é"), "%C3%A9");
+/// ```
 pub fn grpc_percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

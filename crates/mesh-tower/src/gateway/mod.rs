@@ -98,11 +98,51 @@ use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body the gateway answers with.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::gateway::GatewayBody;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let body: GatewayBody = Full::new(Bytes::from("fault filter abort"))
+///     .map_err(|never: Infallible| match never {})
+///     .boxed_unsync();
+/// assert_eq!(body.collect().await?.to_bytes(), "fault filter abort");
+/// # Ok(()) }
+/// ```
 pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
 /// The request body the gateway forwards (counted by the access log and the metrics).
 type UpstreamBody = crate::metrics::RequestBody<crate::observe::CountingBody<Incoming>>;
 
 /// Why a gateway could not start.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::gateway::{GatewayError, GatewayServer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A mesh with no Gateway at all.
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   hosts: [reviews]
+///   http: [{route: [{destination: {host: reviews}}]}]
+/// ")?;
+/// let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+/// let err = GatewayServer::builder(mesh, "istio-system", labels).start().await.unwrap_err();
+/// assert!(matches!(err, GatewayError::NoServers(_)));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     /// No Gateway server selects this workload's labels.
@@ -133,6 +173,42 @@ pub enum GatewayError {
 }
 
 /// Builds a [`GatewayServer`]. See [`GatewayServer::builder`].
+///
+/// # Examples
+///
+/// [`start`](Self::start) checks every server first: here the HTTPS server's
+/// `credentialName` has no certificate in the credential directory.
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::gateway::{GatewayError, GatewayServer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: mygateway, namespace: istio-system}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 443, name: https, protocol: HTTPS}
+///     hosts: [httpbin.example.com]
+///     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+/// ")?;
+/// let credentials = tempfile::tempdir()?; // empty: no httpbin-credential/
+/// let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+/// let err = GatewayServer::builder(mesh, "istio-system", labels)
+///     .credential_dir(credentials.path())
+///     .hello_timeout(std::time::Duration::from_secs(5))
+///     .start()
+///     .await
+///     .unwrap_err();
+/// let GatewayError::Server { gateway, port, message, .. } = err else { panic!("{err}") };
+/// assert_eq!((gateway.as_str(), port), ("istio-system/mygateway", 443));
+/// assert!(message.contains("httpbin-credential"), "{message}");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct GatewayBuilder {
     mesh: Mesh,
@@ -344,6 +420,61 @@ struct Inner {
 }
 
 /// A running ingress gateway. Dropping it stops the listeners (open connections finish).
+///
+/// # Examples
+///
+/// A gateway on loopback answering a VirtualService's `directResponse`:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::gateway::GatewayServer;
+/// use tokio::net::TcpListener;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mesh = Mesh::from_yaml(r#"
+/// apiVersion: networking.istio.io/v1
+/// kind: Gateway
+/// metadata: {name: hello-gateway, namespace: default}
+/// spec:
+///   selector: {istio: ingressgateway}
+///   servers:
+///   - port: {number: 80, name: http, protocol: HTTP}
+///     hosts: ["*"]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: hello, namespace: default}
+/// spec:
+///   hosts: ["*"]
+///   gateways: [hello-gateway]
+///   http:
+///   - match: [{uri: {exact: /hello}}]
+///     directResponse:
+///       status: 200
+///       body: {string: "hello from the gateway"}
+/// "#)?;
+/// let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+/// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+///     .listener(80, TcpListener::bind("127.0.0.1:0").await?) // server port 80, any local port
+///     .start()
+///     .await?;
+/// let addr = gateway.local_addr(80).unwrap();
+///
+/// let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+/// let get = |path: &str| http::Request::get(format!("http://{addr}{path}")).body(Empty::new());
+/// let hello = client.request(get("/hello")?).await?;
+/// assert_eq!(hello.status(), 200);
+/// assert_eq!(hello.into_body().collect().await?.to_bytes(), "hello from the gateway");
+///
+/// // No route matches: Envoy's 404.
+/// assert_eq!(client.request(get("/other")?).await?.status(), 404);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct GatewayServer {
     inner: Arc<Inner>,

@@ -11,6 +11,27 @@ use tokio::net::TcpStream;
 pub(crate) const MAX_HELLO: usize = 16 * 1024 + 5;
 
 /// What the first bytes of a connection say.
+///
+/// # Examples
+///
+/// A client connecting to an IP address sends no SNI; only a `*` host matches it:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tower::gateway::{parse_client_hello, Hello};
+/// use rustls::{ClientConfig, ClientConnection, RootCertStore};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClientConfig::builder_with_provider(mesh_tls::provider())
+///     .with_safe_default_protocol_versions()?
+///     .with_root_certificates(RootCertStore::empty())
+///     .with_no_client_auth();
+/// let mut client = ClientConnection::new(Arc::new(config), "192.0.2.10".try_into()?)?;
+/// let mut hello = Vec::new();
+/// client.write_tls(&mut hello)?;
+/// assert_eq!(parse_client_hello(&hello), Hello::Tls(None));
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
     /// A complete ClientHello; its SNI host name, if it sent one.
@@ -56,6 +77,30 @@ impl<'a> Reader<'a> {
 
 /// Parses the start of a connection: TLS records carrying a ClientHello (which may span
 /// several records). Never panics, whatever the bytes.
+///
+/// # Examples
+///
+/// The SNI of a real ClientHello (from rustls), as PASSTHROUGH routing reads it:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tower::gateway::{parse_client_hello, Hello};
+/// use rustls::{ClientConfig, ClientConnection, RootCertStore};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClientConfig::builder_with_provider(mesh_tls::provider())
+///     .with_safe_default_protocol_versions()?
+///     .with_root_certificates(RootCertStore::empty())
+///     .with_no_client_auth();
+/// let mut client = ClientConnection::new(Arc::new(config), "nginx.example.com".try_into()?)?;
+/// let mut hello = Vec::new();
+/// client.write_tls(&mut hello)?;
+///
+/// assert_eq!(parse_client_hello(&hello), Hello::Tls(Some("nginx.example.com".into())));
+/// assert_eq!(parse_client_hello(&hello[..20]), Hello::Incomplete); // wait for more bytes
+/// assert_eq!(parse_client_hello(b"GET / HTTP/1.1\r\n"), Hello::NotTls);
+/// # Ok(()) }
+/// ```
 pub fn parse_client_hello(data: &[u8]) -> Hello {
     // Gather the handshake bytes from consecutive handshake records.
     let mut hs = Vec::new();

@@ -10,6 +10,24 @@ use http::{HeaderMap, Uri};
 use xxhash_rust::xxh64::xxh64;
 
 /// What a consistent-hash policy hashes (Istio's `consistentHash` hash key).
+///
+/// # Examples
+///
+/// ```
+/// use http::{HeaderMap, Uri};
+/// use mesh_tower::lb::{ConnectionAddrs, HashKey};
+///
+/// // consistentHash: {httpQueryParameterName: user}
+/// let key = HashKey::QueryParameter("user".into());
+/// let headers = HeaderMap::new();
+/// let conn = ConnectionAddrs::default();
+/// let jason = key.hash(&headers, &Uri::from_static("/api?user=jason"), conn);
+/// let again = key.hash(&headers, &Uri::from_static("/other?page=2&user=jason"), conn);
+/// assert!(jason.hash.is_some());
+/// assert_eq!(jason.hash, again.hash);
+/// // No such parameter: no hash, the balancer picks at random.
+/// assert_eq!(key.hash(&headers, &Uri::from_static("/api"), conn).hash, None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HashKey {
     /// `httpHeaderName`: the value of this header (all values, order-independent).
@@ -23,6 +41,41 @@ pub enum HashKey {
 }
 
 /// Istio's `httpCookie {name, path, ttl, attributes}`.
+///
+/// # Examples
+///
+/// `consistentHash: {httpCookie: {name: session, path: /, ttl: 3600s}}`: a request without
+/// the cookie gets one generated, returned as a `Set-Cookie` value.
+///
+/// ```
+/// use std::time::Duration;
+/// use http::{HeaderMap, Uri};
+/// use mesh_tower::lb::{ConnectionAddrs, CookieKey, HashKey};
+///
+/// let key = HashKey::Cookie(CookieKey {
+///     name: "session".into(),
+///     path: "/".into(),
+///     ttl: Some(Duration::from_secs(3600)),
+///     attributes: Vec::new(),
+/// });
+/// let conn = ConnectionAddrs {
+///     remote: Some("10.1.2.3:40000".parse().unwrap()),
+///     local: Some("10.0.0.1:8080".parse().unwrap()),
+/// };
+/// let first = key.hash(&HeaderMap::new(), &Uri::from_static("/"), conn);
+/// let set_cookie = first.set_cookie.unwrap();
+/// let set_cookie = set_cookie.to_str().unwrap();
+/// assert!(set_cookie.starts_with("session=\""));
+/// assert!(set_cookie.ends_with("\"; Max-Age=3600; Path=/; HttpOnly"));
+///
+/// // The client sends it back: same hash, no new cookie.
+/// let value = set_cookie.split(';').next().unwrap();
+/// let mut headers = HeaderMap::new();
+/// headers.insert("cookie", value.parse().unwrap());
+/// let next = key.hash(&headers, &Uri::from_static("/"), conn);
+/// assert_eq!(next.hash, first.hash);
+/// assert_eq!(next.set_cookie, None);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CookieKey {
     /// Cookie name (required).
@@ -37,6 +90,21 @@ pub struct CookieKey {
 }
 
 /// The addresses of the connection a request came in on (source IP, generated cookies).
+///
+/// # Examples
+///
+/// `consistentHash: {useSourceIp: true}` hashes the remote IP, not the port:
+///
+/// ```
+/// use http::{HeaderMap, Uri};
+/// use mesh_tower::lb::{ConnectionAddrs, HashKey};
+///
+/// let from = |remote: &str| ConnectionAddrs { remote: Some(remote.parse().unwrap()), local: None };
+/// let hash = |conn| HashKey::SourceIp.hash(&HeaderMap::new(), &Uri::from_static("/"), conn).hash;
+/// assert_eq!(hash(from("10.1.2.3:40000")), hash(from("10.1.2.3:40001")));
+/// assert_ne!(hash(from("10.1.2.3:40000")), hash(from("10.1.2.4:40000")));
+/// assert_eq!(hash(ConnectionAddrs::default()), None);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnectionAddrs {
     /// The peer's address.
@@ -46,6 +114,28 @@ pub struct ConnectionAddrs {
 }
 
 /// The result of hashing a request.
+///
+/// # Examples
+///
+/// Header values hash the same in any order:
+///
+/// ```
+/// use http::{HeaderMap, HeaderName, Uri};
+/// use mesh_tower::lb::{ConnectionAddrs, HashKey, RequestHash};
+///
+/// let key = HashKey::Header(HeaderName::from_static("x-user"));
+/// let mut ab = HeaderMap::new();
+/// ab.append("x-user", "a".parse().unwrap());
+/// ab.append("x-user", "b".parse().unwrap());
+/// let mut ba = HeaderMap::new();
+/// ba.append("x-user", "b".parse().unwrap());
+/// ba.append("x-user", "a".parse().unwrap());
+///
+/// let uri = Uri::from_static("/");
+/// let RequestHash { hash, set_cookie } = key.hash(&ab, &uri, ConnectionAddrs::default());
+/// assert_eq!(hash, key.hash(&ba, &uri, ConnectionAddrs::default()).hash);
+/// assert!(hash.is_some() && set_cookie.is_none());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHash {
     /// The hash, or `None` when the key is absent (the balancer then picks at random, as
@@ -123,6 +213,19 @@ fn hash_header(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {
 }
 
 /// The value of cookie `name` in the request's `cookie` headers, without surrounding quotes.
+///
+/// # Examples
+///
+/// ```
+/// use http::HeaderMap;
+/// use mesh_tower::lb::cookie_value;
+///
+/// let mut headers = HeaderMap::new();
+/// headers.insert("cookie", "theme=dark; session=\"abc123\"".parse().unwrap());
+/// assert_eq!(cookie_value(&headers, "session"), Some("abc123"));
+/// assert_eq!(cookie_value(&headers, "theme"), Some("dark"));
+/// assert_eq!(cookie_value(&headers, "user"), None);
+/// ```
 pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     for header in headers.get_all(COOKIE) {
         let Ok(s) = header.to_str() else { continue };
@@ -147,6 +250,19 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The value of query parameter `name` (first occurrence, not percent-decoded).
+///
+/// # Examples
+///
+/// ```
+/// use http::Uri;
+/// use mesh_tower::lb::query_param;
+///
+/// let uri = Uri::from_static("/search?q=a%20b&user=jason&user=other&flag");
+/// assert_eq!(query_param(&uri, "user"), Some("jason"));
+/// assert_eq!(query_param(&uri, "q"), Some("a%20b"));
+/// assert_eq!(query_param(&uri, "flag"), Some(""));
+/// assert_eq!(query_param(&uri, "page"), None);
+/// ```
 pub fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
     let query = uri.query()?;
     for pair in query.split('&') {

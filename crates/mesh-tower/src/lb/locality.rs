@@ -10,6 +10,17 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 /// Where an endpoint (or the client) runs: `region/zone/subzone`, any part may be empty.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::Locality;
+///
+/// let l = Locality::parse("us-west1/us-west1-a");
+/// assert_eq!(l, Locality::new("us-west1", "us-west1-a", ""));
+/// assert_eq!(l.to_string(), "us-west1/us-west1-a/");
+/// assert!(Locality::parse("").is_empty());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Locality {
     /// Region (`topology.kubernetes.io/region`).
@@ -59,6 +70,19 @@ fn split_locality(s: &str) -> (&str, &str, &str) {
 /// Istio's `util.LocalityMatch`: does `locality` match a rule such as `us-west/*` or
 /// `us-west/zone1/*`? A missing or `*` zone/subzone matches anything; the region must be
 /// equal or `*`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::{locality::locality_match, Locality};
+///
+/// let l = Locality::new("us-west", "zone1", "rack2");
+/// assert!(locality_match(&l, "us-west/*"));
+/// assert!(locality_match(&l, "us-west/zone1/*"));
+/// assert!(locality_match(&l, "*"));
+/// assert!(!locality_match(&l, "us-west/zone2/*"));
+/// assert!(!locality_match(&l, "us-east"));
+/// ```
 pub fn locality_match(locality: &Locality, rule: &str) -> bool {
     let (region, zone, subzone) = split_locality(rule);
     let region_ok = region == "*" || locality.region == region;
@@ -69,6 +93,25 @@ pub fn locality_match(locality: &Locality, rule: &str) -> bool {
 
 /// One `failover` entry of `localityLbSetting`: traffic from region `from` fails over to
 /// region `to` before any other region.
+///
+/// # Examples
+///
+/// ```yaml
+/// localityLbSetting:
+///   failover:
+///   - from: us-west
+///     to: us-east
+/// ```
+///
+/// ```
+/// use mesh_tower::lb::locality::failover_priority_for;
+/// use mesh_tower::lb::{Failover, Locality};
+///
+/// let failover = [Failover { from: "us-west".into(), to: "us-east".into() }];
+/// let client = Locality::parse("us-west/zone1");
+/// assert_eq!(failover_priority_for(&client, &Locality::parse("us-east/zone1"), &failover), 3);
+/// assert_eq!(failover_priority_for(&client, &Locality::parse("eu-west/zone1"), &failover), 4);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failover {
     /// Originating region.
@@ -79,6 +122,50 @@ pub struct Failover {
 
 /// One `distribute` entry of `localityLbSetting`: for clients matching `from`, the share of
 /// traffic each destination locality pattern gets (weights total 100).
+///
+/// # Examples
+///
+/// ```yaml
+/// localityLbSetting:
+///   distribute:
+///   - from: us-west/zone1/*
+///     to:
+///       "us-west/zone1/*": 80
+///       "us-west/zone2/*": 20
+/// ```
+///
+/// Endpoints in localities no `to` pattern names get no traffic:
+///
+/// ```
+/// use mesh_tower::lb::*;
+///
+/// let setting = LocalityLbSetting {
+///     distribute: vec![Distribute {
+///         from: "us-west/zone1/*".into(),
+///         to: vec![("us-west/zone1/*".into(), 80), ("us-west/zone2/*".into(), 20)],
+///     }],
+///     ..Default::default()
+/// };
+/// let config = LbConfig {
+///     locality: LocalityContext {
+///         client: Locality::parse("us-west/zone1"),
+///         setting: Some(setting),
+///         ..Default::default()
+///     },
+///     ..LbConfig::new(LbAlgorithm::RoundRobin)
+/// };
+/// let at = |addr: &str, locality: &str| Endpoint::new(addr.parse().unwrap()).with_locality(Locality::parse(locality));
+/// let lb = LoadBalancer::new(
+///     vec![at("10.0.0.1:80", "us-west/zone1"), at("10.0.0.2:80", "us-west/zone2"), at("10.0.0.3:80", "us-east/zone1")],
+///     config,
+/// );
+/// assert_eq!(lb.priority_of(0), Some(0));
+/// assert_eq!(lb.priority_of(1), Some(0));
+/// assert_eq!(lb.priority_of(2), None); // dropped
+/// for _ in 0..20 {
+///     assert_ne!(lb.pick(None).unwrap().index(), 2);
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Distribute {
     /// Client locality pattern (`region/zone/*`).
@@ -88,6 +175,30 @@ pub struct Distribute {
 }
 
 /// Istio's `localityLbSetting` (the parts that shape load balancing).
+///
+/// # Examples
+///
+/// `localityLbSetting: {enabled: false}` puts every endpoint in one priority, even with
+/// outlier detection:
+///
+/// ```
+/// use mesh_tower::lb::*;
+///
+/// let at = |addr: &str, locality: &str| Endpoint::new(addr.parse().unwrap()).with_locality(Locality::parse(locality));
+/// let endpoints = || vec![at("10.0.0.1:80", "us-west/zone1"), at("10.0.0.2:80", "us-east/zone1")];
+/// let config = |setting| LbConfig {
+///     locality: LocalityContext {
+///         client: Locality::parse("us-west/zone1"),
+///         setting,
+///         outlier_detection: true,
+///         ..Default::default()
+///     },
+///     ..LbConfig::default()
+/// };
+/// assert_eq!(LoadBalancer::new(endpoints(), config(None)).priority_count(), 2);
+/// let off = LocalityLbSetting { enabled: Some(false), ..Default::default() };
+/// assert_eq!(LoadBalancer::new(endpoints(), config(Some(off))).priority_count(), 1);
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LocalityLbSetting {
     /// `enabled`: `None` means the mesh default (enabled).
@@ -101,6 +212,38 @@ pub struct LocalityLbSetting {
 }
 
 /// The inputs istiod uses to place endpoints into priorities and localities.
+///
+/// # Examples
+///
+/// Locality failover (on by default, but only with `outlierDetection`): same zone first,
+/// then same region, then elsewhere.
+///
+/// ```
+/// use mesh_tower::lb::*;
+///
+/// let at = |addr: &str, locality: &str| Endpoint::new(addr.parse().unwrap()).with_locality(Locality::parse(locality));
+/// let config = LbConfig {
+///     locality: LocalityContext {
+///         client: Locality::parse("us-west/zone1"),
+///         outlier_detection: true,
+///         ..Default::default()
+///     },
+///     ..LbConfig::default()
+/// };
+/// let lb = LoadBalancer::new(
+///     vec![at("10.0.0.1:80", "us-east/zone1"), at("10.0.0.2:80", "us-west/zone2"), at("10.0.0.3:80", "us-west/zone1")],
+///     config,
+/// );
+/// assert_eq!(lb.priority_count(), 3);
+/// assert_eq!((lb.priority_of(0), lb.priority_of(1), lb.priority_of(2)), (Some(2), Some(1), Some(0)));
+/// // All healthy: everything goes to the client's own zone.
+/// for _ in 0..20 {
+///     assert_eq!(lb.pick(None).unwrap().index(), 2);
+/// }
+/// // It fails: traffic moves to the same region.
+/// lb.set_ejected(2, true);
+/// assert_eq!(lb.pick(None).unwrap().index(), 1);
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct LocalityContext {
     /// The client's own locality.
@@ -124,6 +267,19 @@ pub(crate) struct Placement {
 
 /// Istio's `util.LbPriority`: 0 same region/zone/subzone, 1 same region/zone, 2 same region,
 /// 3 elsewhere.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::locality::lb_priority;
+/// use mesh_tower::lb::Locality;
+///
+/// let client = Locality::new("us-west", "zone1", "rack1");
+/// assert_eq!(lb_priority(&client, &Locality::new("us-west", "zone1", "rack1")), 0);
+/// assert_eq!(lb_priority(&client, &Locality::new("us-west", "zone1", "rack2")), 1);
+/// assert_eq!(lb_priority(&client, &Locality::new("us-west", "zone2", "rack1")), 2);
+/// assert_eq!(lb_priority(&client, &Locality::new("us-east", "zone1", "rack1")), 3);
+/// ```
 pub fn lb_priority(client: &Locality, endpoint: &Locality) -> u32 {
     if client.region == endpoint.region {
         if client.zone == endpoint.zone {
@@ -139,6 +295,22 @@ pub fn lb_priority(client: &Locality, endpoint: &Locality) -> u32 {
 
 /// Istio's `applyLocalityFailover` priority for one endpoint: [`lb_priority`], with
 /// cross-region endpoints pushed to 4 unless they are in the configured failover region.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::locality::failover_priority_for;
+/// use mesh_tower::lb::{Failover, Locality};
+///
+/// let client = Locality::parse("us-west/zone1");
+/// let eu = Locality::parse("eu-west/zone1");
+/// // Without a failover rule every other region is priority 3...
+/// assert_eq!(failover_priority_for(&client, &eu, &[]), 3);
+/// // ...with `failover: [{from: us-west, to: us-east}]`, regions other than us-east are 4.
+/// let rules = [Failover { from: "us-west".into(), to: "us-east".into() }];
+/// assert_eq!(failover_priority_for(&client, &eu, &rules), 4);
+/// assert_eq!(failover_priority_for(&client, &Locality::parse("us-west/zone2"), &rules), 2);
+/// ```
 pub fn failover_priority_for(client: &Locality, endpoint: &Locality, failover: &[Failover]) -> u32 {
     let mut priority = lb_priority(client, endpoint);
     if priority == 3 {
@@ -172,6 +344,27 @@ fn label_value<'a>(
 /// Istio's `applyPriorityFailover`: an endpoint matching the client on the first `n` keys of
 /// `failoverPriority` (in order, stopping at the first mismatch) gets priority `len - n`.
 /// A key written `key=value` compares the endpoint with `value` instead of the client.
+///
+/// # Examples
+///
+/// `failoverPriority: [topology.kubernetes.io/region, version=v1]`:
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use mesh_tower::lb::locality::label_failover_priority;
+/// use mesh_tower::lb::Locality;
+///
+/// let keys = ["topology.kubernetes.io/region".to_string(), "version=v1".to_string()];
+/// let client = Locality::parse("us-west/zone1");
+/// let none = BTreeMap::new();
+/// let v1 = BTreeMap::from([("version".to_string(), "v1".to_string())]);
+/// let v2 = BTreeMap::from([("version".to_string(), "v2".to_string())]);
+///
+/// let priority = |endpoint: &str, labels| label_failover_priority(&keys, &client, &none, &Locality::parse(endpoint), labels);
+/// assert_eq!(priority("us-west/zone2", &v1), 0); // both keys match
+/// assert_eq!(priority("us-west/zone2", &v2), 1); // region only
+/// assert_eq!(priority("us-east/zone1", &v1), 2); // stops at the first mismatch
+/// ```
 pub fn label_failover_priority(
     keys: &[String],
     client: &Locality,

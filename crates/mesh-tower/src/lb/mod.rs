@@ -79,6 +79,20 @@ const FLAG_UNHEALTHY: u8 = 2;
 
 /// The load-balancing algorithm (DestinationRule `loadBalancer.simple` or
 /// `consistentHash`).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::{LbAlgorithm, DEFAULT_MIN_RING_SIZE};
+///
+/// // `loadBalancer: {simple: UNSPECIFIED}` (or no loadBalancer at all)
+/// assert_eq!(LbAlgorithm::default(), LbAlgorithm::LeastRequest);
+///
+/// // `loadBalancer: {consistentHash: {httpHeaderName: x-user, ringHash: {}}}`
+/// let ring = LbAlgorithm::RingHash { minimum_ring_size: DEFAULT_MIN_RING_SIZE };
+/// assert!(ring.is_consistent_hash());
+/// assert!(!LbAlgorithm::RoundRobin.is_consistent_hash());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LbAlgorithm {
     /// `ROUND_ROBIN`.
@@ -117,6 +131,31 @@ impl LbAlgorithm {
 }
 
 /// Everything that shapes a [`LoadBalancer`] besides the endpoints.
+///
+/// # Examples
+///
+/// `minHealthPercent: 50`: with half the endpoints or fewer left, Envoy's panic mode
+/// sends to all of them rather than overload the rest.
+///
+/// ```
+/// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
+///
+/// let config = LbConfig {
+///     panic_threshold_percent: 50,
+///     ..LbConfig::new(LbAlgorithm::RoundRobin)
+/// };
+/// let lb = LoadBalancer::new(
+///     vec![
+///         Endpoint::new("10.0.0.1:9080".parse().unwrap()),
+///         Endpoint::new("10.0.0.2:9080".parse().unwrap()),
+///     ],
+///     config,
+/// );
+/// lb.set_ejected(0, true);
+/// lb.set_ejected(1, true);
+/// assert_eq!(lb.available_count(), 0);
+/// assert!(lb.pick(None).is_ok()); // panic mode: ejected endpoints still get traffic
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct LbConfig {
     /// The algorithm.
@@ -140,6 +179,26 @@ impl LbConfig {
 }
 
 /// One endpoint of a destination, with its live state (in-flight requests, ejection).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer, Locality};
+///
+/// let ep = Endpoint::new("10.0.0.1:9080".parse().unwrap())
+///     .with_weight(3)
+///     .with_locality(Locality::parse("us-west/zone1"));
+/// assert_eq!(ep.weight(), 3);
+/// assert_eq!(ep.locality().zone, "zone1");
+///
+/// // Live state: in-flight requests are counted while their guard lives.
+/// let lb = LoadBalancer::new(vec![ep], LbConfig::default());
+/// let guard = lb.pick(None).unwrap();
+/// assert_eq!(lb.endpoints()[0].active_requests(), 1);
+/// drop(guard);
+/// assert_eq!(lb.endpoints()[0].active_requests(), 0);
+/// assert!(lb.endpoints()[0].is_available());
+/// ```
 #[derive(Debug)]
 pub struct Endpoint {
     addr: SocketAddr,
@@ -217,6 +276,22 @@ impl Endpoint {
 }
 
 /// The pick failed: no endpoint is available (Envoy answers 503 `no healthy upstream`, UH).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::envoy::LocalReply;
+/// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer, NoHealthyUpstream};
+///
+/// let lb = LoadBalancer::new(vec![Endpoint::new("10.0.0.1:9080".parse().unwrap())], LbConfig::default());
+/// lb.set_unhealthy(0, true);
+/// let err = lb.pick(None).unwrap_err();
+/// assert_eq!(err, NoHealthyUpstream);
+///
+/// let reply = LocalReply::from(err);
+/// assert_eq!(reply.status(), 503);
+/// assert_eq!(reply.body(), "no healthy upstream");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("no healthy upstream")]
 pub struct NoHealthyUpstream;
@@ -265,6 +340,28 @@ struct Slot {
 }
 
 /// A load balancer over one endpoint set. See the [module docs](self).
+///
+/// # Examples
+///
+/// Weighted round robin (`loadBalancer: {simple: ROUND_ROBIN}` over endpoints of weight 3
+/// and 1): every cycle of four picks gives three to the first.
+///
+/// ```
+/// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
+///
+/// let lb = LoadBalancer::new(
+///     vec![
+///         Endpoint::new("10.0.0.1:9080".parse().unwrap()).with_weight(3),
+///         Endpoint::new("10.0.0.2:9080".parse().unwrap()).with_weight(1),
+///     ],
+///     LbConfig::new(LbAlgorithm::RoundRobin),
+/// );
+/// let mut counts = [0; 2];
+/// for _ in 0..400 {
+///     counts[lb.pick(None).unwrap().index()] += 1;
+/// }
+/// assert_eq!(counts, [300, 100]);
+/// ```
 #[derive(Debug)]
 pub struct LoadBalancer {
     endpoints: Box<[Arc<Endpoint>]>,
@@ -279,6 +376,32 @@ pub struct LoadBalancer {
 /// Keep it for the whole request, until the response body has ended (move it into the body
 /// wrapper), and report the outcome to outlier detection with
 /// [`OutlierDetector::record`](crate::outlier::OutlierDetector::record)`(guard.index(), ...)`.
+///
+/// # Examples
+///
+/// `LEAST_REQUEST` sees the busy endpoint through the guards still alive:
+///
+/// ```
+/// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
+///
+/// let lb = LoadBalancer::new(
+///     vec![
+///         Endpoint::new("10.0.0.1:9080".parse().unwrap()),
+///         Endpoint::new("10.0.0.2:9080".parse().unwrap()),
+///     ],
+///     LbConfig::new(LbAlgorithm::LeastRequest),
+/// );
+/// let busy = lb.pick(None).unwrap();
+/// assert_eq!(busy.endpoint().active_requests(), 1);
+/// // Of two candidates, the one with fewer active requests wins; the busy endpoint only
+/// // when both draws landed on it.
+/// let next = lb.pick(None).unwrap();
+/// if next.index() == busy.index() {
+///     assert_eq!(next.endpoint().active_requests(), 2);
+/// } else {
+///     assert_eq!(next.endpoint().active_requests(), 1);
+/// }
+/// ```
 #[derive(Debug)]
 pub struct RequestGuard {
     endpoint: Arc<Endpoint>,
@@ -394,6 +517,27 @@ impl LoadBalancer {
     /// endpoints already present in `previous` (same address) keep their ejection and
     /// outlier-detection state, so a reload does not bring an ejected endpoint back early.
     /// Pair it with [`OutlierDetector::with_state_from`](crate::outlier::OutlierDetector::with_state_from).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let a = "10.0.0.1:9080".parse().unwrap();
+    /// let b = "10.0.0.2:9080".parse().unwrap();
+    /// let c = "10.0.0.3:9080".parse().unwrap();
+    /// let old = LoadBalancer::new(vec![Endpoint::new(a), Endpoint::new(b)], LbConfig::default());
+    /// old.set_ejected(1, true);
+    ///
+    /// // A new endpoint joins: `b` stays ejected, `c` starts available.
+    /// let new = LoadBalancer::with_state_from(
+    ///     vec![Endpoint::new(a), Endpoint::new(b), Endpoint::new(c)],
+    ///     LbConfig::default(),
+    ///     &old,
+    /// );
+    /// assert!(new.endpoints()[1].is_ejected());
+    /// assert_eq!(new.available_count(), 2);
+    /// ```
     pub fn with_state_from(
         mut endpoints: Vec<Endpoint>,
         config: LbConfig,
@@ -440,6 +584,27 @@ impl LoadBalancer {
 
     /// Marks endpoint `index` ejected (`true`) or returned (`false`). Returns whether the
     /// flag changed. Used by outlier detection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(
+    ///     vec![
+    ///         Endpoint::new("10.0.0.1:9080".parse().unwrap()),
+    ///         Endpoint::new("10.0.0.2:9080".parse().unwrap()),
+    ///     ],
+    ///     LbConfig::default(),
+    /// );
+    /// assert!(lb.set_ejected(0, true));
+    /// assert!(!lb.set_ejected(0, true)); // already ejected
+    /// for _ in 0..10 {
+    ///     assert_eq!(lb.pick(None).unwrap().index(), 1);
+    /// }
+    /// assert!(lb.set_ejected(0, false));
+    /// assert_eq!(lb.available_count(), 2);
+    /// ```
     pub fn set_ejected(&self, index: usize, ejected: bool) -> bool {
         self.set_flag(index, FLAG_EJECTED, ejected)
     }
@@ -490,6 +655,33 @@ impl LoadBalancer {
     /// and `key` is set) from the request's headers, URI and connection, then picks. Returns
     /// the guard and, when a hash cookie was generated (`httpCookie` with `ttl`), the
     /// `Set-Cookie` value to add to the response.
+    ///
+    /// # Examples
+    ///
+    /// Session affinity on a header (`consistentHash: {httpHeaderName: x-user}`): requests
+    /// of one user land on one endpoint.
+    ///
+    /// ```
+    /// use http::{HeaderMap, HeaderName, Uri};
+    /// use mesh_tower::lb::{ConnectionAddrs, Endpoint, HashKey, LbAlgorithm, LbConfig, LoadBalancer, DEFAULT_MIN_RING_SIZE};
+    ///
+    /// let endpoints = (1..=5).map(|i| Endpoint::new(format!("10.0.0.{i}:9080").parse().unwrap())).collect();
+    /// let lb = LoadBalancer::new(
+    ///     endpoints,
+    ///     LbConfig::new(LbAlgorithm::RingHash { minimum_ring_size: DEFAULT_MIN_RING_SIZE }),
+    /// );
+    /// let key = HashKey::Header(HeaderName::from_static("x-user"));
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-user", "jason".parse().unwrap());
+    /// let uri = Uri::from_static("/productpage");
+    ///
+    /// let (first, set_cookie) = lb.pick_for_request(Some(&key), &headers, &uri, ConnectionAddrs::default()).unwrap();
+    /// assert!(set_cookie.is_none());
+    /// for _ in 0..10 {
+    ///     let (again, _) = lb.pick_for_request(Some(&key), &headers, &uri, ConnectionAddrs::default()).unwrap();
+    ///     assert_eq!(again.index(), first.index());
+    /// }
+    /// ```
     pub fn pick_for_request(
         &self,
         key: Option<&HashKey>,
@@ -505,6 +697,22 @@ impl LoadBalancer {
     }
 
     /// [`LoadBalancer::pick`] with the caller's random source (deterministic tests).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use rand::rngs::StdRng;
+    /// use rand::SeedableRng;
+    /// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
+    ///
+    /// let endpoints = || (1..=4).map(|i| Endpoint::new(format!("10.0.0.{i}:9080").parse().unwrap())).collect();
+    /// let lb = LoadBalancer::new(endpoints(), LbConfig::new(LbAlgorithm::Random));
+    /// let picks = |seed| {
+    ///     let mut rng = StdRng::seed_from_u64(seed);
+    ///     (0..8).map(|_| lb.pick_with(None, &mut rng).unwrap().index()).collect::<Vec<_>>()
+    /// };
+    /// assert_eq!(picks(7), picks(7)); // same seed, same sequence
+    /// ```
     pub fn pick_with<R: RngCore + ?Sized>(
         &self,
         hash: Option<u64>,

@@ -13,6 +13,46 @@ use pin_project_lite::pin_project;
 
 /// Receives what a response body carries; reports when dropped (its `Drop` is the
 /// "request finished" event).
+///
+/// # Examples
+///
+/// An observer that reports the bytes sent when the response is over:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use bytes::Bytes;
+/// use http::HeaderMap;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::observe::{BodyObserver, ObservedBody};
+///
+/// struct Sent {
+///     bytes: u64,
+///     report: Arc<Mutex<Option<u64>>>,
+/// }
+///
+/// impl BodyObserver for Sent {
+///     fn on_data(&mut self, n: u64) {
+///         self.bytes += n;
+///     }
+///     fn on_trailers(&mut self, _trailers: &HeaderMap) {}
+/// }
+///
+/// impl Drop for Sent {
+///     fn drop(&mut self) {
+///         *self.report.lock().unwrap() = Some(self.bytes);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let report = Arc::new(Mutex::new(None));
+/// let observer = Sent { bytes: 0, report: report.clone() };
+/// let body = ObservedBody::new(Full::new(Bytes::from("hello world")), Some(observer));
+/// assert_eq!(*report.lock().unwrap(), None);
+/// body.collect().await.unwrap();
+/// assert_eq!(*report.lock().unwrap(), Some(11));
+/// # }
+/// ```
 pub trait BodyObserver {
     /// `n` bytes of data went through.
     fn on_data(&mut self, n: u64);
@@ -23,6 +63,25 @@ pub trait BodyObserver {
 pin_project! {
     /// A response body that tells its observer about data and trailers, and drops the
     /// observer (which then reports) at end of stream, on error, or when dropped early.
+    ///
+    /// See [`BodyObserver`] for an observer. Without one the body passes through as is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body::Body;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::accesslog::LogEntry;
+    /// use mesh_tower::observe::ObservedBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body: ObservedBody<_, LogEntry> = ObservedBody::new(Full::new(Bytes::from("ok")), None);
+    /// assert_eq!(body.get_ref().size_hint().exact(), Some(2));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ObservedBody<B, O> {
         #[pin]
@@ -91,6 +150,18 @@ where
 }
 
 /// The size of a request body: known up front (exact size hint) or counted as it is read.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use mesh_tower::observe::{BodySize, CountingBody};
+///
+/// let (_body, size) = CountingBody::new(Full::new(Bytes::from("{\"id\": 7}")));
+/// assert!(matches!(size, BodySize::Exact(9)));
+/// assert_eq!(size.get(), 9);
+/// ```
 #[derive(Clone, Debug)]
 pub enum BodySize {
     /// Known from the size hint (`content-length` or a full body): no counting needed.
@@ -111,6 +182,27 @@ impl BodySize {
 
 pin_project! {
     /// A request body that counts its bytes when their number is not known in advance.
+    ///
+    /// # Examples
+    ///
+    /// A streamed body (here a mapped one, which has no exact size) is counted as it is
+    /// read:
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::observe::{BodySize, CountingBody};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let streamed = Full::new(Bytes::from("chunk of data")).map_frame(|frame| frame);
+    /// let (body, size) = CountingBody::new(streamed);
+    /// assert!(matches!(size, BodySize::Counted(_)));
+    /// assert_eq!(size.get(), 0);
+    /// body.collect().await.unwrap();
+    /// assert_eq!(size.get(), 13);
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct CountingBody<B> {
         #[pin]

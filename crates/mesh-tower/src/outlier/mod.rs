@@ -29,6 +29,33 @@ use std::time::{Duration, Instant};
 use crate::lb::LoadBalancer;
 
 /// Outlier detection settings, with Istio's defaults.
+///
+/// # Examples
+///
+/// The settings of Istio's circuit-breaking task:
+///
+/// ```yaml
+/// outlierDetection:
+///   consecutive5xxErrors: 1
+///   interval: 1s
+///   baseEjectionTime: 3m
+///   maxEjectionPercent: 100
+/// ```
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tower::outlier::OutlierConfig;
+///
+/// let config = OutlierConfig {
+///     consecutive_5xx: 1,
+///     interval: Duration::from_secs(1),
+///     base_ejection_time: Duration::from_secs(180),
+///     max_ejection_percent: 100,
+///     ..OutlierConfig::default()
+/// };
+/// assert_eq!(config.consecutive_gateway_errors, 0); // Istio's default: off
+/// assert_eq!(config.max_ejection_time, Duration::from_secs(300));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutlierConfig {
     /// `consecutive5xxErrors` (default 5; 0 disables).
@@ -68,6 +95,25 @@ impl Default for OutlierConfig {
 }
 
 /// What happened to one request sent to an endpoint.
+///
+/// # Examples
+///
+/// Connection failures count as 503s (unless `splitExternalLocalOriginErrors`):
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+/// use mesh_tower::outlier::{EjectionReason, Outcome, OutlierConfig, OutlierDetector};
+///
+/// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+/// let config = OutlierConfig { consecutive_5xx: 3, max_ejection_percent: 100, ..OutlierConfig::default() };
+/// let od = OutlierDetector::new(config, lb, Instant::now());
+/// let now = Instant::now();
+/// assert_eq!(od.record(0, Outcome::ConnectFailed, now), None);
+/// assert_eq!(od.record(0, Outcome::Timeout, now), None);
+/// assert_eq!(od.record(0, Outcome::Reset, now), Some(EjectionReason::Consecutive5xx));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The endpoint answered with this HTTP status.
@@ -83,6 +129,30 @@ pub enum Outcome {
 }
 
 /// Why an endpoint was ejected.
+///
+/// # Examples
+///
+/// `consecutiveGatewayErrors: 2` ejects on 502/503/504 only:
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Instant;
+/// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+/// use mesh_tower::outlier::{EjectionReason, Outcome, OutlierConfig, OutlierDetector};
+///
+/// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+/// let config = OutlierConfig {
+///     consecutive_gateway_errors: 2,
+///     consecutive_5xx: 0,
+///     max_ejection_percent: 100,
+///     ..OutlierConfig::default()
+/// };
+/// let od = OutlierDetector::new(config, lb, Instant::now());
+/// let now = Instant::now();
+/// assert_eq!(od.record(0, Outcome::Status(500), now), None); // not a gateway error
+/// assert_eq!(od.record(0, Outcome::Status(502), now), None);
+/// assert_eq!(od.record(0, Outcome::Status(503), now), Some(EjectionReason::ConsecutiveGatewayFailure));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EjectionReason {
     /// `consecutive5xxErrors` reached.
@@ -124,6 +194,42 @@ impl HostMonitor {
 }
 
 /// The outlier detector of one destination (one [`LoadBalancer`]).
+///
+/// # Examples
+///
+/// An endpoint answering 503 five times in a row is ejected for `baseEjectionTime` (30 s),
+/// then returned by the interval sweep. The clock is passed in, so this runs instantly.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::{Duration, Instant};
+/// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+/// use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+///
+/// let lb = Arc::new(LoadBalancer::new(
+///     vec![
+///         Endpoint::new("10.0.0.1:9080".parse().unwrap()),
+///         Endpoint::new("10.0.0.2:9080".parse().unwrap()),
+///     ],
+///     LbConfig::default(),
+/// ));
+/// // With 2 endpoints, the default maxEjectionPercent (10) would never eject anything.
+/// let config = OutlierConfig { max_ejection_percent: 100, ..OutlierConfig::default() };
+/// let start = Instant::now();
+/// let od = OutlierDetector::new(config, lb.clone(), start);
+///
+/// for _ in 0..5 {
+///     od.record(0, Outcome::Status(503), start);
+/// }
+/// assert!(lb.endpoints()[0].is_ejected());
+/// assert_eq!(od.ejected_count(), 1);
+/// assert_eq!(lb.pick(None).unwrap().index(), 1);
+///
+/// assert_eq!(od.tick(start + Duration::from_secs(10)), 0); // not yet
+/// assert_eq!(od.tick(start + Duration::from_secs(30)), 1); // returned
+/// assert_eq!(od.ejected_count(), 0);
+/// assert_eq!(od.ejections_of(0), 1);
+/// ```
 #[derive(Debug)]
 pub struct OutlierDetector {
     config: OutlierConfig,
@@ -146,6 +252,27 @@ impl OutlierDetector {
     /// A detector for a rebuilt balancer (see
     /// [`LoadBalancer::with_state_from`]): keeps `previous`'s clock epoch so carried-over
     /// ejection times stay valid, and counts the carried-over ejections.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+    ///
+    /// let endpoints = || vec![Endpoint::new("10.0.0.1:80".parse().unwrap()), Endpoint::new("10.0.0.2:80".parse().unwrap())];
+    /// let config = OutlierConfig { consecutive_5xx: 1, max_ejection_percent: 100, ..OutlierConfig::default() };
+    /// let lb = Arc::new(LoadBalancer::new(endpoints(), LbConfig::default()));
+    /// let od = OutlierDetector::new(config.clone(), lb.clone(), Instant::now());
+    /// od.record(0, Outcome::Status(500), Instant::now());
+    ///
+    /// // A config reload rebuilds the balancer; the ejection survives it.
+    /// let lb2 = Arc::new(LoadBalancer::with_state_from(endpoints(), LbConfig::default(), &lb));
+    /// let od2 = OutlierDetector::with_state_from(config, lb2.clone(), &od);
+    /// assert_eq!(od2.ejected_count(), 1);
+    /// assert!(lb2.endpoints()[0].is_ejected());
+    /// ```
     pub fn with_state_from(
         config: OutlierConfig,
         lb: Arc<LoadBalancer>,
@@ -293,6 +420,29 @@ impl OutlierDetector {
     }
 
     /// How long endpoint `index` stays ejected for its current multiplier.
+    ///
+    /// # Examples
+    ///
+    /// Each ejection in a row lasts one `baseEjectionTime` longer:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+    ///
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let config = OutlierConfig { consecutive_5xx: 1, max_ejection_percent: 100, ..OutlierConfig::default() };
+    /// let t0 = Instant::now();
+    /// let od = OutlierDetector::new(config, lb, t0);
+    ///
+    /// od.record(0, Outcome::Status(500), t0);
+    /// assert_eq!(od.ejection_time_of(0), Duration::from_secs(30));
+    /// let t1 = t0 + Duration::from_secs(30);
+    /// od.tick(t1); // returned
+    /// od.record(0, Outcome::Status(500), t1); // fails again at once
+    /// assert_eq!(od.ejection_time_of(0), Duration::from_secs(60));
+    /// ```
     pub fn ejection_time_of(&self, index: usize) -> Duration {
         let Some(ep) = self.lb.endpoints().get(index) else {
             return Duration::ZERO;
@@ -333,6 +483,32 @@ impl OutlierDetector {
 
     /// Runs [`OutlierDetector::tick`] every `interval` until the detector is the last
     /// reference (drop the other `Arc`s to stop it). Spawn it on a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// With tokio's clock paused, the sweep runs as time is advanced:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let config = OutlierConfig { consecutive_5xx: 1, max_ejection_percent: 100, ..OutlierConfig::default() };
+    /// let od = Arc::new(OutlierDetector::new(config, lb.clone(), tokio::time::Instant::now().into_std()));
+    /// tokio::spawn(od.clone().run());
+    ///
+    /// od.record(0, Outcome::Status(503), tokio::time::Instant::now().into_std());
+    /// assert!(lb.endpoints()[0].is_ejected());
+    /// // baseEjectionTime (30 s), rounded up to the next interval sweep (every 10 s)
+    /// tokio::time::sleep(Duration::from_secs(31)).await;
+    /// assert!(!lb.endpoints()[0].is_ejected());
+    /// drop(od); // the task stops at its next tick
+    /// # }
+    /// ```
     pub async fn run(self: Arc<Self>) {
         let period = self.config.interval.max(Duration::from_millis(1));
         let mut interval = tokio::time::interval(period);

@@ -39,6 +39,16 @@ use crate::envoy::LocalReply;
 pub const UNLIMITED: u32 = u32::MAX;
 
 /// The limits of one destination's pool.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::pool::{PoolLimits, UNLIMITED};
+///
+/// let limits = PoolLimits::default();
+/// assert_eq!(limits.max_connections, UNLIMITED);
+/// assert_eq!(limits.max_requests_per_connection, 0); // unlimited
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolLimits {
     /// `tcp.maxConnections`.
@@ -67,6 +77,25 @@ impl Default for PoolLimits {
 
 impl PoolLimits {
     /// Limits from Istio's optional integers: absent or 0 means the default.
+    ///
+    /// # Examples
+    ///
+    /// ```yaml
+    /// connectionPool:
+    ///   tcp: {maxConnections: 1}
+    ///   http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}
+    /// ```
+    ///
+    /// ```
+    /// use mesh_tower::pool::{PoolLimits, UNLIMITED};
+    ///
+    /// let limits = PoolLimits::from_istio(Some(1), Some(1), None, Some(0), Some(1));
+    /// assert_eq!(limits.max_connections, 1);
+    /// assert_eq!(limits.max_pending_requests, 1);
+    /// assert_eq!(limits.max_requests, UNLIMITED);
+    /// assert_eq!(limits.max_retries, UNLIMITED); // 0 counts as unset
+    /// assert_eq!(limits.max_requests_per_connection, 1);
+    /// ```
     pub fn from_istio(
         max_connections: Option<i64>,
         http1_max_pending_requests: Option<i64>,
@@ -92,6 +121,16 @@ impl PoolLimits {
 }
 
 /// Which limit overflowed.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::pool::{CircuitBreaker, OverflowKind, PoolLimits};
+///
+/// let cb = CircuitBreaker::new(PoolLimits { max_pending_requests: 1, ..PoolLimits::default() });
+/// let _waiting = cb.try_pending().unwrap();
+/// assert_eq!(cb.try_pending().unwrap_err().kind, OverflowKind::PendingRequests);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OverflowKind {
     /// `maxConnections`.
@@ -105,6 +144,22 @@ pub enum OverflowKind {
 }
 
 /// A circuit breaker refused: answer with [`Overflow::to_reply`] (503, UO).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::pool::{CircuitBreaker, OverflowKind, PoolLimits};
+///
+/// let cb = CircuitBreaker::new(PoolLimits { max_connections: 1, ..PoolLimits::default() });
+/// let _conn = cb.try_connection().unwrap();
+/// let overflow = cb.try_connection().unwrap_err();
+/// assert_eq!((overflow.kind, overflow.limit), (OverflowKind::Connections, 1));
+/// assert_eq!(overflow.to_string(), "circuit breaker overflow: maxConnections (1) reached");
+///
+/// let response = overflow.to_reply().to_response::<bytes::Bytes>(false);
+/// assert_eq!(response.status(), 503);
+/// assert_eq!(response.headers()["x-envoy-overloaded"], "true");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub struct Overflow {
     /// The limit that was hit.
@@ -152,6 +207,23 @@ struct Counters {
 }
 
 /// The circuit breakers of one destination. Cheap to clone (shared counters).
+///
+/// # Examples
+///
+/// `http.maxRetries: 1`: a second concurrent retry is not made.
+///
+/// ```
+/// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+///
+/// let cb = CircuitBreaker::new(PoolLimits { max_retries: 1, ..PoolLimits::default() });
+/// let shared = cb.clone(); // the same counters
+/// let retry = cb.try_retry().unwrap();
+/// assert!(shared.try_retry().is_err());
+/// assert_eq!(cb.in_use(), (0, 0, 0, 1));
+/// assert_eq!(cb.overflow_count(), 1);
+/// drop(retry);
+/// assert_eq!(shared.in_use(), (0, 0, 0, 0));
+/// ```
 #[derive(Clone, Debug)]
 pub struct CircuitBreaker {
     limits: PoolLimits,
@@ -159,6 +231,19 @@ pub struct CircuitBreaker {
 }
 
 /// Counts one unit of a resource until dropped.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::pool::{CircuitBreaker, OverflowKind, PoolLimits};
+///
+/// let cb = CircuitBreaker::new(PoolLimits::default());
+/// let permit = cb.try_request().unwrap();
+/// assert_eq!(permit.kind(), OverflowKind::Requests);
+/// assert_eq!(cb.in_use().2, 1);
+/// drop(permit);
+/// assert_eq!(cb.in_use().2, 0);
+/// ```
 #[derive(Debug)]
 pub struct Permit {
     counters: Arc<Counters>,
@@ -188,6 +273,23 @@ fn counter(c: &Counters, kind: OverflowKind) -> &AtomicU32 {
 }
 
 /// A connection slot, also counting the requests made on that connection.
+///
+/// # Examples
+///
+/// `http.maxRequestsPerConnection: 2`:
+///
+/// ```
+/// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+///
+/// let cb = CircuitBreaker::new(PoolLimits { max_requests_per_connection: 2, ..PoolLimits::default() });
+/// let conn = cb.try_connection().unwrap();
+/// assert!(conn.start_request());
+/// assert!(conn.reusable());
+/// assert!(conn.start_request());
+/// assert!(!conn.reusable()); // open a new connection for the next request
+/// assert!(!conn.start_request());
+/// assert_eq!(conn.requests(), 2);
+/// ```
 #[derive(Debug)]
 pub struct ConnectionPermit {
     _permit: Permit,
