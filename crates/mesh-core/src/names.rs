@@ -7,6 +7,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxBuildHasher;
+
 use crate::model::Labels;
 
 /// Mesh-wide settings (MeshConfig equivalents).
@@ -209,9 +211,11 @@ pub fn labels_match(selector: &Labels, labels: &Labels) -> bool {
 /// ```
 #[derive(Debug, Clone)]
 pub struct HostMap<T> {
-    exact: HashMap<Box<str>, T>,
+    // FxHash: keys come from configuration; lookups (request authorities) never insert, so
+    // SipHash's flooding resistance buys nothing here and costs on every request.
+    exact: HashMap<Box<str>, T, FxBuildHasher>,
     /// `*.foo.com` keyed by `.foo.com`.
-    dotted: HashMap<Box<str>, T>,
+    dotted: HashMap<Box<str>, T, FxBuildHasher>,
     /// (suffix after `*`, value) for `*` and `*foo.com`, longest first after `finish`.
     other: Vec<(Box<str>, T)>,
 }
@@ -219,8 +223,8 @@ pub struct HostMap<T> {
 impl<T> Default for HostMap<T> {
     fn default() -> Self {
         HostMap {
-            exact: HashMap::new(),
-            dotted: HashMap::new(),
+            exact: HashMap::default(),
+            dotted: HashMap::default(),
             other: Vec::new(),
         }
     }

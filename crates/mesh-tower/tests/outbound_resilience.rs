@@ -576,6 +576,114 @@ async fn circuit_breaker_overflow_answers_503_uo() {
 }
 
 #[tokio::test]
+async fn connections_are_kept_alive_and_max_requests_per_connection_recycles_them() {
+    let pki = Pki::new();
+    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    // no DestinationRule: one keep-alive connection carries every sequential request
+    let plain = mesh(&service_yaml("reviews", "default"));
+    register(
+        &plain,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let c = client(&plain, &pki, "default", "productpage");
+    for _ in 0..10 {
+        assert_eq!(send(&c, get("http://reviews:9080/")).await.0, 200);
+    }
+    assert_eq!(s.conns.load(Ordering::SeqCst), 1, "one connection, reused");
+
+    // maxRequestsPerConnection: 3 -> ten requests need four connections
+    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    let mesh = mesh(&with_dr(
+        "    connectionPool: {http: {maxRequestsPerConnection: 3}}\n",
+    ));
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    for _ in 0..10 {
+        assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
+    }
+    assert_eq!(s.hits(), 10);
+    assert_eq!(s.conns.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn max_connections_queues_pending_requests_and_overflows_beyond_them() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr(
+        "    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n",
+    ));
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::Slow(Duration::from_millis(300)),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let (st, _, body, h) = send(&c, get("http://reviews:9080/")).await;
+            (
+                st,
+                body,
+                h.get("x-envoy-overloaded").cloned(),
+                started.elapsed(),
+            )
+        }));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    // the first holds the only connection; the second waits for it (pending) and is served
+    // after it; the third finds the pending queue full: 503 UO
+    assert_eq!(results[0].0, 200, "{results:?}");
+    assert_eq!(results[1].0, 200, "{results:?}");
+    assert!(
+        results[1].3 >= Duration::from_millis(450),
+        "the pending request waited for the connection: {results:?}"
+    );
+    assert_eq!(results[2].0, 503, "{results:?}");
+    assert_eq!(results[2].2.as_ref().unwrap(), "true");
+    assert!(
+        results[2].1.ends_with("reset reason: overflow"),
+        "{results:?}"
+    );
+    assert_eq!(
+        s.conns.load(Ordering::SeqCst),
+        1,
+        "never more than maxConnections"
+    );
+    assert_eq!(s.hits(), 2);
+}
+
+#[tokio::test]
 async fn server_with_the_wrong_identity_is_refused_with_a_clear_error() {
     let pki = Pki::new();
     let mesh = mesh(&service_yaml("reviews", "default"));

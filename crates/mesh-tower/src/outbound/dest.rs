@@ -23,6 +23,7 @@ use mesh_core::policy::EffectivePolicy;
 use mesh_core::registry::Service;
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{ClientContext, ClientTlsMode, ClientTlsSettings, Identity};
+use rustc_hash::FxBuildHasher;
 
 use super::connector::{MeshConnector, TlsPolicy};
 use super::upstream::Upstream;
@@ -106,7 +107,7 @@ pub(crate) struct Destination {
 /// The destinations a client has used, found by hash lookup without locks.
 #[derive(Debug, Default)]
 pub(crate) struct DestCache {
-    map: ArcSwap<HashMap<DestKey, Arc<Destination>>>,
+    map: ArcSwap<HashMap<DestKey, Arc<Destination>, FxBuildHasher>>,
     insert: Mutex<()>,
 }
 

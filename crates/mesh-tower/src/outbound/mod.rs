@@ -11,7 +11,8 @@
 //! 3. **pick**: a destination by weight, its subset's endpoints through the DestinationRule
 //!    and the registry, an endpoint by the load-balancing policy ([`crate::lb`]), skipping
 //!    ejected ones;
-//! 4. **send** over the destination's pooled connections, originating mTLS with the
+//! 4. **send** over the endpoint's pooled connections (keep-alive HTTP/1.1, or one
+//!    multiplexed HTTP/2 connection; see the connection-pool notes below), originating mTLS with the
 //!    workload's certificate when the destination is in the mesh (auto mTLS, ISTIO_MUTUAL),
 //!    or per the DestinationRule's `tls`; the server's SPIFFE identity is verified inside
 //!    the handshake ([`MeshConnector`]);
@@ -28,6 +29,20 @@
 //! `outbound::reqwest::MeshMiddleware` plugs the client
 //! into `reqwest-middleware`.
 //!
+//! # Connection pool
+//!
+//! Each endpoint has its own pool of hyper `client::conn` connections: a stack of idle
+//! HTTP/1.1 connections (the most recently used first) and one shared HTTP/2 connection
+//! when the server chose `h2`. DestinationRule `connectionPool` applies as Envoy applies it:
+//! `tcp.maxConnections` bounds the destination's connections, and a request that finds
+//! none free waits as one of at most `http.http1MaxPendingRequests` pending requests
+//! (beyond: 503 with `x-envoy-overloaded`, flag UO); `http.http2MaxRequests` bounds active
+//! requests and `http.maxRetries` concurrent retries (same reply);
+//! `http.maxRequestsPerConnection` retires a connection after that many requests;
+//! `http.idleTimeout` (or `tcp.idleTimeout`, 1 h by default) closes idle connections. A
+//! pooled connection the server closed in the meantime is discarded and the request, not
+//! yet written, goes out on another.
+//!
 //! # Retries and bodies
 //!
 //! A request body is replayable when it is known to be complete and small: an empty body,
@@ -39,9 +54,10 @@
 //!
 //! - The route `timeout` covers the time until the response headers (Envoy's also covers
 //!   the response body).
-//! - `maxRequestsPerConnection` is honoured for `1` (no keep-alive); larger values are not
-//!   enforced by the pooled client. `http1MaxPendingRequests` counts requests waiting while
-//!   the `maxConnections` limit is in use.
+//! - `maxConnections` and `http1MaxPendingRequests` are per destination (Envoy's cluster),
+//!   but a pending request waits for a connection to its own endpoint (the one the load
+//!   balancer picked), not to any endpoint of the destination. An idle connection past
+//!   `idleTimeout` is closed when it is next looked at, not by a timer.
 //! - Fault injection does not disable the route's retries and timeout.
 //! - `outlierDetectionHttpErrorCodes`, `warmup` and `PASSTHROUGH` load balancing are not
 //!   applied (`PASSTHROUGH` balances as LEAST_REQUEST).

@@ -50,6 +50,15 @@ impl RetryOn {
     /// Parses a comma-separated `retryOn` string (unknown tokens are ignored: validation
     /// refused them when the config was loaded).
     pub(crate) fn parse(s: &str) -> RetryOn {
+        // Istio's default policy, on nearly every request: parsed once
+        static DEFAULT: std::sync::OnceLock<RetryOn> = std::sync::OnceLock::new();
+        if s == mesh_core::route::DEFAULT_RETRY_ON {
+            return *DEFAULT.get_or_init(|| RetryOn::parse_str(mesh_core::route::DEFAULT_RETRY_ON));
+        }
+        RetryOn::parse_str(s)
+    }
+
+    fn parse_str(s: &str) -> RetryOn {
         let mut r = RetryOn::default();
         for t in s.split(',').map(str::trim) {
             match t {

@@ -62,6 +62,8 @@ pub struct Server {
     pub hits: Arc<AtomicU32>,
     /// The peer principals the server saw (mTLS client identities).
     pub peers: Arc<std::sync::Mutex<Vec<String>>>,
+    /// TLS connections accepted.
+    pub conns: Arc<AtomicU32>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -84,6 +86,8 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicU32::new(0));
+    let conns = Arc::new(AtomicU32::new(0));
+    let accepted = Arc::clone(&conns);
     let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
     let served_by = name.to_owned();
     let (h, p) = (hits.clone(), peers.clone());
@@ -93,12 +97,14 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
                 return;
             };
             let inbound = inbound.clone();
+            let accepted = Arc::clone(&accepted);
             let (h, p, name, behaviour) =
                 (h.clone(), p.clone(), served_by.clone(), behaviour.clone());
             tokio::spawn(async move {
                 let Ok(acc) = inbound.accept(tcp).await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let principal = acc
                     .peer
                     .map(|p| p.principal().to_owned())
@@ -176,6 +182,7 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
         addr,
         hits,
         peers,
+        conns,
         task,
     }
 }
