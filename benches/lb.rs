@@ -133,7 +133,7 @@ async fn app<B>(_req: Request<B>) -> Result<Response<Full<Bytes>>, Infallible> {
     Ok(Response::new(Full::new(Bytes::from_static(b"ok"))))
 }
 
-fn run_layers(name: &str, metrics: &Arc<IstioMetrics>) -> impl FnMut() + use<> {
+fn run_layers(name: &str, metrics: &Arc<IstioMetrics>) -> impl FnMut() {
     let bare = tower::service_fn(app::<Full<Bytes>>);
     let me = WorkloadInfo::from_labels("httpbin", "foo", "", &Default::default());
     let mut metrics_svc =

@@ -49,7 +49,7 @@ use http::{HeaderMap, Response, StatusCode};
 pub struct ResponseFlags(u32);
 
 macro_rules! flags {
-    ($($(#[$doc:meta])* $name:ident = $bit:expr_2021, $code:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $bit:expr, $code:literal;)*) => {
         impl ResponseFlags {
             $($(#[$doc])* pub const $name: ResponseFlags = ResponseFlags(1 << $bit);)*
             const ALL: &'static [(ResponseFlags, &'static str)] = &[$((ResponseFlags::$name, $code)),*];
