@@ -161,7 +161,7 @@ pub struct Upstream<'a> {
 impl<'a> Upstream<'a> {
     /// The endpoints to balance over (the subset's, when a subset is routed to). Empty when
     /// the subset is undefined or selects nothing (Envoy: 503 `no healthy upstream`).
-    pub fn targets(&self) -> impl Iterator<Item = crate::registry::Target<'a>> + 'a {
+    pub fn targets(&self) -> impl Iterator<Item = crate::registry::Target<'a>> + use<'a> {
         let ok = self.policy.subset_found;
         let labels = self.policy.subset_labels();
         let port = self.port;

@@ -188,20 +188,20 @@ impl DestCache {
             Some(d) => Arc::clone(d),
             None => self.insert(snap, shared, service, key),
         };
-        let gen = snap.generation();
+        let generation = snap.generation();
         let cur = dest.current.load_full();
-        if cur.seen.load(Ordering::Acquire) == gen {
+        if cur.seen.load(Ordering::Acquire) == generation {
             return cur;
         }
         // A new snapshot: check the inputs once, rebuild only when they changed.
         let _g = lock(&dest.rebuild);
         let cur = dest.current.load_full();
-        if cur.seen.load(Ordering::Acquire) == gen {
+        if cur.seen.load(Ordering::Acquire) == generation {
             return cur;
         }
         let i = inputs(snap, shared, service, key);
         if cur.same_as(&i) {
-            cur.seen.store(gen, Ordering::Release);
+            cur.seen.store(generation, Ordering::Release);
             return cur;
         }
         let next = Arc::new(build(snap, shared, service, key, i, Some(&cur)));
