@@ -995,6 +995,85 @@ impl MeshClientBuilder {
     }
 
     /// Resolves DestinationRule `credentialName`s.
+    ///
+    /// # Examples
+    ///
+    /// A DestinationRule originating MUTUAL TLS with the client certificate and CA of the
+    /// `reviews-client` credential, stored as a directory ([`mesh_tls::DirCredentials`]):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use axum::Extension;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tls::{DirCredentials, Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let ttl = Duration::from_secs(3600);
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   selector: {app: reviews}
+    ///   ports: [{name: http, port: 9080}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   host: reviews
+    ///   trafficPolicy: {tls: {mode: MUTUAL, credentialName: reviews-client}}
+    /// ")?;
+    /// // A reviews server whose certificate also names its DNS host, which the client checks.
+    /// let id = Identity::new("cluster.local", "default", "bookinfo-reviews")?;
+    /// let server_cert = ca.issue(&id, ttl, &["reviews.default.svc.cluster.local"])?;
+    /// let labels = [("app".to_string(), "reviews".to_string())].into();
+    /// let server = MeshServer::builder(mesh.clone(), "default", "bookinfo-reviews", labels, WorkloadCredentials::new(server_cert)?)
+    ///     .build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let app = axum::Router::new().fallback(|Extension(c): Extension<ConnectionInfo>| async move {
+    ///     format!("hello {}", c.principal().unwrap_or("plaintext"))
+    /// });
+    /// tokio::spawn(async move { server.serve(listener, app).await });
+    /// mesh.register(Workload {
+    ///     name: "reviews-v1".to_string(),
+    ///     namespace: "default".to_string(),
+    ///     service_account: "bookinfo-reviews".to_string(),
+    ///     labels: [("app".to_string(), "reviews".to_string())].into(),
+    ///     address: addr.ip(),
+    ///     ports: [("http".to_string(), addr.port())].into(),
+    ///     locality: None,
+    ///     weight: 0,
+    /// });
+    ///
+    /// // <dir>/reviews-client/{tls.crt,tls.key,ca.crt}, as a kubernetes.io/tls secret.
+    /// let client_cert = ca.issue(&Identity::new("cluster.local", "default", "productpage")?, ttl, &[])?;
+    /// let secrets = tempfile::tempdir()?;
+    /// let dir = secrets.path().join("reviews-client");
+    /// std::fs::create_dir(&dir)?;
+    /// std::fs::write(dir.join("tls.crt"), client_cert.chain_pem())?;
+    /// std::fs::write(dir.join("tls.key"), client_cert.key_pem())?;
+    /// std::fs::write(dir.join("ca.crt"), client_cert.root_pem())?;
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(mesh, me)
+    ///     .credential_lookup(Arc::new(DirCredentials::new(secrets.path())))
+    ///     .build();
+    /// let req = http::Request::get("http://reviews:9080/").body(Empty::<bytes::Bytes>::new())?;
+    /// let resp = client.request(req).await?;
+    /// assert_eq!(resp.status(), 200);
+    /// // the server saw the credential's client certificate
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "hello cluster.local/ns/default/sa/productpage");
+    /// # Ok(()) }
+    /// ```
     pub fn credential_lookup(mut self, lookup: Arc<dyn CredentialLookup>) -> Self {
         self.credential_lookup = Some(lookup);
         self
