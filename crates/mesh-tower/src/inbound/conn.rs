@@ -30,6 +30,36 @@ struct Inner {
 ///
 /// Built once per connection; cloning is one reference-count increment, so it is cheap to
 /// put into every request's extensions (axum: `Extension<ConnectionInfo>`).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{Identity, PeerAuthnMode, PeerIdentity};
+/// use mesh_tower::inbound::ConnectionInfo;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let sleep = PeerIdentity::new(Identity::new("cluster.local", "foo", "sleep")?);
+/// let info = ConnectionInfo::new(Some(sleep), 8000)
+///     .with_addrs(Some("10.0.0.5:43210".parse()?), Some("10.0.0.9:8000".parse()?))
+///     .with_mode(PeerAuthnMode::Strict);
+/// assert_eq!(info.principal(), Some("cluster.local/ns/foo/sa/sleep"));
+/// assert!(info.is_tls());
+/// assert_eq!(info.port(), 8000);
+/// assert_eq!(info.mode(), Some(PeerAuthnMode::Strict));
+/// assert_eq!(info.remote_addr(), Some("10.0.0.5:43210".parse()?));
+/// assert_eq!(info.addrs().local, info.local_addr());
+///
+/// // The source workload for Istio's metrics, from the verified identity.
+/// let m = info.metrics_context();
+/// assert_eq!(m.peer.unwrap().principal, "spiffe://cluster.local/ns/foo/sa/sleep");
+/// assert_eq!(m.mutual_tls, Some(true));
+///
+/// // A plaintext connection (PERMISSIVE or DISABLE) has no principal.
+/// let plain = ConnectionInfo::new(None, 8000);
+/// assert_eq!(plain.principal(), None);
+/// assert_eq!(plain.metrics_context().mutual_tls, Some(false));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnectionInfo(Arc<Inner>);
 
@@ -57,6 +87,17 @@ impl ConnectionInfo {
     }
 
     /// With the TLS flag and SNI (a gateway terminating TLS without client certificates).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// let info = ConnectionInfo::new(None, 443).with_tls(true, Some("bookinfo.example.com"));
+    /// assert!(info.is_tls());
+    /// assert_eq!(info.peer(), None, "no client certificate");
+    /// assert_eq!(info.sni(), Some("bookinfo.example.com"));
+    /// ```
     pub fn with_tls(self, tls: bool, sni: Option<&str>) -> Self {
         self.map(|i| {
             i.tls = tls;
@@ -159,6 +200,46 @@ impl ConnectionInfo {
 ///
 /// [`crate::inbound::MeshServer`] adds it per connection; use it on its own when you accept
 /// connections yourself.
+///
+/// # Examples
+///
+/// Per accepted connection, over the application's stack: the application and the metrics
+/// layer below see who is calling.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tls::{Identity, PeerIdentity};
+/// use mesh_tower::inbound::{ConnectionInfo, ConnectionInfoLayer};
+/// use mesh_tower::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
+/// use tower::{service_fn, Layer, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let app = ServiceBuilder::new()
+///     .layer(MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()))
+///     .service(service_fn(|req: http::Request<_>| async move {
+///         let who = req.extensions().get::<ConnectionInfo>().and_then(|c| c.principal()).unwrap_or("-");
+///         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(who.to_string()))))
+///     }));
+///
+/// // One accepted mTLS connection from `sleep`:
+/// let peer = PeerIdentity::new(Identity::new("cluster.local", "foo", "sleep")?);
+/// let info = ConnectionInfo::new(Some(peer), 8000);
+/// let mut context = info.metrics_context();
+/// context.service = Some(Arc::new(ServiceInfo::from_host("httpbin.foo.svc.cluster.local")));
+/// let conn = ConnectionInfoLayer::new(info).with_metrics_context(context).layer(app);
+///
+/// let resp = conn.oneshot(http::Request::new(Full::new(Bytes::new()))).await?;
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "cluster.local/ns/foo/sa/sleep");
+/// let text = metrics.render();
+/// assert!(text.contains(r#"source_principal="spiffe://cluster.local/ns/foo/sa/sleep""#), "{text}");
+/// assert!(text.contains(r#"destination_service="httpbin.foo.svc.cluster.local""#), "{text}");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ConnectionInfoLayer {
     info: ConnectionInfo,
@@ -193,6 +274,27 @@ impl<S> Layer<S> for ConnectionInfoLayer {
 }
 
 /// The service of [`ConnectionInfoLayer`].
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::inbound::{ConnectionInfo, ConnectionInfoLayer, WithConnectionInfo};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// let app = service_fn(|req: http::Request<()>| async move {
+///     Ok::<_, Infallible>(req.extensions().get::<ConnectionInfo>().map(|c| c.port()))
+/// });
+/// let svc: WithConnectionInfo<_> = ConnectionInfoLayer::new(ConnectionInfo::new(None, 9080)).layer(app);
+/// assert_eq!(svc.clone().oneshot(http::Request::new(())).await?, Some(9080));
+///
+/// // The application without the layer: no connection info.
+/// let bare = svc.into_inner();
+/// assert_eq!(bare.oneshot(http::Request::new(())).await?, None);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct WithConnectionInfo<S> {
     inner: S,

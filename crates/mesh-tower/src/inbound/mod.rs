@@ -76,12 +76,85 @@ use crate::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, Wo
 use crate::trace::{PropagateTraceLayer, TraceConfig};
 
 /// The request body the application behind a [`MeshServer`] receives.
+///
+/// # Examples
+///
+/// A plain `tower::Service` application (no framework) reading the body:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::time::Duration;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+/// use mesh_tower::inbound::{MeshServer, ServerBody};
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let creds = |ns: &str, sa: &str| {
+///     let id = Identity::new("cluster.local", ns, sa).unwrap();
+///     WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap()
+/// };
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: httpbin, namespace: foo}
+/// spec:
+///   selector: {app: httpbin}
+///   ports: [{name: http, port: 8000}]
+/// ")?;
+/// let app = tower::service_fn(|req: http::Request<ServerBody>| async move {
+///     let body = req.into_body().collect().await?.to_bytes();
+///     let answer = format!("{} bytes", body.len());
+///     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(http::Response::new(Full::new(Bytes::from(answer))))
+/// });
+/// let labels = [("app".to_string(), "httpbin".to_string())].into();
+/// let server = MeshServer::builder(mesh.clone(), "foo", "httpbin", labels, creds("foo", "httpbin")).build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move { server.serve(listener, app).await });
+/// mesh.register(Workload {
+///     name: "httpbin".to_string(),
+///     namespace: "foo".to_string(),
+///     service_account: "httpbin".to_string(),
+///     labels: [("app".to_string(), "httpbin".to_string())].into(),
+///     address: addr.ip(),
+///     ports: [("http".to_string(), addr.port())].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+///
+/// let client = MeshClient::builder(mesh, ClientWorkload::new("sleep", "foo", "sleep"))
+///     .credentials(creds("foo", "sleep"))
+///     .build();
+/// let req = http::Request::post("http://httpbin.foo:8000/post").body(Full::new(Bytes::from("hello")))?;
+/// let resp = client.request(req).await?;
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "5 bytes");
+/// # Ok(()) }
+/// ```
 pub type ServerBody = crate::metrics::RequestBody<crate::observe::CountingBody<Incoming>>;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Turns a resolved PeerAuthentication mode into the mesh-tls mode (UNSET at the top is
 /// PERMISSIVE).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::MtlsMode;
+/// use mesh_tls::PeerAuthnMode;
+/// use mesh_tower::inbound::peer_authn_mode;
+///
+/// assert_eq!(peer_authn_mode(MtlsMode::Strict), PeerAuthnMode::Strict);
+/// assert_eq!(peer_authn_mode(MtlsMode::Disable), PeerAuthnMode::Disable);
+/// // No PeerAuthentication anywhere: Istio's default, PERMISSIVE.
+/// assert_eq!(peer_authn_mode(MtlsMode::Unset), PeerAuthnMode::Permissive);
+/// ```
 pub fn peer_authn_mode(mode: MtlsMode) -> PeerAuthnMode {
     match mode {
         MtlsMode::Strict => PeerAuthnMode::Strict,
@@ -91,6 +164,39 @@ pub fn peer_authn_mode(mode: MtlsMode) -> PeerAuthnMode {
 }
 
 /// Builds a [`MeshServer`]. See [`MeshServer::builder`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+/// use mesh_tower::inbound::MeshServer;
+/// use mesh_tower::metrics::IstioMetrics;
+/// use mesh_tower::trace::TraceConfig;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "foo", "httpbin")?;
+/// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+/// let metrics = Arc::new(IstioMetrics::new()); // shared with the workload's client, say
+/// let labels = [("app", "httpbin"), ("version", "v1")]
+///     .map(|(k, v)| (k.to_string(), v.to_string()))
+///     .into();
+///
+/// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", labels, creds)
+///     .workload_name("httpbin-v1")
+///     .service_host("httpbin.foo.svc.cluster.local")
+///     .metrics(Arc::clone(&metrics))
+///     .port(8000)
+///     .trace(TraceConfig { sampling_percent: 100.0, ..TraceConfig::default() })
+///     .handshake_timeout(Some(Duration::from_secs(5)))
+///     .drain_timeout(Duration::from_secs(2))
+///     .build()?;
+/// assert!(Arc::ptr_eq(server.metrics(), &metrics));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MeshServerBuilder {
     mesh: Mesh,
@@ -217,6 +323,47 @@ impl MeshServerBuilder {
     }
 
     /// Builds the server and serves `service` on `listener` until the listener fails.
+    ///
+    /// # Examples
+    ///
+    /// Without a PeerAuthentication the workload is PERMISSIVE: a client outside the mesh
+    /// gets in over plaintext (and the application sees no principal).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::Extension;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "bookinfo-productpage")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let app = axum::Router::new().route(
+    ///     "/productpage",
+    ///     axum::routing::get(|Extension(c): Extension<ConnectionInfo>| async move {
+    ///         format!("tls={}", c.is_tls())
+    ///     }),
+    /// );
+    /// let labels = [("app".to_string(), "productpage".to_string())].into();
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?; // 9080 in a pod
+    /// let addr = listener.local_addr()?;
+    /// let builder = MeshServer::builder(Mesh::new(Default::default()), "default", "bookinfo-productpage", labels, creds)
+    ///     .service_host("productpage.default.svc.cluster.local");
+    /// tokio::spawn(builder.serve(listener, app));
+    ///
+    /// let browser = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    /// let resp = browser.get(format!("http://{addr}/productpage").parse()?).await?;
+    /// assert_eq!(resp.status(), 200);
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "tls=false");
+    /// # Ok(()) }
+    /// ```
     pub async fn serve<S, B>(self, listener: TcpListener, service: S) -> io::Result<()>
     where
         S: Service<Request<ServerBody>, Response = Response<B>> + Clone + Send + 'static,
@@ -250,6 +397,81 @@ struct ServerInner {
 }
 
 /// A mesh workload's HTTP server. See the [module docs](self).
+///
+/// # Examples
+///
+/// Under a STRICT PeerAuthentication, a mesh client gets through with mTLS (the application
+/// sees its principal), a plaintext client is reset:
+///
+/// ```
+/// use std::time::Duration;
+/// use axum::Extension;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+/// use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let creds = |ns: &str, sa: &str| {
+///     let id = Identity::new("cluster.local", ns, sa).unwrap();
+///     WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap()
+/// };
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: PeerAuthentication
+/// metadata: {name: default, namespace: foo}
+/// spec: {mtls: {mode: STRICT}}
+/// ---
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: httpbin, namespace: foo}
+/// spec:
+///   selector: {app: httpbin}
+///   ports: [{name: http, port: 8000}]
+/// ")?;
+/// let app = axum::Router::new().route(
+///     "/headers",
+///     axum::routing::get(|Extension(c): Extension<ConnectionInfo>| async move {
+///         format!("hello {}", c.principal().unwrap_or("stranger"))
+///     }),
+/// );
+/// let labels = [("app".to_string(), "httpbin".to_string())].into();
+/// let server = MeshServer::builder(mesh.clone(), "foo", "httpbin", labels, creds("foo", "httpbin"))
+///     .service_host("httpbin.foo.svc.cluster.local")
+///     .build()?;
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move { server.serve(listener, app).await });
+/// mesh.register(Workload {
+///     name: "httpbin".to_string(),
+///     namespace: "foo".to_string(),
+///     service_account: "httpbin".to_string(),
+///     labels: [("app".to_string(), "httpbin".to_string())].into(),
+///     address: addr.ip(),
+///     ports: [("http".to_string(), addr.port())].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+///
+/// let sleep = MeshClient::builder(mesh, ClientWorkload::new("sleep", "foo", "sleep"))
+///     .credentials(creds("foo", "sleep"))
+///     .build();
+/// let req = http::Request::get("http://httpbin.foo:8000/headers").body(Empty::<Bytes>::new())?;
+/// let resp = sleep.request(req).await?;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "hello cluster.local/ns/foo/sa/sleep");
+///
+/// let plaintext = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+/// assert!(plaintext.get(format!("http://{addr}/headers").parse()?).await.is_err());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct MeshServer {
     inner: Arc<ServerInner>,
@@ -284,16 +506,153 @@ impl MeshServer {
 
     /// The metrics this server records (render them with [`IstioMetrics::render`] or serve
     /// them with [`crate::metrics::serve_metrics`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::inbound::MeshServer;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let creds = |ns: &str, sa: &str| {
+    ///     let id = Identity::new("cluster.local", ns, sa).unwrap();
+    ///     WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap()
+    /// };
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: httpbin, namespace: foo}
+    /// spec:
+    ///   selector: {app: httpbin}
+    ///   ports: [{name: http, port: 8000}]
+    /// ")?;
+    /// let labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let server = MeshServer::builder(mesh.clone(), "foo", "httpbin", labels, creds("foo", "httpbin"))
+    ///     .service_host("httpbin.foo.svc.cluster.local")
+    ///     .build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let app = axum::Router::new().fallback(|| async { "ok" });
+    /// let running = server.clone();
+    /// tokio::spawn(async move { running.serve(listener, app).await });
+    /// mesh.register(Workload {
+    ///     name: "httpbin".to_string(),
+    ///     namespace: "foo".to_string(),
+    ///     service_account: "httpbin".to_string(),
+    ///     labels: [("app".to_string(), "httpbin".to_string())].into(),
+    ///     address: addr.ip(),
+    ///     ports: [("http".to_string(), addr.port())].into(),
+    ///     locality: None,
+    ///     weight: 0,
+    /// });
+    /// let sleep = MeshClient::builder(mesh, ClientWorkload::new("sleep", "foo", "sleep"))
+    ///     .credentials(creds("foo", "sleep"))
+    ///     .build();
+    /// let req = http::Request::get("http://httpbin.foo:8000/get").body(Empty::<Bytes>::new())?;
+    /// sleep.request(req).await?.into_body().collect().await?;
+    ///
+    /// let text = server.metrics().render();
+    /// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+    /// for label in [
+    ///     r#"reporter="destination""#,
+    ///     r#"source_principal="spiffe://cluster.local/ns/foo/sa/sleep""#,
+    ///     r#"destination_principal="spiffe://cluster.local/ns/foo/sa/httpbin""#,
+    ///     r#"destination_service="httpbin.foo.svc.cluster.local""#,
+    ///     r#"connection_security_policy="mutual_tls""#,
+    /// ] {
+    ///     assert!(line.contains(label), "{label} in {line}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(&self) -> &Arc<IstioMetrics> {
         &self.inner.metrics
     }
 
     /// The authorization layer the server applies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "foo", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: httpbin-viewer, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   rules:
+    ///   - to: [{operation: {methods: [GET]}}]
+    /// ")?;
+    /// let labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let server = MeshServer::builder(mesh, "foo", "httpbin", labels, creds).build()?;
+    ///
+    /// let authz = server.authorization();
+    /// assert_eq!(authz.policies(), ["foo/httpbin-viewer"]);
+    /// assert!(authz.decide(&http::Request::get("/headers").body(())?).allowed);
+    /// assert!(!authz.decide(&http::Request::delete("/headers").body(())?).allowed);
+    /// # Ok(()) }
+    /// ```
     pub fn authorization(&self) -> &AuthorizationLayer {
         &self.inner.authz
     }
 
     /// The PeerAuthentication mode in force now for workload port `port`.
+    ///
+    /// # Examples
+    ///
+    /// Namespace-wide STRICT with a PERMISSIVE port for a legacy scraper, then a config
+    /// change applying at once:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa, PeerAuthnMode, WorkloadCredentials};
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "foo", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let strict = "
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: foo}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ";
+    /// let mesh = Mesh::from_yaml(&format!("{strict}---
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {{name: httpbin, namespace: foo}}
+    /// spec:
+    ///   selector: {{matchLabels: {{app: httpbin}}}}
+    ///   portLevelMtls:
+    ///     9090: {{mode: PERMISSIVE}}
+    /// "))?;
+    /// let labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let server = MeshServer::builder(mesh.clone(), "foo", "httpbin", labels, creds).build()?;
+    /// assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Strict);
+    /// assert_eq!(server.peer_authn_mode(9090), PeerAuthnMode::Permissive);
+    ///
+    /// mesh.reload_loaded(mesh_core::load::load_str(&strict.replace("STRICT", "DISABLE"), "pa.yaml"))?;
+    /// assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Disable);
+    /// # Ok(()) }
+    /// ```
     pub fn peer_authn_mode(&self, port: u16) -> PeerAuthnMode {
         let i = &self.inner;
         peer_authn_mode(
@@ -319,6 +678,36 @@ impl MeshServer {
     /// Serves until `signal` completes, then stops accepting and lets open connections
     /// finish (HTTP/2 GOAWAY, HTTP/1.1 closes after the current response) for up to the
     /// drain timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "foo", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds)
+    ///     .drain_timeout(Duration::from_millis(200))
+    ///     .build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let app = axum::Router::new().fallback(|| async { "ok" });
+    /// let serving = tokio::spawn(async move {
+    ///     server.serve_with_shutdown(listener, app, async { let _ = stopped.await; }).await
+    /// });
+    ///
+    /// stop.send(()).unwrap(); // e.g. on SIGTERM
+    /// serving.await??; // returns once drained
+    /// assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer listening");
+    /// # Ok(()) }
+    /// ```
     pub async fn serve_with_shutdown<S, B, F>(
         &self,
         listener: TcpListener,

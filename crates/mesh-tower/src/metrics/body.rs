@@ -11,9 +11,71 @@ use crate::observe::{BodyObserver, BodySize, CountingBody, ObservedBody};
 
 /// The request body as the inner service sees it: counted when its size is not known in
 /// advance.
+///
+/// # Examples
+///
+/// The service under a [`MetricsLayer`](super::MetricsLayer) takes `Request<RequestBody<B>>`
+/// and reads it like any body; its size goes into `istio_request_bytes`:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, RequestBody, WorkloadInfo};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let app = service_fn(|req: http::Request<RequestBody<Full<Bytes>>>| async move {
+///     let body = req.into_body().collect().await.unwrap().to_bytes();
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(format!("{} bytes", body.len())))))
+/// });
+/// let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(app);
+///
+/// let req = http::Request::post("/post").body(Full::new(Bytes::from("hello mesh")))?;
+/// let resp = svc.oneshot(req).await?;
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "10 bytes");
+///
+/// let text = metrics.render();
+/// let sum = text.lines().find(|l| l.starts_with("istio_request_bytes_sum{")).unwrap();
+/// assert!(sum.ends_with(" 10.0"), "{sum}");
+/// # Ok(()) }
+/// ```
 pub type RequestBody<B> = CountingBody<B>;
 
 /// The response body of [`Metrics`](super::Metrics): records the request when it ends.
+///
+/// # Examples
+///
+/// The request is counted once the response body has been read (or dropped), with its size:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::metrics::{IstioMetrics, MetricsBody, MetricsLayer, WorkloadInfo};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let svc = MetricsLayer::outbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(service_fn(
+///     |_req: http::Request<_>| async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("12345")))) },
+/// ));
+/// let resp: http::Response<MetricsBody<Full<Bytes>>> =
+///     svc.clone().oneshot(http::Request::new(Full::new(Bytes::new()))).await?;
+/// assert_eq!(metrics.series_count(), 0, "not yet: the body is still being read");
+/// resp.into_body().collect().await?;
+/// assert_eq!(metrics.series_count(), 1);
+///
+/// let text = metrics.render();
+/// let sum = text.lines().find(|l| l.starts_with("istio_response_bytes_sum{")).unwrap();
+/// assert!(sum.ends_with(" 5.0"), "{sum}");
+/// # Ok(()) }
+/// ```
 pub type MetricsBody<B> = ObservedBody<B, Recorder>;
 
 /// Records one request into [`IstioMetrics`] when dropped (at the end of the response

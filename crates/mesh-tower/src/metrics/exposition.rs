@@ -16,11 +16,46 @@ use super::IstioMetrics;
 
 /// The content type of the OpenMetrics text format that `prometheus-client` writes
 /// (Prometheus negotiates and parses it).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
+///
+/// let endpoint = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
+/// let resp = endpoint.respond(&http::Request::get("/metrics").body(()).unwrap());
+/// assert_eq!(resp.headers()["content-type"], OPENMETRICS_CONTENT_TYPE);
+/// ```
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A Tower service answering `GET /stats/prometheus` and `GET /metrics` with the
 /// exposition; other paths get 404, other methods 405.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use http_body_util::BodyExt;
+/// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let endpoint = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
+///
+/// let resp = endpoint.clone().oneshot(http::Request::get("/stats/prometheus").body(())?).await?;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "# EOF\n");
+///
+/// let resp = endpoint.clone().oneshot(http::Request::get("/healthz").body(())?).await?;
+/// assert_eq!(resp.status(), 404);
+/// let resp = endpoint.oneshot(http::Request::post("/metrics").body(())?).await?;
+/// assert_eq!(resp.status(), 405);
+/// assert_eq!(resp.headers()["allow"], "GET, HEAD");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct MetricsEndpoint {
     metrics: Arc<IstioMetrics>,
@@ -33,6 +68,31 @@ impl MetricsEndpoint {
     }
 
     /// Answers one request (the logic of the service, usable from any framework).
+    ///
+    /// # Examples
+    ///
+    /// As an axum handler next to the application's routes:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use axum::routing::get;
+    /// use axum::Router;
+    /// use http_body_util::BodyExt;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint};
+    /// use tower::ServiceExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let endpoint = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "hello" }))
+    ///     .route("/metrics", get(move |req: axum::extract::Request| async move { endpoint.respond(&req) }));
+    ///
+    /// let resp = app.oneshot(http::Request::get("/metrics").body(axum::body::Body::empty())?).await?;
+    /// assert_eq!(resp.status(), 200);
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "# EOF\n");
+    /// # Ok(()) }
+    /// ```
     pub fn respond<B>(&self, req: &Request<B>) -> Response<Full<Bytes>> {
         let path = req.uri().path();
         if path != "/stats/prometheus" && path != "/metrics" {
@@ -77,6 +137,34 @@ impl<B> Service<Request<B>> for MetricsEndpoint {
 
 /// Serves the exposition on `listener` (HTTP/1.1 and HTTP/2), as the sidecar's port 15090
 /// does. Runs until dropped; accept errors are logged and retried, never fatal.
+///
+/// # Examples
+///
+/// Scraped over HTTP, as Prometheus would:
+///
+/// ```
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use mesh_tower::metrics::{serve_metrics, IstioMetrics, OPENMETRICS_CONTENT_TYPE};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?; // 15090 in a pod
+/// let addr = listener.local_addr()?;
+/// let server = tokio::spawn(serve_metrics(listener, Arc::clone(&metrics)));
+///
+/// let scraper = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+/// let resp = scraper.get(format!("http://{addr}/stats/prometheus").parse()?).await?;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.headers()["content-type"], OPENMETRICS_CONTENT_TYPE);
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "# EOF\n");
+/// server.abort();
+/// # Ok(()) }
+/// ```
 pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<IstioMetrics>) {
     let endpoint = MetricsEndpoint::new(metrics);
     loop {

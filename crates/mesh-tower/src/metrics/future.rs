@@ -83,6 +83,33 @@ impl Pending {
 pin_project! {
     /// Response future of [`Metrics`](super::Metrics): wraps the response body so the
     /// request is recorded when the body ends.
+    ///
+    /// # Examples
+    ///
+    /// When the inner service fails without a response, the request is still counted,
+    /// with response code 0 (as Envoy reports a stream that ended without one):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, ResponseFuture, WorkloadInfo};
+    /// use tower::{service_fn, Layer, Service, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let mut svc = MetricsLayer::outbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(service_fn(
+    ///     |_req: http::Request<_>| async { Err::<http::Response<Full<Bytes>>, _>("connection reset") },
+    /// ));
+    /// let fut: ResponseFuture<_> = svc.ready().await.unwrap().call(http::Request::new(Full::new(Bytes::new())));
+    /// assert_eq!(fut.await.unwrap_err(), "connection reset");
+    ///
+    /// let text = metrics.render();
+    /// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+    /// assert!(line.contains(r#"response_code="0""#), "{line}");
+    /// # }
+    /// ```
     #[derive(Debug)]
     pub struct ResponseFuture<F> {
         #[pin]

@@ -20,6 +20,25 @@ struct Inner {
 }
 
 /// A histogram over Istio's (Envoy's default) [`BUCKETS`], observed without locks.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::metrics::{AtomicHistogram, BUCKETS};
+///
+/// let h = AtomicHistogram::default();
+/// for ms in [0.25, 0.5, 7.0, 4_000_000.0] {
+///     h.observe(ms);
+/// }
+/// let (sum, count, buckets) = h.snapshot();
+/// assert_eq!(count, 4);
+/// assert_eq!(sum, 4_000_007.75);
+/// assert_eq!(buckets.len(), BUCKETS.len() + 1);
+/// assert_eq!(buckets[0], (0.5, 2), "le semantics: 0.5 counts in the 0.5 bucket");
+/// assert_eq!(buckets[2], (5.0, 0));
+/// assert_eq!(buckets[3], (10.0, 1));
+/// assert_eq!(buckets[19], (f64::INFINITY, 1), "above the last bound: +Inf");
+/// ```
 #[derive(Clone, Debug)]
 pub struct AtomicHistogram {
     inner: Arc<Inner>,

@@ -18,19 +18,36 @@ pub(crate) struct Config {
 
 /// Records Istio's standard metrics for every request through the wrapped service.
 ///
-/// ```
-/// use std::sync::Arc;
-/// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+/// # Examples
 ///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let metrics = Arc::new(IstioMetrics::new());
 /// let me = WorkloadInfo::from_labels("httpbin", "foo", "spiffe://cluster.local/ns/foo/sa/httpbin", &Default::default());
 /// let layer = MetricsLayer::inbound(Arc::clone(&metrics), me);
 /// let svc = tower::ServiceBuilder::new()
 ///     .layer(layer)
-///     .service_fn(|_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
-///         Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+///     .service_fn(|_req: http::Request<_>| async {
+///         Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
 ///     });
-/// # let _ = svc;
+///
+/// let resp = svc.oneshot(http::Request::new(Empty::<Bytes>::new())).await?;
+/// resp.into_body().collect().await?;
+/// let text = metrics.render();
+/// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+/// assert!(line.contains(r#"reporter="destination""#), "{line}");
+/// assert!(line.contains(r#"destination_workload="httpbin""#), "{line}");
+/// assert!(line.contains(r#"source_workload="unknown""#), "{line}");
+/// assert!(line.ends_with(" 1"), "{line}");
+/// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
 pub struct MetricsLayer {
@@ -46,6 +63,50 @@ impl MetricsLayer {
 
     /// Client side (`reporter="source"`): this workload is the source; the destination
     /// comes from the [`MetricsContext`](super::MetricsContext) in the request or response.
+    ///
+    /// # Examples
+    ///
+    /// The client learns which endpoint answered only with the response, so the inner stack
+    /// puts the destination in the response extensions:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let productpage = WorkloadInfo::from_labels("productpage-v1", "default", "", &Default::default());
+    /// let sender = service_fn(|_req: http::Request<_>| async {
+    ///     let mut resp = http::Response::new(Empty::<Bytes>::new());
+    ///     let reviews_v2 = [("app", "reviews"), ("version", "v2")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+    ///     resp.extensions_mut().insert(MetricsContext {
+    ///         peer: Some(Arc::new(WorkloadInfo::from_labels("reviews-v2", "default", "", &reviews_v2))),
+    ///         service: Some(Arc::new(ServiceInfo::from_host("reviews.default.svc.cluster.local"))),
+    ///         mutual_tls: None,
+    ///     });
+    ///     Ok::<_, Infallible>(resp)
+    /// });
+    /// let svc = MetricsLayer::outbound(Arc::clone(&metrics), productpage).layer(sender);
+    /// svc.oneshot(http::Request::new(Empty::<Bytes>::new())).await?.into_body().collect().await?;
+    ///
+    /// let text = metrics.render();
+    /// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+    /// for label in [
+    ///     r#"reporter="source""#,
+    ///     r#"source_workload="productpage-v1""#,
+    ///     r#"destination_version="v2""#,
+    ///     r#"destination_service_name="reviews""#,
+    ///     r#"connection_security_policy="unknown""#,
+    /// ] {
+    ///     assert!(line.contains(label), "{label} in {line}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn outbound(metrics: Arc<IstioMetrics>, local: WorkloadInfo) -> Self {
         Self::new(metrics, Reporter::Source, local)
     }
@@ -64,6 +125,33 @@ impl MetricsLayer {
 
     /// The destination service used when a request's context names none (inbound: the
     /// service this workload serves).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, ServiceInfo, WorkloadInfo};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let layer = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default())
+    ///     .with_default_service(ServiceInfo::from_host("httpbin.foo.svc.cluster.local"));
+    /// assert!(Arc::ptr_eq(layer.metrics(), &metrics));
+    /// let svc = layer.layer(service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    /// }));
+    /// svc.oneshot(http::Request::new(Empty::<Bytes>::new())).await?.into_body().collect().await?;
+    ///
+    /// let text = metrics.render();
+    /// assert!(text.contains(r#"destination_service="httpbin.foo.svc.cluster.local""#), "{text}");
+    /// assert!(text.contains(r#"destination_service_namespace="foo""#), "{text}");
+    /// # Ok(()) }
+    /// ```
     pub fn with_default_service(self, service: ServiceInfo) -> Self {
         let c = &self.config;
         MetricsLayer {

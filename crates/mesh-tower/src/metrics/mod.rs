@@ -73,6 +73,20 @@ pub const BUCKETS: [f64; 19] = [
 ];
 
 /// Which proxy reports: the client side (`source`) or the server side (`destination`).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, Reporter, WorkloadInfo};
+///
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let server = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default());
+/// let client = MetricsLayer::outbound(metrics, WorkloadInfo::default());
+/// assert_eq!(server.reporter(), Reporter::Destination);
+/// assert_eq!(client.reporter(), Reporter::Source);
+/// assert_eq!(client.reporter().as_str(), "source");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reporter {
     /// The client side (outbound).
@@ -92,6 +106,31 @@ impl Reporter {
 }
 
 /// The identity and labels of one workload, as Istio's metrics describe it.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::metrics::WorkloadInfo;
+///
+/// let labels = [("app", "reviews"), ("version", "v2")]
+///     .map(|(k, v)| (k.to_string(), v.to_string()))
+///     .into();
+/// let reviews = WorkloadInfo::from_labels(
+///     "reviews-v2",
+///     "default",
+///     "spiffe://cluster.local/ns/default/sa/bookinfo-reviews",
+///     &labels,
+/// );
+/// assert_eq!((reviews.app.as_str(), reviews.version.as_str()), ("reviews", "v2"));
+/// // Istio's canonical service and revision fall back to `app` and `version`...
+/// assert_eq!(reviews.canonical_service, "reviews");
+/// assert_eq!(reviews.canonical_revision, "v2");
+///
+/// // ...and, without labels, to the workload name and `latest`.
+/// let bare = WorkloadInfo::from_labels("ratings-v1", "default", "", &Default::default());
+/// assert_eq!(bare.canonical_service, "ratings-v1");
+/// assert_eq!(bare.canonical_revision, "latest");
+/// ```
 #[derive(Clone, Debug, Default, Eq)]
 pub struct WorkloadInfo {
     /// Workload name (e.g. the Deployment `reviews-v1`).
@@ -209,6 +248,17 @@ impl WorkloadInfo {
 
     /// A peer known only by its SPIFFE principal (`spiffe://td/ns/NS/sa/SA`): the namespace
     /// is taken from it, everything else is unknown.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::metrics::WorkloadInfo;
+    ///
+    /// let peer = WorkloadInfo::from_principal("spiffe://cluster.local/ns/foo/sa/sleep");
+    /// assert_eq!(peer.namespace, "foo");
+    /// assert_eq!(peer.principal, "spiffe://cluster.local/ns/foo/sa/sleep");
+    /// assert_eq!(peer.workload, ""); // rendered as "unknown"
+    /// ```
     pub fn from_principal(principal: &str) -> Self {
         let namespace = principal
             .split('/')
@@ -225,6 +275,19 @@ impl WorkloadInfo {
 }
 
 /// The destination service of a request.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::metrics::ServiceInfo;
+///
+/// let reviews = ServiceInfo::from_host("reviews.bookinfo.svc.cluster.local");
+/// assert_eq!((reviews.name.as_str(), reviews.namespace.as_str()), ("reviews", "bookinfo"));
+///
+/// // Not a Kubernetes service: the whole host is the name, the namespace unknown.
+/// let external = ServiceInfo::from_host("api.example.com");
+/// assert_eq!((external.name.as_str(), external.namespace.as_str()), ("api.example.com", ""));
+/// ```
 #[derive(Clone, Debug, Default, Eq)]
 pub struct ServiceInfo {
     /// FQDN (`reviews.default.svc.cluster.local`): `destination_service`.
@@ -261,6 +324,48 @@ impl ServiceInfo {
 
 /// Per-request metric labels supplied by the inbound/outbound stacks through request or
 /// response extensions. See the [module docs](self).
+///
+/// # Examples
+///
+/// A server stack that knows its caller (here put in the request by hand, as the
+/// [`ConnectionInfoLayer`](crate::inbound::ConnectionInfoLayer) does from mTLS):
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let httpbin = WorkloadInfo::from_labels("httpbin", "foo", "spiffe://cluster.local/ns/foo/sa/httpbin", &Default::default());
+/// let svc = MetricsLayer::inbound(Arc::clone(&metrics), httpbin).layer(service_fn(|_req| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("ok"))))
+/// }));
+///
+/// let mut req = http::Request::new(Full::new(Bytes::new()));
+/// req.extensions_mut().insert(MetricsContext {
+///     peer: Some(Arc::new(WorkloadInfo::from_principal("spiffe://cluster.local/ns/foo/sa/sleep"))),
+///     service: Some(Arc::new(ServiceInfo::from_host("httpbin.foo.svc.cluster.local"))),
+///     mutual_tls: Some(true),
+/// });
+/// svc.oneshot(req).await?.into_body().collect().await?;
+///
+/// let text = metrics.render();
+/// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+/// for label in [
+///     r#"source_principal="spiffe://cluster.local/ns/foo/sa/sleep""#,
+///     r#"source_workload_namespace="foo""#,
+///     r#"destination_service="httpbin.foo.svc.cluster.local""#,
+///     r#"connection_security_policy="mutual_tls""#,
+/// ] {
+///     assert!(line.contains(label), "{label} in {line}");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetricsContext {
     /// The other side: the source workload (inbound) or the destination workload
@@ -287,7 +392,41 @@ impl MetricsContext {
     }
 }
 
-/// `request_protocol`.
+/// `request_protocol`: `http`, or `grpc` for a request with a gRPC content type (whose
+/// series then also carry the `grpc_response_status`).
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(service_fn(|_req| async {
+///     let resp = http::Response::builder()
+///         .header("content-type", "application/grpc")
+///         .header("grpc-status", "5") // NOT_FOUND, trailers-only
+///         .body(Full::new(Bytes::new()))
+///         .unwrap();
+///     Ok::<_, Infallible>(resp)
+/// }));
+/// let req = http::Request::post("/pkg.Echo/Say")
+///     .header("content-type", "application/grpc")
+///     .body(Full::new(Bytes::new()))?;
+/// svc.oneshot(req).await?.into_body().collect().await?;
+///
+/// let text = metrics.render();
+/// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+/// assert!(line.contains(r#"request_protocol="grpc""#), "{line}");
+/// assert!(line.contains(r#"grpc_response_status="5""#), "{line}");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequestProtocol {
     /// HTTP/1.1 or HTTP/2.
@@ -484,6 +623,44 @@ impl std::hash::Hasher for FxHasher {
 
 /// Istio's standard HTTP metrics and the registry they are exposed from. Share it by `Arc`
 /// between the inbound and outbound layers and the metrics endpoint.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// assert_eq!(metrics.render(), "# EOF\n", "nothing recorded yet");
+///
+/// let me = WorkloadInfo::from_labels("httpbin", "foo", "", &Default::default());
+/// let svc = MetricsLayer::inbound(Arc::clone(&metrics), me).layer(service_fn(|req: http::Request<_>| async move {
+///     let status = if req.uri().path() == "/status/418" { 418 } else { 200 };
+///     let resp = http::Response::builder().status(status).body(Full::new(Bytes::new())).unwrap();
+///     Ok::<_, Infallible>(resp)
+/// }));
+/// for path in ["/get", "/get", "/status/418"] {
+///     let req = http::Request::get(path).body(Full::new(Bytes::new()))?;
+///     svc.clone().oneshot(req).await?.into_body().collect().await?;
+/// }
+/// assert_eq!(metrics.series_count(), 2, "one series per response code");
+///
+/// let text = metrics.render();
+/// assert!(text.contains("# TYPE istio_requests counter"));
+/// assert!(text.contains("# TYPE istio_request_duration_milliseconds histogram"));
+/// let ok = text
+///     .lines()
+///     .find(|l| l.starts_with("istio_requests_total{") && l.contains(r#"response_code="200""#))
+///     .unwrap();
+/// assert!(ok.ends_with(" 2"), "{ok}");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct IstioMetrics {
     registry: Registry,
@@ -547,6 +724,32 @@ impl IstioMetrics {
 
     /// The four standard metrics added to `registry`, which must have the `istio` prefix
     /// for the series to be named as Istio's (other metrics may already be in it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use prometheus_client::metrics::counter::Counter;
+    /// use prometheus_client::registry::Registry;
+    /// use mesh_tower::metrics::IstioMetrics;
+    ///
+    /// # fn main() -> Result<(), std::fmt::Error> {
+    /// let mut registry = Registry::with_prefix("istio");
+    /// let reloads: Counter = Counter::default();
+    /// registry.register("config_reloads", "Mesh config reloads", reloads.clone());
+    /// let metrics = IstioMetrics::with_registry(registry);
+    ///
+    /// reloads.inc();
+    /// let text = metrics.render();
+    /// assert!(text.contains("istio_config_reloads_total 1"), "{text}");
+    /// // Istio's four families render once they have series.
+    /// assert!(!text.contains("istio_requests_total"), "{text}");
+    ///
+    /// // `registry()` for encoding it yourself: the same text as `render()`.
+    /// let mut encoded = String::new();
+    /// prometheus_client::encoding::text::encode(&mut encoded, metrics.registry())?;
+    /// assert_eq!(encoded, text);
+    /// # Ok(()) }
+    /// ```
     pub fn with_registry(mut registry: Registry) -> Self {
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = HistogramFamily::default();

@@ -14,6 +14,32 @@ use crate::envoy::is_grpc;
 use crate::observe::CountingBody;
 
 /// Records Istio's standard metrics for each request to `S`. See [`MetricsLayer`].
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_tower::metrics::{IstioMetrics, Metrics, MetricsLayer, WorkloadInfo};
+/// use tower::{service_fn, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let layer = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default());
+/// let app = service_fn(|_req: http::Request<_>| async {
+///     Ok::<_, Infallible>(http::Response::builder().status(201).body(Empty::<Bytes>::new()).unwrap())
+/// });
+/// let svc = Metrics::new(app, &layer);
+///
+/// let resp = svc.oneshot(http::Request::post("/anything").body(Empty::<Bytes>::new())?).await?;
+/// assert_eq!(resp.status(), 201);
+/// resp.into_body().collect().await?;
+/// assert!(metrics.render().contains(r#"response_code="201""#));
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Metrics<S> {
     inner: S,

@@ -26,6 +26,38 @@ use tokio_rustls::client::TlsStream;
 use crate::pool::{CircuitBreaker, ConnectionPermit, Overflow};
 
 /// Why a connection could not be made.
+///
+/// The text is Envoy's transport failure reason, which the mesh puts in its 503 body and
+/// in [`UpstreamFailure`](super::UpstreamFailure).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::outbound::{ConnectError, MeshConnector};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// // The connector dials endpoint addresses, not names.
+/// let err = MeshConnector::plaintext()
+///     .oneshot("http://reviews:9080/".parse()?)
+///     .await
+///     .unwrap_err();
+/// assert!(matches!(err, ConnectError::BadAddress(_)));
+///
+/// // Nothing listens on this port any more: the TCP connect is refused.
+/// let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+/// let err = MeshConnector::plaintext()
+///     .oneshot(format!("http://{dead}/").parse()?)
+///     .await
+///     .unwrap_err();
+/// assert!(matches!(err, ConnectError::Tcp(_)));
+/// assert!(err.to_string().starts_with("delayed connect error: "), "{err}");
+///
+/// let timeout = ConnectError::Timeout(std::time::Duration::from_millis(250));
+/// assert_eq!(timeout.to_string(), "connect timeout after 250ms");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// `maxConnections` reached (Envoy: 503 UO).
@@ -73,6 +105,33 @@ pub(crate) enum TlsPolicy {
 /// Connects to mesh endpoints for one destination: dials the endpoint in the URI, takes a
 /// `maxConnections` slot, applies the connect timeout and originates TLS with the
 /// destination's rustls config (built once), checking the server's SPIFFE identity.
+///
+/// The [`MeshClient`](super::MeshClient) builds one per destination from its
+/// DestinationRule; [`plaintext`](Self::plaintext) gives one for your own hyper-util
+/// client (see [`OutboundLayer`](super::OutboundLayer)).
+///
+/// # Examples
+///
+/// A `tower::Service<Uri>`, as hyper-util's client wants its connectors:
+///
+/// ```
+/// use hyper_util::client::legacy::connect::Connection;
+/// use mesh_tower::outbound::MeshConnector;
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+///
+/// let conn = MeshConnector::plaintext()
+///     .oneshot(format!("http://{addr}/reviews/0").parse()?)
+///     .await?;
+/// assert!(!conn.connected().is_negotiated_h2());
+/// let (_accepted, client_addr) = listener.accept().await?;
+/// assert_eq!(client_addr.ip(), addr.ip());
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct MeshConnector {
     tls: TlsPolicy,
@@ -100,6 +159,29 @@ impl MeshConnector {
 
     /// A plaintext connector with Envoy's defaults (10 s connect timeout, no limits), e.g.
     /// for the user's own hyper-util client under an [`OutboundLayer`](super::OutboundLayer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use mesh_tower::outbound::MeshConnector;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let app = axum::Router::new().fallback(|| async { "ratings-v1" });
+    /// tokio::spawn(async move { axum::serve(listener, app).await });
+    ///
+    /// let client = Client::builder(TokioExecutor::new()).build::<_, Empty<Bytes>>(MeshConnector::plaintext());
+    /// let resp = client.get(format!("http://{addr}/ratings/0").parse()?).await?;
+    /// assert_eq!(resp.status(), 200);
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "ratings-v1");
+    /// # Ok(()) }
+    /// ```
     pub fn plaintext() -> Self {
         MeshConnector::new(
             TlsPolicy::Plaintext,
@@ -195,6 +277,39 @@ enum Io {
 }
 
 /// A connection to an endpoint (plaintext or TLS), holding its `maxConnections` slot.
+///
+/// It is hyper I/O (`hyper::rt::Read` and `Write`) and reports, as a hyper-util
+/// `Connection`, whether the server chose HTTP/2 and, for mTLS, the server's verified
+/// [`PeerIdentity`] (in the `Connected` extras).
+///
+/// # Examples
+///
+/// One HTTP/1.1 exchange by hand over a connection from the [`MeshConnector`]:
+///
+/// ```
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_tower::outbound::{MeshConn, MeshConnector};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let app = axum::Router::new().fallback(|| async { "details-v1" });
+/// tokio::spawn(async move { axum::serve(listener, app).await });
+///
+/// let conn: MeshConn = MeshConnector::plaintext().oneshot(format!("http://{addr}/").parse()?).await?;
+/// assert!(format!("{conn:?}").contains("tls: false"), "{conn:?}");
+/// let (mut sender, connection) = hyper::client::conn::http1::handshake(conn).await?;
+/// tokio::spawn(connection);
+/// let req = http::Request::get("/details/0")
+///     .header("host", "details:9080")
+///     .body(Empty::<Bytes>::new())?;
+/// let resp = sender.send_request(req).await?;
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "details-v1");
+/// # Ok(()) }
+/// ```
 pub struct MeshConn {
     io: Io,
     h2: bool,

@@ -66,17 +66,85 @@
 //!   refused with 502 (REGISTRY_ONLY-like) rather than passed through, since an in-process
 //!   client has no original destination to pass through to.
 //!
-//! ```no_run
-//! # async fn demo(mesh: mesh_core::mesh::Mesh, creds: std::sync::Arc<mesh_tls::WorkloadCredentials>) {
+//! # Examples
+//!
+//! Istio's request-routing task: requests from user `jason` go to `reviews` v2, all others
+//! to v1. Two plain HTTP servers on loopback stand for the two versions (a client without
+//! [credentials](MeshClientBuilder::credentials) talks plaintext to them; with credentials
+//! it originates mTLS, see the [crate docs](crate)):
+//!
+//! ```
+//! use http_body_util::{BodyExt, Empty};
+//! use mesh_core::mesh::Mesh;
+//! use mesh_core::registry::Workload;
 //! use mesh_tower::outbound::{ClientWorkload, MeshClient};
-//! let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
-//! let client = MeshClient::builder(mesh, me).credentials(creds).build();
-//! let req = http::Request::get("http://reviews:9080/reviews/0")
-//!     .body(http_body_util::Empty::<bytes::Bytes>::new())
-//!     .unwrap();
-//! let resp = client.request(req).await.unwrap();
-//! # let _ = resp;
+//!
+//! # async fn reviews(version: &'static str) -> std::net::SocketAddr {
+//! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #     let addr = listener.local_addr().unwrap();
+//! #     let app = axum::Router::new().fallback(move || async move { version });
+//! #     tokio::spawn(async move { axum::serve(listener, app).await });
+//! #     addr
 //! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let mesh = Mesh::from_yaml("
+//! apiVersion: v1
+//! kind: Service
+//! metadata: {name: reviews, namespace: default}
+//! spec:
+//!   selector: {app: reviews}
+//!   ports: [{name: http, port: 9080}]
+//! ---
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews, namespace: default}
+//! spec:
+//!   host: reviews
+//!   subsets:
+//!   - {name: v1, labels: {version: v1}}
+//!   - {name: v2, labels: {version: v2}}
+//! ---
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: reviews, namespace: default}
+//! spec:
+//!   hosts: [reviews]
+//!   http:
+//!   - match: [{headers: {end-user: {exact: jason}}}]
+//!     route: [{destination: {host: reviews, subset: v2}}]
+//!   - route: [{destination: {host: reviews, subset: v1}}]
+//! ")?;
+//! for version in ["v1", "v2"] {
+//!     let addr = reviews(version).await; // a server answering its version
+//!     mesh.register(Workload {
+//!         name: format!("reviews-{version}"),
+//!         namespace: "default".to_string(),
+//!         service_account: "bookinfo-reviews".to_string(),
+//!         labels: [("app", "reviews"), ("version", version)]
+//!             .map(|(k, v)| (k.to_string(), v.to_string()))
+//!             .into(),
+//!         address: addr.ip(),
+//!         ports: [("http".to_string(), addr.port())].into(),
+//!         locality: None,
+//!         weight: 0,
+//!     });
+//! }
+//!
+//! let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+//! let client = MeshClient::builder(mesh, me).build();
+//! let get = |user: &str| {
+//!     http::Request::get("http://reviews:9080/reviews/0")
+//!         .header("end-user", user)
+//!         .body(Empty::<bytes::Bytes>::new())
+//!         .unwrap()
+//! };
+//! let resp = client.request(get("jason")).await?;
+//! assert_eq!(resp.status(), 200);
+//! assert_eq!(resp.into_body().collect().await?.to_bytes(), "v2");
+//! let resp = client.request(get("alice")).await?;
+//! assert_eq!(resp.into_body().collect().await?.to_bytes(), "v1");
+//! # Ok(()) }
 //! ```
 
 mod connector;
@@ -124,17 +192,121 @@ use dest::{DestCache, DestKey, DestState};
 use retry::{AttemptFailure, RetryOn};
 
 /// Errors that cross the stack: boxed.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::outbound::{BoxError, OutboundError};
+///
+/// let cause: BoxError = "connection reset while reading the body".into();
+/// let err = OutboundError::Body(cause);
+/// assert_eq!(err.to_string(), "request body: connection reset while reading the body");
+/// ```
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The body type inside the outbound stack (requests and responses).
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::outbound::MeshBody;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let body: MeshBody = Full::new(Bytes::from("{\"id\": 0}"))
+///     .map_err(|never: Infallible| match never {})
+///     .boxed();
+/// assert_eq!(body.collect().await?.to_bytes(), "{\"id\": 0}");
+/// # Ok(()) }
+/// ```
 pub type MeshBody = BoxBody<Bytes, BoxError>;
 
-/// The response body of a [`MeshClient`].
+/// The response body of a [`MeshClient`]: the request is counted in the client's Istio
+/// metrics when this body has been read to the end (or dropped).
+///
+/// # Examples
+///
+/// A VirtualService `directResponse` is answered by the client itself:
+///
+/// ```
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::outbound::{ClientBody, ClientWorkload, MeshClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: shop, namespace: default}
+/// spec:
+///   hosts: [shop]
+///   http:
+///   - directResponse: {status: 503, body: {string: down for maintenance}}
+/// ")?;
+/// let client = MeshClient::builder(mesh, ClientWorkload::new("web", "default", "web")).build();
+/// let req = http::Request::get("http://shop/").body(Empty::<bytes::Bytes>::new())?;
+/// let resp: http::Response<ClientBody> = client.request(req).await?;
+/// assert_eq!(resp.status(), 503);
+/// assert_eq!(client.metrics().series_count(), 0, "recorded when the body ends");
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "down for maintenance");
+/// assert_eq!(client.metrics().series_count(), 1);
+/// # Ok(()) }
+/// ```
 pub type ClientBody = MetricsBody<MeshBody>;
 
 /// The client workload: who is calling (its namespace decides name resolution and which
 /// VirtualServices and DestinationRules apply; its labels match `sourceLabels` and
 /// workload selectors).
+///
+/// # Examples
+///
+/// The client's labels are what a VirtualService's `sourceLabels` match:
+///
+/// ```
+/// use http_body_util::Empty;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings, namespace: default}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - match: [{sourceLabels: {app: reviews, version: v2}}]
+///     directResponse: {status: 418}
+///   - directResponse: {status: 200}
+/// ")?;
+/// let v2 = ClientWorkload::new("reviews-v2", "default", "bookinfo-reviews")
+///     .with_label("app", "reviews")
+///     .with_label("version", "v2")
+///     .with_locality("us-east1/us-east1-b");
+/// assert_eq!(v2.labels["version"], "v2");
+/// assert_eq!(v2.locality.as_deref(), Some("us-east1/us-east1-b"));
+/// let v1 = ClientWorkload::new("reviews-v1", "default", "bookinfo-reviews")
+///     .with_label("app", "reviews")
+///     .with_label("version", "v1");
+///
+/// let status = |me: ClientWorkload| {
+///     let client = MeshClient::builder(mesh.clone(), me).build();
+///     async move {
+///         let req = http::Request::get("http://ratings:9080/ratings/0")
+///             .body(Empty::<bytes::Bytes>::new())
+///             .unwrap();
+///         client.request(req).await.unwrap().status()
+///     }
+/// };
+/// assert_eq!(status(v2).await, 418);
+/// assert_eq!(status(v1).await, 200);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientWorkload {
     /// Workload name (`productpage-v1`).
@@ -176,6 +348,29 @@ impl ClientWorkload {
 }
 
 /// Client settings that are not Istio configuration.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::outbound::{ClientOptions, ClientWorkload, MeshClient};
+///
+/// let defaults = ClientOptions::default();
+/// assert_eq!(defaults.connect_timeout, Duration::from_secs(10));
+/// assert_eq!(defaults.retry_buffer_limit, 1 << 20);
+///
+/// // Buffer (and so retry) request bodies of up to 64 KiB only.
+/// let options = ClientOptions {
+///     retry_buffer_limit: 64 << 10,
+///     ..ClientOptions::default()
+/// };
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let client = MeshClient::builder(Mesh::new(Default::default()), me)
+///     .options(options)
+///     .build();
+/// # let _ = client;
+/// ```
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Connect timeout when the DestinationRule sets none (Istio: 10 s).
@@ -214,6 +409,32 @@ impl std::fmt::Debug for ClientShared {
 }
 
 /// The request could not be handled at all (everything else is an Envoy-style response).
+///
+/// # Examples
+///
+/// A relative URI without a `Host` header names no service:
+///
+/// ```
+/// use http_body_util::Empty;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient, OutboundError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let client = MeshClient::builder(Mesh::new(Default::default()), me).build();
+/// let req = http::Request::get("/reviews/0").body(Empty::<bytes::Bytes>::new())?;
+/// let err = client.request(req).await.unwrap_err();
+/// assert!(matches!(err, OutboundError::NoAuthority));
+///
+/// // With a Host header the same request is routed (here: to a host the mesh does not
+/// // know, which the client refuses with 502 rather than an error).
+/// let req = http::Request::get("/reviews/0")
+///     .header("host", "reviews:9080")
+///     .body(Empty::<bytes::Bytes>::new())?;
+/// assert_eq!(client.request(req).await?.status(), 502);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum OutboundError {
     /// The request has no authority (neither in the URI nor a `Host` header).
@@ -228,6 +449,50 @@ pub enum OutboundError {
 
 /// Why an upstream attempt failed, in the response extensions of a 503 from the mesh
 /// (the text is also in the body, after `transport failure reason:`).
+///
+/// # Examples
+///
+/// The only endpoint of `reviews` refuses connections (nothing listens on its port):
+///
+/// ```
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient, UpstreamFailure};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ")?;
+/// let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await?.local_addr()?; // closed again
+/// mesh.register(Workload {
+///     name: "reviews-v1".to_string(),
+///     namespace: "default".to_string(),
+///     service_account: "bookinfo-reviews".to_string(),
+///     labels: [("app".to_string(), "reviews".to_string())].into(),
+///     address: dead.ip(),
+///     ports: [("http".to_string(), dead.port())].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let client = MeshClient::builder(mesh, me).build();
+/// let req = http::Request::get("http://reviews:9080/").body(Empty::<bytes::Bytes>::new())?;
+/// let resp = client.request(req).await?; // after Istio's default retries on connect-failure
+/// assert_eq!(resp.status(), 503);
+/// let failure = resp.extensions().get::<UpstreamFailure>().cloned().unwrap();
+/// assert_eq!(failure.endpoint, dead);
+/// let body = String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?;
+/// assert!(body.starts_with("upstream connect error or disconnect/reset before headers."), "{body}");
+/// assert!(body.contains(&failure.message), "{body}");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamFailure {
     /// The endpoint tried last.
@@ -241,7 +506,47 @@ pub struct UpstreamFailure {
 
 type SendFuture<B> = Pin<Box<dyn Future<Output = Result<Response<B>, BoxError>> + Send>>;
 
-/// Sends one attempt to one endpoint of a destination.
+/// Sends one attempt to one endpoint of a destination: what the routing, balancing and
+/// resilience of [`Outbound`] run over. Implemented by [`MeshTransport`] (the
+/// [`MeshClient`]'s pooled mTLS connections) and [`ServiceTransport`] (your own client
+/// under an [`OutboundLayer`]).
+///
+/// # Examples
+///
+/// Code generic over the transport sees the same mesh answers with either:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{Empty, Full};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::outbound::{ClientWorkload, MeshBody, Outbound, OutboundError, OutboundLayer, Transport};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// async fn status_of<T: Transport>(svc: Outbound<T>, uri: &str) -> Result<u16, OutboundError> {
+///     let req = http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+///     Ok(svc.oneshot(req).await?.status().as_u16())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ")?;
+/// let client = service_fn(|_req: http::Request<MeshBody>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("sent"))))
+/// });
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let svc = OutboundLayer::builder(mesh, me).layer().layer(client);
+/// // `reviews` has no endpoint yet: Envoy's 503 `no healthy upstream`, nothing sent.
+/// assert_eq!(status_of(svc, "http://reviews:9080/").await?, 503);
+/// # Ok(()) }
+/// ```
 pub trait Transport: Clone + Send + Sync + 'static {
     /// The response body.
     type Body: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static;
@@ -257,6 +562,71 @@ pub trait Transport: Clone + Send + Sync + 'static {
 }
 
 /// The mesh's own transport: per-endpoint pools of hyper connections with mTLS.
+///
+/// This is what a [`MeshClient`] sends over. With the workload's
+/// [credentials](MeshClientBuilder::credentials), a connection to a mesh endpoint is mutual
+/// TLS and the server must present the SPIFFE identity of the destination's service
+/// accounts, checked inside the handshake.
+///
+/// # Examples
+///
+/// A server registered as `bookinfo-reviews` but presenting another identity is refused:
+///
+/// ```
+/// use std::time::Duration;
+/// use http_body_util::Empty;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+/// use mesh_tower::inbound::MeshServer;
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient, UpstreamFailure};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let creds = |sa: &str| {
+///     let id = Identity::new("cluster.local", "default", sa).unwrap();
+///     WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap()
+/// };
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ")?;
+/// // The server runs with the identity `impostor`...
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let server = MeshServer::builder(mesh.clone(), "default", "impostor", Default::default(), creds("impostor"))
+///     .build()?;
+/// let app = axum::Router::new().fallback(|| async { "secret reviews" });
+/// tokio::spawn(async move { server.serve(listener, app).await });
+/// // ...but is registered as a `reviews` workload of the service account `bookinfo-reviews`.
+/// mesh.register(Workload {
+///     name: "reviews-v1".to_string(),
+///     namespace: "default".to_string(),
+///     service_account: "bookinfo-reviews".to_string(),
+///     labels: [("app".to_string(), "reviews".to_string())].into(),
+///     address: addr.ip(),
+///     ports: [("http".to_string(), addr.port())].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+///
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let client = MeshClient::builder(mesh, me)
+///     .credentials(creds("bookinfo-productpage"))
+///     .build();
+/// let req = http::Request::get("http://reviews:9080/").body(Empty::<bytes::Bytes>::new())?;
+/// let resp = client.request(req).await?;
+/// assert_eq!(resp.status(), 503);
+/// let failure = resp.extensions().get::<UpstreamFailure>().unwrap();
+/// assert!(failure.message.contains("CERTIFICATE_VERIFY_FAILED"), "{}", failure.message);
+/// assert!(failure.message.contains("spiffe://cluster.local/ns/default/sa/impostor"), "{}", failure.message);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MeshTransport;
 
@@ -276,7 +646,57 @@ impl Transport for MeshTransport {
     }
 }
 
-/// Sends through a user's service (see [`OutboundLayer`]).
+/// Sends through a user's service (see [`OutboundLayer`]): each attempt gets an absolute
+/// URI naming the endpoint picked (`http://<ip>:<port>/...`) and keeps the `Host` the
+/// application sent.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty, Full};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tower::outbound::{ClientWorkload, MeshBody, Outbound, OutboundLayer, ServiceTransport};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ")?;
+/// mesh.register(Workload {
+///     name: "reviews-v1".to_string(),
+///     namespace: "default".to_string(),
+///     service_account: "bookinfo-reviews".to_string(),
+///     labels: [("app".to_string(), "reviews".to_string())].into(),
+///     address: "10.0.0.7".parse()?,
+///     ports: [("http".to_string(), 9080)].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+/// // Your client: here it only says what it was asked to send.
+/// let client = service_fn(|req: http::Request<MeshBody>| async move {
+///     let text = format!("{} Host: {}", req.uri(), req.headers()["host"].to_str().unwrap());
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
+/// });
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let svc: Outbound<ServiceTransport<_>> = OutboundLayer::builder(mesh, me).layer().layer(client);
+///
+/// let req = http::Request::get("http://reviews:9080/reviews/0?u=1").body(Empty::<Bytes>::new())?;
+/// let resp = svc.oneshot(req).await?;
+/// assert_eq!(
+///     resp.into_body().collect().await?.to_bytes(),
+///     "http://10.0.0.7:9080/reviews/0?u=1 Host: reviews:9080"
+/// );
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct ServiceTransport<S> {
     inner: S,
@@ -343,6 +763,78 @@ where
 // The service.
 
 /// The outbound mesh service: routing, balancing, resilience, over a [`Transport`].
+///
+/// Built by an [`OutboundLayer`] over your own client (inside a [`MeshClient`] over the
+/// [`MeshTransport`]). Mesh failures are Envoy's answers, as responses; the service fails
+/// only with an [`OutboundError`].
+///
+/// # Examples
+///
+/// Retries as the route asks (`attempts: 2, retryOn: 5xx`), here over a client whose first
+/// answer is a 503:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Empty, Full};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tower::outbound::{ClientWorkload, MeshBody, OutboundLayer};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   hosts: [reviews]
+///   http:
+///   - route: [{destination: {host: reviews}}]
+///     retries: {attempts: 2, retryOn: 5xx}
+/// ")?;
+/// mesh.register(Workload {
+///     name: "reviews-v1".to_string(),
+///     namespace: "default".to_string(),
+///     service_account: "bookinfo-reviews".to_string(),
+///     labels: [("app".to_string(), "reviews".to_string())].into(),
+///     address: "10.0.0.7".parse()?,
+///     ports: [("http".to_string(), 9080)].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+/// let calls = Arc::new(AtomicU32::new(0));
+/// let seen = Arc::clone(&calls);
+/// let client = service_fn(move |_req: http::Request<MeshBody>| {
+///     let n = seen.fetch_add(1, Ordering::SeqCst);
+///     async move {
+///         let mut resp = http::Response::new(Full::new(Bytes::from(format!("attempt {n}"))));
+///         if n == 0 {
+///             *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+///         }
+///         Ok::<_, Infallible>(resp)
+///     }
+/// });
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let svc = OutboundLayer::builder(mesh, me).layer().layer(client);
+///
+/// let req = http::Request::get("http://reviews:9080/").body(Empty::<Bytes>::new())?;
+/// let resp = svc.oneshot(req).await?;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "attempt 1");
+/// assert_eq!(calls.load(Ordering::SeqCst), 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Outbound<T> {
     shared: Arc<ClientShared>,
@@ -380,6 +872,49 @@ where
 }
 
 /// Builds a [`MeshClient`] or an [`OutboundLayer`].
+///
+/// # Examples
+///
+/// Two clients recording into one shared metrics registry, sampling every new trace:
+///
+/// ```
+/// use std::sync::Arc;
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::metrics::IstioMetrics;
+/// use mesh_tower::outbound::{ClientOptions, ClientWorkload, MeshClient};
+/// use mesh_tower::trace::TraceConfig;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings, namespace: default}
+/// spec:
+///   hosts: [ratings]
+///   http:
+///   - directResponse: {status: 200, body: {string: '5 stars'}}
+/// ")?;
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let build = |name: &str| {
+///     MeshClient::builder(mesh.clone(), ClientWorkload::new(name, "default", name))
+///         .options(ClientOptions::default())
+///         .metrics(Arc::clone(&metrics))
+///         .trace(TraceConfig { sampling_percent: 100.0, ..TraceConfig::default() })
+///         .build()
+/// };
+/// let (reviews, productpage) = (build("reviews-v1"), build("productpage-v1"));
+/// assert!(Arc::ptr_eq(reviews.metrics(), productpage.metrics()));
+///
+/// for client in [&reviews, &productpage] {
+///     let req = http::Request::get("http://ratings:9080/").body(Empty::<bytes::Bytes>::new())?;
+///     let resp = client.request(req).await?;
+///     assert_eq!(resp.into_body().collect().await?.to_bytes(), "5 stars");
+/// }
+/// assert_eq!(metrics.series_count(), 2, "one series per source workload");
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct MeshClientBuilder {
     mesh: Mesh,
@@ -394,12 +929,167 @@ pub struct MeshClientBuilder {
 impl MeshClientBuilder {
     /// The workload's mesh credentials (needed for mTLS: without them, in-mesh destinations
     /// get plaintext unless a DestinationRule asks for ISTIO_MUTUAL, which then fails closed).
+    ///
+    /// # Examples
+    ///
+    /// A DestinationRule asks for ISTIO_MUTUAL: the client without credentials sends
+    /// nothing, the one with credentials reaches the server over mTLS.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::Extension;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient, UpstreamFailure};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let creds = |sa: &str| {
+    ///     let id = Identity::new("cluster.local", "default", sa).unwrap();
+    ///     WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap()
+    /// };
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   selector: {app: reviews}
+    ///   ports: [{name: http, port: 9080}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   host: reviews
+    ///   trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+    /// ")?;
+    /// // A reviews server answering with its caller's principal.
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let labels = [("app".to_string(), "reviews".to_string())].into();
+    /// let server = MeshServer::builder(mesh.clone(), "default", "bookinfo-reviews", labels, creds("bookinfo-reviews"))
+    ///     .build()?;
+    /// let app = axum::Router::new().fallback(|Extension(c): Extension<ConnectionInfo>| async move {
+    ///     c.principal().unwrap_or("plaintext").to_string()
+    /// });
+    /// tokio::spawn(async move { server.serve(listener, app).await });
+    /// mesh.register(Workload {
+    ///     name: "reviews-v1".to_string(),
+    ///     namespace: "default".to_string(),
+    ///     service_account: "bookinfo-reviews".to_string(),
+    ///     labels: [("app".to_string(), "reviews".to_string())].into(),
+    ///     address: addr.ip(),
+    ///     ports: [("http".to_string(), addr.port())].into(),
+    ///     locality: None,
+    ///     weight: 0,
+    /// });
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let get = || http::Request::get("http://reviews:9080/").body(Empty::<bytes::Bytes>::new()).unwrap();
+    ///
+    /// let without = MeshClient::builder(mesh.clone(), me.clone()).build();
+    /// let resp = without.request(get()).await?;
+    /// assert_eq!(resp.status(), 503);
+    /// let failure = resp.extensions().get::<UpstreamFailure>().unwrap();
+    /// assert!(failure.message.starts_with("TLS configuration error"), "{}", failure.message);
+    ///
+    /// let with = MeshClient::builder(mesh, me).credentials(creds("bookinfo-productpage")).build();
+    /// let resp = with.request(get()).await?;
+    /// assert_eq!(resp.status(), 200);
+    /// assert_eq!(
+    ///     resp.into_body().collect().await?.to_bytes(),
+    ///     "cluster.local/ns/default/sa/bookinfo-productpage"
+    /// );
+    /// # Ok(()) }
+    /// ```
     pub fn credentials(mut self, credentials: Arc<WorkloadCredentials>) -> Self {
         self.credentials = Some(credentials);
         self
     }
 
     /// Resolves DestinationRule `credentialName`s.
+    ///
+    /// # Examples
+    ///
+    /// A DestinationRule originating MUTUAL TLS with the client certificate and CA of the
+    /// `reviews-client` credential, stored as a directory ([`mesh_tls::DirCredentials`]):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use axum::Extension;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tls::{DirCredentials, Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let ttl = Duration::from_secs(3600);
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   selector: {app: reviews}
+    ///   ports: [{name: http, port: 9080}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   host: reviews
+    ///   trafficPolicy: {tls: {mode: MUTUAL, credentialName: reviews-client}}
+    /// ")?;
+    /// // A reviews server whose certificate also names its DNS host, which the client checks.
+    /// let id = Identity::new("cluster.local", "default", "bookinfo-reviews")?;
+    /// let server_cert = ca.issue(&id, ttl, &["reviews.default.svc.cluster.local"])?;
+    /// let labels = [("app".to_string(), "reviews".to_string())].into();
+    /// let server = MeshServer::builder(mesh.clone(), "default", "bookinfo-reviews", labels, WorkloadCredentials::new(server_cert)?)
+    ///     .build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let app = axum::Router::new().fallback(|Extension(c): Extension<ConnectionInfo>| async move {
+    ///     format!("hello {}", c.principal().unwrap_or("plaintext"))
+    /// });
+    /// tokio::spawn(async move { server.serve(listener, app).await });
+    /// mesh.register(Workload {
+    ///     name: "reviews-v1".to_string(),
+    ///     namespace: "default".to_string(),
+    ///     service_account: "bookinfo-reviews".to_string(),
+    ///     labels: [("app".to_string(), "reviews".to_string())].into(),
+    ///     address: addr.ip(),
+    ///     ports: [("http".to_string(), addr.port())].into(),
+    ///     locality: None,
+    ///     weight: 0,
+    /// });
+    ///
+    /// // <dir>/reviews-client/{tls.crt,tls.key,ca.crt}, as a kubernetes.io/tls secret.
+    /// let client_cert = ca.issue(&Identity::new("cluster.local", "default", "productpage")?, ttl, &[])?;
+    /// let secrets = tempfile::tempdir()?;
+    /// let dir = secrets.path().join("reviews-client");
+    /// std::fs::create_dir(&dir)?;
+    /// std::fs::write(dir.join("tls.crt"), client_cert.chain_pem())?;
+    /// std::fs::write(dir.join("tls.key"), client_cert.key_pem())?;
+    /// std::fs::write(dir.join("ca.crt"), client_cert.root_pem())?;
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(mesh, me)
+    ///     .credential_lookup(Arc::new(DirCredentials::new(secrets.path())))
+    ///     .build();
+    /// let req = http::Request::get("http://reviews:9080/").body(Empty::<bytes::Bytes>::new())?;
+    /// let resp = client.request(req).await?;
+    /// assert_eq!(resp.status(), 200);
+    /// // the server saw the credential's client certificate
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "hello cluster.local/ns/default/sa/productpage");
+    /// # Ok(()) }
+    /// ```
     pub fn credential_lookup(mut self, lookup: Arc<dyn CredentialLookup>) -> Self {
         self.credential_lookup = Some(lookup);
         self
@@ -469,6 +1159,57 @@ impl MeshClientBuilder {
 
 /// The mesh client: [`Outbound`] over the mesh transport, with Istio metrics and trace
 /// propagation. Cheap to clone (one client per workload, shared).
+///
+/// # Examples
+///
+/// A plain `http://reviews:9080/...` request reaches a `reviews` endpoint, with the trace
+/// context added on the way (the server echoes the `traceparent` it received). The client is
+/// also a `tower::Service`:
+///
+/// ```
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+/// use tower::ServiceExt;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+///     headers["traceparent"].to_str().unwrap().to_string()
+/// });
+/// tokio::spawn(async move { axum::serve(listener, app).await });
+///
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ")?;
+/// mesh.register(Workload {
+///     name: "reviews-v1".to_string(),
+///     namespace: "default".to_string(),
+///     service_account: "bookinfo-reviews".to_string(),
+///     labels: [("app".to_string(), "reviews".to_string())].into(),
+///     address: addr.ip(),
+///     ports: [("http".to_string(), addr.port())].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let client = MeshClient::builder(mesh, me).build();
+///
+/// let req = http::Request::get("http://reviews:9080/reviews/0").body(Empty::<bytes::Bytes>::new())?;
+/// let resp = client.clone().oneshot(req).await?;
+/// assert_eq!(resp.status(), 200);
+/// let traceparent = resp.into_body().collect().await?.to_bytes();
+/// assert!(traceparent.starts_with(b"00-"), "{traceparent:?}");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct MeshClient {
     svc: PropagateTrace<Metrics<Outbound<MeshTransport>>>,
@@ -491,6 +1232,47 @@ impl MeshClient {
 
     /// Sends a request through the mesh. Mesh failures are responses (Envoy's answers);
     /// `Err` only when the request itself is unusable.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   selector: {app: reviews}
+    ///   ports: [{name: http, port: 9080}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /reviews}}]
+    ///     route: [{destination: {host: reviews}}]
+    /// ")?;
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(mesh, me).build();
+    /// let get = |uri: &str| http::Request::get(uri).body(Empty::<bytes::Bytes>::new()).unwrap();
+    ///
+    /// // No route matches /health: 404, as Envoy answers.
+    /// let resp = client.request(get("http://reviews:9080/health")).await?;
+    /// assert_eq!(resp.status(), 404);
+    ///
+    /// // Routed, but `reviews` has no endpoint.
+    /// let resp = client.request(get("http://reviews:9080/reviews/0")).await?;
+    /// assert_eq!(resp.status(), 503);
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "no healthy upstream");
+    /// # Ok(()) }
+    /// ```
     pub async fn request<B>(&self, req: Request<B>) -> Result<Response<ClientBody>, OutboundError>
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -500,6 +1282,41 @@ impl MeshClient {
     }
 
     /// The Istio metrics this client records (`reporter="source"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings, namespace: default}
+    /// spec:
+    ///   hosts: [ratings]
+    ///   http:
+    ///   - directResponse: {status: 503}
+    /// ")?;
+    /// let me = ClientWorkload::new("reviews-v2", "default", "bookinfo-reviews")
+    ///     .with_label("app", "reviews")
+    ///     .with_label("version", "v2");
+    /// let client = MeshClient::builder(mesh, me).build();
+    /// let req = http::Request::get("http://ratings:9080/ratings/0").body(Empty::<bytes::Bytes>::new())?;
+    /// client.request(req).await?.into_body().collect().await?;
+    ///
+    /// let text = client.metrics().render();
+    /// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+    /// assert!(line.contains(r#"reporter="source""#), "{line}");
+    /// assert!(line.contains(r#"source_workload="reviews-v2""#), "{line}");
+    /// assert!(line.contains(r#"source_version="v2""#), "{line}");
+    /// assert!(line.contains(r#"response_code="503""#), "{line}");
+    /// assert!(line.ends_with(" 1"), "{line}");
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(&self) -> &Arc<IstioMetrics> {
         &self.metrics
     }
@@ -527,6 +1344,58 @@ where
 /// with the outbound mesh logic: `S` receives each attempt addressed to the endpoint picked
 /// (`http://<ip>:<port>/...`, `Host` set to the service's authority). TLS origination is
 /// `S`'s business here (use [`MeshClient`] for mesh mTLS).
+///
+/// # Examples
+///
+/// Around hyper-util's pooled client, dialling with the [`MeshConnector`]:
+///
+/// ```
+/// use http_body_util::{BodyExt, Empty};
+/// use hyper_util::client::legacy::Client;
+/// use hyper_util::rt::TokioExecutor;
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tower::outbound::{ClientWorkload, MeshBody, MeshConnector, OutboundLayer};
+/// use tower::{ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let addr = listener.local_addr()?;
+/// # let app = axum::Router::new().fallback(|| async { "reviews-v1" });
+/// # tokio::spawn(async move { axum::serve(listener, app).await });
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec:
+///   selector: {app: reviews}
+///   ports: [{name: http, port: 9080}]
+/// ")?;
+/// // `addr`: a plain HTTP server on loopback answering "reviews-v1".
+/// mesh.register(Workload {
+///     name: "reviews-v1".to_string(),
+///     namespace: "default".to_string(),
+///     service_account: "bookinfo-reviews".to_string(),
+///     labels: [("app".to_string(), "reviews".to_string())].into(),
+///     address: addr.ip(),
+///     ports: [("http".to_string(), addr.port())].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+///
+/// let http = Client::builder(TokioExecutor::new()).build::<_, MeshBody>(MeshConnector::plaintext());
+/// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+/// let svc = ServiceBuilder::new()
+///     .layer(OutboundLayer::builder(mesh, me).layer())
+///     .service(http);
+///
+/// let req = http::Request::get("http://reviews:9080/reviews/0").body(Empty::<bytes::Bytes>::new())?;
+/// let resp = svc.oneshot(req).await?;
+/// assert_eq!(resp.status(), 200);
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "reviews-v1");
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct OutboundLayer {
     shared: Arc<ClientShared>,

@@ -13,6 +13,41 @@ pub(crate) enum Direction {
 }
 
 /// Propagates trace context and `x-request-id`. See the [module docs](super).
+///
+/// # Examples
+///
+/// On a server, the caller's B3 headers become the parent of this hop's span, and a
+/// missing `x-request-id` is added:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig, TraceContext};
+/// use tower::{service_fn, ServiceBuilder, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// let app = ServiceBuilder::new()
+///     .layer(PropagateTraceLayer::inbound(TraceConfig::default()))
+///     .service(service_fn(|req: http::Request<()>| async move {
+///         Ok::<_, Infallible>(req)
+///     }));
+/// let req = http::Request::builder()
+///     .header("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7")
+///     .header("x-b3-spanid", "e457b5a2e4d86bd1")
+///     .header("x-b3-sampled", "1")
+///     .body(())
+///     .unwrap();
+/// let seen = app.oneshot(req).await?;
+///
+/// let ctx = seen.extensions().get::<TraceContext>().unwrap();
+/// assert_eq!(ctx.trace_id_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
+/// assert_eq!(ctx.parent_span_id, Some(0xe457b5a2e4d86bd1));
+/// // the application sees this hop's span in both formats
+/// assert_eq!(seen.headers()["x-b3-parentspanid"], "e457b5a2e4d86bd1");
+/// assert_eq!(seen.headers()["traceparent"], ctx.traceparent());
+/// assert_eq!(seen.headers()["x-request-id"].len(), 36);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct PropagateTraceLayer {
     pub(crate) direction: Direction,
@@ -31,6 +66,41 @@ impl PropagateTraceLayer {
 
     /// For a client: the parent is the request's own headers, its extensions, or the
     /// current inbound context.
+    ///
+    /// # Examples
+    ///
+    /// An outbound call made while an inbound request is handled continues its trace and
+    /// carries its `x-request-id`, without the application copying headers:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig, TraceContext};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Infallible> {
+    /// // The application's client: returns the headers it would send.
+    /// let client = PropagateTraceLayer::outbound(TraceConfig::default()).layer(service_fn(
+    ///     |req: http::Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) },
+    /// ));
+    /// // The application: handles an inbound request by calling out.
+    /// let app = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+    ///     move |inbound: http::Request<()>| {
+    ///         let client = client.clone();
+    ///         async move {
+    ///             let sent = client.oneshot(http::Request::new(())).await?;
+    ///             Ok::<_, Infallible>((inbound.extensions().get::<TraceContext>().cloned().unwrap(), sent))
+    ///         }
+    ///     },
+    /// ));
+    /// let req = http::Request::builder().header("x-request-id", "req-42").body(()).unwrap();
+    /// let (hop, sent) = app.oneshot(req).await?;
+    ///
+    /// assert_eq!(sent["x-request-id"], "req-42");
+    /// assert_eq!(sent["x-b3-traceid"], hop.trace_id_hex());
+    /// assert_eq!(sent["x-b3-parentspanid"], format!("{:016x}", hop.span_id).as_str());
+    /// # Ok(()) }
+    /// ```
     pub fn outbound(config: TraceConfig) -> Self {
         PropagateTraceLayer {
             direction: Direction::Outbound,

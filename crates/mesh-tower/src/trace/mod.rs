@@ -48,6 +48,23 @@ pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Which formats to write on the next hop.
+///
+/// # Examples
+///
+/// ```
+/// use http::HeaderMap;
+/// use mesh_tower::trace::{Formats, TraceContext};
+/// use rand::rngs::StdRng;
+/// use rand::SeedableRng;
+///
+/// assert_eq!(Formats::default(), Formats { w3c: true, b3_multi: true, b3_single: false });
+///
+/// let ctx = TraceContext::new_root(100.0, &mut StdRng::seed_from_u64(7));
+/// let mut headers = HeaderMap::new();
+/// ctx.inject(&mut headers, Formats { w3c: false, b3_multi: false, b3_single: true });
+/// assert_eq!(headers.len(), 1);
+/// assert_eq!(headers["b3"], ctx.b3_single());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Formats {
     /// W3C `traceparent` (+ `tracestate`).
@@ -71,6 +88,34 @@ impl Default for Formats {
 }
 
 /// Propagation settings.
+///
+/// # Examples
+///
+/// With sampling off, new traces are not sampled, but a caller's decision is kept:
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig, TraceContext};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// assert_eq!(TraceConfig::default().sampling_percent, 1.0);
+/// let config = TraceConfig { sampling_percent: 0.0, ..TraceConfig::default() };
+/// let svc = PropagateTraceLayer::inbound(config).layer(service_fn(|req: http::Request<()>| async move {
+///     Ok::<_, Infallible>(req.extensions().get::<TraceContext>().unwrap().sampled)
+/// }));
+///
+/// let new_trace = http::Request::new(());
+/// assert!(!svc.clone().oneshot(new_trace).await?);
+///
+/// let sampled_by_caller = http::Request::builder()
+///     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+///     .body(())
+///     .unwrap();
+/// assert!(svc.oneshot(sampled_by_caller).await?);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TraceConfig {
     /// Formats always written (a `b3` single header is also written when one came in).
@@ -89,6 +134,31 @@ impl Default for TraceConfig {
 }
 
 /// Where a context came from.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{Origin, PropagateTraceLayer, TraceConfig, TraceContext};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// let svc = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+///     |req: http::Request<()>| async move {
+///         Ok::<_, Infallible>(req.extensions().get::<TraceContext>().unwrap().origin)
+///     },
+/// ));
+/// let with = |name: &str, value: &str| http::Request::builder().header(name, value).body(()).unwrap();
+///
+/// let w3c = with("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+/// assert_eq!(svc.clone().oneshot(w3c).await?, Origin::W3c);
+/// let b3 = with("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1");
+/// assert_eq!(svc.clone().oneshot(b3).await?, Origin::B3Single);
+/// let invalid = with("traceparent", "garbage"); // ignored, as the W3C spec requires
+/// assert_eq!(svc.oneshot(invalid).await?, Origin::New);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
     /// `traceparent`.
@@ -102,6 +172,32 @@ pub enum Origin {
 }
 
 /// The trace context of one hop.
+///
+/// The inbound [`PropagateTraceLayer`] puts the hop's context in the request extensions
+/// (axum: `Extension<TraceContext>`) and makes it the task's [`current`] context.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Origin, TraceContext};
+/// use rand::rngs::StdRng;
+/// use rand::SeedableRng;
+///
+/// let mut rng = StdRng::seed_from_u64(1);
+/// let root = TraceContext::new_root(100.0, &mut rng);
+/// assert!(root.sampled);
+/// assert_eq!(root.origin, Origin::New);
+/// assert_eq!(root.parent_span_id, None);
+/// assert_eq!(root.trace_id_hex(), format!("{:032x}", root.trace_id));
+///
+/// let next = root.child(&mut rng);
+/// assert_eq!(next.trace_id, root.trace_id);
+/// assert_eq!(next.parent_span_id, Some(root.span_id));
+/// assert_eq!(
+///     next.traceparent(),
+///     format!("00-{}-{:016x}-01", root.trace_id_hex(), next.span_id)
+/// );
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TraceContext {
     /// Trace id (64-bit B3 ids are kept in the low half).
@@ -333,6 +429,35 @@ impl TraceContext {
     }
 
     /// The single `b3` header value for this span.
+    ///
+    /// # Examples
+    ///
+    /// A 64-bit B3 trace id stays 64-bit on the next hop:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig, TraceContext};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Infallible> {
+    /// let svc = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+    ///     |req: http::Request<()>| async move {
+    ///         Ok::<_, Infallible>(req.extensions().get::<TraceContext>().unwrap().clone())
+    ///     },
+    /// ));
+    /// let req = http::Request::builder()
+    ///     .header("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1-d")
+    ///     .body(())
+    ///     .unwrap();
+    /// let ctx = svc.oneshot(req).await?;
+    /// assert!(ctx.short_trace_id && ctx.debug);
+    /// assert_eq!(
+    ///     ctx.b3_single(),
+    ///     format!("64fe8b2a57d3eff7-{:016x}-d-e457b5a2e4d86bd1", ctx.span_id)
+    /// );
+    /// # Ok(()) }
+    /// ```
     pub fn b3_single(&self) -> String {
         let mut b = BytesMut::with_capacity(72);
         self.put_b3_single(&mut b);
@@ -365,6 +490,28 @@ impl TraceContext {
     }
 
     /// Writes this span into `headers` in `formats` (replacing what was there).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use mesh_tower::trace::{Formats, TraceContext};
+    /// use rand::rngs::StdRng;
+    /// use rand::SeedableRng;
+    ///
+    /// let mut rng = StdRng::seed_from_u64(3);
+    /// let ctx = TraceContext::new_root(0.0, &mut rng).child(&mut rng);
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("x-b3-sampled", "1".parse().unwrap()); // replaced
+    /// ctx.inject(&mut headers, Formats::default());
+    ///
+    /// assert_eq!(headers["traceparent"], ctx.traceparent());
+    /// assert_eq!(headers["x-b3-traceid"], ctx.trace_id_hex());
+    /// assert_eq!(headers["x-b3-spanid"], format!("{:016x}", ctx.span_id).as_str());
+    /// assert_eq!(headers["x-b3-parentspanid"], format!("{:016x}", ctx.parent_span_id.unwrap()).as_str());
+    /// assert_eq!(headers["x-b3-sampled"], "0");
+    /// assert!(!headers.contains_key("b3"));
+    /// ```
     pub fn inject(&self, headers: &mut HeaderMap, formats: Formats) {
         self.inject_with(headers, formats, &mut BytesMut::new());
     }
@@ -468,6 +615,18 @@ fn put_trace_id(out: &mut BytesMut, id: u128, short: bool) {
 }
 
 /// A random UUID v4, as Envoy generates for `x-request-id`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::new_request_id;
+///
+/// let id = new_request_id(&mut rand::rng());
+/// let parts: Vec<&str> = id.to_str().unwrap().split('-').collect();
+/// assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
+/// assert!(parts[2].starts_with('4'), "version 4");
+/// assert_ne!(new_request_id(&mut rand::rng()), id);
+/// ```
 pub fn new_request_id<R: RngCore + ?Sized>(rng: &mut R) -> HeaderValue {
     let mut b = BytesMut::with_capacity(36);
     put_request_id(&mut b, rng);
@@ -505,12 +664,60 @@ tokio::task_local! {
 
 /// The trace context of the request the current task is handling (set by the inbound
 /// layer around the application's future), if any.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{self, PropagateTraceLayer, TraceConfig, TraceContext};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// assert_eq!(trace::current(), None, "not handling a request");
+///
+/// let svc = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+///     |req: http::Request<()>| async move {
+///         // deep inside the handler, without the request at hand
+///         let current = trace::current().unwrap();
+///         Ok::<_, Infallible>(Some(&current) == req.extensions().get::<TraceContext>())
+///     },
+/// ));
+/// assert!(svc.oneshot(http::Request::new(())).await?);
+/// # Ok(()) }
+/// ```
 pub fn current() -> Option<TraceContext> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
 /// Runs `fut` with `ctx` as the [`current`] context (for work spawned off the request
 /// task that should carry the trace on).
+///
+/// # Examples
+///
+/// A background task spawned while handling a request, calling out through the outbound
+/// layer: the call stays in the request's trace.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{self, PropagateTraceLayer, TraceConfig, TraceContext};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let request_ctx = TraceContext::new_root(100.0, &mut rand::rng());
+/// let outbound = PropagateTraceLayer::outbound(TraceConfig::default()).layer(service_fn(
+///     |req: http::Request<()>| async move {
+///         Ok::<_, Infallible>(req.headers()["x-b3-traceid"].to_str().unwrap().to_string())
+///     },
+/// ));
+///
+/// let task = tokio::spawn(trace::scope(request_ctx.clone(), async move {
+///     outbound.oneshot(http::Request::new(())).await
+/// }));
+/// assert_eq!(task.await??, request_ctx.trace_id_hex());
+/// # Ok(()) }
+/// ```
 pub fn scope<F: std::future::Future>(
     ctx: TraceContext,
     fut: F,

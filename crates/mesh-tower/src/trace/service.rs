@@ -13,9 +13,48 @@ use super::{current, extract, scope, take_request_id, TraceContext, X_REQUEST_ID
 
 /// The response future of [`PropagateTrace`]: the inner future run with the hop's context
 /// as the task's [`current`](super::current) context.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{self, PropagateTraceFuture, PropagateTraceLayer, TraceConfig};
+/// use tower::{service_fn, Layer, Service, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// let mut svc = PropagateTraceLayer::inbound(TraceConfig::default())
+///     .layer(service_fn(|_req: http::Request<()>| async { Ok::<_, Infallible>(trace::current()) }));
+/// let fut: PropagateTraceFuture<_> = svc.ready().await?.call(http::Request::new(()));
+/// let current = fut.await?.unwrap();
+/// assert!(current.request_id.is_some());
+/// # Ok(()) }
+/// ```
 pub type PropagateTraceFuture<F> = TaskLocalFuture<TraceContext, F>;
 
 /// Propagates trace context and `x-request-id`. See [`PropagateTraceLayer`].
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{PropagateTrace, PropagateTraceLayer, TraceConfig};
+/// use tower::{service_fn, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// let echo = service_fn(|req: http::Request<()>| async move { Ok::<_, Infallible>(req) });
+/// let svc = PropagateTrace::new(echo, PropagateTraceLayer::outbound(TraceConfig::default()));
+///
+/// // A request already carrying an id keeps it.
+/// let req = http::Request::builder().header("x-request-id", "abc").body(()).unwrap();
+/// let sent = svc.clone().oneshot(req).await?;
+/// assert_eq!(sent.headers()["x-request-id"], "abc");
+/// assert!(sent.headers().contains_key("traceparent"));
+///
+/// let _inner = svc.into_inner(); // the wrapped service back
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct PropagateTrace<S> {
     inner: S,
