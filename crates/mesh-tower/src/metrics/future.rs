@@ -25,6 +25,32 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// Wraps `response`'s body so the request is recorded when it ends; `context` is what
+    /// the stack learned while handling it (it overrides the request's).
+    pub(crate) fn finish<B>(
+        self,
+        response: Response<B>,
+        context: Option<&MetricsContext>,
+    ) -> Response<MetricsBody<B>> {
+        let (parts, body) = response.into_parts();
+        let recorder = self.into_recorder(
+            parts.status.as_u16(),
+            context,
+            parts
+                .extensions
+                .get::<ResponseFlags>()
+                .copied()
+                .unwrap_or_default(),
+            grpc_status_of(&parts.headers),
+        );
+        Response::from_parts(parts, MetricsBody::new(body, Some(recorder)))
+    }
+
+    /// Records a request that got no response at all (response code 0, as Envoy does).
+    pub(crate) fn abandon(self) {
+        drop(self.into_recorder(0, None, ResponseFlags::NONE, None));
+    }
+
     /// Builds the labels from the request context and what the response says.
     fn into_recorder(
         mut self,

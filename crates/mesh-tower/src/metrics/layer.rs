@@ -174,6 +174,10 @@ impl MetricsLayer {
     pub fn metrics(&self) -> &Arc<IstioMetrics> {
         &self.config.metrics
     }
+
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
 }
 
 impl<S> Layer<S> for MetricsLayer {

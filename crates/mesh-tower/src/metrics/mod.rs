@@ -64,6 +64,9 @@ pub use histogram::AtomicHistogram;
 pub use layer::MetricsLayer;
 pub use service::Metrics;
 
+pub(crate) use layer::Config as MetricsConfig;
+pub(crate) use service::start as start_recording;
+
 use crate::envoy::ResponseFlags;
 
 /// Envoy's default histogram buckets, which Istio's standard histograms use.

@@ -92,29 +92,39 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
-        let start = Instant::now();
-        let protocol = if is_grpc(req.headers()) {
-            RequestProtocol::Grpc
-        } else {
-            RequestProtocol::Http
-        };
-        let ext = req.extensions();
-        let context = match ext.get::<MetricsContext>() {
-            Some(c) => c.clone(),
-            None => ext
-                .get::<crate::inbound::ConnectionInfo>()
-                .map(|c| c.metrics_context())
-                .unwrap_or_default(),
-        };
-        let (parts, body) = req.into_parts();
-        let (body, request_size) = CountingBody::new(body);
-        let pending = Pending {
-            config: Arc::clone(&self.config),
-            start,
-            protocol,
-            context,
-            request_size,
-        };
-        ResponseFuture::new(self.inner.call(Request::from_parts(parts, body)), pending)
+        let (req, pending) = start(&self.config, req);
+        ResponseFuture::new(self.inner.call(req), pending)
     }
+}
+
+/// Starts recording a request: its start time, protocol, the context it carries, and its
+/// body wrapped to be counted when its size is not known.
+pub(crate) fn start<ReqB: http_body::Body>(
+    config: &Arc<Config>,
+    req: Request<ReqB>,
+) -> (Request<RequestBody<ReqB>>, Pending) {
+    let start = Instant::now();
+    let protocol = if is_grpc(req.headers()) {
+        RequestProtocol::Grpc
+    } else {
+        RequestProtocol::Http
+    };
+    let ext = req.extensions();
+    let context = match ext.get::<MetricsContext>() {
+        Some(c) => c.clone(),
+        None => ext
+            .get::<crate::inbound::ConnectionInfo>()
+            .map(|c| c.metrics_context())
+            .unwrap_or_default(),
+    };
+    let (parts, body) = req.into_parts();
+    let (body, request_size) = CountingBody::new(body);
+    let pending = Pending {
+        config: Arc::clone(config),
+        start,
+        protocol,
+        context,
+        request_size,
+    };
+    (Request::from_parts(parts, body), pending)
 }

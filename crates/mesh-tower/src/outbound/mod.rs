@@ -182,9 +182,7 @@ pub use connector::{ConnectError, MeshConn, MeshConnector};
 
 use crate::envoy::{is_grpc, LocalReply, ResetReason, ResponseFlags};
 use crate::lb::{ConnectionAddrs, RequestGuard};
-use crate::metrics::{
-    IstioMetrics, Metrics, MetricsBody, MetricsContext, MetricsLayer, WorkloadInfo,
-};
+use crate::metrics::{IstioMetrics, MetricsBody, MetricsContext, MetricsLayer, WorkloadInfo};
 use crate::outlier::Outcome;
 use crate::pool::Permit;
 use crate::trace::{PropagateTrace, PropagateTraceLayer, TraceConfig};
@@ -867,7 +865,52 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let transport = self.transport.clone();
-        Box::pin(async move { handle(shared, transport, req).await })
+        Box::pin(async move { handle(shared, transport, req, false).await.map(|(r, _)| r) })
+    }
+}
+
+/// [`Outbound`] over the mesh transport with Istio's metrics (`reporter="source"`) recorded
+/// in place: what [`MetricsLayer`] over [`Outbound`] does, without passing the destination's
+/// labels up through the response extensions. The service inside a [`MeshClient`].
+#[derive(Clone)]
+pub struct MeteredOutbound {
+    shared: Arc<ClientShared>,
+    metrics: Arc<crate::metrics::MetricsConfig>,
+}
+
+impl std::fmt::Debug for MeteredOutbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeteredOutbound")
+            .field("shared", &self.shared)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Service<Request<B>> for MeteredOutbound
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<ClientBody>;
+    type Error = OutboundError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ClientBody>, OutboundError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let (req, pending) = crate::metrics::start_recording(&self.metrics, req);
+        let shared = Arc::clone(&self.shared);
+        Box::pin(async move {
+            match handle(shared, MeshTransport, req, true).await {
+                Ok((resp, ctx)) => Ok(pending.finish(resp, ctx.as_ref())),
+                Err(e) => {
+                    pending.abandon();
+                    Err(e)
+                }
+            }
+        })
     }
 }
 
@@ -1141,12 +1184,12 @@ impl MeshClientBuilder {
             .map(|c| c.identity().as_uri().to_owned())
             .unwrap_or_default();
         let me = WorkloadInfo::from_labels(&w.name, &w.namespace, &principal, &w.labels);
-        let inner = Outbound {
+        let layer = MetricsLayer::outbound(Arc::clone(&metrics), me);
+        let inner = MeteredOutbound {
             shared,
-            transport: MeshTransport,
+            metrics: Arc::clone(layer.config()),
         };
-        let svc = PropagateTraceLayer::outbound(trace)
-            .layer(MetricsLayer::outbound(Arc::clone(&metrics), me).layer(inner));
+        let svc = PropagateTraceLayer::outbound(trace).layer(inner);
         MeshClient { svc, metrics }
     }
 
@@ -1212,7 +1255,7 @@ impl MeshClientBuilder {
 /// ```
 #[derive(Clone, Debug)]
 pub struct MeshClient {
-    svc: PropagateTrace<Metrics<Outbound<MeshTransport>>>,
+    svc: PropagateTrace<MeteredOutbound>,
     metrics: Arc<IstioMetrics>,
 }
 
@@ -1329,7 +1372,7 @@ where
 {
     type Response = Response<ClientBody>;
     type Error = OutboundError;
-    type Future = <PropagateTrace<Metrics<Outbound<MeshTransport>>> as Service<Request<B>>>::Future;
+    type Future = <PropagateTrace<MeteredOutbound> as Service<Request<B>>>::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Service::<Request<B>>::poll_ready(&mut self.svc, cx)
@@ -1623,7 +1666,8 @@ async fn handle<T, B>(
     shared: Arc<ClientShared>,
     transport: T,
     req: Request<B>,
-) -> Result<Response<MeshBody>, OutboundError>
+    metered: bool,
+) -> Result<(Response<MeshBody>, Option<MetricsContext>), OutboundError>
 where
     T: Transport,
     B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -1662,7 +1706,7 @@ where
     let mut flags = ResponseFlags::NONE;
     match decision.outcome {
         RouteOutcome::Forward => {}
-        RouteOutcome::NoRoute => return Ok(local(LocalReply::NoRoute, grpc)),
+        RouteOutcome::NoRoute => return Ok((local(LocalReply::NoRoute, grpc), None)),
         RouteOutcome::Redirect(r) => {
             let location = r.location(
                 parts.uri.scheme_str().unwrap_or("http"),
@@ -1678,7 +1722,7 @@ where
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(LOCATION, v);
             }
-            return Ok(resp);
+            return Ok((resp, None));
         }
         RouteOutcome::DirectResponse(d) => {
             let mut resp = match &d.body {
@@ -1694,7 +1738,7 @@ where
             if let Some(a) = decision.action() {
                 a.headers.response.apply(resp.headers_mut());
             }
-            return Ok(resp);
+            return Ok((resp, None));
         }
     }
     let action = decision.action();
@@ -1730,13 +1774,13 @@ where
                     f.insert(flags);
                     resp.extensions_mut().insert(f);
                 }
-                return Ok(resp);
+                return Ok((resp, None));
             }
         }
     }
 
     let Some(wd) = decision.pick(rand::random::<u64>()) else {
-        return Ok(local(LocalReply::ClusterNotFound, grpc));
+        return Ok((local(LocalReply::ClusterNotFound, grpc), None));
     };
     let Some(service) = snap.registry().service(&wd.host, ns) else {
         // not in the registry: nothing to send to (Envoy: cluster not found / blackhole)
@@ -1747,7 +1791,7 @@ where
             *r.status_mut() = StatusCode::BAD_GATEWAY;
             r
         };
-        return Ok(reply);
+        return Ok((reply, None));
     };
     let dest_port = wd.port.unwrap_or(match service.ports.as_slice() {
         [p] => p.number,
@@ -1760,7 +1804,7 @@ where
     };
     let dest = shared.cache.get(&snap, &shared, service, &key);
     if !dest.subset_found() {
-        return Ok(local(LocalReply::ClusterNotFound, grpc));
+        return Ok((local(LocalReply::ClusterNotFound, grpc), None));
     }
 
     // request rewriting: route header ops, destination header ops, rewrite
@@ -1837,7 +1881,9 @@ where
         }
     }
 
+    let slot = std::sync::OnceLock::new();
     let attempts = Attempts {
+        metered: metered.then_some(&slot),
         shared: &shared,
         transport: &transport,
         dest: &dest,
@@ -1869,7 +1915,7 @@ where
     if let Some(h) = &wd.headers {
         h.response.apply(resp.headers_mut());
     }
-    Ok(resp)
+    Ok((resp, slot.into_inner()))
 }
 
 /// The endpoints an attempt went to, for Envoy's previous-hosts retry predicate (the first
@@ -1907,6 +1953,9 @@ fn endpoint_uri(dest: &DestState, index: usize, pq: &PathAndQuery) -> Uri {
 }
 
 struct Attempts<'a, T> {
+    /// Where the metrics context goes when metrics are recorded in place ([`MeteredOutbound`]);
+    /// else it goes into the response extensions for a [`MetricsLayer`] above.
+    metered: Option<&'a std::sync::OnceLock<MetricsContext>>,
     shared: &'a ClientShared,
     transport: &'a T,
     dest: &'a Arc<DestState>,
@@ -2017,7 +2066,14 @@ impl<T: Transport> Attempts<'_, T> {
                         service: Some(Arc::clone(&dest.service)),
                         mutual_tls: None,
                     };
-                    resp.extensions_mut().insert(ctx);
+                    match self.metered {
+                        Some(slot) => {
+                            let _ = slot.set(ctx);
+                        }
+                        None => {
+                            resp.extensions_mut().insert(ctx);
+                        }
+                    }
                     if let Some(c) = set_cookie {
                         resp.headers_mut().append(SET_COOKIE, c);
                     }

@@ -595,15 +595,18 @@ fn ascii_string(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// `digits` lower-case hex digits of the low bits of `v`.
+/// `digits` (even, at most 32) lower-case hex digits of the low bits of `v`, two digits per
+/// byte from a table.
 fn put_hex(out: &mut BytesMut, v: u128, digits: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = v.to_be_bytes();
+    let n = (digits.min(32) + 1) / 2;
     let mut tmp = [0u8; 32];
-    let digits = digits.min(32);
-    for (i, d) in tmp[..digits].iter_mut().rev().enumerate() {
-        *d = HEX[((v >> (4 * i)) & 0xf) as usize];
+    for (pair, b) in tmp.chunks_exact_mut(2).zip(&bytes[16 - n..]) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
-    out.extend_from_slice(&tmp[..digits]);
+    out.extend_from_slice(&tmp[..2 * n]);
 }
 
 fn put_trace_id(out: &mut BytesMut, id: u128, short: bool) {
