@@ -600,7 +600,7 @@ fn ascii_string(b: &[u8]) -> String {
 fn put_hex(out: &mut BytesMut, v: u128, digits: usize) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = v.to_be_bytes();
-    let n = (digits.min(32) + 1) / 2;
+    let n = digits.min(32).div_ceil(2);
     let mut tmp = [0u8; 32];
     for (pair, b) in tmp.chunks_exact_mut(2).zip(&bytes[16 - n..]) {
         pair[0] = HEX[usize::from(b >> 4)];
