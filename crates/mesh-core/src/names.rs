@@ -471,7 +471,7 @@ impl HostBuf {
 pub(crate) fn kube_expansion(host: &str, client_ns: &str, suffix: &str, buf: &mut HostBuf) -> bool {
     buf.clear();
     let dots = host.bytes().filter(|b| *b == b'.').count();
-    if host.is_empty() || host.starts_with('*') || host.parse::<std::net::IpAddr>().is_ok() {
+    if host.is_empty() || host.starts_with('*') || looks_like_ip(host) {
         return false;
     }
     let parts: &[&str] = match dots {
@@ -481,6 +481,13 @@ pub(crate) fn kube_expansion(host: &str, client_ns: &str, suffix: &str, buf: &mu
         _ => return false,
     };
     parts.iter().all(|p| buf.push_lower(p))
+}
+
+/// An IP address literal: only a host starting with a digit (IPv4) or holding a `:` (IPv6)
+/// can be one, so other names skip the parse.
+fn looks_like_ip(host: &str) -> bool {
+    let first = host.as_bytes().first().copied().unwrap_or(b'x');
+    (first.is_ascii_digit() || host.contains(':')) && host.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Parses a SPIFFE principal without the scheme (`td/ns/NS/sa/SA`) into (trust domain,

@@ -900,6 +900,19 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        self.start(req)
+    }
+}
+
+impl MeteredOutbound {
+    fn start<B>(
+        &self,
+        req: Request<B>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<ClientBody>, OutboundError>> + Send>>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let (req, pending) = crate::metrics::start_recording(&self.metrics, req);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
@@ -1321,7 +1334,10 @@ impl MeshClient {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        self.svc.clone().oneshot(req).await
+        // the same as calling the service, without cloning it per request
+        let mut req = req;
+        let ctx = crate::trace::prepare_request(self.svc.trace_layer(), &mut req);
+        crate::trace::scope(ctx, self.svc.get_ref().start(req)).await
     }
 
     /// The Istio metrics this client records (`reporter="source"`).

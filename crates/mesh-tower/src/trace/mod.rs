@@ -26,6 +26,7 @@ use http::HeaderMap;
 use rand::{Rng, RngCore};
 
 pub use layer::PropagateTraceLayer;
+pub(crate) use service::prepare as prepare_request;
 pub use service::{PropagateTrace, PropagateTraceFuture};
 
 /// `traceparent`.

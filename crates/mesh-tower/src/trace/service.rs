@@ -81,6 +81,10 @@ impl<S> PropagateTrace<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
+
+    pub(crate) fn trace_layer(&self) -> &PropagateTraceLayer {
+        &self.layer
+    }
 }
 
 impl<S, B> Service<Request<B>> for PropagateTrace<S>
@@ -96,55 +100,61 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let config = self.layer.config;
-        let mut rng = rand::rng();
-        let headers = req.headers();
-        let from_headers = extract(headers);
-        let came_as_b3_single = headers.contains_key(super::B3);
-        let mut ctx = match (from_headers, self.layer.direction) {
-            (Some(parent), _) => {
-                TraceContext::from_parent(parent, config.sampling_percent, &mut rng)
-            }
-            (None, Direction::Inbound) => TraceContext::new_root(config.sampling_percent, &mut rng),
-            (None, Direction::Outbound) => {
-                let parent = req
-                    .extensions()
-                    .get::<TraceContext>()
-                    .cloned()
-                    .or_else(current);
-                match parent {
-                    Some(p) => {
-                        let mut child = p.child(&mut rng);
-                        child.request_id = p.request_id;
-                        child
-                    }
-                    None => TraceContext::new_root(config.sampling_percent, &mut rng),
-                }
-            }
-        };
-        // One allocation holds every value written below; room in the map for them too.
-        let mut buf = BytesMut::new();
-        req.headers_mut().reserve(8);
-        // x-request-id: keep the request's, else carry the parent's on, else a new one.
-        let request_id = match req.headers().get(X_REQUEST_ID) {
-            Some(v) if !v.is_empty() => v.clone(),
-            _ => {
-                let id = ctx
-                    .request_id
-                    .take()
-                    .unwrap_or_else(|| take_request_id(&mut buf, &mut rng));
-                req.headers_mut().insert(X_REQUEST_ID, id.clone());
-                id
-            }
-        };
-        ctx.request_id = Some(request_id);
-        let mut formats = config.formats;
-        formats.b3_single |= came_as_b3_single;
-        ctx.inject_with(req.headers_mut(), formats, &mut buf);
-        if self.layer.direction == Direction::Inbound {
-            // the application reads its hop's context from the request
-            req.extensions_mut().insert(ctx.clone());
-        }
+        let ctx = prepare(&self.layer, &mut req);
         scope(ctx, self.inner.call(req))
     }
+}
+
+/// Opens this hop's span for `req` and writes its headers (what [`PropagateTrace`] does
+/// before calling the inner service); the caller runs the request under
+/// [`scope`](super::scope) with the returned context.
+pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> TraceContext {
+    let config = layer.config;
+    let mut rng = rand::rng();
+    let headers = req.headers();
+    let from_headers = extract(headers);
+    let came_as_b3_single = headers.contains_key(super::B3);
+    let mut ctx = match (from_headers, layer.direction) {
+        (Some(parent), _) => TraceContext::from_parent(parent, config.sampling_percent, &mut rng),
+        (None, Direction::Inbound) => TraceContext::new_root(config.sampling_percent, &mut rng),
+        (None, Direction::Outbound) => {
+            let parent = req
+                .extensions()
+                .get::<TraceContext>()
+                .cloned()
+                .or_else(current);
+            match parent {
+                Some(p) => {
+                    let mut child = p.child(&mut rng);
+                    child.request_id = p.request_id;
+                    child
+                }
+                None => TraceContext::new_root(config.sampling_percent, &mut rng),
+            }
+        }
+    };
+    // One allocation holds every value written below; room in the map for them too.
+    let mut buf = BytesMut::new();
+    req.headers_mut().reserve(8);
+    // x-request-id: keep the request's, else carry the parent's on, else a new one.
+    let request_id = match req.headers().get(X_REQUEST_ID) {
+        Some(v) if !v.is_empty() => v.clone(),
+        _ => {
+            let id = ctx
+                .request_id
+                .take()
+                .unwrap_or_else(|| take_request_id(&mut buf, &mut rng));
+            req.headers_mut().insert(X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    ctx.request_id = Some(request_id);
+    let mut formats = config.formats;
+    formats.b3_single |= came_as_b3_single;
+    ctx.inject_with(req.headers_mut(), formats, &mut buf);
+    if layer.direction == Direction::Inbound {
+        // the application reads its hop's context from the request
+        req.extensions_mut().insert(ctx.clone());
+    }
+    ctx
 }
