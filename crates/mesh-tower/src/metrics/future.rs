@@ -33,7 +33,17 @@ impl Pending {
         context: Option<&MetricsContext>,
     ) -> Response<MetricsBody<B>> {
         let (parts, body) = response.into_parts();
-        let recorder = self.into_recorder(
+        let recorder = self.recorder_for(&parts, context);
+        Response::from_parts(parts, MetricsBody::new(body, Some(recorder)))
+    }
+
+    /// The recorder for a response with these parts (status, flags, `grpc-status`).
+    fn recorder_for(
+        self,
+        parts: &http::response::Parts,
+        context: Option<&MetricsContext>,
+    ) -> Recorder {
+        self.into_recorder(
             parts.status.as_u16(),
             context,
             parts
@@ -42,8 +52,7 @@ impl Pending {
                 .copied()
                 .unwrap_or_default(),
             grpc_status_of(&parts.headers),
-        );
-        Response::from_parts(parts, MetricsBody::new(body, Some(recorder)))
+        )
     }
 
     /// Records a request that got no response at all (response code 0, as Envoy does).
@@ -173,18 +182,8 @@ where
         match result {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let recorder = pending.map(|p| {
-                    p.into_recorder(
-                        parts.status.as_u16(),
-                        parts.extensions.get::<MetricsContext>(),
-                        parts
-                            .extensions
-                            .get::<ResponseFlags>()
-                            .copied()
-                            .unwrap_or_default(),
-                        grpc_status_of(&parts.headers),
-                    )
-                });
+                let recorder = pending
+                    .map(|p| p.recorder_for(&parts, parts.extensions.get::<MetricsContext>()));
                 Poll::Ready(Ok(Response::from_parts(
                     parts,
                     MetricsBody::new(body, recorder),

@@ -869,11 +869,15 @@ where
     }
 }
 
+/// The future of one [`MeshClient`] request (inside its trace scope).
+type ClientFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ClientBody>, OutboundError>> + Send>>;
+
 /// [`Outbound`] over the mesh transport with Istio's metrics (`reporter="source"`) recorded
 /// in place: what [`MetricsLayer`] over [`Outbound`] does, without passing the destination's
 /// labels up through the response extensions. The service inside a [`MeshClient`].
 #[derive(Clone)]
-pub struct MeteredOutbound {
+pub(crate) struct MeteredOutbound {
     shared: Arc<ClientShared>,
     metrics: Arc<crate::metrics::MetricsConfig>,
 }
@@ -893,7 +897,7 @@ where
 {
     type Response = Response<ClientBody>;
     type Error = OutboundError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ClientBody>, OutboundError>> + Send>>;
+    type Future = ClientFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -905,10 +909,7 @@ where
 }
 
 impl MeteredOutbound {
-    fn start<B>(
-        &self,
-        req: Request<B>,
-    ) -> Pin<Box<dyn Future<Output = Result<Response<ClientBody>, OutboundError>> + Send>>
+    fn start<B>(&self, req: Request<B>) -> ClientFuture
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -1388,7 +1389,7 @@ where
 {
     type Response = Response<ClientBody>;
     type Error = OutboundError;
-    type Future = <PropagateTrace<MeteredOutbound> as Service<Request<B>>>::Future;
+    type Future = crate::trace::PropagateTraceFuture<ClientFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Service::<Request<B>>::poll_ready(&mut self.svc, cx)
