@@ -181,7 +181,7 @@ pub(crate) enum Cond {
 
 /// A compiled `HTTPMatchRequest` (or the conjunction of a root and a delegate block).
 #[derive(Debug, Clone, Default)]
-pub struct MatchBlock {
+pub(crate) struct MatchBlock {
     pub(crate) conds: Vec<Cond>,
     pub(crate) port: Option<u16>,
     pub(crate) conflicting_ports: bool,

@@ -62,7 +62,8 @@ pub use actions::{
     pick, AbortStatus, DirectResponse, Fault, HeaderOpList, HeaderOps, HttpAction, Mirror,
     PerMillion, Redirect, RetryPolicy, Rewrite, WeightedDestination, DEFAULT_RETRY_ON,
 };
-pub use matcher::{MatchBlock, StrMatcher};
+pub(crate) use matcher::MatchBlock;
+pub use matcher::StrMatcher;
 use matcher::{RegexCache, ReqView};
 
 static EMPTY_LABELS: Labels = Labels::new();
@@ -498,7 +499,7 @@ fn sni_matches(pattern: &str, sni: &str) -> bool {
 
 /// A compiled TLS or TCP route.
 #[derive(Debug, Clone)]
-pub struct L4Rule {
+pub(crate) struct L4Rule {
     /// Index in the VirtualService's `tls` / `tcp` list.
     pub index: usize,
     matches: Box<[L4Match]>,
