@@ -917,3 +917,63 @@ async fn start_plain(name: &str) -> (tokio::task::JoinHandle<()>, std::net::Sock
     });
     (task, addr)
 }
+
+/// A plaintext server that closes every connection after one response
+/// (`Connection: close`), counting the connections it accepted.
+async fn start_closing() -> (
+    tokio::task::JoinHandle<()>,
+    std::net::SocketAddr,
+    Arc<AtomicU32>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&conns);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"closing")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (task, addr, conns)
+}
+
+#[tokio::test]
+async fn a_server_closing_its_connections_costs_no_request() {
+    // plaintext: a client without mesh credentials talks plaintext to in-mesh endpoints
+    let mesh = mesh(&service_yaml("reviews", "default"));
+    let (_server, addr, conns) = start_closing().await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        addr,
+    );
+    let client = mesh_tower::outbound::MeshClient::builder(
+        mesh.clone(),
+        mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage"),
+    )
+    .build();
+    for i in 0..5 {
+        let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, body.as_str()), (200, "closing"), "request {i}");
+    }
+    // each response closed its connection: none was reused, none failed
+    assert_eq!(conns.load(Ordering::SeqCst), 5);
+}
