@@ -12,10 +12,10 @@
 //!    and the registry, an endpoint by the load-balancing policy ([`crate::lb`]), skipping
 //!    ejected ones;
 //! 4. **send** over the endpoint's pooled connections (keep-alive HTTP/1.1, or one
-//!    multiplexed HTTP/2 connection; see the connection-pool notes below), originating mTLS with the
-//!    workload's certificate when the destination is in the mesh (auto mTLS, ISTIO_MUTUAL),
-//!    or per the DestinationRule's `tls`; the server's SPIFFE identity is verified inside
-//!    the handshake ([`MeshConnector`]);
+//!    multiplexed HTTP/2 connection; see [Connection pool](#connection-pool)), originating
+//!    mTLS with the workload's certificate when the destination is in the mesh (auto mTLS,
+//!    ISTIO_MUTUAL), or per the DestinationRule's `tls`; the server's SPIFFE identity is
+//!    verified inside the handshake ([`MeshConnector`]);
 //! 5. **record** the outcome for outlier detection ([`crate::outlier`]) and the balancer
 //!    (in-flight counts held until the response body ends), retry per the route's policy
 //!    (Istio's default when unset), and answer failures as Envoy does ([`crate::envoy`]):
