@@ -1,7 +1,8 @@
-//! [`MeshConnector`]: the connector of one destination's pooled hyper-util client. It dials
-//! the endpoint named by the request URI (`http://<ip>:<port>`), takes a connection slot
-//! from the destination's circuit breaker (`maxConnections`), applies the connect timeout,
-//! and originates TLS with the destination's rustls config (built once per destination and
+//! [`MeshConnector`]: how the mesh transport's per-endpoint pools (and, as a
+//! `tower::Service<Uri>`, a hyper-util client of your own) connect to an endpoint. It dials
+//! the endpoint (as a service: the one the URI names, `http://<ip>:<port>`), takes a
+//! connection slot from the destination's circuit breaker (`maxConnections`), applies the
+//! connect timeout, and originates TLS with the destination's rustls config (built once per destination and
 //! policy, never per connection): ISTIO_MUTUAL checks the server's SPIFFE identity inside
 //! the handshake. HTTP/2 is used when the server picks `h2` by ALPN.
 
