@@ -11,12 +11,42 @@ use super::BUCKETS;
 
 const SLOTS: usize = BUCKETS.len() + 1;
 
+/// Stripes of counters, each on its own cache lines: a thread always writes the same
+/// stripe, so observations from different worker threads do not pass cache lines back and
+/// forth; a scrape adds the stripes up.
+const STRIPES: usize = 4;
+
 #[derive(Debug)]
-struct Inner {
+#[repr(align(64))]
+struct Stripe {
     /// Per-bucket (non-cumulative) counts; the last slot is `+Inf`.
     counts: [AtomicU64; SLOTS],
     /// The sum, as `f64` bits.
     sum: AtomicU64,
+}
+
+impl Default for Stripe {
+    fn default() -> Self {
+        Stripe {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    stripes: [Stripe; STRIPES],
+}
+
+/// This thread's stripe.
+fn stripe_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    INDEX.with(|i| *i)
 }
 
 /// A histogram over Istio's (Envoy's default) [`BUCKETS`], observed without locks.
@@ -39,20 +69,9 @@ struct Inner {
 /// assert_eq!(buckets[3], (10.0, 1));
 /// assert_eq!(buckets[19], (f64::INFINITY, 1), "above the last bound: +Inf");
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AtomicHistogram {
     inner: Arc<Inner>,
-}
-
-impl Default for AtomicHistogram {
-    fn default() -> Self {
-        AtomicHistogram {
-            inner: Arc::new(Inner {
-                counts: std::array::from_fn(|_| AtomicU64::new(0)),
-                sum: AtomicU64::new(0f64.to_bits()),
-            }),
-        }
-    }
 }
 
 impl AtomicHistogram {
@@ -61,9 +80,9 @@ impl AtomicHistogram {
         // First bucket whose upper bound is >= v (`le` semantics); NaN lands in +Inf.
         let idx = BUCKETS.partition_point(|b| *b < v);
         let idx = if v.is_nan() { SLOTS - 1 } else { idx };
-        self.inner.counts[idx].fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .inner
+        let stripe = &self.inner.stripes[stripe_index()];
+        stripe.counts[idx].fetch_add(1, Ordering::Relaxed);
+        let _ = stripe
             .sum
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
                 Some((f64::from_bits(bits) + v).to_bits())
@@ -75,16 +94,23 @@ impl AtomicHistogram {
         let mut buckets = [(0.0, 0); SLOTS];
         let mut count = 0;
         for (i, slot) in buckets.iter_mut().enumerate() {
-            let n = self.inner.counts[i].load(Ordering::Relaxed);
+            let n: u64 = self
+                .inner
+                .stripes
+                .iter()
+                .map(|s| s.counts[i].load(Ordering::Relaxed))
+                .sum();
             count += n;
             let bound = BUCKETS.get(i).copied().unwrap_or(f64::INFINITY);
             *slot = (bound, n);
         }
-        (
-            f64::from_bits(self.inner.sum.load(Ordering::Relaxed)),
-            count,
-            buckets,
-        )
+        let sum = self
+            .inner
+            .stripes
+            .iter()
+            .map(|s| f64::from_bits(s.sum.load(Ordering::Relaxed)))
+            .sum();
+        (sum, count, buckets)
     }
 }
 

@@ -35,11 +35,12 @@
 //! A request is recorded when its response body ends (or is dropped), so the duration and
 //! the response size cover the whole body, as Envoy's do.
 //!
-//! Cost per request: one read-locked hash lookup of the label tuple (series handles are
-//! cached per distinct tuple, allocation happens only for a new tuple), atomics for the
-//! observations (histograms are [`AtomicHistogram`], not prometheus-client's mutex-guarded
-//! one), no allocation unless the request body size is unknown in advance (then one shared
-//! counter).
+//! Cost per request: a look through the thread's recent series (the label tuple compared by
+//! the addresses of its `Arc`s; on a miss, a read-locked lookup by those addresses, then by
+//! the label values; allocation happens only for a new tuple), then atomics for the
+//! observations on the thread's own stripe ([`AtomicHistogram`], not prometheus-client's
+//! mutex-guarded histogram), no allocation unless the request body size is unknown in
+//! advance (then one shared counter).
 
 mod body;
 mod exposition;
@@ -666,6 +667,8 @@ impl std::hash::Hasher for FxHasher {
 /// ```
 #[derive(Debug)]
 pub struct IstioMetrics {
+    /// Tells registries apart in the per-thread series cache (addresses can be reused).
+    id: u64,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     duration: HistogramFamily,
@@ -778,7 +781,9 @@ impl IstioMetrics {
             "Histogram of response body sizes in bytes",
             response_bytes.clone(),
         );
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         IstioMetrics {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             registry,
             requests,
             duration,
@@ -815,12 +820,28 @@ impl IstioMetrics {
         response_bytes: u64,
     ) {
         let key = PtrKey::of(labels);
+        // 1. this thread's recent series: no lock, no shared write but the observation's
+        let hit = RECENT.with(|r| {
+            let r = r.borrow();
+            match r.iter().find(|e| e.owner == self.id && e.key == key) {
+                Some(e) => {
+                    e.series.observe(duration_ms, request_bytes, response_bytes);
+                    true
+                }
+                None => false,
+            }
+        });
+        if hit {
+            return;
+        }
+        // 2. the registry's series by label identity, then by label values
         let fast = self
             .by_ptr
             .read()
             .ok()
             .and_then(|map| map.get(&key).map(|(s, _)| Arc::clone(s)));
         if let Some(series) = fast {
+            self.remember(key, &series, labels);
             series.observe(duration_ms, request_bytes, response_bytes);
             return;
         }
@@ -850,8 +871,46 @@ impl IstioMetrics {
             }
             map.insert(key, (Arc::clone(&series), labels.clone()));
         }
+        self.remember(key, &series, labels);
         series.observe(duration_ms, request_bytes, response_bytes);
     }
+
+    /// Keeps `series` in this thread's recent series (replacing the oldest when full).
+    fn remember(&self, key: PtrKey, series: &Arc<Series>, labels: &RequestLabels) {
+        RECENT.with(|r| {
+            let mut r = r.borrow_mut();
+            let entry = Recent {
+                owner: self.id,
+                key,
+                series: Arc::clone(series),
+                _labels: labels.clone(),
+            };
+            if r.len() < RECENT_MAX {
+                r.push(entry);
+            } else {
+                r.rotate_left(1);
+                if let Some(last) = r.last_mut() {
+                    *last = entry;
+                }
+            }
+        });
+    }
+}
+
+/// Series a thread recorded into lately, at most this many.
+const RECENT_MAX: usize = 16;
+
+/// One of a thread's recent series; it keeps its labels (so the addresses in its key stay
+/// theirs).
+struct Recent {
+    owner: u64,
+    key: PtrKey,
+    series: Arc<Series>,
+    _labels: RequestLabels,
+}
+
+thread_local! {
+    static RECENT: std::cell::RefCell<Vec<Recent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 #[cfg(test)]
