@@ -111,7 +111,9 @@ pub(crate) struct DestCache {
     insert: Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks `m`, also when a panicking holder poisoned it (the data stays consistent: every
+/// critical section here is a plain read or a single assignment).
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -38,6 +38,7 @@ use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 
 use super::connector::{ConnectError, MeshConnector};
+use super::dest::lock;
 use super::{BoxError, MeshBody};
 use crate::pool::{CircuitBreaker, Permit};
 
@@ -80,6 +81,8 @@ impl Waiters {
 struct EndpointPool {
     addr: SocketAddr,
     state: Mutex<PoolState>,
+    /// The destination's waiters (shared by its endpoints).
+    waiters: Arc<Waiters>,
 }
 
 #[derive(Default)]
@@ -100,10 +103,6 @@ struct Idle {
 struct H2 {
     tx: http2::SendRequest<MeshBody>,
     used: Arc<AtomicU32>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl EndpointPool {
@@ -147,6 +146,7 @@ impl Upstream {
         endpoints: impl IntoIterator<Item = SocketAddr>,
     ) -> Self {
         let max_requests_per_connection = breaker.limits().max_requests_per_connection;
+        let waiters = Arc::<Waiters>::default();
         Upstream {
             connector,
             breaker,
@@ -158,10 +158,11 @@ impl Upstream {
                     Arc::new(EndpointPool {
                         addr,
                         state: Mutex::new(PoolState::default()),
+                        waiters: Arc::clone(&waiters),
                     })
                 })
                 .collect(),
-            waiters: Arc::default(),
+            waiters,
         }
     }
 
@@ -283,7 +284,6 @@ impl Upstream {
         let lease = Lease {
             reuse: max == 0 || conn.used < max,
             pool: Arc::clone(ep),
-            waiters: Arc::clone(&self.waiters),
             conn: Some(conn),
         };
         resp.map(|inner| UpstreamBody {
@@ -301,7 +301,6 @@ struct Lease {
     /// response.
     reuse: bool,
     pool: Arc<EndpointPool>,
-    waiters: Arc<Waiters>,
     conn: Option<Idle>,
 }
 
@@ -310,7 +309,7 @@ impl Lease {
         if let Some(mut c) = self.conn.take().filter(|_| self.reuse) {
             c.since = Instant::now();
             lock(&self.pool.state).idle.push(c);
-            self.waiters.wake();
+            self.pool.waiters.wake();
         }
     }
 }
