@@ -36,8 +36,8 @@
 //! the response size cover the whole body, as Envoy's do.
 //!
 //! Cost per request: a look through the thread's recent series (the label tuple compared by
-//! the addresses of its `Arc`s; on a miss, a read-locked lookup by those addresses, then by
-//! the label values; allocation happens only for a new tuple), then atomics for the
+//! the addresses of its `Arc`s; on a miss, a read-locked lookup by the label values;
+//! allocation happens only for a new tuple), then atomics for the
 //! observations on the thread's own stripe ([`AtomicHistogram`], not prometheus-client's
 //! mutex-guarded histogram), no allocation unless the request body size is unknown in
 //! advance (then one shared counter).
@@ -675,16 +675,7 @@ pub struct IstioMetrics {
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
     series: RwLock<HashMap<RequestLabels, Arc<Series>, BuildFxHasher>>,
-    /// The same series found by the identity of the label tuple's `Arc`s (they are shared
-    /// per connection and per destination endpoint, so this hashes three addresses instead
-    /// of twenty strings); bounded, refilled from `series` on a miss. Each entry keeps its
-    /// labels (so its `Arc`s, so the addresses in its key stay theirs).
-    by_ptr: RwLock<HashMap<PtrKey, (Arc<Series>, RequestLabels), BuildFxHasher>>,
 }
-
-/// At most this many entries in `IstioMetrics::by_ptr` (cleared when full: a new `Arc` per
-/// connection would otherwise grow it without bound).
-const BY_PTR_MAX: usize = 4096;
 
 /// A label tuple by the addresses of its `Arc`s and its small fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -790,7 +781,6 @@ impl IstioMetrics {
             request_bytes,
             response_bytes,
             series: RwLock::new(HashMap::default()),
-            by_ptr: RwLock::new(HashMap::default()),
         }
     }
 
@@ -834,17 +824,7 @@ impl IstioMetrics {
         if hit {
             return;
         }
-        // 2. the registry's series by label identity, then by label values
-        let fast = self
-            .by_ptr
-            .read()
-            .ok()
-            .and_then(|map| map.get(&key).map(|(s, _)| Arc::clone(s)));
-        if let Some(series) = fast {
-            self.remember(key, &series, labels);
-            series.observe(duration_ms, request_bytes, response_bytes);
-            return;
-        }
+        // 2. the registry's series by label values
         let cached = self
             .series
             .read()
@@ -865,12 +845,6 @@ impl IstioMetrics {
                 s
             }
         };
-        if let Ok(mut map) = self.by_ptr.write() {
-            if map.len() >= BY_PTR_MAX {
-                map.clear();
-            }
-            map.insert(key, (Arc::clone(&series), labels.clone()));
-        }
         self.remember(key, &series, labels);
         series.observe(duration_ms, request_bytes, response_bytes);
     }
@@ -1029,6 +1003,43 @@ mod tests {
             (e.name.as_str(), e.namespace.as_str()),
             ("www.google.com", "")
         );
+    }
+
+    fn requests_200(m: &IstioMetrics) -> String {
+        m.render()
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_code=\"200\""))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn the_thread_series_cache_keeps_registries_and_equal_labels_apart_correctly() {
+        // two registries, the same label Arcs, one thread: each counts only its own
+        let (a, b) = (IstioMetrics::new(), IstioMetrics::new());
+        let l = labels();
+        for _ in 0..3 {
+            a.record(&l, 1.0, 0, 0);
+        }
+        b.record(&l, 1.0, 0, 0);
+        assert_eq!(requests_200(&a), "3");
+        assert_eq!(requests_200(&b), "1");
+        // equal labels in other Arcs (a new connection's peer) land in the same series
+        let mut other = labels();
+        other.source = Arc::new((*l.source).clone());
+        a.record(&other, 1.0, 0, 0);
+        assert_eq!(a.series_count(), 1);
+        assert_eq!(requests_200(&a), "4");
+        // more distinct tuples than the thread remembers: still counted right
+        for code in 300..340 {
+            let mut x = labels();
+            x.response_code = code;
+            a.record(&x, 1.0, 0, 0);
+            a.record(&x, 1.0, 0, 0);
+        }
+        a.record(&l, 1.0, 0, 0);
+        assert_eq!(a.series_count(), 41);
+        assert_eq!(requests_200(&a), "5");
     }
 
     #[test]
