@@ -977,3 +977,83 @@ async fn a_server_closing_its_connections_costs_no_request() {
     // each response closed its connection: none was reused, none failed
     assert_eq!(conns.load(Ordering::SeqCst), 5);
 }
+
+#[tokio::test]
+async fn an_http2_port_multiplexes_concurrent_requests_on_one_connection() {
+    let pki = Pki::new();
+    // the Service port is declared HTTP2: Istio's client speaks h2 to it
+    let mesh = mesh(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http2, port: 9080, targetPort: http}]\n",
+    );
+    let s = start(
+        &pki,
+        "reviews-v1",
+        "default",
+        "reviews",
+        Behaviour::Slow(Duration::from_millis(100)),
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    // one request first, so the connection exists; then ten at once share it
+    let (st, _, body, h) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(h["x-seen-version"].to_str().unwrap(), "HTTP/2.0");
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            send(&c, get("http://reviews:9080/")).await.0
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    assert_eq!(s.hits(), 11);
+    assert_eq!(
+        s.conns.load(Ordering::SeqCst),
+        1,
+        "one multiplexed connection"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_past_the_idle_timeout_is_not_reused() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr(
+        "    connectionPool: {http: {idleTimeout: 100ms}}\n",
+    ));
+    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
+    assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
+    assert_eq!(
+        s.conns.load(Ordering::SeqCst),
+        1,
+        "reused within the idle timeout"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
+    assert_eq!(
+        s.conns.load(Ordering::SeqCst),
+        2,
+        "a new connection after it"
+    );
+}
