@@ -29,8 +29,26 @@
 //! process involved (this one plus the nginx processes), from `/proc`, which shows the
 //! cost of each architecture independently of how the scheduler shared the cores.
 //!
+//! Allocator: the process uses mimalloc for every setup, as production Rust services and
+//! proxies use a thread-caching allocator; glibc's malloc takes an arena lock when one
+//! thread frees what another allocated, which a client and server sharing two cores do
+//! all the time. `RUSTFLAGS="--cfg e2e_system_alloc"` measures with glibc's malloc.
+//!
 //! Run: `scripts/bench-e2e` (installs nginx when missing), or `cargo bench --bench e2e`;
 //! `cargo bench --bench e2e -- a c` runs only the named setups.
+
+// The process's allocator, the same for every setup: mimalloc, as production Rust services
+// and proxies use a thread-caching allocator (Linkerd's proxy jemalloc, Envoy tcmalloc).
+// `RUSTFLAGS="--cfg e2e_system_alloc"` measures with the system's (glibc) malloc instead.
+#[cfg(not(e2e_system_alloc))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const ALLOCATOR: &str = if cfg!(e2e_system_alloc) {
+    "system (glibc) malloc"
+} else {
+    "mimalloc"
+};
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
@@ -768,6 +786,7 @@ fn ms(d: Duration) -> String {
 
 fn print_table(rows: &[(&str, &str, Result<Stats, String>)]) {
     println!();
+    println!("allocator: {ALLOCATOR} (the whole process, every setup)");
     println!(
         "{:<6} {:<34} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
         "", "setup", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU us/req", "errors"
