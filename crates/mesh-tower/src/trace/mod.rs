@@ -233,53 +233,96 @@ pub(crate) struct Parent {
     origin: Origin,
 }
 
-fn hex_u64(s: &str) -> Option<u64> {
-    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
+/// The value of each hex digit, 0xff for every other byte: either case (`B3`), or lower case
+/// only (W3C Trace Context).
+const fn hex_table(upper: bool) -> [u8; 256] {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
-    u64::from_str_radix(s, 16).ok().filter(|&v| v != 0)
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        if upper {
+            t[b'A' as usize + i] = 10 + i as u8;
+        }
+        i += 1;
+    }
+    t
 }
 
-fn hex_trace_id(s: &str) -> Option<(u128, bool)> {
-    if !(s.len() == 16 || s.len() == 32) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+const HEX_ANY_CASE: [u8; 256] = hex_table(true);
+const HEX_LOWER: [u8; 256] = hex_table(false);
+
+/// Up to 16 hex digits as a `u64` (one table lookup per digit, no `core::fmt`).
+fn hex_in(s: &[u8], table: &[u8; 256]) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 {
         return None;
     }
-    let v = u128::from_str_radix(s, 16).ok().filter(|&v| v != 0)?;
-    Some((v, s.len() == 16))
+    let mut v = 0u64;
+    let mut bad = 0u8;
+    for &b in s {
+        let d = table[usize::from(b)];
+        bad |= d;
+        v = (v << 4) | u64::from(d & 0xf);
+    }
+    (bad & 0xf0 == 0).then_some(v)
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
+/// A 64-bit id: exactly 16 hex digits, not all zero.
+fn hex_u64(s: &[u8]) -> Option<u64> {
+    if s.len() != 16 {
+        return None;
+    }
+    hex_in(s, &HEX_ANY_CASE).filter(|&v| v != 0)
 }
 
-/// Parses `traceparent` (W3C Trace Context level 1; later versions are read by their first
-/// four fields). Invalid values are ignored, as the spec requires.
-pub(crate) fn parse_traceparent(s: &str) -> Option<Parent> {
-    let mut parts = s.split('-');
-    let version = parts.next()?;
-    let trace = parts.next()?;
-    let span = parts.next()?;
-    let flags = parts.next()?;
-    let rest = parts.next();
-    if version.len() != 2 || !version.bytes().all(|b| b.is_ascii_hexdigit()) || version == "ff" {
+/// A trace id: 16 or 32 hex digits, not all zero; true when it is 16 (64-bit B3).
+fn hex_trace_id(s: &[u8]) -> Option<(u128, bool)> {
+    let (v, short) = match s.len() {
+        16 => (u128::from(hex_in(s, &HEX_ANY_CASE)?), true),
+        32 => {
+            let hi = hex_in(&s[..16], &HEX_ANY_CASE)?;
+            let lo = hex_in(&s[16..], &HEX_ANY_CASE)?;
+            ((u128::from(hi) << 64) | u128::from(lo), false)
+        }
+        _ => return None,
+    };
+    (v != 0).then_some((v, short))
+}
+
+/// A header's value with surrounding whitespace trimmed (the parsers below accept only
+/// ASCII, so there is no need to check for text first).
+fn header_bytes<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
+    headers.get(name).map(|v| v.as_bytes().trim_ascii())
+}
+
+/// Parses `traceparent` (W3C Trace Context level 1: `{version}-{trace-id}-{parent-id}-{flags}`
+/// in lower-case hex; later versions are read by their first four fields). Invalid values
+/// are ignored, as the spec requires.
+pub(crate) fn parse_traceparent(s: &[u8]) -> Option<Parent> {
+    // fixed positions: 2 + 1 + 32 + 1 + 16 + 1 + 2 = 55 bytes
+    if s.len() < 55 || s[2] != b'-' || s[35] != b'-' || s[52] != b'-' {
         return None;
     }
-    if version == "00" && (rest.is_some() || s.len() != 55) {
+    let version = hex_in(&s[..2], &HEX_LOWER)?;
+    match version {
+        0xff => return None,
+        0 if s.len() != 55 => return None,
+        // a later version may append fields, each after a dash
+        _ if s.len() > 55 && s[55] != b'-' => return None,
+        _ => {}
+    }
+    let hi = hex_in(&s[3..19], &HEX_LOWER)?;
+    let lo = hex_in(&s[19..35], &HEX_LOWER)?;
+    let trace_id = (u128::from(hi) << 64) | u128::from(lo);
+    let span_id = hex_in(&s[36..52], &HEX_LOWER)?;
+    let flags = hex_in(&s[53..55], &HEX_LOWER)?;
+    if trace_id == 0 || span_id == 0 {
         return None;
     }
-    let is_lower_hex = |x: &str| x.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if trace.len() != 32 || !is_lower_hex(trace) || span.len() != 16 || !is_lower_hex(span) {
-        return None;
-    }
-    let (trace_id, _) = hex_trace_id(trace)?;
-    let span_id = hex_u64(span)?;
-    if flags.len() != 2 {
-        return None;
-    }
-    let flags = u8::from_str_radix(flags, 16).ok()?;
     Some(Parent {
         trace_id,
         short: false,
@@ -291,19 +334,19 @@ pub(crate) fn parse_traceparent(s: &str) -> Option<Parent> {
     })
 }
 
-fn parse_b3_sampled(s: &str) -> Option<(Option<bool>, bool)> {
+fn parse_b3_sampled(s: &[u8]) -> Option<(Option<bool>, bool)> {
     match s {
-        "1" | "true" => Some((Some(true), false)),
-        "0" | "false" => Some((Some(false), false)),
-        "d" => Some((Some(true), true)),
+        b"1" | b"true" => Some((Some(true), false)),
+        b"0" | b"false" => Some((Some(false), false)),
+        b"d" => Some((Some(true), true)),
         _ => None,
     }
 }
 
 /// Parses the single `b3` header: `{trace}-{span}[-{sampled}[-{parent}]]`, or only a
 /// sampling decision (which carries no parent).
-pub(crate) fn parse_b3_single(s: &str) -> Option<Parent> {
-    let mut parts = s.split('-');
+pub(crate) fn parse_b3_single(s: &[u8]) -> Option<Parent> {
+    let mut parts = s.split(|&b| b == b'-');
     let trace = parts.next()?;
     let span = parts.next()?;
     let (trace_id, short) = hex_trace_id(trace)?;
@@ -331,17 +374,17 @@ pub(crate) fn parse_b3_single(s: &str) -> Option<Parent> {
 
 /// Extracts the caller's context: W3C, then `b3`, then `x-b3-*`.
 pub(crate) fn extract(headers: &HeaderMap) -> Option<Parent> {
-    if let Some(mut p) = header_str(headers, &TRACEPARENT).and_then(parse_traceparent) {
+    if let Some(mut p) = header_bytes(headers, &TRACEPARENT).and_then(parse_traceparent) {
         p.tracestate = headers.get(TRACESTATE).cloned();
         return Some(p);
     }
-    if let Some(p) = header_str(headers, &B3).and_then(parse_b3_single) {
+    if let Some(p) = header_bytes(headers, &B3).and_then(parse_b3_single) {
         return Some(p);
     }
-    let (trace_id, short) = header_str(headers, &X_B3_TRACEID).and_then(hex_trace_id)?;
-    let span_id = header_str(headers, &X_B3_SPANID).and_then(hex_u64)?;
-    let debug = header_str(headers, &X_B3_FLAGS) == Some("1");
-    let sampled = header_str(headers, &X_B3_SAMPLED)
+    let (trace_id, short) = header_bytes(headers, &X_B3_TRACEID).and_then(hex_trace_id)?;
+    let span_id = header_bytes(headers, &X_B3_SPANID).and_then(hex_u64)?;
+    let debug = header_bytes(headers, &X_B3_FLAGS) == Some(b"1");
+    let sampled = header_bytes(headers, &X_B3_SAMPLED)
         .and_then(parse_b3_sampled)
         .and_then(|(s, _)| s);
     Some(Parent {
@@ -526,36 +569,51 @@ impl TraceContext {
         formats: Formats,
         buf: &mut BytesMut,
     ) {
+        self.inject_into(headers, formats, buf, false);
+    }
+
+    /// [`inject_with`](Self::inject_with); `tracestate_read` says this context was
+    /// extracted from `headers` themselves, so their `tracestate` is already
+    /// [`tracestate`](Self::tracestate) and needs no write.
+    ///
+    /// Each header costs one map operation: values that change on every hop (the span
+    /// ids) are inserted; values a server usually forwards unchanged (the trace id and
+    /// the sampling decision) are compared first and written only when they differ.
+    pub(crate) fn inject_into(
+        &self,
+        headers: &mut HeaderMap,
+        formats: Formats,
+        buf: &mut BytesMut,
+        tracestate_read: bool,
+    ) {
         buf.reserve(INJECT_VALUES);
         if formats.w3c {
             self.put_traceparent(buf);
-            if let Some(v) = take_value(buf) {
-                headers.insert(TRACEPARENT, v);
-            }
-            match &self.tracestate {
-                Some(ts) => {
-                    headers.insert(TRACESTATE, ts.clone());
-                }
-                None => {
-                    headers.remove(TRACESTATE);
+            insert_written(headers, TRACEPARENT, buf);
+            if !tracestate_read {
+                match &self.tracestate {
+                    Some(ts) => {
+                        headers.insert(TRACESTATE, ts.clone());
+                    }
+                    None => {
+                        headers.remove(TRACESTATE);
+                    }
                 }
             }
         }
         if formats.b3_multi {
             put_trace_id(buf, self.trace_id, self.short_trace_id);
-            if let Some(v) = take_value(buf) {
-                headers.insert(X_B3_TRACEID, v);
+            if holds(headers, &X_B3_TRACEID, buf) {
+                buf.clear();
+            } else {
+                insert_written(headers, X_B3_TRACEID, buf);
             }
             put_hex(buf, u128::from(self.span_id), 16);
-            if let Some(v) = take_value(buf) {
-                headers.insert(X_B3_SPANID, v);
-            }
+            insert_written(headers, X_B3_SPANID, buf);
             match self.parent_span_id {
                 Some(p) => {
                     put_hex(buf, u128::from(p), 16);
-                    if let Some(v) = take_value(buf) {
-                        headers.insert(X_B3_PARENTSPANID, v);
-                    }
+                    insert_written(headers, X_B3_PARENTSPANID, buf);
                 }
                 None => {
                     headers.remove(X_B3_PARENTSPANID);
@@ -565,18 +623,33 @@ impl TraceContext {
                 headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
                 headers.remove(X_B3_SAMPLED);
             } else {
-                headers.insert(
-                    X_B3_SAMPLED,
-                    HeaderValue::from_static(if self.sampled { "1" } else { "0" }),
-                );
+                let sampled: &'static [u8] = if self.sampled { b"1" } else { b"0" };
+                if !holds(headers, &X_B3_SAMPLED, sampled) {
+                    headers.insert(
+                        X_B3_SAMPLED,
+                        HeaderValue::from_static(if self.sampled { "1" } else { "0" }),
+                    );
+                }
             }
         }
         if formats.b3_single {
             self.put_b3_single(buf);
-            if let Some(v) = take_value(buf) {
-                headers.insert(B3, v);
-            }
+            insert_written(headers, B3, buf);
         }
+    }
+}
+
+/// True when `headers` hold exactly one `name`, and its value is `bytes` (a lookup,
+/// cheaper than a write that changes nothing).
+fn holds(headers: &HeaderMap, name: &HeaderName, bytes: &[u8]) -> bool {
+    let mut values = headers.get_all(name).iter();
+    values.next().is_some_and(|v| v.as_bytes() == bytes) && values.next().is_none()
+}
+
+/// Sets `name` to the bytes just written into `buf`, taken from it as a shared slice.
+fn insert_written(headers: &mut HeaderMap, name: HeaderName, buf: &mut BytesMut) {
+    if let Some(v) = take_value(buf) {
+        headers.insert(name, v);
     }
 }
 
@@ -596,10 +669,11 @@ fn ascii_string(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// `digits` (even, at most 32) lower-case hex digits of the low bits of `v`, two digits per
 /// byte from a table.
 fn put_hex(out: &mut BytesMut, v: u128, digits: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = v.to_be_bytes();
     let n = digits.min(32).div_ceil(2);
     let mut tmp = [0u8; 32];
@@ -643,16 +717,18 @@ pub(crate) fn put_request_id<R: RngCore + ?Sized>(out: &mut BytesMut, rng: &mut 
     rng.fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let v = u128::from_be_bytes(b);
-    put_hex(out, v >> 96, 8);
-    out.extend_from_slice(b"-");
-    put_hex(out, (v >> 80) & 0xffff, 4);
-    out.extend_from_slice(b"-");
-    put_hex(out, (v >> 64) & 0xffff, 4);
-    out.extend_from_slice(b"-");
-    put_hex(out, (v >> 48) & 0xffff, 4);
-    out.extend_from_slice(b"-");
-    put_hex(out, v & 0xffff_ffff_ffff, 12);
+    // 8-4-4-4-12 hex digits: a dash before bytes 4, 6, 8 and 10
+    let mut s = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1;
+        }
+        s[at] = HEX[usize::from(byte >> 4)];
+        s[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
+    }
+    out.extend_from_slice(&s);
 }
 
 /// The `x-request-id` written into `buf`, as a header value sharing `buf`'s allocation.
@@ -777,13 +853,33 @@ mod tests {
                 "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
                 false,
             ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0A",
+                false,
+            ),
+            (
+                "0A-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+                false,
+            ),
+            (
+                "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+                false,
+            ),
             ("garbage", false),
             ("", false),
         ];
         for (s, ok) in cases {
-            assert_eq!(parse_traceparent(s).is_some(), ok, "{s}");
+            assert_eq!(parse_traceparent(s.as_bytes()).is_some(), ok, "{s}");
         }
-        let p = parse_traceparent(TP).unwrap();
+        let p = parse_traceparent(TP.as_bytes()).unwrap();
         assert_eq!(p.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
         assert_eq!(p.span_id, 0x00f067aa0ba902b7);
         assert_eq!(p.sampled, Some(true));
@@ -817,7 +913,7 @@ mod tests {
             ),
         ];
         for (s, want) in cases {
-            let got = parse_b3_single(s).map(|p| (p.short, p.sampled, p.debug));
+            let got = parse_b3_single(s.as_bytes()).map(|p| (p.short, p.sampled, p.debug));
             assert_eq!(got, want, "{s}");
         }
     }
@@ -910,6 +1006,39 @@ mod tests {
     }
 
     #[test]
+    fn hex_ids_parse_like_from_str_radix() {
+        assert_eq!(hex_u64(b"00f067aa0ba902b7"), Some(0x00f0_67aa_0ba9_02b7));
+        assert_eq!(hex_u64(b"00F067AA0BA902B7"), Some(0x00f0_67aa_0ba9_02b7));
+        assert_eq!(hex_u64(b"ffffffffffffffff"), Some(u64::MAX));
+        assert_eq!(hex_u64(b"0000000000000000"), None, "all zero is invalid");
+        assert_eq!(hex_u64(b"00f067aa0ba902b"), None, "15 digits");
+        assert_eq!(hex_u64(b"00f067aa0ba902b77"), None, "17 digits");
+        for bad in [
+            "00f067aa0ba902bg",
+            "+0f067aa0ba902b7",
+            "00f067aa0ba902 7",
+            "00f067aa0ba902b\u{e9}",
+        ] {
+            assert_eq!(hex_u64(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(
+            hex_trace_id(b"4bf92f3577b34da6a3ce929d0e0e4736"),
+            Some((0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, false))
+        );
+        assert_eq!(
+            hex_trace_id(b"a3ce929d0e0e4736"),
+            Some((0xa3ce_929d_0e0e_4736, true))
+        );
+        assert_eq!(hex_trace_id(b"00000000000000000000000000000000"), None);
+        assert_eq!(
+            hex_trace_id(b"0000000000000000a3ce929d0e0e4736"),
+            Some((0xa3ce_929d_0e0e_4736, false))
+        );
+        assert_eq!(hex_trace_id(b"4bf92f3577b34da6a3ce929d0e0e473x"), None);
+        assert_eq!(hex_trace_id(b"4bf92f3577b34da6a3ce929d0e0e47"), None);
+    }
+
+    #[test]
     fn short_b3_ids_stay_short() {
         let mut rng = StdRng::seed_from_u64(2);
         let parent = extract(&headers(&[("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1-0")])).unwrap();
@@ -977,6 +1106,84 @@ mod tests {
                 proptest::prop_assert_eq!(back.span_id, ctx.span_id);
             }
         }
+    }
+
+    /// The headers an inbound layer hands the application for a request carrying `pairs`.
+    async fn inbound_sees(pairs: &[(&str, &str)]) -> (HeaderMap, TraceContext) {
+        use tower::{service_fn, Layer, ServiceExt};
+        let app = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+            |req: http::Request<()>| async move {
+                let ctx = req.extensions().get::<TraceContext>().cloned().unwrap();
+                Ok::<_, std::convert::Infallible>((req.headers().clone(), ctx))
+            },
+        ));
+        let mut req = http::Request::new(());
+        for (k, v) in pairs {
+            req.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        app.oneshot(req).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn inbound_rewrites_what_changes_and_keeps_what_does_not() {
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let (h, ctx) = inbound_sees(&[
+            ("traceparent", TP),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+            ("x-b3-traceid", trace),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-sampled", "1"),
+            ("x-request-id", "r-1"),
+        ])
+        .await;
+        assert_eq!(ctx.parent_span_id, Some(0x00f0_67aa_0ba9_02b7));
+        assert_eq!(h["traceparent"], ctx.traceparent());
+        // both tracestate fields reach the application, in order (W3C: one combined list)
+        let states: Vec<_> = h.get_all("tracestate").iter().collect();
+        assert_eq!(states, ["a=1", "b=2"]);
+        assert_eq!(h["x-b3-traceid"], trace);
+        assert_eq!(h["x-b3-spanid"], format!("{:016x}", ctx.span_id).as_str());
+        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
+        assert_eq!(h.get_all("x-b3-sampled").iter().count(), 1);
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert_eq!(h["x-request-id"], "r-1");
+
+        // B3 headers that disagree with the traceparent that won are overwritten, and
+        // repeated ones collapse into one
+        let (h, ctx) = inbound_sees(&[
+            ("traceparent", TP),
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "0"),
+            ("x-b3-sampled", "1"),
+        ])
+        .await;
+        assert_eq!(ctx.trace_id_hex(), trace);
+        assert_eq!(h["x-b3-traceid"], trace);
+        assert_eq!(h.get_all("x-b3-sampled").iter().collect::<Vec<_>>(), ["1"]);
+        assert!(!h.contains_key("tracestate"));
+
+        // a caller without context: a new trace, every header added
+        let (h, ctx) = inbound_sees(&[
+            ("tracestate", "stale=1"),
+            ("x-b3-parentspanid", "e457b5a2e4d86bd1"),
+        ])
+        .await;
+        assert_eq!(ctx.origin, Origin::New);
+        assert_eq!(h["x-b3-traceid"], ctx.trace_id_hex());
+        assert!(
+            !h.contains_key("tracestate"),
+            "a new trace carries no tracestate"
+        );
+        assert!(
+            !h.contains_key("x-b3-parentspanid"),
+            "a root span has no parent"
+        );
+        assert_eq!(h["x-request-id"].len(), 36);
     }
 
     #[tokio::test]

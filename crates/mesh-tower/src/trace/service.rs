@@ -113,6 +113,12 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     let mut rng = rand::rng();
     let headers = req.headers();
     let from_headers = extract(headers);
+    // a caller's headers are mostly rewritten in place; a new trace adds them all
+    let adds_headers = from_headers.is_none();
+    // extract read the map's tracestate along with its traceparent
+    let tracestate_read = from_headers
+        .as_ref()
+        .is_some_and(|p| p.origin == super::Origin::W3c);
     let came_as_b3_single = headers.contains_key(super::B3);
     let mut ctx = match (from_headers, layer.direction) {
         (Some(parent), _) => TraceContext::from_parent(parent, config.sampling_percent, &mut rng),
@@ -135,7 +141,9 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     };
     // One allocation holds every value written below; room in the map for them too.
     let mut buf = BytesMut::new();
-    req.headers_mut().reserve(8);
+    if adds_headers {
+        req.headers_mut().reserve(8);
+    }
     // x-request-id: keep the request's, else carry the parent's on, else a new one.
     let request_id = match req.headers().get(X_REQUEST_ID) {
         Some(v) if !v.is_empty() => v.clone(),
@@ -151,7 +159,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     ctx.request_id = Some(request_id);
     let mut formats = config.formats;
     formats.b3_single |= came_as_b3_single;
-    ctx.inject_with(req.headers_mut(), formats, &mut buf);
+    ctx.inject_into(req.headers_mut(), formats, &mut buf, tracestate_read);
     if layer.direction == Direction::Inbound {
         // the application reads its hop's context from the request
         req.extensions_mut().insert(ctx.clone());
