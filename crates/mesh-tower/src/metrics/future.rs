@@ -43,6 +43,11 @@ impl Pending {
         parts: &http::response::Parts,
         context: Option<&MetricsContext>,
     ) -> Recorder {
+        // only a gRPC request's status is a label: no lookup for the rest
+        let grpc_status = match self.protocol {
+            RequestProtocol::Grpc => grpc_status_of(&parts.headers),
+            RequestProtocol::Http => None,
+        };
         self.into_recorder(
             parts.status.as_u16(),
             context,
@@ -51,7 +56,7 @@ impl Pending {
                 .get::<ResponseFlags>()
                 .copied()
                 .unwrap_or_default(),
-            grpc_status_of(&parts.headers),
+            grpc_status,
         )
     }
 
@@ -162,9 +167,12 @@ impl<F> ResponseFuture<F> {
     }
 }
 
+/// `grpc-status`.
+pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 pub(crate) fn grpc_status_of(headers: &http::HeaderMap) -> Option<u32> {
     headers
-        .get("grpc-status")
+        .get(GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse().ok())
 }

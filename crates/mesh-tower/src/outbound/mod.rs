@@ -865,7 +865,11 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         let transport = self.transport.clone();
-        Box::pin(async move { handle(shared, transport, req, false).await.map(|(r, _)| r) })
+        Box::pin(async move {
+            handle(&shared, &transport, req, false)
+                .await
+                .map(|(r, _)| r)
+        })
     }
 }
 
@@ -914,17 +918,25 @@ impl MeteredOutbound {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
+        let this = self.clone();
+        Box::pin(async move { this.run(req).await })
+    }
+
+    /// One request, recorded in place; borrows the client, so [`MeshClient::request`] runs
+    /// it without boxing the future or cloning the client's state.
+    async fn run<B>(&self, req: Request<B>) -> Result<Response<ClientBody>, OutboundError>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
         let (req, pending) = crate::metrics::start_recording(&self.metrics, req);
-        let shared = Arc::clone(&self.shared);
-        Box::pin(async move {
-            match handle(shared, MeshTransport, req, true).await {
-                Ok((resp, ctx)) => Ok(pending.finish(resp, ctx.as_ref())),
-                Err(e) => {
-                    pending.abandon();
-                    Err(e)
-                }
+        match handle(&self.shared, &MeshTransport, req, true).await {
+            Ok((resp, ctx)) => Ok(pending.finish(resp, ctx.as_ref())),
+            Err(e) => {
+                pending.abandon();
+                Err(e)
             }
-        })
+        }
     }
 }
 
@@ -1338,7 +1350,7 @@ impl MeshClient {
         // the same as calling the service, without cloning it per request
         let mut req = req;
         let ctx = crate::trace::prepare_request(self.svc.trace_layer(), &mut req);
-        crate::trace::scope(ctx, self.svc.get_ref().start(req)).await
+        crate::trace::scope(ctx, self.svc.get_ref().run(req)).await
     }
 
     /// The Istio metrics this client records (`reporter="source"`).
@@ -1672,16 +1684,9 @@ fn with_retried(r: LocalReply, retried: bool) -> LocalReply {
     }
 }
 
-fn grpc_status_of<B>(resp: &Response<B>) -> Option<u32> {
-    resp.headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse().ok())
-}
-
 async fn handle<T, B>(
-    shared: Arc<ClientShared>,
-    transport: T,
+    shared: &Arc<ClientShared>,
+    transport: &T,
     req: Request<B>,
     metered: bool,
 ) -> Result<(Response<MeshBody>, Option<MetricsContext>), OutboundError>
@@ -1819,7 +1824,7 @@ where
         subset: wd.subset.clone(),
         port: dest_port,
     };
-    let dest = shared.cache.get(&snap, &shared, service, &key);
+    let dest = shared.cache.get(&snap, shared, service, &key);
     if !dest.subset_found() {
         return Ok((local(LocalReply::ClusterNotFound, grpc), None));
     }
@@ -1878,7 +1883,7 @@ where
                 subset: m.destination.subset.clone(),
                 port: mport,
             };
-            let mdest = shared.cache.get(&snap, &shared, msvc, &mkey);
+            let mdest = shared.cache.get(&snap, shared, msvc, &mkey);
             let Ok(guard) = mdest.lb.pick(None) else {
                 continue;
             };
@@ -1901,8 +1906,8 @@ where
     let slot = std::sync::OnceLock::new();
     let attempts = Attempts {
         metered: metered.then_some(&slot),
-        shared: &shared,
-        transport: &transport,
+        shared,
+        transport,
         dest: &dest,
         policy,
         parts: &parts,
@@ -2066,11 +2071,10 @@ impl<T: Transport> Attempts<'_, T> {
                     if let Some(od) = &dest.outlier {
                         od.record(index, Outcome::Status(status), now);
                     }
-                    let grpc_status = grpc_status_of(&resp);
                     if retries_left
                         && retry_on.should_retry(
                             AttemptFailure::Status(status),
-                            grpc_status,
+                            crate::metrics::grpc_status_of(resp.headers()),
                             self.policy,
                         )
                     {
