@@ -602,7 +602,18 @@ impl CSource {
         let p = r
             .principal
             .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
-        let parsed = p.and_then(parse_principal);
+        // the principal's parts, only for the fields that look at them
+        let needs_parts = !(self.namespaces.is_empty()
+            && self.not_namespaces.is_empty()
+            && self.service_accounts.is_empty()
+            && self.not_service_accounts.is_empty()
+            && self.trust_domains.is_empty()
+            && self.not_trust_domains.is_empty());
+        let parsed = if needs_parts {
+            p.and_then(parse_principal)
+        } else {
+            None
+        };
         let on_p = |pat: &Pat| p.is_some_and(|p| pat.matches(p));
         let on_ns = |pat: &Pat| parsed.is_some_and(|(_, ns, _)| pat.matches(ns));
         let on_td = |pat: &Pat| parsed.is_some_and(|(td, _, _)| pat.matches(td));
@@ -647,14 +658,19 @@ impl COperation {
             return true;
         };
         let path = h.path.split_once('?').map_or(h.path, |(p, _)| p);
-        let (host_no_port, _) = crate::names::split_authority(h.host);
-        field(&self.hosts, &self.not_hosts, |pat: &Pat| {
-            pat.matches_ci(h.host) || pat.matches_ci(host_no_port)
-        }) && field(&self.methods, &self.not_methods, |pat: &Pat| {
-            pat.matches(h.method)
-        }) && field(&self.paths, &self.not_paths, |pat: &PathPat| {
-            pat.matches(path)
-        })
+        let hosts_ok = (self.hosts.is_empty() && self.not_hosts.is_empty()) || {
+            let (host_no_port, _) = crate::names::split_authority(h.host);
+            field(&self.hosts, &self.not_hosts, |pat: &Pat| {
+                pat.matches_ci(h.host) || pat.matches_ci(host_no_port)
+            })
+        };
+        hosts_ok
+            && field(&self.methods, &self.not_methods, |pat: &Pat| {
+                pat.matches(h.method)
+            })
+            && field(&self.paths, &self.not_paths, |pat: &PathPat| {
+                pat.matches(path)
+            })
     }
 }
 
@@ -668,7 +684,12 @@ impl CCondition {
         let p = r
             .principal
             .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
-        let parsed = p.and_then(parse_principal);
+        let parsed = match self.attr {
+            Attr::SourceNamespace | Attr::SourceTrustDomain | Attr::SourceServiceAccount => {
+                p.and_then(parse_principal)
+            }
+            _ => None,
+        };
         let pats = |s: Option<&str>| match (vals, s) {
             (Vals::Pats(ps), Some(s)) => ps.iter().any(|pat| pat.matches(s)),
             _ => false,
