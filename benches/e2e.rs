@@ -80,6 +80,7 @@ use mesh_tls::{
 use mesh_tower::inbound::{MeshServer, ServerBody};
 use mesh_tower::metrics::IstioMetrics;
 use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use mesh_tower::trace::TraceConfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -1001,6 +1002,7 @@ async fn start_mesh_server(mesh: &Mesh, pki: &Pki) -> Result<MeshSide, BoxError>
     .workload_name("httpbin-v1")
     .service_host("httpbin.default.svc.cluster.local")
     .port(8080)
+    .trace(trace_config())
     .build()?;
     let metrics = server.metrics().clone();
     let app = tower::service_fn(|_req: Request<ServerBody>| async {
@@ -1019,7 +1021,20 @@ fn mesh_client(mesh: &Mesh, pki: &Pki) -> Result<MeshClient, BoxError> {
         .with_label("app", "sleep");
     Ok(MeshClient::builder(mesh.clone(), me)
         .credentials(WorkloadCredentials::new(pki.client.clone())?)
+        .trace(trace_config())
         .build())
+}
+
+/// The trace headers both mesh sides write: the library's default (W3C `traceparent` and
+/// B3), or with `E2E_TRACE=b3` B3 only, as Istio's default Zipkin tracer sends.
+fn trace_config() -> TraceConfig {
+    let mut config = TraceConfig::default();
+    match std::env::var("E2E_TRACE").as_deref() {
+        Ok("b3") => config.formats.w3c = false,
+        Ok("w3c+b3") | Err(_) => {}
+        Ok(other) => eprintln!("e2e: E2E_TRACE={other:?} is not b3 or w3c+b3; using w3c+b3"),
+    }
+    config
 }
 
 /// Which sides of setup b run the mesh stack.
