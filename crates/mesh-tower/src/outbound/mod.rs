@@ -1718,13 +1718,18 @@ where
             },
         ),
     };
-    let decision = {
-        let mut attrs = HttpRequestAttrs::from_parts(ns, &parts)
-            .with_source_labels(&shared.workload.labels)
-            .with_port(port);
-        attrs.authority = authority.as_str();
-        snap.route_http(&attrs)
-    };
+    let decision = snap.route_http(&HttpRequestAttrs {
+        client_namespace: ns,
+        source_labels: &shared.workload.labels,
+        gateway: None,
+        authority: authority.as_str(),
+        port,
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        scheme: parts.uri.scheme_str().unwrap_or("http"),
+        headers: &parts.headers,
+    });
     let mut flags = ResponseFlags::NONE;
     match decision.outcome {
         RouteOutcome::Forward => {}
