@@ -644,6 +644,51 @@ impl Transport for MeshTransport {
     }
 }
 
+/// How this crate sends one attempt: the mesh transport straight into its pool (the
+/// attempt's future lives inside the request's, not boxed, and no `Arc` is cloned), any
+/// other [`Transport`] through its boxed future ([`Via`]).
+pub(crate) trait Sender: Clone + Send + Sync + 'static {
+    type Body: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static;
+
+    fn send_to(
+        &self,
+        dest: &Arc<DestState>,
+        endpoint: usize,
+        req: Request<MeshBody>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
+}
+
+impl Sender for MeshTransport {
+    type Body = upstream::UpstreamBody;
+
+    fn send_to(
+        &self,
+        dest: &Arc<DestState>,
+        endpoint: usize,
+        req: Request<MeshBody>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
+        dest.upstream.send(endpoint, req)
+    }
+}
+
+/// A user's [`Transport`] as a [`Sender`].
+#[derive(Clone)]
+pub(crate) struct Via<T>(T);
+
+impl<T: Transport> Sender for Via<T> {
+    type Body = T::Body;
+
+    fn send_to(
+        &self,
+        dest: &Arc<DestState>,
+        endpoint: usize,
+        req: Request<MeshBody>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
+        let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
+        self.0.send(&any, endpoint, req)
+    }
+}
+
 /// Sends through a user's service (see [`OutboundLayer`]): each attempt gets an absolute
 /// URI naming the endpoint picked (`http://<ip>:<port>/...`) and keeps the `Host` the
 /// application sent.
@@ -864,7 +909,7 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let shared = Arc::clone(&self.shared);
-        let transport = self.transport.clone();
+        let transport = Via(self.transport.clone());
         Box::pin(async move {
             handle(&shared, &transport, req, false)
                 .await
@@ -1691,7 +1736,7 @@ async fn handle<T, B>(
     metered: bool,
 ) -> Result<(Response<MeshBody>, Option<MetricsContext>), OutboundError>
 where
-    T: Transport,
+    T: Sender,
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
@@ -1897,11 +1942,10 @@ where
             *mreq.headers_mut() = parts.headers.clone();
             *mreq.uri_mut() = Uri::from(path_and_query.clone());
             let t = transport.clone();
-            let any: Arc<dyn std::any::Any + Send + Sync> = mdest;
             tokio::spawn(async move {
                 let index = guard.index();
                 let _guard = guard;
-                if let Ok(resp) = t.send(&any, index, mreq).await {
+                if let Ok(resp) = t.send_to(&mdest, index, mreq).await {
                     let _ = resp.into_body().collect().await;
                 }
             });
@@ -1995,7 +2039,7 @@ struct Attempts<'a, T> {
 /// Envoy's `host_selection_retry_max_attempts` for the previous-hosts predicate.
 const HOST_SELECTION_ATTEMPTS: usize = 5;
 
-impl<T: Transport> Attempts<'_, T> {
+impl<T: Sender> Attempts<'_, T> {
     fn pick(
         &self,
         tried: &[usize],
@@ -2033,7 +2077,6 @@ impl<T: Transport> Attempts<'_, T> {
         };
         let mut tried = Tried::default();
         let mut last: Option<Response<MeshBody>> = None;
-        let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
         for n in 0..max {
             let retry_permit = if n > 0 {
                 match dest.breaker.try_retry() {
@@ -2063,7 +2106,7 @@ impl<T: Transport> Attempts<'_, T> {
             *req.headers_mut() = self.parts.headers.clone();
             *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
-            let send = self.transport.send(&any, index, req);
+            let send = self.transport.send_to(dest, index, req);
             let result = match self.policy.per_try_timeout {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),
