@@ -569,12 +569,13 @@ impl TraceContext {
         formats: Formats,
         buf: &mut BytesMut,
     ) {
-        self.inject_into(headers, formats, buf, false);
+        self.inject_into(headers, formats, buf, false, Seen::ALL);
     }
 
     /// [`inject_with`](Self::inject_with); `tracestate_read` says this context was
     /// extracted from `headers` themselves, so their `tracestate` is already
-    /// [`tracestate`](Self::tracestate) and needs no write.
+    /// [`tracestate`](Self::tracestate) and needs no write; `seen` says which trace headers
+    /// `headers` may hold (a header it rules out needs no lookup or removal).
     ///
     /// Each header costs one map operation: values that change on every hop (the span
     /// ids) are inserted; values a server usually forwards unchanged (the trace id and
@@ -585,6 +586,7 @@ impl TraceContext {
         formats: Formats,
         buf: &mut BytesMut,
         tracestate_read: bool,
+        seen: Seen,
     ) {
         buf.reserve(INJECT_VALUES);
         if formats.w3c {
@@ -595,15 +597,16 @@ impl TraceContext {
                     Some(ts) => {
                         headers.insert(TRACESTATE, ts.clone());
                     }
-                    None => {
+                    None if seen.may_hold(Seen::TRACESTATE) => {
                         headers.remove(TRACESTATE);
                     }
+                    None => {}
                 }
             }
         }
         if formats.b3_multi {
             put_trace_id(buf, self.trace_id, self.short_trace_id);
-            if holds(headers, &X_B3_TRACEID, buf) {
+            if seen.may_hold(Seen::TRACE_ID) && holds(headers, &X_B3_TRACEID, buf) {
                 buf.clear();
             } else {
                 insert_written(headers, X_B3_TRACEID, buf);
@@ -615,16 +618,19 @@ impl TraceContext {
                     put_hex(buf, u128::from(p), 16);
                     insert_written(headers, X_B3_PARENTSPANID, buf);
                 }
-                None => {
+                None if seen.may_hold(Seen::PARENT_SPAN_ID) => {
                     headers.remove(X_B3_PARENTSPANID);
                 }
+                None => {}
             }
             if self.debug {
                 headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
-                headers.remove(X_B3_SAMPLED);
+                if seen.may_hold(Seen::SAMPLED) {
+                    headers.remove(X_B3_SAMPLED);
+                }
             } else {
                 let sampled: &'static [u8] = if self.sampled { b"1" } else { b"0" };
-                if !holds(headers, &X_B3_SAMPLED, sampled) {
+                if !(seen.may_hold(Seen::SAMPLED) && holds(headers, &X_B3_SAMPLED, sampled)) {
                     headers.insert(
                         X_B3_SAMPLED,
                         HeaderValue::from_static(if self.sampled { "1" } else { "0" }),
@@ -636,6 +642,49 @@ impl TraceContext {
             self.put_b3_single(buf);
             insert_written(headers, B3, buf);
         }
+    }
+}
+
+/// Which trace headers a map may hold. A request without a usable trace context mostly
+/// has none of them, and one pass over its header names (a length and a comparison each)
+/// is cheaper than hashing a lookup or a removal per trace header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Seen(u8);
+
+impl Seen {
+    pub(crate) const TRACESTATE: u8 = 1;
+    pub(crate) const PARENT_SPAN_ID: u8 = 1 << 1;
+    pub(crate) const TRACE_ID: u8 = 1 << 2;
+    pub(crate) const SAMPLED: u8 = 1 << 3;
+    pub(crate) const REQUEST_ID: u8 = 1 << 4;
+    pub(crate) const B3: u8 = 1 << 5;
+
+    /// Nothing known: every header may be there.
+    pub(crate) const ALL: Seen = Seen(u8::MAX);
+
+    /// The trace headers `headers` hold (for a large map, [`Seen::ALL`]: the lookups win).
+    pub(crate) fn scan(headers: &HeaderMap) -> Seen {
+        if headers.keys_len() > 24 {
+            return Seen::ALL;
+        }
+        let mut bits = 0;
+        for name in headers.keys() {
+            bits |= match name.as_str() {
+                "tracestate" => Seen::TRACESTATE,
+                "x-b3-parentspanid" => Seen::PARENT_SPAN_ID,
+                "x-b3-traceid" => Seen::TRACE_ID,
+                "x-b3-sampled" => Seen::SAMPLED,
+                "x-request-id" => Seen::REQUEST_ID,
+                "b3" => Seen::B3,
+                _ => 0,
+            };
+        }
+        Seen(bits)
+    }
+
+    /// False when `header` (one of the constants) is surely absent.
+    pub(crate) fn may_hold(self, header: u8) -> bool {
+        self.0 & header != 0
     }
 }
 
@@ -1184,6 +1233,52 @@ mod tests {
             "a root span has no parent"
         );
         assert_eq!(h["x-request-id"].len(), 36);
+
+        // no usable context, but a request id and a stale sampling flag: the id is kept,
+        // the flag is this trace's decision
+        let (h, ctx) = inbound_sees(&[
+            ("x-request-id", "r-2"),
+            ("x-b3-sampled", "1"),
+            ("x-b3-sampled", "1"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ])
+        .await;
+        assert_eq!(ctx.origin, Origin::New);
+        assert_eq!(h["x-request-id"], "r-2");
+        let want = if ctx.sampled { "1" } else { "0" };
+        assert_eq!(h.get_all("x-b3-sampled").iter().collect::<Vec<_>>(), [want]);
+        assert_eq!(h["x-b3-spanid"], format!("{:016x}", ctx.span_id).as_str());
+    }
+
+    #[test]
+    fn seen_finds_the_trace_headers_a_map_holds() {
+        let h = headers(&[
+            ("tracestate", "a=1"),
+            ("x-request-id", "r"),
+            ("accept", "*/*"),
+        ]);
+        let seen = Seen::scan(&h);
+        assert!(seen.may_hold(Seen::TRACESTATE) && seen.may_hold(Seen::REQUEST_ID));
+        for absent in [
+            Seen::PARENT_SPAN_ID,
+            Seen::TRACE_ID,
+            Seen::SAMPLED,
+            Seen::B3,
+        ] {
+            assert!(!seen.may_hold(absent), "{absent}");
+        }
+        let pairs: Vec<(String, String)> = (0..30)
+            .map(|i| (format!("x-h{i}"), "v".to_string()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            Seen::scan(&headers(&pairs)),
+            Seen::ALL,
+            "a large map is not scanned"
+        );
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use tower::Service;
 use super::layer::{Direction, PropagateTraceLayer};
 use bytes::BytesMut;
 
-use super::{current, extract, scope, take_request_id, TraceContext, X_REQUEST_ID};
+use super::{current, extract, scope, take_request_id, Seen, TraceContext, X_REQUEST_ID};
 
 /// The response future of [`PropagateTrace`]: the inner future run with the hop's context
 /// as the task's [`current`](super::current) context.
@@ -119,7 +119,13 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     let tracestate_read = from_headers
         .as_ref()
         .is_some_and(|p| p.origin == super::Origin::W3c);
-    let came_as_b3_single = headers.contains_key(super::B3);
+    // without a usable context the trace headers are mostly absent: one pass finds which
+    let seen = if adds_headers {
+        Seen::scan(headers)
+    } else {
+        Seen::ALL
+    };
+    let came_as_b3_single = seen.may_hold(Seen::B3) && headers.contains_key(super::B3);
     let mut ctx = match (from_headers, layer.direction) {
         (Some(parent), _) => TraceContext::from_parent(parent, config.sampling_percent, &mut rng),
         (None, Direction::Inbound) => TraceContext::new_root(config.sampling_percent, &mut rng),
@@ -145,7 +151,11 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         req.headers_mut().reserve(8);
     }
     // x-request-id: keep the request's, else carry the parent's on, else a new one.
-    let request_id = match req.headers().get(X_REQUEST_ID) {
+    let existing = match seen.may_hold(Seen::REQUEST_ID) {
+        true => req.headers().get(X_REQUEST_ID),
+        false => None,
+    };
+    let request_id = match existing {
         Some(v) if !v.is_empty() => v.clone(),
         _ => {
             let id = ctx
@@ -159,7 +169,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     ctx.request_id = Some(request_id);
     let mut formats = config.formats;
     formats.b3_single |= came_as_b3_single;
-    ctx.inject_into(req.headers_mut(), formats, &mut buf, tracestate_read);
+    ctx.inject_into(req.headers_mut(), formats, &mut buf, tracestate_read, seen);
     if layer.direction == Direction::Inbound {
         // the application reads its hop's context from the request
         req.extensions_mut().insert(ctx.clone());
