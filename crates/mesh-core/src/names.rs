@@ -448,12 +448,11 @@ impl HostBuf {
     /// Appends lower-cased; false when the name does not fit.
     pub(crate) fn push_lower(&mut self, s: &str) -> bool {
         let b = s.as_bytes();
-        if self.len + b.len() > self.buf.len() {
+        let Some(dst) = self.buf.get_mut(self.len..self.len + b.len()) else {
             return false;
-        }
-        for (i, c) in b.iter().enumerate() {
-            self.buf[self.len + i] = c.to_ascii_lowercase();
-        }
+        };
+        dst.copy_from_slice(b);
+        dst.make_ascii_lowercase();
         self.len += b.len();
         true
     }
