@@ -372,10 +372,26 @@ pub(crate) fn parse_b3_single(s: &[u8]) -> Option<Parent> {
     })
 }
 
+/// The `tracestate` list: repeated fields combined into one, comma-separated, as W3C Trace
+/// Context (and RFC 9110 for list headers) reads them.
+fn tracestate_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut fields = headers.get_all(TRACESTATE).iter();
+    let first = fields.next()?;
+    let Some(second) = fields.next() else {
+        return Some(first.clone());
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in std::iter::once(second).chain(fields) {
+        joined.push(b',');
+        joined.extend_from_slice(v.as_bytes());
+    }
+    HeaderValue::from_bytes(&joined).ok()
+}
+
 /// Extracts the caller's context: W3C, then `b3`, then `x-b3-*`.
 pub(crate) fn extract(headers: &HeaderMap) -> Option<Parent> {
     if let Some(mut p) = header_bytes(headers, &TRACEPARENT).and_then(parse_traceparent) {
-        p.tracestate = headers.get(TRACESTATE).cloned();
+        p.tracestate = tracestate_of(headers);
         return Some(p);
     }
     if let Some(p) = header_bytes(headers, &B3).and_then(parse_b3_single) {
@@ -573,8 +589,9 @@ impl TraceContext {
     }
 
     /// [`inject_with`](Self::inject_with); `tracestate_read` says this context was
-    /// extracted from `headers` themselves, so their `tracestate` is already
-    /// [`tracestate`](Self::tracestate) and needs no write; `seen` says which trace headers
+    /// extracted from `headers` themselves, so their `tracestate` fields already are
+    /// [`tracestate`](Self::tracestate) (which combines them) and need no write; `seen` says
+    /// which trace headers
     /// `headers` may hold (a header it rules out needs no lookup or removal).
     ///
     /// Each header costs one map operation: values that change on every hop (the span
@@ -1191,9 +1208,11 @@ mod tests {
         .await;
         assert_eq!(ctx.parent_span_id, Some(0x00f0_67aa_0ba9_02b7));
         assert_eq!(h["traceparent"], ctx.traceparent());
-        // both tracestate fields reach the application, in order (W3C: one combined list)
+        // both tracestate fields reach the application, in order, and the context holds
+        // them combined (W3C: one list), as an outbound call forwards them
         let states: Vec<_> = h.get_all("tracestate").iter().collect();
         assert_eq!(states, ["a=1", "b=2"]);
+        assert_eq!(ctx.tracestate.as_ref().unwrap(), "a=1,b=2");
         assert_eq!(h["x-b3-traceid"], trace);
         assert_eq!(h["x-b3-spanid"], format!("{:016x}", ctx.span_id).as_str());
         assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
