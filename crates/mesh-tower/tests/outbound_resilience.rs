@@ -30,23 +30,7 @@ async fn retry_recovers_from_an_endpoint_that_fails_once_and_replays_the_body() 
     let mesh = mesh(&with_vs(
         "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
     ));
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::FailFirst(1),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(1)).await;
     let client = client(&mesh, &pki, "default", "productpage");
     let (st, _, body, _) = send(&client, post("http://reviews:9080/", "payload")).await;
     assert_eq!(
@@ -63,23 +47,7 @@ async fn a_streaming_body_is_sent_once_and_never_retried() {
     let mesh = mesh(&with_vs(
         "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
     ));
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::FailFirst(1),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(1)).await;
     let client = client(&mesh, &pki, "default", "productpage");
     // a body of unknown length: not replayable
     let body = Chunks(vec![
@@ -121,23 +89,7 @@ async fn default_policy_does_not_retry_a_plain_503_but_retries_connect_failures(
     let pki = Pki::new();
     // no VirtualService: Istio's default retry policy
     let mesh = mesh(&with_dr("    loadBalancer: {simple: ROUND_ROBIN}\n"));
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::FailFirst(1),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(1)).await;
     let client = client(&mesh, &pki, "default", "productpage");
     let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
     assert_eq!(st, 503, "a plain 503 is not retried by default");
@@ -200,23 +152,7 @@ async fn route_timeout_fires_504() {
     let mesh = mesh(&with_vs(
         "  - route: [{destination: {host: reviews}}]\n    timeout: 300ms\n",
     ));
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::Slow(Duration::from_secs(3)),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let _server = start_reviews_v1(&pki, &mesh, Behaviour::Slow(Duration::from_secs(3))).await;
     let client = client(&mesh, &pki, "default", "productpage");
     let t0 = Instant::now();
     let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
@@ -234,23 +170,7 @@ async fn per_try_timeout_is_retried_on_gateway_error() {
     let mesh = mesh(&with_vs(
         "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, perTryTimeout: 200ms, retryOn: gateway-error}\n",
     ));
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::Slow(Duration::from_secs(3)),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Slow(Duration::from_secs(3))).await;
     let client = client(&mesh, &pki, "default", "productpage");
     let t0 = Instant::now();
     let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
@@ -278,16 +198,7 @@ async fn fault_abort_and_delay_fire_at_their_percentages() {
     route: [{destination: {host: reviews}}]
 "#,
     ));
-    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
     let client = client(&mesh, &pki, "default", "productpage");
 
     let n = 600;
@@ -545,23 +456,7 @@ async fn circuit_breaker_overflow_answers_503_uo() {
     let mesh = mesh(&with_dr(
         "    connectionPool: {http: {http2MaxRequests: 1}}\n",
     ));
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::Slow(Duration::from_millis(400)),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let _server = start_reviews_v1(&pki, &mesh, Behaviour::Slow(Duration::from_millis(400))).await;
     let client = client(&mesh, &pki, "default", "productpage");
     let c2 = client.clone();
     let first = tokio::spawn(async move { send(&c2, get("http://reviews:9080/")).await });
@@ -624,23 +519,7 @@ async fn max_connections_queues_pending_requests_and_overflows_beyond_them() {
     let mesh = mesh(&with_dr(
         "    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n",
     ));
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::Slow(Duration::from_millis(300)),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Slow(Duration::from_millis(300))).await;
     let client = client(&mesh, &pki, "default", "productpage");
     let mut tasks = Vec::new();
     for _ in 0..3 {
@@ -725,16 +604,7 @@ async fn server_with_the_wrong_identity_is_refused_with_a_clear_error() {
 async fn istio_mutual_without_credentials_fails_closed() {
     let pki = Pki::new();
     let mesh = mesh(&with_dr("    tls: {mode: ISTIO_MUTUAL}\n"));
-    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
     let client = mesh_tower::outbound::MeshClient::builder(
         mesh.clone(),
         mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage"),
@@ -985,23 +855,7 @@ async fn an_http2_port_multiplexes_concurrent_requests_on_one_connection() {
     let mesh = mesh(
         "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http2, port: 9080, targetPort: http}]\n",
     );
-    let s = start(
-        &pki,
-        "reviews-v1",
-        "default",
-        "reviews",
-        Behaviour::Slow(Duration::from_millis(100)),
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Slow(Duration::from_millis(100))).await;
     let client = client(&mesh, &pki, "default", "productpage");
     // one request first, so the connection exists; then ten at once share it
     let (st, _, body, h) = send(&client, get("http://reviews:9080/")).await;
@@ -1031,16 +885,7 @@ async fn an_idle_connection_past_the_idle_timeout_is_not_reused() {
     let mesh = mesh(&with_dr(
         "    connectionPool: {http: {idleTimeout: 100ms}}\n",
     ));
-    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
     let client = client(&mesh, &pki, "default", "productpage");
     assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
     assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);

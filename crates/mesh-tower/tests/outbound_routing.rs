@@ -268,16 +268,7 @@ spec:
   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
 "#
     ));
-    let s = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        s.addr,
-    );
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
     let client = client(&mesh, &pki, "default", "productpage");
 
     let (st, _, body, _) = send(&client, get("http://reviews:9080/nothing")).await;

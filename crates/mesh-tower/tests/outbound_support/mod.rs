@@ -220,6 +220,22 @@ pub fn register(
     });
 }
 
+/// The usual upstream: `reviews-v1` (namespace `default`, service account `reviews`)
+/// started with `behaviour` and registered for service `reviews`, version `v1`.
+pub async fn start_reviews_v1(pki: &Pki, mesh: &Mesh, behaviour: Behaviour) -> Server {
+    let s = start(pki, "reviews-v1", "default", "reviews", behaviour).await;
+    register(
+        mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        s.addr,
+    );
+    s
+}
+
 /// Like [`register`], in a locality (`region/zone/subzone`).
 pub fn register_in(mesh: &Mesh, name: &str, sa: &str, app: &str, locality: &str, addr: SocketAddr) {
     let mut labels = BTreeMap::new();
