@@ -573,26 +573,16 @@ impl TraceContext {
     /// assert!(!headers.contains_key("b3"));
     /// ```
     pub fn inject(&self, headers: &mut HeaderMap, formats: Formats) {
-        self.inject_with(headers, formats, &mut BytesMut::new());
+        self.inject_into(headers, formats, &mut BytesMut::new(), false, Seen::ALL);
     }
 
     /// [`inject`](Self::inject), formatting every value into `buf`: the header values are
     /// slices of one shared allocation (cloning them later is a reference count), and no
-    /// `core::fmt` is involved.
-    pub(crate) fn inject_with(
-        &self,
-        headers: &mut HeaderMap,
-        formats: Formats,
-        buf: &mut BytesMut,
-    ) {
-        self.inject_into(headers, formats, buf, false, Seen::ALL);
-    }
-
-    /// [`inject_with`](Self::inject_with); `tracestate_read` says this context was
-    /// extracted from `headers` themselves, so their `tracestate` fields already are
+    /// `core::fmt` is involved. `tracestate_read` says this context was extracted from
+    /// `headers` themselves, so their `tracestate` fields already are
     /// [`tracestate`](Self::tracestate) (which combines them) and need no write; `seen` says
-    /// which trace headers
-    /// `headers` may hold (a header it rules out needs no lookup or removal).
+    /// which trace headers `headers` may hold (a header it rules out needs no lookup or
+    /// removal).
     ///
     /// Each header costs one map operation: values that change on every hop (the span
     /// ids) are inserted; values a server usually forwards unchanged (the trace id and
@@ -719,7 +709,7 @@ fn insert_written(headers: &mut HeaderMap, name: HeaderName, buf: &mut BytesMut)
     }
 }
 
-/// Room for every value [`TraceContext::inject_with`] may write (55 + 32 + 16 + 16 + 69).
+/// Room for every value [`TraceContext::inject_into`] may write (55 + 32 + 16 + 16 + 69).
 const INJECT_VALUES: usize = 188;
 
 /// [`INJECT_VALUES`] and an `x-request-id` (36).

@@ -151,9 +151,10 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         req.headers_mut().reserve(8);
     }
     // x-request-id: keep the request's, else carry the parent's on, else a new one.
-    let existing = match seen.may_hold(Seen::REQUEST_ID) {
-        true => req.headers().get(X_REQUEST_ID),
-        false => None,
+    let existing = if seen.may_hold(Seen::REQUEST_ID) {
+        req.headers().get(X_REQUEST_ID)
+    } else {
+        None
     };
     let request_id = match existing {
         Some(v) if !v.is_empty() => v.clone(),
