@@ -42,6 +42,21 @@ pub struct TrustBundle {
 impl TrustBundle {
     /// A bundle of the given DER roots. Errors if empty or if a root is unusable as a
     /// trust anchor.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{MeshCa, TrustBundle};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let root = ca.trust_bundle().certs()[0].clone();
+    /// // The same root twice is kept once.
+    /// let bundle = TrustBundle::new(vec![root.clone(), root])?;
+    /// assert_eq!(bundle.certs().len(), 1);
+    /// assert!(TrustBundle::new(Vec::new()).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn new(roots: Vec<CertificateDer<'static>>) -> Result<Self, TlsError> {
         if roots.is_empty() {
             return Err(TlsError::Config("trust bundle: no root certificate".into()));
@@ -70,11 +85,43 @@ impl TrustBundle {
     }
 
     /// Parses every certificate of a PEM text (e.g. `root-cert.pem`) as a root.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{MeshCa, TrustBundle};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let bundle = TrustBundle::from_pem(ca.trust_bundle().to_pem().as_bytes())?;
+    /// assert_eq!(bundle.certs(), ca.trust_bundle().certs());
+    /// assert!(TrustBundle::from_pem(b"no PEM here").is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn from_pem(pem: &[u8]) -> Result<Self, TlsError> {
         Self::new(pki::certs_from_pem("trust bundle", pem)?)
     }
 
     /// Reads a PEM file of roots.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{MeshCa, TrustBundle};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("root-cert.pem");
+    /// std::fs::write(&path, ca.trust_bundle().to_pem())?;
+    ///
+    /// let bundle = TrustBundle::from_pem_file(&path)?;
+    /// assert_eq!(bundle.certs(), ca.trust_bundle().certs());
+    /// // A missing file is an error naming the path.
+    /// let err = TrustBundle::from_pem_file(dir.path().join("missing.pem")).unwrap_err();
+    /// assert!(err.to_string().contains("missing.pem"));
+    /// # Ok(()) }
+    /// ```
     pub fn from_pem_file(path: impl AsRef<Path>) -> Result<Self, TlsError> {
         let path = path.as_ref();
         let pem = pki::read_file(path)?;
@@ -109,26 +156,89 @@ impl TrustBundle {
     }
 
     /// Whether every root of `other` is already in this bundle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let a = MeshCa::self_signed("cluster.local")?;
+    /// let b = MeshCa::self_signed("cluster.local")?;
+    /// assert!(a.trust_bundle().contains_all(a.trust_bundle()));
+    /// assert!(!a.trust_bundle().contains_all(b.trust_bundle()));
+    /// # Ok(()) }
+    /// ```
     pub fn contains_all(&self, other: &TrustBundle) -> bool {
         other.certs.iter().all(|c| self.certs.contains(c))
     }
 
     /// The roots, DER.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{certs_from_pem, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let roots = ca.trust_bundle().certs();
+    /// assert_eq!(roots.len(), 1);
+    /// assert_eq!(roots, certs_from_pem("root-cert.pem", ca.trust_bundle().to_pem().as_bytes())?);
+    /// # Ok(()) }
+    /// ```
     pub fn certs(&self) -> &[CertificateDer<'static>] {
         &self.certs
     }
 
     /// The roots as one PEM text (Istio's `root-cert.pem`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let pem = ca.trust_bundle().to_pem();
+    /// assert!(pem.starts_with("-----BEGIN CERTIFICATE-----\n"));
+    /// assert!(pem.ends_with("-----END CERTIFICATE-----\n"));
+    /// # Ok(()) }
+    /// ```
     pub fn to_pem(&self) -> String {
         pki::certs_to_pem(&self.certs)
     }
 
     /// The subjects of the roots (for error messages).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// assert_eq!(ca.trust_bundle().subjects(), ["O=cluster.local, CN=Root CA"]);
+    /// # Ok(()) }
+    /// ```
     pub fn subjects(&self) -> &[String] {
         &self.subjects
     }
 
     /// The rustls root store, built once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let a = MeshCa::self_signed("cluster.local")?;
+    /// let b = MeshCa::self_signed("cluster.local")?;
+    /// let both = a.trust_bundle().merged(b.trust_bundle())?;
+    /// assert_eq!(both.root_store().len(), 2);
+    /// # Ok(()) }
+    /// ```
     pub fn root_store(&self) -> &Arc<RootCertStore> {
         &self.store
     }

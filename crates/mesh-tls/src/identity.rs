@@ -12,9 +12,29 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 /// The URI scheme prefix of a SPIFFE ID.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{Identity, SPIFFE_PREFIX};
+///
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// assert_eq!(id.as_uri().strip_prefix(SPIFFE_PREFIX), Some(id.principal()));
+/// # Ok::<(), mesh_tls::IdentityError>(())
+/// ```
 pub const SPIFFE_PREFIX: &str = "spiffe://";
 
 /// Istio's default trust domain (MeshConfig `trustDomain`).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tls::{Identity, DEFAULT_TRUST_DOMAIN};
+///
+/// let id = Identity::new(DEFAULT_TRUST_DOMAIN, "default", "sleep")?;
+/// assert_eq!(id.as_uri(), "spiffe://cluster.local/ns/default/sa/sleep");
+/// # Ok::<(), mesh_tls::IdentityError>(())
+/// ```
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 /// A workload's SPIFFE identity, as Istio writes it.
@@ -189,27 +209,79 @@ impl Identity {
     }
 
     /// The full SPIFFE ID, `spiffe://<td>/ns/<ns>/sa/<sa>`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// assert_eq!(id.as_uri(), "spiffe://cluster.local/ns/default/sa/sleep");
+    /// assert_eq!(id.as_uri(), id.to_string());
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn as_uri(&self) -> &str {
         &self.uri
     }
 
     /// Istio's principal form: `<td>/ns/<ns>/sa/<sa>` (what AuthorizationPolicy
     /// `principals` and `source.principal` compare against).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// assert_eq!(id.principal(), "cluster.local/ns/default/sa/sleep");
+    /// assert_eq!(Identity::from_principal(id.principal())?, id);
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn principal(&self) -> &str {
         &self.uri[SPIFFE_PREFIX.len()..]
     }
 
     /// The trust domain, e.g. `cluster.local`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::parse("spiffe://prod.example.com/ns/default/sa/sleep")?;
+    /// assert_eq!(id.trust_domain(), "prod.example.com");
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn trust_domain(&self) -> &str {
         &self.uri[SPIFFE_PREFIX.len()..self.td_end as usize]
     }
 
     /// The Kubernetes namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::parse("spiffe://cluster.local/ns/istio-system/sa/istiod")?;
+    /// assert_eq!(id.namespace(), "istio-system");
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn namespace(&self) -> &str {
         &self.uri[self.ns_start as usize..self.ns_end as usize]
     }
 
     /// The Kubernetes service account.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::parse("spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews")?;
+    /// assert_eq!(id.service_account(), "bookinfo-reviews");
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
     pub fn service_account(&self) -> &str {
         &self.uri[self.sa_start as usize..]
     }
