@@ -18,13 +18,74 @@ use crate::identity::{check_trust_domain, Identity};
 use crate::pki::{self, CertInfo};
 
 /// Istio's default workload certificate lifetime (`DefaultWorkloadCertTTL`): 24 hours.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{CertRequest, Identity, DEFAULT_WORKLOAD_TTL};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// assert_eq!(DEFAULT_WORKLOAD_TTL, Duration::from_secs(24 * 3600));
+/// let req = CertRequest::new(Identity::new("cluster.local", "default", "sleep")?);
+/// assert_eq!(req.ttl, DEFAULT_WORKLOAD_TTL);
+/// # Ok(()) }
+/// ```
 pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Istio's maximum workload certificate lifetime (`DefaultMaxWorkloadCertTTL`): 90 days.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, MeshCa, MAX_WORKLOAD_TTL};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// assert!(ca.issue(&id, MAX_WORKLOAD_TTL, &[]).is_ok());
+/// let err = ca.issue(&id, MAX_WORKLOAD_TTL + Duration::from_secs(1), &[]).unwrap_err();
+/// assert_eq!(err.to_string(), "requested TTL 7776001s is greater than the max allowed TTL 7776000s");
+/// # Ok(()) }
+/// ```
 pub const MAX_WORKLOAD_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Istio's self-signed root lifetime (`DefaultSelfSignedCACertTTL`): 10 years.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use mesh_tls::{MeshCa, DEFAULT_ROOT_TTL};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let left = ca.not_after().duration_since(SystemTime::now())?;
+/// assert!(left <= DEFAULT_ROOT_TTL && left > DEFAULT_ROOT_TTL - Duration::from_secs(60));
+/// # Ok(()) }
+/// ```
 pub const DEFAULT_ROOT_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 /// How far `notBefore` is moved into the past to tolerate clock skew between hosts
 /// (at most this, and at most a tenth of the lifetime).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, MeshCa, CLOCK_SKEW_GRACE};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let life = |ttl| -> Result<Duration, Box<dyn std::error::Error>> {
+///     let cert = ca.issue(&id, ttl, &[])?;
+///     Ok(cert.not_after().duration_since(cert.not_before())?)
+/// };
+/// // An hour-long certificate starts a minute early...
+/// assert_eq!(life(Duration::from_secs(3600))?, Duration::from_secs(3600) + CLOCK_SKEW_GRACE);
+/// // ...a 100 s one only a tenth of its lifetime early.
+/// assert_eq!(life(Duration::from_secs(100))?, Duration::from_secs(110));
+/// # Ok(()) }
+/// ```
 pub const CLOCK_SKEW_GRACE: Duration = Duration::from_secs(60);
 
 /// Istio's `cacerts` file names.
@@ -47,14 +108,91 @@ pub const CLOCK_SKEW_GRACE: Duration = Duration::from_secs(60);
 /// ```
 pub mod files {
     /// The signing (intermediate) certificate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{files, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// ca.write_dir(dir.path())?;
+    /// // A self-signed CA signs with its root.
+    /// let ca_cert = std::fs::read_to_string(dir.path().join(files::CA_CERT))?;
+    /// assert_eq!(ca_cert, ca.trust_bundle().to_pem());
+    /// # Ok(()) }
+    /// ```
     pub const CA_CERT: &str = "ca-cert.pem";
     /// The signing key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{files, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// MeshCa::self_signed("cluster.local")?.write_dir(dir.path())?;
+    /// let key = std::fs::read_to_string(dir.path().join(files::CA_KEY))?;
+    /// assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    /// # Ok(()) }
+    /// ```
     pub const CA_KEY: &str = "ca-key.pem";
     /// The root(s) of trust.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{files, Identity, MeshCa, TrustBundle};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let dir = tempfile::tempdir()?;
+    /// ca.issue(&id, Duration::from_secs(3600), &[])?.write_dir(dir.path())?;
+    /// let roots = TrustBundle::from_pem_file(dir.path().join(files::ROOT_CERT))?;
+    /// assert_eq!(roots.certs(), ca.trust_bundle().certs());
+    /// # Ok(()) }
+    /// ```
     pub const ROOT_CERT: &str = "root-cert.pem";
     /// The chain from the signing certificate towards the root.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{certs_from_pem, files, Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+    /// let dir = tempfile::tempdir()?;
+    /// cert.write_dir(dir.path())?;
+    /// let chain = std::fs::read(dir.path().join(files::CERT_CHAIN))?;
+    /// assert_eq!(certs_from_pem(files::CERT_CHAIN, &chain)?, cert.chain_der()?);
+    /// # Ok(()) }
+    /// ```
     pub const CERT_CHAIN: &str = "cert-chain.pem";
     /// A workload's private key (workload directory).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{files, Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+    /// let dir = tempfile::tempdir()?;
+    /// cert.write_dir(dir.path())?;
+    /// assert_eq!(std::fs::read_to_string(dir.path().join(files::KEY))?, cert.key_pem());
+    /// # Ok(()) }
+    /// ```
     pub const KEY: &str = "key.pem";
 }
 
@@ -147,6 +285,20 @@ pub struct CertRequest {
 
 impl CertRequest {
     /// A request for `identity` with Istio's defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{CertRequest, Identity, DEFAULT_WORKLOAD_TTL};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let req = CertRequest::new(Identity::new("cluster.local", "default", "sleep")?);
+    /// assert_eq!(req.identity.service_account(), "sleep");
+    /// assert_eq!(req.ttl, DEFAULT_WORKLOAD_TTL);
+    /// assert!(req.dns_sans.is_empty());
+    /// assert!(req.valid_from.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn new(identity: Identity) -> Self {
         Self {
             identity,
@@ -159,6 +311,19 @@ impl CertRequest {
 
 impl MeshCa {
     /// A new self-signed root CA (ECDSA P-256, 10 years) for `trust_domain`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// assert_eq!(ca.trust_bundle().subjects(), ["O=cluster.local, CN=Root CA"]);
+    /// // Trust domains are lower case.
+    /// assert!(MeshCa::self_signed("Cluster.Local").is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn self_signed(trust_domain: &str) -> Result<Self, TlsError> {
         check_trust_domain(trust_domain)
             .map_err(|r| TlsError::Config(format!("trust domain {trust_domain:?}: {r}")))?;
@@ -391,6 +556,20 @@ impl MeshCa {
     }
 
     /// Reads a CA written by [`write_dir`](Self::write_dir) (or any `cacerts` directory).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// ca.write_dir(dir.path())?;
+    /// let again = MeshCa::read_dir(dir.path(), "cluster.local")?;
+    /// assert_eq!(again.trust_bundle().certs(), ca.trust_bundle().certs());
+    /// # Ok(()) }
+    /// ```
     pub fn read_dir(dir: impl AsRef<Path>, trust_domain: &str) -> Result<Self, TlsError> {
         Self::from_plugin_dir(dir, trust_domain)
     }
@@ -438,16 +617,51 @@ impl MeshCa {
     }
 
     /// The trust domain this CA issues for by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::MeshCa;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// assert_eq!(MeshCa::self_signed("example.org")?.trust_domain(), "example.org");
+    /// # Ok(()) }
+    /// ```
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
     }
 
     /// The roots (`root-cert.pem`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// assert_eq!(ca.trust_bundle().to_pem(), cert.root_pem());
+    /// # Ok(()) }
+    /// ```
     pub fn trust_bundle(&self) -> &TrustBundle {
         &self.roots
     }
 
     /// When the signing certificate expires; workload certificates never outlive it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, MeshCa, MAX_WORKLOAD_TTL};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, MAX_WORKLOAD_TTL, &[])?;
+    /// assert!(cert.not_after() <= ca.not_after());
+    /// # Ok(()) }
+    /// ```
     pub fn not_after(&self) -> SystemTime {
         self.not_after
     }
@@ -490,6 +704,25 @@ impl MeshCa {
     /// SPIFFE URI first, KeyUsage digitalSignature + keyEncipherment, ExtKeyUsage
     /// serverAuth + clientAuth, CA:FALSE), a fresh ECDSA P-256 key, and the chain up to
     /// (not including) the root.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use mesh_tls::{CertRequest, Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let mut req = CertRequest::new(Identity::new("cluster.local", "default", "httpbin")?);
+    /// req.ttl = Duration::from_secs(600);
+    /// req.dns_sans = vec!["localhost".into()];
+    /// // Not valid for another hour.
+    /// req.valid_from = Some(SystemTime::now() + Duration::from_secs(3600));
+    /// let cert = ca.issue_request(&req)?;
+    /// assert!(cert.not_before() > SystemTime::now());
+    /// assert_eq!(cert.not_after().duration_since(cert.not_before())?, req.ttl);
+    /// # Ok(()) }
+    /// ```
     pub fn issue_request(&self, req: &CertRequest) -> Result<WorkloadCert, TlsError> {
         if req.ttl.is_zero() {
             return Err(TlsError::Config(
@@ -689,6 +922,24 @@ impl WorkloadCert {
     }
 
     /// Reads `cert-chain.pem`, `key.pem` and `root-cert.pem` from `dir`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCert};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// let dir = tempfile::tempdir()?;
+    /// cert.write_dir(dir.path())?;
+    /// assert_eq!(WorkloadCert::read_dir(dir.path())?.key_pem(), cert.key_pem());
+    /// // key.pem missing: an error naming it.
+    /// std::fs::remove_file(dir.path().join("key.pem"))?;
+    /// assert!(WorkloadCert::read_dir(dir.path()).unwrap_err().to_string().contains("key.pem"));
+    /// # Ok(()) }
+    /// ```
     pub fn read_dir(dir: impl AsRef<Path>) -> Result<Self, TlsError> {
         let dir = dir.as_ref();
         let read = |name: &str| -> Result<String, TlsError> {
@@ -705,6 +956,28 @@ impl WorkloadCert {
 
     /// Writes `cert-chain.pem`, `key.pem` (mode 0600) and `root-cert.pem` into `dir`,
     /// creating it if needed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// let dir = tempfile::tempdir()?;
+    /// cert.write_dir(dir.path().join("certs"))?;
+    /// assert_eq!(std::fs::read_to_string(dir.path().join("certs/cert-chain.pem"))?, cert.chain_pem());
+    /// assert_eq!(std::fs::read_to_string(dir.path().join("certs/root-cert.pem"))?, cert.root_pem());
+    /// # #[cfg(unix)]
+    /// # {
+    /// use std::os::unix::fs::PermissionsExt;
+    /// let mode = std::fs::metadata(dir.path().join("certs/key.pem"))?.permissions().mode();
+    /// assert_eq!(mode & 0o777, 0o600);
+    /// # }
+    /// # Ok(()) }
+    /// ```
     pub fn write_dir(&self, dir: impl AsRef<Path>) -> Result<(), TlsError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| TlsError::io(dir, e))?;
@@ -719,42 +992,182 @@ impl WorkloadCert {
     }
 
     /// The SPIFFE identity in the leaf.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// assert_eq!(ca.issue(&id, Duration::from_secs(3600), &[])?.identity(), &id);
+    /// # Ok(()) }
+    /// ```
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
     /// Leaf then intermediates, PEM (`cert-chain.pem`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{certs_from_pem, Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// assert!(cert.chain_pem().starts_with("-----BEGIN CERTIFICATE-----"));
+    /// assert_eq!(certs_from_pem("cert-chain.pem", cert.chain_pem().as_bytes())?.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn chain_pem(&self) -> &str {
         &self.chain_pem
     }
     /// The private key, PEM (`key.pem`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{key_from_pem, Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// assert!(cert.key_pem().starts_with("-----BEGIN PRIVATE KEY-----"));
+    /// assert_eq!(key_from_pem("key.pem", cert.key_pem().as_bytes())?, cert.key_der()?);
+    /// # Ok(()) }
+    /// ```
     pub fn key_pem(&self) -> &str {
         &self.key_pem
     }
     /// The roots, PEM (`root-cert.pem`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// assert_eq!(cert.root_pem(), ca.trust_bundle().to_pem());
+    /// # Ok(()) }
+    /// ```
     pub fn root_pem(&self) -> &str {
         &self.root_pem
     }
     /// Start of validity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// // Valid from a minute ago (clock-skew grace).
+    /// let ago = SystemTime::now().duration_since(cert.not_before())?;
+    /// assert!(ago >= Duration::from_secs(60) && ago < Duration::from_secs(62));
+    /// # Ok(()) }
+    /// ```
     pub fn not_before(&self) -> SystemTime {
         self.not_before
     }
     /// End of validity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// let left = cert.not_after().duration_since(SystemTime::now())?;
+    /// assert!(left <= Duration::from_secs(3600) && left > Duration::from_secs(3590));
+    /// # Ok(()) }
+    /// ```
     pub fn not_after(&self) -> SystemTime {
         self.not_after
     }
     /// The chain as DER, leaf first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, PeerIdentity};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let chain = ca.issue(&id, Duration::from_secs(3600), &[])?.chain_der()?;
+    /// assert_eq!(chain.len(), 1);
+    /// assert_eq!(PeerIdentity::from_certs(&chain)?.identity(), &id);
+    /// # Ok(()) }
+    /// ```
     pub fn chain_der(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         pki::certs_from_pem(files::CERT_CHAIN, self.chain_pem.as_bytes())
     }
     /// The private key as DER.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa};
+    /// use mesh_tls::rustls::pki_types::PrivateKeyDer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// assert!(matches!(cert.key_der()?, PrivateKeyDer::Pkcs8(_)));
+    /// # Ok(()) }
+    /// ```
     pub fn key_der(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
         pki::key_from_pem(files::KEY, self.key_pem.as_bytes())
     }
     /// The roots as a trust bundle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// assert_eq!(cert.trust_bundle()?.certs(), ca.trust_bundle().certs());
+    /// # Ok(()) }
+    /// ```
     pub fn trust_bundle(&self) -> Result<TrustBundle, TlsError> {
         TrustBundle::from_pem(self.root_pem.as_bytes())
     }
     /// The rustls certified key (chain + signing key), checking that they match.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// let key = cert.certified_key()?;
+    /// assert_eq!(key.cert, cert.chain_der()?);
+    /// assert!(key.keys_match().is_ok());
+    /// # Ok(()) }
+    /// ```
     pub fn certified_key(&self) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
         certified_key(
             self.chain_der()?,
