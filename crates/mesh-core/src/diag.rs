@@ -24,6 +24,27 @@
 //! | `IM0011` | error | missing `metadata.name` |
 //! | `IM0012` | warning | a Kubernetes object we keep for the registry could not be read: ignored |
 //! | `IM0100` | info | lint: valid for Istio but probably not what was meant |
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::diag::{codes, Severity};
+//!
+//! let loaded = mesh_core::load::load_str(
+//!     "apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec: {host: reviews, host: ratings}
+//! ",
+//!     "dr.yaml",
+//! );
+//! let d = &loaded.diagnostics[0];
+//! assert_eq!((d.severity, d.code), (Severity::Error, codes::DUPLICATE_KEY));
+//! assert_eq!(d.line, 4);
+//! let rendered = loaded.sources.render(d);
+//! assert!(rendered.starts_with("error[IM0008]: "), "{rendered}");
+//! assert!(rendered.contains("4 | spec: {host: reviews, host: ratings}"), "{rendered}");
+//! ```
 
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
@@ -108,66 +129,689 @@ impl fmt::Display for Severity {
 /// ```
 pub mod codes {
     /// YAML/JSON syntax error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: [VirtualService
+    /// ",
+    ///     "broken.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::SYNTAX);
+    /// assert!(loaded.objects.is_empty());
+    /// assert_eq!(codes::SYNTAX, "IM0001");
+    /// ```
     pub const SYNTAX: &str = "IM0001";
     /// Not a Kubernetes object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "- apiVersion: networking.istio.io/v1
+    ///   kind: Gateway
+    /// ",
+    ///     "list.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::NOT_AN_OBJECT);
+    /// assert_eq!(codes::NOT_AN_OBJECT, "IM0002");
+    /// ```
     pub const NOT_AN_OBJECT: &str = "IM0002";
     /// Unknown field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsetz: []}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::UNKNOWN_FIELD);
+    /// assert_eq!(loaded.diagnostics[0].path, "spec.subsetz");
+    /// assert_eq!(codes::UNKNOWN_FIELD, "IM0003");
+    /// ```
     pub const UNKNOWN_FIELD: &str = "IM0003";
     /// Wrong type or invalid value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, trafficPolicy: {loadBalancer: {simple: ROUND_ROBON}}}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::INVALID_VALUE);
+    /// assert_eq!(codes::INVALID_VALUE, "IM0004");
+    /// ```
     pub const INVALID_VALUE: &str = "IM0004";
     /// Wrong apiVersion for an Istio kind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio/v1alpha3
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews]}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::API_VERSION);
+    /// assert_eq!(codes::API_VERSION, "IM0005");
+    /// ```
     pub const API_VERSION: &str = "IM0005";
     /// Unknown kind in an Istio group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualServce
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews]}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::UNKNOWN_KIND);
+    /// assert_eq!(codes::UNKNOWN_KIND, "IM0006");
+    /// ```
     pub const UNKNOWN_KIND: &str = "IM0006";
     /// Istio kind not modelled; skipped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1alpha3
+    /// kind: EnvoyFilter
+    /// metadata: {name: lua}
+    /// spec: {}
+    /// ",
+    ///     "ef.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::UNSUPPORTED_KIND);
+    /// assert!(!loaded.has_errors()); // only a warning
+    /// assert_eq!(codes::UNSUPPORTED_KIND, "IM0007");
+    /// ```
     pub const UNSUPPORTED_KIND: &str = "IM0007";
     /// Duplicate key.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, host: ratings}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::DUPLICATE_KEY);
+    /// assert_eq!(codes::DUPLICATE_KEY, "IM0008");
+    /// ```
     pub const DUPLICATE_KEY: &str = "IM0008";
     /// Input limits exceeded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// use mesh_core::load::{LoadOptions, Loader};
+    ///
+    /// let loader = Loader::new(LoadOptions { max_depth: 2, ..LoadOptions::default() });
+    /// let loaded = loader.load_str("a: {b: {c: {d: 1}}}\n", "deep.yaml");
+    /// assert_eq!(loaded.diagnostics[0].code, codes::LIMITS);
+    /// assert_eq!(codes::LIMITS, "IM0009");
+    /// ```
     pub const LIMITS: &str = "IM0009";
     /// Unreadable path.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// // a reload from a path that cannot be read is refused with an IM0010 diagnostic
+    /// let err = mesh.reload_paths([dir.path().join("gone.yaml")]).unwrap_err();
+    /// assert_eq!(err.diagnostics[0].code, codes::IO);
+    /// assert_eq!(codes::IO, "IM0010");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub const IO: &str = "IM0010";
     /// Missing metadata.name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {namespace: istio-system}
+    /// spec: {selector: {istio: ingressgateway}}
+    /// ",
+    ///     "gw.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::MISSING_NAME);
+    /// assert_eq!(codes::MISSING_NAME, "IM0011");
+    /// ```
     pub const MISSING_NAME: &str = "IM0011";
     /// A Kubernetes object could not be read; ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Service
+    /// metadata: {namespace: default}
+    /// spec: {ports: [{port: 9080}]}
+    /// ",
+    ///     "svc.yaml",
+    /// );
+    /// assert_eq!(loaded.diagnostics[0].code, codes::KUBE_IGNORED);
+    /// assert!(!loaded.has_errors()); // only a warning
+    /// assert_eq!(codes::KUBE_IGNORED, "IM0012");
+    /// ```
     pub const KUBE_IGNORED: &str = "IM0012";
     /// Lint hint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{headers: {end-user: {exact: /api}}}]
+    ///     route: [{destination: {host: reviews}}]
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::LINT), "{found:#?}");
+    /// assert_eq!(codes::LINT, "IM0100");
+    /// ```
     pub const LINT: &str = "IM0100";
     /// istiod webhook validation (IST0106 SchemaValidationError).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}], timeout: 500us}]}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::VALIDATION), "{found:#?}");
+    /// assert_eq!(codes::VALIDATION, "IST0106");
+    /// ```
     pub const VALIDATION: &str = "IST0106";
     /// ReferencedResourceNotFound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::REFERENCED_RESOURCE_NOT_FOUND), "{found:#?}");
+    /// assert_eq!(codes::REFERENCED_RESOURCE_NOT_FOUND, "IST0101");
+    /// ```
     pub const REFERENCED_RESOURCE_NOT_FOUND: &str = "IST0101";
     /// GatewayPortNotOnWorkload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Pod
+    /// metadata: {name: ingress, labels: {istio: ingressgateway}}
+    /// spec: {containers: [{name: istio-proxy}]}
+    /// ---
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ingress}
+    /// spec: {selector: {istio: ingressgateway}, ports: [{name: http, port: 80}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: gw}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ",
+    ///     "gw.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::GATEWAY_PORT_NOT_ON_WORKLOAD), "{found:#?}");
+    /// assert_eq!(codes::GATEWAY_PORT_NOT_ON_WORKLOAD, "IST0104");
+    /// ```
     pub const GATEWAY_PORT_NOT_ON_WORKLOAD: &str = "IST0104";
     /// ConflictingMeshGatewayVirtualServiceHosts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: a}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: b}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::CONFLICTING_MESH_GATEWAY_VS_HOSTS), "{found:#?}");
+    /// assert_eq!(codes::CONFLICTING_MESH_GATEWAY_VS_HOSTS, "IST0109");
+    /// ```
     pub const CONFLICTING_MESH_GATEWAY_VS_HOSTS: &str = "IST0109";
     /// ConflictingSidecarWorkloadSelectors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Pod
+    /// metadata: {name: reviews, labels: {app: reviews}}
+    /// spec: {containers: [{name: reviews}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: a}
+    /// spec: {workloadSelector: {labels: {app: reviews}}, egress: [{hosts: [./*]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: b}
+    /// spec: {workloadSelector: {labels: {app: reviews}}, egress: [{hosts: [./*]}]}
+    /// ",
+    ///     "sidecar.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::CONFLICTING_SIDECAR_SELECTORS), "{found:#?}");
+    /// assert_eq!(codes::CONFLICTING_SIDECAR_SELECTORS, "IST0110");
+    /// ```
     pub const CONFLICTING_SIDECAR_SELECTORS: &str = "IST0110";
     /// MultipleSidecarsWithoutWorkloadSelectors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: a}
+    /// spec: {egress: [{hosts: [./*]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: b}
+    /// spec: {egress: [{hosts: [./*]}]}
+    /// ",
+    ///     "sidecar.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::MULTIPLE_SIDECARS_WITHOUT_SELECTOR), "{found:#?}");
+    /// assert_eq!(codes::MULTIPLE_SIDECARS_WITHOUT_SELECTOR, "IST0111");
+    /// ```
     pub const MULTIPLE_SIDECARS_WITHOUT_SELECTOR: &str = "IST0111";
     /// VirtualServiceDestinationPortSelectorRequired.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews}
+    /// spec: {ports: [{name: http, port: 80}, {name: grpc, port: 9090}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::DESTINATION_PORT_REQUIRED), "{found:#?}");
+    /// assert_eq!(codes::DESTINATION_PORT_REQUIRED, "IST0112");
+    /// ```
     pub const DESTINATION_PORT_REQUIRED: &str = "IST0112";
     /// NoMatchingWorkloadsFound.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Pod
+    /// metadata: {name: httpbin, labels: {app: httpbin}}
+    /// spec: {containers: [{name: httpbin}]}
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny}
+    /// spec: {selector: {matchLabels: {app: htpbin}}, action: DENY, rules: [{}]}
+    /// ",
+    ///     "authz.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::NO_MATCHING_WORKLOADS), "{found:#?}");
+    /// assert_eq!(codes::NO_MATCHING_WORKLOADS, "IST0127");
+    /// ```
     pub const NO_MATCHING_WORKLOADS: &str = "IST0127";
     /// NoServerCertificateVerificationDestinationLevel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ext}
+    /// spec: {host: api.example.com, trafficPolicy: {tls: {mode: SIMPLE}}}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::NO_SERVER_CERT_VERIFICATION_DR), "{found:#?}");
+    /// assert_eq!(codes::NO_SERVER_CERT_VERIFICATION_DR, "IST0128");
+    /// ```
     pub const NO_SERVER_CERT_VERIFICATION_DR: &str = "IST0128";
     /// NoServerCertificateVerificationPortLevel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ext}
+    /// spec:
+    ///   host: api.example.com
+    ///   trafficPolicy:
+    ///     portLevelSettings: [{port: {number: 443}, tls: {mode: SIMPLE}}]
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::NO_SERVER_CERT_VERIFICATION_PORT), "{found:#?}");
+    /// assert_eq!(codes::NO_SERVER_CERT_VERIFICATION_PORT, "IST0129");
+    /// ```
     pub const NO_SERVER_CERT_VERIFICATION_PORT: &str = "IST0129";
     /// VirtualServiceUnreachableRule.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - route: [{destination: {host: reviews}}]
+    ///   - route: [{destination: {host: ratings}}]
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::VS_UNREACHABLE_RULE), "{found:#?}");
+    /// assert_eq!(codes::VS_UNREACHABLE_RULE, "IST0130");
+    /// ```
     pub const VS_UNREACHABLE_RULE: &str = "IST0130";
     /// VirtualServiceIneffectiveMatch.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v1}}]
+    ///     route: [{destination: {host: reviews}}]
+    ///   - match: [{uri: {prefix: /v1}}, {uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: ratings}}]
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::VS_INEFFECTIVE_MATCH), "{found:#?}");
+    /// assert_eq!(codes::VS_INEFFECTIVE_MATCH, "IST0131");
+    /// ```
     pub const VS_INEFFECTIVE_MATCH: &str = "IST0131";
     /// VirtualServiceHostNotFoundInGateway.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: gw}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [a.example.com]}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: b}
+    /// spec: {hosts: [b.example.com], gateways: [gw], http: [{route: [{destination: {host: b}}]}]}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::VS_HOST_NOT_IN_GATEWAY), "{found:#?}");
+    /// assert_eq!(codes::VS_HOST_NOT_IN_GATEWAY, "IST0132");
+    /// ```
     pub const VS_HOST_NOT_IN_GATEWAY: &str = "IST0132";
     /// ConflictingGateways.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// use mesh_core::diag::Diagnostic;
+    ///
+    /// let is_conflict = |d: &Diagnostic| d.code == codes::CONFLICTING_GATEWAYS;
+    /// let loaded = mesh_core::load::load_str("kind: [", "broken.yaml");
+    /// assert!(!loaded.diagnostics.iter().any(is_conflict));
+    /// assert_eq!(codes::CONFLICTING_GATEWAYS, "IST0145");
+    /// ```
     pub const CONFLICTING_GATEWAYS: &str = "IST0145";
     /// InvalidGatewayCredential.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Secret
+    /// metadata: {name: bad-cert, namespace: istio-system}
+    /// stringData: {password: hunter2}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: gw, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers:
+    ///   - port: {number: 443, name: https, protocol: HTTPS}
+    ///     hosts: [a.example.com]
+    ///     tls: {mode: SIMPLE, credentialName: bad-cert}
+    /// ",
+    ///     "gw.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::INVALID_GATEWAY_CREDENTIAL), "{found:#?}");
+    /// assert_eq!(codes::INVALID_GATEWAY_CREDENTIAL, "IST0161");
+    /// ```
     pub const INVALID_GATEWAY_CREDENTIAL: &str = "IST0161";
     /// IneffectivePolicy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: strict, namespace: istio-system}
+    /// spec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: STRICT}}
+    /// ",
+    ///     "pa.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::INEFFECTIVE_POLICY), "{found:#?}");
+    /// assert_eq!(codes::INEFFECTIVE_POLICY, "IST0167");
+    /// ```
     pub const INEFFECTIVE_POLICY: &str = "IST0167";
     /// UnknownDestinationRuleHost.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews}
+    /// spec: {ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: d}
+    /// spec: {host: reviewz, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::UNKNOWN_DR_HOST), "{found:#?}");
+    /// assert_eq!(codes::UNKNOWN_DR_HOST, "IST0174");
+    /// ```
     pub const UNKNOWN_DR_HOST: &str = "IST0174";
     /// MultipleDestinationRulesForHost (inmesh code; Istio merges them, see §3.2).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: a}
+    /// spec: {host: reviews, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: b}
+    /// spec: {host: reviews, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert!(found.iter().any(|d| d.code == codes::MULTIPLE_DRS_FOR_HOST), "{found:#?}");
+    /// assert_eq!(codes::MULTIPLE_DRS_FOR_HOST, "IM0201");
+    /// ```
     pub const MULTIPLE_DRS_FOR_HOST: &str = "IM0201";
 }
 
@@ -310,12 +954,49 @@ impl Diagnostic {
     }
 
     /// Adds a help line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Diagnostic, Severity};
+    /// use mesh_core::model::Location;
+    ///
+    /// let d = Diagnostic::new(
+    ///     Severity::Info,
+    ///     codes::LINT,
+    ///     "retries without perTryTimeout",
+    ///     "vs.yaml".into(),
+    ///     Location { line: 9, column: 7 },
+    ///     "spec.http[0].retries",
+    /// )
+    /// .with_help("set `perTryTimeout`");
+    /// assert_eq!(d.help.as_deref(), Some("set `perTryTimeout`"));
+    /// assert!(d.render(None).ends_with(" = help: set `perTryTimeout`\n"));
+    /// ```
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
 
     /// True for errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// // an unmodelled Istio kind is only a warning; a syntax error is an error
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1alpha3
+    /// kind: EnvoyFilter
+    /// metadata: {name: lua}
+    /// spec: {}
+    /// ---
+    /// kind: [
+    /// ",
+    ///     "mixed.yaml",
+    /// );
+    /// let errors: Vec<bool> = loaded.diagnostics.iter().map(|d| d.is_error()).collect();
+    /// assert_eq!(errors, [false, true]);
+    /// ```
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -463,21 +1144,68 @@ pub struct Sources {
 
 impl Sources {
     /// Records a file's text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut sources = mesh_core::diag::Sources::default();
+    /// sources.insert("vs.yaml".into(), "kind: VirtualService\n".into());
+    /// assert_eq!(sources.get("vs.yaml"), Some("kind: VirtualService\n"));
+    /// ```
     pub fn insert(&mut self, file: Arc<str>, text: Arc<str>) {
         self.files.insert(file, text);
     }
 
     /// The text of `file`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = mesh_core::load::load_str("kind: Namespace\n", "ns.yaml");
+    /// assert_eq!(loaded.sources.get("ns.yaml"), Some("kind: Namespace\n"));
+    /// assert_eq!(loaded.sources.get("other.yaml"), None);
+    /// ```
     pub fn get(&self, file: &str) -> Option<&str> {
         self.files.get(file).map(|t| &**t)
     }
 
     /// Adds all files of `other`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::Sources;
+    ///
+    /// let mut all = Sources::default();
+    /// all.insert("a.yaml".into(), "a: 1\n".into());
+    /// let mut more = Sources::default();
+    /// more.insert("b.yaml".into(), "b: 2\n".into());
+    /// all.extend(more);
+    /// assert_eq!(all.get("a.yaml"), Some("a: 1\n"));
+    /// assert_eq!(all.get("b.yaml"), Some("b: 2\n"));
+    /// ```
     pub fn extend(&mut self, other: Sources) {
         self.files.extend(other.files);
     }
 
     /// Renders `diag` with its source line.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsetz: []}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// let out = loaded.sources.render(&loaded.diagnostics[0]);
+    /// assert!(out.starts_with("error[IM0003]: "), "{out}");
+    /// assert!(out.contains(" --> dr.yaml:4:23\n"), "{out}");
+    /// assert!(out.contains("4 | spec: {host: reviews, subsetz: []}"), "{out}");
+    /// ```
     pub fn render(&self, diag: &Diagnostic) -> String {
         diag.render(self.get(&diag.file))
     }
@@ -508,7 +1236,7 @@ pub fn sort(diags: &mut [Diagnostic]) {
     });
 }
 
-/// Suggests the candidate closest to `word` (Jaro-Winkler ≥ 0.8 or Levenshtein ≤ 2, and
+/// Suggests the candidate closest to `word` (Jaro-Winkler ≥ 0.85 or Levenshtein ≤ 2, and
 /// never the word itself), for "did you mean" help.
 ///
 /// # Examples
