@@ -92,14 +92,44 @@ pub struct DurationError {
 
 impl Duration {
     /// The zero duration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert_eq!(Duration::ZERO.as_nanos(), 0);
+    /// assert_eq!(Duration::parse("0"), Ok(Duration::ZERO));
+    /// assert_eq!(Duration::default(), Duration::ZERO);
+    /// ```
     pub const ZERO: Duration = Duration { nanos: 0 };
 
     /// A duration of `nanos` nanoseconds (may be negative, as in Go).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert_eq!(Duration::from_nanos(1_500_000), Duration::parse("1.5ms")?);
+    /// assert_eq!(Duration::from_nanos(-1).as_nanos(), -1);
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub const fn from_nanos(nanos: i64) -> Self {
         Duration { nanos }
     }
 
     /// A duration of `millis` milliseconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert_eq!(Duration::from_millis(1500), Duration::parse("1.5s")?);
+    /// assert_eq!(Duration::from_millis(250).as_nanos(), 250_000_000);
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub const fn from_millis(millis: i64) -> Self {
         Duration {
             nanos: millis.saturating_mul(1_000_000),
@@ -107,6 +137,16 @@ impl Duration {
     }
 
     /// A duration of `secs` seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert_eq!(Duration::from_secs(90), Duration::parse("1m30s")?);
+    /// assert_eq!(Duration::from_secs(2), Duration::from_millis(2000));
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub const fn from_secs(secs: i64) -> Self {
         Duration {
             nanos: secs.saturating_mul(1_000_000_000),
@@ -114,11 +154,31 @@ impl Duration {
     }
 
     /// Signed nanoseconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert_eq!(Duration::parse("1us")?.as_nanos(), 1_000);
+    /// assert_eq!(Duration::parse("-2ms")?.as_nanos(), -2_000_000);
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub const fn as_nanos(self) -> i64 {
         self.nanos
     }
 
     /// The duration as a `std::time::Duration`; negative values become zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert_eq!(Duration::parse("1.5s")?.as_std(), std::time::Duration::from_millis(1500));
+    /// assert_eq!(Duration::parse("-5s")?.as_std(), std::time::Duration::ZERO);
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub const fn as_std(self) -> std::time::Duration {
         if self.nanos <= 0 {
             std::time::Duration::ZERO
@@ -128,17 +188,50 @@ impl Duration {
     }
 
     /// True when the value is a whole number of milliseconds (istiod rejects finer values).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert!(Duration::parse("1.5s")?.is_ms_precision());
+    /// assert!(!Duration::parse("500us")?.is_ms_precision());
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub const fn is_ms_precision(self) -> bool {
         self.nanos % 1_000_000 == 0
     }
 
     /// True when the value is a whole number of seconds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert!(Duration::parse("2m")?.is_sec_precision());
+    /// assert!(!Duration::parse("1.5s")?.is_sec_precision());
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub const fn is_sec_precision(self) -> bool {
         self.nanos % 1_000_000_000 == 0
     }
 
     /// Parses a Go duration string (`time.ParseDuration` grammar), which is what Istio's
     /// CRDs accept: `[-+]?([0-9]*(\.[0-9]*)?(ns|us|µs|μs|ms|s|m|h))+` or `0`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// assert_eq!(Duration::parse("1h2m3.5s")?, Duration::from_millis(3_723_500));
+    /// assert_eq!(Duration::parse("250µs")?, Duration::from_nanos(250_000));
+    /// assert_eq!(Duration::parse("-1.5m")?, Duration::from_secs(-90));
+    /// assert!(Duration::parse("10").is_err()); // only `0` may omit the unit
+    /// assert!(Duration::parse("").is_err());
+    /// # Ok::<(), mesh_core::model::DurationError>(())
+    /// ```
     pub fn parse(input: &str) -> Result<Self, DurationError> {
         let err = |reason| DurationError {
             input: input.to_owned(),
@@ -382,6 +475,19 @@ pub enum StringMatchKind<'a> {
 impl StringMatch {
     /// The matcher's arm: `exact` wins over `prefix` over `regex` if (invalidly) several are
     /// set; `None` for an empty matcher.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{StringMatch, StringMatchKind};
+    ///
+    /// let m: StringMatch = serde_json::from_str(r#"{"regex": "v[12]"}"#).unwrap();
+    /// assert_eq!(m.kind(), Some(StringMatchKind::Regex("v[12]")));
+    /// // exact wins when several arms are (invalidly) set
+    /// let both: StringMatch = serde_json::from_str(r#"{"exact": "jason", "prefix": "ja"}"#).unwrap();
+    /// assert_eq!(both.kind(), Some(StringMatchKind::Exact("jason")));
+    /// assert_eq!(StringMatch::default().kind(), None);
+    /// ```
     pub fn kind(&self) -> Option<StringMatchKind<'_>> {
         if let Some(s) = &self.exact {
             Some(StringMatchKind::Exact(s))
@@ -393,6 +499,16 @@ impl StringMatch {
     }
 
     /// How many of `exact`, `prefix`, `regex` are set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::StringMatch;
+    ///
+    /// let both: StringMatch = serde_json::from_str(r#"{"exact": "jason", "prefix": "ja"}"#).unwrap();
+    /// assert_eq!(both.arms_set(), 2); // validation rejects this
+    /// assert_eq!(StringMatch::default().arms_set(), 0);
+    /// ```
     pub fn arms_set(&self) -> usize {
         usize::from(self.exact.is_some())
             + usize::from(self.prefix.is_some())

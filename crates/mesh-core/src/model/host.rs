@@ -1,6 +1,31 @@
 //! Host names as Istio treats them: wildcard matching and short-name resolution (spec §1.4).
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::model::host::{matches, resolve_short_name, subset_of};
+//!
+//! // a DestinationRule for `reviews` written in namespace `prod`...
+//! let dr_host = resolve_short_name("reviews", "prod", "cluster.local");
+//! assert_eq!(dr_host, "reviews.prod.svc.cluster.local");
+//! // ...applies to a VirtualService host `*.prod.svc.cluster.local`
+//! assert!(matches("*.prod.svc.cluster.local", &dr_host));
+//! assert!(subset_of(&dr_host, "*.svc.cluster.local"));
+//! ```
 
 /// The default cluster domain suffix.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::host::{resolve_short_name, DEFAULT_DOMAIN_SUFFIX};
+///
+/// assert_eq!(DEFAULT_DOMAIN_SUFFIX, "cluster.local");
+/// assert_eq!(
+///     resolve_short_name("ratings", "default", DEFAULT_DOMAIN_SUFFIX),
+///     "ratings.default.svc.cluster.local"
+/// );
+/// ```
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "cluster.local";
 
 /// Resolves a config host the way istiod does (`ResolveShortnameToFQDN`): `*` and names with

@@ -201,6 +201,25 @@ pub struct KubeSecret {
 
 impl KubeSecret {
     /// True when the secret holds a certificate and key under either naming Istio accepts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: v1
+    /// kind: Secret
+    /// metadata: {name: db-password, namespace: istio-system}
+    /// stringData: {password: hunter2}
+    /// ---
+    /// apiVersion: v1
+    /// kind: Secret
+    /// metadata: {name: legacy-cert, namespace: istio-system}
+    /// data: {cert: LS0t, key: LS0t}
+    /// ", "secrets.yaml");
+    /// let secret = |i: usize| loaded.objects[i].spec.as_secret().unwrap();
+    /// assert!(!secret(0).has_server_credential());
+    /// assert!(secret(1).has_server_credential()); // `cert`/`key` works too
+    /// ```
     pub fn has_server_credential(&self) -> bool {
         let has = |k: &str| self.keys.iter().any(|x| x == k);
         (has("tls.crt") && has("tls.key")) || (has("cert") && has("key"))

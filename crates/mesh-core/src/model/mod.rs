@@ -16,6 +16,30 @@
 //! `StatefulSet`, `DaemonSet`, `ReplicaSet` as [`KubeWorkload`]), and `Secret` names and key
 //! names (never their values: [`KubeSecret`]) for Gateway credential checks, as extra [`Spec`]
 //! variants.
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::model::{Kind, Spec};
+//!
+//! let loaded = mesh_core::load::load_str("
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec:
+//!   host: reviews
+//!   trafficPolicy: {connectionPool: {http: {idleTimeout: 90s}}}
+//!   subsets: [{name: v1, labels: {version: v1}}]
+//! ", "dr.yaml");
+//! # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+//! let obj = &loaded.objects[0];
+//! assert_eq!(obj.kind, Kind::DestinationRule);
+//! let Spec::DestinationRule(dr) = &obj.spec else { panic!("not a DestinationRule") };
+//! assert_eq!(dr.subsets[0].labels["version"], "v1");
+//! let idle = dr.traffic_policy.as_ref().unwrap().connection_pool.as_ref().unwrap();
+//! assert_eq!(idle.http.as_ref().unwrap().idle_timeout, Some(mesh_core::model::Duration::from_secs(90)));
+//! assert_eq!(obj.source.locate("spec.subsets[0].name").map(|l| l.line), Some(8));
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -46,12 +70,57 @@ pub use sidecar::*;
 pub use virtual_service::*;
 
 /// The API group of the networking kinds.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Kind, NETWORKING_GROUP};
+///
+/// assert_eq!(NETWORKING_GROUP, "networking.istio.io");
+/// assert_eq!(Kind::Gateway.group(), NETWORKING_GROUP);
+/// ```
 pub const NETWORKING_GROUP: &str = "networking.istio.io";
 /// The API group of the security kinds.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Kind, SECURITY_GROUP};
+///
+/// assert_eq!(SECURITY_GROUP, "security.istio.io");
+/// assert_eq!(Kind::AuthorizationPolicy.group(), SECURITY_GROUP);
+/// ```
 pub const SECURITY_GROUP: &str = "security.istio.io";
 /// Served versions of the networking kinds (identical schemas; `v1` is the storage version).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Kind, NETWORKING_VERSIONS};
+///
+/// assert_eq!(NETWORKING_VERSIONS[0], "v1");
+/// assert!(NETWORKING_VERSIONS.contains(&"v1alpha3"));
+/// assert_eq!(Kind::VirtualService.versions(), NETWORKING_VERSIONS);
+/// ```
 pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 /// Served versions of the security kinds.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::{Kind, SECURITY_VERSIONS};
+///
+/// assert_eq!(SECURITY_VERSIONS, ["v1", "v1beta1"]);
+/// assert_eq!(Kind::PeerAuthentication.versions(), SECURITY_VERSIONS);
+/// // security.istio.io/v1alpha3 does not exist
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1alpha3
+/// kind: PeerAuthentication
+/// metadata: {name: default}
+/// spec: {mtls: {mode: STRICT}}
+/// ", "pa.yaml");
+/// assert_eq!(loaded.diagnostics[0].code, mesh_core::diag::codes::API_VERSION);
+/// ```
 pub const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
 
 /// The kinds the model knows.
@@ -124,6 +193,16 @@ pub enum Kind {
 
 impl Kind {
     /// The nine Istio kinds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert!(Kind::ISTIO.iter().all(|k| k.is_istio()));
+    /// assert!(Kind::ISTIO.contains(&Kind::Sidecar));
+    /// assert!(!Kind::ISTIO.contains(&Kind::Service));
+    /// ```
     pub const ISTIO: [Kind; 9] = [
         Kind::VirtualService,
         Kind::DestinationRule,
@@ -137,6 +216,16 @@ impl Kind {
     ];
 
     /// The Kubernetes kinds kept for the registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert!(Kind::KUBERNETES.iter().all(|k| !k.is_istio()));
+    /// assert!(Kind::KUBERNETES.contains(&Kind::Deployment));
+    /// assert!(!Kind::KUBERNETES.contains(&Kind::Gateway));
+    /// ```
     pub const KUBERNETES: [Kind; 8] = [
         Kind::Service,
         Kind::ServiceAccount,
@@ -149,6 +238,15 @@ impl Kind {
     ];
 
     /// The kind as written in `kind:`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert_eq!(Kind::WorkloadEntry.as_str(), "WorkloadEntry");
+    /// assert_eq!(Kind::StatefulSet.to_string(), Kind::StatefulSet.as_str());
+    /// ```
     pub const fn as_str(self) -> &'static str {
         match self {
             Kind::VirtualService => "VirtualService",
@@ -172,6 +270,17 @@ impl Kind {
     }
 
     /// The API group (`""` for the Kubernetes core group).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert_eq!(Kind::Sidecar.group(), "networking.istio.io");
+    /// assert_eq!(Kind::RequestAuthentication.group(), "security.istio.io");
+    /// assert_eq!(Kind::Deployment.group(), "apps");
+    /// assert_eq!(Kind::Service.group(), "");
+    /// ```
     pub const fn group(self) -> &'static str {
         match self {
             Kind::VirtualService
@@ -189,6 +298,16 @@ impl Kind {
     }
 
     /// The versions served for this kind.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert_eq!(Kind::ServiceEntry.versions(), ["v1", "v1beta1", "v1alpha3"]);
+    /// assert_eq!(Kind::AuthorizationPolicy.versions(), ["v1", "v1beta1"]);
+    /// assert_eq!(Kind::Pod.versions(), ["v1"]);
+    /// ```
     pub const fn versions(self) -> &'static [&'static str] {
         match self.group().as_bytes() {
             b"networking.istio.io" => NETWORKING_VERSIONS,
@@ -198,11 +317,32 @@ impl Kind {
     }
 
     /// True for the nine Istio kinds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert!(Kind::PeerAuthentication.is_istio());
+    /// assert!(!Kind::Deployment.is_istio());
+    /// assert!(!Kind::Secret.is_istio());
+    /// ```
     pub const fn is_istio(self) -> bool {
         !self.group().is_empty() && !matches!(self.group().as_bytes(), b"apps")
     }
 
     /// The preferred `apiVersion` for this kind (`networking.istio.io/v1`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert_eq!(Kind::Gateway.preferred_api_version(), "networking.istio.io/v1");
+    /// assert_eq!(Kind::AuthorizationPolicy.preferred_api_version(), "security.istio.io/v1");
+    /// assert_eq!(Kind::Deployment.preferred_api_version(), "apps/v1");
+    /// assert_eq!(Kind::Service.preferred_api_version(), "v1");
+    /// ```
     pub fn preferred_api_version(self) -> String {
         if self.group().is_empty() {
             "v1".to_owned()
@@ -212,6 +352,17 @@ impl Kind {
     }
 
     /// Looks a kind up by its exact `kind:` spelling.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Kind;
+    ///
+    /// assert_eq!(Kind::from_kind_str("DestinationRule"), Some(Kind::DestinationRule));
+    /// assert_eq!(Kind::from_kind_str("Pod"), Some(Kind::Pod));
+    /// assert_eq!(Kind::from_kind_str("destinationrule"), None); // exact spelling only
+    /// assert_eq!(Kind::from_kind_str("EnvoyFilter"), None);
+    /// ```
     pub fn from_kind_str(kind: &str) -> Option<Kind> {
         Kind::ISTIO
             .iter()
@@ -265,6 +416,27 @@ pub struct ConfigObject {
 
 impl ConfigObject {
     /// `namespace/name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: bookinfo-gateway, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews}
+    /// ", "config.yaml");
+    /// let keys: Vec<String> = loaded.objects.iter().map(|o| o.key()).collect();
+    /// // without a namespace the loader's default namespace is used
+    /// assert_eq!(keys, ["istio-system/bookinfo-gateway", "default/reviews"]);
+    /// ```
     pub fn key(&self) -> String {
         format!("{}/{}", self.metadata.namespace, self.metadata.name)
     }
@@ -547,11 +719,37 @@ const FIELD_ROOT: u32 = u32::MAX;
 
 impl FieldMap {
     /// An empty map.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::FieldMap;
+    ///
+    /// let fields = FieldMap::new();
+    /// assert!(fields.is_empty());
+    /// assert_eq!(fields.get("spec"), None);
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The root, parent of top-level fields, for [`FieldMap::push_key`] / [`FieldMap::push_index`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{FieldMap, FieldSpan, Location};
+    ///
+    /// let at = |line| FieldSpan {
+    ///     key: Location { line, column: 1 },
+    ///     value: Location { line, column: 8 },
+    /// };
+    /// let mut fields = FieldMap::new();
+    /// // top-level fields have ROOT as their parent
+    /// let spec = fields.push_key(FieldMap::ROOT, "spec", at(4));
+    /// fields.push_key(spec, "host", at(5));
+    /// assert_eq!(fields.get("spec.host"), Some(at(5)));
+    /// ```
     pub const ROOT: u32 = FIELD_ROOT;
 
     /// Records a mapping entry `key` under `parent`; returns its id (a parent for children).
@@ -580,6 +778,22 @@ impl FieldMap {
     }
 
     /// Records sequence item `index` under `parent`; returns its id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{FieldMap, FieldSpan, Location};
+    ///
+    /// let at = |line| FieldSpan {
+    ///     key: Location { line, column: 1 },
+    ///     value: Location { line, column: 8 },
+    /// };
+    /// let mut fields = FieldMap::new();
+    /// let hosts = fields.push_key(FieldMap::ROOT, "hosts", at(1));
+    /// fields.push_index(hosts, 0, at(2));
+    /// fields.push_index(hosts, 1, at(3));
+    /// assert_eq!(fields.get("hosts[1]"), Some(at(3)));
+    /// ```
     pub fn push_index(&mut self, parent: u32, index: usize, span: FieldSpan) -> u32 {
         let i = u32::try_from(index).unwrap_or(u32::MAX);
         self.push(parent, FieldSeg::Index(i), span)
@@ -592,16 +806,63 @@ impl FieldMap {
     }
 
     /// Number of recorded fields.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = mesh_core::load::load_str("\
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews}
+    /// ", "dr.yaml");
+    /// // apiVersion, kind, metadata, metadata.name, spec, spec.host
+    /// assert_eq!(loaded.objects[0].source.fields.len(), 6);
+    /// ```
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when nothing is recorded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{FieldMap, FieldSpan, Location};
+    ///
+    /// let mut fields = FieldMap::new();
+    /// assert!(fields.is_empty());
+    /// let at = Location { line: 4, column: 1 };
+    /// fields.push_key(FieldMap::ROOT, "spec", FieldSpan { key: at, value: at });
+    /// assert!(!fields.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// The position of the field at `path`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Location;
+    ///
+    /// let loaded = mesh_core::load::load_str("\
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - timeout: 2s
+    ///     route: [{destination: {host: reviews}}]
+    /// ", "vs.yaml");
+    /// let fields = &loaded.objects[0].source.fields;
+    /// let span = fields.get("spec.http[0].timeout").unwrap();
+    /// assert_eq!(span.key, Location { line: 7, column: 5 });
+    /// assert_eq!(span.value, Location { line: 7, column: 14 });
+    /// assert_eq!(fields.get("spec.http[0].retries"), None);
+    /// ```
     pub fn get(&self, path: &str) -> Option<FieldSpan> {
         self.find(FIELD_ROOT, path)
             .map(|i| self.entries[i as usize].span)
@@ -697,17 +958,79 @@ pub struct Source {
 impl Source {
     /// The position of the field at `path` (its key, so an error points at `timeout:`), if the
     /// field was written in the file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Location;
+    ///
+    /// let loaded = mesh_core::load::load_str("\
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - timeout: 2s
+    ///     route: [{destination: {host: reviews}}]
+    /// ", "vs.yaml");
+    /// let src = &loaded.objects[0].source;
+    /// assert_eq!(src.locate("spec.http[0].timeout"), Some(Location { line: 7, column: 5 }));
+    /// assert_eq!(src.locate("spec.http[0].retries"), None);
+    /// ```
     pub fn locate(&self, path: &str) -> Option<Location> {
         self.fields.get(path).map(|s| s.key)
     }
 
     /// The position of the value of the field at `path`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Location;
+    ///
+    /// let loaded = mesh_core::load::load_str("\
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - timeout: 2s
+    ///     route: [{destination: {host: reviews}}]
+    /// ", "vs.yaml");
+    /// let src = &loaded.objects[0].source;
+    /// // the value `2s`, not the key `timeout:`
+    /// assert_eq!(src.locate_value("spec.http[0].timeout"), Some(Location { line: 7, column: 14 }));
+    /// ```
     pub fn locate_value(&self, path: &str) -> Option<Location> {
         self.fields.get(path).map(|s| s.value)
     }
 
     /// The position of `path`, or of its nearest written ancestor (`spec.http[0].timeout`
     /// falls back to `spec.http[0]`, then `spec.http`, ...), or of the object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Location;
+    ///
+    /// let loaded = mesh_core::load::load_str("\
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - timeout: 2s
+    ///     route: [{destination: {host: reviews}}]
+    /// ", "vs.yaml");
+    /// let src = &loaded.objects[0].source;
+    /// // `retries` is not written: fall back to the rule it belongs to
+    /// assert_eq!(src.locate_nearest("spec.http[0].retries.attempts"), Location { line: 7, column: 5 });
+    /// // nothing written under `spec.tcp`: the nearest is `spec`
+    /// assert_eq!(src.locate_nearest("spec.tcp[0]"), Location { line: 4, column: 1 });
+    /// ```
     pub fn locate_nearest(&self, path: &str) -> Location {
         let mut p = path;
         loop {
