@@ -349,6 +349,17 @@ impl Mesh {
     }
 
     /// The options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions { trust_domain: "corp.example".into(), ..MeshOptions::default() });
+    /// assert_eq!(mesh.options().trust_domain, "corp.example");
+    /// assert_eq!(mesh.options().root_namespace, "istio-system");
+    /// ```
     pub fn options(&self) -> &MeshOptions {
         &self.inner.options
     }
@@ -417,11 +428,48 @@ impl Mesh {
     }
 
     /// Reloads refused so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// assert_eq!(mesh.refused_reloads(), 0);
+    /// // a weight istiod rejects: refused, the old config stays
+    /// let bad = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}, weight: -1}]}]}
+    /// ", "vs.yaml");
+    /// assert!(mesh.reload_loaded(bad).is_err());
+    /// assert_eq!(mesh.refused_reloads(), 1);
+    /// assert_eq!(mesh.applied_reloads(), 0);
+    /// ```
     pub fn refused_reloads(&self) -> u64 {
         self.inner.refused.load(Ordering::Relaxed)
     }
 
     /// Reloads applied so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+    /// ").unwrap();
+    /// assert_eq!(mesh.applied_reloads(), 1);
+    /// mesh.reload_objects(Vec::new()).unwrap();
+    /// assert_eq!(mesh.applied_reloads(), 2);
+    /// assert_eq!(mesh.refused_reloads(), 0);
+    /// ```
     pub fn applied_reloads(&self) -> u64 {
         self.inner.applied.load(Ordering::Relaxed)
     }
@@ -708,6 +756,31 @@ impl Mesh {
     }
 
     /// Removes a registered workload; true if it was there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::registry::Workload;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// mesh.register(Workload {
+    ///     name: "reviews-v1-0".into(),
+    ///     namespace: "default".into(),
+    ///     service_account: "bookinfo-reviews".into(),
+    ///     labels: [("app".to_string(), "reviews".to_string())].into(),
+    ///     address: "127.0.0.1".parse().unwrap(),
+    ///     ports: Default::default(),
+    ///     locality: None,
+    ///     weight: 1,
+    /// });
+    /// let generation = mesh.snapshot().generation();
+    /// assert!(!mesh.deregister("prod", "reviews-v1-0")); // wrong namespace: nothing removed
+    /// assert_eq!(mesh.snapshot().generation(), generation); // and nothing republished
+    /// assert!(mesh.deregister("default", "reviews-v1-0"));
+    /// assert!(mesh.snapshot().generation() > generation);
+    /// ```
     pub fn deregister(&self, namespace: &str, name: &str) -> bool {
         let mut st = lock(&self.inner.state);
         let before = st.workloads.len();

@@ -26,6 +26,36 @@
 //! An object with a schema error is not in [`Loaded::objects`]. One exception: an Istio kind
 //! under a near-miss API group is reported and still loaded as that kind, so that validation
 //! reports its other problems too. Build nothing from a load that [`Loaded::has_errors`].
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::diag::codes;
+//! use mesh_core::model::Kind;
+//!
+//! let loaded = mesh_core::load::load_str("
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+//! ---
+//! apiVersion: apps/v1
+//! kind: Deployment
+//! metadata: {name: reviews-v1}
+//! spec: {template: {metadata: {labels: {app: reviews, version: v1}}}}
+//! ---
+//! apiVersion: networking.istio.io/v1alpha3
+//! kind: Telemetry
+//! metadata: {name: mesh-default}
+//! spec: {}
+//! ", "bookinfo.yaml");
+//! let kinds: Vec<Kind> = loaded.objects.iter().map(|o| o.kind).collect();
+//! assert_eq!(kinds, [Kind::DestinationRule, Kind::Deployment]);
+//! // Telemetry is an Istio kind we do not model: skipped with a warning
+//! assert_eq!(loaded.diagnostics.len(), 1);
+//! assert_eq!(loaded.diagnostics[0].code, codes::UNSUPPORTED_KIND);
+//! assert!(!loaded.has_errors());
+//! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -152,11 +182,47 @@ pub struct Loaded {
 
 impl Loaded {
     /// True if any diagnostic is an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let ok = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1alpha3
+    /// kind: EnvoyFilter
+    /// metadata: {name: lua}
+    /// spec: {}
+    /// ", "ef.yaml");
+    /// assert_eq!(ok.diagnostics.len(), 1); // a warning only
+    /// assert!(!ok.has_errors());
+    /// let bad = mesh_core::load::load_str("kind: [", "bad.yaml");
+    /// assert!(bad.has_errors());
+    /// ```
     pub fn has_errors(&self) -> bool {
         self.diagnostics.iter().any(Diagnostic::is_error)
     }
 
     /// Appends another load's results.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::load_str;
+    ///
+    /// let mut all = load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews}
+    /// ", "dr.yaml");
+    /// all.extend(load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+    /// ", "vs.yaml"));
+    /// assert_eq!(all.objects.len(), 2);
+    /// assert!(all.sources.get("dr.yaml").is_some() && all.sources.get("vs.yaml").is_some());
+    /// ```
     pub fn extend(&mut self, other: Loaded) {
         self.objects.extend(other.objects);
         self.diagnostics.extend(other.diagnostics);
@@ -331,16 +397,57 @@ pub fn load_paths<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Result<
 
 impl Loader {
     /// A loader with these options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::{LoadOptions, Loader};
+    ///
+    /// let loader = Loader::new(LoadOptions { default_namespace: "bookinfo".into(), ..LoadOptions::default() });
+    /// let loaded = loader.load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ratings}
+    /// spec: {host: ratings}
+    /// ", "dr.yaml");
+    /// assert_eq!(loaded.objects[0].metadata.namespace, "bookinfo");
+    /// ```
     pub fn new(options: LoadOptions) -> Self {
         Loader { options }
     }
 
     /// The options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::{LoadOptions, Loader};
+    ///
+    /// let loader = Loader::new(LoadOptions { max_depth: 20, ..LoadOptions::default() });
+    /// assert_eq!(loader.options().max_depth, 20);
+    /// assert_eq!(Loader::default().options().default_namespace, "default");
+    /// ```
     pub fn options(&self) -> &LoadOptions {
         &self.options
     }
 
     /// Loads text; `file` names it in diagnostics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::{LoadOptions, Loader};
+    ///
+    /// let loader = Loader::new(LoadOptions { default_namespace: "prod".into(), ..LoadOptions::default() });
+    /// let loaded = loader.load_str("\u{feff}apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ", "pa.yaml");
+    /// assert!(loaded.diagnostics.is_empty()); // a UTF-8 BOM is accepted
+    /// assert_eq!(loaded.objects[0].key(), "prod/default");
+    /// assert_eq!(&*loaded.objects[0].source.file, "pa.yaml");
+    /// ```
     pub fn load_str(&self, text: &str, file: &str) -> Loaded {
         let file: Arc<str> = Arc::from(file);
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -397,6 +504,26 @@ impl Loader {
     }
 
     /// Loads one file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::{LoadOptions, Loader};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let file = dir.path().join("se.yaml");
+    /// std::fs::write(&file, "
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: httpbin-ext}
+    /// spec: {hosts: [httpbin.org], ports: [{number: 443, name: https, protocol: TLS}], resolution: DNS}
+    /// ")?;
+    /// let loader = Loader::new(LoadOptions { default_namespace: "egress".into(), ..LoadOptions::default() });
+    /// let loaded = loader.load_file(&file)?;
+    /// assert_eq!(loaded.objects[0].key(), "egress/httpbin-ext");
+    /// assert!(loader.load_file(&dir.path().join("missing.yaml")).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load_file(&self, path: &Path) -> Result<Loaded, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError {
             path: path.to_owned(),
@@ -407,6 +534,26 @@ impl Loader {
 
     /// Loads a file, or a directory recursively (`.yaml`, `.yml`, `.json`, sorted by name;
     /// hidden entries skipped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::Loader;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let dr = |name: &str| format!("apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {{name: {name}}}
+    /// spec: {{host: {name}}}
+    /// ");
+    /// std::fs::write(dir.path().join("b.yaml"), dr("reviews"))?;
+    /// std::fs::write(dir.path().join("a.yml"), dr("ratings"))?;
+    /// std::fs::write(dir.path().join(".hidden.yaml"), dr("details"))?;
+    /// let loaded = Loader::default().load_path(dir.path())?;
+    /// let names: Vec<&str> = loaded.objects.iter().map(|o| o.metadata.name.as_str()).collect();
+    /// assert_eq!(names, ["ratings", "reviews"]); // sorted by file name; hidden files skipped
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load_path(&self, path: &Path) -> Result<Loaded, LoadError> {
         let meta = std::fs::metadata(path).map_err(|source| LoadError {
             path: path.to_owned(),
@@ -425,6 +572,31 @@ impl Loader {
     }
 
     /// Loads several files or directories.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::load::{LoadOptions, Loader};
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let a = dir.path().join("a.yaml");
+    /// let b = dir.path().join("b.yaml");
+    /// std::fs::write(&a, "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ratings}
+    /// spec: {host: ratings}
+    /// ")?;
+    /// std::fs::write(&b, "apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-nothing}
+    /// spec: {}
+    /// ")?;
+    /// let loader = Loader::new(LoadOptions { default_namespace: "foo".into(), ..LoadOptions::default() });
+    /// let loaded = loader.load_paths([&b, &a])?;
+    /// let keys: Vec<String> = loaded.objects.iter().map(|o| o.key()).collect();
+    /// assert_eq!(keys, ["foo/allow-nothing", "foo/ratings"]); // in the order given
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load_paths<P: AsRef<Path>>(
         &self,
         paths: impl IntoIterator<Item = P>,
