@@ -194,6 +194,17 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// Wraps this error as the rustls error a verifier returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::rustls::{CertificateError, Error};
+    /// use mesh_tls::VerifyError;
+    ///
+    /// let err = VerifyError::NoClientCertificate.into_rustls();
+    /// assert!(matches!(err, Error::InvalidCertificate(CertificateError::Other(_))));
+    /// assert_eq!(VerifyError::from_rustls(&err), Some(VerifyError::NoClientCertificate));
+    /// ```
     pub fn into_rustls(self) -> rustls::Error {
         rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
             Arc::new(self),
@@ -201,6 +212,23 @@ impl VerifyError {
     }
 
     /// Recovers the verification failure behind a rustls error, if it is one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::rustls::{CertificateError, Error};
+    /// use mesh_tls::VerifyError;
+    ///
+    /// // rustls's own errors are mapped too.
+    /// assert_eq!(
+    ///     VerifyError::from_rustls(&Error::NoCertificatesPresented),
+    ///     Some(VerifyError::NoClientCertificate),
+    /// );
+    /// let unknown = VerifyError::from_rustls(&Error::InvalidCertificate(CertificateError::UnknownIssuer));
+    /// assert_eq!(unknown.unwrap().kind(), "unknown_issuer");
+    /// // Not a certificate problem.
+    /// assert_eq!(VerifyError::from_rustls(&Error::HandshakeNotComplete), None);
+    /// ```
     pub fn from_rustls(err: &rustls::Error) -> Option<VerifyError> {
         match err {
             rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
@@ -238,6 +266,20 @@ impl VerifyError {
     }
 
     /// A short stable name of the failure kind, for logs and metrics labels.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy, VerifyError};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// assert_eq!(VerifyError::NoClientCertificate.kind(), "no_client_certificate");
+    /// let policy = PeerPolicy::trust_domain("cluster.local")
+    ///     .allow_only([Identity::new("cluster.local", "default", "sleep")?]);
+    /// let err = policy.check(&Identity::new("cluster.local", "default", "curl")?).unwrap_err();
+    /// assert_eq!(err.kind(), "identity_not_allowed");
+    /// # Ok(()) }
+    /// ```
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Expired { .. } => "expired",

@@ -64,6 +64,18 @@ pub struct PeerPolicy {
 
 impl PeerPolicy {
     /// Any identity of `trust_domain`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = PeerPolicy::trust_domain("cluster.local");
+    /// assert!(policy.check(&Identity::new("cluster.local", "default", "sleep")?).is_ok());
+    /// assert!(policy.check(&Identity::new("other.mesh", "default", "sleep")?).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn trust_domain(trust_domain: impl Into<String>) -> Self {
         Self {
             trust_domains: Arc::from([trust_domain.into()]),
@@ -72,6 +84,18 @@ impl PeerPolicy {
     }
 
     /// Any identity of any of these trust domains (the local one and its aliases).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = PeerPolicy::trust_domains(["cluster.local", "old.example.com"]);
+    /// assert!(policy.check(&Identity::new("old.example.com", "default", "sleep")?).is_ok());
+    /// assert!(policy.allowed().is_none()); // any identity of those trust domains
+    /// # Ok(()) }
+    /// ```
     pub fn trust_domains<I, S>(trust_domains: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -84,17 +108,52 @@ impl PeerPolicy {
     }
 
     /// Restricts the accepted peers to these identities.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let gateway = Identity::new("cluster.local", "istio-system", "istio-ingressgateway-service-account")?;
+    /// let policy = PeerPolicy::trust_domain("cluster.local").allow_only([gateway.clone()]);
+    /// assert!(policy.check(&gateway).is_ok());
+    /// assert!(policy.check(&Identity::new("cluster.local", "default", "sleep")?).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn allow_only(mut self, identities: impl IntoIterator<Item = Identity>) -> Self {
         self.allowed = Some(identities.into_iter().collect());
         self
     }
 
     /// The accepted trust domains.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::PeerPolicy;
+    ///
+    /// let policy = PeerPolicy::trust_domains(["cluster.local", "old.example.com"]);
+    /// assert_eq!(policy.accepted_trust_domains(), ["cluster.local", "old.example.com"]);
+    /// ```
     pub fn accepted_trust_domains(&self) -> &[String] {
         &self.trust_domains
     }
 
     /// The allow-list, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sleep = Identity::new("cluster.local", "default", "sleep")?;
+    /// let policy = PeerPolicy::trust_domain("cluster.local");
+    /// assert_eq!(policy.allowed(), None);
+    /// assert_eq!(policy.allow_only([sleep.clone()]).allowed(), Some(&[sleep][..]));
+    /// # Ok(()) }
+    /// ```
     pub fn allowed(&self) -> Option<&[Identity]> {
         self.allowed.as_deref()
     }
@@ -104,6 +163,24 @@ impl PeerPolicy {
     }
 
     /// Checks an identity against the policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy, VerifyError};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = PeerPolicy::trust_domain("cluster.local");
+    /// let stranger = Identity::new("other.mesh", "default", "sleep")?;
+    /// match policy.check(&stranger) {
+    ///     Err(VerifyError::WrongTrustDomain { expected, presented }) => {
+    ///         assert_eq!(expected, ["cluster.local"]);
+    ///         assert_eq!(presented, stranger);
+    ///     }
+    ///     other => panic!("unexpected {other:?}"),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn check(&self, id: &Identity) -> Result<(), VerifyError> {
         if !self.td_ok(id.trust_domain()) {
             return Err(VerifyError::WrongTrustDomain {
@@ -287,6 +364,27 @@ impl fmt::Debug for MeshClientCertVerifier {
 
 impl MeshClientCertVerifier {
     /// A verifier over a fixed trust bundle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::rustls::pki_types::UnixTime;
+    /// use mesh_tls::rustls::server::danger::ClientCertVerifier;
+    /// use mesh_tls::{Identity, MeshCa, MeshClientCertVerifier, PeerPolicy, VerifyError};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let verifier = MeshClientCertVerifier::new(ca.trust_bundle(), PeerPolicy::trust_domain("cluster.local"))?;
+    /// assert!(verifier.client_auth_mandatory());
+    ///
+    /// // Signed by our CA, but for another trust domain.
+    /// let other = Identity::new("other.mesh", "default", "sleep")?;
+    /// let chain = ca.issue(&other, Duration::from_secs(3600), &[])?.chain_der()?;
+    /// let err = verifier.verify_client_cert(&chain[0], &chain[1..], UnixTime::now()).unwrap_err();
+    /// assert_eq!(VerifyError::from_rustls(&err).unwrap().kind(), "wrong_trust_domain");
+    /// # Ok(()) }
+    /// ```
     pub fn new(bundle: &TrustBundle, policy: PeerPolicy) -> Result<Arc<Self>, TlsError> {
         Ok(Self::shared(shared_trust(bundle)?, policy))
     }
@@ -296,6 +394,19 @@ impl MeshClientCertVerifier {
     }
 
     /// The policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{MeshCa, MeshClientCertVerifier, PeerPolicy};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let policy = PeerPolicy::trust_domains(["cluster.local", "old.example.com"]);
+    /// let verifier = MeshClientCertVerifier::new(ca.trust_bundle(), policy.clone())?;
+    /// assert_eq!(verifier.policy(), &policy);
+    /// # Ok(()) }
+    /// ```
     pub fn policy(&self) -> &PeerPolicy {
         &self.policy
     }
@@ -446,6 +557,30 @@ impl fmt::Debug for MeshServerCertVerifier {
 
 impl MeshServerCertVerifier {
     /// A verifier over a fixed trust bundle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use mesh_tls::rustls::client::danger::ServerCertVerifier;
+    /// use mesh_tls::rustls::pki_types::{ServerName, UnixTime};
+    /// use mesh_tls::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let check = ServerCheck::Spiffe(PeerPolicy::trust_domain("cluster.local"));
+    /// let verifier = MeshServerCertVerifier::new(ca.trust_bundle(), check)?;
+    /// let sni = ServerName::try_from("outbound_.8000_._.httpbin.default.svc.cluster.local")?;
+    ///
+    /// // A certificate that expired an hour ago.
+    /// let mut req = CertRequest::new(Identity::new("cluster.local", "default", "httpbin")?);
+    /// req.valid_from = Some(SystemTime::now() - Duration::from_secs(7200));
+    /// req.ttl = Duration::from_secs(3600);
+    /// let old = ca.issue_request(&req)?.chain_der()?;
+    /// let err = verifier.verify_server_cert(&old[0], &old[1..], &sni, &[], UnixTime::now()).unwrap_err();
+    /// assert_eq!(VerifyError::from_rustls(&err).unwrap().kind(), "expired");
+    /// # Ok(()) }
+    /// ```
     pub fn new(bundle: &TrustBundle, check: ServerCheck) -> Result<Arc<Self>, TlsError> {
         Ok(Self::shared(shared_trust(bundle)?, check))
     }
