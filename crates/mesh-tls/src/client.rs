@@ -299,6 +299,29 @@ pub struct DirCredentials {
 
 impl DirCredentials {
     /// Credentials under `root`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{CredentialLookup, DirCredentials, Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("example.com")?;
+    /// let cert = ca.issue(&Identity::new("example.com", "default", "client")?, Duration::from_secs(3600), &[])?;
+    /// // An Istio generic secret: cert, key, and the roots in a separate `<name>-cacert`.
+    /// let root = tempfile::tempdir()?;
+    /// std::fs::create_dir(root.path().join("client-credential"))?;
+    /// std::fs::write(root.path().join("client-credential/cert"), cert.chain_pem())?;
+    /// std::fs::write(root.path().join("client-credential/key"), cert.key_pem())?;
+    /// std::fs::create_dir(root.path().join("client-credential-cacert"))?;
+    /// std::fs::write(root.path().join("client-credential-cacert/cacert"), cert.root_pem())?;
+    ///
+    /// let cred = DirCredentials::new(root.path()).lookup("client-credential")?;
+    /// assert_eq!(cred.key_pem.as_deref(), Some(cert.key_pem()));
+    /// assert_eq!(cred.ca_pem.as_deref(), Some(cert.root_pem()));
+    /// # Ok(()) }
+    /// ```
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
@@ -509,14 +532,97 @@ impl fmt::Debug for OutboundTls {
 
 impl OutboundTls {
     /// The rustls config.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+    /// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &[] };
+    /// let ctx = ClientContext { workload: Some(&creds), alpn: Alpn::Http2, ..Default::default() };
+    /// let tls = client_config(&settings, &dest, &ctx)?.unwrap();
+    /// // The workload's certificate is offered; Istio's ALPN values come first.
+    /// assert!(tls.config().client_auth_cert_resolver.has_certs());
+    /// assert_eq!(tls.config().alpn_protocols.last().unwrap(), b"h2");
+    /// # Ok(()) }
+    /// ```
     pub fn config(&self) -> &Arc<ClientConfig> {
         &self.config
     }
     /// The SNI / verification name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::*;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// # let ca = MeshCa::self_signed("example.com")?;
+    /// # std::fs::write(dir.path().join("ca.pem"), ca.trust_bundle().to_pem())?;
+    /// // SIMPLE with an explicit `sni`, verified against our own roots.
+    /// let settings = ClientTlsSettings {
+    ///     mode: ClientTlsMode::Simple,
+    ///     ca_certificates: Some(dir.path().join("ca.pem")),
+    ///     sni: Some("api.internal.example.com".into()),
+    ///     ..Default::default()
+    /// };
+    /// let dest = Destination { host: "api.example.com", port: 443, subset: None, service_accounts: &[] };
+    /// let tls = client_config(&settings, &dest, &ClientContext::default())?.unwrap();
+    /// assert_eq!(tls.server_name().to_str(), "api.internal.example.com");
+    /// # Ok(()) }
+    /// ```
     pub fn server_name(&self) -> &ServerName<'static> {
         &self.server_name
     }
     /// Performs the handshake over `io`.
+    ///
+    /// # Examples
+    ///
+    /// An ISTIO_MUTUAL handshake and a round trip with a STRICT server, over an in-memory pipe:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// use mesh_tls::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("cluster.local")?;
+    /// # let ttl = Duration::from_secs(3600);
+    /// # let server = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "httpbin")?, ttl, &[])?)?;
+    /// # let client = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "sleep")?, ttl, &[])?)?;
+    /// # let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &server, None)?;
+    /// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+    /// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &[] };
+    /// let ctx = ClientContext { workload: Some(&client), ..Default::default() };
+    /// let outbound = client_config(&settings, &dest, &ctx)?.unwrap();
+    ///
+    /// let (client_io, server_io) = tokio::io::duplex(16 * 1024);
+    /// let acceptor = inbound.tls_acceptor().unwrap().clone();
+    /// let echo = tokio::spawn(async move {
+    ///     let mut tls = acceptor.accept(server_io).await?;
+    ///     let mut buf = [0u8; 4];
+    ///     tls.read_exact(&mut buf).await?;
+    ///     tls.write_all(&buf).await?;
+    ///     tls.flush().await?;
+    ///     std::io::Result::Ok(())
+    /// });
+    /// let mut tls = outbound.connect(client_io).await?;
+    /// assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    /// tls.write_all(b"ping").await?;
+    /// let mut buf = [0u8; 4];
+    /// tls.read_exact(&mut buf).await?;
+    /// assert_eq!(&buf, b"ping");
+    /// echo.await??;
+    /// # Ok(()) }
+    /// ```
     pub async fn connect<IO>(&self, io: IO) -> std::io::Result<tokio_rustls::client::TlsStream<IO>>
     where
         IO: AsyncRead + AsyncWrite + Unpin,

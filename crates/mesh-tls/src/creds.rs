@@ -33,6 +33,22 @@ use crate::verify::{self, MeshClientCertVerifier, PeerPolicy, SharedTrust, Trust
 
 /// ALPN protocols a mesh server accepts, in its order of preference: HTTP/2, HTTP/1.1, and
 /// the values Istio sidecar clients offer (`istio-peer-exchange`, `istio`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{Identity, MeshCa, WorkloadCredentials, SERVER_ALPN};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "httpbin")?;
+/// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+/// let config = creds.server_config(None)?;
+/// assert_eq!(config.alpn_protocols, SERVER_ALPN.map(<[u8]>::to_vec));
+/// assert_eq!(SERVER_ALPN[0], b"h2"); // preferred
+/// # Ok(()) }
+/// ```
 pub const SERVER_ALPN: [&[u8]; 4] = [b"h2", b"http/1.1", b"istio-peer-exchange", b"istio"];
 
 struct Current {
@@ -124,6 +140,26 @@ impl fmt::Debug for WorkloadCredentials {
 impl WorkloadCredentials {
     /// Credentials from a certificate; the trust bundle is the certificate's roots and the
     /// accepted trust domain is the identity's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    /// use mesh_tls::{CertRequest, Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// assert_eq!(creds.trust_bundle().certs(), ca.trust_bundle().certs());
+    ///
+    /// // An expired certificate is refused.
+    /// let mut req = CertRequest::new(id);
+    /// req.valid_from = Some(SystemTime::now() - Duration::from_secs(7200));
+    /// req.ttl = Duration::from_secs(3600);
+    /// assert!(WorkloadCredentials::new(ca.issue_request(&req)?).is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn new(cert: WorkloadCert) -> Result<Arc<Self>, TlsError> {
         Self::with_trust(cert, None, &[])
     }
@@ -184,31 +220,131 @@ impl WorkloadCredentials {
     }
 
     /// The workload's identity.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// assert_eq!(creds.identity(), &id);
+    /// # Ok(()) }
+    /// ```
     pub fn identity(&self) -> &Identity {
         &self.identity
     }
 
     /// The current certificate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+    /// let creds = WorkloadCredentials::new(cert.clone())?;
+    /// assert_eq!(creds.current().chain_pem(), cert.chain_pem());
+    ///
+    /// let renewed = ca.issue(&id, Duration::from_secs(3600), &[])?;
+    /// creds.install(renewed.clone())?;
+    /// assert_eq!(creds.current().chain_pem(), renewed.chain_pem());
+    /// # Ok(()) }
+    /// ```
     pub fn current(&self) -> WorkloadCert {
         self.current.0.load().cert.clone()
     }
 
     /// When the current certificate expires.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+    /// let creds = WorkloadCredentials::new(cert.clone())?;
+    /// assert_eq!(creds.not_after(), cert.not_after());
+    /// # Ok(()) }
+    /// ```
     pub fn not_after(&self) -> SystemTime {
         self.current.0.load().cert.not_after()
     }
 
     /// How many times a new certificate was installed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// assert_eq!(creds.renewals(), 0);
+    /// creds.install(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// assert_eq!(creds.renewals(), 1);
+    /// // A refused certificate is not a renewal.
+    /// let other = Identity::new("cluster.local", "default", "sleep")?;
+    /// assert!(creds.install(ca.issue(&other, Duration::from_secs(3600), &[])?).is_err());
+    /// assert_eq!(creds.renewals(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn renewals(&self) -> u64 {
         self.renewals.load(Ordering::Relaxed)
     }
 
     /// The accepted trust domains (the identity's, then the aliases).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+    /// let creds = WorkloadCredentials::with_trust(cert, None, &["old.example.com"])?;
+    /// assert_eq!(creds.trust_domains(), ["cluster.local", "old.example.com"]);
+    /// # Ok(()) }
+    /// ```
     pub fn trust_domains(&self) -> &[String] {
         &self.trust_domains
     }
 
     /// The current trust bundle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let next = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// assert_eq!(creds.trust_bundle().certs().len(), 1);
+    /// creds.set_trust_bundle(ca.trust_bundle().merged(next.trust_bundle())?)?;
+    /// assert!(creds.trust_bundle().contains_all(next.trust_bundle()));
+    /// # Ok(()) }
+    /// ```
     pub fn trust_bundle(&self) -> TrustBundle {
         self.trust.load().bundle.clone()
     }
@@ -527,6 +663,21 @@ pub struct CaSource {
 
 impl CaSource {
     /// Certificates from `ca` with Istio's 24 h lifetime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tls::{CaSource, CertificateSource, Identity, MeshCa, DEFAULT_WORKLOAD_TTL};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let source = CaSource::new(Arc::new(MeshCa::self_signed("cluster.local")?));
+    /// let cert = source.fetch(&Identity::new("cluster.local", "default", "sleep")?).await?;
+    /// let life = cert.not_after().duration_since(cert.not_before())?;
+    /// assert_eq!(life, DEFAULT_WORKLOAD_TTL + std::time::Duration::from_secs(60));
+    /// # Ok(()) }
+    /// ```
     pub fn new(ca: Arc<MeshCa>) -> Self {
         Self {
             ca,
@@ -535,11 +686,48 @@ impl CaSource {
         }
     }
     /// With another lifetime.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use mesh_tls::{CaSource, CertificateSource, Identity, MeshCa};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let cert = CaSource::new(ca.clone()).with_ttl(Duration::from_secs(3600)).fetch(&id).await?;
+    /// assert_eq!(cert.not_after().duration_since(cert.not_before())?, Duration::from_secs(3660));
+    /// // Istio's limit still applies.
+    /// let too_long = CaSource::new(ca).with_ttl(Duration::from_secs(91 * 24 * 3600));
+    /// assert!(too_long.fetch(&id).await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
     }
     /// With extra DNS SANs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tls::{CaSource, CertificateSource, Identity, MeshCa};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let ok = CaSource::new(ca.clone()).with_dns_sans(vec!["localhost".into(), "127.0.0.1".into()]);
+    /// assert_eq!(ok.fetch(&id).await?.identity(), &id);
+    /// // Each name is checked when a certificate is issued.
+    /// let bad = CaSource::new(ca).with_dns_sans(vec!["not a name".into()]);
+    /// assert!(bad.fetch(&id).await.is_err());
+    /// # Ok(()) }
+    /// ```
     pub fn with_dns_sans(mut self, dns_sans: Vec<String>) -> Self {
         self.dns_sans = dns_sans;
         self
@@ -647,6 +835,29 @@ pub struct CertManager {
 impl CertManager {
     /// Fetches the first certificate for `identity` and starts the renewal task. Must be
     /// called inside a tokio runtime.
+    ///
+    /// # Examples
+    ///
+    /// Trusting another mesh's root besides our own:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+    /// let other = MeshCa::self_signed("other.mesh")?;
+    /// let options = RotationOptions {
+    ///     extra_roots: Some(other.trust_bundle().clone()),
+    ///     ..RotationOptions::default()
+    /// };
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let manager = CertManager::start(id, Arc::new(CaSource::new(ca.clone())), options).await?;
+    /// let bundle = manager.credentials().trust_bundle();
+    /// assert!(bundle.contains_all(ca.trust_bundle()) && bundle.contains_all(other.trust_bundle()));
+    /// # Ok(()) }
+    /// ```
     pub async fn start(
         identity: Identity,
         source: Arc<dyn CertificateSource>,
@@ -674,11 +885,47 @@ impl CertManager {
     }
 
     /// The credentials being kept fresh.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let manager = CertManager::start(id.clone(), Arc::new(CaSource::new(ca)), RotationOptions::default()).await?;
+    /// let creds = manager.credentials();
+    /// assert_eq!(creds.identity(), &id);
+    /// assert_eq!(creds.renewals(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn credentials(&self) -> &Arc<WorkloadCredentials> {
         &self.creds
     }
 
     /// Fetches and installs a new certificate now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
+    /// let id = Identity::new("cluster.local", "default", "sleep")?;
+    /// let manager = CertManager::start(id, Arc::new(CaSource::new(ca)), RotationOptions::default()).await?;
+    /// let before = manager.credentials().current();
+    /// manager.rotate_now().await?;
+    /// let after = manager.credentials().current();
+    /// assert_ne!(after.key_pem(), before.key_pem()); // a fresh key
+    /// assert_eq!(manager.credentials().renewals(), 1);
+    /// # Ok(()) }
+    /// ```
     pub async fn rotate_now(&self) -> Result<(), TlsError> {
         let cert = self.source.fetch(self.creds.identity()).await?;
         self.creds.install(cert)

@@ -17,6 +17,27 @@ use crate::peer::PeerIdentity;
 use crate::verify::PeerPolicy;
 
 /// The first byte of a TLS record carrying a handshake message (a ClientHello).
+///
+/// # Examples
+///
+/// A ClientHello starts with it:
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tls::rustls::{ClientConfig, ClientConnection, RootCertStore};
+/// use mesh_tls::TLS_HANDSHAKE_RECORD;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let config = ClientConfig::builder_with_provider(mesh_tls::provider())
+///     .with_safe_default_protocol_versions()?
+///     .with_root_certificates(RootCertStore::empty())
+///     .with_no_client_auth();
+/// let mut conn = ClientConnection::new(Arc::new(config), "httpbin.example.com".try_into()?)?;
+/// let mut hello = Vec::new();
+/// conn.write_tls(&mut hello)?;
+/// assert_eq!(hello[0], TLS_HANDSHAKE_RECORD);
+/// # Ok(()) }
+/// ```
 pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// PeerAuthentication mTLS mode of a workload port (UNSET resolved by the caller: at the
@@ -87,11 +108,60 @@ pub enum MeshStream {
 
 impl MeshStream {
     /// Whether the connection is TLS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::net::{TcpListener, TcpStream};
+    /// use mesh_tls::{InboundTls, PeerAuthnMode};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let _client = TcpStream::connect(listener.local_addr()?).await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// // DISABLE: plaintext, whatever the client sends.
+    /// let accepted = InboundTls::new(PeerAuthnMode::Disable, None)?.accept(tcp).await?;
+    /// assert!(!accepted.stream.is_tls());
+    /// # Ok(()) }
+    /// ```
     pub fn is_tls(&self) -> bool {
         matches!(self, Self::Tls(_))
     }
 
     /// The negotiated ALPN protocol, if TLS negotiated one.
+    ///
+    /// # Examples
+    ///
+    /// An HTTP/1.1-only mesh client on a STRICT port (over loopback):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("cluster.local")?;
+    /// # let ttl = Duration::from_secs(3600);
+    /// # let server = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "httpbin")?, ttl, &[])?)?;
+    /// # let client = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "sleep")?, ttl, &[])?)?;
+    /// let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &server, None)?;
+    /// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+    /// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &[] };
+    /// let ctx = ClientContext { workload: Some(&client), alpn: Alpn::Http1, ..Default::default() };
+    /// let outbound = client_config(&settings, &dest, &ctx)?.unwrap();
+    ///
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let client_side = tokio::spawn(async move {
+    ///     outbound.connect(tokio::net::TcpStream::connect(addr).await?).await
+    /// });
+    /// let (tcp, _) = listener.accept().await?;
+    /// let accepted = inbound.accept(tcp).await?;
+    /// assert_eq!(accepted.stream.alpn_protocol(), Some(&b"http/1.1"[..]));
+    /// client_side.await??;
+    /// # Ok(()) }
+    /// ```
     pub fn alpn_protocol(&self) -> Option<&[u8]> {
         match self {
             Self::Plain(_) => None,
@@ -100,6 +170,22 @@ impl MeshStream {
     }
 
     /// The TCP stream underneath.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use tokio::net::{TcpListener, TcpStream};
+    /// use mesh_tls::{InboundTls, PeerAuthnMode};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let client = TcpStream::connect(listener.local_addr()?).await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// let accepted = InboundTls::new(PeerAuthnMode::Disable, None)?.accept(tcp).await?;
+    /// assert_eq!(accepted.stream.tcp().peer_addr()?, client.local_addr()?);
+    /// # Ok(()) }
+    /// ```
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Self::Plain(t) => t,
@@ -299,6 +385,24 @@ impl std::fmt::Debug for InboundTls {
 
 impl InboundTls {
     /// From a server config (required for STRICT and PERMISSIVE; ignored for DISABLE).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, InboundTls, MeshCa, PeerAuthnMode, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    ///
+    /// let strict = InboundTls::new(PeerAuthnMode::Strict, Some(creds.server_config(None)?))?;
+    /// assert!(strict.tls_acceptor().is_some());
+    /// let err = InboundTls::new(PeerAuthnMode::Permissive, None).unwrap_err();
+    /// assert!(err.to_string().contains("needs a TLS server config"));
+    /// # Ok(()) }
+    /// ```
     pub fn new(mode: PeerAuthnMode, config: Option<Arc<ServerConfig>>) -> Result<Self, TlsError> {
         let acceptor = match (mode, config) {
             (PeerAuthnMode::Disable, _) => None,
@@ -319,6 +423,23 @@ impl InboundTls {
 
     /// From workload credentials, accepting clients per `policy` (default: the workload's
     /// trust domains).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, InboundTls, MeshCa, PeerAuthnMode, WorkloadCredentials, SERVER_ALPN};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    ///
+    /// let inbound = InboundTls::from_credentials(PeerAuthnMode::Permissive, &creds, None)?;
+    /// let config = inbound.tls_acceptor().unwrap().config();
+    /// assert_eq!(config.alpn_protocols.len(), SERVER_ALPN.len());
+    /// # Ok(()) }
+    /// ```
     pub fn from_credentials(
         mode: PeerAuthnMode,
         creds: &WorkloadCredentials,
@@ -334,12 +455,63 @@ impl InboundTls {
     /// PERMISSIVE: if the client sends nothing for this long, treat the connection as
     /// plaintext (server-first protocols). Default: wait (Istio's
     /// `protocolDetectionTimeout` default is off).
+    ///
+    /// # Examples
+    ///
+    /// A server-first client that never writes is treated as plaintext after the timeout:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::net::{TcpListener, TcpStream};
+    /// use mesh_tls::{Identity, InboundTls, MeshCa, PeerAuthnMode, WorkloadCredentials};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("cluster.local")?;
+    /// # let id = Identity::new("cluster.local", "default", "mysql")?;
+    /// # let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let inbound = InboundTls::from_credentials(PeerAuthnMode::Permissive, &creds, None)?
+    ///     .with_detection_timeout(Some(Duration::from_millis(50)));
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let _silent = TcpStream::connect(listener.local_addr()?).await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// let accepted = inbound.accept(tcp).await?;
+    /// assert!(!accepted.stream.is_tls());
+    /// assert!(accepted.peer.is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn with_detection_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.detection_timeout = timeout;
         self
     }
 
     /// Bound on the TLS handshake (default 10 s); `None` waits forever.
+    ///
+    /// # Examples
+    ///
+    /// A STRICT port drops a client that sends no ClientHello in time:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::net::{TcpListener, TcpStream};
+    /// use mesh_tls::{Identity, InboundTls, MeshCa, PeerAuthnMode, WorkloadCredentials};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("cluster.local")?;
+    /// # let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// # let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &creds, None)?
+    ///     .with_handshake_timeout(Some(Duration::from_millis(50)));
+    ///
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let _silent = TcpStream::connect(listener.local_addr()?).await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// let err = inbound.accept(tcp).await.unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok(()) }
+    /// ```
     pub fn with_handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.handshake_timeout = timeout;
         self
@@ -347,11 +519,38 @@ impl InboundTls {
 
     /// The TLS acceptor (STRICT, PERMISSIVE), for accepting over another transport than
     /// a `TcpStream` (then read the peer with [`PeerIdentity::of`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, InboundTls, MeshCa, PeerAuthnMode, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let strict = InboundTls::from_credentials(PeerAuthnMode::Strict, &creds, None)?;
+    /// // Every mesh connection is a full handshake: no session tickets.
+    /// assert_eq!(strict.tls_acceptor().unwrap().config().send_tls13_tickets, 0);
+    /// assert!(InboundTls::new(PeerAuthnMode::Disable, None)?.tls_acceptor().is_none());
+    /// # Ok(()) }
+    /// ```
     pub fn tls_acceptor(&self) -> Option<&TlsAcceptor> {
         self.acceptor.as_ref()
     }
 
     /// The mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{InboundTls, PeerAuthnMode};
+    ///
+    /// # fn main() -> Result<(), mesh_tls::TlsError> {
+    /// assert_eq!(InboundTls::new(PeerAuthnMode::Disable, None)?.mode(), PeerAuthnMode::Disable);
+    /// # Ok(()) }
+    /// ```
     pub fn mode(&self) -> PeerAuthnMode {
         self.mode
     }
@@ -360,6 +559,32 @@ impl InboundTls {
     /// handshake record and otherwise requires mTLS, PERMISSIVE sniffs the first byte
     /// (plaintext passes through, TLS must be mTLS), DISABLE passes through.
     /// A failed handshake returns the error; [`crate::VerifyError::from_io`] tells why.
+    ///
+    /// # Examples
+    ///
+    /// A plaintext client on a STRICT port is reset:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::io::AsyncWriteExt;
+    /// use tokio::net::{TcpListener, TcpStream};
+    /// use mesh_tls::{Identity, InboundTls, MeshCa, PeerAuthnMode, WorkloadCredentials};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("cluster.local")?;
+    /// # let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// # let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &creds, None)?;
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let mut client = TcpStream::connect(listener.local_addr()?).await?;
+    /// client.write_all(b"GET / HTTP/1.1\r\nHost: httpbin\r\n\r\n").await?;
+    ///
+    /// let (tcp, _) = listener.accept().await?;
+    /// let err = inbound.accept(tcp).await.unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    /// # Ok(()) }
+    /// ```
     pub async fn accept(&self, tcp: TcpStream) -> io::Result<Accepted> {
         let acceptor = match (&self.acceptor, self.mode) {
             (_, PeerAuthnMode::Disable) | (None, _) => {
