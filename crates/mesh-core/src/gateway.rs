@@ -2,6 +2,28 @@
 //!
 //! A Gateway's `selector` is matched against workload labels in every namespace (istiod's
 //! default); a Gateway without a selector applies to every workload.
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::gateway::Gateways;
+//! use mesh_core::model::Labels;
+//!
+//! let loaded = mesh_core::load::load_str("
+//! apiVersion: networking.istio.io/v1
+//! kind: Gateway
+//! metadata: {name: bookinfo-gateway, namespace: bookinfo}
+//! spec:
+//!   selector: {istio: ingressgateway}
+//!   servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]
+//! ", "gw.yaml");
+//! let gateways = Gateways::build(&loaded.objects);
+//! // the selector matches the ingress gateway's labels, in any namespace
+//! let ingress: Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+//! assert_eq!(gateways.names_for(&ingress), ["bookinfo/bookinfo-gateway"]);
+//! let sidecar: Labels = [("app".to_string(), "reviews".to_string())].into();
+//! assert!(gateways.names_for(&sidecar).is_empty());
+//! ```
 
 use std::sync::Arc;
 
@@ -90,6 +112,29 @@ pub struct Gateways {
 
 impl Gateways {
     /// Indexes the Gateways.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::gateway::Gateways;
+    /// use mesh_core::model::Labels;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: everywhere}
+    /// spec:
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews}
+    /// ", "config.yaml");
+    /// let gateways = Gateways::build(&loaded.objects); // other kinds are ignored
+    /// // no selector: every workload serves it
+    /// assert_eq!(gateways.names_for(&Labels::new()), ["default/everywhere"]);
+    /// ```
     pub fn build(objects: &[ConfigObject]) -> Gateways {
         Gateways {
             defs: objects
@@ -107,6 +152,35 @@ impl Gateways {
     }
 
     /// The servers a workload with these labels serves, in load order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::gateway::Gateways;
+    /// use mesh_core::model::Labels;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: web, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers:
+    ///   - port: {number: 80, name: http, protocol: HTTP}
+    ///     hosts: ['*.example.com']
+    ///   - port: {number: 443, name: https, protocol: HTTPS}
+    ///     hosts: ['*.example.com']
+    ///     tls: {mode: SIMPLE, credentialName: example-cert}
+    /// ", "gw.yaml");
+    /// let gateways = Gateways::build(&loaded.objects);
+    /// let ingress: Labels = [("istio", "ingressgateway"), ("app", "istio-ingressgateway")]
+    ///     .map(|(k, v)| (k.to_string(), v.to_string()))
+    ///     .into();
+    /// let servers = gateways.servers_for(&ingress);
+    /// let ports: Vec<(usize, u32)> = servers.iter().map(|s| (s.index, s.server.port.number)).collect();
+    /// assert_eq!(ports, [(0, 80), (1, 443)]);
+    /// assert_eq!(servers[1].gateway, "istio-system/web");
+    /// ```
     pub fn servers_for(&self, labels: &Labels) -> Vec<GatewayServer<'_>> {
         self.defs
             .iter()
@@ -125,6 +199,32 @@ impl Gateways {
     }
 
     /// The gateway names (`ns/name`) a workload with these labels implements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::gateway::Gateways;
+    /// use mesh_core::model::Labels;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: a, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [a.example.com]}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: b, namespace: team-b}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: [b.example.com]}]
+    /// ", "gw.yaml");
+    /// let gateways = Gateways::build(&loaded.objects);
+    /// let ingress: Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// assert_eq!(gateways.names_for(&ingress), ["istio-system/a", "team-b/b"]);
+    /// ```
     pub fn names_for(&self, labels: &Labels) -> Vec<&str> {
         self.defs
             .iter()

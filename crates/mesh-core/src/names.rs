@@ -4,6 +4,27 @@
 //! Everything here is compiled once per snapshot. Lookups on the request path hash a borrowed
 //! `&str` (exact hosts) and walk a short list of wildcard suffixes, longest first, so the most
 //! specific wildcard wins; they never allocate.
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::names::{split_authority, ExportTo, HostMap, MeshOptions};
+//!
+//! let opts = MeshOptions::default();
+//! let reviews = opts.resolve_host("reviews", "bookinfo");
+//! let mut hosts: HostMap<Vec<&str>> = HostMap::default();
+//! hosts.entry(&reviews).push("bookinfo/reviews");
+//! hosts.entry("*.bookinfo.svc.cluster.local").push("bookinfo/catch-all");
+//! hosts.finish();
+//! // a request's authority: host and port, then the most specific entry
+//! let (host, port) = split_authority("reviews.bookinfo.svc.cluster.local:9080");
+//! assert_eq!(port, Some(9080));
+//! assert_eq!(hosts.get(host), Some(&vec!["bookinfo/reviews"]));
+//! assert_eq!(hosts.get("ratings.bookinfo.svc.cluster.local"), Some(&vec!["bookinfo/catch-all"]));
+//! // exported to its own namespace only
+//! let export = ExportTo::compile(&[".".to_string()], "bookinfo");
+//! assert!(export.visible_to("bookinfo") && !export.visible_to("default"));
+//! ```
 
 use std::collections::HashMap;
 
@@ -157,6 +178,19 @@ impl ExportTo {
     }
 
     /// True when a client in `namespace` sees the object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::ExportTo;
+    ///
+    /// let team = ExportTo::compile(&[".".to_string(), "istio-system".to_string()], "team-a");
+    /// assert!(team.visible_to("team-a"));
+    /// assert!(team.visible_to("istio-system"));
+    /// assert!(!team.visible_to("team-b"));
+    /// assert!(ExportTo::compile(&[], "team-a").visible_to("team-b")); // no list: everyone
+    /// assert!(!ExportTo::compile(&["~".to_string()], "team-a").visible_to("team-a"));
+    /// ```
     pub fn visible_to(&self, namespace: &str) -> bool {
         match self {
             ExportTo::All => true,
@@ -343,6 +377,19 @@ impl<T> HostMap<T> {
     }
 
     /// Sorts the wildcards (call once after the last insert).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut hosts: HostMap<&str> = HostMap::default();
+    /// *hosts.entry("*") = "everything";
+    /// *hosts.entry("*example.com") = "example.com and its look-alikes";
+    /// hosts.finish(); // longest wildcard first
+    /// assert_eq!(hosts.get("api.example.com"), Some(&"example.com and its look-alikes"));
+    /// assert_eq!(hosts.get("istio.io"), Some(&"everything"));
+    /// ```
     pub fn finish(&mut self) {
         self.other
             .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
@@ -350,11 +397,42 @@ impl<T> HostMap<T> {
 
     /// The most specific entry covering `host` (a concrete name): exact first, then the
     /// longest matching wildcard.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut hosts: HostMap<&str> = HostMap::default();
+    /// *hosts.entry("*.example.com") = "wildcard";
+    /// *hosts.entry("*.api.example.com") = "api wildcard";
+    /// *hosts.entry("v1.api.example.com") = "v1";
+    /// hosts.finish();
+    /// assert_eq!(hosts.get("v1.api.example.com"), Some(&"v1"));
+    /// assert_eq!(hosts.get("v2.api.example.com"), Some(&"api wildcard"));
+    /// assert_eq!(hosts.get("www.example.com"), Some(&"wildcard"));
+    /// assert_eq!(hosts.get("example.org"), None);
+    /// ```
     pub fn get(&self, host: &str) -> Option<&T> {
         self.all_matching(host).next()
     }
 
     /// Every entry covering `host`, most specific first (exact, then wildcards by length).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut hosts: HostMap<&str> = HostMap::default();
+    /// *hosts.entry("*") = "any";
+    /// *hosts.entry("*.example.com") = "wildcard";
+    /// *hosts.entry("api.example.com") = "exact";
+    /// hosts.finish();
+    /// let all: Vec<&str> = hosts.all_matching("api.example.com").copied().collect();
+    /// assert_eq!(all, ["exact", "wildcard", "any"]);
+    /// assert_eq!(hosts.all_matching("istio.io").count(), 1);
+    /// ```
     pub fn all_matching<'a, 'h>(&'a self, host: &'h str) -> Matching<'a, 'h, T> {
         Matching {
             map: self,
@@ -368,21 +446,74 @@ impl<T> HostMap<T> {
     }
 
     /// The exact entry only.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut hosts: HostMap<u16> = HostMap::default();
+    /// *hosts.entry("api.example.com") = 443;
+    /// *hosts.entry("*.example.com") = 80;
+    /// hosts.finish();
+    /// assert_eq!(hosts.get_exact("api.example.com"), Some(&443));
+    /// assert_eq!(hosts.get_exact("www.example.com"), None); // wildcards are not consulted
+    /// assert_eq!(hosts.get("www.example.com"), Some(&80));
+    /// ```
     pub fn get_exact(&self, host: &str) -> Option<&T> {
         self.exact.get(host)
     }
 
     /// Number of keys.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut hosts: HostMap<Vec<u8>> = HostMap::default();
+    /// hosts.entry("a.example.com").push(1);
+    /// hosts.entry("a.example.com").push(2); // same key
+    /// hosts.entry("*.example.com").push(3);
+    /// hosts.entry("*").push(4);
+    /// assert_eq!(hosts.len(), 3);
+    /// ```
     pub fn len(&self) -> usize {
         self.exact.len() + self.dotted.len() + self.other.len()
     }
 
     /// True when empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut hosts: HostMap<u8> = HostMap::default();
+    /// assert!(hosts.is_empty());
+    /// *hosts.entry("*") = 1;
+    /// assert!(!hosts.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Every value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::HostMap;
+    ///
+    /// let mut hosts: HostMap<u32> = HostMap::default();
+    /// *hosts.entry("a.example.com") = 1;
+    /// *hosts.entry("*.example.com") = 2;
+    /// *hosts.entry("*") = 3;
+    /// hosts.finish();
+    /// let mut all: Vec<u32> = hosts.values().copied().collect();
+    /// all.sort();
+    /// assert_eq!(all, [1, 2, 3]);
+    /// ```
     pub fn values(&self) -> impl Iterator<Item = &T> {
         self.exact
             .values()

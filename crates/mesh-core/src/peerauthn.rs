@@ -5,6 +5,32 @@
 //! (matching selector, workload's namespace; selectors in the root namespace are ignored),
 //! then that policy's `portLevelMtls` for the port; UNSET inherits at every step. Within a
 //! level the oldest policy wins (`creationTimestamp`, then load order).
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::model::{Labels, MtlsMode};
+//! use mesh_core::names::MeshOptions;
+//! use mesh_core::peerauthn::PeerAuthentications;
+//!
+//! let loaded = mesh_core::load::load_str("
+//! apiVersion: security.istio.io/v1
+//! kind: PeerAuthentication
+//! metadata: {name: default, namespace: istio-system}
+//! spec: {mtls: {mode: STRICT}}
+//! ---
+//! apiVersion: security.istio.io/v1
+//! kind: PeerAuthentication
+//! metadata: {name: metrics, namespace: bookinfo}
+//! spec:
+//!   selector: {matchLabels: {app: reviews}}
+//!   portLevelMtls: {15020: {mode: DISABLE}}
+//! ", "pa.yaml");
+//! let pas = PeerAuthentications::build(&loaded.objects, &MeshOptions::default());
+//! let reviews: Labels = [("app".to_string(), "reviews".to_string())].into();
+//! assert_eq!(pas.mode("bookinfo", &reviews, 9080).mode, MtlsMode::Strict); // the mesh policy
+//! assert_eq!(pas.mode("bookinfo", &reviews, 15020).mode, MtlsMode::Disable); // the port override
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -96,6 +122,32 @@ pub struct PeerAuthentications {
 
 impl PeerAuthentications {
     /// Indexes the PeerAuthentications.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{Labels, MtlsMode};
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::peerauthn::PeerAuthentications;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: mesh-root}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: ignored, namespace: mesh-root}
+    /// spec: {selector: {matchLabels: {app: reviews}}, mtls: {mode: DISABLE}}
+    /// ", "pa.yaml");
+    /// let opts = MeshOptions { root_namespace: "mesh-root".into(), ..MeshOptions::default() };
+    /// let pas = PeerAuthentications::build(&loaded.objects, &opts);
+    /// let reviews: Labels = [("app".to_string(), "reviews".to_string())].into();
+    /// // the selector-less policy in the root namespace is mesh-wide; one with a selector is ignored
+    /// let e = pas.mode("bookinfo", &reviews, 9080);
+    /// assert_eq!((e.mode, e.policy.as_deref()), (MtlsMode::Strict, Some("mesh-root/default")));
+    /// ```
     pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> PeerAuthentications {
         let mut all: Vec<(
             &str,
@@ -145,6 +197,32 @@ impl PeerAuthentications {
     }
 
     /// The mode for a workload's port (`port` is the workload/container port).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{Labels, MtlsMode};
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::peerauthn::PeerAuthentications;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: legacy}
+    /// spec: {mtls: {mode: DISABLE}}
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: api, namespace: legacy}
+    /// spec: {selector: {matchLabels: {app: api}}, mtls: {mode: STRICT}}
+    /// ", "pa.yaml");
+    /// let pas = PeerAuthentications::build(&loaded.objects, &MeshOptions::default());
+    /// let api: Labels = [("app".to_string(), "api".to_string())].into();
+    /// let web: Labels = [("app".to_string(), "web".to_string())].into();
+    /// assert_eq!(pas.mode("legacy", &api, 8080).mode, MtlsMode::Strict); // workload policy
+    /// let e = pas.mode("legacy", &web, 8080);
+    /// assert_eq!((e.mode, e.policy.as_deref()), (MtlsMode::Disable, Some("legacy/default")));
+    /// ```
     pub fn mode(&self, namespace: &str, labels: &Labels, port: u16) -> EffectiveMtls {
         let mut e = EffectiveMtls {
             mode: MtlsMode::Permissive,

@@ -14,6 +14,35 @@
 //! Registration and DNS answers change at run time while config does not, so the registry is
 //! rebuilt (cheaply: no regexes, no policies) and published as a new snapshot sharing the
 //! compiled config; readers still load one snapshot per request and see one consistent view.
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::mesh::Mesh;
+//! use mesh_core::registry::Workload;
+//!
+//! let mesh = Mesh::from_yaml("
+//! apiVersion: v1
+//! kind: Service
+//! metadata: {name: ratings, namespace: default}
+//! spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+//! ").unwrap();
+//! let ratings = Workload {
+//!     name: "ratings-0".into(),
+//!     namespace: "default".into(),
+//!     service_account: "bookinfo-ratings".into(),
+//!     labels: [("app".to_string(), "ratings".to_string())].into(),
+//!     address: "127.0.0.1".parse().unwrap(),
+//!     ports: Default::default(),
+//!     locality: None,
+//!     weight: 1,
+//! };
+//! mesh.register(ratings);
+//! let snap = mesh.snapshot();
+//! let svc = snap.registry().service("ratings.default.svc.cluster.local", "default").unwrap();
+//! let dial: Vec<String> = svc.targets(9080, None).map(|t| t.addr.unwrap().to_string()).collect();
+//! assert_eq!(dial, ["127.0.0.1:9080"]);
+//! ```
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -910,6 +939,25 @@ impl Registry {
     }
 
     /// True when any service (visible or not) has exactly this host.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api, namespace: team-a}
+    /// spec:
+    ///   hosts: [api.example.com, '*.wiki.example.com']
+    ///   exportTo: [.]
+    ///   ports: [{number: 443, name: tls, protocol: TLS}]
+    ///   resolution: NONE
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// assert!(reg.has_host("api.example.com"));
+    /// assert!(reg.service("api.example.com", "team-b").is_none()); // exists, but not visible there
+    /// assert!(!reg.has_host("en.wiki.example.com")); // exact hosts only, no wildcard matching
+    /// ```
     pub fn has_host(&self, host: &str) -> bool {
         self.services.get_exact(host).is_some()
     }
@@ -955,11 +1003,55 @@ impl Registry {
     }
 
     /// Every service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: httpbin-ext}
+    /// spec: {hosts: [httpbin.org], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}
+    /// ").unwrap().snapshot();
+    /// let mut hosts: Vec<&str> = snap.registry().services().map(|s| &*s.hostname).collect();
+    /// hosts.sort();
+    /// assert_eq!(hosts, ["httpbin.org", "reviews.bookinfo.svc.cluster.local"]);
+    /// ```
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
         self.services.values().flatten()
     }
 
     /// The registered workloads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::registry::Workload;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// assert!(mesh.snapshot().registry().workloads().is_empty());
+    /// let ratings = Workload {
+    ///     name: "ratings-0".into(),
+    ///     namespace: "default".into(),
+    ///     service_account: "bookinfo-ratings".into(),
+    ///     labels: [("app".to_string(), "ratings".to_string())].into(),
+    ///     address: "127.0.0.1".parse().unwrap(),
+    ///     ports: Default::default(),
+    ///     locality: None,
+    ///     weight: 1,
+    /// };
+    /// mesh.register(ratings);
+    /// let snap = mesh.snapshot();
+    /// let names: Vec<&str> = snap.registry().workloads().iter().map(|w| w.name.as_str()).collect();
+    /// assert_eq!(names, ["ratings-0"]);
+    /// ```
     pub fn workloads(&self) -> &[Workload] {
         &self.workloads
     }
