@@ -21,6 +21,30 @@
 //!
 //! The reply carries its [`ResponseFlags`] in the response extensions, so the metrics and
 //! access-log layers report them.
+//!
+//! # Examples
+//!
+//! An AuthorizationPolicy deny, as a sidecar answers an HTTP client and a gRPC client:
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http::HeaderMap;
+//! use mesh_tower::envoy::{is_grpc, LocalReply, ResponseFlags};
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert("content-type", "application/grpc".parse().unwrap());
+//! assert!(is_grpc(&headers));
+//!
+//! let http = LocalReply::RbacDenied.to_response::<Bytes>(false);
+//! assert_eq!(http.status(), 403);
+//! assert_eq!(http.body(), "RBAC: access denied");
+//!
+//! let grpc = LocalReply::RbacDenied.to_response::<Bytes>(is_grpc(&headers));
+//! assert_eq!(grpc.status(), 200);
+//! assert_eq!(grpc.headers()["grpc-status"], "7"); // PERMISSION_DENIED
+//! assert_eq!(grpc.headers()["grpc-message"], "RBAC: access denied");
+//! assert_eq!(grpc.extensions().get::<ResponseFlags>(), Some(&ResponseFlags::NONE));
+//! ```
 
 use std::fmt;
 
@@ -59,79 +83,366 @@ macro_rules! flags {
 
 flags! {
     /// LH: failed local health check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::FAILED_LOCAL_HEALTH_CHECK.to_string(), "LH");
+    /// assert_eq!(ResponseFlags::parse("LH"), Some(ResponseFlags::FAILED_LOCAL_HEALTH_CHECK));
+    /// ```
     FAILED_LOCAL_HEALTH_CHECK = 0, "LH";
     /// UH: no healthy upstream.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::NO_HEALTHY_UPSTREAM.to_string(), "UH");
+    /// assert_eq!(ResponseFlags::parse("UH"), Some(ResponseFlags::NO_HEALTHY_UPSTREAM));
+    /// ```
     NO_HEALTHY_UPSTREAM = 1, "UH";
     /// UT: upstream request timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT.to_string(), "UT");
+    /// assert_eq!(ResponseFlags::parse("UT"), Some(ResponseFlags::UPSTREAM_REQUEST_TIMEOUT));
+    /// ```
     UPSTREAM_REQUEST_TIMEOUT = 2, "UT";
     /// LR: connection local reset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::LOCAL_RESET.to_string(), "LR");
+    /// assert_eq!(ResponseFlags::parse("LR"), Some(ResponseFlags::LOCAL_RESET));
+    /// ```
     LOCAL_RESET = 3, "LR";
     /// UR: upstream remote reset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_REMOTE_RESET.to_string(), "UR");
+    /// assert_eq!(ResponseFlags::parse("UR"), Some(ResponseFlags::UPSTREAM_REMOTE_RESET));
+    /// ```
     UPSTREAM_REMOTE_RESET = 4, "UR";
     /// UF: upstream connection failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_CONNECTION_FAILURE.to_string(), "UF");
+    /// assert_eq!(ResponseFlags::parse("UF"), Some(ResponseFlags::UPSTREAM_CONNECTION_FAILURE));
+    /// ```
     UPSTREAM_CONNECTION_FAILURE = 5, "UF";
     /// UC: upstream connection termination.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION.to_string(), "UC");
+    /// assert_eq!(ResponseFlags::parse("UC"), Some(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION));
+    /// ```
     UPSTREAM_CONNECTION_TERMINATION = 6, "UC";
     /// UO: upstream overflow (circuit breaking).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_OVERFLOW.to_string(), "UO");
+    /// assert_eq!(ResponseFlags::parse("UO"), Some(ResponseFlags::UPSTREAM_OVERFLOW));
+    /// ```
     UPSTREAM_OVERFLOW = 7, "UO";
     /// NR: no route configured.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::NO_ROUTE_FOUND.to_string(), "NR");
+    /// assert_eq!(ResponseFlags::parse("NR"), Some(ResponseFlags::NO_ROUTE_FOUND));
+    /// ```
     NO_ROUTE_FOUND = 8, "NR";
     /// DI: the request was delayed by fault injection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::DELAY_INJECTED.to_string(), "DI");
+    /// assert_eq!(ResponseFlags::parse("DI"), Some(ResponseFlags::DELAY_INJECTED));
+    /// ```
     DELAY_INJECTED = 9, "DI";
     /// FI: the request was aborted by fault injection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::FAULT_INJECTED.to_string(), "FI");
+    /// assert_eq!(ResponseFlags::parse("FI"), Some(ResponseFlags::FAULT_INJECTED));
+    /// ```
     FAULT_INJECTED = 10, "FI";
     /// RL: rate limited.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::RATE_LIMITED.to_string(), "RL");
+    /// assert_eq!(ResponseFlags::parse("RL"), Some(ResponseFlags::RATE_LIMITED));
+    /// ```
     RATE_LIMITED = 11, "RL";
     /// UAEX: denied by an external authorization service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE.to_string(), "UAEX");
+    /// assert_eq!(ResponseFlags::parse("UAEX"), Some(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE));
+    /// ```
     UNAUTHORIZED_EXTERNAL_SERVICE = 12, "UAEX";
     /// RLSE: rate limit service error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::RATE_LIMIT_SERVICE_ERROR.to_string(), "RLSE");
+    /// assert_eq!(ResponseFlags::parse("RLSE"), Some(ResponseFlags::RATE_LIMIT_SERVICE_ERROR));
+    /// ```
     RATE_LIMIT_SERVICE_ERROR = 13, "RLSE";
     /// DC: downstream connection termination.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION.to_string(), "DC");
+    /// assert_eq!(ResponseFlags::parse("DC"), Some(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION));
+    /// ```
     DOWNSTREAM_CONNECTION_TERMINATION = 14, "DC";
     /// URX: upstream retry limit exceeded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED.to_string(), "URX");
+    /// assert_eq!(ResponseFlags::parse("URX"), Some(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED));
+    /// ```
     UPSTREAM_RETRY_LIMIT_EXCEEDED = 15, "URX";
     /// SI: stream idle timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::STREAM_IDLE_TIMEOUT.to_string(), "SI");
+    /// assert_eq!(ResponseFlags::parse("SI"), Some(ResponseFlags::STREAM_IDLE_TIMEOUT));
+    /// ```
     STREAM_IDLE_TIMEOUT = 16, "SI";
     /// IH: invalid Envoy request headers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::INVALID_ENVOY_REQUEST_HEADERS.to_string(), "IH");
+    /// assert_eq!(ResponseFlags::parse("IH"), Some(ResponseFlags::INVALID_ENVOY_REQUEST_HEADERS));
+    /// ```
     INVALID_ENVOY_REQUEST_HEADERS = 17, "IH";
     /// DPE: downstream protocol error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR.to_string(), "DPE");
+    /// assert_eq!(ResponseFlags::parse("DPE"), Some(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR));
+    /// ```
     DOWNSTREAM_PROTOCOL_ERROR = 18, "DPE";
     /// UMSDR: upstream max stream duration reached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_MAX_STREAM_DURATION_REACHED.to_string(), "UMSDR");
+    /// assert_eq!(ResponseFlags::parse("UMSDR"), Some(ResponseFlags::UPSTREAM_MAX_STREAM_DURATION_REACHED));
+    /// ```
     UPSTREAM_MAX_STREAM_DURATION_REACHED = 19, "UMSDR";
     /// DT: duration timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::DURATION_TIMEOUT.to_string(), "DT");
+    /// assert_eq!(ResponseFlags::parse("DT"), Some(ResponseFlags::DURATION_TIMEOUT));
+    /// ```
     DURATION_TIMEOUT = 22, "DT";
     /// UPE: upstream protocol error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::UPSTREAM_PROTOCOL_ERROR.to_string(), "UPE");
+    /// assert_eq!(ResponseFlags::parse("UPE"), Some(ResponseFlags::UPSTREAM_PROTOCOL_ERROR));
+    /// ```
     UPSTREAM_PROTOCOL_ERROR = 23, "UPE";
     /// NC: no cluster found.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::NO_CLUSTER_FOUND.to_string(), "NC");
+    /// assert_eq!(ResponseFlags::parse("NC"), Some(ResponseFlags::NO_CLUSTER_FOUND));
+    /// ```
     NO_CLUSTER_FOUND = 24, "NC";
     /// OM: overload manager.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::OVERLOAD_MANAGER.to_string(), "OM");
+    /// assert_eq!(ResponseFlags::parse("OM"), Some(ResponseFlags::OVERLOAD_MANAGER));
+    /// ```
     OVERLOAD_MANAGER = 25, "OM";
     /// DF: DNS resolution failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::DNS_RESOLUTION_FAILED.to_string(), "DF");
+    /// assert_eq!(ResponseFlags::parse("DF"), Some(ResponseFlags::DNS_RESOLUTION_FAILED));
+    /// ```
     DNS_RESOLUTION_FAILED = 26, "DF";
     /// DR: downstream remote reset.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(ResponseFlags::DOWNSTREAM_REMOTE_RESET.to_string(), "DR");
+    /// assert_eq!(ResponseFlags::parse("DR"), Some(ResponseFlags::DOWNSTREAM_REMOTE_RESET));
+    /// ```
     DOWNSTREAM_REMOTE_RESET = 28, "DR";
 }
 
 impl ResponseFlags {
     /// No flag (`-` in logs and metrics).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::{LocalReply, ResponseFlags};
+    ///
+    /// assert!(ResponseFlags::NONE.is_empty());
+    /// assert_eq!(ResponseFlags::NONE, ResponseFlags::default());
+    /// // A deny by AuthorizationPolicy sets no flag.
+    /// assert_eq!(LocalReply::RbacDenied.flags(), ResponseFlags::NONE);
+    /// ```
     pub const NONE: ResponseFlags = ResponseFlags(0);
 
     /// True when no flag is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert!(ResponseFlags::NONE.is_empty());
+    /// assert!(!ResponseFlags::NO_ROUTE_FOUND.is_empty());
+    /// ```
     pub fn is_empty(self) -> bool {
         self.0 == 0
     }
 
     /// True when every flag of `other` is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// let flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
+    /// assert!(flags.contains(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED));
+    /// assert!(flags.contains(flags));
+    /// assert!(!flags.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::NO_HEALTHY_UPSTREAM));
+    /// ```
     pub fn contains(self, other: ResponseFlags) -> bool {
         self.0 & other.0 == other.0 && other.0 != 0
     }
 
     /// Sets the flags of `other`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// let mut flags = ResponseFlags::NONE;
+    /// flags.insert(ResponseFlags::DELAY_INJECTED);
+    /// flags.insert(ResponseFlags::FAULT_INJECTED);
+    /// assert_eq!(flags.to_string(), "DI,FI");
+    /// ```
     pub fn insert(&mut self, other: ResponseFlags) {
         self.0 |= other.0;
     }
 
     /// The flags as Envoy's short codes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// let flags = ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED | ResponseFlags::UPSTREAM_REMOTE_RESET;
+    /// // In Envoy's order, whatever the insertion order.
+    /// assert_eq!(flags.codes().collect::<Vec<_>>(), ["UR", "URX"]);
+    /// assert_eq!(ResponseFlags::NONE.codes().count(), 0);
+    /// ```
     pub fn codes(self) -> impl Iterator<Item = &'static str> {
         ResponseFlags::ALL
             .iter()
@@ -140,6 +451,19 @@ impl ResponseFlags {
     }
 
     /// Parses `UH,URX` (or `-`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResponseFlags;
+    ///
+    /// assert_eq!(
+    ///     ResponseFlags::parse("UF,URX"),
+    ///     Some(ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED),
+    /// );
+    /// assert_eq!(ResponseFlags::parse("-"), Some(ResponseFlags::NONE));
+    /// assert_eq!(ResponseFlags::parse("UF, URX"), None); // no spaces in Envoy's format
+    /// ```
     pub fn parse(s: &str) -> Option<ResponseFlags> {
         if s == "-" || s.is_empty() {
             return Some(ResponseFlags::NONE);
@@ -230,6 +554,15 @@ pub enum ResetReason {
 
 impl ResetReason {
     /// Envoy's text for the reason.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::ResetReason;
+    ///
+    /// assert_eq!(ResetReason::RemoteRefusedStreamReset.as_str(), "remote refused stream reset");
+    /// assert_eq!(ResetReason::Overflow.as_str(), ResetReason::Overflow.to_string());
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ResetReason::LocalConnectionFailure => "local connection failure",
@@ -246,6 +579,16 @@ impl ResetReason {
     }
 
     /// The response flag Envoy sets for this reason.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::{ResetReason, ResponseFlags};
+    ///
+    /// assert_eq!(ResetReason::ConnectionTimeout.flag(), ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+    /// assert_eq!(ResetReason::Overflow.flag(), ResponseFlags::UPSTREAM_OVERFLOW);
+    /// assert_eq!(ResetReason::RemoteReset.flag().to_string(), "UR");
+    /// ```
     pub fn flag(self) -> ResponseFlags {
         match self {
             ResetReason::LocalConnectionFailure
@@ -373,6 +716,18 @@ pub enum LocalReply {
 
 impl LocalReply {
     /// The HTTP status Envoy answers with (for HTTP requests).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use mesh_tower::envoy::LocalReply;
+    ///
+    /// assert_eq!(LocalReply::NoRoute.status(), StatusCode::NOT_FOUND);
+    /// assert_eq!(LocalReply::UpstreamTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+    /// let abort = LocalReply::FaultAbort { http_status: StatusCode::IM_A_TEAPOT, grpc_status: None };
+    /// assert_eq!(abort.status(), 418);
+    /// ```
     pub fn status(&self) -> StatusCode {
         match self {
             LocalReply::NoRoute => StatusCode::NOT_FOUND,
@@ -388,6 +743,25 @@ impl LocalReply {
     }
 
     /// The body text Envoy sends (empty for 404 NR and 503 NC).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::{LocalReply, ResetReason};
+    ///
+    /// assert_eq!(LocalReply::NoHealthyUpstream.body(), "no healthy upstream");
+    /// assert_eq!(LocalReply::ClusterNotFound.body(), "");
+    /// let reset = LocalReply::UpstreamReset {
+    ///     reason: ResetReason::ConnectionTermination,
+    ///     transport_failure: None,
+    ///     retried: true,
+    /// };
+    /// assert_eq!(
+    ///     reset.body(),
+    ///     "upstream connect error or disconnect/reset before headers. retried and the latest \
+    ///      reset reason: connection termination",
+    /// );
+    /// ```
     pub fn body(&self) -> String {
         match self {
             LocalReply::NoRoute | LocalReply::ClusterNotFound => String::new(),
@@ -423,6 +797,20 @@ impl LocalReply {
     }
 
     /// The response flags Envoy records.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::{LocalReply, ResetReason};
+    ///
+    /// assert_eq!(LocalReply::Overflow.flags().to_string(), "UO");
+    /// let retried = LocalReply::UpstreamReset {
+    ///     reason: ResetReason::RemoteReset,
+    ///     transport_failure: None,
+    ///     retried: true,
+    /// };
+    /// assert_eq!(retried.flags().to_string(), "UR,URX");
+    /// ```
     pub fn flags(&self) -> ResponseFlags {
         match self {
             LocalReply::NoRoute => ResponseFlags::NO_ROUTE_FOUND,
@@ -445,6 +833,18 @@ impl LocalReply {
     }
 
     /// Envoy's `%RESPONSE_CODE_DETAILS%`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::LocalReply;
+    ///
+    /// assert_eq!(LocalReply::NoRoute.details(), "route_not_found");
+    /// assert_eq!(
+    ///     LocalReply::Unauthenticated("Jwt is expired".into()).details(),
+    ///     "jwt_authn_access_denied{Jwt_is_expired}",
+    /// );
+    /// ```
     pub fn details(&self) -> String {
         match self {
             LocalReply::NoRoute => "route_not_found".into(),
@@ -476,6 +876,19 @@ impl LocalReply {
     }
 
     /// The `grpc-status` sent to gRPC clients.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::StatusCode;
+    /// use mesh_tower::envoy::LocalReply;
+    ///
+    /// assert_eq!(LocalReply::NoRoute.grpc_status(), 12); // UNIMPLEMENTED
+    /// assert_eq!(LocalReply::Unauthenticated("Jwt is missing".into()).grpc_status(), 16);
+    /// // A fault abort with `grpcStatus` sends that code.
+    /// let abort = LocalReply::FaultAbort { http_status: StatusCode::SERVICE_UNAVAILABLE, grpc_status: Some(8) };
+    /// assert_eq!(abort.grpc_status(), 8);
+    /// ```
     pub fn grpc_status(&self) -> u32 {
         match self {
             LocalReply::FaultAbort {
@@ -488,6 +901,23 @@ impl LocalReply {
 
     /// Builds the reply. `grpc` selects the gRPC form (see [`is_grpc`]). The response
     /// extensions carry the [`ResponseFlags`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use mesh_tower::envoy::{LocalReply, ResponseFlags};
+    ///
+    /// let response = LocalReply::Overflow.to_response::<Bytes>(false);
+    /// assert_eq!(response.status(), 503);
+    /// assert_eq!(response.headers()["x-envoy-overloaded"], "true");
+    /// assert_eq!(response.extensions().get::<ResponseFlags>(), Some(&ResponseFlags::UPSTREAM_OVERFLOW));
+    ///
+    /// // A 404 NR has an empty body and no content-type.
+    /// let not_found = LocalReply::NoRoute.to_response::<Bytes>(false);
+    /// assert!(not_found.body().is_empty());
+    /// assert!(not_found.headers().get("content-type").is_none());
+    /// ```
     pub fn to_response<B: From<Bytes>>(&self, grpc: bool) -> Response<B> {
         self.to_response_with(grpc, B::from)
     }
