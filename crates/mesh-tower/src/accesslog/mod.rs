@@ -40,6 +40,43 @@ use crate::lb::ConnectionAddrs;
 use crate::observe::{BodyObserver, BodySize};
 
 /// The `tracing` target of access-log events.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use bytes::Bytes;
+/// use http_body_util::{BodyExt, Full};
+/// use mesh_tower::accesslog::{AccessLogLayer, TARGET};
+/// use mesh_tower::observe::CountingBody;
+/// use tower::{service_fn, Layer, ServiceExt};
+/// # use std::sync::{Arc, Mutex};
+/// # #[derive(Clone, Default)]
+/// # struct Logs(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Logs {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+/// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+/// #     let logs = Logs::default();
+/// #     let writer = logs.clone();
+/// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+/// #     (logs, tracing::subscriber::set_default(subscriber))
+/// # }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+/// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+/// });
+/// let server = AccessLogLayer::inbound().layer(app);
+/// server.oneshot(http::Request::get("/").body(Full::new(Bytes::new()))?).await?.into_body().collect().await?;
+/// assert_eq!(TARGET, "inmesh::access_log");
+/// assert!(logs.text().contains(&format!(" INFO {TARGET}: ")));
+/// # Ok(()) }
+/// ```
 pub const TARGET: &str = "inmesh::access_log";
 
 /// Upstream facts for the access log, put in the response extensions by the outbound
@@ -214,6 +251,48 @@ pub struct AccessLogLayer {
 
 impl AccessLogLayer {
     /// A server-side access log.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::accesslog::AccessLogLayer;
+    /// use mesh_tower::observe::CountingBody;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// # use std::sync::{Arc, Mutex};
+    /// # #[derive(Clone, Default)]
+    /// # struct Logs(Arc<Mutex<Vec<u8>>>);
+    /// # impl std::io::Write for Logs {
+    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+    /// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    /// #     let logs = Logs::default();
+    /// #     let writer = logs.clone();
+    /// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    /// #     (logs, tracing::subscriber::set_default(subscriber))
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+    /// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+    ///     let mut res = http::Response::new(Full::new(Bytes::from("not here")));
+    ///     *res.status_mut() = http::StatusCode::NOT_FOUND;
+    ///     Ok::<_, Infallible>(res)
+    /// });
+    /// let server = AccessLogLayer::inbound().layer(app);
+    /// let req = http::Request::get("/ratings/7").header("user-agent", "curl/8.5.0").body(Full::new(Bytes::new()))?;
+    /// server.oneshot(req).await?.into_body().collect().await?;
+    /// let line = logs.text();
+    /// assert!(line.contains(r#""GET /ratings/7 HTTP/1.1" 404 - via_upstream"#));
+    /// assert!(line.contains(r#""curl/8.5.0""#));
+    /// assert!(line.contains(r#"direction="inbound""#));
+    /// # Ok(()) }
+    /// ```
     pub fn inbound() -> Self {
         AccessLogLayer {
             direction: Direction::Inbound,
@@ -221,6 +300,46 @@ impl AccessLogLayer {
     }
 
     /// A client-side access log.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::accesslog::AccessLogLayer;
+    /// use mesh_tower::observe::CountingBody;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// # use std::sync::{Arc, Mutex};
+    /// # #[derive(Clone, Default)]
+    /// # struct Logs(Arc<Mutex<Vec<u8>>>);
+    /// # impl std::io::Write for Logs {
+    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+    /// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    /// #     let logs = Logs::default();
+    /// #     let writer = logs.clone();
+    /// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    /// #     (logs, tracing::subscriber::set_default(subscriber))
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+    /// let upstream = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("{}"))))
+    /// });
+    /// let client = AccessLogLayer::outbound().layer(upstream);
+    /// let req = http::Request::get("http://reviews.default.svc.cluster.local:9080/reviews/0").body(Full::new(Bytes::new()))?;
+    /// client.oneshot(req).await?.into_body().collect().await?;
+    /// let line = logs.text();
+    /// assert!(line.contains(r#"direction="outbound""#));
+    /// // No Host header: the authority comes from the URI.
+    /// assert!(line.contains(r#""reviews.default.svc.cluster.local:9080""#));
+    /// # Ok(()) }
+    /// ```
     pub fn outbound() -> Self {
         AccessLogLayer {
             direction: Direction::Outbound,

@@ -98,16 +98,57 @@ impl<S> AccessLog<S> {
     }
 
     /// The wrapped service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::accesslog::AccessLogLayer;
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let svc = AccessLogLayer::inbound().layer(App { name: "productpage" });
+    /// assert_eq!(svc.get_ref().name, "productpage");
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The wrapped service, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::accesslog::AccessLogLayer;
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let mut svc = AccessLogLayer::inbound().layer(App { name: "productpage" });
+    /// svc.get_mut().name = "reviews";
+    /// assert_eq!(svc.get_ref().name, "reviews");
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::accesslog::AccessLogLayer;
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let svc = AccessLogLayer::outbound().layer(App { name: "productpage" });
+    /// let app: App = svc.into_inner();
+    /// assert_eq!(app.name, "productpage");
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }

@@ -57,6 +57,43 @@ use crate::envoy::{is_grpc, LocalReply, ResponseCodeDetails};
 use crate::inbound::ConnectionInfo;
 
 /// The log target of authorization decisions.
+///
+/// # Examples
+///
+/// A denied connection is logged under this target:
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::authz::{AuthorizationLayer, TARGET};
+/// use mesh_tower::inbound::ConnectionInfo;
+/// # use std::sync::{Arc, Mutex};
+/// # #[derive(Clone, Default)]
+/// # struct Logs(Arc<Mutex<Vec<u8>>>);
+/// # impl std::io::Write for Logs {
+/// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+/// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+/// # }
+/// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+/// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+/// #     let logs = Logs::default();
+/// #     let writer = logs.clone();
+/// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+/// #     (logs, tracing::subscriber::set_default(subscriber))
+/// # }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: allow-nothing, namespace: foo}
+/// spec: {}
+/// ")?;
+/// let authz = AuthorizationLayer::new(mesh, "foo", Default::default());
+/// assert!(!authz.decide_connection(&ConnectionInfo::new(None, 3306)).allowed);
+/// assert!(logs.text().contains(&format!(" INFO {TARGET}: RBAC: connection denied")));
+/// # Ok(()) }
+/// ```
 pub const TARGET: &str = "inmesh::authz";
 
 #[derive(Debug)]
@@ -133,6 +170,27 @@ pub struct AuthorizationLayer {
 
 impl AuthorizationLayer {
     /// For the workload with these labels in `namespace`.
+    ///
+    /// # Examples
+    ///
+    /// A workload no policy selects allows everything:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-all, namespace: foo}
+    /// spec: {}
+    /// ")?;
+    /// let bar = AuthorizationLayer::new(mesh, "bar", [("app".to_string(), "httpbin".to_string())].into());
+    /// assert!(bar.policies().is_empty());
+    /// assert!(bar.decide(&http::Request::get("/").body(())?).allowed);
+    /// # Ok(()) }
+    /// ```
     pub fn new(mesh: Mesh, namespace: impl Into<Box<str>>, labels: Labels) -> Self {
         AuthorizationLayer {
             shared: Arc::new(Shared {
@@ -146,6 +204,28 @@ impl AuthorizationLayer {
     }
 
     /// The workload port to authorize requests as, when no [`ConnectionInfo`] says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-admin-port, namespace: foo}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{to: [{operation: {ports: ["9000"]}}]}]
+    /// "#)?;
+    /// let authz = AuthorizationLayer::new(mesh, "foo", Default::default());
+    /// let req = http::Request::get("/").body(())?;
+    /// assert!(authz.decide(&req).allowed); // port 80: no ConnectionInfo, no port in the URI
+    /// assert!(!authz.with_port(9000).decide(&req).allowed);
+    /// # Ok(()) }
+    /// ```
     pub fn with_port(self, port: u16) -> Self {
         let s = &self.shared;
         AuthorizationLayer {
@@ -418,21 +498,92 @@ pub struct Authorization<S> {
 
 impl<S> Authorization<S> {
     /// Wraps `inner`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::{Authorization, AuthorizationLayer};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-nothing, namespace: foo}
+    /// spec: {}
+    /// ")?;
+    /// let app = service_fn(|_req: http::Request<()>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(bytes::Bytes::from("hello")))
+    /// });
+    /// let svc = Authorization::new(app, AuthorizationLayer::new(mesh, "foo", Default::default()));
+    /// let denied = svc.oneshot(http::Request::get("/").body(())?).await?;
+    /// assert_eq!(denied.status(), 403);
+    /// # Ok(()) }
+    /// ```
     pub fn new(inner: S, layer: AuthorizationLayer) -> Self {
         Authorization { inner, layer }
     }
 
     /// The wrapped service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let layer = AuthorizationLayer::new(Mesh::new(Default::default()), "foo", Default::default());
+    /// let svc = layer.layer(App { name: "httpbin" });
+    /// assert_eq!(svc.get_ref().name, "httpbin");
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The wrapped service, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let layer = AuthorizationLayer::new(Mesh::new(Default::default()), "foo", Default::default());
+    /// let mut svc = layer.layer(App { name: "httpbin" });
+    /// svc.get_mut().name = "httpbin-v2";
+    /// assert_eq!(svc.get_ref().name, "httpbin-v2");
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let layer = AuthorizationLayer::new(Mesh::new(Default::default()), "foo", Default::default());
+    /// let app: App = layer.layer(App { name: "httpbin" }).into_inner();
+    /// assert_eq!(app.name, "httpbin");
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
