@@ -1,5 +1,38 @@
 //! Body wrappers shared by the observing layers (metrics, access log): count the bytes that
 //! pass and report once when the body ends or is dropped.
+//!
+//! # Examples
+//!
+//! Count a request body as the application reads it, and a response body as it is sent:
+//!
+//! ```
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use http::HeaderMap;
+//! use http_body_util::{BodyExt, Full};
+//! use mesh_tower::observe::{BodyObserver, CountingBody, ObservedBody};
+//!
+//! struct Sent(Arc<AtomicU64>);
+//! impl BodyObserver for Sent {
+//!     fn on_data(&mut self, n: u64) {
+//!         self.0.fetch_add(n, Ordering::Relaxed);
+//!     }
+//!     fn on_trailers(&mut self, _: &HeaderMap) {}
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (request_body, received) = CountingBody::new(Full::new(Bytes::from("ping")));
+//! request_body.collect().await.unwrap();
+//! assert_eq!(received.get(), 4);
+//!
+//! let sent = Arc::new(AtomicU64::new(0));
+//! let response_body = ObservedBody::new(Full::new(Bytes::from("pong!")), Some(Sent(sent.clone())));
+//! response_body.collect().await.unwrap();
+//! assert_eq!(sent.load(Ordering::Relaxed), 5);
+//! # }
+//! ```
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,11 +125,51 @@ pin_project! {
 
 impl<B, O> ObservedBody<B, O> {
     /// Wraps `inner`; `observer` may be `None` to pass the body through untouched.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http::HeaderMap;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::observe::{BodyObserver, ObservedBody};
+    ///
+    /// #[derive(Default)]
+    /// struct Frames { data: u32, trailers: u32 }
+    /// impl BodyObserver for Frames {
+    ///     fn on_data(&mut self, _n: u64) { self.data += 1; }
+    ///     fn on_trailers(&mut self, _t: &HeaderMap) { self.trailers += 1; }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // With an observer...
+    /// let mut body = ObservedBody::new(Full::new(Bytes::from("hello")), Some(Frames::default()));
+    /// assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "hello");
+    /// assert!(body.frame().await.is_none());
+    /// // ...and without: the body passes through.
+    /// let plain: ObservedBody<_, Frames> = ObservedBody::new(Full::new(Bytes::from("hello")), None);
+    /// assert_eq!(plain.collect().await.unwrap().to_bytes(), "hello");
+    /// # }
+    /// ```
     pub fn new(inner: B, observer: Option<O>) -> Self {
         ObservedBody { inner, observer }
     }
 
     /// The wrapped body.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use mesh_tower::accesslog::LogEntry;
+    /// use mesh_tower::observe::ObservedBody;
+    ///
+    /// let body: ObservedBody<_, LogEntry> = ObservedBody::new(Full::new(Bytes::from("abc")), None);
+    /// let inner: &Full<Bytes> = body.get_ref();
+    /// assert_eq!(http_body::Body::size_hint(inner).exact(), Some(3));
+    /// ```
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
@@ -172,6 +245,20 @@ pub enum BodySize {
 
 impl BodySize {
     /// The size known now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use mesh_tower::observe::BodySize;
+    ///
+    /// assert_eq!(BodySize::Exact(42).get(), 42);
+    /// let counter = Arc::new(AtomicU64::new(0));
+    /// let counted = BodySize::Counted(counter.clone());
+    /// counter.fetch_add(7, Ordering::Relaxed);
+    /// assert_eq!(counted.get(), 7);
+    /// ```
     pub fn get(&self) -> u64 {
         match self {
             BodySize::Exact(n) => *n,
@@ -214,6 +301,26 @@ pin_project! {
 impl<B: Body> CountingBody<B> {
     /// Wraps `inner`, returning the body and its size handle. Allocates only when the size
     /// is not exact.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty, Full};
+    /// use mesh_tower::observe::{BodySize, CountingBody};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Known sizes need no counter.
+    /// let (_body, size) = CountingBody::new(Empty::<Bytes>::new());
+    /// assert!(matches!(size, BodySize::Exact(0)));
+    ///
+    /// // A body of unknown size is counted.
+    /// let (body, size) = CountingBody::new(Full::new(Bytes::from("abc")).map_frame(|f| f));
+    /// body.collect().await.unwrap();
+    /// assert_eq!(size.get(), 3);
+    /// # }
+    /// ```
     pub fn new(inner: B) -> (Self, BodySize) {
         match inner.size_hint().exact() {
             Some(n) => (
@@ -237,6 +344,20 @@ impl<B: Body> CountingBody<B> {
     }
 
     /// Wraps `inner` without counting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::observe::CountingBody;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let body = CountingBody::passthrough(Full::new(Bytes::from("as is")));
+    /// assert_eq!(body.collect().await.unwrap().to_bytes(), "as is");
+    /// # }
+    /// ```
     pub fn passthrough(inner: B) -> Self {
         CountingBody {
             inner,
@@ -245,6 +366,18 @@ impl<B: Body> CountingBody<B> {
     }
 
     /// The wrapped body.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Full;
+    /// use mesh_tower::observe::CountingBody;
+    ///
+    /// let (body, _size) = CountingBody::new(Full::new(Bytes::from("abc")));
+    /// let inner: Full<Bytes> = body.into_inner();
+    /// assert_eq!(http_body::Body::size_hint(&inner).exact(), Some(3));
+    /// ```
     pub fn into_inner(self) -> B {
         self.inner
     }

@@ -21,6 +21,34 @@
 //!
 //! Time is always passed in (`Instant`), so tests drive the clock; [`OutlierDetector::run`]
 //! is the real-time driver.
+//!
+//! # Examples
+//!
+//! `maxEjectionPercent` at its default (10%) never ejects from a small set:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Instant;
+//! use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+//! use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+//!
+//! let endpoints = (1..=3).map(|i| Endpoint::new(format!("10.0.0.{i}:8080").parse().unwrap())).collect();
+//! let lb = Arc::new(LoadBalancer::new(endpoints, LbConfig::default()));
+//! let now = Instant::now();
+//! let od = OutlierDetector::new(OutlierConfig::default(), lb.clone(), now);
+//! for _ in 0..5 {
+//!     assert_eq!(od.record(0, Outcome::Status(503), now), None);
+//! }
+//! assert!(!lb.endpoints()[0].is_ejected());
+//!
+//! // `always_eject_one_host` lets one through.
+//! let config = OutlierConfig { always_eject_one_host: true, ..OutlierConfig::default() };
+//! let od = OutlierDetector::new(config, lb.clone(), now);
+//! for _ in 0..5 {
+//!     od.record(0, Outcome::Status(503), now);
+//! }
+//! assert!(lb.endpoints()[0].is_ejected());
+//! ```
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -240,6 +268,19 @@ pub struct OutlierDetector {
 
 impl OutlierDetector {
     /// A detector over `lb`'s endpoints; `epoch` is any instant not after the first report.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{OutlierConfig, OutlierDetector};
+    ///
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let od = OutlierDetector::new(OutlierConfig::default(), lb, Instant::now());
+    /// assert_eq!(od.ejected_count(), 0);
+    /// ```
     pub fn new(config: OutlierConfig, lb: Arc<LoadBalancer>, epoch: Instant) -> Self {
         OutlierDetector {
             config,
@@ -288,21 +329,87 @@ impl OutlierDetector {
     }
 
     /// The configuration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{OutlierConfig, OutlierDetector};
+    ///
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let config = OutlierConfig { interval: Duration::from_secs(1), ..OutlierConfig::default() };
+    /// let od = OutlierDetector::new(config.clone(), lb, Instant::now());
+    /// assert_eq!(od.config(), &config);
+    /// ```
     pub fn config(&self) -> &OutlierConfig {
         &self.config
     }
 
     /// The balancer whose endpoints this detector ejects.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{OutlierConfig, OutlierDetector};
+    ///
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let od = OutlierDetector::new(OutlierConfig::default(), lb.clone(), Instant::now());
+    /// assert!(Arc::ptr_eq(od.load_balancer(), &lb));
+    /// ```
     pub fn load_balancer(&self) -> &Arc<LoadBalancer> {
         &self.lb
     }
 
     /// Number of endpoints currently ejected.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+    ///
+    /// let endpoints = (1..=4).map(|i| Endpoint::new(format!("10.0.0.{i}:80").parse().unwrap())).collect();
+    /// let lb = Arc::new(LoadBalancer::new(endpoints, LbConfig::default()));
+    /// // At most half of the endpoints may be ejected.
+    /// let config = OutlierConfig { consecutive_5xx: 1, max_ejection_percent: 50, ..OutlierConfig::default() };
+    /// let now = Instant::now();
+    /// let od = OutlierDetector::new(config, lb, now);
+    /// for i in 0..4 {
+    ///     od.record(i, Outcome::Status(500), now);
+    /// }
+    /// assert_eq!(od.ejected_count(), 2);
+    /// ```
     pub fn ejected_count(&self) -> u32 {
         self.ejected.load(Ordering::Acquire)
     }
 
     /// Total ejections of endpoint `index` so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+    ///
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let config = OutlierConfig { consecutive_5xx: 1, max_ejection_percent: 100, ..OutlierConfig::default() };
+    /// let t0 = Instant::now();
+    /// let od = OutlierDetector::new(config, lb, t0);
+    /// od.record(0, Outcome::Status(500), t0);
+    /// od.tick(t0 + Duration::from_secs(30)); // returned
+    /// od.record(0, Outcome::Status(500), t0 + Duration::from_secs(30));
+    /// assert_eq!(od.ejections_of(0), 2);
+    /// assert_eq!(od.ejections_of(7), 0); // no such endpoint
+    /// ```
     pub fn ejections_of(&self, index: usize) -> u64 {
         self.lb
             .endpoints()
@@ -317,6 +424,28 @@ impl OutlierDetector {
     /// Reports the outcome of a request to endpoint `index` (as returned by
     /// [`RequestGuard::index`](crate::lb::RequestGuard::index)). Returns the reason if this
     /// report ejected the endpoint.
+    ///
+    /// # Examples
+    ///
+    /// A success in between resets the count of consecutive errors:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Instant;
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{EjectionReason, Outcome, OutlierConfig, OutlierDetector};
+    ///
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let config = OutlierConfig { consecutive_5xx: 2, max_ejection_percent: 100, ..OutlierConfig::default() };
+    /// let now = Instant::now();
+    /// let od = OutlierDetector::new(config, lb, now);
+    /// assert_eq!(od.record(0, Outcome::Status(500), now), None);
+    /// assert_eq!(od.record(0, Outcome::Status(200), now), None);
+    /// assert_eq!(od.record(0, Outcome::Status(500), now), None);
+    /// assert_eq!(od.record(0, Outcome::Status(500), now), Some(EjectionReason::Consecutive5xx));
+    /// // Reports about an ejected endpoint are ignored.
+    /// assert_eq!(od.record(0, Outcome::Status(500), now), None);
+    /// ```
     pub fn record(&self, index: usize, outcome: Outcome, now: Instant) -> Option<EjectionReason> {
         let ep = self.lb.endpoints().get(index)?;
         if ep.is_ejected() {
@@ -455,6 +584,27 @@ impl OutlierDetector {
 
     /// The interval sweep: returns endpoints whose ejection time is over and lets the
     /// multiplier of healthy endpoints decay by one. Returns how many were returned.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::{Duration, Instant};
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    /// use mesh_tower::outlier::{Outcome, OutlierConfig, OutlierDetector};
+    ///
+    /// let lb = Arc::new(LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default()));
+    /// let config = OutlierConfig { consecutive_5xx: 1, max_ejection_percent: 100, ..OutlierConfig::default() };
+    /// let t0 = Instant::now();
+    /// let od = OutlierDetector::new(config, lb.clone(), t0);
+    /// od.record(0, Outcome::Status(503), t0);
+    /// assert_eq!(od.tick(t0 + Duration::from_secs(29)), 0);
+    /// assert_eq!(od.tick(t0 + Duration::from_secs(30)), 1);
+    /// assert!(lb.endpoints()[0].is_available());
+    /// // Healthy since: each sweep lowers the multiplier back towards zero.
+    /// od.tick(t0 + Duration::from_secs(40));
+    /// assert_eq!(od.ejection_time_of(0), Duration::ZERO);
+    /// ```
     pub fn tick(&self, now: Instant) -> usize {
         let now_ns = self.nanos(now);
         let mut returned = 0;

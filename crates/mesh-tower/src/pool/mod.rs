@@ -36,6 +36,16 @@ use std::sync::Arc;
 use crate::envoy::LocalReply;
 
 /// Istio's default for every limit: 2^32−1.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::pool::{PoolLimits, UNLIMITED};
+///
+/// assert_eq!(UNLIMITED, 4_294_967_295);
+/// // Unset (or 0) in the DestinationRule.
+/// assert_eq!(PoolLimits::from_istio(None, Some(0), None, None, None).max_pending_requests, UNLIMITED);
+/// ```
 pub const UNLIMITED: u32 = u32::MAX;
 
 /// The limits of one destination's pool.
@@ -186,6 +196,20 @@ impl fmt::Display for Overflow {
 
 impl Overflow {
     /// Envoy's answer: 503, `...reset reason: overflow`, UO, `x-envoy-overloaded: true`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::LocalReply;
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits { max_requests: 1, ..PoolLimits::default() });
+    /// let _active = cb.try_request().unwrap();
+    /// let reply = cb.try_request().unwrap_err().to_reply();
+    /// assert_eq!(reply, LocalReply::Overflow);
+    /// assert_eq!(reply.flags().to_string(), "UO");
+    /// assert_eq!(reply.body(), "upstream connect error or disconnect/reset before headers. reset reason: overflow");
+    /// ```
     pub fn to_reply(&self) -> LocalReply {
         LocalReply::Overflow
     }
@@ -252,6 +276,16 @@ pub struct Permit {
 
 impl Permit {
     /// Which resource this permit holds.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, OverflowKind, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits::default());
+    /// assert_eq!(cb.try_pending().unwrap().kind(), OverflowKind::PendingRequests);
+    /// assert_eq!(cb.try_retry().unwrap().kind(), OverflowKind::Retries);
+    /// ```
     pub fn kind(&self) -> OverflowKind {
         self.kind
     }
@@ -300,6 +334,22 @@ pub struct ConnectionPermit {
 impl ConnectionPermit {
     /// Counts a request on this connection; `false` when `maxRequestsPerConnection` is
     /// reached (the connection must not be reused: open another one).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// // maxRequestsPerConnection: 1 disables keep-alive.
+    /// let cb = CircuitBreaker::new(PoolLimits { max_requests_per_connection: 1, ..PoolLimits::default() });
+    /// let conn = cb.try_connection().unwrap();
+    /// assert!(conn.start_request());
+    /// assert!(!conn.start_request());
+    ///
+    /// // Unset (0): any number of requests.
+    /// let conn = CircuitBreaker::new(PoolLimits::default()).try_connection().unwrap();
+    /// assert!((0..1000).all(|_| conn.start_request()));
+    /// ```
     pub fn start_request(&self) -> bool {
         if self.max_requests == 0 {
             self.used.fetch_add(1, Ordering::Relaxed);
@@ -313,11 +363,35 @@ impl ConnectionPermit {
     }
 
     /// Whether the connection may carry another request (keep-alive).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits { max_requests_per_connection: 1, ..PoolLimits::default() });
+    /// let conn = cb.try_connection().unwrap();
+    /// assert!(conn.reusable());
+    /// conn.start_request();
+    /// assert!(!conn.reusable());
+    /// ```
     pub fn reusable(&self) -> bool {
         self.max_requests == 0 || self.used.load(Ordering::Acquire) < self.max_requests
     }
 
     /// Requests made on this connection so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let conn = CircuitBreaker::new(PoolLimits::default()).try_connection().unwrap();
+    /// assert_eq!(conn.requests(), 0);
+    /// conn.start_request();
+    /// conn.start_request();
+    /// assert_eq!(conn.requests(), 2);
+    /// ```
     pub fn requests(&self) -> u32 {
         self.used.load(Ordering::Relaxed)
     }
@@ -325,6 +399,17 @@ impl ConnectionPermit {
 
 impl CircuitBreaker {
     /// Circuit breakers with these limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits::from_istio(Some(2), None, None, None, None));
+    /// let _a = cb.try_connection().unwrap();
+    /// let _b = cb.try_connection().unwrap();
+    /// assert!(cb.try_connection().is_err());
+    /// ```
     pub fn new(limits: PoolLimits) -> Self {
         CircuitBreaker {
             limits,
@@ -333,6 +418,15 @@ impl CircuitBreaker {
     }
 
     /// The limits.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let limits = PoolLimits { max_retries: 3, ..PoolLimits::default() };
+    /// assert_eq!(CircuitBreaker::new(limits).limits(), limits);
+    /// ```
     pub fn limits(&self) -> PoolLimits {
         self.limits
     }
@@ -354,11 +448,36 @@ impl CircuitBreaker {
     }
 
     /// An active request (`http2MaxRequests`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, OverflowKind, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits { max_requests: 2, ..PoolLimits::default() });
+    /// let permits: Vec<_> = (0..2).map(|_| cb.try_request().unwrap()).collect();
+    /// let overflow = cb.try_request().unwrap_err();
+    /// assert_eq!((overflow.kind, overflow.limit), (OverflowKind::Requests, 2));
+    /// drop(permits);
+    /// assert!(cb.try_request().is_ok());
+    /// ```
     pub fn try_request(&self) -> Result<Permit, Overflow> {
         self.acquire(OverflowKind::Requests, self.limits.max_requests)
     }
 
     /// A request waiting for a connection (`http1MaxPendingRequests`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits { max_pending_requests: 1, ..PoolLimits::default() });
+    /// let waiting = cb.try_pending().unwrap();
+    /// assert_eq!(cb.try_pending().unwrap_err().to_string(), "circuit breaker overflow: http1MaxPendingRequests (1) reached");
+    /// drop(waiting); // got a connection
+    /// assert!(cb.try_pending().is_ok());
+    /// ```
     pub fn try_pending(&self) -> Result<Permit, Overflow> {
         self.acquire(
             OverflowKind::PendingRequests,
@@ -367,12 +486,35 @@ impl CircuitBreaker {
     }
 
     /// A retry in flight (`maxRetries`); on overflow, do not retry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, OverflowKind, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits { max_retries: 1, ..PoolLimits::default() });
+    /// let _retry = cb.try_retry().unwrap();
+    /// assert_eq!(cb.try_retry().unwrap_err().kind, OverflowKind::Retries);
+    /// ```
     pub fn try_retry(&self) -> Result<Permit, Overflow> {
         self.acquire(OverflowKind::Retries, self.limits.max_retries)
     }
 
     /// A new connection (`maxConnections`), which also enforces
     /// `maxRequestsPerConnection`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits { max_connections: 1, ..PoolLimits::default() });
+    /// let conn = cb.try_connection().unwrap();
+    /// assert_eq!(cb.in_use().0, 1);
+    /// assert!(cb.try_connection().is_err());
+    /// drop(conn); // closed
+    /// assert_eq!(cb.in_use().0, 0);
+    /// ```
     pub fn try_connection(&self) -> Result<ConnectionPermit, Overflow> {
         let permit = self.acquire(OverflowKind::Connections, self.limits.max_connections)?;
         Ok(ConnectionPermit {
@@ -383,6 +525,18 @@ impl CircuitBreaker {
     }
 
     /// Current counts: (connections, pending, requests, retries).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits::default());
+    /// let _conn = cb.try_connection().unwrap();
+    /// let _req = cb.try_request().unwrap();
+    /// let _pending = cb.try_pending().unwrap();
+    /// assert_eq!(cb.in_use(), (1, 1, 1, 0));
+    /// ```
     pub fn in_use(&self) -> (u32, u32, u32, u32) {
         let c = &self.counters;
         (
@@ -394,6 +548,19 @@ impl CircuitBreaker {
     }
 
     /// Overflows so far (Envoy's `upstream_rq_pending_overflow` + `..._overflow`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::pool::{CircuitBreaker, PoolLimits};
+    ///
+    /// let cb = CircuitBreaker::new(PoolLimits { max_requests: 1, max_pending_requests: 1, ..PoolLimits::default() });
+    /// let _req = cb.try_request().unwrap();
+    /// let _pending = cb.try_pending().unwrap();
+    /// assert!(cb.try_request().is_err());
+    /// assert!(cb.try_pending().is_err());
+    /// assert_eq!(cb.overflow_count(), 2);
+    /// ```
     pub fn overflow_count(&self) -> u64 {
         self.counters.overflows.load(Ordering::Relaxed)
     }
