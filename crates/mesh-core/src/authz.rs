@@ -440,6 +440,24 @@ impl CompiledPolicy {
     }
 
     /// The compile error, if the policy could not be compiled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::CompiledPolicy;
+    ///
+    /// let loaded = mesh_core::load::load_str(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: admin-only, namespace: foo}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{to: [{operation: {paths: ["/admin/*"]}}]}]
+    /// "#, "ap.yaml");
+    /// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+    /// let p = CompiledPolicy::compile("admin-only", "foo", ap, false);
+    /// assert_eq!(p.error(), None);
+    /// ```
     pub fn error(&self) -> Option<&str> {
         self.rules.as_ref().err().map(|e| &**e)
     }
@@ -1187,6 +1205,41 @@ pub struct WorkloadAuthz {
 
 impl WorkloadAuthz {
     /// Names of every applicable policy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-admin, namespace: foo}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{to: [{operation: {paths: ["/admin"]}}]}]
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-get, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   rules: [{to: [{operation: {methods: [GET]}}]}]
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata:
+    ///   name: trial
+    ///   namespace: foo
+    ///   annotations: {istio.io/dry-run: "true"}
+    /// spec:
+    ///   rules: [{from: [{source: {namespaces: [foo]}}]}]
+    /// "#).unwrap().snapshot();
+    /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let authz = snap.authz_for_workload("foo", &httpbin);
+    /// // grouped by action (DENY before ALLOW); dry-run policies last
+    /// assert_eq!(authz.policies().collect::<Vec<_>>(), ["foo/deny-admin", "foo/allow-get", "foo/trial"]);
+    /// ```
     pub fn policies(&self) -> impl Iterator<Item = &str> {
         self.broken
             .iter()
@@ -1199,11 +1252,64 @@ impl WorkloadAuthz {
     }
 
     /// Names of the applicable ALLOW policies (enforced ones).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-admin, namespace: foo}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{to: [{operation: {paths: ["/admin"]}}]}]
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-get, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   rules: [{to: [{operation: {methods: [GET]}}]}]
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata:
+    ///   name: trial
+    ///   namespace: foo
+    ///   annotations: {istio.io/dry-run: "true"}
+    /// spec:
+    ///   rules: [{from: [{source: {namespaces: [foo]}}]}]
+    /// "#).unwrap().snapshot();
+    /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let authz = snap.authz_for_workload("foo", &httpbin);
+    /// // the dry-run ALLOW policy is not enforced, so it is not listed
+    /// assert_eq!(authz.allow_policies().collect::<Vec<_>>(), ["foo/allow-get"]);
+    /// ```
     pub fn allow_policies(&self) -> impl Iterator<Item = &str> {
         self.allow.iter().map(|p| &*p.name)
     }
 
     /// True when no policy applies (everything is allowed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::AuthzRequest;
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-nothing, namespace: foo}
+    /// spec: {}
+    /// ").unwrap().snapshot();
+    /// assert!(!snap.authz_for_workload("foo", &Labels::new()).is_empty());
+    /// let bar = snap.authz_for_workload("bar", &Labels::new());
+    /// assert!(bar.is_empty());
+    /// assert!(bar.evaluate(&AuthzRequest::tcp(8080)).allowed);
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.policies().next().is_none()
     }
@@ -1408,6 +1514,29 @@ pub struct AuthzPolicies {
 
 impl AuthzPolicies {
     /// Compiles every AuthorizationPolicy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::{AuthzPolicies, AuthzRequest};
+    /// use mesh_core::model::Labels;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-all, namespace: mesh-root}
+    /// spec: {action: DENY, rules: [{}]}
+    /// ", "ap.yaml");
+    /// // a policy in the configured root namespace applies to every workload
+    /// let opts = MeshOptions { root_namespace: "mesh-root".into(), ..MeshOptions::default() };
+    /// let policies = AuthzPolicies::build(&loaded.objects, &opts);
+    /// let authz = policies.for_workload("bookinfo", &Labels::new());
+    /// assert!(!authz.evaluate(&AuthzRequest::tcp(9080)).allowed);
+    /// // with the default root namespace (istio-system) it applies to its own namespace only
+    /// let policies = AuthzPolicies::build(&loaded.objects, &MeshOptions::default());
+    /// assert!(policies.for_workload("bookinfo", &Labels::new()).is_empty());
+    /// ```
     pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> AuthzPolicies {
         let mut by_ns: HashMap<Box<str>, Vec<Arc<CompiledPolicy>>> = HashMap::new();
         for o in objects {
@@ -1434,6 +1563,28 @@ impl AuthzPolicies {
     }
 
     /// Every policy that failed to compile: (`ns/name`, error).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::AuthzPolicies;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let loaded = mesh_core::load::load_str(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: ok, namespace: foo}
+    /// spec: {rules: [{to: [{operation: {paths: ["/api/*"]}}]}]}
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: bad-path, namespace: foo}
+    /// spec: {rules: [{to: [{operation: {paths: ["/{**}/admin"]}}]}]}
+    /// "#, "ap.yaml");
+    /// let policies = AuthzPolicies::build(&loaded.objects, &MeshOptions::default());
+    /// let names: Vec<&str> = policies.errors().map(|(name, _)| name).collect();
+    /// assert_eq!(names, ["foo/bad-path"]);
+    /// ```
     pub fn errors(&self) -> impl Iterator<Item = (&str, &str)> {
         self.by_ns
             .values()
@@ -1442,6 +1593,36 @@ impl AuthzPolicies {
     }
 
     /// The policies applying to a workload (root namespace first, then its own).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::AuthzPolicies;
+    /// use mesh_core::model::Labels;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: ratings-viewer, namespace: bookinfo}
+    /// spec:
+    ///   selector: {matchLabels: {app: ratings}}
+    ///   rules: [{from: [{source: {principals: [cluster.local/ns/bookinfo/sa/bookinfo-reviews]}}]}]
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: audit-all, namespace: istio-system}
+    /// spec: {action: AUDIT, rules: [{}]}
+    /// ", "ap.yaml");
+    /// let policies = AuthzPolicies::build(&loaded.objects, &MeshOptions::default());
+    /// let ratings: Labels = [("app".to_string(), "ratings".to_string())].into();
+    /// let names = |ns: &str, labels: &Labels| -> Vec<String> {
+    ///     policies.for_workload(ns, labels).policies().map(str::to_owned).collect()
+    /// };
+    /// assert_eq!(names("bookinfo", &ratings), ["bookinfo/ratings-viewer", "istio-system/audit-all"]);
+    /// assert_eq!(names("bookinfo", &Labels::new()), ["istio-system/audit-all"]); // selector does not match
+    /// assert_eq!(names("other", &ratings), ["istio-system/audit-all"]); // other namespace
+    /// ```
     pub fn for_workload(&self, namespace: &str, labels: &Labels) -> WorkloadAuthz {
         let mut w = WorkloadAuthz::default();
         let root = self.by_ns.get(&*self.root).into_iter().flatten();

@@ -12,6 +12,38 @@
 //! (no inheritance from the top level); a subset's policy (or its port-level entry) then
 //! replaces whole blocks (`loadBalancer`, `connectionPool`, `outlierDetection`, `tls`), a
 //! subset port-level entry replacing them even by nothing.
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::model::SimpleLb;
+//! use mesh_core::names::MeshOptions;
+//! use mesh_core::policy::DestinationRules;
+//!
+//! let loaded = mesh_core::load::load_str("
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec:
+//!   host: reviews
+//!   trafficPolicy:
+//!     loadBalancer: {simple: RANDOM}
+//!     connectionPool: {tcp: {maxConnections: 100}}
+//!     portLevelSettings:
+//!     - port: {number: 9443}
+//!       loadBalancer: {simple: ROUND_ROBIN}
+//!   subsets: [{name: v1, labels: {version: v1}}]
+//! ", "dr.yaml");
+//! let drs = DestinationRules::build(&loaded.objects, &MeshOptions::default());
+//! let host = "reviews.default.svc.cluster.local";
+//! let p = drs.effective(host, Some("v1"), 9080, "default", None, Some("default"));
+//! assert_eq!(p.simple_lb(), Some(SimpleLb::Random));
+//! assert!(p.connection_pool.is_some());
+//! // the port-level entry replaces the whole top-level policy: no connection pool on 9443
+//! let p = drs.effective(host, Some("v1"), 9443, "default", None, Some("default"));
+//! assert_eq!(p.simple_lb(), Some(SimpleLb::RoundRobin));
+//! assert!(p.connection_pool.is_none());
+//! ```
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -244,6 +276,22 @@ pub struct MergedDestinationRule {
 
 impl MergedDestinationRule {
     /// The subset named `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   host: reviews
+    ///   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+    /// ").unwrap().snapshot();
+    /// let dr = snap.destination_rule("reviews.default.svc.cluster.local", "default").unwrap();
+    /// assert_eq!(dr.subset("v2").unwrap().labels["version"], "v2");
+    /// assert!(dr.subset("v3").is_none());
+    /// ```
     pub fn subset(&self, name: &str) -> Option<&CompiledSubset> {
         self.subsets.iter().find(|s| &*s.name == name)
     }
@@ -305,6 +353,22 @@ pub struct EffectivePolicy<'a> {
 
 impl<'a> EffectivePolicy<'a> {
     /// The subset's endpoint labels.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v2, labels: {version: v2, track: stable}}]}
+    /// ").unwrap().snapshot();
+    /// let host = "reviews.default.svc.cluster.local";
+    /// let p = snap.traffic_policy(host, Some("v2"), 9080, "default");
+    /// assert_eq!(p.subset_labels().map(|l| l.len()), Some(2));
+    /// assert_eq!(p.subset_labels().unwrap()["track"], "stable");
+    /// assert!(snap.traffic_policy(host, None, 9080, "default").subset_labels().is_none());
+    /// ```
     pub fn subset_labels(&self) -> Option<&'a Labels> {
         self.subset.map(|s| &s.labels)
     }
@@ -511,6 +575,30 @@ pub struct DestinationRules {
 
 impl DestinationRules {
     /// Indexes every DestinationRule, merging same-host ones per namespace.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::policy::DestinationRules;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews-subsets, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews-tls, namespace: bookinfo}
+    /// spec: {host: reviews.bookinfo.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+    /// ", "drs.yaml");
+    /// let drs = DestinationRules::build(&loaded.objects, &MeshOptions::default());
+    /// // the short and the full name resolve to the same host: the two rules are merged
+    /// let dr = drs.lookup("reviews.bookinfo.svc.cluster.local", "bookinfo", None, None).unwrap();
+    /// assert_eq!(dr.merged.len(), 2);
+    /// assert!(dr.subset("v1").is_some() && dr.traffic_policy.is_some());
+    /// ```
     pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> DestinationRules {
         let mut by_ns: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>> = HashMap::new();
         for o in objects {
@@ -578,6 +666,37 @@ impl DestinationRules {
     /// The DestinationRule for `host` as seen by a client in `client_ns` (with `labels`, for
     /// DestinationRules with a workload selector); `service_ns` is the namespace of the
     /// service (from the registry).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::policy::DestinationRules;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ratings, namespace: bookinfo}
+    /// spec: {host: ratings}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ratings-from-canary, namespace: bookinfo}
+    /// spec:
+    ///   host: ratings
+    ///   workloadSelector: {matchLabels: {track: canary}}
+    /// ", "drs.yaml");
+    /// let drs = DestinationRules::build(&loaded.objects, &MeshOptions::default());
+    /// let host = "ratings.bookinfo.svc.cluster.local";
+    /// let name = |labels: Option<&Labels>| drs.lookup(host, "bookinfo", labels, None).map(|d| d.name.to_string());
+    /// let canary: Labels = [("track".to_string(), "canary".to_string())].into();
+    /// assert_eq!(name(Some(&canary)).as_deref(), Some("bookinfo/ratings-from-canary"));
+    /// assert_eq!(name(None).as_deref(), Some("bookinfo/ratings"));
+    /// // a client in another namespace needs the service's namespace to find it
+    /// assert!(drs.lookup(host, "default", None, None).is_none());
+    /// assert!(drs.lookup(host, "default", None, Some("bookinfo")).is_some());
+    /// ```
     pub fn lookup(
         &self,
         host: &str,
@@ -618,6 +737,33 @@ impl DestinationRules {
     }
 
     /// The effective policy for (host, subset, port).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::policy::DestinationRules;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   host: reviews
+    ///   trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+    ///   subsets:
+    ///   - name: v2
+    ///     labels: {version: v2}
+    ///     trafficPolicy: {tls: {mode: DISABLE}}
+    /// ", "dr.yaml");
+    /// let drs = DestinationRules::build(&loaded.objects, &MeshOptions::default());
+    /// let host = "reviews.default.svc.cluster.local";
+    /// let tls = |subset| drs.effective(host, subset, 9080, "default", None, None).tls.map(|t| t.mode);
+    /// assert_eq!(tls(None), Some(mesh_core::model::ClientTlsMode::IstioMutual));
+    /// assert_eq!(tls(Some("v2")), Some(mesh_core::model::ClientTlsMode::Disable)); // the subset's block
+    /// let missing = drs.effective(host, Some("v9"), 9080, "default", None, None);
+    /// assert!(!missing.subset_found); // Envoy would answer 503
+    /// ```
     pub fn effective<'a>(
         &'a self,
         host: &str,
