@@ -16,8 +16,10 @@ pub(crate) enum Direction {
 ///
 /// # Examples
 ///
-/// On a server, the caller's B3 headers become the parent of this hop's span, and a
-/// missing `x-request-id` is added:
+/// On a server, this hop shares the caller's span (Zipkin's `shared_span_context`, as in
+/// Istio): the caller's B3 headers reach the application as they came, the formats it did
+/// not send (here W3C `traceparent`) are added for the same span, and so is a missing
+/// `x-request-id`:
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -41,10 +43,13 @@ pub(crate) enum Direction {
 ///
 /// let ctx = seen.extensions().get::<TraceContext>().unwrap();
 /// assert_eq!(ctx.trace_id_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
-/// assert_eq!(ctx.parent_span_id, Some(0xe457b5a2e4d86bd1));
+/// assert_eq!(ctx.span_id, 0xe457b5a2e4d86bd1);
 /// // the application sees this hop's span in both formats
-/// assert_eq!(seen.headers()["x-b3-parentspanid"], "e457b5a2e4d86bd1");
-/// assert_eq!(seen.headers()["traceparent"], ctx.traceparent());
+/// assert_eq!(seen.headers()["x-b3-spanid"], "e457b5a2e4d86bd1");
+/// assert_eq!(
+///     seen.headers()["traceparent"],
+///     "00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-01"
+/// );
 /// assert_eq!(seen.headers()["x-request-id"].len(), 36);
 /// # Ok(()) }
 /// ```
@@ -55,8 +60,9 @@ pub struct PropagateTraceLayer {
 }
 
 impl PropagateTraceLayer {
-    /// For a server: the caller's headers are the parent; the context becomes the task's
-    /// current context while the request is handled.
+    /// For a server: the caller's span is shared (or, with
+    /// [`TraceConfig::shared_span_context`] off, is the parent of a server span); the
+    /// context becomes the task's current context while the request is handled.
     pub fn inbound(config: TraceConfig) -> Self {
         PropagateTraceLayer {
             direction: Direction::Inbound,

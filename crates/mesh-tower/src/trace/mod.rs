@@ -2,10 +2,15 @@
 //! (multi-header `x-b3-*` and single `b3`), and `x-request-id`.
 //!
 //! [`PropagateTraceLayer::inbound`] reads the caller's context (W3C first, then `b3`, then
-//! `x-b3-*`), opens this hop's span (a new span id whose parent is the caller's), writes the
-//! updated headers into the request so the application sees them, adds an `x-request-id`
-//! if there is none, and exposes the [`TraceContext`] in the request extensions and as the
-//! task's [`current`] context while the request is handled.
+//! `x-b3-*`) and, by default, shares the caller's span as Envoy's Zipkin tracer does in
+//! Istio (`shared_span_context`, on unless configured off): the application sees the
+//! caller's trace headers as they came, plus any configured format the caller did not send.
+//! With [`TraceConfig::shared_span_context`] off it opens a server span instead (a new span
+//! id whose parent is the caller's, as Envoy's OpenTelemetry tracer does) and rewrites the
+//! headers to carry it. Either way it adds an `x-request-id` if there is none, and exposes
+//! the [`TraceContext`] in the request extensions and as the task's [`current`] context
+//! while the request is handled. A request without a usable context starts a new trace,
+//! written in every configured format.
 //!
 //! [`PropagateTraceLayer::outbound`] does the same for a client request: its parent is the
 //! trace headers the application already set, else a [`TraceContext`] in the request
@@ -123,6 +128,45 @@ pub struct TraceConfig {
     pub formats: Formats,
     /// Percentage of new traces sampled (Istio's default: 1.0).
     pub sampling_percent: f64,
+    /// Whether a server shares its caller's span, as Envoy's Zipkin tracer does by default
+    /// (its `shared_span_context`, which Istio leaves on): the application then sees the
+    /// caller's span in the trace headers as they came, and its [`TraceContext`] has the
+    /// caller's span id. Off, a server opens its own span (a new span id whose parent is
+    /// the caller's), as Envoy's OpenTelemetry tracer does, and rewrites the headers to
+    /// carry it. Default: on. Clients always open a new span.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig, TraceContext};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Infallible> {
+    /// let hop = |config: TraceConfig| {
+    ///     PropagateTraceLayer::inbound(config).layer(service_fn(|req: http::Request<()>| async move {
+    ///         Ok::<_, Infallible>(req.extensions().get::<TraceContext>().cloned().unwrap())
+    ///     }))
+    /// };
+    /// let caller = || {
+    ///     http::Request::builder()
+    ///         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///         .body(())
+    ///         .unwrap()
+    /// };
+    ///
+    /// assert!(TraceConfig::default().shared_span_context);
+    /// let shared = hop(TraceConfig::default()).oneshot(caller()).await?;
+    /// assert_eq!(shared.span_id, 0x00f0_67aa_0ba9_02b7); // the caller's span
+    ///
+    /// let own = TraceConfig { shared_span_context: false, ..TraceConfig::default() };
+    /// let own = hop(own).oneshot(caller()).await?;
+    /// assert_ne!(own.span_id, 0x00f0_67aa_0ba9_02b7); // a server span of its own
+    /// assert_eq!(own.parent_span_id, Some(0x00f0_67aa_0ba9_02b7));
+    /// # Ok(()) }
+    /// ```
+    pub shared_span_context: bool,
 }
 
 impl Default for TraceConfig {
@@ -130,6 +174,7 @@ impl Default for TraceConfig {
         TraceConfig {
             formats: Formats::default(),
             sampling_percent: 1.0,
+            shared_span_context: true,
         }
     }
 }
@@ -205,9 +250,10 @@ pub struct TraceContext {
     pub trace_id: u128,
     /// True when the trace id is 64-bit (B3) and must be written back as 16 hex digits.
     pub short_trace_id: bool,
-    /// This hop's span id.
+    /// This hop's span id (on a server sharing its caller's span, the caller's).
     pub span_id: u64,
-    /// The caller's span id.
+    /// The parent of this hop's span, when known (on a server sharing its caller's span,
+    /// the caller's parent as its B3 headers name it).
     pub parent_span_id: Option<u64>,
     /// Sampling decision.
     pub sampled: bool,
@@ -227,6 +273,8 @@ pub(crate) struct Parent {
     trace_id: u128,
     short: bool,
     span_id: u64,
+    /// The caller's parent span, as B3 carries it (W3C does not).
+    parent_span_id: Option<u64>,
     sampled: Option<bool>,
     debug: bool,
     tracestate: Option<HeaderValue>,
@@ -293,12 +341,6 @@ fn hex_trace_id(s: &[u8]) -> Option<(u128, bool)> {
     (v != 0).then_some((v, short))
 }
 
-/// A header's value with surrounding whitespace trimmed (the parsers below accept only
-/// ASCII, so there is no need to check for text first).
-fn header_bytes<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a [u8]> {
-    headers.get(name).map(|v| v.as_bytes().trim_ascii())
-}
-
 /// Parses `traceparent` (W3C Trace Context level 1: `{version}-{trace-id}-{parent-id}-{flags}`
 /// in lower-case hex; later versions are read by their first four fields). Invalid values
 /// are ignored, as the spec requires.
@@ -327,6 +369,7 @@ pub(crate) fn parse_traceparent(s: &[u8]) -> Option<Parent> {
         trace_id,
         short: false,
         span_id,
+        parent_span_id: None,
         sampled: Some(flags & 1 == 1),
         debug: false,
         tracestate: None,
@@ -355,9 +398,10 @@ pub(crate) fn parse_b3_single(s: &[u8]) -> Option<Parent> {
         Some(x) => parse_b3_sampled(x)?,
         None => (None, false),
     };
-    if let Some(parent) = parts.next() {
-        hex_u64(parent)?;
-    }
+    let parent_span_id = match parts.next() {
+        Some(parent) => Some(hex_u64(parent)?),
+        None => None,
+    };
     if parts.next().is_some() {
         return None;
     }
@@ -365,6 +409,7 @@ pub(crate) fn parse_b3_single(s: &[u8]) -> Option<Parent> {
         trace_id,
         short,
         span_id,
+        parent_span_id,
         sampled,
         debug,
         tracestate: None,
@@ -389,29 +434,132 @@ fn tracestate_of(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Extracts the caller's context: W3C, then `b3`, then `x-b3-*`.
+#[cfg(test)]
 pub(crate) fn extract(headers: &HeaderMap) -> Option<Parent> {
-    if let Some(mut p) = header_bytes(headers, &TRACEPARENT).and_then(parse_traceparent) {
-        p.tracestate = tracestate_of(headers);
-        return Some(p);
+    Found::scan(headers).parent(headers)
+}
+
+/// A header's value with surrounding whitespace trimmed (the parsers accept only ASCII, so
+/// there is no need to check for text first).
+fn trimmed(v: Option<&HeaderValue>) -> Option<&[u8]> {
+    v.map(|v| v.as_bytes().trim_ascii())
+}
+
+/// The trace headers of a request (the first value of each), found in one pass over its
+/// entries: cheaper than a lookup per header, which hashes the name and probes the map.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Found<'a> {
+    traceparent: Option<&'a HeaderValue>,
+    tracestate: Option<&'a HeaderValue>,
+    /// More than one `tracestate` field (they are combined).
+    tracestates: bool,
+    b3: Option<&'a HeaderValue>,
+    trace_id: Option<&'a HeaderValue>,
+    span_id: Option<&'a HeaderValue>,
+    parent_span_id: Option<&'a HeaderValue>,
+    sampled: Option<&'a HeaderValue>,
+    flags: Option<&'a HeaderValue>,
+    pub(crate) request_id: Option<&'a HeaderValue>,
+    /// Which of them are there.
+    pub(crate) seen: Seen,
+}
+
+impl<'a> Found<'a> {
+    /// Finds the trace headers of `headers`: one pass over a map of the usual size, a
+    /// lookup per trace header in a large one.
+    pub(crate) fn scan(headers: &'a HeaderMap) -> Found<'a> {
+        let mut f = Found::default();
+        if headers.len() > 32 {
+            for (name, slot, bit) in [
+                (&TRACEPARENT, &mut f.traceparent, Seen::TRACEPARENT),
+                (&B3, &mut f.b3, Seen::B3),
+                (&X_B3_TRACEID, &mut f.trace_id, Seen::TRACE_ID),
+                (&X_B3_SPANID, &mut f.span_id, Seen::SPAN_ID),
+                (
+                    &X_B3_PARENTSPANID,
+                    &mut f.parent_span_id,
+                    Seen::PARENT_SPAN_ID,
+                ),
+                (&X_B3_SAMPLED, &mut f.sampled, Seen::SAMPLED),
+                (&X_REQUEST_ID, &mut f.request_id, Seen::REQUEST_ID),
+            ] {
+                *slot = headers.get(name);
+                if slot.is_some() {
+                    f.seen.0 |= bit;
+                }
+            }
+            f.flags = headers.get(X_B3_FLAGS);
+            let mut states = headers.get_all(TRACESTATE).iter();
+            f.tracestate = states.next();
+            f.tracestates = states.next().is_some();
+            if f.tracestate.is_some() {
+                f.seen.0 |= Seen::TRACESTATE;
+            }
+            return f;
+        }
+        for (name, value) in headers {
+            let (slot, bit) = match name.as_str() {
+                "traceparent" => (&mut f.traceparent, Seen::TRACEPARENT),
+                "tracestate" => {
+                    f.tracestates = f.tracestate.is_some();
+                    (&mut f.tracestate, Seen::TRACESTATE)
+                }
+                "b3" => (&mut f.b3, Seen::B3),
+                "x-b3-traceid" => (&mut f.trace_id, Seen::TRACE_ID),
+                "x-b3-spanid" => (&mut f.span_id, Seen::SPAN_ID),
+                "x-b3-parentspanid" => (&mut f.parent_span_id, Seen::PARENT_SPAN_ID),
+                "x-b3-sampled" => (&mut f.sampled, Seen::SAMPLED),
+                "x-b3-flags" => (&mut f.flags, 0),
+                "x-request-id" => (&mut f.request_id, Seen::REQUEST_ID),
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(value);
+            }
+            f.seen.0 |= bit;
+        }
+        f
     }
-    if let Some(p) = header_bytes(headers, &B3).and_then(parse_b3_single) {
-        return Some(p);
+
+    /// The caller's context (W3C, then `b3`, then `x-b3-*`); `headers` are the ones
+    /// scanned, read again only for repeated `tracestate` fields.
+    pub(crate) fn parent(&self, headers: &HeaderMap) -> Option<Parent> {
+        if let Some(mut p) = trimmed(self.traceparent).and_then(parse_traceparent) {
+            p.tracestate = if self.tracestates {
+                tracestate_of(headers)
+            } else {
+                self.tracestate.cloned()
+            };
+            return Some(p);
+        }
+        if let Some(p) = trimmed(self.b3).and_then(parse_b3_single) {
+            return Some(p);
+        }
+        let (trace_id, short) = trimmed(self.trace_id).and_then(hex_trace_id)?;
+        let span_id = trimmed(self.span_id).and_then(hex_u64)?;
+        let debug = trimmed(self.flags) == Some(b"1");
+        let sampled = trimmed(self.sampled)
+            .and_then(parse_b3_sampled)
+            .and_then(|(s, _)| s);
+        Some(Parent {
+            trace_id,
+            short,
+            span_id,
+            parent_span_id: trimmed(self.parent_span_id).and_then(hex_u64),
+            sampled: if debug { Some(true) } else { sampled },
+            debug,
+            tracestate: None,
+            origin: Origin::B3Multi,
+        })
     }
-    let (trace_id, short) = header_bytes(headers, &X_B3_TRACEID).and_then(hex_trace_id)?;
-    let span_id = header_bytes(headers, &X_B3_SPANID).and_then(hex_u64)?;
-    let debug = header_bytes(headers, &X_B3_FLAGS) == Some(b"1");
-    let sampled = header_bytes(headers, &X_B3_SAMPLED)
-        .and_then(parse_b3_sampled)
-        .and_then(|(s, _)| s);
-    Some(Parent {
-        trace_id,
-        short,
-        span_id,
-        sampled: if debug { Some(true) } else { sampled },
-        debug,
-        tracestate: None,
-        origin: Origin::B3Multi,
-    })
+
+    /// True when the B3 multi-header fields carry `ctx`'s span: an `x-b3-traceid` and an
+    /// `x-b3-spanid` naming its ids (as numbers: the case of their hex digits does not
+    /// matter).
+    pub(crate) fn b3_multi_carries(&self, ctx: &TraceContext) -> bool {
+        trimmed(self.trace_id).and_then(hex_trace_id) == Some((ctx.trace_id, ctx.short_trace_id))
+            && trimmed(self.span_id).and_then(hex_u64) == Some(ctx.span_id)
+    }
 }
 
 fn nonzero_u64<R: RngCore + ?Sized>(rng: &mut R) -> u64 {
@@ -423,13 +571,18 @@ fn nonzero_u64<R: RngCore + ?Sized>(rng: &mut R) -> u64 {
     }
 }
 
+/// A sampling decision for a trace that has none: true for `sampling_percent` % of calls.
+fn decide<R: RngCore + ?Sized>(sampling_percent: f64, rng: &mut R) -> bool {
+    sampling_percent >= 100.0
+        || (sampling_percent > 0.0 && rng.random::<f64>() * 100.0 < sampling_percent)
+}
+
 impl TraceContext {
     /// A new trace (new trace and span ids), sampled at `sampling_percent`.
     pub fn new_root<R: RngCore + ?Sized>(sampling_percent: f64, rng: &mut R) -> Self {
         let hi = u128::from(rng.next_u64());
         let lo = u128::from(nonzero_u64(rng));
-        let sampled = sampling_percent >= 100.0
-            || (sampling_percent > 0.0 && rng.random::<f64>() * 100.0 < sampling_percent);
+        let sampled = decide(sampling_percent, rng);
         TraceContext {
             trace_id: (hi << 64) | lo,
             short_trace_id: false,
@@ -448,15 +601,37 @@ impl TraceContext {
         sampling_percent: f64,
         rng: &mut R,
     ) -> Self {
-        let sampled = parent.sampled.unwrap_or_else(|| {
-            sampling_percent >= 100.0
-                || (sampling_percent > 0.0 && rng.random::<f64>() * 100.0 < sampling_percent)
-        });
+        let sampled = parent
+            .sampled
+            .unwrap_or_else(|| decide(sampling_percent, rng));
         TraceContext {
             trace_id: parent.trace_id,
             short_trace_id: parent.short,
             span_id: nonzero_u64(rng),
             parent_span_id: Some(parent.span_id),
+            sampled,
+            debug: parent.debug,
+            tracestate: parent.tracestate,
+            request_id: None,
+            origin: parent.origin,
+        }
+    }
+
+    /// A server's context that shares the caller's span (Zipkin's `shared_span_context`):
+    /// the caller's ids, its sampling decision (or one made now, when it deferred it).
+    pub(crate) fn shared<R: RngCore + ?Sized>(
+        parent: Parent,
+        sampling_percent: f64,
+        rng: &mut R,
+    ) -> Self {
+        let sampled = parent
+            .sampled
+            .unwrap_or_else(|| decide(sampling_percent, rng));
+        TraceContext {
+            trace_id: parent.trace_id,
+            short_trace_id: parent.short,
+            span_id: parent.span_id,
+            parent_span_id: parent.parent_span_id,
             sampled,
             debug: parent.debug,
             tracestate: parent.tracestate,
@@ -652,10 +827,9 @@ impl TraceContext {
     }
 }
 
-/// Which trace headers a map may hold. A request without a usable trace context mostly
-/// has none of them, and one pass over its header names (a length and a comparison each)
-/// is cheaper than hashing a lookup or a removal per trace header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Which trace headers a map may hold ([`Found::seen`]). A request without a usable trace
+/// context mostly has none of them, and then needs no lookup or removal per trace header.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Seen(u8);
 
 impl Seen {
@@ -665,29 +839,11 @@ impl Seen {
     pub(crate) const SAMPLED: u8 = 1 << 3;
     pub(crate) const REQUEST_ID: u8 = 1 << 4;
     pub(crate) const B3: u8 = 1 << 5;
+    pub(crate) const SPAN_ID: u8 = 1 << 6;
+    pub(crate) const TRACEPARENT: u8 = 1 << 7;
 
     /// Nothing known: every header may be there.
     pub(crate) const ALL: Seen = Seen(u8::MAX);
-
-    /// The trace headers `headers` hold (for a large map, [`Seen::ALL`]: the lookups win).
-    pub(crate) fn scan(headers: &HeaderMap) -> Seen {
-        if headers.keys_len() > 24 {
-            return Seen::ALL;
-        }
-        let mut bits = 0;
-        for name in headers.keys() {
-            bits |= match name.as_str() {
-                "tracestate" => Seen::TRACESTATE,
-                "x-b3-parentspanid" => Seen::PARENT_SPAN_ID,
-                "x-b3-traceid" => Seen::TRACE_ID,
-                "x-b3-sampled" => Seen::SAMPLED,
-                "x-request-id" => Seen::REQUEST_ID,
-                "b3" => Seen::B3,
-                _ => 0,
-            };
-        }
-        Seen(bits)
-    }
 
     /// False when `header` (one of the constants) is surely absent.
     pub(crate) fn may_hold(self, header: u8) -> bool {
@@ -977,7 +1133,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.insert(
+            h.append(
                 HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 v.parse().unwrap(),
             );
@@ -1164,10 +1320,24 @@ mod tests {
         }
     }
 
-    /// The headers an inbound layer hands the application for a request carrying `pairs`.
+    /// The headers an inbound layer that opens its own server span hands the application
+    /// for a request carrying `pairs`.
     async fn inbound_sees(pairs: &[(&str, &str)]) -> (HeaderMap, TraceContext) {
+        let own_span = TraceConfig {
+            shared_span_context: false,
+            ..TraceConfig::default()
+        };
+        inbound_with(own_span, pairs).await
+    }
+
+    /// The headers an inbound layer with `config` hands the application for a request
+    /// carrying `pairs`.
+    async fn inbound_with(
+        config: TraceConfig,
+        pairs: &[(&str, &str)],
+    ) -> (HeaderMap, TraceContext) {
         use tower::{service_fn, Layer, ServiceExt};
-        let app = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+        let app = PropagateTraceLayer::inbound(config).layer(service_fn(
             |req: http::Request<()>| async move {
                 let ctx = req.extensions().get::<TraceContext>().cloned().unwrap();
                 Ok::<_, std::convert::Infallible>((req.headers().clone(), ctx))
@@ -1259,6 +1429,107 @@ mod tests {
         assert_eq!(h["x-b3-spanid"], format!("{:016x}", ctx.span_id).as_str());
     }
 
+    #[tokio::test]
+    async fn a_shared_span_leaves_the_callers_headers_as_they_came() {
+        let shared = TraceConfig::default();
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let sent = [
+            ("traceparent", TP),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+            ("x-b3-traceid", trace),
+            ("x-b3-spanid", "00f067aa0ba902b7"),
+            ("x-b3-parentspanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "1"),
+            ("x-request-id", "r-1"),
+        ];
+        let (h, ctx) = inbound_with(shared, &sent).await;
+        assert_eq!(ctx.trace_id_hex(), trace);
+        assert_eq!(ctx.span_id, 0x00f0_67aa_0ba9_02b7, "the caller's span");
+        assert_eq!(ctx.parent_span_id, None, "W3C names no parent");
+        assert_eq!(ctx.origin, Origin::W3c);
+        assert!(ctx.sampled);
+        assert_eq!(ctx.tracestate.as_ref().unwrap(), "a=1,b=2");
+        let mut got: Vec<(String, String)> = h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        got.sort();
+        let mut want: Vec<(String, String)> = sent
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "every header as it came");
+
+        // B3 only: the caller's ids (and its parent) are the context's, traceparent is added
+        let (h, ctx) = inbound_with(
+            shared,
+            &[
+                ("x-b3-traceid", "64fe8b2a57d3eff7"),
+                ("x-b3-spanid", "E457B5A2E4D86BD1"),
+                ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+                ("x-b3-sampled", "0"),
+                ("tracestate", "stale=1"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            (ctx.span_id, ctx.parent_span_id),
+            (0xe457_b5a2_e4d8_6bd1, Some(0x05e3_ac9a_4f6e_3b90))
+        );
+        assert!(ctx.short_trace_id && !ctx.sampled);
+        assert_eq!(h["x-b3-spanid"], "E457B5A2E4D86BD1", "left as it came");
+        assert_eq!(h["x-b3-parentspanid"], "05e3ac9a4f6e3b90");
+        assert_eq!(h["traceparent"], ctx.traceparent());
+        assert!(h["traceparent"]
+            .to_str()
+            .unwrap()
+            .ends_with("-e457b5a2e4d86bd1-00"));
+        assert!(
+            !h.contains_key("tracestate"),
+            "no traceparent came, so no tracestate"
+        );
+        assert_eq!(h["x-request-id"].len(), 36, "added");
+
+        // B3 headers that disagree with the traceparent that won are rewritten to it
+        let (h, ctx) = inbound_with(
+            shared,
+            &[
+                ("traceparent", TP),
+                ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+                ("x-b3-spanid", "e457b5a2e4d86bd1"),
+                ("x-b3-parentspanid", "05e3ac9a4f6e3b90"),
+            ],
+        )
+        .await;
+        assert_eq!(ctx.span_id, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(h["x-b3-traceid"], trace);
+        assert_eq!(h["x-b3-spanid"], "00f067aa0ba902b7");
+        assert!(!h.contains_key("x-b3-parentspanid"));
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert_eq!(h["traceparent"], TP);
+
+        // a deferred sampling decision is made here and written down
+        let sampled_all = TraceConfig {
+            sampling_percent: 100.0,
+            ..shared
+        };
+        let (h, ctx) =
+            inbound_with(sampled_all, &[("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1")]).await;
+        assert_eq!(ctx.span_id, 0xe457_b5a2_e4d8_6bd1);
+        assert!(ctx.sampled);
+        assert_eq!(h["b3"], "64fe8b2a57d3eff7-e457b5a2e4d86bd1-1");
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert_eq!(h["x-b3-spanid"], "e457b5a2e4d86bd1");
+
+        // no usable context: a new trace, as without sharing
+        let (h, ctx) = inbound_with(shared, &[("traceparent", "garbage")]).await;
+        assert_eq!(ctx.origin, Origin::New);
+        assert_eq!(h["traceparent"], ctx.traceparent());
+        assert_eq!(h["x-b3-spanid"], format!("{:016x}", ctx.span_id).as_str());
+    }
+
     #[test]
     fn seen_finds_the_trace_headers_a_map_holds() {
         let h = headers(&[
@@ -1266,7 +1537,7 @@ mod tests {
             ("x-request-id", "r"),
             ("accept", "*/*"),
         ]);
-        let seen = Seen::scan(&h);
+        let seen = Found::scan(&h).seen;
         assert!(seen.may_hold(Seen::TRACESTATE) && seen.may_hold(Seen::REQUEST_ID));
         for absent in [
             Seen::PARENT_SPAN_ID,
@@ -1276,18 +1547,31 @@ mod tests {
         ] {
             assert!(!seen.may_hold(absent), "{absent}");
         }
-        let pairs: Vec<(String, String)> = (0..30)
+        // a large map is read by lookups, with the same result
+        let trace = [
+            ("traceparent", TP),
+            ("tracestate", "a=1"),
+            ("tracestate", "b=2"),
+            ("x-b3-sampled", "1"),
+            ("x-request-id", "r"),
+        ];
+        let filler: Vec<(String, String)> = (0..40)
             .map(|i| (format!("x-h{i}"), "v".to_string()))
             .collect();
-        let pairs: Vec<(&str, &str)> = pairs
+        let mut pairs: Vec<(&str, &str)> = filler
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        assert_eq!(
-            Seen::scan(&headers(&pairs)),
-            Seen::ALL,
-            "a large map is not scanned"
-        );
+        pairs.extend(trace);
+        let (large, small) = (headers(&pairs), headers(&trace));
+        let (by_lookup, by_pass) = (Found::scan(&large), Found::scan(&small));
+        assert_eq!(by_lookup.seen, by_pass.seen);
+        let want = Seen::TRACEPARENT | Seen::TRACESTATE | Seen::SAMPLED | Seen::REQUEST_ID;
+        assert_eq!(by_pass.seen, Seen(want));
+        let parent = by_pass.parent(&small).unwrap();
+        assert_eq!(parent.tracestate.as_ref().unwrap(), "a=1,b=2");
+        assert_eq!(by_lookup.parent(&large), Some(parent));
+        assert_eq!(by_lookup.request_id.unwrap(), "r");
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use tower::Service;
 use super::layer::{Direction, PropagateTraceLayer};
 use bytes::BytesMut;
 
-use super::{current, extract, scope, take_request_id, Seen, TraceContext, X_REQUEST_ID};
+use super::{current, scope, take_request_id, Found, Origin, Seen, TraceContext, X_REQUEST_ID};
 
 /// The response future of [`PropagateTrace`]: the inner future run with the hop's context
 /// as the task's [`current`](super::current) context.
@@ -105,28 +105,33 @@ where
     }
 }
 
-/// Opens this hop's span for `req` and writes its headers (what [`PropagateTrace`] does
-/// before calling the inner service); the caller runs the request under
-/// [`scope`](super::scope) with the returned context.
+/// Opens this hop's span for `req` (or, on a server sharing its caller's span, takes the
+/// caller's) and writes its headers (what [`PropagateTrace`] does before calling the inner
+/// service); the caller runs the request under [`scope`](super::scope) with the returned
+/// context.
 pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> TraceContext {
     let config = layer.config;
     let mut rng = rand::rng();
-    let headers = req.headers();
-    let from_headers = extract(headers);
-    // a caller's headers are mostly rewritten in place; a new trace adds them all
+    // one pass over the request's headers finds the trace headers it has
+    let found = Found::scan(req.headers());
+    let seen = found.seen;
+    let from_headers = found.parent(req.headers());
+    // a caller's headers are mostly rewritten in place (or, shared, left alone); a new
+    // trace adds them all
     let adds_headers = from_headers.is_none();
+    let origin = from_headers.as_ref().map_or(Origin::New, |p| p.origin);
+    let share = layer.direction == Direction::Inbound
+        && config.shared_span_context
+        && from_headers.is_some();
+    // a B3 caller may defer the sampling decision; the one made here is written down
+    let deferred = from_headers.as_ref().is_some_and(|p| p.sampled.is_none());
     // extract read the map's tracestate along with its traceparent
-    let tracestate_read = from_headers
-        .as_ref()
-        .is_some_and(|p| p.origin == super::Origin::W3c);
-    // without a usable context the trace headers are mostly absent: one pass finds which
-    let seen = if adds_headers {
-        Seen::scan(headers)
-    } else {
-        Seen::ALL
-    };
-    let came_as_b3_single = seen.may_hold(Seen::B3) && headers.contains_key(super::B3);
+    let tracestate_read = origin == Origin::W3c;
+    let came_as_b3_single = seen.may_hold(Seen::B3);
     let mut ctx = match (from_headers, layer.direction) {
+        (Some(parent), _) if share => {
+            TraceContext::shared(parent, config.sampling_percent, &mut rng)
+        }
         (Some(parent), _) => TraceContext::from_parent(parent, config.sampling_percent, &mut rng),
         (None, Direction::Inbound) => TraceContext::new_root(config.sampling_percent, &mut rng),
         (None, Direction::Outbound) => {
@@ -145,20 +150,27 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
             }
         }
     };
+    let mut formats = config.formats;
+    formats.b3_single |= came_as_b3_single;
+    if share {
+        // The caller's span is this hop's: only the formats it did not send (or that
+        // disagree with the context that won, or lack the sampling decision made here)
+        // are written.
+        formats.w3c &= origin != Origin::W3c;
+        formats.b3_multi &=
+            deferred || !(origin == Origin::B3Multi || found.b3_multi_carries(&ctx));
+        formats.b3_single &= deferred || !came_as_b3_single;
+    }
+    // x-request-id: keep the request's, else carry the parent's on, else a new one.
+    let existing = found.request_id.filter(|v| !v.is_empty()).cloned();
     // One allocation holds every value written below; room in the map for them too.
     let mut buf = BytesMut::new();
     if adds_headers {
         req.headers_mut().reserve(8);
     }
-    // x-request-id: keep the request's, else carry the parent's on, else a new one.
-    let existing = if seen.may_hold(Seen::REQUEST_ID) {
-        req.headers().get(X_REQUEST_ID)
-    } else {
-        None
-    };
     let request_id = match existing {
-        Some(v) if !v.is_empty() => v.clone(),
-        _ => {
+        Some(v) => v,
+        None => {
             let id = ctx
                 .request_id
                 .take()
@@ -168,9 +180,9 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         }
     };
     ctx.request_id = Some(request_id);
-    let mut formats = config.formats;
-    formats.b3_single |= came_as_b3_single;
-    ctx.inject_into(req.headers_mut(), formats, &mut buf, tracestate_read, seen);
+    if formats.w3c || formats.b3_multi || formats.b3_single {
+        ctx.inject_into(req.headers_mut(), formats, &mut buf, tracestate_read, seen);
+    }
     if layer.direction == Direction::Inbound {
         // the application reads its hop's context from the request
         req.extensions_mut().insert(ctx.clone());
