@@ -148,6 +148,26 @@ pub struct RequestHash {
 impl HashKey {
     /// Hashes a request. Allocation-free except when several header values must be sorted
     /// or a cookie is generated.
+    ///
+    /// # Examples
+    ///
+    /// A cookie value is hashed as Envoy hashes it (xxHash64, seed 0), so the same session picks
+    /// the same endpoint as a sidecar would:
+    ///
+    /// ```
+    /// use http::{HeaderMap, Uri};
+    /// use mesh_tower::lb::{ConnectionAddrs, CookieKey, HashKey};
+    /// use xxhash_rust::xxh64::xxh64;
+    ///
+    /// let key = HashKey::Cookie(CookieKey { name: "session".into(), path: String::new(), ttl: None, attributes: Vec::new() });
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("cookie", "theme=dark; session=abc123".parse().unwrap());
+    /// let h = key.hash(&headers, &Uri::from_static("/"), ConnectionAddrs::default());
+    /// assert_eq!(h.hash, Some(xxh64(b"abc123", 0)));
+    /// // No cookie and no `ttl`: nothing to hash, no cookie generated.
+    /// let none = key.hash(&HeaderMap::new(), &Uri::from_static("/"), ConnectionAddrs::default());
+    /// assert_eq!((none.hash, none.set_cookie), (None, None));
+    /// ```
     pub fn hash(&self, headers: &HeaderMap, uri: &Uri, conn: ConnectionAddrs) -> RequestHash {
         match self {
             HashKey::Header(name) => RequestHash {

@@ -5,6 +5,23 @@
 //! `applyPriorityFailover`, `applyLocalityWeights`) and `util.LbPriority` /
 //! `util.LocalityMatch`: the results are Envoy priorities and locality weights, which
 //! [`LoadBalancer`](super::LoadBalancer) then honours as Envoy does.
+//!
+//! # Examples
+//!
+//! The priority istiod gives an endpoint, from the client's locality and a `failover` rule
+//! (`localityLbSetting: {failover: [{from: us-east, to: eu-west}]}`):
+//!
+//! ```
+//! use mesh_tower::lb::locality::{failover_priority_for, lb_priority};
+//! use mesh_tower::lb::{Failover, Locality};
+//!
+//! let client = Locality::parse("us-east/zone1");
+//! assert_eq!(lb_priority(&client, &Locality::parse("us-east/zone2")), 2); // same region
+//! let failover = [Failover { from: "us-east".into(), to: "eu-west".into() }];
+//! let eu = failover_priority_for(&client, &Locality::parse("eu-west/zone1"), &failover);
+//! let ap = failover_priority_for(&client, &Locality::parse("ap-south/zone1"), &failover);
+//! assert!(eu < ap); // the failover region before any other region
+//! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -33,6 +50,16 @@ pub struct Locality {
 
 impl Locality {
     /// A locality from its parts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::Locality;
+    ///
+    /// let l = Locality::new("us-west1", "us-west1-a", "rack7");
+    /// assert_eq!(l.zone, "us-west1-a");
+    /// assert_eq!(l.to_string(), "us-west1/us-west1-a/rack7");
+    /// ```
     pub fn new(region: &str, zone: &str, subzone: &str) -> Self {
         Locality {
             region: region.to_owned(),
@@ -42,12 +69,32 @@ impl Locality {
     }
 
     /// Parses Istio's `region/zone/subzone` form (missing parts are empty).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::Locality;
+    ///
+    /// assert_eq!(Locality::parse("us-west1"), Locality::new("us-west1", "", ""));
+    /// // The sub-zone keeps anything after the second `/`.
+    /// assert_eq!(Locality::parse("r/z/s/x").subzone, "s/x");
+    /// ```
     pub fn parse(s: &str) -> Self {
         let (region, zone, subzone) = split_locality(s);
         Locality::new(region, zone, subzone)
     }
 
     /// True when every part is empty.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::Locality;
+    ///
+    /// assert!(Locality::default().is_empty());
+    /// assert!(Locality::parse("//").is_empty());
+    /// assert!(!Locality::parse("us-west1").is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.region.is_empty() && self.zone.is_empty() && self.subzone.is_empty()
     }

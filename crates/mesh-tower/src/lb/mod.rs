@@ -122,6 +122,16 @@ impl Default for LbAlgorithm {
 
 impl LbAlgorithm {
     /// True for the consistent-hash algorithms (which use the request hash).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{LbAlgorithm, DEFAULT_MAGLEV_TABLE_SIZE};
+    ///
+    /// assert!(LbAlgorithm::Maglev { table_size: DEFAULT_MAGLEV_TABLE_SIZE }.is_consistent_hash());
+    /// assert!(!LbAlgorithm::LeastRequest.is_consistent_hash());
+    /// assert!(!LbAlgorithm::Random.is_consistent_hash());
+    /// ```
     pub fn is_consistent_hash(&self) -> bool {
         matches!(
             self,
@@ -170,6 +180,17 @@ pub struct LbConfig {
 
 impl LbConfig {
     /// A configuration with `algorithm` and everything else at Istio's defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{LbAlgorithm, LbConfig};
+    ///
+    /// let config = LbConfig::new(LbAlgorithm::Random);
+    /// assert_eq!(config.algorithm, LbAlgorithm::Random);
+    /// assert_eq!(config.panic_threshold_percent, 0); // panic mode off
+    /// assert!(config.locality.setting.is_none());
+    /// ```
     pub fn new(algorithm: LbAlgorithm) -> Self {
         LbConfig {
             algorithm,
@@ -213,6 +234,17 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint of weight 1 with no locality.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::Endpoint;
+    ///
+    /// let ep = Endpoint::new("10.0.0.1:9080".parse().unwrap());
+    /// assert_eq!(ep.weight(), 1);
+    /// assert!(ep.locality().is_empty());
+    /// assert!(ep.is_available());
+    /// ```
     pub fn new(addr: SocketAddr) -> Self {
         Endpoint {
             addr,
@@ -227,49 +259,171 @@ impl Endpoint {
     }
 
     /// Sets the load-balancing weight (0 is taken as 1, as Envoy requires weights >= 1).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
+    ///
+    /// assert_eq!(Endpoint::new("10.0.0.1:80".parse().unwrap()).with_weight(0).weight(), 1);
+    ///
+    /// // Weighted round robin: 3 picks of the first endpoint for 1 of the second.
+    /// let lb = LoadBalancer::new(
+    ///     vec![
+    ///         Endpoint::new("10.0.0.1:80".parse().unwrap()).with_weight(3),
+    ///         Endpoint::new("10.0.0.2:80".parse().unwrap()).with_weight(1),
+    ///     ],
+    ///     LbConfig::new(LbAlgorithm::RoundRobin),
+    /// );
+    /// let firsts = (0..400).filter(|_| lb.pick(None).unwrap().index() == 0).count();
+    /// assert_eq!(firsts, 300);
+    /// ```
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight.max(1);
         self
     }
 
     /// Sets the locality.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, Locality};
+    ///
+    /// let ep = Endpoint::new("10.0.0.1:80".parse().unwrap()).with_locality(Locality::parse("eu-west1/eu-west1-b"));
+    /// assert_eq!(ep.locality().region, "eu-west1");
+    /// ```
     pub fn with_locality(mut self, locality: Locality) -> Self {
         self.locality = locality;
         self
     }
 
     /// Sets the labels (used by `failoverPriority`).
+    ///
+    /// # Examples
+    ///
+    /// `failoverPriority: [version]`: endpoints of the client's version first.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use mesh_tower::lb::*;
+    ///
+    /// let version = |v: &str| BTreeMap::from([("version".to_string(), v.to_string())]);
+    /// let config = LbConfig {
+    ///     locality: LocalityContext {
+    ///         client_labels: version("v1"),
+    ///         setting: Some(LocalityLbSetting { failover_priority: vec!["version".into()], ..Default::default() }),
+    ///         outlier_detection: true,
+    ///         ..Default::default()
+    ///     },
+    ///     ..LbConfig::default()
+    /// };
+    /// let lb = LoadBalancer::new(
+    ///     vec![
+    ///         Endpoint::new("10.0.0.1:80".parse().unwrap()).with_labels(version("v2")),
+    ///         Endpoint::new("10.0.0.2:80".parse().unwrap()).with_labels(version("v1")),
+    ///     ],
+    ///     config,
+    /// );
+    /// assert_eq!((lb.priority_of(0), lb.priority_of(1)), (Some(1), Some(0)));
+    /// assert_eq!(lb.pick(None).unwrap().index(), 1);
+    /// ```
     pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
         self.labels = labels;
         self
     }
 
     /// The endpoint's address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(vec![Endpoint::new("10.0.0.1:9080".parse().unwrap())], LbConfig::default());
+    /// assert_eq!(lb.pick(None).unwrap().endpoint().addr().to_string(), "10.0.0.1:9080");
+    /// ```
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// The load-balancing weight.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::Endpoint;
+    ///
+    /// assert_eq!(Endpoint::new("10.0.0.1:80".parse().unwrap()).with_weight(25).weight(), 25);
+    /// ```
     pub fn weight(&self) -> u32 {
         self.weight
     }
 
     /// The locality.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, Locality};
+    ///
+    /// let ep = Endpoint::new("10.0.0.1:80".parse().unwrap()).with_locality(Locality::new("us-east1", "us-east1-c", ""));
+    /// assert_eq!(ep.locality(), &Locality::parse("us-east1/us-east1-c"));
+    /// ```
     pub fn locality(&self) -> &Locality {
         &self.locality
     }
 
     /// Requests in flight to this endpoint (counted by [`RequestGuard`]s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default());
+    /// let a = lb.pick(None).unwrap();
+    /// let b = lb.pick(None).unwrap();
+    /// assert_eq!(a.endpoint().active_requests(), 2);
+    /// drop((a, b));
+    /// assert_eq!(lb.endpoints()[0].active_requests(), 0);
+    /// ```
     pub fn active_requests(&self) -> u32 {
         self.active.load(Ordering::Relaxed)
     }
 
     /// True when outlier detection has ejected the endpoint.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default());
+    /// lb.set_unhealthy(0, true);
+    /// assert!(!lb.endpoints()[0].is_ejected()); // unhealthy, not ejected
+    /// lb.set_ejected(0, true);
+    /// assert!(lb.endpoints()[0].is_ejected());
+    /// ```
     pub fn is_ejected(&self) -> bool {
         self.flags.load(Ordering::Acquire) & FLAG_EJECTED != 0
     }
 
     /// True when the endpoint may receive traffic (not ejected, not marked unhealthy).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default());
+    /// lb.set_ejected(0, true);
+    /// lb.set_unhealthy(0, true);
+    /// lb.set_ejected(0, false);
+    /// assert!(!lb.endpoints()[0].is_available()); // still unhealthy
+    /// lb.set_unhealthy(0, false);
+    /// assert!(lb.endpoints()[0].is_available());
+    /// ```
     pub fn is_available(&self) -> bool {
         self.flags.load(Ordering::Acquire) == 0
     }
@@ -410,11 +564,37 @@ pub struct RequestGuard {
 
 impl RequestGuard {
     /// The endpoint picked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(vec![Endpoint::new("10.0.0.1:80".parse().unwrap())], LbConfig::default());
+    /// let guard = lb.pick(None).unwrap();
+    /// assert!(Arc::ptr_eq(guard.endpoint(), &lb.endpoints()[0]));
+    /// ```
     pub fn endpoint(&self) -> &Arc<Endpoint> {
         &self.endpoint
     }
 
     /// The endpoint's index in the balancer (for outlier detection).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(
+    ///     vec![Endpoint::new("10.0.0.1:80".parse().unwrap()), Endpoint::new("10.0.0.2:80".parse().unwrap())],
+    ///     LbConfig::default(),
+    /// );
+    /// lb.set_ejected(0, true);
+    /// let guard = lb.pick(None).unwrap();
+    /// assert_eq!(guard.index(), 1);
+    /// assert_eq!(lb.endpoints()[guard.index()].addr(), guard.endpoint().addr());
+    /// ```
     pub fn index(&self) -> usize {
         self.index
     }
@@ -429,6 +609,21 @@ impl Drop for RequestGuard {
 impl LoadBalancer {
     /// Builds the balancer: places endpoints into priorities and localities and builds the
     /// algorithm's tables.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
+    ///
+    /// let endpoints = (1..=3).map(|i| Endpoint::new(format!("10.0.0.{i}:9080").parse().unwrap())).collect();
+    /// let lb = LoadBalancer::new(endpoints, LbConfig::new(LbAlgorithm::RoundRobin));
+    /// assert_eq!(lb.endpoints().len(), 3);
+    /// assert_eq!(lb.priority_count(), 1); // no locality settings: one level
+    /// assert_eq!(lb.available_count(), 3);
+    ///
+    /// // No endpoints at all: every pick fails.
+    /// assert!(LoadBalancer::new(Vec::new(), LbConfig::default()).pick(None).is_err());
+    /// ```
     pub fn new(endpoints: Vec<Endpoint>, config: LbConfig) -> Self {
         let endpoints: Box<[Arc<Endpoint>]> = endpoints.into_iter().map(Arc::new).collect();
         let placement_input: Vec<_> = endpoints
@@ -555,26 +750,92 @@ impl LoadBalancer {
     }
 
     /// The endpoints, in the order given to [`LoadBalancer::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(
+    ///     vec![Endpoint::new("10.0.0.2:80".parse().unwrap()), Endpoint::new("10.0.0.1:80".parse().unwrap())],
+    ///     LbConfig::default(),
+    /// );
+    /// let addrs: Vec<String> = lb.endpoints().iter().map(|e| e.addr().to_string()).collect();
+    /// assert_eq!(addrs, ["10.0.0.2:80", "10.0.0.1:80"]);
+    /// ```
     pub fn endpoints(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
     }
 
     /// The algorithm in use.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{LbAlgorithm, LbConfig, LoadBalancer};
+    ///
+    /// assert_eq!(LoadBalancer::new(Vec::new(), LbConfig::default()).algorithm(), LbAlgorithm::LeastRequest);
+    /// ```
     pub fn algorithm(&self) -> LbAlgorithm {
         self.algorithm
     }
 
     /// Number of priority levels after locality placement.
+    ///
+    /// # Examples
+    ///
+    /// Locality failover needs outlier detection; without it every endpoint is in one level:
+    ///
+    /// ```
+    /// use mesh_tower::lb::*;
+    ///
+    /// let at = |addr: &str, locality: &str| Endpoint::new(addr.parse().unwrap()).with_locality(Locality::parse(locality));
+    /// let endpoints = || vec![at("10.0.0.1:80", "us-west/zone1"), at("10.0.0.2:80", "us-east/zone1")];
+    /// let config = |outlier_detection| LbConfig {
+    ///     locality: LocalityContext { client: Locality::parse("us-west/zone1"), outlier_detection, ..Default::default() },
+    ///     ..LbConfig::default()
+    /// };
+    /// assert_eq!(LoadBalancer::new(endpoints(), config(false)).priority_count(), 1);
+    /// assert_eq!(LoadBalancer::new(endpoints(), config(true)).priority_count(), 2);
+    /// ```
     pub fn priority_count(&self) -> usize {
         self.priorities.len()
     }
 
     /// The priority level of endpoint `index` (`None` if `distribute` dropped it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::*;
+    ///
+    /// let at = |addr: &str, locality: &str| Endpoint::new(addr.parse().unwrap()).with_locality(Locality::parse(locality));
+    /// let config = LbConfig {
+    ///     locality: LocalityContext { client: Locality::parse("us-west/zone1"), outlier_detection: true, ..Default::default() },
+    ///     ..LbConfig::default()
+    /// };
+    /// let lb = LoadBalancer::new(vec![at("10.0.0.1:80", "us-east/zone1"), at("10.0.0.2:80", "us-west/zone1")], config);
+    /// // Priorities are renumbered from 0.
+    /// assert_eq!((lb.priority_of(0), lb.priority_of(1)), (Some(1), Some(0)));
+    /// assert_eq!(lb.priority_of(2), None); // no such endpoint
+    /// ```
     pub fn priority_of(&self, index: usize) -> Option<u32> {
         self.slots.get(index).copied().flatten().map(|s| s.priority)
     }
 
     /// Number of endpoints currently available.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let endpoints = (1..=3).map(|i| Endpoint::new(format!("10.0.0.{i}:80").parse().unwrap())).collect();
+    /// let lb = LoadBalancer::new(endpoints, LbConfig::default());
+    /// lb.set_ejected(0, true);
+    /// lb.set_unhealthy(1, true);
+    /// assert_eq!(lb.available_count(), 1);
+    /// ```
     pub fn available_count(&self) -> usize {
         self.priorities
             .iter()
@@ -610,6 +871,21 @@ impl LoadBalancer {
     }
 
     /// Marks endpoint `index` unhealthy (e.g. not ready in the registry) or healthy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbConfig, LoadBalancer};
+    ///
+    /// let lb = LoadBalancer::new(
+    ///     vec![Endpoint::new("10.0.0.1:80".parse().unwrap()), Endpoint::new("10.0.0.2:80".parse().unwrap())],
+    ///     LbConfig::default(),
+    /// );
+    /// assert!(lb.set_unhealthy(1, true)); // not ready any more
+    /// assert!(!lb.set_unhealthy(1, true)); // no change
+    /// assert!(!lb.set_unhealthy(5, true)); // no such endpoint
+    /// assert!((0..10).all(|_| lb.pick(None).unwrap().index() == 0));
+    /// ```
     pub fn set_unhealthy(&self, index: usize, unhealthy: bool) -> bool {
         self.set_flag(index, FLAG_UNHEALTHY, unhealthy)
     }
@@ -647,6 +923,23 @@ impl LoadBalancer {
 
     /// Picks an endpoint. `hash` is the request hash for consistent-hash algorithms (`None`:
     /// a random point, as Envoy does when the hash key is absent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer, NoHealthyUpstream};
+    ///
+    /// let endpoints = (1..=3).map(|i| Endpoint::new(format!("10.0.0.{i}:80").parse().unwrap())).collect();
+    /// let lb = LoadBalancer::new(endpoints, LbConfig::new(LbAlgorithm::RoundRobin));
+    /// let mut seen: Vec<usize> = (0..3).map(|_| lb.pick(None).unwrap().index()).collect();
+    /// seen.sort();
+    /// assert_eq!(seen, [0, 1, 2]); // each endpoint once per round
+    ///
+    /// for i in 0..3 {
+    ///     lb.set_ejected(i, true);
+    /// }
+    /// assert_eq!(lb.pick(None).unwrap_err(), NoHealthyUpstream);
+    /// ```
     pub fn pick(&self, hash: Option<u64>) -> Result<RequestGuard, NoHealthyUpstream> {
         self.pick_with(hash, &mut rand::rng())
     }

@@ -5,10 +5,43 @@
 use xxhash_rust::xxh64::xxh64;
 
 /// Envoy's `maximum_ring_size` default.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::{DEFAULT_MIN_RING_SIZE, MAX_RING_SIZE};
+///
+/// assert_eq!(MAX_RING_SIZE, 8_388_608);
+/// assert!(DEFAULT_MIN_RING_SIZE < MAX_RING_SIZE);
+/// ```
 pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 /// Istio's default `minimumRingSize`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer, DEFAULT_MIN_RING_SIZE};
+///
+/// let endpoints = (1..=3).map(|i| Endpoint::new(format!("10.0.0.{i}:80").parse().unwrap())).collect();
+/// let lb = LoadBalancer::new(endpoints, LbConfig::new(LbAlgorithm::RingHash { minimum_ring_size: DEFAULT_MIN_RING_SIZE }));
+/// let first = lb.pick(Some(42)).unwrap().index();
+/// assert!((0..10).all(|_| lb.pick(Some(42)).unwrap().index() == first));
+/// ```
 pub const DEFAULT_MIN_RING_SIZE: u64 = 1024;
 /// Envoy's default Maglev table size (prime).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer, DEFAULT_MAGLEV_TABLE_SIZE};
+///
+/// let endpoints = (1..=3).map(|i| Endpoint::new(format!("10.0.0.{i}:80").parse().unwrap())).collect();
+/// let lb = LoadBalancer::new(endpoints, LbConfig::new(LbAlgorithm::Maglev { table_size: DEFAULT_MAGLEV_TABLE_SIZE }));
+/// let first = lb.pick(Some(7)).unwrap().index();
+/// // Keys of healthy endpoints never move when another endpoint is ejected.
+/// lb.set_ejected((first + 1) % 3, true);
+/// assert_eq!(lb.pick(Some(7)).unwrap().index(), first);
+/// ```
 pub const DEFAULT_MAGLEV_TABLE_SIZE: u64 = 65537;
 
 /// A ring hash: sorted `(hash, host)` points.
@@ -88,6 +121,16 @@ impl Ring {
 }
 
 /// Istio's upper bound on `maglev.tableSize` (a prime).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::lb::{DEFAULT_MAGLEV_TABLE_SIZE, MAX_MAGLEV_TABLE_SIZE};
+///
+/// assert!(DEFAULT_MAGLEV_TABLE_SIZE < MAX_MAGLEV_TABLE_SIZE);
+/// // A prime, as Maglev tables must be.
+/// assert!((2..).take_while(|d| d * d <= MAX_MAGLEV_TABLE_SIZE).all(|d| MAX_MAGLEV_TABLE_SIZE % d != 0));
+/// ```
 pub const MAX_MAGLEV_TABLE_SIZE: u64 = 5_000_011;
 
 fn is_prime(n: u64) -> bool {
