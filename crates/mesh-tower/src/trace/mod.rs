@@ -687,9 +687,13 @@ impl TraceContext {
     ///     .unwrap();
     /// let ctx = svc.oneshot(req).await?;
     /// assert!(ctx.short_trace_id && ctx.debug);
+    /// // the server shares the caller's span
+    /// assert_eq!(ctx.b3_single(), "64fe8b2a57d3eff7-e457b5a2e4d86bd1-d");
+    /// // the next hop's span names it as its parent
+    /// let next = ctx.child(&mut rand::rng());
     /// assert_eq!(
-    ///     ctx.b3_single(),
-    ///     format!("64fe8b2a57d3eff7-{:016x}-d-e457b5a2e4d86bd1", ctx.span_id)
+    ///     next.b3_single(),
+    ///     format!("64fe8b2a57d3eff7-{:016x}-d-e457b5a2e4d86bd1", next.span_id)
     /// );
     /// # Ok(()) }
     /// ```
