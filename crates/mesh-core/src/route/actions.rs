@@ -1,5 +1,32 @@
 //! Compiled route actions: destinations and weights, redirect, direct response, rewrite,
 //! retries (with Istio's defaults), fault, mirrors, header operations (spec §2.4-§2.5).
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use mesh_core::route::{AbortStatus, HttpRequestAttrs, PerMillion};
+//!
+//! let snap = mesh_core::mesh::Mesh::from_yaml("
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: ratings}
+//! spec:
+//!   hosts: [ratings]
+//!   http:
+//!   - route: [{destination: {host: ratings}}]
+//!     fault: {abort: {httpStatus: 503, percentage: {value: 10}}}
+//!     retries: {attempts: 3, retryOn: 5xx}
+//!     timeout: 2s
+//! ").unwrap().snapshot();
+//! let h = http::HeaderMap::new();
+//! let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/ratings/0", &h));
+//! let action = d.action().unwrap();
+//! assert_eq!(action.fault.as_ref().unwrap().abort, Some((AbortStatus::Http(503), PerMillion(100_000))));
+//! assert_eq!((action.retries.attempts, &*action.retries.retry_on), (3, "5xx"));
+//! assert_eq!(action.timeout, Some(Duration::from_secs(2)));
+//! assert_eq!(d.destinations()[0].weight, 100);
+//! ```
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -185,16 +212,46 @@ pub struct PerMillion(pub u32);
 
 impl PerMillion {
     /// From a percentage in [0, 100].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::PerMillion;
+    ///
+    /// assert_eq!(PerMillion::from_percent(10.0), PerMillion(100_000));
+    /// assert_eq!(PerMillion::from_percent(0.0001), PerMillion(1)); // the finest step
+    /// assert_eq!(PerMillion::from_percent(-5.0), PerMillion(0)); // clamped to [0, 100]
+    /// ```
     pub fn from_percent(p: f64) -> Self {
         PerMillion((p.clamp(0.0, 100.0) * 10_000.0).round() as u32)
     }
 
     /// True when a uniform random `u64` falls inside the share.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::PerMillion;
+    ///
+    /// let ten = PerMillion::from_percent(10.0);
+    /// // exactly 100_000 of any 1_000_000 consecutive random numbers fire
+    /// assert_eq!((0..1_000_000u64).filter(|r| ten.fires(*r)).count(), 100_000);
+    /// assert!(!PerMillion(0).fires(0));
+    /// ```
     pub fn fires(self, random: u64) -> bool {
         self.0 >= 1_000_000 || (random % 1_000_000) < u64::from(self.0)
     }
 
     /// As a percentage.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::PerMillion;
+    ///
+    /// assert_eq!(PerMillion(250_000).percent(), 25.0);
+    /// assert_eq!(PerMillion::from_percent(0.1).percent(), 0.1);
+    /// ```
     pub fn percent(self) -> f64 {
         f64::from(self.0) / 10_000.0
     }
@@ -511,6 +568,25 @@ pub struct RetryPolicy {
 }
 
 /// Istio's default retry conditions [retry defaultRetryOn].
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{HttpRequestAttrs, DEFAULT_RETRY_ON};
+///
+/// // `retries` without `retryOn` uses Istio's default conditions
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: ratings}
+/// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}], retries: {attempts: 5}}]}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/", &h));
+/// assert_eq!(d.retries().attempts, 5);
+/// assert_eq!(&*d.retries().retry_on, DEFAULT_RETRY_ON);
+/// assert!(DEFAULT_RETRY_ON.contains("connect-failure"));
+/// ```
 pub const DEFAULT_RETRY_ON: &str =
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
 
@@ -598,6 +674,23 @@ impl RetryPolicy {
     }
 
     /// True when retries are enabled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::{HttpRequestAttrs, RetryPolicy};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}], retries: {attempts: 0}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/", &h));
+    /// assert!(!d.retries().enabled()); // `attempts: 0` turns Istio's default retries off
+    /// assert!(RetryPolicy::istio_default().enabled());
+    /// ```
     pub fn enabled(&self) -> bool {
         self.attempts > 0
     }
@@ -857,11 +950,54 @@ impl HeaderOpList {
     }
 
     /// True when there is nothing to do.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::{HeaderOpList, HttpRequestAttrs};
+    ///
+    /// assert!(HeaderOpList::default().is_empty());
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - route: [{destination: {host: reviews}}]
+    ///     headers: {response: {remove: [server]}}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+    /// let headers = &d.action().unwrap().headers;
+    /// assert!(headers.request.is_empty());
+    /// assert!(!headers.response.is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
     }
 
     /// Applies the operations: remove, then set (overwrite), then add (append).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::header::{HeaderName, HeaderValue};
+    /// use mesh_core::route::HeaderOpList;
+    ///
+    /// let name = HeaderName::from_static("x-version");
+    /// let ops = HeaderOpList {
+    ///     set: Box::new([]),
+    ///     add: Box::new([(name.clone(), HeaderValue::from_static("v2"))]),
+    ///     remove: Box::new([name.clone()]),
+    /// };
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert(name.clone(), HeaderValue::from_static("v1"));
+    /// ops.apply(&mut headers);
+    /// // remove runs first, then add: only the new value is left
+    /// let values: Vec<_> = headers.get_all(&name).iter().collect();
+    /// assert_eq!(values, ["v2"]);
+    /// ```
     pub fn apply(&self, headers: &mut http::HeaderMap) {
         for n in self.remove.iter() {
             headers.remove(n);

@@ -125,6 +125,18 @@ impl StrMatcher {
     }
 
     /// Matches a present value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::StrMatcher;
+    ///
+    /// assert!(StrMatcher::Exact("/productpage".into()).matches("/productpage"));
+    /// assert!(!StrMatcher::Exact("/productpage".into()).matches("/productpage/"));
+    /// // the ignore-case variants hold the lower-cased pattern
+    /// assert!(StrMatcher::ExactIgnoreCase("/login".into()).matches("/LogIn"));
+    /// assert!(!StrMatcher::PrefixIgnoreCase("/static".into()).matches("/st"));
+    /// ```
     pub fn matches(&self, v: &str) -> bool {
         match self {
             StrMatcher::Exact(s) => v == &**s,

@@ -165,6 +165,19 @@ pub struct HttpRequestAttrs<'a> {
 impl<'a> HttpRequestAttrs<'a> {
     /// A GET over http from `client_namespace` with no source labels; `path` may carry a
     /// query string (`/a?b=1`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let h = http::HeaderMap::new();
+    /// let attrs = HttpRequestAttrs::new("bookinfo", "reviews:9080", "/reviews/0?x=1", &h);
+    /// assert_eq!((attrs.method, attrs.scheme), ("GET", "http"));
+    /// assert_eq!((attrs.path, attrs.query), ("/reviews/0", Some("x=1")));
+    /// assert_eq!(attrs.port, 0); // taken from the authority when routing
+    /// assert!(attrs.source_labels.is_empty() && attrs.gateway.is_none());
+    /// ```
     pub fn new(
         client_namespace: &'a str,
         authority: &'a str,
@@ -241,6 +254,34 @@ impl<'a> HttpRequestAttrs<'a> {
     }
 
     /// Sets the source labels.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{sourceLabels: {version: canary}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///   - route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let canary: Labels = [("version".to_string(), "canary".to_string())].into();
+    /// let attrs = HttpRequestAttrs::new("default", "reviews", "/", &h).with_source_labels(&canary);
+    /// assert_eq!(snap.route_http(&attrs).destinations()[0].subset.as_deref(), Some("v2"));
+    /// ```
     pub fn with_source_labels(mut self, labels: &'a Labels) -> Self {
         self.source_labels = labels;
         self
@@ -297,18 +338,86 @@ impl<'a> HttpRequestAttrs<'a> {
     }
 
     /// Sets the method.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec:
+    ///   hosts: [ratings]
+    ///   http:
+    ///   - match: [{method: {exact: DELETE}}]
+    ///     directResponse: {status: 405}
+    ///   - route: [{destination: {host: ratings}}]
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let attrs = HttpRequestAttrs::new("default", "ratings", "/ratings/1", &h);
+    /// assert_eq!(snap.route_http(&attrs.with_method("DELETE")).status(), Some(405));
+    /// assert_eq!(snap.route_http(&attrs).status(), None); // GET is forwarded
+    /// ```
     pub fn with_method(mut self, method: &'a str) -> Self {
         self.method = method;
         self
     }
 
     /// Sets the destination port.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec:
+    ///   hosts: [ratings]
+    ///   http:
+    ///   - match: [{port: 9080}]
+    ///     route: [{destination: {host: ratings}}]
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let attrs = HttpRequestAttrs::new("default", "ratings", "/", &h);
+    /// assert_eq!(attrs.effective_port(), 80); // no port in the authority
+    /// assert_eq!(snap.route_http(&attrs).status(), Some(404));
+    /// assert_eq!(snap.route_http(&attrs.with_port(9080)).route_index(), Some(0));
+    /// ```
     pub fn with_port(mut self, port: u16) -> Self {
         self.port = port;
         self
     }
 
     /// Sets the scheme.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: web}
+    /// spec:
+    ///   hosts: [web.example.com]
+    ///   http:
+    ///   - match: [{scheme: {exact: http}}]
+    ///     redirect: {scheme: https}
+    ///   - route: [{destination: {host: web.example.com}}]
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let attrs = HttpRequestAttrs::new("default", "web.example.com", "/", &h);
+    /// assert_eq!(snap.route_http(&attrs).status(), Some(301)); // http: redirected
+    /// let tls = attrs.with_scheme("https");
+    /// assert_eq!(tls.effective_port(), 443);
+    /// assert_eq!(snap.route_http(&tls).route_index(), Some(1));
+    /// ```
     pub fn with_scheme(mut self, scheme: &'a str) -> Self {
         self.scheme = scheme;
         self
@@ -672,21 +781,140 @@ pub struct RouteDecision<'a> {
 
 impl<'a> RouteDecision<'a> {
     /// `ns/name` of the VirtualService.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///     timeout: 3s
+    ///   - route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let route = |path| snap.route_http(&HttpRequestAttrs::new("bookinfo", "reviews", path, &h));
+    /// assert_eq!(route("/v2/reviews").virtual_service_name(), Some("bookinfo/reviews"));
+    /// // no VirtualService for ratings: routed to the service itself
+    /// let d = snap.route_http(&HttpRequestAttrs::new("bookinfo", "ratings", "/", &h));
+    /// assert_eq!(d.virtual_service_name(), None);
+    /// assert_eq!(&*d.destinations()[0].host, "ratings.bookinfo.svc.cluster.local");
+    /// ```
     pub fn virtual_service_name(&self) -> Option<&'a str> {
         self.virtual_service.map(|v| &*v.name)
     }
 
     /// Index of the matched route in the VirtualService's `http` list.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///     timeout: 3s
+    ///   - route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let route = |path| snap.route_http(&HttpRequestAttrs::new("bookinfo", "reviews", path, &h));
+    /// assert_eq!(route("/v2/reviews").route_index(), Some(0));
+    /// assert_eq!(route("/reviews").route_index(), Some(1));
+    /// ```
     pub fn route_index(&self) -> Option<usize> {
         self.rule.map(|r| r.index)
     }
 
     /// The matched route's action.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///     timeout: 3s
+    ///   - route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let route = |path| snap.route_http(&HttpRequestAttrs::new("bookinfo", "reviews", path, &h));
+    /// let d = route("/v2/reviews");
+    /// assert_eq!(d.action().unwrap().timeout, Some(std::time::Duration::from_secs(3)));
+    /// let none = snap.route_http(&HttpRequestAttrs::new("bookinfo", "ratings", "/", &h));
+    /// assert!(none.action().is_none()); // no VirtualService, no route
+    /// ```
     pub fn action(&self) -> Option<&'a HttpAction> {
         self.rule.map(|r| &r.action)
     }
 
     /// Weighted destinations (empty when the mesh answers itself).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///     timeout: 3s
+    ///   - route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let route = |path| snap.route_http(&HttpRequestAttrs::new("bookinfo", "reviews", path, &h));
+    /// let d = route("/reviews");
+    /// assert_eq!(d.destinations().len(), 1);
+    /// assert_eq!(&*d.destinations()[0].host, "reviews.bookinfo.svc.cluster.local");
+    /// assert_eq!(d.destinations()[0].subset.as_deref(), Some("v1"));
+    /// ```
     pub fn destinations(&self) -> &[WeightedDestination] {
         match self.outcome {
             RouteOutcome::Forward => &self.destinations,
@@ -774,6 +1002,35 @@ impl<'a> RouteDecision<'a> {
     }
 
     /// The retry policy in force (Istio's default without a VirtualService).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///     timeout: 3s
+    ///   - route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let route = |path| snap.route_http(&HttpRequestAttrs::new("bookinfo", "reviews", path, &h));
+    /// // no `retries` on the route: Istio's default policy
+    /// assert_eq!(route("/reviews").retries().attempts, 2);
+    /// assert_eq!(route("/reviews").retries(), mesh_core::route::RetryPolicy::istio_default());
+    /// ```
     pub fn retries(&self) -> &'a RetryPolicy {
         self.action()
             .map(|a| &a.retries)
@@ -781,6 +1038,34 @@ impl<'a> RouteDecision<'a> {
     }
 
     /// The route timeout (`None`: disabled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - match: [{uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: reviews, subset: v2}}]
+    ///     timeout: 3s
+    ///   - route: [{destination: {host: reviews, subset: v1}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let route = |path| snap.route_http(&HttpRequestAttrs::new("bookinfo", "reviews", path, &h));
+    /// assert_eq!(route("/v2/reviews").timeout(), Some(std::time::Duration::from_secs(3)));
+    /// assert_eq!(route("/reviews").timeout(), None); // disabled, as in Istio
+    /// ```
     pub fn timeout(&self) -> Option<std::time::Duration> {
         self.action().and_then(|a| a.timeout)
     }
@@ -831,6 +1116,16 @@ pub struct L4Attrs<'a> {
 
 impl<'a> L4Attrs<'a> {
     /// Mesh traffic from `client_namespace` to `port`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::L4Attrs;
+    ///
+    /// let attrs = L4Attrs::new("default", 5432);
+    /// assert_eq!((attrs.client_namespace, attrs.port), ("default", 5432));
+    /// assert!(attrs.gateway.is_none() && attrs.sni.is_none() && attrs.destination_ip.is_none());
+    /// ```
     pub fn new(client_namespace: &'a str, port: u16) -> Self {
         L4Attrs {
             client_namespace,
@@ -883,6 +1178,27 @@ pub struct L4Decision<'a> {
 
 impl L4Decision<'_> {
     /// Picks a destination.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::L4Attrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: db}
+    /// spec:
+    ///   hosts: [db.internal]
+    ///   tcp:
+    ///   - route:
+    ///     - {destination: {host: db-primary.internal}, weight: 80}
+    ///     - {destination: {host: db-replica.internal}, weight: 20}
+    /// ").unwrap().snapshot();
+    /// let d = snap.route_tcp(&L4Attrs { sni: Some("db.internal"), ..L4Attrs::new("default", 5432) });
+    /// assert_eq!(d.pick(79).map(|w| &*w.host), Some("db-primary.internal"));
+    /// assert_eq!(d.pick(80).map(|w| &*w.host), Some("db-replica.internal"));
+    /// ```
     pub fn pick(&self, random: u64) -> Option<&WeightedDestination> {
         pick(&self.destinations, random)
     }
@@ -900,6 +1216,29 @@ fn passthrough(host: Cow<'_, str>) -> Cow<'_, [WeightedDestination]> {
 
 impl RouteTable {
     /// Compiles every VirtualService (and the Gateways' server hosts).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::RouteTable;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: bad-regex}
+    /// spec: {hosts: [details], http: [{match: [{uri: {regex: '(unclosed'}}], route: [{destination: {host: details}}]}]}
+    /// ", "vs.yaml");
+    /// let table = RouteTable::build(&loaded.objects, &MeshOptions::default());
+    /// assert_eq!(table.len(), 2);
+    /// // what cannot be compiled is reported, not a panic
+    /// assert_eq!(table.errors.len(), 1);
+    /// ```
     pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> RouteTable {
         let mut t = RouteTable::default();
         let mut cache = RegexCache::default();
@@ -1166,11 +1505,41 @@ impl RouteTable {
     }
 
     /// Number of VirtualServices compiled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::RouteTable;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews}}]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews}
+    /// ", "config.yaml");
+    /// assert_eq!(RouteTable::build(&loaded.objects, &MeshOptions::default()).len(), 1);
+    /// ```
     pub fn len(&self) -> usize {
         self.vss.len()
     }
 
     /// True when there are none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::RouteTable;
+    ///
+    /// assert!(RouteTable::build(&[], &MeshOptions::default()).is_empty());
+    /// assert!(RouteTable::default().is_empty());
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.vss.is_empty()
     }
@@ -1402,6 +1771,31 @@ impl RouteTable {
     /// Routes a TLS connection by SNI (`tls` routes).
     ///
     /// See [`Snapshot::route_tls`](crate::snapshot::Snapshot::route_tls) for an example.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::{L4Attrs, RouteTable};
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: api}
+    /// spec:
+    ///   hosts: [api.example.com]
+    ///   tls:
+    ///   - match: [{port: 443, sniHosts: [api.example.com]}]
+    ///     route: [{destination: {host: api-backend.internal, port: {number: 8443}}}]
+    /// ", "vs.yaml");
+    /// let table = RouteTable::build(&loaded.objects, &MeshOptions::default());
+    /// let d = table.route_tls(&L4Attrs { sni: Some("API.example.com"), ..L4Attrs::new("default", 443) });
+    /// assert_eq!(d.route_index, Some(0));
+    /// assert_eq!(d.destinations[0].port, Some(8443));
+    /// // an SNI no VirtualService claims passes through to itself
+    /// let other = table.route_tls(&L4Attrs { sni: Some("www.example.com"), ..L4Attrs::new("default", 443) });
+    /// assert_eq!((other.route_index, &*other.destinations[0].host), (None, "www.example.com"));
+    /// ```
     pub fn route_tls<'a>(&'a self, a: &L4Attrs<'_>) -> L4Decision<'a> {
         let sni = a.sni.unwrap_or("").to_ascii_lowercase();
         for vs in self.l4_candidates(&sni, a) {
@@ -1428,6 +1822,36 @@ impl RouteTable {
     /// Routes a TCP connection by destination address and port (`tcp` routes).
     ///
     /// See [`Snapshot::route_tcp`](crate::snapshot::Snapshot::route_tcp) for an example.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::L4Attrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: db}
+    /// spec:
+    ///   hosts: [db.internal]
+    ///   addresses: [240.240.0.1]
+    ///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+    ///   resolution: STATIC
+    ///   endpoints: [{address: 10.1.0.7}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: db}
+    /// spec:
+    ///   hosts: [db.internal]
+    ///   tcp: [{route: [{destination: {host: db-replica.internal}}]}]
+    /// ").unwrap().snapshot();
+    /// let attrs = L4Attrs { destination_ip: Some("240.240.0.1".parse().unwrap()), ..L4Attrs::new("default", 5432) };
+    /// // the address belongs to db.internal, whose VirtualService applies
+    /// let d = snap.routes().route_tcp(snap.registry(), &attrs);
+    /// assert_eq!(d.host, "db.internal");
+    /// assert_eq!(&*d.destinations[0].host, "db-replica.internal");
+    /// ```
     pub fn route_tcp<'a>(&'a self, registry: &'a Registry, a: &L4Attrs<'_>) -> L4Decision<'a> {
         let service = a
             .destination_ip
