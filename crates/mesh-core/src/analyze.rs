@@ -25,6 +25,31 @@
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
 //! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
 //! | IM0202 | warning | the same kind/namespace/name is defined twice (the last one wins, like `kubectl apply`) |
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::diag::{codes, Severity};
+//!
+//! let loaded = mesh_core::load::load_str("
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: reviews}
+//! spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v3}}]}]}
+//! ---
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+//! ", "bookinfo.yaml");
+//! // each object is valid on its own...
+//! assert!(mesh_core::validate::validate_all(&loaded.objects).is_empty());
+//! // ...but together they route to a subset nobody defines
+//! let found = mesh_core::analyze::analyze(&loaded.objects);
+//! assert_eq!(found.len(), 1);
+//! assert_eq!((found[0].severity, found[0].code), (Severity::Error, codes::REFERENCED_RESOURCE_NOT_FOUND));
+//! assert!(found[0].message.contains("reviews+v3"), "{}", found[0].message);
+//! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -5,6 +5,37 @@
 //! and endpoints; rebuilt when workloads register or DNS answers change). A request loads one
 //! snapshot ([`crate::mesh::Mesh::snapshot`]) and uses it for its whole life; every method
 //! here is a pure function of the snapshot: no I/O, no locks.
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::model::{Labels, MtlsMode};
+//! use mesh_core::route::HttpRequestAttrs;
+//!
+//! let snap = mesh_core::mesh::Mesh::from_yaml("
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: reviews}
+//! spec: {hosts: [reviews], http: [{route: [{destination: {host: reviews, subset: v1}}]}]}
+//! ---
+//! apiVersion: networking.istio.io/v1
+//! kind: DestinationRule
+//! metadata: {name: reviews}
+//! spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+//! ---
+//! apiVersion: security.istio.io/v1
+//! kind: PeerAuthentication
+//! metadata: {name: default, namespace: istio-system}
+//! spec: {mtls: {mode: STRICT}}
+//! ").unwrap().snapshot();
+//! // one snapshot answers every question about a request
+//! let h = http::HeaderMap::new();
+//! let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+//! let dest = d.pick(0).unwrap();
+//! let up = snap.upstream(dest, "default", None, 9080);
+//! assert_eq!(up.policy.subset.map(|s| &*s.name), Some("v1"));
+//! assert_eq!(snap.peer_authentication("default", &Labels::new(), 9080), MtlsMode::Strict);
+//! ```
 
 use std::sync::Arc;
 
@@ -61,6 +92,28 @@ pub struct CompiledConfig {
 impl CompiledConfig {
     /// Compiles the objects. When the same kind, namespace and name appears more than once,
     /// the last definition wins (as with `kubectl apply`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::snapshot::CompiledConfig;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}]}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings, namespace: other}
+    /// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}]}]}
+    /// ", "vs.yaml");
+    /// let config = CompiledConfig::build(&loaded.objects, MeshOptions::default());
+    /// // same name in two namespaces: two objects, nothing replaced
+    /// assert!(format!("{config:?}").contains("object_count: 2"));
+    /// ```
     pub fn build(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
         let mut seen = std::collections::HashMap::with_capacity(objects.len());
         let mut dup = false;
@@ -161,6 +214,47 @@ pub struct Upstream<'a> {
 impl<'a> Upstream<'a> {
     /// The endpoints to balance over (the subset's, when a subset is routed to). Empty when
     /// the subset is undefined or selects nothing (Envoy: 503 `no healthy upstream`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: db}
+    /// spec:
+    ///   hosts: [db.internal]
+    ///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+    ///   location: MESH_INTERNAL
+    ///   resolution: STATIC
+    ///   endpoints: [{address: 10.1.0.7, labels: {role: primary}}, {address: 10.1.0.8, labels: {role: replica}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: db}
+    /// spec:
+    ///   hosts: [db.internal]
+    ///   http:
+    ///   - match: [{uri: {prefix: /missing}}]
+    ///     route: [{destination: {host: db.internal, subset: nope}}]
+    ///   - route: [{destination: {host: db.internal, subset: replica}}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: db}
+    /// spec: {host: db.internal, subsets: [{name: replica, labels: {role: replica}}]}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let targets = |path| {
+    ///     let d = snap.route_http(&HttpRequestAttrs::new("default", "db.internal:5432", path, &h));
+    ///     let up = snap.upstream(d.pick(0).unwrap(), "default", None, 5432);
+    ///     up.targets().map(|t| t.addr.unwrap().to_string()).collect::<Vec<_>>()
+    /// };
+    /// assert_eq!(targets("/"), ["10.1.0.8:5432"]); // the subset's endpoints only
+    /// assert!(targets("/missing/x").is_empty()); // undefined subset: nothing to send to
+    /// ```
     pub fn targets(&self) -> impl Iterator<Item = crate::registry::Target<'a>> + use<'a> {
         let ok = self.policy.subset_found;
         let labels = self.policy.subset_labels();
@@ -295,26 +389,93 @@ impl Snapshot {
     }
 
     /// Mesh options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::snapshot::Snapshot;
+    ///
+    /// let opts = MeshOptions { domain_suffix: "corp.internal".into(), ..MeshOptions::default() };
+    /// let snap = Snapshot::build(&[], opts);
+    /// assert_eq!(snap.options().domain_suffix, "corp.internal");
+    /// assert_eq!(snap.options().resolve_host("ratings", "default"), "ratings.default.svc.corp.internal");
+    /// ```
     pub fn options(&self) -> &MeshOptions {
         &self.config.options
     }
 
     /// Increases with every published snapshot (config reload, registration, DNS change).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions::default());
+    /// let first = mesh.snapshot().generation();
+    /// mesh.reload_objects(Vec::new()).unwrap();
+    /// assert!(mesh.snapshot().generation() > first);
+    /// ```
     pub fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Number of config objects compiled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ratings}
+    /// spec: {host: ratings}
+    /// ---
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ratings}
+    /// spec: {ports: [{name: http, port: 9080}]}
+    /// ").unwrap().snapshot();
+    /// assert_eq!(snap.object_count(), 2); // Kubernetes objects count too
+    /// ```
     pub fn object_count(&self) -> usize {
         self.config.object_count
     }
 
     /// The service registry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ratings, namespace: bookinfo}
+    /// spec: {ports: [{name: http, port: 9080}]}
+    /// ").unwrap().snapshot();
+    /// let svc = snap.registry().service("ratings.bookinfo.svc.cluster.local", "default").unwrap();
+    /// assert_eq!(svc.ports[0].number, 9080);
+    /// ```
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// The route table.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: ratings}
+    /// spec: {hosts: [ratings], http: [{route: [{destination: {host: ratings}}]}]}
+    /// ").unwrap().snapshot();
+    /// assert_eq!(snap.routes().len(), 1);
+    /// assert!(snap.routes().errors.is_empty());
+    /// ```
     pub fn routes(&self) -> &RouteTable {
         &self.config.routes
     }
@@ -545,6 +706,32 @@ impl Snapshot {
     /// Everything needed to send to a picked destination: its service port, the effective
     /// traffic policy (subset, load balancer, pools, outlier detection, TLS) and the
     /// endpoints of its subset (via [`Upstream::targets`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::SimpleLb;
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ratings}
+    /// spec: {ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: ratings}
+    /// spec: {host: ratings, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/ratings/0", &h));
+    /// let up = snap.upstream(d.pick(0).unwrap(), "default", None, 80);
+    /// assert_eq!(up.service.map(|s| &*s.hostname), Some("ratings.default.svc.cluster.local"));
+    /// assert_eq!(up.port, 9080); // the service's only port, not the request's
+    /// assert_eq!(up.policy.simple_lb(), Some(SimpleLb::RoundRobin));
+    /// assert_eq!(up.targets().count(), 0); // no workload registered yet
+    /// ```
     pub fn upstream<'a>(
         &'a self,
         dest: &'a crate::route::WeightedDestination,

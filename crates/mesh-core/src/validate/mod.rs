@@ -10,6 +10,37 @@
 //! - nothing is pruned: unknown fields were already rejected by the loader;
 //! - regexes are checked with Rust's `regex` crate, which accepts nearly the same syntax as
 //!   RE2 (both reject look-around and back-references).
+//!
+//! # Examples
+//!
+//! ```
+//! use mesh_core::diag::{codes, Severity};
+//!
+//! let loaded = mesh_core::load::load_str("
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: reviews}
+//! spec:
+//!   hosts: [reviews]
+//!   http:
+//!   - route: [{destination: {host: reviews}}]
+//!     timeout: 500us
+//!   - route: [{destination: {host: ratings}}]
+//! ", "vs.yaml");
+//! assert!(loaded.diagnostics.is_empty()); // the schema is fine
+//! let found = mesh_core::validate::validate_all(&loaded.objects);
+//! let summary: Vec<(Severity, &str, &str)> =
+//!     found.iter().map(|d| (d.severity, d.code, d.path.as_str())).collect();
+//! assert_eq!(
+//!     summary,
+//!     [
+//!         // istiod rejects a sub-millisecond timeout
+//!         (Severity::Error, codes::VALIDATION, "spec.http[0].timeout"),
+//!         // the first rule has no match, so the second never applies
+//!         (Severity::Warning, codes::VS_UNREACHABLE_RULE, "spec.http[1]"),
+//!     ]
+//! );
+//! ```
 
 use crate::diag::{codes, Diagnostic, Severity};
 use crate::model::{ConfigObject, Kind, Spec};
