@@ -55,6 +55,49 @@
 //! failure), mirror, or apply CORS policies (the outbound stack will); TLS upstream
 //! connections are not pooled (one handshake per request); HTTP upgrades (WebSocket) are
 //! not forwarded.
+//!
+//! # Examples
+//!
+//! An HTTP server with `tls.httpsRedirect`: every request gets Envoy's 301 to `https://`.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use http_body_util::Empty;
+//! use hyper_util::client::legacy::Client;
+//! use hyper_util::rt::TokioExecutor;
+//! use mesh_core::mesh::Mesh;
+//! use mesh_tower::gateway::GatewayServer;
+//! use tokio::net::TcpListener;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mesh = Mesh::from_yaml("
+//! apiVersion: networking.istio.io/v1
+//! kind: Gateway
+//! metadata: {name: bookinfo-gateway, namespace: default}
+//! spec:
+//!   selector: {istio: ingressgateway}
+//!   servers:
+//!   - port: {number: 80, name: http, protocol: HTTP}
+//!     hosts: [bookinfo.example.com]
+//!     tls: {httpsRedirect: true}
+//! ")?;
+//! let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+//! let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+//!     .listener(80, TcpListener::bind("127.0.0.1:0").await?)
+//!     .start()
+//!     .await?;
+//! let addr = gateway.local_addr(80).unwrap();
+//!
+//! let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let req = http::Request::get(format!("http://{addr}/productpage"))
+//!     .header("host", "bookinfo.example.com")
+//!     .body(Empty::new())?;
+//! let res = client.request(req).await?;
+//! assert_eq!(res.status(), 301);
+//! assert_eq!(res.headers()["location"], "https://bookinfo.example.com/productpage");
+//! # Ok(()) }
+//! ```
 
 mod sni;
 mod tls;
@@ -226,17 +269,149 @@ pub struct GatewayBuilder {
 impl GatewayBuilder {
     /// Looks `credentialName`s up in this store (default: [`DirCredentials`] over
     /// `./credentials`).
+    ///
+    /// # Examples
+    ///
+    /// Credentials kept in memory instead of files:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Credential, CredentialLookup, Identity, MeshCa, TlsError};
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    ///
+    /// #[derive(Debug)]
+    /// struct Secret(Credential);
+    /// impl CredentialLookup for Secret {
+    ///     fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
+    ///         match name {
+    ///             "httpbin-credential" => Ok(self.0.clone()),
+    ///             _ => Err(TlsError::Config(format!("no secret {name}"))),
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("example.com")?;
+    /// # let cert = ca.issue(&Identity::new("example.com", "default", "httpbin")?, Duration::from_secs(3600), &["httpbin.example.com"])?;
+    /// # let mesh = Mesh::from_yaml("
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: mygateway, namespace: istio-system}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 443, name: https, protocol: HTTPS}
+    /// #     hosts: [httpbin.example.com]
+    /// #     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+    /// # ")?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let store = Secret(Credential {
+    ///     cert_chain_pem: Some(cert.chain_pem().to_owned()),
+    ///     key_pem: Some(cert.key_pem().to_owned()),
+    ///     ca_pem: None,
+    /// });
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .credentials(Arc::new(store))
+    ///     .listener(443, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?; // the credential was found and checked
+    /// assert!(gateway.local_addr(443).is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn credentials(mut self, store: Arc<dyn CredentialLookup>) -> Self {
         self.credentials = store;
         self
     }
 
     /// Looks `credentialName`s up as directories under `dir` ([`DirCredentials`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa};
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("example.com")?;
+    /// # let cert = ca.issue(&Identity::new("example.com", "default", "httpbin")?, Duration::from_secs(3600), &["httpbin.example.com"])?;
+    /// # let mesh = Mesh::from_yaml("
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: mygateway, namespace: istio-system}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 443, name: https, protocol: HTTPS}
+    /// #     hosts: [httpbin.example.com]
+    /// #     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+    /// # ")?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// // <dir>/httpbin-credential/{tls.crt,tls.key}, as a kubernetes.io/tls secret.
+    /// let dir = tempfile::tempdir()?;
+    /// std::fs::create_dir(dir.path().join("httpbin-credential"))?;
+    /// std::fs::write(dir.path().join("httpbin-credential/tls.crt"), cert.chain_pem())?;
+    /// std::fs::write(dir.path().join("httpbin-credential/tls.key"), cert.key_pem())?;
+    ///
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .credential_dir(dir.path())
+    ///     .listener(443, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// assert!(gateway.local_addr(443).is_some());
+    /// # Ok(()) }
+    /// ```
     pub fn credential_dir(self, dir: impl Into<PathBuf>) -> Self {
         self.credentials(Arc::new(DirCredentials::new(dir.into())))
     }
 
     /// Serves Gateway server port `port` on `listener` instead of binding it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let hello = r#"
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: hello-gateway, namespace: default}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 80, name: http, protocol: HTTP}
+    /// #     hosts: ["*"]
+    /// # ---
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: VirtualService
+    /// # metadata: {name: hello, namespace: default}
+    /// # spec:
+    /// #   hosts: ["*"]
+    /// #   gateways: [hello-gateway]
+    /// #   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// # "#;
+    /// # let mesh = Mesh::from_yaml(hello)?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .listener(80, listener) // Gateway server port 80, served on a free local port
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(gateway.local_addr(80), Some(addr));
+    /// # Ok(()) }
+    /// ```
     pub fn listener(mut self, port: u16, listener: TcpListener) -> Self {
         self.listeners.insert(port, listener);
         self
@@ -244,6 +419,36 @@ impl GatewayBuilder {
 
     /// The address to bind server ports on when a server has no `bind` (default
     /// `0.0.0.0`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::net::Ipv4Addr;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A free port for the Gateway server.
+    /// let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    /// let mesh = Mesh::from_yaml(&format!("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {{name: local, namespace: default}}
+    /// spec:
+    ///   selector: {{istio: ingressgateway}}
+    ///   servers:
+    ///   - port: {{number: {port}, name: http, protocol: HTTP}}
+    ///     hosts: ['*']
+    /// "))?;
+    /// let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .bind_address(Ipv4Addr::LOCALHOST.into())
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(gateway.local_addr(port), Some((Ipv4Addr::LOCALHOST, port).into()));
+    /// # Ok(()) }
+    /// ```
     pub fn bind_address(mut self, ip: IpAddr) -> Self {
         self.bind = ip;
         self
@@ -252,6 +457,43 @@ impl GatewayBuilder {
     /// The gateway's own mesh identity (Istio's `istio-ingressgateway-service-account`):
     /// with it, requests to mesh workloads use ISTIO_MUTUAL (Istio's auto mTLS) unless a
     /// DestinationRule says otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    /// use mesh_tower::gateway::GatewayServer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let hello = r#"
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: hello-gateway, namespace: default}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 80, name: http, protocol: HTTP}
+    /// #     hosts: ["*"]
+    /// # ---
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: VirtualService
+    /// # metadata: {name: hello, namespace: default}
+    /// # spec:
+    /// #   hosts: ["*"]
+    /// #   gateways: [hello-gateway]
+    /// #   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// # "#;
+    /// # let mesh = Mesh::from_yaml(hello)?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "istio-system", "istio-ingressgateway-service-account")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let builder = GatewayServer::builder(mesh, "istio-system", labels).workload_credentials(creds);
+    /// assert!(format!("{builder:?}").contains("spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"));
+    /// # Ok(()) }
+    /// ```
     pub fn workload_credentials(mut self, creds: Arc<mesh_tls::WorkloadCredentials>) -> Self {
         self.workload = Some(creds);
         self
@@ -260,18 +502,161 @@ impl GatewayBuilder {
     /// Record Istio's standard metrics here (default: a new registry, see
     /// [`GatewayServer::metrics`]). The gateway reports as Istio's does: `reporter="source"`
     /// with itself as the source workload.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::Empty;
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use mesh_tower::metrics::IstioMetrics;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let hello = r#"
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: hello-gateway, namespace: default}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 80, name: http, protocol: HTTP}
+    /// #     hosts: ["*"]
+    /// # ---
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: VirtualService
+    /// # metadata: {name: hello, namespace: default}
+    /// # spec:
+    /// #   hosts: ["*"]
+    /// #   gateways: [hello-gateway]
+    /// #   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// # "#;
+    /// # let mesh = Mesh::from_yaml(hello)?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .metrics(metrics.clone())
+    ///     .listener(80, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    /// let url = format!("http://{}/", gateway.local_addr(80).unwrap());
+    /// assert_eq!(client.get(url.parse()?).await?.status(), 200);
+    ///
+    /// let text = metrics.render();
+    /// assert!(text.contains("istio_requests_total{"), "{text}");
+    /// assert!(text.contains(r#"reporter="source""#));
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(mut self, metrics: Arc<IstioMetrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
     /// The gateway's workload name in metrics (default `istio-ingressgateway`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::Empty;
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let hello = r#"
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: hello-gateway, namespace: default}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 80, name: http, protocol: HTTP}
+    /// #     hosts: ["*"]
+    /// # ---
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: VirtualService
+    /// # metadata: {name: hello, namespace: default}
+    /// # spec:
+    /// #   hosts: ["*"]
+    /// #   gateways: [hello-gateway]
+    /// #   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// # "#;
+    /// # let mesh = Mesh::from_yaml(hello)?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .workload_name("public-gateway")
+    ///     .listener(80, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    /// let url = format!("http://{}/", gateway.local_addr(80).unwrap());
+    /// client.get(url.parse()?).await?;
+    /// assert!(gateway.metrics().render().contains(r#"source_workload="public-gateway""#));
+    /// # Ok(()) }
+    /// ```
     pub fn workload_name(mut self, name: impl Into<String>) -> Self {
         self.workload_name = name.into();
         self
     }
 
     /// How long to wait for a TLS ClientHello (default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// A client that opens a connection to a TLS port and sends nothing is dropped after the
+    /// timeout:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa};
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::io::AsyncReadExt;
+    /// use tokio::net::{TcpListener, TcpStream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("example.com")?;
+    /// # let cert = ca.issue(&Identity::new("example.com", "default", "httpbin")?, Duration::from_secs(3600), &["httpbin.example.com"])?;
+    /// # let mesh = Mesh::from_yaml("
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: mygateway, namespace: istio-system}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 443, name: https, protocol: HTTPS}
+    /// #     hosts: [httpbin.example.com]
+    /// #     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+    /// # ")?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// # let dir = tempfile::tempdir()?;
+    /// # std::fs::create_dir(dir.path().join("httpbin-credential"))?;
+    /// # std::fs::write(dir.path().join("httpbin-credential/tls.crt"), cert.chain_pem())?;
+    /// # std::fs::write(dir.path().join("httpbin-credential/tls.key"), cert.key_pem())?;
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .credential_dir(dir.path())
+    ///     .hello_timeout(Duration::from_millis(100))
+    ///     .listener(443, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// let mut silent = TcpStream::connect(gateway.local_addr(443).unwrap()).await?;
+    /// let mut buf = [0u8; 1];
+    /// // The gateway closes the connection (EOF or reset) well before this guard.
+    /// let read = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf)).await?;
+    /// assert!(matches!(read, Ok(0) | Err(_)));
+    /// # Ok(()) }
+    /// ```
     pub fn hello_timeout(mut self, timeout: Duration) -> Self {
         self.hello_timeout = timeout;
         self
@@ -279,6 +664,31 @@ impl GatewayBuilder {
 
     /// Checks every server (protocol, TLS settings, credentials), binds the ports and
     /// starts serving.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::{GatewayError, GatewayServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // TCP servers are not supported: refused at start, naming the server.
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: tcp-gateway, namespace: default}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers:
+    ///   - port: {number: 31400, name: tcp, protocol: TCP}
+    ///     hosts: ['*']
+    /// ")?;
+    /// let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let err = GatewayServer::builder(mesh, "istio-system", labels).start().await.unwrap_err();
+    /// assert!(matches!(err, GatewayError::Server { port: 31400, .. }), "{err}");
+    /// # Ok(()) }
+    /// ```
     pub async fn start(mut self) -> Result<GatewayServer, GatewayError> {
         let snap = self.mesh.snapshot();
         let servers = snap.gateway_servers(&self.labels);
@@ -495,6 +905,41 @@ impl std::fmt::Debug for Inner {
 impl GatewayServer {
     /// A gateway workload in `namespace` with these labels (e.g. `istio: ingressgateway`),
     /// following `mesh`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::{GatewayError, GatewayServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let hello = r#"
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: hello-gateway, namespace: default}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 80, name: http, protocol: HTTP}
+    /// #     hosts: ["*"]
+    /// # ---
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: VirtualService
+    /// # metadata: {name: hello, namespace: default}
+    /// # spec:
+    /// #   hosts: ["*"]
+    /// #   gateways: [hello-gateway]
+    /// #   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// # "#;
+    /// # let mesh = Mesh::from_yaml(hello)?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// // Labels no Gateway selects: nothing to serve.
+    /// let other = [("istio".to_string(), "egressgateway".to_string())].into();
+    /// let err = GatewayServer::builder(mesh, "istio-system", other).start().await.unwrap_err();
+    /// assert!(matches!(err, GatewayError::NoServers(_)));
+    /// # Ok(()) }
+    /// ```
     pub fn builder(mesh: Mesh, namespace: impl Into<String>, labels: Labels) -> GatewayBuilder {
         GatewayBuilder {
             mesh,
@@ -511,16 +956,149 @@ impl GatewayServer {
     }
 
     /// Where Gateway server port `port` is listening.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let hello = r#"
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: hello-gateway, namespace: default}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 80, name: http, protocol: HTTP}
+    /// #     hosts: ["*"]
+    /// # ---
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: VirtualService
+    /// # metadata: {name: hello, namespace: default}
+    /// # spec:
+    /// #   hosts: ["*"]
+    /// #   gateways: [hello-gateway]
+    /// #   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// # "#;
+    /// # let mesh = Mesh::from_yaml(hello)?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .listener(80, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// assert!(gateway.local_addr(80).unwrap().ip().is_loopback());
+    /// assert_eq!(gateway.local_addr(443), None); // not a server port
+    /// # Ok(()) }
+    /// ```
     pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
         self.addrs.get(&port).copied()
     }
 
     /// The metrics the gateway records.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let hello = r#"
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: hello-gateway, namespace: default}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 80, name: http, protocol: HTTP}
+    /// #     hosts: ["*"]
+    /// # ---
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: VirtualService
+    /// # metadata: {name: hello, namespace: default}
+    /// # spec:
+    /// #   hosts: ["*"]
+    /// #   gateways: [hello-gateway]
+    /// #   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// # "#;
+    /// # let mesh = Mesh::from_yaml(hello)?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .listener(80, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// assert_eq!(gateway.metrics().render(), "# EOF\n"); // no request yet
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(&self) -> &Arc<IstioMetrics> {
         &self.inner.metrics
     }
 
     /// Re-reads the credentials on the next connection (after a certificate changed).
+    ///
+    /// # Examples
+    ///
+    /// After a certificate is renewed in the credential directory:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{Identity, MeshCa};
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    /// # async fn served(addr: std::net::SocketAddr, ca: &MeshCa) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    /// #     let config = mesh_tls::rustls::ClientConfig::builder_with_provider(mesh_tls::provider())
+    /// #         .with_safe_default_protocol_versions()?
+    /// #         .with_root_certificates(ca.trust_bundle().root_store().clone())
+    /// #         .with_no_client_auth();
+    /// #     let tcp = tokio::net::TcpStream::connect(addr).await?;
+    /// #     let connector = mesh_tls::tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    /// #     let tls = connector.connect("httpbin.example.com".try_into()?, tcp).await?;
+    /// #     Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("example.com")?;
+    /// # let cert = ca.issue(&Identity::new("example.com", "default", "httpbin")?, Duration::from_secs(3600), &["httpbin.example.com"])?;
+    /// # let mesh = Mesh::from_yaml("
+    /// # apiVersion: networking.istio.io/v1
+    /// # kind: Gateway
+    /// # metadata: {name: mygateway, namespace: istio-system}
+    /// # spec:
+    /// #   selector: {istio: ingressgateway}
+    /// #   servers:
+    /// #   - port: {number: 443, name: https, protocol: HTTPS}
+    /// #     hosts: [httpbin.example.com]
+    /// #     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+    /// # ")?;
+    /// # let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let dir = tempfile::tempdir()?;
+    /// let secret = dir.path().join("httpbin-credential");
+    /// std::fs::create_dir(&secret)?;
+    /// std::fs::write(secret.join("tls.crt"), cert.chain_pem())?;
+    /// std::fs::write(secret.join("tls.key"), cert.key_pem())?;
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .credential_dir(dir.path())
+    ///     .listener(443, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// let addr = gateway.local_addr(443).unwrap();
+    /// assert_eq!(served(addr, &ca).await?, cert.chain_der()?[0].as_ref());
+    ///
+    /// let renewed = ca.issue(&Identity::new("example.com", "default", "httpbin")?, Duration::from_secs(7200), &["httpbin.example.com"])?;
+    /// std::fs::write(secret.join("tls.crt"), renewed.chain_pem())?;
+    /// std::fs::write(secret.join("tls.key"), renewed.key_pem())?;
+    /// gateway.reload_credentials(); // the next connection reads the new files
+    /// assert_eq!(served(addr, &ca).await?, renewed.chain_der()?[0].as_ref());
+    /// # Ok(()) }
+    /// ```
     pub fn reload_credentials(&self) {
         self.inner.cache.clear();
         self.inner.upstream_tls.clear();
