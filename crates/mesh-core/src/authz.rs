@@ -1204,7 +1204,8 @@ pub struct WorkloadAuthz {
 }
 
 impl WorkloadAuthz {
-    /// Names of every applicable policy.
+    /// Names of the applicable policies. When policies fail to compile, only the first of
+    /// them is named (the workload denies every request then, whichever it is).
     ///
     /// # Examples
     ///

@@ -96,7 +96,9 @@ pub enum StrMatcher {
     ExactIgnoreCase(std::sync::Arc<str>),
     /// Value starts with, ASCII case-insensitively.
     PrefixIgnoreCase(std::sync::Arc<str>),
-    /// RE2-style full match.
+    /// A regex match: `matches` finds the pattern anywhere in the value, so routing
+    /// compiles Istio's `regex` anchored (`^(?:pattern)$`), a full match as in Envoy (RE2).
+    /// Anchor a hand-built one the same way.
     Regex(Regex),
     /// Presence only (`{}` or `regex: "*"` on headers and query parameters).
     Present,

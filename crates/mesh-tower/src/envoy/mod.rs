@@ -399,7 +399,8 @@ impl ResponseFlags {
         self.0 == 0
     }
 
-    /// True when every flag of `other` is set.
+    /// True when `other` names at least one flag and every one of them is set (so
+    /// `contains(ResponseFlags::NONE)` is false: no flag is not a flag that was raised).
     ///
     /// # Examples
     ///
@@ -409,6 +410,7 @@ impl ResponseFlags {
     /// let flags = ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED;
     /// assert!(flags.contains(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED));
     /// assert!(flags.contains(flags));
+    /// assert!(!flags.contains(ResponseFlags::NONE));
     /// assert!(!flags.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE | ResponseFlags::NO_HEALTHY_UPSTREAM));
     /// ```
     pub fn contains(self, other: ResponseFlags) -> bool {

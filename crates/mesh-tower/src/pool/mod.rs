@@ -11,7 +11,10 @@
 //! | `http.maxRequestsPerConnection` | per connection | [`ConnectionPermit::start_request`] |
 //!
 //! Defaults are Istio's: every limit 2^32−1 except `maxRequestsPerConnection` (0 =
-//! unlimited). Zero counts as unset for the integer limits, as in Istio.
+//! unlimited). Zero counts as unset for the integer limits of a DestinationRule, as in
+//! Istio ([`PoolLimits::from_istio`]); a [`PoolLimits`] built by hand takes its numbers as
+//! they are (a `max_connections`, `max_pending_requests`, `max_requests` or `max_retries`
+//! of 0 admits nothing; `max_requests_per_connection` 0 is unlimited).
 //!
 //! A request first takes a request permit, then (if no connection is free) a pending permit
 //! while it waits; an overflow of either is the 503 above. A retry that would exceed
