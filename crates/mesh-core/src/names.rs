@@ -588,6 +588,24 @@ impl HostBuf {
         true
     }
 
+    /// Appends `parts` one after the other, lower-cased (one pass over the result); false
+    /// (and nothing appended) when they do not fit.
+    pub(crate) fn push_all_lower(&mut self, parts: &[&str]) -> bool {
+        let start = self.len;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if start + total > self.buf.len() {
+            return false;
+        }
+        let mut at = start;
+        for p in parts {
+            self.buf[at..at + p.len()].copy_from_slice(p.as_bytes());
+            at += p.len();
+        }
+        self.buf[start..at].make_ascii_lowercase();
+        self.len = at;
+        true
+    }
+
     pub(crate) fn as_str(&self) -> &str {
         // Only ASCII-lower-cased bytes of valid UTF-8 strings were pushed.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
@@ -600,17 +618,16 @@ impl HostBuf {
 /// → `svc.ns.svc.<suffix>`). Writes the expansion into `buf` and returns whether there is one.
 pub(crate) fn kube_expansion(host: &str, client_ns: &str, suffix: &str, buf: &mut HostBuf) -> bool {
     buf.clear();
-    let dots = host.bytes().filter(|b| *b == b'.').count();
     if host.is_empty() || host.starts_with('*') || looks_like_ip(host) {
         return false;
     }
-    let parts: &[&str] = match dots {
-        0 => &[host, ".", client_ns, ".svc.", suffix],
-        1 => &[host, ".svc.", suffix],
-        2 if host.ends_with(".svc") => &[host, ".", suffix],
+    let parts: [&str; 5] = match host.bytes().filter(|b| *b == b'.').count() {
+        0 => [host, ".", client_ns, ".svc.", suffix],
+        1 => [host, ".svc.", suffix, "", ""],
+        2 if host.ends_with(".svc") => [host, ".", suffix, "", ""],
         _ => return false,
     };
-    parts.iter().all(|p| buf.push_lower(p))
+    buf.push_all_lower(&parts)
 }
 
 /// An IP address literal: only a host starting with a digit (IPv4) or holding a `:` (IPv6)

@@ -1614,12 +1614,14 @@ impl RouteTable {
             return self.route_gateway(gw, lit, port, &view);
         }
 
-        let mut exp = HostBuf::new();
-        let has_exp = kube_expansion(lit, a.client_namespace, &opts.domain_suffix, &mut exp);
+        // the name as written, else its Kubernetes expansion (worked out only when needed)
         let known = |h: &str| registry.has_host(h) || self.mesh.get_exact(h).is_some();
+        let mut exp = HostBuf::new();
         let fqdn: &str = if known(lit) {
             lit
-        } else if has_exp && (!lit.contains('.') || known(exp.as_str())) {
+        } else if kube_expansion(lit, a.client_namespace, &opts.domain_suffix, &mut exp)
+            && (!lit.contains('.') || known(exp.as_str()))
+        {
             exp.as_str()
         } else {
             lit
