@@ -35,22 +35,145 @@ pub(crate) use service::prepare as prepare_request;
 pub use service::{PropagateTrace, PropagateTraceFuture};
 
 /// `traceparent`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, TRACEPARENT};
+///
+/// let ctx = TraceContext::new_root(100.0, &mut rand::rng());
+/// let mut headers = http::HeaderMap::new();
+/// ctx.inject(&mut headers, Formats::default());
+/// assert_eq!(TRACEPARENT, "traceparent");
+/// assert_eq!(headers[TRACEPARENT], ctx.traceparent());
+/// assert!(headers[TRACEPARENT].to_str().unwrap().ends_with("-01"), "sampled");
+/// ```
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `tracestate`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, TRACESTATE};
+///
+/// let ctx = TraceContext {
+///     tracestate: Some(http::HeaderValue::from_static("congo=t61rcWkgMzE")),
+///     ..TraceContext::new_root(100.0, &mut rand::rng())
+/// };
+/// let mut headers = http::HeaderMap::new();
+/// ctx.child(&mut rand::rng()).inject(&mut headers, Formats::default());
+/// assert_eq!(headers[TRACESTATE], "congo=t61rcWkgMzE"); // carried unchanged
+/// ```
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 /// `b3` (single header).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, B3};
+///
+/// let ctx = TraceContext::new_root(100.0, &mut rand::rng());
+/// let mut headers = http::HeaderMap::new();
+/// ctx.inject(&mut headers, Formats::default());
+/// assert!(!headers.contains_key(B3), "not a default format");
+/// ctx.inject(&mut headers, Formats { w3c: false, b3_multi: false, b3_single: true });
+/// assert_eq!(headers[B3], ctx.b3_single());
+/// ```
 pub const B3: HeaderName = HeaderName::from_static("b3");
 /// `x-b3-traceid`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, X_B3_TRACEID};
+///
+/// let ctx = TraceContext::new_root(100.0, &mut rand::rng());
+/// let mut headers = http::HeaderMap::new();
+/// ctx.inject(&mut headers, Formats::default());
+/// assert_eq!(headers[X_B3_TRACEID], ctx.trace_id_hex());
+/// assert_eq!(headers[X_B3_TRACEID].len(), 32);
+/// ```
 pub const X_B3_TRACEID: HeaderName = HeaderName::from_static("x-b3-traceid");
 /// `x-b3-spanid`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, X_B3_SPANID};
+///
+/// let ctx = TraceContext::new_root(100.0, &mut rand::rng());
+/// let mut headers = http::HeaderMap::new();
+/// ctx.inject(&mut headers, Formats::default());
+/// assert_eq!(headers[X_B3_SPANID], format!("{:016x}", ctx.span_id).as_str());
+/// ```
 pub const X_B3_SPANID: HeaderName = HeaderName::from_static("x-b3-spanid");
 /// `x-b3-parentspanid`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, X_B3_PARENTSPANID};
+///
+/// let root = TraceContext::new_root(100.0, &mut rand::rng());
+/// let mut headers = http::HeaderMap::new();
+/// root.inject(&mut headers, Formats::default());
+/// assert!(!headers.contains_key(X_B3_PARENTSPANID), "a root span has no parent");
+///
+/// root.child(&mut rand::rng()).inject(&mut headers, Formats::default());
+/// assert_eq!(headers[X_B3_PARENTSPANID], format!("{:016x}", root.span_id).as_str());
+/// ```
 pub const X_B3_PARENTSPANID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
 /// `x-b3-sampled`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, X_B3_SAMPLED};
+///
+/// let mut headers = http::HeaderMap::new();
+/// TraceContext::new_root(100.0, &mut rand::rng()).inject(&mut headers, Formats::default());
+/// assert_eq!(headers[X_B3_SAMPLED], "1");
+/// TraceContext::new_root(0.0, &mut rand::rng()).inject(&mut headers, Formats::default());
+/// assert_eq!(headers[X_B3_SAMPLED], "0");
+/// ```
 pub const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 /// `x-b3-flags`.
+///
+/// # Examples
+///
+/// A debug trace is written with `x-b3-flags: 1` (which implies sampling) instead of
+/// `x-b3-sampled`:
+///
+/// ```
+/// use mesh_tower::trace::{Formats, TraceContext, X_B3_FLAGS, X_B3_SAMPLED};
+///
+/// let ctx = TraceContext { debug: true, ..TraceContext::new_root(100.0, &mut rand::rng()) };
+/// let mut headers = http::HeaderMap::new();
+/// ctx.inject(&mut headers, Formats::default());
+/// assert_eq!(headers[X_B3_FLAGS], "1");
+/// assert!(!headers.contains_key(X_B3_SAMPLED));
+/// ```
 pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 /// `x-request-id`.
+///
+/// # Examples
+///
+/// ```
+/// use std::convert::Infallible;
+/// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig, X_REQUEST_ID};
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Infallible> {
+/// let svc = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+///     |req: http::Request<()>| async move { Ok::<_, Infallible>(req.headers()[X_REQUEST_ID].clone()) },
+/// ));
+/// let with_id = http::Request::builder().header(X_REQUEST_ID, "r-1").body(()).unwrap();
+/// assert_eq!(svc.clone().oneshot(with_id).await?, "r-1"); // kept
+/// let without = http::Request::new(());
+/// assert_eq!(svc.oneshot(without).await?.len(), 36); // a new UUID
+/// # Ok(()) }
+/// ```
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Which formats to write on the next hop.
@@ -557,6 +680,19 @@ impl<'a> Found<'a> {
     /// `x-b3-spanid` naming its ids (as numbers: the case of their hex digits does not
     /// matter).
     pub(crate) fn b3_multi_carries(&self, ctx: &TraceContext) -> bool {
+        // the usual case, a mesh client's request: the fields spell the very digits of the
+        // traceparent the context came from
+        if ctx.origin == Origin::W3c {
+            if let (Some(tp), Some(trace), Some(span)) = (
+                trimmed(self.traceparent),
+                trimmed(self.trace_id),
+                trimmed(self.span_id),
+            ) {
+                if tp.get(3..35) == Some(trace) && tp.get(36..52) == Some(span) {
+                    return true;
+                }
+            }
+        }
         trimmed(self.trace_id).and_then(hex_trace_id) == Some((ctx.trace_id, ctx.short_trace_id))
             && trimmed(self.span_id).and_then(hex_u64) == Some(ctx.span_id)
     }
@@ -705,16 +841,16 @@ impl TraceContext {
 
     fn put_traceparent(&self, b: &mut BytesMut) {
         b.extend_from_slice(b"00-");
-        put_hex(b, self.trace_id, 32);
+        put_hex128(b, self.trace_id);
         b.extend_from_slice(b"-");
-        put_hex(b, u128::from(self.span_id), 16);
+        put_hex64(b, self.span_id);
         b.extend_from_slice(if self.sampled { b"-01" } else { b"-00" });
     }
 
     fn put_b3_single(&self, b: &mut BytesMut) {
         put_trace_id(b, self.trace_id, self.short_trace_id);
         b.extend_from_slice(b"-");
-        put_hex(b, u128::from(self.span_id), 16);
+        put_hex64(b, self.span_id);
         b.extend_from_slice(if self.debug {
             b"-d"
         } else if self.sampled {
@@ -724,7 +860,7 @@ impl TraceContext {
         });
         if let Some(p) = self.parent_span_id {
             b.extend_from_slice(b"-");
-            put_hex(b, u128::from(p), 16);
+            put_hex64(b, p);
         }
     }
 
@@ -797,11 +933,11 @@ impl TraceContext {
             } else {
                 insert_written(headers, X_B3_TRACEID, buf);
             }
-            put_hex(buf, u128::from(self.span_id), 16);
+            put_hex64(buf, self.span_id);
             insert_written(headers, X_B3_SPANID, buf);
             match self.parent_span_id {
                 Some(p) => {
-                    put_hex(buf, u128::from(p), 16);
+                    put_hex64(buf, p);
                     insert_written(headers, X_B3_PARENTSPANID, buf);
                 }
                 None if seen.may_hold(Seen::PARENT_SPAN_ID) => {
@@ -885,26 +1021,45 @@ fn ascii_string(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The 8 lower-case hex digits of the low 32 bits of `x`, as the big-endian bytes of the
+/// result: each nibble is spread into a byte of its own, then all eight are turned into
+/// `'0'..='9'` or `'a'..='f'` at once (no table, no loop).
+const fn hex8(x: u64) -> u64 {
+    let x = x & 0xffff_ffff;
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let x = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    // byte k (counting from the least significant) now holds nibble k
+    let x = (x | (x << 4)) & 0x0f0f_0f0f_0f0f_0f0f;
+    // 1 in each byte whose nibble is 10 or more (nibble + 6 carries into bit 4)
+    let letters = ((x + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    // '0' + nibble, and 'a' - '0' - 10 = 0x27 more for a letter
+    x + 0x3030_3030_3030_3030 + letters * 0x27
+}
 
-/// `digits` (even, at most 32) lower-case hex digits of the low bits of `v`, two digits per
-/// byte from a table.
-fn put_hex(out: &mut BytesMut, v: u128, digits: usize) {
-    let bytes = v.to_be_bytes();
-    let n = digits.min(32).div_ceil(2);
-    let mut tmp = [0u8; 32];
-    for (pair, b) in tmp.chunks_exact_mut(2).zip(&bytes[16 - n..]) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 0xf)];
-    }
-    out.extend_from_slice(&tmp[..2 * n]);
+/// The 16 lower-case hex digits of `v`, most significant first.
+fn hex16(v: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&hex8(v >> 32).to_be_bytes());
+    out[8..].copy_from_slice(&hex8(v).to_be_bytes());
+    out
+}
+
+/// The 16 lower-case hex digits of `v`.
+fn put_hex64(out: &mut BytesMut, v: u64) {
+    out.extend_from_slice(&hex16(v));
+}
+
+/// The 32 lower-case hex digits of `v`.
+fn put_hex128(out: &mut BytesMut, v: u128) {
+    put_hex64(out, (v >> 64) as u64);
+    put_hex64(out, v as u64);
 }
 
 fn put_trace_id(out: &mut BytesMut, id: u128, short: bool) {
     if short {
-        put_hex(out, u128::from(id as u64), 16);
+        put_hex64(out, id as u64);
     } else {
-        put_hex(out, id, 32);
+        put_hex128(out, id);
     }
 }
 
@@ -933,17 +1088,15 @@ pub(crate) fn put_request_id<R: RngCore + ?Sized>(out: &mut BytesMut, rng: &mut 
     rng.fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    // 8-4-4-4-12 hex digits: a dash before bytes 4, 6, 8 and 10
+    let v = u128::from_be_bytes(b);
+    let (hi, lo) = (hex16((v >> 64) as u64), hex16(v as u64));
+    // 8-4-4-4-12 hex digits
     let mut s = [b'-'; 36];
-    let mut at = 0;
-    for (i, byte) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            at += 1;
-        }
-        s[at] = HEX[usize::from(byte >> 4)];
-        s[at + 1] = HEX[usize::from(byte & 0xf)];
-        at += 2;
-    }
+    s[..8].copy_from_slice(&hi[..8]);
+    s[9..13].copy_from_slice(&hi[8..12]);
+    s[14..18].copy_from_slice(&hi[12..]);
+    s[19..23].copy_from_slice(&lo[..4]);
+    s[24..].copy_from_slice(&lo[4..]);
     out.extend_from_slice(&s);
 }
 
@@ -1295,6 +1448,40 @@ mod tests {
         assert!(parts[2].starts_with('4'));
         assert!(matches!(parts[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
         assert_ne!(new_request_id(&mut rng), id);
+
+        // the digits are the random bytes in order (version and variant bits set), as
+        // `format!` would write them
+        let mut bytes = [0u8; 16];
+        StdRng::seed_from_u64(4).fill_bytes(&mut bytes);
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(s.replace('-', ""), hex);
+    }
+
+    #[test]
+    fn hex_digits_are_written_like_format() {
+        let mut rng = StdRng::seed_from_u64(16);
+        let edges = [
+            0,
+            1,
+            9,
+            10,
+            15,
+            16,
+            0x0123_4567_89ab_cdef,
+            0xfedc_ba98_7654_3210,
+            u64::MAX,
+        ];
+        let mut values: Vec<u64> = edges.to_vec();
+        values.extend((0..16u64).map(|n| n * 0x1111_1111_1111_1111));
+        values.extend((0..10_000).map(|_| rng.next_u64()));
+        for v in values {
+            assert_eq!(hex16(v), format!("{v:016x}").as_bytes(), "{v:#x}");
+        }
+        let mut b = BytesMut::new();
+        put_hex128(&mut b, 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+        assert_eq!(&b[..], b"4bf92f3577b34da6a3ce929d0e0e4736");
     }
 
     proptest::proptest! {
