@@ -63,6 +63,37 @@ impl PropagateTraceLayer {
     /// For a server: the caller's span is shared (or, with
     /// [`TraceConfig::shared_span_context`] off, is the parent of a server span); the
     /// context becomes the task's current context while the request is handled.
+    ///
+    /// # Examples
+    ///
+    /// With [`TraceConfig::shared_span_context`] off, the server opens a span of its own and
+    /// the application sees it in the headers, the caller's span as its parent:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_tower::trace::{self, PropagateTraceLayer, TraceConfig, TraceContext};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Infallible> {
+    /// let config = TraceConfig { shared_span_context: false, ..TraceConfig::default() };
+    /// let app = PropagateTraceLayer::inbound(config).layer(service_fn(|req: http::Request<()>| async move {
+    ///     let ctx = req.extensions().get::<TraceContext>().cloned().unwrap();
+    ///     assert_eq!(trace::current().as_ref(), Some(&ctx)); // the task's current context
+    ///     Ok::<_, Infallible>((ctx, req))
+    /// }));
+    /// let req = http::Request::builder()
+    ///     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///     .body(())
+    ///     .unwrap();
+    /// let (ctx, seen) = app.oneshot(req).await?;
+    ///
+    /// assert_eq!(ctx.parent_span_id, Some(0x00f0_67aa_0ba9_02b7));
+    /// assert_eq!(seen.headers()["traceparent"], ctx.traceparent());
+    /// assert_eq!(seen.headers()["x-b3-parentspanid"], "00f067aa0ba902b7");
+    /// assert_eq!(trace::current(), None, "only while the request is handled");
+    /// # Ok(()) }
+    /// ```
     pub fn inbound(config: TraceConfig) -> Self {
         PropagateTraceLayer {
             direction: Direction::Inbound,

@@ -20,6 +20,44 @@
 //!
 //! New traces are sampled at [`TraceConfig::sampling_percent`] (Istio's default 1%); an
 //! incoming decision is kept.
+//!
+//! # Examples
+//!
+//! A server called with a W3C `traceparent` calls another service while handling the
+//! request: the outbound call stays in the caller's trace, in a new span whose parent is
+//! the caller's (shared by the server), with the same `x-request-id`.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use mesh_tower::trace::{PropagateTraceLayer, TraceConfig};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Infallible> {
+//! // the client: returns the headers it would send
+//! let client = PropagateTraceLayer::outbound(TraceConfig::default()).layer(service_fn(
+//!     |req: http::Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) },
+//! ));
+//! // the server: handles each request by calling out
+//! let server = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+//!     move |_req: http::Request<()>| client.clone().oneshot(http::Request::new(())),
+//! ));
+//! let req = http::Request::builder()
+//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .header("x-request-id", "r-7")
+//!     .body(())
+//!     .unwrap();
+//! let sent = server.oneshot(req).await?;
+//!
+//! let traceparent = sent["traceparent"].to_str().unwrap();
+//! assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+//! assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span");
+//! assert!(traceparent.ends_with("-01"), "the caller's sampling decision");
+//! assert_eq!(sent["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+//! assert_eq!(sent["x-b3-parentspanid"], "00f067aa0ba902b7");
+//! assert_eq!(sent["x-request-id"], "r-7");
+//! # Ok(()) }
+//! ```
 
 mod layer;
 mod service;
@@ -715,6 +753,20 @@ fn decide<R: RngCore + ?Sized>(sampling_percent: f64, rng: &mut R) -> bool {
 
 impl TraceContext {
     /// A new trace (new trace and span ids), sampled at `sampling_percent`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::{Origin, TraceContext};
+    ///
+    /// let mut rng = rand::rng();
+    /// let always = TraceContext::new_root(100.0, &mut rng);
+    /// assert!(always.sampled);
+    /// assert_eq!((always.origin, always.parent_span_id), (Origin::New, None));
+    /// assert!(!always.short_trace_id && always.span_id != 0);
+    /// assert!(!TraceContext::new_root(0.0, &mut rng).sampled);
+    /// assert_ne!(TraceContext::new_root(100.0, &mut rng).trace_id, always.trace_id);
+    /// ```
     pub fn new_root<R: RngCore + ?Sized>(sampling_percent: f64, rng: &mut R) -> Self {
         let hi = u128::from(rng.next_u64());
         let lo = u128::from(nonzero_u64(rng));
@@ -777,6 +829,25 @@ impl TraceContext {
     }
 
     /// The context of the next hop: same trace, a new span whose parent is this one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::HeaderValue;
+    /// use mesh_tower::trace::TraceContext;
+    ///
+    /// let mut rng = rand::rng();
+    /// let hop = TraceContext {
+    ///     request_id: Some(HeaderValue::from_static("r-1")),
+    ///     ..TraceContext::new_root(0.0, &mut rng)
+    /// };
+    /// let next = hop.child(&mut rng);
+    /// assert_eq!(next.trace_id, hop.trace_id);
+    /// assert_ne!(next.span_id, hop.span_id);
+    /// assert_eq!(next.parent_span_id, Some(hop.span_id));
+    /// // everything else is carried on: the sampling decision, the request id
+    /// assert_eq!((next.sampled, next.request_id.clone()), (false, hop.request_id.clone()));
+    /// ```
     pub fn child<R: RngCore + ?Sized>(&self, rng: &mut R) -> Self {
         TraceContext {
             span_id: nonzero_u64(rng),
@@ -786,6 +857,21 @@ impl TraceContext {
     }
 
     /// The trace id as hex (32 digits, or 16 for a 64-bit B3 id).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::TraceContext;
+    ///
+    /// let ctx = TraceContext {
+    ///     trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+    ///     ..TraceContext::new_root(100.0, &mut rand::rng())
+    /// };
+    /// assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    ///
+    /// let b3 = TraceContext { trace_id: 0xa3ce_929d_0e0e_4736, short_trace_id: true, ..ctx };
+    /// assert_eq!(b3.trace_id_hex(), "a3ce929d0e0e4736");
+    /// ```
     pub fn trace_id_hex(&self) -> String {
         let mut b = BytesMut::with_capacity(32);
         put_trace_id(&mut b, self.trace_id, self.short_trace_id);
@@ -793,6 +879,23 @@ impl TraceContext {
     }
 
     /// The `traceparent` value for this span.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::TraceContext;
+    ///
+    /// let ctx = TraceContext {
+    ///     trace_id: 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736,
+    ///     span_id: 0x00f0_67aa_0ba9_02b7,
+    ///     ..TraceContext::new_root(100.0, &mut rand::rng())
+    /// };
+    /// assert_eq!(ctx.traceparent(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    ///
+    /// // W3C needs 128 bits: a 64-bit B3 trace id is padded with zeros
+    /// let b3 = TraceContext { trace_id: 0xa3ce_929d_0e0e_4736, short_trace_id: true, sampled: false, ..ctx };
+    /// assert_eq!(b3.traceparent(), "00-0000000000000000a3ce929d0e0e4736-00f067aa0ba902b7-00");
+    /// ```
     pub fn traceparent(&self) -> String {
         let mut b = BytesMut::with_capacity(55);
         self.put_traceparent(&mut b);

@@ -63,21 +63,84 @@ pub struct PropagateTrace<S> {
 
 impl<S> PropagateTrace<S> {
     /// Wraps `inner`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_tower::trace::{PropagateTrace, PropagateTraceLayer, TraceConfig, TraceContext};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Infallible> {
+    /// let app = service_fn(|req: http::Request<()>| async move {
+    ///     Ok::<_, Infallible>(req.extensions().get::<TraceContext>().cloned())
+    /// });
+    /// let svc = PropagateTrace::new(app, PropagateTraceLayer::inbound(TraceConfig::default()));
+    /// let req = http::Request::builder()
+    ///     .header("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1")
+    ///     .body(())
+    ///     .unwrap();
+    /// let ctx = svc.oneshot(req).await?.unwrap();
+    /// assert_eq!(ctx.trace_id_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
+    /// # Ok(()) }
+    /// ```
     pub fn new(inner: S, layer: PropagateTraceLayer) -> Self {
         PropagateTrace { inner, layer }
     }
 
     /// The wrapped service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let svc = PropagateTraceLayer::inbound(TraceConfig::default()).layer(App { name: "reviews" });
+    /// assert_eq!(svc.get_ref().name, "reviews");
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The wrapped service, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let mut svc = PropagateTraceLayer::outbound(TraceConfig::default()).layer(App { name: "reviews" });
+    /// svc.get_mut().name = "ratings";
+    /// assert_eq!(svc.get_ref().name, "ratings");
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let svc = PropagateTraceLayer::inbound(TraceConfig::default()).layer(App { name: "reviews" });
+    /// let app: App = svc.into_inner();
+    /// assert_eq!(app.name, "reviews");
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
