@@ -417,7 +417,7 @@ pub(crate) struct RequestFacts {
 /// ```
 #[derive(Debug)]
 pub struct LogEntry {
-    facts: RequestFacts,
+    facts: Box<RequestFacts>,
     status: u16,
     flags: ResponseFlags,
     details: Option<String>,
@@ -428,7 +428,7 @@ pub struct LogEntry {
 
 impl LogEntry {
     pub(crate) fn new(
-        facts: RequestFacts,
+        facts: Box<RequestFacts>,
         status: u16,
         headers: &HeaderMap,
         extensions: &http::Extensions,
@@ -645,7 +645,7 @@ mod tests {
             route_name: Some("default".into()),
             ..Default::default()
         });
-        let mut entry = LogEntry::new(facts, 503, &HeaderMap::new(), &ext);
+        let mut entry = LogEntry::new(Box::new(facts), 503, &HeaderMap::new(), &ext);
         entry.on_data(19);
         let line = Line(&entry, 3).to_string();
         assert_eq!(

@@ -38,7 +38,7 @@ use crate::observe::{CountingBody, ObservedBody};
 /// assert_eq!(body.collect().await?.to_bytes(), "hello");
 /// # Ok(()) }
 /// ```
-pub type AccessLogBody<B> = ObservedBody<B, LogEntry>;
+pub type AccessLogBody<B> = ObservedBody<B, Box<LogEntry>>;
 
 /// Logs every request to `S`. See [`AccessLogLayer`](super::AccessLogLayer).
 ///
@@ -179,7 +179,7 @@ where
         let (parts, body) = req.into_parts();
         let (body, received) = CountingBody::new(body);
         let h = &parts.headers;
-        let facts = RequestFacts {
+        let facts = Box::new(RequestFacts {
             direction: self.direction,
             start_wall: SystemTime::now(),
             start: Instant::now(),
@@ -208,7 +208,7 @@ where
                 })
                 .unwrap_or_default(),
             received,
-        };
+        });
         AccessLogFuture {
             inner: self.inner.call(Request::from_parts(parts, body)),
             facts: Some(facts),
@@ -247,7 +247,8 @@ pin_project! {
     pub struct AccessLogFuture<F> {
         #[pin]
         inner: F,
-        facts: Option<RequestFacts>,
+        // boxed: the future and the response body stay small when nothing is logged
+        facts: Option<Box<RequestFacts>>,
     }
 }
 
@@ -265,7 +266,12 @@ where
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let entry = facts.map(|f| {
-                    LogEntry::new(f, parts.status.as_u16(), &parts.headers, &parts.extensions)
+                    Box::new(LogEntry::new(
+                        f,
+                        parts.status.as_u16(),
+                        &parts.headers,
+                        &parts.extensions,
+                    ))
                 });
                 Poll::Ready(Ok(Response::from_parts(
                     parts,

@@ -93,6 +93,15 @@ pub trait BodyObserver {
     fn on_trailers(&mut self, trailers: &HeaderMap);
 }
 
+impl<O: BodyObserver + ?Sized> BodyObserver for Box<O> {
+    fn on_data(&mut self, n: u64) {
+        (**self).on_data(n);
+    }
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        (**self).on_trailers(trailers);
+    }
+}
+
 pin_project! {
     /// A response body that tells its observer about data and trailers, and drops the
     /// observer (which then reports) at end of stream, on error, or when dropped early.
