@@ -1392,10 +1392,13 @@ impl MeshClient {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
     {
-        // the same as calling the service, without cloning it per request
+        // the same as calling the service, without cloning it per request; and without
+        // making the hop's context the task's current one, which only code running inside
+        // the request would see, and none does with the mesh transport (the scope would
+        // swap the context in and out of the task-local on every poll)
         let mut req = req;
-        let ctx = crate::trace::prepare_request(self.svc.trace_layer(), &mut req);
-        crate::trace::scope(ctx, self.svc.get_ref().run(req)).await
+        crate::trace::prepare_request(self.svc.trace_layer(), &mut req);
+        self.svc.get_ref().run(req).await
     }
 
     /// The Istio metrics this client records (`reporter="source"`).
