@@ -63,6 +63,20 @@ pub struct MetricsEndpoint {
 
 impl MetricsEndpoint {
     /// Serves `metrics`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use http_body::Body as _;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
+    ///
+    /// let endpoint = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
+    /// let head = endpoint.respond(&http::Request::head("/stats/prometheus").body(()).unwrap());
+    /// assert_eq!(head.status(), 200);
+    /// assert_eq!(head.headers()["content-type"], OPENMETRICS_CONTENT_TYPE);
+    /// assert_eq!(head.body().size_hint().exact(), Some(0), "HEAD: no body");
+    /// ```
     pub fn new(metrics: Arc<IstioMetrics>) -> Self {
         MetricsEndpoint { metrics }
     }

@@ -76,6 +76,21 @@ pub struct AtomicHistogram {
 
 impl AtomicHistogram {
     /// Records one observation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::metrics::AtomicHistogram;
+    ///
+    /// let h = AtomicHistogram::default();
+    /// let shared = h.clone(); // a clone observes into the same histogram
+    /// std::thread::scope(|s| {
+    ///     s.spawn(|| shared.observe(3.0));
+    /// });
+    /// h.observe(7.0);
+    /// let (sum, count, _) = h.snapshot();
+    /// assert_eq!((sum, count), (10.0, 2));
+    /// ```
     pub fn observe(&self, v: f64) {
         // First bucket whose upper bound is >= v (`le` semantics); NaN lands in +Inf.
         let idx = BUCKETS.partition_point(|b| *b < v);
@@ -90,6 +105,23 @@ impl AtomicHistogram {
     }
 
     /// (sum, count, per-bucket counts) at this moment.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::metrics::AtomicHistogram;
+    ///
+    /// let h = AtomicHistogram::default();
+    /// for ms in [1.0, 1.0, 20.0] {
+    ///     h.observe(ms);
+    /// }
+    /// let (sum, count, buckets) = h.snapshot();
+    /// assert_eq!((sum, count), (22.0, 3));
+    /// // per-bucket counts, not cumulative: 1.0 falls in `le=1`, 20.0 in `le=25`
+    /// assert_eq!(buckets[1], (1.0, 2));
+    /// assert_eq!(buckets[4], (25.0, 1));
+    /// assert_eq!(buckets.iter().map(|(_, n)| n).sum::<u64>(), count);
+    /// ```
     pub fn snapshot(&self) -> (f64, u64, [(f64, u64); SLOTS]) {
         let mut buckets = [(0.0, 0); SLOTS];
         let mut count = 0;

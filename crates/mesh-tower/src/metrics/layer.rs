@@ -57,6 +57,50 @@ pub struct MetricsLayer {
 impl MetricsLayer {
     /// Server side (`reporter="destination"`): this workload is the destination; the
     /// source comes from the [`MetricsContext`](super::MetricsContext) in the request.
+    ///
+    /// # Examples
+    ///
+    /// Without a [`MetricsContext`](super::MetricsContext) in the request, the source comes from
+    /// the [`ConnectionInfo`](crate::inbound::ConnectionInfo) of the connection:
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::inbound::ConnectionInfo;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let principal = "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-ratings";
+    /// let ratings = WorkloadInfo::from_labels("ratings-v1", "bookinfo", principal, &Default::default());
+    /// let svc = MetricsLayer::inbound(Arc::clone(&metrics), ratings).layer(service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    /// }));
+    ///
+    /// // a request on an mTLS connection from `bookinfo-reviews`
+    /// let reviews = PeerIdentity::new(Identity::new("cluster.local", "bookinfo", "bookinfo-reviews")?);
+    /// let mut req = http::Request::new(Empty::<Bytes>::new());
+    /// req.extensions_mut().insert(ConnectionInfo::new(Some(reviews), 9080));
+    /// svc.oneshot(req).await?.into_body().collect().await?;
+    ///
+    /// let text = metrics.render();
+    /// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+    /// for label in [
+    ///     r#"reporter="destination""#,
+    ///     r#"destination_workload="ratings-v1""#,
+    ///     r#"source_principal="spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews""#,
+    ///     r#"source_workload_namespace="bookinfo""#,
+    ///     r#"connection_security_policy="mutual_tls""#,
+    /// ] {
+    ///     assert!(line.contains(label), "{label} in {line}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn inbound(metrics: Arc<IstioMetrics>, local: WorkloadInfo) -> Self {
         Self::new(metrics, Reporter::Destination, local)
     }
@@ -166,11 +210,35 @@ impl MetricsLayer {
     }
 
     /// The reporter this layer records as.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, Reporter, WorkloadInfo};
+    ///
+    /// let layer = MetricsLayer::outbound(Arc::new(IstioMetrics::new()), WorkloadInfo::default());
+    /// assert_eq!(layer.reporter(), Reporter::Source);
+    /// let layer = MetricsLayer::inbound(Arc::clone(layer.metrics()), WorkloadInfo::default());
+    /// assert_eq!(layer.reporter(), Reporter::Destination);
+    /// ```
     pub fn reporter(&self) -> Reporter {
         self.config.reporter
     }
 
     /// The metrics recorded into.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+    ///
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let layer = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default());
+    /// assert!(Arc::ptr_eq(layer.metrics(), &metrics));
+    /// assert_eq!(layer.clone().metrics().series_count(), 0);
+    /// ```
     pub fn metrics(&self) -> &Arc<IstioMetrics> {
         &self.config.metrics
     }

@@ -41,6 +41,45 @@
 //! observations on the thread's own stripe ([`AtomicHistogram`], not prometheus-client's
 //! mutex-guarded histogram), no allocation unless the request body size is unknown in
 //! advance (then one shared counter).
+//!
+//! # Examples
+//!
+//! A server and a client of the same process recording into one [`IstioMetrics`], scraped
+//! through the [`MetricsEndpoint`]: one series per reporter.
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use http_body_util::{BodyExt, Full};
+//! use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint, MetricsLayer, WorkloadInfo};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let metrics = Arc::new(IstioMetrics::new());
+//! let workload = |name: &str| WorkloadInfo::from_labels(name, "default", "", &Default::default());
+//! let hello = service_fn(|_req: http::Request<_>| async {
+//!     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("hello"))))
+//! });
+//! // the server side of `reviews`, the client side of `productpage`
+//! let server = MetricsLayer::inbound(Arc::clone(&metrics), workload("reviews-v1")).layer(hello);
+//! let client = MetricsLayer::outbound(Arc::clone(&metrics), workload("productpage-v1")).layer(hello);
+//! for svc in [server, client] {
+//!     let resp = svc.oneshot(http::Request::new(Full::new(Bytes::from("ping")))).await?;
+//!     resp.into_body().collect().await?;
+//! }
+//!
+//! let scrape = MetricsEndpoint::new(metrics).oneshot(http::Request::get("/stats/prometheus").body(())?).await?;
+//! let text = String::from_utf8(scrape.into_body().collect().await?.to_bytes().to_vec())?;
+//! let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("istio_requests_total{")).collect();
+//! assert_eq!(requests.len(), 2);
+//! assert!(requests.iter().any(|l| l.contains(r#"reporter="destination""#) && l.contains(r#"destination_workload="reviews-v1""#)));
+//! assert!(requests.iter().any(|l| l.contains(r#"reporter="source""#) && l.contains(r#"source_workload="productpage-v1""#)));
+//! let sizes = text.lines().filter(|l| l.starts_with("istio_request_bytes_sum{"));
+//! assert!(sizes.map(|l| l.ends_with(" 4.0")).all(|ok| ok), "{text}");
+//! # Ok(()) }
+//! ```
 
 mod body;
 mod exposition;
@@ -72,6 +111,20 @@ pub(crate) use service::start as start_recording;
 use crate::envoy::ResponseFlags;
 
 /// Envoy's default histogram buckets, which Istio's standard histograms use.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::metrics::{AtomicHistogram, BUCKETS};
+///
+/// assert_eq!((BUCKETS[0], BUCKETS[18]), (0.5, 3_600_000.0)); // 0.5 ms to one hour
+/// assert!(BUCKETS.windows(2).all(|w| w[0] < w[1]));
+///
+/// let h = AtomicHistogram::default();
+/// h.observe(42.0);
+/// let (_, _, buckets) = h.snapshot();
+/// assert_eq!(buckets[5], (50.0, 1), "42 ms: the 50 ms bucket");
+/// ```
 pub const BUCKETS: [f64; 19] = [
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
@@ -102,6 +155,15 @@ pub enum Reporter {
 
 impl Reporter {
     /// Istio's label value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::metrics::Reporter;
+    ///
+    /// assert_eq!(Reporter::Source.as_str(), "source");
+    /// assert_eq!(Reporter::Destination.as_str(), "destination");
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             Reporter::Source => "source",
@@ -214,6 +276,28 @@ impl std::hash::Hash for ServiceInfo {
 impl WorkloadInfo {
     /// Derives the metric labels from a workload's name, namespace, service account and pod
     /// labels, with Istio's fallbacks (`app.kubernetes.io/name`, canonical labels, `latest`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::metrics::WorkloadInfo;
+    ///
+    /// let labels = [
+    ///     ("app.kubernetes.io/name", "reviews"),
+    ///     ("app.kubernetes.io/version", "v3"),
+    ///     ("service.istio.io/canonical-revision", "2024-06"),
+    /// ]
+    /// .map(|(k, v)| (k.to_string(), v.to_string()))
+    /// .into();
+    /// let principal = "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews";
+    /// let w = WorkloadInfo::from_labels("reviews-v3", "bookinfo", principal, &labels);
+    /// assert_eq!((w.workload.as_str(), w.namespace.as_str()), ("reviews-v3", "bookinfo"));
+    /// assert_eq!(w.app, "reviews"); // no `app` label: `app.kubernetes.io/name`
+    /// assert_eq!(w.version, "v3");
+    /// assert_eq!(w.canonical_service, "reviews");
+    /// assert_eq!(w.canonical_revision, "2024-06"); // the canonical label wins
+    /// assert_eq!(w.principal, principal);
+    /// ```
     pub fn from_labels(
         workload: &str,
         namespace: &str,
@@ -306,6 +390,20 @@ pub struct ServiceInfo {
 impl ServiceInfo {
     /// From a Kubernetes FQDN `name.namespace.svc...` (other hosts keep the whole host as
     /// the name and an unknown namespace, as Istio does for external services).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::metrics::ServiceInfo;
+    ///
+    /// let s = ServiceInfo::from_host("ratings.bookinfo.svc.cluster.local");
+    /// assert_eq!(s.host, "ratings.bookinfo.svc.cluster.local");
+    /// assert_eq!((s.name.as_str(), s.namespace.as_str()), ("ratings", "bookinfo"));
+    ///
+    /// // without `.svc` the host is not read as `name.namespace`
+    /// let other = ServiceInfo::from_host("ratings.bookinfo");
+    /// assert_eq!((other.name.as_str(), other.namespace.as_str()), ("ratings.bookinfo", ""));
+    /// ```
     pub fn from_host(host: &str) -> Self {
         let mut parts = host.split('.');
         let name = parts.next().unwrap_or("");
@@ -716,6 +814,16 @@ impl Default for IstioMetrics {
 
 impl IstioMetrics {
     /// The four standard metrics in a fresh registry (prefix `istio`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::metrics::IstioMetrics;
+    ///
+    /// let metrics = IstioMetrics::new();
+    /// assert_eq!(metrics.series_count(), 0);
+    /// assert_eq!(metrics.render(), "# EOF\n", "the families render once they have series");
+    /// ```
     pub fn new() -> Self {
         Self::with_registry(Registry::with_prefix("istio"))
     }
@@ -786,11 +894,56 @@ impl IstioMetrics {
     }
 
     /// The registry (to encode it yourself or inspect it).
+    ///
+    /// # Examples
+    ///
+    /// Appending the mesh's series to an exposition of your own:
+    ///
+    /// ```
+    /// use prometheus_client::encoding::text::{encode_eof, encode_registry};
+    /// use mesh_tower::metrics::IstioMetrics;
+    ///
+    /// # fn main() -> Result<(), std::fmt::Error> {
+    /// let metrics = IstioMetrics::new();
+    /// // one exposition out of several registries: the application's own, then the mesh's
+    /// let mut text = String::from("# TYPE app_up gauge\napp_up 1\n");
+    /// encode_registry(&mut text, metrics.registry())?;
+    /// encode_eof(&mut text)?;
+    /// assert_eq!(text, "# TYPE app_up gauge\napp_up 1\n# EOF\n");
+    /// # Ok(()) }
+    /// ```
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
     /// Renders the registry in the Prometheus (OpenMetrics) text format.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, Infallible>(http::Response::builder().status(404).body(Empty::<Bytes>::new()).unwrap())
+    /// }));
+    /// svc.oneshot(http::Request::new(Empty::<Bytes>::new())).await?.into_body().collect().await?;
+    ///
+    /// let text = metrics.render();
+    /// assert!(text.contains("# HELP istio_requests Counter of requests handled by the mesh"), "{text}");
+    /// assert!(text.contains(r#"istio_request_duration_milliseconds_bucket{"#), "{text}");
+    /// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
+    /// assert!(line.contains(r#"response_code="404""#) && line.ends_with(" 1"), "{line}");
+    /// assert!(text.ends_with("# EOF\n"));
+    /// # Ok(()) }
+    /// ```
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
@@ -799,6 +952,35 @@ impl IstioMetrics {
     }
 
     /// Number of distinct label tuples recorded so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsContext, MetricsLayer, WorkloadInfo};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    /// }));
+    /// for caller in ["sleep", "sleep", "productpage"] {
+    ///     let principal = format!("spiffe://cluster.local/ns/foo/sa/{caller}");
+    ///     let mut req = http::Request::new(Empty::<Bytes>::new());
+    ///     req.extensions_mut().insert(MetricsContext {
+    ///         peer: Some(Arc::new(WorkloadInfo::from_principal(&principal))),
+    ///         ..MetricsContext::default()
+    ///     });
+    ///     svc.clone().oneshot(req).await?.into_body().collect().await?;
+    /// }
+    /// assert_eq!(metrics.series_count(), 2, "one series per caller");
+    /// # Ok(()) }
+    /// ```
     pub fn series_count(&self) -> usize {
         self.series.read().map(|s| s.len()).unwrap_or(0)
     }

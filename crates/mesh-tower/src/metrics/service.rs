@@ -52,27 +52,113 @@ impl<S> Metrics<S> {
     }
 
     /// Wraps `inner` with the configuration of `layer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_tower::metrics::{IstioMetrics, Metrics, MetricsLayer, WorkloadInfo};
+    /// use tower::{service_fn, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let sleep = WorkloadInfo::from_labels("sleep", "foo", "", &Default::default());
+    /// let layer = MetricsLayer::outbound(Arc::clone(&metrics), sleep);
+    /// let transport = service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    /// });
+    /// let svc = Metrics::new(transport, &layer);
+    /// svc.oneshot(http::Request::new(Empty::<Bytes>::new())).await?.into_body().collect().await?;
+    ///
+    /// let text = metrics.render();
+    /// assert!(text.contains(r#"reporter="source""#), "{text}");
+    /// assert!(text.contains(r#"source_workload="sleep""#), "{text}");
+    /// # Ok(()) }
+    /// ```
     pub fn new(inner: S, layer: &MetricsLayer) -> Self {
         use tower::Layer;
         layer.layer(inner)
     }
 
     /// A layer for this service (same as [`MetricsLayer`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tower::metrics::{IstioMetrics, Metrics, MetricsLayer, Reporter, WorkloadInfo};
+    ///
+    /// let layer = MetricsLayer::inbound(Arc::new(IstioMetrics::new()), WorkloadInfo::default());
+    /// // the service type names no inner service yet: any will do
+    /// let layer = Metrics::<()>::layer(layer);
+    /// assert_eq!(layer.reporter(), Reporter::Destination);
+    /// ```
     pub fn layer(layer: MetricsLayer) -> MetricsLayer {
         layer
     }
 
     /// The wrapped service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let layer = MetricsLayer::inbound(Arc::new(IstioMetrics::new()), WorkloadInfo::default());
+    /// let svc = layer.layer(App { name: "httpbin" });
+    /// assert_eq!(svc.get_ref().name, "httpbin");
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// The wrapped service, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let layer = MetricsLayer::inbound(Arc::new(IstioMetrics::new()), WorkloadInfo::default());
+    /// let mut svc = layer.layer(App { name: "httpbin" });
+    /// svc.get_mut().name = "httpbin-v2";
+    /// assert_eq!(svc.get_ref().name, "httpbin-v2");
+    /// ```
     pub fn get_mut(&mut self) -> &mut S {
         &mut self.inner
     }
 
     /// Unwraps the service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let layer = MetricsLayer::inbound(Arc::new(IstioMetrics::new()), WorkloadInfo::default());
+    /// let svc = layer.layer(App { name: "httpbin" });
+    /// let app: App = svc.into_inner();
+    /// assert_eq!(app.name, "httpbin");
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }
