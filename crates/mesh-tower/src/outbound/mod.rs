@@ -1542,6 +1542,16 @@ impl<S> Layer<S> for OutboundLayer {
 // ---------------------------------------------------------------------------------------
 // The request path.
 
+/// The port of an authority (`host:port`, `[v6]:port`), if it names one: what
+/// [`Authority::port_u16`] answers, without building a `Port` on the way.
+fn port_of(authority: &str) -> Option<u16> {
+    let (_, port) = authority.rsplit_once(':')?;
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    port.parse().ok()
+}
+
 fn local(reply: LocalReply, grpc: bool) -> Response<MeshBody> {
     reply.to_response_with(grpc, full)
 }
@@ -1756,7 +1766,7 @@ where
             .and_then(|h| h.parse().ok())
             .ok_or(OutboundError::NoAuthority)?,
     };
-    let port = match authority.port_u16() {
+    let port = match port_of(authority.as_str()) {
         Some(p) => p,
         None => default_port(&snap, authority.host(), ns).unwrap_or(
             if parts.uri.scheme() == Some(&Scheme::HTTPS) {
@@ -2122,10 +2132,16 @@ impl<T: Sender> Attempts<'_, T> {
                     if let Some(od) = &dest.outlier {
                         od.record(index, Outcome::Status(status), now);
                     }
+                    // gRPC statuses come back on gRPC requests only: others need no lookup
+                    let grpc_status = if self.grpc {
+                        crate::metrics::grpc_status_of(resp.headers())
+                    } else {
+                        None
+                    };
                     if retries_left
                         && retry_on.should_retry(
                             AttemptFailure::Status(status),
-                            crate::metrics::grpc_status_of(resp.headers()),
+                            grpc_status,
                             self.policy,
                         )
                     {
@@ -2204,5 +2220,27 @@ impl<T: Sender> Attempts<'_, T> {
             }
         }
         last.unwrap_or_else(|| local(LocalReply::NoHealthyUpstream, self.grpc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn port_of_answers_like_authority_port_u16() {
+        for a in [
+            "reviews",
+            "reviews:9080",
+            "reviews.default.svc.cluster.local:80",
+            "10.0.0.1:8000",
+            "10.0.0.1",
+            "[::1]",
+            "[::1]:8443",
+            "user@host:65535",
+            "host:0",
+        ] {
+            let authority: http::uri::Authority = a.parse().unwrap();
+            assert_eq!(super::port_of(a), authority.port_u16(), "{a}");
+        }
+        assert_eq!(super::port_of("host:"), None);
     }
 }
