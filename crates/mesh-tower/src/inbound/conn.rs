@@ -65,6 +65,24 @@ pub struct ConnectionInfo(Arc<Inner>);
 
 impl ConnectionInfo {
     /// A connection on workload port `port` from `peer` (`None`: plaintext).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sleep = PeerIdentity::new(Identity::new("cluster.local", "foo", "sleep")?);
+    /// let mtls = ConnectionInfo::new(Some(sleep), 8000);
+    /// assert!(mtls.is_tls());
+    /// assert_eq!(mtls.port(), 8000);
+    ///
+    /// let plain = ConnectionInfo::new(None, 8000);
+    /// assert!(!plain.is_tls() && plain.peer().is_none());
+    /// assert_eq!(plain.mode(), None, "unknown until `with_mode`");
+    /// # Ok(()) }
+    /// ```
     pub fn new(peer: Option<PeerIdentity>, port: u16) -> Self {
         ConnectionInfo(Arc::new(Inner {
             tls: peer.is_some(),
@@ -79,6 +97,20 @@ impl ConnectionInfo {
     }
 
     /// With the socket addresses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// # fn main() -> Result<(), std::net::AddrParseError> {
+    /// let bare = ConnectionInfo::new(None, 9080);
+    /// let info = bare.clone().with_addrs(Some("10.1.2.3:40000".parse()?), Some("10.0.0.1:9080".parse()?));
+    /// assert_eq!(info.remote_addr(), Some("10.1.2.3:40000".parse()?));
+    /// assert_eq!(info.local_addr(), Some("10.0.0.1:9080".parse()?));
+    /// assert_eq!(bare.remote_addr(), None, "the original is unchanged");
+    /// # Ok(()) }
+    /// ```
     pub fn with_addrs(self, remote: Option<SocketAddr>, local: Option<SocketAddr>) -> Self {
         self.map(|i| {
             i.remote = remote;
@@ -106,6 +138,18 @@ impl ConnectionInfo {
     }
 
     /// With the PeerAuthentication mode the connection was accepted under.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::PeerAuthnMode;
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// // a plaintext connection let in by PERMISSIVE
+    /// let info = ConnectionInfo::new(None, 9080).with_mode(PeerAuthnMode::Permissive);
+    /// assert_eq!(info.mode(), Some(PeerAuthnMode::Permissive));
+    /// assert!(!info.is_tls());
+    /// ```
     pub fn with_mode(self, mode: PeerAuthnMode) -> Self {
         self.map(|i| i.mode = Some(mode))
     }
@@ -126,48 +170,158 @@ impl ConnectionInfo {
     }
 
     /// The peer's verified identity; `None` for plaintext.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sleep = PeerIdentity::new(Identity::new("cluster.local", "foo", "sleep")?);
+    /// let info = ConnectionInfo::new(Some(sleep.clone()), 8000);
+    /// assert_eq!(info.peer(), Some(&sleep));
+    /// assert_eq!(info.peer().unwrap().identity().as_uri(), "spiffe://cluster.local/ns/foo/sa/sleep");
+    /// assert_eq!(ConnectionInfo::new(None, 8000).peer(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn peer(&self) -> Option<&PeerIdentity> {
         self.0.peer.as_ref()
     }
 
     /// The peer's principal as AuthorizationPolicy compares it
     /// (`cluster.local/ns/default/sa/sleep`); `None` for plaintext.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let reviews = PeerIdentity::new(Identity::new("cluster.local", "bookinfo", "bookinfo-reviews")?);
+    /// let info = ConnectionInfo::new(Some(reviews), 9080);
+    /// // without the `spiffe://` scheme, as in an AuthorizationPolicy's `principals`
+    /// assert_eq!(info.principal(), Some("cluster.local/ns/bookinfo/sa/bookinfo-reviews"));
+    /// assert_eq!(ConnectionInfo::new(None, 9080).principal(), None);
+    /// # Ok(()) }
+    /// ```
     pub fn principal(&self) -> Option<&str> {
         self.0.peer.as_ref().map(|p| p.principal())
     }
 
     /// The client's address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// let client = "10.1.2.3:40000".parse().unwrap();
+    /// let info = ConnectionInfo::new(None, 9080).with_addrs(Some(client), None);
+    /// assert_eq!(info.remote_addr(), Some(client));
+    /// assert_eq!(ConnectionInfo::new(None, 9080).remote_addr(), None, "not given");
+    /// ```
     pub fn remote_addr(&self) -> Option<SocketAddr> {
         self.0.remote
     }
 
     /// Our address on the connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// let ours = "10.0.0.1:15006".parse().unwrap();
+    /// let info = ConnectionInfo::new(None, 9080).with_addrs(None, Some(ours));
+    /// assert_eq!(info.local_addr(), Some(ours));
+    /// assert_eq!(info.port(), 9080, "the workload port, not the local port");
+    /// ```
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.0.local
     }
 
     /// The workload port (what PeerAuthentication `portLevelMtls` and AuthorizationPolicy
     /// `ports` refer to).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// let info = ConnectionInfo::new(None, 9080);
+    /// assert_eq!(info.port(), 9080);
+    /// assert_eq!(info.with_tls(true, None).port(), 9080, "kept by the builders");
+    /// ```
     pub fn port(&self) -> u16 {
         self.0.port
     }
 
     /// Whether the connection is TLS.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sleep = PeerIdentity::new(Identity::new("cluster.local", "foo", "sleep")?);
+    /// assert!(ConnectionInfo::new(Some(sleep), 8000).is_tls()); // mTLS
+    /// assert!(!ConnectionInfo::new(None, 8000).is_tls()); // plaintext
+    /// // TLS without a client certificate (a gateway's HTTPS listener)
+    /// assert!(ConnectionInfo::new(None, 443).with_tls(true, None).is_tls());
+    /// # Ok(()) }
+    /// ```
     pub fn is_tls(&self) -> bool {
         self.0.tls
     }
 
     /// The TLS SNI the client sent, when known.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// let https = ConnectionInfo::new(None, 443).with_tls(true, Some("bookinfo.example.com"));
+    /// assert_eq!(https.sni(), Some("bookinfo.example.com"));
+    /// assert_eq!(ConnectionInfo::new(None, 443).sni(), None);
+    /// ```
     pub fn sni(&self) -> Option<&str> {
         self.0.sni.as_deref()
     }
 
     /// The PeerAuthentication mode the connection was accepted under, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::PeerAuthnMode;
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// assert_eq!(ConnectionInfo::new(None, 8000).mode(), None);
+    /// let info = ConnectionInfo::new(None, 8000).with_mode(PeerAuthnMode::Disable);
+    /// assert_eq!(info.mode(), Some(PeerAuthnMode::Disable));
+    /// ```
     pub fn mode(&self) -> Option<PeerAuthnMode> {
         self.0.mode
     }
 
     /// The remote and local addresses, as the load balancer and access log take them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::ConnectionInfo;
+    /// use mesh_tower::lb::ConnectionAddrs;
+    ///
+    /// let (remote, local) = ("10.1.2.3:40000".parse().unwrap(), "10.0.0.1:9080".parse().unwrap());
+    /// let info = ConnectionInfo::new(None, 9080).with_addrs(Some(remote), Some(local));
+    /// assert_eq!(info.addrs(), ConnectionAddrs { remote: Some(remote), local: Some(local) });
+    /// assert_eq!(ConnectionInfo::new(None, 9080).addrs(), ConnectionAddrs::default());
+    /// ```
     pub fn addrs(&self) -> ConnectionAddrs {
         ConnectionAddrs {
             remote: self.0.remote,
@@ -178,6 +332,26 @@ impl ConnectionInfo {
     /// The metrics context for requests on this connection: the one the
     /// [`ConnectionInfoLayer`] was given, else the source workload from the peer's identity
     /// and `connection_security_policy`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::inbound::ConnectionInfo;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let reviews = PeerIdentity::new(Identity::new("cluster.local", "bookinfo", "bookinfo-reviews")?);
+    /// let m = ConnectionInfo::new(Some(reviews), 9080).metrics_context();
+    /// let source = m.peer.unwrap();
+    /// assert_eq!(source.principal, "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews");
+    /// assert_eq!(source.namespace, "bookinfo");
+    /// assert_eq!(m.mutual_tls, Some(true));
+    /// assert_eq!(m.service, None, "the connection does not know the service");
+    ///
+    /// let plain = ConnectionInfo::new(None, 9080).metrics_context();
+    /// assert_eq!((plain.peer, plain.mutual_tls), (None, Some(false)));
+    /// # Ok(()) }
+    /// ```
     pub fn metrics_context(&self) -> MetricsContext {
         if let Some(m) = &self.0.metrics {
             return m.clone();
@@ -247,6 +421,32 @@ pub struct ConnectionInfoLayer {
 
 impl ConnectionInfoLayer {
     /// For requests on the connection `info`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_tls::{Identity, PeerIdentity};
+    /// use mesh_tower::inbound::{ConnectionInfo, ConnectionInfoLayer};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let app = service_fn(|req: http::Request<()>| async move {
+    ///     let info = req.extensions().get::<ConnectionInfo>().cloned().unwrap();
+    ///     Ok::<_, Infallible>(info)
+    /// });
+    /// let sleep = PeerIdentity::new(Identity::new("cluster.local", "foo", "sleep")?);
+    /// let conn = ConnectionInfoLayer::new(ConnectionInfo::new(Some(sleep), 8000)).layer(app);
+    ///
+    /// // every request on the connection carries it
+    /// for _ in 0..2 {
+    ///     let info = conn.clone().oneshot(http::Request::new(())).await?;
+    ///     assert_eq!(info.principal(), Some("cluster.local/ns/foo/sa/sleep"));
+    ///     assert_eq!(info.metrics_context().mutual_tls, Some(true));
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn new(info: ConnectionInfo) -> Self {
         let metrics = info.metrics_context();
         ConnectionInfoLayer {
@@ -255,6 +455,31 @@ impl ConnectionInfoLayer {
     }
 
     /// With a destination service for the metrics (`destination_service*` labels).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use mesh_tower::inbound::{ConnectionInfo, ConnectionInfoLayer};
+    /// use mesh_tower::metrics::ServiceInfo;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let info = ConnectionInfo::new(None, 8000);
+    /// let mut context = info.metrics_context();
+    /// context.service = Some(Arc::new(ServiceInfo::from_host("httpbin.foo.svc.cluster.local")));
+    /// let layer = ConnectionInfoLayer::new(info).with_metrics_context(context);
+    ///
+    /// let app = service_fn(|req: http::Request<()>| async move {
+    ///     Ok::<_, Infallible>(req.extensions().get::<ConnectionInfo>().unwrap().metrics_context())
+    /// });
+    /// let seen = layer.layer(app).oneshot(http::Request::new(())).await?;
+    /// assert_eq!(seen.service.unwrap().name, "httpbin");
+    /// assert_eq!(seen.mutual_tls, Some(false));
+    /// # Ok(()) }
+    /// ```
     pub fn with_metrics_context(self, metrics: MetricsContext) -> Self {
         ConnectionInfoLayer {
             info: self.info.map(|i| i.metrics = Some(metrics)),
@@ -303,11 +528,38 @@ pub struct WithConnectionInfo<S> {
 
 impl<S> WithConnectionInfo<S> {
     /// The wrapped service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::{ConnectionInfo, ConnectionInfoLayer};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let svc = ConnectionInfoLayer::new(ConnectionInfo::new(None, 9080)).layer(App { name: "details" });
+    /// assert_eq!(svc.get_ref().name, "details");
+    /// ```
     pub fn get_ref(&self) -> &S {
         &self.inner
     }
 
     /// Unwraps the service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::inbound::{ConnectionInfo, ConnectionInfoLayer};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct App { name: &'static str }
+    ///
+    /// let svc = ConnectionInfoLayer::new(ConnectionInfo::new(None, 9080)).layer(App { name: "details" });
+    /// let app: App = svc.into_inner();
+    /// assert_eq!(app.name, "details");
+    /// ```
     pub fn into_inner(self) -> S {
         self.inner
     }

@@ -216,6 +216,40 @@ pub struct MeshServerBuilder {
 impl MeshServerBuilder {
     /// The workload name for metrics (`destination_workload`); default: the `app` label,
     /// else the service account.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # async fn get_once(server: &mesh_tower::inbound::MeshServer) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    /// #     use http_body_util::BodyExt;
+    /// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// #     let addr = listener.local_addr()?;
+    /// #     let running = server.clone();
+    /// #     let app = axum::Router::new().fallback(|| async { "ok" });
+    /// #     tokio::spawn(async move { running.serve(listener, app).await });
+    /// #     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    /// #         .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    /// #     let resp = client.get(format!("http://{addr}/get").parse()?).await?;
+    /// #     Ok(String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", labels, creds)
+    ///     .workload_name("httpbin-v1")
+    ///     .build()?;
+    /// get_once(&server).await?; // one request, served (hidden: a plaintext GET on loopback)
+    ///
+    /// let text = server.metrics().render();
+    /// assert!(text.contains(r#"destination_workload="httpbin-v1""#), "{text}"); // the default: "httpbin", the `app` label
+    /// # Ok(()) }
+    /// ```
     pub fn workload_name(mut self, name: impl Into<String>) -> Self {
         self.workload_name = Some(name.into());
         self
@@ -223,12 +257,67 @@ impl MeshServerBuilder {
 
     /// The service this workload serves (`destination_service` in metrics), an FQDN like
     /// `httpbin.foo.svc.cluster.local`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # async fn get_once(server: &mesh_tower::inbound::MeshServer) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+    /// #     use http_body_util::BodyExt;
+    /// #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// #     let addr = listener.local_addr()?;
+    /// #     let running = server.clone();
+    /// #     let app = axum::Router::new().fallback(|| async { "ok" });
+    /// #     tokio::spawn(async move { running.serve(listener, app).await });
+    /// #     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    /// #         .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    /// #     let resp = client.get(format!("http://{addr}/get").parse()?).await?;
+    /// #     Ok(String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?)
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", labels, creds)
+    ///     .service_host("httpbin.foo.svc.cluster.local")
+    ///     .build()?;
+    /// get_once(&server).await?; // one request, served (hidden: a plaintext GET on loopback)
+    ///
+    /// let text = server.metrics().render();
+    /// assert!(text.contains(r#"destination_service_name="httpbin""#), "{text}"); // and destination_service_namespace="foo"
+    /// # Ok(()) }
+    /// ```
     pub fn service_host(mut self, host: impl Into<String>) -> Self {
         self.service_host = Some(host.into());
         self
     }
 
     /// Record metrics into this registry (default: a new one, see [`MeshServer::metrics`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::MeshServer;
+    /// use mesh_tower::metrics::IstioMetrics;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// // one registry for the whole process: the server's series and the client's side by side
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds)
+    ///     .metrics(Arc::clone(&metrics))
+    ///     .build()?;
+    /// assert!(Arc::ptr_eq(server.metrics(), &metrics));
+    /// # Ok(()) }
+    /// ```
     pub fn metrics(mut self, metrics: Arc<IstioMetrics>) -> Self {
         self.metrics = Some(metrics);
         self
@@ -237,30 +326,198 @@ impl MeshServerBuilder {
     /// The workload (container) port this listener stands for, as PeerAuthentication
     /// `portLevelMtls` and AuthorizationPolicy `ports` name it. Default: the listener's
     /// local port.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::PeerAuthnMode;
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// // STRICT on workload port 8000 only
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: httpbin, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   mtls: {mode: PERMISSIVE}
+    ///   portLevelMtls:
+    ///     8000: {mode: STRICT}
+    /// ")?;
+    /// let labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// // the listener is on a random port, which stands for the workload's port 8000
+    /// let server = MeshServer::builder(mesh, "foo", "httpbin", labels, creds).port(8000).build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// assert_eq!(server.peer_authn_mode(addr.port()), PeerAuthnMode::Permissive);
+    /// tokio::spawn(async move { server.serve(listener, axum::Router::new().fallback(|| async { "ok" })).await });
+    ///
+    /// let plaintext = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    ///     .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    /// assert!(plaintext.get(format!("http://{addr}/get").parse()?).await.is_err(), "reset: STRICT");
+    /// # Ok(()) }
+    /// ```
     pub fn port(mut self, port: u16) -> Self {
         self.port = Some(port);
         self
     }
 
     /// Trace propagation settings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::http::HeaderMap;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::MeshServer;
+    /// use mesh_tower::trace::TraceConfig;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds)
+    ///     .trace(TraceConfig { sampling_percent: 100.0, ..TraceConfig::default() })
+    ///     .build()?;
+    /// // the application answers with the traceparent it was handed
+    /// let app = axum::Router::new().fallback(|h: HeaderMap| async move { h["traceparent"].to_str().unwrap().to_string() });
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// tokio::spawn(async move { server.serve(listener, app).await });
+    ///
+    /// let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    ///     .build_http::<Empty<Bytes>>();
+    /// let resp = client.get(format!("http://{addr}/").parse()?).await?;
+    /// let traceparent = resp.into_body().collect().await?.to_bytes();
+    /// assert!(traceparent.ends_with(b"-01"), "a new trace, sampled: {traceparent:?}");
+    /// # Ok(()) }
+    /// ```
     pub fn trace(mut self, trace: TraceConfig) -> Self {
         self.trace = trace;
         self
     }
 
     /// Bound on the TLS handshake (default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::MeshServer;
+    /// use tokio::io::AsyncReadExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: foo}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ")?;
+    /// let server = MeshServer::builder(mesh, "foo", "httpbin", Default::default(), creds)
+    ///     .handshake_timeout(Some(Duration::from_millis(100)))
+    ///     .build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// tokio::spawn(async move { server.serve(listener, axum::Router::new()).await });
+    ///
+    /// // a client that connects and never starts the handshake is let go
+    /// let start = Instant::now();
+    /// let mut idle = tokio::net::TcpStream::connect(addr).await?;
+    /// let mut buf = [0u8; 1];
+    /// let read = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf)).await?;
+    /// assert!(matches!(read, Ok(0) | Err(_)), "closed by the server");
+    /// assert!(start.elapsed() < Duration::from_secs(1));
+    /// # Ok(()) }
+    /// ```
     pub fn handshake_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.handshake_timeout = timeout;
         self
     }
 
     /// How long a graceful shutdown waits for open connections (default 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds)
+    ///     .drain_timeout(Duration::from_millis(100))
+    ///     .build()?;
+    /// // an application whose request never ends
+    /// let (started, is_started) = tokio::sync::oneshot::channel::<()>();
+    /// let started = std::sync::Arc::new(std::sync::Mutex::new(Some(started)));
+    /// let app = axum::Router::new().fallback(move || {
+    ///     let started = started.lock().unwrap().take();
+    ///     async move {
+    ///         let _ = started.map(|s| s.send(()));
+    ///         std::future::pending::<&str>().await
+    ///     }
+    /// });
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// let serving = tokio::spawn(async move {
+    ///     server.serve_with_shutdown(listener, app, async { let _ = stopped.await; }).await
+    /// });
+    /// let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    ///     .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    /// tokio::spawn(client.get(format!("http://{addr}/slow").parse()?));
+    /// is_started.await?;
+    ///
+    /// let start = Instant::now();
+    /// stop.send(()).unwrap();
+    /// serving.await??; // gives up on the open request after the drain timeout
+    /// assert!(start.elapsed() < Duration::from_secs(1));
+    /// # Ok(()) }
+    /// ```
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = timeout;
         self
     }
 
     /// Builds the server: the rustls configs are built here, once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::PeerAuthnMode;
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds).build()?;
+    /// // no PeerAuthentication: PERMISSIVE; nothing served yet
+    /// assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Permissive);
+    /// assert_eq!(server.metrics().series_count(), 0);
+    /// // cheap to clone: one server may serve several listeners
+    /// let _second = server.clone();
+    /// # Ok(()) }
+    /// ```
     pub fn build(self) -> Result<MeshServer, TlsError> {
         let creds = &self.credentials;
         let strict = InboundTls::from_credentials(PeerAuthnMode::Strict, creds, None)?
@@ -481,6 +738,29 @@ impl MeshServer {
     /// A server for the workload `service_account` in `namespace` with pod-style `labels`,
     /// presenting `credentials` (its SPIFFE certificate, renewed by a `CertManager`) and
     /// following the config of `mesh`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::PeerAuthnMode;
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: PeerAuthentication
+    /// metadata: {name: default, namespace: foo}
+    /// spec: {mtls: {mode: STRICT}}
+    /// ")?;
+    /// let labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let server = MeshServer::builder(mesh, "foo", "httpbin", labels, creds).build()?;
+    /// assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Strict); // foo's PeerAuthentication
+    /// # Ok(()) }
+    /// ```
     pub fn builder(
         mesh: Mesh,
         namespace: impl Into<String>,
@@ -663,6 +943,40 @@ impl MeshServer {
     }
 
     /// Serves `service` on `listener` until the listener fails.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use axum::Extension;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds).build()?;
+    /// let app = axum::Router::new().fallback(|Extension(c): Extension<ConnectionInfo>| async move {
+    ///     format!("port {}", c.port())
+    /// });
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let running = server.clone();
+    /// tokio::spawn(async move { running.serve(listener, app).await });
+    ///
+    /// // PERMISSIVE (no PeerAuthentication): a plaintext client is served
+    /// let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+    ///     .build_http::<Empty<Bytes>>();
+    /// let resp = client.get(format!("http://{addr}/").parse()?).await?;
+    /// assert_eq!(resp.status(), 200);
+    /// // without `MeshServerBuilder::port`, the workload port is the listener's
+    /// let body = resp.into_body().collect().await?.to_bytes();
+    /// assert_eq!(body, format!("port {}", addr.port()));
+    /// # Ok(()) }
+    /// ```
     pub async fn serve<S, B>(&self, listener: TcpListener, service: S) -> io::Result<()>
     where
         S: Service<Request<ServerBody>, Response = Response<B>> + Clone + Send + 'static,
