@@ -454,7 +454,10 @@ impl ConnectionInfoLayer {
         }
     }
 
-    /// With a destination service for the metrics (`destination_service*` labels).
+    /// With the metrics context of this connection's requests: it replaces the whole
+    /// context (caller and `mutual_tls` too, not only the destination service of the
+    /// `destination_service*` labels), so start from [`ConnectionInfo::metrics_context`]
+    /// and change what differs.
     ///
     /// # Examples
     ///

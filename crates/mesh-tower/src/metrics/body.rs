@@ -79,7 +79,35 @@ pub type RequestBody<B> = CountingBody<B>;
 pub type MetricsBody<B> = ObservedBody<B, Recorder>;
 
 /// Records one request into [`IstioMetrics`] when dropped (at the end of the response
-/// body). Created by the metrics middleware.
+/// body). Created by the metrics middleware, which puts it in the [`MetricsBody`].
+///
+/// # Examples
+///
+/// A response body dropped before its end still records its request (with the bytes
+/// actually sent):
+///
+/// ```
+/// use std::convert::Infallible;
+/// use std::sync::Arc;
+/// use bytes::Bytes;
+/// use http_body_util::Full;
+/// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, Recorder, WorkloadInfo};
+/// use mesh_tower::observe::ObservedBody;
+/// use tower::{service_fn, Layer, ServiceExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let metrics = Arc::new(IstioMetrics::new());
+/// let svc = MetricsLayer::outbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(service_fn(
+///     |_req: http::Request<_>| async { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("12345")))) },
+/// ));
+/// let resp = svc.oneshot(http::Request::new(Full::new(Bytes::new()))).await?;
+/// let body: ObservedBody<Full<Bytes>, Recorder> = resp.into_body();
+/// drop(body); // the client went away: the Recorder inside records the request
+/// assert_eq!(metrics.series_count(), 1);
+/// assert!(metrics.render().contains("istio_requests_total{"));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Recorder {
     metrics: Arc<IstioMetrics>,

@@ -97,7 +97,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-pub use body::{MetricsBody, RequestBody};
+pub use body::{MetricsBody, Recorder, RequestBody};
 pub use exposition::{serve_metrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
 pub use future::ResponseFuture;
 pub use histogram::AtomicHistogram;
@@ -210,8 +210,8 @@ pub struct WorkloadInfo {
     pub app: String,
     /// `version` label.
     pub version: String,
-    /// Canonical service (`service.istio.io/canonical-name`, else the app, else the
-    /// workload).
+    /// Canonical service (`service.istio.io/canonical-name`, else
+    /// `app.kubernetes.io/name`, else `app`, else the workload), in Istio's order.
     pub canonical_service: String,
     /// Canonical revision (`service.istio.io/canonical-revision`, else the version, else
     /// `latest`).
