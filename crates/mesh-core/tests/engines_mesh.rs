@@ -233,3 +233,20 @@ fn readers_never_see_half_a_config() {
         assert!(r.join().unwrap() > 0);
     }
 }
+
+/// A name defined twice (two files, or a file applied twice) is one object: the later
+/// definition replaces the earlier where it stood, as `kubectl apply` keeps the object's
+/// creation time, so it still wins over a VirtualService for the same host created after it.
+#[test]
+fn a_redefined_object_keeps_its_place() {
+    let other = r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-later, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+"#;
+    let yaml = format!("{}---\n{other}---\n{}", vs("v1"), vs("v3"));
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v3"));
+}
