@@ -797,6 +797,8 @@ pub struct Registry {
     services: HostMap<Vec<Arc<Service>>>,
     by_vip: Vec<(IpNet, Arc<Service>)>,
     workloads: Arc<[Workload]>,
+    /// `namespace/service_account` -> the workloads running as it (indexes).
+    by_account: HashMap<String, Vec<usize>>,
 }
 
 impl Registry {
@@ -883,10 +885,18 @@ impl Registry {
         }
         services.finish();
         let _ = opts;
+        let mut by_account: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, w) in workloads.iter().enumerate() {
+            by_account
+                .entry(format!("{}/{}", w.namespace, w.service_account))
+                .or_default()
+                .push(i);
+        }
         Registry {
             services,
             by_vip,
             workloads,
+            by_account,
         }
     }
 
@@ -1054,6 +1064,51 @@ impl Registry {
     /// ```
     pub fn workloads(&self) -> &[Workload] {
         &self.workloads
+    }
+
+    /// The registered workloads that run as service account `service_account` of
+    /// `namespace` (what a peer's SPIFFE identity names), in registration order. A server
+    /// learns its caller's workload from them (Istio learns it by metadata exchange).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    ///
+    /// let mesh = Mesh::from_yaml("").unwrap();
+    /// for (name, version) in [("reviews-v1", "v1"), ("reviews-v2", "v2")] {
+    ///     mesh.register(Workload {
+    ///         name: name.into(),
+    ///         namespace: "default".into(),
+    ///         service_account: "bookinfo-reviews".into(),
+    ///         labels: [("app".to_string(), "reviews".to_string()), ("version".to_string(), version.to_string())].into(),
+    ///         address: "127.0.0.1".parse().unwrap(),
+    ///         ports: Default::default(),
+    ///         locality: None,
+    ///         weight: 1,
+    ///     });
+    /// }
+    /// let snap = mesh.snapshot();
+    /// let names: Vec<&str> = snap
+    ///     .registry()
+    ///     .workloads_of("default", "bookinfo-reviews")
+    ///     .map(|w| w.name.as_str())
+    ///     .collect();
+    /// assert_eq!(names, ["reviews-v1", "reviews-v2"]);
+    /// assert_eq!(snap.registry().workloads_of("default", "sleep").count(), 0);
+    /// ```
+    pub fn workloads_of<'a>(
+        &'a self,
+        namespace: &str,
+        service_account: &str,
+    ) -> impl Iterator<Item = &'a Workload> + 'a {
+        self.by_account
+            .get(&format!("{namespace}/{service_account}"))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|&i| &self.workloads[i])
     }
 }
 

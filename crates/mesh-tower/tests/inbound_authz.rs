@@ -195,6 +195,28 @@ async fn httpbin_sleep_authorization_task_over_mtls() {
     let metrics = Arc::new(IstioMetrics::new());
     let (addr, server) = start(&mesh, httpbin, metrics.clone()).await;
     assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Strict);
+    // the callers' workloads, as the registry knows them (the server's `source_*` labels
+    // come from here): one runs as sleep, two versions of one app run as other
+    for (name, ns, sa, version) in [
+        ("sleep-v1", "foo", "sleep", "v1"),
+        ("other-v1", "bar", "other", "v1"),
+        ("other-v2", "bar", "other", "v2"),
+    ] {
+        mesh.register(mesh_core::registry::Workload {
+            name: name.into(),
+            namespace: ns.into(),
+            service_account: sa.into(),
+            labels: [
+                ("app".to_string(), sa.to_string()),
+                ("version".to_string(), version.to_string()),
+            ]
+            .into(),
+            address: "127.0.0.1".parse().unwrap(),
+            ports: Default::default(),
+            locality: None,
+            weight: 1,
+        });
+    }
 
     // sleep is allowed, and the app sees its principal
     let (status, _, body) = mtls(addr, &sleep, false, get_req("/headers"))
@@ -290,7 +312,12 @@ async fn httpbin_sleep_authorization_task_over_mtls() {
     let mut sleep_ok = common.to_vec();
     sleep_ok.extend([
         "source_principal=\"spiffe://cluster.local/ns/foo/sa/sleep\"",
+        "source_workload=\"sleep-v1\"",
         "source_workload_namespace=\"foo\"",
+        "source_app=\"sleep\"",
+        "source_version=\"v1\"",
+        "source_canonical_service=\"sleep\"",
+        "source_canonical_revision=\"v1\"",
         "response_code=\"200\"",
         "connection_security_policy=\"mutual_tls\"",
         "request_protocol=\"http\"",
@@ -299,6 +326,11 @@ async fn httpbin_sleep_authorization_task_over_mtls() {
     let mut other_denied = common.to_vec();
     other_denied.extend([
         "source_principal=\"spiffe://cluster.local/ns/bar/sa/other\"",
+        // two workloads run as other: what they share is known, the rest is not
+        "source_workload=\"unknown\"",
+        "source_app=\"other\"",
+        "source_version=\"unknown\"",
+        "source_canonical_service=\"other\"",
         "response_code=\"403\"",
     ]);
     assert!(series(&other_denied), "{text}");

@@ -653,6 +653,38 @@ struct ServerInner {
     drain_timeout: Duration,
 }
 
+/// The caller's workload for the `source_*` metric labels, as the registry knows the
+/// workloads running as its SPIFFE identity's service account (Istio's sidecars learn it
+/// by metadata exchange; in one process the registry already holds it). When several
+/// workloads run as that account, only what they share is kept (the rest stays
+/// `unknown`); when none is registered, `None` (the principal alone is known).
+fn peer_workload(mesh: &Mesh, peer: &mesh_tls::PeerIdentity) -> Option<WorkloadInfo> {
+    let id = peer.identity();
+    let snap = mesh.snapshot();
+    let info = |w: &mesh_core::registry::Workload| {
+        WorkloadInfo::from_labels(&w.name, &w.namespace, id.as_uri(), &w.labels)
+    };
+    let mut found = snap
+        .registry()
+        .workloads_of(id.namespace(), id.service_account());
+    let mut source = info(found.next()?);
+    for w in found {
+        let other = info(w);
+        for (mine, theirs) in [
+            (&mut source.workload, &other.workload),
+            (&mut source.app, &other.app),
+            (&mut source.version, &other.version),
+            (&mut source.canonical_service, &other.canonical_service),
+            (&mut source.canonical_revision, &other.canonical_revision),
+        ] {
+            if mine != theirs {
+                mine.clear();
+            }
+        }
+    }
+    Some(source)
+}
+
 /// A mesh workload's HTTP server. See the [module docs](self).
 ///
 /// # Examples
@@ -1075,6 +1107,7 @@ impl MeshServer {
             };
             let stack = stack.clone();
             let builder = Arc::clone(&builder);
+            let mesh = i.mesh.clone();
             let mut stop = stop_rx.clone();
             let open = open_tx.clone();
             tokio::spawn(async move {
@@ -1092,6 +1125,9 @@ impl MeshServer {
                     .with_addrs(Some(remote), local)
                     .with_mode(mode);
                 let mut mctx = info.metrics_context();
+                if let Some(source) = info.peer().and_then(|p| peer_workload(&mesh, p)) {
+                    mctx.peer = Some(Arc::new(source));
+                }
                 mctx.service = ctx.service;
                 let svc = ConnectionInfoLayer::new(info)
                     .with_metrics_context(mctx)
