@@ -593,7 +593,8 @@ async fn httpbin_gateway_sample_routes_plain_http() {
         b"httpbin host=httpbin.example.com proto=http path=/headers?x=1"
     );
 
-    // the endpoint goes away: 503 with Envoy's connect-failure body
+    // the endpoint goes away: 503 with Envoy's connect-failure body, after the gateway
+    // retried (Istio's default retry policy: 2 retries on connect failure)
     let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead_addr = dead.local_addr().unwrap();
     drop(dead);
@@ -621,9 +622,89 @@ async fn httpbin_gateway_sample_routes_plain_http() {
     assert_eq!(resp.status(), 503);
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert!(
-        body.starts_with(b"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
+        body.starts_with(b"upstream connect error or disconnect/reset before headers. retried and the latest reset reason: remote connection failure"),
         "{body:?}"
     );
+}
+
+/// The gateway forwards through the outbound stack: a request that fails to connect to
+/// one endpoint is retried on another (Istio's default retry policy, the previous host
+/// avoided), and the DestinationRule's round robin spreads requests over the endpoints
+/// (the gateway used to pick an endpoint at random and not retry).
+#[tokio::test]
+async fn gateway_retries_on_another_endpoint_and_balances() {
+    let (a, b) = (backend("httpbin-a").await, backend("httpbin-b").await);
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: httpbin-gateway, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ["*"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [httpbin-gateway]
+  http: [{{route: [{{destination: {{host: httpbin, port: {{number: 8000}}}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  host: httpbin
+  trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: httpbin, namespace: default}}
+spec:
+  hosts: [httpbin.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  ports: [{{number: 8000, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {}}}}}
+"#,
+        a.port(),
+        dead_addr.port(),
+        b.port()
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let gw = GatewayServer::builder(mesh, "istio-system", ingress_labels())
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(80).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    use http_body_util::BodyExt;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..30 {
+        let req = http::Request::get(format!("http://{addr}/get"))
+            .header("host", "httpbin.example.com")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "every request lands on a live endpoint");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let name = String::from_utf8_lossy(&body)
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned();
+        *seen.entry(name).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 2, "both live endpoints serve: {seen:?}");
+    assert!(seen.values().all(|&n| n >= 10), "round robin: {seen:?}");
 }
 
 #[tokio::test]

@@ -25,19 +25,25 @@
 //! HTTP (403 `RBAC: access denied` before routing), per connection for PASSTHROUGH and
 //! terminated TLS servers (a denied connection is closed), with `connection.sni` known.
 //!
-//! Routed HTTP requests are forwarded over HTTP/1.1 (HTTP/2 for `GRPC`/`HTTP2` service
-//! ports) to an endpoint of the destination, taken from the registry (subset labels from
-//! the DestinationRule): in plaintext, or with the DestinationRule's `tls` (SIMPLE,
-//! MUTUAL, ISTIO_MUTUAL), or, without one, with Istio's auto mTLS (ISTIO_MUTUAL to mesh
-//! workloads when the gateway has its own mesh identity,
-//! [`GatewayBuilder::workload_credentials`]), after the route's fault
-//! injection (delay, abort), `rewrite` (uri, authority) and header operations (route and
-//! destination level, request and response), within the route timeout.
+//! Routed HTTP requests are forwarded by the gateway's own outbound client (a
+//! [`MeshClient`](crate::outbound::MeshClient) of the gateway workload), so they get
+//! everything a sidecar's outbound requests get, routed by the VirtualServices bound to the
+//! Gateway: the DestinationRule's load balancer, connection pool limits and outlier
+//! detection over the destination's endpoints (subset labels from the DestinationRule),
+//! retries (Istio's defaults, the previous host avoided), timeouts, fault injection
+//! (delay, abort), mirrors, `rewrite` (uri, authority) and header operations (route and
+//! destination level, request and response), over pooled connections: in plaintext, or
+//! with the DestinationRule's `tls` (SIMPLE, MUTUAL with a `credentialName` from the
+//! gateway's [`CredentialLookup`], ISTIO_MUTUAL), or, without one, with Istio's auto mTLS
+//! (ISTIO_MUTUAL to mesh workloads when the gateway has its own mesh identity,
+//! [`GatewayBuilder::workload_credentials`]). The gateway writes `x-forwarded-proto` and
+//! `x-forwarded-for`, drops hop-by-hop headers, and propagates trace context and
+//! `x-request-id` as Envoy's gateway does.
 //! Envoy's local replies are reproduced: 404 when no VirtualService or route matches, 503
 //! (NC) for an unknown destination or subset, 503 `no healthy upstream` without endpoints,
-//! 503 `upstream connect error ...` when the endpoint cannot be reached, 504 `upstream
-//! request timeout`; VirtualService redirects and direct responses are answered by the
-//! gateway.
+//! 503 `upstream connect error ...` when no endpoint can be reached after the retries, 504
+//! `upstream request timeout`; VirtualService redirects and direct responses are answered
+//! by the gateway.
 //!
 //! HTTP traffic is logged by the access log and counted in Istio's standard metrics as
 //! Istio's gateway reports them (`reporter="source"`, the gateway as source workload, the
@@ -51,10 +57,9 @@
 //! Differences from Istio: the ports are those of the servers at start (a port added by a
 //! later Gateway is not listened on until a restart); credentials are read when first
 //! needed after each config change ([`GatewayServer::reload_credentials`] forces a
-//! re-read); the forwarding client does not retry (Istio's default is 2 retries on connect
-//! failure), mirror, or apply CORS policies (the outbound stack will); TLS upstream
-//! connections are not pooled (one handshake per request); HTTP upgrades (WebSocket) are
-//! not forwarded.
+//! re-read, and also forgets the upstream connections, whose TLS configs may hold
+//! `credentialName` certificates); CORS policies are not applied; HTTP upgrades
+//! (WebSocket) are not forwarded.
 //!
 //! # Examples
 //!
@@ -111,18 +116,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, HOST, LOCATION};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_core::gateway::GatewayServer as ServerRef;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, ServerTlsMode};
-use mesh_core::route::{AbortStatus, HttpRequestAttrs, L4Attrs, RouteOutcome, WeightedDestination};
+use mesh_core::route::{L4Attrs, WeightedDestination};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, DirCredentials};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -134,9 +137,10 @@ pub use sni::{parse_client_hello, Hello};
 
 use crate::accesslog::AccessLogLayer;
 use crate::authz::AuthorizationLayer;
-use crate::envoy::{LocalReply, ResetReason};
+use crate::envoy::LocalReply;
 use crate::inbound::{is_transient, ConnectionInfo, ConnectionInfoLayer};
-use crate::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
+use crate::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+use crate::outbound::{ClientWorkload, MeshClient};
 use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -769,22 +773,32 @@ impl GatewayBuilder {
             self.workload.as_ref().map_or("", |w| w.identity().as_uri()),
             &self.labels,
         );
+        // The gateway's client: its own workload (for the source labels and auto mTLS with
+        // its credentials), the credential store for DestinationRule `credentialName`s.
+        let service_account = self.workload.as_ref().map_or_else(
+            || self.workload_name.clone(),
+            |w| w.identity().service_account().to_owned(),
+        );
+        let mut me_client =
+            ClientWorkload::new(&self.workload_name, &self.namespace, &service_account);
+        me_client.labels = self.labels.clone();
+        let mut client = MeshClient::builder(self.mesh.clone(), me_client)
+            .credential_lookup(Arc::clone(&self.credentials))
+            .metrics(Arc::clone(&metrics));
+        if let Some(w) = &self.workload {
+            client = client.credentials(Arc::clone(w));
+        }
         let inner = Arc::new(Inner {
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
             metrics,
             authz,
-            workload: self.workload,
-            upstream_tls: tls::Cache::new(),
             mesh: self.mesh.clone(),
             namespace: self.namespace,
             labels: self.labels,
             credentials: self.credentials,
             cache,
             hello_timeout: self.hello_timeout,
-            h1: Client::builder(TokioExecutor::new()).build_http(),
-            h2: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build_http(),
+            client: client.build(),
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -816,16 +830,15 @@ impl GatewayBuilder {
 struct Inner {
     metrics: Arc<IstioMetrics>,
     authz: AuthorizationLayer,
-    workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
-    upstream_tls: tls::Cache<Option<mesh_tls::OutboundTls>>,
     mesh: Mesh,
     namespace: String,
     labels: Labels,
     credentials: Arc<dyn CredentialLookup>,
     cache: tls::ConfigCache,
     hello_timeout: Duration,
-    h1: Client<HttpConnector, UpstreamBody>,
-    h2: Client<HttpConnector, UpstreamBody>,
+    /// The gateway's outbound side: the mesh client of its workload, which forwards every
+    /// routed request (balancing, retries, pooled TLS origination).
+    client: MeshClient,
     metrics_layer: MetricsLayer,
 }
 
@@ -1040,7 +1053,9 @@ impl GatewayServer {
         &self.inner.metrics
     }
 
-    /// Re-reads the credentials on the next connection (after a certificate changed).
+    /// Re-reads the credentials on the next connection (after a certificate changed); the
+    /// upstream connections are forgotten too (the next request opens new ones, with the
+    /// DestinationRules' `credentialName` certificates read again).
     ///
     /// # Examples
     ///
@@ -1101,7 +1116,7 @@ impl GatewayServer {
     /// ```
     pub fn reload_credentials(&self) {
         self.inner.cache.clear();
-        self.inner.upstream_tls.clear();
+        crate::outbound::forget_destinations(&self.inner.client);
     }
 }
 
@@ -1355,7 +1370,6 @@ fn l4_target(
         .pick(rand::random())
         .ok_or_else(|| io::Error::other("route without destinations"))?;
     resolve(snap, &inner.namespace, dest, port)
-        .map(|u| u.addr)
         .map_err(|r| io::Error::other(format!("{} ({})", r, dest.host)))
 }
 
@@ -1369,28 +1383,14 @@ where
     Ok(())
 }
 
-/// A chosen endpoint of a routed destination.
-#[derive(Debug, Clone)]
-struct Upstream {
-    addr: SocketAddr,
-    /// The service port.
-    port: u16,
-    /// The service port speaks HTTP/2 (`GRPC`, `HTTP2`, `GRPC-WEB`).
-    h2: bool,
-    /// The endpoint is a mesh workload (registered in process, or labelled
-    /// `security.istio.io/tlsMode: istio`): Istio's auto mTLS applies.
-    mesh: bool,
-    /// The endpoint's SPIFFE identity, when its service account is known.
-    identity: Option<mesh_tls::Identity>,
-}
-
-/// An endpoint for a routed destination (uniformly at random among the subset's).
+/// An endpoint for a routed TCP or TLS destination (uniformly at random among the
+/// subset's): where the connection is spliced to.
 fn resolve(
     snap: &Snapshot,
     namespace: &str,
     dest: &WeightedDestination,
     request_port: u16,
-) -> Result<Upstream, LocalReply> {
+) -> Result<SocketAddr, LocalReply> {
     let svc = snap
         .registry()
         .service(&dest.host, namespace)
@@ -1409,9 +1409,6 @@ fn resolve(
         ),
         None => None,
     };
-    let h2 = svc
-        .port(port)
-        .is_some_and(|p| matches!(&*p.protocol, "GRPC" | "HTTP2" | "GRPC-WEB"));
     let mut chosen = None;
     let mut seen = 0u64;
     // reservoir sampling: a uniform pick without collecting the endpoints
@@ -1419,26 +1416,11 @@ fn resolve(
         if let Some(a) = t.addr {
             seen += 1;
             if rand::random_range(0..seen) == 0 {
-                chosen = Some((a, t.endpoint));
+                chosen = Some(a);
             }
         }
     }
-    let (addr, ep) = chosen.ok_or(LocalReply::NoHealthyUpstream)?;
-    let mesh = ep.origin.starts_with("workload/")
-        || ep
-            .labels
-            .get("security.istio.io/tlsMode")
-            .is_some_and(|v| v == "istio");
-    let identity = ep.service_account.as_deref().and_then(|sa| {
-        mesh_tls::Identity::new(&snap.options().trust_domain, &svc.namespace, sa).ok()
-    });
-    Ok(Upstream {
-        addr,
-        port,
-        h2,
-        mesh,
-        identity,
-    })
+    chosen.ok_or(LocalReply::NoHealthyUpstream)
 }
 
 async fn serve_http<IO>(inner: Arc<Inner>, io: IO, ctx: HttpCtx) -> io::Result<()>
@@ -1518,110 +1500,8 @@ async fn handle(
         return denied.map(full);
     }
     let gateway = server.gateway;
-    let (mut parts, body) = req.into_parts();
-    let attrs = HttpRequestAttrs::from_parts(&inner.namespace, &parts)
-        .with_gateway(Some(gateway))
-        .with_port(ctx.port)
-        .with_scheme(if ctx.https { "https" } else { "http" });
-    let d = snap.route_http(&attrs);
-    if d.virtual_service.is_none() {
-        return local(&LocalReply::NoRoute, &parts.headers);
-    }
-    match d.outcome {
-        RouteOutcome::NoRoute => return local(&LocalReply::NoRoute, &parts.headers),
-        RouteOutcome::DirectResponse(dr) => {
-            let body = dr
-                .body
-                .as_deref()
-                .map(Bytes::copy_from_slice)
-                .unwrap_or_default();
-            let mut r = Response::new(full(body));
-            *r.status_mut() = StatusCode::from_u16(dr.status).unwrap_or(StatusCode::OK);
-            return r;
-        }
-        RouteOutcome::Redirect(rd) => {
-            return vs_redirect(rd, &parts, &authority, ctx, d.prefix_len);
-        }
-        RouteOutcome::Forward => {}
-    }
-    let Some(dest) = d.pick(rand::random()) else {
-        return local(&LocalReply::ClusterNotFound, &parts.headers);
-    };
-    let up = match resolve(&snap, &inner.namespace, dest, ctx.port) {
-        Ok(x) => x,
-        Err(reply) => return local(&reply, &parts.headers),
-    };
-    let origination = match inner.origination(&snap, dest, &up) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!(host = %dest.host, error = %e, "gateway: cannot originate TLS upstream");
-            return local(
-                &LocalReply::UpstreamReset {
-                    reason: ResetReason::RemoteConnectionFailure,
-                    transport_failure: Some(e),
-                    retried: false,
-                },
-                &parts.headers,
-            );
-        }
-    };
-    let (addr, h2) = (up.addr, up.h2);
-    let dest_host = Arc::clone(&dest.host);
-    let timeout = d.timeout();
-    let action = d.action();
-    if let Some(fault) = action.and_then(|a| a.fault.as_deref()) {
-        if let Some((delay, share)) = fault.delay {
-            if share.fires(rand::random()) {
-                tokio::time::sleep(delay).await;
-            }
-        }
-        if let Some((status, share)) = fault.abort {
-            if share.fires(rand::random()) {
-                let reply = match status {
-                    AbortStatus::Http(s) => LocalReply::FaultAbort {
-                        http_status: StatusCode::from_u16(s)
-                            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                        grpc_status: None,
-                    },
-                    AbortStatus::Grpc(code) => LocalReply::FaultAbort {
-                        http_status: StatusCode::OK,
-                        grpc_status: Some(u32::from(code)),
-                    },
-                };
-                return local(&reply, &parts.headers);
-            }
-        }
-    }
-    let path = parts.uri.path();
-    let new_path = action
-        .and_then(|a| a.rewrite.as_deref())
-        .and_then(|rw| rw.path(path, d.prefix_len));
-    let new_authority = action
-        .and_then(|a| a.rewrite.as_deref())
-        .and_then(|rw| rw.authority.as_deref());
-    let path = new_path.as_deref().unwrap_or(path);
-    let uri: Uri = match parts.uri.query() {
-        Some(q) => format!("http://{addr}{path}?{q}"),
-        None => format!("http://{addr}{path}"),
-    }
-    .parse()
-    .unwrap_or_else(|_| Uri::from_static("/"));
-    let route_headers = action.map(|a| &a.headers);
-    let dest_headers = dest.headers.clone();
-    let response_ops = route_headers.map(|h| h.response.clone());
-    if let Some(h) = route_headers {
-        h.request.apply(&mut parts.headers);
-    }
-    if let Some(h) = &dest_headers {
-        h.request.apply(&mut parts.headers);
-    }
-    if let Some(a) = new_authority {
-        if let Ok(v) = HeaderValue::from_str(a) {
-            parts.headers.insert(HOST, v);
-        }
-    }
-    drop(snap);
-    req = Request::from_parts(parts, body);
+    // What Envoy's gateway does to a request before routing it: hop-by-hop headers go,
+    // the downstream's protocol and address are added.
     let headers = req.headers_mut();
     for h in [
         "connection",
@@ -1646,176 +1526,16 @@ async fn handle(
             headers.append("x-forwarded-for", v);
         }
     }
-    let req_headers = req.headers().clone();
-    *req.uri_mut() = uri;
-    *req.version_mut() = if h2 {
-        http::Version::HTTP_2
-    } else {
-        http::Version::HTTP_11
+    let gateway = gateway.to_owned();
+    drop(snap);
+    let via = crate::outbound::GatewayRoute {
+        gateway: &gateway,
+        port: ctx.port,
+        scheme: if ctx.https { "https" } else { "http" },
     };
-    let send = async {
-        match &origination {
-            None => {
-                let client = if h2 { &inner.h2 } else { &inner.h1 };
-                client.request(req).await.map_err(|e| {
-                    let reason = if e.is_connect() {
-                        ResetReason::RemoteConnectionFailure
-                    } else {
-                        ResetReason::ConnectionTermination
-                    };
-                    (reason, e.to_string())
-                })
-            }
-            Some(tls) => send_tls(tls, addr, h2, req).await,
-        }
-    };
-    let result = match timeout {
-        Some(t) => match tokio::time::timeout(t, send).await {
-            Ok(r) => r,
-            Err(_) => return local(&LocalReply::UpstreamTimeout, &req_headers),
-        },
-        None => send.await,
-    };
-    match result {
-        Ok(mut resp) => {
-            resp.extensions_mut().insert(MetricsContext {
-                peer: up
-                    .identity
-                    .as_ref()
-                    .map(|i| Arc::new(WorkloadInfo::from_principal(i.as_uri()))),
-                service: Some(Arc::new(ServiceInfo::from_host(&dest_host))),
-                mutual_tls: None,
-            });
-            if let Some(ops) = &response_ops {
-                ops.apply(resp.headers_mut());
-            }
-            if let Some(h) = &dest_headers {
-                h.response.apply(resp.headers_mut());
-            }
-            resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())
-        }
-        Err((reason, e)) => {
-            tracing::debug!(%addr, error = %e, "gateway upstream request failed");
-            local(
-                &LocalReply::UpstreamReset {
-                    reason,
-                    transport_failure: None,
-                    retried: false,
-                },
-                &req_headers,
-            )
-        }
-    }
-}
-
-/// One request over a new TLS connection (mesh mTLS or DestinationRule TLS origination).
-/// Not pooled: the outbound stack will pool mesh connections.
-async fn send_tls(
-    tls: &mesh_tls::OutboundTls,
-    addr: SocketAddr,
-    h2: bool,
-    req: Request<UpstreamBody>,
-) -> Result<Response<Incoming>, (ResetReason, String)> {
-    let fail = |r: ResetReason| move |e: &dyn std::fmt::Display| (r, e.to_string());
-    let tcp = TcpStream::connect(addr)
+    crate::outbound::forward_from_gateway(&inner.client, req, via)
         .await
-        .map_err(|e| fail(ResetReason::RemoteConnectionFailure)(&e))?;
-    let _ = tcp.set_nodelay(true);
-    let stream = tls
-        .connect(tcp)
-        .await
-        .map_err(|e| fail(ResetReason::RemoteConnectionFailure)(&e))?;
-    let io = TokioIo::new(stream);
-    let term = fail(ResetReason::ConnectionTermination);
-    if h2 {
-        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|e| term(&e))?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(|e| term(&e))
-    } else {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(|e| term(&e))?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(|e| term(&e))
-    }
-}
-
-/// DestinationRule `tls` (as written) to mesh-tls's settings.
-fn client_settings(t: &mesh_core::model::ClientTlsSettings) -> mesh_tls::ClientTlsSettings {
-    use mesh_core::model::ClientTlsMode as M;
-    mesh_tls::ClientTlsSettings {
-        mode: match t.mode {
-            M::Disable => mesh_tls::ClientTlsMode::Disable,
-            M::Simple => mesh_tls::ClientTlsMode::Simple,
-            M::Mutual => mesh_tls::ClientTlsMode::Mutual,
-            M::IstioMutual => mesh_tls::ClientTlsMode::IstioMutual,
-        },
-        client_certificate: t.client_certificate.as_deref().map(PathBuf::from),
-        private_key: t.private_key.as_deref().map(PathBuf::from),
-        ca_certificates: t.ca_certificates.as_deref().map(PathBuf::from),
-        ca_crl: t.ca_crl.as_deref().map(PathBuf::from),
-        credential_name: t.credential_name.clone(),
-        subject_alt_names: t.subject_alt_names.clone(),
-        sni: t.sni.clone(),
-        insecure_skip_verify: t.insecure_skip_verify.unwrap_or(false),
-    }
-}
-
-impl Inner {
-    /// How to reach an upstream: `None` plaintext, or TLS. The DestinationRule's `tls`
-    /// decides; without one, Istio's auto mTLS: ISTIO_MUTUAL to mesh workloads when the
-    /// gateway has mesh credentials. Configs are cached per destination and generation.
-    fn origination(
-        &self,
-        snap: &Snapshot,
-        dest: &WeightedDestination,
-        up: &Upstream,
-    ) -> Result<Option<mesh_tls::OutboundTls>, String> {
-        let policy =
-            snap.traffic_policy(&dest.host, dest.subset.as_deref(), up.port, &self.namespace);
-        let settings = match policy.tls {
-            Some(t) => client_settings(t),
-            None if up.mesh && self.workload.is_some() => mesh_tls::ClientTlsSettings {
-                mode: mesh_tls::ClientTlsMode::IstioMutual,
-                ..Default::default()
-            },
-            None => return Ok(None),
-        };
-        if settings.mode == mesh_tls::ClientTlsMode::Disable {
-            return Ok(None);
-        }
-        let key = format!(
-            "{}|{}|{}|{}",
-            dest.host,
-            dest.subset.as_deref().unwrap_or(""),
-            up.port,
-            up.identity.as_ref().map_or("", |i| i.as_uri())
-        );
-        self.upstream_tls.get(snap.generation(), &key, || {
-            let ids: Vec<mesh_tls::Identity> = up.identity.iter().cloned().collect();
-            mesh_tls::client_config(
-                &settings,
-                &mesh_tls::Destination {
-                    host: &dest.host,
-                    port: up.port,
-                    subset: dest.subset.as_deref(),
-                    service_accounts: &ids,
-                },
-                &mesh_tls::ClientContext {
-                    workload: self.workload.as_deref(),
-                    credentials: Some(&*self.credentials),
-                    alpn: if up.h2 {
-                        mesh_tls::Alpn::Http2
-                    } else {
-                        mesh_tls::Alpn::Http1
-                    },
-                },
-            )
-            .map_err(|e| e.to_string())
-        })
-    }
+        .map(|b| b.boxed_unsync())
 }
 
 /// `httpsRedirect`: 301 to the same host and path over https (Envoy drops the port when
@@ -1839,60 +1559,6 @@ fn redirect_response(status: StatusCode, location: &str) -> Response<GatewayBody
         r.headers_mut().insert(LOCATION, v);
     }
     r
-}
-
-/// A VirtualService `redirect`: replaces the scheme, authority, port and path (or the
-/// matched prefix) as configured.
-fn vs_redirect(
-    rd: &mesh_core::route::Redirect,
-    parts: &http::request::Parts,
-    authority: &str,
-    ctx: &HttpCtx,
-    prefix_len: usize,
-) -> Response<GatewayBody> {
-    let scheme = rd
-        .scheme
-        .as_deref()
-        .unwrap_or(if ctx.https { "https" } else { "http" });
-    let host = rd
-        .authority
-        .as_deref()
-        .unwrap_or_else(|| strip_port(authority));
-    let port = rd
-        .port
-        .or(if rd.port_from_request {
-            Some(ctx.port)
-        } else {
-            None
-        })
-        .or_else(|| {
-            // keep an explicit request port unless the authority is replaced
-            if rd.authority.is_some() {
-                None
-            } else {
-                authority.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
-            }
-        })
-        .filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
-    let path = parts.uri.path();
-    let new_path = match (&rd.uri, &rd.prefix_rewrite) {
-        (Some(u), _) => u.to_string(),
-        (None, Some(p)) => format!("{p}{}", path.get(prefix_len..).unwrap_or("")),
-        (None, None) => path.to_owned(),
-    };
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
-    let location = match port {
-        Some(p) => format!("{scheme}://{host}:{p}{new_path}{query}"),
-        None => format!("{scheme}://{host}{new_path}{query}"),
-    };
-    redirect_response(
-        StatusCode::from_u16(rd.code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
-        &location,
-    )
 }
 
 #[cfg(test)]

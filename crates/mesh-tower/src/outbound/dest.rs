@@ -211,6 +211,13 @@ impl DestCache {
         next
     }
 
+    /// Forgets every destination (their pools and TLS configs are built again on the next
+    /// request): after credentials the configs were built from changed.
+    pub(crate) fn clear(&self) {
+        let _g = lock(&self.insert);
+        self.map.store(Arc::new(HashMap::default()));
+    }
+
     fn insert(
         &self,
         snap: &Snapshot,

@@ -911,7 +911,7 @@ where
         let shared = Arc::clone(&self.shared);
         let transport = Via(self.transport.clone());
         Box::pin(async move {
-            handle(&shared, &transport, req, false)
+            handle(&shared, &transport, req, false, None)
                 .await
                 .map(|(r, _)| r)
         })
@@ -975,7 +975,7 @@ impl MeteredOutbound {
         B::Error: Into<BoxError>,
     {
         let (req, pending) = crate::metrics::start_recording(&self.metrics, req);
-        match handle(&self.shared, &MeshTransport, req, true).await {
+        match handle(&self.shared, &MeshTransport, req, true, None).await {
             Ok((resp, ctx)) => Ok(pending.finish(resp, ctx.as_ref())),
             Err(e) => {
                 pending.abandon();
@@ -1742,11 +1742,54 @@ fn with_retried(r: LocalReply, retried: bool) -> LocalReply {
     }
 }
 
+/// Forgets the destinations of `client` (see [`DestCache::clear`]).
+pub(crate) fn forget_destinations(client: &MeshClient) {
+    client.svc.get_ref().shared.cache.clear();
+}
+
+/// Where a gateway received the request it forwards: routing then follows the
+/// VirtualServices bound to `gateway` (Istio's gateway routes), for the server `port` and
+/// `scheme` it came in on, and a request no bound VirtualService routes gets 404.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GatewayRoute<'a> {
+    pub(crate) gateway: &'a str,
+    pub(crate) port: u16,
+    pub(crate) scheme: &'a str,
+}
+
+/// Forwards `req` as the ingress gateway whose client `client` is (its workload, pools,
+/// credentials), routed by the gateway-bound VirtualServices: the whole outbound path
+/// (balancing, retries, timeouts, faults, mirrors, outlier detection, pooled TLS
+/// origination), with the trace headers and `x-request-id` the gateway's Envoy writes. The
+/// metrics context rides in the response extensions, for the gateway's metrics layer.
+pub(crate) async fn forward_from_gateway<B>(
+    client: &MeshClient,
+    mut req: Request<B>,
+    via: GatewayRoute<'_>,
+) -> Response<MeshBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let grpc = is_grpc(req.headers());
+    crate::trace::prepare_request(client.svc.trace_layer(), &mut req);
+    let shared = &client.svc.get_ref().shared;
+    match handle(shared, &MeshTransport, req, false, Some(via)).await {
+        Ok((resp, _)) => resp,
+        // the gateway gives every request an authority: this is not expected
+        Err(e) => {
+            tracing::debug!(error = %e, "gateway: request not forwarded");
+            local(LocalReply::NoRoute, grpc)
+        }
+    }
+}
+
 async fn handle<T, B>(
     shared: &Arc<ClientShared>,
     transport: &T,
     req: Request<B>,
     metered: bool,
+    via: Option<GatewayRoute<'_>>,
 ) -> Result<(Response<MeshBody>, Option<MetricsContext>), OutboundError>
 where
     T: Sender,
@@ -1766,7 +1809,7 @@ where
             .and_then(|h| h.parse().ok())
             .ok_or(OutboundError::NoAuthority)?,
     };
-    let port = match port_of(authority.as_str()) {
+    let port = match via.map(|v| v.port).or_else(|| port_of(authority.as_str())) {
         Some(p) => p,
         None => default_port(&snap, authority.host(), ns).unwrap_or(
             if parts.uri.scheme() == Some(&Scheme::HTTPS) {
@@ -1776,25 +1819,33 @@ where
             },
         ),
     };
+    let scheme = match via {
+        Some(v) => v.scheme,
+        None => parts.uri.scheme_str().unwrap_or("http"),
+    };
     let decision = snap.route_http(&HttpRequestAttrs {
         client_namespace: ns,
         source_labels: &shared.workload.labels,
-        gateway: None,
+        gateway: via.map(|v| v.gateway),
         authority: authority.as_str(),
         port,
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query(),
-        scheme: parts.uri.scheme_str().unwrap_or("http"),
+        scheme,
         headers: &parts.headers,
     });
+    if via.is_some() && decision.virtual_service.is_none() {
+        // a gateway routes only by the VirtualServices bound to it
+        return Ok((local(LocalReply::NoRoute, grpc), None));
+    }
     let mut flags = ResponseFlags::NONE;
     match decision.outcome {
         RouteOutcome::Forward => {}
         RouteOutcome::NoRoute => return Ok((local(LocalReply::NoRoute, grpc), None)),
         RouteOutcome::Redirect(r) => {
             let location = r.location(
-                parts.uri.scheme_str().unwrap_or("http"),
+                scheme,
                 authority.as_str(),
                 port,
                 parts.uri.path(),
