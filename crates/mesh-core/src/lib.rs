@@ -31,6 +31,7 @@ pub mod peerauthn;
 pub mod policy;
 pub mod registry;
 pub mod route;
+pub mod sidecar;
 pub mod snapshot;
 pub mod validate;
 

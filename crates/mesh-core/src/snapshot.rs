@@ -86,6 +86,7 @@ pub struct CompiledConfig {
     pub(crate) peer_authn: PeerAuthentications,
     pub(crate) gateways: Gateways,
     pub(crate) services: ServiceDefs,
+    pub(crate) sidecars: crate::sidecar::Sidecars,
     pub(crate) object_count: usize,
 }
 
@@ -158,6 +159,7 @@ impl CompiledConfig {
             peer_authn: PeerAuthentications::build(objects, &options),
             gateways: Gateways::build(objects),
             services: ServiceDefs::build(objects, &options),
+            sidecars: crate::sidecar::Sidecars::build(objects, &options),
             object_count: objects.len(),
             options,
         }
@@ -898,6 +900,32 @@ impl Snapshot {
             client_labels,
             svc_ns,
         )
+    }
+
+    /// The `Sidecar` that applies to a workload in `namespace` with `labels` (see
+    /// [`crate::sidecar`]): `None` when none does, and the workload imports every service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: prod}
+    /// spec: {egress: [{hosts: ["./*"]}]}
+    /// "#).unwrap().snapshot();
+    /// let any = Labels::default();
+    /// assert_eq!(snap.sidecar_for("prod", &any).map(|s| s.name()), Some("prod/default"));
+    /// assert!(snap.sidecar_for("dev", &any).is_none());
+    /// ```
+    pub fn sidecar_for(
+        &self,
+        namespace: &str,
+        labels: &Labels,
+    ) -> Option<&crate::sidecar::SidecarScope> {
+        self.config.sidecars.for_workload(namespace, labels)
     }
 
     /// The authorization policies for a workload (§8.2); evaluate each request with

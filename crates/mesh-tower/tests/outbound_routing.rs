@@ -377,3 +377,65 @@ spec:
         "every request mirrored to v2"
     );
 }
+
+/// A `Sidecar` scopes what a client imports: a service outside its egress hosts is no
+/// destination (502, as Envoy's black hole under REGISTRY_ONLY), a workload-selected
+/// Sidecar wins over the namespace's, and the root namespace's is every namespace's
+/// default, with `.` meaning the client's own namespace.
+#[tokio::test]
+async fn sidecar_egress_hosts_scope_the_services_a_client_reaches() {
+    let pki = Pki::new();
+    let services = format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        service_yaml("ratings", "other")
+    );
+    let mesh = mesh(&services);
+    let reviews = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        reviews.addr,
+    );
+    let ratings = start(&pki, "ratings-v1", "other", "ratings", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "ratings-v1",
+        "other",
+        "ratings",
+        "ratings",
+        "v1",
+        ratings.addr,
+    );
+    let productpage = client(&mesh, &pki, "default", "productpage");
+    let status = |uri: &'static str| {
+        let c = &productpage;
+        async move { send(c, get(uri)).await.0 }
+    };
+
+    // no Sidecar: everything
+    assert_eq!(status("http://reviews:9080/").await, 200);
+    assert_eq!(status("http://ratings.other:9080/").await, 200);
+
+    // the mesh default imports the client's own namespace only
+    let mesh_default = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec: {egress: [{hosts: ['./*', 'istio-system/*']}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n---\n";
+    reload(&mesh, &format!("{services}{mesh_default}"));
+    assert_eq!(status("http://reviews:9080/").await, 200);
+    let (st, _, body, _) = send(&productpage, get("http://ratings.other:9080/")).await;
+    assert_eq!((st, body.as_str()), (502, ""), "not imported: black hole");
+
+    // a Sidecar selecting the client imports ratings too; the namespace's would not
+    let selected = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: productpage, namespace: default}\nspec:\n  workloadSelector: {labels: {app: productpage}}\n  egress: [{hosts: ['./*', 'other/ratings.other.svc.cluster.local']}]\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec: {egress: [{hosts: ['./*']}]}\n---\n";
+    reload(&mesh, &format!("{services}{mesh_default}{selected}"));
+    assert_eq!(status("http://ratings.other:9080/").await, 200);
+    let other_client = client(&mesh, &pki, "default", "details");
+    let (st, _, _, _) = send(&other_client, get("http://ratings.other:9080/")).await;
+    assert_eq!(
+        st, 502,
+        "the namespace's Sidecar applies to other workloads"
+    );
+}

@@ -1933,6 +1933,19 @@ where
         [p] => p.number,
         _ => port,
     });
+    // A service the client's Sidecar does not import is no cluster for Envoy: black-holed
+    // under REGISTRY_ONLY, passed through to the original destination under ALLOW_ANY,
+    // which an in-process client does not have. Either way 502, as for a host outside the
+    // registry. (Sidecars do not apply to gateways.)
+    if via.is_none() {
+        if let Some(sc) = snap.sidecar_for(ns, &shared.workload.labels) {
+            if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
+                let mut r = local(LocalReply::ClusterNotFound, grpc);
+                *r.status_mut() = StatusCode::BAD_GATEWAY;
+                return Ok((r, None));
+            }
+        }
+    }
     let key = DestKey {
         host: Arc::clone(&service.hostname),
         subset: wd.subset.clone(),
