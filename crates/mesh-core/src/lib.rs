@@ -20,6 +20,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod analyze;
+pub mod authn;
 pub mod authz;
 pub mod diag;
 pub mod gateway;

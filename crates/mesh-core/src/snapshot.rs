@@ -87,6 +87,7 @@ pub struct CompiledConfig {
     pub(crate) gateways: Gateways,
     pub(crate) services: ServiceDefs,
     pub(crate) sidecars: crate::sidecar::Sidecars,
+    pub(crate) request_authn: crate::authn::RequestAuthentications,
     pub(crate) object_count: usize,
 }
 
@@ -160,6 +161,7 @@ impl CompiledConfig {
             gateways: Gateways::build(objects),
             services: ServiceDefs::build(objects, &options),
             sidecars: crate::sidecar::Sidecars::build(objects, &options),
+            request_authn: crate::authn::RequestAuthentications::build(objects, &options),
             object_count: objects.len(),
             options,
         }
@@ -900,6 +902,35 @@ impl Snapshot {
             client_labels,
             svc_ns,
         )
+    }
+
+    /// The JWT providers (RequestAuthentication `jwtRules`) that apply to a workload in
+    /// `namespace` with `labels`: the root namespace's, its namespace's, and those whose
+    /// selector matches (see [`crate::authn`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt-example, namespace: foo}
+    /// spec:
+    ///   selector: {matchLabels: {app: httpbin}}
+    ///   jwtRules: [{issuer: testing@secure.istio.io, jwksUri: "https://example.com/jwks.json"}]
+    /// "#).unwrap().snapshot();
+    /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// assert_eq!(snap.jwt_providers("foo", &httpbin)[0].issuer(), "testing@secure.istio.io");
+    /// assert!(snap.jwt_providers("foo", &Labels::new()).is_empty());
+    /// ```
+    pub fn jwt_providers(
+        &self,
+        namespace: &str,
+        labels: &Labels,
+    ) -> Vec<Arc<crate::authn::JwtProvider>> {
+        self.config.request_authn.for_workload(namespace, labels)
     }
 
     /// The `Sidecar` that applies to a workload in `namespace` with `labels` (see
