@@ -86,8 +86,29 @@ fn app() -> Router {
     async fn whoami(Extension(c): Extension<ConnectionInfo>) -> String {
         format!("principal={}", c.principal().unwrap_or(""))
     }
+    /// What RequestAuthentication left for the application: the verified identity, the
+    /// token header (removed unless forwarded), and the claim copied into a header.
+    async fn jwt(
+        auth: Option<Extension<mesh_core::authz::RequestAuth>>,
+        headers: http::HeaderMap,
+    ) -> String {
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned()
+        };
+        format!(
+            "request_principal={} authorization={} x-jwt-sub={}",
+            auth.map_or("-".to_owned(), |a| a.0.principal),
+            h("authorization"),
+            h("x-jwt-sub")
+        )
+    }
     Router::new()
         .route("/headers", get(whoami).post(whoami))
+        .route("/jwt", get(jwt))
         .route("/pkg.Echo/Say", post(|| async { "grpc body" }))
 }
 
@@ -584,4 +605,154 @@ async fn port_level_mtls_overrides_namespace_strict() {
     let (status, _, body) = plain(addr, get_req("/headers")).await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(&body[..], b"principal=");
+}
+
+/// A P-256 key made for these tests, and its public half as a JWKS.
+const ES_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgWF04GKEiLBbRxgC9
+0NiS9c+f2lJeryZ6HuMiKhJKzSihRANCAAQq/47PE2omtXJkEm7agu4d3AlA4q8q
+x28g5EN8a9fZqVz8Gx4X4n4avgAZHMP84yXHR2/tc0aS7qjt/861mnlP
+-----END PRIVATE KEY-----
+";
+const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": "Kv-OzxNqJrVyZBJu2oLuHdwJQOKvKsdvIORDfGvX2ak", "y": "XPwbHhfifhq-ABkcw_zjJcdHb-1zRpLuqO3_zrWaeU8"}]}"#;
+
+fn token(claims: serde_json::Value) -> String {
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    h.kid = Some("k1".into());
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(ES_KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&h, &claims, &key).unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn with_bearer(path: &str, token: &str) -> Request<Full<Bytes>> {
+    let mut r = get_req(path);
+    r.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+/// Istio's "Authorization with JWT" task on the mesh server: RequestAuthentication with the
+/// keys inline, then with a `jwksUri` served over HTTP; an AuthorizationPolicy requiring
+/// the request principal and a group claim.
+#[tokio::test]
+async fn request_authentication_and_jwt_authorization() {
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &["localhost"]).await;
+    let sleep = pki.workload("foo", "sleep", &[]).await;
+    let issuer = "testing@secure.istio.io";
+    let policies = |keys: &str| {
+        format!(
+            r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: jwt-example, namespace: foo}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  jwtRules:
+  - issuer: {issuer}
+    {keys}
+    outputClaimToHeaders: [{{header: x-jwt-sub, claim: sub}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: require-jwt, namespace: foo}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  action: ALLOW
+  rules:
+  - from: [{{source: {{requestPrincipals: ["{issuer}/{issuer}"]}}}}]
+    when: [{{key: "request.auth.claims[groups]", values: [group1]}}]
+"#
+        )
+    };
+    let inline = format!("jwks: '{JWKS}'");
+    let mesh = Mesh::from_yaml(&policies(&inline)).unwrap();
+    let (addr, _server) = start(&mesh, httpbin, Arc::new(IstioMetrics::new())).await;
+    let good = token(
+        serde_json::json!({"iss": issuer, "sub": issuer, "exp": now() + 3600, "groups": ["group1"]}),
+    );
+
+    // a valid token with the group: allowed; the app sees the identity, not the token
+    let (st, _, body) = mtls(addr, &sleep, false, with_bearer("/jwt", &good))
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{body:?}");
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        format!("request_principal={issuer}/{issuer} authorization=- x-jwt-sub={issuer}")
+    );
+    // no token: RequestAuthentication lets it through, the policy does not (403)
+    let (st, _, body) = mtls(addr, &sleep, false, get_req("/jwt")).await.unwrap();
+    assert_eq!(
+        (st, &body[..]),
+        (StatusCode::FORBIDDEN, &b"RBAC: access denied"[..])
+    );
+    // an invalid token: 401 with Envoy's message, before authorization
+    let expired = token(
+        serde_json::json!({"iss": issuer, "sub": issuer, "exp": now() - 3600, "groups": ["group1"]}),
+    );
+    let (st, h, body) = mtls(addr, &sleep, false, with_bearer("/jwt", &expired))
+        .await
+        .unwrap();
+    assert_eq!(
+        (st, &body[..]),
+        (StatusCode::UNAUTHORIZED, &b"Jwt is expired"[..])
+    );
+    assert!(h["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer realm="));
+    let (st, _, body) = mtls(addr, &sleep, false, with_bearer("/jwt", "not.a.jwt"))
+        .await
+        .unwrap();
+    assert_eq!(st, StatusCode::UNAUTHORIZED, "{body:?}");
+    // a valid token without the group claim: 403
+    let no_group = token(serde_json::json!({"iss": issuer, "sub": issuer, "exp": now() + 3600}));
+    let (st, _, _) = mtls(addr, &sleep, false, with_bearer("/jwt", &no_group))
+        .await
+        .unwrap();
+    assert_eq!(st, StatusCode::FORBIDDEN);
+
+    // the keys behind a jwksUri, served over HTTP: fetched in the background, then used
+    let jwks_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jwks_addr = jwks_listener.local_addr().unwrap();
+    tokio::spawn(
+        axum::serve(
+            jwks_listener,
+            Router::new().route("/jwks.json", get(|| async { JWKS })),
+        )
+        .into_future(),
+    );
+    reload(
+        &mesh,
+        &policies(&format!("jwksUri: http://{jwks_addr}/jwks.json")),
+    );
+    let mut last = (StatusCode::OK, Bytes::new());
+    for _ in 0..50 {
+        let (st, _, body) = mtls(addr, &sleep, false, with_bearer("/jwt", &good))
+            .await
+            .unwrap();
+        last = (st, body);
+        if st == StatusCode::OK {
+            break;
+        }
+        // until the keys arrive, tokens fail closed
+        assert_eq!(
+            (st, &last.1[..]),
+            (
+                StatusCode::UNAUTHORIZED,
+                &b"Jwks remote fetch is failed"[..]
+            )
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(last.0, StatusCode::OK, "{:?}", last.1);
 }

@@ -15,6 +15,17 @@
 //! request extensions (the mesh server puts it there); without one the request is
 //! plaintext (no principal) and the port is the layer's [`with_port`] or the URI's.
 //!
+//! RequestAuthentication runs first, as Envoy's `jwt_authn` filter before its RBAC filter
+//! ([`mesh_core::authn`]): a request without a token passes; a valid token's identity is
+//! put in the request extensions as a [`RequestAuth`] (for `requestPrincipals` and
+//! `request.auth.*` conditions, and for the application), the token header removed unless
+//! `forwardOriginalToken`, `outputPayloadToHeader` and `outputClaimToHeaders` written; an
+//! invalid token gets 401 with Envoy's message (`Jwt is expired`, `Jwt verification
+//! fails`, `Jwt issuer is not configured`, `Audiences in Jwt are not allowed`, ...) and a
+//! `www-authenticate` header. A `jwksUri` is fetched in the background (`http://` only for
+//! now; inline `jwks` otherwise), refreshed every ten minutes; until its keys arrive,
+//! tokens for it fail closed.
+//!
 //! [`with_port`]: AuthorizationLayer::with_port
 //!
 //! ```
@@ -45,8 +56,9 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{Either, Full};
+use mesh_core::authn::{authenticate, JwtProvider};
 use mesh_core::authz::{
-    normalize_path, AuthzDecision, AuthzRequest, HttpAuthzAttrs, WorkloadAuthz,
+    normalize_path, AuthzDecision, AuthzRequest, HttpAuthzAttrs, RequestAuth, WorkloadAuthz,
 };
 use mesh_core::mesh::Mesh;
 use mesh_core::model::Labels;
@@ -55,6 +67,8 @@ use tower::{Layer, Service};
 
 use crate::envoy::{is_grpc, LocalReply, ResponseCodeDetails};
 use crate::inbound::ConnectionInfo;
+
+mod jwks;
 
 /// The log target of authorization decisions.
 ///
@@ -100,6 +114,8 @@ pub const TARGET: &str = "inmesh::authz";
 struct Cached {
     generation: u64,
     authz: WorkloadAuthz,
+    /// The RequestAuthentication providers of the workload.
+    jwt: Vec<Arc<JwtProvider>>,
 }
 
 struct Shared {
@@ -108,6 +124,7 @@ struct Shared {
     labels: Labels,
     port: Option<u16>,
     cache: ArcSwapOption<Cached>,
+    jwks: Arc<jwks::JwksCache>,
 }
 
 impl fmt::Debug for Shared {
@@ -199,6 +216,7 @@ impl AuthorizationLayer {
                 labels,
                 port: None,
                 cache: ArcSwapOption::empty(),
+                jwks: Arc::default(),
             }),
         }
     }
@@ -235,6 +253,7 @@ impl AuthorizationLayer {
                 labels: s.labels.clone(),
                 port: Some(port),
                 cache: ArcSwapOption::empty(),
+                jwks: Arc::clone(&s.jwks),
             }),
         }
     }
@@ -299,9 +318,15 @@ impl AuthorizationLayer {
                 }
             }
         }
+        let jwt = snap.jwt_providers(&s.namespace, &s.labels);
+        // the keys of every jwksUri, fetched now rather than on the first token
+        for uri in jwt.iter().filter_map(|p| p.jwks_uri()) {
+            s.jwks.fetch(uri);
+        }
         let fresh = Arc::new(Cached {
             generation,
             authz: snap.authz_for_workload(&s.namespace, &s.labels),
+            jwt,
         });
         s.cache.store(Some(Arc::clone(&fresh)));
         f(&fresh)
@@ -370,6 +395,8 @@ impl AuthorizationLayer {
             areq.destination_ip = c.local_addr().map(|a| a.ip());
             areq.sni = c.sni();
         }
+        // the token verified by RequestAuthentication (see `authenticate`)
+        areq.request_auth = req.extensions().get::<RequestAuth>();
         self.with_authz(|c| c.authz.evaluate(&areq))
     }
 }
@@ -426,6 +453,62 @@ impl AuthorizationLayer {
     }
 
     /// Decides and logs one request; a denied request gets the 403 (or gRPC 7) reply.
+    /// RequestAuthentication, before authorization (Envoy's `jwt_authn` filter runs before
+    /// its RBAC filter): a request without a token passes as it is; a valid token's
+    /// identity goes into the request extensions as a [`RequestAuth`] (which authorization
+    /// and the application read), the token is removed unless the rule says
+    /// `forwardOriginalToken`, and `outputPayloadToHeader` / `outputClaimToHeaders` are
+    /// written; an invalid token gets 401 with Envoy's message.
+    pub(crate) fn authenticate<B, R: From<Bytes>>(
+        &self,
+        req: &mut Request<B>,
+    ) -> Result<(), Response<R>> {
+        self.with_authz(|c| {
+            if c.jwt.is_empty() {
+                return Ok(());
+            }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let jwks = &self.shared.jwks;
+            let found = authenticate(&c.jwt, req.headers(), req.uri().query(), now, &|uri| {
+                jwks.get(uri)
+            });
+            match found {
+                Ok(None) => Ok(()),
+                Ok(Some(a)) => {
+                    jwt_outputs(req, &a);
+                    req.extensions_mut().insert(a.auth);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::info!(target: TARGET, error = %e, path = req.uri().path(),
+                        "RequestAuthentication: token rejected");
+                    let mut resp = Response::new(R::from(Bytes::from(e.to_string())));
+                    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+                    let realm = format!(
+                        "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
+                        req.headers()
+                            .get(http::header::HOST)
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or(""),
+                        req.uri().path()
+                    );
+                    if let Ok(v) = http::HeaderValue::from_str(&realm) {
+                        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+                    }
+                    resp.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain"),
+                    );
+                    resp.extensions_mut()
+                        .insert(ResponseCodeDetails("jwt_authn_access_denied".to_owned()));
+                    Err(resp)
+                }
+            }
+        })
+    }
+
     pub(crate) fn check<B, R: From<Bytes>>(&self, req: &Request<B>) -> Result<(), Response<R>> {
         let d = self.decide(req);
         log_decision(req, &d);
@@ -601,6 +684,41 @@ fn deny_details(d: &AuthzDecision) -> String {
     }
 }
 
+/// What a verified token leaves in the request: the token itself removed (unless
+/// `forwardOriginalToken`), the payload and claims copied into headers as configured.
+fn jwt_outputs<B>(req: &mut Request<B>, a: &mesh_core::authn::Authenticated) {
+    use mesh_core::authn::TokenLocation;
+    let p = &a.provider;
+    if !p.forward_original_token() {
+        if let TokenLocation::Header { name, .. } = &a.token.location {
+            req.headers_mut().remove(name.as_str());
+        }
+    }
+    if let Some(h) = p.output_payload_to_header() {
+        let payload = a.token.token.split('.').nth(1).unwrap_or("");
+        if let (Ok(name), Ok(v)) = (
+            http::HeaderName::from_bytes(h.as_bytes()),
+            http::HeaderValue::from_str(payload),
+        ) {
+            req.headers_mut().insert(name, v);
+        }
+    }
+    for (header, claim) in p.output_claim_to_headers() {
+        let value = match a.auth.claims.get(claim) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Bool(b)) => b.to_string(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            _ => continue,
+        };
+        if let (Ok(name), Ok(v)) = (
+            http::HeaderName::from_bytes(header.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            req.headers_mut().insert(name, v);
+        }
+    }
+}
+
 fn log_decision<B>(req: &Request<B>, d: &AuthzDecision) {
     let principal = req
         .extensions()
@@ -638,7 +756,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+    fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        if let Err(resp) = self.layer.authenticate::<_, Full<Bytes>>(&mut req) {
+            return AuthorizationFuture::denied(resp);
+        }
         match self.layer.check::<_, Full<Bytes>>(&req) {
             Ok(()) => AuthorizationFuture::inner(self.inner.call(req)),
             Err(resp) => AuthorizationFuture::denied(resp),

@@ -1496,6 +1496,9 @@ async fn handle(
     // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's RBAC
     // filter runs before the router); ConnectionInfoLayer put the connection in the
     // extensions
+    if let Err(rejected) = inner.authz.authenticate::<_, Bytes>(&mut req) {
+        return rejected.map(full);
+    }
     if let Err(denied) = inner.authz.check::<_, Bytes>(&req) {
         return denied.map(full);
     }
