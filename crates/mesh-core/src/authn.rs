@@ -288,7 +288,7 @@ impl JwtProvider {
         if time("nbf").is_some_and(|nbf| nbf > now.saturating_add(SKEW)) {
             return Err(JwtError::NotYetValid);
         }
-        let auth = request_auth(claims.clone());
+        let auth = RequestAuth::from_claims(claims.clone());
         if !self.audiences.is_empty() && !auth.audiences.iter().any(|a| self.audiences.contains(a))
         {
             return Err(JwtError::AudienceNotAllowed);
@@ -350,34 +350,6 @@ fn algorithm_of(a: jsonwebtoken::jwk::KeyAlgorithm) -> Option<Algorithm> {
         K::EdDSA => Algorithm::EdDSA,
         _ => return None,
     })
-}
-
-/// The request identity of claims: `iss/sub`, `aud`, `azp`, every claim.
-fn request_auth(claims: serde_json::Value) -> RequestAuth {
-    let s = |k: &str| {
-        claims
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let audiences = match claims.get("aud") {
-        Some(serde_json::Value::String(a)) => vec![a.clone()],
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_owned))
-            .collect(),
-        _ => Vec::new(),
-    };
-    RequestAuth {
-        principal: format!("{}/{}", s("iss"), s("sub")),
-        audiences,
-        presenter: claims
-            .get("azp")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        claims,
-    }
 }
 
 /// A token found in a request, and where.

@@ -871,6 +871,44 @@ pub struct RequestAuth {
     pub claims: serde_json::Value,
 }
 
+impl RequestAuth {
+    /// The identity a JWT's claims give: `iss/sub`, `aud` (a string or a list), `azp`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::RequestAuth;
+    ///
+    /// let a = RequestAuth::from_claims(serde_json::json!({
+    ///     "iss": "https://accounts.example.com", "sub": "u1", "aud": ["shop", "cart"], "azp": "web",
+    /// }));
+    /// assert_eq!(a.principal, "https://accounts.example.com/u1");
+    /// assert_eq!(a.audiences, ["shop", "cart"]);
+    /// assert_eq!(a.presenter.as_deref(), Some("web"));
+    /// ```
+    pub fn from_claims(claims: serde_json::Value) -> RequestAuth {
+        let s = |k: &str| claims.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let principal = format!("{}/{}", s("iss"), s("sub"));
+        let audiences = match claims.get("aud") {
+            Some(serde_json::Value::String(a)) => vec![a.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        RequestAuth {
+            principal,
+            audiences,
+            presenter: claims
+                .get("azp")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            claims,
+        }
+    }
+}
+
 /// HTTP attributes of a request being authorized.
 ///
 /// # Examples

@@ -12,15 +12,9 @@ use mesh_core::model::Labels;
 use serde_json::json;
 
 /// A P-256 key made for these tests (never used elsewhere).
-const ES_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgWF04GKEiLBbRxgC9
-0NiS9c+f2lJeryZ6HuMiKhJKzSihRANCAAQq/47PE2omtXJkEm7agu4d3AlA4q8q
-x28g5EN8a9fZqVz8Gx4X4n4avgAZHMP84yXHR2/tc0aS7qjt/861mnlP
------END PRIVATE KEY-----
-";
+const ES_KEY: &str = include_str!("fixtures/jwt/es256-key.pem");
 /// Its public half as a JWKS.
-const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
-  "x": "Kv-OzxNqJrVyZBJu2oLuHdwJQOKvKsdvIORDfGvX2ak", "y": "XPwbHhfifhq-ABkcw_zjJcdHb-1zRpLuqO3_zrWaeU8"}]}"#;
+const JWKS: &str = include_str!("fixtures/jwt/jwks.json");
 
 const NOW: u64 = 1_800_000_000;
 const ISSUER: &str = "testing@secure.istio.io";

@@ -569,14 +569,7 @@ async fn httpbin_gateway_sample_routes_plain_http() {
         httpbin,
     ));
     let mesh = Mesh::from_yaml(&yaml).unwrap();
-    let gw = GatewayServer::builder(mesh.clone(), "istio-system", ingress_labels())
-        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .start()
-        .await
-        .unwrap();
-    let addr = gw.local_addr(80).unwrap();
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let (_gw, addr, client) = http_gateway(mesh.clone()).await;
     let get = |path: &str| {
         let req = http::Request::get(format!("http://{addr}{path}"))
             .header("host", "httpbin.example.com")
@@ -678,14 +671,7 @@ spec:
         b.port()
     );
     let mesh = Mesh::from_yaml(&yaml).unwrap();
-    let gw = GatewayServer::builder(mesh, "istio-system", ingress_labels())
-        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .start()
-        .await
-        .unwrap();
-    let addr = gw.local_addr(80).unwrap();
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let (_gw, addr, client) = http_gateway(mesh).await;
     use http_body_util::BodyExt;
     let mut seen = std::collections::BTreeMap::new();
     for _ in 0..30 {
@@ -705,6 +691,29 @@ spec:
     }
     assert_eq!(seen.len(), 2, "both live endpoints serve: {seen:?}");
     assert!(seen.values().all(|&n| n >= 10), "round robin: {seen:?}");
+}
+
+/// A gateway for `mesh` with its port 80 on a loopback listener, the listener's address,
+/// and a plain HTTP client.
+async fn http_gateway(
+    mesh: Mesh,
+) -> (
+    GatewayServer,
+    SocketAddr,
+    hyper_util::client::legacy::Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<bytes::Bytes>,
+    >,
+) {
+    let gw = GatewayServer::builder(mesh, "istio-system", ingress_labels())
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(80).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    (gw, addr, client)
 }
 
 #[tokio::test]
@@ -798,14 +807,7 @@ spec:
         httpbin,
     ));
     let mesh = Mesh::from_yaml(&yaml).unwrap();
-    let gw = GatewayServer::builder(mesh, "istio-system", ingress_labels())
-        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .start()
-        .await
-        .unwrap();
-    let addr = gw.local_addr(80).unwrap();
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let (gw, addr, client) = http_gateway(mesh).await;
     use http_body_util::BodyExt;
     let get = |path: &str| {
         let req = http::Request::get(format!("http://{addr}{path}"))

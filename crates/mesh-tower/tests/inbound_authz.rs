@@ -608,13 +608,8 @@ async fn port_level_mtls_overrides_namespace_strict() {
 }
 
 /// A P-256 key made for these tests, and its public half as a JWKS.
-const ES_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgWF04GKEiLBbRxgC9
-0NiS9c+f2lJeryZ6HuMiKhJKzSihRANCAAQq/47PE2omtXJkEm7agu4d3AlA4q8q
-x28g5EN8a9fZqVz8Gx4X4n4avgAZHMP84yXHR2/tc0aS7qjt/861mnlP
------END PRIVATE KEY-----
-";
-const JWKS: &str = r#"{"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": "Kv-OzxNqJrVyZBJu2oLuHdwJQOKvKsdvIORDfGvX2ak", "y": "XPwbHhfifhq-ABkcw_zjJcdHb-1zRpLuqO3_zrWaeU8"}]}"#;
+const ES_KEY: &str = include_str!("../../mesh-core/tests/fixtures/jwt/es256-key.pem");
+const JWKS: &str = include_str!("../../mesh-core/tests/fixtures/jwt/jwks.json");
 
 fn token(claims: serde_json::Value) -> String {
     let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
@@ -673,7 +668,7 @@ spec:
 "#
         )
     };
-    let inline = format!("jwks: '{JWKS}'");
+    let inline = format!("jwks: '{}'", JWKS.trim());
     let mesh = Mesh::from_yaml(&policies(&inline)).unwrap();
     let (addr, _server) = start(&mesh, httpbin, Arc::new(IstioMetrics::new())).await;
     let good = token(

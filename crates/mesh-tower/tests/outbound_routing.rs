@@ -391,16 +391,7 @@ async fn sidecar_egress_hosts_scope_the_services_a_client_reaches() {
         service_yaml("ratings", "other")
     );
     let mesh = mesh(&services);
-    let reviews = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        reviews.addr,
-    );
+    let _reviews = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
     let ratings = start(&pki, "ratings-v1", "other", "ratings", Behaviour::Ok).await;
     register(
         &mesh,

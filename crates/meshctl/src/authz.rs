@@ -100,19 +100,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     };
     let jwt = args.request_principal.as_ref().map(|p| RequestAuth {
         principal: p.clone(),
-        audiences: match claims.get("aud") {
-            Some(serde_json::Value::String(a)) => vec![a.clone()],
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        },
-        presenter: claims
-            .get("azp")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        claims: claims.clone(),
+        ..RequestAuth::from_claims(claims.clone())
     });
     let snap = match load_snapshot(&args.config, &args.config_namespace) {
         Ok(s) => s,

@@ -821,25 +821,14 @@ impl TraceContext {
         }
     }
 
+    /// A server span of its own: a new span id whose parent is the caller's.
     pub(crate) fn from_parent<R: RngCore + ?Sized>(
         parent: Parent,
         sampling_percent: f64,
         rng: &mut R,
     ) -> Self {
-        let sampled = parent
-            .sampled
-            .unwrap_or_else(|| decide(sampling_percent, rng));
-        TraceContext {
-            trace_id: parent.trace_id,
-            short_trace_id: parent.short,
-            span_id: nonzero_u64(rng),
-            parent_span_id: Some(parent.span_id),
-            sampled,
-            debug: parent.debug,
-            tracestate: parent.tracestate,
-            request_id: None,
-            origin: parent.origin,
-        }
+        let span = (nonzero_u64(rng), Some(parent.span_id));
+        Self::continuing(parent, span, sampling_percent, rng)
     }
 
     /// A server's context that shares the caller's span (Zipkin's `shared_span_context`):
@@ -849,14 +838,25 @@ impl TraceContext {
         sampling_percent: f64,
         rng: &mut R,
     ) -> Self {
+        let span = (parent.span_id, parent.parent_span_id);
+        Self::continuing(parent, span, sampling_percent, rng)
+    }
+
+    /// The caller's trace continued with `(span id, parent span id)`.
+    fn continuing<R: RngCore + ?Sized>(
+        parent: Parent,
+        (span_id, parent_span_id): (u64, Option<u64>),
+        sampling_percent: f64,
+        rng: &mut R,
+    ) -> Self {
         let sampled = parent
             .sampled
             .unwrap_or_else(|| decide(sampling_percent, rng));
         TraceContext {
             trace_id: parent.trace_id,
             short_trace_id: parent.short,
-            span_id: parent.span_id,
-            parent_span_id: parent.parent_span_id,
+            span_id,
+            parent_span_id,
             sampled,
             debug: parent.debug,
             tracestate: parent.tracestate,
