@@ -113,6 +113,8 @@ pub const TARGET: &str = "inmesh::authz";
 #[derive(Debug)]
 struct Cached {
     generation: u64,
+    /// The layer's workload port (when no `ConnectionInfo` says).
+    port: Option<u16>,
     authz: WorkloadAuthz,
     /// The RequestAuthentication providers of the workload.
     jwt: Vec<Arc<JwtProvider>>,
@@ -325,6 +327,7 @@ impl AuthorizationLayer {
         }
         let fresh = Arc::new(Cached {
             generation,
+            port: s.port,
             authz: snap.authz_for_workload(&s.namespace, &s.labels),
             jwt,
         });
@@ -366,10 +369,15 @@ impl AuthorizationLayer {
     /// # Ok(()) }
     /// ```
     pub fn decide<B>(&self, req: &Request<B>) -> AuthzDecision {
+        self.with_authz(|c| Self::decide_with(c, req))
+    }
+
+    /// [`decide`](Self::decide) against the workload's cached policies.
+    fn decide_with<B>(c: &Cached, req: &Request<B>) -> AuthzDecision {
         let conn = req.extensions().get::<ConnectionInfo>();
         let port = conn
             .map(ConnectionInfo::port)
-            .or(self.shared.port)
+            .or(c.port)
             .or_else(|| req.uri().port_u16())
             .unwrap_or(80);
         let host = req
@@ -397,7 +405,7 @@ impl AuthorizationLayer {
         }
         // the token verified by RequestAuthentication (see `authenticate`)
         areq.request_auth = req.extensions().get::<RequestAuth>();
-        self.with_authz(|c| c.authz.evaluate(&areq))
+        c.authz.evaluate(&areq)
     }
 }
 
@@ -459,11 +467,25 @@ impl AuthorizationLayer {
     /// and the application read), the token is removed unless the rule says
     /// `forwardOriginalToken`, and `outputPayloadToHeader` / `outputClaimToHeaders` are
     /// written; an invalid token gets 401 with Envoy's message.
-    pub(crate) fn authenticate<B, R: From<Bytes>>(
+    ///
+    /// Then authorization, against the same load of the cached policies (what the
+    /// [`Authorization`] service and the gateway do per request).
+    pub(crate) fn authorize<B, R: From<Bytes>>(
         &self,
         req: &mut Request<B>,
     ) -> Result<(), Response<R>> {
         self.with_authz(|c| {
+            self.authenticate_with(c, req)?;
+            Self::check_with(c, req)
+        })
+    }
+
+    fn authenticate_with<B, R: From<Bytes>>(
+        &self,
+        c: &Cached,
+        req: &mut Request<B>,
+    ) -> Result<(), Response<R>> {
+        {
             if c.jwt.is_empty() {
                 return Ok(());
             }
@@ -506,11 +528,11 @@ impl AuthorizationLayer {
                     Err(resp)
                 }
             }
-        })
+        }
     }
 
-    pub(crate) fn check<B, R: From<Bytes>>(&self, req: &Request<B>) -> Result<(), Response<R>> {
-        let d = self.decide(req);
+    fn check_with<B, R: From<Bytes>>(c: &Cached, req: &Request<B>) -> Result<(), Response<R>> {
+        let d = Self::decide_with(c, req);
         log_decision(req, &d);
         if d.allowed {
             return Ok(());
@@ -757,10 +779,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
-        if let Err(resp) = self.layer.authenticate::<_, Full<Bytes>>(&mut req) {
-            return AuthorizationFuture::denied(resp);
-        }
-        match self.layer.check::<_, Full<Bytes>>(&req) {
+        match self.layer.authorize::<_, Full<Bytes>>(&mut req) {
             Ok(()) => AuthorizationFuture::inner(self.inner.call(req)),
             Err(resp) => AuthorizationFuture::denied(resp),
         }

@@ -1496,11 +1496,8 @@ async fn handle(
     // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's RBAC
     // filter runs before the router); ConnectionInfoLayer put the connection in the
     // extensions
-    if let Err(rejected) = inner.authz.authenticate::<_, Bytes>(&mut req) {
-        return rejected.map(full);
-    }
-    if let Err(denied) = inner.authz.check::<_, Bytes>(&req) {
-        return denied.map(full);
+    if let Err(refused) = inner.authz.authorize::<_, Bytes>(&mut req) {
+        return refused.map(full);
     }
     let gateway = server.gateway;
     // What Envoy's gateway does to a request before routing it: hop-by-hop headers go,
