@@ -476,7 +476,10 @@ pub fn authenticate(
         let mut matched = false;
         for p in providers
             .iter()
-            .filter(|p| p.issuer == iss && p.locations.contains(&f.location))
+            // a rule without an issuer (only a jwksUri) takes any `iss`, as Envoy's provider
+            .filter(|p| {
+                (p.issuer.is_empty() || p.issuer == iss) && p.locations.contains(&f.location)
+            })
         {
             matched = true;
             match p.verify(&f.token, &claims, now, remote) {

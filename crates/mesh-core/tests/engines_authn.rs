@@ -238,3 +238,21 @@ fn audiences_locations_and_fetched_keys() {
         JwtError::IssuerNotConfigured
     );
 }
+
+/// A rule with only a `jwksUri` (no `issuer`) takes tokens of any issuer its keys verify.
+#[test]
+fn a_rule_without_issuer_takes_any_issuer() {
+    let snap = mesh_core::mesh::Mesh::from_yaml(
+        "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {name: any, namespace: foo}\nspec: {jwtRules: [{jwksUri: 'http://127.0.0.1:1/keys'}]}\n",
+    )
+    .unwrap()
+    .snapshot();
+    let providers = snap.jwt_providers("foo", &Labels::new());
+    let keys: Arc<JwkSet> = Arc::new(serde_json::from_str(JWKS).unwrap());
+    let fetched = |_: &str| Some(Arc::clone(&keys));
+    let t = es256("k1", json!({"iss": "anyone.example.com", "sub": "s"}));
+    let ok = authenticate(&providers, &bearer(&t), None, NOW, &fetched)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.auth.principal, "anyone.example.com/s");
+}
