@@ -1475,7 +1475,9 @@ async fn handle(
     ctx: &HttpCtx,
     mut req: Request<UpstreamBody>,
 ) -> Response<GatewayBody> {
-    let snap = inner.mesh.load();
+    // held across the forwarding below (the gateway's name is borrowed from it): an `Arc`,
+    // not an arc-swap guard
+    let snap = inner.mesh.snapshot();
     let authority = authority_of(&req).to_owned();
     let host = strip_port(&authority);
     let server = match &ctx.fixed {
@@ -1526,10 +1528,8 @@ async fn handle(
             headers.append("x-forwarded-for", v);
         }
     }
-    let gateway = gateway.to_owned();
-    drop(snap);
     let via = crate::outbound::GatewayRoute {
-        gateway: &gateway,
+        gateway,
         port: ctx.port,
         scheme: if ctx.https { "https" } else { "http" },
     };

@@ -1552,6 +1552,14 @@ fn port_of(authority: &str) -> Option<u16> {
     port.parse().ok()
 }
 
+/// A destination Envoy has no cluster for, and an in-process client no original
+/// destination to pass through to: 502 with the no-cluster reply's empty body.
+fn black_hole(grpc: bool) -> Response<MeshBody> {
+    let mut r = local(LocalReply::ClusterNotFound, grpc);
+    *r.status_mut() = StatusCode::BAD_GATEWAY;
+    r
+}
+
 fn local(reply: LocalReply, grpc: bool) -> Response<MeshBody> {
     reply.to_response_with(grpc, full)
 }
@@ -1923,9 +1931,7 @@ where
         let reply = if decision.virtual_service.is_some() {
             local(LocalReply::ClusterNotFound, grpc)
         } else {
-            let mut r = local(LocalReply::ClusterNotFound, grpc);
-            *r.status_mut() = StatusCode::BAD_GATEWAY;
-            r
+            black_hole(grpc)
         };
         return Ok((reply, None));
     };
@@ -1940,9 +1946,7 @@ where
     if via.is_none() {
         if let Some(sc) = snap.sidecar_for(ns, &shared.workload.labels) {
             if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
-                let mut r = local(LocalReply::ClusterNotFound, grpc);
-                *r.status_mut() = StatusCode::BAD_GATEWAY;
-                return Ok((r, None));
+                return Ok((black_hole(grpc), None));
             }
         }
     }
