@@ -1,12 +1,14 @@
 //! The keys of RequestAuthentication `jwksUri`s, fetched off the request path.
 //!
 //! A request reads the cache without locking. A key set missing (or older than ten minutes,
-//! Envoy's default `cache_duration`) starts one background fetch; until the first answer
+//! Envoy's default `cache_duration`) starts one background fetch (requests look at what to
+//! fetch at most every 100 ms; the others neither lock nor spawn); until the first answer
 //! arrives, tokens for that provider fail closed (401 `Jwks remote fetch is failed`), as
 //! Envoy's do while its fetch is pending. `http://` URIs are fetched; `https://` ones are
 //! not yet (no public root store is bundled): use an inline `jwks` for them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,12 +34,29 @@ struct Fetched {
     at: Instant,
 }
 
+/// How often requests that find no (or stale) keys may look at the fetches to start:
+/// the requests in between neither lock nor spawn.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
 /// Fetched key sets by URI.
-#[derive(Default)]
 pub(crate) struct JwksCache {
     keys: ArcSwap<HashMap<String, Fetched>>,
     /// URIs being fetched, and when the last attempt started.
     attempts: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Since `epoch`, in milliseconds: when a request may next look at `attempts`.
+    next_check: AtomicU64,
+    epoch: Instant,
+}
+
+impl Default for JwksCache {
+    fn default() -> Self {
+        JwksCache {
+            keys: ArcSwap::default(),
+            attempts: Mutex::default(),
+            next_check: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl std::fmt::Debug for JwksCache {
@@ -54,7 +73,22 @@ impl JwksCache {
     pub(crate) fn get(self: &Arc<Self>, uri: &str) -> Option<Arc<JwkSet>> {
         let found = self.keys.load().get(uri).cloned();
         if found.as_ref().is_none_or(|f| f.at.elapsed() >= REFRESH) {
-            self.fetch(uri);
+            // at most one request per CHECK_EVERY takes the lock in `fetch`
+            let now = self.epoch.elapsed().as_millis() as u64;
+            let next = self.next_check.load(Ordering::Relaxed);
+            if now >= next
+                && self
+                    .next_check
+                    .compare_exchange(
+                        next,
+                        now + CHECK_EVERY.as_millis() as u64,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+            {
+                self.fetch(uri);
+            }
         }
         found.map(|f| f.keys)
     }
