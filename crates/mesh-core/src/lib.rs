@@ -22,6 +22,7 @@
 pub mod analyze;
 pub mod authn;
 pub mod authz;
+pub mod cors;
 pub mod diag;
 pub mod gateway;
 pub mod load;
