@@ -52,6 +52,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
@@ -173,7 +174,12 @@ pub struct JwtProvider {
     forward_original_token: bool,
     output_payload_to_header: Option<String>,
     output_claim_to_headers: Vec<(String, String)>,
+    timeout: Duration,
+    space_delimited_claims: Option<Arc<[String]>>,
 }
+
+/// Istio's default `timeout` of a JWKS fetch.
+pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl JwtProvider {
     fn compile(policy: &Arc<str>, r: &crate::model::JwtRule) -> JwtProvider {
@@ -226,6 +232,13 @@ impl JwtProvider {
                 .iter()
                 .map(|c| (c.header.to_ascii_lowercase(), c.claim.clone()))
                 .collect(),
+            // a zero timeout is refused by Istio's CRD (at least 1 ms): the default then
+            timeout: r
+                .timeout
+                .map(|t| t.as_std())
+                .filter(|t| !t.is_zero())
+                .unwrap_or(DEFAULT_JWKS_TIMEOUT),
+            space_delimited_claims: space_delimited(&r.space_delimited_claims),
         }
     }
 
@@ -267,6 +280,56 @@ impl JwtProvider {
         &self.output_claim_to_headers
     }
 
+    /// `timeout`: how long a fetch of the `jwksUri` may take ([`DEFAULT_JWKS_TIMEOUT`]
+    /// unless set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - {issuer: a.example.com, jwksUri: "https://a.example.com/keys", timeout: 1.5s}
+    ///   - {issuer: b.example.com, jwksUri: "https://b.example.com/keys"}
+    /// "#).unwrap().snapshot();
+    /// let providers = snap.jwt_providers("foo", &Default::default());
+    /// assert_eq!(providers[0].timeout(), Duration::from_millis(1500));
+    /// assert_eq!(providers[1].timeout(), mesh_core::authn::DEFAULT_JWKS_TIMEOUT);
+    /// ```
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// `spaceDelimitedClaims`: the claims besides `scope` and `permission` whose string
+    /// values `request.auth.claims[..]` conditions match as space-separated lists. A token
+    /// this provider verifies carries them in its
+    /// [`RequestAuth::space_delimited_claims`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: a.example.com
+    ///     jwks: '{"keys": []}'
+    ///     spaceDelimitedClaims: [roles, scope, roles]
+    /// "#).unwrap().snapshot();
+    /// let providers = snap.jwt_providers("foo", &Default::default());
+    /// assert_eq!(providers[0].space_delimited_claims(), ["roles"]); // scope always is
+    /// ```
+    pub fn space_delimited_claims(&self) -> &[String] {
+        self.space_delimited_claims.as_deref().unwrap_or_default()
+    }
+
     /// Checks `token` (from one of this provider's locations, with these unverified
     /// `claims`) at `now` (seconds since the Unix epoch), in the order Envoy does: the time
     /// constraints and the audiences first, then the signature. `remote` gives the keys of
@@ -288,7 +351,9 @@ impl JwtProvider {
         if time("nbf").is_some_and(|nbf| nbf > now.saturating_add(SKEW)) {
             return Err(JwtError::NotYetValid);
         }
-        let auth = RequestAuth::from_claims(claims.clone());
+        let mut auth = RequestAuth::from_claims(claims.clone());
+        // shared with the provider: no allocation
+        auth.space_delimited_claims = self.space_delimited_claims.clone();
         if !self.audiences.is_empty() && !auth.audiences.iter().any(|a| self.audiences.contains(a))
         {
             return Err(JwtError::AudienceNotAllowed);
@@ -330,6 +395,18 @@ impl JwtProvider {
         }
         result
     }
+}
+
+/// The claims of `spaceDelimitedClaims` besides Istio's defaults (`scope`, `permission`),
+/// once each; `None` when there are none, so a verified token carries nothing extra.
+fn space_delimited(claims: &[String]) -> Option<Arc<[String]>> {
+    let mut v: Vec<String> = Vec::new();
+    for c in claims {
+        if !c.is_empty() && !matches!(c.as_str(), "scope" | "permission") && !v.contains(c) {
+            v.push(c.clone());
+        }
+    }
+    (!v.is_empty()).then(|| v.into())
 }
 
 /// The algorithm a JWK declares (`alg`), as the token header names it.

@@ -769,16 +769,23 @@ impl CCondition {
                         None => return false,
                     }
                 }
-                let split = matches!(path.last().map(|s| &**s), Some("scope" | "permission"));
-                let one = |s: &str| {
-                    if split {
-                        s.split(' ').any(|t| pats(Some(t)))
-                    } else {
-                        pats(Some(s))
-                    }
+                // Envoy's jwt_authn turns a top-level space-delimited string claim into the
+                // list of its non-empty parts (`normalize_payload_in_metadata`); Istio's
+                // matcher then takes any element. A string with no part stays as it is.
+                let split = match &path[..] {
+                    [name] => a.is_space_delimited(name),
+                    _ => false,
                 };
                 match v {
-                    serde_json::Value::String(s) => one(s),
+                    serde_json::Value::String(s) if split => {
+                        let mut parts = s.split(' ').filter(|t| !t.is_empty()).peekable();
+                        if parts.peek().is_none() {
+                            pats(Some(s))
+                        } else {
+                            parts.any(|t| pats(Some(t)))
+                        }
+                    }
+                    serde_json::Value::String(s) => pats(Some(s)),
                     serde_json::Value::Array(items) => items
                         .iter()
                         .any(|i| i.as_str().is_some_and(|s| pats(Some(s)))),
@@ -869,6 +876,10 @@ pub struct RequestAuth {
     pub presenter: Option<String>,
     /// All claims.
     pub claims: serde_json::Value,
+    /// The `spaceDelimitedClaims` of the provider that verified the token, besides `scope`
+    /// and `permission` (always space-delimited); `None` when it names no other claim.
+    /// Shared with the provider: carrying it costs no allocation.
+    pub space_delimited_claims: Option<Arc<[String]>>,
 }
 
 impl RequestAuth {
@@ -905,7 +916,31 @@ impl RequestAuth {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned),
             claims,
+            space_delimited_claims: None,
         }
+    }
+
+    /// Whether the top-level string claim `name` is a space-delimited list for
+    /// `request.auth.claims[name]` conditions: `scope` and `permission` always (Istio's
+    /// defaults), and the verifying provider's [`space_delimited_claims`](Self::space_delimited_claims).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::RequestAuth;
+    ///
+    /// let mut a = RequestAuth::from_claims(serde_json::json!({"roles": "editor admin"}));
+    /// assert!(a.is_space_delimited("scope") && a.is_space_delimited("permission"));
+    /// assert!(!a.is_space_delimited("roles"));
+    /// a.space_delimited_claims = Some(vec!["roles".to_string()].into());
+    /// assert!(a.is_space_delimited("roles"));
+    /// ```
+    pub fn is_space_delimited(&self, name: &str) -> bool {
+        matches!(name, "scope" | "permission")
+            || self
+                .space_delimited_claims
+                .as_deref()
+                .is_some_and(|c| c.iter().any(|c| c == name))
     }
 }
 
@@ -1744,6 +1779,189 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `request.auth.claims[..]` conditions over string claims: `scope` and `permission`
+    /// are space-delimited lists, and so are the verifying provider's
+    /// `spaceDelimitedClaims` (top-level claims only, as Envoy normalizes them); any part
+    /// matches, the whole multi-part string does not (Envoy replaced it by the list).
+    #[test]
+    fn space_delimited_claims() {
+        let extra = Some(Arc::from(vec!["roles".to_string(), "x.y".to_string()]));
+        let table: &[(&str, serde_json::Value, bool, &str, bool)] = &[
+            // (key, claims, provider lists roles and x.y, value, matches)
+            (
+                "scope",
+                serde_json::json!({"scope": "read write"}),
+                false,
+                "write",
+                true,
+            ),
+            (
+                "scope",
+                serde_json::json!({"scope": "read write"}),
+                false,
+                "read",
+                true,
+            ),
+            (
+                "scope",
+                serde_json::json!({"scope": "read write"}),
+                false,
+                "read write",
+                false,
+            ),
+            (
+                "scope",
+                serde_json::json!({"scope": "read  write "}),
+                false,
+                "write",
+                true,
+            ),
+            (
+                "scope",
+                serde_json::json!({"scope": "read write"}),
+                false,
+                "wr*",
+                true,
+            ),
+            (
+                "scope",
+                serde_json::json!({"scope": "read write"}),
+                false,
+                "*",
+                true,
+            ),
+            (
+                "scope",
+                serde_json::json!({"scope": "admin"}),
+                false,
+                "admin",
+                true,
+            ),
+            // no part at all: the string itself, as Envoy leaves it
+            (
+                "scope",
+                serde_json::json!({"scope": "  "}),
+                false,
+                "*",
+                true,
+            ),
+            ("scope", serde_json::json!({"scope": ""}), false, "*", false),
+            (
+                "permission",
+                serde_json::json!({"permission": "a b"}),
+                false,
+                "b",
+                true,
+            ),
+            // a list claim: any element, whole
+            (
+                "scope",
+                serde_json::json!({"scope": ["read write", "x"]}),
+                false,
+                "read write",
+                true,
+            ),
+            (
+                "scope",
+                serde_json::json!({"scope": ["read write", "x"]}),
+                false,
+                "write",
+                false,
+            ),
+            // other claims are whole strings unless the provider lists them
+            (
+                "roles",
+                serde_json::json!({"roles": "editor admin"}),
+                false,
+                "admin",
+                false,
+            ),
+            (
+                "roles",
+                serde_json::json!({"roles": "editor admin"}),
+                false,
+                "editor admin",
+                true,
+            ),
+            (
+                "roles",
+                serde_json::json!({"roles": "editor admin"}),
+                true,
+                "admin",
+                true,
+            ),
+            (
+                "roles",
+                serde_json::json!({"roles": "editor admin"}),
+                true,
+                "editor admin",
+                false,
+            ),
+            ("x.y", serde_json::json!({"x.y": "p q"}), true, "q", true),
+            (
+                "groups",
+                serde_json::json!({"groups": "g1 g2"}),
+                true,
+                "g1",
+                false,
+            ),
+            // nested claims are not normalized, even named scope or listed
+            (
+                "realm][scope",
+                serde_json::json!({"realm": {"scope": "a b"}}),
+                true,
+                "a",
+                false,
+            ),
+            (
+                "realm][scope",
+                serde_json::json!({"realm": {"scope": "a b"}}),
+                true,
+                "a b",
+                true,
+            ),
+            (
+                "realm][roles",
+                serde_json::json!({"realm": {"roles": "a b"}}),
+                true,
+                "b",
+                false,
+            ),
+        ];
+        for (key, claims, listed, value, want) in table {
+            let yaml = format!(
+                "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: p, namespace: foo}}
+spec:
+  rules: [{{when: [{{key: \"request.auth.claims[{key}]\", values: [\"{value}\"]}}]}}]
+"
+            );
+            let snap = crate::mesh::Mesh::from_yaml(&yaml).unwrap().snapshot();
+            let authz = snap.authz_for_workload("foo", &Labels::new());
+            let mut jwt = RequestAuth::from_claims(claims.clone());
+            if *listed {
+                jwt.space_delimited_claims = extra.clone();
+            }
+            let headers = http::HeaderMap::new();
+            let mut req = AuthzRequest::http(
+                80,
+                HttpAuthzAttrs {
+                    method: "GET",
+                    path: "/",
+                    host: "h",
+                    headers: &headers,
+                },
+            );
+            req.request_auth = Some(&jwt);
+            assert_eq!(
+                authz.evaluate(&req).allowed,
+                *want,
+                "claims[{key}] = {value:?} over {claims} (listed: {listed})"
+            );
+        }
+    }
 
     #[test]
     fn patterns() {
