@@ -1095,7 +1095,7 @@ impl HeaderOps {
 /// assert_eq!(a.rewrite.as_deref().unwrap().path("/api/get", d.prefix_len).as_deref(), Some("/get"));
 /// assert_eq!(a.retries.attempts, 2); // Istio's default
 /// assert!(a.fault.is_none() && a.mirrors.is_empty());
-/// assert_eq!(a.cors.as_ref().unwrap().allow_methods, ["GET"]);
+/// assert_eq!(a.cors.as_ref().unwrap().policy().allow_methods, ["GET"]);
 /// ```
 #[derive(Debug, Clone)]
 pub struct HttpAction {
@@ -1117,8 +1117,8 @@ pub struct HttpAction {
     pub mirrors: Box<[Mirror]>,
     /// Route-level header operations.
     pub headers: HeaderOps,
-    /// CORS policy, as written.
-    pub cors: Option<Arc<model::CorsPolicy>>,
+    /// CORS policy, compiled ([`crate::cors`]): enforced where the route is evaluated.
+    pub cors: Option<Arc<crate::cors::Cors>>,
 }
 
 impl HttpAction {
@@ -1211,7 +1211,10 @@ impl HttpAction {
                 .as_ref()
                 .map(|h| HeaderOps::compile(h, errors))
                 .unwrap_or_default(),
-            cors: r.cors_policy.clone().map(Arc::new),
+            cors: r
+                .cors_policy
+                .as_ref()
+                .map(|c| Arc::new(crate::cors::Cors::compile(c))),
         }
     }
 }
