@@ -1,4 +1,5 @@
-//! Which services a client workload's `Sidecar` imports (its `egress` hosts).
+//! Which services and VirtualServices a client workload's `Sidecar` imports (its `egress`
+//! hosts).
 //!
 //! Istio picks one Sidecar per workload: the oldest Sidecar of its namespace whose
 //! `workloadSelector` matches its labels, else its namespace's Sidecar without a selector,
@@ -8,6 +9,13 @@
 //! namespace), `~` (none) or a name; the name `*`, a `*.suffix` wildcard or an exact host.
 //! A listener with a `port` imports its hosts on that port only; one without, on every
 //! port. A workload without any Sidecar imports everything.
+//!
+//! VirtualServices are imported per port by the listener for that port (the one with the
+//! port, else the one without), by their own namespace (where the VirtualService object
+//! lives) and their hosts, wildcards on either side ([`SidecarScope::imports_virtual_service`]);
+//! [`Snapshot::route_http`](crate::snapshot::Snapshot::route_http) and the L4 routes apply
+//! only those, and a request whose VirtualService is not imported takes the default route.
+//! A Sidecar without `egress` imports `*/*`, as istiod gives it.
 //!
 //! A service a Sidecar does not import is, for Envoy, not a cluster at all: under
 //! `REGISTRY_ONLY` its traffic is black-holed (502), under `ALLOW_ANY` it passes through to
@@ -97,7 +105,7 @@ pub struct SidecarScope {
 
 impl SidecarScope {
     fn compile(o: &ConfigObject, sc: &crate::model::Sidecar) -> SidecarScope {
-        let listeners = sc
+        let mut listeners: Vec<Listener> = sc
             .egress
             .iter()
             .map(|l| Listener {
@@ -122,6 +130,13 @@ impl SidecarScope {
                     .collect(),
             })
             .collect();
+        if listeners.is_empty() {
+            // no egress: istiod gives the scope one listener importing `*/*`
+            listeners.push(Listener {
+                port: None,
+                hosts: vec![(NsSel::Any, "*".into())],
+            });
+        }
         SidecarScope {
             name: o.key().into(),
             listeners,
@@ -183,16 +198,83 @@ impl SidecarScope {
             .iter()
             .filter(|l| l.port.is_none_or(|p| p == port))
             .any(|l| {
-                l.hosts.iter().any(|(ns, name)| {
-                    let ns_ok = match ns {
-                        NsSel::Any => true,
-                        NsSel::Own => service_ns == client_ns,
-                        NsSel::Nothing => false,
-                        NsSel::Named(n) => **n == *service_ns,
-                    };
-                    ns_ok && host_matches(name, host)
-                })
+                l.hosts
+                    .iter()
+                    .any(|(ns, name)| ns.selects(service_ns, client_ns) && host_matches(name, host))
             })
+    }
+
+    /// Whether a workload of `client_ns` using this Sidecar sees, on `port`, the
+    /// VirtualService of namespace `vs_ns` (where the VirtualService object lives, not its
+    /// services) with the (resolved) `vs_hosts`.
+    ///
+    /// As istiod builds a sidecar's routes: the egress listener for the port is the first
+    /// one with that port, else the one without a port; the VirtualService is imported when
+    /// one of that listener's hosts names its namespace (`*`, `.` for the workload's own, or
+    /// the name) and a dnsName that overlaps one of its hosts (either side may be a
+    /// wildcard: `*.example.com` imports a VirtualService for `api.example.com`, and `*/*`
+    /// one for `*.example.com`). `exportTo` is checked apart, as without a Sidecar.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: shop}
+    /// spec:
+    ///   egress:
+    ///   - port: {number: 9080, protocol: HTTP, name: http}
+    ///     hosts: ["*/reviews.bookinfo.svc.cluster.local"]
+    ///   - hosts: ["./*"]
+    /// "#).unwrap().snapshot();
+    /// let scope = snap.sidecar_for("shop", &Default::default()).unwrap();
+    /// let reviews = ["reviews.bookinfo.svc.cluster.local"];
+    /// // on 9080 the first listener imports a VirtualService for reviews from any namespace
+    /// assert!(scope.imports_virtual_service("shop", "bookinfo", &reviews, 9080));
+    /// assert!(scope.imports_virtual_service("shop", "shop", &reviews, 9080));
+    /// // on other ports the catch-all listener imports only the shop namespace's
+    /// assert!(!scope.imports_virtual_service("shop", "bookinfo", &reviews, 80));
+    /// assert!(scope.imports_virtual_service("shop", "shop", &reviews, 80));
+    /// ```
+    pub fn imports_virtual_service<H: AsRef<str>>(
+        &self,
+        client_ns: &str,
+        vs_ns: &str,
+        vs_hosts: &[H],
+        port: u16,
+    ) -> bool {
+        let Some(listener) = self.listener_for(port) else {
+            return false;
+        };
+        listener.hosts.iter().any(|(ns, name)| {
+            ns.selects(vs_ns, client_ns)
+                && vs_hosts
+                    .iter()
+                    .any(|h| crate::model::host::matches(name, h.as_ref()))
+        })
+    }
+
+    /// The egress listener routing `port`: the first with that port, else the first
+    /// without a port (istiod's `GetEgressListenerForRDS`).
+    fn listener_for(&self, port: u16) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|l| l.port == Some(port))
+            .or_else(|| self.listeners.iter().find(|l| l.port.is_none()))
+    }
+}
+
+impl NsSel {
+    /// Whether it selects config or services of namespace `ns` for a workload of
+    /// `client_ns`.
+    fn selects(&self, ns: &str, client_ns: &str) -> bool {
+        match self {
+            NsSel::Any => true,
+            NsSel::Own => ns == client_ns,
+            NsSel::Nothing => false,
+            NsSel::Named(n) => **n == *ns,
+        }
     }
 }
 
@@ -267,6 +349,12 @@ impl Sidecars {
             }
         }
         out
+    }
+
+    /// True when the snapshot has no Sidecar at all: the request path skips the lookup.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.mesh_default.is_none() && self.by_ns.is_empty()
     }
 
     /// The Sidecar of a workload in `namespace` with `labels`, if any applies.
@@ -356,5 +444,99 @@ spec:
         ] {
             assert_eq!(host_matches(pattern, host), want, "{pattern} {host}");
         }
+    }
+
+    fn scope_of(yaml: &str) -> SidecarScope {
+        let loaded = crate::load::load_str(yaml, "sc.yaml");
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        let o = &loaded.objects[0];
+        let Spec::Sidecar(sc) = &o.spec else {
+            panic!("not a Sidecar")
+        };
+        SidecarScope::compile(o, sc)
+    }
+
+    #[test]
+    fn virtual_service_imports() {
+        let sc = scope_of(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: ["bookinfo/reviews.bookinfo.svc.cluster.local"]
+  - port: {number: 9080, protocol: HTTP, name: http-again}
+    hosts: ["*/*"]
+  - hosts: ["./*", "~/*", "ext/*.example.com", "*/api.corp.org", "Mixed/API.Example.org"]
+"#,
+        );
+        let reviews = ["reviews.bookinfo.svc.cluster.local"];
+        // (client ns, VirtualService ns, VirtualService hosts, port, imported)
+        let table: &[(&str, &str, &[&str], u16, bool)] = &[
+            // port 9080: the first listener with the port, and only it
+            ("shop", "bookinfo", &reviews, 9080, true),
+            ("shop", "shop", &reviews, 9080, false),
+            ("shop", "other", &reviews, 9080, false),
+            // any other port: the catch-all listener
+            ("shop", "bookinfo", &reviews, 80, false),
+            ("shop", "shop", &reviews, 80, true),
+            ("shop", "shop", &["*"], 80, true),
+            // `.` is the client's namespace
+            ("blog", "shop", &reviews, 80, false),
+            ("blog", "blog", &reviews, 80, true),
+            // wildcards on either side (Istio's bidirectional host match)
+            ("shop", "ext", &["api.example.com"], 80, true),
+            ("shop", "ext", &["*.example.com"], 80, true),
+            ("shop", "ext", &["*.com"], 80, true),
+            ("shop", "ext", &["example.com"], 80, false),
+            ("shop", "ext", &["api.example.org"], 80, false),
+            // any of the VirtualService's hosts will do
+            ("shop", "ext", &["a.org", "b.example.com"], 80, true),
+            ("shop", "anywhere", &["api.corp.org"], 80, true),
+            ("shop", "anywhere", &["*.corp.org"], 80, true),
+            ("shop", "anywhere", &["web.corp.org"], 80, false),
+            // egress hosts are compared lower-cased; namespaces as written
+            ("shop", "Mixed", &["api.example.org"], 80, true),
+            ("shop", "mixed", &["api.example.org"], 80, false),
+        ];
+        for (client, vs_ns, hosts, port, want) in table {
+            assert_eq!(
+                sc.imports_virtual_service(client, vs_ns, hosts, *port),
+                *want,
+                "{client} {vs_ns} {hosts:?} {port}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_port_listeners_import_nothing_on_other_ports_and_no_egress_imports_all() {
+        let ports_only = scope_of(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: ["*/*"]
+"#,
+        );
+        assert!(ports_only.imports_virtual_service("shop", "x", &["a.x.svc.cluster.local"], 9080));
+        assert!(!ports_only.imports_virtual_service("shop", "x", &["a.x.svc.cluster.local"], 80));
+
+        let ingress_only = scope_of(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+"#,
+        );
+        assert!(ingress_only.imports("shop", "x", "a.x.svc.cluster.local", 80));
+        assert!(ingress_only.imports_virtual_service("shop", "x", &["a.x.svc.cluster.local"], 80));
+        assert!(ingress_only.registry_only());
     }
 }

@@ -544,6 +544,13 @@ impl Snapshot {
 
     /// Routes an HTTP request (§2.3).
     ///
+    /// Mesh traffic from a client with a `Sidecar` (found by `client_namespace` and
+    /// `source_labels`, see [`Snapshot::sidecar_for`]) sees only the VirtualServices the
+    /// Sidecar's egress hosts import for the port (spec §6,
+    /// [`SidecarScope::imports_virtual_service`](crate::sidecar::SidecarScope::imports_virtual_service));
+    /// the others do not apply and the request takes the default route. A snapshot without
+    /// Sidecars does no lookup.
+    ///
     /// # Examples
     ///
     /// ```
@@ -590,10 +597,50 @@ impl Snapshot {
     /// assert_eq!(d.host, "reviews.prod.svc.cluster.local");
     /// assert_eq!(d.virtual_service_name(), None);
     /// ```
+    ///
+    /// A Sidecar importing only its own namespace hides another namespace's VirtualService:
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: shop}
+    /// spec: {egress: [{hosts: ["./*", "istio-system/*"]}]}
+    /// "#).unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let from = |ns| snap.route_http(&HttpRequestAttrs::new(ns, "reviews.bookinfo:9080", "/", &h));
+    /// assert_eq!(from("shop").virtual_service_name(), None); // default routing
+    /// assert_eq!(from("web").virtual_service_name(), Some("bookinfo/reviews")); // no Sidecar
+    /// ```
     pub fn route_http(&self, attrs: &HttpRequestAttrs<'_>) -> RouteDecision<'_> {
+        let sidecar = self.mesh_sidecar(attrs.gateway, attrs.client_namespace, attrs.source_labels);
         self.config
             .routes
-            .route_http(&self.registry, &self.config.options, attrs)
+            .route_http_scoped(&self.registry, &self.config.options, attrs, sidecar)
+    }
+
+    /// The Sidecar scoping mesh traffic from a client: none for gateway traffic, and no
+    /// lookup at all when the snapshot has no Sidecar.
+    #[inline]
+    fn mesh_sidecar(
+        &self,
+        gateway: Option<&str>,
+        namespace: &str,
+        labels: &Labels,
+    ) -> Option<&crate::sidecar::SidecarScope> {
+        if gateway.is_some() || self.config.sidecars.is_empty() {
+            return None;
+        }
+        self.config.sidecars.for_workload(namespace, labels)
     }
 
     /// Routes a TLS connection by SNI (§2.7).
@@ -625,7 +672,8 @@ impl Snapshot {
     /// assert_eq!(&*d.destinations[0].host, "istio.io");
     /// ```
     pub fn route_tls(&self, attrs: &L4Attrs<'_>) -> L4Decision<'_> {
-        self.config.routes.route_tls(attrs)
+        let sidecar = self.mesh_sidecar(attrs.gateway, attrs.client_namespace, attrs.source_labels);
+        self.config.routes.route_tls_scoped(attrs, sidecar)
     }
 
     /// Routes a TCP connection by destination address and port (§2.8).
@@ -672,7 +720,10 @@ impl Snapshot {
     /// assert_eq!(d.pick(80).unwrap().subset.as_deref(), Some("v2"));
     /// ```
     pub fn route_tcp(&self, attrs: &L4Attrs<'_>) -> L4Decision<'_> {
-        self.config.routes.route_tcp(&self.registry, attrs)
+        let sidecar = self.mesh_sidecar(attrs.gateway, attrs.client_namespace, attrs.source_labels);
+        self.config
+            .routes
+            .route_tcp_scoped(&self.registry, attrs, sidecar)
     }
 
     /// The service port a destination goes to (§2.4): the route's port, else the service's

@@ -40,6 +40,10 @@
 //! number) and every action; [`RouteDecision::status`] says when the mesh answers itself
 //! (404 no route, redirect, direct response, an abort that always fires).
 //!
+//! Mesh traffic sees only the VirtualServices its client's `Sidecar` imports for the port
+//! ([`crate::sidecar`]); [`Snapshot::route_http`](crate::snapshot::Snapshot::route_http)
+//! finds the Sidecar, [`RouteTable::route_http_scoped`] takes it from the caller.
+//!
 //! Deliberate simplifications: several mesh-bound VirtualServices for one host (undefined in
 //! Istio) resolve to the one in the client's namespace, else the first loaded; on gateways
 //! they are merged in load order.
@@ -54,6 +58,7 @@ use ipnet::IpNet;
 use crate::model::{self, ConfigObject, Labels, Spec};
 use crate::names::{kube_expansion, split_authority, ExportTo, HostBuf, HostMap, MeshOptions};
 use crate::registry::Registry;
+use crate::sidecar::SidecarScope;
 
 pub mod actions;
 mod matcher;
@@ -1544,14 +1549,32 @@ impl RouteTable {
         self.vss.is_empty()
     }
 
-    /// The mesh VirtualService for a concrete host as seen from `client_ns`.
-    fn mesh_vs(&self, host: &str, client_ns: &str) -> Option<&CompiledVs> {
+    /// The mesh VirtualService for a concrete host as seen from `client_ns` on `port`,
+    /// among those its Sidecar (if any) imports.
+    #[inline]
+    fn mesh_vs(
+        &self,
+        host: &str,
+        client_ns: &str,
+        sidecar: Option<&SidecarScope>,
+        port: u16,
+    ) -> Option<&CompiledVs> {
         for list in self.mesh.all_matching(host) {
             let mut best = None;
             for &i in list {
                 let vs = &self.vss[i as usize];
                 if !vs.info.export_to.visible_to(client_ns) {
                     continue;
+                }
+                if let Some(sc) = sidecar {
+                    if !sc.imports_virtual_service(
+                        client_ns,
+                        &vs.info.namespace,
+                        &vs.info.hosts,
+                        port,
+                    ) {
+                        continue;
+                    }
                 }
                 if *vs.info.namespace == *client_ns {
                     return Some(vs);
@@ -1592,6 +1615,51 @@ impl RouteTable {
         opts: &MeshOptions,
         a: &HttpRequestAttrs<'_>,
     ) -> RouteDecision<'a> {
+        self.route_http_scoped(registry, opts, a, None)
+    }
+
+    /// Routes an HTTP request from a client whose `Sidecar` is `sidecar`: only the
+    /// VirtualServices its egress listener for the port imports apply (see
+    /// [`SidecarScope::imports_virtual_service`]); with `None`, every VirtualService
+    /// exported to the client's namespace, as [`RouteTable::route_http`]. Gateway
+    /// routing ignores it.
+    ///
+    /// [`Snapshot::route_http`](crate::snapshot::Snapshot::route_http) looks the Sidecar up
+    /// itself; a caller that already holds the client's scope passes it here instead.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec:
+    ///   hosts: [reviews.bookinfo.svc.cluster.local]
+    ///   http: [{route: [{destination: {host: reviews.bookinfo.svc.cluster.local, subset: v2}}]}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: shop}
+    /// spec: {egress: [{hosts: ["./*"]}]}
+    /// "#).unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let attrs = HttpRequestAttrs::new("shop", "reviews.bookinfo.svc.cluster.local:9080", "/", &h);
+    /// let scope = snap.sidecar_for("shop", &Default::default());
+    /// let d = snap.routes().route_http_scoped(snap.registry(), snap.options(), &attrs, scope);
+    /// assert_eq!(d.virtual_service_name(), None); // bookinfo's VirtualService is not imported
+    /// let d = snap.routes().route_http_scoped(snap.registry(), snap.options(), &attrs, None);
+    /// assert_eq!(d.virtual_service_name(), Some("bookinfo/reviews"));
+    /// ```
+    pub fn route_http_scoped<'a>(
+        &'a self,
+        registry: &'a Registry,
+        opts: &MeshOptions,
+        a: &HttpRequestAttrs<'_>,
+        sidecar: Option<&SidecarScope>,
+    ) -> RouteDecision<'a> {
         let port = a.effective_port();
         let view = ReqView {
             path: a.path,
@@ -1627,7 +1695,7 @@ impl RouteTable {
             lit
         };
         let service = registry.service(fqdn, a.client_namespace);
-        let Some(vs) = self.mesh_vs(fqdn, a.client_namespace) else {
+        let Some(vs) = self.mesh_vs(fqdn, a.client_namespace, sidecar, port) else {
             return match service.filter(|s| &*s.hostname == fqdn) {
                 Some(s) => RouteDecision {
                     host: Cow::Borrowed(&*s.hostname),
@@ -1749,9 +1817,17 @@ impl RouteTable {
         no_route(host)
     }
 
-    fn l4_candidates<'a>(&'a self, host: &str, a: &L4Attrs<'_>) -> Vec<&'a CompiledVs> {
+    fn l4_candidates<'a>(
+        &'a self,
+        host: &str,
+        a: &L4Attrs<'_>,
+        sidecar: Option<&SidecarScope>,
+    ) -> Vec<&'a CompiledVs> {
         match a.gateway {
-            None => self.mesh_vs(host, a.client_namespace).into_iter().collect(),
+            None => self
+                .mesh_vs(host, a.client_namespace, sidecar, a.port)
+                .into_iter()
+                .collect(),
             Some(gw) => {
                 let Some(g) = self.gateways.get(gw) else {
                     return Vec::new();
@@ -1799,8 +1875,17 @@ impl RouteTable {
     /// assert_eq!((other.route_index, &*other.destinations[0].host), (None, "www.example.com"));
     /// ```
     pub fn route_tls<'a>(&'a self, a: &L4Attrs<'_>) -> L4Decision<'a> {
+        self.route_tls_scoped(a, None)
+    }
+
+    /// [`RouteTable::route_tls`] for a client whose `Sidecar` is `sidecar`.
+    pub(crate) fn route_tls_scoped<'a>(
+        &'a self,
+        a: &L4Attrs<'_>,
+        sidecar: Option<&SidecarScope>,
+    ) -> L4Decision<'a> {
         let sni = a.sni.unwrap_or("").to_ascii_lowercase();
-        for vs in self.l4_candidates(&sni, a) {
+        for vs in self.l4_candidates(&sni, a, sidecar) {
             for r in vs.tls.iter() {
                 if r.matches.iter().any(|m| m.ok(a)) {
                     return L4Decision {
@@ -1855,6 +1940,16 @@ impl RouteTable {
     /// assert_eq!(&*d.destinations[0].host, "db-replica.internal");
     /// ```
     pub fn route_tcp<'a>(&'a self, registry: &'a Registry, a: &L4Attrs<'_>) -> L4Decision<'a> {
+        self.route_tcp_scoped(registry, a, None)
+    }
+
+    /// [`RouteTable::route_tcp`] for a client whose `Sidecar` is `sidecar`.
+    pub(crate) fn route_tcp_scoped<'a>(
+        &'a self,
+        registry: &'a Registry,
+        a: &L4Attrs<'_>,
+        sidecar: Option<&SidecarScope>,
+    ) -> L4Decision<'a> {
         let service = a
             .destination_ip
             .and_then(|ip| registry.service_by_address(ip, a.port, a.client_namespace));
@@ -1868,7 +1963,7 @@ impl RouteTable {
                 .iter()
                 .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.ok(a)))
         };
-        let mut cands = self.l4_candidates(&host, a);
+        let mut cands = self.l4_candidates(&host, a, sidecar);
         if cands.is_empty() && a.gateway.is_none() {
             // no service by address: VirtualServices whose tcp matches name the subnet
             cands = self
@@ -1878,6 +1973,14 @@ impl RouteTable {
                     !v.is_delegate
                         && v.info.gateways.iter().any(|g| &**g == "mesh")
                         && v.info.export_to.visible_to(a.client_namespace)
+                        && sidecar.is_none_or(|sc| {
+                            sc.imports_virtual_service(
+                                a.client_namespace,
+                                &v.info.namespace,
+                                &v.info.hosts,
+                                a.port,
+                            )
+                        })
                         && v.tcp
                             .iter()
                             .any(|r| r.matches.iter().any(|m| !m.subnets.is_empty() && m.ok(a)))

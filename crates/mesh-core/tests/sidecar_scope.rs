@@ -1,0 +1,415 @@
+//! Sidecar scoping of VirtualServices (spec §6): a client sees a VirtualService only when
+//! its Sidecar's egress listener for the port imports it by the VirtualService's own
+//! namespace and one of its hosts. Bookinfo's YAML, as Istio's samples ship it, lives in the
+//! `bookinfo` namespace; the clients' Sidecars are ours.
+
+use std::path::{Path, PathBuf};
+
+use http::HeaderMap;
+use mesh_core::load::{LoadOptions, Loader};
+use mesh_core::model::Labels;
+use mesh_core::names::MeshOptions;
+use mesh_core::route::{HttpRequestAttrs, L4Attrs};
+use mesh_core::snapshot::Snapshot;
+
+fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/istio-samples")
+}
+
+/// Bookinfo (Services, DestinationRules, reviews to v3) in `bookinfo`, plus `extra`.
+fn bookinfo_with(extra: &str) -> Snapshot {
+    let loader = Loader::new(LoadOptions {
+        default_namespace: "bookinfo".into(),
+        ..LoadOptions::default()
+    });
+    let mut loaded = loader
+        .load_paths(
+            [
+                "bookinfo/platform-kube/bookinfo.yaml",
+                "bookinfo/networking/destination-rule-all.yaml",
+                "bookinfo/networking/virtual-service-reviews-v3.yaml",
+            ]
+            .iter()
+            .map(|f| samples().join(f)),
+        )
+        .unwrap();
+    loaded.extend(loader.load_str(extra, "sidecars.yaml"));
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    let invalid: Vec<_> = mesh_core::validate::validate_all(&loaded.objects)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .collect();
+    assert!(invalid.is_empty(), "{invalid:#?}");
+    let snap = Snapshot::build(&loaded.objects, MeshOptions::default());
+    assert!(
+        snap.compile_errors().is_empty(),
+        "{:?}",
+        snap.compile_errors()
+    );
+    snap
+}
+
+fn labels(v: &[(&str, &str)]) -> Labels {
+    v.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// (VirtualService, subsets of the destinations) for a GET from `ns` with `labels`.
+fn route(snap: &Snapshot, ns: &str, l: &Labels, authority: &str) -> (Option<String>, Vec<String>) {
+    let h = HeaderMap::new();
+    let d = snap.route_http(&HttpRequestAttrs::new(ns, authority, "/", &h).with_source_labels(l));
+    (
+        d.virtual_service_name().map(str::to_owned),
+        d.destinations()
+            .iter()
+            .map(|w| w.subset.as_deref().unwrap_or("-").to_owned())
+            .collect(),
+    )
+}
+
+const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local:9080";
+
+#[test]
+fn own_namespace_sidecar_hides_another_namespace_virtual_service() {
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: checkout, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: checkout}}
+  egress:
+  - hosts: ["./*", "bookinfo/*"]
+"#,
+    );
+    let web = labels(&[("app", "web")]);
+    let checkout = labels(&[("app", "checkout")]);
+    // shop's default Sidecar imports only shop's config: default routing, no subset
+    assert_eq!(
+        route(&snap, "shop", &web, REVIEWS),
+        (None, vec!["-".into()])
+    );
+    // the checkout workload's Sidecar imports bookinfo's: reviews goes to v3
+    assert_eq!(
+        route(&snap, "shop", &checkout, REVIEWS),
+        (Some("bookinfo/reviews".into()), vec!["v3".into()])
+    );
+    // a namespace without a Sidecar sees every exported VirtualService
+    assert_eq!(
+        route(&snap, "web", &web, REVIEWS),
+        (Some("bookinfo/reviews".into()), vec!["v3".into()])
+    );
+    // bookinfo's own workloads are not scoped either
+    assert_eq!(
+        route(&snap, "bookinfo", &Labels::new(), "reviews:9080")
+            .0
+            .as_deref(),
+        Some("bookinfo/reviews")
+    );
+}
+
+#[test]
+fn the_namespace_part_is_the_virtual_service_namespace_not_the_service_one() {
+    // a VirtualService in shop for bookinfo's reviews: imported by `./*`, although the
+    // service itself lives in bookinfo
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-for-shop, namespace: shop}
+spec:
+  hosts: [reviews.bookinfo.svc.cluster.local]
+  exportTo: ["."]
+  http:
+  - route: [{destination: {host: reviews.bookinfo.svc.cluster.local, subset: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: blog}
+spec:
+  egress:
+  - hosts: ["./reviews.bookinfo.svc.cluster.local"]
+"#,
+    );
+    assert_eq!(
+        route(&snap, "shop", &Labels::new(), REVIEWS),
+        (Some("shop/reviews-for-shop".into()), vec!["v1".into()])
+    );
+    // `./reviews...` from blog names blog's config: bookinfo's VirtualService is not imported
+    assert_eq!(route(&snap, "blog", &Labels::new(), REVIEWS).0, None);
+}
+
+#[test]
+fn per_port_listeners_select_per_port() {
+    let snap = bookinfo_with(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-admin, namespace: bookinfo}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}, {name: http-admin, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-admin, namespace: bookinfo}
+spec:
+  hosts: [reviews-admin]
+  http: [{route: [{destination: {host: reviews-admin, subset: v2}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-admin, namespace: bookinfo}
+spec: {host: reviews-admin, subsets: [{name: v2, labels: {version: v2}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: ["bookinfo/*"]
+  - hosts: ["./*"]
+"#,
+    );
+    let none = Labels::new();
+    let admin = "reviews-admin.bookinfo.svc.cluster.local";
+    // 9080: the port's own listener imports bookinfo's VirtualServices
+    assert_eq!(
+        route(&snap, "shop", &none, &format!("{admin}:9080"))
+            .0
+            .as_deref(),
+        Some("bookinfo/reviews-admin")
+    );
+    // 8080: the catch-all listener, which imports only shop's
+    assert_eq!(
+        route(&snap, "shop", &none, &format!("{admin}:8080")).0,
+        None
+    );
+}
+
+#[test]
+fn root_namespace_default_dot_is_each_client_namespace() {
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+"#,
+    );
+    // for bookinfo's workloads `.` is bookinfo: its VirtualService applies
+    assert_eq!(
+        route(&snap, "bookinfo", &Labels::new(), "reviews:9080")
+            .0
+            .as_deref(),
+        Some("bookinfo/reviews")
+    );
+    // for shop's it is shop
+    assert_eq!(route(&snap, "shop", &Labels::new(), REVIEWS).0, None);
+}
+
+#[test]
+fn wildcards_match_either_way_and_the_most_specific_imported_vs_wins() {
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: external, namespace: egress}
+spec:
+  hosts: [api.example.com, www.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: egress}
+spec:
+  hosts: [api.example.com]
+  http: [{route: [{destination: {host: api.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: all-example, namespace: platform}
+spec:
+  hosts: ["*.example.com"]
+  http: [{route: [{destination: {host: www.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: a}
+spec:
+  egress:
+  - hosts: ["*/*.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: b}
+spec:
+  egress:
+  - hosts: ["platform/api.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: c}
+spec:
+  egress:
+  - hosts: ["egress/www.example.com", "platform/other.org"]
+"#,
+    );
+    let none = Labels::new();
+    // `*.example.com` imports both: the exact host's VirtualService is the most specific
+    assert_eq!(
+        route(&snap, "a", &none, "api.example.com").0.as_deref(),
+        Some("egress/api")
+    );
+    // only platform's wildcard VirtualService is imported (`api.example.com` overlaps it)
+    assert_eq!(
+        route(&snap, "b", &none, "api.example.com").0.as_deref(),
+        Some("platform/all-example")
+    );
+    // neither: egress/api has no host matching www.example.com, platform's is not imported
+    assert_eq!(route(&snap, "c", &none, "api.example.com").0, None);
+}
+
+#[test]
+fn export_to_still_applies_and_empty_egress_imports_everything() {
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  exportTo: ["."]
+  http: [{route: [{destination: {host: ratings, subset: v1}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - hosts: ["*/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: blog}
+spec:
+  ingress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    defaultEndpoint: 127.0.0.1:8080
+"#,
+    );
+    let none = Labels::new();
+    let ratings = "ratings.bookinfo.svc.cluster.local:9080";
+    // imported by `*/*` but exported to bookinfo only
+    assert_eq!(route(&snap, "shop", &none, ratings).0, None);
+    assert_eq!(
+        route(&snap, "shop", &none, REVIEWS).0.as_deref(),
+        Some("bookinfo/reviews")
+    );
+    // a Sidecar without egress listeners gets istiod's `*/*` one
+    assert_eq!(
+        route(&snap, "blog", &none, REVIEWS).0.as_deref(),
+        Some("bookinfo/reviews")
+    );
+    let scope = snap.sidecar_for("blog", &none).unwrap();
+    assert!(scope.imports(
+        "blog",
+        "bookinfo",
+        "reviews.bookinfo.svc.cluster.local",
+        9080
+    ));
+}
+
+#[test]
+fn tcp_and_tls_routes_are_scoped_too() {
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: data}
+spec:
+  hosts: [db.internal]
+  tcp: [{route: [{destination: {host: db-replica.internal}}]}]
+  tls:
+  - match: [{port: 443, sniHosts: [db.internal]}]
+    route: [{destination: {host: db-replica.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - hosts: ["./*"]
+"#,
+    );
+    let tcp = |ns| {
+        let a = L4Attrs {
+            sni: Some("db.internal"),
+            ..L4Attrs::new(ns, 5432)
+        };
+        snap.route_tcp(&a)
+            .virtual_service
+            .map(|v| v.name.to_string())
+    };
+    let tls = |ns| {
+        let a = L4Attrs {
+            sni: Some("db.internal"),
+            ..L4Attrs::new(ns, 443)
+        };
+        snap.route_tls(&a)
+            .virtual_service
+            .map(|v| v.name.to_string())
+    };
+    assert_eq!(tcp("web").as_deref(), Some("data/db"));
+    assert_eq!(tcp("shop"), None);
+    assert_eq!(tls("web").as_deref(), Some("data/db"));
+    assert_eq!(tls("shop"), None);
+}
+
+#[test]
+fn gateways_are_not_scoped_by_sidecars() {
+    let loader = Loader::new(LoadOptions::default());
+    let mut loaded = loader
+        .load_paths([samples().join("bookinfo/networking/bookinfo-gateway.yaml")])
+        .unwrap();
+    loaded.extend(loader.load_str(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress:
+  - hosts: ["~/*"]
+"#,
+        "sc.yaml",
+    ));
+    assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+    let snap = Snapshot::build(&loaded.objects, MeshOptions::default());
+    let h = HeaderMap::new();
+    let attrs = HttpRequestAttrs::new("default", "bookinfo.example.com", "/productpage", &h)
+        .with_gateway(Some("default/bookinfo-gateway"))
+        .with_port(8080);
+    assert_eq!(
+        snap.route_http(&attrs).virtual_service_name(),
+        Some("default/bookinfo")
+    );
+}
