@@ -5,8 +5,13 @@
 //! With `--output json` exactly one JSON object is printed on stdout:
 //! `{"host", "virtual_service", "route", "status", "destinations": [{"host", "subset",
 //! "port", "weight"}], ...}` plus the actions (`rewrite`, `redirect`, `direct_response`,
-//! `timeout`, `retries`, `fault`, `mirrors`, `headers`). Exit status 0 when a decision was
-//! made, 2 on a usage error or a config that cannot be loaded.
+//! `timeout`, `retries`, `fault`, `mirrors`, `headers`). Mesh traffic is routed as the
+//! client workload (`--namespace`, `--source-labels`) sees it through its `Sidecar`:
+//! `sidecar` names the Sidecar that applies, `not_imported` the VirtualService for the host
+//! that it does not import (the request then takes the default route), and a destination's
+//! `imported` is false for a service outside its egress hosts (the mesh client answers
+//! 502). Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
+//! be loaded.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +23,7 @@ use mesh_core::names::MeshOptions;
 use mesh_core::route::{
     AbortStatus, HeaderOpList, HttpRequestAttrs, RouteDecision, RouteOutcome, WeightedDestination,
 };
+use mesh_core::sidecar::SidecarScope;
 use mesh_core::snapshot::Snapshot;
 use serde_json::{json, Value};
 
@@ -180,11 +186,27 @@ struct Request<'a> {
     query: Option<&'a str>,
 }
 
-fn to_json(d: &RouteDecision<'_>, r: &Request<'_>, snap: &Snapshot, client_ns: &str) -> Value {
+/// The client's Sidecar, for mesh traffic.
+struct Scope<'a> {
+    sidecar: Option<&'a SidecarScope>,
+    /// The VirtualService the request would take without the Sidecar, when that one does
+    /// not import it.
+    not_imported: Option<&'a str>,
+}
+
+fn to_json(
+    d: &RouteDecision<'_>,
+    r: &Request<'_>,
+    snap: &Snapshot,
+    client_ns: &str,
+    scope: &Scope<'_>,
+) -> Value {
     let act = d.action();
     let mut o = serde_json::Map::new();
     o.insert("host".into(), json!(&*d.host));
     o.insert("virtual_service".into(), json!(d.virtual_service_name()));
+    o.insert("sidecar".into(), json!(scope.sidecar.map(|s| s.name())));
+    o.insert("not_imported".into(), json!(scope.not_imported));
     o.insert("route".into(), json!(d.route_index()));
     o.insert(
         "route_name".into(),
@@ -209,6 +231,14 @@ fn to_json(d: &RouteDecision<'_>, r: &Request<'_>, snap: &Snapshot, client_ns: &
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
             v["subset_defined"] = json!(p.subset_found);
             v["target_port"] = json!(port);
+            if let Some(sc) = scope.sidecar {
+                // as the mesh client checks it: services in the registry only
+                let imported = snap
+                    .registry()
+                    .service(&w.host, client_ns)
+                    .is_none_or(|s| sc.imports(client_ns, &s.namespace, &s.hostname, port));
+                v["imported"] = json!(imported);
+            }
             v
         })
         .collect();
@@ -293,6 +323,15 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         }
     );
     s.push_str(&format!("host: {}\n", v["host"].as_str().unwrap_or("")));
+    if let Some(sc) = v["sidecar"].as_str() {
+        s.push_str(&format!("Sidecar {sc} applies to the client"));
+        match v["not_imported"].as_str() {
+            Some(vs) => s.push_str(&format!(
+                ": it does not import VirtualService {vs} (egress hosts), so it does not apply\n"
+            )),
+            None => s.push('\n'),
+        }
+    }
     match (v["virtual_service"].as_str(), v["route"].as_u64()) {
         (None, _) => s.push_str("no VirtualService applies: the request goes to the host itself\n"),
         (Some(vs), Some(i)) => {
@@ -351,6 +390,9 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         ));
         if d["subset_defined"] == json!(false) {
             s.push_str(" (no DestinationRule defines this subset: Envoy answers 503)");
+        }
+        if d["imported"] == json!(false) {
+            s.push_str(" (the Sidecar does not import this service: 502)");
         }
         s.push('\n');
     }
@@ -439,6 +481,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
         headers: &headers,
     };
     let d = snap.route_http(&attrs);
+    // Sidecars scope mesh traffic only; name the VirtualService one hides
+    let sidecar = match attrs.gateway {
+        Some(_) => None,
+        None => snap.sidecar_for(&args.namespace, &labels),
+    };
+    let not_imported = sidecar.and_then(|_| {
+        let all = snap
+            .routes()
+            .route_http(snap.registry(), snap.options(), &attrs);
+        all.virtual_service_name()
+            .filter(|vs| d.virtual_service_name() != Some(*vs))
+    });
+    let scope = Scope {
+        sidecar,
+        not_imported,
+    };
     let req = Request {
         scheme,
         authority,
@@ -446,7 +504,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         path: uri.path(),
         query: uri.query(),
     };
-    let v = to_json(&d, &req, &snap, &args.namespace);
+    let v = to_json(&d, &req, &snap, &args.namespace, &scope);
     match args.output {
         Output::Json => println!("{v}"),
         Output::Text => print!(

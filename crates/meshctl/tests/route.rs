@@ -269,3 +269,83 @@ fn a_whole_directory_last_definition_wins() {
     let v = json(&["http://details:9080/", "--config", &dir]);
     assert_eq!(v["virtual_service"], "default/details");
 }
+
+#[test]
+fn sidecar_scopes_virtual_services_and_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
+    let dr = sample("bookinfo/networking/destination-rule-all.yaml");
+    let vs = sample("bookinfo/networking/virtual-service-reviews-v3.yaml");
+    let sc = write(
+        dir.path(),
+        "sidecars.yaml",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: checkout, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: checkout}}
+  egress:
+  - hosts: ["./*", "default/*"]
+"#,
+    );
+    let sc = sc.to_str().unwrap();
+    let base = [
+        "http://reviews.default:9080/reviews/0",
+        "--config",
+        &kube,
+        "--config",
+        &dr,
+        "--config",
+        &vs,
+        "--config",
+        sc,
+        "-n",
+        "shop",
+    ];
+    // shop's default Sidecar imports neither default's VirtualService nor its services
+    let v = json(&base);
+    assert_eq!(v["sidecar"], "shop/default");
+    assert_eq!(v["virtual_service"], Value::Null);
+    assert_eq!(v["not_imported"], "default/reviews");
+    assert_eq!(v["destinations"][0]["subset"], Value::Null);
+    assert_eq!(v["destinations"][0]["imported"], false);
+    // the checkout workload's Sidecar imports both
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--source-labels", "app=checkout"]);
+    let v = json(&a);
+    assert_eq!(v["sidecar"], "shop/checkout");
+    assert_eq!(v["virtual_service"], "default/reviews");
+    assert_eq!(v["not_imported"], Value::Null);
+    assert_eq!(v["destinations"][0]["subset"], "v3");
+    assert_eq!(v["destinations"][0]["imported"], true);
+    // no Sidecar in default: no sidecar fields
+    let mut a = base.to_vec();
+    let last = a.len() - 1;
+    a[last] = "default";
+    let v = json(&a);
+    assert_eq!(v["sidecar"], Value::Null);
+    assert_eq!(v["virtual_service"], "default/reviews");
+    assert!(v["destinations"][0].get("imported").is_none());
+    // the text says why
+    let mut a = vec!["route"];
+    a.extend_from_slice(&base);
+    let out = meshctl(&a);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("Sidecar shop/default applies to the client: it does not import VirtualService default/reviews"),
+        "{text}"
+    );
+    assert!(
+        text.contains("(the Sidecar does not import this service: 502)"),
+        "{text}"
+    );
+}
