@@ -1787,84 +1787,42 @@ mod tests {
     #[test]
     fn space_delimited_claims() {
         let extra = Some(Arc::from(vec!["roles".to_string(), "x.y".to_string()]));
-        let table: &[(&str, serde_json::Value, bool, &str, bool)] = &[
-            // (key, claims, provider lists roles and x.y, value, matches)
+        // (key, claims, the provider lists roles and x.y, value, matches)
+        let table: &[(&str, &str, bool, &str, bool)] = &[
+            ("scope", r#"{"scope": "read write"}"#, false, "write", true),
+            ("scope", r#"{"scope": "read write"}"#, false, "read", true),
             (
                 "scope",
-                serde_json::json!({"scope": "read write"}),
-                false,
-                "write",
-                true,
-            ),
-            (
-                "scope",
-                serde_json::json!({"scope": "read write"}),
-                false,
-                "read",
-                true,
-            ),
-            (
-                "scope",
-                serde_json::json!({"scope": "read write"}),
+                r#"{"scope": "read write"}"#,
                 false,
                 "read write",
                 false,
             ),
             (
                 "scope",
-                serde_json::json!({"scope": "read  write "}),
+                r#"{"scope": "read  write "}"#,
                 false,
                 "write",
                 true,
             ),
-            (
-                "scope",
-                serde_json::json!({"scope": "read write"}),
-                false,
-                "wr*",
-                true,
-            ),
-            (
-                "scope",
-                serde_json::json!({"scope": "read write"}),
-                false,
-                "*",
-                true,
-            ),
-            (
-                "scope",
-                serde_json::json!({"scope": "admin"}),
-                false,
-                "admin",
-                true,
-            ),
+            ("scope", r#"{"scope": "read write"}"#, false, "wr*", true),
+            ("scope", r#"{"scope": "read write"}"#, false, "*", true),
+            ("scope", r#"{"scope": "admin"}"#, false, "admin", true),
             // no part at all: the string itself, as Envoy leaves it
-            (
-                "scope",
-                serde_json::json!({"scope": "  "}),
-                false,
-                "*",
-                true,
-            ),
-            ("scope", serde_json::json!({"scope": ""}), false, "*", false),
-            (
-                "permission",
-                serde_json::json!({"permission": "a b"}),
-                false,
-                "b",
-                true,
-            ),
+            ("scope", r#"{"scope": "  "}"#, false, "*", true),
+            ("scope", r#"{"scope": ""}"#, false, "*", false),
+            ("permission", r#"{"permission": "a b"}"#, false, "b", true),
             // a list claim: any element, whole
             (
                 "scope",
-                serde_json::json!({"scope": ["read write", "x"]}),
+                r#"{"scope": ["read write", "x"]}"#,
                 false,
                 "read write",
                 true,
             ),
             (
                 "scope",
-                serde_json::json!({"scope": ["read write", "x"]}),
+                r#"{"scope": ["read write", "x"]}"#,
                 false,
                 "write",
                 false,
@@ -1872,58 +1830,46 @@ mod tests {
             // other claims are whole strings unless the provider lists them
             (
                 "roles",
-                serde_json::json!({"roles": "editor admin"}),
+                r#"{"roles": "editor admin"}"#,
                 false,
                 "admin",
                 false,
             ),
             (
                 "roles",
-                serde_json::json!({"roles": "editor admin"}),
+                r#"{"roles": "editor admin"}"#,
                 false,
                 "editor admin",
                 true,
             ),
+            ("roles", r#"{"roles": "editor admin"}"#, true, "admin", true),
             (
                 "roles",
-                serde_json::json!({"roles": "editor admin"}),
-                true,
-                "admin",
-                true,
-            ),
-            (
-                "roles",
-                serde_json::json!({"roles": "editor admin"}),
+                r#"{"roles": "editor admin"}"#,
                 true,
                 "editor admin",
                 false,
             ),
-            ("x.y", serde_json::json!({"x.y": "p q"}), true, "q", true),
-            (
-                "groups",
-                serde_json::json!({"groups": "g1 g2"}),
-                true,
-                "g1",
-                false,
-            ),
+            ("x.y", r#"{"x.y": "p q"}"#, true, "q", true),
+            ("groups", r#"{"groups": "g1 g2"}"#, true, "g1", false),
             // nested claims are not normalized, even named scope or listed
             (
                 "realm][scope",
-                serde_json::json!({"realm": {"scope": "a b"}}),
+                r#"{"realm": {"scope": "a b"}}"#,
                 true,
                 "a",
                 false,
             ),
             (
                 "realm][scope",
-                serde_json::json!({"realm": {"scope": "a b"}}),
+                r#"{"realm": {"scope": "a b"}}"#,
                 true,
                 "a b",
                 true,
             ),
             (
                 "realm][roles",
-                serde_json::json!({"realm": {"roles": "a b"}}),
+                r#"{"realm": {"roles": "a b"}}"#,
                 true,
                 "b",
                 false,
@@ -1940,7 +1886,7 @@ spec:
             );
             let snap = crate::mesh::Mesh::from_yaml(&yaml).unwrap().snapshot();
             let authz = snap.authz_for_workload("foo", &Labels::new());
-            let mut jwt = RequestAuth::from_claims(claims.clone());
+            let mut jwt = RequestAuth::from_claims(serde_json::from_str(claims).unwrap());
             if *listed {
                 jwt.space_delimited_claims = extra.clone();
             }
