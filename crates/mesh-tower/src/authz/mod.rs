@@ -22,9 +22,13 @@
 //! `forwardOriginalToken`, `outputPayloadToHeader` and `outputClaimToHeaders` written; an
 //! invalid token gets 401 with Envoy's message (`Jwt is expired`, `Jwt verification
 //! fails`, `Jwt issuer is not configured`, `Audiences in Jwt are not allowed`, ...) and a
-//! `www-authenticate` header. A `jwksUri` is fetched in the background (`http://` only for
-//! now; inline `jwks` otherwise), refreshed every ten minutes; until its keys arrive,
-//! tokens for it fail closed.
+//! `www-authenticate` header. A `jwksUri` is fetched in the background, over `http://` or
+//! `https://` (the server verified against the platform's root certificates and those
+//! given to [`trust_jwks_roots`]), within the jwtRule's `timeout` (default 5 s), and
+//! refreshed every ten minutes; until its keys arrive, tokens for it fail closed, and a
+//! failed fetch is tried again a second later.
+//!
+//! [`trust_jwks_roots`]: AuthorizationLayer::trust_jwks_roots
 //!
 //! [`with_port`]: AuthorizationLayer::with_port
 //!
@@ -260,6 +264,44 @@ impl AuthorizationLayer {
         }
     }
 
+    /// `https://` `jwksUri` servers are also trusted up to these root certificates, besides
+    /// the platform's (replacing any roots given before). Every layer sharing this one's
+    /// key cache (its clones, [`with_port`](Self::with_port), a
+    /// [`MeshServer`](crate::inbound::MeshServer)'s
+    /// [`authorization`](crate::inbound::MeshServer::authorization)) uses them from its
+    /// next fetch on. A server whose certificate chains to no trusted root is never
+    /// fetched from: its tokens fail closed (401 `Jwks remote fetch is failed`).
+    ///
+    /// # Examples
+    ///
+    /// Keys served by an identity provider with a certificate from a private CA:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::{MeshCa, TrustBundle};
+    /// use mesh_tower::authz::AuthorizationLayer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://idp.corp.example
+    ///     jwksUri: https://idp.corp.example/keys.json
+    ///     timeout: 2s
+    /// ")?;
+    /// let corp_ca = MeshCa::self_signed("corp.example")?; // or TrustBundle::from_pem_file(..)
+    /// let authz = AuthorizationLayer::new(mesh, "foo", Default::default());
+    /// authz.trust_jwks_roots(corp_ca.trust_bundle().clone());
+    /// # let _: &TrustBundle = corp_ca.trust_bundle();
+    /// # Ok(()) }
+    /// ```
+    pub fn trust_jwks_roots(&self, roots: mesh_tls::TrustBundle) {
+        self.shared.jwks.trust_roots(roots);
+    }
+
     /// Names (`ns/name`) of the policies that apply to the workload in the current snapshot.
     ///
     /// # Examples
@@ -322,8 +364,10 @@ impl AuthorizationLayer {
         }
         let jwt = snap.jwt_providers(&s.namespace, &s.labels);
         // the keys of every jwksUri, fetched now rather than on the first token
-        for uri in jwt.iter().filter_map(|p| p.jwks_uri()) {
-            s.jwks.fetch(uri);
+        for p in &jwt {
+            if let Some(uri) = p.jwks_uri() {
+                s.jwks.fetch(uri, p.timeout());
+            }
         }
         let fresh = Arc::new(Cached {
             generation,
