@@ -20,6 +20,7 @@
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
 //! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
+//! | IST0145 | error | Gateways selecting the same workloads (same selector, or a loaded workload both select) with servers on the same port and `bind` sharing a `hosts` entry |
 //! | IST0101 | error / warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (error when that namespace has other Secrets loaded; nothing when no Secrets are loaded) |
 //! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`) |
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
@@ -1021,7 +1022,97 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
+    conflicting_gateways(&mut cx, &objs, &workloads);
+
     cx.out
+}
+
+/// IST0145 ConflictingGateways, as istioctl's `gateway.ConflictingGatewayAnalyzer`: a
+/// server of a Gateway conflicts with another Gateway that selects the same workloads (the
+/// same selector, or a loaded workload both select; no selector selects every workload) and
+/// has a server on the same port with one of the same `hosts` entries (compared as written)
+/// and the same `bind`. Each conflicting server is reported on its own Gateway, naming the
+/// others.
+///
+/// istioctl pre-filters differing selectors by a substring test of their text and keeps one
+/// server per Gateway and port (the last), adding a server's hosts to the other Gateway's
+/// set once compared; we compare every server, with no such side effect.
+fn conflicting_gateways(
+    cx: &mut Ctx<'_>,
+    objs: &[&ConfigObject],
+    workloads: &[(&ConfigObject, &Labels)],
+) {
+    struct Gw<'a> {
+        obj: &'a ConfigObject,
+        name: String,
+        selector: Option<&'a Labels>,
+        selector_text: String,
+        servers: &'a [crate::model::Server],
+    }
+    let gws: Vec<Gw<'_>> = objs
+        .iter()
+        .filter_map(|o| {
+            let gw = o.spec.as_gateway()?;
+            let selector = gw.selector.as_ref().filter(|l| !l.is_empty());
+            Some(Gw {
+                obj: o,
+                name: format!("{}/{}", o.metadata.namespace, o.metadata.name),
+                selector,
+                selector_text: selector.map(fmt_labels).unwrap_or_default(),
+                servers: &gw.servers,
+            })
+        })
+        .collect();
+    if gws.len() < 2 {
+        return;
+    }
+    let selects = |sel: Option<&Labels>, l: &Labels| sel.is_none_or(|s| selector_matches(s, l));
+    let same_workloads = |a: &Gw<'_>, b: &Gw<'_>| {
+        a.selector_text == b.selector_text
+            || workloads
+                .iter()
+                .any(|(_, l)| selects(a.selector, l) && selects(b.selector, l))
+    };
+    for g in &gws {
+        let others: Vec<&Gw<'_>> = gws
+            .iter()
+            .filter(|x| x.name != g.name && same_workloads(g, x))
+            .collect();
+        if others.is_empty() {
+            continue;
+        }
+        for (i, server) in g.servers.iter().enumerate() {
+            let bind = server.bind.as_deref().unwrap_or("");
+            let mut names: Vec<&str> = others
+                .iter()
+                .filter(|x| {
+                    x.servers.iter().any(|xs| {
+                        xs.port.number == server.port.number
+                            && xs.bind.as_deref().unwrap_or("") == bind
+                            && xs.hosts.iter().any(|h| server.hosts.contains(h))
+                    })
+                })
+                .map(|x| x.name.as_str())
+                .collect();
+            if names.is_empty() {
+                continue;
+            }
+            names.sort_unstable();
+            cx.report(
+                g.obj,
+                Severity::Error,
+                codes::CONFLICTING_GATEWAYS,
+                &format!("spec.servers[{i}].hosts"),
+                format!(
+                    "Conflict with gateways {} (workload selector {}, port {}, hosts {}).",
+                    names.join(","),
+                    g.selector_text,
+                    server.port.number,
+                    server.hosts.join(",")
+                ),
+            );
+        }
+    }
 }
 
 /// The namespaces a VirtualService is exported to: `None` means all.

@@ -698,18 +698,24 @@ pub mod codes {
     /// assert_eq!(codes::VS_HOST_NOT_IN_GATEWAY, "IST0132");
     /// ```
     pub const VS_HOST_NOT_IN_GATEWAY: &str = "IST0132";
-    /// ConflictingGateways.
+    /// ConflictingGateways: Gateways selecting the same workloads define a server on the same
+    /// port with a `hosts` entry in common.
     ///
     /// # Examples
     ///
     /// ```
     /// use mesh_core::diag::codes;
     ///
-    /// use mesh_core::diag::Diagnostic;
-    ///
-    /// let is_conflict = |d: &Diagnostic| d.code == codes::CONFLICTING_GATEWAYS;
-    /// let loaded = mesh_core::load::load_str("kind: [", "broken.yaml");
-    /// assert!(!loaded.diagnostics.iter().any(is_conflict));
+    /// let gateway = |name: &str| format!(
+    ///     "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [shop.example.com]}}]\n---\n"
+    /// );
+    /// let loaded = mesh_core::load::load_str(&(gateway("shop") + &gateway("shop-v2")), "gw.yaml");
+    /// let found = mesh_core::check(&loaded);
+    /// let conflict = found.iter().find(|d| d.code == codes::CONFLICTING_GATEWAYS).unwrap();
+    /// assert_eq!(
+    ///     conflict.message,
+    ///     "Conflict with gateways default/shop-v2 (workload selector istio=ingressgateway, port 80, hosts shop.example.com)."
+    /// );
     /// assert_eq!(codes::CONFLICTING_GATEWAYS, "IST0145");
     /// ```
     pub const CONFLICTING_GATEWAYS: &str = "IST0145";

@@ -114,7 +114,7 @@ fn unreadable_path_and_usage_errors_exit_2() {
 }
 
 #[test]
-fn istio_samples_have_no_errors() {
+fn istio_samples_have_no_errors_but_istioctl_s_gateway_conflict() {
     let samples = repo().join("../shared/istio-samples");
     if !samples.is_dir() {
         eprintln!("skipping: {} is absent", samples.display());
@@ -128,8 +128,29 @@ fn istio_samples_have_no_errors() {
         .iter()
         .filter(|d| d["severity"] == "error")
         .collect();
-    assert!(errors.is_empty(), "{errors:#?}");
-    assert_eq!(out.status.code(), Some(0));
+    // loaded together, the httpbin and cert-manager Gateways both claim every host on port
+    // 80 of the istio=ingressgateway workloads: istioctl analyze reports IST0145 too
+    let mut files: Vec<&str> = errors
+        .iter()
+        .filter(|d| d["code"] == "IST0145")
+        .filter_map(|d| d["file"].as_str()?.rsplit('/').next())
+        .collect();
+    files.sort_unstable();
+    assert_eq!(
+        files,
+        ["certmanager-gateway.yaml", "httpbin-gateway.yaml"],
+        "{errors:#?}"
+    );
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(out.status.code(), Some(1));
+    // each file alone has no error
+    for f in [
+        "httpbin/httpbin-gateway.yaml",
+        "bookinfo/networking/certmanager-gateway.yaml",
+    ] {
+        let out = meshctl(&["validate", samples.join(f).to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{f}");
+    }
 }
 
 #[test]
