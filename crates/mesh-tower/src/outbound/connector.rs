@@ -4,7 +4,8 @@
 //! connection slot from the destination's circuit breaker (`maxConnections`), applies the
 //! connect timeout, and originates TLS with the destination's rustls config (built once per destination and
 //! policy, never per connection): ISTIO_MUTUAL checks the server's SPIFFE identity inside
-//! the handshake. HTTP/2 is used when the server picks `h2` by ALPN.
+//! the handshake. HTTP/2 is used when the server picks `h2` by ALPN; a connection for an
+//! HTTP/1.1 upgrade (WebSocket) offers `http/1.1` only, so that the upgrade can happen.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -12,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -98,6 +99,9 @@ pub(crate) enum TlsPolicy {
     Tls {
         config: Arc<OutboundTls>,
         plaintext: Arc<HashSet<SocketAddr>>,
+        /// `config` without `h2` in its ALPN, for connections carrying an HTTP/1.1 upgrade:
+        /// built on the first upgrade request (most destinations never see one).
+        http1: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
     },
     /// The TLS settings could not be built: refuse every connection with this message.
     Broken(Arc<str>),
@@ -224,18 +228,20 @@ impl tower::Service<Uri> for MeshConnector {
                 .breaker
                 .try_connection()
                 .map_err(ConnectError::Overflow)?;
-            this.connect_addr(addr, permit).await
+            this.connect_addr(addr, permit, false).await
         })
     }
 }
 
 impl MeshConnector {
     /// Dials `addr` holding `permit` (a `maxConnections` slot), then originates TLS per the
-    /// destination's policy.
+    /// destination's policy; `http1_only`: offer no `h2` (the connection is for an HTTP/1.1
+    /// upgrade, which HTTP/2 cannot carry).
     pub(crate) async fn connect_addr(
         &self,
         addr: SocketAddr,
         permit: ConnectionPermit,
+        http1_only: bool,
     ) -> Result<MeshConn, ConnectError> {
         if let TlsPolicy::Broken(msg) = &self.tls {
             return Err(ConnectError::TlsConfig(msg.to_string()));
@@ -247,8 +253,20 @@ impl MeshConnector {
         };
         let _ = tcp.set_nodelay(true);
         match &self.tls {
-            TlsPolicy::Tls { config, plaintext } if !plaintext.contains(&addr) => {
-                let tls = config.connect(tcp).await.map_err(|io| ConnectError::Tls {
+            TlsPolicy::Tls {
+                config,
+                plaintext,
+                http1,
+            } if !plaintext.contains(&addr) => {
+                let tls = if http1_only {
+                    let cfg = http1.get_or_init(|| without_h2(config.config()));
+                    tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                        .connect(config.server_name().clone(), tcp)
+                        .await
+                } else {
+                    config.connect(tcp).await
+                };
+                let tls = tls.map_err(|io| ConnectError::Tls {
                     verify: VerifyError::from_io(&io),
                     io,
                 })?;
@@ -270,6 +288,18 @@ impl MeshConnector {
             }),
         }
     }
+}
+
+/// `config` offering no `h2` by ALPN (the same config when it offers none): the same
+/// verifier, client certificate and session cache, so the SPIFFE identity is checked as
+/// for every other connection.
+fn without_h2(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    if !config.alpn_protocols.iter().any(|p| p == b"h2") {
+        return Arc::clone(config);
+    }
+    let mut c = (**config).clone();
+    c.alpn_protocols.retain(|p| p != b"h2");
+    Arc::new(c)
 }
 
 enum Io {

@@ -468,6 +468,7 @@ fn tls_policy(
         Ok(None) => TlsPolicy::Plaintext,
         Ok(Some(cfg)) => TlsPolicy::Tls {
             config: Arc::new(cfg),
+            http1: Arc::default(),
             plaintext: Arc::new(if auto {
                 endpoints
                     .iter()

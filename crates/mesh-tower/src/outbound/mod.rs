@@ -50,10 +50,99 @@
 //! (1 MiB, Envoy's default buffer limit). Only such a body is buffered, and only then are
 //! retries and mirrors made; a streaming body is sent once, never retried.
 //!
+//! # HTTP/1.1 upgrades (WebSocket)
+//!
+//! As Istio configures Envoy by default (`upgrade_configs: websocket` since the
+//! VirtualService `websocketUpgrade` field was removed), a WebSocket upgrade request
+//! (`Connection: upgrade`, `Upgrade: websocket`) is routed, authorized by the server and
+//! retried like any other request, with its `connection` and `upgrade` headers kept. It goes
+//! out over HTTP/1.1 (an idle pooled connection, or a new one offering only `http/1.1` by
+//! ALPN, even where plain requests share an HTTP/2 connection) and is never mirrored. When
+//! the server answers `101 Switching Protocols`, take the stream with
+//! `hyper::upgrade::on(&mut response)`: it runs over the connection (mTLS included) that
+//! the 101 came on, which is never pooled again. The route `timeout` and `perTryTimeout`
+//! cover the wait for the response headers; the upgraded stream then lives until either
+//! side closes it. Any other answer is a normal response. As with Envoy, an `h2c` upgrade
+//! offer is dropped (the request goes on as plain HTTP/1.1) and any other upgrade protocol
+//! is refused with 403 (Envoy's `upgrade_failed`).
+//!
+//! ```
+//! use http_body_util::Empty;
+//! use hyper_util::rt::TokioIo;
+//! use mesh_core::mesh::Mesh;
+//! use mesh_core::registry::Workload;
+//! use mesh_tower::outbound::{ClientWorkload, MeshClient};
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # async fn chat_server() -> std::net::SocketAddr {
+//! #     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! #     let addr = listener.local_addr().unwrap();
+//! #     tokio::spawn(async move {
+//! #         let (tcp, _) = listener.accept().await.unwrap();
+//! #         let svc = hyper::service::service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+//! #             let on = hyper::upgrade::on(&mut req);
+//! #             tokio::spawn(async move {
+//! #                 let mut io = TokioIo::new(on.await.unwrap());
+//! #                 let mut buf = [0u8; 5];
+//! #                 io.read_exact(&mut buf).await.unwrap();
+//! #                 io.write_all(&buf).await.unwrap();
+//! #             });
+//! #             http::Response::builder()
+//! #                 .status(101)
+//! #                 .header("connection", "upgrade")
+//! #                 .header("upgrade", "websocket")
+//! #                 .body(Empty::<bytes::Bytes>::new())
+//! #         });
+//! #         let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
+//! #         let _ = conn.with_upgrades().await;
+//! #     });
+//! #     addr
+//! # }
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//! let mesh = Mesh::from_yaml("
+//! apiVersion: v1
+//! kind: Service
+//! metadata: {name: chat, namespace: default}
+//! spec:
+//!   selector: {app: chat}
+//!   ports: [{name: http, port: 8080}]
+//! ")?;
+//! let addr = chat_server().await; // answers 101, then echoes 5 bytes
+//! mesh.register(Workload {
+//!     name: "chat-v1".to_string(),
+//!     namespace: "default".to_string(),
+//!     service_account: "chat".to_string(),
+//!     labels: [("app".to_string(), "chat".to_string())].into(),
+//!     address: addr.ip(),
+//!     ports: [("http".to_string(), addr.port())].into(),
+//!     locality: None,
+//!     weight: 0,
+//! });
+//! let client = MeshClient::builder(mesh, ClientWorkload::new("web", "default", "web")).build();
+//! let req = http::Request::get("http://chat:8080/socket")
+//!     .header("connection", "upgrade")
+//!     .header("upgrade", "websocket")
+//!     .header("sec-websocket-version", "13")
+//!     .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+//!     .body(Empty::<bytes::Bytes>::new())?;
+//! let mut resp = client.request(req).await?;
+//! assert_eq!(resp.status(), 101);
+//! let mut stream = TokioIo::new(hyper::upgrade::on(&mut resp).await?);
+//! stream.write_all(b"hello").await?;
+//! let mut echo = [0u8; 5];
+//! stream.read_exact(&mut echo).await?;
+//! assert_eq!(&echo, b"hello");
+//! # Ok(()) }
+//! ```
+//!
 //! # Where this differs from Istio / Envoy, on purpose
 //!
 //! - The route `timeout` covers the time until the response headers (Envoy's also covers
-//!   the response body).
+//!   the response body; for an upgrade, as here, only the wait for the 101).
+//! - An upgraded stream has no idle timeout, and the endpoint's in-flight count (least
+//!   request balancing) and the `http2MaxRequests` permit are released at the 101, not
+//!   when the stream closes.
 //! - `maxConnections` and `http1MaxPendingRequests` are per destination (Envoy's cluster),
 //!   but a pending request waits for a connection to its own endpoint (the one the load
 //!   balancer picked), not to any endpoint of the destination. An idle connection past
@@ -640,7 +729,10 @@ impl Transport for MeshTransport {
         let Ok(d) = Arc::clone(dest).downcast::<DestState>() else {
             return Box::pin(async { Err("destination state missing".into()) });
         };
-        Box::pin(async move { d.upstream.send(endpoint, req).await })
+        Box::pin(async move {
+            let upgrade = upgrade_of(req.headers()) == Some(UpgradeRequest::WebSocket);
+            d.upstream.send(endpoint, req, upgrade).await
+        })
     }
 }
 
@@ -650,11 +742,13 @@ impl Transport for MeshTransport {
 pub(crate) trait Sender: Clone + Send + Sync + 'static {
     type Body: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static;
 
+    /// `upgrade`: the request asks for an HTTP/1.1 upgrade (WebSocket).
     fn send_to(
         &self,
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
+        upgrade: bool,
     ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
 }
 
@@ -666,8 +760,9 @@ impl Sender for MeshTransport {
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
+        upgrade: bool,
     ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
-        dest.upstream.send(endpoint, req)
+        dest.upstream.send(endpoint, req, upgrade)
     }
 }
 
@@ -683,6 +778,7 @@ impl<T: Transport> Sender for Via<T> {
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
+        _upgrade: bool, // the user's client sees the request's headers
     ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
         let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
         self.0.send(&any, endpoint, req)
@@ -1560,6 +1656,58 @@ fn black_hole(grpc: bool) -> Response<MeshBody> {
     r
 }
 
+/// The HTTP/1.1 upgrade a request asks for: `Connection` lists `upgrade` and an `Upgrade`
+/// header names the protocol (Envoy's `Utility::isUpgrade`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum UpgradeRequest {
+    /// `Upgrade: websocket`, the one upgrade Istio configures (`upgrade_configs`): forwarded.
+    WebSocket,
+    /// `Upgrade: h2c`: Envoy's HTTP/1.1 codec drops these headers and serves the request as
+    /// a plain HTTP/1.1 request.
+    H2c,
+    /// Any other protocol: Envoy answers 403 (`upgrade_failed`).
+    Other,
+}
+
+/// The upgrade `headers` ask for, if any: one lookup when there is no `Connection` header.
+pub(crate) fn upgrade_of(headers: &http::HeaderMap) -> Option<UpgradeRequest> {
+    let mut connection = headers.get_all(http::header::CONNECTION).iter();
+    if !connection.any(|v| has_token(v.as_bytes(), b"upgrade")) {
+        return None;
+    }
+    let protocol = headers.get(http::header::UPGRADE)?.as_bytes().trim_ascii();
+    Some(if protocol.eq_ignore_ascii_case(b"websocket") {
+        UpgradeRequest::WebSocket
+    } else if protocol.eq_ignore_ascii_case(b"h2c") {
+        UpgradeRequest::H2c
+    } else {
+        UpgradeRequest::Other
+    })
+}
+
+/// Whether a comma-separated header value lists `token` (ASCII case-insensitive).
+fn has_token(list: &[u8], token: &[u8]) -> bool {
+    list.split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Drops an `h2c` upgrade offer, as Envoy's HTTP/1.1 codec does: the request goes on as
+/// plain HTTP/1.1.
+pub(crate) fn strip_h2c_upgrade(headers: &mut http::HeaderMap) {
+    headers.remove(http::header::UPGRADE);
+    headers.remove(http::header::CONNECTION);
+    headers.remove("http2-settings");
+}
+
+/// Envoy's answer to an upgrade of a type the connection manager does not allow (Istio
+/// allows `websocket` only): 403 with an empty body (response code details
+/// `upgrade_failed`).
+pub(crate) fn upgrade_failed<B: Default>() -> Response<B> {
+    let mut r = Response::new(B::default());
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    r
+}
+
 fn local(reply: LocalReply, grpc: bool) -> Response<MeshBody> {
     reply.to_response_with(grpc, full)
 }
@@ -1808,6 +1956,17 @@ where
     let ns = shared.workload.namespace.as_str();
     let (mut parts, body) = req.into_parts();
     let grpc = is_grpc(&parts.headers);
+    // HTTP/1.1 upgrades as Istio configures Envoy: websocket allowed, h2c dropped, any other
+    // refused (one header lookup when the request has no `Connection`)
+    let upgrade = match upgrade_of(&parts.headers) {
+        None => false,
+        Some(UpgradeRequest::WebSocket) => true,
+        Some(UpgradeRequest::H2c) => {
+            strip_h2c_upgrade(&mut parts.headers);
+            false
+        }
+        Some(UpgradeRequest::Other) => return Ok((upgrade_failed(), None)),
+    };
     let authority: Authority = match parts.uri.authority() {
         Some(a) => a.clone(),
         None => parts
@@ -1996,8 +2155,9 @@ where
     let policy: &RetryPolicy = decision.retries();
     let mut body = read_body(body, shared.options.retry_buffer_limit).await?;
 
-    // mirrors: fire and forget, only with a replayable body
-    if let (Some(a), ReqBody::Buffered(bytes)) = (action, &body) {
+    // mirrors: fire and forget, only with a replayable body; never an upgrade (Envoy shadows
+    // a request once it has ended, which an upgraded stream does only when it closes)
+    if let (Some(a), ReqBody::Buffered(bytes), false) = (action, &body, upgrade) {
         for m in a.mirrors.iter() {
             if !m.share.fires(rand::random::<u64>()) {
                 continue;
@@ -2026,7 +2186,7 @@ where
             tokio::spawn(async move {
                 let index = guard.index();
                 let _guard = guard;
-                if let Ok(resp) = t.send_to(&mdest, index, mreq).await {
+                if let Ok(resp) = t.send_to(&mdest, index, mreq, false).await {
                     let _ = resp.into_body().collect().await;
                 }
             });
@@ -2043,6 +2203,7 @@ where
         parts: &parts,
         path_and_query: &path_and_query,
         grpc,
+        upgrade,
     };
     let result = match timeout {
         Some(t) => match tokio::time::timeout(t, attempts.run(&mut body)).await {
@@ -2115,6 +2276,8 @@ struct Attempts<'a, T> {
     parts: &'a http::request::Parts,
     path_and_query: &'a PathAndQuery,
     grpc: bool,
+    /// A WebSocket upgrade request: sent over HTTP/1.1.
+    upgrade: bool,
 }
 
 /// Envoy's `host_selection_retry_max_attempts` for the previous-hosts predicate.
@@ -2187,7 +2350,7 @@ impl<T: Sender> Attempts<'_, T> {
             *req.headers_mut() = self.parts.headers.clone();
             *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
-            let send = self.transport.send_to(dest, index, req);
+            let send = self.transport.send_to(dest, index, req, self.upgrade);
             let result = match self.policy.per_try_timeout {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),

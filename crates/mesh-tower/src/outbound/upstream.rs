@@ -20,6 +20,13 @@
 //! - a reused connection that turns out to be closed before the request was written is
 //!   discarded and the request goes out on another one (hyper-util's "retry canceled
 //!   requests"; Envoy does the same for a stale pooled connection).
+//!
+//! An HTTP/1.1 upgrade request (WebSocket) goes out on an HTTP/1.1 connection: an idle one,
+//! or a new one offering only `http/1.1` by ALPN, never the shared HTTP/2 connection. When
+//! the server answers `101 Switching Protocols`, the connection belongs to the upgraded
+//! stream (`hyper::upgrade::on` on the response) and is never pooled again; it keeps its
+//! `maxConnections` slot until the upgraded stream is dropped, as Envoy counts an upgraded
+//! stream's connection. Any other answer leaves the connection reusable as usual.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -29,7 +36,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -166,11 +173,13 @@ impl Upstream {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index`.
+    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index`; `upgrade`: the request
+    /// asks for an HTTP/1.1 upgrade (it must go out over HTTP/1.1).
     pub(crate) async fn send(
         &self,
         index: usize,
         mut req: Request<MeshBody>,
+        upgrade: bool,
     ) -> Result<Response<UpstreamBody>, BoxError> {
         let Some(ep) = self.endpoints.get(index) else {
             return Err(ConnectError::BadAddress(format!("endpoint #{index}")).into());
@@ -178,8 +187,9 @@ impl Upstream {
         let max = self.max_requests_per_connection;
         let mut pending: Option<Permit> = None;
         loop {
-            // 1. the endpoint's HTTP/2 connection
-            if let Some(mut h2) = ep.h2(max) {
+            // 1. the endpoint's HTTP/2 connection (not for an upgrade: HTTP/2 has none)
+            let h2 = if upgrade { None } else { ep.h2(max) };
+            if let Some(mut h2) = h2 {
                 h2.used.fetch_add(1, Ordering::Relaxed);
                 match h2.tx.try_send_request(req).await {
                     Ok(resp) => return Ok(resp.map(UpstreamBody::plain)),
@@ -221,7 +231,10 @@ impl Upstream {
                     continue;
                 }
             };
-            let conn = self.connector.connect_addr(ep.addr, permit).await?;
+            let conn = self
+                .connector
+                .connect_addr(ep.addr, permit, upgrade)
+                .await?;
             let waiters = Arc::clone(&self.waiters);
             if conn.is_h2() {
                 let (tx, connection) = http2::Builder::new(TokioExecutor::new())
@@ -280,6 +293,12 @@ impl Upstream {
         conn: Idle,
         resp: Response<Incoming>,
     ) -> Response<UpstreamBody> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // the connection now carries the upgraded stream (hyper hands its I/O to the
+            // response's `OnUpgrade` once the dispatcher sees the sender gone): never pooled
+            drop(conn);
+            return resp.map(UpstreamBody::plain);
+        }
         let max = self.max_requests_per_connection;
         let lease = Lease {
             reuse: max == 0 || conn.used < max,
