@@ -13,9 +13,14 @@
 //! Anything else is rejected, and the request gets 401 with Envoy's message
 //! ([`JwtError`]'s `Display`). The request principal is `iss/sub`.
 //!
-//! This module is pure: a remote `jwksUri` is fetched by the caller (off the request path)
-//! and handed in; until it is, tokens for that provider fail closed
-//! ([`JwtError::JwksFetchFailed`]).
+//! This module is pure: a remote `jwksUri` is fetched by the caller (off the request path,
+//! within the rule's [`timeout`](JwtProvider::timeout)) and handed in; until it is, tokens
+//! for that provider fail closed ([`JwtError::JwksFetchFailed`]).
+//!
+//! A verified token's [`RequestAuth`] carries the verifying rule's `spaceDelimitedClaims`
+//! ([`JwtProvider::space_delimited_claims`]): `request.auth.claims[<name>]` conditions match
+//! any space-separated part of those top-level string claims, as of `scope` and
+//! `permission` for every rule (Envoy's `normalize_payload_in_metadata` as Istio sets it).
 //!
 //! # Examples
 //!

@@ -146,11 +146,17 @@ impl JwksCache {
         };
         let timeout = {
             let mut attempts = lock(&self.attempts);
-            let a = attempts.entry(uri.to_owned()).or_insert(Attempt {
-                running: false,
-                at: None,
-                timeout: DEFAULT_JWKS_TIMEOUT,
-            });
+            if !attempts.contains_key(uri) {
+                let first = Attempt {
+                    running: false,
+                    at: None,
+                    timeout: DEFAULT_JWKS_TIMEOUT,
+                };
+                attempts.insert(uri.to_owned(), first);
+            }
+            let Some(a) = attempts.get_mut(uri) else {
+                return;
+            };
             if let Some(t) = timeout {
                 a.timeout = t;
             }
@@ -189,12 +195,14 @@ impl JwksCache {
 
     /// The TLS client config of `https://` fetches (built once per set of roots).
     fn tls_config(&self) -> Arc<ClientConfig> {
+        // read once, before the lock
+        let platform = platform_roots();
         let mut tls = lock(&self.tls);
         if let Some(c) = &tls.config {
             return Arc::clone(c);
         }
         let mut roots = RootCertStore::empty();
-        roots.add_parsable_certificates(platform_roots().iter().cloned());
+        roots.add_parsable_certificates(platform.iter().cloned());
         if let Some(extra) = &tls.extra {
             roots.add_parsable_certificates(extra.certs().iter().cloned());
         }
