@@ -39,6 +39,19 @@
 //! [`GatewayBuilder::workload_credentials`]). The gateway writes `x-forwarded-proto` and
 //! `x-forwarded-for`, drops hop-by-hop headers, and propagates trace context and
 //! `x-request-id` as Envoy's gateway does.
+//!
+//! WebSocket upgrades are forwarded, as Istio configures Envoy by default (HTTP/1.1
+//! `Connection: upgrade` with `Upgrade: websocket`, on plain HTTP and terminated HTTPS
+//! servers): the request is authorized and routed like any other (its `connection` and
+//! `upgrade` headers kept, over an HTTP/1.1 connection to the endpoint), and when the
+//! upstream answers `101 Switching Protocols` the gateway answers 101 too and then splices
+//! the two upgraded connections, bytes both ways, until either side closes. Any other answer
+//! (a 403 from the workload's authorization, a 200 from a server that ignores the upgrade,
+//! Envoy's own 404, 503, 504) is returned as a normal response, and the downstream
+//! connection stays plain HTTP. The route `timeout` and retries apply until the upstream's
+//! response headers, not to the upgraded stream. As Envoy with Istio's `upgrade_configs`,
+//! an `h2c` upgrade offer is dropped (the request is served as plain HTTP/1.1) and any other
+//! upgrade protocol is refused with 403.
 //! Envoy's local replies are reproduced: 404 when no VirtualService or route matches, 503
 //! (NC) for an unknown destination or subset, 503 `no healthy upstream` without endpoints,
 //! 503 `upstream connect error ...` when no endpoint can be reached after the retries, 504
@@ -58,8 +71,9 @@
 //! later Gateway is not listened on until a restart); credentials are read when first
 //! needed after each config change ([`GatewayServer::reload_credentials`] forces a
 //! re-read, and also forgets the upstream connections, whose TLS configs may hold
-//! `credentialName` certificates); CORS policies are not applied; HTTP upgrades
-//! (WebSocket) are not forwarded.
+//! `credentialName` certificates); CORS policies are not applied; WebSocket over HTTP/2
+//! (extended CONNECT, RFC 8441) is not supported (HTTP/1.1 upgrades are); an upgraded
+//! stream has no idle timeout.
 //!
 //! # Examples
 //!
@@ -115,11 +129,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, HOST, LOCATION};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_core::gateway::GatewayServer as ServerRef;
@@ -140,6 +157,7 @@ use crate::authz::AuthorizationLayer;
 use crate::envoy::LocalReply;
 use crate::inbound::{is_transient, ConnectionInfo, ConnectionInfoLayer};
 use crate::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+use crate::outbound::UpgradeRequest;
 use crate::outbound::{ClientWorkload, MeshClient};
 use hyper_util::service::TowerToHyperService;
 
@@ -1439,11 +1457,41 @@ where
         .layer(AccessLogLayer::inbound())
         .layer(metrics)
         .service(svc);
+    // with upgrades: a WebSocket upgrade the upstream accepted is spliced (see `handle`)
     auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(svc))
+        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
         .await
         .map_err(io::Error::other)
 }
+
+/// Splices the downstream and upstream sides of an upgraded (WebSocket) stream once hyper
+/// has handed both over, until either side closes: a side's end of stream is passed on as
+/// the other's (half-close, as `copy_bidirectional` does); when a side fails (a reset, a
+/// TLS peer closing without `close_notify`), both are closed, cleanly where they still
+/// can be (TLS `close_notify`), before being dropped.
+fn splice_upgraded(downstream: OnUpgrade, upstream: OnUpgrade) {
+    tokio::spawn(async move {
+        let (down, up) = match tokio::try_join!(downstream, upstream) {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::debug!(error = %e, "gateway: upgrade not completed");
+                return;
+            }
+        };
+        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+        if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+            tracing::debug!(error = %e, "gateway: upgraded stream failed");
+            let close = async {
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut down).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut up).await;
+            };
+            let _ = tokio::time::timeout(UPGRADED_CLOSE_TIMEOUT, close).await;
+        }
+    });
+}
+
+/// How long closing a failed upgraded stream's connections may take.
+const UPGRADED_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 fn full(b: impl Into<Bytes>) -> GatewayBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
@@ -1475,6 +1523,17 @@ async fn handle(
     ctx: &HttpCtx,
     mut req: Request<UpstreamBody>,
 ) -> Response<GatewayBody> {
+    // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
+    // h2c is dropped, any other protocol refused
+    let websocket = match crate::outbound::upgrade_of(req.headers()) {
+        None => false,
+        Some(UpgradeRequest::WebSocket) => true,
+        Some(UpgradeRequest::H2c) => {
+            crate::outbound::strip_h2c_upgrade(req.headers_mut());
+            false
+        }
+        Some(UpgradeRequest::Other) => return crate::outbound::upgrade_failed(),
+    };
     // held across the forwarding below (the gateway's name is borrowed from it): an `Arc`,
     // not an arc-swap guard
     let snap = inner.mesh.snapshot();
@@ -1502,17 +1561,20 @@ async fn handle(
         return refused.map(full);
     }
     let gateway = server.gateway;
-    // What Envoy's gateway does to a request before routing it: hop-by-hop headers go,
-    // the downstream's protocol and address are added.
+    // the downstream half of a WebSocket upgrade, completed only if the upstream accepts
+    let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    // What Envoy's gateway does to a request before routing it: hop-by-hop headers go
+    // (but a WebSocket upgrade's, normalized to `connection: upgrade`), the downstream's
+    // protocol and address are added.
     let headers = req.headers_mut();
-    for h in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for h in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING] {
         headers.remove(h);
+    }
+    if websocket {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
     }
     if !headers.contains_key(HOST) {
         if let Ok(v) = HeaderValue::from_str(&authority) {
@@ -1533,10 +1595,20 @@ async fn handle(
         port: ctx.port,
         scheme: if ctx.https { "https" } else { "http" },
     };
-    crate::outbound::forward_from_gateway(&inner.client, req, via)
-        .await
-        .map(|b| b.boxed_unsync())
+    let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;
+    if let Some(downstream) = downstream_upgrade {
+        // a 101 from upstream: answer 101 and splice; anything else is a normal response
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            splice_upgraded(downstream, hyper::upgrade::on(&mut resp));
+        }
+    }
+    resp.map(|b| b.boxed_unsync())
 }
+
+/// `keep-alive` (hop-by-hop; the `http` crate has no constant for it).
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `proxy-connection` (hop-by-hop, non-standard).
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// `httpsRedirect`: 301 to the same host and path over https (Envoy drops the port when
 /// it is the http default).
