@@ -71,7 +71,7 @@
 //! later Gateway is not listened on until a restart); credentials are read when first
 //! needed after each config change ([`GatewayServer::reload_credentials`] forces a
 //! re-read, and also forgets the upstream connections, whose TLS configs may hold
-//! `credentialName` certificates); CORS policies are not applied; WebSocket over HTTP/2
+//! `credentialName` certificates); WebSocket over HTTP/2
 //! (extended CONNECT, RFC 8441) is not supported (HTTP/1.1 upgrades are); an upgraded
 //! stream has no idle timeout.
 //!

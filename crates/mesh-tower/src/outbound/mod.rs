@@ -237,6 +237,7 @@
 //! ```
 
 mod connector;
+mod cors;
 mod dest;
 mod retry;
 mod upstream;
@@ -2046,6 +2047,24 @@ where
     }
     let action = decision.action();
 
+    // CORS, as Envoy's filter before fault injection and the router: a preflight is
+    // answered here; an answer to a request from an allowed origin, the destination's or
+    // one made here, gets the CORS headers.
+    let mut cors_origin = None;
+    if let Some(c) = action.and_then(|a| a.cors.as_deref()) {
+        match cors::check(c, &parts.method, &parts.headers) {
+            cors::Step::Reply(resp) => return Ok((resp, None)),
+            cors::Step::Allowed(origin) => cors_origin = Some((c, origin)),
+            cors::Step::Pass => {}
+        }
+    }
+    let with_cors = |mut resp: Response<MeshBody>| {
+        if let Some((c, origin)) = &cors_origin {
+            cors::set_response_headers(c, origin, resp.headers_mut());
+        }
+        resp
+    };
+
     // fault injection: delay, then abort
     if let Some(f) = action.and_then(|a| a.fault.as_ref()) {
         if let Some((delay, share)) = f.delay {
@@ -2077,13 +2096,13 @@ where
                     f.insert(flags);
                     resp.extensions_mut().insert(f);
                 }
-                return Ok((resp, None));
+                return Ok((with_cors(resp), None));
             }
         }
     }
 
     let Some(wd) = decision.pick(rand::random::<u64>()) else {
-        return Ok((local(LocalReply::ClusterNotFound, grpc), None));
+        return Ok((with_cors(local(LocalReply::ClusterNotFound, grpc)), None));
     };
     let Some(service) = snap.registry().service(&wd.host, ns) else {
         // not in the registry: nothing to send to (Envoy: cluster not found / blackhole)
@@ -2092,7 +2111,7 @@ where
         } else {
             black_hole(grpc)
         };
-        return Ok((reply, None));
+        return Ok((with_cors(reply), None));
     };
     let dest_port = wd.port.unwrap_or(match service.ports.as_slice() {
         [p] => p.number,
@@ -2105,7 +2124,7 @@ where
     if via.is_none() {
         if let Some(sc) = snap.sidecar_for(ns, &shared.workload.labels) {
             if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
-                return Ok((black_hole(grpc), None));
+                return Ok((with_cors(black_hole(grpc)), None));
             }
         }
     }
@@ -2116,7 +2135,7 @@ where
     };
     let dest = shared.cache.get(&snap, shared, service, &key);
     if !dest.subset_found() {
-        return Ok((local(LocalReply::ClusterNotFound, grpc), None));
+        return Ok((with_cors(local(LocalReply::ClusterNotFound, grpc)), None));
     }
 
     // request rewriting: route header ops, destination header ops, rewrite
@@ -2228,7 +2247,7 @@ where
     if let Some(h) = &wd.headers {
         h.response.apply(resp.headers_mut());
     }
-    Ok((resp, slot.into_inner()))
+    Ok((with_cors(resp), slot.into_inner()))
 }
 
 /// The endpoints an attempt went to, for Envoy's previous-hosts retry predicate (the first
