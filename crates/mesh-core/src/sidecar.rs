@@ -17,6 +17,21 @@
 //! only those, and a request whose VirtualService is not imported takes the default route.
 //! A Sidecar without `egress` imports `*/*`, as istiod gives it.
 //!
+//! A Sidecar also imports the services its imported VirtualServices route to, as istiod's
+//! SidecarScope does: importing `istio-system/*` brings in a VirtualService of
+//! `istio-system` that sends traffic to `ratings.prod.svc.cluster.local`, and with it the
+//! ratings service, though `prod/*` is not listed. For each egress listener and each
+//! VirtualService it imports (whatever the port; exported to the client), every destination
+//! host of its routes (HTTP routes and mirrors, TLS, TCP; an HTTP route whose matches name
+//! only other source namespaces does not count) names one service of that exact host: the
+//! one in the client's namespace, else the one in the alphabetically first namespace that
+//! exports it to the client. A listener with a port imports it on that port only, and only
+//! when the service has it; one without, on the ports the destinations name (every port
+//! when one names none; none of the service's: not imported). Services the egress hosts
+//! import by name take priority: a destination host they import from another namespace
+//! adds nothing. This is computed when the snapshot is built, per client namespace for the
+//! root namespace's default; [`SidecarScope::imports`] answers for both kinds of import.
+//!
 //! A service a Sidecar does not import is, for Envoy, not a cluster at all: under
 //! `REGISTRY_ONLY` its traffic is black-holed (502), under `ALLOW_ANY` it passes through to
 //! the original destination address, which an in-process client does not have.
@@ -41,12 +56,43 @@
 //! assert!(!scope.imports("prod", "dev", "db.dev.svc.cluster.local", 5432));
 //! assert!(snap.sidecar_for("dev", &web).is_none(), "dev has no Sidecar: everything");
 //! ```
+//!
+//! A VirtualService the Sidecar imports brings in the services it routes to:
+//!
+//! ```
+//! use mesh_core::model::Labels;
+//!
+//! let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+//! apiVersion: networking.istio.io/v1
+//! kind: Sidecar
+//! metadata: {name: default, namespace: istio-system}
+//! spec:
+//!   egress:
+//!   - hosts: ["./*", "istio-system/*"]
+//! ---
+//! apiVersion: v1
+//! kind: Service
+//! metadata: {name: ratings, namespace: prod}
+//! spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+//! ---
+//! apiVersion: networking.istio.io/v1
+//! kind: VirtualService
+//! metadata: {name: ratings, namespace: istio-system}
+//! spec:
+//!   hosts: [ratings.example.com]
+//!   http: [{route: [{destination: {host: ratings.prod.svc.cluster.local}}]}]
+//! "#).unwrap().snapshot();
+//! let scope = snap.sidecar_for("shop", &Labels::default()).unwrap();
+//! assert!(scope.imports("shop", "prod", "ratings.prod.svc.cluster.local", 9080));
+//! ```
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::model::{ConfigObject, Labels, OutboundMode, Spec};
-use crate::names::{labels_match, MeshOptions};
+use crate::names::{labels_match, ExportTo, MeshOptions};
+use crate::registry::{DnsCache, Registry, Service, ServiceDefs, ServiceOrigin};
+use crate::route::RouteTable;
 
 /// The namespace part of an egress host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +111,53 @@ enum NsSel {
 #[derive(Debug, Clone)]
 struct Listener {
     port: Option<u16>,
+    /// The port services must have to be imported (istiod's `needsPortMatch`): the port,
+    /// unless the listener is an `HTTP_PROXY`.
+    match_port: Option<u16>,
     hosts: Vec<(NsSel, Box<str>)>,
 }
+
+impl Listener {
+    /// Whether it imports a VirtualService of `vs_ns` with `vs_hosts` for a client of
+    /// `client_ns`.
+    fn imports_virtual_service<H: AsRef<str>>(
+        &self,
+        client_ns: &str,
+        vs_ns: &str,
+        vs_hosts: &[H],
+    ) -> bool {
+        self.hosts.iter().any(|(ns, name)| {
+            ns.selects(vs_ns, client_ns)
+                && vs_hosts
+                    .iter()
+                    .any(|h| crate::model::host::matches(name, h.as_ref()))
+        })
+    }
+
+    /// Whether its hosts import the service `s` for a client of `client_ns`.
+    fn imports_service(&self, client_ns: &str, s: &Service) -> bool {
+        self.match_port.is_none_or(|p| s.port(p).is_some())
+            && self.hosts.iter().any(|(ns, name)| {
+                ns.selects(&s.namespace, client_ns) && host_matches(name, &s.hostname)
+            })
+    }
+}
+
+/// A service imported because an imported VirtualService routes to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RoutedService {
+    /// The namespace of the service chosen for the host.
+    namespace: Arc<str>,
+    /// The ports it is imported on (`None`: every port).
+    ports: Option<Box<[u16]>>,
+}
+
+/// Services imported as VirtualService destinations, by host.
+type RoutedServices = HashMap<Box<str>, RoutedService>;
+
+/// The client namespace standing for every namespace the config does not name (no
+/// namespace, exportTo list or sourceNamespace is `*`): they all import the same.
+const OTHER_NAMESPACES: &str = "*";
 
 /// A compiled `Sidecar`: the services it imports.
 ///
@@ -101,6 +192,11 @@ pub struct SidecarScope {
     name: Arc<str>,
     listeners: Vec<Listener>,
     registry_only: bool,
+    /// Services imported as VirtualService destinations, for the client namespaces where
+    /// they differ from `routed_other`.
+    routed: HashMap<Box<str>, RoutedServices>,
+    /// ... and for every other client namespace.
+    routed_other: RoutedServices,
 }
 
 impl SidecarScope {
@@ -108,32 +204,41 @@ impl SidecarScope {
         let mut listeners: Vec<Listener> = sc
             .egress
             .iter()
-            .map(|l| Listener {
-                port: l
+            .map(|l| {
+                let port = l
                     .port
                     .as_ref()
                     .and_then(|p| u16::try_from(p.number).ok())
-                    .filter(|p| *p != 0),
-                hosts: l
-                    .hosts
-                    .iter()
-                    .filter_map(|h| {
-                        let (ns, name) = h.split_once('/')?;
-                        let ns = match ns {
-                            "*" => NsSel::Any,
-                            "." => NsSel::Own,
-                            "~" => NsSel::Nothing,
-                            n => NsSel::Named(n.into()),
-                        };
-                        Some((ns, name.to_ascii_lowercase().into()))
-                    })
-                    .collect(),
+                    .filter(|p| *p != 0);
+                let http_proxy = l
+                    .port
+                    .as_ref()
+                    .is_some_and(|p| p.protocol.eq_ignore_ascii_case("HTTP_PROXY"));
+                Listener {
+                    port,
+                    match_port: port.filter(|_| !http_proxy),
+                    hosts: l
+                        .hosts
+                        .iter()
+                        .filter_map(|h| {
+                            let (ns, name) = h.split_once('/')?;
+                            let ns = match ns {
+                                "*" => NsSel::Any,
+                                "." => NsSel::Own,
+                                "~" => NsSel::Nothing,
+                                n => NsSel::Named(n.into()),
+                            };
+                            Some((ns, name.to_ascii_lowercase().into()))
+                        })
+                        .collect(),
+                }
             })
             .collect();
         if listeners.is_empty() {
             // no egress: istiod gives the scope one listener importing `*/*`
             listeners.push(Listener {
                 port: None,
+                match_port: None,
                 hosts: vec![(NsSel::Any, "*".into())],
             });
         }
@@ -145,7 +250,104 @@ impl SidecarScope {
                 .outbound_traffic_policy
                 .as_ref()
                 .is_some_and(|p| p.mode == OutboundMode::RegistryOnly),
+            routed: HashMap::new(),
+            routed_other: HashMap::new(),
         }
+    }
+
+    /// Computes the services its VirtualServices route to, for the client namespaces
+    /// `client_namespaces` and for any other.
+    fn import_destinations<'a>(
+        &mut self,
+        index: &DestinationIndex<'_>,
+        client_namespaces: impl IntoIterator<Item = &'a str>,
+    ) {
+        self.routed_other = self.routed_services(OTHER_NAMESPACES, index);
+        for ns in client_namespaces {
+            let routed = self.routed_services(ns, index);
+            if routed != self.routed_other {
+                self.routed.insert(ns.into(), routed);
+            }
+        }
+    }
+
+    /// The services the VirtualServices it imports route to, for a client of `client_ns`
+    /// (istiod's SidecarScope services inferred from VirtualService destinations).
+    fn routed_services(&self, client_ns: &str, index: &DestinationIndex<'_>) -> RoutedServices {
+        let mut out = RoutedServices::new();
+        let mut dests: Vec<(&str, Option<u16>)> = Vec::new();
+        for l in &self.listeners {
+            for (i, vs) in index.routes.mesh_virtual_services() {
+                if !vs.export_to.visible_to(client_ns)
+                    || !l.imports_virtual_service(client_ns, &vs.namespace, &vs.hosts)
+                {
+                    continue;
+                }
+                dests.clear();
+                index
+                    .routes
+                    .for_each_destination(i, client_ns, |h, p| dests.push((h, p)));
+                dests.sort_unstable();
+                dests.dedup();
+                for group in dests.chunk_by(|a, b| a.0 == b.0) {
+                    let host = group[0].0;
+                    let Some(svc) = index.pick(host, client_ns) else {
+                        continue;
+                    };
+                    // the egress hosts' own choice of a namespace for the host wins
+                    if index.hosts(host).iter().any(|t| {
+                        t.namespace != svc.namespace
+                            && (*t.namespace == *client_ns || t.export_to.visible_to(client_ns))
+                            && self
+                                .listeners
+                                .iter()
+                                .any(|l| l.imports_service(client_ns, t))
+                    }) {
+                        continue;
+                    }
+                    let ports = match l.match_port {
+                        Some(p) if svc.port(p).is_some() => Some(vec![p]),
+                        Some(_) => continue,
+                        None if svc.ports.is_empty() || group.iter().any(|d| d.1.is_none()) => None,
+                        None => {
+                            let named: Vec<u16> = svc
+                                .ports
+                                .iter()
+                                .map(|p| p.number)
+                                .filter(|n| group.iter().any(|d| d.1 == Some(*n)))
+                                .collect();
+                            if named.is_empty() {
+                                // none of the service's ports: istiod leaves it out
+                                continue;
+                            }
+                            (named.len() < svc.ports.len()).then_some(named)
+                        }
+                    };
+                    match out.get_mut(host) {
+                        None => {
+                            let namespace = svc.namespace.clone();
+                            let ports = ports.map(Vec::into_boxed_slice);
+                            out.insert(host.into(), RoutedService { namespace, ports });
+                        }
+                        // the first namespace chosen for a host stays; ports add up
+                        Some(have) if have.namespace == svc.namespace => {
+                            have.ports = match (have.ports.take(), ports) {
+                                (Some(had), Some(more)) => {
+                                    let mut all = had.into_vec();
+                                    all.extend(more);
+                                    all.sort_unstable();
+                                    all.dedup();
+                                    Some(all.into_boxed_slice())
+                                }
+                                _ => None,
+                            };
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// The Sidecar's `namespace/name`.
@@ -180,7 +382,9 @@ impl SidecarScope {
     }
 
     /// Whether a workload of `client_ns` using this Sidecar imports the service `host`
-    /// (an FQDN or a ServiceEntry host) defined in `service_ns`, on `port`.
+    /// (an FQDN or a ServiceEntry host, lower case as the registry has it) defined in
+    /// `service_ns`, on `port`: its egress hosts import it, or a VirtualService it imports
+    /// routes to it (see the [module docs](crate::sidecar)).
     ///
     /// # Examples
     ///
@@ -202,6 +406,20 @@ impl SidecarScope {
                     .iter()
                     .any(|(ns, name)| ns.selects(service_ns, client_ns) && host_matches(name, host))
             })
+            || self.routes_to(client_ns, service_ns, host, port)
+    }
+
+    /// Whether a VirtualService it imports for a client of `client_ns` routes to the
+    /// service `host` of `service_ns` on `port` (computed when the snapshot was built).
+    fn routes_to(&self, client_ns: &str, service_ns: &str, host: &str, port: u16) -> bool {
+        let routed = if self.routed.is_empty() {
+            &self.routed_other
+        } else {
+            self.routed.get(client_ns).unwrap_or(&self.routed_other)
+        };
+        routed.get(host).is_some_and(|s| {
+            *s.namespace == *service_ns && s.ports.as_deref().is_none_or(|p| p.contains(&port))
+        })
     }
 
     /// Whether a workload of `client_ns` using this Sidecar sees, on `port`, the
@@ -244,15 +462,8 @@ impl SidecarScope {
         vs_hosts: &[H],
         port: u16,
     ) -> bool {
-        let Some(listener) = self.listener_for(port) else {
-            return false;
-        };
-        listener.hosts.iter().any(|(ns, name)| {
-            ns.selects(vs_ns, client_ns)
-                && vs_hosts
-                    .iter()
-                    .any(|h| crate::model::host::matches(name, h.as_ref()))
-        })
+        self.listener_for(port)
+            .is_some_and(|l| l.imports_virtual_service(client_ns, vs_ns, vs_hosts))
     }
 
     /// The egress listener routing `port`: the first with that port, else the first
@@ -293,6 +504,81 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
+/// What the services a Sidecar's VirtualServices route to are looked up in, built once per
+/// snapshot (when it has a Sidecar).
+struct DestinationIndex<'a> {
+    routes: &'a RouteTable,
+    /// Services by exact host, in load order.
+    services: HashMap<&'a str, Vec<&'a Service>>,
+}
+
+impl<'a> DestinationIndex<'a> {
+    fn new(routes: &'a RouteTable, registry: &'a Registry) -> Self {
+        let mut services: HashMap<&str, Vec<&Service>> = HashMap::new();
+        for s in registry.services() {
+            services.entry(&s.hostname).or_default().push(s);
+        }
+        DestinationIndex { routes, services }
+    }
+
+    /// The services of exactly `host`.
+    fn hosts(&self, host: &str) -> &[&'a Service] {
+        self.services.get(host).map_or(&[], Vec::as_slice)
+    }
+
+    /// The service a VirtualService destination `host` names for a client of `client_ns`,
+    /// as istiod picks it: the one in the client's namespace, else the one in the
+    /// alphabetically first namespace exporting it to the client (a Kubernetes Service
+    /// before a ServiceEntry of the same namespace, then load order).
+    fn pick(&self, host: &str, client_ns: &str) -> Option<&'a Service> {
+        let list = self.hosts(host);
+        let kube_first = |s: &&&Service| s.origin != ServiceOrigin::Kubernetes;
+        list.iter()
+            .filter(|s| *s.namespace == *client_ns)
+            .min_by_key(kube_first)
+            .or_else(|| {
+                list.iter()
+                    .filter(|s| s.export_to.visible_to(client_ns))
+                    .min_by_key(|s| (&*s.namespace, kube_first(s)))
+            })
+            .copied()
+    }
+}
+
+/// Every namespace the config names where it can tell one client namespace from another:
+/// objects' namespaces, `exportTo` lists and HTTP routes' `sourceNamespace`s.
+fn named_namespaces<'a>(
+    objects: &'a [ConfigObject],
+    routes: &'a RouteTable,
+    registry: &'a Registry,
+    opts: &'a MeshOptions,
+) -> BTreeSet<&'a str> {
+    let mut out = BTreeSet::new();
+    out.insert(opts.root_namespace.as_str());
+    for o in objects {
+        out.insert(o.metadata.namespace.as_str());
+        if let Spec::VirtualService(vs) = &o.spec {
+            for r in &vs.http {
+                out.extend(
+                    r.matches
+                        .iter()
+                        .filter_map(|m| m.source_namespace.as_deref()),
+                );
+            }
+        }
+    }
+    let exports = routes
+        .mesh_virtual_services()
+        .map(|(_, vs)| &vs.export_to)
+        .chain(registry.services().map(|s| &s.export_to));
+    for e in exports {
+        if let ExportTo::Namespaces(list) = e {
+            out.extend(list.iter().map(|n| &**n));
+        }
+    }
+    out
+}
+
 /// A namespace's Sidecars: those with a selector (oldest first), and the one without.
 #[derive(Debug, Clone, Default)]
 struct NamespaceSidecars {
@@ -309,7 +595,14 @@ pub(crate) struct Sidecars {
 }
 
 impl Sidecars {
-    pub(crate) fn build(objects: &[ConfigObject], opts: &MeshOptions) -> Sidecars {
+    /// Compiles the Sidecars, with the services the VirtualServices of `routes` they import
+    /// route to among `services`.
+    pub(crate) fn build(
+        objects: &[ConfigObject],
+        opts: &MeshOptions,
+        routes: &RouteTable,
+        services: &ServiceDefs,
+    ) -> Sidecars {
         let mut all: Vec<(&str, usize, &ConfigObject, &crate::model::Sidecar)> = objects
             .iter()
             .enumerate()
@@ -325,15 +618,31 @@ impl Sidecars {
             .collect();
         all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut out = Sidecars::default();
+        if all.is_empty() {
+            return out;
+        }
+        // the services as the registry has them (ports, exportTo), without endpoints
+        let registry = Registry::build(services, Arc::from(Vec::new()), &DnsCache::new(), opts);
+        let index = DestinationIndex::new(routes, &registry);
+        let mut namespaces = None;
         for (_, _, o, sc) in all {
             let ns = o.metadata.namespace.as_str();
-            let scope = Arc::new(SidecarScope::compile(o, sc));
             // a selector without labels applies to the whole namespace (istiod's warning)
             let selector = sc
                 .workload_selector
                 .as_ref()
                 .map(|s| &s.labels)
                 .filter(|l| !l.is_empty());
+            let mut scope = SidecarScope::compile(o, sc);
+            if selector.is_none() && ns == opts.root_namespace && out.mesh_default.is_none() {
+                // the mesh default: every client namespace
+                let names = namespaces
+                    .get_or_insert_with(|| named_namespaces(objects, routes, &registry, opts));
+                scope.import_destinations(&index, names.iter().copied());
+            } else {
+                scope.import_destinations(&index, [ns]);
+            }
+            let scope = Arc::new(scope);
             let entry = out.by_ns.entry(ns.to_owned()).or_default();
             match selector {
                 Some(labels) => entry.selected.push((labels.clone(), scope)),
@@ -409,7 +718,13 @@ spec:
             "sc.yaml",
         );
         assert!(crate::check(&loaded).iter().all(|d| !d.is_error()));
-        let sc = Sidecars::build(&loaded.objects, &MeshOptions::default());
+        let opts = MeshOptions::default();
+        let sc = Sidecars::build(
+            &loaded.objects,
+            &opts,
+            &RouteTable::build(&loaded.objects, &opts),
+            &ServiceDefs::build(&loaded.objects, &opts),
+        );
         let cart = labels(&[("app", "cart")]);
         let web = labels(&[("app", "web")]);
         assert_eq!(sc.for_workload("shop", &cart).unwrap().name(), "shop/cart");
@@ -538,5 +853,225 @@ spec:
         assert!(ingress_only.imports("shop", "x", "a.x.svc.cluster.local", 80));
         assert!(ingress_only.imports_virtual_service("shop", "x", &["a.x.svc.cluster.local"], 80));
         assert!(ingress_only.registry_only());
+    }
+}
+
+#[cfg(test)]
+mod destination_tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec: {egress: [{hosts: ["./*", "istio-system/*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: ["istio-system/*"]
+  - hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: pay}
+spec: {egress: [{hosts: ["team-b/api.example.com", "istio-system/*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: proxy}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP_PROXY, name: proxy}
+    hosts: ["istio-system/*"]
+  - hosts: ["./*"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: prod}
+spec: {ports: [{name: http, port: 9080}, {name: grpc, port: 9090}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: mirror, namespace: prod}
+spec: {ports: [{name: http, port: 80}, {name: http-alt, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: prod}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: prod}
+spec: {ports: [{name: tcp, port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details, namespace: prod}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: prod}
+spec: {ports: [{name: http, port: 80}, {name: http-alt, port: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend, namespace: prod}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: unused, namespace: prod}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: team-b}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: team-a}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: team-c}
+spec:
+  hosts: [api.example.com]
+  exportTo: [.]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: istio-system}
+spec:
+  hosts: [ratings.example.com]
+  http:
+  - match: [{sourceNamespace: blog}]
+    route: [{destination: {host: reviews.prod.svc.cluster.local}}]
+  - route: [{destination: {host: ratings.prod.svc.cluster.local, port: {number: 9080}}}]
+    mirror: {host: mirror.prod.svc.cluster.local}
+  tcp:
+  - route: [{destination: {host: db.prod.svc.cluster.local, port: {number: 5432}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: details, namespace: istio-system}
+spec:
+  hosts: [details.example.com]
+  exportTo: [blog]
+  http: [{route: [{destination: {host: details.prod.svc.cluster.local}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: legacy, namespace: istio-system}
+spec:
+  hosts: [legacy.example.com]
+  http: [{route: [{destination: {host: legacy.prod.svc.cluster.local, port: {number: 7000}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: istio-system}
+spec:
+  hosts: [api.example.com]
+  tls:
+  - match: [{sniHosts: [api.example.com]}]
+    route: [{destination: {host: api.example.com, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: blog}
+spec:
+  hosts: [backend.example.com]
+  http: [{route: [{destination: {host: backend.prod.svc.cluster.local}}]}]
+"#;
+
+    #[test]
+    fn virtual_service_destinations_are_imported() {
+        let loaded = crate::load::load_str(CONFIG, "config.yaml");
+        assert!(!loaded.has_errors(), "{:#?}", loaded.diagnostics);
+        let opts = MeshOptions::default();
+        let routes = RouteTable::build(&loaded.objects, &opts);
+        assert!(routes.errors.is_empty(), "{:?}", routes.errors);
+        let sc = Sidecars::build(
+            &loaded.objects,
+            &opts,
+            &routes,
+            &ServiceDefs::build(&loaded.objects, &opts),
+        );
+        let svc = |name: &str| format!("{name}.prod.svc.cluster.local");
+        let api = "api.example.com".to_owned();
+        // (client namespace, service namespace, host, port, imported)
+        let table: &[(&str, &str, String, u16, bool)] = &[
+            // the mesh default, for a namespace the config names
+            ("blog", "prod", svc("ratings"), 9080, true),
+            ("blog", "prod", svc("ratings"), 9090, false), // the route names 9080 only
+            ("blog", "prod", svc("mirror"), 80, true),     // a mirror, no port: every port
+            ("blog", "prod", svc("mirror"), 9080, true),
+            ("blog", "prod", svc("reviews"), 9080, true), // sourceNamespace: blog
+            ("blog", "prod", svc("db"), 5432, true),      // TCP routes count
+            ("blog", "prod", svc("details"), 9080, true), // exported to blog
+            ("blog", "prod", svc("legacy"), 80, false),   // port 7000: none of its ports
+            ("blog", "prod", svc("legacy"), 7000, false),
+            ("blog", "prod", svc("backend"), 9080, true), // blog's own VirtualService (`.`)
+            ("blog", "prod", svc("unused"), 9080, false), // no route to it
+            ("blog", "team-a", api.clone(), 443, true),   // first namespace alphabetically
+            ("blog", "team-b", api.clone(), 443, false),
+            ("blog", "team-c", api.clone(), 443, false), // not exported to blog
+            ("team-c", "team-c", api.clone(), 443, true), // the client's own first
+            ("team-c", "team-a", api.clone(), 443, false),
+            ("team-b", "team-b", api.clone(), 443, true),
+            ("istio-system", "prod", svc("ratings"), 9080, true),
+            // the mesh default, for a namespace the config does not name
+            ("web", "prod", svc("ratings"), 9080, true),
+            ("web", "prod", svc("reviews"), 9080, false),
+            ("web", "prod", svc("details"), 9080, false),
+            ("web", "prod", svc("backend"), 9080, false),
+            ("web", "team-a", api.clone(), 443, true),
+            // a listener with a port: that port, on services that have it
+            ("shop", "prod", svc("ratings"), 9080, true),
+            ("shop", "prod", svc("ratings"), 9090, false),
+            ("shop", "prod", svc("mirror"), 9080, true),
+            ("shop", "prod", svc("mirror"), 80, false),
+            ("shop", "prod", svc("db"), 5432, false),
+            ("shop", "prod", svc("reviews"), 9080, false),
+            ("shop", "team-a", api.clone(), 443, false),
+            // HTTP_PROXY listeners do not match ports
+            ("proxy", "prod", svc("mirror"), 80, true),
+            ("proxy", "prod", svc("db"), 5432, true),
+            // a host the egress hosts import from another namespace stays theirs
+            ("pay", "team-b", api.clone(), 443, true),
+            ("pay", "team-a", api.clone(), 443, false),
+            ("pay", "prod", svc("ratings"), 9080, true),
+        ];
+        for (client, ns, host, port, want) in table {
+            let scope = sc.for_workload(client, &Labels::new()).unwrap();
+            assert_eq!(
+                scope.imports(client, ns, host, *port),
+                *want,
+                "{client} ({}) -> {ns}/{host}:{port}",
+                scope.name()
+            );
+        }
+        // only namespaces that differ from the rest keep their own answers
+        let mesh = sc.for_workload("web", &Labels::new()).unwrap();
+        assert_eq!(mesh.name(), "istio-system/default");
+        let mut differ: Vec<&str> = mesh.routed.keys().map(|k| &**k).collect();
+        differ.sort_unstable();
+        // (team-b sees its own api.example.com)
+        assert_eq!(differ, ["blog", "team-b", "team-c"]);
     }
 }

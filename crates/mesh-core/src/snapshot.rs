@@ -153,14 +153,18 @@ impl CompiledConfig {
     }
 
     fn build_unique(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
+        let routes = RouteTable::build(objects, &options);
+        let services = ServiceDefs::build(objects, &options);
+        // Sidecars import the services their VirtualServices route to
+        let sidecars = crate::sidecar::Sidecars::build(objects, &options, &routes, &services);
         CompiledConfig {
-            routes: RouteTable::build(objects, &options),
+            routes,
             destination_rules: DestinationRules::build(objects, &options),
             authz: AuthzPolicies::build(objects, &options),
             peer_authn: PeerAuthentications::build(objects, &options),
             gateways: Gateways::build(objects),
-            services: ServiceDefs::build(objects, &options),
-            sidecars: crate::sidecar::Sidecars::build(objects, &options),
+            services,
+            sidecars,
             request_authn: crate::authn::RequestAuthentications::build(objects, &options),
             object_count: objects.len(),
             options,

@@ -70,6 +70,14 @@ fn route(snap: &Snapshot, ns: &str, l: &Labels, authority: &str) -> (Option<Stri
 
 const REVIEWS: &str = "reviews.bookinfo.svc.cluster.local:9080";
 
+/// Whether a client of `ns` with labels `l` reaches `host` on `port`, as the mesh client
+/// checks it: the registry's service for the host, imported by the client's Sidecar.
+fn reachable(snap: &Snapshot, ns: &str, l: &Labels, host: &str, port: u16) -> bool {
+    let svc = snap.registry().service(host, ns).expect("a service");
+    snap.sidecar_for(ns, l)
+        .is_none_or(|sc| sc.imports(ns, &svc.namespace, &svc.hostname, port))
+}
+
 #[test]
 fn own_namespace_sidecar_hides_another_namespace_virtual_service() {
     let snap = bookinfo_with(
@@ -412,4 +420,93 @@ spec:
         snap.route_http(&attrs).virtual_service_name(),
         Some("default/bookinfo")
     );
+}
+
+#[test]
+fn an_imported_virtual_service_imports_the_services_it_routes_to() {
+    // the mesh default imports the root namespace's config; a VirtualService there sends
+    // ratings traffic to bookinfo, whose services `./*` does not import elsewhere
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: istio-system}
+spec:
+  hosts: [ratings.bookinfo.svc.cluster.local]
+  http:
+  - match: [{sourceNamespace: blog}]
+    route: [{destination: {host: details.bookinfo.svc.cluster.local}}]
+  - route: [{destination: {host: ratings.bookinfo.svc.cluster.local, subset: v1}}]
+"#,
+    );
+    let none = Labels::new();
+    let host = |s: &str| format!("{s}.bookinfo.svc.cluster.local");
+    let ratings = "ratings.bookinfo.svc.cluster.local:9080";
+    assert_eq!(
+        route(&snap, "shop", &none, ratings),
+        (Some("istio-system/ratings".into()), vec!["v1".into()])
+    );
+    assert!(reachable(&snap, "shop", &none, &host("ratings"), 9080));
+    // bookinfo's own VirtualService and services stay out of shop's scope
+    assert_eq!(route(&snap, "shop", &none, REVIEWS).0, None);
+    assert!(!reachable(&snap, "shop", &none, &host("reviews"), 9080));
+    // the route for blog's clients imports details for them only
+    assert!(!reachable(&snap, "shop", &none, &host("details"), 9080));
+    assert!(reachable(&snap, "blog", &none, &host("details"), 9080));
+    assert!(reachable(&snap, "blog", &none, &host("ratings"), 9080));
+    // and bookinfo's clients import their namespace anyway
+    assert!(reachable(&snap, "bookinfo", &none, &host("reviews"), 9080));
+}
+
+#[test]
+fn a_listener_with_a_port_imports_routed_services_on_that_port() {
+    let snap = bookinfo_with(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    hosts: ["istio-system/*"]
+  - hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: narrow, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: cart}}
+  egress:
+  - port: {number: 8080, protocol: HTTP, name: http}
+    hosts: ["istio-system/*"]
+  - hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front, namespace: istio-system}
+spec:
+  hosts: [front.example.com]
+  http:
+  - route: [{destination: {host: productpage.bookinfo.svc.cluster.local, port: {number: 9080}}}]
+    mirror: {host: details.bookinfo.svc.cluster.local}
+"#,
+    );
+    let none = Labels::new();
+    let cart = labels(&[("app", "cart")]);
+    let host = |s: &str| format!("{s}.bookinfo.svc.cluster.local");
+    assert!(reachable(&snap, "shop", &none, &host("productpage"), 9080));
+    assert!(reachable(&snap, "shop", &none, &host("details"), 9080)); // mirrors count
+    assert!(!reachable(&snap, "shop", &none, &host("details"), 8080));
+    assert!(!reachable(&snap, "shop", &none, &host("reviews"), 9080));
+    // bookinfo's services have no port 8080: the 8080 listener imports none of them
+    assert!(!reachable(&snap, "shop", &cart, &host("productpage"), 9080));
+    assert!(!reachable(&snap, "shop", &cart, &host("productpage"), 8080));
+    assert!(!reachable(&snap, "shop", &cart, &host("details"), 9080));
 }

@@ -9,8 +9,8 @@
 //! client workload (`--namespace`, `--source-labels`) sees it through its `Sidecar`:
 //! `sidecar` names the Sidecar that applies, `not_imported` the VirtualService for the host
 //! that it does not import (the request then takes the default route), and a destination's
-//! `imported` is false for a service outside its egress hosts (the mesh client answers
-//! 502). Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
+//! `imported` is false for a service it does not import, neither by its egress hosts nor as
+//! the destination of a VirtualService it imports (the mesh client answers 502). Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
 //! be loaded.
 
 use std::path::PathBuf;

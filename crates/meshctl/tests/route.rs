@@ -349,3 +349,44 @@ spec:
         "{text}"
     );
 }
+
+#[test]
+fn a_sidecar_imports_the_services_its_virtual_services_route_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
+    let cfg = write(
+        dir.path(),
+        "mesh.yaml",
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec:
+  egress:
+  - hosts: ["./*", "istio-system/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: istio-system}
+spec:
+  hosts: [ratings.default.svc.cluster.local]
+  http: [{route: [{destination: {host: ratings.default.svc.cluster.local}}]}]
+"#,
+    );
+    let cfg = cfg.to_str().unwrap();
+    let run = |url: &str| json(&[url, "--config", &kube, "--config", cfg, "-n", "shop"]);
+    // istio-system's VirtualService routes shop's ratings traffic to default's ratings:
+    // the service comes with it, though `default/*` is not imported
+    let v = run("http://ratings.default:9080/ratings/0");
+    assert_eq!(v["sidecar"], "istio-system/default");
+    assert_eq!(v["virtual_service"], "istio-system/ratings");
+    assert_eq!(
+        v["destinations"][0]["host"],
+        "ratings.default.svc.cluster.local"
+    );
+    assert_eq!(v["destinations"][0]["imported"], true);
+    // nothing routes to reviews: outside the scope
+    let v = run("http://reviews.default:9080/reviews/0");
+    assert_eq!(v["virtual_service"], Value::Null);
+    assert_eq!(v["destinations"][0]["imported"], false);
+}

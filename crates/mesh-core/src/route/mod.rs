@@ -1549,6 +1549,54 @@ impl RouteTable {
         self.vss.is_empty()
     }
 
+    /// The VirtualServices bound to the mesh (sidecars), by index, without delegates (their
+    /// routes are flattened into their roots'): what a Sidecar's egress listener can import.
+    pub(crate) fn mesh_virtual_services(
+        &self,
+    ) -> impl Iterator<Item = (usize, &VirtualServiceInfo)> + '_ {
+        self.vss.iter().enumerate().filter_map(|(i, vs)| {
+            (!vs.is_delegate && vs.info.gateways.iter().any(|g| &**g == "mesh"))
+                .then_some((i, &vs.info))
+        })
+    }
+
+    /// Calls `f` with the host (resolved) and port (as written) of every destination the
+    /// routes of VirtualService `vs` send to for clients of `client_ns`: HTTP routes and
+    /// their mirrors, TLS and TCP routes (istiod's `virtualServiceDestinations`). As istiod
+    /// does, an HTTP route whose matches name source namespaces, none of them the client's,
+    /// is left out.
+    pub(crate) fn for_each_destination<'a>(
+        &'a self,
+        vs: usize,
+        client_ns: &str,
+        mut f: impl FnMut(&'a str, Option<u16>),
+    ) {
+        let Some(vs) = self.vss.get(vs) else { return };
+        for r in &vs.http {
+            let mut named = r
+                .matches
+                .iter()
+                .filter(|b| !b.source_namespaces.is_empty())
+                .peekable();
+            if named.peek().is_some()
+                && !named.any(|b| b.source_namespaces.iter().all(|n| **n == *client_ns))
+            {
+                continue;
+            }
+            for d in r.action.destinations.iter() {
+                f(&d.host, d.port);
+            }
+            for m in r.action.mirrors.iter() {
+                f(&m.destination.host, m.destination.port);
+            }
+        }
+        for r in vs.tls.iter().chain(vs.tcp.iter()) {
+            for d in r.destinations.iter() {
+                f(&d.host, d.port);
+            }
+        }
+    }
+
     /// The mesh VirtualService for a concrete host as seen from `client_ns` on `port`,
     /// among those its Sidecar (if any) imports.
     #[inline]
