@@ -138,8 +138,6 @@
 //!
 //! # Where this differs from Istio / Envoy, on purpose
 //!
-//! - The route `timeout` covers the time until the response headers (Envoy's also covers
-//!   the response body; for an upgrade, as here, only the wait for the 101).
 //! - An upgraded stream has no idle timeout, and the endpoint's in-flight count (least
 //!   request balancing) and the `http2MaxRequests` permit are released at the 101, not
 //!   when the stream closes.
@@ -238,6 +236,7 @@
 
 mod connector;
 mod cors;
+mod deadline;
 mod dest;
 mod retry;
 mod upstream;
@@ -2224,14 +2223,19 @@ where
         grpc,
         upgrade,
     };
-    let result = match timeout {
-        Some(t) => match tokio::time::timeout(t, attempts.run(&mut body)).await {
-            Ok(r) => r,
-            Err(_) => local(LocalReply::UpstreamTimeout, grpc),
-        },
+    let mut resp = match timeout {
+        Some(t) => {
+            // Envoy's route timeout lasts until the whole response has been read: what
+            // is left of it bounds the body (not an upgrade's stream past its 101)
+            let at = tokio::time::Instant::now() + t;
+            match tokio::time::timeout_at(at, attempts.run(&mut body)).await {
+                Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => r,
+                Ok(r) => r.map(|b| deadline::Deadline::new(b, at).boxed()),
+                Err(_) => local(LocalReply::UpstreamTimeout, grpc),
+            }
+        }
         None => attempts.run(&mut body).await,
     };
-    let mut resp = result;
     if !flags.is_empty() {
         let mut f = resp
             .extensions()
