@@ -1990,7 +1990,12 @@ where
         Some(v) => v.scheme,
         None => parts.uri.scheme_str().unwrap_or("http"),
     };
-    let decision = snap.route_http(&HttpRequestAttrs {
+    // the client's Sidecar (none for a gateway), looked up once for routing and imports
+    let sidecar = match via {
+        None => snap.sidecar_for(ns, &shared.workload.labels),
+        Some(_) => None,
+    };
+    let attrs = HttpRequestAttrs {
         client_namespace: ns,
         source_labels: &shared.workload.labels,
         gateway: via.map(|v| v.gateway),
@@ -2001,7 +2006,10 @@ where
         query: parts.uri.query(),
         scheme,
         headers: &parts.headers,
-    });
+    };
+    let decision = snap
+        .routes()
+        .route_http_scoped(snap.registry(), snap.options(), &attrs, sidecar);
     if via.is_some() && decision.virtual_service.is_none() {
         // a gateway routes only by the VirtualServices bound to it
         return Ok((local(LocalReply::NoRoute, grpc), None));
@@ -2120,11 +2128,9 @@ where
     // under REGISTRY_ONLY, passed through to the original destination under ALLOW_ANY,
     // which an in-process client does not have. Either way 502, as for a host outside the
     // registry. (Sidecars do not apply to gateways.)
-    if via.is_none() {
-        if let Some(sc) = snap.sidecar_for(ns, &shared.workload.labels) {
-            if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
-                return Ok((with_cors(black_hole(grpc)), None));
-            }
+    if let Some(sc) = sidecar {
+        if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
+            return Ok((with_cors(black_hole(grpc)), None));
         }
     }
     let key = DestKey {
