@@ -2007,9 +2007,9 @@ where
         scheme,
         headers: &parts.headers,
     };
-    let decision = snap
-        .routes()
-        .route_http_scoped(snap.registry(), snap.options(), &attrs, sidecar);
+    let decision =
+        snap.routes()
+            .route_http_scoped(snap.registry(), snap.options(), &attrs, sidecar);
     if via.is_some() && decision.virtual_service.is_none() {
         // a gateway routes only by the VirtualServices bound to it
         return Ok((local(LocalReply::NoRoute, grpc), None));
