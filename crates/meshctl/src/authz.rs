@@ -8,11 +8,20 @@
 //! exactly one JSON object is printed: `{"decision": "ALLOW"|"DENY", "policy": "ns/name" or
 //! null, "reason": text, ...}`. Exit status 0 when a decision was made, 2 on a usage error or
 //! a config that cannot be loaded.
+//!
+//! A JWT in the request (`-H 'authorization: Bearer <token>'`, or wherever the workload's
+//! RequestAuthentication `jwtRules` look) is verified first, as the workload would: its
+//! issuer, audiences, `exp`/`nbf` and signature against an inline `jwks` (a `jwksUri` is not
+//! fetched offline: such a token is rejected as the server does before its keys arrive, and
+//! `--request-principal`/`--claims` give the verified identity instead). A rejected token is
+//! a DENY with Envoy's 401 message; a verified one supplies `requestPrincipals` and
+//! `request.auth.*`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use mesh_core::authn::{authenticate, JwtError};
 use mesh_core::authz::{normalize_path, AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth};
 use mesh_core::model::MtlsMode;
 use serde_json::json;
@@ -22,8 +31,15 @@ use crate::route::{load_snapshot, parse_headers, parse_labels, Output};
 /// Arguments of `meshctl authz`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Config file or directory (repeatable).
-    #[arg(long = "config", short = 'c', value_name = "PATH", required = true)]
+    /// Config file or directory (repeatable; `-f` as with kubectl).
+    #[arg(
+        long = "config",
+        short = 'c',
+        visible_alias = "filename",
+        visible_short_alias = 'f',
+        value_name = "PATH",
+        required = true
+    )]
     config: Vec<PathBuf>,
     /// Namespace of the workload being called.
     #[arg(long, short = 'n')]
@@ -98,13 +114,52 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let jwt = args.request_principal.as_ref().map(|p| RequestAuth {
-        principal: p.clone(),
-        ..RequestAuth::from_claims(claims.clone())
-    });
     let snap = match load_snapshot(&args.config, &args.config_namespace) {
         Ok(s) => s,
         Err(code) => return code,
+    };
+    // RequestAuthentication: the identity given, else the request's token verified
+    let providers = snap.jwt_providers(&args.namespace, &labels);
+    let mut authn = serde_json::Value::Null;
+    let mut rejected: Option<(JwtError, Option<String>)> = None;
+    let jwt = match &args.request_principal {
+        Some(p) => Some(RequestAuth {
+            principal: p.clone(),
+            ..RequestAuth::from_claims(claims.clone())
+        }),
+        None if providers.is_empty() || args.tcp => None,
+        None => {
+            let query = args.path.split_once('?').map(|(_, q)| q);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match authenticate(&providers, &headers, query, now, &|_| None) {
+                Ok(None) => {
+                    authn = json!({"result": "no token"});
+                    None
+                }
+                Ok(Some(a)) => {
+                    authn = json!({
+                        "result": "verified",
+                        "policy": a.provider.policy(),
+                        "issuer": a.provider.issuer(),
+                        "principal": a.auth.principal,
+                    });
+                    Some(a.auth)
+                }
+                Err(e) => {
+                    // the provider whose keys were never fetched, for the hint
+                    let remote = providers
+                        .iter()
+                        .find_map(|p| p.jwks_uri())
+                        .filter(|_| e == JwtError::JwksFetchFailed)
+                        .map(str::to_owned);
+                    authn = json!({"result": "rejected", "error": e.to_string()});
+                    rejected = Some((e, remote));
+                    None
+                }
+            }
+        }
     };
     let principal = args
         .principal
@@ -119,9 +174,19 @@ pub(crate) fn run(args: Args) -> ExitCode {
         _ => "PERMISSIVE",
     };
 
-    let (allowed, policy, rule, reason, audit) = if mtls.mode == MtlsMode::Strict
-        && principal.is_none()
-    {
+    let (allowed, policy, rule, reason, audit) = if let Some((e, remote)) = &rejected {
+        let policies: Vec<&str> = providers.iter().map(|p| p.policy()).collect();
+        let mut reason = format!(
+            "RequestAuthentication rejects the request's token: 401 `{e}` (jwtRules of {})",
+            policies.join(", ")
+        );
+        if let Some(uri) = remote {
+            reason.push_str(&format!(
+                "; its keys come from jwksUri {uri}, which meshctl does not fetch: pass --request-principal and --claims for a token the server would verify"
+            ));
+        }
+        (false, None, None, reason, None)
+    } else if mtls.mode == MtlsMode::Strict && principal.is_none() {
         (
             false,
             mtls.policy.as_deref().map(str::to_owned),
@@ -187,6 +252,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "mtls_mode": mode,
         "peer_authentication": mtls.policy.as_deref(),
         "policies": applicable,
+        "request_authentication": authn,
+        "status": match (allowed, &rejected) {
+            (true, _) => Some(200),
+            (false, Some(_)) => Some(401),
+            (false, None) if mtls.mode == MtlsMode::Strict && principal.is_none() => None,
+            (false, None) => Some(403),
+        },
     });
     match args.output {
         Output::Json => println!("{v}"),
@@ -204,10 +276,29 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 args.namespace
             );
             println!("reason: {reason}");
+            if let Some(a) = authn.as_object() {
+                match a.get("result").and_then(|r| r.as_str()) {
+                    Some("verified") => println!(
+                        "token: verified by RequestAuthentication {}, request principal {}",
+                        a["policy"].as_str().unwrap_or("?"),
+                        a["principal"].as_str().unwrap_or("?")
+                    ),
+                    Some("no token") => {
+                        println!("token: none (no request principal; RequestAuthentication lets it through)")
+                    }
+                    _ => {}
+                }
+            }
             if !allowed {
-                println!(
-                    "the caller gets 403 `RBAC: access denied` (HTTP) or a closed connection (TCP)"
-                );
+                if rejected.is_some() {
+                    println!("the caller gets 401 with that message (Envoy's jwt_authn)");
+                } else if mtls.mode == MtlsMode::Strict && principal.is_none() {
+                    println!("the caller's connection is reset");
+                } else {
+                    println!(
+                        "the caller gets 403 `RBAC: access denied` (HTTP) or a closed connection (TCP)"
+                    );
+                }
             }
             println!(
                 "mTLS: {mode}; policies applying: {}",

@@ -42,8 +42,15 @@ pub(crate) struct Args {
     /// The request URL (`http://reviews:9080/reviews/0`).
     #[arg(value_name = "URL")]
     url: String,
-    /// Config file or directory (repeatable).
-    #[arg(long = "config", short = 'c', value_name = "PATH", required = true)]
+    /// Config file or directory (repeatable; `-f` as with kubectl).
+    #[arg(
+        long = "config",
+        short = 'c',
+        visible_alias = "filename",
+        visible_short_alias = 'f',
+        value_name = "PATH",
+        required = true
+    )]
     config: Vec<PathBuf>,
     /// The client's namespace.
     #[arg(long, short = 'n', default_value = "default")]
@@ -314,6 +321,45 @@ fn to_json(
     Value::Object(o)
 }
 
+/// What the route's `corsPolicy` does with this request (null without one).
+fn cors_json(d: &mesh_core::route::RouteDecision<'_>, method: &str, h: &http::HeaderMap) -> Value {
+    use mesh_core::cors::CorsVerdict;
+    let Some(cors) = d.action().and_then(|a| a.cors.as_deref()) else {
+        return Value::Null;
+    };
+    let text = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    let origin = text("origin");
+    let request_method = text("access-control-request-method");
+    let verdict = cors.evaluate(method, origin, request_method);
+    let o = origin.unwrap_or("");
+    let (what, headers): (&str, Vec<(&str, &str)>) = match verdict {
+        CorsVerdict::NotCors => ("not a CORS request (no Origin)", Vec::new()),
+        CorsVerdict::NotAllowed => (
+            "origin not allowed: forwarded, answer untouched",
+            Vec::new(),
+        ),
+        CorsVerdict::Allowed => (
+            "origin allowed: forwarded, the answer gets these headers",
+            cors.response_headers(verdict, o).collect(),
+        ),
+        CorsVerdict::Preflight { .. } => (
+            "preflight answered here: 200 with these headers",
+            cors.preflight_headers(
+                verdict,
+                o,
+                request_method.unwrap_or(""),
+                text("access-control-request-headers"),
+            )
+            .collect(),
+        ),
+    };
+    let headers: serde_json::Map<String, Value> = headers
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect();
+    json!({"verdict": what, "headers": headers, "forwarded": verdict.forwards()})
+}
+
 fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) -> String {
     let mut s = format!(
         "{method} {url} from {}\n",
@@ -412,6 +458,12 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
             m["host"].as_str().unwrap_or("")
         ));
     }
+    if let Some(c) = v["cors"].as_object() {
+        s.push_str(&format!("cors: {}\n", c["verdict"].as_str().unwrap_or("")));
+        for (k, val) in c["headers"].as_object().into_iter().flatten() {
+            s.push_str(&format!("  {k}: {}\n", val.as_str().unwrap_or("")));
+        }
+    }
     if v["status"].is_null() || v["fault"].is_object() {
         s.push_str(&format!(
             "timeout: {}; retries: {} on {}\n",
@@ -504,7 +556,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         path: uri.path(),
         query: uri.query(),
     };
-    let v = to_json(&d, &req, &snap, &args.namespace, &scope);
+    let mut v = to_json(&d, &req, &snap, &args.namespace, &scope);
+    v["cors"] = cors_json(&d, &args.method, &headers);
     match args.output {
         Output::Json => println!("{v}"),
         Output::Text => print!(
