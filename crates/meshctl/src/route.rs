@@ -82,7 +82,7 @@ pub(crate) fn load_snapshot(paths: &[PathBuf], config_ns: &str) -> Result<Snapsh
         default_namespace: config_ns.to_owned(),
         ..LoadOptions::default()
     });
-    let loaded = match loader.load_paths(paths) {
+    let loaded = match crate::validate::load_inputs(&loader, paths) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");

@@ -5,12 +5,12 @@
 //! Exit status: 0 when there are no errors (warnings allowed), 1 when there are errors, 2 on a
 //! usage error or an unreadable path.
 
-use std::io::Write as _;
+use std::io::{Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mesh_core::diag::Severity;
-use mesh_core::load::{LoadOptions, Loader};
+use mesh_core::load::{LoadOptions, Loaded, Loader};
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,7 +24,8 @@ pub(crate) enum Output {
 /// Arguments of `meshctl validate`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Files or directories (searched recursively for .yaml, .yml, .json).
+    /// Files or directories (searched recursively for .yaml, .yml, .json); `-` reads
+    /// standard input (`kubectl get vs -A -o yaml | meshctl validate -`).
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
     /// Output format.
@@ -38,12 +39,29 @@ pub(crate) struct Args {
     no_hints: bool,
 }
 
+/// Loads `paths` in order; `-` is standard input, named `<stdin>` in diagnostics.
+pub(crate) fn load_inputs(loader: &Loader, paths: &[PathBuf]) -> Result<Loaded, String> {
+    let mut out = Loaded::default();
+    for p in paths {
+        if p.as_os_str() == "-" {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .map_err(|e| format!("cannot read standard input: {e}"))?;
+            out.extend(loader.load_bytes(&bytes, "<stdin>"));
+        } else {
+            out.extend(loader.load_path(p).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn run(args: Args) -> ExitCode {
     let loader = Loader::new(LoadOptions {
         default_namespace: args.namespace.clone(),
         ..LoadOptions::default()
     });
-    let loaded = match loader.load_paths(&args.paths) {
+    let loaded = match load_inputs(&loader, &args.paths) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");

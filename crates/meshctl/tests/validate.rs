@@ -169,3 +169,62 @@ fn namespace_flag_sets_the_default_namespace() {
         "{s}"
     );
 }
+
+/// `-` reads standard input (`kubectl get … -o yaml | meshctl validate -`), a `kind: List`
+/// as kubectl prints it included, and diagnostics name `<stdin>`.
+#[test]
+fn standard_input() {
+    use std::io::Write as _;
+    let run = |yaml: &str, extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+            .arg("validate")
+            .args(extra)
+            .arg("-")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let list = "apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.istio.io/v1
+  kind: VirtualService
+  metadata: {name: reviews, namespace: default, resourceVersion: '1', uid: u}
+  spec:
+    hosts: [reviews]
+    http:
+    - route: [{destination: {host: reviews, subset: v9}}]
+metadata: {resourceVersion: ''}
+";
+    let out = run(list, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("error[IST0101]") && text.contains("--> <stdin>:10:"),
+        "{text}"
+    );
+
+    // stdin next to a file: the DestinationRule defining the subset clears it
+    let dir = tempfile::tempdir().unwrap();
+    let dr = dir.path().join("dr.yaml");
+    std::fs::write(
+        &dr,
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  subsets: [{name: v9, labels: {version: v9}}]\n",
+    )
+    .unwrap();
+    let out = run(list, &[dr.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
