@@ -34,6 +34,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use regex::Regex;
 
+pub use super::format::{HeaderContext, HeaderTemplate, HeaderVar};
 use crate::model;
 
 /// One weighted destination of a route.
@@ -922,31 +923,63 @@ pub struct HeaderOpList {
     pub add: Box<[(HeaderName, HeaderValue)]>,
     /// Remove.
     pub remove: Box<[HeaderName]>,
+    /// Values with Envoy command operators (`%DOWNSTREAM_REMOTE_ADDRESS%`, `%REQ(x)%`, …),
+    /// expanded per request by [`HeaderOpList::apply_in`]: `(name, value, append)`.
+    pub formatted: Box<[(HeaderName, HeaderTemplate, bool)]>,
 }
 
 impl HeaderOpList {
     fn compile(o: &model::HeaderOperations, errors: &mut Vec<String>) -> HeaderOpList {
-        let mut pair = |k: &str, v: &str| {
+        let mut formatted = Vec::new();
+        let mut pair = |k: &str, v: &str, append: bool| {
             let name = if k == ":authority" { "host" } else { k };
-            match (
-                HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                (Ok(n), Ok(v)) => Some((n, v)),
-                _ => {
+            let Ok(name) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
+                errors.push(format!("invalid header operation {k:?}: {v:?}"));
+                return None;
+            };
+            // Envoy expands `%COMMAND%` operators and unescapes `%%`
+            let literal = if v.contains('%') {
+                match HeaderTemplate::parse(v) {
+                    Ok(t) => match t.literal() {
+                        Some(l) => std::borrow::Cow::Owned(l),
+                        None => {
+                            formatted.push((name, t, append));
+                            return None;
+                        }
+                    },
+                    Err(e) => {
+                        errors.push(format!("invalid header value {v:?} of {k:?}: {e}"));
+                        return None;
+                    }
+                }
+            } else {
+                std::borrow::Cow::Borrowed(v)
+            };
+            match HeaderValue::from_str(&literal) {
+                Ok(v) => Some((name, v)),
+                Err(_) => {
                     errors.push(format!("invalid header operation {k:?}: {v:?}"));
                     None
                 }
             }
         };
-        let set = o.set.iter().filter_map(|(k, v)| pair(k, v)).collect();
-        let add = o.add.iter().filter_map(|(k, v)| pair(k, v)).collect();
+        let set = o
+            .set
+            .iter()
+            .filter_map(|(k, v)| pair(k, v, false))
+            .collect();
+        let add = o.add.iter().filter_map(|(k, v)| pair(k, v, true)).collect();
         let remove = o
             .remove
             .iter()
             .filter_map(|k| HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).ok())
             .collect();
-        HeaderOpList { set, add, remove }
+        HeaderOpList {
+            set,
+            add,
+            remove,
+            formatted: formatted.into(),
+        }
     }
 
     /// True when there is nothing to do.
@@ -990,6 +1023,7 @@ impl HeaderOpList {
     ///     set: Box::new([]),
     ///     add: Box::new([(name.clone(), HeaderValue::from_static("v2"))]),
     ///     remove: Box::new([name.clone()]),
+    ///     formatted: Box::new([]),
     /// };
     /// let mut headers = http::HeaderMap::new();
     /// headers.insert(name.clone(), HeaderValue::from_static("v1"));
@@ -999,15 +1033,116 @@ impl HeaderOpList {
     /// assert_eq!(values, ["v2"]);
     /// ```
     pub fn apply(&self, headers: &mut http::HeaderMap) {
+        self.apply_in(headers, &HeaderContext::default());
+    }
+
+    /// Whether some value has command operators (then [`HeaderOpList::apply_in`] wants a
+    /// [`HeaderContext`]).
+    pub fn has_formatted(&self) -> bool {
+        !self.formatted.is_empty()
+    }
+
+    /// [`HeaderOpList::apply`], with command operators expanded from `cx` (`%REQ()%` and
+    /// `%RESP()%` read the map as it was before these operations when `cx` names none).
+    /// A value that expands to nothing is not written, as in Envoy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::{HeaderContext, HttpRequestAttrs};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: httpbin}
+    /// spec:
+    ///   hosts: [httpbin]
+    ///   http:
+    ///   - route: [{destination: {host: httpbin}}]
+    ///     headers:
+    ///       request:
+    ///         set:
+    ///           x-client-ip: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%'
+    ///           x-user-copy: '%REQ(x-user)%'
+    ///           x-discount: '10%%'
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/", &h));
+    /// let ops = &d.action().unwrap().headers.request;
+    /// let mut headers = http::HeaderMap::new();
+    /// headers.insert("x-user", "jason".parse().unwrap());
+    /// let cx = HeaderContext { downstream_remote: Some("10.0.0.9:4000".parse().unwrap()), ..Default::default() };
+    /// ops.apply_in(&mut headers, &cx);
+    /// assert_eq!(headers["x-client-ip"], "10.0.0.9");
+    /// assert_eq!(headers["x-user-copy"], "jason");
+    /// assert_eq!(headers["x-discount"], "10%");
+    /// ```
+    pub fn apply_in(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>) {
+        // values are computed from the headers as they came (Envoy evaluates the request's
+        // headers before its own additions)
+        let expanded: Vec<(&HeaderName, Option<HeaderValue>, bool)> = if self.formatted.is_empty() {
+            Vec::new()
+        } else {
+            let mut cx = *cx;
+            let snapshot;
+            if cx.request_headers.is_none() && cx.response_headers.is_none() {
+                snapshot = headers.clone();
+                cx.request_headers = Some(&snapshot);
+                cx.response_headers = Some(&snapshot);
+                self.expand(&cx)
+            } else {
+                self.expand(&cx)
+            }
+        };
         for n in self.remove.iter() {
             headers.remove(n);
         }
         for (n, v) in self.set.iter() {
             headers.insert(n.clone(), v.clone());
         }
+        for (n, v, append) in expanded.iter().filter(|e| !e.2) {
+            set_expanded(headers, n, v, *append);
+        }
         for (n, v) in self.add.iter() {
             headers.append(n.clone(), v.clone());
         }
+        for (n, v, append) in expanded.iter().filter(|e| e.2) {
+            set_expanded(headers, n, v, *append);
+        }
+    }
+
+    fn expand(&self, cx: &HeaderContext<'_>) -> Vec<(&HeaderName, Option<HeaderValue>, bool)> {
+        self.formatted
+            .iter()
+            .map(|(n, t, append)| {
+                let v = t.render(cx);
+                let v = (!v.is_empty())
+                    .then(|| HeaderValue::from_str(&v).ok())
+                    .flatten();
+                (n, v, *append)
+            })
+            .collect()
+    }
+}
+
+fn set_expanded(
+    headers: &mut http::HeaderMap,
+    name: &HeaderName,
+    value: &Option<HeaderValue>,
+    append: bool,
+) {
+    match (value, append) {
+        (Some(v), true) => {
+            headers.append(name.clone(), v.clone());
+        }
+        (Some(v), false) => {
+            headers.insert(name.clone(), v.clone());
+        }
+        // an empty value is not written; `set` still replaces what was there
+        (None, false) => {
+            headers.remove(name);
+        }
+        (None, true) => {}
     }
 }
 

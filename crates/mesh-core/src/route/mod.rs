@@ -61,11 +61,13 @@ use crate::registry::Registry;
 use crate::sidecar::SidecarScope;
 
 pub mod actions;
+mod format;
 mod matcher;
 
 pub use actions::{
-    pick, AbortStatus, DirectResponse, Fault, HeaderOpList, HeaderOps, HttpAction, Mirror,
-    PerMillion, Redirect, RetryPolicy, Rewrite, WeightedDestination, DEFAULT_RETRY_ON,
+    pick, AbortStatus, DirectResponse, Fault, HeaderContext, HeaderOpList, HeaderOps,
+    HeaderTemplate, HeaderVar, HttpAction, Mirror, PerMillion, Redirect, RetryPolicy, Rewrite,
+    WeightedDestination, DEFAULT_RETRY_ON,
 };
 pub(crate) use matcher::MatchBlock;
 pub use matcher::StrMatcher;

@@ -1594,6 +1594,7 @@ async fn handle(
         gateway,
         port: ctx.port,
         scheme: if ctx.https { "https" } else { "http" },
+        conn: Some(&ctx.conn),
     };
     let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;
     if let Some(downstream) = downstream_upgrade {

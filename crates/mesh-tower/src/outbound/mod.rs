@@ -146,6 +146,9 @@
 //!   balancer picked), not to any endpoint of the destination. An idle connection past
 //!   `idleTimeout` is closed when it is next looked at, not by a timer.
 //! - Fault injection does not disable the route's retries and timeout.
+//! - In header operations, `%UPSTREAM_REMOTE_ADDRESS%` and `%DOWNSTREAM_PEER_URI_SAN%`
+//!   expand to nothing (the header is not written); a mesh client's downstream address
+//!   is its own workload's address (`ClientWorkload::address`), port 0.
 //! - `outlierDetectionHttpErrorCodes`, `warmup` and `PASSTHROUGH` load balancing are not
 //!   applied (`PASSTHROUGH` balances as LEAST_REQUEST).
 //! - A destination host missing from the registry is 503 NC (cluster not found) when a
@@ -261,7 +264,9 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use mesh_core::mesh::Mesh;
 use mesh_core::model::Labels;
-use mesh_core::route::{AbortStatus, HttpRequestAttrs, RetryPolicy, RouteOutcome};
+use mesh_core::route::{
+    AbortStatus, HeaderContext, HeaderOps, HttpRequestAttrs, RetryPolicy, RouteOutcome,
+};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, WorkloadCredentials};
 use pin_project_lite::pin_project;
@@ -1911,6 +1916,52 @@ pub(crate) struct GatewayRoute<'a> {
     pub(crate) gateway: &'a str,
     pub(crate) port: u16,
     pub(crate) scheme: &'a str,
+    /// The downstream connection (its addresses and SNI, for header operators).
+    pub(crate) conn: Option<&'a crate::inbound::ConnectionInfo>,
+}
+
+/// This host's name, for `%HOSTNAME%`.
+fn hostname() -> Option<&'static str> {
+    static NAME: std::sync::LazyLock<Option<String>> = std::sync::LazyLock::new(|| {
+        std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    });
+    NAME.as_deref()
+}
+
+/// What Envoy's header operators see for a request: the downstream is a gateway's client
+/// or, for a mesh client, its own workload.
+fn header_context<'a>(
+    shared: &ClientShared,
+    via: Option<GatewayRoute<'a>>,
+    version: http::Version,
+    request: &'a http::HeaderMap,
+    response: Option<&'a http::HeaderMap>,
+    cluster: &'a str,
+) -> HeaderContext<'a> {
+    let conn = via.and_then(|v| v.conn);
+    HeaderContext {
+        downstream_remote: match conn {
+            Some(c) => c.remote_addr(),
+            None => shared.source,
+        },
+        downstream_local: conn.and_then(|c| c.local_addr()),
+        hostname: hostname(),
+        protocol: Some(match version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_3 => "HTTP/3",
+            _ => "HTTP/1.1",
+        }),
+        request_headers: Some(request),
+        response_headers: response,
+        requested_server_name: conn.and_then(|c| c.sni()),
+        upstream_cluster: Some(cluster),
+        ..HeaderContext::default()
+    }
 }
 
 /// Forwards `req` as the ingress gateway whose client `client` is (its workload, pools,
@@ -2144,11 +2195,29 @@ where
     }
 
     // request rewriting: route header ops, destination header ops, rewrite
-    if let Some(a) = action {
-        a.headers.request.apply(&mut parts.headers);
-    }
-    if let Some(h) = &wd.headers {
-        h.request.apply(&mut parts.headers);
+    let route_ops = action.map(|a| &a.headers);
+    let dest_ops = wd.headers.as_deref();
+    let formatted = |o: Option<&HeaderOps>, response: bool| {
+        o.is_some_and(|o| {
+            if response {
+                o.response.has_formatted()
+            } else {
+                o.request.has_formatted()
+            }
+        })
+    };
+    if formatted(route_ops, false) || formatted(dest_ops, false) {
+        // Envoy's `%COMMAND%` operators, computed from the request as it came
+        let cluster = wd.cluster_name(dest_port);
+        let before = parts.headers.clone();
+        let cx = header_context(shared, via, parts.version, &before, None, &cluster);
+        for o in [route_ops, dest_ops].into_iter().flatten() {
+            o.request.apply_in(&mut parts.headers, &cx);
+        }
+    } else {
+        for o in [route_ops, dest_ops].into_iter().flatten() {
+            o.request.apply(&mut parts.headers);
+        }
     }
     let mut host_value = parts.headers.get(HOST).cloned().unwrap_or_else(|| {
         HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static(""))
@@ -2251,11 +2320,24 @@ where
         f.insert(flags);
         resp.extensions_mut().insert(f);
     }
-    if let Some(a) = action {
-        a.headers.response.apply(resp.headers_mut());
-    }
-    if let Some(h) = &wd.headers {
-        h.response.apply(resp.headers_mut());
+    if formatted(route_ops, true) || formatted(dest_ops, true) {
+        let cluster = wd.cluster_name(dest_port);
+        let answer = resp.headers().clone();
+        let cx = header_context(
+            shared,
+            via,
+            parts.version,
+            &parts.headers,
+            Some(&answer),
+            &cluster,
+        );
+        for o in [route_ops, dest_ops].into_iter().flatten() {
+            o.response.apply_in(resp.headers_mut(), &cx);
+        }
+    } else {
+        for o in [route_ops, dest_ops].into_iter().flatten() {
+            o.response.apply(resp.headers_mut());
+        }
     }
     Ok((with_cors(resp), slot.into_inner()))
 }
