@@ -54,7 +54,6 @@
 //! assert!(err.to_string().starts_with("Jwt is not in the form of Header.Payload.Signature"));
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +94,28 @@ pub enum JwtError {
     AudienceNotAllowed,
     /// The provider's `jwksUri` has not been fetched (or its answer was not a JWKS).
     JwksFetchFailed,
+    /// A registered claim of the wrong type (`iss`, `sub`, `jti` not a string; `aud` not a
+    /// string or list of strings; `exp`, `nbf`, `iat` not a number, or negative), as Envoy's
+    /// payload parser rejects it before anything else.
+    BadClaim {
+        /// The claim.
+        claim: &'static str,
+        /// What it should have been.
+        problem: ClaimProblem,
+    },
+}
+
+/// What is wrong with a registered claim ([`JwtError::BadClaim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimProblem {
+    /// Not a string.
+    NotString,
+    /// Not a string or a list of strings (`aud`).
+    NotStringOrList,
+    /// Not a number.
+    NotInteger,
+    /// A negative number or one past 64 bits.
+    OutOfRange,
 }
 
 impl fmt::Display for JwtError {
@@ -111,6 +132,18 @@ impl fmt::Display for JwtError {
             JwtError::VerificationFails => "Jwt verification fails",
             JwtError::AudienceNotAllowed => "Audiences in Jwt are not allowed",
             JwtError::JwksFetchFailed => "Jwks remote fetch is failed",
+            JwtError::BadClaim { claim, problem } => {
+                return write!(
+                    f,
+                    "Jwt payload [{claim}] field is {}",
+                    match problem {
+                        ClaimProblem::NotString => "not a string",
+                        ClaimProblem::NotStringOrList => "not a string or string list",
+                        ClaimProblem::NotInteger => "not an integer",
+                        ClaimProblem::OutOfRange => "not a positive 64 bit integer",
+                    }
+                );
+            }
         })
     }
 }
@@ -349,11 +382,12 @@ impl JwtProvider {
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::BadFormat)?;
         // Envoy's default clock skew: 60 s either way
         const SKEW: u64 = 60;
-        let time = |k: &str| claims.get(k).and_then(serde_json::Value::as_u64);
-        if time("exp").is_some_and(|exp| now > exp.saturating_add(SKEW)) {
+        // `exp: 0` is no expiry, as in jwt_verify_lib
+        if time_claim(claims, "exp")?.is_some_and(|exp| exp != 0 && now > exp.saturating_add(SKEW))
+        {
             return Err(JwtError::Expired);
         }
-        if time("nbf").is_some_and(|nbf| nbf > now.saturating_add(SKEW)) {
+        if time_claim(claims, "nbf")?.is_some_and(|nbf| nbf > now.saturating_add(SKEW)) {
             return Err(JwtError::NotYetValid);
         }
         let mut auth = RequestAuth::from_claims(claims.clone());
@@ -489,11 +523,54 @@ fn token_at(
     }
 }
 
-/// The claims of a token, read without verifying it (to pick its provider by `iss`).
+/// The claims of a token, read without verifying it (to pick its provider by `iss`), with
+/// the registered claims' types checked as Envoy's parser does.
 fn unverified_claims(token: &str) -> Result<serde_json::Value, JwtError> {
-    jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
+    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
         .map(|d| d.claims)
-        .map_err(|_| JwtError::BadFormat)
+        .map_err(|_| JwtError::BadFormat)?;
+    if !claims.is_object() {
+        return Err(JwtError::BadFormat);
+    }
+    for claim in ["iss", "sub", "jti"] {
+        if claims.get(claim).is_some_and(|v| !v.is_string()) {
+            return Err(JwtError::BadClaim {
+                claim,
+                problem: ClaimProblem::NotString,
+            });
+        }
+    }
+    let aud_ok = match claims.get("aud") {
+        None | Some(serde_json::Value::String(_)) => true,
+        Some(serde_json::Value::Array(a)) => a.iter().all(|v| v.is_string()),
+        Some(_) => false,
+    };
+    if !aud_ok {
+        return Err(JwtError::BadClaim {
+            claim: "aud",
+            problem: ClaimProblem::NotStringOrList,
+        });
+    }
+    for claim in ["iat", "nbf", "exp"] {
+        time_claim(&claims, claim)?;
+    }
+    Ok(claims)
+}
+
+/// A time claim as Envoy reads it: a JSON number, a fraction truncated; absent is `None`.
+fn time_claim(claims: &serde_json::Value, claim: &'static str) -> Result<Option<u64>, JwtError> {
+    let Some(v) = claims.get(claim) else {
+        return Ok(None);
+    };
+    let bad = |problem| JwtError::BadClaim { claim, problem };
+    if let Some(n) = v.as_u64() {
+        return Ok(Some(n));
+    }
+    match v.as_f64() {
+        Some(f) if (0.0..18_446_744_073_709_551_616.0).contains(&f) => Ok(Some(f as u64)),
+        Some(_) => Err(bad(ClaimProblem::OutOfRange)),
+        None => Err(bad(ClaimProblem::NotInteger)),
+    }
 }
 
 /// Checks the request's token(s) against `providers` at `now` (seconds since the Unix
@@ -590,13 +667,38 @@ pub fn authenticate(
 /// The RequestAuthentications of a snapshot, compiled.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestAuthentications {
-    mesh: Vec<Arc<JwtProvider>>,
-    namespace: HashMap<String, Vec<Arc<JwtProvider>>>,
-    workload: HashMap<String, Vec<Selected>>,
+    policies: Vec<Applies>,
 }
 
-/// The providers of a RequestAuthentication with a selector.
-type Selected = (Labels, Vec<Arc<JwtProvider>>);
+/// Which workloads one RequestAuthentication's providers apply to, as for an
+/// AuthorizationPolicy: its namespace's (the root namespace's: every namespace's), all or
+/// those its selector picks; with `targetRefs`, only the targeted Gateways' workloads of its
+/// namespace (Service targets are for waypoints: none here).
+#[derive(Debug, Clone)]
+struct Applies {
+    namespace: Box<str>,
+    root: bool,
+    selector: Option<Labels>,
+    target_gateways: Option<Box<[Box<str>]>>,
+    providers: Vec<Arc<JwtProvider>>,
+}
+
+impl Applies {
+    fn to(&self, namespace: &str, labels: &Labels) -> bool {
+        if let Some(gateways) = &self.target_gateways {
+            return *self.namespace == *namespace
+                && labels
+                    .get("gateway.networking.k8s.io/gateway-name")
+                    .is_some_and(|g| gateways.iter().any(|t| **t == **g));
+        }
+        if !(self.root || *self.namespace == *namespace) {
+            return false;
+        }
+        self.selector
+            .as_ref()
+            .is_none_or(|sel| labels_match(sel, labels))
+    }
+}
 
 impl RequestAuthentications {
     pub(crate) fn build(objects: &[ConfigObject], opts: &MeshOptions) -> RequestAuthentications {
@@ -612,41 +714,41 @@ impl RequestAuthentications {
                 .iter()
                 .map(|r| Arc::new(JwtProvider::compile(&policy, r)))
                 .collect();
-            let selector = ra
-                .selector
-                .as_ref()
-                .map(|s| &s.match_labels)
-                .filter(|l| !l.is_empty());
-            match (selector, ns == opts.root_namespace) {
-                (None, true) => out.mesh.extend(providers),
-                (None, false) => out
-                    .namespace
-                    .entry(ns.into())
-                    .or_default()
-                    .extend(providers),
-                (Some(l), _) => out
-                    .workload
-                    .entry(ns.into())
-                    .or_default()
-                    .push((l.clone(), providers)),
-            }
+            let targets: Vec<_> = ra.target_refs.iter().chain(ra.target_ref.iter()).collect();
+            out.policies.push(Applies {
+                namespace: ns.into(),
+                root: ns == opts.root_namespace,
+                selector: ra
+                    .selector
+                    .as_ref()
+                    .map(|s| s.match_labels.clone())
+                    .filter(|l| !l.is_empty()),
+                target_gateways: (!targets.is_empty()).then(|| {
+                    targets
+                        .iter()
+                        .filter(|t| t.kind == "Gateway")
+                        .map(|t| t.name.as_str().into())
+                        .collect()
+                }),
+                providers,
+            });
         }
+        // mesh-wide (root namespace, no selector) first, then namespace-wide, then
+        // selected: the order the providers are tried in
+        out.policies.sort_by_key(|a| match (a.root, &a.selector) {
+            (true, None) => 0,
+            (_, None) => 1,
+            _ => 2,
+        });
         out
     }
 
     /// Every provider that applies to a workload in `namespace` with `labels`.
     pub(crate) fn for_workload(&self, namespace: &str, labels: &Labels) -> Vec<Arc<JwtProvider>> {
-        let mut v: Vec<Arc<JwtProvider>> = self.mesh.clone();
-        if let Some(p) = self.namespace.get(namespace) {
-            v.extend(p.iter().cloned());
-        }
-        if let Some(w) = self.workload.get(namespace) {
-            for (sel, p) in w {
-                if labels_match(sel, labels) {
-                    v.extend(p.iter().cloned());
-                }
-            }
-        }
-        v
+        self.policies
+            .iter()
+            .filter(|a| a.to(namespace, labels))
+            .flat_map(|a| a.providers.iter().cloned())
+            .collect()
     }
 }

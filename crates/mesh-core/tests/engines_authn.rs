@@ -256,3 +256,140 @@ fn a_rule_without_issuer_takes_any_issuer() {
         .unwrap();
     assert_eq!(ok.auth.principal, "anyone.example.com/s");
 }
+
+/// Registered claims of the wrong type are rejected before anything else, with
+/// jwt_verify_lib's messages; a fractional time is truncated (still checked), `exp: 0` is
+/// no expiry.
+#[test]
+fn registered_claims_are_type_checked() {
+    let snap = mesh_core::mesh::Mesh::from_yaml(&config(""))
+        .unwrap()
+        .snapshot();
+    let providers = snap.jwt_providers("foo", &httpbin());
+    let none = |_: &str| None;
+    let check = |c: serde_json::Value| {
+        authenticate(&providers, &bearer(&es256("k1", c)), None, NOW, &none)
+            .map(|a| a.map(|a| a.auth.principal))
+            .map_err(|e| e.to_string())
+    };
+    let with = |k: &str, v: serde_json::Value| {
+        let mut c = claims();
+        c[k] = v;
+        c
+    };
+    for (claim, value, message) in [
+        ("exp", json!((NOW - 3600) as f64 + 0.5), "Jwt is expired"),
+        (
+            "exp",
+            json!("1800003600"),
+            "Jwt payload [exp] field is not an integer",
+        ),
+        (
+            "exp",
+            json!(-5),
+            "Jwt payload [exp] field is not a positive 64 bit integer",
+        ),
+        ("nbf", json!((NOW + 3600) as f64), "Jwt not yet valid"),
+        (
+            "nbf",
+            json!(true),
+            "Jwt payload [nbf] field is not an integer",
+        ),
+        (
+            "iat",
+            json!("now"),
+            "Jwt payload [iat] field is not an integer",
+        ),
+        ("sub", json!(123), "Jwt payload [sub] field is not a string"),
+        (
+            "iss",
+            json!(["a"]),
+            "Jwt payload [iss] field is not a string",
+        ),
+        ("jti", json!({}), "Jwt payload [jti] field is not a string"),
+        (
+            "aud",
+            json!(["httpbin", 7]),
+            "Jwt payload [aud] field is not a string or string list",
+        ),
+    ] {
+        assert_eq!(
+            check(with(claim, value.clone())),
+            Err(message.to_owned()),
+            "{claim}: {value}"
+        );
+    }
+    let ok = Ok(Some(format!("{ISSUER}/{ISSUER}")));
+    assert_eq!(check(with("exp", json!(0))), ok, "exp 0: no expiry");
+    assert_eq!(check(with("exp", json!((NOW + 60) as f64 + 0.9))), ok);
+    assert_eq!(check(with("aud", json!(["other", "httpbin"]))), ok);
+}
+
+/// A root-namespace RequestAuthentication with a selector applies to the selected
+/// workloads of every namespace; one with `targetRefs` only to the targeted Gateway's
+/// workloads of its namespace.
+#[test]
+fn which_request_authentications_apply() {
+    let rule = |name: &str, ns: &str, scope: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{scope}  jwtRules: [{{issuer: {name}.example.com, jwks: '{{\"keys\": []}}'}}]\n---\n"
+        )
+    };
+    let yaml = [
+        rule("mesh", "istio-system", ""),
+        rule(
+            "root-selected",
+            "istio-system",
+            "  selector: {matchLabels: {app: httpbin}}\n",
+        ),
+        rule("ns", "foo", ""),
+        rule(
+            "gw",
+            "foo",
+            "  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: my-gw}]\n",
+        ),
+        rule(
+            "svc",
+            "foo",
+            "  targetRefs: [{group: '', kind: Service, name: httpbin}]\n",
+        ),
+    ]
+    .concat();
+    let snap = mesh_core::mesh::Mesh::from_yaml(&yaml).unwrap().snapshot();
+    let issuers = |ns: &str, labels: &[(&str, &str)]| {
+        let labels: Labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut v: Vec<String> = snap
+            .jwt_providers(ns, &labels)
+            .iter()
+            .map(|p| p.issuer().trim_end_matches(".example.com").to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        issuers("foo", &[("app", "httpbin")]),
+        ["mesh", "ns", "root-selected"]
+    );
+    assert_eq!(
+        issuers("bar", &[("app", "httpbin")]),
+        ["mesh", "root-selected"]
+    );
+    assert_eq!(issuers("bar", &[("app", "ratings")]), ["mesh"]);
+    assert_eq!(
+        issuers(
+            "foo",
+            &[("gateway.networking.k8s.io/gateway-name", "my-gw")]
+        ),
+        ["gw", "mesh", "ns"]
+    );
+    assert_eq!(
+        issuers(
+            "bar",
+            &[("gateway.networking.k8s.io/gateway-name", "my-gw")]
+        ),
+        ["mesh"]
+    );
+}
