@@ -1006,8 +1006,12 @@ impl HeaderOpList {
     /// assert!(headers.request.is_empty());
     /// assert!(!headers.response.is_empty());
     /// ```
+    #[inline]
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+        self.set.is_empty()
+            && self.add.is_empty()
+            && self.remove.is_empty()
+            && self.formatted.is_empty()
     }
 
     /// Applies the operations: remove, then set (overwrite), then add (append).
@@ -1032,8 +1036,11 @@ impl HeaderOpList {
     /// let values: Vec<_> = headers.get_all(&name).iter().collect();
     /// assert_eq!(values, ["v2"]);
     /// ```
+    #[inline]
     pub fn apply(&self, headers: &mut http::HeaderMap) {
-        self.apply_in(headers, &HeaderContext::default());
+        if !self.is_empty() {
+            self.apply_in(headers, &HeaderContext::default());
+        }
     }
 
     /// Whether some value has command operators (then [`HeaderOpList::apply_in`] wants a
