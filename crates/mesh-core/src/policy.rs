@@ -569,8 +569,69 @@ pub fn merge<'a>(
 /// ```
 #[derive(Debug, Default)]
 pub struct DestinationRules {
-    by_ns: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>>,
+    /// Per namespace, the rules its own clients look at first (istiod's `namespaceLocal`).
+    local: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>>,
+    /// Per namespace, the rules not private to it (istiod's `exportedByNamespace`).
+    exported: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>>,
+    /// The root namespace's private rules (istiod's `rootNamespaceLocal`).
+    root_local: HostMap<Vec<MergedDestinationRule>>,
     root: Box<str>,
+}
+
+/// istiod SidecarScope.DestinationRule: among the visible rules for one host of one pool, the
+/// one whose selector matches the client (same namespace), else the one without selector,
+/// else none.
+fn select<'a>(
+    list: &'a [MergedDestinationRule],
+    client_ns: &str,
+    client_labels: Option<&Labels>,
+    visible: impl Fn(&MergedDestinationRule) -> bool,
+) -> Option<&'a MergedDestinationRule> {
+    let mut catch_all = None;
+    for m in list.iter().filter(|m| visible(m)) {
+        match &m.workload_selector {
+            None => catch_all = Some(m),
+            Some(sel) => {
+                if *m.namespace == *client_ns && client_labels.is_some_and(|l| labels_match(sel, l))
+                {
+                    return Some(m);
+                }
+            }
+        }
+    }
+    catch_all
+}
+
+/// Merges `new` into the rules for one host of one pool (istiod mergeDestinationRule): same
+/// selector (or none) ⇒ union of subsets, the first top-level policy, union of exportTo.
+fn merge_into(list: &mut Vec<MergedDestinationRule>, new: MergedDestinationRule) {
+    let Some(m) = list
+        .iter_mut()
+        .find(|m| m.workload_selector == new.workload_selector)
+    else {
+        list.push(new);
+        return;
+    };
+    m.merged.push(new.name);
+    if m.traffic_policy.is_none() {
+        m.traffic_policy = new.traffic_policy;
+    }
+    for s in new.subsets {
+        if m.subset(&s.name).is_none() {
+            m.subsets.push(s);
+        }
+    }
+    m.export_to = match (&m.export_to, new.export_to) {
+        (ExportTo::All, _) | (_, ExportTo::All) => ExportTo::All,
+        (ExportTo::Namespaces(a), ExportTo::Namespaces(b)) => {
+            let mut v: Vec<Box<str>> = a.iter().chain(b.iter()).cloned().collect();
+            v.sort();
+            v.dedup();
+            ExportTo::Namespaces(v.into())
+        }
+        (ExportTo::None, e) => e,
+        (e, ExportTo::None) => e.clone(),
+    };
 }
 
 impl DestinationRules {
@@ -600,7 +661,11 @@ impl DestinationRules {
     /// assert!(dr.subset("v1").is_some() && dr.traffic_policy.is_some());
     /// ```
     pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> DestinationRules {
-        let mut by_ns: HashMap<Box<str>, HostMap<Vec<MergedDestinationRule>>> = HashMap::new();
+        let root = opts.root_namespace.as_str();
+        let mut drs = DestinationRules {
+            root: root.into(),
+            ..DestinationRules::default()
+        };
         for o in objects {
             let Spec::DestinationRule(dr) = &o.spec else {
                 continue;
@@ -611,56 +676,62 @@ impl DestinationRules {
                 .workload_selector
                 .as_ref()
                 .map(|s| s.match_labels.clone());
-            if !by_ns.contains_key(ns) {
-                by_ns.insert(ns.into(), HostMap::default());
-            }
-            let Some(index) = by_ns.get_mut(ns) else {
-                continue;
+            // istiod: a rule with a workload selector is never exported (as if `exportTo: [.]`)
+            let dot = [".".to_string()];
+            let raw: &[String] = if selector.is_some() {
+                &dot
+            } else {
+                &dr.export_to
             };
-            let list = index.entry(&host);
-            let name: Arc<str> = o.key().into();
-            let export = ExportTo::compile(&dr.export_to, ns);
-            if let Some(m) = list.iter_mut().find(|m| m.workload_selector == selector) {
-                m.merged.push(name);
-                if m.traffic_policy.is_none() {
-                    m.traffic_policy = dr.traffic_policy.as_ref().map(CompactPolicy::from);
-                }
-                for s in &dr.subsets {
-                    if m.subset(&s.name).is_none() {
-                        m.subsets.push(s.into());
-                    }
-                }
-                m.export_to = match (&m.export_to, export) {
-                    (ExportTo::All, _) | (_, ExportTo::All) => ExportTo::All,
-                    (ExportTo::Namespaces(a), ExportTo::Namespaces(b)) => {
-                        let mut v: Vec<Box<str>> = a.iter().chain(b.iter()).cloned().collect();
-                        v.sort();
-                        v.dedup();
-                        ExportTo::Namespaces(v.into())
-                    }
-                    (ExportTo::None, e) => e,
-                    (e, ExportTo::None) => e.clone(),
-                };
-                continue;
-            }
-            list.push(MergedDestinationRule {
-                name: name.clone(),
-                merged: vec![name],
+            let has = |e: &str| raw.iter().any(|x| x == e);
+            let mut distinct: Vec<&str> = raw.iter().map(String::as_str).collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            // istiod SetDestinationRules: the namespace-local pool takes rules exported to
+            // everyone, to `.` or to their own namespace ...
+            let local = raw.is_empty() || has("*") || has(".") || has(ns);
+            // ... the exported pool every rule that is not private to its namespace ...
+            let private_only = distinct.len() == 1 && (distinct[0] == "." || distinct[0] == ns);
+            let mut new = MergedDestinationRule {
+                name: o.key().into(),
+                merged: vec![o.key().into()],
                 namespace: ns.into(),
                 host: host.as_str().into(),
-                export_to: export,
+                export_to: ExportTo::compile(&dr.export_to, ns),
                 workload_selector: selector,
                 traffic_policy: dr.traffic_policy.as_ref().map(CompactPolicy::from),
                 subsets: dr.subsets.iter().map(CompiledSubset::from).collect(),
-            });
+            };
+            if local {
+                let index = drs.local.entry(ns.into()).or_default();
+                merge_into(index.entry(&host), new.clone());
+            }
+            if !private_only {
+                // ... where a client sees it when the list is empty, has `*` or names the
+                // client's namespace literally (`.` does not count there)
+                new.export_to = if raw.is_empty() || has("*") {
+                    ExportTo::All
+                } else {
+                    let mut v: Vec<Box<str>> = distinct
+                        .iter()
+                        .filter(|e| **e != "." && **e != "~")
+                        .map(|e| (*e).into())
+                        .collect();
+                    v.dedup();
+                    ExportTo::Namespaces(v.into())
+                };
+                let index = drs.exported.entry(ns.into()).or_default();
+                merge_into(index.entry(&host), new);
+            } else if ns == root {
+                // ... and the root namespace's private rules apply to its own proxies first
+                merge_into(drs.root_local.entry(&host), new);
+            }
         }
-        for m in by_ns.values_mut() {
+        for m in drs.local.values_mut().chain(drs.exported.values_mut()) {
             m.finish();
         }
-        DestinationRules {
-            by_ns,
-            root: opts.root_namespace.as_str().into(),
-        }
+        drs.root_local.finish();
+        drs
     }
 
     /// The DestinationRule for `host` as seen by a client in `client_ns` (with `labels`, for
@@ -704,33 +775,31 @@ impl DestinationRules {
         client_labels: Option<&Labels>,
         service_ns: Option<&str>,
     ) -> Option<&MergedDestinationRule> {
-        let order = [Some(client_ns), service_ns, Some(&*self.root)];
-        for (i, ns) in order.iter().enumerate() {
+        // istiod destinationRule: the first pool with a rule for the most specific matching
+        // host decides; within it, the rule whose selector matches the client, else the one
+        // without selector, else none (no fallback to a less specific host or later pool)
+        // 1. the client's namespace: its local pool; for the root namespace only its private rules
+        let first = if client_ns == &*self.root {
+            Some(&self.root_local)
+        } else {
+            self.local.get(client_ns)
+        };
+        if let Some(list) = first.and_then(|index| index.get(host)) {
+            return select(list, client_ns, client_labels, |_| true);
+        }
+        // 2. the service's namespace, 3. the root namespace: rules exported to the client
+        let exported = [service_ns, Some(&*self.root)];
+        for (i, ns) in exported.iter().enumerate() {
             let Some(ns) = *ns else { continue };
-            if order[..i].contains(&Some(ns)) {
+            if i == 1 && service_ns == Some(ns) {
                 continue;
             }
-            let Some(index) = self.by_ns.get(ns) else {
+            let Some(list) = self.exported.get(ns).and_then(|index| index.get(host)) else {
                 continue;
             };
-            for list in index.all_matching(host) {
-                let visible = |m: &&MergedDestinationRule| m.export_to.visible_to(client_ns);
-                let selected = list.iter().filter(visible).find(|m| {
-                    m.workload_selector.as_ref().is_some_and(|sel| {
-                        *m.namespace == *client_ns
-                            && client_labels.is_some_and(|l| labels_match(sel, l))
-                    })
-                });
-                if let Some(m) = selected {
-                    return Some(m);
-                }
-                if let Some(m) = list
-                    .iter()
-                    .filter(visible)
-                    .find(|m| m.workload_selector.is_none())
-                {
-                    return Some(m);
-                }
+            let visible = |m: &MergedDestinationRule| m.export_to.visible_to(client_ns);
+            if list.iter().any(visible) {
+                return select(list, client_ns, client_labels, visible);
             }
         }
         None
@@ -971,5 +1040,161 @@ spec:
                 .map(|m| &*m.name),
             Some("prod/private")
         );
+    }
+
+    fn drs(yaml: &str) -> DestinationRules {
+        let loaded = crate::load::load_str(yaml, "dr.yaml");
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        DestinationRules::build(&loaded.objects, &MeshOptions::default())
+    }
+
+    const ROOT_DRS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: mesh, namespace: istio-system}
+spec: {host: "*.local", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-gw, namespace: istio-system}
+spec:
+  host: ratings.default.svc.cluster.local
+  exportTo: ["."]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: default}
+spec: {host: ratings}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: dot-and-b, namespace: istio-system}
+spec:
+  host: "*.b.svc.cluster.local"
+  exportTo: [".", "b"]
+"#;
+
+    #[test]
+    fn root_namespace_client_sees_the_services_rule_before_public_root_rules() {
+        let drs = drs(ROOT_DRS);
+        let name = |host, client, svc| drs.lookup(host, client, None, svc).map(|m| &*m.name);
+        let reviews = "reviews.default.svc.cluster.local";
+        let ratings = "ratings.default.svc.cluster.local";
+        // (host, client namespace, service namespace, want)
+        let table = [
+            // a gateway in istio-system: the service's rule, not the public *.local one
+            (
+                reviews,
+                "istio-system",
+                Some("default"),
+                Some("default/reviews"),
+            ),
+            // a private root rule is meant for the root namespace's own proxies
+            (
+                ratings,
+                "istio-system",
+                Some("default"),
+                Some("istio-system/ratings-gw"),
+            ),
+            (ratings, "default", Some("default"), Some("default/ratings")),
+            (ratings, "other", Some("default"), Some("default/ratings")),
+            // no rule in the service's namespace: the public root rule
+            (
+                "x.c.svc.cluster.local",
+                "istio-system",
+                Some("c"),
+                Some("istio-system/mesh"),
+            ),
+            // exportTo [., b] is not private: b sees it; `.` does not name the root client, and
+            // the less specific *.local is not consulted for it
+            (
+                "x.b.svc.cluster.local",
+                "b",
+                Some("b"),
+                Some("istio-system/dot-and-b"),
+            ),
+            ("x.b.svc.cluster.local", "istio-system", Some("b"), None),
+        ];
+        for (host, client, svc, want) in table {
+            assert_eq!(name(host, client, svc), want, "{host} from {client}");
+        }
+    }
+
+    #[test]
+    fn client_namespace_pool_is_local_rules_only() {
+        let drs = drs(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: to-b, namespace: a}
+spec: {host: reviews.prod.svc.cluster.local, exportTo: [b]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: prod}
+spec: {host: reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: narrow, namespace: prod}
+spec: {host: "*.prod.svc.cluster.local", exportTo: [c]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wide, namespace: prod}
+spec: {host: "*.svc.cluster.local"}
+"#);
+        let name = |host, client| {
+            drs.lookup(host, client, None, Some("prod"))
+                .map(|m| &*m.name)
+        };
+        // a rule exported only to b is not in a's own pool
+        assert_eq!(
+            name("reviews.prod.svc.cluster.local", "a"),
+            Some("prod/reviews")
+        );
+        // the most specific exported host decides; it is not visible to d, and the less
+        // specific one is not consulted: the root namespace is next (none here)
+        assert_eq!(name("x.prod.svc.cluster.local", "d"), None);
+        assert_eq!(name("x.prod.svc.cluster.local", "c"), Some("prod/narrow"));
+    }
+
+    #[test]
+    fn workload_selector_rule_never_falls_back() {
+        let drs = drs(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: mesh, namespace: istio-system}
+spec: {host: "*.local", trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-pp, namespace: default}
+spec:
+  host: reviews
+  workloadSelector: {matchLabels: {app: productpage}}
+  exportTo: ["."]
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: all-default, namespace: default}
+spec: {host: "*.default.svc.cluster.local"}
+"#);
+        let h = "reviews.default.svc.cluster.local";
+        let pp: Labels = [("app".to_string(), "productpage".to_string())].into();
+        let other: Labels = [("app".to_string(), "ratings".to_string())].into();
+        let name = |ns, l: Option<&Labels>| drs.lookup(h, ns, l, Some("default")).map(|m| &*m.name);
+        assert_eq!(name("default", Some(&pp)), Some("default/reviews-pp"));
+        // the most specific host has only a selector rule that does not match: no rule at
+        // all, neither the namespace wildcard nor the root namespace's
+        assert_eq!(name("default", Some(&other)), None);
+        assert_eq!(name("default", None), None);
+        // a selector rule is private to its namespace
+        assert_eq!(name("other", Some(&pp)), Some("default/all-default"));
     }
 }
