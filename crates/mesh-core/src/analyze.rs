@@ -26,6 +26,8 @@
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
 //! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
 //! | IM0202 | warning | the same kind/namespace/name is defined twice (the last one wins, like `kubectl apply`) |
+//! | IST0101 | error | a CUSTOM AuthorizationPolicy names an extension provider the MeshConfig does not define (istiod: `available providers are [...] but found "..."`; only with a MeshConfig, [`custom_providers`]) |
+//! | IM0007 | warning | a CUSTOM AuthorizationPolicy names a provider of a kind inmesh does not support (not `envoyExtAuthzHttp`): it denies what it matches |
 //!
 //! # Examples
 //!
@@ -163,6 +165,104 @@ impl Ctx<'_> {
     fn fqdn(&self, h: &str, ns: &str) -> String {
         host::resolve_short_name(&h.to_ascii_lowercase(), ns, &self.opts.domain_suffix)
     }
+}
+
+/// CUSTOM AuthorizationPolicies against the MeshConfig's extension providers: a provider
+/// name that is not defined is an error with istiod's message (at run time, the policy
+/// denies what it matches); one of a kind inmesh does not support is a warning.
+/// [`MeshConfig::check`](crate::meshconfig::MeshConfig::check) runs it with the rest.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::analyze::custom_providers;
+/// use mesh_core::meshconfig::MeshConfig;
+///
+/// let config = MeshConfig::from_yaml("
+/// extensionProviders:
+/// - {name: opa, envoyExtAuthzHttp: {service: opa.opa.svc.cluster.local, port: 8181}}
+/// - {name: grpc, envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}}
+/// ")?;
+/// let loaded = mesh_core::load::load_str("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: a, namespace: foo}
+/// spec: {action: CUSTOM, provider: {name: opa}, rules: [{}]}
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: b, namespace: foo}
+/// spec: {action: CUSTOM, provider: {name: oap}, rules: [{}]}
+/// ---
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: c, namespace: foo}
+/// spec: {action: CUSTOM, provider: {name: grpc}, rules: [{}]}
+/// ", "ap.yaml");
+/// let found = custom_providers(&loaded.objects, &config.extension_providers);
+/// let summary: Vec<(&str, &str)> = found.iter().map(|d| (d.code, d.message.as_str())).collect();
+/// assert_eq!(summary[0], ("IST0101", r#"available providers are [opa grpc] but found "oap""#));
+/// assert_eq!(found[0].help.as_deref(), Some("did you mean `opa`?"));
+/// assert_eq!(summary[1].0, "IM0007");
+/// assert_eq!(found.len(), 2);
+/// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+/// ```
+pub fn custom_providers(
+    objects: &[ConfigObject],
+    providers: &[crate::meshconfig::ExtensionProvider],
+) -> Vec<Diagnostic> {
+    let opts = AnalyzeOptions::default();
+    let mut cx = Ctx {
+        opts: &opts,
+        out: Vec::new(),
+    };
+    for o in objects {
+        let Spec::AuthorizationPolicy(ap) = &o.spec else {
+            continue;
+        };
+        if ap.action != crate::model::AuthorizationAction::Custom {
+            continue;
+        }
+        let Some(name) = ap.provider.as_ref().map(|p| p.name.as_str()) else {
+            continue; // validation reports it
+        };
+        if name.is_empty() {
+            continue;
+        }
+        match providers.iter().find(|p| p.name == name) {
+            None => {
+                let msg = crate::meshconfig::not_found(providers, name);
+                let d = cx.report(
+                    o,
+                    Severity::Error,
+                    codes::REFERENCED_RESOURCE_NOT_FOUND,
+                    "spec.provider.name",
+                    msg,
+                );
+                if let Some(s) =
+                    crate::diag::did_you_mean(name, providers.iter().map(|p| p.name.as_str()))
+                {
+                    d.help = Some(format!("did you mean `{s}`?"));
+                }
+            }
+            Some(p) if p.kind() != "envoyExtAuthzHttp" => {
+                let msg = format!(
+                    "extension provider {name:?} is {}, which inmesh does not support (only \
+                     envoyExtAuthzHttp): this policy denies the requests it matches",
+                    p.kind()
+                );
+                cx.report(
+                    o,
+                    Severity::Warning,
+                    codes::UNSUPPORTED_KIND,
+                    "spec.provider.name",
+                    msg,
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    cx.out
 }
 
 fn selector_matches(selector: &Labels, labels: &Labels) -> bool {

@@ -27,9 +27,14 @@
 //! ```
 //!
 //! Order: a policy that could not be compiled denies (fail closed, naming it and why); then
-//! CUSTOM (no external provider here: a matching CUSTOM policy denies unless
-//! [`WorkloadAuthz::evaluate_with`] is given a provider), DENY, ALLOW; no ALLOW policy means
-//! allow; ALLOW policies and none matching means deny; AUDIT only marks the decision.
+//! CUSTOM, DENY, ALLOW; no ALLOW policy means allow; ALLOW policies and none matching means
+//! deny; AUDIT only marks the decision.
+//!
+//! CUSTOM policies delegate to an external authorizer, a MeshConfig extension provider
+//! ([`crate::meshconfig`]) that this pure engine cannot call: [`WorkloadAuthz::custom_match`]
+//! says whether one must be asked (and which), [`WorkloadAuthz::evaluate_with`] takes its
+//! answer. Without one ([`WorkloadAuthz::evaluate`]) a matching CUSTOM policy denies.
+//! `mesh_tower::authz::AuthorizationLayer` asks `envoyExtAuthzHttp` providers over HTTP.
 //!
 //! Deliberate differences: dry-run policies (`istio.io/dry-run: "true"`) are reported in
 //! [`AuthzDecision::dry_run`] but not enforced; `targetRefs` apply only to Gateway
@@ -1388,6 +1393,67 @@ impl WorkloadAuthz {
         self.policies().next().is_none()
     }
 
+    /// The providers named by the enforced CUSTOM policies, in order (several names, or a
+    /// name that is not defined, make them deny: see
+    /// [`resolve_ext_authz`](crate::meshconfig::resolve_ext_authz)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: ext-authz, namespace: foo}
+    /// spec: {action: CUSTOM, provider: {name: opa}, rules: [{}]}
+    /// ").unwrap().snapshot();
+    /// assert_eq!(snap.authz_for_workload("foo", &Labels::new()).custom_providers(), ["opa"]);
+    /// assert!(snap.authz_for_workload("bar", &Labels::new()).custom_providers().is_empty());
+    /// ```
+    pub fn custom_providers(&self) -> Vec<&str> {
+        self.custom
+            .iter()
+            .map(|p| p.provider.as_deref().unwrap_or(""))
+            .collect()
+    }
+
+    /// The first CUSTOM policy whose rules match `req`: the external authorizer must be
+    /// asked before DENY and ALLOW policies are looked at. `None` when no CUSTOM policy
+    /// applies or matches (a plain scan of an empty list when none applies).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs};
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: ext-authz, namespace: foo}
+    /// spec:
+    ///   action: CUSTOM
+    ///   provider: {name: sample-ext-authz-http}
+    ///   rules: [{to: [{operation: {paths: ["/headers"]}}]}]
+    /// "#).unwrap().snapshot();
+    /// let authz = snap.authz_for_workload("foo", &Labels::new());
+    /// let headers = http::HeaderMap::new();
+    /// let at = |path| AuthzRequest::http(8000, HttpAuthzAttrs { method: "GET", path, host: "httpbin", headers: &headers });
+    /// let m = authz.custom_match(&at("/headers")).unwrap();
+    /// assert_eq!((&**m.policy, m.rule, m.provider), ("foo/ext-authz", 0, "sample-ext-authz-http"));
+    /// assert!(authz.custom_match(&at("/ip")).is_none()); // the authorizer is not asked
+    /// ```
+    pub fn custom_match(&self, req: &AuthzRequest<'_>) -> Option<CustomMatch<'_>> {
+        self.custom.iter().find_map(|p| {
+            p.first_match(req).map(|rule| CustomMatch {
+                policy: &p.name,
+                rule,
+                provider: p.provider.as_deref().unwrap_or(""),
+            })
+        })
+    }
+
     /// Decides, with no external authorizer: a matching CUSTOM policy denies.
     ///
     /// # Examples
@@ -1547,6 +1613,34 @@ impl WorkloadAuthz {
         }
         decide(false, None, None, AuthzReason::NoAllowMatched)
     }
+}
+
+/// A CUSTOM policy matching a request ([`WorkloadAuthz::custom_match`]).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::AuthzRequest;
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: ext-authz, namespace: foo}
+/// spec: {action: CUSTOM, provider: {name: opa}, rules: [{}]}
+/// ").unwrap().snapshot();
+/// let authz = snap.authz_for_workload("foo", &Labels::new());
+/// let m = authz.custom_match(&AuthzRequest::tcp(5432)).unwrap();
+/// assert_eq!(m.provider, "opa");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CustomMatch<'a> {
+    /// The policy, `ns/name`.
+    pub policy: &'a Arc<str>,
+    /// The index of its matching rule.
+    pub rule: usize,
+    /// Its `provider.name`.
+    pub provider: &'a str,
 }
 
 /// Every AuthorizationPolicy, compiled, indexed by namespace.

@@ -27,6 +27,7 @@ pub mod diag;
 pub mod gateway;
 pub mod load;
 pub mod mesh;
+pub mod meshconfig;
 pub mod model;
 pub mod names;
 pub mod peerauthn;

@@ -254,6 +254,39 @@ impl Mesh {
         }
     }
 
+    /// An empty mesh with the settings of a MeshConfig (`trustDomain`, `rootNamespace`,
+    /// `extensionProviders`; see [`MeshOptions::from_mesh_config`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::meshconfig::MeshConfig;
+    ///
+    /// let config = MeshConfig::from_yaml(r#"
+    /// rootNamespace: mesh-root
+    /// extensionProviders:
+    /// - name: sample-ext-authz-http
+    ///   envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: "8000"}
+    /// "#)?;
+    /// let mesh = Mesh::with_mesh_config(&config);
+    /// mesh.reload_loaded(mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-all, namespace: mesh-root}
+    /// spec: {action: DENY, rules: [{}]}
+    /// ", "ap.yaml"))?;
+    /// let snap = mesh.snapshot();
+    /// assert_eq!(snap.options().root_namespace, "mesh-root");
+    /// // mesh-wide: the policy is in the configured root namespace
+    /// let authz = snap.authz_for_workload("bookinfo", &Default::default());
+    /// assert!(!authz.evaluate(&mesh_core::authz::AuthzRequest::tcp(9080)).allowed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_mesh_config(config: &crate::meshconfig::MeshConfig) -> Mesh {
+        Mesh::new(MeshOptions::from_mesh_config(config))
+    }
+
     /// A mesh from objects already loaded (validated first).
     ///
     /// # Examples

@@ -27,9 +27,11 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rustc_hash::FxBuildHasher;
 
+use crate::meshconfig::{ExtensionProvider, MeshConfig};
 use crate::model::Labels;
 
 /// Mesh-wide settings (MeshConfig equivalents).
@@ -64,6 +66,10 @@ pub struct MeshOptions {
     pub trust_domain: String,
     /// Namespace given to objects without `metadata.namespace` (`default`).
     pub default_namespace: String,
+    /// MeshConfig `extensionProviders`: the external authorizers CUSTOM AuthorizationPolicies
+    /// name (none by default). See [`MeshOptions::from_mesh_config`] and
+    /// [`MeshOptions::with_extension_provider`].
+    pub extension_providers: Arc<[ExtensionProvider]>,
 }
 
 impl Default for MeshOptions {
@@ -73,11 +79,85 @@ impl Default for MeshOptions {
             root_namespace: "istio-system".to_owned(),
             trust_domain: "cluster.local".to_owned(),
             default_namespace: "default".to_owned(),
+            extension_providers: Arc::from([]),
         }
     }
 }
 
 impl MeshOptions {
+    /// The options a MeshConfig gives: its `trustDomain`, `rootNamespace` and
+    /// `extensionProviders`; the defaults for what it leaves out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let config = MeshConfig::from_yaml(r#"
+    /// rootNamespace: mesh-root
+    /// extensionProviders:
+    /// - name: ext-authz
+    ///   envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: "8000"}
+    /// "#)?;
+    /// let opts = MeshOptions::from_mesh_config(&config);
+    /// assert_eq!(opts.root_namespace, "mesh-root");
+    /// assert_eq!(opts.trust_domain, "cluster.local"); // not set: the default
+    /// assert_eq!(opts.extension_provider("ext-authz").unwrap().kind(), "envoyExtAuthzHttp");
+    /// // an empty MeshConfig changes nothing
+    /// assert_eq!(MeshOptions::from_mesh_config(&MeshConfig::default()), MeshOptions::default());
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub fn from_mesh_config(config: &MeshConfig) -> MeshOptions {
+        let d = MeshOptions::default();
+        MeshOptions {
+            trust_domain: config.trust_domain.clone().unwrap_or(d.trust_domain),
+            root_namespace: config.root_namespace.clone().unwrap_or(d.root_namespace),
+            extension_providers: config.extension_providers.iter().cloned().collect(),
+            ..d
+        }
+    }
+
+    /// Adds (or replaces, by name) an extension provider: registering an external
+    /// authorizer without a MeshConfig file.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::meshconfig::{ExtAuthzHttp, ExtensionProvider};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mut authz = ExtAuthzHttp::new("ext-authz.foo.svc.cluster.local", 8000);
+    /// authz.headers_to_upstream_on_allow = vec!["x-user".into()];
+    /// let opts = MeshOptions::default()
+    ///     .with_extension_provider(ExtensionProvider::ext_authz_http("ext-authz", authz));
+    /// let mesh = Mesh::new(opts);
+    /// assert!(mesh.snapshot().options().extension_provider("ext-authz").is_some());
+    /// ```
+    pub fn with_extension_provider(mut self, provider: ExtensionProvider) -> MeshOptions {
+        let mut all: Vec<ExtensionProvider> = self
+            .extension_providers
+            .iter()
+            .filter(|p| p.name != provider.name)
+            .cloned()
+            .collect();
+        all.push(provider);
+        self.extension_providers = all.into();
+        self
+    }
+
+    /// The extension provider named `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::names::MeshOptions::default().extension_provider("opa").is_none());
+    /// ```
+    pub fn extension_provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers.iter().find(|p| p.name == name)
+    }
+
     /// Resolves a config host relative to the config object's namespace (§1.4): names without
     /// a dot become `name.<ns>.svc.<suffix>`; `*`, IPs and dotted names stay; lower-cased.
     ///

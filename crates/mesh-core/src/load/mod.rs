@@ -68,6 +68,7 @@ use crate::model::{
 };
 
 mod de;
+pub(crate) mod mesh_config;
 mod node;
 
 use de::{De, DeError};

@@ -1,0 +1,1300 @@
+//! Istio's MeshConfig: the mesh-wide settings istiod reads from the `istio` ConfigMap (key
+//! `mesh`) or an IstioOperator's `spec.meshConfig`.
+//!
+//! What inmesh uses: `trustDomain` and `rootNamespace` (into [`MeshOptions`]) and
+//! `extensionProviders` of kind `envoyExtAuthzHttp`, the external authorizers that
+//! AuthorizationPolicies with `action: CUSTOM` name (`provider: {name: ...}`). Every other
+//! MeshConfig field is accepted and not used; other provider kinds (`envoyExtAuthzGrpc`,
+//! `zipkin`, `prometheus`, ...) are kept as [`Provider::Unsupported`] with a warning, and a
+//! CUSTOM policy naming one denies the requests it matches (fail closed). A misspelled field
+//! is an error naming its file, line and field path, with a suggestion.
+//!
+//! ```
+//! use mesh_core::meshconfig::{MeshConfig, Provider};
+//! use mesh_core::mesh::Mesh;
+//!
+//! // the `mesh` key of the `istio` ConfigMap, as in Istio's ext-authz task
+//! let config = MeshConfig::from_yaml(r#"
+//! extensionProviders:
+//! - name: "sample-ext-authz-http"
+//!   envoyExtAuthzHttp:
+//!     service: "ext-authz.foo.svc.cluster.local"
+//!     port: "8000"
+//!     includeRequestHeadersInCheck: ["x-ext-authz"]
+//! "#)?;
+//! let Provider::EnvoyExtAuthzHttp(http) = &config.extension_providers[0].provider else { panic!() };
+//! assert_eq!((http.host(), http.port), ("ext-authz.foo.svc.cluster.local", 8000));
+//! assert_eq!(http.status_on_error, 403); // Envoy's default
+//! assert_eq!(http.timeout, std::time::Duration::from_secs(600)); // Istio's default
+//!
+//! let mesh = Mesh::with_mesh_config(&config);
+//! assert!(mesh.options().extension_provider("sample-ext-authz-http").is_some());
+//! # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::de::{self, IgnoredAny, Visitor};
+use serde::{Deserialize, Deserializer};
+
+use crate::diag::{self, codes, Diagnostic, Severity, Sources};
+use crate::load::mesh_config::load_mesh_config;
+use crate::load::{LoadError, Loaded};
+use crate::model::{Duration, Source};
+use crate::names::MeshOptions;
+
+/// The MeshConfig settings inmesh uses.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::MeshConfig;
+/// use mesh_core::names::MeshOptions;
+///
+/// let config = MeshConfig::from_yaml("
+/// trustDomain: corp.example
+/// rootNamespace: mesh-root
+/// accessLogFile: /dev/stdout   # accepted, not used
+/// ")?;
+/// assert_eq!(config.trust_domain.as_deref(), Some("corp.example"));
+/// let opts = MeshOptions::from_mesh_config(&config);
+/// assert_eq!((opts.trust_domain.as_str(), opts.root_namespace.as_str()), ("corp.example", "mesh-root"));
+/// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MeshConfig {
+    /// `trustDomain` (default `cluster.local`).
+    pub trust_domain: Option<String>,
+    /// `rootNamespace` (default `istio-system`).
+    pub root_namespace: Option<String>,
+    /// `extensionProviders`, in order.
+    pub extension_providers: Vec<ExtensionProvider>,
+}
+
+/// One `extensionProviders` entry.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::{ExtAuthzHttp, ExtensionProvider, Provider};
+///
+/// let p = ExtensionProvider::ext_authz_http("opa", ExtAuthzHttp::new("opa.opa.svc.cluster.local", 8181));
+/// assert_eq!(p.name, "opa");
+/// assert!(matches!(p.provider, Provider::EnvoyExtAuthzHttp(_)));
+/// assert_eq!(p.kind(), "envoyExtAuthzHttp");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionProvider {
+    /// `name`, as AuthorizationPolicy `provider.name` refers to it.
+    pub name: String,
+    /// The provider.
+    pub provider: Provider,
+}
+
+impl ExtensionProvider {
+    /// An `envoyExtAuthzHttp` provider.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{ExtAuthzHttp, ExtensionProvider};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// // registered programmatically, without a MeshConfig file
+    /// let opts = MeshOptions::default().with_extension_provider(ExtensionProvider::ext_authz_http(
+    ///     "ext-authz",
+    ///     ExtAuthzHttp::new("ext-authz.foo.svc.cluster.local", 8000),
+    /// ));
+    /// assert!(opts.extension_provider("ext-authz").is_some());
+    /// ```
+    pub fn ext_authz_http(name: impl Into<String>, config: ExtAuthzHttp) -> Self {
+        ExtensionProvider {
+            name: name.into(),
+            provider: Provider::EnvoyExtAuthzHttp(Arc::new(config)),
+        }
+    }
+
+    /// The provider's kind as MeshConfig spells it (`envoyExtAuthzHttp`, `zipkin`, ...).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// extensionProviders:
+    /// - name: otel
+    ///   opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317}
+    /// ")?;
+    /// assert_eq!(config.extension_providers[0].kind(), "opentelemetry");
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub fn kind(&self) -> &str {
+        match &self.provider {
+            Provider::EnvoyExtAuthzHttp(_) => "envoyExtAuthzHttp",
+            Provider::Unsupported(kind) => kind,
+        }
+    }
+}
+
+/// The kind of an extension provider.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::{MeshConfig, Provider};
+///
+/// let loaded = mesh_core::meshconfig::load_str("
+/// extensionProviders:
+/// - name: grpc-authz
+///   envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000}
+/// ", "mesh.yaml");
+/// assert!(!loaded.has_errors()); // kept, with a warning
+/// assert_eq!(loaded.diagnostics[0].path, "mesh.extensionProviders[0].envoyExtAuthzGrpc");
+/// let config = loaded.config.unwrap();
+/// assert_eq!(config.extension_providers[0].provider, Provider::Unsupported("envoyExtAuthzGrpc".into()));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Provider {
+    /// `envoyExtAuthzHttp`: an external authorizer spoken to over HTTP.
+    EnvoyExtAuthzHttp(Arc<ExtAuthzHttp>),
+    /// Any other kind (its MeshConfig field name): not used by inmesh.
+    Unsupported(String),
+}
+
+/// `envoyExtAuthzHttp`: Envoy's ext_authz filter with an HTTP service, as Istio configures
+/// it. Build one with [`ExtAuthzHttp::new`] and set the fields.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_core::meshconfig::ExtAuthzHttp;
+///
+/// let mut opa = ExtAuthzHttp::new("opa.opa.svc.cluster.local", 8181);
+/// opa.timeout = Duration::from_millis(500);
+/// opa.fail_open = true;
+/// opa.headers_to_upstream_on_allow = vec!["x-user".into()];
+/// assert_eq!(opa.status_on_error, 403);
+/// assert!(opa.include_request_headers_in_check.is_empty()); // Envoy's defaults only
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtAuthzHttp {
+    /// `service`: `[<namespace>/]<hostname>` of the authorizer (a Kubernetes service host or
+    /// a ServiceEntry host).
+    pub service: String,
+    /// `port`.
+    pub port: u16,
+    /// `timeout` of the check (Istio's default: 600 s).
+    pub timeout: std::time::Duration,
+    /// `pathPrefix`, prepended to the original path in the check request.
+    pub path_prefix: String,
+    /// `failOpen`: let the request through when the authorizer cannot be reached or fails.
+    pub fail_open: bool,
+    /// `clearRouteCache` (accepted; routes are chosen after authorization here anyway).
+    pub clear_route_cache: bool,
+    /// `statusOnError`: the status when the authorizer cannot be reached or answers 5xx
+    /// (default 403).
+    pub status_on_error: u16,
+    /// `includeRequestHeadersInCheck` (or the deprecated `includeHeadersInCheck`): request
+    /// headers sent to the authorizer besides `Host`, `Method`, `Path`, `Content-Length`
+    /// and `Authorization`; exact, `prefix*` or `*suffix`, case-insensitive.
+    pub include_request_headers_in_check: Vec<String>,
+    /// `includeAdditionalHeadersInCheck`: fixed headers added to the check request.
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    /// `includeRequestBodyInCheck` (accepted; the check request carries no body here).
+    pub include_request_body_in_check: Option<RequestBodyInCheck>,
+    /// `headersToUpstreamOnAllow`: authorizer response headers set on the request.
+    pub headers_to_upstream_on_allow: Vec<String>,
+    /// `headersToDownstreamOnAllow`: authorizer response headers added to the response.
+    pub headers_to_downstream_on_allow: Vec<String>,
+    /// `headersToDownstreamOnDeny`: authorizer response headers in a denial (empty: all).
+    pub headers_to_downstream_on_deny: Vec<String>,
+}
+
+impl ExtAuthzHttp {
+    /// A provider for `service:port` with Istio's defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = mesh_core::meshconfig::ExtAuthzHttp::new("foo/ext-authz.example.com", 8000);
+    /// assert_eq!(p.host(), "ext-authz.example.com");
+    /// assert_eq!(p.namespace(), Some("foo"));
+    /// assert!(!p.fail_open);
+    /// ```
+    pub fn new(service: impl Into<String>, port: u16) -> Self {
+        ExtAuthzHttp {
+            service: service.into(),
+            port,
+            timeout: std::time::Duration::from_secs(600),
+            path_prefix: String::new(),
+            fail_open: false,
+            clear_route_cache: false,
+            status_on_error: 403,
+            include_request_headers_in_check: Vec::new(),
+            include_additional_headers_in_check: BTreeMap::new(),
+            include_request_body_in_check: None,
+            headers_to_upstream_on_allow: Vec::new(),
+            headers_to_downstream_on_allow: Vec::new(),
+            headers_to_downstream_on_deny: Vec::new(),
+        }
+    }
+
+    /// The host of `service` (without the `namespace/` qualifier).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = mesh_core::meshconfig::ExtAuthzHttp::new("ext-authz.foo.svc.cluster.local", 8000);
+    /// assert_eq!(p.host(), "ext-authz.foo.svc.cluster.local");
+    /// assert_eq!(p.namespace(), None);
+    /// ```
+    pub fn host(&self) -> &str {
+        self.service
+            .split_once('/')
+            .map_or(&*self.service, |(_, h)| h)
+    }
+
+    /// The namespace qualifier of `service`, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = mesh_core::meshconfig::ExtAuthzHttp::new("bar/opa.example.com", 8181);
+    /// assert_eq!(p.namespace(), Some("bar"));
+    /// ```
+    pub fn namespace(&self) -> Option<&str> {
+        self.service.split_once('/').map(|(ns, _)| ns)
+    }
+}
+
+/// `includeRequestBodyInCheck`.
+///
+/// # Examples
+///
+/// ```
+/// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+/// extensionProviders:
+/// - name: opa
+///   envoyExtAuthzHttp:
+///     service: opa.opa.svc.cluster.local
+///     port: 8181
+///     includeRequestBodyInCheck: {maxRequestBytes: 4096, allowPartialMessage: true}
+/// ")?;
+/// let mesh_core::meshconfig::Provider::EnvoyExtAuthzHttp(p) = &config.extension_providers[0].provider else { panic!() };
+/// assert_eq!(p.include_request_body_in_check.unwrap().max_request_bytes, 4096);
+/// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestBodyInCheck {
+    /// `maxRequestBytes`.
+    pub max_request_bytes: u32,
+    /// `allowPartialMessage`.
+    pub allow_partial_message: bool,
+    /// `packAsBytes`.
+    pub pack_as_bytes: bool,
+}
+
+/// A MeshConfig that could not be used: its diagnostics (errors first).
+///
+/// # Examples
+///
+/// ```
+/// let err = mesh_core::meshconfig::MeshConfig::from_yaml("
+/// extensionProviders:
+/// - name: ext-authz
+///   envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, prot: 8000}
+/// ").unwrap_err();
+/// let d = &err.diagnostics[0];
+/// assert_eq!(d.path, "mesh.extensionProviders[0].envoyExtAuthzHttp.prot");
+/// assert!(d.help.as_deref().unwrap().starts_with("did you mean `port`?"), "{:?}", d.help);
+/// assert!(err.to_string().starts_with("invalid MeshConfig: <mesh-config>:4:"), "{err}");
+/// ```
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("invalid MeshConfig: {}", self.first())]
+pub struct MeshConfigError {
+    /// The diagnostics.
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl MeshConfigError {
+    fn first(&self) -> String {
+        self.diagnostics
+            .iter()
+            .find(|d| d.is_error())
+            .map(|d| format!("{}:{}:{}: {}", d.file, d.line, d.column, d.message))
+            .unwrap_or_default()
+    }
+}
+
+/// A MeshConfig read from a file: the config (`None` when it has errors), what was found,
+/// and the text for rendering diagnostics.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::meshconfig::load_str("
+/// apiVersion: v1
+/// kind: ConfigMap
+/// metadata: {name: istio, namespace: istio-system}
+/// data:
+///   mesh: |-
+///     rootNamespace: istio-system
+///     extensionProviders:
+///     - name: oauth2-proxy
+///       envoyExtAuthzHttp:
+///         service: oauth2-proxy.oauth2-proxy.svc.cluster.local
+///         port: 4180
+///         includeRequestHeadersInCheck: [authorization, cookie]
+///         headersToUpstreamOnAllow: [authorization, path, x-auth-request-user]
+///         headersToDownstreamOnDeny: [content-type, set-cookie]
+/// ", "istio-cm.yaml");
+/// assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+/// assert_eq!(loaded.config.unwrap().extension_providers[0].name, "oauth2-proxy");
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct LoadedMeshConfig {
+    /// The config, when it has no errors.
+    pub config: Option<MeshConfig>,
+    /// Errors and warnings.
+    pub diagnostics: Vec<Diagnostic>,
+    /// The file's text.
+    pub sources: Sources,
+}
+
+impl LoadedMeshConfig {
+    /// True if any diagnostic is an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::meshconfig::load_str("trustDomian: corp", "mesh.yaml").has_errors());
+    /// assert!(!mesh_core::meshconfig::load_str("trustDomain: corp", "mesh.yaml").has_errors());
+    /// ```
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+}
+
+/// Reads a MeshConfig from text: a bare MeshConfig, the `istio` ConfigMap (`data.mesh`) or
+/// an IstioOperator (`spec.meshConfig`); the first such document of the file.
+///
+/// # Examples
+///
+/// ```
+/// let loaded = mesh_core::meshconfig::load_str("
+/// apiVersion: install.istio.io/v1alpha1
+/// kind: IstioOperator
+/// spec:
+///   meshConfig:
+///     extensionProviders:
+///     - name: opa.local
+///       envoyExtAuthzHttp:
+///         service: opa.local
+///         port: 9191
+///         statusOnError: '502'
+/// ", "operator.yaml");
+/// let config = loaded.config.unwrap();
+/// let mesh_core::meshconfig::Provider::EnvoyExtAuthzHttp(p) = &config.extension_providers[0].provider else { panic!() };
+/// assert_eq!(p.status_on_error, 502);
+/// ```
+pub fn load_str(text: &str, file: &str) -> LoadedMeshConfig {
+    let found = load_mesh_config::<RawMeshConfig>(text, file);
+    let mut diagnostics = found.diagnostics;
+    let config = found
+        .value
+        .map(|raw| convert(raw, &found.base, &found.source, &mut diagnostics));
+    diag::sort(&mut diagnostics);
+    let has_errors = diagnostics.iter().any(Diagnostic::is_error);
+    LoadedMeshConfig {
+        config: config.filter(|_| !has_errors),
+        diagnostics,
+        sources: found.sources,
+    }
+}
+
+/// Reads a MeshConfig file (see [`load_str`]).
+///
+/// # Examples
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("mesh.yaml");
+/// std::fs::write(&path, "trustDomain: corp.example\n")?;
+/// let loaded = mesh_core::meshconfig::load_file(&path)?;
+/// assert_eq!(loaded.config.unwrap().trust_domain.as_deref(), Some("corp.example"));
+/// assert!(mesh_core::meshconfig::load_file(dir.path().join("missing.yaml")).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn load_file(path: impl AsRef<Path>) -> Result<LoadedMeshConfig, LoadError> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(load_str(&text, &path.display().to_string()))
+}
+
+impl MeshConfig {
+    /// Parses MeshConfig YAML (any shape [`load_str`] takes); errors refuse it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    ///
+    /// let err = MeshConfig::from_yaml("
+    /// extensionProviders:
+    /// - name: ext-authz
+    ///   envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: 0}
+    /// ").unwrap_err();
+    /// assert_eq!(err.diagnostics[0].message, "port must be in the range [1, 65535], found: 0");
+    /// ```
+    pub fn from_yaml(text: &str) -> Result<MeshConfig, MeshConfigError> {
+        let loaded = load_str(text, "<mesh-config>");
+        match loaded.config {
+            Some(c) => Ok(c),
+            None => Err(MeshConfigError {
+                diagnostics: loaded.diagnostics,
+            }),
+        }
+    }
+
+    /// The provider named `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// extensionProviders:
+    /// - {name: a, envoyExtAuthzHttp: {service: a.foo.svc.cluster.local, port: 80}}
+    /// ")?;
+    /// assert!(config.provider("a").is_some());
+    /// assert!(config.provider("b").is_none());
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub fn provider(&self, name: &str) -> Option<&ExtensionProvider> {
+        self.extension_providers.iter().find(|p| p.name == name)
+    }
+
+    /// What `meshctl validate` reports for `loaded` in a mesh with this MeshConfig:
+    /// [`crate::check`] (analysis in this config's root namespace), plus the CUSTOM
+    /// AuthorizationPolicies whose provider is not defined (an error, with istiod's
+    /// `available providers are [...] but found "..."`) or not supported here (a warning).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    ///
+    /// let config = MeshConfig::from_yaml("
+    /// extensionProviders:
+    /// - {name: ext-authz, envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: 8000}}
+    /// ")?;
+    /// let loaded = mesh_core::load::load_str(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: ext-authz, namespace: foo}
+    /// spec:
+    ///   action: CUSTOM
+    ///   provider: {name: ext-authz-http}
+    ///   rules: [{to: [{operation: {paths: ["/admin/*"]}}]}]
+    /// "#, "ap.yaml");
+    /// let found = config.check(&loaded);
+    /// assert_eq!(found.len(), 1);
+    /// assert_eq!(found[0].message, r#"available providers are [ext-authz] but found "ext-authz-http""#);
+    /// assert_eq!((found[0].line, found[0].path.as_str()), (7, "spec.provider.name"));
+    /// assert_eq!(found[0].help.as_deref(), Some("did you mean `ext-authz`?"));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub fn check(&self, loaded: &Loaded) -> Vec<Diagnostic> {
+        let mut out = loaded.diagnostics.clone();
+        out.extend(crate::validate::validate_all(&loaded.objects));
+        let opts = crate::analyze::AnalyzeOptions {
+            root_namespace: self
+                .root_namespace
+                .clone()
+                .unwrap_or_else(|| MeshOptions::default().root_namespace),
+            ..crate::analyze::AnalyzeOptions::default()
+        };
+        out.extend(crate::analyze::analyze_with(&loaded.objects, &opts));
+        out.extend(crate::analyze::custom_providers(
+            &loaded.objects,
+            &self.extension_providers,
+        ));
+        diag::sort(&mut out);
+        out
+    }
+}
+
+/// The external authorizer for a workload's CUSTOM policies, as istiod picks it: every
+/// CUSTOM policy of the workload must name the same provider, which must be defined and
+/// usable. `Err` carries istiod's message; the CUSTOM policies then deny what they match.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::{resolve_ext_authz, ExtAuthzHttp, ExtensionProvider};
+///
+/// let providers = [
+///     ExtensionProvider::ext_authz_http("a", ExtAuthzHttp::new("a.foo.svc.cluster.local", 80)),
+///     ExtensionProvider::ext_authz_http("b", ExtAuthzHttp::new("b.foo.svc.cluster.local", 80)),
+/// ];
+/// assert_eq!(resolve_ext_authz(&providers, &["a", "a"]).unwrap().host(), "a.foo.svc.cluster.local");
+/// assert_eq!(
+///     resolve_ext_authz(&providers, &["a", "b"]).unwrap_err(),
+///     "only 1 provider can be used per workload, found multiple providers: [a b]"
+/// );
+/// assert_eq!(
+///     resolve_ext_authz(&providers, &["c"]).unwrap_err(),
+///     r#"available providers are [a b] but found "c""#
+/// );
+/// ```
+pub fn resolve_ext_authz<'a>(
+    providers: &'a [ExtensionProvider],
+    used: &[&str],
+) -> Result<&'a Arc<ExtAuthzHttp>, String> {
+    let Some(first) = used.first() else {
+        return Err("no provider specified in authorization policy".to_owned());
+    };
+    if used.iter().any(|u| u != first) {
+        return Err(format!(
+            "only 1 provider can be used per workload, found multiple providers: [{}]",
+            used.join(" ")
+        ));
+    }
+    match providers.iter().find(|p| p.name == *first) {
+        None => Err(not_found(providers, first)),
+        Some(ExtensionProvider {
+            provider: Provider::EnvoyExtAuthzHttp(h),
+            ..
+        }) => Ok(h),
+        Some(p) => Err(format!(
+            "provider {first} is {}, which inmesh does not support (only envoyExtAuthzHttp)",
+            p.kind()
+        )),
+    }
+}
+
+/// istiod's message for a provider name that is not defined.
+pub(crate) fn not_found(providers: &[ExtensionProvider], name: &str) -> String {
+    let names: Vec<&str> = providers.iter().map(|p| p.name.as_str()).collect();
+    format!(
+        "available providers are [{}] but found {name:?}",
+        names.join(" ")
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// The schema, as serde reads it (every MeshConfig field is known; those inmesh does not use
+// are read and dropped).
+
+macro_rules! ignored_fields {
+    ($(#[$m:meta])* struct $name:ident { $($field:ident),* $(,)? } keep { $($body:tt)* }) => {
+        $(#[$m])*
+        #[allow(dead_code)]
+        struct $name {
+            $($body)*
+            $(#[serde(default)] $field: Option<IgnoredAny>,)*
+        }
+    };
+}
+
+ignored_fields! {
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct RawMeshConfig {
+        proxy_listen_port, proxy_inbound_listen_port, proxy_http_port, connect_timeout,
+        protocol_detection_timeout, tcp_keepalive, ingress_class, ingress_service,
+        ingress_controller_mode, ingress_selector, enable_tracing, access_log_file,
+        access_log_format, access_log_encoding, enable_envoy_access_log_service,
+        disable_envoy_listener_log, default_config, outbound_traffic_policy,
+        inbound_traffic_policy, config_sources, enable_auto_mtls, trust_domain_aliases,
+        ca_certificates, default_service_export_to, default_virtual_service_export_to,
+        default_destination_rule_export_to, locality_lb_setting, dns_refresh_rate,
+        h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
+        service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
+        default_providers, discovery_selectors, path_normalization, default_http_retry_policy,
+        mesh_m_t_l_s, tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
+        mixer_report_server, disable_policy_checks, policy_check_fail_open,
+        sidecar_to_telemetry_session_affinity, sds_uds_path, rds_refresh_delay, mixer_address,
+        auth_policy, enable_sds_token_mount, sds_refresh_delay, mesh_networks,
+    } keep {
+        #[serde(default)]
+        trust_domain: Option<String>,
+        #[serde(default)]
+        root_namespace: Option<String>,
+        #[serde(default)]
+        extension_providers: Vec<RawProvider>,
+    }
+}
+
+ignored_fields! {
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    struct RawProvider {
+        envoy_ext_authz_grpc, zipkin, lightstep, datadog, stackdriver, opencensus, skywalking,
+        opentelemetry, prometheus, envoy_file_access_log, envoy_http_als, envoy_tcp_als,
+        envoy_otel_als, sds,
+    } keep {
+        #[serde(default)]
+        name: String,
+        #[serde(default)]
+        envoy_ext_authz_http: Option<RawExtAuthzHttp>,
+    }
+}
+
+/// The provider kinds other than `envoyExtAuthzHttp`, as MeshConfig spells them.
+const OTHER_KINDS: [&str; 14] = [
+    "envoyExtAuthzGrpc",
+    "zipkin",
+    "lightstep",
+    "datadog",
+    "stackdriver",
+    "opencensus",
+    "skywalking",
+    "opentelemetry",
+    "prometheus",
+    "envoyFileAccessLog",
+    "envoyHttpAls",
+    "envoyTcpAls",
+    "envoyOtelAls",
+    "sds",
+];
+
+impl RawProvider {
+    fn other_kinds(&self) -> Vec<&'static str> {
+        let set = [
+            self.envoy_ext_authz_grpc.is_some(),
+            self.zipkin.is_some(),
+            self.lightstep.is_some(),
+            self.datadog.is_some(),
+            self.stackdriver.is_some(),
+            self.opencensus.is_some(),
+            self.skywalking.is_some(),
+            self.opentelemetry.is_some(),
+            self.prometheus.is_some(),
+            self.envoy_file_access_log.is_some(),
+            self.envoy_http_als.is_some(),
+            self.envoy_tcp_als.is_some(),
+            self.envoy_otel_als.is_some(),
+            self.sds.is_some(),
+        ];
+        OTHER_KINDS
+            .iter()
+            .zip(set)
+            .filter_map(|(k, s)| s.then_some(*k))
+            .collect()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawExtAuthzHttp {
+    #[serde(default)]
+    service: String,
+    #[serde(default, deserialize_with = "number_or_string")]
+    port: Option<String>,
+    #[serde(default)]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    path_prefix: String,
+    #[serde(default)]
+    fail_open: bool,
+    #[serde(default)]
+    clear_route_cache: bool,
+    #[serde(default, deserialize_with = "number_or_string")]
+    status_on_error: Option<String>,
+    #[serde(default)]
+    include_headers_in_check: Vec<String>,
+    #[serde(default)]
+    include_request_headers_in_check: Vec<String>,
+    #[serde(default)]
+    include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default)]
+    include_request_body_in_check: Option<RawBody>,
+    #[serde(default)]
+    headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default)]
+    headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default)]
+    headers_to_downstream_on_allow: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawBody {
+    #[serde(default)]
+    max_request_bytes: u32,
+    #[serde(default)]
+    allow_partial_message: bool,
+    #[serde(default)]
+    pack_as_bytes: bool,
+}
+
+/// A number written as a number or a string (protobuf's JSON mapping takes both for
+/// `port`; `statusOnError` is a string people write as a number).
+fn number_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// The status codes Envoy's `type.v3.StatusCode` names (what istiod accepts for
+/// `statusOnError`).
+const ENVOY_STATUS_CODES: &[u16] = &[
+    100, 200, 201, 202, 203, 204, 205, 206, 207, 208, 226, 300, 301, 302, 303, 304, 305, 307, 308,
+    400, 401, 402, 403, 404, 405, 406, 407, 408, 409, 410, 411, 412, 413, 414, 415, 416, 417, 421,
+    422, 423, 424, 426, 428, 429, 431, 500, 501, 502, 503, 504, 505, 506, 507, 508, 510, 511,
+];
+
+/// Semantic checks (istiod's `ValidateExtensionProviderEnvoyExtAuthzHTTP`) and conversion.
+fn convert(
+    raw: RawMeshConfig,
+    base: &str,
+    source: &Source,
+    out: &mut Vec<Diagnostic>,
+) -> MeshConfig {
+    let mut report = |severity: Severity, code: &'static str, path: String, msg: String| {
+        let at = source
+            .locate(&path)
+            .or_else(|| source.locate_value(&path))
+            .unwrap_or_else(|| source.locate_nearest(&path));
+        out.push(Diagnostic::new(
+            severity,
+            code,
+            msg,
+            source.file.clone(),
+            at,
+            path,
+        ));
+    };
+    let mut providers = Vec::with_capacity(raw.extension_providers.len());
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, p) in raw.extension_providers.iter().enumerate() {
+        let at = format!("{base}.extensionProviders[{i}]");
+        if p.name.is_empty() {
+            report(
+                Severity::Error,
+                codes::VALIDATION,
+                format!("{at}.name"),
+                format!("extension provider name must not be empty, found empty at index: {i}"),
+            );
+        } else if seen.contains(&p.name.as_str()) {
+            report(
+                Severity::Error,
+                codes::VALIDATION,
+                format!("{at}.name"),
+                format!(
+                    "extension provider name must be unique, found duplicate: {}",
+                    p.name
+                ),
+            );
+        }
+        seen.push(&p.name);
+        let others = p.other_kinds();
+        let kinds = others.len() + usize::from(p.envoy_ext_authz_http.is_some());
+        if kinds == 0 {
+            report(
+                Severity::Error,
+                codes::VALIDATION,
+                at.clone(),
+                format!(
+                    "extension provider {:?} sets no provider: expected one of envoyExtAuthzHttp, {}",
+                    p.name,
+                    OTHER_KINDS.join(", ")
+                ),
+            );
+            continue;
+        }
+        if kinds > 1 {
+            report(
+                Severity::Error,
+                codes::VALIDATION,
+                at.clone(),
+                format!(
+                    "extension provider {:?} sets more than one provider; one entry holds one",
+                    p.name
+                ),
+            );
+            continue;
+        }
+        let provider = match &p.envoy_ext_authz_http {
+            Some(h) => {
+                let path = format!("{at}.envoyExtAuthzHttp");
+                match ext_authz_http(h, &path, &mut report) {
+                    Some(h) => Provider::EnvoyExtAuthzHttp(Arc::new(h)),
+                    None => continue,
+                }
+            }
+            None => {
+                let kind = others[0];
+                report(
+                    Severity::Warning,
+                    codes::UNSUPPORTED_KIND,
+                    format!("{at}.{kind}"),
+                    format!(
+                        "extension provider {:?} ({kind}) is not supported by inmesh (only \
+                         envoyExtAuthzHttp is): a CUSTOM AuthorizationPolicy naming it denies \
+                         the requests it matches",
+                        p.name
+                    ),
+                );
+                Provider::Unsupported(kind.to_owned())
+            }
+        };
+        providers.push(ExtensionProvider {
+            name: p.name.clone(),
+            provider,
+        });
+    }
+    MeshConfig {
+        trust_domain: raw.trust_domain.filter(|t| !t.is_empty()),
+        root_namespace: raw.root_namespace.filter(|r| !r.is_empty()),
+        extension_providers: providers,
+    }
+}
+
+fn ext_authz_http(
+    h: &RawExtAuthzHttp,
+    at: &str,
+    report: &mut impl FnMut(Severity, &'static str, String, String),
+) -> Option<ExtAuthzHttp> {
+    let mut ok = true;
+    let mut error = |path: String, msg: String| {
+        ok = false;
+        report(Severity::Error, codes::VALIDATION, path, msg);
+    };
+    if h.service.is_empty() {
+        error(
+            format!("{at}.service"),
+            "service must not be empty".to_owned(),
+        );
+    } else if h.service.split('/').count() > 2 || h.service.split('/').any(str::is_empty) {
+        error(
+            format!("{at}.service"),
+            format!(
+                "service must be in the form [<namespace>/]<hostname>, found: {:?}",
+                h.service
+            ),
+        );
+    }
+    let port_text = h.port.as_deref().unwrap_or("0");
+    let port = match port_text.parse::<i64>() {
+        Ok(p) if (1..=65535).contains(&p) => p as u16,
+        Ok(p) => {
+            error(
+                format!("{at}.port"),
+                format!("port must be in the range [1, 65535], found: {p}"),
+            );
+            0
+        }
+        Err(_) => {
+            error(
+                format!("{at}.port"),
+                format!("port must be a number, found: {port_text:?}"),
+            );
+            0
+        }
+    };
+    let status_on_error = match h.status_on_error.as_deref() {
+        None | Some("") => 403,
+        Some(s) => match s.parse::<u16>() {
+            Ok(c) if ENVOY_STATUS_CODES.contains(&c) => c,
+            Ok(_) => {
+                error(
+                    format!("{at}.statusOnError"),
+                    format!(
+                        "unsupported statusOnError {s}, supported values: {:?}",
+                        ENVOY_STATUS_CODES
+                    ),
+                );
+                403
+            }
+            Err(e) => {
+                error(
+                    format!("{at}.statusOnError"),
+                    format!("invalid statusOnError {s:?}: {e}"),
+                );
+                403
+            }
+        },
+    };
+    if !h.path_prefix.is_empty() && !h.path_prefix.starts_with('/') {
+        error(
+            format!("{at}.pathPrefix"),
+            format!("pathPrefix must begin with `/`, found: {:?}", h.path_prefix),
+        );
+    }
+    let timeout = match h.timeout {
+        None => std::time::Duration::from_secs(600),
+        Some(t) if t.as_nanos() <= 0 => {
+            error(
+                format!("{at}.timeout"),
+                format!("timeout must be greater than 0, found: {t}"),
+            );
+            std::time::Duration::from_secs(600)
+        }
+        Some(t) => t.as_std(),
+    };
+    for (field, values) in [
+        (
+            "includeRequestHeadersInCheck",
+            &h.include_request_headers_in_check,
+        ),
+        ("includeHeadersInCheck", &h.include_headers_in_check),
+        (
+            "headersToDownstreamOnDeny",
+            &h.headers_to_downstream_on_deny,
+        ),
+        (
+            "headersToDownstreamOnAllow",
+            &h.headers_to_downstream_on_allow,
+        ),
+        ("headersToUpstreamOnAllow", &h.headers_to_upstream_on_allow),
+    ] {
+        for (i, v) in values.iter().enumerate() {
+            if v == "*" {
+                // istiod names the Go field
+                let go = format!("{}{}", field[..1].to_ascii_uppercase(), &field[1..]);
+                error(
+                    format!("{at}.{field}[{i}]"),
+                    format!(
+                        "a single wildcard (\"*\") is not supported, change it to either prefix or suffix match: {go}"
+                    ),
+                );
+            }
+        }
+    }
+    for (name, value) in &h.include_additional_headers_in_check {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value).is_err()
+        {
+            error(
+                format!("{at}.includeAdditionalHeadersInCheck.{name}"),
+                format!("invalid header {name:?}: {value:?}"),
+            );
+        }
+    }
+    if h.include_request_body_in_check.is_some() {
+        report(
+            Severity::Warning,
+            codes::UNSUPPORTED_KIND,
+            format!("{at}.includeRequestBodyInCheck"),
+            "includeRequestBodyInCheck is not supported by inmesh: the check request carries \
+             the request's headers only (Content-Length: 0)"
+                .to_owned(),
+        );
+    }
+    if !h.include_headers_in_check.is_empty() {
+        report(
+            Severity::Info,
+            codes::LINT,
+            format!("{at}.includeHeadersInCheck"),
+            "includeHeadersInCheck is deprecated: use includeRequestHeadersInCheck".to_owned(),
+        );
+    }
+    if !ok {
+        return None;
+    }
+    let include = if h.include_request_headers_in_check.is_empty() {
+        h.include_headers_in_check.clone()
+    } else {
+        h.include_request_headers_in_check.clone()
+    };
+    Some(ExtAuthzHttp {
+        service: h.service.clone(),
+        port,
+        timeout,
+        path_prefix: h.path_prefix.clone(),
+        fail_open: h.fail_open,
+        clear_route_cache: h.clear_route_cache,
+        status_on_error,
+        include_request_headers_in_check: include,
+        include_additional_headers_in_check: h.include_additional_headers_in_check.clone(),
+        include_request_body_in_check: h.include_request_body_in_check.as_ref().map(|b| {
+            RequestBodyInCheck {
+                max_request_bytes: b.max_request_bytes,
+                allow_partial_message: b.allow_partial_message,
+                pack_as_bytes: b.pack_as_bytes,
+            }
+        }),
+        headers_to_upstream_on_allow: h.headers_to_upstream_on_allow.clone(),
+        headers_to_downstream_on_allow: h.headers_to_downstream_on_allow.clone(),
+        headers_to_downstream_on_deny: h.headers_to_downstream_on_deny.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(c: &MeshConfig, i: usize) -> &ExtAuthzHttp {
+        match &c.extension_providers[i].provider {
+            Provider::EnvoyExtAuthzHttp(h) => h,
+            other => panic!("not http: {other:?}"),
+        }
+    }
+
+    /// Istio's "External Authorization" task (samples/extauthz), the `istio` ConfigMap.
+    #[test]
+    fn istio_ext_authz_task_configmap() {
+        let text = r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+data:
+  mesh: |-
+    # Add the following content to define the external authorizers.
+    extensionProviders:
+    - name: "sample-ext-authz-grpc"
+      envoyExtAuthzGrpc:
+        service: "ext-authz.foo.svc.cluster.local"
+        port: "9000"
+    - name: "sample-ext-authz-http"
+      envoyExtAuthzHttp:
+        service: "ext-authz.foo.svc.cluster.local"
+        port: "8000"
+        includeRequestHeadersInCheck: ["x-ext-authz"]
+"#;
+        let loaded = load_str(text, "istio.yaml");
+        // the gRPC provider is kept with a warning, positioned inside the block
+        assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
+        let d = &loaded.diagnostics[0];
+        assert_eq!(d.severity, Severity::Warning);
+        assert_eq!(d.path, "data.mesh.extensionProviders[0].envoyExtAuthzGrpc");
+        assert_eq!((d.line, d.column), (11, 7), "{d}");
+        let c = loaded.config.unwrap();
+        assert_eq!(c.extension_providers.len(), 2);
+        assert_eq!(
+            c.extension_providers[0].provider,
+            Provider::Unsupported("envoyExtAuthzGrpc".into())
+        );
+        let h = http(&c, 1);
+        assert_eq!(
+            (h.service.as_str(), h.port),
+            ("ext-authz.foo.svc.cluster.local", 8000)
+        );
+        assert_eq!(h.include_request_headers_in_check, ["x-ext-authz"]);
+        assert_eq!(h.status_on_error, 403);
+        assert!(!h.fail_open);
+    }
+
+    /// oauth2-proxy behind Istio (the common IstioOperator / Helm values shape).
+    #[test]
+    fn oauth2_proxy_operator() {
+        let text = r#"apiVersion: install.istio.io/v1alpha1
+kind: IstioOperator
+spec:
+  meshConfig:
+    accessLogFile: /dev/stdout
+    trustDomain: corp.example
+    extensionProviders:
+    - name: oauth2-proxy
+      envoyExtAuthzHttp:
+        service: oauth2-proxy.oauth2-proxy.svc.cluster.local
+        port: 4180
+        timeout: 1.5s
+        includeRequestHeadersInCheck:
+        - authorization
+        - cookie
+        headersToUpstreamOnAllow:
+        - authorization
+        - path
+        - x-auth-request-user
+        - x-auth-request-email
+        - x-auth-request-access-token
+        headersToDownstreamOnAllow:
+        - set-cookie
+        headersToDownstreamOnDeny:
+        - content-type
+        - set-cookie
+"#;
+        let loaded = load_str(text, "operator.yaml");
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let c = loaded.config.unwrap();
+        assert_eq!(c.trust_domain.as_deref(), Some("corp.example"));
+        let h = http(&c, 0);
+        assert_eq!(h.timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(h.headers_to_upstream_on_allow.len(), 5);
+        assert_eq!(h.headers_to_downstream_on_allow, ["set-cookie"]);
+        assert_eq!(
+            h.headers_to_downstream_on_deny,
+            ["content-type", "set-cookie"]
+        );
+    }
+
+    /// OPA's envoy plugin as an HTTP provider, bare MeshConfig.
+    #[test]
+    fn opa_bare_with_prefix_and_additional_headers() {
+        let text = "
+extensionProviders:
+- name: opa-ext-authz
+  envoyExtAuthzHttp:
+    service: opa/opa.opa.svc.cluster.local
+    port: 8181
+    pathPrefix: /v1/data/authz
+    failOpen: true
+    statusOnError: 503
+    includeAdditionalHeadersInCheck:
+      x-ext-authz-source: istio
+";
+        let c = MeshConfig::from_yaml(text).unwrap();
+        let h = http(&c, 0);
+        assert_eq!(
+            (h.namespace(), h.host()),
+            (Some("opa"), "opa.opa.svc.cluster.local")
+        );
+        assert_eq!(h.path_prefix, "/v1/data/authz");
+        assert!(h.fail_open);
+        assert_eq!(h.status_on_error, 503);
+        assert_eq!(
+            h.include_additional_headers_in_check["x-ext-authz-source"],
+            "istio"
+        );
+    }
+
+    #[test]
+    fn errors_are_positioned() {
+        // (yaml, path, line, message contains)
+        let cases: &[(&str, &str, u32, &str)] = &[
+            (
+                "trustDomian: x\n",
+                "mesh.trustDomian",
+                1,
+                "unknown field `trustDomian`",
+            ),
+            (
+                "extensionProviders:\n- name: a\n  envoyExtAuthzHtp: {}\n",
+                "mesh.extensionProviders[0].envoyExtAuthzHtp",
+                3,
+                "unknown field",
+            ),
+            (
+                "extensionProviders:\n- name: a\n  envoyExtAuthzHttp:\n    service: a.b\n    port: 80\n    pathPrefix: check\n",
+                "mesh.extensionProviders[0].envoyExtAuthzHttp.pathPrefix",
+                6,
+                "pathPrefix must begin with `/`, found: \"check\"",
+            ),
+            (
+                "extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: a.b, port: 80, statusOnError: '999'}\n",
+                "mesh.extensionProviders[0].envoyExtAuthzHttp.statusOnError",
+                3,
+                "unsupported statusOnError 999",
+            ),
+            (
+                "extensionProviders:\n- name: a\n  envoyExtAuthzHttp: {service: a.b, port: 80, headersToUpstreamOnAllow: ['*']}\n",
+                "mesh.extensionProviders[0].envoyExtAuthzHttp.headersToUpstreamOnAllow[0]",
+                3,
+                "a single wildcard (\"*\") is not supported, change it to either prefix or suffix match: HeadersToUpstreamOnAllow",
+            ),
+            (
+                "extensionProviders:\n- {name: a, envoyExtAuthzHttp: {service: a.b, port: 80}}\n- {name: a, envoyExtAuthzHttp: {service: a.b, port: 80}}\n",
+                "mesh.extensionProviders[1].name",
+                3,
+                "extension provider name must be unique, found duplicate: a",
+            ),
+            (
+                "extensionProviders:\n- {name: a}\n",
+                "mesh.extensionProviders[0]",
+                2,
+                "sets no provider",
+            ),
+            (
+                "extensionProviders:\n- {name: a, envoyExtAuthzHttp: {service: a.b, port: 80, timeout: 5}}\n",
+                "mesh.extensionProviders[0].envoyExtAuthzHttp.timeout",
+                2,
+                "expected a duration string",
+            ),
+        ];
+        for (yaml, path, line, msg) in cases {
+            let loaded = load_str(yaml, "mesh.yaml");
+            assert!(loaded.config.is_none(), "{yaml}");
+            let d = loaded
+                .diagnostics
+                .iter()
+                .find(|d| d.is_error())
+                .unwrap_or_else(|| panic!("{yaml}: {:?}", loaded.diagnostics));
+            assert_eq!(d.path, *path, "{yaml}");
+            assert_eq!(d.line, *line, "{yaml}: {d}");
+            assert!(d.message.contains(msg), "{yaml}: {d}");
+        }
+    }
+
+    #[test]
+    fn configmap_block_positions_map_into_the_file() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio}\ndata:\n  mesh: |\n    extensionProviders:\n    - name: a\n      envoyExtAuthzHttp: {service: a.b, prot: 80}\n";
+        let loaded = load_str(text, "cm.yaml");
+        let d = &loaded.diagnostics[0];
+        assert_eq!(
+            d.path,
+            "data.mesh.extensionProviders[0].envoyExtAuthzHttp.prot"
+        );
+        assert_eq!((d.line, d.column), (8, 41), "{d}");
+        assert!(d
+            .help
+            .as_deref()
+            .unwrap()
+            .starts_with("did you mean `port`?"));
+    }
+
+    #[test]
+    fn shapes_and_defaults() {
+        assert_eq!(MeshConfig::from_yaml("").unwrap(), MeshConfig::default());
+        assert_eq!(MeshConfig::from_yaml("{}").unwrap(), MeshConfig::default());
+        // another ConfigMap only: no MeshConfig found
+        let err = MeshConfig::from_yaml(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {x: y}\n",
+        )
+        .unwrap_err();
+        assert!(err.diagnostics[0]
+            .message
+            .starts_with("no MeshConfig found"));
+        // every MeshConfig field is known
+        let c = MeshConfig::from_yaml(
+            "defaultConfig: {holdApplicationUntilProxyStarts: true}\noutboundTrafficPolicy: {mode: REGISTRY_ONLY}\nenablePrometheusMerge: true\nmeshMTLS: {minProtocolVersion: TLSV1_3}\nrootNamespace: mesh-root\n",
+        )
+        .unwrap();
+        assert_eq!(c.root_namespace.as_deref(), Some("mesh-root"));
+    }
+
+    #[test]
+    fn never_panics_on_odd_input() {
+        for text in [
+            "- a\n- b\n",
+            "extensionProviders: 3\n",
+            "extensionProviders: [{name: a, envoyExtAuthzHttp: {port: [1]}}]\n",
+            "kind: ConfigMap\ndata: {mesh: 3}\n",
+            "kind: ConfigMap\ndata: {mesh: '{'}\n",
+            "kind: ConfigMap\ndata:\n  mesh: >\n    trustDomain: x\n",
+            "kind: IstioOperator\nspec: {meshConfig: null}\n",
+            "\u{feff}trustDomain: x",
+        ] {
+            let _ = load_str(text, "odd.yaml");
+        }
+    }
+}
