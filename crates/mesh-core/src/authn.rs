@@ -106,6 +106,17 @@ pub enum JwtError {
 }
 
 /// What is wrong with a registered claim ([`JwtError::BadClaim`]).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::{ClaimProblem, JwtError};
+///
+/// let e = JwtError::BadClaim { claim: "exp", problem: ClaimProblem::NotInteger };
+/// assert_eq!(e.to_string(), "Jwt payload [exp] field is not an integer");
+/// let e = JwtError::BadClaim { claim: "aud", problem: ClaimProblem::NotStringOrList };
+/// assert_eq!(e.to_string(), "Jwt payload [aud] field is not a string or string list");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimProblem {
     /// Not a string.
@@ -151,6 +162,26 @@ impl fmt::Display for JwtError {
 impl std::error::Error for JwtError {}
 
 /// Where a provider looks for tokens.
+///
+/// # Examples
+///
+/// Without `fromHeaders`/`fromParams`/`fromCookies`, Istio's defaults:
+///
+/// ```
+/// use mesh_core::authn::TokenLocation;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt, namespace: foo}
+/// spec: {jwtRules: [{issuer: a.example.com, jwks: '{"keys": []}'}]}
+/// "#).unwrap().snapshot();
+/// let p = &snap.jwt_providers("foo", &Default::default())[0];
+/// assert_eq!(p.locations(), [
+///     TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+///     TokenLocation::Param("access_token".into()),
+/// ]);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenLocation {
     /// A header (lower-case name), with the value's prefix to strip (`Bearer `).
@@ -217,6 +248,12 @@ pub struct JwtProvider {
 }
 
 /// Istio's default `timeout` of a JWKS fetch.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(mesh_core::authn::DEFAULT_JWKS_TIMEOUT, std::time::Duration::from_secs(5));
+/// ```
 pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl JwtProvider {
@@ -281,16 +318,85 @@ impl JwtProvider {
     }
 
     /// The RequestAuthentication it comes from (`namespace/name`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://issuer.example.com
+    ///     jwks: '{"keys": []}'
+    ///     outputPayloadToHeader: x-jwt-payload
+    ///     outputClaimToHeaders: [{header: x-user, claim: sub}]
+    /// "#).unwrap().snapshot();
+    /// let p = &snap.jwt_providers("foo", &Default::default())[0];
+    /// assert_eq!(p.policy(), "foo/jwt");
+    /// assert_eq!(p.issuer(), "https://issuer.example.com");
+    /// assert_eq!(p.jwks_uri(), None); // inline keys
+    /// assert!(!p.forward_original_token());
+    /// assert_eq!(p.output_payload_to_header(), Some("x-jwt-payload"));
+    /// assert_eq!(p.output_claim_to_headers(), [("x-user".to_owned(), "sub".to_owned())]);
+    /// ```
     pub fn policy(&self) -> &str {
         &self.policy
     }
 
     /// `issuer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://issuer.example.com
+    ///     jwks: '{"keys": []}'
+    ///     outputPayloadToHeader: x-jwt-payload
+    ///     outputClaimToHeaders: [{header: x-user, claim: sub}]
+    /// "#).unwrap().snapshot();
+    /// let p = &snap.jwt_providers("foo", &Default::default())[0];
+    /// assert_eq!(p.policy(), "foo/jwt");
+    /// assert_eq!(p.issuer(), "https://issuer.example.com");
+    /// assert_eq!(p.jwks_uri(), None); // inline keys
+    /// assert!(!p.forward_original_token());
+    /// assert_eq!(p.output_payload_to_header(), Some("x-jwt-payload"));
+    /// assert_eq!(p.output_claim_to_headers(), [("x-user".to_owned(), "sub".to_owned())]);
+    /// ```
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
     /// `jwksUri`, when the keys are to be fetched (and no inline `jwks` is given).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://issuer.example.com
+    ///     jwks: '{"keys": []}'
+    ///     outputPayloadToHeader: x-jwt-payload
+    ///     outputClaimToHeaders: [{header: x-user, claim: sub}]
+    /// "#).unwrap().snapshot();
+    /// let p = &snap.jwt_providers("foo", &Default::default())[0];
+    /// assert_eq!(p.policy(), "foo/jwt");
+    /// assert_eq!(p.issuer(), "https://issuer.example.com");
+    /// assert_eq!(p.jwks_uri(), None); // inline keys
+    /// assert!(!p.forward_original_token());
+    /// assert_eq!(p.output_payload_to_header(), Some("x-jwt-payload"));
+    /// assert_eq!(p.output_claim_to_headers(), [("x-user".to_owned(), "sub".to_owned())]);
+    /// ```
     pub fn jwks_uri(&self) -> Option<&str> {
         match &self.keys {
             Keys::Remote(uri) => Some(uri),
@@ -299,21 +405,113 @@ impl JwtProvider {
     }
 
     /// Where tokens are looked for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://issuer.example.com
+    ///     jwks: '{"keys": []}'
+    ///     outputPayloadToHeader: x-jwt-payload
+    ///     outputClaimToHeaders: [{header: x-user, claim: sub}]
+    /// "#).unwrap().snapshot();
+    /// let p = &snap.jwt_providers("foo", &Default::default())[0];
+    /// assert_eq!(p.policy(), "foo/jwt");
+    /// assert_eq!(p.issuer(), "https://issuer.example.com");
+    /// assert_eq!(p.jwks_uri(), None); // inline keys
+    /// assert!(!p.forward_original_token());
+    /// assert_eq!(p.output_payload_to_header(), Some("x-jwt-payload"));
+    /// assert_eq!(p.output_claim_to_headers(), [("x-user".to_owned(), "sub".to_owned())]);
+    /// ```
     pub fn locations(&self) -> &[TokenLocation] {
         &self.locations
     }
 
     /// `forwardOriginalToken`: keep the token in the request (default: it is removed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://issuer.example.com
+    ///     jwks: '{"keys": []}'
+    ///     outputPayloadToHeader: x-jwt-payload
+    ///     outputClaimToHeaders: [{header: x-user, claim: sub}]
+    /// "#).unwrap().snapshot();
+    /// let p = &snap.jwt_providers("foo", &Default::default())[0];
+    /// assert_eq!(p.policy(), "foo/jwt");
+    /// assert_eq!(p.issuer(), "https://issuer.example.com");
+    /// assert_eq!(p.jwks_uri(), None); // inline keys
+    /// assert!(!p.forward_original_token());
+    /// assert_eq!(p.output_payload_to_header(), Some("x-jwt-payload"));
+    /// assert_eq!(p.output_claim_to_headers(), [("x-user".to_owned(), "sub".to_owned())]);
+    /// ```
     pub fn forward_original_token(&self) -> bool {
         self.forward_original_token
     }
 
     /// `outputPayloadToHeader`: the header that gets the verified payload (base64url).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://issuer.example.com
+    ///     jwks: '{"keys": []}'
+    ///     outputPayloadToHeader: x-jwt-payload
+    ///     outputClaimToHeaders: [{header: x-user, claim: sub}]
+    /// "#).unwrap().snapshot();
+    /// let p = &snap.jwt_providers("foo", &Default::default())[0];
+    /// assert_eq!(p.policy(), "foo/jwt");
+    /// assert_eq!(p.issuer(), "https://issuer.example.com");
+    /// assert_eq!(p.jwks_uri(), None); // inline keys
+    /// assert!(!p.forward_original_token());
+    /// assert_eq!(p.output_payload_to_header(), Some("x-jwt-payload"));
+    /// assert_eq!(p.output_claim_to_headers(), [("x-user".to_owned(), "sub".to_owned())]);
+    /// ```
     pub fn output_payload_to_header(&self) -> Option<&str> {
         self.output_payload_to_header.as_deref()
     }
 
     /// `outputClaimToHeaders`: (header, claim) pairs copied from a verified token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: foo}
+    /// spec:
+    ///   jwtRules:
+    ///   - issuer: https://issuer.example.com
+    ///     jwks: '{"keys": []}'
+    ///     outputPayloadToHeader: x-jwt-payload
+    ///     outputClaimToHeaders: [{header: x-user, claim: sub}]
+    /// "#).unwrap().snapshot();
+    /// let p = &snap.jwt_providers("foo", &Default::default())[0];
+    /// assert_eq!(p.policy(), "foo/jwt");
+    /// assert_eq!(p.issuer(), "https://issuer.example.com");
+    /// assert_eq!(p.jwks_uri(), None); // inline keys
+    /// assert!(!p.forward_original_token());
+    /// assert_eq!(p.output_payload_to_header(), Some("x-jwt-payload"));
+    /// assert_eq!(p.output_claim_to_headers(), [("x-user".to_owned(), "sub".to_owned())]);
+    /// ```
     pub fn output_claim_to_headers(&self) -> &[(String, String)] {
         &self.output_claim_to_headers
     }
@@ -469,6 +667,36 @@ fn algorithm_of(a: jsonwebtoken::jwk::KeyAlgorithm) -> Option<Algorithm> {
 }
 
 /// A token found in a request, and where.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::{authenticate, TokenLocation};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://issuer.example.com
+///     jwks: '{"keys": [{"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0"}]}'
+/// "#).unwrap().snapshot();
+/// let providers = snap.jwt_providers("foo", &Default::default());
+/// // HS256 over {"alg":"HS256","kid":"k"} . {"iss":"https://issuer.example.com","sub":"alice"} with key "secret"
+/// let token = jsonwebtoken::encode(
+///     &jsonwebtoken::Header { kid: Some("k".into()), ..Default::default() },
+///     &serde_json::json!({"iss": "https://issuer.example.com", "sub": "alice"}),
+///     &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+/// ).unwrap();
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+/// let verified = authenticate(&providers, &headers, None, 0, &|_| None).unwrap().unwrap();
+/// assert_eq!(verified.auth.principal, "https://issuer.example.com/alice");
+/// assert_eq!(verified.provider.policy(), "foo/jwt");
+/// assert_eq!(verified.token.token, token);
+/// assert_eq!(verified.token.location, TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() });
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundToken {
     /// The token.
@@ -478,6 +706,36 @@ pub struct FoundToken {
 }
 
 /// A verified request: its identity, the provider that verified it, and the token.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::{authenticate, TokenLocation};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://issuer.example.com
+///     jwks: '{"keys": [{"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0"}]}'
+/// "#).unwrap().snapshot();
+/// let providers = snap.jwt_providers("foo", &Default::default());
+/// // HS256 over {"alg":"HS256","kid":"k"} . {"iss":"https://issuer.example.com","sub":"alice"} with key "secret"
+/// let token = jsonwebtoken::encode(
+///     &jsonwebtoken::Header { kid: Some("k".into()), ..Default::default() },
+///     &serde_json::json!({"iss": "https://issuer.example.com", "sub": "alice"}),
+///     &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+/// ).unwrap();
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+/// let verified = authenticate(&providers, &headers, None, 0, &|_| None).unwrap().unwrap();
+/// assert_eq!(verified.auth.principal, "https://issuer.example.com/alice");
+/// assert_eq!(verified.provider.policy(), "foo/jwt");
+/// assert_eq!(verified.token.token, token);
+/// assert_eq!(verified.token.location, TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() });
+/// ```
 #[derive(Debug, Clone)]
 pub struct Authenticated {
     /// The request identity for authorization.

@@ -71,6 +71,17 @@ use crate::model::{self, StringMatchKind, UnmatchedPreflights};
 use crate::route::StrMatcher;
 
 /// A compiled `corsPolicy` (see the [module docs](self) for the semantics).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::cors::{Cors, CorsVerdict};
+/// use mesh_core::model::{CorsPolicy, StringMatch};
+///
+/// let origin = StringMatch { exact: Some("https://app.example".into()), ..Default::default() };
+/// let cors = Cors::compile(&CorsPolicy { allow_origins: vec![origin], ..Default::default() });
+/// assert_eq!(cors.evaluate("GET", Some("https://app.example"), None), CorsVerdict::Allowed);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Cors {
     policy: Arc<model::CorsPolicy>,
@@ -84,6 +95,19 @@ pub struct Cors {
 }
 
 /// What the CORS filter does with a request ([`Cors::evaluate`]).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::cors::{Cors, CorsVerdict};
+/// use mesh_core::model::CorsPolicy;
+///
+/// // a policy allowing no origin: CORS requests go on untouched
+/// let cors = Cors::compile(&CorsPolicy::default());
+/// let v = cors.evaluate("OPTIONS", Some("https://a.example"), Some("GET"));
+/// assert_eq!(v, CorsVerdict::NotAllowed);
+/// assert!(v.forwards());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CorsVerdict {
     /// No `Origin` (or an empty one): not a CORS request; forward it, leave its response.

@@ -29,6 +29,16 @@ use http::header::HeaderName;
 use http::HeaderMap;
 
 /// A command operator Envoy expands in a header value.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{HeaderContext, HeaderTemplate};
+///
+/// // %ENVIRONMENT(NAME)% reads this process's environment
+/// let t = HeaderTemplate::parse("%ENVIRONMENT(PATH)%").unwrap();
+/// assert_eq!(t.render(&HeaderContext::default()), std::env::var("PATH").unwrap_or_default());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HeaderVar {
@@ -76,6 +86,16 @@ enum Part {
 }
 
 /// A header value with command operators, parsed once ([`HeaderTemplate::parse`]).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{HeaderContext, HeaderTemplate};
+///
+/// let t = HeaderTemplate::parse("%UPSTREAM_CLUSTER%").unwrap();
+/// let cx = HeaderContext { upstream_cluster: Some("outbound|9080|v1|reviews.default.svc.cluster.local"), ..Default::default() };
+/// assert_eq!(t.render(&cx), "outbound|9080|v1|reviews.default.svc.cluster.local");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderTemplate {
     parts: Box<[Part]>,
@@ -167,6 +187,15 @@ impl HeaderTemplate {
     }
 
     /// The value when it has no operators (`%%` unescaped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HeaderTemplate;
+    ///
+    /// assert_eq!(HeaderTemplate::parse("v2").unwrap().literal().as_deref(), Some("v2"));
+    /// assert_eq!(HeaderTemplate::parse("%PROTOCOL%").unwrap().literal(), None);
+    /// ```
     pub fn literal(&self) -> Option<String> {
         match &*self.parts {
             [] => Some(String::new()),
