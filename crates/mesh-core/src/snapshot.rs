@@ -42,7 +42,7 @@ use std::sync::Arc;
 use crate::authz::{AuthzPolicies, WorkloadAuthz};
 use crate::gateway::{GatewayServer, Gateways};
 use crate::model::{ConfigObject, Labels, MtlsMode};
-use crate::names::MeshOptions;
+use crate::names::{kube_expansion, HostBuf, MeshOptions};
 use crate::peerauthn::{EffectiveMtls, PeerAuthentications};
 use crate::policy::{DestinationRules, EffectivePolicy, MergedDestinationRule};
 use crate::registry::{DnsCache, Registry, ServiceDefs, Workload};
@@ -484,6 +484,50 @@ impl Snapshot {
     /// ```
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The port of a request whose URL has none: the only port of the service its host names,
+    /// found as the route lookup finds it (the name as written, else its Kubernetes expansion
+    /// for the client's namespace: `name`, `name.ns`, `name.ns.svc`). `None` when there is no
+    /// such service or it has several ports (the scheme's port applies then).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec: {ports: [{name: http, port: 9080}]}
+    /// ").unwrap().snapshot();
+    /// for host in ["reviews", "Reviews.default", "reviews.default.svc", "reviews.default.svc.cluster.local"] {
+    ///     assert_eq!(snap.default_port(host, "default"), Some(9080), "{host}");
+    /// }
+    /// assert_eq!(snap.default_port("reviews", "prod"), None); // reviews.prod does not exist
+    /// assert_eq!(snap.default_port("example.com", "default"), None);
+    /// ```
+    pub fn default_port(&self, host: &str, client_ns: &str) -> Option<u16> {
+        let mut buf = HostBuf::new();
+        let lit = if buf.push_lower(host) {
+            buf.as_str()
+        } else {
+            host
+        };
+        let reg = &self.registry;
+        let svc = match reg.service(lit, client_ns) {
+            Some(s) => s,
+            None => {
+                let mut exp = HostBuf::new();
+                if !kube_expansion(lit, client_ns, &self.config.options.domain_suffix, &mut exp) {
+                    return None;
+                }
+                reg.service(exp.as_str(), client_ns)?
+            }
+        };
+        match svc.ports.as_slice() {
+            [p] => Some(p.number),
+            _ => None,
+        }
     }
 
     /// The route table.

@@ -430,3 +430,41 @@ async fn sidecar_egress_hosts_scope_the_services_a_client_reaches() {
         "the namespace's Sidecar applies to other workloads"
     );
 }
+
+#[tokio::test]
+async fn a_url_without_port_goes_to_the_only_port_of_the_service_however_named() {
+    let pki = Pki::new();
+    let mesh = mesh(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{port: 9080}]
+    directResponse: {status: 200, body: {string: "port 9080"}}
+  - directResponse: {status: 418}
+"#,
+    );
+    let client = client(&mesh, &pki, "default", "sleep");
+    for url in [
+        "http://reviews/",
+        "http://reviews.default/",
+        "http://reviews.default.svc/",
+        "http://Reviews.default.svc.cluster.local/",
+    ] {
+        let (st, _, body, _) = send(&client, get(url)).await;
+        assert_eq!((st, body.as_str()), (200, "port 9080"), "{url}");
+    }
+    // a port in the URL is the port
+    let (st, _, _, _) = send(&client, get("http://reviews.default:80/")).await;
+    assert_eq!(st, 418);
+}

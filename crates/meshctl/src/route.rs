@@ -511,9 +511,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     let scheme = uri.scheme_str().unwrap_or("http");
-    let port = uri
-        .port_u16()
-        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    // as the mesh client does: the URL's port, else the only port of the service the host
+    // names (mesh traffic), else the scheme's
+    let port = uri.port_u16().unwrap_or_else(|| {
+        let default = if scheme == "https" { 443 } else { 80 };
+        match args.gateway.as_deref() {
+            None | Some("mesh") => snap
+                .default_port(uri.host().unwrap_or(authority), &args.namespace)
+                .unwrap_or(default),
+            Some(_) => default,
+        }
+    });
     // `NAME` is `<namespace>/NAME`; `mesh` means mesh traffic
     let gateway: Option<String> = match args.gateway.as_deref() {
         None | Some("mesh") => None,

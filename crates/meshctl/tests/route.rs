@@ -476,3 +476,44 @@ spec:
         "{text}"
     );
 }
+
+#[test]
+fn a_url_without_port_takes_the_only_port_of_the_service_as_the_mesh_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "port.yaml",
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{port: 9080}]
+    route: [{destination: {host: reviews}}]
+"#,
+    );
+    let f = f.display().to_string();
+    for url in [
+        "http://reviews/",
+        "http://reviews.default/",
+        "http://reviews.default.svc/",
+    ] {
+        let v = json(&[url, "-f", &f]);
+        assert_eq!(v["port"], 9080, "{url}");
+        assert_eq!(v["virtual_service"], "default/reviews", "{url}");
+        assert_eq!(v["route"], 0, "{url}");
+    }
+    // an explicit port, and a host that is no service: the scheme's port
+    assert_eq!(json(&["http://reviews:80/", "-f", &f])["port"], 80);
+    assert_eq!(json(&["http://example.com/", "-f", &f])["port"], 80);
+    assert_eq!(json(&["https://example.com/", "-f", &f])["port"], 443);
+}

@@ -267,7 +267,6 @@ use mesh_core::model::Labels;
 use mesh_core::route::{
     AbortStatus, HeaderContext, HeaderOps, HttpRequestAttrs, RetryPolicy, RouteOutcome,
 };
-use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, WorkloadCredentials};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
@@ -1768,22 +1767,6 @@ where
     }
 }
 
-/// The port of a service when the URL has none: the service's only port.
-fn default_port(snap: &Snapshot, host: &str, ns: &str) -> Option<u16> {
-    let reg = snap.registry();
-    let svc = reg.service(host, ns).or_else(|| {
-        if host.contains('.') {
-            return None;
-        }
-        let fqdn = format!("{host}.{ns}.svc.{}", snap.options().domain_suffix);
-        reg.service(&fqdn, ns)
-    })?;
-    match svc.ports.as_slice() {
-        [p] => Some(p.number),
-        _ => None,
-    }
-}
-
 pin_project! {
     /// A response body holding the endpoint's in-flight count and the circuit-breaker
     /// permits until it ends.
@@ -2029,7 +2012,7 @@ where
     };
     let port = match via.map(|v| v.port).or_else(|| port_of(authority.as_str())) {
         Some(p) => p,
-        None => default_port(&snap, authority.host(), ns).unwrap_or(
+        None => snap.default_port(authority.host(), ns).unwrap_or(
             if parts.uri.scheme() == Some(&Scheme::HTTPS) {
                 443
             } else {
