@@ -344,8 +344,9 @@ impl Redirect {
     ///     r.location(a.scheme, a.authority, a.effective_port(), a.path, a.query, d.prefix_len)
     /// };
     /// assert_eq!(location("httpbin:8000", "/v1/users?page=2"), "http://api.example.com/v2/users?page=2");
-    /// // a scheme change drops the request's port
-    /// assert_eq!(location("httpbin:8000", "/login"), "https://httpbin/login");
+    /// // a scheme change drops the request's port only when it is the old scheme's default
+    /// assert_eq!(location("httpbin:80", "/login"), "https://httpbin/login");
+    /// assert_eq!(location("httpbin:8000", "/login"), "https://httpbin:8000/login");
     /// ```
     pub fn location(
         &self,
@@ -366,7 +367,13 @@ impl Redirect {
             Some(p)
         } else if self.port_from_request {
             Some(port)
-        } else if self.scheme.is_some() && new_scheme != scheme {
+        } else if self.authority.is_none()
+            && new_scheme != scheme
+            && ((scheme == "http" && req_port == Some(80))
+                || (scheme == "https" && req_port == Some(443)))
+        {
+            // Envoy processRequestHost: a scheme change drops the request's port only when it
+            // is the old scheme's default; a new authority is taken as written
             None
         } else {
             host_port
@@ -1487,7 +1494,7 @@ mod tests {
                     scheme: Some("https".into()),
                     ..base.clone()
                 },
-                "https://reviews/a/b?x=1",
+                "https://reviews:9080/a/b?x=1",
             ),
             (
                 Redirect {
@@ -1511,6 +1518,37 @@ mod tests {
                 r.location("http", "reviews:9080", 9080, "/a/b", Some("x=1"), 2),
                 want,
                 "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn scheme_redirect_keeps_a_port_that_is_not_the_old_schemes_default() {
+        let to = |scheme: &str| Redirect {
+            uri: None,
+            authority: None,
+            port: None,
+            port_from_request: false,
+            scheme: Some(scheme.into()),
+            code: 301,
+            prefix_rewrite: None,
+        };
+        // (redirect scheme, request scheme, request authority, Location)
+        let table = [
+            ("https", "http", "web:8080", "https://web:8080/r"),
+            ("https", "http", "web:80", "https://web/r"),
+            ("https", "http", "web", "https://web/r"),
+            ("http", "https", "web:443", "http://web/r"),
+            ("http", "https", "web:8443", "http://web:8443/r"),
+            // the same scheme: nothing is stripped but the scheme's own default
+            ("http", "http", "web:8080", "http://web:8080/r"),
+        ];
+        for (new, old, authority, want) in table {
+            let port = crate::names::split_authority(authority).1.unwrap_or(80);
+            assert_eq!(
+                to(new).location(old, authority, port, "/r", None, 0),
+                want,
+                "{old}://{authority} -> {new}"
             );
         }
     }
