@@ -387,7 +387,12 @@ impl MatchBlock {
                         HeaderKey::Method => Some(m.matches(r.method)),
                         HeaderKey::Authority => Some(m.matches(r.authority)),
                         HeaderKey::Scheme => Some(m.matches(r.scheme)),
-                        HeaderKey::Path => Some(m.matches(r.path)),
+                        // Envoy's `:path` pseudo-header holds the query too (a string is
+                        // built only for such a matcher on a request with a query)
+                        HeaderKey::Path => Some(match r.query {
+                            None => m.matches(r.path),
+                            Some(q) => m.matches(&format!("{}?{q}", r.path)),
+                        }),
                         HeaderKey::Name(n) => header_match(r.headers, n, m),
                     };
                     match (present_match, negate) {
@@ -531,5 +536,47 @@ mod tests {
         assert_eq!(percent_decode("a%20b+c"), "a b c");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("plain"), "plain");
+    }
+
+    #[test]
+    fn path_header_match_sees_the_query_as_envoys_path_pseudo_header() {
+        let snap = crate::mesh::Mesh::from_yaml(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: default}
+spec:
+  hosts: [web.example.com]
+  http:
+  - match: [{headers: {":path": {exact: "/a?x=1"}}}]
+    directResponse: {status: 418}
+  - match: [{headers: {":path": {regex: "/b\\?.*"}}}]
+    directResponse: {status: 419}
+  - match: [{headers: {":path": {prefix: "/c"}}}]
+    directResponse: {status: 420}
+  - directResponse: {status: 200}
+"#,
+        )
+        .unwrap()
+        .snapshot();
+        let h = http::HeaderMap::new();
+        let status = |path| {
+            let a = crate::route::HttpRequestAttrs::new("default", "web.example.com", path, &h);
+            match snap.route_http(&a).outcome {
+                crate::route::RouteOutcome::DirectResponse(d) => d.status,
+                o => panic!("{o:?}"),
+            }
+        };
+        let table = [
+            ("/a?x=1", 418),
+            ("/a", 200),
+            ("/a?x=2", 200),
+            ("/b?y", 419),
+            ("/b", 200),
+            ("/c?z=1", 420),
+        ];
+        for (path, want) in table {
+            assert_eq!(status(path), want, "{path}");
+        }
     }
 }
