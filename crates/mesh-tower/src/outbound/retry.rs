@@ -108,8 +108,11 @@ impl RetryOn {
                     || self.reset_before_request
             }
             AttemptFailure::RefusedStream => self.refused_stream || self.five_xx || self.reset,
-            AttemptFailure::Reset => self.reset || self.five_xx,
-            AttemptFailure::PerTryTimeout => self.five_xx || self.gateway_error,
+            // Envoy wouldRetryFromReset: `reset`, `5xx` and `gateway-error` retry any reset
+            AttemptFailure::Reset => self.reset || self.five_xx || self.gateway_error,
+            // Envoy onPerTryTimeout resets the attempt (LocalReset, request already sent)
+            // and asks wouldRetryFromReset: the same three, not `reset-before-request`
+            AttemptFailure::PerTryTimeout => self.reset || self.five_xx || self.gateway_error,
         }
     }
 }
@@ -171,6 +174,16 @@ mod tests {
             ("retriable-status-codes", &[503], Status(502), None, false),
             ("reset", &[], Reset, None, true),
             ("reset", &[], ConnectFailure, None, true),
+            ("reset", &[], PerTryTimeout, None, true),
+            ("reset-before-request", &[], PerTryTimeout, None, false),
+            ("gateway-error", &[], Reset, None, true),
+            (
+                "connect-failure,refused-stream",
+                &[],
+                PerTryTimeout,
+                None,
+                false,
+            ),
             ("connect-failure", &[], Reset, None, false),
             ("", &[], ConnectFailure, None, false),
         ];
