@@ -827,11 +827,12 @@ impl Registry {
                         }));
                     }
                 }
-                if svc.origin == ServiceOrigin::ServiceEntry {
-                    for (ns, e) in &defs.workload_entries {
-                        if *ns == svc.namespace && labels_match(sel, &e.labels) {
-                            svc.endpoints.push(e.clone());
-                        }
+                // WorkloadEntries of the namespace: for a ServiceEntry's workloadSelector and,
+                // as istiod (PILOT_ENABLE_K8S_SELECT_WORKLOAD_ENTRIES, on by default), for a
+                // Kubernetes Service's selector
+                for (ns, e) in &defs.workload_entries {
+                    if *ns == svc.namespace && labels_match(sel, &e.labels) {
+                        svc.endpoints.push(e.clone());
                     }
                 }
             }
@@ -1285,5 +1286,66 @@ spec: {address: 4.4.4.4, labels: {app: vm}}
         let ips = StdResolver.resolve("localhost").unwrap();
         assert!(ips.iter().any(|ip| ip.is_loopback()));
         assert!(StdResolver.resolve("no-such-host.invalid").is_err());
+    }
+
+    #[test]
+    fn kubernetes_service_selects_workload_entries_of_its_namespace() {
+        let snap = crate::mesh::Mesh::from_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec:
+  selector: {app: ratings}
+  ports:
+  - {name: http, port: 9080, targetPort: 8080}
+  - {name: grpc, port: 9090}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-1, namespace: default}
+spec:
+  address: 10.0.0.1
+  labels: {app: ratings, version: v1}
+  ports: {http: 7070}
+  serviceAccount: ratings-vm
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: vm-2, namespace: default}
+spec: {address: 10.0.0.2, labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: other-ns, namespace: prod}
+spec: {address: 10.0.0.3, labels: {app: ratings}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: other-app, namespace: default}
+spec: {address: 10.0.0.4, labels: {app: reviews}}
+"#,
+        )
+        .unwrap()
+        .snapshot();
+        let svc = snap
+            .registry()
+            .service("ratings.default.svc.cluster.local", "default")
+            .unwrap();
+        let addrs = |port| {
+            let mut v: Vec<String> = svc
+                .targets(port, None)
+                .map(|t| t.addr.unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        // the entry's `ports` by the service port's name, else the targetPort, else the port
+        assert_eq!(addrs(9080), ["10.0.0.1:7070", "10.0.0.2:8080"]);
+        assert_eq!(addrs(9090), ["10.0.0.1:9090", "10.0.0.2:9090"]);
+        let v1: Labels = [("version".to_string(), "v1".to_string())].into();
+        let t: Vec<_> = svc.targets(9080, Some(&v1)).collect();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t[0].endpoint.service_account.as_deref(), Some("ratings-vm"));
     }
 }
