@@ -28,6 +28,23 @@
 //! refreshed every ten minutes; until its keys arrive, tokens for it fail closed, and a
 //! failed fetch is tried again a second later.
 //!
+//! CUSTOM policies ask their external authorizer, a MeshConfig `envoyExtAuthzHttp`
+//! provider ([`mesh_core::meshconfig`]), as Envoy's ext_authz filter does, before DENY and
+//! ALLOW policies and only when a CUSTOM policy's rules match (no cost otherwise): the
+//! check request goes through a [`MeshClient`] (the registry resolves the provider's
+//! `service`; the mesh server's own identity for mTLS; see
+//! [`with_ext_authz_client`](AuthorizationLayer::with_ext_authz_client)) with the
+//! original method, `pathPrefix` + path and query, `Host`, `Authorization`,
+//! `Content-Length: 0` and the headers `includeRequestHeadersInCheck` selects. A 200
+//! allows (`headersToUpstreamOnAllow` headers set on the request,
+//! `headersToDownstreamOnAllow` ones added to the response, then DENY and ALLOW decide);
+//! any other answer is the response (`headersToDownstreamOnDeny`); a 5xx, a failed
+//! connection or the provider's `timeout` answer `statusOnError` (403) unless `failOpen`.
+//! A provider that is not defined (or not `envoyExtAuthzHttp`, or several providers for
+//! one workload) makes the CUSTOM policy deny what it matches, as istiod. Differences: the
+//! check carries no body (`includeRequestBodyInCheck` is not supported), and the check
+//! goes through the mesh client's routing (VirtualServices for the provider's host apply).
+//!
 //! [`trust_jwks_roots`]: AuthorizationLayer::trust_jwks_roots
 //!
 //! [`with_port`]: AuthorizationLayer::with_port
@@ -53,26 +70,35 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use mesh_core::authn::{authenticate, JwtProvider};
 use mesh_core::authz::{
-    normalize_path, AuthzDecision, AuthzRequest, HttpAuthzAttrs, RequestAuth, WorkloadAuthz,
+    normalize_path, AuthzDecision, AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth,
+    WorkloadAuthz,
 };
 use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::resolve_ext_authz;
 use mesh_core::model::Labels;
+use mesh_tls::WorkloadCredentials;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::envoy::{is_grpc, LocalReply, ResponseCodeDetails};
+use crate::envoy::{
+    grpc_percent_encode, http_to_grpc_status, is_grpc, LocalReply, ResponseCodeDetails,
+};
 use crate::inbound::ConnectionInfo;
+use crate::outbound::{ClientWorkload, MeshClient};
 
+mod ext_authz;
 mod jwks;
+
+use ext_authz::{ExtAuthzClient, Outcome};
 
 /// The log target of authorization decisions.
 ///
@@ -122,6 +148,19 @@ struct Cached {
     authz: WorkloadAuthz,
     /// The RequestAuthentication providers of the workload.
     jwt: Vec<Arc<JwtProvider>>,
+    /// The external authorizer of the workload's CUSTOM policies: `None` when none applies,
+    /// `Err` (istiod's message) when it cannot be used (the CUSTOM policies then deny what
+    /// they match).
+    ext_authz: Option<Result<Arc<ExtAuthzClient>, Arc<str>>>,
+}
+
+/// How the layer reaches external authorizers: a given client, or one built on first use
+/// for the workload (its identity and certificate when the server knows them).
+#[derive(Default)]
+struct ExtClient {
+    client: OnceLock<MeshClient>,
+    workload: Option<ClientWorkload>,
+    credentials: Option<Arc<WorkloadCredentials>>,
 }
 
 struct Shared {
@@ -131,6 +170,37 @@ struct Shared {
     port: Option<u16>,
     cache: ArcSwapOption<Cached>,
     jwks: Arc<jwks::JwksCache>,
+    ext_client: Arc<ExtClient>,
+}
+
+impl Shared {
+    /// The same settings, with a fresh policy cache.
+    fn copy(&self) -> Shared {
+        Shared {
+            mesh: self.mesh.clone(),
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            port: self.port,
+            cache: ArcSwapOption::empty(),
+            jwks: Arc::clone(&self.jwks),
+            ext_client: Arc::clone(&self.ext_client),
+        }
+    }
+
+    fn mesh_client(&self) -> &MeshClient {
+        let e = &self.ext_client;
+        e.client.get_or_init(|| {
+            let workload = e.workload.clone().unwrap_or_else(|| {
+                let name = self.labels.get("app").map_or("unknown", String::as_str);
+                ClientWorkload::new(name, &self.namespace, "default")
+            });
+            let mut b = MeshClient::builder(self.mesh.clone(), workload);
+            if let Some(c) = &e.credentials {
+                b = b.credentials(Arc::clone(c));
+            }
+            b.build()
+        })
+    }
 }
 
 impl fmt::Debug for Shared {
@@ -223,6 +293,7 @@ impl AuthorizationLayer {
                 port: None,
                 cache: ArcSwapOption::empty(),
                 jwks: Arc::default(),
+                ext_client: Arc::default(),
             }),
         }
     }
@@ -251,16 +322,54 @@ impl AuthorizationLayer {
     /// # Ok(()) }
     /// ```
     pub fn with_port(self, port: u16) -> Self {
-        let s = &self.shared;
+        let mut s = self.shared.copy();
+        s.port = Some(port);
         AuthorizationLayer {
-            shared: Arc::new(Shared {
-                mesh: s.mesh.clone(),
-                namespace: s.namespace.clone(),
-                labels: s.labels.clone(),
-                port: Some(port),
-                cache: ArcSwapOption::empty(),
-                jwks: Arc::clone(&s.jwks),
-            }),
+            shared: Arc::new(s),
+        }
+    }
+
+    /// Sends the checks of CUSTOM AuthorizationPolicies (MeshConfig `envoyExtAuthzHttp`
+    /// providers) through this client. Default: a client built on first use, as the
+    /// workload (with its certificate when a [`MeshServer`](crate::inbound::MeshServer)
+    /// built the layer; plaintext otherwise).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::authz::AuthorizationLayer;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// let mesh = Mesh::new(Default::default());
+    /// let client = MeshClient::builder(mesh.clone(), ClientWorkload::new("httpbin", "foo", "httpbin")).build();
+    /// let authz = AuthorizationLayer::new(mesh, "foo", Default::default()).with_ext_authz_client(client);
+    /// # let _ = authz;
+    /// ```
+    pub fn with_ext_authz_client(self, client: MeshClient) -> Self {
+        let mut s = self.shared.copy();
+        let slot = ExtClient::default();
+        let _ = slot.client.set(client);
+        s.ext_client = Arc::new(slot);
+        AuthorizationLayer {
+            shared: Arc::new(s),
+        }
+    }
+
+    /// The identity external authorizer checks are sent as (MeshServer: the workload's).
+    pub(crate) fn with_ext_authz_identity(
+        self,
+        workload: ClientWorkload,
+        credentials: Option<Arc<WorkloadCredentials>>,
+    ) -> Self {
+        let mut s = self.shared.copy();
+        s.ext_client = Arc::new(ExtClient {
+            client: OnceLock::new(),
+            workload: Some(workload),
+            credentials,
+        });
+        AuthorizationLayer {
+            shared: Arc::new(s),
         }
     }
 
@@ -369,17 +478,33 @@ impl AuthorizationLayer {
                 s.jwks.fetch(uri, p.timeout());
             }
         }
+        let authz = snap.authz_for_workload(&s.namespace, &s.labels);
+        let custom = authz.custom_providers();
+        let ext_authz = (!custom.is_empty()).then(|| {
+            match resolve_ext_authz(&snap.options().extension_providers, &custom) {
+                Ok(h) => Ok(Arc::new(ExtAuthzClient::new(custom[0], Arc::clone(h)))),
+                Err(e) => {
+                    tracing::warn!(target: TARGET, namespace = %s.namespace, error = %e,
+                        "CUSTOM AuthorizationPolicy: no usable extension provider; \
+                         the CUSTOM policies deny the requests they match");
+                    Err(Arc::from(e))
+                }
+            }
+        });
         let fresh = Arc::new(Cached {
             generation,
             port: s.port,
-            authz: snap.authz_for_workload(&s.namespace, &s.labels),
+            authz,
             jwt,
+            ext_authz,
         });
         s.cache.store(Some(Arc::clone(&fresh)));
         f(&fresh)
     }
 
-    /// Decides one request (no side effects, no logging).
+    /// Decides one request (no side effects, no logging). A CUSTOM policy matching it
+    /// denies here: its external authorizer is asked only by [`Authorization`] (and the
+    /// mesh server and gateway).
     ///
     /// Without a [`ConnectionInfo`] in the extensions the request counts as plaintext, on
     /// the layer's [`with_port`](Self::with_port) or the URI's port (else 80).
@@ -418,6 +543,15 @@ impl AuthorizationLayer {
 
     /// [`decide`](Self::decide) against the workload's cached policies.
     fn decide_with<B>(c: &Cached, req: &Request<B>) -> AuthzDecision {
+        Self::with_request(c, req, |areq| c.authz.evaluate(areq))
+    }
+
+    /// Runs `f` on the authorization attributes of `req`.
+    fn with_request<B, T>(
+        c: &Cached,
+        req: &Request<B>,
+        f: impl FnOnce(&AuthzRequest<'_>) -> T,
+    ) -> T {
         let conn = req.extensions().get::<ConnectionInfo>();
         let port = conn
             .map(ConnectionInfo::port)
@@ -449,7 +583,7 @@ impl AuthorizationLayer {
         }
         // the token verified by RequestAuthentication (see `authenticate`)
         areq.request_auth = req.extensions().get::<RequestAuth>();
-        c.authz.evaluate(&areq)
+        f(&areq)
     }
 }
 
@@ -514,13 +648,16 @@ impl AuthorizationLayer {
     ///
     /// Then authorization, against the same load of the cached policies (what the
     /// [`Authorization`] service and the gateway do per request).
+    ///
+    /// `Ok(Some(check))`: a CUSTOM policy matches, its external authorizer must be asked
+    /// ([`PendingCheck::finish`]) before the request goes on.
     pub(crate) fn authorize<B, R: From<Bytes>>(
         &self,
         req: &mut Request<B>,
-    ) -> Result<(), Response<R>> {
+    ) -> Result<Option<PendingCheck>, Response<R>> {
         self.with_authz(|c| {
             self.authenticate_with(c, req)?;
-            Self::check_with(c, req)
+            self.check_with(c, req)
         })
     }
 
@@ -575,18 +712,205 @@ impl AuthorizationLayer {
         }
     }
 
-    fn check_with<B, R: From<Bytes>>(c: &Cached, req: &Request<B>) -> Result<(), Response<R>> {
-        let d = Self::decide_with(c, req);
-        log_decision(req, &d);
-        if d.allowed {
-            return Ok(());
+    fn check_with<B, R: From<Bytes>>(
+        &self,
+        c: &Cached,
+        req: &Request<B>,
+    ) -> Result<Option<PendingCheck>, Response<R>> {
+        enum Step {
+            Decided(AuthzDecision),
+            Ask(Arc<ExtAuthzClient>, Arc<str>, usize),
         }
-        let mut resp: Response<R> = LocalReply::RbacDenied.to_response(is_grpc(req.headers()));
-        resp.extensions_mut()
-            .insert(ResponseCodeDetails(deny_details(&d)));
-        resp.extensions_mut().insert(d);
-        Err(resp)
+        // CUSTOM first (Envoy's ext_authz filter runs before the RBAC filters); the
+        // authorizer is asked only when a CUSTOM policy's rules match
+        let step = Self::with_request(c, req, |areq| {
+            // DENY and ALLOW as they stand (the CUSTOM step counted as passed)
+            let rbac = c.authz.evaluate_with(areq, &|_, _| true);
+            if matches!(rbac.reason, AuthzReason::Uncompilable(_)) {
+                return Step::Decided(rbac);
+            }
+            let Some(m) = c.authz.custom_match(areq) else {
+                return Step::Decided(rbac);
+            };
+            match &c.ext_authz {
+                Some(Ok(client)) => Step::Ask(Arc::clone(client), Arc::clone(m.policy), m.rule),
+                // no usable provider: the CUSTOM policy denies what it matches (istiod
+                // turns its rules into a DENY)
+                _ => Step::Decided(AuthzDecision {
+                    allowed: false,
+                    policy: Some(Arc::clone(m.policy)),
+                    rule: Some(m.rule),
+                    reason: AuthzReason::CustomDenied,
+                    audit: None,
+                    dry_run: None,
+                }),
+            }
+        });
+        match step {
+            Step::Decided(d) => rbac_result(req, d).map(|()| None),
+            Step::Ask(client, policy, rule) => {
+                let Some(check) = client.check_request(req) else {
+                    let d = custom_denied(policy, rule);
+                    return rbac_result(req, d).map(|()| None);
+                };
+                Ok(Some(PendingCheck {
+                    layer: self.clone(),
+                    client,
+                    check,
+                    policy,
+                    rule,
+                }))
+            }
+        }
     }
+}
+
+fn custom_denied(policy: Arc<str>, rule: usize) -> AuthzDecision {
+    AuthzDecision {
+        allowed: false,
+        policy: Some(policy),
+        rule: Some(rule),
+        reason: AuthzReason::CustomDenied,
+        audit: None,
+        dry_run: None,
+    }
+}
+
+/// Logs `d`; a deny is the RBAC filter's 403 (gRPC: 7).
+fn rbac_result<B, R: From<Bytes>>(req: &Request<B>, d: AuthzDecision) -> Result<(), Response<R>> {
+    log_decision(req, &d);
+    if d.allowed {
+        return Ok(());
+    }
+    let mut resp: Response<R> = LocalReply::RbacDenied.to_response(is_grpc(req.headers()));
+    resp.extensions_mut()
+        .insert(ResponseCodeDetails(deny_details(&d)));
+    resp.extensions_mut().insert(d);
+    Err(resp)
+}
+
+/// A request a CUSTOM policy matched, waiting for its external authorizer.
+pub(crate) struct PendingCheck {
+    layer: AuthorizationLayer,
+    client: Arc<ExtAuthzClient>,
+    check: Request<http_body_util::Empty<Bytes>>,
+    policy: Arc<str>,
+    rule: usize,
+}
+
+impl fmt::Debug for PendingCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingCheck")
+            .field("provider", &self.client.name)
+            .field("policy", &self.policy)
+            .field("rule", &self.rule)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingCheck {
+    /// Asks the authorizer, then (allowed) the DENY and ALLOW policies on the request as
+    /// the authorizer left it. `Ok`: the headers to add to the response.
+    pub(crate) async fn finish<B, R: From<Bytes>>(
+        self,
+        req: &mut Request<B>,
+    ) -> Result<HeaderMap, Response<R>> {
+        let PendingCheck {
+            layer,
+            client,
+            check,
+            policy,
+            rule,
+        } = self;
+        let mesh_client = layer.shared.mesh_client().clone();
+        let outcome = Arc::clone(&client).check_boxed(mesh_client, check).await;
+        let grpc = is_grpc(req.headers());
+        let downstream = match outcome {
+            Outcome::Allowed {
+                upstream,
+                downstream,
+            } => {
+                tracing::debug!(target: TARGET, policy = %policy, provider = %client.name,
+                    path = req.uri().path(), "ext_authz: allowed");
+                for name in upstream.keys() {
+                    req.headers_mut().remove(name);
+                }
+                for (k, v) in &upstream {
+                    req.headers_mut().append(k.clone(), v.clone());
+                }
+                downstream
+            }
+            Outcome::Denied(resp) => {
+                tracing::info!(target: TARGET, policy = %policy, rule, provider = %client.name,
+                    status = resp.status().as_u16(), method = %req.method(),
+                    path = req.uri().path(), "ext_authz: denied by the external authorizer");
+                let (parts, body) = resp.into_parts();
+                let mut out = denial::<R>(parts.status, body, grpc);
+                for (k, v) in &parts.headers {
+                    if grpc && k == http::header::CONTENT_TYPE {
+                        continue;
+                    }
+                    out.headers_mut().append(k.clone(), v.clone());
+                }
+                out.extensions_mut()
+                    .insert(ResponseCodeDetails("ext_authz_denied".to_owned()));
+                out.extensions_mut().insert(custom_denied(policy, rule));
+                return Err(out);
+            }
+            Outcome::Error(e) if client.config.fail_open => {
+                tracing::warn!(target: TARGET, policy = %policy, provider = %client.name,
+                    error = %e, "ext_authz: authorizer failed; failOpen lets the request through");
+                HeaderMap::new()
+            }
+            Outcome::Error(e) => {
+                tracing::warn!(target: TARGET, policy = %policy, rule, provider = %client.name,
+                    error = %e, method = %req.method(), path = req.uri().path(),
+                    "ext_authz: authorizer failed; denying with statusOnError");
+                let status = StatusCode::from_u16(client.config.status_on_error)
+                    .unwrap_or(StatusCode::FORBIDDEN);
+                let mut out = denial::<R>(status, Bytes::new(), grpc);
+                out.extensions_mut()
+                    .insert(ResponseCodeDetails("ext_authz_error".to_owned()));
+                out.extensions_mut().insert(custom_denied(policy, rule));
+                return Err(out);
+            }
+        };
+        // then the RBAC filters, on the request as the authorizer left it
+        layer.with_authz(|c| {
+            let d = AuthorizationLayer::with_request(c, req, |areq| {
+                c.authz.evaluate_with(areq, &|_, _| true)
+            });
+            rbac_result(req, d)
+        })?;
+        Ok(downstream)
+    }
+}
+
+/// The local reply of an ext_authz denial: the status and body, or for gRPC a trailers-only
+/// answer with the status mapped (Envoy's `sendLocalReply`).
+fn denial<R: From<Bytes>>(status: StatusCode, body: Bytes, grpc: bool) -> Response<R> {
+    if !grpc {
+        let mut r = Response::new(R::from(body));
+        *r.status_mut() = status;
+        return r;
+    }
+    let mut r = Response::new(R::from(Bytes::new()));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert(
+        "grpc-status",
+        HeaderValue::from(http_to_grpc_status(status.as_u16())),
+    );
+    if !body.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&String::from_utf8_lossy(&body)))
+        {
+            h.insert("grpc-message", v);
+        }
+    }
+    r
 }
 
 impl<S> Layer<S> for AuthorizationLayer {
@@ -812,7 +1136,9 @@ fn log_decision<B>(req: &Request<B>, d: &AuthzDecision) {
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for Authorization<S>
 where
-    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqB: Send + 'static,
 {
     type Response = Response<Either<ResB, Full<Bytes>>>;
     type Error = S::Error;
@@ -824,8 +1150,17 @@ where
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
         match self.layer.authorize::<_, Full<Bytes>>(&mut req) {
-            Ok(()) => AuthorizationFuture::inner(self.inner.call(req)),
+            Ok(None) => AuthorizationFuture::inner(self.inner.call(req)),
             Err(resp) => AuthorizationFuture::denied(resp),
+            Ok(Some(pending)) => {
+                // the service made ready is the one called, after the check
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                AuthorizationFuture::checking(Box::pin(async move {
+                    let add = pending.finish::<_, Full<Bytes>>(&mut req).await?;
+                    Ok((inner.call(req), add))
+                }))
+            }
         }
     }
 }
@@ -871,11 +1206,23 @@ pin_project! {
     }
 }
 
+/// The external authorizer's check, then the inner service's future (or the denial).
+type CheckOutput<F> = Result<(F, HeaderMap), Response<Full<Bytes>>>;
+
+struct Checking<F>(Pin<Box<dyn Future<Output = CheckOutput<F>> + Send>>);
+
+impl<F> fmt::Debug for Checking<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Checking")
+    }
+}
+
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
     enum Kind<F> {
-        Inner { #[pin] fut: F },
+        Inner { #[pin] fut: F, add: HeaderMap },
+        Checking { check: Checking<F> },
         Denied { response: Option<Response<Full<Bytes>>> },
     }
 }
@@ -883,7 +1230,18 @@ pin_project! {
 impl<F> AuthorizationFuture<F> {
     fn inner(fut: F) -> Self {
         AuthorizationFuture {
-            kind: Kind::Inner { fut },
+            kind: Kind::Inner {
+                fut,
+                add: HeaderMap::new(),
+            },
+        }
+    }
+
+    fn checking(check: Pin<Box<dyn Future<Output = CheckOutput<F>> + Send>>) -> Self {
+        AuthorizationFuture {
+            kind: Kind::Checking {
+                check: Checking(check),
+            },
         }
     }
 
@@ -902,13 +1260,29 @@ where
 {
     type Output = Result<Response<Either<B, Full<Bytes>>>, E>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
-            KindProj::Denied { response } => match response.take() {
-                Some(r) => Poll::Ready(Ok(r.map(Either::Right))),
-                None => panic!("AuthorizationFuture polled after completion"),
-            },
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let next = match self.as_mut().project().kind.project() {
+                KindProj::Inner { fut, add } => {
+                    return fut.poll(cx).map_ok(|mut r| {
+                        // headersToDownstreamOnAllow
+                        for (k, v) in add.iter() {
+                            r.headers_mut().append(k.clone(), v.clone());
+                        }
+                        r.map(Either::Left)
+                    });
+                }
+                KindProj::Checking { check } => match check.0.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(r)) => return Poll::Ready(Ok(r.map(Either::Right))),
+                    Poll::Ready(Ok((fut, add))) => Kind::Inner { fut, add },
+                },
+                KindProj::Denied { response } => match response.take() {
+                    Some(r) => return Poll::Ready(Ok(r.map(Either::Right))),
+                    None => panic!("AuthorizationFuture polled after completion"),
+                },
+            };
+            self.as_mut().project().kind.set(next);
         }
     }
 }

@@ -776,11 +776,6 @@ impl GatewayBuilder {
                 Some(_) => {}
             }
         }
-        let authz = AuthorizationLayer::new(
-            self.mesh.clone(),
-            self.namespace.as_str(),
-            self.labels.clone(),
-        );
         let metrics = self
             .metrics
             .clone()
@@ -806,6 +801,14 @@ impl GatewayBuilder {
         if let Some(w) = &self.workload {
             client = client.credentials(Arc::clone(w));
         }
+        let client = client.build();
+        // CUSTOM policies' external authorizers are asked through the gateway's client
+        let authz = AuthorizationLayer::new(
+            self.mesh.clone(),
+            self.namespace.as_str(),
+            self.labels.clone(),
+        )
+        .with_ext_authz_client(client.clone());
         let inner = Arc::new(Inner {
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
             metrics,
@@ -816,7 +819,7 @@ impl GatewayBuilder {
             credentials: self.credentials,
             cache,
             hello_timeout: self.hello_timeout,
-            client: client.build(),
+            client,
         });
         let mut addrs = BTreeMap::new();
         let mut tasks = Vec::new();
@@ -1027,6 +1030,58 @@ impl GatewayServer {
     /// ```
     pub fn local_addr(&self, port: u16) -> Option<SocketAddr> {
         self.addrs.get(&port).copied()
+    }
+
+    /// The authorization layer the gateway applies (AuthorizationPolicies selecting its
+    /// labels, RequestAuthentication, CUSTOM policies' external authorizers): e.g. to
+    /// [`trust_jwks_roots`](AuthorizationLayer::trust_jwks_roots) of a private identity
+    /// provider, or to see which policies are in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tls::MeshCa;
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::net::TcpListener;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: web, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ["*"]}]
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: RequestAuthentication
+    /// metadata: {name: jwt, namespace: istio-system}
+    /// spec:
+    ///   selector: {matchLabels: {istio: ingressgateway}}
+    ///   jwtRules: [{issuer: https://idp.corp.example, jwksUri: https://idp.corp.example/keys.json}]
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: require-jwt, namespace: istio-system}
+    /// spec:
+    ///   selector: {matchLabels: {istio: ingressgateway}}
+    ///   rules: [{from: [{source: {requestPrincipals: ["*"]}}]}]
+    /// "#)?;
+    /// let labels: mesh_core::model::Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .listener(80, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// let authz = gateway.authorization();
+    /// assert_eq!(authz.policies(), ["istio-system/require-jwt"]);
+    /// let corp_ca = MeshCa::self_signed("corp.example")?; // the IdP's private CA
+    /// authz.trust_jwks_roots(corp_ca.trust_bundle().clone());
+    /// # Ok(()) }
+    /// ```
+    pub fn authorization(&self) -> &AuthorizationLayer {
+        &self.inner.authz
     }
 
     /// The metrics the gateway records.
@@ -1556,10 +1611,15 @@ async fn handle(
     }
     // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's RBAC
     // filter runs before the router); ConnectionInfoLayer put the connection in the
-    // extensions
-    if let Err(refused) = inner.authz.authorize::<_, Bytes>(&mut req) {
-        return refused.map(full);
-    }
+    // extensions; a CUSTOM policy's external authorizer first (Envoy's ext_authz filter)
+    let add_downstream = match inner.authz.authorize::<_, Bytes>(&mut req) {
+        Err(refused) => return refused.map(full),
+        Ok(None) => None,
+        Ok(Some(check)) => match check.finish::<_, Bytes>(&mut req).await {
+            Err(refused) => return refused.map(full),
+            Ok(headers) => Some(headers),
+        },
+    };
     let gateway = server.gateway;
     // the downstream half of a WebSocket upgrade, completed only if the upstream accepts
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
@@ -1597,6 +1657,10 @@ async fn handle(
         conn: Some(&ctx.conn),
     };
     let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;
+    // headersToDownstreamOnAllow
+    for (k, v) in add_downstream.iter().flatten() {
+        resp.headers_mut().append(k.clone(), v.clone());
+    }
     if let Some(downstream) = downstream_upgrade {
         // a 101 from upstream: answer 101 and splice; anything else is a normal response
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {

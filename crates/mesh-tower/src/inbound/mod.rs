@@ -73,6 +73,7 @@ pub use conn::{ConnectionInfo, ConnectionInfoLayer, WithConnectionInfo};
 use crate::accesslog::AccessLogLayer;
 use crate::authz::AuthorizationLayer;
 use crate::metrics::{IstioMetrics, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo};
+use crate::outbound::ClientWorkload;
 use crate::trace::{PropagateTraceLayer, TraceConfig};
 
 /// The request body the application behind a [`MeshServer`] receives.
@@ -560,6 +561,15 @@ impl MeshServerBuilder {
         if let Some(p) = self.port {
             authz = authz.with_port(p);
         }
+        // CUSTOM policies' external authorizers are asked as this workload, over mTLS
+        // when the authorizer is a mesh workload
+        let mut client_workload = ClientWorkload::new(
+            &workload,
+            &self.namespace,
+            creds.identity().service_account(),
+        );
+        client_workload.labels = self.labels.clone();
+        authz = authz.with_ext_authz_identity(client_workload, Some(Arc::clone(creds)));
         Ok(MeshServer {
             inner: Arc::new(ServerInner {
                 mesh: self.mesh,

@@ -1,0 +1,309 @@
+//! The `envoyExtAuthzHttp` client: Envoy's ext_authz filter with an HTTP service, as Istio
+//! configures it for a CUSTOM AuthorizationPolicy.
+//!
+//! The check request goes to `service:port` through the mesh ([`MeshClient`]: the registry
+//! resolves the Kubernetes service or ServiceEntry host, mTLS when the authorizer is a mesh
+//! workload), with the original method, `pathPrefix` + the original path and query, the
+//! original `Host`, `Authorization`, `Content-Length: 0` and the headers
+//! `includeRequestHeadersInCheck` selects, plus `includeAdditionalHeadersInCheck`. No
+//! body. A 200 allows (the `headersToUpstreamOnAllow` response headers are set on the
+//! request, the `headersToDownstreamOnAllow` ones added to the response); another 1xx-4xx
+//! answer denies with the authorizer's status, body and headers (all of them but `Host`,
+//! or those `headersToDownstreamOnDeny` selects plus `Location`, `WWW-Authenticate` and
+//! the framing); a 5xx, a transport failure or the timeout is an error: `statusOnError`
+//! (default 403), or allowed with `failOpen`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{
+    AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, TRANSFER_ENCODING, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use mesh_core::meshconfig::ExtAuthzHttp;
+
+use crate::outbound::MeshClient;
+
+/// Largest authorizer response body kept (Envoy buffers the whole answer too).
+const MAX_RESPONSE_BODY: usize = 1 << 20;
+
+/// A header name pattern: exact, `prefix*` or `*suffix`, compared case-insensitively
+/// (names are lower case in `http`).
+#[derive(Debug, Clone)]
+enum NamePat {
+    Exact(Box<str>),
+    Prefix(Box<str>),
+    Suffix(Box<str>),
+}
+
+#[derive(Debug, Clone, Default)]
+struct Names(Box<[NamePat]>);
+
+impl Names {
+    fn new(list: &[String]) -> Names {
+        Names(
+            list.iter()
+                .map(|v| {
+                    let v = v.to_ascii_lowercase();
+                    if let Some(s) = v.strip_prefix('*') {
+                        NamePat::Suffix(s.into())
+                    } else if let Some(p) = v.strip_suffix('*') {
+                        NamePat::Prefix(p.into())
+                    } else {
+                        NamePat::Exact(v.into())
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    fn matches(&self, name: &HeaderName) -> bool {
+        let n = name.as_str();
+        self.0.iter().any(|p| match p {
+            NamePat::Exact(e) => n == &**e,
+            NamePat::Prefix(p) => n.starts_with(&**p),
+            NamePat::Suffix(s) => n.ends_with(&**s),
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The authorizer's answer, up to [`MAX_RESPONSE_BODY`].
+async fn read_limited(body: crate::outbound::ClientBody) -> Result<Bytes, String> {
+    let mut body = body;
+    let mut out = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| format!("reading the authorizer's response: {e}"))?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_RESPONSE_BODY {
+                return Err("the authorizer's response is larger than 1 MiB".to_owned());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
+/// What the authorizer said.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// 200: let the request through.
+    Allowed {
+        /// Set on the request (`headersToUpstreamOnAllow`).
+        upstream: HeaderMap,
+        /// Added to the response (`headersToDownstreamOnAllow`).
+        downstream: HeaderMap,
+    },
+    /// Any other answer below 500: this is the response.
+    Denied(Response<Bytes>),
+    /// 5xx, transport failure, timeout.
+    Error(String),
+}
+
+/// One compiled `envoyExtAuthzHttp` provider.
+#[derive(Debug)]
+pub(crate) struct ExtAuthzClient {
+    pub(crate) name: Box<str>,
+    pub(crate) config: Arc<ExtAuthzHttp>,
+    base: String,
+    request_headers: Names,
+    additional: Vec<(HeaderName, HeaderValue)>,
+    upstream: Names,
+    downstream_allow: Names,
+    downstream_deny: Names,
+}
+
+impl ExtAuthzClient {
+    pub(crate) fn new(name: &str, config: Arc<ExtAuthzHttp>) -> Self {
+        let additional = config
+            .include_additional_headers_in_check
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    HeaderName::from_bytes(k.as_bytes()).ok()?,
+                    HeaderValue::from_str(v).ok()?,
+                ))
+            })
+            .collect();
+        ExtAuthzClient {
+            name: name.into(),
+            base: format!("http://{}:{}", config.host(), config.port),
+            request_headers: Names::new(&config.include_request_headers_in_check),
+            additional,
+            upstream: Names::new(&config.headers_to_upstream_on_allow),
+            downstream_allow: Names::new(&config.headers_to_downstream_on_allow),
+            downstream_deny: Names::new(&config.headers_to_downstream_on_deny),
+            config,
+        }
+    }
+
+    /// The check request for `req` (built before the request moves on).
+    pub(crate) fn check_request<B>(&self, req: &Request<B>) -> Option<Request<Empty<Bytes>>> {
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let uri = format!("{}{}{}", self.base, self.config.path_prefix, pq);
+        let mut out = Request::builder()
+            .method(req.method().clone())
+            .uri(uri)
+            .body(Empty::new())
+            .ok()?;
+        let h = out.headers_mut();
+        let host = req.headers().get(HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        if let Some(host) = host {
+            h.insert(HOST, host);
+        }
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        for name in req.headers().keys() {
+            if name == HOST || name == CONTENT_LENGTH {
+                continue;
+            }
+            if name != AUTHORIZATION && !self.request_headers.matches(name) {
+                continue;
+            }
+            // Envoy hands the authorizer one value per header, duplicates joined by `,`
+            let mut values = req.headers().get_all(name).iter();
+            let Some(first) = values.next().cloned() else {
+                continue;
+            };
+            let joined = values.fold(first, |acc, v| {
+                let mut b = acc.as_bytes().to_vec();
+                b.push(b',');
+                b.extend_from_slice(v.as_bytes());
+                HeaderValue::from_bytes(&b).unwrap_or(acc)
+            });
+            h.insert(name.clone(), joined);
+        }
+        for (k, v) in &self.additional {
+            h.insert(k.clone(), v.clone());
+        }
+        Some(out)
+    }
+
+    /// [`check`](Self::check), boxed where the compiler sees its whole type (its `Send`
+    /// proof does not go through in generic callers).
+    pub(crate) fn check_boxed(
+        self: Arc<Self>,
+        client: MeshClient,
+        req: Request<Empty<Bytes>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
+        Box::pin(self.check(client, req))
+    }
+
+    /// Sends the check and reads the answer, within the provider's timeout.
+    pub(crate) async fn check(
+        self: Arc<Self>,
+        client: MeshClient,
+        req: Request<Empty<Bytes>>,
+    ) -> Outcome {
+        let call = async {
+            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            let (parts, body) = resp.into_parts();
+            let body = read_limited(body).await?;
+            Ok::<_, String>(Response::from_parts(parts, body))
+        };
+        let resp = match tokio::time::timeout(self.config.timeout, call).await {
+            Err(_) => {
+                return Outcome::Error(format!(
+                    "no answer within the timeout ({:?})",
+                    self.config.timeout
+                ));
+            }
+            Ok(Err(e)) => return Outcome::Error(e),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        if status.is_server_error() {
+            return Outcome::Error(format!("the authorizer answered {status}"));
+        }
+        if status == StatusCode::OK {
+            let pick = |names: &Names| {
+                let mut m = HeaderMap::new();
+                for (k, v) in resp.headers() {
+                    if names.matches(k) {
+                        m.append(k.clone(), v.clone());
+                    }
+                }
+                m
+            };
+            return Outcome::Allowed {
+                upstream: pick(&self.upstream),
+                downstream: pick(&self.downstream_allow),
+            };
+        }
+        let (parts, body) = resp.into_parts();
+        let mut denied = Response::new(body);
+        *denied.status_mut() = parts.status;
+        for (k, v) in &parts.headers {
+            let framing = k == CONTENT_LENGTH || k == TRANSFER_ENCODING || k == CONNECTION;
+            let keep = if self.downstream_deny.is_empty() {
+                k != HOST
+            } else {
+                self.downstream_deny.matches(k) || k == LOCATION || k == WWW_AUTHENTICATE
+            };
+            if keep && !framing {
+                denied.headers_mut().append(k.clone(), v.clone());
+            }
+        }
+        Outcome::Denied(denied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_request_selects_headers() {
+        let mut cfg = ExtAuthzHttp::new("ext-authz.foo.svc.cluster.local", 8000);
+        cfg.path_prefix = "/check".into();
+        cfg.include_request_headers_in_check = vec!["x-ext-authz".into(), "X-Forwarded-*".into()];
+        cfg.include_additional_headers_in_check =
+            [("x-from".to_string(), "mesh".to_string())].into();
+        let c = ExtAuthzClient::new("p", Arc::new(cfg));
+        let req = Request::post("/admin/users?x=1")
+            .header("host", "httpbin.foo:8000")
+            .header("authorization", "Bearer t")
+            .header("x-ext-authz", "allow")
+            .header("x-forwarded-for", "10.0.0.1")
+            .header("x-forwarded-for", "10.0.0.2")
+            .header("cookie", "secret")
+            .header("content-length", "12")
+            .body(())
+            .unwrap();
+        let check = c.check_request(&req).unwrap();
+        assert_eq!(check.method(), "POST");
+        assert_eq!(
+            check.uri().to_string(),
+            "http://ext-authz.foo.svc.cluster.local:8000/check/admin/users?x=1"
+        );
+        let h = check.headers();
+        assert_eq!(h["host"], "httpbin.foo:8000");
+        assert_eq!(h["authorization"], "Bearer t");
+        assert_eq!(h["x-ext-authz"], "allow");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1,10.0.0.2");
+        assert_eq!(h["content-length"], "0");
+        assert_eq!(h["x-from"], "mesh");
+        assert!(h.get("cookie").is_none());
+    }
+
+    #[test]
+    fn name_patterns() {
+        let n = Names::new(&["X-Auth-*".into(), "*-token".into(), "cookie".into()]);
+        for (name, want) in [
+            ("x-auth-request-user", true),
+            ("x-access-token", true),
+            ("cookie", true),
+            ("set-cookie", false),
+            ("x-auth", false),
+        ] {
+            assert_eq!(n.matches(&HeaderName::from_static(name)), want, "{name}");
+        }
+    }
+}
