@@ -103,6 +103,62 @@ impl Pat {
     }
 }
 
+/// A `requestPrincipals` value as Istio compiles it: split at its last `/` into an
+/// issuer and a subject matcher, each matched against the token's own `iss` and `sub`
+/// claims (so a token without `sub` matches no value, not even `*`). `*` alone is any
+/// non-empty issuer and subject; a leading `*` is a suffix match on the issuer (or, without
+/// a `/`, on the subject); a trailing `*` a prefix match on the subject (or, without a
+/// `/`, on the issuer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReqPrincipal {
+    iss: Pat,
+    sub: Pat,
+}
+
+impl ReqPrincipal {
+    fn new(v: &str) -> ReqPrincipal {
+        let (iss, sub) = match v.rfind('/') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        };
+        let exact = |s: &str| Pat::Exact(s.into());
+        let (iss, sub) = if v == "*" {
+            (Pat::Any, Pat::Any)
+        } else if let Some(after_star) = v.strip_prefix('*') {
+            match sub {
+                Some(sub) => (
+                    if iss == "*" {
+                        Pat::Any
+                    } else {
+                        Pat::Suffix(iss[1..].into())
+                    },
+                    exact(sub),
+                ),
+                None => (Pat::Any, Pat::Suffix(after_star.into())),
+            }
+        } else if let Some(stripped) = v.strip_suffix('*') {
+            match sub {
+                Some(sub) => (
+                    exact(iss),
+                    if sub == "*" {
+                        Pat::Any
+                    } else {
+                        Pat::Prefix(sub[..sub.len() - 1].into())
+                    },
+                ),
+                None => (Pat::Prefix(stripped.into()), Pat::Any),
+            }
+        } else {
+            (exact(iss), exact(sub.unwrap_or("")))
+        };
+        ReqPrincipal { iss, sub }
+    }
+
+    fn matches(&self, iss: Option<&str>, sub: Option<&str>) -> bool {
+        iss.is_some_and(|i| self.iss.matches(i)) && sub.is_some_and(|s| self.sub.matches(s))
+    }
+}
+
 /// One segment of a path template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
@@ -203,8 +259,8 @@ type NsSa = (Box<str>, Box<str>);
 struct CSource {
     principals: Box<[Pat]>,
     not_principals: Box<[Pat]>,
-    request_principals: Box<[Pat]>,
-    not_request_principals: Box<[Pat]>,
+    request_principals: Box<[ReqPrincipal]>,
+    not_request_principals: Box<[ReqPrincipal]>,
     namespaces: Box<[Pat]>,
     not_namespaces: Box<[Pat]>,
     service_accounts: Box<[NsSa]>,
@@ -586,8 +642,16 @@ fn compile_source(s: &RuleSource, ns: &str) -> Result<CSource, String> {
     Ok(CSource {
         principals: pats(&s.principals),
         not_principals: pats(&s.not_principals),
-        request_principals: pats(&s.request_principals),
-        not_request_principals: pats(&s.not_request_principals),
+        request_principals: s
+            .request_principals
+            .iter()
+            .map(|v| ReqPrincipal::new(v))
+            .collect(),
+        not_request_principals: s
+            .not_request_principals
+            .iter()
+            .map(|v| ReqPrincipal::new(v))
+            .collect(),
         namespaces: pats(&s.namespaces),
         not_namespaces: pats(&s.not_namespaces),
         service_accounts: sa(&s.service_accounts)?,
@@ -657,11 +721,11 @@ impl CSource {
                 on_ip(remote),
             )
             && (skip_http || {
-                let rp = r.request_auth.map(|a| a.principal.as_str());
+                let (iss, sub) = r.request_auth.map_or((None, None), RequestAuth::iss_sub);
                 field(
                     &self.request_principals,
                     &self.not_request_principals,
-                    |pat: &Pat| rp.is_some_and(|rp| pat.matches(rp)),
+                    |m: &ReqPrincipal| m.matches(iss, sub),
                 )
             })
     }
@@ -681,12 +745,11 @@ impl COperation {
             return true;
         };
         let path = h.path.split_once('?').map_or(h.path, |(p, _)| p);
-        let hosts_ok = (self.hosts.is_empty() && self.not_hosts.is_empty()) || {
-            let (host_no_port, _) = crate::names::split_authority(h.host);
-            field(&self.hosts, &self.not_hosts, |pat: &Pat| {
-                pat.matches_ci(h.host) || pat.matches_ci(host_no_port)
-            })
-        };
+        // Istio's HostMatcher: the whole `:authority`, port included, ignoring case
+        let hosts_ok = (self.hosts.is_empty() && self.not_hosts.is_empty())
+            || field(&self.hosts, &self.not_hosts, |pat: &Pat| {
+                pat.matches_ci(h.host)
+            });
         hosts_ok
             && field(&self.methods, &self.not_methods, |pat: &Pat| {
                 pat.matches(h.method)
@@ -794,8 +857,8 @@ impl CCondition {
                     serde_json::Value::Array(items) => items
                         .iter()
                         .any(|i| i.as_str().is_some_and(|s| pats(Some(s)))),
-                    serde_json::Value::Bool(b) => pats(Some(if *b { "true" } else { "false" })),
-                    serde_json::Value::Number(n) => pats(Some(&n.to_string())),
+                    // Envoy's string matchers see strings only: a boolean or number claim
+                    // matches no value
                     _ => false,
                 }
             }
@@ -922,6 +985,44 @@ impl RequestAuth {
                 .map(str::to_owned),
             claims,
             space_delimited_claims: None,
+        }
+    }
+
+    /// The token's issuer and subject for `requestPrincipals`: its `iss` and `sub` claims
+    /// (strings), else the two halves of [`principal`](Self::principal) split at its last
+    /// `/` (for an identity given without claims); an empty half is absent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::RequestAuth;
+    ///
+    /// let a = RequestAuth::from_claims(serde_json::json!({"iss": "https://a.example/x", "sub": "u1"}));
+    /// assert_eq!(a.iss_sub(), (Some("https://a.example/x"), Some("u1")));
+    /// // a token without `sub`
+    /// let a = RequestAuth::from_claims(serde_json::json!({"iss": "https://a.example"}));
+    /// assert_eq!(a.iss_sub(), (Some("https://a.example"), None));
+    /// // an identity given as `iss/sub` only
+    /// let a = RequestAuth { principal: "issuer.example/alice".into(), ..Default::default() };
+    /// assert_eq!(a.iss_sub(), (Some("issuer.example"), Some("alice")));
+    /// ```
+    pub fn iss_sub(&self) -> (Option<&str>, Option<&str>) {
+        let claim = |k: &str| self.claims.get(k).and_then(|v| v.as_str());
+        let (p_iss, p_sub) = match self.principal.rfind('/') {
+            Some(i) => (&self.principal[..i], &self.principal[i + 1..]),
+            None => (self.principal.as_str(), ""),
+        };
+        fn non_empty(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
+        let has_claims = self.claims.get("iss").is_some();
+        if has_claims {
+            (
+                claim("iss").and_then(non_empty),
+                claim("sub").and_then(non_empty),
+            )
+        } else {
+            (non_empty(p_iss), non_empty(p_sub))
         }
     }
 
@@ -1715,7 +1816,8 @@ impl AuthzPolicies {
                 .metadata
                 .annotations
                 .get("istio.io/dry-run")
-                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                .and_then(|v| parse_go_bool(v))
+                .unwrap_or(false);
             let p = CompiledPolicy::compile(&o.metadata.name, &o.metadata.namespace, ap, dry);
             match by_ns.get_mut(o.metadata.namespace.as_str()) {
                 Some(v) => v.push(Arc::new(p)),
@@ -1868,6 +1970,16 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
         s.push('/');
     }
     Cow::Owned(s)
+}
+
+/// Go's `strconv.ParseBool`, which istiod applies to `istio.io/dry-run`: `1 t T TRUE true
+/// True` and `0 f F FALSE false False`.
+pub(crate) fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

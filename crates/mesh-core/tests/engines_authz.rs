@@ -471,9 +471,15 @@ fn every_source_operation_and_condition_field() {
             ..c("/remote", None)
         },
         C {
-            host: "api.EXAMPLE.com:8080",
+            host: "api.EXAMPLE.com",
             port: 8080,
             ..c("/x", Some(4))
+        },
+        // Istio's HostMatcher sees the whole `:authority`: with its port it is another host
+        C {
+            host: "api.example.com:8080",
+            port: 8080,
+            ..c("/x", None)
         },
         C {
             host: "api.example.com",
@@ -734,4 +740,92 @@ spec:
         assert!(matches!(d.reason, AuthzReason::Uncompilable(_)), "{d:?}");
         assert!(d.reason.to_string().contains("fail closed"));
     }
+}
+
+/// `requestPrincipals` as Istio compiles them: issuer and subject matched apart against
+/// the token's `iss` and `sub` (a token without `sub` matches nothing, not even `*`);
+/// string matchers only see string claims; `istio.io/dry-run` is Go's `ParseBool`.
+#[test]
+fn request_principals_claim_types_and_dry_run() {
+    let allow = |values: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n  rules: [{{from: [{{source: {{requestPrincipals: {values}}}}}]}}]\n"
+        )
+    };
+    let token = |c: serde_json::Value| RequestAuth::from_claims(c);
+    let none = HeaderMap::new();
+    let decide = |yaml: &str, jwt: &RequestAuth| {
+        let s = snap(&[], yaml, "ns");
+        let w = s.authz_for_workload("ns", &labels("target"));
+        let mut r = AuthzRequest::http(
+            80,
+            HttpAuthzAttrs {
+                method: "GET",
+                path: "/",
+                host: "target",
+                headers: &none,
+            },
+        );
+        r.request_auth = Some(jwt);
+        w.evaluate(&r).allowed
+    };
+    let alice =
+        token(serde_json::json!({"iss": "https://idp.example.com/realms/a", "sub": "alice"}));
+    let no_sub = token(serde_json::json!({"iss": "https://idp.example.com/realms/a"}));
+    for (values, who, want) in [
+        (r#"["*"]"#, &alice, true),
+        (r#"["*"]"#, &no_sub, false),
+        (r#"["https://idp.example.com/realms/a/*"]"#, &alice, true),
+        (r#"["https://idp.example.com/realms/a/*"]"#, &no_sub, false),
+        (
+            r#"["https://idp.example.com/realms/a/alice"]"#,
+            &alice,
+            true,
+        ),
+        (r#"["https://idp.example.com/realms/*"]"#, &alice, false), // issuer exact "…/realms"
+        (r#"["*/alice"]"#, &alice, true),
+        (r#"["*/realms/a/alice"]"#, &alice, true), // issuer suffix "/realms/a"
+        (r#"["*lice"]"#, &alice, true),            // no `/`: subject suffix
+        (r#"["https://idp.example.com/realms/a/al*"]"#, &alice, true),
+        (r#"["https://idp*"]"#, &alice, false), // `/` present: issuer exact "https:/"…
+    ] {
+        assert_eq!(
+            decide(&allow(values), who),
+            want,
+            "{values} for {:?}",
+            who.claims
+        );
+    }
+
+    // a boolean or number claim matches no string value
+    let claim = |key: &str, values: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: ns}}\nspec:\n  rules: [{{when: [{{key: 'request.auth.claims[{key}]', values: {values}}}]}}]\n"
+        )
+    };
+    let admin = token(
+        serde_json::json!({"iss": "i", "sub": "s", "admin": true, "level": 3, "role": "true"}),
+    );
+    assert!(!decide(&claim("admin", r#"["true"]"#), &admin));
+    assert!(!decide(&claim("level", r#"["3"]"#), &admin));
+    assert!(decide(&claim("role", r#"["true"]"#), &admin));
+
+    // dry-run: "1" is true, as strconv.ParseBool
+    let dry = |v: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-all, namespace: ns, annotations: {{istio.io/dry-run: '{v}'}}}}\nspec: {{action: DENY, rules: [{{}}]}}\n"
+        )
+    };
+    assert!(decide(&dry("1"), &alice), "dry-run: not enforced");
+    assert!(decide(&dry("True"), &alice));
+    assert!(!decide(&dry("0"), &alice), "not dry-run: enforced");
+    let loaded = mesh_core::load::load_str(&dry("yes"), "d.yaml");
+    let diags = mesh_core::validate::validate_all(&loaded.objects);
+    assert!(
+        diags.iter().any(|d| d.message
+            == "ns/deny-all has annotation istio.io/dry-run with invalid value (yes): strconv.ParseBool: parsing \"yes\": invalid syntax"),
+        "{diags:#?}"
+    );
+    let loaded = mesh_core::load::load_str(&dry("1"), "d.yaml");
+    assert!(mesh_core::validate::validate_all(&loaded.objects).is_empty());
 }

@@ -146,10 +146,11 @@ pub(super) fn validate_authorization_policy(cx: &mut Ctx<'_>, ap: &Authorization
                 ),
             );
         }
-        if v != "true" && v != "false" {
+        if crate::authz::parse_go_bool(v).is_none() {
+            let (ns, name) = (cx.namespace().to_owned(), cx.obj.metadata.name.clone());
             cx.error(
                 "metadata.annotations.istio.io/dry-run",
-                format!("invalid value {v:?} for annotation istio.io/dry-run: must be \"true\" or \"false\""),
+                format!("{ns}/{name} has annotation istio.io/dry-run with invalid value ({v}): strconv.ParseBool: parsing {v:?}: invalid syntax"),
             );
         }
     }
