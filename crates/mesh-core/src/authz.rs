@@ -1069,7 +1069,7 @@ impl RequestAuth {
 /// let authz = snap.authz_for_workload("foo", &Labels::new());
 /// let headers = http::HeaderMap::new();
 /// let allowed = |path: &str, host: &str| {
-///     let path = normalize_path(path); // as the sidecar does before authorization
+///     let path = normalize_path(path).unwrap(); // as the sidecar does before authorization
 ///     let attrs = HttpAuthzAttrs { method: "GET", path: &path, host, headers: &headers };
 ///     authz.evaluate(&AuthzRequest::http(8000, attrs)).allowed
 /// };
@@ -1924,52 +1924,202 @@ impl AuthzPolicies {
     }
 }
 
-/// Normalizes a request path as Istio's sidecars do before authorization (§8.4): drops the
-/// query, decodes `%2E`/`%2e`… is not done for `/`, turns `\` into `/`, resolves `.` and `..`
-/// segments. Allocates only when something changes.
+/// Envoy's `normalize_path` refused the path (an escaped or raw NUL, `%00`): the request
+/// is answered 400 before routing and authorization
+/// (`path_normalization_failed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("path normalization failed: the path holds an escaped NUL (%00)")]
+pub struct InvalidPath;
+
+/// Normalizes a request path as Istio's default `meshConfig.pathNormalization` (`BASE`)
+/// has Envoy do (`normalize_path: true`, `merge_slashes: false`,
+/// `path_with_escaped_slashes_action: KEEP_UNCHANGED`), RFC 3986 as Chromium's URL
+/// canonicalizer reads it. The normalized path is what authorization, routing and the
+/// application all see (§8.4):
+///
+/// - the query (from `?`) is dropped (callers put it back for the request);
+/// - `%XX` of an unreserved character (`%2D %2E %30-%39 %41-%5A %5F %61-%7A %7E`, either
+///   hex case) is decoded, once (`%252e` stays); other valid escapes, `%2F` and `%5C`
+///   included, are kept exactly as sent; a `%` that starts no escape is kept, but becomes
+///   `%25` where decoding would have created a new escape after it (`%%30%30`);
+/// - `\` becomes `/`;
+/// - `.` and `..` segments (also spelled `%2e`) are resolved, never above the root;
+/// - slashes are not merged (`//` stays);
+/// - bytes that may not appear in a path (controls, space, `"#<>^`{|}`, DEL, non-ASCII)
+///   are percent-encoded;
+/// - `%00` (or a raw NUL) fails: Envoy answers 400.
+///
+/// A path that does not start with `/` (`*`, an authority) is left as it is. Allocates
+/// only when something changes: one scan finds out.
 ///
 /// # Examples
 ///
 /// ```
 /// use std::borrow::Cow;
-/// use mesh_core::authz::normalize_path;
+/// use mesh_core::authz::{normalize_path, InvalidPath};
 ///
-/// assert_eq!(normalize_path("/admin/../public/./index.html"), "/public/index.html");
-/// assert_eq!(normalize_path("/a\\b?q=1"), "/a/b");
-/// assert_eq!(normalize_path("/%2e%2e/etc/passwd"), "/etc/passwd");
-/// assert!(matches!(normalize_path("/status/200?x=1"), Cow::Borrowed("/status/200")));
+/// assert_eq!(normalize_path("/admin/../public/./index.html").unwrap(), "/public/index.html");
+/// assert_eq!(normalize_path("/%61dmin?q=1").unwrap(), "/admin");
+/// assert_eq!(normalize_path("/a\\b").unwrap(), "/a/b");
+/// assert_eq!(normalize_path("/%2e%2e/etc/passwd").unwrap(), "/etc/passwd");
+/// assert_eq!(normalize_path("/a%2fb//c").unwrap(), "/a%2fb//c"); // KEEP_UNCHANGED, no merge
+/// assert_eq!(normalize_path("/a%00b"), Err(InvalidPath));
+/// assert!(matches!(normalize_path("/status/200?x=1"), Ok(Cow::Borrowed("/status/200"))));
 /// ```
-pub fn normalize_path(path: &str) -> Cow<'_, str> {
+pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let needs =
-        path.contains('\\') || path.contains("/.") || path.contains("%2e") || path.contains("%2E");
-    if !needs {
-        return Cow::Borrowed(path);
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
+        return Ok(Cow::Borrowed(path));
     }
-    let p = path
-        .replace('\\', "/")
-        .replace("%2e", ".")
-        .replace("%2E", ".");
-    let mut out: Vec<&str> = Vec::new();
-    let trailing = p.ends_with('/') || p.ends_with("/.") || p.ends_with("/..");
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                out.pop();
+    // the hot path: one scan, no allocation
+    let mut prev = 0u8;
+    let clean = b.iter().all(|&c| {
+        let ok =
+            !(c == b'%' || c == b'\\' || must_escape(c) || c == 0 || (c == b'.' && prev == b'/'));
+        prev = c;
+        ok
+    });
+    if clean {
+        return Ok(Cow::Borrowed(path));
+    }
+    let out = canonicalize(b)?;
+    if out == path {
+        return Ok(Cow::Borrowed(path));
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// Bytes a canonical path carries percent-encoded (Chromium's path table): controls,
+/// space, `"#<>?^`{|}`, DEL and non-ASCII. (`%` and `\` are handled on their own.)
+fn must_escape(c: u8) -> bool {
+    (0x01..=0x20).contains(&c)
+        || c >= 0x7f
+        || matches!(
+            c,
+            b'"' | b'#' | b'<' | b'>' | b'?' | b'^' | b'`' | b'{' | b'|' | b'}'
+        )
+}
+
+/// RFC 3986 unreserved characters but `.` (which the dot handling decodes).
+fn unreserved(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'~')
+}
+
+fn hex(c: u8) -> Option<u8> {
+    (c as char).to_digit(16).map(|d| d as u8)
+}
+
+/// The escape `%XY` at `i`, decoded.
+fn escape_at(b: &[u8], i: usize) -> Option<u8> {
+    if b.get(i) != Some(&b'%') {
+        return None;
+    }
+    Some((hex(*b.get(i + 1)?)? << 4) | hex(*b.get(i + 2)?)?)
+}
+
+/// The length of a dot at `i`: `.` (1), `%2e`/`%2E` (3), or 0.
+fn dot_at(b: &[u8], i: usize) -> usize {
+    match b.get(i) {
+        Some(b'.') => 1,
+        Some(b'%') if escape_at(b, i) == Some(b'.') => 3,
+        _ => 0,
+    }
+}
+
+fn slash_at(b: &[u8], i: usize) -> bool {
+    matches!(b.get(i), Some(b'/' | b'\\'))
+}
+
+/// Drops the last segment of `out` (which ends with `/`), never the leading `/`.
+fn up_one(out: &mut String) {
+    let keep = out[..out.len() - 1].rfind('/').map_or(1, |i| i + 1);
+    out.truncate(keep);
+}
+
+/// The slow path of [`normalize_path`] over a path starting with `/`. The output is ASCII.
+fn canonicalize(b: &[u8]) -> Result<String, InvalidPath> {
+    let mut out = String::with_capacity(b.len());
+    let mut invalid = false;
+    // where in `out` the last `%` that started no valid escape went
+    let mut stray_percent: Option<usize> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let dot = dot_at(b, i);
+        if dot > 0 {
+            let after = i + dot;
+            if !out.ends_with('/') {
+                out.push('.');
+                i = after;
+                continue;
             }
-            s => out.push(s),
+            if after == b.len() {
+                i = after; // `/.` at the end: the directory
+                continue;
+            }
+            if slash_at(b, after) {
+                i = after + 1;
+                continue;
+            }
+            let dot2 = dot_at(b, after);
+            let end2 = after + dot2;
+            if dot2 > 0 && (end2 == b.len() || slash_at(b, end2)) {
+                up_one(&mut out);
+                i = if end2 == b.len() { end2 } else { end2 + 1 };
+                continue;
+            }
+            out.push('.'); // a name that starts with a dot
+            i = after;
+            continue;
         }
+        let c = b[i];
+        match c {
+            b'\\' => out.push('/'),
+            b'%' => match escape_at(b, i) {
+                Some(v) if unreserved(v) => {
+                    out.push(v as char);
+                    i += 3;
+                    // a stray `%` just before must not turn into an escape now
+                    if let Some(p) = stray_percent.filter(|&p| p + 3 >= out.len()) {
+                        let ob = out.as_bytes();
+                        let second = ob.get(p + 2).copied().or_else(|| b.get(i).copied());
+                        if hex(ob[p + 1]).is_some() && second.and_then(hex).is_some() {
+                            out.insert_str(p + 1, "25");
+                        }
+                    }
+                    continue;
+                }
+                Some(v) => {
+                    invalid |= v == 0;
+                    out.push('%');
+                    out.push(b[i + 1] as char);
+                    out.push(b[i + 2] as char);
+                    i += 3;
+                    continue;
+                }
+                None => {
+                    stray_percent = Some(out.len());
+                    out.push('%');
+                }
+            },
+            0 => {
+                invalid = true;
+                out.push_str("%00");
+            }
+            c if must_escape(c) => {
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(HEX[usize::from(c >> 4)] as char);
+                out.push(HEX[usize::from(c & 0xf)] as char);
+            }
+            c => out.push(c as char),
+        }
+        i += 1;
     }
-    let mut s = String::with_capacity(p.len());
-    for seg in &out {
-        s.push('/');
-        s.push_str(seg);
+    if invalid {
+        return Err(InvalidPath);
     }
-    if s.is_empty() || trailing {
-        s.push('/');
-    }
-    Cow::Owned(s)
+    Ok(out)
 }
 
 /// Go's `strconv.ParseBool`, which istiod applies to `istio.io/dry-run`: `1 t T TRUE true
@@ -2185,20 +2335,82 @@ spec:
         }
     }
 
+    /// Istio's BASE normalization (Envoy `normalize_path`, no slash merging, escaped
+    /// slashes kept): the first rows are istio/istio's own path normalization test table.
     #[test]
     fn normalization() {
         let table = [
-            ("/a/b", "/a/b"),
+            ("/", "/"),
+            ("/app/", "/app/"),
+            ("/app/../admin", "/admin"),
+            ("/app", "/app"),
+            ("/app//", "/app//"),
+            ("/app/%2f", "/app/%2f"),
+            ("/app%2f/", "/app%2f/"),
+            ("/xyz%30..//abc", "/xyz0..//abc"),
+            ("/app/%2E./admin", "/admin"),
+            ("/app\\admin", "/app/admin"),
+            ("/app/\\/\\/\\admin", "/app//////admin"),
+            ("/%2Fapp%5cadmin%5Cabc", "/%2Fapp%5cadmin%5Cabc"),
+            (
+                "/%5Capp%2f%5c%2F%2e%2e%2fadmin%5c\\abc",
+                "/%5Capp%2f%5c%2F..%2fadmin%5c/abc",
+            ),
+            ("/app//../admin", "/app/admin"),
+            ("/app//../../admin", "/admin"),
+            // the query goes
             ("/a/b?x=1", "/a/b"),
+            ("/a/../b?x=/../c", "/b"),
+            // unreserved characters decoded (either hex case), once
+            ("/%61dmin", "/admin"),
+            ("/%41%5a%5F%2d%7e%39", "/AZ_-~9"),
+            ("/%252e%252e/x", "/%252e%252e/x"),
+            // other escapes kept as sent
+            ("/a%20b%3F%3f", "/a%20b%3F%3f"),
+            // dot segments, never above the root
             ("/a/./b", "/a/b"),
-            ("/a/../b", "/b"),
-            ("/a\\b", "/a/b"),
-            ("/a/%2e%2e/b", "/b"),
+            ("/a/.", "/a/"),
+            ("/a/b/..", "/a/"),
             ("/..", "/"),
-            ("/a/", "/a/"),
+            ("/../../x", "/x"),
+            ("/a/..b/.c", "/a/..b/.c"),
+            ("/a/%2e/b", "/a/b"),
+            ("/a%2e%2e/b", "/a../b"),
+            ("/a/%2e%2E/b", "/b"),
+            // stray `%` kept; a new escape after it is not created
+            ("/100%/x", "/100%/x"),
+            ("/%zz", "/%zz"),
+            ("/%%30%30", "/%2500"),
+            ("/%%300", "/%2500"),
+            ("/%3%30", "/%2530"),
+            ("/%g%30", "/%g0"),
+            // bytes a path may not hold are escaped
+            ("/a b", "/a%20b"),
+            ("/a\"b{c}|^`<>#", "/a%22b%7Bc%7D%7C%5E%60%3C%3E%23"),
+            ("/é", "/%C3%A9"),
+            // not a path: left alone
+            ("*", "*"),
         ];
         for (p, want) in table {
-            assert_eq!(normalize_path(p), want, "{p}");
+            assert_eq!(normalize_path(p), Ok(Cow::Borrowed(want)), "{p}");
+        }
+        for p in ["/a%00", "/%00/x", "/a\0b", "/x/%00?q"] {
+            assert_eq!(normalize_path(p), Err(InvalidPath), "{p}");
+        }
+    }
+
+    /// Ordinary paths are borrowed, not copied.
+    #[test]
+    fn normalization_borrows_clean_paths() {
+        for p in [
+            "/",
+            "/status/200",
+            "/a.b/c.d?x=../y",
+            "/api/v1/items/42/",
+            "//a//b",
+            "/a%2Fb",
+        ] {
+            assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
         }
     }
 }

@@ -69,7 +69,7 @@ proptest! {
         let _ = snap.route_tls(&l4);
         let _ = snap.route_tcp(&l4);
         let w = snap.authz_for_workload(&ns, &labels);
-        let norm = normalize_path(&path);
+        let norm = normalize_path(&path).unwrap_or(std::borrow::Cow::Borrowed("/"));
         let mut req = AuthzRequest::http(port, HttpAuthzAttrs { method: "GET", path: &norm, host: &authority, headers: &h });
         req.principal = principal.as_deref();
         let _ = w.evaluate(&req);
@@ -91,7 +91,7 @@ proptest! {
 
     #[test]
     fn normalized_paths_have_no_dot_segments(path in "(/(\\.|\\.\\.|[a-z]{1,3}|%2e)){1,8}") {
-        let n = normalize_path(&path);
+        let n = normalize_path(&path).unwrap();
         prop_assert!(n.starts_with('/'));
         prop_assert!(!n.split('/').any(|s| s == "." || s == ".."));
     }

@@ -174,7 +174,19 @@ pub(crate) fn run(args: Args) -> ExitCode {
         _ => "PERMISSIVE",
     };
 
-    let (allowed, policy, rule, reason, audit) = if let Some((e, remote)) = &rejected {
+    // Envoy normalizes the path (Istio's BASE) before any filter; `%00` is a 400
+    let path = normalize_path(&args.path);
+    let strict_plaintext = mtls.mode == MtlsMode::Strict && principal.is_none();
+    let bad_path = !args.tcp && path.is_err() && !strict_plaintext;
+    let (allowed, policy, rule, reason, audit) = if bad_path {
+        (
+            false,
+            None,
+            None,
+            "the path holds `%00`: Envoy refuses it with 400 (path_normalization_failed) before RequestAuthentication and authorization".to_owned(),
+            None,
+        )
+    } else if let Some((e, remote)) = &rejected {
         let policies: Vec<&str> = providers.iter().map(|p| p.policy()).collect();
         let mut reason = format!(
             "RequestAuthentication rejects the request's token: 401 `{e}` (jwtRules of {})",
@@ -205,10 +217,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
             principal
         };
         let host = args.host.clone().unwrap_or_default();
-        let path = normalize_path(&args.path);
+        let path = path.as_deref().unwrap_or(&args.path);
         let http = (!args.tcp).then(|| HttpAuthzAttrs {
             method: &args.method,
-            path: &path,
+            path,
             host: &host,
             headers: &headers,
         });
@@ -253,8 +265,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "peer_authentication": mtls.policy.as_deref(),
         "policies": applicable,
         "request_authentication": authn,
+        "path": if args.tcp { None } else { path.as_deref().ok() },
         "status": match (allowed, &rejected) {
             (true, _) => Some(200),
+            (false, _) if bad_path => Some(400),
             (false, Some(_)) => Some(401),
             (false, None) if mtls.mode == MtlsMode::Strict && principal.is_none() => None,
             (false, None) => Some(403),
@@ -289,8 +303,19 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     _ => {}
                 }
             }
+            if let Some(p) = path
+                .as_deref()
+                .ok()
+                .filter(|p| !args.tcp && Some(*p) != args.path.split('?').next())
+            {
+                println!(
+                    "path: {p} after Envoy's normalization (what policies and the application see)"
+                );
+            }
             if !allowed {
-                if rejected.is_some() {
+                if bad_path {
+                    println!("the caller gets 400 (Envoy's path normalization)");
+                } else if rejected.is_some() {
                     println!("the caller gets 401 with that message (Envoy's jwt_authn)");
                 } else if mtls.mode == MtlsMode::Strict && principal.is_none() {
                     println!("the caller's connection is reset");

@@ -6,6 +6,13 @@
 //! [`WorkloadAuthz`] is cached per snapshot generation (one atomic load per request to
 //! check it), never rebuilt per request.
 //!
+//! Before anything else the request path is normalized as Istio's default
+//! `pathNormalization` (`BASE`) has Envoy do, in the request itself: `%XX` of unreserved
+//! characters decoded, `\` turned into `/`, `.` and `..` segments resolved, `%2F`/`%5C`
+//! and `//` kept ([`normalize_path`]). Policies, RequestAuthentication and the wrapped
+//! service all see the normalized path (the query as sent); a path with `%00` is answered
+//! 400 (`path_normalization_failed`). Ordinary paths cost one scan and no allocation.
+//!
 //! A denied request never reaches the wrapped service: it is answered as Envoy's RBAC
 //! filter does, 403 with body `RBAC: access denied` (gRPC: `grpc-status: 7`,
 //! PERMISSION_DENIED), and logged at `info` under the target `inmesh::authz` naming the
@@ -564,7 +571,10 @@ impl AuthorizationLayer {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
-        let path = normalize_path(req.uri().path());
+        // normalized already when the request went through `authorize` (no copy then);
+        // for `decide` alone, as it would be (a path Envoy refuses is decided as sent)
+        let raw = req.uri().path();
+        let path = normalize_path(raw).unwrap_or(std::borrow::Cow::Borrowed(raw));
         let mut areq = AuthzRequest::http(
             port,
             HttpAuthzAttrs {
@@ -639,6 +649,11 @@ impl AuthorizationLayer {
     }
 
     /// Decides and logs one request; a denied request gets the 403 (or gRPC 7) reply.
+    /// First what Envoy's connection manager does before any filter: the request path is
+    /// normalized in the request itself (Istio's `BASE`,
+    /// [`normalize_path`]), so the application receives the path that was authorized; a
+    /// path Envoy refuses (`%00`) gets 400.
+    ///
     /// RequestAuthentication, before authorization (Envoy's `jwt_authn` filter runs before
     /// its RBAC filter): a request without a token passes as it is; a valid token's
     /// identity goes into the request extensions as a [`RequestAuth`] (which authorization
@@ -655,6 +670,8 @@ impl AuthorizationLayer {
         &self,
         req: &mut Request<B>,
     ) -> Result<Option<PendingCheck>, Response<R>> {
+        // the connection manager's work first: the path normalized in the request itself
+        crate::envoy::sanitize_request(req)?;
         self.with_authz(|c| {
             self.authenticate_with(c, req)?;
             self.check_with(c, req)

@@ -46,11 +46,14 @@
 //! assert_eq!(grpc.extensions().get::<ResponseFlags>(), Some(&ResponseFlags::NONE));
 //! ```
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Response, StatusCode};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use mesh_core::authz::normalize_path;
 
 /// Envoy's response flags (`%RESPONSE_FLAGS%`, Istio's `response_flags` label).
 ///
@@ -714,6 +717,10 @@ pub enum LocalReply {
     /// is expired`).
     #[error("{0}")]
     Unauthenticated(String),
+    /// Envoy's `normalize_path` refused the request path (it holds `%00`): 400, empty
+    /// body, details `path_normalization_failed`, before routing and every filter.
+    #[error("path normalization failed")]
+    PathNormalizationFailed,
 }
 
 impl LocalReply {
@@ -741,6 +748,7 @@ impl LocalReply {
             LocalReply::FaultAbort { http_status, .. } => *http_status,
             LocalReply::RbacDenied => StatusCode::FORBIDDEN,
             LocalReply::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            LocalReply::PathNormalizationFailed => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -766,7 +774,9 @@ impl LocalReply {
     /// ```
     pub fn body(&self) -> String {
         match self {
-            LocalReply::NoRoute | LocalReply::ClusterNotFound => String::new(),
+            LocalReply::NoRoute
+            | LocalReply::ClusterNotFound
+            | LocalReply::PathNormalizationFailed => String::new(),
             LocalReply::NoHealthyUpstream => "no healthy upstream".to_owned(),
             LocalReply::UpstreamTimeout => "upstream request timeout".to_owned(),
             LocalReply::UpstreamReset {
@@ -830,7 +840,9 @@ impl LocalReply {
             }
             LocalReply::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
             LocalReply::FaultAbort { .. } => ResponseFlags::FAULT_INJECTED,
-            LocalReply::RbacDenied | LocalReply::Unauthenticated(_) => ResponseFlags::NONE,
+            LocalReply::RbacDenied
+            | LocalReply::Unauthenticated(_)
+            | LocalReply::PathNormalizationFailed => ResponseFlags::NONE,
         }
     }
 
@@ -874,6 +886,7 @@ impl LocalReply {
             LocalReply::Unauthenticated(msg) => {
                 format!("jwt_authn_access_denied{{{}}}", msg.replace(' ', "_"))
             }
+            LocalReply::PathNormalizationFailed => "path_normalization_failed".into(),
         }
     }
 
@@ -997,6 +1010,42 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
     }
 }
 
+/// What Envoy's HTTP connection manager does to a request before routing and before any
+/// filter (RequestAuthentication, authorization): the path normalized as Istio's default
+/// `pathNormalization` (`BASE`, [`normalize_path`]) and the request rewritten with it (the
+/// query kept), so authorization, routing and the application all see the same path. An
+/// ordinary path is left untouched without allocating.
+///
+/// `Err`: the local reply (400 `path_normalization_failed` for a `%00`).
+pub(crate) fn sanitize_request<B, R: From<Bytes>>(req: &mut Request<B>) -> Result<(), Response<R>> {
+    let fail =
+        |req: &Request<B>| LocalReply::PathNormalizationFailed.to_response(is_grpc(req.headers()));
+    let path = match normalize_path(req.uri().path()) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(p)) => p,
+        Err(_) => {
+            tracing::debug!(path = req.uri().path(), "path normalization failed");
+            return Err(fail(req));
+        }
+    };
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    let uri = PathAndQuery::try_from(pq).ok().and_then(|pq| {
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).ok()
+    });
+    match uri {
+        Some(uri) => {
+            *req.uri_mut() = uri;
+            Ok(())
+        }
+        None => Err(fail(req)),
+    }
+}
+
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`.
 ///
 /// # Examples
@@ -1093,6 +1142,37 @@ pub fn grpc_percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The request itself carries the normalized path (the query as sent); ordinary
+    /// paths are not rebuilt; `%00` is a 400.
+    #[test]
+    fn requests_are_normalized_in_place() {
+        let run = |uri: &str| {
+            let mut req = Request::get(uri).body(()).unwrap();
+            sanitize_request::<_, Bytes>(&mut req)
+                .map(|()| req.uri().to_string())
+                .map_err(Box::new)
+        };
+        assert_eq!(run("/%61dmin/./x?q=%2e/..").unwrap(), "/admin/x?q=%2e/..");
+        assert_eq!(run("/a/../b").unwrap(), "/b");
+        assert_eq!(
+            run("http://h.example:8080/a/%2e%2e/b?x").unwrap(),
+            "http://h.example:8080/b?x"
+        );
+        assert_eq!(run("/a%2Fb//c?y").unwrap(), "/a%2Fb//c?y");
+        let bad = run("/x%00y").unwrap_err();
+        assert_eq!(bad.status(), 400);
+        assert!(bad.body().is_empty());
+        assert_eq!(
+            bad.extensions().get::<ResponseCodeDetails>().unwrap().0,
+            "path_normalization_failed"
+        );
+        // an ordinary path keeps its very bytes (no new allocation)
+        let mut req = Request::get("/status/200?x=1").body(()).unwrap();
+        let before = req.uri().path().as_ptr();
+        sanitize_request::<_, Bytes>(&mut req).unwrap();
+        assert_eq!(req.uri().path().as_ptr(), before);
+    }
 
     fn http(r: &LocalReply) -> (u16, String, ResponseFlags, HeaderMap) {
         let resp: Response<Bytes> = r.to_response(false);

@@ -1578,6 +1578,11 @@ async fn handle(
     ctx: &HttpCtx,
     mut req: Request<UpstreamBody>,
 ) -> Response<GatewayBody> {
+    // The path normalized in the request (Istio's default BASE), before routing, redirects
+    // and authorization, as Envoy's connection manager does
+    if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req) {
+        return refused.map(full);
+    }
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
     // h2c is dropped, any other protocol refused
     let websocket = match crate::outbound::upgrade_of(req.headers()) {
