@@ -1,6 +1,7 @@
-//! What Envoy's connection manager does to a request before any filter, over real sockets
-//! on loopback: the path normalized as Istio's default `pathNormalization` (`BASE`) in the
-//! request itself, so an AuthorizationPolicy and the application see the same path.
+//! What Envoy does to a request before any filter, over real sockets on loopback: the path
+//! normalized as Istio's default `pathNormalization` (`BASE`) in the request itself, so an
+//! AuthorizationPolicy and the application see the same path; a method not in upper case
+//! refused with 400.
 //! Requests are written as raw HTTP/1.1 bytes, so the client cannot tidy them up first.
 
 use std::net::SocketAddr;
@@ -107,4 +108,28 @@ async fn the_normalized_path_is_authorized_and_served() {
     // Envoy refuses an escaped NUL: 400, empty body
     let (status, body) = raw(addr, "GET", "/public%00").await;
     assert_eq!((status, body.as_str()), (400, ""));
+}
+
+/// A DENY on `methods: [DELETE]` is not passed by `delete`: a method that is not upper case
+/// is refused with 400 before authorization (Envoy's HTTP/1 codec).
+#[tokio::test]
+async fn methods_not_in_upper_case_are_refused() {
+    let deny_delete = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-delete, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: DENY
+  rules: [{to: [{operation: {methods: [DELETE]}}]}]
+";
+    let (addr, _certs) = start(deny_delete).await;
+    let (status, body) = raw(addr, "DELETE", "/x").await;
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    for method in ["delete", "Delete", "get"] {
+        let (status, body) = raw(addr, method, "/x").await;
+        assert_eq!((status, body.as_str()), (400, "Bad Request"), "{method}");
+    }
+    let (status, body) = raw(addr, "GET", "/x").await;
+    assert_eq!((status, body.as_str()), (200, "GET /x"));
 }

@@ -721,6 +721,12 @@ pub enum LocalReply {
     /// body, details `path_normalization_failed`, before routing and every filter.
     #[error("path normalization failed")]
     PathNormalizationFailed,
+    /// A request method that is not upper case (`delete`): Envoy's HTTP/1 codec knows
+    /// methods in upper case only and answers 400 `Bad Request`, DPE, details
+    /// `http1.codec_error`, closing the connection (istio.io: "Istio will reject requests
+    /// with HTTP 400 if the verb in the HTTP request is not in upper case").
+    #[error("method not in upper case")]
+    InvalidMethod,
 }
 
 impl LocalReply {
@@ -748,7 +754,9 @@ impl LocalReply {
             LocalReply::FaultAbort { http_status, .. } => *http_status,
             LocalReply::RbacDenied => StatusCode::FORBIDDEN,
             LocalReply::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            LocalReply::PathNormalizationFailed => StatusCode::BAD_REQUEST,
+            LocalReply::PathNormalizationFailed | LocalReply::InvalidMethod => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 
@@ -804,6 +812,7 @@ impl LocalReply {
             }
             LocalReply::FaultAbort { .. } => "fault filter abort".to_owned(),
             LocalReply::RbacDenied => "RBAC: access denied".to_owned(),
+            LocalReply::InvalidMethod => "Bad Request".to_owned(),
             LocalReply::Unauthenticated(msg) => msg.clone(),
         }
     }
@@ -839,6 +848,7 @@ impl LocalReply {
                 f
             }
             LocalReply::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
+            LocalReply::InvalidMethod => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             LocalReply::FaultAbort { .. } => ResponseFlags::FAULT_INJECTED,
             LocalReply::RbacDenied
             | LocalReply::Unauthenticated(_)
@@ -887,6 +897,7 @@ impl LocalReply {
                 format!("jwt_authn_access_denied{{{}}}", msg.replace(' ', "_"))
             }
             LocalReply::PathNormalizationFailed => "path_normalization_failed".into(),
+            LocalReply::InvalidMethod => "http1.codec_error".into(),
         }
     }
 
@@ -1010,14 +1021,32 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
     }
 }
 
-/// What Envoy's HTTP connection manager does to a request before routing and before any
-/// filter (RequestAuthentication, authorization): the path normalized as Istio's default
+/// What Envoy does to a request before routing and before any filter (RequestAuthentication,
+/// authorization): a method not in upper case refused (400, as its HTTP/1 codec; over
+/// HTTP/2 as well, so a DENY on `methods: [DELETE]` cannot be passed by `delete`); the
+/// path normalized as Istio's default
 /// `pathNormalization` (`BASE`, [`normalize_path`]) and the request rewritten with it (the
 /// query kept), so authorization, routing and the application all see the same path. An
 /// ordinary path is left untouched without allocating.
 ///
-/// `Err`: the local reply (400 `path_normalization_failed` for a `%00`).
+/// `Err`: the local reply (400 `http1.codec_error` for the method, 400
+/// `path_normalization_failed` for a `%00`).
 pub(crate) fn sanitize_request<B, R: From<Bytes>>(req: &mut Request<B>) -> Result<(), Response<R>> {
+    if req
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        tracing::debug!(method = %req.method(), "method not in upper case: 400");
+        let mut resp = LocalReply::InvalidMethod.to_response(is_grpc(req.headers()));
+        // a codec error ends an HTTP/1 connection
+        if req.version() <= http::Version::HTTP_11 {
+            resp.headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        return Err(resp);
+    }
     let fail =
         |req: &Request<B>| LocalReply::PathNormalizationFailed.to_response(is_grpc(req.headers()));
     let path = match normalize_path(req.uri().path()) {
@@ -1167,6 +1196,28 @@ mod tests {
             bad.extensions().get::<ResponseCodeDetails>().unwrap().0,
             "path_normalization_failed"
         );
+        // a method not in upper case is a codec error, before the path is looked at
+        let mut req = Request::builder()
+            .method("delete")
+            .uri("/x%00")
+            .body(())
+            .unwrap();
+        let bad = sanitize_request::<_, Bytes>(&mut req).unwrap_err();
+        assert_eq!(bad.status(), 400);
+        assert_eq!(bad.body(), "Bad Request");
+        assert_eq!(bad.headers()["connection"], "close");
+        assert_eq!(
+            bad.extensions().get::<ResponseCodeDetails>().unwrap().0,
+            "http1.codec_error"
+        );
+        for m in ["Get", "pOST", "get"] {
+            let mut req = Request::builder().method(m).uri("/").body(()).unwrap();
+            assert!(sanitize_request::<_, Bytes>(&mut req).is_err(), "{m}");
+        }
+        for m in ["GET", "DELETE", "PURGE", "M-SEARCH"] {
+            let mut req = Request::builder().method(m).uri("/").body(()).unwrap();
+            assert!(sanitize_request::<_, Bytes>(&mut req).is_ok(), "{m}");
+        }
         // an ordinary path keeps its very bytes (no new allocation)
         let mut req = Request::get("/status/200?x=1").body(()).unwrap();
         let before = req.uri().path().as_ptr();
