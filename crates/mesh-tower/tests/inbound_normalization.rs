@@ -133,3 +133,48 @@ spec:
     let (status, body) = raw(addr, "GET", "/x").await;
     assert_eq!((status, body.as_str()), (200, "GET /x"));
 }
+
+/// A token RequestAuthentication rejects: 401 with Envoy's message for HTTP; for a gRPC
+/// call, Envoy's local reply in gRPC form (200, `grpc-status: 16` UNAUTHENTICATED, the
+/// message in `grpc-message`), as the RBAC denial's `grpc-status: 7`.
+#[tokio::test]
+async fn rejected_tokens_answer_grpc_calls_in_grpc() {
+    let jwt = "
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '{\"keys\": []}'
+";
+    let (addr, _certs) = start(jwt).await;
+    let send = |grpc: bool| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let ct = if grpc {
+            "content-type: application/grpc\r\n"
+        } else {
+            ""
+        };
+        let req = format!(
+            "POST /pkg.Echo/Say HTTP/1.1\r\nhost: httpbin.foo:8000\r\n{ct}authorization: Bearer a.b.c\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        tcp.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).to_ascii_lowercase()
+    };
+    let http = send(false).await;
+    assert!(http.starts_with("http/1.1 401"), "{http}");
+    assert!(http.contains("www-authenticate: bearer realm="), "{http}");
+    let grpc = send(true).await;
+    assert!(grpc.starts_with("http/1.1 200"), "{grpc}");
+    assert!(grpc.contains("grpc-status: 16\r\n"), "{grpc}");
+    assert!(grpc.contains("grpc-message: jwt"), "{grpc}");
+    assert!(
+        grpc.contains("content-type: application/grpc\r\n"),
+        "{grpc}"
+    );
+    assert!(grpc.contains("www-authenticate: bearer realm="), "{grpc}");
+}

@@ -29,7 +29,8 @@
 //! `forwardOriginalToken`, `outputPayloadToHeader` and `outputClaimToHeaders` written; an
 //! invalid token gets 401 with Envoy's message (`Jwt is expired`, `Jwt verification
 //! fails`, `Jwt issuer is not configured`, `Audiences in Jwt are not allowed`, ...) and a
-//! `www-authenticate` header. A `jwksUri` is fetched in the background, over `http://` or
+//! `www-authenticate` header (a gRPC call: 200 with `grpc-status: 16`, UNAUTHENTICATED, and
+//! the message in `grpc-message`, as Envoy's local replies). A `jwksUri` is fetched in the background, over `http://` or
 //! `https://` (the server verified against the platform's root certificates and those
 //! given to [`trust_jwks_roots`]), within the jwtRule's `timeout` (default 5 s), and
 //! refreshed every ten minutes; until its keys arrive, tokens for it fail closed, and a
@@ -704,8 +705,11 @@ impl AuthorizationLayer {
                 Err(e) => {
                     tracing::info!(target: TARGET, error = %e, path = req.uri().path(),
                         "RequestAuthentication: token rejected");
-                    let mut resp = Response::new(R::from(Bytes::from(e.to_string())));
-                    *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+                    // Envoy's sendLocalReply: 401 with the message, or for gRPC 200 with
+                    // grpc-status 16 (UNAUTHENTICATED) and the message in grpc-message;
+                    // www-authenticate either way
+                    let mut resp: Response<R> = LocalReply::Unauthenticated(e.to_string())
+                        .to_response(is_grpc(req.headers()));
                     let realm = format!(
                         "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
                         req.headers()
@@ -717,12 +721,6 @@ impl AuthorizationLayer {
                     if let Ok(v) = http::HeaderValue::from_str(&realm) {
                         resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
                     }
-                    resp.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("text/plain"),
-                    );
-                    resp.extensions_mut()
-                        .insert(ResponseCodeDetails("jwt_authn_access_denied".to_owned()));
                     Err(resp)
                 }
             }
