@@ -10,12 +10,16 @@
 //! `sidecar` names the Sidecar that applies, `not_imported` the VirtualService for the host
 //! that it does not import (the request then takes the default route), and a destination's
 //! `imported` is false for a service it does not import, neither by its egress hosts nor as
-//! the destination of a VirtualService it imports (the mesh client answers 502). Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
+//! the destination of a VirtualService it imports (the mesh client answers 502). At a
+//! `--gateway`, `--claims '{"groups": ["group1"]}'` routes as a request whose verified JWT
+//! has those claims (`@request.auth.claims..` matches; `claims` echoes them).
+//! Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
 //! be loaded.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use mesh_core::authz::RequestAuth;
 use mesh_core::diag::Diagnostic;
 use mesh_core::load::{LoadOptions, Loader};
 use mesh_core::model::Labels;
@@ -67,6 +71,11 @@ pub(crate) struct Args {
     /// Route as this gateway (`NS/NAME`) instead of as mesh traffic.
     #[arg(long, value_name = "NS/NAME")]
     gateway: Option<String>,
+    /// The verified JWT's claims, a JSON object (`'{"groups": ["group1"]}'`), for JWT claim
+    /// based routing (`@request.auth.claims..` matches) at the `--gateway`; without it the
+    /// request carries no token.
+    #[arg(long, value_name = "JSON", requires = "gateway")]
+    claims: Option<String>,
     /// Namespace given to config objects without one.
     #[arg(long, default_value = "default")]
     config_namespace: String,
@@ -368,6 +377,12 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
             None => format!("namespace {ns}"),
         }
     );
+    if v["claims"].is_object() {
+        s.push_str(&format!(
+            "with a verified JWT whose claims are {}\n",
+            v["claims"]
+        ));
+    }
     s.push_str(&format!("host: {}\n", v["host"].as_str().unwrap_or("")));
     if let Some(sc) = v["sidecar"].as_str() {
         s.push_str(&format!("Sidecar {sc} applies to the client"));
@@ -475,6 +490,15 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
     s
 }
 
+/// `--claims`: a JSON object, the verified token's claims.
+fn parse_claims(s: &str) -> Result<RequestAuth, String> {
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) => Ok(RequestAuth::from_claims(v)),
+        Ok(_) => Err(format!("--claims {s:?}: expected a JSON object")),
+        Err(e) => Err(format!("--claims {s:?}: {e}")),
+    }
+}
+
 pub(crate) fn run(args: Args) -> ExitCode {
     let raw = if args.url.contains("://") {
         args.url.clone()
@@ -494,6 +518,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
     ) {
         (Ok(l), Ok(h)) => (l, h),
         (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let claims = match args.claims.as_deref().map(parse_claims).transpose() {
+        Ok(c) => c,
+        Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
@@ -539,6 +570,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         query: uri.query(),
         scheme,
         headers: &headers,
+        // a gateway routes on the token it verified; mesh traffic has none
+        request_auth: claims.as_ref().filter(|_| gateway.is_some()),
     };
     let d = snap.route_http(&attrs);
     // Sidecars scope mesh traffic only; name the VirtualService one hides
@@ -566,6 +599,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
     };
     let mut v = to_json(&d, &req, &snap, &args.namespace, &scope);
     v["cors"] = cors_json(&d, &args.method, &headers);
+    if let Some(a) = attrs.request_auth {
+        v["claims"] = a.claims.clone();
+    }
     match args.output {
         Output::Json => println!("{v}"),
         Output::Text => print!(

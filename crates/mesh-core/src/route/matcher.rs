@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use http::header::HeaderName;
 use regex::Regex;
 
+use crate::authz::RequestAuth;
 use crate::model::{HttpMatchRequest, Labels, StringMatch, StringMatchKind};
 use crate::names::labels_match;
 
@@ -172,6 +173,36 @@ pub(crate) enum HeaderKey {
     Path,
 }
 
+/// The claim path of a JWT claim routing key (`@request.auth.claims.a.b` or
+/// `@request.auth.claims[a][b]`), as istiod reads it (`jwt.ToRoutingClaim`): the prefix in
+/// any case, then at least one claim name; `None` for any other key (a header name).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::jwt_claim_path;
+///
+/// assert_eq!(jwt_claim_path("@request.auth.claims.groups"), Some(vec!["groups"]));
+/// assert_eq!(jwt_claim_path("@request.auth.claims.nested.key"), Some(vec!["nested", "key"]));
+/// assert_eq!(jwt_claim_path("@Request.Auth.Claims[a.b][c]"), Some(vec!["a.b", "c"]));
+/// assert_eq!(jwt_claim_path("@request.auth.claims"), None);
+/// assert_eq!(jwt_claim_path("@request.auth.claims[]"), None);
+/// assert_eq!(jwt_claim_path("x-user"), None);
+/// ```
+pub fn jwt_claim_path(key: &str) -> Option<Vec<&str>> {
+    const PREFIX: &str = "@request.auth.claims";
+    let head = key.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    let rest = &key[PREFIX.len()..];
+    if let Some(dotted) = rest.strip_prefix('.').filter(|r| !r.is_empty()) {
+        return Some(dotted.split('.').collect());
+    }
+    let inner = rest.strip_prefix('[')?.strip_suffix(']')?;
+    (!inner.is_empty()).then(|| inner.split("][").collect())
+}
+
 /// One runtime condition.
 #[derive(Debug, Clone)]
 pub(crate) enum Cond {
@@ -188,6 +219,13 @@ pub(crate) enum Cond {
     Query {
         name: Box<str>,
         m: StrMatcher,
+    },
+    /// A JWT claim condition (`@request.auth.claims..` keys, gateways only) over the
+    /// verified token's claims; `negate` for `withoutHeaders`.
+    Claim {
+        path: Box<[Box<str>]>,
+        m: StrMatcher,
+        negate: bool,
     },
     /// A condition that could not be compiled: never matches.
     Never,
@@ -221,6 +259,8 @@ pub(crate) struct ReqView<'a> {
     pub(crate) source_labels: &'a Labels,
     /// `None` = mesh.
     pub(crate) gateway: Option<&'a str>,
+    /// The verified JWT (gateways only).
+    pub(crate) request_auth: Option<&'a RequestAuth>,
 }
 
 impl MatchBlock {
@@ -283,6 +323,10 @@ impl MatchBlock {
         }
         for (negate, map) in [(false, &m.headers), (true, &m.without_headers)] {
             for (name, sm) in map {
+                if let Some(path) = jwt_claim_path(name) {
+                    push(claim_cond(name, &path, sm, negate, cache), &mut b);
+                    continue;
+                }
                 let lower;
                 let name_l: &str = if name.bytes().any(|b| b.is_ascii_uppercase()) {
                     lower = name.to_ascii_lowercase();
@@ -413,6 +457,7 @@ impl MatchBlock {
                     }
                     None => false,
                 },
+                Cond::Claim { path, m, negate } => claim_match(r.request_auth, path, m) != *negate,
                 Cond::Never => false,
             };
             if !ok {
@@ -420,6 +465,66 @@ impl MatchBlock {
             }
         }
         Some(prefix_len)
+    }
+}
+
+/// Compiles a JWT claim condition. Istio turns it into an Envoy metadata matcher whose value
+/// is a string matcher: an empty one (`{}`) or `regex: "*"` is no presence check there, Envoy
+/// rejects it, so it is an error here.
+fn claim_cond(
+    key: &str,
+    path: &[&str],
+    sm: &StringMatch,
+    negate: bool,
+    cache: &mut RegexCache,
+) -> Result<Cond, String> {
+    let m = match sm.kind() {
+        None | Some(StringMatchKind::Regex("*")) => {
+            return Err(format!(
+                "JWT claim match {key:?} needs exact, prefix or regex (Envoy has no presence match on claims)"
+            ));
+        }
+        Some(_) => StrMatcher::compile(sm, false, cache)?,
+    };
+    Ok(Cond::Claim {
+        path: path
+            .iter()
+            .map(|p| cache.intern(p).as_ref().into())
+            .collect(),
+        m,
+        negate,
+    })
+}
+
+/// Whether the verified token's claim at `path` matches, as Istio's metadata matcher on
+/// Envoy's `jwt_authn` payload: a string claim, or any string element of a list claim; a
+/// top-level space-delimited claim (`scope`, `permission`, the provider's
+/// `spaceDelimitedClaims`) is the list of its parts, as Envoy normalizes it. No token, no such
+/// claim, or a claim of another type: no match.
+fn claim_match(auth: Option<&RequestAuth>, path: &[Box<str>], m: &StrMatcher) -> bool {
+    let Some(auth) = auth else {
+        return false;
+    };
+    let mut v = &auth.claims;
+    for k in path {
+        match v.get(&**k) {
+            Some(next) => v = next,
+            None => return false,
+        }
+    }
+    match v {
+        serde_json::Value::String(s) => {
+            let split = path.len() == 1 && auth.is_space_delimited(&path[0]);
+            if split && s.split(' ').any(|t| !t.is_empty()) {
+                s.split(' ').filter(|t| !t.is_empty()).any(|t| m.matches(t))
+            } else {
+                m.matches(s)
+            }
+        }
+        serde_json::Value::Array(items) => items
+            .iter()
+            .any(|i| i.as_str().is_some_and(|s| m.matches(s))),
+        _ => false,
     }
 }
 
@@ -519,6 +624,296 @@ mod tests {
         }
         assert!(StrMatcher::compile(&sm(None, None, Some("(")), false, &mut c).is_err());
         assert!(StrMatcher::compile(&sm(None, None, Some("\\Qa\\E")), false, &mut c).is_err());
+    }
+
+    /// JWT claim conditions as Istio's metadata matcher over Envoy's `jwt_authn` payload:
+    /// strings, any string element of a list, nested paths, space-delimited top-level
+    /// claims; no token or no claim matches no `headers` condition and every
+    /// `withoutHeaders` one.
+    #[test]
+    fn jwt_claim_conditions() {
+        let mut c = RegexCache::default();
+        let no_labels = Labels::new();
+        let h = http::HeaderMap::new();
+        let claims = serde_json::json!({
+            "groups": ["group1", "group2", 7],
+            "role": "admin",
+            "scope": "read write",
+            "roles": "editor viewer",
+            "n": 3,
+            "nested": {"key": "value1", "list": ["a", "b"], "deeper": {"k": "x"}},
+            "a.b": "dotted",
+        });
+        let auth = RequestAuth::from_claims(claims);
+        // (key, matcher, negate, with a token, matches)
+        let table: &[(&str, StringMatch, bool, bool, bool)] = &[
+            (
+                "@request.auth.claims.groups",
+                sm(Some("group1"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.groups",
+                sm(Some("group2"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.groups",
+                sm(Some("group3"), None, None),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims.groups",
+                sm(Some("7"), None, None),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims[groups]",
+                sm(None, Some("group"), None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.role",
+                sm(Some("admin"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.role",
+                sm(Some("Admin"), None, None),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims.role",
+                sm(None, None, Some("ad.*")),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.role",
+                sm(None, None, Some("ad")),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims.n",
+                sm(Some("3"), None, None),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims.nested.key",
+                sm(Some("value1"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims[nested][key]",
+                sm(Some("value1"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims[nested][list]",
+                sm(Some("b"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.nested.deeper.k",
+                sm(Some("x"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.nested",
+                sm(Some("value1"), None, None),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims.nested.missing",
+                sm(Some("x"), None, None),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims[a.b]",
+                sm(Some("dotted"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.a.b",
+                sm(Some("dotted"), None, None),
+                false,
+                true,
+                false,
+            ),
+            // Envoy splits `scope` (and the provider's spaceDelimitedClaims) into a list
+            (
+                "@request.auth.claims.scope",
+                sm(Some("write"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.scope",
+                sm(Some("read write"), None, None),
+                false,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims.roles",
+                sm(Some("editor viewer"), None, None),
+                false,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.roles",
+                sm(Some("viewer"), None, None),
+                false,
+                true,
+                false,
+            ),
+            // no token: no claim condition matches, every withoutHeaders one does
+            (
+                "@request.auth.claims.groups",
+                sm(Some("group1"), None, None),
+                false,
+                false,
+                false,
+            ),
+            (
+                "@request.auth.claims.groups",
+                sm(Some("group1"), None, None),
+                true,
+                false,
+                true,
+            ),
+            (
+                "@request.auth.claims.groups",
+                sm(Some("group1"), None, None),
+                true,
+                true,
+                false,
+            ),
+            (
+                "@request.auth.claims.groups",
+                sm(Some("group3"), None, None),
+                true,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.missing",
+                sm(Some("x"), None, None),
+                true,
+                true,
+                true,
+            ),
+            (
+                "@request.auth.claims.n",
+                sm(Some("3"), None, None),
+                true,
+                true,
+                true,
+            ),
+        ];
+        for (key, m, negate, with_token, want) in table {
+            let mut req = HttpMatchRequest::default();
+            if *negate {
+                req.without_headers.insert((*key).to_owned(), m.clone());
+            } else {
+                req.headers.insert((*key).to_owned(), m.clone());
+            }
+            let mut errors = Vec::new();
+            let b = MatchBlock::compile(&req, "default", &mut c, &mut errors);
+            assert!(errors.is_empty(), "{key}: {errors:?}");
+            let view = ReqView {
+                path: "/",
+                query: None,
+                method: "GET",
+                authority: "a",
+                scheme: "http",
+                headers: &h,
+                port: 80,
+                client_ns: "default",
+                source_labels: &no_labels,
+                gateway: Some("istio-system/gw"),
+                request_auth: with_token.then_some(&auth),
+            };
+            assert_eq!(
+                b.matches(&view).is_some(),
+                *want,
+                "{key} {m:?} negate={negate} token={with_token}"
+            );
+        }
+        // the provider's spaceDelimitedClaims
+        let listed = RequestAuth {
+            space_delimited_claims: Some(vec!["roles".to_string()].into()),
+            ..auth.clone()
+        };
+        let mut req = HttpMatchRequest::default();
+        req.headers.insert(
+            "@request.auth.claims.roles".into(),
+            sm(Some("viewer"), None, None),
+        );
+        let b = MatchBlock::compile(&req, "default", &mut c, &mut Vec::new());
+        let view = ReqView {
+            path: "/",
+            query: None,
+            method: "GET",
+            authority: "a",
+            scheme: "http",
+            headers: &h,
+            port: 80,
+            client_ns: "default",
+            source_labels: &no_labels,
+            gateway: Some("istio-system/gw"),
+            request_auth: Some(&listed),
+        };
+        assert!(b.matches(&view).is_some());
+        // Envoy has no presence match on a claim: an error, and the block never matches
+        for m in [sm(None, None, None), sm(None, None, Some("*"))] {
+            let mut req = HttpMatchRequest::default();
+            req.headers.insert("@request.auth.claims.role".into(), m);
+            let mut errors = Vec::new();
+            let b = MatchBlock::compile(&req, "default", &mut c, &mut errors);
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(b
+                .matches(&ReqView {
+                    request_auth: Some(&auth),
+                    ..view
+                })
+                .is_none());
+        }
     }
 
     #[test]

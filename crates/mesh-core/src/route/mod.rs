@@ -55,6 +55,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::authz::RequestAuth;
 use crate::model::{self, ConfigObject, Labels, Spec};
 use crate::names::{kube_expansion, split_authority, ExportTo, HostBuf, HostMap, MeshOptions};
 use crate::registry::Registry;
@@ -70,7 +71,7 @@ pub use actions::{
     WeightedDestination, DEFAULT_RETRY_ON,
 };
 pub(crate) use matcher::MatchBlock;
-pub use matcher::StrMatcher;
+pub use matcher::{jwt_claim_path, StrMatcher};
 use matcher::{RegexCache, ReqView};
 
 static EMPTY_LABELS: Labels = Labels::new();
@@ -167,6 +168,10 @@ pub struct HttpRequestAttrs<'a> {
     pub scheme: &'a str,
     /// Request headers.
     pub headers: &'a http::HeaderMap,
+    /// The JWT the gateway verified (RequestAuthentication), for `@request.auth.claims..`
+    /// matches; `None` for mesh traffic and for a request without a token, which matches no
+    /// claim condition.
+    pub request_auth: Option<&'a RequestAuth>,
 }
 
 impl<'a> HttpRequestAttrs<'a> {
@@ -206,6 +211,7 @@ impl<'a> HttpRequestAttrs<'a> {
             query,
             scheme: "http",
             headers,
+            request_auth: None,
         }
     }
 
@@ -257,6 +263,7 @@ impl<'a> HttpRequestAttrs<'a> {
             query: parts.uri.query(),
             scheme: parts.uri.scheme_str().unwrap_or("http"),
             headers: &parts.headers,
+            request_auth: None,
         }
     }
 
@@ -341,6 +348,55 @@ impl<'a> HttpRequestAttrs<'a> {
     /// ```
     pub fn with_gateway(mut self, gateway: Option<&'a str>) -> Self {
         self.gateway = gateway;
+        self
+    }
+
+    /// Sets the JWT the gateway verified, for JWT claim based routing (Istio's
+    /// `@request.auth.claims.<claim>` and `@request.auth.claims[a][b]` keys in `headers` and
+    /// `withoutHeaders` of gateway-bound VirtualServices). A string claim matches the value;
+    /// a list claim matches when any element does; a request without a token matches no
+    /// `headers` claim condition and every `withoutHeaders` one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::RequestAuth;
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: httpbin-gateway, namespace: foo}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: httpbin, namespace: foo}
+    /// spec:
+    ///   hosts: ['*']
+    ///   gateways: [httpbin-gateway]
+    ///   http:
+    ///   - match: [{uri: {prefix: /headers}, headers: {'@request.auth.claims.groups': {exact: group1}}}]
+    ///     route: [{destination: {host: httpbin, subset: v2}}]
+    ///   - route: [{destination: {host: httpbin, subset: v1}}]
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let subset = |auth: Option<&RequestAuth>| {
+    ///     let attrs = HttpRequestAttrs::new("istio-system", "httpbin.example.com", "/headers", &h)
+    ///         .with_gateway(Some("foo/httpbin-gateway"))
+    ///         .with_request_auth(auth);
+    ///     snap.route_http(&attrs).destinations()[0].subset.as_deref().map(str::to_owned)
+    /// };
+    /// let group1 = RequestAuth::from_claims(serde_json::json!({"groups": ["group1", "group2"]}));
+    /// let group2 = RequestAuth::from_claims(serde_json::json!({"groups": "group2"}));
+    /// assert_eq!(subset(Some(&group1)).as_deref(), Some("v2"));
+    /// assert_eq!(subset(Some(&group2)).as_deref(), Some("v1"));
+    /// assert_eq!(subset(None).as_deref(), Some("v1")); // no token
+    /// ```
+    pub fn with_request_auth(mut self, auth: Option<&'a RequestAuth>) -> Self {
+        self.request_auth = auth;
         self
     }
 
@@ -1722,6 +1778,7 @@ impl RouteTable {
             client_ns: a.client_namespace,
             source_labels: a.source_labels,
             gateway: a.gateway,
+            request_auth: a.request_auth,
         };
         let (raw_host, _) = split_authority(a.authority);
         let mut lit = HostBuf::new();

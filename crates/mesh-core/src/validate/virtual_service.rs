@@ -640,7 +640,8 @@ fn validate_http_match(
     ] {
         for (name, sm) in map.iter() {
             let hp = format!("{mp}.{field}.{name}");
-            if name.starts_with("@request.auth.claims") {
+            let claim = crate::route::jwt_claim_path(name).is_some();
+            if claim {
                 // istiod: only VirtualServices bound to gateways (and not to `mesh`) may route on
                 // JWT claims.
                 let applies_to_gateway =
@@ -654,6 +655,16 @@ fn validate_http_match(
                         ),
                     );
                 }
+                // Istio makes it an Envoy metadata matcher over a string matcher: with no
+                // value (or `regex: "*"`), Envoy rejects the route configuration.
+                if sm.kind().is_none() || sm.regex.as_deref() == Some("*") {
+                    cx.error(
+                        &hp,
+                        format!(
+                            "JWT claim match (key: {name}) needs exact, prefix or regex: Envoy has no presence match on claims and rejects an empty one"
+                        ),
+                    );
+                }
             } else if !(is_header_name(name) || name.starts_with(':') && is_header_name(&name[1..]))
             {
                 cx.error(
@@ -662,7 +673,7 @@ fn validate_http_match(
                 );
             }
             // `*` in withoutHeaders is a presence match, not a regex.
-            if !(field == "withoutHeaders" && sm.regex.as_deref() == Some("*")) {
+            if !((claim || field == "withoutHeaders") && sm.regex.as_deref() == Some("*")) {
                 validate_string_match(cx, &hp, field, sm, false);
             }
             if field == "headers" {

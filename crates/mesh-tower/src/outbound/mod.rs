@@ -2040,6 +2040,12 @@ where
         query: parts.uri.query(),
         scheme,
         headers: &parts.headers,
+        // the JWT the gateway verified (its authorization put it in the extensions), for
+        // claim based routing: looked up only for a gateway, mesh clients pay nothing
+        request_auth: match via {
+            Some(_) => parts.extensions.get::<mesh_core::authz::RequestAuth>(),
+            None => None,
+        },
     };
     let decision =
         snap.routes()
