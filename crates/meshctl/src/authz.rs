@@ -5,9 +5,9 @@
 //! verified identity (`cluster.local/ns/default/sa/sleep`, absent for plaintext). The
 //! PeerAuthentication of the workload's port is applied first: STRICT with no principal is
 //! denied (Envoy resets the connection), DISABLE hides the principal. With `--output json`
-//! exactly one JSON object is printed: `{"decision": "ALLOW"|"DENY", "policy": "ns/name" or
-//! null, "reason": text, ...}`. Exit status 0 when a decision was made, 2 on a usage error or
-//! a config that cannot be loaded.
+//! exactly one JSON object is printed: `{"decision": "ALLOW"|"DENY"|"CUSTOM", "policy":
+//! "ns/name" or null, "reason": text, "custom": ..., ...}`. Exit status 0 when a decision
+//! was made, 2 on a usage error or a config that cannot be loaded.
 //!
 //! A JWT in the request (`-H 'authorization: Bearer <token>'`, or wherever the workload's
 //! RequestAuthentication `jwtRules` look) is verified first, as the workload would: its
@@ -16,6 +16,13 @@
 //! `--request-principal`/`--claims` give the verified identity instead). A rejected token is
 //! a DENY with Envoy's 401 message; a verified one supplies `requestPrincipals` and
 //! `request.auth.*`.
+//!
+//! A matching CUSTOM policy names the external authorizer that would be asked (`custom`:
+//! `policy`, `rule`, `provider`, `service`), which meshctl cannot call offline: the decision
+//! is `CUSTOM` (status null) when the authorizer's answer decides, with the outcome should
+//! it allow; DENY when a DENY policy (or no ALLOW policy) refuses whatever it answers; DENY
+//! with istiod's message (`custom.error`) when its provider is not defined in the
+//! `--mesh-config` (none without one), as the mesh denies what such a policy matches.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -90,6 +97,10 @@ pub(crate) struct Args {
     /// Namespace given to config objects without one.
     #[arg(long, default_value = "default")]
     config_namespace: String,
+    /// The mesh's MeshConfig: trust domain, root namespace, and the extension providers
+    /// CUSTOM policies name.
+    #[arg(long, value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     output: Output,
@@ -114,7 +125,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let snap = match load_snapshot(&args.config, &args.config_namespace) {
+    let mesh_config = match crate::mesh_config::load(args.mesh_config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let snap = match load_snapshot(&args.config, &args.config_namespace, mesh_config.as_ref()) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -168,6 +183,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let mtls = snap.peer_authentication_detail(&args.namespace, &labels, args.port);
     let authz = snap.authz_for_workload(&args.namespace, &labels);
     let applicable: Vec<&str> = authz.policies().collect();
+    // a matching CUSTOM policy: its external authorizer, which meshctl cannot ask
+    let mut custom = serde_json::Value::Null;
+    let mut custom_decides = false;
     let mode = match mtls.mode {
         MtlsMode::Strict => "STRICT",
         MtlsMode::Disable => "DISABLE",
@@ -235,8 +253,20 @@ pub(crate) fn run(args: Args) -> ExitCode {
             request_auth: jwt.as_ref(),
             filter_metadata: &[],
         };
-        let d = authz.evaluate(&req);
+        let mut d = authz.evaluate(&req);
+        if let Some(m) = authz.custom_match(&req) {
+            let (c, after) = explain_custom(&snap, &authz, &req, m, args.mesh_config.is_some());
+            custom_decides = after.allowed;
+            if after.allowed || after.reason != AuthzReason::CustomDenied {
+                // the authorizer allowing, DENY and ALLOW policies decide the rest
+                d = after;
+            }
+            custom = c;
+        }
         let mut reason = d.reason.to_string();
+        if let Some(why) = custom.as_object_mut().and_then(|c| c.remove("reason")) {
+            reason = format!("{} {reason}", why.as_str().unwrap_or(""));
+        }
         if d.reason == AuthzReason::NoAllowMatched {
             let allow: Vec<&str> = authz.allow_policies().collect();
             reason.push_str(&format!(" (ALLOW policies: {})", allow.join(", ")));
@@ -255,8 +285,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
             d.audit.as_deref().map(str::to_owned),
         )
     };
-    let v = json!({
-        "decision": if allowed { "ALLOW" } else { "DENY" },
+    let decision = match (custom_decides, allowed) {
+        (true, _) => "CUSTOM",
+        (false, true) => "ALLOW",
+        (false, false) => "DENY",
+    };
+    let mut v = json!({
+        "decision": decision,
         "policy": policy,
         "rule": rule,
         "reason": reason,
@@ -274,6 +309,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             (false, None) => Some(403),
         },
     });
+    if custom_decides {
+        // the external authorizer's answer
+        v["status"] = serde_json::Value::Null;
+    }
+    v["custom"] = custom.clone();
     match args.output {
         Output::Json => println!("{v}"),
         Output::Text => {
@@ -285,11 +325,21 @@ pub(crate) fn run(args: Args) -> ExitCode {
             };
             println!(
                 "{} {what} from {who} to workload {{{}}} in namespace {}",
-                if allowed { "ALLOW" } else { "DENY" },
+                decision,
                 args.labels.as_deref().unwrap_or(""),
                 args.namespace
             );
             println!("reason: {reason}");
+            if let Some(p) = custom["provider"].as_str() {
+                match custom["service"].as_str() {
+                    Some(svc) if custom_decides => println!(
+                        "CUSTOM: the external authorizer {p} ({svc}) decides; meshctl cannot ask it offline (it allowing: {}, it denying: its answer, 403 by default)",
+                        if allowed { "ALLOW" } else { "DENY" }
+                    ),
+                    Some(svc) => println!("CUSTOM: the external authorizer {p} ({svc}) is asked first"),
+                    None => println!("CUSTOM: provider {p} cannot be used: {}", custom["error"].as_str().unwrap_or("")),
+                }
+            }
             if let Some(a) = authn.as_object() {
                 match a.get("result").and_then(|r| r.as_str()) {
                     Some("verified") => println!(
@@ -336,4 +386,58 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A matching CUSTOM policy: the provider that would be asked (`provider`, `service`), or
+/// why it cannot be (`error`: istiod's message; what the policy matches is then denied),
+/// and the decision should the authorizer allow (DENY and ALLOW policies still apply).
+fn explain_custom(
+    snap: &mesh_core::snapshot::Snapshot,
+    authz: &mesh_core::authz::WorkloadAuthz,
+    req: &AuthzRequest<'_>,
+    m: mesh_core::authz::CustomMatch<'_>,
+    has_mesh_config: bool,
+) -> (serde_json::Value, mesh_core::authz::AuthzDecision) {
+    let at = format!("CUSTOM policy {} rule {} matches", m.policy, m.rule);
+    let providers = &snap.options().extension_providers;
+    match mesh_core::meshconfig::resolve_ext_authz(providers, &authz.custom_providers()) {
+        Err(e) => {
+            let hint = if has_mesh_config {
+                ""
+            } else {
+                " (no --mesh-config: no provider is defined)"
+            };
+            let c = json!({
+                "policy": &**m.policy,
+                "rule": m.rule,
+                "provider": m.provider,
+                "error": e,
+                "reason": format!("{at} and its provider cannot be used: {e}{hint}; what it matches is denied:"),
+            });
+            (c, authz.evaluate(req))
+        }
+        Ok(h) => {
+            let service = format!("envoyExtAuthzHttp {}:{}", h.host(), h.port);
+            let after = authz.evaluate_with(req, &|_, _| true);
+            let why = if after.allowed {
+                format!(
+                    "{at}: the external authorizer {} ({service}) decides, which meshctl cannot ask offline; if it allows:",
+                    m.provider
+                )
+            } else {
+                format!(
+                    "{at}: the external authorizer {} ({service}) is asked first, but whatever it answers,",
+                    m.provider
+                )
+            };
+            let c = json!({
+                "policy": &**m.policy,
+                "rule": m.rule,
+                "provider": m.provider,
+                "service": service,
+                "reason": why,
+            });
+            (c, after)
+        }
+    }
 }

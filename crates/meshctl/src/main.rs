@@ -5,6 +5,9 @@
 //! - `meshctl authz ...`: explain offline whether a request is allowed.
 //! - `meshctl ca ...`: a mesh CA for development and plug-in certificates.
 //!
+//! `validate`, `route` and `authz` take `--mesh-config FILE`, the mesh's MeshConfig: its
+//! trust domain, root namespace and the `extensionProviders` CUSTOM policies name.
+//!
 //! Exit status: 0 success, 1 when the command found errors, 2 on a usage error or an
 //! unreadable input.
 #![forbid(unsafe_code)]
@@ -15,6 +18,7 @@ use clap::{Parser, Subcommand};
 
 mod authz;
 mod ca;
+mod mesh_config;
 mod route;
 mod validate;
 

@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use mesh_core::authz::RequestAuth;
 use mesh_core::diag::Diagnostic;
 use mesh_core::load::{LoadOptions, Loader};
+use mesh_core::meshconfig::MeshConfig;
 use mesh_core::model::Labels;
 use mesh_core::names::MeshOptions;
 use mesh_core::route::{
@@ -79,6 +80,9 @@ pub(crate) struct Args {
     /// Namespace given to config objects without one.
     #[arg(long, default_value = "default")]
     config_namespace: String,
+    /// The mesh's MeshConfig (trust domain, root namespace, extension providers).
+    #[arg(long, value_name = "FILE")]
+    mesh_config: Option<PathBuf>,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value = "text")]
     output: Output,
@@ -86,7 +90,13 @@ pub(crate) struct Args {
 
 /// Loads the config for `route`/`authz`: load errors are fatal (printed, `Err`); validation
 /// errors are printed as warnings (Istio would reject such config; we still explain it).
-pub(crate) fn load_snapshot(paths: &[PathBuf], config_ns: &str) -> Result<Snapshot, ExitCode> {
+/// The snapshot takes the MeshConfig's trust domain, root namespace and extension
+/// providers when there is one.
+pub(crate) fn load_snapshot(
+    paths: &[PathBuf],
+    config_ns: &str,
+    mesh_config: Option<&MeshConfig>,
+) -> Result<Snapshot, ExitCode> {
     let loader = Loader::new(LoadOptions {
         default_namespace: config_ns.to_owned(),
         ..LoadOptions::default()
@@ -120,7 +130,7 @@ pub(crate) fn load_snapshot(paths: &[PathBuf], config_ns: &str) -> Result<Snapsh
     }
     let opts = MeshOptions {
         default_namespace: config_ns.to_owned(),
-        ..MeshOptions::default()
+        ..mesh_config.map_or_else(MeshOptions::default, MeshOptions::from_mesh_config)
     };
     let snap = Snapshot::build(&loaded.objects, opts);
     for e in snap.compile_errors() {
@@ -537,7 +547,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
         eprintln!("error: the URL has no host");
         return ExitCode::from(2);
     };
-    let snap = match load_snapshot(&args.config, &args.config_namespace) {
+    let mesh_config = match crate::mesh_config::load(args.mesh_config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let snap = match load_snapshot(&args.config, &args.config_namespace, mesh_config.as_ref()) {
         Ok(s) => s,
         Err(code) => return code,
     };
