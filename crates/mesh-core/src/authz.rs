@@ -1927,6 +1927,19 @@ impl AuthzPolicies {
 /// Envoy's `normalize_path` refused the path (an escaped or raw NUL, `%00`): the request
 /// is answered 400 before routing and authorization
 /// (`path_normalization_failed`).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{normalize_path, InvalidPath};
+///
+/// let err = normalize_path("/files/a%00.txt").unwrap_err();
+/// assert_eq!(err, InvalidPath);
+/// assert_eq!(
+///     err.to_string(),
+///     "path normalization failed: the path holds an escaped NUL (%00)"
+/// );
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("path normalization failed: the path holds an escaped NUL (%00)")]
 pub struct InvalidPath;

@@ -1052,6 +1052,30 @@ impl HeaderOpList {
 
     /// Whether some value has command operators (then [`HeaderOpList::apply_in`] wants a
     /// [`HeaderContext`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: httpbin}
+    /// spec:
+    ///   hosts: [httpbin]
+    ///   http:
+    ///   - route: [{destination: {host: httpbin}}]
+    ///     headers:
+    ///       request: {set: {x-client-ip: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%'}}
+    ///       response: {set: {x-served-by: mesh}}
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/", &h));
+    /// let headers = &d.action().unwrap().headers;
+    /// assert!(headers.request.has_formatted());
+    /// assert!(!headers.response.has_formatted()); // a plain value: apply() is enough
+    /// ```
     pub fn has_formatted(&self) -> bool {
         !self.formatted.is_empty()
     }

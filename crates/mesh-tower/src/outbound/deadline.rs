@@ -14,7 +14,59 @@ use tokio::time::{Instant, Sleep};
 
 use super::{BoxError, MeshBody};
 
-/// Why a response body ended early.
+/// Why a response body ended early: the route `timeout` fired while it was read (Envoy
+/// resets the stream then). The error a [`MeshClient`](super::MeshClient) response body
+/// ends with, boxed; downcast to tell it from a broken connection.
+///
+/// # Examples
+///
+/// A backend that sends its headers and two of the ten bytes it announced, under a route
+/// timeout of 200 ms:
+///
+/// ```
+/// use http_body_util::{BodyExt, Empty};
+/// use mesh_core::mesh::Mesh;
+/// use mesh_tower::outbound::{BodyTimeout, ClientWorkload, MeshClient};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let port = listener.local_addr()?.port();
+/// tokio::spawn(async move {
+///     let (mut conn, _) = listener.accept().await.unwrap();
+///     let _ = conn.read(&mut [0; 4096]).await;
+///     conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nab").await.unwrap();
+///     std::future::pending::<()>().await // the rest never comes
+/// });
+/// let mesh = Mesh::from_yaml(&format!("
+/// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {{name: feed, namespace: default}}
+/// spec:
+///   hosts: [feed.example.com]
+///   location: MESH_EXTERNAL
+///   ports: [{{number: 80, name: http, protocol: HTTP}}]
+///   resolution: STATIC
+///   endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {{name: feed, namespace: default}}
+/// spec:
+///   hosts: [feed.example.com]
+///   http:
+///   - timeout: 200ms
+///     route: [{{destination: {{host: feed.example.com}}}}]
+/// "))?;
+/// let client = MeshClient::builder(mesh, ClientWorkload::new("sleep", "default", "sleep")).build();
+/// let req = http::Request::get("http://feed.example.com/").body(Empty::<bytes::Bytes>::new())?;
+/// let resp = client.request(req).await?;
+/// assert_eq!(resp.status(), 200); // the headers came in time
+/// let err = resp.into_body().collect().await.unwrap_err();
+/// assert!(err.downcast_ref::<BodyTimeout>().is_some(), "{err}");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[error("upstream request timeout: the route timeout fired while the response body was read")]
 pub struct BodyTimeout;

@@ -272,6 +272,8 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
 
 pub use connector::{ConnectError, MeshConn, MeshConnector};
+pub use deadline::BodyTimeout;
+pub use upstream::UpstreamBody;
 
 use crate::envoy::{is_grpc, LocalReply, ResetReason, ResponseFlags};
 use crate::lb::{ConnectionAddrs, RequestGuard};
@@ -416,6 +418,19 @@ pub struct ClientWorkload {
 
 impl ClientWorkload {
     /// A workload with no labels.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::outbound::ClientWorkload;
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// assert_eq!(me.name, "productpage-v1");
+    /// assert_eq!(me.namespace, "default");
+    /// assert_eq!(me.service_account, "bookinfo-productpage");
+    /// assert!(me.labels.is_empty());
+    /// assert_eq!(me.locality, None);
+    /// ```
     pub fn new(name: &str, namespace: &str, service_account: &str) -> Self {
         ClientWorkload {
             name: name.to_owned(),
@@ -425,13 +440,39 @@ impl ClientWorkload {
         }
     }
 
-    /// Sets a label.
+    /// Sets a label (VirtualService `sourceLabels` and Sidecar `workloadSelector`s match
+    /// the client by its labels; the metrics name it by `app` and `version`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::outbound::ClientWorkload;
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage")
+    ///     .with_label("app", "productpage")
+    ///     .with_label("version", "v1")
+    ///     .with_label("version", "v2"); // a later value replaces an earlier one
+    /// assert_eq!(me.labels.len(), 2);
+    /// assert_eq!(me.labels["app"], "productpage");
+    /// assert_eq!(me.labels["version"], "v2");
+    /// ```
     pub fn with_label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.to_owned(), value.to_owned());
         self
     }
 
-    /// Sets the locality.
+    /// Sets the locality, `region/zone/subzone` (locality load balancing prefers endpoints
+    /// of the same locality).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::outbound::ClientWorkload;
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage")
+    ///     .with_locality("us-west1/us-west1-a");
+    /// assert_eq!(me.locality.as_deref(), Some("us-west1/us-west1-a"));
+    /// ```
     pub fn with_locality(mut self, locality: &str) -> Self {
         self.locality = Some(locality.to_owned());
         self
@@ -1309,19 +1350,115 @@ impl MeshClientBuilder {
         self
     }
 
-    /// Client options.
+    /// Client options (default: [`ClientOptions::default`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientOptions, ClientWorkload, MeshClient};
+    ///
+    /// // Give up connecting after 2 s where no DestinationRule sets a connect timeout.
+    /// let options = ClientOptions {
+    ///     connect_timeout: Duration::from_secs(2),
+    ///     ..ClientOptions::default()
+    /// };
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(Mesh::new(Default::default()), me)
+    ///     .options(options)
+    ///     .build();
+    /// # let _ = client;
+    /// ```
     pub fn options(mut self, options: ClientOptions) -> Self {
         self.options = options;
         self
     }
 
     /// Records Istio metrics into `metrics` (default: a registry of the client's own).
+    /// Only [`MeshClientBuilder::build`] records metrics; [`MeshClientBuilder::layer`]
+    /// ignores this.
+    ///
+    /// # Examples
+    ///
+    /// Two clients sharing one registry (one scrape endpoint for the process):
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::metrics::IstioMetrics;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// let mesh = Mesh::new(Default::default());
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let a = MeshClient::builder(mesh.clone(), ClientWorkload::new("a", "default", "a"))
+    ///     .metrics(Arc::clone(&metrics))
+    ///     .build();
+    /// let b = MeshClient::builder(mesh, ClientWorkload::new("b", "default", "b"))
+    ///     .metrics(Arc::clone(&metrics))
+    ///     .build();
+    /// assert!(Arc::ptr_eq(a.metrics(), &metrics));
+    /// assert!(Arc::ptr_eq(b.metrics(), &metrics));
+    /// ```
     pub fn metrics(mut self, metrics: Arc<IstioMetrics>) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
-    /// Trace propagation settings.
+    /// Trace propagation settings (default: [`TraceConfig::default`]). Only
+    /// [`MeshClientBuilder::build`] propagates traces; [`MeshClientBuilder::layer`] ignores
+    /// this.
+    ///
+    /// # Examples
+    ///
+    /// A client writing only the B3 single header (the server echoes the trace headers it
+    /// received):
+    ///
+    /// ```
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    /// use mesh_tower::trace::{Formats, TraceConfig};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let app = axum::Router::new().fallback(|h: http::HeaderMap| async move {
+    ///     format!("b3={} traceparent={}", h.contains_key("b3"), h.contains_key("traceparent"))
+    /// });
+    /// tokio::spawn(async move { axum::serve(listener, app).await });
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   selector: {app: reviews}
+    ///   ports: [{name: http, port: 9080}]
+    /// ")?;
+    /// mesh.register(Workload {
+    ///     name: "reviews-v1".to_string(),
+    ///     namespace: "default".to_string(),
+    ///     service_account: "bookinfo-reviews".to_string(),
+    ///     labels: [("app".to_string(), "reviews".to_string())].into(),
+    ///     address: addr.ip(),
+    ///     ports: [("http".to_string(), addr.port())].into(),
+    ///     locality: None,
+    ///     weight: 0,
+    /// });
+    ///
+    /// let trace = TraceConfig {
+    ///     formats: Formats { w3c: false, b3_multi: false, b3_single: true },
+    ///     ..TraceConfig::default()
+    /// };
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(mesh, me).trace(trace).build();
+    /// let req = http::Request::get("http://reviews:9080/").body(Empty::<bytes::Bytes>::new())?;
+    /// let resp = client.request(req).await?;
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "b3=true traceparent=false");
+    /// # Ok(()) }
+    /// ```
     pub fn trace(mut self, trace: TraceConfig) -> Self {
         self.trace = trace;
         self
@@ -1344,7 +1481,20 @@ impl MeshClientBuilder {
         )
     }
 
-    /// The ready client.
+    /// The ready client: the mesh transport, Istio metrics (`reporter="source"`) and trace
+    /// propagation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(Mesh::new(Default::default()), me).build();
+    /// // no `metrics` given: the client has a registry of its own, empty so far
+    /// assert_eq!(client.metrics().series_count(), 0);
+    /// ```
     pub fn build(self) -> MeshClient {
         let (shared, metrics, trace) = self.shared();
         let metrics = metrics.unwrap_or_else(|| Arc::new(IstioMetrics::new()));
@@ -1364,7 +1514,53 @@ impl MeshClientBuilder {
         MeshClient { svc, metrics }
     }
 
-    /// A layer over the user's own client service (see [`OutboundLayer`]).
+    /// A layer over the user's own client service (see [`OutboundLayer`]): routing,
+    /// balancing, retries and timeouts, without this crate's transport, metrics or trace
+    /// propagation (the settings of [`MeshClientBuilder::metrics`] and
+    /// [`MeshClientBuilder::trace`] are not used).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty, Full};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshBody, MeshClient};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   selector: {app: reviews}
+    ///   ports: [{name: http, port: 9080}]
+    /// ")?;
+    /// mesh.register(Workload {
+    ///     name: "reviews-v1".to_string(),
+    ///     namespace: "default".to_string(),
+    ///     service_account: "bookinfo-reviews".to_string(),
+    ///     labels: [("app".to_string(), "reviews".to_string())].into(),
+    ///     address: "10.0.0.7".parse()?,
+    ///     ports: [("http".to_string(), 9080)].into(),
+    ///     locality: None,
+    ///     weight: 0,
+    /// });
+    /// // Your client: here it answers with the URI it was asked to send to.
+    /// let client = service_fn(|req: http::Request<MeshBody>| async move {
+    ///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(req.uri().to_string()))))
+    /// });
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let svc = MeshClient::builder(mesh, me).layer().layer(client);
+    /// let req = http::Request::get("http://reviews:9080/reviews/0").body(Empty::<Bytes>::new())?;
+    /// let resp = svc.oneshot(req).await?;
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "http://10.0.0.7:9080/reviews/0");
+    /// # Ok(()) }
+    /// ```
     pub fn layer(self) -> OutboundLayer {
         let (shared, _, _) = self.shared();
         OutboundLayer { shared }
@@ -1432,6 +1628,27 @@ pub struct MeshClient {
 
 impl MeshClient {
     /// Starts building a client for `workload` in `mesh`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   selector: {app: reviews}
+    ///   ports: [{name: http, port: 9080}]
+    /// ").unwrap();
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage")
+    ///     .with_label("app", "productpage")
+    ///     .with_label("version", "v1");
+    /// let client = MeshClient::builder(mesh, me).build();
+    /// # let _ = client;
+    /// ```
     pub fn builder(mesh: Mesh, workload: ClientWorkload) -> MeshClientBuilder {
         MeshClientBuilder {
             mesh,
@@ -1623,6 +1840,25 @@ pub struct OutboundLayer {
 
 impl OutboundLayer {
     /// Starts building a layer for `workload` in `mesh` (then [`MeshClientBuilder::layer`]).
+    ///
+    /// # Examples
+    ///
+    /// Over hyper-util's pooled client (a full round trip is in the [`OutboundLayer`]
+    /// example):
+    ///
+    /// ```
+    /// use hyper_util::client::legacy::Client;
+    /// use hyper_util::rt::TokioExecutor;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshBody, MeshConnector, OutboundLayer};
+    /// use tower::ServiceBuilder;
+    ///
+    /// let http = Client::builder(TokioExecutor::new()).build::<_, MeshBody>(MeshConnector::plaintext());
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let layer = OutboundLayer::builder(Mesh::new(Default::default()), me).layer();
+    /// let svc = ServiceBuilder::new().layer(layer).service(http);
+    /// # let _ = svc;
+    /// ```
     pub fn builder(mesh: Mesh, workload: ClientWorkload) -> MeshClientBuilder {
         MeshClient::builder(mesh, workload)
     }

@@ -101,7 +101,24 @@ pub struct MeshMiddleware {
 }
 
 impl MeshMiddleware {
-    /// The middleware over `client`.
+    /// The middleware over `client`. Add it last: it sends the request itself, so
+    /// middlewares after it never run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::reqwest::MeshMiddleware;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(Mesh::new(Default::default()), me).build();
+    /// let http: reqwest_middleware::ClientWithMiddleware =
+    ///     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+    ///         .with(MeshMiddleware::new(client))
+    ///         .build();
+    /// # let _ = http;
+    /// ```
     pub fn new(client: MeshClient) -> Self {
         MeshMiddleware { client }
     }

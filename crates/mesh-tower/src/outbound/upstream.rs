@@ -334,8 +334,24 @@ impl Lease {
 }
 
 pin_project! {
-    /// The response body of the mesh transport: an HTTP/1.1 connection goes back to its
-    /// endpoint's pool when the body has ended.
+    /// The response body of the mesh transport ([`MeshTransport`](super::MeshTransport)'s
+    /// [`Transport::Body`](super::Transport::Body)): an HTTP/1.1 connection goes back to
+    /// its endpoint's pool when the body has ended (read to its end, or dropped once it
+    /// has), and is closed when the body is dropped earlier or fails. Read it to the end,
+    /// or drop it, to free the connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body::Body;
+    /// use mesh_tower::outbound::{BoxError, MeshTransport, Transport, UpstreamBody};
+    ///
+    /// fn is_body<B: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static>() {}
+    /// is_body::<UpstreamBody>();
+    /// // the type a transport-generic user sees for the mesh transport
+    /// let _: fn(<MeshTransport as Transport>::Body) -> UpstreamBody = |b| b;
+    /// ```
     pub struct UpstreamBody {
         #[pin]
         inner: Incoming,
