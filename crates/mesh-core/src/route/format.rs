@@ -249,8 +249,9 @@ fn truncate_at(s: &mut String, mut at: usize) {
     s.truncate(at);
 }
 
-/// Where an operator's closing `%` is, skipping `%` inside its parentheses.
-fn operator_end(s: &str) -> Option<usize> {
+/// Where an operator's closing `%` is, skipping `%` inside its parentheses (`s` starts
+/// after the opening `%`). Also used by VirtualService validation.
+pub(crate) fn operator_end(s: &str) -> Option<usize> {
     let mut depth = 0usize;
     for (i, c) in s.char_indices() {
         match c {

@@ -62,7 +62,7 @@ use crate::registry::Registry;
 use crate::sidecar::SidecarScope;
 
 pub mod actions;
-mod format;
+pub(crate) mod format;
 mod matcher;
 
 pub use actions::{

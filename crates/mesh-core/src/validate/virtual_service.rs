@@ -801,17 +801,7 @@ fn validate_header_value(v: &str) -> Result<(), String> {
                 i += 2;
                 continue;
             }
-            let mut depth = 0usize;
-            let end = v[i + 1..].char_indices().find_map(|(j, c)| {
-                match c {
-                    '(' => depth += 1,
-                    ')' => depth = depth.saturating_sub(1),
-                    '%' if depth == 0 => return Some(j),
-                    _ => {}
-                }
-                None
-            });
-            match end {
+            match crate::route::format::operator_end(&v[i + 1..]) {
                 Some(end) if end > 0 => i += end + 2,
                 _ => {
                     return Err(format!(
