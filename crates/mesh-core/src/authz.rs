@@ -1980,27 +1980,226 @@ pub struct InvalidPath;
 /// assert!(matches!(normalize_path("/status/200?x=1"), Ok(Cow::Borrowed("/status/200"))));
 /// ```
 pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
-    let b = path.as_bytes();
-    if b.first() != Some(&b'/') {
-        return Ok(Cow::Borrowed(path));
+    PathNormalization::Base.normalize(path)
+}
+
+/// MeshConfig `pathNormalization.normalization`: what is done to a request's path before
+/// routing, authorization and the application, as Istio configures Envoy's connection
+/// manager for each mode. Carried by [`MeshOptions`](crate::names::MeshOptions)
+/// (`path_normalization`); the default is `BASE` (MeshConfig `DEFAULT` means `BASE`).
+///
+/// | mode | `normalize_path` | `merge_slashes` | `path_with_escaped_slashes_action` |
+/// | --- | --- | --- | --- |
+/// | `NONE` | false | false | `KEEP_UNCHANGED` |
+/// | `BASE` | true | false | `KEEP_UNCHANGED` |
+/// | `MERGE_SLASHES` | true | true | `KEEP_UNCHANGED` |
+/// | `DECODE_AND_MERGE_SLASHES` | true | true | `UNESCAPE_AND_FORWARD` |
+///
+/// Envoy applies them in this order: `%2F`/`%5C` (either case) unescaped to `/` and `\`,
+/// then the path normalized ([`normalize_path`]), then runs of slashes merged. So
+/// `/app//../admin` is `/app/admin` with `MERGE_SLASHES` (the `..` removes the empty
+/// segment before slashes are merged), and `/a%2F..%2Fb` is `/b` with
+/// `DECODE_AND_MERGE_SLASHES`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{InvalidPath, PathNormalization};
+///
+/// let modes = [
+///     PathNormalization::None,
+///     PathNormalization::Base,
+///     PathNormalization::MergeSlashes,
+///     PathNormalization::DecodeAndMergeSlashes,
+/// ];
+/// let all = |path: &str| modes.map(|m| m.normalize(path).map(|p| p.into_owned()));
+/// assert_eq!(all("//admin/./x"), [
+///     Ok("//admin/./x".to_string()),
+///     Ok("//admin/x".to_string()),
+///     Ok("/admin/x".to_string()),
+///     Ok("/admin/x".to_string()),
+/// ]);
+/// assert_eq!(all("/a%2Fadmin").map(Result::unwrap), ["/a%2Fadmin", "/a%2Fadmin", "/a%2Fadmin", "/a/admin"]);
+/// assert_eq!(all("/a%00")[0], Ok("/a%00".to_string())); // NONE checks nothing
+/// assert_eq!(all("/a%00")[1], Err(InvalidPath));
+///
+/// assert_eq!(PathNormalization::default(), PathNormalization::Base);
+/// assert_eq!(PathNormalization::from_name("DEFAULT"), Some(PathNormalization::Base));
+/// assert_eq!(PathNormalization::MergeSlashes.as_str(), "MERGE_SLASHES");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PathNormalization {
+    /// `NONE`: the path is left exactly as sent (no normalization, `%00` passes).
+    None,
+    /// `BASE` (the default): [`normalize_path`].
+    #[default]
+    Base,
+    /// `MERGE_SLASHES`: `BASE`, then runs of `/` merged into one.
+    MergeSlashes,
+    /// `DECODE_AND_MERGE_SLASHES`: `%2F` and `%5C` (either case) decoded first, then
+    /// `MERGE_SLASHES`.
+    DecodeAndMergeSlashes,
+}
+
+impl PathNormalization {
+    /// The modes' MeshConfig names, as [`PathNormalization::from_name`] takes them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::PathNormalization;
+    ///
+    /// assert!(PathNormalization::NAMES.contains(&"DECODE_AND_MERGE_SLASHES"));
+    /// for name in PathNormalization::NAMES {
+    ///     assert!(PathNormalization::from_name(name).is_some());
+    /// }
+    /// ```
+    pub const NAMES: [&'static str; 5] = [
+        "DEFAULT",
+        "NONE",
+        "BASE",
+        "MERGE_SLASHES",
+        "DECODE_AND_MERGE_SLASHES",
+    ];
+
+    /// The mode a MeshConfig name selects (`DEFAULT` is `BASE`); `None` for another name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::PathNormalization;
+    ///
+    /// assert_eq!(PathNormalization::from_name("NONE"), Some(PathNormalization::None));
+    /// assert_eq!(PathNormalization::from_name("merge_slashes"), None); // names are upper case
+    /// ```
+    pub fn from_name(name: &str) -> Option<PathNormalization> {
+        Some(match name {
+            "DEFAULT" | "BASE" => PathNormalization::Base,
+            "NONE" => PathNormalization::None,
+            "MERGE_SLASHES" => PathNormalization::MergeSlashes,
+            "DECODE_AND_MERGE_SLASHES" => PathNormalization::DecodeAndMergeSlashes,
+            _ => return None,
+        })
     }
-    // the hot path: one scan, no allocation
-    let mut prev = 0u8;
-    let clean = b.iter().all(|&c| {
-        let ok =
-            !(c == b'%' || c == b'\\' || must_escape(c) || c == 0 || (c == b'.' && prev == b'/'));
-        prev = c;
-        ok
-    });
-    if clean {
-        return Ok(Cow::Borrowed(path));
+
+    /// The MeshConfig name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::PathNormalization;
+    ///
+    /// assert_eq!(PathNormalization::default().as_str(), "BASE");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathNormalization::None => "NONE",
+            PathNormalization::Base => "BASE",
+            PathNormalization::MergeSlashes => "MERGE_SLASHES",
+            PathNormalization::DecodeAndMergeSlashes => "DECODE_AND_MERGE_SLASHES",
+        }
     }
-    let out = canonicalize(b)?;
-    if out == path {
-        return Ok(Cow::Borrowed(path));
+
+    /// Normalizes `path` (its query dropped, as [`normalize_path`] does) in this mode.
+    /// An ordinary path costs one scan and no allocation in every mode.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use mesh_core::authz::PathNormalization;
+    ///
+    /// let m = PathNormalization::MergeSlashes;
+    /// assert_eq!(m.normalize("/app//../admin").unwrap(), "/app/admin");
+    /// assert_eq!(m.normalize(r"/app/\/\/\admin?x=1").unwrap(), "/app/admin");
+    /// assert!(matches!(m.normalize("/status/200?x=1"), Ok(Cow::Borrowed("/status/200"))));
+    /// let d = PathNormalization::DecodeAndMergeSlashes;
+    /// assert_eq!(d.normalize("/%5Capp%2f%5c%2F%2e%2e%2fadmin%5c\\abc").unwrap(), "/app/admin/abc");
+    /// ```
+    pub fn normalize(self, path: &str) -> Result<Cow<'_, str>, InvalidPath> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let b = path.as_bytes();
+        if self == PathNormalization::None || b.first() != Some(&b'/') {
+            return Ok(Cow::Borrowed(path));
+        }
+        let merge = matches!(
+            self,
+            PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes
+        );
+        // the hot path: one scan, no allocation
+        let mut prev = 0u8;
+        let clean = b.iter().all(|&c| {
+            let ok = !(c == b'%'
+                || c == b'\\'
+                || must_escape(c)
+                || c == 0
+                || (prev == b'/' && (c == b'.' || (merge && c == b'/'))));
+            prev = c;
+            ok
+        });
+        if clean {
+            return Ok(Cow::Borrowed(path));
+        }
+        let mut out = if self == PathNormalization::DecodeAndMergeSlashes {
+            canonicalize(&unescape_slashes(b))?
+        } else {
+            canonicalize(b)?
+        };
+        if merge {
+            merge_slashes(&mut out);
+        }
+        if out == path {
+            return Ok(Cow::Borrowed(path));
+        }
+        Ok(Cow::Owned(out))
     }
-    Ok(Cow::Owned(out))
+}
+
+/// Envoy's `UNESCAPE_AND_FORWARD`: `%2F`/`%2f` become `/`, `%5C`/`%5c` become `\`.
+fn unescape_slashes(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            match (b.get(i + 1), b.get(i + 2)) {
+                (Some(b'2'), Some(b'F' | b'f')) => {
+                    out.push(b'/');
+                    i += 3;
+                    continue;
+                }
+                (Some(b'5'), Some(b'C' | b'c')) => {
+                    out.push(b'\\');
+                    i += 3;
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// Envoy's `merge_slashes` over a path starting with `/`: its non-empty segments joined
+/// by one `/`, after a leading `/`, with a trailing `/` when the path ended with one (so a
+/// path of slashes only, `//`, stays `//`, as in Envoy).
+fn merge_slashes(path: &mut String) {
+    if !path.contains("//") {
+        return;
+    }
+    let mut out = String::with_capacity(path.len());
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        out.push_str(seg);
+    }
+    if path.ends_with('/') {
+        if out.is_empty() {
+            out.push('/'); // Envoy's leading `/` before the (empty) join
+        }
+        out.push('/');
+    }
+    *path = out;
 }
 
 /// Bytes a canonical path carries percent-encoded (Chromium's path table): controls,
@@ -2410,6 +2609,178 @@ spec:
         for p in ["/a%00", "/%00/x", "/a\0b", "/x/%00?q"] {
             assert_eq!(normalize_path(p), Err(InvalidPath), "{p}");
         }
+    }
+
+    /// Every `pathNormalization` mode over istio/istio's path normalization test table
+    /// (the rows of its BASE, MERGE_SLASHES and DECODE_AND_MERGE_SLASHES cases), plus edges:
+    /// Envoy unescapes `%2F`/`%5C`, then normalizes, then merges slashes.
+    #[test]
+    fn normalization_per_mode() {
+        use PathNormalization::{Base, DecodeAndMergeSlashes as Decode, MergeSlashes as Merge};
+        // (path, NONE, BASE, MERGE_SLASHES, DECODE_AND_MERGE_SLASHES)
+        let table: &[(&str, &str, &str, &str, &str)] = &[
+            ("/", "/", "/", "/", "/"),
+            ("/app/", "/app/", "/app/", "/app/", "/app/"),
+            (
+                "/app/../admin",
+                "/app/../admin",
+                "/admin",
+                "/admin",
+                "/admin",
+            ),
+            ("/app//", "/app//", "/app//", "/app/", "/app/"),
+            ("/app/%2f", "/app/%2f", "/app/%2f", "/app/%2f", "/app/"),
+            ("/app%2f/", "/app%2f/", "/app%2f/", "/app%2f/", "/app/"),
+            (
+                "/xyz%30..//abc",
+                "/xyz%30..//abc",
+                "/xyz0..//abc",
+                "/xyz0../abc",
+                "/xyz0../abc",
+            ),
+            (
+                "/app/%2E./admin",
+                "/app/%2E./admin",
+                "/admin",
+                "/admin",
+                "/admin",
+            ),
+            (
+                "/app\\admin",
+                "/app\\admin",
+                "/app/admin",
+                "/app/admin",
+                "/app/admin",
+            ),
+            (
+                "/app/\\/\\/\\admin",
+                "/app/\\/\\/\\admin",
+                "/app//////admin",
+                "/app/admin",
+                "/app/admin",
+            ),
+            (
+                "/%2Fapp%5cadmin%5Cabc",
+                "/%2Fapp%5cadmin%5Cabc",
+                "/%2Fapp%5cadmin%5Cabc",
+                "/%2Fapp%5cadmin%5Cabc",
+                "/app/admin/abc",
+            ),
+            (
+                "/%5Capp%2f%5c%2F%2e%2e%2fadmin%5c\\abc",
+                "/%5Capp%2f%5c%2F%2e%2e%2fadmin%5c\\abc",
+                "/%5Capp%2f%5c%2F..%2fadmin%5c/abc",
+                "/%5Capp%2f%5c%2F..%2fadmin%5c/abc",
+                "/app/admin/abc",
+            ),
+            // normalized before merged: the `..` removes the empty segment
+            (
+                "/app//../admin",
+                "/app//../admin",
+                "/app/admin",
+                "/app/admin",
+                "/app/admin",
+            ),
+            (
+                "/app//../../admin",
+                "/app//../../admin",
+                "/admin",
+                "/admin",
+                "/admin",
+            ),
+            (
+                "/%c0%2e%c0%2e/admin",
+                "/%c0%2e%c0%2e/admin",
+                "/%c0.%c0./admin",
+                "/%c0.%c0./admin",
+                "/%c0.%c0./admin",
+            ),
+            (
+                "/%c0%2fadmin",
+                "/%c0%2fadmin",
+                "/%c0%2fadmin",
+                "/%c0%2fadmin",
+                "/%c0/admin",
+            ),
+            // istio's "not normalized" rows stay as they are in every mode
+            (
+                "/%252e%252e%252fadmin",
+                "/%252e%252e%252fadmin",
+                "/%252e%252e%252fadmin",
+                "/%252e%252e%252fadmin",
+                "/%252e%252e%252fadmin",
+            ),
+            (
+                "/..;/admin",
+                "/..;/admin",
+                "/..;/admin",
+                "/..;/admin",
+                "/..;/admin",
+            ),
+            (
+                "/admin;a=b/xyz",
+                "/admin;a=b/xyz",
+                "/admin;a=b/xyz",
+                "/admin;a=b/xyz",
+                "/admin;a=b/xyz",
+            ),
+            // edges
+            ("//admin", "//admin", "//admin", "/admin", "/admin"),
+            (
+                "///a//b///?q=//",
+                "///a//b///",
+                "///a//b///",
+                "/a/b/",
+                "/a/b/",
+            ),
+            ("//", "//", "//", "//", "//"), // Envoy: leading `/` + nothing + trailing `/`
+            ("/a%2F%2Fb", "/a%2F%2Fb", "/a%2F%2Fb", "/a%2F%2Fb", "/a/b"),
+            (
+                "/a%2F..%2Fb",
+                "/a%2F..%2Fb",
+                "/a%2F..%2Fb",
+                "/a%2F..%2Fb",
+                "/b",
+            ),
+            ("/a%252Fb", "/a%252Fb", "/a%252Fb", "/a%252Fb", "/a%252Fb"), // decoded once
+            ("/a%2", "/a%2", "/a%2", "/a%2", "/a%2"),
+            ("*", "*", "*", "*", "*"),
+        ];
+        for &(p, none, base, merge, decode) in table {
+            for (mode, want) in [
+                (PathNormalization::None, none),
+                (Base, base),
+                (Merge, merge),
+                (Decode, decode),
+            ] {
+                assert_eq!(
+                    mode.normalize(p).as_deref(),
+                    Ok(want),
+                    "{} {p}",
+                    mode.as_str()
+                );
+            }
+        }
+        for p in ["/a%00", "/%2F%00", "//x%00"] {
+            for mode in [Base, Merge, Decode] {
+                assert_eq!(mode.normalize(p), Err(InvalidPath), "{} {p}", mode.as_str());
+            }
+            assert!(PathNormalization::None.normalize(p).is_ok(), "{p}");
+        }
+        // ordinary paths are borrowed in every mode
+        for mode in [PathNormalization::None, Base, Merge, Decode] {
+            for p in ["/", "/status/200", "/a.b/c.d?x=//y", "/app/"] {
+                assert!(
+                    matches!(mode.normalize(p), Ok(Cow::Borrowed(_))),
+                    "{} {p}",
+                    mode.as_str()
+                );
+            }
+        }
+        assert!(matches!(
+            Base.normalize("/a//b"),
+            Ok(Cow::Borrowed("/a//b"))
+        ));
     }
 
     /// Ordinary paths are borrowed, not copied.

@@ -1,9 +1,10 @@
 //! Istio's MeshConfig: the mesh-wide settings istiod reads from the `istio` ConfigMap (key
 //! `mesh`) or an IstioOperator's `spec.meshConfig`.
 //!
-//! What inmesh uses: `trustDomain` and `rootNamespace` (into [`MeshOptions`]) and
-//! `extensionProviders` of kind `envoyExtAuthzHttp`, the external authorizers that
-//! AuthorizationPolicies with `action: CUSTOM` name (`provider: {name: ...}`). Every other
+//! What inmesh uses: `trustDomain`, `rootNamespace` and `pathNormalization` (into
+//! [`MeshOptions`]) and `extensionProviders` of kind `envoyExtAuthzHttp`, the external
+//! authorizers that AuthorizationPolicies with `action: CUSTOM` name
+//! (`provider: {name: ...}`). Every other
 //! MeshConfig field is accepted and not used; other provider kinds (`envoyExtAuthzGrpc`,
 //! `zipkin`, `prometheus`, ...) are kept as [`Provider::Unsupported`] with a warning, and a
 //! CUSTOM policy naming one denies the requests it matches (fail closed). A misspelled field
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use serde::de::{self, IgnoredAny, Visitor};
 use serde::{Deserialize, Deserializer};
 
+use crate::authz::PathNormalization;
 use crate::diag::{self, codes, Diagnostic, Severity, Sources};
 use crate::load::mesh_config::load_mesh_config;
 use crate::load::{LoadError, Loaded};
@@ -72,6 +74,24 @@ pub struct MeshConfig {
     pub root_namespace: Option<String>,
     /// `extensionProviders`, in order.
     pub extension_providers: Vec<ExtensionProvider>,
+    /// `pathNormalization.normalization` (default `BASE`; `DEFAULT` reads as `BASE`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::PathNormalization;
+    /// use mesh_core::meshconfig::MeshConfig;
+    ///
+    /// let config = MeshConfig::from_yaml("pathNormalization: {normalization: MERGE_SLASHES}")?;
+    /// assert_eq!(config.path_normalization, Some(PathNormalization::MergeSlashes));
+    ///
+    /// let err = MeshConfig::from_yaml("pathNormalization: {normalization: MERGE_SLASH}").unwrap_err();
+    /// let d = &err.diagnostics[0];
+    /// assert_eq!(d.path, "mesh.pathNormalization.normalization");
+    /// assert_eq!(d.help.as_deref(), Some("did you mean `MERGE_SLASHES`?"));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub path_normalization: Option<PathNormalization>,
 }
 
 /// One `extensionProviders` entry.
@@ -617,7 +637,7 @@ ignored_fields! {
         default_destination_rule_export_to, locality_lb_setting, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
-        default_providers, discovery_selectors, path_normalization, default_http_retry_policy,
+        default_providers, discovery_selectors, default_http_retry_policy,
         mesh_m_t_l_s, tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
         mixer_report_server, disable_policy_checks, policy_check_fail_open,
         sidecar_to_telemetry_session_affinity, sds_uds_path, rds_refresh_delay, mixer_address,
@@ -629,7 +649,17 @@ ignored_fields! {
         root_namespace: Option<String>,
         #[serde(default)]
         extension_providers: Vec<RawProvider>,
+        #[serde(default)]
+        path_normalization: Option<RawPathNormalization>,
     }
+}
+
+/// `pathNormalization`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPathNormalization {
+    #[serde(default)]
+    normalization: Option<String>,
 }
 
 ignored_fields! {
@@ -778,6 +808,36 @@ fn convert(
     source: &Source,
     out: &mut Vec<Diagnostic>,
 ) -> MeshConfig {
+    let path_normalization = raw
+        .path_normalization
+        .as_ref()
+        .and_then(|p| p.normalization.as_deref())
+        .and_then(|name| {
+            let found = PathNormalization::from_name(name);
+            if found.is_none() {
+                let path = format!("{base}.pathNormalization.normalization");
+                let at = source
+                    .locate_value(&path)
+                    .or_else(|| source.locate(&path))
+                    .unwrap_or_else(|| source.locate_nearest(&path));
+                let mut d = Diagnostic::new(
+                    Severity::Error,
+                    codes::INVALID_VALUE,
+                    format!(
+                        "unknown pathNormalization {name:?}: expected one of {}",
+                        PathNormalization::NAMES.join(", ")
+                    ),
+                    source.file.clone(),
+                    at,
+                    path,
+                );
+                if let Some(s) = diag::did_you_mean(name, PathNormalization::NAMES) {
+                    d = d.with_help(format!("did you mean `{s}`?"));
+                }
+                out.push(d);
+            }
+            found
+        });
     let mut report = |severity: Severity, code: &'static str, path: String, msg: String| {
         let at = source
             .locate(&path)
@@ -875,6 +935,7 @@ fn convert(
         trust_domain: raw.trust_domain.filter(|t| !t.is_empty()),
         root_namespace: raw.root_namespace.filter(|r| !r.is_empty()),
         extension_providers: providers,
+        path_normalization,
     }
 }
 

@@ -31,6 +31,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxBuildHasher;
 
+use crate::authz::PathNormalization;
 use crate::meshconfig::{ExtensionProvider, MeshConfig};
 use crate::model::Labels;
 
@@ -70,6 +71,25 @@ pub struct MeshOptions {
     /// name (none by default). See [`MeshOptions::from_mesh_config`] and
     /// [`MeshOptions::with_extension_provider`].
     pub extension_providers: Arc<[ExtensionProvider]>,
+    /// MeshConfig `pathNormalization`: how request paths are normalized before routing,
+    /// authorization and the application (`BASE` by default). Mesh servers and the gateway
+    /// read it from the snapshot serving each request.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::PathNormalization;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let mesh = Mesh::new(MeshOptions {
+    ///     path_normalization: PathNormalization::MergeSlashes,
+    ///     ..MeshOptions::default()
+    /// });
+    /// let mode = mesh.snapshot().options().path_normalization;
+    /// assert_eq!(mode.normalize("//admin").unwrap(), "/admin");
+    /// ```
+    pub path_normalization: PathNormalization,
 }
 
 impl Default for MeshOptions {
@@ -80,13 +100,14 @@ impl Default for MeshOptions {
             trust_domain: "cluster.local".to_owned(),
             default_namespace: "default".to_owned(),
             extension_providers: Arc::from([]),
+            path_normalization: PathNormalization::Base,
         }
     }
 }
 
 impl MeshOptions {
-    /// The options a MeshConfig gives: its `trustDomain`, `rootNamespace` and
-    /// `extensionProviders`; the defaults for what it leaves out.
+    /// The options a MeshConfig gives: its `trustDomain`, `rootNamespace`,
+    /// `extensionProviders` and `pathNormalization`; the defaults for what it leaves out.
     ///
     /// # Examples
     ///
@@ -114,6 +135,7 @@ impl MeshOptions {
             trust_domain: config.trust_domain.clone().unwrap_or(d.trust_domain),
             root_namespace: config.root_namespace.clone().unwrap_or(d.root_namespace),
             extension_providers: config.extension_providers.iter().cloned().collect(),
+            path_normalization: config.path_normalization.unwrap_or_default(),
             ..d
         }
     }

@@ -1,7 +1,9 @@
 //! What Envoy does to a request before any filter, over real sockets on loopback: the path
-//! normalized as Istio's default `pathNormalization` (`BASE`) in the request itself, so an
-//! AuthorizationPolicy and the application see the same path; a method not in upper case
-//! refused with 400.
+//! normalized as the MeshConfig's `pathNormalization` says (Istio's default `BASE`, or
+//! `MERGE_SLASHES`, `DECODE_AND_MERGE_SLASHES`, `NONE`) in the request itself, so an
+//! AuthorizationPolicy and the application see the same path (the access log too:
+//! `normalization_accesslog.rs`); a method not
+//! in upper case refused with 400.
 //! Requests are written as raw HTTP/1.1 bytes, so the client cannot tidy them up first.
 
 use std::net::SocketAddr;
@@ -9,6 +11,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::MeshConfig;
 use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
 use mesh_tower::inbound::MeshServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,7 +30,19 @@ spec:
 
 /// A MeshServer for httpbin whose application answers with the method and URI it got.
 async fn start(yaml: &str) -> (SocketAddr, CertManager) {
-    let mesh = Mesh::from_yaml(yaml).unwrap();
+    start_mesh(Mesh::from_yaml(yaml).unwrap()).await
+}
+
+/// [`start`] in a mesh with this MeshConfig.
+async fn start_with(mesh_config: &str, yaml: &str) -> (SocketAddr, CertManager) {
+    let config = MeshConfig::from_yaml(mesh_config).unwrap();
+    let mesh = Mesh::with_mesh_config(&config);
+    mesh.reload_objects(mesh_core::load::load_str(yaml, "policy.yaml").objects)
+        .unwrap();
+    start_mesh(mesh).await
+}
+
+async fn start_mesh(mesh: Mesh) -> (SocketAddr, CertManager) {
     let ca = Arc::new(MeshCa::self_signed("cluster.local").unwrap());
     let id = Identity::new("cluster.local", "foo", "httpbin").unwrap();
     let certs = CertManager::start(id, Arc::new(CaSource::new(ca)), RotationOptions::default())
@@ -108,6 +123,57 @@ async fn the_normalized_path_is_authorized_and_served() {
     // Envoy refuses an escaped NUL: 400, empty body
     let (status, body) = raw(addr, "GET", "/public%00").await;
     assert_eq!((status, body.as_str()), (400, ""));
+}
+
+/// `MERGE_SLASHES`: `//admin` is `/admin` for the DENY policy; the application gets the
+/// merged path. `DECODE_AND_MERGE_SLASHES` decodes `%2F` first; `NONE` leaves paths alone.
+#[tokio::test]
+async fn other_path_normalization_modes() {
+    let (addr, _certs) = start_with(
+        "pathNormalization: {normalization: MERGE_SLASHES}",
+        DENY_ADMIN,
+    )
+    .await;
+    for target in ["//admin", "///admin/users", "/x/..//admin", "/%61dmin"] {
+        let (status, body) = raw(addr, "GET", target).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "RBAC: access denied"),
+            "{target}"
+        );
+    }
+    for (target, seen) in [
+        ("//public//a?q=//", "GET /public/a?q=//"),
+        // normalized, then merged: the `..` removes the empty segment, not `x`
+        ("/app//../public", "GET /app/public"),
+        ("/x//..//admin", "GET /x/admin"),
+        ("/%2Fadmin", "GET /%2Fadmin"), // escaped slashes kept
+    ] {
+        let (status, body) = raw(addr, "GET", target).await;
+        assert_eq!((status, body.as_str()), (200, seen), "{target}");
+    }
+
+    let (addr, _certs) = start_with(
+        "pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}",
+        DENY_ADMIN,
+    )
+    .await;
+    for target in ["/%2Fadmin", "/%5cadmin", "/x%2F..%2Fadmin"] {
+        let (status, body) = raw(addr, "GET", target).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "RBAC: access denied"),
+            "{target}"
+        );
+    }
+    let (status, body) = raw(addr, "GET", "/a%2Fb%5Cc").await;
+    assert_eq!((status, body.as_str()), (200, "GET /a/b/c"));
+
+    let (addr, _certs) = start_with("pathNormalization: {normalization: NONE}", DENY_ADMIN).await;
+    let (status, body) = raw(addr, "GET", "/%61dmin//./x").await;
+    assert_eq!((status, body.as_str()), (200, "GET /%61dmin//./x"));
+    let (status, _) = raw(addr, "GET", "/admin").await;
+    assert_eq!(status, 403);
 }
 
 /// A DENY on `methods: [DELETE]` is not passed by `delete`: a method that is not upper case

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use mesh_core::authn::{authenticate, JwtError};
-use mesh_core::authz::{normalize_path, AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth};
+use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth};
 use mesh_core::model::MtlsMode;
 use serde_json::json;
 
@@ -192,8 +192,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
         _ => "PERMISSIVE",
     };
 
-    // Envoy normalizes the path (Istio's BASE) before any filter; `%00` is a 400
-    let path = normalize_path(&args.path);
+    // Envoy normalizes the path (the MeshConfig's pathNormalization, BASE by default)
+    // before any filter; `%00` is a 400 (but for NONE)
+    let path = snap.options().path_normalization.normalize(&args.path);
     let strict_plaintext = mtls.mode == MtlsMode::Strict && principal.is_none();
     let bad_path = !args.tcp && path.is_err() && !strict_plaintext;
     let (allowed, policy, rule, reason, audit) = if bad_path {

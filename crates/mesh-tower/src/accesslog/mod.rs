@@ -27,7 +27,7 @@ mod service;
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
@@ -355,6 +355,23 @@ impl<S> Layer<S> for AccessLogLayer {
     }
 }
 
+/// Where path normalization (`envoy::sanitize_request`, inside the stack) leaves the path
+/// it rewrote a request to, for the access log outside it: Envoy logs `%REQ(:PATH)%` after
+/// normalization, the path the application received. Put in the request extensions only
+/// while the access log is listening; written only when a path changes.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct NormalizedPath(Arc<OnceLock<Uri>>);
+
+impl NormalizedPath {
+    pub(crate) fn set(&self, uri: &Uri) {
+        let _ = self.0.set(uri.clone());
+    }
+
+    fn get(&self) -> Option<&Uri> {
+        self.0.get()
+    }
+}
+
 /// What is captured from the request (cheap clones: header values share their bytes).
 #[derive(Debug)]
 pub(crate) struct RequestFacts {
@@ -364,6 +381,8 @@ pub(crate) struct RequestFacts {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
     pub(crate) original_path: Option<HeaderValue>,
+    /// The path the request was normalized to, when normalization changed it.
+    pub(crate) normalized: NormalizedPath,
     pub(crate) version: Version,
     pub(crate) forwarded_for: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
@@ -529,7 +548,7 @@ impl fmt::Display for Line<'_> {
         let up = e.upstream.as_ref();
         let path: &dyn fmt::Display = match &r.original_path {
             Some(p) => &Hv(Some(p)) as &dyn fmt::Display,
-            None => &PathAndQuery(&r.uri),
+            None => &PathAndQuery(r.normalized.get().unwrap_or(&r.uri)),
         };
         write!(
             f,
@@ -580,7 +599,7 @@ impl Drop for LogEntry {
             target: TARGET,
             direction = r.direction.as_str(),
             method = %r.method,
-            path = %PathAndQuery(&r.uri),
+            path = %PathAndQuery(r.normalized.get().unwrap_or(&r.uri)),
             protocol = protocol(r.version),
             response_code = self.status,
             response_flags = %self.flags,
@@ -629,6 +648,7 @@ mod tests {
             method: Method::GET,
             uri: "/reviews/0?x=1".parse().unwrap(),
             original_path: None,
+            normalized: NormalizedPath::default(),
             version: Version::HTTP_11,
             forwarded_for: None,
             user_agent: Some(HeaderValue::from_static("curl/8.0")),

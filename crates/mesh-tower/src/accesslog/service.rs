@@ -176,8 +176,11 @@ where
                 facts: None,
             };
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let (body, received) = CountingBody::new(body);
+        // the path normalization further in tells us the path it rewrote the request to
+        let normalized = super::NormalizedPath::default();
+        parts.extensions.insert(normalized.clone());
         let h = &parts.headers;
         let facts = Box::new(RequestFacts {
             direction: self.direction,
@@ -186,6 +189,7 @@ where
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             original_path: h.get("x-envoy-original-path").cloned(),
+            normalized,
             version: parts.version,
             forwarded_for: h.get("x-forwarded-for").cloned(),
             user_agent: h.get(USER_AGENT).cloned(),

@@ -6,12 +6,16 @@
 //! [`WorkloadAuthz`] is cached per snapshot generation (one atomic load per request to
 //! check it), never rebuilt per request.
 //!
-//! Before anything else the request path is normalized as Istio's default
-//! `pathNormalization` (`BASE`) has Envoy do, in the request itself: `%XX` of unreserved
-//! characters decoded, `\` turned into `/`, `.` and `..` segments resolved, `%2F`/`%5C`
-//! and `//` kept ([`normalize_path`]). Policies, RequestAuthentication and the wrapped
+//! Before anything else the request path is normalized in the request itself as the
+//! snapshot's MeshConfig `pathNormalization` has Envoy do ([`PathNormalization`]). With
+//! Istio's default, `BASE`: `%XX` of unreserved characters decoded, `\` turned into `/`,
+//! `.` and `..` segments resolved, `%2F`/`%5C` and `//` kept
+//! ([`normalize_path`](mesh_core::authz::normalize_path));
+//! `MERGE_SLASHES` also merges `//`, `DECODE_AND_MERGE_SLASHES` also decodes `%2F`/`%5C`
+//! first, `NONE` leaves the path alone. Policies, RequestAuthentication and the wrapped
 //! service all see the normalized path (the query as sent); a path with `%00` is answered
-//! 400 (`path_normalization_failed`). Ordinary paths cost one scan and no allocation.
+//! 400 (`path_normalization_failed`) unless the mode is `NONE`. Ordinary paths cost one
+//! scan and no allocation.
 //!
 //! A denied request never reaches the wrapped service: it is answered as Envoy's RBAC
 //! filter does, 403 with body `RBAC: access denied` (gRPC: `grpc-status: 7`,
@@ -87,8 +91,8 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use mesh_core::authn::{authenticate, JwtProvider};
 use mesh_core::authz::{
-    normalize_path, AuthzDecision, AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth,
-    WorkloadAuthz,
+    AuthzDecision, AuthzReason, AuthzRequest, HttpAuthzAttrs, PathNormalization,
+    RequestAuth, WorkloadAuthz,
 };
 use mesh_core::mesh::Mesh;
 use mesh_core::meshconfig::resolve_ext_authz;
@@ -160,6 +164,8 @@ struct Cached {
     /// `Err` (istiod's message) when it cannot be used (the CUSTOM policies then deny what
     /// they match).
     ext_authz: Option<Result<Arc<ExtAuthzClient>, Arc<str>>>,
+    /// The snapshot's MeshConfig `pathNormalization`.
+    path_normalization: PathNormalization,
 }
 
 /// How the layer reaches external authorizers: a given client, or one built on first use
@@ -505,6 +511,7 @@ impl AuthorizationLayer {
             authz,
             jwt,
             ext_authz,
+            path_normalization: snap.options().path_normalization,
         });
         s.cache.store(Some(Arc::clone(&fresh)));
         f(&fresh)
@@ -575,7 +582,10 @@ impl AuthorizationLayer {
         // normalized already when the request went through `authorize` (no copy then);
         // for `decide` alone, as it would be (a path Envoy refuses is decided as sent)
         let raw = req.uri().path();
-        let path = normalize_path(raw).unwrap_or(std::borrow::Cow::Borrowed(raw));
+        let path = c
+            .path_normalization
+            .normalize(raw)
+            .unwrap_or(std::borrow::Cow::Borrowed(raw));
         let mut areq = AuthzRequest::http(
             port,
             HttpAuthzAttrs {
@@ -651,9 +661,10 @@ impl AuthorizationLayer {
 
     /// Decides and logs one request; a denied request gets the 403 (or gRPC 7) reply.
     /// First what Envoy's connection manager does before any filter: the request path is
-    /// normalized in the request itself (Istio's `BASE`,
-    /// [`normalize_path`]), so the application receives the path that was authorized; a
-    /// path Envoy refuses (`%00`) gets 400.
+    /// normalized in the request itself (the snapshot's `pathNormalization`, Istio's `BASE`
+    /// by default, [`normalize_path`](mesh_core::authz::normalize_path)), so the
+    /// application receives the path that was authorized; a path Envoy refuses (`%00`)
+    /// gets 400.
     ///
     /// RequestAuthentication, before authorization (Envoy's `jwt_authn` filter runs before
     /// its RBAC filter): a request without a token passes as it is; a valid token's
@@ -671,9 +682,10 @@ impl AuthorizationLayer {
         &self,
         req: &mut Request<B>,
     ) -> Result<Option<PendingCheck>, Response<R>> {
-        // the connection manager's work first: the path normalized in the request itself
-        crate::envoy::sanitize_request(req)?;
         self.with_authz(|c| {
+            // the connection manager's work first: the path normalized in the request
+            // itself, as the snapshot's MeshConfig says
+            crate::envoy::sanitize_request(req, c.path_normalization)?;
             self.authenticate_with(c, req)?;
             self.check_with(c, req)
         })

@@ -53,7 +53,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Request, Response, StatusCode, Uri};
-use mesh_core::authz::normalize_path;
+use mesh_core::authz::PathNormalization;
 
 /// Envoy's response flags (`%RESPONSE_FLAGS%`, Istio's `response_flags` label).
 ///
@@ -1024,14 +1024,19 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
 /// What Envoy does to a request before routing and before any filter (RequestAuthentication,
 /// authorization): a method not in upper case refused (400, as its HTTP/1 codec; over
 /// HTTP/2 as well, so a DENY on `methods: [DELETE]` cannot be passed by `delete`); the
-/// path normalized as Istio's default
-/// `pathNormalization` (`BASE`, [`normalize_path`]) and the request rewritten with it (the
-/// query kept), so authorization, routing and the application all see the same path. An
-/// ordinary path is left untouched without allocating.
+/// path normalized as the mesh's `pathNormalization` says (`mode`, from the snapshot's
+/// [`MeshOptions`](mesh_core::names::MeshOptions); `BASE` by default,
+/// [`normalize_path`](mesh_core::authz::normalize_path)) and the request rewritten with it (the query kept), so authorization, routing and the
+/// application all see the same path. An ordinary path is left untouched without
+/// allocating. The access log, when listening, is told the new path (Envoy logs
+/// `%REQ(:PATH)%` after normalization).
 ///
 /// `Err`: the local reply (400 `http1.codec_error` for the method, 400
 /// `path_normalization_failed` for a `%00`).
-pub(crate) fn sanitize_request<B, R: From<Bytes>>(req: &mut Request<B>) -> Result<(), Response<R>> {
+pub(crate) fn sanitize_request<B, R: From<Bytes>>(
+    req: &mut Request<B>,
+    mode: PathNormalization,
+) -> Result<(), Response<R>> {
     if req
         .method()
         .as_str()
@@ -1049,7 +1054,7 @@ pub(crate) fn sanitize_request<B, R: From<Bytes>>(req: &mut Request<B>) -> Resul
     }
     let fail =
         |req: &Request<B>| LocalReply::PathNormalizationFailed.to_response(is_grpc(req.headers()));
-    let path = match normalize_path(req.uri().path()) {
+    let path = match mode.normalize(req.uri().path()) {
         Ok(Cow::Borrowed(_)) => return Ok(()),
         Ok(Cow::Owned(p)) => p,
         Err(_) => {
@@ -1068,6 +1073,9 @@ pub(crate) fn sanitize_request<B, R: From<Bytes>>(req: &mut Request<B>) -> Resul
     });
     match uri {
         Some(uri) => {
+            if let Some(seen) = req.extensions().get::<crate::accesslog::NormalizedPath>() {
+                seen.set(&uri);
+            }
             *req.uri_mut() = uri;
             Ok(())
         }
@@ -1178,7 +1186,7 @@ mod tests {
     fn requests_are_normalized_in_place() {
         let run = |uri: &str| {
             let mut req = Request::get(uri).body(()).unwrap();
-            sanitize_request::<_, Bytes>(&mut req)
+            sanitize_request::<_, Bytes>(&mut req, PathNormalization::Base)
                 .map(|()| req.uri().to_string())
                 .map_err(Box::new)
         };
@@ -1202,7 +1210,7 @@ mod tests {
             .uri("/x%00")
             .body(())
             .unwrap();
-        let bad = sanitize_request::<_, Bytes>(&mut req).unwrap_err();
+        let bad = sanitize_request::<_, Bytes>(&mut req, PathNormalization::Base).unwrap_err();
         assert_eq!(bad.status(), 400);
         assert_eq!(bad.body(), "Bad Request");
         assert_eq!(bad.headers()["connection"], "close");
@@ -1212,16 +1220,45 @@ mod tests {
         );
         for m in ["Get", "pOST", "get"] {
             let mut req = Request::builder().method(m).uri("/").body(()).unwrap();
-            assert!(sanitize_request::<_, Bytes>(&mut req).is_err(), "{m}");
+            assert!(
+                sanitize_request::<_, Bytes>(&mut req, PathNormalization::Base).is_err(),
+                "{m}"
+            );
         }
         for m in ["GET", "DELETE", "PURGE", "M-SEARCH"] {
             let mut req = Request::builder().method(m).uri("/").body(()).unwrap();
-            assert!(sanitize_request::<_, Bytes>(&mut req).is_ok(), "{m}");
+            assert!(
+                sanitize_request::<_, Bytes>(&mut req, PathNormalization::Base).is_ok(),
+                "{m}"
+            );
         }
+        // the mode decides
+        let with = |mode: PathNormalization, uri: &str| {
+            let mut req = Request::get(uri).body(()).unwrap();
+            sanitize_request::<_, Bytes>(&mut req, mode)
+                .map(|()| req.uri().to_string())
+                .map_err(|r| r.status())
+        };
+        assert_eq!(
+            with(PathNormalization::None, "/a/../b//c%00?q").unwrap(),
+            "/a/../b//c%00?q"
+        );
+        assert_eq!(
+            with(PathNormalization::Base, "/a//b%2Fc?q").unwrap(),
+            "/a//b%2Fc?q"
+        );
+        assert_eq!(
+            with(PathNormalization::MergeSlashes, "/a//b%2Fc?q").unwrap(),
+            "/a/b%2Fc?q"
+        );
+        assert_eq!(
+            with(PathNormalization::DecodeAndMergeSlashes, "/a//b%2Fc?q=%2F").unwrap(),
+            "/a/b/c?q=%2F"
+        );
         // an ordinary path keeps its very bytes (no new allocation)
         let mut req = Request::get("/status/200?x=1").body(()).unwrap();
         let before = req.uri().path().as_ptr();
-        sanitize_request::<_, Bytes>(&mut req).unwrap();
+        sanitize_request::<_, Bytes>(&mut req, PathNormalization::Base).unwrap();
         assert_eq!(req.uri().path().as_ptr(), before);
     }
 

@@ -1578,9 +1578,14 @@ async fn handle(
     ctx: &HttpCtx,
     mut req: Request<UpstreamBody>,
 ) -> Response<GatewayBody> {
-    // The path normalized in the request (Istio's default BASE), before routing, redirects
-    // and authorization, as Envoy's connection manager does
-    if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req) {
+    // held across the forwarding below (the gateway's name is borrowed from it): an `Arc`,
+    // not an arc-swap guard
+    let snap = inner.mesh.snapshot();
+    // The path normalized in the request (the snapshot's MeshConfig pathNormalization,
+    // BASE by default), before routing, redirects and authorization, as Envoy's connection
+    // manager does
+    let mode = snap.options().path_normalization;
+    if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
         return refused.map(full);
     }
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
@@ -1594,9 +1599,6 @@ async fn handle(
         }
         Some(UpgradeRequest::Other) => return crate::outbound::upgrade_failed(),
     };
-    // held across the forwarding below (the gateway's name is borrowed from it): an `Arc`,
-    // not an arc-swap guard
-    let snap = inner.mesh.snapshot();
     let authority = authority_of(&req).to_owned();
     let host = strip_port(&authority);
     let server = match &ctx.fixed {
