@@ -91,8 +91,8 @@ use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use mesh_core::authn::{authenticate, JwtProvider};
 use mesh_core::authz::{
-    AuthzDecision, AuthzReason, AuthzRequest, HttpAuthzAttrs, PathNormalization,
-    RequestAuth, WorkloadAuthz,
+    AuthzDecision, AuthzReason, AuthzRequest, HttpAuthzAttrs, PathNormalization, RequestAuth,
+    WorkloadAuthz,
 };
 use mesh_core::mesh::Mesh;
 use mesh_core::meshconfig::resolve_ext_authz;
