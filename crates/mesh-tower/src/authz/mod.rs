@@ -558,13 +558,15 @@ impl AuthorizationLayer {
 
     /// [`decide`](Self::decide) against the workload's cached policies.
     fn decide_with<B>(c: &Cached, req: &Request<B>) -> AuthzDecision {
-        Self::with_request(c, req, |areq| c.authz.evaluate(areq))
+        Self::with_request(c, req, false, |areq| c.authz.evaluate(areq))
     }
 
-    /// Runs `f` on the authorization attributes of `req`.
+    /// Runs `f` on the authorization attributes of `req`; `normalized`: its path already
+    /// went through [`crate::envoy::sanitize_request`] (no second scan on the request path).
     fn with_request<B, T>(
         c: &Cached,
         req: &Request<B>,
+        normalized: bool,
         f: impl FnOnce(&AuthzRequest<'_>) -> T,
     ) -> T {
         let conn = req.extensions().get::<ConnectionInfo>();
@@ -579,13 +581,16 @@ impl AuthorizationLayer {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
-        // normalized already when the request went through `authorize` (no copy then);
-        // for `decide` alone, as it would be (a path Envoy refuses is decided as sent)
+        // normalized already when the request went through `authorize`; for `decide`
+        // alone, as it would be (a path Envoy refuses is decided as sent)
         let raw = req.uri().path();
-        let path = c
-            .path_normalization
-            .normalize(raw)
-            .unwrap_or(std::borrow::Cow::Borrowed(raw));
+        let path = if normalized {
+            std::borrow::Cow::Borrowed(raw)
+        } else {
+            c.path_normalization
+                .normalize(raw)
+                .unwrap_or(std::borrow::Cow::Borrowed(raw))
+        };
         let mut areq = AuthzRequest::http(
             port,
             HttpAuthzAttrs {
@@ -750,7 +755,7 @@ impl AuthorizationLayer {
         }
         // CUSTOM first (Envoy's ext_authz filter runs before the RBAC filters); the
         // authorizer is asked only when a CUSTOM policy's rules match
-        let step = Self::with_request(c, req, |areq| {
+        let step = Self::with_request(c, req, true, |areq| {
             // DENY and ALLOW as they stand (the CUSTOM step counted as passed)
             let rbac = c.authz.evaluate_with(areq, &|_, _| true);
             if matches!(rbac.reason, AuthzReason::Uncompilable(_)) {
@@ -904,7 +909,7 @@ impl PendingCheck {
         };
         // then the RBAC filters, on the request as the authorizer left it
         layer.with_authz(|c| {
-            let d = AuthorizationLayer::with_request(c, req, |areq| {
+            let d = AuthorizationLayer::with_request(c, req, true, |areq| {
                 c.authz.evaluate_with(areq, &|_, _| true)
             });
             rbac_result(req, d)
