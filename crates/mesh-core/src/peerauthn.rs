@@ -4,7 +4,7 @@
 //! then the namespace policy (selector-less, workload's namespace), then the workload policy
 //! (matching selector, workload's namespace; selectors in the root namespace are ignored),
 //! then that policy's `portLevelMtls` for the port; UNSET inherits at every step. Within a
-//! level the oldest policy wins (`creationTimestamp`, then load order).
+//! level the oldest policy wins (`creationTimestamp`, then name, then namespace).
 //!
 //! # Examples
 //!
@@ -149,27 +149,17 @@ impl PeerAuthentications {
     /// assert_eq!((e.mode, e.policy.as_deref()), (MtlsMode::Strict, Some("mesh-root/default")));
     /// ```
     pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> PeerAuthentications {
-        let mut all: Vec<(
-            &str,
-            usize,
-            &ConfigObject,
-            &crate::model::PeerAuthentication,
-        )> = objects
+        let mut all: Vec<(&ConfigObject, &crate::model::PeerAuthentication)> = objects
             .iter()
-            .enumerate()
-            .filter_map(|(i, o)| match &o.spec {
-                Spec::PeerAuthentication(pa) => Some((
-                    o.metadata.creation_timestamp.as_deref().unwrap_or(""),
-                    i,
-                    o,
-                    pa,
-                )),
+            .filter_map(|o| match &o.spec {
+                Spec::PeerAuthentication(pa) => Some((o, pa)),
                 _ => None,
             })
             .collect();
-        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // the oldest first, ties by name then namespace, as istiod sorts them
+        all.sort_by(|a, b| a.0.istio_order(b.0));
         let mut out = PeerAuthentications::default();
-        for (_, _, o, pa) in all {
+        for (o, pa) in all {
             let ns = o.metadata.namespace.as_str();
             let p = Pa {
                 name: o.key().into(),
@@ -322,5 +312,49 @@ spec:
         }
         let empty = PeerAuthentications::build(&[], &MeshOptions::default());
         assert_eq!(empty.mode("x", &none, 1).mode, MtlsMode::Permissive);
+    }
+
+    #[test]
+    fn ties_between_policies_go_by_name_as_in_istiod() {
+        // istiod sorts by creationTimestamp, then name, then namespace: file order decides
+        // nothing, and an offset timestamp is compared as the instant it names
+        let loaded = crate::load::load_str(
+            r#"
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: zz-strict, namespace: foo}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: aa-permissive, namespace: foo}
+spec: {mtls: {mode: PERMISSIVE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: later, namespace: bar, creationTimestamp: "2024-01-02T00:30:00+01:00"}
+spec: {mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: earlier, namespace: bar, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec: {mtls: {mode: STRICT}}
+"#,
+            "pa.yaml",
+        );
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        let pas = PeerAuthentications::build(&loaded.objects, &MeshOptions::default());
+        let none = Labels::new();
+        let foo = pas.mode("foo", &none, 80);
+        assert_eq!(
+            (foo.mode, foo.policy.as_deref()),
+            (MtlsMode::Permissive, Some("foo/aa-permissive"))
+        );
+        // 00:30+01:00 is 23:30 the day before: older than 00:00Z
+        let bar = pas.mode("bar", &none, 80);
+        assert_eq!(
+            (bar.mode, bar.policy.as_deref()),
+            (MtlsMode::Disable, Some("bar/later"))
+        );
     }
 }

@@ -603,20 +603,15 @@ impl Sidecars {
         routes: &RouteTable,
         services: &ServiceDefs,
     ) -> Sidecars {
-        let mut all: Vec<(&str, usize, &ConfigObject, &crate::model::Sidecar)> = objects
+        let mut all: Vec<(&ConfigObject, &crate::model::Sidecar)> = objects
             .iter()
-            .enumerate()
-            .filter_map(|(i, o)| match &o.spec {
-                Spec::Sidecar(sc) => Some((
-                    o.metadata.creation_timestamp.as_deref().unwrap_or(""),
-                    i,
-                    o,
-                    sc,
-                )),
+            .filter_map(|o| match &o.spec {
+                Spec::Sidecar(sc) => Some((o, sc)),
                 _ => None,
             })
             .collect();
-        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        // the oldest first, ties by name then namespace, as istiod sorts them
+        all.sort_by(|a, b| a.0.istio_order(b.0));
         let mut out = Sidecars::default();
         if all.is_empty() {
             return out;
@@ -625,7 +620,7 @@ impl Sidecars {
         let registry = Registry::build(services, Arc::from(Vec::new()), &DnsCache::new(), opts);
         let index = DestinationIndex::new(routes, &registry);
         let mut namespaces = None;
-        for (_, _, o, sc) in all {
+        for (o, sc) in all {
             let ns = o.metadata.namespace.as_str();
             // a selector without labels applies to the whole namespace (istiod's warning)
             let selector = sc

@@ -153,6 +153,18 @@ impl CompiledConfig {
     }
 
     fn build_unique(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
+        // Among conflicting objects (two VirtualServices for one host, DestinationRules,
+        // PeerAuthentications or Sidecars at one level, ...) istiod takes the oldest, ties
+        // broken by name then namespace: every compiler below sees the objects in that order.
+        if !objects.is_sorted_by(|a, b| a.istio_order(b).is_le()) {
+            let mut sorted = objects.to_vec();
+            sorted.sort_by(ConfigObject::istio_order);
+            return Self::compile(&sorted, options);
+        }
+        Self::compile(objects, options)
+    }
+
+    fn compile(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
         let routes = RouteTable::build(objects, &options);
         let services = ServiceDefs::build(objects, &options);
         // Sidecars import the services their VirtualServices route to
