@@ -721,8 +721,10 @@ pub enum LocalReply {
     /// body, details `path_normalization_failed`, before routing and every filter.
     #[error("path normalization failed")]
     PathNormalizationFailed,
-    /// A request method that is not upper case (`delete`): Envoy's HTTP/1 codec knows
-    /// methods in upper case only and answers 400 `Bad Request`, DPE, details
+    /// A request method that is not upper case (`delete`), or on HTTP/1 one its codec
+    /// does not know (`FROBNICATE`; WebDAV's and the other registered methods pass):
+    /// Envoy's HTTP/1 codec knows a fixed list of upper-case methods and answers 400
+    /// `Bad Request`, DPE, details
     /// `http1.codec_error`, closing the connection (istio.io: "Istio will reject requests
     /// with HTTP 400 if the verb in the HTTP request is not in upper case").
     #[error("method not in upper case")]
@@ -1021,9 +1023,59 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
     }
 }
 
+/// The methods Envoy's HTTP/1 codecs know (http-parser's list, and BalsaParser's
+/// `kValidMethods`, which adds `MSEARCH`); any other method, however well-formed, is a codec
+/// error (Envoy's `allow_custom_methods` is off by default, and Istio does not set it).
+const HTTP1_EXTENSION_METHODS: [&str; 26] = [
+    "ACL",
+    "BIND",
+    "CHECKOUT",
+    "COPY",
+    "LINK",
+    "LOCK",
+    "M-SEARCH",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MOVE",
+    "MSEARCH",
+    "NOTIFY",
+    "PROPFIND",
+    "PROPPATCH",
+    "PURGE",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "SOURCE",
+    "SUBSCRIBE",
+    "UNBIND",
+    "UNLINK",
+    "UNLOCK",
+    "UNSUBSCRIBE",
+];
+
+fn known_to_http1_codec(m: &http::Method) -> bool {
+    use http::Method;
+    // the standard methods are an enum in `http`: compared without looking at bytes
+    matches!(
+        *m,
+        Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::HEAD
+            | Method::OPTIONS
+            | Method::PATCH
+            | Method::CONNECT
+            | Method::TRACE
+    ) || HTTP1_EXTENSION_METHODS.contains(&m.as_str())
+}
+
 /// What Envoy does to a request before routing and before any filter (RequestAuthentication,
 /// authorization): a method not in upper case refused (400, as its HTTP/1 codec; over
-/// HTTP/2 as well, so a DENY on `methods: [DELETE]` cannot be passed by `delete`); the
+/// HTTP/2 as well, so a DENY on `methods: [DELETE]` cannot be passed by `delete`), and on
+/// HTTP/1 a method its codec does not know; the
 /// path normalized as the mesh's `pathNormalization` says (`mode`, from the snapshot's
 /// [`MeshOptions`](mesh_core::names::MeshOptions); `BASE` by default,
 /// [`normalize_path`](mesh_core::authz::normalize_path)) and the request rewritten with it (the query kept), so authorization, routing and the
@@ -1037,16 +1089,18 @@ pub(crate) fn sanitize_request<B, R: From<Bytes>>(
     req: &mut Request<B>,
     mode: PathNormalization,
 ) -> Result<(), Response<R>> {
-    if req
-        .method()
-        .as_str()
-        .bytes()
-        .any(|b| b.is_ascii_lowercase())
+    let http1 = req.version() <= http::Version::HTTP_11;
+    if (http1 && !known_to_http1_codec(req.method()))
+        || req
+            .method()
+            .as_str()
+            .bytes()
+            .any(|b| b.is_ascii_lowercase())
     {
-        tracing::debug!(method = %req.method(), "method not in upper case: 400");
+        tracing::debug!(method = %req.method(), "method Envoy's HTTP/1 codec refuses: 400");
         let mut resp = LocalReply::InvalidMethod.to_response(is_grpc(req.headers()));
         // a codec error ends an HTTP/1 connection
-        if req.version() <= http::Version::HTTP_11 {
+        if http1 {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -1225,12 +1279,38 @@ mod tests {
                 "{m}"
             );
         }
-        for m in ["GET", "DELETE", "PURGE", "M-SEARCH"] {
+        for m in [
+            "GET",
+            "DELETE",
+            "PURGE",
+            "M-SEARCH",
+            "PROPFIND",
+            "UNSUBSCRIBE",
+        ] {
             let mut req = Request::builder().method(m).uri("/").body(()).unwrap();
             assert!(
                 sanitize_request::<_, Bytes>(&mut req, PathNormalization::Base).is_ok(),
                 "{m}"
             );
+        }
+        // a well-formed method no Envoy HTTP/1 codec knows: refused on HTTP/1 only
+        for (version, refused) in [
+            (http::Version::HTTP_10, true),
+            (http::Version::HTTP_11, true),
+            (http::Version::HTTP_2, false),
+        ] {
+            let mut req = Request::builder()
+                .method("FROBNICATE")
+                .version(version)
+                .uri("/")
+                .body(())
+                .unwrap();
+            let r = sanitize_request::<_, Bytes>(&mut req, PathNormalization::Base);
+            assert_eq!(r.is_err(), refused, "{version:?}");
+            if let Err(bad) = r {
+                assert_eq!(bad.status(), 400);
+                assert_eq!(bad.headers()["connection"], "close");
+            }
         }
         // the mode decides
         let with = |mode: PathNormalization, uri: &str| {
