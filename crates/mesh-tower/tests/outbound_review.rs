@@ -1,0 +1,206 @@
+//! Outbound behaviours a review found diverging from Istio/Envoy, against real loopback
+//! servers: connection limits below the endpoint count, retry overflow, undeclared
+//! destination ports, route response headers on local replies, and consistent hashing by
+//! source IP and generated cookie.
+
+mod outbound_support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use outbound_support::*;
+
+/// A plaintext server answering `status` with its name after `delay`, counting the
+/// connections it accepted.
+async fn plain(name: &'static str, status: u16, delay: Duration) -> (SocketAddr, Arc<AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let svc = hyper::service::service_fn(
+                move |_req: Request<hyper::body::Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    let mut r = Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+                    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                    r.headers_mut().insert("x-served-by", name.parse().unwrap());
+                    Ok::<_, Infallible>(r)
+                },
+            );
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// A client without mesh credentials: it talks plaintext to the endpoints.
+fn plaintext_client(mesh: &mesh_core::mesh::Mesh) -> MeshClient {
+    MeshClient::builder(
+        mesh.clone(),
+        ClientWorkload::new("productpage", "default", "productpage"),
+    )
+    .build()
+}
+
+fn with_dr(policy: &str) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy:\n{policy}",
+        service_yaml("reviews", "default")
+    )
+}
+
+/// Sends with a deadline: a request that hangs is a test failure, not a stuck test.
+async fn send_within(client: &MeshClient, uri: &str) -> (u16, String, String, http::HeaderMap) {
+    tokio::time::timeout(Duration::from_secs(5), send(client, get(uri)))
+        .await
+        .unwrap_or_else(|_| panic!("{uri}: no answer within 5 s"))
+}
+
+// --- 1. maxConnections below the number of endpoints ---------------------------------
+
+#[tokio::test]
+async fn max_connections_below_endpoint_count_does_not_hang_http1() {
+    let mesh = mesh(&with_dr(
+        "    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 1}}\n",
+    ));
+    let (a, a_conns) = plain("reviews-v1", 200, Duration::ZERO).await;
+    let (b, b_conns) = plain("reviews-v2", 200, Duration::ZERO).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        b,
+    );
+    let client = plaintext_client(&mesh);
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let (st, by, _, _) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        served.push(by);
+    }
+    // round robin over both endpoints; each keeps its one pooled connection
+    assert_ne!(served[0], served[1], "{served:?}");
+    assert_eq!(served[0], served[2], "{served:?}");
+    assert_eq!(served[1], served[3], "{served:?}");
+    assert_eq!(a_conns.load(Ordering::SeqCst), 1);
+    assert_eq!(b_conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn max_connections_below_endpoint_count_does_not_hang_http2() {
+    let pki = Pki::new();
+    // an HTTP2 port: the client speaks h2 to it (one shared connection per endpoint)
+    let mesh = mesh(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http2, port: 9080, targetPort: http}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 1}}\n",
+    );
+    let a = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    let b = start(&pki, "reviews-v2", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a.addr,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        b.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    for _ in 0..4 {
+        let (st, _, _, h) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        assert_eq!(h["x-seen-version"], "HTTP/2.0");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    assert_eq!(a.conns.load(Ordering::SeqCst), 1);
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn max_connections_pending_requests_still_overflow_with_503_uo() {
+    let mesh = mesh(&with_dr(
+        "    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n",
+    ));
+    let (a, a_conns) = plain("reviews-v1", 200, Duration::from_millis(400)).await;
+    let (b, b_conns) = plain("reviews-v2", 200, Duration::from_millis(400)).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        b,
+    );
+    let client = plaintext_client(&mesh);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let (st, by, body, h) = send_within(&c, "http://reviews:9080/").await;
+            (st, by, body, h.get("x-envoy-overloaded").cloned())
+        }));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    // 1st: endpoint A, the only slot; 2nd: endpoint B has no connection, opens one past
+    // the limit; 3rd: A again, busy: waits as the one pending request; 4th: B, busy, and
+    // the pending queue is full: 503 UO
+    let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 503], "{results:?}");
+    assert_eq!(results[0].1, results[2].1, "{results:?}");
+    assert_eq!(results[3].3.as_ref().unwrap(), "true", "{results:?}");
+    assert!(
+        results[3].2.ends_with("reset reason: overflow"),
+        "{results:?}"
+    );
+    assert_eq!(a_conns.load(Ordering::SeqCst), 1);
+    assert_eq!(b_conns.load(Ordering::SeqCst), 1);
+}
