@@ -204,3 +204,39 @@ async fn max_connections_pending_requests_still_overflow_with_503_uo() {
     assert_eq!(a_conns.load(Ordering::SeqCst), 1);
     assert_eq!(b_conns.load(Ordering::SeqCst), 1);
 }
+
+// --- 2. maxRetries overflow keeps the upstream's answer --------------------------------
+
+#[tokio::test]
+async fn retry_overflow_returns_the_upstream_response_not_a_local_503() {
+    let mesh = mesh(&format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n    retries: {{attempts: 3, retryOn: 5xx}}\n",
+        with_dr("    connectionPool: {http: {maxRetries: 1}}\n")
+    ));
+    let (a, _) = plain("boom", 500, Duration::from_millis(300)).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    let client = plaintext_client(&mesh);
+    let first = {
+        let c = client.clone();
+        tokio::spawn(async move { send_within(&c, "http://reviews:9080/").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    // the first request's retry holds the only maxRetries slot when this one fails
+    let (st, _, body, h) = send_within(&client, "http://reviews:9080/").await;
+    assert_eq!((st, body.as_str()), (500, "boom"), "{h:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "not retried"
+    );
+    let (st, _, body, _) = first.await.unwrap();
+    assert_eq!((st, body.as_str()), (500, "boom"));
+}

@@ -2657,15 +2657,9 @@ impl<T: Sender> Attempts<'_, T> {
         };
         let mut tried = Tried::default();
         let mut last: Option<Response<MeshBody>> = None;
+        // the `maxRetries` slot of the retry being made (taken when it was decided)
+        let mut retry_permit: Option<Permit> = None;
         for n in 0..max {
-            let retry_permit = if n > 0 {
-                match dest.breaker.try_retry() {
-                    Ok(p) => Some(p),
-                    Err(_) => break, // maxRetries: no retry, the last answer stands
-                }
-            } else {
-                None
-            };
             let (guard, set_cookie) = match self.pick(tried.as_slice()) {
                 Ok(g) => g,
                 Err(e) => return last.unwrap_or_else(|| local(e.into(), self.grpc)),
@@ -2712,9 +2706,15 @@ impl<T: Sender> Attempts<'_, T> {
                             self.policy,
                         )
                     {
-                        drop(resp);
-                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
-                        continue;
+                        // the slot is taken before the answer is given up: past `maxRetries`
+                        // Envoy returns this response (upstream_rq_retry_overflow)
+                        retry_permit = None;
+                        if let Ok(p) = dest.breaker.try_retry() {
+                            retry_permit = Some(p);
+                            drop(resp);
+                            tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                            continue;
+                        }
                     }
                     let ctx = MetricsContext {
                         peer: dest.peers.get(index).cloned(),
@@ -2738,7 +2738,7 @@ impl<T: Sender> Attempts<'_, T> {
                         hold: Some(Hold {
                             guard,
                             request: request_permit,
-                            retry: retry_permit,
+                            retry: retry_permit.take(),
                         }),
                     };
                     return Response::from_parts(p, held.boxed());
@@ -2764,9 +2764,13 @@ impl<T: Sender> Attempts<'_, T> {
                         return r;
                     }
                     if retries_left && retry_on.should_retry(failure, None, self.policy) {
-                        last = Some(r);
-                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
-                        continue;
+                        retry_permit = None;
+                        if let Ok(p) = dest.breaker.try_retry() {
+                            retry_permit = Some(p);
+                            last = Some(r);
+                            tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                            continue;
+                        }
                     }
                     return r;
                 }
@@ -2778,9 +2782,13 @@ impl<T: Sender> Attempts<'_, T> {
                     if retries_left
                         && retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy)
                     {
-                        last = Some(r);
-                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
-                        continue;
+                        retry_permit = None;
+                        if let Ok(p) = dest.breaker.try_retry() {
+                            retry_permit = Some(p);
+                            last = Some(r);
+                            tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                            continue;
+                        }
                     }
                     return r;
                 }
