@@ -240,3 +240,72 @@ async fn retry_overflow_returns_the_upstream_response_not_a_local_503() {
     let (st, _, body, _) = first.await.unwrap();
     assert_eq!((st, body.as_str()), (500, "boom"));
 }
+
+// --- 3. a destination port the service does not declare --------------------------------
+
+/// `reviews` declares `ports`; one endpoint listens on every port the test uses.
+async fn two_port_reviews(ports: &str, vs_http: &str) -> (mesh_core::mesh::Mesh, Arc<AtomicU32>) {
+    let (addr, conns) = plain("reviews-v1", 200, Duration::ZERO).await;
+    let mesh = mesh(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  selector: {{app: reviews}}\n  ports: {ports}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n{vs_http}",
+    ));
+    // the endpoint's container port for every service port: the test server
+    mesh.register(mesh_core::registry::Workload {
+        name: "reviews-v1".into(),
+        namespace: "default".into(),
+        service_account: "reviews".into(),
+        labels: [("app".to_owned(), "reviews".to_owned())].into(),
+        address: addr.ip(),
+        ports: [
+            ("http".to_owned(), addr.port()),
+            ("http-b".to_owned(), addr.port()),
+        ]
+        .into(),
+        locality: None,
+        weight: 0,
+    });
+    (mesh, conns)
+}
+
+#[tokio::test]
+async fn a_route_to_an_undeclared_service_port_is_cluster_not_found() {
+    let (mesh, conns) = two_port_reviews(
+        "[{name: http, port: 9080}]",
+        "  - route: [{destination: {host: reviews, port: {number: 8080}}}]\n",
+    )
+    .await;
+    let client = plaintext_client(&mesh);
+    let resp = client.request(get("http://reviews:9080/")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let flags = resp
+        .extensions()
+        .get::<mesh_tower::envoy::ResponseFlags>()
+        .copied()
+        .unwrap();
+    assert_eq!(flags.to_string(), "NC");
+    let (st, _, body, _) = send_within(&client, "http://reviews:9080/").await;
+    assert_eq!((st, body.as_str()), (503, ""));
+    assert_eq!(conns.load(Ordering::SeqCst), 0, "nothing dialed");
+}
+
+#[tokio::test]
+async fn no_route_port_on_a_multi_port_service_takes_the_request_port_if_declared() {
+    let (mesh, conns) = two_port_reviews(
+        "[{name: http, port: 9080}, {name: http-b, port: 9090}]",
+        "  - route: [{destination: {host: reviews}}]\n",
+    )
+    .await;
+    let client = plaintext_client(&mesh);
+    for port in [9080, 9090] {
+        let (st, by, _, _) = send_within(&client, &format!("http://reviews:{port}/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-v1"), "{port}");
+    }
+    // the request's port is not a service port: outbound|8080||reviews does not exist
+    let (st, _, body, _) = send_within(&client, "http://reviews:8080/").await;
+    assert_eq!((st, body.as_str()), (503, ""));
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "one per cluster, none for 8080"
+    );
+}

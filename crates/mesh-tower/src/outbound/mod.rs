@@ -2400,6 +2400,18 @@ where
         [p] => p.number,
         _ => port,
     });
+    // Istio builds a cluster `outbound|<port>||<host>` per declared service port only: a
+    // port the service does not declare (named by the route, or the request's own port on a
+    // multi-port service) is a cluster Envoy does not have: 503 NC [spec §2.4]. (A service
+    // that declares no port at all takes any.)
+    if !service.ports.is_empty() && service.port(dest_port).is_none() {
+        let reply = if decision.virtual_service.is_some() {
+            local(LocalReply::ClusterNotFound, grpc)
+        } else {
+            black_hole(grpc)
+        };
+        return Ok((with_cors(reply), None));
+    }
     // A service the client's Sidecar does not import is no cluster for Envoy: black-holed
     // under REGISTRY_ONLY, passed through to the original destination under ALLOW_ANY,
     // which an in-process client does not have. Either way 502, as for a host outside the
@@ -2487,6 +2499,9 @@ where
                 [p] => p.number,
                 _ => dest_port,
             });
+            if !msvc.ports.is_empty() && msvc.port(mport).is_none() {
+                continue; // no such cluster: Envoy shadows nothing
+            }
             let mkey = DestKey {
                 host: Arc::clone(&msvc.hostname),
                 subset: m.destination.subset.clone(),
