@@ -309,3 +309,68 @@ async fn no_route_port_on_a_multi_port_service_takes_the_request_port_if_declare
         "one per cluster, none for 8080"
     );
 }
+
+// --- 4. route response headers on answers made by the mesh ------------------------------
+
+#[tokio::test]
+async fn route_response_headers_apply_to_redirects_aborts_and_cluster_not_found() {
+    let mesh = mesh(&format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n{}",
+        service_yaml("reviews", "default"),
+        concat!(
+            "  - match: [{uri: {prefix: /old}}]\n",
+            "    redirect: {uri: /new}\n",
+            "    headers: {response: {set: {x-route: redirect}}}\n",
+            "  - match: [{uri: {prefix: /abort}}]\n",
+            "    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n",
+            "    headers: {response: {set: {x-route: abort, x-cluster: '%UPSTREAM_CLUSTER%'}}}\n",
+            "    route:\n",
+            "    - destination: {host: reviews}\n",
+            "      headers: {response: {set: {x-dest: reviews}}}\n",
+            "  - match: [{uri: {prefix: /nosubset}}]\n",
+            "    headers: {response: {add: {x-route: nc}, remove: [x-gone]}}\n",
+            "    route:\n",
+            "    - destination: {host: reviews, subset: v9}\n",
+            "      headers: {response: {set: {x-dest: v9}}}\n",
+            "  - route: [{destination: {host: reviews}}]\n",
+            "    headers: {response: {set: {x-route: default}}}\n",
+        )
+    ));
+    let (addr, _) = plain("reviews-v1", 200, Duration::ZERO).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        addr,
+    );
+    let client = plaintext_client(&mesh);
+
+    let (st, _, _, h) = send_within(&client, "http://reviews:9080/old").await;
+    assert_eq!(st, 301);
+    assert_eq!(h["location"], "http://reviews:9080/new");
+    assert_eq!(h["x-route"], "redirect");
+
+    let (st, _, body, h) = send_within(&client, "http://reviews:9080/abort").await;
+    assert_eq!((st, body.as_str()), (418, "fault filter abort"));
+    assert_eq!(h["x-route"], "abort");
+    assert_eq!(
+        h["x-dest"], "reviews",
+        "the destination's, picked with the route"
+    );
+    assert_eq!(
+        h["x-cluster"],
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
+
+    let (st, _, body, h) = send_within(&client, "http://reviews:9080/nosubset").await;
+    assert_eq!((st, body.as_str()), (503, ""));
+    assert_eq!(h["x-route"], "nc");
+    assert_eq!(h["x-dest"], "v9");
+
+    let (st, by, _, h) = send_within(&client, "http://reviews:9080/").await;
+    assert_eq!((st, by.as_str()), (200, "reviews-v1"));
+    assert_eq!(h["x-route"], "default");
+}

@@ -2159,7 +2159,7 @@ fn header_context<'a>(
     version: http::Version,
     request: &'a http::HeaderMap,
     response: Option<&'a http::HeaderMap>,
-    cluster: &'a str,
+    cluster: Option<&'a str>,
 ) -> HeaderContext<'a> {
     let conn = via.and_then(|v| v.conn);
     HeaderContext {
@@ -2178,7 +2178,7 @@ fn header_context<'a>(
         request_headers: Some(request),
         response_headers: response,
         requested_server_name: conn.and_then(|c| c.sni()),
-        upstream_cluster: Some(cluster),
+        upstream_cluster: cluster,
         ..HeaderContext::default()
     }
 }
@@ -2309,6 +2309,8 @@ where
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(LOCATION, v);
             }
+            let ops = [decision.action().map(|a| &a.headers), None];
+            finalize_response(shared, via, &parts, ops, || None, &mut resp);
             return Ok((resp, None));
         }
         RouteOutcome::DirectResponse(d) => {
@@ -2322,9 +2324,8 @@ where
                 None => Response::new(empty()),
             };
             *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-            if let Some(a) = decision.action() {
-                a.headers.response.apply(resp.headers_mut());
-            }
+            let ops = [decision.action().map(|a| &a.headers), None];
+            finalize_response(shared, via, &parts, ops, || None, &mut resp);
             return Ok((resp, None));
         }
     }
@@ -2347,6 +2348,12 @@ where
         }
         resp
     };
+
+    // Envoy picks the weighted cluster with the route, before the fault filter runs: its
+    // response headers apply to a fault abort too
+    let picked = decision.pick(rand::random::<u64>());
+    let route_ops = action.map(|a| &a.headers);
+    let dest_ops = picked.and_then(|wd| wd.headers.as_deref());
 
     // fault injection: delay, then abort
     if let Some(f) = action.and_then(|a| a.fault.as_ref()) {
@@ -2379,38 +2386,59 @@ where
                     f.insert(flags);
                     resp.extensions_mut().insert(f);
                 }
+                // the cluster the route chose (for `%UPSTREAM_CLUSTER%`), if it exists
+                let cluster = || {
+                    let wd = picked?;
+                    let svc = snap.registry().service(&wd.host, ns)?;
+                    Some(wd.cluster_name(dest_port_of(wd, svc, port)))
+                };
+                finalize_response(
+                    shared,
+                    via,
+                    &parts,
+                    [route_ops, dest_ops],
+                    cluster,
+                    &mut resp,
+                );
                 return Ok((with_cors(resp), None));
             }
         }
     }
 
-    let Some(wd) = decision.pick(rand::random::<u64>()) else {
-        return Ok((with_cors(local(LocalReply::ClusterNotFound, grpc)), None));
+    // a route to a cluster Envoy does not have: 503 NC, with the route's response headers
+    // (Envoy's local replies go through the route's `finalizeResponseHeaders`)
+    let cluster_not_found = |parts: &http::request::Parts| {
+        let mut resp = local(LocalReply::ClusterNotFound, grpc);
+        finalize_response(
+            shared,
+            via,
+            parts,
+            [route_ops, dest_ops],
+            || None,
+            &mut resp,
+        );
+        Ok((with_cors(resp), None))
+    };
+    let Some(wd) = picked else {
+        return cluster_not_found(&parts);
     };
     let Some(service) = snap.registry().service(&wd.host, ns) else {
         // not in the registry: nothing to send to (Envoy: cluster not found / blackhole)
-        let reply = if decision.virtual_service.is_some() {
-            local(LocalReply::ClusterNotFound, grpc)
-        } else {
-            black_hole(grpc)
-        };
-        return Ok((with_cors(reply), None));
+        if decision.virtual_service.is_some() {
+            return cluster_not_found(&parts);
+        }
+        return Ok((with_cors(black_hole(grpc)), None));
     };
-    let dest_port = wd.port.unwrap_or(match service.ports.as_slice() {
-        [p] => p.number,
-        _ => port,
-    });
+    let dest_port = dest_port_of(wd, service, port);
     // Istio builds a cluster `outbound|<port>||<host>` per declared service port only: a
     // port the service does not declare (named by the route, or the request's own port on a
     // multi-port service) is a cluster Envoy does not have: 503 NC [spec §2.4]. (A service
     // that declares no port at all takes any.)
     if !service.ports.is_empty() && service.port(dest_port).is_none() {
-        let reply = if decision.virtual_service.is_some() {
-            local(LocalReply::ClusterNotFound, grpc)
-        } else {
-            black_hole(grpc)
-        };
-        return Ok((with_cors(reply), None));
+        if decision.virtual_service.is_some() {
+            return cluster_not_found(&parts);
+        }
+        return Ok((with_cors(black_hole(grpc)), None));
     }
     // A service the client's Sidecar does not import is no cluster for Envoy: black-holed
     // under REGISTRY_ONLY, passed through to the original destination under ALLOW_ANY,
@@ -2428,12 +2456,10 @@ where
     };
     let dest = shared.cache.get(&snap, shared, service, &key);
     if !dest.subset_found() {
-        return Ok((with_cors(local(LocalReply::ClusterNotFound, grpc)), None));
+        return cluster_not_found(&parts);
     }
 
     // request rewriting: route header ops, destination header ops, rewrite
-    let route_ops = action.map(|a| &a.headers);
-    let dest_ops = wd.headers.as_deref();
     let formatted = |o: Option<&HeaderOps>, response: bool| {
         o.is_some_and(|o| {
             if response {
@@ -2447,7 +2473,7 @@ where
         // Envoy's `%COMMAND%` operators, computed from the request as it came
         let cluster = wd.cluster_name(dest_port);
         let before = parts.headers.clone();
-        let cx = header_context(shared, via, parts.version, &before, None, &cluster);
+        let cx = header_context(shared, via, parts.version, &before, None, Some(&cluster));
         for o in [route_ops, dest_ops].into_iter().flatten() {
             o.request.apply_in(&mut parts.headers, &cx);
         }
@@ -2560,26 +2586,63 @@ where
         f.insert(flags);
         resp.extensions_mut().insert(f);
     }
-    if formatted(route_ops, true) || formatted(dest_ops, true) {
-        let cluster = wd.cluster_name(dest_port);
+    let cluster = || Some(wd.cluster_name(dest_port));
+    finalize_response(
+        shared,
+        via,
+        &parts,
+        [route_ops, dest_ops],
+        cluster,
+        &mut resp,
+    );
+    Ok((with_cors(resp), slot.into_inner()))
+}
+
+/// The port of destination `wd`'s cluster: the route's, else the service's only port, else
+/// the request's [spec §2.4].
+fn dest_port_of(
+    wd: &mesh_core::route::WeightedDestination,
+    service: &mesh_core::registry::Service,
+    request_port: u16,
+) -> u16 {
+    wd.port.unwrap_or(match service.ports.as_slice() {
+        [p] => p.number,
+        _ => request_port,
+    })
+}
+
+/// Envoy's `finalizeResponseHeaders` on any answer once a route is chosen (the upstream's,
+/// a redirect, a direct response, a fault abort, cluster not found): the route's response
+/// header operations, then the chosen destination's. `%...%` operators (computed only when
+/// there are some) see the request as it is now, this answer, and `cluster` (the upstream
+/// cluster, if there is one).
+fn finalize_response(
+    shared: &ClientShared,
+    via: Option<GatewayRoute<'_>>,
+    req: &http::request::Parts,
+    ops: [Option<&HeaderOps>; 2],
+    cluster: impl FnOnce() -> Option<String>,
+    resp: &mut Response<MeshBody>,
+) {
+    if ops.iter().flatten().any(|o| o.response.has_formatted()) {
+        let cluster = cluster();
         let answer = resp.headers().clone();
         let cx = header_context(
             shared,
             via,
-            parts.version,
-            &parts.headers,
+            req.version,
+            &req.headers,
             Some(&answer),
-            &cluster,
+            cluster.as_deref(),
         );
-        for o in [route_ops, dest_ops].into_iter().flatten() {
+        for o in ops.into_iter().flatten() {
             o.response.apply_in(resp.headers_mut(), &cx);
         }
     } else {
-        for o in [route_ops, dest_ops].into_iter().flatten() {
+        for o in ops.into_iter().flatten() {
             o.response.apply(resp.headers_mut());
         }
     }
-    Ok((with_cors(resp), slot.into_inner()))
 }
 
 /// The endpoints an attempt went to, for Envoy's previous-hosts retry predicate (the first
@@ -2723,7 +2786,7 @@ impl<T: Sender> Attempts<'_, T> {
                     {
                         // the slot is taken before the answer is given up: past `maxRetries`
                         // Envoy returns this response (upstream_rq_retry_overflow)
-                        retry_permit = None;
+                        drop(retry_permit.take());
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             drop(resp);
@@ -2779,7 +2842,7 @@ impl<T: Sender> Attempts<'_, T> {
                         return r;
                     }
                     if retries_left && retry_on.should_retry(failure, None, self.policy) {
-                        retry_permit = None;
+                        drop(retry_permit.take());
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             last = Some(r);
@@ -2797,7 +2860,7 @@ impl<T: Sender> Attempts<'_, T> {
                     if retries_left
                         && retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy)
                     {
-                        retry_permit = None;
+                        drop(retry_permit.take());
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             last = Some(r);
