@@ -374,3 +374,166 @@ async fn route_response_headers_apply_to_redirects_aborts_and_cluster_not_found(
     assert_eq!((st, by.as_str()), (200, "reviews-v1"));
     assert_eq!(h["x-route"], "default");
 }
+
+// --- 5 and 6. consistent hashing by source IP and generated cookie ----------------------
+
+/// `reviews` with four plaintext endpoints, DestinationRule `loadBalancer: {lb}`.
+async fn four_reviews(lb: &str) -> mesh_core::mesh::Mesh {
+    let mesh = mesh(&with_dr(&format!("    loadBalancer: {lb}\n")));
+    for (i, name) in ["reviews-a", "reviews-b", "reviews-c", "reviews-d"]
+        .into_iter()
+        .enumerate()
+    {
+        let (addr, _) = plain(name, 200, Duration::ZERO).await;
+        register(
+            &mesh,
+            name,
+            "default",
+            "reviews",
+            "reviews",
+            &format!("v{i}"),
+            addr,
+        );
+    }
+    mesh
+}
+
+#[tokio::test]
+async fn use_source_ip_keeps_a_mesh_client_without_an_address_on_one_endpoint() {
+    let mesh = four_reviews("{consistentHash: {useSourceIp: true}}").await;
+    let client = plaintext_client(&mesh);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (st, by, _, _) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        seen.insert(by);
+    }
+    assert_eq!(seen.len(), 1, "one source, one endpoint: {seen:?}");
+    // another client of the same workload in this process: the same "pod", the same endpoint
+    let again = plaintext_client(&mesh);
+    for _ in 0..5 {
+        let (_, by, _, _) = send_within(&again, "http://reviews:9080/").await;
+        assert!(seen.contains(&by), "{by} {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn generated_cookies_differ_between_requests_of_a_mesh_client() {
+    let mesh =
+        four_reviews("{consistentHash: {httpCookie: {name: session, path: /, ttl: 60s}}}").await;
+    let client = plaintext_client(&mesh);
+    let cookie = |h: &http::HeaderMap| {
+        let v = h["set-cookie"].to_str().unwrap().to_owned();
+        assert!(v.starts_with("session=\""), "{v}");
+        v.split('"').nth(1).unwrap().to_owned()
+    };
+    let (_, first_by, _, h) = send_within(&client, "http://reviews:9080/").await;
+    let first = cookie(&h);
+    let (_, _, _, h) = send_within(&client, "http://reviews:9080/").await;
+    let second = cookie(&h);
+    // not one cookie for every user of the client (Envoy's hash of no connection)
+    assert_ne!(first, second);
+    assert_ne!(first, "ef46db3751d8e999");
+    // sent back, a cookie keeps its user on its endpoint
+    for _ in 0..5 {
+        let req = get_with(
+            "http://reviews:9080/",
+            &[("cookie", &format!("session={first}"))],
+        );
+        let (st, by, _, h) = send(&client, req).await;
+        assert_eq!((st, by.as_str()), (200, first_by.as_str()));
+        assert!(h.get("set-cookie").is_none());
+    }
+}
+
+/// A gateway on port 80 routing every host to `reviews` (four plaintext endpoints) with
+/// DestinationRule `loadBalancer: {lb}`.
+async fn gateway_to_four_reviews(lb: &str) -> (mesh_tower::gateway::GatewayServer, SocketAddr) {
+    let mesh = four_reviews(lb).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {lb}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http: [{{route: [{{destination: {{host: reviews.default.svc.cluster.local}}}}]}}]\n",
+        service_yaml("reviews", "default")
+    );
+    reload(&mesh, &yaml);
+    let labels = [("istio".to_owned(), "ingressgateway".to_owned())].into();
+    let gw = mesh_tower::gateway::GatewayServer::builder(mesh, "istio-system", labels)
+        .listener(
+            80,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(80).unwrap();
+    (gw, addr)
+}
+
+/// An HTTP/1.1 connection to `gateway` from loopback address `from`.
+async fn connect_from(
+    from: &str,
+    gateway: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = socket.connect(gateway).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// (served by, set-cookie value) of a GET on `tx`.
+async fn gateway_get(
+    tx: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+) -> (String, Option<String>) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get("/")
+        .header("host", "reviews.example.com")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let by = resp.headers()["x-served-by"].to_str().unwrap().to_owned();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let _ = resp.into_body().collect().await;
+    (by, cookie)
+}
+
+#[tokio::test]
+async fn use_source_ip_at_the_gateway_hashes_the_downstream_client_ip() {
+    let (_gw, addr) = gateway_to_four_reviews("{consistentHash: {useSourceIp: true}}").await;
+    let mut endpoints = std::collections::BTreeSet::new();
+    for i in 1..=8 {
+        let from = format!("127.0.0.{i}");
+        let mut seen = std::collections::BTreeSet::new();
+        // new connections (new source ports) from one IP: one endpoint
+        for _ in 0..3 {
+            let mut tx = connect_from(&from, addr).await;
+            seen.insert(gateway_get(&mut tx).await.0);
+        }
+        assert_eq!(seen.len(), 1, "{from}: {seen:?}");
+        endpoints.extend(seen);
+    }
+    // the key is the client's IP, not one key for the whole gateway
+    assert!(endpoints.len() > 1, "{endpoints:?}");
+}
+
+#[tokio::test]
+async fn generated_cookie_at_the_gateway_is_per_downstream_connection() {
+    let (_gw, addr) =
+        gateway_to_four_reviews("{consistentHash: {httpCookie: {name: session, ttl: 0s}}}").await;
+    let value = |c: Option<String>| c.expect("set-cookie").split('"').nth(1).unwrap().to_owned();
+    let mut one = connect_from("127.0.0.1", addr).await;
+    let (by1, c1) = gateway_get(&mut one).await;
+    let (by1b, c1b) = gateway_get(&mut one).await;
+    // Envoy: the same connection, the same cookie (and so the same endpoint)
+    assert_eq!(value(c1.clone()), value(c1b));
+    assert_eq!(by1, by1b);
+    let mut two = connect_from("127.0.0.1", addr).await;
+    let (_, c2) = gateway_get(&mut two).await;
+    assert_ne!(value(c1), value(c2), "another connection, another user");
+}

@@ -270,6 +270,7 @@ use mesh_core::route::{
 use mesh_tls::{CredentialLookup, WorkloadCredentials};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
+use xxhash_rust::xxh64::xxh64;
 
 pub use connector::{ConnectError, MeshConn, MeshConnector};
 pub use deadline::BodyTimeout;
@@ -412,7 +413,8 @@ pub struct ClientWorkload {
     pub labels: Labels,
     /// `region/zone/subzone` (locality load balancing).
     pub locality: Option<String>,
-    /// The workload's own IP (consistent hashing by `useSourceIp`).
+    /// The workload's own IP (consistent hashing by `useSourceIp`; unset, the client hashes
+    /// a stand-in stable for this workload in this process, as a pod's IP is).
     pub address: Option<IpAddr>,
 }
 
@@ -529,6 +531,24 @@ pub(crate) struct ClientShared {
     pub(crate) options: ClientOptions,
     cache: DestCache,
     source: Option<SocketAddr>,
+    /// What `consistentHash.useSourceIp` hashes for this client's own requests (Envoy: the
+    /// downstream IP, stable per pod): the workload's address if set, else an address
+    /// standing for this workload in this process (see [`workload_hash_source`]).
+    hash_source: SocketAddr,
+}
+
+/// A stable stand-in for a workload's IP when none is configured, for source-IP hashing:
+/// a unique-local IPv6 address (`fd00::/8`) derived from the workload's namespace and name
+/// and a random number drawn once per process. Like a pod IP it is the same for every
+/// request and client of the workload in this process, and differs between replicas
+/// (processes) of the same workload. Never dialed, never shown: header operators and the
+/// access log still see the configured address or none.
+fn workload_hash_source(workload: &ClientWorkload) -> SocketAddr {
+    static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+    let ns = xxh64(workload.namespace.as_bytes(), *PROCESS);
+    let name = xxh64(workload.name.as_bytes(), ns);
+    let bits = (0xfdu128 << 120) | (u128::from(ns) << 64 | u128::from(name)) >> 8;
+    SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::from(bits)), 0)
 }
 
 impl std::fmt::Debug for ClientShared {
@@ -1466,6 +1486,7 @@ impl MeshClientBuilder {
 
     fn shared(self) -> (Arc<ClientShared>, Option<Arc<IstioMetrics>>, TraceConfig) {
         let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
+        let hash_source = source.unwrap_or_else(|| workload_hash_source(&self.workload));
         (
             Arc::new(ClientShared {
                 mesh: self.mesh,
@@ -1475,6 +1496,7 @@ impl MeshClientBuilder {
                 options: self.options,
                 cache: DestCache::default(),
                 source,
+                hash_source,
             }),
             self.metrics,
             self.trace,
@@ -2555,7 +2577,15 @@ where
     let slot = std::sync::OnceLock::new();
     let attempts = Attempts {
         metered: metered.then_some(&slot),
-        shared,
+        // consistent hashing by source IP and generated cookies: a gateway's downstream
+        // connection (Envoy's), else the client workload itself
+        conn: match via.and_then(|v| v.conn) {
+            Some(c) => c.addrs(),
+            None => ConnectionAddrs {
+                remote: Some(shared.hash_source),
+                local: None,
+            },
+        },
         transport,
         dest: &dest,
         policy,
@@ -2683,7 +2713,8 @@ struct Attempts<'a, T> {
     /// Where the metrics context goes when metrics are recorded in place ([`MeteredOutbound`]);
     /// else it goes into the response extensions for a [`MetricsLayer`] above.
     metered: Option<&'a std::sync::OnceLock<MetricsContext>>,
-    shared: &'a ClientShared,
+    /// The downstream connection's addresses, for the hash policy.
+    conn: ConnectionAddrs,
     transport: &'a T,
     dest: &'a Arc<DestState>,
     policy: &'a RetryPolicy,
@@ -2703,10 +2734,7 @@ impl<T: Sender> Attempts<'_, T> {
         tried: &[usize],
     ) -> Result<(RequestGuard, Option<HeaderValue>), crate::lb::NoHealthyUpstream> {
         let lb = &self.dest.lb;
-        let conn = ConnectionAddrs {
-            remote: self.shared.source,
-            local: None,
-        };
+        let conn = self.conn;
         let mut best = lb.pick_for_request(
             self.dest.hash_key.as_ref(),
             &self.parts.headers,
