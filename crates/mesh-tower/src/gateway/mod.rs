@@ -1472,6 +1472,10 @@ fn resolve(
         .port
         .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].number))
         .unwrap_or(request_port);
+    // a port the service does not declare has no cluster (outbound|<port>||<host>) [§2.4]
+    if !svc.ports.is_empty() && svc.port(port).is_none() {
+        return Err(LocalReply::ClusterNotFound);
+    }
     let subset = match dest.subset.as_deref() {
         Some(name) => Some(
             &snap
@@ -1708,6 +1712,49 @@ fn redirect_response(status: StatusCode, location: &str) -> Response<GatewayBody
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolve_refuses_a_port_the_service_does_not_declare() {
+        let mesh = Mesh::from_yaml(
+            "
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {selector: {app: reviews}, ports: [{name: tcp, port: 9080}, {name: tcp-b, port: 9090}]}
+",
+        )
+        .unwrap();
+        mesh.register(mesh_core::registry::Workload {
+            name: "reviews-v1".into(),
+            namespace: "default".into(),
+            service_account: "reviews".into(),
+            labels: [("app".to_owned(), "reviews".to_owned())].into(),
+            address: "127.0.0.1".parse().unwrap(),
+            ports: Default::default(),
+            locality: None,
+            weight: 0,
+        });
+        let snap = mesh.snapshot();
+        let dest = |port: Option<u16>| WeightedDestination {
+            host: "reviews.default.svc.cluster.local".into(),
+            subset: None,
+            port,
+            weight: 100,
+            headers: None,
+        };
+        let cases = [
+            (Some(9080), 443, Ok("127.0.0.1:9080")),
+            (Some(8080), 443, Err(LocalReply::ClusterNotFound)),
+            // no port in the route, several service ports: the request's, if declared
+            (None, 9090, Ok("127.0.0.1:9090")),
+            (None, 443, Err(LocalReply::ClusterNotFound)),
+        ];
+        for (port, request_port, want) in cases {
+            let got = resolve(&snap, "default", &dest(port), request_port);
+            let want = want.map(|a| a.parse::<SocketAddr>().unwrap());
+            assert_eq!(got, want, "{port:?} {request_port}");
+        }
+    }
 
     #[test]
     fn host_scores() {

@@ -294,17 +294,28 @@ pub fn query_param<'a>(uri: &'a Uri, name: &str) -> Option<&'a str> {
     None
 }
 
-/// Envoy's generated cookie value: hex of xxHash64 over the connection's remote and local
-/// addresses, so every request on one connection gets the same cookie.
+/// Envoy's generated cookie value (router `addDownstreamSetCookie`): hex of xxHash64 over
+/// the downstream connection's remote and local addresses, so every request on one
+/// connection gets the same cookie and clients on distinct connections distinct ones.
+///
+/// Without a downstream connection (a mesh client's own requests: its `remote` is the
+/// workload's address with port 0, or none) Envoy's formula would give every user the same
+/// value (the hash of nothing); each generated cookie gets a random value instead, so two
+/// users never share one.
 fn generated_cookie_value(conn: ConnectionAddrs) -> String {
-    let mut seed = String::with_capacity(64);
-    if let Some(r) = conn.remote {
-        seed.push_str(&r.to_string());
-    }
-    if let Some(l) = conn.local {
-        seed.push_str(&l.to_string());
-    }
-    format!("{:016x}", xxh64(seed.as_bytes(), 0))
+    let hash = match conn.remote {
+        Some(r) if r.port() != 0 => {
+            use std::fmt::Write;
+            let mut seed = String::with_capacity(64);
+            let _ = write!(seed, "{r}");
+            if let Some(l) = conn.local {
+                let _ = write!(seed, "{l}");
+            }
+            xxh64(seed.as_bytes(), 0)
+        }
+        _ => rand::random::<u64>(),
+    };
+    format!("{hash:016x}")
 }
 
 /// Envoy's `makeSetCookieValue`: `name="value"; Max-Age=N; Path=p; attrs; HttpOnly`.
@@ -446,6 +457,31 @@ mod tests {
                 .hash,
             None
         );
+    }
+
+    #[test]
+    fn generated_cookie_is_per_connection_or_unique() {
+        let at = |remote: &str, local: Option<&str>| ConnectionAddrs {
+            remote: Some(remote.parse().unwrap()),
+            local: local.map(|l| l.parse().unwrap()),
+        };
+        // Envoy's value: the connection's addresses
+        let a = at("10.1.2.3:40000", Some("10.0.0.1:8080"));
+        assert_eq!(
+            generated_cookie_value(a),
+            format!("{:016x}", xxh64(b"10.1.2.3:4000010.0.0.1:8080", 0))
+        );
+        assert_eq!(generated_cookie_value(a), generated_cookie_value(a));
+        // another connection of the same client IP: another cookie
+        let b = at("10.1.2.3:40001", Some("10.0.0.1:8080"));
+        assert_ne!(generated_cookie_value(a), generated_cookie_value(b));
+        // no downstream connection: never the same value twice (not the hash of "")
+        for conn in [at("10.1.2.3:0", None), ConnectionAddrs::default()] {
+            let one = generated_cookie_value(conn);
+            assert_ne!(one, generated_cookie_value(conn));
+            assert_ne!(one, format!("{:016x}", xxh64(b"", 0)));
+            assert_eq!(one.len(), 16);
+        }
     }
 
     #[test]

@@ -270,6 +270,7 @@ use mesh_core::route::{
 use mesh_tls::{CredentialLookup, WorkloadCredentials};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
+use xxhash_rust::xxh64::xxh64;
 
 pub use connector::{ConnectError, MeshConn, MeshConnector};
 pub use deadline::BodyTimeout;
@@ -412,7 +413,8 @@ pub struct ClientWorkload {
     pub labels: Labels,
     /// `region/zone/subzone` (locality load balancing).
     pub locality: Option<String>,
-    /// The workload's own IP (consistent hashing by `useSourceIp`).
+    /// The workload's own IP (consistent hashing by `useSourceIp`; unset, the client hashes
+    /// a stand-in stable for this workload in this process, as a pod's IP is).
     pub address: Option<IpAddr>,
 }
 
@@ -529,6 +531,24 @@ pub(crate) struct ClientShared {
     pub(crate) options: ClientOptions,
     cache: DestCache,
     source: Option<SocketAddr>,
+    /// What `consistentHash.useSourceIp` hashes for this client's own requests (Envoy: the
+    /// downstream IP, stable per pod): the workload's address if set, else an address
+    /// standing for this workload in this process (see [`workload_hash_source`]).
+    hash_source: SocketAddr,
+}
+
+/// A stable stand-in for a workload's IP when none is configured, for source-IP hashing:
+/// a unique-local IPv6 address (`fd00::/8`) derived from the workload's namespace and name
+/// and a random number drawn once per process. Like a pod IP it is the same for every
+/// request and client of the workload in this process, and differs between replicas
+/// (processes) of the same workload. Never dialed, never shown: header operators and the
+/// access log still see the configured address or none.
+fn workload_hash_source(workload: &ClientWorkload) -> SocketAddr {
+    static PROCESS: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+    let ns = xxh64(workload.namespace.as_bytes(), *PROCESS);
+    let name = xxh64(workload.name.as_bytes(), ns);
+    let bits = (0xfdu128 << 120) | (u128::from(ns) << 64 | u128::from(name)) >> 8;
+    SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::from(bits)), 0)
 }
 
 impl std::fmt::Debug for ClientShared {
@@ -1466,6 +1486,7 @@ impl MeshClientBuilder {
 
     fn shared(self) -> (Arc<ClientShared>, Option<Arc<IstioMetrics>>, TraceConfig) {
         let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
+        let hash_source = source.unwrap_or_else(|| workload_hash_source(&self.workload));
         (
             Arc::new(ClientShared {
                 mesh: self.mesh,
@@ -1475,6 +1496,7 @@ impl MeshClientBuilder {
                 options: self.options,
                 cache: DestCache::default(),
                 source,
+                hash_source,
             }),
             self.metrics,
             self.trace,
@@ -2159,7 +2181,7 @@ fn header_context<'a>(
     version: http::Version,
     request: &'a http::HeaderMap,
     response: Option<&'a http::HeaderMap>,
-    cluster: &'a str,
+    cluster: Option<&'a str>,
 ) -> HeaderContext<'a> {
     let conn = via.and_then(|v| v.conn);
     HeaderContext {
@@ -2178,7 +2200,7 @@ fn header_context<'a>(
         request_headers: Some(request),
         response_headers: response,
         requested_server_name: conn.and_then(|c| c.sni()),
-        upstream_cluster: Some(cluster),
+        upstream_cluster: cluster,
         ..HeaderContext::default()
     }
 }
@@ -2309,6 +2331,8 @@ where
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(LOCATION, v);
             }
+            let ops = [decision.action().map(|a| &a.headers), None];
+            finalize_response(shared, via, &parts, ops, || None, &mut resp);
             return Ok((resp, None));
         }
         RouteOutcome::DirectResponse(d) => {
@@ -2322,9 +2346,8 @@ where
                 None => Response::new(empty()),
             };
             *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
-            if let Some(a) = decision.action() {
-                a.headers.response.apply(resp.headers_mut());
-            }
+            let ops = [decision.action().map(|a| &a.headers), None];
+            finalize_response(shared, via, &parts, ops, || None, &mut resp);
             return Ok((resp, None));
         }
     }
@@ -2347,6 +2370,12 @@ where
         }
         resp
     };
+
+    // Envoy picks the weighted cluster with the route, before the fault filter runs: its
+    // response headers apply to a fault abort too
+    let picked = decision.pick(rand::random::<u64>());
+    let route_ops = action.map(|a| &a.headers);
+    let dest_ops = picked.and_then(|wd| wd.headers.as_deref());
 
     // fault injection: delay, then abort
     if let Some(f) = action.and_then(|a| a.fault.as_ref()) {
@@ -2379,27 +2408,60 @@ where
                     f.insert(flags);
                     resp.extensions_mut().insert(f);
                 }
+                // the cluster the route chose (for `%UPSTREAM_CLUSTER%`), if it exists
+                let cluster = || {
+                    let wd = picked?;
+                    let svc = snap.registry().service(&wd.host, ns)?;
+                    Some(wd.cluster_name(dest_port_of(wd, svc, port)))
+                };
+                finalize_response(
+                    shared,
+                    via,
+                    &parts,
+                    [route_ops, dest_ops],
+                    cluster,
+                    &mut resp,
+                );
                 return Ok((with_cors(resp), None));
             }
         }
     }
 
-    let Some(wd) = decision.pick(rand::random::<u64>()) else {
-        return Ok((with_cors(local(LocalReply::ClusterNotFound, grpc)), None));
+    // a route to a cluster Envoy does not have: 503 NC, with the route's response headers
+    // (Envoy's local replies go through the route's `finalizeResponseHeaders`)
+    let cluster_not_found = |parts: &http::request::Parts| {
+        let mut resp = local(LocalReply::ClusterNotFound, grpc);
+        finalize_response(
+            shared,
+            via,
+            parts,
+            [route_ops, dest_ops],
+            || None,
+            &mut resp,
+        );
+        Ok((with_cors(resp), None))
+    };
+    let Some(wd) = picked else {
+        return cluster_not_found(&parts);
     };
     let Some(service) = snap.registry().service(&wd.host, ns) else {
         // not in the registry: nothing to send to (Envoy: cluster not found / blackhole)
-        let reply = if decision.virtual_service.is_some() {
-            local(LocalReply::ClusterNotFound, grpc)
-        } else {
-            black_hole(grpc)
-        };
-        return Ok((with_cors(reply), None));
+        if decision.virtual_service.is_some() {
+            return cluster_not_found(&parts);
+        }
+        return Ok((with_cors(black_hole(grpc)), None));
     };
-    let dest_port = wd.port.unwrap_or(match service.ports.as_slice() {
-        [p] => p.number,
-        _ => port,
-    });
+    let dest_port = dest_port_of(wd, service, port);
+    // Istio builds a cluster `outbound|<port>||<host>` per declared service port only: a
+    // port the service does not declare (named by the route, or the request's own port on a
+    // multi-port service) is a cluster Envoy does not have: 503 NC [spec §2.4]. (A service
+    // that declares no port at all takes any.)
+    if !service.ports.is_empty() && service.port(dest_port).is_none() {
+        if decision.virtual_service.is_some() {
+            return cluster_not_found(&parts);
+        }
+        return Ok((with_cors(black_hole(grpc)), None));
+    }
     // A service the client's Sidecar does not import is no cluster for Envoy: black-holed
     // under REGISTRY_ONLY, passed through to the original destination under ALLOW_ANY,
     // which an in-process client does not have. Either way 502, as for a host outside the
@@ -2416,12 +2478,10 @@ where
     };
     let dest = shared.cache.get(&snap, shared, service, &key);
     if !dest.subset_found() {
-        return Ok((with_cors(local(LocalReply::ClusterNotFound, grpc)), None));
+        return cluster_not_found(&parts);
     }
 
     // request rewriting: route header ops, destination header ops, rewrite
-    let route_ops = action.map(|a| &a.headers);
-    let dest_ops = wd.headers.as_deref();
     let formatted = |o: Option<&HeaderOps>, response: bool| {
         o.is_some_and(|o| {
             if response {
@@ -2435,7 +2495,7 @@ where
         // Envoy's `%COMMAND%` operators, computed from the request as it came
         let cluster = wd.cluster_name(dest_port);
         let before = parts.headers.clone();
-        let cx = header_context(shared, via, parts.version, &before, None, &cluster);
+        let cx = header_context(shared, via, parts.version, &before, None, Some(&cluster));
         for o in [route_ops, dest_ops].into_iter().flatten() {
             o.request.apply_in(&mut parts.headers, &cx);
         }
@@ -2487,6 +2547,9 @@ where
                 [p] => p.number,
                 _ => dest_port,
             });
+            if !msvc.ports.is_empty() && msvc.port(mport).is_none() {
+                continue; // no such cluster: Envoy shadows nothing
+            }
             let mkey = DestKey {
                 host: Arc::clone(&msvc.hostname),
                 subset: m.destination.subset.clone(),
@@ -2514,7 +2577,15 @@ where
     let slot = std::sync::OnceLock::new();
     let attempts = Attempts {
         metered: metered.then_some(&slot),
-        shared,
+        // consistent hashing by source IP and generated cookies: a gateway's downstream
+        // connection (Envoy's), else the client workload itself
+        conn: match via.and_then(|v| v.conn) {
+            Some(c) => c.addrs(),
+            None => ConnectionAddrs {
+                remote: Some(shared.hash_source),
+                local: None,
+            },
+        },
         transport,
         dest: &dest,
         policy,
@@ -2545,26 +2616,63 @@ where
         f.insert(flags);
         resp.extensions_mut().insert(f);
     }
-    if formatted(route_ops, true) || formatted(dest_ops, true) {
-        let cluster = wd.cluster_name(dest_port);
+    let cluster = || Some(wd.cluster_name(dest_port));
+    finalize_response(
+        shared,
+        via,
+        &parts,
+        [route_ops, dest_ops],
+        cluster,
+        &mut resp,
+    );
+    Ok((with_cors(resp), slot.into_inner()))
+}
+
+/// The port of destination `wd`'s cluster: the route's, else the service's only port, else
+/// the request's [spec §2.4].
+fn dest_port_of(
+    wd: &mesh_core::route::WeightedDestination,
+    service: &mesh_core::registry::Service,
+    request_port: u16,
+) -> u16 {
+    wd.port.unwrap_or(match service.ports.as_slice() {
+        [p] => p.number,
+        _ => request_port,
+    })
+}
+
+/// Envoy's `finalizeResponseHeaders` on any answer once a route is chosen (the upstream's,
+/// a redirect, a direct response, a fault abort, cluster not found): the route's response
+/// header operations, then the chosen destination's. `%...%` operators (computed only when
+/// there are some) see the request as it is now, this answer, and `cluster` (the upstream
+/// cluster, if there is one).
+fn finalize_response(
+    shared: &ClientShared,
+    via: Option<GatewayRoute<'_>>,
+    req: &http::request::Parts,
+    ops: [Option<&HeaderOps>; 2],
+    cluster: impl FnOnce() -> Option<String>,
+    resp: &mut Response<MeshBody>,
+) {
+    if ops.iter().flatten().any(|o| o.response.has_formatted()) {
+        let cluster = cluster();
         let answer = resp.headers().clone();
         let cx = header_context(
             shared,
             via,
-            parts.version,
-            &parts.headers,
+            req.version,
+            &req.headers,
             Some(&answer),
-            &cluster,
+            cluster.as_deref(),
         );
-        for o in [route_ops, dest_ops].into_iter().flatten() {
+        for o in ops.into_iter().flatten() {
             o.response.apply_in(resp.headers_mut(), &cx);
         }
     } else {
-        for o in [route_ops, dest_ops].into_iter().flatten() {
+        for o in ops.into_iter().flatten() {
             o.response.apply(resp.headers_mut());
         }
     }
-    Ok((with_cors(resp), slot.into_inner()))
 }
 
 /// The endpoints an attempt went to, for Envoy's previous-hosts retry predicate (the first
@@ -2605,7 +2713,8 @@ struct Attempts<'a, T> {
     /// Where the metrics context goes when metrics are recorded in place ([`MeteredOutbound`]);
     /// else it goes into the response extensions for a [`MetricsLayer`] above.
     metered: Option<&'a std::sync::OnceLock<MetricsContext>>,
-    shared: &'a ClientShared,
+    /// The downstream connection's addresses, for the hash policy.
+    conn: ConnectionAddrs,
     transport: &'a T,
     dest: &'a Arc<DestState>,
     policy: &'a RetryPolicy,
@@ -2625,10 +2734,7 @@ impl<T: Sender> Attempts<'_, T> {
         tried: &[usize],
     ) -> Result<(RequestGuard, Option<HeaderValue>), crate::lb::NoHealthyUpstream> {
         let lb = &self.dest.lb;
-        let conn = ConnectionAddrs {
-            remote: self.shared.source,
-            local: None,
-        };
+        let conn = self.conn;
         let mut best = lb.pick_for_request(
             self.dest.hash_key.as_ref(),
             &self.parts.headers,
@@ -2657,15 +2763,9 @@ impl<T: Sender> Attempts<'_, T> {
         };
         let mut tried = Tried::default();
         let mut last: Option<Response<MeshBody>> = None;
+        // the `maxRetries` slot of the retry being made (taken when it was decided)
+        let mut retry_permit: Option<Permit> = None;
         for n in 0..max {
-            let retry_permit = if n > 0 {
-                match dest.breaker.try_retry() {
-                    Ok(p) => Some(p),
-                    Err(_) => break, // maxRetries: no retry, the last answer stands
-                }
-            } else {
-                None
-            };
             let (guard, set_cookie) = match self.pick(tried.as_slice()) {
                 Ok(g) => g,
                 Err(e) => return last.unwrap_or_else(|| local(e.into(), self.grpc)),
@@ -2712,9 +2812,15 @@ impl<T: Sender> Attempts<'_, T> {
                             self.policy,
                         )
                     {
-                        drop(resp);
-                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
-                        continue;
+                        // the slot is taken before the answer is given up: past `maxRetries`
+                        // Envoy returns this response (upstream_rq_retry_overflow)
+                        drop(retry_permit.take());
+                        if let Ok(p) = dest.breaker.try_retry() {
+                            retry_permit = Some(p);
+                            drop(resp);
+                            tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                            continue;
+                        }
                     }
                     let ctx = MetricsContext {
                         peer: dest.peers.get(index).cloned(),
@@ -2738,7 +2844,7 @@ impl<T: Sender> Attempts<'_, T> {
                         hold: Some(Hold {
                             guard,
                             request: request_permit,
-                            retry: retry_permit,
+                            retry: retry_permit.take(),
                         }),
                     };
                     return Response::from_parts(p, held.boxed());
@@ -2764,9 +2870,13 @@ impl<T: Sender> Attempts<'_, T> {
                         return r;
                     }
                     if retries_left && retry_on.should_retry(failure, None, self.policy) {
-                        last = Some(r);
-                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
-                        continue;
+                        drop(retry_permit.take());
+                        if let Ok(p) = dest.breaker.try_retry() {
+                            retry_permit = Some(p);
+                            last = Some(r);
+                            tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                            continue;
+                        }
                     }
                     return r;
                 }
@@ -2778,9 +2888,13 @@ impl<T: Sender> Attempts<'_, T> {
                     if retries_left
                         && retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy)
                     {
-                        last = Some(r);
-                        tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
-                        continue;
+                        drop(retry_permit.take());
+                        if let Ok(p) = dest.breaker.try_retry() {
+                            retry_permit = Some(p);
+                            last = Some(r);
+                            tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
+                            continue;
+                        }
                     }
                     return r;
                 }

@@ -12,7 +12,12 @@
 //! Envoy's connection-pool semantics, as DestinationRule `connectionPool` sets them:
 //! - `tcp.maxConnections`: a new connection takes a slot from the destination's circuit
 //!   breaker; when none is left the request waits for a connection to come back, as one of
-//!   at most `http.http1MaxPendingRequests` pending requests (beyond: 503 UO);
+//!   at most `http.http1MaxPendingRequests` pending requests (beyond: 503 UO). Except for an
+//!   endpoint with no connection at all (none idle, busy or being opened): it opens one past
+//!   the limit, counted as an overflow, as Envoy's `ConnPoolImplBase::tryCreateNewConnection`
+//!   does "to prevent pending streams being queued to this upstream with no way to be
+//!   processed" (idle connections to other endpoints would otherwise hold every slot, and a
+//!   request the balancer sent here would wait forever);
 //! - `http.maxRequestsPerConnection`: a connection that has carried that many requests is
 //!   not reused (`1` disables keep-alive);
 //! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): an idle connection older than
@@ -88,6 +93,9 @@ impl Waiters {
 struct EndpointPool {
     addr: SocketAddr,
     state: Mutex<PoolState>,
+    /// Connections to this endpoint open or being opened (idle, in use, upgraded until the
+    /// upgrade completes): at 0, a new one may exceed `maxConnections`.
+    open: AtomicUsize,
     /// The destination's waiters (shared by its endpoints).
     waiters: Arc<Waiters>,
 }
@@ -165,6 +173,7 @@ impl Upstream {
                     Arc::new(EndpointPool {
                         addr,
                         state: Mutex::new(PoolState::default()),
+                        open: AtomicUsize::new(0),
                         waiters: Arc::clone(&waiters),
                     })
                 })
@@ -222,7 +231,20 @@ impl Upstream {
             }
             // 3. a new connection, or wait for one as a pending request
             let permit = match self.breaker.try_connection() {
-                Ok(p) => p,
+                Ok(p) => {
+                    ep.open.fetch_add(1, Ordering::AcqRel);
+                    p
+                }
+                // Envoy: a host with no connection opens one past the cluster's limit (see
+                // the module docs); one at a time, the others wait for it
+                Err(_)
+                    if ep
+                        .open
+                        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok() =>
+                {
+                    self.breaker.connection_past_limit()
+                }
                 Err(_) => {
                     if pending.is_none() {
                         pending = Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
@@ -231,6 +253,7 @@ impl Upstream {
                     continue;
                 }
             };
+            let opened = Opened(Arc::clone(ep));
             let conn = self
                 .connector
                 .connect_addr(ep.addr, permit, upgrade)
@@ -243,6 +266,7 @@ impl Upstream {
                     .await?;
                 tokio::spawn(async move {
                     let _ = connection.await;
+                    drop(opened);
                     waiters.wake();
                 });
                 let mut h2 = H2 {
@@ -250,6 +274,8 @@ impl Upstream {
                     used: Arc::new(AtomicU32::new(1)),
                 };
                 lock(&ep.state).h2 = Some(h2.clone());
+                // requests waiting for this endpoint can share it now
+                self.waiters.wake();
                 drop(pending);
                 return match h2.tx.send_request(req).await {
                     Ok(resp) => Ok(resp.map(UpstreamBody::plain)),
@@ -259,6 +285,7 @@ impl Upstream {
             let (tx, connection) = http1::Builder::new().handshake(conn).await?;
             tokio::spawn(async move {
                 let _ = connection.with_upgrades().await;
+                drop(opened);
                 waiters.wake();
             });
             drop(pending);
@@ -280,6 +307,7 @@ impl Upstream {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let ready = !lock(&ep.state).idle.is_empty()
+            || ep.open.load(Ordering::Acquire) == 0
             || self.breaker.in_use().0 < self.breaker.limits().max_connections;
         if !ready {
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
@@ -310,6 +338,16 @@ impl Upstream {
             lease: Some(lease),
             ended: false,
         })
+    }
+}
+
+/// Counts a connection in its endpoint's `open` until dropped (connect failed, or the
+/// connection task ended).
+struct Opened(Arc<EndpointPool>);
+
+impl Drop for Opened {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -17,7 +17,9 @@
 //! of 0 admits nothing; `max_requests_per_connection` 0 is unlimited).
 //!
 //! A request first takes a request permit, then (if no connection is free) a pending permit
-//! while it waits; an overflow of either is the 503 above. A retry that would exceed
+//! while it waits; an overflow of either is the 503 above. An endpoint with no connection at
+//! all opens one even past `maxConnections` (Envoy does, so that a request sent there never
+//! waits behind other endpoints' idle connections). A retry that would exceed
 //! `maxRetries` is simply not made (Envoy counts `upstream_rq_retry_overflow` and returns the
 //! last response).
 //!
@@ -525,6 +527,22 @@ impl CircuitBreaker {
             max_requests: self.limits.max_requests_per_connection,
             used: AtomicU32::new(0),
         })
+    }
+
+    /// A connection slot taken even at `maxConnections` (the count goes past the limit):
+    /// Envoy lets an endpoint with no connection open one anyway, so that requests queued
+    /// for it are not stuck behind other endpoints' idle connections. The refused
+    /// [`try_connection`](Self::try_connection) already counted the overflow.
+    pub(crate) fn connection_past_limit(&self) -> ConnectionPermit {
+        self.counters.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionPermit {
+            _permit: Permit {
+                counters: Arc::clone(&self.counters),
+                kind: OverflowKind::Connections,
+            },
+            max_requests: self.limits.max_requests_per_connection,
+            used: AtomicU32::new(0),
+        }
     }
 
     /// Current counts: (connections, pending, requests, retries).

@@ -1,0 +1,539 @@
+//! Outbound behaviours a review found diverging from Istio/Envoy, against real loopback
+//! servers: connection limits below the endpoint count, retry overflow, undeclared
+//! destination ports, route response headers on local replies, and consistent hashing by
+//! source IP and generated cookie.
+
+mod outbound_support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use outbound_support::*;
+
+/// A plaintext server answering `status` with its name after `delay`, counting the
+/// connections it accepted.
+async fn plain(name: &'static str, status: u16, delay: Duration) -> (SocketAddr, Arc<AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let svc = hyper::service::service_fn(
+                move |_req: Request<hyper::body::Incoming>| async move {
+                    tokio::time::sleep(delay).await;
+                    let mut r = Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+                    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                    r.headers_mut().insert("x-served-by", name.parse().unwrap());
+                    Ok::<_, Infallible>(r)
+                },
+            );
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// A client without mesh credentials: it talks plaintext to the endpoints.
+fn plaintext_client(mesh: &mesh_core::mesh::Mesh) -> MeshClient {
+    MeshClient::builder(
+        mesh.clone(),
+        ClientWorkload::new("productpage", "default", "productpage"),
+    )
+    .build()
+}
+
+fn with_dr(policy: &str) -> String {
+    format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy:\n{policy}",
+        service_yaml("reviews", "default")
+    )
+}
+
+/// Sends with a deadline: a request that hangs is a test failure, not a stuck test.
+async fn send_within(client: &MeshClient, uri: &str) -> (u16, String, String, http::HeaderMap) {
+    tokio::time::timeout(Duration::from_secs(5), send(client, get(uri)))
+        .await
+        .unwrap_or_else(|_| panic!("{uri}: no answer within 5 s"))
+}
+
+// --- 1. maxConnections below the number of endpoints ---------------------------------
+
+#[tokio::test]
+async fn max_connections_below_endpoint_count_does_not_hang_http1() {
+    let mesh = mesh(&with_dr(
+        "    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 1}}\n",
+    ));
+    let (a, a_conns) = plain("reviews-v1", 200, Duration::ZERO).await;
+    let (b, b_conns) = plain("reviews-v2", 200, Duration::ZERO).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        b,
+    );
+    let client = plaintext_client(&mesh);
+    let mut served = Vec::new();
+    for _ in 0..4 {
+        let (st, by, _, _) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        served.push(by);
+    }
+    // round robin over both endpoints; each keeps its one pooled connection
+    assert_ne!(served[0], served[1], "{served:?}");
+    assert_eq!(served[0], served[2], "{served:?}");
+    assert_eq!(served[1], served[3], "{served:?}");
+    assert_eq!(a_conns.load(Ordering::SeqCst), 1);
+    assert_eq!(b_conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn max_connections_below_endpoint_count_does_not_hang_http2() {
+    let pki = Pki::new();
+    // an HTTP2 port: the client speaks h2 to it (one shared connection per endpoint)
+    let mesh = mesh(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http2, port: 9080, targetPort: http}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 1}}\n",
+    );
+    let a = start(&pki, "reviews-v1", "default", "reviews", Behaviour::Ok).await;
+    let b = start(&pki, "reviews-v2", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a.addr,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        b.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    for _ in 0..4 {
+        let (st, _, _, h) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        assert_eq!(h["x-seen-version"], "HTTP/2.0");
+    }
+    assert_eq!((a.hits(), b.hits()), (2, 2));
+    assert_eq!(a.conns.load(Ordering::SeqCst), 1);
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn max_connections_pending_requests_still_overflow_with_503_uo() {
+    let mesh = mesh(&with_dr(
+        "    loadBalancer: {simple: ROUND_ROBIN}\n    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n",
+    ));
+    let (a, a_conns) = plain("reviews-v1", 200, Duration::from_millis(400)).await;
+    let (b, b_conns) = plain("reviews-v2", 200, Duration::from_millis(400)).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    register(
+        &mesh,
+        "reviews-v2",
+        "default",
+        "reviews",
+        "reviews",
+        "v2",
+        b,
+    );
+    let client = plaintext_client(&mesh);
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let (st, by, body, h) = send_within(&c, "http://reviews:9080/").await;
+            (st, by, body, h.get("x-envoy-overloaded").cloned())
+        }));
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    // 1st: endpoint A, the only slot; 2nd: endpoint B has no connection, opens one past
+    // the limit; 3rd: A again, busy: waits as the one pending request; 4th: B, busy, and
+    // the pending queue is full: 503 UO
+    let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 503], "{results:?}");
+    assert_eq!(results[0].1, results[2].1, "{results:?}");
+    assert_eq!(results[3].3.as_ref().unwrap(), "true", "{results:?}");
+    assert!(
+        results[3].2.ends_with("reset reason: overflow"),
+        "{results:?}"
+    );
+    assert_eq!(a_conns.load(Ordering::SeqCst), 1);
+    assert_eq!(b_conns.load(Ordering::SeqCst), 1);
+}
+
+// --- 2. maxRetries overflow keeps the upstream's answer --------------------------------
+
+#[tokio::test]
+async fn retry_overflow_returns_the_upstream_response_not_a_local_503() {
+    let mesh = mesh(&format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n    retries: {{attempts: 3, retryOn: 5xx}}\n",
+        with_dr("    connectionPool: {http: {maxRetries: 1}}\n")
+    ));
+    let (a, _) = plain("boom", 500, Duration::from_millis(300)).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    let client = plaintext_client(&mesh);
+    let first = {
+        let c = client.clone();
+        tokio::spawn(async move { send_within(&c, "http://reviews:9080/").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    // the first request's retry holds the only maxRetries slot when this one fails
+    let (st, _, body, h) = send_within(&client, "http://reviews:9080/").await;
+    assert_eq!((st, body.as_str()), (500, "boom"), "{h:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(550),
+        "not retried"
+    );
+    let (st, _, body, _) = first.await.unwrap();
+    assert_eq!((st, body.as_str()), (500, "boom"));
+}
+
+// --- 3. a destination port the service does not declare --------------------------------
+
+/// `reviews` declares `ports`; one endpoint listens on every port the test uses.
+async fn two_port_reviews(ports: &str, vs_http: &str) -> (mesh_core::mesh::Mesh, Arc<AtomicU32>) {
+    let (addr, conns) = plain("reviews-v1", 200, Duration::ZERO).await;
+    let mesh = mesh(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  selector: {{app: reviews}}\n  ports: {ports}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n{vs_http}",
+    ));
+    // the endpoint's container port for every service port: the test server
+    mesh.register(mesh_core::registry::Workload {
+        name: "reviews-v1".into(),
+        namespace: "default".into(),
+        service_account: "reviews".into(),
+        labels: [("app".to_owned(), "reviews".to_owned())].into(),
+        address: addr.ip(),
+        ports: [
+            ("http".to_owned(), addr.port()),
+            ("http-b".to_owned(), addr.port()),
+        ]
+        .into(),
+        locality: None,
+        weight: 0,
+    });
+    (mesh, conns)
+}
+
+#[tokio::test]
+async fn a_route_to_an_undeclared_service_port_is_cluster_not_found() {
+    let (mesh, conns) = two_port_reviews(
+        "[{name: http, port: 9080}]",
+        "  - route: [{destination: {host: reviews, port: {number: 8080}}}]\n",
+    )
+    .await;
+    let client = plaintext_client(&mesh);
+    let resp = client.request(get("http://reviews:9080/")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let flags = resp
+        .extensions()
+        .get::<mesh_tower::envoy::ResponseFlags>()
+        .copied()
+        .unwrap();
+    assert_eq!(flags.to_string(), "NC");
+    let (st, _, body, _) = send_within(&client, "http://reviews:9080/").await;
+    assert_eq!((st, body.as_str()), (503, ""));
+    assert_eq!(conns.load(Ordering::SeqCst), 0, "nothing dialed");
+}
+
+#[tokio::test]
+async fn no_route_port_on_a_multi_port_service_takes_the_request_port_if_declared() {
+    let (mesh, conns) = two_port_reviews(
+        "[{name: http, port: 9080}, {name: http-b, port: 9090}]",
+        "  - route: [{destination: {host: reviews}}]\n",
+    )
+    .await;
+    let client = plaintext_client(&mesh);
+    for port in [9080, 9090] {
+        let (st, by, _, _) = send_within(&client, &format!("http://reviews:{port}/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-v1"), "{port}");
+    }
+    // the request's port is not a service port: outbound|8080||reviews does not exist
+    let (st, _, body, _) = send_within(&client, "http://reviews:8080/").await;
+    assert_eq!((st, body.as_str()), (503, ""));
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "one per cluster, none for 8080"
+    );
+}
+
+// --- 4. route response headers on answers made by the mesh ------------------------------
+
+#[tokio::test]
+async fn route_response_headers_apply_to_redirects_aborts_and_cluster_not_found() {
+    let mesh = mesh(&format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n{}",
+        service_yaml("reviews", "default"),
+        concat!(
+            "  - match: [{uri: {prefix: /old}}]\n",
+            "    redirect: {uri: /new}\n",
+            "    headers: {response: {set: {x-route: redirect}}}\n",
+            "  - match: [{uri: {prefix: /abort}}]\n",
+            "    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}\n",
+            "    headers: {response: {set: {x-route: abort, x-cluster: '%UPSTREAM_CLUSTER%'}}}\n",
+            "    route:\n",
+            "    - destination: {host: reviews}\n",
+            "      headers: {response: {set: {x-dest: reviews}}}\n",
+            "  - match: [{uri: {prefix: /nosubset}}]\n",
+            "    headers: {response: {add: {x-route: nc}, remove: [x-gone]}}\n",
+            "    route:\n",
+            "    - destination: {host: reviews, subset: v9}\n",
+            "      headers: {response: {set: {x-dest: v9}}}\n",
+            "  - route: [{destination: {host: reviews}}]\n",
+            "    headers: {response: {set: {x-route: default}}}\n",
+        )
+    ));
+    let (addr, _) = plain("reviews-v1", 200, Duration::ZERO).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        addr,
+    );
+    let client = plaintext_client(&mesh);
+
+    let (st, _, _, h) = send_within(&client, "http://reviews:9080/old").await;
+    assert_eq!(st, 301);
+    assert_eq!(h["location"], "http://reviews:9080/new");
+    assert_eq!(h["x-route"], "redirect");
+
+    let (st, _, body, h) = send_within(&client, "http://reviews:9080/abort").await;
+    assert_eq!((st, body.as_str()), (418, "fault filter abort"));
+    assert_eq!(h["x-route"], "abort");
+    assert_eq!(
+        h["x-dest"], "reviews",
+        "the destination's, picked with the route"
+    );
+    assert_eq!(
+        h["x-cluster"],
+        "outbound|9080||reviews.default.svc.cluster.local"
+    );
+
+    let (st, _, body, h) = send_within(&client, "http://reviews:9080/nosubset").await;
+    assert_eq!((st, body.as_str()), (503, ""));
+    assert_eq!(h["x-route"], "nc");
+    assert_eq!(h["x-dest"], "v9");
+
+    let (st, by, _, h) = send_within(&client, "http://reviews:9080/").await;
+    assert_eq!((st, by.as_str()), (200, "reviews-v1"));
+    assert_eq!(h["x-route"], "default");
+}
+
+// --- 5 and 6. consistent hashing by source IP and generated cookie ----------------------
+
+/// `reviews` with four plaintext endpoints, DestinationRule `loadBalancer: {lb}`.
+async fn four_reviews(lb: &str) -> mesh_core::mesh::Mesh {
+    let mesh = mesh(&with_dr(&format!("    loadBalancer: {lb}\n")));
+    for (i, name) in ["reviews-a", "reviews-b", "reviews-c", "reviews-d"]
+        .into_iter()
+        .enumerate()
+    {
+        let (addr, _) = plain(name, 200, Duration::ZERO).await;
+        register(
+            &mesh,
+            name,
+            "default",
+            "reviews",
+            "reviews",
+            &format!("v{i}"),
+            addr,
+        );
+    }
+    mesh
+}
+
+#[tokio::test]
+async fn use_source_ip_keeps_a_mesh_client_without_an_address_on_one_endpoint() {
+    let mesh = four_reviews("{consistentHash: {useSourceIp: true}}").await;
+    let client = plaintext_client(&mesh);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (st, by, _, _) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        seen.insert(by);
+    }
+    assert_eq!(seen.len(), 1, "one source, one endpoint: {seen:?}");
+    // another client of the same workload in this process: the same "pod", the same endpoint
+    let again = plaintext_client(&mesh);
+    for _ in 0..5 {
+        let (_, by, _, _) = send_within(&again, "http://reviews:9080/").await;
+        assert!(seen.contains(&by), "{by} {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn generated_cookies_differ_between_requests_of_a_mesh_client() {
+    let mesh =
+        four_reviews("{consistentHash: {httpCookie: {name: session, path: /, ttl: 60s}}}").await;
+    let client = plaintext_client(&mesh);
+    let cookie = |h: &http::HeaderMap| {
+        let v = h["set-cookie"].to_str().unwrap().to_owned();
+        assert!(v.starts_with("session=\""), "{v}");
+        v.split('"').nth(1).unwrap().to_owned()
+    };
+    let (_, first_by, _, h) = send_within(&client, "http://reviews:9080/").await;
+    let first = cookie(&h);
+    let (_, _, _, h) = send_within(&client, "http://reviews:9080/").await;
+    let second = cookie(&h);
+    // not one cookie for every user of the client (Envoy's hash of no connection)
+    assert_ne!(first, second);
+    assert_ne!(first, "ef46db3751d8e999");
+    // sent back, a cookie keeps its user on its endpoint
+    for _ in 0..5 {
+        let req = get_with(
+            "http://reviews:9080/",
+            &[("cookie", &format!("session={first}"))],
+        );
+        let (st, by, _, h) = send(&client, req).await;
+        assert_eq!((st, by.as_str()), (200, first_by.as_str()));
+        assert!(h.get("set-cookie").is_none());
+    }
+}
+
+/// A gateway on port 80 routing every host to `reviews` (four plaintext endpoints) with
+/// DestinationRule `loadBalancer: {lb}`.
+async fn gateway_to_four_reviews(lb: &str) -> (mesh_tower::gateway::GatewayServer, SocketAddr) {
+    let mesh = four_reviews(lb).await;
+    let yaml = format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {lb}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http: [{{route: [{{destination: {{host: reviews.default.svc.cluster.local}}}}]}}]\n",
+        service_yaml("reviews", "default")
+    );
+    reload(&mesh, &yaml);
+    let labels = [("istio".to_owned(), "ingressgateway".to_owned())].into();
+    let gw = mesh_tower::gateway::GatewayServer::builder(mesh, "istio-system", labels)
+        .listener(
+            80,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(80).unwrap();
+    (gw, addr)
+}
+
+/// An HTTP/1.1 connection to `gateway` from loopback address `from`.
+async fn connect_from(
+    from: &str,
+    gateway: SocketAddr,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>> {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = socket.connect(gateway).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    tx
+}
+
+/// (served by, set-cookie value) of a GET on `tx`.
+async fn gateway_get(
+    tx: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+) -> (String, Option<String>) {
+    use http_body_util::BodyExt;
+    let req = http::Request::get("/")
+        .header("host", "reviews.example.com")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let by = resp.headers()["x-served-by"].to_str().unwrap().to_owned();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let _ = resp.into_body().collect().await;
+    (by, cookie)
+}
+
+#[tokio::test]
+async fn use_source_ip_at_the_gateway_hashes_the_downstream_client_ip() {
+    let (_gw, addr) = gateway_to_four_reviews("{consistentHash: {useSourceIp: true}}").await;
+    let mut endpoints = std::collections::BTreeSet::new();
+    for i in 1..=8 {
+        let from = format!("127.0.0.{i}");
+        let mut seen = std::collections::BTreeSet::new();
+        // new connections (new source ports) from one IP: one endpoint
+        for _ in 0..3 {
+            let mut tx = connect_from(&from, addr).await;
+            seen.insert(gateway_get(&mut tx).await.0);
+        }
+        assert_eq!(seen.len(), 1, "{from}: {seen:?}");
+        endpoints.extend(seen);
+    }
+    // the key is the client's IP, not one key for the whole gateway
+    assert!(endpoints.len() > 1, "{endpoints:?}");
+}
+
+#[tokio::test]
+async fn generated_cookie_at_the_gateway_is_per_downstream_connection() {
+    let (_gw, addr) =
+        gateway_to_four_reviews("{consistentHash: {httpCookie: {name: session, ttl: 0s}}}").await;
+    let value = |c: Option<String>| c.expect("set-cookie").split('"').nth(1).unwrap().to_owned();
+    let mut one = connect_from("127.0.0.1", addr).await;
+    let (by1, c1) = gateway_get(&mut one).await;
+    let (by1b, c1b) = gateway_get(&mut one).await;
+    // Envoy: the same connection, the same cookie (and so the same endpoint)
+    assert_eq!(value(c1.clone()), value(c1b));
+    assert_eq!(by1, by1b);
+    let mut two = connect_from("127.0.0.1", addr).await;
+    let (_, c2) = gateway_get(&mut two).await;
+    assert_ne!(value(c1), value(c2), "another connection, another user");
+}
