@@ -7,8 +7,9 @@
 //!
 //! | code | severity | finding |
 //! | --- | --- | --- |
-//! | IST0101 | error | a route's subset is not defined by any DestinationRule for its host (`host+subset`); a VirtualService's gateway or delegate does not exist |
-//! | IST0106 | error | a VirtualService without hosts that no loaded VirtualService delegates to ("virtual service must have at least one host") |
+//! | IST0101 | error | a route's subset is not defined by the loaded DestinationRule for its host (`host+subset`) |
+//! | IST0101 | warning | a route's subset, gateway or delegate is not among the loaded files: no DestinationRule for the host, no such Gateway or VirtualService (Istio: error, but it sees the whole cluster; files are partial input) |
+//! | IM0203 | info | a VirtualService without hosts (a delegate) that no loaded VirtualService delegates to |
 //! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
 //! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
 //! | IST0101 | warning | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
@@ -21,7 +22,7 @@
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
 //! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
 //! | IST0145 | error | Gateways selecting the same workloads (same selector, or a loaded workload both select) with servers on the same port and `bind` sharing a `hosts` entry |
-//! | IST0101 | error / warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (error when that namespace has other Secrets loaded; nothing when no Secrets are loaded) |
+//! | IST0101 | warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (nothing when no Secrets are loaded) |
 //! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`) |
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
 //! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
@@ -125,7 +126,8 @@ impl Default for AnalyzeOptions {
 /// ", "bookinfo.yaml");
 /// let found = mesh_core::analyze::analyze(&loaded.objects);
 /// assert_eq!(found.len(), 1);
-/// assert_eq!((found[0].severity, found[0].code), (Severity::Error, codes::REFERENCED_RESOURCE_NOT_FOUND));
+/// // the Gateway may well be in a file not given: a warning, not an error
+/// assert_eq!((found[0].severity, found[0].code), (Severity::Warning, codes::REFERENCED_RESOURCE_NOT_FOUND));
 /// assert_eq!(found[0].message, r#"Referenced gateway not found: "default/bookinfo-gateway""#);
 /// assert_eq!(found[0].path, "spec.gateways[0]");
 /// ```
@@ -265,6 +267,16 @@ pub fn custom_providers(
     cx.out
 }
 
+/// An object's name for messages: `metadata.name`, or `<generateName>*` for an object
+/// whose name the API server generates.
+fn display_name(o: &ConfigObject) -> String {
+    match (&o.metadata.name, &o.metadata.generate_name) {
+        (n, _) if !n.is_empty() => n.clone(),
+        (_, Some(g)) if !g.is_empty() => format!("{g}*"),
+        _ => "<unnamed>".to_owned(),
+    }
+}
+
 fn selector_matches(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
@@ -317,9 +329,13 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         out: Vec::new(),
     };
 
-    // The last definition of a kind/namespace/name wins, as with `kubectl apply`.
+    // The last definition of a kind/namespace/name wins, as with `kubectl apply`; objects
+    // named by `generateName` (no name) each get a name of their own.
     let mut last: HashMap<(Kind, &str, &str), usize> = HashMap::new();
     for (i, o) in objects.iter().enumerate() {
+        if o.metadata.name.is_empty() {
+            continue;
+        }
         if let Some(prev) = last.insert((o.kind, &o.metadata.namespace, &o.metadata.name), i) {
             let p = &objects[prev];
             cx.report(
@@ -342,11 +358,12 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         .iter()
         .enumerate()
         .filter(|(i, o)| {
-            last.get(&(
-                o.kind,
-                o.metadata.namespace.as_str(),
-                o.metadata.name.as_str(),
-            )) == Some(i)
+            o.metadata.name.is_empty()
+                || last.get(&(
+                    o.kind,
+                    o.metadata.namespace.as_str(),
+                    o.metadata.name.as_str(),
+                )) == Some(i)
         })
         .map(|(_, o)| o)
         .collect();
@@ -443,13 +460,14 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     // Multiple DRs for one host in one namespace.
     let mut by_host: BTreeMap<(&str, &str), Vec<&DrInfo<'_>>> = BTreeMap::new();
     for d in &drs {
-        let is_last = last
-            .get(&(
-                Kind::DestinationRule,
-                d.obj.metadata.namespace.as_str(),
-                d.obj.metadata.name.as_str(),
-            ))
-            .is_some_and(|&i| std::ptr::eq(&objects[i], d.obj));
+        let is_last = d.obj.metadata.name.is_empty()
+            || last
+                .get(&(
+                    Kind::DestinationRule,
+                    d.obj.metadata.namespace.as_str(),
+                    d.obj.metadata.name.as_str(),
+                ))
+                .is_some_and(|&i| std::ptr::eq(&objects[i], d.obj));
         if !d.has_selector && is_last {
             by_host
                 .entry((d.obj.metadata.namespace.as_str(), d.host.as_str()))
@@ -459,7 +477,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     }
     for ((ns, h), list) in &by_host {
         if list.len() > 1 {
-            let names: Vec<_> = list.iter().map(|d| d.obj.metadata.name.as_str()).collect();
+            let names: Vec<String> = list.iter().map(|d| display_name(d.obj)).collect();
             for d in &list[1..] {
                 cx.report(
                     d.obj,
@@ -476,9 +494,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
-    // A VirtualService without hosts is only a delegate (Istio: PILOT_ENABLE_VIRTUAL_SERVICE_
-    // DELEGATE): unless a loaded root VirtualService delegates to it, it applies to nothing,
-    // which older istiod rejected with "virtual service must have at least one host".
+    // A VirtualService without hosts is a delegate (istiod's ValidateVirtualService accepts
+    // it and enforces the delegate rules): it applies only through a root VirtualService that
+    // delegates to it, which may well be in a file not given, so this is only a hint.
     let mut delegated: HashSet<(String, String)> = HashSet::new();
     for o in &objs {
         if let Spec::VirtualService(vs) = &o.spec {
@@ -499,14 +517,17 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
             if vs.hosts.is_empty() && !delegated.contains(&key) {
                 cx.report(
                     o,
-                    Severity::Error,
-                    codes::VALIDATION,
-                    "spec.hosts",
-                    "virtual service must have at least one host".to_owned(),
+                    Severity::Info,
+                    codes::UNREFERENCED_DELEGATE,
+                    "spec",
+                    format!(
+                        "VirtualService {}/{} has no hosts, so it is a delegate, and no loaded VirtualService delegates to it",
+                        key.0, key.1
+                    ),
                 )
                 .help = Some(format!(
-                    "a VirtualService without hosts is only used as a delegate, and no loaded VirtualService delegates to {}/{} (`delegate: {{name: {}, namespace: {}}}`)",
-                    key.0, key.1, key.1, key.0
+                    "it applies only through a root VirtualService with `delegate: {{name: {}, namespace: {}}}`",
+                    key.1, key.0
                 ));
             }
         }
@@ -528,22 +549,39 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     let fq = cx.fqdn(&d.host, ns);
                     if let Some(subset) = &d.subset {
                         let candidates = dr_candidates(&fq);
-                        let defined = candidates.iter().any(|dr| {
-                            (dr.obj.metadata.namespace == ns
-                                || exported_to(dr.export_to, &dr.obj.metadata.namespace, ns))
-                                && host::matches(&dr.host, &fq)
-                                && (!host::is_wildcard(&dr.host) || host::subset_of(&fq, &dr.host))
-                                && dr.subsets.contains(&subset.as_str())
-                        });
+                        // the loaded DestinationRules that apply to this host from here
+                        let visible: Vec<&&DrInfo<'_>> = candidates
+                            .iter()
+                            .filter(|dr| {
+                                (dr.obj.metadata.namespace == ns
+                                    || exported_to(dr.export_to, &dr.obj.metadata.namespace, ns))
+                                    && host::matches(&dr.host, &fq)
+                                    && (!host::is_wildcard(&dr.host)
+                                        || host::subset_of(&fq, &dr.host))
+                            })
+                            .collect();
+                        let defined = visible
+                            .iter()
+                            .any(|dr| dr.subsets.contains(&subset.as_str()));
                         if !defined {
                             let close = candidates
                                 .iter()
                                 .filter(|dr| dr.host == fq)
                                 .flat_map(|dr| dr.subsets.iter().copied())
                                 .collect::<Vec<_>>();
+                            // istioctl analyze reports IST0101 as an error, but it sees the
+                            // whole cluster: the subset is definitely missing only when a
+                            // DestinationRule for exactly this host is loaded and visible;
+                            // otherwise the rule is probably in a file not given
+                            let loaded_for_host = visible.iter().any(|dr| dr.host == fq);
+                            let severity = if loaded_for_host {
+                                Severity::Error
+                            } else {
+                                Severity::Warning
+                            };
                             let d = cx.report(
                                 o,
-                                Severity::Error,
+                                severity,
                                 codes::REFERENCED_RESOURCE_NOT_FOUND,
                                 &format!("{path}.subset"),
                                 format!(
@@ -552,7 +590,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                 ),
                             );
                             d.help = Some(if close.is_empty() {
-                                format!("no DestinationRule defines subsets for {fq}: traffic to this route gets 503 (cluster not found)")
+                                format!("no loaded DestinationRule defines subsets for {fq}: unless one elsewhere does, traffic to this route gets 503 (cluster not found)")
                             } else {
                                 let sugg = crate::diag::did_you_mean(subset, close.iter().copied());
                                 format!(
@@ -640,16 +678,21 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                         if !dl.name.is_empty()
                             && !vs_names.contains(&(dns.clone(), dl.name.clone()))
                         {
+                            // a warning: the delegate may be in a file not given
                             cx.report(
                                 o,
-                                Severity::Error,
+                                Severity::Warning,
                                 codes::REFERENCED_RESOURCE_NOT_FOUND,
                                 &format!("spec.http[{i}].delegate"),
                                 format!(
                                     "Referenced VirtualService not found: \"{dns}/{}\"",
                                     dl.name
                                 ),
-                            );
+                            )
+                            .help = Some(format!(
+                                "no VirtualService {dns}/{} among the loaded files: requests on this route get 404 unless it exists in the cluster",
+                                dl.name
+                            ));
                         }
                     }
                 }
@@ -700,16 +743,19 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     }
                     match gateways.get(&key) {
                         None => {
+                            // a warning: the Gateway is often applied from another file
+                            // (istio-system/ingressgateway)
                             cx.report(
                                 o,
-                                Severity::Error,
+                                Severity::Warning,
                                 codes::REFERENCED_RESOURCE_NOT_FOUND,
                                 &path,
                                 format!("Referenced gateway not found: \"{}/{}\"", key.0, key.1),
                             )
-                            .help = Some(
-                                "a gateway reference is `name` (same namespace) or `namespace/name`".to_owned(),
-                            );
+                            .help = Some(format!(
+                                "no Gateway {}/{} among the loaded files; a gateway reference is `name` (same namespace) or `namespace/name`",
+                                key.0, key.1
+                            ));
                         }
                         Some(gw_obj) => {
                             if let Spec::Gateway(gw) = &gw_obj.spec {
@@ -1022,9 +1068,6 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
             }
             namespaces.sort_unstable();
             namespaces.dedup();
-            let secrets_here = secrets
-                .iter()
-                .any(|(s, _)| namespaces.contains(&s.metadata.namespace.as_str()));
             for (i, server) in gw.servers.iter().enumerate() {
                 let Some(tls) = &server.tls else { continue };
                 if !matches!(
@@ -1047,14 +1090,10 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     });
                     match found {
                         None => {
-                            let severity = if secrets_here {
-                                Severity::Error
-                            } else {
-                                Severity::Warning
-                            };
+                            // a warning: Secrets are rarely all in the files given
                             cx.report(
                                 o,
-                                severity,
+                                Severity::Warning,
                                 codes::REFERENCED_RESOURCE_NOT_FOUND,
                                 &path,
                                 format!("Referenced credentialName not found: \"{name}\""),

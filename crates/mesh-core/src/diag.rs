@@ -23,7 +23,8 @@
 //! | `IM0010` | error | unreadable file or directory |
 //! | `IM0011` | error | missing `metadata.name` |
 //! | `IM0012` | warning | a Kubernetes object we keep for the registry could not be read: ignored |
-//! | `IM0100` | info | lint: valid for Istio but probably not what was meant |
+//! | `IM0013` | warning | valid Istio config inmesh does not apply as Envoy would (an Envoy formatter it does not expand, a header name it cannot write) |
+//! | `IM0100` | info / warning | lint: valid for Istio but probably not what was meant (a warning when it cannot work as written) |
 //!
 //! # Examples
 //!
@@ -819,6 +820,55 @@ pub mod codes {
     /// assert_eq!(codes::MULTIPLE_DRS_FOR_HOST, "IM0201");
     /// ```
     pub const MULTIPLE_DRS_FOR_HOST: &str = "IM0201";
+    /// A VirtualService without hosts (a delegate) that no loaded VirtualService delegates
+    /// to (inmesh code, a hint: Istio accepts delegates on their own, and the root often
+    /// lives in another file).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews-delegate}
+    /// spec: {http: [{route: [{destination: {host: reviews}}]}]}
+    /// ",
+    ///     "delegate.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert_eq!(found.len(), 1, "{found:#?}");
+    /// assert_eq!((found[0].severity, found[0].code), (Severity::Info, codes::UNREFERENCED_DELEGATE));
+    /// assert_eq!(codes::UNREFERENCED_DELEGATE, "IM0203");
+    /// ```
+    pub const UNREFERENCED_DELEGATE: &str = "IM0203";
+    /// Valid Istio configuration that inmesh does not apply as Envoy would (a header name
+    /// that is not an HTTP token, an Envoy formatter inmesh does not expand): a warning.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - route: [{destination: {host: reviews}}]
+    ///     headers: {request: {set: {x-up: '%UPSTREAM_METADATA([\"istio\", \"x\"])%'}}}
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// assert_eq!(found.len(), 1, "{found:#?}");
+    /// assert_eq!((found[0].severity, found[0].code), (Severity::Warning, codes::NOT_APPLIED));
+    /// assert_eq!(codes::NOT_APPLIED, "IM0013");
+    /// ```
+    pub const NOT_APPLIED: &str = "IM0013";
 }
 
 /// One finding, tied to a file position and a field path.

@@ -38,10 +38,11 @@ fn dangling_subset_is_ist0101_with_position() {
         })
         .unwrap_or_else(|| panic!("{ds:#?}"));
     assert_eq!(d.code, "IST0101");
-    assert_eq!(d.severity, Severity::Error);
+    // no DestinationRule for reviews is loaded: it may be in a file not given
+    assert_eq!(d.severity, Severity::Warning);
     assert_eq!(d.path, "spec.http[0].route[0].destination.subset");
     assert_eq!(d.line, 8);
-    assert!(has(&ds, "IST0101", Severity::Error, "\"reviews+v2\""));
+    assert!(has(&ds, "IST0101", Severity::Warning, "\"reviews+v2\""));
 }
 
 #[test]
@@ -54,7 +55,7 @@ fn seed_typo_in_destination_rule_leaves_subsets_dangling() {
     let l = load_str(&yaml, "a.yaml");
     assert!(l.has_errors());
     let ds = analyze(&l.objects);
-    assert!(has(&ds, "IST0101", Severity::Error, "reviews+v1"));
+    assert!(has(&ds, "IST0101", Severity::Warning, "reviews+v1"));
 }
 
 #[test]
@@ -72,8 +73,9 @@ fn subset_in_other_namespace_dr_not_exported_is_missing() {
         "{VS_REVIEWS}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: other}}\nspec:\n  host: reviews.default.svc.cluster.local\n  exportTo: ['.']\n  subsets: [{{name: v1}}, {{name: v2}}]\n"
     );
     let ds = run(&yaml);
+    // the loaded DestinationRule is not visible from default: another may be
     assert!(
-        has(&ds, "IST0101", Severity::Error, "reviews+v1"),
+        has(&ds, "IST0101", Severity::Warning, "reviews+v1"),
         "{ds:#?}"
     );
 }
@@ -108,7 +110,7 @@ spec:
         has(
             &ds,
             "IST0101",
-            Severity::Error,
+            Severity::Warning,
             "Referenced gateway not found: \"default/missing-gw\""
         ),
         "{ds:#?}"
@@ -316,7 +318,7 @@ spec:
         has(
             &ds,
             "IST0101",
-            Severity::Error,
+            Severity::Warning,
             "Referenced VirtualService not found: \"default/child\""
         ),
         "{ds:#?}"
@@ -324,7 +326,7 @@ spec:
 }
 
 #[test]
-fn hostless_virtual_service_needs_a_root() {
+fn hostless_virtual_service_is_a_delegate() {
     let child = "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: child}
@@ -332,12 +334,13 @@ spec:
   http: [{route: [{destination: {host: r}}]}]
 ";
     let ds = run(child);
+    // istiod accepts a delegate on its own: only a hint
     let d = ds
         .iter()
-        .find(|d| d.message == "virtual service must have at least one host")
+        .find(|d| d.code == "IM0203")
         .unwrap_or_else(|| panic!("{ds:#?}"));
-    assert!(d.is_error());
-    assert_eq!(d.path, "spec.hosts");
+    assert_eq!(d.severity, Severity::Info);
+    assert_eq!(d.path, "spec");
     let root = "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: root}
@@ -346,7 +349,7 @@ spec:
   http: [{delegate: {name: child}}]
 ";
     let ds = run(&format!("{child}---\n{root}"));
-    assert!(!ds.iter().any(|d| d.is_error()), "{ds:#?}");
+    assert!(ds.is_empty(), "{ds:#?}");
 }
 
 #[test]
@@ -443,7 +446,8 @@ spec:
         .iter()
         .find(|d| d.message == "Referenced credentialName not found: \"demo-tls-cert\"")
         .unwrap_or_else(|| panic!("{ds:#?}"));
-    assert_eq!(missing.severity, Severity::Error);
+    // the Secret may exist in the cluster without being in the files
+    assert_eq!(missing.severity, Severity::Warning);
     assert_eq!(missing.path, "spec.servers[2].tls.credentialName");
     assert!(
         has(

@@ -31,6 +31,7 @@ type Case = (
 );
 const E: Severity = Severity::Error;
 const W: Severity = Severity::Warning;
+const I: Severity = Severity::Info;
 
 const CASES: &[Case] = &[
     // VirtualService
@@ -127,7 +128,8 @@ const CASES: &[Case] = &[
     ("Gateway", "servers: [{port: {number: 80, name: http, protocol: HTTPX}, hosts: ['*']}]", E, "spec.servers[0].port.protocol", "invalid protocol \"HTTPX\""),
     ("Gateway", "servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}, {port: {number: 81, name: http, protocol: HTTP}, hosts: ['*']}]", E, "spec.servers[1].port.name", "port names in servers must be unique: duplicate name http"),
     ("Gateway", "servers: [{port: {number: 80, name: http, protocol: HTTP, targetPort: 8080}, hosts: ['*']}]", E, "spec.servers[0].port.targetPort", "targetPort has no impact on Gateways"),
-    ("Gateway", "selector: {'app': '*'}\nservers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]", E, "spec.selector.app", "wildcard is not supported in selector: \"app=*\""),
+    // istiod's ValidateGateway does not check the selector: only a hint that it selects nothing
+    ("Gateway", "selector: {'app': '*'}\nservers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]", I, "spec.selector.app", "is not a valid Kubernetes label, so no workload has it"),
     ("Gateway", "servers: [{port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*'], tls: {httpsRedirect: true}}]", E, "spec.servers[0].tls", "server cannot have TLS settings for non HTTPS/TLS ports"),
     ("Gateway", "servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], bind: 'unix:///var/run/gw.sock'}]", E, "spec.servers[0].bind", "port number must be 0 for unix domain socket"),
     ("Gateway", "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com], tls: {mode: SIMPLE, credentialName: c, cipherSuites: [BOGUS, AES128-SHA, AES128-SHA]}}]", W, "spec.servers[0].tls.cipherSuites", "ignoring invalid cipher suites: [BOGUS]"),

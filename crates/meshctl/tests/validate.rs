@@ -206,9 +206,10 @@ metadata: {resourceVersion: ''}
 ";
     let out = run(list, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    // no DestinationRule for reviews among the input: a warning (it may be elsewhere)
+    assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
-        text.contains("error[IST0101]") && text.contains("--> <stdin>:10:"),
+        text.contains("warning[IST0101]") && text.contains("--> <stdin>:10:"),
         "{text}"
     );
 

@@ -44,7 +44,7 @@
 //! metadata: {name: reviews-v1}
 //! spec: {template: {metadata: {labels: {app: reviews, version: v1}}}}
 //! ---
-//! apiVersion: networking.istio.io/v1alpha3
+//! apiVersion: telemetry.istio.io/v1
 //! kind: Telemetry
 //! metadata: {name: mesh-default}
 //! spec: {}
@@ -74,14 +74,69 @@ mod node;
 use de::{De, DeError};
 use node::{parse_documents, Node, NodeKind};
 
-/// Istio kinds that exist but that inmesh does not model: skipped with a warning.
-const OTHER_ISTIO_KINDS: &[&str] = &[
-    "EnvoyFilter",
-    "WorkloadGroup",
-    "ProxyConfig",
-    "Telemetry",
-    "WasmPlugin",
-    "IstioOperator",
+/// Istio kinds that exist but that inmesh does not model, with the API group and versions
+/// their CRDs serve: skipped with a warning; under another group/version, an error like
+/// kubectl's "no matches for kind".
+const OTHER_ISTIO_KINDS: &[(&str, &str, &[&str])] = &[
+    ("EnvoyFilter", "networking.istio.io", &["v1alpha3"]),
+    (
+        "WorkloadGroup",
+        "networking.istio.io",
+        &["v1", "v1beta1", "v1alpha3"],
+    ),
+    ("ProxyConfig", "networking.istio.io", &["v1beta1"]),
+    ("Telemetry", "telemetry.istio.io", &["v1", "v1alpha1"]),
+    ("WasmPlugin", "extensions.istio.io", &["v1alpha1"]),
+    ("IstioOperator", "install.istio.io", &["v1alpha1"]),
+];
+
+/// Istio kinds that were removed, with their group and what replaced them.
+const REMOVED_ISTIO_KINDS: &[(&str, &str, &str)] = &[
+    (
+        "ServiceRole",
+        "rbac.istio.io",
+        "AuthorizationPolicy (security.istio.io/v1)",
+    ),
+    (
+        "ServiceRoleBinding",
+        "rbac.istio.io",
+        "AuthorizationPolicy (security.istio.io/v1)",
+    ),
+    (
+        "RbacConfig",
+        "rbac.istio.io",
+        "AuthorizationPolicy (security.istio.io/v1)",
+    ),
+    (
+        "ClusterRbacConfig",
+        "rbac.istio.io",
+        "AuthorizationPolicy (security.istio.io/v1)",
+    ),
+    (
+        "Policy",
+        "authentication.istio.io",
+        "PeerAuthentication and RequestAuthentication (security.istio.io/v1)",
+    ),
+    (
+        "MeshPolicy",
+        "authentication.istio.io",
+        "PeerAuthentication and RequestAuthentication (security.istio.io/v1)",
+    ),
+    (
+        "RouteRule",
+        "config.istio.io",
+        "VirtualService (networking.istio.io/v1)",
+    ),
+    (
+        "DestinationPolicy",
+        "config.istio.io",
+        "DestinationRule (networking.istio.io/v1)",
+    ),
+    (
+        "EgressRule",
+        "config.istio.io",
+        "ServiceEntry (networking.istio.io/v1)",
+    ),
 ];
 
 /// Options of a [`Loader`].
@@ -718,7 +773,26 @@ impl Loader {
                     );
                     return;
                 }
-                if group == kind.group() {
+                if !api_version.contains('/')
+                    && (api_version == kind.group()
+                        || (api_version.contains('.')
+                            && is_near_istio_group(&api_version, kind.group())))
+                {
+                    // `apiVersion: networking.istio.io`: a group without a version
+                    out.diagnostics.push(
+                        err(
+                            codes::API_VERSION,
+                            format!(
+                                "apiVersion `{api_version}` has no version: {kind} is served as {}/{}",
+                                kind.group(),
+                                kind.versions().join(", ")
+                            ),
+                            api_loc,
+                            &join(prefix, "apiVersion"),
+                        )
+                        .with_help(format!("use `apiVersion: {}`", kind.preferred_api_version())),
+                    );
+                } else if group == kind.group() {
                     if !kind.versions().contains(&version) {
                         out.diagnostics.push(
                             err(
@@ -768,6 +842,12 @@ impl Loader {
                 }
             }
             None => {
+                // `apiVersion: telemetry.istio.io` (no version) names a group too
+                let (group, version) = if group.is_empty() && api_version.contains('.') {
+                    (api_version.as_str(), "")
+                } else {
+                    (group, version)
+                };
                 let istio_group = !group.is_empty()
                     && (group.ends_with(".istio.io")
                         || is_near_istio_group(group, crate::model::NETWORKING_GROUP)
@@ -775,41 +855,85 @@ impl Loader {
                 if !istio_group {
                     return;
                 }
-                let names = Kind::ISTIO.iter().map(|k| k.as_str());
-                if OTHER_ISTIO_KINDS.contains(&kind_str.as_str()) {
-                    out.diagnostics.push(Diagnostic::new(
-                        Severity::Warning,
-                        codes::UNSUPPORTED_KIND,
-                        format!("{kind_str} is an Istio kind inmesh does not support: skipped"),
-                        file.clone(),
+                let unknown_kind = |help: String| {
+                    err(
+                        codes::UNKNOWN_KIND,
+                        format!("unknown kind `{kind_str}` in API group `{group}`"),
                         kind_loc,
-                        join(prefix, "kind"),
-                    ));
-                } else if let Some(s) = did_you_mean(&kind_str, names) {
-                    out.diagnostics.push(
-                        err(
-                            codes::UNKNOWN_KIND,
-                            format!("unknown kind `{kind_str}` in API group `{group}`"),
+                        &join(prefix, "kind"),
+                    )
+                    .with_help(help)
+                };
+                if let Some((_, g, versions)) =
+                    OTHER_ISTIO_KINDS.iter().find(|(k, _, _)| *k == kind_str)
+                {
+                    if group == *g && versions.contains(&version) {
+                        out.diagnostics.push(Diagnostic::new(
+                            Severity::Warning,
+                            codes::UNSUPPORTED_KIND,
+                            format!("{kind_str} is an Istio kind inmesh does not support: skipped"),
+                            file.clone(),
                             kind_loc,
-                            &join(prefix, "kind"),
-                        )
-                        .with_help(format!("did you mean `{s}`?")),
-                    );
-                } else if group == crate::model::NETWORKING_GROUP
-                    || group == crate::model::SECURITY_GROUP
+                            join(prefix, "kind"),
+                        ));
+                    } else {
+                        // kubectl: no CRD serves this kind under that group/version
+                        out.diagnostics.push(
+                            err(
+                                codes::API_VERSION,
+                                format!(
+                                    "no matches for kind {kind_str:?} in version {api_version:?}: {kind_str} is served as {g}/{}",
+                                    versions.join(", ")
+                                ),
+                                api_loc,
+                                &join(prefix, "apiVersion"),
+                            )
+                            .with_help(format!("use `apiVersion: {g}/{}`", versions[0])),
+                        );
+                    }
+                    return;
+                }
+                if let Some((_, g, replacement)) =
+                    REMOVED_ISTIO_KINDS.iter().find(|(k, _, _)| *k == kind_str)
                 {
                     out.diagnostics.push(
                         err(
                             codes::UNKNOWN_KIND,
-                            format!("unknown kind `{kind_str}` in API group `{group}`"),
+                            format!("{kind_str} ({g}) was removed from Istio"),
                             kind_loc,
                             &join(prefix, "kind"),
                         )
-                        .with_help(format!(
-                            "known kinds: {}",
-                            Kind::ISTIO.map(|k| k.as_str()).join(", ")
-                        )),
+                        .with_help(format!("it was replaced by {replacement}")),
                     );
+                    return;
+                }
+                // the kinds of this group (or of the Istio group it is a typo of)
+                let group_of = |g: &str| {
+                    g == group
+                        || ((group != crate::model::NETWORKING_GROUP
+                            && group != crate::model::SECURITY_GROUP)
+                            && is_near_istio_group(group, g)
+                            && strsim::levenshtein(group, g) <= 3)
+                };
+                let mut names: Vec<&str> = Kind::ISTIO
+                    .iter()
+                    .filter(|k| group_of(k.group()))
+                    .map(|k| k.as_str())
+                    .collect();
+                names.extend(
+                    OTHER_ISTIO_KINDS
+                        .iter()
+                        .filter(|(_, g, _)| group_of(g))
+                        .map(|(k, _, _)| *k),
+                );
+                if let Some(s) = did_you_mean(&kind_str, names.iter().copied()) {
+                    out.diagnostics
+                        .push(unknown_kind(format!("did you mean `{s}`?")));
+                } else if !names.is_empty() {
+                    out.diagnostics.push(unknown_kind(format!(
+                        "known kinds in {group}: {}",
+                        names.join(", ")
+                    )));
                 } else {
                     out.diagnostics.push(Diagnostic::new(
                         Severity::Warning,

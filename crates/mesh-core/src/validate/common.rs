@@ -442,7 +442,8 @@ pub(crate) fn validate_export_to(
             }
         }
     }
-    if has_public && export_to.len() > 1 && !(is_service_entry && has_none) {
+    // istiod reports both for a ServiceEntry with `~` and `*`
+    if has_public && export_to.len() > 1 {
         cx.error(
             path,
             "cannot have both public (*) and non-public exportTo values for a resource",
@@ -509,47 +510,200 @@ pub(crate) fn validate_gateway_names(cx: &mut Ctx<'_>, path: &str, names: &[Stri
     }
 }
 
-/// `ValidateNamespaceSlashWildcardHostname` (Gateway server hosts, Sidecar egress hosts).
+/// `ValidateNamespaceSlashWildcardHostname` (Gateway server hosts, Sidecar egress hosts):
+/// `namespace/dnsName` (a Gateway also takes a bare `dnsName`). The namespace is `*`, `.`, a
+/// DNS label, or for a Sidecar `~`. Returns istiod's first error.
 pub(crate) fn validate_namespace_slash_wildcard_hostname(
     host: &str,
     is_gateway: bool,
 ) -> Result<(), String> {
-    let (ns, dns) = match host.split_once('/') {
-        Some((ns, dns)) => (Some(ns), dns),
-        None => {
-            if !is_gateway {
-                return Err("host must be of form namespace/dnsName".to_owned());
-            }
-            (None, host)
+    let Some((ns, dns)) = host.split_once('/') else {
+        if is_gateway {
+            // old style host in the gateway
+            return validate_sidecar_or_gateway_hostname_part(host, true);
         }
+        return Err("host must be of form namespace/dnsName".to_owned());
     };
-    if let Some(ns) = ns {
-        if ns.is_empty() || dns.is_empty() {
-            return Err("config namespace and dnsName in host entry cannot be empty".to_owned());
-        }
-        let ns_ok = if is_gateway {
-            ns == "*" || ns == "." || is_dns1123_label(ns)
-        } else {
-            ns == "*"
-                || ns == "."
-                || ns == "~"
-                || is_dns1123_label(ns.strip_prefix('~').unwrap_or(ns))
-        };
-        if !ns_ok {
-            let what = if is_gateway { "gateway" } else { "sidecar" };
-            return Err(format!("invalid namespace value {ns:?} in {what}"));
+    if ns.is_empty() || dns.is_empty() {
+        return Err("config namespace and dnsName in host entry cannot be empty".to_owned());
+    }
+    let special = if is_gateway {
+        ns == "*" || ns == "."
+    } else {
+        ns == "*" || ns == "." || ns == "~"
+    };
+    if !special && !is_dns1123_label(ns) {
+        let what = if is_gateway { "gateway" } else { "sidecar" };
+        return Err(format!("invalid namespace value {ns:?} in {what}"));
+    }
+    validate_sidecar_or_gateway_hostname_part(dns, is_gateway)
+}
+
+/// istiod's `validateSidecarOrGatewayHostnamePart`: no short names (for Sidecars too), a DNS
+/// name whose first label may be a wildcard (a Gateway also takes an IP: "Gateway allows IP
+/// as the host string"), no partial wildcard.
+fn validate_sidecar_or_gateway_hostname_part(dns: &str, is_gateway: bool) -> Result<(), String> {
+    if dns != "*" && !dns.contains('.') {
+        return Err("short names (non FQDN) are not allowed".to_owned());
+    }
+    if let Err(e) = validate_wildcard_domain(dns) {
+        if !is_gateway || !is_ip(dns) {
+            return Err(e);
         }
     }
-    if dns == "*" {
-        return Ok(());
-    }
-    if dns.starts_with('*') && !dns.starts_with("*.") {
+    if dns.contains('*') && dns.len() != 1 && !dns.starts_with("*.") {
         return Err(format!("partial wildcard {dns:?} not allowed"));
     }
-    if !dns.contains('.') && is_gateway {
-        return Err(format!("short names (non FQDN) are not allowed: {dns:?}"));
+    Ok(())
+}
+
+/// Kubernetes' DNS-1123 label (namespaces): lower case, unlike Istio's
+/// [`is_dns1123_label`].
+pub(crate) fn is_k8s_dns1123_label(s: &str) -> bool {
+    is_dns1123_label(s) && !s.bytes().any(|c| c.is_ascii_uppercase())
+}
+
+/// Go's `strconv.ParseUint(s, 10, 32)`: decimal digits only (no sign), with its error text.
+pub(crate) fn go_parse_uint32(s: &str) -> Result<u64, String> {
+    if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "strconv.ParseUint: parsing {}: invalid syntax",
+            go_quote(s)
+        ));
     }
-    validate_wildcard_domain(dns)
+    match s.parse::<u64>() {
+        Ok(n) if n <= u64::from(u32::MAX) => Ok(n),
+        _ => Err(format!(
+            "strconv.ParseUint: parsing {}: value out of range",
+            go_quote(s)
+        )),
+    }
+}
+
+/// istio's `security.ValidatePorts` for one value: `strconv.ParseUint(port, 10, 32)`, at most
+/// 65535 (0 is accepted). istiod prints the parse error, or `<nil>` when the number is only
+/// too large.
+pub(crate) fn validate_security_port(v: &str) -> Result<(), String> {
+    match go_parse_uint32(v) {
+        Ok(n) if n <= 65535 => Ok(()),
+        Ok(_) => Err(format!("bad port ({v}): <nil>")),
+        Err(e) => Err(format!("bad port ({v}): {e}")),
+    }
+}
+
+/// Go's `strconv.Quote` for the ASCII strings of config values.
+pub(crate) fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// istio's `security.ValidateIPs` for one value: a CIDR (Go's `netip.ParsePrefix`) or an IP,
+/// with istiod's messages `bad CIDR range (%s): %v` / `bad IP address (%s)`.
+pub(crate) fn validate_security_ip(v: &str) -> Result<(), String> {
+    if v.contains('/') {
+        go_parse_prefix(v).map_err(|e| format!("bad CIDR range ({v}): {e}"))
+    } else if is_ip(v) {
+        Ok(())
+    } else {
+        Err(format!("bad IP address ({v})"))
+    }
+}
+
+/// Go's `netip.ParsePrefix`: `addr/bits`, bits without sign or leading zero and within the
+/// address family, with Go's error text (IPv4 address errors as `netip.ParseAddr` words
+/// them; IPv6 ones summarised).
+pub(crate) fn go_parse_prefix(s: &str) -> Result<(), String> {
+    let fail = |msg: String| Err(format!("netip.ParsePrefix({}): {msg}", go_quote(s)));
+    let Some(i) = s.rfind('/') else {
+        return fail("no '/'".to_owned());
+    };
+    let (addr, bits) = (&s[..i], &s[i + 1..]);
+    let max_bits = match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => 32,
+        Ok(IpAddr::V6(_)) => 128,
+        Err(_) => return fail(go_parse_addr_error(addr)),
+    };
+    let bad_bits = || format!("bad bits after slash: {}", go_quote(bits));
+    if bits.is_empty()
+        || !bits.bytes().all(|c| c.is_ascii_digit())
+        || (bits.len() > 1 && bits.starts_with('0'))
+    {
+        return fail(bad_bits());
+    }
+    match bits.parse::<u32>() {
+        Ok(n) if n <= max_bits => Ok(()),
+        Ok(_) => fail("prefix length out of range".to_owned()),
+        Err(_) => fail(bad_bits()),
+    }
+}
+
+/// The text of Go's `netip.ParseAddr` error for an address Rust's parser refused.
+fn go_parse_addr_error(s: &str) -> String {
+    let q = go_quote;
+    let err = |msg: &str, at: Option<&str>| match at {
+        Some(at) => format!("ParseAddr({}): {msg} (at {})", q(s), q(at)),
+        None => format!("ParseAddr({}): {msg}", q(s)),
+    };
+    for (i, c) in s.char_indices() {
+        match c {
+            '.' => break,
+            ':' => return err("invalid IPv6 address", None),
+            '%' => return err("missing IPv6 address", None),
+            _ if i + c.len_utf8() == s.len() => return err("unable to parse IP", None),
+            _ => {}
+        }
+    }
+    if s.is_empty() {
+        return err("unable to parse IP", None);
+    }
+    // IPv4, as Go's parseIPv4
+    let b = s.as_bytes();
+    let (mut val, mut pos, mut digits) = (0u32, 0, 0);
+    for i in 0..b.len() {
+        match b[i] {
+            d @ b'0'..=b'9' => {
+                if digits == 1 && val == 0 {
+                    return err("IPv4 field has octet with leading zero", None);
+                }
+                val = val * 10 + u32::from(d - b'0');
+                digits += 1;
+                if val > 255 {
+                    return err("IPv4 field has value >255", None);
+                }
+            }
+            b'.' => {
+                if i == 0 || i == b.len() - 1 || b[i - 1] == b'.' {
+                    return err("IPv4 field must have at least one digit", Some(&s[i..]));
+                }
+                if pos == 3 {
+                    return err("IPv4 address too long", None);
+                }
+                pos += 1;
+                val = 0;
+                digits = 0;
+            }
+            _ => return err("unexpected character", Some(&s[i..])),
+        }
+    }
+    if pos < 3 {
+        return err("IPv4 address too short", None);
+    }
+    err("unable to parse IP", None)
 }
 
 /// Lint: a header value that looks like a path (the seed's `end-user: {exact: /api}`).
@@ -696,6 +850,77 @@ mod tests {
     }
 
     #[test]
+    fn go_messages() {
+        assert_eq!(
+            validate_namespace_slash_wildcard_hostname("~ns/foo.com", false).unwrap_err(),
+            r#"invalid namespace value "~ns" in sidecar"#
+        );
+        assert_eq!(
+            validate_namespace_slash_wildcard_hostname("ns1/reviews", false).unwrap_err(),
+            "short names (non FQDN) are not allowed"
+        );
+        assert_eq!(validate_security_port("0"), Ok(()));
+        assert_eq!(validate_security_port("65535"), Ok(()));
+        assert_eq!(
+            validate_security_port("abc").unwrap_err(),
+            r#"bad port (abc): strconv.ParseUint: parsing "abc": invalid syntax"#
+        );
+        assert_eq!(
+            validate_security_port("+80").unwrap_err(),
+            r#"bad port (+80): strconv.ParseUint: parsing "+80": invalid syntax"#
+        );
+        assert_eq!(
+            validate_security_port("70000").unwrap_err(),
+            "bad port (70000): <nil>"
+        );
+        assert_eq!(
+            validate_security_port("99999999999").unwrap_err(),
+            r#"bad port (99999999999): strconv.ParseUint: parsing "99999999999": value out of range"#
+        );
+        let table = [
+            (
+                "1.2.3.4/33",
+                r#"netip.ParsePrefix("1.2.3.4/33"): prefix length out of range"#,
+            ),
+            (
+                "1.2.3.4/",
+                r#"netip.ParsePrefix("1.2.3.4/"): bad bits after slash: """#,
+            ),
+            (
+                "1.2.3.4/08",
+                r#"netip.ParsePrefix("1.2.3.4/08"): bad bits after slash: "08""#,
+            ),
+            (
+                "1.2.3/8",
+                r#"netip.ParsePrefix("1.2.3/8"): ParseAddr("1.2.3"): IPv4 address too short"#,
+            ),
+            (
+                "1.2.3.256/8",
+                r#"netip.ParsePrefix("1.2.3.256/8"): ParseAddr("1.2.3.256"): IPv4 field has value >255"#,
+            ),
+            (
+                "abc/8",
+                r#"netip.ParsePrefix("abc/8"): ParseAddr("abc"): unable to parse IP"#,
+            ),
+            (
+                "::1/129",
+                r#"netip.ParsePrefix("::1/129"): prefix length out of range"#,
+            ),
+        ];
+        for (v, want) in table {
+            assert_eq!(go_parse_prefix(v).unwrap_err(), want, "{v}");
+        }
+        assert_eq!(go_parse_prefix("10.0.0.0/8"), Ok(()));
+        assert_eq!(go_parse_prefix("::/0"), Ok(()));
+        assert_eq!(
+            validate_security_ip("1.2.3.4/33").unwrap_err(),
+            r#"bad CIDR range (1.2.3.4/33): netip.ParsePrefix("1.2.3.4/33"): prefix length out of range"#
+        );
+        assert!(is_k8s_dns1123_label("ns-1"));
+        assert!(!is_k8s_dns1123_label("Ns1"));
+    }
+
+    #[test]
     fn regexes() {
         assert!(validate_regex(r"\d+$").is_ok());
         assert!(validate_regex(r"^/api/v[0-9]+/.*").is_ok());
@@ -722,6 +947,20 @@ mod tests {
             ("istio-system/*", false, true),
             ("~/*", false, true),
             ("foo.com", false, false),
+            // Gateway allows IP as the host string (istiod
+            // validateSidecarOrGatewayHostnamePart), a Sidecar does not
+            ("10.0.0.1", true, true),
+            ("ns/192.168.1.1", true, true),
+            ("ns/10.0.0.1", false, false),
+            // short names are refused for Sidecars too; `*` and `*.foo` wildcards are fine
+            ("ns1/reviews", false, false),
+            ("ns1/*", false, true),
+            ("ns1/*.foo", false, true),
+            ("./*.svc.cluster.local", false, true),
+            ("ns1/*foo", false, false),
+            // a Sidecar namespace is `*`, `.`, `~` or a DNS label: not `~ns`
+            ("~ns/foo.com", false, false),
+            ("~/foo.com", true, false),
         ];
         for (h, gw, ok) in table {
             assert_eq!(

@@ -556,20 +556,18 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
 
 /// `ValidateTLS` (client side).
 fn validate_client_tls(cx: &mut Ctx<'_>, p: &str, tls: &ClientTlsSettings) {
-    let has_files = tls.client_certificate.is_some()
-        || tls.ca_certificates.is_some()
-        || tls.ca_crl.is_some()
-        || tls.private_key.is_some();
-    if tls.credential_name.is_some() && has_files {
-        cx.error(p, "cannot specify client certificates or CA certificate or CA CRL If credentialName is set");
-    }
+    // istiod's ValidateTLS compares the strings with "": an empty field counts as unset
+    let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+    let has_files = set(&tls.client_certificate)
+        || set(&tls.ca_certificates)
+        || set(&tls.ca_crl)
+        || set(&tls.private_key);
+    let credential = set(&tls.credential_name);
     if tls.insecure_skip_verify == Some(true) {
         let simple_conflict = tls.mode == ClientTlsMode::Simple
-            && (tls.ca_certificates.is_some()
-                || tls.credential_name.is_some()
-                || !tls.subject_alt_names.is_empty());
+            && (set(&tls.ca_certificates) || credential || !tls.subject_alt_names.is_empty());
         let mutual_conflict = tls.mode == ClientTlsMode::Mutual
-            && (tls.ca_certificates.is_some() || !tls.subject_alt_names.is_empty());
+            && (set(&tls.ca_certificates) || !tls.subject_alt_names.is_empty());
         if simple_conflict {
             cx.error(p, "cannot specify CaCertificates or CredentialName or SubjectAltNames when InsecureSkipVerify is set true");
         }
@@ -577,16 +575,21 @@ fn validate_client_tls(cx: &mut Ctx<'_>, p: &str, tls: &ClientTlsSettings) {
             cx.error(p, "cannot specify CaCertificates or SubjectAltNames when InsecureSkipVerify is set true");
         }
     }
-    if tls.mode == ClientTlsMode::Mutual && tls.credential_name.is_none() {
-        if tls.client_certificate.as_deref().unwrap_or("").is_empty() {
+    // only SIMPLE and MUTUAL read credentialName; then the files must not be set
+    if matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) && credential {
+        if has_files {
+            cx.error(p, "cannot specify client certificates or CA certificate or CA CRL If credentialName is set");
+        }
+    } else if tls.mode == ClientTlsMode::Mutual {
+        if !set(&tls.client_certificate) {
             cx.error(p, "client certificate required for mutual tls");
         }
-        if tls.private_key.as_deref().unwrap_or("").is_empty() {
+        if !set(&tls.private_key) {
             cx.error(p, "private key required for mutual tls");
         }
     }
     if tls.mode == ClientTlsMode::IstioMutual && (has_files || tls.credential_name.is_some()) {
-        cx.warn(p, "ISTIO_MUTUAL uses the mesh certificates: clientCertificate, privateKey, caCertificates and credentialName are ignored")
+        cx.lint_warn(p, "ISTIO_MUTUAL uses the mesh certificates: clientCertificate, privateKey, caCertificates and credentialName are ignored")
             .help("remove them, or use mode MUTUAL to present your own certificate");
     }
 }

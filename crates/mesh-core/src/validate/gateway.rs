@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use super::common::*;
 use super::{Ctx, Help};
+use crate::diag::{codes, Severity};
 use crate::model::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
 /// Cipher suites Envoy (BoringSSL) accepts by name.
@@ -34,23 +35,22 @@ pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
     if gw.servers.is_empty() {
         cx.error("spec.servers", "gateway must have at least one server");
     }
+    // istiod's ValidateGateway does not check the selector (a plain label map); one that no
+    // Kubernetes label can satisfy selects no workload, which is only worth a hint
     if let Some(sel) = &gw.selector {
         for (k, v) in sel {
-            let p = format!("spec.selector.{k}");
-            if k.is_empty() {
-                cx.error(
-                    &p,
-                    format!("empty key is not supported in selector: \"={v}\""),
-                );
-            }
-            if k.contains('*') || v.contains('*') {
-                cx.error(
-                    &p,
-                    format!("wildcard is not supported in selector: \"{k}={v}\""),
-                );
+            if !is_label_key(k) || !is_label_value(v) {
+                cx.with_code(
+                    Severity::Info,
+                    codes::LINT,
+                    &format!("spec.selector.{k}"),
+                    format!(
+                        "selector `{k}: {v}` is not a valid Kubernetes label, so no workload has it: this Gateway selects nothing"
+                    ),
+                )
+                .help("a Gateway selector matches labels exactly (no wildcards)");
             }
         }
-        validate_labels(cx, "spec.selector", sel);
     }
     let mut port_names = HashSet::new();
     for (i, s) in gw.servers.iter().enumerate() {
@@ -199,8 +199,8 @@ pub(super) fn validate_unix_address(addr: &str) -> Result<(), String> {
     if addr.starts_with('@') {
         return Ok(());
     }
-    if !addr.starts_with('/') {
-        return Err(format!("{addr} is not an absolute path"));
+    if !addr.starts_with('/') || addr.ends_with('/') {
+        return Err(format!("{addr} is not an absolute path to a file"));
     }
     Ok(())
 }
@@ -245,6 +245,16 @@ pub(super) fn validate_server_tls(cx: &mut Ctx<'_>, tp: &str, tls: &ServerTlsSet
         );
     }
     let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
+    // CRD schema: `credentialNames` has at most 2 items (an RSA and an ECDSA certificate)
+    if tls.credential_names.len() > 2 {
+        cx.error(
+            &format!("{tp}.credentialNames"),
+            format!(
+                "{tp}.credentialNames: Too many: {}: must have at most 2 items",
+                tls.credential_names.len()
+            ),
+        );
+    }
     if tls.mode == ServerTlsMode::IstioMutual {
         let checks = [
             (set(&tls.server_certificate), "server certificate"),

@@ -4,7 +4,8 @@
 //! Errors are what istiod rejects; warnings are what istiod returns as API warnings (or what
 //! `istioctl analyze` flags for a single object, such as unreachable rules); `Info` is a lint
 //! that Istio accepts silently. Webhook findings use code `IST0106`, unreachable/ineffective
-//! rules `IST0130`/`IST0131`, lints `IM0100`.
+//! rules `IST0130`/`IST0131`, lints `IM0100` (info, or a warning when the config cannot work
+//! as written), things inmesh does not apply as Envoy would `IM0013`.
 //!
 //! Deliberate differences from Istio, all stricter:
 //! - nothing is pruned: unknown fields were already rejected by the loader;
@@ -254,19 +255,40 @@ fn validate_metadata(cx: &mut Ctx<'_>) {
             format!("invalid name {name:?}: must be a DNS-1123 subdomain (lower case letters, digits, '-' and '.')"),
         );
     }
+    // the API server's ObjectMeta checks: a namespace is a (lower case) DNS-1123 label, label
+    // keys are qualified names, values at most 63 characters of [-A-Za-z0-9_.]
     let ns = &obj.metadata.namespace;
-    if !common::is_dns1123_label(ns) {
+    if !common::is_k8s_dns1123_label(ns) {
         cx.error(
             "metadata.namespace",
-            format!("invalid namespace {ns:?}: must be a DNS-1123 label"),
+            format!("invalid namespace {ns:?}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"),
         );
+    }
+    for (k, v) in &obj.metadata.labels {
+        let p = format!("metadata.labels.{k}");
+        if !common::is_label_key(k) {
+            cx.error(
+                &p,
+                format!("metadata.labels: Invalid value: {k:?}: a label key is an optional DNS subdomain prefix and '/', then a name of at most 63 characters: alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"),
+            );
+        }
+        if !common::is_label_value(v) {
+            cx.error(
+                &p,
+                format!("metadata.labels: Invalid value: {v:?}: a label value must be empty or at most 63 characters: alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"),
+            );
+        }
     }
     if obj.metadata.annotations.contains_key("istio.io/dry-run")
         && obj.kind != Kind::AuthorizationPolicy
     {
+        // istiod's checkDryRunAnnotation
         cx.error(
             "metadata.annotations.istio.io/dry-run",
-            format!("invalid annotation istio.io/dry-run: only supported on AuthorizationPolicy, found on {}", obj.kind),
+            format!(
+                "{ns}/{} has unsupported annotation istio.io/dry-run, please remove the annotation",
+                obj.metadata.name
+            ),
         );
     }
 }
@@ -309,6 +331,12 @@ impl Ctx<'_> {
     /// A warning (istiod accepts with a warning).
     pub(crate) fn warn(&mut self, path: &str, msg: impl Into<String>) -> &mut Diagnostic {
         self.push(Severity::Warning, codes::VALIDATION, path, msg.into())
+    }
+
+    /// A warning about something istiod accepts silently but that cannot work as written
+    /// (code `IM0100`, not istiod's `IST0106`).
+    pub(crate) fn lint_warn(&mut self, path: &str, msg: impl Into<String>) -> &mut Diagnostic {
+        self.push(Severity::Warning, codes::LINT, path, msg.into())
     }
 
     /// A diagnostic with a specific code.

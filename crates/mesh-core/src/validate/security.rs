@@ -314,17 +314,14 @@ fn check_values(cx: &mut Ctx<'_>, p: &str, field: &str, values: &[String], prefi
     }
 }
 
+/// `security.ValidateIPs` and `CheckEmptyValues` (istiod reports an empty entry both ways).
 fn check_ip_blocks(cx: &mut Ctx<'_>, p: &str, field: &str, values: &[String], prefix: &str) {
     for (k, v) in values.iter().enumerate() {
-        let vp = format!("{p}.{field}[{k}]");
-        if v.contains('/') {
-            if let Err(e) = v.parse::<ipnet::IpNet>() {
-                cx.error(&vp, format!("{prefix}bad CIDR range ({v}): {e}"));
-            }
-        } else if !is_ip(v) {
-            cx.error(&vp, format!("{prefix}bad IP address ({v})"));
+        if let Err(e) = validate_security_ip(v) {
+            cx.error(&format!("{p}.{field}[{k}]"), format!("{prefix}{e}"));
         }
     }
+    check_values(cx, p, field, values, prefix);
 }
 
 fn validate_source(
@@ -468,27 +465,11 @@ fn validate_operation(cx: &mut Ctx<'_>, p: &str, o: &Operation, prefix: &str) {
     ] {
         check_values(cx, p, field, values, prefix);
     }
+    // security.ValidatePorts: 0..65535 (an empty value is reported by both checks)
     for (field, values) in [("ports", &o.ports), ("notPorts", &o.not_ports)] {
         for (k, v) in values.iter().enumerate() {
-            if v.is_empty() {
-                continue;
-            }
-            match v.parse::<u32>() {
-                Ok(n) if (1..=65535).contains(&n) => {}
-                Ok(n) => {
-                    cx.error(
-                        &format!("{p}.{field}[{k}]"),
-                        format!(
-                            "{prefix}bad port ({v}): port number {n} must be in the range 1..65535"
-                        ),
-                    );
-                }
-                Err(e) => {
-                    cx.error(
-                        &format!("{p}.{field}[{k}]"),
-                        format!("{prefix}bad port ({v}): {e}"),
-                    );
-                }
+            if let Err(e) = validate_security_port(v) {
+                cx.error(&format!("{p}.{field}[{k}]"), format!("{prefix}{e}"));
             }
         }
     }
@@ -646,24 +627,8 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
         for (k, v) in values.iter().enumerate() {
             let vp = format!("{p}.{field}[{k}]");
             let err = match key {
-                "source.ip" | "remote.ip" | "destination.ip" => {
-                    if v.contains('/') {
-                        v.parse::<ipnet::IpNet>()
-                            .err()
-                            .map(|e| format!("bad CIDR range ({v}): {e}"))
-                    } else if !is_ip(v) {
-                        Some(format!("bad IP address ({v})"))
-                    } else {
-                        None
-                    }
-                }
-                "destination.port" => match v.parse::<u32>() {
-                    Ok(n) if (1..=65535).contains(&n) => None,
-                    Ok(n) => Some(format!(
-                        "bad port ({v}): port number {n} must be in the range 1..65535"
-                    )),
-                    Err(e) => Some(format!("bad port ({v}): {e}")),
-                },
+                "source.ip" | "remote.ip" | "destination.ip" => validate_security_ip(v).err(),
+                "destination.port" => validate_security_port(v).err(),
                 _ => None,
             };
             if let Some(e) = err {
@@ -759,7 +724,7 @@ fn validate_jwt_rule(cx: &mut Ctx<'_>, p: &str, r: &JwtRule) {
                         .iter()
                         .any(|f| k.get(f).is_some())
                     {
-                        cx.warn(
+                        cx.lint_warn(
                             &format!("{p}.jwks"),
                             format!("jwks key at index {i} contains private key material; only public keys are used for verification"),
                         );

@@ -175,6 +175,15 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
                     "workloadSelector should not be set when resolution mode is NONE",
                 );
             }
+            // istiod warns: with NONE the traffic keeps its original destination port
+            for (i, port) in se.ports.iter().enumerate() {
+                if port.target_port.is_some_and(|t| t != 0) {
+                    cx.warn(
+                        &format!("spec.ports[{i}].targetPort"),
+                        "targetPort has no effect when resolution mode is NONE",
+                    );
+                }
+            }
         }
         Resolution::Static => {
             let unix_count = se.endpoints.iter().filter(|e| is_unix(&e.address)).count();
