@@ -130,6 +130,13 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout caro
 printf "subjectAltName=DNS:carol.example.com,DNS:www.carol.example.com\nextendedKeyUsage=clientAuth\n" > carol.ext
 openssl x509 -req -sha256 -days 2 -CA other.crt -CAkey other.key -set_serial 0x1234abcd \
   -in carol.csr -out carol.crt -extfile carol.ext 2>/dev/null
+# a subject with what RFC 2253 escapes, a multi-valued RDN and a non-ASCII character
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout dan.key -utf8 \
+  -multivalue-rdn -subj "/DC=com/DC=example/O=A;B <x>/CN=Dan É+UID=#1/emailAddress=dan@example.com/street= lead" \
+  -out dan.csr 2>/dev/null
+printf "subjectAltName=URI:https://dan.example.com/x,URI:spiffe://other.example/dan\nextendedKeyUsage=clientAuth\n" > dan.ext
+openssl x509 -req -sha256 -days 2 -CA other.crt -CAkey other.key -set_serial 0x5678 \
+  -in dan.csr -out dan.crt -extfile dan.ext 2>/dev/null
 "#;
     let out = Command::new("bash")
         .arg("-c")
@@ -385,6 +392,31 @@ async fn xfcc_is_sanitized_and_set_from_the_client_certificate() {
          DNS=www.carol.example.com"
     );
     let r = https_get(&s, "mtls.example.com", Some(&carol_pems), &spoof).await;
+    assert_eq!((r.status, r.body.as_str()), (200, want.as_str()));
+
+    // escapes, a multi-valued RDN, non-ASCII; two URI SANs (no DNS: no DNS key)
+    let dan_pems = (
+        std::fs::read_to_string(s.dir.join("dan.crt")).unwrap(),
+        std::fs::read_to_string(s.dir.join("dan.key")).unwrap(),
+    );
+    run(
+        &s.dir,
+        "openssl",
+        &[
+            "x509", "-in", "dan.crt", "-outform", "DER", "-out", "dan.der",
+        ],
+    );
+    let (hash, cert, subject) = expected_parts(&s.dir, "dan.der");
+    assert_eq!(
+        subject,
+        r"street=\ lead,emailAddress=dan@example.com,UID=\#1+CN=Dan \C3\89,O=A\;B \<x\>,DC=example,DC=com"
+    );
+    let want = format!(
+        "By=spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway;Hash={hash};\
+         Cert=\"{cert}\";Subject=\"{subject}\";URI=https://dan.example.com/x;\
+         URI=spiffe://other.example/dan"
+    );
+    let r = https_get(&s, "mtls.example.com", Some(&dan_pems), &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, want.as_str()));
 }
 

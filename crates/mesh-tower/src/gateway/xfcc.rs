@@ -154,14 +154,17 @@ fn url_encode(s: &str, out: &mut String) {
     }
 }
 
-/// A distinguished name as `X509_NAME_print_ex(XN_FLAG_RFC2253)` prints it.
+/// A distinguished name as `X509_NAME_print_ex(XN_FLAG_RFC2253)` prints it: OpenSSL's
+/// `XN_FLAG_DN_REV` reverses its flat list of attributes, so the attributes of a
+/// multi-valued RDN come out reversed too.
 fn rfc2253(name: &X509Name<'_>, out: &mut String) {
     let rdns: Vec<_> = name.iter().collect();
     for (i, rdn) in rdns.iter().rev().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        for (j, atv) in rdn.iter().enumerate() {
+        let attrs: Vec<_> = rdn.iter().collect();
+        for (j, atv) in attrs.into_iter().rev().enumerate() {
             if j > 0 {
                 out.push('+');
             }
