@@ -20,10 +20,11 @@
 //!   none;
 //! - `DNS=<name>` for each DNS SAN (none: no `DNS`).
 //!
-//! Simplified: attribute values in a string type x509-parser cannot read as text
-//! (UniversalString, and anything that is not a string) are printed as `#` and the hex of
-//! their DER encoding (OpenSSL's dump of unknown values), and attribute types OpenSSL has no
-//! short name for here print as their dotted OID.
+//! Simplified: only the common attribute types (CN, O, OU, C, ST, L, DC, UID,
+//! emailAddress, serialNumber, street, ...; see `short_name`) print by short name; any
+//! other prints as its dotted OID with its value as `#` and the hex of its DER, which is
+//! what OpenSSL does only for types it has no name for (it knows more, e.g. `role`). Values
+//! in UniversalString, or not strings at all, are dumped the same way.
 
 use std::fmt::Write as _;
 
