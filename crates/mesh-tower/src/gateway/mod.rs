@@ -6,8 +6,9 @@
 //! the current snapshot:
 //! - **plain HTTP servers** (`HTTP`, `HTTP2`, `GRPC`, `GRPC-WEB`): the server is chosen by
 //!   the request's host among the port's servers; `tls.httpsRedirect` answers every request
-//!   with a 301 to `https://`; otherwise the request is routed by the VirtualServices bound
-//!   to that Gateway;
+//!   the authorization allows with a 301 to `https://` and the Host as sent (port
+//!   included, as Envoy's `require_tls` redirect); otherwise the request is routed by the
+//!   VirtualServices bound to that Gateway;
 //! - **HTTPS / TLS servers**: the ClientHello is read *without consuming it* and the
 //!   server chosen by SNI among the port's servers' hosts (exact name over the longest
 //!   `*.suffix` wildcard over `*`; no SNI matches only `*`). Then by `tls.mode` (default
@@ -22,8 +23,16 @@
 //!     `tls` routes and its bytes are spliced, unterminated, to the chosen endpoint.
 //!
 //! AuthorizationPolicies selecting the gateway's labels are enforced: per request for
-//! HTTP (403 `RBAC: access denied` before routing), per connection for PASSTHROUGH and
-//! terminated TLS servers (a denied connection is closed), with `connection.sni` known.
+//! HTTP (401 for a bad JWT, 403 `RBAC: access denied`, before routing and before an
+//! httpsRedirect or a 404, as Envoy's filters run before its router), per connection for
+//! PASSTHROUGH and terminated TLS servers (a denied connection is closed), with
+//! `connection.sni` known and, on MUTUAL and OPTIONAL_MUTUAL servers, the client
+//! certificate's SPIFFE identity as `source.principal` and `source.namespace`.
+//!
+//! As Istio's gateway (`forward_client_cert_details: SANITIZE_SET`), a request's
+//! `x-forwarded-client-cert` is always removed, and on a connection whose client presented
+//! a verified certificate it is set to Envoy's `By=..;Hash=..;Cert="..";Subject="..";URI=..;
+//! DNS=..` for that certificate. Every response carries `server: istio-envoy`.
 //!
 //! Routed HTTP requests are forwarded by the gateway's own outbound client (a
 //! [`MeshClient`](crate::outbound::MeshClient) of the gateway workload), so they get
@@ -73,7 +82,10 @@
 //! re-read, and also forgets the upstream connections, whose TLS configs may hold
 //! `credentialName` certificates); WebSocket over HTTP/2
 //! (extended CONNECT, RFC 8441) is not supported (HTTP/1.1 upgrades are); an upgraded
-//! stream has no idle timeout.
+//! stream has no idle timeout; a client certificate gives a `source.principal` only when
+//! its URI SAN is an Istio-shaped SPIFFE ID (`spiffe://<td>/ns/<ns>/sa/<sa>`): Envoy would
+//! take any URI SAN (else the DNS SAN or subject), which only a `principals: ["*"]` rule
+//! could match, since Istio writes every principal as `spiffe://` + the value.
 //!
 //! # Examples
 //!
@@ -120,6 +132,7 @@
 
 mod sni;
 mod tls;
+mod xfcc;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -130,7 +143,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, TRANSFER_ENCODING, UPGRADE,
+    HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, SERVER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -144,7 +157,7 @@ use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, ServerTlsMode};
 use mesh_core::route::{L4Attrs, WeightedDestination};
 use mesh_core::snapshot::Snapshot;
-use mesh_tls::{CredentialLookup, DirCredentials};
+use mesh_tls::{CredentialLookup, DirCredentials, PeerIdentity};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -1298,6 +1311,10 @@ struct HttpCtx {
     /// The server chosen by SNI (TLS); `None`: choose per request by host.
     fixed: Option<(Arc<str>, usize)>,
     conn: ConnectionInfo,
+    /// The `x-forwarded-client-cert` of this connection's client certificate (MUTUAL,
+    /// OPTIONAL_MUTUAL with a certificate); every request's own XFCC is replaced by it, or
+    /// removed without one.
+    xfcc: Option<HeaderValue>,
 }
 
 fn server_at<'a>(
@@ -1329,6 +1346,7 @@ async fn connection(
         https: false,
         fixed: None,
         conn: conn.clone(),
+        xfcc: None,
     };
     if !has_tls {
         if !has_http {
@@ -1373,7 +1391,7 @@ async fn connection(
         authorize_connection(&inner, &conn.with_tls(true, sni.as_deref()))?;
         return splice(tcp, target).await;
     }
-    let cfg = inner
+    let term = inner
         .cache
         .get(snap.generation(), &gateway, index, || {
             tls::build_config(&settings, &*inner.credentials, http)
@@ -1383,16 +1401,32 @@ async fn connection(
             io::Error::other(e)
         })?;
     drop(all);
-    let stream = tokio::time::timeout(inner.hello_timeout, TlsAcceptor::from(cfg).accept(tcp))
+    let accept = TlsAcceptor::from(term.config).accept(tcp);
+    let stream = tokio::time::timeout(inner.hello_timeout, accept)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-    let conn = conn.with_tls(true, sni.as_deref());
+    // MUTUAL, OPTIONAL_MUTUAL: the client's verified certificate (rustls keeps none it did
+    // not verify). Its SPIFFE identity is the connection's `source.principal`, as Envoy's
+    // RBAC `authenticated` reads the peer certificate's URI SAN on any TLS listener.
+    let client_cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .filter(|c| !c.is_empty());
+    let peer = client_cert.and_then(|c| PeerIdentity::from_certs(c).ok());
+    let xfcc = client_cert
+        .filter(|_| http)
+        .and_then(|c| xfcc::header_value(&term.by, c[0].as_ref()));
+    let conn = ConnectionInfo::new(peer, port)
+        .with_addrs(Some(remote), local)
+        .with_tls(true, sni.as_deref());
     if http {
         let ctx = HttpCtx {
             port,
             https: true,
             fixed: Some((gateway, index)),
             conn,
+            xfcc,
         };
         return serve_http(inner, stream, ctx).await;
     }
@@ -1505,11 +1539,21 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let metrics = inner.metrics_layer.clone();
-    let conn = ConnectionInfoLayer::new(ctx.conn.clone());
+    // the gateway reports as the source (itself): the client whose certificate it verified
+    // is not the peer of its metrics, whose destination comes from the routed response
+    let conn = ConnectionInfoLayer::new(ctx.conn.clone())
+        .with_metrics_context(crate::metrics::MetricsContext::default());
     let svc = tower::service_fn(move |req: Request<UpstreamBody>| {
         let inner = Arc::clone(&inner);
         let ctx = ctx.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(&inner, &ctx, req).await) }
+        async move {
+            let mut resp = handle(&inner, &ctx, req).await;
+            // Istio's gateway connection manager: `server_name: istio-envoy` with Envoy's
+            // default OVERWRITE transformation, on every response (local replies too)
+            resp.headers_mut()
+                .insert(SERVER, HeaderValue::from_static("istio-envoy"));
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let svc = tower::ServiceBuilder::new()
         .layer(conn)
@@ -1592,6 +1636,17 @@ async fn handle(
     if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
         return refused.map(full);
     }
+    // forward_client_cert_details SANITIZE_SET (Istio's gateway): the client's XFCC never
+    // passes; the connection's own client certificate, if any, is set instead. Done by the
+    // connection manager, before any filter sees the request.
+    match &ctx.xfcc {
+        Some(v) => {
+            req.headers_mut().insert(xfcc::XFCC, v.clone());
+        }
+        None => {
+            req.headers_mut().remove(xfcc::XFCC);
+        }
+    }
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
     // h2c is dropped, any other protocol refused
     let websocket = match crate::outbound::upgrade_of(req.headers()) {
@@ -1602,6 +1657,18 @@ async fn handle(
             false
         }
         Some(UpgradeRequest::Other) => return crate::outbound::upgrade_failed(),
+    };
+    // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's
+    // jwt_authn, ext_authz and RBAC filters run before the router, which answers the
+    // httpsRedirect and "no route" local replies): ConnectionInfoLayer put the connection
+    // in the extensions; a CUSTOM policy's external authorizer first (ext_authz)
+    let add_downstream = match inner.authz.authorize::<_, Bytes>(&mut req) {
+        Err(refused) => return refused.map(full),
+        Ok(None) => None,
+        Ok(Some(check)) => match check.finish::<_, Bytes>(&mut req).await {
+            Err(refused) => return refused.map(full),
+            Ok(headers) => Some(headers),
+        },
     };
     let authority = authority_of(&req).to_owned();
     let host = strip_port(&authority);
@@ -1614,22 +1681,24 @@ async fn handle(
             Some(host),
         ),
     };
-    let Some(server) = server else {
-        return local(&LocalReply::NoRoute, req.headers());
+    // the router's own answers: no virtual host, or httpsRedirect (a `require_tls` direct
+    // response)
+    let answer = match server {
+        None => Err(local(&LocalReply::NoRoute, req.headers())),
+        Some(s) if !ctx.https && s.server.tls.as_ref().is_some_and(|t| t.https_redirect) => {
+            Err(https_redirect(&req, &authority))
+        }
+        Some(s) => Ok(s),
     };
-    if !ctx.https && server.server.tls.as_ref().is_some_and(|t| t.https_redirect) {
-        return https_redirect(&req, &authority);
-    }
-    // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's RBAC
-    // filter runs before the router); ConnectionInfoLayer put the connection in the
-    // extensions; a CUSTOM policy's external authorizer first (Envoy's ext_authz filter)
-    let add_downstream = match inner.authz.authorize::<_, Bytes>(&mut req) {
-        Err(refused) => return refused.map(full),
-        Ok(None) => None,
-        Ok(Some(check)) => match check.finish::<_, Bytes>(&mut req).await {
-            Err(refused) => return refused.map(full),
-            Ok(headers) => Some(headers),
-        },
+    let server = match answer {
+        Ok(s) => s,
+        Err(mut r) => {
+            // headersToDownstreamOnAllow: on every response the ext_authz filter encodes
+            for (k, v) in add_downstream.iter().flatten() {
+                r.headers_mut().append(k.clone(), v.clone());
+            }
+            return r;
+        }
     };
     let gateway = server.gateway;
     // the downstream half of a WebSocket upgrade, completed only if the upstream accepts
@@ -1686,17 +1755,14 @@ const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// `proxy-connection` (hop-by-hop, non-standard).
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// `httpsRedirect`: 301 to the same host and path over https (Envoy drops the port when
-/// it is the http default).
+/// `httpsRedirect`: 301 to `https://` with the Host as sent, port included (Envoy's
+/// `Http::Utility::createSslRedirectPath`: `https://{Host}{:path}`; Istio strips no port
+/// unless ISTIO_GATEWAY_STRIP_HOST_PORT is set, off by default).
 fn https_redirect<B>(req: &Request<B>, authority: &str) -> Response<GatewayBody> {
-    let host = match authority.rsplit_once(':') {
-        Some((h, "80")) if !authority.ends_with(']') => h,
-        _ => authority,
-    };
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
     redirect_response(
         StatusCode::MOVED_PERMANENTLY,
-        &format!("https://{host}{pq}"),
+        &format!("https://{authority}{pq}"),
     )
 }
 
@@ -1817,9 +1883,10 @@ spec:
                 "httpbin.example.com",
                 "https://httpbin.example.com/status/200?x=1",
             ),
+            // Envoy's createSslRedirectPath keeps the Host as sent, `:80` too
             (
                 "httpbin.example.com:80",
-                "https://httpbin.example.com/status/200?x=1",
+                "https://httpbin.example.com:80/status/200?x=1",
             ),
             (
                 "httpbin.example.com:8080",

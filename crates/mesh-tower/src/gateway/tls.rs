@@ -91,12 +91,20 @@ fn versions(
     Ok(v)
 }
 
+/// A terminating server's TLS: the rustls config and the URI SANs of the server's own
+/// certificate (the `By` of the `x-forwarded-client-cert` it sets).
+#[derive(Clone, Debug)]
+pub(crate) struct Terminating {
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) by: Arc<[String]>,
+}
+
 /// Builds the server config for one Gateway server's TLS settings.
 pub(crate) fn build_config(
     tls: &ServerTlsSettings,
     creds: &dyn CredentialLookup,
     http: bool,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Terminating, String> {
     check_supported(tls)?;
     let name = tls
         .credential_name
@@ -115,6 +123,11 @@ pub(crate) fn build_config(
         .ok_or_else(|| format!("credentialName {name:?}: no private key (tls.key / key)"))?;
     let chain = certs_from_pem(name, chain.as_bytes()).map_err(fail)?;
     let key = key_from_pem(name, key.as_bytes()).map_err(fail)?;
+    let by: Arc<[String]> = chain
+        .first()
+        .map(|leaf| super::xfcc::uri_sans(leaf.as_ref()))
+        .unwrap_or_default()
+        .into();
     let provider = mesh_tls::provider();
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(tls)?)
@@ -155,7 +168,10 @@ pub(crate) fn build_config(
     if http {
         cfg.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
     }
-    Ok(Arc::new(cfg))
+    Ok(Terminating {
+        config: Arc::new(cfg),
+        by,
+    })
 }
 
 type Entries<T> = HashMap<String, Result<T, String>>;
@@ -206,7 +222,7 @@ impl<T: Clone> Cache<T> {
 /// Server configs by (gateway, server index).
 #[derive(Debug)]
 pub(crate) struct ConfigCache {
-    inner: Cache<Arc<ServerConfig>>,
+    inner: Cache<Terminating>,
 }
 
 impl ConfigCache {
@@ -225,8 +241,8 @@ impl ConfigCache {
         generation: u64,
         gateway: &str,
         index: usize,
-        build: impl FnOnce() -> Result<Arc<ServerConfig>, String>,
-    ) -> Result<Arc<ServerConfig>, String> {
+        build: impl FnOnce() -> Result<Terminating, String>,
+    ) -> Result<Terminating, String> {
         self.inner
             .get(generation, &format!("{gateway}#{index}"), build)
     }
