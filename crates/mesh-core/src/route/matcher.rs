@@ -450,13 +450,10 @@ impl MatchBlock {
                         },
                     }
                 }
-                Cond::Query { name, m } => match query_first(r.query, name) {
-                    Some(v) => {
-                        let v = percent_decode(v);
-                        m.matches(&v)
-                    }
-                    None => false,
-                },
+                // Envoy matches the raw value: its router parses the query without
+                // decoding (`QueryParamsMulti::parseQueryString`, decode_params=false), so
+                // `exact: "a b"` never matches `?q=a%20b` or `?q=a+b`.
+                Cond::Query { name, m } => query_first(r.query, name).is_some_and(|v| m.matches(v)),
                 Cond::Claim { path, m, negate } => claim_match(r.request_auth, path, m) != *negate,
                 Cond::Never => false,
             };
@@ -555,35 +552,6 @@ pub(crate) fn query_first<'a>(query: Option<&'a str>, name: &str) -> Option<&'a 
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
     })
-}
-
-/// Percent-decodes a query value (allocation only when it contains `%` or `+`).
-fn percent_decode(v: &str) -> std::borrow::Cow<'_, str> {
-    if !v.contains(['%', '+']) {
-        return std::borrow::Cow::Borrowed(v);
-    }
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -928,9 +896,6 @@ mod tests {
         for (q, name, want) in table {
             assert_eq!(query_first(q, name), want, "{q:?} {name}");
         }
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("plain"), "plain");
     }
 
     #[test]
