@@ -243,6 +243,19 @@ pub(crate) struct MatchBlock {
     pub(crate) gateways: Option<Vec<Box<str>>>,
     /// Match name.
     pub name: Option<Box<str>>,
+    /// [`MatchBlock::is_catch_all`], worked out once the block is final.
+    pub(crate) catch_all: bool,
+}
+
+impl Cond {
+    /// True for the only condition a catch-all route has: `uri` prefix `/` (or `regex: "*"`).
+    fn is_catch_all_uri(&self) -> bool {
+        match self {
+            Cond::Uri(StrMatcher::Prefix(p) | StrMatcher::PrefixIgnoreCase(p)) => &**p == "/",
+            Cond::Uri(StrMatcher::Present) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What a match block reads from the request.
@@ -389,6 +402,25 @@ impl MatchBlock {
             b.name = other.name.clone();
         }
         b
+    }
+
+    /// True when the Envoy route this block becomes is a catch-all, as istiod's
+    /// `IsCatchAllRoute` says: path prefix `/` (also when no `uri` is given) or regex `*`,
+    /// and no header (`method`, `authority`, `scheme`, `headers`, `withoutHeaders`), query
+    /// or JWT claim (dynamic metadata) condition. The static pre-filters are not part of
+    /// the Envoy route.
+    pub(crate) fn is_catch_all(&self) -> bool {
+        self.conds.iter().all(Cond::is_catch_all_uri)
+    }
+
+    /// True when a static pre-filter (port, source labels or namespace, gateways) can drop
+    /// this block for some clients.
+    pub(crate) fn statically_filtered(&self) -> bool {
+        self.conflicting_ports
+            || self.port.is_some()
+            || !self.source_labels.is_empty()
+            || !self.source_namespaces.is_empty()
+            || self.gateways.is_some()
     }
 
     /// The static pre-filters of §2.3 step 3: port, gateways, source labels and namespace.
