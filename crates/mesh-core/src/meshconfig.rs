@@ -1,8 +1,9 @@
 //! Istio's MeshConfig: the mesh-wide settings istiod reads from the `istio` ConfigMap (key
 //! `mesh`) or an IstioOperator's `spec.meshConfig`.
 //!
-//! What inmesh uses: `trustDomain`, `rootNamespace` and `pathNormalization` (into
-//! [`MeshOptions`]) and `extensionProviders` of kind `envoyExtAuthzHttp`, the external
+//! What inmesh uses: `trustDomain`, `rootNamespace`, `pathNormalization`,
+//! `defaultHttpRetryPolicy` and the `exportTo` defaults (`defaultVirtualServiceExportTo`,
+//! `defaultDestinationRuleExportTo`, `defaultServiceExportTo`) (into [`MeshOptions`]) and `extensionProviders` of kind `envoyExtAuthzHttp`, the external
 //! authorizers that AuthorizationPolicies with `action: CUSTOM` name
 //! (`provider: {name: ...}`). Every other
 //! MeshConfig field is accepted and not used; other provider kinds (`envoyExtAuthzGrpc`,
@@ -45,7 +46,7 @@ use crate::authz::PathNormalization;
 use crate::diag::{self, codes, Diagnostic, Severity, Sources};
 use crate::load::mesh_config::load_mesh_config;
 use crate::load::{LoadError, Loaded};
-use crate::model::{Duration, Source};
+use crate::model::{Duration, HttpRetry, Source};
 use crate::names::MeshOptions;
 
 /// The MeshConfig settings inmesh uses.
@@ -92,6 +93,40 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub path_normalization: Option<PathNormalization>,
+    /// `defaultHttpRetryPolicy`: the retry policy of routes without `retries` and of the
+    /// default route of a service no VirtualService claims (unset: Istio's default, 2
+    /// retries; `attempts: 0` turns retries off).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    ///
+    /// let config = MeshConfig::from_yaml("defaultHttpRetryPolicy: {attempts: 5, retryOn: 5xx}")?;
+    /// let retry = config.default_http_retry_policy.unwrap();
+    /// assert_eq!((retry.attempts, retry.retry_on.as_deref()), (5, Some("5xx")));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub default_http_retry_policy: Option<HttpRetry>,
+    /// `defaultVirtualServiceExportTo`: the `exportTo` of a VirtualService that sets none
+    /// (empty: `*`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    ///
+    /// let config = MeshConfig::from_yaml("defaultVirtualServiceExportTo: ['.']")?;
+    /// assert_eq!(config.default_virtual_service_export_to, ["."]);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub default_virtual_service_export_to: Vec<String>,
+    /// `defaultDestinationRuleExportTo`: the `exportTo` of a DestinationRule that sets none
+    /// (empty: `*`).
+    pub default_destination_rule_export_to: Vec<String>,
+    /// `defaultServiceExportTo`: the `exportTo` of a ServiceEntry, or of a Kubernetes
+    /// Service without the `networking.istio.io/exportTo` annotation (empty: `*`).
+    pub default_service_export_to: Vec<String>,
 }
 
 /// One `extensionProviders` entry.
@@ -633,11 +668,10 @@ ignored_fields! {
         access_log_format, access_log_encoding, enable_envoy_access_log_service,
         disable_envoy_listener_log, default_config, outbound_traffic_policy,
         inbound_traffic_policy, config_sources, enable_auto_mtls, trust_domain_aliases,
-        ca_certificates, default_service_export_to, default_virtual_service_export_to,
-        default_destination_rule_export_to, locality_lb_setting, dns_refresh_rate,
+        ca_certificates, locality_lb_setting, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
-        default_providers, discovery_selectors, default_http_retry_policy,
+        default_providers, discovery_selectors,
         mesh_m_t_l_s, tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
         mixer_report_server, disable_policy_checks, policy_check_fail_open,
         sidecar_to_telemetry_session_affinity, sds_uds_path, rds_refresh_delay, mixer_address,
@@ -651,6 +685,14 @@ ignored_fields! {
         extension_providers: Vec<RawProvider>,
         #[serde(default)]
         path_normalization: Option<RawPathNormalization>,
+        #[serde(default)]
+        default_http_retry_policy: Option<HttpRetry>,
+        #[serde(default)]
+        default_virtual_service_export_to: Vec<String>,
+        #[serde(default)]
+        default_destination_rule_export_to: Vec<String>,
+        #[serde(default)]
+        default_service_export_to: Vec<String>,
     }
 }
 
@@ -936,6 +978,10 @@ fn convert(
         root_namespace: raw.root_namespace.filter(|r| !r.is_empty()),
         extension_providers: providers,
         path_normalization,
+        default_http_retry_policy: raw.default_http_retry_policy,
+        default_virtual_service_export_to: raw.default_virtual_service_export_to,
+        default_destination_rule_export_to: raw.default_destination_rule_export_to,
+        default_service_export_to: raw.default_service_export_to,
     }
 }
 

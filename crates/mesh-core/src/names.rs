@@ -90,6 +90,38 @@ pub struct MeshOptions {
     /// assert_eq!(mode.normalize("//admin").unwrap(), "/admin");
     /// ```
     pub path_normalization: PathNormalization,
+    /// MeshConfig `defaultHttpRetryPolicy`: the retry policy of HTTP routes without
+    /// `retries` and of a service's default route (`None`: Istio's default, see
+    /// [`RetryPolicy::istio_default`](crate::route::RetryPolicy::istio_default)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::model::HttpRetry;
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let mesh = Mesh::new(MeshOptions {
+    ///     default_http_retry_policy: Some(HttpRetry { attempts: 0, ..HttpRetry::default() }),
+    ///     ..MeshOptions::default()
+    /// });
+    /// let h = http::HeaderMap::new();
+    /// let snap = mesh.snapshot();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/", &h));
+    /// assert!(!d.retries().enabled()); // the mesh turned default retries off
+    /// ```
+    pub default_http_retry_policy: Option<crate::model::HttpRetry>,
+    /// MeshConfig `defaultVirtualServiceExportTo`: the `exportTo` of a VirtualService
+    /// without one (empty: `*`).
+    pub default_virtual_service_export_to: Vec<String>,
+    /// MeshConfig `defaultDestinationRuleExportTo`: the `exportTo` of a DestinationRule
+    /// without one (empty: `*`).
+    pub default_destination_rule_export_to: Vec<String>,
+    /// MeshConfig `defaultServiceExportTo`: the `exportTo` of a ServiceEntry without one and
+    /// of a Kubernetes Service without the `networking.istio.io/exportTo` annotation
+    /// (empty: `*`).
+    pub default_service_export_to: Vec<String>,
 }
 
 impl Default for MeshOptions {
@@ -101,13 +133,18 @@ impl Default for MeshOptions {
             default_namespace: "default".to_owned(),
             extension_providers: Arc::from([]),
             path_normalization: PathNormalization::Base,
+            default_http_retry_policy: None,
+            default_virtual_service_export_to: Vec::new(),
+            default_destination_rule_export_to: Vec::new(),
+            default_service_export_to: Vec::new(),
         }
     }
 }
 
 impl MeshOptions {
     /// The options a MeshConfig gives: its `trustDomain`, `rootNamespace`,
-    /// `extensionProviders` and `pathNormalization`; the defaults for what it leaves out.
+    /// `extensionProviders`, `pathNormalization`, `defaultHttpRetryPolicy` and `exportTo`
+    /// defaults; the defaults for what it leaves out.
     ///
     /// # Examples
     ///
@@ -136,6 +173,10 @@ impl MeshOptions {
             root_namespace: config.root_namespace.clone().unwrap_or(d.root_namespace),
             extension_providers: config.extension_providers.iter().cloned().collect(),
             path_normalization: config.path_normalization.unwrap_or_default(),
+            default_http_retry_policy: config.default_http_retry_policy.clone(),
+            default_virtual_service_export_to: config.default_virtual_service_export_to.clone(),
+            default_destination_rule_export_to: config.default_destination_rule_export_to.clone(),
+            default_service_export_to: config.default_service_export_to.clone(),
             ..d
         }
     }
@@ -277,6 +318,30 @@ impl ExportTo {
         v.sort();
         v.dedup();
         ExportTo::Namespaces(v.into_boxed_slice())
+    }
+
+    /// Compiles an object's `exportTo`, the mesh default (MeshConfig
+    /// `default*ExportTo`, spec §1.5) when it sets none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::ExportTo;
+    ///
+    /// let mesh_default = [".".to_string()];
+    /// let own = ExportTo::compile_or_default(&[], "bookinfo", &mesh_default);
+    /// assert!(own.visible_to("bookinfo") && !own.visible_to("default"));
+    /// // an explicit list wins; no mesh default means `*`
+    /// let all = ExportTo::compile_or_default(&["*".to_string()], "bookinfo", &mesh_default);
+    /// assert_eq!(all, ExportTo::All);
+    /// assert_eq!(ExportTo::compile_or_default(&[], "bookinfo", &[]), ExportTo::All);
+    /// ```
+    pub fn compile_or_default(list: &[String], namespace: &str, default: &[String]) -> ExportTo {
+        if list.is_empty() {
+            ExportTo::compile(default, namespace)
+        } else {
+            ExportTo::compile(list, namespace)
+        }
     }
 
     /// True when a client in `namespace` sees the object.

@@ -680,6 +680,9 @@ impl DestinationRules {
             let dot = [".".to_string()];
             let raw: &[String] = if selector.is_some() {
                 &dot
+            } else if dr.export_to.is_empty() {
+                // MeshConfig defaultDestinationRuleExportTo (§1.5; empty: `*`)
+                &opts.default_destination_rule_export_to
             } else {
                 &dr.export_to
             };
@@ -697,7 +700,11 @@ impl DestinationRules {
                 merged: vec![o.key().into()],
                 namespace: ns.into(),
                 host: host.as_str().into(),
-                export_to: ExportTo::compile(&dr.export_to, ns),
+                export_to: ExportTo::compile_or_default(
+                    &dr.export_to,
+                    ns,
+                    &opts.default_destination_rule_export_to,
+                ),
                 workload_selector: selector,
                 traffic_policy: dr.traffic_policy.as_ref().map(CompactPolicy::from),
                 subsets: dr.subsets.iter().map(CompiledSubset::from).collect(),

@@ -571,7 +571,13 @@ impl ServiceDefs {
                                 v.split(',').map(|s| s.trim().to_owned()).collect();
                             ExportTo::compile(&list, &o.metadata.namespace)
                         })
-                        .unwrap_or(ExportTo::All);
+                        .unwrap_or_else(|| {
+                            // no annotation: MeshConfig defaultServiceExportTo (§1.5)
+                            ExportTo::compile(
+                                &opts.default_service_export_to,
+                                &o.metadata.namespace,
+                            )
+                        });
                     let ports = ks
                         .ports
                         .iter()
@@ -669,7 +675,11 @@ impl ServiceDefs {
                                 addresses: addresses.clone(),
                                 resolution: se.resolution,
                                 location: se.location,
-                                export_to: ExportTo::compile(&se.export_to, &ns),
+                                export_to: ExportTo::compile_or_default(
+                                    &se.export_to,
+                                    &ns,
+                                    &opts.default_service_export_to,
+                                ),
                                 subject_alt_names: se
                                     .subject_alt_names
                                     .iter()
@@ -693,6 +703,11 @@ impl ServiceDefs {
             }
         }
         out
+    }
+
+    /// The services defined (without endpoints).
+    pub(crate) fn services(&self) -> impl Iterator<Item = &Service> {
+        self.defs.iter().map(|d| &d.service)
     }
 
     /// Every DNS name the registry would like resolved.

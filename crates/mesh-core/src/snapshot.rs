@@ -165,8 +165,8 @@ impl CompiledConfig {
     }
 
     fn compile(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
-        let routes = RouteTable::build(objects, &options);
         let services = ServiceDefs::build(objects, &options);
+        let routes = RouteTable::build_with_services(objects, &options, &services);
         // Sidecars import the services their VirtualServices route to
         let sidecars = crate::sidecar::Sidecars::build(objects, &options, &routes, &services);
         CompiledConfig {
@@ -580,6 +580,8 @@ impl Snapshot {
     ///   http:
     ///   - match: [{uri: {prefix: /reviews}}]
     ///     delegate: {name: reviews, namespace: team-reviews}
+    ///   - match: [{uri: {prefix: /static}}]
+    ///     route: [{destination: {host: static.example.com}}]
     /// ", "root.yaml");
     /// let snap = Snapshot::build(&loaded.objects, MeshOptions::default());
     /// assert_eq!(

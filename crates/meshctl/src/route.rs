@@ -80,7 +80,8 @@ pub(crate) struct Args {
     /// Namespace given to config objects without one.
     #[arg(long, default_value = "default")]
     config_namespace: String,
-    /// The mesh's MeshConfig (trust domain, root namespace, extension providers).
+    /// The mesh's MeshConfig (trust domain, root namespace, extension providers, default
+    /// retry policy, default exportTo).
     #[arg(long, value_name = "FILE")]
     mesh_config: Option<PathBuf>,
     /// Output format.
@@ -90,8 +91,8 @@ pub(crate) struct Args {
 
 /// Loads the config for `route`/`authz`: load errors are fatal (printed, `Err`); validation
 /// errors are printed as warnings (Istio would reject such config; we still explain it).
-/// The snapshot takes the MeshConfig's trust domain, root namespace and extension
-/// providers when there is one.
+/// The snapshot takes the MeshConfig's options (trust domain, root namespace, extension
+/// providers, default retry policy and exportTo, ...) when there is one.
 pub(crate) fn load_snapshot(
     paths: &[PathBuf],
     config_ns: &str,

@@ -1295,9 +1295,12 @@ pub struct HttpAction {
 }
 
 impl HttpAction {
+    /// Compiles a route; `default_retries` is the policy of a route without `retries` (the
+    /// mesh's `defaultHttpRetryPolicy`, else Istio's default).
     pub(crate) fn compile(
         r: &model::HttpRoute,
         resolve: &dyn Fn(&str) -> String,
+        default_retries: &RetryPolicy,
         cache: &mut super::matcher::RegexCache,
         errors: &mut Vec<String>,
     ) -> HttpAction {
@@ -1373,7 +1376,12 @@ impl HttpAction {
             }),
             rewrite,
             timeout: r.timeout.map(|d| d.as_std()).filter(|d| !d.is_zero()),
-            retries: RetryPolicy::compile(r.retries.as_ref(), cache),
+            // istiod applyHTTPRouteDestination: no `retries` takes
+            // mesh.GetDefaultHttpRetryPolicy() (nil: Istio's default)
+            retries: match &r.retries {
+                Some(rr) => RetryPolicy::compile(Some(rr), cache),
+                None => default_retries.clone(),
+            },
             fault: r
                 .fault
                 .as_ref()

@@ -243,6 +243,19 @@ pub(crate) struct MatchBlock {
     pub(crate) gateways: Option<Vec<Box<str>>>,
     /// Match name.
     pub name: Option<Box<str>>,
+    /// [`MatchBlock::is_catch_all`], worked out once the block is final.
+    pub(crate) catch_all: bool,
+}
+
+impl Cond {
+    /// True for the only condition a catch-all route has: `uri` prefix `/` (or `regex: "*"`).
+    fn is_catch_all_uri(&self) -> bool {
+        match self {
+            Cond::Uri(StrMatcher::Prefix(p) | StrMatcher::PrefixIgnoreCase(p)) => &**p == "/",
+            Cond::Uri(StrMatcher::Present) => true,
+            _ => false,
+        }
+    }
 }
 
 /// What a match block reads from the request.
@@ -391,6 +404,25 @@ impl MatchBlock {
         b
     }
 
+    /// True when the Envoy route this block becomes is a catch-all, as istiod's
+    /// `IsCatchAllRoute` says: path prefix `/` (also when no `uri` is given) or regex `*`,
+    /// and no header (`method`, `authority`, `scheme`, `headers`, `withoutHeaders`), query
+    /// or JWT claim (dynamic metadata) condition. The static pre-filters are not part of
+    /// the Envoy route.
+    pub(crate) fn is_catch_all(&self) -> bool {
+        self.conds.iter().all(Cond::is_catch_all_uri)
+    }
+
+    /// True when a static pre-filter (port, source labels or namespace, gateways) can drop
+    /// this block for some clients.
+    pub(crate) fn statically_filtered(&self) -> bool {
+        self.conflicting_ports
+            || self.port.is_some()
+            || !self.source_labels.is_empty()
+            || !self.source_namespaces.is_empty()
+            || self.gateways.is_some()
+    }
+
     /// The static pre-filters of §2.3 step 3: port, gateways, source labels and namespace.
     pub(crate) fn static_ok(&self, r: &ReqView<'_>) -> bool {
         if self.conflicting_ports || self.port.is_some_and(|p| p != r.port) {
@@ -450,13 +482,10 @@ impl MatchBlock {
                         },
                     }
                 }
-                Cond::Query { name, m } => match query_first(r.query, name) {
-                    Some(v) => {
-                        let v = percent_decode(v);
-                        m.matches(&v)
-                    }
-                    None => false,
-                },
+                // Envoy matches the raw value: its router parses the query without
+                // decoding (`QueryParamsMulti::parseQueryString`, decode_params=false), so
+                // `exact: "a b"` never matches `?q=a%20b` or `?q=a+b`.
+                Cond::Query { name, m } => query_first(r.query, name).is_some_and(|v| m.matches(v)),
                 Cond::Claim { path, m, negate } => claim_match(r.request_auth, path, m) != *negate,
                 Cond::Never => false,
             };
@@ -555,35 +584,6 @@ pub(crate) fn query_first<'a>(query: Option<&'a str>, name: &str) -> Option<&'a 
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
     })
-}
-
-/// Percent-decodes a query value (allocation only when it contains `%` or `+`).
-fn percent_decode(v: &str) -> std::borrow::Cow<'_, str> {
-    if !v.contains(['%', '+']) {
-        return std::borrow::Cow::Borrowed(v);
-    }
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[cfg(test)]
@@ -928,9 +928,6 @@ mod tests {
         for (q, name, want) in table {
             assert_eq!(query_first(q, name), want, "{q:?} {name}");
         }
-        assert_eq!(percent_decode("a%20b+c"), "a b c");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("plain"), "plain");
     }
 
     #[test]

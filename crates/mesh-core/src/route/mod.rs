@@ -44,9 +44,19 @@
 //! ([`crate::sidecar`]); [`Snapshot::route_http`](crate::snapshot::Snapshot::route_http)
 //! finds the Sidecar, [`RouteTable::route_http_scoped`] takes it from the caller.
 //!
+//! As istiod builds sidecar virtual hosts, a mesh VirtualService applies to HTTP traffic
+//! only while the static pre-filters (`port`, `sourceLabels`, `sourceNamespace`, match
+//! `gateways`) leave it a route for the client and port, else the service keeps its default
+//! route; and only on port 80 or a port of a registry service its hosts cover. On gateways
+//! the VirtualServices of a host are merged in load order and catch-all routes go last
+//! (istiod `SortVHostRoutes`); a gateway has no default route (404).
+//!
 //! Deliberate simplifications: several mesh-bound VirtualServices for one host (undefined in
-//! Istio) resolve to the one in the client's namespace, else the first loaded; on gateways
-//! they are merged in load order.
+//! Istio) resolve to the one in the client's namespace, else the first loaded. When the
+//! registry knows no service for the requested host, its VirtualService applies on every
+//! port (Istio would have no listener for the port; a configuration without its Services
+//! still routes). The registry ports a VirtualService covers are those of every service,
+//! exported to the client or not.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -448,7 +458,8 @@ impl<'a> HttpRequestAttrs<'a> {
     /// let h = http::HeaderMap::new();
     /// let attrs = HttpRequestAttrs::new("default", "ratings", "/", &h);
     /// assert_eq!(attrs.effective_port(), 80); // no port in the authority
-    /// assert_eq!(snap.route_http(&attrs).status(), Some(404));
+    /// // on port 80 the VirtualService keeps no route: the default route applies
+    /// assert_eq!(snap.route_http(&attrs).virtual_service_name(), None);
     /// assert_eq!(snap.route_http(&attrs.with_port(9080)).route_index(), Some(0));
     /// ```
     pub fn with_port(mut self, port: u16) -> Self {
@@ -686,6 +697,38 @@ struct CompiledVs {
     http: Vec<HttpRule>,
     tls: Box<[L4Rule]>,
     tcp: Box<[L4Rule]>,
+    /// True when static pre-filters can leave the VirtualService without an HTTP route for
+    /// some client or port: no HTTP routes at all, or every route has matches and every
+    /// match block a `port`, `sourceLabels`, `sourceNamespace` or `gateways` filter.
+    may_vanish: bool,
+    /// Ports (sorted) of the registry services the hosts cover: besides port 80, the only
+    /// ports on which a sidecar applies the VirtualService to HTTP traffic.
+    service_ports: Box<[u16]>,
+}
+
+impl CompiledVs {
+    /// Whether a sidecar routes this request with this VirtualService, as istiod builds
+    /// sidecar virtual hosts (`buildSidecarVirtualHostsForVirtualService`): only on a port
+    /// of a registry service its hosts cover, or on port 80 (istiod's special case for
+    /// hosts outside the registry), and only when it keeps a route ([`Self::keeps_a_route`]).
+    #[inline]
+    fn applies_to_http(&self, view: &ReqView<'_>) -> bool {
+        (view.port == 80 || self.service_ports.contains(&view.port)) && self.keeps_a_route(view)
+    }
+
+    /// True when at least one HTTP route survives the static pre-filters for this client
+    /// and port: istiod drops the match blocks that fail them (`translateRoute` returns
+    /// nil) and builds no virtual host for a VirtualService left without routes, so the
+    /// service keeps its default route (spec §2.2, §2.3 step 3). Only VirtualServices whose
+    /// every route has such filters are scanned.
+    #[inline]
+    fn keeps_a_route(&self, view: &ReqView<'_>) -> bool {
+        !self.may_vanish
+            || self
+                .http
+                .iter()
+                .any(|r| r.matches.iter().any(|b| b.static_ok(view)))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -741,6 +784,9 @@ struct GatewayRoutes {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     vss: Vec<CompiledVs>,
+    /// The retry policy of a service's default route (MeshConfig `defaultHttpRetryPolicy`;
+    /// `None`: Istio's default).
+    default_retries: Option<Box<RetryPolicy>>,
     mesh: HostMap<Vec<u32>>,
     gateways: HashMap<Box<str>, GatewayRoutes>,
     /// Problems met while compiling (bad regexes, missing delegates): each disables only the
@@ -840,6 +886,8 @@ pub struct RouteDecision<'a> {
     /// and `redirect.prefixRewrite`).
     pub prefix_len: usize,
     destinations: Cow<'a, [WeightedDestination]>,
+    /// The retry policy when no route matched (the service's default route).
+    default_retries: &'a RetryPolicy,
 }
 
 impl<'a> RouteDecision<'a> {
@@ -1064,7 +1112,8 @@ impl<'a> RouteDecision<'a> {
         }
     }
 
-    /// The retry policy in force (Istio's default without a VirtualService).
+    /// The retry policy in force: the route's; without a route, the default route's (the
+    /// mesh's `defaultHttpRetryPolicy`, else Istio's default).
     ///
     /// # Examples
     ///
@@ -1097,7 +1146,7 @@ impl<'a> RouteDecision<'a> {
     pub fn retries(&self) -> &'a RetryPolicy {
         self.action()
             .map(|a| &a.retries)
-            .unwrap_or_else(|| RetryPolicy::istio_default())
+            .unwrap_or(self.default_retries)
     }
 
     /// The route timeout (`None`: disabled).
@@ -1303,8 +1352,23 @@ impl RouteTable {
     /// assert_eq!(table.errors.len(), 1);
     /// ```
     pub fn build(objects: &[ConfigObject], opts: &MeshOptions) -> RouteTable {
+        let services = crate::registry::ServiceDefs::build(objects, opts);
+        Self::build_with_services(objects, opts, &services)
+    }
+
+    /// [`RouteTable::build`] with the service definitions already compiled (they say on
+    /// which ports a VirtualService applies).
+    pub(crate) fn build_with_services(
+        objects: &[ConfigObject],
+        opts: &MeshOptions,
+        services: &crate::registry::ServiceDefs,
+    ) -> RouteTable {
         let mut t = RouteTable::default();
         let mut cache = RegexCache::default();
+        let default_retries = match &opts.default_http_retry_policy {
+            Some(r) => RetryPolicy::compile(Some(r), &mut cache),
+            None => RetryPolicy::istio_default().clone(),
+        };
         // raw http routes by VS key, for delegation
         let mut raw: HashMap<String, (usize, &model::VirtualService)> = HashMap::new();
         let mut pending: Vec<(usize, &ConfigObject, &model::VirtualService)> = Vec::new();
@@ -1402,12 +1466,18 @@ impl RouteTable {
                     namespace: ns.as_str().into(),
                     hosts,
                     gateways,
-                    export_to: ExportTo::compile(&vs.export_to, ns),
+                    export_to: ExportTo::compile_or_default(
+                        &vs.export_to,
+                        ns,
+                        &opts.default_virtual_service_export_to,
+                    ),
                 },
                 is_delegate: vs.hosts.is_empty(),
                 http: Vec::new(),
                 tls,
                 tcp,
+                may_vanish: false,
+                service_ports: Box::new([]),
             });
             raw.insert(o.key(), (idx, vs));
             pending.push((idx, o, vs));
@@ -1471,6 +1541,7 @@ impl RouteTable {
                             action: HttpAction::compile(
                                 &merged,
                                 &dresolve,
+                                &default_retries,
                                 &mut cache,
                                 &mut errors,
                             ),
@@ -1484,11 +1555,24 @@ impl RouteTable {
                     name: r.name.as_deref().map(Into::into),
                     delegate: None,
                     matches: root_blocks.into(),
-                    action: HttpAction::compile(r, &resolve, &mut cache, &mut errors),
+                    action: HttpAction::compile(
+                        r,
+                        &resolve,
+                        &default_retries,
+                        &mut cache,
+                        &mut errors,
+                    ),
                 });
             }
             rules.shrink_to_fit();
-            t.vss[idx].http = rules;
+            for b in rules.iter_mut().flat_map(|r| r.matches.iter_mut()) {
+                b.catch_all = b.is_catch_all();
+            }
+            let vs = &mut t.vss[idx];
+            vs.may_vanish = rules.iter().all(|r| {
+                !r.matches.is_empty() && r.matches.iter().all(|b| b.statically_filtered())
+            });
+            vs.http = rules;
             t.errors
                 .extend(errors.into_iter().map(|e| format!("{vs_name}: {e}")));
         }
@@ -1523,6 +1607,25 @@ impl RouteTable {
                     index: HostMap::default(),
                 },
             );
+        }
+        // the registry ports each VirtualService's hosts cover (exact or wildcard)
+        for vs in t.vss.iter_mut().filter(|v| !v.is_delegate) {
+            let mut ports: Vec<u16> = services
+                .services()
+                .filter(|svc| {
+                    vs.info
+                        .hosts
+                        .iter()
+                        .any(|h| model::host::subset_of(&svc.hostname, h))
+                })
+                .flat_map(|svc| svc.ports.iter().map(|p| p.number))
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            vs.service_ports = ports.into();
+        }
+        if opts.default_http_retry_policy.is_some() {
+            t.default_retries = Some(Box::new(default_retries));
         }
         // indexes
         for (i, vs) in t.vss.iter().enumerate() {
@@ -1657,6 +1760,7 @@ impl RouteTable {
 
     /// The mesh VirtualService for a concrete host as seen from `client_ns` on `port`,
     /// among those its Sidecar (if any) imports.
+    /// `usable` leaves out VirtualServices that do not apply to this traffic.
     #[inline]
     fn mesh_vs(
         &self,
@@ -1664,12 +1768,13 @@ impl RouteTable {
         client_ns: &str,
         sidecar: Option<&SidecarScope>,
         port: u16,
+        usable: impl Fn(&CompiledVs) -> bool,
     ) -> Option<&CompiledVs> {
         for list in self.mesh.all_matching(host) {
             let mut best = None;
             for &i in list {
                 let vs = &self.vss[i as usize];
-                if !vs.info.export_to.visible_to(client_ns) {
+                if !vs.info.export_to.visible_to(client_ns) || !usable(vs) {
                     continue;
                 }
                 if let Some(sc) = sidecar {
@@ -1789,20 +1894,50 @@ impl RouteTable {
             return self.route_gateway(gw, lit, port, &view);
         }
 
-        // the name as written, else its Kubernetes expansion (worked out only when needed)
-        let known = |h: &str| registry.has_host(h) || self.mesh.get_exact(h).is_some();
+        // the name as written, else its Kubernetes expansion (worked out only when needed);
+        // a VirtualService host counts only where that VirtualService applies
+        let applies = |vs: &CompiledVs| vs.applies_to_http(&view);
+        let known = |h: &str| {
+            registry.has_host(h)
+                || self
+                    .mesh
+                    .get_exact(h)
+                    .is_some_and(|l| l.iter().any(|&i| applies(&self.vss[i as usize])))
+        };
         let mut exp = HostBuf::new();
-        let fqdn: &str = if known(lit) {
+        let lit_known = known(lit);
+        let has_exp =
+            !lit_known && kube_expansion(lit, a.client_namespace, &opts.domain_suffix, &mut exp);
+        let fqdn: &str = if lit_known {
             lit
-        } else if kube_expansion(lit, a.client_namespace, &opts.domain_suffix, &mut exp)
-            && (!lit.contains('.') || known(exp.as_str()))
-        {
+        } else if has_exp && (!lit.contains('.') || known(exp.as_str())) {
             exp.as_str()
         } else {
             lit
         };
         let service = registry.service(fqdn, a.client_namespace);
-        let Some(vs) = self.mesh_vs(fqdn, a.client_namespace, sidecar, port) else {
+        let default_retries = self.default_retries();
+        let mut found = self
+            .mesh_vs(fqdn, a.client_namespace, sidecar, port, applies)
+            .map(|vs| (vs, fqdn));
+        if found.is_none() && service.is_none() {
+            // The registry knows no service for the name, so no port list says where a
+            // VirtualService for it applies (Istio would have no listener for the port):
+            // it applies on every port, as long as it keeps a route.
+            let other = match (has_exp, fqdn == lit) {
+                (false, _) => None,
+                (true, true) => Some(exp.as_str()),
+                (true, false) => Some(lit),
+            };
+            found = [Some(fqdn), other].into_iter().flatten().find_map(|h| {
+                self.mesh_vs(h, a.client_namespace, sidecar, port, |vs| {
+                    vs.keeps_a_route(&view)
+                })
+                .map(|vs| (vs, h))
+            });
+        }
+        let Some((vs, vs_host)) = found else {
+            // the service's default route (istiod BuildDefaultHTTPOutboundRoute)
             return match service.filter(|s| &*s.hostname == fqdn) {
                 Some(s) => RouteDecision {
                     host: Cow::Borrowed(&*s.hostname),
@@ -1811,6 +1946,7 @@ impl RouteTable {
                     outcome: RouteOutcome::Forward,
                     prefix_len: 0,
                     destinations: Cow::Borrowed(&s.default_destinations),
+                    default_retries,
                 },
                 None => {
                     let host: Cow<'a, str> = Cow::Owned(fqdn.to_owned());
@@ -1821,6 +1957,7 @@ impl RouteTable {
                         rule: None,
                         outcome: RouteOutcome::Forward,
                         prefix_len: 0,
+                        default_retries,
                     }
                 }
             };
@@ -1829,58 +1966,119 @@ impl RouteTable {
             .info
             .hosts
             .iter()
-            .find(|h| &***h == fqdn)
+            .find(|h| &***h == vs_host)
             .map(|h| Cow::Borrowed(&**h))
             .or_else(|| {
                 service
-                    .filter(|s| &*s.hostname == fqdn)
+                    .filter(|s| &*s.hostname == vs_host)
                     .map(|s| Cow::Borrowed(&*s.hostname))
             })
-            .unwrap_or_else(|| Cow::Owned(fqdn.to_owned()));
-        Self::walk(std::iter::once(vs), host, &view)
-    }
-
-    fn walk<'a>(
-        vss: impl Iterator<Item = &'a CompiledVs>,
-        host: Cow<'a, str>,
-        view: &ReqView<'_>,
-    ) -> RouteDecision<'a> {
-        let mut first_vs = None;
-        for vs in vss {
-            first_vs.get_or_insert(vs);
-            for rule in &vs.http {
-                let hit = if rule.matches.is_empty() {
-                    Some(1.min(view.path.len()))
-                } else {
-                    rule.matches.iter().find_map(|m| m.matches(view))
-                };
-                let Some(prefix_len) = hit else { continue };
-                let act = &rule.action;
-                let outcome = if let Some(r) = &act.redirect {
-                    RouteOutcome::Redirect(r)
-                } else if let Some(d) = &act.direct_response {
-                    RouteOutcome::DirectResponse(d)
-                } else {
-                    RouteOutcome::Forward
-                };
-                return RouteDecision {
-                    host,
-                    virtual_service: Some(&vs.info),
-                    rule: Some(rule),
-                    outcome,
-                    prefix_len,
-                    destinations: Cow::Borrowed(&act.destinations),
-                };
+            .unwrap_or_else(|| Cow::Owned(vs_host.to_owned()));
+        // a sidecar's virtual host holds one VirtualService's routes, in order: first match
+        for rule in &vs.http {
+            let hit = if rule.matches.is_empty() {
+                Some(1.min(view.path.len()))
+            } else {
+                rule.matches.iter().find_map(|m| m.matches(&view))
+            };
+            if let Some(prefix_len) = hit {
+                return self.decide(host, vs, rule, prefix_len);
             }
         }
+        self.no_route(host, Some(vs))
+    }
+
+    /// The retry policy of a default route.
+    fn default_retries(&self) -> &RetryPolicy {
+        self.default_retries
+            .as_deref()
+            .unwrap_or_else(|| RetryPolicy::istio_default())
+    }
+
+    fn decide<'a>(
+        &'a self,
+        host: Cow<'a, str>,
+        vs: &'a CompiledVs,
+        rule: &'a HttpRule,
+        prefix_len: usize,
+    ) -> RouteDecision<'a> {
+        let act = &rule.action;
+        let outcome = if let Some(r) = &act.redirect {
+            RouteOutcome::Redirect(r)
+        } else if let Some(d) = &act.direct_response {
+            RouteOutcome::DirectResponse(d)
+        } else {
+            RouteOutcome::Forward
+        };
         RouteDecision {
             host,
-            virtual_service: first_vs.map(|v| &v.info),
+            virtual_service: Some(&vs.info),
+            rule: Some(rule),
+            outcome,
+            prefix_len,
+            destinations: Cow::Borrowed(&act.destinations),
+            default_retries: self.default_retries(),
+        }
+    }
+
+    fn no_route<'a>(&'a self, host: Cow<'a, str>, vs: Option<&'a CompiledVs>) -> RouteDecision<'a> {
+        RouteDecision {
+            host,
+            virtual_service: vs.map(|v| &v.info),
             rule: None,
             outcome: RouteOutcome::NoRoute,
             prefix_len: 0,
             destinations: Cow::Borrowed(&[]),
+            default_retries: self.default_retries(),
         }
+    }
+
+    /// A gateway's virtual host: the routes of every VirtualService bound to it for the host
+    /// (`vss` yields them in order), merged as istiod does. Each VirtualService contributes
+    /// the match blocks the static pre-filters keep, up to its first catch-all (istiod
+    /// `BuildHTTPRoutesForVirtualService` stops there); then `SortVHostRoutes` moves every
+    /// catch-all after all other routes, keeping their order. First match wins over that
+    /// order: the non-catch-all blocks are tried first, then the catch-alls.
+    fn walk_gateway<'a, I>(
+        &'a self,
+        vss: impl Fn() -> I,
+        host: Cow<'a, str>,
+        view: &ReqView<'_>,
+    ) -> RouteDecision<'a>
+    where
+        I: Iterator<Item = &'a CompiledVs>,
+    {
+        for catch_alls in [false, true] {
+            for vs in vss() {
+                'vs: for rule in &vs.http {
+                    if rule.matches.is_empty() {
+                        if catch_alls {
+                            return self.decide(host, vs, rule, 1.min(view.path.len()));
+                        }
+                        break 'vs;
+                    }
+                    for m in rule.matches.iter() {
+                        if !m.static_ok(view) {
+                            continue;
+                        }
+                        if m.catch_all != catch_alls {
+                            if m.catch_all {
+                                break 'vs;
+                            }
+                            continue;
+                        }
+                        if let Some(prefix_len) = m.matches(view) {
+                            return self.decide(host, vs, rule, prefix_len);
+                        }
+                        if m.catch_all {
+                            break 'vs;
+                        }
+                    }
+                }
+            }
+        }
+        let first = vss().next();
+        self.no_route(host, first)
     }
 
     fn route_gateway<'a>(
@@ -1890,14 +2088,7 @@ impl RouteTable {
         port: u16,
         view: &ReqView<'_>,
     ) -> RouteDecision<'a> {
-        let no_route = |host: &str| RouteDecision {
-            host: Cow::Owned(host.to_owned()),
-            virtual_service: None,
-            rule: None,
-            outcome: RouteOutcome::NoRoute,
-            prefix_len: 0,
-            destinations: Cow::Borrowed(&[]),
-        };
+        let no_route = |host: &str| self.no_route(Cow::Owned(host.to_owned()), None);
         let Some(g) = self.gateways.get(gw) else {
             return no_route(host);
         };
@@ -1912,13 +2103,13 @@ impl RouteTable {
             return no_route(host);
         }
         for list in g.index.all_matching(host) {
-            let mut it = list
-                .iter()
-                .filter(|(_, ports)| ports.contains(&port))
-                .map(|(i, _)| &self.vss[*i as usize])
-                .peekable();
-            if it.peek().is_some() {
-                return Self::walk(it, Cow::Owned(host.to_owned()), view);
+            let vss = || {
+                list.iter()
+                    .filter(|(_, ports)| ports.contains(&port))
+                    .map(|(i, _)| &self.vss[*i as usize])
+            };
+            if vss().next().is_some() {
+                return self.walk_gateway(vss, Cow::Owned(host.to_owned()), view);
             }
         }
         no_route(host)
@@ -1932,7 +2123,7 @@ impl RouteTable {
     ) -> Vec<&'a CompiledVs> {
         match a.gateway {
             None => self
-                .mesh_vs(host, a.client_namespace, sidecar, a.port)
+                .mesh_vs(host, a.client_namespace, sidecar, a.port, |_| true)
                 .into_iter()
                 .collect(),
             Some(gw) => {
