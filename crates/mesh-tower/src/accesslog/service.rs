@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::{Direction, LogEntry, RequestFacts, TARGET};
+use crate::envoy::ResponseFlags;
 use crate::lb::ConnectionAddrs;
 use crate::observe::{CountingBody, ObservedBody};
 
@@ -253,6 +254,19 @@ pin_project! {
         inner: F,
         // boxed: the future and the response body stay small when nothing is logged
         facts: Option<Box<RequestFacts>>,
+    }
+
+    impl<F> PinnedDrop for AccessLogFuture<F> {
+        /// Dropped before the response came: the caller went away (the server's future
+        /// dropped with its connection, the client's by its caller). Envoy logs such a
+        /// request with response code 0 and `DC` (DownstreamConnectionTermination).
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(f) = this.project().facts.take() {
+                let mut ext = http::Extensions::new();
+                ext.insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                drop(LogEntry::new(f, 0, &http::HeaderMap::new(), &ext));
+            }
+        }
     }
 }
 

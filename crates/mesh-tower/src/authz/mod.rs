@@ -103,6 +103,7 @@ use tower::{Layer, Service};
 
 use crate::envoy::{
     grpc_percent_encode, http_to_grpc_status, is_grpc, LocalReply, ResponseCodeDetails,
+    ResponseFlags,
 };
 use crate::inbound::ConnectionInfo;
 use crate::outbound::{ClientWorkload, MeshClient};
@@ -886,6 +887,10 @@ impl PendingCheck {
                 }
                 out.extensions_mut()
                     .insert(ResponseCodeDetails("ext_authz_denied".to_owned()));
+                // Envoy's ext_authz sets UnauthorizedExternalService (UAEX) on a denial
+                // [ext_authz.cc onComplete, CheckStatus::Denied]
+                out.extensions_mut()
+                    .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
                 out.extensions_mut().insert(custom_denied(policy, rule));
                 return Err(out);
             }
@@ -903,6 +908,9 @@ impl PendingCheck {
                 let mut out = denial::<R>(status, Bytes::new(), grpc);
                 out.extensions_mut()
                     .insert(ResponseCodeDetails("ext_authz_error".to_owned()));
+                // ...and on an error that is not let through (failure_mode_allow false)
+                out.extensions_mut()
+                    .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
                 out.extensions_mut().insert(custom_denied(policy, rule));
                 return Err(out);
             }

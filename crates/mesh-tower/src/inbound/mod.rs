@@ -207,6 +207,7 @@ pub struct MeshServerBuilder {
     credentials: Arc<WorkloadCredentials>,
     workload_name: Option<String>,
     service_host: Option<String>,
+    cluster_id: Option<String>,
     metrics: Option<Arc<IstioMetrics>>,
     port: Option<u16>,
     trace: TraceConfig,
@@ -294,6 +295,32 @@ impl MeshServerBuilder {
     /// ```
     pub fn service_host(mut self, host: impl Into<String>) -> Self {
         self.service_host = Some(host.into());
+        self
+    }
+
+    /// The cluster this workload runs in (Istio's `CLUSTER_ID`; default
+    /// [`Kubernetes`](crate::metrics::DEFAULT_CLUSTER_ID)): `destination_cluster` in its
+    /// metrics, and `source_cluster` of callers known in the mesh (by the registry or their
+    /// certificate), which are taken to be in the same cluster.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::inbound::MeshServer;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// # let ca = mesh_tls::MeshCa::self_signed("cluster.local")?;
+    /// # let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin")?;
+    /// # let creds = mesh_tls::WorkloadCredentials::new(ca.issue(&id, std::time::Duration::from_secs(3600), &[])?)?;
+    /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds)
+    ///     .cluster_id("east")
+    ///     .build()?;
+    /// # let _ = server;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster_id(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster_id = Some(cluster.into());
         self
     }
 
@@ -535,12 +562,17 @@ impl MeshServerBuilder {
                 .cloned()
                 .unwrap_or_else(|| self.service_account.clone())
         });
-        let me = WorkloadInfo::from_labels(
+        let mut me = WorkloadInfo::from_labels(
             &workload,
             &self.namespace,
             creds.identity().as_uri(),
             &self.labels,
         );
+        // its principal is reported only for mutual TLS connections (the metrics layer
+        // decides per request), its cluster as set or `Kubernetes`
+        if let Some(c) = &self.cluster_id {
+            me.cluster.clone_from(c);
+        }
         let metrics = self
             .metrics
             .clone()
@@ -818,6 +850,7 @@ impl MeshServer {
             credentials,
             workload_name: None,
             service_host: None,
+            cluster_id: None,
             metrics: None,
             port: None,
             trace: TraceConfig::default(),

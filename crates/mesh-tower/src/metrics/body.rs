@@ -7,6 +7,7 @@ use http::HeaderMap;
 
 use super::future::grpc_status_of;
 use super::{IstioMetrics, RequestLabels};
+use crate::envoy::{http_to_grpc_status, ResponseFlags};
 use crate::observe::{BodyObserver, BodySize, CountingBody, ObservedBody};
 
 /// The request body as the inner service sees it: counted when its size is not known in
@@ -115,6 +116,8 @@ pub struct Recorder {
     start: Instant,
     request_size: BodySize,
     response_bytes: u64,
+    /// The response body reached its end (or failed); dropped before, it was cut short.
+    ended: bool,
 }
 
 impl Recorder {
@@ -130,6 +133,7 @@ impl Recorder {
             start,
             request_size,
             response_bytes: 0,
+            ended: false,
         }
     }
 }
@@ -145,10 +149,30 @@ impl BodyObserver for Recorder {
             self.labels.grpc_status = grpc_status_of(trailers);
         }
     }
+
+    fn on_end(&mut self) {
+        self.ended = true;
+    }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
+        let l = &mut self.labels;
+        if !self.ended && l.response_code != 0 {
+            // the body was dropped before its end: the caller went away mid-response
+            // (Envoy's DC, DownstreamConnectionTermination, with the response's code)
+            l.flags
+                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+        }
+        if l.protocol == super::RequestProtocol::Grpc
+            && l.grpc_status.is_none()
+            && l.response_code != 0
+        {
+            // no grpc-status in the trailers or the headers: inferred from the HTTP status
+            // (Envoy's Grpc::Common::getGrpcStatus(trailers, headers, info), which
+            // istio_stats uses for gRPC requests: httpToGrpcStatus, e.g. 503 → 14, 200 → 2)
+            l.grpc_status = Some(http_to_grpc_status(l.response_code));
+        }
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
         self.metrics.record(
             &self.labels,

@@ -11,9 +11,9 @@ use pin_project_lite::pin_project;
 
 use super::body::Recorder;
 use super::layer::Config;
-use super::{MetricsBody, MetricsContext, Reporter, RequestLabels, RequestProtocol};
+use super::{MetricsBody, MetricsContext, Reporter, RequestLabels, RequestProtocol, ServiceInfo};
 use crate::envoy::ResponseFlags;
-use crate::observe::BodySize;
+use crate::observe::{BodyObserver, BodySize};
 
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -22,34 +22,92 @@ pub(crate) struct Pending {
     pub(crate) protocol: RequestProtocol,
     pub(crate) context: MetricsContext,
     pub(crate) request_size: BodySize,
+    /// The request's authority, kept only by a server that names no service: its
+    /// `destination_service` then is the Host header, as istio_stats falls back to.
+    pub(crate) host: Option<http::HeaderValue>,
+    /// A HEAD request: its response has no body to wait for.
+    pub(crate) head: bool,
+    /// Recorded (or handed to a recorder) already.
+    pub(crate) done: bool,
+}
+
+impl Drop for Pending {
+    /// Dropped without a response: the caller went away before it came (the server's
+    /// future dropped by a closed connection, the client's by its caller). Envoy records
+    /// and logs such a request with response code 0 and `DC`
+    /// (DownstreamConnectionTermination).
+    fn drop(&mut self) {
+        if !self.done {
+            drop(self.take_recorder(
+                0,
+                None,
+                ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+                None,
+            ));
+        }
+    }
+}
+
+/// A server's destination service named by the Host header: istio_stats reports the
+/// whole authority as `destination_service` and `destination_service_name`. Cached per
+/// thread so that requests to one host share one `Arc` (and the series cache hits).
+fn host_service(host: &http::HeaderValue) -> Arc<ServiceInfo> {
+    const MAX: usize = 16;
+    thread_local! {
+        static HOSTS: std::cell::RefCell<Vec<(http::HeaderValue, Arc<ServiceInfo>)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    HOSTS.with(|hosts| {
+        let mut hosts = hosts.borrow_mut();
+        if let Some((_, s)) = hosts.iter().find(|(h, _)| h == host) {
+            return Arc::clone(s);
+        }
+        let name = String::from_utf8_lossy(host.as_bytes()).into_owned();
+        let s = Arc::new(ServiceInfo {
+            host: name.clone(),
+            name,
+            namespace: String::new(),
+        });
+        if hosts.len() >= MAX {
+            hosts.remove(0);
+        }
+        hosts.push((host.clone(), Arc::clone(&s)));
+        s
+    })
 }
 
 impl Pending {
     /// Wraps `response`'s body so the request is recorded when it ends; `context` is what
     /// the stack learned while handling it (it overrides the request's).
-    pub(crate) fn finish<B>(
-        self,
+    pub(crate) fn finish<B: http_body::Body>(
+        mut self,
         response: Response<B>,
         context: Option<&MetricsContext>,
     ) -> Response<MetricsBody<B>> {
         let (parts, body) = response.into_parts();
-        let recorder = self.recorder_for(&parts, context);
+        let recorder = self.recorder_for(&parts, context, &body);
         Response::from_parts(parts, MetricsBody::new(body, Some(recorder)))
     }
 
-    /// The recorder for a response with these parts (status, flags, `grpc-status`).
-    fn recorder_for(
-        self,
+    /// The recorder for a response with these parts (status, flags, `grpc-status`) and
+    /// this body (one with nothing to send is complete already).
+    fn recorder_for<B: http_body::Body>(
+        &mut self,
         parts: &http::response::Parts,
         context: Option<&MetricsContext>,
+        body: &B,
     ) -> Recorder {
+        // a body that is never polled because there is nothing to send is not cut short
+        let status = parts.status.as_u16();
+        let complete =
+            body.is_end_stream() || self.head || status < 200 || status == 204 || status == 304;
         // only a gRPC request's status is a label: no lookup for the rest
         let grpc_status = match self.protocol {
             RequestProtocol::Grpc => grpc_status_of(&parts.headers),
             RequestProtocol::Http => None,
         };
-        self.into_recorder(
-            parts.status.as_u16(),
+        let mut recorder = self.take_recorder(
+            status,
             context,
             parts
                 .extensions
@@ -57,44 +115,51 @@ impl Pending {
                 .copied()
                 .unwrap_or_default(),
             grpc_status,
-        )
+        );
+        if complete {
+            recorder.on_end();
+        }
+        recorder
     }
 
     /// Records a request that got no response at all (response code 0, as Envoy does).
-    pub(crate) fn abandon(self) {
-        drop(self.into_recorder(0, None, ResponseFlags::NONE, None));
+    pub(crate) fn abandon(mut self) {
+        drop(self.take_recorder(0, None, ResponseFlags::NONE, None));
     }
 
-    /// Builds the labels from the request context and what the response says.
-    fn into_recorder(
-        mut self,
+    /// Builds the labels from the request context and what the response says (once:
+    /// later calls, and the drop, find the context taken).
+    fn take_recorder(
+        &mut self,
         status: u16,
         response_context: Option<&MetricsContext>,
         flags: ResponseFlags,
         grpc_status: Option<u32>,
     ) -> Recorder {
+        self.done = true;
         if let Some(rc) = response_context {
             self.context.merge_from(rc);
         }
         let c = &self.config;
-        let service = self
-            .context
-            .service
-            .take()
-            .unwrap_or_else(|| Arc::clone(&c.default_service));
+        let service = match (self.context.service.take(), self.host.take()) {
+            (Some(s), _) => s,
+            (None, Some(host)) => host_service(&host),
+            (None, None) => Arc::clone(&c.default_service),
+        };
         let peer = self
             .context
             .peer
             .take()
             .unwrap_or_else(|| Arc::clone(&c.unknown));
+        // mutual TLS: the connection's when the stack knows it, else whether the peer has
+        // a principal (which only a certificate gives)
+        let mtls = self
+            .context
+            .mutual_tls
+            .unwrap_or(!peer.principal.is_empty());
         let (source, destination, security) = match c.reporter {
-            Reporter::Destination => {
-                let mtls = self
-                    .context
-                    .mutual_tls
-                    .unwrap_or(!peer.principal.is_empty());
-                (peer, Arc::clone(&c.local), Some(mtls))
-            }
+            Reporter::Destination => (peer, Arc::clone(&c.local), Some(mtls)),
+            // the client side's connection_security_policy is always unknown in Istio
             Reporter::Source => (Arc::clone(&c.local), peer, None),
         };
         let grpc_status = match self.protocol {
@@ -113,9 +178,10 @@ impl Pending {
                 grpc_status,
                 flags,
                 security,
+                local_principal: mtls,
             },
             self.start,
-            self.request_size,
+            std::mem::replace(&mut self.request_size, BodySize::Exact(0)),
         )
     }
 }
@@ -180,6 +246,7 @@ pub(crate) fn grpc_status_of(headers: &http::HeaderMap) -> Option<u32> {
 impl<F, B, E> Future for ResponseFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
 {
     type Output = Result<Response<MetricsBody<B>>, E>;
 
@@ -190,8 +257,9 @@ where
         match result {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                let recorder = pending
-                    .map(|p| p.recorder_for(&parts, parts.extensions.get::<MetricsContext>()));
+                let recorder = pending.map(|mut p| {
+                    p.recorder_for(&parts, parts.extensions.get::<MetricsContext>(), &body)
+                });
                 Poll::Ready(Ok(Response::from_parts(
                     parts,
                     MetricsBody::new(body, recorder),
@@ -200,7 +268,7 @@ where
             Err(e) => {
                 // No response at all: recorded with response code 0, as Envoy does for a
                 // stream that ends without one. Dropping the recorder records it.
-                drop(pending.map(|p| p.into_recorder(0, None, ResponseFlags::NONE, None)));
+                drop(pending.map(|mut p| p.take_recorder(0, None, ResponseFlags::NONE, None)));
                 Poll::Ready(Err(e))
             }
         }

@@ -183,7 +183,8 @@ impl MetricsLayer {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// let metrics = Arc::new(IstioMetrics::new());
-    /// let layer = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default())
+    /// let me = WorkloadInfo::from_labels("httpbin", "foo", "", &Default::default());
+    /// let layer = MetricsLayer::inbound(Arc::clone(&metrics), me)
     ///     .with_default_service(ServiceInfo::from_host("httpbin.foo.svc.cluster.local"));
     /// assert!(Arc::ptr_eq(layer.metrics(), &metrics));
     /// let svc = layer.layer(service_fn(|_req: http::Request<_>| async {
@@ -193,6 +194,7 @@ impl MetricsLayer {
     ///
     /// let text = metrics.render();
     /// assert!(text.contains(r#"destination_service="httpbin.foo.svc.cluster.local""#), "{text}");
+    /// // the server side reports its own namespace (istio_stats: the node's NAMESPACE)
     /// assert!(text.contains(r#"destination_service_namespace="foo""#), "{text}");
     /// # Ok(()) }
     /// ```

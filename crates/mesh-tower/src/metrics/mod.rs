@@ -130,6 +130,16 @@ pub const BUCKETS: [f64; 19] = [
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
+/// The cluster id a workload reports when none is set: Istio's `CLUSTER_ID` default
+/// (istiod's `clusterID`, `Kubernetes`), rendered as `source_cluster`/`destination_cluster`.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(mesh_tower::metrics::DEFAULT_CLUSTER_ID, "Kubernetes");
+/// ```
+pub const DEFAULT_CLUSTER_ID: &str = "Kubernetes";
+
 /// Which proxy reports: the client side (`source`) or the server side (`destination`).
 ///
 /// # Examples
@@ -216,7 +226,9 @@ pub struct WorkloadInfo {
     /// Canonical revision (`service.istio.io/canonical-revision`, else the version, else
     /// `latest`).
     pub canonical_revision: String,
-    /// Cluster id (`Kubernetes` by default in Istio).
+    /// Cluster id (Istio's `CLUSTER_ID`). Empty: for the reporting workload itself,
+    /// [`DEFAULT_CLUSTER_ID`]; for a peer known in the mesh (it has a principal or a
+    /// workload name), the reporting workload's cluster; for an unknown peer, `unknown`.
     pub cluster: String,
 }
 
@@ -476,8 +488,11 @@ pub struct MetricsContext {
     pub peer: Option<Arc<WorkloadInfo>>,
     /// The destination service.
     pub service: Option<Arc<ServiceInfo>>,
-    /// Whether the connection was mutual TLS (inbound only; the source reporter always
-    /// says `unknown`, as Istio does).
+    /// Whether the connection was mutual TLS: the server side's
+    /// `connection_security_policy` (the client side always says `unknown`, as Istio
+    /// does), and on both sides whether this workload's principal is reported (on
+    /// plaintext it is `unknown`, as Istio takes it from the TLS connection). Unset:
+    /// whether the peer has a principal (which only a certificate gives).
     pub mutual_tls: Option<bool>,
 }
 
@@ -551,6 +566,10 @@ pub(crate) struct RequestLabels {
     flags: ResponseFlags,
     /// `Some(true)` mutual_tls, `Some(false)` none, `None` unknown.
     security: Option<bool>,
+    /// Whether this side's principal is reported: it presented its certificate on the
+    /// connection (mutual TLS); on plaintext Istio reports `unknown` (istio_stats takes the
+    /// local SAN from the TLS connection).
+    local_principal: bool,
 }
 
 fn or_unknown(s: &str) -> &str {
@@ -558,6 +577,45 @@ fn or_unknown(s: &str) -> &str {
         "unknown"
     } else {
         s
+    }
+}
+
+fn non_empty_or<'a>(s: &'a str, fallback: &'a str) -> &'a str {
+    if s.is_empty() {
+        fallback
+    } else {
+        s
+    }
+}
+
+/// One side's workload labels (workload, canonical service and revision, namespace,
+/// principal, app, version): the reporter's own as they are, the peer's or `unknown`.
+fn side<'a>(
+    w: &'a WorkloadInfo,
+    is_local: bool,
+    local_principal: &'a str,
+    peer_revision: &'a str,
+) -> [&'a str; 7] {
+    if is_local {
+        [
+            w.workload.as_str(),
+            w.canonical_service.as_str(),
+            w.canonical_revision.as_str(),
+            w.namespace.as_str(),
+            local_principal,
+            w.app.as_str(),
+            w.version.as_str(),
+        ]
+    } else {
+        [
+            or_unknown(&w.workload),
+            or_unknown(&w.canonical_service),
+            peer_revision,
+            or_unknown(&w.namespace),
+            or_unknown(&w.principal),
+            or_unknown(&w.app),
+            or_unknown(&w.version),
+        ]
     }
 }
 
@@ -570,40 +628,97 @@ impl fmt::Display for FlagsLabel {
 }
 
 impl EncodeLabelSet for RequestLabels {
+    /// Renders the labels as istio_stats.cc `populatePeerInfo` does: the reporting side's
+    /// own values as they are (node metadata, possibly empty), the peer's with `unknown`
+    /// for what is not known (its canonical revision: `latest`).
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
         use prometheus_client::encoding::EncodeLabel;
-        let s = &self.source;
-        let d = &self.destination;
+        let (local, peer) = match self.reporter {
+            Reporter::Destination => (&self.destination, &self.source),
+            Reporter::Source => (&self.source, &self.destination),
+        };
+        let local_cluster = if local.cluster.is_empty() {
+            DEFAULT_CLUSTER_ID
+        } else {
+            local.cluster.as_str()
+        };
+        // the peer's cluster: its own when known; a peer known in this mesh (by the
+        // registry or its certificate) is in this workload's cluster
+        let peer_cluster = if !peer.cluster.is_empty() {
+            peer.cluster.as_str()
+        } else if !peer.principal.is_empty() || !peer.workload.is_empty() {
+            local_cluster
+        } else {
+            "unknown"
+        };
+        let local_principal = if self.local_principal && !local.principal.is_empty() {
+            local.principal.as_str()
+        } else {
+            "unknown"
+        };
+        let peer_revision = if peer.canonical_revision.is_empty() {
+            "latest"
+        } else {
+            peer.canonical_revision.as_str()
+        };
         let svc = &self.service;
+        // destination service: the service's, else on the server side the canonical name
+        // (the Host header fallback is resolved into `service` beforehand)
+        let service_fallback = match self.reporter {
+            Reporter::Destination => local.canonical_service.as_str(),
+            Reporter::Source => "unknown",
+        };
+        // the server reports its own namespace; the client the peer's
+        let service_namespace = match self.reporter {
+            Reporter::Destination => local.namespace.as_str(),
+            Reporter::Source => or_unknown(&peer.namespace),
+        };
+        let local_is_source = self.reporter == Reporter::Source;
+        let [s_workload, s_canonical, s_revision, s_namespace, s_principal, s_app, s_version] =
+            side(
+                &self.source,
+                local_is_source,
+                local_principal,
+                peer_revision,
+            );
+        let [d_workload, d_canonical, d_revision, d_namespace, d_principal, d_app, d_version] =
+            side(
+                &self.destination,
+                !local_is_source,
+                local_principal,
+                peer_revision,
+            );
+        let (s_cluster, d_cluster) = if local_is_source {
+            (local_cluster, peer_cluster)
+        } else {
+            (peer_cluster, local_cluster)
+        };
         let strs: [(&str, &str); 19] = [
             ("reporter", self.reporter.as_str()),
-            ("source_workload", or_unknown(&s.workload)),
-            ("source_canonical_service", or_unknown(&s.canonical_service)),
+            ("source_workload", s_workload),
+            ("source_canonical_service", s_canonical),
+            ("source_canonical_revision", s_revision),
+            ("source_workload_namespace", s_namespace),
+            ("source_principal", s_principal),
+            ("source_app", s_app),
+            ("source_version", s_version),
+            ("destination_workload", d_workload),
+            ("destination_workload_namespace", d_namespace),
+            ("destination_principal", d_principal),
+            ("destination_app", d_app),
+            ("destination_version", d_version),
             (
-                "source_canonical_revision",
-                or_unknown(&s.canonical_revision),
+                "destination_service",
+                non_empty_or(&svc.host, service_fallback),
             ),
-            ("source_workload_namespace", or_unknown(&s.namespace)),
-            ("source_principal", or_unknown(&s.principal)),
-            ("source_app", or_unknown(&s.app)),
-            ("source_version", or_unknown(&s.version)),
-            ("destination_workload", or_unknown(&d.workload)),
-            ("destination_workload_namespace", or_unknown(&d.namespace)),
-            ("destination_principal", or_unknown(&d.principal)),
-            ("destination_app", or_unknown(&d.app)),
-            ("destination_version", or_unknown(&d.version)),
-            ("destination_service", or_unknown(&svc.host)),
+            ("destination_canonical_service", d_canonical),
+            ("destination_canonical_revision", d_revision),
             (
-                "destination_canonical_service",
-                or_unknown(&d.canonical_service),
+                "destination_service_name",
+                non_empty_or(&svc.name, service_fallback),
             ),
-            (
-                "destination_canonical_revision",
-                or_unknown(&d.canonical_revision),
-            ),
-            ("destination_service_name", or_unknown(&svc.name)),
-            ("destination_service_namespace", or_unknown(&svc.namespace)),
-            ("destination_cluster", or_unknown(&d.cluster)),
+            ("destination_service_namespace", service_namespace),
+            ("destination_cluster", d_cluster),
         ];
         for pair in strs {
             pair.encode(encoder.encode_label())?;
@@ -628,7 +743,7 @@ impl EncodeLabelSet for RequestLabels {
             None => "unknown",
         };
         ("connection_security_policy", security).encode(encoder.encode_label())?;
-        ("source_cluster", or_unknown(&s.cluster)).encode(encoder.encode_label())?;
+        ("source_cluster", s_cluster).encode(encoder.encode_label())?;
         Ok(())
     }
 }
@@ -786,6 +901,7 @@ struct PtrKey {
     grpc_status: Option<u32>,
     flags: ResponseFlags,
     security: Option<bool>,
+    local_principal: bool,
     reporter: Reporter,
     protocol: RequestProtocol,
 }
@@ -800,6 +916,7 @@ impl PtrKey {
             grpc_status: l.grpc_status,
             flags: l.flags,
             security: l.security,
+            local_principal: l.local_principal,
             reporter: l.reporter,
             protocol: l.protocol,
         }
@@ -1097,6 +1214,7 @@ mod tests {
             grpc_status: None,
             flags: ResponseFlags::NONE,
             security: Some(true),
+            local_principal: true,
         }
     }
 
@@ -1257,12 +1375,12 @@ mod tests {
             "destination_service=\"httpbin.foo.svc.cluster.local\"",
             "destination_service_name=\"httpbin\"",
             "destination_service_namespace=\"foo\"",
-            "destination_cluster=\"unknown\"",
+            "destination_cluster=\"Kubernetes\"",
             "request_protocol=\"http\"",
             "grpc_response_status=\"\"",
             "response_flags=\"-\"",
             "connection_security_policy=\"mutual_tls\"",
-            "source_cluster=\"unknown\"",
+            "source_cluster=\"Kubernetes\"",
         ] {
             assert!(line.contains(want), "{want} missing in {line}");
         }

@@ -168,6 +168,7 @@ impl<S, ReqB, ResB> Service<Request<ReqB>> for Metrics<S>
 where
     S: Service<Request<RequestBody<ReqB>>, Response = Response<ResB>>,
     ReqB: http_body::Body,
+    ResB: http_body::Body,
 {
     type Response = Response<MetricsBody<ResB>>;
     type Error = S::Error;
@@ -203,6 +204,23 @@ pub(crate) fn start<ReqB: http_body::Body>(
             .map(|c| c.metrics_context())
             .unwrap_or_default(),
     };
+    // A server that names no service reports the Host header as its destination service
+    // (istio_stats `populatePeerInfo`: the Host fallback when the inbound cluster has no
+    // service metadata); only then is the authority kept (a reference count, no copy).
+    let host = if config.reporter == super::Reporter::Destination
+        && context.service.is_none()
+        && config.default_service.host.is_empty()
+    {
+        // HTTP/1's Host header; HTTP/2's :authority (which hyper keeps in the URI)
+        req.headers().get(http::header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        })
+    } else {
+        None
+    };
+    let head = req.method() == http::Method::HEAD;
     let (parts, body) = req.into_parts();
     let (body, request_size) = CountingBody::new(body);
     let pending = Pending {
@@ -211,6 +229,9 @@ pub(crate) fn start<ReqB: http_body::Body>(
         protocol,
         context,
         request_size,
+        host,
+        head,
+        done: false,
     };
     (Request::from_parts(parts, body), pending)
 }

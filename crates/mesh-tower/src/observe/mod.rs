@@ -91,6 +91,9 @@ pub trait BodyObserver {
     fn on_data(&mut self, n: u64);
     /// Trailers went through.
     fn on_trailers(&mut self, trailers: &HeaderMap);
+    /// The body reached its end (or failed): called once, just before the observer is
+    /// dropped. An observer dropped without it was dropped with a body cut short.
+    fn on_end(&mut self) {}
 }
 
 impl<O: BodyObserver + ?Sized> BodyObserver for Box<O> {
@@ -99,6 +102,16 @@ impl<O: BodyObserver + ?Sized> BodyObserver for Box<O> {
     }
     fn on_trailers(&mut self, trailers: &HeaderMap) {
         (**self).on_trailers(trailers);
+    }
+    fn on_end(&mut self) {
+        (**self).on_end();
+    }
+}
+
+/// Tells the observer the body is over and drops it.
+fn end<O: BodyObserver>(observer: &mut Option<O>) {
+    if let Some(mut o) = observer.take() {
+        o.on_end();
     }
 }
 
@@ -207,16 +220,16 @@ where
                     }
                 }
                 if this.inner.is_end_stream() {
-                    drop(this.observer.take());
+                    end(this.observer);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                drop(this.observer.take());
+                end(this.observer);
                 Poll::Ready(Some(Err(e)))
             }
             None => {
-                drop(this.observer.take());
+                end(this.observer);
                 Poll::Ready(None)
             }
         }

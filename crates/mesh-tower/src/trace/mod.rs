@@ -1,8 +1,8 @@
 //! Trace-context propagation as Istio's sidecars do it: W3C `traceparent`/`tracestate`, B3
 //! (multi-header `x-b3-*` and single `b3`), and `x-request-id`.
 //!
-//! [`PropagateTraceLayer::inbound`] reads the caller's context (W3C first, then `b3`, then
-//! `x-b3-*`) and, by default, shares the caller's span as Envoy's Zipkin tracer does in
+//! [`PropagateTraceLayer::inbound`] reads the caller's context (`b3`, then `x-b3-*`, as Envoy's
+//! Zipkin tracer in Istio does; W3C `traceparent` when there is no B3 context) and, by default, shares the caller's span as Envoy's Zipkin tracer does in
 //! Istio (`shared_span_context`, on unless configured off): the application sees the
 //! caller's trace headers as they came, plus any configured format the caller did not send.
 //! With [`TraceConfig::shared_span_context`] off it opens a server span instead (a new span
@@ -179,17 +179,17 @@ pub const X_B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
 ///
 /// # Examples
 ///
-/// A debug trace is written with `x-b3-flags: 1` (which implies sampling) instead of
-/// `x-b3-sampled`:
+/// Read (`x-b3-flags: 1`, debug, implies sampling) but never written: Envoy's Zipkin tracer
+/// writes a debug trace as `x-b3-sampled: 1`:
 ///
 /// ```
 /// use mesh_tower::trace::{Formats, TraceContext, X_B3_FLAGS, X_B3_SAMPLED};
 ///
-/// let ctx = TraceContext { debug: true, ..TraceContext::new_root(100.0, &mut rand::rng()) };
+/// let ctx = TraceContext { debug: true, ..TraceContext::new_root(0.0, &mut rand::rng()) };
 /// let mut headers = http::HeaderMap::new();
 /// ctx.inject(&mut headers, Formats::default());
-/// assert_eq!(headers[X_B3_FLAGS], "1");
-/// assert!(!headers.contains_key(X_B3_SAMPLED));
+/// assert_eq!(headers[X_B3_SAMPLED], "1");
+/// assert!(!headers.contains_key(X_B3_FLAGS));
 /// ```
 pub const X_B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 /// `x-request-id`.
@@ -631,7 +631,7 @@ fn tracestate_of(headers: &HeaderMap) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&joined).ok()
 }
 
-/// Extracts the caller's context: W3C, then `b3`, then `x-b3-*`.
+/// Extracts the caller's context: `b3`, then `x-b3-*`, then W3C.
 #[cfg(test)]
 pub(crate) fn extract(headers: &HeaderMap) -> Option<Parent> {
     Found::scan(headers).parent(headers)
@@ -719,20 +719,42 @@ impl<'a> Found<'a> {
         f
     }
 
-    /// The caller's context (W3C, then `b3`, then `x-b3-*`); `headers` are the ones
+    /// The caller's context (`b3`, then `x-b3-*`, then W3C); `headers` are the ones
     /// scanned, read again only for repeated `tracestate` fields.
     pub(crate) fn parent(&self, headers: &HeaderMap) -> Option<Parent> {
-        if let Some(mut p) = trimmed(self.traceparent).and_then(parse_traceparent) {
-            p.tracestate = if self.tracestates {
+        // B3 first, as Istio's Zipkin tracer reads it (`b3`, then `x-b3-*`
+        // [span_context_extractor.cc]); W3C only when there is no B3 context, as Envoy's
+        // USE_B3_WITH_W3C_PROPAGATION fallback does
+        let b3 = trimmed(self.b3)
+            .and_then(parse_b3_single)
+            .or_else(|| self.b3_multi());
+        let w3c = trimmed(self.traceparent).and_then(parse_traceparent);
+        let tracestate = || {
+            if self.tracestates {
                 tracestate_of(headers)
             } else {
                 self.tracestate.cloned()
-            };
-            return Some(p);
+            }
+        };
+        match (b3, w3c) {
+            (Some(mut p), Some(w)) => {
+                // the same trace in both (a mesh client writes both): its tracestate goes on
+                if w.trace_id == p.trace_id {
+                    p.tracestate = tracestate();
+                }
+                Some(p)
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(mut p)) => {
+                p.tracestate = tracestate();
+                Some(p)
+            }
+            (None, None) => None,
         }
-        if let Some(p) = trimmed(self.b3).and_then(parse_b3_single) {
-            return Some(p);
-        }
+    }
+
+    /// The `x-b3-*` context, if its trace and span ids are there.
+    fn b3_multi(&self) -> Option<Parent> {
         let (trace_id, short) = trimmed(self.trace_id).and_then(hex_trace_id)?;
         let span_id = trimmed(self.span_id).and_then(hex_u64)?;
         let debug = trimmed(self.flags) == Some(b"1");
@@ -749,6 +771,18 @@ impl<'a> Found<'a> {
             tracestate: None,
             origin: Origin::B3Multi,
         })
+    }
+
+    /// True when the `traceparent` carries `ctx`'s span and sampling decision (a B3
+    /// context won, and the caller wrote the same span in both formats).
+    pub(crate) fn traceparent_carries(&self, ctx: &TraceContext) -> bool {
+        trimmed(self.traceparent)
+            .and_then(parse_traceparent)
+            .is_some_and(|p| {
+                p.trace_id == ctx.trace_id
+                    && p.span_id == ctx.span_id
+                    && p.sampled == Some(ctx.sampled)
+            })
     }
 
     /// True when the B3 multi-header fields carry `ctx`'s span: an `x-b3-traceid` and an
@@ -1085,19 +1119,15 @@ impl TraceContext {
                 }
                 None => {}
             }
-            if self.debug {
-                headers.insert(X_B3_FLAGS, HeaderValue::from_static("1"));
-                if seen.may_hold(Seen::SAMPLED) {
-                    headers.remove(X_B3_SAMPLED);
-                }
-            } else {
-                let sampled: &'static [u8] = if self.sampled { b"1" } else { b"0" };
-                if !(seen.may_hold(Seen::SAMPLED) && holds(headers, &X_B3_SAMPLED, sampled)) {
-                    headers.insert(
-                        X_B3_SAMPLED,
-                        HeaderValue::from_static(if self.sampled { "1" } else { "0" }),
-                    );
-                }
+            // Envoy's Zipkin tracer writes x-b3-sampled (1 or 0) and never x-b3-flags: a
+            // debug trace goes on as sampled [zipkin_tracer_impl.cc ZipkinSpan::injectContext]
+            let sampled = self.sampled || self.debug;
+            let value: &'static [u8] = if sampled { b"1" } else { b"0" };
+            if !(seen.may_hold(Seen::SAMPLED) && holds(headers, &X_B3_SAMPLED, value)) {
+                headers.insert(
+                    X_B3_SAMPLED,
+                    HeaderValue::from_static(if sampled { "1" } else { "0" }),
+                );
             }
         }
         if formats.b3_single {
@@ -1446,6 +1476,24 @@ mod tests {
             ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
             ("x-b3-spanid", "e457b5a2e4d86bd1"),
         ]);
+        // B3 wins, as Envoy's Zipkin tracer reads it; the traceparent names another trace,
+        // so its tracestate is not this one's
+        let p = extract(&h).unwrap();
+        assert_eq!(p.origin, Origin::B3Multi);
+        assert_eq!(p.trace_id, 0x80f198ee56343ba864fe8b2a57d3eff7);
+        assert_eq!(p.tracestate, None);
+        // the same trace in both: B3's ids, the W3C tracestate carried on
+        let h = headers(&[
+            ("traceparent", TP),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ]);
+        let p = extract(&h).unwrap();
+        assert_eq!((p.origin, p.span_id), (Origin::B3Multi, 0xe457b5a2e4d86bd1));
+        assert_eq!(p.tracestate.unwrap(), "congo=t61rcWkgMzE");
+        // W3C alone still works (a documented extension)
+        let h = headers(&[("traceparent", TP), ("tracestate", "congo=t61rcWkgMzE")]);
         let p = extract(&h).unwrap();
         assert_eq!(p.origin, Origin::W3c);
         assert_eq!(p.tracestate.unwrap(), "congo=t61rcWkgMzE");
@@ -1747,8 +1795,8 @@ mod tests {
         assert_eq!(h["x-b3-sampled"], "1");
         assert_eq!(h["x-request-id"], "r-1");
 
-        // B3 headers that disagree with the traceparent that won are overwritten, and
-        // repeated ones collapse into one
+        // a traceparent that disagrees with the B3 context that won (B3 first, as Envoy's
+        // Zipkin tracer reads it) is overwritten, and repeated B3 fields collapse into one
         let (h, ctx) = inbound_sees(&[
             ("traceparent", TP),
             ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
@@ -1757,9 +1805,10 @@ mod tests {
             ("x-b3-sampled", "1"),
         ])
         .await;
-        assert_eq!(ctx.trace_id_hex(), trace);
-        assert_eq!(h["x-b3-traceid"], trace);
-        assert_eq!(h.get_all("x-b3-sampled").iter().collect::<Vec<_>>(), ["1"]);
+        assert_eq!(ctx.trace_id_hex(), "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(h["x-b3-traceid"], "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(h["traceparent"], ctx.traceparent());
+        assert_eq!(h.get_all("x-b3-sampled").iter().collect::<Vec<_>>(), ["0"]);
         assert!(!h.contains_key("tracestate"));
 
         // a caller without context: a new trace, every header added
@@ -1813,8 +1862,12 @@ mod tests {
         let (h, ctx) = inbound_with(shared, &sent).await;
         assert_eq!(ctx.trace_id_hex(), trace);
         assert_eq!(ctx.span_id, 0x00f0_67aa_0ba9_02b7, "the caller's span");
-        assert_eq!(ctx.parent_span_id, None, "W3C names no parent");
-        assert_eq!(ctx.origin, Origin::W3c);
+        assert_eq!(
+            ctx.parent_span_id,
+            Some(0xe457_b5a2_e4d8_6bd1),
+            "B3's parent"
+        );
+        assert_eq!(ctx.origin, Origin::B3Multi);
         assert!(ctx.sampled);
         assert_eq!(ctx.tracestate.as_ref().unwrap(), "a=1,b=2");
         let mut got: Vec<(String, String)> = h
@@ -1859,7 +1912,8 @@ mod tests {
         );
         assert_eq!(h["x-request-id"].len(), 36, "added");
 
-        // B3 headers that disagree with the traceparent that won are rewritten to it
+        // a traceparent that disagrees with the B3 context that won is rewritten to it
+        // (B3 first, as Envoy's Zipkin tracer reads it); the B3 fields stay as they came
         let (h, ctx) = inbound_with(
             shared,
             &[
@@ -1870,12 +1924,15 @@ mod tests {
             ],
         )
         .await;
-        assert_eq!(ctx.span_id, 0x00f0_67aa_0ba9_02b7);
-        assert_eq!(h["x-b3-traceid"], trace);
-        assert_eq!(h["x-b3-spanid"], "00f067aa0ba902b7");
-        assert!(!h.contains_key("x-b3-parentspanid"));
-        assert_eq!(h["x-b3-sampled"], "1");
-        assert_eq!(h["traceparent"], TP);
+        assert_eq!(ctx.span_id, 0xe457_b5a2_e4d8_6bd1);
+        assert_eq!(h["x-b3-traceid"], "80f198ee56343ba864fe8b2a57d3eff7");
+        assert_eq!(h["x-b3-spanid"], "e457b5a2e4d86bd1");
+        assert_eq!(h["x-b3-parentspanid"], "05e3ac9a4f6e3b90");
+        assert_eq!(h["traceparent"], ctx.traceparent());
+        assert!(h["traceparent"]
+            .to_str()
+            .unwrap()
+            .starts_with("00-80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-"));
 
         // a deferred sampling decision is made here and written down
         let sampled_all = TraceConfig {

@@ -188,8 +188,12 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         && from_headers.is_some();
     // a B3 caller may defer the sampling decision; the one made here is written down
     let deferred = from_headers.as_ref().is_some_and(|p| p.sampled.is_none());
-    // extract read the map's tracestate along with its traceparent
-    let tracestate_read = origin == Origin::W3c;
+    // extract read the map's tracestate along with its traceparent (a B3 context carries
+    // one only when it took it from the map, along with an agreeing traceparent)
+    let tracestate_read = origin == Origin::W3c
+        || from_headers
+            .as_ref()
+            .is_some_and(|p| p.tracestate.is_some());
     let came_as_b3_single = seen.may_hold(Seen::B3);
     let mut ctx = match (from_headers, layer.direction) {
         (Some(parent), _) if share => {
@@ -219,7 +223,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         // The caller's span is this hop's: only the formats it did not send (or that
         // disagree with the context that won, or lack the sampling decision made here)
         // are written.
-        formats.w3c &= origin != Origin::W3c;
+        formats.w3c &= !(origin == Origin::W3c || found.traceparent_carries(&ctx));
         formats.b3_multi &=
             deferred || !(origin == Origin::B3Multi || found.b3_multi_carries(&ctx));
         formats.b3_single &= deferred || !came_as_b3_single;
