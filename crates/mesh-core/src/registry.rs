@@ -852,10 +852,9 @@ impl Registry {
                         eps.extend(ep);
                         continue;
                     }
-                    let Some(ips) = dns.get(&name) else { continue };
-                    let take = if rr { 1 } else { ips.len() };
-                    for ip in ips.iter().take(take) {
-                        let mut e = ep.as_deref().cloned().unwrap_or_else(|| Endpoint {
+                    let named = || match &ep {
+                        Some(e) => Endpoint::clone(e),
+                        None => Endpoint {
                             address: EndpointAddress::Hostname(name.clone()),
                             ports: BTreeMap::new(),
                             labels: Labels::new(),
@@ -864,7 +863,18 @@ impl Registry {
                             service_account: None,
                             network: None,
                             origin: format!("dns/{name}").into(),
-                        });
+                        },
+                    };
+                    let Some(ips) = dns.get(&name) else {
+                        // not resolved yet: kept as a name (`targets` skips it; a client
+                        // may resolve it when it connects, as Envoy warms a DNS cluster
+                        // with its first answer before using it)
+                        eps.push(Arc::new(named()));
+                        continue;
+                    };
+                    let take = if rr { 1 } else { ips.len() };
+                    for ip in ips.iter().take(take) {
+                        let mut e = named();
                         e.address = EndpointAddress::Ip(*ip);
                         eps.push(Arc::new(e));
                     }
@@ -1256,6 +1266,12 @@ spec: {address: 4.4.4.4, labels: {app: vm}}
         let r = registry(vec![], &DnsCache::new());
         let ext = r.service("api.example.com", "default").unwrap();
         assert_eq!(ext.targets(443, None).count(), 0);
+        // the name not resolved yet stays, as a name
+        let names: Vec<&EndpointAddress> = ext.endpoints.iter().map(|e| &e.address).collect();
+        assert_eq!(
+            names,
+            [&EndpointAddress::Hostname("api.example.com".into())]
+        );
         let mut dns = DnsCache::new();
         dns.insert(
             "api.example.com".into(),
