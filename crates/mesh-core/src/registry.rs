@@ -381,6 +381,40 @@ impl Service {
         self.ports.iter().find(|p| p.number == number)
     }
 
+    /// The port `endpoint` listens on for the service port `port`: the endpoint's own port
+    /// for the port's name, else the port's `targetPort`, else `port`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api}
+    /// spec:
+    ///   hosts: [api.internal]
+    ///   ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+    ///   resolution: DNS
+    ///   endpoints: [{address: a.api.internal}, {address: b.api.internal, ports: {http: 9090}}]
+    /// ").unwrap().snapshot();
+    /// let svc = snap.registry().service("api.internal", "default").unwrap();
+    /// let ports: Vec<u16> = svc.endpoints.iter().map(|e| svc.endpoint_port(e, 80)).collect();
+    /// assert_eq!(ports, [8080, 9090]);
+    /// ```
+    pub fn endpoint_port(&self, endpoint: &Endpoint, port: u16) -> u16 {
+        self.port(port)
+            .map(|sp| {
+                let e = endpoint;
+                e.ports
+                    .get(&*sp.name)
+                    .or_else(|| sp.target_port_name.as_ref().and_then(|n| e.ports.get(&**n)))
+                    .copied()
+                    .or(sp.target_port)
+                    .unwrap_or(sp.number)
+            })
+            .unwrap_or(port)
+    }
+
     /// The endpoints serving `port`, optionally restricted to a subset's labels. Skips
     /// unresolved DNS names.
     ///
@@ -414,23 +448,13 @@ impl Service {
         port: u16,
         subset: Option<&'a Labels>,
     ) -> impl Iterator<Item = Target<'a>> + 'a {
-        let sp = self.port(port);
         self.endpoints.iter().filter_map(move |e| {
             if let Some(sel) = subset {
                 if !labels_match(sel, &e.labels) {
                     return None;
                 }
             }
-            let ep_port = sp
-                .and_then(|sp| {
-                    e.ports
-                        .get(&*sp.name)
-                        .or_else(|| sp.target_port_name.as_ref().and_then(|n| e.ports.get(&**n)))
-                        .copied()
-                        .or(sp.target_port)
-                        .or(Some(sp.number))
-                })
-                .unwrap_or(port);
+            let ep_port = self.endpoint_port(e, port);
             match &e.address {
                 EndpointAddress::Ip(ip) => Some(Target {
                     endpoint: e,
