@@ -2409,11 +2409,12 @@ where
             return Ok((with_cors(black_hole(grpc)), None));
         }
     }
-    let key = DestKey {
-        host: Arc::clone(&service.hostname),
-        subset: wd.subset.clone(),
-        port: dest_port,
+    let target = dest::RequestTarget {
+        host: authority.host(),
+        port,
+        https: via.is_none() && parts.uri.scheme() == Some(&Scheme::HTTPS),
     };
+    let key = DestKey::for_request(service, wd.subset.clone(), dest_port, target);
     let dest = shared.cache.get(&snap, shared, service, &key);
     if !dest.subset_found() {
         return Ok((with_cors(local(LocalReply::ClusterNotFound, grpc)), None));
@@ -2487,11 +2488,11 @@ where
                 [p] => p.number,
                 _ => dest_port,
             });
-            let mkey = DestKey {
-                host: Arc::clone(&msvc.hostname),
-                subset: m.destination.subset.clone(),
-                port: mport,
-            };
+            let mkey = DestKey::new(
+                Arc::clone(&msvc.hostname),
+                m.destination.subset.clone(),
+                mport,
+            );
             let mdest = shared.cache.get(&snap, shared, msvc, &mkey);
             let Ok(guard) = mdest.lb.pick(None) else {
                 continue;
