@@ -147,6 +147,21 @@ struct Inner {
     applied: AtomicU64,
     generation: AtomicU64,
     hooks: Mutex<Vec<Hook>>,
+    dns: Mutex<DnsRefresher>,
+}
+
+/// Who keeps the DNS answers fresh.
+#[derive(Default)]
+enum DnsRefresher {
+    /// Nobody yet.
+    #[default]
+    None,
+    /// The refresher [`Mesh::ensure_dns_refresh`] started: it stops when this sender is
+    /// dropped (with the mesh, or when [`Mesh::start_dns`] takes over). Never joined: the
+    /// last handle of the mesh may be dropped on that very thread.
+    Auto(#[allow(dead_code)] mpsc::Sender<()>),
+    /// The program called [`Mesh::start_dns`] with a resolver of its own.
+    User,
 }
 
 #[derive(Default)]
@@ -250,6 +265,7 @@ impl Mesh {
                 applied: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
                 hooks: Mutex::new(Vec::new()),
+                dns: Mutex::new(DnsRefresher::None),
             }),
         }
     }
@@ -829,6 +845,10 @@ impl Mesh {
     /// Resolves every DNS name the registry needs once, now (blocking); republishes if the
     /// answers changed. Returns the number of names resolved.
     ///
+    /// A name whose lookup fails keeps its last good answer (Envoy's STRICT_DNS cluster
+    /// changes its hosts only on a successful resolution); a name that resolves to no
+    /// address loses its endpoints.
+    ///
     /// # Examples
     ///
     /// ```
@@ -861,15 +881,27 @@ impl Mesh {
     pub fn refresh_dns(&self, resolver: &dyn Resolver) -> usize {
         let names = self.inner.current.load().config.services.dns_names();
         let mut cache = DnsCache::new();
+        let mut failed = Vec::new();
         for n in &names {
-            if let Ok(ips) = resolver.resolve(n) {
-                if !ips.is_empty() {
+            match resolver.resolve(n) {
+                Ok(ips) if !ips.is_empty() => {
                     cache.insert(n.clone(), ips.into());
                 }
+                // an answer without addresses: the name has none (Envoy's STRICT_DNS
+                // cluster empties too)
+                Ok(_) => {}
+                Err(_) => failed.push(n),
             }
         }
         let resolved = cache.len();
         let mut st = lock(&self.inner.state);
+        // A lookup that failed keeps the last good answer, as Envoy's STRICT_DNS cluster
+        // does (its hosts change only on a successful resolution).
+        for n in failed {
+            if let Some(ips) = st.dns.get(n) {
+                cache.insert(n.clone(), Arc::clone(ips));
+            }
+        }
         if st.dns != cache {
             st.dns = cache;
             self.republish(&st);
@@ -877,9 +909,16 @@ impl Mesh {
         resolved
     }
 
-    /// Resolves DNS names on a background thread every `interval` (off the request path).
+    /// Resolves DNS names on a background thread every `interval` (off the request path),
+    /// with `resolver`.
     ///
     /// The first resolution starts at once; dropping the returned task stops the thread.
+    ///
+    /// You need this only for a resolver of your own or another interval: the mesh client
+    /// starts the system resolver every [`AUTO_DNS_INTERVAL`] by itself, the first time it
+    /// uses a DNS ServiceEntry ([`Mesh::ensure_dns_refresh`]), and resolves such a host when
+    /// it connects until the first answer is in. Calling `start_dns` stops that automatic
+    /// refresher for good: from then on this one alone keeps the answers fresh.
     ///
     /// # Examples
     ///
@@ -921,25 +960,73 @@ impl Mesh {
     /// drop(task); // stops and joins the thread
     /// ```
     pub fn start_dns(&self, resolver: Arc<dyn Resolver>, interval: Duration) -> BackgroundTask {
+        // this refresher replaces the automatic one (dropping its sender stops it)
+        *lock(&self.inner.dns) = DnsRefresher::User;
         let weak = Arc::downgrade(&self.inner);
         let (stop, rx) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
             .name("mesh-dns".into())
-            .spawn(move || loop {
-                let Some(inner) = Weak::upgrade(&weak) else {
-                    return;
-                };
-                Mesh { inner }.refresh_dns(&*resolver);
-                match rx.recv_timeout(interval) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-            })
+            .spawn(move || dns_loop(&weak, &rx, &*resolver, interval))
             .ok();
         BackgroundTask {
             stop: Some(stop),
             handle,
             _watcher: None,
+        }
+    }
+
+    /// Starts the automatic DNS refresher once per mesh, unless one runs already: the
+    /// system resolver ([`StdResolver`]) every [`AUTO_DNS_INTERVAL`] on a background
+    /// thread, stopped when the last handle of the mesh is dropped or when
+    /// [`Mesh::start_dns`] takes over. Idempotent and cheap after the first call.
+    ///
+    /// The mesh client calls this the first time it sends to a DNS or DNS_ROUND_ROBIN
+    /// ServiceEntry, so a program never has to; until the refresher's first answer, the
+    /// client resolves such a host when it connects.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: local}
+    /// spec:
+    ///   hosts: [localhost]
+    ///   ports: [{number: 80, name: http, protocol: HTTP}]
+    ///   resolution: DNS
+    /// ").unwrap();
+    /// mesh.ensure_dns_refresh();
+    /// mesh.ensure_dns_refresh(); // no second thread
+    /// let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    /// let resolved = |m: &Mesh| {
+    ///     let snap = m.snapshot();
+    ///     let svc = snap.registry().service("localhost", "default").unwrap();
+    ///     svc.targets(80, None).count()
+    /// };
+    /// while resolved(&mesh) == 0 && std::time::Instant::now() < deadline {
+    ///     std::thread::sleep(std::time::Duration::from_millis(5));
+    /// }
+    /// assert!(resolved(&mesh) > 0);
+    /// ```
+    ///
+    /// [`StdResolver`]: crate::registry::StdResolver
+    pub fn ensure_dns_refresh(&self) {
+        let mut r = lock(&self.inner.dns);
+        if !matches!(*r, DnsRefresher::None) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let (stop, rx) = mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("mesh-dns-auto".into())
+            .spawn(move || {
+                dns_loop(&weak, &rx, &crate::registry::StdResolver, AUTO_DNS_INTERVAL);
+            });
+        if spawned.is_ok() {
+            *r = DnsRefresher::Auto(stop);
         }
     }
 
@@ -1026,6 +1113,30 @@ impl Mesh {
             handle,
             _watcher: Some(Box::new(watcher)),
         })
+    }
+}
+
+/// How often the automatic DNS refresher ([`Mesh::ensure_dns_refresh`]) resolves again:
+/// Istio's MeshConfig `dnsRefreshRate` default.
+pub const AUTO_DNS_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Refreshes the DNS answers of the mesh every `interval` until `stop` says so (a message
+/// or its sender dropped) or the mesh is gone.
+fn dns_loop(
+    weak: &Weak<Inner>,
+    stop: &mpsc::Receiver<()>,
+    resolver: &dyn Resolver,
+    interval: Duration,
+) {
+    loop {
+        let Some(inner) = Weak::upgrade(weak) else {
+            return;
+        };
+        Mesh { inner }.refresh_dns(resolver);
+        match stop.recv_timeout(interval) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
     }
 }
 

@@ -381,6 +381,40 @@ impl Service {
         self.ports.iter().find(|p| p.number == number)
     }
 
+    /// The port `endpoint` listens on for the service port `port`: the endpoint's own port
+    /// for the port's name, else the port's `targetPort`, else `port`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api}
+    /// spec:
+    ///   hosts: [api.internal]
+    ///   ports: [{number: 80, name: http, protocol: HTTP, targetPort: 8080}]
+    ///   resolution: DNS
+    ///   endpoints: [{address: a.api.internal}, {address: b.api.internal, ports: {http: 9090}}]
+    /// ").unwrap().snapshot();
+    /// let svc = snap.registry().service("api.internal", "default").unwrap();
+    /// let ports: Vec<u16> = svc.endpoints.iter().map(|e| svc.endpoint_port(e, 80)).collect();
+    /// assert_eq!(ports, [8080, 9090]);
+    /// ```
+    pub fn endpoint_port(&self, endpoint: &Endpoint, port: u16) -> u16 {
+        self.port(port)
+            .map(|sp| {
+                let e = endpoint;
+                e.ports
+                    .get(&*sp.name)
+                    .or_else(|| sp.target_port_name.as_ref().and_then(|n| e.ports.get(&**n)))
+                    .copied()
+                    .or(sp.target_port)
+                    .unwrap_or(sp.number)
+            })
+            .unwrap_or(port)
+    }
+
     /// The endpoints serving `port`, optionally restricted to a subset's labels. Skips
     /// unresolved DNS names.
     ///
@@ -414,23 +448,13 @@ impl Service {
         port: u16,
         subset: Option<&'a Labels>,
     ) -> impl Iterator<Item = Target<'a>> + 'a {
-        let sp = self.port(port);
         self.endpoints.iter().filter_map(move |e| {
             if let Some(sel) = subset {
                 if !labels_match(sel, &e.labels) {
                     return None;
                 }
             }
-            let ep_port = sp
-                .and_then(|sp| {
-                    e.ports
-                        .get(&*sp.name)
-                        .or_else(|| sp.target_port_name.as_ref().and_then(|n| e.ports.get(&**n)))
-                        .copied()
-                        .or(sp.target_port)
-                        .or(Some(sp.number))
-                })
-                .unwrap_or(port);
+            let ep_port = self.endpoint_port(e, port);
             match &e.address {
                 EndpointAddress::Ip(ip) => Some(Target {
                     endpoint: e,
@@ -867,10 +891,9 @@ impl Registry {
                         eps.extend(ep);
                         continue;
                     }
-                    let Some(ips) = dns.get(&name) else { continue };
-                    let take = if rr { 1 } else { ips.len() };
-                    for ip in ips.iter().take(take) {
-                        let mut e = ep.as_deref().cloned().unwrap_or_else(|| Endpoint {
+                    let named = || match &ep {
+                        Some(e) => Endpoint::clone(e),
+                        None => Endpoint {
                             address: EndpointAddress::Hostname(name.clone()),
                             ports: BTreeMap::new(),
                             labels: Labels::new(),
@@ -879,7 +902,18 @@ impl Registry {
                             service_account: None,
                             network: None,
                             origin: format!("dns/{name}").into(),
-                        });
+                        },
+                    };
+                    let Some(ips) = dns.get(&name) else {
+                        // not resolved yet: kept as a name (`targets` skips it; a client
+                        // may resolve it when it connects, as Envoy warms a DNS cluster
+                        // with its first answer before using it)
+                        eps.push(Arc::new(named()));
+                        continue;
+                    };
+                    let take = if rr { 1 } else { ips.len() };
+                    for ip in ips.iter().take(take) {
+                        let mut e = named();
                         e.address = EndpointAddress::Ip(*ip);
                         eps.push(Arc::new(e));
                     }
@@ -1271,6 +1305,12 @@ spec: {address: 4.4.4.4, labels: {app: vm}}
         let r = registry(vec![], &DnsCache::new());
         let ext = r.service("api.example.com", "default").unwrap();
         assert_eq!(ext.targets(443, None).count(), 0);
+        // the name not resolved yet stays, as a name
+        let names: Vec<&EndpointAddress> = ext.endpoints.iter().map(|e| &e.address).collect();
+        assert_eq!(
+            names,
+            [&EndpointAddress::Hostname("api.example.com".into())]
+        );
         let mut dns = DnsCache::new();
         dns.insert(
             "api.example.com".into(),

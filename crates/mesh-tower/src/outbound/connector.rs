@@ -4,10 +4,14 @@
 //! connection slot from the destination's circuit breaker (`maxConnections`), applies the
 //! connect timeout, and originates TLS with the destination's rustls config (built once per destination and
 //! policy, never per connection): ISTIO_MUTUAL checks the server's SPIFFE identity inside
-//! the handshake. HTTP/2 is used when the server picks `h2` by ALPN; a connection for an
-//! HTTP/1.1 upgrade (WebSocket) offers `http/1.1` only, so that the upgrade can happen.
+//! the handshake. HTTP/2 is used when the server picks `h2` by ALPN, and without TLS when
+//! the port is declared HTTP/2 (`HTTP2`/`GRPC`/`GRPC-WEB` or `h2UpgradePolicy: UPGRADE`:
+//! h2c with prior knowledge, as Envoy's HTTP/2 cluster); a connection for an HTTP/1.1
+//! upgrade (WebSocket) offers `http/1.1` only, so that the upgrade can happen. An endpoint
+//! known by name (the original destination of a `resolution: NONE` ServiceEntry, a DNS
+//! name not resolved yet) is resolved with the system resolver when connecting.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -87,6 +91,15 @@ pub enum ConnectError {
     /// The URI does not name an endpoint address.
     #[error("not an endpoint address: {0}")]
     BadAddress(String),
+    /// An endpoint dialed by name (the original destination of a `resolution: NONE`
+    /// ServiceEntry, a DNS name not resolved yet) did not resolve to an address.
+    #[error("DNS resolution failed for {host}: {error}")]
+    Dns {
+        /// The name looked up.
+        host: String,
+        /// Why it failed.
+        error: io::Error,
+    },
 }
 
 /// How a destination's connections are secured.
@@ -142,6 +155,19 @@ pub struct MeshConnector {
     tls: TlsPolicy,
     connect_timeout: Duration,
     breaker: CircuitBreaker,
+    /// Plaintext connections speak HTTP/2 with prior knowledge (h2c): the port is declared
+    /// HTTP/2 (`HTTP2`, `GRPC`, `GRPC-WEB`, or upgraded by `h2UpgradePolicy`).
+    h2c: bool,
+    /// Endpoints dialed by name: the placeholder address the balancer and pools know them
+    /// by → the name and port to resolve when connecting.
+    names: Option<Arc<HashMap<SocketAddr, DialName>>>,
+}
+
+/// A name to resolve, with the system resolver, each time a connection is made to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct DialName {
+    pub(crate) host: Arc<str>,
+    pub(crate) port: u16,
 }
 
 impl fmt::Debug for MeshConnector {
@@ -149,6 +175,7 @@ impl fmt::Debug for MeshConnector {
         f.debug_struct("MeshConnector")
             .field("tls", &self.tls)
             .field("connect_timeout", &self.connect_timeout)
+            .field("h2c", &self.h2c)
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +186,22 @@ impl MeshConnector {
             tls,
             connect_timeout,
             breaker,
+            h2c: false,
+            names: None,
         }
+    }
+
+    /// Plaintext connections speak HTTP/2 with prior knowledge (Envoy's HTTP/2 cluster
+    /// without TLS); an HTTP/1.1 upgrade still gets an HTTP/1.1 connection.
+    pub(crate) fn with_h2c(mut self, h2c: bool) -> Self {
+        self.h2c = h2c;
+        self
+    }
+
+    /// The endpoints at these placeholder addresses are dialed by resolving their name.
+    pub(crate) fn with_names(mut self, names: HashMap<SocketAddr, DialName>) -> Self {
+        self.names = (!names.is_empty()).then(|| Arc::new(names));
+        self
     }
 
     /// A plaintext connector with Envoy's defaults (10 s connect timeout, no limits), e.g.
@@ -246,9 +288,16 @@ impl MeshConnector {
         if let TlsPolicy::Broken(msg) = &self.tls {
             return Err(ConnectError::TlsConfig(msg.to_string()));
         }
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+        let name = self.names.as_ref().and_then(|n| n.get(&addr));
+        let dial = async {
+            match name {
+                Some(n) => dial_name(n).await,
+                None => TcpStream::connect(addr).await.map_err(ConnectError::Tcp),
+            }
+        };
+        let tcp = match tokio::time::timeout(self.connect_timeout, dial).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Tcp(e)),
+            Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
         };
         let _ = tcp.set_nodelay(true);
@@ -280,14 +329,40 @@ impl MeshConnector {
                     _permit: Some(permit),
                 })
             }
+            // Istio gives a port declared HTTP/2 an HTTP/2 cluster: without TLS, h2c with
+            // prior knowledge (no ALPN to ask the server)
             _ => Ok(MeshConn {
                 io: Io::Plain(TokioIo::new(tcp)),
-                h2: false,
+                h2: self.h2c && !http1_only,
                 peer: None,
                 _permit: Some(permit),
             }),
         }
     }
+}
+
+/// Resolves `name` with the system resolver and connects to its addresses in the order
+/// given, as an application connecting to that name would; the caller bounds the whole by
+/// the connect timeout.
+async fn dial_name(name: &DialName) -> Result<TcpStream, ConnectError> {
+    let dns = |error| ConnectError::Dns {
+        host: name.host.to_string(),
+        error,
+    };
+    let addrs = tokio::net::lookup_host((&*name.host, name.port))
+        .await
+        .map_err(dns)?;
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect(a).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(match last {
+        Some(e) => ConnectError::Tcp(e),
+        None => dns(io::Error::new(io::ErrorKind::NotFound, "no address")),
+    })
 }
 
 /// `config` offering no `h2` by ALPN (the same config when it offers none): the same
@@ -359,7 +434,8 @@ impl fmt::Debug for MeshConn {
 }
 
 impl MeshConn {
-    /// True when the server chose HTTP/2 by ALPN.
+    /// True when the connection speaks HTTP/2: the server chose `h2` by ALPN, or the port
+    /// is declared HTTP/2 (plaintext: prior knowledge).
     pub(crate) fn is_h2(&self) -> bool {
         self.h2
     }

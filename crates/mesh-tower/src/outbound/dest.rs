@@ -1,5 +1,14 @@
 //! Per-destination state: the endpoint set with its load balancer, outlier detector,
-//! circuit breakers, TLS policy and pooled client, for one `(host, subset, port)`.
+//! circuit breakers, TLS policy and pooled client, for one `(host, subset, port)` (and, for
+//! a `resolution: NONE` service or an `https` request, the request's own host and port:
+//! [`DestKey::for_request`]).
+//!
+//! An endpoint may be known by name only: the original destination of a `resolution: NONE`
+//! (or `DYNAMIC_DNS`) ServiceEntry, which is the request's host and port, and a DNS name the
+//! mesh's refresher has not answered yet (the refresher is started on first use,
+//! [`Mesh::ensure_dns_refresh`](mesh_core::mesh::Mesh::ensure_dns_refresh)). The balancer
+//! and pools know it by a placeholder address; the connector resolves the name with the
+//! system resolver each time it connects.
 //!
 //! A [`Destination`] is created lazily on first use and kept across snapshots: when a new
 //! snapshot arrives, the first request to the destination compares its endpoints and merged
@@ -17,15 +26,16 @@ use arc_swap::ArcSwap;
 use http::HeaderName;
 use mesh_core::model::{
     ClientTlsMode as CoreTlsMode, ClientTlsSettings as CoreTls, ConnectionPoolSettings,
-    LoadBalancerSettings, MtlsMode, OutlierDetection, ServiceLocation, SimpleLb,
+    LoadBalancerSettings, MtlsMode, OutlierDetection, Resolution, ServiceLocation, SimpleLb,
 };
+use mesh_core::names::labels_match;
 use mesh_core::policy::EffectivePolicy;
-use mesh_core::registry::Service;
+use mesh_core::registry::{EndpointAddress, Service};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{ClientContext, ClientTlsMode, ClientTlsSettings, Identity};
 use rustc_hash::FxBuildHasher;
 
-use super::connector::{MeshConnector, TlsPolicy};
+use super::connector::{DialName, MeshConnector, TlsPolicy};
 use super::upstream::Upstream;
 use super::ClientShared;
 use crate::lb::{
@@ -45,12 +55,86 @@ pub(crate) struct DestKey {
     pub(crate) host: Arc<str>,
     pub(crate) subset: Option<Arc<str>>,
     pub(crate) port: u16,
+    /// The request's own host (lower case, no brackets) and port, for a destination that
+    /// depends on them (see [`DestKey::for_request`]); `None` for every other one.
+    pub(crate) request: Option<(Arc<str>, u16)>,
+    /// The application asked for `https`: the client originates TLS to the request's host.
+    pub(crate) https: bool,
+}
+
+/// What of a request decides its destination besides the routed service.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestTarget<'a> {
+    /// The host the request is for (its authority's host).
+    pub(crate) host: &'a str,
+    /// The port the request is for.
+    pub(crate) port: u16,
+    /// The application's URI has the `https` scheme (a mesh client's request, never a
+    /// gateway's: a gateway terminated the client's TLS).
+    pub(crate) https: bool,
+}
+
+impl DestKey {
+    /// The destination `(host, subset, port)`, the same for every request.
+    pub(crate) fn new(host: Arc<str>, subset: Option<Arc<str>>, port: u16) -> DestKey {
+        DestKey {
+            host,
+            subset,
+            port,
+            request: None,
+            https: false,
+        }
+    }
+
+    /// The destination of `request` routed to `service`: as [`DestKey::new`], and keyed
+    /// by the request's host and port as well when they decide where and how to connect:
+    /// - a `resolution: NONE` (or `DYNAMIC_DNS`) service forwards to the original
+    ///   destination, the address the application's own host name resolves to (spec §4.2;
+    ///   a wildcard host is the usual case), and its TLS origination uses that host as SNI;
+    /// - an `https` request: the application originates TLS to its host (SNI and
+    ///   certificate name), as it would with the sidecar passing its TLS through; its
+    ///   connections are not shared with `http` ones.
+    pub(crate) fn for_request(
+        service: &Service,
+        subset: Option<Arc<str>>,
+        port: u16,
+        request: RequestTarget<'_>,
+    ) -> DestKey {
+        let by_request = request.https || is_passthrough(service);
+        DestKey {
+            host: Arc::clone(&service.hostname),
+            subset,
+            port,
+            request: by_request.then(|| {
+                let h = request.host;
+                let h = h
+                    .strip_prefix('[')
+                    .and_then(|h| h.strip_suffix(']'))
+                    .unwrap_or(h);
+                (Arc::from(h.to_ascii_lowercase()), request.port)
+            }),
+            https: request.https,
+        }
+    }
+}
+
+/// Resolution NONE (or DYNAMIC_DNS): Envoy's ORIGINAL_DST (or dynamic forward proxy)
+/// cluster, which connects where the application's request was going.
+fn is_passthrough(service: &Service) -> bool {
+    matches!(
+        service.resolution,
+        Resolution::None | Resolution::DynamicDns
+    )
 }
 
 /// One endpoint as the registry gives it (what a state was built from).
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct EndpointSpec {
+    /// The address, or for an endpoint dialed by name a placeholder (`0.0.0.n:port`, unique
+    /// in the destination) the balancer and pools know it by.
     addr: SocketAddr,
+    /// Dialed by resolving this name when connecting.
+    name: Option<DialName>,
     weight: u32,
     locality: Option<Box<str>>,
     service_account: Option<Box<str>>,
@@ -140,29 +224,78 @@ fn inputs<'a>(
     // an undefined subset selects nothing (the request gets 503 NC anyway)
     let undefined_subset = key.subset.is_some() && !policy.subset_found;
     let subset_labels = policy.subset_labels();
+    // (an `https` request carries the application's own TLS instead)
     let auto_mtls = policy.tls.is_none()
+        && !key.https
         && shared.credentials.is_some()
         && service.location == ServiceLocation::MeshInternal;
-    let endpoints = service
+    let spec = |e: &mesh_core::registry::Endpoint, port: u16, addr, name| {
+        let mtls = auto_mtls
+            && e.service_account.is_some()
+            && snap.peer_authentication(&service.namespace, &e.labels, port) != MtlsMode::Disable;
+        EndpointSpec {
+            addr,
+            name,
+            weight: e.weight,
+            locality: e.locality.clone(),
+            service_account: e.service_account.clone(),
+            labels: e.labels.clone(),
+            mtls,
+        }
+    };
+    let mut endpoints: Vec<EndpointSpec> = service
         .targets(key.port, subset_labels)
         .filter(|_| !undefined_subset)
-        .filter_map(|t| {
-            let addr = t.addr?;
-            let e = t.endpoint;
-            let mtls = auto_mtls
-                && e.service_account.is_some()
-                && snap.peer_authentication(&service.namespace, &e.labels, t.port)
-                    != MtlsMode::Disable;
-            Some(EndpointSpec {
-                addr,
-                weight: e.weight,
-                locality: e.locality.clone(),
-                service_account: e.service_account.clone(),
-                labels: e.labels.clone(),
-                mtls,
-            })
-        })
+        .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
         .collect();
+    if undefined_subset {
+        return Inputs { policy, endpoints };
+    }
+    // Endpoints dialed by name, at placeholder addresses `0.0.0.n`.
+    let mut named = 0u32;
+    let mut placeholder = |port: u16| {
+        named += 1;
+        SocketAddr::new(std::net::Ipv4Addr::from(named - 1).into(), port)
+    };
+    if matches!(
+        service.resolution,
+        Resolution::Dns | Resolution::DnsRoundRobin
+    ) {
+        // A DNS name the refresher has not answered yet: resolved when connecting, as
+        // Envoy uses a DNS cluster only once its first resolution is in.
+        for e in service.endpoints.iter() {
+            let EndpointAddress::Hostname(h) = &e.address else {
+                continue;
+            };
+            if subset_labels.is_some_and(|sel| !labels_match(sel, &e.labels)) {
+                continue;
+            }
+            let port = service.endpoint_port(e, key.port);
+            let name = DialName {
+                host: Arc::from(&**h),
+                port,
+            };
+            endpoints.push(spec(e, port, placeholder(port), Some(name)));
+        }
+    }
+    if endpoints.is_empty() && is_passthrough(service) {
+        // The original destination: the request's own host and port, resolved when
+        // connecting (the application would have connected there).
+        if let Some((host, port)) = &key.request {
+            endpoints.push(EndpointSpec {
+                addr: placeholder(*port),
+                name: Some(DialName {
+                    host: Arc::clone(host),
+                    port: *port,
+                }),
+                weight: 1,
+                locality: None,
+                service_account: None,
+                labels: BTreeMap::new(),
+                mtls: false,
+            });
+        }
+    }
     Inputs { policy, endpoints }
 }
 
@@ -228,6 +361,13 @@ impl DestCache {
         let _g = lock(&self.insert);
         if let Some(d) = self.map.load().get(key) {
             return Arc::clone(d);
+        }
+        if matches!(
+            service.resolution,
+            Resolution::Dns | Resolution::DnsRoundRobin
+        ) {
+            // keep DNS answers fresh without the program having to ask (once per mesh)
+            shared.mesh.ensure_dns_refresh();
         }
         let i = inputs(snap, shared, service, key);
         let dest = Arc::new(Destination {
@@ -414,6 +554,24 @@ fn upstream_alpn(
     }
 }
 
+/// Plaintext connections speak HTTP/2 with prior knowledge (h2c): the port is declared
+/// `HTTP2`/`GRPC`/`GRPC-WEB`, or declared `HTTP` and upgraded by `h2UpgradePolicy:
+/// UPGRADE`. Istio upgrades declared HTTP ports only: an undeclared (sniffed) port keeps
+/// the downstream's protocol, and a mesh client's attempts go out as HTTP/1.1.
+fn plaintext_h2(
+    service: &Service,
+    port: u16,
+    h2_upgrade: Option<mesh_core::model::H2UpgradePolicy>,
+) -> bool {
+    use mesh_core::model::H2UpgradePolicy;
+    let protocol = service.port(port).map(|p| &*p.protocol).unwrap_or("");
+    match protocol {
+        "HTTP2" | "GRPC" | "GRPC-WEB" => true,
+        "HTTP" => h2_upgrade == Some(H2UpgradePolicy::Upgrade),
+        _ => false,
+    }
+}
+
 fn tls_policy(
     snap: &Snapshot,
     shared: &ClientShared,
@@ -423,12 +581,20 @@ fn tls_policy(
     endpoints: &[EndpointSpec],
     alpn: mesh_tls::Alpn,
 ) -> TlsPolicy {
-    let auto = tls.is_none();
+    // An `https` request with no DestinationRule TLS: the application's own TLS, as the
+    // sidecar would pass it through (SIMPLE to the request's host, verified against the
+    // platform's roots). A DestinationRule's TLS settings take precedence.
+    let app_tls = tls.is_none() && key.https;
+    let auto = tls.is_none() && !app_tls;
     if auto && !endpoints.iter().any(|e| e.mtls) {
         return TlsPolicy::Plaintext;
     }
     let mut settings = match tls {
         Some(t) => tls_settings(t),
+        None if app_tls => ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            ..Default::default()
+        },
         None => ClientTlsSettings {
             mode: ClientTlsMode::IstioMutual,
             ..Default::default()
@@ -453,8 +619,15 @@ fn tls_policy(
             }
         }
     }
+    // SIMPLE/MUTUAL without `sni`: SNI (and, without `subjectAltNames`, the name to verify)
+    // from the request's host when the destination is keyed by it (Istio's auto SNI and
+    // auto SAN validation: the Host/authority); ISTIO_MUTUAL names the service.
+    let host = match (&key.request, settings.mode) {
+        (Some((h, _)), ClientTlsMode::Simple | ClientTlsMode::Mutual) => h,
+        _ => &key.host,
+    };
     let dest = mesh_tls::Destination {
-        host: &key.host,
+        host,
         port: key.port,
         subset: key.subset.as_deref(),
         service_accounts: &accounts,
@@ -553,8 +726,16 @@ fn build(
         .or_else(|| tcp.and_then(|t| t.idle_timeout))
         .map(|d| d.as_std())
         .unwrap_or(Duration::from_secs(3600));
+    let h2c = plaintext_h2(service, key.port, http.and_then(|h| h.h2_upgrade_policy));
+    let names: HashMap<SocketAddr, DialName> = i
+        .endpoints
+        .iter()
+        .filter_map(|e| Some((e.addr, e.name.clone()?)))
+        .collect();
     let upstream = Upstream::new(
-        MeshConnector::new(tls, connect_timeout, breaker.clone()),
+        MeshConnector::new(tls, connect_timeout, breaker.clone())
+            .with_h2c(h2c)
+            .with_names(names),
         breaker.clone(),
         idle,
         i.endpoints.iter().map(|e| e.addr),
@@ -590,8 +771,21 @@ fn build(
         .endpoints
         .iter()
         .map(|e| {
-            http::uri::Authority::try_from(e.addr.to_string())
-                .expect("a socket address is a URI authority")
+            // an endpoint dialed by name: its name, for a transport of the user's own
+            e.name
+                .as_ref()
+                .and_then(|n| {
+                    let a = if n.host.contains(':') {
+                        format!("[{}]:{}", n.host, n.port)
+                    } else {
+                        format!("{}:{}", n.host, n.port)
+                    };
+                    http::uri::Authority::try_from(a).ok()
+                })
+                .unwrap_or_else(|| {
+                    http::uri::Authority::try_from(e.addr.to_string())
+                        .expect("a socket address is a URI authority")
+                })
         })
         .collect();
     DestState {
@@ -676,6 +870,85 @@ mod tests {
             assert_eq!(c.base_ejection_time, Duration::from_millis(base), "{v}");
             assert_eq!(c.max_ejection_percent, pct, "{v}");
         }
+    }
+
+    fn snapshot() -> Arc<Snapshot> {
+        mesh_core::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api}
+spec:
+  hosts: [api.example.com]
+  ports:
+  - {number: 1, name: grpc, protocol: GRPC}
+  - {number: 2, name: h2, protocol: HTTP2}
+  - {number: 3, name: web, protocol: GRPC-WEB}
+  - {number: 4, name: http, protocol: HTTP}
+  - {number: 5, name: other}
+  - {number: 6, name: tls, protocol: TLS}
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild}
+spec:
+  hosts: ['*.example.org']
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+",
+        )
+        .unwrap()
+        .snapshot()
+    }
+
+    #[test]
+    fn h2c_for_declared_http2_ports_only() {
+        use mesh_core::model::H2UpgradePolicy::{DoNotUpgrade, Upgrade};
+        let snap = snapshot();
+        let svc = snap
+            .registry()
+            .service("api.example.com", "default")
+            .unwrap();
+        // (port, h2UpgradePolicy, h2c)
+        let cases = [
+            (1, None, true),
+            (2, None, true),
+            (3, None, true),
+            (2, Some(DoNotUpgrade), true),
+            (4, None, false),
+            (4, Some(Upgrade), true),
+            (4, Some(DoNotUpgrade), false),
+            (5, Some(Upgrade), false), // sniffed: the downstream's protocol
+            (6, Some(Upgrade), false),
+            (99, None, false),
+        ];
+        for (port, policy, want) in cases {
+            assert_eq!(plaintext_h2(svc, port, policy), want, "{port} {policy:?}");
+        }
+    }
+
+    #[test]
+    fn keys_by_request_for_passthrough_and_https() {
+        let snap = snapshot();
+        let reg = snap.registry();
+        let api = reg.service("api.example.com", "default").unwrap();
+        let wild = reg.service("en.example.org", "default").unwrap();
+        let target = |host, https| RequestTarget {
+            host,
+            port: 8080,
+            https,
+        };
+        let k = DestKey::for_request(api, None, 4, target("api.example.com", false));
+        assert_eq!(k, DestKey::new("api.example.com".into(), None, 4));
+        let k = DestKey::for_request(api, None, 4, target("API.example.com", true));
+        assert_eq!(k.request, Some(("api.example.com".into(), 8080)));
+        assert!(k.https);
+        let k = DestKey::for_request(wild, None, 80, target("EN.example.org", false));
+        assert_eq!(&*k.host, "*.example.org");
+        assert_eq!(k.request, Some(("en.example.org".into(), 8080)));
+        assert!(!k.https);
     }
 
     #[test]

@@ -2471,11 +2471,12 @@ where
             return Ok((with_cors(black_hole(grpc)), None));
         }
     }
-    let key = DestKey {
-        host: Arc::clone(&service.hostname),
-        subset: wd.subset.clone(),
-        port: dest_port,
+    let target = dest::RequestTarget {
+        host: authority.host(),
+        port,
+        https: via.is_none() && parts.uri.scheme() == Some(&Scheme::HTTPS),
     };
+    let key = DestKey::for_request(service, wd.subset.clone(), dest_port, target);
     let dest = shared.cache.get(&snap, shared, service, &key);
     if !dest.subset_found() {
         return cluster_not_found(&parts);
@@ -2550,11 +2551,11 @@ where
             if !msvc.ports.is_empty() && msvc.port(mport).is_none() {
                 continue; // no such cluster: Envoy shadows nothing
             }
-            let mkey = DestKey {
-                host: Arc::clone(&msvc.hostname),
-                subset: m.destination.subset.clone(),
-                port: mport,
-            };
+            let mkey = DestKey::new(
+                Arc::clone(&msvc.hostname),
+                m.destination.subset.clone(),
+                mport,
+            );
             let mdest = shared.cache.get(&snap, shared, msvc, &mkey);
             let Ok(guard) = mdest.lb.pick(None) else {
                 continue;

@@ -1,0 +1,373 @@
+//! How the mesh client connects to ServiceEntry destinations, over real loopback sockets:
+//! HTTP/2 ports speak h2c with prior knowledge, `resolution: NONE` forwards to the original
+//! destination (the request's own host), DNS ServiceEntries work without the program
+//! starting a resolver, and TLS origination takes its SNI from the request.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::mesh::Mesh;
+use mesh_tls::{Identity, MeshCa};
+use mesh_tower::outbound::{ClientWorkload, MeshClient, UpstreamFailure};
+
+type Answer = http::Response<Full<Bytes>>;
+
+fn answer(text: String) -> Result<Answer, std::convert::Infallible> {
+    Ok(http::Response::new(Full::new(Bytes::from(text))))
+}
+
+/// A plaintext server that speaks HTTP/2 only (a gRPC server without TLS); it answers with
+/// the request's version and `Host`/`:authority`.
+async fn h2_only_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    answer(format!("{:?}", req.version()))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A plaintext HTTP/1.1-only server answering with the request's version and `Host`.
+async fn http1_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let host = req
+                        .headers()
+                        .get("host")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    answer(format!("{:?} {host}", req.version()))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A TLS server (HTTP/1.1) with a certificate for `localhost` from `ca`; records the SNI of
+/// every handshake and answers `tls <Host>`.
+async fn tls_server(ca: &MeshCa) -> (SocketAddr, Arc<Mutex<Vec<String>>>, String) {
+    let id = Identity::new("cluster.local", "default", "egress-target").unwrap();
+    let cert = ca
+        .issue(&id, Duration::from_secs(3600), &["localhost"])
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain_der().unwrap(), cert.key_der().unwrap())
+        .unwrap();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = Arc::new(cfg);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let snis = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&snis);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (cfg, seen) = (Arc::clone(&cfg), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let lazy =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                // not TLS at all (a plaintext request): recorded as such
+                let Ok(start) = lazy.await else {
+                    seen.lock().unwrap().push("<not TLS>".to_owned());
+                    return;
+                };
+                let sni = start.client_hello().server_name().unwrap_or("").to_owned();
+                seen.lock().unwrap().push(sni);
+                let Ok(tls) = start.into_stream(cfg).await else {
+                    return;
+                };
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let host = req
+                        .headers()
+                        .get("host")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    answer(format!("tls {host}"))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, snis, cert.root_pem().to_owned())
+}
+
+fn client(mesh: &Mesh) -> MeshClient {
+    MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build()
+}
+
+/// (status, body, failure message).
+async fn get(client: &MeshClient, uri: &str) -> (u16, String, String) {
+    let req = http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    let resp = client.request(req).await.expect("request");
+    let status = resp.status().as_u16();
+    let failure = resp
+        .extensions()
+        .get::<UpstreamFailure>()
+        .map(|f| f.message.clone())
+        .unwrap_or_default();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned(), failure)
+}
+
+// 1. HTTP/2 ports -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn http2_ports_speak_h2c_with_prior_knowledge() {
+    let h2 = h2_only_server().await.port();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: grpc-backend}}
+spec:
+  hosts: [grpc.example.internal]
+  ports:
+  - {{number: 50051, name: grpc, protocol: GRPC}}
+  - {{number: 8081, name: h2, protocol: HTTP2}}
+  - {{number: 8082, name: web, protocol: GRPC-WEB}}
+  - {{number: 8083, name: up, protocol: HTTP}}
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {h2}, h2: {h2}, web: {h2}, up: {h2}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: grpc-backend}}
+spec:
+  host: grpc.example.internal
+  trafficPolicy:
+    portLevelSettings:
+    - port: {{number: 8083}}
+      connectionPool: {{http: {{h2UpgradePolicy: UPGRADE}}}}
+"
+    ))
+    .unwrap();
+    let c = client(&mesh);
+    for port in [50051, 8081, 8082, 8083] {
+        let uri = format!("http://grpc.example.internal:{port}/pkg.Svc/Method");
+        let (status, body, failure) = get(&c, &uri).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "HTTP/2.0"),
+            "{uri}: {failure}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_and_sniffed_ports_stay_http1_on_plaintext() {
+    let h1 = http1_server().await.port();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: legacy}}
+spec:
+  hosts: [legacy.example.internal]
+  ports:
+  - {{number: 80, name: http, protocol: HTTP}}
+  - {{number: 8080, name: other}}
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {h1}, other: {h1}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: legacy}}
+spec:
+  host: legacy.example.internal
+  trafficPolicy:
+    portLevelSettings:
+    # Istio upgrades declared HTTP ports only: a sniffed port keeps HTTP/1.1
+    - port: {{number: 8080}}
+      connectionPool: {{http: {{h2UpgradePolicy: UPGRADE}}}}
+"
+    ))
+    .unwrap();
+    let c = client(&mesh);
+    for port in [80, 8080] {
+        let uri = format!("http://legacy.example.internal:{port}/");
+        let (status, body, failure) = get(&c, &uri).await;
+        assert_eq!(status, 200, "{uri}: {failure}");
+        assert!(body.starts_with("HTTP/1.1 "), "{uri}: {body}");
+    }
+}
+
+// 2. resolution: NONE ------------------------------------------------------------------
+
+#[tokio::test]
+async fn resolution_none_forwards_to_the_request_host() {
+    let port = http1_server().await.port();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: local}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: NONE
+"
+    ))
+    .unwrap();
+    let (status, body, failure) = get(&client(&mesh), &format!("http://localhost:{port}/x")).await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(body, format!("HTTP/1.1 localhost:{port}"));
+}
+
+#[tokio::test]
+async fn resolution_none_wildcard_resolves_the_concrete_host() {
+    let port = http1_server().await.port();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wild}}
+spec:
+  hosts: ['*.example.invalid']
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: NONE
+"
+    ))
+    .unwrap();
+    // the name the application asked for is looked up (and, being `.invalid`, does not
+    // resolve): not `no healthy upstream`
+    let (status, body, failure) = get(
+        &client(&mesh),
+        &format!("http://api.example.invalid:{port}/"),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        failure.contains("DNS resolution failed for api.example.invalid"),
+        "{failure} / {body}"
+    );
+}
+
+// 3. DNS ServiceEntries ----------------------------------------------------------------
+
+#[tokio::test]
+async fn dns_service_entry_works_without_starting_a_resolver() {
+    let port = http1_server().await.port();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: local}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: DNS
+"
+    ))
+    .unwrap();
+    let c = client(&mesh);
+    // the very first request: answered (resolved when connecting if need be)
+    let (status, body, failure) = get(&c, &format!("http://localhost:{port}/")).await;
+    assert_eq!(status, 200, "{failure} / {body}");
+    // and the mesh's own refresher fills the registry, without `start_dns`
+    let resolved = || {
+        let snap = mesh.snapshot();
+        let svc = snap.registry().service("localhost", "default").unwrap();
+        svc.targets(port, None)
+            .filter_map(|t| t.addr)
+            .collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while resolved().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        resolved().contains(&SocketAddr::from(([127, 0, 0, 1], port))),
+        "{:?}",
+        resolved()
+    );
+    let (status, _, failure) = get(&c, &format!("http://localhost:{port}/")).await;
+    assert_eq!(status, 200, "{failure}");
+}
+
+// 4. TLS origination: SNI from the request ---------------------------------------------
+
+#[tokio::test]
+async fn simple_tls_without_sni_uses_the_request_host() {
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let (addr, snis, root) = tls_server(&ca).await;
+    let port = addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, root).unwrap();
+    let ca_file = ca_file.display();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: local}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: local}}
+spec:
+  # (`localhost` would be a short name: expanded to localhost.default.svc.cluster.local)
+  host: '*'
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: '{ca_file}'}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wild}}
+spec:
+  hosts: ['*.example.invalid']
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: wild}}
+spec:
+  host: '*.example.invalid'
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: '{ca_file}'}}}}
+"
+    ))
+    .unwrap();
+    let c = client(&mesh);
+    let (status, body, failure) = get(&c, &format!("http://localhost:{port}/")).await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(body, format!("tls localhost:{port}"));
+    assert_eq!(*snis.lock().unwrap(), ["localhost"]);
+
+    // a wildcard host is no TLS server name: the request's host is (here it does not
+    // resolve, which is as far as the test can take it)
+    let (status, _, failure) = get(&c, &format!("http://api.example.invalid:{port}/")).await;
+    assert_eq!(status, 503);
+    assert!(failure.starts_with("DNS resolution failed"), "{failure}");
+}
