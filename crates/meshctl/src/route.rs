@@ -13,6 +13,10 @@
 //! the destination of a VirtualService it imports (the mesh client answers 502). At a
 //! `--gateway`, `--claims '{"groups": ["group1"]}'` routes as a request whose verified JWT
 //! has those claims (`@request.auth.claims..` matches; `claims` echoes them).
+//! `--gateway` takes every Gateway the gateway workload implements (`NS/A,NS/B`): their
+//! plain HTTP servers on a port share one route configuration, as istiod merges them. An
+//! `https` URL is routed by the TLS-terminating HTTPS server its SNI reaches (`--sni`, by
+//! default the URL's host), and only by that server's hosts, whatever the Host header says.
 //! Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
 //! be loaded.
 
@@ -69,9 +73,15 @@ pub(crate) struct Args {
     /// The client workload's labels `k=v,k=v` (for `sourceLabels`).
     #[arg(long, value_name = "K=V,...")]
     source_labels: Option<String>,
-    /// Route as this gateway (`NS/NAME`) instead of as mesh traffic.
-    #[arg(long, value_name = "NS/NAME")]
+    /// Route as the gateway workload implementing these Gateways (`NS/NAME`,
+    /// comma-separated; `NAME` is in `--namespace`) instead of as mesh traffic;
+    /// `--namespace` is then the gateway workload's namespace.
+    #[arg(long, value_name = "NS/NAME[,..]")]
     gateway: Option<String>,
+    /// The TLS server name the client sends to the `--gateway` (an `https` URL): it picks
+    /// the HTTPS server, whose hosts alone route the request. Default: the URL's host.
+    #[arg(long, value_name = "NAME", requires = "gateway")]
+    sni: Option<String>,
     /// The verified JWT's claims, a JSON object (`'{"groups": ["group1"]}'`), for JWT claim
     /// based routing (`@request.auth.claims..` matches) at the `--gateway`; without it the
     /// request carries no token.
@@ -571,8 +581,27 @@ pub(crate) fn run(args: Args) -> ExitCode {
     // `NAME` is `<namespace>/NAME`; `mesh` means mesh traffic
     let gateway: Option<String> = match args.gateway.as_deref() {
         None | Some("mesh") => None,
-        Some(g) if g.contains('/') => Some(g.to_owned()),
-        Some(g) => Some(format!("{}/{g}", args.namespace)),
+        Some(list) => {
+            let names: Vec<String> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(|g| match g.contains('/') {
+                    true => g.to_owned(),
+                    false => format!("{}/{g}", args.namespace),
+                })
+                .collect();
+            let names = names.join(",");
+            // TLS terminated by the server the SNI picks: its route configuration alone
+            let https = (scheme == "https")
+                .then(|| {
+                    let sni = args.sni.as_deref().or(uri.host());
+                    snap.routes().gateway_https_route(&names, port, sni)
+                })
+                .flatten()
+                .map(str::to_owned);
+            Some(https.unwrap_or(names))
+        }
     };
     let attrs = HttpRequestAttrs {
         client_namespace: &args.namespace,
