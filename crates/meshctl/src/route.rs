@@ -578,31 +578,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
             Some(_) => default,
         }
     });
-    // `NAME` is `<namespace>/NAME`; `mesh` means mesh traffic
-    let gateway: Option<String> = match args.gateway.as_deref() {
-        None | Some("mesh") => None,
-        Some(list) => {
-            let names: Vec<String> = list
-                .split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(|g| match g.contains('/') {
-                    true => g.to_owned(),
-                    false => format!("{}/{g}", args.namespace),
-                })
-                .collect();
-            let names = names.join(",");
-            // TLS terminated by the server the SNI picks: its route configuration alone
-            let https = (scheme == "https")
-                .then(|| {
-                    let sni = args.sni.as_deref().or(uri.host());
-                    snap.routes().gateway_https_route(&names, port, sni)
-                })
-                .flatten()
-                .map(str::to_owned);
-            Some(https.unwrap_or(names))
-        }
-    };
+    let gateway = gateway_attr(
+        &snap,
+        args.gateway.as_deref(),
+        &args.namespace,
+        (scheme == "https").then(|| args.sni.as_deref().or(uri.host())),
+        port,
+    );
     let attrs = HttpRequestAttrs {
         client_namespace: &args.namespace,
         source_labels: &labels,
@@ -660,4 +642,77 @@ pub(crate) fn run(args: Args) -> ExitCode {
         ),
     }
     ExitCode::SUCCESS
+}
+
+/// What `--gateway` routes as ([`HttpRequestAttrs::gateway`]): `None` for mesh traffic;
+/// the Gateways (`NAME` is `<namespace>/NAME`), comma-separated; or, for TLS (`tls` is
+/// `Some(sni)`), the route configuration of the HTTPS server that SNI reaches.
+fn gateway_attr(
+    snap: &Snapshot,
+    gateway: Option<&str>,
+    namespace: &str,
+    tls: Option<Option<&str>>,
+    port: u16,
+) -> Option<String> {
+    let list = match gateway {
+        None | Some("mesh") => return None,
+        Some(list) => list,
+    };
+    let names = list
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|g| match g.contains('/') {
+            true => g.to_owned(),
+            false => format!("{namespace}/{g}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    // TLS terminated by the server the SNI picks: its route configuration alone
+    let https = tls
+        .and_then(|sni| snap.routes().gateway_https_route(&names, port, sni))
+        .map(str::to_owned);
+    Some(https.unwrap_or(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_names_and_the_sni_server() {
+        let snap = mesh_core::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 443, name: https-secure, protocol: HTTPS}
+    hosts: [secure.example.com]
+    tls: {mode: MUTUAL, credentialName: secure-cred}
+  - port: {number: 443, name: https-public, protocol: HTTPS}
+    hosts: [public.example.com]
+    tls: {mode: SIMPLE, credentialName: public-cred}
+",
+        )
+        .unwrap()
+        .snapshot();
+        let attr = |g, tls, port| gateway_attr(&snap, g, "istio-system", tls, port);
+        assert_eq!(attr(None, None, 80), None);
+        assert_eq!(attr(Some("mesh"), None, 80), None);
+        assert_eq!(
+            attr(Some("gw, team-b/gw-b"), None, 80).as_deref(),
+            Some("istio-system/gw,team-b/gw-b")
+        );
+        assert_eq!(
+            attr(Some("gw"), Some(Some("public.example.com")), 443).as_deref(),
+            Some("https.443.https-public.gw.istio-system")
+        );
+        // an SNI no server takes: the Gateway names (the host then picks the server)
+        assert_eq!(
+            attr(Some("gw"), Some(Some("other.example.com")), 443).as_deref(),
+            Some("istio-system/gw")
+        );
+    }
 }
