@@ -234,6 +234,41 @@ impl Gateways {
     }
 }
 
+/// The route configuration of a gateway workload's plain HTTP servers on `port`
+/// (pilot `gatewayRDSRouteName`: `http.<port>`): every Gateway selecting the workload
+/// contributes the virtual hosts of its HTTP servers on that port. As
+/// [`HttpRequestAttrs::gateway`](crate::route::HttpRequestAttrs::gateway), it routes with
+/// the Gateways whose selector matches the request's `source_labels` (the gateway
+/// workload's labels).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(mesh_core::gateway::http_route_name(8080), "http.8080");
+/// ```
+pub fn http_route_name(port: u32) -> String {
+    format!("http.{port}")
+}
+
+/// The route configuration of one TLS-terminating HTTPS server (pilot
+/// `gatewayRDSRouteName`: `https.<port>.<portName>.<name>.<namespace>`): only the virtual
+/// hosts of that server, the one the connection's SNI chose. `gateway` is `ns/name`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::gateway::https_route_name;
+///
+/// assert_eq!(
+///     https_route_name(443, "https-public", "istio-system/gw"),
+///     "https.443.https-public.gw.istio-system"
+/// );
+/// ```
+pub fn https_route_name(port: u32, port_name: &str, gateway: &str) -> String {
+    let (ns, name) = gateway.split_once('/').unwrap_or(("", gateway));
+    format!("https.{port}.{port_name}.{name}.{ns}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,10 @@
 //! the destination of a VirtualService it imports (the mesh client answers 502). At a
 //! `--gateway`, `--claims '{"groups": ["group1"]}'` routes as a request whose verified JWT
 //! has those claims (`@request.auth.claims..` matches; `claims` echoes them).
+//! `--gateway` takes every Gateway the gateway workload implements (`NS/A,NS/B`): their
+//! plain HTTP servers on a port share one route configuration, as istiod merges them. An
+//! `https` URL is routed by the TLS-terminating HTTPS server its SNI reaches (`--sni`, by
+//! default the URL's host), and only by that server's hosts, whatever the Host header says.
 //! Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
 //! be loaded.
 
@@ -69,9 +73,15 @@ pub(crate) struct Args {
     /// The client workload's labels `k=v,k=v` (for `sourceLabels`).
     #[arg(long, value_name = "K=V,...")]
     source_labels: Option<String>,
-    /// Route as this gateway (`NS/NAME`) instead of as mesh traffic.
-    #[arg(long, value_name = "NS/NAME")]
+    /// Route as the gateway workload implementing these Gateways (`NS/NAME`,
+    /// comma-separated; `NAME` is in `--namespace`) instead of as mesh traffic;
+    /// `--namespace` is then the gateway workload's namespace.
+    #[arg(long, value_name = "NS/NAME[,..]")]
     gateway: Option<String>,
+    /// The TLS server name the client sends to the `--gateway` (an `https` URL): it picks
+    /// the HTTPS server, whose hosts alone route the request. Default: the URL's host.
+    #[arg(long, value_name = "NAME", requires = "gateway")]
+    sni: Option<String>,
     /// The verified JWT's claims, a JSON object (`'{"groups": ["group1"]}'`), for JWT claim
     /// based routing (`@request.auth.claims..` matches) at the `--gateway`; without it the
     /// request carries no token.
@@ -568,12 +578,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
             Some(_) => default,
         }
     });
-    // `NAME` is `<namespace>/NAME`; `mesh` means mesh traffic
-    let gateway: Option<String> = match args.gateway.as_deref() {
-        None | Some("mesh") => None,
-        Some(g) if g.contains('/') => Some(g.to_owned()),
-        Some(g) => Some(format!("{}/{g}", args.namespace)),
-    };
+    let gateway = gateway_attr(
+        &snap,
+        args.gateway.as_deref(),
+        &args.namespace,
+        (scheme == "https").then(|| args.sni.as_deref().or(uri.host())),
+        port,
+    );
     let attrs = HttpRequestAttrs {
         client_namespace: &args.namespace,
         source_labels: &labels,
@@ -631,4 +642,77 @@ pub(crate) fn run(args: Args) -> ExitCode {
         ),
     }
     ExitCode::SUCCESS
+}
+
+/// What `--gateway` routes as ([`HttpRequestAttrs::gateway`]): `None` for mesh traffic;
+/// the Gateways (`NAME` is `<namespace>/NAME`), comma-separated; or, for TLS (`tls` is
+/// `Some(sni)`), the route configuration of the HTTPS server that SNI reaches.
+fn gateway_attr(
+    snap: &Snapshot,
+    gateway: Option<&str>,
+    namespace: &str,
+    tls: Option<Option<&str>>,
+    port: u16,
+) -> Option<String> {
+    let list = match gateway {
+        None | Some("mesh") => return None,
+        Some(list) => list,
+    };
+    let names = list
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|g| match g.contains('/') {
+            true => g.to_owned(),
+            false => format!("{namespace}/{g}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    // TLS terminated by the server the SNI picks: its route configuration alone
+    let https = tls
+        .and_then(|sni| snap.routes().gateway_https_route(&names, port, sni))
+        .map(str::to_owned);
+    Some(https.unwrap_or(names))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_names_and_the_sni_server() {
+        let snap = mesh_core::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 443, name: https-secure, protocol: HTTPS}
+    hosts: [secure.example.com]
+    tls: {mode: MUTUAL, credentialName: secure-cred}
+  - port: {number: 443, name: https-public, protocol: HTTPS}
+    hosts: [public.example.com]
+    tls: {mode: SIMPLE, credentialName: public-cred}
+",
+        )
+        .unwrap()
+        .snapshot();
+        let attr = |g, tls, port| gateway_attr(&snap, g, "istio-system", tls, port);
+        assert_eq!(attr(None, None, 80), None);
+        assert_eq!(attr(Some("mesh"), None, 80), None);
+        assert_eq!(
+            attr(Some("gw, team-b/gw-b"), None, 80).as_deref(),
+            Some("istio-system/gw,team-b/gw-b")
+        );
+        assert_eq!(
+            attr(Some("gw"), Some(Some("public.example.com")), 443).as_deref(),
+            Some("https.443.https-public.gw.istio-system")
+        );
+        // an SNI no server takes: the Gateway names (the host then picks the server)
+        assert_eq!(
+            attr(Some("gw"), Some(Some("other.example.com")), 443).as_deref(),
+            Some("istio-system/gw")
+        );
+    }
 }

@@ -48,7 +48,11 @@
 //! only while the static pre-filters (`port`, `sourceLabels`, `sourceNamespace`, match
 //! `gateways`) leave it a route for the client and port, else the service keeps its default
 //! route; and only on port 80 or a port of a registry service its hosts cover. On gateways
-//! the VirtualServices of a host are merged in load order and catch-all routes go last
+//! the route configurations are istiod's (`buildGatewayHTTPRouteConfig`): one per
+//! TLS-terminating HTTPS server, one for all plain HTTP servers on a port; a VirtualService
+//! bound to a server's Gateway gives virtual hosts for `NamesForNamespace(server.hosts,
+//! vs.namespace) ∩ vs.hosts`; the request takes the most specific virtual host, where the
+//! VirtualServices are merged in server then load order and catch-all routes go last
 //! (istiod `SortVHostRoutes`); a gateway has no default route (404).
 //!
 //! Deliberate simplifications: several mesh-bound VirtualServices for one host (undefined in
@@ -161,7 +165,15 @@ pub struct HttpRequestAttrs<'a> {
     pub client_namespace: &'a str,
     /// The client workload's labels (for `sourceLabels`).
     pub source_labels: &'a Labels,
-    /// `Some("ns/name")` when routing as that gateway; `None` for mesh (sidecar) traffic.
+    /// `None` for mesh (sidecar) traffic. At a gateway, the route configuration the request
+    /// is routed by, as istiod names them (pilot `gatewayRDSRouteName`):
+    /// `https.<port>.<portName>.<name>.<ns>`, the one TLS-terminating HTTPS server the
+    /// connection's SNI chose ([`crate::gateway::https_route_name`]); `http.<port>`, the
+    /// plain HTTP servers on the port of every Gateway whose selector matches
+    /// `source_labels`, merged ([`crate::gateway::http_route_name`]); or Gateways
+    /// `ns/name[,ns/name..]`: their plain HTTP servers on the port, merged, else (a port of
+    /// HTTPS servers) the HTTPS server the host would be the SNI of. VirtualServices
+    /// must be exported to `client_namespace`, the gateway workload's namespace.
     pub gateway: Option<&'a str>,
     /// `:authority` / Host as sent (port included if sent).
     pub authority: &'a str,
@@ -311,10 +323,12 @@ impl<'a> HttpRequestAttrs<'a> {
         self
     }
 
-    /// Routes as gateway `ns/name`.
+    /// Routes at a gateway: as Gateway `ns/name` (or a list, or a route configuration name:
+    /// see [`HttpRequestAttrs::gateway`]).
     ///
-    /// Gateway routing uses the VirtualServices bound to that Gateway, and only for hosts
-    /// and ports its servers admit.
+    /// Gateway routing uses the VirtualServices bound to the Gateway, exported to the
+    /// client (gateway workload) namespace, for the names where a server host admitting
+    /// their namespace and one of their hosts meet (the narrower of the two), on the port.
     ///
     /// # Examples
     ///
@@ -731,19 +745,72 @@ impl CompiledVs {
     }
 }
 
+/// A server host `[ns/]name`: the namespace filter (`None`: any namespace) and the name.
+type ServerHost = (Option<Box<str>>, Box<str>);
+
 #[derive(Debug, Clone)]
 struct GatewayServerHosts {
     port: u16,
-    /// (namespace filter: `None` = any, host)
-    hosts: Vec<(Option<Box<str>>, Box<str>)>,
+    hosts: Vec<ServerHost>,
 }
 
+/// One Gateway, for routing.
 #[derive(Debug, Default)]
 struct GatewayRoutes {
-    namespace: Box<str>,
+    /// Its position in [`RouteTable::gateway_meta`].
+    id: u32,
     servers: Vec<GatewayServerHosts>,
-    /// VS host → (vs index, ports of servers admitting that host)
+    /// Ports of its plain HTTP servers (their virtual hosts are in
+    /// [`RouteTable::http_routes`]).
+    http_ports: Vec<u16>,
+    /// Its TLS-terminating HTTPS servers: (port, route configuration name).
+    https: Vec<(u16, Box<str>)>,
+    /// For `tls` and `tcp` routes: VS host → (vs index, ports of servers admitting that host)
     index: HostMap<Vec<(u32, Box<[u16]>)>>,
+}
+
+/// A Gateway's name and selector.
+#[derive(Debug)]
+struct GatewayMeta {
+    name: Box<str>,
+    selector: Option<Labels>,
+}
+
+/// No VirtualService: the virtual host an `httpsRedirect` server makes for its own hosts.
+const NO_VS: u32 = u32::MAX;
+
+/// What one server contributes to a gateway virtual host (istiod
+/// `buildGatewayHTTPRouteConfig`): the routes of VirtualService `vs` as bound through
+/// Gateway `gateway`, or (`vs == NO_VS`) only its `httpsRedirect`.
+#[derive(Debug, Clone, Copy)]
+struct VhostEntry {
+    vs: u32,
+    gateway: u32,
+    /// The server has `httpsRedirect` (Envoy `require_tls: ALL` on the virtual host).
+    require_tls: bool,
+}
+
+/// A gateway HTTP route configuration: virtual host name (a server host ∩ VirtualService
+/// host) → what each server contributes, in server then VirtualService order.
+type GatewayVhosts = HostMap<Vec<VhostEntry>>;
+
+/// The route configuration of one TLS-terminating HTTPS server
+/// (`https.<port>.<portName>.<gateway>.<namespace>`).
+#[derive(Debug, Default)]
+struct HttpsServerRoutes {
+    hosts: Vec<ServerHost>,
+    vhosts: GatewayVhosts,
+}
+
+/// Which Gateways' contributions a route configuration takes.
+#[derive(Debug, Clone, Copy)]
+enum GatewayScope<'s> {
+    /// All (one server's configuration).
+    All,
+    /// Gateways whose selector matches the gateway workload's labels (`http.<port>`).
+    Selecting(&'s Labels),
+    /// These Gateways (comma-separated `ns/name`s).
+    Listed(&'s str),
 }
 
 /// The compiled routing configuration.
@@ -789,6 +856,15 @@ pub struct RouteTable {
     default_retries: Option<Box<RetryPolicy>>,
     mesh: HostMap<Vec<u32>>,
     gateways: HashMap<Box<str>, GatewayRoutes>,
+    /// Every Gateway, by [`GatewayRoutes::id`].
+    gateway_meta: Vec<GatewayMeta>,
+    /// `http.<port>`: the plain HTTP servers of every Gateway on the port, merged as
+    /// istiod merges them for a gateway workload (`MergeGateways`); a request sees the
+    /// contributions of the Gateways that select its workload.
+    http_routes: HashMap<u16, GatewayVhosts>,
+    /// `https.<port>.<portName>.<gateway>.<namespace>`: one route configuration per
+    /// TLS-terminating HTTPS server.
+    https_routes: HashMap<Box<str>, HttpsServerRoutes>,
     /// Problems met while compiling (bad regexes, missing delegates): each disables only the
     /// condition or route concerned (a condition that cannot compile never matches).
     pub errors: Vec<String>,
@@ -1316,6 +1392,79 @@ impl L4Decision<'_> {
     }
 }
 
+/// A Gateway server host `[ns/]name`, lowercased: `*/` and no namespace admit every
+/// namespace, `./` the Gateway's (pilot `sanitizeServerHostNamespace`).
+fn server_host(h: &str, gateway_ns: &str) -> ServerHost {
+    match h.split_once('/') {
+        Some(("*", d)) => (None, d.to_ascii_lowercase().into()),
+        Some((".", d)) => (Some(gateway_ns.into()), d.to_ascii_lowercase().into()),
+        Some((n, d)) => (Some(n.into()), d.to_ascii_lowercase().into()),
+        None => (None, h.to_ascii_lowercase().into()),
+    }
+}
+
+/// Istio's `host.NamesForNamespace(server.Hosts, ns).Intersection(vs.Hosts)`: for each
+/// server host admitting namespace `ns` and each VirtualService host, the narrower of the
+/// two when one covers the other (`*.example.com` ∩ `*` = `*.example.com`,
+/// `*.example.com` ∩ `a.example.com` = `a.example.com`), without duplicates.
+fn intersect_hosts(
+    server: &[ServerHost],
+    ns: &str,
+    vs_hosts: &[Arc<str>],
+    out: &mut Vec<Box<str>>,
+) {
+    for (filter, s) in server {
+        if filter.as_deref().is_some_and(|n| n != ns) {
+            continue;
+        }
+        for v in vs_hosts {
+            let v = v.to_ascii_lowercase();
+            let h: &str = if model::host::subset_of(s, &v) {
+                s
+            } else if model::host::subset_of(&v, s) {
+                &v
+            } else {
+                continue;
+            };
+            if !out.iter().any(|o| &**o == h) {
+                out.push(h.into());
+            }
+        }
+    }
+}
+
+/// Adds a server's contribution to a virtual host; the same VirtualService through the
+/// same Gateway twice (two servers admitting the host) adds no routes, only its
+/// `httpsRedirect`.
+fn add_vhost_entry(list: &mut Vec<VhostEntry>, e: VhostEntry) {
+    match list
+        .iter_mut()
+        .find(|x| x.vs == e.vs && x.gateway == e.gateway)
+    {
+        Some(x) => x.require_tls |= e.require_tls,
+        None => list.push(e),
+    }
+}
+
+/// How well a server host (lowercase) matches an SNI or host (lowercase), as Envoy picks a
+/// filter chain by server name: exact beats the longest `*.suffix`, which beats `*`.
+fn sni_score(pattern: &str, host: &str) -> Option<usize> {
+    if pattern == "*" {
+        return Some(0);
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) => {
+            (host.len() > suffix.len() && host.ends_with(suffix)).then_some(suffix.len())
+        }
+        None => (pattern == host).then_some(usize::MAX),
+    }
+}
+
+/// Istio's `Protocol.IsHTTP` for a server protocol (upper case).
+fn is_http_protocol(p: &str) -> bool {
+    matches!(p, "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY")
+}
+
 fn passthrough(host: Cow<'_, str>) -> Cow<'_, [WeightedDestination]> {
     Cow::Owned(vec![WeightedDestination {
         host: Arc::from(&*host),
@@ -1580,34 +1729,29 @@ impl RouteTable {
         for o in objects {
             let Spec::Gateway(gw) = &o.spec else { continue };
             let ns = &o.metadata.namespace;
+            let id = t.gateway_meta.len() as u32;
+            t.gateway_meta.push(GatewayMeta {
+                name: o.key().into(),
+                selector: gw.selector.clone(),
+            });
             let servers = gw
                 .servers
                 .iter()
                 .map(|s| GatewayServerHosts {
                     port: u16::try_from(s.port.number).unwrap_or(0),
-                    hosts: s
-                        .hosts
-                        .iter()
-                        .map(|h| match h.split_once('/') {
-                            Some(("*", d)) => (None, d.to_ascii_lowercase().into()),
-                            Some((".", d)) => {
-                                (Some(ns.as_str().into()), d.to_ascii_lowercase().into())
-                            }
-                            Some((n, d)) => (Some(n.into()), d.to_ascii_lowercase().into()),
-                            None => (None, h.to_ascii_lowercase().into()),
-                        })
-                        .collect(),
+                    hosts: s.hosts.iter().map(|h| server_host(h, ns)).collect(),
                 })
                 .collect();
             t.gateways.insert(
                 o.key().into(),
                 GatewayRoutes {
-                    namespace: ns.as_str().into(),
+                    id,
                     servers,
-                    index: HostMap::default(),
+                    ..GatewayRoutes::default()
                 },
             );
         }
+        t.build_gateway_http(objects);
         // the registry ports each VirtualService's hosts cover (exact or wildcard)
         for vs in t.vss.iter_mut().filter(|v| !v.is_delegate) {
             let mut ports: Vec<u16> = services
@@ -1639,12 +1783,10 @@ impl RouteTable {
                     }
                     continue;
                 }
+                // exportTo is checked per request, against the gateway workload's namespace
                 let Some(gr) = t.gateways.get_mut(&**g) else {
                     continue;
                 };
-                if !vs.info.export_to.visible_to(&gr.namespace) {
-                    continue;
-                }
                 for h in vs.info.hosts.iter() {
                     let ports: Vec<u16> = gr
                         .servers
@@ -1668,6 +1810,108 @@ impl RouteTable {
             g.index.finish();
         }
         t
+    }
+
+    /// The gateway HTTP route configurations, as istiod's `buildGatewayHTTPRouteConfig`
+    /// builds them: for each HTTP server (plain HTTP, or HTTPS terminating TLS) and each
+    /// VirtualService bound to its Gateway, a virtual host for every name in
+    /// `NamesForNamespace(server.hosts, vs.namespace) ∩ vs.hosts` (`host.Names.Intersection`:
+    /// of two names where one covers the other, the narrower); an `httpsRedirect` server
+    /// adds its own hosts. Plain HTTP servers on a port share one configuration
+    /// (`http.<port>`); each HTTPS server has its own
+    /// (`https.<port>.<portName>.<gateway>.<namespace>`, pilot `gatewayRDSRouteName`), so a
+    /// request reaches only the virtual hosts of the server its SNI chose.
+    fn build_gateway_http(&mut self, objects: &[ConfigObject]) {
+        // VirtualServices by Gateway, in load order
+        let mut bound: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, vs) in self.vss.iter().enumerate().filter(|(_, v)| !v.is_delegate) {
+            for g in vs.info.gateways.iter().filter(|g| &***g != "mesh") {
+                let list = bound.entry(&**g).or_default();
+                if list.last() != Some(&(i as u32)) {
+                    list.push(i as u32);
+                }
+            }
+        }
+        let mut http_routes: HashMap<u16, GatewayVhosts> = HashMap::new();
+        let mut https_routes: HashMap<Box<str>, HttpsServerRoutes> = HashMap::new();
+        let mut hosts_buf: Vec<Box<str>> = Vec::new();
+        for o in objects {
+            let Spec::Gateway(gw) = &o.spec else { continue };
+            let key = o.key();
+            let Some(gr) = self.gateways.get_mut(key.as_str()) else {
+                continue;
+            };
+            for (s, parsed) in gw.servers.iter().zip(&gr.servers) {
+                let port = parsed.port;
+                let proto = s.port.protocol.to_ascii_uppercase();
+                let redirect = s.tls.as_ref().is_some_and(|t| t.https_redirect);
+                let vhosts = if is_http_protocol(&proto) {
+                    if !gr.http_ports.contains(&port) {
+                        gr.http_ports.push(port);
+                    }
+                    http_routes.entry(port).or_default()
+                } else if proto == "HTTPS"
+                    && s.tls.as_ref().is_some_and(|t| {
+                        !matches!(
+                            t.mode,
+                            model::ServerTlsMode::Passthrough
+                                | model::ServerTlsMode::AutoPassthrough
+                        )
+                    })
+                {
+                    let name = crate::gateway::https_route_name(s.port.number, &s.port.name, &key);
+                    gr.https.push((port, name.as_str().into()));
+                    let routes = https_routes.entry(name.into()).or_default();
+                    routes.hosts = parsed.hosts.clone();
+                    &mut routes.vhosts
+                } else {
+                    continue;
+                };
+                for &i in bound.get(key.as_str()).into_iter().flatten() {
+                    let vs = &self.vss[i as usize];
+                    hosts_buf.clear();
+                    intersect_hosts(
+                        &parsed.hosts,
+                        &vs.info.namespace,
+                        &vs.info.hosts,
+                        &mut hosts_buf,
+                    );
+                    for h in &hosts_buf {
+                        add_vhost_entry(
+                            vhosts.entry(h),
+                            VhostEntry {
+                                vs: i,
+                                gateway: gr.id,
+                                require_tls: redirect,
+                            },
+                        );
+                    }
+                }
+                if redirect {
+                    // istiod adds a virtual host for each server host as written (after
+                    // `sanitizeServerHostNamespace`): a namespace-qualified one is a domain
+                    // no Host header matches
+                    for (_, h) in parsed.hosts.iter().filter(|(n, _)| n.is_none()) {
+                        add_vhost_entry(
+                            vhosts.entry(h),
+                            VhostEntry {
+                                vs: NO_VS,
+                                gateway: gr.id,
+                                require_tls: true,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for v in http_routes.values_mut() {
+            v.finish();
+        }
+        for r in https_routes.values_mut() {
+            r.vhosts.finish();
+        }
+        self.http_routes = http_routes;
+        self.https_routes = https_routes;
     }
 
     /// Number of VirtualServices compiled.
@@ -1891,7 +2135,7 @@ impl RouteTable {
         let lit = if fits { lit.as_str() } else { raw_host };
 
         if let Some(gw) = a.gateway {
-            return self.route_gateway(gw, lit, port, &view);
+            return self.route_gateway(gw, lit, &view);
         }
 
         // the name as written, else its Kubernetes expansion (worked out only when needed);
@@ -2033,23 +2277,29 @@ impl RouteTable {
         }
     }
 
-    /// A gateway's virtual host: the routes of every VirtualService bound to it for the host
-    /// (`vss` yields them in order), merged as istiod does. Each VirtualService contributes
-    /// the match blocks the static pre-filters keep, up to its first catch-all (istiod
-    /// `BuildHTTPRoutesForVirtualService` stops there); then `SortVHostRoutes` moves every
-    /// catch-all after all other routes, keeping their order. First match wins over that
-    /// order: the non-catch-all blocks are tried first, then the catch-alls.
-    fn walk_gateway<'a, I>(
+    /// A gateway's virtual host: the routes of every VirtualService contributing to it
+    /// (`vss` yields them in order, each with the Gateway it is bound through), merged as
+    /// istiod does. Each VirtualService contributes the match blocks the static pre-filters
+    /// keep, up to its first catch-all (istiod `BuildHTTPRoutesForVirtualService` stops
+    /// there); then `SortVHostRoutes` moves every catch-all after all other routes, keeping
+    /// their order. First match wins over that order: the non-catch-all blocks are tried
+    /// first, then the catch-alls.
+    fn walk_gateway<'a, 'g, I>(
         &'a self,
         vss: impl Fn() -> I,
         host: Cow<'a, str>,
         view: &ReqView<'_>,
     ) -> RouteDecision<'a>
     where
-        I: Iterator<Item = &'a CompiledVs>,
+        I: Iterator<Item = (&'a CompiledVs, &'g str)>,
     {
         for catch_alls in [false, true] {
-            for vs in vss() {
+            for (vs, gw) in vss() {
+                // match `gateways` see the Gateway this VirtualService is bound through
+                let view = &ReqView {
+                    gateway: Some(gw),
+                    ..*view
+                };
                 'vs: for rule in &vs.http {
                     if rule.matches.is_empty() {
                         if catch_alls {
@@ -2077,42 +2327,255 @@ impl RouteTable {
                 }
             }
         }
-        let first = vss().next();
+        let first = vss().next().map(|(vs, _)| vs);
         self.no_route(host, first)
     }
 
-    fn route_gateway<'a>(
+    /// The HTTP route configuration a gateway request uses, from
+    /// [`HttpRequestAttrs::gateway`]: an `https.<port>.<portName>.<name>.<ns>` server
+    /// configuration; `http.<port>` (the plain HTTP servers of the Gateways selecting the
+    /// workload); or `ns/name[,ns/name..]`: those Gateways' plain HTTP servers on the port,
+    /// else (a port of TLS-terminating servers) the HTTPS server whose hosts best match the
+    /// request's host, as the SNI a client sends for it would choose.
+    fn gateway_http_config<'a, 's>(
         &'a self,
-        gw: &str,
+        gw: &'s str,
         host: &str,
         port: u16,
-        view: &ReqView<'_>,
-    ) -> RouteDecision<'a> {
-        let no_route = |host: &str| self.no_route(Cow::Owned(host.to_owned()), None);
-        let Some(g) = self.gateways.get(gw) else {
-            return no_route(host);
-        };
-        // the request host must be admitted by a server on this port
-        let admitted = g.servers.iter().any(|s| {
-            s.port == port
-                && s.hosts
-                    .iter()
-                    .any(|(_, h)| &**h == "*" || model::host::matches(h, host))
-        });
-        if !admitted {
-            return no_route(host);
-        }
-        for list in g.index.all_matching(host) {
-            let vss = || {
-                list.iter()
-                    .filter(|(_, ports)| ports.contains(&port))
-                    .map(|(i, _)| &self.vss[*i as usize])
-            };
-            if vss().next().is_some() {
-                return self.walk_gateway(vss, Cow::Owned(host.to_owned()), view);
+        labels: &'s Labels,
+    ) -> Option<(&'a GatewayVhosts, GatewayScope<'s>)> {
+        if !gw.contains('/') {
+            if gw.starts_with("https.") {
+                return self
+                    .https_routes
+                    .get(gw)
+                    .map(|r| (&r.vhosts, GatewayScope::All));
+            }
+            if let Some(p) = gw.strip_prefix("http.") {
+                let p: u16 = p.parse().ok()?;
+                return self
+                    .http_routes
+                    .get(&p)
+                    .map(|v| (v, GatewayScope::Selecting(labels)));
             }
         }
-        no_route(host)
+        let listed = || gw.split(',').filter_map(|g| self.gateways.get(g.trim()));
+        if listed().any(|g| g.http_ports.contains(&port)) {
+            return self
+                .http_routes
+                .get(&port)
+                .map(|v| (v, GatewayScope::Listed(gw)));
+        }
+        let mut best: Option<(usize, &HttpsServerRoutes)> = None;
+        for g in listed() {
+            for (_, name) in g.https.iter().filter(|(p, _)| *p == port) {
+                let Some(r) = self.https_routes.get(name) else {
+                    continue;
+                };
+                let score = r.hosts.iter().filter_map(|(_, h)| sni_score(h, host)).max();
+                if let Some(score) = score {
+                    if best.is_none_or(|(b, _)| score > b) {
+                        best = Some((score, r));
+                    }
+                }
+            }
+        }
+        best.map(|(_, r)| (&r.vhosts, GatewayScope::All))
+    }
+
+    /// Whether a virtual host contribution counts for this request: its Gateway is in
+    /// scope, and its VirtualService is exported to the gateway workload's namespace
+    /// (PushContext `VirtualServicesForGateway(proxyNamespace, gateway)`) and keeps a route
+    /// after the static pre-filters (else istiod adds nothing for it).
+    #[inline]
+    fn vhost_entry_live(
+        &self,
+        e: &VhostEntry,
+        scope: GatewayScope<'_>,
+        view: &ReqView<'_>,
+    ) -> bool {
+        let meta = &self.gateway_meta[e.gateway as usize];
+        let in_scope = match scope {
+            GatewayScope::All => true,
+            GatewayScope::Selecting(labels) => meta
+                .selector
+                .as_ref()
+                .is_none_or(|s| crate::names::labels_match(s, labels)),
+            GatewayScope::Listed(list) => list.split(',').any(|g| g.trim() == &*meta.name),
+        };
+        if !in_scope {
+            return false;
+        }
+        if e.vs == NO_VS {
+            return true;
+        }
+        let vs = &self.vss[e.vs as usize];
+        vs.info.export_to.visible_to(view.client_ns)
+            && vs.keeps_a_route(&ReqView {
+                gateway: Some(&meta.name),
+                ..*view
+            })
+    }
+
+    /// The virtual host a gateway request lands on (Envoy: exact domain, then the longest
+    /// wildcard): the contributions to it, or `None` (404).
+    fn gateway_vhost<'a, 's>(
+        &'a self,
+        gw: &'s str,
+        host: &str,
+        view: &ReqView<'s>,
+    ) -> Option<(&'a [VhostEntry], GatewayScope<'s>)> {
+        let (vhosts, scope) = self.gateway_http_config(gw, host, view.port, view.source_labels)?;
+        vhosts
+            .all_matching(host)
+            .find(|list| list.iter().any(|e| self.vhost_entry_live(e, scope, view)))
+            .map(|list| (&**list, scope))
+    }
+
+    fn route_gateway<'a>(&'a self, gw: &str, host: &str, view: &ReqView<'_>) -> RouteDecision<'a> {
+        let Some((list, scope)) = self.gateway_vhost(gw, host, view) else {
+            return self.no_route(Cow::Owned(host.to_owned()), None);
+        };
+        let vss = || {
+            list.iter()
+                .filter(|e| e.vs != NO_VS && self.vhost_entry_live(e, scope, view))
+                .map(|e| {
+                    (
+                        &self.vss[e.vs as usize],
+                        &*self.gateway_meta[e.gateway as usize].name,
+                    )
+                })
+        };
+        self.walk_gateway(vss, Cow::Owned(host.to_owned()), view)
+    }
+
+    /// For a request at a gateway ([`HttpRequestAttrs::gateway`] set): `None` when no
+    /// virtual host of its route configuration matches the host (Envoy answers 404),
+    /// `Some(true)` when the virtual host requires TLS (a server's `httpsRedirect`: Envoy
+    /// redirects a plain HTTP request to `https://`), `Some(false)` otherwise. `None` for
+    /// mesh traffic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: gw, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers:
+    ///   - port: {number: 80, name: http, protocol: HTTP}
+    ///     hosts: [secure.example.com]
+    ///     tls: {httpsRedirect: true}
+    ///   - port: {number: 80, name: http-web, protocol: HTTP}
+    ///     hosts: ['*.example.com']
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: web, namespace: default}
+    /// spec:
+    ///   hosts: [www.example.com]
+    ///   gateways: [istio-system/gw]
+    ///   http: [{route: [{destination: {host: web}}]}]
+    /// ").unwrap().snapshot();
+    /// let h = http::HeaderMap::new();
+    /// let at = |host| HttpRequestAttrs::new("istio-system", host, "/", &h).with_gateway(Some("istio-system/gw"));
+    /// assert_eq!(snap.routes().gateway_requires_tls(&at("secure.example.com")), Some(true));
+    /// assert_eq!(snap.routes().gateway_requires_tls(&at("www.example.com")), Some(false));
+    /// assert_eq!(snap.routes().gateway_requires_tls(&at("other.example.com")), None);
+    /// ```
+    pub fn gateway_requires_tls(&self, a: &HttpRequestAttrs<'_>) -> Option<bool> {
+        let gw = a.gateway?;
+        let view = ReqView {
+            path: a.path,
+            query: a.query,
+            method: a.method,
+            authority: a.authority,
+            scheme: a.scheme,
+            headers: a.headers,
+            port: a.effective_port(),
+            client_ns: a.client_namespace,
+            source_labels: a.source_labels,
+            gateway: a.gateway,
+            request_auth: a.request_auth,
+        };
+        let (raw_host, _) = split_authority(a.authority);
+        let mut lit = HostBuf::new();
+        let host = if lit.push_lower(raw_host) {
+            lit.as_str()
+        } else {
+            raw_host
+        };
+        let (list, scope) = self.gateway_vhost(gw, host, &view)?;
+        Some(
+            list.iter()
+                .any(|e| e.require_tls && self.vhost_entry_live(e, scope, &view)),
+        )
+    }
+
+    /// The route configuration name (`https.<port>.<portName>.<name>.<ns>`) of the
+    /// TLS-terminating HTTPS server of these Gateways (`ns/name`, comma-separated) on `port`
+    /// that a TLS client sending `sni` reaches: an exact server host first, then the
+    /// longest wildcard, then `*`. Use it as [`HttpRequestAttrs::gateway`] to route as
+    /// that server.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: gw, namespace: istio-system}
+    /// spec:
+    ///   servers:
+    ///   - port: {number: 443, name: https-secure, protocol: HTTPS}
+    ///     hosts: [secure.example.com]
+    ///     tls: {mode: MUTUAL, credentialName: secure-cred}
+    ///   - port: {number: 443, name: https-public, protocol: HTTPS}
+    ///     hosts: ['*.example.com']
+    ///     tls: {mode: SIMPLE, credentialName: public-cred}
+    /// ").unwrap().snapshot();
+    /// let routes = snap.routes();
+    /// let route = |sni| routes.gateway_https_route("istio-system/gw", 443, sni);
+    /// assert_eq!(route(Some("secure.example.com")), Some("https.443.https-secure.gw.istio-system"));
+    /// assert_eq!(route(Some("www.example.com")), Some("https.443.https-public.gw.istio-system"));
+    /// assert_eq!(route(Some("example.org")), None);
+    /// ```
+    pub fn gateway_https_route(
+        &self,
+        gateways: &str,
+        port: u16,
+        sni: Option<&str>,
+    ) -> Option<&str> {
+        let sni = sni.map(str::to_ascii_lowercase);
+        let mut best: Option<(usize, &str)> = None;
+        for g in gateways
+            .split(',')
+            .filter_map(|g| self.gateways.get(g.trim()))
+        {
+            for (_, name) in g.https.iter().filter(|(p, _)| *p == port) {
+                let Some(r) = self.https_routes.get(name) else {
+                    continue;
+                };
+                let score = r
+                    .hosts
+                    .iter()
+                    .filter_map(|(_, h)| match &sni {
+                        Some(sni) => sni_score(h, sni),
+                        None => (&**h == "*").then_some(0),
+                    })
+                    .max();
+                if let Some(score) = score {
+                    if best.is_none_or(|(b, _)| score > b) {
+                        best = Some((score, name));
+                    }
+                }
+            }
+        }
+        best.map(|(_, n)| n)
     }
 
     fn l4_candidates<'a>(
@@ -2130,12 +2593,20 @@ impl RouteTable {
                 let Some(g) = self.gateways.get(gw) else {
                     return Vec::new();
                 };
+                // exported to the gateway workload's namespace (VirtualServicesForGateway)
+                let ok = |(i, p): &(u32, Box<[u16]>)| {
+                    p.contains(&a.port)
+                        && self.vss[*i as usize]
+                            .info
+                            .export_to
+                            .visible_to(a.client_namespace)
+                };
                 g.index
                     .all_matching(host)
-                    .find(|l| l.iter().any(|(_, p)| p.contains(&a.port)))
+                    .find(|l| l.iter().any(ok))
                     .map(|l| {
                         l.iter()
-                            .filter(|(_, p)| p.contains(&a.port))
+                            .filter(|e| ok(e))
                             .map(|(i, _)| &self.vss[*i as usize])
                             .collect()
                     })

@@ -155,7 +155,7 @@ use hyper_util::server::conn::auto;
 use mesh_core::gateway::GatewayServer as ServerRef;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, ServerTlsMode};
-use mesh_core::route::{L4Attrs, WeightedDestination};
+use mesh_core::route::{HttpRequestAttrs, L4Attrs, WeightedDestination};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, DirCredentials, PeerIdentity};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -1277,6 +1277,7 @@ fn select<'a>(
 }
 
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
+    let http_route: Arc<str> = mesh_core::gateway::http_route_name(port.into()).into();
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -1287,8 +1288,9 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
             }
         };
         let inner = Arc::clone(&inner);
+        let http_route = Arc::clone(&http_route);
         tokio::spawn(async move {
-            if let Err(e) = connection(inner, tcp, remote, port).await {
+            if let Err(e) = connection(inner, tcp, remote, port, http_route).await {
                 tracing::debug!(port, %remote, error = %e, "gateway connection closed");
             }
         });
@@ -1308,8 +1310,11 @@ fn on_port(snap: &Snapshot, labels: &Labels, port: u16) -> Vec<(Kind, String, us
 struct HttpCtx {
     port: u16,
     https: bool,
-    /// The server chosen by SNI (TLS); `None`: choose per request by host.
-    fixed: Option<(Arc<str>, usize)>,
+    /// The route configuration requests are routed by (pilot `gatewayRDSRouteName`):
+    /// `http.<port>`, the plain HTTP servers on the port of every Gateway selecting this
+    /// workload, merged; or `https.<port>.<portName>.<gateway>.<ns>`, only the server the
+    /// connection's SNI chose.
+    route: Arc<str>,
     conn: ConnectionInfo,
     /// The `x-forwarded-client-cert` of this connection's client certificate (MUTUAL,
     /// OPTIONAL_MUTUAL with a certificate); every request's own XFCC is replaced by it, or
@@ -1317,22 +1322,12 @@ struct HttpCtx {
     xfcc: Option<HeaderValue>,
 }
 
-fn server_at<'a>(
-    snap: &'a Snapshot,
-    labels: &Labels,
-    gateway: &str,
-    index: usize,
-) -> Option<ServerRef<'a>> {
-    snap.gateway_servers(labels)
-        .into_iter()
-        .find(|s| s.gateway == gateway && s.index == index)
-}
-
 async fn connection(
     inner: Arc<Inner>,
     tcp: TcpStream,
     remote: SocketAddr,
     port: u16,
+    http_route: Arc<str>,
 ) -> io::Result<()> {
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().ok();
@@ -1344,7 +1339,7 @@ async fn connection(
     let plain_ctx = HttpCtx {
         port,
         https: false,
-        fixed: None,
+        route: http_route,
         conn: conn.clone(),
         xfcc: None,
     };
@@ -1378,6 +1373,12 @@ async fn connection(
     };
     let gateway: Arc<str> = server.gateway.into();
     let index = server.index;
+    let route: Arc<str> = mesh_core::gateway::https_route_name(
+        server.server.port.number,
+        &server.server.port.name,
+        &gateway,
+    )
+    .into();
     let settings = server.server.tls.clone().unwrap_or_default();
     if !terminate {
         if settings.mode != ServerTlsMode::Passthrough {
@@ -1424,7 +1425,7 @@ async fn connection(
         let ctx = HttpCtx {
             port,
             https: true,
-            fixed: Some((gateway, index)),
+            route,
             conn,
             xfcc,
         };
@@ -1612,15 +1613,6 @@ fn authority_of<B>(req: &Request<B>) -> &str {
         .unwrap_or("")
 }
 
-fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority
-            .split_once(']')
-            .map_or(authority, |(h, _)| &h[1..]);
-    }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-}
-
 async fn handle(
     inner: &Inner,
     ctx: &HttpCtx,
@@ -1671,36 +1663,40 @@ async fn handle(
         },
     };
     let authority = authority_of(&req).to_owned();
-    let host = strip_port(&authority);
-    let server = match &ctx.fixed {
-        Some((g, i)) => server_at(&snap, &inner.labels, g, *i),
-        None => select(
-            snap.gateway_servers(&inner.labels)
-                .into_iter()
-                .filter(|s| s.server.port.number == u32::from(ctx.port) && kind(s) == Kind::Http),
-            Some(host),
-        ),
+    // the router's own answers: no virtual host for the Host in the connection's route
+    // configuration (404), or one that requires TLS (httpsRedirect: Envoy's `require_tls`)
+    let vhost = {
+        let (path, query) = req
+            .uri()
+            .path_and_query()
+            .map_or(("/", None), |pq| (pq.path(), pq.query()));
+        let attrs = HttpRequestAttrs {
+            client_namespace: &inner.namespace,
+            source_labels: &inner.labels,
+            gateway: Some(&ctx.route),
+            authority: &authority,
+            port: ctx.port,
+            method: req.method().as_str(),
+            path,
+            query,
+            scheme: if ctx.https { "https" } else { "http" },
+            headers: req.headers(),
+            request_auth: None,
+        };
+        snap.routes().gateway_requires_tls(&attrs)
     };
-    // the router's own answers: no virtual host, or httpsRedirect (a `require_tls` direct
-    // response)
-    let answer = match server {
-        None => Err(local(&LocalReply::NoRoute, req.headers())),
-        Some(s) if !ctx.https && s.server.tls.as_ref().is_some_and(|t| t.https_redirect) => {
-            Err(https_redirect(&req, &authority))
+    let answer = match vhost {
+        None => Some(local(&LocalReply::NoRoute, req.headers())),
+        Some(true) if !ctx.https => Some(https_redirect(&req, &authority)),
+        Some(_) => None,
+    };
+    if let Some(mut r) = answer {
+        // headersToDownstreamOnAllow: on every response the ext_authz filter encodes
+        for (k, v) in add_downstream.iter().flatten() {
+            r.headers_mut().append(k.clone(), v.clone());
         }
-        Some(s) => Ok(s),
-    };
-    let server = match answer {
-        Ok(s) => s,
-        Err(mut r) => {
-            // headersToDownstreamOnAllow: on every response the ext_authz filter encodes
-            for (k, v) in add_downstream.iter().flatten() {
-                r.headers_mut().append(k.clone(), v.clone());
-            }
-            return r;
-        }
-    };
-    let gateway = server.gateway;
+        return r;
+    }
     // the downstream half of a WebSocket upgrade, completed only if the upstream accepts
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     // What Envoy's gateway does to a request before routing it: hop-by-hop headers go
@@ -1731,7 +1727,7 @@ async fn handle(
         }
     }
     let via = crate::outbound::GatewayRoute {
-        gateway,
+        gateway: &ctx.route,
         port: ctx.port,
         scheme: if ctx.https { "https" } else { "http" },
         conn: Some(&ctx.conn),
@@ -1874,9 +1870,6 @@ spec:
 
     #[test]
     fn authority_ports() {
-        assert_eq!(strip_port("a.example.com:8080"), "a.example.com");
-        assert_eq!(strip_port("a.example.com"), "a.example.com");
-        assert_eq!(strip_port("[::1]:80"), "::1");
         let req = Request::get("/status/200?x=1").body(()).unwrap();
         for (authority, want) in [
             (
