@@ -660,6 +660,9 @@ pub(crate) struct Found<'a> {
     pub(crate) request_id: Option<&'a HeaderValue>,
     /// Which of them are there.
     pub(crate) seen: Seen,
+    /// The `traceparent`'s trace id, span id and sampled flag, once [`Found::parent`] has
+    /// parsed it (`Some(None)`: parsed, not valid), so it is parsed once per request.
+    w3c: Option<Option<(u128, u64, bool)>>,
 }
 
 impl<'a> Found<'a> {
@@ -721,14 +724,18 @@ impl<'a> Found<'a> {
 
     /// The caller's context (`b3`, then `x-b3-*`, then W3C); `headers` are the ones
     /// scanned, read again only for repeated `tracestate` fields.
-    pub(crate) fn parent(&self, headers: &HeaderMap) -> Option<Parent> {
+    pub(crate) fn parent(&mut self, headers: &HeaderMap) -> Option<Parent> {
         // B3 first, as Istio's Zipkin tracer reads it (`b3`, then `x-b3-*`
         // [span_context_extractor.cc]); W3C only when there is no B3 context, as Envoy's
         // USE_B3_WITH_W3C_PROPAGATION fallback does
+        let w3c = trimmed(self.traceparent).and_then(parse_traceparent);
+        self.w3c = Some(
+            w3c.as_ref()
+                .map(|w| (w.trace_id, w.span_id, w.sampled == Some(true))),
+        );
         let b3 = trimmed(self.b3)
             .and_then(parse_b3_single)
-            .or_else(|| self.b3_multi());
-        let w3c = trimmed(self.traceparent).and_then(parse_traceparent);
+            .or_else(|| self.b3_multi(w3c.as_ref()));
         let tracestate = || {
             if self.tracestates {
                 tracestate_of(headers)
@@ -753,10 +760,20 @@ impl<'a> Found<'a> {
         }
     }
 
-    /// The `x-b3-*` context, if its trace and span ids are there.
-    fn b3_multi(&self) -> Option<Parent> {
-        let (trace_id, short) = trimmed(self.trace_id).and_then(hex_trace_id)?;
-        let span_id = trimmed(self.span_id).and_then(hex_u64)?;
+    /// The `x-b3-*` context, if its trace and span ids are there. `w3c`: the request's
+    /// parsed `traceparent`; when the B3 ids are its very digits (a mesh client writes both
+    /// formats from one span), they are its ids, taken without parsing them again.
+    fn b3_multi(&self, w3c: Option<&Parent>) -> Option<Parent> {
+        let (trace, span) = (trimmed(self.trace_id)?, trimmed(self.span_id)?);
+        let (trace_id, short, span_id) = match (w3c, trimmed(self.traceparent)) {
+            (Some(w), Some(tp)) if tp.get(3..35) == Some(trace) && tp.get(36..52) == Some(span) => {
+                (w.trace_id, false, w.span_id)
+            }
+            _ => {
+                let (trace_id, short) = hex_trace_id(trace)?;
+                (trace_id, short, hex_u64(span)?)
+            }
+        };
         let debug = trimmed(self.flags) == Some(b"1");
         let sampled = trimmed(self.sampled)
             .and_then(parse_b3_sampled)
@@ -776,13 +793,13 @@ impl<'a> Found<'a> {
     /// True when the `traceparent` carries `ctx`'s span and sampling decision (a B3
     /// context won, and the caller wrote the same span in both formats).
     pub(crate) fn traceparent_carries(&self, ctx: &TraceContext) -> bool {
-        trimmed(self.traceparent)
-            .and_then(parse_traceparent)
-            .is_some_and(|p| {
-                p.trace_id == ctx.trace_id
-                    && p.span_id == ctx.span_id
-                    && p.sampled == Some(ctx.sampled)
-            })
+        let w3c = match self.w3c {
+            Some(parsed) => parsed,
+            None => trimmed(self.traceparent)
+                .and_then(parse_traceparent)
+                .map(|w| (w.trace_id, w.span_id, w.sampled == Some(true))),
+        };
+        w3c == Some((ctx.trace_id, ctx.span_id, ctx.sampled))
     }
 
     /// True when the B3 multi-header fields carry `ctx`'s span: an `x-b3-traceid` and an
@@ -1988,7 +2005,7 @@ mod tests {
             .collect();
         pairs.extend(trace);
         let (large, small) = (headers(&pairs), headers(&trace));
-        let (by_lookup, by_pass) = (Found::scan(&large), Found::scan(&small));
+        let (mut by_lookup, mut by_pass) = (Found::scan(&large), Found::scan(&small));
         assert_eq!(by_lookup.seen, by_pass.seen);
         let want = Seen::TRACEPARENT | Seen::TRACESTATE | Seen::SAMPLED | Seen::REQUEST_ID;
         assert_eq!(by_pass.seen, Seen(want));

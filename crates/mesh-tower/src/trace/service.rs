@@ -176,7 +176,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     let config = layer.config;
     let mut rng = rand::rng();
     // one pass over the request's headers finds the trace headers it has
-    let found = Found::scan(req.headers());
+    let mut found = Found::scan(req.headers());
     let seen = found.seen;
     let from_headers = found.parent(req.headers());
     // a caller's headers are mostly rewritten in place (or, shared, left alone); a new
