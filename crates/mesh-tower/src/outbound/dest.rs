@@ -65,8 +65,9 @@ pub(crate) struct DestKey {
 /// What of a request decides its destination besides the routed service.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RequestTarget<'a> {
-    /// The host the request is for (its authority's host).
-    pub(crate) host: &'a str,
+    /// The authority the request is for (its host is read only for destinations keyed
+    /// by it: `Authority::host` scans the authority).
+    pub(crate) authority: &'a http::uri::Authority,
     /// The port the request is for.
     pub(crate) port: u16,
     /// The application's URI has the `https` scheme (a mesh client's request, never a
@@ -106,7 +107,7 @@ impl DestKey {
             subset,
             port,
             request: by_request.then(|| {
-                let h = request.host;
+                let h = request.authority.host();
                 let h = h
                     .strip_prefix('[')
                     .and_then(|h| h.strip_suffix(']'))
@@ -935,17 +936,22 @@ spec:
         let reg = snap.registry();
         let api = reg.service("api.example.com", "default").unwrap();
         let wild = reg.service("en.example.org", "default").unwrap();
-        let target = |host, https| RequestTarget {
-            host,
+        let authorities: Vec<http::uri::Authority> =
+            ["api.example.com", "API.example.com", "EN.example.org:8080"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect();
+        let target = |authority, https| RequestTarget {
+            authority,
             port: 8080,
             https,
         };
-        let k = DestKey::for_request(api, None, 4, target("api.example.com", false));
+        let k = DestKey::for_request(api, None, 4, target(&authorities[0], false));
         assert_eq!(k, DestKey::new("api.example.com".into(), None, 4));
-        let k = DestKey::for_request(api, None, 4, target("API.example.com", true));
+        let k = DestKey::for_request(api, None, 4, target(&authorities[1], true));
         assert_eq!(k.request, Some(("api.example.com".into(), 8080)));
         assert!(k.https);
-        let k = DestKey::for_request(wild, None, 80, target("EN.example.org", false));
+        let k = DestKey::for_request(wild, None, 80, target(&authorities[2], false));
         assert_eq!(&*k.host, "*.example.org");
         assert_eq!(k.request, Some(("en.example.org".into(), 8080)));
         assert!(!k.https);

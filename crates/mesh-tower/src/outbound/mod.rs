@@ -2472,7 +2472,7 @@ where
         }
     }
     let target = dest::RequestTarget {
-        host: authority.host(),
+        authority: &authority,
         port,
         https: via.is_none() && parts.uri.scheme() == Some(&Scheme::HTTPS),
     };
