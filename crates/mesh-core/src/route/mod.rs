@@ -197,6 +197,23 @@ pub struct HttpRequestAttrs<'a> {
 }
 
 impl<'a> HttpRequestAttrs<'a> {
+    /// The request as the route matchers see it, on `port`.
+    fn view(&self, port: u16) -> ReqView<'_> {
+        ReqView {
+            path: self.path,
+            query: self.query,
+            method: self.method,
+            authority: self.authority,
+            scheme: self.scheme,
+            headers: self.headers,
+            port,
+            client_ns: self.client_namespace,
+            source_labels: self.source_labels,
+            gateway: self.gateway,
+            request_auth: self.request_auth,
+        }
+    }
+
     /// A GET over http from `client_namespace` with no source labels; `path` may carry a
     /// query string (`/a?b=1`).
     ///
@@ -2116,19 +2133,7 @@ impl RouteTable {
         sidecar: Option<&SidecarScope>,
     ) -> RouteDecision<'a> {
         let port = a.effective_port();
-        let view = ReqView {
-            path: a.path,
-            query: a.query,
-            method: a.method,
-            authority: a.authority,
-            scheme: a.scheme,
-            headers: a.headers,
-            port,
-            client_ns: a.client_namespace,
-            source_labels: a.source_labels,
-            gateway: a.gateway,
-            request_auth: a.request_auth,
-        };
+        let view = a.view(port);
         let (raw_host, _) = split_authority(a.authority);
         let mut lit = HostBuf::new();
         let fits = lit.push_lower(raw_host);
@@ -2489,19 +2494,7 @@ impl RouteTable {
     /// ```
     pub fn gateway_requires_tls(&self, a: &HttpRequestAttrs<'_>) -> Option<bool> {
         let gw = a.gateway?;
-        let view = ReqView {
-            path: a.path,
-            query: a.query,
-            method: a.method,
-            authority: a.authority,
-            scheme: a.scheme,
-            headers: a.headers,
-            port: a.effective_port(),
-            client_ns: a.client_namespace,
-            source_labels: a.source_labels,
-            gateway: a.gateway,
-            request_auth: a.request_auth,
-        };
+        let view = a.view(a.effective_port());
         let (raw_host, _) = split_authority(a.authority);
         let mut lit = HostBuf::new();
         let host = if lit.push_lower(raw_host) {
