@@ -199,6 +199,42 @@ pub struct Endpoint {
     pub origin: Box<str>,
 }
 
+impl Endpoint {
+    /// Whether the endpoint speaks Istio mTLS, so that auto mTLS sends it mTLS: its
+    /// `security.istio.io/tlsMode` label when it has one (`istio`; `disabled` or anything
+    /// else: plaintext), else whether it has a service account, as istiod decides for
+    /// WorkloadEntries and ServiceEntry endpoints (`getTLSModeFromWorkloadEntry`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: vms, namespace: default}
+    /// spec:
+    ///   hosts: [vms.example.internal]
+    ///   location: MESH_INTERNAL
+    ///   resolution: STATIC
+    ///   ports: [{number: 80, name: http, protocol: HTTP}]
+    ///   endpoints:
+    ///   - {address: 10.0.0.1, serviceAccount: vm}
+    ///   - {address: 10.0.0.2, serviceAccount: vm, labels: {security.istio.io/tlsMode: disabled}}
+    ///   - {address: 10.0.0.3, labels: {security.istio.io/tlsMode: istio}}
+    ///   - {address: 10.0.0.4}
+    /// ").unwrap().snapshot();
+    /// let svc = snap.registry().service("vms.example.internal", "default").unwrap();
+    /// let tls: Vec<bool> = svc.endpoints.iter().map(|e| e.istio_tls()).collect();
+    /// assert_eq!(tls, [true, false, true, false]);
+    /// ```
+    pub fn istio_tls(&self) -> bool {
+        match self.labels.get("security.istio.io/tlsMode") {
+            Some(mode) => mode == "istio",
+            None => self.service_account.is_some(),
+        }
+    }
+}
+
 /// A port of a service.
 ///
 /// # Examples
