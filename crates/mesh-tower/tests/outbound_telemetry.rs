@@ -481,3 +481,98 @@ spec:
         ],
     );
 }
+
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_gateway_access_log_names_the_upstream_host_cluster_and_route() {
+    use mesh_tower::gateway::GatewayServer;
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dead = dead_addr().await;
+    let yaml = format!(
+        "{}{}",
+        service_yaml("httpbin", "default"),
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin, namespace: default}
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - name: api
+    route: [{destination: {host: httpbin.default.svc.cluster.local, port: {number: 9080}}}]
+"
+    );
+    let mesh = mesh(&yaml);
+    register(
+        &mesh,
+        "httpbin-1",
+        "default",
+        "httpbin",
+        "httpbin",
+        "v1",
+        dead,
+    );
+    let ingress: mesh_core::model::Labels =
+        [("istio".to_string(), "ingressgateway".to_string())].into();
+    let gw = GatewayServer::builder(mesh.clone(), "istio-system", ingress)
+        .listener(
+            80,
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        )
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(80).unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let req = http::Request::get(format!("http://{addr}/get"))
+        .header("host", "httpbin.example.com")
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let _ = resp.into_body().collect().await;
+
+    let want = format!("\"{dead}\" outbound|9080||httpbin.default.svc.cluster.local ");
+    for _ in 0..200 {
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        if let Some(line) = text.lines().find(|l| l.contains("\" 503 UF")) {
+            assert!(line.contains(&want), "{want} in {line}");
+            assert!(line.contains("route_name=api"), "route name in {line}");
+            // the transport failure reason is logged, not `-`
+            assert!(line.contains(" \"delayed connect error: "), "{line}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "no access log line in {}",
+        String::from_utf8_lossy(&logs.0.lock().unwrap())
+    );
+}

@@ -171,6 +171,8 @@ pub(crate) struct DestState {
     /// Each endpoint's address as a URI authority (same order), built once.
     pub(crate) authorities: Vec<http::uri::Authority>,
     pub(crate) service: Arc<ServiceInfo>,
+    /// Envoy's cluster name, `outbound|<port>|<subset>|<host>` (for the access log).
+    pub(crate) cluster_name: Arc<str>,
 }
 
 impl std::fmt::Debug for DestState {
@@ -828,6 +830,13 @@ fn build(
         peers_unconnected,
         mutual_tls,
         service: Arc::new(service_info(service)),
+        cluster_name: format!(
+            "outbound|{}|{}|{}",
+            key.port,
+            key.subset.as_deref().unwrap_or(""),
+            key.host
+        )
+        .into(),
     }
 }
 

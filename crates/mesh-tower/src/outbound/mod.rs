@@ -276,6 +276,7 @@ pub use connector::{ConnectError, MeshConn, MeshConnector};
 pub use deadline::BodyTimeout;
 pub use upstream::UpstreamBody;
 
+use crate::accesslog::UpstreamInfo;
 use crate::envoy::{
     is_grpc, LocalReply, ResetReason, ResponseCodeDetails, ResponseFlags, DIRECT_RESPONSE,
     UPGRADE_FAILED,
@@ -1960,6 +1961,12 @@ fn black_hole(grpc: bool, authority: &str) -> (Response<MeshBody>, Option<Metric
     (r, Some(service_context(service)))
 }
 
+/// The name Istio gives the route to a service no VirtualService routes.
+fn default_route_name() -> Arc<str> {
+    static NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(NAME.get_or_init(|| Arc::from("default")))
+}
+
 /// The metrics context of an answer whose destination service is `service` and whose
 /// endpoint is not known.
 fn service_context(service: ServiceInfo) -> MetricsContext {
@@ -2691,7 +2698,18 @@ where
         }
     }
 
+    // the access log's upstream fields, for a gateway (whose access log is on anyway)
+    let log_upstream = via.map(|_| match decision.virtual_service {
+        // Istio names a VirtualService's route by its `name`; the route to a service
+        // without one is `default`
+        Some(_) => decision
+            .rule
+            .and_then(|r| r.name.as_deref())
+            .map(Arc::<str>::from),
+        None => Some(default_route_name()),
+    });
     let attempts = Attempts {
+        log_upstream,
         // consistent hashing by source IP and generated cookies: a gateway's downstream
         // connection (Envoy's), else the client workload itself
         conn: match via.and_then(|v| v.conn) {
@@ -2831,6 +2849,8 @@ fn endpoint_uri(dest: &DestState, index: usize, pq: &PathAndQuery) -> Uri {
 }
 
 struct Attempts<'a, T> {
+    /// Put [`UpstreamInfo`] (with this route name) in the answer's extensions.
+    log_upstream: Option<Option<Arc<str>>>,
     /// The downstream connection's addresses, for the hash policy.
     conn: ConnectionAddrs,
     transport: &'a T,
@@ -2875,8 +2895,23 @@ impl<T: Sender> Attempts<'_, T> {
     /// an endpoint was picked, the last attempt's endpoint (as Envoy's upstream host).
     async fn run(&self, body: &mut ReqBody) -> (Response<MeshBody>, MetricsContext) {
         let mut endpoint = None;
-        let resp = self.attempts(body, &mut endpoint).await;
+        let mut transport_failure = None;
+        let mut resp = self
+            .attempts(body, &mut endpoint, &mut transport_failure)
+            .await;
         let dest = self.dest;
+        if let Some(route_name) = &self.log_upstream {
+            resp.extensions_mut().insert(UpstreamInfo {
+                // (not the placeholder `0.0.0.n` of an endpoint dialed by name)
+                host: endpoint
+                    .and_then(|(i, _)| dest.lb.endpoints().get(i).map(|e| e.addr()))
+                    .filter(|a| !matches!(a.ip(), std::net::IpAddr::V4(v4) if v4.octets()[0] == 0)),
+                cluster: Some(Arc::clone(&dest.cluster_name)),
+                local_address: None,
+                route_name: route_name.clone(),
+                transport_failure,
+            });
+        }
         // the principals only with an upstream answer (its TLS connection), as
         // istio_stats reads them from the upstream certificates
         let ctx = match endpoint {
@@ -2904,6 +2939,7 @@ impl<T: Sender> Attempts<'_, T> {
         &self,
         body: &mut ReqBody,
         endpoint: &mut Option<(usize, bool)>,
+        transport_failure: &mut Option<String>,
     ) -> Response<MeshBody> {
         let dest = self.dest;
         let retry_on = RetryOn::parse(&self.policy.retry_on);
@@ -3001,6 +3037,15 @@ impl<T: Sender> Attempts<'_, T> {
                         }
                     }
                     tracing::debug!(endpoint = %addr, error = %e, "outbound attempt failed");
+                    if let LocalReply::UpstreamReset {
+                        transport_failure: Some(t),
+                        ..
+                    } = &reply
+                    {
+                        if self.log_upstream.is_some() {
+                            transport_failure.clone_from(&Some(t.clone()));
+                        }
+                    }
                     let mut r = local(with_retried(reply.clone(), n > 0), self.grpc);
                     r.extensions_mut().insert(UpstreamFailure {
                         endpoint: addr,
