@@ -576,3 +576,50 @@ spec:
         String::from_utf8_lossy(&logs.0.lock().unwrap())
     );
 }
+
+#[tokio::test]
+async fn the_client_access_log_is_opt_in_and_names_the_upstream() {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let pki = Pki::new();
+    let mesh = mesh(&service_yaml("reviews", "default"));
+    let server = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let text = || String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+
+    // off by default
+    let quiet = fresh_client(&mesh, &pki);
+    assert_eq!(details_of(&quiet, "http://reviews:9080/quiet").await.0, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!text().contains("/quiet"), "{}", text());
+
+    let me = ClientWorkload::new("productpage-v1", "default", "productpage");
+    let c = MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .access_log(true)
+        .build();
+    assert_eq!(details_of(&c, "http://reviews:9080/logged").await.0, 200);
+    let want = format!(
+        "\"{}\" outbound|9080||reviews.default.svc.cluster.local ",
+        server.addr
+    );
+    for _ in 0..200 {
+        let t = text();
+        if let Some(line) = t
+            .lines()
+            .find(|l| l.contains("\"GET /logged HTTP/1.1\" 200 - via_upstream"))
+        {
+            assert!(line.contains(&want), "{want} in {line}");
+            assert!(line.contains("direction=\"outbound\""), "{line}");
+            assert!(line.contains("route_name=default"), "{line}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no access log line in {}", text());
+}

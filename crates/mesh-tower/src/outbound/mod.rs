@@ -562,6 +562,16 @@ pub(crate) struct ClientShared {
     /// downstream IP, stable per pod): the workload's address if set, else an address
     /// standing for this workload in this process (see [`workload_hash_source`]).
     hash_source: SocketAddr,
+    /// Write the access log ([`MeshClientBuilder::access_log`]).
+    access_log: bool,
+}
+
+impl ClientShared {
+    /// Whether this request is access-logged: the client's access log is on and a
+    /// subscriber listens to its target.
+    fn logs_access(&self) -> bool {
+        self.access_log && tracing::enabled!(target: crate::accesslog::TARGET, tracing::Level::INFO)
+    }
 }
 
 /// A stable stand-in for a workload's IP when none is configured, for source-IP hashing:
@@ -1163,8 +1173,42 @@ impl MeteredOutbound {
         B::Error: Into<BoxError>,
     {
         let (req, pending) = crate::metrics::start_recording(&self.metrics, req);
+        if self.shared.logs_access() {
+            return self.run_logged(req, pending).await;
+        }
         match handle(&self.shared, &MeshTransport, req, true, None).await {
             Ok((resp, ctx)) => Ok(pending.finish(resp, ctx.as_ref())),
+            Err(e) => {
+                pending.abandon();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl MeteredOutbound {
+    /// [`MeteredOutbound::run`] with the client's access log
+    /// ([`MeshClientBuilder::access_log`]): one more allocation per request (the log entry
+    /// and the boxed body that writes it when it ends).
+    async fn run_logged<B>(
+        &self,
+        req: Request<B>,
+        pending: crate::metrics::Pending,
+    ) -> Result<Response<ClientBody>, OutboundError>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = req.into_parts();
+        let (body, facts) =
+            crate::accesslog::capture(crate::accesslog::Direction::Outbound, &mut parts, body);
+        let req = Request::from_parts(parts, body);
+        match handle(&self.shared, &MeshTransport, req, true, None).await {
+            Ok((resp, ctx)) => {
+                let entry = crate::accesslog::entry_for(facts, &resp);
+                let resp = resp.map(|b| crate::observe::ObservedBody::new(b, Some(entry)).boxed());
+                Ok(pending.finish(resp, ctx.as_ref()))
+            }
             Err(e) => {
                 pending.abandon();
                 Err(e)
@@ -1226,9 +1270,33 @@ pub struct MeshClientBuilder {
     options: ClientOptions,
     metrics: Option<Arc<IstioMetrics>>,
     trace: TraceConfig,
+    access_log: bool,
 }
 
 impl MeshClientBuilder {
+    /// Writes an access log line per request, as Istio's client sidecar does (`tracing`
+    /// events at INFO on target [`TARGET`](crate::accesslog::TARGET), direction
+    /// `outbound`, with the upstream host, cluster and route name). Off by default: when on
+    /// and a subscriber listens, each request costs a log entry and a boxed response body
+    /// (only [`MeshClientBuilder::build`] logs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(Mesh::new(Default::default()), me)
+    ///     .access_log(true)
+    ///     .build();
+    /// # let _ = client;
+    /// ```
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
     /// The workload's mesh credentials (needed for mTLS: without them, in-mesh destinations
     /// get plaintext unless a DestinationRule asks for ISTIO_MUTUAL, which then fails closed).
     ///
@@ -1524,6 +1592,7 @@ impl MeshClientBuilder {
                 cache: DestCache::default(),
                 source,
                 hash_source,
+                access_log: self.access_log,
             }),
             self.metrics,
             self.trace,
@@ -1710,6 +1779,7 @@ impl MeshClient {
             options: ClientOptions::default(),
             metrics: None,
             trace: TraceConfig::default(),
+            access_log: false,
         }
     }
 
@@ -2698,16 +2768,18 @@ where
         }
     }
 
-    // the access log's upstream fields, for a gateway (whose access log is on anyway)
-    let log_upstream = via.map(|_| match decision.virtual_service {
-        // Istio names a VirtualService's route by its `name`; the route to a service
-        // without one is `default`
-        Some(_) => decision
-            .rule
-            .and_then(|r| r.name.as_deref())
-            .map(Arc::<str>::from),
-        None => Some(default_route_name()),
-    });
+    // the access log's upstream fields, for a gateway (whose access log is on anyway) or a
+    // client writing one
+    let log_upstream =
+        (via.is_some() || shared.logs_access()).then(|| match decision.virtual_service {
+            // Istio names a VirtualService's route by its `name`; the route to a service
+            // without one is `default`
+            Some(_) => decision
+                .rule
+                .and_then(|r| r.name.as_deref())
+                .map(Arc::<str>::from),
+            None => Some(default_route_name()),
+        });
     let attempts = Attempts {
         log_upstream,
         // consistent hashing by source IP and generated cookies: a gateway's downstream
