@@ -3115,7 +3115,7 @@ impl<T: Sender> Attempts<'_, T> {
                     } = &reply
                     {
                         if self.log_upstream.is_some() {
-                            transport_failure.clone_from(&Some(t.clone()));
+                            *transport_failure = Some(t.clone());
                         }
                     }
                     let mut r = local(with_retried(reply.clone(), n > 0), self.grpc);
