@@ -861,7 +861,8 @@ spec:
     let mut ok = gw_labels.to_vec();
     ok.extend([
         "destination_service=\"httpbin.default.svc.cluster.local\"",
-        "destination_service_name=\"httpbin\"",
+        // a ServiceEntry's service name is its whole host (istiod: `Attributes.Name`)
+        "destination_service_name=\"httpbin.default.svc.cluster.local\"",
         "response_code=\"200\"",
     ]);
     assert!(series(&ok), "{text}");

@@ -33,6 +33,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use tower::Layer;
 
+pub(crate) use service::{capture, entry_for};
 pub use service::{AccessLog, AccessLogBody, AccessLogFuture};
 
 use crate::envoy::{ResponseCodeDetails, ResponseFlags};

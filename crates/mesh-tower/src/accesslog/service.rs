@@ -178,47 +178,67 @@ where
             };
         }
         let (mut parts, body) = req.into_parts();
-        let (body, received) = CountingBody::new(body);
-        // the path normalization further in tells us the path it rewrote the request to
-        let normalized = super::NormalizedPath::default();
-        parts.extensions.insert(normalized.clone());
-        let h = &parts.headers;
-        let facts = Box::new(RequestFacts {
-            direction: self.direction,
-            start_wall: SystemTime::now(),
-            start: Instant::now(),
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            original_path: h.get("x-envoy-original-path").cloned(),
-            normalized,
-            version: parts.version,
-            forwarded_for: h.get("x-forwarded-for").cloned(),
-            user_agent: h.get(USER_AGENT).cloned(),
-            request_id: h.get("x-request-id").cloned(),
-            authority: h.get(HOST).cloned().or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            }),
-            downstream: parts
-                .extensions
-                .get::<ConnectionAddrs>()
-                .copied()
-                .or_else(|| {
-                    parts
-                        .extensions
-                        .get::<crate::inbound::ConnectionInfo>()
-                        .map(|c| c.addrs())
-                })
-                .unwrap_or_default(),
-            received,
-        });
+        let (body, facts) = capture(self.direction, &mut parts, body);
         AccessLogFuture {
             inner: self.inner.call(Request::from_parts(parts, body)),
             facts: Some(facts),
         }
     }
+}
+
+/// Captures what the access log needs from a request (its body counted from now on).
+pub(crate) fn capture<B: http_body::Body>(
+    direction: Direction,
+    parts: &mut http::request::Parts,
+    body: B,
+) -> (CountingBody<B>, Box<RequestFacts>) {
+    let (body, received) = CountingBody::new(body);
+    // the path normalization further in tells us the path it rewrote the request to
+    let normalized = super::NormalizedPath::default();
+    parts.extensions.insert(normalized.clone());
+    let h = &parts.headers;
+    let facts = Box::new(RequestFacts {
+        direction,
+        start_wall: SystemTime::now(),
+        start: Instant::now(),
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        original_path: h.get("x-envoy-original-path").cloned(),
+        normalized,
+        version: parts.version,
+        forwarded_for: h.get("x-forwarded-for").cloned(),
+        user_agent: h.get(USER_AGENT).cloned(),
+        request_id: h.get("x-request-id").cloned(),
+        authority: h.get(HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+        }),
+        downstream: parts
+            .extensions
+            .get::<ConnectionAddrs>()
+            .copied()
+            .or_else(|| {
+                parts
+                    .extensions
+                    .get::<crate::inbound::ConnectionInfo>()
+                    .map(|c| c.addrs())
+            })
+            .unwrap_or_default(),
+        received,
+    });
+    (body, facts)
+}
+
+/// The access-log entry of an answer (logged when it is dropped, at the end of the body).
+pub(crate) fn entry_for<B>(facts: Box<RequestFacts>, response: &Response<B>) -> Box<LogEntry> {
+    Box::new(LogEntry::new(
+        facts,
+        response.status().as_u16(),
+        response.headers(),
+        response.extensions(),
+    ))
 }
 
 pin_project! {

@@ -505,6 +505,13 @@ impl fmt::Display for ResponseFlags {
     }
 }
 
+/// Envoy's response code details of a route's direct response or redirect (its router
+/// answers both through `sendLocalReply` with `ResponseCodeDetails::DirectResponse`).
+pub const DIRECT_RESPONSE: &str = "direct_response";
+
+/// Envoy's response code details of an upgrade the connection manager does not allow.
+pub const UPGRADE_FAILED: &str = "upgrade_failed";
+
 /// Envoy's `%RESPONSE_CODE_DETAILS%` of a response, carried in its extensions (local
 /// replies set it; a response from upstream is `via_upstream`).
 ///
@@ -684,9 +691,22 @@ pub enum LocalReply {
     /// No endpoint available: 503 `no healthy upstream`, UH.
     #[error("no healthy upstream")]
     NoHealthyUpstream,
-    /// Route or per-try timeout: 504 `upstream request timeout`, UT.
+    /// Route timeout: 504 `upstream request timeout`, UT, details
+    /// `upstream_response_timeout`.
     #[error("upstream request timeout")]
     UpstreamTimeout,
+    /// A retry policy's `perTryTimeout` expired on the last attempt: 504 `upstream request
+    /// timeout`, UT, details `upstream_per_try_timeout` (Envoy's router `onPerTryTimeout`).
+    #[error("upstream per-try timeout")]
+    UpstreamPerTryTimeout,
+    /// A route's direct response with no body (istiod's `block_all` route for a destination
+    /// outside the registry answers 502 this way): no response flag, details
+    /// `direct_response`.
+    #[error("direct response")]
+    DirectResponse {
+        /// The configured status.
+        status: StatusCode,
+    },
     /// The upstream connection failed or was reset before response headers: 503.
     #[error("upstream connect error or disconnect/reset before headers: {reason}")]
     UpstreamReset {
@@ -752,7 +772,10 @@ impl LocalReply {
             | LocalReply::NoHealthyUpstream
             | LocalReply::UpstreamReset { .. }
             | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            LocalReply::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::UpstreamTimeout | LocalReply::UpstreamPerTryTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            LocalReply::DirectResponse { status } => *status,
             LocalReply::FaultAbort { http_status, .. } => *http_status,
             LocalReply::RbacDenied => StatusCode::FORBIDDEN,
             LocalReply::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
@@ -786,9 +809,12 @@ impl LocalReply {
         match self {
             LocalReply::NoRoute
             | LocalReply::ClusterNotFound
-            | LocalReply::PathNormalizationFailed => String::new(),
+            | LocalReply::PathNormalizationFailed
+            | LocalReply::DirectResponse { .. } => String::new(),
             LocalReply::NoHealthyUpstream => "no healthy upstream".to_owned(),
-            LocalReply::UpstreamTimeout => "upstream request timeout".to_owned(),
+            LocalReply::UpstreamTimeout | LocalReply::UpstreamPerTryTimeout => {
+                "upstream request timeout".to_owned()
+            }
             LocalReply::UpstreamReset {
                 reason,
                 transport_failure,
@@ -839,7 +865,9 @@ impl LocalReply {
             LocalReply::NoRoute => ResponseFlags::NO_ROUTE_FOUND,
             LocalReply::ClusterNotFound => ResponseFlags::NO_CLUSTER_FOUND,
             LocalReply::NoHealthyUpstream => ResponseFlags::NO_HEALTHY_UPSTREAM,
-            LocalReply::UpstreamTimeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            LocalReply::UpstreamTimeout | LocalReply::UpstreamPerTryTimeout => {
+                ResponseFlags::UPSTREAM_REQUEST_TIMEOUT
+            }
             LocalReply::UpstreamReset {
                 reason, retried, ..
             } => {
@@ -854,7 +882,8 @@ impl LocalReply {
             LocalReply::FaultAbort { .. } => ResponseFlags::FAULT_INJECTED,
             LocalReply::RbacDenied
             | LocalReply::Unauthenticated(_)
-            | LocalReply::PathNormalizationFailed => ResponseFlags::NONE,
+            | LocalReply::PathNormalizationFailed
+            | LocalReply::DirectResponse { .. } => ResponseFlags::NONE,
         }
     }
 
@@ -866,6 +895,9 @@ impl LocalReply {
     /// use mesh_tower::envoy::LocalReply;
     ///
     /// assert_eq!(LocalReply::NoRoute.details(), "route_not_found");
+    /// assert_eq!(LocalReply::UpstreamPerTryTimeout.details(), "upstream_per_try_timeout");
+    /// let black_hole = LocalReply::DirectResponse { status: http::StatusCode::BAD_GATEWAY };
+    /// assert_eq!((black_hole.details().as_str(), black_hole.flags().to_string().as_str()), ("direct_response", "-"));
     /// assert_eq!(
     ///     LocalReply::Unauthenticated("Jwt is expired".into()).details(),
     ///     "jwt_authn_access_denied{Jwt_is_expired}",
@@ -877,6 +909,8 @@ impl LocalReply {
             LocalReply::ClusterNotFound => "cluster_not_found".into(),
             LocalReply::NoHealthyUpstream => "no_healthy_upstream".into(),
             LocalReply::UpstreamTimeout => "upstream_response_timeout".into(),
+            LocalReply::UpstreamPerTryTimeout => "upstream_per_try_timeout".into(),
+            LocalReply::DirectResponse { .. } => DIRECT_RESPONSE.into(),
             LocalReply::UpstreamReset {
                 reason,
                 transport_failure,

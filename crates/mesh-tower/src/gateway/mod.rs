@@ -299,6 +299,7 @@ pub struct GatewayBuilder {
     workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
     metrics: Option<Arc<IstioMetrics>>,
     workload_name: String,
+    cluster_id: Option<String>,
 }
 
 impl GatewayBuilder {
@@ -644,6 +645,24 @@ impl GatewayBuilder {
         self
     }
 
+    /// The gateway's cluster id (Istio's `CLUSTER_ID`), reported as `source_cluster` by its
+    /// metrics (default `Kubernetes`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    ///
+    /// let builder = GatewayServer::builder(Mesh::new(Default::default()), "istio-system", Default::default())
+    ///     .cluster_id("east");
+    /// # let _ = builder;
+    /// ```
+    pub fn cluster_id(mut self, cluster: impl Into<String>) -> Self {
+        self.cluster_id = Some(cluster.into());
+        self
+    }
+
     /// How long to wait for a TLS ClientHello (default 10 s).
     ///
     /// # Examples
@@ -793,12 +812,15 @@ impl GatewayBuilder {
             .metrics
             .clone()
             .unwrap_or_else(|| Arc::new(IstioMetrics::new()));
-        let me = WorkloadInfo::from_labels(
+        let mut me = WorkloadInfo::from_labels(
             &self.workload_name,
             &self.namespace,
             self.workload.as_ref().map_or("", |w| w.identity().as_uri()),
             &self.labels,
         );
+        if let Some(c) = &self.cluster_id {
+            me.cluster.clone_from(c);
+        }
         // The gateway's client: its own workload (for the source labels and auto mTLS with
         // its credentials), the credential store for DestinationRule `credentialName`s.
         let service_account = self.workload.as_ref().map_or_else(
@@ -808,6 +830,7 @@ impl GatewayBuilder {
         let mut me_client =
             ClientWorkload::new(&self.workload_name, &self.namespace, &service_account);
         me_client.labels = self.labels.clone();
+        me_client.cluster_id.clone_from(&self.cluster_id);
         let mut client = MeshClient::builder(self.mesh.clone(), me_client)
             .credential_lookup(Arc::clone(&self.credentials))
             .metrics(Arc::clone(&metrics));
@@ -999,6 +1022,7 @@ impl GatewayServer {
             workload: None,
             metrics: None,
             workload_name: "istio-ingressgateway".into(),
+            cluster_id: None,
         }
     }
 
@@ -1687,10 +1711,21 @@ async fn handle(
     };
     let answer = match vhost {
         None => Some(local(&LocalReply::NoRoute, req.headers())),
-        Some(true) if !ctx.https => Some(https_redirect(&req, &authority)),
+        Some(true) if !ctx.https => {
+            // Envoy's `require_tls` redirect is a direct response entry of the route table
+            let mut r = https_redirect(&req, &authority);
+            r.extensions_mut().insert(crate::envoy::ResponseCodeDetails(
+                crate::envoy::DIRECT_RESPONSE.to_owned(),
+            ));
+            Some(r)
+        }
         Some(_) => None,
     };
     if let Some(mut r) = answer {
+        // no cluster: istio_stats names the destination service by the Host header
+        if let Some(c) = crate::outbound::host_context(&authority) {
+            r.extensions_mut().insert(c);
+        }
         // headersToDownstreamOnAllow: on every response the ext_authz filter encodes
         for (k, v) in add_downstream.iter().flatten() {
             r.headers_mut().append(k.clone(), v.clone());

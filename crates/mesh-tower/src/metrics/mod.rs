@@ -104,7 +104,7 @@ pub use histogram::AtomicHistogram;
 pub use layer::MetricsLayer;
 pub use service::Metrics;
 
-pub(crate) use future::grpc_status_of;
+pub(crate) use future::{grpc_status_of, Pending};
 pub(crate) use layer::Config as MetricsConfig;
 pub(crate) use service::start as start_recording;
 

@@ -30,7 +30,7 @@ use mesh_core::model::{
 };
 use mesh_core::names::labels_match;
 use mesh_core::policy::EffectivePolicy;
-use mesh_core::registry::{EndpointAddress, Service};
+use mesh_core::registry::{EndpointAddress, Service, ServiceOrigin};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{ClientContext, ClientTlsMode, ClientTlsSettings, Identity};
 use rustc_hash::FxBuildHasher;
@@ -141,6 +141,8 @@ struct EndpointSpec {
     service_account: Option<Box<str>>,
     labels: BTreeMap<String, String>,
     mtls: bool,
+    /// The workload's name for the metrics (`destination_workload`), if known.
+    workload: Option<Box<str>>,
 }
 
 /// The built state of a destination for one endpoint set and policy.
@@ -161,9 +163,17 @@ pub(crate) struct DestState {
     pub(crate) upstream: Upstream,
     /// The metrics' view of each endpoint (same order as the balancer's endpoints).
     pub(crate) peers: Vec<Arc<WorkloadInfo>>,
+    /// The same without the principal, for an answer made without an upstream connection
+    /// (istio_stats reads the principals from the upstream TLS connection; same order).
+    pub(crate) peers_unconnected: Vec<Arc<WorkloadInfo>>,
+    /// Whether the connection to each endpoint is mutual TLS with the mesh certificates
+    /// (auto mTLS or `ISTIO_MUTUAL`; same order).
+    pub(crate) mutual_tls: Vec<bool>,
     /// Each endpoint's address as a URI authority (same order), built once.
     pub(crate) authorities: Vec<http::uri::Authority>,
     pub(crate) service: Arc<ServiceInfo>,
+    /// Envoy's cluster name, `outbound|<port>|<subset>|<host>` (for the access log).
+    pub(crate) cluster_name: Arc<str>,
 }
 
 impl std::fmt::Debug for DestState {
@@ -242,6 +252,7 @@ fn inputs<'a>(
             service_account: e.service_account.clone(),
             labels: e.labels.clone(),
             mtls,
+            workload: workload_name(e),
         }
     };
     let mut endpoints: Vec<EndpointSpec> = service
@@ -294,6 +305,7 @@ fn inputs<'a>(
                 service_account: None,
                 labels: BTreeMap::new(),
                 mtls: false,
+                workload: None,
             });
         }
     }
@@ -742,30 +754,42 @@ fn build(
         i.endpoints.iter().map(|e| e.addr),
     );
     let td = &snap.options().trust_domain;
-    let peers = i
+    // mutual TLS with the mesh certificates: auto mTLS to this endpoint, or ISTIO_MUTUAL
+    let istio_mutual = p.tls.is_some_and(|t| t.mode == CoreTlsMode::IstioMutual);
+    let mutual_tls: Vec<bool> = i.endpoints.iter().map(|e| e.mtls || istio_mutual).collect();
+    let peers: Vec<Arc<WorkloadInfo>> = i
         .endpoints
         .iter()
-        .map(|e| {
+        .zip(&mutual_tls)
+        .map(|(e, &mutual)| {
+            // Istio's client side reports the URI SAN of the upstream certificate, which
+            // the mesh TLS verified to be the endpoint's service account; SIMPLE TLS (no
+            // mesh certificate) and plaintext report `unknown`
             let principal = e
                 .service_account
                 .as_deref()
-                .filter(|_| e.mtls || p.tls.is_some())
+                .filter(|_| mutual)
                 .map(|sa| format!("spiffe://{td}/ns/{}/sa/{sa}", service.namespace))
                 .unwrap_or_default();
-            let workload = e
-                .labels
-                .get("app")
-                .map(|a| match e.labels.get("version") {
-                    Some(v) => format!("{a}-{v}"),
-                    None => a.clone(),
-                })
-                .unwrap_or_default();
             Arc::new(WorkloadInfo::from_labels(
-                &workload,
+                e.workload.as_deref().unwrap_or(""),
                 &service.namespace,
                 &principal,
                 &e.labels,
             ))
+        })
+        .collect();
+    let peers_unconnected = peers
+        .iter()
+        .map(|p: &Arc<WorkloadInfo>| {
+            if p.principal.is_empty() {
+                Arc::clone(p)
+            } else {
+                Arc::new(WorkloadInfo {
+                    principal: String::new(),
+                    ..(**p).clone()
+                })
+            }
         })
         .collect();
     let authorities = i
@@ -804,17 +828,50 @@ fn build(
         hash_key,
         upstream,
         peers,
-        service: Arc::new(ServiceInfo {
-            host: service.hostname.to_string(),
-            name: service
-                .hostname
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-            namespace: service.namespace.to_string(),
-        }),
+        peers_unconnected,
+        mutual_tls,
+        service: Arc::new(service_info(service)),
+        cluster_name: format!(
+            "outbound|{}|{}|{}",
+            key.port,
+            key.subset.as_deref().unwrap_or(""),
+            key.host
+        )
+        .into(),
     }
+}
+
+/// The metrics' destination service: istiod's cluster metadata names the service by its
+/// `Attributes.Name`, the Kubernetes service's name, or for a ServiceEntry its whole host
+/// (`api.example.com`), as istio_stats reads it.
+pub(crate) fn service_info(service: &Service) -> ServiceInfo {
+    let name = match service.origin {
+        ServiceOrigin::Kubernetes => service.hostname.split('.').next().unwrap_or_default(),
+        ServiceOrigin::ServiceEntry => &service.hostname,
+    };
+    ServiceInfo {
+        host: service.hostname.to_string(),
+        name: name.to_owned(),
+        namespace: service.namespace.to_string(),
+    }
+}
+
+/// An endpoint's workload name for the metrics: the workload a Kubernetes endpoint belongs
+/// to (origin `workload/<ns>/<name>`, the name the workload's own server reports), else the
+/// `service.istio.io/workload-name` label, else the WorkloadEntry's name; unknown for
+/// other endpoints (a ServiceEntry's addresses).
+fn workload_name(e: &mesh_core::registry::Endpoint) -> Option<Box<str>> {
+    let origin = &*e.origin;
+    if let Some(rest) = origin.strip_prefix("workload/") {
+        return rest.rsplit('/').next().map(Into::into);
+    }
+    if let Some(name) = e.labels.get("service.istio.io/workload-name") {
+        return Some(name.as_str().into());
+    }
+    origin
+        .strip_prefix("WorkloadEntry/")
+        .and_then(|rest| rest.rsplit('/').next())
+        .map(Into::into)
 }
 
 #[cfg(test)]

@@ -276,9 +276,15 @@ pub use connector::{ConnectError, MeshConn, MeshConnector};
 pub use deadline::BodyTimeout;
 pub use upstream::UpstreamBody;
 
-use crate::envoy::{is_grpc, LocalReply, ResetReason, ResponseFlags};
+use crate::accesslog::UpstreamInfo;
+use crate::envoy::{
+    is_grpc, LocalReply, ResetReason, ResponseCodeDetails, ResponseFlags, DIRECT_RESPONSE,
+    UPGRADE_FAILED,
+};
 use crate::lb::{ConnectionAddrs, RequestGuard};
-use crate::metrics::{IstioMetrics, MetricsBody, MetricsContext, MetricsLayer, WorkloadInfo};
+use crate::metrics::{
+    IstioMetrics, MetricsBody, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo,
+};
 use crate::outlier::Outcome;
 use crate::pool::Permit;
 use crate::trace::{PropagateTrace, PropagateTraceLayer, TraceConfig};
@@ -416,6 +422,9 @@ pub struct ClientWorkload {
     /// The workload's own IP (consistent hashing by `useSourceIp`; unset, the client hashes
     /// a stand-in stable for this workload in this process, as a pod's IP is).
     pub address: Option<IpAddr>,
+    /// The cluster id (Istio's `CLUSTER_ID`) the metrics report as `source_cluster`; unset,
+    /// [`DEFAULT_CLUSTER_ID`](crate::metrics::DEFAULT_CLUSTER_ID) (`Kubernetes`).
+    pub cluster_id: Option<String>,
 }
 
 impl ClientWorkload {
@@ -479,6 +488,24 @@ impl ClientWorkload {
         self.locality = Some(locality.to_owned());
         self
     }
+
+    /// Sets the cluster id (Istio's `CLUSTER_ID`) the client's metrics report as
+    /// `source_cluster` (default `Kubernetes`; endpoints of this mesh are reported in the
+    /// same cluster).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::outbound::ClientWorkload;
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage")
+    ///     .with_cluster_id("east");
+    /// assert_eq!(me.cluster_id.as_deref(), Some("east"));
+    /// ```
+    pub fn with_cluster_id(mut self, cluster: &str) -> Self {
+        self.cluster_id = Some(cluster.to_owned());
+        self
+    }
 }
 
 /// Client settings that are not Istio configuration.
@@ -535,6 +562,16 @@ pub(crate) struct ClientShared {
     /// downstream IP, stable per pod): the workload's address if set, else an address
     /// standing for this workload in this process (see [`workload_hash_source`]).
     hash_source: SocketAddr,
+    /// Write the access log ([`MeshClientBuilder::access_log`]).
+    access_log: bool,
+}
+
+impl ClientShared {
+    /// Whether this request is access-logged: the client's access log is on and a
+    /// subscriber listens to its target.
+    fn logs_access(&self) -> bool {
+        self.access_log && tracing::enabled!(target: crate::accesslog::TARGET, tracing::Level::INFO)
+    }
 }
 
 /// A stable stand-in for a workload's IP when none is configured, for source-IP hashing:
@@ -1136,8 +1173,42 @@ impl MeteredOutbound {
         B::Error: Into<BoxError>,
     {
         let (req, pending) = crate::metrics::start_recording(&self.metrics, req);
+        if self.shared.logs_access() {
+            return self.run_logged(req, pending).await;
+        }
         match handle(&self.shared, &MeshTransport, req, true, None).await {
             Ok((resp, ctx)) => Ok(pending.finish(resp, ctx.as_ref())),
+            Err(e) => {
+                pending.abandon();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl MeteredOutbound {
+    /// [`MeteredOutbound::run`] with the client's access log
+    /// ([`MeshClientBuilder::access_log`]): one more allocation per request (the log entry
+    /// and the boxed body that writes it when it ends).
+    async fn run_logged<B>(
+        &self,
+        req: Request<B>,
+        pending: crate::metrics::Pending,
+    ) -> Result<Response<ClientBody>, OutboundError>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (mut parts, body) = req.into_parts();
+        let (body, facts) =
+            crate::accesslog::capture(crate::accesslog::Direction::Outbound, &mut parts, body);
+        let req = Request::from_parts(parts, body);
+        match handle(&self.shared, &MeshTransport, req, true, None).await {
+            Ok((resp, ctx)) => {
+                let entry = crate::accesslog::entry_for(facts, &resp);
+                let resp = resp.map(|b| crate::observe::ObservedBody::new(b, Some(entry)).boxed());
+                Ok(pending.finish(resp, ctx.as_ref()))
+            }
             Err(e) => {
                 pending.abandon();
                 Err(e)
@@ -1199,9 +1270,33 @@ pub struct MeshClientBuilder {
     options: ClientOptions,
     metrics: Option<Arc<IstioMetrics>>,
     trace: TraceConfig,
+    access_log: bool,
 }
 
 impl MeshClientBuilder {
+    /// Writes an access log line per request, as Istio's client sidecar does (`tracing`
+    /// events at INFO on target [`TARGET`](crate::accesslog::TARGET), direction
+    /// `outbound`, with the upstream host, cluster and route name). Off by default: when on
+    /// and a subscriber listens, each request costs a log entry and a boxed response body
+    /// (only [`MeshClientBuilder::build`] logs).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
+    /// let client = MeshClient::builder(Mesh::new(Default::default()), me)
+    ///     .access_log(true)
+    ///     .build();
+    /// # let _ = client;
+    /// ```
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
     /// The workload's mesh credentials (needed for mTLS: without them, in-mesh destinations
     /// get plaintext unless a DestinationRule asks for ISTIO_MUTUAL, which then fails closed).
     ///
@@ -1497,6 +1592,7 @@ impl MeshClientBuilder {
                 cache: DestCache::default(),
                 source,
                 hash_source,
+                access_log: self.access_log,
             }),
             self.metrics,
             self.trace,
@@ -1526,7 +1622,10 @@ impl MeshClientBuilder {
             .as_ref()
             .map(|c| c.identity().as_uri().to_owned())
             .unwrap_or_default();
-        let me = WorkloadInfo::from_labels(&w.name, &w.namespace, &principal, &w.labels);
+        let mut me = WorkloadInfo::from_labels(&w.name, &w.namespace, &principal, &w.labels);
+        if let Some(c) = &w.cluster_id {
+            me.cluster.clone_from(c);
+        }
         let layer = MetricsLayer::outbound(Arc::clone(&metrics), me);
         let inner = MeteredOutbound {
             shared,
@@ -1680,6 +1779,7 @@ impl MeshClient {
             options: ClientOptions::default(),
             metrics: None,
             trace: TraceConfig::default(),
+            access_log: false,
         }
     }
 
@@ -1911,11 +2011,57 @@ fn port_of(authority: &str) -> Option<u16> {
 }
 
 /// A destination Envoy has no cluster for, and an in-process client no original
-/// destination to pass through to: 502 with the no-cluster reply's empty body.
-fn black_hole(grpc: bool) -> Response<MeshBody> {
-    let mut r = local(LocalReply::ClusterNotFound, grpc);
-    *r.status_mut() = StatusCode::BAD_GATEWAY;
-    r
+/// destination to pass through to: 502 with an empty body.
+///
+/// istiod's `block_all` route answers this as a direct response: status 502, no response
+/// flag, details `direct_response`; istio_stats names its destination service
+/// `BlackHoleCluster` (by the route name), the service host being the Host header.
+fn black_hole(grpc: bool, authority: &str) -> (Response<MeshBody>, Option<MetricsContext>) {
+    let r = local(
+        LocalReply::DirectResponse {
+            status: StatusCode::BAD_GATEWAY,
+        },
+        grpc,
+    );
+    let service = ServiceInfo {
+        host: authority.to_owned(),
+        name: "BlackHoleCluster".to_owned(),
+        namespace: String::new(),
+    };
+    (r, Some(service_context(service)))
+}
+
+/// The name Istio gives the route to a service no VirtualService routes.
+fn default_route_name() -> Arc<str> {
+    static NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(NAME.get_or_init(|| Arc::from("default")))
+}
+
+/// The metrics context of an answer whose destination service is `service` and whose
+/// endpoint is not known.
+fn service_context(service: ServiceInfo) -> MetricsContext {
+    MetricsContext {
+        service: Some(Arc::new(service)),
+        ..MetricsContext::default()
+    }
+}
+
+/// The metrics context of an answer made before a destination is known (no route, no
+/// cluster, a redirect or a direct response without one): istio_stats falls back to the
+/// Host header for `destination_service` and `destination_service_name`.
+pub(crate) fn host_context(authority: &str) -> Option<MetricsContext> {
+    Some(service_context(ServiceInfo {
+        host: authority.to_owned(),
+        name: authority.to_owned(),
+        namespace: String::new(),
+    }))
+}
+
+/// Marks `resp` as a route's direct response or redirect (Envoy's details
+/// `direct_response`).
+fn direct_response_details(resp: &mut Response<MeshBody>) {
+    resp.extensions_mut()
+        .insert(ResponseCodeDetails(DIRECT_RESPONSE.to_owned()));
 }
 
 /// The HTTP/1.1 upgrade a request asks for: `Connection` lists `upgrade` and an `Upgrade`
@@ -1967,6 +2113,8 @@ pub(crate) fn strip_h2c_upgrade(headers: &mut http::HeaderMap) {
 pub(crate) fn upgrade_failed<B: Default>() -> Response<B> {
     let mut r = Response::new(B::default());
     *r.status_mut() = StatusCode::FORBIDDEN;
+    r.extensions_mut()
+        .insert(ResponseCodeDetails(UPGRADE_FAILED.to_owned()));
     r
 }
 
@@ -2232,11 +2380,37 @@ where
     }
 }
 
+/// Routes and sends `req`. The metrics context of the answer (set on every answer once
+/// the Host is known: local replies carry the destination service too, as istio_stats
+/// reads it from the route's cluster or the Host header) is returned when the caller
+/// records metrics in place (`metered`), else put in the response extensions for a
+/// [`MetricsLayer`] above.
 async fn handle<T, B>(
     shared: &Arc<ClientShared>,
     transport: &T,
     req: Request<B>,
     metered: bool,
+    via: Option<GatewayRoute<'_>>,
+) -> Result<(Response<MeshBody>, Option<MetricsContext>), OutboundError>
+where
+    T: Sender,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (mut resp, ctx) = route_and_send(shared, transport, req, via).await?;
+    if metered {
+        return Ok((resp, ctx));
+    }
+    if let Some(c) = ctx {
+        resp.extensions_mut().insert(c);
+    }
+    Ok((resp, None))
+}
+
+async fn route_and_send<T, B>(
+    shared: &Arc<ClientShared>,
+    transport: &T,
+    req: Request<B>,
     via: Option<GatewayRoute<'_>>,
 ) -> Result<(Response<MeshBody>, Option<MetricsContext>), OutboundError>
 where
@@ -2310,12 +2484,20 @@ where
             .route_http_scoped(snap.registry(), snap.options(), &attrs, sidecar);
     if via.is_some() && decision.virtual_service.is_none() {
         // a gateway routes only by the VirtualServices bound to it
-        return Ok((local(LocalReply::NoRoute, grpc), None));
+        return Ok((
+            local(LocalReply::NoRoute, grpc),
+            host_context(authority.as_str()),
+        ));
     }
     let mut flags = ResponseFlags::NONE;
     match decision.outcome {
         RouteOutcome::Forward => {}
-        RouteOutcome::NoRoute => return Ok((local(LocalReply::NoRoute, grpc), None)),
+        RouteOutcome::NoRoute => {
+            return Ok((
+                local(LocalReply::NoRoute, grpc),
+                host_context(authority.as_str()),
+            ))
+        }
         RouteOutcome::Redirect(r) => {
             let location = r.location(
                 scheme,
@@ -2333,7 +2515,8 @@ where
             }
             let ops = [decision.action().map(|a| &a.headers), None];
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
-            return Ok((resp, None));
+            direct_response_details(&mut resp);
+            return Ok((resp, host_context(authority.as_str())));
         }
         RouteOutcome::DirectResponse(d) => {
             let mut resp = match &d.body {
@@ -2348,7 +2531,8 @@ where
             *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
             let ops = [decision.action().map(|a| &a.headers), None];
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
-            return Ok((resp, None));
+            direct_response_details(&mut resp);
+            return Ok((resp, host_context(authority.as_str())));
         }
     }
     let action = decision.action();
@@ -2359,7 +2543,7 @@ where
     let mut cors_origin = None;
     if let Some(c) = action.and_then(|a| a.cors.as_deref()) {
         match cors::check(c, &parts.method, &parts.headers) {
-            cors::Step::Reply(resp) => return Ok((resp, None)),
+            cors::Step::Reply(resp) => return Ok((resp, host_context(authority.as_str()))),
             cors::Step::Allowed(origin) => cors_origin = Some((c, origin)),
             cors::Step::Pass => {}
         }
@@ -2422,7 +2606,13 @@ where
                     cluster,
                     &mut resp,
                 );
-                return Ok((with_cors(resp), None));
+                // the route's cluster names the destination service (HCM sets the
+                // cluster info with the route, before the fault filter runs)
+                let ctx = match picked.and_then(|wd| snap.registry().service(&wd.host, ns)) {
+                    Some(svc) => Some(service_context(dest::service_info(svc))),
+                    None => host_context(authority.as_str()),
+                };
+                return Ok((with_cors(resp), ctx));
             }
         }
     }
@@ -2439,7 +2629,7 @@ where
             || None,
             &mut resp,
         );
-        Ok((with_cors(resp), None))
+        Ok((with_cors(resp), host_context(authority.as_str())))
     };
     let Some(wd) = picked else {
         return cluster_not_found(&parts);
@@ -2449,7 +2639,8 @@ where
         if decision.virtual_service.is_some() {
             return cluster_not_found(&parts);
         }
-        return Ok((with_cors(black_hole(grpc)), None));
+        let (resp, ctx) = black_hole(grpc, authority.as_str());
+        return Ok((with_cors(resp), ctx));
     };
     let dest_port = dest_port_of(wd, service, port);
     // Istio builds a cluster `outbound|<port>||<host>` per declared service port only: a
@@ -2460,7 +2651,8 @@ where
         if decision.virtual_service.is_some() {
             return cluster_not_found(&parts);
         }
-        return Ok((with_cors(black_hole(grpc)), None));
+        let (resp, ctx) = black_hole(grpc, authority.as_str());
+        return Ok((with_cors(resp), ctx));
     }
     // A service the client's Sidecar does not import is no cluster for Envoy: black-holed
     // under REGISTRY_ONLY, passed through to the original destination under ALLOW_ANY,
@@ -2468,7 +2660,8 @@ where
     // registry. (Sidecars do not apply to gateways.)
     if let Some(sc) = sidecar {
         if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
-            return Ok((with_cors(black_hole(grpc)), None));
+            let (resp, ctx) = black_hole(grpc, authority.as_str());
+            return Ok((with_cors(resp), ctx));
         }
     }
     let target = dest::RequestTarget {
@@ -2575,9 +2768,20 @@ where
         }
     }
 
-    let slot = std::sync::OnceLock::new();
+    // the access log's upstream fields, for a gateway (whose access log is on anyway) or a
+    // client writing one
+    let log_upstream =
+        (via.is_some() || shared.logs_access()).then(|| match decision.virtual_service {
+            // Istio names a VirtualService's route by its `name`; the route to a service
+            // without one is `default`
+            Some(_) => decision
+                .rule
+                .and_then(|r| r.name.as_deref())
+                .map(Arc::<str>::from),
+            None => Some(default_route_name()),
+        });
     let attempts = Attempts {
-        metered: metered.then_some(&slot),
+        log_upstream,
         // consistent hashing by source IP and generated cookies: a gateway's downstream
         // connection (Envoy's), else the client workload itself
         conn: match via.and_then(|v| v.conn) {
@@ -2595,15 +2799,21 @@ where
         grpc,
         upgrade,
     };
-    let mut resp = match timeout {
+    let (mut resp, ctx) = match timeout {
         Some(t) => {
             // Envoy's route timeout lasts until the whole response has been read: what
             // is left of it bounds the body (not an upgrade's stream past its 101)
             let at = tokio::time::Instant::now() + t;
             match tokio::time::timeout_at(at, attempts.run(&mut body)).await {
-                Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => r,
-                Ok(r) => r.map(|b| deadline::Deadline::new(b, at).boxed()),
-                Err(_) => local(LocalReply::UpstreamTimeout, grpc),
+                Ok((r, c)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => (r, c),
+                Ok((r, c)) => (r.map(|b| deadline::Deadline::new(b, at).boxed()), c),
+                Err(_) => (
+                    local(LocalReply::UpstreamTimeout, grpc),
+                    MetricsContext {
+                        service: Some(Arc::clone(&dest.service)),
+                        ..MetricsContext::default()
+                    },
+                ),
             }
         }
         None => attempts.run(&mut body).await,
@@ -2626,7 +2836,7 @@ where
         cluster,
         &mut resp,
     );
-    Ok((with_cors(resp), slot.into_inner()))
+    Ok((with_cors(resp), Some(ctx)))
 }
 
 /// The port of destination `wd`'s cluster: the route's, else the service's only port, else
@@ -2711,9 +2921,8 @@ fn endpoint_uri(dest: &DestState, index: usize, pq: &PathAndQuery) -> Uri {
 }
 
 struct Attempts<'a, T> {
-    /// Where the metrics context goes when metrics are recorded in place ([`MeteredOutbound`]);
-    /// else it goes into the response extensions for a [`MetricsLayer`] above.
-    metered: Option<&'a std::sync::OnceLock<MetricsContext>>,
+    /// Put [`UpstreamInfo`] (with this route name) in the answer's extensions.
+    log_upstream: Option<Option<Arc<str>>>,
     /// The downstream connection's addresses, for the hash policy.
     conn: ConnectionAddrs,
     transport: &'a T,
@@ -2754,7 +2963,56 @@ impl<T: Sender> Attempts<'_, T> {
         Ok(best)
     }
 
-    async fn run(&self, body: &mut ReqBody) -> Response<MeshBody> {
+    /// The attempts, and the answer's metrics context: the destination service and, once
+    /// an endpoint was picked, the last attempt's endpoint (as Envoy's upstream host).
+    async fn run(&self, body: &mut ReqBody) -> (Response<MeshBody>, MetricsContext) {
+        let mut endpoint = None;
+        let mut transport_failure = None;
+        let mut resp = self
+            .attempts(body, &mut endpoint, &mut transport_failure)
+            .await;
+        let dest = self.dest;
+        if let Some(route_name) = &self.log_upstream {
+            resp.extensions_mut().insert(UpstreamInfo {
+                // (not the placeholder `0.0.0.n` of an endpoint dialed by name)
+                host: endpoint
+                    .and_then(|(i, _)| dest.lb.endpoints().get(i).map(|e| e.addr()))
+                    .filter(|a| !matches!(a.ip(), std::net::IpAddr::V4(v4) if v4.octets()[0] == 0)),
+                cluster: Some(Arc::clone(&dest.cluster_name)),
+                local_address: None,
+                route_name: route_name.clone(),
+                transport_failure,
+            });
+        }
+        // the principals only with an upstream answer (its TLS connection), as
+        // istio_stats reads them from the upstream certificates
+        let ctx = match endpoint {
+            Some((i, true)) => MetricsContext {
+                peer: dest.peers.get(i).cloned(),
+                service: Some(Arc::clone(&dest.service)),
+                mutual_tls: dest.mutual_tls.get(i).copied(),
+            },
+            Some((i, false)) => MetricsContext {
+                peer: dest.peers_unconnected.get(i).cloned(),
+                service: Some(Arc::clone(&dest.service)),
+                mutual_tls: Some(false),
+            },
+            None => MetricsContext {
+                peer: None,
+                service: Some(Arc::clone(&dest.service)),
+                mutual_tls: Some(false),
+            },
+        };
+        (resp, ctx)
+    }
+
+    /// `endpoint`: the last attempt's endpoint, and whether it answered.
+    async fn attempts(
+        &self,
+        body: &mut ReqBody,
+        endpoint: &mut Option<(usize, bool)>,
+        transport_failure: &mut Option<String>,
+    ) -> Response<MeshBody> {
         let dest = self.dest;
         let retry_on = RetryOn::parse(&self.policy.retry_on);
         let max = if body.replayable() && self.policy.enabled() {
@@ -2774,6 +3032,7 @@ impl<T: Sender> Attempts<'_, T> {
             let index = guard.index();
             let addr = guard.endpoint().addr();
             tried.push(index);
+            *endpoint = Some((index, false));
             let request_permit = match dest.breaker.try_request() {
                 Ok(p) => p,
                 Err(o) => return local(o.into(), self.grpc),
@@ -2823,19 +3082,7 @@ impl<T: Sender> Attempts<'_, T> {
                             continue;
                         }
                     }
-                    let ctx = MetricsContext {
-                        peer: dest.peers.get(index).cloned(),
-                        service: Some(Arc::clone(&dest.service)),
-                        mutual_tls: None,
-                    };
-                    match self.metered {
-                        Some(slot) => {
-                            let _ = slot.set(ctx);
-                        }
-                        None => {
-                            resp.extensions_mut().insert(ctx);
-                        }
-                    }
+                    *endpoint = Some((index, true));
                     if let Some(c) = set_cookie {
                         resp.headers_mut().append(SET_COOKIE, c);
                     }
@@ -2862,6 +3109,15 @@ impl<T: Sender> Attempts<'_, T> {
                         }
                     }
                     tracing::debug!(endpoint = %addr, error = %e, "outbound attempt failed");
+                    if let LocalReply::UpstreamReset {
+                        transport_failure: Some(t),
+                        ..
+                    } = &reply
+                    {
+                        if self.log_upstream.is_some() {
+                            *transport_failure = Some(t.clone());
+                        }
+                    }
                     let mut r = local(with_retried(reply.clone(), n > 0), self.grpc);
                     r.extensions_mut().insert(UpstreamFailure {
                         endpoint: addr,
@@ -2885,7 +3141,7 @@ impl<T: Sender> Attempts<'_, T> {
                     if let Some(od) = &dest.outlier {
                         od.record(index, Outcome::Timeout, now);
                     }
-                    let r = local(LocalReply::UpstreamTimeout, self.grpc);
+                    let r = local(LocalReply::UpstreamPerTryTimeout, self.grpc);
                     if retries_left
                         && retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy)
                     {
