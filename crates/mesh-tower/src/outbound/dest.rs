@@ -242,7 +242,7 @@ fn inputs<'a>(
         && service.location == ServiceLocation::MeshInternal;
     let spec = |e: &mesh_core::registry::Endpoint, port: u16, addr, name| {
         let mtls = auto_mtls
-            && e.service_account.is_some()
+            && e.istio_tls()
             && snap.peer_authentication(&service.namespace, &e.labels, port) != MtlsMode::Disable;
         EndpointSpec {
             addr,
