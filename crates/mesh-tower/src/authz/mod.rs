@@ -1165,7 +1165,7 @@ fn claim_header_value(claims: &serde_json::Value, claim: &str) -> Option<String>
         serde_json::Value::Bool(b) => b.to_string(),
         serde_json::Value::Number(n) => {
             let d = n.as_f64()?;
-            if d >= 0.0 && d < 18_446_744_073_709_551_616.0 && d.fract() == 0.0 {
+            if (0.0..18_446_744_073_709_551_616.0).contains(&d) && d.fract() == 0.0 {
                 (d as u64).to_string()
             } else {
                 format!("{d:.6}")
