@@ -219,13 +219,25 @@ async fn every_verified_token_is_removed_from_its_header() {
 
 /// `outputClaimToHeaders` as Envoy's `addJWTClaimToHeader`: `.` paths into nested claims,
 /// lists and objects as the base64 of their JSON, whole numbers as integers and others as
-/// `std::to_string` writes them, booleans as `true`/`false`, a missing claim adds nothing.
+/// `std::to_string` writes them, booleans as `true`/`false`, a missing claim adds nothing;
+/// and the client's own values of those headers never reach the application.
 #[tokio::test]
 async fn claims_to_headers_as_envoy_writes_them() {
     let (addr, _server, _m) = start(&config("")).await;
     let bearer = format!("Bearer {}", good());
-    let (st, body) = send(addr, req("/jwt", &[("authorization", &bearer)])).await;
+    // a client's own values of the output headers are dropped first (Envoy's
+    // sanitizeHeaders), with a token or without
+    let spoof = [
+        ("authorization", bearer.as_str()),
+        ("x-sub", "admin"),
+        ("x-missing", "spoofed"),
+    ];
+    let (st, body) = send(addr, req("/jwt", &spoof)).await;
     assert_eq!(st, 200, "{body}");
+    let (st, anonymous) = send(addr, req("/jwt", &spoof[1..])).await;
+    assert_eq!(st, 200, "{anonymous}");
+    assert!(anonymous.contains("x-sub=-\n"), "{anonymous}");
+    assert!(anonymous.contains("x-missing=-\n"), "{anonymous}");
     // base64 of `["g1","g2"]` and of `{"b":"deep"}`
     assert_eq!(
         body,

@@ -709,6 +709,7 @@ impl AuthorizationLayer {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
+            sanitize_jwt_outputs(req, &c.jwt);
             let jwks = &self.shared.jwks;
             let found = authenticate(&c.jwt, req.headers(), req.uri().query(), now, &|uri| {
                 jwks.get(uri)
@@ -1111,6 +1112,23 @@ fn deny_details(d: &AuthzDecision) -> String {
             d.rule.unwrap_or(0)
         ),
         None => "rbac_access_denied_matched_policy[none]".to_owned(),
+    }
+}
+
+/// Envoy's `sanitizeHeaders`, before any token is looked at: the request loses the headers
+/// the providers write (`outputPayloadToHeader`, `outputClaimToHeaders`), so the
+/// application never sees a client's own value for them (the outputs are appended).
+fn sanitize_jwt_outputs<B>(req: &mut Request<B>, providers: &[Arc<mesh_core::authn::JwtProvider>]) {
+    for p in providers {
+        let names = p
+            .output_payload_to_header()
+            .into_iter()
+            .chain(p.output_claim_to_headers().iter().map(|(h, _)| h.as_str()));
+        for h in names {
+            if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
+                req.headers_mut().remove(name);
+            }
+        }
     }
 }
 
