@@ -611,7 +611,13 @@ impl JwtProvider {
         for jwk in keys
             .keys
             .iter()
-            .filter(|k| header.kid.is_none() || k.common.key_id.as_deref() == header.kid.as_deref())
+            // jwt_verify_lib: a key is skipped only when both it and the token have a (non-empty)
+            // `kid` and they differ
+            .filter(|k| {
+                let tk = header.kid.as_deref().filter(|s| !s.is_empty());
+                let kk = k.common.key_id.as_deref().filter(|s| !s.is_empty());
+                tk.is_none() || kk.is_none() || tk == kk
+            })
         {
             if jwk
                 .common
@@ -745,6 +751,21 @@ pub struct Authenticated {
     pub provider: Arc<JwtProvider>,
     /// The token and where it was found.
     pub token: FoundToken,
+    /// Every token of the request (all verified, `token` among them, once for each location
+    /// it was found at): Envoy adds the header outputs of each, and removes each one a
+    /// `forwardOriginalToken: false` provider verified.
+    pub tokens: Vec<VerifiedToken>,
+}
+
+/// One verified token of a request, for its header outputs.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// The token and where it was found.
+    pub token: FoundToken,
+    /// The provider that verified it.
+    pub provider: Arc<JwtProvider>,
+    /// Its claims.
+    pub claims: serde_json::Value,
 }
 
 /// The token of `location` in a request, if there is one.
@@ -754,19 +775,22 @@ fn token_at(
     query: Option<&str>,
 ) -> Option<String> {
     match location {
+        // Envoy's extractor: the header's values joined with `,`; without a prefix that is
+        // the token, as it is; else the prefix is looked for (case-sensitively) anywhere in
+        // it, and the token is what `extractJWT` takes after it. A malformed token is still a
+        // token, one that fails verification.
         TokenLocation::Header { name, prefix } => {
-            headers.get_all(name.as_str()).iter().find_map(|v| {
-                let v = v.to_str().ok()?.trim();
-                let t = if prefix.is_empty() {
-                    v
-                } else if v.len() >= prefix.len() && v[..prefix.len()].eq_ignore_ascii_case(prefix)
-                {
-                    v[prefix.len()..].trim_start()
-                } else {
-                    return None;
-                };
-                (!t.is_empty()).then(|| t.to_owned())
-            })
+            let mut values = headers.get_all(name.as_str()).iter();
+            let mut joined = String::from_utf8_lossy(values.next()?.as_bytes()).into_owned();
+            for v in values {
+                joined.push(',');
+                joined.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            }
+            if prefix.is_empty() {
+                return Some(joined);
+            }
+            let after = joined.find(prefix.as_str())? + prefix.len();
+            Some(extract_jwt(&joined, after).to_owned())
         }
         TokenLocation::Param(p) => query?.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=')?;
@@ -779,6 +803,20 @@ fn token_at(
             })
         }),
     }
+}
+
+/// Envoy's `extractJWT`: from `after`, skip to the first base64url-or-`.` character and
+/// take the run of them; with none, the whole value as it is.
+fn extract_jwt(value: &str, after: usize) -> &str {
+    let tok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    let bytes = value.as_bytes();
+    let Some(start) = (after..bytes.len()).find(|&i| tok(bytes[i])) else {
+        return value;
+    };
+    let end = (start..bytes.len())
+        .find(|&i| !tok(bytes[i]))
+        .unwrap_or(bytes.len());
+    &value[start..end]
 }
 
 /// The claims of a token, read without verifying it (to pick its provider by `iss`), with
@@ -832,8 +870,9 @@ fn time_claim(claims: &serde_json::Value, claim: &'static str) -> Result<Option<
 }
 
 /// Checks the request's token(s) against `providers` at `now` (seconds since the Unix
-/// epoch): `Ok(None)` without a token, `Ok(Some(..))` for a valid one, `Err` (Envoy's 401)
-/// for a token no provider accepts. `remote` gives the fetched keys of a `jwksUri`.
+/// epoch): `Ok(None)` without a token, `Ok(Some(..))` when every token is valid (the first
+/// gives the identity), `Err` (Envoy's 401) when any token is one no provider accepts (Envoy's
+/// authenticator: with several tokens, all of them must be valid). `remote` gives the fetched keys of a `jwksUri`.
 ///
 /// # Examples
 ///
@@ -862,7 +901,6 @@ pub fn authenticate(
     now: u64,
     remote: &dyn Fn(&str) -> Option<Arc<JwkSet>>,
 ) -> Result<Option<Authenticated>, JwtError> {
-    let mut first_error = None;
     let mut seen: Vec<&str> = Vec::new();
     let mut found: Vec<FoundToken> = Vec::new();
     for p in providers {
@@ -877,20 +915,20 @@ pub fn authenticate(
             }
         }
     }
+    // Envoy's authenticator (doneWithStatus): "If a request has multiple tokens, all of
+    // them must be valid", else a good token would carry a bad one to the backend. The
+    // first token verified gives the request's identity.
+    let mut verified: Option<Authenticated> = None;
+    let mut by: Vec<(&str, Arc<JwtProvider>, serde_json::Value)> = Vec::new();
     for f in &found {
         if seen.contains(&f.token.as_str()) {
             continue;
         }
         seen.push(&f.token);
-        let claims = match unverified_claims(&f.token) {
-            Ok(c) => c,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                continue;
-            }
-        };
+        let claims = unverified_claims(&f.token)?;
         let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
-        let mut matched = false;
+        let mut error = JwtError::IssuerNotConfigured;
+        let mut ok = None;
         for p in providers
             .iter()
             // a rule without an issuer (only a jwksUri) takes any `iss`, as Envoy's provider
@@ -898,28 +936,43 @@ pub fn authenticate(
                 (p.issuer.is_empty() || p.issuer == iss) && p.locations.contains(&f.location)
             })
         {
-            matched = true;
             match p.verify(&f.token, &claims, now, remote) {
                 Ok(auth) => {
-                    return Ok(Some(Authenticated {
+                    ok = Some(Authenticated {
                         auth,
                         provider: Arc::clone(p),
                         token: f.clone(),
-                    }))
+                        tokens: Vec::new(),
+                    });
+                    break;
                 }
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+                Err(e) if error == JwtError::IssuerNotConfigured => error = e,
+                Err(_) => {}
             }
         }
-        if !matched {
-            first_error.get_or_insert(JwtError::IssuerNotConfigured);
+        match ok {
+            Some(a) => {
+                by.push((&f.token, Arc::clone(&a.provider), claims));
+                verified.get_or_insert(a);
+            }
+            None => return Err(error),
         }
     }
-    match first_error {
-        Some(e) => Err(e),
-        None => Ok(None),
-    }
+    Ok(verified.map(|mut a| {
+        // a token found at several locations was verified once: each location counts
+        a.tokens = found
+            .iter()
+            .filter_map(|f| {
+                let (_, p, claims) = by.iter().find(|(t, _, _)| *t == f.token)?;
+                Some(VerifiedToken {
+                    token: f.clone(),
+                    provider: Arc::clone(p),
+                    claims: claims.clone(),
+                })
+            })
+            .collect();
+        a
+    }))
 }
 
 /// The RequestAuthentications of a snapshot, compiled.

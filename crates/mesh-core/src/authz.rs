@@ -67,12 +67,14 @@ enum Pat {
 
 impl Pat {
     fn new(v: &str) -> Pat {
+        // Istio's StringMatcherWithPrefix: `*` first, then a leading `*` (so `*/admin*` is the
+        // suffix `/admin*`), then a trailing one
         if v == "*" {
             Pat::Any
-        } else if let Some(p) = v.strip_suffix('*') {
-            Pat::Prefix(p.into())
         } else if let Some(s) = v.strip_prefix('*') {
             Pat::Suffix(s.into())
+        } else if let Some(p) = v.strip_suffix('*') {
+            Pat::Prefix(p.into())
         } else {
             Pat::Exact(v.into())
         }
@@ -205,26 +207,41 @@ impl PathPat {
         Ok(PathPat::Template(segs.into()))
     }
 
+    /// Envoy's uri_template matcher (uri_template_internal.cc): the template becomes the
+    /// regex `/` + segments joined by `/`, fully matched, where `{*}` is
+    /// `[a-zA-Z0-9-._~%!$&'()+,;:@=]+` (one non-empty segment of pchars) and `{**}` the same
+    /// set plus `/`, repeated `*` (so `/public/{**}` matches `/public/` but not `/public`).
     fn matches(&self, p: &str) -> bool {
+        fn pchar(b: u8) -> bool {
+            b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b)
+        }
         match self {
             PathPat::Plain(pat) => pat.matches(p),
             PathPat::Template(segs) => {
-                let mut parts = p.split('/');
-                for seg in segs.iter() {
-                    match seg {
-                        Seg::Rest => return true,
-                        Seg::One => match parts.next() {
-                            Some(x) if !x.is_empty() => {}
-                            _ => return false,
-                        },
-                        Seg::Lit(l) => {
-                            if parts.next() != Some(&**l) {
-                                return false;
-                            }
+                let mut rest = p;
+                for (i, seg) in segs.iter().enumerate() {
+                    if i > 0 {
+                        match rest.strip_prefix('/') {
+                            Some(r) => rest = r,
+                            None => return false,
                         }
                     }
+                    match seg {
+                        Seg::Rest => return rest.bytes().all(|b| b == b'/' || pchar(b)),
+                        Seg::One => {
+                            let end = rest.find('/').unwrap_or(rest.len());
+                            if end == 0 || !rest.as_bytes()[..end].iter().all(|b| pchar(*b)) {
+                                return false;
+                            }
+                            rest = &rest[end..];
+                        }
+                        Seg::Lit(l) => match rest.strip_prefix(&**l) {
+                            Some(r) if r.is_empty() || r.starts_with('/') => rest = r,
+                            _ => return false,
+                        },
+                    }
                 }
-                parts.next().is_none()
+                rest.is_empty()
             }
         }
     }
@@ -241,11 +258,11 @@ fn ip_net(s: &str) -> Result<IpNet, String> {
     }
 }
 
+/// A port as Istio's `convertToPort` takes it: 0..=65535 (0 is valid and matches no
+/// connection).
 fn port(s: &str) -> Result<u16, String> {
     s.parse::<u16>()
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| format!("bad port ({s}): not a port number"))
+        .map_err(|_| format!("bad port ({s}): not a port number"))
 }
 
 fn list<T>(v: &[String], f: impl Fn(&str) -> Result<T, String>) -> Result<Box<[T]>, String> {
@@ -371,6 +388,8 @@ impl Attr {
 #[derive(Debug, Clone)]
 enum Vals {
     Pats(Box<[Pat]>),
+    /// `request.auth.principal`: Istio compiles it with the `requestPrincipals` generator.
+    ReqPrincipals(Box<[ReqPrincipal]>),
     Ips(Box<[IpNet]>),
     Ports(Box<[u16]>),
 }
@@ -380,6 +399,9 @@ impl Vals {
         Ok(match attr {
             Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => Vals::Ips(list(v, ip_net)?),
             Attr::DestinationPort => Vals::Ports(list(v, port)?),
+            Attr::AuthPrincipal => {
+                Vals::ReqPrincipals(v.iter().map(|s| ReqPrincipal::new(s)).collect())
+            }
             _ => Vals::Pats(v.iter().map(|s| Pat::new(s)).collect()),
         })
     }
@@ -387,6 +409,7 @@ impl Vals {
     fn is_empty(&self) -> bool {
         match self {
             Vals::Pats(p) => p.is_empty(),
+            Vals::ReqPrincipals(p) => p.is_empty(),
             Vals::Ips(p) => p.is_empty(),
             Vals::Ports(p) => p.is_empty(),
         }
@@ -543,8 +566,10 @@ impl CompiledPolicy {
     /// Index of the first matching rule.
     fn first_match(&self, req: &AuthzRequest<'_>) -> Option<usize> {
         let rules = self.rules.as_ref().ok()?;
-        let deny = self.action == AuthorizationAction::Deny;
-        rules.iter().position(|r| r.matches(req, deny))
+        // model.go checkError: only ALLOW drops a rule for an HTTP-only field on TCP; DENY
+        // and AUDIT (and CUSTOM, built as an RBAC DENY) ignore the field, a wider rule
+        let widen = self.action != AuthorizationAction::Allow;
+        rules.iter().position(|r| r.matches(req, widen))
     }
 }
 
@@ -741,7 +766,7 @@ impl COperation {
             return true;
         }
         let Some(h) = &r.http else {
-            // HTTP fields on a TCP request: only reached for DENY (fields dropped)
+            // HTTP fields on a TCP request: only reached for DENY, AUDIT or CUSTOM (fields dropped)
             return true;
         };
         let path = h.path.split_once('?').map_or(h.path, |(p, _)| p);
@@ -789,6 +814,10 @@ impl CCondition {
                 let Some(h) = &r.http else { return false };
                 let mut it = h.headers.get_all(name).iter();
                 let Some(first) = it.next() else { return false };
+                // Istio's HeaderMatcher: `*` is a present match (an empty value too)
+                if matches!(vals, Vals::Pats(ps) if ps.contains(&Pat::Any)) {
+                    return true;
+                }
                 match it.next() {
                     None => pats(first.to_str().ok()),
                     Some(second) => {
@@ -821,7 +850,13 @@ impl CCondition {
                 }),
                 _ => false,
             },
-            Attr::AuthPrincipal => pats(r.request_auth.map(|a| a.principal.as_str())),
+            Attr::AuthPrincipal => {
+                let (iss, sub) = r.request_auth.map_or((None, None), RequestAuth::iss_sub);
+                match vals {
+                    Vals::ReqPrincipals(ps) => ps.iter().any(|m| m.matches(iss, sub)),
+                    _ => false,
+                }
+            }
             Attr::AuthPresenter => pats(r.request_auth.and_then(|a| a.presenter.as_deref())),
             Attr::AuthAudiences => r
                 .request_auth
@@ -872,10 +907,10 @@ impl CCondition {
 }
 
 impl CRule {
-    fn matches(&self, r: &AuthzRequest<'_>, deny: bool) -> bool {
+    fn matches(&self, r: &AuthzRequest<'_>, widen: bool) -> bool {
         let tcp = r.http.is_none();
-        if tcp && self.http_only && !deny {
-            // ALLOW (and AUDIT/CUSTOM) rules using HTTP-only fields never match TCP
+        if tcp && self.http_only && !widen {
+            // ALLOW rules using HTTP-only fields never match TCP
             return false;
         }
         let skip_http = tcp;
