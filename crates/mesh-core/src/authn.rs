@@ -792,9 +792,11 @@ fn token_at(
             let after = joined.find(prefix.as_str())? + prefix.len();
             Some(extract_jwt(&joined, after).to_owned())
         }
+        // Envoy: the first value of the parameter, percent-decoded; an empty one is a
+        // token too (one that fails verification)
         TokenLocation::Param(p) => query?.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            (k == p && !v.is_empty()).then(|| v.to_owned())
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == p).then(|| percent_decoded(v))
         }),
         TokenLocation::Cookie(c) => headers.get_all(http::header::COOKIE).iter().find_map(|v| {
             v.to_str().ok()?.split(';').find_map(|kv| {
@@ -803,6 +805,29 @@ fn token_at(
             })
         }),
     }
+}
+
+/// `v` with its `%XX` escapes decoded (an escape that is not one is kept as written).
+fn percent_decoded(v: &str) -> String {
+    if !v.contains('%') {
+        return v.to_owned();
+    }
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Envoy's `extractJWT`: from `after`, skip to the first base64url-or-`.` character and
@@ -1061,5 +1086,24 @@ impl RequestAuthentications {
             .filter(|a| a.to(namespace, labels))
             .flat_map(|a| a.providers.iter().cloned())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod token_location_tests {
+    use super::{percent_decoded, token_at, TokenLocation};
+
+    #[test]
+    fn query_tokens_are_the_first_value_percent_decoded() {
+        let param = TokenLocation::Param("access_token".into());
+        let h = http::HeaderMap::new();
+        let at = |q: &str| token_at(&param, &h, Some(q));
+        assert_eq!(at("a=1&access_token=x.y.z").as_deref(), Some("x.y.z"));
+        assert_eq!(at("access_token=x%2Ey.z%zz").as_deref(), Some("x.y.z%zz"));
+        // an empty value is a token (that fails verification), and the first one counts
+        assert_eq!(at("access_token=&access_token=x.y.z").as_deref(), Some(""));
+        assert_eq!(at("access_token").as_deref(), Some(""));
+        assert_eq!(at("other=x.y.z"), None);
+        assert_eq!(percent_decoded("%41%4a%"), "AJ%");
     }
 }
