@@ -439,6 +439,11 @@ impl MeshConn {
     pub(crate) fn is_h2(&self) -> bool {
         self.h2
     }
+
+    /// The identity in the certificate the server presented (TLS with a SPIFFE identity).
+    pub(crate) fn peer(&self) -> Option<&PeerIdentity> {
+        self.peer.as_ref()
+    }
 }
 
 impl Connection for MeshConn {

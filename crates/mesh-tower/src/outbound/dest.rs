@@ -745,14 +745,6 @@ fn build(
         .iter()
         .filter_map(|e| Some((e.addr, e.name.clone()?)))
         .collect();
-    let upstream = Upstream::new(
-        MeshConnector::new(tls, connect_timeout, breaker.clone())
-            .with_h2c(h2c)
-            .with_names(names),
-        breaker.clone(),
-        idle,
-        i.endpoints.iter().map(|e| e.addr),
-    );
     let td = &snap.options().trust_domain;
     // mutual TLS with the mesh certificates: auto mTLS to this endpoint, or ISTIO_MUTUAL
     let istio_mutual = p.tls.is_some_and(|t| t.mode == CoreTlsMode::IstioMutual);
@@ -762,9 +754,10 @@ fn build(
         .iter()
         .zip(&mutual_tls)
         .map(|(e, &mutual)| {
-            // Istio's client side reports the URI SAN of the upstream certificate, which
-            // the mesh TLS verified to be the endpoint's service account; SIMPLE TLS (no
-            // mesh certificate) and plaintext report `unknown`
+            // Istio's client side reports the URI SAN of the upstream certificate: the mesh
+            // transport takes it from each connection (upstream.rs `ConnPeer`); for a
+            // user's transport, which cannot tell, the endpoint's service account that the
+            // mesh TLS expects; SIMPLE TLS (no mesh certificate) and plaintext: `unknown`
             let principal = e
                 .service_account
                 .as_deref()
@@ -779,7 +772,7 @@ fn build(
             ))
         })
         .collect();
-    let peers_unconnected = peers
+    let peers_unconnected: Vec<Arc<WorkloadInfo>> = peers
         .iter()
         .map(|p: &Arc<WorkloadInfo>| {
             if p.principal.is_empty() {
@@ -792,6 +785,17 @@ fn build(
             }
         })
         .collect();
+    let upstream = Upstream::new(
+        MeshConnector::new(tls, connect_timeout, breaker.clone())
+            .with_h2c(h2c)
+            .with_names(names),
+        breaker.clone(),
+        idle,
+        i.endpoints
+            .iter()
+            .map(|e| e.addr)
+            .zip(peers_unconnected.iter().cloned()),
+    );
     let authorities = i
         .endpoints
         .iter()

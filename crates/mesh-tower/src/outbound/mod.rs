@@ -833,7 +833,7 @@ impl Transport for MeshTransport {
         };
         Box::pin(async move {
             let upgrade = upgrade_of(req.headers()) == Some(UpgradeRequest::WebSocket);
-            d.upstream.send(endpoint, req, upgrade).await
+            Ok(d.upstream.send(endpoint, req, upgrade).await?.0)
         })
     }
 }
@@ -844,14 +844,15 @@ impl Transport for MeshTransport {
 pub(crate) trait Sender: Clone + Send + Sync + 'static {
     type Body: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static;
 
-    /// `upgrade`: the request asks for an HTTP/1.1 upgrade (WebSocket).
+    /// `upgrade`: the request asks for an HTTP/1.1 upgrade (WebSocket). With the answer,
+    /// the peer of the connection when the sender knows it (`None`: it does not).
     fn send_to(
         &self,
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
         upgrade: bool,
-    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send;
+    ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send;
 }
 
 impl Sender for MeshTransport {
@@ -863,8 +864,10 @@ impl Sender for MeshTransport {
         endpoint: usize,
         req: Request<MeshBody>,
         upgrade: bool,
-    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
-        dest.upstream.send(endpoint, req, upgrade)
+    ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
+    {
+        let send = dest.upstream.send(endpoint, req, upgrade);
+        async move { send.await.map(|(resp, peer)| (resp, Some(peer))) }
     }
 }
 
@@ -881,9 +884,11 @@ impl<T: Transport> Sender for Via<T> {
         endpoint: usize,
         req: Request<MeshBody>,
         _upgrade: bool, // the user's client sees the request's headers
-    ) -> impl Future<Output = Result<Response<Self::Body>, BoxError>> + Send {
+    ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
+    {
         let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
-        self.0.send(&any, endpoint, req)
+        let send = self.0.send(&any, endpoint, req);
+        async move { send.await.map(|resp| (resp, None)) }
     }
 }
 
@@ -2761,7 +2766,7 @@ where
             tokio::spawn(async move {
                 let index = guard.index();
                 let _guard = guard;
-                if let Ok(resp) = t.send_to(&mdest, index, mreq, false).await {
+                if let Ok((resp, _)) = t.send_to(&mdest, index, mreq, false).await {
                     let _ = resp.into_body().collect().await;
                 }
             });
@@ -2968,8 +2973,9 @@ impl<T: Sender> Attempts<'_, T> {
     async fn run(&self, body: &mut ReqBody) -> (Response<MeshBody>, MetricsContext) {
         let mut endpoint = None;
         let mut transport_failure = None;
+        let mut conn_peer = None;
         let mut resp = self
-            .attempts(body, &mut endpoint, &mut transport_failure)
+            .attempts(body, &mut endpoint, &mut conn_peer, &mut transport_failure)
             .await;
         let dest = self.dest;
         if let Some(route_name) = &self.log_upstream {
@@ -2985,10 +2991,16 @@ impl<T: Sender> Attempts<'_, T> {
             });
         }
         // the principals only with an upstream answer (its TLS connection), as
-        // istio_stats reads them from the upstream certificates
+        // istio_stats reads them from the upstream certificates: the peer principal from
+        // the URI SAN of the certificate the server presented on that connection (when the
+        // transport knows it; a user's transport: the one the mesh TLS expects)
         let ctx = match endpoint {
             Some((i, true)) => MetricsContext {
-                peer: dest.peers.get(i).cloned(),
+                peer: match conn_peer {
+                    Some(Some(p)) => Some(p),
+                    Some(None) => dest.peers_unconnected.get(i).cloned(),
+                    None => dest.peers.get(i).cloned(),
+                },
                 service: Some(Arc::clone(&dest.service)),
                 mutual_tls: dest.mutual_tls.get(i).copied(),
             },
@@ -3011,6 +3023,7 @@ impl<T: Sender> Attempts<'_, T> {
         &self,
         body: &mut ReqBody,
         endpoint: &mut Option<(usize, bool)>,
+        conn_peer: &mut Option<upstream::ConnPeer>,
         transport_failure: &mut Option<String>,
     ) -> Response<MeshBody> {
         let dest = self.dest;
@@ -3054,7 +3067,8 @@ impl<T: Sender> Attempts<'_, T> {
             let now = tokio::time::Instant::now().into_std();
             let retries_left = n + 1 < max;
             match result {
-                Some(Ok(mut resp)) => {
+                Some(Ok((mut resp, peer))) => {
+                    *conn_peer = peer;
                     let status = resp.status().as_u16();
                     if let Some(od) = &dest.outlier {
                         od.record(index, Outcome::Status(status), now);

@@ -52,7 +52,14 @@ use tokio::sync::Notify;
 use super::connector::{ConnectError, MeshConnector};
 use super::dest::lock;
 use super::{BoxError, MeshBody};
+use crate::metrics::WorkloadInfo;
 use crate::pool::{CircuitBreaker, Permit};
+
+/// The metrics' view of the server at the other end of a connection: the endpoint's, with
+/// the principal of the certificate it actually presented (`None`: no TLS identity). Istio's
+/// client reporter takes `destination_principal` from the upstream connection's peer
+/// certificate URI SAN, not from what the mesh expected it to be.
+pub(crate) type ConnPeer = Option<Arc<WorkloadInfo>>;
 
 /// The connections of one destination, one pool per endpoint (same order as the balancer's
 /// endpoints).
@@ -92,6 +99,8 @@ impl Waiters {
 
 struct EndpointPool {
     addr: SocketAddr,
+    /// The metrics' view of this endpoint, without a principal.
+    base: Arc<WorkloadInfo>,
     state: Mutex<PoolState>,
     /// Connections to this endpoint open or being opened (idle, in use, upgraded until the
     /// upgrade completes): at 0, a new one may exceed `maxConnections`.
@@ -111,6 +120,7 @@ struct Idle {
     tx: http1::SendRequest<MeshBody>,
     used: u32,
     since: Instant,
+    peer: ConnPeer,
 }
 
 /// The shared HTTP/2 connection of an endpoint.
@@ -118,6 +128,7 @@ struct Idle {
 struct H2 {
     tx: http2::SendRequest<MeshBody>,
     used: Arc<AtomicU32>,
+    peer: ConnPeer,
 }
 
 impl EndpointPool {
@@ -158,7 +169,7 @@ impl Upstream {
         connector: MeshConnector,
         breaker: CircuitBreaker,
         idle_timeout: Duration,
-        endpoints: impl IntoIterator<Item = SocketAddr>,
+        endpoints: impl IntoIterator<Item = (SocketAddr, Arc<WorkloadInfo>)>,
     ) -> Self {
         let max_requests_per_connection = breaker.limits().max_requests_per_connection;
         let waiters = Arc::<Waiters>::default();
@@ -169,9 +180,10 @@ impl Upstream {
             max_requests_per_connection,
             endpoints: endpoints
                 .into_iter()
-                .map(|addr| {
+                .map(|(addr, base)| {
                     Arc::new(EndpointPool {
                         addr,
+                        base,
                         state: Mutex::new(PoolState::default()),
                         open: AtomicUsize::new(0),
                         waiters: Arc::clone(&waiters),
@@ -183,13 +195,14 @@ impl Upstream {
     }
 
     /// Sends `req` (origin-form URI, `Host` set) to endpoint `index`; `upgrade`: the request
-    /// asks for an HTTP/1.1 upgrade (it must go out over HTTP/1.1).
+    /// asks for an HTTP/1.1 upgrade (it must go out over HTTP/1.1). With the answer, the
+    /// peer of the connection it came over.
     pub(crate) async fn send(
         &self,
         index: usize,
         mut req: Request<MeshBody>,
         upgrade: bool,
-    ) -> Result<Response<UpstreamBody>, BoxError> {
+    ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
         let Some(ep) = self.endpoints.get(index) else {
             return Err(ConnectError::BadAddress(format!("endpoint #{index}")).into());
         };
@@ -201,7 +214,7 @@ impl Upstream {
             if let Some(mut h2) = h2 {
                 h2.used.fetch_add(1, Ordering::Relaxed);
                 match h2.tx.try_send_request(req).await {
-                    Ok(resp) => return Ok(resp.map(UpstreamBody::plain)),
+                    Ok(resp) => return Ok((resp.map(UpstreamBody::plain), h2.peer)),
                     Err(mut e) => match e.take_message() {
                         Some(r) => {
                             req = r;
@@ -219,7 +232,10 @@ impl Upstream {
                 }
                 idle.used += 1;
                 match idle.tx.try_send_request(req).await {
-                    Ok(resp) => return Ok(self.lease(ep, idle, resp)),
+                    Ok(resp) => {
+                        let peer = idle.peer.clone();
+                        return Ok((self.lease(ep, idle, resp), peer));
+                    }
                     Err(mut e) => match e.take_message() {
                         Some(r) => {
                             req = r;
@@ -259,6 +275,13 @@ impl Upstream {
                 .connect_addr(ep.addr, permit, upgrade)
                 .await?;
             let waiters = Arc::clone(&self.waiters);
+            // one allocation per connection, none per request
+            let peer: ConnPeer = conn.peer().map(|p| {
+                Arc::new(WorkloadInfo {
+                    principal: p.identity().to_string(),
+                    ..(*ep.base).clone()
+                })
+            });
             if conn.is_h2() {
                 let (tx, connection) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
@@ -272,13 +295,14 @@ impl Upstream {
                 let mut h2 = H2 {
                     tx,
                     used: Arc::new(AtomicU32::new(1)),
+                    peer: peer.clone(),
                 };
                 lock(&ep.state).h2 = Some(h2.clone());
                 // requests waiting for this endpoint can share it now
                 self.waiters.wake();
                 drop(pending);
                 return match h2.tx.send_request(req).await {
-                    Ok(resp) => Ok(resp.map(UpstreamBody::plain)),
+                    Ok(resp) => Ok((resp.map(UpstreamBody::plain), peer)),
                     Err(e) => Err(Box::new(e)),
                 };
             }
@@ -293,9 +317,10 @@ impl Upstream {
                 tx,
                 used: 1,
                 since: Instant::now(),
+                peer: peer.clone(),
             };
             let resp = fresh.tx.send_request(req).await?;
-            return Ok(self.lease(ep, fresh, resp));
+            return Ok((self.lease(ep, fresh, resp), peer));
         }
     }
 
