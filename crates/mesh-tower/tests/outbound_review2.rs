@@ -5,6 +5,10 @@
 
 mod outbound_support;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use outbound_support::*;
 
 fn with_dr(policy: &str) -> String {
@@ -48,7 +52,7 @@ async fn destination_principal_is_the_identity_the_server_presented() {
         // a new connection, then a pooled one
         assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
     }
-    assert_eq!(s.conns.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(s.conns.load(Ordering::SeqCst), 1);
     let line = series(&client, "response_code=\"200\"");
     for want in [
         "destination_principal=\"spiffe://cluster.local/ns/default/sa/reviews-real\"",
@@ -59,4 +63,133 @@ async fn destination_principal_is_the_identity_the_server_presented() {
         assert!(line.contains(want), "{want} missing in {line}");
     }
     assert!(line.ends_with(" 2"), "both requests in one series: {line}");
+}
+
+/// A STRICT mTLS `reviews` server (`spiffe://cluster.local/ns/default/sa/reviews`) whose TLS
+/// handshake starts `handshake_delay` after a connection is accepted (a connection slow to
+/// establish), answering 200 after `delay`; counts the connections it accepted.
+async fn slow_handshake_server(
+    pki: &Pki,
+    handshake_delay: Duration,
+    delay: Duration,
+) -> (std::net::SocketAddr, Arc<AtomicU32>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use mesh_tls::{InboundTls, PeerAuthnMode};
+    let creds = pki.creds("default", "reviews");
+    let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &creds, None).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let inbound = inbound.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(handshake_delay).await;
+                let Ok(acc) = inbound.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"reviews-v1")),
+                    ))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(acc.stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, conns)
+}
+
+/// The DestinationRule of Istio's circuit-breaking task.
+const CIRCUIT_BREAKING: &str = "    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}\n";
+
+/// Sends `n` requests, the i-th after `i * gap`: (status, overloaded, body) each.
+async fn concurrent(
+    client: &mesh_tower::outbound::MeshClient,
+    n: usize,
+    gap: Duration,
+) -> Vec<(u16, bool, String)> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(gap * i as u32).await;
+            let (st, _, body, h) = send(&c, get("http://reviews:9080/")).await;
+            (st, h.contains_key("x-envoy-overloaded"), body)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+// Envoy counts a request as pending from the moment it finds no ready connection, including
+// while the connection opened for it is being established (ConnPoolImplBase::newStreamImpl
+// checks max_pending_requests before tryCreateNewConnections): with one pending request
+// allowed, of three callers arriving while the only connection is being opened, the first
+// is pending for it and the other two overflow.
+#[tokio::test]
+async fn a_request_waiting_for_its_new_connection_is_pending() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr(CIRCUIT_BREAKING));
+    let (addr, conns) =
+        slow_handshake_server(&pki, Duration::from_millis(300), Duration::from_millis(50)).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let results = concurrent(&client, 3, Duration::from_millis(20)).await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    assert_eq!(ok, 1, "{results:?}");
+    assert_eq!(results[0].0, 200, "{results:?}");
+    for r in &results[1..] {
+        assert_eq!(r.0, 503, "{results:?}");
+        assert!(r.1, "x-envoy-overloaded: {results:?}");
+        assert!(r.2.ends_with("reset reason: overflow"), "{results:?}");
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}
+
+// Once the connection is established and carries its request, the request is no longer
+// pending: a second caller may wait as the one pending request and is served after it.
+#[tokio::test]
+async fn a_request_on_an_established_connection_is_no_longer_pending() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr(CIRCUIT_BREAKING));
+    let (addr, conns) =
+        slow_handshake_server(&pki, Duration::from_millis(100), Duration::from_millis(400)).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    let started = Instant::now();
+    // the second arrives while the first is being served (connected at ~100 ms)
+    let results = concurrent(&client, 2, Duration::from_millis(250)).await;
+    assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
+    // maxRequestsPerConnection: 1 -> the second got a connection of its own, after the first
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -11,13 +11,16 @@
 //!
 //! Envoy's connection-pool semantics, as DestinationRule `connectionPool` sets them:
 //! - `tcp.maxConnections`: a new connection takes a slot from the destination's circuit
-//!   breaker; when none is left the request waits for a connection to come back, as one of
-//!   at most `http.http1MaxPendingRequests` pending requests (beyond: 503 UO). Except for an
+//!   breaker; when none is left the request waits for a connection to come back. Except for an
 //!   endpoint with no connection at all (none idle, busy or being opened): it opens one past
 //!   the limit, counted as an overflow, as Envoy's `ConnPoolImplBase::tryCreateNewConnection`
 //!   does "to prevent pending streams being queued to this upstream with no way to be
 //!   processed" (idle connections to other endpoints would otherwise hold every slot, and a
 //!   request the balancer sent here would wait forever);
+//! - `http.http1MaxPendingRequests`: a request with no ready connection (none idle, no
+//!   HTTP/2 connection with room) is pending until a connection takes it, both while the
+//!   connection it opened is being established and while it waits for one to come back, as
+//!   Envoy's `ConnPoolImplBase::newStreamImpl` counts it; beyond the limit: 503 UO;
 //! - `http.maxRequestsPerConnection`: a connection that has carried that many requests is
 //!   not reused (`1` disables keep-alive);
 //! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): an idle connection older than
@@ -212,6 +215,8 @@ impl Upstream {
             // 1. the endpoint's HTTP/2 connection (not for an upgrade: HTTP/2 has none)
             let h2 = if upgrade { None } else { ep.h2(max) };
             if let Some(mut h2) = h2 {
+                // attached to a connection: no longer pending
+                pending = None;
                 h2.used.fetch_add(1, Ordering::Relaxed);
                 match h2.tx.try_send_request(req).await {
                     Ok(resp) => return Ok((resp.map(UpstreamBody::plain), h2.peer)),
@@ -230,6 +235,7 @@ impl Upstream {
                 if idle.tx.ready().await.is_err() {
                     continue;
                 }
+                pending = None;
                 idle.used += 1;
                 match idle.tx.try_send_request(req).await {
                     Ok(resp) => {
@@ -245,7 +251,15 @@ impl Upstream {
                     },
                 }
             }
-            // 3. a new connection, or wait for one as a pending request
+            // 3. no ready connection: a pending request, whether it opens a connection (and
+            // waits for it to be established) or waits for one to come back. Envoy's
+            // `ConnPoolImplBase::newStreamImpl` checks `pendingRequests().canCreate()` (503 UO
+            // beyond `max_pending_requests`) for every stream without a ready client, before
+            // `tryCreateNewConnections`; the stream stays pending until a connection is
+            // attached to it.
+            if pending.is_none() {
+                pending = Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
+            }
             let permit = match self.breaker.try_connection() {
                 Ok(p) => {
                     ep.open.fetch_add(1, Ordering::AcqRel);
@@ -262,9 +276,6 @@ impl Upstream {
                     self.breaker.connection_past_limit()
                 }
                 Err(_) => {
-                    if pending.is_none() {
-                        pending = Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
-                    }
                     self.wait_for_connection(ep).await;
                     continue;
                 }
