@@ -734,6 +734,10 @@ fn build(
         .unwrap_or(shared.options.connect_timeout);
     let alpn = upstream_alpn(service, key.port, http.and_then(|h| h.h2_upgrade_policy));
     let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints, alpn);
+    // Istio's `applyConnectionPool` sets the cluster's HTTP idle timeout
+    // (common_http_protocol_options.idle_timeout) from `http.idleTimeout`, and from
+    // `tcp.idleTimeout` when that is unset (`if idleTimeout == nil { idleTimeout =
+    // settings.Tcp.IdleTimeout }`); Envoy's default: 1 h
     let idle = http
         .and_then(|h| h.idle_timeout)
         .or_else(|| tcp.and_then(|t| t.idle_timeout))
