@@ -193,3 +193,85 @@ async fn a_request_on_an_established_connection_is_no_longer_pending() {
         started.elapsed()
     );
 }
+
+/// Registers `name` (service account `reviews`, labels `app: reviews`, `version`) in
+/// `locality`, listening at `addr`.
+fn register_at(
+    mesh: &mesh_core::mesh::Mesh,
+    name: &str,
+    version: &str,
+    locality: &str,
+    addr: std::net::SocketAddr,
+) {
+    mesh.register(mesh_core::registry::Workload {
+        name: name.to_owned(),
+        namespace: "default".to_owned(),
+        service_account: "reviews".to_owned(),
+        labels: [("app", "reviews"), ("version", version)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        address: addr.ip(),
+        ports: [("http".to_owned(), addr.port())].into(),
+        locality: Some(locality.to_owned()),
+        weight: 0,
+    });
+}
+
+// Istio's ApplyLocalityLoadBalancer: with `failoverPriority`, an explicit `failover` is
+// applied as well (applyLocalityFailover within each failoverPriority level, `priority*5 +
+// locality priority`): the client's version first, and within it its own zone, then the
+// failover region, then other regions. (Istio refuses `failover` with a region topology
+// key in `failoverPriority`, hence a label.)
+#[tokio::test]
+async fn failover_priority_and_failover_both_apply() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}---\n{}",
+        with_dr(
+            "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        failoverPriority: [version]\n        failover: [{from: us-east, to: eu-west}]\n"
+        ),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n"
+    ));
+    let near = start(
+        &pki,
+        "reviews-near",
+        "default",
+        "reviews",
+        Behaviour::Always500,
+    )
+    .await;
+    let near_v2 = start(&pki, "reviews-near-v2", "default", "reviews", Behaviour::Ok).await;
+    let eu = start(&pki, "reviews-eu", "default", "reviews", Behaviour::Ok).await;
+    let ap = start(&pki, "reviews-ap", "default", "reviews", Behaviour::Ok).await;
+    register_at(&mesh, "reviews-near", "v1", "us-east/zone1/a", near.addr);
+    register_at(
+        &mesh,
+        "reviews-near-v2",
+        "v2",
+        "us-east/zone1/a",
+        near_v2.addr,
+    );
+    register_at(&mesh, "reviews-eu", "v1", "eu-west/zone1/a", eu.addr);
+    register_at(&mesh, "reviews-ap", "v1", "ap-south/zone1/a", ap.addr);
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+        .with_label("app", "productpage")
+        .with_label("version", "v1")
+        .with_locality("us-east/zone1/a");
+    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .build();
+    // the client's zone (and version) takes everything; its first 500 ejects it
+    let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, by.as_str()), (500, "reviews-near"));
+    for _ in 0..20 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!(
+            (st, by.as_str()),
+            (200, "reviews-eu"),
+            "the failover region"
+        );
+    }
+    assert_eq!(ap.hits(), 0, "other regions after the failover region");
+    assert_eq!(near_v2.hits(), 0, "failoverPriority first");
+}

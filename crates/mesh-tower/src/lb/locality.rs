@@ -463,16 +463,24 @@ pub(crate) fn place(
     endpoints
         .iter()
         .map(|(loc, labels, _)| {
-            let priority = if !setting.failover_priority.is_empty() {
-                label_failover_priority(
+            // Istio's `ApplyLocalityLoadBalancer`: `failoverPriority` first; with it, an
+            // explicit `failover` is applied too, within each of its priorities
+            // (`applyLocalityFailover`: `priority*5 + locality priority (0-4)`, compacted)
+            let priority = if setting.failover_priority.is_empty() {
+                failover_priority_for(&ctx.client, loc, &setting.failover)
+            } else {
+                let by_labels = label_failover_priority(
                     &setting.failover_priority,
                     &ctx.client,
                     &ctx.client_labels,
                     loc,
                     labels,
-                )
-            } else {
-                failover_priority_for(&ctx.client, loc, &setting.failover)
+                );
+                if setting.failover.is_empty() {
+                    by_labels
+                } else {
+                    by_labels * 5 + failover_priority_for(&ctx.client, loc, &setting.failover)
+                }
             };
             Placement {
                 priority,
@@ -633,6 +641,43 @@ mod tests {
             label_failover_priority(&keys, &client, &client_labels, &loc("r1"), &net("n1")),
             1
         );
+    }
+
+    // Istio's ApplyLocalityLoadBalancer applies an explicit `failover` after
+    // `failoverPriority`: the label priority first, the locality failover within it.
+    #[test]
+    fn failover_priority_with_failover_applies_both() {
+        let v1 = BTreeMap::from([("version".to_owned(), "v1".to_owned())]);
+        let v2 = BTreeMap::from([("version".to_owned(), "v2".to_owned())]);
+        let (same, east, eu) = (loc("us-west/z1/"), loc("us-east/z1/"), loc("eu-west/z1/"));
+        let eps = [
+            (&same, &v1, 1),
+            (&east, &v1, 1),
+            (&eu, &v1, 1),
+            (&same, &v2, 1),
+            (&eu, &v2, 1),
+        ];
+        let ctx = LocalityContext {
+            client: loc("us-west/z1/"),
+            client_labels: v1.clone(),
+            outlier_detection: true,
+            setting: Some(LocalityLbSetting {
+                failover_priority: vec!["version".into()],
+                failover: vec![Failover {
+                    from: "us-west".into(),
+                    to: "eu-west".into(),
+                }],
+                ..Default::default()
+            }),
+        };
+        let p: Vec<u32> = place(&ctx, &eps).iter().map(|p| p.priority).collect();
+        // v1 before v2; within each: own zone, the failover region, other regions
+        assert_eq!(p, vec![0, 4, 3, 5, 8]);
+        // without `failover`, only the labels count
+        let mut only = ctx.clone();
+        only.setting.as_mut().unwrap().failover.clear();
+        let p: Vec<u32> = place(&only, &eps).iter().map(|p| p.priority).collect();
+        assert_eq!(p, vec![0, 0, 0, 1, 1]);
     }
 
     #[test]
