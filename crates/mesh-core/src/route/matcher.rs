@@ -231,18 +231,15 @@ pub(crate) enum Cond {
     Never,
 }
 
-/// A compiled `HTTPMatchRequest` (or the conjunction of a root and a delegate block).
+/// A compiled `HTTPMatchRequest` (a delegate's merged with its root's, §2.6).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MatchBlock {
     pub(crate) conds: Vec<Cond>,
     pub(crate) port: Option<u16>,
-    pub(crate) conflicting_ports: bool,
     pub(crate) source_labels: Labels,
     pub(crate) source_namespaces: Vec<Box<str>>,
     /// Gateways replacing the VS's for this block (resolved `ns/name` or `mesh`).
     pub(crate) gateways: Option<Vec<Box<str>>>,
-    /// Match name.
-    pub name: Option<Box<str>>,
     /// [`MatchBlock::is_catch_all`], worked out once the block is final.
     pub(crate) catch_all: bool,
 }
@@ -297,7 +294,6 @@ impl MatchBlock {
                     .map(|g| super::resolve_gateway_name(g, vs_ns).into())
                     .collect()
             }),
-            name: m.name.as_deref().map(Into::into),
             ..MatchBlock::default()
         };
         b.conds.reserve_exact(
@@ -377,33 +373,6 @@ impl MatchBlock {
         b
     }
 
-    /// `self ∧ other` (root ∧ delegate, §2.6).
-    pub(crate) fn and(&self, other: &MatchBlock) -> MatchBlock {
-        let mut b = self.clone();
-        b.conds.extend(other.conds.iter().cloned());
-        match (b.port, other.port) {
-            (Some(a), Some(o)) if a != o => b.conflicting_ports = true,
-            (None, Some(o)) => b.port = Some(o),
-            _ => {}
-        }
-        b.conflicting_ports |= other.conflicting_ports;
-        for (k, v) in &other.source_labels {
-            if b.source_labels.get(k).is_some_and(|have| have != v) {
-                b.conds.push(Cond::Never);
-            }
-            b.source_labels.insert(k.clone(), v.clone());
-        }
-        b.source_namespaces
-            .extend(other.source_namespaces.iter().cloned());
-        if other.gateways.is_some() {
-            b.gateways = other.gateways.clone();
-        }
-        if other.name.is_some() {
-            b.name = other.name.clone();
-        }
-        b
-    }
-
     /// True when the Envoy route this block becomes is a catch-all, as istiod's
     /// `IsCatchAllRoute` says: path prefix `/` (also when no `uri` is given) or regex `*`,
     /// and no header (`method`, `authority`, `scheme`, `headers`, `withoutHeaders`), query
@@ -416,8 +385,7 @@ impl MatchBlock {
     /// True when a static pre-filter (port, source labels or namespace, gateways) can drop
     /// this block for some clients.
     pub(crate) fn statically_filtered(&self) -> bool {
-        self.conflicting_ports
-            || self.port.is_some()
+        self.port.is_some()
             || !self.source_labels.is_empty()
             || !self.source_namespaces.is_empty()
             || self.gateways.is_some()
@@ -425,7 +393,7 @@ impl MatchBlock {
 
     /// The static pre-filters of §2.3 step 3: port, gateways, source labels and namespace.
     pub(crate) fn static_ok(&self, r: &ReqView<'_>) -> bool {
-        if self.conflicting_ports || self.port.is_some_and(|p| p != r.port) {
+        if self.port.is_some_and(|p| p != r.port) {
             return false;
         }
         if self.source_namespaces.iter().any(|n| &**n != r.client_ns) {
