@@ -221,3 +221,61 @@ spec:
         ]
     );
 }
+
+/// Envoy's `newUri` writes `host_redirect` as configured: a port written in the redirect
+/// `authority` stays even when it is the scheme's default; only the request's own port is
+/// dropped on a scheme change, and a configured default redirect port is left out.
+#[test]
+fn redirect_authority_keeps_an_explicit_port() {
+    let s = snap(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web.example.com]
+  http:
+  - match: [{uri: {prefix: /a}}]
+    redirect: {authority: "other.example.com:80"}
+  - match: [{uri: {prefix: /b}}]
+    redirect: {authority: "other.example.com:443", scheme: https}
+  - match: [{uri: {prefix: /c}}]
+    redirect: {authority: other.example.com}
+  - match: [{uri: {prefix: /d}}]
+    redirect: {authority: other.example.com, port: 80}
+"#,
+    );
+    let none = HeaderMap::new();
+    let location = |authority: &str, path: &str| {
+        let a = HttpRequestAttrs::new("default", authority, path, &none);
+        let d = s.route_http(&a);
+        let mesh_core::route::RouteOutcome::Redirect(r) = d.outcome else {
+            panic!("not a redirect: {path}")
+        };
+        r.location(
+            a.scheme,
+            a.authority,
+            a.effective_port(),
+            a.path,
+            a.query,
+            d.prefix_len,
+        )
+    };
+    assert_eq!(
+        location("web.example.com", "/a"),
+        "http://other.example.com:80/a"
+    );
+    assert_eq!(
+        location("web.example.com", "/b"),
+        "https://other.example.com:443/b"
+    );
+    // the request's port is not carried over to a new authority
+    assert_eq!(
+        location("web.example.com:8080", "/c"),
+        "http://other.example.com/c"
+    );
+    assert_eq!(
+        location("web.example.com", "/d"),
+        "http://other.example.com/d"
+    );
+}
