@@ -279,3 +279,25 @@ spec:
         "http://other.example.com/d"
     );
 }
+
+/// istiod validateHTTPRetry: a retryOn entry that is an integer must be a status code Go's
+/// `http.StatusText` knows; the message is istiod's.
+#[test]
+fn retry_on_integers_must_be_known_status_codes() {
+    let vs = |on: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: x, namespace: ns1}}\nspec:\n  hosts: [r]\n  http: [{{route: [{{destination: {{host: r}}}}], retries: {{attempts: 2, retryOn: '{on}'}}}}]\n"
+        )
+    };
+    let errors = |on: &str| -> Vec<String> {
+        mesh_core::check(&mesh_core::load::load_str(&vs(on), "t.yaml"))
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.message)
+            .collect()
+    };
+    assert!(errors("5xx,503,429,418,reset").is_empty());
+    assert_eq!(errors("599"), ["\"599\" is not a valid retryOn policy"]);
+    assert_eq!(errors("306"), ["\"306\" is not a valid retryOn policy"]);
+    assert_eq!(errors("-503"), ["\"-503\" is not a valid retryOn policy"]);
+}
