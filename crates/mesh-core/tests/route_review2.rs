@@ -301,3 +301,38 @@ fn retry_on_integers_must_be_known_status_codes() {
     assert_eq!(errors("306"), ["\"306\" is not a valid retryOn policy"]);
     assert_eq!(errors("-503"), ["\"-503\" is not a valid retryOn policy"]);
 }
+
+/// Envoy's regexes are RE2: `\d`, `\w`, `\s` are ASCII classes there, while `.` still
+/// matches one UTF-8 character.
+#[test]
+fn regex_perl_classes_are_ascii_as_in_re2() {
+    let s = snap(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web.example.com]
+  http:
+  - match: [{uri: {regex: "/v\\d+/\\w+"}}]
+    directResponse: {status: 201}
+  - match: [{uri: {regex: "/u/.{4}"}}]
+    directResponse: {status: 202}
+  - directResponse: {status: 404}
+"#,
+    );
+    let none = HeaderMap::new();
+    let status = |path: &str| {
+        s.route_http(&HttpRequestAttrs::new(
+            "default",
+            "web.example.com",
+            path,
+            &none,
+        ))
+        .status()
+    };
+    assert_eq!(status("/v12/abc_1"), Some(201));
+    assert_eq!(status("/v\u{0661}\u{0662}/abc"), Some(404));
+    assert_eq!(status("/v1/caf\u{e9}"), Some(404));
+    assert_eq!(status("/u/caf\u{e9}"), Some(202));
+}
