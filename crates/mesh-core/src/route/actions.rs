@@ -359,25 +359,22 @@ impl Redirect {
     ) -> String {
         let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
         let (req_host, req_port) = crate::names::split_authority(authority);
-        let (host, host_port) = match &self.authority {
-            Some(a) => crate::names::split_authority(a),
-            None => (req_host, req_port),
-        };
         let out_port = if let Some(p) = self.port {
             Some(p)
         } else if self.port_from_request {
             Some(port)
-        } else if self.authority.is_none()
-            && new_scheme != scheme
-            && ((scheme == "http" && req_port == Some(80))
-                || (scheme == "https" && req_port == Some(443)))
+        } else if self.authority.is_some()
+            || (new_scheme != scheme
+                && ((scheme == "http" && req_port == Some(80))
+                    || (scheme == "https" && req_port == Some(443))))
         {
             // Envoy processRequestHost: a scheme change drops the request's port only when it
-            // is the old scheme's default; a new authority is taken as written
+            // is the old scheme's default; a new authority brings its own port, if any
             None
         } else {
-            host_port
+            req_port
         };
+        // istiod leaves out a redirect port that is the scheme's default
         let out_port = out_port.filter(|p| {
             !((new_scheme == "http" && *p == 80) || (new_scheme == "https" && *p == 443))
         });
@@ -390,12 +387,16 @@ impl Redirect {
             path.to_owned()
         };
         let mut loc = format!("{new_scheme}://");
-        if host.contains(':') {
-            loc.push('[');
-            loc.push_str(host);
-            loc.push(']');
-        } else {
-            loc.push_str(host);
+        match &self.authority {
+            // Envoy newUri: `host_redirect` is written as configured, with any port in it
+            // (only the port redirect is appended after it)
+            Some(a) => loc.push_str(a),
+            None if req_host.contains(':') => {
+                loc.push('[');
+                loc.push_str(req_host);
+                loc.push(']');
+            }
+            None => loc.push_str(req_host),
         }
         if let Some(p) = out_port {
             loc.push(':');

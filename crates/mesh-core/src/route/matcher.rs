@@ -47,7 +47,7 @@ impl RegexCache {
         if pattern.contains("\\Q") {
             return Err(format!("regex {pattern:?}: \\Q...\\E is not supported"));
         }
-        let r = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        let r = regex::RegexBuilder::new(&format!("^(?:{})$", re2_classes(pattern)))
             .size_limit(1 << 20)
             .build()
             .map_err(|e| format!("regex {pattern:?}: {e}"))?;
@@ -61,10 +61,102 @@ impl RegexCache {
         if let Some(r) = self.map.get(&key) {
             return Ok(r.clone());
         }
-        let r = Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?;
+        let r = Regex::new(&re2_classes(pattern)).map_err(|e| format!("regex {pattern:?}: {e}"))?;
         self.map.insert(key, r.clone());
         Ok(r)
     }
+}
+
+/// Rewrites RE2's Perl classes for the `regex` crate: in RE2 (Envoy) `\d`, `\w`, `\s` and
+/// `\b` are ASCII-only, in `regex` they are Unicode-aware. Outside a bracket class they become
+/// explicit ASCII classes (`\b`/`\B` the ASCII word boundary); inside one, their ranges (a
+/// negated one as a nested class). `.` and everything else keep their meaning, so `.` still
+/// matches any UTF-8 character. RE2's `\s` is `[\t\n\f\r ]` (no `\v`). Inside a bracket
+/// class RE2 takes `[` (other than `[:alpha:]`), `&` and `~` literally where `regex` would
+/// read a nested class or a set operation: they are escaped.
+pub(crate) fn re2_classes(pattern: &str) -> String {
+    const D: &str = "0-9";
+    const W: &str = "0-9A-Za-z_";
+    const S: &str = "\\t\\n\\f\\r ";
+    let mut out = String::with_capacity(pattern.len() + 8);
+    let mut chars = pattern.chars().peekable();
+    // inside a bracket class; `class_start` = just after `[` or `[^` (a `]` there is literal)
+    let mut in_class = false;
+    let mut class_start = false;
+    while let Some(c) = chars.next() {
+        let at_start = std::mem::take(&mut class_start);
+        if c == '\\' {
+            let Some(e) = chars.next() else {
+                out.push(c);
+                break;
+            };
+            let (set, negated) = match e {
+                'd' => (D, false),
+                'D' => (D, true),
+                'w' => (W, false),
+                'W' => (W, true),
+                's' => (S, false),
+                'S' => (S, true),
+                'b' | 'B' if !in_class => {
+                    out.push_str(if e == 'b' { "(?-u:\\b)" } else { "(?-u:\\B)" });
+                    continue;
+                }
+                _ => {
+                    out.push(c);
+                    out.push(e);
+                    continue;
+                }
+            };
+            match (in_class, negated) {
+                (true, false) => out.push_str(set),
+                (false, false) => {
+                    out.push('[');
+                    out.push_str(set);
+                    out.push(']');
+                }
+                (_, true) => {
+                    out.push_str("[^");
+                    out.push_str(set);
+                    out.push(']');
+                }
+            }
+            continue;
+        }
+        if !in_class {
+            out.push(c);
+            if c == '[' {
+                in_class = true;
+                class_start = true;
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+            }
+            continue;
+        }
+        match c {
+            ']' if !at_start => {
+                in_class = false;
+                out.push(c);
+            }
+            '[' if chars.peek() == Some(&':') => {
+                // a POSIX class `[:name:]`: copied whole
+                out.push(c);
+                for p in chars.by_ref() {
+                    out.push(p);
+                    if p == ']' {
+                        break;
+                    }
+                }
+            }
+            '[' | '&' | '~' => {
+                out.push('\\');
+                out.push(c);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// A compiled `StringMatch`.
@@ -231,18 +323,15 @@ pub(crate) enum Cond {
     Never,
 }
 
-/// A compiled `HTTPMatchRequest` (or the conjunction of a root and a delegate block).
+/// A compiled `HTTPMatchRequest` (a delegate's merged with its root's, §2.6).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct MatchBlock {
     pub(crate) conds: Vec<Cond>,
     pub(crate) port: Option<u16>,
-    pub(crate) conflicting_ports: bool,
     pub(crate) source_labels: Labels,
     pub(crate) source_namespaces: Vec<Box<str>>,
     /// Gateways replacing the VS's for this block (resolved `ns/name` or `mesh`).
     pub(crate) gateways: Option<Vec<Box<str>>>,
-    /// Match name.
-    pub name: Option<Box<str>>,
     /// [`MatchBlock::is_catch_all`], worked out once the block is final.
     pub(crate) catch_all: bool,
 }
@@ -297,7 +386,6 @@ impl MatchBlock {
                     .map(|g| super::resolve_gateway_name(g, vs_ns).into())
                     .collect()
             }),
-            name: m.name.as_deref().map(Into::into),
             ..MatchBlock::default()
         };
         b.conds.reserve_exact(
@@ -377,33 +465,6 @@ impl MatchBlock {
         b
     }
 
-    /// `self ∧ other` (root ∧ delegate, §2.6).
-    pub(crate) fn and(&self, other: &MatchBlock) -> MatchBlock {
-        let mut b = self.clone();
-        b.conds.extend(other.conds.iter().cloned());
-        match (b.port, other.port) {
-            (Some(a), Some(o)) if a != o => b.conflicting_ports = true,
-            (None, Some(o)) => b.port = Some(o),
-            _ => {}
-        }
-        b.conflicting_ports |= other.conflicting_ports;
-        for (k, v) in &other.source_labels {
-            if b.source_labels.get(k).is_some_and(|have| have != v) {
-                b.conds.push(Cond::Never);
-            }
-            b.source_labels.insert(k.clone(), v.clone());
-        }
-        b.source_namespaces
-            .extend(other.source_namespaces.iter().cloned());
-        if other.gateways.is_some() {
-            b.gateways = other.gateways.clone();
-        }
-        if other.name.is_some() {
-            b.name = other.name.clone();
-        }
-        b
-    }
-
     /// True when the Envoy route this block becomes is a catch-all, as istiod's
     /// `IsCatchAllRoute` says: path prefix `/` (also when no `uri` is given) or regex `*`,
     /// and no header (`method`, `authority`, `scheme`, `headers`, `withoutHeaders`), query
@@ -416,8 +477,7 @@ impl MatchBlock {
     /// True when a static pre-filter (port, source labels or namespace, gateways) can drop
     /// this block for some clients.
     pub(crate) fn statically_filtered(&self) -> bool {
-        self.conflicting_ports
-            || self.port.is_some()
+        self.port.is_some()
             || !self.source_labels.is_empty()
             || !self.source_namespaces.is_empty()
             || self.gateways.is_some()
@@ -425,7 +485,7 @@ impl MatchBlock {
 
     /// The static pre-filters of §2.3 step 3: port, gateways, source labels and namespace.
     pub(crate) fn static_ok(&self, r: &ReqView<'_>) -> bool {
-        if self.conflicting_ports || self.port.is_some_and(|p| p != r.port) {
+        if self.port.is_some_and(|p| p != r.port) {
             return false;
         }
         if self.source_namespaces.iter().any(|n| &**n != r.client_ns) {
@@ -589,6 +649,45 @@ pub(crate) fn query_first<'a>(query: Option<&'a str>, name: &str) -> Option<&'a 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn re2_perl_classes_are_ascii() {
+        let table = [
+            (r"\d+", "[0-9]+"),
+            (r"\D", "[^0-9]"),
+            (r"[\d_]", "[0-9_]"),
+            (r"[^\w]", "[^0-9A-Za-z_]"),
+            (r"[a\S]", r"[a[^\t\n\f\r ]]"),
+            (r"\\d", r"\\d"),
+            (r"\bv\B", r"(?-u:\b)v(?-u:\B)"),
+            (r"[]\d]", "[]0-9]"),
+            (r"[[:digit:]\s]", r"[[:digit:]\t\n\f\r ]"),
+            (r"[[&&~]", r"[\[\&\&\~]"),
+            (r"\p{L}.", r"\p{L}."),
+        ];
+        for (re2, want) in table {
+            assert_eq!(re2_classes(re2), want, "{re2}");
+        }
+        let mut cache = RegexCache::default();
+        let full = |p: &str, s: &str, cache: &mut RegexCache| cache.full(p).unwrap().is_match(s);
+        // Arabic-Indic digits, a non-ASCII letter, a no-break space: not RE2 classes
+        assert!(!full(r"/v\d", "/v\u{0663}", &mut cache));
+        assert!(full(r"/v\d", "/v3", &mut cache));
+        assert!(!full(r"\w+", "caf\u{e9}", &mut cache));
+        assert!(full(r"\W", "\u{e9}", &mut cache));
+        assert!(!full(r"a\sb", "a\u{a0}b", &mut cache));
+        assert!(!full(r"a\sb", "a\u{b}b", &mut cache)); // RE2's \s has no \v
+        assert!(full(r"a\sb", "a\tb", &mut cache));
+        // `.` still matches one UTF-8 character
+        assert!(full("caf.", "caf\u{e9}", &mut cache));
+        // ASCII word boundary: `é` is not a word character for RE2
+        assert!(full(r".*\bx", "\u{e9}x", &mut cache));
+        assert!(full("[[]", "[", &mut cache));
+        assert!(full("[a&&b~~]+", "a&b~", &mut cache));
+        assert!(full(r"a\Bb", "ab", &mut cache));
+        let raw = cache.raw(r"\d").unwrap();
+        assert_eq!(raw.replace_all("1\u{0663}2", "#"), "#\u{0663}#");
+    }
 
     fn sm(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> StringMatch {
         StringMatch {

@@ -63,7 +63,7 @@
 //! exported to the client or not.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -1657,11 +1657,6 @@ impl RouteTable {
             let mut errors = Vec::new();
             let mut rules = Vec::new();
             for (i, r) in vs.http.iter().enumerate() {
-                let root_blocks: Vec<MatchBlock> = r
-                    .matches
-                    .iter()
-                    .map(|m| MatchBlock::compile(m, ns, &mut cache, &mut errors))
-                    .collect();
                 if let Some(d) = &r.delegate {
                     let dns = d.namespace.as_deref().unwrap_or(ns);
                     let key = format!("{dns}/{}", d.name);
@@ -1678,23 +1673,24 @@ impl RouteTable {
                         continue;
                     }
                     let dname = t.vss[didx].info.name.clone();
+                    // istiod resolves every VirtualService's short names in its own namespace
+                    // before merging (push_context initVirtualServices), so what a delegate
+                    // inherits from the root (a mirror) keeps the root's namespace
+                    let root = resolve_root_for_delegate(r, ns, opts);
+                    let root_matches = resolved_match_gateways(&r.matches, ns);
                     for (j, dr) in dvs.http.iter().enumerate() {
+                        let dmatches = resolved_match_gateways(&dr.matches, dns);
+                        let Some(merged_matches) = merge_match_requests(&root_matches, &dmatches)
+                        else {
+                            // istiod's mergeHTTPRoute drops a conflicting delegate route
+                            continue;
+                        };
                         let mut merged = dr.clone();
-                        inherit(&mut merged, r);
-                        let dblocks: Vec<MatchBlock> = dr
-                            .matches
+                        inherit(&mut merged, &root);
+                        let blocks: Vec<MatchBlock> = merged_matches
                             .iter()
                             .map(|m| MatchBlock::compile(m, dns, &mut cache, &mut errors))
                             .collect();
-                        let blocks: Vec<MatchBlock> =
-                            match (root_blocks.is_empty(), dblocks.is_empty()) {
-                                (true, _) => dblocks,
-                                (false, true) => root_blocks.clone(),
-                                (false, false) => root_blocks
-                                    .iter()
-                                    .flat_map(|rb| dblocks.iter().map(move |db| rb.and(db)))
-                                    .collect(),
-                            };
                         let dresolve = |h: &str| opts.resolve_host(h, dns);
                         rules.push(HttpRule {
                             index: i,
@@ -1715,6 +1711,11 @@ impl RouteTable {
                     }
                     continue;
                 }
+                let root_blocks: Vec<MatchBlock> = r
+                    .matches
+                    .iter()
+                    .map(|m| MatchBlock::compile(m, ns, &mut cache, &mut errors))
+                    .collect();
                 let resolve = |h: &str| opts.resolve_host(h, ns);
                 rules.push(HttpRule {
                     index: i,
@@ -1731,6 +1732,9 @@ impl RouteTable {
                 });
             }
             rules.shrink_to_fit();
+            // a root's bad match is compiled once per delegate route: report it once
+            let mut seen = HashSet::new();
+            errors.retain(|e| seen.insert(e.clone()));
             for b in rules.iter_mut().flat_map(|r| r.matches.iter_mut()) {
                 b.catch_all = b.is_catch_all();
             }
@@ -2794,6 +2798,197 @@ fn inherit(d: &mut model::HttpRoute, root: &model::HttpRoute) {
     if d.mirrors.is_empty() {
         d.mirrors = root.mirrors.clone();
     }
+}
+
+/// The root route as its delegates inherit it: its mirror hosts resolved in the root's
+/// namespace (istiod resolves short names per VirtualService before merging).
+fn resolve_root_for_delegate(
+    r: &model::HttpRoute,
+    ns: &str,
+    opts: &MeshOptions,
+) -> model::HttpRoute {
+    let mut root = r.clone();
+    if let Some(m) = &mut root.mirror {
+        m.host = opts.resolve_host(&m.host, ns);
+    }
+    for m in &mut root.mirrors {
+        m.destination.host = opts.resolve_host(&m.destination.host, ns);
+    }
+    root
+}
+
+/// Matches with their `gateways` resolved in the VirtualService's namespace, as istiod's
+/// `resolveVirtualServiceShortnames` does before comparing root and delegate matches.
+fn resolved_match_gateways(
+    matches: &[model::HttpMatchRequest],
+    ns: &str,
+) -> Vec<model::HttpMatchRequest> {
+    let mut out = matches.to_vec();
+    for g in out.iter_mut().flat_map(|m| m.gateways.iter_mut()) {
+        *g = resolve_gateway_name(g, ns);
+    }
+    out
+}
+
+/// istiod's `mergeHTTPMatchRequests` (pilot/pkg/model/virtualservice.go): every delegate
+/// match must find a root match it does not conflict with ([`match_conflict`]); each
+/// such pair becomes one merged match (delegate-major order). `None` = conflict: istiod
+/// drops the delegate route.
+fn merge_match_requests(
+    root: &[model::HttpMatchRequest],
+    delegate: &[model::HttpMatchRequest],
+) -> Option<Vec<model::HttpMatchRequest>> {
+    if root.is_empty() {
+        return Some(delegate.to_vec());
+    }
+    if delegate.is_empty() {
+        return Some(root.to_vec());
+    }
+    let mut out = Vec::new();
+    for leaf in delegate {
+        let before = out.len();
+        for rm in root.iter().filter(|rm| !match_conflict(rm, leaf)) {
+            out.push(merge_match_request(rm, leaf));
+        }
+        if out.len() == before {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+/// istiod's `mergeHTTPMatchRequest`: the delegate's fields win, unset ones come from the
+/// root; maps are unions with the delegate's entries winning.
+fn merge_match_request(
+    root: &model::HttpMatchRequest,
+    leaf: &model::HttpMatchRequest,
+) -> model::HttpMatchRequest {
+    let mut out = leaf.clone();
+    let (rn, ln) = (
+        root.name.as_deref().unwrap_or(""),
+        leaf.name.as_deref().unwrap_or(""),
+    );
+    out.name = match (rn.is_empty(), ln.is_empty()) {
+        (_, true) => root.name.clone(),
+        (true, false) => leaf.name.clone(),
+        (false, false) => Some(format!("{rn}-{ln}")),
+    };
+    macro_rules! opt {
+        ($($f:ident),*) => {$(
+            if out.$f.is_none() { out.$f = root.$f.clone(); }
+        )*};
+    }
+    opt!(uri, scheme, method, authority, port, source_namespace);
+    for (dst, src) in [
+        (&mut out.headers, &root.headers),
+        (&mut out.without_headers, &root.without_headers),
+        (&mut out.query_params, &root.query_params),
+    ] {
+        for (k, v) in src {
+            dst.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    for (k, v) in &root.source_labels {
+        out.source_labels
+            .entry(k.clone())
+            .or_insert_with(|| v.clone());
+    }
+    if out.gateways.is_empty() {
+        out.gateways = root.gateways.clone();
+    }
+    out
+}
+
+/// istiod's `hasConflict`: true when the delegate match `leaf` is not within `root`.
+fn match_conflict(root: &model::HttpMatchRequest, leaf: &model::HttpMatchRequest) -> bool {
+    let pairs = [
+        (&root.uri, &leaf.uri),
+        (&root.scheme, &leaf.scheme),
+        (&root.method, &leaf.method),
+        (&root.authority, &leaf.authority),
+    ];
+    if pairs
+        .iter()
+        .any(|(r, l)| string_match_conflict(r.as_ref(), l.as_ref()))
+    {
+        return true;
+    }
+    for (rmap, lmap) in [
+        (&root.headers, &leaf.headers),
+        (&root.without_headers, &leaf.without_headers),
+        (&root.query_params, &leaf.query_params),
+    ] {
+        if lmap
+            .iter()
+            .any(|(k, l)| string_match_conflict(rmap.get(k), Some(l)))
+        {
+            return true;
+        }
+    }
+    if root.ignore_uri_case != leaf.ignore_uri_case {
+        return true;
+    }
+    let port = |p: Option<u32>| p.filter(|&p| p > 0);
+    if let (Some(a), Some(b)) = (port(root.port), port(leaf.port))
+        && a != b
+    {
+        return true;
+    }
+    let nonempty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    if let Some(rns) = nonempty(&root.source_namespace)
+        && nonempty(&leaf.source_namespace).as_deref() != Some(&*rns)
+    {
+        return true;
+    }
+    if leaf
+        .source_labels
+        .iter()
+        .any(|(k, v)| root.source_labels.get(k).is_some_and(|rv| rv != v))
+    {
+        return true;
+    }
+    if !root.gateways.is_empty() && !leaf.gateways.is_empty() {
+        if root.gateways.len() < leaf.gateways.len() {
+            return true;
+        }
+        if leaf.gateways.iter().any(|g| !root.gateways.contains(g)) {
+            return true;
+        }
+    }
+    false
+}
+
+/// istiod's `stringMatchConflict`: only a leaf exact/prefix within a root exact/prefix is
+/// compatible; any regex on both sides conflicts; an unset side never does.
+fn string_match_conflict(
+    root: Option<&model::StringMatch>,
+    leaf: Option<&model::StringMatch>,
+) -> bool {
+    let (Some(root), Some(leaf)) = (root, leaf) else {
+        return false;
+    };
+    // Go's getters read "" for an unset arm
+    let get = |s: &Option<String>| s.as_deref().unwrap_or("").to_owned();
+    let (r_exact, r_prefix, r_regex) = (get(&root.exact), get(&root.prefix), get(&root.regex));
+    let (l_exact, l_prefix, l_regex) = (get(&leaf.exact), get(&leaf.prefix), get(&leaf.regex));
+    if !r_regex.is_empty() && (!l_regex.is_empty() || !l_prefix.is_empty() || !l_exact.is_empty()) {
+        return true;
+    }
+    if !l_regex.is_empty() && (!r_prefix.is_empty() || !r_exact.is_empty()) {
+        return true;
+    }
+    if !r_exact.is_empty() {
+        return !l_prefix.is_empty() || l_exact != r_exact;
+    }
+    if !r_prefix.is_empty() {
+        if !l_prefix.is_empty() {
+            return !l_prefix.starts_with(&r_prefix);
+        }
+        if !l_exact.is_empty() {
+            return !l_exact.starts_with(&r_prefix);
+        }
+    }
+    true
 }
 
 #[cfg(test)]
