@@ -104,6 +104,9 @@ struct EndpointPool {
     addr: SocketAddr,
     /// The metrics' view of this endpoint, without a principal.
     base: Arc<WorkloadInfo>,
+    /// The view with the principal its last connection presented, shared by the
+    /// connections that present the same one.
+    last_peer: Mutex<Option<Arc<WorkloadInfo>>>,
     state: Mutex<PoolState>,
     /// Connections to this endpoint open or being opened (idle, in use, upgraded until the
     /// upgrade completes): at 0, a new one may exceed `maxConnections`.
@@ -135,6 +138,24 @@ struct H2 {
 }
 
 impl EndpointPool {
+    /// The metrics' view of the server on a connection that presented `principal`: the
+    /// same `Arc` as for the endpoint's earlier connections that presented the same
+    /// identity, so requests over any of them fall in one series of the metrics'
+    /// per-thread cache, which is keyed by the `Arc`'s address (a new `Arc` per connection
+    /// made every connection a cache miss: a lock and a hash of the labels per request).
+    fn peer_info(&self, principal: String) -> Arc<WorkloadInfo> {
+        let mut last = lock(&self.last_peer);
+        if let Some(info) = last.as_ref().filter(|i| i.principal == principal) {
+            return Arc::clone(info);
+        }
+        let info = Arc::new(WorkloadInfo {
+            principal,
+            ..(*self.base).clone()
+        });
+        *last = Some(Arc::clone(&info));
+        info
+    }
+
     /// The HTTP/2 connection, if one is open and may take another stream.
     fn h2(&self, max: u32) -> Option<H2> {
         let mut st = lock(&self.state);
@@ -187,6 +208,7 @@ impl Upstream {
                     Arc::new(EndpointPool {
                         addr,
                         base,
+                        last_peer: Mutex::new(None),
                         state: Mutex::new(PoolState::default()),
                         open: AtomicUsize::new(0),
                         waiters: Arc::clone(&waiters),
@@ -286,13 +308,8 @@ impl Upstream {
                 .connect_addr(ep.addr, permit, upgrade)
                 .await?;
             let waiters = Arc::clone(&self.waiters);
-            // one allocation per connection, none per request
-            let peer: ConnPeer = conn.peer().map(|p| {
-                Arc::new(WorkloadInfo {
-                    principal: p.identity().to_string(),
-                    ..(*ep.base).clone()
-                })
-            });
+            // at most one allocation per connection, none per request
+            let peer: ConnPeer = conn.peer().map(|p| ep.peer_info(p.identity().to_string()));
             if conn.is_h2() {
                 let (tx, connection) = http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
