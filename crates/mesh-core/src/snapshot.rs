@@ -45,7 +45,7 @@ use crate::model::{ConfigObject, Labels, MtlsMode};
 use crate::names::{kube_expansion, HostBuf, MeshOptions};
 use crate::peerauthn::{EffectiveMtls, PeerAuthentications};
 use crate::policy::{DestinationRules, EffectivePolicy, MergedDestinationRule};
-use crate::registry::{DnsCache, Registry, ServiceDefs, Workload};
+use crate::registry::{DnsCache, Registry, Service, ServiceDefs, Workload};
 use crate::route::{HttpRequestAttrs, L4Attrs, L4Decision, RouteDecision, RouteTable};
 
 /// Compiled configuration (everything but the registry).
@@ -519,6 +519,31 @@ impl Snapshot {
     /// assert_eq!(snap.default_port("example.com", "default"), None);
     /// ```
     pub fn default_port(&self, host: &str, client_ns: &str) -> Option<u16> {
+        match self.resolve_service(host, client_ns)?.ports.as_slice() {
+            [p] => Some(p.number),
+            _ => None,
+        }
+    }
+
+    /// The service a host name as an application writes it names for a client in
+    /// `client_ns`, found as the route lookup finds it: the name as written (any case),
+    /// else its Kubernetes expansion (`name`, `name.ns`, `name.ns.svc`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: mongodb, namespace: shop}
+    /// spec: {ports: [{name: mongo, port: 27017}]}
+    /// ").unwrap().snapshot();
+    /// let fqdn = |host: &str, ns: &str| snap.resolve_service(host, ns).map(|s| s.hostname.to_string());
+    /// assert_eq!(fqdn("mongodb", "shop").as_deref(), Some("mongodb.shop.svc.cluster.local"));
+    /// assert_eq!(fqdn("MongoDB.shop", "default").as_deref(), Some("mongodb.shop.svc.cluster.local"));
+    /// assert_eq!(fqdn("mongodb", "default"), None); // mongodb.default does not exist
+    /// ```
+    pub fn resolve_service(&self, host: &str, client_ns: &str) -> Option<&Arc<Service>> {
         let mut buf = HostBuf::new();
         let lit = if buf.push_lower(host) {
             buf.as_str()
@@ -526,19 +551,15 @@ impl Snapshot {
             host
         };
         let reg = &self.registry;
-        let svc = match reg.service(lit, client_ns) {
-            Some(s) => s,
+        match reg.service(lit, client_ns) {
+            Some(s) => Some(s),
             None => {
                 let mut exp = HostBuf::new();
                 if !kube_expansion(lit, client_ns, &self.config.options.domain_suffix, &mut exp) {
                     return None;
                 }
-                reg.service(exp.as_str(), client_ns)?
+                reg.service(exp.as_str(), client_ns)
             }
-        };
-        match svc.ports.as_slice() {
-            [p] => Some(p.number),
-            _ => None,
         }
     }
 

@@ -125,4 +125,5 @@ pub mod observe;
 pub mod outbound;
 pub mod outlier;
 pub mod pool;
+pub mod tcp;
 pub mod trace;

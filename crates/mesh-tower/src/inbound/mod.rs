@@ -1210,6 +1210,173 @@ impl MeshServer {
 }
 
 /// Accept errors that concern one connection, not the listener.
+impl MeshServer {
+    /// Serves opaque TCP (not HTTP) on `listener` until the future is dropped: each
+    /// connection is accepted under the PeerAuthentication mode for its port, as
+    /// [`serve`](Self::serve) accepts HTTP, then authorized by the AuthorizationPolicies'
+    /// network-level rules ([`AuthorizationLayer::decide_connection`]: principals,
+    /// namespaces, IP blocks, ports; a rule with HTTP-only fields never allows a TCP
+    /// connection, as in Istio) and, when allowed, handed to `handler` as a
+    /// [`MeshTcpStream`](crate::tcp::MeshTcpStream) counted in `istio_tcp_*`
+    /// (`reporter="destination"`). A denied connection is closed before `handler` sees it
+    /// (Envoy's RBAC network filter). See [`crate::tcp`] for an example.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(server: mesh_tower::inbound::MeshServer) -> std::io::Result<()> {
+    /// use tokio::io::AsyncWriteExt;
+    ///
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:6379").await?;
+    /// server.serve_tcp(listener, |mut conn| async move {
+    ///     let _ = conn.write_all(b"+PONG\r\n").await;
+    /// }).await
+    /// # }
+    /// ```
+    pub async fn serve_tcp<H, F>(&self, listener: TcpListener, handler: H) -> io::Result<()>
+    where
+        H: Fn(crate::tcp::MeshTcpStream) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.serve_tcp_with_shutdown(listener, handler, std::future::pending())
+            .await
+    }
+
+    /// [`serve_tcp`](Self::serve_tcp) until `signal` completes: then no connection is
+    /// accepted any more, the open ones get the drain timeout
+    /// ([`MeshServerBuilder::drain_timeout`]) to finish, and those still open after it are
+    /// closed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn run(server: mesh_tower::inbound::MeshServer) -> std::io::Result<()> {
+    /// let listener = tokio::net::TcpListener::bind("0.0.0.0:9000").await?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// # drop(stop);
+    /// server
+    ///     .serve_tcp_with_shutdown(listener, |_conn| async {}, async { let _ = stopped.await; })
+    ///     .await
+    /// # }
+    /// ```
+    pub async fn serve_tcp_with_shutdown<H, F, G>(
+        &self,
+        listener: TcpListener,
+        handler: H,
+        signal: G,
+    ) -> io::Result<()>
+    where
+        H: Fn(crate::tcp::MeshTcpStream) -> F + Send + Sync + 'static,
+        F: Future<Output = ()> + Send + 'static,
+        G: Future<Output = ()>,
+    {
+        let handler = Arc::new(handler);
+        let mut conns = tokio::task::JoinSet::new();
+        tokio::pin!(signal);
+        loop {
+            let (tcp, remote) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(x) => x,
+                    Err(e) if is_transient(&e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                () = &mut signal => break,
+            };
+            let this = self.clone();
+            let handler = Arc::clone(&handler);
+            conns.spawn(async move {
+                if let Some(stream) = this.accept_tcp(tcp, remote).await {
+                    handler(stream).await;
+                }
+            });
+        }
+        drop(listener);
+        let drained = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(self.inner.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::info!("drain timeout: closing the remaining TCP connections");
+            conns.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Accepts one TCP connection: the PeerAuthentication mode, the handshake, the
+    /// network-level authorization and the metrics. `None`: refused or denied (closed).
+    async fn accept_tcp(
+        &self,
+        tcp: tokio::net::TcpStream,
+        remote: std::net::SocketAddr,
+    ) -> Option<crate::tcp::MeshTcpStream> {
+        let i = &self.inner;
+        let local = tcp.local_addr().ok();
+        let port = i.port.or(local.map(|a| a.port())).unwrap_or_default();
+        let mode = self.peer_authn_mode(port);
+        let inbound = match mode {
+            PeerAuthnMode::Strict => &i.strict,
+            PeerAuthnMode::Permissive => &i.permissive,
+            PeerAuthnMode::Disable => &i.disable,
+        };
+        let accepted = match inbound.accept(tcp).await {
+            Ok(a) => a,
+            Err(e) => {
+                let why = mesh_tls::VerifyError::from_io(&e)
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                tracing::debug!(%remote, port, ?mode, error = %why, "TCP connection refused");
+                return None;
+            }
+        };
+        let mutual_tls = accepted.peer.is_some();
+        let info = ConnectionInfo::new(accepted.peer, port)
+            .with_addrs(Some(remote), local)
+            .with_tls(mutual_tls, None)
+            .with_mode(mode);
+        let config = i.metrics_layer.config();
+        let peer = match info.peer() {
+            Some(p) => Arc::new(
+                peer_workload(&i.mesh, p)
+                    .unwrap_or_else(|| WorkloadInfo::from_principal(p.identity().as_uri())),
+            ),
+            None => Arc::clone(&config.unknown),
+        };
+        let service = i
+            .service
+            .clone()
+            .unwrap_or_else(|| Arc::clone(&config.default_service));
+        let labels = crate::metrics::RequestLabels::tcp(
+            crate::metrics::Reporter::Destination,
+            Arc::clone(&config.local),
+            peer,
+            service,
+            crate::envoy::ResponseFlags::NONE,
+            mutual_tls,
+        );
+        // counted before the decision, as Envoy's stats filter counts the connection
+        // before the RBAC filter closes it
+        let series = config.metrics.tcp_connection(&labels);
+        if !i.authz.decide_connection(&info).allowed {
+            drop(series);
+            return None;
+        }
+        let peer = info.peer().cloned();
+        Some(
+            crate::tcp::MeshTcpStream::new(
+                accepted.stream,
+                crate::tcp::Side::Inbound,
+                Some(series),
+            )
+            .with_peer(peer)
+            .with_info(info),
+        )
+    }
+}
+
 pub(crate) fn is_transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),

@@ -104,7 +104,7 @@ impl Pending {
         // only a gRPC request's status is a label: no lookup for the rest
         let grpc_status = match self.protocol {
             RequestProtocol::Grpc => grpc_status_of(&parts.headers),
-            RequestProtocol::Http => None,
+            RequestProtocol::Http | RequestProtocol::Tcp => None,
         };
         let mut recorder = self.take_recorder(
             status,
@@ -164,7 +164,7 @@ impl Pending {
         };
         let grpc_status = match self.protocol {
             RequestProtocol::Grpc => grpc_status,
-            RequestProtocol::Http => None,
+            RequestProtocol::Http | RequestProtocol::Tcp => None,
         };
         Recorder::new(
             Arc::clone(&c.metrics),

@@ -6,6 +6,11 @@
 //! - `istio_requests_total` (counter),
 //! - `istio_request_duration_milliseconds` (histogram),
 //! - `istio_request_bytes`, `istio_response_bytes` (histograms of body sizes),
+//! - for TCP connections ([`crate::tcp`]): `istio_tcp_connections_opened_total`,
+//!   `istio_tcp_connections_closed_total`, `istio_tcp_received_bytes_total` (bytes from the
+//!   client to the server) and `istio_tcp_sent_bytes_total` (from the server to the client),
+//!   counted as the bytes pass rather than every 15 s (Istio's `tcpReportingDuration`), with
+//!   `request_protocol="tcp"` and no `response_code` or `grpc_response_status`, as Istio's;
 //!
 //! labelled `reporter`, `source_workload`, `source_canonical_service`,
 //! `source_canonical_revision`, `source_workload_namespace`, `source_principal`,
@@ -551,6 +556,8 @@ pub enum RequestProtocol {
     Http,
     /// gRPC.
     Grpc,
+    /// An opaque TCP connection (the `istio_tcp_*` series).
+    Tcp,
 }
 
 /// The full label tuple of one series.
@@ -570,6 +577,39 @@ pub(crate) struct RequestLabels {
     /// connection (mutual TLS); on plaintext Istio reports `unknown` (istio_stats takes the
     /// local SAN from the TLS connection).
     local_principal: bool,
+}
+
+impl RequestLabels {
+    /// The labels of a TCP connection reported by `reporter`, whose own workload is
+    /// `local` and whose other side is `peer`; `mutual_tls`: the connection is mutual TLS
+    /// (the server's `connection_security_policy`; on both sides, whether the local
+    /// principal is reported).
+    pub(crate) fn tcp(
+        reporter: Reporter,
+        local: Arc<WorkloadInfo>,
+        peer: Arc<WorkloadInfo>,
+        service: Arc<ServiceInfo>,
+        flags: ResponseFlags,
+        mutual_tls: bool,
+    ) -> Self {
+        let (source, destination, security) = match reporter {
+            Reporter::Destination => (peer, local, Some(mutual_tls)),
+            // the client side's connection_security_policy is always unknown in Istio
+            Reporter::Source => (local, peer, None),
+        };
+        RequestLabels {
+            reporter,
+            source,
+            destination,
+            service,
+            protocol: RequestProtocol::Tcp,
+            response_code: 0,
+            grpc_status: None,
+            flags,
+            security,
+            local_principal: mutual_tls,
+        }
+    }
 }
 
 fn or_unknown(s: &str) -> &str {
@@ -726,12 +766,16 @@ impl EncodeLabelSet for RequestLabels {
         let protocol = match self.protocol {
             RequestProtocol::Http => "http",
             RequestProtocol::Grpc => "grpc",
+            RequestProtocol::Tcp => "tcp",
         };
         ("request_protocol", protocol).encode(encoder.encode_label())?;
-        ("response_code", u32::from(self.response_code)).encode(encoder.encode_label())?;
-        match self.grpc_status {
-            Some(code) => ("grpc_response_status", code).encode(encoder.encode_label())?,
-            None => ("grpc_response_status", "").encode(encoder.encode_label())?,
+        // istio_stats: the response code and gRPC status are HTTP labels only
+        if self.protocol != RequestProtocol::Tcp {
+            ("response_code", u32::from(self.response_code)).encode(encoder.encode_label())?;
+            match self.grpc_status {
+                Some(code) => ("grpc_response_status", code).encode(encoder.encode_label())?,
+                None => ("grpc_response_status", "").encode(encoder.encode_label())?,
+            }
         }
         // ResponseFlags render without allocation through a small stack buffer.
         let mut buf = FlagBuf::default();
@@ -889,6 +933,10 @@ pub struct IstioMetrics {
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
     series: RwLock<HashMap<RequestLabels, Arc<Series>, BuildFxHasher>>,
+    tcp_opened: Family<RequestLabels, Counter>,
+    tcp_closed: Family<RequestLabels, Counter>,
+    tcp_received: Family<RequestLabels, Counter>,
+    tcp_sent: Family<RequestLabels, Counter>,
 }
 
 /// A label tuple by the addresses of its `Arc`s and its small fields.
@@ -998,6 +1046,30 @@ impl IstioMetrics {
             "Histogram of response body sizes in bytes",
             response_bytes.clone(),
         );
+        let tcp_opened = Family::<RequestLabels, Counter>::default();
+        let tcp_closed = Family::<RequestLabels, Counter>::default();
+        let tcp_received = Family::<RequestLabels, Counter>::default();
+        let tcp_sent = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "tcp_connections_opened",
+            "Counter of TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "tcp_connections_closed",
+            "Counter of TCP connections closed",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "tcp_received_bytes",
+            "Counter of bytes received from the client on TCP connections",
+            tcp_received.clone(),
+        );
+        registry.register(
+            "tcp_sent_bytes",
+            "Counter of bytes sent to the client on TCP connections",
+            tcp_sent.clone(),
+        );
         static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         IstioMetrics {
             id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -1007,6 +1079,10 @@ impl IstioMetrics {
             request_bytes,
             response_bytes,
             series: RwLock::new(HashMap::default()),
+            tcp_opened,
+            tcp_closed,
+            tcp_received,
+            tcp_sent,
         }
     }
 
@@ -1150,6 +1226,18 @@ impl IstioMetrics {
     }
 
     /// Keeps `series` in this thread's recent series (replacing the oldest when full).
+    /// Counts a TCP connection opened with `labels` (made with [`RequestLabels::tcp`]):
+    /// the returned [`TcpSeries`] counts its bytes and its close.
+    pub(crate) fn tcp_connection(&self, labels: &RequestLabels) -> TcpSeries {
+        let opened = self.tcp_opened.get_or_create_owned(labels);
+        opened.inc();
+        TcpSeries {
+            closed: self.tcp_closed.get_or_create_owned(labels),
+            received: self.tcp_received.get_or_create_owned(labels),
+            sent: self.tcp_sent.get_or_create_owned(labels),
+        }
+    }
+
     fn remember(&self, key: PtrKey, series: &Arc<Series>, labels: &RequestLabels) {
         RECENT.with(|r| {
             let mut r = r.borrow_mut();
@@ -1172,6 +1260,37 @@ impl IstioMetrics {
 }
 
 /// Series a thread recorded into lately, at most this many.
+/// The counters of one TCP connection: bytes from the client (`received`) and to it
+/// (`sent`), and the close, counted when this is dropped.
+#[derive(Debug)]
+pub(crate) struct TcpSeries {
+    closed: Counter,
+    received: Counter,
+    sent: Counter,
+}
+
+impl TcpSeries {
+    /// `n` bytes went from the client to the server.
+    pub(crate) fn received(&self, n: usize) {
+        if n > 0 {
+            self.received.inc_by(n as u64);
+        }
+    }
+
+    /// `n` bytes went from the server to the client.
+    pub(crate) fn sent(&self, n: usize) {
+        if n > 0 {
+            self.sent.inc_by(n as u64);
+        }
+    }
+}
+
+impl Drop for TcpSeries {
+    fn drop(&mut self) {
+        self.closed.inc();
+    }
+}
+
 const RECENT_MAX: usize = 16;
 
 /// One of a thread's recent series; it keeps its labels (so the addresses in its key stay

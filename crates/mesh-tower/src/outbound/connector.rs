@@ -115,6 +115,9 @@ pub(crate) enum TlsPolicy {
         /// `config` without `h2` in its ALPN, for connections carrying an HTTP/1.1 upgrade:
         /// built on the first upgrade request (most destinations never see one).
         http1: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
+        /// `config` offering no ALPN at all, for opaque TCP connections: built on the first
+        /// one.
+        opaque: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
     },
     /// The TLS settings could not be built: refuse every connection with this message.
     Broken(Arc<str>),
@@ -285,6 +288,27 @@ impl MeshConnector {
         permit: ConnectionPermit,
         http1_only: bool,
     ) -> Result<MeshConn, ConnectError> {
+        let alpn = if http1_only { Alpn::Http1 } else { Alpn::Http };
+        self.connect_with(addr, permit, alpn).await
+    }
+
+    /// Dials `addr` for an opaque TCP connection (no HTTP): as
+    /// [`connect_addr`](Self::connect_addr), offering no ALPN protocol.
+    pub(crate) async fn connect_opaque(
+        &self,
+        addr: SocketAddr,
+        permit: ConnectionPermit,
+    ) -> Result<MeshConn, ConnectError> {
+        self.connect_with(addr, permit, Alpn::None).await
+    }
+
+    async fn connect_with(
+        &self,
+        addr: SocketAddr,
+        permit: ConnectionPermit,
+        alpn: Alpn,
+    ) -> Result<MeshConn, ConnectError> {
+        let http1_only = alpn != Alpn::Http;
         if let TlsPolicy::Broken(msg) = &self.tls {
             return Err(ConnectError::TlsConfig(msg.to_string()));
         }
@@ -306,14 +330,20 @@ impl MeshConnector {
                 config,
                 plaintext,
                 http1,
+                opaque,
             } if !plaintext.contains(&addr) => {
-                let tls = if http1_only {
-                    let cfg = http1.get_or_init(|| without_h2(config.config()));
-                    tokio_rustls::TlsConnector::from(Arc::clone(cfg))
-                        .connect(config.server_name().clone(), tcp)
-                        .await
-                } else {
-                    config.connect(tcp).await
+                let derived = match alpn {
+                    Alpn::Http => None,
+                    Alpn::Http1 => Some(http1.get_or_init(|| without_h2(config.config()))),
+                    Alpn::None => Some(opaque.get_or_init(|| without_alpn(config.config()))),
+                };
+                let tls = match derived {
+                    Some(cfg) => {
+                        tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                            .connect(config.server_name().clone(), tcp)
+                            .await
+                    }
+                    None => config.connect(tcp).await,
                 };
                 let tls = tls.map_err(|io| ConnectError::Tls {
                     verify: VerifyError::from_io(&io),
@@ -375,6 +405,28 @@ fn without_h2(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
     let mut c = (**config).clone();
     c.alpn_protocols.retain(|p| p != b"h2");
     Arc::new(c)
+}
+
+/// `config` offering no ALPN protocol (an opaque TCP connection carries no HTTP), with
+/// the same verifier, client certificate and session cache.
+fn without_alpn(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    if config.alpn_protocols.is_empty() {
+        return Arc::clone(config);
+    }
+    let mut c = (**config).clone();
+    c.alpn_protocols.clear();
+    Arc::new(c)
+}
+
+/// What a connection offers by ALPN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Alpn {
+    /// The destination's protocols (`h2` and `http/1.1` as configured).
+    Http,
+    /// HTTP/1.1 only (an upgrade).
+    Http1,
+    /// None (opaque TCP).
+    None,
 }
 
 enum Io {
@@ -443,6 +495,13 @@ impl MeshConn {
     /// The identity in the certificate the server presented (TLS with a SPIFFE identity).
     pub(crate) fn peer(&self) -> Option<&PeerIdentity> {
         self.peer.as_ref()
+    }
+
+    /// The connection as tokio I/O (for an opaque TCP connection), with the server's
+    /// identity; the `maxConnections` slot stays held until the I/O is dropped.
+    pub(crate) fn into_tokio(self) -> (TokioIo<MeshConn>, Option<PeerIdentity>) {
+        let peer = self.peer.clone();
+        (TokioIo::new(self), peer)
     }
 }
 

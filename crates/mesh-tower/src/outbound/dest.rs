@@ -655,6 +655,7 @@ fn tls_policy(
         Ok(Some(cfg)) => TlsPolicy::Tls {
             config: Arc::new(cfg),
             http1: Arc::default(),
+            opaque: Arc::default(),
             plaintext: Arc::new(if auto {
                 endpoints
                     .iter()

@@ -242,6 +242,7 @@ mod cors;
 mod deadline;
 mod dest;
 mod retry;
+mod tcp;
 mod upstream;
 
 #[cfg(feature = "reqwest")]
@@ -1633,11 +1634,16 @@ impl MeshClientBuilder {
         }
         let layer = MetricsLayer::outbound(Arc::clone(&metrics), me);
         let inner = MeteredOutbound {
-            shared,
+            shared: Arc::clone(&shared),
             metrics: Arc::clone(layer.config()),
         };
         let svc = PropagateTraceLayer::outbound(trace).layer(inner);
-        MeshClient { svc, metrics }
+        MeshClient {
+            svc,
+            metrics,
+            shared,
+            metrics_config: Arc::clone(layer.config()),
+        }
     }
 
     /// A layer over the user's own client service (see [`OutboundLayer`]): routing,
@@ -1750,6 +1756,10 @@ impl MeshClientBuilder {
 pub struct MeshClient {
     svc: PropagateTrace<MeteredOutbound>,
     metrics: Arc<IstioMetrics>,
+    /// For [`MeshClient::connect`] (TCP): what the request path shares, and the metrics'
+    /// view of this workload.
+    shared: Arc<ClientShared>,
+    metrics_config: Arc<crate::metrics::MetricsConfig>,
 }
 
 impl MeshClient {

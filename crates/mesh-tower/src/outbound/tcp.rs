@@ -1,0 +1,371 @@
+//! [`MeshClient::connect`]: opaque TCP connections, routed and secured as the client's
+//! sidecar would (see [`crate::tcp`]).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::uri::Authority;
+use mesh_core::route::L4Attrs;
+
+use super::dest::{DestKey, DestState, RequestTarget};
+use super::{dest_port_of, MeshClient};
+use crate::envoy::ResponseFlags;
+use crate::lb::ConnectionAddrs;
+use crate::metrics::{Reporter, RequestLabels, ServiceInfo, WorkloadInfo};
+use crate::outbound::ConnectError;
+use crate::outlier::Outcome;
+use crate::tcp::{parse_target, MeshTcpStream, Side, TcpConnectError};
+
+impl MeshClient {
+    /// Opens an opaque TCP connection to `target` (`host:port`, or `host` alone for a
+    /// service with one port) through the mesh, as the client's sidecar carries a TCP
+    /// connection:
+    /// 1. the host is resolved as for HTTP (`mongodb` ⇒ `mongodb.<ns>.svc.cluster.local`;
+    ///    an IP address ⇒ the service owning it), and the VirtualService `tcp` routes for
+    ///    it (match on `port`, `sourceLabels`, `sourceNamespace`, `destinationSubnets`)
+    ///    pick a weighted destination, else the service itself;
+    /// 2. an endpoint of the destination's subset is picked by its DestinationRule's load
+    ///    balancer (ejected endpoints skipped; held as an active request while the
+    ///    connection is open) and dialed within `connectTimeout`; at `tcp.maxConnections`
+    ///    the connection waits for another of the destination to close, as one of at most
+    ///    `http1MaxPendingRequests` pending ones (beyond: UO);
+    /// 3. mutual TLS is originated with the workload's certificate (auto mTLS,
+    ///    `ISTIO_MUTUAL`) or per the DestinationRule's `tls`, the server's SPIFFE identity
+    ///    checked in the handshake; no ALPN is offered;
+    /// 4. the connection is counted in `istio_tcp_*` (`reporter="source"`), failures
+    ///    included with Envoy's flag (see [`TcpConnectError::flags`]); a failed connect
+    ///    counts for outlier detection.
+    ///
+    /// See [`crate::tcp`] for a complete example with a [`MeshServer`](crate::inbound::MeshServer).
+    ///
+    /// # Examples
+    ///
+    /// A TCP route splitting connections between two subsets:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: tcp-echo, namespace: default}
+    /// spec:
+    ///   selector: {app: tcp-echo}
+    ///   ports: [{name: tcp, port: 9000}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: tcp-echo, namespace: default}
+    /// spec:
+    ///   host: tcp-echo
+    ///   subsets:
+    ///   - {name: v1, labels: {version: v1}}
+    ///   - {name: v2, labels: {version: v2}}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: tcp-echo, namespace: default}
+    /// spec:
+    ///   hosts: [tcp-echo]
+    ///   tcp:
+    ///   - match: [{port: 9000}]
+    ///     route: [{destination: {host: tcp-echo, port: {number: 9000}, subset: v2}}]
+    /// ")?;
+    /// let mut addrs = vec![];
+    /// for version in ["v1", "v2"] {
+    ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let addr = listener.local_addr()?;
+    ///     addrs.push(addr);
+    ///     tokio::spawn(async move { while listener.accept().await.is_ok() {} });
+    ///     mesh.register(Workload {
+    ///         name: format!("tcp-echo-{version}"),
+    ///         namespace: "default".to_string(),
+    ///         service_account: "tcp-echo".to_string(),
+    ///         labels: [("app", "tcp-echo"), ("version", version)]
+    ///             .map(|(k, v)| (k.to_string(), v.to_string()))
+    ///             .into(),
+    ///         address: addr.ip(),
+    ///         ports: [("tcp".to_string(), addr.port())].into(),
+    ///         locality: None,
+    ///         weight: 0,
+    ///     });
+    /// }
+    /// // no credentials: plaintext (auto mTLS needs the workload's certificate)
+    /// let client = MeshClient::builder(mesh, ClientWorkload::new("sleep", "default", "sleep")).build();
+    /// for _ in 0..3 {
+    ///     let conn = client.connect("tcp-echo:9000").await?;
+    ///     drop(conn);
+    /// }
+    /// let text = client.metrics().render();
+    /// let opened = text
+    ///     .lines()
+    ///     .find(|l| l.starts_with("istio_tcp_connections_opened_total{"))
+    ///     .unwrap();
+    /// assert!(opened.contains(r#"destination_version="v2""#), "{opened}");
+    /// assert!(opened.contains(r#"request_protocol="tcp""#), "{opened}");
+    /// assert!(opened.ends_with(" 3"), "{opened}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(&self, target: &str) -> Result<MeshTcpStream, TcpConnectError> {
+        let shared = &*self.shared;
+        let snap = shared.mesh.snapshot();
+        let ns = shared.workload.namespace.as_str();
+        let (host, port) = parse_target(target)?;
+        let ip: Option<IpAddr> = host.parse().ok();
+        let port = match port.or_else(|| snap.default_port(host, ns)) {
+            Some(p) => p,
+            None => {
+                return Err(TcpConnectError::InvalidTarget {
+                    target: target.to_string(),
+                    reason: "no port, and no service of that name with exactly one port",
+                })
+            }
+        };
+        // the service the name stands for, by its full name (an address is matched to a
+        // service by the route lookup)
+        let fqdn = match ip {
+            Some(_) => None,
+            None => Some(match snap.resolve_service(host, ns) {
+                Some(s) => s.hostname.to_string(),
+                None => host.to_ascii_lowercase(),
+            }),
+        };
+        let mut attrs = L4Attrs::new(ns, port);
+        attrs.source_labels = &shared.workload.labels;
+        attrs.destination_ip = ip;
+        attrs.sni = fqdn.as_deref();
+        let decision = snap.route_tcp(&attrs);
+        let routed = decision.virtual_service.is_some();
+        let fail =
+            |e: TcpConnectError, service: Arc<ServiceInfo>, peer: Option<Arc<WorkloadInfo>>| {
+                self.count_failure(&e, service, peer);
+                Err(e)
+            };
+        let unknown_service = || Arc::new(ServiceInfo::default());
+        let black_hole = || {
+            let service = Arc::new(ServiceInfo {
+                host: host.to_ascii_lowercase(),
+                name: "BlackHoleCluster".to_owned(),
+                namespace: String::new(),
+            });
+            let e = TcpConnectError::BlackHole {
+                target: target.to_string(),
+            };
+            (e, service)
+        };
+        let Some(wd) = decision.pick(rand::random::<u64>()) else {
+            let cluster = format!("outbound|{port}||{}", decision.host);
+            return fail(
+                TcpConnectError::ClusterNotFound { cluster },
+                unknown_service(),
+                None,
+            );
+        };
+        let Some(service) = snap.registry().service(&wd.host, ns) else {
+            if routed {
+                let cluster = wd.cluster_name(wd.port.unwrap_or(port));
+                return fail(
+                    TcpConnectError::ClusterNotFound { cluster },
+                    unknown_service(),
+                    None,
+                );
+            }
+            let (e, service) = black_hole();
+            return fail(e, service, None);
+        };
+        let dest_port = dest_port_of(wd, service, port);
+        // a port the service does not declare is no cluster [spec §2.4]
+        if !service.ports.is_empty() && service.port(dest_port).is_none() {
+            if routed {
+                let cluster = wd.cluster_name(dest_port);
+                return fail(
+                    TcpConnectError::ClusterNotFound { cluster },
+                    unknown_service(),
+                    None,
+                );
+            }
+            let (e, service) = black_hole();
+            return fail(e, service, None);
+        }
+        // a service the client's Sidecar does not import is no cluster either
+        if let Some(sc) = snap.sidecar_for(ns, &shared.workload.labels) {
+            if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
+                let (e, service) = black_hole();
+                return fail(e, service, None);
+            }
+        }
+        // a `resolution: NONE` service connects where the application asked to
+        let bracketed;
+        let authority_text = match ip {
+            Some(IpAddr::V6(_)) => {
+                bracketed = format!("[{host}]:{port}");
+                bracketed.as_str()
+            }
+            _ => {
+                bracketed = format!("{host}:{port}");
+                bracketed.as_str()
+            }
+        };
+        let key = match Authority::try_from(authority_text) {
+            Ok(authority) => {
+                let request = RequestTarget {
+                    authority: &authority,
+                    port,
+                    https: false,
+                };
+                DestKey::for_request(service, wd.subset.clone(), dest_port, request)
+            }
+            Err(_) => DestKey::new(Arc::clone(&service.hostname), wd.subset.clone(), dest_port),
+        };
+        let dest = shared.cache.get(&snap, shared, service, &key);
+        let cluster = || wd.cluster_name(dest_port);
+        if !dest.subset_found() {
+            return fail(
+                TcpConnectError::ClusterNotFound { cluster: cluster() },
+                unknown_service(),
+                None,
+            );
+        }
+        // consistent hashing by source IP works for TCP (Envoy's tcp_proxy hash policy);
+        // header and cookie keys have nothing to hash: a random pick
+        let conn_addrs = ConnectionAddrs {
+            remote: Some(shared.hash_source),
+            local: None,
+        };
+        let picked = dest.lb.pick_for_request(
+            dest.hash_key.as_ref(),
+            &http::HeaderMap::new(),
+            &http::Uri::from_static("/"),
+            conn_addrs,
+        );
+        let guard = match picked {
+            Ok((g, _)) => g,
+            Err(_) => {
+                let e = TcpConnectError::NoHealthyUpstream { cluster: cluster() };
+                return fail(e, Arc::clone(&dest.service), None);
+            }
+        };
+        let index = guard.index();
+        let endpoint = guard.endpoint().addr();
+        let unconnected = dest.peers_unconnected.get(index).cloned();
+        // `maxConnections` reached: the connection waits as a pending request for one of
+        // the destination's connections to close (Envoy's TCP connection pool), within
+        // `http1MaxPendingRequests` (beyond: UO)
+        let mut pending = None;
+        let permit = loop {
+            match dest.breaker.try_connection() {
+                Ok(p) => break p,
+                Err(o) => {
+                    if pending.is_none() {
+                        match dest.breaker.try_pending() {
+                            Ok(p) => pending = Some(p),
+                            Err(_) => {
+                                let e = TcpConnectError::Connect {
+                                    cluster: cluster(),
+                                    endpoint,
+                                    error: Box::new(ConnectError::Overflow(o)),
+                                };
+                                return fail(e, Arc::clone(&dest.service), unconnected);
+                            }
+                        }
+                    }
+                    dest.upstream.wait_for_slot().await;
+                }
+            }
+        };
+        drop(pending);
+        let connected = dest
+            .upstream
+            .connector()
+            .connect_opaque(endpoint, permit)
+            .await;
+        let now = std::time::Instant::now();
+        let conn = match connected {
+            Ok(c) => {
+                if let Some(od) = &dest.outlier {
+                    od.record(index, Outcome::ConnectSucceeded, now);
+                }
+                c
+            }
+            Err(error) => {
+                if let Some(od) = &dest.outlier {
+                    if !matches!(error, ConnectError::Overflow(_)) {
+                        od.record(index, Outcome::ConnectFailed, now);
+                    }
+                }
+                tracing::debug!(%endpoint, %error, "outbound TCP connect failed");
+                let e = TcpConnectError::Connect {
+                    cluster: cluster(),
+                    endpoint,
+                    error: Box::new(error),
+                };
+                return fail(e, Arc::clone(&dest.service), unconnected);
+            }
+        };
+        let (io, peer_id) = conn.into_tokio();
+        let mutual_tls = peer_id.is_some() && dest.mutual_tls.get(index).copied().unwrap_or(false);
+        let peer = peer_view(
+            &dest,
+            index,
+            peer_id.as_ref().map(|p| p.identity().as_uri()),
+        );
+        let labels = RequestLabels::tcp(
+            Reporter::Source,
+            Arc::clone(&self.metrics_config.local),
+            peer,
+            Arc::clone(&dest.service),
+            ResponseFlags::NONE,
+            mutual_tls,
+        );
+        let series = self.metrics_config.metrics.tcp_connection(&labels);
+        Ok(MeshTcpStream::new(io, Side::Outbound, Some(series))
+            .with_peer(peer_id)
+            .with_guard(guard))
+    }
+
+    /// Counts a connection that could not be made, as the client's sidecar counts the
+    /// connection the application opened to it: opened and closed, with the failure's flag.
+    fn count_failure(
+        &self,
+        e: &TcpConnectError,
+        service: Arc<ServiceInfo>,
+        peer: Option<Arc<WorkloadInfo>>,
+    ) {
+        let c = &self.metrics_config;
+        let labels = RequestLabels::tcp(
+            Reporter::Source,
+            Arc::clone(&c.local),
+            peer.unwrap_or_else(|| Arc::clone(&c.unknown)),
+            service,
+            e.flags(),
+            false,
+        );
+        drop(c.metrics.tcp_connection(&labels));
+    }
+}
+
+/// The metrics' view of endpoint `index` on a connection whose server presented
+/// `principal`: the endpoint's own (with the principal it was expected to have) when they
+/// agree, else the same with the principal presented; without TLS, no principal.
+fn peer_view(dest: &DestState, index: usize, principal: Option<&str>) -> Arc<WorkloadInfo> {
+    let unknown = || Arc::new(WorkloadInfo::default());
+    match principal {
+        None => dest
+            .peers_unconnected
+            .get(index)
+            .cloned()
+            .unwrap_or_else(unknown),
+        Some(p) => match dest.peers.get(index) {
+            Some(w) if w.principal == p => Arc::clone(w),
+            Some(w) => Arc::new(WorkloadInfo {
+                principal: p.to_owned(),
+                ..(**w).clone()
+            }),
+            None => Arc::new(WorkloadInfo::from_principal(p)),
+        },
+    }
+}

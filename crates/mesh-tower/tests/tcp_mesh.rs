@@ -1,0 +1,601 @@
+//! Opaque TCP through the mesh, end to end over loopback: `MeshClient::connect` and
+//! `MeshServer::serve_tcp` with certificates from our CA, Istio's "Authorization for TCP
+//! traffic" task with its own YAML, TCP traffic shifting, the `istio_tcp_*` metrics, and
+//! the failures (STRICT plaintext, a dead endpoint, a wrong identity, maxConnections).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::mesh::Mesh;
+use mesh_core::registry::Workload;
+use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+use mesh_tower::inbound::MeshServer;
+use mesh_tower::metrics::IstioMetrics;
+use mesh_tower::outbound::{ClientWorkload, ConnectError, MeshClient};
+use mesh_tower::tcp::{MeshTcpStream, TcpConnectError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn task_yaml(name: &str) -> String {
+    let rel = format!("istio-io-tasks/{name}");
+    [
+        "../../../shared/istio-samples",
+        "/work/shared/istio-samples",
+    ]
+    .iter()
+    .map(|d| std::path::Path::new(d).join(&rel))
+    .find(|p| p.exists())
+    .map(|p| std::fs::read_to_string(p).unwrap())
+    .expect(name)
+}
+
+struct Pki {
+    ca: MeshCa,
+}
+
+impl Pki {
+    fn new() -> Self {
+        Pki {
+            ca: MeshCa::self_signed("cluster.local").unwrap(),
+        }
+    }
+
+    fn creds(&self, ns: &str, sa: &str) -> Arc<WorkloadCredentials> {
+        let id = Identity::new("cluster.local", ns, sa).unwrap();
+        WorkloadCredentials::new(self.ca.issue(&id, Duration::from_secs(3600), &[]).unwrap())
+            .unwrap()
+    }
+}
+
+/// The tcp-echo sample's service: ports 9000, 9001, 9002 in `foo`.
+const TCP_ECHO: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, namespace: foo, labels: {app: tcp-echo}}
+spec:
+  selector: {app: tcp-echo}
+  ports:
+  - {name: tcp, port: 9000}
+  - {name: tcp-other, port: 9001}
+  - {name: tcp-third, port: 9002}
+";
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The tcp-echo app: answers every line with `hello <line>` (the sample's prefix).
+async fn echo(mut conn: MeshTcpStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut out = b"hello ".to_vec();
+                out.extend_from_slice(&buf[..n]);
+                if conn.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the tcp-echo workload (one server per port, sharing one metrics registry) with
+/// `version`, registered in the mesh; returns its port addresses by service port.
+async fn start_echo(
+    mesh: &Mesh,
+    pki: &Pki,
+    version: &str,
+    metrics: &Arc<IstioMetrics>,
+) -> BTreeMap<u16, SocketAddr> {
+    let mut addrs = BTreeMap::new();
+    let mut ports = BTreeMap::new();
+    let app_labels = labels(&[("app", "tcp-echo"), ("version", version)]);
+    for (name, port) in [("tcp", 9000u16), ("tcp-other", 9001), ("tcp-third", 9002)] {
+        let server = MeshServer::builder(
+            mesh.clone(),
+            "foo",
+            "tcp-echo",
+            app_labels.clone(),
+            pki.creds("foo", "tcp-echo"),
+        )
+        .workload_name(format!("tcp-echo-{version}"))
+        .service_host("tcp-echo.foo.svc.cluster.local")
+        .metrics(Arc::clone(metrics))
+        .port(port)
+        .build()
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { server.serve_tcp(listener, echo).await });
+        addrs.insert(port, addr);
+        ports.insert(name.to_string(), addr.port());
+    }
+    mesh.register(Workload {
+        name: format!("tcp-echo-{version}"),
+        namespace: "foo".to_string(),
+        service_account: "tcp-echo".to_string(),
+        labels: app_labels,
+        address: addrs[&9000].ip(),
+        ports,
+        locality: None,
+        weight: 0,
+    });
+    addrs
+}
+
+fn sleep_client(mesh: &Mesh, pki: &Pki) -> MeshClient {
+    MeshClient::builder(
+        mesh.clone(),
+        ClientWorkload::new("sleep", "foo", "sleep").with_label("app", "sleep"),
+    )
+    .credentials(pki.creds("foo", "sleep"))
+    .build()
+}
+
+/// One exchange: `Ok(answer)` when the echo answered, `Err(why)` when the connection was
+/// refused, closed or reset.
+async fn talk(client: &MeshClient, target: &str) -> Result<String, String> {
+    let mut conn = client.connect(target).await.map_err(|e| e.to_string())?;
+    conn.write_all(b"world").await.map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .map_err(|_| "no answer".to_string())?;
+    match read {
+        Ok(0) => Err("closed".into()),
+        Ok(n) => Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn metric_lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .collect()
+}
+
+fn value(line: &str) -> u64 {
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+/// istio.io "Authorization for TCP traffic", with the task's own policies: the verdicts
+/// the task shows for ports 9000, 9001 and 9002.
+#[tokio::test]
+async fn istio_tcp_authorization_task() {
+    let cases: [(&str, [bool; 3]); 5] = [
+        // no policy: everything connects
+        ("", [true, true, true]),
+        ("authz-tcp-allow-ports.yaml", [true, true, false]),
+        // an HTTP-only field in an ALLOW rule: the rule never matches a TCP connection
+        (
+            "authz-tcp-allow-methods-and-port.yaml",
+            [false, false, false],
+        ),
+        // in a DENY rule the HTTP-only field is dropped: port 9000 is denied
+        ("authz-tcp-deny-methods-and-port.yaml", [false, true, true]),
+        // a DENY with only HTTP-only fields denies all TCP
+        ("authz-tcp-deny-methods.yaml", [false, false, false]),
+    ];
+    let pki = Pki::new();
+    for (policy, want) in cases {
+        let mut yaml = TCP_ECHO.to_string();
+        if !policy.is_empty() {
+            yaml.push_str("---\n");
+            yaml.push_str(&task_yaml(policy));
+        }
+        let mesh = Mesh::from_yaml(&yaml).unwrap();
+        let metrics = Arc::new(IstioMetrics::new());
+        start_echo(&mesh, &pki, "v1", &metrics).await;
+        let sleep = sleep_client(&mesh, &pki);
+        for (port, allowed) in [9000, 9001, 9002].into_iter().zip(want) {
+            let got = talk(&sleep, &format!("tcp-echo:{port}")).await;
+            if allowed {
+                assert_eq!(got.as_deref(), Ok("hello world"), "{policy} port {port}");
+            } else {
+                assert!(got.is_err(), "{policy} port {port}: {got:?}");
+            }
+        }
+        // denied connections were opened and closed on the server, and moved no byte
+        let text = metrics.render();
+        let opened: u64 = metric_lines(&text, "istio_tcp_connections_opened_total")
+            .iter()
+            .map(|l| value(l))
+            .sum();
+        assert_eq!(opened, 3, "{policy}\n{text}");
+        let received: u64 = metric_lines(&text, "istio_tcp_received_bytes_total")
+            .iter()
+            .map(|l| value(l))
+            .sum();
+        let allowed = want.iter().filter(|a| **a).count() as u64;
+        assert_eq!(received, 5 * allowed, "{policy}\n{text}");
+    }
+}
+
+/// Istio's "TCP traffic shifting" task, in the mesh: 80/20 between v1 and v2 by a
+/// VirtualService `tcp` route; both reporters count the connections and the bytes.
+#[tokio::test]
+async fn tcp_traffic_shifting_and_metrics() {
+    let pki = Pki::new();
+    let yaml = format!(
+        "{TCP_ECHO}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo-destination, namespace: foo}}
+spec:
+  host: tcp-echo
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo, namespace: foo}}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{{port: 9000}}]
+    route:
+    - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v1}}, weight: 80}}
+    - {{destination: {{host: tcp-echo, port: {{number: 9000}}, subset: v2}}, weight: 20}}
+"
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let server_metrics = Arc::new(IstioMetrics::new());
+    start_echo(&mesh, &pki, "v1", &server_metrics).await;
+    start_echo(&mesh, &pki, "v2", &server_metrics).await;
+    let sleep = sleep_client(&mesh, &pki);
+    const N: usize = 200;
+    for _ in 0..N {
+        assert_eq!(
+            talk(&sleep, "tcp-echo:9000").await.as_deref(),
+            Ok("hello world")
+        );
+    }
+    // the server counts closes as the client's drops reach it
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let client_text = sleep.metrics().render();
+    let opened = metric_lines(&client_text, "istio_tcp_connections_opened_total");
+    let by_version = |v: &str| {
+        opened
+            .iter()
+            .filter(|l| l.contains(&format!("destination_version=\"{v}\"")))
+            .map(|l| value(l))
+            .sum::<u64>()
+    };
+    let (v1, v2) = (by_version("v1"), by_version("v2"));
+    assert_eq!(v1 + v2, N as u64, "{client_text}");
+    assert!((120..=190).contains(&v1), "80/20 split: v1 {v1}, v2 {v2}");
+    let line = opened[0];
+    for label in [
+        r#"reporter="source""#,
+        r#"source_workload="sleep""#,
+        r#"source_principal="spiffe://cluster.local/ns/foo/sa/sleep""#,
+        r#"destination_principal="spiffe://cluster.local/ns/foo/sa/tcp-echo""#,
+        r#"destination_service="tcp-echo.foo.svc.cluster.local""#,
+        r#"destination_service_name="tcp-echo""#,
+        r#"request_protocol="tcp""#,
+        r#"response_flags="-""#,
+        r#"connection_security_policy="unknown""#,
+    ] {
+        assert!(line.contains(label), "{label} in {line}");
+    }
+    assert!(!line.contains("response_code"), "{line}");
+    let sum =
+        |text: &str, name: &str| -> u64 { metric_lines(text, name).iter().map(|l| value(l)).sum() };
+    // "world" to the server, "hello world" back, per connection
+    assert_eq!(
+        sum(&client_text, "istio_tcp_received_bytes_total"),
+        5 * N as u64
+    );
+    assert_eq!(
+        sum(&client_text, "istio_tcp_sent_bytes_total"),
+        11 * N as u64
+    );
+    assert_eq!(
+        sum(&client_text, "istio_tcp_connections_closed_total"),
+        N as u64
+    );
+
+    let server_text = server_metrics.render();
+    let line = metric_lines(&server_text, "istio_tcp_connections_opened_total")[0];
+    for label in [
+        r#"reporter="destination""#,
+        // (sleep is not in the registry: the server knows it by its certificate only)
+        r#"source_principal="spiffe://cluster.local/ns/foo/sa/sleep""#,
+        r#"destination_workload="tcp-echo-v"#,
+        r#"connection_security_policy="mutual_tls""#,
+        r#"request_protocol="tcp""#,
+    ] {
+        assert!(line.contains(label), "{label} in {line}");
+    }
+    assert_eq!(
+        sum(&server_text, "istio_tcp_connections_opened_total"),
+        N as u64
+    );
+    assert_eq!(
+        sum(&server_text, "istio_tcp_received_bytes_total"),
+        5 * N as u64
+    );
+    assert_eq!(
+        sum(&server_text, "istio_tcp_sent_bytes_total"),
+        11 * N as u64
+    );
+    assert_eq!(
+        sum(&server_text, "istio_tcp_connections_closed_total"),
+        N as u64
+    );
+}
+
+/// STRICT: a plaintext client (no certificate, or a raw socket) is refused before the
+/// handler sees a byte; PERMISSIVE takes it as plaintext.
+#[tokio::test]
+async fn strict_refuses_plaintext_permissive_takes_it() {
+    let pki = Pki::new();
+    for (mode, plaintext_ok) in [("STRICT", false), ("PERMISSIVE", true)] {
+        let yaml = format!(
+            "{TCP_ECHO}---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: foo}}
+spec: {{mtls: {{mode: {mode}}}}}
+"
+        );
+        let mesh = Mesh::from_yaml(&yaml).unwrap();
+        let metrics = Arc::new(IstioMetrics::new());
+        let addrs = start_echo(&mesh, &pki, "v1", &metrics).await;
+        // a client without credentials connects in plaintext
+        let anonymous =
+            MeshClient::builder(mesh.clone(), ClientWorkload::new("web", "foo", "web")).build();
+        let got = talk(&anonymous, "tcp-echo:9000").await;
+        assert_eq!(got.is_ok(), plaintext_ok, "{mode}: {got:?}");
+        // a raw socket to the port
+        let mut raw = tokio::net::TcpStream::connect(addrs[&9000]).await.unwrap();
+        raw.write_all(b"world").await.unwrap();
+        let mut buf = [0u8; 32];
+        let n = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        assert_eq!(n > 0, plaintext_ok, "{mode}");
+        // the mesh client still gets through with mTLS
+        let sleep = sleep_client(&mesh, &pki);
+        assert_eq!(
+            talk(&sleep, "tcp-echo:9000").await.as_deref(),
+            Ok("hello world")
+        );
+        if plaintext_ok {
+            let text = metrics.render();
+            assert!(
+                text.contains(r#"connection_security_policy="none""#),
+                "{text}"
+            );
+        }
+    }
+}
+
+/// A dead endpoint: the connect fails with Envoy's UF, counted with the flag; with outlier
+/// detection the endpoint is ejected and the next connections go to the live one.
+#[tokio::test]
+async fn dead_endpoint_fails_uf_then_is_ejected() {
+    let pki = Pki::new();
+    let yaml = format!(
+        "{TCP_ECHO}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo, namespace: foo}}
+spec:
+  host: tcp-echo.foo.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection: {{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 30s, maxEjectionPercent: 100}}
+"
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let metrics = Arc::new(IstioMetrics::new());
+    start_echo(&mesh, &pki, "v1", &metrics).await;
+    // a second endpoint whose process died: its port refuses connections
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    mesh.register(Workload {
+        name: "tcp-echo-dead".to_string(),
+        namespace: "foo".to_string(),
+        service_account: "tcp-echo".to_string(),
+        labels: labels(&[("app", "tcp-echo"), ("version", "v1")]),
+        address: dead_addr.ip(),
+        ports: [("tcp".to_string(), dead_addr.port())].into(),
+        locality: None,
+        weight: 0,
+    });
+    let sleep = sleep_client(&mesh, &pki);
+    let mut failures = 0;
+    for _ in 0..10 {
+        match sleep.connect("tcp-echo:9000").await {
+            Ok(_) => {}
+            Err(e) => {
+                failures += 1;
+                assert!(
+                    matches!(
+                        &e,
+                        TcpConnectError::Connect {
+                            error,
+                            endpoint,
+                            ..
+                        } if *endpoint == dead_addr && matches!(**error, ConnectError::Tcp(_))
+                    ),
+                    "{e}"
+                );
+                assert_eq!(e.flags().to_string(), "UF");
+                assert!(
+                    e.to_string()
+                        .contains("outbound|9000||tcp-echo.foo.svc.cluster.local"),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert_eq!(failures, 1, "ejected after its first failure");
+    let text = sleep.metrics().render();
+    let uf = metric_lines(&text, "istio_tcp_connections_opened_total")
+        .into_iter()
+        .find(|l| l.contains(r#"response_flags="UF""#))
+        .expect("a UF series");
+    assert_eq!(value(uf), 1, "{uf}");
+}
+
+/// A server presenting another identity than the endpoint's service account: the client's
+/// handshake refuses it (auto mTLS checks the SPIFFE identity), nothing is sent.
+#[tokio::test]
+async fn wrong_server_identity_is_refused() {
+    let pki = Pki::new();
+    let mesh = Mesh::from_yaml(TCP_ECHO).unwrap();
+    let impostor = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "impostor",
+        labels(&[("app", "tcp-echo")]),
+        pki.creds("foo", "impostor"),
+    )
+    .port(9000)
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { impostor.serve_tcp(listener, echo).await });
+    mesh.register(Workload {
+        name: "tcp-echo-v1".to_string(),
+        namespace: "foo".to_string(),
+        service_account: "tcp-echo".to_string(),
+        labels: labels(&[("app", "tcp-echo")]),
+        address: addr.ip(),
+        ports: [("tcp".to_string(), addr.port())].into(),
+        locality: None,
+        weight: 0,
+    });
+    let sleep = sleep_client(&mesh, &pki);
+    let err = sleep.connect("tcp-echo:9000").await.unwrap_err();
+    match &err {
+        TcpConnectError::Connect { error, .. } => match &**error {
+            ConnectError::Tls { verify, .. } => {
+                let v = verify.as_ref().expect("a verification failure").to_string();
+                assert!(v.contains("tcp-echo") && v.contains("impostor"), "{v}");
+            }
+            other => panic!("{other}"),
+        },
+        other => panic!("{other}"),
+    }
+    assert_eq!(err.flags().to_string(), "UF");
+}
+
+/// `tcp.maxConnections: 1`: a second connection waits for the first to close (Envoy's
+/// pending connection), and with `http1MaxPendingRequests: 1` a third overflows (UO).
+#[tokio::test]
+async fn max_connections_queue_then_overflow() {
+    let pki = Pki::new();
+    let yaml = format!(
+        "{TCP_ECHO}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo, namespace: foo}}
+spec:
+  host: tcp-echo
+  trafficPolicy:
+    connectionPool:
+      tcp: {{maxConnections: 1}}
+      http: {{http1MaxPendingRequests: 1}}
+"
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let metrics = Arc::new(IstioMetrics::new());
+    start_echo(&mesh, &pki, "v1", &metrics).await;
+    let sleep = sleep_client(&mesh, &pki);
+    let first = sleep.connect("tcp-echo:9000").await.unwrap();
+    let waiting = {
+        let sleep = sleep.clone();
+        tokio::spawn(async move { talk(&sleep, "tcp-echo:9000").await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!waiting.is_finished(), "the second connection waits");
+    let third = sleep.connect("tcp-echo:9000").await.unwrap_err();
+    assert_eq!(third.flags().to_string(), "UO", "{third}");
+    drop(first);
+    let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the second connection goes once the first closed")
+        .unwrap();
+    assert_eq!(second.as_deref(), Ok("hello world"));
+}
+
+/// Names and addresses: the short name, the FQDN, the service's only port, an address
+/// that is no service, a host nobody declared, a route to an undefined subset.
+#[tokio::test]
+async fn targets_resolve_like_http() {
+    let pki = Pki::new();
+    let yaml = format!(
+        "{TCP_ECHO}---
+apiVersion: v1
+kind: Service
+metadata: {{name: redis, namespace: foo}}
+spec:
+  selector: {{app: tcp-echo}}
+  ports: [{{name: tcp, port: 9000}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: broken, namespace: foo}}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{{port: 9002}}]
+    route: [{{destination: {{host: tcp-echo, subset: nope}}}}]
+"
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let metrics = Arc::new(IstioMetrics::new());
+    start_echo(&mesh, &pki, "v1", &metrics).await;
+    let sleep = sleep_client(&mesh, &pki);
+    for ok in [
+        "tcp-echo:9000",
+        "tcp-echo.foo:9001",
+        "TCP-ECHO.foo.svc.cluster.local:9000",
+        "redis",
+    ] {
+        assert_eq!(talk(&sleep, ok).await.as_deref(), Ok("hello world"), "{ok}");
+    }
+    let err = sleep.connect("tcp-echo:9002").await.unwrap_err();
+    assert!(
+        matches!(err, TcpConnectError::ClusterNotFound { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("outbound|9002|nope|tcp-echo.foo.svc.cluster.local"),
+        "{err}"
+    );
+    let err = sleep.connect("db.example.com:5432").await.unwrap_err();
+    assert!(matches!(err, TcpConnectError::BlackHole { .. }), "{err}");
+    let err = sleep.connect("tcp-echo").await.unwrap_err();
+    assert!(
+        matches!(err, TcpConnectError::InvalidTarget { .. }),
+        "several ports: {err}"
+    );
+    let err = sleep.connect("tcp-echo:9999").await.unwrap_err();
+    assert!(
+        matches!(err, TcpConnectError::BlackHole { .. }),
+        "undeclared port: {err}"
+    );
+    let text = sleep.metrics().render();
+    assert!(
+        text.contains(r#"destination_service_name="BlackHoleCluster""#),
+        "{text}"
+    );
+    assert!(text.contains(r#"response_flags="NC""#), "{text}");
+}
