@@ -743,11 +743,22 @@ async fn startup_errors_are_clear() {
     let msg = e.to_string();
     assert!(msg.contains("default/g") && msg.contains("nope"), "{msg}");
 
-    let tcp = Mesh::from_yaml(
+    // MONGO is proxied as TCP (by the `tcp` routes); UDP is not proxied at all
+    let mongo = Mesh::from_yaml(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 27017, name: mongo, protocol: MONGO}, hosts: ['*']}]\n",
     )
     .unwrap();
-    let e = GatewayServer::builder(tcp, "istio-system", labels)
+    let gw = GatewayServer::builder(mongo, "istio-system", labels.clone())
+        .listener(27017, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    assert!(gw.local_addr(27017).is_some());
+    let udp = Mesh::from_yaml(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g}\nspec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 53, name: udp-dns, protocol: UDP}, hosts: ['*']}]\n",
+    )
+    .unwrap();
+    let e = GatewayServer::builder(udp, "istio-system", labels)
         .start()
         .await
         .unwrap_err();

@@ -599,3 +599,86 @@ spec:
     );
     assert!(text.contains(r#"response_flags="NC""#), "{text}");
 }
+
+/// Istio's "TCP Traffic Shifting" task through the ingress gateway: a Gateway `TCP` server
+/// on 31400 routing to the STRICT tcp-echo workload. The gateway originates mutual TLS with
+/// its own identity (auto mTLS), which the workload's AuthorizationPolicy allows; the
+/// gateway counts the connection in its `istio_tcp_*` metrics.
+#[tokio::test]
+async fn ingress_gateway_tcp_server_to_strict_workload() {
+    use mesh_tower::gateway::GatewayServer;
+    let pki = Pki::new();
+    let yaml = format!(
+        "{TCP_ECHO}---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: foo}}
+spec: {{mtls: {{mode: STRICT}}}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: tcp-echo, namespace: foo}}
+spec:
+  selector: {{matchLabels: {{app: tcp-echo}}}}
+  rules:
+  - from: [{{source: {{principals: [cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account]}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-echo-gateway, namespace: foo}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo, namespace: foo}}
+spec:
+  hosts: ['*']
+  gateways: [tcp-echo-gateway]
+  tcp:
+  - match: [{{port: 31400}}]
+    route: [{{destination: {{host: tcp-echo, port: {{number: 9000}}}}}}]
+"
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let metrics = Arc::new(IstioMetrics::new());
+    start_echo(&mesh, &pki, "v1", &metrics).await;
+    let ingress = labels(&[("istio", "ingressgateway")]);
+    let gw = GatewayServer::builder(mesh.clone(), "istio-system", ingress)
+        .workload_credentials(pki.creds("istio-system", "istio-ingressgateway-service-account"))
+        .listener(31400, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let mut conn = tokio::net::TcpStream::connect(gw.local_addr(31400).unwrap())
+        .await
+        .unwrap();
+    conn.write_all(b"world").await.unwrap();
+    let mut buf = [0u8; 32];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"hello world");
+    drop(conn);
+    let text = metrics.render();
+    let line = metric_lines(&text, "istio_tcp_connections_opened_total")[0];
+    assert!(
+        line.contains(r#"source_principal="spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account""#),
+        "{line}"
+    );
+    assert!(
+        line.contains(r#"connection_security_policy="mutual_tls""#),
+        "{line}"
+    );
+    let gw_text = gw.metrics().render();
+    let line = metric_lines(&gw_text, "istio_tcp_connections_opened_total")[0];
+    assert!(line.contains(r#"reporter="source""#), "{line}");
+    assert!(
+        line.contains(r#"destination_service="tcp-echo.foo.svc.cluster.local""#),
+        "{line}"
+    );
+}

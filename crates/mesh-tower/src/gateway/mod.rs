@@ -155,7 +155,7 @@ use hyper_util::server::conn::auto;
 use mesh_core::gateway::GatewayServer as ServerRef;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, ServerTlsMode};
-use mesh_core::route::{HttpRequestAttrs, L4Attrs, WeightedDestination};
+use mesh_core::route::{HttpRequestAttrs, L4Attrs};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, DirCredentials, PeerIdentity};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -775,7 +775,7 @@ impl GatewayBuilder {
                 .filter(|p| *p != 0)
                 .ok_or_else(|| err("port must be 1..65535".into()))?;
             match kind(s) {
-                Kind::Http => {}
+                Kind::Http | Kind::Tcp => {}
                 Kind::Tls { terminate, http } => {
                     let settings = s.server.tls.as_ref().ok_or_else(|| {
                         err("server must have TLS settings for HTTPS/TLS protocols".into())
@@ -792,7 +792,7 @@ impl GatewayBuilder {
                 Kind::Unsupported => {
                     return Err(err(format!(
                         "protocol {:?} is not supported by this gateway (HTTP, HTTP2, GRPC, \
-                         GRPC-WEB, HTTPS and TLS are)",
+                         GRPC-WEB, HTTPS, TLS, TCP, MONGO, MYSQL and REDIS are)",
                         s.server.port.protocol
                     )))
                 }
@@ -1241,7 +1241,13 @@ impl Drop for GatewayServer {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Http,
-    Tls { terminate: bool, http: bool },
+    Tls {
+        terminate: bool,
+        http: bool,
+    },
+    /// Opaque TCP (`TCP`, and the protocols Istio proxies as TCP: `MONGO`, `MYSQL`,
+    /// `REDIS`), routed by the `tcp` routes.
+    Tcp,
     Unsupported,
 }
 
@@ -1259,6 +1265,7 @@ fn kind(s: &ServerRef<'_>) -> Kind {
                 http: p == "HTTPS",
             }
         }
+        "TCP" | "MONGO" | "MYSQL" | "REDIS" => Kind::Tcp,
         _ => Kind::Unsupported,
     }
 }
@@ -1368,10 +1375,22 @@ async fn connection(
         xfcc: None,
     };
     if !has_tls {
-        if !has_http {
-            return Err(io::Error::other("no Gateway server on this port any more"));
+        if has_http {
+            return serve_http(inner, tcp, plain_ctx).await;
         }
-        return serve_http(inner, tcp, plain_ctx).await;
+        if servers.iter().any(|s| s.0 == Kind::Tcp) {
+            // a TCP server: the `tcp` routes bound to the gateway, by port (Envoy's TCP
+            // proxy; the RBAC network filter first)
+            let gateway = servers
+                .iter()
+                .find(|s| s.0 == Kind::Tcp)
+                .map(|s| s.1.clone())
+                .unwrap_or_default();
+            authorize_connection(&inner, &conn)?;
+            let upstream = l4_connect(&inner, &snap, &gateway, port, None, false).await?;
+            return splice(tcp, upstream).await;
+        }
+        return Err(io::Error::other("no Gateway server on this port any more"));
     }
     let sni = match sni::peek_client_hello(&tcp, inner.hello_timeout).await? {
         Hello::Tls(sni) => sni,
@@ -1411,10 +1430,10 @@ async fn connection(
                 settings.mode
             )));
         }
-        let target = l4_target(&inner, &snap, &gateway, port, sni.as_deref(), true)?;
         drop(all);
         authorize_connection(&inner, &conn.with_tls(true, sni.as_deref()))?;
-        return splice(tcp, target).await;
+        let upstream = l4_connect(&inner, &snap, &gateway, port, sni.as_deref(), true).await?;
+        return splice(tcp, upstream).await;
     }
     let term = inner
         .cache
@@ -1455,9 +1474,9 @@ async fn connection(
         };
         return serve_http(inner, stream, ctx).await;
     }
-    let target = l4_target(&inner, &snap, &gateway, port, sni.as_deref(), false)?;
     authorize_connection(&inner, &conn)?;
-    splice(stream, target).await
+    let upstream = l4_connect(&inner, &snap, &gateway, port, sni.as_deref(), false).await?;
+    splice(stream, upstream).await
 }
 
 /// AuthorizationPolicies selecting the gateway, for a connection that is not HTTP: a
@@ -1474,16 +1493,19 @@ fn authorize_connection(inner: &Inner, conn: &ConnectionInfo) -> io::Result<()> 
     }
 }
 
-/// The endpoint a TLS (by SNI, `tls` routes) or terminated TLS (`tcp` routes) connection
-/// goes to.
-fn l4_target(
+/// Connects to where a TLS (by SNI, `tls` routes) or terminated TLS (`tcp` routes)
+/// connection goes, through the gateway's mesh client: the destination's load balancer,
+/// outlier detection, `maxConnections` and TLS origination (auto mTLS to mesh workloads,
+/// as Istio's gateway wraps even a passthrough connection in ISTIO_MUTUAL), counted in the
+/// gateway's `istio_tcp_*` metrics.
+async fn l4_connect(
     inner: &Inner,
     snap: &Snapshot,
     gateway: &str,
     port: u16,
     sni: Option<&str>,
     passthrough: bool,
-) -> io::Result<SocketAddr> {
+) -> io::Result<crate::tcp::MeshTcpStream> {
     let mut attrs = L4Attrs::new(&inner.namespace, port);
     attrs.gateway = Some(gateway);
     attrs.sni = sni;
@@ -1501,62 +1523,29 @@ fn l4_target(
     let dest = d
         .pick(rand::random())
         .ok_or_else(|| io::Error::other("route without destinations"))?;
-    resolve(snap, &inner.namespace, dest, port)
-        .map_err(|r| io::Error::other(format!("{} ({})", r, dest.host)))
+    let host = sni.unwrap_or("");
+    let target = format!("{host}:{port}");
+    let to = crate::outbound::Routed {
+        target: &target,
+        host,
+        port,
+        routed: true,
+        sidecar: false,
+    };
+    inner
+        .client
+        .connect_routed(snap, dest, to)
+        .await
+        .map_err(io::Error::other)
 }
 
-async fn splice<S>(mut downstream: S, target: SocketAddr) -> io::Result<()>
+/// Splices the two sides until both have closed (a half-close is passed on).
+async fn splice<S>(mut downstream: S, mut upstream: crate::tcp::MeshTcpStream) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = TcpStream::connect(target).await?;
-    let _ = upstream.set_nodelay(true);
     tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await?;
     Ok(())
-}
-
-/// An endpoint for a routed TCP or TLS destination (uniformly at random among the
-/// subset's): where the connection is spliced to.
-fn resolve(
-    snap: &Snapshot,
-    namespace: &str,
-    dest: &WeightedDestination,
-    request_port: u16,
-) -> Result<SocketAddr, LocalReply> {
-    let svc = snap
-        .registry()
-        .service(&dest.host, namespace)
-        .ok_or(LocalReply::ClusterNotFound)?;
-    let port = dest
-        .port
-        .or_else(|| (svc.ports.len() == 1).then(|| svc.ports[0].number))
-        .unwrap_or(request_port);
-    // a port the service does not declare has no cluster (outbound|<port>||<host>) [§2.4]
-    if !svc.ports.is_empty() && svc.port(port).is_none() {
-        return Err(LocalReply::ClusterNotFound);
-    }
-    let subset = match dest.subset.as_deref() {
-        Some(name) => Some(
-            &snap
-                .destination_rule(&dest.host, namespace)
-                .and_then(|dr| dr.subset(name))
-                .ok_or(LocalReply::ClusterNotFound)?
-                .labels,
-        ),
-        None => None,
-    };
-    let mut chosen = None;
-    let mut seen = 0u64;
-    // reservoir sampling: a uniform pick without collecting the endpoints
-    for t in svc.targets(port, subset) {
-        if let Some(a) = t.addr {
-            seen += 1;
-            if rand::random_range(0..seen) == 0 {
-                chosen = Some(a);
-            }
-        }
-    }
-    chosen.ok_or(LocalReply::NoHealthyUpstream)
 }
 
 async fn serve_http<IO>(inner: Arc<Inner>, io: IO, ctx: HttpCtx) -> io::Result<()>
@@ -1809,49 +1798,6 @@ fn redirect_response(status: StatusCode, location: &str) -> Response<GatewayBody
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn resolve_refuses_a_port_the_service_does_not_declare() {
-        let mesh = Mesh::from_yaml(
-            "
-apiVersion: v1
-kind: Service
-metadata: {name: reviews, namespace: default}
-spec: {selector: {app: reviews}, ports: [{name: tcp, port: 9080}, {name: tcp-b, port: 9090}]}
-",
-        )
-        .unwrap();
-        mesh.register(mesh_core::registry::Workload {
-            name: "reviews-v1".into(),
-            namespace: "default".into(),
-            service_account: "reviews".into(),
-            labels: [("app".to_owned(), "reviews".to_owned())].into(),
-            address: "127.0.0.1".parse().unwrap(),
-            ports: Default::default(),
-            locality: None,
-            weight: 0,
-        });
-        let snap = mesh.snapshot();
-        let dest = |port: Option<u16>| WeightedDestination {
-            host: "reviews.default.svc.cluster.local".into(),
-            subset: None,
-            port,
-            weight: 100,
-            headers: None,
-        };
-        let cases = [
-            (Some(9080), 443, Ok("127.0.0.1:9080")),
-            (Some(8080), 443, Err(LocalReply::ClusterNotFound)),
-            // no port in the route, several service ports: the request's, if declared
-            (None, 9090, Ok("127.0.0.1:9090")),
-            (None, 443, Err(LocalReply::ClusterNotFound)),
-        ];
-        for (port, request_port, want) in cases {
-            let got = resolve(&snap, "default", &dest(port), request_port);
-            let want = want.map(|a| a.parse::<SocketAddr>().unwrap());
-            assert_eq!(got, want, "{port:?} {request_port}");
-        }
-    }
 
     #[test]
     fn host_scores() {

@@ -275,6 +275,7 @@ use xxhash_rust::xxh64::xxh64;
 
 pub use connector::{ConnectError, MeshConn, MeshConnector};
 pub use deadline::BodyTimeout;
+pub(crate) use tcp::Routed;
 pub use upstream::UpstreamBody;
 
 use crate::accesslog::UpstreamInfo;

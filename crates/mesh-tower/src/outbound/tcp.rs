@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::uri::Authority;
-use mesh_core::route::L4Attrs;
+use mesh_core::route::{L4Attrs, WeightedDestination};
+use mesh_core::snapshot::Snapshot;
 
 use super::dest::{DestKey, DestState, RequestTarget};
 use super::{dest_port_of, MeshClient};
@@ -140,6 +141,40 @@ impl MeshClient {
         attrs.sni = fqdn.as_deref();
         let decision = snap.route_tcp(&attrs);
         let routed = decision.virtual_service.is_some();
+        let Some(wd) = decision.pick(rand::random::<u64>()) else {
+            let cluster = format!("outbound|{port}||{}", decision.host);
+            let e = TcpConnectError::ClusterNotFound { cluster };
+            self.count_failure(&e, Arc::new(ServiceInfo::default()), None);
+            return Err(e);
+        };
+        let to = Routed {
+            target,
+            host,
+            port,
+            routed,
+            sidecar: true,
+        };
+        self.connect_routed(&snap, wd, to).await
+    }
+
+    /// Connects to the routed destination `wd` (steps 2 to 4 of [`MeshClient::connect`]):
+    /// for [`MeshClient::connect`] and the gateway's TCP and TLS passthrough servers.
+    pub(crate) async fn connect_routed(
+        &self,
+        snap: &Snapshot,
+        wd: &WeightedDestination,
+        to: Routed<'_>,
+    ) -> Result<MeshTcpStream, TcpConnectError> {
+        let shared = &*self.shared;
+        let ns = shared.workload.namespace.as_str();
+        let Routed {
+            target,
+            host,
+            port,
+            routed,
+            sidecar,
+        } = to;
+        let ip: Option<IpAddr> = host.parse().ok();
         let fail =
             |e: TcpConnectError, service: Arc<ServiceInfo>, peer: Option<Arc<WorkloadInfo>>| {
                 self.count_failure(&e, service, peer);
@@ -156,14 +191,6 @@ impl MeshClient {
                 target: target.to_string(),
             };
             (e, service)
-        };
-        let Some(wd) = decision.pick(rand::random::<u64>()) else {
-            let cluster = format!("outbound|{port}||{}", decision.host);
-            return fail(
-                TcpConnectError::ClusterNotFound { cluster },
-                unknown_service(),
-                None,
-            );
         };
         let Some(service) = snap.registry().service(&wd.host, ns) else {
             if routed {
@@ -192,7 +219,10 @@ impl MeshClient {
             return fail(e, service, None);
         }
         // a service the client's Sidecar does not import is no cluster either
-        if let Some(sc) = snap.sidecar_for(ns, &shared.workload.labels) {
+        if let Some(sc) = snap
+            .sidecar_for(ns, &shared.workload.labels)
+            .filter(|_| sidecar)
+        {
             if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
                 let (e, service) = black_hole();
                 return fail(e, service, None);
@@ -221,7 +251,7 @@ impl MeshClient {
             }
             Err(_) => DestKey::new(Arc::clone(&service.hostname), wd.subset.clone(), dest_port),
         };
-        let dest = shared.cache.get(&snap, shared, service, &key);
+        let dest = shared.cache.get(snap, shared, service, &key);
         let cluster = || wd.cluster_name(dest_port);
         if !dest.subset_found() {
             return fail(
@@ -346,6 +376,22 @@ impl MeshClient {
         );
         drop(c.metrics.tcp_connection(&labels));
     }
+}
+
+/// Where a routed TCP connection was going, for [`MeshClient::connect_routed`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Routed<'a> {
+    /// What the application (or the gateway's client) asked for, for errors.
+    pub(crate) target: &'a str,
+    /// The host asked for (name or address): the original destination of a
+    /// `resolution: NONE` service.
+    pub(crate) host: &'a str,
+    /// The port asked for.
+    pub(crate) port: u16,
+    /// A VirtualService routed it (a missing destination is NC, not the black hole).
+    pub(crate) routed: bool,
+    /// The client's `Sidecar` scopes what it may reach (not for a gateway).
+    pub(crate) sidecar: bool,
 }
 
 /// The metrics' view of endpoint `index` on a connection whose server presented
