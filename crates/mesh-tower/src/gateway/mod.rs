@@ -20,12 +20,21 @@
 //!     HTTP as above, TLS servers route the decrypted bytes by the VirtualServices' `tcp`
 //!     routes;
 //!   - `PASSTHROUGH`: the connection is routed by SNI through the bound VirtualServices'
-//!     `tls` routes and its bytes are spliced, unterminated, to the chosen endpoint.
+//!     `tls` routes and its bytes are spliced, unterminated, to the chosen endpoint;
+//! - **TCP servers** (`TCP`, and `MONGO`, `MYSQL`, `REDIS`, which Istio proxies as TCP):
+//!   the connection is routed by the bound VirtualServices' `tcp` routes (by port).
+//!
+//! Every TCP, terminated TLS and PASSTHROUGH connection goes upstream through the gateway's
+//! mesh client ([`MeshClient::connect`](crate::outbound::MeshClient::connect)): the
+//! destination's load balancer, outlier detection and `maxConnections`, TLS origination
+//! (auto mTLS with the gateway's workload certificate to mesh workloads, so a STRICT
+//! workload takes it; a PASSTHROUGH connection's own TLS travels inside), counted in the
+//! gateway's `istio_tcp_*` metrics.
 //!
 //! AuthorizationPolicies selecting the gateway's labels are enforced: per request for
 //! HTTP (401 for a bad JWT, 403 `RBAC: access denied`, before routing and before an
 //! httpsRedirect or a 404, as Envoy's filters run before its router), per connection for
-//! PASSTHROUGH and terminated TLS servers (a denied connection is closed), with
+//! PASSTHROUGH, terminated TLS and TCP servers (a denied connection is closed), with
 //! `connection.sni` known and, on MUTUAL and OPTIONAL_MUTUAL servers, the client
 //! certificate's SPIFFE identity as `source.principal` and `source.namespace`.
 //!
@@ -73,8 +82,8 @@
 //!
 //! Settings we cannot honour fail loudly at [`GatewayBuilder::start`] (and reset the
 //! connection if they appear in a later config): `ISTIO_MUTUAL`, `AUTO_PASSTHROUGH`,
-//! certificate file paths, `subjectAltNames`, SPKI/hash pinning, cipher suites, CRLs, TCP
-//! and other non-HTTP, non-TLS server protocols.
+//! certificate file paths, `subjectAltNames`, SPKI/hash pinning, cipher suites, CRLs, and
+//! server protocols Istio does not proxy (`UDP`).
 //!
 //! Differences from Istio: the ports are those of the servers at start (a port added by a
 //! later Gateway is not listened on until a restart); credentials are read when first
