@@ -184,6 +184,7 @@ impl Ctx<'_> {
 /// extensionProviders:
 /// - {name: opa, envoyExtAuthzHttp: {service: opa.opa.svc.cluster.local, port: 8181}}
 /// - {name: grpc, envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}}
+/// - {name: trace, zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}}
 /// ")?;
 /// let loaded = mesh_core::load::load_str("
 /// apiVersion: security.istio.io/v1
@@ -199,11 +200,11 @@ impl Ctx<'_> {
 /// apiVersion: security.istio.io/v1
 /// kind: AuthorizationPolicy
 /// metadata: {name: c, namespace: foo}
-/// spec: {action: CUSTOM, provider: {name: grpc}, rules: [{}]}
+/// spec: {action: CUSTOM, provider: {name: trace}, rules: [{}]}
 /// ", "ap.yaml");
 /// let found = custom_providers(&loaded.objects, &config.extension_providers);
 /// let summary: Vec<(&str, &str)> = found.iter().map(|d| (d.code, d.message.as_str())).collect();
-/// assert_eq!(summary[0], ("IST0101", r#"available providers are [opa grpc] but found "oap""#));
+/// assert_eq!(summary[0], ("IST0101", r#"available providers are [opa grpc trace] but found "oap""#));
 /// assert_eq!(found[0].help.as_deref(), Some("did you mean `opa`?"));
 /// assert_eq!(summary[1].0, "IM0007");
 /// assert_eq!(found.len(), 2);
@@ -247,10 +248,11 @@ pub fn custom_providers(
                     d.help = Some(format!("did you mean `{s}`?"));
                 }
             }
-            Some(p) if p.kind() != "envoyExtAuthzHttp" => {
+            Some(p) if !matches!(p.kind(), "envoyExtAuthzHttp" | "envoyExtAuthzGrpc") => {
                 let msg = format!(
                     "extension provider {name:?} is {}, which inmesh does not support (only \
-                     envoyExtAuthzHttp): this policy denies the requests it matches",
+                     envoyExtAuthzHttp and envoyExtAuthzGrpc): this policy denies the requests \
+                     it matches",
                     p.kind()
                 );
                 cx.report(

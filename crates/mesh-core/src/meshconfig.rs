@@ -3,11 +3,11 @@
 //!
 //! What inmesh uses: `trustDomain`, `rootNamespace`, `pathNormalization`,
 //! `defaultHttpRetryPolicy` and the `exportTo` defaults (`defaultVirtualServiceExportTo`,
-//! `defaultDestinationRuleExportTo`, `defaultServiceExportTo`) (into [`MeshOptions`]) and `extensionProviders` of kind `envoyExtAuthzHttp`, the external
-//! authorizers that AuthorizationPolicies with `action: CUSTOM` name
-//! (`provider: {name: ...}`). Every other
-//! MeshConfig field is accepted and not used; other provider kinds (`envoyExtAuthzGrpc`,
-//! `zipkin`, `prometheus`, ...) are kept as [`Provider::Unsupported`] with a warning, and a
+//! `defaultDestinationRuleExportTo`, `defaultServiceExportTo`) (into [`MeshOptions`]) and `extensionProviders` of kinds `envoyExtAuthzHttp` and
+//! `envoyExtAuthzGrpc`, the external authorizers that AuthorizationPolicies with
+//! `action: CUSTOM` name (`provider: {name: ...}`). Every other
+//! MeshConfig field is accepted and not used; other provider kinds (`zipkin`,
+//! `prometheus`, ...) are kept as [`Provider::Unsupported`] with a warning, and a
 //! CUSTOM policy naming one denies the requests it matches (fail closed). A misspelled field
 //! is an error naming its file, line and field path, with a suggestion.
 //!
@@ -172,6 +172,27 @@ impl ExtensionProvider {
         }
     }
 
+    /// An `envoyExtAuthzGrpc` provider.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{ExtAuthzGrpc, ExtensionProvider};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let opts = MeshOptions::default().with_extension_provider(ExtensionProvider::ext_authz_grpc(
+    ///     "opa",
+    ///     ExtAuthzGrpc::new("opa.opa.svc.cluster.local", 9191),
+    /// ));
+    /// assert_eq!(opts.extension_provider("opa").unwrap().kind(), "envoyExtAuthzGrpc");
+    /// ```
+    pub fn ext_authz_grpc(name: impl Into<String>, config: ExtAuthzGrpc) -> Self {
+        ExtensionProvider {
+            name: name.into(),
+            provider: Provider::EnvoyExtAuthzGrpc(Arc::new(config)),
+        }
+    }
+
     /// The provider's kind as MeshConfig spells it (`envoyExtAuthzHttp`, `zipkin`, ...).
     ///
     /// # Examples
@@ -188,6 +209,7 @@ impl ExtensionProvider {
     pub fn kind(&self) -> &str {
         match &self.provider {
             Provider::EnvoyExtAuthzHttp(_) => "envoyExtAuthzHttp",
+            Provider::EnvoyExtAuthzGrpc(_) => "envoyExtAuthzGrpc",
             Provider::Unsupported(kind) => kind,
         }
     }
@@ -204,16 +226,23 @@ impl ExtensionProvider {
 /// extensionProviders:
 /// - name: grpc-authz
 ///   envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000}
+/// - name: tracing
+///   zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
 /// ", "mesh.yaml");
-/// assert!(!loaded.has_errors()); // kept, with a warning
-/// assert_eq!(loaded.diagnostics[0].path, "mesh.extensionProviders[0].envoyExtAuthzGrpc");
+/// assert!(!loaded.has_errors()); // zipkin is kept, with a warning
+/// assert_eq!(loaded.diagnostics[0].path, "mesh.extensionProviders[1].zipkin");
 /// let config = loaded.config.unwrap();
-/// assert_eq!(config.extension_providers[0].provider, Provider::Unsupported("envoyExtAuthzGrpc".into()));
+/// let Provider::EnvoyExtAuthzGrpc(grpc) = &config.extension_providers[0].provider else { panic!() };
+/// assert_eq!((grpc.host(), grpc.port), ("ext-authz.foo.svc.cluster.local", 9000));
+/// assert_eq!(config.extension_providers[1].provider, Provider::Unsupported("zipkin".into()));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Provider {
     /// `envoyExtAuthzHttp`: an external authorizer spoken to over HTTP.
     EnvoyExtAuthzHttp(Arc<ExtAuthzHttp>),
+    /// `envoyExtAuthzGrpc`: an external authorizer spoken to over gRPC
+    /// (`envoy.service.auth.v3.Authorization/Check`).
+    EnvoyExtAuthzGrpc(Arc<ExtAuthzGrpc>),
     /// Any other kind (its MeshConfig field name): not used by inmesh.
     Unsupported(String),
 }
@@ -323,6 +352,150 @@ impl ExtAuthzHttp {
     /// ```
     pub fn namespace(&self) -> Option<&str> {
         self.service.split_once('/').map(|(ns, _)| ns)
+    }
+}
+
+/// `envoyExtAuthzGrpc`: Envoy's ext_authz filter with a gRPC service
+/// (`envoy.service.auth.v3.Authorization/Check`), as Istio configures it (OPA's Envoy
+/// plugin, Istio's `ext-authz` sample on its gRPC port). Build one with
+/// [`ExtAuthzGrpc::new`] and set the fields.
+///
+/// # Examples
+///
+/// ```
+/// let config = mesh_core::meshconfig::MeshConfig::from_yaml(r#"
+/// extensionProviders:
+/// - name: "sample-ext-authz-grpc"
+///   envoyExtAuthzGrpc:
+///     service: "ext-authz.foo.svc.cluster.local"
+///     port: "9000"
+///     timeout: 0.5s
+///     statusOnError: "503"
+/// "#)?;
+/// let mesh_core::meshconfig::Provider::EnvoyExtAuthzGrpc(g) = &config.extension_providers[0].provider else { panic!() };
+/// assert_eq!((g.host(), g.port, g.status_on_error), ("ext-authz.foo.svc.cluster.local", 9000, 503));
+/// assert_eq!(g.timeout, std::time::Duration::from_millis(500));
+/// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExtAuthzGrpc {
+    /// `service`: `[<namespace>/]<hostname>` of the authorizer.
+    pub service: String,
+    /// `port` (a port the registry declares HTTP/2 or gRPC, or reached over mTLS with ALPN).
+    pub port: u16,
+    /// `timeout` of the check (Istio's default: 600 s).
+    pub timeout: std::time::Duration,
+    /// `failOpen`: let the request through when the authorizer cannot be reached or fails.
+    pub fail_open: bool,
+    /// `clearRouteCache` (accepted; routes are chosen after authorization here anyway).
+    pub clear_route_cache: bool,
+    /// `statusOnError`: the status when the authorizer cannot be reached or the call fails
+    /// (default 403).
+    pub status_on_error: u16,
+    /// `includeRequestBodyInCheck` (accepted; the check carries no body here).
+    pub include_request_body_in_check: Option<RequestBodyInCheck>,
+}
+
+impl ExtAuthzGrpc {
+    /// A provider for `service:port` with Istio's defaults.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = mesh_core::meshconfig::ExtAuthzGrpc::new("opa/opa.opa.svc.cluster.local", 9191);
+    /// assert_eq!((p.host(), p.namespace()), ("opa.opa.svc.cluster.local", Some("opa")));
+    /// assert_eq!(p.status_on_error, 403);
+    /// assert!(!p.fail_open);
+    /// ```
+    pub fn new(service: impl Into<String>, port: u16) -> Self {
+        ExtAuthzGrpc {
+            service: service.into(),
+            port,
+            timeout: std::time::Duration::from_secs(600),
+            fail_open: false,
+            clear_route_cache: false,
+            status_on_error: 403,
+            include_request_body_in_check: None,
+        }
+    }
+
+    /// The host of `service` (without the `namespace/` qualifier).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = mesh_core::meshconfig::ExtAuthzGrpc::new("ext-authz.foo.svc.cluster.local", 9000);
+    /// assert_eq!(p.host(), "ext-authz.foo.svc.cluster.local");
+    /// ```
+    pub fn host(&self) -> &str {
+        self.service
+            .split_once('/')
+            .map_or(&*self.service, |(_, h)| h)
+    }
+
+    /// The namespace qualifier of `service`, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let p = mesh_core::meshconfig::ExtAuthzGrpc::new("ext-authz.foo.svc.cluster.local", 9000);
+    /// assert_eq!(p.namespace(), None);
+    /// ```
+    pub fn namespace(&self) -> Option<&str> {
+        self.service.split_once('/').map(|(ns, _)| ns)
+    }
+}
+
+/// The external authorizer [`resolve_ext_authz`] found: an HTTP or a gRPC one.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::{resolve_ext_authz, ExtAuthzGrpc, ExtAuthzRef, ExtensionProvider};
+///
+/// let providers = [ExtensionProvider::ext_authz_grpc("opa", ExtAuthzGrpc::new("opa.opa.svc.cluster.local", 9191))];
+/// let found = resolve_ext_authz(&providers, &["opa"]).unwrap();
+/// assert!(matches!(found, ExtAuthzRef::Grpc(_)));
+/// assert_eq!((found.host(), found.port(), found.kind()), ("opa.opa.svc.cluster.local", 9191, "envoyExtAuthzGrpc"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub enum ExtAuthzRef<'a> {
+    /// `envoyExtAuthzHttp`.
+    Http(&'a Arc<ExtAuthzHttp>),
+    /// `envoyExtAuthzGrpc`.
+    Grpc(&'a Arc<ExtAuthzGrpc>),
+}
+
+impl ExtAuthzRef<'_> {
+    /// The authorizer's host.
+    ///
+    /// See [`ExtAuthzRef`] for an example.
+    pub fn host(&self) -> &str {
+        match self {
+            ExtAuthzRef::Http(h) => h.host(),
+            ExtAuthzRef::Grpc(g) => g.host(),
+        }
+    }
+
+    /// The authorizer's port.
+    ///
+    /// See [`ExtAuthzRef`] for an example.
+    pub fn port(&self) -> u16 {
+        match self {
+            ExtAuthzRef::Http(h) => h.port,
+            ExtAuthzRef::Grpc(g) => g.port,
+        }
+    }
+
+    /// The provider kind as MeshConfig spells it.
+    ///
+    /// See [`ExtAuthzRef`] for an example.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ExtAuthzRef::Http(_) => "envoyExtAuthzHttp",
+            ExtAuthzRef::Grpc(_) => "envoyExtAuthzGrpc",
+        }
     }
 }
 
@@ -611,7 +784,7 @@ impl MeshConfig {
 pub fn resolve_ext_authz<'a>(
     providers: &'a [ExtensionProvider],
     used: &[&str],
-) -> Result<&'a Arc<ExtAuthzHttp>, String> {
+) -> Result<ExtAuthzRef<'a>, String> {
     let Some(first) = used.first() else {
         return Err("no provider specified in authorization policy".to_owned());
     };
@@ -626,9 +799,14 @@ pub fn resolve_ext_authz<'a>(
         Some(ExtensionProvider {
             provider: Provider::EnvoyExtAuthzHttp(h),
             ..
-        }) => Ok(h),
+        }) => Ok(ExtAuthzRef::Http(h)),
+        Some(ExtensionProvider {
+            provider: Provider::EnvoyExtAuthzGrpc(g),
+            ..
+        }) => Ok(ExtAuthzRef::Grpc(g)),
         Some(p) => Err(format!(
-            "provider {first} is {}, which inmesh does not support (only envoyExtAuthzHttp)",
+            "provider {first} is {}, which inmesh does not support (only envoyExtAuthzHttp \
+             and envoyExtAuthzGrpc)",
             p.kind()
         )),
     }
@@ -708,7 +886,7 @@ ignored_fields! {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
     struct RawProvider {
-        envoy_ext_authz_grpc, zipkin, lightstep, datadog, stackdriver, opencensus, skywalking,
+        zipkin, lightstep, datadog, stackdriver, opencensus, skywalking,
         opentelemetry, prometheus, envoy_file_access_log, envoy_http_als, envoy_tcp_als,
         envoy_otel_als, sds,
     } keep {
@@ -716,12 +894,13 @@ ignored_fields! {
         name: String,
         #[serde(default)]
         envoy_ext_authz_http: Option<RawExtAuthzHttp>,
+        #[serde(default)]
+        envoy_ext_authz_grpc: Option<RawExtAuthzGrpc>,
     }
 }
 
-/// The provider kinds other than `envoyExtAuthzHttp`, as MeshConfig spells them.
-const OTHER_KINDS: [&str; 14] = [
-    "envoyExtAuthzGrpc",
+/// The provider kinds other than the ext_authz ones, as MeshConfig spells them.
+const OTHER_KINDS: [&str; 13] = [
     "zipkin",
     "lightstep",
     "datadog",
@@ -740,7 +919,6 @@ const OTHER_KINDS: [&str; 14] = [
 impl RawProvider {
     fn other_kinds(&self) -> Vec<&'static str> {
         let set = [
-            self.envoy_ext_authz_grpc.is_some(),
             self.zipkin.is_some(),
             self.lightstep.is_some(),
             self.datadog.is_some(),
@@ -794,6 +972,25 @@ struct RawExtAuthzHttp {
     headers_to_downstream_on_deny: Vec<String>,
     #[serde(default)]
     headers_to_downstream_on_allow: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawExtAuthzGrpc {
+    #[serde(default)]
+    service: String,
+    #[serde(default, deserialize_with = "number_or_string")]
+    port: Option<String>,
+    #[serde(default)]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    fail_open: bool,
+    #[serde(default)]
+    clear_route_cache: bool,
+    #[serde(default, deserialize_with = "number_or_string")]
+    status_on_error: Option<String>,
+    #[serde(default)]
+    include_request_body_in_check: Option<RawBody>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -918,14 +1115,16 @@ fn convert(
         }
         seen.push(&p.name);
         let others = p.other_kinds();
-        let kinds = others.len() + usize::from(p.envoy_ext_authz_http.is_some());
+        let kinds = others.len()
+            + usize::from(p.envoy_ext_authz_http.is_some())
+            + usize::from(p.envoy_ext_authz_grpc.is_some());
         if kinds == 0 {
             report(
                 Severity::Error,
                 codes::VALIDATION,
                 at.clone(),
                 format!(
-                    "extension provider {:?} sets no provider: expected one of envoyExtAuthzHttp, {}",
+                    "extension provider {:?} sets no provider: expected one of envoyExtAuthzHttp, envoyExtAuthzGrpc, {}",
                     p.name,
                     OTHER_KINDS.join(", ")
                 ),
@@ -944,15 +1143,22 @@ fn convert(
             );
             continue;
         }
-        let provider = match &p.envoy_ext_authz_http {
-            Some(h) => {
+        let provider = match (&p.envoy_ext_authz_http, &p.envoy_ext_authz_grpc) {
+            (Some(h), _) => {
                 let path = format!("{at}.envoyExtAuthzHttp");
                 match ext_authz_http(h, &path, &mut report) {
                     Some(h) => Provider::EnvoyExtAuthzHttp(Arc::new(h)),
                     None => continue,
                 }
             }
-            None => {
+            (None, Some(g)) => {
+                let path = format!("{at}.envoyExtAuthzGrpc");
+                match ext_authz_grpc(g, &path, &mut report) {
+                    Some(g) => Provider::EnvoyExtAuthzGrpc(Arc::new(g)),
+                    None => continue,
+                }
+            }
+            (None, None) => {
                 let kind = others[0];
                 report(
                     Severity::Warning,
@@ -960,8 +1166,8 @@ fn convert(
                     format!("{at}.{kind}"),
                     format!(
                         "extension provider {:?} ({kind}) is not supported by inmesh (only \
-                         envoyExtAuthzHttp is): a CUSTOM AuthorizationPolicy naming it denies \
-                         the requests it matches",
+                         envoyExtAuthzHttp and envoyExtAuthzGrpc are): a CUSTOM \
+                         AuthorizationPolicy naming it denies the requests it matches",
                         p.name
                     ),
                 );
@@ -985,31 +1191,37 @@ fn convert(
     }
 }
 
-fn ext_authz_http(
-    h: &RawExtAuthzHttp,
+/// The fields every ext_authz provider has (istiod's `validateExtensionProviderService`,
+/// port, `statusOnError` and timeout checks): whether they are valid (what is wrong is
+/// reported), the port, status on error and timeout.
+fn ext_authz_common(
+    service: &str,
+    port: Option<&str>,
+    status_on_error: Option<&str>,
+    timeout: Option<Duration>,
     at: &str,
     report: &mut impl FnMut(Severity, &'static str, String, String),
-) -> Option<ExtAuthzHttp> {
+) -> (bool, u16, u16, std::time::Duration) {
     let mut ok = true;
     let mut error = |path: String, msg: String| {
         ok = false;
         report(Severity::Error, codes::VALIDATION, path, msg);
     };
-    if h.service.is_empty() {
+    if service.is_empty() {
         error(
             format!("{at}.service"),
             "service must not be empty".to_owned(),
         );
-    } else if h.service.split('/').count() > 2 || h.service.split('/').any(str::is_empty) {
+    } else if service.split('/').count() > 2 || service.split('/').any(str::is_empty) {
         error(
             format!("{at}.service"),
             format!(
                 "service must be in the form [<namespace>/]<hostname>, found: {:?}",
-                h.service
+                service
             ),
         );
     }
-    let port_text = h.port.as_deref().unwrap_or("0");
+    let port_text = port.unwrap_or("0");
     let port = match port_text.parse::<i64>() {
         Ok(p) if (1..=65535).contains(&p) => p as u16,
         Ok(p) => {
@@ -1027,7 +1239,7 @@ fn ext_authz_http(
             0
         }
     };
-    let status_on_error = match h.status_on_error.as_deref() {
+    let status_on_error = match status_on_error {
         None | Some("") => 403,
         Some(s) => match s.parse::<u16>() {
             Ok(c) if ENVOY_STATUS_CODES.contains(&c) => c,
@@ -1050,13 +1262,7 @@ fn ext_authz_http(
             }
         },
     };
-    if !h.path_prefix.is_empty() && !h.path_prefix.starts_with('/') {
-        error(
-            format!("{at}.pathPrefix"),
-            format!("pathPrefix must begin with `/`, found: {:?}", h.path_prefix),
-        );
-    }
-    let timeout = match h.timeout {
+    let timeout = match timeout {
         None => std::time::Duration::from_secs(600),
         Some(t) if t.as_nanos() <= 0 => {
             error(
@@ -1067,6 +1273,73 @@ fn ext_authz_http(
         }
         Some(t) => t.as_std(),
     };
+    (ok, port, status_on_error, timeout)
+}
+
+fn ext_authz_grpc(
+    g: &RawExtAuthzGrpc,
+    at: &str,
+    report: &mut impl FnMut(Severity, &'static str, String, String),
+) -> Option<ExtAuthzGrpc> {
+    let (ok, port, status_on_error, timeout) = ext_authz_common(
+        &g.service,
+        g.port.as_deref(),
+        g.status_on_error.as_deref(),
+        g.timeout,
+        at,
+        report,
+    );
+    if g.include_request_body_in_check.is_some() {
+        report(
+            Severity::Warning,
+            codes::UNSUPPORTED_KIND,
+            format!("{at}.includeRequestBodyInCheck"),
+            "includeRequestBodyInCheck is not supported by inmesh: the check request carries \
+             the request's attributes and headers, no body"
+                .to_owned(),
+        );
+    }
+    Some(ExtAuthzGrpc {
+        service: g.service.clone(),
+        port,
+        timeout,
+        fail_open: g.fail_open,
+        clear_route_cache: g.clear_route_cache,
+        status_on_error,
+        include_request_body_in_check: g.include_request_body_in_check.as_ref().map(|b| {
+            RequestBodyInCheck {
+                max_request_bytes: b.max_request_bytes,
+                allow_partial_message: b.allow_partial_message,
+                pack_as_bytes: b.pack_as_bytes,
+            }
+        }),
+    })
+    .filter(|_| ok)
+}
+
+fn ext_authz_http(
+    h: &RawExtAuthzHttp,
+    at: &str,
+    report: &mut impl FnMut(Severity, &'static str, String, String),
+) -> Option<ExtAuthzHttp> {
+    let (mut ok, port, status_on_error, timeout) = ext_authz_common(
+        &h.service,
+        h.port.as_deref(),
+        h.status_on_error.as_deref(),
+        h.timeout,
+        at,
+        report,
+    );
+    let mut error = |path: String, msg: String| {
+        ok = false;
+        report(Severity::Error, codes::VALIDATION, path, msg);
+    };
+    if !h.path_prefix.is_empty() && !h.path_prefix.starts_with('/') {
+        error(
+            format!("{at}.pathPrefix"),
+            format!("pathPrefix must begin with `/`, found: {:?}", h.path_prefix),
+        );
+    }
     for (field, values) in [
         (
             "includeRequestHeadersInCheck",
@@ -1166,6 +1439,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn grpc_provider_validation() {
+        let loaded = load_str(
+            "extensionProviders:\n- name: g\n  envoyExtAuthzGrpc: {service: '', port: 0, statusOnError: '999', timeout: 0s}\n",
+            "m.yaml",
+        );
+        let paths: Vec<&str> = loaded.diagnostics.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "mesh.extensionProviders[0].envoyExtAuthzGrpc.service",
+                "mesh.extensionProviders[0].envoyExtAuthzGrpc.port",
+                "mesh.extensionProviders[0].envoyExtAuthzGrpc.statusOnError",
+                "mesh.extensionProviders[0].envoyExtAuthzGrpc.timeout",
+            ],
+            "{:?}",
+            loaded.diagnostics
+        );
+        assert!(loaded.config.is_none());
+        let unknown = load_str(
+            "extensionProviders:\n- name: g\n  envoyExtAuthzGrpc: {service: a.b, port: 1, pathPrefix: /x}\n",
+            "m.yaml",
+        );
+        assert!(unknown.has_errors(), "gRPC has no pathPrefix");
+    }
+
     /// Istio's "External Authorization" task (samples/extauthz), the `istio` ConfigMap.
     #[test]
     fn istio_ext_authz_task_configmap() {
@@ -1189,18 +1488,17 @@ data:
         includeRequestHeadersInCheck: ["x-ext-authz"]
 "#;
         let loaded = load_str(text, "istio.yaml");
-        // the gRPC provider is kept with a warning, positioned inside the block
-        assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
-        let d = &loaded.diagnostics[0];
-        assert_eq!(d.severity, Severity::Warning);
-        assert_eq!(d.path, "data.mesh.extensionProviders[0].envoyExtAuthzGrpc");
-        assert_eq!((d.line, d.column), (11, 7), "{d}");
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
         let c = loaded.config.unwrap();
         assert_eq!(c.extension_providers.len(), 2);
+        let Provider::EnvoyExtAuthzGrpc(g) = &c.extension_providers[0].provider else {
+            panic!("{:?}", c.extension_providers[0]);
+        };
         assert_eq!(
-            c.extension_providers[0].provider,
-            Provider::Unsupported("envoyExtAuthzGrpc".into())
+            (g.host(), g.port),
+            ("ext-authz.foo.svc.cluster.local", 9000)
         );
+        assert_eq!((g.status_on_error, g.fail_open), (403, false));
         let h = http(&c, 1);
         assert_eq!(
             (h.service.as_str(), h.port),

@@ -418,7 +418,7 @@ fn explain_custom(
             (c, authz.evaluate(req))
         }
         Ok(h) => {
-            let service = format!("envoyExtAuthzHttp {}:{}", h.host(), h.port);
+            let service = format!("{} {}:{}", h.kind(), h.host(), h.port());
             let after = authz.evaluate_with(req, &|_, _| true);
             let why = if after.allowed {
                 format!(

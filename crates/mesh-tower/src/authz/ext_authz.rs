@@ -88,14 +88,62 @@ async fn read_limited(body: crate::outbound::ClientBody) -> Result<Bytes, String
     Ok(out.freeze())
 }
 
+/// What an authorizer that allowed a request changes in it before it goes on (Envoy's
+/// ext_authz `headers_to_set`, `_append`, `_add`, `_overwrite_if_exists` and
+/// `_remove`).
+#[derive(Debug, Default)]
+pub(crate) struct Edits {
+    /// Replace any value of the name.
+    pub(crate) set: HeaderMap,
+    /// Add to the values of the name.
+    pub(crate) append: HeaderMap,
+    /// Add only when the request has no value of the name.
+    pub(crate) add_if_absent: HeaderMap,
+    /// Replace only when the request has a value of the name.
+    pub(crate) overwrite_if_exists: HeaderMap,
+    /// Remove (never `host` nor a pseudo-header).
+    pub(crate) remove: Vec<HeaderName>,
+}
+
+impl Edits {
+    /// Applies the edits to a request's headers: removals, then replacements, then
+    /// additions.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for name in &self.remove {
+            if name != HOST {
+                headers.remove(name);
+            }
+        }
+        for (names, only_existing) in [(&self.set, false), (&self.overwrite_if_exists, true)] {
+            for name in names.keys() {
+                if only_existing && !headers.contains_key(name) {
+                    continue;
+                }
+                headers.remove(name);
+                for v in names.get_all(name) {
+                    headers.append(name.clone(), v.clone());
+                }
+            }
+        }
+        for (k, v) in &self.add_if_absent {
+            if !headers.contains_key(k) {
+                headers.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in &self.append {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+}
+
 /// What the authorizer said.
 #[derive(Debug)]
 pub(crate) enum Outcome {
-    /// 200: let the request through.
+    /// Let the request through.
     Allowed {
-        /// Set on the request (`headersToUpstreamOnAllow`).
-        upstream: HeaderMap,
-        /// Added to the response (`headersToDownstreamOnAllow`).
+        /// Changes to the request (HTTP: `headersToUpstreamOnAllow`).
+        upstream: Box<Edits>,
+        /// Added to the response (HTTP: `headersToDownstreamOnAllow`).
         downstream: HeaderMap,
     },
     /// Any other answer below 500: this is the response.
@@ -233,7 +281,10 @@ impl ExtAuthzClient {
                 m
             };
             return Outcome::Allowed {
-                upstream: pick(&self.upstream),
+                upstream: Box::new(Edits {
+                    set: pick(&self.upstream),
+                    ..Edits::default()
+                }),
                 downstream: pick(&self.downstream_allow),
             };
         }
@@ -255,9 +306,111 @@ impl ExtAuthzClient {
     }
 }
 
+/// A workload's external authorizer, HTTP or gRPC.
+#[derive(Debug, Clone)]
+pub(crate) enum Authorizer {
+    /// `envoyExtAuthzHttp`.
+    Http(Arc<ExtAuthzClient>),
+    /// `envoyExtAuthzGrpc`.
+    Grpc(Arc<super::ext_authz_grpc::GrpcAuthzClient>),
+}
+
+/// A check ready to be sent.
+#[derive(Debug)]
+pub(crate) enum Prepared {
+    /// The HTTP check request.
+    Http(Request<Empty<Bytes>>),
+    /// The gRPC `Check` call.
+    Grpc(Request<http_body_util::Full<Bytes>>),
+}
+
+impl Authorizer {
+    /// The provider's name.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Authorizer::Http(c) => &c.name,
+            Authorizer::Grpc(c) => &c.name,
+        }
+    }
+
+    /// `failOpen`.
+    pub(crate) fn fail_open(&self) -> bool {
+        match self {
+            Authorizer::Http(c) => c.config.fail_open,
+            Authorizer::Grpc(c) => c.config.fail_open,
+        }
+    }
+
+    /// `statusOnError`.
+    pub(crate) fn status_on_error(&self) -> u16 {
+        match self {
+            Authorizer::Http(c) => c.config.status_on_error,
+            Authorizer::Grpc(c) => c.config.status_on_error,
+        }
+    }
+
+    /// The check for `req` (built before the request moves on); `local_principal`: this
+    /// workload's SPIFFE identity (the gRPC check's destination principal).
+    pub(crate) fn prepare<B>(
+        &self,
+        req: &Request<B>,
+        local_principal: Option<&str>,
+    ) -> Option<Prepared> {
+        match self {
+            Authorizer::Http(c) => c.check_request(req).map(Prepared::Http),
+            Authorizer::Grpc(c) => c.check_request(req, local_principal).map(Prepared::Grpc),
+        }
+    }
+
+    /// Asks the authorizer, boxed where the compiler sees the whole future's type.
+    pub(crate) fn check(
+        &self,
+        client: MeshClient,
+        check: Prepared,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
+        match (self, check) {
+            (Authorizer::Http(c), Prepared::Http(r)) => Arc::clone(c).check_boxed(client, r),
+            (Authorizer::Grpc(c), Prepared::Grpc(r)) => Box::pin(Arc::clone(c).check(client, r)),
+            _ => Box::pin(async { Outcome::Error("check prepared for another provider".into()) }),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edits_apply_in_envoys_order() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a"));
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        h.append("x-tag", HeaderValue::from_static("1"));
+        h.append("x-tag", HeaderValue::from_static("2"));
+        h.insert("x-keep", HeaderValue::from_static("old"));
+        let mut e = Edits {
+            remove: vec![HOST, AUTHORIZATION],
+            ..Edits::default()
+        };
+        e.set.insert("x-tag", HeaderValue::from_static("set"));
+        e.overwrite_if_exists
+            .insert("x-missing", HeaderValue::from_static("no"));
+        e.overwrite_if_exists
+            .insert("x-keep", HeaderValue::from_static("new"));
+        e.add_if_absent
+            .insert("x-keep", HeaderValue::from_static("no"));
+        e.add_if_absent
+            .insert("x-user", HeaderValue::from_static("alice"));
+        e.append.insert("x-tag", HeaderValue::from_static("more"));
+        e.apply(&mut h);
+        assert_eq!(h["host"], "a", "host is never removed");
+        assert!(h.get("authorization").is_none());
+        let tags: Vec<_> = h.get_all("x-tag").iter().collect();
+        assert_eq!(tags, ["set", "more"]);
+        assert_eq!(h["x-keep"], "new");
+        assert!(h.get("x-missing").is_none());
+        assert_eq!(h["x-user"], "alice");
+    }
 
     #[test]
     fn check_request_selects_headers() {

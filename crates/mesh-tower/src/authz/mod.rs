@@ -95,7 +95,7 @@ use mesh_core::authz::{
     WorkloadAuthz,
 };
 use mesh_core::mesh::Mesh;
-use mesh_core::meshconfig::resolve_ext_authz;
+use mesh_core::meshconfig::{resolve_ext_authz, ExtAuthzRef};
 use mesh_core::model::Labels;
 use mesh_tls::WorkloadCredentials;
 use pin_project_lite::pin_project;
@@ -109,9 +109,12 @@ use crate::inbound::ConnectionInfo;
 use crate::outbound::{ClientWorkload, MeshClient};
 
 mod ext_authz;
+mod ext_authz_grpc;
 mod jwks;
+mod proto;
 
-use ext_authz::{ExtAuthzClient, Outcome};
+use ext_authz::{Authorizer, ExtAuthzClient, Outcome, Prepared};
+use ext_authz_grpc::GrpcAuthzClient;
 
 /// The log target of authorization decisions.
 ///
@@ -164,7 +167,7 @@ struct Cached {
     /// The external authorizer of the workload's CUSTOM policies: `None` when none applies,
     /// `Err` (istiod's message) when it cannot be used (the CUSTOM policies then deny what
     /// they match).
-    ext_authz: Option<Result<Arc<ExtAuthzClient>, Arc<str>>>,
+    ext_authz: Option<Result<Authorizer, Arc<str>>>,
     /// The snapshot's MeshConfig `pathNormalization`.
     path_normalization: PathNormalization,
 }
@@ -495,17 +498,23 @@ impl AuthorizationLayer {
         }
         let authz = snap.authz_for_workload(&s.namespace, &s.labels);
         let custom = authz.custom_providers();
-        let ext_authz = (!custom.is_empty()).then(|| {
-            match resolve_ext_authz(&snap.options().extension_providers, &custom) {
-                Ok(h) => Ok(Arc::new(ExtAuthzClient::new(custom[0], Arc::clone(h)))),
-                Err(e) => {
-                    tracing::warn!(target: TARGET, namespace = %s.namespace, error = %e,
+        let ext_authz =
+            (!custom.is_empty()).then(|| {
+                match resolve_ext_authz(&snap.options().extension_providers, &custom) {
+                    Ok(ExtAuthzRef::Http(h)) => Ok(Authorizer::Http(Arc::new(
+                        ExtAuthzClient::new(custom[0], Arc::clone(h)),
+                    ))),
+                    Ok(ExtAuthzRef::Grpc(g)) => Ok(Authorizer::Grpc(Arc::new(
+                        GrpcAuthzClient::new(custom[0], Arc::clone(g)),
+                    ))),
+                    Err(e) => {
+                        tracing::warn!(target: TARGET, namespace = %s.namespace, error = %e,
                         "CUSTOM AuthorizationPolicy: no usable extension provider; \
                          the CUSTOM policies deny the requests they match");
-                    Err(Arc::from(e))
+                        Err(Arc::from(e))
+                    }
                 }
-            }
-        });
+            });
         let fresh = Arc::new(Cached {
             generation,
             port: s.port,
@@ -753,7 +762,7 @@ impl AuthorizationLayer {
     ) -> Result<Option<PendingCheck>, Response<R>> {
         enum Step {
             Decided(AuthzDecision),
-            Ask(Arc<ExtAuthzClient>, Arc<str>, usize),
+            Ask(Authorizer, Arc<str>, usize),
         }
         // CUSTOM first (Envoy's ext_authz filter runs before the RBAC filters); the
         // authorizer is asked only when a CUSTOM policy's rules match
@@ -767,7 +776,7 @@ impl AuthorizationLayer {
                 return Step::Decided(rbac);
             };
             match &c.ext_authz {
-                Some(Ok(client)) => Step::Ask(Arc::clone(client), Arc::clone(m.policy), m.rule),
+                Some(Ok(client)) => Step::Ask(client.clone(), Arc::clone(m.policy), m.rule),
                 // no usable provider: the CUSTOM policy denies what it matches (istiod
                 // turns its rules into a DENY)
                 _ => Step::Decided(AuthzDecision {
@@ -783,7 +792,9 @@ impl AuthorizationLayer {
         match step {
             Step::Decided(d) => rbac_result(req, d).map(|()| None),
             Step::Ask(client, policy, rule) => {
-                let Some(check) = client.check_request(req) else {
+                let local = self.shared.ext_client.credentials.as_ref();
+                let local = local.map(|c| c.identity().as_uri());
+                let Some(check) = client.prepare(req, local) else {
                     let d = custom_denied(policy, rule);
                     return rbac_result(req, d).map(|()| None);
                 };
@@ -826,8 +837,8 @@ fn rbac_result<B, R: From<Bytes>>(req: &Request<B>, d: AuthzDecision) -> Result<
 /// A request a CUSTOM policy matched, waiting for its external authorizer.
 pub(crate) struct PendingCheck {
     layer: AuthorizationLayer,
-    client: Arc<ExtAuthzClient>,
-    check: Request<http_body_util::Empty<Bytes>>,
+    client: Authorizer,
+    check: Prepared,
     policy: Arc<str>,
     rule: usize,
 }
@@ -835,7 +846,7 @@ pub(crate) struct PendingCheck {
 impl fmt::Debug for PendingCheck {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingCheck")
-            .field("provider", &self.client.name)
+            .field("provider", &self.client.name())
             .field("policy", &self.policy)
             .field("rule", &self.rule)
             .finish_non_exhaustive()
@@ -857,25 +868,20 @@ impl PendingCheck {
             rule,
         } = self;
         let mesh_client = layer.shared.mesh_client().clone();
-        let outcome = Arc::clone(&client).check_boxed(mesh_client, check).await;
+        let outcome = client.check(mesh_client, check).await;
         let grpc = is_grpc(req.headers());
         let downstream = match outcome {
             Outcome::Allowed {
                 upstream,
                 downstream,
             } => {
-                tracing::debug!(target: TARGET, policy = %policy, provider = %client.name,
+                tracing::debug!(target: TARGET, policy = %policy, provider = %client.name(),
                     path = req.uri().path(), "ext_authz: allowed");
-                for name in upstream.keys() {
-                    req.headers_mut().remove(name);
-                }
-                for (k, v) in &upstream {
-                    req.headers_mut().append(k.clone(), v.clone());
-                }
+                upstream.apply(req.headers_mut());
                 downstream
             }
             Outcome::Denied(resp) => {
-                tracing::info!(target: TARGET, policy = %policy, rule, provider = %client.name,
+                tracing::info!(target: TARGET, policy = %policy, rule, provider = %client.name(),
                     status = resp.status().as_u16(), method = %req.method(),
                     path = req.uri().path(), "ext_authz: denied by the external authorizer");
                 let (parts, body) = resp.into_parts();
@@ -895,17 +901,17 @@ impl PendingCheck {
                 out.extensions_mut().insert(custom_denied(policy, rule));
                 return Err(out);
             }
-            Outcome::Error(e) if client.config.fail_open => {
-                tracing::warn!(target: TARGET, policy = %policy, provider = %client.name,
+            Outcome::Error(e) if client.fail_open() => {
+                tracing::warn!(target: TARGET, policy = %policy, provider = %client.name(),
                     error = %e, "ext_authz: authorizer failed; failOpen lets the request through");
                 HeaderMap::new()
             }
             Outcome::Error(e) => {
-                tracing::warn!(target: TARGET, policy = %policy, rule, provider = %client.name,
+                tracing::warn!(target: TARGET, policy = %policy, rule, provider = %client.name(),
                     error = %e, method = %req.method(), path = req.uri().path(),
                     "ext_authz: authorizer failed; denying with statusOnError");
-                let status = StatusCode::from_u16(client.config.status_on_error)
-                    .unwrap_or(StatusCode::FORBIDDEN);
+                let status =
+                    StatusCode::from_u16(client.status_on_error()).unwrap_or(StatusCode::FORBIDDEN);
                 let mut out = denial::<R>(status, Bytes::new(), grpc);
                 out.extensions_mut()
                     .insert(ResponseCodeDetails("ext_authz_error".to_owned()));
