@@ -878,7 +878,12 @@ spec:
     ]);
     assert!(series(&ok), "{text}");
     let mut denied = gw_labels.to_vec();
-    denied.push("response_code=\"403\"");
+    // the route's cluster is known before the gateway's RBAC filter runs (Envoy resolves
+    // the route first): the 403 names the routed service
+    denied.extend([
+        "response_code=\"403\"",
+        "destination_service=\"httpbin.default.svc.cluster.local\"",
+    ]);
     assert!(series(&denied), "{text}");
     let mut fault = gw_labels.to_vec();
     fault.extend(["response_code=\"555\"", "response_flags=\"FI\""]);

@@ -1676,13 +1676,21 @@ async fn handle(
     // jwt_authn, ext_authz and RBAC filters run before the router, which answers the
     // httpsRedirect and "no route" local replies): ConnectionInfoLayer put the connection
     // in the extensions; a CUSTOM policy's external authorizer first (ext_authz)
-    let add_downstream = match inner.authz.authorize::<_, Bytes>(&mut req) {
-        Err(refused) => return refused.map(full),
-        Ok(None) => None,
-        Ok(Some(check)) => match check.finish::<_, Bytes>(&mut req).await {
-            Err(refused) => return refused.map(full),
-            Ok(headers) => Some(headers),
-        },
+    let refused = match inner.authz.authorize::<_, Bytes>(&mut req) {
+        Err(refused) => Err(refused),
+        Ok(None) => Ok(None),
+        Ok(Some(check)) => check.finish::<_, Bytes>(&mut req).await.map(Some),
+    };
+    let add_downstream = match refused {
+        Ok(headers) => headers,
+        Err(mut refused) => {
+            // the route (and its cluster) was resolved before the filters ran: istio_stats
+            // names the routed service as the destination of the 401/403
+            if let Some(c) = denied_context(inner, ctx, &snap, &req) {
+                refused.extensions_mut().insert(c);
+            }
+            return refused.map(full);
+        }
     };
     let authority = authority_of(&req).to_owned();
     // the router's own answers: no virtual host for the Host in the connection's route
@@ -1777,6 +1785,35 @@ async fn handle(
         }
     }
     resp.map(|b| b.boxed_unsync())
+}
+
+/// The metrics context of a request the gateway's own authorization refused: the service
+/// its route leads to.
+fn denied_context<B>(
+    inner: &Inner,
+    ctx: &HttpCtx,
+    snap: &Snapshot,
+    req: &Request<B>,
+) -> Option<crate::metrics::MetricsContext> {
+    let authority = authority_of(req);
+    let (path, query) = req
+        .uri()
+        .path_and_query()
+        .map_or(("/", None), |pq| (pq.path(), pq.query()));
+    let attrs = HttpRequestAttrs {
+        client_namespace: &inner.namespace,
+        source_labels: &inner.labels,
+        gateway: Some(&ctx.route),
+        authority,
+        port: ctx.port,
+        method: req.method().as_str(),
+        path,
+        query,
+        scheme: if ctx.https { "https" } else { "http" },
+        headers: req.headers(),
+        request_auth: req.extensions().get::<mesh_core::authz::RequestAuth>(),
+    };
+    crate::outbound::routed_context(snap, &inner.namespace, &attrs)
 }
 
 /// `keep-alive` (hop-by-hop; the `http` crate has no constant for it).

@@ -2062,6 +2062,28 @@ fn service_context(service: ServiceInfo) -> MetricsContext {
     }
 }
 
+/// The metrics context of an answer made before the router ran (a gateway's own
+/// authorization denied the request): the service the route leads to, as Envoy's
+/// connection manager resolves the route and its cluster before any filter runs (so
+/// istio_stats names it), else the Host header.
+pub(crate) fn routed_context(
+    snap: &mesh_core::snapshot::Snapshot,
+    namespace: &str,
+    attrs: &HttpRequestAttrs<'_>,
+) -> Option<MetricsContext> {
+    let decision = snap
+        .routes()
+        .route_http_scoped(snap.registry(), snap.options(), attrs, None);
+    let service = decision
+        .virtual_service
+        .and(decision.pick(rand::random::<u64>()))
+        .and_then(|wd| snap.registry().service(&wd.host, namespace));
+    match service {
+        Some(svc) => Some(service_context(dest::service_info(svc))),
+        None => host_context(attrs.authority),
+    }
+}
+
 /// The metrics context of an answer made before a destination is known (no route, no
 /// cluster, a redirect or a direct response without one): istio_stats falls back to the
 /// Host header for `destination_service` and `destination_service_name`.
