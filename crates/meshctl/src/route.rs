@@ -17,6 +17,10 @@
 //! plain HTTP servers on a port share one route configuration, as istiod merges them. An
 //! `https` URL is routed by the TLS-terminating HTTPS server its SNI reaches (`--sni`, by
 //! default the URL's host), and only by that server's hosts, whatever the Host header says.
+//! `tcp://HOST:PORT` explains a TCP connection by the VirtualServices' `tcp` routes, and
+//! `tls://SNI:PORT` a TLS one by their `tls` routes, as mesh traffic or at a `--gateway`
+//! (its TCP and PASSTHROUGH servers); the JSON then has `protocol`, `host`, `port`,
+//! `virtual_service`, `route` and the `destinations` with their Envoy `cluster`.
 //! Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
 //! be loaded.
 
@@ -521,6 +525,14 @@ fn parse_claims(s: &str) -> Result<RequestAuth, String> {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
+    if let Some(rest) = args
+        .url
+        .strip_prefix("tcp://")
+        .map(|r| ("tcp", r))
+        .or_else(|| args.url.strip_prefix("tls://").map(|r| ("tls", r)))
+    {
+        return run_l4(&args, rest.0, rest.1);
+    }
     let raw = if args.url.contains("://") {
         args.url.clone()
     } else {
@@ -640,6 +652,158 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 args.gateway.as_deref()
             )
         ),
+    }
+    ExitCode::SUCCESS
+}
+
+/// `meshctl route tcp://HOST:PORT` (VirtualService `tcp` routes) or `tls://SNI:PORT` (`tls`
+/// routes by SNI; `--sni` overrides the URL's host): where a connection goes, as
+/// `MeshClient::connect` (mesh traffic) or a gateway's TCP / TLS PASSTHROUGH server
+/// routes it.
+fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
+    let (host, port) = match target.trim_end_matches('/').rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u16>() {
+            Ok(p) => (h.trim_start_matches('[').trim_end_matches(']'), Some(p)),
+            Err(_) => {
+                eprintln!("error: invalid port in {:?}", args.url);
+                return ExitCode::from(2);
+            }
+        },
+        None => (target.trim_end_matches('/'), None),
+    };
+    if host.is_empty() {
+        eprintln!("error: the URL has no host");
+        return ExitCode::from(2);
+    }
+    let labels = match parse_labels(args.source_labels.as_deref()) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mesh_config = match crate::mesh_config::load(args.mesh_config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let snap = match load_snapshot(&args.config, &args.config_namespace, mesh_config.as_ref()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let ns = args.namespace.as_str();
+    let gateway = gateway_attr(&snap, args.gateway.as_deref(), ns, None, 0);
+    let port = match port.or_else(|| snap.default_port(host, ns)) {
+        Some(p) => p,
+        None => {
+            eprintln!(
+                "error: {:?} has no port, and no service of that name has exactly one",
+                args.url
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    let sni = args
+        .sni
+        .clone()
+        .unwrap_or_else(|| host.to_ascii_lowercase());
+    // mesh traffic names the service as the mesh client resolves it
+    let name = match (ip, &gateway) {
+        (None, None) => Some(
+            snap.resolve_service(host, ns)
+                .map_or_else(|| host.to_ascii_lowercase(), |s| s.hostname.to_string()),
+        ),
+        (None, Some(_)) => Some(sni.clone()),
+        (Some(_), _) => None,
+    };
+    let mut attrs = mesh_core::route::L4Attrs::new(ns, port);
+    attrs.source_labels = &labels;
+    attrs.gateway = gateway.as_deref();
+    attrs.destination_ip = ip;
+    let d = if protocol == "tls" {
+        attrs.sni = Some(&sni);
+        snap.route_tls(&attrs)
+    } else {
+        attrs.sni = name.as_deref();
+        snap.route_tcp(&attrs)
+    };
+    let dests: Vec<Value> = d
+        .destinations
+        .iter()
+        .map(|w| {
+            let mut v = dest_json(w);
+            let target_port = snap.destination_port(w, ns, port);
+            let p = snap.traffic_policy(&w.host, w.subset.as_deref(), target_port, ns);
+            let known = snap.registry().service(&w.host, ns).is_some();
+            v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
+            v["subset_defined"] = json!(p.subset_found);
+            v["target_port"] = json!(target_port);
+            v["cluster"] = json!(w.cluster_name(target_port));
+            v["in_registry"] = json!(known);
+            v
+        })
+        .collect();
+    let v = json!({
+        "protocol": protocol,
+        "host": &*d.host,
+        "port": port,
+        "virtual_service": d.virtual_service.map(|vs| &*vs.name),
+        "route": d.route_index,
+        "destinations": dests,
+    });
+    match args.output {
+        Output::Json => println!("{v}"),
+        Output::Text => {
+            let from = match args.gateway.as_deref() {
+                Some(g) => format!("gateway {g}"),
+                None => format!("namespace {ns}"),
+            };
+            let mut s = format!(
+                "{} connection to {target} from {from}\nhost: {}\n",
+                protocol.to_ascii_uppercase(),
+                d.host
+            );
+            match (d.virtual_service, d.route_index) {
+                (Some(vs), Some(i)) => s.push_str(&format!(
+                    "VirtualService {}, {protocol} route {i} matched\n",
+                    vs.name
+                )),
+                _ if gateway.is_some() => {
+                    s.push_str("no VirtualService route: the gateway closes the connection\n")
+                }
+                _ => s.push_str(
+                    "no VirtualService applies: the connection goes to the host itself\n",
+                ),
+            }
+            let total: u64 = d.destinations.iter().map(|w| u64::from(w.weight)).sum();
+            for dv in &dests {
+                let w = dv["weight"].as_u64().unwrap_or(0);
+                s.push_str(&format!(
+                    "-> {}{} port {} {:.1}% ({})",
+                    dv["host"].as_str().unwrap_or(""),
+                    dv["subset"]
+                        .as_str()
+                        .map(|x| format!(" subset {x}"))
+                        .unwrap_or_default(),
+                    dv["target_port"],
+                    if total == 0 {
+                        100.0
+                    } else {
+                        w as f64 * 100.0 / total as f64
+                    },
+                    dv["cluster"].as_str().unwrap_or(""),
+                ));
+                if dv["subset_defined"] == json!(false) {
+                    s.push_str(
+                        " (no DestinationRule defines this subset: the connection is closed, NC)",
+                    );
+                } else if dv["in_registry"] == json!(false) {
+                    s.push_str(" (no such service: the connection is refused)");
+                }
+                s.push('\n');
+            }
+            print!("{s}");
+        }
     }
     ExitCode::SUCCESS
 }

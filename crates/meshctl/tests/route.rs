@@ -517,3 +517,121 @@ spec:
     assert_eq!(json(&["http://example.com/", "-f", &f])["port"], 80);
     assert_eq!(json(&["https://example.com/", "-f", &f])["port"], 443);
 }
+
+/// `tcp://` and `tls://` targets: the VirtualServices' `tcp` and `tls` routes, as mesh
+/// traffic and at a gateway, with Envoy's cluster names.
+#[test]
+fn routes_tcp_and_tls_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tcp.yaml"),
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, namespace: foo}
+spec: {selector: {app: tcp-echo}, ports: [{name: tcp, port: 9000}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: foo}
+spec:
+  host: tcp-echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: foo}
+spec:
+  hosts: [tcp-echo]
+  tcp:
+  - match: [{port: 9000, sourceLabels: {app: sleep}}]
+    route: [{destination: {host: tcp-echo, subset: v2}}]
+  - route:
+    - {destination: {host: tcp-echo, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, subset: v2}, weight: 20}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: tls-gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: [nginx.example.com]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: nginx, namespace: istio-system}
+spec:
+  hosts: [nginx.example.com]
+  gateways: [tls-gw]
+  tls:
+  - match: [{port: 443, sniHosts: [nginx.example.com]}]
+    route: [{destination: {host: tcp-echo.foo.svc.cluster.local, port: {number: 9000}}}]
+",
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    let v = json(&["tcp://tcp-echo:9000", "-f", d, "-n", "foo"]);
+    assert_eq!(v["protocol"], "tcp");
+    assert_eq!(v["host"], "tcp-echo.foo.svc.cluster.local");
+    assert_eq!(v["virtual_service"], "foo/tcp-echo");
+    assert_eq!(v["route"], 1);
+    let dests = v["destinations"].as_array().unwrap();
+    assert_eq!(dests.len(), 2);
+    assert_eq!(
+        dests[0]["cluster"],
+        "outbound|9000|v1|tcp-echo.foo.svc.cluster.local"
+    );
+    assert_eq!(dests[0]["weight"], 80);
+    // sourceLabels pick the first route
+    let v = json(&[
+        "tcp://tcp-echo:9000",
+        "-f",
+        d,
+        "-n",
+        "foo",
+        "--source-labels",
+        "app=sleep",
+    ]);
+    assert_eq!(v["route"], 0);
+    assert_eq!(v["destinations"][0]["subset"], "v2");
+    // the service's only port when none is given
+    let v = json(&["tcp://tcp-echo", "-f", d, "-n", "foo"]);
+    assert_eq!(v["port"], 9000);
+    // a host nobody declared: no route, refused
+    let v = json(&["tcp://db.example.com:5432", "-f", d]);
+    assert_eq!(v["virtual_service"], Value::Null);
+    assert_eq!(v["destinations"][0]["in_registry"], false);
+    // TLS passthrough at the gateway, by SNI
+    let v = json(&[
+        "tls://nginx.example.com:443",
+        "-f",
+        d,
+        "-n",
+        "istio-system",
+        "--gateway",
+        "tls-gw",
+    ]);
+    assert_eq!(v["virtual_service"], "istio-system/nginx");
+    assert_eq!(
+        v["destinations"][0]["cluster"],
+        "outbound|9000||tcp-echo.foo.svc.cluster.local"
+    );
+    // text output
+    let out = meshctl(&["route", "tcp://tcp-echo:9000", "-f", d, "-n", "foo"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("VirtualService foo/tcp-echo, tcp route 1 matched"),
+        "{text}"
+    );
+    assert!(text.contains("subset v1 port 9000 80.0%"), "{text}");
+    // a bad port is a usage error
+    assert_eq!(
+        meshctl(&["route", "tcp://tcp-echo:x", "-f", d])
+            .status
+            .code(),
+        Some(2)
+    );
+}
