@@ -147,7 +147,21 @@ async fn check(req: Request<Incoming>, seen: Seen) -> Result<Response<GrpcBody>,
             .map(|p| text(p, 4))
             .unwrap_or_default()
     };
-    let http = sub(sub(attrs, 4)[0], 2)[0];
+    let request = sub(attrs, 4)[0];
+    let Some(http) = sub(request, 2).first().copied() else {
+        // a TCP connection (the network filter): the peers only; sleep may connect
+        let source = principal(1);
+        seen.lock()
+            .unwrap()
+            .push((source.clone(), principal(2), String::new(), Vec::new()));
+        let mut answer = vec![];
+        if !source.ends_with("/sa/sleep") {
+            let mut status = vec![];
+            field_int(&mut status, 1, 7);
+            field_bytes(&mut answer, 1, &status);
+        }
+        return Ok(grpc_answer(answer));
+    };
     let headers: Vec<(String, String)> = sub(http, 3)
         .into_iter()
         .map(|e| (text(e, 1), text(e, 2)))
@@ -211,20 +225,24 @@ async fn check(req: Request<Incoming>, seen: Seen) -> Result<Response<GrpcBody>,
         );
         field_bytes(&mut answer, 2, &denied);
     }
+    Ok(grpc_answer(answer))
+}
+
+/// A unary gRPC answer carrying `answer`, grpc-status 0.
+fn grpc_answer(answer: Vec<u8>) -> Response<GrpcBody> {
     let mut frame = BytesMut::new();
     frame.put_u8(0);
     frame.put_u32(answer.len() as u32);
     frame.put_slice(&answer);
     let mut trailers = http::HeaderMap::new();
     trailers.insert("grpc-status", "0".parse().unwrap());
-    let resp = Response::builder()
+    Response::builder()
         .header("content-type", "application/grpc")
         .body(GrpcBody {
             data: Some(frame.freeze()),
             trailers: Some(trailers),
         })
-        .unwrap();
-    Ok(resp)
+        .unwrap()
 }
 
 /// The gRPC authorizer: HTTP/2 with prior knowledge on a loopback port.
@@ -421,4 +439,134 @@ async fn grpc_authorizer_down_fails_closed_or_open() {
         let (status, _, body) = get(addr, "/headers", "allow").await;
         assert_eq!(status, want, "{extra:?}: {body}");
     }
+}
+
+/// CUSTOM on TCP, as istiod builds it: a gRPC provider is asked for each connection
+/// (Envoy's network ext_authz filter: the peers' principals), an HTTP provider does not
+/// apply to TCP, an authorizer that cannot be reached closes the connection (or lets it
+/// through with failOpen).
+#[tokio::test]
+async fn custom_policy_on_tcp_connections() {
+    use mesh_core::registry::Workload;
+    use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (authz, seen) = authorizer().await;
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let creds = |sa: &str| {
+        let id = Identity::new("cluster.local", "foo", sa).unwrap();
+        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap()
+    };
+    let yaml = |authz_port: u16, provider: &str| {
+        format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: tcp-echo, namespace: foo}}
+spec: {{selector: {{app: tcp-echo}}, ports: [{{name: tcp, port: 9000}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext-authz, namespace: foo}}
+spec:
+  hosts: [ext-authz.foo.svc.cluster.local]
+  location: MESH_EXTERNAL
+  ports: [{{number: 9000, name: grpc, protocol: GRPC}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {authz_port}}}}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ext-authz-tcp, namespace: foo}}
+spec:
+  selector: {{matchLabels: {{app: tcp-echo}}}}
+  action: CUSTOM
+  provider: {{name: {provider}}}
+  rules: [{{to: [{{operation: {{ports: ["9000"]}}}}]}}]
+"#
+        )
+    };
+    let config = MeshConfig::from_yaml(
+        r#"
+extensionProviders:
+- name: grpc
+  envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000, timeout: 500ms}
+- name: grpc-open
+  envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000, timeout: 500ms, failOpen: true}
+- name: http
+  envoyExtAuthzHttp: {service: ext-authz.foo.svc.cluster.local, port: 9000}
+"#,
+    )
+    .unwrap();
+    // (authorizer port, provider, sleep connects, web connects)
+    let cases = [
+        (authz.port(), "grpc", true, false),
+        (dead.port(), "grpc", false, false),
+        (dead.port(), "grpc-open", true, true),
+        (dead.port(), "http", true, true),
+    ];
+    for (port, provider, sleep_ok, web_ok) in cases {
+        let mesh = Mesh::with_mesh_config(&config);
+        mesh.reload_loaded(mesh_core::load::load_str(&yaml(port, provider), "p.yaml"))
+            .unwrap();
+        let labels: mesh_core::model::Labels = [("app".to_string(), "tcp-echo".to_string())].into();
+        let server = MeshServer::builder(
+            mesh.clone(),
+            "foo",
+            "tcp-echo",
+            labels.clone(),
+            creds("tcp-echo"),
+        )
+        .port(9000)
+        .build()
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            server
+                .serve_tcp(listener, |mut c| async move {
+                    let mut b = [0u8; 5];
+                    if c.read_exact(&mut b).await.is_ok() {
+                        let _ = c.write_all(&b).await;
+                    }
+                })
+                .await
+        });
+        mesh.register(Workload {
+            name: "tcp-echo".into(),
+            namespace: "foo".into(),
+            service_account: "tcp-echo".into(),
+            labels,
+            address: addr.ip(),
+            ports: [("tcp".to_string(), addr.port())].into(),
+            locality: None,
+            weight: 0,
+        });
+        for (sa, want) in [("sleep", sleep_ok), ("web", web_ok)] {
+            let client = MeshClient::builder(mesh.clone(), ClientWorkload::new(sa, "foo", sa))
+                .credentials(creds(sa))
+                .build();
+            let mut conn = client.connect("tcp-echo:9000").await.unwrap();
+            let _ = conn.write_all(b"hello").await;
+            let mut b = [0u8; 5];
+            let got = tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut b))
+                .await
+                .unwrap();
+            assert_eq!(got.is_ok(), want, "{provider} on :{port} as {sa}");
+        }
+    }
+    let seen = seen.lock().unwrap();
+    let (source, destination, _, _) = &seen[0];
+    assert_eq!(source, "spiffe://cluster.local/ns/foo/sa/sleep");
+    assert_eq!(destination, "spiffe://cluster.local/ns/foo/sa/tcp-echo");
+    assert_eq!(
+        seen.len(),
+        2,
+        "asked once per connection, only with the reachable gRPC provider"
+    );
 }

@@ -64,11 +64,28 @@ impl GrpcAuthzClient {
         local_principal: Option<&str>,
     ) -> Option<Request<Full<Bytes>>> {
         let conn = req.extensions().get::<ConnectionInfo>();
-        let message = check_request_message(req, conn, local_principal, SystemTime::now());
+        let message = check_request_message(Some(req), conn, local_principal, SystemTime::now());
+        self.call(&message)
+    }
+
+    /// The `Check` call for a TCP connection (Envoy's network ext_authz filter: the peers
+    /// only, no request).
+    pub(crate) fn connection_check(
+        &self,
+        conn: &ConnectionInfo,
+        local_principal: Option<&str>,
+    ) -> Option<Request<Full<Bytes>>> {
+        let message =
+            check_request_message::<()>(None, Some(conn), local_principal, SystemTime::now());
+        self.call(&message)
+    }
+
+    /// The unary call carrying `message`.
+    fn call(&self, message: &[u8]) -> Option<Request<Full<Bytes>>> {
         let mut frame = BytesMut::with_capacity(5 + message.len());
         frame.put_u8(0); // not compressed
         frame.put_u32(u32::try_from(message.len()).ok()?);
-        frame.put_slice(&message);
+        frame.put_slice(message);
         // Envoy's gRPC client sends the deadline as `grpc-timeout`
         let millis = self.config.timeout.as_millis().clamp(1, 99_999_999);
         Request::post(&self.uri)
@@ -156,9 +173,10 @@ fn address(w: &mut Writer, field: u32, addr: std::net::SocketAddr) {
     });
 }
 
-/// The `CheckRequest` Envoy's ext_authz filter sends for `req`.
+/// The `CheckRequest` Envoy's ext_authz filter sends for `req` (the network filter, for a
+/// connection: no `req`).
 pub(crate) fn check_request_message<B>(
-    req: &Request<B>,
+    req: Option<&Request<B>>,
     conn: Option<&ConnectionInfo>,
     local_principal: Option<&str>,
     now: SystemTime,
@@ -189,7 +207,9 @@ pub(crate) fn check_request_message<B>(
                 t.int(1, since.as_secs() as i64);
                 t.int(2, i64::from(since.subsec_nanos()));
             });
-            r.message(2, |h| http_request(h, req));
+            if let Some(req) = req {
+                r.message(2, |h| http_request(h, req));
+            }
         });
     });
     w.0
@@ -491,7 +511,7 @@ mod tests {
             .unwrap();
         let at = UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
         let msg = check_request_message(
-            &req,
+            Some(&req),
             Some(&conn),
             Some("spiffe://cluster.local/ns/foo/sa/httpbin"),
             at,

@@ -627,7 +627,13 @@ impl AuthorizationLayer {
     /// Decides a TCP connection (no HTTP attributes): the RBAC network filter's view,
     /// used for connections that are not HTTP (TLS passthrough, TCP). Policies with HTTP
     /// fields are evaluated as Istio does for TCP (their HTTP-only rules never match an
-    /// ALLOW; a DENY with HTTP-only conditions is skipped).
+    /// ALLOW; a DENY with HTTP-only conditions is skipped). A CUSTOM policy with an
+    /// `envoyExtAuthzHttp` provider does not apply to TCP (istiod leaves it out of TCP
+    /// filter chains); one with an `envoyExtAuthzGrpc` provider, which cannot be asked from
+    /// this synchronous call, denies what it matches ([`MeshServer::serve_tcp`] and the
+    /// gateway ask it).
+    ///
+    /// [`MeshServer::serve_tcp`]: crate::inbound::MeshServer::serve_tcp
     ///
     /// # Examples
     ///
@@ -659,19 +665,91 @@ impl AuthorizationLayer {
     /// # Ok(()) }
     /// ```
     pub fn decide_connection(&self, conn: &ConnectionInfo) -> AuthzDecision {
+        let d = match self.connection_step(conn) {
+            ConnStep::Done(d) => d,
+            // a gRPC authorizer cannot be asked here: fail closed
+            ConnStep::Ask { policy, rule, .. } => custom_denied(policy, rule),
+        };
+        log_connection(conn, &d);
+        d
+    }
+
+    /// [`decide_connection`](Self::decide_connection), asking the workload's
+    /// `envoyExtAuthzGrpc` authorizer when a CUSTOM policy matches the connection (Envoy's
+    /// network ext_authz filter: the check carries the peers' addresses and principals; an
+    /// OK status allows, anything else closes the connection, a failed call is
+    /// `failOpen`'s). As istiod builds it, a CUSTOM policy whose provider is
+    /// `envoyExtAuthzHttp` does not apply to TCP at all, and one whose provider cannot be
+    /// used denies what it matches.
+    pub(crate) async fn authorize_connection(&self, conn: &ConnectionInfo) -> AuthzDecision {
+        let d = match self.connection_step(conn) {
+            ConnStep::Done(d) => d,
+            ConnStep::Ask {
+                client,
+                rbac,
+                policy,
+                rule,
+            } => {
+                let local = self.shared.ext_client.credentials.as_ref();
+                let local = local.map(|c| c.identity().as_uri());
+                let outcome = match client.connection_check(conn, local) {
+                    Some(call) => {
+                        let mesh_client = self.shared.mesh_client().clone();
+                        Arc::clone(&client).check(mesh_client, call).await
+                    }
+                    None => Outcome::Error("the check could not be built".to_owned()),
+                };
+                match outcome {
+                    Outcome::Allowed { .. } => rbac,
+                    Outcome::Error(e) if client.config.fail_open => {
+                        tracing::warn!(target: TARGET, policy = %policy, provider = %client.name,
+                            error = %e, "ext_authz: authorizer failed; failOpen lets the connection through");
+                        rbac
+                    }
+                    Outcome::Error(e) => {
+                        tracing::warn!(target: TARGET, policy = %policy, provider = %client.name,
+                            error = %e, "ext_authz: authorizer failed; closing the connection");
+                        custom_denied(policy, rule)
+                    }
+                    Outcome::Denied(_) => custom_denied(policy, rule),
+                }
+            }
+        };
+        log_connection(conn, &d);
+        d
+    }
+
+    /// The RBAC network filters' view of a connection, and whether a gRPC authorizer must
+    /// be asked.
+    fn connection_step(&self, conn: &ConnectionInfo) -> ConnStep {
         let mut areq = AuthzRequest::tcp(conn.port());
         areq.principal = conn.principal();
         areq.source_ip = conn.remote_addr().map(|a| a.ip());
         areq.remote_ip = areq.source_ip;
         areq.destination_ip = conn.local_addr().map(|a| a.ip());
         areq.sni = conn.sni();
-        let d = self.with_authz(|c| c.authz.evaluate(&areq));
-        if !d.allowed {
-            tracing::info!(target: TARGET, policy = d.policy.as_deref().unwrap_or("-"),
-                rule = ?d.rule, reason = %d.reason, principal = conn.principal().unwrap_or(""),
-                sni = conn.sni().unwrap_or(""), "RBAC: connection denied");
-        }
-        d
+        self.with_authz(|c| {
+            // DENY and ALLOW as they stand (the CUSTOM step counted as passed)
+            let rbac = c.authz.evaluate_with(&areq, &|_, _| true);
+            if !rbac.allowed {
+                return ConnStep::Done(rbac);
+            }
+            let Some(m) = c.authz.custom_match(&areq) else {
+                return ConnStep::Done(rbac);
+            };
+            match &c.ext_authz {
+                // istiod: "ignored CUSTOM action with HTTP provider on TCP filter chain"
+                Some(Ok(Authorizer::Http(_))) => ConnStep::Done(rbac),
+                Some(Ok(Authorizer::Grpc(g))) => ConnStep::Ask {
+                    client: Arc::clone(g),
+                    rbac,
+                    policy: Arc::clone(m.policy),
+                    rule: m.rule,
+                },
+                // istiod turns the rules of an unusable provider into a DENY
+                _ => ConnStep::Done(custom_denied(Arc::clone(m.policy), m.rule)),
+            }
+        })
     }
 
     /// Decides and logs one request; a denied request gets the 403 (or gRPC 7) reply.
@@ -807,6 +885,27 @@ impl AuthorizationLayer {
                 }))
             }
         }
+    }
+}
+
+/// Where deciding a connection stands.
+enum ConnStep {
+    Done(AuthzDecision),
+    /// A CUSTOM policy with a gRPC provider matched: ask it, then `rbac` stands.
+    Ask {
+        client: Arc<GrpcAuthzClient>,
+        rbac: AuthzDecision,
+        policy: Arc<str>,
+        rule: usize,
+    },
+}
+
+/// Logs a denied connection.
+fn log_connection(conn: &ConnectionInfo, d: &AuthzDecision) {
+    if !d.allowed {
+        tracing::info!(target: TARGET, policy = d.policy.as_deref().unwrap_or("-"),
+            rule = ?d.rule, reason = %d.reason, principal = conn.principal().unwrap_or(""),
+            sni = conn.sni().unwrap_or(""), "RBAC: connection denied");
     }
 }
 

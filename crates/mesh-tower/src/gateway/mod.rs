@@ -1395,7 +1395,7 @@ async fn connection(
                 .find(|s| s.0 == Kind::Tcp)
                 .map(|s| s.1.clone())
                 .unwrap_or_default();
-            authorize_connection(&inner, &conn)?;
+            authorize_connection(&inner, &conn).await?;
             let upstream = l4_connect(&inner, &snap, &gateway, port, None, false).await?;
             return splice(tcp, upstream).await;
         }
@@ -1440,7 +1440,7 @@ async fn connection(
             )));
         }
         drop(all);
-        authorize_connection(&inner, &conn.with_tls(true, sni.as_deref()))?;
+        authorize_connection(&inner, &conn.with_tls(true, sni.as_deref())).await?;
         let upstream = l4_connect(&inner, &snap, &gateway, port, sni.as_deref(), true).await?;
         return splice(tcp, upstream).await;
     }
@@ -1483,15 +1483,16 @@ async fn connection(
         };
         return serve_http(inner, stream, ctx).await;
     }
-    authorize_connection(&inner, &conn)?;
+    authorize_connection(&inner, &conn).await?;
     let upstream = l4_connect(&inner, &snap, &gateway, port, sni.as_deref(), false).await?;
     splice(stream, upstream).await
 }
 
 /// AuthorizationPolicies selecting the gateway, for a connection that is not HTTP: a
-/// denied connection is closed (Envoy's RBAC network filter).
-fn authorize_connection(inner: &Inner, conn: &ConnectionInfo) -> io::Result<()> {
-    let d = inner.authz.decide_connection(conn);
+/// denied connection is closed (Envoy's RBAC network filter; a CUSTOM policy's gRPC
+/// authorizer is asked first, Envoy's network ext_authz filter).
+async fn authorize_connection(inner: &Inner, conn: &ConnectionInfo) -> io::Result<()> {
+    let d = inner.authz.authorize_connection(conn).await;
     if d.allowed {
         Ok(())
     } else {

@@ -1216,7 +1216,9 @@ impl MeshServer {
     /// [`serve`](Self::serve) accepts HTTP, then authorized by the AuthorizationPolicies'
     /// network-level rules ([`AuthorizationLayer::decide_connection`]: principals,
     /// namespaces, IP blocks, ports; a rule with HTTP-only fields never allows a TCP
-    /// connection, as in Istio) and, when allowed, handed to `handler` as a
+    /// connection, as in Istio; a CUSTOM policy with an `envoyExtAuthzGrpc` provider asks
+    /// it, one with an `envoyExtAuthzHttp` provider does not apply to TCP) and, when
+    /// allowed, handed to `handler` as a
     /// [`MeshTcpStream`](crate::tcp::MeshTcpStream) counted in `istio_tcp_*`
     /// (`reporter="destination"`). A denied connection is closed before `handler` sees it
     /// (Envoy's RBAC network filter). See [`crate::tcp`] for an example.
@@ -1360,7 +1362,7 @@ impl MeshServer {
         // counted before the decision, as Envoy's stats filter counts the connection
         // before the RBAC filter closes it
         let series = config.metrics.tcp_connection(&labels);
-        if !i.authz.decide_connection(&info).allowed {
+        if !i.authz.authorize_connection(&info).await.allowed {
             drop(series);
             return None;
         }
