@@ -256,8 +256,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
         };
         let mut d = authz.evaluate(&req);
         if let Some(m) = authz.custom_match(&req) {
-            let (c, after) = explain_custom(&snap, &authz, &req, m, args.mesh_config.is_some());
-            custom_decides = after.allowed;
+            let (c, after, asks) =
+                explain_custom(&snap, &authz, &req, m, args.mesh_config.is_some());
+            custom_decides = asks && after.allowed;
             if after.allowed || after.reason != AuthzReason::CustomDenied {
                 // the authorizer allowing, DENY and ALLOW policies decide the rest
                 d = after;
@@ -337,6 +338,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
                         "CUSTOM: the external authorizer {p} ({svc}) decides; meshctl cannot ask it offline (it allowing: {}, it denying: its answer, 403 by default)",
                         if allowed { "ALLOW" } else { "DENY" }
                     ),
+                    Some(svc) if custom["ignored"] == json!(true) => println!(
+                        "CUSTOM: the external authorizer {p} ({svc}) is not asked: HTTP providers do not apply to TCP"
+                    ),
                     Some(svc) => println!("CUSTOM: the external authorizer {p} ({svc}) is asked first"),
                     None => println!("CUSTOM: provider {p} cannot be used: {}", custom["error"].as_str().unwrap_or("")),
                 }
@@ -398,7 +402,7 @@ fn explain_custom(
     req: &AuthzRequest<'_>,
     m: mesh_core::authz::CustomMatch<'_>,
     has_mesh_config: bool,
-) -> (serde_json::Value, mesh_core::authz::AuthzDecision) {
+) -> (serde_json::Value, mesh_core::authz::AuthzDecision, bool) {
     let at = format!("CUSTOM policy {} rule {} matches", m.policy, m.rule);
     let providers = &snap.options().extension_providers;
     match mesh_core::meshconfig::resolve_ext_authz(providers, &authz.custom_providers()) {
@@ -415,7 +419,19 @@ fn explain_custom(
                 "error": e,
                 "reason": format!("{at} and its provider cannot be used: {e}{hint}; what it matches is denied:"),
             });
-            (c, authz.evaluate(req))
+            (c, authz.evaluate(req), false)
+        }
+        Ok(h @ mesh_core::meshconfig::ExtAuthzRef::Http(_)) if req.http.is_none() => {
+            // istiod: "ignored CUSTOM action with HTTP provider on TCP filter chain"
+            let c = json!({
+                "policy": &**m.policy,
+                "rule": m.rule,
+                "provider": m.provider,
+                "service": format!("{} {}:{}", h.kind(), h.host(), h.port()),
+                "reason": format!("{at}, but its provider {} is envoyExtAuthzHttp, which istiod does not apply to TCP connections:", m.provider),
+                "ignored": true,
+            });
+            (c, authz.evaluate_with(req, &|_, _| true), false)
         }
         Ok(h) => {
             let service = format!("{} {}:{}", h.kind(), h.host(), h.port());
@@ -438,7 +454,7 @@ fn explain_custom(
                 "service": service,
                 "reason": why,
             });
-            (c, after)
+            (c, after, true)
         }
     }
 }

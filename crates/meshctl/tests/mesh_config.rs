@@ -223,6 +223,60 @@ fn authz_names_the_provider_a_custom_policy_asks() {
     );
 }
 
+/// On a TCP connection a CUSTOM policy's HTTP provider does not apply (istiod leaves it out
+/// of TCP filter chains); a gRPC provider is asked.
+#[test]
+fn authz_custom_on_tcp_by_provider_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = write(dir.path(), "ap.yaml", POLICIES);
+    let mesh = write(dir.path(), "mesh.yaml", MESH);
+    let grpc = write(
+        dir.path(),
+        "grpc.yaml",
+        "
+trustDomain: corp.example
+rootNamespace: mesh-root
+extensionProviders:
+- name: sample-ext-authz-http
+  envoyExtAuthzGrpc: {service: ext-authz.foo.svc.cluster.local, port: 9000}
+",
+    );
+    let args = |mc: &str| {
+        json(&[
+            "authz",
+            "-f",
+            &policies,
+            "-n",
+            "foo",
+            "--labels",
+            "app=httpbin",
+            "--principal",
+            "corp.example/ns/foo/sa/sleep",
+            "--tcp",
+            "--port",
+            "8000",
+            "--mesh-config",
+            mc,
+        ])
+    };
+    // (the DENY policy's HTTP-only `methods` is dropped on TCP: it denies every connection)
+    let v = args(&mesh);
+    assert_eq!(v["decision"], "DENY", "{v}");
+    assert_eq!(v["policy"], "foo/no-delete", "{v}");
+    assert_eq!(v["custom"]["ignored"], true, "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("does not apply to TCP"), "{v}");
+    let v = args(&grpc);
+    assert_eq!(v["decision"], "DENY", "{v}");
+    assert_eq!(v["custom"]["ignored"], Value::Null, "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("is asked first"), "{v}");
+    assert_eq!(
+        v["custom"]["service"],
+        "envoyExtAuthzGrpc ext-authz.foo.svc.cluster.local:9000"
+    );
+}
+
 #[test]
 fn the_root_namespace_comes_from_the_mesh_config() {
     let dir = tempfile::tempdir().unwrap();
