@@ -84,8 +84,8 @@ pub use actions::{
     HeaderTemplate, HeaderVar, HttpAction, Mirror, PerMillion, Redirect, RetryPolicy, Rewrite,
     WeightedDestination, DEFAULT_RETRY_ON,
 };
-pub(crate) use matcher::MatchBlock;
 pub use matcher::{jwt_claim_path, StrMatcher};
+pub(crate) use matcher::{re2_regex, MatchBlock};
 use matcher::{RegexCache, ReqView};
 
 static EMPTY_LABELS: Labels = Labels::new();
