@@ -168,11 +168,10 @@ impl Cors {
                     Some(match m.kind()? {
                         StringMatchKind::Exact(s) => StrMatcher::Exact(s.into()),
                         StringMatchKind::Prefix(s) => StrMatcher::Prefix(s.into()),
-                        StringMatchKind::Regex(r) => match regex::Regex::new(&format!("^(?:{r})$"))
-                        {
-                            Ok(re) => StrMatcher::Regex(re),
-                            Err(_) => return None,
-                        },
+                        // Envoy's safe_regex is RE2: ASCII `\d`/`\w`/`\s`/`\b`, full match
+                        StringMatchKind::Regex(r) => {
+                            StrMatcher::Regex(crate::route::re2_regex(r, true).ok()?)
+                        }
                     })
                 })
                 .collect()
@@ -524,5 +523,37 @@ mod tests {
             none.evaluate("GET", Some("https://a.example"), None),
             CorsVerdict::NotAllowed
         );
+    }
+
+    /// `allowOrigins` regexes are RE2 (Envoy's safe_regex): `\d`, `\w` and `\b` are ASCII, so
+    /// an origin spelled with non-ASCII digits or letters does not match them; RE2-only
+    /// syntax (`\Q...\E`, a literal `{`) compiles as it does in Envoy.
+    #[test]
+    fn origin_regexes_use_re2_ascii_classes() {
+        let regex = |r: &str| StringMatch {
+            regex: Some(r.into()),
+            ..Default::default()
+        };
+        let cors = Cors::compile(&model::CorsPolicy {
+            allow_origins: vec![
+                regex(r"https://app\d\.example"),
+                regex(r"https://\w+\.test"),
+                regex(r"\Qhttps://q.example\E"),
+                regex(r"https://{[a-z]+}\.example"),
+            ],
+            ..Default::default()
+        });
+        assert!(cors.origin_allowed("https://app7.example"));
+        // ARABIC-INDIC DIGIT THREE, FULLWIDTH DIGIT ONE: Unicode digits, not RE2's `\d`
+        assert!(!cors.origin_allowed("https://app\u{663}.example"));
+        assert!(!cors.origin_allowed("https://app\u{ff11}.example"));
+        assert!(cors.origin_allowed("https://abc_1.test"));
+        assert!(!cors.origin_allowed("https://caf\u{e9}.test"));
+        assert!(cors.origin_allowed("https://q.example"));
+        assert!(
+            !cors.origin_allowed("https://qxexample"),
+            "\\Q...\\E is literal"
+        );
+        assert!(cors.origin_allowed("https://{abc}.example"));
     }
 }

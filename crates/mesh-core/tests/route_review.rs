@@ -353,6 +353,70 @@ spec:
     assert_eq!(status("/?p=1%2B1"), Some(299));
 }
 
+/// Envoy's `QueryParameterMatcher::matches` tests only the first value of a repeated key
+/// (`QueryParamsMulti::getFirstValue`), and `parseQueryString` decodes neither names nor
+/// values: `%71` is not `q`, `%2B` is not `+`, `+` is not a space; names are
+/// case-sensitive, a name without `=` has the value `""`, and only the first `=` splits.
+#[test]
+fn query_params_first_value_raw_names() {
+    let s = snap(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web.example.com]
+  http:
+  - match: [{queryParams: {q: {exact: "a"}}}]
+    directResponse: {status: 201}
+  - match: [{queryParams: {e: {exact: ""}}}]
+    directResponse: {status: 202}
+  - match: [{queryParams: {p: {exact: "a+b"}}}]
+    directResponse: {status: 203}
+  - match: [{queryParams: {k: {exact: "x=y"}}}]
+    directResponse: {status: 204}
+  - match: [{queryParams: {s: {exact: "a%20b"}}}]
+    directResponse: {status: 205}
+  - directResponse: {status: 299}
+"#,
+    );
+    let h = HeaderMap::new();
+    let status = |path| {
+        s.route_http(&HttpRequestAttrs::new(
+            "default",
+            "web.example.com",
+            path,
+            &h,
+        ))
+        .status()
+    };
+    let table = [
+        ("/?q=a", 201),
+        ("/?x=1&q=a", 201),
+        ("/?q=a&q=b", 201),
+        // the first value decides, a later matching one is ignored
+        ("/?q=b&q=a", 299),
+        ("/?%71=a", 299),
+        ("/?Q=a", 299),
+        ("/?q=%61", 299),
+        ("/?e", 202),
+        ("/?e=", 202),
+        ("/?e=x&e", 299),
+        ("/?p=a+b", 203),
+        ("/?p=a%2Bb", 299),
+        ("/?p=a%2bb", 299),
+        ("/?p=a%20b", 299),
+        ("/?p=a b", 299),
+        ("/?k=x=y", 204),
+        ("/?s=a%20b", 205),
+        ("/?s=a+b", 299),
+        ("/?s=a%2520b", 299),
+    ];
+    for (path, want) in table {
+        assert_eq!(status(path), Some(want), "{path}");
+    }
+}
+
 const HOSTS: &str = r#"
 apiVersion: v1
 kind: Service

@@ -222,6 +222,53 @@ spec:
     );
 }
 
+/// istiod's `mergeHTTPRoute` names a delegate route `root-delegate`, and an empty name
+/// counts as unset there (Go's zero string): `name: ""` on either side takes the other's
+/// name alone, not `-d` or `r-`.
+#[test]
+fn delegate_route_names_treat_empty_as_unset() {
+    let s = snap(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root}
+spec:
+  hosts: [bookinfo.com]
+  http:
+  - name: ""
+    match: [{uri: {prefix: /a}}]
+    delegate: {name: child}
+  - name: r
+    match: [{uri: {prefix: /b}}]
+    delegate: {name: child}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: child}
+spec:
+  http:
+  - name: d
+    match: [{uri: {prefix: /a/d}}]
+    route: [{destination: {host: reviews}}]
+  - name: ""
+    route: [{destination: {host: reviews}}]
+"#,
+    );
+    let none = HeaderMap::new();
+    let name = |path: &str| {
+        s.route_http(&HttpRequestAttrs::new(
+            "default",
+            "bookinfo.com",
+            path,
+            &none,
+        ))
+        .rule
+        .and_then(|r| r.name.as_deref().map(str::to_owned))
+    };
+    assert_eq!(name("/a/d").as_deref(), Some("d"));
+    assert_eq!(name("/b").as_deref(), Some("r"));
+}
+
 /// Envoy's `newUri` writes `host_redirect` as configured: a port written in the redirect
 /// `authority` stays even when it is the scheme's default; only the request's own port is
 /// dropped on a scheme change, and a configured default redirect port is left out.

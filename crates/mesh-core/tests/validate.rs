@@ -282,3 +282,63 @@ fn service_entry_multiple_hosts_need_http_or_tls() {
     );
     assert!(!ds.iter().any(|d| d.is_error()), "{ds:#?}");
 }
+
+/// Regex checks read patterns as RE2 (Envoy's safe_regex, istiod's Go `regexp`) through the
+/// helper the data plane compiles with, in every place a regex appears: what RE2 parses is
+/// accepted (a literal `{`, `\Q...\E`, `[` inside a class), what it rejects is an error
+/// (a repeat of a repeat, a count over 1000, backreferences).
+#[test]
+fn regexes_are_validated_as_re2() {
+    // (pattern, accepted)
+    let table: &[(&str, bool)] = &[
+        (r"/v\d+", true),
+        (r"/a{", true),
+        (r"/a{x}", true),
+        (r"\Q/a.b\E", true),
+        (r"/[[]", true),
+        (r"/\p{L}+", true),
+        (r"/a**", false),
+        (r"/a+{2}", false),
+        (r"/a{1001}", false),
+        (r"/(a)\1", false),
+        (r"/(", false),
+    ];
+    for (re, ok) in table {
+        let quoted = format!("'{}'", re.replace('\'', "''"));
+        let places = [
+            (
+                format!("hosts: [r]\nhttp: [{{match: [{{uri: {{regex: {quoted}}}}}], route: [{{destination: {{host: r}}}}]}}]"),
+                "spec.http[0].match[0].uri.regex",
+            ),
+            (
+                format!("hosts: [r]\nhttp: [{{match: [{{queryParams: {{q: {{regex: {quoted}}}}}}}], route: [{{destination: {{host: r}}}}]}}]"),
+                "spec.http[0].match[0].queryParams.q.regex",
+            ),
+            (
+                format!("hosts: [r]\nhttp: [{{route: [{{destination: {{host: r}}}}], corsPolicy: {{allowOrigins: [{{regex: {quoted}}}]}}}}]"),
+                "spec.http[0].corsPolicy.allowOrigins[0].regex",
+            ),
+            (
+                format!("hosts: [r]\nhttp: [{{route: [{{destination: {{host: r}}}}], rewrite: {{uriRegexRewrite: {{match: {quoted}, rewrite: /x}}}}}}]"),
+                "spec.http[0].rewrite.uriRegexRewrite.match",
+            ),
+        ];
+        for (spec, path) in places {
+            let ds = run("VirtualService", "default", &spec);
+            let errors: Vec<_> = ds.iter().filter(|d| d.is_error()).collect();
+            if *ok {
+                assert!(
+                    errors.is_empty(),
+                    "{re} should be accepted:\n{spec}\n{errors:#?}"
+                );
+            } else {
+                assert!(
+                    errors
+                        .iter()
+                        .any(|d| d.path == path && d.message.contains("RE2")),
+                    "{re} should be rejected at {path}:\n{spec}\n{ds:#?}"
+                );
+            }
+        }
+    }
+}

@@ -39,18 +39,12 @@ impl RegexCache {
         Some(h)
     }
 
-    /// An anchored (full match, RE2-style) regex.
+    /// An anchored (full match, RE2-style) regex: [`re2_regex`], shared per pattern.
     pub(crate) fn full(&mut self, pattern: &str) -> Result<Regex, String> {
         if let Some(r) = self.map.get(pattern) {
             return Ok(r.clone());
         }
-        if pattern.contains("\\Q") {
-            return Err(format!("regex {pattern:?}: \\Q...\\E is not supported"));
-        }
-        let r = regex::RegexBuilder::new(&format!("^(?:{})$", re2_classes(pattern)))
-            .size_limit(1 << 20)
-            .build()
-            .map_err(|e| format!("regex {pattern:?}: {e}"))?;
+        let r = re2_regex(pattern, true).map_err(|e| format!("regex {pattern:?}: {e}"))?;
         self.map.insert(pattern.to_owned(), r.clone());
         Ok(r)
     }
@@ -61,10 +55,142 @@ impl RegexCache {
         if let Some(r) = self.map.get(&key) {
             return Ok(r.clone());
         }
-        let r = Regex::new(&re2_classes(pattern)).map_err(|e| format!("regex {pattern:?}: {e}"))?;
+        let r = re2_regex(pattern, false).map_err(|e| format!("regex {pattern:?}: {e}"))?;
         self.map.insert(key, r.clone());
         Ok(r)
     }
+}
+
+/// RE2's largest repeat count (`kMaxRepeat`): `a{1001}` does not parse there.
+const RE2_MAX_REPEAT: u64 = 1000;
+
+/// The compiled-program size one pattern may take.
+const RE2_SIZE_LIMIT: usize = 1 << 20;
+
+/// Compiles `pattern` in RE2's dialect, as Envoy's `safe_regex` (and istiod's Go `regexp`
+/// validation) reads it: Perl classes and `\b` ASCII-only, `\Q...\E` literal text, a `{`
+/// that does not start a repeat literal ([`re2_classes`]), repeat counts at most 1000 and no
+/// repetition of a repetition ([`check_repeats`]).
+/// `anchored` = the whole value must match (Envoy's `StringMatcher.safe_regex`). This is the
+/// one place the data plane (routes, CORS origins, `uriRegexRewrite`) and the validator
+/// compile regexes, so both accept the same patterns. The error is one line.
+pub(crate) fn re2_regex(pattern: &str, anchored: bool) -> Result<Regex, String> {
+    let translated = re2_classes(pattern);
+    check_repeats(&translated)?;
+    let source = if anchored {
+        format!("^(?:{translated})$")
+    } else {
+        translated
+    };
+    regex::RegexBuilder::new(&source)
+        .size_limit(RE2_SIZE_LIMIT)
+        .build()
+        .map_err(|e| {
+            let msg = e.to_string();
+            msg.lines()
+                .rev()
+                .find(|l| l.starts_with("error:"))
+                .or(msg.lines().next())
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+}
+
+/// RE2's checks on repetition operators that `regex` does not make, on a translated
+/// pattern: a count over 1000 (`a{1001}`), and a repetition of a repetition (`a**`,
+/// `a+{2}`, `a*??`), which Perl syntax (RE2, Go) rejects and `regex` reads as nesting.
+/// Escapes, bracket classes and the `?` of `(?` are not operators.
+fn check_repeats(re: &str) -> Result<(), String> {
+    let b = re.as_bytes();
+    let mut in_class = false;
+    // the previous token was a repetition operator (with its `?` if lazy): where it began
+    let mut last_repeat: Option<usize> = None;
+    let mut i = 0;
+    while i < b.len() {
+        let start = i;
+        let mut repeat = false;
+        match b[i] {
+            b'\\' => i += 2,
+            b'[' if !in_class => {
+                in_class = true;
+                // `[]` and `[^]` take their `]` literally
+                i += 1;
+                if b.get(i) == Some(&b'^') {
+                    i += 1;
+                }
+                if b.get(i) == Some(&b']') {
+                    i += 1;
+                }
+            }
+            // a POSIX class `[:name:]` inside a bracket class
+            b'[' if b.get(i + 1) == Some(&b':') => {
+                i += b[i..]
+                    .iter()
+                    .position(|&c| c == b']')
+                    .map_or(b.len(), |p| p + 1);
+            }
+            b']' if in_class => {
+                in_class = false;
+                i += 1;
+            }
+            _ if in_class => i += 1,
+            b'(' if b.get(i + 1) == Some(&b'?') => i += 2,
+            b'*' | b'+' | b'?' => {
+                repeat = true;
+                i += 1;
+            }
+            b'{' => match repeat_at(&re[i..]) {
+                Some(n) if n > RE2_MAX_REPEAT => {
+                    return Err(format!(
+                        "invalid repeat count {n} (RE2 allows at most {RE2_MAX_REPEAT})"
+                    ));
+                }
+                Some(_) => {
+                    repeat = true;
+                    i += re[i..].find('}').map_or(b.len() - i, |p| p + 1);
+                }
+                None => i += 1,
+            },
+            _ => i += re[i..].chars().next().map_or(1, char::len_utf8),
+        }
+        if repeat {
+            if let Some(from) = last_repeat {
+                return Err(format!(
+                    "invalid nested repetition operator: `{}`",
+                    &re[from..i]
+                ));
+            }
+            // a lazy operator's `?` belongs to it
+            if b.get(i) == Some(&b'?') {
+                i += 1;
+            }
+            last_repeat = Some(start);
+        } else {
+            last_repeat = None;
+        }
+    }
+    Ok(())
+}
+
+/// When `s` starts with an RE2 repeat `{n}`, `{n,}` or `{n,m}`: its largest count.
+fn repeat_at(s: &str) -> Option<u64> {
+    let close = s.find('}')?;
+    let inner = &s[1..close];
+    let (lo, hi) = match inner.split_once(',') {
+        Some((lo, hi)) => (lo, Some(hi)),
+        None => (inner, None),
+    };
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    if !digits(lo) || hi.is_some_and(|h| !h.is_empty() && !digits(h)) {
+        return None;
+    }
+    let n = |d: &str| {
+        d.bytes().fold(0u64, |n, b| {
+            n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
+        })
+    };
+    Some(n(lo).max(hi.map_or(0, n)))
 }
 
 /// Rewrites RE2's Perl classes for the `regex` crate: in RE2 (Envoy) `\d`, `\w`, `\s` and
@@ -73,7 +199,9 @@ impl RegexCache {
 /// negated one as a nested class). `.` and everything else keep their meaning, so `.` still
 /// matches any UTF-8 character. RE2's `\s` is `[\t\n\f\r ]` (no `\v`). Inside a bracket
 /// class RE2 takes `[` (other than `[:alpha:]`), `&` and `~` literally where `regex` would
-/// read a nested class or a set operation: they are escaped.
+/// read a nested class or a set operation: they are escaped. Outside a class, `\Q...\E` is
+/// RE2's literal text (escaped here), and a `{` that does not start a repeat (`{n}`, `{n,}`,
+/// `{n,m}`) is a literal `{` in RE2 where `regex` would reject the pattern: it is escaped.
 pub(crate) fn re2_classes(pattern: &str) -> String {
     const D: &str = "0-9";
     const W: &str = "0-9A-Za-z_";
@@ -90,6 +218,19 @@ pub(crate) fn re2_classes(pattern: &str) -> String {
                 out.push(c);
                 break;
             };
+            if e == 'Q' && !in_class {
+                // RE2's literal text: up to `\E` or the end of the pattern
+                let mut lit = String::new();
+                while let Some(l) = chars.next() {
+                    if l == '\\' && chars.peek() == Some(&'E') {
+                        chars.next();
+                        break;
+                    }
+                    lit.push(l);
+                }
+                out.push_str(&regex::escape(&lit));
+                continue;
+            }
             let (set, negated) = match e {
                 'd' => (D, false),
                 'D' => (D, true),
@@ -104,6 +245,15 @@ pub(crate) fn re2_classes(pattern: &str) -> String {
                 _ => {
                     out.push(c);
                     out.push(e);
+                    if matches!(e, 'p' | 'P' | 'x') && chars.peek() == Some(&'{') {
+                        // `\p{Greek}`, `\x{41}`: the braces belong to the escape
+                        for b in chars.by_ref() {
+                            out.push(b);
+                            if b == '}' {
+                                break;
+                            }
+                        }
+                    }
                     continue;
                 }
             };
@@ -123,6 +273,18 @@ pub(crate) fn re2_classes(pattern: &str) -> String {
             continue;
         }
         if !in_class {
+            if c == '{' {
+                // RE2 reads a `{` that does not start `{n}`, `{n,}` or `{n,m}` as a literal
+                let brace: String = std::iter::once(c)
+                    .chain(chars.clone().take_while(|&n| n != '}'))
+                    .chain(Some('}'))
+                    .collect();
+                let closed = chars.clone().any(|n| n == '}');
+                if !closed || repeat_at(&brace).is_none() {
+                    out.push_str("\\{");
+                    continue;
+                }
+            }
             out.push(c);
             if c == '[' {
                 in_class = true;
@@ -664,6 +826,9 @@ mod tests {
             (r"[[:digit:]\s]", r"[[:digit:]\t\n\f\r ]"),
             (r"[[&&~]", r"[\[\&\&\~]"),
             (r"\p{L}.", r"\p{L}."),
+            (r"\x{41}{2}", r"\x{41}{2}"),
+            (r"a{b", r"a\{b"),
+            (r"\Q.{\E", r"\.\{"),
         ];
         for (re2, want) in table {
             assert_eq!(re2_classes(re2), want, "{re2}");
@@ -722,7 +887,73 @@ mod tests {
             assert_eq!(cm.matches(v), *want, "{m:?} ci={ci} {v}");
         }
         assert!(StrMatcher::compile(&sm(None, None, Some("(")), false, &mut c).is_err());
-        assert!(StrMatcher::compile(&sm(None, None, Some("\\Qa\\E")), false, &mut c).is_err());
+        // RE2's literal text
+        let q = StrMatcher::compile(&sm(None, None, Some("\\Qa.b\\E+")), false, &mut c).unwrap();
+        assert!(q.matches("a.bbb") && !q.matches("axb"));
+    }
+
+    /// The RE2 dialect the data plane and the validator share: what RE2 parses compiles
+    /// (literal `{`, `\Q...\E`, `[[]`), what RE2 rejects does not (repeats over 1000,
+    /// backreferences, lookaround), and Perl classes stay ASCII.
+    #[test]
+    fn re2_regex_accepts_what_re2_accepts() {
+        // (pattern, compiles, matching inputs, non-matching inputs)
+        let table: &[(&str, bool, &[&str], &[&str])] = &[
+            (r"\d+", true, &["0129"], &["\u{663}", "\u{ff11}"]),
+            (r"\w", true, &["_"], &["\u{e9}"]),
+            (r"a{", true, &["a{"], &["a"]),
+            (r"a{x}", true, &["a{x}"], &["ax"]),
+            (r"a{,2}", true, &["a{,2}"], &["aa"]),
+            (r"{", true, &["{"], &[]),
+            (r"a{2}", true, &["aa"], &["a{2}"]),
+            (r"a{2,}", true, &["aaa"], &["a"]),
+            (r"a{1,1000}", true, &["a"], &[]),
+            (r"a{1001}", false, &[], &[]),
+            (r"a{1,1001}", false, &[], &[]),
+            (r"[{]{1001}", false, &[], &[]),
+            (r"\Q{1001}\E", true, &["{1001}"], &[]),
+            (r"\Qa.b", true, &["a.b"], &["axb"]),
+            (r"\Q\d\E\d", true, &["\\d7"], &["77"]),
+            (r"[a{1001}]", true, &["{"], &[]),
+            (r"\{1001}", true, &["{1001}"], &[]),
+            (r"[[]", true, &["["], &[]),
+            (r"(a)\1", false, &[], &[]),
+            (r"(?=a)", false, &[], &[]),
+            (r"(", false, &[], &[]),
+            (r"a**", false, &[], &[]),
+            (r"a+{2}", false, &[], &[]),
+            (r"a{2}*", false, &[], &[]),
+            (r"a*??", false, &[], &[]),
+            (r"a*?", true, &["aa"], &[]),
+            (r"a??b", true, &["ab", "b"], &[]),
+            (r"(a*)*", true, &["aaa"], &[]),
+            (r"(?:a+)+", true, &["aa"], &[]),
+            (r"(?i)a+", true, &["AA"], &[]),
+            (r"(?P<x>a)+", true, &["aa"], &[]),
+            (r"[*+]+", true, &["*+"], &[]),
+            (r"\*+", true, &["**"], &[]),
+            (r"é+", true, &["éé"], &[]),
+        ];
+        for (p, ok, yes, no) in table {
+            let re = re2_regex(p, true);
+            assert_eq!(re.is_ok(), *ok, "{p}: {re:?}");
+            if let Ok(re) = re {
+                for v in *yes {
+                    assert!(re.is_match(v), "{p} should match {v:?}");
+                }
+                for v in *no {
+                    assert!(!re.is_match(v), "{p} should not match {v:?}");
+                }
+            }
+        }
+        assert_eq!(
+            re2_regex("a{1001}", true).unwrap_err(),
+            "invalid repeat count 1001 (RE2 allows at most 1000)"
+        );
+        let e = re2_regex("(", true).unwrap_err();
+        assert!(!e.contains('\n') && e.starts_with("error:"), "{e}");
+        // unanchored (uriRegexRewrite)
+        assert!(re2_regex(r"\d", false).unwrap().is_match("a1b"));
     }
 
     /// JWT claim conditions as Istio's metadata matcher over Envoy's `jwt_authn` payload:

@@ -84,8 +84,8 @@ pub use actions::{
     HeaderTemplate, HeaderVar, HttpAction, Mirror, PerMillion, Redirect, RetryPolicy, Rewrite,
     WeightedDestination, DEFAULT_RETRY_ON,
 };
-pub(crate) use matcher::MatchBlock;
 pub use matcher::{jwt_claim_path, StrMatcher};
+pub(crate) use matcher::{re2_regex, MatchBlock};
 use matcher::{RegexCache, ReqView};
 
 static EMPTY_LABELS: Labels = Labels::new();
@@ -1694,10 +1694,7 @@ impl RouteTable {
                         let dresolve = |h: &str| opts.resolve_host(h, dns);
                         rules.push(HttpRule {
                             index: i,
-                            name: match (&r.name, &dr.name) {
-                                (Some(a), Some(b)) => Some(format!("{a}-{b}").into()),
-                                (a, b) => a.as_deref().or(b.as_deref()).map(Into::into),
-                            },
+                            name: merged.name.as_deref().map(Into::into),
                             delegate: Some((dname.clone(), j)),
                             matches: blocks.into(),
                             action: HttpAction::compile(
@@ -2776,8 +2773,23 @@ impl RouteTable {
     }
 }
 
-/// A delegate route inherits the root route's unset fields (§2.6).
+/// istiod's `mergeHTTPRoute` (pilot/pkg/model/virtualservice.go) after the match merge
+/// ([`merge_match_requests`]): the name becomes `root-delegate` (an empty name counts as
+/// unset), and each of `rewrite`, `directResponse`, `timeout`, `retries`, `fault`,
+/// `mirror`, `mirrorPercent`, `mirrorPercentage`, `corsPolicy`, `mirrors` and `headers` the
+/// delegate leaves unset is the root's, whole (`headers` are not merged operation by
+/// operation; an empty `headers: {}` is set). `route` and `redirect` are the delegate's
+/// only (a root route with `delegate` has neither).
 fn inherit(d: &mut model::HttpRoute, root: &model::HttpRoute) {
+    let (rn, dn) = (
+        root.name.as_deref().unwrap_or(""),
+        d.name.as_deref().unwrap_or(""),
+    );
+    d.name = match (rn.is_empty(), dn.is_empty()) {
+        (_, true) => root.name.clone(),
+        (true, false) => d.name.take(),
+        (false, false) => Some(format!("{rn}-{dn}")),
+    };
     macro_rules! opt {
         ($($f:ident),*) => {$(
             if d.$f.is_none() { d.$f = root.$f.clone(); }
@@ -2994,6 +3006,195 @@ fn string_match_conflict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `inherit` against istiod's `mergeHTTPRoute`, one row per `HTTPRoute` field: with the
+    /// field set on the root only, the merged route has the root's value (inherited) or none
+    /// (the delegate's only); with it set on both, the delegate's value wins.
+    #[test]
+    fn delegate_inherits_exactly_istiods_fields() {
+        // every field of the model, so a new one needs a row below
+        let model::HttpRoute {
+            name: _,
+            matches: _,
+            route: _,
+            redirect: _,
+            direct_response: _,
+            delegate: _,
+            rewrite: _,
+            timeout: _,
+            retries: _,
+            fault: _,
+            mirror: _,
+            mirrors: _,
+            mirror_percent: _,
+            mirror_percentage: _,
+            cors_policy: _,
+            headers: _,
+        } = model::HttpRoute::default();
+        let route = |v: serde_json::Value| -> model::HttpRoute {
+            serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{v}: {e}"))
+        };
+        let dest = |h: &str| serde_json::json!({"host": h});
+        // (field, root's value, delegate's value, inherited)
+        let table: Vec<(&str, serde_json::Value, serde_json::Value, bool)> = vec![
+            // merged by merge_match_requests, never copied here
+            (
+                "match",
+                serde_json::json!([{"uri": {"prefix": "/r"}}]),
+                serde_json::json!([{"uri": {"prefix": "/r/d"}}]),
+                false,
+            ),
+            (
+                "route",
+                serde_json::json!([{"destination": dest("r")}]),
+                serde_json::json!([{"destination": dest("d")}]),
+                false,
+            ),
+            (
+                "redirect",
+                serde_json::json!({"uri": "/r"}),
+                serde_json::json!({"uri": "/d"}),
+                false,
+            ),
+            (
+                "delegate",
+                serde_json::json!({"name": "r"}),
+                serde_json::json!({"name": "d"}),
+                false,
+            ),
+            (
+                "directResponse",
+                serde_json::json!({"status": 503}),
+                serde_json::json!({"status": 200}),
+                true,
+            ),
+            (
+                "rewrite",
+                serde_json::json!({"uri": "/r"}),
+                serde_json::json!({"uri": "/d"}),
+                true,
+            ),
+            (
+                "timeout",
+                serde_json::json!("5s"),
+                serde_json::json!("1s"),
+                true,
+            ),
+            (
+                "retries",
+                serde_json::json!({"attempts": 5}),
+                serde_json::json!({"attempts": 1}),
+                true,
+            ),
+            (
+                "fault",
+                serde_json::json!({"abort": {"httpStatus": 500}}),
+                serde_json::json!({"abort": {"httpStatus": 503}}),
+                true,
+            ),
+            ("mirror", dest("r"), dest("d"), true),
+            (
+                "mirrors",
+                serde_json::json!([{"destination": dest("r")}]),
+                serde_json::json!([{"destination": dest("d")}]),
+                true,
+            ),
+            (
+                "mirrorPercent",
+                serde_json::json!(50),
+                serde_json::json!(0),
+                true,
+            ),
+            (
+                "mirrorPercentage",
+                serde_json::json!({"value": 50.0}),
+                serde_json::json!({"value": 0.0}),
+                true,
+            ),
+            (
+                "corsPolicy",
+                serde_json::json!({"allowOrigins": [{"exact": "https://r"}]}),
+                serde_json::json!({"allowOrigins": [{"exact": "https://d"}]}),
+                true,
+            ),
+            // whole: the root's request operations do not join the delegate's response ones
+            (
+                "headers",
+                serde_json::json!({"request": {"set": {"x-r": "1"}}}),
+                serde_json::json!({"response": {"set": {"x-d": "1"}}}),
+                true,
+            ),
+            // set although empty (a non-nil message in Go)
+            (
+                "headers",
+                serde_json::json!({"request": {"set": {"x-r": "1"}}}),
+                serde_json::json!({}),
+                true,
+            ),
+            (
+                "rewrite",
+                serde_json::json!({"uri": "/r"}),
+                serde_json::json!({}),
+                true,
+            ),
+        ];
+        for (field, rootv, dv, inherited) in table {
+            let root = route(serde_json::json!({ field: rootv }));
+            let mut d = model::HttpRoute::default();
+            inherit(&mut d, &root);
+            let want = if inherited {
+                root.clone()
+            } else {
+                model::HttpRoute::default()
+            };
+            assert_eq!(d, want, "{field} set on the root only");
+            let mut d = route(serde_json::json!({ field: dv }));
+            let want = d.clone();
+            inherit(&mut d, &root);
+            assert_eq!(d, want, "{field} set on both");
+        }
+        // an empty repeated field is unset in proto3: `mirrors: []` inherits
+        let root = route(serde_json::json!({"mirrors": [{"destination": dest("r")}]}));
+        let mut d = route(serde_json::json!({"mirrors": []}));
+        inherit(&mut d, &root);
+        assert_eq!(d.mirrors, root.mirrors);
+        // every inherited field at once, each from the root
+        let root = route(serde_json::json!({
+            "name": "r", "delegate": {"name": "d"}, "directResponse": {"status": 503},
+            "rewrite": {"uri": "/r"}, "timeout": "5s", "retries": {"attempts": 5},
+            "fault": {"abort": {"httpStatus": 500}}, "mirror": dest("r"),
+            "mirrors": [{"destination": dest("r")}], "mirrorPercent": 50,
+            "mirrorPercentage": {"value": 50.0}, "corsPolicy": {"allowOrigins": [{"exact": "https://r"}]},
+            "headers": {"request": {"set": {"x-r": "1"}}},
+        }));
+        let mut d = route(serde_json::json!({"route": [{"destination": dest("d")}]}));
+        inherit(&mut d, &root);
+        let mut want = root.clone();
+        want.delegate = None;
+        want.route = d.route.clone();
+        assert_eq!(d, want);
+        // names: `root-delegate`; an empty or missing one takes the other's
+        let names = [
+            (Some("r"), Some("d"), Some("r-d")),
+            (Some("r"), None, Some("r")),
+            (Some("r"), Some(""), Some("r")),
+            (None, Some("d"), Some("d")),
+            (Some(""), Some("d"), Some("d")),
+            (None, None, None),
+        ];
+        for (rn, dn, want) in names {
+            let root = model::HttpRoute {
+                name: rn.map(Into::into),
+                ..Default::default()
+            };
+            let mut d = model::HttpRoute {
+                name: dn.map(Into::into),
+                ..Default::default()
+            };
+            inherit(&mut d, &root);
+            assert_eq!(d.name.as_deref(), want, "{rn:?} {dn:?}");
+        }
+    }
 
     #[test]
     fn gateway_names() {

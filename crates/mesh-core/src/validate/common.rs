@@ -292,64 +292,15 @@ pub(crate) fn is_header_name(s: &str) -> bool {
         })
 }
 
-/// Checks a regex as Istio/Envoy would use it (RE2, matched against the whole string).
+/// Checks a regex as Istio/Envoy would use it (RE2, matched against the whole string): it
+/// compiles exactly when the data plane's [`re2_regex`](crate::route::re2_regex)
+/// compiles it (RE2's ASCII classes, `\Q...\E`, literal `{`, repeat counts up to 1000).
 pub(crate) fn validate_regex(re: &str) -> Result<(), String> {
     const RE2_HINT: &str =
         "Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)";
-    if let Some(n) = max_repeat(re) {
-        if n > 1000 {
-            return Err(format!(
-                "invalid repeat count {n} (RE2 allows at most 1000); {RE2_HINT}"
-            ));
-        }
-    }
-    match regex::RegexBuilder::new(re).size_limit(1 << 22).build() {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let msg = e.to_string();
-            let first = msg
-                .lines()
-                .rev()
-                .find(|l| l.starts_with("error:"))
-                .unwrap_or(msg.lines().next().unwrap_or(""));
-            Err(format!("{}; {RE2_HINT}", first.trim()))
-        }
-    }
-}
-
-/// The largest `{n}` / `{n,m}` count in a regex, if any.
-fn max_repeat(re: &str) -> Option<u64> {
-    let b = re.as_bytes();
-    let mut best = None;
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' {
-            i += 2;
-            continue;
-        }
-        if b[i] == b'{' {
-            let mut j = i + 1;
-            let mut n: u64 = 0;
-            let mut any = false;
-            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b',') {
-                if b[j] == b',' {
-                    best = Some(best.unwrap_or(0).max(n));
-                    n = 0;
-                } else {
-                    any = true;
-                    n = n.saturating_mul(10).saturating_add(u64::from(b[j] - b'0'));
-                }
-                j += 1;
-            }
-            if any && j < b.len() && b[j] == b'}' {
-                best = Some(best.unwrap_or(0).max(n));
-            }
-            i = j;
-            continue;
-        }
-        i += 1;
-    }
-    best
+    crate::route::re2_regex(re, true)
+        .map(drop)
+        .map_err(|e| format!("{e}; {RE2_HINT}"))
 }
 
 /// `validateStringMatch`: one arm at most, non-empty prefix (except `uri`), non-empty regex of
