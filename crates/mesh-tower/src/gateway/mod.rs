@@ -736,20 +736,21 @@ impl GatewayBuilder {
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// // TCP servers are not supported: refused at start, naming the server.
+    /// // UDP is not proxied (Istio's gateways don't either): refused at start, naming the
+    /// // server.
     /// let mesh = Mesh::from_yaml("
     /// apiVersion: networking.istio.io/v1
     /// kind: Gateway
-    /// metadata: {name: tcp-gateway, namespace: default}
+    /// metadata: {name: dns-gateway, namespace: default}
     /// spec:
     ///   selector: {istio: ingressgateway}
     ///   servers:
-    ///   - port: {number: 31400, name: tcp, protocol: TCP}
+    ///   - port: {number: 5353, name: udp-dns, protocol: UDP}
     ///     hosts: ['*']
     /// ")?;
     /// let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
     /// let err = GatewayServer::builder(mesh, "istio-system", labels).start().await.unwrap_err();
-    /// assert!(matches!(err, GatewayError::Server { port: 31400, .. }), "{err}");
+    /// assert!(matches!(err, GatewayError::Server { port: 5353, .. }), "{err}");
     /// # Ok(()) }
     /// ```
     pub async fn start(mut self) -> Result<GatewayServer, GatewayError> {
