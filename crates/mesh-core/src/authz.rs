@@ -564,6 +564,21 @@ impl CompiledPolicy {
     }
 
     /// Index of the first matching rule.
+    /// Whether a rule reads `remote.ip` (`remoteIpBlocks`, `notRemoteIpBlocks`, a `when`
+    /// on `remote.ip`).
+    fn uses_remote_ip(&self) -> bool {
+        let Ok(rules) = &self.rules else {
+            return false;
+        };
+        rules.iter().any(|r| {
+            r.when.iter().any(|c| matches!(c.attr, Attr::RemoteIp))
+                || r.from
+                    .iter()
+                    .flatten()
+                    .any(|s| !s.remote_ip_blocks.is_empty() || !s.not_remote_ip_blocks.is_empty())
+        })
+    }
+
     fn first_match(&self, req: &AuthzRequest<'_>) -> Option<usize> {
         let rules = self.rules.as_ref().ok()?;
         // model.go checkError: only ALLOW drops a rule for an HTTP-only field on TCP; DENY
@@ -1527,6 +1542,41 @@ impl WorkloadAuthz {
     /// ```
     pub fn is_empty(&self) -> bool {
         self.policies().next().is_none()
+    }
+
+    /// Whether any applicable policy reads the original client address (`remote.ip`:
+    /// `remoteIpBlocks`, `notRemoteIpBlocks`, a `when` on `remote.ip`), so a data plane
+    /// need work out [`AuthzRequest::remote_ip`] from `X-Forwarded-For` only then.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: ingress-policy, namespace: istio-system}
+    /// spec:
+    ///   selector: {matchLabels: {app: istio-ingressgateway}}
+    ///   action: ALLOW
+    ///   rules: [{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]
+    /// ").unwrap().snapshot();
+    /// let gw: Labels = [("app".to_string(), "istio-ingressgateway".to_string())].into();
+    /// assert!(snap.authz_for_workload("istio-system", &gw).uses_remote_ip());
+    /// assert!(!snap.authz_for_workload("default", &Labels::new()).uses_remote_ip());
+    /// ```
+    pub fn uses_remote_ip(&self) -> bool {
+        [
+            &self.custom,
+            &self.deny,
+            &self.allow,
+            &self.audit,
+            &self.dry_run,
+        ]
+        .into_iter()
+        .flatten()
+        .any(|p| p.uses_remote_ip())
     }
 
     /// The providers named by the enforced CUSTOM policies, in order (several names, or a

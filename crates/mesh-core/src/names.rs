@@ -122,6 +122,10 @@ pub struct MeshOptions {
     /// of a Kubernetes Service without the `networking.istio.io/exportTo` annotation
     /// (empty: `*`).
     pub default_service_export_to: Vec<String>,
+    /// MeshConfig `defaultConfig.gatewayTopology.numTrustedProxies`: how many proxies in
+    /// front of a gateway append to `X-Forwarded-For` (Envoy's `xff_num_trusted_hops` on
+    /// the gateway; 0 by default: `remote.ip` is the connection's peer).
+    pub num_trusted_proxies: u32,
 }
 
 impl Default for MeshOptions {
@@ -137,6 +141,7 @@ impl Default for MeshOptions {
             default_virtual_service_export_to: Vec::new(),
             default_destination_rule_export_to: Vec::new(),
             default_service_export_to: Vec::new(),
+            num_trusted_proxies: 0,
         }
     }
 }

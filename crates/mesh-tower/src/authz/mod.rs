@@ -170,6 +170,45 @@ struct Cached {
     ext_authz: Option<Result<Authorizer, Arc<str>>>,
     /// The snapshot's MeshConfig `pathNormalization`.
     path_normalization: PathNormalization,
+    /// How `remote.ip` is found, when a policy reads it (`None`: no policy does; the
+    /// direct peer stands in and no header is read).
+    remote_ip: Option<XffMode>,
+}
+
+/// How the original client address (`remote.ip`, `remoteIpBlocks`) is found, as Envoy's
+/// connection manager finds it from `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum XffMode {
+    /// A sidecar (Istio: `use_remote_address: false`, no trusted hops): the rightmost
+    /// `X-Forwarded-For` address, else the connection's peer.
+    Sidecar,
+    /// A gateway (`use_remote_address: true`) trusting this many proxies in front of it
+    /// (MeshConfig `gatewayTopology.numTrustedProxies`): with 0 the connection's peer, with
+    /// N the N-th `X-Forwarded-For` address from the right (the peer when there are fewer).
+    Gateway(u32),
+}
+
+impl XffMode {
+    /// The original client address of a request from `peer` carrying `headers`.
+    fn client(
+        self,
+        headers: &http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Option<std::net::IpAddr> {
+        let skip = match self {
+            XffMode::Sidecar => 0,
+            XffMode::Gateway(0) => return peer,
+            XffMode::Gateway(n) => n as usize - 1,
+        };
+        // every X-Forwarded-For line, as one comma-separated list
+        let mut entries: Vec<&str> = Vec::new();
+        for v in headers.get_all("x-forwarded-for") {
+            let Ok(v) = v.to_str() else { return peer };
+            entries.extend(v.split(',').map(str::trim));
+        }
+        let at = entries.len().checked_sub(1 + skip);
+        at.and_then(|i| entries[i].parse().ok()).or(peer)
+    }
 }
 
 /// How the layer reaches external authorizers: a given client, or one built on first use
@@ -189,6 +228,7 @@ struct Shared {
     cache: ArcSwapOption<Cached>,
     jwks: Arc<jwks::JwksCache>,
     ext_client: Arc<ExtClient>,
+    xff: XffMode,
 }
 
 impl Shared {
@@ -202,6 +242,7 @@ impl Shared {
             cache: ArcSwapOption::empty(),
             jwks: Arc::clone(&self.jwks),
             ext_client: Arc::clone(&self.ext_client),
+            xff: self.xff,
         }
     }
 
@@ -312,6 +353,7 @@ impl AuthorizationLayer {
                 cache: ArcSwapOption::empty(),
                 jwks: Arc::default(),
                 ext_client: Arc::default(),
+                xff: XffMode::Sidecar,
             }),
         }
     }
@@ -369,6 +411,16 @@ impl AuthorizationLayer {
         let slot = ExtClient::default();
         let _ = slot.client.set(client);
         s.ext_client = Arc::new(slot);
+        AuthorizationLayer {
+            shared: Arc::new(s),
+        }
+    }
+
+    /// A gateway's layer: `remote.ip` is found as Envoy's gateway connection manager finds
+    /// it (`use_remote_address: true`, `trusted_hops` = `numTrustedProxies`).
+    pub(crate) fn for_gateway(self, trusted_hops: u32) -> Self {
+        let mut s = self.shared.copy();
+        s.xff = XffMode::Gateway(trusted_hops);
         AuthorizationLayer {
             shared: Arc::new(s),
         }
@@ -497,6 +549,7 @@ impl AuthorizationLayer {
             }
         }
         let authz = snap.authz_for_workload(&s.namespace, &s.labels);
+        let remote_ip = authz.uses_remote_ip().then_some(s.xff);
         let custom = authz.custom_providers();
         let ext_authz =
             (!custom.is_empty()).then(|| {
@@ -522,6 +575,7 @@ impl AuthorizationLayer {
             jwt,
             ext_authz,
             path_normalization: snap.options().path_normalization,
+            remote_ip,
         });
         s.cache.store(Some(Arc::clone(&fresh)));
         f(&fresh)
@@ -616,6 +670,10 @@ impl AuthorizationLayer {
             areq.remote_ip = areq.source_ip;
             areq.destination_ip = c.local_addr().map(|a| a.ip());
             areq.sni = c.sni();
+        }
+        // the original client, read from X-Forwarded-For only when a policy asks for it
+        if let Some(mode) = c.remote_ip {
+            areq.remote_ip = mode.client(req.headers(), areq.source_ip);
         }
         // the token verified by RequestAuthentication (see `authenticate`)
         areq.request_auth = req.extensions().get::<RequestAuth>();

@@ -309,6 +309,7 @@ pub struct GatewayBuilder {
     metrics: Option<Arc<IstioMetrics>>,
     workload_name: String,
     cluster_id: Option<String>,
+    num_trusted_proxies: Option<u32>,
 }
 
 impl GatewayBuilder {
@@ -654,6 +655,29 @@ impl GatewayBuilder {
         self
     }
 
+    /// How many proxies in front of the gateway are trusted to append to `X-Forwarded-For`
+    /// (Istio's `gatewayTopology.numTrustedProxies`; default: the MeshConfig's
+    /// `defaultConfig.gatewayTopology.numTrustedProxies`, else 0). AuthorizationPolicy's
+    /// `remoteIpBlocks` and `remote.ip` then see the address that many hops from the right
+    /// of `X-Forwarded-For` (Envoy's `xff_num_trusted_hops`); with 0, the connection's peer.
+    ///
+    /// # Examples
+    ///
+    /// Behind one load balancer that appends the client's address:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    ///
+    /// let builder = GatewayServer::builder(Mesh::new(Default::default()), "istio-system", Default::default())
+    ///     .num_trusted_proxies(1);
+    /// # let _ = builder;
+    /// ```
+    pub fn num_trusted_proxies(mut self, proxies: u32) -> Self {
+        self.num_trusted_proxies = Some(proxies);
+        self
+    }
+
     /// The gateway's cluster id (Istio's `CLUSTER_ID`), reported as `source_cluster` by its
     /// metrics (default `Kubernetes`).
     ///
@@ -854,7 +878,11 @@ impl GatewayBuilder {
             self.namespace.as_str(),
             self.labels.clone(),
         )
-        .with_ext_authz_client(client.clone());
+        .with_ext_authz_client(client.clone())
+        .for_gateway(
+            self.num_trusted_proxies
+                .unwrap_or(self.mesh.options().num_trusted_proxies),
+        );
         let inner = Arc::new(Inner {
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
             metrics,
@@ -1033,6 +1061,7 @@ impl GatewayServer {
             metrics: None,
             workload_name: "istio-ingressgateway".into(),
             cluster_id: None,
+            num_trusted_proxies: None,
         }
     }
 
