@@ -682,3 +682,66 @@ spec:
         "{line}"
     );
 }
+
+/// `serve_tcp_with_shutdown`: after the signal no connection is accepted; an open one
+/// finishes within the drain timeout, or is closed at its end.
+#[tokio::test]
+async fn tcp_shutdown_drains_then_closes() {
+    let pki = Pki::new();
+    let mesh = Mesh::from_yaml(TCP_ECHO).unwrap();
+    let server = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "tcp-echo",
+        labels(&[("app", "tcp-echo")]),
+        pki.creds("foo", "tcp-echo"),
+    )
+    .port(9000)
+    .drain_timeout(Duration::from_millis(300))
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        server
+            .serve_tcp_with_shutdown(listener, echo, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    mesh.register(Workload {
+        name: "tcp-echo".into(),
+        namespace: "foo".into(),
+        service_account: "tcp-echo".into(),
+        labels: labels(&[("app", "tcp-echo")]),
+        address: addr.ip(),
+        ports: [("tcp".to_string(), addr.port())].into(),
+        locality: None,
+        weight: 0,
+    });
+    let sleep = sleep_client(&mesh, &pki);
+    let mut open = sleep.connect("tcp-echo:9000").await.unwrap();
+    open.write_all(b"one").await.unwrap();
+    let mut buf = [0u8; 32];
+    let n = open.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"hello one");
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // still served during the drain
+    open.write_all(b"two").await.unwrap();
+    let n = open.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"hello two");
+    // no new connection
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // the drain timeout ends the serve future and closes what is left
+    tokio::time::timeout(Duration::from_secs(5), serving)
+        .await
+        .expect("serve returns after the drain timeout")
+        .unwrap()
+        .unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(5), open.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
