@@ -300,3 +300,33 @@ accessLogFormat: |
         .unwrap()
         .is_istio_default());
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn requested_server_name_is_the_connections_sni() {
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    for format in [LogFormat::text(), LogFormat::json()] {
+        let app = service_fn(|_req: http::Request<CountingBody<Body>>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
+        });
+        let svc = AccessLogLayer::inbound().with_format(format).layer(app);
+        let mut req = http::Request::get("/")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut().insert(
+            mesh_tower::inbound::ConnectionInfo::new(None, 443)
+                .with_tls(true, Some("bookinfo.example.com")),
+        );
+        let resp = svc.oneshot(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+    }
+    let lines = capture.lines();
+    assert!(
+        lines[0].ends_with(" - - bookinfo.example.com -"),
+        "TEXT: {}",
+        lines[0]
+    );
+    let json: serde_json::Map<String, Value> = serde_json::from_str(&lines[1]).unwrap();
+    assert_eq!(json["requested_server_name"], "bookinfo.example.com");
+}

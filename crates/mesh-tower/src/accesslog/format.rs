@@ -13,6 +13,7 @@ use mesh_core::meshconfig::{AccessLogEncoding, MeshConfig};
 use mesh_core::route::{HeaderContext, HeaderTemplate};
 
 use super::{protocol, LogEntry, PathAndQuery};
+use crate::envoy::ResponseFlags;
 
 /// Istio's default JSON access log (pilot `EnvoyJSONLogFormatIstio`): the fields of its
 /// default TEXT format, by these keys.
@@ -618,10 +619,15 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
             None => Val::None,
         },
         Op::Stream(t) => {
+            // no upstream connection after a connect failure or an overflow (Envoy 1.31+
+            // reads %UPSTREAM_REMOTE_ADDRESS% from the connection)
+            let connected = !e.flags.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
+                && !e.flags.contains(ResponseFlags::UPSTREAM_OVERFLOW);
             let cx = HeaderContext {
                 downstream_remote: r.downstream.remote,
                 downstream_local: r.downstream.local,
-                upstream_remote: up.and_then(|u| u.host),
+                requested_server_name: r.sni.as_deref(),
+                upstream_remote: up.and_then(|u| u.host).filter(|_| connected),
                 upstream_host: up.and_then(|u| u.host),
                 upstream_cluster: up.and_then(|u| u.cluster.as_deref()),
                 hostname: hostname(),

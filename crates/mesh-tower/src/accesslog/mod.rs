@@ -447,6 +447,8 @@ pub(crate) struct RequestFacts {
     pub(crate) authority: Option<HeaderValue>,
     pub(crate) downstream: ConnectionAddrs,
     pub(crate) received: BodySize,
+    /// The TLS SNI of the downstream connection (`%REQUESTED_SERVER_NAME%`).
+    pub(crate) sni: Option<Box<str>>,
     /// The format the entry is written in.
     pub(crate) format: Arc<LogFormat>,
     /// Request headers a custom format reads (not kept otherwise).
@@ -616,7 +618,7 @@ impl fmt::Display for Line<'_> {
         };
         write!(
             f,
-            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} - {}",
+            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} {}",
             StartTime(r.start_wall),
             r.method,
             path,
@@ -638,6 +640,7 @@ impl fmt::Display for Line<'_> {
             Opt(up.and_then(|u| u.local_address.as_ref())),
             Opt(r.downstream.local.as_ref()),
             Opt(r.downstream.remote.as_ref()),
+            Opt(r.sni.as_ref()),
             Opt(up.and_then(|u| u.route_name.as_ref())),
         )
     }
@@ -734,6 +737,7 @@ mod tests {
             authority: Some(HeaderValue::from_static("reviews:9080")),
             downstream: ConnectionAddrs::default(),
             received: BodySize::Exact(0),
+            sni: None,
             format: Arc::new(LogFormat::text()),
             extra_request: None,
         };

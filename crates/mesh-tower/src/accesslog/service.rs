@@ -245,6 +245,11 @@ fn capture_with<B: http_body::Body>(
             })
             .unwrap_or_default(),
         received,
+        sni: parts
+            .extensions
+            .get::<crate::inbound::ConnectionInfo>()
+            .and_then(|c| c.sni())
+            .map(Into::into),
         extra_request: format.request_headers(h),
         format,
     });
