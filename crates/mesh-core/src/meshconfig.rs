@@ -60,7 +60,7 @@ use crate::names::MeshOptions;
 /// let config = MeshConfig::from_yaml("
 /// trustDomain: corp.example
 /// rootNamespace: mesh-root
-/// accessLogFile: /dev/stdout   # accepted, not used
+/// accessLogFile: /dev/stdout   # accepted, not used (the access log is a `tracing` target)
 /// ")?;
 /// assert_eq!(config.trust_domain.as_deref(), Some("corp.example"));
 /// let opts = MeshOptions::from_mesh_config(&config);
@@ -127,6 +127,98 @@ pub struct MeshConfig {
     /// `defaultServiceExportTo`: the `exportTo` of a ServiceEntry, or of a Kubernetes
     /// Service without the `networking.istio.io/exportTo` annotation (empty: `*`).
     pub default_service_export_to: Vec<String>,
+    /// `accessLogEncoding`: `TEXT` (the default) or `JSON`, how access-log lines are
+    /// written (mesh-tower's `accesslog` applies it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{AccessLogEncoding, MeshConfig};
+    ///
+    /// let config = MeshConfig::from_yaml("accessLogEncoding: JSON")?;
+    /// assert_eq!(config.access_log_encoding, AccessLogEncoding::Json);
+    /// assert_eq!(MeshConfig::default().access_log_encoding, AccessLogEncoding::Text);
+    ///
+    /// let err = MeshConfig::from_yaml("accessLogEncoding: json").unwrap_err();
+    /// assert_eq!(err.diagnostics[0].help.as_deref(), Some("did you mean `JSON`?"));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub access_log_encoding: AccessLogEncoding,
+    /// `accessLogFormat`: a custom format, with Envoy's command operators: a format string
+    /// for `TEXT`, a JSON object of `"key": "%OPERATOR%"` for `JSON` (unset or empty:
+    /// Istio's default format). A JSON format that is not a JSON object is reported as a
+    /// warning and the default is used, as istiod does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    ///
+    /// let config = MeshConfig::from_yaml(r#"accessLogFormat: "%REQ(:METHOD)% %RESPONSE_CODE%\n""#)?;
+    /// assert_eq!(config.access_log_format.as_deref(), Some("%REQ(:METHOD)% %RESPONSE_CODE%\n"));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub access_log_format: Option<String>,
+}
+
+/// MeshConfig `accessLogEncoding`.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::AccessLogEncoding;
+///
+/// assert_eq!(AccessLogEncoding::from_name("JSON"), Some(AccessLogEncoding::Json));
+/// assert_eq!(AccessLogEncoding::from_name("1"), Some(AccessLogEncoding::Json)); // the enum's number
+/// assert_eq!(AccessLogEncoding::from_name("Json"), None);
+/// assert_eq!(AccessLogEncoding::Text.name(), "TEXT");
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum AccessLogEncoding {
+    /// `TEXT`: one line in Envoy's format-string syntax (Istio's default format).
+    #[default]
+    Text,
+    /// `JSON`: one JSON object per line (Istio's default JSON keys).
+    Json,
+}
+
+impl AccessLogEncoding {
+    /// The names MeshConfig accepts.
+    pub const NAMES: &'static [&'static str] = &["TEXT", "JSON"];
+
+    /// The encoding by its MeshConfig name (or its protobuf number, `0`/`1`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::AccessLogEncoding;
+    ///
+    /// assert_eq!(AccessLogEncoding::from_name("TEXT"), Some(AccessLogEncoding::Text));
+    /// assert_eq!(AccessLogEncoding::from_name("XML"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "TEXT" | "0" => Some(AccessLogEncoding::Text),
+            "JSON" | "1" => Some(AccessLogEncoding::Json),
+            _ => None,
+        }
+    }
+
+    /// The MeshConfig name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::AccessLogEncoding;
+    ///
+    /// assert_eq!(AccessLogEncoding::Json.name(), "JSON");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogEncoding::Text => "TEXT",
+            AccessLogEncoding::Json => "JSON",
+        }
+    }
 }
 
 /// One `extensionProviders` entry.
@@ -843,7 +935,7 @@ ignored_fields! {
         proxy_listen_port, proxy_inbound_listen_port, proxy_http_port, connect_timeout,
         protocol_detection_timeout, tcp_keepalive, ingress_class, ingress_service,
         ingress_controller_mode, ingress_selector, enable_tracing, access_log_file,
-        access_log_format, access_log_encoding, enable_envoy_access_log_service,
+        enable_envoy_access_log_service,
         disable_envoy_listener_log, default_config, outbound_traffic_policy,
         inbound_traffic_policy, config_sources, enable_auto_mtls, trust_domain_aliases,
         ca_certificates, locality_lb_setting, dns_refresh_rate,
@@ -871,6 +963,10 @@ ignored_fields! {
         default_destination_rule_export_to: Vec<String>,
         #[serde(default)]
         default_service_export_to: Vec<String>,
+        #[serde(default, deserialize_with = "number_or_string")]
+        access_log_encoding: Option<String>,
+        #[serde(default)]
+        access_log_format: Option<String>,
     }
 }
 
@@ -1077,6 +1173,54 @@ fn convert(
             }
             found
         });
+    let access_log_encoding = match raw.access_log_encoding.as_deref() {
+        None => AccessLogEncoding::Text,
+        Some(name) => AccessLogEncoding::from_name(name).unwrap_or_else(|| {
+            let path = format!("{base}.accessLogEncoding");
+            let at = source
+                .locate_value(&path)
+                .or_else(|| source.locate(&path))
+                .unwrap_or_else(|| source.locate_nearest(&path));
+            let mut d = Diagnostic::new(
+                Severity::Error,
+                codes::INVALID_VALUE,
+                format!(
+                    "unknown accessLogEncoding {name:?}: expected one of {}",
+                    AccessLogEncoding::NAMES.join(", ")
+                ),
+                source.file.clone(),
+                at,
+                path,
+            );
+            if let Some(s) = diag::did_you_mean(name, AccessLogEncoding::NAMES.iter().copied()) {
+                d = d.with_help(format!("did you mean `{s}`?"));
+            }
+            out.push(d);
+            AccessLogEncoding::Text
+        }),
+    };
+    let access_log_format = raw.access_log_format.filter(|f| !f.is_empty());
+    if let (AccessLogEncoding::Json, Some(f)) = (access_log_encoding, &access_log_format) {
+        // istiod: "error parsing provided json log format, default log format will be used"
+        if !matches!(
+            serde_json::from_str::<serde_json::Value>(f),
+            Ok(serde_json::Value::Object(_))
+        ) {
+            let path = format!("{base}.accessLogFormat");
+            let at = source
+                .locate_value(&path)
+                .or_else(|| source.locate(&path))
+                .unwrap_or_else(|| source.locate_nearest(&path));
+            out.push(Diagnostic::new(
+                Severity::Warning,
+                codes::INVALID_VALUE,
+                "accessLogFormat is not a JSON object: with accessLogEncoding JSON, the default JSON format is used".to_owned(),
+                source.file.clone(),
+                at,
+                path,
+            ));
+        }
+    }
     let mut report = |severity: Severity, code: &'static str, path: String, msg: String| {
         let at = source
             .locate(&path)
@@ -1188,6 +1332,8 @@ fn convert(
         default_virtual_service_export_to: raw.default_virtual_service_export_to,
         default_destination_rule_export_to: raw.default_destination_rule_export_to,
         default_service_export_to: raw.default_service_export_to,
+        access_log_encoding,
+        access_log_format,
     }
 }
 
@@ -1466,6 +1612,27 @@ mod tests {
     }
 
     /// Istio's "External Authorization" task (samples/extauthz), the `istio` ConfigMap.
+    #[test]
+    fn access_log_encoding_and_format() {
+        let c = MeshConfig::from_yaml("accessLogEncoding: 1\naccessLogFormat: ''").unwrap();
+        assert_eq!(c.access_log_encoding, AccessLogEncoding::Json);
+        assert_eq!(c.access_log_format, None, "empty: the default format");
+        // a JSON format that is not an object: a warning, the default is used
+        let loaded = load_str(
+            "accessLogEncoding: JSON\naccessLogFormat: '[1]'",
+            "mesh.yaml",
+        );
+        assert_eq!(loaded.diagnostics.len(), 1, "{:?}", loaded.diagnostics);
+        assert_eq!(loaded.diagnostics[0].severity, Severity::Warning);
+        assert_eq!(loaded.diagnostics[0].path, "mesh.accessLogFormat");
+        assert!(loaded.config.is_some());
+        // a TEXT format is any string
+        let c = MeshConfig::from_yaml("accessLogFormat: '[1]'").unwrap();
+        assert_eq!(c.access_log_format.as_deref(), Some("[1]"));
+        let err = MeshConfig::from_yaml("accessLogEncoding: XML").unwrap_err();
+        assert_eq!(err.diagnostics[0].path, "mesh.accessLogEncoding");
+    }
+
     #[test]
     fn istio_ext_authz_task_configmap() {
         let text = r#"apiVersion: v1

@@ -54,10 +54,17 @@ pub enum HeaderVar {
     DownstreamLocalAddressWithoutPort,
     /// `%DOWNSTREAM_LOCAL_PORT%`.
     DownstreamLocalPort,
-    /// `%UPSTREAM_REMOTE_ADDRESS%`: the endpoint the request went to (response headers).
+    /// `%UPSTREAM_REMOTE_ADDRESS%`: the address of the upstream connection the answer came
+    /// on. Known only in response headers (Envoy evaluates request headers before it picks
+    /// a host) and only when a connection was made (not after a connect failure).
     UpstreamRemoteAddress,
     /// `%UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%`.
     UpstreamRemoteAddressWithoutPort,
+    /// `%UPSTREAM_REMOTE_PORT%`.
+    UpstreamRemotePort,
+    /// `%UPSTREAM_HOST%`: the endpoint the router picked, even when connecting to it
+    /// failed (response headers only).
+    UpstreamHost,
     /// `%HOSTNAME%`: the host's name.
     Hostname,
     /// `%PROTOCOL%`: `HTTP/1.1`, `HTTP/2`.
@@ -71,8 +78,15 @@ pub enum HeaderVar {
     Resp(HeaderName, Option<HeaderName>),
     /// `%ENVIRONMENT(NAME)%`: an environment variable of this process.
     Environment(Box<str>),
-    /// `%DOWNSTREAM_PEER_URI_SAN%`: the client certificate's URI SAN (mTLS).
+    /// `%DOWNSTREAM_PEER_URI_SAN%`: the client certificate's URI SANs, `,`-separated (a
+    /// gateway's MUTUAL / OPTIONAL_MUTUAL listener).
     DownstreamPeerUriSan,
+    /// `%DOWNSTREAM_LOCAL_URI_SAN%`: the URI SANs of the certificate this side presented
+    /// to the client, `,`-separated.
+    DownstreamLocalUriSan,
+    /// `%DOWNSTREAM_PEER_SUBJECT%`: the client certificate's subject, RFC 2253 form
+    /// (`CN=client,O=example`).
+    DownstreamPeerSubject,
     /// `%REQUESTED_SERVER_NAME%`: the TLS SNI the client sent.
     RequestedServerName,
     /// `%UPSTREAM_CLUSTER%`: Istio's cluster name, `outbound|9080|v1|reviews.default.svc.cluster.local`.
@@ -120,8 +134,10 @@ pub struct HeaderContext<'a> {
     pub downstream_remote: Option<SocketAddr>,
     /// The address the request came in on.
     pub downstream_local: Option<SocketAddr>,
-    /// The endpoint the request went to.
+    /// The address of the upstream connection the answer came on.
     pub upstream_remote: Option<SocketAddr>,
+    /// The endpoint the router picked (`%UPSTREAM_HOST%`).
+    pub upstream_host: Option<SocketAddr>,
     /// This host's name.
     pub hostname: Option<&'a str>,
     /// The request's protocol (`HTTP/1.1`).
@@ -132,8 +148,12 @@ pub struct HeaderContext<'a> {
     pub request_headers: Option<&'a HeaderMap>,
     /// The response's headers, for `%RESP()%`.
     pub response_headers: Option<&'a HeaderMap>,
-    /// The client certificate's URI SAN.
+    /// The client certificate's URI SANs, `,`-separated.
     pub downstream_peer_uri_san: Option<&'a str>,
+    /// The URI SANs of our certificate on the downstream connection, `,`-separated.
+    pub downstream_local_uri_san: Option<&'a str>,
+    /// The client certificate's subject (RFC 2253).
+    pub downstream_peer_subject: Option<&'a str>,
     /// The TLS SNI.
     pub requested_server_name: Option<&'a str>,
     /// Istio's name of the destination cluster.
@@ -330,9 +350,13 @@ fn parse_operator(op: &str) -> Result<(HeaderVar, Option<usize>), String> {
         "UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
             no_arg(HeaderVar::UpstreamRemoteAddressWithoutPort)?
         }
+        "UPSTREAM_REMOTE_PORT" => no_arg(HeaderVar::UpstreamRemotePort)?,
+        "UPSTREAM_HOST" => no_arg(HeaderVar::UpstreamHost)?,
         "HOSTNAME" => no_arg(HeaderVar::Hostname)?,
         "PROTOCOL" => no_arg(HeaderVar::Protocol)?,
         "DOWNSTREAM_PEER_URI_SAN" => no_arg(HeaderVar::DownstreamPeerUriSan)?,
+        "DOWNSTREAM_LOCAL_URI_SAN" => no_arg(HeaderVar::DownstreamLocalUriSan)?,
+        "DOWNSTREAM_PEER_SUBJECT" => no_arg(HeaderVar::DownstreamPeerSubject)?,
         "REQUESTED_SERVER_NAME" => no_arg(HeaderVar::RequestedServerName)?,
         "UPSTREAM_CLUSTER" => no_arg(HeaderVar::UpstreamCluster)?,
         "START_TIME" => HeaderVar::StartTime(arg.filter(|a| !a.is_empty()).map(Into::into)),
@@ -392,10 +416,18 @@ fn render_var(v: &HeaderVar, cx: &HeaderContext<'_>, out: &mut String) {
             .upstream_remote
             .map(|a| out.push_str(&addr_without_port(a)))
             .map(Ok),
+        HeaderVar::UpstreamRemotePort => cx.upstream_remote.map(|a| write!(out, "{}", a.port())),
+        HeaderVar::UpstreamHost => cx.upstream_host.map(|a| write!(out, "{a}")),
         HeaderVar::Hostname => cx.hostname.map(|h| out.push_str(h)).map(Ok),
         HeaderVar::Protocol => cx.protocol.map(|p| out.push_str(p)).map(Ok),
         HeaderVar::DownstreamPeerUriSan => {
             cx.downstream_peer_uri_san.map(|p| out.push_str(p)).map(Ok)
+        }
+        HeaderVar::DownstreamLocalUriSan => {
+            cx.downstream_local_uri_san.map(|p| out.push_str(p)).map(Ok)
+        }
+        HeaderVar::DownstreamPeerSubject => {
+            cx.downstream_peer_subject.map(|p| out.push_str(p)).map(Ok)
         }
         HeaderVar::RequestedServerName => cx.requested_server_name.map(|p| out.push_str(p)).map(Ok),
         HeaderVar::UpstreamCluster => cx.upstream_cluster.map(|p| out.push_str(p)).map(Ok),
@@ -499,6 +531,42 @@ mod tests {
                 .render(&HeaderContext::default()),
             "xy"
         );
+    }
+
+    #[test]
+    fn upstream_and_certificate_operators() {
+        let t = HeaderTemplate::parse(
+            "%UPSTREAM_REMOTE_ADDRESS%|%UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%|%UPSTREAM_REMOTE_PORT%|%UPSTREAM_HOST%",
+        )
+        .unwrap();
+        let cx = HeaderContext {
+            upstream_remote: Some("10.0.0.7:9080".parse().unwrap()),
+            upstream_host: Some("10.0.0.7:9080".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(t.render(&cx), "10.0.0.7:9080|10.0.0.7|9080|10.0.0.7:9080");
+        // a connect failure: the host was picked, no connection was made
+        let failed = HeaderContext {
+            upstream_host: Some("10.0.0.7:9080".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(t.render(&failed), "|||10.0.0.7:9080");
+        let t = HeaderTemplate::parse(
+            "%DOWNSTREAM_PEER_URI_SAN%;%DOWNSTREAM_LOCAL_URI_SAN%;%DOWNSTREAM_PEER_SUBJECT%",
+        )
+        .unwrap();
+        let cx = HeaderContext {
+            downstream_peer_uri_san: Some("spiffe://cluster.local/ns/a/sa/b"),
+            downstream_local_uri_san: Some("spiffe://cluster.local/ns/istio-system/sa/gw"),
+            downstream_peer_subject: Some("CN=client,O=example"),
+            ..Default::default()
+        };
+        assert_eq!(
+            t.render(&cx),
+            "spiffe://cluster.local/ns/a/sa/b;spiffe://cluster.local/ns/istio-system/sa/gw;CN=client,O=example"
+        );
+        assert_eq!(t.render(&HeaderContext::default()), ";;");
+        assert!(HeaderTemplate::parse("%UPSTREAM_HOST(x)%").is_err());
     }
 
     #[test]

@@ -13,7 +13,11 @@
 //! %REQUESTED_SERVER_NAME% %ROUTE_NAME%
 //! ```
 //!
-//! (on one line), and the same values are structured fields of the event (`method`, `path`,
+//! (on one line), or the format MeshConfig `accessLogEncoding` / `accessLogFormat` asks
+//! for ([`LogFormat::from_mesh_config`], applied process-wide by [`set_default_format`] or
+//! to one layer by [`AccessLogLayer::with_format`]): Istio's default JSON object (the same
+//! fields, by pilot's `EnvoyJSONLogFormatIstio` keys), or a custom TEXT or JSON format.
+//! Whatever the format, the same values are structured fields of the event (`method`, `path`,
 //! `protocol`, `response_code`, `response_flags`, `response_code_details`,
 //! `bytes_received`, `bytes_sent`, `duration_ms`, `request_id`, `authority`,
 //! `upstream_host`, `upstream_cluster`, `route_name`, `direction`, ...).
@@ -23,6 +27,7 @@
 //! [`ResponseCodeDetails`] (local replies set both) and [`UpstreamInfo`] (the outbound stack
 //! sets it). When no subscriber listens to [`TARGET`], the layer captures nothing.
 
+mod format;
 mod service;
 
 use std::fmt;
@@ -33,6 +38,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use tower::Layer;
 
+pub use format::{default_format, set_default_format, LogFormat};
 pub(crate) use service::{capture, entry_for};
 pub use service::{AccessLog, AccessLogBody, AccessLogFuture};
 
@@ -245,9 +251,11 @@ impl Direction {
 /// assert!(line.contains(r#""4f2a8c1e" "bookinfo.example.com""#));
 /// # Ok(()) }
 /// ```
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct AccessLogLayer {
     direction: Direction,
+    /// This layer's format (`None`: the process-wide [`default_format`]).
+    format: Option<Arc<LogFormat>>,
 }
 
 impl AccessLogLayer {
@@ -297,6 +305,7 @@ impl AccessLogLayer {
     pub fn inbound() -> Self {
         AccessLogLayer {
             direction: Direction::Inbound,
+            format: None,
         }
     }
 
@@ -344,7 +353,54 @@ impl AccessLogLayer {
     pub fn outbound() -> Self {
         AccessLogLayer {
             direction: Direction::Outbound,
+            format: None,
         }
+    }
+
+    /// With its own format instead of the process-wide one ([`set_default_format`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::accesslog::{AccessLogLayer, LogFormat};
+    /// use mesh_tower::observe::CountingBody;
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// # use std::sync::{Arc, Mutex};
+    /// # #[derive(Clone, Default)]
+    /// # struct Logs(Arc<Mutex<Vec<u8>>>);
+    /// # impl std::io::Write for Logs {
+    /// #     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> { self.0.lock().unwrap().extend_from_slice(b); Ok(b.len()) }
+    /// #     fn flush(&mut self) -> std::io::Result<()> { Ok(()) }
+    /// # }
+    /// # impl Logs { fn text(&self) -> String { String::from_utf8(self.0.lock().unwrap().clone()).unwrap() } }
+    /// # fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+    /// #     let logs = Logs::default();
+    /// #     let writer = logs.clone();
+    /// #     let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+    /// #     (logs, tracing::subscriber::set_default(subscriber))
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (logs, _guard) = capture(); // a `tracing` subscriber writing into `logs`
+    /// let app = service_fn(|_req: http::Request<CountingBody<Full<Bytes>>>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("{}"))))
+    /// });
+    /// let server = AccessLogLayer::inbound().with_format(LogFormat::json()).layer(app);
+    /// let req = http::Request::get("/ratings/7").body(Full::new(Bytes::new()))?;
+    /// server.oneshot(req).await?.into_body().collect().await?;
+    /// let line = logs.text();
+    /// assert!(line.contains(r#""path":"/ratings/7""#), "{line}");
+    /// assert!(line.contains(r#""response_code":200"#));
+    /// assert!(line.contains(r#""upstream_host":null"#));
+    /// # Ok(()) }
+    /// ```
+    pub fn with_format(mut self, format: LogFormat) -> Self {
+        self.format = Some(Arc::new(format));
+        self
     }
 }
 
@@ -352,7 +408,7 @@ impl<S> Layer<S> for AccessLogLayer {
     type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AccessLog::new(inner, self.direction)
+        AccessLog::new(inner, self.direction, self.format.clone())
     }
 }
 
@@ -391,6 +447,12 @@ pub(crate) struct RequestFacts {
     pub(crate) authority: Option<HeaderValue>,
     pub(crate) downstream: ConnectionAddrs,
     pub(crate) received: BodySize,
+    /// The TLS SNI of the downstream connection (`%REQUESTED_SERVER_NAME%`).
+    pub(crate) sni: Option<Box<str>>,
+    /// The format the entry is written in.
+    pub(crate) format: Arc<LogFormat>,
+    /// Request headers a custom format reads (not kept otherwise).
+    pub(crate) extra_request: Option<HeaderMap>,
 }
 
 /// One log entry: emitted when dropped (at the end of the response body).
@@ -443,6 +505,8 @@ pub struct LogEntry {
     details: Option<String>,
     upstream: Option<UpstreamInfo>,
     service_time: Option<HeaderValue>,
+    /// Response headers a custom format reads.
+    extra_response: Option<HeaderMap>,
     sent: u64,
 }
 
@@ -454,7 +518,6 @@ impl LogEntry {
         extensions: &http::Extensions,
     ) -> Self {
         LogEntry {
-            facts,
             status,
             flags: extensions
                 .get::<ResponseFlags>()
@@ -463,6 +526,8 @@ impl LogEntry {
             details: extensions.get::<ResponseCodeDetails>().map(|d| d.0.clone()),
             upstream: extensions.get::<UpstreamInfo>().cloned(),
             service_time: headers.get("x-envoy-upstream-service-time").cloned(),
+            extra_response: facts.format.response_headers(headers),
+            facts,
             sent: 0,
         }
     }
@@ -553,7 +618,7 @@ impl fmt::Display for Line<'_> {
         };
         write!(
             f,
-            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} - {}",
+            "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} {}",
             StartTime(r.start_wall),
             r.method,
             path,
@@ -575,8 +640,23 @@ impl fmt::Display for Line<'_> {
             Opt(up.and_then(|u| u.local_address.as_ref())),
             Opt(r.downstream.local.as_ref()),
             Opt(r.downstream.remote.as_ref()),
+            Opt(r.sni.as_ref()),
             Opt(up.and_then(|u| u.route_name.as_ref())),
         )
+    }
+}
+
+/// The event's message: the entry in its format.
+struct Message<'a>(&'a LogEntry, u64);
+
+impl fmt::Display for Message<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let format = &self.0.facts.format;
+        if format.is_istio_text() {
+            Line(self.0, self.1).fmt(f)
+        } else {
+            f.write_str(&format.render(self.0, self.1))
+        }
     }
 }
 
@@ -616,7 +696,7 @@ impl Drop for LogEntry {
             route_name = %Opt(up.and_then(|u| u.route_name.as_ref())),
             downstream_remote_address = %Opt(r.downstream.remote.as_ref()),
             "{}",
-            Line(self, duration_ms)
+            Message(self, duration_ms)
         );
     }
 }
@@ -657,6 +737,9 @@ mod tests {
             authority: Some(HeaderValue::from_static("reviews:9080")),
             downstream: ConnectionAddrs::default(),
             received: BodySize::Exact(0),
+            sni: None,
+            format: Arc::new(LogFormat::text()),
+            extra_request: None,
         };
         let mut ext = http::Extensions::new();
         ext.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);

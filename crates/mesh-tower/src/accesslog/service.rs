@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Instant, SystemTime};
 
@@ -10,7 +11,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use super::{Direction, LogEntry, RequestFacts, TARGET};
+use super::{Direction, LogEntry, LogFormat, RequestFacts, TARGET};
 use crate::envoy::ResponseFlags;
 use crate::lb::ConnectionAddrs;
 use crate::observe::{CountingBody, ObservedBody};
@@ -91,11 +92,16 @@ pub type AccessLogBody<B> = ObservedBody<B, Box<LogEntry>>;
 pub struct AccessLog<S> {
     inner: S,
     direction: Direction,
+    format: Option<Arc<LogFormat>>,
 }
 
 impl<S> AccessLog<S> {
-    pub(crate) fn new(inner: S, direction: Direction) -> Self {
-        AccessLog { inner, direction }
+    pub(crate) fn new(inner: S, direction: Direction, format: Option<Arc<LogFormat>>) -> Self {
+        AccessLog {
+            inner,
+            direction,
+            format,
+        }
     }
 
     /// The wrapped service.
@@ -178,7 +184,7 @@ where
             };
         }
         let (mut parts, body) = req.into_parts();
-        let (body, facts) = capture(self.direction, &mut parts, body);
+        let (body, facts) = capture_with(self.direction, self.format.as_ref(), &mut parts, body);
         AccessLogFuture {
             inner: self.inner.call(Request::from_parts(parts, body)),
             facts: Some(facts),
@@ -186,12 +192,24 @@ where
     }
 }
 
-/// Captures what the access log needs from a request (its body counted from now on).
+/// Captures what the access log needs from a request (its body counted from now on), for
+/// the process-wide format.
 pub(crate) fn capture<B: http_body::Body>(
     direction: Direction,
     parts: &mut http::request::Parts,
     body: B,
 ) -> (CountingBody<B>, Box<RequestFacts>) {
+    capture_with(direction, None, parts, body)
+}
+
+/// [`capture`] for `format` (`None`: the process-wide one).
+fn capture_with<B: http_body::Body>(
+    direction: Direction,
+    format: Option<&Arc<LogFormat>>,
+    parts: &mut http::request::Parts,
+    body: B,
+) -> (CountingBody<B>, Box<RequestFacts>) {
+    let format = format.cloned().unwrap_or_else(super::default_format);
     let (body, received) = CountingBody::new(body);
     // the path normalization further in tells us the path it rewrote the request to
     let normalized = super::NormalizedPath::default();
@@ -227,6 +245,13 @@ pub(crate) fn capture<B: http_body::Body>(
             })
             .unwrap_or_default(),
         received,
+        sni: parts
+            .extensions
+            .get::<crate::inbound::ConnectionInfo>()
+            .and_then(|c| c.sni())
+            .map(Into::into),
+        extra_request: format.request_headers(h),
+        format,
     });
     (body, facts)
 }

@@ -1390,6 +1390,8 @@ struct HttpCtx {
     /// OPTIONAL_MUTUAL with a certificate); every request's own XFCC is replaced by it, or
     /// removed without one.
     xfcc: Option<HeaderValue>,
+    /// The certificates' names, for header operators (`%DOWNSTREAM_PEER_URI_SAN%`, ...).
+    tls_names: Option<Arc<crate::outbound::DownstreamTlsNames>>,
 }
 
 async fn connection(
@@ -1412,6 +1414,7 @@ async fn connection(
         route: http_route,
         conn: conn.clone(),
         xfcc: None,
+        tls_names: None,
     };
     if !has_tls {
         if has_http {
@@ -1504,18 +1507,40 @@ async fn connection(
         .with_addrs(Some(remote), local)
         .with_tls(true, sni.as_deref());
     if http {
+        let join = |names: &[String]| (!names.is_empty()).then(|| names.join(",").into());
+        let tls_names = crate::outbound::DownstreamTlsNames {
+            peer_uri_san: client_cert.and_then(|c| join(&xfcc::uri_sans(c[0].as_ref()))),
+            local_uri_san: join(&term.by),
+            peer_subject: xfcc.as_ref().and_then(xfcc_subject),
+        };
         let ctx = HttpCtx {
             port,
             https: true,
             route,
             conn,
             xfcc,
+            tls_names: Some(Arc::new(tls_names)),
         };
         return serve_http(inner, stream, ctx).await;
     }
     authorize_connection(&inner, &conn).await?;
     let upstream = l4_connect(&inner, &snap, &gateway, port, sni.as_deref(), false).await?;
     splice(stream, upstream).await
+}
+
+/// The `Subject="..."` of an XFCC value this gateway made: the client certificate's
+/// subject as Envoy prints it for `%DOWNSTREAM_PEER_SUBJECT%` (RFC 2253, `"` and `\`
+/// escaped with `\`); `None` when empty.
+fn xfcc_subject(v: &HeaderValue) -> Option<Box<str>> {
+    let v = v.to_str().ok()?;
+    let rest = &v[v.find(";Subject=\"")? + ";Subject=\"".len()..];
+    let mut escaped = false;
+    let end = rest.char_indices().find_map(|(i, c)| {
+        let end = c == '"' && !escaped;
+        escaped = c == '\\' && !escaped;
+        end.then_some(i)
+    })?;
+    (end > 0).then(|| rest[..end].into())
 }
 
 /// AuthorizationPolicies selecting the gateway, for a connection that is not HTTP: a
@@ -1803,6 +1828,7 @@ async fn handle(
         port: ctx.port,
         scheme: if ctx.https { "https" } else { "http" },
         conn: Some(&ctx.conn),
+        tls_names: ctx.tls_names.as_deref(),
     };
     let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;
     // headersToDownstreamOnAllow

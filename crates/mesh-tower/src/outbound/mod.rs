@@ -2345,6 +2345,21 @@ pub(crate) struct GatewayRoute<'a> {
     pub(crate) scheme: &'a str,
     /// The downstream connection (its addresses and SNI, for header operators).
     pub(crate) conn: Option<&'a crate::inbound::ConnectionInfo>,
+    /// The TLS certificate names of the downstream connection, for header operators.
+    pub(crate) tls_names: Option<&'a DownstreamTlsNames>,
+}
+
+/// What `%DOWNSTREAM_PEER_URI_SAN%`, `%DOWNSTREAM_LOCAL_URI_SAN%` and
+/// `%DOWNSTREAM_PEER_SUBJECT%` expand to on a gateway's TLS connection (computed once per
+/// connection; `None`: no such certificate, or no such name in it).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DownstreamTlsNames {
+    /// The client certificate's URI SANs, `,`-separated.
+    pub(crate) peer_uri_san: Option<Box<str>>,
+    /// The URI SANs of the gateway's own certificate, `,`-separated.
+    pub(crate) local_uri_san: Option<Box<str>>,
+    /// The client certificate's subject, RFC 2253.
+    pub(crate) peer_subject: Option<Box<str>>,
 }
 
 /// This host's name, for `%HOSTNAME%`.
@@ -2368,8 +2383,10 @@ fn header_context<'a>(
     request: &'a http::HeaderMap,
     response: Option<&'a http::HeaderMap>,
     cluster: Option<&'a str>,
+    upstream: Option<&UpstreamAddrs>,
 ) -> HeaderContext<'a> {
     let conn = via.and_then(|v| v.conn);
+    let tls = via.and_then(|v| v.tls_names);
     HeaderContext {
         downstream_remote: match conn {
             Some(c) => c.remote_addr(),
@@ -2387,7 +2404,41 @@ fn header_context<'a>(
         response_headers: response,
         requested_server_name: conn.and_then(|c| c.sni()),
         upstream_cluster: cluster,
+        upstream_remote: upstream.and_then(|u| u.remote),
+        upstream_host: upstream.and_then(|u| u.host),
+        downstream_peer_uri_san: tls.and_then(|t| t.peer_uri_san.as_deref()),
+        downstream_local_uri_san: tls.and_then(|t| t.local_uri_san.as_deref()),
+        downstream_peer_subject: tls.and_then(|t| t.peer_subject.as_deref()),
         ..HeaderContext::default()
+    }
+}
+
+/// The upstream of an answer, for `%UPSTREAM_HOST%` and `%UPSTREAM_REMOTE_ADDRESS%`.
+#[derive(Clone, Copy, Debug, Default)]
+struct UpstreamAddrs {
+    /// The endpoint picked (also after a failed connect).
+    host: Option<std::net::SocketAddr>,
+    /// The endpoint a connection was made to.
+    remote: Option<std::net::SocketAddr>,
+}
+
+impl UpstreamAddrs {
+    /// From the answer's [`UpstreamInfo`] (the last attempt's endpoint). Envoy (1.31+)
+    /// reads `%UPSTREAM_REMOTE_ADDRESS%` from the upstream connection: none after a
+    /// connect failure (`UF`) or an overflow (`UO`), where only `%UPSTREAM_HOST%` is known.
+    fn of(resp: &Response<MeshBody>) -> Option<Self> {
+        let host = resp.extensions().get::<UpstreamInfo>()?.host?;
+        let flags = resp
+            .extensions()
+            .get::<ResponseFlags>()
+            .copied()
+            .unwrap_or_default();
+        let connected = !flags.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
+            && !flags.contains(ResponseFlags::UPSTREAM_OVERFLOW);
+        Some(UpstreamAddrs {
+            host: Some(host),
+            remote: connected.then_some(host),
+        })
     }
 }
 
@@ -2727,7 +2778,16 @@ where
         // Envoy's `%COMMAND%` operators, computed from the request as it came
         let cluster = wd.cluster_name(dest_port);
         let before = parts.headers.clone();
-        let cx = header_context(shared, via, parts.version, &before, None, Some(&cluster));
+        // (no upstream yet: Envoy evaluates request headers before it picks a host)
+        let cx = header_context(
+            shared,
+            via,
+            parts.version,
+            &before,
+            None,
+            Some(&cluster),
+            None,
+        );
         for o in [route_ops, dest_ops].into_iter().flatten() {
             o.request.apply_in(&mut parts.headers, &cx);
         }
@@ -2808,16 +2868,20 @@ where
 
     // the access log's upstream fields, for a gateway (whose access log is on anyway) or a
     // client writing one
-    let log_upstream =
-        (via.is_some() || shared.logs_access()).then(|| match decision.virtual_service {
-            // Istio names a VirtualService's route by its `name`; the route to a service
-            // without one is `default`
-            Some(_) => decision
-                .rule
-                .and_then(|r| r.name.as_deref())
-                .map(Arc::<str>::from),
-            None => Some(default_route_name()),
-        });
+    // (and for response header operators such as `%UPSTREAM_HOST%`, which read it)
+    let log_upstream = (via.is_some()
+        || shared.logs_access()
+        || formatted(route_ops, true)
+        || formatted(dest_ops, true))
+    .then(|| match decision.virtual_service {
+        // Istio names a VirtualService's route by its `name`; the route to a service
+        // without one is `default`
+        Some(_) => decision
+            .rule
+            .and_then(|r| r.name.as_deref())
+            .map(Arc::<str>::from),
+        None => Some(default_route_name()),
+    });
     let attempts = Attempts {
         log_upstream,
         // consistent hashing by source IP and generated cookies: a gateway's downstream
@@ -2906,6 +2970,7 @@ fn finalize_response(
     if ops.iter().flatten().any(|o| o.response.has_formatted()) {
         let cluster = cluster();
         let answer = resp.headers().clone();
+        let upstream = UpstreamAddrs::of(resp);
         let cx = header_context(
             shared,
             via,
@@ -2913,6 +2978,7 @@ fn finalize_response(
             &req.headers,
             Some(&answer),
             cluster.as_deref(),
+            upstream.as_ref(),
         );
         for o in ops.into_iter().flatten() {
             o.response.apply_in(resp.headers_mut(), &cx);
