@@ -159,6 +159,22 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub access_log_format: Option<String>,
+    /// `defaultConfig.gatewayTopology.numTrustedProxies`: the proxies in front of the
+    /// gateways trusted to append to `X-Forwarded-For` (see
+    /// [`MeshOptions::num_trusted_proxies`]). The rest of `defaultConfig` is not used.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// defaultConfig:
+    ///   discoveryAddress: istiod.istio-system.svc:15012
+    ///   gatewayTopology: {numTrustedProxies: 2}
+    /// ")?;
+    /// assert_eq!(config.num_trusted_proxies, Some(2));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub num_trusted_proxies: Option<u32>,
 }
 
 /// MeshConfig `accessLogEncoding`.
@@ -936,7 +952,7 @@ ignored_fields! {
         protocol_detection_timeout, tcp_keepalive, ingress_class, ingress_service,
         ingress_controller_mode, ingress_selector, enable_tracing, access_log_file,
         enable_envoy_access_log_service,
-        disable_envoy_listener_log, default_config, outbound_traffic_policy,
+        disable_envoy_listener_log, outbound_traffic_policy,
         inbound_traffic_policy, config_sources, enable_auto_mtls, trust_domain_aliases,
         ca_certificates, locality_lb_setting, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
@@ -967,7 +983,26 @@ ignored_fields! {
         access_log_encoding: Option<String>,
         #[serde(default)]
         access_log_format: Option<String>,
+        #[serde(default)]
+        default_config: Option<RawProxyConfig>,
     }
+}
+
+/// `defaultConfig` (a ProxyConfig, with dozens of fields inmesh does not use: read
+/// leniently, only `gatewayTopology` is kept).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawProxyConfig {
+    #[serde(default)]
+    gateway_topology: Option<RawGatewayTopology>,
+}
+
+/// `defaultConfig.gatewayTopology`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawGatewayTopology {
+    #[serde(default)]
+    num_trusted_proxies: Option<u32>,
 }
 
 /// `pathNormalization`.
@@ -1334,6 +1369,10 @@ fn convert(
         default_service_export_to: raw.default_service_export_to,
         access_log_encoding,
         access_log_format,
+        num_trusted_proxies: raw
+            .default_config
+            .and_then(|d| d.gateway_topology)
+            .and_then(|t| t.num_trusted_proxies),
     }
 }
 

@@ -126,6 +126,11 @@ pub struct MeshOptions {
     /// front of a gateway append to `X-Forwarded-For` (Envoy's `xff_num_trusted_hops` on
     /// the gateway; 0 by default: `remote.ip` is the connection's peer).
     pub num_trusted_proxies: u32,
+    /// MeshConfig `accessLogEncoding` (mesh-tower's access log applies it to the servers,
+    /// gateways and clients built on this mesh).
+    pub access_log_encoding: crate::meshconfig::AccessLogEncoding,
+    /// MeshConfig `accessLogFormat` (`None`: Istio's default format for the encoding).
+    pub access_log_format: Option<String>,
 }
 
 impl Default for MeshOptions {
@@ -142,6 +147,8 @@ impl Default for MeshOptions {
             default_destination_rule_export_to: Vec::new(),
             default_service_export_to: Vec::new(),
             num_trusted_proxies: 0,
+            access_log_encoding: crate::meshconfig::AccessLogEncoding::Text,
+            access_log_format: None,
         }
     }
 }
@@ -182,6 +189,9 @@ impl MeshOptions {
             default_virtual_service_export_to: config.default_virtual_service_export_to.clone(),
             default_destination_rule_export_to: config.default_destination_rule_export_to.clone(),
             default_service_export_to: config.default_service_export_to.clone(),
+            num_trusted_proxies: config.num_trusted_proxies.unwrap_or(0),
+            access_log_encoding: config.access_log_encoding,
+            access_log_format: config.access_log_format.clone().filter(|f| !f.is_empty()),
             ..d
         }
     }

@@ -330,3 +330,47 @@ async fn requested_server_name_is_the_connections_sni() {
     let json: serde_json::Map<String, Value> = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(json["requested_server_name"], "bookinfo.example.com");
 }
+
+/// A mesh built from a MeshConfig with `accessLogEncoding: JSON`: its servers write JSON
+/// without any process-wide setting.
+#[tokio::test(flavor = "current_thread")]
+async fn mesh_server_takes_the_format_of_its_mesh_config() {
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let config = MeshConfig::from_yaml("accessLogEncoding: JSON").unwrap();
+    let mesh = Mesh::with_mesh_config(&config);
+    let ca = mesh_tls::MeshCa::self_signed("cluster.local").unwrap();
+    let id = mesh_tls::Identity::new("cluster.local", "foo", "httpbin").unwrap();
+    let creds = mesh_tls::WorkloadCredentials::new(
+        ca.issue(&id, std::time::Duration::from_secs(3600), &[])
+            .unwrap(),
+    )
+    .unwrap();
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = mesh_tower::inbound::MeshServer::builder(mesh, "foo", "httpbin", labels, creds)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(|| async { "ok" });
+    tokio::spawn(async move { server.serve(listener, app).await });
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>();
+    let req = http::Request::get(format!("http://{addr}/status/200"))
+        .header("host", "httpbin.foo:8000")
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    for _ in 0..100 {
+        if !capture.lines().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let logs = capture.json();
+    assert_eq!(logs.len(), 1, "{:?}", capture.lines());
+    assert_eq!(logs[0]["path"], "/status/200");
+    assert_eq!(logs[0]["response_code"], 200);
+}

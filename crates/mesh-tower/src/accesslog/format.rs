@@ -404,8 +404,29 @@ impl LogFormat {
     /// # Ok(()) }
     /// ```
     pub fn from_mesh_config(config: &MeshConfig) -> Result<Self, String> {
-        let format = config.access_log_format.as_deref().unwrap_or("");
-        match config.access_log_encoding {
+        LogFormat::from_parts(
+            config.access_log_encoding,
+            config.access_log_format.as_deref(),
+        )
+    }
+
+    /// The format for `encoding` with the custom `format` string (`None` or empty: Istio's
+    /// default for the encoding), as [`from_mesh_config`](Self::from_mesh_config).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::AccessLogEncoding;
+    /// use mesh_tower::accesslog::LogFormat;
+    ///
+    /// let json = LogFormat::from_parts(AccessLogEncoding::Json, None)?;
+    /// assert!(json.is_istio_default());
+    /// assert!(LogFormat::from_parts(AccessLogEncoding::Text, Some("%NOT_AN_OPERATOR%")).is_err());
+    /// # Ok::<(), String>(())
+    /// ```
+    pub fn from_parts(encoding: AccessLogEncoding, format: Option<&str>) -> Result<Self, String> {
+        let format = format.unwrap_or("");
+        match encoding {
             AccessLogEncoding::Text => LogFormat::text_format(format),
             AccessLogEncoding::Json if format.is_empty() => Ok(LogFormat::json()),
             AccessLogEncoding::Json => match LogFormat::json_format(format) {

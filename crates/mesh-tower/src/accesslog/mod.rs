@@ -39,7 +39,7 @@ use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 use tower::Layer;
 
 pub use format::{default_format, set_default_format, LogFormat};
-pub(crate) use service::{capture, entry_for};
+pub(crate) use service::{capture_with, entry_for};
 pub use service::{AccessLog, AccessLogBody, AccessLogFuture};
 
 use crate::envoy::{ResponseCodeDetails, ResponseFlags};
@@ -401,6 +401,32 @@ impl AccessLogLayer {
     pub fn with_format(mut self, format: LogFormat) -> Self {
         self.format = Some(Arc::new(format));
         self
+    }
+
+    /// This layer with the format of `mesh`'s MeshConfig (`accessLogEncoding`,
+    /// `accessLogFormat`), when it sets one.
+    pub(crate) fn with_mesh_format(mut self, mesh: &mesh_core::mesh::Mesh) -> Self {
+        if let Some(f) = mesh_format(mesh.options()) {
+            self.format = Some(f);
+        }
+        self
+    }
+}
+
+/// The access-log format a mesh's MeshConfig asks for: `None` for Istio's default TEXT
+/// format (the process-wide format then applies) or a format this access log cannot write
+/// (warned about once per build).
+pub(crate) fn mesh_format(opts: &mesh_core::names::MeshOptions) -> Option<Arc<LogFormat>> {
+    use mesh_core::meshconfig::AccessLogEncoding;
+    if opts.access_log_encoding == AccessLogEncoding::Text && opts.access_log_format.is_none() {
+        return None;
+    }
+    match LogFormat::from_parts(opts.access_log_encoding, opts.access_log_format.as_deref()) {
+        Ok(f) => Some(Arc::new(f)),
+        Err(e) => {
+            tracing::warn!(error = %e, "MeshConfig access log format not supported; using the default");
+            None
+        }
     }
 }
 

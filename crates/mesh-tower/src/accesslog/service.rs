@@ -193,17 +193,8 @@ where
 }
 
 /// Captures what the access log needs from a request (its body counted from now on), for
-/// the process-wide format.
-pub(crate) fn capture<B: http_body::Body>(
-    direction: Direction,
-    parts: &mut http::request::Parts,
-    body: B,
-) -> (CountingBody<B>, Box<RequestFacts>) {
-    capture_with(direction, None, parts, body)
-}
-
-/// [`capture`] for `format` (`None`: the process-wide one).
-fn capture_with<B: http_body::Body>(
+/// `format` (`None`: the process-wide one).
+pub(crate) fn capture_with<B: http_body::Body>(
     direction: Direction,
     format: Option<&Arc<LogFormat>>,
     parts: &mut http::request::Parts,

@@ -884,6 +884,7 @@ impl GatewayBuilder {
                 .unwrap_or(self.mesh.options().num_trusted_proxies),
         );
         let inner = Arc::new(Inner {
+            access_log: AccessLogLayer::inbound().with_mesh_format(&self.mesh),
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
             metrics,
             authz,
@@ -935,6 +936,8 @@ struct Inner {
     /// routed request (balancing, retries, pooled TLS origination).
     client: MeshClient,
     metrics_layer: MetricsLayer,
+    /// The access log, in the MeshConfig's format.
+    access_log: AccessLogLayer,
 }
 
 /// A running ingress gateway. Dropping it stops the listeners (open connections finish).
@@ -1617,6 +1620,7 @@ async fn serve_http<IO>(inner: Arc<Inner>, io: IO, ctx: HttpCtx) -> io::Result<(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let access_log = inner.access_log.clone();
     let metrics = inner.metrics_layer.clone();
     // the gateway reports as the source (itself): the client whose certificate it verified
     // is not the peer of its metrics, whose destination comes from the routed response
@@ -1636,7 +1640,7 @@ where
     });
     let svc = tower::ServiceBuilder::new()
         .layer(conn)
-        .layer(AccessLogLayer::inbound())
+        .layer(access_log)
         .layer(metrics)
         .service(svc);
     // with upgrades: a WebSocket upgrade the upstream accepted is spliced (see `handle`)

@@ -1113,7 +1113,7 @@ impl MeshServer {
     {
         let i = &self.inner;
         let stack = ServiceBuilder::new()
-            .layer(AccessLogLayer::inbound())
+            .layer(AccessLogLayer::inbound().with_mesh_format(&i.mesh))
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())

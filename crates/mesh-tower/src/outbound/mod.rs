@@ -566,6 +566,8 @@ pub(crate) struct ClientShared {
     hash_source: SocketAddr,
     /// Write the access log ([`MeshClientBuilder::access_log`]).
     access_log: bool,
+    /// The MeshConfig's access-log format, if it sets one.
+    log_format: Option<Arc<crate::accesslog::LogFormat>>,
 }
 
 impl ClientShared {
@@ -1207,8 +1209,12 @@ impl MeteredOutbound {
         B::Error: Into<BoxError>,
     {
         let (mut parts, body) = req.into_parts();
-        let (body, facts) =
-            crate::accesslog::capture(crate::accesslog::Direction::Outbound, &mut parts, body);
+        let (body, facts) = crate::accesslog::capture_with(
+            crate::accesslog::Direction::Outbound,
+            self.shared.log_format.as_ref(),
+            &mut parts,
+            body,
+        );
         let req = Request::from_parts(parts, body);
         match handle(&self.shared, &MeshTransport, req, true, None).await {
             Ok((resp, ctx)) => {
@@ -1589,6 +1595,11 @@ impl MeshClientBuilder {
     fn shared(self) -> (Arc<ClientShared>, Option<Arc<IstioMetrics>>, TraceConfig) {
         let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
         let hash_source = source.unwrap_or_else(|| workload_hash_source(&self.workload));
+        // (only a client that writes an access log needs the format)
+        let log_format = self
+            .access_log
+            .then(|| crate::accesslog::mesh_format(self.mesh.options()))
+            .flatten();
         (
             Arc::new(ClientShared {
                 mesh: self.mesh,
@@ -1600,6 +1611,7 @@ impl MeshClientBuilder {
                 source,
                 hash_source,
                 access_log: self.access_log,
+                log_format,
             }),
             self.metrics,
             self.trace,
