@@ -2070,7 +2070,7 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, InvalidPath> {
 
 /// MeshConfig `pathNormalization.normalization`: what is done to a request's path before
 /// routing, authorization and the application, as Istio configures Envoy's connection
-/// manager for each mode. Carried by [`MeshOptions`](crate::names::MeshOptions)
+/// manager for each mode. Carried by [`MeshOptions`]
 /// (`path_normalization`); the default is `BASE` (MeshConfig `DEFAULT` means `BASE`).
 ///
 /// | mode | `normalize_path` | `merge_slashes` | `path_with_escaped_slashes_action` |

@@ -44,7 +44,7 @@
 //! DNS=..` for that certificate. Every response carries `server: istio-envoy`.
 //!
 //! Routed HTTP requests are forwarded by the gateway's own outbound client (a
-//! [`MeshClient`](crate::outbound::MeshClient) of the gateway workload), so they get
+//! [`MeshClient`] of the gateway workload), so they get
 //! everything a sidecar's outbound requests get, routed by the VirtualServices bound to the
 //! Gateway: the DestinationRule's load balancer, connection pool limits and outlier
 //! detection over the destination's endpoints (subset labels from the DestinationRule),
