@@ -745,3 +745,62 @@ async fn tcp_shutdown_drains_then_closes() {
         .unwrap();
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
 }
+
+/// A port declared TLS carries the application's own TLS: `connect` routes it by the
+/// VirtualService `tls` routes on the SNI (the host as written), as Istio's egress TLS
+/// routing does; the bytes pass untouched.
+#[tokio::test]
+async fn tls_ports_follow_tls_routes_by_sni() {
+    // two external endpoints that name themselves on accept
+    let mut addrs = vec![];
+    for name in ["primary", "mirror"] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(name.as_bytes()).await;
+            }
+        });
+    }
+    let se = |name: &str, host: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: foo}}
+spec:
+  hosts: [{host}]
+  location: MESH_EXTERNAL
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {port}}}}}]
+---
+"
+        )
+    };
+    let yaml = format!(
+        "{}{}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: foo}}
+spec:
+  hosts: [api.example.com]
+  tls:
+  - match: [{{port: 443, sniHosts: [api.example.com]}}]
+    route: [{{destination: {{host: mirror.example.com, port: {{number: 443}}}}}}]
+",
+        se("api", "api.example.com", addrs[0].port()),
+        se("mirror", "mirror.example.com", addrs[1].port())
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("sleep", "foo", "sleep")).build();
+    let first = |target: &'static str| {
+        let client = client.clone();
+        async move {
+            let mut conn = client.connect(target).await.unwrap();
+            let mut buf = [0u8; 16];
+            let n = conn.read(&mut buf).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        }
+    };
+    assert_eq!(first("api.example.com:443").await, "mirror");
+    assert_eq!(first("mirror.example.com:443").await, "mirror");
+}

@@ -24,7 +24,9 @@ impl MeshClient {
     /// 1. the host is resolved as for HTTP (`mongodb` ⇒ `mongodb.<ns>.svc.cluster.local`;
     ///    an IP address ⇒ the service owning it), and the VirtualService `tcp` routes for
     ///    it (match on `port`, `sourceLabels`, `sourceNamespace`, `destinationSubnets`)
-    ///    pick a weighted destination, else the service itself;
+    ///    pick a weighted destination, else the service itself; on a port the service
+    ///    declares `TLS` or `HTTPS` (the application speaks TLS itself), the `tls` routes
+    ///    do, by the SNI the application sends: the host as written;
     /// 2. an endpoint of the destination's subset is picked by its DestinationRule's load
     ///    balancer (ejected endpoints skipped; held as an active request while the
     ///    connection is open) and dialed within `connectTimeout`; at `tcp.maxConnections`
@@ -128,18 +130,31 @@ impl MeshClient {
         };
         // the service the name stands for, by its full name (an address is matched to a
         // service by the route lookup)
-        let fqdn = match ip {
+        let named = match ip {
             Some(_) => None,
-            None => Some(match snap.resolve_service(host, ns) {
-                Some(s) => s.hostname.to_string(),
-                None => host.to_ascii_lowercase(),
-            }),
+            None => snap.resolve_service(host, ns),
         };
+        let fqdn = match (ip, named) {
+            (Some(_), _) => None,
+            (None, Some(s)) => Some(s.hostname.to_string()),
+            (None, None) => Some(host.to_ascii_lowercase()),
+        };
+        // a port declared TLS or HTTPS carries the application's own TLS: routed by the
+        // `tls` routes on its SNI, which is the name the application connects to
+        let tls_port = named
+            .and_then(|s| s.port(port))
+            .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS"));
+        let sni = host.to_ascii_lowercase();
         let mut attrs = L4Attrs::new(ns, port);
         attrs.source_labels = &shared.workload.labels;
         attrs.destination_ip = ip;
-        attrs.sni = fqdn.as_deref();
-        let decision = snap.route_tcp(&attrs);
+        let decision = if tls_port {
+            attrs.sni = Some(&sni);
+            snap.route_tls(&attrs)
+        } else {
+            attrs.sni = fqdn.as_deref();
+            snap.route_tcp(&attrs)
+        };
         let routed = decision.virtual_service.is_some();
         let Some(wd) = decision.pick(rand::random::<u64>()) else {
             let cluster = format!("outbound|{port}||{}", decision.host);
