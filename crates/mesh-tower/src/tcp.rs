@@ -123,6 +123,7 @@ use std::task::{Context, Poll};
 use mesh_tls::PeerIdentity;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::accesslog::TcpLog;
 use crate::envoy::ResponseFlags;
 use crate::inbound::ConnectionInfo;
 use crate::lb::RequestGuard;
@@ -159,6 +160,11 @@ pub struct MeshTcpStream {
     info: Option<ConnectionInfo>,
     /// The endpoint's active-request count (least-request balancing), held while open.
     _guard: Option<RequestGuard>,
+    /// The access-log entry, written at the close.
+    log: Option<Box<TcpLog>>,
+    /// Bytes from the client, and to it, so far (for the access log).
+    received: u64,
+    sent: u64,
 }
 
 impl fmt::Debug for MeshTcpStream {
@@ -183,7 +189,15 @@ impl MeshTcpStream {
             peer: None,
             info: None,
             _guard: None,
+            log: None,
+            received: 0,
+            sent: 0,
         }
+    }
+
+    pub(crate) fn with_log(mut self, log: Option<Box<TcpLog>>) -> Self {
+        self.log = log;
+        self
     }
 
     pub(crate) fn with_peer(mut self, peer: Option<PeerIdentity>) -> Self {
@@ -226,7 +240,11 @@ impl MeshTcpStream {
         self.info.as_ref()
     }
 
-    fn count_read(&self, n: usize) {
+    fn count_read(&mut self, n: usize) {
+        match self.side {
+            Side::Inbound => self.received += n as u64,
+            Side::Outbound => self.sent += n as u64,
+        }
         if let Some(s) = &self.series {
             match self.side {
                 Side::Inbound => s.received(n),
@@ -235,12 +253,24 @@ impl MeshTcpStream {
         }
     }
 
-    fn count_written(&self, n: usize) {
+    fn count_written(&mut self, n: usize) {
+        match self.side {
+            Side::Inbound => self.sent += n as u64,
+            Side::Outbound => self.received += n as u64,
+        }
         if let Some(s) = &self.series {
             match self.side {
                 Side::Inbound => s.sent(n),
                 Side::Outbound => s.received(n),
             }
+        }
+    }
+}
+
+impl Drop for MeshTcpStream {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.finish(self.received, self.sent);
         }
     }
 }

@@ -589,6 +589,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
         Op::Req(names) => names
             .iter()
             .map(|n| match n {
+                _ if r.tcp && !matches!(n, Name::Header(_)) => Val::None,
                 Name::Method => Val::Str(Cow::Borrowed(r.method.as_str())),
                 Name::Path => Val::Str(Cow::Owned(
                     PathAndQuery(r.normalized.get().unwrap_or(&r.uri)).to_string(),
@@ -622,6 +623,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
             .unwrap_or(Val::None),
         Op::ResponseCode => Val::Num(u64::from(e.status)),
         Op::ResponseFlags => Val::Str(Cow::Owned(e.flags.to_string())),
+        Op::ResponseCodeDetails if r.tcp => Val::None,
         Op::ResponseCodeDetails => Val::Str(Cow::Borrowed(
             e.details.as_deref().unwrap_or("via_upstream"),
         )),
@@ -652,7 +654,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
                 upstream_host: up.and_then(|u| u.host),
                 upstream_cluster: up.and_then(|u| u.cluster.as_deref()),
                 hostname: hostname(),
-                protocol: Some(protocol(r.version)).filter(|p| *p != "-"),
+                protocol: Some(protocol(r.version)).filter(|p| *p != "-" && !r.tcp),
                 start_time: Some(r.start_wall),
                 ..HeaderContext::default()
             };

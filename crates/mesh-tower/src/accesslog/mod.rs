@@ -479,6 +479,8 @@ pub(crate) struct RequestFacts {
     pub(crate) format: Arc<LogFormat>,
     /// Request headers a custom format reads (not kept otherwise).
     pub(crate) extra_request: Option<HeaderMap>,
+    /// An opaque TCP connection, not a request: the HTTP fields are `-`.
+    pub(crate) tcp: bool,
 }
 
 /// One log entry: emitted when dropped (at the end of the response body).
@@ -639,19 +641,30 @@ impl fmt::Display for Line<'_> {
         let r = &e.facts;
         let up = e.upstream.as_ref();
         let path: &dyn fmt::Display = match &r.original_path {
+            _ if r.tcp => &"-",
             Some(p) => &Hv(Some(p)) as &dyn fmt::Display,
             None => &PathAndQuery(r.normalized.get().unwrap_or(&r.uri)),
+        };
+        // a TCP connection: Envoy's `"- - -" 0 FLAGS - -`
+        let (method, proto, details) = if r.tcp {
+            ("-", "-", "-")
+        } else {
+            (
+                r.method.as_str(),
+                protocol(r.version),
+                e.details.as_deref().unwrap_or("via_upstream"),
+            )
         };
         write!(
             f,
             "[{}] \"{} {} {}\" {} {} {} - \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} {} {} {} {} {}",
             StartTime(r.start_wall),
-            r.method,
+            method,
             path,
-            protocol(r.version),
+            proto,
             e.status,
             e.flags,
-            e.details.as_deref().unwrap_or("via_upstream"),
+            details,
             Opt(up.and_then(|u| u.transport_failure.as_ref())),
             r.received.get(),
             e.sent,
@@ -686,6 +699,81 @@ impl fmt::Display for Message<'_> {
     }
 }
 
+/// The access-log entry of an opaque TCP connection, written when [`TcpLog::finish`]
+/// is called (its close): Envoy's TCP proxy entry, `"- - -" 0 FLAGS - -` and the bytes,
+/// duration, upstream and downstream addresses, in the format's layout.
+#[derive(Debug)]
+pub(crate) struct TcpLog {
+    direction: Direction,
+    format: Arc<LogFormat>,
+    start_wall: SystemTime,
+    start: Instant,
+    downstream: ConnectionAddrs,
+    sni: Option<Box<str>>,
+    pub(crate) upstream: Option<UpstreamInfo>,
+    pub(crate) flags: ResponseFlags,
+}
+
+impl TcpLog {
+    /// An entry starting now, in `format` (`None`: the process-wide one); `None` when no
+    /// subscriber listens to the access log.
+    pub(crate) fn start(
+        direction: Direction,
+        format: Option<&Arc<LogFormat>>,
+        downstream: ConnectionAddrs,
+        sni: Option<&str>,
+    ) -> Option<Box<TcpLog>> {
+        if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+            return None;
+        }
+        Some(Box::new(TcpLog {
+            direction,
+            format: format.cloned().unwrap_or_else(default_format),
+            start_wall: SystemTime::now(),
+            start: Instant::now(),
+            downstream,
+            sni: sni.map(Into::into),
+            upstream: None,
+            flags: ResponseFlags::NONE,
+        }))
+    }
+
+    /// Writes the entry: `received` bytes came from the client, `sent` went to it.
+    pub(crate) fn finish(self, received: u64, sent: u64) {
+        let facts = RequestFacts {
+            direction: self.direction,
+            start_wall: self.start_wall,
+            start: self.start,
+            method: Method::GET,
+            uri: Uri::default(),
+            original_path: None,
+            normalized: NormalizedPath::default(),
+            version: Version::default(),
+            forwarded_for: None,
+            user_agent: None,
+            request_id: None,
+            authority: None,
+            downstream: self.downstream,
+            received: BodySize::Exact(received),
+            sni: self.sni,
+            format: self.format,
+            extra_request: None,
+            tcp: true,
+        };
+        // written by the entry's drop
+        drop(LogEntry {
+            facts: Box::new(facts),
+            status: 0,
+            flags: self.flags,
+            details: None,
+            upstream: self.upstream,
+            service_time: None,
+            extra_response: None,
+            sent,
+        });
+    }
+}
+
 struct PathAndQuery<'a>(&'a Uri);
 
 impl fmt::Display for PathAndQuery<'_> {
@@ -702,12 +790,21 @@ impl Drop for LogEntry {
         let duration_ms = self.facts.start.elapsed().as_millis() as u64;
         let r = &self.facts;
         let up = self.upstream.as_ref();
+        let (method, path, proto): (&str, &dyn fmt::Display, &str) = if r.tcp {
+            ("-", &"-", "tcp")
+        } else {
+            (
+                r.method.as_str(),
+                &PathAndQuery(r.normalized.get().unwrap_or(&r.uri)),
+                protocol(r.version),
+            )
+        };
         tracing::info!(
             target: TARGET,
             direction = r.direction.as_str(),
-            method = %r.method,
-            path = %PathAndQuery(r.normalized.get().unwrap_or(&r.uri)),
-            protocol = protocol(r.version),
+            method,
+            path = %path,
+            protocol = proto,
             response_code = self.status,
             response_flags = %self.flags,
             response_code_details = self.details.as_deref().unwrap_or("via_upstream"),
@@ -766,6 +863,7 @@ mod tests {
             sni: None,
             format: Arc::new(LogFormat::text()),
             extra_request: None,
+            tcp: false,
         };
         let mut ext = http::Extensions::new();
         ext.insert(ResponseFlags::NO_HEALTHY_UPSTREAM);

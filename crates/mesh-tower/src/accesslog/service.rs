@@ -243,6 +243,7 @@ pub(crate) fn capture_with<B: http_body::Body>(
             .map(Into::into),
         extra_request: format.request_headers(h),
         format,
+        tcp: false,
     });
     (body, facts)
 }

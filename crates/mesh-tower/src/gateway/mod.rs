@@ -1432,7 +1432,7 @@ async fn connection(
                 .map(|s| s.1.clone())
                 .unwrap_or_default();
             authorize_connection(&inner, &conn).await?;
-            let upstream = l4_connect(&inner, &snap, &gateway, port, None, false).await?;
+            let upstream = l4_connect(&inner, &snap, &gateway, &conn, None, false).await?;
             return splice(tcp, upstream).await;
         }
         return Err(io::Error::other("no Gateway server on this port any more"));
@@ -1476,8 +1476,9 @@ async fn connection(
             )));
         }
         drop(all);
-        authorize_connection(&inner, &conn.with_tls(true, sni.as_deref())).await?;
-        let upstream = l4_connect(&inner, &snap, &gateway, port, sni.as_deref(), true).await?;
+        let conn = conn.with_tls(true, sni.as_deref());
+        authorize_connection(&inner, &conn).await?;
+        let upstream = l4_connect(&inner, &snap, &gateway, &conn, sni.as_deref(), true).await?;
         return splice(tcp, upstream).await;
     }
     let term = inner
@@ -1527,7 +1528,7 @@ async fn connection(
         return serve_http(inner, stream, ctx).await;
     }
     authorize_connection(&inner, &conn).await?;
-    let upstream = l4_connect(&inner, &snap, &gateway, port, sni.as_deref(), false).await?;
+    let upstream = l4_connect(&inner, &snap, &gateway, &conn, sni.as_deref(), false).await?;
     splice(stream, upstream).await
 }
 
@@ -1570,10 +1571,11 @@ async fn l4_connect(
     inner: &Inner,
     snap: &Snapshot,
     gateway: &str,
-    port: u16,
+    conn: &ConnectionInfo,
     sni: Option<&str>,
     passthrough: bool,
 ) -> io::Result<crate::tcp::MeshTcpStream> {
+    let port = conn.port();
     let mut attrs = L4Attrs::new(&inner.namespace, port);
     attrs.gateway = Some(gateway);
     attrs.sni = sni;
@@ -1599,6 +1601,7 @@ async fn l4_connect(
         port,
         routed: true,
         sidecar: false,
+        log_downstream: Some((conn.addrs(), sni)),
     };
     inner
         .client

@@ -604,7 +604,6 @@ impl MeshServerBuilder {
         authz = authz.with_ext_authz_identity(client_workload, Some(Arc::clone(creds)));
         Ok(MeshServer {
             inner: Arc::new(ServerInner {
-                mesh: self.mesh,
                 namespace: self.namespace,
                 labels: self.labels,
                 port: self.port,
@@ -617,6 +616,8 @@ impl MeshServerBuilder {
                 authz,
                 trace: PropagateTraceLayer::inbound(self.trace),
                 drain_timeout: self.drain_timeout,
+                log_format: crate::accesslog::mesh_format(self.mesh.options()),
+                mesh: self.mesh,
             }),
         })
     }
@@ -693,6 +694,8 @@ struct ServerInner {
     authz: AuthorizationLayer,
     trace: PropagateTraceLayer,
     drain_timeout: Duration,
+    /// The MeshConfig's access-log format, if it sets one (for TCP connections).
+    log_format: Option<Arc<crate::accesslog::LogFormat>>,
 }
 
 /// The caller's workload for the `source_*` metric labels, as the registry knows the
@@ -1359,11 +1362,20 @@ impl MeshServer {
             crate::envoy::ResponseFlags::NONE,
             mutual_tls,
         );
-        // counted before the decision, as Envoy's stats filter counts the connection
-        // before the RBAC filter closes it
+        // counted (and logged) before the decision, as Envoy's stats filter counts the
+        // connection before the RBAC filter closes it
         let series = config.metrics.tcp_connection(&labels);
+        let log = crate::accesslog::TcpLog::start(
+            crate::accesslog::Direction::Inbound,
+            i.log_format.as_ref(),
+            info.addrs(),
+            None,
+        );
         if !i.authz.authorize_connection(&info).await.allowed {
             drop(series);
+            if let Some(log) = log {
+                log.finish(0, 0);
+            }
             return None;
         }
         let peer = info.peer().cloned();
@@ -1374,7 +1386,8 @@ impl MeshServer {
                 Some(series),
             )
             .with_peer(peer)
-            .with_info(info),
+            .with_info(info)
+            .with_log(log),
         )
     }
 }

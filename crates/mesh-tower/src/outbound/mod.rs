@@ -1595,11 +1595,7 @@ impl MeshClientBuilder {
     fn shared(self) -> (Arc<ClientShared>, Option<Arc<IstioMetrics>>, TraceConfig) {
         let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
         let hash_source = source.unwrap_or_else(|| workload_hash_source(&self.workload));
-        // (only a client that writes an access log needs the format)
-        let log_format = self
-            .access_log
-            .then(|| crate::accesslog::mesh_format(self.mesh.options()))
-            .flatten();
+        let log_format = crate::accesslog::mesh_format(self.mesh.options());
         (
             Arc::new(ClientShared {
                 mesh: self.mesh,

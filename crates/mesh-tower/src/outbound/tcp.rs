@@ -10,6 +10,7 @@ use mesh_core::snapshot::Snapshot;
 
 use super::dest::{DestKey, DestState, RequestTarget};
 use super::{dest_port_of, MeshClient};
+use crate::accesslog::{Direction, TcpLog, UpstreamInfo};
 use crate::envoy::ResponseFlags;
 use crate::lb::ConnectionAddrs;
 use crate::metrics::{Reporter, RequestLabels, ServiceInfo, WorkloadInfo};
@@ -168,6 +169,7 @@ impl MeshClient {
             port,
             routed,
             sidecar: true,
+            log_downstream: None,
         };
         self.connect_routed(&snap, wd, to).await
     }
@@ -188,13 +190,58 @@ impl MeshClient {
             port,
             routed,
             sidecar,
+            log_downstream,
         } = to;
         let ip: Option<IpAddr> = host.parse().ok();
-        let fail =
-            |e: TcpConnectError, service: Arc<ServiceInfo>, peer: Option<Arc<WorkloadInfo>>| {
-                self.count_failure(&e, service, peer);
-                Err(e)
+        // the access-log entry (Envoy's TCP proxy logs every downstream connection, a
+        // failed one with its flag): a gateway's, or the client's when it writes one
+        let log = match log_downstream {
+            Some((addrs, sni)) => {
+                TcpLog::start(Direction::Inbound, shared.log_format.as_ref(), addrs, sni)
+            }
+            None if shared.logs_access() => TcpLog::start(
+                Direction::Outbound,
+                shared.log_format.as_ref(),
+                ConnectionAddrs::default(),
+                None,
+            ),
+            None => None,
+        };
+        let log = std::sync::Mutex::new(log);
+        // what the entry says of the upstream: the endpoint (not a placeholder for a name)
+        // and the cluster
+        let upstream_info =
+            |endpoint: Option<std::net::SocketAddr>, cluster: Option<String>| UpstreamInfo {
+                host: endpoint.filter(|a| !matches!(a.ip(), IpAddr::V4(v4) if v4.octets()[0] == 0)),
+                cluster: cluster.map(Arc::from),
+                ..UpstreamInfo::default()
             };
+        let fail = |e: TcpConnectError,
+                    service: Arc<ServiceInfo>,
+                    peer: Option<Arc<WorkloadInfo>>| {
+            self.count_failure(&e, service, peer);
+            let entry = log.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(mut entry) = entry {
+                entry.flags = e.flags();
+                let (endpoint, cluster) = match &e {
+                    TcpConnectError::Connect {
+                        cluster, endpoint, ..
+                    } => (Some(*endpoint), Some(cluster.clone())),
+                    TcpConnectError::NoHealthyUpstream { cluster }
+                    | TcpConnectError::ClusterNotFound { cluster } => (None, Some(cluster.clone())),
+                    _ => (None, None),
+                };
+                let mut up = upstream_info(endpoint, cluster);
+                if let TcpConnectError::Connect { error, .. } = &e {
+                    if matches!(**error, ConnectError::Tls { .. }) {
+                        up.transport_failure = Some(error.to_string());
+                    }
+                }
+                entry.upstream = Some(up);
+                entry.finish(0, 0);
+            }
+            Err(e)
+        };
         let unknown_service = || Arc::new(ServiceInfo::default());
         let black_hole = || {
             let service = Arc::new(ServiceInfo {
@@ -367,9 +414,17 @@ impl MeshClient {
             mutual_tls,
         );
         let series = self.metrics_config.metrics.tcp_connection(&labels);
-        Ok(MeshTcpStream::new(io, Side::Outbound, Some(series))
+        let mut entry = log.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = entry.as_mut() {
+            e.upstream = Some(upstream_info(Some(endpoint), Some(cluster())));
+        }
+        // a gateway's entry counts from its downstream's side: what the client sent is
+        // what this stream writes upstream
+        let side = Side::Outbound;
+        Ok(MeshTcpStream::new(io, side, Some(series))
             .with_peer(peer_id)
-            .with_guard(guard))
+            .with_guard(guard)
+            .with_log(entry))
     }
 
     /// Counts a connection that could not be made, as the client's sidecar counts the
@@ -407,6 +462,9 @@ pub(crate) struct Routed<'a> {
     pub(crate) routed: bool,
     /// The client's `Sidecar` scopes what it may reach (not for a gateway).
     pub(crate) sidecar: bool,
+    /// Write an access-log entry for a gateway's downstream connection (its addresses,
+    /// SNI); `None`: the client's own access log decides.
+    pub(crate) log_downstream: Option<(crate::lb::ConnectionAddrs, Option<&'a str>)>,
 }
 
 /// The metrics' view of endpoint `index` on a connection whose server presented
