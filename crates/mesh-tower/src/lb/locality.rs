@@ -430,9 +430,12 @@ pub fn label_failover_priority(
             None => label_value(key, client, client_labels),
         };
         let have = label_value(key, endpoint, endpoint_labels);
-        match (want, have) {
-            (Some(w), Some(h)) if w == h => matched += 1,
-            _ => break,
+        // istiod `applyFailoverPriorityPerLocality` compares the label values as strings:
+        // a label neither side has ("" == "") matches
+        if want.unwrap_or("") == have.unwrap_or("") {
+            matched += 1;
+        } else {
+            break;
         }
     }
     keys.len() as u32 - matched
@@ -639,6 +642,21 @@ mod tests {
         );
         assert_eq!(
             label_failover_priority(&keys, &client, &client_labels, &loc("r1"), &net("n1")),
+            1
+        );
+        // a label neither side has matches ("" == "", as istiod compares): on one network
+        // without network labels, failover goes by region and zone
+        let keys = vec![
+            "topology.istio.io/network".to_string(),
+            "topology.kubernetes.io/region".to_string(),
+        ];
+        let none = BTreeMap::new();
+        assert_eq!(
+            label_failover_priority(&keys, &client, &none, &loc("r1/z2"), &none),
+            0
+        );
+        assert_eq!(
+            label_failover_priority(&keys, &client, &none, &loc("r2/z1"), &none),
             1
         );
     }

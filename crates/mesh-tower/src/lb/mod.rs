@@ -1242,8 +1242,10 @@ fn build_picker(algorithm: LbAlgorithm, endpoints: &[Arc<Endpoint>], hosts: &[us
             cumulative: cumulative(),
             equal_weights: weights.windows(2).all(|w| w[0] == w[1]),
         },
+        // Envoy's `RandomLoadBalancer::peekOrChoose` picks uniformly among the hosts,
+        // whatever their weights
         LbAlgorithm::Random => Picker::Random {
-            cumulative: cumulative(),
+            cumulative: (1..=weights.len() as u64).collect(),
         },
         LbAlgorithm::RingHash { minimum_ring_size } => {
             Picker::Ring(ring::Ring::build(&keyed(), minimum_ring_size))
@@ -1414,7 +1416,6 @@ mod tests {
         let want = [0.1, 0.2, 0.3, 0.4];
         for algo in [
             LbAlgorithm::RoundRobin,
-            LbAlgorithm::Random,
             LbAlgorithm::LeastRequest,
             LbAlgorithm::RingHash {
                 minimum_ring_size: 1024,
@@ -1432,6 +1433,10 @@ mod tests {
             println!("{algo:?}: {got:?}");
             assert_shares(&got, &want, tolerance);
         }
+        // RANDOM ignores the weights, as Envoy's `RandomLoadBalancer` does
+        let lb = LoadBalancer::new(eps(&[1, 2, 3, 4]), LbConfig::new(LbAlgorithm::Random));
+        let got = shares(&lb, 40_000, &mut rng);
+        assert_shares(&got, &[0.25; 4], 0.015);
     }
 
     #[test]

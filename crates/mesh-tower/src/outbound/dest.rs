@@ -431,16 +431,23 @@ fn lb_config(
                     .map(HashKey::QueryParameter)
             };
             match (ch.maglev, ch.ring_hash, ch.minimum_ring_size) {
+                // istiod sets these only when not 0: 0 is Envoy's default
                 (Some(m), _, _) => LbAlgorithm::Maglev {
-                    table_size: m.table_size.unwrap_or(crate::lb::DEFAULT_MAGLEV_TABLE_SIZE),
+                    table_size: m
+                        .table_size
+                        .filter(|t| *t != 0)
+                        .unwrap_or(crate::lb::DEFAULT_MAGLEV_TABLE_SIZE),
                 },
                 (None, Some(r), _) => LbAlgorithm::RingHash {
                     minimum_ring_size: r
                         .minimum_ring_size
+                        .filter(|n| *n != 0)
                         .unwrap_or(crate::lb::DEFAULT_MIN_RING_SIZE),
                 },
                 (None, None, m) => LbAlgorithm::RingHash {
-                    minimum_ring_size: m.unwrap_or(crate::lb::DEFAULT_MIN_RING_SIZE),
+                    minimum_ring_size: m
+                        .filter(|n| *n != 0)
+                        .unwrap_or(crate::lb::DEFAULT_MIN_RING_SIZE),
                 },
             }
         }
@@ -497,7 +504,7 @@ fn lb_config(
 
 pub(crate) fn outlier_config(od: &OutlierDetection) -> OutlierConfig {
     let d = OutlierConfig::default();
-    let mut c = OutlierConfig {
+    let c = OutlierConfig {
         consecutive_5xx: od.consecutive_5xx_errors.unwrap_or(d.consecutive_5xx),
         consecutive_gateway_errors: od.consecutive_gateway_errors.unwrap_or(0),
         interval: od.interval.map(|x| x.as_std()).unwrap_or(d.interval),
@@ -510,16 +517,16 @@ pub(crate) fn outlier_config(od: &OutlierDetection) -> OutlierConfig {
             _ => d.max_ejection_percent,
         },
         split_external_local_origin_errors: od.split_external_local_origin_errors,
+        // istiod sets it only when > 0: 0 leaves Envoy's default (5)
         consecutive_local_origin_failures: od
             .consecutive_local_origin_failures
+            .filter(|n| *n > 0)
             .unwrap_or(d.consecutive_local_origin_failures),
         ..d
     };
-    // deprecated `consecutiveErrors`: gateway errors only (istio/api#617)
-    if let Some(n) = od.consecutive_errors.filter(|n| *n > 0) {
-        c.consecutive_gateway_errors = n as u32;
-        c.consecutive_5xx = 0;
-    }
+    // the deprecated `consecutiveErrors` is not read by istiod any more (istio/istio#24087
+    // "Stop using OutlierDetection.ConsecutiveErrors"): Envoy's defaults apply
+    let _ = od.consecutive_errors;
     c
 }
 
@@ -912,10 +919,11 @@ mod tests {
                 30_000,
                 10,
             ),
+            // the deprecated consecutiveErrors is ignored, as istiod ignores it
             (
                 serde_json::json!({"consecutiveErrors": 7}),
+                5,
                 0,
-                7,
                 10_000,
                 30_000,
                 10,

@@ -2908,6 +2908,7 @@ where
         path_and_query: &path_and_query,
         grpc,
         upgrade,
+        in_flight: std::sync::atomic::AtomicUsize::new(usize::MAX),
     };
     let (mut resp, ctx) = match timeout {
         Some(t) => {
@@ -2917,13 +2918,23 @@ where
             match tokio::time::timeout_at(at, attempts.run(&mut body)).await {
                 Ok((r, c)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => (r, c),
                 Ok((r, c)) => (r.map(|b| deadline::Deadline::new(b, at).boxed()), c),
-                Err(_) => (
-                    local(LocalReply::UpstreamTimeout, grpc),
-                    MetricsContext {
-                        service: Some(Arc::clone(&dest.service)),
-                        ..MetricsContext::default()
-                    },
-                ),
+                Err(_) => {
+                    // Envoy's `onResponseTimeout`: the attempt still waiting for headers
+                    // counts against its endpoint (a 504, LocalOriginTimeout)
+                    let i = attempts
+                        .in_flight
+                        .load(std::sync::atomic::Ordering::Relaxed);
+                    if let (Some(od), true) = (&dest.outlier, i != usize::MAX) {
+                        od.record(i, Outcome::Timeout, std::time::Instant::now());
+                    }
+                    (
+                        local(LocalReply::UpstreamTimeout, grpc),
+                        MetricsContext {
+                            service: Some(Arc::clone(&dest.service)),
+                            ..MetricsContext::default()
+                        },
+                    )
+                }
             }
         }
         None => attempts.run(&mut body).await,
@@ -3045,6 +3056,9 @@ struct Attempts<'a, T> {
     grpc: bool,
     /// A WebSocket upgrade request: sent over HTTP/1.1.
     upgrade: bool,
+    /// The endpoint of the attempt waiting for its response headers (`usize::MAX`: none),
+    /// for the outlier detector when the route timeout cuts it off.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
 /// Envoy's `host_selection_retry_max_attempts` for the previous-hosts predicate.
@@ -3167,10 +3181,14 @@ impl<T: Sender> Attempts<'_, T> {
             *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
             let send = self.transport.send_to(dest, index, req, self.upgrade);
+            self.in_flight
+                .store(index, std::sync::atomic::Ordering::Relaxed);
             let result = match self.policy.per_try_timeout {
                 Some(t) => tokio::time::timeout(t, send).await.ok(),
                 None => Some(send.await),
             };
+            self.in_flight
+                .store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
             let now = tokio::time::Instant::now().into_std();
             let retries_left = n + 1 < max;
             match result {

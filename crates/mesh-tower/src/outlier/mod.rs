@@ -454,7 +454,15 @@ impl OutlierDetector {
         let m = &ep.monitor;
         let cfg = &self.config;
         let code = match outcome {
-            Outcome::Status(code) => Some(code),
+            Outcome::Status(code) => {
+                // an answer means the connection was made: Envoy's router reports
+                // `LocalOriginConnectSuccess` on every pool-ready request, which resets the
+                // local-origin counter
+                if cfg.split_external_local_origin_errors {
+                    m.consecutive_local.store(0, Ordering::Relaxed);
+                }
+                Some(code)
+            }
             Outcome::ConnectSucceeded => {
                 m.consecutive_local.store(0, Ordering::Relaxed);
                 return None;
@@ -537,11 +545,13 @@ impl OutlierDetector {
         let m = &self.lb.endpoints()[index].monitor;
         m.ejected_at.store(self.nanos(now), Ordering::Release);
         m.ejections.fetch_add(1, Ordering::Relaxed);
-        // The multiplier grows while base * multiplier stays under the cap.
+        // The multiplier grows while base * multiplier stays under the cap plus one base
+        // (Envoy's `ejectHost`: `backoff * base < max + base`), so past the cap one more
+        // healthy interval is needed before the ejection time shrinks.
         let base = self.config.base_ejection_time.as_nanos().max(1);
         let cap = self.config.max_ejection_time.as_nanos().max(base);
         let b = m.backoff.load(Ordering::Acquire);
-        if base * u128::from(b) < cap {
+        if base * u128::from(b) < cap + base {
             m.backoff.store(b + 1, Ordering::Release);
         }
         tracing::debug!(endpoint = %self.lb.endpoints()[index].addr(), "outlier detection ejected endpoint");
