@@ -333,7 +333,7 @@ impl AsyncWrite for MeshTcpStream {
 
 /// Why [`MeshClient::connect`](crate::outbound::MeshClient::connect) could not open a
 /// connection. Each is counted in the client's `istio_tcp_*` metrics with Envoy's
-/// response flag ([`flags`](Self::flags)), as the client's sidecar counts the connection
+/// response flags ([`flags`](Self::flags)), as the client's sidecar counts the connection
 /// the application opened to it.
 ///
 /// # Examples
@@ -422,7 +422,13 @@ impl TcpConnectError {
             {
                 ResponseFlags::UPSTREAM_OVERFLOW
             }
-            TcpConnectError::Connect { .. } => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            // Envoy's TCP proxy: the failed attempt (UF) was the last one allowed
+            // (`max_connect_attempts` 1, URX)
+            TcpConnectError::Connect { .. } => {
+                let mut f = ResponseFlags::UPSTREAM_CONNECTION_FAILURE;
+                f.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                f
+            }
         }
     }
 }
@@ -529,7 +535,7 @@ mod tests {
                     endpoint: addr,
                     error: Box::new(ConnectError::Timeout(std::time::Duration::from_secs(1))),
                 },
-                "UF",
+                "UF,URX",
             ),
         ];
         for (e, flag) in cases {

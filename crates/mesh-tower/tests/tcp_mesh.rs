@@ -433,7 +433,7 @@ spec:
                     ),
                     "{e}"
                 );
-                assert_eq!(e.flags().to_string(), "UF");
+                assert_eq!(e.flags().to_string(), "UF,URX");
                 assert!(
                     e.to_string()
                         .contains("outbound|9000||tcp-echo.foo.svc.cluster.local"),
@@ -446,7 +446,7 @@ spec:
     let text = sleep.metrics().render();
     let uf = metric_lines(&text, "istio_tcp_connections_opened_total")
         .into_iter()
-        .find(|l| l.contains(r#"response_flags="UF""#))
+        .find(|l| l.contains(r#"response_flags="UF,URX""#))
         .expect("a UF series");
     assert_eq!(value(uf), 1, "{uf}");
 }
@@ -492,13 +492,14 @@ async fn wrong_server_identity_is_refused() {
         },
         other => panic!("{other}"),
     }
-    assert_eq!(err.flags().to_string(), "UF");
+    assert_eq!(err.flags().to_string(), "UF,URX");
 }
 
-/// `tcp.maxConnections: 1`: a second connection waits for the first to close (Envoy's
-/// pending connection), and with `http1MaxPendingRequests: 1` a third overflows (UO).
+/// `tcp.maxConnections: 1`: a second connection is refused at once with UO, as Envoy's TCP
+/// proxy refuses it (it checks the circuit breaker before its pool, which would queue the
+/// connection); once the first closes, a new one goes through.
 #[tokio::test]
-async fn max_connections_queue_then_overflow() {
+async fn max_connections_overflow_at_once() {
     let pki = Pki::new();
     let yaml = format!(
         "{TCP_ECHO}---
@@ -510,7 +511,6 @@ spec:
   trafficPolicy:
     connectionPool:
       tcp: {{maxConnections: 1}}
-      http: {{http1MaxPendingRequests: 1}}
 "
     );
     let mesh = Mesh::from_yaml(&yaml).unwrap();
@@ -518,20 +518,23 @@ spec:
     start_echo(&mesh, &pki, "v1", &metrics).await;
     let sleep = sleep_client(&mesh, &pki);
     let first = sleep.connect("tcp-echo:9000").await.unwrap();
-    let waiting = {
-        let sleep = sleep.clone();
-        tokio::spawn(async move { talk(&sleep, "tcp-echo:9000").await })
-    };
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(!waiting.is_finished(), "the second connection waits");
-    let third = sleep.connect("tcp-echo:9000").await.unwrap_err();
-    assert_eq!(third.flags().to_string(), "UO", "{third}");
-    drop(first);
-    let second = tokio::time::timeout(Duration::from_secs(5), waiting)
+    let second = tokio::time::timeout(Duration::from_secs(2), sleep.connect("tcp-echo:9000"))
         .await
-        .expect("the second connection goes once the first closed")
-        .unwrap();
-    assert_eq!(second.as_deref(), Ok("hello world"));
+        .expect("refused at once, not queued")
+        .unwrap_err();
+    assert_eq!(second.flags().to_string(), "UO", "{second}");
+    drop(first);
+    assert_eq!(
+        talk(&sleep, "tcp-echo:9000").await.as_deref(),
+        Ok("hello world")
+    );
+    // the overflow is counted with no destination workload (no host was chosen)
+    let text = sleep.metrics().render();
+    let uo = metric_lines(&text, "istio_tcp_connections_opened_total")
+        .into_iter()
+        .find(|l| l.contains(r#"response_flags="UO""#))
+        .expect("a UO series");
+    assert!(uo.contains(r#"destination_workload="unknown""#), "{uo}");
 }
 
 /// Names and addresses: the short name, the FQDN, the service's only port, an address
@@ -598,6 +601,13 @@ spec:
         "{text}"
     );
     assert!(text.contains(r#"response_flags="NC""#), "{text}");
+    // a TCP connection has no Host: istio_stats leaves the black hole's service unknown
+    assert!(
+        text.lines()
+            .filter(|l| l.contains("BlackHoleCluster"))
+            .all(|l| l.contains(r#"destination_service="unknown""#)),
+        "{text}"
+    );
 }
 
 /// Istio's "TCP Traffic Shifting" task through the ingress gateway: a Gateway `TCP` server
@@ -803,110 +813,4 @@ spec:
     };
     assert_eq!(first("api.example.com:443").await, "mirror");
     assert_eq!(first("mirror.example.com:443").await, "mirror");
-}
-
-/// The access log of TCP connections, as Envoy's TCP proxy writes it in Istio's default
-/// format (`"- - -" 0 FLAGS`, bytes, upstream cluster, addresses): the server's entry, the
-/// client's (with `access_log(true)`), and a failed connection with its flag.
-#[tokio::test(flavor = "current_thread")]
-async fn tcp_access_log_entries() {
-    use std::sync::Mutex;
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<String>>>);
-    struct Msg<'a>(&'a mut Option<String>);
-    impl tracing::field::Visit for Msg<'_> {
-        fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
-            if f.name() == "message" {
-                *self.0 = Some(format!("{v:?}"));
-            }
-        }
-    }
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
-        fn on_event(&self, e: &tracing::Event<'_>, _: Context<'_, S>) {
-            if e.metadata().target() == mesh_tower::accesslog::TARGET {
-                let mut m = None;
-                e.record(&mut Msg(&mut m));
-                self.0.lock().unwrap().extend(m);
-            }
-        }
-    }
-    let lines = Lines::default();
-    let _guard =
-        tracing::subscriber::set_default(tracing_subscriber::registry().with(lines.clone()));
-
-    let pki = Pki::new();
-    let yaml = format!(
-        "{TCP_ECHO}---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: tcp-echo, namespace: foo}}
-spec:
-  host: tcp-echo
-  subsets: [{{name: v1, labels: {{version: v1}}}}]
-"
-    );
-    let mesh = Mesh::from_yaml(&yaml).unwrap();
-    let metrics = Arc::new(IstioMetrics::new());
-    let addrs = start_echo(&mesh, &pki, "v1", &metrics).await;
-    let sleep = MeshClient::builder(mesh.clone(), ClientWorkload::new("sleep", "foo", "sleep"))
-        .credentials(pki.creds("foo", "sleep"))
-        .access_log(true)
-        .build();
-    assert_eq!(
-        talk(&sleep, "tcp-echo:9000").await.as_deref(),
-        Ok("hello world")
-    );
-    for _ in 0..100 {
-        if lines.0.lock().unwrap().len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let got = lines.0.lock().unwrap().clone();
-    assert_eq!(got.len(), 2, "{got:#?}");
-    let server = got
-        .iter()
-        .find(|l| l.contains(&format!(" {} ", addrs[&9000])))
-        .expect("the server's entry names its own address");
-    // received 5 ("world"), sent 11 ("hello world")
-    assert!(server.contains("\"- - -\" 0 - - - \"-\" 5 11 "), "{server}");
-    let client = got.iter().find(|l| *l != server).unwrap();
-    assert!(client.contains("\"- - -\" 0 - - - \"-\" 5 11 "), "{client}");
-    assert!(
-        client.contains(&format!(
-            "\"{}\" outbound|9000||tcp-echo.foo.svc.cluster.local ",
-            addrs[&9000]
-        )),
-        "{client}"
-    );
-    // a refused connection: logged with UF
-    lines.0.lock().unwrap().clear();
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    mesh.register(Workload {
-        name: "tcp-echo-v1".into(),
-        namespace: "foo".into(),
-        service_account: "tcp-echo".into(),
-        labels: labels(&[("app", "tcp-echo"), ("version", "v1")]),
-        address: dead.ip(),
-        ports: ["tcp", "tcp-other", "tcp-third"]
-            .map(|n| (n.to_string(), dead.port()))
-            .into(),
-        locality: None,
-        weight: 0,
-    });
-    let err = sleep.connect("tcp-echo:9002").await.unwrap_err();
-    assert_eq!(err.flags().to_string(), "UF", "{err}");
-    let got = lines.0.lock().unwrap().clone();
-    assert_eq!(got.len(), 1, "{got:#?}");
-    assert!(
-        got[0].contains("\"- - -\" 0 UF - - \"-\" 0 0 "),
-        "{}",
-        got[0]
-    );
 }

@@ -31,8 +31,7 @@ impl MeshClient {
     /// 2. an endpoint of the destination's subset is picked by its DestinationRule's load
     ///    balancer (ejected endpoints skipped; held as an active request while the
     ///    connection is open) and dialed within `connectTimeout`; at `tcp.maxConnections`
-    ///    the connection waits for another of the destination to close, as one of at most
-    ///    `http1MaxPendingRequests` pending ones (beyond: UO);
+    ///    the connection is refused (UO), as Envoy's TCP proxy refuses it;
     /// 3. mutual TLS is originated with the workload's certificate (auto mTLS,
     ///    `ISTIO_MUTUAL`) or per the DestinationRule's `tls`, the server's SPIFFE identity
     ///    checked in the handshake; no ALPN is offered;
@@ -244,8 +243,10 @@ impl MeshClient {
         };
         let unknown_service = || Arc::new(ServiceInfo::default());
         let black_hole = || {
+            // istio_stats names the cluster; a TCP connection has no Host for the service
+            // host, which stays unknown
             let service = Arc::new(ServiceInfo {
-                host: host.to_ascii_lowercase(),
+                host: String::new(),
                 name: "BlackHoleCluster".to_owned(),
                 namespace: String::new(),
             });
@@ -344,32 +345,20 @@ impl MeshClient {
         let index = guard.index();
         let endpoint = guard.endpoint().addr();
         let unconnected = dest.peers_unconnected.get(index).cloned();
-        // `maxConnections` reached: the connection waits as a pending request for one of
-        // the destination's connections to close (Envoy's TCP connection pool), within
-        // `http1MaxPendingRequests` (beyond: UO)
-        let mut pending = None;
-        let permit = loop {
-            match dest.breaker.try_connection() {
-                Ok(p) => break p,
-                Err(o) => {
-                    if pending.is_none() {
-                        match dest.breaker.try_pending() {
-                            Ok(p) => pending = Some(p),
-                            Err(_) => {
-                                let e = TcpConnectError::Connect {
-                                    cluster: cluster(),
-                                    endpoint,
-                                    error: Box::new(ConnectError::Overflow(o)),
-                                };
-                                return fail(e, Arc::clone(&dest.service), unconnected);
-                            }
-                        }
-                    }
-                    dest.upstream.wait_for_slot().await;
-                }
+        // `maxConnections` reached: refused at once (Envoy's TCP proxy checks the circuit
+        // breaker before asking its pool, which would queue the connection behind ones that
+        // may never close: UO, no host chosen)
+        let permit = match dest.breaker.try_connection() {
+            Ok(p) => p,
+            Err(o) => {
+                let e = TcpConnectError::Connect {
+                    cluster: cluster(),
+                    endpoint,
+                    error: Box::new(ConnectError::Overflow(o)),
+                };
+                return fail(e, Arc::clone(&dest.service), None);
             }
         };
-        drop(pending);
         let connected = dest
             .upstream
             .connector()

@@ -224,15 +224,6 @@ impl Upstream {
         &self.connector
     }
 
-    /// Waits until a connection of this destination closes or returns to a pool, or a
-    /// short while (an opaque TCP connection's close is noticed on the next round).
-    pub(crate) async fn wait_for_slot(&self) {
-        self.waiters.count.fetch_add(1, Ordering::AcqRel);
-        let notified = self.waiters.notify.notified();
-        let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
-        self.waiters.count.fetch_sub(1, Ordering::AcqRel);
-    }
-
     /// Sends `req` (origin-form URI, `Host` set) to endpoint `index`; `upgrade`: the request
     /// asks for an HTTP/1.1 upgrade (it must go out over HTTP/1.1). With the answer, the
     /// peer of the connection it came over.
