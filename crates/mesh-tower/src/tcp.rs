@@ -116,6 +116,7 @@
 //!   and closed, as the stats filter counts it.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -129,6 +130,9 @@ use crate::inbound::ConnectionInfo;
 use crate::lb::RequestGuard;
 use crate::metrics::TcpSeries;
 use crate::outbound::ConnectError;
+
+/// Envoy's TCP proxy idle timeout when none is configured (1 h).
+pub(crate) const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What a [`MeshTcpStream`] runs over.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -165,6 +169,55 @@ pub struct MeshTcpStream {
     /// Bytes from the client, and to it, so far (for the access log).
     received: u64,
     sent: u64,
+    /// The TCP proxy's idle timeout and maximum duration.
+    timers: Option<Box<Timers>>,
+}
+
+/// Envoy's TCP proxy `idle_timeout` (DestinationRule `connectionPool.tcp.idleTimeout`, 1 h
+/// by default) and `max_downstream_connection_duration` (`maxConnectionDuration`): past
+/// either, the stream fails with `TimedOut` the next time it waits.
+#[derive(Debug)]
+struct Timers {
+    idle: Option<std::time::Duration>,
+    /// When bytes last moved.
+    last: tokio::time::Instant,
+    /// The end of `maxConnectionDuration`.
+    until: Option<tokio::time::Instant>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Timers {
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let idle = self.idle.map(|d| self.last + d);
+        match (idle, self.until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// While the stream waits: `Err` once a deadline has passed, else arms the timer.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        loop {
+            let Some(deadline) = self.deadline() else {
+                return Ok(());
+            };
+            if self.sleep.deadline() != deadline {
+                self.sleep.as_mut().reset(deadline);
+            }
+            match self.sleep.as_mut().poll(cx) {
+                Poll::Pending => return Ok(()),
+                Poll::Ready(()) if tokio::time::Instant::now() >= deadline => {
+                    let what = match self.until {
+                        Some(u) if u <= deadline => "max connection duration reached",
+                        _ => "idle timeout",
+                    };
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, what));
+                }
+                // bytes moved since it was armed: arm it again
+                Poll::Ready(()) => continue,
+            }
+        }
+    }
 }
 
 impl fmt::Debug for MeshTcpStream {
@@ -192,6 +245,42 @@ impl MeshTcpStream {
             log: None,
             received: 0,
             sent: 0,
+            timers: None,
+        }
+    }
+
+    /// Closes the stream after `idle` without bytes moving (`None`: never) or past
+    /// `max_duration` from now.
+    pub(crate) fn with_timeouts(
+        mut self,
+        idle: Option<std::time::Duration>,
+        max_duration: Option<std::time::Duration>,
+    ) -> Self {
+        if idle.is_none() && max_duration.is_none() {
+            return self;
+        }
+        let now = tokio::time::Instant::now();
+        let until = max_duration.map(|d| now + d);
+        let first = idle.map(|d| now + d).into_iter().chain(until).min();
+        self.timers = Some(Box::new(Timers {
+            idle,
+            last: now,
+            until,
+            sleep: Box::pin(tokio::time::sleep_until(first.unwrap_or(now))),
+        }));
+        self
+    }
+
+    fn moved(&mut self) {
+        if let Some(t) = self.timers.as_mut() {
+            t.last = tokio::time::Instant::now();
+        }
+    }
+
+    fn waiting(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.timers.as_mut() {
+            Some(t) => t.check(cx),
+            None => Ok(()),
         }
     }
 
@@ -284,8 +373,16 @@ impl AsyncRead for MeshTcpStream {
         let this = self.get_mut();
         let before = buf.filled().len();
         let r = this.io.as_mut().poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            this.count_read(buf.filled().len() - before);
+        match &r {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n > 0 {
+                    this.moved();
+                }
+                this.count_read(n);
+            }
+            Poll::Pending => this.waiting(cx)?,
+            Poll::Ready(Err(_)) => {}
         }
         r
     }
@@ -299,8 +396,16 @@ impl AsyncWrite for MeshTcpStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = this.io.as_mut().poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.count_written(n);
+        match &r {
+            Poll::Ready(Ok(n)) => {
+                let n = *n;
+                if n > 0 {
+                    this.moved();
+                }
+                this.count_written(n);
+            }
+            Poll::Pending => this.waiting(cx)?,
+            Poll::Ready(Err(_)) => {}
         }
         r
     }
@@ -312,8 +417,16 @@ impl AsyncWrite for MeshTcpStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = this.io.as_mut().poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            this.count_written(n);
+        match &r {
+            Poll::Ready(Ok(n)) => {
+                let n = *n;
+                if n > 0 {
+                    this.moved();
+                }
+                this.count_written(n);
+            }
+            Poll::Pending => this.waiting(cx)?,
+            Poll::Ready(Err(_)) => {}
         }
         r
     }

@@ -814,3 +814,69 @@ spec:
     assert_eq!(first("api.example.com:443").await, "mirror");
     assert_eq!(first("mirror.example.com:443").await, "mirror");
 }
+
+/// DestinationRule `connectionPool.tcp.idleTimeout` and `maxConnectionDuration`, as Envoy's
+/// TCP proxy applies them: a connection idle for longer, or open for longer, is closed.
+#[tokio::test]
+async fn tcp_idle_timeout_and_max_duration() {
+    let pki = Pki::new();
+    let dr = |tcp: &str| {
+        format!(
+            "{TCP_ECHO}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tcp-echo, namespace: foo}}
+spec:
+  host: tcp-echo
+  trafficPolicy: {{connectionPool: {{tcp: {tcp}}}}}
+"
+        )
+    };
+    // idle: bytes keep it open, silence closes it
+    let mesh = Mesh::from_yaml(&dr("{idleTimeout: 300ms}")).unwrap();
+    let metrics = Arc::new(IstioMetrics::new());
+    start_echo(&mesh, &pki, "v1", &metrics).await;
+    let sleep = sleep_client(&mesh, &pki);
+    let mut conn = sleep.connect("tcp-echo:9000").await.unwrap();
+    let mut buf = [0u8; 32];
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        conn.write_all(b"ping").await.unwrap();
+        let n = conn.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello ping");
+    }
+    let start = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("the idle timeout fires")
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // max duration: closed even while bytes move
+    let mesh = Mesh::from_yaml(&dr("{maxConnectionDuration: 400ms}")).unwrap();
+    start_echo(&mesh, &pki, "v1", &metrics).await;
+    let sleep = sleep_client(&mesh, &pki);
+    let mut conn = sleep.connect("tcp-echo:9000").await.unwrap();
+    let start = std::time::Instant::now();
+    let failed = loop {
+        assert!(start.elapsed() < Duration::from_secs(5), "never closed");
+        if conn.write_all(b"ping").await.is_err() {
+            break true;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), conn.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => break true,
+            Err(_) => {}
+        }
+    };
+    assert!(
+        failed && start.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        start.elapsed()
+    );
+}

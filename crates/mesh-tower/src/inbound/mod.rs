@@ -1387,7 +1387,9 @@ impl MeshServer {
             )
             .with_peer(peer)
             .with_info(info)
-            .with_log(log),
+            .with_log(log)
+            // the inbound TCP proxy's default idle timeout
+            .with_timeouts(Some(crate::tcp::DEFAULT_IDLE_TIMEOUT), None),
         )
     }
 }

@@ -190,6 +190,22 @@ impl DestState {
     pub(crate) fn subset_found(&self) -> bool {
         self.subset_found
     }
+
+    /// The TCP proxy timeouts of an opaque connection to this destination: the
+    /// DestinationRule's `connectionPool.tcp.idleTimeout` (1 h when unset, as Envoy's TCP
+    /// proxy; `0s` disables it) and `maxConnectionDuration` (none when unset).
+    pub(crate) fn tcp_timeouts(&self) -> (Option<Duration>, Option<Duration>) {
+        let tcp = self.pool_settings.as_ref().and_then(|p| p.tcp.as_ref());
+        let idle = match tcp.and_then(|t| t.idle_timeout) {
+            None => Some(crate::tcp::DEFAULT_IDLE_TIMEOUT),
+            Some(d) => Some(d.as_std()).filter(|d| !d.is_zero()),
+        };
+        let max = tcp
+            .and_then(|t| t.max_connection_duration)
+            .map(|d| d.as_std())
+            .filter(|d| !d.is_zero());
+        (idle, max)
+    }
 }
 
 /// A destination: its current state, replaced when endpoints or policy change.

@@ -410,10 +410,12 @@ impl MeshClient {
         // a gateway's entry counts from its downstream's side: what the client sent is
         // what this stream writes upstream
         let side = Side::Outbound;
+        let (idle, max_duration) = dest.tcp_timeouts();
         Ok(MeshTcpStream::new(io, side, Some(series))
             .with_peer(peer_id)
             .with_guard(guard)
-            .with_log(entry))
+            .with_log(entry)
+            .with_timeouts(idle, max_duration))
     }
 
     /// Counts a connection that could not be made, as the client's sidecar counts the
