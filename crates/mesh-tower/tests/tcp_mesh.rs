@@ -646,7 +646,8 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: tcp-echo, namespace: foo}}
 spec:
-  hosts: ['*']
+  # a named host: a TCP server has no SNI, every VirtualService bound to it applies
+  hosts: [tcp-echo.example.com]
   gateways: [tcp-echo-gateway]
   tcp:
   - match: [{{port: 31400}}]

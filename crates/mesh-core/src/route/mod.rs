@@ -661,31 +661,34 @@ struct L4Match {
 }
 
 impl L4Match {
+    /// istiod: `matchTCP` / `matchTLS` on sidecars (gateways, port, source labels and
+    /// namespace, all AND-ed; unlike HTTP, `gateways` does not switch `sourceLabels` off),
+    /// `l4SingleMatch` on gateways (port and gateway only: the source predicates and the
+    /// subnets do not apply there).
     fn ok(&self, a: &L4Attrs<'_>) -> bool {
         if self.port.is_some_and(|p| p != a.port) {
             return false;
         }
-        if self
-            .source_ns
-            .as_deref()
-            .is_some_and(|n| n != a.client_namespace)
-        {
-            return false;
-        }
-        match &self.gateways {
-            Some(g) => {
-                let ctx = a.gateway.unwrap_or("mesh");
-                if !g.iter().any(|g| &**g == ctx) {
-                    return false;
-                }
-            }
-            None => {
-                if !crate::names::labels_match(&self.source_labels, a.source_labels) {
-                    return false;
-                }
+        if let Some(g) = &self.gateways {
+            let ctx = a.gateway.unwrap_or("mesh");
+            if !g.iter().any(|g| &**g == ctx) {
+                return false;
             }
         }
-        if !self.subnets.is_empty()
+        if a.gateway.is_none() {
+            if self
+                .source_ns
+                .as_deref()
+                .is_some_and(|n| n != a.client_namespace)
+            {
+                return false;
+            }
+            if !crate::names::labels_match(&self.source_labels, a.source_labels) {
+                return false;
+            }
+        }
+        if a.gateway.is_none()
+            && !self.subnets.is_empty()
             && !a
                 .destination_ip
                 .is_some_and(|ip| self.subnets.iter().any(|n| n.contains(&ip)))
@@ -2595,6 +2598,21 @@ impl RouteTable {
                             .export_to
                             .visible_to(a.client_namespace)
                 };
+                if host.is_empty() {
+                    // a TCP server: no SNI to pick by, so every VirtualService bound to
+                    // the gateway on this port (istiod `buildGatewayNetworkFiltersFromTCPRoutes`:
+                    // "since this is TCP, neither matters"), in istiod's order
+                    let mut all: Vec<u32> = g
+                        .index
+                        .values()
+                        .flatten()
+                        .filter(|e| ok(e))
+                        .map(|(i, _)| *i)
+                        .collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    return all.into_iter().map(|i| &self.vss[i as usize]).collect();
+                }
                 g.index
                     .all_matching(host)
                     .find(|l| l.iter().any(ok))
@@ -3006,6 +3024,60 @@ fn string_match_conflict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// L4 matches as istiod's `matchTCP` (sidecar: `gateways: [mesh]` does not switch
+    /// `sourceLabels` off) and `l4SingleMatch` (gateway: port and gateway only).
+    #[test]
+    fn l4_match_source_predicates() {
+        let snap = crate::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: foo}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: foo}
+spec:
+  hosts: [db.foo.svc.cluster.local]
+  gateways: [mesh, gw]
+  tcp:
+  - match: [{gateways: [mesh], sourceLabels: {app: sleep}}]
+    route: [{destination: {host: db-sleep}}]
+  - match: [{gateways: [gw], port: 31400, sourceLabels: {app: nobody}, sourceNamespace: other}]
+    route: [{destination: {host: db-ingress}}]
+  - route: [{destination: {host: db-other}}]
+",
+        )
+        .unwrap()
+        .snapshot();
+        let sleep: Labels = [("app".to_string(), "sleep".to_string())].into();
+        let web: Labels = [("app".to_string(), "web".to_string())].into();
+        let route = |labels: &Labels, gateway: Option<&str>, port: u16| {
+            let mut a = L4Attrs::new("foo", port);
+            a.source_labels = labels;
+            a.gateway = gateway;
+            a.sni = Some("db.foo.svc.cluster.local");
+            let d = snap.route_tcp(&a);
+            d.destinations[0].host.to_string()
+        };
+        assert_eq!(route(&sleep, None, 5432), "db-sleep.foo.svc.cluster.local");
+        assert_eq!(
+            route(&web, None, 5432),
+            "db-other.foo.svc.cluster.local",
+            "sourceLabels still apply"
+        );
+        // at the gateway, the source predicates do not apply; and a TCP server (no SNI)
+        // takes the VirtualServices bound to it, whatever their hosts
+        let mut a = L4Attrs::new("istio-system", 31400);
+        a.gateway = Some("foo/gw");
+        let d = snap.route_tcp(&a);
+        assert_eq!(d.virtual_service.map(|v| &*v.name), Some("foo/db"));
+        assert_eq!(&*d.destinations[0].host, "db-ingress.foo.svc.cluster.local");
+    }
 
     /// `inherit` against istiod's `mergeHTTPRoute`, one row per `HTTPRoute` field: with the
     /// field set on the root only, the merged route has the root's value (inherited) or none
