@@ -703,6 +703,22 @@ impl L4Match {
     }
 }
 
+impl L4Match {
+    /// How specifically this match's `sniHosts` fit `sni`: (2, length) for an exact name,
+    /// (1, suffix length) for a wildcard, (0, 0) without names.
+    fn sni_specificity(&self, sni: &str) -> (u8, usize) {
+        self.sni
+            .iter()
+            .filter(|h| sni_matches(h, sni))
+            .map(|h| match h.strip_prefix('*') {
+                Some(suffix) => (1, suffix.len()),
+                None => (2, h.len()),
+            })
+            .max()
+            .unwrap_or((0, 0))
+    }
+}
+
 fn sni_matches(pattern: &str, sni: &str) -> bool {
     match pattern.strip_prefix('*') {
         Some(suffix) => {
@@ -2666,17 +2682,28 @@ impl RouteTable {
         sidecar: Option<&SidecarScope>,
     ) -> L4Decision<'a> {
         let sni = a.sni.unwrap_or("").to_ascii_lowercase();
+        // Each match is a filter chain of its own, and Envoy picks the chain whose
+        // `server_names` fit the SNI most specifically (exact, then the longest `*.`
+        // suffix; a chain without names last), not the first in order; ties go to the
+        // first.
+        let mut best: Option<((u8, usize), &CompiledVs, &L4Rule)> = None;
         for vs in self.l4_candidates(&sni, a, sidecar) {
             for r in vs.tls.iter() {
-                if r.matches.iter().any(|m| m.ok(a)) {
-                    return L4Decision {
-                        host: Cow::Owned(sni),
-                        virtual_service: Some(&vs.info),
-                        route_index: Some(r.index),
-                        destinations: Cow::Borrowed(&r.destinations),
-                    };
+                for m in r.matches.iter().filter(|m| m.ok(a)) {
+                    let score = m.sni_specificity(&sni);
+                    if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
+                        best = Some((score, vs, r));
+                    }
                 }
             }
+        }
+        if let Some((_, vs, r)) = best {
+            return L4Decision {
+                host: Cow::Owned(sni),
+                virtual_service: Some(&vs.info),
+                route_index: Some(r.index),
+                destinations: Cow::Borrowed(&r.destinations),
+            };
         }
         let host: Cow<'_, str> = Cow::Owned(sni);
         L4Decision {
@@ -3024,6 +3051,36 @@ fn string_match_conflict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// TLS routes: the most specific SNI wins, as Envoy picks among filter chains.
+    #[test]
+    fn tls_routes_pick_the_most_specific_sni() {
+        let snap = crate::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: ['*.example.com']
+  tls:
+  - match: [{port: 443, sniHosts: ['*.example.com']}]
+    route: [{destination: {host: wildcard.internal}}]
+  - match: [{port: 443, sniHosts: [api.example.com]}]
+    route: [{destination: {host: api.internal}}]
+",
+        )
+        .unwrap()
+        .snapshot();
+        let pick = |sni: &str| {
+            let a = L4Attrs {
+                sni: Some(sni),
+                ..L4Attrs::new("default", 443)
+            };
+            snap.route_tls(&a).destinations[0].host.to_string()
+        };
+        assert_eq!(pick("api.example.com"), "api.internal");
+        assert_eq!(pick("www.example.com"), "wildcard.internal");
+    }
 
     /// L4 matches as istiod's `matchTCP` (sidecar: `gateways: [mesh]` does not switch
     /// `sourceLabels` off) and `l4SingleMatch` (gateway: port and gateway only).

@@ -787,11 +787,14 @@ impl AuthorizationLayer {
         areq.destination_ip = conn.local_addr().map(|a| a.ip());
         areq.sni = conn.sni();
         self.with_authz(|c| {
-            // DENY and ALLOW as they stand (the CUSTOM step counted as passed)
+            // DENY and ALLOW as they stand (the CUSTOM step counted as passed); a policy
+            // that cannot be compiled denies before anything is asked
             let rbac = c.authz.evaluate_with(&areq, &|_, _| true);
-            if !rbac.allowed {
+            if matches!(rbac.reason, AuthzReason::Uncompilable(_)) {
                 return ConnStep::Done(rbac);
             }
+            // the CUSTOM filters come first in the chain (istiod `buildCompleteNetworkFilters`):
+            // the authorizer is asked even when RBAC will deny the connection after it
             let Some(m) = c.authz.custom_match(&areq) else {
                 return ConnStep::Done(rbac);
             };
