@@ -881,3 +881,62 @@ spec:
         start.elapsed()
     );
 }
+
+/// `destinationSubnets` match the address the application's sidecar would see it dial: the
+/// service's own address when `connect` names it.
+#[tokio::test]
+async fn destination_subnets_match_the_service_address() {
+    let mut addrs = vec![];
+    for name in ["primary", "replica"] {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        addrs.push(l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(name.as_bytes()).await;
+            }
+        });
+    }
+    let yaml = format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: foo}}
+spec:
+  hosts: [db.internal]
+  addresses: [240.240.0.1]
+  location: MESH_EXTERNAL
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db-replica, namespace: foo}}
+spec:
+  hosts: [db-replica.internal]
+  location: MESH_EXTERNAL
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: foo}}
+spec:
+  hosts: [db.internal]
+  tcp:
+  - match: [{{destinationSubnets: [240.240.0.0/16]}}]
+    route: [{{destination: {{host: db-replica.internal}}}}]
+",
+        addrs[0].port(),
+        addrs[1].port()
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("app", "foo", "app")).build();
+    for target in ["db.internal:5432", "240.240.0.1:5432"] {
+        let mut conn = client.connect(target).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"replica", "{target}");
+    }
+}

@@ -147,7 +147,15 @@ impl MeshClient {
         let sni = host.to_ascii_lowercase();
         let mut attrs = L4Attrs::new(ns, port);
         attrs.source_labels = &shared.workload.labels;
-        attrs.destination_ip = ip;
+        // the address the application's sidecar would see it dial: the IP it asked for,
+        // else the service's own address (a Kubernetes cluster IP, a ServiceEntry's
+        // `addresses`), for `destinationSubnets`
+        attrs.destination_ip = ip.or_else(|| {
+            named
+                .and_then(|s| s.addresses.first())
+                .filter(|n| n.prefix_len() == n.max_prefix_len())
+                .map(|n| n.addr())
+        });
         let decision = if tls_port {
             attrs.sni = Some(&sni);
             snap.route_tls(&attrs)
