@@ -30,8 +30,11 @@
 //! sends through a pooled hyper client.
 //!
 //! Where it deliberately differs from Envoy: consistent-hash tables are not rebuilt when an
-//! endpoint is ejected; a lookup walks past unavailable endpoints instead (for ring hash this
-//! is the same answer a rebuilt ring gives; for Maglev, keys of healthy endpoints never move).
+//! endpoint is ejected; a lookup walks past unavailable endpoints instead, so the keys of
+//! healthy endpoints never move. Envoy rebuilds the table over the healthy hosts, whose
+//! ring points are rescaled (a ring of 3 hosts rebuilt over 2 gives each more points), so
+//! there a few keys move between healthy hosts too; Istio documents the affinity as soft
+//! either way. `RANDOM` ignores endpoint weights, as Envoy's random balancer does.
 //!
 //! ```
 //! use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer};
