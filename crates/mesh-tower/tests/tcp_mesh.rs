@@ -940,3 +940,27 @@ spec:
         assert_eq!(&buf[..n], b"replica", "{target}");
     }
 }
+
+/// A port the service declares HTTP is not a TCP proxy's in Istio: `connect` refuses it
+/// with a clear error instead of bypassing the HTTP routes.
+#[tokio::test]
+async fn http_ports_are_refused() {
+    let mesh = Mesh::from_yaml(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}, {name: grpc-api, port: 9090}]}
+",
+    )
+    .unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("web", "default", "web")).build();
+    for target in ["reviews:9080", "reviews:9090"] {
+        let err = client.connect(target).await.unwrap_err();
+        assert!(
+            matches!(err, TcpConnectError::InvalidTarget { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("MeshClient::request"), "{err}");
+    }
+}

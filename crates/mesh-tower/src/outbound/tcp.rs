@@ -27,7 +27,9 @@ impl MeshClient {
     ///    it (match on `port`, `sourceLabels`, `sourceNamespace`, `destinationSubnets`)
     ///    pick a weighted destination, else the service itself; on a port the service
     ///    declares `TLS` or `HTTPS` (the application speaks TLS itself), the `tls` routes
-    ///    do, by the SNI the application sends: the host as written;
+    ///    do, by the SNI the application sends: the host as written; a port it declares
+    ///    HTTP is refused (istiod gives it an HTTP proxy, not a TCP one: use
+    ///    [`request`](MeshClient::request));
     /// 2. an endpoint of the destination's subset is picked by its DestinationRule's load
     ///    balancer (ejected endpoints skipped; held as an active request while the
     ///    connection is open) and dialed within `connectTimeout`; at `tcp.maxConnections`
@@ -139,11 +141,20 @@ impl MeshClient {
             (None, Some(s)) => Some(s.hostname.to_string()),
             (None, None) => Some(host.to_ascii_lowercase()),
         };
+        let protocol = named.and_then(|s| s.port(port)).map(|p| &*p.protocol);
+        // a port declared HTTP gets an HTTP connection manager from istiod, never a TCP
+        // proxy: the VirtualService's `http` routes and HTTP authorization apply there,
+        // which only `MeshClient::request` honours
+        if matches!(protocol, Some("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")) {
+            return Err(TcpConnectError::InvalidTarget {
+                target: target.to_string(),
+                reason: "the service declares this port HTTP (Istio routes it as HTTP): \
+                         send requests with MeshClient::request",
+            });
+        }
         // a port declared TLS or HTTPS carries the application's own TLS: routed by the
         // `tls` routes on its SNI, which is the name the application connects to
-        let tls_port = named
-            .and_then(|s| s.port(port))
-            .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS"));
+        let tls_port = matches!(protocol, Some("TLS" | "HTTPS"));
         let sni = host.to_ascii_lowercase();
         let mut attrs = L4Attrs::new(ns, port);
         attrs.source_labels = &shared.workload.labels;
