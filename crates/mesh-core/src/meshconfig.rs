@@ -175,6 +175,22 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub num_trusted_proxies: Option<u32>,
+    /// `localityLbSetting`: the mesh-wide locality load balancing, for destinations whose
+    /// DestinationRule sets none (istiod `GetLocalityLbSetting`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// localityLbSetting:
+    ///   enabled: true
+    ///   failoverPriority: [topology.kubernetes.io/region]
+    /// ")?;
+    /// let l = config.locality_lb_setting.unwrap();
+    /// assert_eq!(l.failover_priority, ["topology.kubernetes.io/region"]);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub locality_lb_setting: Option<crate::model::LocalityLbSetting>,
 }
 
 /// MeshConfig `accessLogEncoding`.
@@ -954,7 +970,7 @@ ignored_fields! {
         enable_envoy_access_log_service,
         disable_envoy_listener_log, outbound_traffic_policy,
         inbound_traffic_policy, config_sources, enable_auto_mtls, trust_domain_aliases,
-        ca_certificates, locality_lb_setting, dns_refresh_rate,
+        ca_certificates, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
         default_providers, discovery_selectors,
@@ -985,6 +1001,8 @@ ignored_fields! {
         access_log_format: Option<String>,
         #[serde(default)]
         default_config: Option<RawProxyConfig>,
+        #[serde(default)]
+        locality_lb_setting: Option<crate::model::LocalityLbSetting>,
     }
 }
 
@@ -1373,6 +1391,7 @@ fn convert(
             .default_config
             .and_then(|d| d.gateway_topology)
             .and_then(|t| t.num_trusted_proxies),
+        locality_lb_setting: raw.locality_lb_setting,
     }
 }
 

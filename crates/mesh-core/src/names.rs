@@ -131,6 +131,9 @@ pub struct MeshOptions {
     pub access_log_encoding: crate::meshconfig::AccessLogEncoding,
     /// MeshConfig `accessLogFormat` (`None`: Istio's default format for the encoding).
     pub access_log_format: Option<String>,
+    /// MeshConfig `localityLbSetting`: the locality load balancing of destinations whose
+    /// DestinationRule sets none.
+    pub locality_lb_setting: Option<crate::model::LocalityLbSetting>,
 }
 
 impl Default for MeshOptions {
@@ -149,6 +152,7 @@ impl Default for MeshOptions {
             num_trusted_proxies: 0,
             access_log_encoding: crate::meshconfig::AccessLogEncoding::Text,
             access_log_format: None,
+            locality_lb_setting: None,
         }
     }
 }
@@ -192,6 +196,7 @@ impl MeshOptions {
             num_trusted_proxies: config.num_trusted_proxies.unwrap_or(0),
             access_log_encoding: config.access_log_encoding,
             access_log_format: config.access_log_format.clone().filter(|f| !f.is_empty()),
+            locality_lb_setting: config.locality_lb_setting.clone(),
             ..d
         }
     }

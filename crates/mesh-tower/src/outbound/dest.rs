@@ -475,8 +475,11 @@ fn lb_config(
         },
         None => LbAlgorithm::LeastRequest,
     };
+    // the DestinationRule's, else the MeshConfig's (istiod `GetLocalityLbSetting`)
+    let options = shared.mesh.options();
     let setting = lb
         .and_then(|s| s.locality_lb_setting.as_ref())
+        .or(options.locality_lb_setting.as_ref())
         .map(|l| LocalityLbSetting {
             enabled: l.enabled,
             distribute: l
