@@ -461,9 +461,7 @@ impl ExtAuthzHttp {
     /// assert_eq!(p.namespace(), None);
     /// ```
     pub fn host(&self) -> &str {
-        self.service
-            .split_once('/')
-            .map_or(&*self.service, |(_, h)| h)
+        service_host(&self.service)
     }
 
     /// The namespace qualifier of `service`, if any.
@@ -475,7 +473,7 @@ impl ExtAuthzHttp {
     /// assert_eq!(p.namespace(), Some("bar"));
     /// ```
     pub fn namespace(&self) -> Option<&str> {
-        self.service.split_once('/').map(|(ns, _)| ns)
+        service_namespace(&self.service)
     }
 }
 
@@ -553,9 +551,7 @@ impl ExtAuthzGrpc {
     /// assert_eq!(p.host(), "ext-authz.foo.svc.cluster.local");
     /// ```
     pub fn host(&self) -> &str {
-        self.service
-            .split_once('/')
-            .map_or(&*self.service, |(_, h)| h)
+        service_host(&self.service)
     }
 
     /// The namespace qualifier of `service`, if any.
@@ -567,8 +563,18 @@ impl ExtAuthzGrpc {
     /// assert_eq!(p.namespace(), None);
     /// ```
     pub fn namespace(&self) -> Option<&str> {
-        self.service.split_once('/').map(|(ns, _)| ns)
+        service_namespace(&self.service)
     }
+}
+
+/// The host of a provider's `service`, `[<namespace>/]<hostname>`.
+fn service_host(service: &str) -> &str {
+    service.split_once('/').map_or(service, |(_, h)| h)
+}
+
+/// The namespace qualifier of a provider's `service`, if any.
+fn service_namespace(service: &str) -> Option<&str> {
+    service.split_once('/').map(|(ns, _)| ns)
 }
 
 /// The external authorizer [`resolve_ext_authz`] found: an HTTP or a gRPC one.
