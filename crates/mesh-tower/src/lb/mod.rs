@@ -1042,39 +1042,59 @@ impl LoadBalancer {
             sum += health[i];
         }
         let normalized_total = sum.min(100);
-        let (priority, panic) =
-            if let Some(nonzero_total) = std::num::NonZeroU64::new(normalized_total) {
-                let point = match hash {
-                    Some(h) if self.algorithm.is_consistent_hash() => h % 100,
-                    _ => rng.random_range(0..100u64),
-                };
-                let mut remaining = 100u64;
-                let mut chosen = None;
-                let mut acc = 0u64;
-                for (i, h) in health.iter().enumerate() {
-                    let load = (h * 100 / nonzero_total).min(remaining);
-                    remaining -= load;
-                    acc += load;
-                    if point < acc {
-                        chosen = Some(i);
-                        break;
-                    }
-                }
-                // Rounding leftovers go to the first priority with health.
-                let p = chosen.unwrap_or_else(|| health.iter().position(|&h| h > 0).unwrap_or(0));
-                let level = &self.priorities[p];
-                let healthy_pct = u64::from(level.healthy.load(Ordering::Acquire)) * 100
-                    / u64::from(level.total.max(1));
-                let panic = normalized_total < 100 && healthy_pct < u64::from(self.panic_threshold);
-                (p, panic)
-            } else {
-                // Nothing healthy anywhere: Envoy routes to priority 0 in panic mode, if the
-                // panic threshold allows panic at all.
-                if self.panic_threshold == 0 {
-                    return None;
-                }
-                (0, true)
+        let healthy_pct = |p: &Priority| {
+            u64::from(p.healthy.load(Ordering::Acquire)) * 100 / u64::from(p.total.max(1))
+        };
+        // Every priority in panic (Envoy's `recalculateLoadInTotalPanic`): the load goes to
+        // the priorities by their number of hosts, each in panic mode.
+        let total_panic = normalized_total < 100
+            && self.panic_threshold > 0
+            && self
+                .priorities
+                .iter()
+                .all(|p| healthy_pct(p) < u64::from(self.panic_threshold));
+        let (priority, panic) = if total_panic {
+            let hosts: u64 = self.priorities.iter().map(|p| u64::from(p.total)).sum();
+            let point = match hash {
+                Some(h) if self.algorithm.is_consistent_hash() => h % hosts.max(1),
+                _ => rng.random_range(0..hosts.max(1)),
             };
+            let mut acc = 0u64;
+            let p = self
+                .priorities
+                .iter()
+                .position(|p| {
+                    acc += u64::from(p.total);
+                    point < acc
+                })
+                .unwrap_or(0);
+            (p, true)
+        } else if let Some(nonzero_total) = std::num::NonZeroU64::new(normalized_total) {
+            let point = match hash {
+                Some(h) if self.algorithm.is_consistent_hash() => h % 100,
+                _ => rng.random_range(0..100u64),
+            };
+            let mut remaining = 100u64;
+            let mut chosen = None;
+            let mut acc = 0u64;
+            for (i, h) in health.iter().enumerate() {
+                let load = (h * 100 / nonzero_total).min(remaining);
+                remaining -= load;
+                acc += load;
+                if point < acc {
+                    chosen = Some(i);
+                    break;
+                }
+            }
+            // Rounding leftovers go to the first priority with health.
+            let p = chosen.unwrap_or_else(|| health.iter().position(|&h| h > 0).unwrap_or(0));
+            let panic = normalized_total < 100
+                && healthy_pct(&self.priorities[p]) < u64::from(self.panic_threshold);
+            (p, panic)
+        } else {
+            // Nothing healthy anywhere and no panic allowed (threshold 0): no host.
+            return None;
+        };
         let level = &self.priorities[priority];
         let group_hash = match hash {
             // Keep affinity across locality-weighted groups too (decorrelated from the
@@ -1741,6 +1761,30 @@ mod tests {
         lb.set_ejected(2, true);
         let got = shares(&lb, 200, &mut rng);
         assert_shares(&got, &[0.0, 0.0, 0.0, 1.0], 0.0);
+    }
+
+    /// Every priority in panic: the load goes to the priorities by their host counts
+    /// (Envoy's `recalculateLoadInTotalPanic`), each using all its hosts.
+    #[test]
+    fn total_panic_spreads_by_host_count() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut cfg = LbConfig::new(LbAlgorithm::RoundRobin);
+        cfg.panic_threshold_percent = 50;
+        cfg.locality = LocalityContext {
+            client: Locality::parse("r1/z1/s1"),
+            outlier_detection: true,
+            ..Default::default()
+        };
+        let lb = LoadBalancer::new(
+            loc_eps(&["r1/z1/s1", "r1/z1/s1", "r1/z1/s1", "r2/z1/s1"]),
+            cfg,
+        );
+        assert_eq!(lb.priority_count(), 2);
+        for i in 0..4 {
+            lb.set_ejected(i, true);
+        }
+        let got = shares(&lb, 40_000, &mut rng);
+        assert_shares(&got, &[0.25, 0.25, 0.25, 0.25], 0.02);
     }
 
     #[test]
