@@ -59,6 +59,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use rand::{Rng, RngCore};
 
@@ -74,6 +75,9 @@ use crate::outlier::HostMonitor;
 const OVERPROVISIONING: u64 = 140;
 /// Round-robin schedules are capped at this many slots (weights are scaled down beyond).
 const MAX_SCHEDULE: u64 = 1 << 16;
+/// Picks tried for an endpoint in slow start before the last one is taken.
+const SLOW_START_TRIES: usize = 16;
+
 /// Random draws tried before falling back to a scan of the available endpoints.
 const RANDOM_TRIES: usize = 8;
 
@@ -179,6 +183,57 @@ pub struct LbConfig {
     /// Locality placement inputs (client locality, `localityLbSetting`, whether outlier
     /// detection is on).
     pub locality: LocalityContext,
+    /// Slow start for `ROUND_ROBIN` and `LEAST_REQUEST` (DestinationRule
+    /// `warmupDurationSecs` / `warmup`).
+    pub slow_start: Option<SlowStart>,
+}
+
+/// Envoy's slow start mode (DestinationRule `loadBalancer.warmup`, or the older
+/// `warmupDurationSecs`): an endpoint that joined the destination less than `window` ago
+/// takes a share of its weight that grows with time,
+/// `max(min_weight_percent, (max(age, 1 s) / window) ^ (1 / aggression))`. Applied by
+/// `ROUND_ROBIN` and `LEAST_REQUEST`, as in Envoy; endpoints there from the start all
+/// ramp up together, so only ones added later are held back.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tower::lb::SlowStart;
+///
+/// let s = SlowStart { window: Duration::from_secs(100), aggression: 1.0, min_weight_percent: 10.0 };
+/// assert_eq!(s.factor(Duration::from_secs(0)), 0.1); // the 10 % floor
+/// assert_eq!(s.factor(Duration::from_secs(50)), 0.5);
+/// assert_eq!(s.factor(Duration::from_secs(100)), 1.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlowStart {
+    /// The window (`duration`, `warmupDurationSecs`).
+    pub window: std::time::Duration,
+    /// The ramp's curve (`aggression`, default 1.0: linear).
+    pub aggression: f64,
+    /// The share an endpoint starts with, in percent (`minimumPercent`, default 10).
+    pub min_weight_percent: f64,
+}
+
+impl SlowStart {
+    /// The share of its weight an endpoint that joined `age` ago takes (1 past the window).
+    ///
+    /// See [`SlowStart`] for an example.
+    pub fn factor(&self, age: std::time::Duration) -> f64 {
+        if age >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let t = age.as_secs_f64().max(1.0) / self.window.as_secs_f64();
+        let aggression = if self.aggression > 0.0 {
+            self.aggression
+        } else {
+            1.0
+        };
+        t.powf(1.0 / aggression)
+            .max(self.min_weight_percent / 100.0)
+            .min(1.0)
+    }
 }
 
 impl LbConfig {
@@ -233,6 +288,8 @@ pub struct Endpoint {
     active: AtomicU32,
     flags: AtomicU8,
     pub(crate) monitor: HostMonitor,
+    /// When it joined the destination (slow start).
+    joined: Instant,
 }
 
 impl Endpoint {
@@ -258,6 +315,7 @@ impl Endpoint {
             active: AtomicU32::new(0),
             flags: AtomicU8::new(0),
             monitor: HostMonitor::default(),
+            joined: Instant::now(),
         }
     }
 
@@ -526,6 +584,7 @@ pub struct LoadBalancer {
     priorities: Box<[Priority]>,
     algorithm: LbAlgorithm,
     panic_threshold: u32,
+    slow_start: Option<SlowStart>,
 }
 
 /// A picked endpoint, counting as one active request until dropped (for `LEAST_REQUEST`).
@@ -708,6 +767,13 @@ impl LoadBalancer {
             priorities: priorities.into_boxed_slice(),
             algorithm: config.algorithm,
             panic_threshold: config.panic_threshold_percent.min(100),
+            // Envoy's slow start exists for round robin and least request only
+            slow_start: config.slow_start.filter(|_| {
+                matches!(
+                    config.algorithm,
+                    LbAlgorithm::RoundRobin | LbAlgorithm::LeastRequest
+                )
+            }),
         }
     }
 
@@ -747,6 +813,7 @@ impl LoadBalancer {
             if let Some(old) = by_addr.get(&e.addr) {
                 e.flags = AtomicU8::new(old.flags.load(Ordering::Acquire));
                 e.monitor = old.monitor.snapshot();
+                e.joined = old.joined;
             }
         }
         Self::new(endpoints, config)
@@ -1021,6 +1088,25 @@ impl LoadBalancer {
     }
 
     fn pick_index<R: RngCore + ?Sized>(&self, hash: Option<u64>, rng: &mut R) -> Option<usize> {
+        let first = self.pick_once(hash, rng)?;
+        let Some(ss) = self.slow_start else {
+            return Some(first);
+        };
+        // Slow start by thinning: an endpoint still warming up is kept with the probability
+        // of its share, else the balancer picks again (the round robin moves on), which
+        // scales its weight by that share
+        let mut pick = first;
+        for _ in 0..SLOW_START_TRIES {
+            let f = ss.factor(self.endpoints[pick].joined.elapsed());
+            if f >= 1.0 || rng.random::<f64>() < f {
+                return Some(pick);
+            }
+            pick = self.pick_once(hash, rng)?;
+        }
+        Some(pick)
+    }
+
+    fn pick_once<R: RngCore + ?Sized>(&self, hash: Option<u64>, rng: &mut R) -> Option<usize> {
         let n = self.priorities.len();
         if n == 0 {
             return None;
@@ -1693,6 +1779,7 @@ mod tests {
                     outlier_detection: outlier,
                     ..Default::default()
                 },
+                slow_start: None,
             };
             let lb = LoadBalancer::new(eps, cfg);
             for (i, (_, _, ejected)) in spec.iter().enumerate() {
@@ -1761,6 +1848,45 @@ mod tests {
         lb.set_ejected(2, true);
         let got = shares(&lb, 200, &mut rng);
         assert_shares(&got, &[0.0, 0.0, 0.0, 1.0], 0.0);
+    }
+
+    /// Slow start: an endpoint added to a running destination takes a growing share
+    /// (10 % at first here); the ones there before keep their full weight. Random does not
+    /// slow-start, as in Envoy.
+    #[test]
+    fn slow_start_holds_back_new_endpoints() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for algo in [LbAlgorithm::RoundRobin, LbAlgorithm::LeastRequest] {
+            let mut cfg = LbConfig::new(algo);
+            cfg.slow_start = Some(SlowStart {
+                window: std::time::Duration::from_secs(100),
+                aggression: 1.0,
+                min_weight_percent: 10.0,
+            });
+            // two endpoints there for longer than the window, a third just added
+            // (a machine up for less than that cannot represent it: nothing to check)
+            let Some(long_ago) = Instant::now().checked_sub(std::time::Duration::from_secs(300))
+            else {
+                return;
+            };
+            let mut endpoints = eps(&[1, 1, 1]);
+            endpoints[0].joined = long_ago;
+            endpoints[1].joined = long_ago;
+            let lb = LoadBalancer::new(endpoints, cfg);
+            let got = shares(&lb, 40_000, &mut rng);
+            // weights 1, 1, 0.1: the new one takes 0.1 / 2.1 of the picks
+            assert_shares(&got, &[1.0 / 2.1, 1.0 / 2.1, 0.1 / 2.1], 0.02);
+        }
+        // with every endpoint new, they ramp up together: no one is held back
+        let mut cfg = LbConfig::new(LbAlgorithm::RoundRobin);
+        cfg.slow_start = Some(SlowStart {
+            window: std::time::Duration::from_secs(100),
+            aggression: 1.0,
+            min_weight_percent: 10.0,
+        });
+        let lb = LoadBalancer::new(eps(&[1, 1, 1]), cfg);
+        let got = shares(&lb, 30_000, &mut rng);
+        assert_shares(&got, &[1.0 / 3.0; 3], 0.02);
     }
 
     /// Every priority in panic: the load goes to the priorities by their host counts

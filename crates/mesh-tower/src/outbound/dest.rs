@@ -500,7 +500,22 @@ fn lb_config(
                 .collect(),
             failover_priority: l.failover_priority.clone(),
         });
+    // `warmup` (or the older `warmupDurationSecs`), as istiod `applyRoundRobinLoadBalancer`
+    // / `applyLeastRequestLoadBalancer` turn it into Envoy's slow start
+    let slow_start = lb.and_then(|s| {
+        let (window, aggression, min_pct) = match (&s.warmup, s.warmup_duration_secs) {
+            (Some(w), _) => (w.duration?, w.aggression, w.minimum_percent),
+            (None, Some(d)) => (d, None, None),
+            (None, None) => return None,
+        };
+        Some(crate::lb::SlowStart {
+            window: window.as_std(),
+            aggression: aggression.unwrap_or(1.0),
+            min_weight_percent: min_pct.unwrap_or(10.0),
+        })
+    });
     let config = LbConfig {
+        slow_start,
         algorithm,
         panic_threshold_percent: od
             .and_then(|o| o.min_health_percent)

@@ -149,8 +149,9 @@
 //! - In header operations, `%UPSTREAM_REMOTE_ADDRESS%` and `%DOWNSTREAM_PEER_URI_SAN%`
 //!   expand to nothing (the header is not written); a mesh client's downstream address
 //!   is its own workload's address (`ClientWorkload::address`), port 0.
-//! - `outlierDetectionHttpErrorCodes`, `warmup` and `PASSTHROUGH` load balancing are not
-//!   applied (`PASSTHROUGH` balances as LEAST_REQUEST).
+//! - `outlierDetectionHttpErrorCodes` and `PASSTHROUGH` load balancing are not applied
+//!   (`PASSTHROUGH` balances as LEAST_REQUEST). `warmup` slow start scales a new
+//!   endpoint's weight by thinning its picks, which gives Envoy's shares over time.
 //! - A destination host missing from the registry is 503 NC (cluster not found) when a
 //!   VirtualService routes to it; a request to an unknown host with no VirtualService is
 //!   refused with 502 (REGISTRY_ONLY-like) rather than passed through, since an in-process
