@@ -329,30 +329,37 @@ impl MeshTcpStream {
         self.info.as_ref()
     }
 
-    fn count_read(&mut self, n: usize) {
-        match self.side {
-            Side::Inbound => self.received += n as u64,
-            Side::Outbound => self.sent += n as u64,
+    /// `n` bytes moved: read from the stream (`read`) or written to it. Counts them as
+    /// the client's (received) or the server's (sent) and resets the idle timer.
+    fn count(&mut self, read: bool, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.moved();
+        // on the server, reads come from the client; on the client, writes go to the server
+        let from_client = read == (self.side == Side::Inbound);
+        if from_client {
+            self.received += n as u64;
+        } else {
+            self.sent += n as u64;
         }
         if let Some(s) = &self.series {
-            match self.side {
-                Side::Inbound => s.received(n),
-                Side::Outbound => s.sent(n),
+            if from_client {
+                s.received(n);
+            } else {
+                s.sent(n);
             }
         }
     }
 
-    fn count_written(&mut self, n: usize) {
-        match self.side {
-            Side::Inbound => self.sent += n as u64,
-            Side::Outbound => self.received += n as u64,
+    /// After a write attempt: counts what was written, or arms the timers while it waits.
+    fn after_write(&mut self, cx: &mut Context<'_>, r: &Poll<io::Result<usize>>) -> io::Result<()> {
+        match r {
+            Poll::Ready(Ok(n)) => self.count(false, *n),
+            Poll::Pending => self.waiting(cx)?,
+            Poll::Ready(Err(_)) => {}
         }
-        if let Some(s) = &self.series {
-            match self.side {
-                Side::Inbound => s.sent(n),
-                Side::Outbound => s.received(n),
-            }
-        }
+        Ok(())
     }
 }
 
@@ -374,13 +381,7 @@ impl AsyncRead for MeshTcpStream {
         let before = buf.filled().len();
         let r = this.io.as_mut().poll_read(cx, buf);
         match &r {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len() - before;
-                if n > 0 {
-                    this.moved();
-                }
-                this.count_read(n);
-            }
+            Poll::Ready(Ok(())) => this.count(true, buf.filled().len() - before),
             Poll::Pending => this.waiting(cx)?,
             Poll::Ready(Err(_)) => {}
         }
@@ -396,17 +397,7 @@ impl AsyncWrite for MeshTcpStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = this.io.as_mut().poll_write(cx, buf);
-        match &r {
-            Poll::Ready(Ok(n)) => {
-                let n = *n;
-                if n > 0 {
-                    this.moved();
-                }
-                this.count_written(n);
-            }
-            Poll::Pending => this.waiting(cx)?,
-            Poll::Ready(Err(_)) => {}
-        }
+        this.after_write(cx, &r)?;
         r
     }
 
@@ -417,17 +408,7 @@ impl AsyncWrite for MeshTcpStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = this.io.as_mut().poll_write_vectored(cx, bufs);
-        match &r {
-            Poll::Ready(Ok(n)) => {
-                let n = *n;
-                if n > 0 {
-                    this.moved();
-                }
-                this.count_written(n);
-            }
-            Poll::Pending => this.waiting(cx)?,
-            Poll::Ready(Err(_)) => {}
-        }
+        this.after_write(cx, &r)?;
         r
     }
 

@@ -200,14 +200,18 @@ impl XffMode {
             XffMode::Gateway(0) => return peer,
             XffMode::Gateway(n) => n as usize - 1,
         };
-        // every X-Forwarded-For line, as one comma-separated list
-        let mut entries: Vec<&str> = Vec::new();
-        for v in headers.get_all("x-forwarded-for") {
-            let Ok(v) = v.to_str() else { return peer };
-            entries.extend(v.split(',').map(str::trim));
+        // every X-Forwarded-For line as one comma-separated list, read from the right
+        // (no allocation: this runs per request when a policy reads `remote.ip`)
+        let all = headers.get_all("x-forwarded-for");
+        if all.iter().any(|v| v.to_str().is_err()) {
+            return peer;
         }
-        let at = entries.len().checked_sub(1 + skip);
-        at.and_then(|i| entries[i].parse().ok()).or(peer)
+        all.iter()
+            .rev()
+            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
+            .nth(skip)
+            .and_then(|e| e.trim().parse().ok())
+            .or(peer)
     }
 }
 

@@ -311,18 +311,11 @@ impl MeshClient {
             }
         }
         // a `resolution: NONE` service connects where the application asked to
-        let bracketed;
         let authority_text = match ip {
-            Some(IpAddr::V6(_)) => {
-                bracketed = format!("[{host}]:{port}");
-                bracketed.as_str()
-            }
-            _ => {
-                bracketed = format!("{host}:{port}");
-                bracketed.as_str()
-            }
+            Some(IpAddr::V6(_)) => format!("[{host}]:{port}"),
+            _ => format!("{host}:{port}"),
         };
-        let key = match Authority::try_from(authority_text) {
+        let key = match Authority::try_from(authority_text.as_str()) {
             Ok(authority) => {
                 let request = RequestTarget {
                     authority: &authority,
