@@ -1025,14 +1025,16 @@ fn mesh_client(mesh: &Mesh, pki: &Pki) -> Result<MeshClient, BoxError> {
         .build())
 }
 
-/// The trace headers both mesh sides write: the library's default (W3C `traceparent` and
-/// B3), or with `E2E_TRACE=b3` B3 only, as Istio's default Zipkin tracer sends.
+/// The trace headers both mesh sides write: the library's default, B3 as Istio's default
+/// Zipkin tracer sends, or with `E2E_TRACE=w3c+b3` W3C `traceparent` too (Zipkin's
+/// `USE_B3_WITH_W3C_PROPAGATION`), or `E2E_TRACE=w3c` (an `opentelemetry` provider).
 fn trace_config() -> TraceConfig {
     let mut config = TraceConfig::default();
     match std::env::var("E2E_TRACE").as_deref() {
-        Ok("b3") => config.formats.w3c = false,
-        Ok("w3c+b3") | Err(_) => {}
-        Ok(other) => eprintln!("e2e: E2E_TRACE={other:?} is not b3 or w3c+b3; using w3c+b3"),
+        Ok("b3") | Err(_) => {}
+        Ok("w3c+b3") => config.formats.w3c = true,
+        Ok("w3c") => config.formats = mesh_tower::trace::Formats::W3C,
+        Ok(other) => eprintln!("e2e: E2E_TRACE={other:?} is not b3, w3c or w3c+b3; using b3"),
     }
     config
 }

@@ -5,7 +5,10 @@
 //! `defaultHttpRetryPolicy` and the `exportTo` defaults (`defaultVirtualServiceExportTo`,
 //! `defaultDestinationRuleExportTo`, `defaultServiceExportTo`) (into [`MeshOptions`]) and `extensionProviders` of kinds `envoyExtAuthzHttp` and
 //! `envoyExtAuthzGrpc`, the external authorizers that AuthorizationPolicies with
-//! `action: CUSTOM` name (`provider: {name: ...}`). Every other
+//! `action: CUSTOM` name (`provider: {name: ...}`); the tracer ([`Tracing`], from
+//! `enableTracing`, `defaultConfig.tracing` and `defaultProviders.tracing` with the `zipkin`
+//! or `opentelemetry` provider it names); `accessLogEncoding`, `accessLogFormat`,
+//! `localityLbSetting` and `defaultConfig.gatewayTopology`. Every other
 //! MeshConfig field is accepted and not used; other provider kinds (`zipkin`,
 //! `prometheus`, ...) are kept as [`Provider::Unsupported`] with a warning, and a
 //! CUSTOM policy naming one denies the requests it matches (fail closed). A misspelled field
@@ -191,6 +194,138 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub locality_lb_setting: Option<crate::model::LocalityLbSetting>,
+    /// How requests are traced: what istiod makes of `enableTracing`,
+    /// `defaultConfig.tracing` and `defaultProviders.tracing` (see [`Tracing`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{MeshConfig, TracePropagation};
+    ///
+    /// // Istio's default install traces with Zipkin: B3 headers, 1 % of new traces sampled
+    /// let config = MeshConfig::from_yaml("rootNamespace: istio-system")?;
+    /// assert_eq!(config.tracing.propagation, TracePropagation::B3);
+    /// assert_eq!(config.tracing.sampling_percent, 1.0);
+    ///
+    /// let config = MeshConfig::from_yaml("
+    /// defaultProviders: {tracing: [otel]}
+    /// extensionProviders:
+    /// - name: otel
+    ///   opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317}
+    /// defaultConfig:
+    ///   tracing: {sampling: 100}
+    /// ")?;
+    /// assert_eq!(config.tracing.propagation, TracePropagation::W3c);
+    /// assert_eq!(config.tracing.sampling_percent, 100.0);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub tracing: Tracing,
+}
+
+/// How requests are traced, as istiod configures Envoy's tracer from MeshConfig:
+///
+/// - `defaultProviders.tracing` naming an `extensionProviders` entry: `zipkin` propagates
+///   B3 (and W3C `traceparent` too with `traceContextOption: USE_B3_WITH_W3C_PROPAGATION`),
+///   `opentelemetry` propagates W3C; tracing is on whatever `enableTracing` says. A name
+///   no entry defines turns tracing off, as istiod finds no provider.
+/// - Otherwise `enableTracing` (default `true`) with `defaultConfig.tracing`: Zipkin (the
+///   default install's `zipkin.istio-system:9411`) propagates B3, `openCensusAgent`
+///   propagates its `context` formats (W3C by default).
+/// - `defaultConfig.tracing.sampling`: the percentage of new traces sampled; unset or `0`
+///   means Istio's default 1 %, above 100 also 1 % (istiod `proxyConfigSamplingValue`).
+///
+/// inmesh propagates the headers and keeps the sampling decision; it reports no spans to a
+/// collector. Other tracers (`datadog`, `lightstep`, `skywalking`, `stackdriver`) propagate
+/// B3 here, with a warning.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::{MeshConfig, TracePropagation, Tracing};
+///
+/// assert_eq!(Tracing::default(), Tracing { enabled: true, propagation: TracePropagation::B3, sampling_percent: 1.0 });
+/// let off = MeshConfig::from_yaml("enableTracing: false")?;
+/// assert!(!off.tracing.enabled);
+/// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Tracing {
+    /// Whether trace headers are written at all. Off, requests keep the trace headers they
+    /// came with untouched, and only `x-request-id` is added, as Envoy does without a tracer.
+    pub enabled: bool,
+    /// The formats written.
+    pub propagation: TracePropagation,
+    /// Percentage (0 to 100) of new traces sampled; a caller's decision is kept.
+    pub sampling_percent: f64,
+}
+
+impl Default for Tracing {
+    /// Istio's default install: Zipkin (B3), 1 % sampled.
+    fn default() -> Self {
+        Tracing {
+            enabled: true,
+            propagation: TracePropagation::B3,
+            sampling_percent: 1.0,
+        }
+    }
+}
+
+impl PartialEq for Tracing {
+    fn eq(&self, other: &Self) -> bool {
+        self.enabled == other.enabled
+            && self.propagation == other.propagation
+            && self.sampling_percent.to_bits() == other.sampling_percent.to_bits()
+    }
+}
+
+// Reflexive: `sampling_percent` is compared by its bits, so even a NaN equals itself.
+impl Eq for Tracing {}
+
+/// The trace context formats a tracer writes.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::TracePropagation;
+///
+/// assert_eq!(TracePropagation::default(), TracePropagation::B3); // Envoy's Zipkin tracer
+/// assert!(TracePropagation::B3AndW3c.w3c() && TracePropagation::B3AndW3c.b3());
+/// assert!(!TracePropagation::W3c.b3());
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TracePropagation {
+    /// B3 multi-header (`x-b3-traceid`, `x-b3-spanid`, `x-b3-parentspanid`,
+    /// `x-b3-sampled`): Envoy's Zipkin tracer.
+    #[default]
+    B3,
+    /// W3C `traceparent` and `tracestate`: Envoy's OpenTelemetry tracer.
+    W3c,
+    /// Both: Zipkin with `traceContextOption: USE_B3_WITH_W3C_PROPAGATION`.
+    B3AndW3c,
+}
+
+impl TracePropagation {
+    /// Whether B3 headers are written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::meshconfig::TracePropagation::B3.b3());
+    /// ```
+    pub fn b3(self) -> bool {
+        matches!(self, TracePropagation::B3 | TracePropagation::B3AndW3c)
+    }
+
+    /// Whether W3C `traceparent` is written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::meshconfig::TracePropagation::W3c.w3c());
+    /// ```
+    pub fn w3c(self) -> bool {
+        matches!(self, TracePropagation::W3c | TracePropagation::B3AndW3c)
+    }
 }
 
 /// MeshConfig `accessLogEncoding`.
@@ -972,14 +1107,14 @@ ignored_fields! {
     struct RawMeshConfig {
         proxy_listen_port, proxy_inbound_listen_port, proxy_http_port, connect_timeout,
         protocol_detection_timeout, tcp_keepalive, ingress_class, ingress_service,
-        ingress_controller_mode, ingress_selector, enable_tracing, access_log_file,
+        ingress_controller_mode, ingress_selector, access_log_file,
         enable_envoy_access_log_service,
         disable_envoy_listener_log, outbound_traffic_policy,
         inbound_traffic_policy, config_sources, enable_auto_mtls, trust_domain_aliases,
         ca_certificates, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
-        default_providers, discovery_selectors,
+        discovery_selectors,
         mesh_m_t_l_s, tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
         mixer_report_server, disable_policy_checks, policy_check_fail_open,
         sidecar_to_telemetry_session_affinity, sds_uds_path, rds_refresh_delay, mixer_address,
@@ -1009,16 +1144,62 @@ ignored_fields! {
         default_config: Option<RawProxyConfig>,
         #[serde(default)]
         locality_lb_setting: Option<crate::model::LocalityLbSetting>,
+        #[serde(default)]
+        enable_tracing: Option<bool>,
+        #[serde(default)]
+        default_providers: Option<RawDefaultProviders>,
     }
 }
 
+/// `defaultProviders` (only `tracing` is used).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDefaultProviders {
+    #[serde(default)]
+    tracing: Vec<String>,
+}
+
+/// `defaultConfig.tracing` (a ProxyConfig `Tracing`): the sampling and which tracer.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawProxyTracing {
+    #[serde(default)]
+    sampling: Option<f64>,
+    #[serde(default)]
+    open_census_agent: Option<RawOpenCensusAgent>,
+    #[serde(default)]
+    lightstep: Option<IgnoredAny>,
+    #[serde(default)]
+    datadog: Option<IgnoredAny>,
+    #[serde(default)]
+    stackdriver: Option<IgnoredAny>,
+}
+
+/// `defaultConfig.tracing.openCensusAgent`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawOpenCensusAgent {
+    #[serde(default)]
+    context: Vec<String>,
+}
+
+/// An `extensionProviders[].zipkin` (only `traceContextOption` is used).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawZipkin {
+    #[serde(default)]
+    trace_context_option: Option<String>,
+}
+
 /// `defaultConfig` (a ProxyConfig, with dozens of fields inmesh does not use: read
-/// leniently, only `gatewayTopology` is kept).
+/// leniently, only `gatewayTopology` and `tracing` are kept).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawProxyConfig {
     #[serde(default)]
     gateway_topology: Option<RawGatewayTopology>,
+    #[serde(default)]
+    tracing: Option<RawProxyTracing>,
 }
 
 /// `defaultConfig.gatewayTopology`.
@@ -1041,7 +1222,7 @@ ignored_fields! {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
     struct RawProvider {
-        zipkin, lightstep, datadog, stackdriver, opencensus, skywalking,
+        lightstep, datadog, stackdriver, opencensus, skywalking,
         opentelemetry, prometheus, envoy_file_access_log, envoy_http_als, envoy_tcp_als,
         envoy_otel_als, sds,
     } keep {
@@ -1051,6 +1232,8 @@ ignored_fields! {
         envoy_ext_authz_http: Option<RawExtAuthzHttp>,
         #[serde(default)]
         envoy_ext_authz_grpc: Option<RawExtAuthzGrpc>,
+        #[serde(default)]
+        zipkin: Option<RawZipkin>,
     }
 }
 
@@ -1363,16 +1546,25 @@ fn convert(
             }
             (None, None) => {
                 let kind = others[0];
-                report(
-                    Severity::Warning,
-                    codes::UNSUPPORTED_KIND,
-                    format!("{at}.{kind}"),
+                let msg = if TRACERS.contains(&kind) {
+                    format!(
+                        "extension provider {:?} ({kind}): inmesh propagates this tracer's \
+                         headers when defaultProviders.tracing names it, and reports no spans",
+                        p.name
+                    )
+                } else {
                     format!(
                         "extension provider {:?} ({kind}) is not supported by inmesh (only \
                          envoyExtAuthzHttp and envoyExtAuthzGrpc are): a CUSTOM \
                          AuthorizationPolicy naming it denies the requests it matches",
                         p.name
-                    ),
+                    )
+                };
+                report(
+                    Severity::Warning,
+                    codes::UNSUPPORTED_KIND,
+                    format!("{at}.{kind}"),
+                    msg,
                 );
                 Provider::Unsupported(kind.to_owned())
             }
@@ -1382,7 +1574,16 @@ fn convert(
             provider,
         });
     }
+    let tracing = tracing_of(
+        raw.enable_tracing,
+        raw.default_config.as_ref().and_then(|d| d.tracing.as_ref()),
+        raw.default_providers.as_ref(),
+        &raw.extension_providers,
+        base,
+        &mut report,
+    );
     MeshConfig {
+        tracing,
         trust_domain: raw.trust_domain.filter(|t| !t.is_empty()),
         root_namespace: raw.root_namespace.filter(|r| !r.is_empty()),
         extension_providers: providers,
@@ -1398,6 +1599,144 @@ fn convert(
             .and_then(|d| d.gateway_topology)
             .and_then(|t| t.num_trusted_proxies),
         locality_lb_setting: raw.locality_lb_setting,
+    }
+}
+
+/// The provider kinds that are tracers.
+const TRACERS: [&str; 7] = [
+    "zipkin",
+    "lightstep",
+    "datadog",
+    "stackdriver",
+    "opencensus",
+    "skywalking",
+    "opentelemetry",
+];
+
+/// What istiod makes of `defaultProviders.tracing`, `enableTracing` and
+/// `defaultConfig.tracing` (its `configureTracing`: a default tracing provider is a
+/// Telemetry-API tracer, on whatever `enableTracing` says; else the ProxyConfig tracer
+/// when `enableTracing` is on).
+fn tracing_of(
+    enable_tracing: Option<bool>,
+    proxy: Option<&RawProxyTracing>,
+    default_providers: Option<&RawDefaultProviders>,
+    providers: &[RawProvider],
+    base: &str,
+    report: &mut impl FnMut(Severity, &'static str, String, String),
+) -> Tracing {
+    // istiod proxyConfigSamplingValue: unset or 0 is PILOT_TRACE_SAMPLING (1.0), over 100
+    // falls back to 1.0
+    let sampling_percent = match proxy.and_then(|t| t.sampling) {
+        Some(s) if !(0.0..=100.0).contains(&s) => {
+            report(
+                Severity::Warning,
+                codes::INVALID_VALUE,
+                format!("{base}.defaultConfig.tracing.sampling"),
+                format!("tracing sampling {s} is not a percentage (0 to 100): 1 is used, as istiod does"),
+            );
+            1.0
+        }
+        Some(s) if s != 0.0 => s,
+        _ => 1.0,
+    };
+    let default_provider = default_providers.and_then(|d| d.tracing.first());
+    let on = |propagation| Tracing {
+        enabled: true,
+        propagation,
+        sampling_percent,
+    };
+    let Some(name) = default_provider else {
+        if !enable_tracing.unwrap_or(true) {
+            return Tracing {
+                enabled: false,
+                ..on(TracePropagation::B3)
+            };
+        }
+        let Some(t) = proxy else {
+            return on(TracePropagation::B3);
+        };
+        if let Some(oc) = &t.open_census_agent {
+            // OpenCensus agent `context` (W3C_TRACE_CONTEXT by default; GRPC_BIN and
+            // CLOUD_TRACE_CONTEXT are not propagated here)
+            let has = |c: &str| oc.context.iter().any(|x| x == c);
+            let (w3c, b3) = if oc.context.is_empty() {
+                (true, false)
+            } else {
+                (has("W3C_TRACE_CONTEXT"), has("B3"))
+            };
+            return on(match (w3c, b3) {
+                (true, true) => TracePropagation::B3AndW3c,
+                (true, false) => TracePropagation::W3c,
+                _ => TracePropagation::B3,
+            });
+        }
+        let other = [
+            ("lightstep", t.lightstep.is_some()),
+            ("datadog", t.datadog.is_some()),
+            ("stackdriver", t.stackdriver.is_some()),
+        ];
+        if let Some((kind, _)) = other.iter().find(|(_, set)| *set) {
+            report(
+                Severity::Warning,
+                codes::UNSUPPORTED_KIND,
+                format!("{base}.defaultConfig.tracing.{kind}"),
+                format!(
+                    "inmesh does not write {kind} trace headers: requests carry B3 headers instead"
+                ),
+            );
+        }
+        return on(TracePropagation::B3);
+    };
+    let Some(p) = providers.iter().find(|p| &p.name == name) else {
+        report(
+            Severity::Warning,
+            codes::VALIDATION,
+            format!("{base}.defaultProviders.tracing[0]"),
+            format!(
+                "defaultProviders.tracing names {name:?}, which no extensionProviders entry \
+                 defines: requests are not traced"
+            ),
+        );
+        return Tracing {
+            enabled: false,
+            ..on(TracePropagation::B3)
+        };
+    };
+    if let Some(z) = &p.zipkin {
+        return on(match z.trace_context_option.as_deref() {
+            Some("USE_B3_WITH_W3C_PROPAGATION") => TracePropagation::B3AndW3c,
+            _ => TracePropagation::B3,
+        });
+    }
+    if p.opentelemetry.is_some() {
+        return on(TracePropagation::W3c);
+    }
+    match p.other_kinds().first().filter(|k| TRACERS.contains(k)) {
+        Some(kind) => {
+            report(
+                Severity::Warning,
+                codes::UNSUPPORTED_KIND,
+                format!("{base}.defaultProviders.tracing[0]"),
+                format!(
+                    "inmesh does not write {kind} trace headers: requests carry B3 headers \
+                     instead"
+                ),
+            );
+            on(TracePropagation::B3)
+        }
+        None => {
+            report(
+                Severity::Warning,
+                codes::VALIDATION,
+                format!("{base}.defaultProviders.tracing[0]"),
+                format!("defaultProviders.tracing names {name:?}, which is not a tracer: requests are not traced"),
+            );
+            Tracing {
+                enabled: false,
+                ..on(TracePropagation::B3)
+            }
+        }
     }
 }
 
@@ -1916,6 +2255,81 @@ extensionProviders:
         )
         .unwrap();
         assert_eq!(c.root_namespace.as_deref(), Some("mesh-root"));
+    }
+
+    #[test]
+    fn tracing_follows_istiod() {
+        let t = |yaml: &str| {
+            let loaded = load_str(yaml, "mesh.yaml");
+            let warnings: Vec<String> = loaded
+                .diagnostics
+                .iter()
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect();
+            (loaded.config.unwrap().tracing, warnings)
+        };
+        // defaults: Zipkin, B3, 1 %
+        let (tr, w) = t("trustDomain: cluster.local");
+        assert_eq!(tr, Tracing::default());
+        assert!(w.is_empty(), "{w:?}");
+        // sampling: 0 is the default, over 100 is 1 with a warning, as istiod
+        assert_eq!(
+            t("defaultConfig: {tracing: {sampling: 0}}")
+                .0
+                .sampling_percent,
+            1.0
+        );
+        assert_eq!(
+            t("defaultConfig: {tracing: {sampling: 12.5}}")
+                .0
+                .sampling_percent,
+            12.5
+        );
+        let (tr, w) = t("defaultConfig: {tracing: {sampling: 250}}");
+        assert_eq!(tr.sampling_percent, 1.0);
+        assert!(
+            w[0].starts_with("mesh.defaultConfig.tracing.sampling: tracing sampling 250"),
+            "{w:?}"
+        );
+        // the legacy OpenCensus agent: its context formats
+        assert_eq!(
+            t("defaultConfig: {tracing: {openCensusAgent: {address: 'oc:55678'}}}")
+                .0
+                .propagation,
+            TracePropagation::W3c
+        );
+        assert_eq!(
+            t("defaultConfig: {tracing: {openCensusAgent: {address: 'oc:55678', context: [B3, W3C_TRACE_CONTEXT]}}}")
+                .0
+                .propagation,
+            TracePropagation::B3AndW3c
+        );
+        // a tracer inmesh does not write: B3, with a warning
+        let (tr, w) = t("defaultConfig: {tracing: {datadog: {address: 'dd:8126'}}}");
+        assert_eq!((tr.enabled, tr.propagation), (true, TracePropagation::B3));
+        assert!(
+            w[0].contains("does not write datadog trace headers"),
+            "{w:?}"
+        );
+        let (tr, w) = t("defaultProviders: {tracing: [sky]}\nextensionProviders:\n- name: sky\n  skywalking: {service: tracing.istio-system.svc.cluster.local, port: 11800}\n");
+        assert_eq!(tr.propagation, TracePropagation::B3);
+        assert!(
+            w.iter().any(|w| w
+                .starts_with("mesh.defaultProviders.tracing[0]: inmesh does not write skywalking")),
+            "{w:?}"
+        );
+        // an unknown or non-tracer default provider: no tracing
+        let (tr, w) = t("defaultProviders: {tracing: [nope]}");
+        assert!(!tr.enabled);
+        assert!(
+            w[0].contains("which no extensionProviders entry defines"),
+            "{w:?}"
+        );
+        let (tr, _) = t("defaultProviders: {tracing: [authz]}\nextensionProviders:\n- name: authz\n  envoyExtAuthzGrpc: {service: authz.foo.svc.cluster.local, port: 9000}\n");
+        assert!(!tr.enabled);
+        // the provider's warning says what is used of it
+        let (_, w) = t("extensionProviders:\n- name: zipkin\n  zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}\n");
+        assert!(w[0].contains("propagates this tracer's headers"), "{w:?}");
     }
 
     #[test]

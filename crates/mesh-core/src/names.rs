@@ -134,6 +134,32 @@ pub struct MeshOptions {
     /// MeshConfig `localityLbSetting`: the locality load balancing of destinations whose
     /// DestinationRule sets none.
     pub locality_lb_setting: Option<crate::model::LocalityLbSetting>,
+    /// MeshConfig tracing (`enableTracing`, `defaultConfig.tracing`,
+    /// `defaultProviders.tracing`): the trace headers mesh clients, servers and gateways
+    /// write unless built with a trace configuration of their own. Default: Istio's
+    /// default install, B3 with 1 % of new traces sampled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{MeshConfig, TracePropagation};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// assert_eq!(MeshOptions::default().tracing.propagation, TracePropagation::B3);
+    /// let config = MeshConfig::from_yaml("
+    /// defaultProviders: {tracing: [zipkin]}
+    /// extensionProviders:
+    /// - name: zipkin
+    ///   zipkin:
+    ///     service: zipkin.istio-system.svc.cluster.local
+    ///     port: 9411
+    ///     traceContextOption: USE_B3_WITH_W3C_PROPAGATION
+    /// ")?;
+    /// let opts = MeshOptions::from_mesh_config(&config);
+    /// assert_eq!(opts.tracing.propagation, TracePropagation::B3AndW3c);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub tracing: crate::meshconfig::Tracing,
 }
 
 impl Default for MeshOptions {
@@ -153,6 +179,7 @@ impl Default for MeshOptions {
             access_log_encoding: crate::meshconfig::AccessLogEncoding::Text,
             access_log_format: None,
             locality_lb_setting: None,
+            tracing: crate::meshconfig::Tracing::default(),
         }
     }
 }
@@ -197,6 +224,7 @@ impl MeshOptions {
             access_log_encoding: config.access_log_encoding,
             access_log_format: config.access_log_format.clone().filter(|f| !f.is_empty()),
             locality_lb_setting: config.locality_lb_setting.clone(),
+            tracing: config.tracing,
             ..d
         }
     }

@@ -112,7 +112,10 @@ async fn bookinfo_request_routing_jason_to_v2_others_to_v1() {
     }
     // trace context propagated on the client side
     let (_, _, _, h) = send(&client, get("http://reviews:9080/")).await;
-    assert!(h.contains_key("x-echo-traceparent"), "traceparent sent");
+    assert!(
+        h.contains_key("x-echo-x-b3-traceid"),
+        "B3 sent (Istio's default tracer)"
+    );
     assert!(h.contains_key("x-echo-x-request-id"), "x-request-id sent");
 }
 

@@ -1,6 +1,7 @@
 //! Trace propagation through a real inbound server that calls a real upstream, and the
 //! access log events of those requests.
 
+use mesh_core::meshconfig::{TracePropagation, Tracing};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -111,9 +112,14 @@ async fn trace_flows_from_inbound_to_outbound_and_requests_are_logged() {
     let upstream = serve(ServiceBuilder::new().service_fn(echo_trace_headers)).await;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    // W3C and B3, as Zipkin with `traceContextOption: USE_B3_WITH_W3C_PROPAGATION`
+    let both = TraceConfig::from_mesh(&Tracing {
+        propagation: TracePropagation::B3AndW3c,
+        ..Tracing::default()
+    });
     // The application's outbound client, wrapped by the outbound propagation layer.
     let outbound = ServiceBuilder::new()
-        .layer(PropagateTraceLayer::outbound(TraceConfig::default()))
+        .layer(PropagateTraceLayer::outbound(both))
         .service_fn(move |req: Request<Full<Bytes>>| {
             let client = client.clone();
             async move { client.request(req).await }
@@ -123,7 +129,7 @@ async fn trace_flows_from_inbound_to_outbound_and_requests_are_logged() {
         .layer(AccessLogLayer::inbound())
         .layer(PropagateTraceLayer::inbound(TraceConfig {
             sampling_percent: 100.0,
-            ..Default::default()
+            ..both
         }))
         .service_fn(move |req: Request<_>| {
             let outbound = outbound.clone();

@@ -210,7 +210,8 @@ pub struct MeshServerBuilder {
     cluster_id: Option<String>,
     metrics: Option<Arc<IstioMetrics>>,
     port: Option<u16>,
-    trace: TraceConfig,
+    /// Set by [`MeshServerBuilder::trace`]; else the mesh's tracing.
+    trace: Option<TraceConfig>,
     handshake_timeout: Option<Duration>,
     drain_timeout: Duration,
 }
@@ -416,8 +417,8 @@ impl MeshServerBuilder {
     /// let server = MeshServer::builder(Mesh::new(Default::default()), "foo", "httpbin", Default::default(), creds)
     ///     .trace(TraceConfig { sampling_percent: 100.0, ..TraceConfig::default() })
     ///     .build()?;
-    /// // the application answers with the traceparent it was handed
-    /// let app = axum::Router::new().fallback(|h: HeaderMap| async move { h["traceparent"].to_str().unwrap().to_string() });
+    /// // the application answers with the sampling decision it was handed
+    /// let app = axum::Router::new().fallback(|h: HeaderMap| async move { h["x-b3-sampled"].to_str().unwrap().to_string() });
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     /// let addr = listener.local_addr()?;
     /// tokio::spawn(async move { server.serve(listener, app).await });
@@ -425,12 +426,11 @@ impl MeshServerBuilder {
     /// let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
     ///     .build_http::<Empty<Bytes>>();
     /// let resp = client.get(format!("http://{addr}/").parse()?).await?;
-    /// let traceparent = resp.into_body().collect().await?.to_bytes();
-    /// assert!(traceparent.ends_with(b"-01"), "a new trace, sampled: {traceparent:?}");
+    /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "1", "a new trace, sampled");
     /// # Ok(()) }
     /// ```
     pub fn trace(mut self, trace: TraceConfig) -> Self {
-        self.trace = trace;
+        self.trace = Some(trace);
         self
     }
 
@@ -614,7 +614,10 @@ impl MeshServerBuilder {
                 metrics_layer,
                 service,
                 authz,
-                trace: PropagateTraceLayer::inbound(self.trace),
+                trace: PropagateTraceLayer::inbound(
+                    self.trace
+                        .unwrap_or_else(|| TraceConfig::from_mesh(&self.mesh.options().tracing)),
+                ),
                 drain_timeout: self.drain_timeout,
                 log_format: crate::accesslog::mesh_format(self.mesh.options()),
                 mesh: self.mesh,
@@ -856,7 +859,7 @@ impl MeshServer {
             cluster_id: None,
             metrics: None,
             port: None,
-            trace: TraceConfig::default(),
+            trace: None,
             handshake_timeout: Some(Duration::from_secs(10)),
             drain_timeout: Duration::from_secs(10),
         }

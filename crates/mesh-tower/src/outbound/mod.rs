@@ -1283,7 +1283,8 @@ pub struct MeshClientBuilder {
     credential_lookup: Option<Arc<dyn CredentialLookup>>,
     options: ClientOptions,
     metrics: Option<Arc<IstioMetrics>>,
-    trace: TraceConfig,
+    /// Set by [`MeshClientBuilder::trace`]; else the mesh's tracing.
+    trace: Option<TraceConfig>,
     access_log: bool,
 }
 
@@ -1589,7 +1590,7 @@ impl MeshClientBuilder {
     /// # Ok(()) }
     /// ```
     pub fn trace(mut self, trace: TraceConfig) -> Self {
-        self.trace = trace;
+        self.trace = Some(trace);
         self
     }
 
@@ -1597,6 +1598,9 @@ impl MeshClientBuilder {
         let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
         let hash_source = source.unwrap_or_else(|| workload_hash_source(&self.workload));
         let log_format = crate::accesslog::mesh_format(self.mesh.options());
+        let trace = self
+            .trace
+            .unwrap_or_else(|| TraceConfig::from_mesh(&self.mesh.options().tracing));
         (
             Arc::new(ClientShared {
                 mesh: self.mesh,
@@ -1611,7 +1615,7 @@ impl MeshClientBuilder {
                 log_format,
             }),
             self.metrics,
-            self.trace,
+            trace,
         )
     }
 
@@ -1730,7 +1734,7 @@ impl MeshClientBuilder {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let addr = listener.local_addr()?;
 /// let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
-///     headers["traceparent"].to_str().unwrap().to_string()
+///     headers["x-b3-traceid"].to_str().unwrap().to_string()
 /// });
 /// tokio::spawn(async move { axum::serve(listener, app).await });
 ///
@@ -1758,8 +1762,8 @@ impl MeshClientBuilder {
 /// let req = http::Request::get("http://reviews:9080/reviews/0").body(Empty::<bytes::Bytes>::new())?;
 /// let resp = client.clone().oneshot(req).await?;
 /// assert_eq!(resp.status(), 200);
-/// let traceparent = resp.into_body().collect().await?.to_bytes();
-/// assert!(traceparent.starts_with(b"00-"), "{traceparent:?}");
+/// let trace_id = resp.into_body().collect().await?.to_bytes();
+/// assert_eq!(trace_id.len(), 32, "a new trace, in B3 as Istio's default tracer: {trace_id:?}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -1803,7 +1807,7 @@ impl MeshClient {
             credential_lookup: None,
             options: ClientOptions::default(),
             metrics: None,
-            trace: TraceConfig::default(),
+            trace: None,
             access_log: false,
         }
     }

@@ -17,19 +17,21 @@ pub(crate) enum Direction {
 /// # Examples
 ///
 /// On a server, this hop shares the caller's span (Zipkin's `shared_span_context`, as in
-/// Istio): the caller's B3 headers reach the application as they came, the formats it did
-/// not send (here W3C `traceparent`) are added for the same span, and so is a missing
-/// `x-request-id`:
+/// Istio): the caller's B3 headers reach the application as they came, the configured
+/// formats it did not send (here W3C `traceparent`, configured as Zipkin's
+/// `USE_B3_WITH_W3C_PROPAGATION` writes it) are added for the same span, and so is a
+/// missing `x-request-id`:
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig, TraceContext};
+/// use mesh_tower::trace::{Formats, PropagateTraceLayer, TraceConfig, TraceContext};
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Infallible> {
+/// let both = Formats { w3c: true, ..Formats::B3 };
 /// let app = ServiceBuilder::new()
-///     .layer(PropagateTraceLayer::inbound(TraceConfig::default()))
+///     .layer(PropagateTraceLayer::inbound(TraceConfig { formats: both, ..TraceConfig::default() }))
 ///     .service(service_fn(|req: http::Request<()>| async move {
 ///         Ok::<_, Infallible>(req)
 ///     }));

@@ -1,6 +1,13 @@
 //! Trace-context propagation as Istio's sidecars do it: W3C `traceparent`/`tracestate`, B3
 //! (multi-header `x-b3-*` and single `b3`), and `x-request-id`.
 //!
+//! Which formats are written follows the mesh's tracer ([`TraceConfig::from_mesh`] of
+//! MeshConfig's tracing settings): B3 multi-header by default, as Envoy's Zipkin tracer in
+//! Istio's default install; W3C with an `opentelemetry` provider; both with Zipkin's
+//! `USE_B3_WITH_W3C_PROPAGATION`; none with `enableTracing: false` (only `x-request-id`).
+//! A format a request already carries is rewritten along with them, so all its trace
+//! headers name the same span.
+//!
 //! [`PropagateTraceLayer::inbound`] reads the caller's context (`b3`, then `x-b3-*`, as Envoy's
 //! Zipkin tracer in Istio does; W3C `traceparent` when there is no B3 context) and, by default, shares the caller's span as Envoy's Zipkin tracer does in
 //! Istio (`shared_span_context`, on unless configured off): the application sees the
@@ -49,12 +56,11 @@
 //!     .unwrap();
 //! let sent = server.oneshot(req).await?;
 //!
-//! let traceparent = sent["traceparent"].to_str().unwrap();
-//! assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-//! assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span");
-//! assert!(traceparent.ends_with("-01"), "the caller's sampling decision");
+//! // B3 headers, as Istio's default tracer (Zipkin) writes them
 //! assert_eq!(sent["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+//! assert_ne!(sent["x-b3-spanid"], "00f067aa0ba902b7", "a new span");
 //! assert_eq!(sent["x-b3-parentspanid"], "00f067aa0ba902b7");
+//! assert_eq!(sent["x-b3-sampled"], "1", "the caller's sampling decision");
 //! assert_eq!(sent["x-request-id"], "r-7");
 //! # Ok(()) }
 //! ```
@@ -66,6 +72,7 @@ use bytes::BytesMut;
 
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
+use mesh_core::meshconfig::{TracePropagation, Tracing};
 use rand::{Rng, RngCore};
 
 pub use layer::PropagateTraceLayer;
@@ -81,7 +88,7 @@ pub use service::{PropagateTrace, PropagateTraceFuture};
 ///
 /// let ctx = TraceContext::new_root(100.0, &mut rand::rng());
 /// let mut headers = http::HeaderMap::new();
-/// ctx.inject(&mut headers, Formats::default());
+/// ctx.inject(&mut headers, Formats::W3C);
 /// assert_eq!(TRACEPARENT, "traceparent");
 /// assert_eq!(headers[TRACEPARENT], ctx.traceparent());
 /// assert!(headers[TRACEPARENT].to_str().unwrap().ends_with("-01"), "sampled");
@@ -99,7 +106,7 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 ///     ..TraceContext::new_root(100.0, &mut rand::rng())
 /// };
 /// let mut headers = http::HeaderMap::new();
-/// ctx.child(&mut rand::rng()).inject(&mut headers, Formats::default());
+/// ctx.child(&mut rand::rng()).inject(&mut headers, Formats::W3C);
 /// assert_eq!(headers[TRACESTATE], "congo=t61rcWkgMzE"); // carried unchanged
 /// ```
 pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
@@ -224,7 +231,7 @@ pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// use rand::rngs::StdRng;
 /// use rand::SeedableRng;
 ///
-/// assert_eq!(Formats::default(), Formats { w3c: true, b3_multi: true, b3_single: false });
+/// assert_eq!(Formats::default(), Formats { w3c: false, b3_multi: true, b3_single: false });
 ///
 /// let ctx = TraceContext::new_root(100.0, &mut StdRng::seed_from_u64(7));
 /// let mut headers = HeaderMap::new();
@@ -244,13 +251,90 @@ pub struct Formats {
 }
 
 impl Default for Formats {
-    /// W3C and B3 multi-header: what Envoy's OpenTelemetry and Zipkin tracers send.
+    /// B3 multi-header: what Envoy's Zipkin tracer sends, Istio's default tracer.
     fn default() -> Self {
+        Formats::B3
+    }
+}
+
+impl Formats {
+    /// No trace headers: tracing off (MeshConfig `enableTracing: false`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::{Formats, TraceContext};
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// TraceContext::new_root(100.0, &mut rand::rng()).inject(&mut headers, Formats::NONE);
+    /// assert!(headers.is_empty());
+    /// ```
+    pub const NONE: Formats = Formats {
+        w3c: false,
+        b3_multi: false,
+        b3_single: false,
+    };
+
+    /// B3 multi-header only (Envoy's Zipkin tracer, Istio's default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(mesh_tower::trace::Formats::B3, Default::default());
+    /// ```
+    pub const B3: Formats = Formats {
+        w3c: false,
+        b3_multi: true,
+        b3_single: false,
+    };
+
+    /// W3C `traceparent` and `tracestate` only (Envoy's OpenTelemetry tracer).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::{Formats, TraceContext};
+    ///
+    /// let mut headers = http::HeaderMap::new();
+    /// TraceContext::new_root(100.0, &mut rand::rng()).inject(&mut headers, Formats::W3C);
+    /// assert!(headers.contains_key("traceparent") && !headers.contains_key("x-b3-traceid"));
+    /// ```
+    pub const W3C: Formats = Formats {
+        w3c: true,
+        b3_multi: false,
+        b3_single: false,
+    };
+
+    /// The formats a MeshConfig tracer writes ([`TracePropagation`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::TracePropagation;
+    /// use mesh_tower::trace::Formats;
+    ///
+    /// let both = Formats::of(TracePropagation::B3AndW3c);
+    /// assert!(both.w3c && both.b3_multi && !both.b3_single);
+    /// ```
+    pub fn of(propagation: TracePropagation) -> Formats {
         Formats {
-            w3c: true,
-            b3_multi: true,
+            w3c: propagation.w3c(),
+            b3_multi: propagation.b3(),
             b3_single: false,
         }
+    }
+
+    /// Whether any header is written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::trace::Formats;
+    ///
+    /// assert!(Formats::B3.any() && !Formats::NONE.any());
+    /// ```
+    pub fn any(self) -> bool {
+        self.w3c || self.b3_multi || self.b3_single
     }
 }
 
@@ -331,10 +415,47 @@ pub struct TraceConfig {
 }
 
 impl Default for TraceConfig {
+    /// Istio's default install: Zipkin's B3 headers, 1 % of new traces sampled, the
+    /// caller's span shared.
     fn default() -> Self {
+        TraceConfig::from_mesh(&Tracing::default())
+    }
+}
+
+impl TraceConfig {
+    /// What a MeshConfig's tracing settings ([`MeshOptions::tracing`]) make of a hop: the
+    /// configuration mesh clients, servers and gateways use unless given one of their own.
+    /// Tracing off writes no trace header (only `x-request-id`).
+    ///
+    /// [`MeshOptions::tracing`]: mesh_core::names::MeshOptions::tracing
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_tower::trace::{Formats, TraceConfig};
+    ///
+    /// let config = MeshConfig::from_yaml("
+    /// defaultProviders: {tracing: [otel]}
+    /// extensionProviders:
+    /// - name: otel
+    ///   opentelemetry: {service: otel-collector.observability.svc.cluster.local, port: 4317}
+    /// ")?;
+    /// let trace = TraceConfig::from_mesh(&config.tracing);
+    /// assert_eq!(trace.formats, Formats::W3C);
+    ///
+    /// let off = MeshConfig::from_yaml("enableTracing: false")?;
+    /// assert_eq!(TraceConfig::from_mesh(&off.tracing).formats, Formats::NONE);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub fn from_mesh(tracing: &Tracing) -> TraceConfig {
         TraceConfig {
-            formats: Formats::default(),
-            sampling_percent: 1.0,
+            formats: if tracing.enabled {
+                Formats::of(tracing.propagation)
+            } else {
+                Formats::NONE
+            },
+            sampling_percent: tracing.sampling_percent,
             shared_span_context: true,
         }
     }
@@ -1069,7 +1190,7 @@ impl TraceContext {
     /// let ctx = TraceContext::new_root(0.0, &mut rng).child(&mut rng);
     /// let mut headers = HeaderMap::new();
     /// headers.insert("x-b3-sampled", "1".parse().unwrap()); // replaced
-    /// ctx.inject(&mut headers, Formats::default());
+    /// ctx.inject(&mut headers, Formats { w3c: true, ..Formats::B3 });
     ///
     /// assert_eq!(headers["traceparent"], ctx.traceparent());
     /// assert_eq!(headers["x-b3-traceid"], ctx.trace_id_hex());
@@ -1757,9 +1878,77 @@ mod tests {
     async fn inbound_sees(pairs: &[(&str, &str)]) -> (HeaderMap, TraceContext) {
         let own_span = TraceConfig {
             shared_span_context: false,
+            formats: BOTH,
             ..TraceConfig::default()
         };
         inbound_with(own_span, pairs).await
+    }
+
+    /// W3C and B3 multi-header (Zipkin with `USE_B3_WITH_W3C_PROPAGATION`): the tests of
+    /// how the two formats agree use both.
+    const BOTH: Formats = Formats {
+        w3c: true,
+        b3_multi: true,
+        b3_single: false,
+    };
+
+    #[tokio::test]
+    async fn the_default_writes_b3_as_istios_zipkin_tracer_and_rewrites_a_traceparent_that_came() {
+        // a caller without context: B3 only, as Envoy's Zipkin tracer in Istio's default
+        let (h, ctx) = inbound_with(TraceConfig::default(), &[]).await;
+        assert_eq!(h["x-b3-traceid"], ctx.trace_id_hex());
+        assert!(!h.contains_key("traceparent"), "{h:?}");
+        assert_eq!(h["x-request-id"].len(), 36);
+
+        // an outbound call whose application set a traceparent (an OpenTelemetry app): the
+        // trace goes on, and the traceparent is rewritten to the new span with the B3 fields
+        use tower::{service_fn, Layer, ServiceExt};
+        let client = PropagateTraceLayer::outbound(TraceConfig::default()).layer(service_fn(
+            |req: http::Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(req.headers().clone())
+            },
+        ));
+        let req = http::Request::builder()
+            .header("traceparent", TP)
+            .body(())
+            .unwrap();
+        let h = client.clone().oneshot(req).await.unwrap();
+        assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
+        let tp = h["traceparent"].to_str().unwrap();
+        assert!(
+            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{tp}"
+        );
+        assert!(
+            tp.contains(h["x-b3-spanid"].to_str().unwrap()),
+            "{tp} names the new span"
+        );
+
+        // tracing off: the request's trace headers are left alone, only x-request-id added
+        let off = TraceConfig {
+            formats: Formats::NONE,
+            ..TraceConfig::default()
+        };
+        let (h, _) = inbound_with(
+            off,
+            &[
+                ("traceparent", TP),
+                ("b3", "64fe8b2a57d3eff7-e457b5a2e4d86bd1"),
+            ],
+        )
+        .await;
+        assert_eq!(h["traceparent"], TP);
+        assert_eq!(h["b3"], "64fe8b2a57d3eff7-e457b5a2e4d86bd1");
+        assert!(!h.contains_key("x-b3-traceid"));
+        assert_eq!(h["x-request-id"].len(), 36);
+        let client = PropagateTraceLayer::outbound(off).layer(service_fn(
+            |req: http::Request<()>| async move {
+                Ok::<_, std::convert::Infallible>(req.headers().clone())
+            },
+        ));
+        let h = client.oneshot(http::Request::new(())).await.unwrap();
+        assert_eq!(h.len(), 1, "only x-request-id: {h:?}");
     }
 
     /// The headers an inbound layer with `config` hands the application for a request
@@ -1864,7 +2053,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_shared_span_leaves_the_callers_headers_as_they_came() {
-        let shared = TraceConfig::default();
+        let shared = TraceConfig {
+            formats: BOTH,
+            ..TraceConfig::default()
+        };
         let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
         let sent = [
             ("traceparent", TP),

@@ -50,7 +50,7 @@ pub type PropagateTraceFuture<F> = TaskLocalFuture<TraceContext, F>;
 /// let req = http::Request::builder().header("x-request-id", "abc").body(()).unwrap();
 /// let sent = svc.clone().oneshot(req).await?;
 /// assert_eq!(sent.headers()["x-request-id"], "abc");
-/// assert!(sent.headers().contains_key("traceparent"));
+/// assert!(sent.headers().contains_key("x-b3-traceid")); // a new trace, in B3 (Istio's default)
 ///
 /// let _inner = svc.into_inner(); // the wrapped service back
 /// # Ok(()) }
@@ -218,7 +218,12 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         }
     };
     let mut formats = config.formats;
-    formats.b3_single |= came_as_b3_single;
+    if formats.any() {
+        // the formats the request came with are written too, so that all its trace
+        // headers name this hop's span (tracing off, Envoy without a tracer, touches none)
+        formats.b3_single |= came_as_b3_single;
+        formats.w3c |= found.traceparent.is_some();
+    }
     if share {
         // The caller's span is this hop's: only the formats it did not send (or that
         // disagree with the context that won, or lack the sampling decision made here)

@@ -137,6 +137,7 @@ pub async fn start(pki: &Pki, name: &str, ns: &str, sa: &str, behaviour: Behavio
                         for (k, v) in req.headers() {
                             if k.as_str().starts_with("x-test-")
                                 || k == "traceparent"
+                                || k == "x-b3-traceid"
                                 || k == "x-request-id"
                             {
                                 let echo = format!("x-echo-{}", k.as_str());
