@@ -758,6 +758,43 @@ pub struct Authenticated {
 }
 
 /// One verified token of a request, for its header outputs.
+///
+/// # Examples
+///
+/// The same token in the `Authorization` header and in the `access_token` query parameter
+/// (the default locations) is verified once, but counts once for each location:
+///
+/// ```
+/// use mesh_core::authn::{authenticate, TokenLocation};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://issuer.example.com
+///     jwks: '{"keys": [{"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0"}]}'
+/// "#).unwrap().snapshot();
+/// let providers = snap.jwt_providers("foo", &Default::default());
+/// let token = jsonwebtoken::encode(
+///     &jsonwebtoken::Header { kid: Some("k".into()), ..Default::default() },
+///     &serde_json::json!({"iss": "https://issuer.example.com", "sub": "alice"}),
+///     &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+/// ).unwrap();
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+/// let query = format!("access_token={token}");
+/// let verified = authenticate(&providers, &headers, Some(&query), 0, &|_| None).unwrap().unwrap();
+/// assert_eq!(verified.tokens.len(), 2);
+/// for t in &verified.tokens {
+///     assert_eq!(t.token.token, token);
+///     assert_eq!(t.provider.policy(), "foo/jwt");
+///     assert_eq!(t.claims["sub"], "alice");
+/// }
+/// assert_eq!(verified.tokens[0].token.location, TokenLocation::Header { name: "authorization".into(), prefix: "Bearer ".into() });
+/// assert_eq!(verified.tokens[1].token.location, TokenLocation::Param("access_token".into()));
+/// ```
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
     /// The token and where it was found.

@@ -567,6 +567,52 @@ pub type DnsCache = HashMap<Box<str>, Arc<[IpAddr]>>;
 /// ```
 pub trait Resolver: Send + Sync + 'static {
     /// The addresses of `host`.
+    ///
+    /// # Examples
+    ///
+    /// What the mesh makes of each answer: addresses replace the host's endpoints, an error
+    /// keeps the last good answer, and an answer without addresses leaves the host none:
+    ///
+    /// ```
+    /// use std::net::IpAddr;
+    /// use std::sync::Mutex;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Resolver;
+    ///
+    /// /// Answers what it was last told to (`None`: the lookup fails).
+    /// struct Scripted(Mutex<Option<Vec<IpAddr>>>);
+    /// impl Resolver for Scripted {
+    ///     fn resolve(&self, _host: &str) -> std::io::Result<Vec<IpAddr>> {
+    ///         self.0.lock().unwrap().clone().ok_or_else(|| std::io::Error::other("SERVFAIL"))
+    ///     }
+    /// }
+    ///
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api}
+    /// spec:
+    ///   hosts: [api.example.com]
+    ///   ports: [{number: 443, name: tls, protocol: TLS}]
+    ///   resolution: DNS
+    /// ").unwrap();
+    /// let targets = |m: &Mesh| {
+    ///     let snap = m.snapshot();
+    ///     let svc = snap.registry().service("api.example.com", "default").unwrap();
+    ///     svc.targets(443, None).map(|t| t.addr.unwrap().to_string()).collect::<Vec<_>>()
+    /// };
+    /// let dns = Scripted(Mutex::new(Some(vec!["192.0.2.1".parse().unwrap()])));
+    /// assert_eq!(mesh.refresh_dns(&dns), 1);
+    /// assert_eq!(targets(&mesh), ["192.0.2.1:443"]);
+    ///
+    /// *dns.0.lock().unwrap() = None; // fails: the last good answer stays
+    /// assert_eq!(mesh.refresh_dns(&dns), 0);
+    /// assert_eq!(targets(&mesh), ["192.0.2.1:443"]);
+    ///
+    /// *dns.0.lock().unwrap() = Some(vec![]); // no addresses: no endpoints
+    /// assert_eq!(mesh.refresh_dns(&dns), 0);
+    /// assert!(targets(&mesh).is_empty());
+    /// ```
     fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>>;
 }
 

@@ -155,7 +155,54 @@ pub(crate) enum Side {
 ///
 /// It is `tokio::io::AsyncRead + AsyncWrite`; [`peer`](Self::peer) is the verified
 /// identity of the other side (the server the client reached, the client the server
-/// accepted), when the connection is mutual TLS. See the [module docs](self).
+/// accepted), when the connection is mutual TLS. See the [module docs](self) for mutual
+/// TLS and authorization.
+///
+/// # Examples
+///
+/// A client without mesh credentials reaches a plain TCP server in plaintext: the stream
+/// has no verified peer.
+///
+/// ```
+/// use mesh_core::mesh::Mesh;
+/// use mesh_core::registry::Workload;
+/// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// let addr = listener.local_addr()?;
+/// tokio::spawn(async move {
+///     let (mut s, _) = listener.accept().await.unwrap();
+///     s.write_all(b"+PONG\r\n").await.unwrap();
+/// });
+/// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: redis, namespace: foo}
+/// spec:
+///   selector: {app: redis}
+///   ports: [{name: tcp-redis, port: 6379}]
+/// ")?;
+/// mesh.register(Workload {
+///     name: "redis-0".to_string(),
+///     namespace: "foo".to_string(),
+///     service_account: "redis".to_string(),
+///     labels: [("app".to_string(), "redis".to_string())].into(),
+///     address: addr.ip(),
+///     ports: [("tcp-redis".to_string(), addr.port())].into(),
+///     locality: None,
+///     weight: 0,
+/// });
+/// let client = MeshClient::builder(mesh, ClientWorkload::new("app", "foo", "app")).build();
+/// let mut conn = client.connect("redis:6379").await?;
+/// assert!(conn.peer().is_none(), "plaintext: no verified identity");
+/// let mut reply = [0u8; 7];
+/// conn.read_exact(&mut reply).await?;
+/// assert_eq!(&reply, b"+PONG\r\n");
+/// # Ok(()) }
+/// ```
 pub struct MeshTcpStream {
     io: Pin<Box<dyn Io>>,
     side: Side,
@@ -304,9 +351,54 @@ impl MeshTcpStream {
         self
     }
 
-    /// The verified SPIFFE identity of the other side, when the connection is mutual TLS.
+    /// The verified SPIFFE identity of the other side, when the connection is mutual TLS
+    /// (see the [module docs](self): a client sees the server's identity).
     ///
-    /// See the [module docs](self) for an example.
+    /// # Examples
+    ///
+    /// A client without mesh credentials reaches a plain TCP server in plaintext: the stream
+    /// has no verified peer.
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::registry::Workload;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// tokio::spawn(async move {
+    ///     let (mut s, _) = listener.accept().await.unwrap();
+    ///     s.write_all(b"+PONG\r\n").await.unwrap();
+    /// });
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: redis, namespace: foo}
+    /// spec:
+    ///   selector: {app: redis}
+    ///   ports: [{name: tcp-redis, port: 6379}]
+    /// ")?;
+    /// mesh.register(Workload {
+    ///     name: "redis-0".to_string(),
+    ///     namespace: "foo".to_string(),
+    ///     service_account: "redis".to_string(),
+    ///     labels: [("app".to_string(), "redis".to_string())].into(),
+    ///     address: addr.ip(),
+    ///     ports: [("tcp-redis".to_string(), addr.port())].into(),
+    ///     locality: None,
+    ///     weight: 0,
+    /// });
+    /// let client = MeshClient::builder(mesh, ClientWorkload::new("app", "foo", "app")).build();
+    /// let mut conn = client.connect("redis:6379").await?;
+    /// assert!(conn.peer().is_none(), "plaintext: no verified identity");
+    /// let mut reply = [0u8; 7];
+    /// conn.read_exact(&mut reply).await?;
+    /// assert_eq!(&reply, b"+PONG\r\n");
+    /// # Ok(()) }
+    /// ```
     pub fn peer(&self) -> Option<&PeerIdentity> {
         self.peer.as_ref()
     }
@@ -504,6 +596,34 @@ pub enum TcpConnectError {
 
 impl TcpConnectError {
     /// Envoy's response flag for this failure (the `response_flags` label).
+    ///
+    /// # Examples
+    ///
+    /// A service without endpoints is `UH`, no healthy upstream:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::envoy::ResponseFlags;
+    /// use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    /// use mesh_tower::tcp::TcpConnectError;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: mongodb, namespace: foo}
+    /// spec:
+    ///   selector: {app: mongodb}
+    ///   ports: [{name: mongo, port: 27017}]
+    /// ")?;
+    /// let client = MeshClient::builder(mesh, ClientWorkload::new("app", "foo", "app")).build();
+    /// let err = client.connect("mongodb:27017").await.unwrap_err();
+    /// assert!(matches!(err, TcpConnectError::NoHealthyUpstream { .. }), "{err}");
+    /// assert_eq!(err.flags(), ResponseFlags::NO_HEALTHY_UPSTREAM);
+    /// assert_eq!(err.flags().to_string(), "UH");
+    /// # Ok(()) }
+    /// ```
     pub fn flags(&self) -> ResponseFlags {
         match self {
             TcpConnectError::InvalidTarget { .. } => ResponseFlags::NONE,

@@ -686,6 +686,17 @@ macro_rules! spec_accessors {
         impl Spec {
             $(
                 #[doc = concat!("The spec if this is a ", stringify!($variant), ".")]
+                ///
+                /// # Examples
+                ///
+                /// ```
+                #[doc = concat!("use mesh_core::model::{Spec, ", stringify!($ty), "};")]
+                ///
+                #[doc = concat!("let spec = Spec::", stringify!($variant), "(", stringify!($ty), "::default());")]
+                #[doc = concat!("assert_eq!(spec.", stringify!($fn), "(), Some(&", stringify!($ty), "::default()));")]
+                /// // `None` for a spec of any other kind
+                #[doc = concat!("assert_eq!(Spec::ServiceAccount.", stringify!($fn), "(), None);")]
+                /// ```
                 pub fn $fn(&self) -> Option<&$ty> {
                     match self {
                         Spec::$variant(s) => Some(s),

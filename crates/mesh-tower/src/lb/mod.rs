@@ -219,7 +219,21 @@ pub struct SlowStart {
 impl SlowStart {
     /// The share of its weight an endpoint that joined `age` ago takes (1 past the window).
     ///
-    /// See [`SlowStart`] for an example.
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tower::lb::SlowStart;
+    ///
+    /// let s = SlowStart { window: Duration::from_secs(100), aggression: 2.0, min_weight_percent: 0.0 };
+    /// // aggression 2: the square root of the part of the window gone by
+    /// assert!((s.factor(Duration::from_secs(25)) - 0.5).abs() < 1e-9);
+    /// // an age under 1 s counts as 1 s: sqrt(1 / 100)
+    /// assert!((s.factor(Duration::ZERO) - 0.1).abs() < 1e-9);
+    /// // from the end of the window on: the full weight
+    /// assert_eq!(s.factor(Duration::from_secs(100)), 1.0);
+    /// assert_eq!(s.factor(Duration::from_secs(3600)), 1.0);
+    /// ```
     pub fn factor(&self, age: std::time::Duration) -> f64 {
         if age >= self.window || self.window.is_zero() {
             return 1.0;

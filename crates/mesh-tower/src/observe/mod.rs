@@ -88,11 +88,119 @@ use pin_project_lite::pin_project;
 /// ```
 pub trait BodyObserver {
     /// `n` bytes of data went through.
+    ///
+    /// # Examples
+    ///
+    /// Called once for each data frame, with its size; an empty body has none:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use bytes::Bytes;
+    /// use http::HeaderMap;
+    /// use http_body_util::{BodyExt, Empty, Full};
+    /// use mesh_tower::observe::{BodyObserver, ObservedBody};
+    ///
+    /// /// Records the size of each data frame.
+    /// struct Frames(Arc<Mutex<Vec<u64>>>);
+    /// impl BodyObserver for Frames {
+    ///     fn on_data(&mut self, n: u64) {
+    ///         self.0.lock().unwrap().push(n);
+    ///     }
+    ///     fn on_trailers(&mut self, _: &HeaderMap) {}
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let sizes = Arc::new(Mutex::new(Vec::new()));
+    /// let body = ObservedBody::new(Full::new(Bytes::from("hello world")), Some(Frames(sizes.clone())));
+    /// body.collect().await.unwrap();
+    /// assert_eq!(*sizes.lock().unwrap(), [11]);
+    ///
+    /// let sizes = Arc::new(Mutex::new(Vec::new()));
+    /// let body = ObservedBody::new(Empty::<Bytes>::new(), Some(Frames(sizes.clone())));
+    /// body.collect().await.unwrap();
+    /// assert!(sizes.lock().unwrap().is_empty());
+    /// # }
+    /// ```
     fn on_data(&mut self, n: u64);
     /// Trailers went through.
+    ///
+    /// # Examples
+    ///
+    /// The trailers of a gRPC response, seen on their way to the client:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use bytes::Bytes;
+    /// use http::HeaderMap;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::observe::{BodyObserver, ObservedBody};
+    ///
+    /// /// Keeps the `grpc-status` trailer.
+    /// struct GrpcStatus(Arc<Mutex<Option<String>>>);
+    /// impl BodyObserver for GrpcStatus {
+    ///     fn on_data(&mut self, _: u64) {}
+    ///     fn on_trailers(&mut self, trailers: &HeaderMap) {
+    ///         let status = trailers.get("grpc-status").and_then(|v| v.to_str().ok());
+    ///         *self.0.lock().unwrap() = status.map(String::from);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut trailers = HeaderMap::new();
+    /// trailers.insert("grpc-status", "14".parse().unwrap());
+    /// let response = Full::new(Bytes::from("reply")).with_trailers(async move { Some(Ok(trailers)) });
+    /// let status = Arc::new(Mutex::new(None));
+    /// let body = ObservedBody::new(response, Some(GrpcStatus(status.clone())));
+    /// let collected = body.collect().await.unwrap();
+    /// assert_eq!(collected.trailers().unwrap()["grpc-status"], "14"); // passed on as they were
+    /// assert_eq!(status.lock().unwrap().as_deref(), Some("14"));
+    /// # }
+    /// ```
     fn on_trailers(&mut self, trailers: &HeaderMap);
     /// The body reached its end (or failed): called once, just before the observer is
     /// dropped. An observer dropped without it was dropped with a body cut short.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use bytes::Bytes;
+    /// use http::HeaderMap;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::observe::{BodyObserver, ObservedBody};
+    ///
+    /// /// Records its end and its drop.
+    /// struct Events(Arc<Mutex<Vec<&'static str>>>);
+    /// impl BodyObserver for Events {
+    ///     fn on_data(&mut self, _: u64) {}
+    ///     fn on_trailers(&mut self, _: &HeaderMap) {}
+    ///     fn on_end(&mut self) {
+    ///         self.0.lock().unwrap().push("end");
+    ///     }
+    /// }
+    /// impl Drop for Events {
+    ///     fn drop(&mut self) {
+    ///         self.0.lock().unwrap().push("drop");
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // read to its end
+    /// let events = Arc::new(Mutex::new(Vec::new()));
+    /// let body = ObservedBody::new(Full::new(Bytes::from("ok")), Some(Events(events.clone())));
+    /// body.collect().await.unwrap();
+    /// assert_eq!(*events.lock().unwrap(), ["end", "drop"]);
+    ///
+    /// // cut short: dropped before it was read
+    /// let events = Arc::new(Mutex::new(Vec::new()));
+    /// let body = ObservedBody::new(Full::new(Bytes::from("ok")), Some(Events(events.clone())));
+    /// drop(body);
+    /// assert_eq!(*events.lock().unwrap(), ["drop"]);
+    /// # }
+    /// ```
     fn on_end(&mut self) {}
 }
 
