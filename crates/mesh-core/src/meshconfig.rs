@@ -220,6 +220,21 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub tracing: Tracing,
+    /// `tcpKeepalive`: TCP keepalive on every upstream connection, under the fields a
+    /// DestinationRule's `connectionPool.tcp.tcpKeepalive` sets (istiod
+    /// `applyTCPKeepalive`; see [`TcpKeepalive::merged`](crate::model::TcpKeepalive::merged)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Duration;
+    ///
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("tcpKeepalive: {time: 300s, probes: 4}")?;
+    /// let k = config.tcp_keepalive.unwrap();
+    /// assert_eq!((k.time, k.probes), (Some(Duration::from_secs(300)), Some(4)));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub tcp_keepalive: Option<crate::model::TcpKeepalive>,
 }
 
 /// How requests are traced, as istiod configures Envoy's tracer from MeshConfig:
@@ -735,7 +750,16 @@ pub enum ExtAuthzRef<'a> {
 impl ExtAuthzRef<'_> {
     /// The authorizer's host.
     ///
-    /// See [`ExtAuthzRef`] for an example.
+    /// # Examples
+    ///
+    /// The host of the provider's `service`, without its `namespace/` qualifier:
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{resolve_ext_authz, ExtAuthzHttp, ExtensionProvider};
+    ///
+    /// let providers = [ExtensionProvider::ext_authz_http("opa", ExtAuthzHttp::new("opa/opa.opa.svc.cluster.local", 8181))];
+    /// assert_eq!(resolve_ext_authz(&providers, &["opa"]).unwrap().host(), "opa.opa.svc.cluster.local");
+    /// ```
     pub fn host(&self) -> &str {
         match self {
             ExtAuthzRef::Http(h) => h.host(),
@@ -745,7 +769,18 @@ impl ExtAuthzRef<'_> {
 
     /// The authorizer's port.
     ///
-    /// See [`ExtAuthzRef`] for an example.
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{resolve_ext_authz, ExtAuthzGrpc, ExtAuthzHttp, ExtensionProvider};
+    ///
+    /// let providers = [
+    ///     ExtensionProvider::ext_authz_http("http", ExtAuthzHttp::new("authz.foo.svc.cluster.local", 8000)),
+    ///     ExtensionProvider::ext_authz_grpc("grpc", ExtAuthzGrpc::new("authz.foo.svc.cluster.local", 9000)),
+    /// ];
+    /// assert_eq!(resolve_ext_authz(&providers, &["http"]).unwrap().port(), 8000);
+    /// assert_eq!(resolve_ext_authz(&providers, &["grpc"]).unwrap().port(), 9000);
+    /// ```
     pub fn port(&self) -> u16 {
         match self {
             ExtAuthzRef::Http(h) => h.port,
@@ -755,7 +790,20 @@ impl ExtAuthzRef<'_> {
 
     /// The provider kind as MeshConfig spells it.
     ///
-    /// See [`ExtAuthzRef`] for an example.
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{resolve_ext_authz, ExtAuthzGrpc, ExtAuthzHttp, ExtensionProvider};
+    ///
+    /// let providers = [
+    ///     ExtensionProvider::ext_authz_http("http", ExtAuthzHttp::new("authz.foo.svc.cluster.local", 8000)),
+    ///     ExtensionProvider::ext_authz_grpc("grpc", ExtAuthzGrpc::new("authz.foo.svc.cluster.local", 9000)),
+    /// ];
+    /// assert_eq!(resolve_ext_authz(&providers, &["http"]).unwrap().kind(), "envoyExtAuthzHttp");
+    /// assert_eq!(resolve_ext_authz(&providers, &["grpc"]).unwrap().kind(), "envoyExtAuthzGrpc");
+    /// // the same name as the provider's own kind
+    /// assert_eq!(resolve_ext_authz(&providers, &["grpc"]).unwrap().kind(), providers[1].kind());
+    /// ```
     pub fn kind(&self) -> &'static str {
         match self {
             ExtAuthzRef::Http(_) => "envoyExtAuthzHttp",
@@ -1106,7 +1154,7 @@ ignored_fields! {
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
     struct RawMeshConfig {
         proxy_listen_port, proxy_inbound_listen_port, proxy_http_port, connect_timeout,
-        protocol_detection_timeout, tcp_keepalive, ingress_class, ingress_service,
+        protocol_detection_timeout, ingress_class, ingress_service,
         ingress_controller_mode, ingress_selector, access_log_file,
         enable_envoy_access_log_service,
         disable_envoy_listener_log, outbound_traffic_policy,
@@ -1146,6 +1194,8 @@ ignored_fields! {
         locality_lb_setting: Option<crate::model::LocalityLbSetting>,
         #[serde(default)]
         enable_tracing: Option<bool>,
+        #[serde(default)]
+        tcp_keepalive: Option<crate::model::TcpKeepalive>,
         #[serde(default)]
         default_providers: Option<RawDefaultProviders>,
     }
@@ -1584,6 +1634,7 @@ fn convert(
     );
     MeshConfig {
         tracing,
+        tcp_keepalive: raw.tcp_keepalive,
         trust_domain: raw.trust_domain.filter(|t| !t.is_empty()),
         root_namespace: raw.root_namespace.filter(|r| !r.is_empty()),
         extension_providers: providers,

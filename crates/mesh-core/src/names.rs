@@ -160,6 +160,16 @@ pub struct MeshOptions {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub tracing: crate::meshconfig::Tracing,
+    /// MeshConfig `tcpKeepalive`: keepalive on every upstream connection, under a
+    /// DestinationRule's own (see [`TcpKeepalive::merged`](crate::model::TcpKeepalive::merged)).
+    /// None by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::names::MeshOptions::default().tcp_keepalive.is_none());
+    /// ```
+    pub tcp_keepalive: Option<crate::model::TcpKeepalive>,
 }
 
 impl Default for MeshOptions {
@@ -180,6 +190,7 @@ impl Default for MeshOptions {
             access_log_format: None,
             locality_lb_setting: None,
             tracing: crate::meshconfig::Tracing::default(),
+            tcp_keepalive: None,
         }
     }
 }
@@ -225,6 +236,7 @@ impl MeshOptions {
             access_log_format: config.access_log_format.clone().filter(|f| !f.is_empty()),
             locality_lb_setting: config.locality_lb_setting.clone(),
             tracing: config.tracing,
+            tcp_keepalive: config.tcp_keepalive.clone(),
             ..d
         }
     }

@@ -835,6 +835,44 @@ pub struct TcpKeepalive {
     pub interval: Option<Duration>,
 }
 
+impl TcpKeepalive {
+    /// The keepalive istiod gives a cluster (`applyTCPKeepalive`): MeshConfig's
+    /// `tcpKeepalive` first, then each field the DestinationRule sets (`probes` when above
+    /// 0) over it; `None` when neither sets one (no `SO_KEEPALIVE`). A field neither sets
+    /// is the operating system's default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{Duration, TcpKeepalive};
+    ///
+    /// let mesh = TcpKeepalive { time: Some(Duration::from_secs(600)), probes: Some(3), interval: None };
+    /// let dr = TcpKeepalive { time: Some(Duration::from_secs(30)), probes: Some(0), interval: None };
+    /// let k = TcpKeepalive::merged(Some(&mesh), Some(&dr)).unwrap();
+    /// assert_eq!(k.time, Some(Duration::from_secs(30))); // the DestinationRule's
+    /// assert_eq!(k.probes, Some(3)); // 0 is unset
+    /// assert_eq!(TcpKeepalive::merged(None, None), None);
+    /// ```
+    pub fn merged(mesh: Option<&TcpKeepalive>, dr: Option<&TcpKeepalive>) -> Option<TcpKeepalive> {
+        if mesh.is_none() && dr.is_none() {
+            return None;
+        }
+        let mut out = TcpKeepalive::default();
+        for k in [mesh, dr].into_iter().flatten() {
+            if let Some(p) = k.probes.filter(|p| *p > 0) {
+                out.probes = Some(p);
+            }
+            if k.time.is_some() {
+                out.time = k.time;
+            }
+            if k.interval.is_some() {
+                out.interval = k.interval;
+            }
+        }
+        Some(out)
+    }
+}
+
 /// `ConnectionPoolSettings.HTTPSettings`.
 ///
 /// # Examples

@@ -11,6 +11,7 @@
 //! known by name (the original destination of a `resolution: NONE` ServiceEntry, a DNS
 //! name not resolved yet) is resolved with the system resolver when connecting.
 
+use mesh_core::model::TcpKeepalive;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
@@ -164,6 +165,8 @@ pub struct MeshConnector {
     /// Endpoints dialed by name: the placeholder address the balancer and pools know them
     /// by → the name and port to resolve when connecting.
     names: Option<Arc<HashMap<SocketAddr, DialName>>>,
+    /// `SO_KEEPALIVE` and its parameters on every connection (`tcpKeepalive`).
+    keepalive: Option<socket2::TcpKeepalive>,
 }
 
 /// A name to resolve, with the system resolver, each time a connection is made to it.
@@ -191,7 +194,31 @@ impl MeshConnector {
             breaker,
             h2c: false,
             names: None,
+            keepalive: None,
         }
+    }
+
+    /// Turns TCP keepalive on for every connection, as Envoy's cluster
+    /// `upstream_connection_options.tcp_keepalive` (istiod builds it from the
+    /// DestinationRule's and MeshConfig's `tcpKeepalive`): the fields set are applied in
+    /// whole seconds (at least 1), the others stay the operating system's.
+    pub(crate) fn with_keepalive(mut self, keepalive: Option<&TcpKeepalive>) -> Self {
+        self.keepalive = keepalive.map(|k| {
+            let secs =
+                |d: &mesh_core::model::Duration| Duration::from_secs(d.as_std().as_secs().max(1));
+            let mut out = socket2::TcpKeepalive::new();
+            if let Some(t) = &k.time {
+                out = out.with_time(secs(t));
+            }
+            if let Some(i) = &k.interval {
+                out = out.with_interval(secs(i));
+            }
+            if let Some(p) = k.probes.filter(|p| *p > 0) {
+                out = out.with_retries(p);
+            }
+            out
+        });
+        self
     }
 
     /// Plaintext connections speak HTTP/2 with prior knowledge (Envoy's HTTP/2 cluster
@@ -325,6 +352,12 @@ impl MeshConnector {
             Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
         };
         let _ = tcp.set_nodelay(true);
+        if let Some(k) = &self.keepalive {
+            // best effort, as Envoy's socket options: a failure leaves the connection usable
+            if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(k) {
+                tracing::debug!(%addr, error = %e, "tcpKeepalive not applied");
+            }
+        }
         match &self.tls {
             TlsPolicy::Tls {
                 config,

@@ -16,6 +16,7 @@
 //! differ builds a new state, carrying endpoint ejection and outlier counters over
 //! ([`LoadBalancer::with_state_from`]). Connections stay pooled while the policy is unchanged.
 
+use mesh_core::model::TcpKeepalive;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -834,7 +835,14 @@ fn build(
     let upstream = Upstream::new(
         MeshConnector::new(tls, connect_timeout, breaker.clone())
             .with_h2c(h2c)
-            .with_names(names),
+            .with_names(names)
+            .with_keepalive(
+                TcpKeepalive::merged(
+                    snap.options().tcp_keepalive.as_ref(),
+                    tcp.and_then(|t| t.tcp_keepalive.as_ref()),
+                )
+                .as_ref(),
+            ),
         breaker.clone(),
         idle,
         i.endpoints
