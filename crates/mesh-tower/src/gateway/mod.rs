@@ -81,7 +81,8 @@
 //! routed service as destination; [`GatewayServer::metrics`]).
 //!
 //! Settings we cannot honour fail loudly at [`GatewayBuilder::start`] (and reset the
-//! connection if they appear in a later config): `ISTIO_MUTUAL`, `AUTO_PASSTHROUGH`,
+//! connection if they appear in a later config): `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL` on a
+//! gateway without a mesh identity ([`GatewayBuilder::workload_credentials`]),
 //! certificate file paths, `subjectAltNames`, SPKI/hash pinning, cipher suites, CRLs, and
 //! server protocols Istio does not proxy (`UDP`).
 //!
@@ -818,7 +819,12 @@ impl GatewayBuilder {
                     if terminate {
                         cache
                             .get(snap.generation(), s.gateway, s.index, || {
-                                tls::build_config(settings, &*self.credentials, http)
+                                tls::build_config(
+                                    settings,
+                                    &*self.credentials,
+                                    self.workload.as_deref(),
+                                    http,
+                                )
                             })
                             .map_err(err)?;
                     }
@@ -892,6 +898,7 @@ impl GatewayBuilder {
             namespace: self.namespace,
             labels: self.labels,
             credentials: self.credentials,
+            workload: self.workload,
             cache,
             hello_timeout: self.hello_timeout,
             client,
@@ -930,6 +937,8 @@ struct Inner {
     namespace: String,
     labels: Labels,
     credentials: Arc<dyn CredentialLookup>,
+    /// The gateway's mesh identity (ISTIO_MUTUAL servers present it).
+    workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
     cache: tls::ConfigCache,
     hello_timeout: Duration,
     /// The gateway's outbound side: the mesh client of its workload, which forwards every
@@ -1484,7 +1493,12 @@ async fn connection(
     let term = inner
         .cache
         .get(snap.generation(), &gateway, index, || {
-            tls::build_config(&settings, &*inner.credentials, http)
+            tls::build_config(
+                &settings,
+                &*inner.credentials,
+                inner.workload.as_deref(),
+                http,
+            )
         })
         .map_err(|e| {
             tracing::warn!(gateway = %gateway, index, error = %e, "cannot terminate TLS");

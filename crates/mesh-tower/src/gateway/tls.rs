@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use mesh_core::model::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 use mesh_tls::rustls::server::WebPkiClientVerifier;
 use mesh_tls::rustls::{self, RootCertStore, ServerConfig};
-use mesh_tls::{certs_from_pem, key_from_pem, CredentialLookup, TlsError};
+use mesh_tls::{certs_from_pem, key_from_pem, CredentialLookup, TlsError, WorkloadCredentials};
 
 /// What an HTTPS server offers by ALPN (TLS servers carrying TCP offer nothing).
 const HTTPS_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -50,8 +50,9 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
                 ));
             }
         }
-        ServerTlsMode::Passthrough => {}
-        ServerTlsMode::IstioMutual | ServerTlsMode::AutoPassthrough => {
+        // the gateway's own mesh certificate (checked when the config is built)
+        ServerTlsMode::Passthrough | ServerTlsMode::IstioMutual => {}
+        ServerTlsMode::AutoPassthrough => {
             return Err(format!("TLS mode {:?} is not supported", tls.mode));
         }
     }
@@ -99,13 +100,18 @@ pub(crate) struct Terminating {
     pub(crate) by: Arc<[String]>,
 }
 
-/// Builds the server config for one Gateway server's TLS settings.
+/// Builds the server config for one Gateway server's TLS settings; `workload` is the
+/// gateway's mesh identity, which `ISTIO_MUTUAL` servers present.
 pub(crate) fn build_config(
     tls: &ServerTlsSettings,
     creds: &dyn CredentialLookup,
+    workload: Option<&WorkloadCredentials>,
     http: bool,
 ) -> Result<Terminating, String> {
     check_supported(tls)?;
+    if tls.mode == ServerTlsMode::IstioMutual {
+        return istio_mutual(workload, http);
+    }
     let name = tls
         .credential_name
         .as_deref()
@@ -171,6 +177,28 @@ pub(crate) fn build_config(
     Ok(Terminating {
         config: Arc::new(cfg),
         by,
+    })
+}
+
+/// `ISTIO_MUTUAL`: the gateway presents its own mesh certificate (following its
+/// renewals) and requires a client certificate from the mesh's trust domains, as a
+/// STRICT sidecar does; the client's SPIFFE identity is then the request's
+/// `source.principal`.
+fn istio_mutual(workload: Option<&WorkloadCredentials>, http: bool) -> Result<Terminating, String> {
+    let workload = workload.ok_or(
+        "TLS mode ISTIO_MUTUAL needs the gateway's mesh identity \
+         (GatewayBuilder::workload_credentials)",
+    )?;
+    let shared = workload.server_config(None).map_err(|e| e.to_string())?;
+    let mut cfg = (*shared).clone();
+    cfg.alpn_protocols = if http {
+        HTTPS_ALPN.iter().map(|p| p.to_vec()).collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Terminating {
+        config: Arc::new(cfg),
+        by: vec![workload.identity().as_uri().to_owned()].into(),
     })
 }
 
@@ -293,10 +321,18 @@ mod tests {
             ),
             (
                 ServerTlsSettings {
-                    mode: ServerTlsMode::IstioMutual,
+                    mode: ServerTlsMode::AutoPassthrough,
                     ..base.clone()
                 },
-                Some("IstioMutual is not supported"),
+                Some("AutoPassthrough is not supported"),
+            ),
+            (
+                ServerTlsSettings {
+                    mode: ServerTlsMode::IstioMutual,
+                    credential_name: None,
+                    ..Default::default()
+                },
+                None,
             ),
             (
                 ServerTlsSettings {
@@ -347,7 +383,7 @@ mod tests {
             credential_name: Some("nope".into()),
             ..Default::default()
         };
-        let e = build_config(&tls, &creds, true).unwrap_err();
+        let e = build_config(&tls, &creds, None, true).unwrap_err();
         assert!(e.contains("nope"), "{e}");
     }
 }
