@@ -19,8 +19,16 @@
 //!     `<name>-cacert`), so each host gets its own certificate; HTTPS servers then route
 //!     HTTP as above, TLS servers route the decrypted bytes by the VirtualServices' `tcp`
 //!     routes;
+//!   - `ISTIO_MUTUAL`: TLS is terminated with the gateway's own mesh certificate
+//!     ([`GatewayBuilder::workload_credentials`]) and the client must present one from the
+//!     mesh (an egress gateway that sidecars reach with a DestinationRule's `ISTIO_MUTUAL`
+//!     and `sni`); then as above, the client's SPIFFE identity being `source.principal`;
 //!   - `PASSTHROUGH`: the connection is routed by SNI through the bound VirtualServices'
 //!     `tls` routes and its bytes are spliced, unterminated, to the chosen endpoint;
+//!   - `AUTO_PASSTHROUGH` (an east-west gateway): the SNI of a mesh client's mutual TLS,
+//!     `outbound_.<port>_.<subset>_.<host>`, names the service, port and subset (the
+//!     server's `hosts` select which services), and the bytes go to one of its endpoints
+//!     untouched, with no VirtualService: the workload terminates the client's TLS;
 //! - **TCP servers** (`TCP`, and `MONGO`, `MYSQL`, `REDIS`, which Istio proxies as TCP):
 //!   the connection is routed by the bound VirtualServices' `tcp` routes (by port).
 //!
@@ -28,7 +36,8 @@
 //! mesh client ([`MeshClient::connect`](crate::outbound::MeshClient::connect)): the
 //! destination's load balancer, outlier detection and `maxConnections`, TLS origination
 //! (auto mTLS with the gateway's workload certificate to mesh workloads, so a STRICT
-//! workload takes it; a PASSTHROUGH connection's own TLS travels inside), counted in the
+//! workload takes it; a PASSTHROUGH connection's own TLS travels inside; an
+//! AUTO_PASSTHROUGH connection gets none, its own being the workload's), counted in the
 //! gateway's `istio_tcp_*` metrics.
 //!
 //! AuthorizationPolicies selecting the gateway's labels are enforced: per request for
@@ -81,8 +90,8 @@
 //! routed service as destination; [`GatewayServer::metrics`]).
 //!
 //! Settings we cannot honour fail loudly at [`GatewayBuilder::start`] (and reset the
-//! connection if they appear in a later config): `AUTO_PASSTHROUGH`, `ISTIO_MUTUAL` on a
-//! gateway without a mesh identity ([`GatewayBuilder::workload_credentials`]),
+//! connection if they appear in a later config): `ISTIO_MUTUAL` on a gateway without a
+//! mesh identity ([`GatewayBuilder::workload_credentials`]),
 //! certificate file paths, `subjectAltNames`, SPKI/hash pinning, cipher suites, CRLs, and
 //! server protocols Istio does not proxy (`UDP`).
 //!
@@ -165,7 +174,7 @@ use hyper_util::server::conn::auto;
 use mesh_core::gateway::GatewayServer as ServerRef;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, ServerTlsMode};
-use mesh_core::route::{HttpRequestAttrs, L4Attrs};
+use mesh_core::route::{HttpRequestAttrs, L4Attrs, WeightedDestination};
 use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, DirCredentials, PeerIdentity};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -1343,6 +1352,16 @@ fn select<'a>(
 ) -> Option<ServerRef<'a>> {
     let mut best: Option<(usize, ServerRef<'a>)> = None;
     for s in servers {
+        // an AUTO_PASSTHROUGH server's hosts select the services its SNI names
+        let auto = s
+            .server
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.mode == ServerTlsMode::AutoPassthrough);
+        let host = match (auto, host) {
+            (true, Some(sni)) => parse_sni_dnat(sni).map(|(_, _, h)| h),
+            _ => host,
+        };
         let score = s
             .server
             .hosts
@@ -1478,6 +1497,13 @@ async fn connection(
     .into();
     let settings = server.server.tls.clone().unwrap_or_default();
     if !terminate {
+        if settings.mode == ServerTlsMode::AutoPassthrough {
+            drop(all);
+            let conn = conn.with_tls(true, sni.as_deref());
+            authorize_connection(&inner, &conn).await?;
+            let upstream = sni_dnat_connect(&inner, &snap, &conn, sni.as_deref()).await?;
+            return splice(tcp, upstream).await;
+        }
         if settings.mode != ServerTlsMode::Passthrough {
             return Err(io::Error::other(format!(
                 "TLS mode {:?} is not supported",
@@ -1616,12 +1642,69 @@ async fn l4_connect(
         routed: true,
         sidecar: false,
         log_downstream: Some((conn.addrs(), sni)),
+        raw: false,
     };
     inner
         .client
         .connect_routed(snap, dest, to)
         .await
         .map_err(io::Error::other)
+}
+
+/// An `AUTO_PASSTHROUGH` server's connection: the SNI names the destination as Istio's
+/// mTLS clients write it, `outbound_.<port>_.<subset>_.<host>`, and the connection goes
+/// to an endpoint of that service port and subset with no VirtualService, its bytes (the
+/// client's own mutual TLS, which the workload terminates) untouched: istiod's SNI-DNAT
+/// listener and clusters (multi-network east-west gateways). Another SNI, or a service the
+/// gateway does not know, is closed.
+async fn sni_dnat_connect(
+    inner: &Inner,
+    snap: &Snapshot,
+    conn: &ConnectionInfo,
+    sni: Option<&str>,
+) -> io::Result<crate::tcp::MeshTcpStream> {
+    let sni = sni.unwrap_or("");
+    let (port, subset, host) = parse_sni_dnat(sni).ok_or_else(|| {
+        io::Error::other(format!(
+            "SNI {sni:?} does not name a destination (outbound_.<port>_.<subset>_.<host>)"
+        ))
+    })?;
+    if snap.registry().service(host, &inner.namespace).is_none() {
+        return Err(io::Error::other(format!(
+            "SNI {sni:?}: no service {host} for this gateway"
+        )));
+    }
+    let dest = WeightedDestination {
+        host: host.into(),
+        subset: subset.map(Into::into),
+        port: Some(port),
+        weight: 100,
+        headers: None,
+    };
+    let target = format!("{host}:{port}");
+    let to = crate::outbound::Routed {
+        target: &target,
+        host,
+        port,
+        routed: true,
+        sidecar: false,
+        log_downstream: Some((conn.addrs(), Some(sni))),
+        raw: true,
+    };
+    inner
+        .client
+        .connect_routed(snap, &dest, to)
+        .await
+        .map_err(io::Error::other)
+}
+
+/// `outbound_.<port>_.<subset>_.<host>` (an empty subset: none) into its parts.
+fn parse_sni_dnat(sni: &str) -> Option<(u16, Option<&str>, &str)> {
+    let rest = sni.strip_prefix("outbound_.")?;
+    let (port, rest) = rest.split_once("_.")?;
+    let (subset, host) = rest.split_once("_.")?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then_some((port, (!subset.is_empty()).then_some(subset), host))
 }
 
 /// Splices the two sides until both have closed (a half-close is passed on).
@@ -1922,6 +2005,28 @@ fn redirect_response(status: StatusCode, location: &str) -> Response<GatewayBody
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sni_dnat_names() {
+        assert_eq!(
+            parse_sni_dnat("outbound_.8000_._.httpbin.foo.svc.cluster.local"),
+            Some((8000, None, "httpbin.foo.svc.cluster.local"))
+        );
+        assert_eq!(
+            parse_sni_dnat("outbound_.9080_.v1_.reviews.default.svc.cluster.local"),
+            Some((9080, Some("v1"), "reviews.default.svc.cluster.local"))
+        );
+        for bad in [
+            "httpbin.foo.svc.cluster.local",
+            "outbound_.x_._.httpbin",
+            "outbound_.0_._.httpbin",
+            "outbound_.8000_._.",
+            "outbound_.8000_.httpbin",
+            "inbound_.8000_._.httpbin",
+        ] {
+            assert_eq!(parse_sni_dnat(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn host_scores() {

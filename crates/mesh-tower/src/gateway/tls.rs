@@ -50,11 +50,11 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
                 ));
             }
         }
-        // the gateway's own mesh certificate (checked when the config is built)
-        ServerTlsMode::Passthrough | ServerTlsMode::IstioMutual => {}
-        ServerTlsMode::AutoPassthrough => {
-            return Err(format!("TLS mode {:?} is not supported", tls.mode));
-        }
+        // ISTIO_MUTUAL: the gateway's own mesh certificate (checked when the config is
+        // built); AUTO_PASSTHROUGH: no certificate, the SNI names the destination
+        ServerTlsMode::Passthrough
+        | ServerTlsMode::IstioMutual
+        | ServerTlsMode::AutoPassthrough => {}
     }
     if unsupported.is_empty() {
         Ok(())
@@ -322,9 +322,10 @@ mod tests {
             (
                 ServerTlsSettings {
                     mode: ServerTlsMode::AutoPassthrough,
-                    ..base.clone()
+                    credential_name: None,
+                    ..Default::default()
                 },
-                Some("AutoPassthrough is not supported"),
+                None,
             ),
             (
                 ServerTlsSettings {

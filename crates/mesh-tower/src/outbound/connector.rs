@@ -329,6 +329,16 @@ impl MeshConnector {
         self.connect_with(addr, permit, Alpn::None).await
     }
 
+    /// Dials `addr` in plaintext whatever the TLS policy (the bytes carry the
+    /// downstream's own TLS: an `AUTO_PASSTHROUGH` gateway).
+    pub(crate) async fn connect_raw(
+        &self,
+        addr: SocketAddr,
+        permit: ConnectionPermit,
+    ) -> Result<MeshConn, ConnectError> {
+        self.connect_with(addr, permit, Alpn::Raw).await
+    }
+
     async fn connect_with(
         &self,
         addr: SocketAddr,
@@ -364,11 +374,13 @@ impl MeshConnector {
                 plaintext,
                 http1,
                 opaque,
-            } if !plaintext.contains(&addr) => {
+            } if alpn != Alpn::Raw && !plaintext.contains(&addr) => {
                 let derived = match alpn {
                     Alpn::Http => None,
                     Alpn::Http1 => Some(http1.get_or_init(|| without_h2(config.config()))),
-                    Alpn::None => Some(opaque.get_or_init(|| without_alpn(config.config()))),
+                    Alpn::None | Alpn::Raw => {
+                        Some(opaque.get_or_init(|| without_alpn(config.config())))
+                    }
                 };
                 let tls = match derived {
                     Some(cfg) => {
@@ -460,6 +472,8 @@ enum Alpn {
     Http1,
     /// None (opaque TCP).
     None,
+    /// Opaque TCP with no TLS of ours: the bytes carry the downstream's.
+    Raw,
 }
 
 enum Io {

@@ -188,6 +188,7 @@ impl MeshClient {
             routed,
             sidecar: true,
             log_downstream: None,
+            raw: false,
         };
         self.connect_routed(&snap, wd, to).await
     }
@@ -209,6 +210,7 @@ impl MeshClient {
             routed,
             sidecar,
             log_downstream,
+            raw,
         } = to;
         let ip: Option<IpAddr> = host.parse().ok();
         // the access-log entry (Envoy's TCP proxy logs every downstream connection, a
@@ -371,11 +373,12 @@ impl MeshClient {
                 return fail(e, Arc::clone(&dest.service), None);
             }
         };
-        let connected = dest
-            .upstream
-            .connector()
-            .connect_opaque(endpoint, permit)
-            .await;
+        let connector = dest.upstream.connector();
+        let connected = if raw {
+            connector.connect_raw(endpoint, permit).await
+        } else {
+            connector.connect_opaque(endpoint, permit).await
+        };
         let now = std::time::Instant::now();
         let conn = match connected {
             Ok(c) => {
@@ -468,6 +471,10 @@ pub(crate) struct Routed<'a> {
     /// Write an access-log entry for a gateway's downstream connection (its addresses,
     /// SNI); `None`: the client's own access log decides.
     pub(crate) log_downstream: Option<(crate::lb::ConnectionAddrs, Option<&'a str>)>,
+    /// Connect in plaintext whatever the DestinationRule says: the bytes carry the
+    /// downstream's own TLS to the endpoint (an `AUTO_PASSTHROUGH` gateway's SNI-DNAT
+    /// clusters, which istiod builds without a TLS transport socket).
+    pub(crate) raw: bool,
 }
 
 /// The metrics' view of endpoint `index` on a connection whose server presented
