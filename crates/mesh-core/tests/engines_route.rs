@@ -978,3 +978,67 @@ spec:
     let d = snap.route_http(&HttpRequestAttrs::new("db", "my-postgres", "/", &h));
     assert_eq!(d.host, "my-postgres");
 }
+
+/// A sidecar's TCP filter chains consider every VirtualService whose hosts match the
+/// service (istiod `getConfigsForHost`), not only the most specific: a wildcard
+/// VirtualService's `tcp` routes apply to a service whose own VirtualService has only
+/// `http` routes.
+#[test]
+fn tcp_routes_come_from_every_virtual_service_matching_the_host() {
+    let snap = snapshot_of(
+        &[],
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: tcp-echo, namespace: foo}
+spec:
+  hosts: [tcp-echo.foo.svc.cluster.local]
+  addresses: [240.0.0.9]
+  ports:
+  - {number: 9000, name: tcp, protocol: TCP}
+  - {number: 8080, name: http, protocol: HTTP}
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints: [{address: 10.9.0.1, labels: {version: v1}}, {address: 10.9.0.2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo-http, namespace: foo}
+spec:
+  hosts: [tcp-echo.foo.svc.cluster.local]
+  http: [{route: [{destination: {host: tcp-echo.foo.svc.cluster.local, port: {number: 8080}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: foo-tcp, namespace: foo}
+spec:
+  hosts: ['*.foo.svc.cluster.local']
+  tcp:
+  - match: [{port: 9000}]
+    route: [{destination: {host: tcp-echo.foo.svc.cluster.local, subset: v2}}]
+"#,
+    );
+    let attrs = L4Attrs {
+        destination_ip: Some("240.0.0.9".parse().unwrap()),
+        ..L4Attrs::new("foo", 9000)
+    };
+    let d = snap.route_tcp(&attrs);
+    assert_eq!(d.host, "tcp-echo.foo.svc.cluster.local");
+    assert_eq!(
+        (d.virtual_service.map(|v| &*v.name), d.route_index),
+        (Some("foo/foo-tcp"), Some(0))
+    );
+    assert_eq!(d.destinations[0].subset.as_deref(), Some("v2"));
+    // HTTP still belongs to the most specific VirtualService alone
+    let h = HeaderMap::new();
+    let d = snap.route_http(&HttpRequestAttrs::new(
+        "foo",
+        "tcp-echo.foo.svc.cluster.local:8080",
+        "/",
+        &h,
+    ));
+    assert_eq!(
+        d.virtual_service.map(|v| &*v.name),
+        Some("foo/tcp-echo-http")
+    );
+}

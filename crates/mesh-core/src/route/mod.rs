@@ -2598,10 +2598,38 @@ impl RouteTable {
         sidecar: Option<&SidecarScope>,
     ) -> Vec<&'a CompiledVs> {
         match a.gateway {
-            None => self
-                .mesh_vs(host, a.client_namespace, sidecar, a.port, |_| true)
-                .into_iter()
-                .collect(),
+            // Every VirtualService whose hosts match the service, in config order (istiod's
+            // `getConfigsForHost` for a sidecar's TCP/TLS filter chains: unlike HTTP, where
+            // one VirtualService claims a host, a wildcard one's `tcp` routes still apply
+            // when a more specific one has none), the client's namespace first as its
+            // Sidecar scope lists them.
+            None => {
+                let mut all: Vec<u32> = Vec::new();
+                for list in self.mesh.all_matching(host) {
+                    for &i in list {
+                        let vs = &self.vss[i as usize];
+                        let imported = sidecar.is_none_or(|sc| {
+                            sc.imports_virtual_service(
+                                a.client_namespace,
+                                &vs.info.namespace,
+                                &vs.info.hosts,
+                                a.port,
+                            )
+                        });
+                        if vs.info.export_to.visible_to(a.client_namespace) && imported {
+                            all.push(i);
+                        }
+                    }
+                }
+                all.sort_unstable_by_key(|&i| {
+                    (
+                        *self.vss[i as usize].info.namespace != *a.client_namespace,
+                        i,
+                    )
+                });
+                all.dedup();
+                all.into_iter().map(|i| &self.vss[i as usize]).collect()
+            }
             Some(gw) => {
                 let Some(g) = self.gateways.get(gw) else {
                     return Vec::new();
