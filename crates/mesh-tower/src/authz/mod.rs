@@ -1368,7 +1368,7 @@ fn claim_header_value(claims: &serde_json::Value, claim: &str) -> Option<String>
 }
 
 /// Standard base64 with padding (Envoy's `Base64::encode`).
-fn base64_std(data: &[u8]) -> String {
+pub(crate) fn base64_std(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {

@@ -17,14 +17,15 @@ const HTTPS_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// never silently ignored.
 pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
     let mut unsupported = Vec::new();
-    if !tls.subject_alt_names.is_empty() {
-        unsupported.push("subjectAltNames");
-    }
-    if !tls.verify_certificate_spki.is_empty() {
-        unsupported.push("verifyCertificateSpki");
-    }
-    if !tls.verify_certificate_hash.is_empty() {
-        unsupported.push("verifyCertificateHash");
+    // client certificate checks: applied on MUTUAL and OPTIONAL_MUTUAL servers (SIMPLE and
+    // PASSTHROUGH see no client certificate); ISTIO_MUTUAL checks the mesh identity
+    if tls.mode == ServerTlsMode::IstioMutual {
+        if !tls.subject_alt_names.is_empty() {
+            unsupported.push("subjectAltNames with ISTIO_MUTUAL");
+        }
+        if !tls.verify_certificate_spki.is_empty() || !tls.verify_certificate_hash.is_empty() {
+            unsupported.push("verifyCertificateSpki/verifyCertificateHash with ISTIO_MUTUAL");
+        }
     }
     if !tls.cipher_suites.is_empty() {
         unsupported.push("cipherSuites");
@@ -164,7 +165,20 @@ pub(crate) fn build_config(
             } else {
                 v
             };
-            builder.with_client_cert_verifier(v.build().map_err(|e| e.to_string())?)
+            let verifier = v.build().map_err(|e| e.to_string())?;
+            let pins = super::pinning::Pins::new(
+                &tls.subject_alt_names,
+                &tls.verify_certificate_spki,
+                &tls.verify_certificate_hash,
+            )?;
+            if pins.is_empty() {
+                builder.with_client_cert_verifier(verifier)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(super::pinning::PinnedVerifier {
+                    inner: verifier,
+                    pins,
+                }))
+            }
         }
         _ => builder.with_no_client_auth(),
     };
@@ -294,7 +308,16 @@ mod tests {
                     subject_alt_names: vec!["x".into()],
                     ..base.clone()
                 },
-                Some("subjectAltNames"),
+                None,
+            ),
+            (
+                ServerTlsSettings {
+                    mode: ServerTlsMode::IstioMutual,
+                    credential_name: None,
+                    subject_alt_names: vec!["x".into()],
+                    ..Default::default()
+                },
+                Some("subjectAltNames with ISTIO_MUTUAL"),
             ),
             (
                 ServerTlsSettings {

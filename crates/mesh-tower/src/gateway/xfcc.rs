@@ -99,8 +99,8 @@ fn sans(cert: &X509Certificate<'_>) -> (Vec<String>, Vec<String>) {
     (uris, dns)
 }
 
-/// SHA-256 with the TLS provider's hash (aws-lc, as everywhere else), lower-case hex.
-fn sha256_hex(data: &[u8]) -> Option<String> {
+/// SHA-256 with the TLS provider's hash (aws-lc, as everywhere else).
+pub(crate) fn sha256(data: &[u8]) -> Option<Vec<u8>> {
     let provider = mesh_tls::provider();
     let hash = provider.cipher_suites.iter().find_map(|s| match s {
         SupportedCipherSuite::Tls13(s)
@@ -110,9 +110,14 @@ fn sha256_hex(data: &[u8]) -> Option<String> {
         }
         _ => None,
     })?;
-    let digest = hash.hash(data);
+    Some(hash.hash(data).as_ref().to_vec())
+}
+
+/// [`sha256`], lower-case hex.
+fn sha256_hex(data: &[u8]) -> Option<String> {
+    let digest = sha256(data)?;
     let mut hex = String::with_capacity(64);
-    for b in digest.as_ref() {
+    for b in digest {
         let _ = write!(hex, "{b:02x}");
     }
     Some(hex)

@@ -1,0 +1,232 @@
+//! A MUTUAL gateway server's extra client-certificate checks: `subjectAltNames`,
+//! `verifyCertificateSpki` and `verifyCertificateHash`, as Envoy's
+//! `CertificateValidationContext` applies them (`match_typed_subject_alt_names` with exact
+//! matchers, `verify_certificate_spki`, `verify_certificate_hash`): after the chain is
+//! verified, during the handshake, so a client that fails them gets a TLS alert, not a
+//! connection.
+
+use std::sync::Arc;
+
+use mesh_tls::rustls::client::danger::HandshakeSignatureValid;
+use mesh_tls::rustls::pki_types::{CertificateDer, UnixTime};
+use mesh_tls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use mesh_tls::rustls::{
+    self, CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme,
+};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+/// The checks on top of the chain's verification.
+#[derive(Debug, Default)]
+pub(crate) struct Pins {
+    /// `subjectAltNames`: one of the certificate's SANs (DNS, URI, email or IP) must be
+    /// one of these, exactly.
+    sans: Vec<String>,
+    /// `verifyCertificateSpki` (SHA-256 of the SubjectPublicKeyInfo, base64) and
+    /// `verifyCertificateHash` (SHA-256 of the certificate, hex): the certificate must
+    /// match one of either when any is given.
+    spki: Vec<Vec<u8>>,
+    hashes: Vec<Vec<u8>>,
+}
+
+impl Pins {
+    /// The settings' checks; an entry that is not a SHA-256 in the expected encoding is an
+    /// error (Envoy refuses such a config).
+    pub(crate) fn new(sans: &[String], spki: &[String], hashes: &[String]) -> Result<Pins, String> {
+        let spki = spki
+            .iter()
+            .map(|s| {
+                decode_base64(s.trim())
+                    .filter(|d| d.len() == 32)
+                    .ok_or_else(|| format!("verifyCertificateSpki {s:?} is not a base64 SHA-256"))
+            })
+            .collect::<Result<_, _>>()?;
+        let hashes = hashes
+            .iter()
+            .map(|h| {
+                decode_hex(h)
+                    .filter(|d| d.len() == 32)
+                    .ok_or_else(|| format!("verifyCertificateHash {h:?} is not a hex SHA-256"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Pins {
+            sans: sans.to_vec(),
+            spki,
+            hashes,
+        })
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sans.is_empty() && self.spki.is_empty() && self.hashes.is_empty()
+    }
+
+    /// Whether the client's (verified) leaf passes.
+    fn accepts(&self, der: &[u8]) -> bool {
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return false;
+        };
+        if !self.sans.is_empty() && !sans(&cert).iter().any(|s| self.sans.contains(s)) {
+            return false;
+        }
+        if self.spki.is_empty() && self.hashes.is_empty() {
+            return true;
+        }
+        let spki = super::xfcc::sha256(cert.tbs_certificate.subject_pki.raw);
+        let hash = super::xfcc::sha256(der);
+        spki.is_some_and(|d| self.spki.contains(&d))
+            || hash.is_some_and(|d| self.hashes.contains(&d))
+    }
+}
+
+/// The certificate's SANs as Envoy matches them: DNS names, URIs, email addresses and IP
+/// addresses (as text).
+fn sans(cert: &X509Certificate<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
+                    out.push((*s).to_owned())
+                }
+                GeneralName::IPAddress(b) => {
+                    let ip = match b.len() {
+                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                        _ => None,
+                    };
+                    out.extend(ip.map(|ip| ip.to_string()));
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Standard base64 (padding optional).
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Hex, simple or colon-separated (`DF:6F:...`), either case.
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    let digits: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
+    if digits.len() % 2 != 0 {
+        return None;
+    }
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
+/// A client-certificate verifier: `inner`'s chain verification, then the pins.
+#[derive(Debug)]
+pub(crate) struct PinnedVerifier {
+    pub(crate) inner: Arc<dyn ClientCertVerifier>,
+    pub(crate) pins: Pins,
+}
+
+impl ClientCertVerifier for PinnedVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        if self.pins.accepts(end_entity.as_ref()) {
+            Ok(ok)
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings() {
+        // the SHA-256 of "" in both encodings Istio documents
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let colons: String = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|p| std::str::from_utf8(p).unwrap().to_uppercase())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(decode_hex(hex), decode_hex(&colons));
+        assert_eq!(decode_hex(hex).unwrap().len(), 32);
+        let b64 = crate::authz::base64_std(&decode_hex(hex).unwrap());
+        assert_eq!(decode_base64(&b64), decode_hex(hex));
+        assert!(Pins::new(&[], &[b64], &[hex.into()]).is_ok());
+        assert!(Pins::new(&[], &["not base64!".into()], &[])
+            .unwrap_err()
+            .contains("verifyCertificateSpki"));
+        assert!(Pins::new(&[], &[], &["abc".into()])
+            .unwrap_err()
+            .contains("verifyCertificateHash"));
+        assert!(
+            Pins::new(&[], &["AAAA".into()], &[]).is_err(),
+            "too short for a SHA-256"
+        );
+    }
+}

@@ -1,0 +1,222 @@
+//! A MUTUAL gateway server's extra client-certificate checks, as Envoy applies Istio's
+//! `subjectAltNames`, `verifyCertificateSpki` and `verifyCertificateHash`: a client whose
+//! certificate chains to the CA but fails them gets no connection. The expected hashes
+//! are computed with `openssl` and `sha256sum`, not with the gateway's code (skipped with
+//! a note when openssl is missing).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use mesh_core::mesh::Mesh;
+use mesh_tls::rustls;
+use mesh_tls::{Credential, CredentialLookup, Identity, MeshCa, TlsError};
+use mesh_tower::gateway::{GatewayError, GatewayServer};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Default)]
+struct Secrets(HashMap<String, Credential>);
+
+impl CredentialLookup for Secrets {
+    fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
+        self.0
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TlsError::Config(format!("no secret {name}")))
+    }
+}
+
+fn have_openssl() -> bool {
+    Command::new("openssl").arg("version").output().is_ok()
+}
+
+fn sh(dir: &Path, script: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The SHA-256 of a PEM certificate's DER, hex in Istio's colon form (`DF:6F:...`).
+fn cert_hash(dir: &Path, pem_file: &str) -> String {
+    let hex = sh(
+        dir,
+        &format!("openssl x509 -in {pem_file} -outform DER | sha256sum | cut -d' ' -f1"),
+    );
+    hex.as_bytes()
+        .chunks(2)
+        .map(|p| std::str::from_utf8(p).unwrap().to_uppercase())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The base64 SHA-256 of a PEM certificate's SubjectPublicKeyInfo (Envoy's documented
+/// recipe).
+fn spki_hash(dir: &Path, pem_file: &str) -> String {
+    sh(
+        dir,
+        &format!(
+            "openssl x509 -in {pem_file} -noout -pubkey | openssl pkey -pubin -outform DER \
+             | openssl dgst -sha256 -binary | openssl enc -base64"
+        ),
+    )
+}
+
+const HOSTS: [&str; 3] = ["san.example.com", "hash.example.com", "spki.example.com"];
+
+fn gateway_yaml(hash: &str, spki: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https-san, protocol: HTTPS}}
+    hosts: [san.example.com]
+    tls:
+      mode: MUTUAL
+      credentialName: gw-cred
+      subjectAltNames: [spiffe://cluster.local/ns/default/sa/sleep]
+  - port: {{number: 443, name: https-hash, protocol: HTTPS}}
+    hosts: [hash.example.com]
+    tls:
+      mode: MUTUAL
+      credentialName: gw-cred
+      verifyCertificateHash: ["{hash}"]
+  - port: {{number: 443, name: https-spki, protocol: HTTPS}}
+    hosts: [spki.example.com]
+    tls:
+      mode: MUTUAL
+      credentialName: gw-cred
+      verifyCertificateSpki: ["{spki}"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: direct, namespace: istio-system}}
+spec:
+  hosts: [san.example.com, hash.example.com, spki.example.com]
+  gateways: [gw]
+  http:
+  - directResponse: {{status: 200, body: {{string: "through"}}}}
+"#
+    )
+}
+
+/// GET over TLS to the gateway with SNI `host` and a client certificate: the status, or
+/// `None` when the handshake (or the first read) fails.
+async fn get(gw: SocketAddr, ca: &MeshCa, host: &str, client: &(String, String)) -> Option<u16> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca.trust_bundle().certs() {
+        roots.add(c.clone()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(mesh_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            mesh_tls::certs_from_pem("client", client.0.as_bytes()).unwrap(),
+            mesh_tls::key_from_pem("client", client.1.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(gw).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap(),
+            tcp,
+        )
+        .await
+        .ok()?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", host)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    // TLS 1.3: a client certificate refused by the server surfaces on the first read
+    let resp = tx.send_request(req).await.ok()?;
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    Some(status)
+}
+
+#[tokio::test]
+async fn subject_alt_names_spki_and_hash_pin_client_certificates() {
+    if !have_openssl() {
+        eprintln!("skipped: openssl is needed to compute the expected hashes");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let issue = |sa: &str, dns: &[&str]| {
+        let id = Identity::new("cluster.local", "default", sa).unwrap();
+        let cert = ca.issue(&id, Duration::from_secs(3600), dns).unwrap();
+        std::fs::write(dir.join(format!("{sa}.pem")), cert.chain_pem()).unwrap();
+        (cert.chain_pem().to_owned(), cert.key_pem().to_owned())
+    };
+    let sleep = issue("sleep", &[]);
+    let web = issue("web", &["web.example.com"]);
+    // openssl reads the first certificate of the chain: the leaf
+    let sleep_hash = cert_hash(dir, "sleep.pem");
+    let web_spki = spki_hash(dir, "web.pem");
+
+    let gw_id = Identity::new("cluster.local", "istio-system", "istio-ingressgateway").unwrap();
+    let gw_cert = ca.issue(&gw_id, Duration::from_secs(3600), &HOSTS).unwrap();
+    let mut secrets = Secrets::default();
+    secrets.0.insert(
+        "gw-cred".into(),
+        Credential {
+            cert_chain_pem: Some(gw_cert.chain_pem().to_owned()),
+            key_pem: Some(gw_cert.key_pem().to_owned()),
+            ca_pem: Some(ca.trust_bundle().to_pem()),
+        },
+    );
+    let secrets = Arc::new(secrets);
+    let labels: mesh_core::model::Labels =
+        [("istio".to_string(), "ingressgateway".to_string())].into();
+    let mesh = Mesh::from_yaml(&gateway_yaml(&sleep_hash, &web_spki)).unwrap();
+    let gw = GatewayServer::builder(mesh, "istio-system", labels.clone())
+        .credentials(secrets.clone())
+        .listener(443, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(443).unwrap();
+
+    // subjectAltNames: sleep's SPIFFE URI SAN passes, web (same CA) does not
+    assert_eq!(get(addr, &ca, "san.example.com", &sleep).await, Some(200));
+    assert_eq!(get(addr, &ca, "san.example.com", &web).await, None);
+    // verifyCertificateHash: sleep's certificate only (colon-separated upper-case hex)
+    assert_eq!(get(addr, &ca, "hash.example.com", &sleep).await, Some(200));
+    assert_eq!(get(addr, &ca, "hash.example.com", &web).await, None);
+    // verifyCertificateSpki: web's key only
+    assert_eq!(get(addr, &ca, "spki.example.com", &web).await, Some(200));
+    assert_eq!(get(addr, &ca, "spki.example.com", &sleep).await, None);
+
+    // a pin that is not a SHA-256 in its encoding: the server is refused at start
+    let bad = Mesh::from_yaml(&gateway_yaml(&sleep_hash, "not-base64!")).unwrap();
+    let err = GatewayServer::builder(bad, "istio-system", labels)
+        .credentials(secrets)
+        .listener(443, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, GatewayError::Server { message, .. } if message.contains("verifyCertificateSpki")),
+        "{err}"
+    );
+}
