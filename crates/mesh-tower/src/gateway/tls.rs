@@ -27,9 +27,6 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
             unsupported.push("verifyCertificateSpki/verifyCertificateHash with ISTIO_MUTUAL");
         }
     }
-    if !tls.cipher_suites.is_empty() {
-        unsupported.push("cipherSuites");
-    }
     if tls.ca_crl.is_some() {
         unsupported.push("caCrl");
     }
@@ -65,6 +62,69 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
             unsupported.join(", ")
         ))
     }
+}
+
+/// The TLS 1.2 suites `cipherSuites` names, by their OpenSSL names as Envoy takes them
+/// (an `[A|B]` equal-preference group counts as its members), that rustls implements.
+const TLS12_SUITES: [(&str, rustls::CipherSuite); 6] = [
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    ),
+    (
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    ),
+    (
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+    (
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        rustls::CipherSuite::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    ),
+];
+
+/// `provider` offering, for TLS 1.2, only the `cipherSuites` named (Envoy's
+/// `tls_params.cipher_suites`, which do not apply to TLS 1.3: its suites stay). Names
+/// that are not cipher suites are ignored, as istiod drops them with a warning; suites
+/// rustls does not implement (CBC, non-ECDHE key exchange) cannot be offered and are
+/// skipped with a warning. A list leaving no TLS 1.2 suite keeps TLS 1.3 only.
+fn with_cipher_suites(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    names: &[String],
+) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    let wanted: Vec<&str> = names
+        .iter()
+        .flat_map(|n| n.trim_matches(|c| c == '[' || c == ']').split('|'))
+        .map(str::trim)
+        .collect();
+    let mut allowed = Vec::new();
+    for name in &wanted {
+        match TLS12_SUITES.iter().find(|(n, _)| n == name) {
+            Some((_, suite)) => allowed.push(*suite),
+            None => {
+                tracing::warn!(cipher = name, "cipherSuites: not offered (rustls implements only ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2)");
+            }
+        }
+    }
+    let mut p = (*provider).clone();
+    p.cipher_suites.retain(|s| match s {
+        rustls::SupportedCipherSuite::Tls13(_) => true,
+        rustls::SupportedCipherSuite::Tls12(_) => allowed.contains(&s.suite()),
+    });
+    Ok(Arc::new(p))
 }
 
 fn versions(
@@ -135,7 +195,7 @@ pub(crate) fn build_config(
         .map(|leaf| super::xfcc::uri_sans(leaf.as_ref()))
         .unwrap_or_default()
         .into();
-    let provider = mesh_tls::provider();
+    let provider = with_cipher_suites(mesh_tls::provider(), &tls.cipher_suites)?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(tls)?)
         .map_err(|e| e.to_string())?;
