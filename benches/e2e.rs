@@ -1025,18 +1025,39 @@ fn mesh_client(mesh: &Mesh, pki: &Pki) -> Result<MeshClient, BoxError> {
         .build())
 }
 
-/// The trace headers both mesh sides write: the library's default, B3 as Istio's default
-/// Zipkin tracer sends, or with `E2E_TRACE=w3c+b3` W3C `traceparent` too (Zipkin's
-/// `USE_B3_WITH_W3C_PROPAGATION`), or `E2E_TRACE=w3c` (an `opentelemetry` provider).
+/// The trace headers both mesh sides write: by default the mesh's own choice, no tracer
+/// (Istio's default install since 1.22: only `x-request-id`); `E2E_TRACE=b3` a Zipkin
+/// tracer, `E2E_TRACE=w3c+b3` Zipkin with `USE_B3_WITH_W3C_PROPAGATION`, `E2E_TRACE=w3c`
+/// an `opentelemetry` provider (each with a server span of its own, as istiod configures
+/// them).
 fn trace_config() -> TraceConfig {
-    let mut config = TraceConfig::default();
+    use mesh_tower::trace::Formats;
+    let zipkin = TraceConfig::default();
     match std::env::var("E2E_TRACE").as_deref() {
-        Ok("b3") | Err(_) => {}
-        Ok("w3c+b3") => config.formats.w3c = true,
-        Ok("w3c") => config.formats = mesh_tower::trace::Formats::W3C,
-        Ok(other) => eprintln!("e2e: E2E_TRACE={other:?} is not b3, w3c or w3c+b3; using b3"),
+        Ok("none") | Err(_) => TraceConfig {
+            formats: Formats::NONE,
+            ..zipkin
+        },
+        Ok("b3") => zipkin,
+        Ok("w3c+b3") => TraceConfig {
+            formats: Formats {
+                w3c: true,
+                ..Formats::B3
+            },
+            ..zipkin
+        },
+        Ok("w3c") => TraceConfig {
+            formats: Formats::W3C,
+            ..zipkin
+        },
+        Ok(other) => {
+            eprintln!("e2e: E2E_TRACE={other:?} is not none, b3, w3c or w3c+b3; using none");
+            TraceConfig {
+                formats: Formats::NONE,
+                ..zipkin
+            }
+        }
     }
-    config
 }
 
 /// Which sides of setup b run the mesh stack.

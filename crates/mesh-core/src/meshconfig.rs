@@ -202,10 +202,9 @@ pub struct MeshConfig {
     /// ```
     /// use mesh_core::meshconfig::{MeshConfig, TracePropagation};
     ///
-    /// // Istio's default install traces with Zipkin: B3 headers, 1 % of new traces sampled
+    /// // Istio's default install (since 1.22) has no tracer
     /// let config = MeshConfig::from_yaml("rootNamespace: istio-system")?;
-    /// assert_eq!(config.tracing.propagation, TracePropagation::B3);
-    /// assert_eq!(config.tracing.sampling_percent, 1.0);
+    /// assert!(!config.tracing.enabled);
     ///
     /// let config = MeshConfig::from_yaml("
     /// defaultProviders: {tracing: [otel]}
@@ -243,9 +242,11 @@ pub struct MeshConfig {
 ///   B3 (and W3C `traceparent` too with `traceContextOption: USE_B3_WITH_W3C_PROPAGATION`),
 ///   `opentelemetry` propagates W3C; tracing is on whatever `enableTracing` says. A name
 ///   no entry defines turns tracing off, as istiod finds no provider.
-/// - Otherwise `enableTracing` (default `true`) with `defaultConfig.tracing`: Zipkin (the
-///   default install's `zipkin.istio-system:9411`) propagates B3, `openCensusAgent`
-///   propagates its `context` formats (W3C by default).
+/// - Otherwise `enableTracing` (default `true`) with the tracer `defaultConfig.tracing`
+///   names: `zipkin` propagates B3, `openCensusAgent` its `context` formats (W3C by
+///   default). Naming none (`tracing: {}`, or no `tracing`: Istio's default install since
+///   1.22, which removed the default `zipkin.istio-system` tracer) means no tracer: no
+///   trace header is read or written, only `x-request-id`, as Envoy without a tracer.
 /// - `defaultConfig.tracing.sampling`: the percentage of new traces sampled; unset or `0`
 ///   means Istio's default 1 %, above 100 also 1 % (istiod `proxyConfigSamplingValue`).
 ///
@@ -258,8 +259,10 @@ pub struct MeshConfig {
 /// ```
 /// use mesh_core::meshconfig::{MeshConfig, TracePropagation, Tracing};
 ///
-/// assert_eq!(Tracing::default(), Tracing { enabled: true, propagation: TracePropagation::B3, sampling_percent: 1.0 });
-/// let off = MeshConfig::from_yaml("enableTracing: false")?;
+/// assert_eq!(Tracing::default(), Tracing { enabled: false, propagation: TracePropagation::B3, sampling_percent: 1.0 });
+/// let zipkin = MeshConfig::from_yaml("defaultConfig: {tracing: {zipkin: {address: 'zipkin.istio-system:9411'}}}")?;
+/// assert_eq!((zipkin.tracing.enabled, zipkin.tracing.propagation), (true, TracePropagation::B3));
+/// let off = MeshConfig::from_yaml("enableTracing: false\ndefaultConfig: {tracing: {zipkin: {address: 'z:9411'}}}")?;
 /// assert!(!off.tracing.enabled);
 /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
 /// ```
@@ -275,10 +278,11 @@ pub struct Tracing {
 }
 
 impl Default for Tracing {
-    /// Istio's default install: Zipkin (B3), 1 % sampled.
+    /// Istio's default install since 1.22: no tracer (only `x-request-id`); B3 and 1 %
+    /// once a Zipkin tracer is named.
     fn default() -> Self {
         Tracing {
-            enabled: true,
+            enabled: false,
             propagation: TracePropagation::B3,
             sampling_percent: 1.0,
         }
@@ -1216,6 +1220,8 @@ struct RawProxyTracing {
     #[serde(default)]
     sampling: Option<f64>,
     #[serde(default)]
+    zipkin: Option<IgnoredAny>,
+    #[serde(default)]
     open_census_agent: Option<RawOpenCensusAgent>,
     #[serde(default)]
     lightstep: Option<IgnoredAny>,
@@ -1704,8 +1710,14 @@ fn tracing_of(
                 ..on(TracePropagation::B3)
             };
         }
+        // no tracer named: none (Istio 1.22 removed the default Zipkin tracer; `tracing: {}`
+        // is how Istio's docs turn the legacy tracer off)
+        let off = Tracing {
+            enabled: false,
+            ..on(TracePropagation::B3)
+        };
         let Some(t) = proxy else {
-            return on(TracePropagation::B3);
+            return off;
         };
         if let Some(oc) = &t.open_census_agent {
             // OpenCensus agent `context` (W3C_TRACE_CONTEXT by default; GRPC_BIN and
@@ -1736,8 +1748,13 @@ fn tracing_of(
                     "inmesh does not write {kind} trace headers: requests carry B3 headers instead"
                 ),
             );
+            return on(TracePropagation::B3);
         }
-        return on(TracePropagation::B3);
+        return if t.zipkin.is_some() {
+            on(TracePropagation::B3)
+        } else {
+            off
+        };
     };
     let Some(p) = providers.iter().find(|p| &p.name == name) else {
         report(
@@ -2319,10 +2336,20 @@ extensionProviders:
                 .collect();
             (loaded.config.unwrap().tracing, warnings)
         };
-        // defaults: Zipkin, B3, 1 %
+        // defaults: no tracer (Istio 1.22 removed the default Zipkin one)
         let (tr, w) = t("trustDomain: cluster.local");
         assert_eq!(tr, Tracing::default());
+        assert!(!tr.enabled);
         assert!(w.is_empty(), "{w:?}");
+        // `tracing: {}` (Istio's way to turn the legacy tracer off), or sampling alone: none
+        assert!(!t("defaultConfig: {tracing: {}}").0.enabled);
+        assert!(!t("defaultConfig: {tracing: {sampling: 50}}").0.enabled);
+        // a Zipkin tracer named: B3
+        let (tr, _) = t("defaultConfig: {tracing: {zipkin: {address: 'zipkin.istio-system:9411'}, sampling: 50}}");
+        assert_eq!(
+            (tr.enabled, tr.propagation, tr.sampling_percent),
+            (true, TracePropagation::B3, 50.0)
+        );
         // sampling: 0 is the default, over 100 is 1 with a warning, as istiod
         assert_eq!(
             t("defaultConfig: {tracing: {sampling: 0}}")

@@ -137,7 +137,7 @@ pub struct MeshOptions {
     /// MeshConfig tracing (`enableTracing`, `defaultConfig.tracing`,
     /// `defaultProviders.tracing`): the trace headers mesh clients, servers and gateways
     /// write unless built with a trace configuration of their own. Default: Istio's
-    /// default install, B3 with 1 % of new traces sampled.
+    /// default install since 1.22, no tracer (only `x-request-id`).
     ///
     /// # Examples
     ///
@@ -145,7 +145,7 @@ pub struct MeshOptions {
     /// use mesh_core::meshconfig::{MeshConfig, TracePropagation};
     /// use mesh_core::names::MeshOptions;
     ///
-    /// assert_eq!(MeshOptions::default().tracing.propagation, TracePropagation::B3);
+    /// assert!(!MeshOptions::default().tracing.enabled);
     /// let config = MeshConfig::from_yaml("
     /// defaultProviders: {tracing: [zipkin]}
     /// extensionProviders:

@@ -28,7 +28,12 @@ async fn axum_router_with_mesh_layers() {
         .route(
             "/trace",
             get(|Extension(ctx): Extension<TraceContext>| async move {
-                format!("{} {:016x}", ctx.trace_id_hex(), ctx.span_id)
+                // the server's own span, a child of the caller's
+                format!(
+                    "{} {:016x}",
+                    ctx.trace_id_hex(),
+                    ctx.parent_span_id.unwrap_or(0)
+                )
             }),
         )
         .layer(

@@ -143,11 +143,67 @@ async fn east_west_gateway_forwards_by_sni_to_the_named_service_and_subset() {
         assert_eq!(body, "v1 principal=cluster.local/ns/foo/sa/sleep");
     }
 
+    // destinations istiod builds no SNI-DNAT cluster for, each a listener that would hold
+    // the connection open if the gateway forwarded to it: a MESH_EXTERNAL ServiceEntry, and
+    // a service whose only endpoint runs no mesh mTLS (istiod's EDS filters it out)
+    let holder = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let held = holder.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = holder.accept().await {
+            open.push(s);
+        }
+    });
+    let more = format!(
+        "{HTTPBIN}{NETWORK2}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: foo}}
+spec:
+  hosts: [db.corp.local]
+  location: MESH_EXTERNAL
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {}}}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: legacy, namespace: foo}}
+spec:
+  selector: {{app: legacy}}
+  ports: [{{name: tls, port: 443}}]
+",
+        held.port()
+    );
+    network2
+        .reload_loaded(mesh_core::load::load_str(&more, "more.yaml"))
+        .unwrap();
+    network2.register(Workload {
+        name: "legacy-0".into(),
+        namespace: "foo".into(),
+        service_account: "legacy".into(),
+        labels: [
+            ("app".to_string(), "legacy".to_string()),
+            (
+                "security.istio.io/tlsMode".to_string(),
+                "disabled".to_string(),
+            ),
+        ]
+        .into(),
+        address: held.ip(),
+        ports: [("tls".to_string(), held.port())].into(),
+        locality: None,
+        weight: 0,
+    });
+
     // a ClientHello whose SNI names no destination: the gateway closes the connection
     for sni in [
         "www.example.com",
         "outbound_.8000_._.nope.foo.svc.cluster.local",
         "outbound_.8000_._.httpbin.foo.svc.cluster.example",
+        "outbound_.443_._.db.corp.local",
+        "outbound_.443_._.legacy.foo.svc.cluster.local",
     ] {
         let mut s = tokio::net::TcpStream::connect(gw_addr).await.unwrap();
         s.write_all(&client_hello(sni)).await.unwrap();

@@ -109,21 +109,45 @@ async fn cipher_suites_limit_tls12_only() {
 
     // a suite named (inside the equal-preference group): negotiated
     assert_eq!(
-        negotiate(addr, &ca, &tls12, &[C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]).await,
+        negotiate(
+            addr,
+            &ca,
+            &tls12,
+            &[C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]
+        )
+        .await,
         Some(C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384)
     );
     assert_eq!(
-        negotiate(addr, &ca, &tls12, &[C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]).await,
+        negotiate(
+            addr,
+            &ca,
+            &tls12,
+            &[C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]
+        )
+        .await,
         Some(C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256)
     );
     // a suite rustls has but the list does not name: refused
     assert_eq!(
-        negotiate(addr, &ca, &tls12, &[C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]).await,
+        negotiate(
+            addr,
+            &ca,
+            &tls12,
+            &[C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]
+        )
+        .await,
         None
     );
     // TLS 1.3 keeps its own suites
     assert_eq!(
-        negotiate(addr, &ca, &[&rustls::version::TLS13], &[C::TLS13_AES_128_GCM_SHA256]).await,
+        negotiate(
+            addr,
+            &ca,
+            &[&rustls::version::TLS13],
+            &[C::TLS13_AES_128_GCM_SHA256]
+        )
+        .await,
         Some(C::TLS13_AES_128_GCM_SHA256)
     );
 }

@@ -118,7 +118,17 @@ async fn httpbin(ca: &MeshCa, cluster: Option<&str>) -> (SocketAddr, Arc<IstioMe
         "httpbin",
         labels,
         creds(ca, "foo", "httpbin"),
-    );
+    )
+    // a Zipkin tracer with W3C propagation, sharing the caller's span (Envoy's own
+    // default), so the application's context is the caller's
+    .trace(TraceConfig {
+        formats: mesh_tower::trace::Formats {
+            w3c: true,
+            ..mesh_tower::trace::Formats::B3
+        },
+        shared_span_context: true,
+        ..TraceConfig::default()
+    });
     if let Some(c) = cluster {
         builder = builder.cluster_id(c);
     }
@@ -601,8 +611,8 @@ async fn a_debug_trace_is_written_as_sampled() {
     assert_eq!(body, "sampled=1 flags=-");
 }
 
-/// With both B3 and W3C headers, the server reads B3 (as Istio's Zipkin tracer does); W3C
-/// alone is still read.
+/// With both B3 and W3C headers, a server whose Zipkin tracer falls back to W3C
+/// (`USE_B3_WITH_W3C_PROPAGATION`) reads B3; W3C alone is read too.
 #[tokio::test]
 async fn b3_wins_over_w3c_and_w3c_alone_is_read() {
     let ca = MeshCa::self_signed("cluster.local").unwrap();

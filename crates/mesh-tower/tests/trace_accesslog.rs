@@ -114,6 +114,7 @@ async fn trace_flows_from_inbound_to_outbound_and_requests_are_logged() {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     // W3C and B3, as Zipkin with `traceContextOption: USE_B3_WITH_W3C_PROPAGATION`
     let both = TraceConfig::from_mesh(&Tracing {
+        enabled: true,
         propagation: TracePropagation::B3AndW3c,
         ..Tracing::default()
     });

@@ -1,8 +1,10 @@
 //! The trace headers a mesh client and a mesh server write follow MeshConfig's tracer, as
-//! istiod configures Envoy's: Zipkin's B3 by default (Istio's default install), W3C with an
-//! `opentelemetry` default provider, both with Zipkin's `USE_B3_WITH_W3C_PROPAGATION`, and
-//! none with `enableTracing: false` (only `x-request-id`). Real loopback sockets: a mesh
-//! client calls a mesh server whose application answers with the trace headers it got.
+//! istiod configures Envoy's: none by default (Istio's default install since 1.22: only
+//! `x-request-id`), B3 for a Zipkin tracer, W3C with an `opentelemetry` default provider,
+//! both with Zipkin's `USE_B3_WITH_W3C_PROPAGATION`, and none with `enableTracing: false`.
+//! With a tracer the server opens a span of its own (istiod sets Zipkin's
+//! `shared_span_context: false`). Real loopback sockets: a mesh client calls a mesh server
+//! whose application answers with the trace headers it got.
 
 use std::time::Duration;
 
@@ -40,6 +42,15 @@ const TRACE_HEADERS: [&str; 8] = [
 /// The trace header names the application behind a mesh server receives from a mesh
 /// client, both built on a mesh with `mesh_config`, for a request carrying `sent`.
 async fn seen_by_app(mesh_config: &str, sent: &[(&str, &str)]) -> Vec<String> {
+    headers_seen_by_app(mesh_config, sent)
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// [`seen_by_app`], with the values.
+async fn headers_seen_by_app(mesh_config: &str, sent: &[(&str, &str)]) -> Vec<(String, String)> {
     let config = MeshConfig::from_yaml(mesh_config).unwrap();
     let mesh = Mesh::with_mesh_config(&config);
     mesh.reload_loaded(load_str(SERVICE, "service.yaml"))
@@ -57,8 +68,7 @@ async fn seen_by_app(mesh_config: &str, sent: &[(&str, &str)]) -> Vec<String> {
     let app = axum::Router::new().fallback(|h: http::HeaderMap| async move {
         TRACE_HEADERS
             .iter()
-            .filter(|n| h.contains_key(**n))
-            .copied()
+            .filter_map(|n| Some(format!("{n}={}", h.get(*n)?.to_str().ok()?)))
             .collect::<Vec<_>>()
             .join(",")
     });
@@ -88,32 +98,77 @@ async fn seen_by_app(mesh_config: &str, sent: &[(&str, &str)]) -> Vec<String> {
     String::from_utf8(body.to_vec())
         .unwrap()
         .split(',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+        .filter_map(|s| s.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect()
 }
 
-const B3_HEADERS: [&str; 4] = [
+/// What the application sees with a B3 tracer: the client's span is its server span's
+/// parent.
+const B3_HEADERS: [&str; 5] = [
     "x-b3-traceid",
     "x-b3-spanid",
+    "x-b3-parentspanid",
     "x-b3-sampled",
     "x-request-id",
 ];
 
-#[tokio::test]
-async fn istios_default_install_propagates_b3() {
-    // no tracing settings at all, and the default install's Zipkin address
-    assert_eq!(
-        seen_by_app("rootNamespace: istio-system", &[]).await,
-        B3_HEADERS
-    );
-    let zipkin = "
+const ZIPKIN: &str = "
 defaultConfig:
   tracing:
     sampling: 100
     zipkin: {address: zipkin.istio-system:9411}
 ";
-    assert_eq!(seen_by_app(zipkin, &[]).await, B3_HEADERS);
+
+#[tokio::test]
+async fn istios_default_install_has_no_tracer_and_zipkin_propagates_b3() {
+    // no tracing settings at all: Istio 1.22 removed the default Zipkin tracer
+    assert_eq!(
+        seen_by_app("rootNamespace: istio-system", &[]).await,
+        ["x-request-id"]
+    );
+    assert_eq!(
+        seen_by_app("defaultConfig: {tracing: {}}", &[]).await,
+        ["x-request-id"]
+    );
+    // a Zipkin tracer named
+    assert_eq!(seen_by_app(ZIPKIN, &[]).await, B3_HEADERS);
+}
+
+#[tokio::test]
+async fn a_b3_tracer_opens_server_spans_and_leaves_w3c_alone() {
+    let get = |h: &[(String, String)], k: &str| {
+        h.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    // the application's outbound request carries a traceparent only: Envoy's Zipkin tracer
+    // (USE_B3) does not read it, starts a trace of its own, and passes it on untouched
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let h = headers_seen_by_app(ZIPKIN, &[("traceparent", tp)]).await;
+    assert_eq!(get(&h, "traceparent"), tp);
+    assert_ne!(get(&h, "x-b3-traceid"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(get(&h, "x-b3-traceid").len(), 32);
+    // B3 sent by the application: the client opens a child span, the server one more;
+    // the application sees the server's span, whose parent is the client's
+    let h = headers_seen_by_app(
+        ZIPKIN,
+        &[
+            ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+            ("x-b3-spanid", "e457b5a2e4d86bd1"),
+            ("x-b3-sampled", "1"),
+        ],
+    )
+    .await;
+    assert_eq!(get(&h, "x-b3-traceid"), "80f198ee56343ba864fe8b2a57d3eff7");
+    let (span, parent) = (get(&h, "x-b3-spanid"), get(&h, "x-b3-parentspanid"));
+    assert!(
+        span != "e457b5a2e4d86bd1" && parent != "e457b5a2e4d86bd1",
+        "{h:?}"
+    );
+    assert_ne!(span, parent);
+    assert_eq!(get(&h, "x-b3-sampled"), "1");
 }
 
 #[tokio::test]
@@ -154,6 +209,7 @@ extensionProviders:
             "traceparent",
             "x-b3-traceid",
             "x-b3-spanid",
+            "x-b3-parentspanid",
             "x-b3-sampled",
             "x-request-id"
         ]

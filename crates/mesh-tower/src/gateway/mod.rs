@@ -174,6 +174,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_core::gateway::GatewayServer as ServerRef;
 use mesh_core::mesh::Mesh;
+use mesh_core::model::ServiceLocation;
 use mesh_core::model::{Labels, ServerTlsMode};
 use mesh_core::route::{HttpRequestAttrs, L4Attrs, WeightedDestination};
 use mesh_core::snapshot::Snapshot;
@@ -1670,9 +1671,15 @@ async fn sni_dnat_connect(
             "SNI {sni:?} does not name a destination (outbound_.<port>_.<subset>_.<host>)"
         ))
     })?;
-    if snap.registry().service(host, &inner.namespace).is_none() {
+    // istiod builds SNI-DNAT clusters for the mesh's own services only (no MESH_EXTERNAL
+    // ServiceEntry, and by their exact hostnames: a wildcard ServiceEntry host names none)
+    let exposed = snap
+        .registry()
+        .service(host, &inner.namespace)
+        .filter(|s| *s.hostname == *host && s.location == ServiceLocation::MeshInternal);
+    if exposed.is_none() {
         return Err(io::Error::other(format!(
-            "SNI {sni:?}: no service {host} for this gateway"
+            "SNI {sni:?}: no mesh service {host} for this gateway"
         )));
     }
     let dest = WeightedDestination {

@@ -142,6 +142,9 @@ struct EndpointSpec {
     service_account: Option<Box<str>>,
     labels: BTreeMap<String, String>,
     mtls: bool,
+    /// The endpoint runs the mesh's mTLS (`security.istio.io/tlsMode: istio`, or a
+    /// service account), whatever this client's credentials.
+    istio_tls: bool,
     /// The workload's name for the metrics (`destination_workload`), if known.
     workload: Option<Box<str>>,
 }
@@ -170,6 +173,9 @@ pub(crate) struct DestState {
     /// Whether the connection to each endpoint is mutual TLS with the mesh certificates
     /// (auto mTLS or `ISTIO_MUTUAL`; same order).
     pub(crate) mutual_tls: Vec<bool>,
+    /// Whether each endpoint runs the mesh's mTLS itself (same order): the only ones an
+    /// `AUTO_PASSTHROUGH` gateway forwards to, as istiod's EDS for its SNI-DNAT clusters.
+    pub(crate) istio_tls: Vec<bool>,
     /// Each endpoint's address as a URI authority (same order), built once.
     pub(crate) authorities: Vec<http::uri::Authority>,
     pub(crate) service: Arc<ServiceInfo>,
@@ -269,6 +275,7 @@ fn inputs<'a>(
             service_account: e.service_account.clone(),
             labels: e.labels.clone(),
             mtls,
+            istio_tls: e.istio_tls(),
             workload: workload_name(e),
         }
     };
@@ -322,6 +329,7 @@ fn inputs<'a>(
                 service_account: None,
                 labels: BTreeMap::new(),
                 mtls: false,
+                istio_tls: false,
                 workload: None,
             });
         }
@@ -796,6 +804,7 @@ fn build(
     // mutual TLS with the mesh certificates: auto mTLS to this endpoint, or ISTIO_MUTUAL
     let istio_mutual = p.tls.is_some_and(|t| t.mode == CoreTlsMode::IstioMutual);
     let mutual_tls: Vec<bool> = i.endpoints.iter().map(|e| e.mtls || istio_mutual).collect();
+    let istio_tls: Vec<bool> = i.endpoints.iter().map(|e| e.istio_tls).collect();
     let peers: Vec<Arc<WorkloadInfo>> = i
         .endpoints
         .iter()
@@ -888,6 +897,7 @@ fn build(
         peers,
         peers_unconnected,
         mutual_tls,
+        istio_tls,
         service: Arc::new(service_info(service)),
         cluster_name: format!(
             "outbound|{}|{}|{}",

@@ -1734,7 +1734,7 @@ impl MeshClientBuilder {
 /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 /// let addr = listener.local_addr()?;
 /// let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
-///     headers["x-b3-traceid"].to_str().unwrap().to_string()
+///     headers["x-request-id"].to_str().unwrap().to_string()
 /// });
 /// tokio::spawn(async move { axum::serve(listener, app).await });
 ///
@@ -1762,8 +1762,8 @@ impl MeshClientBuilder {
 /// let req = http::Request::get("http://reviews:9080/reviews/0").body(Empty::<bytes::Bytes>::new())?;
 /// let resp = client.clone().oneshot(req).await?;
 /// assert_eq!(resp.status(), 200);
-/// let trace_id = resp.into_body().collect().await?.to_bytes();
-/// assert_eq!(trace_id.len(), 32, "a new trace, in B3 as Istio's default tracer: {trace_id:?}");
+/// let request_id = resp.into_body().collect().await?.to_bytes();
+/// assert_eq!(request_id.len(), 36, "a new x-request-id, as Envoy writes: {request_id:?}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]

@@ -343,15 +343,28 @@ impl MeshClient {
             remote: Some(shared.hash_source),
             local: None,
         };
-        let picked = dest.lb.pick_for_request(
-            dest.hash_key.as_ref(),
-            &http::HeaderMap::new(),
-            &http::Uri::from_static("/"),
-            conn_addrs,
-        );
-        let guard = match picked {
-            Ok((g, _)) => g,
-            Err(_) => {
+        let pick = || {
+            dest.lb
+                .pick_for_request(
+                    dest.hash_key.as_ref(),
+                    &http::HeaderMap::new(),
+                    &http::Uri::from_static("/"),
+                    conn_addrs,
+                )
+                .ok()
+                .map(|(g, _)| g)
+        };
+        // raw (AUTO_PASSTHROUGH): only endpoints that run the mesh's mTLS themselves,
+        // which then terminate the client's; another pick is drawn past the others
+        let ok = |g: &crate::lb::RequestGuard| !raw || dest.istio_tls.get(g.index()) == Some(&true);
+        let tries = if raw {
+            dest.istio_tls.len().max(1) * 4
+        } else {
+            1
+        };
+        let guard = match (0..tries).find_map(|_| pick().filter(|g| ok(g))) {
+            Some(g) => g,
+            None => {
                 let e = TcpConnectError::NoHealthyUpstream { cluster: cluster() };
                 return fail(e, Arc::clone(&dest.service), None);
             }

@@ -16,8 +16,8 @@ pub(crate) enum Direction {
 ///
 /// # Examples
 ///
-/// On a server, this hop shares the caller's span (Zipkin's `shared_span_context`, as in
-/// Istio): the caller's B3 headers reach the application as they came, the configured
+/// On a server sharing the caller's span (Zipkin's `shared_span_context` on, Envoy's own
+/// default): the caller's B3 headers reach the application as they came, the configured
 /// formats it did not send (here W3C `traceparent`, configured as Zipkin's
 /// `USE_B3_WITH_W3C_PROPAGATION` writes it) are added for the same span, and so is a
 /// missing `x-request-id`:
@@ -30,8 +30,9 @@ pub(crate) enum Direction {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Infallible> {
 /// let both = Formats { w3c: true, ..Formats::B3 };
+/// let config = TraceConfig { formats: both, shared_span_context: true, ..TraceConfig::default() };
 /// let app = ServiceBuilder::new()
-///     .layer(PropagateTraceLayer::inbound(TraceConfig { formats: both, ..TraceConfig::default() }))
+///     .layer(PropagateTraceLayer::inbound(config))
 ///     .service(service_fn(|req: http::Request<()>| async move {
 ///         Ok::<_, Infallible>(req)
 ///     }));
@@ -62,23 +63,24 @@ pub struct PropagateTraceLayer {
 }
 
 impl PropagateTraceLayer {
-    /// For a server: the caller's span is shared (or, with
-    /// [`TraceConfig::shared_span_context`] off, is the parent of a server span); the
-    /// context becomes the task's current context while the request is handled.
+    /// For a server: the caller's span is the parent of a server span (or, with
+    /// [`TraceConfig::shared_span_context`] on, is shared); the context becomes the task's
+    /// current context while the request is handled.
     ///
     /// # Examples
     ///
-    /// With [`TraceConfig::shared_span_context`] off, the server opens a span of its own and
-    /// the application sees it in the headers, the caller's span as its parent:
+    /// The server opens a span of its own (as istiod configures Envoy's tracers) and the
+    /// application sees it in the headers, the caller's span as its parent:
     ///
     /// ```
     /// use std::convert::Infallible;
-    /// use mesh_tower::trace::{self, PropagateTraceLayer, TraceConfig, TraceContext};
+    /// use mesh_tower::trace::{self, Formats, PropagateTraceLayer, TraceConfig, TraceContext};
     /// use tower::{service_fn, Layer, ServiceExt};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Infallible> {
-    /// let config = TraceConfig { shared_span_context: false, ..TraceConfig::default() };
+    /// let both = Formats { w3c: true, ..Formats::B3 };
+    /// let config = TraceConfig { formats: both, ..TraceConfig::default() };
     /// let app = PropagateTraceLayer::inbound(config).layer(service_fn(|req: http::Request<()>| async move {
     ///     let ctx = req.extensions().get::<TraceContext>().cloned().unwrap();
     ///     assert_eq!(trace::current().as_ref(), Some(&ctx)); // the task's current context

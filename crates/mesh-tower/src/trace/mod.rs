@@ -1,23 +1,23 @@
 //! Trace-context propagation as Istio's sidecars do it: W3C `traceparent`/`tracestate`, B3
 //! (multi-header `x-b3-*` and single `b3`), and `x-request-id`.
 //!
-//! Which formats are written follows the mesh's tracer ([`TraceConfig::from_mesh`] of
-//! MeshConfig's tracing settings): B3 multi-header by default, as Envoy's Zipkin tracer in
-//! Istio's default install; W3C with an `opentelemetry` provider; both with Zipkin's
-//! `USE_B3_WITH_W3C_PROPAGATION`; none with `enableTracing: false` (only `x-request-id`).
-//! A format a request already carries is rewritten along with them, so all its trace
-//! headers name the same span.
+//! Which formats are read and written follows the mesh's tracer ([`TraceConfig::from_mesh`]
+//! of MeshConfig's tracing settings): none by default, as Istio's default install since
+//! 1.22 (only `x-request-id`); B3 for a Zipkin tracer (`b3`, then `x-b3-*`, as Envoy's
+//! Zipkin tracer reads them); W3C for an `opentelemetry` provider; B3 with a W3C fallback,
+//! both written, for Zipkin's `USE_B3_WITH_W3C_PROPAGATION`. Headers of a format the
+//! tracer does not read pass through untouched.
 //!
-//! [`PropagateTraceLayer::inbound`] reads the caller's context (`b3`, then `x-b3-*`, as Envoy's
-//! Zipkin tracer in Istio does; W3C `traceparent` when there is no B3 context) and, by default, shares the caller's span as Envoy's Zipkin tracer does in
-//! Istio (`shared_span_context`, on unless configured off): the application sees the
-//! caller's trace headers as they came, plus any configured format the caller did not send.
-//! With [`TraceConfig::shared_span_context`] off it opens a server span instead (a new span
-//! id whose parent is the caller's, as Envoy's OpenTelemetry tracer does) and rewrites the
-//! headers to carry it. Either way it adds an `x-request-id` if there is none, and exposes
-//! the [`TraceContext`] in the request extensions and as the task's [`current`] context
-//! while the request is handled. A request without a usable context starts a new trace,
-//! written in every configured format.
+//! [`PropagateTraceLayer::inbound`] reads the caller's context and opens a server span (a
+//! new span id whose parent is the caller's: istiod sets Zipkin's `shared_span_context`
+//! off, and Envoy's OpenTelemetry tracer always opens one), rewriting the headers to carry
+//! it; with [`TraceConfig::shared_span_context`] on it shares the caller's span instead
+//! (Envoy's own Zipkin default) and the application sees the caller's trace headers as
+//! they came, plus any configured format the caller did not send. Either way it adds an
+//! `x-request-id` if there is none, and exposes the [`TraceContext`] in the request
+//! extensions and as the task's [`current`] context while the request is handled. A
+//! request without a usable context starts a new trace, written in every configured
+//! format.
 //!
 //! [`PropagateTraceLayer::outbound`] does the same for a client request: its parent is the
 //! trace headers the application already set, else a [`TraceContext`] in the request
@@ -30,9 +30,9 @@
 //!
 //! # Examples
 //!
-//! A server called with a W3C `traceparent` calls another service while handling the
-//! request: the outbound call stays in the caller's trace, in a new span whose parent is
-//! the caller's (shared by the server), with the same `x-request-id`.
+//! A server called with B3 context calls another service while handling the request: the
+//! outbound call stays in the caller's trace, in a new span whose parent is the server's
+//! own span, with the same `x-request-id`.
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -50,16 +50,18 @@
 //!     move |_req: http::Request<()>| client.clone().oneshot(http::Request::new(())),
 //! ));
 //! let req = http::Request::builder()
-//!     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+//!     .header("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736")
+//!     .header("x-b3-spanid", "00f067aa0ba902b7")
+//!     .header("x-b3-sampled", "1")
 //!     .header("x-request-id", "r-7")
 //!     .body(())
 //!     .unwrap();
 //! let sent = server.oneshot(req).await?;
 //!
-//! // B3 headers, as Istio's default tracer (Zipkin) writes them
 //! assert_eq!(sent["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
-//! assert_ne!(sent["x-b3-spanid"], "00f067aa0ba902b7", "a new span");
-//! assert_eq!(sent["x-b3-parentspanid"], "00f067aa0ba902b7");
+//! let parent = sent["x-b3-parentspanid"].to_str().unwrap();
+//! assert_ne!(parent, "00f067aa0ba902b7", "the server's own span, a child of the caller's");
+//! assert_ne!(sent["x-b3-spanid"], parent, "a new span");
 //! assert_eq!(sent["x-b3-sampled"], "1", "the caller's sampling decision");
 //! assert_eq!(sent["x-request-id"], "r-7");
 //! # Ok(()) }
@@ -361,7 +363,9 @@ impl Formats {
 /// assert!(!svc.clone().oneshot(new_trace).await?);
 ///
 /// let sampled_by_caller = http::Request::builder()
-///     .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+///     .header("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736")
+///     .header("x-b3-spanid", "00f067aa0ba902b7")
+///     .header("x-b3-sampled", "1")
 ///     .body(())
 ///     .unwrap();
 /// assert!(svc.oneshot(sampled_by_caller).await?);
@@ -373,12 +377,12 @@ pub struct TraceConfig {
     pub formats: Formats,
     /// Percentage of new traces sampled (Istio's default: 1.0).
     pub sampling_percent: f64,
-    /// Whether a server shares its caller's span, as Envoy's Zipkin tracer does by default
-    /// (its `shared_span_context`, which Istio leaves on): the application then sees the
-    /// caller's span in the trace headers as they came, and its [`TraceContext`] has the
-    /// caller's span id. Off, a server opens its own span (a new span id whose parent is
-    /// the caller's), as Envoy's OpenTelemetry tracer does, and rewrites the headers to
-    /// carry it. Default: on. Clients always open a new span.
+    /// Whether a server shares its caller's span, as Envoy's Zipkin tracer does when its
+    /// `shared_span_context` is on (Envoy's default, which istiod turns off): the
+    /// application then sees the caller's span in the trace headers as they came, and its
+    /// [`TraceContext`] has the caller's span id. Off, a server opens its own span (a new
+    /// span id whose parent is the caller's), as Envoy does in Istio with either tracer,
+    /// and rewrites the headers to carry it. Default: off. Clients always open a new span.
     ///
     /// # Examples
     ///
@@ -396,29 +400,35 @@ pub struct TraceConfig {
     /// };
     /// let caller = || {
     ///     http::Request::builder()
-    ///         .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    ///         .header("x-b3-traceid", "4bf92f3577b34da6a3ce929d0e0e4736")
+    ///         .header("x-b3-spanid", "00f067aa0ba902b7")
     ///         .body(())
     ///         .unwrap()
     /// };
     ///
-    /// assert!(TraceConfig::default().shared_span_context);
-    /// let shared = hop(TraceConfig::default()).oneshot(caller()).await?;
-    /// assert_eq!(shared.span_id, 0x00f0_67aa_0ba9_02b7); // the caller's span
-    ///
-    /// let own = TraceConfig { shared_span_context: false, ..TraceConfig::default() };
-    /// let own = hop(own).oneshot(caller()).await?;
+    /// assert!(!TraceConfig::default().shared_span_context);
+    /// let own = hop(TraceConfig::default()).oneshot(caller()).await?;
     /// assert_ne!(own.span_id, 0x00f0_67aa_0ba9_02b7); // a server span of its own
     /// assert_eq!(own.parent_span_id, Some(0x00f0_67aa_0ba9_02b7));
+    ///
+    /// let shared = TraceConfig { shared_span_context: true, ..TraceConfig::default() };
+    /// let shared = hop(shared).oneshot(caller()).await?;
+    /// assert_eq!(shared.span_id, 0x00f0_67aa_0ba9_02b7); // the caller's span
     /// # Ok(()) }
     /// ```
     pub shared_span_context: bool,
 }
 
 impl Default for TraceConfig {
-    /// Istio's default install: Zipkin's B3 headers, 1 % of new traces sampled, the
-    /// caller's span shared.
+    /// A Zipkin tracer as istiod configures Envoy's: B3 headers, 1 % of new traces
+    /// sampled, a server span of its own (`shared_span_context: false`). Mesh clients,
+    /// servers and gateways do not use it: they take the mesh's tracer
+    /// ([`TraceConfig::from_mesh`]), none by default as in Istio's default install.
     fn default() -> Self {
-        TraceConfig::from_mesh(&Tracing::default())
+        TraceConfig::from_mesh(&Tracing {
+            enabled: true,
+            ..Tracing::default()
+        })
     }
 }
 
@@ -456,7 +466,9 @@ impl TraceConfig {
                 Formats::NONE
             },
             sampling_percent: tracing.sampling_percent,
-            shared_span_context: true,
+            // istiod's Zipkin config sets `shared_span_context: false`, and Envoy's
+            // OpenTelemetry tracer always opens a span: a server span of its own
+            shared_span_context: false,
         }
     }
 }
@@ -467,12 +479,14 @@ impl TraceConfig {
 ///
 /// ```
 /// use std::convert::Infallible;
-/// use mesh_tower::trace::{Origin, PropagateTraceLayer, TraceConfig, TraceContext};
+/// use mesh_tower::trace::{Formats, Origin, PropagateTraceLayer, TraceConfig, TraceContext};
 /// use tower::{service_fn, Layer, ServiceExt};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Infallible> {
-/// let svc = PropagateTraceLayer::inbound(TraceConfig::default()).layer(service_fn(
+/// // a tracer that reads both (Zipkin with USE_B3_WITH_W3C_PROPAGATION)
+/// let both = TraceConfig { formats: Formats { w3c: true, ..Formats::B3 }, ..TraceConfig::default() };
+/// let svc = PropagateTraceLayer::inbound(both).layer(service_fn(
 ///     |req: http::Request<()>| async move {
 ///         Ok::<_, Infallible>(req.extensions().get::<TraceContext>().unwrap().origin)
 ///     },
@@ -843,6 +857,26 @@ impl<'a> Found<'a> {
         f
     }
 
+    /// Forgets the formats a tracer writing `formats` does not read: Envoy's Zipkin tracer
+    /// reads B3 only (W3C too only with `USE_B3_WITH_W3C_PROPAGATION`), its OpenTelemetry
+    /// tracer W3C only, and without a tracer nothing is read; the headers it does not read
+    /// pass through untouched.
+    pub(crate) fn only(&mut self, formats: Formats) {
+        if !formats.w3c {
+            self.traceparent = None;
+            self.tracestate = None;
+            self.tracestates = false;
+        }
+        if !(formats.b3_multi || formats.b3_single) {
+            self.b3 = None;
+            self.trace_id = None;
+            self.span_id = None;
+            self.parent_span_id = None;
+            self.sampled = None;
+            self.flags = None;
+        }
+    }
+
     /// The caller's context (`b3`, then `x-b3-*`, then W3C); `headers` are the ones
     /// scanned, read again only for repeated `tracestate` fields.
     pub(crate) fn parent(&mut self, headers: &HeaderMap) -> Option<Parent> {
@@ -1135,13 +1169,16 @@ impl TraceContext {
     ///     .unwrap();
     /// let ctx = svc.oneshot(req).await?;
     /// assert!(ctx.short_trace_id && ctx.debug);
-    /// // the server shares the caller's span
-    /// assert_eq!(ctx.b3_single(), "64fe8b2a57d3eff7-e457b5a2e4d86bd1-d");
+    /// // the server's own span, a child of the caller's
+    /// assert_eq!(
+    ///     ctx.b3_single(),
+    ///     format!("64fe8b2a57d3eff7-{:016x}-d-e457b5a2e4d86bd1", ctx.span_id)
+    /// );
     /// // the next hop's span names it as its parent
     /// let next = ctx.child(&mut rand::rng());
     /// assert_eq!(
     ///     next.b3_single(),
-    ///     format!("64fe8b2a57d3eff7-{:016x}-d-e457b5a2e4d86bd1", next.span_id)
+    ///     format!("64fe8b2a57d3eff7-{:016x}-d-{:016x}", next.span_id, ctx.span_id)
     /// );
     /// # Ok(()) }
     /// ```
@@ -1893,15 +1930,16 @@ mod tests {
     };
 
     #[tokio::test]
-    async fn the_default_writes_b3_as_istios_zipkin_tracer_and_rewrites_a_traceparent_that_came() {
-        // a caller without context: B3 only, as Envoy's Zipkin tracer in Istio's default
+    async fn the_default_is_zipkin_b3_and_leaves_w3c_alone() {
+        // a caller without context: B3 only, as Envoy's Zipkin tracer
         let (h, ctx) = inbound_with(TraceConfig::default(), &[]).await;
         assert_eq!(h["x-b3-traceid"], ctx.trace_id_hex());
         assert!(!h.contains_key("traceparent"), "{h:?}");
         assert_eq!(h["x-request-id"].len(), 36);
 
-        // an outbound call whose application set a traceparent (an OpenTelemetry app): the
-        // trace goes on, and the traceparent is rewritten to the new span with the B3 fields
+        // an outbound call whose application set a traceparent (an OpenTelemetry app):
+        // Envoy's Zipkin tracer (USE_B3) does not read W3C, starts a trace of its own and
+        // passes the traceparent on untouched
         use tower::{service_fn, Layer, ServiceExt};
         let client = PropagateTraceLayer::outbound(TraceConfig::default()).layer(service_fn(
             |req: http::Request<()>| async move {
@@ -1913,17 +1951,9 @@ mod tests {
             .body(())
             .unwrap();
         let h = client.clone().oneshot(req).await.unwrap();
-        assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(h["x-b3-parentspanid"], "00f067aa0ba902b7");
-        let tp = h["traceparent"].to_str().unwrap();
-        assert!(
-            tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{tp}"
-        );
-        assert!(
-            tp.contains(h["x-b3-spanid"].to_str().unwrap()),
-            "{tp} names the new span"
-        );
+        assert_eq!(h["traceparent"], TP);
+        assert_ne!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(!h.contains_key("x-b3-parentspanid"), "a root span");
 
         // tracing off: the request's trace headers are left alone, only x-request-id added
         let off = TraceConfig {
@@ -2055,6 +2085,7 @@ mod tests {
     async fn a_shared_span_leaves_the_callers_headers_as_they_came() {
         let shared = TraceConfig {
             formats: BOTH,
+            shared_span_context: true,
             ..TraceConfig::default()
         };
         let trace = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -177,6 +177,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     let mut rng = rand::rng();
     // one pass over the request's headers finds the trace headers it has
     let mut found = Found::scan(req.headers());
+    found.only(config.formats);
     let seen = found.seen;
     let from_headers = found.parent(req.headers());
     // a caller's headers are mostly rewritten in place (or, shared, left alone); a new
@@ -218,11 +219,9 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         }
     };
     let mut formats = config.formats;
-    if formats.any() {
-        // the formats the request came with are written too, so that all its trace
-        // headers name this hop's span (tracing off, Envoy without a tracer, touches none)
+    if formats.b3_multi {
+        // a B3 tracer that read a `b3` single header writes it back too
         formats.b3_single |= came_as_b3_single;
-        formats.w3c |= found.traceparent.is_some();
     }
     if share {
         // The caller's span is this hop's: only the formats it did not send (or that
