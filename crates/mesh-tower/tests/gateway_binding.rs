@@ -9,7 +9,6 @@
 //! - a VirtualService binds only for `NamesForNamespace(server.hosts, vs.ns) ∩ vs.hosts`;
 //! - VirtualService exportTo is checked against the gateway workload's namespace.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,21 +19,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::mesh::Mesh;
 use mesh_tls::rustls;
-use mesh_tls::{Credential, CredentialLookup, Identity, MeshCa, TlsError};
+use mesh_tls::{Credential, Identity, MeshCa};
 use mesh_tower::gateway::GatewayServer;
 use tokio::net::TcpListener;
 
-#[derive(Debug, Default)]
-struct Secrets(HashMap<String, Credential>);
-
-impl CredentialLookup for Secrets {
-    fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TlsError::Config(format!("no secret {name}")))
-    }
-}
+mod secrets_support;
+use secrets_support::Secrets;
 
 /// A backend answering its name.
 async fn backend(name: &'static str) -> u16 {

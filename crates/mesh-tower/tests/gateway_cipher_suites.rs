@@ -1,28 +1,18 @@
 //! A Gateway server's `cipherSuites` (Envoy's `tls_params.cipher_suites`): TLS 1.2 clients
 //! get only the suites named; TLS 1.3 is not affected. Real handshakes on loopback.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::mesh::Mesh;
 use mesh_tls::rustls;
-use mesh_tls::{Credential, CredentialLookup, Identity, MeshCa, TlsError};
+use mesh_tls::{Credential, Identity, MeshCa};
 use mesh_tower::gateway::GatewayServer;
 use tokio::net::TcpListener;
 
-#[derive(Debug, Default)]
-struct Secrets(HashMap<String, Credential>);
-
-impl CredentialLookup for Secrets {
-    fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TlsError::Config(format!("no secret {name}")))
-    }
-}
+mod secrets_support;
+use secrets_support::Secrets;
 
 const GATEWAY: &str = r#"
 apiVersion: networking.istio.io/v1

@@ -4,7 +4,6 @@
 //! are computed with `openssl` and `sha256sum`, not with the gateway's code (skipped with
 //! a note when openssl is missing).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -16,21 +15,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use mesh_core::mesh::Mesh;
 use mesh_tls::rustls;
-use mesh_tls::{Credential, CredentialLookup, Identity, MeshCa, TlsError};
+use mesh_tls::{Credential, Identity, MeshCa};
 use mesh_tower::gateway::{GatewayError, GatewayServer};
 use tokio::net::TcpListener;
 
-#[derive(Debug, Default)]
-struct Secrets(HashMap<String, Credential>);
-
-impl CredentialLookup for Secrets {
-    fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TlsError::Config(format!("no secret {name}")))
-    }
-}
+mod secrets_support;
+use secrets_support::Secrets;
 
 fn have_openssl() -> bool {
     Command::new("openssl").arg("version").output().is_ok()

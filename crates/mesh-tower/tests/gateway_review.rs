@@ -7,7 +7,6 @@
 //! the subject with `-nameopt RFC2253`, as Envoy prints it) and `sha256sum`, not from the
 //! gateway's own code.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
@@ -21,9 +20,12 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::mesh::Mesh;
 use mesh_tls::rustls;
-use mesh_tls::{Credential, CredentialLookup, Identity, MeshCa, TlsError, WorkloadCert};
+use mesh_tls::{Credential, Identity, MeshCa, WorkloadCert};
 use mesh_tower::gateway::GatewayServer;
 use tokio::net::TcpListener;
+
+mod secrets_support;
+use secrets_support::Secrets;
 
 fn have(cmd: &str) -> bool {
     Command::new(cmd).arg("version").output().is_ok()
@@ -38,19 +40,6 @@ fn run(dir: &Path, cmd: &str, args: &[&str]) -> String {
         .unwrap();
     assert!(out.status.success(), "{cmd} {args:?}: {out:?}");
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// Credentials kept in memory (Kubernetes secrets by name).
-#[derive(Debug, Default)]
-struct Secrets(HashMap<String, Credential>);
-
-impl CredentialLookup for Secrets {
-    fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TlsError::Config(format!("no secret {name}")))
-    }
 }
 
 /// A backend answering with the XFCC it received (`-`: none) and its own `server` header.

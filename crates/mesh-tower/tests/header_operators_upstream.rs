@@ -11,7 +11,6 @@
 
 mod outbound_support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
@@ -24,10 +23,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::mesh::Mesh;
 use mesh_tls::rustls;
-use mesh_tls::{Credential, CredentialLookup, Identity, MeshCa, TlsError};
+use mesh_tls::{Credential, Identity, MeshCa};
 use mesh_tower::gateway::GatewayServer;
 use outbound_support::{client, get, send, start_reviews_v1, Behaviour, Pki};
 use tokio::net::TcpListener;
+
+mod secrets_support;
+use secrets_support::Secrets;
 
 const RESPONSE_OPS: &str = "
       request:
@@ -226,19 +228,6 @@ async fn gateway_upstream_operators_in_response_headers_only() {
 
 fn have(cmd: &str) -> bool {
     Command::new(cmd).arg("version").output().is_ok()
-}
-
-/// Credentials kept in memory (Kubernetes secrets by name).
-#[derive(Debug, Default)]
-struct Secrets(HashMap<String, Credential>);
-
-impl CredentialLookup for Secrets {
-    fn lookup(&self, name: &str) -> Result<Credential, TlsError> {
-        self.0
-            .get(name)
-            .cloned()
-            .ok_or_else(|| TlsError::Config(format!("no secret {name}")))
-    }
 }
 
 #[tokio::test]

@@ -1369,7 +1369,10 @@ fn select<'a>(
             .hosts
             .iter()
             .filter_map(|h| host_score(h, host))
-            .max();
+            .max()
+            // istiod gives an AUTO_PASSTHROUGH server one filter chain per service, matching
+            // its exact `outbound_...` SNI: it beats any wildcard of another server
+            .map(|score| if auto { usize::MAX } else { score });
         if let Some(score) = score {
             if best.as_ref().is_none_or(|(b, _)| score > *b) {
                 best = Some((score, s));
@@ -2084,6 +2087,38 @@ spec:
         assert_eq!(pick(Some("b.example.com")), Some(1));
         assert_eq!(pick(Some("other.org")), Some(0));
         assert_eq!(pick(None), Some(0));
+    }
+
+    #[test]
+    fn an_auto_passthrough_server_matches_its_sni_exactly() {
+        let mesh = Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls-pass, protocol: TLS}
+    hosts: ['*.svc.cluster.local']
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 15443, name: tls-auto, protocol: TLS}
+    hosts: ['*.local']
+    tls: {mode: AUTO_PASSTHROUGH}
+",
+        )
+        .unwrap();
+        let snap = mesh.snapshot();
+        let labels: Labels = [("istio".to_string(), "eastwestgateway".to_string())].into();
+        let all = snap.gateway_servers(&labels);
+        let pick = |h: Option<&str>| select(all.iter().copied(), h).map(|s| s.index);
+        // the service the SNI names is under both servers' hosts: the exact chain wins
+        assert_eq!(
+            pick(Some("outbound_.8000_._.httpbin.foo.svc.cluster.local")),
+            Some(1)
+        );
+        // a plain SNI is the PASSTHROUGH server's
+        assert_eq!(pick(Some("httpbin.foo.svc.cluster.local")), Some(0));
     }
 
     #[test]

@@ -236,8 +236,13 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
     let existing = found.request_id.filter(|v| !v.is_empty()).cloned();
     // One allocation holds every value written below; room in the map for them too.
     let mut buf = BytesMut::new();
-    if adds_headers {
-        req.headers_mut().reserve(8);
+    if adds_headers && formats.any() {
+        // the trace headers and x-request-id (alone, it needs no more than an insert)
+        let n = 1
+            + 2 * usize::from(formats.w3c)
+            + 4 * usize::from(formats.b3_multi)
+            + usize::from(formats.b3_single);
+        req.headers_mut().reserve(n);
     }
     let request_id = match existing {
         Some(v) => v,
