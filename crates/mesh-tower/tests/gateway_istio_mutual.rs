@@ -201,8 +201,21 @@ async fn egress_gateway_with_istio_mutual() {
     // gateway's credentials: still served
     mesh.reload_loaded(load_str(&yaml(backend_port), "again.yaml"))
         .unwrap();
-    let sleep = MeshClient::builder(mesh, ClientWorkload::new("sleep", "default", "sleep"))
-        .credentials(creds("default", "sleep"))
-        .build();
-    assert_eq!(get(sleep).await.0, 200);
+    let client = |sa: &str| {
+        MeshClient::builder(mesh.clone(), ClientWorkload::new(sa, "default", sa))
+            .credentials(creds("default", sa))
+            .build()
+    };
+    assert_eq!(get(client("sleep")).await.0, 200);
+
+    // subjectAltNames narrow the clients the handshake accepts: web's certificate is
+    // refused before any request (its 403 above came from the policy), sleep's is taken
+    let pinned = yaml(backend_port).replace(
+        "tls: {mode: ISTIO_MUTUAL}",
+        "tls: {mode: ISTIO_MUTUAL, subjectAltNames: ['spiffe://cluster.local/ns/default/sa/sleep']}",
+    );
+    mesh.reload_loaded(load_str(&pinned, "pinned.yaml"))
+        .unwrap();
+    assert_eq!(get(client("sleep")).await.0, 200);
+    assert_eq!(get(client("web")).await.0, 503);
 }

@@ -20,9 +20,6 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
     // client certificate checks: applied on MUTUAL and OPTIONAL_MUTUAL servers (SIMPLE and
     // PASSTHROUGH see no client certificate); ISTIO_MUTUAL checks the mesh identity
     if tls.mode == ServerTlsMode::IstioMutual {
-        if !tls.subject_alt_names.is_empty() {
-            unsupported.push("subjectAltNames with ISTIO_MUTUAL");
-        }
         if !tls.verify_certificate_spki.is_empty() || !tls.verify_certificate_hash.is_empty() {
             unsupported.push("verifyCertificateSpki/verifyCertificateHash with ISTIO_MUTUAL");
         }
@@ -171,7 +168,7 @@ pub(crate) fn build_config(
 ) -> Result<Terminating, String> {
     check_supported(tls)?;
     if tls.mode == ServerTlsMode::IstioMutual {
-        return istio_mutual(workload, http);
+        return istio_mutual(workload, &tls.subject_alt_names, http);
     }
     let name = tls
         .credential_name
@@ -257,13 +254,24 @@ pub(crate) fn build_config(
 /// `ISTIO_MUTUAL`: the gateway presents its own mesh certificate (following its
 /// renewals) and requires a client certificate from the mesh's trust domains, as a
 /// STRICT sidecar does; the client's SPIFFE identity is then the request's
-/// `source.principal`.
-fn istio_mutual(workload: Option<&WorkloadCredentials>, http: bool) -> Result<Terminating, String> {
+/// `source.principal`. `subjectAltNames` narrow the clients to those SPIFFE identities (a
+/// mesh certificate carries no other SAN, so an entry that is not one matches nobody).
+fn istio_mutual(
+    workload: Option<&WorkloadCredentials>,
+    sans: &[String],
+    http: bool,
+) -> Result<Terminating, String> {
     let workload = workload.ok_or(
         "TLS mode ISTIO_MUTUAL needs the gateway's mesh identity \
          (GatewayBuilder::workload_credentials)",
     )?;
-    let shared = workload.server_config(None).map_err(|e| e.to_string())?;
+    let policy = (!sans.is_empty()).then(|| {
+        workload.peer_policy().allow_only(
+            sans.iter()
+                .filter_map(|s| mesh_tls::Identity::parse(s).ok()),
+        )
+    });
+    let shared = workload.server_config(policy).map_err(|e| e.to_string())?;
     let mut cfg = (*shared).clone();
     cfg.alpn_protocols = if http {
         HTTPS_ALPN.iter().map(|p| p.to_vec()).collect()
@@ -374,10 +382,10 @@ mod tests {
                 ServerTlsSettings {
                     mode: ServerTlsMode::IstioMutual,
                     credential_name: None,
-                    subject_alt_names: vec!["x".into()],
+                    verify_certificate_hash: vec!["x".into()],
                     ..Default::default()
                 },
-                Some("subjectAltNames with ISTIO_MUTUAL"),
+                Some("verifyCertificateSpki/verifyCertificateHash with ISTIO_MUTUAL"),
             ),
             (
                 ServerTlsSettings {
