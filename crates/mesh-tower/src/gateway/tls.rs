@@ -19,10 +19,10 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
     let mut unsupported = Vec::new();
     // client certificate checks: applied on MUTUAL and OPTIONAL_MUTUAL servers (SIMPLE and
     // PASSTHROUGH see no client certificate); ISTIO_MUTUAL checks the mesh identity
-    if tls.mode == ServerTlsMode::IstioMutual {
-        if !tls.verify_certificate_spki.is_empty() || !tls.verify_certificate_hash.is_empty() {
-            unsupported.push("verifyCertificateSpki/verifyCertificateHash with ISTIO_MUTUAL");
-        }
+    if tls.mode == ServerTlsMode::IstioMutual
+        && (!tls.verify_certificate_spki.is_empty() || !tls.verify_certificate_hash.is_empty())
+    {
+        unsupported.push("verifyCertificateSpki/verifyCertificateHash with ISTIO_MUTUAL");
     }
     if tls.ca_crl.is_some() {
         unsupported.push("caCrl");
