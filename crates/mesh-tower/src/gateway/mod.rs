@@ -92,7 +92,7 @@
 //! Settings we cannot honour fail loudly at [`GatewayBuilder::start`] (and reset the
 //! connection if they appear in a later config): `ISTIO_MUTUAL` on a gateway without a
 //! mesh identity ([`GatewayBuilder::workload_credentials`]),
-//! certificate file paths, cipher suites, CRLs, client-certificate pins on ISTIO_MUTUAL, and
+//! certificate file paths, CRLs, SPKI and hash pins on ISTIO_MUTUAL, and
 //! server protocols Istio does not proxy (`UDP`).
 //!
 //! Differences from Istio: the ports are those of the servers at start (a port added by a
