@@ -283,6 +283,18 @@ async fn inbound_metrics_scraped_and_parsed() {
     );
     let samples = parse_exposition(&text);
 
+    // the gRPC call's messages: one each way (an empty request message, "abc" back)
+    for family in [
+        "istio_request_messages_total",
+        "istio_response_messages_total",
+    ] {
+        let grpc = find(&samples, family, &[("request_protocol", "grpc")]);
+        assert_eq!(grpc.len(), 1, "{family} in {text}");
+        assert_eq!(grpc[0].value, 1.0, "{family}");
+        assert_eq!(grpc[0].labels["grpc_response_status"], "5");
+        assert!(find(&samples, family, &[("request_protocol", "http")]).is_empty());
+    }
+
     let ok = find(
         &samples,
         "istio_requests_total",

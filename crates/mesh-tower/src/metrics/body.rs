@@ -1,5 +1,6 @@
 //! Body types of the metrics middleware.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -8,7 +9,7 @@ use http::HeaderMap;
 use super::future::grpc_status_of;
 use super::{IstioMetrics, RequestLabels};
 use crate::envoy::{http_to_grpc_status, ResponseFlags};
-use crate::observe::{BodyObserver, BodySize, CountingBody, ObservedBody};
+use crate::observe::{BodyObserver, BodySize, CountingBody, GrpcFrames, ObservedBody};
 
 /// The request body as the inner service sees it: counted when its size is not known in
 /// advance.
@@ -116,6 +117,9 @@ pub struct Recorder {
     start: Instant,
     request_size: BodySize,
     response_bytes: u64,
+    /// A gRPC request's messages: the client's (counted by the request body), the
+    /// server's (counted here).
+    messages: Option<(Arc<AtomicU64>, GrpcFrames)>,
     /// The response body reached its end (or failed); dropped before, it was cut short.
     ended: bool,
 }
@@ -126,6 +130,7 @@ impl Recorder {
         labels: RequestLabels,
         start: Instant,
         request_size: BodySize,
+        request_messages: Option<Arc<AtomicU64>>,
     ) -> Self {
         Recorder {
             metrics,
@@ -133,6 +138,7 @@ impl Recorder {
             start,
             request_size,
             response_bytes: 0,
+            messages: request_messages.map(|r| (r, GrpcFrames::default())),
             ended: false,
         }
     }
@@ -141,6 +147,16 @@ impl Recorder {
 impl BodyObserver for Recorder {
     fn on_data(&mut self, n: u64) {
         self.response_bytes += n;
+    }
+
+    fn wants_bytes(&self) -> bool {
+        self.messages.is_some()
+    }
+
+    fn on_bytes(&mut self, chunk: &[u8]) {
+        if let Some((_, frames)) = &mut self.messages {
+            frames.feed(chunk);
+        }
     }
 
     fn on_trailers(&mut self, trailers: &HeaderMap) {
@@ -174,11 +190,16 @@ impl Drop for Recorder {
             l.grpc_status = Some(http_to_grpc_status(l.response_code));
         }
         let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        let messages = self
+            .messages
+            .as_ref()
+            .map(|(sent, received)| (sent.load(Ordering::Relaxed), received.count));
         self.metrics.record(
             &self.labels,
             ms,
             self.request_size.get(),
             self.response_bytes,
+            messages,
         );
     }
 }

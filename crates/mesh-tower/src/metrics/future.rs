@@ -22,6 +22,8 @@ pub(crate) struct Pending {
     pub(crate) protocol: RequestProtocol,
     pub(crate) context: MetricsContext,
     pub(crate) request_size: BodySize,
+    /// A gRPC request's messages, counted by its body.
+    pub(crate) request_messages: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The request's authority, kept only by a server that names no service: its
     /// `destination_service` then is the Host header, as istio_stats falls back to.
     pub(crate) host: Option<http::HeaderValue>,
@@ -182,6 +184,7 @@ impl Pending {
             },
             self.start,
             std::mem::replace(&mut self.request_size, BodySize::Exact(0)),
+            self.request_messages.take(),
         )
     }
 }

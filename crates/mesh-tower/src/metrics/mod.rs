@@ -6,6 +6,9 @@
 //! - `istio_requests_total` (counter),
 //! - `istio_request_duration_milliseconds` (histogram),
 //! - `istio_request_bytes`, `istio_response_bytes` (histograms of body sizes),
+//! - for gRPC requests, `istio_request_messages_total` and `istio_response_messages_total`
+//!   (counters of the length-prefixed messages each side sent, as Envoy's gRPC stats count
+//!   them),
 //! - for TCP connections ([`crate::tcp`]): `istio_tcp_connections_opened_total`,
 //!   `istio_tcp_connections_closed_total`, `istio_tcp_received_bytes_total` (bytes from the
 //!   client to the server) and `istio_tcp_sent_bytes_total` (from the server to the client),
@@ -832,14 +835,26 @@ struct Series {
     duration: AtomicHistogram,
     request_bytes: AtomicHistogram,
     response_bytes: AtomicHistogram,
+    /// gRPC requests' `istio_request_messages_total` and `istio_response_messages_total`.
+    messages: Option<(Counter, Counter)>,
 }
 
 impl Series {
-    fn observe(&self, duration_ms: f64, request_bytes: u64, response_bytes: u64) {
+    fn observe(
+        &self,
+        duration_ms: f64,
+        request_bytes: u64,
+        response_bytes: u64,
+        messages: Option<(u64, u64)>,
+    ) {
         self.requests.inc();
         self.duration.observe(duration_ms);
         self.request_bytes.observe(request_bytes as f64);
         self.response_bytes.observe(response_bytes as f64);
+        if let (Some((req, resp)), Some((sent, received))) = (&self.messages, messages) {
+            req.inc_by(sent);
+            resp.inc_by(received);
+        }
     }
 }
 
@@ -932,6 +947,8 @@ pub struct IstioMetrics {
     duration: HistogramFamily,
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
+    request_messages: Family<RequestLabels, Counter>,
+    response_messages: Family<RequestLabels, Counter>,
     series: RwLock<HashMap<RequestLabels, Arc<Series>, BuildFxHasher>>,
     tcp_opened: Family<RequestLabels, Counter>,
     tcp_closed: Family<RequestLabels, Counter>,
@@ -1046,6 +1063,18 @@ impl IstioMetrics {
             "Histogram of response body sizes in bytes",
             response_bytes.clone(),
         );
+        let request_messages = Family::<RequestLabels, Counter>::default();
+        let response_messages = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "request_messages",
+            "Counter of gRPC messages sent by clients",
+            request_messages.clone(),
+        );
+        registry.register(
+            "response_messages",
+            "Counter of gRPC messages sent by servers",
+            response_messages.clone(),
+        );
         let tcp_opened = Family::<RequestLabels, Counter>::default();
         let tcp_closed = Family::<RequestLabels, Counter>::default();
         let tcp_received = Family::<RequestLabels, Counter>::default();
@@ -1078,6 +1107,8 @@ impl IstioMetrics {
             duration,
             request_bytes,
             response_bytes,
+            request_messages,
+            response_messages,
             series: RwLock::new(HashMap::default()),
             tcp_opened,
             tcp_closed,
@@ -1178,12 +1209,14 @@ impl IstioMetrics {
         self.series.read().map(|s| s.len()).unwrap_or(0)
     }
 
+    /// Records one request; `messages` are a gRPC request's messages (client's, server's).
     pub(crate) fn record(
         &self,
         labels: &RequestLabels,
         duration_ms: f64,
         request_bytes: u64,
         response_bytes: u64,
+        messages: Option<(u64, u64)>,
     ) {
         let key = PtrKey::of(labels);
         // 1. this thread's recent series: no lock, no shared write but the observation's
@@ -1191,7 +1224,8 @@ impl IstioMetrics {
             let r = r.borrow();
             match r.iter().find(|e| e.owner == self.id && e.key == key) {
                 Some(e) => {
-                    e.series.observe(duration_ms, request_bytes, response_bytes);
+                    e.series
+                        .observe(duration_ms, request_bytes, response_bytes, messages);
                     true
                 }
                 None => false,
@@ -1214,6 +1248,12 @@ impl IstioMetrics {
                     duration: self.duration.get_or_create_owned(labels),
                     request_bytes: self.request_bytes.get_or_create_owned(labels),
                     response_bytes: self.response_bytes.get_or_create_owned(labels),
+                    messages: (labels.protocol == RequestProtocol::Grpc).then(|| {
+                        (
+                            self.request_messages.get_or_create_owned(labels),
+                            self.response_messages.get_or_create_owned(labels),
+                        )
+                    }),
                 });
                 if let Ok(mut map) = self.series.write() {
                     map.entry(labels.clone()).or_insert_with(|| Arc::clone(&s));
@@ -1222,7 +1262,7 @@ impl IstioMetrics {
             }
         };
         self.remember(key, &series, labels);
-        series.observe(duration_ms, request_bytes, response_bytes);
+        series.observe(duration_ms, request_bytes, response_bytes, messages);
     }
 
     /// Keeps `series` in this thread's recent series (replacing the oldest when full).
@@ -1439,25 +1479,25 @@ mod tests {
         let (a, b) = (IstioMetrics::new(), IstioMetrics::new());
         let l = labels();
         for _ in 0..3 {
-            a.record(&l, 1.0, 0, 0);
+            a.record(&l, 1.0, 0, 0, None);
         }
-        b.record(&l, 1.0, 0, 0);
+        b.record(&l, 1.0, 0, 0, None);
         assert_eq!(requests_200(&a), "3");
         assert_eq!(requests_200(&b), "1");
         // equal labels in other Arcs (a new connection's peer) land in the same series
         let mut other = labels();
         other.source = Arc::new((*l.source).clone());
-        a.record(&other, 1.0, 0, 0);
+        a.record(&other, 1.0, 0, 0, None);
         assert_eq!(a.series_count(), 1);
         assert_eq!(requests_200(&a), "4");
         // more distinct tuples than the thread remembers: still counted right
         for code in 300..340 {
             let mut x = labels();
             x.response_code = code;
-            a.record(&x, 1.0, 0, 0);
-            a.record(&x, 1.0, 0, 0);
+            a.record(&x, 1.0, 0, 0, None);
+            a.record(&x, 1.0, 0, 0, None);
         }
-        a.record(&l, 1.0, 0, 0);
+        a.record(&l, 1.0, 0, 0, None);
         assert_eq!(a.series_count(), 41);
         assert_eq!(requests_200(&a), "5");
     }
@@ -1466,11 +1506,11 @@ mod tests {
     fn renders_istio_names_and_labels() {
         let m = IstioMetrics::new();
         let mut l = labels();
-        m.record(&l, 12.0, 100, 2000);
-        m.record(&l, 3.0, 0, 10);
+        m.record(&l, 12.0, 100, 2000, None);
+        m.record(&l, 3.0, 0, 10, None);
         l.response_code = 503;
         l.flags = ResponseFlags::NO_HEALTHY_UPSTREAM;
-        m.record(&l, 1.0, 0, 19);
+        m.record(&l, 1.0, 0, 19, None);
         assert_eq!(m.series_count(), 2);
         let text = m.render();
         assert!(text.contains("# TYPE istio_requests counter"), "{text}");
@@ -1509,5 +1549,124 @@ mod tests {
             text.contains("le=\"3600000.0\"") || text.contains("le=\"3600000\""),
             "{text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod grpc_message_tests {
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http::HeaderMap;
+    use http_body::{Body, Frame};
+    use http_body_util::BodyExt;
+    use tower::{service_fn, Layer, ServiceExt};
+
+    use super::*;
+
+    /// A body of the given frames, with no size hint (as a stream).
+    struct Frames(VecDeque<Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// gRPC messages of these sizes, length-prefixed, cut into pieces of `piece` bytes so
+    /// prefixes straddle data frames.
+    fn grpc(sizes: &[usize], piece: usize, trailers: Option<HeaderMap>) -> Frames {
+        let mut all = Vec::new();
+        for &n in sizes {
+            all.push(0u8);
+            all.extend_from_slice(&(n as u32).to_be_bytes());
+            all.extend(std::iter::repeat_n(7u8, n));
+        }
+        let mut frames: VecDeque<Frame<Bytes>> = all
+            .chunks(piece)
+            .map(|c| Frame::data(Bytes::copy_from_slice(c)))
+            .collect();
+        if let Some(t) = trailers {
+            frames.push_back(Frame::trailers(t));
+        }
+        Frames(frames)
+    }
+
+    fn value(text: &str, family: &str) -> Option<String> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{family}{{")))
+            .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn grpc_messages_are_counted_both_ways_across_frame_boundaries() {
+        let metrics = Arc::new(IstioMetrics::new());
+        let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(
+            service_fn(|req: http::Request<RequestBody<Frames>>| async move {
+                // the server reads the client's stream, then answers two messages
+                req.into_body().collect().await.unwrap();
+                let mut t = HeaderMap::new();
+                t.insert("grpc-status", "0".parse().unwrap());
+                Ok::<_, Infallible>(http::Response::new(grpc(&[0, 300], 7, Some(t))))
+            }),
+        );
+        let req = http::Request::post("/echo.Echo/Stream")
+            .header("content-type", "application/grpc")
+            .body(grpc(&[3, 0, 1000, 2], 3, None))
+            .unwrap();
+        let resp = svc.oneshot(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        let text = metrics.render();
+        assert_eq!(
+            value(&text, "istio_request_messages_total").as_deref(),
+            Some("4"),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "istio_response_messages_total").as_deref(),
+            Some("2"),
+            "{text}"
+        );
+        assert!(text.contains("request_protocol=\"grpc\""), "{text}");
+
+        // plain HTTP has no message counts
+        let metrics = Arc::new(IstioMetrics::new());
+        let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(
+            service_fn(|_req: http::Request<RequestBody<Frames>>| async move {
+                Ok::<_, Infallible>(http::Response::new(grpc(&[5], 2, None)))
+            }),
+        );
+        let resp = svc
+            .oneshot(http::Request::post("/").body(grpc(&[5], 2, None)).unwrap())
+            .await
+            .unwrap();
+        resp.into_body().collect().await.unwrap();
+        let text = metrics.render();
+        assert!(value(&text, "istio_requests_total").is_some());
+        assert!(!text.contains("istio_request_messages_total{"), "{text}");
+    }
+
+    #[test]
+    fn frames_are_counted_by_their_prefixes() {
+        let mut f = crate::observe::GrpcFrames::default();
+        // a message of 1 byte, then an empty (compressed-flag) one
+        f.feed(&[0, 0, 0, 0, 1, 9, 1, 0, 0, 0, 0]);
+        assert_eq!(f.count, 2);
+        // a prefix announcing a long message: what follows is its body, not prefixes
+        f.feed(&[0, 0, 1, 0, 0, 0, 0, 0, 0, 5]);
+        assert_eq!(f.count, 3);
+        let mut byte_by_byte = crate::observe::GrpcFrames::default();
+        for b in [0u8, 0, 0, 0, 2, 1, 1, 0, 0, 0, 0, 0] {
+            byte_by_byte.feed(&[b]);
+        }
+        assert_eq!(byte_by_byte.count, 2);
     }
 }

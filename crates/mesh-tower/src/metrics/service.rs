@@ -222,13 +222,16 @@ pub(crate) fn start<ReqB: http_body::Body>(
     };
     let head = req.method() == http::Method::HEAD;
     let (parts, body) = req.into_parts();
-    let (body, request_size) = CountingBody::new(body);
+    let (mut body, request_size) = CountingBody::new(body);
+    // gRPC: istio_request_messages_total / istio_response_messages_total
+    let request_messages = (protocol == RequestProtocol::Grpc).then(|| body.count_grpc_messages());
     let pending = Pending {
         config: Arc::clone(config),
         start,
         protocol,
         context,
         request_size,
+        request_messages,
         host,
         head,
         done: false,

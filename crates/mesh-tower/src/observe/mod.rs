@@ -123,6 +123,62 @@ pub trait BodyObserver {
     /// # }
     /// ```
     fn on_data(&mut self, n: u64);
+
+    /// Whether [`on_bytes`](Self::on_bytes) wants the data itself (by default not: only
+    /// sizes are observed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use mesh_tower::observe::BodyObserver;
+    ///
+    /// struct Sizes;
+    /// impl BodyObserver for Sizes {
+    ///     fn on_data(&mut self, _: u64) {}
+    ///     fn on_trailers(&mut self, _: &HeaderMap) {}
+    /// }
+    /// assert!(!Sizes.wants_bytes());
+    /// ```
+    fn wants_bytes(&self) -> bool {
+        false
+    }
+
+    /// A contiguous piece of a data frame went through (in order; a frame may come in
+    /// several pieces), when [`wants_bytes`](Self::wants_bytes) says so.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use bytes::Bytes;
+    /// use http::HeaderMap;
+    /// use http_body_util::{BodyExt, Full};
+    /// use mesh_tower::observe::{BodyObserver, ObservedBody};
+    ///
+    /// /// Keeps a copy of what went through.
+    /// struct Tee(Arc<Mutex<Vec<u8>>>);
+    /// impl BodyObserver for Tee {
+    ///     fn on_data(&mut self, _: u64) {}
+    ///     fn on_trailers(&mut self, _: &HeaderMap) {}
+    ///     fn wants_bytes(&self) -> bool {
+    ///         true
+    ///     }
+    ///     fn on_bytes(&mut self, chunk: &[u8]) {
+    ///         self.0.lock().unwrap().extend_from_slice(chunk);
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let body = ObservedBody::new(Full::new(Bytes::from("hello")), Some(Tee(seen.clone())));
+    /// body.collect().await.unwrap();
+    /// assert_eq!(*seen.lock().unwrap(), b"hello");
+    /// # }
+    /// ```
+    fn on_bytes(&mut self, _chunk: &[u8]) {}
+
     /// Trailers went through.
     ///
     /// # Examples
@@ -323,6 +379,9 @@ where
                 if let Some(obs) = this.observer.as_mut() {
                     if let Some(data) = frame.data_ref() {
                         obs.on_data(data.remaining() as u64);
+                        if obs.wants_bytes() {
+                            for_each_chunk(data, |c| obs.on_bytes(c));
+                        }
                     } else if let Some(trailers) = frame.trailers_ref() {
                         obs.on_trailers(trailers);
                     }
@@ -425,6 +484,75 @@ pin_project! {
         #[pin]
         inner: B,
         counter: Option<Arc<AtomicU64>>,
+        // the gRPC messages of a gRPC request body, when counted
+        messages: Option<Box<GrpcMessages>>,
+    }
+}
+
+/// The gRPC messages of a body: its length-prefixed frames (a flag byte, a 4-byte
+/// big-endian length, the message), counted as each frame's prefix goes through, across
+/// data frames of any size (Envoy's `Grpc::FrameInspector`, which the gRPC stats Istio
+/// reports read).
+#[derive(Debug, Default)]
+pub(crate) struct GrpcFrames {
+    /// Messages whose prefix went through.
+    pub(crate) count: u64,
+    /// Bytes of the current message still to come.
+    need: u64,
+    /// The prefix read so far.
+    prefix: [u8; 5],
+    prefix_len: u8,
+}
+
+impl GrpcFrames {
+    pub(crate) fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.need > 0 {
+                let n = data
+                    .len()
+                    .min(usize::try_from(self.need).unwrap_or(usize::MAX));
+                self.need -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let at = usize::from(self.prefix_len);
+            let n = (5 - at).min(data.len());
+            self.prefix[at..at + n].copy_from_slice(&data[..n]);
+            self.prefix_len += n as u8;
+            data = &data[n..];
+            if self.prefix_len == 5 {
+                self.count += 1;
+                let len = [
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ];
+                self.need = u64::from(u32::from_be_bytes(len));
+                self.prefix_len = 0;
+            }
+        }
+    }
+}
+
+/// A request body's gRPC message count, shared with whoever reports it.
+#[derive(Debug)]
+struct GrpcMessages {
+    frames: GrpcFrames,
+    total: Arc<AtomicU64>,
+}
+
+/// Calls `f` with each contiguous piece of `data`, in order, without consuming it.
+pub(crate) fn for_each_chunk<D: Buf>(data: &D, mut f: impl FnMut(&[u8])) {
+    let chunk = data.chunk();
+    if chunk.len() == data.remaining() {
+        f(chunk);
+        return;
+    }
+    let mut slices = [std::io::IoSlice::new(&[]); 32];
+    let n = data.chunks_vectored(&mut slices);
+    for s in &slices[..n] {
+        f(s);
     }
 }
 
@@ -457,6 +585,7 @@ impl<B: Body> CountingBody<B> {
                 CountingBody {
                     inner,
                     counter: None,
+                    messages: None,
                 },
                 BodySize::Exact(n),
             ),
@@ -466,6 +595,7 @@ impl<B: Body> CountingBody<B> {
                     CountingBody {
                         inner,
                         counter: Some(Arc::clone(&c)),
+                        messages: None,
                     },
                     BodySize::Counted(c),
                 )
@@ -492,7 +622,18 @@ impl<B: Body> CountingBody<B> {
         CountingBody {
             inner,
             counter: None,
+            messages: None,
         }
+    }
+
+    /// Counts the gRPC messages read from now on; the count is shared with the caller.
+    pub(crate) fn count_grpc_messages(&mut self) -> Arc<AtomicU64> {
+        let total = Arc::new(AtomicU64::new(0));
+        self.messages = Some(Box::new(GrpcMessages {
+            frames: GrpcFrames::default(),
+            total: Arc::clone(&total),
+        }));
+        total
     }
 
     /// The wrapped body.
@@ -523,9 +664,15 @@ impl<B: Body> Body for CountingBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let res = ready!(this.inner.poll_frame(cx));
-        if let (Some(Ok(frame)), Some(c)) = (&res, this.counter.as_ref()) {
+        if let Some(Ok(frame)) = &res {
             if let Some(data) = frame.data_ref() {
-                c.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                if let Some(c) = this.counter.as_ref() {
+                    c.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                }
+                if let Some(m) = this.messages.as_deref_mut() {
+                    for_each_chunk(data, |c| m.frames.feed(c));
+                    m.total.store(m.frames.count, Ordering::Relaxed);
+                }
             }
         }
         Poll::Ready(res)
