@@ -1042,3 +1042,52 @@ spec:
         Some("foo/tcp-echo-http")
     );
 }
+
+/// When several VirtualServices have a matching `tcp` route, the first in istiod's
+/// `SelectVirtualServices` order wins: private to the client's namespace, then exported
+/// to it by name, then public, each oldest first (not the client's namespace first).
+#[test]
+fn tcp_routes_follow_istiods_virtual_service_order() {
+    let base = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: bar}
+spec:
+  hosts: [db.internal]
+  addresses: [240.0.0.7]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  location: MESH_INTERNAL
+  endpoints: [{address: 10.9.0.1, labels: {version: v1}}, {address: 10.9.0.2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: old, namespace: bar, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  hosts: [db.internal]
+  tcp: [{route: [{destination: {host: db.internal, subset: v1}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: new, namespace: foo, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  hosts: [db.internal]
+  tcp: [{route: [{destination: {host: db.internal, subset: v2}}]}]
+"#;
+    let attrs = L4Attrs {
+        destination_ip: Some("240.0.0.7".parse().unwrap()),
+        ..L4Attrs::new("foo", 5432)
+    };
+    // both public: the older one, although the other is in the client's namespace
+    let snap = snapshot_of(&[], base);
+    let d = snap.route_tcp(&attrs);
+    assert_eq!(d.virtual_service.map(|v| &*v.name), Some("bar/old"));
+    // private to the client's namespace: first
+    let private = base.replace(
+        "  hosts: [db.internal]\n  tcp: [{route: [{destination: {host: db.internal, subset: v2}}]}]",
+        "  hosts: [db.internal]\n  exportTo: [.]\n  tcp: [{route: [{destination: {host: db.internal, subset: v2}}]}]",
+    );
+    let snap = snapshot_of(&[], &private);
+    let d = snap.route_tcp(&attrs);
+    assert_eq!(d.virtual_service.map(|v| &*v.name), Some("foo/new"));
+}

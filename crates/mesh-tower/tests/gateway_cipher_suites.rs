@@ -27,12 +27,19 @@ spec:
       mode: SIMPLE
       credentialName: shop-cred
       cipherSuites: ["[ECDHE-ECDSA-AES256-GCM-SHA384|ECDHE-ECDSA-CHACHA20-POLY1305]", ECDHE-RSA-AES256-GCM-SHA384, AES256-SHA]
+  - port: {number: 443, name: https-legacy, protocol: HTTPS}
+    hosts: [legacy.example.com]
+    tls:
+      mode: SIMPLE
+      credentialName: shop-cred
+      maxProtocolVersion: TLSV1_2
+      cipherSuites: [NOT-A-CIPHER]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: shop, namespace: istio-system}
 spec:
-  hosts: [shop.example.com]
+  hosts: [shop.example.com, legacy.example.com]
   gateways: [gw]
   http: [{directResponse: {status: 200}}]
 "#;
@@ -42,6 +49,7 @@ spec:
 async fn negotiate(
     gw: SocketAddr,
     ca: &MeshCa,
+    host: &'static str,
     versions: &[&'static rustls::SupportedProtocolVersion],
     suites: &[rustls::CipherSuite],
 ) -> Option<rustls::CipherSuite> {
@@ -60,10 +68,7 @@ async fn negotiate(
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(gw).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(
-            rustls::pki_types::ServerName::try_from("shop.example.com").unwrap(),
-            tcp,
-        )
+        .connect(rustls::pki_types::ServerName::try_from(host).unwrap(), tcp)
         .await
         .ok()?;
     tls.get_ref().1.negotiated_cipher_suite().map(|s| s.suite())
@@ -75,7 +80,11 @@ async fn cipher_suites_limit_tls12_only() {
     let id = Identity::new("cluster.local", "istio-system", "istio-ingressgateway").unwrap();
     // an ECDSA P-256 certificate: the ECDHE-ECDSA suites
     let cert = ca
-        .issue(&id, Duration::from_secs(3600), &["shop.example.com"])
+        .issue(
+            &id,
+            Duration::from_secs(3600),
+            &["shop.example.com", "legacy.example.com"],
+        )
         .unwrap();
     let mut secrets = Secrets::default();
     secrets.0.insert(
@@ -102,6 +111,7 @@ async fn cipher_suites_limit_tls12_only() {
         negotiate(
             addr,
             &ca,
+            "shop.example.com",
             &tls12,
             &[C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]
         )
@@ -112,6 +122,7 @@ async fn cipher_suites_limit_tls12_only() {
         negotiate(
             addr,
             &ca,
+            "shop.example.com",
             &tls12,
             &[C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256]
         )
@@ -123,17 +134,31 @@ async fn cipher_suites_limit_tls12_only() {
         negotiate(
             addr,
             &ca,
+            "shop.example.com",
             &tls12,
             &[C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]
         )
         .await,
         None
     );
+    // a list of names Envoy does not know is dropped, as istiod drops them: the defaults
+    assert_eq!(
+        negotiate(
+            addr,
+            &ca,
+            "legacy.example.com",
+            &tls12,
+            &[C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]
+        )
+        .await,
+        Some(C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)
+    );
     // TLS 1.3 keeps its own suites
     assert_eq!(
         negotiate(
             addr,
             &ca,
+            "shop.example.com",
             &[&rustls::version::TLS13],
             &[C::TLS13_AES_128_GCM_SHA256]
         )

@@ -2598,11 +2598,12 @@ impl RouteTable {
         sidecar: Option<&SidecarScope>,
     ) -> Vec<&'a CompiledVs> {
         match a.gateway {
-            // Every VirtualService whose hosts match the service, in config order (istiod's
+            // Every VirtualService whose hosts match the service (istiod's
             // `getConfigsForHost` for a sidecar's TCP/TLS filter chains: unlike HTTP, where
             // one VirtualService claims a host, a wildcard one's `tcp` routes still apply
-            // when a more specific one has none), the client's namespace first as its
-            // Sidecar scope lists them.
+            // when a more specific one has none), in the order istiod's
+            // `SelectVirtualServices` lists them: those private to the client's namespace,
+            // then those exported to it by name, then public ones, each in config order.
             None => {
                 let mut all: Vec<u32> = Vec::new();
                 for list in self.mesh.all_matching(host) {
@@ -2621,12 +2622,21 @@ impl RouteTable {
                         }
                     }
                 }
-                all.sort_unstable_by_key(|&i| {
-                    (
-                        *self.vss[i as usize].info.namespace != *a.client_namespace,
-                        i,
-                    )
-                });
+                let group = |i: u32| {
+                    let info = &self.vss[i as usize].info;
+                    match &info.export_to {
+                        crate::names::ExportTo::Namespaces(ns)
+                            if ns.len() == 1
+                                && *ns[0] == *info.namespace
+                                && *info.namespace == *a.client_namespace =>
+                        {
+                            0
+                        }
+                        crate::names::ExportTo::Namespaces(_) => 1,
+                        _ => 2,
+                    }
+                };
+                all.sort_unstable_by_key(|&i| (group(i), i));
                 all.dedup();
                 all.into_iter().map(|i| &self.vss[i as usize]).collect()
             }

@@ -31,6 +31,23 @@ const CIPHERS: &[&str] = &[
     "DES-CBC3-SHA",
 ];
 
+/// Whether `name` is a cipher suite Envoy (BoringSSL) accepts by name, as istiod's
+/// `IsValidCipherSuite` checks it (an `[A|B]` equal-preference group is kept as is):
+/// istiod drops the others from a server's `cipherSuites` with a warning.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::validate::is_envoy_cipher_suite;
+///
+/// assert!(is_envoy_cipher_suite("ECDHE-ECDSA-AES256-GCM-SHA384"));
+/// assert!(is_envoy_cipher_suite("[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]"));
+/// assert!(!is_envoy_cipher_suite("TLS_AES_128_GCM_SHA256")); // TLS 1.3 suites are not configurable
+/// ```
+pub fn is_envoy_cipher_suite(name: &str) -> bool {
+    name.starts_with('[') || CIPHERS.contains(&name)
+}
+
 pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
     if gw.servers.is_empty() {
         cx.error("spec.servers", "gateway must have at least one server");

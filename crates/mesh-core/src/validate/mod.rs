@@ -49,6 +49,7 @@ use crate::model::{ConfigObject, Kind, Spec};
 mod common;
 mod destination_rule;
 mod gateway;
+pub use gateway::is_envoy_cipher_suite;
 mod security;
 mod service_entry;
 mod sidecar;

@@ -1364,6 +1364,11 @@ fn select<'a>(
             (true, Some(sni)) => parse_sni_dnat(sni).map(|(_, _, h)| h),
             _ => host,
         };
+        if auto && host.is_none() {
+            // its chains match `outbound_...` names only: any other SNI (or none) is
+            // another server's, even with `hosts: ['*']`
+            continue;
+        }
         let score = s
             .server
             .hosts
@@ -2119,6 +2124,34 @@ spec:
         );
         // a plain SNI is the PASSTHROUGH server's
         assert_eq!(pick(Some("httpbin.foo.svc.cluster.local")), Some(0));
+
+        // an AUTO_PASSTHROUGH server with `*` hosts takes only `outbound_` names
+        let mesh = Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 443, name: tls-auto, protocol: TLS}
+    hosts: ['*']
+    tls: {mode: AUTO_PASSTHROUGH}
+  - port: {number: 443, name: https-shop, protocol: HTTPS}
+    hosts: [shop.example.com]
+    tls: {mode: SIMPLE, credentialName: shop}
+",
+        )
+        .unwrap();
+        let snap = mesh.snapshot();
+        let all = snap.gateway_servers(&labels);
+        let pick = |h: Option<&str>| select(all.iter().copied(), h).map(|s| s.index);
+        assert_eq!(pick(Some("shop.example.com")), Some(1));
+        assert_eq!(pick(None), None);
+        assert_eq!(
+            pick(Some("outbound_.80_._.web.foo.svc.cluster.local")),
+            Some(0)
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ impl Pins {
         let Ok((_, cert)) = X509Certificate::from_der(der) else {
             return false;
         };
-        if !self.sans.is_empty() && !sans(&cert).iter().any(|s| self.sans.contains(s)) {
+        if !self.sans.is_empty() && !sans_match(&self.sans, &cert) {
             return false;
         }
         if self.spki.is_empty() && self.hashes.is_empty() {
@@ -77,29 +77,41 @@ impl Pins {
     }
 }
 
-/// The certificate's SANs as Envoy matches them: DNS names, URIs, email addresses and IP
-/// addresses (as text).
-fn sans(cert: &X509Certificate<'_>) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Ok(Some(san)) = cert.subject_alternative_name() {
-        for name in &san.value.general_names {
-            match name {
-                GeneralName::DNSName(s) | GeneralName::URI(s) | GeneralName::RFC822Name(s) => {
-                    out.push((*s).to_owned())
-                }
-                GeneralName::IPAddress(b) => {
-                    let ip = match b.len() {
-                        4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                        16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                        _ => None,
-                    };
-                    out.extend(ip.map(|ip| ip.to_string()));
-                }
-                _ => {}
-            }
+/// Whether one of the certificate's SANs matches one of `wanted`, as Envoy matches an
+/// exact `subjectAltNames` entry against each SAN type: a DNS name case-insensitively, a
+/// wildcard certificate name (`*.example.com`) covering one label; URIs, email addresses
+/// and IP addresses (as text) exactly.
+fn sans_match(wanted: &[String], cert: &X509Certificate<'_>) -> bool {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|name| match name {
+        GeneralName::DNSName(dns) => wanted.iter().any(|w| dns_name_match(w, dns)),
+        GeneralName::URI(s) | GeneralName::RFC822Name(s) => wanted.iter().any(|w| w == s),
+        GeneralName::IPAddress(b) => {
+            let ip = match b.len() {
+                4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                _ => None,
+            };
+            ip.is_some_and(|ip| wanted.iter().any(|w| *w == ip.to_string()))
         }
+        _ => false,
+    })
+}
+
+/// Envoy's `dnsNameMatch(dns_name, pattern)`: `pattern` (the certificate's name) equal to
+/// `dns_name` ignoring case, or `*.suffix` where `dns_name` is one label before `.suffix`.
+fn dns_name_match(dns_name: &str, pattern: &str) -> bool {
+    if dns_name.eq_ignore_ascii_case(pattern) {
+        return true;
     }
-    out
+    match (pattern.strip_prefix('*'), dns_name.find('.')) {
+        (Some(suffix), Some(dot)) if suffix.starts_with('.') && dot > 0 => {
+            dns_name[dot..].eq_ignore_ascii_case(suffix)
+        }
+        _ => false,
+    }
 }
 
 /// Standard base64 (padding optional).
@@ -202,6 +214,18 @@ impl ClientCertVerifier for PinnedVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_names_as_envoy_matches_them() {
+        assert!(dns_name_match("a.c.example.com", "A.C.Example.com"));
+        assert!(dns_name_match("a.c.example.com", "*.c.example.com"));
+        assert!(
+            !dns_name_match("x.a.c.example.com", "*.c.example.com"),
+            "one label"
+        );
+        assert!(!dns_name_match("c.example.com", "*.c.example.com"));
+        assert!(!dns_name_match("a.c.example.com", "*.example.com"));
+    }
 
     #[test]
     fn encodings() {

@@ -19,6 +19,12 @@ pub(crate) fn check_supported(tls: &ServerTlsSettings) -> Result<(), String> {
     let mut unsupported = Vec::new();
     // client certificate checks: applied on MUTUAL and OPTIONAL_MUTUAL servers (SIMPLE and
     // PASSTHROUGH see no client certificate); ISTIO_MUTUAL checks the mesh identity
+    if tls.mode == ServerTlsMode::Simple && !tls.subject_alt_names.is_empty() {
+        // istiod makes them a validation context without a trusted CA, which Envoy
+        // refuses: "SAN-based verification of peer certificates without trusted CA is
+        // insecure and not allowed"
+        unsupported.push("subjectAltNames on a SIMPLE server (no client CA to verify against)");
+    }
     if tls.mode == ServerTlsMode::IstioMutual
         && (!tls.verify_certificate_spki.is_empty() || !tls.verify_certificate_hash.is_empty())
     {
@@ -90,38 +96,51 @@ const TLS12_SUITES: [(&str, rustls::CipherSuite); 6] = [
     ),
 ];
 
-/// `provider` offering, for TLS 1.2, only the `cipherSuites` named (Envoy's
-/// `tls_params.cipher_suites`, which do not apply to TLS 1.3: its suites stay). Names
-/// that are not cipher suites are ignored, as istiod drops them with a warning; suites
-/// rustls does not implement (CBC, non-ECDHE key exchange) cannot be offered and are
-/// skipped with a warning. A list leaving no TLS 1.2 suite keeps TLS 1.3 only.
+/// `provider` offering, for TLS 1.2, only the `cipherSuites` named, in their order
+/// (Envoy's `tls_params.cipher_suites`, which do not apply to TLS 1.3: its suites stay).
+/// Names Envoy does not know are dropped first, as istiod drops them with a warning; when
+/// none is left, the defaults stay. Known suites rustls does not implement (CBC, non-ECDHE
+/// key exchange) cannot be offered and are skipped with a warning. The second value says
+/// whether the server's order should win (a list was applied).
 fn with_cipher_suites(
     provider: Arc<rustls::crypto::CryptoProvider>,
     names: &[String],
-) -> Result<Arc<rustls::crypto::CryptoProvider>, String> {
-    if names.is_empty() {
-        return Ok(provider);
+) -> (Arc<rustls::crypto::CryptoProvider>, bool) {
+    let valid: Vec<&str> = names
+        .iter()
+        .map(|n| n.trim())
+        .filter(|n| mesh_core::validate::is_envoy_cipher_suite(n))
+        .collect();
+    if valid.is_empty() {
+        return (provider, false);
     }
-    let wanted: Vec<&str> = names
+    let wanted = valid
         .iter()
         .flat_map(|n| n.trim_matches(|c| c == '[' || c == ']').split('|'))
-        .map(str::trim)
-        .collect();
-    let mut allowed = Vec::new();
-    for name in &wanted {
-        match TLS12_SUITES.iter().find(|(n, _)| n == name) {
-            Some((_, suite)) => allowed.push(*suite),
+        .map(str::trim);
+    let mut tls12 = Vec::new();
+    for name in wanted {
+        match TLS12_SUITES.iter().find(|(n, _)| *n == name) {
+            Some((_, suite)) => {
+                if let Some(s) = provider.cipher_suites.iter().find(|s| s.suite() == *suite) {
+                    if !tls12
+                        .iter()
+                        .any(|x: &rustls::SupportedCipherSuite| x.suite() == *suite)
+                    {
+                        tls12.push(*s);
+                    }
+                }
+            }
             None => {
                 tracing::warn!(cipher = name, "cipherSuites: not offered (rustls implements only ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2)");
             }
         }
     }
     let mut p = (*provider).clone();
-    p.cipher_suites.retain(|s| match s {
-        rustls::SupportedCipherSuite::Tls13(_) => true,
-        rustls::SupportedCipherSuite::Tls12(_) => allowed.contains(&s.suite()),
-    });
-    Ok(Arc::new(p))
+    p.cipher_suites
+        .retain(|s| matches!(s, rustls::SupportedCipherSuite::Tls13(_)));
+    p.cipher_suites.extend(tls12);
+    (Arc::new(p), true)
 }
 
 fn versions(
@@ -192,7 +211,7 @@ pub(crate) fn build_config(
         .map(|leaf| super::xfcc::uri_sans(leaf.as_ref()))
         .unwrap_or_default()
         .into();
-    let provider = with_cipher_suites(mesh_tls::provider(), &tls.cipher_suites)?;
+    let (provider, server_order) = with_cipher_suites(mesh_tls::provider(), &tls.cipher_suites);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(tls)?)
         .map_err(|e| e.to_string())?;
@@ -245,6 +264,8 @@ pub(crate) fn build_config(
     if http {
         cfg.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
     }
+    // a configured cipher list is the server's preference, as BoringSSL applies it
+    cfg.ignore_client_order = server_order;
     Ok(Terminating {
         config: Arc::new(cfg),
         by,
@@ -265,11 +286,17 @@ fn istio_mutual(
         "TLS mode ISTIO_MUTUAL needs the gateway's mesh identity \
          (GatewayBuilder::workload_credentials)",
     )?;
+    // exact identities: istiod gives these matchers no trust-domain aliases, so only the
+    // trust domains the SANs name are accepted
     let policy = (!sans.is_empty()).then(|| {
-        workload.peer_policy().allow_only(
-            sans.iter()
-                .filter_map(|s| mesh_tls::Identity::parse(s).ok()),
-        )
+        let ids: Vec<mesh_tls::Identity> = sans
+            .iter()
+            .filter_map(|s| mesh_tls::Identity::parse(s).ok())
+            .collect();
+        let mut tds: Vec<String> = ids.iter().map(|i| i.trust_domain().to_owned()).collect();
+        tds.sort();
+        tds.dedup();
+        mesh_tls::PeerPolicy::trust_domains(tds).allow_only(ids)
     });
     let shared = workload.server_config(policy).map_err(|e| e.to_string())?;
     let mut cfg = (*shared).clone();
@@ -373,6 +400,14 @@ mod tests {
             (base.clone(), None),
             (
                 ServerTlsSettings {
+                    subject_alt_names: vec!["x".into()],
+                    ..base.clone()
+                },
+                Some("subjectAltNames on a SIMPLE server"),
+            ),
+            (
+                ServerTlsSettings {
+                    mode: ServerTlsMode::Mutual,
                     subject_alt_names: vec!["x".into()],
                     ..base.clone()
                 },
