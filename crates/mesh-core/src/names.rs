@@ -772,16 +772,24 @@ pub fn split_authority(authority: &str) -> (&str, Option<u16>) {
         }
         return (authority, None);
     }
-    match authority.rfind(':') {
-        Some(i)
-            if authority[..i].find(':').is_none()
-                && !authority[i + 1..].is_empty()
-                && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            (&authority[..i], authority[i + 1..].parse().ok())
+    // one pass from the end over the port's digits (this runs for every request)
+    let b = authority.as_bytes();
+    let mut i = b.len();
+    let mut port: u32 = 0;
+    let mut scale: u32 = 1;
+    while i > 0 && b[i - 1].is_ascii_digit() {
+        i -= 1;
+        if scale <= 100_000 {
+            port += u32::from(b[i] - b'0') * scale;
+            scale *= 10;
+        } else if b[i] != b'0' {
+            port = u32::MAX; // more significant digits than a port has
         }
-        _ => (authority, None),
     }
+    if i == b.len() || i == 0 || b[i - 1] != b':' || b[..i - 1].contains(&b':') {
+        return (authority, None);
+    }
+    (&authority[..i - 1], u16::try_from(port).ok())
 }
 
 /// A small stack buffer for building host names without allocating on the request path.
@@ -967,6 +975,44 @@ mod tests {
         ];
         for (a, want) in table {
             assert_eq!(split_authority(a), want, "{a}");
+        }
+    }
+
+    #[test]
+    fn split_authority_matches_the_plain_parse() {
+        // the former implementation, as the oracle
+        fn plain(authority: &str) -> (&str, Option<u16>) {
+            match authority.rfind(':') {
+                Some(i)
+                    if authority[..i].find(':').is_none()
+                        && !authority[i + 1..].is_empty()
+                        && authority[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+                {
+                    (&authority[..i], authority[i + 1..].parse().ok())
+                }
+                _ => (authority, None),
+            }
+        }
+        for a in [
+            "reviews:9080",
+            "reviews",
+            "reviews:",
+            ":80",
+            "a:b:80",
+            "host:0080",
+            "host:65535",
+            "host:65536",
+            "host:99999999",
+            "host:0000000000080",
+            "host:8a0",
+            "h:0",
+            "",
+            "10.0.0.1:443",
+            "a.b.c",
+            "host:1x",
+            "x:12345678901234567890",
+        ] {
+            assert_eq!(split_authority(a), plain(a), "{a:?}");
         }
     }
 
