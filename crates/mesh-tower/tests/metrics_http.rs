@@ -288,11 +288,18 @@ async fn inbound_metrics_scraped_and_parsed() {
         "istio_request_messages_total",
         "istio_response_messages_total",
     ] {
-        let grpc = find(&samples, family, &[("request_protocol", "grpc")]);
+        // only the gRPC call has them, with the peers' labels and not the request's own,
+        // as istio_stats reports them
+        let grpc = find(&samples, family, &[("reporter", "destination")]);
         assert_eq!(grpc.len(), 1, "{family} in {text}");
         assert_eq!(grpc[0].value, 1.0, "{family}");
-        assert_eq!(grpc[0].labels["grpc_response_status"], "5");
-        assert!(find(&samples, family, &[("request_protocol", "http")]).is_empty());
+        for absent in ["request_protocol", "response_code", "grpc_response_status"] {
+            assert!(!grpc[0].labels.contains_key(absent), "{family}: {absent}");
+        }
+        assert_eq!(
+            grpc[0].labels["source_principal"],
+            "spiffe://cluster.local/ns/foo/sa/sleep"
+        );
     }
 
     let ok = find(

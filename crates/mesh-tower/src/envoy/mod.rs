@@ -1209,7 +1209,9 @@ pub fn grpc_status_from_name(name: &str) -> Option<u32> {
     mesh_core::route::actions::grpc_code(name).map(u32::from)
 }
 
-/// True for gRPC requests: `content-type` `application/grpc` or `application/grpc+...`.
+/// True for gRPC requests: `content-type` exactly `application/grpc` or
+/// `application/grpc+...`, as Envoy's `Grpc::Common::hasGrpcContentType` (case-sensitive,
+/// no parameters: `application/grpc-web` and `application/grpc; charset=utf-8` are not).
 ///
 /// # Examples
 ///
@@ -1225,20 +1227,17 @@ pub fn grpc_status_from_name(name: &str) -> Option<u32> {
 /// assert!(is_grpc(&with("application/grpc")));
 /// assert!(is_grpc(&with("application/grpc+proto")));
 /// assert!(!is_grpc(&with("application/grpc-web")));
+/// assert!(!is_grpc(&with("application/grpc; charset=utf-8")));
+/// assert!(!is_grpc(&with("Application/gRPC")));
 /// assert!(!is_grpc(&with("application/json")));
 /// assert!(!is_grpc(&HeaderMap::new()));
 /// ```
 pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            let ct = ct.split(';').next().unwrap_or("").trim();
-            ct.eq_ignore_ascii_case("application/grpc")
-                || ct
-                    .get(..17)
-                    .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc+"))
-        })
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        let ct = v.as_bytes();
+        ct.strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'+')
+    })
 }
 
 /// gRPC's `grpc-message` encoding: bytes outside printable ASCII and `%` become `%XX`.
@@ -1534,8 +1533,9 @@ mod tests {
         let cases = [
             ("application/grpc", true),
             ("application/grpc+proto", true),
-            ("Application/GRPC", true),
-            ("application/grpc; charset=utf-8", true),
+            // Envoy's hasGrpcContentType: case-sensitive, no parameters
+            ("Application/GRPC", false),
+            ("application/grpc; charset=utf-8", false),
             ("application/grpc-web", false),
             ("application/json", false),
         ];

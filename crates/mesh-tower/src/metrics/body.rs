@@ -120,6 +120,8 @@ pub struct Recorder {
     /// A gRPC request's messages: the client's (counted by the request body), the
     /// server's (counted here).
     messages: Option<(Arc<AtomicU64>, GrpcFrames)>,
+    /// Bytes of the last data frame not yet seen by `on_bytes`.
+    unseen: u64,
     /// The response body reached its end (or failed); dropped before, it was cut short.
     ended: bool,
 }
@@ -139,7 +141,17 @@ impl Recorder {
             request_size,
             response_bytes: 0,
             messages: request_messages.map(|r| (r, GrpcFrames::default())),
+            unseen: 0,
             ended: false,
+        }
+    }
+}
+
+impl Recorder {
+    /// The response is not gRPC: its body's messages are not counted.
+    pub(crate) fn stop_counting_response_messages(&mut self) {
+        if let Some((_, frames)) = &mut self.messages {
+            frames.broken = true;
         }
     }
 }
@@ -147,15 +159,21 @@ impl Recorder {
 impl BodyObserver for Recorder {
     fn on_data(&mut self, n: u64) {
         self.response_bytes += n;
+        if let Some((_, frames)) = &mut self.messages {
+            // the previous frame's bytes did not all come through on_bytes: boundaries lost
+            frames.broken |= self.unseen != 0;
+            self.unseen = n;
+        }
     }
 
     fn wants_bytes(&self) -> bool {
-        self.messages.is_some()
+        self.messages.as_ref().is_some_and(|(_, f)| !f.broken)
     }
 
     fn on_bytes(&mut self, chunk: &[u8]) {
         if let Some((_, frames)) = &mut self.messages {
             frames.feed(chunk);
+            self.unseen = self.unseen.saturating_sub(chunk.len() as u64);
         }
     }
 

@@ -121,6 +121,11 @@ impl Pending {
         if complete {
             recorder.on_end();
         }
+        if !(status == 200 && crate::envoy::is_grpc(&parts.headers)) {
+            // Envoy's gRPC stats count a response's messages only when it is one
+            // (`isGrpcResponseHeaders`: 200 with a gRPC content type)
+            recorder.stop_counting_response_messages();
+        }
         recorder
     }
 

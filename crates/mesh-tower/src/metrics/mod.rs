@@ -675,6 +675,43 @@ impl EncodeLabelSet for RequestLabels {
     /// own values as they are (node metadata, possibly empty), the peer's with `unknown`
     /// for what is not known (its canonical revision: `latest`).
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        self.encode_labels(encoder, true)
+    }
+}
+
+/// The labels of `istio_request_messages_total` and `istio_response_messages_total`: a
+/// request's without `request_protocol`, `response_code`, `grpc_response_status`,
+/// `response_flags` and `connection_security_policy`, which istio_stats adds to the
+/// request metrics only (`reportHelper(true)` runs before it adds them).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct MessageLabels(RequestLabels);
+
+impl MessageLabels {
+    pub(crate) fn of(labels: &RequestLabels) -> Self {
+        MessageLabels(RequestLabels {
+            response_code: 0,
+            grpc_status: None,
+            flags: ResponseFlags::NONE,
+            security: None,
+            ..labels.clone()
+        })
+    }
+}
+
+impl EncodeLabelSet for MessageLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), fmt::Error> {
+        self.0.encode_labels(encoder, false)
+    }
+}
+
+impl RequestLabels {
+    /// The labels, with the request's own (`request_protocol` to
+    /// `connection_security_policy`) when `request` is set.
+    fn encode_labels(
+        &self,
+        encoder: &mut LabelSetEncoder<'_>,
+        request: bool,
+    ) -> Result<(), fmt::Error> {
         use prometheus_client::encoding::EncodeLabel;
         let (local, peer) = match self.reporter {
             Reporter::Destination => (&self.destination, &self.source),
@@ -765,6 +802,9 @@ impl EncodeLabelSet for RequestLabels {
         ];
         for pair in strs {
             pair.encode(encoder.encode_label())?;
+        }
+        if !request {
+            return ("source_cluster", s_cluster).encode(encoder.encode_label());
         }
         let protocol = match self.protocol {
             RequestProtocol::Http => "http",
@@ -947,8 +987,8 @@ pub struct IstioMetrics {
     duration: HistogramFamily,
     request_bytes: HistogramFamily,
     response_bytes: HistogramFamily,
-    request_messages: Family<RequestLabels, Counter>,
-    response_messages: Family<RequestLabels, Counter>,
+    request_messages: Family<MessageLabels, Counter>,
+    response_messages: Family<MessageLabels, Counter>,
     series: RwLock<HashMap<RequestLabels, Arc<Series>, BuildFxHasher>>,
     tcp_opened: Family<RequestLabels, Counter>,
     tcp_closed: Family<RequestLabels, Counter>,
@@ -1063,8 +1103,8 @@ impl IstioMetrics {
             "Histogram of response body sizes in bytes",
             response_bytes.clone(),
         );
-        let request_messages = Family::<RequestLabels, Counter>::default();
-        let response_messages = Family::<RequestLabels, Counter>::default();
+        let request_messages = Family::<MessageLabels, Counter>::default();
+        let response_messages = Family::<MessageLabels, Counter>::default();
         registry.register(
             "request_messages",
             "Counter of gRPC messages sent by clients",
@@ -1249,9 +1289,10 @@ impl IstioMetrics {
                     request_bytes: self.request_bytes.get_or_create_owned(labels),
                     response_bytes: self.response_bytes.get_or_create_owned(labels),
                     messages: (labels.protocol == RequestProtocol::Grpc).then(|| {
+                        let m = MessageLabels::of(labels);
                         (
-                            self.request_messages.get_or_create_owned(labels),
-                            self.response_messages.get_or_create_owned(labels),
+                            self.request_messages.get_or_create_owned(&m),
+                            self.response_messages.get_or_create_owned(&m),
                         )
                     }),
                 });
@@ -1615,7 +1656,10 @@ mod grpc_message_tests {
                 req.into_body().collect().await.unwrap();
                 let mut t = HeaderMap::new();
                 t.insert("grpc-status", "0".parse().unwrap());
-                Ok::<_, Infallible>(http::Response::new(grpc(&[0, 300], 7, Some(t))))
+                let mut resp = http::Response::new(grpc(&[0, 300], 7, Some(t)));
+                resp.headers_mut()
+                    .insert("content-type", "application/grpc".parse().unwrap());
+                Ok::<_, Infallible>(resp)
             }),
         );
         let req = http::Request::post("/echo.Echo/Stream")
@@ -1636,6 +1680,47 @@ mod grpc_message_tests {
             "{text}"
         );
         assert!(text.contains("request_protocol=\"grpc\""), "{text}");
+        // the message counters carry the peers' labels only, as istio_stats
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("istio_request_messages_total{"))
+            .unwrap();
+        for absent in [
+            "request_protocol=",
+            "response_code=",
+            "grpc_response_status=",
+            "response_flags=",
+            "connection_security_policy=",
+        ] {
+            assert!(!line.contains(absent), "{absent} in {line}");
+        }
+        assert!(line.contains("reporter=\"destination\""), "{line}");
+
+        // a response that is not gRPC (a 503 in text): its body is no messages
+        let metrics = Arc::new(IstioMetrics::new());
+        let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(
+            service_fn(|req: http::Request<RequestBody<Frames>>| async move {
+                req.into_body().collect().await.unwrap();
+                let mut resp = http::Response::new(grpc(&[9, 9], 4, None));
+                *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                Ok::<_, Infallible>(resp)
+            }),
+        );
+        let req = http::Request::post("/echo.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .body(grpc(&[1], 6, None))
+            .unwrap();
+        let resp = svc.oneshot(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        let text = metrics.render();
+        assert_eq!(
+            value(&text, "istio_request_messages_total").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, "istio_response_messages_total").as_deref(),
+            Some("0")
+        );
 
         // plain HTTP has no message counts
         let metrics = Arc::new(IstioMetrics::new());
@@ -1660,6 +1745,10 @@ mod grpc_message_tests {
         // a message of 1 byte, then an empty (compressed-flag) one
         f.feed(&[0, 0, 0, 0, 1, 9, 1, 0, 0, 0, 0]);
         assert_eq!(f.count, 2);
+        // counted at a frame's first byte, as Envoy's inspector
+        let mut cut = crate::observe::GrpcFrames::default();
+        cut.feed(&[0, 0, 0, 0, 1, 9, 0]);
+        assert_eq!(cut.count, 2);
         // a prefix announcing a long message: what follows is its body, not prefixes
         f.feed(&[0, 0, 1, 0, 0, 0, 0, 0, 0, 5]);
         assert_eq!(f.count, 3);

@@ -145,7 +145,9 @@ pub trait BodyObserver {
     }
 
     /// A contiguous piece of a data frame went through (in order; a frame may come in
-    /// several pieces), when [`wants_bytes`](Self::wants_bytes) says so.
+    /// several pieces), when [`wants_bytes`](Self::wants_bytes) says so. A data frame of
+    /// more than 32 pieces, which cannot be read without consuming it, is not passed: the
+    /// pieces add up to less than [`on_data`](Self::on_data) said.
     ///
     /// # Examples
     ///
@@ -380,7 +382,8 @@ where
                     if let Some(data) = frame.data_ref() {
                         obs.on_data(data.remaining() as u64);
                         if obs.wants_bytes() {
-                            for_each_chunk(data, |c| obs.on_bytes(c));
+                            // a data frame it cannot see whole is not passed at all
+                            let _ = for_each_chunk(data, |c| obs.on_bytes(c));
                         }
                     } else if let Some(trailers) = frame.trailers_ref() {
                         obs.on_trailers(trailers);
@@ -502,6 +505,8 @@ pub(crate) struct GrpcFrames {
     /// The prefix read so far.
     prefix: [u8; 5],
     prefix_len: u8,
+    /// Bytes went by unseen: counting stopped.
+    pub(crate) broken: bool,
 }
 
 impl GrpcFrames {
@@ -516,12 +521,15 @@ impl GrpcFrames {
                 continue;
             }
             let at = usize::from(self.prefix_len);
+            if at == 0 {
+                // counted at the frame's first byte, as Envoy's frame inspector
+                self.count += 1;
+            }
             let n = (5 - at).min(data.len());
             self.prefix[at..at + n].copy_from_slice(&data[..n]);
             self.prefix_len += n as u8;
             data = &data[n..];
             if self.prefix_len == 5 {
-                self.count += 1;
                 let len = [
                     self.prefix[1],
                     self.prefix[2],
@@ -542,18 +550,24 @@ struct GrpcMessages {
     total: Arc<AtomicU64>,
 }
 
-/// Calls `f` with each contiguous piece of `data`, in order, without consuming it.
-pub(crate) fn for_each_chunk<D: Buf>(data: &D, mut f: impl FnMut(&[u8])) {
+/// Calls `f` with each contiguous piece of `data`, in order, without consuming it; false,
+/// without calling `f`, when `data` has more pieces than it can look at without consuming
+/// them.
+pub(crate) fn for_each_chunk<D: Buf>(data: &D, mut f: impl FnMut(&[u8])) -> bool {
     let chunk = data.chunk();
     if chunk.len() == data.remaining() {
         f(chunk);
-        return;
+        return true;
     }
     let mut slices = [std::io::IoSlice::new(&[]); 32];
     let n = data.chunks_vectored(&mut slices);
+    if slices[..n].iter().map(|s| s.len()).sum::<usize>() != data.remaining() {
+        return false;
+    }
     for s in &slices[..n] {
         f(s);
     }
+    true
 }
 
 impl<B: Body> CountingBody<B> {
@@ -670,7 +684,11 @@ impl<B: Body> Body for CountingBody<B> {
                     c.fetch_add(data.remaining() as u64, Ordering::Relaxed);
                 }
                 if let Some(m) = this.messages.as_deref_mut() {
-                    for_each_chunk(data, |c| m.frames.feed(c));
+                    if !m.frames.broken && !for_each_chunk(data, |c| m.frames.feed(c)) {
+                        // bytes it could not see: the frame boundaries are lost, counting
+                        // stops (as Envoy's inspector stops on an error)
+                        m.frames.broken = true;
+                    }
                     m.total.store(m.frames.count, Ordering::Relaxed);
                 }
             }

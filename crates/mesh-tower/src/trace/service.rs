@@ -219,10 +219,9 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         }
     };
     let mut formats = config.formats;
-    if formats.b3_multi {
-        // a B3 tracer that read a `b3` single header writes it back too
-        formats.b3_single |= came_as_b3_single;
-    }
+    // Envoy's Zipkin tracer writes the multi headers only: a `b3` single header that came
+    // in passes through as it was
+    let _ = came_as_b3_single;
     if share {
         // The caller's span is this hop's: only the formats it did not send (or that
         // disagree with the context that won, or lack the sampling decision made here)
