@@ -1448,52 +1448,26 @@ fn convert(
         .and_then(|name| {
             let found = PathNormalization::from_name(name);
             if found.is_none() {
-                let path = format!("{base}.pathNormalization.normalization");
-                let at = source
-                    .locate_value(&path)
-                    .or_else(|| source.locate(&path))
-                    .unwrap_or_else(|| source.locate_nearest(&path));
-                let mut d = Diagnostic::new(
-                    Severity::Error,
-                    codes::INVALID_VALUE,
-                    format!(
-                        "unknown pathNormalization {name:?}: expected one of {}",
-                        PathNormalization::NAMES.join(", ")
-                    ),
-                    source.file.clone(),
-                    at,
-                    path,
-                );
-                if let Some(s) = diag::did_you_mean(name, PathNormalization::NAMES) {
-                    d = d.with_help(format!("did you mean `{s}`?"));
-                }
-                out.push(d);
+                out.push(unknown_name(
+                    source,
+                    format!("{base}.pathNormalization.normalization"),
+                    "pathNormalization",
+                    name,
+                    &PathNormalization::NAMES,
+                ));
             }
             found
         });
     let access_log_encoding = match raw.access_log_encoding.as_deref() {
         None => AccessLogEncoding::Text,
         Some(name) => AccessLogEncoding::from_name(name).unwrap_or_else(|| {
-            let path = format!("{base}.accessLogEncoding");
-            let at = source
-                .locate_value(&path)
-                .or_else(|| source.locate(&path))
-                .unwrap_or_else(|| source.locate_nearest(&path));
-            let mut d = Diagnostic::new(
-                Severity::Error,
-                codes::INVALID_VALUE,
-                format!(
-                    "unknown accessLogEncoding {name:?}: expected one of {}",
-                    AccessLogEncoding::NAMES.join(", ")
-                ),
-                source.file.clone(),
-                at,
-                path,
-            );
-            if let Some(s) = diag::did_you_mean(name, AccessLogEncoding::NAMES.iter().copied()) {
-                d = d.with_help(format!("did you mean `{s}`?"));
-            }
-            out.push(d);
+            out.push(unknown_name(
+                source,
+                format!("{base}.accessLogEncoding"),
+                "accessLogEncoding",
+                name,
+                AccessLogEncoding::NAMES,
+            ));
             AccessLogEncoding::Text
         }),
     };
@@ -1656,6 +1630,36 @@ fn convert(
             .and_then(|d| d.gateway_topology)
             .and_then(|t| t.num_trusted_proxies),
         locality_lb_setting: raw.locality_lb_setting,
+    }
+}
+
+/// An error for an enum field's value that is none of `names`, at the value, with the
+/// nearest name as a suggestion.
+fn unknown_name(
+    source: &Source,
+    path: String,
+    field: &str,
+    name: &str,
+    names: &[&str],
+) -> Diagnostic {
+    let at = source
+        .locate_value(&path)
+        .or_else(|| source.locate(&path))
+        .unwrap_or_else(|| source.locate_nearest(&path));
+    let d = Diagnostic::new(
+        Severity::Error,
+        codes::INVALID_VALUE,
+        format!(
+            "unknown {field} {name:?}: expected one of {}",
+            names.join(", ")
+        ),
+        source.file.clone(),
+        at,
+        path,
+    );
+    match diag::did_you_mean(name, names.iter().copied()) {
+        Some(s) => d.with_help(format!("did you mean `{s}`?")),
+        None => d,
     }
 }
 
