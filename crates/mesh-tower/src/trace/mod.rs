@@ -877,6 +877,17 @@ impl<'a> Found<'a> {
         }
     }
 
+    /// A B3 sampling decision without a context (`b3: 0|1|d`, or `x-b3-sampled` without
+    /// ids): Envoy's Zipkin tracer starts a new trace with that decision (its
+    /// `extractSampled`). (sampled, debug).
+    pub(crate) fn sampling_only(&self) -> Option<(bool, bool)> {
+        let decision = trimmed(self.b3)
+            .and_then(parse_b3_sampled)
+            .or_else(|| trimmed(self.sampled).and_then(parse_b3_sampled))?;
+        let (sampled, debug) = decision;
+        Some((sampled? || debug, debug))
+    }
+
     /// The caller's context (`b3`, then `x-b3-*`, then W3C); `headers` are the ones
     /// scanned, read again only for repeated `tracestate` fields.
     pub(crate) fn parent(&mut self, headers: &HeaderMap) -> Option<Parent> {
@@ -2065,8 +2076,8 @@ mod tests {
         );
         assert_eq!(h["x-request-id"].len(), 36);
 
-        // no usable context, but a request id and a stale sampling flag: the id is kept,
-        // the flag is this trace's decision
+        // no usable context, but a request id and a sampling flag: the id is kept, and the
+        // new trace takes the flag's decision (Envoy's Zipkin `extractSampled`)
         let (h, ctx) = inbound_sees(&[
             ("x-request-id", "r-2"),
             ("x-b3-sampled", "1"),
@@ -2075,10 +2086,28 @@ mod tests {
         ])
         .await;
         assert_eq!(ctx.origin, Origin::New);
+        assert!(ctx.sampled);
         assert_eq!(h["x-request-id"], "r-2");
-        let want = if ctx.sampled { "1" } else { "0" };
-        assert_eq!(h.get_all("x-b3-sampled").iter().collect::<Vec<_>>(), [want]);
+        assert_eq!(h.get_all("x-b3-sampled").iter().collect::<Vec<_>>(), ["1"]);
         assert_eq!(h["x-b3-spanid"], format!("{:016x}", ctx.span_id).as_str());
+
+        // sampling decisions without ids, against a 100 % sampling rate: kept
+        let all = TraceConfig {
+            sampling_percent: 100.0,
+            ..TraceConfig::default()
+        };
+        for (name, value, sampled) in [
+            ("b3", "0", false),
+            ("x-b3-sampled", "0", false),
+            ("b3", "d", true),
+        ] {
+            let (h, ctx) = inbound_with(all, &[(name, value)]).await;
+            assert_eq!(ctx.sampled, sampled, "{name}: {value}");
+            assert_eq!(h["x-b3-sampled"], if sampled { "1" } else { "0" });
+            if name == "b3" {
+                assert_eq!(h["b3"], value, "a b3 header passes as it came");
+            }
+        }
     }
 
     #[tokio::test]

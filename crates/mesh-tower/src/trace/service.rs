@@ -168,6 +168,23 @@ where
     }
 }
 
+/// A new trace: with the sampling decision the request carries without a context
+/// (Envoy's Zipkin `extractSampled`), else sampled at the configured rate.
+fn new_root(
+    found: &Found<'_>,
+    config: super::TraceConfig,
+    rng: &mut impl rand::RngCore,
+) -> TraceContext {
+    match found.sampling_only() {
+        Some((sampled, debug)) => TraceContext {
+            sampled,
+            debug,
+            ..TraceContext::new_root(0.0, rng)
+        },
+        None => TraceContext::new_root(config.sampling_percent, rng),
+    }
+}
+
 /// Opens this hop's span for `req` (or, on a server sharing its caller's span, takes the
 /// caller's) and writes its headers (what [`PropagateTrace`] does before calling the inner
 /// service); the caller runs the request under [`scope`](super::scope) with the returned
@@ -201,7 +218,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
             TraceContext::shared(parent, config.sampling_percent, &mut rng)
         }
         (Some(parent), _) => TraceContext::from_parent(parent, config.sampling_percent, &mut rng),
-        (None, Direction::Inbound) => TraceContext::new_root(config.sampling_percent, &mut rng),
+        (None, Direction::Inbound) => new_root(&found, config, &mut rng),
         (None, Direction::Outbound) => {
             let parent = req
                 .extensions()
@@ -214,7 +231,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
                     child.request_id = p.request_id;
                     child
                 }
-                None => TraceContext::new_root(config.sampling_percent, &mut rng),
+                None => new_root(&found, config, &mut rng),
             }
         }
     };
