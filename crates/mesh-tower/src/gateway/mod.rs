@@ -1643,7 +1643,22 @@ async fn l4_connect(
     let dest = d
         .pick(rand::random())
         .ok_or_else(|| io::Error::other("route without destinations"))?;
-    let host = sni.unwrap_or("");
+    let to = (sni.unwrap_or(""), port);
+    connect_upstream(inner, snap, conn, dest, to, sni, false).await
+}
+
+/// Connects a downstream connection's upstream side to `dest` through the gateway's mesh
+/// client, as asked for `(host, port)` (logged with the downstream's addresses and SNI);
+/// `raw`: no TLS of the gateway's (AUTO_PASSTHROUGH).
+async fn connect_upstream(
+    inner: &Inner,
+    snap: &Snapshot,
+    conn: &ConnectionInfo,
+    dest: &WeightedDestination,
+    (host, port): (&str, u16),
+    sni: Option<&str>,
+    raw: bool,
+) -> io::Result<crate::tcp::MeshTcpStream> {
     let target = format!("{host}:{port}");
     let to = crate::outbound::Routed {
         target: &target,
@@ -1652,7 +1667,7 @@ async fn l4_connect(
         routed: true,
         sidecar: false,
         log_downstream: Some((conn.addrs(), sni)),
-        raw: false,
+        raw,
     };
     inner
         .client
@@ -1697,21 +1712,7 @@ async fn sni_dnat_connect(
         weight: 100,
         headers: None,
     };
-    let target = format!("{host}:{port}");
-    let to = crate::outbound::Routed {
-        target: &target,
-        host,
-        port,
-        routed: true,
-        sidecar: false,
-        log_downstream: Some((conn.addrs(), Some(sni))),
-        raw: true,
-    };
-    inner
-        .client
-        .connect_routed(snap, &dest, to)
-        .await
-        .map_err(io::Error::other)
+    connect_upstream(inner, snap, conn, &dest, (host, port), Some(sni), true).await
 }
 
 /// `outbound_.<port>_.<subset>_.<host>` (an empty subset: none) into its parts.
@@ -2062,9 +2063,17 @@ mod tests {
         }
     }
 
+    /// The server index `select` picks for a host (or SNI), among the servers of `yaml`'s
+    /// Gateways that select `istio: <selector>`.
+    fn picker(yaml: &str, selector: &str) -> impl Fn(Option<&str>) -> Option<usize> {
+        let snap = Mesh::from_yaml(yaml).unwrap().snapshot();
+        let labels: Labels = [("istio".to_string(), selector.to_string())].into();
+        move |h| select(snap.gateway_servers(&labels).iter().copied(), h).map(|s| s.index)
+    }
+
     #[test]
     fn selection_prefers_exact_then_longest_wildcard() {
-        let mesh = Mesh::from_yaml(
+        let pick = picker(
             "
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -2082,12 +2091,8 @@ spec:
     hosts: [a.example.com]
     tls: {mode: SIMPLE, credentialName: a}
 ",
-        )
-        .unwrap();
-        let snap = mesh.snapshot();
-        let labels: Labels = [("istio".to_string(), "ingressgateway".to_string())].into();
-        let all = snap.gateway_servers(&labels);
-        let pick = |h: Option<&str>| select(all.iter().copied(), h).map(|s| s.index);
+            "ingressgateway",
+        );
         assert_eq!(pick(Some("a.example.com")), Some(2));
         assert_eq!(pick(Some("b.example.com")), Some(1));
         assert_eq!(pick(Some("other.org")), Some(0));
@@ -2096,7 +2101,7 @@ spec:
 
     #[test]
     fn an_auto_passthrough_server_matches_its_sni_exactly() {
-        let mesh = Mesh::from_yaml(
+        let pick = picker(
             "
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -2111,12 +2116,8 @@ spec:
     hosts: ['*.local']
     tls: {mode: AUTO_PASSTHROUGH}
 ",
-        )
-        .unwrap();
-        let snap = mesh.snapshot();
-        let labels: Labels = [("istio".to_string(), "eastwestgateway".to_string())].into();
-        let all = snap.gateway_servers(&labels);
-        let pick = |h: Option<&str>| select(all.iter().copied(), h).map(|s| s.index);
+            "eastwestgateway",
+        );
         // the service the SNI names is under both servers' hosts: the exact chain wins
         assert_eq!(
             pick(Some("outbound_.8000_._.httpbin.foo.svc.cluster.local")),
@@ -2126,7 +2127,7 @@ spec:
         assert_eq!(pick(Some("httpbin.foo.svc.cluster.local")), Some(0));
 
         // an AUTO_PASSTHROUGH server with `*` hosts takes only `outbound_` names
-        let mesh = Mesh::from_yaml(
+        let pick = picker(
             "
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -2141,11 +2142,8 @@ spec:
     hosts: [shop.example.com]
     tls: {mode: SIMPLE, credentialName: shop}
 ",
-        )
-        .unwrap();
-        let snap = mesh.snapshot();
-        let all = snap.gateway_servers(&labels);
-        let pick = |h: Option<&str>| select(all.iter().copied(), h).map(|s| s.index);
+            "eastwestgateway",
+        );
         assert_eq!(pick(Some("shop.example.com")), Some(1));
         assert_eq!(pick(None), None);
         assert_eq!(

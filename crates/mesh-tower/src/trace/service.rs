@@ -235,10 +235,9 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
             }
         }
     };
+    // only the configured formats are written (Envoy's Zipkin tracer: the multi headers; a
+    // `b3` single header that came in passes through as it was)
     let mut formats = config.formats;
-    // Envoy's Zipkin tracer writes the multi headers only: a `b3` single header that came
-    // in passes through as it was
-    let _ = came_as_b3_single;
     if share {
         // The caller's span is this hop's: only the formats it did not send (or that
         // disagree with the context that won, or lack the sampling decision made here)
