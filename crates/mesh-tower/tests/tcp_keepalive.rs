@@ -192,6 +192,24 @@ spec:
 }
 
 #[tokio::test]
+async fn an_empty_tcp_keepalive_uses_the_systems_times() {
+    // `tcpKeepalive: {}`: SO_KEEPALIVE with the operating system's idle time
+    let os_time: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_keepalive_time")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for t in timers("tcpKeepalive: {}", "").await {
+        let (kind, secs) = t.expect("socket in /proc/net/tcp");
+        assert_eq!(kind, 2, "keepalive timer: {t:?}");
+        assert!(
+            (os_time - 10..=os_time).contains(&secs),
+            "{t:?}, system {os_time}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn without_tcp_keepalive_no_timer_is_armed() {
     for t in timers("", "").await {
         let (kind, _) = t.expect("socket in /proc/net/tcp");
