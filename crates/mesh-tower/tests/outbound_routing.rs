@@ -121,7 +121,10 @@ async fn bookinfo_request_routing_jason_to_v2_others_to_v1() {
 }
 
 #[tokio::test]
-async fn traffic_shifting_80_20_within_one_point_over_10000_requests() {
+// Envoy picks a weighted cluster at random per request: over 10,000 requests the share of v1
+// has a standard deviation of 0.4 points, so a one-point bound (2.5 sigma) failed about one
+// run in 80; two points is 5 sigma (one run in millions)
+async fn traffic_shifting_80_20_within_two_points_over_10000_requests() {
     let pki = Pki::new();
     let mesh = mesh(&bookinfo("virtual-service-reviews-80-20.yaml"));
     let _r = reviews(&pki, &mesh).await;
@@ -147,8 +150,8 @@ async fn traffic_shifting_80_20_within_one_point_over_10000_requests() {
     }
     let v1 = f64::from(total.get("reviews-v1").copied().unwrap_or(0)) / 100.0;
     let v2 = f64::from(total.get("reviews-v2").copied().unwrap_or(0)) / 100.0;
-    assert!((v1 - 80.0).abs() <= 1.0, "v1 {v1}% ({total:?})");
-    assert!((v2 - 20.0).abs() <= 1.0, "v2 {v2}% ({total:?})");
+    assert!((v1 - 80.0).abs() <= 2.0, "v1 {v1}% ({total:?})");
+    assert!((v2 - 20.0).abs() <= 2.0, "v2 {v2}% ({total:?})");
     assert_eq!(total.get("reviews-v3"), None);
 }
 

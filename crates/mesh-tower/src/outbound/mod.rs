@@ -871,8 +871,33 @@ impl Sender for MeshTransport {
         upgrade: bool,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
     {
-        let send = dest.upstream.send(endpoint, req, upgrade);
-        async move { send.await.map(|(resp, peer)| (resp, Some(peer))) }
+        // not an `async move` block around the send: the block would keep the send's
+        // future twice (as its capture and as its awaitee), doubling every enclosing future
+        SomePeer {
+            send: dest.upstream.send(endpoint, req, upgrade),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`upstream::Upstream::send`]'s answer with its peer as the [`Sender`]'s (known).
+    struct SomePeer<F> {
+        #[pin]
+        send: F,
+    }
+}
+
+impl<F, R> Future for SomePeer<F>
+where
+    F: Future<Output = Result<(R, upstream::ConnPeer), BoxError>>,
+{
+    type Output = Result<(R, Option<upstream::ConnPeer>), BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project()
+            .send
+            .poll(cx)
+            .map(|r| r.map(|(resp, peer)| (resp, Some(peer))))
     }
 }
 

@@ -307,54 +307,69 @@ impl Upstream {
                     continue;
                 }
             };
-            let opened = Opened(Arc::clone(ep));
-            let conn = self
-                .connector
-                .connect_addr(ep.addr, permit, upgrade)
+            // opening a connection is the rare path: its future (the TLS connector's and
+            // the HTTP handshake's) is boxed, so every request's future stays small
+            return Box::pin(self.open_and_send(ep, permit, pending, req, upgrade)).await;
+        }
+    }
+
+    /// Opens a connection to `ep` (its slot taken: `permit`), pools it and sends `req` over
+    /// it; `pending`: the request's pending slot, given up once the connection is up.
+    async fn open_and_send(
+        &self,
+        ep: &Arc<EndpointPool>,
+        permit: crate::pool::ConnectionPermit,
+        pending: Option<Permit>,
+        req: Request<MeshBody>,
+        upgrade: bool,
+    ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
+        let opened = Opened(Arc::clone(ep));
+        let conn = self
+            .connector
+            .connect_addr(ep.addr, permit, upgrade)
+            .await?;
+        let waiters = Arc::clone(&self.waiters);
+        // at most one allocation per connection, none per request
+        let peer: ConnPeer = conn.peer().map(|p| ep.peer_info(p.identity().to_string()));
+        if conn.is_h2() {
+            let (tx, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(conn)
                 .await?;
-            let waiters = Arc::clone(&self.waiters);
-            // at most one allocation per connection, none per request
-            let peer: ConnPeer = conn.peer().map(|p| ep.peer_info(p.identity().to_string()));
-            if conn.is_h2() {
-                let (tx, connection) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(conn)
-                    .await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                    drop(opened);
-                    waiters.wake();
-                });
-                let mut h2 = H2 {
-                    tx,
-                    used: Arc::new(AtomicU32::new(1)),
-                    peer: peer.clone(),
-                };
-                lock(&ep.state).h2 = Some(h2.clone());
-                // requests waiting for this endpoint can share it now
-                self.waiters.wake();
-                drop(pending);
-                return match h2.tx.send_request(req).await {
-                    Ok(resp) => Ok((resp.map(UpstreamBody::plain), peer)),
-                    Err(e) => Err(Box::new(e)),
-                };
-            }
-            let (tx, connection) = http1::Builder::new().handshake(conn).await?;
             tokio::spawn(async move {
-                let _ = connection.with_upgrades().await;
+                let _ = connection.await;
                 drop(opened);
                 waiters.wake();
             });
-            drop(pending);
-            let mut fresh = Idle {
+            let mut h2 = H2 {
                 tx,
-                used: 1,
-                since: Instant::now(),
+                used: Arc::new(AtomicU32::new(1)),
                 peer: peer.clone(),
             };
-            let resp = fresh.tx.send_request(req).await?;
-            return Ok((self.lease(ep, fresh, resp), peer));
+            lock(&ep.state).h2 = Some(h2.clone());
+            // requests waiting for this endpoint can share it now
+            self.waiters.wake();
+            drop(pending);
+            return match h2.tx.send_request(req).await {
+                Ok(resp) => Ok((resp.map(UpstreamBody::plain), peer)),
+                Err(e) => Err(Box::new(e)),
+            };
         }
+        let (tx, connection) = http1::Builder::new().handshake(conn).await?;
+        tokio::spawn(async move {
+            let _ = connection.with_upgrades().await;
+            drop(opened);
+            waiters.wake();
+        });
+        drop(pending);
+        let mut fresh = Idle {
+            tx,
+            used: 1,
+            since: Instant::now(),
+            peer: peer.clone(),
+        };
+        let resp = fresh.tx.send_request(req).await?;
+        Ok((self.lease(ep, fresh, resp), peer))
     }
 
     /// Waits until a connection of this destination is returned or closed, or a short while
