@@ -1209,7 +1209,8 @@ impl MeteredOutbound {
     {
         let (req, pending) = crate::metrics::start_recording(&self.metrics, req);
         if self.shared.logs_access() {
-            return self.run_logged(req, pending).await;
+            // boxed: the logged path's future would otherwise size every request's
+            return Box::pin(self.run_logged(req, pending)).await;
         }
         match handle(&self.shared, &MeshTransport, req, true, None).await {
             Ok((resp, ctx)) => Ok(pending.finish(resp, ctx.as_ref())),
@@ -1880,7 +1881,10 @@ impl MeshClient {
     /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "no healthy upstream");
     /// # Ok(()) }
     /// ```
-    pub async fn request<B>(&self, req: Request<B>) -> Result<Response<ClientBody>, OutboundError>
+    pub fn request<B>(
+        &self,
+        req: Request<B>,
+    ) -> impl Future<Output = Result<Response<ClientBody>, OutboundError>> + Send + '_
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BoxError>,
@@ -1888,10 +1892,12 @@ impl MeshClient {
         // the same as calling the service, without cloning it per request; and without
         // making the hop's context the task's current one, which only code running inside
         // the request would see, and none does with the mesh transport (the scope would
-        // swap the context in and out of the task-local on every poll)
+        // swap the context in and out of the task-local on every poll). Not an `async fn`:
+        // the trace headers are written when the request is made, and the future is the
+        // metered run's own, without a level that would keep the request a second time.
         let mut req = req;
         crate::trace::prepare_request(self.svc.trace_layer(), &mut req);
-        self.svc.get_ref().run(req).await
+        self.svc.get_ref().run(req)
     }
 
     /// The Istio metrics this client records (`reporter="source"`).
