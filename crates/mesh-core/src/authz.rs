@@ -39,8 +39,14 @@
 //! Deliberate differences: dry-run policies (`istio.io/dry-run: "true"`) are reported in
 //! [`AuthzDecision::dry_run`] but not enforced; `targetRefs` apply only to Gateway
 //! workloads (label `gateway.networking.k8s.io/gateway-name`), Service/ServiceEntry
-//! targets being for waypoints; `namespaces` values with `*` in the middle are matched as
-//! prefix/suffix patterns on the namespace rather than Istio's regex on the principal.
+//! targets being for waypoints.
+//!
+//! As istiod compiles them: a principal naming the mesh's trust domain, one of its
+//! `trustDomainAliases` or `cluster.local` matches the identity in each of them; a
+//! `namespaces` value is Istio's pattern `.*/ns/<value>/.*` on the principal, every `*` of
+//! it a wildcard; a bare `source.serviceAccount` is in the policy's namespace; IPv4
+//! peers of a dual-stack socket (`::ffff:10.1.2.3`) are matched as IPv4, as Envoy reports
+//! them.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -102,6 +108,126 @@ impl Pat {
             }
             Pat::Suffix(p) => ends(s, p),
         }
+    }
+}
+
+/// Whether `s` matches `pattern` as a whole, each `*` of the pattern standing for any run
+/// of characters (`/` included): Istio's regex where every `*` became `.*`.
+fn glob(pattern: &str, s: &str) -> bool {
+    let (p, s) = (pattern.as_bytes(), s.as_bytes());
+    let (mut pi, mut si) = (0, 0);
+    // the last `*` seen and where in `s` its run ends so far (backtracking point)
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// A `namespaces` (or `source.namespace`) value as istiod compiles it: the regex
+/// `.*/ns/<value>/.*` on the principal, every `*` of the value a wildcard.
+fn namespace_glob(v: &str) -> Box<str> {
+    format!("*/ns/{v}/*").into()
+}
+
+/// istiod's `trustdomain.Bundle`: the mesh's trust domain, then its aliases.
+struct TrustDomains<'a>(Vec<&'a str>);
+
+impl<'a> TrustDomains<'a> {
+    fn of(opts: &'a MeshOptions) -> TrustDomains<'a> {
+        let mut v = vec![opts.trust_domain.as_str()];
+        v.extend(opts.trust_domain_aliases.iter().map(String::as_str));
+        TrustDomains(v)
+    }
+
+    /// `ReplaceTrustDomainAliases`: a `<td>/ns/<ns>/sa/<sa>` principal whose trust domain
+    /// is one of the bundle's, or `cluster.local` ("a pointer to the local trust domain and
+    /// its aliases"), becomes one principal per trust domain of the bundle; any other value
+    /// is kept as written.
+    fn principals(&self, values: &[String]) -> Vec<String> {
+        let mut out = Vec::with_capacity(values.len());
+        for v in values {
+            let parts: Vec<&str> = v.split('/').collect();
+            let td = match parts[..] {
+                [td, _, _, _, _] if td != "*" => td,
+                _ => {
+                    out.push(v.clone());
+                    continue;
+                }
+            };
+            let known = td == "cluster.local" || self.0.iter().any(|&t| string_match(td, t));
+            if !known {
+                out.push(v.clone());
+                continue;
+            }
+            let rest = &v[td.len()..];
+            let mut mine: Vec<String> = Vec::with_capacity(self.0.len());
+            for t in &self.0 {
+                let p = match td.strip_prefix('*') {
+                    Some(suffix) if t.ends_with(suffix) => v.clone(),
+                    _ => format!("{t}{rest}"),
+                };
+                if !mine.contains(&p) {
+                    mine.push(p);
+                }
+            }
+            out.extend(mine);
+        }
+        out
+    }
+
+    /// `ExpandTrustDomainAliases`: a `trustDomains` value that is one of the bundle's
+    /// trust domains stands for all of them.
+    fn expand(&self, values: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(values.len());
+        for v in values {
+            let add: Vec<&str> = if self.0.contains(&v.as_str()) {
+                self.0.clone()
+            } else {
+                vec![v.as_str()]
+            };
+            for a in add {
+                if !out.iter().any(|o| o == a) {
+                    out.push(a.to_owned());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// istiod's `trustdomain.stringMatch` of one value: exact, `*`, `prefix*` or `*suffix`.
+fn string_match(a: &str, pattern: &str) -> bool {
+    a == pattern
+        || pattern == "*"
+        || pattern.strip_suffix('*').is_some_and(|p| a.starts_with(p))
+        || pattern.strip_prefix('*').is_some_and(|p| a.ends_with(p))
+}
+
+/// A `serviceAccounts` value (or a `source.serviceAccount` one): `sa` in the policy's
+/// namespace, or `ns/sa`; no wildcard.
+fn ns_sa(s: &str, ns: &str) -> Result<NsSa, String> {
+    if s.contains('*') {
+        return Err(format!("wildcard not allowed, found in {s}"));
+    }
+    match s.split('/').collect::<Vec<_>>()[..] {
+        [sa] if !sa.is_empty() => Ok((ns.into(), sa.into())),
+        [n, sa] if !n.is_empty() && !sa.is_empty() => Ok((n.into(), sa.into())),
+        _ => Err(format!(
+            "expected format 'serviceAccount' or 'namespace/serviceAccount', found {s:?}"
+        )),
     }
 }
 
@@ -278,8 +404,9 @@ struct CSource {
     not_principals: Box<[Pat]>,
     request_principals: Box<[ReqPrincipal]>,
     not_request_principals: Box<[ReqPrincipal]>,
-    namespaces: Box<[Pat]>,
-    not_namespaces: Box<[Pat]>,
+    /// [`namespace_glob`]s, matched on the principal.
+    namespaces: Box<[Box<str>]>,
+    not_namespaces: Box<[Box<str>]>,
     service_accounts: Box<[NsSa]>,
     not_service_accounts: Box<[NsSa]>,
     ip_blocks: Box<[IpNet]>,
@@ -305,6 +432,9 @@ struct COperation {
 #[derive(Debug, Clone)]
 enum Attr {
     Header(HeaderName),
+    /// `request.headers[:authority]`, `[:method]`, `[:path]`: Envoy's header matcher reads
+    /// the pseudo-headers.
+    Pseudo(Pseudo),
     SourceIp,
     RemoteIp,
     SourceNamespace,
@@ -321,6 +451,14 @@ enum Attr {
     Experimental(Box<str>),
 }
 
+/// A request pseudo-header a `request.headers[...]` condition may name.
+#[derive(Debug, Clone, Copy)]
+enum Pseudo {
+    Authority,
+    Method,
+    Path,
+}
+
 impl Attr {
     fn parse(key: &str) -> Result<Attr, String> {
         if let Some(rest) = key.strip_prefix("request.headers[") {
@@ -328,6 +466,13 @@ impl Attr {
                 .strip_suffix(']')
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| format!("bad key ({key}): should have format a[b]"))?;
+            match name.to_ascii_lowercase().as_str() {
+                // `host` is `:authority` in Envoy's header map (HTTP/1.1 `Host` included)
+                ":authority" | "host" => return Ok(Attr::Pseudo(Pseudo::Authority)),
+                ":method" => return Ok(Attr::Pseudo(Pseudo::Method)),
+                ":path" => return Ok(Attr::Pseudo(Pseudo::Path)),
+                _ => {}
+            }
             return HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
                 .map(Attr::Header)
                 .map_err(|_| format!("bad key ({key}): invalid header name"));
@@ -377,6 +522,7 @@ impl Attr {
         matches!(
             self,
             Attr::Header(_)
+                | Attr::Pseudo(_)
                 | Attr::AuthPrincipal
                 | Attr::AuthAudiences
                 | Attr::AuthPresenter
@@ -388,6 +534,10 @@ impl Attr {
 #[derive(Debug, Clone)]
 enum Vals {
     Pats(Box<[Pat]>),
+    /// `source.namespace`: [`namespace_glob`]s on the principal.
+    Globs(Box<[Box<str>]>),
+    /// `source.serviceAccount`: as `serviceAccounts`.
+    ServiceAccounts(Box<[NsSa]>),
     /// `request.auth.principal`: Istio compiles it with the `requestPrincipals` generator.
     ReqPrincipals(Box<[ReqPrincipal]>),
     Ips(Box<[IpNet]>),
@@ -395,20 +545,30 @@ enum Vals {
 }
 
 impl Vals {
-    fn new(attr: &Attr, v: &[String]) -> Result<Vals, String> {
+    /// `ns`: the policy's namespace; `tds`: the mesh's trust domains.
+    fn new(attr: &Attr, v: &[String], ns: &str, tds: &TrustDomains<'_>) -> Result<Vals, String> {
+        let pats = |v: &[String]| Vals::Pats(v.iter().map(|s| Pat::new(s)).collect());
         Ok(match attr {
             Attr::SourceIp | Attr::RemoteIp | Attr::DestinationIp => Vals::Ips(list(v, ip_net)?),
             Attr::DestinationPort => Vals::Ports(list(v, port)?),
             Attr::AuthPrincipal => {
                 Vals::ReqPrincipals(v.iter().map(|s| ReqPrincipal::new(s)).collect())
             }
-            _ => Vals::Pats(v.iter().map(|s| Pat::new(s)).collect()),
+            Attr::SourceNamespace => Vals::Globs(v.iter().map(|s| namespace_glob(s)).collect()),
+            Attr::SourceServiceAccount => Vals::ServiceAccounts(
+                list(v, |s| ns_sa(s, ns)).map_err(|e| format!("{e} (source.serviceAccount)"))?,
+            ),
+            Attr::SourcePrincipal => pats(&tds.principals(v)),
+            Attr::SourceTrustDomain => pats(&tds.expand(v)),
+            _ => pats(v),
         })
     }
 
     fn is_empty(&self) -> bool {
         match self {
             Vals::Pats(p) => p.is_empty(),
+            Vals::Globs(p) => p.is_empty(),
+            Vals::ServiceAccounts(p) => p.is_empty(),
             Vals::ReqPrincipals(p) => p.is_empty(),
             Vals::Ips(p) => p.is_empty(),
             Vals::Ports(p) => p.is_empty(),
@@ -504,6 +664,43 @@ impl CompiledPolicy {
     /// );
     /// ```
     pub fn compile(name: &str, namespace: &str, ap: &AuthorizationPolicy, dry_run: bool) -> Self {
+        Self::compile_in(name, namespace, ap, dry_run, &MeshOptions::default())
+    }
+
+    /// [`CompiledPolicy::compile`] for a mesh with these options: its trust domain and
+    /// `trustDomainAliases` ([`MeshOptions::trust_domain_aliases`]) widen the principals
+    /// as istiod does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::CompiledPolicy;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let loaded = mesh_core::load::load_str(r#"
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: deny-batch, namespace: prod}
+    /// spec:
+    ///   action: DENY
+    ///   rules: [{from: [{source: {principals: ["old.td/ns/prod/sa/batch"]}}]}]
+    /// "#, "ap.yaml");
+    /// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+    /// let opts = MeshOptions {
+    ///     trust_domain: "new.td".into(),
+    ///     trust_domain_aliases: vec!["old.td".into()],
+    ///     ..MeshOptions::default()
+    /// };
+    /// let p = CompiledPolicy::compile_in("deny-batch", "prod", ap, false, &opts);
+    /// assert_eq!(p.error(), None);
+    /// ```
+    pub fn compile_in(
+        name: &str,
+        namespace: &str,
+        ap: &AuthorizationPolicy,
+        dry_run: bool,
+        opts: &MeshOptions,
+    ) -> Self {
         let mut target_gateways = Vec::new();
         for t in ap.target_refs.iter().chain(ap.target_ref.iter()) {
             if t.kind == "Gateway" {
@@ -519,7 +716,7 @@ impl CompiledPolicy {
             selector: ap.selector.as_ref().map(|s| s.match_labels.clone()),
             target_gateways: target_gateways.into(),
             has_target_refs: !ap.target_refs.is_empty() || ap.target_ref.is_some(),
-            rules: compile_rules(ap, namespace).map_err(Into::into),
+            rules: compile_rules(ap, namespace, &TrustDomains::of(opts)).map_err(Into::into),
         }
     }
 
@@ -588,7 +785,11 @@ impl CompiledPolicy {
     }
 }
 
-fn compile_rules(ap: &AuthorizationPolicy, ns: &str) -> Result<Box<[CRule]>, String> {
+fn compile_rules(
+    ap: &AuthorizationPolicy,
+    ns: &str,
+    tds: &TrustDomains<'_>,
+) -> Result<Box<[CRule]>, String> {
     let mut out = Vec::with_capacity(ap.rules.len());
     for (i, r) in ap.rules.iter().enumerate() {
         let mut http_only = false;
@@ -605,7 +806,7 @@ fn compile_rules(ap: &AuthorizationPolicy, ns: &str) -> Result<Box<[CRule]>, Str
                         })?;
                         http_only |= !s.request_principals.is_empty()
                             || !s.not_request_principals.is_empty();
-                        compile_source(s, ns)
+                        compile_source(s, ns, tds)
                     })
                     .collect::<Result<Box<[_]>, String>>()?,
             ),
@@ -647,8 +848,8 @@ fn compile_rules(ap: &AuthorizationPolicy, ns: &str) -> Result<Box<[CRule]>, Str
                     .map_err(|e| format!("invalid `value` for `key` {}: {e}", c.key))?;
                 http_only |= attr.http_only();
                 Ok(CCondition {
-                    values: Vals::new(&attr, &c.values)?,
-                    not_values: Vals::new(&attr, &c.not_values)?,
+                    values: Vals::new(&attr, &c.values, ns, tds)?,
+                    not_values: Vals::new(&attr, &c.not_values, ns, tds)?,
                     attr,
                 })
             })
@@ -663,25 +864,13 @@ fn compile_rules(ap: &AuthorizationPolicy, ns: &str) -> Result<Box<[CRule]>, Str
     Ok(out.into())
 }
 
-fn compile_source(s: &RuleSource, ns: &str) -> Result<CSource, String> {
+fn compile_source(s: &RuleSource, ns: &str, tds: &TrustDomains<'_>) -> Result<CSource, String> {
     let pats = |v: &[String]| -> Box<[Pat]> { v.iter().map(|s| Pat::new(s)).collect() };
-    let sa = |v: &[String]| -> Result<Box<[NsSa]>, String> {
-        list(v, |s| {
-            if s.contains('*') {
-                return Err(format!("wildcard not allowed, found in {s}"));
-            }
-            match s.split('/').collect::<Vec<_>>()[..] {
-                [sa] if !sa.is_empty() => Ok((ns.into(), sa.into())),
-                [n, sa] if !n.is_empty() && !sa.is_empty() => Ok((n.into(), sa.into())),
-                _ => Err(format!(
-                    "expected format 'serviceAccount' or 'namespace/serviceAccount', found {s:?}"
-                )),
-            }
-        })
-    };
+    let globs = |v: &[String]| -> Box<[Box<str>]> { v.iter().map(|s| namespace_glob(s)).collect() };
+    let sa = |v: &[String]| -> Result<Box<[NsSa]>, String> { list(v, |s| ns_sa(s, ns)) };
     Ok(CSource {
-        principals: pats(&s.principals),
-        not_principals: pats(&s.not_principals),
+        principals: pats(&tds.principals(&s.principals)),
+        not_principals: pats(&tds.principals(&s.not_principals)),
         request_principals: s
             .request_principals
             .iter()
@@ -692,16 +881,16 @@ fn compile_source(s: &RuleSource, ns: &str) -> Result<CSource, String> {
             .iter()
             .map(|v| ReqPrincipal::new(v))
             .collect(),
-        namespaces: pats(&s.namespaces),
-        not_namespaces: pats(&s.not_namespaces),
+        namespaces: globs(&s.namespaces),
+        not_namespaces: globs(&s.not_namespaces),
         service_accounts: sa(&s.service_accounts)?,
         not_service_accounts: sa(&s.not_service_accounts)?,
         ip_blocks: list(&s.ip_blocks, ip_net)?,
         not_ip_blocks: list(&s.not_ip_blocks, ip_net)?,
         remote_ip_blocks: list(&s.remote_ip_blocks, ip_net)?,
         not_remote_ip_blocks: list(&s.not_remote_ip_blocks, ip_net)?,
-        trust_domains: pats(&s.trust_domains),
-        not_trust_domains: pats(&s.not_trust_domains),
+        trust_domains: pats(&tds.expand(&s.trust_domains)),
+        not_trust_domains: pats(&tds.expand(&s.not_trust_domains)),
     })
 }
 
@@ -730,9 +919,7 @@ impl CSource {
             .principal
             .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
         // the principal's parts, only for the fields that look at them
-        let needs_parts = !(self.namespaces.is_empty()
-            && self.not_namespaces.is_empty()
-            && self.service_accounts.is_empty()
+        let needs_parts = !(self.service_accounts.is_empty()
             && self.not_service_accounts.is_empty()
             && self.trust_domains.is_empty()
             && self.not_trust_domains.is_empty());
@@ -742,16 +929,19 @@ impl CSource {
             None
         };
         let on_p = |pat: &Pat| p.is_some_and(|p| pat.matches(p));
-        let on_ns = |pat: &Pat| parsed.is_some_and(|(_, ns, _)| pat.matches(ns));
         let on_td = |pat: &Pat| parsed.is_some_and(|(td, _, _)| pat.matches(td));
         let on_sa = |(n, s): &(Box<str>, Box<str>)| {
             parsed.is_some_and(|(_, ns, sa)| ns == &**n && sa == &**s)
         };
         let src = r.source_ip;
         let remote = r.remote_ip.or(r.source_ip);
-        let on_ip = |ip: Option<IpAddr>| move |net: &IpNet| ip.is_some_and(|ip| net.contains(&ip));
+        let on_ip = |ip: Option<IpAddr>| {
+            move |net: &IpNet| ip.is_some_and(|ip| net.contains(&ip.to_canonical()))
+        };
         field(&self.principals, &self.not_principals, on_p)
-            && field(&self.namespaces, &self.not_namespaces, on_ns)
+            && field(&self.namespaces, &self.not_namespaces, |g| {
+                p.is_some_and(|p| glob(g, p))
+            })
             && field(&self.service_accounts, &self.not_service_accounts, on_sa)
             && field(&self.trust_domains, &self.not_trust_domains, on_td)
             && field(&self.ip_blocks, &self.not_ip_blocks, on_ip(src))
@@ -811,9 +1001,7 @@ impl CCondition {
             .principal
             .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
         let parsed = match self.attr {
-            Attr::SourceNamespace | Attr::SourceTrustDomain | Attr::SourceServiceAccount => {
-                p.and_then(parse_principal)
-            }
+            Attr::SourceTrustDomain | Attr::SourceServiceAccount => p.and_then(parse_principal),
             _ => None,
         };
         let pats = |s: Option<&str>| match (vals, s) {
@@ -821,7 +1009,7 @@ impl CCondition {
             _ => false,
         };
         let ips = |ip: Option<IpAddr>| match (vals, ip) {
-            (Vals::Ips(nets), Some(ip)) => nets.iter().any(|n| n.contains(&ip)),
+            (Vals::Ips(nets), Some(ip)) => nets.iter().any(|n| n.contains(&ip.to_canonical())),
             _ => false,
         };
         match &self.attr {
@@ -854,17 +1042,27 @@ impl CCondition {
                 Vals::Ports(ps) => ps.contains(&r.destination_port),
                 _ => false,
             },
-            Attr::SourceNamespace => pats(parsed.map(|(_, ns, _)| ns)),
+            Attr::SourceNamespace => match (vals, p) {
+                (Vals::Globs(gs), Some(p)) => gs.iter().any(|g| glob(g, p)),
+                _ => false,
+            },
             Attr::SourcePrincipal => pats(p),
             Attr::SourceTrustDomain => pats(parsed.map(|(td, _, _)| td)),
             Attr::SourceServiceAccount => match (vals, parsed) {
-                (Vals::Pats(ps), Some((_, ns, sa))) => ps.iter().any(|pat| match pat {
-                    Pat::Exact(v) => v.split_once('/') == Some((ns, sa)),
-                    Pat::Any => true,
-                    _ => false,
-                }),
+                (Vals::ServiceAccounts(v), Some((_, ns, sa))) => {
+                    v.iter().any(|(n, s)| **n == *ns && **s == *sa)
+                }
                 _ => false,
             },
+            Attr::Pseudo(which) => {
+                let Some(h) = &r.http else { return false };
+                let v = match which {
+                    Pseudo::Authority => h.host,
+                    Pseudo::Method => h.method,
+                    Pseudo::Path => h.path,
+                };
+                pats(Some(v))
+            }
             Attr::AuthPrincipal => {
                 let (iss, sub) = r.request_auth.map_or((None, None), RequestAuth::iss_sub);
                 match vals {
@@ -1579,8 +1777,8 @@ impl WorkloadAuthz {
         .any(|p| p.uses_remote_ip())
     }
 
-    /// The providers named by the enforced CUSTOM policies, in order (several names, or a
-    /// name that is not defined, make them deny: see
+    /// The providers named by the CUSTOM policies (enforced, then dry-run), in order
+    /// (several names, or a name that is not defined, deny every request: see
     /// [`resolve_ext_authz`](crate::meshconfig::resolve_ext_authz)).
     ///
     /// # Examples
@@ -1598,8 +1796,15 @@ impl WorkloadAuthz {
     /// assert!(snap.authz_for_workload("bar", &Labels::new()).custom_providers().is_empty());
     /// ```
     pub fn custom_providers(&self) -> Vec<&str> {
+        // istiod collects the providers of dry-run CUSTOM policies too before it checks
+        // that there is exactly one
         self.custom
             .iter()
+            .chain(
+                self.dry_run
+                    .iter()
+                    .filter(|p| p.action == AuthorizationAction::Custom),
+            )
             .map(|p| p.provider.as_deref().unwrap_or(""))
             .collect()
     }
@@ -1903,7 +2108,8 @@ impl AuthzPolicies {
                 .get("istio.io/dry-run")
                 .and_then(|v| parse_go_bool(v))
                 .unwrap_or(false);
-            let p = CompiledPolicy::compile(&o.metadata.name, &o.metadata.namespace, ap, dry);
+            let p =
+                CompiledPolicy::compile_in(&o.metadata.name, &o.metadata.namespace, ap, dry, opts);
             match by_ns.get_mut(o.metadata.namespace.as_str()) {
                 Some(v) => v.push(Arc::new(p)),
                 None => {
@@ -1990,7 +2196,9 @@ impl AuthzPolicies {
             if !p.applies_to(namespace, labels, &self.root) {
                 continue;
             }
-            if p.error().is_some() && p.action != AuthorizationAction::Audit {
+            // a dry-run policy is never enforced, compiled or not (istiod puts it in the
+            // shadow rules only)
+            if p.error().is_some() && p.action != AuthorizationAction::Audit && !p.dry_run {
                 w.broken.get_or_insert_with(|| p.clone());
                 continue;
             }
@@ -2881,5 +3089,205 @@ spec:
         ] {
             assert!(matches!(normalize_path(p), Ok(Cow::Borrowed(_))), "{p}");
         }
+    }
+
+    /// Policies of `yaml` for a workload in `ns` of a mesh with these options.
+    fn workload(yaml: &str, ns: &str, opts: &MeshOptions) -> WorkloadAuthz {
+        let loaded = crate::load::load_str(yaml, "ap.yaml");
+        assert!(
+            loaded.diagnostics.iter().all(|d| !d.is_error()),
+            "{:?}",
+            loaded.diagnostics
+        );
+        AuthzPolicies::build(&loaded.objects, opts).for_workload(ns, &Labels::new())
+    }
+
+    fn allowed_from(w: &WorkloadAuthz, principal: &str) -> bool {
+        let headers = http::HeaderMap::new();
+        let attrs = HttpAuthzAttrs {
+            method: "GET",
+            path: "/",
+            host: "httpbin.foo:8000",
+            headers: &headers,
+        };
+        let req = AuthzRequest {
+            principal: Some(principal),
+            ..AuthzRequest::http(8000, attrs)
+        };
+        w.evaluate(&req).allowed
+    }
+
+    /// istiod's trust domain migration (`trustdomain.Bundle`): `cluster.local`, the trust
+    /// domain and its aliases all stand for each other in principals; other trust domains
+    /// and `*` stay as written.
+    #[test]
+    fn principals_follow_the_trust_domain_and_its_aliases() {
+        let deny = |principal: &str| {
+            format!(
+                "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: d, namespace: foo}}\nspec:\n  action: DENY\n  rules: [{{from: [{{source: {{principals: [\"{principal}\"]}}}}]}}]\n"
+            )
+        };
+        let corp = MeshOptions {
+            trust_domain: "corp.example".into(),
+            ..MeshOptions::default()
+        };
+        let w = workload(&deny("cluster.local/ns/default/sa/evil"), "foo", &corp);
+        assert!(!allowed_from(&w, "corp.example/ns/default/sa/evil"));
+        assert!(allowed_from(&w, "corp.example/ns/default/sa/good"));
+        // a trust domain the mesh does not know is matched as written
+        let w = workload(&deny("other.td/ns/default/sa/evil"), "foo", &corp);
+        assert!(allowed_from(&w, "corp.example/ns/default/sa/evil"));
+        assert!(!allowed_from(&w, "other.td/ns/default/sa/evil"));
+
+        let migrating = MeshOptions {
+            trust_domain: "new.td".into(),
+            trust_domain_aliases: vec!["old.td".into()],
+            ..MeshOptions::default()
+        };
+        for written in ["old.td", "new.td", "cluster.local"] {
+            let w = workload(
+                &deny(&format!("{written}/ns/prod/sa/batch")),
+                "foo",
+                &migrating,
+            );
+            for peer in ["new.td", "old.td"] {
+                assert!(
+                    !allowed_from(&w, &format!("{peer}/ns/prod/sa/batch")),
+                    "{written} {peer}"
+                );
+            }
+            assert!(allowed_from(&w, "third.td/ns/prod/sa/batch"), "{written}");
+        }
+        // `*` as the trust domain is not rewritten; nor is a value that is no principal
+        let w = workload(&deny("*/ns/prod/sa/batch"), "foo", &migrating);
+        assert!(!allowed_from(&w, "third.td/ns/prod/sa/batch"));
+        // an ALLOW written with `cluster.local` lets the caller of the real trust domain in
+        let allow = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec:\n  rules:\n  - from: [{source: {principals: [cluster.local/ns/default/sa/sleep]}}]\n  - when: [{key: source.principal, values: [cluster.local/ns/default/sa/curl]}]\n  - from: [{source: {trustDomains: [old.td]}}]\n    to: [{operation: {paths: [/td]}}]\n";
+        let w = workload(allow, "foo", &corp);
+        assert!(allowed_from(&w, "corp.example/ns/default/sa/sleep"));
+        assert!(allowed_from(&w, "corp.example/ns/default/sa/curl"));
+        assert!(!allowed_from(&w, "corp.example/ns/default/sa/other"));
+        // `trustDomains: [old.td]` stands for the whole bundle
+        let w = workload(allow, "foo", &migrating);
+        let headers = http::HeaderMap::new();
+        let at_td = |principal| {
+            let attrs = HttpAuthzAttrs {
+                method: "GET",
+                path: "/td",
+                host: "h",
+                headers: &headers,
+            };
+            w.evaluate(&AuthzRequest {
+                principal: Some(principal),
+                ..AuthzRequest::http(80, attrs)
+            })
+            .allowed
+        };
+        assert!(at_td("new.td/ns/x/sa/y"));
+        assert!(at_td("old.td/ns/x/sa/y"));
+        assert!(!at_td("third.td/ns/x/sa/y"));
+    }
+
+    /// `source.serviceAccount` as istiod compiles it: a bare name is in the policy's
+    /// namespace; `*` is refused (the policy fails closed).
+    #[test]
+    fn source_service_account_condition() {
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec:\n  action: DENY\n  rules: [{when: [{key: source.serviceAccount, values: [sleep, bar/curl]}]}]\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        assert!(!allowed_from(&w, "cluster.local/ns/foo/sa/sleep"));
+        assert!(allowed_from(&w, "cluster.local/ns/bar/sa/sleep"));
+        assert!(!allowed_from(&w, "cluster.local/ns/bar/sa/curl"));
+        assert!(allowed_from(&w, "cluster.local/ns/foo/sa/curl"));
+        let loaded = crate::load::load_str(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec:\n  rules: [{when: [{key: source.serviceAccount, values: ['*']}]}]\n",
+            "ap.yaml",
+        );
+        let w = AuthzPolicies::build(&loaded.objects, &MeshOptions::default())
+            .for_workload("foo", &Labels::new());
+        assert!(
+            !allowed_from(&w, "cluster.local/ns/foo/sa/sleep"),
+            "fails closed"
+        );
+    }
+
+    /// `namespaces` values are Istio's `.*/ns/<value>/.*` with every `*` a wildcard.
+    #[test]
+    fn namespace_wildcards_anywhere() {
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {namespaces: [team-*-prod]}}]\n  - when: [{key: source.namespace, values: ['*dev*']}]\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        assert!(!allowed_from(&w, "cluster.local/ns/team-a-prod/sa/x"));
+        assert!(!allowed_from(&w, "cluster.local/ns/my-dev-1/sa/x"));
+        assert!(allowed_from(&w, "cluster.local/ns/team-a-stage/sa/x"));
+        assert!(allowed_from(&w, "cluster.local/ns/prod/sa/x"));
+        assert!(glob("*/ns/foo/*", "td/ns/foo/sa/bar"));
+        assert!(!glob("*/ns/foo/*", "td/ns/foobar/sa/bar"));
+        assert!(glob("a*b*c", "abxbc"));
+        assert!(!glob("a*b*c", "abxbcd"));
+        assert!(glob("**", ""));
+    }
+
+    /// An IPv4 peer of a dual-stack socket (`::ffff:a.b.c.d`) is matched as IPv4.
+    #[test]
+    fn ipv4_mapped_peers_match_ipv4_blocks() {
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {ipBlocks: [10.0.0.0/8]}}]\n  - when: [{key: destination.ip, values: [192.168.0.0/16]}]\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        let decide = |src: &str, dst: &str| {
+            let req = AuthzRequest {
+                source_ip: Some(src.parse().unwrap()),
+                destination_ip: Some(dst.parse().unwrap()),
+                ..AuthzRequest::tcp(80)
+            };
+            w.evaluate(&req).allowed
+        };
+        assert!(!decide("::ffff:10.1.2.3", "::1"));
+        assert!(!decide("10.1.2.3", "::1"));
+        assert!(!decide("::1", "::ffff:192.168.1.1"));
+        assert!(decide("::ffff:11.1.2.3", "::ffff:127.0.0.1"));
+    }
+
+    /// `request.headers[:authority]` (and `host`), `[:method]`, `[:path]` read the
+    /// pseudo-headers, as Envoy's header matcher does.
+    #[test]
+    fn pseudo_header_conditions() {
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec:\n  rules:\n  - when:\n    - {key: 'request.headers[:authority]', values: ['httpbin*']}\n    - {key: 'request.headers[:method]', values: [GET]}\n    - {key: 'request.headers[:path]', values: ['/get*']}\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        let headers = http::HeaderMap::new();
+        let decide = |host, method, path| {
+            let attrs = HttpAuthzAttrs {
+                method,
+                path,
+                host,
+                headers: &headers,
+            };
+            w.evaluate(&AuthzRequest::http(8000, attrs)).allowed
+        };
+        assert!(decide("httpbin.foo:8000", "GET", "/get?x=1"));
+        assert!(!decide("other", "GET", "/get"));
+        assert!(!decide("httpbin", "POST", "/get"));
+        assert!(!decide("httpbin", "GET", "/ip"));
+    }
+
+    /// A dry-run policy is never enforced, even one that does not compile.
+    #[test]
+    fn uncompilable_dry_run_policy_is_not_enforced() {
+        let loaded = crate::load::load_str(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: d\n  namespace: foo\n  annotations: {istio.io/dry-run: 'true'}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: ['/{**}/admin']}}]}]\n",
+            "ap.yaml",
+        );
+        let w = AuthzPolicies::build(&loaded.objects, &MeshOptions::default())
+            .for_workload("foo", &Labels::new());
+        assert!(allowed_from(&w, "cluster.local/ns/foo/sa/x"));
     }
 }

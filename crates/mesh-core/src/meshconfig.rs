@@ -74,6 +74,10 @@ use crate::names::MeshOptions;
 pub struct MeshConfig {
     /// `trustDomain` (default `cluster.local`).
     pub trust_domain: Option<String>,
+    /// `trustDomainAliases`: other trust domains whose identities count as the mesh's own
+    /// (a trust domain migration). AuthorizationPolicy principals are matched in each
+    /// ([`MeshOptions::trust_domain_aliases`]).
+    pub trust_domain_aliases: Vec<String>,
     /// `rootNamespace` (default `istio-system`).
     pub root_namespace: Option<String>,
     /// `extensionProviders`, in order.
@@ -1162,7 +1166,7 @@ ignored_fields! {
         ingress_controller_mode, ingress_selector, access_log_file,
         enable_envoy_access_log_service,
         disable_envoy_listener_log, outbound_traffic_policy,
-        inbound_traffic_policy, config_sources, enable_auto_mtls, trust_domain_aliases,
+        inbound_traffic_policy, config_sources, enable_auto_mtls,
         ca_certificates, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
@@ -1174,6 +1178,8 @@ ignored_fields! {
     } keep {
         #[serde(default)]
         trust_domain: Option<String>,
+        #[serde(default)]
+        trust_domain_aliases: Vec<String>,
         #[serde(default)]
         root_namespace: Option<String>,
         #[serde(default)]
@@ -1616,6 +1622,11 @@ fn convert(
         tracing,
         tcp_keepalive: raw.tcp_keepalive,
         trust_domain: raw.trust_domain.filter(|t| !t.is_empty()),
+        trust_domain_aliases: raw
+            .trust_domain_aliases
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect(),
         root_namespace: raw.root_namespace.filter(|r| !r.is_empty()),
         extension_providers: providers,
         path_normalization,

@@ -65,6 +65,41 @@ pub struct MeshOptions {
     pub root_namespace: String,
     /// SPIFFE trust domain (`cluster.local`).
     pub trust_domain: String,
+    /// MeshConfig `trustDomainAliases` (none by default): as istiod does, an
+    /// AuthorizationPolicy principal naming the trust domain, an alias or `cluster.local`
+    /// matches the same identity in every one of them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs};
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::model::Labels;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let config = MeshConfig::from_yaml("{trustDomain: new.td, trustDomainAliases: [old.td]}")?;
+    /// let mesh = Mesh::new(MeshOptions::from_mesh_config(&config));
+    /// mesh.reload_loaded(mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: allow-sleep, namespace: foo}
+    /// spec:
+    ///   rules: [{from: [{source: {principals: [cluster.local/ns/foo/sa/sleep]}}]}]
+    /// ", "ap.yaml"))?;
+    /// let authz = mesh.snapshot().authz_for_workload("foo", &Labels::new());
+    /// let headers = http::HeaderMap::new();
+    /// let from = |principal| {
+    ///     let attrs = HttpAuthzAttrs { method: "GET", path: "/", host: "httpbin", headers: &headers };
+    ///     let req = AuthzRequest { principal: Some(principal), ..AuthzRequest::http(8000, attrs) };
+    ///     authz.evaluate(&req).allowed
+    /// };
+    /// assert!(from("new.td/ns/foo/sa/sleep"));
+    /// assert!(from("old.td/ns/foo/sa/sleep"));
+    /// assert!(!from("other.td/ns/foo/sa/sleep"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub trust_domain_aliases: Vec<String>,
     /// Namespace given to objects without `metadata.namespace` (`default`).
     pub default_namespace: String,
     /// MeshConfig `extensionProviders`: the external authorizers CUSTOM AuthorizationPolicies
@@ -178,6 +213,7 @@ impl Default for MeshOptions {
             domain_suffix: "cluster.local".to_owned(),
             root_namespace: "istio-system".to_owned(),
             trust_domain: "cluster.local".to_owned(),
+            trust_domain_aliases: Vec::new(),
             default_namespace: "default".to_owned(),
             extension_providers: Arc::from([]),
             path_normalization: PathNormalization::Base,
@@ -224,6 +260,7 @@ impl MeshOptions {
         let d = MeshOptions::default();
         MeshOptions {
             trust_domain: config.trust_domain.clone().unwrap_or(d.trust_domain),
+            trust_domain_aliases: config.trust_domain_aliases.clone(),
             root_namespace: config.root_namespace.clone().unwrap_or(d.root_namespace),
             extension_providers: config.extension_providers.iter().cloned().collect(),
             path_normalization: config.path_normalization.unwrap_or_default(),

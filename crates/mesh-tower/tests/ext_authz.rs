@@ -275,7 +275,10 @@ async fn authorizer_down_fails_closed_or_open() {
 }
 
 #[tokio::test]
-async fn undefined_provider_denies_what_the_policy_matches() {
+// istiod replaces the CUSTOM filter of a workload whose provider cannot be used with a
+// deny-all RBAC policy (`default-deny-all-due-to-bad-CUSTOM-action`): every request is
+// denied, not only what the CUSTOM rules match
+async fn undefined_provider_denies_every_request() {
     let (authz, seen) = authorizer().await;
     let mesh = Mesh::with_mesh_config(&mesh_config(""));
     mesh.reload_loaded(mesh_core::load::load_str(
@@ -289,7 +292,11 @@ async fn undefined_provider_denies_what_the_policy_matches() {
         (a.status, a.body.as_str()),
         (StatusCode::FORBIDDEN, "RBAC: access denied")
     );
-    assert_eq!(get(addr, "/ip", None).await.status, StatusCode::OK);
+    let a = get(addr, "/ip", None).await;
+    assert_eq!(
+        (a.status, a.body.as_str()),
+        (StatusCode::FORBIDDEN, "RBAC: access denied")
+    );
     assert!(seen.lock().unwrap().is_empty());
 }
 

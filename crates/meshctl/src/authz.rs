@@ -255,7 +255,35 @@ pub(crate) fn run(args: Args) -> ExitCode {
             filter_metadata: &[],
         };
         let mut d = authz.evaluate(&req);
-        if let Some(m) = authz.custom_match(&req) {
+        // istiod replaces the CUSTOM filter with a deny-all when the workload's CUSTOM
+        // policies (dry-run ones included) name no usable provider
+        let used = authz.custom_providers();
+        let bad_custom = (!used.is_empty())
+            .then(|| {
+                mesh_core::meshconfig::resolve_ext_authz(&snap.options().extension_providers, &used)
+                    .err()
+            })
+            .flatten();
+        if let Some(e) = bad_custom {
+            let hint = if args.mesh_config.is_some() {
+                ""
+            } else {
+                " (no --mesh-config: no provider is defined)"
+            };
+            d = mesh_core::authz::AuthzDecision {
+                allowed: false,
+                policy: Some("default-deny-all-due-to-bad-CUSTOM-action".into()),
+                rule: None,
+                reason: AuthzReason::CustomDenied,
+                audit: None,
+                dry_run: None,
+            };
+            custom = json!({
+                "provider": used[0],
+                "error": e,
+                "reason": format!("the workload's CUSTOM policies name no usable provider: {e}{hint}; istiod then denies every request to the workload:"),
+            });
+        } else if let Some(m) = authz.custom_match(&req) {
             let (c, after, asks) =
                 explain_custom(&snap, &authz, &req, m, args.mesh_config.is_some());
             custom_decides = asks && after.allowed;

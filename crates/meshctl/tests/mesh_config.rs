@@ -195,18 +195,21 @@ fn authz_names_the_provider_a_custom_policy_asks() {
     assert_eq!(v["decision"], "ALLOW", "{v}");
     assert_eq!(v["custom"], Value::Null);
 
-    // without the MeshConfig the provider is undefined: what the policy matches is denied
-    let v = with(&["--path", "/headers"]);
-    assert_eq!(v["decision"], "DENY", "{v}");
-    assert_eq!(v["policy"], "foo/ext-authz");
-    assert_eq!(
-        v["custom"]["error"],
-        r#"available providers are [] but found "sample-ext-authz-http""#
-    );
-    assert!(
-        v["reason"].as_str().unwrap().contains("no --mesh-config"),
-        "{v}"
-    );
+    // without the MeshConfig the provider is undefined: istiod replaces the CUSTOM filter
+    // with a deny-all, so every request to the workload is denied, matched or not
+    for path in ["/headers", "/ip"] {
+        let v = with(&["--path", path]);
+        assert_eq!(v["decision"], "DENY", "{v}");
+        assert_eq!(v["policy"], "default-deny-all-due-to-bad-CUSTOM-action");
+        assert_eq!(
+            v["custom"]["error"],
+            r#"available providers are [] but found "sample-ext-authz-http""#
+        );
+        assert!(
+            v["reason"].as_str().unwrap().contains("no --mesh-config"),
+            "{v}"
+        );
+    }
 
     // text: the provider that would be asked
     let mut a = base.to_vec();

@@ -297,6 +297,29 @@ fn action_name(a: AuthorizationAction) -> &'static str {
 }
 
 /// `CheckEmptyValues`; the message names the field as istiod does (`Principals`).
+/// istiod's `CheckServiceAccount` for one value of `field`: `sa` or `ns/sa`, no wildcard,
+/// at most 320 characters.
+fn check_service_account(v: &str, field: &str) -> Result<(), String> {
+    if v.contains('*') {
+        return Err(format!("wildcard not allowed, found in {field}"));
+    }
+    if v.len() > 320 {
+        return Err(format!(
+            "service account {v:?} is longer than 320 characters, found in {field}"
+        ));
+    }
+    let parts: Vec<&str> = v.split('/').collect();
+    match parts[..] {
+        [sa] if !sa.is_empty() => Ok(()),
+        [ns, sa] if !ns.is_empty() && !sa.is_empty() => Ok(()),
+        ["", _] => Err(format!("found empty namespace {v:?} in {field}")),
+        [_, _] => Err(format!("found empty service account {v:?} in {field}")),
+        _ => Err(format!(
+            "expected format 'serviceAccount' or 'namespace/serviceAccount', found {v:?} in {field}"
+        )),
+    }
+}
+
 fn check_values(cx: &mut Ctx<'_>, p: &str, field: &str, values: &[String], prefix: &str) {
     for (k, v) in values.iter().enumerate() {
         if v.is_empty() {
@@ -551,6 +574,7 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
         && (key == "source.namespace"
             || key == "source.principal"
             || key == "source.serviceAccount"
+            || key == "source.trustDomain"
             || key.starts_with("request.auth."))
     {
         cx.error(
@@ -582,30 +606,51 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
                 .split("][")
                 .all(|part| !part.is_empty() && !part.contains('[') && !part.contains(']'))
     };
-    let key_error: Option<String> =
-        if EXACT_KEYS.contains(&key) || key.starts_with("experimental.envoy.filters.") {
-            None
-        } else if key.starts_with("request.headers") {
-            (!bracket_ok(key, "request.headers") || key[16..key.len() - 1].contains("]["))
-                .then(|| format!("bad key ({key}): should have format a[b]"))
-        } else if key.starts_with("request.auth.claims") {
-            (!bracket_ok(key, "request.auth.claims"))
-                .then(|| format!("bad key ({key}): should have format a[b]"))
-        } else if key == "destination.namespace" {
-            Some(format!(
-                "attribute {key} is replaced by the metadata.namespace"
-            ))
-        } else if key.starts_with("destination.labels") {
-            Some(format!(
-                "attribute {key} is replaced by the workload selector"
-            ))
-        } else if key == "destination.name" || key == "destination.user" {
-            Some(format!(
-                "deprecated attribute {key}: only supported in v1alpha1"
-            ))
-        } else {
-            Some(format!("unknown attribute: {key}"))
-        };
+    // istiod's `CheckEmptyValues`, before the key is looked at
+    for (field, which, values) in [
+        ("values", "value", &c.values),
+        ("notValues", "notValue", &c.not_values),
+    ] {
+        if let Some(k) = values.iter().position(String::is_empty) {
+            cx.error(
+                &format!("{p}.{field}[{k}]"),
+                format!(
+                    "{prefix}invalid `{which}` for `key` {key}: empty value not allowed, found in {key}"
+                ),
+            );
+            return;
+        }
+    }
+    // istiod's `validateMapKey`: `a[b]` with something in the brackets
+    let map_key_ok = |k: &str| {
+        k.find('[')
+            .is_some_and(|open| k.ends_with(']') && open > 0 && open + 2 < k.len())
+    };
+    let key_error: Option<String> = if EXACT_KEYS.contains(&key) {
+        None
+    } else if key.starts_with("experimental.envoy.filters.") {
+        (!map_key_ok(key)).then(|| format!("bad key ({key}): should have format a[b]"))
+    } else if key.starts_with("request.headers") {
+        (!bracket_ok(key, "request.headers") || key[16..key.len() - 1].contains("]["))
+            .then(|| format!("bad key ({key}): should have format a[b]"))
+    } else if key.starts_with("request.auth.claims") {
+        (!bracket_ok(key, "request.auth.claims"))
+            .then(|| format!("bad key ({key}): should have format a[b]"))
+    } else if key == "destination.namespace" {
+        Some(format!(
+            "attribute {key} is replaced by the metadata.namespace"
+        ))
+    } else if key.starts_with("destination.labels") {
+        Some(format!(
+            "attribute {key} is replaced by the workload selector"
+        ))
+    } else if key == "destination.name" || key == "destination.user" {
+        Some(format!(
+            "deprecated attribute {key}: only supported in v1alpha1"
+        ))
+    } else {
+        Some(format!("unknown attribute: {key}"))
+    };
     if let Some(e) = key_error {
         let d = cx.error(
             &kp,
@@ -624,11 +669,20 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
         ("values", "value", &c.values),
         ("notValues", "notValue", &c.not_values),
     ] {
+        if key == "source.serviceAccount" && values.len() > 16 {
+            cx.error(
+                &format!("{p}.{field}"),
+                format!(
+                    "{prefix}invalid `{which}` for `key` {key}: may not have more than 16 values"
+                ),
+            );
+        }
         for (k, v) in values.iter().enumerate() {
             let vp = format!("{p}.{field}[{k}]");
             let err = match key {
                 "source.ip" | "remote.ip" | "destination.ip" => validate_security_ip(v).err(),
                 "destination.port" => validate_security_port(v).err(),
+                "source.serviceAccount" => check_service_account(v, key).err(),
                 _ => None,
             };
             if let Some(e) = err {
