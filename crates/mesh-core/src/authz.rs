@@ -294,7 +294,7 @@ enum Seg {
     Lit(Box<str>),
     /// `{*}`: exactly one non-empty segment.
     One,
-    /// `{**}`: the rest of the path (last only).
+    /// `{**}`: any run of segments (no operator after it; literal segments may follow).
     Rest,
 }
 
@@ -311,32 +311,23 @@ impl PathPat {
         if !v.contains('{') && !v.contains('}') {
             return Ok(PathPat::Plain(Pat::new(v)));
         }
-        let parts: Vec<&str> = v.split('/').collect();
-        let mut segs = Vec::with_capacity(parts.len());
-        for (i, seg) in parts.iter().enumerate() {
-            segs.push(match *seg {
+        check_path_template(v).map_err(|e| format!("invalid or unsupported path {v}: {e}"))?;
+        let segs: Box<[Seg]> = v
+            .split('/')
+            .map(|seg| match seg {
                 "{*}" => Seg::One,
-                "{**}" if i == parts.len() - 1 => Seg::Rest,
-                "{**}" => {
-                    return Err(format!(
-                        "invalid or unsupported path {v}: {{**}} is not the last operator"
-                    ))
-                }
-                s if s.contains(['{', '}']) => {
-                    return Err(format!(
-                        "invalid or unsupported path {v}: Contains '{{' or '}}' beyond a supported path template"
-                    ))
-                }
+                "{**}" => Seg::Rest,
                 s => Seg::Lit(s.into()),
-            });
-        }
-        Ok(PathPat::Template(segs.into()))
+            })
+            .collect();
+        Ok(PathPat::Template(segs))
     }
 
     /// Envoy's uri_template matcher (uri_template_internal.cc): the template becomes the
     /// regex `/` + segments joined by `/`, fully matched, where `{*}` is
     /// `[a-zA-Z0-9-._~%!$&'()+,;:@=]+` (one non-empty segment of pchars) and `{**}` the same
-    /// set plus `/`, repeated `*` (so `/public/{**}` matches `/public/` but not `/public`).
+    /// set plus `/`, repeated `*` (so `/public/{**}` matches `/public/` but not `/public`,
+    /// and `/a/{**}/b` matches `/a/x/y/b` and `/a//b` but not `/a/b`).
     fn matches(&self, p: &str) -> bool {
         fn pchar(b: u8) -> bool {
             b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b)
@@ -353,7 +344,22 @@ impl PathPat {
                         }
                     }
                     match seg {
-                        Seg::Rest => return rest.bytes().all(|b| b == b'/' || pchar(b)),
+                        Seg::Rest => {
+                            // only literals after it (checked at compile time): they end the
+                            // path, after any run of pchars and slashes
+                            let mut tail = String::new();
+                            for s in &segs[i + 1..] {
+                                if let Seg::Lit(l) = s {
+                                    tail.push('/');
+                                    tail.push_str(l);
+                                }
+                            }
+                            return rest.len() >= tail.len()
+                                && rest.ends_with(&*tail)
+                                && rest.as_bytes()[..rest.len() - tail.len()]
+                                    .iter()
+                                    .all(|&b| b == b'/' || pchar(b));
+                        }
                         Seg::One => {
                             let end = rest.find('/').unwrap_or(rest.len());
                             if end == 0 || !rest.as_bytes()[..end].iter().all(|b| pchar(*b)) {
@@ -371,6 +377,38 @@ impl PathPat {
             }
         }
     }
+}
+
+/// istiod's `CheckValidPathTemplate` of one path: with the leading and trailing `/`
+/// trimmed, `{*}` and `{**}` segments, no operator after a `{**}`, no other brace, and
+/// (when there is a template) only pchar literal segments. `Err`: istiod's reason.
+pub(crate) fn check_path_template(path: &str) -> Result<(), String> {
+    let has_template = path.contains("{*}") || path.contains("{**}");
+    let mut any = false;
+    for glob in path.trim_matches('/').split('/') {
+        match glob {
+            "{*}" | "{**}" if any => return Err("{**} is not the last operator".to_owned()),
+            "{*}" => continue,
+            "{**}" => {
+                any = true;
+                continue;
+            }
+            _ => {}
+        }
+        if glob.contains(['{', '}']) {
+            return Err("Contains '{' or '}' beyond a supported path template".to_owned());
+        }
+        let literal = !glob.is_empty()
+            && glob
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()+,;:@=".contains(&b));
+        if has_template && !literal {
+            return Err(format!(
+                "Contains segment {glob} with invalid string literal"
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn ip_net(s: &str) -> Result<IpNet, String> {
@@ -653,14 +691,14 @@ impl CompiledPolicy {
     /// kind: AuthorizationPolicy
     /// metadata: {name: bad-path, namespace: foo}
     /// spec:
-    ///   rules: [{to: [{operation: {paths: ["/{**}/admin"]}}]}]
+    ///   rules: [{to: [{operation: {paths: ["/{**}/{*}"]}}]}]
     /// "#, "ap.yaml");
     /// assert!(mesh_core::check(&loaded).iter().any(|d| d.is_error()));
     /// let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
     /// let p = CompiledPolicy::compile("bad-path", "foo", ap, false);
     /// assert_eq!(
     ///     p.error(),
-    ///     Some("invalid or unsupported path /{**}/admin: {**} is not the last operator")
+    ///     Some("invalid or unsupported path /{**}/{*}: {**} is not the last operator")
     /// );
     /// ```
     pub fn compile(name: &str, namespace: &str, ap: &AuthorizationPolicy, dry_run: bool) -> Self {
@@ -2052,7 +2090,7 @@ pub struct CustomMatch<'a> {
 /// metadata: {name: bad-path, namespace: foo}
 /// spec:
 ///   selector: {matchLabels: {app: httpbin}}
-///   rules: [{to: [{operation: {paths: ["/{**}/admin"]}}]}]
+///   rules: [{to: [{operation: {paths: ["/{**}/{*}"]}}]}]
 /// "#, "ap.yaml");
 /// let policies = AuthzPolicies::build(&loaded.objects, &MeshOptions::default());
 /// let errors: Vec<(&str, &str)> = policies.errors().collect();
@@ -2140,7 +2178,7 @@ impl AuthzPolicies {
     /// apiVersion: security.istio.io/v1
     /// kind: AuthorizationPolicy
     /// metadata: {name: bad-path, namespace: foo}
-    /// spec: {rules: [{to: [{operation: {paths: ["/{**}/admin"]}}]}]}
+    /// spec: {rules: [{to: [{operation: {paths: ["/{**}/{*}"]}}]}]}
     /// "#, "ap.yaml");
     /// let policies = AuthzPolicies::build(&loaded.objects, &MeshOptions::default());
     /// let names: Vec<&str> = policies.errors().map(|(name, _)| name).collect();
@@ -2800,12 +2838,34 @@ spec:
             ("/foo/{*}", "/foo/", false),
             ("/foo/{*}", "/bar/x", false),
             ("/{*}/b", "/a/b", true),
+            // `{**}` followed by literals (Envoy's `/foo/**/bar`): any run of segments
+            ("/foo/{**}/bar", "/foo/x/bar", true),
+            ("/foo/{**}/bar", "/foo/x/y/z/bar", true),
+            ("/foo/{**}/bar", "/foo//bar", true),
+            ("/foo/{**}/bar", "/foo/bar", false),
+            ("/foo/{**}/bar", "/foo/x/bar/y", false),
+            ("/foo/{**}/bar", "/foo/x/ybar", false),
+            ("/{**}/admin", "/a/b/admin", true),
+            ("/api/{**}/", "/api/v1/", true),
+            ("/api/{**}/", "/api/v1", false),
         ];
         for (p, s, want) in table {
             assert_eq!(PathPat::new(p).unwrap().matches(s), want, "{p} {s}");
         }
-        assert!(PathPat::new("/foo/{**}/bar").is_err());
-        assert!(PathPat::new("/foo/{x}").is_err());
+        // istiod's CheckValidPathTemplate
+        for bad in [
+            "/foo/{**}/{*}",
+            "/foo/{**}/bar/{**}",
+            "/foo/{x}",
+            "/foo/{**}buzz/bar",
+            "/foo/{*}/bar/*",
+            "/{*}/foo/?abc",
+            "/{*}/a b",
+            "/a//{*}",
+        ] {
+            assert!(PathPat::new(bad).is_err(), "{bad}");
+        }
+        assert!(PathPat::new("/{*}/foo/").is_ok());
     }
 
     #[test]
@@ -3283,7 +3343,7 @@ spec:
     #[test]
     fn uncompilable_dry_run_policy_is_not_enforced() {
         let loaded = crate::load::load_str(
-            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: d\n  namespace: foo\n  annotations: {istio.io/dry-run: 'true'}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: ['/{**}/admin']}}]}]\n",
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: d\n  namespace: foo\n  annotations: {istio.io/dry-run: 'true'}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: ['/{**}/{*}']}}]}]\n",
             "ap.yaml",
         );
         let w = AuthzPolicies::build(&loaded.objects, &MeshOptions::default())

@@ -160,7 +160,7 @@ const CASES: &[Case] = &[
     ("AuthorizationPolicy", "rules: [{from: [{source: {ipBlocks: ['10.0.0.0/40']}}]}]", E, "spec.rules[0].from[0].source.ipBlocks[0]", "bad CIDR range (10.0.0.0/40)"),
     ("AuthorizationPolicy", "rules: [{from: [{source: {serviceAccounts: [a], principals: [b]}}]}]", E, "spec.rules[0].from[0].source", "cannot set serviceAccounts with namespaces or principals, found at rule 0"),
     ("AuthorizationPolicy", "rules: [{from: [{source: {principals: ['']}}]}]", E, "spec.rules[0].from[0].source.principals[0]", "empty value not allowed, found in Principals"),
-    ("AuthorizationPolicy", "rules: [{to: [{operation: {paths: ['/a/{**}/b']}}]}]", E, "spec.rules[0].to[0].operation.paths[0]", "{**} is not the last operator"),
+    ("AuthorizationPolicy", "rules: [{to: [{operation: {paths: ['/a/{**}/{*}']}}]}]", E, "spec.rules[0].to[0].operation.paths[0]", "{**} is not the last operator"),
     ("AuthorizationPolicy", "rules: [{when: [{key: destination.namespace, values: [a]}]}]", E, "spec.rules[0].when[0].key", "attribute destination.namespace is replaced by the metadata.namespace"),
     ("AuthorizationPolicy", "rules: [{when: [{key: source.ipp, values: [a]}]}]", E, "spec.rules[0].when[0].key", "unknown attribute: source.ipp"),
     ("AuthorizationPolicy", "rules: [{when: [{key: 'request.headers[x]'}]}]", E, "spec.rules[0].when[0]", "at least one of `values` or `notValues` must be set for key request.headers[x]"),

@@ -1,6 +1,7 @@
 //! A serde `Deserializer` straight over the spanned tree: no intermediate `serde_json::Value`.
 //!
-//! Kubernetes semantics for `null`: a null list, map or object is the same as an absent one.
+//! Kubernetes semantics for `null`: a null list, map or object is the same as an absent one,
+//! and so is a null field of an object (the API server prunes it before validation).
 
 use std::fmt;
 
@@ -45,6 +46,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
             NodeKind::Map(entries) => v.visit_map(Map {
                 iter: entries.iter(),
                 value: None,
+                fields: &[],
             }),
         }
     }
@@ -68,6 +70,7 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
             NodeKind::Null => v.visit_map(Map {
                 iter: [].iter(),
                 value: None,
+                fields: &[],
             }),
             _ => self.deserialize_any(v),
         }
@@ -76,10 +79,17 @@ impl<'de> de::Deserializer<'de> for De<'_, '_> {
     fn deserialize_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
-        _fields: &'static [&'static str],
+        fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, DeError> {
-        self.deserialize_map(v)
+        match &self.0.kind {
+            NodeKind::Map(entries) => v.visit_map(Map {
+                iter: entries.iter(),
+                value: None,
+                fields,
+            }),
+            _ => self.deserialize_map(v),
+        }
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -131,6 +141,8 @@ impl<'de> SeqAccess<'de> for Seq<'_, '_> {
 struct Map<'n, 'a> {
     iter: std::slice::Iter<'n, (Key<'a>, Node<'a>)>,
     value: Option<&'n Node<'a>>,
+    /// The struct's fields (empty for a plain map): the keys whose null values are dropped.
+    fields: &'static [&'static str],
 }
 
 impl<'de> MapAccess<'de> for Map<'_, '_> {
@@ -140,12 +152,22 @@ impl<'de> MapAccess<'de> for Map<'_, '_> {
         &mut self,
         seed: K,
     ) -> Result<Option<K::Value>, DeError> {
-        match self.iter.next() {
-            Some((k, v)) => {
-                self.value = Some(v);
-                seed.deserialize(KeyDe(&k.text)).map(Some)
+        // a known field set to null (`action:` with nothing after it, as Helm renders an
+        // unset value) is dropped, as the Kubernetes API server prunes non-nullable nulls
+        // before validation: the field takes its default (an unknown one is still reported)
+        loop {
+            match self.iter.next() {
+                Some((k, v))
+                    if matches!(v.kind, NodeKind::Null) && self.fields.contains(&&*k.text) =>
+                {
+                    continue
+                }
+                Some((k, v)) => {
+                    self.value = Some(v);
+                    return seed.deserialize(KeyDe(&k.text)).map(Some);
+                }
+                None => return Ok(None),
             }
-            None => Ok(None),
         }
     }
 
@@ -217,5 +239,56 @@ impl<'de> de::Deserializer<'de> for KeyDe<'_> {
     forward_to_deserialize_any! {
         bool i128 u128 f32 f64 char str string bytes byte_buf unit unit_struct seq tuple
         tuple_struct map struct identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A field left empty (`action:`, as a Helm template renders an unset value) is dropped
+    /// as the API server prunes it: the default applies. An unknown field is still an error.
+    #[test]
+    fn null_fields_take_their_default() {
+        let loaded = crate::load::load_str(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a, namespace: foo}
+spec:
+  action:
+  rules: [{to: [{operation: {methods: [GET]}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: foo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /a}, ignoreUriCase: }]
+    timeout:
+    route: [{destination: {host: reviews}}]
+",
+            "null.yaml",
+        );
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let ap = loaded.objects[0].spec.as_authorization_policy().unwrap();
+        assert_eq!(ap.action, crate::model::AuthorizationAction::Allow);
+
+        let loaded = crate::load::load_str(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: r, namespace: foo}
+spec:
+  hosts: [reviews]
+  gatways:
+",
+            "unknown.yaml",
+        );
+        assert!(
+            loaded
+                .diagnostics
+                .iter()
+                .any(|d| d.is_error() && d.message.contains("unknown field `gatways`")),
+            "{:?}",
+            loaded.diagnostics
+        );
     }
 }

@@ -589,7 +589,8 @@ impl Loader {
     }
 
     /// Loads a file, or a directory recursively (`.yaml`, `.yml`, `.json`, sorted by name;
-    /// hidden entries skipped).
+    /// hidden entries, links to directories and files holding no Kubernetes object, such as
+    /// a Helm chart's `Chart.yaml`, skipped).
     ///
     /// # Examples
     ///
@@ -622,7 +623,20 @@ impl Loader {
         collect_files(path, 0, &mut files)?;
         let mut out = Loaded::default();
         for f in files {
-            out.extend(self.load_file(&f)?);
+            let loaded = self.load_file(&f)?;
+            // a file of the walk holding no Kubernetes object at all (a Helm `Chart.yaml`,
+            // `values.yaml`, a `package.json`) is not config: skipped, as `istioctl
+            // validate` passes non-Istio YAML. Named explicitly, it is still reported.
+            let not_config = loaded.objects.is_empty()
+                && !loaded.diagnostics.is_empty()
+                && loaded.diagnostics.iter().all(|d| {
+                    d.code == codes::NOT_AN_OBJECT
+                        && (d.message.starts_with("missing `kind`")
+                            || d.message.starts_with("a document must be a mapping"))
+                });
+            if !not_config {
+                out.extend(loaded);
+            }
         }
         Ok(out)
     }
@@ -1423,8 +1437,13 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(),
             path: path.clone(),
             source,
         })?;
+        // a symbolic link to a directory is not followed (as `kubectl apply -R`): a link
+        // back up the tree would load everything again, or never end
+        let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
         if meta.is_dir() {
-            collect_files(&path, depth + 1, out)?;
+            if !link {
+                collect_files(&path, depth + 1, out)?;
+            }
         } else if matches!(
             path.extension().and_then(|x| x.to_str()),
             Some("yaml" | "yml" | "json")
@@ -1433,4 +1452,56 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DR: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews}
+spec: {host: reviews}
+";
+
+    /// A repository's other YAML and JSON (a Helm chart's `Chart.yaml` and `values.yaml`,
+    /// a `package.json`) is skipped by the directory walk; named alone it is reported.
+    #[test]
+    fn directory_walk_skips_files_that_hold_no_object() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dr.yaml"), DR).unwrap();
+        std::fs::write(dir.path().join("Chart.yaml"), "apiVersion: v2\nname: app\n").unwrap();
+        std::fs::write(dir.path().join("values.yaml"), "replicas: 2\n").unwrap();
+        std::fs::write(dir.path().join("package.json"), "{\"name\": \"x\"}").unwrap();
+        std::fs::write(dir.path().join("list.yaml"), "- a\n- b\n").unwrap();
+        let loaded = Loader::default().load_path(dir.path()).unwrap();
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        assert_eq!(loaded.objects.len(), 1);
+        let alone = Loader::default()
+            .load_path(&dir.path().join("values.yaml"))
+            .unwrap();
+        assert!(alone.diagnostics.iter().any(|d| d.is_error()));
+        // an Istio object with a mistake next to a kind-less document is still reported
+        std::fs::write(
+            dir.path().join("mixed.yaml"),
+            format!("{DR}---\nfoo: bar\n"),
+        )
+        .unwrap();
+        let loaded = Loader::default().load_path(dir.path()).unwrap();
+        assert!(loaded.diagnostics.iter().any(|d| d.is_error()));
+    }
+
+    /// A link to a directory is not followed: a link back up the tree loads nothing twice
+    /// and the walk ends.
+    #[cfg(unix)]
+    #[test]
+    fn directory_walk_does_not_follow_directory_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("dr.yaml"), DR).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("again")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("twice")).unwrap();
+        let loaded = Loader::default().load_path(dir.path()).unwrap();
+        assert_eq!(loaded.objects.len(), 1);
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    }
 }
