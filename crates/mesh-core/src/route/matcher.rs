@@ -650,15 +650,17 @@ impl MatchBlock {
         if self.port.is_some_and(|p| p != r.port) {
             return false;
         }
-        if self.source_namespaces.iter().any(|n| &**n != r.client_ns) {
-            return false;
-        }
+        // istiod's `sourceMatchHTTP`: with match `gateways`, neither `sourceLabels` nor
+        // `sourceNamespace` is consulted
         match &self.gateways {
             Some(gws) => {
                 let ctx = r.gateway.unwrap_or("mesh");
                 gws.iter().any(|g| &**g == ctx)
             }
-            None => labels_match(&self.source_labels, r.source_labels),
+            None => {
+                labels_match(&self.source_labels, r.source_labels)
+                    && self.source_namespaces.iter().all(|n| &**n == r.client_ns)
+            }
         }
     }
 

@@ -2186,9 +2186,17 @@ impl RouteTable {
         };
         let service = registry.service(fqdn, a.client_namespace);
         let default_retries = self.default_retries();
-        let mut found = self
-            .mesh_vs(fqdn, a.client_namespace, sidecar, port, applies)
-            .map(|vs| (vs, fqdn));
+        let mut found = if service.is_some_and(|s| &*s.hostname == fqdn) {
+            // istiod ties a registry service to its most specific visible VirtualService by
+            // host alone (`computeWildcardHostVirtualServiceIndex`); one left without a route
+            // for this client and port leaves the service its default route, it does not
+            // hand it to a less specific (wildcard) VirtualService
+            self.mesh_vs(fqdn, a.client_namespace, sidecar, port, |_| true)
+                .filter(|vs| applies(vs))
+        } else {
+            self.mesh_vs(fqdn, a.client_namespace, sidecar, port, applies)
+        }
+        .map(|vs| (vs, fqdn));
         if found.is_none() && service.is_none() {
             // The registry knows no service for the name, so no port list says where a
             // VirtualService for it applies (Istio would have no listener for the port):
