@@ -902,3 +902,80 @@ async fn an_idle_connection_past_the_idle_timeout_is_not_reused() {
         "a new connection after it"
     );
 }
+
+/// istiod's `retry.ConvertPolicy`: a route whose only destination hashes consistently
+/// retries on the same host (no previous-hosts predicate), unless the route sets
+/// `retryIgnorePreviousHosts: true`, which is honoured.
+#[tokio::test]
+async fn consistent_hash_retries_stay_on_the_host_unless_told_otherwise() {
+    let pki = Pki::new();
+    let yaml = |flag: &str| {
+        format!(
+            "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}}}\n",
+            with_vs(&format!(
+                "  - route: [{{destination: {{host: reviews}}}}]\n    retries: {{attempts: 5, retryOn: 5xx{flag}}}\n"
+            ))
+        )
+    };
+    let mesh = mesh(&yaml(""));
+    let bad = start(
+        &pki,
+        "reviews-a",
+        "default",
+        "reviews",
+        Behaviour::Always500,
+    )
+    .await;
+    let good = start(&pki, "reviews-b", "default", "reviews", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "reviews-a",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        bad.addr,
+    );
+    register(
+        &mesh,
+        "reviews-b",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        good.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    // a user the ring puts on the failing endpoint: every attempt goes there
+    let mut user = None;
+    for i in 0..64 {
+        let u = format!("user-{i}");
+        let (st, _, _, _) =
+            send(&client, get_with("http://reviews:9080/", &[("x-user", &u)])).await;
+        if st == 500 {
+            user = Some(u);
+            break;
+        }
+    }
+    let user = user.expect("some user hashes to the failing endpoint");
+    let before = bad.hits();
+    let (st, _, _, _) = send(
+        &client,
+        get_with("http://reviews:9080/", &[("x-user", &user)]),
+    )
+    .await;
+    assert_eq!(st, 500);
+    assert_eq!(
+        bad.hits() - before,
+        6,
+        "the first attempt and 5 retries, all on one host"
+    );
+    // told to avoid the hosts already tried, the retry goes to the other endpoint
+    reload(&mesh, &yaml(", retryIgnorePreviousHosts: true"));
+    let (st, _, body, _) = send(
+        &client,
+        get_with("http://reviews:9080/", &[("x-user", &user)]),
+    )
+    .await;
+    assert_eq!((st, body.as_str()), (200, "reviews-b"));
+}

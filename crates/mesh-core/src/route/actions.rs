@@ -570,8 +570,10 @@ pub struct RetryPolicy {
     pub retriable_status_codes: Arc<[u16]>,
     /// Retry in other localities.
     pub retry_remote_localities: bool,
-    /// Avoid hosts already tried (default true).
-    pub ignore_previous_hosts: bool,
+    /// `retryIgnorePreviousHosts` as written. Unset (`None`), istiod avoids the hosts
+    /// already tried unless the route's only destination hashes consistently
+    /// (`retry.ConvertPolicy` with a hash policy); set, it is honoured either way.
+    pub ignore_previous_hosts: Option<bool>,
     /// Base back-off interval (default 25 ms).
     pub backoff: Duration,
 }
@@ -605,7 +607,7 @@ static DEFAULT_RETRY: LazyLock<RetryPolicy> = LazyLock::new(|| RetryPolicy {
     retry_on: DEFAULT_RETRY_ON.into(),
     retriable_status_codes: Arc::new([]),
     retry_remote_localities: false,
-    ignore_previous_hosts: true,
+    ignore_previous_hosts: None,
     backoff: Duration::from_millis(25),
 });
 
@@ -674,7 +676,7 @@ impl RetryPolicy {
             },
             retriable_status_codes: codes.into(),
             retry_remote_localities: r.retry_remote_localities.unwrap_or(false),
-            ignore_previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(true),
+            ignore_previous_hosts: r.retry_ignore_previous_hosts,
             backoff: r
                 .backoff
                 .map(|d| d.as_std())

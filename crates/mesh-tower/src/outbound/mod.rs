@@ -2944,6 +2944,7 @@ where
         path_and_query: &path_and_query,
         grpc,
         upgrade,
+        single_destination: decision.destinations().len() == 1,
         in_flight: std::sync::atomic::AtomicUsize::new(usize::MAX),
     };
     let (mut resp, ctx) = match timeout {
@@ -3092,6 +3093,8 @@ struct Attempts<'a, T> {
     grpc: bool,
     /// A WebSocket upgrade request: sent over HTTP/1.1.
     upgrade: bool,
+    /// The route has one destination (istiod's hash policy on retries applies only then).
+    single_destination: bool,
     /// The endpoint of the attempt waiting for its response headers (`usize::MAX`: none),
     /// for the outlier detector when the route timeout cuts it off.
     in_flight: std::sync::atomic::AtomicUsize,
@@ -3113,7 +3116,12 @@ impl<T: Sender> Attempts<'_, T> {
             &self.parts.uri,
             conn,
         )?;
-        let avoid = self.policy.ignore_previous_hosts && !lb.algorithm().is_consistent_hash();
+        // istiod's retry.ConvertPolicy: the previous-hosts predicate unless the route's only
+        // destination hashes consistently; an explicit `retryIgnorePreviousHosts` wins
+        let avoid = self
+            .policy
+            .ignore_previous_hosts
+            .unwrap_or(!(self.single_destination && lb.algorithm().is_consistent_hash()));
         if avoid && !tried.is_empty() && lb.available_count() > 1 {
             for _ in 0..HOST_SELECTION_ATTEMPTS {
                 if !tried.contains(&best.0.index()) {
