@@ -117,8 +117,9 @@ spec:
 ",
     )
     .unwrap();
-    m.ensure_dns_refresh();
+    // read before the refresher starts: it may publish before this thread runs again
     let generation = m.snapshot().generation();
+    m.ensure_dns_refresh();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while targets(&m, "localhost").is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -478,3 +478,32 @@ fn misplaced_fields_get_a_hint() {
         );
     }
 }
+
+/// A syntax error ends its document only, as kubectl splits on `---` first: the documents
+/// after it are loaded, at their own lines.
+#[test]
+fn a_syntax_error_does_not_hide_the_later_documents() {
+    let text = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a}
+spec: {host: a}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b}
+spec: {host: [unclosed
+--- # the third
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: c}
+spec: {host: c, trafficPolicy: {tls: {mode: MUTUL}}}
+";
+    let l = Loader::default().load_str(text, "three.yaml");
+    let names: Vec<&str> = l.objects.iter().map(|o| o.metadata.name.as_str()).collect();
+    assert_eq!(names, ["a"], "{:?}", l.diagnostics);
+    let lines: Vec<(&str, u32)> = l.diagnostics.iter().map(|d| (d.code, d.line)).collect();
+    assert_eq!(lines.len(), 2, "{:?}", l.diagnostics);
+    assert_eq!(lines[0].0, codes::SYNTAX);
+    // the third document's bad enum, at its own line
+    assert_eq!(lines[1].1, 14, "{:?}", l.diagnostics);
+}

@@ -509,16 +509,42 @@ impl Loader {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut out = Loaded::default();
         out.sources.insert(file.clone(), Arc::from(text));
-        let mut docs = Vec::new();
-        let parse_err = parse_documents(text, &self.options, &mut docs);
-        for (index, doc) in docs.into_iter().enumerate() {
-            if let Some(root) = doc {
-                self.process_document(root, &file, index, &mut out);
+        // A syntax error ends its document only: as kubectl splits the stream on `---`
+        // lines before parsing, the documents after it are still read (from the next `---`
+        // line past the error, their lines counted from the start of the file).
+        let mut index = 0;
+        let (mut start, mut first_line) = (0usize, 0u32);
+        loop {
+            let mut docs = Vec::new();
+            let parse_err = parse_documents(&text[start..], &self.options, &mut docs);
+            for doc in docs {
+                if let Some(mut root) = doc {
+                    if first_line > 0 {
+                        root.shift_lines(first_line);
+                    }
+                    self.process_document(root, &file, index, &mut out);
+                }
+                index += 1;
             }
-        }
-        if let Some((msg, at, code)) = parse_err {
+            let Some((msg, mut at, code)) = parse_err else {
+                break;
+            };
+            at.line = at.line.saturating_add(first_line);
             out.diagnostics
                 .push(Diagnostic::error(code, msg, file.clone(), at, ""));
+            // the next document separator at or after the error's line
+            let Some((offset, line)) = next_separator(text, start, at.line) else {
+                break;
+            };
+            start = offset + 3;
+            first_line = line - 1;
+            index += 1;
+            // the rest of the separator line (`--- # comment`) belongs to no document
+            match text[start..].find('\n') {
+                Some(nl) => start += nl + 1,
+                None => break,
+            }
+            first_line += 1;
         }
         out
     }
@@ -1411,6 +1437,24 @@ fn serde_error_diagnostic(
         d = d.with_help("quote the value to make it a string");
     }
     (None, d)
+}
+
+/// The byte offset and (1-based) line of the first `---` document separator in `text`
+/// past byte `from` whose line is `line` or later.
+fn next_separator(text: &str, from: usize, line: u32) -> Option<(usize, u32)> {
+    let mut offset = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        let n = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        if offset > from
+            && n >= line
+            && l.starts_with("---")
+            && l[3..].chars().next().is_none_or(char::is_whitespace)
+        {
+            return Some((offset, n));
+        }
+        offset += l.len();
+    }
+    None
 }
 
 fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {

@@ -35,6 +35,22 @@ pub(super) struct Key<'a> {
 }
 
 impl<'a> Node<'a> {
+    /// Moves the node, and everything under it, `lines` lines down (a document parsed from
+    /// the middle of its file).
+    pub(super) fn shift_lines(&mut self, lines: u32) {
+        self.at.line = self.at.line.saturating_add(lines);
+        match &mut self.kind {
+            NodeKind::Seq(items) => items.iter_mut().for_each(|n| n.shift_lines(lines)),
+            NodeKind::Map(entries) => {
+                for (k, v) in entries {
+                    k.at.line = k.at.line.saturating_add(lines);
+                    v.shift_lines(lines);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The value of mapping entry `key`.
     pub(super) fn get(&self, key: &str) -> Option<&Node<'a>> {
         match &self.kind {
