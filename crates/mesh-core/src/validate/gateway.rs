@@ -7,7 +7,8 @@ use super::{Ctx, Help};
 use crate::diag::{codes, Severity};
 use crate::model::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
-/// Cipher suites Envoy (BoringSSL) accepts by name.
+/// Cipher suites istiod accepts by name (`ValidCipherSuites`: BoringSSL's, the PSK ones
+/// left out).
 const CIPHERS: &[&str] = &[
     "ECDHE-ECDSA-AES128-GCM-SHA256",
     "ECDHE-RSA-AES128-GCM-SHA256",
@@ -15,25 +16,21 @@ const CIPHERS: &[&str] = &[
     "ECDHE-RSA-AES256-GCM-SHA384",
     "ECDHE-ECDSA-CHACHA20-POLY1305",
     "ECDHE-RSA-CHACHA20-POLY1305",
-    "ECDHE-PSK-CHACHA20-POLY1305",
     "ECDHE-ECDSA-AES128-SHA",
     "ECDHE-RSA-AES128-SHA",
-    "ECDHE-PSK-AES128-CBC-SHA",
     "ECDHE-ECDSA-AES256-SHA",
     "ECDHE-RSA-AES256-SHA",
-    "ECDHE-PSK-AES256-CBC-SHA",
     "AES128-GCM-SHA256",
     "AES256-GCM-SHA384",
     "AES128-SHA",
     "AES256-SHA",
-    "PSK-AES128-CBC-SHA",
-    "PSK-AES256-CBC-SHA",
     "DES-CBC3-SHA",
 ];
 
-/// Whether `name` is a cipher suite Envoy (BoringSSL) accepts by name, as istiod's
-/// `IsValidCipherSuite` checks it (an `[A|B]` equal-preference group is kept as is):
-/// istiod drops the others from a server's `cipherSuites` with a warning.
+/// Whether istiod's `IsValidCipherSuite` accepts `name`: a suite BoringSSL knows by name
+/// (not a PSK one), `ALL`, empty, or anything not starting with a letter or digit (an
+/// `[A|B]` equal-preference group, a `-X`, `+X` or `!X` operator, which istiod passes on
+/// unparsed). istiod drops the others from a server's `cipherSuites` with a warning.
 ///
 /// # Examples
 ///
@@ -42,10 +39,17 @@ const CIPHERS: &[&str] = &[
 ///
 /// assert!(is_envoy_cipher_suite("ECDHE-ECDSA-AES256-GCM-SHA384"));
 /// assert!(is_envoy_cipher_suite("[ECDHE-ECDSA-AES128-GCM-SHA256|ECDHE-ECDSA-CHACHA20-POLY1305]"));
+/// assert!(is_envoy_cipher_suite("ALL"));
+/// assert!(is_envoy_cipher_suite("-AES128-SHA"));
+/// assert!(!is_envoy_cipher_suite("PSK-AES128-CBC-SHA"));
 /// assert!(!is_envoy_cipher_suite("TLS_AES_128_GCM_SHA256")); // TLS 1.3 suites are not configurable
 /// ```
 pub fn is_envoy_cipher_suite(name: &str) -> bool {
-    name.starts_with('[') || CIPHERS.contains(&name)
+    match name.chars().next() {
+        None => true,
+        Some(c) if !c.is_alphanumeric() => true,
+        Some(_) => name == "ALL" || CIPHERS.contains(&name),
+    }
 }
 
 pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
@@ -238,7 +242,7 @@ pub(super) fn validate_server_tls(cx: &mut Ctx<'_>, tp: &str, tls: &ServerTlsSet
     let mut valid = HashSet::new();
     let mut dups: Vec<&str> = Vec::new();
     for c in &tls.cipher_suites {
-        if !CIPHERS.contains(&c.as_str()) {
+        if !is_envoy_cipher_suite(c) {
             invalid.push(c);
         } else if !valid.insert(c.as_str()) {
             dups.push(c);

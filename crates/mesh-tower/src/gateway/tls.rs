@@ -110,6 +110,11 @@ fn with_cipher_suites(
         .iter()
         .map(|n| n.trim())
         .filter(|n| mesh_core::validate::is_envoy_cipher_suite(n))
+        // BoringSSL's rule words and operators (`ALL`, `-X`, `!X`) are not suites of their
+        // own: what they would change is left to the defaults
+        .filter(|n| {
+            n.starts_with('[') || n.starts_with(|c: char| c.is_ascii_alphanumeric()) && *n != "ALL"
+        })
         .collect();
     if valid.is_empty() {
         return (provider, false);
