@@ -296,30 +296,34 @@ fn action_name(a: AuthorizationAction) -> &'static str {
     }
 }
 
-/// `CheckEmptyValues`; the message names the field as istiod does (`Principals`).
-/// istiod's `CheckServiceAccount` for one value of `field`: `sa` or `ns/sa`, no wildcard,
-/// at most 320 characters.
-fn check_service_account(v: &str, field: &str) -> Result<(), String> {
+/// istiod's `CheckServiceAccount` for one value of `key`: `sa` or `ns/sa`, no wildcard,
+/// at most 320 characters; its messages.
+fn check_service_account(v: &str, key: &str) -> Result<(), String> {
+    const FORMAT: &str = "expected format 'serviceAccount' or 'namespace/serviceAccount'";
+    if v.is_empty() {
+        return Err(format!("empty value not allowed, found in {key}"));
+    }
     if v.contains('*') {
-        return Err(format!("wildcard not allowed, found in {field}"));
+        return Err(format!("wildcard not allowed, found in {key}"));
+    }
+    if v.matches('/').count() > 1 {
+        return Err(format!("{FORMAT}, found {v:?} in {key}"));
     }
     if v.len() > 320 {
         return Err(format!(
-            "service account {v:?} is longer than 320 characters, found in {field}"
+            "value cannot exceed 320 characters, found {v:?} in {key}"
         ));
     }
-    let parts: Vec<&str> = v.split('/').collect();
-    match parts[..] {
-        [sa] if !sa.is_empty() => Ok(()),
-        [ns, sa] if !ns.is_empty() && !sa.is_empty() => Ok(()),
-        ["", _] => Err(format!("found empty namespace {v:?} in {field}")),
-        [_, _] => Err(format!("found empty service account {v:?} in {field}")),
-        _ => Err(format!(
-            "expected format 'serviceAccount' or 'namespace/serviceAccount', found {v:?} in {field}"
+    match v.split_once('/') {
+        Some(("", _)) => Err(format!("{FORMAT}, found empty namespace {v:?} in {key}")),
+        Some((_, "")) => Err(format!(
+            "{FORMAT}, found empty serviceAccount {v:?} in {key}"
         )),
+        _ => Ok(()),
     }
 }
 
+/// `CheckEmptyValues`; the message names the field as istiod does (`Principals`).
 fn check_values(cx: &mut Ctx<'_>, p: &str, field: &str, values: &[String], prefix: &str) {
     for (k, v) in values.iter().enumerate() {
         if v.is_empty() {
@@ -386,26 +390,31 @@ fn validate_source(
     {
         cx.error(p, format!("{prefix}cannot set serviceAccounts with namespaces or principals, found at rule {rule}"));
     }
-    for (field, values) in [
-        ("serviceAccounts", &s.service_accounts),
-        ("notServiceAccounts", &s.not_service_accounts),
+    // istiod's CheckServiceAccount: the first error of each list
+    for (field, key, values) in [
+        ("serviceAccounts", "ServiceAccounts", &s.service_accounts),
+        (
+            "notServiceAccounts",
+            "NotServiceAccounts",
+            &s.not_service_accounts,
+        ),
     ] {
         if values.len() > 16 {
             cx.error(
                 &format!("{p}.{field}"),
-                format!("{prefix}{field} may not have more than 16 values"),
+                format!("{prefix}may not have more than 16 values"),
             );
+            continue;
         }
-        for (k, v) in values.iter().enumerate() {
-            let vp = format!("{p}.{field}[{k}]");
-            if v.contains('*') {
-                cx.error(
-                    &vp,
-                    format!("{prefix}wildcard not allowed, found in {field}"),
-                );
-            } else if v.split('/').count() > 2 || v.starts_with('/') || v.ends_with('/') {
-                cx.error(&vp, format!("{prefix}expected format 'serviceAccount' or 'namespace/serviceAccount', found {v:?} in {field}"));
-            }
+        // (an empty value is already reported by CheckEmptyValues)
+        let bad = values.iter().enumerate().find_map(|(k, v)| {
+            (!v.is_empty())
+                .then(|| check_service_account(v, key).err())
+                .flatten()
+                .map(|e| (k, e))
+        });
+        if let Some((k, e)) = bad {
+            cx.error(&format!("{p}.{field}[{k}]"), format!("{prefix}{e}"));
         }
     }
     for (field, values) in [
@@ -496,12 +505,17 @@ fn validate_operation(cx: &mut Ctx<'_>, p: &str, o: &Operation, prefix: &str) {
             }
         }
     }
-    for (field, values) in [("paths", &o.paths), ("notPaths", &o.not_paths)] {
+    for (field, key, values) in [
+        ("paths", "Paths", &o.paths),
+        ("notPaths", "NotPaths", &o.not_paths),
+    ] {
         for (k, v) in values.iter().enumerate() {
             if let Err(e) = validate_path_template(v) {
+                // istiod prints the path with its leading and trailing `/` trimmed
+                let shown = v.trim_matches('/');
                 cx.error(
                     &format!("{p}.{field}[{k}]"),
-                    format!("{prefix}invalid or unsupported path {v}, found in {field}. {e}"),
+                    format!("{prefix}invalid or unsupported path {shown}, found in {key}. {e}"),
                 );
             }
         }
