@@ -89,3 +89,104 @@ spec:
     let d = s.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/", &h));
     assert_eq!(d.destinations()[0].subset.as_deref(), Some("v2"));
 }
+
+/// istiod's `IsCatchAllRoute` counts `uri: {regex: ".*"}` as a catch-all: merged on one
+/// gateway host, such a route goes after the other VirtualServices' routes.
+#[test]
+fn regex_dot_star_is_a_catch_all_at_gateways() {
+    let s = snap(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-catchall, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {regex: '.*'}}]
+    route: [{destination: {host: frontend}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b-api, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    route: [{destination: {host: api}}]
+",
+    );
+    let h = http::HeaderMap::new();
+    let at = |path| {
+        s.route_http(
+            &HttpRequestAttrs::new("istio-system", "shop.example.com", path, &h)
+                .with_gateway(Some("istio-system/gw")),
+        )
+        .virtual_service_name()
+        .map(str::to_owned)
+    };
+    assert_eq!(at("/api/x").as_deref(), Some("default/b-api"));
+    assert_eq!(at("/other").as_deref(), Some("default/a-catchall"));
+}
+
+/// istiod's `SelectVirtualServices` order decides which VirtualService claims a host:
+/// private to the client's namespace, exported to it by name, then public; a public one in
+/// the client's own namespace has no precedence.
+#[test]
+fn virtual_services_for_one_host_in_select_virtual_services_order() {
+    let vs = |name: &str, ns: &str, export: &str, subset: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  hosts: [ratings.prod.svc.cluster.local]
+  {export}
+  http: [{{route: [{{destination: {{host: ratings.prod.svc.cluster.local, subset: {subset}}}}}]}}]
+---
+"
+        )
+    };
+    let svc = "apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: prod}
+spec: {ports: [{name: http, port: 9080}]}
+---
+";
+    let h = http::HeaderMap::new();
+    let pick = |yaml: &str| {
+        let s = snap(yaml);
+        s.route_http(&HttpRequestAttrs::new(
+            "default",
+            "ratings.prod:9080",
+            "/",
+            &h,
+        ))
+        .virtual_service_name()
+        .map(str::to_owned)
+    };
+    // exported by name beats public, even the client namespace's own
+    let y = format!(
+        "{svc}{}{}",
+        vs("client", "default", "", "a"),
+        vs("team", "prod", "exportTo: [default]", "b")
+    );
+    assert_eq!(pick(&y).as_deref(), Some("prod/team"));
+    // private to the client's namespace beats both
+    let y = format!("{y}{}", vs("private", "default", "exportTo: ['.']", "c"));
+    assert_eq!(pick(&y).as_deref(), Some("default/private"));
+    // two public ones: the first in config order
+    let y = format!(
+        "{svc}{}{}",
+        vs("first", "prod", "", "a"),
+        vs("second", "default", "", "b")
+    );
+    assert_eq!(pick(&y).as_deref(), Some("prod/first"));
+}

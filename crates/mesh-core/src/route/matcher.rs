@@ -499,11 +499,15 @@ pub(crate) struct MatchBlock {
 }
 
 impl Cond {
-    /// True for the only condition a catch-all route has: `uri` prefix `/` (or `regex: "*"`).
+    /// True for the only condition a catch-all route has: `uri` prefix `/` (or `regex: "*"`,
+    /// or `regex: ".*"`, as istiod's `IsCatchAllRoute` counts it).
     fn is_catch_all_uri(&self) -> bool {
+        static ANY: std::sync::LazyLock<Option<String>> =
+            std::sync::LazyLock::new(|| re2_regex(".*", true).ok().map(|r| r.as_str().to_owned()));
         match self {
             Cond::Uri(StrMatcher::Prefix(p) | StrMatcher::PrefixIgnoreCase(p)) => &**p == "/",
             Cond::Uri(StrMatcher::Present) => true,
+            Cond::Uri(StrMatcher::Regex(r)) => ANY.as_deref() == Some(r.as_str()),
             _ => false,
         }
     }

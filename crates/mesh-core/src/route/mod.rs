@@ -2051,8 +2051,22 @@ impl RouteTable {
         port: u16,
         usable: impl Fn(&CompiledVs) -> bool,
     ) -> Option<&CompiledVs> {
+        // istiod's `SelectVirtualServices` order: private to the client's namespace, then
+        // exported to it by name, then public, each in config order; the first claims the
+        // host (a public one in the client's own namespace has no precedence)
+        let group = |vs: &CompiledVs| match &vs.info.export_to {
+            crate::names::ExportTo::Namespaces(ns)
+                if ns.len() == 1
+                    && *ns[0] == *vs.info.namespace
+                    && *vs.info.namespace == *client_ns =>
+            {
+                0u8
+            }
+            crate::names::ExportTo::Namespaces(_) => 1,
+            _ => 2,
+        };
         for list in self.mesh.all_matching(host) {
-            let mut best = None;
+            let mut best: Option<(u8, u32)> = None;
             for &i in list {
                 let vs = &self.vss[i as usize];
                 if !vs.info.export_to.visible_to(client_ns) || !usable(vs) {
@@ -2068,13 +2082,13 @@ impl RouteTable {
                         continue;
                     }
                 }
-                if *vs.info.namespace == *client_ns {
-                    return Some(vs);
+                let key = (group(vs), i);
+                if best.is_none_or(|b| key < b) {
+                    best = Some(key);
                 }
-                best.get_or_insert(vs);
             }
-            if best.is_some() {
-                return best;
+            if let Some((_, i)) = best {
+                return Some(&self.vss[i as usize]);
             }
         }
         None
