@@ -43,7 +43,8 @@ spec:
 "
     ))
     .unwrap();
-    let client = MeshClient::builder(mesh, ClientWorkload::new("app", "default", "app")).build();
+    let client =
+        MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
 
     let (status, body, failure) = get(&client, &format!("https://localhost:{port}/")).await;
     assert_eq!(status, 200, "{failure} / {body}");
@@ -63,4 +64,39 @@ spec:
     let seen = snis.lock().unwrap().clone();
     assert_eq!(seen.len(), tls_conns + 1, "{seen:?}");
     assert_eq!(seen.last().map(String::as_str), Some("<not TLS>"));
+
+    // a mesh-wide DestinationRule with `tls.mode: DISABLE` (Istio's pattern for the Kubernetes API
+    // server under a mesh-wide ISTIO_MUTUAL) adds no TLS: the application's own still goes
+    // out, never the https request in plaintext
+    mesh.reload_loaded(mesh_core::load::load_str(
+        &format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: local-https}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: https, protocol: HTTPS}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: everything, namespace: istio-system}}
+spec:
+  host: '*'
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+"
+        ),
+        "dr.yaml",
+    ))
+    .unwrap();
+    let before = snis.lock().unwrap().len();
+    let (status, body, failure) = get(&client, &format!("https://localhost:{port}/")).await;
+    assert_eq!(status, 200, "{failure} / {body}");
+    assert_eq!(body, format!("tls localhost:{port}"));
+    let seen = snis.lock().unwrap().clone();
+    assert!(
+        seen[before..].iter().all(|s| s == "localhost"),
+        "no plaintext connection: {seen:?}"
+    );
 }

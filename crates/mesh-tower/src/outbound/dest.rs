@@ -644,15 +644,21 @@ fn tls_policy(
     endpoints: &[EndpointSpec],
     alpn: mesh_tls::Alpn,
 ) -> TlsPolicy {
-    // An `https` request with no DestinationRule TLS: the application's own TLS, as the
-    // sidecar would pass it through (SIMPLE to the request's host, verified against the
-    // platform's roots). A DestinationRule's TLS settings take precedence.
-    let app_tls = tls.is_none() && key.https;
+    // An `https` request with no DestinationRule TLS, or one whose mode is DISABLE (the
+    // sidecar adds no TLS of its own): the application's own TLS, as the sidecar would pass
+    // it through (SIMPLE to the request's host, verified against the platform's roots). An
+    // https request is never sent in plaintext. SIMPLE, MUTUAL or ISTIO_MUTUAL settings take
+    // precedence (the mesh originates that TLS in the application's place).
+    let app_tls = key.https && tls.is_none_or(|t| t.mode == CoreTlsMode::Disable);
     let auto = tls.is_none() && !app_tls;
     if auto && !endpoints.iter().any(|e| e.mtls) {
         return TlsPolicy::Plaintext;
     }
     let mut settings = match tls {
+        Some(_) if app_tls => ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            ..Default::default()
+        },
         Some(t) => tls_settings(t),
         None if app_tls => ClientTlsSettings {
             mode: ClientTlsMode::Simple,
