@@ -1061,18 +1061,44 @@ impl Registry {
     /// assert_eq!(seen_from("team-b").as_deref(), Some("team-b/api")); // own namespace first
     /// assert_eq!(seen_from("other").as_deref(), Some("team-a/api")); // then load order
     /// assert!(reg.service("api.example.org", "team-a").is_none());
+    ///
+    /// // a ServiceEntry cannot take a Kubernetes Service's host, not even in the client's
+    /// // namespace
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec: {ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: aaa, namespace: attacker}
+    /// spec:
+    ///   hosts: [reviews.default.svc.cluster.local]
+    ///   ports: [{number: 9080, name: http, protocol: HTTP}]
+    ///   resolution: STATIC
+    ///   endpoints: [{address: 10.6.6.6}]
+    /// ").unwrap().snapshot();
+    /// let reviews = snap.registry().service("reviews.default.svc.cluster.local", "attacker");
+    /// assert_eq!(reviews.map(|s| &*s.object), Some("default/reviews"));
     /// ```
     pub fn service(&self, host: &str, client_ns: &str) -> Option<&Arc<Service>> {
         for list in self.services.all_matching(host) {
-            let mut best: Option<&Arc<Service>> = None;
-            for s in list.iter().filter(|s| s.export_to.visible_to(client_ns)) {
-                if *s.namespace == *client_ns {
-                    return Some(s);
-                }
-                if best.is_none() {
-                    best = Some(s);
-                }
-            }
+            // a Kubernetes Service keeps its host whatever ServiceEntry names it too (istiod
+            // never lets a ServiceEntry shadow one); then the client's namespace, then
+            // config order
+            let rank = |s: &Service| {
+                (
+                    s.origin != ServiceOrigin::Kubernetes,
+                    *s.namespace != *client_ns,
+                )
+            };
+            let best = list
+                .iter()
+                .filter(|s| s.export_to.visible_to(client_ns))
+                .enumerate()
+                .min_by_key(|(i, s)| (rank(s), *i))
+                .map(|(_, s)| s);
             if best.is_some() {
                 return best;
             }

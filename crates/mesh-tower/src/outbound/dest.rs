@@ -159,6 +159,9 @@ pub(crate) struct DestState {
     outlier_settings: Option<OutlierDetection>,
     tls_settings: Option<CoreTls>,
     endpoints: Vec<EndpointSpec>,
+    /// What the TLS identity check was built from: the service's `subjectAltNames` and its
+    /// endpoints' service accounts (a change to either rebuilds the TLS config).
+    identities: Vec<Box<str>>,
 
     pub(crate) lb: Arc<LoadBalancer>,
     pub(crate) outlier: Option<Arc<OutlierDetector>>,
@@ -239,6 +242,7 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Inputs<'a> {
     policy: EffectivePolicy<'a>,
     endpoints: Vec<EndpointSpec>,
+    identities: Vec<Box<str>>,
 }
 
 fn inputs<'a>(
@@ -285,7 +289,11 @@ fn inputs<'a>(
         .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
         .collect();
     if undefined_subset {
-        return Inputs { policy, endpoints };
+        return Inputs {
+            policy,
+            endpoints,
+            identities: Vec::new(),
+        };
     }
     // Endpoints dialed by name, at placeholder addresses `0.0.0.n`.
     let mut named = 0u32;
@@ -334,7 +342,20 @@ fn inputs<'a>(
             });
         }
     }
-    Inputs { policy, endpoints }
+    let mut identities: Vec<Box<str>> = service.subject_alt_names.clone();
+    let mut accounts: Vec<&str> = service
+        .endpoints
+        .iter()
+        .filter_map(|e| e.service_account.as_deref())
+        .collect();
+    accounts.sort_unstable();
+    accounts.dedup();
+    identities.extend(accounts.into_iter().map(Box::from));
+    Inputs {
+        policy,
+        endpoints,
+        identities,
+    }
 }
 
 impl DestState {
@@ -345,6 +366,7 @@ impl DestState {
             && self.outlier_settings.as_ref() == i.policy.outlier_detection
             && self.tls_settings.as_ref() == i.policy.tls
             && self.endpoints == i.endpoints
+            && self.identities == i.identities
     }
 }
 
@@ -669,13 +691,6 @@ fn tls_policy(
             ..Default::default()
         },
     };
-    if settings.mode == ClientTlsMode::IstioMutual && settings.subject_alt_names.is_empty() {
-        settings.subject_alt_names = service
-            .subject_alt_names
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    }
     // The service's identities: the service accounts of all its endpoints.
     let td = &snap.options().trust_domain;
     let mut accounts: Vec<Identity> = Vec::new();
@@ -686,6 +701,41 @@ fn tls_policy(
                     accounts.push(id);
                 }
             }
+        }
+    }
+    // istiod's service accounts of a ServiceEntry: its `subjectAltNames` and its endpoints'
+    // service accounts together
+    let service_sans = || -> Vec<String> {
+        let mut v: Vec<String> = service
+            .subject_alt_names
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for id in &accounts {
+            if !v.iter().any(|s| s == id.as_uri()) {
+                v.push(id.as_uri().to_owned());
+            }
+        }
+        v
+    };
+    if settings.subject_alt_names.is_empty() {
+        match settings.mode {
+            // DestinationRule SANs, else the service's (the endpoints' identities alone
+            // when the ServiceEntry names none)
+            ClientTlsMode::IstioMutual if !service.subject_alt_names.is_empty() => {
+                settings.subject_alt_names = service_sans();
+            }
+            // `constructUpstreamTLS`: a ServiceEntry's SANs when the DestinationRule names
+            // none; with no `sni`, Envoy's auto SAN validation checks the request's host
+            // instead (as below)
+            ClientTlsMode::Simple | ClientTlsMode::Mutual
+                if !app_tls
+                    && settings.sni.is_some()
+                    && service.origin == mesh_core::registry::ServiceOrigin::ServiceEntry =>
+            {
+                settings.subject_alt_names = service_sans();
+            }
+            _ => {}
         }
     }
     // SIMPLE/MUTUAL without `sni`: SNI (and, without `subjectAltNames`, the name to verify)
@@ -895,6 +945,7 @@ fn build(
         outlier_settings: p.outlier_detection.cloned(),
         tls_settings: p.tls.cloned(),
         endpoints: i.endpoints,
+        identities: i.identities,
         lb,
         outlier,
         breaker,
