@@ -979,3 +979,18 @@ async fn consistent_hash_retries_stay_on_the_host_unless_told_otherwise() {
     .await;
     assert_eq!((st, body.as_str()), (200, "reviews-b"));
 }
+
+/// Without a VirtualService a service is reached on the ports it declares (istiod builds
+/// its default route on those listeners only): a port written in the request that the
+/// service does not declare gets no cluster (502), while a request without a port takes a
+/// single-port service's port (the in-process client's convenience).
+#[tokio::test]
+async fn default_route_keeps_a_port_written_in_the_request() {
+    let pki = Pki::new();
+    let mesh = mesh(&service_yaml("reviews", "default"));
+    let _s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let client = client(&mesh, &pki, "default", "productpage");
+    assert_eq!(send(&client, get("http://reviews/")).await.0, 200);
+    assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
+    assert_eq!(send(&client, get("http://reviews:8080/")).await.0, 502);
+}

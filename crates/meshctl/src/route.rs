@@ -223,6 +223,8 @@ struct Request<'a> {
     scheme: &'a str,
     authority: &'a str,
     port: u16,
+    /// The port was written in the request (not the scheme's default).
+    explicit_port: bool,
     path: &'a str,
     query: Option<&'a str>,
 }
@@ -267,7 +269,12 @@ fn to_json(
         .iter()
         .map(|w| {
             let mut v = dest_json(w);
-            let port = snap.destination_port(w, client_ns, r.port);
+            // as the mesh client: the default route keeps a port written in the request
+            let port = if d.virtual_service.is_none() && w.port.is_none() && r.explicit_port {
+                r.port
+            } else {
+                snap.destination_port(w, client_ns, r.port)
+            };
             let p = snap.traffic_policy(&w.host, w.subset.as_deref(), port, client_ns);
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
             v["subset_defined"] = json!(p.subset_found);
@@ -632,6 +639,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         scheme,
         authority,
         port,
+        explicit_port: gateway.is_none() && uri.port_u16().is_some(),
         path: uri.path(),
         query: uri.query(),
     };

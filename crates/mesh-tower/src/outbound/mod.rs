@@ -2775,7 +2775,16 @@ where
         let (resp, ctx) = black_hole(grpc, authority.as_str());
         return Ok((with_cors(resp), ctx));
     };
-    let dest_port = dest_port_of(wd, service, port);
+    // The service's default route (no VirtualService) exists only on the ports the service
+    // declares (istiod builds its virtual host on those listeners): a port written in the
+    // request stays the port. Without one (`http://reviews/`), a single-port service's
+    // port is taken, a convenience of the in-process client (docs: where we differ).
+    let explicit_port = via.is_none() && port_of(authority.as_str()).is_some();
+    let dest_port = if decision.virtual_service.is_none() && wd.port.is_none() && explicit_port {
+        port
+    } else {
+        dest_port_of(wd, service, port)
+    };
     // Istio builds a cluster `outbound|<port>||<host>` per declared service port only: a
     // port the service does not declare (named by the route, or the request's own port on a
     // multi-port service) is a cluster Envoy does not have: 503 NC [spec §2.4]. (A service

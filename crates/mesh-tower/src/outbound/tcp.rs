@@ -288,7 +288,14 @@ impl MeshClient {
             let (e, service) = black_hole();
             return fail(e, service, None);
         };
-        let dest_port = dest_port_of(wd, service, port);
+        // without a route, the connection's own port (a sidecar builds a service's chains
+        // on its declared ports only); a route's destination without a port, the service's
+        // only port
+        let dest_port = if routed {
+            dest_port_of(wd, service, port)
+        } else {
+            wd.port.unwrap_or(port)
+        };
         // a port the service does not declare is no cluster [spec §2.4]
         if !service.ports.is_empty() && service.port(dest_port).is_none() {
             if routed {
