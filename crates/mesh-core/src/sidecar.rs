@@ -396,11 +396,29 @@ impl SidecarScope {
     /// assert!(scope.imports("shop", "shop", "cart.shop.svc.cluster.local", 80));
     /// assert!(scope.imports("shop", "payments", "card.payments.svc.cluster.local", 443));
     /// assert!(!scope.imports("shop", "audit", "log.audit.svc.cluster.local", 80));
+    ///
+    /// // a port with an egress listener of its own takes only what that listener imports
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(
+    ///     "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec: {egress: [{port: {number: 9080, protocol: HTTP, name: http}, hosts: ['./reviews.shop.svc.cluster.local']}, {hosts: ['*/*']}]}\n",
+    /// ).unwrap().snapshot();
+    /// let scope = snap.sidecar_for("shop", &Default::default()).unwrap();
+    /// assert!(scope.imports("shop", "shop", "reviews.shop.svc.cluster.local", 9080));
+    /// assert!(!scope.imports("shop", "shop", "ratings.shop.svc.cluster.local", 9080));
+    /// assert!(scope.imports("shop", "shop", "ratings.shop.svc.cluster.local", 8080));
     /// ```
     pub fn imports(&self, client_ns: &str, service_ns: &str, host: &str, port: u16) -> bool {
+        // a port with an egress listener of its own is that listener's alone: istiod's
+        // catch-all listener leaves it out
+        let own = self.listeners.iter().any(|l| l.port == Some(port));
         self.listeners
             .iter()
-            .filter(|l| l.port.is_none_or(|p| p == port))
+            .filter(|l| {
+                if own {
+                    l.port == Some(port)
+                } else {
+                    l.port.is_none()
+                }
+            })
             .any(|l| {
                 l.hosts
                     .iter()
