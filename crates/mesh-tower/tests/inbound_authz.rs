@@ -751,3 +751,33 @@ spec:
     }
     assert_eq!(last.0, StatusCode::OK, "{:?}", last.1);
 }
+
+/// A plaintext keep-alive connection accepted under PERMISSIVE is drained once the port
+/// becomes STRICT (Envoy drains the filter chain that accepted it); it is not served on.
+#[tokio::test]
+async fn plaintext_connection_is_drained_when_strict_applies() {
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let httpbin = pki.workload("foo", "httpbin", &["localhost"]).await;
+    let permissive =
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: foo}\nspec: {mtls: {mode: PERMISSIVE}}\n";
+    let mesh = Mesh::from_yaml(permissive).unwrap();
+    let (addr, server) = start(&mesh, httpbin, Arc::new(IstioMetrics::new())).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = tx.send_request(get_req("/headers")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    reload(&mesh, &permissive.replace("PERMISSIVE", "STRICT"));
+    assert_eq!(server.peer_authn_mode(8000), PeerAuthnMode::Strict);
+    // the server closes the connection within the recheck interval
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(closed.is_ok(), "the plaintext connection is still open");
+    // and a new plaintext connection is refused
+    assert!(plain(addr, get_req("/headers")).await.is_err());
+}

@@ -43,12 +43,17 @@
 //! The application receives `Request<`[`ServerBody`]`>` (the hyper body, counted by the
 //! access log and the metrics layers; an axum `Router` accepts it as is).
 //!
-//! Differences from Istio: the mode is decided per connection, not per filter chain, so a
-//! PeerAuthentication change does not close connections already accepted (Envoy drains
-//! listeners on a filter-chain change); a connection lives under the mode it was accepted
-//! with.
+//! The mode is decided per connection. A plaintext connection accepted under PERMISSIVE is
+//! drained (its requests in flight finish, then it closes) within a second of a snapshot
+//! that makes its port STRICT, as Envoy drains the filter chain that accepted it; an mTLS
+//! connection keeps its mode. (A TCP stream handed to the application by
+//! [`MeshServer::serve_tcp`] is the application's to close: it is not drained.)
 
 mod conn;
+
+/// How often a plaintext connection accepted under PERMISSIVE looks for a new snapshot
+/// that makes its port STRICT.
+const PLAINTEXT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -1159,6 +1164,7 @@ impl MeshServer {
             let mesh = i.mesh.clone();
             let mut stop = stop_rx.clone();
             let open = open_tx.clone();
+            let server = self.clone();
             tokio::spawn(async move {
                 let accepted = match inbound.accept(tcp).await {
                     Ok(a) => a,
@@ -1170,6 +1176,7 @@ impl MeshServer {
                         return;
                     }
                 };
+                let plaintext = accepted.peer.is_none();
                 let info = ConnectionInfo::new(accepted.peer, port)
                     .with_addrs(Some(remote), local)
                     .with_mode(mode);
@@ -1188,9 +1195,33 @@ impl MeshServer {
                     )
                     .into_owned();
                 tokio::pin!(conn);
+                // A plaintext connection accepted under PERMISSIVE is drained once the
+                // port's mode becomes STRICT (Envoy drains the filter chain that accepted
+                // it): checked on each new snapshot, once a second
+                let strict_now = async {
+                    if !plaintext || mode != PeerAuthnMode::Permissive {
+                        return std::future::pending().await;
+                    }
+                    let mut seen = mesh.load().generation();
+                    loop {
+                        tokio::time::sleep(PLAINTEXT_RECHECK).await;
+                        let g = mesh.load().generation();
+                        if g != seen {
+                            seen = g;
+                            if server.peer_authn_mode(port) == PeerAuthnMode::Strict {
+                                return;
+                            }
+                        }
+                    }
+                };
                 let r = tokio::select! {
                     r = conn.as_mut() => r,
                     () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                    () = strict_now => {
+                        tracing::debug!(%remote, port, "STRICT now applies: draining the plaintext connection");
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
