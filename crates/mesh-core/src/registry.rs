@@ -1083,6 +1083,38 @@ impl Registry {
     /// assert_eq!(reviews.map(|s| &*s.object), Some("default/reviews"));
     /// ```
     pub fn service(&self, host: &str, client_ns: &str) -> Option<&Arc<Service>> {
+        self.service_where(host, client_ns, |_| true)
+    }
+
+    /// [`Registry::service`] among the services `pick` accepts: for a client with a
+    /// Sidecar, the copy of a host its egress imports (istiod's `selectServices`: "if there
+    /// is ambiguity around what hostname to pick, a user can specify the one they want in
+    /// the hosts field").
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api, namespace: team-a}
+    /// spec: {hosts: [api.example.com], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api, namespace: team-b}
+    /// spec: {hosts: [api.example.com], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let b = reg.service_where("api.example.com", "shop", |s| &*s.namespace == "team-b");
+    /// assert_eq!(b.map(|s| &*s.object), Some("team-b/api"));
+    /// ```
+    pub fn service_where(
+        &self,
+        host: &str,
+        client_ns: &str,
+        pick: impl Fn(&Service) -> bool,
+    ) -> Option<&Arc<Service>> {
         for list in self.services.all_matching(host) {
             // a Kubernetes Service keeps its host whatever ServiceEntry names it too (istiod
             // never lets a ServiceEntry shadow one); then the client's namespace, then
@@ -1095,7 +1127,7 @@ impl Registry {
             };
             let best = list
                 .iter()
-                .filter(|s| s.export_to.visible_to(client_ns))
+                .filter(|s| s.export_to.visible_to(client_ns) && pick(s))
                 .enumerate()
                 .min_by_key(|(i, s)| (rank(s), *i))
                 .map(|(_, s)| s);

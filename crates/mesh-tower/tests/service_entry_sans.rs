@@ -2,6 +2,7 @@
 //! loopback: with ISTIO_MUTUAL they add to the endpoints' service accounts (a server
 //! presenting an endpoint's identity is accepted); with SIMPLE and a DestinationRule `sni`
 //! but no `subjectAltNames`, the server must present one of them (`constructUpstreamTLS`).
+//! And a host two namespaces define, under a Sidecar that imports one of them.
 
 mod egress_support;
 mod outbound_support;
@@ -91,4 +92,43 @@ spec:
     let (status, body, failure) =
         egress_support::get(&client, "http://api.partner.example:9443/").await;
     assert_eq!(status, 200, "{failure} / {body}");
+}
+
+/// A host two namespaces define: a client whose Sidecar imports one namespace's copy is
+/// sent to that copy (istiod's `selectServices`), not refused because the registry's first
+/// pick is the other.
+#[tokio::test]
+async fn sidecar_picks_the_imported_copy_of_a_duplicated_host() {
+    let pki = Pki::new();
+    let b = start(&pki, "api-b", "team-b", "api", Behaviour::Ok).await;
+    let dead = dead_addr().await;
+    let entry = |ns: &str, addr: std::net::SocketAddr| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: {ns}}}
+spec:
+  hosts: [api.example.com]
+  location: MESH_INTERNAL
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {}, ports: {{http: {}}}, serviceAccount: api, labels: {{security.istio.io/tlsMode: istio}}}}]
+---
+",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    let mesh = mesh(&format!(
+        "{}{}apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: shop}}
+spec: {{egress: [{{hosts: ['team-b/*']}}]}}
+",
+        entry("team-a", dead),
+        entry("team-b", b.addr)
+    ));
+    let client = client(&mesh, &pki, "shop", "app");
+    let (status, _, body, _) = send(&client, get("http://api.example.com/")).await;
+    assert_eq!((status, body.as_str()), (200, "api-b"));
 }

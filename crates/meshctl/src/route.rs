@@ -281,10 +281,13 @@ fn to_json(
             v["target_port"] = json!(port);
             if let Some(sc) = scope.sidecar {
                 // as the mesh client checks it: services in the registry only
-                let imported = snap
-                    .registry()
-                    .service(&w.host, client_ns)
-                    .is_none_or(|s| sc.imports(client_ns, &s.namespace, &s.hostname, port));
+                let reg = snap.registry();
+                let imported = reg.service(&w.host, client_ns).is_none()
+                    || reg
+                        .service_where(&w.host, client_ns, |s| {
+                            sc.imports(client_ns, &s.namespace, &s.hostname, port)
+                        })
+                        .is_some();
                 v["imported"] = json!(imported);
             }
             v

@@ -2767,7 +2767,17 @@ where
     let Some(wd) = picked else {
         return cluster_not_found(&parts);
     };
-    let Some(service) = snap.registry().service(&wd.host, ns) else {
+    // with a Sidecar, the copy of a duplicated host its egress imports
+    let service = match sidecar {
+        Some(sc) => snap
+            .registry()
+            .service_where(&wd.host, ns, |s| {
+                sc.imports(ns, &s.namespace, &s.hostname, wd.port.unwrap_or(port))
+            })
+            .or_else(|| snap.registry().service(&wd.host, ns)),
+        None => snap.registry().service(&wd.host, ns),
+    };
+    let Some(service) = service else {
         // not in the registry: nothing to send to (Envoy: cluster not found / blackhole)
         if decision.virtual_service.is_some() {
             return cluster_not_found(&parts);

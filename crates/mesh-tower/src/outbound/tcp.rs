@@ -276,7 +276,20 @@ impl MeshClient {
             };
             (e, service)
         };
-        let Some(service) = snap.registry().service(&wd.host, ns) else {
+        // with a Sidecar, the copy of a duplicated host its egress imports
+        let scope = snap
+            .sidecar_for(ns, &shared.workload.labels)
+            .filter(|_| sidecar);
+        let service = match scope {
+            Some(sc) => snap
+                .registry()
+                .service_where(&wd.host, ns, |s| {
+                    sc.imports(ns, &s.namespace, &s.hostname, wd.port.unwrap_or(port))
+                })
+                .or_else(|| snap.registry().service(&wd.host, ns)),
+            None => snap.registry().service(&wd.host, ns),
+        };
+        let Some(service) = service else {
             if routed {
                 let cluster = wd.cluster_name(wd.port.unwrap_or(port));
                 return fail(
@@ -310,10 +323,7 @@ impl MeshClient {
             return fail(e, service, None);
         }
         // a service the client's Sidecar does not import is no cluster either
-        if let Some(sc) = snap
-            .sidecar_for(ns, &shared.workload.labels)
-            .filter(|_| sidecar)
-        {
+        if let Some(sc) = scope {
             if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
                 let (e, service) = black_hole();
                 return fail(e, service, None);
