@@ -151,6 +151,22 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub access_log_encoding: AccessLogEncoding,
+    /// `outboundTrafficPolicy.mode`: what a mesh client does with a destination outside
+    /// the registry when its `Sidecar` does not say (unset: Istio's default, `ALLOW_ANY`:
+    /// it passes through to the request's own host and port; `REGISTRY_ONLY`: 502).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::model::OutboundMode;
+    ///
+    /// let config = MeshConfig::from_yaml("outboundTrafficPolicy: {mode: REGISTRY_ONLY}")?;
+    /// assert_eq!(config.outbound_traffic_policy, Some(OutboundMode::RegistryOnly));
+    /// assert_eq!(MeshConfig::default().outbound_traffic_policy, None);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub outbound_traffic_policy: Option<crate::model::OutboundMode>,
     /// `accessLogFormat`: a custom format, with Envoy's command operators: a format string
     /// for `TEXT`, a JSON object of `"key": "%OPERATOR%"` for `JSON` (unset or empty:
     /// Istio's default format). A JSON format that is not a JSON object is reported as a
@@ -1146,6 +1162,14 @@ pub(crate) fn not_found(providers: &[ExtensionProvider], name: &str) -> String {
 // The schema, as serde reads it (every MeshConfig field is known; those inmesh does not use
 // are read and dropped).
 
+/// MeshConfig `outboundTrafficPolicy` (only `mode`; `egressProxy` is a Sidecar's).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawOutboundTrafficPolicy {
+    #[serde(default)]
+    mode: Option<crate::model::OutboundMode>,
+}
+
 macro_rules! ignored_fields {
     ($(#[$m:meta])* struct $name:ident { $($field:ident),* $(,)? } keep { $($body:tt)* }) => {
         $(#[$m])*
@@ -1165,7 +1189,7 @@ ignored_fields! {
         protocol_detection_timeout, ingress_class, ingress_service,
         ingress_controller_mode, ingress_selector, access_log_file,
         enable_envoy_access_log_service,
-        disable_envoy_listener_log, outbound_traffic_policy,
+        disable_envoy_listener_log,
         inbound_traffic_policy, config_sources, enable_auto_mtls,
         ca_certificates, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
@@ -1180,6 +1204,8 @@ ignored_fields! {
         trust_domain: Option<String>,
         #[serde(default)]
         trust_domain_aliases: Vec<String>,
+        #[serde(default)]
+        outbound_traffic_policy: Option<RawOutboundTrafficPolicy>,
         #[serde(default)]
         root_namespace: Option<String>,
         #[serde(default)]
@@ -1636,6 +1662,9 @@ fn convert(
         default_service_export_to: raw.default_service_export_to,
         access_log_encoding,
         access_log_format,
+        // the block without a mode keeps the default (the user's MeshConfig is merged
+        // over Istio's defaults, ALLOW_ANY)
+        outbound_traffic_policy: raw.outbound_traffic_policy.and_then(|p| p.mode),
         num_trusted_proxies: raw
             .default_config
             .and_then(|d| d.gateway_topology)

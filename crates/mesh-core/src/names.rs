@@ -205,6 +205,17 @@ pub struct MeshOptions {
     /// assert!(mesh_core::names::MeshOptions::default().tcp_keepalive.is_none());
     /// ```
     pub tcp_keepalive: Option<crate::model::TcpKeepalive>,
+    /// MeshConfig `outboundTrafficPolicy.mode`: the mode of clients whose `Sidecar` sets
+    /// none (see [`Snapshot::outbound_mode`](crate::snapshot::Snapshot::outbound_mode)).
+    /// Default: `ALLOW_ANY`, as Istio installs it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::OutboundMode;
+    /// assert_eq!(mesh_core::names::MeshOptions::default().outbound_traffic_policy, OutboundMode::AllowAny);
+    /// ```
+    pub outbound_traffic_policy: crate::model::OutboundMode,
 }
 
 impl Default for MeshOptions {
@@ -227,6 +238,7 @@ impl Default for MeshOptions {
             locality_lb_setting: None,
             tracing: crate::meshconfig::Tracing::default(),
             tcp_keepalive: None,
+            outbound_traffic_policy: crate::model::OutboundMode::AllowAny,
         }
     }
 }
@@ -274,6 +286,14 @@ impl MeshOptions {
             locality_lb_setting: config.locality_lb_setting.clone(),
             tracing: config.tracing,
             tcp_keepalive: config.tcp_keepalive.clone(),
+            // a Sidecar may not say ALLOW_ANY_DYNAMIC_DNS; MeshConfig may, and its
+            // unknown destinations are forwarded to the request's host as with ALLOW_ANY
+            outbound_traffic_policy: match config.outbound_traffic_policy {
+                Some(crate::model::OutboundMode::RegistryOnly) => {
+                    crate::model::OutboundMode::RegistryOnly
+                }
+                _ => crate::model::OutboundMode::AllowAny,
+            },
             ..d
         }
     }

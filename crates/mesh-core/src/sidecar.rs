@@ -34,7 +34,8 @@
 //!
 //! A service a Sidecar does not import is, for Envoy, not a cluster at all: under
 //! `REGISTRY_ONLY` its traffic is black-holed (502), under `ALLOW_ANY` it passes through to
-//! the original destination address, which an in-process client does not have.
+//! the original destination (for an in-process client, the host and port the request
+//! names; see [`Snapshot::outbound_mode`](crate::snapshot::Snapshot::outbound_mode)).
 //!
 //! # Examples
 //!
@@ -191,7 +192,8 @@ const OTHER_NAMESPACES: &str = "*";
 pub struct SidecarScope {
     name: Arc<str>,
     listeners: Vec<Listener>,
-    registry_only: bool,
+    outbound_mode: Option<OutboundMode>,
+    egress_proxy: Option<crate::model::Destination>,
     /// Services imported as VirtualService destinations, for the client namespaces where
     /// they differ from `routed_other`.
     routed: HashMap<Box<str>, RoutedServices>,
@@ -246,10 +248,11 @@ impl SidecarScope {
             name: o.key().into(),
             listeners,
             // the block present without a mode is REGISTRY_ONLY (the proto's zero value)
-            registry_only: sc
+            outbound_mode: sc.outbound_traffic_policy.as_ref().map(|p| p.mode),
+            egress_proxy: sc
                 .outbound_traffic_policy
                 .as_ref()
-                .is_some_and(|p| p.mode == OutboundMode::RegistryOnly),
+                .and_then(|p| p.egress_proxy.clone()),
             routed: HashMap::new(),
             routed_other: HashMap::new(),
         }
@@ -378,7 +381,41 @@ impl SidecarScope {
     /// assert!(!snap.sidecar_for("shop", &Default::default()).unwrap().registry_only());
     /// ```
     pub fn registry_only(&self) -> bool {
-        self.registry_only
+        self.outbound_mode == Some(OutboundMode::RegistryOnly)
+    }
+
+    /// Its `outboundTrafficPolicy.mode`, if it has the block (`None`: the MeshConfig's
+    /// mode applies, see [`Snapshot::outbound_mode`](crate::snapshot::Snapshot::outbound_mode)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::OutboundMode;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(
+    ///     "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec: {egress: [{hosts: ['./*']}]}\n",
+    /// ).unwrap().snapshot();
+    /// assert_eq!(snap.sidecar_for("shop", &Default::default()).unwrap().outbound_traffic_policy(), None);
+    /// ```
+    pub fn outbound_traffic_policy(&self) -> Option<OutboundMode> {
+        self.outbound_mode
+    }
+
+    /// Its `outboundTrafficPolicy.egressProxy`: where Envoy sends, under `ALLOW_ANY`, the
+    /// traffic it has no cluster for, instead of passing it through. (mesh-tower does not
+    /// send traffic through it: such traffic is black-holed, never sent around the proxy.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(
+    ///     "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec: {outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.istio-system.svc.cluster.local, port: {number: 443}}}}\n",
+    /// ).unwrap().snapshot();
+    /// let scope = snap.sidecar_for("shop", &Default::default()).unwrap();
+    /// assert_eq!(scope.egress_proxy().unwrap().host, "egress.istio-system.svc.cluster.local");
+    /// ```
+    pub fn egress_proxy(&self) -> Option<&crate::model::Destination> {
+        self.egress_proxy.as_ref()
     }
 
     /// Whether a workload of `client_ns` using this Sidecar imports the service `host`

@@ -1093,6 +1093,34 @@ impl Snapshot {
         self.config.sidecars.for_workload(namespace, labels)
     }
 
+    /// The outbound traffic policy of a workload in `namespace` with `labels`: its
+    /// `Sidecar`'s `outboundTrafficPolicy` when it has one, else MeshConfig's
+    /// ([`MeshOptions::outbound_traffic_policy`], `ALLOW_ANY` by default). Under `ALLOW_ANY`
+    /// a destination outside the registry (or one the Sidecar does not import) passes
+    /// through to the request's own host and port, as Envoy's `PassthroughCluster`; under
+    /// `REGISTRY_ONLY` it is black-holed (502).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::{Labels, OutboundMode};
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: prod}
+    /// spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
+    /// "#).unwrap().snapshot();
+    /// let any = Labels::default();
+    /// assert_eq!(snap.outbound_mode("prod", &any), OutboundMode::RegistryOnly);
+    /// assert_eq!(snap.outbound_mode("dev", &any), OutboundMode::AllowAny);
+    /// ```
+    pub fn outbound_mode(&self, namespace: &str, labels: &Labels) -> crate::model::OutboundMode {
+        self.sidecar_for(namespace, labels)
+            .and_then(|s| s.outbound_traffic_policy())
+            .unwrap_or(self.options().outbound_traffic_policy)
+    }
+
     /// The authorization policies for a workload (§8.2); evaluate each request with
     /// [`WorkloadAuthz::evaluate`].
     ///

@@ -10,7 +10,7 @@ use outbound_support::*;
 async fn reqwest_middleware_routes_through_the_mesh_with_mtls() {
     let pki = Pki::new();
     let mesh = mesh(&format!(
-        "{}{}",
+        "{REGISTRY_ONLY}{}{}",
         service_yaml("reviews", "default"),
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - match: [{headers: {end-user: {exact: jason}}}]\n    route: [{destination: {host: reviews, subset: v2}}]\n  - route: [{destination: {host: reviews, subset: v1}}]\n    retries: {attempts: 2, retryOn: 5xx}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n"
     ));
@@ -72,7 +72,7 @@ async fn reqwest_middleware_routes_through_the_mesh_with_mtls() {
         "mTLS with the client's identity"
     );
 
-    // a host the mesh does not know, with no VirtualService: refused locally
+    // a host the mesh does not know, with no VirtualService: refused locally (REGISTRY_ONLY)
     let r = http
         .get("http://nowhere.example:8080/")
         .send()

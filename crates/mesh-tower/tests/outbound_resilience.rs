@@ -758,12 +758,20 @@ async fn outbound_layer_wraps_a_hyper_util_client() {
         assert_eq!(resp.headers()["x-served-by"], want);
         assert_eq!(resp.headers()["x-seen-host"], "reviews:9080");
     }
+    // a host outside the registry passes through (ALLOW_ANY) to the request's own host
+    // and port, through the wrapped client
+    let outside = start_plain("outside").await;
     let resp = svc
         .clone()
-        .oneshot(get("http://nowhere:9080/"))
+        .oneshot(get(&format!("http://localhost:{}/", outside.1.port())))
         .await
         .unwrap();
-    assert_eq!(resp.status(), 502, "unknown host, no VirtualService");
+    assert_eq!(
+        resp.status(),
+        200,
+        "unknown host, no VirtualService: passthrough"
+    );
+    assert_eq!(resp.headers()["x-served-by"], "outside");
 }
 
 /// A plaintext axum server answering with its name.
@@ -982,12 +990,15 @@ async fn consistent_hash_retries_stay_on_the_host_unless_told_otherwise() {
 
 /// Without a VirtualService a service is reached on the ports it declares (istiod builds
 /// its default route on those listeners only): a port written in the request that the
-/// service does not declare gets no cluster (502), while a request without a port takes a
-/// single-port service's port (the in-process client's convenience).
+/// service does not declare gets no cluster (502 under REGISTRY_ONLY), while a request
+/// without a port takes a single-port service's port (the in-process client's convenience).
 #[tokio::test]
 async fn default_route_keeps_a_port_written_in_the_request() {
     let pki = Pki::new();
-    let mesh = mesh(&service_yaml("reviews", "default"));
+    let mesh = mesh(&format!(
+        "{}{REGISTRY_ONLY}",
+        service_yaml("reviews", "default")
+    ));
     let _s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
     let client = client(&mesh, &pki, "default", "productpage");
     assert_eq!(send(&client, get("http://reviews/")).await.0, 200);

@@ -427,7 +427,7 @@ async fn sidecar_egress_hosts_scope_the_services_a_client_reaches() {
     assert_eq!((st, body.as_str()), (502, ""), "not imported: black hole");
 
     // a Sidecar selecting the client imports ratings too; the namespace's would not
-    let selected = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: productpage, namespace: default}\nspec:\n  workloadSelector: {labels: {app: productpage}}\n  egress: [{hosts: ['./*', 'other/ratings.other.svc.cluster.local']}]\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec: {egress: [{hosts: ['./*']}]}\n---\n";
+    let selected = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: productpage, namespace: default}\nspec:\n  workloadSelector: {labels: {app: productpage}}\n  egress: [{hosts: ['./*', 'other/ratings.other.svc.cluster.local']}]\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: default}\nspec: {egress: [{hosts: ['./*']}], outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n---\n";
     reload(&mesh, &format!("{services}{mesh_default}{selected}"));
     assert_eq!(status("http://ratings.other:9080/").await, 200);
     let other_client = client(&mesh, &pki, "default", "details");

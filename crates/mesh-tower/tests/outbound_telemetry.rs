@@ -247,7 +247,10 @@ spec:
 #[tokio::test]
 async fn the_black_hole_is_a_direct_response_to_black_hole_cluster() {
     let pki = Pki::new();
-    let mesh = mesh(&service_yaml("reviews", "default"));
+    let mesh = mesh(&format!(
+        "{}{REGISTRY_ONLY}",
+        service_yaml("reviews", "default")
+    ));
     let c = fresh_client(&mesh, &pki);
     let (status, details) = details_of(&c, "http://unknown.example.com/").await;
     // istiod's `block_all` route: a 502 direct response, no flag

@@ -391,7 +391,8 @@ spec:
 }
 
 /// Names and addresses: the short name, the FQDN, the service's only port, an address
-/// that is no service, a host nobody declared, a route to an undefined subset.
+/// that is no service, a host nobody declared (black-holed: the mesh is REGISTRY_ONLY), a
+/// route to an undefined subset.
 #[tokio::test]
 async fn targets_resolve_like_http() {
     let pki = Pki::new();
@@ -412,6 +413,11 @@ spec:
   tcp:
   - match: [{{port: 9002}}]
     route: [{{destination: {{host: tcp-echo, subset: nope}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: istio-system}}
+spec: {{outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}}}
 "
     );
     let mesh = Mesh::from_yaml(&yaml).unwrap();

@@ -31,10 +31,11 @@ use mesh_core::authz::RequestAuth;
 use mesh_core::diag::Diagnostic;
 use mesh_core::load::{LoadOptions, Loader};
 use mesh_core::meshconfig::MeshConfig;
-use mesh_core::model::Labels;
+use mesh_core::model::{Labels, OutboundMode};
 use mesh_core::names::MeshOptions;
 use mesh_core::route::{
-    AbortStatus, HeaderOpList, HttpRequestAttrs, RouteDecision, RouteOutcome, WeightedDestination,
+    AbortStatus, HeaderOpList, HttpRequestAttrs, RetryPolicy, RouteDecision, RouteOutcome,
+    WeightedDestination,
 };
 use mesh_core::sidecar::SidecarScope;
 use mesh_core::snapshot::Snapshot;
@@ -264,6 +265,15 @@ fn to_json(
     );
     o.insert("status".into(), json!(d.status()));
     o.insert("port".into(), json!(r.port));
+    // the mesh client's outbound traffic policy (its Sidecar's, else MeshConfig's)
+    // (a Sidecar's `egressProxy` is not supported: that traffic is black-holed)
+    let allow_any = scope
+        .sidecar
+        .and_then(|sc| sc.outbound_traffic_policy())
+        .unwrap_or(snap.options().outbound_traffic_policy)
+        != OutboundMode::RegistryOnly
+        && scope.sidecar.is_none_or(|sc| sc.egress_proxy().is_none());
+    let mut passthrough = false;
     let dests: Vec<Value> = d
         .destinations()
         .iter()
@@ -289,6 +299,31 @@ fn to_json(
                         })
                         .is_some();
                 v["imported"] = json!(imported);
+            }
+            // without a route naming it, a destination Envoy has no cluster for (not in
+            // the registry, a port it does not declare, not imported) is passed through to
+            // the request's host and port under ALLOW_ANY, black-holed under REGISTRY_ONLY
+            if d.virtual_service.is_none() && d.status().is_none() {
+                let no_cluster = match snap.registry().service(&w.host, client_ns) {
+                    None => true,
+                    Some(svc) => {
+                        (!svc.ports.is_empty() && svc.port(port).is_none())
+                            || v["imported"] == json!(false)
+                    }
+                };
+                if no_cluster {
+                    passthrough |= allow_any;
+                    let host = match r.authority.rsplit_once(':') {
+                        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+                        _ => r.authority,
+                    };
+                    v["original_destination"] = json!(format!("{host}:{}", r.port));
+                    v["cluster"] = json!(if allow_any {
+                        "PassthroughCluster"
+                    } else {
+                        "BlackHoleCluster"
+                    });
+                }
             }
             v
         })
@@ -322,7 +357,12 @@ fn to_json(
         },
     );
     o.insert("timeout".into(), json!(d.timeout().map(secs)));
-    let rt = d.retries();
+    // the passthrough route has no retry policy
+    let rt = if passthrough {
+        RetryPolicy::disabled()
+    } else {
+        d.retries()
+    };
     o.insert(
         "retries".into(),
         json!({
@@ -487,8 +527,19 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         if d["subset_defined"] == json!(false) {
             s.push_str(" (no DestinationRule defines this subset: Envoy answers 503)");
         }
-        if d["imported"] == json!(false) {
-            s.push_str(" (the Sidecar does not import this service: 502)");
+        match d["cluster"].as_str() {
+            Some("PassthroughCluster") => s.push_str(&format!(
+                " (no cluster: ALLOW_ANY passes it through to {}, as the application sent it)",
+                d["original_destination"].as_str().unwrap_or("")
+            )),
+            Some(_) if d["imported"] == json!(false) => {
+                s.push_str(" (the Sidecar does not import this service; REGISTRY_ONLY: 502)")
+            }
+            Some(_) => s.push_str(" (no cluster; REGISTRY_ONLY: the mesh answers 502)"),
+            None if d["imported"] == json!(false) => {
+                s.push_str(" (the Sidecar does not import this service: 502)")
+            }
+            None => {}
         }
         s.push('\n');
     }
@@ -515,11 +566,16 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         }
     }
     if v["status"].is_null() || v["fault"].is_object() {
+        let retries = match v["retries"]["attempts"].as_u64() {
+            Some(0) | None => "none".to_owned(),
+            Some(n) => format!(
+                "{n} on {}",
+                v["retries"]["retry_on"].as_str().unwrap_or("-")
+            ),
+        };
         s.push_str(&format!(
-            "timeout: {}; retries: {} on {}\n",
+            "timeout: {}; retries: {retries}\n",
             v["timeout"].as_str().unwrap_or("none"),
-            v["retries"]["attempts"],
-            v["retries"]["retry_on"].as_str().unwrap_or("-")
         ));
     }
     s

@@ -317,6 +317,7 @@ spec:
     assert_eq!(v["not_imported"], "default/reviews");
     assert_eq!(v["destinations"][0]["subset"], Value::Null);
     assert_eq!(v["destinations"][0]["imported"], false);
+    assert_eq!(v["destinations"][0]["cluster"], "PassthroughCluster");
     // the checkout workload's Sidecar imports both
     let mut a = base.to_vec();
     a.extend_from_slice(&["--source-labels", "app=checkout"]);
@@ -344,10 +345,14 @@ spec:
         text.contains("Sidecar shop/default applies to the client: it does not import VirtualService default/reviews"),
         "{text}"
     );
+    // (under ALLOW_ANY, the mesh default, what is not imported passes through)
     assert!(
-        text.contains("(the Sidecar does not import this service: 502)"),
+        text.contains(
+            "(no cluster: ALLOW_ANY passes it through to reviews.default:9080, as the application sent it)"
+        ),
         "{text}"
     );
+    assert!(text.contains("retries: none"), "{text}");
 }
 
 #[test]

@@ -635,6 +635,21 @@ impl RetryPolicy {
         &DEFAULT_RETRY
     }
 
+    /// No retries: the policy of Istio's passthrough route (`allow_any`), which sets none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!mesh_core::route::RetryPolicy::disabled().enabled());
+    /// ```
+    pub fn disabled() -> &'static RetryPolicy {
+        static DISABLED: LazyLock<RetryPolicy> = LazyLock::new(|| RetryPolicy {
+            attempts: 0,
+            ..DEFAULT_RETRY.clone()
+        });
+        &DISABLED
+    }
+
     pub(crate) fn compile(
         r: Option<&model::HttpRetry>,
         cache: &mut super::matcher::RegexCache,

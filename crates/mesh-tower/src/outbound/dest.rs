@@ -120,6 +120,37 @@ impl DestKey {
     }
 }
 
+/// The service of a destination outside the registry under `outboundTrafficPolicy:
+/// ALLOW_ANY`: Envoy's `PassthroughCluster`, an ORIGINAL_DST cluster with no
+/// DestinationRule, no mTLS and no endpoints of its own. Each request goes to its own host
+/// and port (its [`DestKey::for_request`] carries them), plaintext unless the application
+/// asked for `https`.
+pub(crate) fn passthrough_service() -> &'static Service {
+    static SERVICE: std::sync::OnceLock<Service> = std::sync::OnceLock::new();
+    SERVICE.get_or_init(|| Service {
+        hostname: Arc::from(PASSTHROUGH_CLUSTER),
+        namespace: Arc::from(""),
+        object: Arc::from(""),
+        origin: ServiceOrigin::ServiceEntry,
+        ports: Vec::new(),
+        addresses: Vec::new(),
+        resolution: Resolution::None,
+        location: ServiceLocation::MeshExternal,
+        export_to: mesh_core::names::ExportTo::All,
+        subject_alt_names: Vec::new(),
+        endpoints: Vec::new(),
+        default_destinations: Box::default(),
+    })
+}
+
+/// The name Envoy's passthrough cluster has in Istio (and in its metrics).
+pub(crate) const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
+/// `service` is [`passthrough_service`].
+pub(crate) fn is_passthrough_cluster(service: &Service) -> bool {
+    std::ptr::eq(service, passthrough_service())
+}
+
 /// Resolution NONE (or DYNAMIC_DNS): Envoy's ORIGINAL_DST (or dynamic forward proxy)
 /// cluster, which connects where the application's request was going.
 fn is_passthrough(service: &Service) -> bool {
@@ -252,13 +283,21 @@ fn inputs<'a>(
     key: &DestKey,
 ) -> Inputs<'a> {
     let ns = &shared.workload.namespace;
-    let policy = snap.traffic_policy_for(
-        &key.host,
-        key.subset.as_deref(),
-        key.port,
-        ns,
-        Some(&shared.workload.labels),
-    );
+    // the passthrough cluster is no service: no DestinationRule applies to it
+    let policy = if is_passthrough_cluster(service) {
+        EffectivePolicy {
+            subset_found: true,
+            ..EffectivePolicy::default()
+        }
+    } else {
+        snap.traffic_policy_for(
+            &key.host,
+            key.subset.as_deref(),
+            key.port,
+            ns,
+            Some(&shared.workload.labels),
+        )
+    };
     // an undefined subset selects nothing (the request gets 503 NC anyway)
     let undefined_subset = key.subset.is_some() && !policy.subset_found;
     let subset_labels = policy.subset_labels();
@@ -955,7 +994,16 @@ fn build(
         peers_unconnected,
         mutual_tls,
         istio_tls,
-        service: Arc::new(service_info(service)),
+        service: Arc::new(match (&key.request, is_passthrough_cluster(service)) {
+            // istio_stats names the passthrough cluster, the service host being the
+            // request's
+            (Some((host, _)), true) => ServiceInfo {
+                host: host.to_string(),
+                name: PASSTHROUGH_CLUSTER.to_owned(),
+                namespace: String::new(),
+            },
+            _ => service_info(service),
+        }),
         cluster_name: format!(
             "outbound|{}|{}|{}",
             key.port,

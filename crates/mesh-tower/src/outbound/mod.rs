@@ -153,9 +153,15 @@
 //!   (`PASSTHROUGH` balances as LEAST_REQUEST). `warmup` slow start scales a new
 //!   endpoint's weight by thinning its picks, which gives Envoy's shares over time.
 //! - A destination host missing from the registry is 503 NC (cluster not found) when a
-//!   VirtualService routes to it; a request to an unknown host with no VirtualService is
-//!   refused with 502 (REGISTRY_ONLY-like) rather than passed through, since an in-process
-//!   client has no original destination to pass through to.
+//!   VirtualService routes to it. Without a route, traffic Envoy has no cluster for (a
+//!   host outside the registry, a port the service does not declare, a service the
+//!   client's Sidecar does not import) follows the client's `outboundTrafficPolicy`
+//!   (its Sidecar's, else MeshConfig's; `ALLOW_ANY` by default): passed through to the
+//!   request's own host and port (Envoy's original destination; the name is resolved when
+//!   connecting, plaintext unless the URI is `https`, no DestinationRule, no retries,
+//!   metrics naming `PassthroughCluster`), or 502 under `REGISTRY_ONLY`. A Sidecar's
+//!   `egressProxy` is not supported: that traffic is refused (502) rather than sent
+//!   around the proxy.
 //!
 //! # Examples
 //!
@@ -265,7 +271,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use mesh_core::mesh::Mesh;
-use mesh_core::model::Labels;
+use mesh_core::model::{Labels, OutboundMode};
 use mesh_core::route::{
     AbortStatus, HeaderContext, HeaderOps, HttpRequestAttrs, RetryPolicy, RouteOutcome,
 };
@@ -2070,8 +2076,7 @@ fn port_of(authority: &str) -> Option<u16> {
     port.parse().ok()
 }
 
-/// A destination Envoy has no cluster for, and an in-process client no original
-/// destination to pass through to: 502 with an empty body.
+/// A destination Envoy has no cluster for, under `REGISTRY_ONLY`: 502 with an empty body.
 ///
 /// istiod's `block_all` route answers this as a direct response: status 502, no response
 /// flag, details `direct_response`; istio_stats names its destination service
@@ -2777,13 +2782,39 @@ where
             .or_else(|| snap.registry().service(&wd.host, ns)),
         None => snap.registry().service(&wd.host, ns),
     };
-    let Some(service) = service else {
-        // not in the registry: nothing to send to (Envoy: cluster not found / blackhole)
+    // What Envoy does with traffic it has no cluster for, when no route named one: under
+    // ALLOW_ANY (Istio's default) its passthrough route sends it to the original
+    // destination, here the request's own host and port; under REGISTRY_ONLY, 502.
+    // (A gateway routes by VirtualServices only.)
+    // (A Sidecar's `egressProxy` would take that traffic instead; it is not supported,
+    // and the traffic is black-holed rather than sent around the proxy.)
+    let allow_any = via.is_none()
+        && sidecar
+            .and_then(|sc| sc.outbound_traffic_policy())
+            .unwrap_or(snap.options().outbound_traffic_policy)
+            != OutboundMode::RegistryOnly
+        && sidecar.is_none_or(|sc| sc.egress_proxy().is_none());
+    let unrouted = |parts: &http::request::Parts| {
         if decision.virtual_service.is_some() {
-            return cluster_not_found(&parts);
+            return Some(cluster_not_found(parts));
+        }
+        if allow_any {
+            return None;
         }
         let (resp, ctx) = black_hole(grpc, authority.as_str());
-        return Ok((with_cors(resp), ctx));
+        Some(Ok((with_cors(resp), ctx)))
+    };
+    let mut passthrough = false;
+    let service = match service {
+        Some(s) => s,
+        // not in the registry (Envoy: cluster not found, black hole or passthrough)
+        None => match unrouted(&parts) {
+            Some(answer) => return answer,
+            None => {
+                passthrough = true;
+                dest::passthrough_service()
+            }
+        },
     };
     // The service's default route (no VirtualService) exists only on the ports the service
     // declares (istiod builds its virtual host on those listeners): a port written in the
@@ -2799,23 +2830,23 @@ where
     // port the service does not declare (named by the route, or the request's own port on a
     // multi-port service) is a cluster Envoy does not have: 503 NC [spec §2.4]. (A service
     // that declares no port at all takes any.)
-    if !service.ports.is_empty() && service.port(dest_port).is_none() {
-        if decision.virtual_service.is_some() {
-            return cluster_not_found(&parts);
+    // A service the client's Sidecar does not import is no cluster for Envoy either:
+    // black-holed under REGISTRY_ONLY, passed through under ALLOW_ANY. (Sidecars do not
+    // apply to gateways.)
+    let no_cluster = !passthrough
+        && ((!service.ports.is_empty() && service.port(dest_port).is_none())
+            || sidecar.is_some_and(|sc| {
+                !sc.imports(ns, &service.namespace, &service.hostname, dest_port)
+            }));
+    let (service, dest_port) = if no_cluster {
+        if let Some(answer) = unrouted(&parts) {
+            return answer;
         }
-        let (resp, ctx) = black_hole(grpc, authority.as_str());
-        return Ok((with_cors(resp), ctx));
-    }
-    // A service the client's Sidecar does not import is no cluster for Envoy: black-holed
-    // under REGISTRY_ONLY, passed through to the original destination under ALLOW_ANY,
-    // which an in-process client does not have. Either way 502, as for a host outside the
-    // registry. (Sidecars do not apply to gateways.)
-    if let Some(sc) = sidecar {
-        if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
-            let (resp, ctx) = black_hole(grpc, authority.as_str());
-            return Ok((with_cors(resp), ctx));
-        }
-    }
+        passthrough = true;
+        (dest::passthrough_service(), port)
+    } else {
+        (service, dest_port)
+    };
     let target = dest::RequestTarget {
         authority: &authority,
         port,
@@ -2885,7 +2916,12 @@ where
     }
     parts.headers.insert(HOST, host_value);
     let timeout = decision.timeout();
-    let policy: &RetryPolicy = decision.retries();
+    // the passthrough route has no retry policy
+    let policy: &RetryPolicy = if passthrough {
+        RetryPolicy::disabled()
+    } else {
+        decision.retries()
+    };
     let mut body = read_body(body, shared.options.retry_buffer_limit).await?;
 
     // mirrors: fire and forget, only with a replayable body; never an upgrade (Envoy shadows
@@ -2943,6 +2979,7 @@ where
             .rule
             .and_then(|r| r.name.as_deref())
             .map(Arc::<str>::from),
+        None if passthrough => Some(Arc::from("allow_any")),
         None => Some(default_route_name()),
     });
     let attempts = Attempts {
@@ -3004,7 +3041,13 @@ where
         f.insert(flags);
         resp.extensions_mut().insert(f);
     }
-    let cluster = || Some(wd.cluster_name(dest_port));
+    let cluster = || {
+        Some(if passthrough {
+            dest::PASSTHROUGH_CLUSTER.to_owned()
+        } else {
+            wd.cluster_name(dest_port)
+        })
+    };
     finalize_response(
         shared,
         via,

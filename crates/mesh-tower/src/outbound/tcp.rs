@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::uri::Authority;
+use mesh_core::model::OutboundMode;
 use mesh_core::route::{L4Attrs, WeightedDestination};
 use mesh_core::snapshot::Snapshot;
 
@@ -289,17 +290,42 @@ impl MeshClient {
                 .or_else(|| snap.registry().service(&wd.host, ns)),
             None => snap.registry().service(&wd.host, ns),
         };
-        let Some(service) = service else {
+        // Traffic Envoy has no cluster for, when no route named one: its passthrough
+        // filter chain forwards it to the original destination under ALLOW_ANY (Istio's
+        // default), the host and port the application asked for; black-holed under
+        // REGISTRY_ONLY. (Not at a gateway.)
+        // (never around a Sidecar's `egressProxy`, which is not supported: black-holed)
+        let allow_any = sidecar
+            && scope
+                .and_then(|sc| sc.outbound_traffic_policy())
+                .unwrap_or(snap.options().outbound_traffic_policy)
+                != OutboundMode::RegistryOnly
+            && scope.is_none_or(|sc| sc.egress_proxy().is_none());
+        let unrouted = |dest_port: u16| {
             if routed {
-                let cluster = wd.cluster_name(wd.port.unwrap_or(port));
-                return fail(
+                let cluster = wd.cluster_name(dest_port);
+                return Some(fail(
                     TcpConnectError::ClusterNotFound { cluster },
                     unknown_service(),
                     None,
-                );
+                ));
+            }
+            if allow_any {
+                return None;
             }
             let (e, service) = black_hole();
-            return fail(e, service, None);
+            Some(fail(e, service, None))
+        };
+        let mut passthrough = false;
+        let service = match service {
+            Some(s) => s,
+            None => match unrouted(wd.port.unwrap_or(port)) {
+                Some(answer) => return answer,
+                None => {
+                    passthrough = true;
+                    super::dest::passthrough_service()
+                }
+            },
         };
         // without a route, the connection's own port (a sidecar builds a service's chains
         // on its declared ports only); a route's destination without a port, the service's
@@ -309,26 +335,22 @@ impl MeshClient {
         } else {
             wd.port.unwrap_or(port)
         };
-        // a port the service does not declare is no cluster [spec §2.4]
-        if !service.ports.is_empty() && service.port(dest_port).is_none() {
-            if routed {
-                let cluster = wd.cluster_name(dest_port);
-                return fail(
-                    TcpConnectError::ClusterNotFound { cluster },
-                    unknown_service(),
-                    None,
-                );
+        // a port the service does not declare is no cluster [spec §2.4], nor is a service
+        // the client's Sidecar does not import
+        let no_cluster = !passthrough
+            && ((!service.ports.is_empty() && service.port(dest_port).is_none())
+                || scope.is_some_and(|sc| {
+                    !sc.imports(ns, &service.namespace, &service.hostname, dest_port)
+                }));
+        let (service, dest_port) = if no_cluster {
+            if let Some(answer) = unrouted(dest_port) {
+                return answer;
             }
-            let (e, service) = black_hole();
-            return fail(e, service, None);
-        }
-        // a service the client's Sidecar does not import is no cluster either
-        if let Some(sc) = scope {
-            if !sc.imports(ns, &service.namespace, &service.hostname, dest_port) {
-                let (e, service) = black_hole();
-                return fail(e, service, None);
-            }
-        }
+            passthrough = true;
+            (super::dest::passthrough_service(), port)
+        } else {
+            (service, dest_port)
+        };
         // a `resolution: NONE` service connects where the application asked to
         let authority_text = match ip {
             Some(IpAddr::V6(_)) => format!("[{host}]:{port}"),
@@ -346,7 +368,13 @@ impl MeshClient {
             Err(_) => DestKey::new(Arc::clone(&service.hostname), wd.subset.clone(), dest_port),
         };
         let dest = shared.cache.get(snap, shared, service, &key);
-        let cluster = || wd.cluster_name(dest_port);
+        let cluster = || {
+            if passthrough {
+                super::dest::PASSTHROUGH_CLUSTER.to_owned()
+            } else {
+                wd.cluster_name(dest_port)
+            }
+        };
         if !dest.subset_found() {
             return fail(
                 TcpConnectError::ClusterNotFound { cluster: cluster() },

@@ -253,6 +253,11 @@ pub fn register_in(mesh: &Mesh, name: &str, sa: &str, app: &str, locality: &str,
     });
 }
 
+/// A root-namespace `Sidecar` making every client `REGISTRY_ONLY`: a destination outside
+/// the registry is black-holed (502) instead of passed through (Istio's default,
+/// `ALLOW_ANY`).
+pub const REGISTRY_ONLY: &str = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: istio-system}\nspec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}\n---\n";
+
 /// A Kubernetes Service `name` in `ns` selecting `app: name`, port 9080 `http`.
 pub fn service_yaml(name: &str, ns: &str) -> String {
     format!(

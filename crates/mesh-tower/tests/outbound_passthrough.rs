@@ -1,0 +1,236 @@
+//! `outboundTrafficPolicy`: under `ALLOW_ANY` (Istio's default) a destination the mesh has
+//! no cluster for (a host outside the registry, a port a service does not declare, a
+//! service the client's Sidecar does not import) passes through to the request's own host
+//! and port, as Envoy's `PassthroughCluster` forwards to the original destination: no
+//! DestinationRule, no mTLS, no retries, metrics naming `PassthroughCluster`. Under
+//! `REGISTRY_ONLY` (MeshConfig's, or the Sidecar's, which wins) it is black-holed: 502 for
+//! HTTP, a refused TCP connection. Real loopback servers throughout.
+
+mod outbound_support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesh_core::mesh::Mesh;
+use mesh_core::model::OutboundMode;
+use mesh_core::names::MeshOptions;
+use mesh_tower::tcp::TcpConnectError;
+use outbound_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A plaintext HTTP server outside the mesh answering `outside` and what it was sent.
+async fn outside_server() -> SocketAddr {
+    use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(|h: HeaderMap| async move {
+        let host = h
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut resp = axum::http::Response::new(axum::body::Body::from("outside"));
+        resp.headers_mut().insert(
+            "x-served-by",
+            axum::http::HeaderValue::from_static("outside"),
+        );
+        if let Ok(v) = axum::http::HeaderValue::from_str(&host) {
+            resp.headers_mut().insert("x-seen-host", v);
+        }
+        resp
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A plaintext TCP echo server outside the mesh.
+async fn echo_server() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// The client's metrics once a series with `needle` shows (they are recorded when the
+/// response body ends).
+async fn metrics_with(client: &mesh_tower::outbound::MeshClient, needle: &str) -> String {
+    for _ in 0..100 {
+        let text = client.metrics().render();
+        if text.contains(needle) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no {needle} in {}", client.metrics().render());
+}
+
+/// A mesh-wide ISTIO_MUTUAL DestinationRule, which must not reach the passthrough cluster.
+const MESH_WIDE_MTLS: &str = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: default, namespace: istio-system}\nspec: {host: '*', trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n---\n";
+
+#[tokio::test]
+async fn allow_any_passes_an_unknown_host_through_to_the_request_host() {
+    let pki = Pki::new();
+    let outside = outside_server().await;
+    let mesh = mesh(&format!(
+        "{MESH_WIDE_MTLS}{}",
+        service_yaml("reviews", "default")
+    ));
+    let c = client(&mesh, &pki, "default", "productpage");
+    let uri = format!("http://localhost:{}/x", outside.port());
+    let (st, by, body, _) = send(&c, get(&uri)).await;
+    assert_eq!(
+        (st, by.as_str(), body.as_str()),
+        (200, "outside", "outside")
+    );
+    let text = metrics_with(&c, "PassthroughCluster").await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total") && l.contains("PassthroughCluster"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(r#"destination_service="localhost""#),
+        "{line}"
+    );
+    assert!(line.contains(r#"response_code="200""#), "{line}");
+    assert!(
+        line.contains(r#"destination_service_namespace="unknown""#),
+        "{line}"
+    );
+
+    // a request without a port goes to the scheme's
+    let (st, _, _, _) = send(&c, get("http://localhost/")).await;
+    assert_ne!(st, 200, "nothing listens on localhost:80 here: {st}");
+}
+
+#[tokio::test]
+async fn registry_only_black_holes_and_a_sidecar_overrides_the_mesh_config() {
+    let pki = Pki::new();
+    let outside = outside_server().await;
+    let mesh = Mesh::new(MeshOptions {
+        outbound_traffic_policy: OutboundMode::RegistryOnly,
+        ..MeshOptions::default()
+    });
+    let services = service_yaml("reviews", "default");
+    reload(&mesh, &services);
+    let c = client(&mesh, &pki, "default", "productpage");
+    let uri = format!("http://localhost:{}/", outside.port());
+    let (st, _, body, _) = send(&c, get(&uri)).await;
+    assert_eq!((st, body.as_str()), (502, ""), "MeshConfig REGISTRY_ONLY");
+    metrics_with(&c, "BlackHoleCluster").await;
+
+    // the client's Sidecar says ALLOW_ANY: it wins over MeshConfig
+    reload(
+        &mesh,
+        &format!("{services}apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{outboundTrafficPolicy: {{mode: ALLOW_ANY}}}}\n"),
+    );
+    let (st, by, _, _) = send(&c, get(&uri)).await;
+    assert_eq!((st, by.as_str()), (200, "outside"), "Sidecar ALLOW_ANY");
+
+    // a Sidecar whose block has no mode is REGISTRY_ONLY (the proto's zero value)
+    let allow_any_mesh = self::mesh(&format!(
+        "{services}apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{outboundTrafficPolicy: {{}}}}\n"
+    ));
+    let c = client(&allow_any_mesh, &pki, "default", "productpage");
+    assert_eq!(send(&c, get(&uri)).await.0, 502, "the block without a mode");
+
+    // an `egressProxy` (not supported) is never bypassed: black-holed
+    reload(
+        &allow_any_mesh,
+        &format!("{services}apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{outboundTrafficPolicy: {{mode: ALLOW_ANY, egressProxy: {{host: egress.istio-system.svc.cluster.local, port: {{number: 80}}}}}}}}\n"),
+    );
+    assert_eq!(
+        send(&c, get(&uri)).await.0,
+        502,
+        "egressProxy: never around it"
+    );
+}
+
+/// A service the client's Sidecar does not import, and a port a service does not declare,
+/// are no clusters either: passed through under ALLOW_ANY, as plaintext to the host and
+/// port the request names, whatever the service's own endpoints.
+#[tokio::test]
+async fn unimported_services_and_undeclared_ports_pass_through() {
+    let pki = Pki::new();
+    let outside = outside_server().await;
+    let port = outside.port();
+    // `localhost` as a ServiceEntry of namespace `other` whose endpoint is a dead address
+    let entry = format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: local, namespace: other}}\nspec:\n  hosts: [localhost]\n  ports: [{{number: {port}, name: http, protocol: HTTP}}, {{number: 1, name: http-one, protocol: HTTP}}]\n  resolution: STATIC\n  location: MESH_EXTERNAL\n  endpoints: [{{address: 127.0.0.2, ports: {{http: {dead}, http-one: {dead}}}}}]\n---\n",
+        dead = dead_addr().await.port(),
+    );
+    let sidecar = |mode: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{egress: [{{hosts: ['./*']}}]{mode}}}\n---\n")
+    };
+    let mesh = mesh(&format!("{entry}{}", sidecar("")));
+    let c = client(&mesh, &pki, "default", "productpage");
+    let uri = format!("http://localhost:{port}/");
+    let (st, by, _, _) = send(&c, get(&uri)).await;
+    assert_eq!(
+        (st, by.as_str()),
+        (200, "outside"),
+        "not imported: passthrough"
+    );
+    metrics_with(&c, "PassthroughCluster").await;
+
+    // imported, the entry's (dead) endpoint is the destination
+    reload(&mesh, &entry);
+    let (st, _, _, _) = send(&c, get(&uri)).await;
+    assert_eq!(st, 503, "imported: the entry's endpoint");
+
+    // a port the entry does not declare passes through
+    let other = outside_server().await;
+    let (st, by, _, _) = send(&c, get(&format!("http://localhost:{}/", other.port()))).await;
+    assert_eq!(
+        (st, by.as_str()),
+        (200, "outside"),
+        "undeclared port: passthrough"
+    );
+
+    // REGISTRY_ONLY: both are black-holed
+    reload(
+        &mesh,
+        &format!(
+            "{entry}{}",
+            sidecar(", outboundTrafficPolicy: {mode: REGISTRY_ONLY}")
+        ),
+    );
+    assert_eq!(send(&c, get(&uri)).await.0, 502);
+    let (st, _, _, _) = send(&c, get(&format!("http://localhost:{}/", other.port()))).await;
+    assert_eq!(st, 502);
+}
+
+#[tokio::test]
+async fn tcp_connections_pass_through_under_allow_any_only() {
+    let pki = Pki::new();
+    let echo = echo_server().await;
+    let mesh = mesh(&service_yaml("reviews", "default"));
+    let c = client(&mesh, &pki, "default", "productpage");
+    let target = format!("localhost:{}", echo.port());
+    let mut s = c.connect(&target).await.expect("passthrough");
+    s.write_all(b"hello").await.unwrap();
+    let mut buf = [0u8; 5];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello");
+    drop(s);
+
+    reload(
+        &mesh,
+        &format!("{}{REGISTRY_ONLY}", service_yaml("reviews", "default")),
+    );
+    let err = c.connect(&target).await.unwrap_err();
+    assert!(matches!(err, TcpConnectError::BlackHole { .. }), "{err}");
+}
