@@ -536,13 +536,18 @@ impl AsyncWrite for MeshTcpStream {
 /// kind: Service
 /// metadata: {name: redis, namespace: default}
 /// spec: {ports: [{name: tcp-redis, port: 6379}]}
+/// ---
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: default, namespace: istio-system}
+/// spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
 /// ").unwrap();
 /// let client = MeshClient::builder(mesh, ClientWorkload::new("web", "default", "web")).build();
 /// // the service has no endpoint
 /// let err = client.connect("redis:6379").await.unwrap_err();
 /// assert!(matches!(err, TcpConnectError::NoHealthyUpstream { .. }), "{err}");
 /// assert_eq!(err.flags().to_string(), "UH");
-/// // a host nobody declared
+/// // a host nobody declared, under REGISTRY_ONLY (ALLOW_ANY would pass it through)
 /// let err = client.connect("db.example.com:5432").await.unwrap_err();
 /// assert!(matches!(err, TcpConnectError::BlackHole { .. }), "{err}");
 /// // no port, and the service has several (or none)

@@ -617,18 +617,24 @@ impl std::fmt::Debug for ClientShared {
 /// ```
 /// use http_body_util::Empty;
 /// use mesh_core::mesh::Mesh;
+/// use mesh_core::model::OutboundMode;
+/// use mesh_core::names::MeshOptions;
 /// use mesh_tower::outbound::{ClientWorkload, MeshClient, OutboundError};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let me = ClientWorkload::new("productpage-v1", "default", "bookinfo-productpage");
-/// let client = MeshClient::builder(Mesh::new(Default::default()), me).build();
+/// let registry_only = MeshOptions {
+///     outbound_traffic_policy: OutboundMode::RegistryOnly,
+///     ..MeshOptions::default()
+/// };
+/// let client = MeshClient::builder(Mesh::new(registry_only), me).build();
 /// let req = http::Request::get("/reviews/0").body(Empty::<bytes::Bytes>::new())?;
 /// let err = client.request(req).await.unwrap_err();
 /// assert!(matches!(err, OutboundError::NoAuthority));
 ///
 /// // With a Host header the same request is routed (here: to a host the mesh does not
-/// // know, which the client refuses with 502 rather than an error).
+/// // know, which a REGISTRY_ONLY client refuses with 502 rather than an error).
 /// let req = http::Request::get("/reviews/0")
 ///     .header("host", "reviews:9080")
 ///     .body(Empty::<bytes::Bytes>::new())?;
