@@ -1202,6 +1202,41 @@ impl Registry {
             .map(|(_, s)| s)
     }
 
+    /// The service whose own address (a single-IP VIP: a Kubernetes ClusterIP, a
+    /// ServiceEntry address without a prefix) is `ip` on `port`, as seen from namespace
+    /// `client_ns`. istiod lists that address among the domains of the service's virtual
+    /// host, so an HTTP request whose host is the VIP routes to the service; an address
+    /// inside a CIDR range names no virtual host.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 9080}]}
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let ip = "10.96.0.10".parse().unwrap();
+    /// assert_eq!(
+    ///     reg.service_by_vip(ip, 9080, "default").map(|s| &*s.hostname),
+    ///     Some("reviews.bookinfo.svc.cluster.local")
+    /// );
+    /// assert!(reg.service_by_vip(ip, 80, "default").is_none()); // not a service port
+    /// ```
+    pub fn service_by_vip(&self, ip: IpAddr, port: u16, client_ns: &str) -> Option<&Arc<Service>> {
+        self.by_vip
+            .iter()
+            .find(|(net, s)| {
+                net.prefix_len() == net.max_prefix_len()
+                    && net.addr() == ip
+                    && s.export_to.visible_to(client_ns)
+                    && (s.ports.is_empty() || s.port(port).is_some())
+            })
+            .map(|(_, s)| s)
+    }
+
     /// Every service.
     ///
     /// # Examples

@@ -101,19 +101,120 @@ async fn allow_any_passes_an_unknown_host_through_to_the_request_host() {
         .lines()
         .find(|l| l.starts_with("istio_requests_total") && l.contains("PassthroughCluster"))
         .unwrap_or_else(|| panic!("{text}"));
-    assert!(
-        line.contains(r#"destination_service="localhost""#),
-        "{line}"
-    );
+    // istio_stats' host header fallback: the request's host as written
+    let want = format!(r#"destination_service="localhost:{}""#, outside.port());
+    assert!(line.contains(&want), "{want} in {line}");
     assert!(line.contains(r#"response_code="200""#), "{line}");
     assert!(
         line.contains(r#"destination_service_namespace="unknown""#),
         "{line}"
     );
+}
 
-    // a request without a port goes to the scheme's
-    let (st, _, _, _) = send(&c, get("http://localhost/")).await;
-    assert_ne!(st, 200, "nothing listens on localhost:80 here: {st}");
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures this thread's tracing output (a `#[tokio::test]` runs its tasks on it).
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// The first access log line holding `needle`.
+    async fn line_with(&self, needle: &str) -> String {
+        for _ in 0..200 {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+                return l.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "no {needle} in {}",
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+        );
+    }
+}
+
+/// The access log names Envoy's passthrough cluster and route; an IP literal outside every
+/// VIP passes through.
+#[tokio::test]
+async fn the_access_log_names_the_passthrough_cluster_and_route() {
+    let (logs, _guard) = Logs::capture();
+    let pki = Pki::new();
+    let outside = outside_server().await;
+    let mesh = mesh(&service_yaml("reviews", "default"));
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage-v1", "default", "productpage");
+    let c = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .access_log(true)
+        .build();
+    let (st, by, _, _) = send(&c, get(&format!("http://{outside}/logged"))).await;
+    assert_eq!((st, by.as_str()), (200, "outside"));
+    let line = logs.line_with("\"GET /logged HTTP/1.1\" 200").await;
+    assert!(line.contains(" PassthroughCluster "), "{line}");
+    assert!(
+        line.contains("upstream_cluster=PassthroughCluster "),
+        "{line}"
+    );
+    assert!(line.contains("route_name=allow_any"), "{line}");
+}
+
+/// A request without a port to a single-port service the client's Sidecar does not import
+/// goes to its scheme's port, the original destination, not to the service's port.
+#[tokio::test]
+async fn a_passed_through_request_without_a_port_goes_to_the_scheme_port() {
+    let (logs, _guard) = Logs::capture();
+    let pki = Pki::new();
+    let outside = outside_server().await;
+    let mesh = mesh(&format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: local, namespace: other}}\nspec: {{hosts: [localhost], ports: [{{number: {}, name: http, protocol: HTTP}}], resolution: DNS}}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{egress: [{{hosts: ['./*']}}]}}\n",
+        outside.port()
+    ));
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage-v1", "default", "productpage");
+    let c = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .access_log(true)
+        .build();
+    // (whatever answers on port 80 here, if anything, it is not the service's port)
+    let (_, by, _, _) = send(&c, get("http://localhost/portless")).await;
+    assert_ne!(by, "outside");
+    let line = logs.line_with("\"GET /portless HTTP/1.1\"").await;
+    assert!(
+        line.contains("upstream_cluster=PassthroughCluster "),
+        "{line}"
+    );
+}
+
+/// An HTTP request to a service's VIP routes to the service, as istiod lists the VIP among
+/// its virtual host's domains; it never passes through to the VIP itself.
+#[tokio::test]
+async fn a_service_vip_as_the_host_routes_to_the_service() {
+    let pki = Pki::new();
+    let mesh = mesh("apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  clusterIP: 10.96.0.10\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n---\n");
+    let server = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let c = client(&mesh, &pki, "default", "productpage");
+    let (st, by, _, _) = send(&c, get("http://10.96.0.10:9080/")).await;
+    assert_eq!((st, by.as_str()), (200, "reviews-v1"));
+    assert_eq!(server.hits(), 1);
+    let text = metrics_with(&c, "reviews.default.svc.cluster.local").await;
+    assert!(!text.contains("PassthroughCluster"), "{text}");
 }
 
 #[tokio::test]
@@ -226,6 +327,17 @@ async fn tcp_connections_pass_through_under_allow_any_only() {
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"hello");
     drop(s);
+    // istio_stats has no service for the passthrough cluster, and no Host header for TCP
+    let text = metrics_with(&c, "istio_tcp_connections_opened_total").await;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("istio_tcp_connections_opened_total"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.contains(r#"destination_service="unknown""#)
+            && line.contains(r#"destination_service_name="PassthroughCluster""#),
+        "{line}"
+    );
 
     reload(
         &mesh,

@@ -271,8 +271,15 @@ fn to_json(
         .sidecar
         .and_then(|sc| sc.outbound_traffic_policy())
         .unwrap_or(snap.options().outbound_traffic_policy)
-        != OutboundMode::RegistryOnly
-        && scope.sidecar.is_none_or(|sc| sc.egress_proxy().is_none());
+        != OutboundMode::RegistryOnly;
+    let egress_proxy = scope.sidecar.is_some_and(|sc| sc.egress_proxy().is_some());
+    let allow_any = allow_any && !egress_proxy;
+    // the original destination: the port the request wrote, else its scheme's
+    let original_port = match (r.explicit_port, r.scheme) {
+        (true, _) => r.port,
+        (false, "https") => 443,
+        (false, _) => 80,
+    };
     let mut passthrough = false;
     let dests: Vec<Value> = d
         .destinations()
@@ -317,12 +324,19 @@ fn to_json(
                         Some((h, p)) if p.parse::<u16>().is_ok() => h,
                         _ => r.authority,
                     };
-                    v["original_destination"] = json!(format!("{host}:{}", r.port));
+                    v["original_destination"] = json!(format!("{host}:{original_port}"));
                     v["cluster"] = json!(if allow_any {
                         "PassthroughCluster"
                     } else {
                         "BlackHoleCluster"
                     });
+                    if !allow_any {
+                        v["black_hole_reason"] = json!(if egress_proxy {
+                            "egress_proxy_unsupported"
+                        } else {
+                            "registry_only"
+                        });
+                    }
                 }
             }
             v
@@ -532,6 +546,9 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
                 " (no cluster: ALLOW_ANY passes it through to {}, as the application sent it)",
                 d["original_destination"].as_str().unwrap_or("")
             )),
+            Some(_) if d["black_hole_reason"] == json!("egress_proxy_unsupported") => s.push_str(
+                " (no cluster; the Sidecar's egressProxy is not supported: the mesh answers 502)",
+            ),
             Some(_) if d["imported"] == json!(false) => {
                 s.push_str(" (the Sidecar does not import this service; REGISTRY_ONLY: 502)")
             }

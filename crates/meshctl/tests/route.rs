@@ -355,6 +355,80 @@ spec:
     assert!(text.contains("retries: none"), "{text}");
 }
 
+/// What Envoy has no cluster for: passed through to the original destination (the
+/// scheme's port when the request writes none), or black-holed, with the reason.
+#[test]
+fn no_cluster_names_the_original_destination_or_why_it_is_black_holed() {
+    let dir = tempfile::tempdir().unwrap();
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
+    let sidecar = |extra: &str| {
+        let p = write(
+            dir.path(),
+            "sidecar.yaml",
+            &format!(
+                "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: shop}}\nspec: {{egress: [{{hosts: ['./*']}}]{extra}}}\n"
+            ),
+        );
+        p.to_str().unwrap().to_owned()
+    };
+    let sc = sidecar("");
+    let v = json(&[
+        "http://reviews.default/",
+        "--config",
+        &kube,
+        "--config",
+        &sc,
+        "-n",
+        "shop",
+    ]);
+    assert_eq!(v["destinations"][0]["cluster"], "PassthroughCluster");
+    assert_eq!(
+        v["destinations"][0]["original_destination"],
+        "reviews.default:80"
+    );
+
+    let sc = sidecar(", outboundTrafficPolicy: {mode: REGISTRY_ONLY}");
+    let v = json(&[
+        "http://reviews.default:9080/",
+        "--config",
+        &kube,
+        "--config",
+        &sc,
+        "-n",
+        "shop",
+    ]);
+    assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster");
+    assert_eq!(v["destinations"][0]["black_hole_reason"], "registry_only");
+
+    let sc = sidecar(", outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.example, port: {number: 80}}}");
+    let v = json(&[
+        "http://reviews.default:9080/",
+        "--config",
+        &kube,
+        "--config",
+        &sc,
+        "-n",
+        "shop",
+    ]);
+    assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster");
+    assert_eq!(
+        v["destinations"][0]["black_hole_reason"],
+        "egress_proxy_unsupported"
+    );
+    let out = meshctl(&[
+        "route",
+        "http://reviews.default:9080/",
+        "--config",
+        &kube,
+        "--config",
+        &sc,
+        "-n",
+        "shop",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("egressProxy is not supported"), "{text}");
+}
+
 #[test]
 fn a_sidecar_imports_the_services_its_virtual_services_route_to() {
     let dir = tempfile::tempdir().unwrap();

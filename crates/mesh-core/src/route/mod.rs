@@ -2198,6 +2198,19 @@ impl RouteTable {
         } else {
             lit
         };
+        // a service's own address written as the host: istiod lists the VIP among the
+        // domains of the service's virtual host (a name is looked up first; the parse runs
+        // only for hosts that can be an address)
+        let by_vip = if lit_known || fqdn != lit {
+            None
+        } else {
+            let b = lit.as_bytes().first().copied().unwrap_or(b'x');
+            (b.is_ascii_digit() || lit.contains(':'))
+                .then(|| lit.parse::<std::net::IpAddr>().ok())
+                .flatten()
+                .and_then(|ip| registry.service_by_vip(ip, port, a.client_namespace))
+        };
+        let fqdn: &str = by_vip.map_or(fqdn, |s| &*s.hostname);
         let service = registry.service(fqdn, a.client_namespace);
         let default_retries = self.default_retries();
         let mut found = if service.is_some_and(|s| &*s.hostname == fqdn) {
@@ -3111,6 +3124,73 @@ fn string_match_conflict(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service's own address as the host routes to the service (istiod lists the VIP
+    /// among the domains of its virtual host), its VirtualService applying; an address
+    /// inside a ServiceEntry's CIDR, or on a port the service does not declare, names no
+    /// service.
+    #[test]
+    fn a_vip_host_routes_to_its_service() {
+        let snap = crate::mesh::Mesh::from_yaml(
+            "
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http: [{route: [{destination: {host: reviews, subset: v2}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: range, namespace: default}
+spec:
+  hosts: [range.internal]
+  addresses: [240.240.0.0/16, 'fd00::1']
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.1.0.7}]
+",
+        )
+        .unwrap()
+        .snapshot();
+        let h = http::HeaderMap::new();
+        let route = |authority: &str| {
+            let a = HttpRequestAttrs::new("default", authority, "/", &h);
+            let d = snap
+                .routes()
+                .route_http(snap.registry(), snap.options(), &a);
+            let dest = d
+                .destinations()
+                .first()
+                .map(|w| format!("{}/{}", w.host, w.subset.as_deref().unwrap_or("")));
+            (d.virtual_service_name().map(str::to_owned), dest)
+        };
+        assert_eq!(
+            route("10.96.0.10:9080"),
+            (
+                Some("default/reviews".to_owned()),
+                Some("reviews.default.svc.cluster.local/v2".to_owned())
+            )
+        );
+        assert_eq!(
+            route("[fd00::1]"),
+            (None, Some("range.internal/".to_owned()))
+        );
+        // not a service port, or inside a range only: passed through as written
+        assert_eq!(
+            route("10.96.0.10:80"),
+            (None, Some("10.96.0.10/".to_owned()))
+        );
+        assert_eq!(
+            route("240.240.1.1"),
+            (None, Some("240.240.1.1/".to_owned()))
+        );
+    }
 
     /// TLS routes: the most specific SNI wins, as Envoy picks among filter chains.
     #[test]

@@ -994,23 +994,29 @@ fn build(
         peers_unconnected,
         mutual_tls,
         istio_tls,
-        service: Arc::new(match (&key.request, is_passthrough_cluster(service)) {
-            // istio_stats names the passthrough cluster, the service host being the
-            // request's
-            (Some((host, _)), true) => ServiceInfo {
-                host: host.to_string(),
+        // istio_stats names the passthrough cluster; with no cluster metadata the
+        // destination service is `unknown` (an HTTP request's Host header takes its place:
+        // the outbound layer sets it per request)
+        service: Arc::new(if is_passthrough_cluster(service) {
+            ServiceInfo {
+                host: "unknown".to_owned(),
                 name: PASSTHROUGH_CLUSTER.to_owned(),
                 namespace: String::new(),
-            },
-            _ => service_info(service),
+            }
+        } else {
+            service_info(service)
         }),
-        cluster_name: format!(
-            "outbound|{}|{}|{}",
-            key.port,
-            key.subset.as_deref().unwrap_or(""),
-            key.host
-        )
-        .into(),
+        cluster_name: if is_passthrough_cluster(service) {
+            Arc::from(PASSTHROUGH_CLUSTER)
+        } else {
+            format!(
+                "outbound|{}|{}|{}",
+                key.port,
+                key.subset.as_deref().unwrap_or(""),
+                key.host
+            )
+            .into()
+        },
     }
 }
 

@@ -2853,10 +2853,19 @@ where
     } else {
         (service, dest_port)
     };
+    let https = via.is_none() && parts.uri.scheme() == Some(&Scheme::HTTPS);
+    // the original destination is the port the application wrote, else its scheme's (not
+    // the single-port service's, a convenience of routing only)
+    let (port, dest_port) = if passthrough {
+        let p = port_of(authority.as_str()).unwrap_or(if https { 443 } else { 80 });
+        (p, p)
+    } else {
+        (port, dest_port)
+    };
     let target = dest::RequestTarget {
         authority: &authority,
         port,
-        https: via.is_none() && parts.uri.scheme() == Some(&Scheme::HTTPS),
+        https,
     };
     let key = DestKey::for_request(service, wd.subset.clone(), dest_port, target);
     let dest = shared.cache.get(&snap, shared, service, &key);
@@ -2876,7 +2885,11 @@ where
     };
     if formatted(route_ops, false) || formatted(dest_ops, false) {
         // Envoy's `%COMMAND%` operators, computed from the request as it came
-        let cluster = wd.cluster_name(dest_port);
+        let cluster = if passthrough {
+            dest::PASSTHROUGH_CLUSTER.to_owned()
+        } else {
+            wd.cluster_name(dest_port)
+        };
         let before = parts.headers.clone();
         // (no upstream yet: Envoy evaluates request headers before it picks a host)
         let cx = header_context(
@@ -3062,6 +3075,15 @@ where
         cluster,
         &mut resp,
     );
+    let mut ctx = ctx;
+    if passthrough {
+        // istio_stats' host header fallback: the passthrough cluster has no service
+        ctx.service = Some(Arc::new(ServiceInfo {
+            host: authority.as_str().to_owned(),
+            name: dest::PASSTHROUGH_CLUSTER.to_owned(),
+            namespace: String::new(),
+        }));
+    }
     Ok((with_cors(resp), Some(ctx)))
 }
 
