@@ -254,6 +254,34 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub tcp_keepalive: Option<crate::model::TcpKeepalive>,
+    /// `enableAutoMtls` (default true): a client sends Istio mutual TLS, with no
+    /// DestinationRule TLS setting, to the endpoints that run the mesh's mTLS. Off, only a
+    /// DestinationRule's `ISTIO_MUTUAL` does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("enableAutoMtls: false")?;
+    /// assert_eq!(config.enable_auto_mtls, Some(false));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub enable_auto_mtls: Option<bool>,
+    /// `meshMTLS.minProtocolVersion`: the lowest TLS version of the mesh's mutual TLS,
+    /// on servers and on clients (auto mTLS and `ISTIO_MUTUAL`). `TLSV1_3` makes it TLS
+    /// 1.3 only; unset, `TLS_AUTO` and `TLSV1_2` keep TLS 1.2 as the lowest (Istio's
+    /// default); `TLSV1_0` and `TLSV1_1` are reported and keep TLS 1.2 (rustls has
+    /// neither).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::TlsProtocol;
+    ///
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("meshMTLS: {minProtocolVersion: TLSV1_3}")?;
+    /// assert_eq!(config.mesh_mtls_min_protocol_version, Some(TlsProtocol::TlsV1_3));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub mesh_mtls_min_protocol_version: Option<crate::model::TlsProtocol>,
 }
 
 /// How requests are traced, as istiod configures Envoy's tracer from MeshConfig:
@@ -1190,12 +1218,12 @@ ignored_fields! {
         ingress_controller_mode, ingress_selector, access_log_file,
         enable_envoy_access_log_service,
         disable_envoy_listener_log,
-        inbound_traffic_policy, config_sources, enable_auto_mtls,
+        inbound_traffic_policy, config_sources,
         ca_certificates, dns_refresh_rate,
         h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
         discovery_selectors,
-        mesh_m_t_l_s, tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
+        tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
         mixer_report_server, disable_policy_checks, policy_check_fail_open,
         sidecar_to_telemetry_session_affinity, sds_uds_path, rds_refresh_delay, mixer_address,
         auth_policy, enable_sds_token_mount, sds_refresh_delay, mesh_networks,
@@ -1234,7 +1262,23 @@ ignored_fields! {
         tcp_keepalive: Option<crate::model::TcpKeepalive>,
         #[serde(default)]
         default_providers: Option<RawDefaultProviders>,
+        #[serde(default)]
+        enable_auto_mtls: Option<bool>,
+        #[serde(default)]
+        mesh_m_t_l_s: Option<RawMeshTls>,
     }
+}
+
+/// MeshConfig `meshMTLS` (`TLSConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawMeshTls {
+    #[serde(default)]
+    min_protocol_version: Option<String>,
+    #[serde(default)]
+    ecdh_curves: Option<Vec<String>>,
+    #[serde(default)]
+    cipher_suites: Option<Vec<String>>,
 }
 
 /// `defaultProviders` (only `tracing` is used).
@@ -1504,6 +1548,69 @@ fn convert(
         }),
     };
     let access_log_format = raw.access_log_format.filter(|f| !f.is_empty());
+    let mesh_tls = raw.mesh_m_t_l_s.unwrap_or_default();
+    let mesh_mtls_min_protocol_version = mesh_tls.min_protocol_version.as_deref().and_then(|name| {
+        const NAMES: [&str; 5] = ["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
+        use crate::model::TlsProtocol as P;
+        let path = format!("{base}.meshMTLS.minProtocolVersion");
+        let v = match name {
+            "TLS_AUTO" => P::TlsAuto,
+            "TLSV1_0" => P::TlsV1_0,
+            "TLSV1_1" => P::TlsV1_1,
+            "TLSV1_2" => P::TlsV1_2,
+            "TLSV1_3" => P::TlsV1_3,
+            _ => {
+                out.push(unknown_name(
+                    source,
+                    path,
+                    "minProtocolVersion",
+                    name,
+                    &NAMES,
+                ));
+                return None;
+            }
+        };
+        if matches!(v, P::TlsV1_0 | P::TlsV1_1) {
+            let at = source
+                .locate_value(&path)
+                .or_else(|| source.locate(&path))
+                .unwrap_or_else(|| source.locate_nearest(&path));
+            out.push(Diagnostic::new(
+                Severity::Warning,
+                codes::INVALID_VALUE,
+                format!("meshMTLS.minProtocolVersion {name} is not supported: the mesh's mutual TLS keeps TLS 1.2 as its lowest version"),
+                source.file.clone(),
+                at,
+                path,
+            ));
+        }
+        Some(v)
+    });
+    for (field, set) in [
+        ("ecdhCurves", mesh_tls.ecdh_curves.is_some()),
+        ("cipherSuites", mesh_tls.cipher_suites.is_some()),
+    ] {
+        if set {
+            // istiod: "mesh TLS does not support ECDH curves configuration"; the cipher
+            // suites are Envoy's (OpenSSL names), not rustls'
+            let path = format!("{base}.meshMTLS.{field}");
+            let at = source
+                .locate(&path)
+                .unwrap_or_else(|| source.locate_nearest(&path));
+            out.push(Diagnostic::new(
+                if field == "ecdhCurves" { Severity::Error } else { Severity::Warning },
+                codes::INVALID_VALUE,
+                if field == "ecdhCurves" {
+                    "mesh TLS does not support ECDH curves configuration".to_owned()
+                } else {
+                    "meshMTLS.cipherSuites is not applied: the mesh's mutual TLS uses rustls' TLS 1.2 and 1.3 suites".to_owned()
+                },
+                source.file.clone(),
+                at,
+                path,
+            ));
+        }
+    }
     if let (AccessLogEncoding::Json, Some(f)) = (access_log_encoding, &access_log_format) {
         // istiod: "error parsing provided json log format, default log format will be used"
         if !matches!(
@@ -1670,6 +1777,8 @@ fn convert(
             .and_then(|d| d.gateway_topology)
             .and_then(|t| t.num_trusted_proxies),
         locality_lb_setting: raw.locality_lb_setting,
+        enable_auto_mtls: raw.enable_auto_mtls,
+        mesh_mtls_min_protocol_version,
     }
 }
 
@@ -2367,6 +2476,42 @@ extensionProviders:
         )
         .unwrap();
         assert_eq!(c.root_namespace.as_deref(), Some("mesh-root"));
+    }
+
+    #[test]
+    fn mesh_mtls_and_auto_mtls() {
+        let c =
+            MeshConfig::from_yaml("enableAutoMtls: false\nmeshMTLS: {minProtocolVersion: TLSV1_3}")
+                .unwrap();
+        let o = MeshOptions::from_mesh_config(&c);
+        assert!(!o.enable_auto_mtls && o.mesh_mtls_tls13_only);
+        let o = MeshOptions::from_mesh_config(
+            &MeshConfig::from_yaml("meshMTLS: {minProtocolVersion: TLS_AUTO}").unwrap(),
+        );
+        assert!(o.enable_auto_mtls && !o.mesh_mtls_tls13_only);
+        // a near miss is an error with the name it meant
+        let err = MeshConfig::from_yaml("meshMTLS: {minProtocolVersion: TLSV13}").unwrap_err();
+        let d = &err.diagnostics[0];
+        assert!(
+            d.message.contains("unknown minProtocolVersion \"TLSV13\""),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.help.as_deref(), Some("did you mean `TLSV1_3`?"));
+        // TLS 1.0 and 1.1: reported, TLS 1.2 stays the floor
+        let loaded = load_str("meshMTLS: {minProtocolVersion: TLSV1_1}", "mesh.yaml");
+        assert!(loaded
+            .diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Warning
+                && d.path.ends_with("meshMTLS.minProtocolVersion")));
+        assert!(!MeshOptions::from_mesh_config(&loaded.config.unwrap()).mesh_mtls_tls13_only);
+        // istiod refuses ECDH curves for mesh TLS
+        let err = MeshConfig::from_yaml("meshMTLS: {ecdhCurves: [P-256]}").unwrap_err();
+        assert_eq!(
+            err.diagnostics[0].message,
+            "mesh TLS does not support ECDH curves configuration"
+        );
     }
 
     #[test]

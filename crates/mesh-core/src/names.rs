@@ -216,6 +216,25 @@ pub struct MeshOptions {
     /// assert_eq!(mesh_core::names::MeshOptions::default().outbound_traffic_policy, OutboundMode::AllowAny);
     /// ```
     pub outbound_traffic_policy: crate::model::OutboundMode,
+    /// MeshConfig `enableAutoMtls`: clients send mutual TLS, without a DestinationRule
+    /// saying so, to endpoints that run the mesh's mTLS. Default: on, as Istio.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::names::MeshOptions::default().enable_auto_mtls);
+    /// ```
+    pub enable_auto_mtls: bool,
+    /// MeshConfig `meshMTLS.minProtocolVersion` is `TLSV1_3`: the mesh's mutual TLS
+    /// (servers, auto mTLS and `ISTIO_MUTUAL` clients) is TLS 1.3 only. Default: off (TLS
+    /// 1.2 and 1.3).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!mesh_core::names::MeshOptions::default().mesh_mtls_tls13_only);
+    /// ```
+    pub mesh_mtls_tls13_only: bool,
 }
 
 impl Default for MeshOptions {
@@ -239,6 +258,8 @@ impl Default for MeshOptions {
             tracing: crate::meshconfig::Tracing::default(),
             tcp_keepalive: None,
             outbound_traffic_policy: crate::model::OutboundMode::AllowAny,
+            enable_auto_mtls: true,
+            mesh_mtls_tls13_only: false,
         }
     }
 }
@@ -294,6 +315,9 @@ impl MeshOptions {
                 }
                 _ => crate::model::OutboundMode::AllowAny,
             },
+            enable_auto_mtls: config.enable_auto_mtls.unwrap_or(true),
+            mesh_mtls_tls13_only: config.mesh_mtls_min_protocol_version
+                == Some(crate::model::TlsProtocol::TlsV1_3),
             ..d
         }
     }

@@ -473,10 +473,40 @@ impl WorkloadCredentials {
     /// # Ok(()) }
     /// ```
     pub fn server_config(&self, policy: Option<PeerPolicy>) -> Result<Arc<ServerConfig>, TlsError> {
+        self.server_config_versions(policy, false)
+    }
+
+    /// [`server_config`](Self::server_config), TLS 1.3 only when `tls13_only` (MeshConfig
+    /// `meshMTLS.minProtocolVersion: TLSV1_3`): a TLS 1.2 client fails the handshake.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let id = Identity::new("cluster.local", "default", "httpbin")?;
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let config = creds.server_config_versions(None, true)?;
+    /// assert_eq!(config.alpn_protocols[0], b"h2");
+    /// # Ok(()) }
+    /// ```
+    pub fn server_config_versions(
+        &self,
+        policy: Option<PeerPolicy>,
+        tls13_only: bool,
+    ) -> Result<Arc<ServerConfig>, TlsError> {
         let policy = policy.unwrap_or_else(|| self.peer_policy());
         let verifier = MeshClientCertVerifier::shared(self.trust.clone(), policy);
-        let mut cfg = ServerConfig::builder_with_provider(crate::provider())
-            .with_safe_default_protocol_versions()?
+        let builder = ServerConfig::builder_with_provider(crate::provider());
+        let builder = if tls13_only {
+            builder.with_protocol_versions(&[&rustls::version::TLS13])?
+        } else {
+            builder.with_safe_default_protocol_versions()?
+        };
+        let mut cfg = builder
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(self.current.clone()));
         cfg.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();

@@ -464,6 +464,7 @@ async fn alpn_istio_values_accepted() {
         workload: Some(&c),
         credentials: None,
         alpn: Alpn::None,
+        mesh_tls13_only: false,
     };
     let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
     assert_eq!(
@@ -686,6 +687,7 @@ async fn mutual_with_files_and_credential_name_through_a_strict_server() {
         workload: None,
         credentials: Some(&lookup),
         alpn: Alpn::Http1,
+        mesh_tls13_only: false,
     };
     let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
     assert_eq!(
@@ -991,4 +993,103 @@ async fn tls12_clients_work_and_fail_the_same_way() {
         .unwrap();
     assert!(tls12(Some(&evil)).roundtrip(server.addr).await.is_err());
     assert_eq!(server_err(server.next().await).kind(), "wrong_trust_domain");
+}
+
+/// MeshConfig `meshMTLS.minProtocolVersion: TLSV1_3`: a mesh server refuses a TLS 1.2
+/// client with a good certificate, and a mesh client refuses a TLS 1.2 server; both sides
+/// left at the default still speak TLS 1.2.
+#[tokio::test]
+async fn mesh_tls13_only_refuses_tls12_on_both_sides() {
+    let ca = ca();
+    let sid = id(TD, "a", "server");
+    let cid = id(TD, "b", "c");
+    let server_creds = creds(&ca, &sid, &[]);
+    let client_cert = ca.issue(&cid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
+    let tls12_client = {
+        let cfg = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(
+                MeshServerCertVerifier::new(
+                    ca.trust_bundle(),
+                    ServerCheck::Spiffe(PeerPolicy::trust_domain(TD).allow_only([sid.clone()])),
+                )
+                .unwrap(),
+            )
+            .with_client_auth_cert(
+                client_cert.chain_der().unwrap(),
+                client_cert.key_der().unwrap(),
+            )
+            .unwrap();
+        OutboundTlsRaw(Arc::new(cfg))
+    };
+    let only13 = InboundTls::new(
+        PeerAuthnMode::Strict,
+        Some(server_creds.server_config_versions(None, true).unwrap()),
+    )
+    .unwrap();
+    let mut server = echo_server(only13).await;
+    assert!(tls12_client.roundtrip(server.addr).await.is_err());
+    assert!(server.next().await.is_err());
+    // the mesh's own client speaks TLS 1.3 to it
+    let client_creds = creds(&ca, &cid, &[]);
+    let client = istio_mutual(&client_creds, std::slice::from_ref(&sid));
+    let tls = client
+        .connect(TcpStream::connect(server.addr).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    drop(tls);
+
+    // a server speaking TLS 1.2 only: the default mesh client connects, a TLS 1.3 only
+    // one does not
+    let server_cert = ca.issue(&sid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
+    let verifier =
+        MeshClientCertVerifier::new(ca.trust_bundle(), PeerPolicy::trust_domain(TD)).unwrap();
+    let cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            server_cert.chain_der().unwrap(),
+            server_cert.key_der().unwrap(),
+        )
+        .unwrap();
+    let server12 =
+        echo_server(InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(cfg))).unwrap()).await;
+    let connect = |tls13_only: bool| {
+        let settings = ClientTlsSettings {
+            mode: ClientTlsMode::IstioMutual,
+            ..Default::default()
+        };
+        let accounts = [sid.clone()];
+        let dest = Destination {
+            host: "svc.default.svc.cluster.local",
+            port: 8080,
+            subset: None,
+            service_accounts: &accounts,
+        };
+        let ctx = ClientContext {
+            workload: Some(&client_creds),
+            mesh_tls13_only: tls13_only,
+            ..Default::default()
+        };
+        client_config(&settings, &dest, &ctx).unwrap().unwrap()
+    };
+    let ok = connect(false)
+        .connect(TcpStream::connect(server12.addr).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        ok.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    assert!(connect(true)
+        .connect(TcpStream::connect(server12.addr).await.unwrap())
+        .await
+        .is_err());
 }

@@ -553,8 +553,13 @@ impl MeshServerBuilder {
     /// ```
     pub fn build(self) -> Result<MeshServer, TlsError> {
         let creds = &self.credentials;
-        let strict = InboundTls::from_credentials(PeerAuthnMode::Strict, creds, None)?
-            .with_handshake_timeout(self.handshake_timeout);
+        // MeshConfig `meshMTLS.minProtocolVersion: TLSV1_3`, as the server is built
+        let tls13_only = self.mesh.snapshot().options().mesh_mtls_tls13_only;
+        let strict = InboundTls::new(
+            PeerAuthnMode::Strict,
+            Some(creds.server_config_versions(None, tls13_only)?),
+        )?
+        .with_handshake_timeout(self.handshake_timeout);
         let permissive = InboundTls::new(
             PeerAuthnMode::Permissive,
             strict.tls_acceptor().map(|a| Arc::clone(a.config())),

@@ -301,8 +301,10 @@ fn inputs<'a>(
     // an undefined subset selects nothing (the request gets 503 NC anyway)
     let undefined_subset = key.subset.is_some() && !policy.subset_found;
     let subset_labels = policy.subset_labels();
-    // (an `https` request carries the application's own TLS instead)
-    let auto_mtls = policy.tls.is_none()
+    // (an `https` request carries the application's own TLS instead; MeshConfig
+    // `enableAutoMtls: false` leaves mTLS to DestinationRules)
+    let auto_mtls = snap.options().enable_auto_mtls
+        && policy.tls.is_none()
         && !key.https
         && shared.credentials.is_some()
         && service.location == ServiceLocation::MeshInternal;
@@ -794,6 +796,7 @@ fn tls_policy(
         workload: shared.credentials.as_deref(),
         credentials: shared.credential_lookup.as_deref(),
         alpn,
+        mesh_tls13_only: snap.options().mesh_mtls_tls13_only,
     };
     match mesh_tls::client_config(&settings, &dest, &ctx) {
         Ok(None) => TlsPolicy::Plaintext,
