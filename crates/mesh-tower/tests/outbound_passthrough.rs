@@ -346,3 +346,41 @@ async fn tcp_connections_pass_through_under_allow_any_only() {
     let err = c.connect(&target).await.unwrap_err();
     assert!(matches!(err, TcpConnectError::BlackHole { .. }), "{err}");
 }
+
+/// A client calling ever new outside hosts keeps a bounded number of passthrough
+/// destinations (and their connection pools): those not used since the last pass go.
+#[tokio::test]
+async fn passthrough_destinations_stay_bounded() {
+    let pki = Pki::new();
+    // one server answering on every loopback address
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|| async { "outside" });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mesh = mesh(&service_yaml("reviews", "default"));
+    let c = client(&mesh, &pki, "default", "productpage");
+    let destinations = |c: &mesh_tower::outbound::MeshClient| -> usize {
+        let text = format!("{c:?}");
+        let at = text.find("destinations: ").expect("the count in Debug") + 14;
+        text[at..]
+            .split(|ch: char| !ch.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    for i in 0..700u32 {
+        let host = format!("127.0.{}.{}", i / 250, 1 + i % 250);
+        let (st, _, body, _) = send(&c, get(&format!("http://{host}:{port}/"))).await;
+        assert_eq!((st, body.as_str()), (200, "outside"), "{host}");
+    }
+    let n = destinations(&c);
+    assert!(n <= 513, "{n} destinations kept");
+    // evicted destinations are built again when asked for
+    for _ in 0..3 {
+        assert_eq!(
+            send(&c, get(&format!("http://127.0.0.1:{port}/"))).await.0,
+            200
+        );
+    }
+}

@@ -19,7 +19,7 @@
 use mesh_core::model::TcpKeepalive;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -254,7 +254,14 @@ impl DestState {
 pub(crate) struct Destination {
     current: ArcSwap<DestState>,
     rebuild: Mutex<()>,
+    /// Used since the last eviction pass (destinations keyed by the request's host only).
+    used: AtomicBool,
 }
+
+/// How many destinations keyed by the request's own host (passthrough, `resolution: NONE`,
+/// `https` requests) a client keeps before it forgets those not used since it last looked:
+/// a client calling an unbounded set of outside hosts does not grow without bound.
+const MAX_BY_REQUEST: usize = 512;
 
 /// The destinations a client has used, found by hash lookup without locks.
 #[derive(Debug, Default)]
@@ -424,6 +431,9 @@ impl DestCache {
             Some(d) => Arc::clone(d),
             None => self.insert(snap, shared, service, key),
         };
+        if key.request.is_some() {
+            dest.used.store(true, Ordering::Relaxed);
+        }
         let generation = snap.generation();
         let cur = dest.current.load_full();
         if cur.seen.load(Ordering::Acquire) == generation {
@@ -474,8 +484,16 @@ impl DestCache {
         let dest = Arc::new(Destination {
             current: ArcSwap::from_pointee(build(snap, shared, service, key, i, None)),
             rebuild: Mutex::new(()),
+            used: AtomicBool::new(true),
         });
         let mut map = HashMap::clone(&self.map.load());
+        if key.request.is_some()
+            && map.keys().filter(|k| k.request.is_some()).count() >= MAX_BY_REQUEST
+        {
+            // second chance: forget what was not used since the last pass (a request using
+            // one keeps its state and connection; the next request builds it again)
+            map.retain(|k, d| k.request.is_none() || d.used.swap(false, Ordering::Relaxed));
+        }
         map.insert(key.clone(), Arc::clone(&dest));
         self.map.store(Arc::new(map));
         dest
