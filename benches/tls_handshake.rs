@@ -92,7 +92,6 @@ fn setups() -> Vec<Setup> {
         workload: Some(&ccreds),
         credentials: None,
         alpn: Alpn::Http2AndHttp1,
-        mesh_tls13_only: false,
     };
     let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
     assert_eq!(out.config().alpn_protocols, stock_client.alpn_protocols);

@@ -266,11 +266,11 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub enable_auto_mtls: Option<bool>,
-    /// `meshMTLS.minProtocolVersion`: the lowest TLS version of the mesh's mutual TLS,
-    /// on servers and on clients (auto mTLS and `ISTIO_MUTUAL`). `TLSV1_3` makes it TLS
-    /// 1.3 only; unset, `TLS_AUTO` and `TLSV1_2` keep TLS 1.2 as the lowest (Istio's
-    /// default); `TLSV1_0` and `TLSV1_1` are reported and keep TLS 1.2 (rustls has
-    /// neither).
+    /// `meshMTLS.minProtocolVersion`: the lowest TLS version a mesh server accepts for
+    /// mutual TLS (istiod applies it to inbound listeners only; clients keep TLS 1.2 and
+    /// 1.3). `TLSV1_3` makes it TLS 1.3 only; unset, `TLS_AUTO` and `TLSV1_2` keep TLS 1.2
+    /// as the lowest (Istio's default); `TLSV1_0` and `TLSV1_1` keep TLS 1.2 too (rustls
+    /// has neither), with a warning istiod does not give.
     ///
     /// # Examples
     ///
@@ -1587,8 +1587,15 @@ fn convert(
         Some(v)
     });
     for (field, set) in [
-        ("ecdhCurves", mesh_tls.ecdh_curves.is_some()),
-        ("cipherSuites", mesh_tls.cipher_suites.is_some()),
+        // (an empty list is no list, as protobuf reads it)
+        (
+            "ecdhCurves",
+            mesh_tls.ecdh_curves.is_some_and(|v| !v.is_empty()),
+        ),
+        (
+            "cipherSuites",
+            mesh_tls.cipher_suites.is_some_and(|v| !v.is_empty()),
+        ),
     ] {
         if set {
             // istiod: "mesh TLS does not support ECDH curves configuration"; the cipher
@@ -2506,12 +2513,14 @@ extensionProviders:
             .any(|d| d.severity == Severity::Warning
                 && d.path.ends_with("meshMTLS.minProtocolVersion")));
         assert!(!MeshOptions::from_mesh_config(&loaded.config.unwrap()).mesh_mtls_tls13_only);
-        // istiod refuses ECDH curves for mesh TLS
+        // istiod refuses ECDH curves for mesh TLS (an empty list is none)
         let err = MeshConfig::from_yaml("meshMTLS: {ecdhCurves: [P-256]}").unwrap_err();
         assert_eq!(
             err.diagnostics[0].message,
             "mesh TLS does not support ECDH curves configuration"
         );
+        let loaded = load_str("meshMTLS: {ecdhCurves: [], cipherSuites: []}", "mesh.yaml");
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
     }
 
     #[test]

@@ -225,9 +225,9 @@ pub struct MeshOptions {
     /// assert!(mesh_core::names::MeshOptions::default().enable_auto_mtls);
     /// ```
     pub enable_auto_mtls: bool,
-    /// MeshConfig `meshMTLS.minProtocolVersion` is `TLSV1_3`: the mesh's mutual TLS
-    /// (servers, auto mTLS and `ISTIO_MUTUAL` clients) is TLS 1.3 only. Default: off (TLS
-    /// 1.2 and 1.3).
+    /// MeshConfig `meshMTLS.minProtocolVersion` is `TLSV1_3`: mesh servers accept mutual
+    /// TLS 1.3 only, as istiod configures inbound listeners (clients are not restricted).
+    /// Default: off (TLS 1.2 and 1.3).
     ///
     /// # Examples
     ///

@@ -917,6 +917,8 @@ fn kube_protocol(name: &str, app_protocol: Option<&str>) -> String {
 pub struct Registry {
     services: HostMap<Vec<Arc<Service>>>,
     by_vip: Vec<(IpNet, Arc<Service>)>,
+    /// The services whose VIP is a single address, by that address.
+    by_exact_vip: HashMap<IpAddr, Vec<Arc<Service>>>,
     workloads: Arc<[Workload]>,
     /// `namespace/service_account` -> the workloads running as it (indexes).
     by_account: HashMap<String, Vec<usize>>,
@@ -931,6 +933,7 @@ impl Registry {
     ) -> Registry {
         let mut services: HostMap<Vec<Arc<Service>>> = HostMap::default();
         let mut by_vip = Vec::new();
+        let mut by_exact_vip: HashMap<IpAddr, Vec<Arc<Service>>> = HashMap::new();
         for d in &defs.defs {
             let mut svc = d.service.clone();
             if let Some(sel) = &d.selector {
@@ -1012,6 +1015,9 @@ impl Registry {
             let svc = Arc::new(svc);
             for a in &svc.addresses {
                 by_vip.push((*a, svc.clone()));
+                if a.prefix_len() == a.max_prefix_len() {
+                    by_exact_vip.entry(a.addr()).or_default().push(svc.clone());
+                }
             }
             services.entry(&svc.hostname).push(svc);
         }
@@ -1027,6 +1033,7 @@ impl Registry {
         Registry {
             services,
             by_vip,
+            by_exact_vip,
             workloads,
             by_account,
         }
@@ -1226,15 +1233,20 @@ impl Registry {
     /// assert!(reg.service_by_vip(ip, 80, "default").is_none()); // not a service port
     /// ```
     pub fn service_by_vip(&self, ip: IpAddr, port: u16, client_ns: &str) -> Option<&Arc<Service>> {
-        self.by_vip
+        // (a Kubernetes Service first, then the client's namespace, then config order, as
+        // by name)
+        self.by_exact_vip
+            .get(&ip)?
             .iter()
-            .find(|(net, s)| {
-                net.prefix_len() == net.max_prefix_len()
-                    && net.addr() == ip
-                    && s.export_to.visible_to(client_ns)
-                    && (s.ports.is_empty() || s.port(port).is_some())
+            .filter(|s| {
+                s.export_to.visible_to(client_ns) && (s.ports.is_empty() || s.port(port).is_some())
             })
-            .map(|(_, s)| s)
+            .min_by_key(|s| {
+                (
+                    s.origin != ServiceOrigin::Kubernetes,
+                    *s.namespace != *client_ns,
+                )
+            })
     }
 
     /// Every service.

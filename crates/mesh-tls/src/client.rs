@@ -476,9 +476,6 @@ pub struct ClientContext<'a> {
     pub credentials: Option<&'a dyn CredentialLookup>,
     /// Application protocols to offer.
     pub alpn: Alpn,
-    /// The mesh's mutual TLS is TLS 1.3 only (MeshConfig `meshMTLS.minProtocolVersion:
-    /// TLSV1_3`): applies to ISTIO_MUTUAL, not to SIMPLE or MUTUAL origination.
-    pub mesh_tls13_only: bool,
 }
 
 /// A built client TLS setup for one destination: the rustls config (built once, shared)
@@ -739,12 +736,8 @@ pub fn client_config(
         ));
     }
     let provider = crate::provider();
-    let builder = ClientConfig::builder_with_provider(provider.clone());
-    let builder = if ctx.mesh_tls13_only && settings.mode == ClientTlsMode::IstioMutual {
-        builder.with_protocol_versions(&[&rustls::version::TLS13])?
-    } else {
-        builder.with_safe_default_protocol_versions()?
-    };
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
     let mut alpn: Vec<Vec<u8>> = Vec::new();
     let (config, name) = match settings.mode {
         ClientTlsMode::Disable => return Ok(None),

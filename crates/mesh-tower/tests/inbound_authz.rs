@@ -159,7 +159,6 @@ async fn mtls(
             workload: Some(client),
             credentials: None,
             alpn: if h2 { Alpn::Http2 } else { Alpn::Http1 },
-            mesh_tls13_only: false,
         },
     )
     .unwrap()

@@ -87,7 +87,6 @@ async fn rate(addr: SocketAddr, client: &WorkloadCredentials, n: usize, streams:
             workload: Some(client),
             credentials: None,
             alpn: Alpn::Http2,
-            mesh_tls13_only: false,
         },
     )
     .unwrap()

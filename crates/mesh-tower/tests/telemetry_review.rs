@@ -174,7 +174,6 @@ async fn mtls(addr: SocketAddr, client: &WorkloadCredentials, req: Request<Full<
             workload: Some(client),
             credentials: None,
             alpn: Alpn::Http1,
-            mesh_tls13_only: false,
         },
     )
     .unwrap()

@@ -427,6 +427,24 @@ fn no_cluster_names_the_original_destination_or_why_it_is_black_holed() {
     ]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("egressProxy is not supported"), "{text}");
+
+    // a service's VIP as the host routes to the service (istiod's virtual host domains)
+    let svc = write(
+        dir.path(),
+        "vip.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: ratings, namespace: default}\nspec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 9080}]}\n",
+    );
+    let svc = svc.to_str().unwrap();
+    let v = json(&["http://10.96.0.20:9080/", "--config", svc]);
+    assert_eq!(v["host"], "ratings.default.svc.cluster.local");
+    assert!(v["destinations"][0].get("cluster").is_none(), "{v}");
+    // another port of the VIP is no virtual host: passed through as written
+    let v = json(&["http://10.96.0.20:8080/", "--config", svc]);
+    assert_eq!(v["destinations"][0]["cluster"], "PassthroughCluster");
+    assert_eq!(
+        v["destinations"][0]["original_destination"],
+        "10.96.0.20:8080"
+    );
 }
 
 #[test]

@@ -150,7 +150,6 @@ pub fn istio_mutual(creds: &WorkloadCredentials, server_accounts: &[Identity]) -
         workload: Some(creds),
         credentials: None,
         alpn: Alpn::Http2AndHttp1,
-        mesh_tls13_only: false,
     };
     client_config(&settings, &dest, &ctx).unwrap().unwrap()
 }

@@ -192,7 +192,14 @@ pub(crate) fn build_config(
 ) -> Result<Terminating, String> {
     check_supported(tls)?;
     if tls.mode == ServerTlsMode::IstioMutual {
-        return istio_mutual(workload, &tls.subject_alt_names, http);
+        // the server's min/max versions apply as to any other mode
+        let v = versions(tls)?;
+        let tls13_only = match (v.contains(&&rustls::version::TLS12), v.contains(&&rustls::version::TLS13)) {
+            (true, true) => false,
+            (false, true) => true,
+            _ => return Err("ISTIO_MUTUAL with maxProtocolVersion TLSV1_2 is not supported (the mesh's mutual TLS offers TLS 1.3)".into()),
+        };
+        return istio_mutual(workload, &tls.subject_alt_names, http, tls13_only);
     }
     let name = tls
         .credential_name
@@ -286,6 +293,7 @@ fn istio_mutual(
     workload: Option<&WorkloadCredentials>,
     sans: &[String],
     http: bool,
+    tls13_only: bool,
 ) -> Result<Terminating, String> {
     let workload = workload.ok_or(
         "TLS mode ISTIO_MUTUAL needs the gateway's mesh identity \
@@ -303,7 +311,9 @@ fn istio_mutual(
         tds.dedup();
         mesh_tls::PeerPolicy::trust_domains(tds).allow_only(ids)
     });
-    let shared = workload.server_config(policy).map_err(|e| e.to_string())?;
+    let shared = workload
+        .server_config_versions(policy, tls13_only)
+        .map_err(|e| e.to_string())?;
     let mut cfg = (*shared).clone();
     cfg.alpn_protocols = if http {
         HTTPS_ALPN.iter().map(|p| p.to_vec()).collect()
@@ -517,5 +527,78 @@ mod tests {
         };
         let e = build_config(&tls, &creds, None, true).unwrap_err();
         assert!(e.contains("nope"), "{e}");
+    }
+
+    /// An ISTIO_MUTUAL server keeps the Gateway's protocol versions: TLS 1.3 only when its
+    /// minimum says so (a TLS 1.2 client's handshake fails), refused when the maximum
+    /// leaves no TLS 1.3.
+    #[tokio::test]
+    async fn istio_mutual_servers_keep_the_protocol_versions() {
+        use tokio::io::AsyncWriteExt;
+        let ca = mesh_tls::MeshCa::self_signed("cluster.local").unwrap();
+        let gw = mesh_tls::Identity::new("cluster.local", "istio-system", "gw").unwrap();
+        let client = mesh_tls::Identity::new("cluster.local", "default", "sleep").unwrap();
+        let ttl = std::time::Duration::from_secs(3600);
+        let workload = WorkloadCredentials::new(ca.issue(&gw, ttl, &[]).unwrap()).unwrap();
+        let creds = mesh_tls::DirCredentials::new(std::env::temp_dir());
+        let tls = |min, max| ServerTlsSettings {
+            mode: ServerTlsMode::IstioMutual,
+            min_protocol_version: min,
+            max_protocol_version: max,
+            ..Default::default()
+        };
+        let e = build_config(
+            &tls(None, Some(TlsProtocol::TlsV1_2)),
+            &creds,
+            Some(&workload),
+            true,
+        )
+        .unwrap_err();
+        assert!(e.contains("maxProtocolVersion TLSV1_2"), "{e}");
+        let only13 = build_config(
+            &tls(Some(TlsProtocol::TlsV1_3), None),
+            &creds,
+            Some(&workload),
+            true,
+        )
+        .unwrap();
+        let any = build_config(&tls(None, None), &creds, Some(&workload), true).unwrap();
+
+        let cert = ca.issue(&client, ttl, &[]).unwrap();
+        let verifier = mesh_tls::MeshServerCertVerifier::new(
+            ca.trust_bundle(),
+            mesh_tls::ServerCheck::Spiffe(mesh_tls::PeerPolicy::trust_domain("cluster.local")),
+        )
+        .unwrap();
+        let tls12 = Arc::new(
+            rustls::ClientConfig::builder_with_provider(mesh_tls::provider())
+                .with_protocol_versions(&[&rustls::version::TLS12])
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_client_auth_cert(cert.chain_der().unwrap(), cert.key_der().unwrap())
+                .unwrap(),
+        );
+        let handshake = |server: Arc<ServerConfig>| {
+            let client = Arc::clone(&tls12);
+            async move {
+                let (a, b) = tokio::io::duplex(64 * 1024);
+                let accept = tokio::spawn(async move {
+                    tokio_rustls::TlsAcceptor::from(server)
+                        .accept(b)
+                        .await
+                        .map(|_| ())
+                });
+                let connect = tokio_rustls::TlsConnector::from(client)
+                    .connect("gw".try_into().unwrap(), a)
+                    .await;
+                if let Ok(mut s) = connect {
+                    let _ = s.shutdown().await;
+                }
+                accept.await.unwrap()
+            }
+        };
+        assert!(handshake(only13.config).await.is_err());
+        assert!(handshake(any.config).await.is_ok());
     }
 }

@@ -814,7 +814,6 @@ fn tls_policy(
         workload: shared.credentials.as_deref(),
         credentials: shared.credential_lookup.as_deref(),
         alpn,
-        mesh_tls13_only: snap.options().mesh_mtls_tls13_only,
     };
     match mesh_tls::client_config(&settings, &dest, &ctx) {
         Ok(None) => TlsPolicy::Plaintext,
