@@ -152,8 +152,8 @@ impl Logs {
     }
 }
 
-/// The access log names Envoy's passthrough cluster and route; an IP literal outside every
-/// VIP passes through.
+/// The access log names Envoy's passthrough cluster and route, and the address reached;
+/// an IP literal outside every VIP passes through.
 #[tokio::test]
 async fn the_access_log_names_the_passthrough_cluster_and_route() {
     let (logs, _guard) = Logs::capture();
@@ -168,7 +168,13 @@ async fn the_access_log_names_the_passthrough_cluster_and_route() {
     let (st, by, _, _) = send(&c, get(&format!("http://{outside}/logged"))).await;
     assert_eq!((st, by.as_str()), (200, "outside"));
     let line = logs.line_with("\"GET /logged HTTP/1.1\" 200").await;
-    assert!(line.contains(" PassthroughCluster "), "{line}");
+    // the upstream host is the address the original destination's name reached
+    let want = format!("\"{outside}\" PassthroughCluster ");
+    assert!(line.contains(&want), "{want} in {line}");
+    assert!(
+        line.contains(&format!("upstream_host={outside} ")),
+        "{line}"
+    );
     assert!(
         line.contains("upstream_cluster=PassthroughCluster "),
         "{line}"

@@ -361,6 +361,7 @@ impl MeshConnector {
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
         };
+        let remote = name.and_then(|_| tcp.peer_addr().ok());
         let _ = tcp.set_nodelay(true);
         if let Some(k) = &self.keepalive {
             // best effort, as Envoy's socket options: a failure leaves the connection usable
@@ -401,6 +402,7 @@ impl MeshConnector {
                     io: Io::Tls(Box::new(TokioIo::new(tls))),
                     h2,
                     peer,
+                    remote,
                     _permit: Some(permit),
                 })
             }
@@ -410,6 +412,7 @@ impl MeshConnector {
                 io: Io::Plain(TokioIo::new(tcp)),
                 h2: self.h2c && !http1_only,
                 peer: None,
+                remote,
                 _permit: Some(permit),
             }),
         }
@@ -519,6 +522,8 @@ pub struct MeshConn {
     io: Io,
     h2: bool,
     peer: Option<PeerIdentity>,
+    /// Dialed by name: the address reached.
+    remote: Option<SocketAddr>,
     _permit: Option<ConnectionPermit>,
 }
 
@@ -542,6 +547,12 @@ impl MeshConn {
     /// The identity in the certificate the server presented (TLS with a SPIFFE identity).
     pub(crate) fn peer(&self) -> Option<&PeerIdentity> {
         self.peer.as_ref()
+    }
+
+    /// The address reached, for an endpoint dialed by name (`None` otherwise: the
+    /// endpoint's address is the one reached).
+    pub(crate) fn remote(&self) -> Option<SocketAddr> {
+        self.remote
     }
 
     /// The connection as tokio I/O (for an opaque TCP connection), with the server's

@@ -460,6 +460,8 @@ impl MeshClient {
                 return fail(e, Arc::clone(&dest.service), unconnected);
             }
         };
+        // an endpoint dialed by name is logged with the address reached
+        let reached = conn.remote().unwrap_or(endpoint);
         let (io, peer_id) = conn.into_tokio();
         let mutual_tls = peer_id.is_some() && dest.mutual_tls.get(index).copied().unwrap_or(false);
         let peer = peer_view(
@@ -478,7 +480,7 @@ impl MeshClient {
         let series = self.metrics_config.metrics.tcp_connection(&labels);
         let mut entry = log.into_inner().unwrap_or_else(|p| p.into_inner());
         if let Some(e) = entry.as_mut() {
-            e.upstream = Some(upstream_info(Some(endpoint), Some(cluster())));
+            e.upstream = Some(upstream_info(Some(reached), Some(cluster())));
         }
         // a gateway's entry counts from its downstream's side: what the client sent is
         // what this stream writes upstream

@@ -107,6 +107,9 @@ struct EndpointPool {
     /// The view with the principal its last connection presented, shared by the
     /// connections that present the same one.
     last_peer: Mutex<Option<Arc<WorkloadInfo>>>,
+    /// An endpoint dialed by name: the address its last connection reached (Envoy's
+    /// LOGICAL_DNS host), for the access log.
+    resolved: Mutex<Option<SocketAddr>>,
     state: Mutex<PoolState>,
     /// Connections to this endpoint open or being opened (idle, in use, upgraded until the
     /// upgrade completes): at 0, a new one may exceed `maxConnections`.
@@ -209,6 +212,7 @@ impl Upstream {
                         addr,
                         base,
                         last_peer: Mutex::new(None),
+                        resolved: Mutex::new(None),
                         state: Mutex::new(PoolState::default()),
                         open: AtomicUsize::new(0),
                         waiters: Arc::clone(&waiters),
@@ -217,6 +221,11 @@ impl Upstream {
                 .collect(),
             waiters,
         }
+    }
+
+    /// The address endpoint `index`'s last connection reached, when it is dialed by name.
+    pub(crate) fn resolved(&self, index: usize) -> Option<SocketAddr> {
+        *lock(&self.endpoints.get(index)?.resolved)
     }
 
     /// The destination's connector (for opaque TCP connections, which are not pooled).
@@ -328,6 +337,9 @@ impl Upstream {
             .connector
             .connect_addr(ep.addr, permit, upgrade)
             .await?;
+        if let Some(r) = conn.remote() {
+            *lock(&ep.resolved) = Some(r);
+        }
         let waiters = Arc::clone(&self.waiters);
         // at most one allocation per connection, none per request
         let peer: ConnPeer = conn.peer().map(|p| ep.peer_info(p.identity().to_string()));
