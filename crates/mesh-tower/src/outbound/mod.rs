@@ -2586,7 +2586,9 @@ where
             .and_then(|h| h.parse().ok())
             .ok_or(OutboundError::NoAuthority)?,
     };
-    let port = match via.map(|v| v.port).or_else(|| port_of(authority.as_str())) {
+    // the port written in the authority (parsed once)
+    let written_port = port_of(authority.as_str());
+    let port = match via.map(|v| v.port).or(written_port) {
         Some(p) => p,
         None => snap.default_port(authority.host(), ns).unwrap_or(
             if parts.uri.scheme() == Some(&Scheme::HTTPS) {
@@ -2826,7 +2828,7 @@ where
     // declares (istiod builds its virtual host on those listeners): a port written in the
     // request stays the port. Without one (`http://reviews/`), a single-port service's
     // port is taken, a convenience of the in-process client (docs: where we differ).
-    let explicit_port = via.is_none() && port_of(authority.as_str()).is_some();
+    let explicit_port = via.is_none() && written_port.is_some();
     let dest_port = if decision.virtual_service.is_none() && wd.port.is_none() && explicit_port {
         port
     } else {
@@ -2857,7 +2859,7 @@ where
     // the original destination is the port the application wrote, else its scheme's (not
     // the single-port service's, a convenience of routing only)
     let (port, dest_port) = if passthrough {
-        let p = port_of(authority.as_str()).unwrap_or(if https { 443 } else { 80 });
+        let p = written_port.unwrap_or(if https { 443 } else { 80 });
         (p, p)
     } else {
         (port, dest_port)
