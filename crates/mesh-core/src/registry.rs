@@ -1198,6 +1198,11 @@ impl Registry {
         port: u16,
         client_ns: &str,
     ) -> Option<&Arc<Service>> {
+        // a service's own address first (as HTTP routing by VIP picks it), then the most
+        // specific range
+        if let Some(s) = self.service_by_vip(ip, port, client_ns) {
+            return Some(s);
+        }
         self.by_vip
             .iter()
             .filter(|(net, s)| {
@@ -1358,6 +1363,62 @@ mod tests {
         v.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// Two services on one VIP: HTTP (by VIP) and TCP (by address) pick the same one, a
+    /// Kubernetes Service first, whatever the config order.
+    #[test]
+    fn a_shared_vip_picks_the_same_service_for_http_and_tcp() {
+        let snap = crate::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db-entry, namespace: default}
+spec:
+  hosts: [db.example]
+  addresses: [10.96.0.30]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.1.0.7}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: data}
+spec: {clusterIP: 10.96.0.30, ports: [{name: tcp, port: 5432}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: range, namespace: default}
+spec:
+  hosts: [range.example]
+  addresses: [10.96.0.0/16]
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  resolution: STATIC
+  endpoints: [{address: 10.1.0.8}]
+",
+        )
+        .unwrap()
+        .snapshot();
+        let r = snap.registry();
+        let ip: IpAddr = "10.96.0.30".parse().unwrap();
+        let want = Some("db.data.svc.cluster.local");
+        assert_eq!(
+            r.service_by_vip(ip, 5432, "default").map(|s| &*s.hostname),
+            want
+        );
+        assert_eq!(
+            r.service_by_address(ip, 5432, "default")
+                .map(|s| &*s.hostname),
+            want
+        );
+        // elsewhere in the range: the range's entry (by address), no service by VIP
+        let other: IpAddr = "10.96.7.7".parse().unwrap();
+        assert!(r.service_by_vip(other, 5432, "default").is_none());
+        assert_eq!(
+            r.service_by_address(other, 5432, "default")
+                .map(|s| &*s.hostname),
+            Some("range.example")
+        );
     }
 
     const CONFIG: &str = r#"

@@ -180,6 +180,14 @@ async fn the_access_log_names_the_passthrough_cluster_and_route() {
         "{line}"
     );
     assert!(line.contains("route_name=allow_any"), "{line}");
+    // a name: the address it resolved to and reached
+    let uri = format!("http://localhost:{}/named", outside.port());
+    assert_eq!(send(&c, get(&uri)).await.0, 200);
+    let line = logs.line_with("\"GET /named HTTP/1.1\" 200").await;
+    assert!(
+        line.contains(&format!("upstream_host={outside} ")),
+        "{line}"
+    );
 }
 
 /// A request without a port to a single-port service the client's Sidecar does not import
@@ -354,15 +362,43 @@ async fn tcp_connections_pass_through_under_allow_any_only() {
 }
 
 /// A client calling ever new outside hosts keeps a bounded number of passthrough
-/// destinations (and their connection pools): those not used since the last pass go.
+/// destinations (and their connection pools): those not used since the last pass go, and
+/// one in use between passes stays (its pooled connection is reused throughout).
 #[tokio::test]
 async fn passthrough_destinations_stay_bounded() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
     let pki = Pki::new();
-    // one server answering on every loopback address
+    // one server answering on every loopback address (Linux routes 127/8 to lo), counting
+    // the connections made to 127.0.0.1
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(|| async { "outside" });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let to_first = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&to_first);
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            if tcp
+                .local_addr()
+                .is_ok_and(|a| a.ip() == std::net::Ipv4Addr::LOCALHOST)
+            {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"outside")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
     let mesh = mesh(&service_yaml("reviews", "default"));
     let c = client(&mesh, &pki, "default", "productpage");
     let destinations = |c: &mesh_tower::outbound::MeshClient| -> usize {
@@ -375,18 +411,26 @@ async fn passthrough_destinations_stay_bounded() {
             .parse()
             .unwrap()
     };
-    for i in 0..700u32 {
-        let host = format!("127.0.{}.{}", i / 250, 1 + i % 250);
+    let busy = format!("http://127.0.0.1:{port}/");
+    let mut most = 0;
+    for i in 0..1500u32 {
+        if i % 20 == 0 {
+            let (st, _, body, _) = send(&c, get(&busy)).await;
+            assert_eq!((st, body.as_str()), (200, "outside"));
+        }
+        let host = format!("127.0.{}.{}", 1 + i / 250, 1 + i % 250);
         let (st, _, body, _) = send(&c, get(&format!("http://{host}:{port}/"))).await;
         assert_eq!((st, body.as_str()), (200, "outside"), "{host}");
+        if i % 100 == 99 {
+            most = most.max(destinations(&c));
+        }
     }
-    let n = destinations(&c);
-    assert!(n <= 513, "{n} destinations kept");
-    // evicted destinations are built again when asked for
-    for _ in 0..3 {
-        assert_eq!(
-            send(&c, get(&format!("http://127.0.0.1:{port}/"))).await.0,
-            200
-        );
-    }
+    // the reviews service's destination is not among them; 512 plus half as many again
+    assert!(most <= 512 + 256 + 1, "{most} destinations kept");
+    assert!(destinations(&c) < 1500, "nothing was forgotten");
+    assert_eq!(
+        to_first.load(Ordering::SeqCst),
+        1,
+        "the busy destination kept its pooled connection"
+    );
 }

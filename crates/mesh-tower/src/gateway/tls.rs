@@ -197,7 +197,7 @@ pub(crate) fn build_config(
         let tls13_only = match (v.contains(&&rustls::version::TLS12), v.contains(&&rustls::version::TLS13)) {
             (true, true) => false,
             (false, true) => true,
-            _ => return Err("ISTIO_MUTUAL with maxProtocolVersion TLSV1_2 is not supported (the mesh's mutual TLS offers TLS 1.3)".into()),
+            _ => return Err("ISTIO_MUTUAL with maxProtocolVersion TLSV1_2 is not supported (an ISTIO_MUTUAL server here offers TLS 1.2 and 1.3, or TLS 1.3 only)".into()),
         };
         return istio_mutual(workload, &tls.subject_alt_names, http, tls13_only);
     }

@@ -259,15 +259,42 @@ pub(crate) struct Destination {
 }
 
 /// How many destinations keyed by the request's own host (passthrough, `resolution: NONE`,
-/// `https` requests) a client keeps before it forgets those not used since it last looked:
-/// a client calling an unbounded set of outside hosts does not grow without bound.
+/// `https` requests) a client keeps before it looks for ones to forget: those not used
+/// since it last looked, with nothing in flight and no state a DestinationRule asked for
+/// (circuit-breaker limits, outlier detection). A client calling an unbounded set of
+/// outside hosts does not grow without bound.
 const MAX_BY_REQUEST: usize = 512;
 
 /// The destinations a client has used, found by hash lookup without locks.
 #[derive(Debug, Default)]
 pub(crate) struct DestCache {
     map: ArcSwap<HashMap<DestKey, Arc<Destination>, FxBuildHasher>>,
-    insert: Mutex<()>,
+    insert: Mutex<ByRequest>,
+}
+
+/// The request-keyed destinations' count and when to look for ones to forget (under the
+/// insert lock).
+#[derive(Debug, Default)]
+struct ByRequest {
+    count: usize,
+    next_pass: usize,
+}
+
+impl Destination {
+    /// Forgetting it loses nothing but idle connections: not used since the last pass,
+    /// nothing in flight on it, and no limits or outlier state of a DestinationRule's.
+    fn forgettable(&self) -> bool {
+        if self.used.swap(false, Ordering::Relaxed) {
+            return false;
+        }
+        let cur = self.current.load();
+        let (_, pending, requests, retries) = cur.breaker.in_use();
+        pending == 0
+            && requests == 0
+            && retries == 0
+            && cur.outlier.is_none()
+            && cur.breaker.limits() == crate::pool::PoolLimits::default()
+    }
 }
 
 /// Locks `m`, also when a panicking holder poisoned it (the data stays consistent: every
@@ -431,7 +458,8 @@ impl DestCache {
             Some(d) => Arc::clone(d),
             None => self.insert(snap, shared, service, key),
         };
-        if key.request.is_some() {
+        // (read first: no write to a line every core reads, once marked)
+        if key.request.is_some() && !dest.used.load(Ordering::Relaxed) {
             dest.used.store(true, Ordering::Relaxed);
         }
         let generation = snap.generation();
@@ -458,7 +486,8 @@ impl DestCache {
     /// Forgets every destination (their pools and TLS configs are built again on the next
     /// request): after credentials the configs were built from changed.
     pub(crate) fn clear(&self) {
-        let _g = lock(&self.insert);
+        let mut g = lock(&self.insert);
+        *g = ByRequest::default();
         self.map.store(Arc::new(HashMap::default()));
     }
 
@@ -469,7 +498,7 @@ impl DestCache {
         service: &Service,
         key: &DestKey,
     ) -> Arc<Destination> {
-        let _g = lock(&self.insert);
+        let mut by_request = lock(&self.insert);
         if let Some(d) = self.map.load().get(key) {
             return Arc::clone(d);
         }
@@ -487,12 +516,16 @@ impl DestCache {
             used: AtomicBool::new(true),
         });
         let mut map = HashMap::clone(&self.map.load());
-        if key.request.is_some()
-            && map.keys().filter(|k| k.request.is_some()).count() >= MAX_BY_REQUEST
-        {
-            // second chance: forget what was not used since the last pass (a request using
-            // one keeps its state and connection; the next request builds it again)
-            map.retain(|k, d| k.request.is_none() || d.used.swap(false, Ordering::Relaxed));
+        if key.request.is_some() {
+            by_request.count += 1;
+            if by_request.count > MAX_BY_REQUEST.max(by_request.next_pass) {
+                // second chance: forget what was not used since the last pass; the next
+                // pass comes after half as many new ones again, so that what is in use has
+                // the time to be marked
+                map.retain(|k, d| k.request.is_none() || !d.forgettable());
+                by_request.count = map.keys().filter(|k| k.request.is_some()).count() + 1;
+                by_request.next_pass = by_request.count + MAX_BY_REQUEST / 2;
+            }
         }
         map.insert(key.clone(), Arc::clone(&dest));
         self.map.store(Arc::new(map));

@@ -3236,19 +3236,21 @@ impl<T: Sender> Attempts<'_, T> {
             .await;
         let dest = self.dest;
         if let Some(route_name) = &self.log_upstream {
-            resp.extensions_mut().insert(UpstreamInfo {
-                // (not the placeholder `0.0.0.n` of an endpoint dialed by name: the address
-                // its last connection reached, as Envoy's LOGICAL_DNS host)
-                host: endpoint.and_then(|(i, _)| {
-                    dest.lb
-                        .endpoints()
-                        .get(i)
-                        .map(|e| e.addr())
+            // (not the placeholder `0.0.0.n` of an endpoint dialed by name: the address its
+            // connection reached)
+            let host = resp
+                .extensions()
+                .get::<upstream::Reached>()
+                .map(|r| r.0)
+                .or_else(|| {
+                    endpoint
+                        .and_then(|(i, _)| dest.lb.endpoints().get(i).map(|e| e.addr()))
                         .filter(
                             |a| !matches!(a.ip(), std::net::IpAddr::V4(v4) if v4.octets()[0] == 0),
                         )
-                        .or_else(|| dest.upstream.resolved(i))
-                }),
+                });
+            resp.extensions_mut().insert(UpstreamInfo {
+                host,
                 cluster: Some(Arc::clone(&dest.cluster_name)),
                 local_address: None,
                 route_name: route_name.clone(),

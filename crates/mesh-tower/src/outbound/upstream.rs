@@ -107,9 +107,6 @@ struct EndpointPool {
     /// The view with the principal its last connection presented, shared by the
     /// connections that present the same one.
     last_peer: Mutex<Option<Arc<WorkloadInfo>>>,
-    /// An endpoint dialed by name: the address its last connection reached (Envoy's
-    /// LOGICAL_DNS host), for the access log.
-    resolved: Mutex<Option<SocketAddr>>,
     state: Mutex<PoolState>,
     /// Connections to this endpoint open or being opened (idle, in use, upgraded until the
     /// upgrade completes): at 0, a new one may exceed `maxConnections`.
@@ -130,6 +127,22 @@ struct Idle {
     used: u32,
     since: Instant,
     peer: ConnPeer,
+    /// Dialed by name: the address reached.
+    remote: Option<SocketAddr>,
+}
+
+/// The address a response's connection reached, when its endpoint was dialed by name (a
+/// response extension, for the access log's upstream host).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reached(pub(crate) SocketAddr);
+
+/// `resp`, marked with the address its connection reached (dialed by name only: nothing
+/// is added for an endpoint's own address).
+fn reached<B>(mut resp: Response<B>, remote: Option<SocketAddr>) -> Response<B> {
+    if let Some(a) = remote {
+        resp.extensions_mut().insert(Reached(a));
+    }
+    resp
 }
 
 /// The shared HTTP/2 connection of an endpoint.
@@ -138,6 +151,7 @@ struct H2 {
     tx: http2::SendRequest<MeshBody>,
     used: Arc<AtomicU32>,
     peer: ConnPeer,
+    remote: Option<SocketAddr>,
 }
 
 impl EndpointPool {
@@ -212,7 +226,6 @@ impl Upstream {
                         addr,
                         base,
                         last_peer: Mutex::new(None),
-                        resolved: Mutex::new(None),
                         state: Mutex::new(PoolState::default()),
                         open: AtomicUsize::new(0),
                         waiters: Arc::clone(&waiters),
@@ -221,11 +234,6 @@ impl Upstream {
                 .collect(),
             waiters,
         }
-    }
-
-    /// The address endpoint `index`'s last connection reached, when it is dialed by name.
-    pub(crate) fn resolved(&self, index: usize) -> Option<SocketAddr> {
-        *lock(&self.endpoints.get(index)?.resolved)
     }
 
     /// The destination's connector (for opaque TCP connections, which are not pooled).
@@ -255,7 +263,9 @@ impl Upstream {
                 pending = None;
                 h2.used.fetch_add(1, Ordering::Relaxed);
                 match h2.tx.try_send_request(req).await {
-                    Ok(resp) => return Ok((resp.map(UpstreamBody::plain), h2.peer)),
+                    Ok(resp) => {
+                        return Ok((reached(resp.map(UpstreamBody::plain), h2.remote), h2.peer))
+                    }
                     Err(mut e) => match e.take_message() {
                         Some(r) => {
                             req = r;
@@ -276,7 +286,8 @@ impl Upstream {
                 match idle.tx.try_send_request(req).await {
                     Ok(resp) => {
                         let peer = idle.peer.clone();
-                        return Ok((self.lease(ep, idle, resp), peer));
+                        let remote = idle.remote;
+                        return Ok((reached(self.lease(ep, idle, resp), remote), peer));
                     }
                     Err(mut e) => match e.take_message() {
                         Some(r) => {
@@ -337,9 +348,7 @@ impl Upstream {
             .connector
             .connect_addr(ep.addr, permit, upgrade)
             .await?;
-        if let Some(r) = conn.remote() {
-            *lock(&ep.resolved) = Some(r);
-        }
+        let remote = conn.remote();
         let waiters = Arc::clone(&self.waiters);
         // at most one allocation per connection, none per request
         let peer: ConnPeer = conn.peer().map(|p| ep.peer_info(p.identity().to_string()));
@@ -357,13 +366,14 @@ impl Upstream {
                 tx,
                 used: Arc::new(AtomicU32::new(1)),
                 peer: peer.clone(),
+                remote,
             };
             lock(&ep.state).h2 = Some(h2.clone());
             // requests waiting for this endpoint can share it now
             self.waiters.wake();
             drop(pending);
             return match h2.tx.send_request(req).await {
-                Ok(resp) => Ok((resp.map(UpstreamBody::plain), peer)),
+                Ok(resp) => Ok((reached(resp.map(UpstreamBody::plain), remote), peer)),
                 Err(e) => Err(Box::new(e)),
             };
         }
@@ -379,9 +389,10 @@ impl Upstream {
             used: 1,
             since: Instant::now(),
             peer: peer.clone(),
+            remote,
         };
         let resp = fresh.tx.send_request(req).await?;
-        Ok((self.lease(ep, fresh, resp), peer))
+        Ok((reached(self.lease(ep, fresh, resp), remote), peer))
     }
 
     /// Waits until a connection of this destination is returned or closed, or a short while
