@@ -948,31 +948,35 @@ mod rcgen_free {
     }
 }
 
+/// A rustls client speaking TLS 1.2 only, checking the server is `server`, presenting
+/// `cert` (or no certificate).
+fn tls12_client(ca: &MeshCa, server: &Identity, cert: Option<&WorkloadCert>) -> OutboundTlsRaw {
+    let b = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(
+            MeshServerCertVerifier::new(
+                ca.trust_bundle(),
+                ServerCheck::Spiffe(PeerPolicy::trust_domain(TD).allow_only([server.clone()])),
+            )
+            .unwrap(),
+        );
+    let cfg = match cert {
+        Some(c) => b
+            .with_client_auth_cert(c.chain_der().unwrap(), c.key_der().unwrap())
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    OutboundTlsRaw(Arc::new(cfg))
+}
+
 #[tokio::test]
 async fn tls12_clients_work_and_fail_the_same_way() {
     let ca = ca();
     let sid = id(TD, "a", "server");
     let mut server = echo_server(strict(&creds(&ca, &sid, &[]))).await;
-    let tls12 = |cert: Option<&WorkloadCert>| {
-        let b = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(
-                MeshServerCertVerifier::new(
-                    ca.trust_bundle(),
-                    ServerCheck::Spiffe(PeerPolicy::trust_domain(TD).allow_only([sid.clone()])),
-                )
-                .unwrap(),
-            );
-        let cfg = match cert {
-            Some(c) => b
-                .with_client_auth_cert(c.chain_der().unwrap(), c.key_der().unwrap())
-                .unwrap(),
-            None => b.with_no_client_auth(),
-        };
-        OutboundTlsRaw(Arc::new(cfg))
-    };
+    let tls12 = |cert: Option<&WorkloadCert>| tls12_client(&ca, &sid, cert);
     let good = ca
         .issue(&id(TD, "b", "c"), DEFAULT_WORKLOAD_TTL, &[])
         .unwrap();
@@ -1003,32 +1007,14 @@ async fn a_tls13_only_mesh_server_refuses_tls12_clients() {
     let cid = id(TD, "b", "c");
     let server_creds = creds(&ca, &sid, &[]);
     let client_cert = ca.issue(&cid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
-    let tls12_client = {
-        let cfg = ClientConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS12])
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(
-                MeshServerCertVerifier::new(
-                    ca.trust_bundle(),
-                    ServerCheck::Spiffe(PeerPolicy::trust_domain(TD).allow_only([sid.clone()])),
-                )
-                .unwrap(),
-            )
-            .with_client_auth_cert(
-                client_cert.chain_der().unwrap(),
-                client_cert.key_der().unwrap(),
-            )
-            .unwrap();
-        OutboundTlsRaw(Arc::new(cfg))
-    };
+    let tls12 = tls12_client(&ca, &sid, Some(&client_cert));
     let only13 = InboundTls::new(
         PeerAuthnMode::Strict,
         Some(server_creds.server_config_versions(None, true).unwrap()),
     )
     .unwrap();
     let mut server = echo_server(only13).await;
-    assert!(tls12_client.roundtrip(server.addr).await.is_err());
+    assert!(tls12.roundtrip(server.addr).await.is_err());
     assert!(server.next().await.is_err());
     // the mesh's own client speaks TLS 1.3 to it
     let client_creds = creds(&ca, &cid, &[]);

@@ -111,47 +111,6 @@ async fn allow_any_passes_an_unknown_host_through_to_the_request_host() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// Captures this thread's tracing output (a `#[tokio::test]` runs its tasks on it).
-    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
-        let logs = Logs::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
-    }
-
-    /// The first access log line holding `needle`.
-    async fn line_with(&self, needle: &str) -> String {
-        for _ in 0..200 {
-            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
-            if let Some(l) = text.lines().find(|l| l.contains(needle)) {
-                return l.to_owned();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "no {needle} in {}",
-            String::from_utf8_lossy(&self.0.lock().unwrap())
-        );
-    }
-}
-
 /// The access log names Envoy's passthrough cluster and route, and the address reached;
 /// an IP literal outside every VIP passes through.
 #[tokio::test]

@@ -371,50 +371,23 @@ fn no_cluster_names_the_original_destination_or_why_it_is_black_holed() {
         );
         p.to_str().unwrap().to_owned()
     };
-    let sc = sidecar("");
-    let v = json(&[
-        "http://reviews.default/",
-        "--config",
-        &kube,
-        "--config",
-        &sc,
-        "-n",
-        "shop",
-    ]);
-    assert_eq!(v["destinations"][0]["cluster"], "PassthroughCluster");
-    assert_eq!(
-        v["destinations"][0]["original_destination"],
-        "reviews.default:80"
-    );
+    // the first destination of `url` from namespace shop under that Sidecar
+    let first = |url: &str, sc: &str| {
+        json(&[url, "--config", &kube, "--config", sc, "-n", "shop"])["destinations"][0].clone()
+    };
+    let d = first("http://reviews.default/", &sidecar(""));
+    assert_eq!(d["cluster"], "PassthroughCluster");
+    assert_eq!(d["original_destination"], "reviews.default:80");
 
-    let sc = sidecar(", outboundTrafficPolicy: {mode: REGISTRY_ONLY}");
-    let v = json(&[
-        "http://reviews.default:9080/",
-        "--config",
-        &kube,
-        "--config",
-        &sc,
-        "-n",
-        "shop",
-    ]);
-    assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster");
-    assert_eq!(v["destinations"][0]["black_hole_reason"], "registry_only");
+    let registry_only = sidecar(", outboundTrafficPolicy: {mode: REGISTRY_ONLY}");
+    let d = first("http://reviews.default:9080/", &registry_only);
+    assert_eq!(d["cluster"], "BlackHoleCluster");
+    assert_eq!(d["black_hole_reason"], "registry_only");
 
     let sc = sidecar(", outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.example, port: {number: 80}}}");
-    let v = json(&[
-        "http://reviews.default:9080/",
-        "--config",
-        &kube,
-        "--config",
-        &sc,
-        "-n",
-        "shop",
-    ]);
-    assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster");
-    assert_eq!(
-        v["destinations"][0]["black_hole_reason"],
-        "egress_proxy_unsupported"
-    );
+    let d = first("http://reviews.default:9080/", &sc);
+    assert_eq!(d["cluster"], "BlackHoleCluster");
+    assert_eq!(d["black_hole_reason"], "egress_proxy_unsupported");
     let out = meshctl(&[
         "route",
         "http://reviews.default:9080/",

@@ -333,3 +333,47 @@ where
         headers,
     )
 }
+
+/// What this thread's tracing writes (the access log among it), captured for assertions.
+#[derive(Clone, Default)]
+pub struct Logs(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures this thread's tracing output (a `#[tokio::test]` runs its tasks on it)
+    /// while the guard lives.
+    pub fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// The first line holding `needle`, waiting up to two seconds for it.
+    pub async fn line_with(&self, needle: &str) -> String {
+        for _ in 0..200 {
+            if let Some(l) = self.text().lines().find(|l| l.contains(needle)) {
+                return l.to_owned();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no {needle} in {}", self.text());
+    }
+}
