@@ -1571,17 +1571,11 @@ fn convert(
             }
         };
         if matches!(v, P::TlsV1_0 | P::TlsV1_1) {
-            let at = source
-                .locate_value(&path)
-                .or_else(|| source.locate(&path))
-                .unwrap_or_else(|| source.locate_nearest(&path));
-            out.push(Diagnostic::new(
-                Severity::Warning,
-                codes::INVALID_VALUE,
-                format!("meshMTLS.minProtocolVersion {name} is not supported: the mesh's mutual TLS keeps TLS 1.2 as its lowest version"),
-                source.file.clone(),
-                at,
+            out.push(value_diagnostic(
+                source,
                 path,
+                Severity::Warning,
+                format!("meshMTLS.minProtocolVersion {name} is not supported: the mesh's mutual TLS keeps TLS 1.2 as its lowest version"),
             ));
         }
         Some(v)
@@ -1600,21 +1594,15 @@ fn convert(
         if set {
             // istiod: "mesh TLS does not support ECDH curves configuration"; the cipher
             // suites are Envoy's (OpenSSL names), not rustls'
-            let path = format!("{base}.meshMTLS.{field}");
-            let at = source
-                .locate(&path)
-                .unwrap_or_else(|| source.locate_nearest(&path));
-            out.push(Diagnostic::new(
+            out.push(value_diagnostic(
+                source,
+                format!("{base}.meshMTLS.{field}"),
                 if field == "ecdhCurves" { Severity::Error } else { Severity::Warning },
-                codes::INVALID_VALUE,
                 if field == "ecdhCurves" {
                     "mesh TLS does not support ECDH curves configuration".to_owned()
                 } else {
                     "meshMTLS.cipherSuites is not applied: the mesh's mutual TLS uses rustls' TLS 1.2 and 1.3 suites".to_owned()
                 },
-                source.file.clone(),
-                at,
-                path,
             ));
         }
     }
@@ -1624,18 +1612,11 @@ fn convert(
             serde_json::from_str::<serde_json::Value>(f),
             Ok(serde_json::Value::Object(_))
         ) {
-            let path = format!("{base}.accessLogFormat");
-            let at = source
-                .locate_value(&path)
-                .or_else(|| source.locate(&path))
-                .unwrap_or_else(|| source.locate_nearest(&path));
-            out.push(Diagnostic::new(
+            out.push(value_diagnostic(
+                source,
+                format!("{base}.accessLogFormat"),
                 Severity::Warning,
-                codes::INVALID_VALUE,
                 "accessLogFormat is not a JSON object: with accessLogEncoding JSON, the default JSON format is used".to_owned(),
-                source.file.clone(),
-                at,
-                path,
             ));
         }
     }
@@ -1787,6 +1768,28 @@ fn convert(
         enable_auto_mtls: raw.enable_auto_mtls,
         mesh_mtls_min_protocol_version,
     }
+}
+
+/// An `INVALID_VALUE` diagnostic at the value of the field at `path` (else the field, else
+/// the nearest thing there is).
+fn value_diagnostic(
+    source: &Source,
+    path: String,
+    severity: Severity,
+    message: String,
+) -> Diagnostic {
+    let at = source
+        .locate_value(&path)
+        .or_else(|| source.locate(&path))
+        .unwrap_or_else(|| source.locate_nearest(&path));
+    Diagnostic::new(
+        severity,
+        codes::INVALID_VALUE,
+        message,
+        source.file.clone(),
+        at,
+        path,
+    )
 }
 
 /// An error for an enum field's value that is none of `names`, at the value, with the
