@@ -221,16 +221,71 @@ async fn registry_only_black_holes_and_a_sidecar_overrides_the_mesh_config() {
     let c = client(&allow_any_mesh, &pki, "default", "productpage");
     assert_eq!(send(&c, get(&uri)).await.0, 502, "the block without a mode");
 
-    // an `egressProxy` (not supported) is never bypassed: black-holed
+    // an `egressProxy` the registry does not have is a cluster Envoy does not have: 503 NC,
+    // never around it
     reload(
         &allow_any_mesh,
         &format!("{services}apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{outboundTrafficPolicy: {{mode: ALLOW_ANY, egressProxy: {{host: egress.istio-system.svc.cluster.local, port: {{number: 80}}}}}}}}\n"),
     );
-    assert_eq!(
-        send(&c, get(&uri)).await.0,
-        502,
-        "egressProxy: never around it"
+    let (st, by, _, headers) = send(&c, get(&uri)).await;
+    assert_eq!((st, by.as_str()), (503, ""), "egressProxy: never around it");
+    assert!(headers.get("x-served-by").is_none());
+}
+
+/// A Sidecar's `egressProxy` takes what would pass through: the request goes to the proxy
+/// service (mutual TLS, its identity), Host kept, as istiod's catch-all route names the
+/// proxy's cluster; a TCP connection too. What the registry knows is not affected.
+#[tokio::test]
+async fn the_egress_proxy_takes_what_has_no_cluster() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let yaml = format!(
+        "{}{}apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{outboundTrafficPolicy: {{mode: ALLOW_ANY, egressProxy: {{host: egress.default.svc.cluster.local, port: {{number: 9080}}}}}}}}\n",
+        service_yaml("egress", "default"),
+        service_yaml("reviews", "default"),
     );
+    let mesh = mesh(&yaml);
+    let egress = start(&pki, "egress-v1", "default", "egress", Behaviour::Ok).await;
+    register(
+        &mesh,
+        "egress-v1",
+        "default",
+        "egress",
+        "egress",
+        "v1",
+        egress.addr,
+    );
+    let reviews = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let c = client(&mesh, &pki, "default", "productpage");
+
+    let (st, by, _, headers) = send(&c, get("http://api.outside.example/v1/items")).await;
+    assert_eq!((st, by.as_str()), (200, "egress-v1"));
+    assert_eq!(headers["x-seen-host"], "api.outside.example");
+    assert_eq!(headers["x-seen-path"], "/v1/items");
+    assert_eq!(
+        egress.peers.lock().unwrap().as_slice(),
+        ["cluster.local/ns/default/sa/productpage"],
+        "mutual TLS to the proxy"
+    );
+    let text = metrics_with(&c, "egress-v1").await;
+    assert!(!text.contains("PassthroughCluster"), "{text}");
+
+    // a service the registry knows goes where it goes
+    assert_eq!(send(&c, get("http://reviews:9080/")).await.1, "reviews-v1");
+    assert_eq!(reviews.hits(), 1);
+
+    // a TCP connection with no cluster goes to the proxy too
+    let mut s = c
+        .connect("db.outside.example:5432")
+        .await
+        .expect("to the proxy");
+    s.write_all(b"GET /tcp HTTP/1.1\r\nHost: db.outside.example\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("x-served-by: egress-v1"), "{answer}");
 }
 
 /// A service the client's Sidecar does not import, and a port a service does not declare,

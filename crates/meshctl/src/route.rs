@@ -265,15 +265,38 @@ fn to_json(
     );
     o.insert("status".into(), json!(d.status()));
     o.insert("port".into(), json!(r.port));
-    // the mesh client's outbound traffic policy (its Sidecar's, else MeshConfig's)
-    // (a Sidecar's `egressProxy` is not supported: that traffic is black-holed)
+    // the mesh client's outbound traffic policy (its Sidecar's, else MeshConfig's), and
+    // under ALLOW_ANY the Sidecar's egress proxy, whose cluster takes what has none
     let allow_any = scope
         .sidecar
         .and_then(|sc| sc.outbound_traffic_policy())
         .unwrap_or(snap.options().outbound_traffic_policy)
         != OutboundMode::RegistryOnly;
-    let egress_proxy = scope.sidecar.is_some_and(|sc| sc.egress_proxy().is_some());
-    let allow_any = allow_any && !egress_proxy;
+    let egress_cluster = scope
+        .sidecar
+        .and_then(|sc| sc.egress_proxy())
+        .filter(|_| allow_any)
+        .map(|ep| {
+            let reg = snap.registry();
+            let svc = reg.service(&ep.host, client_ns);
+            let port = match (&ep.port, svc.map(|s| s.ports.as_slice())) {
+                (Some(p), _) => Some(p.number),
+                (None, Some([only])) => Some(u32::from(only.number)),
+                _ => None,
+            };
+            let found = svc.is_some_and(|s| {
+                port.is_some_and(|p| {
+                    s.ports.is_empty() || u16::try_from(p).is_ok_and(|p| s.port(p).is_some())
+                })
+            });
+            let name = format!(
+                "outbound|{}|{}|{}",
+                port.map(|p| p.to_string()).unwrap_or_default(),
+                ep.subset.as_deref().unwrap_or(""),
+                ep.host
+            );
+            (name, found)
+        });
     // the original destination: the port the request wrote, else its scheme's
     let original_port = match (r.explicit_port, r.scheme) {
         (true, _) => r.port,
@@ -325,17 +348,17 @@ fn to_json(
                         _ => r.authority,
                     };
                     v["original_destination"] = json!(format!("{host}:{original_port}"));
-                    v["cluster"] = json!(if allow_any {
-                        "PassthroughCluster"
-                    } else {
-                        "BlackHoleCluster"
-                    });
-                    if !allow_any {
-                        v["black_hole_reason"] = json!(if egress_proxy {
-                            "egress_proxy_unsupported"
-                        } else {
-                            "registry_only"
-                        });
+                    match &egress_cluster {
+                        Some((name, found)) => {
+                            v["cluster"] = json!(name);
+                            v["egress_proxy"] = json!(true);
+                            v["cluster_found"] = json!(found);
+                        }
+                        None if allow_any => v["cluster"] = json!("PassthroughCluster"),
+                        None => {
+                            v["cluster"] = json!("BlackHoleCluster");
+                            v["black_hole_reason"] = json!("registry_only");
+                        }
                     }
                 }
             }
@@ -546,9 +569,13 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
                 " (no cluster: ALLOW_ANY passes it through to {}, as the application sent it)",
                 d["original_destination"].as_str().unwrap_or("")
             )),
-            Some(_) if d["black_hole_reason"] == json!("egress_proxy_unsupported") => s.push_str(
-                " (no cluster; the Sidecar's egressProxy is not supported: the mesh answers 502)",
-            ),
+            Some(c) if d["egress_proxy"] == json!(true) => s.push_str(&if d["cluster_found"]
+                == json!(true)
+            {
+                format!(" (no cluster: the Sidecar's egressProxy takes it, {c}, Host kept)")
+            } else {
+                format!(" (no cluster: the Sidecar's egressProxy {c} is no cluster either: 503 NC)")
+            }),
             Some(_) if d["imported"] == json!(false) => {
                 s.push_str(" (the Sidecar does not import this service; REGISTRY_ONLY: 502)")
             }

@@ -386,8 +386,10 @@ fn no_cluster_names_the_original_destination_or_why_it_is_black_holed() {
 
     let sc = sidecar(", outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.example, port: {number: 80}}}");
     let d = first("http://reviews.default:9080/", &sc);
-    assert_eq!(d["cluster"], "BlackHoleCluster");
-    assert_eq!(d["black_hole_reason"], "egress_proxy_unsupported");
+    // the Sidecar's egress proxy takes it: its cluster (not in this registry: 503 NC)
+    assert_eq!(d["cluster"], "outbound|80||egress.example");
+    assert_eq!(d["egress_proxy"], true);
+    assert_eq!(d["cluster_found"], false);
     let out = meshctl(&[
         "route",
         "http://reviews.default:9080/",
@@ -399,7 +401,10 @@ fn no_cluster_names_the_original_destination_or_why_it_is_black_holed() {
         "shop",
     ]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("egressProxy is not supported"), "{text}");
+    assert!(
+        text.contains("egressProxy outbound|80||egress.example is no cluster either: 503 NC"),
+        "{text}"
+    );
 
     // a service's VIP as the host routes to the service (istiod's virtual host domains)
     let svc = write(

@@ -7,7 +7,7 @@ use super::destination_rule::validate_connection_pool;
 use super::gateway::{validate_server_tls, validate_unix_address};
 use super::service_entry::is_known_protocol;
 use super::Ctx;
-use crate::diag::{codes, Severity};
+
 use crate::model::{CaptureMode, OutboundMode, Port, ServerTlsMode, Sidecar};
 
 fn is_http_protocol(p: &str) -> bool {
@@ -314,12 +314,6 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
                 return;
             }
             super::virtual_service::validate_destination(cx, path, ep);
-            cx.with_code(
-                Severity::Warning,
-                codes::NOT_APPLIED,
-                path,
-                "inmesh does not send traffic through an egressProxy: what it would take (destinations outside the registry) is refused with 502 instead of passed through".to_owned(),
-            );
         }
     }
 }

@@ -159,9 +159,10 @@
 //!   (its Sidecar's, else MeshConfig's; `ALLOW_ANY` by default): passed through to the
 //!   request's own host and port (Envoy's original destination; the name is resolved when
 //!   connecting, plaintext unless the URI is `https`, no DestinationRule, no retries,
-//!   metrics naming `PassthroughCluster`), or 502 under `REGISTRY_ONLY`. A Sidecar's
-//!   `egressProxy` is not supported: that traffic is refused (502) rather than sent
-//!   around the proxy.
+//!   metrics naming `PassthroughCluster`), or 502 under `REGISTRY_ONLY`. Under
+//!   `ALLOW_ANY`, a Sidecar's `egressProxy` takes that traffic instead: the proxy
+//!   service's destination (its DestinationRule, mTLS), the request's Host kept, no
+//!   retries; 503 NC when the registry has no such proxy.
 //!
 //! # Examples
 //!
@@ -2792,16 +2793,16 @@ where
     };
     // What Envoy does with traffic it has no cluster for, when no route named one: under
     // ALLOW_ANY (Istio's default) its passthrough route sends it to the original
-    // destination, here the request's own host and port; under REGISTRY_ONLY, 502.
-    // (A gateway routes by VirtualServices only.)
-    // (A Sidecar's `egressProxy` would take that traffic instead; it is not supported,
-    // and the traffic is black-holed rather than sent around the proxy.)
+    // destination, here the request's own host and port, or to the client Sidecar's
+    // `egressProxy`; under REGISTRY_ONLY, 502. (A gateway routes by VirtualServices only.)
     let allow_any = via.is_none()
         && sidecar
             .and_then(|sc| sc.outbound_traffic_policy())
             .unwrap_or(snap.options().outbound_traffic_policy)
-            != OutboundMode::RegistryOnly
-        && sidecar.is_none_or(|sc| sc.egress_proxy().is_none());
+            != OutboundMode::RegistryOnly;
+    let egress_proxy = sidecar
+        .and_then(|sc| sc.egress_proxy())
+        .filter(|_| allow_any);
     let unrouted = |parts: &http::request::Parts| {
         if decision.virtual_service.is_some() {
             return Some(cluster_not_found(parts));
@@ -2854,6 +2855,42 @@ where
         (dest::passthrough_service(), port)
     } else {
         (service, dest_port)
+    };
+    // The Sidecar's `egressProxy` takes what would pass through (istiod's catch-all route
+    // names its cluster, `outbound|<port>|<subset>|<host>`, instead of PassthroughCluster):
+    // the request keeps its Host. A proxy the registry does not have, the Sidecar does not
+    // import, or whose port its service does not declare, is a cluster Envoy does not
+    // have: 503 NC.
+    let egress_wd;
+    let mut egressed = false;
+    let (service, dest_port, wd) = match egress_proxy.filter(|_| passthrough) {
+        None => (service, dest_port, wd),
+        Some(ep) => {
+            let found = snap.registry().service(&ep.host, ns).and_then(|svc| {
+                let p = match (&ep.port, svc.ports.as_slice()) {
+                    (Some(p), _) => u16::try_from(p.number).ok()?,
+                    (None, [only]) => only.number,
+                    (None, _) => return None,
+                };
+                let declared = svc.ports.is_empty() || svc.port(p).is_some();
+                let imported =
+                    sidecar.is_none_or(|sc| sc.imports(ns, &svc.namespace, &svc.hostname, p));
+                (declared && imported).then_some((svc, p))
+            });
+            let Some((svc, p)) = found else {
+                return cluster_not_found(&parts);
+            };
+            egress_wd = mesh_core::route::WeightedDestination {
+                host: Arc::clone(&svc.hostname),
+                subset: ep.subset.as_deref().map(Arc::from),
+                port: Some(p),
+                weight: 100,
+                headers: None,
+            };
+            passthrough = false;
+            egressed = true;
+            (&**svc, p, &egress_wd)
+        }
     };
     let https = via.is_none() && parts.uri.scheme() == Some(&Scheme::HTTPS);
     // the original destination is the port the application wrote, else its scheme's (not
@@ -2937,8 +2974,9 @@ where
     }
     parts.headers.insert(HOST, host_value);
     let timeout = decision.timeout();
-    // the passthrough route has no retry policy
-    let policy: &RetryPolicy = if passthrough {
+    // the passthrough route (to the original destination or the egress proxy) has no
+    // retry policy
+    let policy: &RetryPolicy = if passthrough || egressed {
         RetryPolicy::disabled()
     } else {
         decision.retries()
@@ -3000,7 +3038,7 @@ where
             .rule
             .and_then(|r| r.name.as_deref())
             .map(Arc::<str>::from),
-        None if passthrough => Some(Arc::from("allow_any")),
+        None if passthrough || egressed => Some(Arc::from("allow_any")),
         None => Some(default_route_name()),
     });
     let attempts = Attempts {

@@ -291,16 +291,15 @@ impl MeshClient {
             None => snap.registry().service(&wd.host, ns),
         };
         // Traffic Envoy has no cluster for, when no route named one: its passthrough
-        // filter chain forwards it to the original destination under ALLOW_ANY (Istio's
-        // default), the host and port the application asked for; black-holed under
-        // REGISTRY_ONLY. (Not at a gateway.)
-        // (never around a Sidecar's `egressProxy`, which is not supported: black-holed)
+        // filter chain forwards it under ALLOW_ANY (Istio's default) to the original
+        // destination, the host and port the application asked for, or to the client
+        // Sidecar's `egressProxy`; black-holed under REGISTRY_ONLY. (Not at a gateway.)
         let allow_any = sidecar
             && scope
                 .and_then(|sc| sc.outbound_traffic_policy())
                 .unwrap_or(snap.options().outbound_traffic_policy)
-                != OutboundMode::RegistryOnly
-            && scope.is_none_or(|sc| sc.egress_proxy().is_none());
+                != OutboundMode::RegistryOnly;
+        let egress_proxy = scope.and_then(|sc| sc.egress_proxy()).filter(|_| allow_any);
         let unrouted = |dest_port: u16| {
             if routed {
                 let cluster = wd.cluster_name(dest_port);
@@ -350,6 +349,42 @@ impl MeshClient {
             (super::dest::passthrough_service(), port)
         } else {
             (service, dest_port)
+        };
+        // the Sidecar's `egressProxy` takes what would pass through (its cluster; 503 NC
+        // when Envoy would have none: not in the registry, not imported, undeclared port)
+        let egress_wd;
+        let (service, dest_port, wd) = match egress_proxy.filter(|_| passthrough) {
+            None => (service, dest_port, wd),
+            Some(ep) => {
+                let found = snap.registry().service(&ep.host, ns).and_then(|svc| {
+                    let p = match (&ep.port, svc.ports.as_slice()) {
+                        (Some(p), _) => u16::try_from(p.number).ok()?,
+                        (None, [only]) => only.number,
+                        (None, _) => return None,
+                    };
+                    let declared = svc.ports.is_empty() || svc.port(p).is_some();
+                    let imported =
+                        scope.is_none_or(|sc| sc.imports(ns, &svc.namespace, &svc.hostname, p));
+                    (declared && imported).then_some((svc, p))
+                });
+                egress_wd = mesh_core::route::WeightedDestination {
+                    host: Arc::from(ep.host.as_str()),
+                    subset: ep.subset.as_deref().map(Arc::from),
+                    port: ep.port.as_ref().and_then(|p| u16::try_from(p.number).ok()),
+                    weight: 100,
+                    headers: None,
+                };
+                let Some((svc, p)) = found else {
+                    let cluster = egress_wd.cluster_name(egress_wd.port.unwrap_or(port));
+                    return fail(
+                        TcpConnectError::ClusterNotFound { cluster },
+                        unknown_service(),
+                        None,
+                    );
+                };
+                passthrough = false;
+                (&**svc, p, &egress_wd)
+            }
         };
         // a `resolution: NONE` service connects where the application asked to
         let authority_text = match ip {
