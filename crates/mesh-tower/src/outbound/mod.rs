@@ -2866,30 +2866,14 @@ where
     let (service, dest_port, wd) = match egress_proxy.filter(|_| passthrough) {
         None => (service, dest_port, wd),
         Some(ep) => {
-            let found = snap.registry().service(&ep.host, ns).and_then(|svc| {
-                let p = match (&ep.port, svc.ports.as_slice()) {
-                    (Some(p), _) => u16::try_from(p.number).ok()?,
-                    (None, [only]) => only.number,
-                    (None, _) => return None,
-                };
-                let declared = svc.ports.is_empty() || svc.port(p).is_some();
-                let imported =
-                    sidecar.is_none_or(|sc| sc.imports(ns, &svc.namespace, &svc.hostname, p));
-                (declared && imported).then_some((svc, p))
-            });
+            let (target, found) = egress_target(&snap, ns, sidecar, ep);
+            egress_wd = target;
             let Some((svc, p)) = found else {
                 return cluster_not_found(&parts);
             };
-            egress_wd = mesh_core::route::WeightedDestination {
-                host: Arc::clone(&svc.hostname),
-                subset: ep.subset.as_deref().map(Arc::from),
-                port: Some(p),
-                weight: 100,
-                headers: None,
-            };
             passthrough = false;
             egressed = true;
-            (&**svc, p, &egress_wd)
+            (svc, p, &egress_wd)
         }
     };
     let https = via.is_none() && parts.uri.scheme() == Some(&Scheme::HTTPS);
@@ -3125,6 +3109,39 @@ where
         }));
     }
     Ok((with_cors(resp), Some(ctx)))
+}
+
+/// A Sidecar's `egressProxy` as the destination istiod's catch-all route names
+/// (`GetDestinationCluster`: the proxy's port, else its service's only port), and the
+/// service and port when that is a cluster the client has: in the registry, imported by
+/// the Sidecar, a port the service declares.
+pub(crate) fn egress_target<'s>(
+    snap: &'s mesh_core::snapshot::Snapshot,
+    ns: &str,
+    sidecar: Option<&mesh_core::sidecar::SidecarScope>,
+    ep: &mesh_core::model::Destination,
+) -> (
+    mesh_core::route::WeightedDestination,
+    Option<(&'s mesh_core::registry::Service, u16)>,
+) {
+    let svc = snap.registry().service(&ep.host, ns);
+    let port = match (&ep.port, svc.map(|s| s.ports.as_slice())) {
+        (Some(p), _) => u16::try_from(p.number).ok(),
+        (None, Some([only])) => Some(only.number),
+        _ => None,
+    };
+    let target = mesh_core::route::WeightedDestination {
+        host: svc.map_or_else(|| Arc::from(ep.host.as_str()), |s| Arc::clone(&s.hostname)),
+        subset: ep.subset.as_deref().map(Arc::from),
+        port,
+        weight: 100,
+        headers: None,
+    };
+    let found = svc.zip(port).filter(|(s, p)| {
+        (s.ports.is_empty() || s.port(*p).is_some())
+            && sidecar.is_none_or(|sc| sc.imports(ns, &s.namespace, &s.hostname, *p))
+    });
+    (target, found.map(|(s, p)| (&**s, p)))
 }
 
 /// The port of destination `wd`'s cluster: the route's, else the service's only port, else

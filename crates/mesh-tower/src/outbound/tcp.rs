@@ -356,24 +356,8 @@ impl MeshClient {
         let (service, dest_port, wd) = match egress_proxy.filter(|_| passthrough) {
             None => (service, dest_port, wd),
             Some(ep) => {
-                let found = snap.registry().service(&ep.host, ns).and_then(|svc| {
-                    let p = match (&ep.port, svc.ports.as_slice()) {
-                        (Some(p), _) => u16::try_from(p.number).ok()?,
-                        (None, [only]) => only.number,
-                        (None, _) => return None,
-                    };
-                    let declared = svc.ports.is_empty() || svc.port(p).is_some();
-                    let imported =
-                        scope.is_none_or(|sc| sc.imports(ns, &svc.namespace, &svc.hostname, p));
-                    (declared && imported).then_some((svc, p))
-                });
-                egress_wd = mesh_core::route::WeightedDestination {
-                    host: Arc::from(ep.host.as_str()),
-                    subset: ep.subset.as_deref().map(Arc::from),
-                    port: ep.port.as_ref().and_then(|p| u16::try_from(p.number).ok()),
-                    weight: 100,
-                    headers: None,
-                };
+                let (target, found) = super::egress_target(snap, ns, scope, ep);
+                egress_wd = target;
                 let Some((svc, p)) = found else {
                     let cluster = egress_wd.cluster_name(egress_wd.port.unwrap_or(port));
                     return fail(
@@ -383,7 +367,7 @@ impl MeshClient {
                     );
                 };
                 passthrough = false;
-                (&**svc, p, &egress_wd)
+                (svc, p, &egress_wd)
             }
         };
         // a `resolution: NONE` service connects where the application asked to
