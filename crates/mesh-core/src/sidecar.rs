@@ -402,8 +402,8 @@ impl SidecarScope {
     }
 
     /// Its `outboundTrafficPolicy.egressProxy`: where Envoy sends, under `ALLOW_ANY`, the
-    /// traffic it has no cluster for, instead of passing it through. (mesh-tower does not
-    /// send traffic through it: such traffic is black-holed, never sent around the proxy.)
+    /// traffic it has no cluster for, instead of passing it through (mesh-tower's client
+    /// does the same: the proxy's cluster, the Host kept).
     ///
     /// # Examples
     ///

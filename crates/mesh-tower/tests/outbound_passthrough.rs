@@ -274,6 +274,21 @@ async fn the_egress_proxy_takes_what_has_no_cluster() {
     assert_eq!(send(&c, get("http://reviews:9080/")).await.1, "reviews-v1");
     assert_eq!(reviews.hits(), 1);
 
+    // a port the known service does not declare goes to the proxy too
+    let (st, by, _, headers) = send(&c, get("http://reviews:7000/")).await;
+    assert_eq!((st, by.as_str()), (200, "egress-v1"));
+    assert_eq!(headers["x-seen-host"], "reviews:7000");
+
+    // an https request through a proxy whose DestinationRule sets TLS: the application's
+    // own TLS cannot be tunneled inside the proxy's, refused
+    reload(
+        &mesh,
+        &format!("{yaml}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: egress, namespace: default}}\nspec: {{host: egress, trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}}}\n"),
+    );
+    let (st, by, _, _) = send(&c, get("https://api.outside.example/")).await;
+    assert_eq!((st, by.as_str()), (503, ""));
+    reload(&mesh, &yaml);
+
     // a TCP connection with no cluster goes to the proxy too
     let mut s = c
         .connect("db.outside.example:5432")
@@ -447,4 +462,47 @@ async fn passthrough_destinations_stay_bounded() {
         1,
         "the busy destination kept its pooled connection"
     );
+}
+
+/// An egress proxy that is no cluster for the client: a port its service does not declare,
+/// a service the Sidecar does not import, none at all: 503 NC, never around it.
+#[tokio::test]
+async fn an_egress_proxy_that_is_no_cluster_answers_503() {
+    let pki = Pki::new();
+    let sidecar = |egress: &str| {
+        format!("apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{egress: [{{hosts: ['./*']}}], outboundTrafficPolicy: {{mode: ALLOW_ANY, egressProxy: {{{egress}}}}}}}\n---\n")
+    };
+    let services = format!(
+        "{}{}",
+        service_yaml("egress", "default"),
+        service_yaml("egress", "istio-system")
+    );
+    for (egress, why) in [
+        (
+            "host: egress.default.svc.cluster.local, port: {number: 8443}",
+            "undeclared port",
+        ),
+        (
+            "host: egress.istio-system.svc.cluster.local, port: {number: 9080}",
+            "not imported",
+        ),
+        (
+            "host: nowhere.default.svc.cluster.local, port: {number: 9080}",
+            "no service",
+        ),
+        (
+            "host: egress.default.svc.cluster.local, subset: v9, port: {number: 9080}",
+            "no subset",
+        ),
+    ] {
+        let mesh = mesh(&format!("{services}{}", sidecar(egress)));
+        let c = client(&mesh, &pki, "default", "productpage");
+        let (st, by, _, _) = send(&c, get("http://api.outside.example/")).await;
+        assert_eq!((st, by.as_str()), (503, ""), "{why}");
+        let err = c.connect("db.outside.example:5432").await.unwrap_err();
+        assert!(
+            matches!(err, TcpConnectError::ClusterNotFound { .. }),
+            "{why}: {err}"
+        );
+    }
 }

@@ -272,26 +272,35 @@ fn to_json(
         .and_then(|sc| sc.outbound_traffic_policy())
         .unwrap_or(snap.options().outbound_traffic_policy)
         != OutboundMode::RegistryOnly;
+    // (as the mesh client: the proxy's host as written, its port or 0; a cluster when a
+    // service of exactly that host is imported, declares the port and has the subset)
     let egress_cluster = scope
         .sidecar
-        .and_then(|sc| sc.egress_proxy())
+        .and_then(|sc| sc.egress_proxy().map(|ep| (sc, ep)))
         .filter(|_| allow_any)
-        .map(|ep| {
-            let reg = snap.registry();
-            let svc = reg.service(&ep.host, client_ns);
-            let port = match (&ep.port, svc.map(|s| s.ports.as_slice())) {
-                (Some(p), _) => Some(p.number),
-                (None, Some([only])) => Some(u32::from(only.number)),
-                _ => None,
-            };
-            let found = svc.is_some_and(|s| {
-                port.is_some_and(|p| {
-                    s.ports.is_empty() || u16::try_from(p).is_ok_and(|p| s.port(p).is_some())
+        .map(|(sc, ep)| {
+            let port = ep
+                .port
+                .as_ref()
+                .and_then(|p| u16::try_from(p.number).ok())
+                .unwrap_or(0);
+            let svc = (port != 0)
+                .then(|| {
+                    snap.registry().service_where(&ep.host, client_ns, |s| {
+                        *s.hostname == *ep.host
+                            && sc.imports(client_ns, &s.namespace, &s.hostname, port)
+                    })
                 })
+                .flatten()
+                .filter(|s| *s.hostname == *ep.host);
+            let found = svc.is_some_and(|s| {
+                (s.ports.is_empty() || s.port(port).is_some())
+                    && snap
+                        .traffic_policy(&ep.host, ep.subset.as_deref(), port, client_ns)
+                        .subset_found
             });
             let name = format!(
-                "outbound|{}|{}|{}",
-                port.map(|p| p.to_string()).unwrap_or_default(),
+                "outbound|{port}|{}|{}",
                 ep.subset.as_deref().unwrap_or(""),
                 ep.host
             );

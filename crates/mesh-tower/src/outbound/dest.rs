@@ -188,7 +188,7 @@ pub(crate) struct DestState {
     lb_settings: Option<LoadBalancerSettings>,
     pool_settings: Option<ConnectionPoolSettings>,
     outlier_settings: Option<OutlierDetection>,
-    tls_settings: Option<CoreTls>,
+    pub(crate) tls_settings: Option<CoreTls>,
     endpoints: Vec<EndpointSpec>,
     /// What the TLS identity check was built from: the service's `subjectAltNames` and its
     /// endpoints' service accounts (a change to either rebuilds the TLS config).

@@ -2895,6 +2895,20 @@ where
     if !dest.subset_found() {
         return cluster_not_found(&parts);
     }
+    // Istio tunnels an application's own TLS to the egress proxy inside the proxy's TLS;
+    // the mesh client cannot nest the two, and would otherwise drop the application's
+    // end-to-end TLS: refused (503 NC) rather than sent without it
+    if egressed
+        && https
+        && dest
+            .tls_settings
+            .as_ref()
+            .is_some_and(|t| t.mode != mesh_core::model::ClientTlsMode::Disable)
+    {
+        tracing::warn!(host = %authority, proxy = %wd.host,
+            "an https request through an egressProxy whose DestinationRule sets TLS is refused: the application's TLS cannot be tunneled");
+        return cluster_not_found(&parts);
+    }
 
     // request rewriting: route header ops, destination header ops, rewrite
     let formatted = |o: Option<&HeaderOps>, response: bool| {
@@ -3112,9 +3126,9 @@ where
 }
 
 /// A Sidecar's `egressProxy` as the destination istiod's catch-all route names
-/// (`GetDestinationCluster`: the proxy's port, else its service's only port), and the
-/// service and port when that is a cluster the client has: in the registry, imported by
-/// the Sidecar, a port the service declares.
+/// (`GetDestinationCluster` with no service: the proxy's host as written, its port, 0 when
+/// unset), and the service and port when that is a cluster the client has: a service of
+/// exactly that host the Sidecar imports, declaring that port.
 pub(crate) fn egress_target<'s>(
     snap: &'s mesh_core::snapshot::Snapshot,
     ns: &str,
@@ -3124,24 +3138,28 @@ pub(crate) fn egress_target<'s>(
     mesh_core::route::WeightedDestination,
     Option<(&'s mesh_core::registry::Service, u16)>,
 ) {
-    let svc = snap.registry().service(&ep.host, ns);
-    let port = match (&ep.port, svc.map(|s| s.ports.as_slice())) {
-        (Some(p), _) => u16::try_from(p.number).ok(),
-        (None, Some([only])) => Some(only.number),
-        _ => None,
-    };
+    let port = ep
+        .port
+        .as_ref()
+        .and_then(|p| u16::try_from(p.number).ok())
+        .unwrap_or(0);
     let target = mesh_core::route::WeightedDestination {
-        host: svc.map_or_else(|| Arc::from(ep.host.as_str()), |s| Arc::clone(&s.hostname)),
+        host: Arc::from(ep.host.as_str()),
         subset: ep.subset.as_deref().map(Arc::from),
-        port,
+        port: Some(port),
         weight: 100,
         headers: None,
     };
-    let found = svc.zip(port).filter(|(s, p)| {
-        (s.ports.is_empty() || s.port(*p).is_some())
-            && sidecar.is_none_or(|sc| sc.imports(ns, &s.namespace, &s.hostname, *p))
-    });
-    (target, found.map(|(s, p)| (&**s, p)))
+    let found = (port != 0)
+        .then(|| {
+            snap.registry().service_where(&ep.host, ns, |s| {
+                *s.hostname == *ep.host
+                    && sidecar.is_none_or(|sc| sc.imports(ns, &s.namespace, &s.hostname, port))
+            })
+        })
+        .flatten()
+        .filter(|s| *s.hostname == *ep.host && (s.ports.is_empty() || s.port(port).is_some()));
+    (target, found.map(|s| (&**s, port)))
 }
 
 /// The port of destination `wd`'s cluster: the route's, else the service's only port, else

@@ -359,7 +359,7 @@ impl MeshClient {
                 let (target, found) = super::egress_target(snap, ns, scope, ep);
                 egress_wd = target;
                 let Some((svc, p)) = found else {
-                    let cluster = egress_wd.cluster_name(egress_wd.port.unwrap_or(port));
+                    let cluster = egress_wd.cluster_name(egress_wd.port.unwrap_or(0));
                     return fail(
                         TcpConnectError::ClusterNotFound { cluster },
                         unknown_service(),
