@@ -236,6 +236,18 @@ fn accepted_configs_have_no_errors() {
     }
 }
 
+/// An `egressProxy` under ALLOW_ANY is applied: nothing to report (it used to be warned
+/// about as not applied).
+#[test]
+fn an_egress_proxy_is_not_reported() {
+    let ds = run(
+        "Sidecar",
+        "default",
+        "outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.istio-system.svc.cluster.local, port: {number: 443}}}",
+    );
+    assert!(ds.is_empty(), "{ds:#?}");
+}
+
 #[test]
 fn root_namespace_peer_authentication_with_selector_is_flagged() {
     let ds = run(

@@ -293,18 +293,17 @@ fn to_json(
                 })
                 .flatten()
                 .filter(|s| *s.hostname == *ep.host);
+            let policy = snap.traffic_policy(&ep.host, ep.subset.as_deref(), port, client_ns);
             let found = svc.is_some_and(|s| {
-                (s.ports.is_empty() || s.port(port).is_some())
-                    && snap
-                        .traffic_policy(&ep.host, ep.subset.as_deref(), port, client_ns)
-                        .subset_found
+                (s.ports.is_empty() || s.port(port).is_some()) && policy.subset_found
             });
             let name = format!(
                 "outbound|{port}|{}|{}",
                 ep.subset.as_deref().unwrap_or(""),
                 ep.host
             );
-            (name, found)
+            let rule = policy.destination_rule.map(|d| d.name.to_string());
+            (name, found, port, rule, policy.subset_found)
         });
     // the original destination: the port the request wrote, else its scheme's
     let original_port = match (r.explicit_port, r.scheme) {
@@ -358,10 +357,14 @@ fn to_json(
                     };
                     v["original_destination"] = json!(format!("{host}:{original_port}"));
                     match &egress_cluster {
-                        Some((name, found)) => {
+                        Some((name, found, port, rule, subset_found)) => {
+                            // where the traffic goes: the proxy's cluster and policy
                             v["cluster"] = json!(name);
                             v["egress_proxy"] = json!(true);
                             v["cluster_found"] = json!(found);
+                            v["target_port"] = json!(port);
+                            v["destination_rule"] = json!(rule);
+                            v["subset_defined"] = json!(subset_found);
                         }
                         None if allow_any => v["cluster"] = json!("PassthroughCluster"),
                         None => {

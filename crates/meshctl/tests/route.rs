@@ -406,6 +406,29 @@ fn no_cluster_names_the_original_destination_or_why_it_is_black_holed() {
         "{text}"
     );
 
+    // an egress proxy that is a cluster: its port, DestinationRule and subset shown
+    let proxy = write(
+        dir.path(),
+        "proxy.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: egress, namespace: shop}\nspec: {ports: [{name: http, port: 8080}]}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: egress, namespace: shop}\nspec: {host: egress, subsets: [{name: v1, labels: {version: v1}}]}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec: {outboundTrafficPolicy: {mode: ALLOW_ANY, egressProxy: {host: egress.shop.svc.cluster.local, subset: v1, port: {number: 8080}}}}\n",
+    );
+    let v = json(&[
+        "http://api.example.com/",
+        "--config",
+        proxy.to_str().unwrap(),
+        "-n",
+        "shop",
+    ]);
+    let d = &v["destinations"][0];
+    assert_eq!(
+        d["cluster"],
+        "outbound|8080|v1|egress.shop.svc.cluster.local"
+    );
+    assert_eq!(d["cluster_found"], true);
+    assert_eq!(d["target_port"], 8080);
+    assert_eq!(d["destination_rule"], "shop/egress");
+    assert_eq!(d["subset_defined"], true);
+
     // a service's VIP as the host routes to the service (istiod's virtual host domains)
     let svc = write(
         dir.path(),
