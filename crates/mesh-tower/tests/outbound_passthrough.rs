@@ -269,6 +269,11 @@ async fn the_egress_proxy_takes_what_has_no_cluster() {
     );
     let text = metrics_with(&c, "egress-v1").await;
     assert!(!text.contains("PassthroughCluster"), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("istio_requests_total")
+            && l.contains(r#"destination_service="egress.default.svc.cluster.local""#)),
+        "the proxy is the destination service: {text}"
+    );
 
     // a service the registry knows goes where it goes
     assert_eq!(send(&c, get("http://reviews:9080/")).await.1, "reviews-v1");
@@ -505,4 +510,36 @@ async fn an_egress_proxy_that_is_no_cluster_answers_503() {
             "{why}: {err}"
         );
     }
+}
+
+/// The catch-all route to the egress proxy has no retry policy: a 503 from the proxy is the
+/// answer, sent once.
+#[tokio::test]
+async fn the_egress_proxy_route_does_not_retry() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{outboundTrafficPolicy: {{mode: ALLOW_ANY, egressProxy: {{host: egress.default.svc.cluster.local, port: {{number: 9080}}}}}}}}\n",
+        service_yaml("egress", "default"),
+    ));
+    let egress = start(
+        &pki,
+        "egress-v1",
+        "default",
+        "egress",
+        Behaviour::FailFirst(1),
+    )
+    .await;
+    register(
+        &mesh,
+        "egress-v1",
+        "default",
+        "egress",
+        "egress",
+        "v1",
+        egress.addr,
+    );
+    let c = client(&mesh, &pki, "default", "productpage");
+    let (st, by, _, _) = send(&c, get("http://api.outside.example/")).await;
+    assert_eq!((st, by.as_str()), (503, "egress-v1"));
+    assert_eq!(egress.hits(), 1, "not retried");
 }
