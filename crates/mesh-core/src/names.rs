@@ -948,9 +948,17 @@ pub(crate) fn kube_expansion(host: &str, client_ns: &str, suffix: &str, buf: &mu
 
 /// An IP address literal: only a host starting with a digit (IPv4) or holding a `:` (IPv6)
 /// can be one, so other names skip the parse.
-fn looks_like_ip(host: &str) -> bool {
+pub(crate) fn ip_literal(host: &str) -> Option<std::net::IpAddr> {
     let first = host.as_bytes().first().copied().unwrap_or(b'x');
-    (first.is_ascii_digit() || host.contains(':')) && host.parse::<std::net::IpAddr>().is_ok()
+    if first.is_ascii_digit() || host.contains(':') {
+        host.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn looks_like_ip(host: &str) -> bool {
+    ip_literal(host).is_some()
 }
 
 /// Parses a SPIFFE principal without the scheme (`td/ns/NS/sa/SA`) into (trust domain,

@@ -1123,20 +1123,11 @@ impl Registry {
         pick: impl Fn(&Service) -> bool,
     ) -> Option<&Arc<Service>> {
         for list in self.services.all_matching(host) {
-            // a Kubernetes Service keeps its host whatever ServiceEntry names it too (istiod
-            // never lets a ServiceEntry shadow one); then the client's namespace, then
-            // config order
-            let rank = |s: &Service| {
-                (
-                    s.origin != ServiceOrigin::Kubernetes,
-                    *s.namespace != *client_ns,
-                )
-            };
             let best = list
                 .iter()
                 .filter(|s| s.export_to.visible_to(client_ns) && pick(s))
                 .enumerate()
-                .min_by_key(|(i, s)| (rank(s), *i))
+                .min_by_key(|(i, s)| (precedence(s, client_ns), *i))
                 .map(|(_, s)| s);
             if best.is_some() {
                 return best;
@@ -1238,20 +1229,14 @@ impl Registry {
     /// assert!(reg.service_by_vip(ip, 80, "default").is_none()); // not a service port
     /// ```
     pub fn service_by_vip(&self, ip: IpAddr, port: u16, client_ns: &str) -> Option<&Arc<Service>> {
-        // (a Kubernetes Service first, then the client's namespace, then config order, as
-        // by name)
+        // (`min_by_key` keeps the first of equals: config order last, as by name)
         self.by_exact_vip
             .get(&ip)?
             .iter()
             .filter(|s| {
                 s.export_to.visible_to(client_ns) && (s.ports.is_empty() || s.port(port).is_some())
             })
-            .min_by_key(|s| {
-                (
-                    s.origin != ServiceOrigin::Kubernetes,
-                    *s.namespace != *client_ns,
-                )
-            })
+            .min_by_key(|s| precedence(s, client_ns))
     }
 
     /// Every service.
@@ -1352,6 +1337,17 @@ impl Registry {
             .iter()
             .map(|&i| &self.workloads[i])
     }
+}
+
+/// Which of several services for one host (or VIP) a client in `client_ns` sees, lowest
+/// first: a Kubernetes Service keeps its host whatever ServiceEntry names it too (istiod
+/// never lets a ServiceEntry shadow one); then the client's namespace (then config order,
+/// the caller's).
+fn precedence(s: &Service, client_ns: &str) -> (bool, bool) {
+    (
+        s.origin != ServiceOrigin::Kubernetes,
+        *s.namespace != *client_ns,
+    )
 }
 
 #[cfg(test)]

@@ -119,11 +119,7 @@ async fn the_access_log_names_the_passthrough_cluster_and_route() {
     let pki = Pki::new();
     let outside = outside_server().await;
     let mesh = mesh(&service_yaml("reviews", "default"));
-    let me = mesh_tower::outbound::ClientWorkload::new("productpage-v1", "default", "productpage");
-    let c = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .access_log(true)
-        .build();
+    let c = logging_client(&mesh, &pki);
     let (st, by, _, _) = send(&c, get(&format!("http://{outside}/logged"))).await;
     assert_eq!((st, by.as_str()), (200, "outside"));
     let line = logs.line_with("\"GET /logged HTTP/1.1\" 200").await;
@@ -160,11 +156,7 @@ async fn a_passed_through_request_without_a_port_goes_to_the_scheme_port() {
         "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: local, namespace: other}}\nspec: {{hosts: [localhost], ports: [{{number: {}, name: http, protocol: HTTP}}], resolution: DNS}}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec: {{egress: [{{hosts: ['./*']}}]}}\n",
         outside.port()
     ));
-    let me = mesh_tower::outbound::ClientWorkload::new("productpage-v1", "default", "productpage");
-    let c = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .access_log(true)
-        .build();
+    let c = logging_client(&mesh, &pki);
     // (whatever answers on port 80 here, if anything, it is not the service's port)
     let (_, by, _, _) = send(&c, get("http://localhost/portless")).await;
     assert_ne!(by, "outside");

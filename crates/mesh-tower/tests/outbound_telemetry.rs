@@ -576,11 +576,7 @@ async fn the_client_access_log_is_opt_in_and_names_the_upstream() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!text().contains("/quiet"), "{}", text());
 
-    let me = ClientWorkload::new("productpage-v1", "default", "productpage");
-    let c = MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .access_log(true)
-        .build();
+    let c = logging_client(&mesh, &pki);
     assert_eq!(details_of(&c, "http://reviews:9080/logged").await.0, 200);
     let want = format!(
         "\"{}\" outbound|9080||reviews.default.svc.cluster.local ",

@@ -2204,10 +2204,7 @@ impl RouteTable {
         let by_vip = if lit_known || fqdn != lit {
             None
         } else {
-            let b = lit.as_bytes().first().copied().unwrap_or(b'x');
-            (b.is_ascii_digit() || lit.contains(':'))
-                .then(|| lit.parse::<std::net::IpAddr>().ok())
-                .flatten()
+            crate::names::ip_literal(lit)
                 .and_then(|ip| registry.service_by_vip(ip, port, a.client_namespace))
         };
         let fqdn: &str = by_vip.map_or(fqdn, |s| &*s.hostname);

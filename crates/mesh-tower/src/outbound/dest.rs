@@ -143,6 +143,11 @@ pub(crate) fn passthrough_service() -> &'static Service {
     })
 }
 
+/// The placeholder address (`0.0.0.n`) of an endpoint dialed by name: not where it is.
+pub(crate) fn is_placeholder(addr: SocketAddr) -> bool {
+    matches!(addr.ip(), std::net::IpAddr::V4(v4) if v4.octets()[0] == 0)
+}
+
 /// The name Envoy's passthrough cluster has in Istio (and in its metrics).
 pub(crate) const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 

@@ -3158,7 +3158,7 @@ pub(crate) fn egress_target<'s>(
             })
         })
         .flatten()
-        .filter(|s| *s.hostname == *ep.host && (s.ports.is_empty() || s.port(port).is_some()));
+        .filter(|s| s.ports.is_empty() || s.port(port).is_some());
     (target, found.map(|s| (&**s, port)))
 }
 
@@ -3318,9 +3318,7 @@ impl<T: Sender> Attempts<'_, T> {
                 .or_else(|| {
                     endpoint
                         .and_then(|(i, _)| dest.lb.endpoints().get(i).map(|e| e.addr()))
-                        .filter(
-                            |a| !matches!(a.ip(), std::net::IpAddr::V4(v4) if v4.octets()[0] == 0),
-                        )
+                        .filter(|a| !dest::is_placeholder(*a))
                 });
             resp.extensions_mut().insert(UpstreamInfo {
                 host,

@@ -233,7 +233,7 @@ impl MeshClient {
         // and the cluster
         let upstream_info =
             |endpoint: Option<std::net::SocketAddr>, cluster: Option<String>| UpstreamInfo {
-                host: endpoint.filter(|a| !matches!(a.ip(), IpAddr::V4(v4) if v4.octets()[0] == 0)),
+                host: endpoint.filter(|a| !super::dest::is_placeholder(*a)),
                 cluster: cluster.map(Arc::from),
                 ..UpstreamInfo::default()
             };

@@ -285,6 +285,15 @@ pub fn client(mesh: &Mesh, pki: &Pki, ns: &str, sa: &str) -> MeshClient {
         .build()
 }
 
+/// `productpage-v1` (namespace `default`) writing the client's access log.
+pub fn logging_client(mesh: &Mesh, pki: &Pki) -> MeshClient {
+    let me = ClientWorkload::new("productpage-v1", "default", "productpage");
+    MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .access_log(true)
+        .build()
+}
+
 pub fn get(uri: &str) -> http::Request<Empty<Bytes>> {
     http::Request::get(uri).body(Empty::new()).unwrap()
 }
