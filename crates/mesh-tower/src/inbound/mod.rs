@@ -1152,6 +1152,9 @@ impl MeshServer {
                 },
                 () = &mut signal => break,
             };
+            // As Envoy's listeners: a response's frames go out as they are written, not
+            // held back by Nagle until the caller's delayed ACK (40 ms on Linux).
+            let _ = tcp.set_nodelay(true);
             let local = tcp.local_addr().ok();
             let port = i.port.or(local.map(|a| a.port())).unwrap_or_default();
             let mode = self.peer_authn_mode(port);
@@ -1330,6 +1333,7 @@ impl MeshServer {
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 () = &mut signal => break,
             };
+            let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let handler = Arc::clone(&handler);
             conns.spawn(async move {
