@@ -282,6 +282,20 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub mesh_mtls_min_protocol_version: Option<crate::model::TlsProtocol>,
+    /// `h2UpgradePolicy`: `UPGRADE` sends the requests to every port declared `HTTP` over
+    /// HTTP/2 (one multiplexed connection per endpoint), where a DestinationRule's
+    /// `connectionPool.http.h2UpgradePolicy` is unset or `DEFAULT`; `DO_NOT_UPGRADE`
+    /// (Istio's default) keeps HTTP/1.1. A port whose protocol is sniffed is never
+    /// upgraded by this setting (the server's application may speak HTTP/1.1 only).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("h2UpgradePolicy: UPGRADE")?;
+    /// assert_eq!(config.h2_upgrade_policy, Some(true));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub h2_upgrade_policy: Option<bool>,
 }
 
 /// How requests are traced, as istiod configures Envoy's tracer from MeshConfig:
@@ -1220,7 +1234,7 @@ ignored_fields! {
         disable_envoy_listener_log,
         inbound_traffic_policy, config_sources,
         ca_certificates, dns_refresh_rate,
-        h2_upgrade_policy, inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
+        inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
         discovery_selectors,
         tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
@@ -1266,6 +1280,8 @@ ignored_fields! {
         enable_auto_mtls: Option<bool>,
         #[serde(default)]
         mesh_m_t_l_s: Option<RawMeshTls>,
+        #[serde(default)]
+        h2_upgrade_policy: Option<String>,
     }
 }
 
@@ -1548,6 +1564,23 @@ fn convert(
         }),
     };
     let access_log_format = raw.access_log_format.filter(|f| !f.is_empty());
+    let h2_upgrade_policy = raw
+        .h2_upgrade_policy
+        .as_deref()
+        .and_then(|name| match name {
+            "DO_NOT_UPGRADE" => Some(false),
+            "UPGRADE" => Some(true),
+            _ => {
+                out.push(unknown_name(
+                    source,
+                    format!("{base}.h2UpgradePolicy"),
+                    "h2UpgradePolicy",
+                    name,
+                    &["DO_NOT_UPGRADE", "UPGRADE"],
+                ));
+                None
+            }
+        });
     let mesh_tls = raw.mesh_m_t_l_s.unwrap_or_default();
     let mesh_mtls_min_protocol_version = mesh_tls.min_protocol_version.as_deref().and_then(|name| {
         const NAMES: [&str; 5] = ["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
@@ -1767,6 +1800,7 @@ fn convert(
         locality_lb_setting: raw.locality_lb_setting,
         enable_auto_mtls: raw.enable_auto_mtls,
         mesh_mtls_min_protocol_version,
+        h2_upgrade_policy,
     }
 }
 
@@ -2486,6 +2520,23 @@ extensionProviders:
         )
         .unwrap();
         assert_eq!(c.root_namespace.as_deref(), Some("mesh-root"));
+    }
+
+    #[test]
+    fn h2_upgrade_policy() {
+        let opts =
+            |yaml: &str| MeshOptions::from_mesh_config(&MeshConfig::from_yaml(yaml).unwrap());
+        assert!(opts("h2UpgradePolicy: UPGRADE").h2_upgrade);
+        assert!(!opts("h2UpgradePolicy: DO_NOT_UPGRADE").h2_upgrade);
+        assert!(!opts("{}").h2_upgrade);
+        let err = MeshConfig::from_yaml("h2UpgradePolicy: UPGRADED").unwrap_err();
+        let d = &err.diagnostics[0];
+        assert!(
+            d.message.contains("unknown h2UpgradePolicy \"UPGRADED\""),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.help.as_deref(), Some("did you mean `UPGRADE`?"));
     }
 
     #[test]

@@ -235,6 +235,16 @@ pub struct MeshOptions {
     /// assert!(!mesh_core::names::MeshOptions::default().mesh_mtls_tls13_only);
     /// ```
     pub mesh_mtls_tls13_only: bool,
+    /// MeshConfig `h2UpgradePolicy` is `UPGRADE`: clients send the requests to ports
+    /// declared `HTTP` over HTTP/2 where no DestinationRule says otherwise. Default: off
+    /// (`DO_NOT_UPGRADE`, as Istio).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(!mesh_core::names::MeshOptions::default().h2_upgrade);
+    /// ```
+    pub h2_upgrade: bool,
 }
 
 impl Default for MeshOptions {
@@ -260,6 +270,7 @@ impl Default for MeshOptions {
             outbound_traffic_policy: crate::model::OutboundMode::AllowAny,
             enable_auto_mtls: true,
             mesh_mtls_tls13_only: false,
+            h2_upgrade: false,
         }
     }
 }
@@ -318,6 +329,7 @@ impl MeshOptions {
             enable_auto_mtls: config.enable_auto_mtls.unwrap_or(true),
             mesh_mtls_tls13_only: config.mesh_mtls_min_protocol_version
                 == Some(crate::model::TlsProtocol::TlsV1_3),
+            h2_upgrade: config.h2_upgrade_policy.unwrap_or(false),
             ..d
         }
     }

@@ -1,7 +1,9 @@
-//! MeshConfig's mesh-wide mTLS knobs over real loopback connections: `enableAutoMtls:
-//! false` leaves mutual TLS to DestinationRules (a STRICT server then refuses the
-//! client's plaintext), and `meshMTLS.minProtocolVersion: TLSV1_3` makes a mesh server
-//! refuse a TLS 1.2 client that has a good mesh certificate.
+//! MeshConfig's mesh-wide connection knobs over real loopback connections:
+//! `enableAutoMtls: false` leaves mutual TLS to DestinationRules (a STRICT server then
+//! refuses the client's plaintext), `meshMTLS.minProtocolVersion: TLSV1_3` makes a mesh
+//! server refuse a TLS 1.2 client that has a good mesh certificate, and `h2UpgradePolicy:
+//! UPGRADE` sends a declared HTTP port's requests over HTTP/2 unless a DestinationRule
+//! says `DO_NOT_UPGRADE`.
 
 mod outbound_support;
 
@@ -49,6 +51,46 @@ async fn without_auto_mtls_only_a_destination_rule_sends_mutual_tls() {
     let c = client(&mesh, &pki, "default", "productpage");
     assert_eq!(send(&c, get("http://reviews:9080/")).await.0, 200);
     assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn mesh_wide_h2_upgrade_unless_a_destination_rule_says_otherwise() {
+    let pki = Pki::new();
+    let config = MeshConfig::from_yaml("h2UpgradePolicy: UPGRADE").unwrap();
+    let mesh = Mesh::with_mesh_config(&config);
+    // the Service's port is named `http`: protocol HTTP, upgraded
+    reload(&mesh, &service_yaml("reviews", "default"));
+    let server = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let c = client(&mesh, &pki, "default", "productpage");
+    for _ in 0..3 {
+        let (st, by, _, h) = send(&c, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-v1"));
+        assert_eq!(h["x-seen-version"], "HTTP/2.0");
+    }
+    // over mutual TLS, as the mesh identity
+    assert_eq!(
+        server.peers.lock().unwrap()[0],
+        "cluster.local/ns/default/sa/productpage"
+    );
+
+    // a DestinationRule's DO_NOT_UPGRADE wins over the mesh's UPGRADE
+    reload(
+        &mesh,
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec: {{host: reviews, trafficPolicy: {{connectionPool: {{http: {{h2UpgradePolicy: DO_NOT_UPGRADE}}}}}}}}\n---\n{}",
+            service_yaml("reviews", "default")
+        ),
+    );
+    let (st, _, _, h) = send(&c, get("http://reviews:9080/")).await;
+    assert_eq!(st, 200);
+    assert_eq!(h["x-seen-version"], "HTTP/1.1");
+
+    // Istio's default, DO_NOT_UPGRADE: HTTP/1.1
+    let mesh = self::mesh(&service_yaml("reviews", "default"));
+    let _server = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let c = client(&mesh, &pki, "default", "productpage");
+    let (_, _, _, h) = send(&c, get("http://reviews:9080/")).await;
+    assert_eq!(h["x-seen-version"], "HTTP/1.1");
 }
 
 /// A mesh server on a mesh whose MeshConfig says `meshMTLS.minProtocolVersion`.

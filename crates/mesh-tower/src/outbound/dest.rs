@@ -711,6 +711,26 @@ fn tls_settings(t: &CoreTls) -> ClientTlsSettings {
     }
 }
 
+/// The `h2UpgradePolicy` in force for a destination port, as istiod's `shouldH2Upgrade`:
+/// the DestinationRule's `UPGRADE` or `DO_NOT_UPGRADE`, else (unset or `DEFAULT`) MeshConfig's
+/// `UPGRADE` for a port declared `HTTP` (a sniffed port keeps the downstream's protocol;
+/// `HTTP2` and gRPC ports speak HTTP/2 anyway), else none.
+fn h2_upgrade_policy(
+    service: &Service,
+    port: u16,
+    rule: Option<mesh_core::model::H2UpgradePolicy>,
+    mesh_upgrade: bool,
+) -> Option<mesh_core::model::H2UpgradePolicy> {
+    use mesh_core::model::H2UpgradePolicy;
+    match rule {
+        Some(p @ (H2UpgradePolicy::Upgrade | H2UpgradePolicy::DoNotUpgrade)) => Some(p),
+        _ if mesh_upgrade && service.port(port).is_some_and(|p| &*p.protocol == "HTTP") => {
+            Some(H2UpgradePolicy::Upgrade)
+        }
+        _ => None,
+    }
+}
+
 /// The upstream protocol, offered by ALPN, as Istio picks it for an outbound cluster: a
 /// port declared `HTTP2`/`GRPC`/`GRPC-WEB`, or `h2UpgradePolicy: UPGRADE`, speaks HTTP/2;
 /// a port declared `HTTP` speaks HTTP/1.1 (unless upgraded); an undeclared port (protocol
@@ -936,7 +956,13 @@ fn build(
         .map(|d| d.as_std())
         .filter(|d| !d.is_zero())
         .unwrap_or(shared.options.connect_timeout);
-    let alpn = upstream_alpn(service, key.port, http.and_then(|h| h.h2_upgrade_policy));
+    let h2_upgrade = h2_upgrade_policy(
+        service,
+        key.port,
+        http.and_then(|h| h.h2_upgrade_policy),
+        snap.options().h2_upgrade,
+    );
+    let alpn = upstream_alpn(service, key.port, h2_upgrade);
     let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints, alpn);
     // Istio's `applyConnectionPool` sets the cluster's HTTP idle timeout
     // (common_http_protocol_options.idle_timeout) from `http.idleTimeout`, and from
@@ -947,7 +973,7 @@ fn build(
         .or_else(|| tcp.and_then(|t| t.idle_timeout))
         .map(|d| d.as_std())
         .unwrap_or(Duration::from_secs(3600));
-    let h2c = plaintext_h2(service, key.port, http.and_then(|h| h.h2_upgrade_policy));
+    let h2c = plaintext_h2(service, key.port, h2_upgrade);
     let names: HashMap<SocketAddr, DialName> = i
         .endpoints
         .iter()
@@ -1223,6 +1249,40 @@ spec:
         for (port, policy, want) in cases {
             assert_eq!(plaintext_h2(svc, port, policy), want, "{port} {policy:?}");
         }
+    }
+
+    #[test]
+    fn mesh_wide_h2_upgrade_for_declared_http_ports_only() {
+        use mesh_core::model::H2UpgradePolicy::{Default, DoNotUpgrade, Upgrade};
+        let snap = snapshot();
+        let svc = snap
+            .registry()
+            .service("api.example.com", "default")
+            .unwrap();
+        let protocol = |port: u16| svc.port(port).map(|p| p.protocol.to_string());
+        assert_eq!(protocol(4).as_deref(), Some("HTTP"));
+        // (port, DestinationRule's policy, MeshConfig UPGRADE, policy in force)
+        let cases = [
+            (4, None, false, None),
+            (4, None, true, Some(Upgrade)),
+            (4, Some(Default), true, Some(Upgrade)),
+            (4, Some(DoNotUpgrade), true, Some(DoNotUpgrade)),
+            (4, Some(Upgrade), false, Some(Upgrade)),
+            (5, None, true, None), // sniffed
+            (6, None, true, None),
+            (99, None, true, None),
+        ];
+        for (port, rule, mesh, want) in cases {
+            let got = h2_upgrade_policy(svc, port, rule, mesh);
+            assert_eq!(got, want, "{port} {rule:?} {mesh}");
+        }
+        // in force, it makes the port's plaintext connections h2c
+        assert!(plaintext_h2(svc, 4, h2_upgrade_policy(svc, 4, None, true)));
+        assert!(!plaintext_h2(
+            svc,
+            4,
+            h2_upgrade_policy(svc, 4, Some(DoNotUpgrade), true)
+        ));
     }
 
     #[test]
