@@ -12,6 +12,12 @@
 //!   with configs generated from `benches/e2e/*.conf.tmpl` in a temp dir; when nginx is
 //!   missing, (c) is skipped with the reason.
 //!
+//! Two more put the mesh hop on HTTP/2: **b2** is b with MeshConfig `h2UpgradePolicy:
+//! UPGRADE` (the mesh client multiplexes every request onto one HTTP/2 connection to the
+//! server), and **a2** its baseline, a's bare server with a client speaking HTTP/2 over one
+//! connection. b2/a2 compares the same wire protocol; b2/a is printed too, but it compares
+//! an HTTP/2 hop with an HTTP/1.1 one. b-in and b-out (see [`Sides`]) mesh one side only.
+//!
 //! Load: `E2E_CONNECTIONS` (default 32) keep-alive HTTP/1.1 connections, each driven by
 //! one task in a closed loop (send, read the whole response, repeat), for `E2E_WARMUP_SECS`
 //! (default 2) of warm-up and then `E2E_SECS` (default 10) of measurement. Latencies go
@@ -67,6 +73,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::MeshConfig;
 use mesh_core::model::Labels;
 use mesh_core::registry::Workload;
 use mesh_tls::rustls::client::WebPkiServerVerifier;
@@ -298,13 +305,18 @@ impl Pki {
 
     /// Setup a's client: stock rustls with the stock server-certificate verifier.
     fn bare_client(&self) -> Result<TlsConnector, BoxError> {
+        self.bare_client_alpn(b"http/1.1")
+    }
+
+    /// A bare client offering one ALPN protocol (`h2` for setup a2).
+    fn bare_client_alpn(&self, alpn: &[u8]) -> Result<TlsConnector, BoxError> {
         let roots = self.ca.trust_bundle().root_store().clone();
         let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider()).build()?;
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_webpki_verifier(verifier)
             .with_client_auth_cert(self.client.chain_der()?, self.client.key_der()?)?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![alpn.to_vec()];
         Ok(TlsConnector::from(Arc::new(config)))
     }
 }
@@ -322,6 +334,12 @@ enum Target {
         connector: TlsConnector,
         name: ServerName<'static>,
     },
+    /// HTTP/2 over rustls mTLS (setup a2): one connection, every load-generator task
+    /// holding a clone of its sender, as the mesh client's pool shares one HTTP/2
+    /// connection per endpoint.
+    TlsH2 {
+        sender: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    },
     /// The mesh client (setup b): it routes, balances and pools connections itself; each
     /// load-generator task holds a clone.
     Mesh { client: MeshClient },
@@ -330,6 +348,7 @@ enum Target {
 /// One load-generator connection (for the mesh: one client handle).
 enum Conn {
     Http1(SendRequest<Empty<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
     Mesh(MeshClient),
 }
 
@@ -342,6 +361,7 @@ impl Target {
         let addr = match self {
             Target::Plain { addr } | Target::Tls { addr, .. } => *addr,
             Target::Mesh { client } => return Ok(Conn::Mesh(client.clone())),
+            Target::TlsH2 { sender } => return Ok(Conn::Http2(sender.clone())),
         };
         let tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
@@ -374,6 +394,8 @@ impl Target {
         *req.method_mut() = method;
         match self {
             Target::Mesh { .. } => *req.uri_mut() = http::Uri::from_static(MESH_URL),
+            // HTTP/2 carries the authority in the request's `:authority`, not a Host header
+            Target::TlsH2 { .. } => *req.uri_mut() = http::Uri::from_static("https://localhost/"),
             _ => {
                 *req.uri_mut() = http::Uri::from_static("/");
                 req.headers_mut()
@@ -407,6 +429,13 @@ impl Conn {
                 drain(resp.into_body()).await?;
                 Ok(status)
             }
+            Conn::Http2(sender) => {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                drain(resp.into_body()).await?;
+                Ok(status)
+            }
             Conn::Mesh(client) => {
                 let resp = client.request(req).await?;
                 let status = resp.status();
@@ -420,6 +449,12 @@ impl Conn {
     async fn fetch(&mut self, req: Request<Empty<Bytes>>) -> Result<(StatusCode, Bytes), BoxError> {
         match self {
             Conn::Http1(sender) => {
+                sender.ready().await?;
+                let resp = sender.send_request(req).await?;
+                let status = resp.status();
+                Ok((status, resp.into_body().collect().await?.to_bytes()))
+            }
+            Conn::Http2(sender) => {
                 sender.ready().await?;
                 let resp = sender.send_request(req).await?;
                 let status = resp.status();
@@ -624,6 +659,31 @@ async fn bare_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
         name: ServerName::try_from(SERVER_NAME)?,
     };
     let stats = drive(target, opts, &[]).await;
+    server.abort();
+    stats
+}
+
+/// Setup a2: a's server, and a client speaking HTTP/2 over one rustls mTLS connection
+/// shared by every load-generator task (the HTTP/2 limit, for b2).
+async fn bare_h2_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let tls = pki
+        .bare_client_alpn(b"h2")?
+        .connect(ServerName::try_from(SERVER_NAME)?, tcp)
+        .await?;
+    if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err("the bare server did not agree to h2".into());
+    }
+    let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake(TokioIo::new(tls))
+        .await?;
+    let connection = tokio::spawn(conn);
+    let stats = drive(Target::TlsH2 { sender }, opts, &[]).await;
+    connection.abort();
     server.abort();
     stats
 }
@@ -849,6 +909,15 @@ fn print_ratios(rows: &[(&str, &str, Result<Stats, String>)]) {
         }
         None => println!("b/c: not available (b or c did not run)"),
     }
+    // the HTTP/2 hop against the HTTP/2 limit (same wire protocol), and against a
+    if let Some((tp, p99)) = ratio(rows, "b2", "a2") {
+        println!("b2/a2 throughput {tp:.3}, p99 {p99:.3} (both HTTP/2 on the wire)");
+    }
+    if let Some((tp, p99)) = ratio(rows, "b2", "a") {
+        println!(
+            "b2/a throughput {tp:.3}, p99 {p99:.3} (the mesh's HTTP/2 hop against bare HTTP/1.1)"
+        );
+    }
     if let Some((tp, p99)) = ratio(rows, "c", "a") {
         println!("c/a throughput {tp:.3}, p99 {p99:.3}");
     }
@@ -875,6 +944,14 @@ async fn run(opts: Options) -> Result<(), BoxError> {
             bare_setup(&pki, &opts).await.map_err(|e| e.to_string()),
         ));
     }
+    if opts.wants("a2", "bare-h2") {
+        println!("e2e: a2: bare hyper + rustls mTLS, HTTP/2 over one connection ...");
+        rows.push((
+            "a2",
+            "bare hyper + rustls mTLS, HTTP/2",
+            bare_h2_setup(&pki, &opts).await.map_err(|e| e.to_string()),
+        ));
+    }
     if opts.wants("b", "mesh") {
         println!("e2e: b: mesh stack on both sides ...");
         rows.push((
@@ -883,6 +960,14 @@ async fn run(opts: Options) -> Result<(), BoxError> {
             mesh_setup(&pki, &opts, Sides::Both)
                 .await
                 .map_err(|e| e.to_string()),
+        ));
+    }
+    if opts.wants("b2", "mesh-h2") {
+        println!("e2e: b2: mesh stack on both sides, h2UpgradePolicy UPGRADE ...");
+        rows.push((
+            "b2",
+            "inmesh, HTTP/2 hop (h2 upgrade)",
+            mesh_h2_setup(&pki, &opts).await.map_err(|e| e.to_string()),
         ));
     }
     // the split of b's cost: one side meshed, the other a's bare rustls peer
@@ -1077,7 +1162,30 @@ enum Sides {
 /// `benches/e2e/mesh.yaml` and sharing one [`Mesh`] as workloads of one program would.
 /// `sides` replaces one side by a's bare rustls peer, to split the cost.
 async fn mesh_setup(pki: &Pki, opts: &Options, sides: Sides) -> Result<Stats, BoxError> {
-    let mesh = Mesh::from_yaml(MESH_YAML)?;
+    mesh_setup_with(pki, opts, sides, false).await
+}
+
+/// Setup b2: b with MeshConfig `h2UpgradePolicy: UPGRADE`, so the mesh hop is HTTP/2 (one
+/// multiplexed connection, as Envoy and Linkerd's proxies talk to each other); the load
+/// generator and the app still speak HTTP/1.1 semantics to the mesh.
+async fn mesh_h2_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
+    mesh_setup_with(pki, opts, Sides::Both, true).await
+}
+
+async fn mesh_setup_with(
+    pki: &Pki,
+    opts: &Options,
+    sides: Sides,
+    h2_upgrade: bool,
+) -> Result<Stats, BoxError> {
+    let mesh = if h2_upgrade {
+        let config = MeshConfig::from_yaml("h2UpgradePolicy: UPGRADE")?;
+        let mesh = Mesh::with_mesh_config(&config);
+        mesh.reload_loaded(mesh_core::load::load_str(MESH_YAML, "mesh.yaml"))?;
+        mesh
+    } else {
+        Mesh::from_yaml(MESH_YAML)?
+    };
     let (server, bare) = if sides == Sides::OutboundOnly {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -1129,8 +1237,9 @@ async fn mesh_setup(pki: &Pki, opts: &Options, sides: Sides) -> Result<Stats, Bo
         side.serving.abort();
         if sides == Sides::Both {
             println!(
-                "e2e: b: istio_requests_total 200s: server {} (reporter=destination), \
+                "e2e: {}: istio_requests_total 200s: server {} (reporter=destination), \
                  client {} (reporter=source)",
+                if h2_upgrade { "b2" } else { "b" },
                 requests_total_200(&side.metrics.render()),
                 requests_total_200(&client_metrics.render()),
             );
