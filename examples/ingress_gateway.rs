@@ -151,6 +151,7 @@ pub async fn start() -> Result<Running, BoxError> {
         httpbin: Credential {
             cert_chain_pem: Some(web.chain_pem().to_owned()),
             key_pem: Some(web.key_pem().to_owned()),
+            crl_pem: None,
             ca_pem: None,
         },
     };

@@ -90,7 +90,10 @@ pub struct ClientTlsSettings {
     pub private_key: Option<PathBuf>,
     /// `caCertificates`: PEM file of roots; unset means the OS roots (SIMPLE, MUTUAL).
     pub ca_certificates: Option<PathBuf>,
-    /// `caCrl`: not supported yet; setting it is an error (fail closed).
+    /// `caCrl`: PEM file of certificate revocation lists (SIMPLE, MUTUAL). The server's
+    /// whole chain is checked, as Envoy checks it: a revoked certificate, a CA of the chain
+    /// without a CRL of its issuer, or a CRL past its `nextUpdate` fails the handshake.
+    /// ISTIO_MUTUAL refuses it (the mesh's own roots have no CRL here).
     pub ca_crl: Option<PathBuf>,
     /// `credentialName`: resolved through a [`CredentialLookup`].
     pub credential_name: Option<String>,
@@ -177,6 +180,7 @@ impl ClientTlsSettings {
 /// let cred = Credential {
 ///     cert_chain_pem: Some("-----BEGIN CERTIFICATE-----\n...".into()),
 ///     key_pem: Some("-----BEGIN PRIVATE KEY-----\n...".into()),
+///     crl_pem: None,
 ///     ca_pem: None,
 /// };
 /// // The key never shows up in logs.
@@ -192,6 +196,8 @@ pub struct Credential {
     pub key_pem: Option<String>,
     /// CA roots PEM (`ca.crt` / `cacert`).
     pub ca_pem: Option<String>,
+    /// Certificate revocation lists PEM (`ca.crl` / `crl`), checked with the CA roots.
+    pub crl_pem: Option<String>,
 }
 
 impl fmt::Debug for Credential {
@@ -200,6 +206,7 @@ impl fmt::Debug for Credential {
             .field("cert_chain_pem", &self.cert_chain_pem.is_some())
             .field("key_pem", &self.key_pem.as_ref().map(|_| "<redacted>"))
             .field("ca_pem", &self.ca_pem.is_some())
+            .field("crl_pem", &self.crl_pem.is_some())
             .finish()
     }
 }
@@ -238,6 +245,7 @@ impl fmt::Debug for Credential {
 ///     Credential {
 ///         cert_chain_pem: Some(client.chain_pem().into()),
 ///         key_pem: Some(client.key_pem().into()),
+///         crl_pem: None,
 ///         ca_pem: Some(client.root_pem().into()),
 ///     },
 /// )]));
@@ -359,9 +367,13 @@ impl CredentialLookup for DirCredentials {
             cert_chain_pem: read_first(&dir, &["tls.crt", "cert"])?,
             key_pem: read_first(&dir, &["tls.key", "key"])?,
             ca_pem: read_first(&dir, &["ca.crt", "cacert"])?,
+            crl_pem: read_first(&dir, &["ca.crl", "crl"])?,
         };
         if cred.ca_pem.is_none() {
             cred.ca_pem = read_first(&ca_dir, &["ca.crt", "cacert"])?;
+        }
+        if cred.crl_pem.is_none() {
+            cred.crl_pem = read_first(&ca_dir, &["ca.crl", "crl"])?;
         }
         Ok(cred)
     }
@@ -719,8 +731,8 @@ fn os_roots() -> Result<TrustBundle, TlsError> {
 /// assert_eq!(tls.config().alpn_protocols, [&b"h2"[..], b"http/1.1"]);
 /// assert!(!tls.config().client_auth_cert_resolver.has_certs()); // no client certificate
 ///
-/// // caCrl is refused rather than ignored.
-/// let crl = ClientTlsSettings { ca_crl: Some("/etc/certs/crl.pem".into()), ..settings };
+/// // a caCrl that cannot be read is an error, never an unchecked connection
+/// let crl = ClientTlsSettings { ca_crl: Some(dir.path().join("missing.crl")), ..settings };
 /// assert!(client_config(&crl, &dest, &ClientContext::default()).is_err());
 /// # Ok(()) }
 /// ```
@@ -730,11 +742,6 @@ pub fn client_config(
     ctx: &ClientContext<'_>,
 ) -> Result<Option<OutboundTls>, TlsError> {
     settings.validate()?;
-    if settings.ca_crl.is_some() {
-        return Err(TlsError::Config(
-            "caCrl is not supported: refusing to connect without the revocation check".into(),
-        ));
-    }
     let provider = crate::provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
@@ -742,6 +749,13 @@ pub fn client_config(
     let (config, name) = match settings.mode {
         ClientTlsMode::Disable => return Ok(None),
         ClientTlsMode::IstioMutual => {
+            if settings.ca_crl.is_some() {
+                return Err(TlsError::Config(
+                    "caCrl is not supported with ISTIO_MUTUAL: refusing to connect without the \
+                     revocation check"
+                        .into(),
+                ));
+            }
             let creds = ctx.workload.ok_or_else(|| {
                 TlsError::Config("ISTIO_MUTUAL needs the workload's mesh credentials".into())
             })?;
@@ -805,19 +819,45 @@ pub fn client_config(
                     )?)?,
                     (None, None) => os_roots()?,
                 };
+                // caCrl, or the credential's ca.crl
+                let crls = match (
+                    &settings.ca_crl,
+                    cred.as_ref().and_then(|c| c.crl_pem.as_ref()),
+                ) {
+                    (Some(path), _) => Some((
+                        path.display().to_string(),
+                        pki::crls_from_pem(&path.display().to_string(), &pki::read_file(path)?)?,
+                    )),
+                    (None, Some(pem)) => Some((
+                        "credentialName CRL".to_owned(),
+                        pki::crls_from_pem("credentialName CRL", pem.as_bytes())?,
+                    )),
+                    (None, None) => None,
+                };
                 if settings.subject_alt_names.is_empty() {
                     let v = WebPkiServerVerifier::builder_with_provider(
                         roots.root_store().clone(),
                         provider.clone(),
-                    )
-                    .build()
-                    .map_err(|e| TlsError::Config(format!("server verifier: {e}")))?;
+                    );
+                    // the whole chain, an unknown status refused: Envoy's CRL check
+                    let v = match crls {
+                        Some((_, crls)) => v.with_crls(crls).enforce_revocation_expiration(),
+                        None => v,
+                    };
+                    let v = v
+                        .build()
+                        .map_err(|e| TlsError::Config(format!("server verifier: {e}")))?;
                     builder.with_webpki_verifier(v)
                 } else {
+                    let revocation = match crls {
+                        Some((what, crls)) => Some(pki::owned_crls(&what, &crls)?),
+                        None => None,
+                    };
                     let v = MeshServerCertVerifier::shared(
                         verify::shared_trust(&roots)?,
                         ServerCheck::SubjectAltNames(settings.subject_alt_names.clone().into()),
-                    );
+                    )
+                    .with_revocation(revocation);
                     builder.dangerous().with_custom_certificate_verifier(v)
                 }
             };
@@ -1010,7 +1050,24 @@ mod tests {
             &ctx,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("caCrl"), "{e}");
+        assert!(
+            e.to_string().contains("crl.pem"),
+            "a caCrl that cannot be read: {e}"
+        );
+        let e = client_config(
+            &ClientTlsSettings {
+                ca_crl: Some("crl.pem".into()),
+                ..s(ClientTlsMode::IstioMutual)
+            },
+            &dest,
+            &ctx,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("caCrl is not supported with ISTIO_MUTUAL"),
+            "{e}"
+        );
         let e = client_config(
             &ClientTlsSettings {
                 ca_certificates: Some("/nonexistent/ca.pem".into()),

@@ -306,7 +306,22 @@ pub(crate) fn from_certificate_error(
             not_after: to_system(not_after.as_secs()),
             now: to_system(time.as_secs()),
         },
-        C::Expired | C::ExpiredRevocationList => VerifyError::Expired {
+        C::Revoked => VerifyError::Invalid {
+            presented,
+            reason: "certificate revoked: a configured CRL lists it".into(),
+        },
+        C::UnknownRevocationStatus => VerifyError::Invalid {
+            presented,
+            reason: "revocation status unknown: no configured CRL is from the issuer of a \
+                     certificate in the chain (a CRL is needed for every CA of the chain)"
+                .into(),
+        },
+        C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => VerifyError::Invalid {
+            presented,
+            reason: "the certificate revocation list has expired (its nextUpdate has passed)"
+                .into(),
+        },
+        C::Expired => VerifyError::Expired {
             presented,
             not_after: UNIX_EPOCH,
             now: SystemTime::now(),

@@ -55,7 +55,9 @@
 //! - A chain whose issuer has a trusted root's name but not its key (two meshes'
 //!   self-signed roots for the same trust domain) is reported as an unknown issuer.
 //! - A certificate with more than one SPIFFE URI SAN is refused (an X.509 SVID has one).
-//! - `caCrl` is refused rather than ignored; renewal has no jitter; the server sends no
+//! - `caCrl` (and a credential's `ca.crl`) is checked on SIMPLE and MUTUAL origination
+//!   over the server's whole chain, as Envoy does; with ISTIO_MUTUAL it is refused rather
+//!   than ignored (the mesh's own roots carry no CRL); renewal has no jitter; the server sends no
 //!   certificate-authority hints (the bundle may change under a built config).
 //! - Trust domains must be lower case (the SPIFFE rule), identity parts non-empty.
 //!
@@ -132,7 +134,7 @@ pub use creds::{
 pub use error::{TlsError, VerifyError};
 pub use identity::{Identity, IdentityError, DEFAULT_TRUST_DOMAIN, SPIFFE_PREFIX};
 pub use peer::PeerIdentity;
-pub use pki::{certs_from_pem, key_from_pem};
+pub use pki::{certs_from_pem, crls_from_pem, key_from_pem};
 pub use server::{
     sniff_tls, Accepted, InboundTls, MeshStream, PeerAuthnMode, TLS_HANDSHAKE_RECORD,
 };

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -51,6 +51,60 @@ pub fn certs_from_pem(what: &str, pem: &[u8]) -> Result<Vec<CertificateDer<'stat
             .map_err(|e| TlsError::parse(what, format!("bad certificate: {e}")))?;
     }
     Ok(certs)
+}
+
+/// Parses every `X509 CRL` block of a PEM text: a DestinationRule's `caCrl`, a
+/// credential's `ca.crl`. Errors when there is none or one is malformed, so a revocation
+/// list that cannot be read is never taken for an empty one.
+///
+/// `what` names the input in error messages (usually its file name).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use mesh_tls::{crls_from_pem, Identity, MeshCa};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let id = Identity::new("cluster.local", "default", "sleep")?;
+/// let cert = ca.issue(&id, Duration::from_secs(3600), &[])?;
+/// let crl = ca.revocation_list(&[&cert], Duration::from_secs(3600))?;
+///
+/// assert_eq!(crls_from_pem("ca.crl", crl.as_bytes())?.len(), 1);
+/// let err = crls_from_pem("ca.crl", cert.chain_pem().as_bytes()).unwrap_err();
+/// assert_eq!(err.to_string(), "ca.crl: no X509 CRL block found");
+/// # Ok(()) }
+/// ```
+pub fn crls_from_pem(
+    what: &str,
+    pem: &[u8],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let crls = CertificateRevocationListDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::parse(what, format!("bad PEM: {e}")))?;
+    if crls.is_empty() {
+        return Err(TlsError::parse(what, "no X509 CRL block found"));
+    }
+    for c in &crls {
+        webpki::BorrowedCertRevocationList::from_der(c)
+            .map_err(|e| TlsError::parse(what, format!("bad CRL: {e:?}")))?;
+    }
+    Ok(crls)
+}
+
+/// The revocation lists as webpki checks them (parsed once, when a config is built).
+pub(crate) fn owned_crls(
+    what: &str,
+    crls: &[CertificateRevocationListDer<'_>],
+) -> Result<std::sync::Arc<[webpki::CertRevocationList<'static>]>, TlsError> {
+    crls.iter()
+        .map(|c| {
+            webpki::OwnedCertRevocationList::from_der(c)
+                .map(webpki::CertRevocationList::from)
+                .map_err(|e| TlsError::parse(what, format!("bad CRL: {e:?}")))
+        })
+        .collect()
 }
 
 /// Parses the private key of a PEM text (PKCS#8, PKCS#1 RSA or SEC1 EC).

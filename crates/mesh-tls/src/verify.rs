@@ -309,7 +309,17 @@ fn webpki_error(e: webpki::Error) -> rustls::Error {
         }
         W::UnknownIssuer => rustls::CertificateError::UnknownIssuer,
         W::InvalidSignatureForPublicKey => rustls::CertificateError::BadSignature,
+        // as rustls' own verifiers report a CRL that does not verify
+        W::InvalidCrlSignatureForPublicKey => {
+            return rustls::Error::InvalidCertRevocationList(
+                rustls::CertRevocationListError::BadSignature,
+            )
+        }
         W::CertRevoked => rustls::CertificateError::Revoked,
+        W::UnknownRevocationStatus => rustls::CertificateError::UnknownRevocationStatus,
+        W::CrlExpired { time, next_update } => {
+            rustls::CertificateError::ExpiredRevocationListContext { time, next_update }
+        }
         W::BadDer | W::BadDerTime | W::TrailingData(_) => rustls::CertificateError::BadEncoding,
         other => rustls::CertificateError::Other(rustls::OtherError(Arc::new(other))),
     };
@@ -545,6 +555,8 @@ pub enum ServerCheck {
 pub struct MeshServerCertVerifier {
     trust: SharedTrust,
     check: ServerCheck,
+    /// `caCrl` (SIMPLE/MUTUAL origination with `subjectAltNames`): the whole chain checked.
+    revocation: Option<Arc<[webpki::CertRevocationList<'static>]>>,
 }
 
 impl fmt::Debug for MeshServerCertVerifier {
@@ -586,7 +598,29 @@ impl MeshServerCertVerifier {
     }
 
     pub(crate) fn shared(trust: SharedTrust, check: ServerCheck) -> Arc<Self> {
-        Arc::new(Self { trust, check })
+        Arc::new(Self {
+            trust,
+            check,
+            revocation: None,
+        })
+    }
+
+    /// This verifier, also checking the chain against `crls` (none: no revocation check).
+    pub(crate) fn with_revocation(
+        self: Arc<Self>,
+        crls: Option<Arc<[webpki::CertRevocationList<'static>]>>,
+    ) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut v) => {
+                v.revocation = crls;
+                Arc::new(v)
+            }
+            Err(shared) => Arc::new(Self {
+                trust: shared.trust.clone(),
+                check: shared.check.clone(),
+                revocation: crls,
+            }),
+        }
     }
 }
 
@@ -600,6 +634,16 @@ impl ServerCertVerifier for MeshServerCertVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let trust = self.trust.load();
+        let crls: Vec<&webpki::CertRevocationList<'static>> =
+            self.revocation.iter().flat_map(|c| c.iter()).collect();
+        // as Envoy checks a CRL: every certificate of the chain, an unknown status and an
+        // expired list refused
+        let revocation = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
+            b.with_depth(webpki::RevocationCheckDepth::Chain)
+                .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+                .build()
+        });
         let chain = webpki::EndEntityCert::try_from(end_entity)
             .map_err(webpki_error)
             .and_then(|ee| {
@@ -609,7 +653,7 @@ impl ServerCertVerifier for MeshServerCertVerifier {
                     intermediates,
                     now,
                     webpki::KeyUsage::server_auth(),
-                    None,
+                    revocation,
                     None,
                 )
                 .map(|_| ())

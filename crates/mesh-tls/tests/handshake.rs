@@ -1029,3 +1029,119 @@ async fn a_tls13_only_mesh_server_refuses_tls12_clients() {
     );
     drop(tls);
 }
+
+/// `caCrl` on SIMPLE origination, as Envoy checks a CRL: a revoked server certificate, a
+/// chain whose CA has no CRL among those given (another CA's), and a CRL past its
+/// `nextUpdate` all fail the handshake; a CRL from the server's CA that does not list it
+/// lets it through. Both verifiers check it: the stock one (host name) and the
+/// `subjectAltNames` one.
+#[tokio::test]
+async fn simple_origination_checks_ca_crl() {
+    let ca = ca();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root-cert.pem");
+    std::fs::write(&root, ca.trust_bundle().to_pem()).unwrap();
+    let sid = id(TD, "ext", "api");
+    let scert = ca
+        .issue(&sid, DEFAULT_WORKLOAD_TTL, &["api.example.com"])
+        .unwrap();
+    let other = ca
+        .issue(&id(TD, "ext", "other"), DEFAULT_WORKLOAD_TTL, &[])
+        .unwrap();
+    let server_cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(scert.chain_der().unwrap(), scert.key_der().unwrap())
+        .unwrap();
+    let server = echo_server(
+        InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(server_cfg)))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    let dest = Destination {
+        host: "api.example.com",
+        port: 443,
+        subset: None,
+        service_accounts: &[],
+    };
+    let write = |name: &str, pem: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    let hour = Duration::from_secs(3600);
+    let good = write("good.crl", ca.revocation_list(&[&other], hour).unwrap());
+    let revoked = write(
+        "revoked.crl",
+        ca.revocation_list(&[&other, &scert], hour).unwrap(),
+    );
+    // another CA's list: no CRL for the server's CA
+    let foreign = write(
+        "foreign.crl",
+        MeshCa::self_signed("other.example")
+            .unwrap()
+            .revocation_list(&[], hour)
+            .unwrap(),
+    );
+    // a list naming the server's CA as issuer, signed by another key
+    let forged = write("forged.crl", ca_other().revocation_list(&[], hour).unwrap());
+    let short = write(
+        "short.crl",
+        ca.revocation_list(&[], Duration::from_secs(1)).unwrap(),
+    );
+    let connect = |crl: &std::path::Path, sans: Vec<String>| {
+        let settings = ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            ca_certificates: Some(root.clone()),
+            ca_crl: Some(crl.to_path_buf()),
+            subject_alt_names: sans,
+            ..Default::default()
+        };
+        let out = client_config(&settings, &dest, &ClientContext::default())
+            .unwrap()
+            .unwrap();
+        let addr = server.addr;
+        async move { out.connect(TcpStream::connect(addr).await.unwrap()).await }
+    };
+    for sans in [vec![], vec![sid.to_string()]] {
+        let which = if sans.is_empty() { "host name" } else { "SANs" };
+        connect(&good, sans.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{which}: a CRL not listing the server: {e}"));
+        let e = connect(&revoked, sans.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("evoked"), "{which}: {e}");
+        let e = connect(&foreign, sans.clone()).await.unwrap_err();
+        assert!(
+            e.to_string().contains("UnknownRevocationStatus")
+                || e.to_string().contains("revocation status unknown"),
+            "{which}: {e}"
+        );
+        let e = connect(&forged, sans.clone()).await.unwrap_err();
+        assert!(e.to_string().contains("BadSignature"), "{which}: {e}");
+    }
+    // past its nextUpdate
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    for sans in [vec![], vec![sid.to_string()]] {
+        let e = connect(&short, sans).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("certificate revocation list expired")
+                || e.to_string().contains("revocation list has expired"),
+            "{e}"
+        );
+    }
+    // a caCrl that is not a CRL, or missing: the config is refused, nothing is sent
+    for bad in [root.clone(), dir.path().join("missing.crl")] {
+        let settings = ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            ca_certificates: Some(root.clone()),
+            ca_crl: Some(bad.clone()),
+            ..Default::default()
+        };
+        assert!(
+            client_config(&settings, &dest, &ClientContext::default()).is_err(),
+            "{bad:?}"
+        );
+    }
+}

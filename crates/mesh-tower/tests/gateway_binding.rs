@@ -146,6 +146,7 @@ async fn https_servers_route_only_their_own_hosts() {
     let cred = Credential {
         cert_chain_pem: Some(gw_cert.chain_pem().to_owned()),
         key_pem: Some(gw_cert.key_pem().to_owned()),
+        crl_pem: None,
         ca_pem: Some(ca.trust_bundle().to_pem()),
     };
     let mut secrets = Secrets::default();

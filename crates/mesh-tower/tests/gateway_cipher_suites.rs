@@ -92,6 +92,7 @@ async fn cipher_suites_limit_tls12_only() {
         Credential {
             cert_chain_pem: Some(cert.chain_pem().to_owned()),
             key_pem: Some(cert.key_pem().to_owned()),
+            crl_pem: None,
             ca_pem: None,
         },
     );

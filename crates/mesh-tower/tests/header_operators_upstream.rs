@@ -270,6 +270,7 @@ openssl x509 -req -sha256 -days 2 -CA other.crt -CAkey other.key -set_serial 0x1
         Credential {
             cert_chain_pem: Some(gw_cert.chain_pem().to_owned()),
             key_pem: Some(gw_cert.key_pem().to_owned()),
+            crl_pem: None,
             ca_pem: Some(format!(
                 "{}{}",
                 ca.trust_bundle().to_pem(),

@@ -318,3 +318,70 @@ spec:
     assert_eq!(status, 503);
     assert!(failure.starts_with("DNS resolution failed"), "{failure}");
 }
+
+/// A DestinationRule's `caCrl` on SIMPLE origination: a server whose certificate the CRL
+/// lists is refused (503, nothing sent), the same server with a CRL that does not list it
+/// answers; a `caCrl` that cannot be read refuses too, never connects unchecked.
+#[tokio::test]
+async fn simple_tls_checks_the_destination_rule_ca_crl() {
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let id = Identity::new("cluster.local", "default", "egress-target").unwrap();
+    let cert = ca
+        .issue(&id, Duration::from_secs(3600), &["localhost"])
+        .unwrap();
+    let (addr, _snis) = egress_support::tls_server(&cert).await;
+    let port = addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cert.root_pem()).unwrap();
+    let hour = Duration::from_secs(3600);
+    let crls = [
+        ("good.crl", ca.revocation_list(&[], hour).unwrap()),
+        ("revoked.crl", ca.revocation_list(&[&cert], hour).unwrap()),
+        ("garbage.crl", "not a CRL".to_owned()),
+    ];
+    for (name, pem) in &crls {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let mesh = |crl: &str| {
+        Mesh::from_yaml(&format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: local}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: local}}
+spec:
+  host: '*'
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: '{}', caCrl: '{}'}}}}
+",
+            ca_file.display(),
+            dir.path().join(crl).display()
+        ))
+        .unwrap()
+    };
+    let url = format!("http://localhost:{port}/");
+    let (status, body, failure) = get(&client(&mesh("good.crl")), &url).await;
+    assert_eq!(
+        (status, body),
+        (200, format!("tls localhost:{port}")),
+        "{failure}"
+    );
+    for (crl, why) in [
+        (
+            "revoked.crl",
+            "certificate revoked: a configured CRL lists it",
+        ),
+        ("garbage.crl", "garbage.crl: no X509 CRL block found"),
+    ] {
+        let (status, _, failure) = get(&client(&mesh(crl)), &url).await;
+        assert_eq!(status, 503, "{crl}: {failure}");
+        assert!(failure.contains(why), "{crl}: {failure}");
+    }
+}

@@ -92,7 +92,8 @@
 //! Settings we cannot honour fail loudly at [`GatewayBuilder::start`] (and reset the
 //! connection if they appear in a later config): `ISTIO_MUTUAL` on a gateway without a
 //! mesh identity ([`GatewayBuilder::workload_credentials`]),
-//! certificate file paths, CRLs, SPKI and hash pins on ISTIO_MUTUAL, and
+//! certificate and CRL file paths (`caCrl`: a credential's `ca.crl` is checked), SPKI and
+//! hash pins on ISTIO_MUTUAL, and
 //! server protocols Istio does not proxy (`UDP`).
 //!
 //! Differences from Istio: the ports are those of the servers at start (a port added by a
@@ -370,6 +371,7 @@ impl GatewayBuilder {
     /// let store = Secret(Credential {
     ///     cert_chain_pem: Some(cert.chain_pem().to_owned()),
     ///     key_pem: Some(cert.key_pem().to_owned()),
+    ///     crl_pem: None,
     ///     ca_pem: None,
     /// });
     /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)

@@ -230,11 +230,15 @@ pub(crate) fn build_config(
     let builder = match tls.mode {
         ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
             let ca_name = tls.ca_cert_credential_name.as_deref();
-            let ca = match ca_name {
-                Some(n) => creds.lookup(n).map_err(fail)?.ca_pem,
-                None => cred.ca_pem.clone(),
-            }
-            .ok_or_else(|| {
+            // the roots and the CRL (`ca.crl` / `crl`) come from the same credential
+            let (ca, crl) = match ca_name {
+                Some(n) => {
+                    let c = creds.lookup(n).map_err(fail)?;
+                    (c.ca_pem, c.crl_pem)
+                }
+                None => (cred.ca_pem.clone(), cred.crl_pem.clone()),
+            };
+            let ca = ca.ok_or_else(|| {
                 format!(
                     "MUTUAL TLS requires a client CA bundle: credentialName {:?} has no ca.crt \
                      (nor a {name}-cacert credential)",
@@ -248,6 +252,14 @@ pub(crate) fn build_config(
                     .map_err(|e| format!("credentialName {name:?}: CA certificate: {e}"))?;
             }
             let v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            // as Envoy checks a CRL: the client's whole chain, a CA without a CRL of its
+            // issuer and an expired list refused
+            let v = match crl {
+                Some(pem) => v
+                    .with_crls(mesh_tls::crls_from_pem("ca.crl", pem.as_bytes()).map_err(fail)?)
+                    .enforce_revocation_expiration(),
+                None => v,
+            };
             let v = if tls.mode == ServerTlsMode::OptionalMutual {
                 v.allow_unauthenticated()
             } else {
