@@ -829,6 +829,47 @@ impl MeshCa {
         revoked: &[&WorkloadCert],
         validity: Duration,
     ) -> Result<String, TlsError> {
+        let mut leaves = Vec::with_capacity(revoked.len());
+        for cert in revoked {
+            let chain = cert.chain_der()?;
+            leaves.push(
+                chain
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| TlsError::parse("workload certificate", "empty chain"))?,
+            );
+        }
+        self.revocation_list_der(&leaves, validity)
+    }
+
+    /// [`revocation_list`](Self::revocation_list) for certificates given as DER (e.g. read
+    /// from PEM files with [`certs_from_pem`](crate::certs_from_pem)): each must have been
+    /// issued by this CA's signing certificate, else it is an error (a CRL lists only its
+    /// issuer's certificates).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::{certs_from_pem, Identity, MeshCa};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = MeshCa::self_signed("cluster.local")?;
+    /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// let leaf = certs_from_pem("cert-chain.pem", cert.chain_pem().as_bytes())?.remove(0);
+    /// assert!(ca.revocation_list_der(&[leaf], Duration::from_secs(3600)).is_ok());
+    /// // another CA's certificate cannot be revoked here
+    /// let other = MeshCa::self_signed("cluster.local")?
+    ///     .issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
+    /// let theirs = certs_from_pem("other.pem", other.chain_pem().as_bytes())?.remove(0);
+    /// assert!(ca.revocation_list_der(&[theirs], Duration::from_secs(3600)).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn revocation_list_der(
+        &self,
+        revoked: &[CertificateDer<'_>],
+        validity: Duration,
+    ) -> Result<String, TlsError> {
         use rcgen::{
             CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
         };
@@ -838,16 +879,21 @@ impl MeshCa {
                 "revocation list validity must be greater than zero".into(),
             ));
         }
+        let (_, signer) = X509Certificate::from_der(&self.signing_cert)
+            .map_err(|e| TlsError::parse("CA certificate", format!("bad certificate: {e}")))?;
         let now = SystemTime::now();
         let mut revoked_certs = Vec::with_capacity(revoked.len());
-        for cert in revoked {
-            let chain = cert.chain_der()?;
-            let leaf = chain
-                .first()
-                .ok_or_else(|| TlsError::parse("workload certificate", "empty chain"))?;
+        for leaf in revoked {
             let (_, x509) = X509Certificate::from_der(leaf).map_err(|e| {
-                TlsError::parse("workload certificate", format!("bad certificate: {e}"))
+                TlsError::parse("revoked certificate", format!("bad certificate: {e}"))
             })?;
+            if x509.verify_signature(Some(signer.public_key())).is_err() {
+                return Err(TlsError::Config(format!(
+                    "certificate {} (serial {}) was not issued by this CA",
+                    x509.subject(),
+                    x509.raw_serial_as_string()
+                )));
+            }
             revoked_certs.push(RevokedCertParams {
                 serial_number: SerialNumber::from_slice(x509.tbs_certificate.raw_serial()),
                 revocation_time: now.into(),

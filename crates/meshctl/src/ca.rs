@@ -6,6 +6,9 @@
 //! - `meshctl ca issue --dir D --namespace NS --service-account SA --out OUT [--ttl 24h]
 //!   [--dns NAME]...` writes `OUT/cert-chain.pem`, `OUT/key.pem`, `OUT/root-cert.pem` for
 //!   `spiffe://<td>/ns/<NS>/sa/<SA>`.
+//! - `meshctl ca crl --dir D --out FILE [--revoke CERT.pem]... [--validity 24h]` writes a
+//!   certificate revocation list signed by the CA, listing the leaf certificates of the
+//!   given PEM files: what a DestinationRule's `caCrl` or a credential's `ca.crl` holds.
 //!
 //! The trust domain is kept in `D/trust-domain` (not an Istio file; Istio takes it from
 //! MeshConfig), so `issue` uses the one given to `init`.
@@ -61,6 +64,25 @@ pub(crate) enum Command {
         #[arg(long = "dns", value_name = "NAME")]
         dns: Vec<String>,
     },
+    /// Write a certificate revocation list (PEM) signed by the CA.
+    Crl {
+        /// The CA directory (from `meshctl ca init`, or any Istio `cacerts` directory).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write the CRL (e.g. a credential's `ca.crl`).
+        #[arg(long)]
+        out: PathBuf,
+        /// A PEM certificate (or chain: its first certificate) the CA issued, to list as
+        /// revoked; repeatable. None: an empty list, every certificate of the CA good.
+        #[arg(long, value_name = "CERT")]
+        revoke: Vec<PathBuf>,
+        /// How long the list is valid (its `nextUpdate`), as a Go duration.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        validity: Duration,
+        /// Trust domain; default: the one recorded by `init`, else cluster.local.
+        #[arg(long)]
+        trust_domain: Option<String>,
+    },
 }
 
 pub(crate) fn run(cmd: Command) -> ExitCode {
@@ -88,6 +110,13 @@ pub(crate) fn run(cmd: Command) -> ExitCode {
             trust_domain.as_deref(),
             &dns,
         ),
+        Command::Crl {
+            dir,
+            out,
+            revoke,
+            validity,
+            trust_domain,
+        } => crl(&dir, &out, &revoke, validity, trust_domain.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -140,6 +169,46 @@ fn init(
     Ok(())
 }
 
+/// The trust domain given, else the one `init` recorded, else cluster.local.
+fn trust_domain_of(dir: &Path, given: Option<&str>) -> String {
+    let recorded = std::fs::read_to_string(dir.join(TRUST_DOMAIN_FILE)).ok();
+    given
+        .map(str::to_owned)
+        .or_else(|| recorded.map(|s| s.trim().to_owned()))
+        .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned())
+}
+
+fn crl(
+    dir: &Path,
+    out: &Path,
+    revoke: &[PathBuf],
+    validity: Duration,
+    trust_domain: Option<&str>,
+) -> Result<(), TlsError> {
+    let ca = MeshCa::read_dir(dir, &trust_domain_of(dir, trust_domain))?;
+    let mut leaves = Vec::with_capacity(revoke.len());
+    for path in revoke {
+        let pem = std::fs::read(path).map_err(|e| TlsError::Io {
+            path: path.clone(),
+            source: e,
+        })?;
+        let what = path.display().to_string();
+        leaves.push(mesh_tls::certs_from_pem(&what, &pem)?.remove(0));
+    }
+    let pem = ca.revocation_list_der(&leaves, validity)?;
+    std::fs::write(out, pem).map_err(|e| TlsError::Io {
+        path: out.to_path_buf(),
+        source: e,
+    })?;
+    println!(
+        "wrote {} ({} revoked, valid until {})",
+        out.display(),
+        leaves.len(),
+        httpdate(std::time::SystemTime::now() + validity)
+    );
+    Ok(())
+}
+
 fn issue(
     dir: &Path,
     namespace: &str,
@@ -149,11 +218,7 @@ fn issue(
     trust_domain: Option<&str>,
     dns: &[String],
 ) -> Result<(), TlsError> {
-    let recorded = std::fs::read_to_string(dir.join(TRUST_DOMAIN_FILE)).ok();
-    let td = trust_domain
-        .map(str::to_owned)
-        .or_else(|| recorded.map(|s| s.trim().to_owned()))
-        .unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+    let td = trust_domain_of(dir, trust_domain);
     let identity = Identity::new(&td, namespace, service_account)?;
     let ca = MeshCa::read_dir(dir, &td)?;
     let dns: Vec<&str> = dns.iter().map(String::as_str).collect();

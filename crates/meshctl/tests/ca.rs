@@ -343,3 +343,103 @@ fn errors_are_reported_with_exit_codes() {
     let o = meshctl(&["ca", "issue", "--dir", p(&ca)]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// `meshctl ca crl`: the list it writes revokes the certificates given and no others, as
+/// `openssl verify -crl_check` reads it (not our own code); a certificate another CA
+/// issued is refused.
+#[test]
+fn crl_revokes_what_it_lists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = tmp.path().join("ca");
+    let run = |args: &[&str]| {
+        let o = meshctl(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        text(&o)
+    };
+    run(&["ca", "init", "--dir", p(&ca)]);
+    let (stolen, good) = (tmp.path().join("stolen"), tmp.path().join("good"));
+    for (sa, out) in [("stolen", &stolen), ("good", &good)] {
+        run(&[
+            "ca",
+            "issue",
+            "--dir",
+            p(&ca),
+            "-n",
+            "default",
+            "--service-account",
+            sa,
+            "--out",
+            p(out),
+        ]);
+    }
+    let crl = tmp.path().join("ca.crl");
+    let said = run(&[
+        "ca",
+        "crl",
+        "--dir",
+        p(&ca),
+        "--out",
+        p(&crl),
+        "--revoke",
+        p(&stolen.join("cert-chain.pem")),
+        "--validity",
+        "1h",
+    ]);
+    assert!(said.contains("1 revoked"), "{said}");
+    assert!(std::fs::read_to_string(&crl)
+        .unwrap()
+        .starts_with("-----BEGIN X509 CRL-----"));
+
+    // another CA's certificate: refused, nothing written
+    let other = tmp.path().join("other");
+    run(&["ca", "init", "--dir", p(&other)]);
+    let theirs = tmp.path().join("theirs");
+    run(&[
+        "ca",
+        "issue",
+        "--dir",
+        p(&other),
+        "-n",
+        "default",
+        "--service-account",
+        "x",
+        "--out",
+        p(&theirs),
+    ]);
+    let o = meshctl(&[
+        "ca",
+        "crl",
+        "--dir",
+        p(&ca),
+        "--out",
+        p(&tmp.path().join("no.crl")),
+        "--revoke",
+        p(&theirs.join("cert-chain.pem")),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("was not issued by this CA"),
+        "{}",
+        text(&o)
+    );
+    assert!(!tmp.path().join("no.crl").exists());
+
+    if !openssl() {
+        return;
+    }
+    let verify = |cert: &Path| {
+        Command::new("openssl")
+            .args(["verify", "-crl_check", "-CAfile"])
+            .arg(ca.join("root-cert.pem"))
+            .arg("-CRLfile")
+            .arg(&crl)
+            .arg(cert.join("cert-chain.pem"))
+            .output()
+            .unwrap()
+    };
+    let o = verify(&good);
+    assert!(o.status.success(), "good: {}", text(&o));
+    let o = verify(&stolen);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("certificate revoked"), "{}", text(&o));
+}
