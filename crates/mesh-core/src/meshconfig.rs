@@ -628,7 +628,7 @@ pub struct ExtAuthzHttp {
     pub include_request_headers_in_check: Vec<String>,
     /// `includeAdditionalHeadersInCheck`: fixed headers added to the check request.
     pub include_additional_headers_in_check: BTreeMap<String, String>,
-    /// `includeRequestBodyInCheck` (accepted; the check request carries no body here).
+    /// `includeRequestBodyInCheck`: see [`RequestBodyInCheck`].
     pub include_request_body_in_check: Option<RequestBodyInCheck>,
     /// `headersToUpstreamOnAllow`: authorizer response headers set on the request.
     pub headers_to_upstream_on_allow: Vec<String>,
@@ -731,7 +731,7 @@ pub struct ExtAuthzGrpc {
     /// `statusOnError`: the status when the authorizer cannot be reached or the call fails
     /// (default 403).
     pub status_on_error: u16,
-    /// `includeRequestBodyInCheck` (accepted; the check carries no body here).
+    /// `includeRequestBodyInCheck`: see [`RequestBodyInCheck`].
     pub include_request_body_in_check: Option<RequestBodyInCheck>,
 }
 
@@ -878,7 +878,17 @@ impl ExtAuthzRef<'_> {
     }
 }
 
-/// `includeRequestBodyInCheck`.
+/// istiod passes `maxRequestBytes` to Envoy's ext_authz `with_request_body`, whose
+/// validation refuses 0: the workload's listener would be rejected.
+const BODY_LIMIT_ZERO: &str = "includeRequestBodyInCheck.maxRequestBytes must be greater than 0 \
+     (Envoy refuses an ext_authz filter buffering no byte)";
+
+/// `includeRequestBodyInCheck`: the request body goes with the check, as Envoy's ext_authz
+/// `with_request_body` sends it: the mesh server (or gateway) reads up to
+/// `maxRequestBytes` of it before asking (more without `allowPartialMessage`: 413), puts
+/// them in the check (the HTTP check's body; the gRPC check's `body`, or `raw_body` with
+/// `packAsBytes`) with `x-envoy-auth-partial-body: true|false`, and hands the whole body
+/// to the application afterwards.
 ///
 /// # Examples
 ///
@@ -2103,14 +2113,15 @@ fn ext_authz_grpc(
         at,
         report,
     );
-    if g.include_request_body_in_check.is_some() {
+    if g.include_request_body_in_check
+        .as_ref()
+        .is_some_and(|b| b.max_request_bytes == 0)
+    {
         report(
-            Severity::Warning,
-            codes::UNSUPPORTED_KIND,
-            format!("{at}.includeRequestBodyInCheck"),
-            "includeRequestBodyInCheck is not supported by inmesh: the check request carries \
-             the request's attributes and headers, no body"
-                .to_owned(),
+            Severity::Error,
+            codes::INVALID_VALUE,
+            format!("{at}.includeRequestBodyInCheck.maxRequestBytes"),
+            BODY_LIMIT_ZERO.to_owned(),
         );
     }
     Some(ExtAuthzGrpc {
@@ -2193,14 +2204,15 @@ fn ext_authz_http(
             );
         }
     }
-    if h.include_request_body_in_check.is_some() {
+    if h.include_request_body_in_check
+        .as_ref()
+        .is_some_and(|b| b.max_request_bytes == 0)
+    {
         report(
-            Severity::Warning,
-            codes::UNSUPPORTED_KIND,
-            format!("{at}.includeRequestBodyInCheck"),
-            "includeRequestBodyInCheck is not supported by inmesh: the check request carries \
-             the request's headers only (Content-Length: 0)"
-                .to_owned(),
+            Severity::Error,
+            codes::INVALID_VALUE,
+            format!("{at}.includeRequestBodyInCheck.maxRequestBytes"),
+            BODY_LIMIT_ZERO.to_owned(),
         );
     }
     if !h.include_headers_in_check.is_empty() {

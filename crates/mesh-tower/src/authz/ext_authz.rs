@@ -20,8 +20,8 @@ use http::header::{
     AUTHORIZATION, CONNECTION, CONTENT_LENGTH, HOST, LOCATION, TRANSFER_ENCODING, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Empty};
-use mesh_core::meshconfig::ExtAuthzHttp;
+use http_body_util::{BodyExt, Full};
+use mesh_core::meshconfig::{ExtAuthzHttp, RequestBodyInCheck};
 
 use crate::outbound::MeshClient;
 
@@ -189,14 +189,19 @@ impl ExtAuthzClient {
         }
     }
 
-    /// The check request for `req` (built before the request moves on).
-    pub(crate) fn check_request<B>(&self, req: &Request<B>) -> Option<Request<Empty<Bytes>>> {
+    /// The check request for `req` (built before the request moves on), with the body read
+    /// ahead for it (`includeRequestBodyInCheck`).
+    pub(crate) fn check_request<B>(
+        &self,
+        req: &Request<B>,
+        body: Option<&CheckBody>,
+    ) -> Option<Request<Full<Bytes>>> {
         let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let uri = format!("{}{}{}", self.base, self.config.path_prefix, pq);
         let mut out = Request::builder()
             .method(req.method().clone())
             .uri(uri)
-            .body(Empty::new())
+            .body(Full::new(body.map(|b| b.bytes.clone()).unwrap_or_default()))
             .ok()?;
         let h = out.headers_mut();
         let host = req.headers().get(HOST).cloned().or_else(|| {
@@ -207,9 +212,13 @@ impl ExtAuthzClient {
         if let Some(host) = host {
             h.insert(HOST, host);
         }
-        h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+        h.insert(
+            CONTENT_LENGTH,
+            HeaderValue::from(body.map_or(0, |b| b.bytes.len())),
+        );
         for name in req.headers().keys() {
-            if name == HOST || name == CONTENT_LENGTH {
+            // a client's own partial-body header never reaches the authorizer (Envoy)
+            if name == HOST || name == CONTENT_LENGTH || name == PARTIAL_BODY {
                 continue;
             }
             if name != AUTHORIZATION && !self.request_headers.matches(name) {
@@ -228,6 +237,14 @@ impl ExtAuthzClient {
             });
             h.insert(name.clone(), joined);
         }
+        // Envoy puts its partial-body header among the request's headers, which the HTTP
+        // check carries when `includeRequestHeadersInCheck` selects them
+        if let Some(b) = body {
+            let name = HeaderName::from_static(PARTIAL_BODY);
+            if self.request_headers.matches(&name) {
+                h.insert(name, HeaderValue::from_static(b.partial_str()));
+            }
+        }
         for (k, v) in &self.additional {
             h.insert(k.clone(), v.clone());
         }
@@ -239,7 +256,7 @@ impl ExtAuthzClient {
     pub(crate) fn check_boxed(
         self: Arc<Self>,
         client: MeshClient,
-        req: Request<Empty<Bytes>>,
+        req: Request<Full<Bytes>>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send>> {
         Box::pin(self.check(client, req))
     }
@@ -248,7 +265,7 @@ impl ExtAuthzClient {
     pub(crate) async fn check(
         self: Arc<Self>,
         client: MeshClient,
-        req: Request<Empty<Bytes>>,
+        req: Request<Full<Bytes>>,
     ) -> Outcome {
         let call = async {
             let resp = client.request(req).await.map_err(|e| e.to_string())?;
@@ -306,6 +323,30 @@ impl ExtAuthzClient {
     }
 }
 
+/// Envoy's header telling the authorizer whether the body it got is cut short.
+pub(crate) const PARTIAL_BODY: &str = "x-envoy-auth-partial-body";
+
+/// The request body read ahead for a check (`includeRequestBodyInCheck`).
+#[derive(Debug, Clone)]
+pub(crate) struct CheckBody {
+    /// At most `maxRequestBytes` of it.
+    pub(crate) bytes: Bytes,
+    /// More was read than `bytes` holds.
+    pub(crate) partial: bool,
+    /// `packAsBytes`: the gRPC check's `raw_body` rather than `body`.
+    pub(crate) pack_as_bytes: bool,
+}
+
+impl CheckBody {
+    pub(crate) fn partial_str(&self) -> &'static str {
+        if self.partial {
+            "true"
+        } else {
+            "false"
+        }
+    }
+}
+
 /// A workload's external authorizer, HTTP or gRPC.
 #[derive(Debug, Clone)]
 pub(crate) enum Authorizer {
@@ -319,7 +360,7 @@ pub(crate) enum Authorizer {
 #[derive(Debug)]
 pub(crate) enum Prepared {
     /// The HTTP check request.
-    Http(Request<Empty<Bytes>>),
+    Http(Request<Full<Bytes>>),
     /// The gRPC `Check` call.
     Grpc(Request<http_body_util::Full<Bytes>>),
 }
@@ -350,15 +391,27 @@ impl Authorizer {
     }
 
     /// The check for `req` (built before the request moves on); `local_principal`: this
-    /// workload's SPIFFE identity (the gRPC check's destination principal).
+    /// workload's SPIFFE identity (the gRPC check's destination principal); `body`: what
+    /// was read of the request's body (`includeRequestBodyInCheck`).
     pub(crate) fn prepare<B>(
         &self,
         req: &Request<B>,
         local_principal: Option<&str>,
+        body: Option<&CheckBody>,
     ) -> Option<Prepared> {
         match self {
-            Authorizer::Http(c) => c.check_request(req).map(Prepared::Http),
-            Authorizer::Grpc(c) => c.check_request(req, local_principal).map(Prepared::Grpc),
+            Authorizer::Http(c) => c.check_request(req, body).map(Prepared::Http),
+            Authorizer::Grpc(c) => c
+                .check_request(req, local_principal, body)
+                .map(Prepared::Grpc),
+        }
+    }
+
+    /// `includeRequestBodyInCheck`: how much of the request body the check carries.
+    pub(crate) fn body_in_check(&self) -> Option<RequestBodyInCheck> {
+        match self {
+            Authorizer::Http(c) => c.config.include_request_body_in_check,
+            Authorizer::Grpc(c) => c.config.include_request_body_in_check,
         }
     }
 
@@ -430,7 +483,7 @@ mod tests {
             .header("content-length", "12")
             .body(())
             .unwrap();
-        let check = c.check_request(&req).unwrap();
+        let check = c.check_request(&req, None).unwrap();
         assert_eq!(check.method(), "POST");
         assert_eq!(
             check.uri().to_string(),

@@ -29,7 +29,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Ve
 use http_body_util::{BodyExt, Full};
 use mesh_core::meshconfig::ExtAuthzGrpc;
 
-use super::ext_authz::{Edits, Outcome};
+use super::ext_authz::{CheckBody, Edits, Outcome, PARTIAL_BODY};
 use super::proto::{fields, Value, Writer};
 use crate::inbound::ConnectionInfo;
 use crate::outbound::MeshClient;
@@ -62,9 +62,11 @@ impl GrpcAuthzClient {
         &self,
         req: &Request<B>,
         local_principal: Option<&str>,
+        body: Option<&CheckBody>,
     ) -> Option<Request<Full<Bytes>>> {
         let conn = req.extensions().get::<ConnectionInfo>();
-        let message = check_request_message(Some(req), conn, local_principal, SystemTime::now());
+        let message =
+            check_request_message(Some((req, body)), conn, local_principal, SystemTime::now());
         self.call(&message)
     }
 
@@ -176,7 +178,7 @@ fn address(w: &mut Writer, field: u32, addr: std::net::SocketAddr) {
 /// The `CheckRequest` Envoy's ext_authz filter sends for `req` (the network filter, for a
 /// connection: no `req`).
 pub(crate) fn check_request_message<B>(
-    req: Option<&Request<B>>,
+    req: Option<(&Request<B>, Option<&CheckBody>)>,
     conn: Option<&ConnectionInfo>,
     local_principal: Option<&str>,
     now: SystemTime,
@@ -207,16 +209,17 @@ pub(crate) fn check_request_message<B>(
                 t.int(1, since.as_secs() as i64);
                 t.int(2, i64::from(since.subsec_nanos()));
             });
-            if let Some(req) = req {
-                r.message(2, |h| http_request(h, req));
+            if let Some((req, body)) = req {
+                r.message(2, |h| http_request(h, req, body));
             }
         });
     });
     w.0
 }
 
-/// `AttributeContext.HttpRequest`.
-fn http_request<B>(h: &mut Writer, req: &Request<B>) {
+/// `AttributeContext.HttpRequest`; `body`: what was read of the request's body for the
+/// check (`body` 11, or `raw_body` 12 with `packAsBytes`, and Envoy's partial-body header).
+fn http_request<B>(h: &mut Writer, req: &Request<B>, body: Option<&CheckBody>) {
     let headers = req.headers();
     let text = |v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
     if let Some(id) = headers.get("x-request-id") {
@@ -239,7 +242,8 @@ fn http_request<B>(h: &mut Writer, req: &Request<B>) {
     h.map_entry(3, ":method", req.method().as_str());
     h.map_entry(3, ":path", &path);
     for name in headers.keys() {
-        if name == HOST {
+        // a client's own partial-body header is not passed on (Envoy)
+        if name == HOST || name == PARTIAL_BODY {
             continue;
         }
         let joined = headers
@@ -249,6 +253,9 @@ fn http_request<B>(h: &mut Writer, req: &Request<B>) {
             .collect::<Vec<_>>()
             .join(",");
         h.map_entry(3, name.as_str(), &joined);
+    }
+    if let Some(b) = body {
+        h.map_entry(3, PARTIAL_BODY, b.partial_str());
     }
     h.string(4, &path);
     h.string(5, &authority);
@@ -266,6 +273,9 @@ fn http_request<B>(h: &mut Writer, req: &Request<B>) {
         _ => "HTTP/1.1",
     };
     h.string(10, protocol);
+    if let Some(b) = body {
+        h.bytes(if b.pack_as_bytes { 12 } else { 11 }, &b.bytes);
+    }
 }
 
 /// How one `HeaderValueOption` applies.
@@ -511,7 +521,7 @@ mod tests {
             .unwrap();
         let at = UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
         let msg = check_request_message(
-            Some(&req),
+            Some((&req, None)),
             Some(&conn),
             Some("spiffe://cluster.local/ns/foo/sa/httpbin"),
             at,
@@ -569,5 +579,46 @@ mod tests {
         assert_eq!(scalars[&6], "http");
         assert_eq!(scalars[&9], "12");
         assert_eq!(scalars[&10], "HTTP/1.1");
+        assert!(!scalars.contains_key(&11), "no body unless asked for");
+        assert!(!headers.contains_key(PARTIAL_BODY));
+    }
+
+    /// `includeRequestBodyInCheck`: the body in `body` (11), or `raw_body` (12) with
+    /// `packAsBytes`, and Envoy's partial-body header in place of a client's own.
+    #[test]
+    fn check_request_carries_the_body() {
+        let req = Request::post("/upload")
+            .header("host", "httpbin.foo:8000")
+            .header(PARTIAL_BODY, "1")
+            .body(())
+            .unwrap();
+        for (pack_as_bytes, field) in [(false, 11), (true, 12)] {
+            let body = CheckBody {
+                bytes: Bytes::from_static(b"{\"a\": 1}"),
+                partial: true,
+                pack_as_bytes,
+            };
+            let msg = check_request_message(Some((&req, Some(&body))), None, None, UNIX_EPOCH);
+            let attrs = fields(fields(&msg).unwrap()[0].1.bytes()).unwrap();
+            let request = attrs.iter().find(|(f, _)| *f == 4).unwrap().1.bytes();
+            let http = fields(fields(request).unwrap()[1].1.bytes()).unwrap();
+            let partial: Vec<String> = http
+                .iter()
+                .filter(|(f, _)| *f == 3)
+                .map(|(_, v)| fields(v.bytes()).unwrap())
+                .filter(|e| e[0].1.string() == PARTIAL_BODY)
+                .map(|e| e[1].1.string())
+                .collect();
+            assert_eq!(partial, ["true"], "only Envoy's own");
+            let got: Vec<&[u8]> = http
+                .iter()
+                .filter(|(f, _)| *f == 11 || *f == 12)
+                .map(|(f, v)| {
+                    assert_eq!(*f, field);
+                    v.bytes()
+                })
+                .collect();
+            assert_eq!(got, [&b"{\"a\": 1}"[..]]);
+        }
     }
 }

@@ -53,9 +53,13 @@
 //! any other answer is the response (`headersToDownstreamOnDeny`); a 5xx, a failed
 //! connection or the provider's `timeout` answer `statusOnError` (403) unless `failOpen`.
 //! A provider that is not defined (or not `envoyExtAuthzHttp`, or several providers for
-//! one workload) makes the CUSTOM policy deny what it matches, as istiod. Differences: the
-//! check carries no body (`includeRequestBodyInCheck` is not supported), and the check
-//! goes through the mesh client's routing (VirtualServices for the provider's host apply).
+//! one workload) makes the CUSTOM policy deny what it matches, as istiod. With
+//! `includeRequestBodyInCheck` the check carries the request body as Envoy's
+//! `with_request_body` sends it (up to `maxRequestBytes`, 413 beyond without
+//! `allowPartialMessage`, `x-envoy-auth-partial-body`), read ahead from the body a mesh
+//! server or gateway received; the application still reads all of it. Difference: the
+//! check goes through the mesh client's routing (VirtualServices for the provider's host
+//! apply).
 //!
 //! [`trust_jwks_roots`]: AuthorizationLayer::trust_jwks_roots
 //!
@@ -901,6 +905,12 @@ impl AuthorizationLayer {
         }
     }
 
+    /// This workload's SPIFFE identity (the gRPC check's destination principal).
+    fn local_principal(&self) -> Option<&str> {
+        let local = self.shared.ext_client.credentials.as_ref();
+        local.map(|c| c.identity().as_uri())
+    }
+
     fn check_with<B, R: From<Bytes>>(
         &self,
         c: &Cached,
@@ -939,17 +949,25 @@ impl AuthorizationLayer {
         });
         match step {
             Step::Decided(d) => rbac_result(req, d).map(|()| None),
+            // the body first, then the check (`includeRequestBodyInCheck`)
+            Step::Ask(client, policy, rule) if client.body_in_check().is_some() => {
+                Ok(Some(PendingCheck {
+                    layer: self.clone(),
+                    client,
+                    check: None,
+                    policy,
+                    rule,
+                }))
+            }
             Step::Ask(client, policy, rule) => {
-                let local = self.shared.ext_client.credentials.as_ref();
-                let local = local.map(|c| c.identity().as_uri());
-                let Some(check) = client.prepare(req, local) else {
+                let Some(check) = client.prepare(req, self.local_principal(), None) else {
                     let d = custom_denied(policy, rule);
                     return rbac_result(req, d).map(|()| None);
                 };
                 Ok(Some(PendingCheck {
                     layer: self.clone(),
                     client,
-                    check,
+                    check: Some(check),
                     policy,
                     rule,
                 }))
@@ -1024,7 +1042,8 @@ fn rbac_result<B, R: From<Bytes>>(req: &Request<B>, d: AuthzDecision) -> Result<
 pub(crate) struct PendingCheck {
     layer: AuthorizationLayer,
     client: Authorizer,
-    check: Prepared,
+    /// `None`: made once the body is read (`includeRequestBodyInCheck`).
+    check: Option<Prepared>,
     policy: Arc<str>,
     rule: usize,
 }
@@ -1042,7 +1061,7 @@ impl fmt::Debug for PendingCheck {
 impl PendingCheck {
     /// Asks the authorizer, then (allowed) the DENY and ALLOW policies on the request as
     /// the authorizer left it. `Ok`: the headers to add to the response.
-    pub(crate) async fn finish<B, R: From<Bytes>>(
+    pub(crate) async fn finish<B: 'static, R: From<Bytes>>(
         self,
         req: &mut Request<B>,
     ) -> Result<HeaderMap, Response<R>> {
@@ -1053,9 +1072,25 @@ impl PendingCheck {
             policy,
             rule,
         } = self;
+        let grpc = is_grpc(req.headers());
+        let check = match (check, client.body_in_check()) {
+            (Some(check), _) => check,
+            (None, settings) => {
+                let body = match settings {
+                    Some(s) => read_body_for_check(req, s).await?,
+                    None => None,
+                };
+                match client.prepare(req, layer.local_principal(), body.as_ref()) {
+                    Some(check) => check,
+                    None => {
+                        let d = custom_denied(policy, rule);
+                        return rbac_result(req, d).map(|()| HeaderMap::new());
+                    }
+                }
+            }
+        };
         let mesh_client = layer.shared.mesh_client().clone();
         let outcome = client.check(mesh_client, check).await;
-        let grpc = is_grpc(req.headers());
         let downstream = match outcome {
             Outcome::Allowed {
                 upstream,
@@ -1116,6 +1151,64 @@ impl PendingCheck {
             rbac_result(req, d)
         })?;
         Ok(downstream)
+    }
+}
+
+/// Reads the request's body ahead for its check, as Envoy's ext_authz `with_request_body`
+/// buffers it: nothing for a request without a body or an upgrade; at most
+/// `maxRequestBytes` (413 `Payload Too Large` beyond it without `allowPartialMessage`).
+/// The application then reads the whole body as sent. A body a mesh server or gateway did
+/// not receive itself (an [`AuthorizationLayer`] in a stack of the application's own)
+/// cannot be read ahead: the check carries none and says `x-envoy-auth-partial-body:
+/// true`, so an authorizer that needs the body can refuse.
+async fn read_body_for_check<B: 'static, R: From<Bytes>>(
+    req: &mut Request<B>,
+    s: mesh_core::meshconfig::RequestBodyInCheck,
+) -> Result<Option<ext_authz::CheckBody>, Response<R>> {
+    if crate::outbound::upgrade_of(req.headers()).is_some() {
+        return Ok(None);
+    }
+    let grpc = is_grpc(req.headers());
+    let any: &mut dyn std::any::Any = req.body_mut();
+    let Some(body) = any.downcast_mut::<crate::inbound::ServerBody>() else {
+        tracing::warn!(target: TARGET, "ext_authz: includeRequestBodyInCheck, but this \
+            request's body is not one the mesh received: the check carries no body");
+        return Ok(Some(ext_authz::CheckBody {
+            bytes: Bytes::new(),
+            partial: true,
+            pack_as_bytes: s.pack_as_bytes,
+        }));
+    };
+    let body = body.inner_mut().inner_mut();
+    if http_body::Body::is_end_stream(body) {
+        return Ok(None);
+    }
+    let max = usize::try_from(s.max_request_bytes).unwrap_or(usize::MAX);
+    match body.read_ahead(max, s.allow_partial_message).await {
+        Ok((bytes, partial)) => Ok(Some(ext_authz::CheckBody {
+            bytes,
+            partial,
+            pack_as_bytes: s.pack_as_bytes,
+        })),
+        Err(crate::observe::ReadAheadError::TooLarge) => {
+            // Envoy's connection manager, the decoder buffer over its limit
+            let mut out = denial::<R>(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Bytes::from_static(b"Payload Too Large"),
+                grpc,
+            );
+            out.extensions_mut()
+                .insert(ResponseCodeDetails("request_payload_too_large".to_owned()));
+            Err(out)
+        }
+        Err(crate::observe::ReadAheadError::Read(e)) => {
+            tracing::debug!(target: TARGET, error = %e, "ext_authz: reading the body failed");
+            let mut out = denial::<R>(StatusCode::BAD_REQUEST, Bytes::new(), grpc);
+            out.extensions_mut().insert(ResponseCodeDetails(
+                "downstream_remote_disconnect".to_owned(),
+            ));
+            Err(out)
+        }
     }
 }
 

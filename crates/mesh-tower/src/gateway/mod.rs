@@ -217,7 +217,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// ```
 pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
 /// The request body the gateway forwards (counted by the access log and the metrics).
-type UpstreamBody = crate::metrics::RequestBody<crate::observe::CountingBody<Incoming>>;
+type UpstreamBody = crate::inbound::ServerBody;
 
 /// Why a gateway could not start.
 ///
@@ -1759,6 +1759,7 @@ where
     });
     let svc = tower::ServiceBuilder::new()
         .layer(conn)
+        .map_request(|r: Request<Incoming>| r.map(crate::observe::ReplayBody::new))
         .layer(access_log)
         .layer(metrics)
         .service(svc);

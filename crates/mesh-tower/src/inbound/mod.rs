@@ -142,7 +142,8 @@ use crate::trace::{PropagateTraceLayer, TraceConfig};
 /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "5 bytes");
 /// # Ok(()) }
 /// ```
-pub type ServerBody = crate::metrics::RequestBody<crate::observe::CountingBody<Incoming>>;
+pub type ServerBody =
+    crate::metrics::RequestBody<crate::observe::CountingBody<crate::observe::ReplayBody>>;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -1129,6 +1130,8 @@ impl MeshServer {
     {
         let i = &self.inner;
         let stack = ServiceBuilder::new()
+            // hyper's body, readable ahead for a CUSTOM authorizer that wants it
+            .map_request(|r: Request<Incoming>| r.map(crate::observe::ReplayBody::new))
             .layer(AccessLogLayer::inbound().with_mesh_format(&i.mesh))
             .layer(i.trace)
             .layer(i.metrics_layer.clone())

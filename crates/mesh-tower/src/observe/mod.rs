@@ -666,6 +666,127 @@ impl<B: Body> CountingBody<B> {
     pub fn into_inner(self) -> B {
         self.inner
     }
+
+    /// The wrapped body, not pinned (nothing has polled it through a pin yet, or it is
+    /// `Unpin`): to buffer what the body holds before the application reads it.
+    pub(crate) fn inner_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+}
+
+pin_project! {
+    /// A received request body (hyper's [`Incoming`](hyper::body::Incoming)) whose first
+    /// frames can be read ahead and then handed out again: a mesh server or gateway reads
+    /// them for a CUSTOM policy's external authorizer (`includeRequestBodyInCheck`), and
+    /// the application still reads the whole body. Without a read-ahead it is `Incoming`
+    /// as is.
+    #[derive(Debug)]
+    pub struct ReplayBody {
+        #[pin]
+        inner: hyper::body::Incoming,
+        ahead: Option<Box<std::collections::VecDeque<Frame<bytes::Bytes>>>>,
+    }
+}
+
+/// Why reading a body ahead stopped short.
+#[derive(Debug)]
+pub(crate) enum ReadAheadError {
+    /// More than the limit, when a partial body is not allowed.
+    TooLarge,
+    /// The body could not be read (the client went away).
+    Read(hyper::Error),
+}
+
+impl ReplayBody {
+    /// Wraps a received body.
+    pub fn new(inner: hyper::body::Incoming) -> Self {
+        ReplayBody { inner, ahead: None }
+    }
+
+    /// Reads the body ahead, as Envoy's ext_authz filter buffers it: up to its end, or (with
+    /// `allow_partial`) until at least `max` bytes are in; more than `max` without
+    /// `allow_partial` is [`ReadAheadError::TooLarge`]. Returns the first `max` bytes and
+    /// whether the buffered body was longer (Envoy's `x-envoy-auth-partial-body`). What
+    /// was read is handed out again, in order, before the rest of the body.
+    pub(crate) async fn read_ahead(
+        &mut self,
+        max: usize,
+        allow_partial: bool,
+    ) -> Result<(bytes::Bytes, bool), ReadAheadError> {
+        use http_body_util::BodyExt;
+        let mut frames = self.ahead.take().map(|b| *b).unwrap_or_default();
+        let mut total: usize = frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(bytes::Bytes::len))
+            .sum();
+        let result = loop {
+            if allow_partial && total >= max {
+                break Ok(());
+            }
+            match self.inner.frame().await {
+                None => break Ok(()),
+                Some(Err(e)) => break Err(ReadAheadError::Read(e)),
+                Some(Ok(f)) => {
+                    total += f.data_ref().map_or(0, bytes::Bytes::len);
+                    frames.push_back(f);
+                    if !allow_partial && total > max {
+                        break Err(ReadAheadError::TooLarge);
+                    }
+                }
+            }
+        };
+        let sent = total.min(max);
+        let mut out = bytes::BytesMut::with_capacity(sent);
+        for d in frames.iter().filter_map(Frame::data_ref) {
+            let n = (sent - out.len()).min(d.len());
+            out.extend_from_slice(&d[..n]);
+        }
+        if !frames.is_empty() {
+            self.ahead = Some(Box::new(frames));
+        }
+        result.map(|()| (out.freeze(), total > max))
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = self.project();
+        if let Some(ahead) = this.ahead {
+            if let Some(f) = ahead.pop_front() {
+                return Poll::Ready(Some(Ok(f)));
+            }
+            *this.ahead = None;
+        }
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ahead.as_ref().is_none_or(|a| a.is_empty()) && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let Some(ahead) = &self.ahead else {
+            return inner;
+        };
+        let n: u64 = ahead
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + n);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + n);
+        }
+        hint
+    }
 }
 
 impl<B: Body> Body for CountingBody<B> {
