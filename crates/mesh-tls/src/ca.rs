@@ -901,19 +901,47 @@ impl MeshCa {
                 invalidity_date: None,
             });
         }
+        // nanoseconds: two lists made in the same second still get distinct numbers
         let crl_number = now
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
+        const MAX_VALIDITY: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+        if validity > MAX_VALIDITY {
+            return Err(TlsError::Config(
+                "revocation list validity must be at most 100 years".into(),
+            ));
+        }
+        // the list's authority key identifier is the signing certificate's own subject key
+        // identifier, which OpenSSL (Envoy) matches exactly: a plugged-in CA's is often a
+        // SHA-1 of its key, not the SHA-256 rcgen would compute
+        let key_identifier_method = signer
+            .extensions()
+            .iter()
+            .find_map(|e| match e.parsed_extension() {
+                x509_parser::extensions::ParsedExtension::SubjectKeyIdentifier(k) => {
+                    Some(KeyIdMethod::PreSpecified(k.0.to_vec()))
+                }
+                _ => None,
+            })
+            .unwrap_or(KeyIdMethod::Sha256);
         let params = CertificateRevocationListParams {
             this_update: (now - CLOCK_SKEW_GRACE).into(),
             next_update: (now + validity).into(),
             crl_number: SerialNumber::from(crl_number),
             issuing_distribution_point: None,
             revoked_certs,
-            key_identifier_method: KeyIdMethod::Sha256,
+            key_identifier_method,
         };
-        Ok(params.signed_by(&self.issuer)?.pem()?)
+        let crl = params.signed_by(&self.issuer).map_err(|e| match e {
+            rcgen::Error::IssuerNotCrlSigner => TlsError::Config(
+                "the CA certificate's key usage does not include cRLSign: it cannot sign \
+                 revocation lists"
+                    .into(),
+            ),
+            other => other.into(),
+        })?;
+        Ok(crl.pem()?)
     }
 }
 

@@ -270,9 +270,10 @@ pub trait CredentialLookup: Send + Sync + fmt::Debug {
 }
 
 /// Credentials stored as directories: `<root>/<name>/` holding Istio's generic secret keys
-/// (`cert`, `key`, `cacert`) or the TLS secret keys (`tls.crt`, `tls.key`, `ca.crt`), and
-/// optionally a separate `<root>/<name>-cacert/` with `cacert` or `ca.crt` (Istio's
-/// `<name>-cacert` secret).
+/// (`cert`, `key`, `cacert`, `crl`) or the TLS secret keys (`tls.crt`, `tls.key`, `ca.crt`,
+/// `ca.crl`), and optionally a separate `<root>/<name>-cacert/` with `cacert` or `ca.crt`
+/// (Istio's `<name>-cacert` secret). A CRL is taken with the roots it goes with: `ca.crl`
+/// beside `ca.crt`, `crl` beside `cacert`, in the same directory.
 ///
 /// # Examples
 ///
@@ -366,14 +367,19 @@ impl CredentialLookup for DirCredentials {
         let mut cred = Credential {
             cert_chain_pem: read_first(&dir, &["tls.crt", "cert"])?,
             key_pem: read_first(&dir, &["tls.key", "key"])?,
-            ca_pem: read_first(&dir, &["ca.crt", "cacert"])?,
-            crl_pem: read_first(&dir, &["ca.crl", "crl"])?,
+            ca_pem: None,
+            crl_pem: None,
         };
-        if cred.ca_pem.is_none() {
-            cred.ca_pem = read_first(&ca_dir, &["ca.crt", "cacert"])?;
-        }
-        if cred.crl_pem.is_none() {
-            cred.crl_pem = read_first(&ca_dir, &["ca.crl", "crl"])?;
+        // the roots, and the CRL of the same secret: `ca.crt` with `ca.crl`, `cacert` with
+        // `crl` (Istio's secret keys), from the credential or else its `-cacert` one
+        for d in [&dir, &ca_dir] {
+            for (ca, crl) in [("ca.crt", "ca.crl"), ("cacert", "crl")] {
+                if let Some(pem) = read_first(d, &[ca])? {
+                    cred.ca_pem = Some(pem);
+                    cred.crl_pem = read_first(d, &[crl])?;
+                    return Ok(cred);
+                }
+            }
         }
         Ok(cred)
     }
@@ -828,10 +834,14 @@ pub fn client_config(
                         path.display().to_string(),
                         pki::crls_from_pem(&path.display().to_string(), &pki::read_file(path)?)?,
                     )),
-                    (None, Some(pem)) => Some((
-                        "credentialName CRL".to_owned(),
-                        pki::crls_from_pem("credentialName CRL", pem.as_bytes())?,
-                    )),
+                    (None, Some(pem)) => {
+                        let what = format!(
+                            "credentialName {:?} CRL",
+                            settings.credential_name.as_deref().unwrap_or_default()
+                        );
+                        let crls = pki::crls_from_pem(&what, pem.as_bytes())?;
+                        Some((what, crls))
+                    }
                     (None, None) => None,
                 };
                 if settings.subject_alt_names.is_empty() {
@@ -853,11 +863,11 @@ pub fn client_config(
                         Some((what, crls)) => Some(pki::owned_crls(&what, &crls)?),
                         None => None,
                     };
-                    let v = MeshServerCertVerifier::shared(
+                    let v = MeshServerCertVerifier::shared_with_revocation(
                         verify::shared_trust(&roots)?,
                         ServerCheck::SubjectAltNames(settings.subject_alt_names.clone().into()),
-                    )
-                    .with_revocation(revocation);
+                        revocation,
+                    );
                     builder.dangerous().with_custom_certificate_verifier(v)
                 }
             };
@@ -1015,6 +1025,19 @@ mod tests {
         assert_eq!(c.ca_pem.as_deref(), Some("CA"));
         let dbg = format!("{c:?}");
         assert!(dbg.contains("redacted") && !dbg.contains("\"K\""), "{dbg}");
+        assert_eq!(c.crl_pem, None);
+        // a CRL goes with its roots: `crl` beside `cacert` in the -cacert secret; a `ca.crl`
+        // there does not pair with `cacert`
+        std::fs::write(root.path().join("a-cacert/ca.crl"), "TLS CRL").unwrap();
+        assert_eq!(d.lookup("a").unwrap().crl_pem, None);
+        std::fs::write(root.path().join("a-cacert/crl"), "CRL").unwrap();
+        assert_eq!(d.lookup("a").unwrap().crl_pem.as_deref(), Some("CRL"));
+        // roots in the credential itself: its own CRL, not the -cacert one
+        std::fs::write(root.path().join("a/ca.crt"), "OWN CA").unwrap();
+        let c = d.lookup("a").unwrap();
+        assert_eq!((c.ca_pem.as_deref(), c.crl_pem), (Some("OWN CA"), None));
+        std::fs::write(root.path().join("a/ca.crl"), "OWN CRL").unwrap();
+        assert_eq!(d.lookup("a").unwrap().crl_pem.as_deref(), Some("OWN CRL"));
     }
 
     #[test]

@@ -598,29 +598,20 @@ impl MeshServerCertVerifier {
     }
 
     pub(crate) fn shared(trust: SharedTrust, check: ServerCheck) -> Arc<Self> {
+        Self::shared_with_revocation(trust, check, None)
+    }
+
+    /// A verifier also checking the chain against `crls` (none: no revocation check).
+    pub(crate) fn shared_with_revocation(
+        trust: SharedTrust,
+        check: ServerCheck,
+        revocation: Option<Arc<[webpki::CertRevocationList<'static>]>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             trust,
             check,
-            revocation: None,
+            revocation,
         })
-    }
-
-    /// This verifier, also checking the chain against `crls` (none: no revocation check).
-    pub(crate) fn with_revocation(
-        self: Arc<Self>,
-        crls: Option<Arc<[webpki::CertRevocationList<'static>]>>,
-    ) -> Arc<Self> {
-        match Arc::try_unwrap(self) {
-            Ok(mut v) => {
-                v.revocation = crls;
-                Arc::new(v)
-            }
-            Err(shared) => Arc::new(Self {
-                trust: shared.trust.clone(),
-                check: shared.check.clone(),
-                revocation: crls,
-            }),
-        }
     }
 }
 
@@ -638,12 +629,24 @@ impl ServerCertVerifier for MeshServerCertVerifier {
             self.revocation.iter().flat_map(|c| c.iter()).collect();
         // as Envoy checks a CRL: every certificate of the chain, an unknown status and an
         // expired list refused
-        let revocation = webpki::RevocationOptionsBuilder::new(&crls).ok().map(|b| {
-            b.with_depth(webpki::RevocationCheckDepth::Chain)
-                .with_status_policy(webpki::UnknownStatusPolicy::Deny)
-                .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
-                .build()
-        });
+        let revocation = match (
+            &self.revocation,
+            webpki::RevocationOptionsBuilder::new(&crls),
+        ) {
+            (None, _) => None,
+            (Some(_), Ok(b)) => Some(
+                b.with_depth(webpki::RevocationCheckDepth::Chain)
+                    .with_status_policy(webpki::UnknownStatusPolicy::Deny)
+                    .with_expiration_policy(webpki::ExpirationPolicy::Enforce)
+                    .build(),
+            ),
+            // a revocation check configured with no list: refuse, never skip it
+            (Some(_), Err(_)) => {
+                return Err(rustls::Error::InvalidCertRevocationList(
+                    rustls::CertRevocationListError::ParseError,
+                ))
+            }
+        };
         let chain = webpki::EndEntityCert::try_from(end_entity)
             .map_err(webpki_error)
             .and_then(|ee| {

@@ -1145,3 +1145,125 @@ async fn simple_origination_checks_ca_crl() {
         );
     }
 }
+
+/// `caCrl` checks the whole chain, as Envoy: with root -> intermediate (the CA that signs
+/// the server), a list from the intermediate alone leaves the intermediate's status unknown
+/// (refused); with the root's list too it passes; a root list revoking the intermediate
+/// refuses the server though its own certificate is listed nowhere.
+#[tokio::test]
+async fn ca_crl_checks_every_certificate_of_the_chain() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+        DnType, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+        SerialNumber,
+    };
+    let ca_params = |cn: &str| {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        p.distinguished_name = dn;
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = (SystemTime::now() - Duration::from_secs(3600)).into();
+        p.not_after = (SystemTime::now() + Duration::from_secs(86_400)).into();
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params("Root CA");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().unwrap();
+    let mut int_params = ca_params("Intermediate CA");
+    int_params.serial_number = Some(SerialNumber::from(0x1234_u64));
+    let int = int_params.signed_by(&int_key, &root_issuer).unwrap();
+    let ca = MeshCa::from_plugin_pem(
+        int.pem().as_bytes(),
+        int_key.serialize_pem().as_bytes(),
+        root.pem().as_bytes(),
+        None,
+        TD,
+    )
+    .unwrap();
+    let root_list = |revoked: Vec<RevokedCertParams>| {
+        CertificateRevocationListParams {
+            this_update: (SystemTime::now() - Duration::from_secs(60)).into(),
+            next_update: (SystemTime::now() + Duration::from_secs(3600)).into(),
+            crl_number: SerialNumber::from(1_u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked,
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&root_issuer)
+        .unwrap()
+        .pem()
+        .unwrap()
+    };
+    let int_revoked = RevokedCertParams {
+        serial_number: SerialNumber::from(0x1234_u64),
+        revocation_time: SystemTime::now().into(),
+        reason_code: None,
+        invalidity_date: None,
+    };
+
+    let scert = ca
+        .issue(
+            &id(TD, "ext", "api"),
+            DEFAULT_WORKLOAD_TTL,
+            &["api.example.com"],
+        )
+        .unwrap();
+    assert_eq!(scert.chain_der().unwrap().len(), 2, "leaf and intermediate");
+    let server_cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(scert.chain_der().unwrap(), scert.key_der().unwrap())
+        .unwrap();
+    let server = echo_server(
+        InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(server_cfg)))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let root_file = dir.path().join("root.pem");
+    std::fs::write(&root_file, root.pem()).unwrap();
+    let int_crl = ca.revocation_list(&[], Duration::from_secs(3600)).unwrap();
+    let dest = Destination {
+        host: "api.example.com",
+        port: 443,
+        subset: None,
+        service_accounts: &[],
+    };
+    for (name, crls, ok) in [
+        ("intermediate's list only", int_crl.clone(), false),
+        (
+            "both lists",
+            format!("{int_crl}{}", root_list(vec![])),
+            true,
+        ),
+        (
+            "the root revokes the intermediate",
+            format!("{int_crl}{}", root_list(vec![int_revoked.clone()])),
+            false,
+        ),
+    ] {
+        let crl_file = dir.path().join("ca.crl");
+        std::fs::write(&crl_file, crls).unwrap();
+        for sans in [vec![], vec!["api.example.com".to_string()]] {
+            let settings = ClientTlsSettings {
+                mode: ClientTlsMode::Simple,
+                ca_certificates: Some(root_file.clone()),
+                ca_crl: Some(crl_file.clone()),
+                subject_alt_names: sans.clone(),
+                ..Default::default()
+            };
+            let out = client_config(&settings, &dest, &ClientContext::default())
+                .unwrap()
+                .unwrap();
+            let r = out
+                .connect(TcpStream::connect(server.addr).await.unwrap())
+                .await;
+            assert_eq!(r.is_ok(), ok, "{name}, SANs {sans:?}: {r:?}");
+        }
+    }
+}

@@ -293,7 +293,7 @@ spec:
     let err = start("bad-crl", listen().await.unwrap()).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("credentialName \"bad-crl\": ca.crl: no X509 CRL block found"),
+            .contains("credentialName \"bad-crl\" CRL: no X509 CRL block found"),
         "{err}"
     );
 }

@@ -130,8 +130,9 @@ spec:
 }
 
 #[tokio::test]
-async fn http_and_sniffed_ports_stay_http1_on_plaintext() {
+async fn http_and_sniffed_ports_stay_http1_on_plaintext_unless_upgraded() {
     let h1 = http1_server().await.port();
+    let h2 = h2_only_server().await.port();
     let mesh = Mesh::from_yaml(&format!(
         "
 apiVersion: networking.istio.io/v1
@@ -142,8 +143,9 @@ spec:
   ports:
   - {{number: 80, name: http, protocol: HTTP}}
   - {{number: 8080, name: other}}
+  - {{number: 9090, name: sniffed}}
   resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {h1}, other: {h1}}}}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {h1}, other: {h1}, sniffed: {h2}}}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -152,8 +154,9 @@ spec:
   host: legacy.example.internal
   trafficPolicy:
     portLevelSettings:
-    # Istio upgrades declared HTTP ports only: a sniffed port keeps HTTP/1.1
-    - port: {{number: 8080}}
+    # istiod's shouldH2Upgrade: a rule's UPGRADE upgrades a sniffed port too (the user
+    # says it is HTTP)
+    - port: {{number: 9090}}
       connectionPool: {{http: {{h2UpgradePolicy: UPGRADE}}}}
 "
     ))
@@ -165,6 +168,13 @@ spec:
         assert_eq!(status, 200, "{uri}: {failure}");
         assert!(body.starts_with("HTTP/1.1 "), "{uri}: {body}");
     }
+    let uri = "http://legacy.example.internal:9090/";
+    let (status, body, failure) = get(&c, uri).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "HTTP/2.0"),
+        "{uri}: {failure}"
+    );
 }
 
 // 2. resolution: NONE ------------------------------------------------------------------

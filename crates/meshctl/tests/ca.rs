@@ -443,3 +443,108 @@ fn crl_revokes_what_it_lists() {
     assert!(!o.status.success());
     assert!(text(&o).contains("certificate revoked"), "{}", text(&o));
 }
+
+/// A plugged-in CA made by OpenSSL (its subject key identifier a SHA-1 of its key): the
+/// list's authority key identifier is that identifier, so OpenSSL finds the list and
+/// checks it. A CA whose key usage leaves out cRLSign (Istio's sample CA) cannot sign one.
+#[test]
+fn crl_from_a_plugged_in_openssl_ca() {
+    if !openssl() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca-cert.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/O=corp/CN=corp root",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .current_dir(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["root-cert.pem", "cert-chain.pem"] {
+        std::fs::copy(src.join("ca-cert.pem"), src.join(f)).unwrap();
+    }
+    let ca = tmp.path().join("ca");
+    let run = |args: &[&str]| {
+        let o = meshctl(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    run(&["ca", "init", "--dir", p(&ca), "--plugin", p(&src)]);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (sa, out) in [("a", &a), ("b", &b)] {
+        run(&[
+            "ca",
+            "issue",
+            "--dir",
+            p(&ca),
+            "-n",
+            "default",
+            "--service-account",
+            sa,
+            "--out",
+            p(out),
+        ]);
+    }
+    let crl = tmp.path().join("ca.crl");
+    run(&[
+        "ca",
+        "crl",
+        "--dir",
+        p(&ca),
+        "--out",
+        p(&crl),
+        "--revoke",
+        p(&a.join("cert-chain.pem")),
+    ]);
+    let verify = |cert: &Path| {
+        Command::new("openssl")
+            .args(["verify", "-crl_check", "-CAfile"])
+            .arg(src.join("root-cert.pem"))
+            .arg("-CRLfile")
+            .arg(&crl)
+            .arg(cert.join("cert-chain.pem"))
+            .output()
+            .unwrap()
+    };
+    let o = verify(&b);
+    assert!(o.status.success(), "b: {}", text(&o));
+    let o = verify(&a);
+    assert!(text(&o).contains("certificate revoked"), "{}", text(&o));
+
+    // Istio's sample CA has no cRLSign
+    let Some(samples) = samples() else {
+        return;
+    };
+    let sample = tmp.path().join("sample");
+    run(&["ca", "init", "--dir", p(&sample), "--plugin", p(&samples)]);
+    let o = meshctl(&[
+        "ca",
+        "crl",
+        "--dir",
+        p(&sample),
+        "--out",
+        p(&tmp.path().join("x.crl")),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cRLSign"), "{}", text(&o));
+}

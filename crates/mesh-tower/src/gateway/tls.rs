@@ -230,7 +230,7 @@ pub(crate) fn build_config(
     let builder = match tls.mode {
         ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
             let ca_name = tls.ca_cert_credential_name.as_deref();
-            // the roots and the CRL (`ca.crl` / `crl`) come from the same credential
+            // the roots and the CRL that goes with them (`ca.crl` / `crl`), from one credential
             let (ca, crl) = match ca_name {
                 Some(n) => {
                     let c = creds.lookup(n).map_err(fail)?;
@@ -255,9 +255,12 @@ pub(crate) fn build_config(
             // as Envoy checks a CRL: the client's whole chain, a CA without a CRL of its
             // issuer and an expired list refused
             let v = match crl {
-                Some(pem) => v
-                    .with_crls(mesh_tls::crls_from_pem("ca.crl", pem.as_bytes()).map_err(fail)?)
-                    .enforce_revocation_expiration(),
+                Some(pem) => {
+                    let what = format!("credentialName {:?} CRL", ca_name.unwrap_or(name));
+                    let crls = mesh_tls::crls_from_pem(&what, pem.as_bytes())
+                        .map_err(|e| e.to_string())?;
+                    v.with_crls(crls).enforce_revocation_expiration()
+                }
                 None => v,
             };
             let v = if tls.mode == ServerTlsMode::OptionalMutual {

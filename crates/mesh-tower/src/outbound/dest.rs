@@ -712,17 +712,22 @@ fn tls_settings(t: &CoreTls) -> ClientTlsSettings {
 }
 
 /// The `h2UpgradePolicy` in force for a destination port, as istiod's `shouldH2Upgrade`:
-/// the DestinationRule's `UPGRADE` or `DO_NOT_UPGRADE`, else (unset or `DEFAULT`) MeshConfig's
-/// `UPGRADE` for a port declared `HTTP` (a sniffed port keeps the downstream's protocol;
-/// `HTTP2` and gRPC ports speak HTTP/2 anyway), else none.
+/// none with the DestinationRule's `useClientProtocol`; the rule's `UPGRADE` or
+/// `DO_NOT_UPGRADE` (its `UPGRADE` on any port, a sniffed one too: the user says it is
+/// HTTP); else (unset or `DEFAULT`) MeshConfig's `UPGRADE` for a port declared `HTTP` (a
+/// sniffed port keeps the downstream's protocol; `HTTP2` and gRPC ports speak HTTP/2
+/// anyway); else none.
 fn h2_upgrade_policy(
     service: &Service,
     port: u16,
-    rule: Option<mesh_core::model::H2UpgradePolicy>,
+    http: Option<&mesh_core::model::HttpSettings>,
     mesh_upgrade: bool,
 ) -> Option<mesh_core::model::H2UpgradePolicy> {
     use mesh_core::model::H2UpgradePolicy;
-    match rule {
+    if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        return None;
+    }
+    match http.and_then(|h| h.h2_upgrade_policy) {
         Some(p @ (H2UpgradePolicy::Upgrade | H2UpgradePolicy::DoNotUpgrade)) => Some(p),
         _ if mesh_upgrade && service.port(port).is_some_and(|p| &*p.protocol == "HTTP") => {
             Some(H2UpgradePolicy::Upgrade)
@@ -757,19 +762,21 @@ fn upstream_alpn(
 }
 
 /// Plaintext connections speak HTTP/2 with prior knowledge (h2c): the port is declared
-/// `HTTP2`/`GRPC`/`GRPC-WEB`, or declared `HTTP` and upgraded by `h2UpgradePolicy:
-/// UPGRADE`. Istio upgrades declared HTTP ports only: an undeclared (sniffed) port keeps
-/// the downstream's protocol, and a mesh client's attempts go out as HTTP/1.1.
+/// `HTTP2`/`GRPC`/`GRPC-WEB`, or declared `HTTP` or sniffed and upgraded (see
+/// [`h2_upgrade_policy`]: a sniffed port only by a DestinationRule's `UPGRADE`). Otherwise
+/// a mesh client's attempts go out as HTTP/1.1.
 fn plaintext_h2(
     service: &Service,
     port: u16,
     h2_upgrade: Option<mesh_core::model::H2UpgradePolicy>,
 ) -> bool {
     use mesh_core::model::H2UpgradePolicy;
-    let protocol = service.port(port).map(|p| &*p.protocol).unwrap_or("");
-    match protocol {
+    let Some(declared) = service.port(port) else {
+        return false;
+    };
+    match &*declared.protocol {
         "HTTP2" | "GRPC" | "GRPC-WEB" => true,
-        "HTTP" => h2_upgrade == Some(H2UpgradePolicy::Upgrade),
+        "HTTP" | "" => h2_upgrade == Some(H2UpgradePolicy::Upgrade),
         _ => false,
     }
 }
@@ -956,12 +963,7 @@ fn build(
         .map(|d| d.as_std())
         .filter(|d| !d.is_zero())
         .unwrap_or(shared.options.connect_timeout);
-    let h2_upgrade = h2_upgrade_policy(
-        service,
-        key.port,
-        http.and_then(|h| h.h2_upgrade_policy),
-        snap.options().h2_upgrade,
-    );
+    let h2_upgrade = h2_upgrade_policy(service, key.port, http, snap.options().h2_upgrade);
     let alpn = upstream_alpn(service, key.port, h2_upgrade);
     let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints, alpn);
     // Istio's `applyConnectionPool` sets the cluster's HTTP idle timeout
@@ -1242,7 +1244,7 @@ spec:
             (4, None, false),
             (4, Some(Upgrade), true),
             (4, Some(DoNotUpgrade), false),
-            (5, Some(Upgrade), false), // sniffed: the downstream's protocol
+            (5, Some(Upgrade), true), // sniffed: the rule says it is HTTP (istiod)
             (6, Some(Upgrade), false),
             (99, None, false),
         ];
@@ -1272,16 +1274,30 @@ spec:
             (6, None, true, None),
             (99, None, true, None),
         ];
-        for (port, rule, mesh, want) in cases {
-            let got = h2_upgrade_policy(svc, port, rule, mesh);
-            assert_eq!(got, want, "{port} {rule:?} {mesh}");
+        let rule = |p| mesh_core::model::HttpSettings {
+            h2_upgrade_policy: p,
+            ..std::default::Default::default()
+        };
+        for (port, policy, mesh, want) in cases {
+            let got = h2_upgrade_policy(svc, port, Some(&rule(policy)), mesh);
+            assert_eq!(got, want, "{port} {policy:?} {mesh}");
         }
+        // useClientProtocol: never upgraded, by the mesh or by the rule
+        let client_protocol = mesh_core::model::HttpSettings {
+            use_client_protocol: Some(true),
+            ..std::default::Default::default()
+        };
+        assert_eq!(
+            h2_upgrade_policy(svc, 4, Some(&client_protocol), true),
+            None
+        );
         // in force, it makes the port's plaintext connections h2c
         assert!(plaintext_h2(svc, 4, h2_upgrade_policy(svc, 4, None, true)));
+        let keep = rule(Some(DoNotUpgrade));
         assert!(!plaintext_h2(
             svc,
             4,
-            h2_upgrade_policy(svc, 4, Some(DoNotUpgrade), true)
+            h2_upgrade_policy(svc, 4, Some(&keep), true)
         ));
     }
 
