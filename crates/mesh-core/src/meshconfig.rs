@@ -881,7 +881,8 @@ impl ExtAuthzRef<'_> {
 /// istiod passes `maxRequestBytes` to Envoy's ext_authz `with_request_body`, whose
 /// validation refuses 0: the workload's listener would be rejected.
 const BODY_LIMIT_ZERO: &str = "includeRequestBodyInCheck.maxRequestBytes must be greater than 0 \
-     (Envoy refuses an ext_authz filter buffering no byte)";
+     (Envoy refuses an ext_authz filter buffering no byte): the provider is not used, and \
+     CUSTOM policies naming it deny the requests they match";
 
 /// `includeRequestBodyInCheck`: the request body goes with the check, as Envoy's ext_authz
 /// `with_request_body` sends it: the mesh server (or gateway) reads up to
@@ -2117,12 +2118,15 @@ fn ext_authz_grpc(
         .as_ref()
         .is_some_and(|b| b.max_request_bytes == 0)
     {
+        // Envoy refuses the filter (the workload's listener is NACKed): the provider is
+        // not used, so CUSTOM policies naming it deny what they match
         report(
-            Severity::Error,
+            Severity::Warning,
             codes::INVALID_VALUE,
             format!("{at}.includeRequestBodyInCheck.maxRequestBytes"),
             BODY_LIMIT_ZERO.to_owned(),
         );
+        return None;
     }
     Some(ExtAuthzGrpc {
         service: g.service.clone(),
@@ -2208,12 +2212,15 @@ fn ext_authz_http(
         .as_ref()
         .is_some_and(|b| b.max_request_bytes == 0)
     {
+        // Envoy refuses the filter (the workload's listener is NACKed): the provider is
+        // not used, so CUSTOM policies naming it deny what they match
         report(
-            Severity::Error,
+            Severity::Warning,
             codes::INVALID_VALUE,
             format!("{at}.includeRequestBodyInCheck.maxRequestBytes"),
             BODY_LIMIT_ZERO.to_owned(),
         );
+        return None;
     }
     if !h.include_headers_in_check.is_empty() {
         report(
@@ -2532,6 +2539,27 @@ extensionProviders:
         )
         .unwrap();
         assert_eq!(c.root_namespace.as_deref(), Some("mesh-root"));
+    }
+
+    #[test]
+    fn body_in_check_needs_a_limit() {
+        let yaml = |body: &str| {
+            format!(
+                "extensionProviders:\n- name: opa\n  envoyExtAuthzHttp: {{service: opa.opa.svc.cluster.local, port: 8181, includeRequestBodyInCheck: {body}}}\n"
+            )
+        };
+        let ok = MeshConfig::from_yaml(&yaml("{maxRequestBytes: 1024}")).unwrap();
+        assert_eq!(ok.extension_providers.len(), 1);
+        // no limit (0): a warning, and the provider is dropped (CUSTOM policies naming it
+        // deny), the rest of the MeshConfig kept
+        let loaded = load_str(&yaml("{allowPartialMessage: true}"), "mesh.yaml");
+        assert!(loaded.config.unwrap().extension_providers.is_empty());
+        let d = &loaded.diagnostics;
+        assert!(
+            d.iter()
+                .any(|d| d.message.contains("maxRequestBytes must be greater than 0")),
+            "{d:?}"
+        );
     }
 
     #[test]

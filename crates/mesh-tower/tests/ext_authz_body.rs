@@ -137,6 +137,16 @@ impl http_body::Body for Chunks {
 
 /// POST `body` as `chunks` data frames (no Content-Length when more than one).
 async fn post(addr: SocketAddr, path: &str, body: &str, chunks: usize) -> (StatusCode, String) {
+    post_with(addr, path, body, chunks, &[]).await
+}
+
+async fn post_with(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    chunks: usize,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Chunks>();
     let step = body.len().div_ceil(chunks.max(1)).max(1);
     let frames = body
@@ -147,6 +157,9 @@ async fn post(addr: SocketAddr, path: &str, body: &str, chunks: usize) -> (Statu
     let mut req = Request::post(format!("http://{addr}{path}")).header("host", "httpbin.foo:8000");
     if chunks <= 1 {
         req = req.header("content-length", body.len());
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let resp = client
         .request(req.body(Chunks(frames)).unwrap())
@@ -191,6 +204,18 @@ async fn the_check_carries_the_body_and_the_app_still_reads_it() {
     let (h, got) = seen.lock().unwrap().pop().unwrap();
     assert!(got.is_empty());
     assert!(h.get("x-envoy-auth-partial-body").is_none(), "{h:?}");
+    // an upgrade offer other than WebSocket does not skip the body (Envoy buffers it)
+    let (st, _) = post_with(
+        addr,
+        "/post",
+        r#"{"verdict": "no"}"#,
+        1,
+        &[("connection", "upgrade"), ("upgrade", "h2c")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, got) = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(got, r#"{"verdict": "no"}"#);
     // a path the CUSTOM policy does not match: not read ahead, not asked
     let before = seen.lock().unwrap().len();
     let (st, body) = post(addr, "/anything", &big, 3).await;
@@ -272,4 +297,34 @@ spec:
     assert!(seen.lock().unwrap().iter().all(|(_, b)| b == ok));
     let (st, _) = post(addr, "/post", r#"{"verdict": "no"}"#, 1).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+}
+
+/// An `AuthorizationLayer` in a stack of the application's own: the body is not one a mesh
+/// server received, so it cannot be read for the check; the request is refused with
+/// `statusOnError`, never checked without the body the provider asks for.
+#[tokio::test]
+async fn a_body_the_mesh_did_not_receive_is_refused() {
+    use tower::ServiceExt;
+    let (authz, seen) = authorizer().await;
+    let mesh = mesh(authz.port(), "{maxRequestBytes: 64}");
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let layer = mesh_tower::authz::AuthorizationLayer::new(mesh, "foo", labels).with_port(8000);
+    let app = tower::service_fn(|_req: Request<http_body_util::Full<Bytes>>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+            Bytes::from_static(b"app"),
+        )))
+    });
+    let svc = mesh_tower::authz::Authorization::new(app, layer);
+    let req = Request::post("/post")
+        .header("host", "httpbin.foo:8000")
+        .body(http_body_util::Full::new(Bytes::from_static(
+            b"{\"verdict\": \"ok\"}",
+        )))
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the authorizer was not asked"
+    );
 }

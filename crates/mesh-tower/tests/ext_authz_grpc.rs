@@ -162,10 +162,16 @@ async fn check(req: Request<Incoming>, seen: Seen) -> Result<Response<GrpcBody>,
         }
         return Ok(grpc_answer(answer));
     };
-    let headers: Vec<(String, String)> = sub(http, 3)
+    let mut headers: Vec<(String, String)> = sub(http, 3)
         .into_iter()
         .map(|e| (text(e, 1), text(e, 2)))
         .collect();
+    // the body fields, noted among the headers under names no header has
+    for (field, name) in [(11, "@body"), (12, "@raw_body")] {
+        if let Some(b) = sub(http, field).first() {
+            headers.push((name.to_owned(), String::from_utf8_lossy(b).into_owned()));
+        }
+    }
     let header = |name: &str| {
         headers
             .iter()
@@ -569,4 +575,47 @@ extensionProviders:
         2,
         "asked once per connection, only with the reachable gRPC provider"
     );
+}
+
+/// `includeRequestBodyInCheck` with a gRPC authorizer: the first `maxRequestBytes` of the
+/// body in `body` (a protobuf string: invalid UTF-8 bytes become `!`, as Envoy sanitizes
+/// it) or, with `packAsBytes`, as they are in `raw_body`; `x-envoy-auth-partial-body` in
+/// the headers; the application reads the whole body.
+#[tokio::test]
+async fn the_grpc_check_carries_the_body() {
+    for (pack_as_bytes, field, want) in [
+        (false, "@body", "!binary"),
+        (true, "@raw_body", "\u{fffd}binary"),
+    ] {
+        let (authz, seen) = authorizer().await;
+        let mesh = Mesh::with_mesh_config(&mesh_config(&format!(
+            "    includeRequestBodyInCheck: {{maxRequestBytes: 7, allowPartialMessage: true, packAsBytes: {pack_as_bytes}}}"
+        )));
+        mesh.reload_loaded(mesh_core::load::load_str(&policies(authz.port()), "p.yaml"))
+            .unwrap();
+        let addr = httpbin(mesh).await;
+        let client =
+            Client::builder(TokioExecutor::new()).build_http::<http_body_util::Full<Bytes>>();
+        let req = Request::post(format!("http://{addr}/headers"))
+            .header("host", "httpbin.foo:8000")
+            .header("x-ext-authz", "allow")
+            .body(http_body_util::Full::new(Bytes::from_static(
+                b"\xffbinary and more",
+            )))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "packAsBytes {pack_as_bytes}");
+        let seen = seen.lock().unwrap();
+        let (_, _, _, headers) = seen.last().unwrap();
+        let get = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get(field), Some(want), "packAsBytes {pack_as_bytes}");
+        assert_eq!(get("x-envoy-auth-partial-body"), Some("true"));
+        let other = if pack_as_bytes { "@body" } else { "@raw_body" };
+        assert_eq!(get(other), None);
+    }
 }

@@ -201,8 +201,11 @@ impl ExtAuthzClient {
         let mut out = Request::builder()
             .method(req.method().clone())
             .uri(uri)
-            .body(Full::new(body.map(|b| b.bytes.clone()).unwrap_or_default()))
+            .body(Full::new(
+                body.map(CheckBody::http_body).unwrap_or_default(),
+            ))
             .ok()?;
+        let len = http_body::Body::size_hint(out.body()).exact().unwrap_or(0);
         let h = out.headers_mut();
         let host = req.headers().get(HOST).cloned().or_else(|| {
             req.uri()
@@ -212,10 +215,7 @@ impl ExtAuthzClient {
         if let Some(host) = host {
             h.insert(HOST, host);
         }
-        h.insert(
-            CONTENT_LENGTH,
-            HeaderValue::from(body.map_or(0, |b| b.bytes.len())),
-        );
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
         for name in req.headers().keys() {
             // a client's own partial-body header never reaches the authorizer (Envoy)
             if name == HOST || name == CONTENT_LENGTH || name == PARTIAL_BODY {
@@ -338,6 +338,43 @@ pub(crate) struct CheckBody {
 }
 
 impl CheckBody {
+    /// The body as Envoy puts it in `AttributeContext.HttpRequest.body`, a protobuf
+    /// `string`: valid UTF-8, each byte of an invalid sequence replaced by `!`
+    /// (`MessageUtil::sanitizeUtf8String`). The body as read when it is UTF-8 already.
+    pub(crate) fn utf8(&self) -> Bytes {
+        let mut rest: &[u8] = &self.bytes;
+        if std::str::from_utf8(rest).is_ok() {
+            return self.bytes.clone();
+        }
+        let mut out = Vec::with_capacity(rest.len());
+        loop {
+            match std::str::from_utf8(rest) {
+                Ok(_) => {
+                    out.extend_from_slice(rest);
+                    break;
+                }
+                Err(e) => {
+                    let (good, bad) = rest.split_at(e.valid_up_to());
+                    out.extend_from_slice(good);
+                    let n = e.error_len().unwrap_or(bad.len());
+                    out.extend(std::iter::repeat_n(b'!', n));
+                    rest = &bad[n..];
+                }
+            }
+        }
+        Bytes::from(out)
+    }
+
+    /// What the HTTP check carries, as Envoy's raw HTTP client sends it: the `body` field
+    /// (sanitized), none with `packAsBytes` (that goes to `raw_body`, which it does not send).
+    pub(crate) fn http_body(&self) -> Bytes {
+        if self.pack_as_bytes {
+            Bytes::new()
+        } else {
+            self.utf8()
+        }
+    }
+
     pub(crate) fn partial_str(&self) -> &'static str {
         if self.partial {
             "true"
@@ -497,6 +534,32 @@ mod tests {
         assert_eq!(h["content-length"], "0");
         assert_eq!(h["x-from"], "mesh");
         assert!(h.get("cookie").is_none());
+    }
+
+    #[test]
+    fn check_bodies_as_envoy_sends_them() {
+        let body = |b: &'static [u8], pack_as_bytes| CheckBody {
+            bytes: Bytes::from_static(b),
+            partial: false,
+            pack_as_bytes,
+        };
+        // UTF-8 as it is; each byte of an invalid sequence becomes `!`
+        assert_eq!(body("héllo".as_bytes(), false).utf8(), "héllo");
+        assert_eq!(body(b"a\xff\xfeb\xe2\x82", false).utf8(), "a!!b!!");
+        // the HTTP check: the sanitized body, none with packAsBytes
+        assert_eq!(body(b"\x00\x01\xff", false).http_body(), "\0\u{1}!");
+        assert!(body(b"\x00\x01\xff", true).http_body().is_empty());
+        let c = ExtAuthzClient::new(
+            "p",
+            Arc::new(ExtAuthzHttp::new("ext-authz.foo.svc.cluster.local", 8000)),
+        );
+        let req = Request::post("/").body(()).unwrap();
+        let check = c.check_request(&req, Some(&body(b"{}", false))).unwrap();
+        assert_eq!(check.headers()["content-length"], "2");
+        // the partial-body header only when includeRequestHeadersInCheck selects it
+        assert!(check.headers().get(PARTIAL_BODY).is_none());
+        let check = c.check_request(&req, Some(&body(b"{}", true))).unwrap();
+        assert_eq!(check.headers()["content-length"], "0");
     }
 
     #[test]

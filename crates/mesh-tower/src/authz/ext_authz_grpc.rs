@@ -274,7 +274,12 @@ fn http_request<B>(h: &mut Writer, req: &Request<B>, body: Option<&CheckBody>) {
     };
     h.string(10, protocol);
     if let Some(b) = body {
-        h.bytes(if b.pack_as_bytes { 12 } else { 11 }, &b.bytes);
+        if b.pack_as_bytes {
+            h.bytes(12, &b.bytes);
+        } else {
+            // a protobuf `string`: valid UTF-8, as Envoy sanitizes it
+            h.bytes(11, &b.utf8());
+        }
     }
 }
 

@@ -1077,7 +1077,7 @@ impl PendingCheck {
             (Some(check), _) => check,
             (None, settings) => {
                 let body = match settings {
-                    Some(s) => read_body_for_check(req, s).await?,
+                    Some(s) => read_body_for_check(req, s, client.status_on_error()).await?,
                     None => None,
                 };
                 match client.prepare(req, layer.local_principal(), body.as_ref()) {
@@ -1159,32 +1159,44 @@ impl PendingCheck {
 /// `maxRequestBytes` (413 `Payload Too Large` beyond it without `allowPartialMessage`).
 /// The application then reads the whole body as sent. A body a mesh server or gateway did
 /// not receive itself (an [`AuthorizationLayer`] in a stack of the application's own)
-/// cannot be read ahead: the check carries none and says `x-envoy-auth-partial-body:
-/// true`, so an authorizer that needs the body can refuse.
+/// cannot be read ahead: the request is refused with the provider's `statusOnError` (never
+/// checked without the body its authorizer asked for). A client that sends nothing for
+/// [`BODY_IDLE_TIMEOUT`] gets 408, as Envoy's stream idle timeout.
 async fn read_body_for_check<B: 'static, R: From<Bytes>>(
     req: &mut Request<B>,
     s: mesh_core::meshconfig::RequestBodyInCheck,
+    status_on_error: u16,
 ) -> Result<Option<ext_authz::CheckBody>, Response<R>> {
-    if crate::outbound::upgrade_of(req.headers()).is_some() {
+    // Envoy skips the buffering for a WebSocket upgrade only (its HTTP/1 codec drops an h2c
+    // offer; any other upgrade's body is read as a body)
+    if crate::outbound::upgrade_of(req.headers())
+        == Some(crate::outbound::UpgradeRequest::WebSocket)
+    {
         return Ok(None);
     }
     let grpc = is_grpc(req.headers());
     let any: &mut dyn std::any::Any = req.body_mut();
     let Some(body) = any.downcast_mut::<crate::inbound::ServerBody>() else {
         tracing::warn!(target: TARGET, "ext_authz: includeRequestBodyInCheck, but this \
-            request's body is not one the mesh received: the check carries no body");
-        return Ok(Some(ext_authz::CheckBody {
-            bytes: Bytes::new(),
-            partial: true,
-            pack_as_bytes: s.pack_as_bytes,
-        }));
+            request's body is not one a mesh server or gateway received: it cannot be read \
+            for the check; refused with statusOnError");
+        let status = StatusCode::from_u16(status_on_error).unwrap_or(StatusCode::FORBIDDEN);
+        let mut out = denial::<R>(status, Bytes::new(), grpc);
+        out.extensions_mut()
+            .insert(ResponseCodeDetails("ext_authz_error".to_owned()));
+        out.extensions_mut()
+            .insert(ResponseFlags::UNAUTHORIZED_EXTERNAL_SERVICE);
+        return Err(out);
     };
     let body = body.inner_mut().inner_mut();
     if http_body::Body::is_end_stream(body) {
         return Ok(None);
     }
     let max = usize::try_from(s.max_request_bytes).unwrap_or(usize::MAX);
-    match body.read_ahead(max, s.allow_partial_message).await {
+    match body
+        .read_ahead(max, s.allow_partial_message, BODY_IDLE_TIMEOUT)
+        .await
+    {
         Ok((bytes, partial)) => Ok(Some(ext_authz::CheckBody {
             bytes,
             partial,
@@ -1197,8 +1209,24 @@ async fn read_body_for_check<B: 'static, R: From<Bytes>>(
                 Bytes::from_static(b"Payload Too Large"),
                 grpc,
             );
+            if !grpc {
+                out.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain"),
+                );
+            }
             out.extensions_mut()
                 .insert(ResponseCodeDetails("request_payload_too_large".to_owned()));
+            Err(out)
+        }
+        Err(crate::observe::ReadAheadError::Idle) => {
+            let mut out = denial::<R>(
+                StatusCode::REQUEST_TIMEOUT,
+                Bytes::from_static(b"stream timeout"),
+                grpc,
+            );
+            out.extensions_mut()
+                .insert(ResponseCodeDetails("stream_idle_timeout".to_owned()));
             Err(out)
         }
         Err(crate::observe::ReadAheadError::Read(e)) => {
@@ -1211,6 +1239,10 @@ async fn read_body_for_check<B: 'static, R: From<Bytes>>(
         }
     }
 }
+
+/// How long reading a body ahead for a check waits for the client's next bytes (Envoy's
+/// default `stream_idle_timeout`, which Istio keeps).
+const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The local reply of an ext_authz denial: the status and body, or for gRPC a trailers-only
 /// answer with the status mapped (Envoy's `sendLocalReply`).

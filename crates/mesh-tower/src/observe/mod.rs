@@ -693,6 +693,8 @@ pin_project! {
 pub(crate) enum ReadAheadError {
     /// More than the limit, when a partial body is not allowed.
     TooLarge,
+    /// The client sent nothing for the idle timeout.
+    Idle,
     /// The body could not be read (the client went away).
     Read(hyper::Error),
 }
@@ -707,11 +709,13 @@ impl ReplayBody {
     /// `allow_partial`) until at least `max` bytes are in; more than `max` without
     /// `allow_partial` is [`ReadAheadError::TooLarge`]. Returns the first `max` bytes and
     /// whether the buffered body was longer (Envoy's `x-envoy-auth-partial-body`). What
-    /// was read is handed out again, in order, before the rest of the body.
+    /// was read is handed out again, in order, before the rest of the body. Waiting longer
+    /// than `idle` for the next frame is [`ReadAheadError::Idle`].
     pub(crate) async fn read_ahead(
         &mut self,
         max: usize,
         allow_partial: bool,
+        idle: std::time::Duration,
     ) -> Result<(bytes::Bytes, bool), ReadAheadError> {
         use http_body_util::BodyExt;
         let mut frames = self.ahead.take().map(|b| *b).unwrap_or_default();
@@ -723,7 +727,10 @@ impl ReplayBody {
             if allow_partial && total >= max {
                 break Ok(());
             }
-            match self.inner.frame().await {
+            let Ok(next) = tokio::time::timeout(idle, self.inner.frame()).await else {
+                break Err(ReadAheadError::Idle);
+            };
+            match next {
                 None => break Ok(()),
                 Some(Err(e)) => break Err(ReadAheadError::Read(e)),
                 Some(Ok(f)) => {
@@ -736,15 +743,22 @@ impl ReplayBody {
             }
         };
         let sent = total.min(max);
-        let mut out = bytes::BytesMut::with_capacity(sent);
-        for d in frames.iter().filter_map(Frame::data_ref) {
-            let n = (sent - out.len()).min(d.len());
-            out.extend_from_slice(&d[..n]);
-        }
+        let out = match frames.iter().find_map(Frame::data_ref) {
+            // one frame holds it all (the usual small body): a view of it, no copy
+            Some(d) if d.len() >= sent => d.slice(..sent),
+            _ => {
+                let mut out = bytes::BytesMut::with_capacity(sent);
+                for d in frames.iter().filter_map(Frame::data_ref) {
+                    let n = (sent - out.len()).min(d.len());
+                    out.extend_from_slice(&d[..n]);
+                }
+                out.freeze()
+            }
+        };
         if !frames.is_empty() {
             self.ahead = Some(Box::new(frames));
         }
-        result.map(|()| (out.freeze(), total > max))
+        result.map(|()| (out, total > max))
     }
 }
 
