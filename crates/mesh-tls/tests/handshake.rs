@@ -507,18 +507,7 @@ async fn simple_and_mutual_origination() {
             &["api.example.com", "localhost"],
         )
         .unwrap();
-    let server_cfg = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(scert.chain_der().unwrap(), scert.key_der().unwrap())
-        .unwrap();
-    // an InboundTls in STRICT mode with a no-client-auth config: just a TLS server
-    let server = echo_server(
-        InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(server_cfg)))
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let server = tls_server(&scert).await;
     let dest = Destination {
         host: "api.example.com",
         port: 443,
@@ -1048,17 +1037,7 @@ async fn simple_origination_checks_ca_crl() {
     let other = ca
         .issue(&id(TD, "ext", "other"), DEFAULT_WORKLOAD_TTL, &[])
         .unwrap();
-    let server_cfg = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(scert.chain_der().unwrap(), scert.key_der().unwrap())
-        .unwrap();
-    let server = echo_server(
-        InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(server_cfg)))
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let server = tls_server(&scert).await;
     let dest = Destination {
         host: "api.example.com",
         port: 443,
@@ -1213,17 +1192,7 @@ async fn ca_crl_checks_every_certificate_of_the_chain() {
         )
         .unwrap();
     assert_eq!(scert.chain_der().unwrap().len(), 2, "leaf and intermediate");
-    let server_cfg = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(scert.chain_der().unwrap(), scert.key_der().unwrap())
-        .unwrap();
-    let server = echo_server(
-        InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(server_cfg)))
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let server = tls_server(&scert).await;
     let dir = tempfile::tempdir().unwrap();
     let root_file = dir.path().join("root.pem");
     std::fs::write(&root_file, root.pem()).unwrap();
@@ -1266,4 +1235,20 @@ async fn ca_crl_checks_every_certificate_of_the_chain() {
             assert_eq!(r.is_ok(), ok, "{name}, SANs {sans:?}: {r:?}");
         }
     }
+}
+
+/// A plain TLS server (no client certificate asked) presenting `cert`: an InboundTls in
+/// STRICT mode with a no-client-auth config, as an "external" server.
+async fn tls_server(cert: &WorkloadCert) -> EchoServer {
+    let server_cfg = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(cert.chain_der().unwrap(), cert.key_der().unwrap())
+        .unwrap();
+    echo_server(
+        InboundTls::new(PeerAuthnMode::Strict, Some(Arc::new(server_cfg)))
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await
 }

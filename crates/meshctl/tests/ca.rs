@@ -35,6 +35,13 @@ fn samples() -> Option<PathBuf> {
     }
 }
 
+/// Runs meshctl, which must succeed; what it printed.
+fn run(args: &[&str]) -> String {
+    let o = meshctl(args);
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    text(&o)
+}
+
 fn openssl() -> bool {
     let ok = Command::new("openssl")
         .arg("version")
@@ -351,11 +358,6 @@ fn errors_are_reported_with_exit_codes() {
 fn crl_revokes_what_it_lists() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = tmp.path().join("ca");
-    let run = |args: &[&str]| {
-        let o = meshctl(args);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-        text(&o)
-    };
     run(&["ca", "init", "--dir", p(&ca)]);
     let (stolen, good) = (tmp.path().join("stolen"), tmp.path().join("good"));
     for (sa, out) in [("stolen", &stolen), ("good", &good)] {
@@ -485,10 +487,6 @@ fn crl_from_a_plugged_in_openssl_ca() {
         std::fs::copy(src.join("ca-cert.pem"), src.join(f)).unwrap();
     }
     let ca = tmp.path().join("ca");
-    let run = |args: &[&str]| {
-        let o = meshctl(args);
-        assert!(o.status.success(), "{args:?}: {}", text(&o));
-    };
     run(&["ca", "init", "--dir", p(&ca), "--plugin", p(&src)]);
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for (sa, out) in [("a", &a), ("b", &b)] {
