@@ -701,6 +701,20 @@ pub(crate) enum ReadAheadError {
 
 impl ReplayBody {
     /// Wraps a received body.
+    ///
+    /// # Examples
+    ///
+    /// What a mesh server does with each request hyper hands it:
+    ///
+    /// ```
+    /// use hyper::body::Incoming;
+    /// use mesh_tower::observe::ReplayBody;
+    ///
+    /// fn wrap(req: http::Request<Incoming>) -> http::Request<ReplayBody> {
+    ///     req.map(ReplayBody::new)
+    /// }
+    /// # let _ = wrap;
+    /// ```
     pub fn new(inner: hyper::body::Incoming) -> Self {
         ReplayBody { inner, ahead: None }
     }
