@@ -1072,6 +1072,8 @@ struct MeshSide {
     addr: SocketAddr,
     metrics: Arc<IstioMetrics>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Requests the app got over HTTP/2 (b2 checks its hop really is HTTP/2).
+    h2_requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
 async fn start_mesh_server(mesh: &Mesh, pki: &Pki) -> Result<MeshSide, BoxError> {
@@ -1090,14 +1092,20 @@ async fn start_mesh_server(mesh: &Mesh, pki: &Pki) -> Result<MeshSide, BoxError>
     .trace(trace_config())
     .build()?;
     let metrics = server.metrics().clone();
-    let app = tower::service_fn(|_req: Request<ServerBody>| async {
-        Ok::<_, Infallible>(app_response())
+    let h2_requests = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let h2 = Arc::clone(&h2_requests);
+    let app = tower::service_fn(move |req: Request<ServerBody>| {
+        if req.version() == http::Version::HTTP_2 {
+            h2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        async { Ok::<_, Infallible>(app_response()) }
     });
     let serving = tokio::spawn(async move { server.serve(listener, app).await });
     Ok(MeshSide {
         addr,
         metrics,
         serving,
+        h2_requests,
     })
 }
 
@@ -1235,6 +1243,16 @@ async fn mesh_setup_with(
     let stats = drive(target, opts, &[]).await;
     if let Some(side) = &server {
         side.serving.abort();
+        // b2 measures an HTTP/2 hop only if the hop was HTTP/2 (and b an HTTP/1.1 one)
+        let h2 = side.h2_requests.load(std::sync::atomic::Ordering::Relaxed);
+        if sides == Sides::Both && (h2 > 0) != h2_upgrade {
+            return Err(format!(
+                "the mesh hop was not the protocol this setup measures: {h2} requests over \
+                 HTTP/2 with h2UpgradePolicy {}",
+                if h2_upgrade { "UPGRADE" } else { "unset" }
+            )
+            .into());
+        }
         if sides == Sides::Both {
             println!(
                 "e2e: {}: istio_requests_total 200s: server {} (reporter=destination), \
