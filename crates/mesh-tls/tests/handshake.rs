@@ -508,12 +508,7 @@ async fn simple_and_mutual_origination() {
         )
         .unwrap();
     let server = tls_server(&scert).await;
-    let dest = Destination {
-        host: "api.example.com",
-        port: 443,
-        subset: None,
-        service_accounts: &[],
-    };
+    let dest = API;
     let ctx = ClientContext::default();
 
     let simple = |f: &dyn Fn(&mut ClientTlsSettings)| {
@@ -622,12 +617,7 @@ async fn mutual_with_files_and_credential_name_through_a_strict_server() {
     let cid = id(TD, "egress", "client");
     let client_cert = ca.issue(&cid, DEFAULT_WORKLOAD_TTL, &[]).unwrap();
     client_cert.write_dir(dir.path().join("files")).unwrap();
-    let dest = Destination {
-        host: "api.example.com",
-        port: 443,
-        subset: None,
-        service_accounts: &[],
-    };
+    let dest = API;
 
     // files
     let settings = ClientTlsSettings {
@@ -1038,12 +1028,7 @@ async fn simple_origination_checks_ca_crl() {
         .issue(&id(TD, "ext", "other"), DEFAULT_WORKLOAD_TTL, &[])
         .unwrap();
     let server = tls_server(&scert).await;
-    let dest = Destination {
-        host: "api.example.com",
-        port: 443,
-        subset: None,
-        service_accounts: &[],
-    };
+    let dest = API;
     let write = |name: &str, pem: String| {
         let p = dir.path().join(name);
         std::fs::write(&p, pem).unwrap();
@@ -1197,12 +1182,7 @@ async fn ca_crl_checks_every_certificate_of_the_chain() {
     let root_file = dir.path().join("root.pem");
     std::fs::write(&root_file, root.pem()).unwrap();
     let int_crl = ca.revocation_list(&[], Duration::from_secs(3600)).unwrap();
-    let dest = Destination {
-        host: "api.example.com",
-        port: 443,
-        subset: None,
-        service_accounts: &[],
-    };
+    let dest = API;
     for (name, crls, ok) in [
         ("intermediate's list only", int_crl.clone(), false),
         (
@@ -1236,6 +1216,14 @@ async fn ca_crl_checks_every_certificate_of_the_chain() {
         }
     }
 }
+
+/// The "external" destination of the origination tests.
+const API: Destination<'static> = Destination {
+    host: "api.example.com",
+    port: 443,
+    subset: None,
+    service_accounts: &[],
+};
 
 /// A plain TLS server (no client certificate asked) presenting `cert`: an InboundTls in
 /// STRICT mode with a no-client-auth config, as an "external" server.

@@ -42,6 +42,35 @@ fn run(args: &[&str]) -> String {
     text(&o)
 }
 
+/// `meshctl ca issue` of `default/<sa>` by the CA in `ca`, into `out`.
+fn issue(ca: &Path, sa: &str, out: &Path) {
+    run(&[
+        "ca",
+        "issue",
+        "--dir",
+        p(ca),
+        "-n",
+        "default",
+        "--service-account",
+        sa,
+        "--out",
+        p(out),
+    ]);
+}
+
+/// `openssl verify -crl_check` of the workload certificate in `cert` against `root` and
+/// the list in `crl` (OpenSSL's reading, not ours).
+fn crl_verify(root: &Path, crl: &Path, cert: &Path) -> Output {
+    Command::new("openssl")
+        .args(["verify", "-crl_check", "-CAfile"])
+        .arg(root)
+        .arg("-CRLfile")
+        .arg(crl)
+        .arg(cert.join("cert-chain.pem"))
+        .output()
+        .unwrap()
+}
+
 fn openssl() -> bool {
     let ok = Command::new("openssl")
         .arg("version")
@@ -361,18 +390,7 @@ fn crl_revokes_what_it_lists() {
     run(&["ca", "init", "--dir", p(&ca)]);
     let (stolen, good) = (tmp.path().join("stolen"), tmp.path().join("good"));
     for (sa, out) in [("stolen", &stolen), ("good", &good)] {
-        run(&[
-            "ca",
-            "issue",
-            "--dir",
-            p(&ca),
-            "-n",
-            "default",
-            "--service-account",
-            sa,
-            "--out",
-            p(out),
-        ]);
+        issue(&ca, sa, out);
     }
     let crl = tmp.path().join("ca.crl");
     let said = run(&[
@@ -396,18 +414,7 @@ fn crl_revokes_what_it_lists() {
     let other = tmp.path().join("other");
     run(&["ca", "init", "--dir", p(&other)]);
     let theirs = tmp.path().join("theirs");
-    run(&[
-        "ca",
-        "issue",
-        "--dir",
-        p(&other),
-        "-n",
-        "default",
-        "--service-account",
-        "x",
-        "--out",
-        p(&theirs),
-    ]);
+    issue(&other, "x", &theirs);
     let o = meshctl(&[
         "ca",
         "crl",
@@ -429,16 +436,7 @@ fn crl_revokes_what_it_lists() {
     if !openssl() {
         return;
     }
-    let verify = |cert: &Path| {
-        Command::new("openssl")
-            .args(["verify", "-crl_check", "-CAfile"])
-            .arg(ca.join("root-cert.pem"))
-            .arg("-CRLfile")
-            .arg(&crl)
-            .arg(cert.join("cert-chain.pem"))
-            .output()
-            .unwrap()
-    };
+    let verify = |cert: &Path| crl_verify(&ca.join("root-cert.pem"), &crl, cert);
     let o = verify(&good);
     assert!(o.status.success(), "good: {}", text(&o));
     let o = verify(&stolen);
@@ -490,18 +488,7 @@ fn crl_from_a_plugged_in_openssl_ca() {
     run(&["ca", "init", "--dir", p(&ca), "--plugin", p(&src)]);
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for (sa, out) in [("a", &a), ("b", &b)] {
-        run(&[
-            "ca",
-            "issue",
-            "--dir",
-            p(&ca),
-            "-n",
-            "default",
-            "--service-account",
-            sa,
-            "--out",
-            p(out),
-        ]);
+        issue(&ca, sa, out);
     }
     let crl = tmp.path().join("ca.crl");
     run(&[
@@ -514,16 +501,7 @@ fn crl_from_a_plugged_in_openssl_ca() {
         "--revoke",
         p(&a.join("cert-chain.pem")),
     ]);
-    let verify = |cert: &Path| {
-        Command::new("openssl")
-            .args(["verify", "-crl_check", "-CAfile"])
-            .arg(src.join("root-cert.pem"))
-            .arg("-CRLfile")
-            .arg(&crl)
-            .arg(cert.join("cert-chain.pem"))
-            .output()
-            .unwrap()
-    };
+    let verify = |cert: &Path| crl_verify(&src.join("root-cert.pem"), &crl, cert);
     let o = verify(&b);
     assert!(o.status.success(), "b: {}", text(&o));
     let o = verify(&a);
