@@ -196,8 +196,23 @@ pub(crate) fn run(args: Args) -> ExitCode {
     // before any filter; `%00` is a 400 (but for NONE)
     let path = snap.options().path_normalization.normalize(&args.path);
     let strict_plaintext = mtls.mode == MtlsMode::Strict && principal.is_none();
-    let bad_path = !args.tcp && path.is_err() && !strict_plaintext;
-    let (allowed, policy, rule, reason, audit) = if bad_path {
+    // and before that, its HTTP codec refuses a method not in upper case (400
+    // `http1.codec_error`), so a DENY on `methods: [DELETE]` is not passed by `delete`
+    let bad_method =
+        !args.tcp && !strict_plaintext && args.method.bytes().any(|b| b.is_ascii_lowercase());
+    let bad_path = !args.tcp && !bad_method && path.is_err() && !strict_plaintext;
+    let (allowed, policy, rule, reason, audit) = if bad_method {
+        (
+            false,
+            None,
+            None,
+            format!(
+                "the method `{}` is not upper case: Envoy refuses it with 400 (http1.codec_error) before RequestAuthentication and authorization",
+                args.method
+            ),
+            None,
+        )
+    } else if bad_path {
         (
             false,
             None,
@@ -333,7 +348,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "path": if args.tcp { None } else { path.as_deref().ok() },
         "status": match (allowed, &rejected) {
             (true, _) => Some(200),
-            (false, _) if bad_path => Some(400),
+            (false, _) if bad_path || bad_method => Some(400),
             (false, Some(_)) => Some(401),
             (false, None) if mtls.mode == MtlsMode::Strict && principal.is_none() => None,
             (false, None) => Some(403),
@@ -396,7 +411,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 );
             }
             if !allowed {
-                if bad_path {
+                if bad_method {
+                    println!("the caller gets 400 `Bad Request` (Envoy's HTTP codec)");
+                } else if bad_path {
                     println!("the caller gets 400 (Envoy's path normalization)");
                 } else if rejected.is_some() {
                     println!("the caller gets 401 with that message (Envoy's jwt_authn)");

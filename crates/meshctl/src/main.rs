@@ -51,6 +51,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = Cli::parse();
     match cli.command {
         Command::Validate(args) => validate::run(args),
@@ -58,4 +59,23 @@ fn main() -> ExitCode {
         Command::Authz(args) => authz::run(args),
         Command::Ca(cmd) => ca::run(cmd),
     }
+}
+
+/// `meshctl authz ... | head -2`: when the reader goes away, `println!`'s failed write to
+/// stdout ends the program quietly with the status a shell gives a process SIGPIPE killed
+/// (128 + 13), as `ls | head` ends, rather than with a panic and its backtrace.
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info)
+    }));
 }

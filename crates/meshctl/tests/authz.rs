@@ -71,6 +71,32 @@ fn httpbin_sleep_tasks() {
     let mut a = base.to_vec();
     a.extend_from_slice(&["--method", "POST", "--path", "/ip"]);
     assert_eq!(decide(&a)["decision"], "ALLOW");
+    // a method not in upper case does not slip past `methods: [GET]`: Envoy's codec
+    // refuses it with 400 before any policy is looked at
+    for m in ["get", "Get"] {
+        let mut a = base.to_vec();
+        a.extend_from_slice(&["--method", m, "--path", "/ip", "--header", "x-token: admin"]);
+        let v = decide(&a);
+        assert_eq!(
+            (
+                v["decision"].as_str(),
+                v["status"].as_u64(),
+                v["policy"].as_str()
+            ),
+            (Some("DENY"), Some(400), None),
+            "{m}: {v}"
+        );
+        assert!(
+            v["reason"].as_str().unwrap().contains("not upper case"),
+            "{v}"
+        );
+    }
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--method", "get", "--path", "/ip"]);
+    a.insert(0, "authz");
+    let out = meshctl(&a);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("400 `Bad Request`"), "{text}");
 
     // seed: ALLOW only from sleep
     let dir = tempfile::tempdir().unwrap();
@@ -394,4 +420,29 @@ spec:
         v["reason"].as_str().unwrap().contains("does not fetch"),
         "{v}"
     );
+}
+
+#[test]
+fn a_reader_that_goes_away_ends_meshctl_quietly() {
+    // `meshctl authz ... | head -0`: the pipe is closed before meshctl writes
+    let allow = task("authz-deny-allow-path-ip.yaml");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+        .args([
+            "authz",
+            "--config",
+            &allow,
+            "--namespace",
+            "foo",
+            "--labels",
+            "app=httpbin",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(141), "{err}");
 }
