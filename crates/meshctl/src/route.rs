@@ -252,6 +252,8 @@ fn to_json(
     o.insert("sidecar".into(), json!(scope.sidecar.map(|s| s.name())));
     o.insert("not_imported".into(), json!(scope.not_imported));
     o.insert("route".into(), json!(d.route_index()));
+    // an `https` request is the application's TLS: routed by a `tls` route when one matches
+    o.insert("tls_route".into(), json!(d.tls_route));
     o.insert(
         "route_name".into(),
         json!(d.rule.and_then(|r| r.name.as_deref())),
@@ -518,6 +520,10 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         }
     }
     match (v["virtual_service"].as_str(), v["route"].as_u64()) {
+        (Some(vs), _) if v["tls_route"].is_u64() => s.push_str(&format!(
+            "VirtualService {vs}, tls route {} matched: the request is the application's TLS, routed by its SNI and port (no http route, retry or timeout applies)\n",
+            v["tls_route"]
+        )),
         (None, _) => s.push_str("no VirtualService applies: the request goes to the host itself\n"),
         (Some(vs), Some(i)) => {
             s.push_str(&format!("VirtualService {vs}, http route {i} matched"));
@@ -591,6 +597,9 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
             Some(_) if d["imported"] == json!(false) => {
                 s.push_str(" (the Sidecar does not import this service; REGISTRY_ONLY: 502)")
             }
+            Some(_) if url.starts_with("https://") => s.push_str(
+                " (no cluster; REGISTRY_ONLY: Envoy's BlackHoleCluster resets the application's TLS connection, the mesh client answers 502)",
+            ),
             Some(_) => s.push_str(" (no cluster; REGISTRY_ONLY: the mesh answers 502)"),
             None if d["imported"] == json!(false) => {
                 s.push_str(" (the Sidecar does not import this service: 502)")
@@ -712,13 +721,25 @@ pub(crate) fn run(args: Args) -> ExitCode {
             Some(_) => default,
         }
     });
-    let gateway = gateway_attr(
-        &snap,
-        args.gateway.as_deref(),
-        &args.namespace,
-        (scheme == "https").then(|| args.sni.as_deref().or(uri.host())),
-        port,
-    );
+    let sni = (scheme == "https").then(|| args.sni.as_deref().or(uri.host()));
+    let gateway = gateway_attr(&snap, args.gateway.as_deref(), &args.namespace, sni, port);
+    // an `https` URL whose SNI reaches no TLS-terminating server of the gateway, but a
+    // PASSTHROUGH one's `tls` route: the gateway forwards the client's TLS by its SNI
+    if let (Some(Some(name)), Some(g)) = (sni, &gateway) {
+        let names = gateway_attr(&snap, args.gateway.as_deref(), &args.namespace, None, port);
+        let mut l4 = mesh_core::route::L4Attrs::new(&args.namespace, port);
+        l4.gateway = Some(g);
+        l4.sni = Some(name);
+        if names.as_deref() == Some(g.as_str()) && snap.route_tls(&l4).virtual_service.is_some() {
+            if args.output == Output::Text {
+                println!(
+                    "{} is TLS the gateway does not terminate (a PASSTHROUGH server): routed as a connection by its SNI",
+                    args.url
+                );
+            }
+            return run_l4(&args, "tls", &format!("{name}:{port}"));
+        }
+    }
     let attrs = HttpRequestAttrs {
         client_namespace: &args.namespace,
         source_labels: &labels,
@@ -733,6 +754,33 @@ pub(crate) fn run(args: Args) -> ExitCode {
         // a gateway routes on the token it verified; mesh traffic has none
         request_auth: claims.as_ref().filter(|_| gateway.is_some()),
     };
+    // a plain HTTP request to a gateway server with `httpsRedirect`: Envoy's `require_tls`
+    // answers 301 to the https URL before any route
+    if scheme == "http" && snap.routes().gateway_requires_tls(&attrs) == Some(true) {
+        // (Envoy's `createSslRedirectPath`: the Host header as sent, port and all)
+        let location = format!(
+            "https://{authority}{}",
+            uri.path_and_query().map_or("/", |pq| pq.as_str())
+        );
+        let v = json!({
+            "host": authority,
+            "port": port,
+            "status": 301,
+            "redirect": {"location": location, "https_redirect": true},
+            "virtual_service": null,
+            "destinations": [],
+        });
+        match args.output {
+            Output::Json => println!("{v}"),
+            Output::Text => println!(
+                "{} {} from gateway {}\nthe gateway server's `tls.httpsRedirect` applies to host {authority}: the gateway answers 301, redirect to {location}",
+                args.method,
+                args.url,
+                args.gateway.as_deref().unwrap_or("")
+            ),
+        }
+        return ExitCode::SUCCESS;
+    }
     let d = snap.route_http(&attrs);
     // Sidecars scope mesh traffic only; name the VirtualService one hides
     let sidecar = match attrs.gateway {
@@ -850,6 +898,15 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         attrs.sni = name.as_deref();
         snap.route_tcp(&attrs)
     };
+    // what has no cluster and no route naming it: passed through to the host and port
+    // asked for under ALLOW_ANY (Istio's default), black-holed under REGISTRY_ONLY, as
+    // `MeshClient::connect` does (a gateway routes by its VirtualServices only)
+    let allow_any = gateway.is_none()
+        && snap
+            .sidecar_for(ns, &labels)
+            .and_then(|sc| sc.outbound_traffic_policy())
+            .unwrap_or(snap.options().outbound_traffic_policy)
+            != OutboundMode::RegistryOnly;
     let dests: Vec<Value> = d
         .destinations
         .iter()
@@ -863,6 +920,13 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
             v["target_port"] = json!(target_port);
             v["cluster"] = json!(w.cluster_name(target_port));
             v["in_registry"] = json!(known);
+            if !known && d.virtual_service.is_none() {
+                v["cluster"] = json!(if allow_any {
+                    "PassthroughCluster"
+                } else {
+                    "BlackHoleCluster"
+                });
+            }
             v
         })
         .collect();
@@ -920,8 +984,12 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
                     s.push_str(
                         " (no DestinationRule defines this subset: the connection is closed, NC)",
                     );
+                } else if dv["cluster"] == json!("PassthroughCluster") {
+                    s.push_str(" (not in the registry: ALLOW_ANY passes it through to the host and port asked for)");
+                } else if dv["cluster"] == json!("BlackHoleCluster") {
+                    s.push_str(" (not in the registry: REGISTRY_ONLY closes the connection)");
                 } else if dv["in_registry"] == json!(false) {
-                    s.push_str(" (no such service: the connection is refused)");
+                    s.push_str(" (no such service: no cluster, the connection is closed)");
                 }
                 s.push('\n');
             }

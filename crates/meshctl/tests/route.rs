@@ -698,10 +698,34 @@ spec:
     // the service's only port when none is given
     let v = json(&["tcp://tcp-echo", "-f", d, "-n", "foo"]);
     assert_eq!(v["port"], 9000);
-    // a host nobody declared: no route, refused
+    // a host nobody declared: no route; passed through under ALLOW_ANY (Istio's
+    // default), black-holed under REGISTRY_ONLY, as `MeshClient::connect` does
     let v = json(&["tcp://db.example.com:5432", "-f", d]);
     assert_eq!(v["virtual_service"], Value::Null);
     assert_eq!(v["destinations"][0]["in_registry"], false);
+    assert_eq!(v["destinations"][0]["cluster"], "PassthroughCluster");
+    let out = meshctl(&["route", "tls://db.example.com:5432", "-f", d]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("ALLOW_ANY passes it through"), "{text}");
+    let mc = dir.path().join("mesh-config.yaml.conf");
+    std::fs::write(&mc, "outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n").unwrap();
+    let mc = mc.to_str().unwrap();
+    let v = json(&["tcp://db.example.com:5432", "-f", d, "--mesh-config", mc]);
+    assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster");
+    // an https URL at the gateway whose SNI reaches its PASSTHROUGH server: the client's
+    // TLS is routed by its SNI, not answered 404
+    let v = json(&[
+        "https://nginx.example.com/",
+        "-f",
+        d,
+        "-n",
+        "istio-system",
+        "--gateway",
+        "tls-gw",
+    ]);
+    assert_eq!(v["protocol"], "tls");
+    assert_eq!(v["virtual_service"], "istio-system/nginx");
+    assert_eq!(v["route"], 0);
     // TLS passthrough at the gateway, by SNI
     let v = json(&[
         "tls://nginx.example.com:443",
@@ -732,4 +756,97 @@ spec:
             .code(),
         Some(2)
     );
+}
+
+#[test]
+fn an_https_request_follows_tls_routes_and_a_gateway_redirects_plain_http() {
+    // istio.io's wildcard egress: the application's own TLS to *.wikipedia.org, routed by
+    // SNI (a sidecar cannot see the request inside)
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "wiki.yaml",
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wikipedia}
+spec:
+  hosts: ['*.wikipedia.org']
+  ports: [{number: 443, name: tls, protocol: TLS}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: en-wikipedia}
+spec:
+  hosts: [en.wikipedia.org]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wikipedia}
+spec:
+  hosts: ['*.wikipedia.org']
+  tls:
+  - match: [{port: 443, sniHosts: ['*.wikipedia.org']}]
+    route: [{destination: {host: en.wikipedia.org}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [httpbin.example.com]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [httpbin.example.com]
+    tls: {mode: SIMPLE, credentialName: httpbin-credential}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin, namespace: istio-system}
+spec:
+  hosts: [httpbin.example.com]
+  gateways: [gw]
+  http: [{route: [{destination: {host: httpbin.default.svc.cluster.local, port: {number: 8000}}}]}]
+",
+    );
+    let f = f.to_str().unwrap();
+    let v = json(&["https://de.wikipedia.org/wiki/Istio", "-f", f]);
+    assert_eq!(v["virtual_service"], "default/wikipedia");
+    assert_eq!(v["tls_route"], 0);
+    assert_eq!(v["destinations"][0]["host"], "en.wikipedia.org");
+    assert_eq!(v["retries"]["attempts"], 0);
+    let out = meshctl(&["route", "https://de.wikipedia.org/", "-f", f]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("tls route 0 matched"), "{text}");
+    assert!(text.contains("retries: none"), "{text}");
+    // plain http to the same host is not TLS: no tls route, the host itself
+    let v = json(&["http://de.wikipedia.org/", "-f", f]);
+    assert_eq!(v["virtual_service"], Value::Null);
+    assert_eq!(v["tls_route"], Value::Null);
+
+    // the gateway's plain HTTP server with httpsRedirect: 301 before any route
+    let gw = ["-f", f, "-n", "istio-system", "--gateway", "gw"];
+    let mut a = vec!["http://httpbin.example.com/status/418?x=1"];
+    a.extend_from_slice(&gw);
+    let v = json(&a);
+    assert_eq!(v["status"], 301);
+    assert_eq!(
+        v["redirect"]["location"],
+        "https://httpbin.example.com/status/418?x=1"
+    );
+    // over https the VirtualService routes it
+    let mut a = vec!["https://httpbin.example.com/status/418"];
+    a.extend_from_slice(&gw);
+    let v = json(&a);
+    assert_eq!(v["status"], Value::Null);
+    assert_eq!(v["virtual_service"], "istio-system/httpbin");
+    let mut a = vec!["route", "http://httpbin.example.com/"];
+    a.extend_from_slice(&gw);
+    let text = String::from_utf8(meshctl(&a).stdout).unwrap();
+    assert!(text.contains("httpsRedirect"), "{text}");
+    assert!(text.contains("301"), "{text}");
 }

@@ -1000,6 +1000,10 @@ pub struct RouteDecision<'a> {
     destinations: Cow<'a, [WeightedDestination]>,
     /// The retry policy when no route matched (the service's default route).
     default_retries: &'a RetryPolicy,
+    /// Index of the VirtualService's `tls` route that decided an `https` request of mesh
+    /// traffic (the application's own TLS, which a sidecar routes by its SNI and port, as
+    /// a connection: no `http` route, retry, timeout or header operation applies).
+    pub tls_route: Option<usize>,
 }
 
 impl<'a> RouteDecision<'a> {
@@ -2176,6 +2180,34 @@ impl RouteTable {
         if let Some(gw) = a.gateway {
             return self.route_gateway(gw, lit, &view);
         }
+        // An `https` request is the application's own TLS: the sidecar sees its ClientHello,
+        // not the request, and routes it as a connection, by a VirtualService's `tls` routes
+        // (SNI and port) when one matches [spec §2.7]. (Otherwise the mesh client, which
+        // does see the request, routes it by `http` routes: docs, where we differ.)
+        if a.scheme == "https" {
+            let l4 = L4Attrs {
+                client_namespace: a.client_namespace,
+                source_labels: a.source_labels,
+                gateway: None,
+                destination_ip: None,
+                port,
+                sni: Some(lit),
+            };
+            let d = self.route_tls_scoped(&l4, sidecar);
+            if let Some(vs) = d.virtual_service {
+                return RouteDecision {
+                    host: d.host,
+                    virtual_service: Some(vs),
+                    rule: None,
+                    outcome: RouteOutcome::Forward,
+                    prefix_len: 0,
+                    destinations: d.destinations,
+                    // Envoy's TCP proxy retries nothing
+                    default_retries: RetryPolicy::disabled(),
+                    tls_route: d.route_index,
+                };
+            }
+        }
 
         // the name as written, else its Kubernetes expansion (worked out only when needed);
         // a VirtualService host counts only where that VirtualService applies
@@ -2248,6 +2280,7 @@ impl RouteTable {
                     prefix_len: 0,
                     destinations: Cow::Borrowed(&s.default_destinations),
                     default_retries,
+                    tls_route: None,
                 },
                 None => {
                     let host: Cow<'a, str> = Cow::Owned(fqdn.to_owned());
@@ -2259,6 +2292,7 @@ impl RouteTable {
                         outcome: RouteOutcome::Forward,
                         prefix_len: 0,
                         default_retries,
+                        tls_route: None,
                     }
                 }
             };
@@ -2319,6 +2353,7 @@ impl RouteTable {
             prefix_len,
             destinations: Cow::Borrowed(&act.destinations),
             default_retries: self.default_retries(),
+            tls_route: None,
         }
     }
 
@@ -2331,6 +2366,7 @@ impl RouteTable {
             prefix_len: 0,
             destinations: Cow::Borrowed(&[]),
             default_retries: self.default_retries(),
+            tls_route: None,
         }
     }
 

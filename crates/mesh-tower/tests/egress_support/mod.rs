@@ -16,6 +16,14 @@ use mesh_tower::outbound::{MeshClient, UpstreamFailure};
 /// A TLS server (HTTP/1.1) with `cert`; records the SNI of every connection (`<not TLS>`
 /// for a plaintext one) and answers `tls <Host>`.
 pub async fn tls_server(cert: &WorkloadCert) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    tagged_tls_server(cert, "").await
+}
+
+/// [`tls_server`] answering `tls<tag> <Host>`, to tell servers apart on pooled connections.
+pub async fn tagged_tls_server(
+    cert: &WorkloadCert,
+    tag: &'static str,
+) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -44,17 +52,19 @@ pub async fn tls_server(cert: &WorkloadCert) -> (SocketAddr, Arc<Mutex<Vec<Strin
                 let Ok(tls) = start.into_stream(cfg).await else {
                     return;
                 };
-                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let host = req
-                        .headers()
-                        .get("host")
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                        format!("tls {host}"),
-                    ))))
-                });
+                let svc = service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let host = req
+                            .headers()
+                            .get("host")
+                            .and_then(|h| h.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from(format!("tls{tag} {host}")),
+                        )))
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), svc)
                     .await;
