@@ -228,6 +228,60 @@ spec:
     );
 }
 
+#[tokio::test]
+async fn a_routed_destination_needs_its_own_host_not_a_wildcard_above_it() {
+    // istio#49482: a VirtualService destination is the cluster `outbound|port||host` of
+    // that very host; a wildcard ServiceEntry has a cluster for `*.example.test` only, so
+    // a route to `api.example.test` finds none (503 NC), as istio.io's wildcard egress
+    // task warns, until a ServiceEntry names the host itself.
+    let port = http1_server().await.port();
+    let wildcard = format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: wild}}
+spec:
+  hosts: ['*.example.test']
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: front}}
+spec:
+  hosts: [front.internal]
+  http: [{{route: [{{destination: {{host: api.example.test, port: {{number: {port}}}}}}}]}}]
+"
+    );
+    let mesh = Mesh::from_yaml(&wildcard).unwrap();
+    let c = client(&mesh);
+    let url = format!("http://front.internal:{port}/");
+    let (status, body, _) = get(&c, &url).await;
+    assert_eq!(status, 503, "{body}");
+    // the wildcard's own hosts still reach it without a route
+    let (status, body, _) = get(&c, &format!("http://api.example.test:{port}/")).await;
+    assert_eq!(status, 200, "{body}");
+    // a ServiceEntry for the host itself is the cluster the route names
+    let exact = format!(
+        "{wildcard}---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api}}
+spec:
+  hosts: [api.example.test]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+"
+    );
+    mesh.reload_loaded(mesh_core::load::load_str(&exact, "se.yaml"))
+        .unwrap();
+    let (status, body, _) = get(&c, &url).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, format!("HTTP/1.1 front.internal:{port}"));
+}
+
 // 3. DNS ServiceEntries ----------------------------------------------------------------
 
 #[tokio::test]

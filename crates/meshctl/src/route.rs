@@ -376,6 +376,19 @@ fn to_json(
                     }
                 }
             }
+            // a destination a route names is the cluster `outbound|port|subset|host` of that
+            // very host, if a service declares it (and the port): else 503 NC
+            if d.virtual_service.is_some() {
+                let found = snap
+                    .registry()
+                    .service(&w.host, client_ns)
+                    .filter(|s| *s.hostname == *w.host)
+                    .is_some_and(|s| s.ports.is_empty() || s.port(port).is_some());
+                v["routed_cluster_found"] = json!(found);
+                if !found {
+                    v["cluster"] = json!(w.cluster_name(port));
+                }
+            }
             v
         })
         .collect();
@@ -579,10 +592,16 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
                 w as f64 * 100.0 / total as f64
             },
         ));
-        if d["subset_defined"] == json!(false) {
+        if d["routed_cluster_found"] == json!(false) {
+            s.push_str(&format!(
+                " (no cluster {}: no service of exactly that host declares the port, Envoy answers 503 NC)",
+                d["cluster"].as_str().unwrap_or("")
+            ));
+        } else if d["subset_defined"] == json!(false) {
             s.push_str(" (no DestinationRule defines this subset: Envoy answers 503)");
         }
         match d["cluster"].as_str() {
+            _ if d["routed_cluster_found"] == json!(false) => {}
             Some("PassthroughCluster") => s.push_str(&format!(
                 " (no cluster: ALLOW_ANY passes it through to {}, as the application sent it)",
                 d["original_destination"].as_str().unwrap_or("")

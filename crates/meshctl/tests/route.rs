@@ -827,6 +827,39 @@ spec:
     let v = json(&["http://de.wikipedia.org/", "-f", f]);
     assert_eq!(v["virtual_service"], Value::Null);
     assert_eq!(v["tls_route"], Value::Null);
+    // a route naming a host only the wildcard covers has no cluster (istio#49482)
+    let wild = write(
+        dir.path(),
+        "wild-route.yaml",
+        "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: front}
+spec:
+  hosts: [front.internal]
+  http: [{route: [{destination: {host: fr.wikipedia.org, port: {number: 443}}}]}]
+",
+    );
+    let wild = wild.to_str().unwrap();
+    let v = json(&["http://front.internal/", "-f", f, "-f", wild]);
+    assert_eq!(v["destinations"][0]["routed_cluster_found"], false);
+    assert_eq!(
+        v["destinations"][0]["cluster"],
+        "outbound|443||fr.wikipedia.org"
+    );
+    let out = meshctl(&["route", "http://front.internal/", "-f", f, "-f", wild]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Envoy answers 503 NC"), "{text}");
+    let wild_en = std::fs::read_to_string(wild).unwrap().replace("fr.", "en.");
+    let wild_en = write(dir.path(), "wild-route.yaml", &wild_en);
+    let v = json(&[
+        "http://front.internal/",
+        "-f",
+        f,
+        "-f",
+        wild_en.to_str().unwrap(),
+    ]);
+    assert_eq!(v["destinations"][0]["routed_cluster_found"], true);
 
     // the gateway's plain HTTP server with httpsRedirect: 301 before any route
     let gw = ["-f", f, "-n", "istio-system", "--gateway", "gw"];

@@ -289,7 +289,10 @@ impl MeshClient {
                 })
                 .or_else(|| snap.registry().service(&wd.host, ns)),
             None => snap.registry().service(&wd.host, ns),
-        };
+        }
+        // a routed destination is a cluster of that very host (a wildcard ServiceEntry
+        // has none for a name under it)
+        .filter(|s| !routed || *s.hostname == *wd.host);
         // Traffic Envoy has no cluster for, when no route named one: its passthrough
         // filter chain forwards it under ALLOW_ANY (Istio's default) to the original
         // destination, the host and port the application asked for, or to the client
