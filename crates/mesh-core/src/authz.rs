@@ -2675,6 +2675,70 @@ pub(crate) fn parse_go_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// The methods Envoy's HTTP/1 codecs know (http-parser's list, and BalsaParser's
+/// `kValidMethods`, which adds `MSEARCH`); any other method, however well-formed, is a codec
+/// error (Envoy's `allow_custom_methods` is off by default, and Istio does not set it).
+const HTTP1_EXTENSION_METHODS: [&str; 26] = [
+    "ACL",
+    "BIND",
+    "CHECKOUT",
+    "COPY",
+    "LINK",
+    "LOCK",
+    "M-SEARCH",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MOVE",
+    "MSEARCH",
+    "NOTIFY",
+    "PROPFIND",
+    "PROPPATCH",
+    "PURGE",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "SOURCE",
+    "SUBSCRIBE",
+    "UNBIND",
+    "UNLINK",
+    "UNLOCK",
+    "UNSUBSCRIBE",
+];
+
+/// Whether Envoy's HTTP/1 codec accepts the request method `m`: the standard methods and
+/// the extension methods of http-parser and Balsa (`PROPFIND`, `PURGE`, `MSEARCH`, ...);
+/// any other method, however well-formed, is a codec error, answered 400 before routing and
+/// authorization (Envoy's `allow_custom_methods` is off, and Istio does not set it). Over
+/// HTTP/2 any method passes the codec. A method not in upper case is refused on both.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::http1_method_known;
+///
+/// assert!(http1_method_known(&http::Method::GET));
+/// assert!(http1_method_known(&"PROPFIND".parse().unwrap()));
+/// assert!(!http1_method_known(&"FROBNICATE".parse().unwrap()));
+/// ```
+pub fn http1_method_known(m: &http::Method) -> bool {
+    use http::Method;
+    // the standard methods are an enum in `http`: compared without looking at bytes
+    matches!(
+        *m,
+        Method::GET
+            | Method::POST
+            | Method::PUT
+            | Method::DELETE
+            | Method::HEAD
+            | Method::OPTIONS
+            | Method::PATCH
+            | Method::CONNECT
+            | Method::TRACE
+    ) || HTTP1_EXTENSION_METHODS.contains(&m.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ async fn https_requests_follow_tls_routes_by_sni() {
     let ca = MeshCa::self_signed("cluster.local").unwrap();
     let id = Identity::new("cluster.local", "default", "egress-target").unwrap();
     let cert = ca
-        .issue(&id, Duration::from_secs(3600), &["api.example.test"])
+        .issue(&id, Duration::from_secs(3600), &["api.example.test", "api"])
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let roots = dir.path().join("roots.pem");
@@ -87,21 +87,78 @@ spec:
     assert_eq!(body, format!("tls-direct api.example.test:{a}"));
     assert_eq!(direct_snis.lock().unwrap().as_slice(), ["api.example.test"]);
 
-    // nor does one for another SNI (a wildcard the host is not under)
-    let other_sni = routes
-        .replace(
-            "hosts: [api.example.test]\n  tls",
-            "hosts: ['*.example.com']\n  tls",
-        )
-        .replace(
-            "sniHosts: [api.example.test]",
-            "sniHosts: ['*.example.com']",
-        );
-    mesh.reload_loaded(mesh_core::load::load_str(&other_sni, "vs.yaml"))
+    // nor does one of the host's VirtualService for another SNI, nor one for other
+    // clients (`sourceLabels`)
+    let wildcard_host = routes.replace(
+        "hosts: [api.example.test]\n  tls",
+        "hosts: ['*.example.test']\n  tls",
+    );
+    for to in [
+        "sniHosts: [other.example.test]",
+        "sniHosts: ['*.example.test'], sourceLabels: {app: other}",
+    ] {
+        let other = wildcard_host.replace("sniHosts: [api.example.test]", to);
+        mesh.reload_loaded(mesh_core::load::load_str(&other, "vs.yaml"))
+            .unwrap();
+        let (status, body, failure) = get(&client, &url).await;
+        assert_eq!(status, 200, "{to}: {failure} / {body}");
+        assert_eq!(body, format!("tls-direct api.example.test:{a}"), "{to}");
+    }
+    // (the wildcard SNI does match when the labels do)
+    let wild = wildcard_host.replace(
+        "sniHosts: [api.example.test]",
+        "sniHosts: ['*.example.test']",
+    );
+    mesh.reload_loaded(mesh_core::load::load_str(&wild, "vs.yaml"))
+        .unwrap();
+    let (_, body, _) = get(&client, &url).await;
+    assert_eq!(body, format!("tls-routed api.example.test:{a}"));
+
+    // a VirtualService with `http` routes only: the mesh client, which sees the request,
+    // routes it by them (where we differ: docs)
+    let http_only = format!(
+        "{entries}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api}}
+spec:
+  hosts: [api.example.test]
+  http: [{{fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}, route: [{{destination: {{host: api.example.test}}}}]}}]
+"
+    );
+    mesh.reload_loaded(mesh_core::load::load_str(&http_only, "vs.yaml"))
+        .unwrap();
+    let (status, _, _) = get(&client, &url).await;
+    assert_eq!(status, 418);
+    // a port declared HTTP has no tls filter chain in Istio: `tls` routes do not apply
+    let http_port = routes.replace(
+        &format!("{{number: {a}, name: tls, protocol: TLS}}"),
+        &format!("{{number: {a}, name: http, protocol: HTTP}}"),
+    );
+    mesh.reload_loaded(mesh_core::load::load_str(&http_port, "vs.yaml"))
         .unwrap();
     let (status, body, failure) = get(&client, &url).await;
     assert_eq!(status, 200, "{failure} / {body}");
     assert_eq!(body, format!("tls-direct api.example.test:{a}"));
+
+    // a destination whose DestinationRule sets TLS: the application's TLS cannot be
+    // tunneled inside it, so the request is refused (503 NC), never sent without it
+    let dr_tls = format!(
+        "{routes}---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tls-backend}}
+spec:
+  host: tls-backend.internal
+  trafficPolicy: {{tls: {{mode: SIMPLE}}}}
+"
+    );
+    mesh.reload_loaded(mesh_core::load::load_str(&dr_tls, "vs.yaml"))
+        .unwrap();
+    let before = routed_snis.lock().unwrap().len();
+    let (status, body, _) = get(&client, &url).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(routed_snis.lock().unwrap().len(), before);
 
     // a tls route to a host the registry does not have: no cluster (503 NC), never the
     // request's own destination
@@ -112,6 +169,58 @@ spec:
     assert_eq!(status, 503, "{body}");
 
     through_an_egress_gateway(&cert).await;
+    by_a_short_name(&cert).await;
+}
+
+/// A Kubernetes service asked for by its short name (`https://api:<port>/`, SNI `api`): its
+/// VirtualService (`hosts: [api]`, the FQDN once expanded) is found by the service, and
+/// `sniHosts: [api]` is matched against the SNI as written, as Envoy's filter chain does.
+async fn by_a_short_name(cert: &mesh_tls::WorkloadCert) {
+    let (direct, _) = tagged_tls_server(cert, "-direct").await;
+    let (routed, _) = tagged_tls_server(cert, "-routed").await;
+    let (a, b) = (direct.port(), routed.port());
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: v1
+kind: Service
+metadata: {{name: api, namespace: default}}
+spec: {{selector: {{app: api}}, ports: [{{name: https, port: {a}}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: tls-backend}}
+spec:
+  hosts: [tls-backend.internal]
+  ports: [{{number: {b}, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api]
+  tls:
+  - match: [{{port: {a}, sniHosts: [api]}}]
+    route: [{{destination: {{host: tls-backend.internal, port: {{number: {b}}}}}}}]
+"
+    ))
+    .unwrap();
+    mesh.register(mesh_core::registry::Workload {
+        name: "api-1".into(),
+        namespace: "default".into(),
+        service_account: "api".into(),
+        labels: [("app".to_string(), "api".to_string())].into(),
+        address: "127.0.0.1".parse().unwrap(),
+        ports: Default::default(),
+        locality: None,
+        weight: 0,
+    });
+    let client =
+        MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
+    let (status, body, failure) = get(&client, &format!("https://api:{a}/")).await;
+    assert_eq!(status, 200, "{failure} / {body}");
+    assert_eq!(body, format!("tls-routed api:{a}"));
 }
 
 /// istio.io "Egress Gateways", HTTPS traffic: the application's TLS goes to the egress

@@ -198,18 +198,28 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let strict_plaintext = mtls.mode == MtlsMode::Strict && principal.is_none();
     // and before that, its HTTP codec refuses a method not in upper case (400
     // `http1.codec_error`), so a DENY on `methods: [DELETE]` is not passed by `delete`
-    let bad_method =
-        !args.tcp && !strict_plaintext && args.method.bytes().any(|b| b.is_ascii_lowercase());
+    // (and, over HTTP/1.1, a method it does not know: `FROBNICATE`)
+    let lower = args.method.bytes().any(|b| b.is_ascii_lowercase());
+    let unknown = http::Method::from_bytes(args.method.as_bytes())
+        .map_or(true, |m| !mesh_core::authz::http1_method_known(&m));
+    let bad_method = !args.tcp && !strict_plaintext && (lower || unknown);
     let bad_path = !args.tcp && !bad_method && path.is_err() && !strict_plaintext;
     let (allowed, policy, rule, reason, audit) = if bad_method {
         (
             false,
             None,
             None,
-            format!(
-                "the method `{}` is not upper case: Envoy refuses it with 400 (http1.codec_error) before RequestAuthentication and authorization",
-                args.method
-            ),
+            if lower {
+                format!(
+                    "the method `{}` is not upper case: Envoy refuses it with 400 (http1.codec_error) before RequestAuthentication and authorization",
+                    args.method
+                )
+            } else {
+                format!(
+                    "Envoy's HTTP/1.1 codec knows no method `{}`: it refuses it with 400 (http1.codec_error) before RequestAuthentication and authorization (over HTTP/2 it would reach the policies)",
+                    args.method
+                )
+            },
             None,
         )
     } else if bad_path {

@@ -747,9 +747,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
     if let (Some(Some(name)), Some(g)) = (sni, &gateway) {
         let names = gateway_attr(&snap, args.gateway.as_deref(), &args.namespace, None, port);
         let mut l4 = mesh_core::route::L4Attrs::new(&args.namespace, port);
-        l4.gateway = Some(g);
         l4.sni = Some(name);
-        if names.as_deref() == Some(g.as_str()) && snap.route_tls(&l4).virtual_service.is_some() {
+        if names.as_deref() == Some(g.as_str())
+            && route_l4(&snap, Some(g), l4, true).virtual_service.is_some()
+        {
             if args.output == Output::Text {
                 println!(
                     "{} is TLS the gateway does not terminate (a PASSTHROUGH server): routed as a connection by its SNI",
@@ -908,15 +909,13 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
     };
     let mut attrs = mesh_core::route::L4Attrs::new(ns, port);
     attrs.source_labels = &labels;
-    attrs.gateway = gateway.as_deref();
     attrs.destination_ip = ip;
-    let d = if protocol == "tls" {
-        attrs.sni = Some(&sni);
-        snap.route_tls(&attrs)
+    attrs.sni = if protocol == "tls" {
+        Some(&sni)
     } else {
-        attrs.sni = name.as_deref();
-        snap.route_tcp(&attrs)
+        name.as_deref()
     };
+    let d = route_l4(&snap, gateway.as_deref(), attrs, protocol == "tls");
     // what has no cluster and no route naming it: passed through to the host and port
     // asked for under ALLOW_ANY (Istio's default), black-holed under REGISTRY_ONLY, as
     // `MeshClient::connect` does (a gateway routes by its VirtualServices only)
@@ -1016,6 +1015,37 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A TLS (`tls`) or TCP connection's route, as mesh traffic (`gateways` `None`) or at a
+/// gateway workload implementing the Gateways `gateways` (comma-separated): the first of
+/// them with a route for it.
+fn route_l4<'s, 'a>(
+    snap: &'s Snapshot,
+    gateways: Option<&'a str>,
+    mut attrs: mesh_core::route::L4Attrs<'a>,
+    tls: bool,
+) -> mesh_core::route::L4Decision<'s> {
+    let route = |attrs: &mesh_core::route::L4Attrs<'_>| {
+        if tls {
+            snap.route_tls(attrs)
+        } else {
+            snap.route_tcp(attrs)
+        }
+    };
+    let Some(list) = gateways else {
+        return route(&attrs);
+    };
+    let mut first = None;
+    for g in list.split(',') {
+        attrs.gateway = Some(g);
+        let d = route(&attrs);
+        if d.virtual_service.is_some() {
+            return d;
+        }
+        first.get_or_insert(d);
+    }
+    first.unwrap_or_else(|| route(&attrs))
 }
 
 /// What `--gateway` routes as ([`HttpRequestAttrs::gateway`]): `None` for mesh traffic;

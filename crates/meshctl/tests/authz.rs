@@ -91,6 +91,23 @@ fn httpbin_sleep_tasks() {
             "{v}"
         );
     }
+    // and so is, over HTTP/1.1, a method Envoy's codec does not know
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--method", "FROBNICATE", "--path", "/ip"]);
+    let v = decide(&a);
+    assert_eq!(
+        (v["decision"].as_str(), v["status"].as_u64()),
+        (Some("DENY"), Some(400)),
+        "{v}"
+    );
+    assert!(
+        v["reason"].as_str().unwrap().contains("HTTP/1.1 codec"),
+        "{v}"
+    );
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--method", "PROPFIND", "--path", "/ip"]);
+    // (an extension method the codec knows reaches the policies: allow-path-ip allows it)
+    assert_eq!(decide(&a)["status"], 200);
     let mut a = base.to_vec();
     a.extend_from_slice(&["--method", "get", "--path", "/ip"]);
     a.insert(0, "authz");

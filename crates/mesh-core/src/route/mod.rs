@@ -901,6 +901,9 @@ pub struct RouteTable {
     /// `https.<port>.<portName>.<gateway>.<namespace>`: one route configuration per
     /// TLS-terminating HTTPS server.
     https_routes: HashMap<Box<str>, HttpsServerRoutes>,
+    /// Some mesh VirtualService has `tls` routes (an `https` request looks for them only
+    /// then).
+    mesh_tls_routes: bool,
     /// Problems met while compiling (bad regexes, missing delegates): each disables only the
     /// condition or route concerned (a condition that cannot compile never matches).
     pub errors: Vec<String>,
@@ -1847,6 +1850,7 @@ impl RouteTable {
             }
         }
         t.mesh.finish();
+        t.mesh_tls_routes = t.vss.iter().any(|vs| !vs.tls.is_empty());
         for g in t.gateways.values_mut() {
             g.index.finish();
         }
@@ -2180,35 +2184,6 @@ impl RouteTable {
         if let Some(gw) = a.gateway {
             return self.route_gateway(gw, lit, &view);
         }
-        // An `https` request is the application's own TLS: the sidecar sees its ClientHello,
-        // not the request, and routes it as a connection, by a VirtualService's `tls` routes
-        // (SNI and port) when one matches [spec §2.7]. (Otherwise the mesh client, which
-        // does see the request, routes it by `http` routes: docs, where we differ.)
-        if a.scheme == "https" {
-            let l4 = L4Attrs {
-                client_namespace: a.client_namespace,
-                source_labels: a.source_labels,
-                gateway: None,
-                destination_ip: None,
-                port,
-                sni: Some(lit),
-            };
-            let d = self.route_tls_scoped(&l4, sidecar);
-            if let Some(vs) = d.virtual_service {
-                return RouteDecision {
-                    host: d.host,
-                    virtual_service: Some(vs),
-                    rule: None,
-                    outcome: RouteOutcome::Forward,
-                    prefix_len: 0,
-                    destinations: d.destinations,
-                    // Envoy's TCP proxy retries nothing
-                    default_retries: RetryPolicy::disabled(),
-                    tls_route: d.route_index,
-                };
-            }
-        }
-
         // the name as written, else its Kubernetes expansion (worked out only when needed);
         // a VirtualService host counts only where that VirtualService applies
         let applies = |vs: &CompiledVs| vs.applies_to_http(&view);
@@ -2241,6 +2216,22 @@ impl RouteTable {
         };
         let fqdn: &str = by_vip.map_or(fqdn, |s| &*s.hostname);
         let service = registry.service(fqdn, a.client_namespace);
+        // An `https` request is the application's own TLS: on a service port declared TLS or
+        // HTTPS, a sidecar sees its ClientHello, not the request, and routes it as a
+        // connection, by the `tls` routes of the service's VirtualServices (SNI, the host as
+        // written, and port) when one matches [spec §2.7]. (Otherwise the mesh client, which
+        // does see the request, routes it by `http` routes: docs, where we differ.)
+        if a.scheme == "https" && self.mesh_tls_routes {
+            if let Some(d) = service
+                .filter(|s| {
+                    s.port(port)
+                        .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS"))
+                })
+                .and_then(|s| self.route_https_as_tls(a, lit, fqdn, s, port, sidecar))
+            {
+                return d;
+            }
+        }
         let default_retries = self.default_retries();
         let mut found = if service.is_some_and(|s| &*s.hostname == fqdn) {
             // istiod ties a registry service to its most specific visible VirtualService by
@@ -2788,22 +2779,7 @@ impl RouteTable {
         sidecar: Option<&SidecarScope>,
     ) -> L4Decision<'a> {
         let sni = a.sni.unwrap_or("").to_ascii_lowercase();
-        // Each match is a filter chain of its own, and Envoy picks the chain whose
-        // `server_names` fit the SNI most specifically (exact, then the longest `*.`
-        // suffix; a chain without names last), not the first in order; ties go to the
-        // first.
-        let mut best: Option<((u8, usize), &CompiledVs, &L4Rule)> = None;
-        for vs in self.l4_candidates(&sni, a, sidecar) {
-            for r in vs.tls.iter() {
-                for m in r.matches.iter().filter(|m| m.ok(a)) {
-                    let score = m.sni_specificity(&sni);
-                    if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
-                        best = Some((score, vs, r));
-                    }
-                }
-            }
-        }
-        if let Some((_, vs, r)) = best {
+        if let Some((vs, r)) = self.best_tls_route(&sni, &sni, a, sidecar) {
             return L4Decision {
                 host: Cow::Owned(sni),
                 virtual_service: Some(&vs.info),
@@ -2818,6 +2794,74 @@ impl RouteTable {
             virtual_service: None,
             route_index: None,
         }
+    }
+
+    /// The decision for an `https` request of mesh traffic to `service` (found for
+    /// `fqdn`, the host `lit` as written) on a port it declares TLS or HTTPS: the `tls`
+    /// route of its VirtualServices that matches the SNI (`lit`), if one does.
+    fn route_https_as_tls<'a>(
+        &'a self,
+        a: &HttpRequestAttrs<'_>,
+        lit: &str,
+        fqdn: &str,
+        service: &crate::registry::Service,
+        port: u16,
+        sidecar: Option<&SidecarScope>,
+    ) -> Option<RouteDecision<'a>> {
+        let l4 = L4Attrs {
+            client_namespace: a.client_namespace,
+            source_labels: a.source_labels,
+            gateway: None,
+            // the address the application's sidecar would see it dial: the service's own
+            // (a cluster IP, a ServiceEntry's single address), for `destinationSubnets`
+            destination_ip: service
+                .addresses
+                .first()
+                .filter(|n| n.prefix_len() == n.max_prefix_len())
+                .map(|n| n.addr()),
+            port,
+            sni: Some(lit),
+        };
+        let (vs, r) = self.best_tls_route(fqdn, lit, &l4, sidecar)?;
+        Some(RouteDecision {
+            host: Cow::Owned(lit.to_owned()),
+            virtual_service: Some(&vs.info),
+            rule: None,
+            outcome: RouteOutcome::Forward,
+            prefix_len: 0,
+            destinations: Cow::Borrowed(&r.destinations),
+            // Envoy's TCP proxy retries nothing
+            default_retries: RetryPolicy::disabled(),
+            tls_route: Some(r.index),
+        })
+    }
+
+    /// The `tls` route for `sni` among the VirtualServices of `host` (the service's name:
+    /// a short SNI such as `reviews` finds the VirtualService of
+    /// `reviews.<ns>.svc.cluster.local`, whose `sniHosts` are matched as written).
+    fn best_tls_route<'a>(
+        &'a self,
+        host: &str,
+        sni: &str,
+        a: &L4Attrs<'_>,
+        sidecar: Option<&SidecarScope>,
+    ) -> Option<(&'a CompiledVs, &'a L4Rule)> {
+        // Each match is a filter chain of its own, and Envoy picks the chain whose
+        // `server_names` fit the SNI most specifically (exact, then the longest `*.`
+        // suffix; a chain without names last), not the first in order; ties go to the
+        // first.
+        let mut best: Option<((u8, usize), &CompiledVs, &L4Rule)> = None;
+        for vs in self.l4_candidates(host, a, sidecar) {
+            for r in vs.tls.iter() {
+                for m in r.matches.iter().filter(|m| m.ok(a)) {
+                    let score = m.sni_specificity(sni);
+                    if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
+                        best = Some((score, vs, r));
+                    }
+                }
+            }
+        }
+        best.map(|(_, vs, r)| (vs, r))
     }
 
     /// Routes a TCP connection by destination address and port (`tcp` routes).

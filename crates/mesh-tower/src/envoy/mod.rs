@@ -1057,55 +1057,6 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
     }
 }
 
-/// The methods Envoy's HTTP/1 codecs know (http-parser's list, and BalsaParser's
-/// `kValidMethods`, which adds `MSEARCH`); any other method, however well-formed, is a codec
-/// error (Envoy's `allow_custom_methods` is off by default, and Istio does not set it).
-const HTTP1_EXTENSION_METHODS: [&str; 26] = [
-    "ACL",
-    "BIND",
-    "CHECKOUT",
-    "COPY",
-    "LINK",
-    "LOCK",
-    "M-SEARCH",
-    "MERGE",
-    "MKACTIVITY",
-    "MKCALENDAR",
-    "MKCOL",
-    "MOVE",
-    "MSEARCH",
-    "NOTIFY",
-    "PROPFIND",
-    "PROPPATCH",
-    "PURGE",
-    "REBIND",
-    "REPORT",
-    "SEARCH",
-    "SOURCE",
-    "SUBSCRIBE",
-    "UNBIND",
-    "UNLINK",
-    "UNLOCK",
-    "UNSUBSCRIBE",
-];
-
-fn known_to_http1_codec(m: &http::Method) -> bool {
-    use http::Method;
-    // the standard methods are an enum in `http`: compared without looking at bytes
-    matches!(
-        *m,
-        Method::GET
-            | Method::POST
-            | Method::PUT
-            | Method::DELETE
-            | Method::HEAD
-            | Method::OPTIONS
-            | Method::PATCH
-            | Method::CONNECT
-            | Method::TRACE
-    ) || HTTP1_EXTENSION_METHODS.contains(&m.as_str())
-}
-
 /// What Envoy does to a request before routing and before any filter (RequestAuthentication,
 /// authorization): a method not in upper case refused (400, as its HTTP/1 codec; over
 /// HTTP/2 as well, so a DENY on `methods: [DELETE]` cannot be passed by `delete`), and on
@@ -1124,7 +1075,7 @@ pub(crate) fn sanitize_request<B, R: From<Bytes>>(
     mode: PathNormalization,
 ) -> Result<(), Response<R>> {
     let http1 = req.version() <= http::Version::HTTP_11;
-    if (http1 && !known_to_http1_codec(req.method()))
+    if (http1 && !mesh_core::authz::http1_method_known(req.method()))
         || req
             .method()
             .as_str()

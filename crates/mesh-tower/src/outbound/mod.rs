@@ -2133,7 +2133,11 @@ pub(crate) fn routed_context(
     let service = decision
         .virtual_service
         .and(decision.pick(rand::random::<u64>()))
-        .and_then(|wd| snap.registry().service(&wd.host, namespace));
+        .and_then(|wd| {
+            snap.registry()
+                .service(&wd.host, namespace)
+                .filter(|s| *s.hostname == *wd.host)
+        });
     match service {
         Some(svc) => Some(service_context(dest::service_info(svc))),
         None => host_context(attrs.authority),
@@ -2740,9 +2744,14 @@ where
                     resp.extensions_mut().insert(f);
                 }
                 // the cluster the route chose (for `%UPSTREAM_CLUSTER%`), if it exists
+                let exact = |wd: &mesh_core::route::WeightedDestination| {
+                    snap.registry()
+                        .service(&wd.host, ns)
+                        .filter(|s| *s.hostname == *wd.host)
+                };
                 let cluster = || {
                     let wd = picked?;
-                    let svc = snap.registry().service(&wd.host, ns)?;
+                    let svc = exact(wd)?;
                     Some(wd.cluster_name(dest_port_of(wd, svc, port)))
                 };
                 finalize_response(
@@ -2755,7 +2764,7 @@ where
                 );
                 // the route's cluster names the destination service (HCM sets the
                 // cluster info with the route, before the fault filter runs)
-                let ctx = match picked.and_then(|wd| snap.registry().service(&wd.host, ns)) {
+                let ctx = match picked.and_then(exact) {
                     Some(svc) => Some(service_context(dest::service_info(svc))),
                     None => host_context(authority.as_str()),
                 };
@@ -2901,15 +2910,17 @@ where
     // Istio tunnels an application's own TLS to the egress proxy inside the proxy's TLS;
     // the mesh client cannot nest the two, and would otherwise drop the application's
     // end-to-end TLS: refused (503 NC) rather than sent without it
-    if egressed
+    // So does a `tls` route's: the application's TLS to a destination that is another host
+    // (an egress gateway) would be replaced by the DestinationRule's.
+    if (egressed || decision.tls_route.is_some())
         && https
         && dest
             .tls_settings
             .as_ref()
             .is_some_and(|t| t.mode != mesh_core::model::ClientTlsMode::Disable)
     {
-        tracing::warn!(host = %authority, proxy = %wd.host,
-            "an https request through an egressProxy whose DestinationRule sets TLS is refused: the application's TLS cannot be tunneled");
+        tracing::warn!(host = %authority, destination = %wd.host,
+            "an https request through an egressProxy or a tls route whose destination's DestinationRule sets TLS is refused: the application's TLS cannot be tunneled");
         return cluster_not_found(&parts);
     }
 
@@ -2991,7 +3002,12 @@ where
             if !m.share.fires(rand::random::<u64>()) {
                 continue;
             }
-            let Some(msvc) = snap.registry().service(&m.destination.host, ns) else {
+            // (a cluster of that very host: a wildcard ServiceEntry is none)
+            let Some(msvc) = snap
+                .registry()
+                .service(&m.destination.host, ns)
+                .filter(|s| *s.hostname == *m.destination.host)
+            else {
                 continue;
             };
             let mport = m.destination.port.unwrap_or(match msvc.ports.as_slice() {
