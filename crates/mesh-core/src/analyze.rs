@@ -13,7 +13,7 @@
 //! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
 //! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
 //! | IST0101 | warning | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
-//! | IST0104 | warning | a Gateway server port is not exposed by the selected workloads' Services |
+//! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the Services' ports, as istiod translates them, not their target ports) |
 //! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
@@ -937,9 +937,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                             codes::GATEWAY_PORT_NOT_ON_WORKLOAD,
                             &format!("spec.servers[{i}].port.number"),
                             format!(
-                                "The gateway refers to a port that is not exposed on the workload (pod selector {}; port {})",
-                                fmt_labels(sel),
-                                s.port.number
+                                "The gateway is listening on a target port (port {}) that is not defined in the Service associated with its workload instances (Pod selector {}). If you need to access the gateway port through the gateway Service, it will not be available.",
+                                s.port.number,
+                                fmt_labels(sel)
                             ),
                         );
                     }

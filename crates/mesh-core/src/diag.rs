@@ -5,9 +5,9 @@
 //!
 //! Analyzer findings use `istioctl analyze` codes where one fits (`IST0101`
 //! ReferencedResourceNotFound, `IST0109`, `IST0128`, ...). Per-object validation (the checks
-//! istiod's validating webhook makes) uses `IST0106` (SchemaValidationError, which is how
-//! `istioctl analyze` reports webhook failures) for errors and webhook warnings alike, with
-//! Istio's own message. Problems Istio has no code for use our own `IM` codes:
+//! istiod's validating webhook makes) uses `IST0106` (SchemaValidationError) for errors and
+//! `IST0133` (SchemaWarning) for the webhook's warnings, as `istioctl analyze` reports
+//! them, with Istio's own message. Problems Istio has no code for use our own `IM` codes:
 //!
 //! | code | severity | meaning |
 //! | --- | --- | --- |
@@ -397,6 +397,28 @@ pub mod codes {
     /// assert_eq!(codes::VALIDATION, "IST0106");
     /// ```
     pub const VALIDATION: &str = "IST0106";
+    /// SchemaWarning: a warning of istiod's validating webhook (the object is accepted),
+    /// as `istioctl analyze` reports webhook warnings.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, trafficPolicy: {outlierDetection: {consecutiveErrors: 5}}}
+    /// ",
+    ///     "dr.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// let w = found.iter().find(|d| d.code == codes::SCHEMA_WARNING).expect("a webhook warning");
+    /// assert_eq!(w.severity, Severity::Warning);
+    /// assert_eq!(codes::SCHEMA_WARNING, "IST0133");
+    /// ```
+    pub const SCHEMA_WARNING: &str = "IST0133";
     /// ReferencedResourceNotFound.
     ///
     /// # Examples
@@ -417,7 +439,7 @@ pub mod codes {
     /// assert_eq!(codes::REFERENCED_RESOURCE_NOT_FOUND, "IST0101");
     /// ```
     pub const REFERENCED_RESOURCE_NOT_FOUND: &str = "IST0101";
-    /// GatewayPortNotOnWorkload.
+    /// GatewayPortNotDefinedOnService (IST0104, GatewayPortNotOnWorkload, is retired).
     ///
     /// # Examples
     ///
@@ -446,9 +468,9 @@ pub mod codes {
     /// );
     /// let found = mesh_core::check(&loaded);
     /// assert!(found.iter().any(|d| d.code == codes::GATEWAY_PORT_NOT_ON_WORKLOAD), "{found:#?}");
-    /// assert_eq!(codes::GATEWAY_PORT_NOT_ON_WORKLOAD, "IST0104");
+    /// assert_eq!(codes::GATEWAY_PORT_NOT_ON_WORKLOAD, "IST0162");
     /// ```
-    pub const GATEWAY_PORT_NOT_ON_WORKLOAD: &str = "IST0104";
+    pub const GATEWAY_PORT_NOT_ON_WORKLOAD: &str = "IST0162";
     /// ConflictingMeshGatewayVirtualServiceHosts.
     ///
     /// # Examples

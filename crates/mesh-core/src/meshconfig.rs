@@ -1967,7 +1967,7 @@ fn tracing_of(
     let Some(p) = providers.iter().find(|p| &p.name == name) else {
         report(
             Severity::Warning,
-            codes::VALIDATION,
+            codes::SCHEMA_WARNING,
             format!("{base}.defaultProviders.tracing[0]"),
             format!(
                 "defaultProviders.tracing names {name:?}, which no extensionProviders entry \
@@ -2004,7 +2004,7 @@ fn tracing_of(
         None => {
             report(
                 Severity::Warning,
-                codes::VALIDATION,
+                codes::SCHEMA_WARNING,
                 format!("{base}.defaultProviders.tracing[0]"),
                 format!("defaultProviders.tracing names {name:?}, which is not a tracer: requests are not traced"),
             );

@@ -239,7 +239,7 @@ spec:
         "{ds:#?}"
     );
     assert!(
-        has(&ds, "IST0104", Severity::Warning, "port 9090"),
+        has(&ds, "IST0162", Severity::Warning, "port 9090"),
         "{ds:#?}"
     );
     assert!(

@@ -180,7 +180,7 @@ http:
     request: {set: {'x y': a}, remove: ['x/y']}
     response: {add: {'x y': b}}",
     );
-    // inmesh cannot write them: a warning of its own, not IST0106
+    // inmesh cannot write them: a warning of its own, not IST0133
     assert_eq!(ds.len(), 3, "{ds:#?}");
     assert!(
         ds.iter()

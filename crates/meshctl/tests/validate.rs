@@ -96,7 +96,7 @@ fn warnings_only_exit_0() {
     let s = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{s}");
     assert!(
-        s.contains("warning[IST0106]: outlier detection consecutive errors is deprecated"),
+        s.contains("warning[IST0133]: outlier detection consecutive errors is deprecated"),
         "{s}"
     );
     assert!(s.contains("0 errors, 1 warning"), "{s}");

@@ -3,7 +3,8 @@
 //!
 //! Errors are what istiod rejects; warnings are what istiod returns as API warnings (or what
 //! `istioctl analyze` flags for a single object, such as unreachable rules); `Info` is a lint
-//! that Istio accepts silently. Webhook findings use code `IST0106`, unreachable/ineffective
+//! that Istio accepts silently. Webhook findings use code `IST0106` (errors) and `IST0133`
+//! (the webhook's warnings), unreachable/ineffective
 //! rules `IST0130`/`IST0131`, lints `IM0100` (info, or a warning when the config cannot work
 //! as written), things inmesh does not apply as Envoy would `IM0013`.
 //!
@@ -331,11 +332,11 @@ impl Ctx<'_> {
 
     /// A warning (istiod accepts with a warning).
     pub(crate) fn warn(&mut self, path: &str, msg: impl Into<String>) -> &mut Diagnostic {
-        self.push(Severity::Warning, codes::VALIDATION, path, msg.into())
+        self.push(Severity::Warning, codes::SCHEMA_WARNING, path, msg.into())
     }
 
     /// A warning about something istiod accepts silently but that cannot work as written
-    /// (code `IM0100`, not istiod's `IST0106`).
+    /// (code `IM0100`, not istiod's `IST0133`).
     pub(crate) fn lint_warn(&mut self, path: &str, msg: impl Into<String>) -> &mut Diagnostic {
         self.push(Severity::Warning, codes::LINT, path, msg.into())
     }
