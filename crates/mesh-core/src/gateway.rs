@@ -198,6 +198,43 @@ impl Gateways {
             .collect()
     }
 
+    /// The servers of the Gateways named `names` (`ns/name`), in their order: what a gateway
+    /// workload implementing them listens with.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::gateway::Gateways;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: public, namespace: istio-system}
+    /// spec:
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ", "gw.yaml");
+    /// let gateways = Gateways::build(&loaded.objects);
+    /// let servers = gateways.servers_named(&["istio-system/public"]);
+    /// assert_eq!(servers[0].server.port.number, 80);
+    /// assert!(gateways.servers_named(&["default/public"]).is_empty());
+    /// ```
+    pub fn servers_named(&self, names: &[&str]) -> Vec<GatewayServer<'_>> {
+        names
+            .iter()
+            .filter_map(|n| self.defs.iter().find(|g| &*g.name == *n))
+            .flat_map(|g| {
+                g.servers
+                    .iter()
+                    .enumerate()
+                    .map(|(index, server)| GatewayServer {
+                        gateway: &g.name,
+                        index,
+                        server,
+                    })
+            })
+            .collect()
+    }
+
     /// The gateway names (`ns/name`) a workload with these labels implements.
     ///
     /// # Examples

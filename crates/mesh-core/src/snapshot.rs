@@ -1239,4 +1239,24 @@ impl Snapshot {
     pub fn gateway_servers(&self, labels: &Labels) -> Vec<GatewayServer<'_>> {
         self.config.gateways.servers_for(labels)
     }
+
+    /// The servers of the Gateways named `names` (`ns/name`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: bookinfo-gateway, namespace: default}
+    /// spec:
+    ///   servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ").unwrap().snapshot();
+    /// let servers = snap.gateway_servers_named(&["default/bookinfo-gateway"]);
+    /// assert_eq!(servers.len(), 1);
+    /// assert_eq!(servers[0].server.port.number, 8080);
+    /// ```
+    pub fn gateway_servers_named(&self, names: &[&str]) -> Vec<GatewayServer<'_>> {
+        self.config.gateways.servers_named(names)
+    }
 }

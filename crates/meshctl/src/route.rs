@@ -394,8 +394,13 @@ fn to_json(
         .collect();
     o.insert("destinations".into(), dests.into());
     let rewrite = act.and_then(|a| a.rewrite.as_ref()).map(|rw| {
+        // (Envoy rewrites the path and keeps the query)
+        let uri = rw.path(r.path, d.prefix_len).map(|p| match r.query {
+            Some(q) => format!("{p}?{q}"),
+            None => p.to_string(),
+        });
         json!({
-            "uri": rw.path(r.path, d.prefix_len),
+            "uri": uri,
             "authority": rw.authority.as_deref(),
         })
     });
@@ -537,6 +542,9 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
             "VirtualService {vs}, tls route {} matched: the request is the application's TLS, routed by its SNI and port (no http route, retry or timeout applies)\n",
             v["tls_route"]
         )),
+        (None, _) if gateway.is_some() => s.push_str(
+            "no VirtualService bound to the gateway applies to this host and port\n",
+        ),
         (None, _) => s.push_str("no VirtualService applies: the request goes to the host itself\n"),
         (Some(vs), Some(i)) => {
             s.push_str(&format!("VirtualService {vs}, http route {i} matched"));
@@ -742,6 +750,25 @@ pub(crate) fn run(args: Args) -> ExitCode {
     });
     let sni = (scheme == "https").then(|| args.sni.as_deref().or(uri.host()));
     let gateway = gateway_attr(&snap, args.gateway.as_deref(), &args.namespace, sni, port);
+    // before any request: a port none of the Gateways' servers listens on refuses the
+    // connection, and a TLS ClientHello whose SNI no server's hosts take is closed in the
+    // handshake (Envoy: no filter chain, NR `filter_chain_not_found`)
+    if let Some(refusal) = gateway_refusal(&snap, &args, port, sni.flatten()) {
+        match args.output {
+            Output::Json => println!(
+                "{}",
+                json!({"host": authority, "port": port, "status": null, "connection": refusal.0, "reason": refusal.1})
+            ),
+            Output::Text => println!(
+                "{} {} from gateway {}\n{}",
+                args.method,
+                args.url,
+                args.gateway.as_deref().unwrap_or(""),
+                refusal.1
+            ),
+        }
+        return ExitCode::SUCCESS;
+    }
     // an `https` URL whose SNI reaches no TLS-terminating server of the gateway, but a
     // PASSTHROUGH one's `tls` route: the gateway forwards the client's TLS by its SNI
     if let (Some(Some(name)), Some(g)) = (sni, &gateway) {
@@ -1015,6 +1042,62 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Why a gateway (`--gateway`) takes no request on `port` at all: `("refused", why)` when
+/// none of its Gateways has a server on the port, `("closed", why)` when the request is
+/// TLS (`sni`) and no TLS server on the port lists a host the SNI fits. `None` when it
+/// does, or when the Gateways are not among the loaded files.
+fn gateway_refusal(
+    snap: &Snapshot,
+    args: &Args,
+    port: u16,
+    sni: Option<&str>,
+) -> Option<(&'static str, String)> {
+    let list = args.gateway.as_deref().filter(|g| *g != "mesh")?;
+    let names = gateway_attr(snap, Some(list), &args.namespace, None, port)?;
+    let names: Vec<&str> = names.split(',').collect();
+    let servers = snap.gateway_servers_named(&names);
+    if servers.is_empty() {
+        return None;
+    }
+    let at_port: Vec<_> = servers
+        .iter()
+        .filter(|s| s.server.port.number == u32::from(port))
+        .collect();
+    if at_port.is_empty() {
+        let ports: std::collections::BTreeSet<u32> =
+            servers.iter().map(|s| s.server.port.number).collect();
+        return Some((
+            "refused",
+            format!(
+                "no server of the gateway listens on port {port} (its ports: {}): the connection is refused",
+                ports
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let sni = sni?;
+    let fits = |h: &String| {
+        let h = h.split_once('/').map_or(h.as_str(), |(_, h)| h);
+        h == "*" || mesh_core::model::host::matches(h, &sni.to_ascii_lowercase())
+    };
+    let tls = |p: &str| matches!(p.to_ascii_uppercase().as_str(), "HTTPS" | "TLS");
+    if at_port
+        .iter()
+        .any(|s| tls(&s.server.port.protocol) && s.server.hosts.iter().any(fits))
+    {
+        return None;
+    }
+    Some((
+        "closed",
+        format!(
+            "no TLS server of the gateway on port {port} takes the SNI {sni}: the gateway closes the connection during the TLS handshake (NR filter_chain_not_found), before any request"
+        ),
+    ))
 }
 
 /// A TLS (`tls`) or TCP connection's route, as mesh traffic (`gateways` `None`) or at a

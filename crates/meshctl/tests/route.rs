@@ -882,4 +882,25 @@ spec:
     let text = String::from_utf8(meshctl(&a).stdout).unwrap();
     assert!(text.contains("httpsRedirect"), "{text}");
     assert!(text.contains("301"), "{text}");
+    // an SNI no HTTPS server lists: closed in the handshake, no request, no 404
+    let mut a = vec!["https://httpbin.example.com/", "--sni", "other.example.com"];
+    a.extend_from_slice(&gw);
+    let v = json(&a);
+    assert_eq!(v["connection"], "closed", "{v}");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("filter_chain_not_found"),
+        "{v}"
+    );
+    // a port no server listens on: refused
+    let mut a = vec!["http://httpbin.example.com:8080/"];
+    a.extend_from_slice(&gw);
+    let v = json(&a);
+    assert_eq!(v["connection"], "refused", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("its ports: 80, 443"),
+        "{v}"
+    );
 }
