@@ -360,7 +360,7 @@ spec:
     route: [{destination: {host: m, subset: r5}}]
   - match: [{uri: {prefix: /without}, withoutHeaders: {x-deny: {exact: "yes"}}}]
     route: [{destination: {host: m, subset: r6}}]
-  - match: [{queryParams: {q: {exact: "1"}}}, {queryParams: {n: {regex: "\\d+"}}}]
+  - match: [{queryParams: {q: {exact: "1"}}}, {queryParams: {"n": {regex: "\\d+"}}}]
     route: [{destination: {host: m, subset: r7}}]
   - match: [{port: 8080}]
     route: [{destination: {host: m, subset: r8}}]

@@ -507,3 +507,63 @@ spec: {host: c, trafficPolicy: {tls: {mode: MUTUL}}}
     // the third document's bad enum, at its own line
     assert_eq!(lines[1].1, 14, "{:?}", l.diagnostics);
 }
+
+#[test]
+fn yaml_1_1_booleans_as_kubernetes_reads_them() {
+    // `yes`/`on`/`y` are booleans to Kubernetes (go-yaml v2): a boolean field takes them...
+    let l = load_str(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /api}, ignoreUriCase: yes}]
+    route: [{destination: {host: reviews}}]
+",
+        "vs.yaml",
+    );
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+    let Spec::VirtualService(vs) = &l.objects[0].spec else {
+        panic!("not a VirtualService")
+    };
+    assert!(vs.http[0].matches[0].ignore_uri_case);
+    // ...and a string field refuses them, as the API server does ("must be of type
+    // string"), with the reason and the fix
+    let l = load_str(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {x-debug: {exact: on}}}]
+    route: [{destination: {host: reviews}}]
+",
+        "vs.yaml",
+    );
+    let d = l
+        .diagnostics
+        .iter()
+        .find(|d| d.severity == Severity::Error)
+        .expect("an error");
+    assert_eq!(d.code, codes::INVALID_VALUE, "{d:?}");
+    assert_eq!(d.path, "spec.http[0].match[0].headers.x-debug.exact", "{d:?}");
+    assert_eq!(d.line, 7, "{d:?}");
+    assert!(d.help.as_deref().unwrap().contains("YAML 1.1"), "{d:?}");
+    // quoted, it is the string
+    let l = load_str(
+        &"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {x-debug: {exact: on}}}]
+    route: [{destination: {host: reviews}}]
+"
+        .replace("exact: on", "exact: \"on\""),
+        "vs.yaml",
+    );
+    assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
+}

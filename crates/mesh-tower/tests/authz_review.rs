@@ -127,7 +127,7 @@ spec:
     - {{header: x-nested, claim: a.b}}
     - {{header: x-list, claim: groups}}
     - {{header: x-obj, claim: a}}
-    - {{header: x-num, claim: n}}
+    - {{header: x-num, claim: "n"}}
     - {{header: x-frac, claim: f}}
     - {{header: x-bool, claim: admin}}
     - {{header: x-missing, claim: a.nope}}

@@ -1433,7 +1433,11 @@ fn serde_error_diagnostic(
         at,
         path,
     );
-    if msg.contains("invalid type") && msg.contains("expected a string") {
+    if msg.contains("invalid type: boolean") && msg.contains("expected a string") {
+        d = d.with_help(
+            "quote the value to make it a string (Kubernetes reads YAML 1.1: unquoted yes/no, on/off, y/n are booleans)",
+        );
+    } else if msg.contains("invalid type") && msg.contains("expected a string") {
         d = d.with_help("quote the value to make it a string");
     }
     (None, d)

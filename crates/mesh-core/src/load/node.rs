@@ -345,13 +345,20 @@ fn count_nodes(n: &Node<'_>) -> usize {
     count
 }
 
-/// YAML 1.2 core schema resolution of a plain scalar.
+/// Resolution of a plain scalar: YAML 1.2's core schema, plus YAML 1.1's other booleans
+/// (`yes`/`no`, `on`/`off`, `y`/`n`), as Kubernetes reads YAML (`sigs.k8s.io/yaml`, go-yaml
+/// v2): `ignoreUriCase: yes` is `true`, and `exact: on` is a boolean where a string is
+/// expected, which the API server refuses.
 fn resolve_plain(cow: Cow<'_, str>) -> NodeKind<'_> {
     let s: &str = &cow;
     match s {
         "" | "~" | "null" | "Null" | "NULL" => return NodeKind::Null,
-        "true" | "True" | "TRUE" => return NodeKind::Bool(true),
-        "false" | "False" | "FALSE" => return NodeKind::Bool(false),
+        "true" | "True" | "TRUE" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "y" | "Y" => {
+            return NodeKind::Bool(true)
+        }
+        "false" | "False" | "FALSE" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "n" | "N" => {
+            return NodeKind::Bool(false)
+        }
         _ => {}
     }
     let b = s.as_bytes();
@@ -426,13 +433,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_scalars_resolve_like_yaml_1_2() {
+    fn plain_scalars_resolve_like_kubernetes() {
         let table: &[(&str, &str)] = &[
             ("", "null"),
             ("~", "null"),
             ("true", "bool"),
             ("False", "bool"),
-            ("yes", "str"),
+            ("yes", "bool"),
+            ("Off", "bool"),
+            ("n", "bool"),
+            ("yess", "str"),
+            ("oN", "str"),
             ("42", "int"),
             ("-7", "int"),
             ("0x1F", "int"),
