@@ -25,6 +25,7 @@
 //! | IST0101 | warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (nothing when no Secrets are loaded) |
 //! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`) |
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
+//! | IST0173 | error | a DestinationRule subset whose labels (with its service's selector) no loaded pod or workload controller's template has (only when some are loaded) |
 //! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
 //! | IM0202 | warning | the same kind/namespace/name is defined twice (the last one wins, like `kubectl apply`) |
 //! | IST0101 | error | a CUSTOM AuthorizationPolicy names an extension provider the MeshConfig does not define (istiod: `available providers are [...] but found "..."`; only with a MeshConfig, [`custom_providers`]) |
@@ -372,6 +373,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     // Indexes.
     let mut services: HashSet<String> = HashSet::new(); // FQDNs and SE hosts
+    // a service's workload selector (a Kubernetes Service's selector, a ServiceEntry's
+    // workloadSelector), by FQDN / SE host, for the subsets that select no pod
+    let mut service_selectors: HashMap<String, &Labels> = HashMap::new();
     let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new(); // Kubernetes Services
     let mut se_hosts: Vec<(&ConfigObject, &str)> = Vec::new();
     let mut registry_known = false;
@@ -388,6 +392,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     .entry(fq.clone())
                     .or_default()
                     .extend(svc.ports.iter().map(|p| p.port));
+                if let Some(sel) = &svc.selector {
+                    service_selectors.insert(fq.clone(), sel);
+                }
                 services.insert(fq);
             }
             Spec::ServiceEntry(se) => {
@@ -395,6 +402,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 for h in &se.hosts {
                     services.insert(h.to_ascii_lowercase());
                     se_hosts.push((o, h));
+                    if let Some(sel) = &se.workload_selector {
+                        service_selectors.insert(h.to_ascii_lowercase(), &sel.labels);
+                    }
                 }
             }
             Spec::Workload(w) => workloads.push((o, &w.labels)),
@@ -838,6 +848,30 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                         ),
                         None => format!("{fq} is neither a loaded Kubernetes Service nor a ServiceEntry host"),
                     });
+                }
+                // istioctl's PodNotSelectedAnalyzer: a subset whose labels (with the
+                // service's selector) no pod has (here: no loaded pod or workload
+                // controller's template, and only when some are loaded)
+                if workloads_known && host_known(&fq) {
+                    let base = service_selectors.get(&fq).copied();
+                    for (i, subset) in dr.subsets.iter().enumerate() {
+                        let selects = |l: &Labels| {
+                            base.is_none_or(|b| crate::names::labels_match(b, l))
+                                && crate::names::labels_match(&subset.labels, l)
+                        };
+                        if !workloads.iter().any(|(_, l)| selects(l)) {
+                            cx.report(
+                                o,
+                                Severity::Error,
+                                codes::SUBSET_SELECTS_NO_PODS,
+                                &format!("spec.subsets[{i}]"),
+                                format!(
+                                    "The Subset {} defined in the DestinationRule does not select any pods. Which may lead to 503 UH (NoHealthyUpstream).",
+                                    subset.name
+                                ),
+                            );
+                        }
+                    }
                 }
                 if let Some(tp) = &dr.traffic_policy {
                     if let Some(tls) = &tp.tls {

@@ -817,6 +817,41 @@ pub mod codes {
     /// assert_eq!(codes::UNKNOWN_DR_HOST, "IST0174");
     /// ```
     pub const UNKNOWN_DR_HOST: &str = "IST0174";
+    /// DestinationRuleSubsetNotSelectPods: a subset no loaded pod matches.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: v1
+    /// kind: Pod
+    /// metadata: {name: reviews-v1, labels: {app: reviews, version: v1}}
+    /// spec: {containers: [{name: reviews}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec:
+    ///   host: reviews
+    ///   subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+    /// ",
+    ///     "reviews.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// let d = found.iter().find(|d| d.code == codes::SUBSET_SELECTS_NO_PODS).expect("v2");
+    /// assert_eq!(d.severity, Severity::Error);
+    /// assert!(d.message.contains("Subset v2"), "{}", d.message);
+    /// assert_eq!(found.iter().filter(|d| d.code == codes::SUBSET_SELECTS_NO_PODS).count(), 1);
+    /// assert_eq!(codes::SUBSET_SELECTS_NO_PODS, "IST0173");
+    /// ```
+    pub const SUBSET_SELECTS_NO_PODS: &str = "IST0173";
     /// MultipleDestinationRulesForHost (inmesh code; Istio merges them, see §3.2).
     ///
     /// # Examples
