@@ -373,8 +373,8 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     // Indexes.
     let mut services: HashSet<String> = HashSet::new(); // FQDNs and SE hosts
-    // a service's workload selector (a Kubernetes Service's selector, a ServiceEntry's
-    // workloadSelector), by FQDN / SE host, for the subsets that select no pod
+                                                        // a service's workload selector (a Kubernetes Service's selector, a ServiceEntry's
+                                                        // workloadSelector), by FQDN / SE host, for the subsets that select no pod
     let mut service_selectors: HashMap<String, &Labels> = HashMap::new();
     let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new(); // Kubernetes Services
     let mut se_hosts: Vec<(&ConfigObject, &str)> = Vec::new();

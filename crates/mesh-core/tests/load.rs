@@ -548,7 +548,10 @@ spec:
         .find(|d| d.severity == Severity::Error)
         .expect("an error");
     assert_eq!(d.code, codes::INVALID_VALUE, "{d:?}");
-    assert_eq!(d.path, "spec.http[0].match[0].headers.x-debug.exact", "{d:?}");
+    assert_eq!(
+        d.path, "spec.http[0].match[0].headers.x-debug.exact",
+        "{d:?}"
+    );
     assert_eq!(d.line, 7, "{d:?}");
     assert!(d.help.as_deref().unwrap().contains("YAML 1.1"), "{d:?}");
     // quoted, it is the string

@@ -646,9 +646,17 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
     }
     for m in v["mirrors"].as_array().into_iter().flatten() {
         s.push_str(&format!(
-            "mirror {}% to {}\n",
+            "mirror {}% to {}{}{}\n",
             m["percentage"],
-            m["host"].as_str().unwrap_or("")
+            m["host"].as_str().unwrap_or(""),
+            m["subset"]
+                .as_str()
+                .map(|x| format!(" subset {x}"))
+                .unwrap_or_default(),
+            m["port"]
+                .as_u64()
+                .map(|p| format!(" port {p}"))
+                .unwrap_or_default(),
         ));
     }
     if let Some(c) = v["cors"].as_object() {
@@ -753,6 +761,28 @@ pub(crate) fn run(args: Args) -> ExitCode {
     // before any request: a port none of the Gateways' servers listens on refuses the
     // connection, and a TLS ClientHello whose SNI no server's hosts take is closed in the
     // handshake (Envoy: no filter chain, NR `filter_chain_not_found`)
+    // a plain URL to a port whose servers all proxy TCP (`TCP`, `MONGO`, ...): no HTTP
+    // there, the connection follows the `tcp` routes
+    if scheme == "http" {
+        if let Some((_, at_port)) = gateway_servers_at(&snap, &args, port) {
+            let tcp = |p: &str| {
+                !matches!(
+                    p.to_ascii_uppercase().as_str(),
+                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS"
+                )
+            };
+            if !at_port.is_empty() && at_port.iter().all(|s| tcp(&s.server.port.protocol)) {
+                if args.output == Output::Text {
+                    println!(
+                        "port {port} of the gateway is a TCP server: {} is proxied as a TCP connection",
+                        args.url
+                    );
+                }
+                let host = uri.host().unwrap_or(authority);
+                return run_l4(&args, "tcp", &format!("{host}:{port}"));
+            }
+        }
+    }
     if let Some(refusal) = gateway_refusal(&snap, &args, port, sni.flatten()) {
         match args.output {
             Output::Json => println!(
@@ -1044,6 +1074,31 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The servers of the `--gateway` Gateways, and those on `port`; `None` for mesh traffic
+/// or Gateways not among the loaded files.
+fn gateway_servers_at<'s>(
+    snap: &'s Snapshot,
+    args: &Args,
+    port: u16,
+) -> Option<(
+    Vec<mesh_core::gateway::GatewayServer<'s>>,
+    Vec<mesh_core::gateway::GatewayServer<'s>>,
+)> {
+    let list = args.gateway.as_deref().filter(|g| *g != "mesh")?;
+    let names = gateway_attr(snap, Some(list), &args.namespace, None, port)?;
+    let names: Vec<&str> = names.split(',').collect();
+    let servers = snap.gateway_servers_named(&names);
+    if servers.is_empty() {
+        return None;
+    }
+    let at_port = servers
+        .iter()
+        .filter(|s| s.server.port.number == u32::from(port))
+        .copied()
+        .collect();
+    Some((servers, at_port))
+}
+
 /// Why a gateway (`--gateway`) takes no request on `port` at all: `("refused", why)` when
 /// none of its Gateways has a server on the port, `("closed", why)` when the request is
 /// TLS (`sni`) and no TLS server on the port lists a host the SNI fits. `None` when it
@@ -1054,17 +1109,7 @@ fn gateway_refusal(
     port: u16,
     sni: Option<&str>,
 ) -> Option<(&'static str, String)> {
-    let list = args.gateway.as_deref().filter(|g| *g != "mesh")?;
-    let names = gateway_attr(snap, Some(list), &args.namespace, None, port)?;
-    let names: Vec<&str> = names.split(',').collect();
-    let servers = snap.gateway_servers_named(&names);
-    if servers.is_empty() {
-        return None;
-    }
-    let at_port: Vec<_> = servers
-        .iter()
-        .filter(|s| s.server.port.number == u32::from(port))
-        .collect();
+    let (servers, at_port) = gateway_servers_at(snap, args, port)?;
     if at_port.is_empty() {
         let ports: std::collections::BTreeSet<u32> =
             servers.iter().map(|s| s.server.port.number).collect();

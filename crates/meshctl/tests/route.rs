@@ -803,6 +803,16 @@ spec:
   - port: {number: 443, name: https, protocol: HTTPS}
     hosts: [httpbin.example.com]
     tls: {mode: SIMPLE, credentialName: httpbin-credential}
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: istio-system}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  tcp: [{match: [{port: 31400}], route: [{destination: {host: tcp-echo.default.svc.cluster.local, port: {number: 9000}}}]}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -894,6 +904,12 @@ spec:
             .contains("filter_chain_not_found"),
         "{v}"
     );
+    // a plain URL to the TCP server's port: proxied by the tcp routes, not an HTTP 404
+    let mut a = vec!["http://1.2.3.4:31400/"];
+    a.extend_from_slice(&gw);
+    let v = json(&a);
+    assert_eq!(v["protocol"], "tcp", "{v}");
+    assert_eq!(v["virtual_service"], "istio-system/echo", "{v}");
     // a port no server listens on: refused
     let mut a = vec!["http://httpbin.example.com:8080/"];
     a.extend_from_slice(&gw);
