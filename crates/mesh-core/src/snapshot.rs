@@ -759,6 +759,40 @@ impl Snapshot {
         self.config.routes.route_tls_scoped(attrs, sidecar)
     }
 
+    /// [`Snapshot::route_tls`] for a connection to the service `service_host` (its FQDN, as
+    /// the registry names it): the VirtualServices of that service apply, their `sniHosts`
+    /// matched against the SNI as the application sends it. A Kubernetes service reached
+    /// by its short name (`reviews`, SNI `reviews`) finds the VirtualService of
+    /// `reviews.<ns>.svc.cluster.local`, as a sidecar's filter chain for the service does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::L4Attrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   tls:
+    ///   - match: [{port: 9443, sniHosts: [reviews]}]
+    ///     route: [{destination: {host: reviews-v2}}]
+    /// ").unwrap().snapshot();
+    /// let attrs = L4Attrs { sni: Some("reviews"), ..L4Attrs::new("default", 9443) };
+    /// // by the SNI alone, `reviews` names no VirtualService host (they are FQDNs)
+    /// assert!(snap.route_tls(&attrs).virtual_service.is_none());
+    /// let d = snap.route_tls_to(&attrs, "reviews.default.svc.cluster.local");
+    /// assert_eq!(&*d.destinations[0].host, "reviews-v2.default.svc.cluster.local");
+    /// ```
+    pub fn route_tls_to(&self, attrs: &L4Attrs<'_>, service_host: &str) -> L4Decision<'_> {
+        let sidecar = self.mesh_sidecar(attrs.gateway, attrs.client_namespace, attrs.source_labels);
+        self.config
+            .routes
+            .route_tls_to_scoped(attrs, Some(service_host), sidecar)
+    }
+
     /// Routes a TCP connection by destination address and port (§2.8).
     ///
     /// # Examples

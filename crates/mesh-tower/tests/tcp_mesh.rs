@@ -673,6 +673,46 @@ spec:
     };
     assert_eq!(first("api.example.com:443").await, "mirror");
     assert_eq!(first("mirror.example.com:443").await, "mirror");
+
+    // a Kubernetes service by its short name: the SNI `api`, the service (and its
+    // VirtualService) `api.foo.svc.cluster.local`
+    let kube = format!(
+        "{}apiVersion: v1
+kind: Service
+metadata: {{name: api, namespace: foo}}
+spec: {{selector: {{app: api}}, ports: [{{name: tls, port: {p}}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: foo}}
+spec:
+  hosts: [api]
+  tls:
+  - match: [{{port: {p}, sniHosts: [api]}}]
+    route: [{{destination: {{host: mirror.example.com, port: {{number: 443}}}}}}]
+",
+        se("mirror", "mirror.example.com", addrs[1].port()),
+        p = addrs[0].port()
+    );
+    let mesh = Mesh::from_yaml(&kube).unwrap();
+    mesh.register(mesh_core::registry::Workload {
+        name: "api-1".into(),
+        namespace: "foo".into(),
+        service_account: "api".into(),
+        labels: [("app".to_string(), "api".to_string())].into(),
+        address: "127.0.0.1".parse().unwrap(),
+        ports: Default::default(),
+        locality: None,
+        weight: 0,
+    });
+    let client = MeshClient::builder(mesh, ClientWorkload::new("sleep", "foo", "sleep")).build();
+    let mut conn = client
+        .connect(&format!("api:{}", addrs[0].port()))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"mirror");
 }
 
 /// DestinationRule `connectionPool.tcp.idleTimeout` and `maxConnectionDuration`, as Envoy's

@@ -972,7 +972,18 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
     } else {
         name.as_deref()
     };
-    let d = route_l4(&snap, gateway.as_deref(), attrs, protocol == "tls");
+    // mesh TLS to a service: its VirtualServices (a short name's too), by the SNI as sent
+    let service_host = match (ip, &gateway) {
+        (None, None) if protocol == "tls" => snap
+            .resolve_service(host, ns)
+            .filter(|s| !s.hostname.starts_with('*'))
+            .map(|s| s.hostname.to_string()),
+        _ => None,
+    };
+    let d = match &service_host {
+        Some(h) => snap.route_tls_to(&attrs, h),
+        None => route_l4(&snap, gateway.as_deref(), attrs, protocol == "tls"),
+    };
     // what has no cluster and no route naming it: passed through to the host and port
     // asked for under ALLOW_ANY (Istio's default), black-holed under REGISTRY_ONLY, as
     // `MeshClient::connect` does (a gateway routes by its VirtualServices only)

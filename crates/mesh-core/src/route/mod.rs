@@ -2778,8 +2778,21 @@ impl RouteTable {
         a: &L4Attrs<'_>,
         sidecar: Option<&SidecarScope>,
     ) -> L4Decision<'a> {
+        self.route_tls_to_scoped(a, None, sidecar)
+    }
+
+    /// [`RouteTable::route_tls_scoped`] for a connection to the service `service_host` (its
+    /// FQDN; `None`: the SNI's): its VirtualServices' `tls` routes, `sniHosts` matched
+    /// against the SNI as sent (a short name `reviews` included).
+    pub(crate) fn route_tls_to_scoped<'a>(
+        &'a self,
+        a: &L4Attrs<'_>,
+        service_host: Option<&str>,
+        sidecar: Option<&SidecarScope>,
+    ) -> L4Decision<'a> {
         let sni = a.sni.unwrap_or("").to_ascii_lowercase();
-        if let Some((vs, r)) = self.best_tls_route(&sni, &sni, a, sidecar) {
+        let host = service_host.map_or(sni.as_str(), |h| h);
+        if let Some((vs, r)) = self.best_tls_route(host, &sni, a, sidecar) {
             return L4Decision {
                 host: Cow::Owned(sni),
                 virtual_service: Some(&vs.info),

@@ -170,7 +170,13 @@ impl MeshClient {
         });
         let decision = if tls_port {
             attrs.sni = Some(&sni);
-            snap.route_tls(&attrs)
+            // the service's VirtualServices (a short name `reviews` is the SNI the
+            // application sends, and `reviews.<ns>.svc.cluster.local` the service)
+            // (a wildcard ServiceEntry's VirtualServices are found by the name asked for)
+            match named.filter(|s| !s.hostname.starts_with('*')) {
+                Some(s) => snap.route_tls_to(&attrs, &s.hostname),
+                None => snap.route_tls(&attrs),
+            }
         } else {
             attrs.sni = fqdn.as_deref();
             snap.route_tcp(&attrs)
