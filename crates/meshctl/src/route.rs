@@ -606,7 +606,15 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
                 d["cluster"].as_str().unwrap_or("")
             ));
         } else if d["subset_defined"] == json!(false) {
-            s.push_str(" (no DestinationRule defines this subset: Envoy answers 503)");
+            match d["destination_rule"].as_str() {
+                // the client's namespace's rule shadows the service's own (first hit wins)
+                Some(dr) => s.push_str(&format!(
+                    " (DestinationRule {dr}, the one that applies to this client, does not define this subset: Envoy answers 503)"
+                )),
+                None => {
+                    s.push_str(" (no DestinationRule defines this subset: Envoy answers 503)")
+                }
+            }
         }
         match d["cluster"].as_str() {
             _ if d["routed_cluster_found"] == json!(false) => {}

@@ -920,3 +920,43 @@ spec:
         "{v}"
     );
 }
+
+#[test]
+fn the_destination_rule_that_shadows_a_subset_is_named() {
+    // a DestinationRule in the client's namespace wins over the service's own (§3.2): its
+    // missing subset is a 503, and the text says which rule applied
+    let dir = tempfile::tempdir().unwrap();
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
+    let all = sample("bookinfo/networking/destination-rule-all.yaml");
+    let vs = sample("bookinfo/networking/virtual-service-all-v1.yaml");
+    let client_dr = write(
+        dir.path(),
+        "client-dr.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-client, namespace: foo}
+spec:
+  host: reviews.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+",
+    );
+    let out = meshctl(&[
+        "route",
+        "http://reviews.default:9080/",
+        "-f",
+        &kube,
+        "-f",
+        &all,
+        "-f",
+        &vs,
+        "-f",
+        client_dr.to_str().unwrap(),
+        "-n",
+        "foo",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("DestinationRule foo/reviews-client, the one that applies to this client, does not define this subset"),
+        "{text}"
+    );
+}
