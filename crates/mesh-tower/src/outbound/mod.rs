@@ -29,6 +29,19 @@
 //! `outbound::reqwest::MeshMiddleware` plugs the client
 //! into `reqwest-middleware`.
 //!
+//! # `https://` requests
+//!
+//! An `https://` request is the application's own TLS: the client originates it to the
+//! request's host (SNI and certificate name from the host, the platform's roots), as the
+//! application would through a sidecar. On a service port declared `TLS` or `HTTPS`, the
+//! service's VirtualService `tls` routes decide where it goes, as a sidecar routes the
+//! application's ClientHello (SNI, port, `sourceLabels`, `destinationSubnets`): to their
+//! destination, with no retries, timeouts or header operations (istio.io's TLS egress and
+//! egress gateway tasks). Otherwise, unlike a sidecar, which cannot see inside the
+//! application's TLS, the client routes it by `http` routes. A `tls` route to a destination
+//! whose DestinationRule sets TLS is refused (503 NC): the application's TLS cannot be
+//! tunneled inside the DestinationRule's.
+//!
 //! # Connection pool
 //!
 //! Each endpoint has its own pool of hyper `client::conn` connections: a stack of idle
