@@ -919,6 +919,9 @@ pub struct Registry {
     by_vip: Vec<(IpNet, Arc<Service>)>,
     /// The services whose VIP is a single address, by that address.
     by_exact_vip: HashMap<IpAddr, Vec<Arc<Service>>>,
+    /// ServiceEntries with `resolution: NONE`, no `addresses` and a TCP port: istiod's
+    /// listener `0.0.0.0:<port>` takes any address on the port for them.
+    any_address: Vec<Arc<Service>>,
     workloads: Arc<[Workload]>,
     /// `namespace/service_account` -> the workloads running as it (indexes).
     by_account: HashMap<String, Vec<usize>>,
@@ -934,6 +937,7 @@ impl Registry {
         let mut services: HostMap<Vec<Arc<Service>>> = HostMap::default();
         let mut by_vip = Vec::new();
         let mut by_exact_vip: HashMap<IpAddr, Vec<Arc<Service>>> = HashMap::new();
+        let mut any_address = Vec::new();
         for d in &defs.defs {
             let mut svc = d.service.clone();
             if let Some(sel) = &d.selector {
@@ -1013,6 +1017,13 @@ impl Registry {
                 headers: None,
             }]);
             let svc = Arc::new(svc);
+            if svc.origin == ServiceOrigin::ServiceEntry
+                && svc.resolution == Resolution::None
+                && svc.addresses.is_empty()
+                && svc.ports.iter().any(|p| is_tcp_protocol(&p.protocol))
+            {
+                any_address.push(svc.clone());
+            }
             for a in &svc.addresses {
                 by_vip.push((*a, svc.clone()));
                 if a.prefix_len() == a.max_prefix_len() {
@@ -1034,6 +1045,7 @@ impl Registry {
             services,
             by_vip,
             by_exact_vip,
+            any_address,
             workloads,
             by_account,
         }
@@ -1190,7 +1202,7 @@ impl Registry {
         client_ns: &str,
     ) -> Option<&Arc<Service>> {
         // a service's own address first (as HTTP routing by VIP picks it), then the most
-        // specific range
+        // specific range, then a ServiceEntry that takes any address on the port
         if let Some(s) = self.service_by_vip(ip, port, client_ns) {
             return Some(s);
         }
@@ -1203,6 +1215,38 @@ impl Registry {
             })
             .max_by_key(|(net, _)| net.prefix_len())
             .map(|(_, s)| s)
+            .or_else(|| self.service_on_any_address(port, client_ns))
+    }
+
+    /// The ServiceEntry with `resolution: NONE` and no `addresses` that declares `port` as a
+    /// TCP port (`TCP`, `MONGO`, `MYSQL`, `REDIS`, ...), as seen from `client_ns`: istiod
+    /// gives it the listener `0.0.0.0:<port>`, so a connection to any address on the port
+    /// is its traffic ("if addresses is not set, all traffic on the port defined in the
+    /// ServiceEntry is matched, regardless of the host": IST0134). Several: the first one
+    /// loaded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: mongo}
+    /// spec:
+    ///   hosts: [mongo.ext.example]
+    ///   ports: [{number: 27017, name: mongo, protocol: MONGO}]
+    ///   resolution: NONE
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let ip = "10.1.2.3".parse().unwrap();
+    /// assert_eq!(reg.service_by_address(ip, 27017, "default").map(|s| &*s.hostname), Some("mongo.ext.example"));
+    /// assert!(reg.service_by_address(ip, 27018, "default").is_none());
+    /// ```
+    pub fn service_on_any_address(&self, port: u16, client_ns: &str) -> Option<&Arc<Service>> {
+        self.any_address.iter().find(|s| {
+            s.export_to.visible_to(client_ns)
+                && s.port(port).is_some_and(|p| is_tcp_protocol(&p.protocol))
+        })
     }
 
     /// The service whose own address (a single-IP VIP: a Kubernetes ClusterIP, a
@@ -1347,6 +1391,15 @@ fn precedence(s: &Service, client_ns: &str) -> (bool, bool) {
     (
         s.origin != ServiceOrigin::Kubernetes,
         *s.namespace != *client_ns,
+    )
+}
+
+/// A port protocol istiod serves with a TCP proxy on a `0.0.0.0:<port>` listener (not
+/// HTTP, whose routes are by host, nor TLS, whose filter chains are by SNI).
+fn is_tcp_protocol(p: &str) -> bool {
+    !matches!(
+        p.to_ascii_uppercase().as_str(),
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS" | "HTTP_PROXY"
     )
 }
 

@@ -863,3 +863,46 @@ spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}, {name: grpc-a
         assert!(err.to_string().contains("MeshClient::request"), "{err}");
     }
 }
+
+/// A `resolution: NONE` ServiceEntry without `addresses` on a TCP port takes any address
+/// on that port (istiod's `0.0.0.0:<port>` listener; IST0134): a connection to an IP the
+/// registry does not know is that entry's traffic, which REGISTRY_ONLY lets through, and
+/// it goes to the address the application asked for.
+#[tokio::test]
+async fn none_entries_without_addresses_take_any_address_on_their_port() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(b"db").await;
+        }
+    });
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: foo}}
+spec:
+  hosts: [db.ext.example]
+  location: MESH_EXTERNAL
+  ports: [{{number: {port}, name: tcp, protocol: TCP}}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: foo}}
+spec:
+  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}
+"
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("app", "foo", "app")).build();
+    let mut conn = client
+        .connect(&format!("127.0.0.1:{port}"))
+        .await
+        .expect("the entry's traffic, not the black hole");
+    let mut buf = [0u8; 8];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"db");
+    // another port is no entry's: black-holed
+    assert!(client.connect("127.0.0.1:1").await.is_err());
+}

@@ -712,6 +712,27 @@ spec:
     let mc = mc.to_str().unwrap();
     let v = json(&["tcp://db.example.com:5432", "-f", d, "--mesh-config", mc]);
     assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster");
+    // a NONE ServiceEntry without addresses takes any address on its TCP port
+    let mongo = dir.path().join("mongo.yaml");
+    std::fs::write(
+        &mongo,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: mongo}
+spec:
+  hosts: [mongo.ext.example]
+  ports: [{number: 27017, name: mongo, protocol: MONGO}]
+  resolution: NONE
+",
+    )
+    .unwrap();
+    let m = mongo.to_str().unwrap();
+    let v = json(&["tcp://10.1.2.3:27017", "-f", m, "--mesh-config", mc]);
+    assert_eq!(v["host"], "mongo.ext.example", "{v}");
+    assert_eq!(
+        v["destinations"][0]["cluster"],
+        "outbound|27017||mongo.ext.example"
+    );
     // an https URL at the gateway whose SNI reaches its PASSTHROUGH server: the client's
     // TLS is routed by its SNI, not answered 404
     let v = json(&[
