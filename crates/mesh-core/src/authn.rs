@@ -94,6 +94,22 @@ pub enum JwtError {
     AudienceNotAllowed,
     /// The provider's `jwksUri` has not been fetched (or its answer was not a JWKS).
     JwksFetchFailed,
+    /// The header is not base64url.
+    HeaderBadBase64,
+    /// The header is not a JSON object.
+    HeaderBadJson,
+    /// The header has no `alg`, or not a string.
+    HeaderBadAlg,
+    /// The header's `alg` is not one Envoy implements (`none`, ...).
+    AlgNotImplemented,
+    /// The header's `kid` is not a string.
+    HeaderBadKid,
+    /// The payload is not base64url.
+    PayloadBadBase64,
+    /// The payload is not a JSON object.
+    PayloadBadJson,
+    /// The signature is not base64url.
+    SignatureBadBase64,
     /// A registered claim of the wrong type (`iss`, `sub`, `jti` not a string; `aud` not a
     /// string or list of strings; `exp`, `nbf`, `iat` not a number, or negative), as Envoy's
     /// payload parser rejects it before anything else.
@@ -136,6 +152,14 @@ impl fmt::Display for JwtError {
             JwtError::BadFormat => {
                 "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections"
             }
+            JwtError::HeaderBadBase64 => "Jwt header is an invalid Base64url encoded",
+            JwtError::HeaderBadJson => "Jwt header is an invalid JSON",
+            JwtError::HeaderBadAlg => "Jwt header [alg] field is required and must be a string",
+            JwtError::AlgNotImplemented => "Jwt header [alg] is not supported",
+            JwtError::HeaderBadKid => "Jwt header [kid] field is not a string",
+            JwtError::PayloadBadBase64 => "Jwt payload is an invalid Base64url encoded",
+            JwtError::PayloadBadJson => "Jwt payload is an invalid JSON",
+            JwtError::SignatureBadBase64 => "Jwt signature is an invalid Base64url encoded",
             JwtError::IssuerNotConfigured => "Jwt issuer is not configured",
             JwtError::Expired => "Jwt is expired",
             JwtError::NotYetValid => "Jwt not yet valid",
@@ -881,14 +905,38 @@ fn extract_jwt(value: &str, after: usize) -> &str {
     &value[start..end]
 }
 
-/// The claims of a token, read without verifying it (to pick its provider by `iss`), with
-/// the registered claims' types checked as Envoy's parser does.
+/// The claims of a token, read without verifying it (to pick its provider by `iss`),
+/// parsed as Envoy's jwt_verify_lib parses it, each step with its own error: three
+/// non-empty dot-separated parts; the header base64url, a JSON object, with a string
+/// `alg` Envoy implements and a `kid`, if any, a string; the payload base64url and a JSON
+/// object, its registered claims of the right types; the signature base64url.
 fn unverified_claims(token: &str) -> Result<serde_json::Value, JwtError> {
-    let claims = jsonwebtoken::dangerous::insecure_decode::<serde_json::Value>(token)
-        .map(|d| d.claims)
-        .map_err(|_| JwtError::BadFormat)?;
-    if !claims.is_object() {
+    let parts: Vec<&str> = token.split('.').filter(|p| !p.is_empty()).collect();
+    let [header, payload, signature] = parts[..] else {
         return Err(JwtError::BadFormat);
+    };
+    let header = base64url(header).ok_or(JwtError::HeaderBadBase64)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|_| JwtError::HeaderBadJson)?;
+    let alg = header
+        .get("alg")
+        .and_then(|a| a.as_str())
+        .ok_or(JwtError::HeaderBadAlg)?;
+    const ALGS: [&str; 13] = [
+        "ES256", "ES384", "ES512", "HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "PS256",
+        "PS384", "PS512", "EdDSA",
+    ];
+    if !ALGS.contains(&alg) {
+        return Err(JwtError::AlgNotImplemented);
+    }
+    if header.get("kid").is_some_and(|k| !k.is_string()) {
+        return Err(JwtError::HeaderBadKid);
+    }
+    let payload = base64url(payload).ok_or(JwtError::PayloadBadBase64)?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&payload).map_err(|_| JwtError::PayloadBadJson)?;
+    if !claims.is_object() {
+        return Err(JwtError::PayloadBadJson);
     }
     for claim in ["iss", "sub", "jti"] {
         if claims.get(claim).is_some_and(|v| !v.is_string()) {
@@ -912,7 +960,39 @@ fn unverified_claims(token: &str) -> Result<serde_json::Value, JwtError> {
     for claim in ["iat", "nbf", "exp"] {
         time_claim(&claims, claim)?;
     }
+    if base64url(signature).is_none() {
+        return Err(JwtError::SignatureBadBase64);
+    }
     Ok(claims)
+}
+
+/// base64url as absl's `WebSafeBase64Unescape` reads it (padding optional).
+fn base64url(s: &str) -> Option<Vec<u8>> {
+    let s = s
+        .strip_suffix("==")
+        .or_else(|| s.strip_suffix('='))
+        .unwrap_or(s);
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= u32::from(value(c)?) << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
 }
 
 /// A time claim as Envoy reads it: a JSON number, a fraction truncated; absent is `None`.
@@ -1142,5 +1222,70 @@ mod token_location_tests {
         assert_eq!(at("access_token").as_deref(), Some(""));
         assert_eq!(at("other=x.y.z"), None);
         assert_eq!(percent_decoded("%41%4a%"), "AJ%");
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::{base64url, unverified_claims, JwtError};
+
+    fn b64(s: &str) -> String {
+        // (the test's own encoder: standard base64url, no padding)
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let b = s.as_bytes();
+        let mut out = String::new();
+        for c in b.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for i in 0..=c.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn base64url_as_absl_reads_it() {
+        assert_eq!(base64url("e30").as_deref(), Some(&b"{}"[..]));
+        assert_eq!(base64url("e30=").as_deref(), Some(&b"{}"[..]));
+        assert_eq!(base64url("YQ").as_deref(), Some(&b"a"[..]));
+        assert_eq!(base64url("_-8").as_deref(), Some(&[0xff, 0xef][..]));
+        assert_eq!(base64url("a"), None);
+        assert_eq!(base64url("a+b/"), None);
+        assert_eq!(b64("{\"alg\":\"RS256\"}"), "eyJhbGciOiJSUzI1NiJ9");
+    }
+
+    #[test]
+    fn each_parse_step_has_envoy_s_error() {
+        let h = b64(r#"{"alg":"RS256"}"#);
+        let p = b64(r#"{"iss":"a"}"#);
+        let tok = |h: &str, p: &str, s: &str| format!("{h}.{p}.{s}");
+        let cases: [(String, JwtError); 9] = [
+            ("invalid".into(), JwtError::BadFormat),
+            (format!("{h}.{p}."), JwtError::BadFormat),
+            (tok("a!", &p, "c2ln"), JwtError::HeaderBadBase64),
+            // Istio's docs' `Bearer invalid.jwt.token`
+            ("invalid.jwt.token".into(), JwtError::HeaderBadJson),
+            (tok("e30", &p, "c2ln"), JwtError::HeaderBadAlg),
+            (
+                tok(&b64(r#"{"alg":"none"}"#), &p, "c2ln"),
+                JwtError::AlgNotImplemented,
+            ),
+            (
+                tok(&b64(r#"{"alg":"RS256","kid":7}"#), &p, "c2ln"),
+                JwtError::HeaderBadKid,
+            ),
+            (tok(&h, &b64("notjson"), "c2ln"), JwtError::PayloadBadJson),
+            (tok(&h, &p, "s!g"), JwtError::SignatureBadBase64),
+        ];
+        for (token, want) in cases {
+            assert_eq!(unverified_claims(&token).unwrap_err(), want, "{token}");
+        }
+        assert_eq!(
+            JwtError::HeaderBadJson.to_string(),
+            "Jwt header is an invalid JSON"
+        );
+        assert_eq!(unverified_claims(&tok(&h, &p, "c2ln")).unwrap()["iss"], "a");
     }
 }
