@@ -61,7 +61,9 @@ pub(crate) struct Args {
     /// The caller's address.
     #[arg(long)]
     source_ip: Option<IpAddr>,
-    /// The original client address (X-Forwarded-For), for `remoteIpBlocks`.
+    /// The original client address, for `remote.ip` and `remoteIpBlocks`; without it, the
+    /// rightmost `X-Forwarded-For` address of the `--header`s, as a sidecar takes it,
+    /// else `--source-ip`.
     #[arg(long)]
     remote_ip: Option<IpAddr>,
     /// The workload's address.
@@ -271,7 +273,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
         let req = AuthzRequest {
             principal,
             source_ip: args.source_ip,
-            remote_ip: args.remote_ip,
+            // as a sidecar's connection manager finds it (no trusted hops): the rightmost
+            // X-Forwarded-For address, else the peer
+            remote_ip: args.remote_ip.or_else(|| rightmost_xff(&headers)),
             destination_ip: args.destination_ip,
             destination_port: args.port,
             sni: args.sni.as_deref(),
@@ -512,4 +516,19 @@ fn explain_custom(
             (c, after, true)
         }
     }
+}
+
+/// The rightmost `X-Forwarded-For` address of `headers` (every line as one list), as
+/// Envoy's connection manager with `use_remote_address: false` and no trusted hops (a
+/// sidecar's inbound) takes it for `remote.ip`.
+fn rightmost_xff(headers: &http::HeaderMap) -> Option<IpAddr> {
+    let all = headers.get_all("x-forwarded-for");
+    if all.iter().any(|v| v.to_str().is_err()) {
+        return None;
+    }
+    all.iter()
+        .rev()
+        .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
+        .next()
+        .and_then(|e| e.trim().parse().ok())
 }

@@ -313,7 +313,7 @@ fn to_json(
         (false, "https") => 443,
         (false, _) => 80,
     };
-    let mut passthrough = false;
+    let mut no_retries = false;
     let dests: Vec<Value> = d
         .destinations()
         .iter()
@@ -352,7 +352,8 @@ fn to_json(
                     }
                 };
                 if no_cluster {
-                    passthrough |= allow_any;
+                    // (passed through, or black-holed: a direct response; neither retries)
+                    no_retries = true;
                     let host = match r.authority.rsplit_once(':') {
                         Some((h, p)) if p.parse::<u16>().is_ok() => h,
                         _ => r.authority,
@@ -426,8 +427,8 @@ fn to_json(
         },
     );
     o.insert("timeout".into(), json!(d.timeout().map(secs)));
-    // the passthrough route has no retry policy
-    let rt = if passthrough {
+    // the passthrough route has no retry policy, and the black hole answers itself
+    let rt = if no_retries {
         RetryPolicy::disabled()
     } else {
         d.retries()

@@ -463,3 +463,50 @@ fn a_reader_that_goes_away_ends_meshctl_quietly() {
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");
 }
+
+#[test]
+fn remote_ip_is_the_rightmost_forwarded_address_as_a_sidecar_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("rip.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: rip, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules: [{from: [{source: {remoteIpBlocks: [192.168.5.0/24]}}]}]
+",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let base = [
+        "--config",
+        f,
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--source-ip",
+        "10.0.0.1",
+    ];
+    let with = |xff: &str| {
+        let h = format!("X-Forwarded-For: {xff}");
+        let mut a = base.to_vec();
+        a.extend_from_slice(&["--header", &h]);
+        decide(&a)["decision"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(with("1.1.1.1, 192.168.5.5"), "ALLOW");
+    assert_eq!(with("192.168.5.5, 1.1.1.1"), "DENY");
+    // without the header, the caller's own address
+    assert_eq!(decide(&base)["decision"], "DENY");
+    // --remote-ip decides when given
+    let mut a = base.to_vec();
+    a.extend_from_slice(&[
+        "--remote-ip",
+        "192.168.5.9",
+        "--header",
+        "X-Forwarded-For: 1.1.1.1",
+    ]);
+    assert_eq!(decide(&a)["decision"], "ALLOW");
+}
