@@ -1009,11 +1009,22 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
             let mut v = dest_json(w);
             let target_port = snap.destination_port(w, ns, port);
             let p = snap.traffic_policy(&w.host, w.subset.as_deref(), target_port, ns);
-            let known = snap.registry().service(&w.host, ns).is_some();
+            let found = snap.registry().service(&w.host, ns);
+            let known = found.is_some();
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
             v["subset_defined"] = json!(p.subset_found);
             v["target_port"] = json!(target_port);
             v["cluster"] = json!(w.cluster_name(target_port));
+            // no route: the service's own cluster, named by its host as written (a
+            // wildcard ServiceEntry's `outbound|443||*.example.com`)
+            if let Some(s) = found.filter(|s| d.virtual_service.is_none() && *s.hostname != *w.host)
+            {
+                v["cluster"] = json!(format!(
+                    "outbound|{target_port}|{}|{}",
+                    w.subset.as_deref().unwrap_or(""),
+                    s.hostname
+                ));
+            }
             v["in_registry"] = json!(known);
             if !known && d.virtual_service.is_none() {
                 v["cluster"] = json!(if allow_any {

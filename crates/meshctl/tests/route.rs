@@ -727,6 +727,29 @@ spec:
     )
     .unwrap();
     let m = mongo.to_str().unwrap();
+    // a wildcard TLS entry's cluster is named by its host as written
+    let wild = dir.path().join("wild.yaml");
+    std::fs::write(
+        &wild,
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: googleapis}
+spec:
+  hosts: ['*.googleapis.com']
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
+",
+    )
+    .unwrap();
+    let v = json(&[
+        "tls://storage.googleapis.com:443",
+        "-f",
+        wild.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        v["destinations"][0]["cluster"],
+        "outbound|443||*.googleapis.com"
+    );
     let v = json(&["tcp://10.1.2.3:27017", "-f", m, "--mesh-config", mc]);
     assert_eq!(v["host"], "mongo.ext.example", "{v}");
     assert_eq!(
