@@ -216,6 +216,29 @@ fn string_match(a: &str, pattern: &str) -> bool {
         || pattern.strip_prefix('*').is_some_and(|p| a.ends_with(p))
 }
 
+/// Whether the principal `p` (without `spiffe://`) is service account `sa` of namespace
+/// `ns` as istiod's `serviceAccountRegex` matches it, `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?`
+/// in full: any trust domain, other key/value pairs between the namespace and the account,
+/// and after it.
+fn sa_matches(p: &str, ns: &str, sa: &str) -> bool {
+    // (no allocation: this runs per request)
+    p.match_indices("/ns/").any(|(i, _)| {
+        i >= 1
+            && p[i + 4..]
+                .strip_prefix(ns)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|rest| {
+                    rest.match_indices("sa/").any(|(j, _)| {
+                        let before_ok = j == 0 || (j >= 2 && rest.as_bytes()[j - 1] == b'/');
+                        before_ok
+                            && rest[j + 3..].strip_prefix(sa).is_some_and(|after| {
+                                after.is_empty() || (after.len() > 1 && after.starts_with('/'))
+                            })
+                    })
+                })
+    })
+}
+
 /// A `serviceAccounts` value (or a `source.serviceAccount` one): `sa` in the policy's
 /// namespace, or `ns/sa`; no wildcard.
 fn ns_sa(s: &str, ns: &str) -> Result<NsSa, String> {
@@ -957,10 +980,7 @@ impl CSource {
             .principal
             .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
         // the principal's parts, only for the fields that look at them
-        let needs_parts = !(self.service_accounts.is_empty()
-            && self.not_service_accounts.is_empty()
-            && self.trust_domains.is_empty()
-            && self.not_trust_domains.is_empty());
+        let needs_parts = !(self.trust_domains.is_empty() && self.not_trust_domains.is_empty());
         let parsed = if needs_parts {
             p.and_then(parse_principal)
         } else {
@@ -968,9 +988,7 @@ impl CSource {
         };
         let on_p = |pat: &Pat| p.is_some_and(|p| pat.matches(p));
         let on_td = |pat: &Pat| parsed.is_some_and(|(td, _, _)| pat.matches(td));
-        let on_sa = |(n, s): &(Box<str>, Box<str>)| {
-            parsed.is_some_and(|(_, ns, sa)| ns == &**n && sa == &**s)
-        };
+        let on_sa = |(n, s): &(Box<str>, Box<str>)| p.is_some_and(|p| sa_matches(p, n, s));
         let src = r.source_ip;
         let remote = r.remote_ip.or(r.source_ip);
         let on_ip = |ip: Option<IpAddr>| {
@@ -2741,6 +2759,35 @@ pub fn http1_method_known(m: &http::Method) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn service_accounts_match_as_istiod_s_regex() {
+        use super::sa_matches;
+        assert!(sa_matches("cluster.local/ns/bar/sa/sleep", "bar", "sleep"));
+        assert!(sa_matches("other.td/ns/bar/x/sa/sleep", "bar", "sleep"));
+        assert!(sa_matches(
+            "cluster.local/ns/bar/sa/sleep/extra",
+            "bar",
+            "sleep"
+        ));
+        assert!(!sa_matches(
+            "cluster.local/ns/bar/sa/sleep-2",
+            "bar",
+            "sleep"
+        ));
+        assert!(!sa_matches(
+            "cluster.local/ns/bar/sa/sleep/",
+            "bar",
+            "sleep"
+        ));
+        assert!(!sa_matches("/ns/bar/sa/sleep", "bar", "sleep"));
+        assert!(!sa_matches("cluster.local/ns/foo/sa/sleep", "bar", "sleep"));
+        assert!(!sa_matches(
+            "cluster.local/ns/bar/xsa/sleep",
+            "bar",
+            "sleep"
+        ));
+    }
+
     use super::*;
 
     /// `request.auth.claims[..]` conditions over string claims: `scope` and `permission`
