@@ -206,6 +206,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .map_or(true, |m| !mesh_core::authz::http1_method_known(&m));
     let bad_method = !args.tcp && !strict_plaintext && (lower || unknown);
     let bad_path = !args.tcp && !bad_method && path.is_err() && !strict_plaintext;
+    // a dry-run policy (`istio.io/dry-run`) that would have decided otherwise: only logged
+    let mut dry_run: Option<String> = None;
     let (allowed, policy, rule, reason, audit) = if bad_method {
         (
             false,
@@ -336,6 +338,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 d.rule.map(|r| format!(" rule {r}")).unwrap_or_default()
             );
         }
+        dry_run = d.dry_run.as_deref().map(str::to_owned);
         (
             d.allowed,
             d.policy.as_deref().map(str::to_owned),
@@ -355,6 +358,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "rule": rule,
         "reason": reason,
         "audit": audit,
+        "dry_run": dry_run,
         "mtls_mode": mode,
         "peer_authentication": mtls.policy.as_deref(),
         "policies": applicable,
@@ -389,6 +393,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 args.namespace
             );
             println!("reason: {reason}");
+            if let Some(p) = &dry_run {
+                println!(
+                    "dry run: policy {p} (istio.io/dry-run) would {} this request; it is only logged, not enforced",
+                    if allowed { "deny" } else { "allow" }
+                );
+            }
             if let Some(p) = custom["provider"].as_str() {
                 match custom["service"].as_str() {
                     Some(svc) if custom_decides => println!(

@@ -510,3 +510,46 @@ spec:
     ]);
     assert_eq!(decide(&a)["decision"], "ALLOW");
 }
+
+#[test]
+fn a_dry_run_policy_that_would_decide_otherwise_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("dry.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-dry
+  namespace: foo
+  annotations: {istio.io/dry-run: \"true\"}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules: [{to: [{operation: {paths: [/only]}}]}]
+",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let base = [
+        "--config",
+        f,
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+    ];
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--path", "/x"]);
+    let v = decide(&a);
+    // enforced: nothing applies, allowed; the dry-run ALLOW policy would deny it
+    assert_eq!(v["decision"], "ALLOW");
+    assert_eq!(v["dry_run"], "foo/allow-dry");
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--path", "/only"]);
+    assert_eq!(decide(&a)["dry_run"], Value::Null);
+    let mut a = vec!["authz"];
+    a.extend_from_slice(&base);
+    a.extend_from_slice(&["--path", "/x"]);
+    let text = String::from_utf8(meshctl(&a).stdout).unwrap();
+    assert!(text.contains("dry run: policy foo/allow-dry"), "{text}");
+}
