@@ -13,7 +13,7 @@
 //! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
 //! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
 //! | IST0101 | warning | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
-//! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the Services' ports, as istiod translates them, not their target ports) |
+//! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the Services' ports and target ports and the containers' ports) |
 //! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
@@ -25,7 +25,7 @@
 //! | IST0101 | warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (nothing when no Secrets are loaded) |
 //! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`) |
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
-//! | IST0173 | error | a DestinationRule subset whose labels (with its service's selector) no loaded pod or workload controller's template has (only when some are loaded) |
+//! | IST0173 | error | a DestinationRule subset whose labels (with its service's selector) no loaded pod, workload controller's template, WorkloadEntry or ServiceEntry endpoint has (only when pods or controllers are loaded) |
 //! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
 //! | IM0202 | warning | the same kind/namespace/name is defined twice (the last one wins, like `kubectl apply`) |
 //! | IST0101 | error | a CUSTOM AuthorizationPolicy names an extension provider the MeshConfig does not define (istiod: `available providers are [...] but found "..."`; only with a MeshConfig, [`custom_providers`]) |
@@ -376,6 +376,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                                         // a service's workload selector (a Kubernetes Service's selector, a ServiceEntry's
                                                         // workloadSelector), by FQDN / SE host, for the subsets that select no pod
     let mut service_selectors: HashMap<String, &Labels> = HashMap::new();
+    // the labels of WorkloadEntries and of ServiceEntries' inline endpoints: endpoints a
+    // subset may select besides pods
+    let mut entry_labels: Vec<&Labels> = Vec::new();
     let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new(); // Kubernetes Services
     let mut se_hosts: Vec<(&ConfigObject, &str)> = Vec::new();
     let mut registry_known = false;
@@ -399,6 +402,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
             }
             Spec::ServiceEntry(se) => {
                 registry_known = true;
+                entry_labels.extend(se.endpoints.iter().map(|e| &e.labels));
                 for h in &se.hosts {
                     services.insert(h.to_ascii_lowercase());
                     se_hosts.push((o, h));
@@ -408,6 +412,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 }
             }
             Spec::Workload(w) => workloads.push((o, &w.labels)),
+            Spec::WorkloadEntry(we) => entry_labels.push(&we.labels),
             Spec::Gateway(_) => {
                 gateways.insert((ns.to_owned(), o.metadata.name.clone()), o);
             }
@@ -859,7 +864,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                             base.is_none_or(|b| crate::names::labels_match(b, l))
                                 && crate::names::labels_match(&subset.labels, l)
                         };
-                        if !workloads.iter().any(|(_, l)| selects(l)) {
+                        if !workloads.iter().any(|(_, l)| selects(l))
+                            && !entry_labels.iter().any(|l| selects(l))
+                        {
                             cx.report(
                                 o,
                                 Severity::Error,

@@ -601,7 +601,9 @@ impl JwtProvider {
         now: u64,
         remote: &dyn Fn(&str) -> Option<Arc<JwkSet>>,
     ) -> Result<RequestAuth, JwtError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::BadFormat)?;
+        // (the token parsed as Envoy parses it already: a header the verifying library
+        // cannot read, such as a padded one, or an algorithm it lacks, verifies nothing)
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::VerificationFails)?;
         // Envoy's default clock skew: 60 s either way
         const SKEW: u64 = 60;
         // `exp: 0` is no expiry, as in jwt_verify_lib
@@ -968,31 +970,7 @@ fn unverified_claims(token: &str) -> Result<serde_json::Value, JwtError> {
 
 /// base64url as absl's `WebSafeBase64Unescape` reads it (padding optional).
 fn base64url(s: &str) -> Option<Vec<u8>> {
-    let s = s
-        .strip_suffix("==")
-        .or_else(|| s.strip_suffix('='))
-        .unwrap_or(s);
-    if s.len() % 4 == 1 {
-        return None;
-    }
-    let value = |c: u8| match c {
-        b'A'..=b'Z' => Some(c - b'A'),
-        b'a'..=b'z' => Some(c - b'a' + 26),
-        b'0'..=b'9' => Some(c - b'0' + 52),
-        b'-' => Some(62),
-        b'_' => Some(63),
-        _ => None,
-    };
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    for chunk in s.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= u32::from(value(c)?) << (18 - 6 * i);
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+    crate::names::base64_decode(s, true)
 }
 
 /// A time claim as Envoy reads it: a JSON number, a fraction truncated; absent is `None`.

@@ -849,6 +849,16 @@ pub mod codes {
     /// assert_eq!(d.severity, Severity::Error);
     /// assert!(d.message.contains("Subset v2"), "{}", d.message);
     /// assert_eq!(found.iter().filter(|d| d.code == codes::SUBSET_SELECTS_NO_PODS).count(), 1);
+    ///
+    /// // a WorkloadEntry the subset selects is an endpoint too
+    /// let mut with_vm = loaded.clone();
+    /// with_vm.objects.extend(mesh_core::load::load_str("apiVersion: networking.istio.io/v1
+    /// kind: WorkloadEntry
+    /// metadata: {name: reviews-vm}
+    /// spec: {address: 10.0.0.9, labels: {app: reviews, version: v2}}
+    /// ", "vm.yaml").objects);
+    /// let found = mesh_core::check(&with_vm);
+    /// assert!(!found.iter().any(|d| d.code == codes::SUBSET_SELECTS_NO_PODS), "{found:#?}");
     /// assert_eq!(codes::SUBSET_SELECTS_NO_PODS, "IST0173");
     /// ```
     pub const SUBSET_SELECTS_NO_PODS: &str = "IST0173";

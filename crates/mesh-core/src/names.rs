@@ -1009,6 +1009,49 @@ pub fn parse_principal(principal: &str) -> Option<(&str, &str, &str)> {
     Some((td, ns, sa))
 }
 
+/// base64, as protobuf's JSON mapping reads a `bytes` field (`directResponse.body.bytes`):
+/// the standard or the URL-safe alphabet, padding optional, whitespace skipped. With
+/// `web_safe`, as absl's `WebSafeBase64Unescape` reads a JWT part: the URL-safe alphabet
+/// only, no whitespace. `None` when it is not base64 (a stray character, or a last group
+/// of a single character).
+pub(crate) fn base64_decode(s: &str, web_safe: bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    let mut padded = false;
+    for c in s.bytes() {
+        if c.is_ascii_whitespace() && !web_safe {
+            continue;
+        }
+        if c == b'=' {
+            padded = true;
+            continue;
+        }
+        if padded {
+            return None; // data after padding
+        }
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            b'+' if !web_safe => 62,
+            b'/' if !web_safe => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // a last group of one character carries no whole byte
+    (bits < 6).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1396,10 +1396,11 @@ fn precedence(s: &Service, client_ns: &str) -> (bool, bool) {
 
 /// A port protocol istiod serves with a TCP proxy on a `0.0.0.0:<port>` listener (not
 /// HTTP, whose routes are by host, nor TLS, whose filter chains are by SNI).
+/// (Protocols are upper case in the registry; UDP ports Istio does not serve.)
 fn is_tcp_protocol(p: &str) -> bool {
     !matches!(
-        p.to_ascii_uppercase().as_str(),
-        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS" | "HTTP_PROXY"
+        p,
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS" | "HTTP_PROXY" | "UDP"
     )
 }
 

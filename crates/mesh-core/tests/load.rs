@@ -570,3 +570,42 @@ spec:
     );
     assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
 }
+
+#[test]
+fn a_yaml_1_1_boolean_key_is_renamed_as_kubernetes_does_with_a_warning() {
+    let l = load_str(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{queryParams: {n: {exact: \"1\"}, \"y\": {exact: \"2\"}}}]
+    route: [{destination: {host: reviews}}]
+",
+        "vs.yaml",
+    );
+    // the key `n` is `false` to Kubernetes (and so to Istio); the quoted `y` stays `y`
+    let Spec::VirtualService(vs) = &l.objects[0].spec else {
+        panic!("not a VirtualService")
+    };
+    let keys: Vec<&str> = vs.http[0].matches[0]
+        .query_params
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["false", "y"]);
+    let w: Vec<_> = l
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Warning)
+        .collect();
+    assert_eq!(w.len(), 1, "{:?}", l.diagnostics);
+    assert_eq!(w[0].code, codes::LINT);
+    assert_eq!(w[0].line, 7);
+    assert!(
+        w[0].message.contains("the key `n` is read as `false`"),
+        "{}",
+        w[0].message
+    );
+}

@@ -504,3 +504,59 @@ fn generate_name_objects_are_named_in_messages() {
     // two generateName objects are not one object defined twice
     assert!(!ds.iter().any(|d| d.code == "IM0202"), "{ds:#?}");
 }
+
+#[test]
+fn fourth_sweep_against_istiod_s_validation() {
+    // ParseJwksURI: Go's url.Parse refuses these, with its messages
+    refused(
+        "RequestAuthentication",
+        "jwtRules: [{issuer: a, jwksUri: 'https://example.com:abc/jwks'}]",
+        "parse \"https://example.com:abc/jwks\": invalid port \":abc\" after host",
+    );
+    refused(
+        "RequestAuthentication",
+        "jwtRules: [{issuer: a, jwksUri: 'https://exa mple.com/jwks'}]",
+        "parse \"https://exa mple.com/jwks\": invalid character \" \" in host name",
+    );
+    refused(
+        "RequestAuthentication",
+        "jwtRules: [{issuer: a, jwksUri: 'https://example.com/%zz'}]",
+        "parse \"https://example.com/%zz\": invalid URL escape \"%zz\"",
+    );
+    accepted(
+        "RequestAuthentication",
+        "jwtRules: [{issuer: a, jwksUri: 'https://example.com:8443/a%20b/jwks?x=1'}]",
+    );
+    // a proto `bytes` field is base64
+    refused(
+        "VirtualService",
+        "hosts: [r]\nhttp: [{directResponse: {status: 200, body: {bytes: 'not base64!!'}}}]",
+        "invalid value for bytes field: \"not base64!!\" is not base64",
+    );
+    accepted(
+        "VirtualService",
+        "hosts: [r]\nhttp: [{directResponse: {status: 200, body: {bytes: aGVsbG8=}}}]",
+    );
+    // sourceNamespace is checked on HTTP matches only
+    accepted(
+        "VirtualService",
+        "hosts: [r]\ntcp: [{match: [{sourceNamespace: bad_ns}], route: [{destination: {host: r}}]}]",
+    );
+    refused(
+        "VirtualService",
+        "hosts: [r]\nhttp: [{match: [{sourceNamespace: bad_ns}], route: [{destination: {host: r}}]}]",
+        "sourceNamespace match bad_ns is invalid",
+    );
+    // ValidateDuration checks the minimum before the precision
+    refused(
+        "VirtualService",
+        "hosts: [r]\nhttp: [{route: [{destination: {host: r}}], retries: {attempts: 1, perTryTimeout: 0.5ms}}]",
+        "duration must be greater than 1ms",
+    );
+    // validateAuthorityRewrite starts from the rewrite's authority
+    refused(
+        "VirtualService",
+        "hosts: [r]\nhttp: [{rewrite: {authority: foo}, headers: {request: {set: {host: bar}}}, route: [{destination: {host: r}}]}]",
+        "authority header cannot be set multiple times: have \"foo\", attempting to set \"bar\"",
+    );
+}

@@ -903,6 +903,9 @@ spec:
     let mut buf = [0u8; 8];
     let n = conn.read(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"db");
-    // another port is no entry's: black-holed
-    assert!(client.connect("127.0.0.1:1").await.is_err());
+    // another port is no entry's: black-holed (REGISTRY_ONLY), not dialed
+    assert!(matches!(
+        client.connect("127.0.0.1:1").await,
+        Err(TcpConnectError::BlackHole { .. })
+    ));
 }

@@ -553,3 +553,42 @@ spec:
     let text = String::from_utf8(meshctl(&a).stdout).unwrap();
     assert!(text.contains("dry run: policy foo/allow-dry"), "{text}");
 }
+
+#[test]
+fn service_accounts_match_as_istiod_s_regex() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("sa.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: sa, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules: [{from: [{source: {serviceAccounts: [bar/sleep]}}]}]
+",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let as_peer = |p: &str| {
+        decide(&[
+            "--config",
+            f,
+            "--namespace",
+            "foo",
+            "--labels",
+            "app=httpbin",
+            "--principal",
+            p,
+        ])["decision"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // `spiffe://.+/ns/bar/(.+/|)sa/sleep(/.+)?`
+    assert_eq!(as_peer("cluster.local/ns/bar/sa/sleep"), "ALLOW");
+    assert_eq!(as_peer("other.td/ns/bar/x/sa/sleep"), "ALLOW");
+    assert_eq!(as_peer("cluster.local/ns/bar/sa/sleep/extra"), "ALLOW");
+    assert_eq!(as_peer("cluster.local/ns/bar/sa/sleepy"), "DENY");
+    assert_eq!(as_peer("cluster.local/ns/baz/sa/sleep"), "DENY");
+}

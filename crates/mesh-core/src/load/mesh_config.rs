@@ -39,7 +39,7 @@ pub(crate) fn load_mesh_config<T: DeserializeOwned + Default>(
     sources.insert(file.clone(), Arc::from(text));
     let opts = LoadOptions::default();
     let mut docs = Vec::new();
-    let parse_err = parse_documents(text, &opts, &mut docs);
+    let parse_err = parse_documents(text, &opts, &mut docs, &mut Vec::new());
     let mut diagnostics = Vec::new();
     if let Some((msg, at, code)) = parse_err {
         diagnostics.push(Diagnostic::error(code, msg, file.clone(), at, ""));
@@ -99,7 +99,8 @@ pub(crate) fn load_mesh_config<T: DeserializeOwned + Default>(
                 let inner_text = inner_text.to_string();
                 let shift = block_shift(text, mesh.at);
                 let mut inner_docs = Vec::new();
-                if let Some((msg, at, code)) = parse_documents(&inner_text, &opts, &mut inner_docs)
+                if let Some((msg, at, code)) =
+                    parse_documents(&inner_text, &opts, &mut inner_docs, &mut Vec::new())
                 {
                     diagnostics.push(Diagnostic::error(
                         code,

@@ -516,7 +516,26 @@ impl Loader {
         let (mut start, mut first_line) = (0usize, 0u32);
         loop {
             let mut docs = Vec::new();
-            let parse_err = parse_documents(&text[start..], &self.options, &mut docs);
+            let mut renamed = Vec::new();
+            let parse_err = parse_documents(&text[start..], &self.options, &mut docs, &mut renamed);
+            for (mut at, key) in renamed {
+                at.line = at.line.saturating_add(first_line);
+                let as_bool = matches!(key.as_bytes()[0], b'y' | b'Y' | b'o' | b'O')
+                    && !key.eq_ignore_ascii_case("off");
+                out.diagnostics.push(
+                    Diagnostic::new(
+                        Severity::Warning,
+                        codes::LINT,
+                        format!(
+                            "the key `{key}` is read as `{as_bool}`: Kubernetes reads YAML 1.1, where an unquoted `{key}` is a boolean"
+                        ),
+                        file.clone(),
+                        at,
+                        "",
+                    )
+                    .with_help(format!("quote it (\"{key}\") to mean the name `{key}`")),
+                );
+            }
             for doc in docs {
                 if let Some(mut root) = doc {
                     if first_line > 0 {

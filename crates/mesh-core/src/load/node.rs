@@ -154,6 +154,7 @@ pub(super) fn parse_documents<'a>(
     text: &'a str,
     opts: &LoadOptions,
     docs: &mut Vec<Option<Node<'a>>>,
+    renamed_keys: &mut Vec<(Location, String)>,
 ) -> Option<ParseFailure> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame<'a>> = Vec::new();
@@ -199,7 +200,16 @@ pub(super) fn parse_documents<'a>(
             },
             Event::Scalar(value, style, anchor, tag) => {
                 let is_str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let kind = if style == ScalarStyle::Plain && !is_str_tag {
+                let plain = style == ScalarStyle::Plain && !is_str_tag;
+                // a mapping key only YAML 1.1 reads as a boolean (`n`, `on`, ...): Kubernetes
+                // renames it `true`/`false`; worth a warning
+                if plain
+                    && is_yaml11_only_bool(&value)
+                    && matches!(stack.last(), Some(Frame::Map { key: None, .. }))
+                {
+                    renamed_keys.push((at, value.to_string()));
+                }
+                let kind = if plain {
                     resolve_plain(value)
                 } else {
                     NodeKind::Str(value)
@@ -343,6 +353,29 @@ fn count_nodes(n: &Node<'_>) -> usize {
         }
     }
     count
+}
+
+/// A boolean of YAML 1.1 (go-yaml v2) that YAML 1.2 reads as a string.
+fn is_yaml11_only_bool(s: &str) -> bool {
+    matches!(
+        s,
+        "yes"
+            | "Yes"
+            | "YES"
+            | "on"
+            | "On"
+            | "ON"
+            | "y"
+            | "Y"
+            | "no"
+            | "No"
+            | "NO"
+            | "off"
+            | "Off"
+            | "OFF"
+            | "n"
+            | "N"
+    )
 }
 
 /// Resolution of a plain scalar: YAML 1.2's core schema, plus YAML 1.1's other booleans

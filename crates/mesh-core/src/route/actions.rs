@@ -1381,11 +1381,15 @@ impl HttpAction {
                         if let Some(s) = &b.string {
                             Some(Arc::from(s.as_bytes()))
                         } else {
-                            b.bytes.as_deref().and_then(|s| match base64_decode(s) {
-                                Some(v) => Some(Arc::from(v)),
-                                None => {
-                                    errors.push("directResponse body bytes are not base64".into());
-                                    None
+                            b.bytes.as_deref().and_then(|s| {
+                                match crate::names::base64_decode(s, false) {
+                                    Some(v) => Some(Arc::from(v)),
+                                    None => {
+                                        errors.push(
+                                            "directResponse body bytes are not base64".into(),
+                                        );
+                                        None
+                                    }
                                 }
                             })
                         }
@@ -1442,32 +1446,6 @@ fn convert_substitution(s: &str) -> String {
         }
     }
     out
-}
-
-/// Standard base64 (with or without padding).
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 #[cfg(test)]
@@ -1644,9 +1622,15 @@ mod tests {
 
     #[test]
     fn base64_and_substitution() {
-        assert_eq!(base64_decode("aGVsbG8=").unwrap(), b"hello");
-        assert_eq!(base64_decode("aGk").unwrap(), b"hi");
-        assert!(base64_decode("a*b").is_none());
+        assert_eq!(
+            crate::names::base64_decode("aGVsbG8=", false).unwrap(),
+            b"hello"
+        );
+        assert_eq!(crate::names::base64_decode("aGk", false).unwrap(), b"hi");
+        assert!(crate::names::base64_decode("a*b", false).is_none());
+        assert!(crate::names::base64_decode("aGk=x", false).is_none());
+        assert!(crate::names::base64_decode("a", false).is_none());
+        assert!(crate::names::base64_decode("a+/b", true).is_none());
         assert_eq!(convert_substitution("\\1-$x"), "${1}-$$x");
     }
 }

@@ -2921,8 +2921,11 @@ impl RouteTable {
         a: &L4Attrs<'_>,
         sidecar: Option<&SidecarScope>,
     ) -> L4Decision<'a> {
+        // (a gateway's TCP servers route by their VirtualServices alone: istiod builds
+        // their filter chains without the registry)
         let service = a
             .destination_ip
+            .filter(|_| a.gateway.is_none())
             .and_then(|ip| registry.service_by_address(ip, a.port, a.client_namespace));
         let host: Cow<'a, str> = match (service, a.sni) {
             (Some(s), _) => Cow::Borrowed(&*s.hostname),

@@ -118,15 +118,17 @@ pub(crate) fn validate_fqdn(domain: &str) -> Result<(), String> {
 ///
 /// let d = |s: &str| Duration::parse(s).unwrap();
 /// assert_eq!(validate_duration(d("1.5s")), Ok(()));
-/// assert_eq!(validate_duration(d("500us")), Err("only durations to ms precision are supported".to_string()));
+/// assert_eq!(validate_duration(d("1500us")), Err("only durations to ms precision are supported".to_string()));
+/// // (the minimum is checked first, as istiod does)
+/// assert_eq!(validate_duration(d("500us")), Err("duration must be greater than 1ms".to_string()));
 /// assert_eq!(validate_duration(d("0s")), Err("duration must be greater than 1ms".to_string()));
 /// ```
 pub fn validate_duration(d: Duration) -> Result<(), String> {
-    if !d.is_ms_precision() {
-        return Err("only durations to ms precision are supported".to_owned());
-    }
     if d.as_nanos() < 1_000_000 {
         return Err("duration must be greater than 1ms".to_owned());
+    }
+    if !d.is_ms_precision() {
+        return Err("only durations to ms precision are supported".to_owned());
     }
     Ok(())
 }
@@ -754,7 +756,11 @@ mod tests {
             ("1ms", Ok(())),
             ("5s", Ok(())),
             ("0s", Err("duration must be greater than 1ms")),
-            ("500us", Err("only durations to ms precision are supported")),
+            ("500us", Err("duration must be greater than 1ms")),
+            (
+                "1500us",
+                Err("only durations to ms precision are supported"),
+            ),
             ("-1s", Err("duration must be greater than 1ms")),
         ];
         for (d, want) in table {

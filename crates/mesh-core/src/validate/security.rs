@@ -707,6 +707,54 @@ fn is_jwt_header_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
+/// What Go's `url.Parse` (istiod's `ParseJwksURI`) refuses in an `http(s)://` URI whose
+/// part after the scheme is `rest`: a `%` not followed by two hex digits, a character not
+/// allowed in a host name, a port that is not a number; with Go's messages.
+fn go_url_parse(uri: &str, rest: &str) -> Result<(), String> {
+    let b = uri.as_bytes();
+    for (i, _) in uri.match_indices('%') {
+        let hex = |j: usize| b.get(j).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(i + 1) && hex(i + 2)) {
+            let end = (i + 3).min(uri.len());
+            let esc = uri.get(i..end).unwrap_or("%");
+            return Err(format!("parse {uri:?}: invalid URL escape {esc:?}"));
+        }
+    }
+    let authority = rest
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or("")
+        .rsplit('@')
+        .next()
+        .unwrap_or("");
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, after)) => (h, after.strip_prefix(':')),
+            None => (v6, None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    if let Some(c) = host.chars().find(|c| {
+        c.is_control()
+            || matches!(
+                c,
+                ' ' | '<' | '>' | '"' | '{' | '}' | '|' | '\\' | '^' | '`'
+            )
+    }) {
+        return Err(format!(
+            "parse {uri:?}: invalid character {:?} in host name",
+            c.to_string()
+        ));
+    }
+    if let Some(p) = port.filter(|p| !p.bytes().all(|c| c.is_ascii_digit())) {
+        return Err(format!("parse {uri:?}: invalid port \":{p}\" after host"));
+    }
+    Ok(())
+}
+
 fn validate_jwt_rule(cx: &mut Ctx<'_>, p: &str, r: &JwtRule) {
     let uri = r.jwks_uri.as_deref().unwrap_or("");
     if r.issuer.is_empty() && uri.is_empty() {
@@ -731,6 +779,8 @@ fn validate_jwt_rule(cx: &mut Ctx<'_>, p: &str, r: &JwtRule) {
                         &format!("{p}.jwksUri"),
                         format!("invalid jwksUri {uri:?}: missing host"),
                     );
+                } else if let Err(e) = go_url_parse(uri, rest) {
+                    cx.error(&format!("{p}.jwksUri"), e);
                 }
             }
             Some((scheme, _)) => {

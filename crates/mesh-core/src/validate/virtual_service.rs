@@ -270,14 +270,9 @@ fn validate_l4_common(
     }
     validate_labels(cx, &format!("{mp}.sourceLabels"), source_labels);
     validate_gateway_names(cx, &format!("{mp}.gateways"), gateways);
-    if let Some(ns) = source_namespace {
-        if !is_dns1123_label(ns) {
-            cx.error(
-                &format!("{mp}.sourceNamespace"),
-                format!("sourceNamespace match {ns} is invalid"),
-            );
-        }
-    }
+    // (istiod checks `sourceNamespace` on HTTP matches only: `validateTLSMatch` and
+    // `validateTCPMatch` do not look at it)
+    let _ = source_namespace;
 }
 
 fn validate_route_destinations(
@@ -402,8 +397,9 @@ fn validate_http_route(
         }
     }
 
-    // Route-level headers.
-    let mut authority: Option<String> = None;
+    // Route-level headers, after the rewrite's authority (istiod's validateAuthorityRewrite
+    // starts from it)
+    let mut authority: Option<String> = r.rewrite.as_ref().and_then(|rw| rw.authority.clone());
     if let Some(h) = &r.headers {
         validate_headers(cx, &format!("{p}.headers"), h, &mut authority);
     }
@@ -441,9 +437,6 @@ fn validate_http_route(
                     ),
                 );
             }
-        }
-        if let Some(a) = &rw.authority {
-            set_authority(cx, &format!("{rp}.authority"), &mut authority, a);
         }
     }
 
@@ -586,6 +579,15 @@ fn validate_http_route(
                     &format!("{dp}.body"),
                     "only one of string or bytes may be set in a direct response body",
                 );
+            }
+            // a proto `bytes` field: the API server and istiod decode it as base64
+            if let Some(bytes) = &b.bytes {
+                if crate::names::base64_decode(bytes, false).is_none() {
+                    cx.error(
+                        &format!("{dp}.body.bytes"),
+                        format!("invalid value for bytes field: {bytes:?} is not base64"),
+                    );
+                }
             }
             let len = b.string.as_ref().map_or(0, String::len)
                 + b.bytes.as_ref().map_or(0, |s| s.len() * 3 / 4);
