@@ -553,10 +553,45 @@ fn fourth_sweep_against_istiod_s_validation() {
         "hosts: [r]\nhttp: [{route: [{destination: {host: r}}], retries: {attempts: 1, perTryTimeout: 0.5ms}}]",
         "duration must be greater than 1ms",
     );
+    // validateExportTo works on the set of entries, `.` standing for the namespace
+    refused(
+        "DestinationRule",
+        "host: details\nworkloadSelector: {matchLabels: {app: x}}\nexportTo: [., ns1]",
+        "duplicate entries in exportTo for entry ns1",
+    );
+    refused(
+        "DestinationRule",
+        "host: details\nexportTo: [ns1, .]",
+        "duplicate entries in exportTo: . and current namespace ns1",
+    );
     // validateAuthorityRewrite starts from the rewrite's authority
     refused(
         "VirtualService",
         "hosts: [r]\nhttp: [{rewrite: {authority: foo}, headers: {request: {set: {host: bar}}}, route: [{destination: {host: r}}]}]",
         "authority header cannot be set multiple times: have \"foo\", attempting to set \"bar\"",
     );
+}
+
+#[test]
+fn an_entry_opting_out_of_ip_autoallocation_needs_addresses_for_tcp() {
+    let se = |labels: &str| {
+        check(&format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: ns1{labels}}}
+spec:
+  hosts: [db.example.com]
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: DNS
+"
+        ))
+    };
+    let warned = |ds: &[Diagnostic]| {
+        ds.iter()
+            .any(|d| d.message.starts_with("addresses are required"))
+    };
+    assert!(!warned(&se("")));
+    assert!(warned(&se(
+        ", labels: {networking.istio.io/enable-autoallocate-ip: \"false\"}"
+    )));
 }

@@ -358,26 +358,27 @@ pub(crate) fn validate_export_to(
         return;
     }
     let ns = cx.namespace().to_owned();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut has_public = false;
-    let mut has_none = false;
+    // istiod's set of entries, `.` standing for the namespace itself
+    let mut set: Vec<&str> = Vec::new();
     for (i, e) in export_to.iter().enumerate() {
         let p = format!("{path}[{i}]");
         let e = e.as_str();
-        if e == "." && seen.contains(&ns.as_str()) || e == ns && seen.contains(&".") {
-            cx.error(
-                &p,
-                format!("duplicate entries in exportTo: . and current namespace {ns}"),
-            );
-        } else if seen.contains(&e) {
-            cx.error(&p, format!("duplicate entries in exportTo for entry {e}"));
+        let key = if e == "." { ns.as_str() } else { e };
+        if set.contains(&key) {
+            if key != e {
+                cx.error(
+                    &p,
+                    format!("duplicate entries in exportTo: . and current namespace {ns}"),
+                );
+            } else {
+                cx.error(&p, format!("duplicate entries in exportTo for entry {e}"));
+            }
+            continue;
         }
-        seen.push(e);
+        set.push(key);
         match e {
-            "*" => has_public = true,
-            "." => {}
+            "*" | "." => {}
             "~" => {
-                has_none = true;
                 if !is_service_entry {
                     cx.error(
                         &p,
@@ -395,31 +396,33 @@ pub(crate) fn validate_export_to(
             }
         }
     }
-    // istiod reports both for a ServiceEntry with `~` and `*`
-    if has_public && export_to.len() > 1 {
-        cx.error(
-            path,
-            "cannot have both public (*) and non-public exportTo values for a resource",
-        );
-    }
-    if is_service_entry && has_none && export_to.len() > 1 {
-        cx.error(
-            path,
-            "cannot export service entry to no one (~) and someone",
-        );
-    }
     if is_dr_with_selector {
-        if export_to.len() > 1 {
-            cx.error(
-                path,
-                "destination rule with workload selector cannot have multiple entries in exportTo",
-            );
-        } else if export_to[0] != "." && export_to[0] != ns {
+        if set.contains(&ns.as_str()) {
+            if set.len() > 1 {
+                cx.error(
+                    path,
+                    "destination rule with workload selector cannot have multiple entries in exportTo",
+                );
+            }
+        } else {
             cx.error(
                 path,
                 "destination rule with workload selector cannot have exportTo beyond current namespace",
             );
         }
+    }
+    // istiod reports both for a ServiceEntry with `~` and `*`
+    if set.contains(&"*") && set.len() > 1 {
+        cx.error(
+            path,
+            "cannot have both public (*) and non-public exportTo values for a resource",
+        );
+    }
+    if is_service_entry && set.contains(&"~") && set.len() > 1 {
+        cx.error(
+            path,
+            "cannot export service entry to no one (~) and someone",
+        );
     }
 }
 

@@ -119,7 +119,16 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
         }
         // istiod compares case-sensitively here (spec §13.7), and warns per port.
         if port.protocol.is_empty() || port.protocol == "TCP" {
-            let autoallocated = cx.opts.ip_autoallocate && se.resolution != Resolution::None;
+            // (an entry opts out with the label
+            // `networking.istio.io/enable-autoallocate-ip: "false"`)
+            let opted_out = cx
+                .obj
+                .metadata
+                .labels
+                .get("networking.istio.io/enable-autoallocate-ip")
+                .is_some_and(|v| v == "false");
+            let autoallocated =
+                cx.opts.ip_autoallocate && se.resolution != Resolution::None && !opted_out;
             if se.addresses.is_empty() && !autoallocated {
                 cx.warn(
                     &format!("{p}.protocol"),
