@@ -37,6 +37,20 @@ struct GatewayDef {
     servers: Vec<Server>,
 }
 
+impl GatewayDef {
+    /// Its servers, in order.
+    fn servers(&self) -> impl Iterator<Item = GatewayServer<'_>> {
+        self.servers
+            .iter()
+            .enumerate()
+            .map(|(index, server)| GatewayServer {
+                gateway: &self.name,
+                index,
+                server,
+            })
+    }
+}
+
 /// One server of a Gateway, for a gateway workload.
 ///
 /// # Examples
@@ -185,16 +199,7 @@ impl Gateways {
         self.defs
             .iter()
             .filter(|g| g.selector.as_ref().is_none_or(|s| labels_match(s, labels)))
-            .flat_map(|g| {
-                g.servers
-                    .iter()
-                    .enumerate()
-                    .map(|(index, server)| GatewayServer {
-                        gateway: &g.name,
-                        index,
-                        server,
-                    })
-            })
+            .flat_map(GatewayDef::servers)
             .collect()
     }
 
@@ -222,16 +227,7 @@ impl Gateways {
         names
             .iter()
             .filter_map(|n| self.defs.iter().find(|g| &*g.name == *n))
-            .flat_map(|g| {
-                g.servers
-                    .iter()
-                    .enumerate()
-                    .map(|(index, server)| GatewayServer {
-                        gateway: &g.name,
-                        index,
-                        server,
-                    })
-            })
+            .flat_map(GatewayDef::servers)
             .collect()
     }
 

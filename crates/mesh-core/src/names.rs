@@ -1014,7 +1014,18 @@ pub fn parse_principal(principal: &str) -> Option<(&str, &str, &str)> {
 /// `web_safe`, as absl's `WebSafeBase64Unescape` reads a JWT part: the URL-safe alphabet
 /// only, no whitespace. `None` when it is not base64 (a stray character, or a last group
 /// of a single character).
-pub(crate) fn base64_decode(s: &str, web_safe: bool) -> Option<Vec<u8>> {
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::base64_decode;
+///
+/// assert_eq!(base64_decode("aGVsbG8=", false).as_deref(), Some(&b"hello"[..]));
+/// assert_eq!(base64_decode("_-8", true).as_deref(), Some(&[0xff, 0xef][..]));
+/// assert!(base64_decode("a+/b", true).is_none()); // JWT parts: URL-safe only
+/// assert!(base64_decode("not base64!", false).is_none());
+/// ```
+pub fn base64_decode(s: &str, web_safe: bool) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
     let mut acc = 0u32;
     let mut bits = 0;

@@ -35,7 +35,7 @@ impl Pins {
         let spki = spki
             .iter()
             .map(|s| {
-                decode_base64(s.trim())
+                mesh_core::names::base64_decode(s.trim(), false)
                     .filter(|d| d.len() == 32)
                     .ok_or_else(|| format!("verifyCertificateSpki {s:?} is not a base64 SHA-256"))
             })
@@ -112,30 +112,6 @@ fn dns_name_match(dns_name: &str, pattern: &str) -> bool {
         }
         _ => false,
     }
-}
-
-/// Standard base64 (padding optional).
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 /// Hex, simple or colon-separated (`DF:6F:...`), either case.
@@ -240,7 +216,10 @@ mod tests {
         assert_eq!(decode_hex(hex), decode_hex(&colons));
         assert_eq!(decode_hex(hex).unwrap().len(), 32);
         let b64 = crate::authz::base64_std(&decode_hex(hex).unwrap());
-        assert_eq!(decode_base64(&b64), decode_hex(hex));
+        assert_eq!(
+            mesh_core::names::base64_decode(&b64, false),
+            decode_hex(hex)
+        );
         assert!(Pins::new(&[], &[b64], &[hex.into()]).is_ok());
         assert!(Pins::new(&[], &["not base64!".into()], &[])
             .unwrap_err()
