@@ -13,6 +13,21 @@ use mesh_tls::{Identity, MeshCa};
 use mesh_tower::gateway::GatewayServer;
 use mesh_tower::outbound::{ClientWorkload, MeshClient};
 
+/// A ServiceEntry `tls-backend.internal` on loopback port `b`, declared TLS.
+fn tls_backend(b: u16) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: tls-backend}}
+spec:
+  hosts: [tls-backend.internal]
+  ports: [{{number: {b}, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+"
+    )
+}
+
 #[tokio::test]
 async fn https_requests_follow_tls_routes_by_sni() {
     let ca = MeshCa::self_signed("cluster.local").unwrap();
@@ -43,15 +58,8 @@ spec:
   resolution: STATIC
   endpoints: [{{address: 127.0.0.1}}]
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: tls-backend}}
-spec:
-  hosts: [tls-backend.internal]
-  ports: [{{number: {b}, name: tls, protocol: TLS}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
-"
+{backend}",
+        backend = tls_backend(b)
     );
     let routes = format!(
         "{entries}---
@@ -186,15 +194,7 @@ kind: Service
 metadata: {{name: api, namespace: default}}
 spec: {{selector: {{app: api}}, ports: [{{name: https, port: {a}}}]}}
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: tls-backend}}
-spec:
-  hosts: [tls-backend.internal]
-  ports: [{{number: {b}, name: tls, protocol: TLS}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
+{backend}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: api, namespace: default}}
@@ -203,7 +203,8 @@ spec:
   tls:
   - match: [{{port: {a}, sniHosts: [api]}}]
     route: [{{destination: {{host: tls-backend.internal, port: {{number: {b}}}}}}}]
-"
+",
+        backend = tls_backend(b)
     ))
     .unwrap();
     mesh.register(mesh_core::registry::Workload {
