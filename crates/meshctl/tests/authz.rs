@@ -20,6 +20,26 @@ fn task(f: &str) -> String {
         .to_string()
 }
 
+/// An ALLOW AuthorizationPolicy `foo/<name>` for `app: httpbin` with `rules`, written in
+/// `dir`; its path. `metadata` adds to the policy's metadata (`annotations: {...}`).
+fn httpbin_policy(dir: &tempfile::TempDir, name: &str, metadata: &str, rules: &str) -> String {
+    let f = dir.path().join(format!("{name}.yaml"));
+    std::fs::write(
+        &f,
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: {name}, namespace: foo, {metadata}}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  rules: {rules}
+"
+        ),
+    )
+    .unwrap();
+    f.to_str().unwrap().to_owned()
+}
+
 fn decide(args: &[&str]) -> Value {
     let mut a = vec!["authz"];
     a.extend_from_slice(args);
@@ -467,19 +487,13 @@ fn a_reader_that_goes_away_ends_meshctl_quietly() {
 #[test]
 fn remote_ip_is_the_rightmost_forwarded_address_as_a_sidecar_reads_it() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("rip.yaml");
-    std::fs::write(
-        &f,
-        "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: rip, namespace: foo}
-spec:
-  selector: {matchLabels: {app: httpbin}}
-  rules: [{from: [{source: {remoteIpBlocks: [192.168.5.0/24]}}]}]
-",
-    )
-    .unwrap();
-    let f = f.to_str().unwrap();
+    let f = httpbin_policy(
+        &dir,
+        "rip",
+        "",
+        "[{from: [{source: {remoteIpBlocks: [192.168.5.0/24]}}]}]",
+    );
+    let f = f.as_str();
     let base = [
         "--config",
         f,
@@ -514,22 +528,13 @@ spec:
 #[test]
 fn a_dry_run_policy_that_would_decide_otherwise_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("dry.yaml");
-    std::fs::write(
-        &f,
-        "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-dry
-  namespace: foo
-  annotations: {istio.io/dry-run: \"true\"}
-spec:
-  selector: {matchLabels: {app: httpbin}}
-  rules: [{to: [{operation: {paths: [/only]}}]}]
-",
-    )
-    .unwrap();
-    let f = f.to_str().unwrap();
+    let f = httpbin_policy(
+        &dir,
+        "allow-dry",
+        "annotations: {istio.io/dry-run: \"true\"}",
+        "[{to: [{operation: {paths: [/only]}}]}]",
+    );
+    let f = f.as_str();
     let base = [
         "--config",
         f,
@@ -557,19 +562,13 @@ spec:
 #[test]
 fn service_accounts_match_as_istiod_s_regex() {
     let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("sa.yaml");
-    std::fs::write(
-        &f,
-        "apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {name: sa, namespace: foo}
-spec:
-  selector: {matchLabels: {app: httpbin}}
-  rules: [{from: [{source: {serviceAccounts: [bar/sleep]}}]}]
-",
-    )
-    .unwrap();
-    let f = f.to_str().unwrap();
+    let f = httpbin_policy(
+        &dir,
+        "sa",
+        "",
+        "[{from: [{source: {serviceAccounts: [bar/sleep]}}]}]",
+    );
+    let f = f.as_str();
     let as_peer = |p: &str| {
         decide(&[
             "--config",
