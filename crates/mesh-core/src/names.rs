@@ -1027,6 +1027,16 @@ pub fn parse_principal(principal: &str) -> Option<(&str, &str, &str)> {
 /// ```
 pub fn base64_decode(s: &str, web_safe: bool) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    base64_each(s, web_safe, |b| out.push(b)).then_some(out)
+}
+
+/// Whether `s` is base64 as [`base64_decode`] reads it, without decoding it anywhere.
+pub(crate) fn is_base64(s: &str, web_safe: bool) -> bool {
+    base64_each(s, web_safe, |_| {})
+}
+
+/// Feeds each decoded byte of `s` to `emit`; `false` when `s` is not base64.
+fn base64_each(s: &str, web_safe: bool, mut emit: impl FnMut(u8)) -> bool {
     let mut acc = 0u32;
     let mut bits = 0;
     let mut padded = false;
@@ -1039,7 +1049,7 @@ pub fn base64_decode(s: &str, web_safe: bool) -> Option<Vec<u8>> {
             continue;
         }
         if padded {
-            return None; // data after padding
+            return false; // data after padding
         }
         let v = match c {
             b'A'..=b'Z' => c - b'A',
@@ -1049,18 +1059,18 @@ pub fn base64_decode(s: &str, web_safe: bool) -> Option<Vec<u8>> {
             b'_' => 63,
             b'+' if !web_safe => 62,
             b'/' if !web_safe => 63,
-            _ => return None,
+            _ => return false,
         };
         acc = (acc << 6) | u32::from(v);
         bits += 6;
         if bits >= 8 {
             bits -= 8;
-            out.push((acc >> bits) as u8);
+            emit((acc >> bits) as u8);
             acc &= (1 << bits) - 1;
         }
     }
     // a last group of one character carries no whole byte
-    (bits < 6).then_some(out)
+    bits < 6
 }
 
 #[cfg(test)]

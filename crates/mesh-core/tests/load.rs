@@ -508,19 +508,26 @@ spec: {host: c, trafficPolicy: {tls: {mode: MUTUL}}}
     assert_eq!(lines[1].1, 14, "{:?}", l.diagnostics);
 }
 
+/// A VirtualService `reviews` whose one HTTP route has the match `m` (flow YAML), at line 7.
+fn vs_with_match(m: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews}}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{m}]
+    route: [{{destination: {{host: reviews}}}}]
+"
+    )
+}
+
 #[test]
 fn yaml_1_1_booleans_as_kubernetes_reads_them() {
     // `yes`/`on`/`y` are booleans to Kubernetes (go-yaml v2): a boolean field takes them...
     let l = load_str(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  http:
-  - match: [{uri: {prefix: /api}, ignoreUriCase: yes}]
-    route: [{destination: {host: reviews}}]
-",
+        &vs_with_match("{uri: {prefix: /api}, ignoreUriCase: yes}"),
         "vs.yaml",
     );
     assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
@@ -531,15 +538,7 @@ spec:
     // ...and a string field refuses them, as the API server does ("must be of type
     // string"), with the reason and the fix
     let l = load_str(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  http:
-  - match: [{headers: {x-debug: {exact: on}}}]
-    route: [{destination: {host: reviews}}]
-",
+        &vs_with_match("{headers: {x-debug: {exact: on}}}"),
         "vs.yaml",
     );
     let d = l
@@ -556,16 +555,7 @@ spec:
     assert!(d.help.as_deref().unwrap().contains("YAML 1.1"), "{d:?}");
     // quoted, it is the string
     let l = load_str(
-        &"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  http:
-  - match: [{headers: {x-debug: {exact: on}}}]
-    route: [{destination: {host: reviews}}]
-"
-        .replace("exact: on", "exact: \"on\""),
+        &vs_with_match("{headers: {x-debug: {exact: \"on\"}}}"),
         "vs.yaml",
     );
     assert!(l.diagnostics.is_empty(), "{:?}", l.diagnostics);
@@ -574,15 +564,7 @@ spec:
 #[test]
 fn a_yaml_1_1_boolean_key_is_renamed_as_kubernetes_does_with_a_warning() {
     let l = load_str(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: reviews}
-spec:
-  hosts: [reviews]
-  http:
-  - match: [{queryParams: {n: {exact: \"1\"}, \"y\": {exact: \"2\"}}}]
-    route: [{destination: {host: reviews}}]
-",
+        &vs_with_match("{queryParams: {n: {exact: \"1\"}, \"y\": {exact: \"2\"}}}"),
         "vs.yaml",
     );
     // the key `n` is `false` to Kubernetes (and so to Istio); the quoted `y` stays `y`
