@@ -948,7 +948,7 @@ fn build(
     let cp = p.connection_pool;
     let tcp = cp.and_then(|c| c.tcp.as_ref());
     let http = cp.and_then(|c| c.http.as_ref());
-    let limits = PoolLimits::from_istio(
+    let mut limits = PoolLimits::from_istio(
         tcp.and_then(|t| t.max_connections).map(i64::from),
         http.and_then(|h| h.http1_max_pending_requests)
             .map(i64::from),
@@ -957,6 +957,14 @@ fn build(
         http.and_then(|h| h.max_requests_per_connection)
             .map(i64::from),
     );
+    // Istio sets the cluster's `http2_protocol_options.max_concurrent_streams` from a
+    // positive `maxConcurrentStreams` only (Envoy's default: 2^31 - 1)
+    if let Some(n) = http
+        .and_then(|h| h.max_concurrent_streams)
+        .filter(|n| *n > 0)
+    {
+        limits.max_concurrent_streams = n as u32;
+    }
     let breaker = CircuitBreaker::new(limits);
     let connect_timeout = tcp
         .and_then(|t| t.connect_timeout)

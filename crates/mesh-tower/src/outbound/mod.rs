@@ -262,6 +262,7 @@ mod connector;
 mod cors;
 mod deadline;
 mod dest;
+mod h2_settings;
 mod retry;
 mod tcp;
 mod upstream;

@@ -1,6 +1,6 @@
 //! The mesh transport's connections to one destination: per endpoint, a LIFO stack of idle
-//! HTTP/1.1 connections and one shared HTTP/2 connection, each a hyper
-//! `client::conn` sender whose connection task we spawn ourselves.
+//! HTTP/1.1 connections and the shared HTTP/2 connections (one, unless its streams are all
+//! taken), each a hyper `client::conn` sender whose connection task we spawn ourselves.
 //!
 //! Why not hyper-util's pooled client: its pool is keyed by `(scheme, authority)` (a hash and
 //! a lock per checkout over every host), every request crosses an extra oneshot channel and
@@ -23,6 +23,11 @@
 //!   Envoy's `ConnPoolImplBase::newStreamImpl` counts it; beyond the limit: 503 UO;
 //! - `http.maxRequestsPerConnection`: a connection that has carried that many requests is
 //!   not reused (`1` disables keep-alive);
+//! - `http.maxConcurrentStreams` and the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
+//!   (whichever is smaller): when every HTTP/2 connection to the endpoint carries that many
+//!   streams, another connection is opened (if `maxConnections` allows; otherwise the
+//!   request queues on the least busy connection), as Envoy's HTTP/2 pool does. A stream
+//!   counts until its response body has ended or is dropped;
 //! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): an idle connection older than
 //!   that is closed instead of reused;
 //! - a reused connection that turns out to be closed before the request was written is
@@ -38,7 +43,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -54,6 +59,7 @@ use tokio::sync::Notify;
 
 use super::connector::{ConnectError, MeshConnector};
 use super::dest::lock;
+use super::h2_settings::{SettingsIo, StreamSlot, Streams};
 use super::{BoxError, MeshBody};
 use crate::metrics::WorkloadInfo;
 use crate::pool::{CircuitBreaker, Permit};
@@ -71,6 +77,8 @@ pub(crate) struct Upstream {
     breaker: CircuitBreaker,
     idle_timeout: Option<Duration>,
     max_requests_per_connection: u32,
+    /// `maxConcurrentStreams`, per HTTP/2 connection.
+    max_streams: u32,
     endpoints: Box<[Arc<EndpointPool>]>,
     waiters: Arc<Waiters>,
 }
@@ -111,6 +119,8 @@ struct EndpointPool {
     /// Connections to this endpoint open or being opened (idle, in use, upgraded until the
     /// upgrade completes): at 0, a new one may exceed `maxConnections`.
     open: AtomicUsize,
+    /// An HTTP/2 connection is being opened for more streams ([`H2Opening`]).
+    h2_opening: AtomicBool,
     /// The destination's waiters (shared by its endpoints).
     waiters: Arc<Waiters>,
 }
@@ -118,7 +128,9 @@ struct EndpointPool {
 #[derive(Default)]
 struct PoolState {
     idle: Vec<Idle>,
-    h2: Option<H2>,
+    /// HTTP/2 connections, oldest first (usually one: another is pooled only when the
+    /// others' streams are all taken).
+    h2: Vec<H2>,
 }
 
 /// An idle HTTP/1.1 connection.
@@ -145,13 +157,22 @@ fn reached<B>(mut resp: Response<B>, remote: Option<SocketAddr>) -> Response<B> 
     resp
 }
 
-/// The shared HTTP/2 connection of an endpoint.
+/// A shared HTTP/2 connection of an endpoint.
 #[derive(Clone)]
 struct H2 {
     tx: http2::SendRequest<MeshBody>,
-    used: Arc<AtomicU32>,
+    streams: Arc<Streams>,
     peer: ConnPeer,
     remote: Option<SocketAddr>,
+}
+
+/// An HTTP/2 connection taken for a request, its stream counted.
+struct H2Pick {
+    conn: H2,
+    slot: StreamSlot,
+    /// Every pooled connection's streams were taken: this is the least busy one, for when
+    /// no other connection may be opened.
+    busy: bool,
 }
 
 impl EndpointPool {
@@ -173,15 +194,41 @@ impl EndpointPool {
         info
     }
 
-    /// The HTTP/2 connection, if one is open and may take another stream.
-    fn h2(&self, max: u32) -> Option<H2> {
+    /// An HTTP/2 connection for a request, its stream counted: the oldest open one with a
+    /// stream free under `max_streams` and the server's limit, else the least busy one
+    /// (marked busy); connections that are closed or have carried `max_requests` are let
+    /// go.
+    fn h2(&self, max_requests: u32, max_streams: u32) -> Option<H2Pick> {
         let mut st = lock(&self.state);
-        let h2 = st.h2.as_ref()?;
-        if h2.tx.is_closed() || (max != 0 && h2.used.load(Ordering::Relaxed) >= max) {
-            st.h2 = None;
+        if st.h2.is_empty() {
             return None;
         }
-        Some(h2.clone())
+        st.h2.retain(|c| {
+            !c.tx.is_closed()
+                && (max_requests == 0 || c.streams.used.load(Ordering::Relaxed) < max_requests)
+        });
+        let (conn, busy) = match st.h2.iter().find(|c| c.streams.has_room(max_streams)) {
+            Some(c) => (c, false),
+            None => (
+                st.h2
+                    .iter()
+                    .min_by_key(|c| c.streams.active.load(Ordering::Relaxed))?,
+                true,
+            ),
+        };
+        conn.streams.active.fetch_add(1, Ordering::Relaxed);
+        Some(H2Pick {
+            slot: StreamSlot(Arc::clone(&conn.streams)),
+            conn: conn.clone(),
+            busy,
+        })
+    }
+
+    /// Lets go of HTTP/2 connection `streams` (closed under a request).
+    fn drop_h2(&self, streams: &Arc<Streams>) {
+        lock(&self.state)
+            .h2
+            .retain(|c| !Arc::ptr_eq(&c.streams, streams));
     }
 
     /// The most recently used idle HTTP/1.1 connection that is still fresh; stale ones are
@@ -213,12 +260,14 @@ impl Upstream {
         endpoints: impl IntoIterator<Item = (SocketAddr, Arc<WorkloadInfo>)>,
     ) -> Self {
         let max_requests_per_connection = breaker.limits().max_requests_per_connection;
+        let max_streams = breaker.limits().max_concurrent_streams;
         let waiters = Arc::<Waiters>::default();
         Upstream {
             connector,
             breaker,
             idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
             max_requests_per_connection,
+            max_streams,
             endpoints: endpoints
                 .into_iter()
                 .map(|(addr, base)| {
@@ -228,6 +277,7 @@ impl Upstream {
                         last_peer: Mutex::new(None),
                         state: Mutex::new(PoolState::default()),
                         open: AtomicUsize::new(0),
+                        h2_opening: AtomicBool::new(false),
                         waiters: Arc::clone(&waiters),
                     })
                 })
@@ -256,20 +306,79 @@ impl Upstream {
         let max = self.max_requests_per_connection;
         let mut pending: Option<Permit> = None;
         loop {
-            // 1. the endpoint's HTTP/2 connection (not for an upgrade: HTTP/2 has none)
-            let h2 = if upgrade { None } else { ep.h2(max) };
-            if let Some(mut h2) = h2 {
+            // 1. an HTTP/2 connection of the endpoint (not for an upgrade: HTTP/2 has none)
+            let h2 = if upgrade {
+                None
+            } else {
+                ep.h2(max, self.max_streams)
+            };
+            if let Some(H2Pick {
+                conn: mut h2,
+                slot,
+                busy,
+            }) = h2
+            {
+                if busy {
+                    // Envoy's pool opens another connection when its connections' streams
+                    // are all taken, if the circuit breaker allows one, and the stream is
+                    // pending until a connection takes it; without a connection slot, it
+                    // waits for a stream of one of them (here: in the least busy
+                    // connection's queue). One connection is opened at a time: the others
+                    // wait for it, then look again.
+                    let mut wait = ep.h2_opening.load(Ordering::Acquire);
+                    if !wait {
+                        if let Ok(permit) = self.breaker.try_connection() {
+                            if ep
+                                .h2_opening
+                                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                                .is_ok()
+                            {
+                                let opening = H2Opening(Arc::clone(ep));
+                                drop(slot);
+                                let pending = match pending.take() {
+                                    Some(p) => p,
+                                    None => self
+                                        .breaker
+                                        .try_pending()
+                                        .map_err(ConnectError::Overflow)?,
+                                };
+                                ep.open.fetch_add(1, Ordering::AcqRel);
+                                let open = self.open_and_send(
+                                    ep,
+                                    permit,
+                                    Some(pending),
+                                    req,
+                                    false,
+                                    Some(opening),
+                                );
+                                return Box::pin(open).await;
+                            }
+                            wait = true;
+                        }
+                    }
+                    if wait {
+                        drop(slot);
+                        if pending.is_none() {
+                            pending =
+                                Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
+                        }
+                        self.wait_for_h2(ep).await;
+                        continue;
+                    }
+                }
                 // attached to a connection: no longer pending
                 pending = None;
-                h2.used.fetch_add(1, Ordering::Relaxed);
+                h2.streams.used.fetch_add(1, Ordering::Relaxed);
                 match h2.tx.try_send_request(req).await {
                     Ok(resp) => {
-                        return Ok((reached(resp.map(UpstreamBody::plain), h2.remote), h2.peer))
+                        let body = |b| UpstreamBody::stream(b, slot);
+                        return Ok((reached(resp.map(body), h2.remote), h2.peer));
                     }
                     Err(mut e) => match e.take_message() {
                         Some(r) => {
                             req = r;
-                            lock(&ep.state).h2 = None;
+                            drop(slot);
+                            ep.drop_h2(&h2.streams);
                             continue;
                         }
                         None => return Err(Box::new(e.into_error())),
@@ -329,12 +438,14 @@ impl Upstream {
             };
             // opening a connection is the rare path: its future (the TLS connector's and
             // the HTTP handshake's) is boxed, so every request's future stays small
-            return Box::pin(self.open_and_send(ep, permit, pending, req, upgrade)).await;
+            return Box::pin(self.open_and_send(ep, permit, pending, req, upgrade, None)).await;
         }
     }
 
     /// Opens a connection to `ep` (its slot taken: `permit`), pools it and sends `req` over
-    /// it; `pending`: the request's pending slot, given up once the connection is up.
+    /// it; `pending`: the request's pending slot, given up once the connection is up;
+    /// `opening`: the endpoint's mark of an HTTP/2 connection being opened for more
+    /// streams, cleared once it is pooled (or failed).
     async fn open_and_send(
         &self,
         ep: &Arc<EndpointPool>,
@@ -342,6 +453,7 @@ impl Upstream {
         pending: Option<Permit>,
         req: Request<MeshBody>,
         upgrade: bool,
+        opening: Option<H2Opening>,
     ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
         let opened = Opened(Arc::clone(ep));
         let conn = self
@@ -353,9 +465,11 @@ impl Upstream {
         // at most one allocation per connection, none per request
         let peer: ConnPeer = conn.peer().map(|p| ep.peer_info(p.identity().to_string()));
         if conn.is_h2() {
+            let streams = Arc::new(Streams::first());
+            let slot = StreamSlot(Arc::clone(&streams));
             let (tx, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .handshake(conn)
+                .handshake(SettingsIo::new(conn, Arc::clone(&streams)))
                 .await?;
             tokio::spawn(async move {
                 let _ = connection.await;
@@ -364,16 +478,33 @@ impl Upstream {
             });
             let mut h2 = H2 {
                 tx,
-                used: Arc::new(AtomicU32::new(1)),
+                streams,
                 peer: peer.clone(),
                 remote,
             };
-            lock(&ep.state).h2 = Some(h2.clone());
+            {
+                // pooled when opened for more streams, or when no pooled connection has
+                // room; otherwise (several requests opened one each at once, before any
+                // was pooled) it closes after its request
+                let mut st = lock(&ep.state);
+                if opening.is_some()
+                    || !st
+                        .h2
+                        .iter()
+                        .any(|c| !c.tx.is_closed() && c.streams.has_room(self.max_streams))
+                {
+                    st.h2.push(h2.clone());
+                }
+            }
+            drop(opening);
             // requests waiting for this endpoint can share it now
             self.waiters.wake();
             drop(pending);
             return match h2.tx.send_request(req).await {
-                Ok(resp) => Ok((reached(resp.map(UpstreamBody::plain), remote), peer)),
+                Ok(resp) => {
+                    let body = |b| UpstreamBody::stream(b, slot);
+                    Ok((reached(resp.map(body), remote), peer))
+                }
                 Err(e) => Err(Box::new(e)),
             };
         }
@@ -384,6 +515,7 @@ impl Upstream {
             waiters.wake();
         });
         drop(pending);
+        drop(opening);
         let mut fresh = Idle {
             tx,
             used: 1,
@@ -393,6 +525,19 @@ impl Upstream {
         };
         let resp = fresh.tx.send_request(req).await?;
         Ok((reached(self.lease(ep, fresh, resp), remote), peer))
+    }
+
+    /// Waits until the HTTP/2 connection being opened to `ep` is pooled or failed, or a
+    /// short while.
+    async fn wait_for_h2(&self, ep: &EndpointPool) {
+        self.waiters.count.fetch_add(1, Ordering::AcqRel);
+        let notified = self.waiters.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if ep.h2_opening.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+        self.waiters.count.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Waits until a connection of this destination is returned or closed, or a short while
@@ -432,8 +577,20 @@ impl Upstream {
         resp.map(|inner| UpstreamBody {
             inner,
             lease: Some(lease),
+            stream: None,
             ended: false,
         })
+    }
+}
+
+/// Marks an HTTP/2 connection being opened to an endpoint for more streams, until dropped
+/// (pooled, or failed); the requests waiting for it are woken then.
+struct H2Opening(Arc<EndpointPool>);
+
+impl Drop for H2Opening {
+    fn drop(&mut self) {
+        self.0.h2_opening.store(false, Ordering::Release);
+        self.0.waiters.wake();
     }
 }
 
@@ -490,6 +647,8 @@ pin_project! {
         #[pin]
         inner: Incoming,
         lease: Option<Lease>,
+        // an HTTP/2 stream, counted until the body ends or is dropped
+        stream: Option<StreamSlot>,
         ended: bool,
     }
 
@@ -518,6 +677,17 @@ impl UpstreamBody {
         UpstreamBody {
             inner,
             lease: None,
+            stream: None,
+            ended: false,
+        }
+    }
+
+    /// The body of an HTTP/2 stream, counted in its connection until the body ends.
+    fn stream(inner: Incoming, slot: StreamSlot) -> Self {
+        UpstreamBody {
+            inner,
+            lease: None,
+            stream: Some(slot),
             ended: false,
         }
     }
@@ -538,6 +708,7 @@ impl Body for UpstreamBody {
                 if let Some(l) = this.lease.as_mut() {
                     l.release();
                 }
+                this.stream.take();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {

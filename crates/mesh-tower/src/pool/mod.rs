@@ -9,6 +9,7 @@
 //! | `http.http2MaxRequests` | `max_requests` (active requests, any protocol) | [`CircuitBreaker::try_request`] |
 //! | `http.maxRetries` | `max_retries` (concurrent retries) | [`CircuitBreaker::try_retry`] |
 //! | `http.maxRequestsPerConnection` | per connection | [`ConnectionPermit::start_request`] |
+//! | `http.maxConcurrentStreams` | `http2_protocol_options.max_concurrent_streams` | [`PoolLimits::max_concurrent_streams`], per HTTP/2 connection |
 //!
 //! Defaults are Istio's: every limit 2^32−1 except `maxRequestsPerConnection` (0 =
 //! unlimited). Zero counts as unset for the integer limits of a DestinationRule, as in
@@ -76,6 +77,10 @@ pub struct PoolLimits {
     pub max_retries: u32,
     /// `http.maxRequestsPerConnection` (0 = unlimited; 1 disables keep-alive).
     pub max_requests_per_connection: u32,
+    /// `http.maxConcurrentStreams`: the streams one HTTP/2 connection carries at once
+    /// before another connection is opened to the same endpoint (the server's own
+    /// `SETTINGS_MAX_CONCURRENT_STREAMS` applies too, whichever is smaller).
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for PoolLimits {
@@ -86,6 +91,7 @@ impl Default for PoolLimits {
             max_requests: UNLIMITED,
             max_retries: UNLIMITED,
             max_requests_per_connection: 0,
+            max_concurrent_streams: UNLIMITED,
         }
     }
 }
@@ -131,6 +137,7 @@ impl PoolLimits {
                 Some(n) if n > 0 => n.min(i64::from(u32::MAX)) as u32,
                 _ => 0,
             },
+            max_concurrent_streams: UNLIMITED,
         }
     }
 }
