@@ -383,6 +383,59 @@ async fn locality_failover_stays_local_then_fails_over() {
 }
 
 #[tokio::test]
+async fn retry_remote_localities_tries_another_locality_from_the_third_attempt() {
+    // the local endpoint always fails (but is never ejected): the retries stay local
+    // unless `retryRemoteLocalities` (Envoy's previous_priorities, update frequency 2)
+    // sends the third attempt to the next priority
+    for (remote, want, near_hits) in [
+        (true, (200, "reviews-far"), 2),
+        (false, (500, "reviews-near"), 3),
+    ] {
+        let pki = Pki::new();
+        let vs = format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n    retries: {{attempts: 2, retryOn: 5xx, retryRemoteLocalities: {remote}}}\n"
+        );
+        let mesh = mesh(&format!(
+            "{}---\n{vs}",
+            with_dr("    outlierDetection: {consecutive5xxErrors: 100, interval: 1m}\n"),
+        ));
+        let near = start(
+            &pki,
+            "reviews-near",
+            "default",
+            "reviews",
+            Behaviour::Always500,
+        )
+        .await;
+        let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
+        register_in(
+            &mesh,
+            "reviews-near",
+            "reviews",
+            "reviews",
+            "us-east/zone1/a",
+            near.addr,
+        );
+        register_in(
+            &mesh,
+            "reviews-far",
+            "reviews",
+            "reviews",
+            "us-west/zone2/b",
+            far.addr,
+        );
+        let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+            .with_locality("us-east/zone1/a");
+        let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+            .credentials(pki.creds("default", "productpage"))
+            .build();
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), want, "retryRemoteLocalities: {remote}");
+        assert_eq!(near.hits(), near_hits, "retryRemoteLocalities: {remote}");
+    }
+}
+
+#[tokio::test]
 async fn locality_keeps_traffic_in_the_clients_zone() {
     let pki = Pki::new();
     let mesh = mesh(&with_dr(

@@ -1144,6 +1144,43 @@ pub fn http_to_grpc_status(status: u16) -> u32 {
     }
 }
 
+/// Envoy's `Grpc::Utility::grpcToHttpStatus`: the HTTP status a gRPC status stands for
+/// (what the router reports to outlier detection for a gRPC answer that carries its
+/// `grpc-status` in the response headers).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_tower::envoy::grpc_to_http_status;
+///
+/// assert_eq!(grpc_to_http_status(0), 200); // OK
+/// assert_eq!(grpc_to_http_status(14), 503); // UNAVAILABLE
+/// assert_eq!(grpc_to_http_status(4), 504); // DEADLINE_EXCEEDED
+/// assert_eq!(grpc_to_http_status(99), 500); // not a gRPC status
+/// ```
+pub fn grpc_to_http_status(status: u32) -> u16 {
+    match status {
+        0 => 200,  // OK
+        1 => 499,  // CANCELLED
+        2 => 500,  // UNKNOWN
+        3 => 400,  // INVALID_ARGUMENT
+        4 => 504,  // DEADLINE_EXCEEDED
+        5 => 404,  // NOT_FOUND
+        6 => 409,  // ALREADY_EXISTS
+        7 => 403,  // PERMISSION_DENIED
+        8 => 429,  // RESOURCE_EXHAUSTED
+        9 => 400,  // FAILED_PRECONDITION
+        10 => 409, // ABORTED
+        11 => 400, // OUT_OF_RANGE
+        12 => 501, // UNIMPLEMENTED
+        13 => 500, // INTERNAL
+        14 => 503, // UNAVAILABLE
+        15 => 500, // DATA_LOSS
+        16 => 401, // UNAUTHENTICATED
+        _ => 500,  // InvalidCode
+    }
+}
+
 /// gRPC status names (as Istio's fault `grpcStatus` takes them) to codes: mesh-core's
 /// table ([`mesh_core::route::actions::grpc_code`]), widened for `grpc-status` values.
 ///

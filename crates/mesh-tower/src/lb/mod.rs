@@ -1066,11 +1066,55 @@ impl LoadBalancer {
         uri: &http::Uri,
         conn: ConnectionAddrs,
     ) -> Result<(RequestGuard, Option<http::HeaderValue>), NoHealthyUpstream> {
+        self.pick_for_retry(key, headers, uri, conn, 0)
+    }
+
+    /// [`LoadBalancer::pick_for_request`] for a retry that avoids the priority levels in
+    /// the bit mask `excluded` (bit `p`: priority `p`), as Envoy's `previous_priorities`
+    /// retry priority (VirtualService `retryRemoteLocalities`) does: their health counts as
+    /// none when the priority load is computed. When that leaves no healthy priority, the
+    /// mask is ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use http::{HeaderMap, Uri};
+    /// use mesh_tower::lb::{ConnectionAddrs, Endpoint, LbAlgorithm, LbConfig, LoadBalancer, Locality, LocalityContext};
+    ///
+    /// let config = LbConfig {
+    ///     locality: LocalityContext {
+    ///         client: Locality::parse("r1/z1"),
+    ///         outlier_detection: true,
+    ///         ..Default::default()
+    ///     },
+    ///     ..LbConfig::new(LbAlgorithm::RoundRobin)
+    /// };
+    /// let ep = |ip: &str, loc: &str| Endpoint::new(format!("{ip}:80").parse().unwrap()).with_locality(Locality::parse(loc));
+    /// let lb = LoadBalancer::new(vec![ep("10.0.0.1", "r1/z1"), ep("10.0.0.2", "r2/z1")], config);
+    /// let (h, u, c) = (HeaderMap::new(), Uri::from_static("/"), ConnectionAddrs::default());
+    /// // the local endpoint takes everything...
+    /// assert_eq!(lb.pick_for_request(None, &h, &u, c).unwrap().0.index(), 0);
+    /// // ...unless its priority (0) is excluded
+    /// assert_eq!(lb.pick_for_retry(None, &h, &u, c, 0b1).unwrap().0.index(), 1);
+    /// // excluding every priority excludes none
+    /// assert_eq!(lb.pick_for_retry(None, &h, &u, c, 0b11).unwrap().0.index(), 0);
+    /// ```
+    pub fn pick_for_retry(
+        &self,
+        key: Option<&HashKey>,
+        headers: &http::HeaderMap,
+        uri: &http::Uri,
+        conn: ConnectionAddrs,
+        excluded: u64,
+    ) -> Result<(RequestGuard, Option<http::HeaderValue>), NoHealthyUpstream> {
         let RequestHash { hash, set_cookie } = match key {
             Some(k) if self.algorithm.is_consistent_hash() => k.hash(headers, uri, conn),
             _ => RequestHash::default(),
         };
-        Ok((self.pick(hash)?, set_cookie))
+        let index = self
+            .pick_index(hash, excluded, &mut rand::rng())
+            .ok_or(NoHealthyUpstream)?;
+        Ok((self.guard(index), set_cookie))
     }
 
     /// [`LoadBalancer::pick`] with the caller's random source (deterministic tests).
@@ -1095,14 +1139,23 @@ impl LoadBalancer {
         hash: Option<u64>,
         rng: &mut R,
     ) -> Result<RequestGuard, NoHealthyUpstream> {
-        let index = self.pick_index(hash, rng).ok_or(NoHealthyUpstream)?;
-        let endpoint = Arc::clone(&self.endpoints[index]);
-        endpoint.active.fetch_add(1, Ordering::Relaxed);
-        Ok(RequestGuard { endpoint, index })
+        let index = self.pick_index(hash, 0, rng).ok_or(NoHealthyUpstream)?;
+        Ok(self.guard(index))
     }
 
-    fn pick_index<R: RngCore + ?Sized>(&self, hash: Option<u64>, rng: &mut R) -> Option<usize> {
-        let first = self.pick_once(hash, rng)?;
+    fn guard(&self, index: usize) -> RequestGuard {
+        let endpoint = Arc::clone(&self.endpoints[index]);
+        endpoint.active.fetch_add(1, Ordering::Relaxed);
+        RequestGuard { endpoint, index }
+    }
+
+    fn pick_index<R: RngCore + ?Sized>(
+        &self,
+        hash: Option<u64>,
+        excluded: u64,
+        rng: &mut R,
+    ) -> Option<usize> {
+        let first = self.pick_once(hash, excluded, rng)?;
         let Some(ss) = self.slow_start else {
             return Some(first);
         };
@@ -1115,12 +1168,17 @@ impl LoadBalancer {
             if f >= 1.0 || rng.random::<f64>() < f {
                 return Some(pick);
             }
-            pick = self.pick_once(hash, rng)?;
+            pick = self.pick_once(hash, excluded, rng)?;
         }
         Some(pick)
     }
 
-    fn pick_once<R: RngCore + ?Sized>(&self, hash: Option<u64>, rng: &mut R) -> Option<usize> {
+    fn pick_once<R: RngCore + ?Sized>(
+        &self,
+        hash: Option<u64>,
+        excluded: u64,
+        rng: &mut R,
+    ) -> Option<usize> {
         let n = self.priorities.len();
         if n == 0 {
             return None;
@@ -1140,6 +1198,20 @@ impl LoadBalancer {
             let healthy = u64::from(p.healthy.load(Ordering::Acquire));
             health[i] = (OVERPROVISIONING * healthy * 100 / (total * 100)).min(100);
             sum += health[i];
+        }
+        // a retry's excluded priorities (`previous_priorities`): no health, unless that
+        // leaves none at all
+        if excluded != 0 {
+            let is_excluded = |i: usize| i < 64 && excluded & (1 << i) != 0;
+            let kept: u64 = (0..n).filter(|&i| !is_excluded(i)).map(|i| health[i]).sum();
+            if kept > 0 {
+                for (i, h) in health.iter_mut().enumerate() {
+                    if is_excluded(i) {
+                        *h = 0;
+                    }
+                }
+                sum = kept;
+            }
         }
         let normalized_total = sum.min(100);
         let healthy_pct = |p: &Priority| {

@@ -3308,11 +3308,24 @@ impl<T: Sender> Attempts<'_, T> {
     ) -> Result<(RequestGuard, Option<HeaderValue>), crate::lb::NoHealthyUpstream> {
         let lb = &self.dest.lb;
         let conn = self.conn;
-        let mut best = lb.pick_for_request(
+        // istiod's `retryRemoteLocalities`: Envoy's `previous_priorities` retry priority,
+        // `update_frequency: 2`: from the third attempt on, the priorities of the hosts
+        // tried (counted two at a time) are avoided
+        let excluded = if self.policy.retry_remote_localities && tried.len() >= 2 {
+            tried[..tried.len() - tried.len() % 2]
+                .iter()
+                .filter_map(|&i| lb.priority_of(i))
+                .filter(|&p| p < 64)
+                .fold(0u64, |m, p| m | 1 << p)
+        } else {
+            0
+        };
+        let mut best = lb.pick_for_retry(
             self.dest.hash_key.as_ref(),
             &self.parts.headers,
             &self.parts.uri,
             conn,
+            excluded,
         )?;
         // istiod's retry.ConvertPolicy: the previous-hosts predicate unless the route's only
         // destination hashes consistently; an explicit `retryIgnorePreviousHosts` wins
@@ -3325,7 +3338,8 @@ impl<T: Sender> Attempts<'_, T> {
                 if !tried.contains(&best.0.index()) {
                     break;
                 }
-                best = lb.pick_for_request(None, &self.parts.headers, &self.parts.uri, conn)?;
+                best =
+                    lb.pick_for_retry(None, &self.parts.headers, &self.parts.uri, conn, excluded)?;
             }
         }
         Ok(best)
@@ -3445,15 +3459,19 @@ impl<T: Sender> Attempts<'_, T> {
                 Some(Ok((mut resp, peer))) => {
                     *conn_peer = peer;
                     let status = resp.status().as_u16();
-                    if let Some(od) = &dest.outlier {
-                        od.record(index, Outcome::Status(status), now);
-                    }
                     // gRPC statuses come back on gRPC requests only: others need no lookup
                     let grpc_status = if self.grpc {
                         crate::metrics::grpc_status_of(resp.headers())
                     } else {
                         None
                     };
+                    if let Some(od) = &dest.outlier {
+                        // Envoy's router reports a gRPC answer's `grpc-status` (in its
+                        // headers: a trailers-only answer) as the HTTP status it stands for
+                        let reported =
+                            grpc_status.map_or(status, crate::envoy::grpc_to_http_status);
+                        od.record(index, Outcome::Status(reported), now);
+                    }
                     if retries_left
                         && retry_on.should_retry(
                             AttemptFailure::Status(status),
