@@ -449,3 +449,67 @@ spec:
         assert!(failure.contains(why), "{crl}: {failure}");
     }
 }
+
+/// A TCP relay to `to` that waits `delay` before connecting each accepted connection
+/// through (so a TLS handshake over it takes at least that long).
+async fn slow_relay(to: SocketAddr, delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let mut up = tokio::net::TcpStream::connect(to).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn per_try_timeout_starts_once_a_connection_took_the_request() {
+    // Envoy starts the per-try timer in `onPoolReady`: a slow TLS handshake (300 ms) falls
+    // under `connectTimeout`, not under a 100 ms `perTryTimeout`
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let (tls, _, root) = tls_server(&ca).await;
+    let relay = slow_relay(tls, Duration::from_millis(300)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, root).unwrap();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: slow}}
+spec:
+  hosts: [slow.example.internal]
+  ports: [{{number: 8443, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: slow}}
+spec:
+  host: slow.example.internal
+  trafficPolicy: {{tls: {{mode: SIMPLE, sni: localhost, caCertificates: '{}'}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow}}
+spec:
+  hosts: [slow.example.internal]
+  http:
+  - route: [{{destination: {{host: slow.example.internal}}}}]
+    retries: {{attempts: 1, perTryTimeout: 100ms, retryOn: connect-failure}}
+",
+        relay.port(),
+        ca_file.display()
+    ))
+    .unwrap();
+    let c = client(&mesh);
+    let (status, body, failure) = get(&c, "http://slow.example.internal:8443/").await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(body, "tls slow.example.internal:8443");
+}

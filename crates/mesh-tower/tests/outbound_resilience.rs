@@ -1058,3 +1058,35 @@ async fn default_route_keeps_a_port_written_in_the_request() {
     assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 200);
     assert_eq!(send(&client, get("http://reviews:8080/")).await.0, 502);
 }
+
+#[tokio::test]
+async fn consistent_hash_reads_the_request_before_the_route_header_operations() {
+    // Envoy's router picks the host before `finalizeRequestHeaders`: a route that
+    // overwrites the hashed header does not put every user on one endpoint
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}}}\n",
+        with_vs("  - route: [{destination: {host: reviews}}]\n    headers: {request: {set: {x-user: anonymous}}}\n")
+    ));
+    let mut servers = Vec::new();
+    for name in ["reviews-a", "reviews-b", "reviews-c", "reviews-d"] {
+        let s = start(&pki, name, "default", "reviews", Behaviour::Ok).await;
+        register(&mesh, name, "default", "reviews", "reviews", "v1", s.addr);
+        servers.push(s);
+    }
+    let client = client(&mesh, &pki, "default", "productpage");
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..24 {
+        let u = format!("user-{i}");
+        let mut by_user = std::collections::BTreeSet::new();
+        for _ in 0..3 {
+            let (st, by, _, _) =
+                send(&client, get_with("http://reviews:9080/", &[("x-user", &u)])).await;
+            assert_eq!(st, 200);
+            by_user.insert(by);
+        }
+        assert_eq!(by_user.len(), 1, "{u} stays on one endpoint: {by_user:?}");
+        seen.extend(by_user);
+    }
+    assert!(seen.len() > 1, "users spread over the endpoints: {seen:?}");
+}

@@ -1066,20 +1066,23 @@ impl LoadBalancer {
         uri: &http::Uri,
         conn: ConnectionAddrs,
     ) -> Result<(RequestGuard, Option<http::HeaderValue>), NoHealthyUpstream> {
-        self.pick_for_retry(key, headers, uri, conn, 0)
+        let RequestHash { hash, set_cookie } = match key {
+            Some(k) if self.algorithm.is_consistent_hash() => k.hash(headers, uri, conn),
+            _ => RequestHash::default(),
+        };
+        Ok((self.pick(hash)?, set_cookie))
     }
 
-    /// [`LoadBalancer::pick_for_request`] for a retry that avoids the priority levels in
-    /// the bit mask `excluded` (bit `p`: priority `p`), as Envoy's `previous_priorities`
-    /// retry priority (VirtualService `retryRemoteLocalities`) does: their health counts as
-    /// none when the priority load is computed. When that leaves no healthy priority, the
-    /// mask is ignored.
+    /// [`LoadBalancer::pick`] avoiding the priority levels in the bit mask `excluded` (bit
+    /// `p`: priority `p`), for a retry, as Envoy's `previous_priorities` retry priority
+    /// (VirtualService `retryRemoteLocalities`) does: their health counts as none when the
+    /// priority load is computed. When that leaves no healthy priority, the mask is
+    /// ignored.
     ///
     /// # Examples
     ///
     /// ```
-    /// use http::{HeaderMap, Uri};
-    /// use mesh_tower::lb::{ConnectionAddrs, Endpoint, LbAlgorithm, LbConfig, LoadBalancer, Locality, LocalityContext};
+    /// use mesh_tower::lb::{Endpoint, LbAlgorithm, LbConfig, LoadBalancer, Locality, LocalityContext};
     ///
     /// let config = LbConfig {
     ///     locality: LocalityContext {
@@ -1091,30 +1094,22 @@ impl LoadBalancer {
     /// };
     /// let ep = |ip: &str, loc: &str| Endpoint::new(format!("{ip}:80").parse().unwrap()).with_locality(Locality::parse(loc));
     /// let lb = LoadBalancer::new(vec![ep("10.0.0.1", "r1/z1"), ep("10.0.0.2", "r2/z1")], config);
-    /// let (h, u, c) = (HeaderMap::new(), Uri::from_static("/"), ConnectionAddrs::default());
     /// // the local endpoint takes everything...
-    /// assert_eq!(lb.pick_for_request(None, &h, &u, c).unwrap().0.index(), 0);
+    /// assert_eq!(lb.pick(None).unwrap().index(), 0);
     /// // ...unless its priority (0) is excluded
-    /// assert_eq!(lb.pick_for_retry(None, &h, &u, c, 0b1).unwrap().0.index(), 1);
+    /// assert_eq!(lb.pick_excluding(None, 0b1).unwrap().index(), 1);
     /// // excluding every priority excludes none
-    /// assert_eq!(lb.pick_for_retry(None, &h, &u, c, 0b11).unwrap().0.index(), 0);
+    /// assert_eq!(lb.pick_excluding(None, 0b11).unwrap().index(), 0);
     /// ```
-    pub fn pick_for_retry(
+    pub fn pick_excluding(
         &self,
-        key: Option<&HashKey>,
-        headers: &http::HeaderMap,
-        uri: &http::Uri,
-        conn: ConnectionAddrs,
+        hash: Option<u64>,
         excluded: u64,
-    ) -> Result<(RequestGuard, Option<http::HeaderValue>), NoHealthyUpstream> {
-        let RequestHash { hash, set_cookie } = match key {
-            Some(k) if self.algorithm.is_consistent_hash() => k.hash(headers, uri, conn),
-            _ => RequestHash::default(),
-        };
+    ) -> Result<RequestGuard, NoHealthyUpstream> {
         let index = self
             .pick_index(hash, excluded, &mut rand::rng())
             .ok_or(NoHealthyUpstream)?;
-        Ok((self.guard(index), set_cookie))
+        Ok(self.guard(index))
     }
 
     /// [`LoadBalancer::pick`] with the caller's random source (deterministic tests).

@@ -865,7 +865,7 @@ impl Transport for MeshTransport {
         };
         Box::pin(async move {
             let upgrade = upgrade_of(req.headers()) == Some(UpgradeRequest::WebSocket);
-            Ok(d.upstream.send(endpoint, req, upgrade).await?.0)
+            Ok(d.upstream.send(endpoint, req, upgrade, None).await?.0)
         })
     }
 }
@@ -878,12 +878,15 @@ pub(crate) trait Sender: Clone + Send + Sync + 'static {
 
     /// `upgrade`: the request asks for an HTTP/1.1 upgrade (WebSocket). With the answer,
     /// the peer of the connection when the sender knows it (`None`: it does not).
+    /// `per_try`: the route's `perTryTimeout`; its expiry is an
+    /// [`upstream::PerTryTimeout`] error.
     fn send_to(
         &self,
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
         upgrade: bool,
+        per_try: Option<Duration>,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send;
 }
 
@@ -896,12 +899,13 @@ impl Sender for MeshTransport {
         endpoint: usize,
         req: Request<MeshBody>,
         upgrade: bool,
+        per_try: Option<Duration>,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
     {
         // not an `async move` block around the send: the block would keep the send's
         // future twice (as its capture and as its awaitee), doubling every enclosing future
         SomePeer {
-            send: dest.upstream.send(endpoint, req, upgrade),
+            send: dest.upstream.send(endpoint, req, upgrade, per_try),
         }
     }
 }
@@ -941,11 +945,22 @@ impl<T: Transport> Sender for Via<T> {
         endpoint: usize,
         req: Request<MeshBody>,
         _upgrade: bool, // the user's client sees the request's headers
+        per_try: Option<Duration>,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
     {
         let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
         let send = self.0.send(&any, endpoint, req);
-        async move { send.await.map(|resp| (resp, None)) }
+        // a user's client does not say when a connection took the request: the per-try
+        // timeout covers the whole send
+        async move {
+            let resp = match per_try {
+                Some(t) => tokio::time::timeout(t, send)
+                    .await
+                    .map_err(|_| upstream::PerTryTimeout)??,
+                None => send.await?,
+            };
+            Ok((resp, None))
+        }
     }
 }
 
@@ -2938,6 +2953,24 @@ where
         return cluster_not_found(&parts);
     }
 
+    // consistent hashing by source IP and generated cookies: a gateway's downstream
+    // connection (Envoy's), else the client workload itself
+    let conn_addrs = match via.and_then(|v| v.conn) {
+        Some(c) => c.addrs(),
+        None => ConnectionAddrs {
+            remote: Some(shared.hash_source),
+            local: None,
+        },
+    };
+    // Envoy's router picks the host (its hash policy reading the request as it came)
+    // before `finalizeRequestHeaders` applies the route's header operations and rewrites
+    let request_hash = match dest.hash_key.as_ref() {
+        Some(k) if dest.lb.algorithm().is_consistent_hash() => {
+            k.hash(&parts.headers, &parts.uri, conn_addrs)
+        }
+        _ => crate::lb::RequestHash::default(),
+    };
+
     // request rewriting: route header ops, destination header ops, rewrite
     let formatted = |o: Option<&HeaderOps>, response: bool| {
         o.is_some_and(|o| {
@@ -3048,7 +3081,7 @@ where
             tokio::spawn(async move {
                 let index = guard.index();
                 let _guard = guard;
-                if let Ok((resp, _)) = t.send_to(&mdest, index, mreq, false).await {
+                if let Ok((resp, _)) = t.send_to(&mdest, index, mreq, false, None).await {
                     let _ = resp.into_body().collect().await;
                 }
             });
@@ -3074,15 +3107,7 @@ where
     });
     let attempts = Attempts {
         log_upstream,
-        // consistent hashing by source IP and generated cookies: a gateway's downstream
-        // connection (Envoy's), else the client workload itself
-        conn: match via.and_then(|v| v.conn) {
-            Some(c) => c.addrs(),
-            None => ConnectionAddrs {
-                remote: Some(shared.hash_source),
-                local: None,
-            },
-        },
+        request_hash,
         transport,
         dest: &dest,
         policy,
@@ -3281,8 +3306,9 @@ fn endpoint_uri(dest: &DestState, index: usize, pq: &PathAndQuery) -> Uri {
 struct Attempts<'a, T> {
     /// Put [`UpstreamInfo`] (with this route name) in the answer's extensions.
     log_upstream: Option<Option<Arc<str>>>,
-    /// The downstream connection's addresses, for the hash policy.
-    conn: ConnectionAddrs,
+    /// The hash policy's hash of the request as it came (before header operations), and
+    /// the cookie it generated.
+    request_hash: crate::lb::RequestHash,
     transport: &'a T,
     dest: &'a Arc<DestState>,
     policy: &'a RetryPolicy,
@@ -3302,12 +3328,8 @@ struct Attempts<'a, T> {
 const HOST_SELECTION_ATTEMPTS: usize = 5;
 
 impl<T: Sender> Attempts<'_, T> {
-    fn pick(
-        &self,
-        tried: &[usize],
-    ) -> Result<(RequestGuard, Option<HeaderValue>), crate::lb::NoHealthyUpstream> {
+    fn pick(&self, tried: &[usize]) -> Result<RequestGuard, crate::lb::NoHealthyUpstream> {
         let lb = &self.dest.lb;
-        let conn = self.conn;
         // istiod's `retryRemoteLocalities`: Envoy's `previous_priorities` retry priority,
         // `update_frequency: 2`: from the third attempt on, the priorities of the hosts
         // tried (counted two at a time) are avoided
@@ -3320,13 +3342,7 @@ impl<T: Sender> Attempts<'_, T> {
         } else {
             0
         };
-        let mut best = lb.pick_for_retry(
-            self.dest.hash_key.as_ref(),
-            &self.parts.headers,
-            &self.parts.uri,
-            conn,
-            excluded,
-        )?;
+        let mut best = lb.pick_excluding(self.request_hash.hash, excluded)?;
         // istiod's retry.ConvertPolicy: the previous-hosts predicate unless the route's only
         // destination hashes consistently; an explicit `retryIgnorePreviousHosts` wins
         let avoid = self
@@ -3335,11 +3351,10 @@ impl<T: Sender> Attempts<'_, T> {
             .unwrap_or(!(self.single_destination && lb.algorithm().is_consistent_hash()));
         if avoid && !tried.is_empty() && lb.available_count() > 1 {
             for _ in 0..HOST_SELECTION_ATTEMPTS {
-                if !tried.contains(&best.0.index()) {
+                if !tried.contains(&best.index()) {
                     break;
                 }
-                best =
-                    lb.pick_for_retry(None, &self.parts.headers, &self.parts.uri, conn, excluded)?;
+                best = lb.pick_excluding(None, excluded)?;
             }
         }
         Ok(best)
@@ -3423,7 +3438,7 @@ impl<T: Sender> Attempts<'_, T> {
         // the `maxRetries` slot of the retry being made (taken when it was decided)
         let mut retry_permit: Option<Permit> = None;
         for n in 0..max {
-            let (guard, set_cookie) = match self.pick(tried.as_slice()) {
+            let guard = match self.pick(tried.as_slice()) {
                 Ok(g) => g,
                 Err(e) => return last.unwrap_or_else(|| local(e.into(), self.grpc)),
             };
@@ -3444,12 +3459,15 @@ impl<T: Sender> Attempts<'_, T> {
             *req.headers_mut() = self.parts.headers.clone();
             *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
-            let send = self.transport.send_to(dest, index, req, self.upgrade);
+            let send =
+                self.transport
+                    .send_to(dest, index, req, self.upgrade, self.policy.per_try_timeout);
             self.in_flight
                 .store(index, std::sync::atomic::Ordering::Relaxed);
-            let result = match self.policy.per_try_timeout {
-                Some(t) => tokio::time::timeout(t, send).await.ok(),
-                None => Some(send.await),
+            // `None`: the per-try timeout expired
+            let result = match send.await {
+                Err(e) if e.is::<upstream::PerTryTimeout>() => None,
+                r => Some(r),
             };
             self.in_flight
                 .store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
@@ -3490,8 +3508,8 @@ impl<T: Sender> Attempts<'_, T> {
                         }
                     }
                     *endpoint = Some((index, true));
-                    if let Some(c) = set_cookie {
-                        resp.headers_mut().append(SET_COOKIE, c);
+                    if let Some(c) = &self.request_hash.set_cookie {
+                        resp.headers_mut().append(SET_COOKIE, c.clone());
                     }
                     let (p, b) = resp.into_parts();
                     let held = Held {

@@ -294,11 +294,17 @@ impl Upstream {
     /// Sends `req` (origin-form URI, `Host` set) to endpoint `index`; `upgrade`: the request
     /// asks for an HTTP/1.1 upgrade (it must go out over HTTP/1.1). With the answer, the
     /// peer of the connection it came over.
+    ///
+    /// `per_try`: the route's `perTryTimeout`, started once a connection has taken the
+    /// request, as Envoy's `UpstreamRequest::onPoolReady` starts it: waiting for a
+    /// connection and opening one (TCP, TLS) fall under `connectTimeout` instead. On
+    /// expiry the error is a [`PerTryTimeout`].
     pub(crate) async fn send(
         &self,
         index: usize,
         mut req: Request<MeshBody>,
         upgrade: bool,
+        per_try: Option<Duration>,
     ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
         let Some(ep) = self.endpoints.get(index) else {
             return Err(ConnectError::BadAddress(format!("endpoint #{index}")).into());
@@ -350,6 +356,7 @@ impl Upstream {
                                     req,
                                     false,
                                     Some(opening),
+                                    per_try,
                                 );
                                 return Box::pin(open).await;
                             }
@@ -369,7 +376,7 @@ impl Upstream {
                 // attached to a connection: no longer pending
                 pending = None;
                 h2.streams.used.fetch_add(1, Ordering::Relaxed);
-                match h2.tx.try_send_request(req).await {
+                match within(per_try, h2.tx.try_send_request(req)).await? {
                     Ok(resp) => {
                         let body = |b| UpstreamBody::stream(b, slot);
                         return Ok((reached(resp.map(body), h2.remote), h2.peer));
@@ -392,7 +399,7 @@ impl Upstream {
                 }
                 pending = None;
                 idle.used += 1;
-                match idle.tx.try_send_request(req).await {
+                match within(per_try, idle.tx.try_send_request(req)).await? {
                     Ok(resp) => {
                         let peer = idle.peer.clone();
                         let remote = idle.remote;
@@ -438,7 +445,8 @@ impl Upstream {
             };
             // opening a connection is the rare path: its future (the TLS connector's and
             // the HTTP handshake's) is boxed, so every request's future stays small
-            return Box::pin(self.open_and_send(ep, permit, pending, req, upgrade, None)).await;
+            return Box::pin(self.open_and_send(ep, permit, pending, req, upgrade, None, per_try))
+                .await;
         }
     }
 
@@ -454,6 +462,7 @@ impl Upstream {
         req: Request<MeshBody>,
         upgrade: bool,
         opening: Option<H2Opening>,
+        per_try: Option<Duration>,
     ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
         let opened = Opened(Arc::clone(ep));
         let conn = self
@@ -500,7 +509,7 @@ impl Upstream {
             // requests waiting for this endpoint can share it now
             self.waiters.wake();
             drop(pending);
-            return match h2.tx.send_request(req).await {
+            return match within(per_try, h2.tx.send_request(req)).await? {
                 Ok(resp) => {
                     let body = |b| UpstreamBody::stream(b, slot);
                     Ok((reached(resp.map(body), remote), peer))
@@ -523,7 +532,7 @@ impl Upstream {
             peer: peer.clone(),
             remote,
         };
-        let resp = fresh.tx.send_request(req).await?;
+        let resp = within(per_try, fresh.tx.send_request(req)).await??;
         Ok((reached(self.lease(ep, fresh, resp), remote), peer))
     }
 
@@ -580,6 +589,31 @@ impl Upstream {
             stream: None,
             ended: false,
         })
+    }
+}
+
+/// A route's `perTryTimeout` expired (see [`Upstream::send`]).
+#[derive(Debug)]
+pub(crate) struct PerTryTimeout;
+
+impl std::fmt::Display for PerTryTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("per-try timeout")
+    }
+}
+
+impl std::error::Error for PerTryTimeout {}
+
+/// `send`, cut off after `limit` (the per-try timeout) if there is one.
+async fn within<F: std::future::Future>(
+    limit: Option<Duration>,
+    send: F,
+) -> Result<F::Output, PerTryTimeout> {
+    match limit {
+        Some(t) => tokio::time::timeout(t, send)
+            .await
+            .map_err(|_| PerTryTimeout),
+        None => Ok(send.await),
     }
 }
 
