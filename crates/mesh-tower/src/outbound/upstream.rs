@@ -349,15 +349,12 @@ impl Upstream {
                                         .map_err(ConnectError::Overflow)?,
                                 };
                                 ep.open.fetch_add(1, Ordering::AcqRel);
-                                let open = self.open_and_send(
-                                    ep,
+                                let slots = Slots {
                                     permit,
-                                    Some(pending),
-                                    req,
-                                    false,
-                                    Some(opening),
-                                    per_try,
-                                );
+                                    pending: Some(pending),
+                                    opening: Some(opening),
+                                };
+                                let open = self.open_and_send(ep, slots, req, false, per_try);
                                 return Box::pin(open).await;
                             }
                             wait = true;
@@ -445,25 +442,29 @@ impl Upstream {
             };
             // opening a connection is the rare path: its future (the TLS connector's and
             // the HTTP handshake's) is boxed, so every request's future stays small
-            return Box::pin(self.open_and_send(ep, permit, pending, req, upgrade, None, per_try))
-                .await;
+            let slots = Slots {
+                permit,
+                pending,
+                opening: None,
+            };
+            return Box::pin(self.open_and_send(ep, slots, req, upgrade, per_try)).await;
         }
     }
 
-    /// Opens a connection to `ep` (its slot taken: `permit`), pools it and sends `req` over
-    /// it; `pending`: the request's pending slot, given up once the connection is up;
-    /// `opening`: the endpoint's mark of an HTTP/2 connection being opened for more
-    /// streams, cleared once it is pooled (or failed).
+    /// Opens a connection to `ep` (holding `slots`), pools it and sends `req` over it.
     async fn open_and_send(
         &self,
         ep: &Arc<EndpointPool>,
-        permit: crate::pool::ConnectionPermit,
-        pending: Option<Permit>,
+        slots: Slots,
         req: Request<MeshBody>,
         upgrade: bool,
-        opening: Option<H2Opening>,
         per_try: Option<Duration>,
     ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
+        let Slots {
+            permit,
+            pending,
+            opening,
+        } = slots;
         let opened = Opened(Arc::clone(ep));
         let conn = self
             .connector
@@ -590,6 +591,17 @@ impl Upstream {
             ended: false,
         })
     }
+}
+
+/// What a request opening a connection holds.
+struct Slots {
+    /// The connection's `maxConnections` slot.
+    permit: crate::pool::ConnectionPermit,
+    /// The request's pending slot, given up once the connection is up.
+    pending: Option<Permit>,
+    /// The endpoint's mark of an HTTP/2 connection being opened for more streams, cleared
+    /// once it is pooled (or failed).
+    opening: Option<H2Opening>,
 }
 
 /// A route's `perTryTimeout` expired (see [`Upstream::send`]).
