@@ -513,3 +513,66 @@ spec:
     assert_eq!(status, 200, "{failure}");
     assert_eq!(body, "tls slow.example.internal:8443");
 }
+
+#[tokio::test]
+async fn simple_tls_to_a_service_by_its_short_name_names_the_short_name() {
+    // Istio's auto SNI and auto SAN validation: without `sni`, the request's Host is the
+    // SNI and the name the certificate must carry, here a Kubernetes short name
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let id = Identity::new("cluster.local", "default", "backend").unwrap();
+    let cert = ca
+        .issue(&id, Duration::from_secs(3600), &["backend"])
+        .unwrap();
+    let (addr, snis) = egress_support::tls_server(&cert).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cert.root_pem()).unwrap();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: v1
+kind: Service
+metadata: {{name: backend, namespace: default}}
+spec:
+  selector: {{app: backend}}
+  ports: [{{name: http, port: 8443}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: backend-1, namespace: default}}
+spec:
+  address: 127.0.0.1
+  labels: {{app: backend}}
+  ports: {{http: {}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend, namespace: default}}
+spec:
+  host: backend
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: '{}'}}}}
+",
+        addr.port(),
+        ca_file.display()
+    ))
+    .unwrap();
+    let c = client(&mesh);
+    let (status, body, failure) = get(&c, "http://backend:8443/").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "tls backend:8443"),
+        "{failure}"
+    );
+    // by its full name, the full name is the SNI, which the certificate does not carry
+    let (status, _, failure) = get(&c, "http://backend.default.svc.cluster.local:8443/").await;
+    assert_eq!(status, 503, "{failure}");
+    let snis = snis.lock().unwrap().clone();
+    assert_eq!(snis[0], "backend");
+    // (the default retry policy tries the handshake again on connect failure)
+    assert!(
+        snis.len() > 1
+            && snis[1..]
+                .iter()
+                .all(|s| s == "backend.default.svc.cluster.local"),
+        "{snis:?}"
+    );
+}

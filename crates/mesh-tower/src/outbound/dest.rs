@@ -63,6 +63,26 @@ pub(crate) struct DestKey {
     pub(crate) https: bool,
 }
 
+impl DestKey {
+    /// This key, for a destination whose TLS origination names the request's host (see
+    /// [`DestState::names_request_host`]), when that host is not the service's own name
+    /// (a Kubernetes short name, `reviews.prod`): `None` when it is.
+    pub(crate) fn naming_request_host(&self, request: RequestTarget<'_>) -> Option<DestKey> {
+        let h = request.authority.host();
+        let h = h
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(h);
+        if h.eq_ignore_ascii_case(&self.host) {
+            return None;
+        }
+        Some(DestKey {
+            request: Some((Arc::from(h.to_ascii_lowercase()), request.port)),
+            ..self.clone()
+        })
+    }
+}
+
 /// What of a request decides its destination besides the routed service.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RequestTarget<'a> {
@@ -232,6 +252,16 @@ impl std::fmt::Debug for DestState {
 }
 
 impl DestState {
+    /// SIMPLE or MUTUAL origination without `sni`: Istio's auto SNI and auto SAN validation
+    /// (`ENABLE_AUTO_SNI`, `VERIFY_CERTIFICATE_AT_CLIENT`, on by default) give the request's
+    /// Host as SNI and, without `subjectAltNames`, as the name the server's certificate is
+    /// checked against.
+    pub(crate) fn names_request_host(&self) -> bool {
+        self.tls_settings.as_ref().is_some_and(|t| {
+            matches!(t.mode, CoreTlsMode::Simple | CoreTlsMode::Mutual) && t.sni.is_none()
+        })
+    }
+
     /// False when the route names a subset no DestinationRule defines (503 NC).
     pub(crate) fn subset_found(&self) -> bool {
         self.subset_found

@@ -2932,7 +2932,14 @@ where
         https,
     };
     let key = DestKey::for_request(service, wd.subset.clone(), dest_port, target);
-    let dest = shared.cache.get(&snap, shared, service, &key);
+    let mut dest = shared.cache.get(&snap, shared, service, &key);
+    // TLS origination named by the request's host (auto SNI) when it is another name of
+    // the service than its own (a short name): a destination of its own
+    if key.request.is_none() && dest.names_request_host() {
+        if let Some(k) = key.naming_request_host(target) {
+            dest = shared.cache.get(&snap, shared, service, &k);
+        }
+    }
     if !dest.subset_found() {
         return cluster_not_found(&parts);
     }
