@@ -114,3 +114,50 @@ spec:
     );
     assert_eq!(parts.headers["x-user-seen"], "jason");
 }
+
+#[tokio::test]
+async fn the_mesh_client_drops_the_applications_xfcc_but_a_route_may_set_one() {
+    // a sidecar's outbound listener sanitizes `x-forwarded-client-cert` (Envoy's default,
+    // SANITIZE) before routing: the route's own header operations still apply
+    use mesh_tower::outbound::{ClientWorkload, MeshClient};
+    let backend = echo().await;
+    let yaml = format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.internal]
+  http:
+  - match: [{{uri: {{prefix: /set}}}}]
+    headers: {{request: {{set: {{x-forwarded-client-cert: 'By=route'}}}}}}
+    route: [{{destination: {{host: api.example.internal}}}}]
+  - route: [{{destination: {{host: api.example.internal}}}}]
+",
+        backend.port()
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("app", "default", "app")).build();
+    for (path, want) in [("/", ""), ("/set", "x-forwarded-client-cert=By=route")] {
+        let req = http::Request::get(format!("http://api.example.internal{path}"))
+            .header(
+                "x-forwarded-client-cert",
+                "By=forged;URI=spiffe://x/ns/a/sa/admin",
+            )
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, want, "{path}");
+    }
+}

@@ -2585,6 +2585,10 @@ where
     Ok((resp, None))
 }
 
+/// `x-forwarded-client-cert`.
+const X_FORWARDED_CLIENT_CERT: http::HeaderName =
+    http::HeaderName::from_static("x-forwarded-client-cert");
+
 async fn route_and_send<T, B>(
     shared: &Arc<ClientShared>,
     transport: &T,
@@ -2611,6 +2615,13 @@ where
         }
         Some(UpgradeRequest::Other) => return Ok((upgrade_failed(), None)),
     };
+    // a sidecar's outbound listener leaves Envoy's `forward_client_cert_details` at its
+    // default, SANITIZE: the application's own `x-forwarded-client-cert` never reaches
+    // the next hop, whose server sidecar appends the caller's verified certificate (a
+    // gateway sets its own before routing)
+    if via.is_none() {
+        parts.headers.remove(X_FORWARDED_CLIENT_CERT);
+    }
     let authority: Authority = match parts.uri.authority() {
         Some(a) => a.clone(),
         None => parts
