@@ -962,6 +962,9 @@ impl HeaderOpList {
                 errors.push(format!("invalid header operation {k:?}: {v:?}"));
                 return None;
             };
+            // istiod turns `host`/`:authority` in `set` or `add` into the route's host
+            // rewrite: one value, never a second Host
+            let append = append && name != http::header::HOST;
             // Envoy expands `%COMMAND%` operators and unescapes `%%`
             let literal = if v.contains('%') {
                 match HeaderTemplate::parse(v) {
@@ -980,20 +983,30 @@ impl HeaderOpList {
             } else {
                 std::borrow::Cow::Borrowed(v)
             };
+            // Envoy's HeaderParser skips an empty value (no `add_if_empty`): the header is
+            // neither written nor replaced
+            if literal.is_empty() {
+                return None;
+            }
             match HeaderValue::from_str(&literal) {
-                Ok(v) => Some((name, v)),
+                Ok(v) => Some((name, v, append)),
                 Err(_) => {
                     errors.push(format!("invalid header operation {k:?}: {v:?}"));
                     None
                 }
             }
         };
-        let set = o
-            .set
-            .iter()
-            .filter_map(|(k, v)| pair(k, v, false))
-            .collect();
-        let add = o.add.iter().filter_map(|(k, v)| pair(k, v, true)).collect();
+        let mut set = Vec::new();
+        let mut add = Vec::new();
+        let ops = o.set.iter().map(|(k, v)| (k, v, false));
+        for (k, v, append) in ops.chain(o.add.iter().map(|(k, v)| (k, v, true))) {
+            match pair(k, v, append) {
+                Some((n, v, true)) => add.push((n, v)),
+                Some((n, v, false)) => set.push((n, v)),
+                None => {}
+            }
+        }
+        let (set, add) = (set.into_boxed_slice(), add.into_boxed_slice());
         let remove = o
             .remove
             .iter()
@@ -1194,11 +1207,9 @@ fn set_expanded(
         (Some(v), false) => {
             headers.insert(name.clone(), v.clone());
         }
-        // an empty value is not written; `set` still replaces what was there
-        (None, false) => {
-            headers.remove(name);
-        }
-        (None, true) => {}
+        // an empty value is not written, nor does it replace what was there (Envoy's
+        // HeaderParser skips it)
+        (None, _) => {}
     }
 }
 
@@ -1451,6 +1462,54 @@ fn convert_substitution(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_header_values_are_skipped_and_host_is_one_value() {
+        let ops = |set: &[(&str, &str)], add: &[(&str, &str)]| {
+            let o = model::HeaderOperations {
+                set: set
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                add: add
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                remove: Vec::new(),
+            };
+            let mut errors = Vec::new();
+            let l = HeaderOpList::compile(&o, &mut errors);
+            assert!(errors.is_empty(), "{errors:?}");
+            l
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert("x-user", "a".parse().unwrap());
+        h.insert("host", "svc:8080".parse().unwrap());
+        // Envoy's HeaderParser: an empty value (literal or expanded) is neither written
+        // nor does it replace the header
+        let l = ops(
+            &[
+                ("x-user", ""),
+                ("x-empty", ""),
+                ("x-copy", "%REQ(x-missing)%"),
+            ],
+            &[("x-added", "")],
+        );
+        l.apply_in(&mut h, &HeaderContext::default());
+        assert_eq!(h["x-user"], "a");
+        for absent in ["x-empty", "x-copy", "x-added"] {
+            assert!(!h.contains_key(absent), "{absent}");
+        }
+        // `add: {host: b}` is a host rewrite in istiod: one Host, the new one
+        let l = ops(&[], &[("host", "b"), ("x-multi", "2")]);
+        h.insert("x-multi", "1".parse().unwrap());
+        l.apply(&mut h);
+        assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(h.get_all("x-multi").iter().count(), 2);
+        let l = ops(&[], &[(":authority", "%REQ(x-user)%")]);
+        l.apply_in(&mut h, &HeaderContext::default());
+        assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["a"]);
+    }
 
     #[test]
     fn retry_policies() {

@@ -107,7 +107,11 @@ impl RetryOn {
                     || self.reset
                     || self.reset_before_request
             }
-            AttemptFailure::RefusedStream => self.refused_stream || self.five_xx || self.reset,
+            // Envoy wouldRetryFromReset: `5xx`, `gateway-error` and `reset` retry any reset
+            // but an overflow, a refused stream included
+            AttemptFailure::RefusedStream => {
+                self.refused_stream || self.five_xx || self.gateway_error || self.reset
+            }
             // Envoy wouldRetryFromReset: `reset`, `5xx` and `gateway-error` retry any reset
             AttemptFailure::Reset => self.reset || self.five_xx || self.gateway_error,
             // Envoy onPerTryTimeout resets the attempt (LocalReset, request already sent)
@@ -177,6 +181,8 @@ mod tests {
             ("reset", &[], PerTryTimeout, None, true),
             ("reset-before-request", &[], PerTryTimeout, None, false),
             ("gateway-error", &[], Reset, None, true),
+            ("gateway-error", &[], RefusedStream, None, true),
+            ("retriable-4xx", &[], RefusedStream, None, false),
             (
                 "connect-failure,refused-stream",
                 &[],
