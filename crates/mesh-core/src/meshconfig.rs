@@ -254,6 +254,17 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub tcp_keepalive: Option<crate::model::TcpKeepalive>,
+    /// `connectTimeout`: the connect timeout of every upstream connection whose
+    /// DestinationRule sets no `connectionPool.tcp.connectTimeout` (Istio's default: 10 s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("connectTimeout: 2s")?;
+    /// assert_eq!(config.connect_timeout, Some(std::time::Duration::from_secs(2)));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub connect_timeout: Option<std::time::Duration>,
     /// `enableAutoMtls` (default true): a client sends Istio mutual TLS, with no
     /// DestinationRule TLS setting, to the endpoints that run the mesh's mTLS. Off, only a
     /// DestinationRule's `ISTIO_MUTUAL` does.
@@ -1238,7 +1249,7 @@ ignored_fields! {
     #[derive(Debug, Default, Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
     struct RawMeshConfig {
-        proxy_listen_port, proxy_inbound_listen_port, proxy_http_port, connect_timeout,
+        proxy_listen_port, proxy_inbound_listen_port, proxy_http_port,
         protocol_detection_timeout, ingress_class, ingress_service,
         ingress_controller_mode, ingress_selector, access_log_file,
         enable_envoy_access_log_service,
@@ -1293,6 +1304,8 @@ ignored_fields! {
         mesh_m_t_l_s: Option<RawMeshTls>,
         #[serde(default)]
         h2_upgrade_policy: Option<String>,
+        #[serde(default)]
+        connect_timeout: Option<Duration>,
     }
 }
 
@@ -1786,6 +1799,10 @@ fn convert(
     MeshConfig {
         tracing,
         tcp_keepalive: raw.tcp_keepalive,
+        connect_timeout: raw
+            .connect_timeout
+            .map(|d| d.as_std())
+            .filter(|d| !d.is_zero()),
         trust_domain: raw.trust_domain.filter(|t| !t.is_empty()),
         trust_domain_aliases: raw
             .trust_domain_aliases

@@ -205,6 +205,15 @@ pub struct MeshOptions {
     /// assert!(mesh_core::names::MeshOptions::default().tcp_keepalive.is_none());
     /// ```
     pub tcp_keepalive: Option<crate::model::TcpKeepalive>,
+    /// MeshConfig `connectTimeout`: the connect timeout under a DestinationRule's own.
+    /// None by default (the client's own default applies: 10 s, as Istio's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::names::MeshOptions::default().connect_timeout.is_none());
+    /// ```
+    pub connect_timeout: Option<std::time::Duration>,
     /// MeshConfig `outboundTrafficPolicy.mode`: the mode of clients whose `Sidecar` sets
     /// none (see [`Snapshot::outbound_mode`](crate::snapshot::Snapshot::outbound_mode)).
     /// Default: `ALLOW_ANY`, as Istio installs it.
@@ -267,6 +276,7 @@ impl Default for MeshOptions {
             locality_lb_setting: None,
             tracing: crate::meshconfig::Tracing::default(),
             tcp_keepalive: None,
+            connect_timeout: None,
             outbound_traffic_policy: crate::model::OutboundMode::AllowAny,
             enable_auto_mtls: true,
             mesh_mtls_tls13_only: false,
@@ -318,6 +328,7 @@ impl MeshOptions {
             locality_lb_setting: config.locality_lb_setting.clone(),
             tracing: config.tracing,
             tcp_keepalive: config.tcp_keepalive.clone(),
+            connect_timeout: config.connect_timeout,
             // a Sidecar may not say ALLOW_ANY_DYNAMIC_DNS; MeshConfig may, and its
             // unknown destinations are forwarded to the request's host as with ALLOW_ANY
             outbound_traffic_policy: match config.outbound_traffic_policy {

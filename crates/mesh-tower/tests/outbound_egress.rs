@@ -576,3 +576,66 @@ spec:
         "{snis:?}"
     );
 }
+
+#[tokio::test]
+async fn connect_timeout_covers_the_tls_handshake_from_the_rule_or_mesh_config() {
+    // a server that accepts TCP and never answers the ClientHello: Envoy's connect timer
+    // runs until the TLS handshake is done, so the request fails at `connectTimeout`
+    // (the DestinationRule's, else MeshConfig's) instead of hanging
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            held.push(tcp);
+        }
+    });
+    let objects = |pool: &str| {
+        format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: mute}}
+spec:
+  hosts: [mute.example.internal]
+  ports: [{{number: 8443, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: mute}}
+spec:
+  host: mute.example.internal
+  trafficPolicy: {{tls: {{mode: SIMPLE, insecureSkipVerify: true}}{pool}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: mute}}
+spec:
+  hosts: [mute.example.internal]
+  http: [{{route: [{{destination: {{host: mute.example.internal}}}}], retries: {{attempts: 0}}}}]
+"
+        )
+    };
+    let by_rule =
+        Mesh::from_yaml(&objects(", connectionPool: {tcp: {connectTimeout: 200ms}}")).unwrap();
+    let config = mesh_core::meshconfig::MeshConfig::from_yaml("connectTimeout: 300ms").unwrap();
+    let by_mesh_config = Mesh::with_mesh_config(&config);
+    by_mesh_config
+        .reload_objects(mesh_core::load::load_str(&objects(""), "mute.yaml").objects)
+        .unwrap();
+    for (mesh, want) in [(by_rule, "200ms"), (by_mesh_config, "300ms")] {
+        let c = client(&mesh);
+        let started = std::time::Instant::now();
+        let (status, _, failure) = tokio::time::timeout(
+            Duration::from_secs(5),
+            get(&c, "http://mute.example.internal:8443/"),
+        )
+        .await
+        .expect("the connect timeout ends the handshake");
+        assert_eq!(status, 503, "{failure}");
+        assert!(failure.contains(want), "{want}: {failure}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+}

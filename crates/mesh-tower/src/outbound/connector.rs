@@ -70,7 +70,8 @@ pub enum ConnectError {
     /// `maxConnections` reached (Envoy: 503 UO).
     #[error("{0}")]
     Overflow(Overflow),
-    /// The TCP connect did not finish within `connectTimeout`.
+    /// The connection (TCP, and the TLS handshake when there is one) was not up within
+    /// `connectTimeout`.
     #[error("connect timeout after {0:?}")]
     Timeout(Duration),
     /// The TCP connect failed (refused, unreachable).
@@ -356,7 +357,10 @@ impl MeshConnector {
                 None => TcpStream::connect(addr).await.map_err(ConnectError::Tcp),
             }
         };
-        let tcp = match tokio::time::timeout(self.connect_timeout, dial).await {
+        // Envoy's connect timer runs until the transport socket says connected: for TLS,
+        // once the handshake is done
+        let deadline = tokio::time::Instant::now() + self.connect_timeout;
+        let tcp = match tokio::time::timeout_at(deadline, dial).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(e),
             Err(_) => return Err(ConnectError::Timeout(self.connect_timeout)),
@@ -383,13 +387,18 @@ impl MeshConnector {
                         Some(opaque.get_or_init(|| without_alpn(config.config())))
                     }
                 };
-                let tls = match derived {
-                    Some(cfg) => {
-                        tokio_rustls::TlsConnector::from(Arc::clone(cfg))
-                            .connect(config.server_name().clone(), tcp)
-                            .await
+                let handshake = async {
+                    match derived {
+                        Some(cfg) => {
+                            tokio_rustls::TlsConnector::from(Arc::clone(cfg))
+                                .connect(config.server_name().clone(), tcp)
+                                .await
+                        }
+                        None => config.connect(tcp).await,
                     }
-                    None => config.connect(tcp).await,
+                };
+                let Ok(tls) = tokio::time::timeout_at(deadline, handshake).await else {
+                    return Err(ConnectError::Timeout(self.connect_timeout));
                 };
                 let tls = tls.map_err(|io| ConnectError::Tls {
                     verify: VerifyError::from_io(&io),

@@ -1000,6 +1000,7 @@ fn build(
         .and_then(|t| t.connect_timeout)
         .map(|d| d.as_std())
         .filter(|d| !d.is_zero())
+        .or(snap.options().connect_timeout)
         .unwrap_or(shared.options.connect_timeout);
     let h2_upgrade = h2_upgrade_policy(service, key.port, http, snap.options().h2_upgrade);
     let alpn = upstream_alpn(service, key.port, h2_upgrade);
