@@ -184,6 +184,59 @@ async fn per_try_timeout_is_retried_on_gateway_error() {
 }
 
 #[tokio::test]
+async fn a_grpc_status_abort_is_in_grpc_form_for_grpc_requests_only() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}\n    route: [{destination: {host: reviews}}]\n",
+    ));
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let client = client(&mesh, &pki, "default", "productpage");
+    let grpc = get_with(
+        "http://reviews:9080/pkg.Svc/Call",
+        &[("content-type", "application/grpc")],
+    );
+    let (st, _, body, headers) = send(&client, grpc).await;
+    assert_eq!((st, body.as_str()), (200, ""));
+    assert_eq!(headers["grpc-status"], "14");
+    assert_eq!(headers["grpc-message"], "fault filter abort");
+    let (st, _, body, headers) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, body.as_str()), (200, "fault filter abort"));
+    assert!(!headers.contains_key("grpc-status"), "{headers:?}");
+    assert_eq!(s.hits(), 0);
+}
+
+#[tokio::test]
+async fn direct_responses_and_redirects_answer_grpc_requests_in_grpc_form() {
+    // Envoy's router sends both through `sendLocalReply`, which answers a gRPC request
+    // with 200, the mapped `grpc-status` and the body as `grpc-message`
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - match: [{uri: {prefix: /moved}}]\n    redirect: {authority: elsewhere}\n  - directResponse: {status: 503, body: {string: maintenance}}\n",
+    ));
+    let client = client(&mesh, &pki, "default", "productpage");
+    let grpc = |path: &str| {
+        get_with(
+            &format!("http://reviews:9080{path}"),
+            &[("content-type", "application/grpc")],
+        )
+    };
+    let (st, _, body, headers) = send(&client, grpc("/pkg.Svc/Call")).await;
+    assert_eq!((st, body.as_str()), (200, ""));
+    assert_eq!(headers["grpc-status"], "14");
+    assert_eq!(headers["grpc-message"], "maintenance");
+    let (st, _, _, headers) = send(&client, grpc("/moved/x")).await;
+    assert_eq!(st, 200);
+    assert_eq!(headers["grpc-status"], "2"); // 301: UNKNOWN
+    assert_eq!(headers["location"], "http://elsewhere/moved/x");
+    // plain requests get the plain answers
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, body.as_str()), (503, "maintenance"));
+    let (st, _, _, headers) = send(&client, get("http://reviews:9080/moved/x")).await;
+    assert_eq!(st, 301);
+    assert!(!headers.contains_key("grpc-status"));
+}
+
+#[tokio::test]
 async fn fault_abort_and_delay_fire_at_their_percentages() {
     let pki = Pki::new();
     let mesh = mesh(&with_vs(

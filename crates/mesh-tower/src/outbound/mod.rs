@@ -2585,6 +2585,26 @@ where
     Ok((resp, None))
 }
 
+/// A route's redirect or direct response to a gRPC request, as Envoy's router sends it
+/// (`sendLocalReply`, which answers a gRPC request in gRPC form): 200, `grpc-status`
+/// mapped from the HTTP status (`httpToGrpcStatus`), the body as `grpc-message`.
+fn grpc_local_reply(status: StatusCode, body: &[u8]) -> Response<MeshBody> {
+    let mut r = Response::new(empty());
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(
+        "grpc-status",
+        HeaderValue::from(crate::envoy::http_to_grpc_status(status.as_u16())),
+    );
+    if !body.is_empty() {
+        let text = String::from_utf8_lossy(body);
+        if let Ok(v) = HeaderValue::from_str(&crate::envoy::grpc_percent_encode(&text)) {
+            h.insert("grpc-message", v);
+        }
+    }
+    r
+}
+
 /// `x-forwarded-client-cert`.
 const X_FORWARDED_CLIENT_CERT: http::HeaderName =
     http::HeaderName::from_static("x-forwarded-client-cert");
@@ -2698,9 +2718,14 @@ where
                 parts.uri.query(),
                 decision.prefix_len,
             );
-            let mut resp = Response::new(empty());
-            *resp.status_mut() =
-                StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            let code = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            let mut resp = if grpc {
+                grpc_local_reply(code, &[])
+            } else {
+                let mut resp = Response::new(empty());
+                *resp.status_mut() = code;
+                resp
+            };
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(LOCATION, v);
             }
@@ -2710,7 +2735,9 @@ where
             return Ok((resp, host_context(authority.as_str())));
         }
         RouteOutcome::DirectResponse(d) => {
+            let code = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
             let mut resp = match &d.body {
+                _ if grpc => grpc_local_reply(code, d.body.as_deref().unwrap_or_default()),
                 Some(b) => {
                     let mut r = Response::new(full(Bytes::copy_from_slice(b)));
                     r.headers_mut()
@@ -2719,7 +2746,9 @@ where
                 }
                 None => Response::new(empty()),
             };
-            *resp.status_mut() = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
+            if !grpc {
+                *resp.status_mut() = code;
+            }
             let ops = [decision.action().map(|a| &a.headers), None];
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
             direct_response_details(&mut resp);
@@ -2773,7 +2802,10 @@ where
                         grpc_status: Some(u32::from(c)),
                     },
                 };
-                let mut resp = local(reply, grpc || matches!(status, AbortStatus::Grpc(_)));
+                // Envoy's fault filter sends `grpcStatus` as a local reply of 200 with that
+                // status: in gRPC form for a gRPC request only (`sendLocalReply` uses the
+                // status only then); any other request gets a plain 200
+                let mut resp = local(reply, grpc);
                 if !flags.is_empty() {
                     let mut f = resp
                         .extensions()
