@@ -359,25 +359,28 @@ impl Redirect {
     ) -> String {
         let new_scheme = self.scheme.as_deref().unwrap_or(scheme);
         let (req_host, req_port) = crate::names::split_authority(authority);
-        let out_port = if let Some(p) = self.port {
-            Some(p)
-        } else if self.port_from_request {
-            Some(port)
-        } else if self.authority.is_some()
-            || (new_scheme != scheme
-                && ((scheme == "http" && req_port == Some(80))
-                    || (scheme == "https" && req_port == Some(443))))
-        {
-            // Envoy processRequestHost: a scheme change drops the request's port only when it
-            // is the old scheme's default; a new authority brings its own port, if any
-            None
-        } else {
-            req_port
+        let is_default =
+            |scheme: &str, p: u16| (scheme == "http" && p == 80) || (scheme == "https" && p == 443);
+        // the port istiod gives Envoy's `port_redirect`: the configured one, or the
+        // listener's for `derivePort: FROM_REQUEST_PORT`; istiod leaves out the new
+        // scheme's default port, which then behaves as no port redirect at all
+        let port_redirect = self
+            .port
+            .or(self.port_from_request.then_some(port))
+            .filter(|p| !is_default(new_scheme, *p));
+        let out_port = match (port_redirect, &self.authority) {
+            (Some(p), _) => Some(p),
+            // a new authority brings its own port, if any
+            (None, Some(_)) => None,
+            // Envoy processRequestHost: the request's Host as sent, its port dropped only
+            // on a scheme change from that port's scheme
+            (None, None)
+                if new_scheme != scheme && req_port.is_some_and(|p| is_default(scheme, p)) =>
+            {
+                None
+            }
+            (None, None) => req_port,
         };
-        // istiod leaves out a redirect port that is the scheme's default
-        let out_port = out_port.filter(|p| {
-            !((new_scheme == "http" && *p == 80) || (new_scheme == "https" && *p == 443))
-        });
         let new_path = if let Some(u) = &self.uri {
             u.to_string()
         } else if let Some(pr) = &self.prefix_rewrite {
@@ -1599,6 +1602,31 @@ mod tests {
                 },
                 "https://reviews:8443/a/b?x=1",
             ),
+            // istiod leaves out a redirect port that is the scheme's default: Envoy then
+            // keeps the request's Host as sent
+            (
+                Redirect {
+                    port: Some(80),
+                    ..base.clone()
+                },
+                "http://reviews:9080/a/b?x=1",
+            ),
+            (
+                Redirect {
+                    port: Some(443),
+                    scheme: Some("https".into()),
+                    ..base.clone()
+                },
+                "https://reviews:9080/a/b?x=1",
+            ),
+            (
+                Redirect {
+                    port: Some(8080),
+                    authority: Some("other".into()),
+                    ..base.clone()
+                },
+                "http://other:8080/a/b?x=1",
+            ),
         ];
         for (r, want) in table {
             assert_eq!(
@@ -1627,8 +1655,9 @@ mod tests {
             ("https", "http", "web", "https://web/r"),
             ("http", "https", "web:443", "http://web/r"),
             ("http", "https", "web:8443", "http://web:8443/r"),
-            // the same scheme: nothing is stripped but the scheme's own default
+            // the same scheme: the Host as sent (Envoy's processRequestHost)
             ("http", "http", "web:8080", "http://web:8080/r"),
+            ("http", "http", "web:80", "http://web:80/r"),
         ];
         for (new, old, authority, want) in table {
             let port = crate::names::split_authority(authority).1.unwrap_or(80);
