@@ -677,12 +677,10 @@ impl Sidecars {
         let mut namespaces = None;
         for (o, sc) in all {
             let ns = o.metadata.namespace.as_str();
-            // a selector without labels applies to the whole namespace (istiod's warning)
-            let selector = sc
-                .workload_selector
-                .as_ref()
-                .map(|s| &s.labels)
-                .filter(|l| !l.is_empty());
+            // a selector without labels is still a selector (istiod checks
+            // `WorkloadSelector == nil`): it selects every workload of its own namespace,
+            // ahead of the namespace's selector-less Sidecar, and is never the mesh default
+            let selector = sc.workload_selector.as_ref().map(|s| &s.labels);
             let mut scope = SidecarScope::compile(o, sc);
             if selector.is_none() && ns == opts.root_namespace && out.mesh_default.is_none() {
                 // the mesh default: every client namespace
@@ -742,6 +740,47 @@ mod tests {
         v.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn an_empty_selector_is_a_selector() {
+        // istiod: `WorkloadSelector == nil` makes the root namespace's default; an empty
+        // one selects every workload of its own namespace, ahead of the selector-less one
+        let loaded = crate::load::load_str(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: empty, namespace: istio-system}
+spec:
+  workloadSelector: {labels: {}}
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: shop}
+spec: {egress: [{hosts: ["*/*"]}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: all, namespace: shop}
+spec:
+  workloadSelector: {labels: {}}
+  egress: [{hosts: ["./*"]}]
+"#,
+            "sc.yaml",
+        );
+        let opts = MeshOptions::default();
+        let sc = Sidecars::build(
+            &loaded.objects,
+            &opts,
+            &RouteTable::build(&loaded.objects, &opts),
+            &ServiceDefs::build(&loaded.objects, &opts),
+        );
+        let web = labels(&[("app", "web")]);
+        assert!(sc.for_workload("blog", &web).is_none(), "no mesh default");
+        assert_eq!(sc.for_workload("shop", &web).unwrap().name(), "shop/all");
+        let root = sc.for_workload("istio-system", &web).unwrap();
+        assert_eq!(root.name(), "istio-system/empty");
     }
 
     #[test]

@@ -152,7 +152,10 @@ pub enum Outcome {
     Timeout,
     /// The stream was reset before a response (counts as 503 unless split).
     Reset,
-    /// The connection was established (a local-origin success; resets the local counter).
+    /// An opaque TCP connection was established: Envoy's `LocalOriginConnectSuccessFinal`,
+    /// as its TCP proxy reports it. With `splitExternalLocalOriginErrors` it resets the
+    /// local-origin counter; without, it counts as a 200 (resetting the consecutive 5xx and
+    /// gateway-error counts).
     ConnectSucceeded,
 }
 
@@ -463,10 +466,12 @@ impl OutlierDetector {
                 }
                 Some(code)
             }
-            Outcome::ConnectSucceeded => {
+            Outcome::ConnectSucceeded if cfg.split_external_local_origin_errors => {
                 m.consecutive_local.store(0, Ordering::Relaxed);
                 return None;
             }
+            // Envoy's resultToHttpCode: LocalOriginConnectSuccessFinal is OK
+            Outcome::ConnectSucceeded => Some(200),
             Outcome::ConnectFailed | Outcome::Reset | Outcome::Timeout
                 if cfg.split_external_local_origin_errors =>
             {
@@ -751,6 +756,20 @@ mod tests {
             consecutive_local_origin_failures: 2,
             ..cfg()
         };
+        // without the split, a TCP connection made counts as a 200
+        let plain = OutlierConfig {
+            consecutive_5xx: 2,
+            max_ejection_percent: 100,
+            ..OutlierConfig::default()
+        };
+        let d = OutlierDetector::new(plain, lb(2), t0);
+        assert_eq!(d.record(0, Outcome::ConnectFailed, t0), None);
+        assert_eq!(d.record(0, Outcome::ConnectSucceeded, t0), None);
+        assert_eq!(d.record(0, Outcome::ConnectFailed, t0), None);
+        assert_eq!(
+            d.record(0, Outcome::ConnectFailed, t0),
+            Some(EjectionReason::Consecutive5xx)
+        );
         let d = OutlierDetector::new(split, lb(2), t0);
         assert_eq!(d.record(0, Outcome::ConnectFailed, t0), None);
         assert_eq!(d.record(0, Outcome::ConnectSucceeded, t0), None);
