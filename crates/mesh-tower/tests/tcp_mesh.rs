@@ -713,6 +713,14 @@ spec:
     let mut buf = [0u8; 16];
     let n = conn.read(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"mirror");
+    // an SNI no `tls` route takes (`api.foo`): istiod's fallback chain on the service's
+    // TLS port goes to the service itself
+    let mut conn = client
+        .connect(&format!("api.foo:{}", addrs[0].port()))
+        .await
+        .unwrap();
+    let n = conn.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"primary");
 }
 
 /// DestinationRule `connectionPool.tcp.idleTimeout` and `maxConnectionDuration`, as Envoy's

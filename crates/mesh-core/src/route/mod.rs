@@ -2800,7 +2800,12 @@ impl RouteTable {
                 destinations: Cow::Borrowed(&r.destinations),
             };
         }
-        let host: Cow<'_, str> = Cow::Owned(sni);
+        // no `tls` route: the service's own cluster (istiod's fallback filter chain on a
+        // service's TLS port, `outbound|<port>||<service>`), else the name as sent
+        let host: Cow<'_, str> = match service_host {
+            Some(h) => Cow::Owned(h.to_owned()),
+            None => Cow::Owned(sni),
+        };
         L4Decision {
             destinations: passthrough(host.clone()),
             host,
