@@ -1188,8 +1188,10 @@ impl MeshServer {
                     }
                 };
                 let plaintext = accepted.peer.is_none();
+                // connection.sni: the server name of the client's ClientHello
                 let info = ConnectionInfo::new(accepted.peer, port)
                     .with_addrs(Some(remote), local)
+                    .with_tls(!plaintext, accepted.stream.server_name())
                     .with_mode(mode);
                 let mut mctx = info.metrics_context();
                 if let Some(source) = info.peer().and_then(|p| peer_workload(&mesh, p)) {
@@ -1386,7 +1388,8 @@ impl MeshServer {
         let mutual_tls = accepted.peer.is_some();
         let info = ConnectionInfo::new(accepted.peer, port)
             .with_addrs(Some(remote), local)
-            .with_tls(mutual_tls, None)
+            // connection.sni: the server name of the client's ClientHello
+            .with_tls(mutual_tls, accepted.stream.server_name())
             .with_mode(mode);
         let config = i.metrics_layer.config();
         let peer = match info.peer() {
