@@ -1017,7 +1017,9 @@ fn time_claim(claims: &serde_json::Value, claim: &'static str) -> Result<Option<
 /// `requires_any {P1, .., Pn, requires_all {any {P1, allow_missing}, ..}}`, each provider
 /// extracting tokens from its own locations only):
 ///
-/// - `Ok(Some(..))` when some provider (the first, in order) finds at least one token at
+/// - `Ok(Some(..))` when some provider (the first, in order: a snapshot's
+///   [`jwt_providers`](crate::snapshot::Snapshot::jwt_providers) are in issuer order, as
+///   istiod sorts them) finds at least one token at
 ///   its locations and every one of them is valid for it ("if a request has multiple
 ///   tokens, all of them must be valid"): it gives the identity, and a bad token at
 ///   another provider's location does not matter;
@@ -1232,11 +1234,16 @@ impl RequestAuthentications {
 
     /// Every provider that applies to a workload in `namespace` with `labels`.
     pub(crate) fn for_workload(&self, namespace: &str, labels: &Labels) -> Vec<Arc<JwtProvider>> {
-        self.policies
+        let mut providers: Vec<Arc<JwtProvider>> = self
+            .policies
             .iter()
             .filter(|a| a.to(namespace, labels))
             .flat_map(|a| a.providers.iter().cloned())
-            .collect()
+            .collect();
+        // in issuer order, as istiod sorts the rules before building Envoy's requirement
+        // (NewPolicyApplier): the order `authenticate` tries them in
+        providers.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+        providers
     }
 }
 
@@ -1478,8 +1485,17 @@ mod provider_tests {
                 prefix: String::new()
             }
         );
-        // both valid: the first provider gives the identity
+        // both valid: the first provider gives the identity, in issuer order whatever the
+        // order of the rules (istiod sorts them)
         let ok = run(&[("x-a", &ga), ("x-b", &gb)]).unwrap().unwrap();
+        assert_eq!(ok.auth.principal, "a.example.com/alice");
+        let reversed = providers(&format!(
+            "  - issuer: b.example.com\n    jwks: '{JWKS_B}'\n    fromHeaders: [{{name: x-b}}]\n  - issuer: a.example.com\n    jwks: '{JWKS_A}'\n    fromHeaders: [{{name: x-a}}]\n"
+        ));
+        let h = headers(&[("x-a", &ga), ("x-b", &gb)]);
+        let ok = authenticate(&reversed, &h, None, 0, &|_| None)
+            .unwrap()
+            .unwrap();
         assert_eq!(ok.auth.principal, "a.example.com/alice");
         // a bad token fails when no provider succeeds
         assert_eq!(run(&[("x-a", "garbage")]).unwrap_err(), JwtError::BadFormat);
