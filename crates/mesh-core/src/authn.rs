@@ -321,7 +321,12 @@ impl JwtProvider {
         JwtProvider {
             policy: Arc::clone(policy),
             issuer: r.issuer.clone(),
-            audiences: r.audiences.clone(),
+            // compared as Envoy's CheckAudience does: scheme and trailing `/` dropped
+            audiences: r
+                .audiences
+                .iter()
+                .map(|a| sanitize_audience(a).to_owned())
+                .collect(),
             keys,
             locations,
             forward_original_token: r.forward_original_token,
@@ -617,7 +622,11 @@ impl JwtProvider {
         let mut auth = RequestAuth::from_claims(claims.clone());
         // shared with the provider: no allocation
         auth.space_delimited_claims = self.space_delimited_claims.clone();
-        if !self.audiences.is_empty() && !auth.audiences.iter().any(|a| self.audiences.contains(a))
+        if !self.audiences.is_empty()
+            && !auth.audiences.iter().any(|a| {
+                let a = sanitize_audience(a);
+                self.audiences.iter().any(|c| c == a)
+            })
         {
             return Err(JwtError::AudienceNotAllowed);
         }
@@ -664,6 +673,18 @@ impl JwtProvider {
         }
         result
     }
+}
+
+/// An audience as Envoy's `JwtVerify::CheckAudience` compares it (both the configured
+/// ones and the token's): without an `http://` or `https://` prefix and without one
+/// trailing `/`, so `https://api.example.com/` and `http://api.example.com` are the same
+/// audience (envoy `source/common/jwt/check_audience.cc`, `sanitizeAudience`).
+fn sanitize_audience(aud: &str) -> &str {
+    let rest = aud
+        .strip_prefix("http://")
+        .or_else(|| aud.strip_prefix("https://"))
+        .unwrap_or(aud);
+    rest.strip_suffix('/').unwrap_or(rest)
 }
 
 /// The claims of `spaceDelimitedClaims` besides Istio's defaults (`scope`, `permission`),
@@ -777,9 +798,10 @@ pub struct Authenticated {
     pub provider: Arc<JwtProvider>,
     /// The token and where it was found.
     pub token: FoundToken,
-    /// Every token of the request (all verified, `token` among them, once for each location
-    /// it was found at): Envoy adds the header outputs of each, and removes each one a
-    /// `forwardOriginalToken: false` provider verified.
+    /// Every token of the verifying provider's locations (all verified, `token` among them,
+    /// once for each location it was found at): Envoy adds the header outputs of each, and
+    /// removes each one when the provider has `forwardOriginalToken: false`. Tokens at other
+    /// providers' locations are left as they are.
     pub tokens: Vec<VerifiedToken>,
 }
 
@@ -991,9 +1013,23 @@ fn time_claim(claims: &serde_json::Value, claim: &'static str) -> Result<Option<
 }
 
 /// Checks the request's token(s) against `providers` at `now` (seconds since the Unix
-/// epoch): `Ok(None)` without a token, `Ok(Some(..))` when every token is valid (the first
-/// gives the identity), `Err` (Envoy's 401) when any token is one no provider accepts (Envoy's
-/// authenticator: with several tokens, all of them must be valid). `remote` gives the fetched keys of a `jwksUri`.
+/// epoch), as Istio has Envoy's `jwt_authn` filter do it (`convertToEnvoyJwtConfig`:
+/// `requires_any {P1, .., Pn, requires_all {any {P1, allow_missing}, ..}}`, each provider
+/// extracting tokens from its own locations only):
+///
+/// - `Ok(Some(..))` when some provider (the first, in order: a snapshot's
+///   [`jwt_providers`](crate::snapshot::Snapshot::jwt_providers) are in issuer order, as
+///   istiod sorts them) finds at least one token at
+///   its locations and every one of them is valid for it ("if a request has multiple
+///   tokens, all of them must be valid"): it gives the identity, and a bad token at
+///   another provider's location does not matter;
+/// - `Ok(None)` when no provider finds a token at all (no request identity);
+/// - `Err` (Envoy's 401) otherwise: the first failure of the first provider (in order)
+///   that found a token.
+///
+/// `remote` gives the fetched keys of a `jwksUri`. (Envoy's `allow_missing` verifier
+/// answers with the status of the *last* of a provider's tokens; here all of them must be
+/// valid: fail closed.)
 ///
 /// # Examples
 ///
@@ -1022,9 +1058,13 @@ pub fn authenticate(
     now: u64,
     remote: &dyn Fn(&str) -> Option<Arc<JwkSet>>,
 ) -> Result<Option<Authenticated>, JwtError> {
-    let mut seen: Vec<&str> = Vec::new();
-    let mut found: Vec<FoundToken> = Vec::new();
+    // the tokens seen so far with their unverified claims: each is parsed once, and
+    // verified once per provider that finds it
+    let mut parsed: Vec<(String, Result<serde_json::Value, JwtError>)> = Vec::new();
+    let mut first_error: Option<JwtError> = None;
     for p in providers {
+        // Envoy's ProviderVerifier: the tokens of this provider's locations only
+        let mut found: Vec<FoundToken> = Vec::new();
         for l in &p.locations {
             if let Some(t) = token_at(l, headers, query) {
                 if !found.iter().any(|f| f.token == t && &f.location == l) {
@@ -1035,65 +1075,82 @@ pub fn authenticate(
                 }
             }
         }
-    }
-    // Envoy's authenticator (doneWithStatus): "If a request has multiple tokens, all of
-    // them must be valid", else a good token would carry a bad one to the backend. The
-    // first token verified gives the request's identity.
-    let mut verified: Option<Authenticated> = None;
-    let mut by: Vec<(&str, Arc<JwtProvider>, serde_json::Value)> = Vec::new();
-    for f in &found {
-        if seen.contains(&f.token.as_str()) {
+        if found.is_empty() {
+            // JwtMissed: this provider neither authenticates nor fails the request
             continue;
         }
-        seen.push(&f.token);
-        let claims = unverified_claims(&f.token)?;
-        let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
-        let mut error = JwtError::IssuerNotConfigured;
-        let mut ok = None;
-        for p in providers
-            .iter()
-            // a rule without an issuer (only a jwksUri) takes any `iss`, as Envoy's provider
-            .filter(|p| {
-                (p.issuer.is_empty() || p.issuer == iss) && p.locations.contains(&f.location)
-            })
-        {
-            match p.verify(&f.token, &claims, now, remote) {
-                Ok(auth) => {
-                    ok = Some(Authenticated {
-                        auth,
-                        provider: Arc::clone(p),
-                        token: f.clone(),
-                        tokens: Vec::new(),
-                    });
+        // "If a request has multiple tokens, all of them must be valid" (Envoy's
+        // authenticator, doneWithStatus): the first failure ends this provider
+        let mut verified: Vec<(usize, RequestAuth)> = Vec::new();
+        let mut failed = None;
+        for f in &found {
+            let k = match parsed.iter().position(|(t, _)| *t == f.token) {
+                Some(k) => k,
+                None => {
+                    parsed.push((f.token.clone(), unverified_claims(&f.token)));
+                    parsed.len() - 1
+                }
+            };
+            if verified.iter().any(|(j, _)| *j == k) {
+                continue;
+            }
+            let result = match &parsed[k].1 {
+                Ok(claims) => {
+                    let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
+                    // a rule without an issuer (only a jwksUri) takes any `iss`, as Envoy's
+                    // provider
+                    if p.issuer.is_empty() || p.issuer == iss {
+                        p.verify(&f.token, claims, now, remote)
+                    } else {
+                        Err(JwtError::IssuerNotConfigured)
+                    }
+                }
+                Err(e) => Err(e.clone()),
+            };
+            match result {
+                Ok(auth) => verified.push((k, auth)),
+                Err(e) => {
+                    failed = Some(e);
                     break;
                 }
-                Err(e) if error == JwtError::IssuerNotConfigured => error = e,
-                Err(_) => {}
             }
         }
-        match ok {
-            Some(a) => {
-                by.push((&f.token, Arc::clone(&a.provider), claims));
-                verified.get_or_insert(a);
-            }
-            None => return Err(error),
+        if let Some(e) = failed {
+            // requires_all {any {P, allow_missing}, ..}: a token this provider found and
+            // refused fails the request, unless another provider succeeds
+            first_error.get_or_insert(e);
+            continue;
         }
-    }
-    Ok(verified.map(|mut a| {
-        // a token found at several locations was verified once: each location counts
-        a.tokens = found
+        // requires_any {P, ..}: this provider authenticates the request, its first token
+        // gives the identity
+        let tokens = found
             .iter()
             .filter_map(|f| {
-                let (_, p, claims) = by.iter().find(|(t, _, _)| *t == f.token)?;
+                let (_, claims) = parsed.iter().find(|(t, _)| *t == f.token)?;
                 Some(VerifiedToken {
                     token: f.clone(),
                     provider: Arc::clone(p),
-                    claims: claims.clone(),
+                    claims: claims.as_ref().ok()?.clone(),
                 })
             })
             .collect();
-        a
-    }))
+        let first = parsed.iter().position(|(t, _)| *t == found[0].token);
+        let Some(auth) = verified
+            .into_iter()
+            .find(|(k, _)| Some(*k) == first)
+            .map(|(_, a)| a)
+        else {
+            // not reached: the first token was verified above (fail closed all the same)
+            return Err(JwtError::VerificationFails);
+        };
+        return Ok(Some(Authenticated {
+            auth,
+            provider: Arc::clone(p),
+            token: found.swap_remove(0),
+            tokens,
+        }));
+    }
+    first_error.map_or(Ok(None), Err)
 }
 
 /// The RequestAuthentications of a snapshot, compiled.
@@ -1177,11 +1234,16 @@ impl RequestAuthentications {
 
     /// Every provider that applies to a workload in `namespace` with `labels`.
     pub(crate) fn for_workload(&self, namespace: &str, labels: &Labels) -> Vec<Arc<JwtProvider>> {
-        self.policies
+        let mut providers: Vec<Arc<JwtProvider>> = self
+            .policies
             .iter()
             .filter(|a| a.to(namespace, labels))
             .flat_map(|a| a.providers.iter().cloned())
-            .collect()
+            .collect();
+        // in issuer order, as istiod sorts the rules before building Envoy's requirement
+        // (NewPolicyApplier): the order `authenticate` tries them in
+        providers.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+        providers
     }
 }
 
@@ -1266,5 +1328,225 @@ mod parse_tests {
             "Jwt header is an invalid JSON"
         );
         assert_eq!(unverified_claims(&tok(&h, &p, "c2ln")).unwrap()["iss"], "a");
+    }
+}
+
+#[cfg(test)]
+mod provider_tests {
+    use super::{authenticate, sanitize_audience, JwtError, TokenLocation};
+
+    const JWKS_A: &str =
+        r#"{"keys": [{"kty": "oct", "kid": "a", "alg": "HS256", "k": "c2VjcmV0LWE"}]}"#;
+    const JWKS_B: &str =
+        r#"{"keys": [{"kty": "oct", "kid": "b", "alg": "HS256", "k": "c2VjcmV0LWI"}]}"#;
+
+    fn token(kid: &str, secret: &[u8], claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header {
+                kid: Some(kid.into()),
+                ..Default::default()
+            },
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn a(sub: &str) -> String {
+        token(
+            "a",
+            b"secret-a",
+            serde_json::json!({"iss": "a.example.com", "sub": sub}),
+        )
+    }
+
+    fn b(sub: &str) -> String {
+        token(
+            "b",
+            b"secret-b",
+            serde_json::json!({"iss": "b.example.com", "sub": sub}),
+        )
+    }
+
+    fn providers(rules: &str) -> Vec<std::sync::Arc<super::JwtProvider>> {
+        let yaml = format!(
+            "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: jwt, namespace: foo}}\nspec:\n  jwtRules:\n{rules}"
+        );
+        crate::mesh::Mesh::from_yaml(&yaml)
+            .unwrap()
+            .snapshot()
+            .jwt_providers("foo", &Default::default())
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    /// jwt_verify_lib's `sanitizeAudience`, both sides.
+    #[test]
+    fn audiences_compare_without_scheme_and_trailing_slash() {
+        for (aud, want) in [
+            ("https://api.example.com/", "api.example.com"),
+            ("http://api.example.com", "api.example.com"),
+            ("api.example.com/", "api.example.com"),
+            ("api.example.com//", "api.example.com/"),
+            ("ftp://api.example.com", "ftp://api.example.com"),
+            ("https://", ""),
+            ("http:///", ""),
+            ("/", ""),
+            ("", ""),
+        ] {
+            assert_eq!(sanitize_audience(aud), want, "{aud}");
+        }
+        let rule = |aud: &str| {
+            format!("  - issuer: a.example.com\n    audiences: ['{aud}']\n    jwks: '{JWKS_A}'\n")
+        };
+        let with_aud = |aud: serde_json::Value| {
+            token(
+                "a",
+                b"secret-a",
+                serde_json::json!({"iss": "a.example.com", "sub": "x", "aud": aud}),
+            )
+        };
+        let cases = [
+            (
+                "https://api.example.com",
+                serde_json::json!("https://api.example.com/"),
+                true,
+            ),
+            (
+                "https://example_service2/",
+                serde_json::json!("http://example_service2"),
+                true,
+            ),
+            (
+                "api.example.com",
+                serde_json::json!(["other", "https://api.example.com"]),
+                true,
+            ),
+            (
+                "https://api.example.com",
+                serde_json::json!("https://api.example.org"),
+                false,
+            ),
+            (
+                "https://api.example.com",
+                serde_json::json!("api.example.com/x"),
+                false,
+            ),
+        ];
+        for (config, aud, ok) in cases {
+            let p = providers(&rule(config));
+            let h = headers(&[(
+                "authorization",
+                &format!("Bearer {}", with_aud(aud.clone())),
+            )]);
+            let got = authenticate(&p, &h, None, 0, &|_| None);
+            if ok {
+                assert!(got.unwrap().is_some(), "{config} {aud}");
+            } else {
+                assert_eq!(
+                    got.unwrap_err(),
+                    JwtError::AudienceNotAllowed,
+                    "{config} {aud}"
+                );
+            }
+        }
+    }
+
+    /// Several jwtRules: Istio's `requires_any {A, B, requires_all {any {A, allow_missing},
+    /// any {B, allow_missing}}}`, each provider reading its own locations.
+    #[test]
+    fn several_providers_any_one_valid_wins() {
+        let p = providers(&format!(
+            "  - issuer: a.example.com\n    jwks: '{JWKS_A}'\n    fromHeaders: [{{name: x-a}}]\n  - issuer: b.example.com\n    jwks: '{JWKS_B}'\n    fromHeaders: [{{name: x-b}}]\n"
+        ));
+        let run = |pairs: &[(&str, &str)]| authenticate(&p, &headers(pairs), None, 0, &|_| None);
+        let (ga, gb) = (a("alice"), b("bob"));
+
+        // a valid A token wins over garbage at B's location, and the other way round
+        let ok = run(&[("x-a", &ga), ("x-b", "garbage")]).unwrap().unwrap();
+        assert_eq!(ok.auth.principal, "a.example.com/alice");
+        assert_eq!(ok.provider.issuer(), "a.example.com");
+        assert_eq!(ok.tokens.len(), 1, "only the verifying provider's tokens");
+        let ok = run(&[("x-a", "garbage"), ("x-b", &gb)]).unwrap().unwrap();
+        assert_eq!(ok.auth.principal, "b.example.com/bob");
+        assert_eq!(
+            ok.token.location,
+            TokenLocation::Header {
+                name: "x-b".into(),
+                prefix: String::new()
+            }
+        );
+        // both valid: the first provider gives the identity, in issuer order whatever the
+        // order of the rules (istiod sorts them)
+        let ok = run(&[("x-a", &ga), ("x-b", &gb)]).unwrap().unwrap();
+        assert_eq!(ok.auth.principal, "a.example.com/alice");
+        let reversed = providers(&format!(
+            "  - issuer: b.example.com\n    jwks: '{JWKS_B}'\n    fromHeaders: [{{name: x-b}}]\n  - issuer: a.example.com\n    jwks: '{JWKS_A}'\n    fromHeaders: [{{name: x-a}}]\n"
+        ));
+        let h = headers(&[("x-a", &ga), ("x-b", &gb)]);
+        let ok = authenticate(&reversed, &h, None, 0, &|_| None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.auth.principal, "a.example.com/alice");
+        // a bad token fails when no provider succeeds
+        assert_eq!(run(&[("x-a", "garbage")]).unwrap_err(), JwtError::BadFormat);
+        assert_eq!(
+            run(&[("x-a", "garbage"), ("x-b", "x.y")]).unwrap_err(),
+            JwtError::BadFormat
+        );
+        // B's token at A's location: A does not know its issuer
+        assert_eq!(
+            run(&[("x-a", &gb)]).unwrap_err(),
+            JwtError::IssuerNotConfigured
+        );
+        // no token anywhere: no identity, no failure
+        assert!(run(&[]).unwrap().is_none());
+        // within one provider, every token must be valid
+        let p2 = providers(&format!(
+            "  - issuer: a.example.com\n    jwks: '{JWKS_A}'\n    fromHeaders: [{{name: x-a}}, {{name: x-a2}}]\n"
+        ));
+        let h = headers(&[("x-a", &ga), ("x-a2", "garbage")]);
+        assert_eq!(
+            authenticate(&p2, &h, None, 0, &|_| None).unwrap_err(),
+            JwtError::BadFormat
+        );
+    }
+
+    /// Providers sharing the default location: a token valid for either passes.
+    #[test]
+    fn shared_location_token_valid_for_one_provider() {
+        let p = providers(&format!(
+            "  - issuer: a.example.com\n    jwks: '{JWKS_A}'\n  - issuer: b.example.com\n    jwks: '{JWKS_B}'\n"
+        ));
+        let bearer = |t: &str| headers(&[("authorization", &format!("Bearer {t}"))]);
+        let ok = authenticate(&p, &bearer(&b("bob")), None, 0, &|_| None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(ok.auth.principal, "b.example.com/bob");
+        let evil = token(
+            "a",
+            b"secret-a",
+            serde_json::json!({"iss": "evil", "sub": "x"}),
+        );
+        assert_eq!(
+            authenticate(&p, &bearer(&evil), None, 0, &|_| None).unwrap_err(),
+            JwtError::IssuerNotConfigured
+        );
+        // signed with B's key but claiming A: A's signature check fails
+        let forged = token(
+            "b",
+            b"secret-b",
+            serde_json::json!({"iss": "a.example.com", "sub": "x"}),
+        );
+        assert!(authenticate(&p, &bearer(&forged), None, 0, &|_| None).is_err());
     }
 }

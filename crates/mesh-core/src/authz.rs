@@ -493,8 +493,8 @@ struct COperation {
 #[derive(Debug, Clone)]
 enum Attr {
     Header(HeaderName),
-    /// `request.headers[:authority]`, `[:method]`, `[:path]`: Envoy's header matcher reads
-    /// the pseudo-headers.
+    /// `request.headers[:authority]`, `[:method]`, `[:path]`, `[:scheme]`: Envoy's header
+    /// matcher reads the pseudo-headers.
     Pseudo(Pseudo),
     SourceIp,
     RemoteIp,
@@ -517,7 +517,14 @@ enum Attr {
 enum Pseudo {
     Authority,
     Method,
+    /// `:path` as Envoy's header map holds it: the (normalized) path with its query.
     Path,
+    Scheme,
+    /// Any other `:name`: valid for Envoy's `HeaderMatcher` (its name pattern allows one
+    /// leading `:`) but never in a request's header map by the time RBAC runs (`:protocol`
+    /// included: Envoy's HTTP/2 codec turns an extended CONNECT into an HTTP/1 upgrade
+    /// first), so it is absent: `values` never match, `notValues` always do.
+    Absent,
 }
 
 impl Attr {
@@ -532,6 +539,15 @@ impl Attr {
                 ":authority" | "host" => return Ok(Attr::Pseudo(Pseudo::Authority)),
                 ":method" => return Ok(Attr::Pseudo(Pseudo::Method)),
                 ":path" => return Ok(Attr::Pseudo(Pseudo::Path)),
+                ":scheme" => return Ok(Attr::Pseudo(Pseudo::Scheme)),
+                // Envoy's HTTP_HEADER_NAME pattern (`^:?[0-9a-zA-Z!#$%&'*+-.^_|~`]+$`): one
+                // leading `:`, then a token
+                n if n.len() > 1
+                    && n.starts_with(':')
+                    && HeaderName::from_bytes(&n.as_bytes()[1..]).is_ok() =>
+                {
+                    return Ok(Attr::Pseudo(Pseudo::Absent));
+                }
                 _ => {}
             }
             return HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes())
@@ -1113,11 +1129,14 @@ impl CCondition {
             Attr::Pseudo(which) => {
                 let Some(h) = &r.http else { return false };
                 let v = match which {
-                    Pseudo::Authority => h.host,
-                    Pseudo::Method => h.method,
-                    Pseudo::Path => h.path,
+                    Pseudo::Authority => Some(h.host),
+                    Pseudo::Method => Some(h.method),
+                    // Envoy's `:path` keeps the query (only `paths` drop it)
+                    Pseudo::Path => Some(h.path),
+                    Pseudo::Scheme => r.scheme,
+                    Pseudo::Absent => None,
                 };
-                pats(Some(v))
+                pats(v)
             }
             Attr::AuthPrincipal => {
                 let (iss, sub) = r.request_auth.map_or((None, None), RequestAuth::iss_sub);
@@ -1386,7 +1405,8 @@ impl RequestAuth {
 pub struct HttpAuthzAttrs<'a> {
     /// Method.
     pub method: &'a str,
-    /// Normalized path (a query string is ignored).
+    /// The normalized path with the request's query, as Envoy's `:path` holds it:
+    /// `paths`/`notPaths` ignore the query, `request.headers[:path]` sees it.
     pub path: &'a str,
     /// `:authority` / Host.
     pub host: &'a str,
@@ -1444,6 +1464,10 @@ pub struct AuthzRequest<'a> {
     pub destination_port: u16,
     /// TLS SNI.
     pub sni: Option<&'a str>,
+    /// The request's `:scheme` (`request.headers[:scheme]`), as Envoy's connection manager
+    /// sets it ([`request_scheme`]); [`AuthzRequest::http`] starts at `http`, `None` for
+    /// TCP.
+    pub scheme: Option<&'a str>,
     /// HTTP attributes; `None` for TCP.
     pub http: Option<HttpAuthzAttrs<'a>>,
     /// The verified JWT, if any.
@@ -1485,6 +1509,7 @@ impl<'a> AuthzRequest<'a> {
             destination_ip: None,
             destination_port: port,
             sni: None,
+            scheme: None,
             http: None,
             request_auth: None,
             filter_metadata: &[],
@@ -1504,13 +1529,43 @@ impl<'a> AuthzRequest<'a> {
     /// assert_eq!(req.destination_port, 8000);
     /// assert_eq!(req.principal, None); // plaintext until set
     /// assert_eq!(req.http.map(|h| h.method), Some("GET"));
+    /// assert_eq!(req.scheme, Some("http"));
     /// ```
     pub fn http(port: u16, http: HttpAuthzAttrs<'a>) -> Self {
         AuthzRequest {
             http: Some(http),
+            // a plaintext request without `x-forwarded-proto`, until told otherwise
+            scheme: Some("http"),
             ..AuthzRequest::tcp(port)
         }
     }
+}
+
+/// A request's `:scheme` as Envoy's connection manager sets it before any filter
+/// (`ConnectionManagerUtility::mutateRequestHeaders`): the one the request carries (HTTP/2
+/// `:scheme`, an HTTP/1 absolute URL), else a valid `x-forwarded-proto` (`http` or `https`,
+/// any case; a sidecar's inbound listener keeps the caller's), else `https` on a TLS
+/// connection and `http` on a plaintext one.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::request_scheme;
+///
+/// assert_eq!(request_scheme(None, None, true), "https"); // HTTP/1.1 over mTLS
+/// assert_eq!(request_scheme(None, None, false), "http");
+/// assert_eq!(request_scheme(None, Some("http"), true), "http"); // a caller's proxy said so
+/// assert_eq!(request_scheme(None, Some("ftp"), false), "http"); // not a valid one
+/// assert_eq!(request_scheme(Some("http"), Some("https"), true), "http"); // HTTP/2 `:scheme`
+/// ```
+pub fn request_scheme<'a>(
+    uri: Option<&'a str>,
+    forwarded_proto: Option<&'a str>,
+    tls: bool,
+) -> &'a str {
+    let valid = |s: &&str| s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https");
+    uri.or(forwarded_proto.filter(valid))
+        .unwrap_or(if tls { "https" } else { "http" })
 }
 
 /// Why a decision was made.
@@ -2467,6 +2522,43 @@ impl PathNormalization {
     /// ```
     pub fn normalize(self, path: &str) -> Result<Cow<'_, str>, InvalidPath> {
         let path = path.split_once('?').map_or(path, |(p, _)| p);
+        self.normalize_path_only(path)
+    }
+
+    /// Normalizes the path of `path_and_query` and keeps its query, as Envoy's `:path`
+    /// holds it after normalization (what `request.headers[:path]` sees). Allocates only
+    /// when the path changes and there is a query.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::borrow::Cow;
+    /// use mesh_core::authz::PathNormalization;
+    ///
+    /// let base = PathNormalization::Base;
+    /// assert_eq!(base.normalize_keep_query("/a/../admin?debug=1").unwrap(), "/admin?debug=1");
+    /// assert!(matches!(base.normalize_keep_query("/x?debug=1"), Ok(Cow::Borrowed("/x?debug=1"))));
+    /// assert!(base.normalize_keep_query("/%00?a").is_err());
+    /// ```
+    pub fn normalize_keep_query(self, path_and_query: &str) -> Result<Cow<'_, str>, InvalidPath> {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (path_and_query, None),
+        };
+        Ok(match (self.normalize_path_only(path)?, query) {
+            (Cow::Borrowed(_), _) => Cow::Borrowed(path_and_query),
+            (Cow::Owned(p), None) => Cow::Owned(p),
+            (Cow::Owned(mut p), Some(q)) => {
+                p.reserve_exact(q.len() + 1);
+                p.push('?');
+                p.push_str(q);
+                Cow::Owned(p)
+            }
+        })
+    }
+
+    /// [`normalize`](Self::normalize) of a path without a query.
+    fn normalize_path_only(self, path: &str) -> Result<Cow<'_, str>, InvalidPath> {
         let b = path.as_bytes();
         if self == PathNormalization::None || b.first() != Some(&b'/') {
             return Ok(Cow::Borrowed(path));
@@ -3448,6 +3540,113 @@ spec:
         assert!(!decide("other", "GET", "/get"));
         assert!(!decide("httpbin", "POST", "/get"));
         assert!(!decide("httpbin", "GET", "/ip"));
+    }
+
+    /// `request.headers[:path]` sees the query (Envoy's `:path`), `paths` do not;
+    /// `[:scheme]` reads the request's scheme; any other `:name` compiles and is absent.
+    #[test]
+    fn pseudo_headers_path_query_scheme_and_unknown() {
+        let policy = |when: &str| {
+            format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: d, namespace: foo}}\nspec:\n  action: DENY\n  rules:\n  - when: [{when}]\n")
+        };
+        let headers = http::HeaderMap::new();
+        let decide = |w: &WorkloadAuthz, path: &str, scheme: Option<&str>| {
+            let attrs = HttpAuthzAttrs {
+                method: "GET",
+                path,
+                host: "httpbin",
+                headers: &headers,
+            };
+            let req = AuthzRequest {
+                scheme,
+                ..AuthzRequest::http(8000, attrs)
+            };
+            let d = w.evaluate(&req);
+            assert!(
+                !matches!(d.reason, AuthzReason::Uncompilable(_)),
+                "compiles: {:?}",
+                d.reason
+            );
+            d.allowed
+        };
+        let cases: &[(&str, &str, Option<&str>, bool)] = &[
+            // (condition, path, scheme, allowed)
+            (
+                "{key: 'request.headers[:path]', values: ['*debug=1']}",
+                "/x?debug=1",
+                None,
+                false,
+            ),
+            (
+                "{key: 'request.headers[:path]', values: ['*debug=1']}",
+                "/x",
+                None,
+                true,
+            ),
+            (
+                "{key: 'request.headers[:path]', notValues: ['/public']}",
+                "/public?a=1",
+                None,
+                false,
+            ),
+            (
+                "{key: 'request.headers[:path]', notValues: ['/public']}",
+                "/public",
+                None,
+                true,
+            ),
+            (
+                "{key: 'request.headers[:scheme]', values: [ftp]}",
+                "/x",
+                Some("http"),
+                true,
+            ),
+            (
+                "{key: 'request.headers[:scheme]', values: [http]}",
+                "/x",
+                Some("http"),
+                false,
+            ),
+            (
+                "{key: 'request.headers[:scheme]', values: [http]}",
+                "/x",
+                Some("https"),
+                true,
+            ),
+            (
+                "{key: 'request.headers[:SCHEME]', notValues: [https]}",
+                "/x",
+                Some("http"),
+                false,
+            ),
+            (
+                "{key: 'request.headers[:protocol]', values: ['*']}",
+                "/x",
+                Some("http"),
+                true,
+            ),
+            (
+                "{key: 'request.headers[:protocol]', notValues: [websocket]}",
+                "/x",
+                Some("http"),
+                false,
+            ),
+        ];
+        for (when, path, scheme, want) in cases {
+            let w = workload(&policy(when), "foo", &MeshOptions::default());
+            assert_eq!(decide(&w, path, *scheme), *want, "{when} {path} {scheme:?}");
+        }
+        // `paths` still ignore the query
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec:\n  rules: [{to: [{operation: {paths: [/public]}}]}]\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        assert!(decide(&w, "/public?a=1", None));
+        // a name Envoy refuses is still a compile error (fail closed)
+        assert!(Attr::parse("request.headers[:]").is_err());
+        assert!(Attr::parse("request.headers[:a b]").is_err());
+        assert!(Attr::parse("request.headers[a b]").is_err());
     }
 
     /// A dry-run policy is never enforced, even one that does not compile.

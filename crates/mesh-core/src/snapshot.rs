@@ -1074,7 +1074,7 @@ impl Snapshot {
 
     /// The JWT providers (RequestAuthentication `jwtRules`) that apply to a workload in
     /// `namespace` with `labels`: the root namespace's, its namespace's, and those whose
-    /// selector matches (see [`crate::authn`]).
+    /// selector matches (see [`crate::authn`]), in issuer order, as istiod sorts them.
     ///
     /// # Examples
     ///

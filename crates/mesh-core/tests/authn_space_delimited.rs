@@ -72,8 +72,10 @@ fn the_verifying_providers_space_delimited_claims_decide() {
         .unwrap()
         .snapshot();
     let providers = snap.jwt_providers("foo", &Labels::new());
-    assert_eq!(providers[0].space_delimited_claims(), ["roles"]);
-    assert!(providers[1].space_delimited_claims().is_empty());
+    // (in issuer order, as istiod sorts them)
+    let by = |iss: &str| providers.iter().find(|p| p.issuer() == iss).unwrap();
+    assert_eq!(by("roles.example.com").space_delimited_claims(), ["roles"]);
+    assert!(by("plain.example.com").space_delimited_claims().is_empty());
     let authz = snap.authz_for_workload("foo", &Labels::new());
     let verify = |iss: &str, roles: &str, scope: &str| -> RequestAuth {
         let token =

@@ -181,7 +181,10 @@ fn audiences_locations_and_fetched_keys() {
         .snapshot();
     let providers = snap.jwt_providers("foo", &httpbin());
     assert_eq!(providers.len(), 2);
-    let accounts = &providers[1];
+    let accounts = providers
+        .iter()
+        .find(|p| p.issuer() == "https://accounts.example.com")
+        .unwrap();
     assert_eq!(accounts.jwks_uri(), Some("http://127.0.0.1:1/jwks.json"));
     assert_eq!(
         accounts.output_claim_to_headers(),

@@ -169,6 +169,55 @@ impl MeshStream {
         }
     }
 
+    /// The TLS server name (SNI) the client sent in its ClientHello, if TLS and if it sent
+    /// one: what AuthorizationPolicy's `connection.sni` matches (Envoy's RBAC
+    /// `requested_server_name`). Mesh clients send `outbound_.<port>_.<subset>_.<host>`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_tls::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let ca = MeshCa::self_signed("cluster.local")?;
+    /// # let ttl = Duration::from_secs(3600);
+    /// # let server = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "httpbin")?, ttl, &[])?)?;
+    /// # let client = WorkloadCredentials::new(ca.issue(&Identity::new("cluster.local", "default", "sleep")?, ttl, &[])?)?;
+    /// let inbound = InboundTls::from_credentials(PeerAuthnMode::Strict, &server, None)?;
+    /// let settings = ClientTlsSettings { mode: ClientTlsMode::IstioMutual, ..Default::default() };
+    /// let dest = Destination { host: "httpbin.default.svc.cluster.local", port: 8000, subset: None, service_accounts: &[] };
+    /// let ctx = ClientContext { workload: Some(&client), ..Default::default() };
+    /// let outbound = client_config(&settings, &dest, &ctx)?.unwrap();
+    ///
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    /// let client_side = tokio::spawn(async move {
+    ///     outbound.connect(tokio::net::TcpStream::connect(addr).await?).await
+    /// });
+    /// let (tcp, _) = listener.accept().await?;
+    /// let accepted = inbound.accept(tcp).await?;
+    /// assert_eq!(
+    ///     accepted.stream.server_name(),
+    ///     Some("outbound_.8000_._.httpbin.default.svc.cluster.local")
+    /// );
+    /// client_side.await??;
+    ///
+    /// // plaintext: no SNI
+    /// let _plain = tokio::net::TcpStream::connect(addr).await?;
+    /// let (tcp, _) = listener.accept().await?;
+    /// let accepted = InboundTls::new(PeerAuthnMode::Disable, None)?.accept(tcp).await?;
+    /// assert_eq!(accepted.stream.server_name(), None);
+    /// # Ok(()) }
+    /// ```
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Self::Plain(_) => None,
+            Self::Tls(t) => t.get_ref().1.server_name(),
+        }
+    }
+
     /// The TCP stream underneath.
     ///
     /// # Examples

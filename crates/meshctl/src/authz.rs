@@ -196,7 +196,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
 
     // Envoy normalizes the path (the MeshConfig's pathNormalization, BASE by default)
     // before any filter; `%00` is a 400 (but for NONE)
-    let path = snap.options().path_normalization.normalize(&args.path);
+    // (its query kept, as in Envoy's `:path`: `request.headers[:path]` sees it, `paths`
+    // do not)
+    let path = snap
+        .options()
+        .path_normalization
+        .normalize_keep_query(&args.path);
     let strict_plaintext = mtls.mode == MtlsMode::Strict && principal.is_none();
     // and before that, its HTTP codec refuses a method not in upper case (400
     // `http1.codec_error`), so a DENY on `methods: [DELETE]` is not passed by `delete`
@@ -281,6 +286,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
             destination_ip: args.destination_ip,
             destination_port: args.port,
             sni: args.sni.as_deref(),
+            // as Envoy's connection manager sets `:scheme` for an HTTP/1.1 request: a valid
+            // `x-forwarded-proto`, else by the connection (a principal means mTLS)
+            scheme: (!args.tcp).then(|| {
+                mesh_core::authz::request_scheme(
+                    None,
+                    headers
+                        .get("x-forwarded-proto")
+                        .and_then(|v| v.to_str().ok()),
+                    principal.is_some(),
+                )
+            }),
             http,
             request_auth: jwt.as_ref(),
             filter_metadata: &[],
@@ -428,7 +444,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             if let Some(p) = path
                 .as_deref()
                 .ok()
-                .filter(|p| !args.tcp && Some(*p) != args.path.split('?').next())
+                .filter(|p| !args.tcp && *p != args.path)
             {
                 println!(
                     "path: {p} after Envoy's normalization (what policies and the application see)"

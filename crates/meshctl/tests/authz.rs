@@ -580,3 +580,62 @@ fn service_accounts_match_as_istiod_s_regex() {
     assert_eq!(as_peer("cluster.local/ns/bar/sa/sleepy"), "DENY");
     assert_eq!(as_peer("cluster.local/ns/baz/sa/sleep"), "DENY");
 }
+
+/// `request.headers[:path]` is Envoy's `:path`, query included (`paths` ignore the query);
+/// `request.headers[:scheme]` compiles and reads the request's scheme.
+#[test]
+fn path_and_scheme_pseudo_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let deny = |name: &str, when: &str| {
+        let f = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &f,
+            format!(
+                "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: {name}, namespace: foo}}
+spec:
+  action: DENY
+  rules: [{{when: [{when}]}}]
+"
+            ),
+        )
+        .unwrap();
+        f.to_str().unwrap().to_owned()
+    };
+    let debug = deny(
+        "deny-debug",
+        "{key: 'request.headers[:path]', values: ['*debug=1']}",
+    );
+    let run = |f: &str, extra: &[&str]| {
+        let mut a = vec!["--config", f, "--namespace", "foo"];
+        a.extend_from_slice(extra);
+        decide(&a)
+    };
+    let d = run(&debug, &["--path", "/x?debug=1"]);
+    assert_eq!(d["decision"], "DENY", "{d}");
+    assert_eq!(d["path"], "/x?debug=1");
+    assert_eq!(
+        run(&debug, &["--path", "/x/../y?debug=1"])["path"],
+        "/y?debug=1"
+    );
+    assert_eq!(run(&debug, &["--path", "/x?debug=0"])["decision"], "ALLOW");
+
+    let ftp = deny(
+        "deny-ftp",
+        "{key: 'request.headers[:scheme]', values: [ftp]}",
+    );
+    let d = run(&ftp, &["--path", "/x"]);
+    assert_eq!(d["decision"], "ALLOW", "{d}");
+    let http = deny(
+        "deny-http",
+        "{key: 'request.headers[:scheme]', values: [http]}",
+    );
+    assert_eq!(run(&http, &["--path", "/x"])["decision"], "DENY");
+    // over mTLS (a principal) an HTTP/1.1 request is `https`, unless x-forwarded-proto says
+    let mtls = ["--principal", "cluster.local/ns/foo/sa/sleep"];
+    assert_eq!(run(&http, &mtls)["decision"], "ALLOW");
+    let mut a = mtls.to_vec();
+    a.extend_from_slice(&["--header", "X-Forwarded-Proto: http"]);
+    assert_eq!(run(&http, &a)["decision"], "DENY");
+}

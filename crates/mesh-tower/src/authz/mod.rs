@@ -653,14 +653,19 @@ impl AuthorizationLayer {
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri().authority().map(|a| a.as_str()))
             .unwrap_or("");
-        // normalized already when the request went through `authorize`; for `decide`
-        // alone, as it would be (a path Envoy refuses is decided as sent)
-        let raw = req.uri().path();
+        // Envoy's `:path`: the path with its query (`paths` drop the query themselves,
+        // `request.headers[:path]` sees it). Normalized already when the request went
+        // through `authorize`; for `decide` alone, as it would be (a path Envoy refuses is
+        // decided as sent). No allocation unless normalizing changes a path with a query.
+        let raw = req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().path(), |pq| pq.as_str());
         let path = if normalized {
             std::borrow::Cow::Borrowed(raw)
         } else {
             c.path_normalization
-                .normalize(raw)
+                .normalize_keep_query(raw)
                 .unwrap_or(std::borrow::Cow::Borrowed(raw))
         };
         let mut areq = AuthzRequest::http(
@@ -679,6 +684,14 @@ impl AuthorizationLayer {
             areq.destination_ip = c.local_addr().map(|a| a.ip());
             areq.sni = c.sni();
         }
+        // `:scheme` as Envoy's connection manager sets it (`request.headers[:scheme]`)
+        areq.scheme = Some(mesh_core::authz::request_scheme(
+            req.uri().scheme_str(),
+            req.headers()
+                .get(http::header::HeaderName::from_static("x-forwarded-proto"))
+                .and_then(|v| v.to_str().ok()),
+            conn.is_some_and(ConnectionInfo::is_tls),
+        ));
         // the original client, read from X-Forwarded-For only when a policy asks for it
         if let Some(mode) = c.remote_ip {
             areq.remote_ip = mode.client(req.headers(), areq.source_ip);

@@ -9,8 +9,13 @@
 //!    (the client sees a reset, as with Istio), PERMISSIVE tells TLS from plaintext by the
 //!    first byte, DISABLE takes plaintext;
 //! 3. serves HTTP/1.1 and HTTP/2 (gRPC) on it with hyper-util's auto server, through this
-//!    stack (outermost first): [`ConnectionInfoLayer`] (peer identity, addresses and port
-//!    into the request extensions), the access log ([`AccessLogLayer`]), trace context
+//!    stack (outermost first): [`ConnectionInfoLayer`] (peer identity, addresses, port and
+//!    the client's SNI into the request extensions), `x-forwarded-client-cert` as an Istio
+//!    sidecar's inbound listener sets it (APPEND_FORWARD: on mTLS `By=<our
+//!    identity>;Hash=<sha256 of the client certificate>;Subject="..";URI=<client
+//!    identity>;DNS=..` appended after what the caller sent; on plaintext the header is
+//!    removed), the access log ([`AccessLogLayer`]), HTTP/1.0 refused with `426 Upgrade
+//!    Required` (Envoy's codec, as Istio configures it), trace context
 //!    ([`PropagateTraceLayer`]), Istio's standard metrics ([`MetricsLayer`],
 //!    `reporter="destination"`), authorization ([`AuthorizationLayer`], evaluated per
 //!    request on the current snapshot), then the application.
@@ -50,6 +55,15 @@
 //! [`MeshServer::serve_tcp`] is the application's to close: it is not drained.)
 
 mod conn;
+mod hcm;
+
+/// The gateway's XFCC formatting (the Subject in RFC 2253 form as OpenSSL prints it, the
+/// certificate hash, the SANs), compiled for the inbound side too rather than copied:
+/// `gateway::xfcc` is private to the gateway module. TODO: once the gateway exports it
+/// (`pub(crate) mod xfcc`), use that and drop this second inclusion.
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../gateway/xfcc.rs"]
+mod gateway_xfcc;
 
 /// How often a plaintext connection accepted under PERMISSIVE looks for a new snapshot
 /// that makes its port STRICT.
@@ -613,8 +627,20 @@ impl MeshServerBuilder {
         );
         client_workload.labels = self.labels.clone();
         authz = authz.with_ext_authz_identity(client_workload, Some(Arc::clone(creds)));
+        // Envoy's `By`: the URI SANs of the server's own certificate (its SPIFFE identity;
+        // a renewed certificate has the same)
+        let mut xfcc_by = creds
+            .current()
+            .chain_der()
+            .ok()
+            .and_then(|c| c.first().map(|leaf| hcm::local_uri_sans(leaf.as_ref())))
+            .unwrap_or_default();
+        if xfcc_by.is_empty() {
+            xfcc_by.push(creds.identity().as_uri().to_owned());
+        }
         Ok(MeshServer {
             inner: Arc::new(ServerInner {
+                xfcc_by,
                 namespace: self.namespace,
                 labels: self.labels,
                 port: self.port,
@@ -710,6 +736,8 @@ struct ServerInner {
     drain_timeout: Duration,
     /// The MeshConfig's access-log format, if it sets one (for TCP connections).
     log_format: Option<Arc<crate::accesslog::LogFormat>>,
+    /// The `By` keys of our x-forwarded-client-cert elements: our certificate's URI SANs.
+    xfcc_by: Vec<String>,
 }
 
 /// The caller's workload for the `source_*` metric labels, as the registry knows the
@@ -1133,6 +1161,8 @@ impl MeshServer {
             // hyper's body, readable ahead for a CUSTOM authorizer that wants it
             .map_request(|r: Request<Incoming>| r.map(crate::observe::ReplayBody::new))
             .layer(AccessLogLayer::inbound().with_mesh_format(&i.mesh))
+            // Envoy's HTTP/1 codec: 426 for HTTP/1.0 (logged, as Envoy logs it)
+            .layer(hcm::RejectHttp10Layer)
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())
@@ -1188,8 +1218,27 @@ impl MeshServer {
                     }
                 };
                 let plaintext = accepted.peer.is_none();
+                // x-forwarded-client-cert, APPEND_FORWARD: this connection's element, built
+                // once (plaintext: none, the caller's header is removed)
+                let xfcc = match &accepted.stream {
+                    mesh_tls::MeshStream::Tls(t) => {
+                        let details = t
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|leaf| hcm::client_cert_details(&server.inner.xfcc_by, leaf));
+                        if details.is_none() {
+                            tracing::debug!(%remote, "peer certificate unreadable for x-forwarded-client-cert: removing the header");
+                        }
+                        details
+                    }
+                    mesh_tls::MeshStream::Plain(_) => None,
+                };
+                // connection.sni: the server name of the client's ClientHello
                 let info = ConnectionInfo::new(accepted.peer, port)
                     .with_addrs(Some(remote), local)
+                    .with_tls(!plaintext, accepted.stream.server_name())
                     .with_mode(mode);
                 let mut mctx = info.metrics_context();
                 if let Some(source) = info.peer().and_then(|p| peer_workload(&mesh, p)) {
@@ -1198,7 +1247,7 @@ impl MeshServer {
                 mctx.service = ctx.service;
                 let svc = ConnectionInfoLayer::new(info)
                     .with_metrics_context(mctx)
-                    .layer(stack);
+                    .layer(hcm::ForwardClientCert::new(stack, xfcc));
                 let conn = builder
                     .serve_connection_with_upgrades(
                         TokioIo::new(accepted.stream),
@@ -1386,7 +1435,8 @@ impl MeshServer {
         let mutual_tls = accepted.peer.is_some();
         let info = ConnectionInfo::new(accepted.peer, port)
             .with_addrs(Some(remote), local)
-            .with_tls(mutual_tls, None)
+            // connection.sni: the server name of the client's ClientHello
+            .with_tls(mutual_tls, accepted.stream.server_name())
             .with_mode(mode);
         let config = i.metrics_layer.config();
         let peer = match info.peer() {

@@ -1,0 +1,326 @@
+//! What the inbound listener's HTTP connection manager does to a request before any filter,
+//! as Istio configures a sidecar's inbound listener:
+//!
+//! - `x-forwarded-client-cert`: `forward_client_cert_details: APPEND_FORWARD` with
+//!   `set_current_client_cert_details {subject, uri, dns}` (istio
+//!   `buildSidecarInboundHTTPOpts`, `ForwardClientCertDetails` from the proxy's
+//!   `GetProxyHeaders`, APPEND_FORWARD by default). Envoy
+//!   (`ConnectionManagerUtility::mutateXfccRequestHeader`) removes the header on a
+//!   connection without a client certificate (plaintext under PERMISSIVE or DISABLE), and on
+//!   mTLS appends one element, `,`-separated, after what the caller sent:
+//!   `By=<our URI SAN>;Hash=<sha256 hex of the peer's leaf DER>;Subject="<dn>";URI=<peer URI
+//!   SAN>;DNS=<peer DNS SAN>` (each `By`, `URI` and `DNS` once per SAN; `URI=` alone when the
+//!   peer has none; no `DNS` when it has none). The element is the gateway's
+//!   (`gateway/xfcc.rs`, SANITIZE_SET with `cert` too) without its `Cert`.
+//! - HTTP/1.0 (and 0.9): Envoy's HTTP/1 codec refuses it unless `accept_http_10` is set,
+//!   which Istio leaves off (`PILOT_HTTP10`/`ISTIO_META_HTTP10` unset): `426 Upgrade
+//!   Required` with body `Upgrade Required` (`ServerConnectionImpl::checkProtocolVersion`,
+//!   `sendProtocolError`, details `low_version`), and the connection closes (a codec
+//!   error).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::gateway_xfcc::{self, XFCC};
+
+/// The `By` keys of this server's XFCC elements: the URI SANs of its own certificate
+/// (leaf, DER); none when it cannot be read.
+pub(super) fn local_uri_sans(leaf: &[u8]) -> Vec<String> {
+    gateway_xfcc::uri_sans(leaf)
+}
+
+/// The XFCC element a sidecar's inbound listener appends for a peer certificate (leaf,
+/// DER): `By`, `Hash`, `Subject`, `URI`, `DNS` (no `Cert`). `None` if the certificate
+/// cannot be parsed (it was verified in the handshake, so that is not expected; the
+/// caller's XFCC is then removed, failing closed).
+pub(super) fn client_cert_details(by: &[String], leaf: &[u8]) -> Option<HeaderValue> {
+    // the gateway's element, which also carries the PEM (`Cert="..."`, URL-encoded: no
+    // `"` inside), without that key; built once per connection
+    let full = gateway_xfcc::header_value(by, leaf)?;
+    let b = full.as_bytes();
+    const KEY: &[u8] = b";Cert=\"";
+    let start = b.windows(KEY.len()).position(|w| w == KEY)?;
+    let close = b[start + KEY.len()..].iter().position(|&c| c == b'"')?;
+    let end = start + KEY.len() + close + 1;
+    let mut out = Vec::with_capacity(b.len() - (end - start));
+    out.extend_from_slice(&b[..start]);
+    out.extend_from_slice(&b[end..]);
+    HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+}
+
+/// APPEND_FORWARD on one request's headers: `ours` is the connection's element (`None`:
+/// no client certificate, the header is removed). The caller's non-empty values are kept,
+/// joined with `,` as Envoy's header map joins a repeated header, and ours goes last: one
+/// allocation when the caller sent one, none otherwise.
+pub(super) fn append_forward(headers: &mut HeaderMap, ours: Option<&HeaderValue>) {
+    let Some(ours) = ours else {
+        headers.remove(XFCC);
+        return;
+    };
+    let mut len = 0;
+    for v in headers.get_all(XFCC).iter().filter(|v| !v.is_empty()) {
+        len += v.len() + 1;
+    }
+    if len == 0 {
+        headers.insert(XFCC, ours.clone());
+        return;
+    }
+    // exactly sized, so `Bytes::from` keeps the buffer (no second allocation)
+    let mut joined = Vec::with_capacity(len + ours.len());
+    for v in headers.get_all(XFCC).iter().filter(|v| !v.is_empty()) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.push(b',');
+    }
+    joined.extend_from_slice(ours.as_bytes());
+    // every byte came from a valid header value, or is `,`
+    match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
+        Ok(v) => {
+            headers.insert(XFCC, v);
+        }
+        Err(_) => {
+            headers.insert(XFCC, ours.clone());
+        }
+    }
+}
+
+/// Per connection: applies [`append_forward`] with the connection's element to every
+/// request before the stack (access log, authorization, the application) sees it.
+#[derive(Clone, Debug)]
+pub(super) struct ForwardClientCert<S> {
+    inner: S,
+    details: Option<HeaderValue>,
+}
+
+impl<S> ForwardClientCert<S> {
+    pub(super) fn new(inner: S, details: Option<HeaderValue>) -> Self {
+        ForwardClientCert { inner, details }
+    }
+}
+
+impl<S, B> Service<Request<B>> for ForwardClientCert<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        append_forward(req.headers_mut(), self.details.as_ref());
+        self.inner.call(req)
+    }
+}
+
+/// Envoy's `426 Upgrade Required` for HTTP/1.0 and 0.9 requests (`accept_http_10` off, as
+/// Istio configures it): DPE, details `low_version`, `connection: close`.
+fn upgrade_required<B>() -> Response<Either<B, Full<Bytes>>> {
+    let mut r = Response::new(Either::Right(Full::new(Bytes::from_static(
+        b"Upgrade Required",
+    ))));
+    *r.status_mut() = StatusCode::UPGRADE_REQUIRED;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    // a codec error ends the connection
+    h.insert(CONNECTION, HeaderValue::from_static("close"));
+    r.extensions_mut()
+        .insert(crate::envoy::ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+    r.extensions_mut()
+        .insert(crate::envoy::ResponseCodeDetails("low_version".into()));
+    r
+}
+
+/// Refuses HTTP/1.0 and 0.9 requests as Envoy's HTTP/1 codec does by default: see the
+/// module docs. Inside the access log, which logs them (`426`, `DPE`), as Envoy's does.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct RejectHttp10Layer;
+
+impl<S> Layer<S> for RejectHttp10Layer {
+    type Service = RejectHttp10<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RejectHttp10 { inner }
+    }
+}
+
+/// The service of [`RejectHttp10Layer`].
+#[derive(Clone, Debug)]
+pub(super) struct RejectHttp10<S> {
+    inner: S,
+}
+
+impl<S, B, ResB> Service<Request<B>> for RejectHttp10<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = Response<Either<ResB, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = RejectHttp10Future<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if req.version() < http::Version::HTTP_11 {
+            tracing::debug!(version = ?req.version(), "HTTP/1.0 refused: 426 Upgrade Required");
+            return RejectHttp10Future::Refused {
+                response: Some(upgrade_required()),
+            };
+        }
+        RejectHttp10Future::Inner {
+            fut: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RejectHttp10`]: the inner service's, or the 426.
+    #[project = RejectProj]
+    pub(super) enum RejectHttp10Future<F, ResB> {
+        Inner { #[pin] fut: F },
+        Refused { response: Option<Response<Either<ResB, Full<Bytes>>>> },
+    }
+}
+
+impl<F, ResB> std::fmt::Debug for RejectHttp10Future<F, ResB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RejectHttp10Future")
+    }
+}
+
+impl<F, ResB, E> Future for RejectHttp10Future<F, ResB>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<Either<ResB, Full<Bytes>>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RejectProj::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
+            RejectProj::Refused { response } => match response.take() {
+                Some(r) => Poll::Ready(Ok(r)),
+                None => panic!("RejectHttp10Future polled after completion"),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xfcc(h: &HeaderMap) -> Vec<&str> {
+        h.get_all(XFCC)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn append_forward_as_envoy() {
+        let ours = HeaderValue::from_static("By=spiffe://a;Hash=00;Subject=\"\";URI=spiffe://b");
+        // (incoming values, result)
+        let cases: [(&[&str], &str); 4] = [
+            (&[], "By=spiffe://a;Hash=00;Subject=\"\";URI=spiffe://b"),
+            (
+                &["URI=x"],
+                "URI=x,By=spiffe://a;Hash=00;Subject=\"\";URI=spiffe://b",
+            ),
+            // a repeated header joined with `,`, empty values skipped (appendToHeader)
+            (
+                &["URI=x", "", "URI=y"],
+                "URI=x,URI=y,By=spiffe://a;Hash=00;Subject=\"\";URI=spiffe://b",
+            ),
+            (&[""], "By=spiffe://a;Hash=00;Subject=\"\";URI=spiffe://b"),
+        ];
+        for (incoming, want) in cases {
+            let mut h = HeaderMap::new();
+            for v in incoming {
+                h.append(XFCC, HeaderValue::from_str(v).unwrap());
+            }
+            append_forward(&mut h, Some(&ours));
+            assert_eq!(xfcc(&h), [want], "{incoming:?}");
+        }
+        // plaintext: removed, every value
+        let mut h = HeaderMap::new();
+        h.append(XFCC, HeaderValue::from_static("URI=spiffe://evil"));
+        h.append(XFCC, HeaderValue::from_static("URI=spiffe://evil2"));
+        append_forward(&mut h, None);
+        assert!(h.get(XFCC).is_none());
+    }
+
+    #[test]
+    fn details_are_the_gateway_element_without_cert() {
+        let ca = mesh_tls::MeshCa::self_signed("cluster.local").unwrap();
+        let id = |sa: &str| mesh_tls::Identity::new("cluster.local", "foo", sa).unwrap();
+        let ttl = std::time::Duration::from_secs(3600);
+        let server = ca.issue(&id("httpbin"), ttl, &[]).unwrap();
+        let client = ca.issue(&id("sleep"), ttl, &["sleep.foo.svc"]).unwrap();
+        let by = local_uri_sans(server.chain_der().unwrap()[0].as_ref());
+        assert_eq!(by, ["spiffe://cluster.local/ns/foo/sa/httpbin"]);
+        let leaf = client.chain_der().unwrap()[0].clone();
+        let v = client_cert_details(&by, leaf.as_ref()).unwrap();
+        let hash: String = gateway_xfcc::sha256(leaf.as_ref())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            v.to_str().unwrap(),
+            format!(
+                "By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash={hash};Subject=\"\";URI=spiffe://cluster.local/ns/foo/sa/sleep;DNS=sleep.foo.svc"
+            )
+        );
+        assert!(client_cert_details(&by, b"not a certificate").is_none());
+    }
+
+    #[tokio::test]
+    async fn http10_gets_426() {
+        let app = tower::service_fn(|_req: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let mut svc = RejectHttp10Layer.layer(app);
+        for (version, status) in [
+            (http::Version::HTTP_10, StatusCode::UPGRADE_REQUIRED),
+            (http::Version::HTTP_09, StatusCode::UPGRADE_REQUIRED),
+            (http::Version::HTTP_11, StatusCode::OK),
+            (http::Version::HTTP_2, StatusCode::OK),
+        ] {
+            let req = Request::builder().version(version).body(()).unwrap();
+            let resp = tower::ServiceExt::ready(&mut svc)
+                .await
+                .unwrap()
+                .call(req)
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), status, "{version:?}");
+            if status == StatusCode::UPGRADE_REQUIRED {
+                assert_eq!(resp.headers()[CONNECTION], "close");
+                assert_eq!(
+                    resp.extensions()
+                        .get::<crate::envoy::ResponseCodeDetails>()
+                        .unwrap()
+                        .0,
+                    "low_version"
+                );
+                let body = http_body_util::BodyExt::collect(resp.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                assert_eq!(body, "Upgrade Required");
+            }
+        }
+    }
+}

@@ -1,0 +1,743 @@
+//! The inbound listener's security details as an Istio sidecar has them, end to end over
+//! loopback with certificates from our CA: `x-forwarded-client-cert` (APPEND_FORWARD on
+//! mTLS, removed on plaintext), `connection.sni` on HTTP and TCP, `request.headers[:path]`
+//! with the query and `[:scheme]`, several jwtRules and Envoy's audience comparison, and
+//! HTTP/1.0 refused with 426.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::{Extension, Router};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::mesh::Mesh;
+use mesh_core::registry::Workload;
+use mesh_tls::rustls::crypto::hash::HashAlgorithm;
+use mesh_tls::rustls::SupportedCipherSuite;
+use mesh_tls::{
+    client_config, Alpn, ClientContext, ClientTlsMode, ClientTlsSettings, Destination, Identity,
+    MeshCa, WorkloadCredentials,
+};
+use mesh_tower::inbound::MeshServer;
+use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const HTTPBIN_HOST: &str = "httpbin.foo.svc.cluster.local";
+const SERVICE: &str = "
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000}]
+";
+
+struct Pki {
+    ca: MeshCa,
+}
+
+impl Pki {
+    fn new() -> Self {
+        Pki {
+            ca: MeshCa::self_signed("cluster.local").unwrap(),
+        }
+    }
+
+    fn creds(&self, ns: &str, sa: &str, dns: &[&str]) -> Arc<WorkloadCredentials> {
+        let id = Identity::new("cluster.local", ns, sa).unwrap();
+        WorkloadCredentials::new(self.ca.issue(&id, Duration::from_secs(3600), dns).unwrap())
+            .unwrap()
+    }
+}
+
+fn reload(mesh: &Mesh, yaml: &str) {
+    let mut all = SERVICE.to_string();
+    if !yaml.is_empty() {
+        all.push_str("---\n");
+        all.push_str(yaml);
+    }
+    mesh.reload_loaded(mesh_core::load::load_str(&all, "test.yaml"))
+        .expect("config accepted");
+}
+
+/// httpbin: `/headers` echoes the XFCC header (`-` when absent), `/jwt` the request
+/// principal; every request is counted.
+fn app(calls: Arc<AtomicUsize>) -> Router {
+    Router::new()
+        .route(
+            "/headers",
+            get(|headers: http::HeaderMap| async move {
+                let all: Vec<&str> = headers
+                    .get_all("x-forwarded-client-cert")
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                if all.is_empty() {
+                    "-".to_owned()
+                } else {
+                    all.join("|")
+                }
+            }),
+        )
+        .route(
+            "/jwt",
+            get(
+                |auth: Option<Extension<mesh_core::authz::RequestAuth>>| async move {
+                    auth.map_or("-".to_owned(), |a| a.0.principal)
+                },
+            ),
+        )
+        .fallback(|| async { "ok" })
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                next.run(req)
+            },
+        ))
+}
+
+struct Httpbin {
+    mesh: Mesh,
+    addr: SocketAddr,
+    calls: Arc<AtomicUsize>,
+}
+
+async fn start(pki: &Pki, yaml: &str) -> Httpbin {
+    let mesh = Mesh::from_yaml(SERVICE).unwrap();
+    reload(&mesh, yaml);
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "httpbin",
+        labels,
+        pki.creds("foo", "httpbin", &[]),
+    )
+    .service_host(HTTPBIN_HOST)
+    .port(8000)
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let s = server.clone();
+    let a = app(Arc::clone(&calls));
+    tokio::spawn(async move { s.serve(listener, a).await });
+    mesh.register(Workload {
+        name: "httpbin".to_string(),
+        namespace: "foo".to_string(),
+        service_account: "httpbin".to_string(),
+        labels: [("app".to_string(), "httpbin".to_string())].into(),
+        address: addr.ip(),
+        ports: [("http".to_string(), addr.port())].into(),
+        locality: None,
+        weight: 0,
+    });
+    Httpbin { mesh, addr, calls }
+}
+
+type Resp = (StatusCode, Bytes);
+
+fn tls_to_httpbin(client: &WorkloadCredentials, alpn: Alpn) -> mesh_tls::OutboundTls {
+    client_config(
+        &ClientTlsSettings {
+            mode: ClientTlsMode::IstioMutual,
+            ..Default::default()
+        },
+        &Destination {
+            host: HTTPBIN_HOST,
+            port: 8000,
+            subset: None,
+            service_accounts: &[Identity::new("cluster.local", "foo", "httpbin").unwrap()],
+        },
+        &ClientContext {
+            workload: Some(client),
+            credentials: None,
+            alpn,
+        },
+    )
+    .unwrap()
+    .unwrap()
+}
+
+/// One request over a new mTLS connection as `client` (HTTP/1.1, or HTTP/2 with `h2`); the
+/// client sends SNI `outbound_.8000_._.httpbin.foo.svc.cluster.local`.
+async fn mtls(
+    addr: SocketAddr,
+    client: &WorkloadCredentials,
+    h2: bool,
+    req: Request<Full<Bytes>>,
+) -> std::io::Result<Resp> {
+    let tls = tls_to_httpbin(client, if h2 { Alpn::Http2 } else { Alpn::Http1 });
+    let stream = tls.connect(TcpStream::connect(addr).await?).await?;
+    send(TokioIo::new(stream), h2, req).await
+}
+
+async fn plain(addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Result<Resp> {
+    let tcp = TcpStream::connect(addr).await?;
+    send(TokioIo::new(tcp), false, req).await
+}
+
+async fn send<IO>(io: IO, h2: bool, req: Request<Full<Bytes>>) -> std::io::Result<Resp>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let err = std::io::Error::other;
+    let resp = if h2 {
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(err)?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(err)?
+    } else {
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(err)?;
+        tokio::spawn(conn);
+        tx.send_request(req).await.map_err(err)?
+    };
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(err)?.to_bytes();
+    Ok((parts.status, body))
+}
+
+fn get_req(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut b = Request::get(path).header("host", "httpbin.foo:8000");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::new())).unwrap()
+}
+
+/// SHA-256 of the peer certificate, lower-case hex (Envoy's `Hash=`), with the TLS
+/// provider's hash.
+fn sha256_hex(der: &[u8]) -> String {
+    let provider = mesh_tls::provider();
+    let hash = provider
+        .cipher_suites
+        .iter()
+        .find_map(|s| match s {
+            SupportedCipherSuite::Tls13(s)
+                if s.common.hash_provider.algorithm() == HashAlgorithm::SHA256 =>
+            {
+                Some(s.common.hash_provider)
+            }
+            _ => None,
+        })
+        .unwrap();
+    hash.hash(der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Istio's sidecar inbound: APPEND_FORWARD with Subject, URI and DNS; a plaintext caller's
+/// header removed before authorization and the application see the request.
+#[tokio::test]
+async fn xfcc_append_forward_on_mtls_removed_on_plaintext() {
+    let pki = Pki::new();
+    let h = start(&pki, "").await;
+    let sleep = pki.creds("foo", "sleep", &["sleep.foo.svc.cluster.local"]);
+    let leaf = sleep.current().chain_der().unwrap()[0].clone();
+    let ours = format!(
+        "By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/foo/sa/sleep;DNS=sleep.foo.svc.cluster.local",
+        sha256_hex(leaf.as_ref())
+    );
+    let spoof = "URI=spiffe://cluster.local/ns/admin/sa/root";
+    for h2 in [false, true] {
+        let (status, body) = mtls(h.addr, &sleep, h2, get_req("/headers", &[]))
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, ours.as_str(), "h2={h2}");
+        // what the caller sent stays, ours is the rightmost element
+        let (_, body) = mtls(
+            h.addr,
+            &sleep,
+            h2,
+            get_req("/headers", &[("x-forwarded-client-cert", spoof)]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(body, format!("{spoof},{ours}").as_str(), "h2={h2}");
+    }
+    // several headers are joined into one, as Envoy's header map joins them
+    let (_, body) = mtls(
+        h.addr,
+        &sleep,
+        false,
+        get_req(
+            "/headers",
+            &[
+                ("x-forwarded-client-cert", "URI=a"),
+                ("x-forwarded-client-cert", "URI=b"),
+            ],
+        ),
+    )
+    .await
+    .unwrap();
+    assert_eq!(body, format!("URI=a,URI=b,{ours}").as_str());
+    // plaintext (PERMISSIVE): the caller's header never arrives
+    let (status, body) = plain(
+        h.addr,
+        get_req("/headers", &[("x-forwarded-client-cert", spoof)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"-"[..]));
+
+    // authorization sees the header as mutated: a DENY on its presence denies mTLS callers
+    // only
+    reload(
+        &h.mesh,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-xfcc, namespace: foo}
+spec:
+  action: DENY
+  rules: [{when: [{key: 'request.headers[x-forwarded-client-cert]', values: ['*']}]}]
+",
+    );
+    let (status, _) = plain(
+        h.addr,
+        get_req("/headers", &[("x-forwarded-client-cert", spoof)]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = mtls(h.addr, &sleep, false, get_req("/headers", &[]))
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+}
+
+/// The finding's scenario through our own client: sleep's MeshClient calls httpbin; the
+/// application reads the rightmost element's `URI`.
+#[tokio::test]
+async fn xfcc_from_a_mesh_client() {
+    let pki = Pki::new();
+    let h = start(&pki, "").await;
+    let client = MeshClient::builder(h.mesh.clone(), ClientWorkload::new("sleep", "foo", "sleep"))
+        .credentials(pki.creds("foo", "sleep", &[]))
+        .build();
+    let req = Request::get("http://httpbin.foo:8000/headers")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = std::str::from_utf8(&body).unwrap();
+    let last = text.rsplit(',').next().unwrap();
+    assert!(
+        last.starts_with("By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash="),
+        "{text}"
+    );
+    assert!(
+        last.ends_with(";Subject=\"\";URI=spiffe://cluster.local/ns/foo/sa/sleep"),
+        "{text}"
+    );
+}
+
+fn policy(name: &str, action: &str, rules: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: {name}, namespace: foo}}
+spec:
+  selector: {{matchLabels: {{app: httpbin}}}}
+  action: {action}
+  rules: {rules}
+"
+    )
+}
+
+/// `connection.sni` is the server name the client sent: mesh clients send
+/// `outbound_.8000_._.httpbin.foo.svc.cluster.local`; plaintext has none.
+#[tokio::test]
+async fn connection_sni_on_http() {
+    let pki = Pki::new();
+    let h = start(&pki, "").await;
+    let sleep = pki.creds("foo", "sleep", &[]);
+    let cases = [
+        // (policy, mTLS status, plaintext status)
+        (
+            policy(
+                "deny-sni",
+                "DENY",
+                "[{when: [{key: connection.sni, values: ['*httpbin.foo.svc.cluster.local']}]}]",
+            ),
+            403,
+            200,
+        ),
+        (
+            policy(
+                "allow-sni",
+                "ALLOW",
+                "[{when: [{key: connection.sni, values: ['outbound_.8000_._.httpbin.foo.svc.cluster.local']}]}]",
+            ),
+            200,
+            403,
+        ),
+        (
+            policy(
+                "deny-other-sni",
+                "DENY",
+                "[{when: [{key: connection.sni, notValues: ['*httpbin.foo.svc.cluster.local']}]}]",
+            ),
+            200,
+            403,
+        ),
+    ];
+    for (yaml, want_mtls, want_plain) in cases {
+        reload(&h.mesh, &yaml);
+        for h2 in [false, true] {
+            let (status, _) = mtls(h.addr, &sleep, h2, get_req("/ip", &[])).await.unwrap();
+            assert_eq!(status, want_mtls, "{yaml} h2={h2}");
+        }
+        let (status, _) = plain(h.addr, get_req("/ip", &[])).await.unwrap();
+        assert_eq!(status, want_plain, "{yaml} plaintext");
+    }
+}
+
+/// `connection.sni` on `serve_tcp`: a DENY on the SNI closes the connection before the
+/// handler sees it.
+#[tokio::test]
+async fn connection_sni_on_tcp() {
+    let pki = Pki::new();
+    let mesh = Mesh::from_yaml(SERVICE).unwrap();
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "httpbin",
+        labels,
+        pki.creds("foo", "httpbin", &[]),
+    )
+    .port(8000)
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Option<String>>::new()));
+    let s = Arc::clone(&seen);
+    tokio::spawn(async move {
+        server
+            .serve_tcp(listener, move |mut conn| {
+                let s = Arc::clone(&s);
+                async move {
+                    s.lock().unwrap().push(
+                        conn.connection_info()
+                            .and_then(|i| i.sni().map(str::to_owned)),
+                    );
+                    let _ = conn.write_all(b"hello").await;
+                }
+            })
+            .await
+    });
+    let sleep = pki.creds("foo", "sleep", &[]);
+    let talk = || async {
+        let tls = tls_to_httpbin(&sleep, Alpn::None);
+        let mut stream = tls
+            .connect(TcpStream::connect(addr).await.unwrap())
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+        buf
+    };
+    assert_eq!(talk().await, b"hello");
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [Some(
+            "outbound_.8000_._.httpbin.foo.svc.cluster.local".to_owned()
+        )]
+    );
+    reload(
+        &mesh,
+        &policy(
+            "deny-sni",
+            "DENY",
+            "[{when: [{key: connection.sni, values: ['*httpbin.foo.svc.cluster.local']}]}]",
+        ),
+    );
+    assert_eq!(talk().await, b"", "denied: closed without a byte");
+    assert_eq!(seen.lock().unwrap().len(), 1, "the handler never ran");
+    reload(
+        &mesh,
+        &policy(
+            "deny-other",
+            "DENY",
+            "[{when: [{key: connection.sni, values: ['*.example.com']}]}]",
+        ),
+    );
+    assert_eq!(talk().await, b"hello");
+}
+
+/// `request.headers[:path]` is Envoy's `:path`, query included, while `paths` ignore the
+/// query; `request.headers[:scheme]` compiles and reads the scheme.
+#[tokio::test]
+async fn path_query_and_scheme_conditions() {
+    let pki = Pki::new();
+    let h = start(&pki, "").await;
+    let sleep = pki.creds("foo", "sleep", &[]);
+    // /tmp/sweep2/a2.yaml
+    reload(
+        &h.mesh,
+        &policy(
+            "deny-debug",
+            "DENY",
+            "[{when: [{key: 'request.headers[:path]', values: ['*debug=1']}]}]",
+        ),
+    );
+    for (path, want) in [
+        ("/x?debug=1", 403),
+        ("/x?debug=0", 200),
+        ("/a/../x?debug=1", 403),
+    ] {
+        let (status, _) = plain(h.addr, get_req(path, &[])).await.unwrap();
+        assert_eq!(status, want, "{path}");
+        let (status, _) = mtls(h.addr, &sleep, true, get_req(path, &[]))
+            .await
+            .unwrap();
+        assert_eq!(status, want, "{path} h2");
+    }
+    reload(
+        &h.mesh,
+        &policy(
+            "public",
+            "ALLOW",
+            "[{when: [{key: 'request.headers[:path]', values: [/public]}]}]",
+        ),
+    );
+    for (path, want) in [("/public", 200), ("/public?a=1", 403)] {
+        let (status, _) = plain(h.addr, get_req(path, &[])).await.unwrap();
+        assert_eq!(status, want, "{path}");
+    }
+    // `paths` drop the query
+    reload(
+        &h.mesh,
+        &policy(
+            "public-paths",
+            "ALLOW",
+            "[{to: [{operation: {paths: [/public]}}]}]",
+        ),
+    );
+    let (status, _) = plain(h.addr, get_req("/public?a=1", &[])).await.unwrap();
+    assert_eq!(status, 200);
+
+    // /tmp/sweep2/a3.yaml: compiles, and does not deny everything
+    let deny_scheme = |scheme: &str| {
+        policy(
+            "deny-scheme",
+            "DENY",
+            &format!("[{{when: [{{key: 'request.headers[:scheme]', values: [{scheme}]}}]}}]"),
+        )
+    };
+    reload(&h.mesh, &deny_scheme("ftp"));
+    assert_eq!(plain(h.addr, get_req("/x", &[])).await.unwrap().0, 200);
+    reload(&h.mesh, &deny_scheme("http"));
+    assert_eq!(plain(h.addr, get_req("/x", &[])).await.unwrap().0, 403);
+    // HTTP/1.1 over mTLS is `https`, unless the caller's x-forwarded-proto says otherwise
+    assert_eq!(
+        mtls(h.addr, &sleep, false, get_req("/x", &[]))
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    assert_eq!(
+        mtls(
+            h.addr,
+            &sleep,
+            false,
+            get_req("/x", &[("x-forwarded-proto", "http")])
+        )
+        .await
+        .unwrap()
+        .0,
+        403
+    );
+    reload(&h.mesh, &deny_scheme("https"));
+    assert_eq!(
+        mtls(h.addr, &sleep, false, get_req("/x", &[]))
+            .await
+            .unwrap()
+            .0,
+        403
+    );
+    assert_eq!(plain(h.addr, get_req("/x", &[])).await.unwrap().0, 200);
+}
+
+fn hs256(kid: &str, secret: &[u8], claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            kid: Some(kid.into()),
+            ..Default::default()
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+/// Several jwtRules as Istio's `requires_any`: a valid token for one rule passes even when
+/// another rule's location holds a bad one; audiences compared as Envoy does.
+#[tokio::test]
+async fn several_jwt_rules_and_audiences() {
+    let pki = Pki::new();
+    // keys "secret-a" and "secret-b", base64url
+    let h = start(
+        &pki,
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: a.example.com
+    audiences: [https://api.example.com]
+    jwks: '{"keys": [{"kty": "oct", "kid": "a", "alg": "HS256", "k": "c2VjcmV0LWE"}]}'
+    fromHeaders: [{name: x-a}]
+  - issuer: b.example.com
+    jwks: '{"keys": [{"kty": "oct", "kid": "b", "alg": "HS256", "k": "c2VjcmV0LWI"}]}'
+    fromHeaders: [{name: x-b}]
+"#,
+    )
+    .await;
+    let a = |aud: &str| {
+        hs256(
+            "a",
+            b"secret-a",
+            serde_json::json!({"iss": "a.example.com", "sub": "alice", "aud": aud}),
+        )
+    };
+    let b = hs256(
+        "b",
+        b"secret-b",
+        serde_json::json!({"iss": "b.example.com", "sub": "bob"}),
+    );
+    // the common Auth0 form: a trailing `/`
+    let good_a = a("https://api.example.com/");
+    // (request headers, status, body)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            vec![("x-a", &good_a), ("x-b", "garbage")],
+            200,
+            "a.example.com/alice",
+        ),
+        (
+            vec![("x-a", "garbage"), ("x-b", &b)],
+            200,
+            "b.example.com/bob",
+        ),
+        (
+            vec![("x-a", &good_a), ("x-b", &b)],
+            200,
+            "a.example.com/alice",
+        ),
+        (
+            vec![("x-a", "garbage")],
+            401,
+            "Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections",
+        ),
+        (vec![("x-a", "garbage"), ("x-b", "garbage")], 401, ""),
+        (vec![], 200, "-"),
+    ];
+    for (headers, want, body) in cases {
+        let (status, got) = plain(h.addr, get_req("/jwt", &headers)).await.unwrap();
+        assert_eq!(status, want, "{headers:?}: {got:?}");
+        if !body.is_empty() {
+            assert_eq!(got, body, "{headers:?}");
+        }
+    }
+    let other = a("https://other.example.com");
+    let (status, got) = plain(h.addr, get_req("/jwt", &[("x-a", &other)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, got.as_ref()),
+        (
+            StatusCode::UNAUTHORIZED,
+            &b"Audiences in Jwt are not allowed"[..]
+        )
+    );
+    let http_form = a("http://api.example.com");
+    let (status, got) = plain(h.addr, get_req("/jwt", &[("x-a", &http_form)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, got.as_ref()),
+        (StatusCode::OK, &b"a.example.com/alice"[..])
+    );
+}
+
+/// Raw HTTP/1.x on a stream: the whole reply (the server closes after it).
+async fn raw<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut s: S,
+    request: &str,
+) -> String {
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+/// HTTP/1.0 gets Envoy's `426 Upgrade Required` (Istio leaves `accept_http_10` off), on
+/// plaintext and mTLS, before authorization and the application.
+#[tokio::test]
+async fn http10_is_refused_with_426() {
+    let pki = Pki::new();
+    let h = start(&pki, "").await;
+    let sleep = pki.creds("foo", "sleep", &[]);
+    let req10 = "GET /headers HTTP/1.0\r\nHost: httpbin.foo:8000\r\n\r\n";
+    let check = |reply: &str| {
+        // (Envoy writes its status line as `HTTP/1.1`; hyper answers an HTTP/1.0 request
+        // in HTTP/1.0: same status, reason and body)
+        assert!(
+            reply.starts_with("HTTP/1.0 426 Upgrade Required\r\n"),
+            "{reply}"
+        );
+        let lower = reply.to_ascii_lowercase();
+        assert!(lower.contains("\r\nconnection: close\r\n"), "{reply}");
+        assert!(
+            lower.contains("\r\ncontent-type: text/plain\r\n"),
+            "{reply}"
+        );
+        assert!(reply.ends_with("\r\n\r\nUpgrade Required"), "{reply}");
+    };
+    check(&raw(TcpStream::connect(h.addr).await.unwrap(), req10).await);
+    let tls = tls_to_httpbin(&sleep, Alpn::Http1);
+    let stream = tls
+        .connect(TcpStream::connect(h.addr).await.unwrap())
+        .await
+        .unwrap();
+    check(&raw(stream, req10).await);
+    assert_eq!(
+        h.calls.load(Ordering::SeqCst),
+        0,
+        "the application never saw them"
+    );
+    // even a policy that denies everything is not asked
+    reload(&h.mesh, &policy("deny-all", "DENY", "[{}]"));
+    check(&raw(TcpStream::connect(h.addr).await.unwrap(), req10).await);
+    reload(&h.mesh, "");
+    // HTTP/1.1 is served
+    let reply = raw(
+        TcpStream::connect(h.addr).await.unwrap(),
+        "GET /ip HTTP/1.1\r\nHost: httpbin.foo:8000\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert_eq!(h.calls.load(Ordering::SeqCst), 1);
+}
