@@ -250,6 +250,24 @@ fn an_egress_proxy_is_not_reported() {
 }
 
 #[test]
+fn sidecar_ingress_and_inbound_pool_are_said_not_to_apply() {
+    let ds = run(
+        "Sidecar",
+        "default",
+        "ingress: [{port: {number: 9080, protocol: HTTP, name: http}, defaultEndpoint: '127.0.0.1:8080'}]\ninboundConnectionPool: {http: {http1MaxPendingRequests: 10}}",
+    );
+    let not_applied: Vec<_> = ds
+        .iter()
+        .filter(|d| d.code == "IM0013" && d.severity == Severity::Warning)
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(not_applied.len(), 2, "{ds:#?}");
+    assert!(not_applied[0].contains("ingress listeners are not applied"));
+    assert!(not_applied[1].contains("inboundConnectionPool is not applied"));
+    assert!(ds.iter().all(|d| d.severity != Severity::Error), "{ds:#?}");
+}
+
+#[test]
 fn root_namespace_peer_authentication_with_selector_is_flagged() {
     let ds = run(
         "PeerAuthentication",

@@ -46,6 +46,23 @@ fn validate_port_name_and_protocol(cx: &mut Ctx<'_>, pp: &str, port: &Port) {
 }
 
 pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
+    // valid Istio that the in-process mesh has no listener for: said once, not silently
+    if !sc.ingress.is_empty() {
+        cx.with_code(
+            crate::diag::Severity::Warning,
+            crate::diag::codes::NOT_APPLIED,
+            "spec.ingress",
+            "sidecar: ingress listeners are not applied by inmesh (the application serves its own ports; wrap them in a MeshServer)",
+        );
+    }
+    if sc.inbound_connection_pool.is_some() {
+        cx.with_code(
+            crate::diag::Severity::Warning,
+            crate::diag::codes::NOT_APPLIED,
+            "spec.inboundConnectionPool",
+            "sidecar: inboundConnectionPool is not applied by inmesh (a MeshServer has no connection pool to its application)",
+        );
+    }
     if let Some(sel) = &sc.workload_selector {
         validate_workload_selector(
             cx,
