@@ -740,8 +740,13 @@ spec:
 "
         )
     };
-    // idle: bytes keep it open, silence closes it
-    let mesh = Mesh::from_yaml(&dr("{idleTimeout: 300ms}")).unwrap();
+    // idle: bytes keep it open, silence closes it; from the top level even with a
+    // port-level policy (istiod builds the TCP proxy from the top level alone)
+    let with_port_level = dr("{idleTimeout: 300ms}").replace(
+        "trafficPolicy: {",
+        "trafficPolicy: {portLevelSettings: [{port: {number: 9000}, connectionPool: {tcp: {connectTimeout: 5s}}}], ",
+    );
+    let mesh = Mesh::from_yaml(&with_port_level).unwrap();
     let metrics = Arc::new(IstioMetrics::new());
     start_echo(&mesh, &pki, "v1", &metrics).await;
     let sleep = sleep_client(&mesh, &pki);

@@ -212,6 +212,9 @@ pub(crate) struct DestState {
     subset_found: bool,
     lb_settings: Option<LoadBalancerSettings>,
     pool_settings: Option<ConnectionPoolSettings>,
+    /// The DestinationRule's top-level `connectionPool.tcp`, which alone sets a TCP proxy's
+    /// timeouts (see [`DestState::tcp_timeouts`]).
+    top_tcp: Option<mesh_core::model::TcpSettings>,
     outlier_settings: Option<OutlierDetection>,
     pub(crate) tls_settings: Option<CoreTls>,
     endpoints: Vec<EndpointSpec>,
@@ -269,9 +272,12 @@ impl DestState {
 
     /// The TCP proxy timeouts of an opaque connection to this destination: the
     /// DestinationRule's `connectionPool.tcp.idleTimeout` (1 h when unset, as Envoy's TCP
-    /// proxy; `0s` disables it) and `maxConnectionDuration` (none when unset).
+    /// proxy; `0s` disables it) and `maxConnectionDuration` (none when unset), from its
+    /// top-level traffic policy only: istiod builds the TCP proxy from
+    /// `GetTrafficPolicy().GetConnectionPool().GetTcp()`, subsets and port-level settings
+    /// aside.
     pub(crate) fn tcp_timeouts(&self) -> (Option<Duration>, Option<Duration>) {
-        let tcp = self.pool_settings.as_ref().and_then(|p| p.tcp.as_ref());
+        let tcp = self.top_tcp.as_ref();
         let idle = match tcp.and_then(|t| t.idle_timeout) {
             None => Some(crate::tcp::DEFAULT_IDLE_TIMEOUT),
             Some(d) => Some(d.as_std()).filter(|d| !d.is_zero()),
@@ -468,11 +474,23 @@ fn inputs<'a>(
     }
 }
 
+/// The top-level `connectionPool.tcp` of the DestinationRule in `p`.
+fn top_tcp<'a>(p: &EffectivePolicy<'a>) -> Option<&'a mesh_core::model::TcpSettings> {
+    p.destination_rule?
+        .traffic_policy
+        .as_ref()?
+        .connection_pool
+        .as_deref()?
+        .tcp
+        .as_ref()
+}
+
 impl DestState {
     fn same_as(&self, i: &Inputs<'_>) -> bool {
         self.subset_found == i.policy.subset_found
             && self.lb_settings.as_ref() == i.policy.load_balancer
             && self.pool_settings.as_ref() == i.policy.connection_pool
+            && self.top_tcp.as_ref() == top_tcp(&i.policy)
             && self.outlier_settings.as_ref() == i.policy.outlier_detection
             && self.tls_settings.as_ref() == i.policy.tls
             && self.endpoints == i.endpoints
@@ -1106,6 +1124,7 @@ fn build(
         subset_found: p.subset_found,
         lb_settings: p.load_balancer.cloned(),
         pool_settings: p.connection_pool.cloned(),
+        top_tcp: top_tcp(&p).cloned(),
         outlier_settings: p.outlier_detection.cloned(),
         tls_settings: p.tls.cloned(),
         endpoints: i.endpoints,
