@@ -1124,7 +1124,7 @@ fn build(
         subset_found: p.subset_found,
         lb_settings: p.load_balancer.cloned(),
         pool_settings: p.connection_pool.cloned(),
-        top_tcp: top_tcp(&p).cloned(),
+        top_tcp: top_tcp(p).cloned(),
         outlier_settings: p.outlier_detection.cloned(),
         tls_settings: p.tls.cloned(),
         endpoints: i.endpoints,
