@@ -680,7 +680,7 @@ spec:
         "{}apiVersion: v1
 kind: Service
 metadata: {{name: api, namespace: foo}}
-spec: {{selector: {{app: api}}, ports: [{{name: tls, port: {p}}}]}}
+spec: {{clusterIP: 10.96.0.50, selector: {{app: api}}, ports: [{{name: tls, port: {p}}}]}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -690,6 +690,8 @@ spec:
   tls:
   - match: [{{port: {p}, sniHosts: [api]}}]
     route: [{{destination: {{host: mirror.example.com, port: {{number: 443}}}}}}]
+  tcp:
+  - route: [{{destination: {{host: mirror.example.com, port: {{number: 443}}}}}}]
 ",
         se("mirror", "mirror.example.com", addrs[1].port()),
         p = addrs[0].port()
@@ -717,6 +719,14 @@ spec:
     // TLS port goes to the service itself
     let mut conn = client
         .connect(&format!("api.foo:{}", addrs[0].port()))
+        .await
+        .unwrap();
+    let n = conn.read(&mut buf).await.unwrap();
+    assert_eq!(&buf[..n], b"primary");
+    // by the service's address: a TLS port has no `tcp` routes at a sidecar, and with no
+    // SNI known no `tls` route matches: the service itself
+    let mut conn = client
+        .connect(&format!("10.96.0.50:{}", addrs[0].port()))
         .await
         .unwrap();
     let n = conn.read(&mut buf).await.unwrap();

@@ -1311,23 +1311,36 @@ impl<'a> RouteDecision<'a> {
 ///
 /// let snap = mesh_core::mesh::Mesh::from_yaml("
 /// apiVersion: networking.istio.io/v1
+/// kind: ServiceEntry
+/// metadata: {name: db}
+/// spec:
+///   hosts: [db.internal]
+///   addresses: [10.20.0.0/16]
+///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+///   resolution: NONE
+/// ---
+/// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: db-by-subnet}
 /// spec:
 ///   hosts: [db.internal]
 ///   tcp:
-///   - match: [{destinationSubnets: [10.20.0.0/16], port: 5432}]
-///     route: [{destination: {host: db.internal, port: {number: 5432}}}]
+///   - match: [{destinationSubnets: [10.20.1.0/24], port: 5432}]
+///     route: [{destination: {host: db-replica.internal, port: {number: 5432}}}]
 /// ").unwrap().snapshot();
-/// // no service owns the address: VirtualServices naming its subnet apply
-/// let attrs = L4Attrs {
-///     destination_ip: Some("10.20.1.2".parse().unwrap()),
+/// // the ServiceEntry's range owns the address; the route's subnet matches it
+/// let to = |ip: &str| L4Attrs {
+///     destination_ip: Some(ip.parse().unwrap()),
 ///     ..L4Attrs::new("default", 5432)
 /// };
-/// assert_eq!(attrs.gateway, None); // mesh traffic
-/// let d = snap.route_tcp(&attrs);
+/// assert_eq!(to("10.20.1.2").gateway, None); // mesh traffic
+/// let d = snap.route_tcp(&to("10.20.1.2"));
 /// assert_eq!(d.route_index, Some(0));
-/// assert_eq!(&*d.destinations[0].host, "db.internal");
+/// assert_eq!(&*d.destinations[0].host, "db-replica.internal");
+/// // outside the route's subnet: the service itself
+/// assert_eq!(&*snap.route_tcp(&to("10.20.9.9")).destinations[0].host, "db.internal");
+/// // an address no service owns: passed through, whatever subnet a route names
+/// assert!(snap.route_tcp(&to("10.30.0.1")).virtual_service.is_none());
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct L4Attrs<'a> {
@@ -2942,30 +2955,9 @@ impl RouteTable {
                 .iter()
                 .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.ok(a)))
         };
-        let mut cands = self.l4_candidates(&host, a, sidecar);
-        if cands.is_empty() && a.gateway.is_none() {
-            // no service by address: VirtualServices whose tcp matches name the subnet
-            cands = self
-                .vss
-                .iter()
-                .filter(|v| {
-                    !v.is_delegate
-                        && v.info.gateways.iter().any(|g| &**g == "mesh")
-                        && v.info.export_to.visible_to(a.client_namespace)
-                        && sidecar.is_none_or(|sc| {
-                            sc.imports_virtual_service(
-                                a.client_namespace,
-                                &v.info.namespace,
-                                &v.info.hosts,
-                                a.port,
-                            )
-                        })
-                        && v.tcp
-                            .iter()
-                            .any(|r| r.matches.iter().any(|m| !m.subnets.is_empty() && m.ok(a)))
-                })
-                .collect();
-        }
+        // (an address no service owns has no listener of its own at a sidecar: it takes the
+        // passthrough chain, whatever `destinationSubnets` a VirtualService names)
+        let cands = self.l4_candidates(&host, a, sidecar);
         for vs in cands {
             if let Some(r) = rule_hit(vs) {
                 return L4Decision {

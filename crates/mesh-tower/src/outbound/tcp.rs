@@ -142,7 +142,13 @@ impl MeshClient {
             (None, Some(s)) => Some(s.hostname.to_string()),
             (None, None) => Some(host.to_ascii_lowercase()),
         };
-        let protocol = named.and_then(|s| s.port(port)).map(|p| &*p.protocol);
+        // an address asked for is the service that owns it (its port's protocol decides the
+        // filter chain, as at a sidecar)
+        let by_address = ip.and_then(|a| snap.registry().service_by_address(a, port, ns));
+        let protocol = named
+            .or(by_address)
+            .and_then(|s| s.port(port))
+            .map(|p| &*p.protocol);
         // a port declared HTTP gets an HTTP connection manager from istiod, never a TCP
         // proxy: the VirtualService's `http` routes and HTTP authorization apply there,
         // which only `MeshClient::request` honours
@@ -168,7 +174,14 @@ impl MeshClient {
                 .filter(|n| n.prefix_len() == n.max_prefix_len())
                 .map(|n| n.addr())
         });
-        let decision = if tls_port {
+        let decision = if tls_port && ip.is_some() {
+            // by address the SNI is unknown (the application's ClientHello is not read):
+            // no `tls` route matches, and the service's own cluster takes it
+            match by_address.filter(|s| !s.hostname.starts_with('*')) {
+                Some(s) => snap.route_tls_to(&attrs, &s.hostname),
+                None => snap.route_tls(&attrs),
+            }
+        } else if tls_port {
             attrs.sni = Some(&sni);
             // the service's VirtualServices (a short name `reviews` is the SNI the
             // application sends, and `reviews.<ns>.svc.cluster.local` the service)
