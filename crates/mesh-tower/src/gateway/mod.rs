@@ -28,7 +28,10 @@
 //!   - `AUTO_PASSTHROUGH` (an east-west gateway): the SNI of a mesh client's mutual TLS,
 //!     `outbound_.<port>_.<subset>_.<host>`, names the service, port and subset (the
 //!     server's `hosts` select which services), and the bytes go to one of its endpoints
-//!     untouched, with no VirtualService: the workload terminates the client's TLS;
+//!     untouched, with no VirtualService: the workload terminates the client's TLS; only
+//!     a ClientHello offering one of Istio's mTLS ALPNs (`istio`, `istio-peer-exchange`,
+//!     `istio-http/1.0`, `istio-http/1.1`, `istio-h2`) matches, as istiod's filter chains
+//!     require, so a TLS client outside the mesh cannot reach a workload through it;
 //! - **TCP servers** (`TCP`, and `MONGO`, `MYSQL`, `REDIS`, which Istio proxies as TCP):
 //!   the connection is routed by the bound VirtualServices' `tcp` routes (by port).
 //!
@@ -79,7 +82,8 @@
 //! response headers, not to the upgraded stream. As Envoy with Istio's `upgrade_configs`,
 //! an `h2c` upgrade offer is dropped (the request is served as plain HTTP/1.1) and any other
 //! upgrade protocol is refused with 403.
-//! Envoy's local replies are reproduced: 404 when no VirtualService or route matches, 503
+//! Envoy's local replies are reproduced: 426 `Upgrade Required` to an HTTP/1.0 request
+//! (Istio leaves `accept_http_10` off), 404 when no VirtualService or route matches, 503
 //! (NC) for an unknown destination or subset, 503 `no healthy upstream` without endpoints,
 //! 503 `upstream connect error ...` when no endpoint can be reached after the retries, 504
 //! `upstream request timeout`; VirtualService redirects and direct responses are answered
@@ -897,11 +901,11 @@ impl GatewayBuilder {
             self.namespace.as_str(),
             self.labels.clone(),
         )
-        .with_ext_authz_client(client.clone())
-        .for_gateway(
-            self.num_trusted_proxies
-                .unwrap_or(self.mesh.options().num_trusted_proxies),
-        );
+        .with_ext_authz_client(client.clone());
+        let num_trusted_proxies = self
+            .num_trusted_proxies
+            .unwrap_or(self.mesh.options().num_trusted_proxies);
+        let authz = authz.for_gateway(num_trusted_proxies);
         let inner = Arc::new(Inner {
             access_log: AccessLogLayer::inbound().with_mesh_format(&self.mesh),
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
@@ -914,6 +918,7 @@ impl GatewayBuilder {
             workload: self.workload,
             cache,
             hello_timeout: self.hello_timeout,
+            num_trusted_proxies,
             client,
         });
         let mut addrs = BTreeMap::new();
@@ -954,6 +959,8 @@ struct Inner {
     workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
     cache: tls::ConfigCache,
     hello_timeout: Duration,
+    /// `gatewayTopology.numTrustedProxies` (Envoy's `xff_num_trusted_hops`).
+    num_trusted_proxies: u32,
     /// The gateway's outbound side: the mesh client of its workload, which forwards every
     /// routed request (balancing, retries, pooled TLS origination).
     client: MeshClient,
@@ -1350,9 +1357,30 @@ fn host_score(pattern: &str, host: Option<&str>) -> Option<usize> {
     pattern.eq_ignore_ascii_case(host).then_some(usize::MAX)
 }
 
+/// The ALPN protocols of Istio's mutual TLS (pilot `allIstioMtlsALPNs`): an
+/// AUTO_PASSTHROUGH filter chain matches only a ClientHello offering one of them.
+const ISTIO_MTLS_ALPNS: [&[u8]; 5] = [
+    b"istio",
+    b"istio-peer-exchange",
+    b"istio-http/1.0",
+    b"istio-http/1.1",
+    b"istio-h2",
+];
+
+/// Whether a ClientHello's ALPN list offers one of [`ISTIO_MTLS_ALPNS`] (Envoy's
+/// `application_protocols` filter chain match: any one offered protocol in the set).
+fn offers_istio_mtls_alpn(alpn: &[Vec<u8>]) -> bool {
+    alpn.iter()
+        .any(|p| ISTIO_MTLS_ALPNS.contains(&p.as_slice()))
+}
+
+/// The TLS server a ClientHello reaches among `servers` (the port's HTTPS and TLS
+/// servers): by `host` (the SNI), and, for AUTO_PASSTHROUGH, `istio_alpn` (the client
+/// offered an Istio mTLS ALPN).
 fn select<'a>(
     servers: impl Iterator<Item = ServerRef<'a>>,
     host: Option<&str>,
+    istio_alpn: bool,
 ) -> Option<ServerRef<'a>> {
     let mut best: Option<(usize, ServerRef<'a>)> = None;
     for s in servers {
@@ -1366,9 +1394,12 @@ fn select<'a>(
             (true, Some(sni)) => parse_sni_dnat(sni).map(|(_, _, h)| h),
             _ => host,
         };
-        if auto && host.is_none() {
+        if auto && (host.is_none() || !istio_alpn) {
             // its chains match `outbound_...` names only: any other SNI (or none) is
-            // another server's, even with `hosts: ['*']`
+            // another server's, even with `hosts: ['*']`; and only with an Istio mTLS
+            // ALPN (`builtAutoPassthroughFilterChains`: `application_protocols =
+            // allIstioMtlsALPNs`, so that the bytes "always hit an Istio mTLS filter chain
+            // on the inbound side"): a non-mesh TLS client never reaches the workload
             continue;
         }
         let score = s
@@ -1477,19 +1508,21 @@ async fn connection(
         }
         return Err(io::Error::other("no Gateway server on this port any more"));
     }
-    let sni = match sni::peek_client_hello(&tcp, inner.hello_timeout).await? {
-        Hello::Tls(sni) => sni,
-        Hello::NotTls if has_http => return serve_http(inner, tcp, plain_ctx).await,
-        Hello::NotTls | Hello::Incomplete => {
+    let hello = match sni::peek_client_hello(&tcp, inner.hello_timeout).await? {
+        sni::Peeked::Tls(h) => h,
+        sni::Peeked::NotTls if has_http => return serve_http(inner, tcp, plain_ctx).await,
+        sni::Peeked::NotTls | sni::Peeked::Incomplete => {
             return Err(io::Error::other("not a TLS ClientHello on a TLS port"))
         }
     };
+    let istio_alpn = offers_istio_mtls_alpn(&hello.alpn);
+    let sni = hello.sni;
     let all = snap.gateway_servers(&inner.labels);
     let tls_servers = all
         .iter()
         .copied()
         .filter(|s| s.server.port.number == u32::from(port) && matches!(kind(s), Kind::Tls { .. }));
-    let Some(server) = select(tls_servers, sni.as_deref()) else {
+    let Some(server) = select(tls_servers, sni.as_deref(), istio_alpn) else {
         // no filter chain matches this SNI: Envoy closes the connection
         return Err(io::Error::other(format!(
             "no Gateway server for SNI {:?}",
@@ -1826,6 +1859,16 @@ async fn handle(
     // The path normalized in the request (the snapshot's MeshConfig pathNormalization,
     // BASE by default), before routing, redirects and authorization, as Envoy's connection
     // manager does
+    // HTTP/1.0 and 0.9: Istio leaves Envoy's `accept_http_10` off at gateways (gateway.go
+    // `buildGatewayConnectionManager` sets it only with PILOT_HTTP10 or the proxy's HTTP10
+    // metadata), so its HTTP/1 codec answers 426 and closes the connection, before any
+    // filter or route
+    if req.version() < http::Version::HTTP_11 {
+        let mut r = local(&LocalReply::UpgradeRequired, req.headers());
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     let mode = snap.options().path_normalization;
     if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
         return refused.map(full);
@@ -1841,6 +1884,13 @@ async fn handle(
             req.headers_mut().remove(xfcc::XFCC);
         }
     }
+    // x-forwarded-proto as Envoy's connection manager writes it (mutateRequestHeaders, with
+    // `use_remote_address` on every gateway): a client's value is kept only when trusted
+    // proxies are in front (`xff_num_trusted_hops > 0`, numTrustedProxies), else it is the
+    // connection's. The httpsRedirect (`require_tls`) and the `:scheme` that VirtualService
+    // `scheme` matches read follow it.
+    let proto = forwarded_proto(req.headers_mut(), ctx.https, inner.num_trusted_proxies);
+    let scheme = scheme_of(&proto, ctx.https);
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
     // h2c is dropped, any other protocol refused
     let websocket = match crate::outbound::upgrade_of(req.headers()) {
@@ -1889,7 +1939,7 @@ async fn handle(
             method: req.method().as_str(),
             path,
             query,
-            scheme: if ctx.https { "https" } else { "http" },
+            scheme,
             headers: req.headers(),
             request_auth: None,
         };
@@ -1897,7 +1947,8 @@ async fn handle(
     };
     let answer = match vhost {
         None => Some(local(&LocalReply::NoRoute, req.headers())),
-        Some(true) if !ctx.https => {
+        // Envoy (config_impl.cc): `SslRequirements::All && forwarded_proto != "https"`
+        Some(true) if proto != "https" => {
             // Envoy's `require_tls` redirect is a direct response entry of the route table
             let mut r = https_redirect(&req, &authority);
             r.extensions_mut().insert(crate::envoy::ResponseCodeDetails(
@@ -1938,10 +1989,6 @@ async fn handle(
             headers.insert(HOST, v);
         }
     }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if ctx.https { "https" } else { "http" }),
-    );
     if let Some(r) = ctx.conn.remote_addr() {
         if let Ok(v) = HeaderValue::from_str(&r.ip().to_string()) {
             headers.append("x-forwarded-for", v);
@@ -1950,7 +1997,7 @@ async fn handle(
     let via = crate::outbound::GatewayRoute {
         gateway: &ctx.route,
         port: ctx.port,
-        scheme: if ctx.https { "https" } else { "http" },
+        scheme,
         conn: Some(&ctx.conn),
         tls_names: ctx.tls_names.as_deref(),
     };
@@ -1990,11 +2037,62 @@ fn denied_context<B>(
         method: req.method().as_str(),
         path,
         query,
-        scheme: if ctx.https { "https" } else { "http" },
+        scheme: scheme_of(
+            req.headers()
+                .get(X_FORWARDED_PROTO)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            ctx.https,
+        ),
         headers: req.headers(),
         request_auth: req.extensions().get::<mesh_core::authz::RequestAuth>(),
     };
     crate::outbound::routed_context(snap, &inner.namespace, &attrs)
+}
+
+/// `x-forwarded-proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Sets a request's `x-forwarded-proto` as Envoy's connection manager does with
+/// `use_remote_address` (`conn_manager_utility.cc` `mutateRequestHeaders`: "If the prior hop
+/// is not a trusted proxy, overwrite any x-forwarded-proto value it set as untrusted"): the
+/// client's value stays when `trusted_hops > 0` and it sent one, else the connection's
+/// (`https` over TLS). Returns the value now in the request.
+fn forwarded_proto(headers: &mut http::HeaderMap, https: bool, trusted_hops: u32) -> String {
+    if trusted_hops > 0 {
+        // a repeated header is one comma-joined value for Envoy (an inline header), so
+        // `https` twice is `https,https`, not `https`
+        let values: Vec<&str> = headers
+            .get_all(X_FORWARDED_PROTO)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+            .collect();
+        if !values.is_empty() {
+            let v = values.join(",");
+            if let Ok(one) = HeaderValue::from_str(&v) {
+                headers.insert(X_FORWARDED_PROTO, one);
+                return v;
+            }
+        }
+    }
+    let own = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(own));
+    own.to_owned()
+}
+
+/// The request's `:scheme` as Envoy derives it for an HTTP/1 request (`Http::Utility::
+/// getScheme`): `x-forwarded-proto` when it is `http` or `https` (any case), else the
+/// connection's.
+fn scheme_of(forwarded_proto: &str, https: bool) -> &'static str {
+    if forwarded_proto.eq_ignore_ascii_case("https") {
+        "https"
+    } else if forwarded_proto.eq_ignore_ascii_case("http") {
+        "http"
+    } else if https {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// `keep-alive` (hop-by-hop; the `http` crate has no constant for it).
@@ -2071,7 +2169,7 @@ mod tests {
     fn picker(yaml: &str, selector: &str) -> impl Fn(Option<&str>) -> Option<usize> {
         let snap = Mesh::from_yaml(yaml).unwrap().snapshot();
         let labels: Labels = [("istio".to_string(), selector.to_string())].into();
-        move |h| select(snap.gateway_servers(&labels).iter().copied(), h).map(|s| s.index)
+        move |h| select(snap.gateway_servers(&labels).iter().copied(), h, true).map(|s| s.index)
     }
 
     #[test]
@@ -2153,6 +2251,77 @@ spec:
             pick(Some("outbound_.80_._.web.foo.svc.cluster.local")),
             Some(0)
         );
+    }
+
+    #[test]
+    fn auto_passthrough_needs_an_istio_alpn() {
+        let snap = Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: eastwestgateway}
+  servers:
+  - port: {number: 15443, name: tls-auto, protocol: TLS}
+    hosts: ['*.local']
+    tls: {mode: AUTO_PASSTHROUGH}
+",
+        )
+        .unwrap()
+        .snapshot();
+        let labels: Labels = [("istio".to_string(), "eastwestgateway".to_string())].into();
+        let sni = Some("outbound_.8000_._.httpbin.foo.svc.cluster.local");
+        let pick = |alpn: &[&[u8]]| {
+            let alpn: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
+            let ok = offers_istio_mtls_alpn(&alpn);
+            select(snap.gateway_servers(&labels).iter().copied(), sni, ok).map(|s| s.index)
+        };
+        let cases: &[(&[&[u8]], Option<usize>)] = &[
+            (&[], None),
+            (&[b"h2", b"http/1.1"], None),
+            (&[b"istio-peer-exchange", b"istio"], Some(0)),
+            (&[b"istio"], Some(0)),
+            (&[b"h2", b"istio-h2"], Some(0)),
+            (&[b"istio-http/1.0"], Some(0)),
+            (&[b"istio-http/1.1"], Some(0)),
+            (&[b"ISTIO"], None),
+            (&[b"istio-"], None),
+        ];
+        for (alpn, want) in cases {
+            assert_eq!(pick(alpn), *want, "{alpn:?}");
+        }
+    }
+
+    #[test]
+    fn forwarded_proto_is_trusted_only_behind_proxies() {
+        let cases: &[(&[&str], bool, u32, &str, &str)] = &[
+            // (client values, TLS connection, trusted hops, header after, scheme)
+            (&["https"], false, 0, "http", "http"),
+            (&["https"], false, 1, "https", "https"),
+            (&["http"], true, 1, "http", "http"),
+            (&["http"], true, 0, "https", "https"),
+            (&[], false, 2, "http", "http"),
+            (&[], true, 1, "https", "https"),
+            (&["HTTPS"], false, 1, "HTTPS", "https"),
+            (&["wss"], true, 1, "wss", "https"),
+            (&["https", "https"], false, 1, "https,https", "http"),
+        ];
+        for (values, https, hops, want, scheme) in cases {
+            let mut h = http::HeaderMap::new();
+            for v in *values {
+                h.append(X_FORWARDED_PROTO, HeaderValue::from_static(v));
+            }
+            let got = forwarded_proto(&mut h, *https, *hops);
+            assert_eq!(got, *want, "{values:?} {https} {hops}");
+            assert_eq!(h.get_all(X_FORWARDED_PROTO).iter().count(), 1);
+            assert_eq!(h[X_FORWARDED_PROTO], *want);
+            assert_eq!(
+                scheme_of(&got, *https),
+                *scheme,
+                "{values:?} {https} {hops}"
+            );
+        }
     }
 
     #[test]
