@@ -10,15 +10,20 @@
 //!   included, as Envoy's `require_tls` redirect); otherwise the request is routed by the
 //!   VirtualServices bound to that Gateway;
 //! - **HTTPS / TLS servers**: the ClientHello is read *without consuming it* and the
-//!   server chosen by SNI among the port's servers' hosts (exact name over the longest
-//!   `*.suffix` wildcard over `*`; no SNI matches only `*`). Then by `tls.mode` (default
+//!   filter chain chosen by SNI among those istiod builds for the port's servers
+//!   ([`RouteTable::gateway_tls_chain`](mesh_core::route::RouteTable::gateway_tls_chain)):
+//!   a terminating server's hosts, a PASSTHROUGH server's VirtualService `sniHosts` (of
+//!   every bound VirtualService whose hosts overlap the server's), an AUTO_PASSTHROUGH
+//!   server's `outbound_` names; exact name over the longest `*.suffix` wildcard over `*`
+//!   (a `*` chain also takes a client without SNI). Then by `tls.mode` (default
 //!   PASSTHROUGH):
 //!   - `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`: TLS is terminated with the certificate of the
 //!     server's `credentialName` from a [`CredentialLookup`] (by default
 //!     [`DirCredentials`]: `<dir>/<name>/tls.crt`, `tls.key`, `ca.crt`, or a separate
 //!     `<name>-cacert`), so each host gets its own certificate; HTTPS servers then route
-//!     HTTP as above, TLS servers route the decrypted bytes by the VirtualServices' `tcp`
-//!     routes;
+//!     HTTP as above, TLS servers send the decrypted bytes where the `tcp` route of the
+//!     first bound VirtualService whose hosts overlap the server's sends them, whatever
+//!     the SNI (istiod builds one filter chain per server);
 //!   - `ISTIO_MUTUAL`: TLS is terminated with the gateway's own mesh certificate
 //!     ([`GatewayBuilder::workload_credentials`]) and the client must present one from the
 //!     mesh (an egress gateway that sidecars reach with a DestinationRule's `ISTIO_MUTUAL`
@@ -177,7 +182,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use mesh_core::gateway::GatewayServer as ServerRef;
+use mesh_core::gateway::{parse_sni_dnat, GatewayServer as ServerRef};
 use mesh_core::mesh::Mesh;
 use mesh_core::model::ServiceLocation;
 use mesh_core::model::{Labels, ServerTlsMode};
@@ -1341,22 +1346,6 @@ fn kind(s: &ServerRef<'_>) -> Kind {
     }
 }
 
-/// How well a server host (`[ns/]name`) matches a request host or SNI: exact beats the
-/// longest `*.suffix`, which beats `*`.
-fn host_score(pattern: &str, host: Option<&str>) -> Option<usize> {
-    let pattern = pattern.rsplit_once('/').map_or(pattern, |(_, h)| h);
-    if pattern == "*" {
-        return Some(0);
-    }
-    let host = host?;
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        let ok = host.len() > suffix.len()
-            && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes());
-        return ok.then_some(suffix.len());
-    }
-    pattern.eq_ignore_ascii_case(host).then_some(usize::MAX)
-}
-
 /// The ALPN protocols of Istio's mutual TLS (pilot `allIstioMtlsALPNs`): an
 /// AUTO_PASSTHROUGH filter chain matches only a ClientHello offering one of them.
 const ISTIO_MTLS_ALPNS: [&[u8]; 5] = [
@@ -1372,52 +1361,6 @@ const ISTIO_MTLS_ALPNS: [&[u8]; 5] = [
 fn offers_istio_mtls_alpn(alpn: &[Vec<u8>]) -> bool {
     alpn.iter()
         .any(|p| ISTIO_MTLS_ALPNS.contains(&p.as_slice()))
-}
-
-/// The TLS server a ClientHello reaches among `servers` (the port's HTTPS and TLS
-/// servers): by `host` (the SNI), and, for AUTO_PASSTHROUGH, `istio_alpn` (the client
-/// offered an Istio mTLS ALPN).
-fn select<'a>(
-    servers: impl Iterator<Item = ServerRef<'a>>,
-    host: Option<&str>,
-    istio_alpn: bool,
-) -> Option<ServerRef<'a>> {
-    let mut best: Option<(usize, ServerRef<'a>)> = None;
-    for s in servers {
-        // an AUTO_PASSTHROUGH server's hosts select the services its SNI names
-        let auto = s
-            .server
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.mode == ServerTlsMode::AutoPassthrough);
-        let host = match (auto, host) {
-            (true, Some(sni)) => parse_sni_dnat(sni).map(|(_, _, h)| h),
-            _ => host,
-        };
-        if auto && (host.is_none() || !istio_alpn) {
-            // its chains match `outbound_...` names only: any other SNI (or none) is
-            // another server's, even with `hosts: ['*']`; and only with an Istio mTLS
-            // ALPN (`builtAutoPassthroughFilterChains`: `application_protocols =
-            // allIstioMtlsALPNs`, so that the bytes "always hit an Istio mTLS filter chain
-            // on the inbound side"): a non-mesh TLS client never reaches the workload
-            continue;
-        }
-        let score = s
-            .server
-            .hosts
-            .iter()
-            .filter_map(|h| host_score(h, host))
-            .max()
-            // istiod gives an AUTO_PASSTHROUGH server one filter chain per service, matching
-            // its exact `outbound_...` SNI: it beats any wildcard of another server
-            .map(|score| if auto { usize::MAX } else { score });
-        if let Some(score) = score {
-            if best.as_ref().is_none_or(|(b, _)| score > *b) {
-                best = Some((score, s));
-            }
-        }
-    }
-    best.map(|(_, s)| s)
 }
 
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
@@ -1503,7 +1446,10 @@ async fn connection(
                 .map(|s| s.1.clone())
                 .unwrap_or_default();
             authorize_connection(&inner, &conn).await?;
-            let upstream = l4_connect(&inner, &snap, &gateway, &conn, None, false).await?;
+            let mut attrs = L4Attrs::new(&inner.namespace, port);
+            attrs.gateway = Some(&gateway);
+            let d = snap.route_tcp(&attrs);
+            let upstream = l4_connect_to(&inner, &snap, &gateway, &conn, &d, None).await?;
             return splice(tcp, upstream).await;
         }
         return Err(io::Error::other("no Gateway server on this port any more"));
@@ -1517,18 +1463,20 @@ async fn connection(
     };
     let istio_alpn = offers_istio_mtls_alpn(&hello.alpn);
     let sni = hello.sni;
+    // the filter chain the ClientHello reaches among the port's HTTPS and TLS servers:
+    // a terminating server's hosts, a PASSTHROUGH server's VirtualService `sniHosts`, an
+    // AUTO_PASSTHROUGH server's `outbound_` names, the most specific first
     let all = snap.gateway_servers(&inner.labels);
-    let tls_servers = all
-        .iter()
-        .copied()
-        .filter(|s| s.server.port.number == u32::from(port) && matches!(kind(s), Kind::Tls { .. }));
-    let Some(server) = select(tls_servers, sni.as_deref(), istio_alpn) else {
+    let mut attrs = L4Attrs::new(&inner.namespace, port);
+    attrs.sni = sni.as_deref();
+    let Some(chain) = snap.routes().gateway_tls_chain(all.iter().copied(), &attrs) else {
         // no filter chain matches this SNI: Envoy closes the connection
         return Err(io::Error::other(format!(
             "no Gateway server for SNI {:?}",
             sni.as_deref().unwrap_or("")
         )));
     };
+    let server = chain.server;
     let Kind::Tls { terminate, http } = kind(&server) else {
         return Err(io::Error::other("unreachable: not a TLS server"));
     };
@@ -1543,7 +1491,14 @@ async fn connection(
     let settings = server.server.tls.clone().unwrap_or_default();
     if !terminate {
         if settings.mode == ServerTlsMode::AutoPassthrough {
-            drop(all);
+            // the chain's server name matched: without an Istio mTLS ALPN its
+            // `application_protocols` do not, and Envoy tries no less specific chain
+            if !istio_alpn {
+                return Err(io::Error::other(format!(
+                    "SNI {:?}: AUTO_PASSTHROUGH needs one of Istio's mTLS ALPNs",
+                    sni.as_deref().unwrap_or("")
+                )));
+            }
             let conn = conn.with_tls(true, sni.as_deref());
             authorize_connection(&inner, &conn).await?;
             let upstream = sni_dnat_connect(&inner, &snap, &conn, sni.as_deref()).await?;
@@ -1555,10 +1510,12 @@ async fn connection(
                 settings.mode
             )));
         }
-        drop(all);
         let conn = conn.with_tls(true, sni.as_deref());
         authorize_connection(&inner, &conn).await?;
-        let upstream = l4_connect(&inner, &snap, &gateway, &conn, sni.as_deref(), true).await?;
+        let d = chain
+            .route
+            .ok_or_else(|| io::Error::other("PASSTHROUGH chain without a route"))?;
+        let upstream = l4_connect_to(&inner, &snap, &gateway, &conn, &d, sni.as_deref()).await?;
         return splice(tcp, upstream).await;
     }
     let term = inner
@@ -1575,7 +1532,6 @@ async fn connection(
             tracing::warn!(gateway = %gateway, index, error = %e, "cannot terminate TLS");
             io::Error::other(e)
         })?;
-    drop(all);
     let accept = TlsAcceptor::from(term.config).accept(tcp);
     let stream = tokio::time::timeout(inner.hello_timeout, accept)
         .await
@@ -1613,7 +1569,14 @@ async fn connection(
         return serve_http(inner, stream, ctx).await;
     }
     authorize_connection(&inner, &conn).await?;
-    let upstream = l4_connect(&inner, &snap, &gateway, &conn, sni.as_deref(), false).await?;
+    // one filter chain per server: the `tcp` route of the first VirtualService bound to it
+    // whose hosts overlap the server's, whatever the SNI
+    let attrs = L4Attrs {
+        gateway: Some(&gateway),
+        ..attrs
+    };
+    let d = snap.routes().gateway_server_tcp_route(&attrs, index);
+    let upstream = l4_connect_to(&inner, &snap, &gateway, &conn, &d, sni.as_deref()).await?;
     splice(stream, upstream).await
 }
 
@@ -1647,28 +1610,19 @@ async fn authorize_connection(inner: &Inner, conn: &ConnectionInfo) -> io::Resul
     }
 }
 
-/// Connects to where a TLS (by SNI, `tls` routes) or terminated TLS (`tcp` routes)
-/// connection goes, through the gateway's mesh client: the destination's load balancer,
-/// outlier detection, `maxConnections` and TLS origination (auto mTLS to mesh workloads,
-/// as Istio's gateway wraps even a passthrough connection in ISTIO_MUTUAL), counted in the
-/// gateway's `istio_tcp_*` metrics.
-async fn l4_connect(
+/// Connects to where a TCP, PASSTHROUGH (`tls` route) or terminated TLS (`tcp` route)
+/// connection's route `d` sends it, through the gateway's mesh client: the destination's
+/// load balancer, outlier detection, `maxConnections` and TLS origination (auto mTLS to
+/// mesh workloads, as Istio's gateway wraps even a passthrough connection in
+/// ISTIO_MUTUAL), counted in the gateway's `istio_tcp_*` metrics. No route: closed.
+async fn l4_connect_to(
     inner: &Inner,
     snap: &Snapshot,
     gateway: &str,
     conn: &ConnectionInfo,
+    d: &mesh_core::route::L4Decision<'_>,
     sni: Option<&str>,
-    passthrough: bool,
 ) -> io::Result<crate::tcp::MeshTcpStream> {
-    let port = conn.port();
-    let mut attrs = L4Attrs::new(&inner.namespace, port);
-    attrs.gateway = Some(gateway);
-    attrs.sni = sni;
-    let d = if passthrough {
-        snap.route_tls(&attrs)
-    } else {
-        snap.route_tcp(&attrs)
-    };
     if d.virtual_service.is_none() {
         return Err(io::Error::other(format!(
             "no VirtualService route for SNI {:?} on gateway {gateway}",
@@ -1678,7 +1632,7 @@ async fn l4_connect(
     let dest = d
         .pick(rand::random())
         .ok_or_else(|| io::Error::other("route without destinations"))?;
-    let to = (sni.unwrap_or(""), port);
+    let to = (sni.unwrap_or(""), conn.port());
     connect_upstream(inner, snap, conn, dest, to, sni, false).await
 }
 
@@ -1748,15 +1702,6 @@ async fn sni_dnat_connect(
         headers: None,
     };
     connect_upstream(inner, snap, conn, &dest, (host, port), Some(sni), true).await
-}
-
-/// `outbound_.<port>_.<subset>_.<host>` (an empty subset: none) into its parts.
-fn parse_sni_dnat(sni: &str) -> Option<(u16, Option<&str>, &str)> {
-    let rest = sni.strip_prefix("outbound_.")?;
-    let (port, rest) = rest.split_once("_.")?;
-    let (subset, host) = rest.split_once("_.")?;
-    let port = port.parse().ok().filter(|p| *p != 0)?;
-    (!host.is_empty()).then_some((port, (!subset.is_empty()).then_some(subset), host))
 }
 
 /// Splices the two sides until both have closed (a half-close is passed on).
@@ -2146,30 +2091,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn host_scores() {
-        let cases: &[(&str, Option<&str>, Option<usize>)] = &[
-            ("*", None, Some(0)),
-            ("*", Some("a.example.com"), Some(0)),
-            ("ns/*", Some("x"), Some(0)),
-            ("*.example.com", Some("a.example.com"), Some(12)),
-            ("*.example.com", Some("A.EXAMPLE.COM"), Some(12)),
-            ("*.example.com", Some("example.com"), None),
-            ("*.example.com", None, None),
-            ("./a.example.com", Some("a.example.com"), Some(usize::MAX)),
-            ("a.example.com", Some("b.example.com"), None),
-        ];
-        for (pattern, host, want) in cases {
-            assert_eq!(host_score(pattern, *host), *want, "{pattern} {host:?}");
-        }
-    }
-
-    /// The server index `select` picks for a host (or SNI), among the servers of `yaml`'s
-    /// Gateways that select `istio: <selector>`.
-    fn picker(yaml: &str, selector: &str) -> impl Fn(Option<&str>) -> Option<usize> {
+    /// The server index a ClientHello with this SNI reaches on `port`, among the servers of
+    /// `yaml`'s Gateways that select `istio: <selector>`.
+    fn picker(yaml: &str, selector: &str, port: u16) -> impl Fn(Option<&str>) -> Option<usize> {
         let snap = Mesh::from_yaml(yaml).unwrap().snapshot();
         let labels: Labels = [("istio".to_string(), selector.to_string())].into();
-        move |h| select(snap.gateway_servers(&labels).iter().copied(), h, true).map(|s| s.index)
+        move |h| {
+            let attrs = L4Attrs {
+                sni: h,
+                ..L4Attrs::new("istio-system", port)
+            };
+            let servers = snap.gateway_servers(&labels);
+            snap.routes()
+                .gateway_tls_chain(servers.iter().copied(), &attrs)
+                .map(|c| c.server.index)
+        }
     }
 
     #[test]
@@ -2193,6 +2129,7 @@ spec:
     tls: {mode: SIMPLE, credentialName: a}
 ",
             "ingressgateway",
+            443,
         );
         assert_eq!(pick(Some("a.example.com")), Some(2));
         assert_eq!(pick(Some("b.example.com")), Some(1));
@@ -2216,16 +2153,28 @@ spec:
   - port: {number: 15443, name: tls-auto, protocol: TLS}
     hosts: ['*.local']
     tls: {mode: AUTO_PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: istio-system}
+spec:
+  hosts: ['*.svc.cluster.local']
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: ['*.svc.cluster.local']}]
+    route: [{destination: {host: httpbin.foo.svc.cluster.local}}]
 ",
             "eastwestgateway",
+            15443,
         );
         // the service the SNI names is under both servers' hosts: the exact chain wins
         assert_eq!(
             pick(Some("outbound_.8000_._.httpbin.foo.svc.cluster.local")),
             Some(1)
         );
-        // a plain SNI is the PASSTHROUGH server's
+        // a plain SNI is the PASSTHROUGH server's (its VirtualService's chain)
         assert_eq!(pick(Some("httpbin.foo.svc.cluster.local")), Some(0));
+        assert_eq!(pick(Some("httpbin.example.com")), None);
 
         // an AUTO_PASSTHROUGH server with `*` hosts takes only `outbound_` names
         let pick = picker(
@@ -2244,6 +2193,7 @@ spec:
     tls: {mode: SIMPLE, credentialName: shop}
 ",
             "eastwestgateway",
+            443,
         );
         assert_eq!(pick(Some("shop.example.com")), Some(1));
         assert_eq!(pick(None), None);
@@ -2254,42 +2204,21 @@ spec:
     }
 
     #[test]
-    fn auto_passthrough_needs_an_istio_alpn() {
-        let snap = Mesh::from_yaml(
-            "
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: eastwestgateway}
-  servers:
-  - port: {number: 15443, name: tls-auto, protocol: TLS}
-    hosts: ['*.local']
-    tls: {mode: AUTO_PASSTHROUGH}
-",
-        )
-        .unwrap()
-        .snapshot();
-        let labels: Labels = [("istio".to_string(), "eastwestgateway".to_string())].into();
-        let sni = Some("outbound_.8000_._.httpbin.foo.svc.cluster.local");
-        let pick = |alpn: &[&[u8]]| {
-            let alpn: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
-            let ok = offers_istio_mtls_alpn(&alpn);
-            select(snap.gateway_servers(&labels).iter().copied(), sni, ok).map(|s| s.index)
-        };
-        let cases: &[(&[&[u8]], Option<usize>)] = &[
-            (&[], None),
-            (&[b"h2", b"http/1.1"], None),
-            (&[b"istio-peer-exchange", b"istio"], Some(0)),
-            (&[b"istio"], Some(0)),
-            (&[b"h2", b"istio-h2"], Some(0)),
-            (&[b"istio-http/1.0"], Some(0)),
-            (&[b"istio-http/1.1"], Some(0)),
-            (&[b"ISTIO"], None),
-            (&[b"istio-"], None),
+    fn istio_mtls_alpns() {
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[], false),
+            (&[b"h2", b"http/1.1"], false),
+            (&[b"istio-peer-exchange", b"istio"], true),
+            (&[b"istio"], true),
+            (&[b"h2", b"istio-h2"], true),
+            (&[b"istio-http/1.0"], true),
+            (&[b"istio-http/1.1"], true),
+            (&[b"ISTIO"], false),
+            (&[b"istio-"], false),
         ];
         for (alpn, want) in cases {
-            assert_eq!(pick(alpn), *want, "{alpn:?}");
+            let alpn: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
+            assert_eq!(offers_istio_mtls_alpn(&alpn), *want, "{alpn:?}");
         }
     }
 

@@ -419,7 +419,8 @@ mod tests {
 
     #[test]
     fn malformed_alpn_is_not_tls() {
-        let cases: Vec<(&str, Vec<u8>, Option<Vec<Vec<u8>>>)> = vec![
+        type Alpn = Option<Vec<Vec<u8>>>;
+        let cases: Vec<(&str, Vec<u8>, Alpn)> = vec![
             (
                 "one name",
                 vec![0, 6, 5, b'i', b's', b't', b'i', b'o'],
