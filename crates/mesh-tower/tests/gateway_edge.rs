@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::Router;
 use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::{ForwardClientCertDetails, MeshConfig};
 use mesh_tower::gateway::GatewayServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -202,4 +203,68 @@ async fn http_10_is_answered_426_and_closed() {
     assert_eq!(status(&answer), 426, "{answer}");
     // HTTP/1.1 is served
     assert_eq!(status(&raw(addr, &get("p.example.com", &[])).await), 200);
+}
+
+/// A gateway on a mesh whose MeshConfig is `mesh_config`, or with the builder's
+/// `forward_client_cert_details`.
+async fn gateway_with(
+    yaml: &str,
+    mesh_config: &str,
+    mode: Option<ForwardClientCertDetails>,
+) -> GatewayServer {
+    let mesh = Mesh::with_mesh_config(&MeshConfig::from_yaml(mesh_config).unwrap());
+    mesh.reload_loaded(mesh_core::load::load_str(yaml, "gw.yaml"))
+        .unwrap();
+    let mut b = GatewayServer::builder(mesh, "istio-system", labels())
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap());
+    if let Some(m) = mode {
+        b = b.forward_client_cert_details(m);
+    }
+    b.start().await.unwrap()
+}
+
+#[tokio::test]
+async fn forward_client_cert_details_on_plaintext_connections() {
+    let echo = echo_backend().await;
+    let yaml = config(echo);
+    let xfcc = [("x-forwarded-client-cert", "By=x;Hash=y")];
+    let always =
+        "defaultConfig: {gatewayTopology: {forwardClientCertDetails: ALWAYS_FORWARD_ONLY}}";
+    // (MeshConfig, builder override, kept)
+    let cases = [
+        // Istio's gateway default, SANITIZE_SET: no client certificate, no header
+        ("{}", None, false),
+        (always, None, true),
+        // every other mode removes it on a connection without a client certificate
+        (
+            "defaultConfig: {gatewayTopology: {forwardClientCertDetails: FORWARD_ONLY}}",
+            None,
+            false,
+        ),
+        (
+            "defaultConfig: {gatewayTopology: {forwardClientCertDetails: APPEND_FORWARD}}",
+            None,
+            false,
+        ),
+        (
+            "{}",
+            Some(ForwardClientCertDetails::AlwaysForwardOnly),
+            true,
+        ),
+        (always, Some(ForwardClientCertDetails::Sanitize), false),
+    ];
+    for (mesh_config, mode, kept) in cases {
+        let gw = gateway_with(&yaml, mesh_config, mode).await;
+        let addr = gw.local_addr(80).unwrap();
+        let p = raw(addr, &get("p.example.com", &xfcc)).await;
+        assert_eq!(status(&p), 200, "{p}");
+        assert_eq!(
+            p.contains("x-forwarded-client-cert: By=x;Hash=y\n"),
+            kept,
+            "{mesh_config} {mode:?}: {p}"
+        );
+        if !kept {
+            assert!(!p.contains("x-forwarded-client-cert"), "{p}");
+        }
+    }
 }

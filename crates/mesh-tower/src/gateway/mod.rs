@@ -55,10 +55,13 @@
 //! `connection.sni` known and, on MUTUAL and OPTIONAL_MUTUAL servers, the client
 //! certificate's SPIFFE identity as `source.principal` and `source.namespace`.
 //!
-//! As Istio's gateway (`forward_client_cert_details: SANITIZE_SET`), a request's
-//! `x-forwarded-client-cert` is always removed, and on a connection whose client presented
-//! a verified certificate it is set to Envoy's `By=..;Hash=..;Cert="..";Subject="..";URI=..;
-//! DNS=..` for that certificate. Every response carries `server: istio-envoy`.
+//! As Istio's gateway (`forward_client_cert_details: SANITIZE_SET` unless MeshConfig's
+//! `gatewayTopology.forwardClientCertDetails` or
+//! [`GatewayBuilder::forward_client_cert_details`] says otherwise), a request's
+//! `x-forwarded-client-cert` is removed, and on a connection whose client presented a
+//! verified certificate it is set to Envoy's `By=..;Hash=..;Cert="..";Subject="..";URI=..;
+//! DNS=..` for that certificate (the other modes as Envoy's `mutateXfccRequestHeader`).
+//! Every response carries `server: istio-envoy`.
 //!
 //! Routed HTTP requests are forwarded by the gateway's own outbound client (a
 //! [`MeshClient`] of the gateway workload), so they get
@@ -184,6 +187,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use mesh_core::gateway::{parse_sni_dnat, GatewayServer as ServerRef};
 use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::ForwardClientCertDetails;
 use mesh_core::model::ServiceLocation;
 use mesh_core::model::{Labels, ServerTlsMode};
 use mesh_core::route::{HttpRequestAttrs, L4Attrs, WeightedDestination};
@@ -332,6 +336,7 @@ pub struct GatewayBuilder {
     workload_name: String,
     cluster_id: Option<String>,
     num_trusted_proxies: Option<u32>,
+    forward_client_cert_details: Option<ForwardClientCertDetails>,
 }
 
 impl GatewayBuilder {
@@ -701,6 +706,31 @@ impl GatewayBuilder {
         self
     }
 
+    /// What the gateway does with a request's `x-forwarded-client-cert` (Istio's
+    /// `gatewayTopology.forwardClientCertDetails`; default: the MeshConfig's
+    /// `defaultConfig.gatewayTopology.forwardClientCertDetails`, else SANITIZE_SET), as
+    /// Envoy's `mutateXfccRequestHeader`: on a connection without a verified client
+    /// certificate (plaintext, SIMPLE) the header is removed in every mode but
+    /// ALWAYS_FORWARD_ONLY.
+    ///
+    /// # Examples
+    ///
+    /// Behind a proxy that terminates the client's mutual TLS and sets the header itself:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::meshconfig::ForwardClientCertDetails;
+    /// use mesh_tower::gateway::GatewayServer;
+    ///
+    /// let builder = GatewayServer::builder(Mesh::new(Default::default()), "istio-system", Default::default())
+    ///     .forward_client_cert_details(ForwardClientCertDetails::AlwaysForwardOnly);
+    /// # let _ = builder;
+    /// ```
+    pub fn forward_client_cert_details(mut self, mode: ForwardClientCertDetails) -> Self {
+        self.forward_client_cert_details = Some(mode);
+        self
+    }
+
     /// The gateway's cluster id (Istio's `CLUSTER_ID`), reported as `source_cluster` by its
     /// metrics (default `Kubernetes`).
     ///
@@ -924,6 +954,9 @@ impl GatewayBuilder {
             cache,
             hello_timeout: self.hello_timeout,
             num_trusted_proxies,
+            forward_client_cert_details: self
+                .forward_client_cert_details
+                .unwrap_or(self.mesh.options().forward_client_cert_details),
             client,
         });
         let mut addrs = BTreeMap::new();
@@ -966,6 +999,8 @@ struct Inner {
     hello_timeout: Duration,
     /// `gatewayTopology.numTrustedProxies` (Envoy's `xff_num_trusted_hops`).
     num_trusted_proxies: u32,
+    /// `gatewayTopology.forwardClientCertDetails`.
+    forward_client_cert_details: ForwardClientCertDetails,
     /// The gateway's outbound side: the mesh client of its workload, which forwards every
     /// routed request (balancing, retries, pooled TLS origination).
     client: MeshClient,
@@ -1099,6 +1134,7 @@ impl GatewayServer {
             workload_name: "istio-ingressgateway".into(),
             cluster_id: None,
             num_trusted_proxies: None,
+            forward_client_cert_details: None,
         }
     }
 
@@ -1818,17 +1854,13 @@ async fn handle(
     if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
         return refused.map(full);
     }
-    // forward_client_cert_details SANITIZE_SET (Istio's gateway): the client's XFCC never
-    // passes; the connection's own client certificate, if any, is set instead. Done by the
-    // connection manager, before any filter sees the request.
-    match &ctx.xfcc {
-        Some(v) => {
-            req.headers_mut().insert(xfcc::XFCC, v.clone());
-        }
-        None => {
-            req.headers_mut().remove(xfcc::XFCC);
-        }
-    }
+    // forward_client_cert_details (SANITIZE_SET at Istio's gateways unless
+    // gatewayTopology says otherwise), by the connection manager before any filter
+    mutate_xfcc(
+        req.headers_mut(),
+        inner.forward_client_cert_details,
+        ctx.xfcc.as_ref(),
+    );
     // x-forwarded-proto as Envoy's connection manager writes it (mutateRequestHeaders, with
     // `use_remote_address` on every gateway): a client's value is kept only when trusted
     // proxies are in front (`xff_num_trusted_hops > 0`, numTrustedProxies), else it is the
@@ -1993,6 +2025,50 @@ fn denied_context<B>(
         request_auth: req.extensions().get::<mesh_core::authz::RequestAuth>(),
     };
     crate::outbound::routed_context(snap, &inner.namespace, &attrs)
+}
+
+/// A request's `x-forwarded-client-cert` as Envoy's `mutateXfccRequestHeader` leaves it
+/// (`conn_manager_utility.cc`): ALWAYS_FORWARD_ONLY keeps it as sent; SANITIZE, and any
+/// mode on a connection without a verified client certificate (`mine` is `None`: the
+/// details of this connection's client certificate), remove it; FORWARD_ONLY keeps it;
+/// APPEND_FORWARD appends `mine` (`,`-separated, the client's values joined first);
+/// SANITIZE_SET replaces it with `mine`.
+fn mutate_xfcc(
+    headers: &mut http::HeaderMap,
+    mode: ForwardClientCertDetails,
+    mine: Option<&HeaderValue>,
+) {
+    use ForwardClientCertDetails as F;
+    let mine = match (mode, mine) {
+        (F::AlwaysForwardOnly, _) => return,
+        (F::Sanitize, _) | (_, None) => {
+            headers.remove(xfcc::XFCC);
+            return;
+        }
+        (F::ForwardOnly, Some(_)) => return,
+        (_, Some(mine)) => mine,
+    };
+    if mode == F::AppendForward {
+        let mut joined: Vec<u8> = Vec::new();
+        for v in headers.get_all(xfcc::XFCC) {
+            joined.extend_from_slice(v.as_bytes());
+            joined.push(b',');
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(mine.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(v) => {
+                    headers.insert(xfcc::XFCC, v);
+                }
+                // cannot be: both parts were header values
+                Err(_) => {
+                    headers.remove(xfcc::XFCC);
+                }
+            }
+            return;
+        }
+    }
+    headers.insert(xfcc::XFCC, mine.clone());
 }
 
 /// `x-forwarded-proto`.
@@ -2219,6 +2295,57 @@ spec:
         for (alpn, want) in cases {
             let alpn: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
             assert_eq!(offers_istio_mtls_alpn(&alpn), *want, "{alpn:?}");
+        }
+    }
+
+    #[test]
+    fn xfcc_modes_as_envoy() {
+        use ForwardClientCertDetails as F;
+        let mine = HeaderValue::from_static("By=spiffe://gw;Hash=ab");
+        // (mode, client's values, connection has a verified client cert, result)
+        let cases: &[(F, &[&str], bool, Option<&str>)] = &[
+            (
+                F::SanitizeSet,
+                &["By=x"],
+                true,
+                Some("By=spiffe://gw;Hash=ab"),
+            ),
+            (F::SanitizeSet, &["By=x"], false, None),
+            (F::SanitizeSet, &[], true, Some("By=spiffe://gw;Hash=ab")),
+            (F::Sanitize, &["By=x"], true, None),
+            (F::ForwardOnly, &["By=x"], true, Some("By=x")),
+            (F::ForwardOnly, &["By=x"], false, None),
+            (
+                F::AppendForward,
+                &["By=x"],
+                true,
+                Some("By=x,By=spiffe://gw;Hash=ab"),
+            ),
+            (
+                F::AppendForward,
+                &["By=x", "By=y"],
+                true,
+                Some("By=x,By=y,By=spiffe://gw;Hash=ab"),
+            ),
+            (F::AppendForward, &[], true, Some("By=spiffe://gw;Hash=ab")),
+            (F::AppendForward, &["By=x"], false, None),
+            (F::AlwaysForwardOnly, &["By=x"], false, Some("By=x")),
+            (F::AlwaysForwardOnly, &["By=x"], true, Some("By=x")),
+            (F::AlwaysForwardOnly, &[], false, None),
+        ];
+        for (mode, client, mtls, want) in cases {
+            let mut h = http::HeaderMap::new();
+            for v in *client {
+                h.append(xfcc::XFCC, HeaderValue::from_static(v));
+            }
+            mutate_xfcc(&mut h, *mode, mtls.then_some(&mine));
+            let got: Vec<&str> = h
+                .get_all(xfcc::XFCC)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            let want: Vec<&str> = want.iter().copied().collect();
+            assert_eq!(got, want, "{mode:?} {client:?} {mtls}");
         }
     }
 
