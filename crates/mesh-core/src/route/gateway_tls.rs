@@ -9,7 +9,8 @@
 //!   with VirtualService hosts.
 //! - A PASSTHROUGH server adds one chain per `tls` match of every bound VirtualService whose
 //!   hosts overlap the server's hosts, named by that match's `sniHosts`
-//!   (`buildGatewayNetworkFiltersFromTLSRoutes`); a later duplicate name is skipped.
+//!   (`buildGatewayNetworkFiltersFromTLSRoutes`); a match naming a host an earlier
+//!   match on the port named is skipped whole.
 //! - An AUTO_PASSTHROUGH server adds one chain per service under its hosts, named exactly
 //!   `outbound_.<port>_.<subset>_.<host>` (`builtAutoPassthroughFilterChains`).
 //!
@@ -213,10 +214,27 @@ impl RouteTable {
         a: &L4Attrs<'_>,
         server: usize,
     ) -> Option<(SniRank, L4Decision<'a>)> {
+        self.passthrough_route(a, server, &mut Vec::new())
+    }
+
+    /// [`RouteTable::gateway_server_tls_route`], the `sniHosts` of earlier chains on the
+    /// port in `taken`: istiod skips a match any of whose names an earlier one took
+    /// (`model.CheckDuplicates`, "duplicate SNI host names"), and takes the others'.
+    fn passthrough_route<'a>(
+        &'a self,
+        a: &L4Attrs<'_>,
+        server: usize,
+        taken: &mut Vec<Box<str>>,
+    ) -> Option<(SniRank, L4Decision<'a>)> {
         let mut best: Option<(SniRank, &CompiledVs, &L4Rule)> = None;
         for vs in self.gateway_server_vss(a, server) {
             for r in vs.tls.iter() {
                 for m in r.matches.iter().filter(|m| m.ok_but_sni(a)) {
+                    let lower = |h: &str| h.to_ascii_lowercase().into_boxed_str();
+                    if m.sni.iter().any(|h| taken.contains(&lower(h))) {
+                        continue;
+                    }
+                    taken.extend(m.sni.iter().map(|h| lower(h)));
                     let Some(rank) = SniRank::of(m.sni.iter().map(|h| &**h), a.sni) else {
                         continue;
                     };
@@ -365,6 +383,8 @@ impl RouteTable {
         a: &L4Attrs<'_>,
     ) -> Option<GatewayTlsChain<'a, 's>> {
         let mut best: Option<GatewayTlsChain<'a, 's>> = None;
+        // the PASSTHROUGH chains' names so far on this port (istiod `tlsHostsByPort`)
+        let mut taken: Vec<Box<str>> = Vec::new();
         for s in servers {
             if s.server.port.number != u32::from(a.port)
                 || !matches!(
@@ -393,7 +413,7 @@ impl RouteTable {
                         gateway: Some(s.gateway),
                         ..*a
                     };
-                    match self.gateway_server_tls_route(&attrs, s.index) {
+                    match self.passthrough_route(&attrs, s.index, &mut taken) {
                         Some((rank, d)) => (rank, Some(d)),
                         None => continue,
                     }
@@ -578,6 +598,54 @@ spec:
   - match: [{port: 9443, sniHosts: ['*']}]
     route: [{destination: {host: any-backend}}]
 ";
+
+    #[test]
+    fn a_match_sharing_a_name_with_an_earlier_one_is_skipped() {
+        let snap = crate::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ['*.example.com']
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: first, namespace: istio-system}
+spec:
+  hosts: ['*.example.com']
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: [a.example.com, b.example.com]}]
+    route: [{destination: {host: first}}]
+  - match: [{sniHosts: [b.example.com, c.example.com]}]
+    route: [{destination: {host: second}}]
+  - match: [{sniHosts: [d.example.com]}]
+    route: [{destination: {host: third}}]
+",
+        )
+        .unwrap()
+        .snapshot();
+        let servers = snap.gateway_servers_named(&["istio-system/gw"]);
+        let dest = |sni: &str| {
+            let attrs = L4Attrs {
+                sni: Some(sni),
+                ..L4Attrs::new("istio-system", 443)
+            };
+            let c = snap
+                .routes()
+                .gateway_tls_chain(servers.iter().copied(), &attrs)?;
+            Some(c.route?.destinations[0].host.to_string())
+        };
+        let host = |n: &str| Some(format!("{n}.istio-system.svc.cluster.local"));
+        assert_eq!(dest("b.example.com"), host("first"));
+        // the second match shares b.example.com: istiod drops it, c included
+        assert_eq!(dest("c.example.com"), None);
+        assert_eq!(dest("d.example.com"), host("third"));
+    }
 
     /// (server index, VirtualService, first destination host)
     type Chain = (usize, Option<String>, Option<String>);
