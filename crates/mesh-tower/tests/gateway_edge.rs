@@ -268,3 +268,38 @@ async fn forward_client_cert_details_on_plaintext_connections() {
         }
     }
 }
+
+#[tokio::test]
+async fn edge_requests_lose_envoys_internal_headers() {
+    let echo = echo_backend().await;
+    let yaml = config(echo);
+    let steer = [
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-max-retries", "10"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("x-envoy-internal", "true"),
+        ("x-envoy-external-address", "6.6.6.6"),
+        ("x-envoy-force-trace", "true"),
+        ("x-forwarded-for", "198.51.100.1, 203.0.113.7"),
+    ];
+    // (trusted proxies, the external address the upstream sees)
+    for (trusted, want) in [(0, "127.0.0.1"), (1, "203.0.113.7"), (2, "198.51.100.1")] {
+        let gw = gateway(&yaml, Some(trusted)).await;
+        let p = raw(gw.local_addr(80).unwrap(), &get("p.example.com", &steer)).await;
+        assert_eq!(status(&p), 200, "{p}");
+        for gone in [
+            "x-envoy-retry-on",
+            "x-envoy-max-retries",
+            "x-envoy-upstream-rq-timeout-ms",
+            "x-envoy-internal",
+            "x-envoy-force-trace",
+        ] {
+            assert!(!p.contains(gone), "{trusted}: {gone} forwarded: {p}");
+        }
+        assert!(
+            p.contains(&format!("x-envoy-external-address: {want}\n")),
+            "{trusted}: {p}"
+        );
+        assert!(!p.contains("6.6.6.6"), "{p}");
+    }
+}

@@ -74,9 +74,14 @@
 //! with the DestinationRule's `tls` (SIMPLE, MUTUAL with a `credentialName` from the
 //! gateway's [`CredentialLookup`], ISTIO_MUTUAL), or, without one, with Istio's auto mTLS
 //! (ISTIO_MUTUAL to mesh workloads when the gateway has its own mesh identity,
-//! [`GatewayBuilder::workload_credentials`]). The gateway writes `x-forwarded-proto` and
-//! `x-forwarded-for`, drops hop-by-hop headers, and propagates trace context and
-//! `x-request-id` as Envoy's gateway does.
+//! [`GatewayBuilder::workload_credentials`]). The gateway writes `x-forwarded-proto` (a
+//! client's is kept only behind `numTrustedProxies`, and then also decides
+//! `httpsRedirect` and `scheme` matches) and `x-forwarded-for`, drops hop-by-hop headers
+//! and, as Envoy does with every request it takes as an edge request, Envoy's internal
+//! headers a client sent (`x-envoy-retry-on`, `x-envoy-max-retries`,
+//! `x-envoy-upstream-rq-timeout-ms`, `x-envoy-internal`, ...), sets
+//! `x-envoy-external-address` to the trusted client address, and propagates trace context
+//! and `x-request-id` (a client's `x-request-id` is kept: Envoy would replace it).
 //!
 //! WebSocket upgrades are forwarded, as Istio configures Envoy by default (HTTP/1.1
 //! `Connection: upgrade` with `Upgrade: websocket`, on plain HTTP and terminated HTTPS
@@ -1868,6 +1873,13 @@ async fn handle(
     // `scheme` matches read follow it.
     let proto = forwarded_proto(req.headers_mut(), ctx.https, inner.num_trusted_proxies);
     let scheme = scheme_of(&proto, ctx.https);
+    // every gateway request is an "edge" request for Envoy (`use_remote_address`, and no
+    // address is internal without an `internal_address_config`, which istiod sets only
+    // with ENABLE_HCM_INTERNAL_NETWORKS): Envoy's internal headers a client sent are
+    // dropped and the trusted client address is written
+    let client = crate::authz::XffMode::Gateway(inner.num_trusted_proxies)
+        .client(req.headers(), ctx.conn.remote_addr().map(|a| a.ip()));
+    clean_edge_request(req.headers_mut(), client);
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
     // h2c is dropped, any other protocol refused
     let websocket = match crate::outbound::upgrade_of(req.headers()) {
@@ -2069,6 +2081,51 @@ fn mutate_xfcc(
         }
     }
     headers.insert(xfcc::XFCC, mine.clone());
+}
+
+/// The request headers Envoy's connection manager removes from an edge request
+/// (`conn_manager_utility.cc`: `x-envoy-internal` from every request, the rest in
+/// `cleanInternalHeaders` for an edge request), so that a client outside the mesh cannot
+/// steer retries, timeouts, tracing or stats.
+const ENVOY_INTERNAL_HEADERS: [&str; 18] = [
+    "x-envoy-internal",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// `x-envoy-external-address`.
+const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+
+/// What Envoy's connection manager does to an edge request's headers (`mutateRequestHeaders`
+/// with `use_remote_address`): [`ENVOY_INTERNAL_HEADERS`] are removed and
+/// `x-envoy-external-address` is set to the trusted client address (`client`: the peer, or
+/// with `numTrustedProxies` the address taken from `X-Forwarded-For`), replacing a
+/// client's.
+fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>) {
+    for h in ENVOY_INTERNAL_HEADERS {
+        headers.remove(h);
+    }
+    headers.remove(X_ENVOY_EXTERNAL_ADDRESS);
+    if let Some(ip) = client {
+        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+            headers.insert(X_ENVOY_EXTERNAL_ADDRESS, v);
+        }
+    }
 }
 
 /// `x-forwarded-proto`.
@@ -2347,6 +2404,30 @@ spec:
             let want: Vec<&str> = want.iter().copied().collect();
             assert_eq!(got, want, "{mode:?} {client:?} {mtls}");
         }
+    }
+
+    #[test]
+    fn edge_requests_lose_envoys_internal_headers() {
+        let mut h = http::HeaderMap::new();
+        for name in ENVOY_INTERNAL_HEADERS {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert(
+            "x-envoy-external-address",
+            HeaderValue::from_static("6.6.6.6"),
+        );
+        h.insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
+        h.insert("x-request-id", HeaderValue::from_static("r-1"));
+        clean_edge_request(&mut h, Some("203.0.113.7".parse().unwrap()));
+        for name in ENVOY_INTERNAL_HEADERS {
+            assert!(!h.contains_key(name), "{name}");
+        }
+        assert_eq!(h["x-envoy-external-address"], "203.0.113.7");
+        // not Envoy's internal headers: kept
+        assert_eq!(h["x-envoy-attempt-count"], "1");
+        assert_eq!(h["x-request-id"], "r-1");
+        clean_edge_request(&mut h, None);
+        assert!(!h.contains_key("x-envoy-external-address"));
     }
 
     #[test]
