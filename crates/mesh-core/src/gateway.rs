@@ -302,6 +302,31 @@ pub fn https_route_name(port: u32, port_name: &str, gateway: &str) -> String {
     format!("https.{port}.{port_name}.{name}.{ns}")
 }
 
+/// The parts of an SNI as Istio's mutual TLS clients write it for a destination,
+/// `outbound_.<port>_.<subset>_.<host>` (an empty subset: none): what an
+/// `AUTO_PASSTHROUGH` server routes by (pilot `BuildDNSSrvSubsetKey`). `None` for any
+/// other name.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::gateway::parse_sni_dnat;
+///
+/// assert_eq!(
+///     parse_sni_dnat("outbound_.9080_.v1_.reviews.default.svc.cluster.local"),
+///     Some((9080, Some("v1"), "reviews.default.svc.cluster.local"))
+/// );
+/// assert_eq!(parse_sni_dnat("outbound_.8000_._.httpbin.foo"), Some((8000, None, "httpbin.foo")));
+/// assert_eq!(parse_sni_dnat("httpbin.example.com"), None);
+/// ```
+pub fn parse_sni_dnat(sni: &str) -> Option<(u16, Option<&str>, &str)> {
+    let rest = sni.strip_prefix("outbound_.")?;
+    let (port, rest) = rest.split_once("_.")?;
+    let (subset, host) = rest.split_once("_.")?;
+    let port = port.parse().ok().filter(|p| *p != 0)?;
+    (!host.is_empty()).then_some((port, (!subset.is_empty()).then_some(subset), host))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,24 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub num_trusted_proxies: Option<u32>,
+    /// `defaultConfig.gatewayTopology.forwardClientCertDetails`: what gateways do with a
+    /// request's `x-forwarded-client-cert` (`None`, or `UNDEFINED`: SANITIZE_SET, Istio's
+    /// gateway default). `gatewayTopology.proxyProtocol` is not supported: it is reported
+    /// as a warning.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{ForwardClientCertDetails, MeshConfig};
+    ///
+    /// let config = MeshConfig::from_yaml("
+    /// defaultConfig:
+    ///   gatewayTopology: {forwardClientCertDetails: ALWAYS_FORWARD_ONLY}
+    /// ")?;
+    /// assert_eq!(config.forward_client_cert_details, Some(ForwardClientCertDetails::AlwaysForwardOnly));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub forward_client_cert_details: Option<ForwardClientCertDetails>,
     /// `localityLbSetting`: the mesh-wide locality load balancing, for destinations whose
     /// DestinationRule sets none (istiod `GetLocalityLbSetting`).
     ///
@@ -1380,6 +1398,77 @@ struct RawProxyConfig {
 struct RawGatewayTopology {
     #[serde(default)]
     num_trusted_proxies: Option<u32>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    forward_client_cert_details: Option<String>,
+    /// Any value: only whether it is set matters (not supported).
+    #[serde(default)]
+    proxy_protocol: Option<serde_json::Value>,
+}
+
+/// ProxyConfig's `ForwardClientCertDetails`: how a gateway treats a request's
+/// `x-forwarded-client-cert` header (Envoy's `forward_client_cert_details`, applied by
+/// `mutateXfccRequestHeader`). On a connection without a verified client certificate
+/// every mode but [`AlwaysForwardOnly`](Self::AlwaysForwardOnly) removes the header.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::ForwardClientCertDetails;
+///
+/// assert_eq!(ForwardClientCertDetails::default(), ForwardClientCertDetails::SanitizeSet);
+/// assert_eq!(ForwardClientCertDetails::from_name("APPEND_FORWARD"), Some(ForwardClientCertDetails::AppendForward));
+/// assert_eq!(ForwardClientCertDetails::from_name("3"), Some(ForwardClientCertDetails::AppendForward));
+/// assert_eq!(ForwardClientCertDetails::from_name("UNDEFINED"), None);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCertDetails {
+    /// Never forward the client's header.
+    Sanitize,
+    /// Forward the client's header only on a mutual TLS connection.
+    ForwardOnly,
+    /// On a mutual TLS connection, append this connection's client certificate details to
+    /// the client's header.
+    AppendForward,
+    /// On a mutual TLS connection, replace the client's header with this connection's
+    /// client certificate details (Istio's gateway default).
+    #[default]
+    SanitizeSet,
+    /// Always forward the client's header unchanged, on any connection.
+    AlwaysForwardOnly,
+}
+
+impl ForwardClientCertDetails {
+    /// The names (and proto numbers) MeshConfig accepts, `UNDEFINED` (0) excepted.
+    pub const NAMES: [&'static str; 5] = [
+        "SANITIZE",
+        "FORWARD_ONLY",
+        "APPEND_FORWARD",
+        "SANITIZE_SET",
+        "ALWAYS_FORWARD_ONLY",
+    ];
+
+    /// The mode a MeshConfig name or proto number (`1`..`5`) names; `None` for
+    /// `UNDEFINED` (0) and anything else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::ForwardClientCertDetails;
+    ///
+    /// assert_eq!(ForwardClientCertDetails::from_name("SANITIZE"), Some(ForwardClientCertDetails::Sanitize));
+    /// assert_eq!(ForwardClientCertDetails::from_name("sanitize"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<ForwardClientCertDetails> {
+        use ForwardClientCertDetails as F;
+        Some(match name {
+            "SANITIZE" | "1" => F::Sanitize,
+            "FORWARD_ONLY" | "2" => F::ForwardOnly,
+            "APPEND_FORWARD" | "3" => F::AppendForward,
+            "SANITIZE_SET" | "4" => F::SanitizeSet,
+            "ALWAYS_FORWARD_ONLY" | "5" => F::AlwaysForwardOnly,
+            _ => return None,
+        })
+    }
 }
 
 /// `pathNormalization`.
@@ -1677,6 +1766,39 @@ fn convert(
             ));
         }
     }
+    let topology = raw
+        .default_config
+        .as_ref()
+        .and_then(|d| d.gateway_topology.as_ref());
+    let forward_client_cert_details = topology
+        .and_then(|t| t.forward_client_cert_details.as_deref())
+        .and_then(|name| {
+            if matches!(name, "UNDEFINED" | "0") {
+                return None;
+            }
+            let found = ForwardClientCertDetails::from_name(name);
+            if found.is_none() {
+                out.push(unknown_name(
+                    source,
+                    format!("{base}.defaultConfig.gatewayTopology.forwardClientCertDetails"),
+                    "forwardClientCertDetails",
+                    name,
+                    &ForwardClientCertDetails::NAMES,
+                ));
+            }
+            found
+        });
+    if topology.is_some_and(|t| t.proxy_protocol.as_ref().is_some_and(|v| !v.is_null())) {
+        // istiod adds Envoy's PROXY protocol listener filter to the gateways: a gateway
+        // here would read the PROXY header as the start of the request
+        out.push(value_diagnostic(
+            source,
+            format!("{base}.defaultConfig.gatewayTopology.proxyProtocol"),
+            Severity::Warning,
+            "gatewayTopology.proxyProtocol is not supported: gateways do not read a PROXY protocol header, so a load balancer sending one breaks every connection, and the client address comes from the connection (or X-Forwarded-For with numTrustedProxies)".to_owned(),
+        ));
+    }
+    let num_trusted_proxies = topology.and_then(|t| t.num_trusted_proxies);
     let mut report = |severity: Severity, code: &'static str, path: String, msg: String| {
         let at = source
             .locate(&path)
@@ -1821,10 +1943,8 @@ fn convert(
         // the block without a mode keeps the default (the user's MeshConfig is merged
         // over Istio's defaults, ALLOW_ANY)
         outbound_traffic_policy: raw.outbound_traffic_policy.and_then(|p| p.mode),
-        num_trusted_proxies: raw
-            .default_config
-            .and_then(|d| d.gateway_topology)
-            .and_then(|t| t.num_trusted_proxies),
+        num_trusted_proxies,
+        forward_client_cert_details,
         locality_lb_setting: raw.locality_lb_setting,
         enable_auto_mtls: raw.enable_auto_mtls,
         mesh_mtls_min_protocol_version,
@@ -2594,6 +2714,71 @@ extensionProviders:
             d.message
         );
         assert_eq!(d.help.as_deref(), Some("did you mean `UPGRADE`?"));
+    }
+
+    #[test]
+    fn gateway_topology() {
+        use ForwardClientCertDetails as F;
+        let opts =
+            |yaml: &str| MeshOptions::from_mesh_config(&MeshConfig::from_yaml(yaml).unwrap());
+        let fccd = |v: &str| {
+            opts(&format!(
+                "defaultConfig: {{gatewayTopology: {{forwardClientCertDetails: {v}}}}}"
+            ))
+            .forward_client_cert_details
+        };
+        let cases = [
+            ("SANITIZE", F::Sanitize),
+            ("FORWARD_ONLY", F::ForwardOnly),
+            ("APPEND_FORWARD", F::AppendForward),
+            ("SANITIZE_SET", F::SanitizeSet),
+            ("ALWAYS_FORWARD_ONLY", F::AlwaysForwardOnly),
+            ("5", F::AlwaysForwardOnly),
+            ("UNDEFINED", F::SanitizeSet),
+            ("0", F::SanitizeSet),
+        ];
+        for (v, want) in cases {
+            assert_eq!(fccd(v), want, "{v}");
+        }
+        assert_eq!(opts("{}").forward_client_cert_details, F::SanitizeSet);
+        let err = MeshConfig::from_yaml(
+            "defaultConfig: {gatewayTopology: {forwardClientCertDetails: SANITISE_SET}}",
+        )
+        .unwrap_err();
+        let d = &err.diagnostics[0];
+        assert!(
+            d.message
+                .contains("unknown forwardClientCertDetails \"SANITISE_SET\""),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.help.as_deref(), Some("did you mean `SANITIZE_SET`?"));
+        // proxyProtocol is not supported: loaded with a warning naming it, not ignored
+        let loaded = load_str(
+            "defaultConfig: {gatewayTopology: {numTrustedProxies: 1, proxyProtocol: {}}}",
+            "mesh.yaml",
+        );
+        let warned: Vec<_> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .collect();
+        assert_eq!(warned.len(), 1, "{:?}", loaded.diagnostics);
+        assert!(warned[0].path.ends_with("gatewayTopology.proxyProtocol"));
+        assert!(
+            warned[0].message.contains("not supported"),
+            "{}",
+            warned[0].message
+        );
+        assert_eq!(
+            MeshOptions::from_mesh_config(&loaded.config.unwrap()).num_trusted_proxies,
+            1
+        );
+        let quiet = load_str(
+            "defaultConfig: {gatewayTopology: {numTrustedProxies: 1}}",
+            "m.yaml",
+        );
+        assert!(quiet.diagnostics.is_empty(), "{:?}", quiet.diagnostics);
     }
 
     #[test]

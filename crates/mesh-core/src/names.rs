@@ -161,6 +161,9 @@ pub struct MeshOptions {
     /// front of a gateway append to `X-Forwarded-For` (Envoy's `xff_num_trusted_hops` on
     /// the gateway; 0 by default: `remote.ip` is the connection's peer).
     pub num_trusted_proxies: u32,
+    /// MeshConfig `defaultConfig.gatewayTopology.forwardClientCertDetails`: what gateways do
+    /// with a request's `x-forwarded-client-cert` (SANITIZE_SET by default, as Istio's).
+    pub forward_client_cert_details: crate::meshconfig::ForwardClientCertDetails,
     /// MeshConfig `accessLogEncoding` (mesh-tower's access log applies it to the servers,
     /// gateways and clients built on this mesh).
     pub access_log_encoding: crate::meshconfig::AccessLogEncoding,
@@ -271,6 +274,7 @@ impl Default for MeshOptions {
             default_destination_rule_export_to: Vec::new(),
             default_service_export_to: Vec::new(),
             num_trusted_proxies: 0,
+            forward_client_cert_details: crate::meshconfig::ForwardClientCertDetails::SanitizeSet,
             access_log_encoding: crate::meshconfig::AccessLogEncoding::Text,
             access_log_format: None,
             locality_lb_setting: None,
@@ -323,6 +327,7 @@ impl MeshOptions {
             default_destination_rule_export_to: config.default_destination_rule_export_to.clone(),
             default_service_export_to: config.default_service_export_to.clone(),
             num_trusted_proxies: config.num_trusted_proxies.unwrap_or(0),
+            forward_client_cert_details: config.forward_client_cert_details.unwrap_or_default(),
             access_log_encoding: config.access_log_encoding,
             access_log_format: config.access_log_format.clone().filter(|f| !f.is_empty()),
             locality_lb_setting: config.locality_lb_setting.clone(),

@@ -197,6 +197,28 @@ spec:
         weight: 0,
     });
 
+    // istiod's SNI-DNAT chains match only Istio's mTLS ALPNs: a ClientHello naming httpbin
+    // without one (a TLS client outside the mesh) is closed without an answer, the same
+    // with `istio` reaches the workload (whose TLS answers it)
+    let sni = "outbound_.8000_._.httpbin.foo.svc.cluster.local";
+    for (alpn, forwarded) in [
+        (&[][..], false),
+        (&[&b"h2"[..], b"http/1.1"][..], false),
+        (&[&b"ISTIO"[..]][..], false),
+        (&[&b"istio"[..]][..], true),
+        (&[&b"h2"[..], b"istio-h2"][..], true),
+        (&[&b"istio-peer-exchange"[..], b"istio"][..], true),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw_addr).await.unwrap();
+        s.write_all(&client_hello_alpn(sni, alpn)).await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("answered or closed, not hung")
+            .unwrap_or(0);
+        assert_eq!(n > 0, forwarded, "ALPN {alpn:?}: {n} bytes back");
+    }
+
     // a ClientHello whose SNI names no destination: the gateway closes the connection
     for sni in [
         "www.example.com",
@@ -206,7 +228,9 @@ spec:
         "outbound_.443_._.legacy.foo.svc.cluster.local",
     ] {
         let mut s = tokio::net::TcpStream::connect(gw_addr).await.unwrap();
-        s.write_all(&client_hello(sni)).await.unwrap();
+        s.write_all(&client_hello_alpn(sni, &[b"istio"]))
+            .await
+            .unwrap();
         let mut buf = [0u8; 64];
         let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
             .await
@@ -216,8 +240,9 @@ spec:
     }
 }
 
-/// A minimal TLS 1.2 ClientHello carrying `sni` (what the gateway peeks at).
-fn client_hello(sni: &str) -> Vec<u8> {
+/// A minimal TLS 1.2 ClientHello carrying `sni` and offering `alpn` (what the gateway
+/// peeks at).
+fn client_hello_alpn(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
     let name = sni.as_bytes();
     let mut server_name = vec![0u8];
     server_name.extend_from_slice(&(name.len() as u16).to_be_bytes());
@@ -227,6 +252,17 @@ fn client_hello(sni: &str) -> Vec<u8> {
     let mut ext = vec![0, 0];
     ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
     ext.extend_from_slice(&list);
+    if !alpn.is_empty() {
+        let mut names = Vec::new();
+        for a in alpn {
+            names.push(a.len() as u8);
+            names.extend_from_slice(a);
+        }
+        ext.extend_from_slice(&[0, 16]);
+        ext.extend_from_slice(&(names.len() as u16 + 2).to_be_bytes());
+        ext.extend_from_slice(&(names.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&names);
+    }
     let mut body = vec![3, 3];
     body.extend_from_slice(&[7u8; 32]); // random
     body.push(0); // session id

@@ -107,6 +107,14 @@ struct Setup {
 /// in front of the echo backend, with `extra` config; the gateway's certificate carries a
 /// SPIFFE URI SAN (its XFCC `By`).
 async fn setup(extra: &str) -> Setup {
+    setup_with(extra, None).await
+}
+
+/// [`setup`] with the gateway's `forward_client_cert_details`.
+async fn setup_with(
+    extra: &str,
+    mode: Option<mesh_core::meshconfig::ForwardClientCertDetails>,
+) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     // a second organisation's root and a client certificate with a subject and no URI SAN
@@ -172,13 +180,14 @@ spec:
         echo.port()
     );
     let mesh = Mesh::from_yaml(&yaml).unwrap();
-    let gw = GatewayServer::builder(mesh, "istio-system", labels())
+    let mut builder = GatewayServer::builder(mesh, "istio-system", labels())
         .credentials(Arc::new(secrets))
         .listener(443, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .start()
-        .await
-        .unwrap();
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap());
+    if let Some(m) = mode {
+        builder = builder.forward_client_cert_details(m);
+    }
+    let gw = builder.start().await.unwrap();
     Setup {
         _tmp: tmp,
         dir,
@@ -549,4 +558,49 @@ async fn every_response_says_server_istio_envoy() {
     .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.headers["server"], "istio-envoy");
+}
+
+/// gatewayTopology `forwardClientCertDetails` other than SANITIZE_SET, as Envoy's
+/// `mutateXfccRequestHeader`: FORWARD_ONLY keeps the client's header on a mutual TLS
+/// connection, APPEND_FORWARD appends this connection's element to it, SANITIZE drops it;
+/// without a client certificate all three remove it.
+#[tokio::test]
+async fn xfcc_forward_only_append_forward_and_sanitize() {
+    use mesh_core::meshconfig::ForwardClientCertDetails as F;
+    if !have("openssl") || !have("sha256sum") {
+        eprintln!("openssl or sha256sum missing: skipping");
+        return;
+    }
+    let spoof = [("x-forwarded-client-cert", SPOOFED)];
+    for mode in [F::ForwardOnly, F::AppendForward, F::Sanitize] {
+        let s = setup_with("", Some(mode)).await;
+        let r = http_get(&s, "plain.example.com", "/", &spoof).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "-"), "{mode:?}");
+        let r = https_get(&s, "simple.example.com", None, &spoof).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "-"), "{mode:?}");
+
+        let (alice, alice_pems) = workload_cert(&s.ca, "foo", "alice", &["alice.example.com"]);
+        std::fs::write(s.dir.join("alice.der"), &alice.chain_der().unwrap()[0]).unwrap();
+        let (hash, cert, _) = expected_parts(&s.dir, "alice.der");
+        let mine = format!(
+            "By=spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway;Hash={hash};\
+             Cert=\"{cert}\";Subject=\"\";URI=spiffe://cluster.local/ns/foo/sa/alice;\
+             DNS=alice.example.com"
+        );
+        let r = https_get(&s, "mtls.example.com", Some(&alice_pems), &spoof).await;
+        assert_eq!(r.status, 200, "{mode:?}: {}", r.body);
+        let want = match mode {
+            F::ForwardOnly => SPOOFED.to_owned(),
+            F::AppendForward => format!("{SPOOFED},{mine}"),
+            _ => "-".to_owned(),
+        };
+        assert_eq!(r.body, want, "{mode:?}");
+        // nothing sent: APPEND_FORWARD sets its own element alone
+        let r = https_get(&s, "mtls.example.com", Some(&alice_pems), &[]).await;
+        let want = match mode {
+            F::AppendForward => mine.clone(),
+            _ => "-".to_owned(),
+        };
+        assert_eq!(r.body, want, "{mode:?}, nothing sent");
+    }
 }

@@ -19,8 +19,12 @@
 //! default the URL's host), and only by that server's hosts, whatever the Host header says.
 //! `tcp://HOST:PORT` explains a TCP connection by the VirtualServices' `tcp` routes, and
 //! `tls://SNI:PORT` a TLS one by their `tls` routes, as mesh traffic or at a `--gateway`
-//! (its TCP and PASSTHROUGH servers); the JSON then has `protocol`, `host`, `port`,
-//! `virtual_service`, `route` and the `destinations` with their Envoy `cluster`.
+//! (its TCP servers; for TLS, the filter chain the SNI reaches as the gateway picks it: a
+//! PASSTHROUGH server's `tls` routes by `sniHosts`, a TLS-terminating `TLS` server's `tcp`
+//! route, an AUTO_PASSTHROUGH server's `outbound_` destination; `--sni ""` for a client
+//! that sends none); the JSON then has `protocol`, `host`, `port`, `virtual_service`,
+//! `route` (of kind `route_kind`), `filter_chain` (at a gateway, which chain took it) and
+//! the `destinations` with their Envoy `cluster`.
 //! Exit status 0 when a decision was made, 2 on a usage error or a config that cannot
 //! be loaded.
 
@@ -810,16 +814,15 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
     // an `https` URL whose SNI reaches no TLS-terminating server of the gateway, but a
     // PASSTHROUGH one's `tls` route: the gateway forwards the client's TLS by its SNI
-    if let (Some(Some(name)), Some(g)) = (sni, &gateway) {
-        let names = gateway_attr(&snap, args.gateway.as_deref(), &args.namespace, None, port);
-        let mut l4 = mesh_core::route::L4Attrs::new(&args.namespace, port);
-        l4.sni = Some(name);
-        if names.as_deref() == Some(g.as_str())
-            && route_l4(&snap, Some(g), l4, true).virtual_service.is_some()
-        {
+    if let (Some(Some(name)), Some(_)) = (sni, &gateway) {
+        let chain = gateway_chain(&snap, &args, port, Some(name)).flatten();
+        let terminates_http = chain.as_ref().is_some_and(|c| {
+            c.route.is_none() && c.server.server.port.protocol.eq_ignore_ascii_case("HTTPS")
+        });
+        if chain.is_some() && !terminates_http {
             if args.output == Output::Text {
                 println!(
-                    "{} is TLS the gateway does not terminate (a PASSTHROUGH server): routed as a connection by its SNI",
+                    "{} reaches a filter chain that does not route HTTP (a PASSTHROUGH or TLS server): routed as a connection",
                     args.url
                 );
             }
@@ -989,9 +992,73 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
             .map(|s| s.hostname.to_string()),
         _ => None,
     };
-    let d = match &service_host {
-        Some(h) => snap.route_tls_to(&attrs, h),
-        None => route_l4(&snap, gateway.as_deref(), attrs, protocol == "tls"),
+    // at a gateway, a TLS connection reaches one filter chain of the port's servers
+    // (`--sni ""`: a client that sends none)
+    let chain = match (&gateway, protocol) {
+        (Some(_), "tls") => {
+            attrs.sni = (!sni.is_empty()).then_some(sni.as_str());
+            gateway_chain(&snap, args, port, attrs.sni)
+        }
+        _ => None,
+    };
+    let mut note: Option<String> = None;
+    let mut auto_passthrough = false;
+    // the kind of VirtualService route that applies (`tcp` on a TLS-terminating server)
+    let mut route_kind = protocol;
+    let d = match (&service_host, chain) {
+        (Some(h), _) => snap.route_tls_to(&attrs, h),
+        (None, Some(None)) => {
+            note = Some(format!(
+                "no filter chain of the gateway on port {port} takes the SNI {sni:?}: the connection is closed during the TLS handshake"
+            ));
+            closed_l4(&sni)
+        }
+        (None, Some(Some(c))) => {
+            let mode = c
+                .server
+                .server
+                .tls
+                .as_ref()
+                .map(|t| t.mode)
+                .unwrap_or_default();
+            let server = format!(
+                "server {} ({}) of Gateway {}",
+                c.server.index, c.server.server.port.name, c.server.gateway
+            );
+            match (mode, c.route) {
+                (_, Some(d)) => {
+                    note = Some(format!(
+                        "{server}: PASSTHROUGH, by the VirtualServices' sniHosts"
+                    ));
+                    d
+                }
+                (mesh_core::model::ServerTlsMode::AutoPassthrough, None) => {
+                    auto_passthrough = true;
+                    note = Some(format!(
+                        "{server}: AUTO_PASSTHROUGH, to the service the SNI names, for a client offering an Istio mTLS ALPN (istio, istio-peer-exchange, istio-http/1.0, istio-http/1.1, istio-h2); others are closed"
+                    ));
+                    sni_dnat_l4(&sni)
+                }
+                _ if c.server.server.port.protocol.eq_ignore_ascii_case("HTTPS") => {
+                    note = Some(format!(
+                        "{server} terminates TLS and routes HTTP: ask with an https:// URL"
+                    ));
+                    closed_l4(&sni)
+                }
+                _ => {
+                    note = Some(format!(
+                        "{server} terminates TLS: its one filter chain takes the tcp route of the first VirtualService bound to it whose hosts overlap the server's"
+                    ));
+                    route_kind = "tcp";
+                    let a = mesh_core::route::L4Attrs {
+                        gateway: Some(c.server.gateway),
+                        ..attrs
+                    };
+                    snap.routes().gateway_server_tcp_route(&a, c.server.index)
+                }
+            }
+        }
+        (None, None) => route_l4(&snap, gateway.as_deref(), attrs, protocol == "tls"),
     };
     // what has no cluster and no route naming it: passed through to the host and port
     // asked for under ALLOW_ANY (Istio's default), black-holed under REGISTRY_ONLY, as
@@ -1043,6 +1110,8 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         "virtual_service": d.virtual_service.map(|vs| &*vs.name),
         "route": d.route_index,
         "destinations": dests,
+        "filter_chain": note,
+        "route_kind": route_kind,
     });
     match args.output {
         Output::Json => println!("{v}"),
@@ -1056,11 +1125,18 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
                 protocol.to_ascii_uppercase(),
                 d.host
             );
+            if let Some(n) = &note {
+                s.push_str(n);
+                s.push('\n');
+            }
             match (d.virtual_service, d.route_index) {
                 (Some(vs), Some(i)) => s.push_str(&format!(
-                    "VirtualService {}, {protocol} route {i} matched\n",
+                    "VirtualService {}, {route_kind} route {i} matched\n",
                     vs.name
                 )),
+                _ if auto_passthrough => s.push_str(
+                    "no VirtualService: the bytes go untouched to an endpoint of that service\n",
+                ),
                 _ if gateway.is_some() => {
                     s.push_str("no VirtualService route: the gateway closes the connection\n")
                 }
@@ -1103,6 +1179,48 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// The filter chain a ClientHello with `sni` reaches on `port` of the `--gateway`
+/// Gateways (the runtime's own choice, [`RouteTable::gateway_tls_chain`]): `None` for mesh
+/// traffic or Gateways not among the loaded files, `Some(None)` when no chain takes it.
+///
+/// [`RouteTable::gateway_tls_chain`]: mesh_core::route::RouteTable::gateway_tls_chain
+fn gateway_chain<'s>(
+    snap: &'s Snapshot,
+    args: &Args,
+    port: u16,
+    sni: Option<&str>,
+) -> Option<Option<mesh_core::route::GatewayTlsChain<'s, 's>>> {
+    let (servers, _) = gateway_servers_at(snap, args, port)?;
+    let mut attrs = mesh_core::route::L4Attrs::new(&args.namespace, port);
+    attrs.sni = sni;
+    Some(snap.routes().gateway_tls_chain(servers, &attrs))
+}
+
+/// A TLS connection the gateway closes: no route, no destination.
+fn closed_l4(sni: &str) -> mesh_core::route::L4Decision<'static> {
+    mesh_core::route::L4Decision {
+        host: std::borrow::Cow::Owned(sni.to_owned()),
+        virtual_service: None,
+        route_index: None,
+        destinations: std::borrow::Cow::Owned(Vec::new()),
+    }
+}
+
+/// An AUTO_PASSTHROUGH connection: to the service, port and subset its SNI names.
+fn sni_dnat_l4(sni: &str) -> mesh_core::route::L4Decision<'static> {
+    let mut d = closed_l4(sni);
+    if let Some((port, subset, host)) = mesh_core::gateway::parse_sni_dnat(sni) {
+        d.destinations = std::borrow::Cow::Owned(vec![WeightedDestination {
+            host: host.into(),
+            subset: subset.map(Into::into),
+            port: Some(port),
+            weight: 100,
+            headers: None,
+        }]);
+    }
+    d
 }
 
 /// The servers of the `--gateway` Gateways, and those on `port`; `None` for mesh traffic
@@ -1157,21 +1275,18 @@ fn gateway_refusal(
         ));
     }
     let sni = sni?;
-    let fits = |h: &String| {
-        let h = h.split_once('/').map_or(h.as_str(), |(_, h)| h);
-        h == "*" || mesh_core::model::host::matches(h, &sni.to_ascii_lowercase())
-    };
     let tls = |p: &str| matches!(p.to_ascii_uppercase().as_str(), "HTTPS" | "TLS");
-    if at_port
-        .iter()
-        .any(|s| tls(&s.server.port.protocol) && s.server.hosts.iter().any(fits))
-    {
+    if !at_port.iter().any(|s| tls(&s.server.port.protocol)) {
+        // plain HTTP servers only: not a TLS port
+        return None;
+    }
+    if gateway_chain(snap, args, port, Some(sni)).is_some_and(|c| c.is_some()) {
         return None;
     }
     Some((
         "closed",
         format!(
-            "no TLS server of the gateway on port {port} takes the SNI {sni}: the gateway closes the connection during the TLS handshake (NR filter_chain_not_found), before any request"
+            "no filter chain of the gateway on port {port} takes the SNI {sni}: the gateway closes the connection during the TLS handshake (NR filter_chain_not_found), before any request"
         ),
     ))
 }

@@ -1004,3 +1004,103 @@ spec:
         "{text}"
     );
 }
+
+/// `tls://` at a gateway follows the filter chain the runtime picks: a PASSTHROUGH
+/// server's chains come from the `sniHosts` of every VirtualService bound to it whose hosts
+/// overlap the server's (not only those whose hosts name the SNI); a TLS-terminating `TLS`
+/// server takes the `tcp` route of the first overlapping VirtualService, whatever the SNI;
+/// `sniHosts: ['*']` takes a client without SNI (`--sni ""`).
+#[test]
+fn gateway_tls_connections_follow_the_filter_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "gw.yaml",
+        "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ['*.example.com']
+  - port: {number: 443, name: tls, protocol: TLS}
+    hosts: ['*.example.com']
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 5443, name: tls-db, protocol: TLS}
+    hosts: ['*.example.com']
+    tls: {mode: SIMPLE, credentialName: db-cred}
+  - port: {number: 9443, name: tls-any, protocol: TLS}
+    hosts: ['*']
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web-a, namespace: default}
+spec:
+  hosts: [a.example.com]
+  gateways: [istio-system/gw]
+  http: [{route: [{destination: {host: web-a}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tls-all, namespace: default}
+spec:
+  hosts: ['*.example.com']
+  gateways: [istio-system/gw]
+  tls:
+  - match: [{port: 443, sniHosts: ['*.example.com']}]
+    route: [{destination: {host: tls-backend, port: {number: 443}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  gateways: [istio-system/gw]
+  tcp: [{route: [{destination: {host: db, port: {number: 5432}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: any, namespace: default}
+spec:
+  hosts: ['*']
+  gateways: [istio-system/gw]
+  tls:
+  - match: [{port: 9443, sniHosts: ['*']}]
+    route: [{destination: {host: backend, port: {number: 8443}}}]
+",
+    );
+    let f = f.display().to_string();
+    let at = |url: &str, extra: &[&str]| {
+        let mut args = vec![url, "-f", &f, "--gateway", "istio-system/gw"];
+        args.extend_from_slice(extra);
+        json(&args)
+    };
+    for sni in ["a.example.com", "b.example.com"] {
+        let v = at(&format!("tls://{sni}:443"), &[]);
+        assert_eq!(v["virtual_service"], "default/tls-all", "{sni}: {v}");
+        assert_eq!(
+            v["destinations"][0]["host"],
+            "tls-backend.default.svc.cluster.local"
+        );
+    }
+    let v = at("tls://example.org:443", &[]);
+    assert_eq!(v["virtual_service"], Value::Null, "{v}");
+    assert_eq!(v["destinations"], serde_json::json!([]), "{v}");
+    // the https URL reaches the same PASSTHROUGH chain
+    let v = at("https://a.example.com/", &[]);
+    assert_eq!(v["protocol"], "tls", "{v}");
+    assert_eq!(v["virtual_service"], "default/tls-all", "{v}");
+    // terminated TLS: the server's tcp route, whatever the SNI
+    let v = at("tls://db-primary.example.com:5443", &[]);
+    assert_eq!(v["virtual_service"], "default/db", "{v}");
+    assert_eq!(v["route_kind"], "tcp", "{v}");
+    assert_eq!(v["destinations"][0]["port"], 5432, "{v}");
+    // a catch-all chain, for a client without SNI
+    let v = at("tls://10.0.0.1:9443", &["--sni", ""]);
+    assert_eq!(v["virtual_service"], "default/any", "{v}");
+    let v = at("tls://x.org:9443", &[]);
+    assert_eq!(v["virtual_service"], "default/any", "{v}");
+}

@@ -77,6 +77,7 @@ use crate::sidecar::SidecarScope;
 
 pub mod actions;
 pub(crate) mod format;
+mod gateway_tls;
 mod matcher;
 
 pub use actions::{
@@ -84,6 +85,7 @@ pub use actions::{
     HeaderTemplate, HeaderVar, HttpAction, Mirror, PerMillion, Redirect, RetryPolicy, Rewrite,
     WeightedDestination, DEFAULT_RETRY_ON,
 };
+pub use gateway_tls::{GatewayTlsChain, SniRank};
 pub use matcher::{jwt_claim_path, StrMatcher};
 pub(crate) use matcher::{re2_regex, MatchBlock};
 use matcher::{RegexCache, ReqView};
@@ -696,7 +698,11 @@ impl L4Match {
             return false;
         }
         if !self.sni.is_empty() {
-            let Some(sni) = a.sni else { return false };
+            // `*` makes a chain without server names (pilot `toFilterChainMatch`), which
+            // also takes a ClientHello without SNI
+            let Some(sni) = a.sni else {
+                return self.sni.iter().any(|h| &**h == "*");
+            };
             return self.sni.iter().any(|h| sni_matches(h, sni));
         }
         true

@@ -194,7 +194,7 @@ pub(crate) enum XffMode {
 
 impl XffMode {
     /// The original client address of a request from `peer` carrying `headers`.
-    fn client(
+    pub(crate) fn client(
         self,
         headers: &http::HeaderMap,
         peer: Option<std::net::IpAddr>,

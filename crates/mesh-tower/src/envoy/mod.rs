@@ -749,6 +749,22 @@ pub enum LocalReply {
     /// with HTTP 400 if the verb in the HTTP request is not in upper case").
     #[error("method not in upper case")]
     InvalidMethod,
+    /// An HTTP/1.0 (or 0.9) request where Envoy's `accept_http_10` is off (Istio's default
+    /// unless `PILOT_HTTP10` or the proxy's `HTTP10` metadata is set): the HTTP/1 codec's
+    /// `checkProtocolVersion` answers 426 `Upgrade Required`, DPE, details `low_version`,
+    /// and closes the connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::envoy::LocalReply;
+    ///
+    /// let r = LocalReply::UpgradeRequired;
+    /// assert_eq!((r.status().as_u16(), r.body().as_str()), (426, "Upgrade Required"));
+    /// assert_eq!((r.details().as_str(), r.flags().to_string().as_str()), ("low_version", "DPE"));
+    /// ```
+    #[error("HTTP/1.0 is not accepted")]
+    UpgradeRequired,
 }
 
 impl LocalReply {
@@ -782,6 +798,7 @@ impl LocalReply {
             LocalReply::PathNormalizationFailed | LocalReply::InvalidMethod => {
                 StatusCode::BAD_REQUEST
             }
+            LocalReply::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         }
     }
 
@@ -841,6 +858,8 @@ impl LocalReply {
             LocalReply::FaultAbort { .. } => "fault filter abort".to_owned(),
             LocalReply::RbacDenied => "RBAC: access denied".to_owned(),
             LocalReply::InvalidMethod => "Bad Request".to_owned(),
+            // CodeUtility::toString(426)
+            LocalReply::UpgradeRequired => "Upgrade Required".to_owned(),
             LocalReply::Unauthenticated(msg) => msg.clone(),
         }
     }
@@ -878,7 +897,9 @@ impl LocalReply {
                 f
             }
             LocalReply::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
-            LocalReply::InvalidMethod => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            LocalReply::InvalidMethod | LocalReply::UpgradeRequired => {
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR
+            }
             LocalReply::FaultAbort { .. } => ResponseFlags::FAULT_INJECTED,
             LocalReply::RbacDenied
             | LocalReply::Unauthenticated(_)
@@ -934,6 +955,7 @@ impl LocalReply {
             }
             LocalReply::PathNormalizationFailed => "path_normalization_failed".into(),
             LocalReply::InvalidMethod => "http1.codec_error".into(),
+            LocalReply::UpgradeRequired => "low_version".into(),
         }
     }
 

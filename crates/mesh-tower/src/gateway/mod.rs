@@ -10,15 +10,20 @@
 //!   included, as Envoy's `require_tls` redirect); otherwise the request is routed by the
 //!   VirtualServices bound to that Gateway;
 //! - **HTTPS / TLS servers**: the ClientHello is read *without consuming it* and the
-//!   server chosen by SNI among the port's servers' hosts (exact name over the longest
-//!   `*.suffix` wildcard over `*`; no SNI matches only `*`). Then by `tls.mode` (default
+//!   filter chain chosen by SNI among those istiod builds for the port's servers
+//!   ([`RouteTable::gateway_tls_chain`](mesh_core::route::RouteTable::gateway_tls_chain)):
+//!   a terminating server's hosts, a PASSTHROUGH server's VirtualService `sniHosts` (of
+//!   every bound VirtualService whose hosts overlap the server's), an AUTO_PASSTHROUGH
+//!   server's `outbound_` names; exact name over the longest `*.suffix` wildcard over `*`
+//!   (a `*` chain also takes a client without SNI). Then by `tls.mode` (default
 //!   PASSTHROUGH):
 //!   - `SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`: TLS is terminated with the certificate of the
 //!     server's `credentialName` from a [`CredentialLookup`] (by default
 //!     [`DirCredentials`]: `<dir>/<name>/tls.crt`, `tls.key`, `ca.crt`, or a separate
 //!     `<name>-cacert`), so each host gets its own certificate; HTTPS servers then route
-//!     HTTP as above, TLS servers route the decrypted bytes by the VirtualServices' `tcp`
-//!     routes;
+//!     HTTP as above, TLS servers send the decrypted bytes where the `tcp` route of the
+//!     first bound VirtualService whose hosts overlap the server's sends them, whatever
+//!     the SNI (istiod builds one filter chain per server);
 //!   - `ISTIO_MUTUAL`: TLS is terminated with the gateway's own mesh certificate
 //!     ([`GatewayBuilder::workload_credentials`]) and the client must present one from the
 //!     mesh (an egress gateway that sidecars reach with a DestinationRule's `ISTIO_MUTUAL`
@@ -28,7 +33,10 @@
 //!   - `AUTO_PASSTHROUGH` (an east-west gateway): the SNI of a mesh client's mutual TLS,
 //!     `outbound_.<port>_.<subset>_.<host>`, names the service, port and subset (the
 //!     server's `hosts` select which services), and the bytes go to one of its endpoints
-//!     untouched, with no VirtualService: the workload terminates the client's TLS;
+//!     untouched, with no VirtualService: the workload terminates the client's TLS; only
+//!     a ClientHello offering one of Istio's mTLS ALPNs (`istio`, `istio-peer-exchange`,
+//!     `istio-http/1.0`, `istio-http/1.1`, `istio-h2`) matches, as istiod's filter chains
+//!     require, so a TLS client outside the mesh cannot reach a workload through it;
 //! - **TCP servers** (`TCP`, and `MONGO`, `MYSQL`, `REDIS`, which Istio proxies as TCP):
 //!   the connection is routed by the bound VirtualServices' `tcp` routes (by port).
 //!
@@ -47,10 +55,13 @@
 //! `connection.sni` known and, on MUTUAL and OPTIONAL_MUTUAL servers, the client
 //! certificate's SPIFFE identity as `source.principal` and `source.namespace`.
 //!
-//! As Istio's gateway (`forward_client_cert_details: SANITIZE_SET`), a request's
-//! `x-forwarded-client-cert` is always removed, and on a connection whose client presented
-//! a verified certificate it is set to Envoy's `By=..;Hash=..;Cert="..";Subject="..";URI=..;
-//! DNS=..` for that certificate. Every response carries `server: istio-envoy`.
+//! As Istio's gateway (`forward_client_cert_details: SANITIZE_SET` unless MeshConfig's
+//! `gatewayTopology.forwardClientCertDetails` or
+//! [`GatewayBuilder::forward_client_cert_details`] says otherwise), a request's
+//! `x-forwarded-client-cert` is removed, and on a connection whose client presented a
+//! verified certificate it is set to Envoy's `By=..;Hash=..;Cert="..";Subject="..";URI=..;
+//! DNS=..` for that certificate (the other modes as Envoy's `mutateXfccRequestHeader`).
+//! Every response carries `server: istio-envoy`.
 //!
 //! Routed HTTP requests are forwarded by the gateway's own outbound client (a
 //! [`MeshClient`] of the gateway workload), so they get
@@ -63,9 +74,14 @@
 //! with the DestinationRule's `tls` (SIMPLE, MUTUAL with a `credentialName` from the
 //! gateway's [`CredentialLookup`], ISTIO_MUTUAL), or, without one, with Istio's auto mTLS
 //! (ISTIO_MUTUAL to mesh workloads when the gateway has its own mesh identity,
-//! [`GatewayBuilder::workload_credentials`]). The gateway writes `x-forwarded-proto` and
-//! `x-forwarded-for`, drops hop-by-hop headers, and propagates trace context and
-//! `x-request-id` as Envoy's gateway does.
+//! [`GatewayBuilder::workload_credentials`]). The gateway writes `x-forwarded-proto` (a
+//! client's is kept only behind `numTrustedProxies`, and then also decides
+//! `httpsRedirect` and `scheme` matches) and `x-forwarded-for`, drops hop-by-hop headers
+//! and, as Envoy does with every request it takes as an edge request, Envoy's internal
+//! headers a client sent (`x-envoy-retry-on`, `x-envoy-max-retries`,
+//! `x-envoy-upstream-rq-timeout-ms`, `x-envoy-internal`, ...), sets
+//! `x-envoy-external-address` to the trusted client address, and propagates trace context
+//! and `x-request-id` (a client's `x-request-id` is kept: Envoy would replace it).
 //!
 //! WebSocket upgrades are forwarded, as Istio configures Envoy by default (HTTP/1.1
 //! `Connection: upgrade` with `Upgrade: websocket`, on plain HTTP and terminated HTTPS
@@ -79,7 +95,8 @@
 //! response headers, not to the upgraded stream. As Envoy with Istio's `upgrade_configs`,
 //! an `h2c` upgrade offer is dropped (the request is served as plain HTTP/1.1) and any other
 //! upgrade protocol is refused with 403.
-//! Envoy's local replies are reproduced: 404 when no VirtualService or route matches, 503
+//! Envoy's local replies are reproduced: 426 `Upgrade Required` to an HTTP/1.0 request
+//! (Istio leaves `accept_http_10` off), 404 when no VirtualService or route matches, 503
 //! (NC) for an unknown destination or subset, 503 `no healthy upstream` without endpoints,
 //! 503 `upstream connect error ...` when no endpoint can be reached after the retries, 504
 //! `upstream request timeout`; VirtualService redirects and direct responses are answered
@@ -173,8 +190,9 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use mesh_core::gateway::GatewayServer as ServerRef;
+use mesh_core::gateway::{parse_sni_dnat, GatewayServer as ServerRef};
 use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::ForwardClientCertDetails;
 use mesh_core::model::ServiceLocation;
 use mesh_core::model::{Labels, ServerTlsMode};
 use mesh_core::route::{HttpRequestAttrs, L4Attrs, WeightedDestination};
@@ -323,6 +341,7 @@ pub struct GatewayBuilder {
     workload_name: String,
     cluster_id: Option<String>,
     num_trusted_proxies: Option<u32>,
+    forward_client_cert_details: Option<ForwardClientCertDetails>,
 }
 
 impl GatewayBuilder {
@@ -692,6 +711,31 @@ impl GatewayBuilder {
         self
     }
 
+    /// What the gateway does with a request's `x-forwarded-client-cert` (Istio's
+    /// `gatewayTopology.forwardClientCertDetails`; default: the MeshConfig's
+    /// `defaultConfig.gatewayTopology.forwardClientCertDetails`, else SANITIZE_SET), as
+    /// Envoy's `mutateXfccRequestHeader`: on a connection without a verified client
+    /// certificate (plaintext, SIMPLE) the header is removed in every mode but
+    /// ALWAYS_FORWARD_ONLY.
+    ///
+    /// # Examples
+    ///
+    /// Behind a proxy that terminates the client's mutual TLS and sets the header itself:
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_core::meshconfig::ForwardClientCertDetails;
+    /// use mesh_tower::gateway::GatewayServer;
+    ///
+    /// let builder = GatewayServer::builder(Mesh::new(Default::default()), "istio-system", Default::default())
+    ///     .forward_client_cert_details(ForwardClientCertDetails::AlwaysForwardOnly);
+    /// # let _ = builder;
+    /// ```
+    pub fn forward_client_cert_details(mut self, mode: ForwardClientCertDetails) -> Self {
+        self.forward_client_cert_details = Some(mode);
+        self
+    }
+
     /// The gateway's cluster id (Istio's `CLUSTER_ID`), reported as `source_cluster` by its
     /// metrics (default `Kubernetes`).
     ///
@@ -897,11 +941,11 @@ impl GatewayBuilder {
             self.namespace.as_str(),
             self.labels.clone(),
         )
-        .with_ext_authz_client(client.clone())
-        .for_gateway(
-            self.num_trusted_proxies
-                .unwrap_or(self.mesh.options().num_trusted_proxies),
-        );
+        .with_ext_authz_client(client.clone());
+        let num_trusted_proxies = self
+            .num_trusted_proxies
+            .unwrap_or(self.mesh.options().num_trusted_proxies);
+        let authz = authz.for_gateway(num_trusted_proxies);
         let inner = Arc::new(Inner {
             access_log: AccessLogLayer::inbound().with_mesh_format(&self.mesh),
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
@@ -914,6 +958,10 @@ impl GatewayBuilder {
             workload: self.workload,
             cache,
             hello_timeout: self.hello_timeout,
+            num_trusted_proxies,
+            forward_client_cert_details: self
+                .forward_client_cert_details
+                .unwrap_or(self.mesh.options().forward_client_cert_details),
             client,
         });
         let mut addrs = BTreeMap::new();
@@ -954,6 +1002,10 @@ struct Inner {
     workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
     cache: tls::ConfigCache,
     hello_timeout: Duration,
+    /// `gatewayTopology.numTrustedProxies` (Envoy's `xff_num_trusted_hops`).
+    num_trusted_proxies: u32,
+    /// `gatewayTopology.forwardClientCertDetails`.
+    forward_client_cert_details: ForwardClientCertDetails,
     /// The gateway's outbound side: the mesh client of its workload, which forwards every
     /// routed request (balancing, retries, pooled TLS origination).
     client: MeshClient,
@@ -1087,6 +1139,7 @@ impl GatewayServer {
             workload_name: "istio-ingressgateway".into(),
             cluster_id: None,
             num_trusted_proxies: None,
+            forward_client_cert_details: None,
         }
     }
 
@@ -1334,59 +1387,21 @@ fn kind(s: &ServerRef<'_>) -> Kind {
     }
 }
 
-/// How well a server host (`[ns/]name`) matches a request host or SNI: exact beats the
-/// longest `*.suffix`, which beats `*`.
-fn host_score(pattern: &str, host: Option<&str>) -> Option<usize> {
-    let pattern = pattern.rsplit_once('/').map_or(pattern, |(_, h)| h);
-    if pattern == "*" {
-        return Some(0);
-    }
-    let host = host?;
-    if let Some(suffix) = pattern.strip_prefix('*') {
-        let ok = host.len() > suffix.len()
-            && host.as_bytes()[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes());
-        return ok.then_some(suffix.len());
-    }
-    pattern.eq_ignore_ascii_case(host).then_some(usize::MAX)
-}
+/// The ALPN protocols of Istio's mutual TLS (pilot `allIstioMtlsALPNs`): an
+/// AUTO_PASSTHROUGH filter chain matches only a ClientHello offering one of them.
+const ISTIO_MTLS_ALPNS: [&[u8]; 5] = [
+    b"istio",
+    b"istio-peer-exchange",
+    b"istio-http/1.0",
+    b"istio-http/1.1",
+    b"istio-h2",
+];
 
-fn select<'a>(
-    servers: impl Iterator<Item = ServerRef<'a>>,
-    host: Option<&str>,
-) -> Option<ServerRef<'a>> {
-    let mut best: Option<(usize, ServerRef<'a>)> = None;
-    for s in servers {
-        // an AUTO_PASSTHROUGH server's hosts select the services its SNI names
-        let auto = s
-            .server
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.mode == ServerTlsMode::AutoPassthrough);
-        let host = match (auto, host) {
-            (true, Some(sni)) => parse_sni_dnat(sni).map(|(_, _, h)| h),
-            _ => host,
-        };
-        if auto && host.is_none() {
-            // its chains match `outbound_...` names only: any other SNI (or none) is
-            // another server's, even with `hosts: ['*']`
-            continue;
-        }
-        let score = s
-            .server
-            .hosts
-            .iter()
-            .filter_map(|h| host_score(h, host))
-            .max()
-            // istiod gives an AUTO_PASSTHROUGH server one filter chain per service, matching
-            // its exact `outbound_...` SNI: it beats any wildcard of another server
-            .map(|score| if auto { usize::MAX } else { score });
-        if let Some(score) = score {
-            if best.as_ref().is_none_or(|(b, _)| score > *b) {
-                best = Some((score, s));
-            }
-        }
-    }
-    best.map(|(_, s)| s)
+/// Whether a ClientHello's ALPN list offers one of [`ISTIO_MTLS_ALPNS`] (Envoy's
+/// `application_protocols` filter chain match: any one offered protocol in the set).
+fn offers_istio_mtls_alpn(alpn: &[Vec<u8>]) -> bool {
+    alpn.iter()
+        .any(|p| ISTIO_MTLS_ALPNS.contains(&p.as_slice()))
 }
 
 async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
@@ -1472,30 +1487,37 @@ async fn connection(
                 .map(|s| s.1.clone())
                 .unwrap_or_default();
             authorize_connection(&inner, &conn).await?;
-            let upstream = l4_connect(&inner, &snap, &gateway, &conn, None, false).await?;
+            let mut attrs = L4Attrs::new(&inner.namespace, port);
+            attrs.gateway = Some(&gateway);
+            let d = snap.route_tcp(&attrs);
+            let upstream = l4_connect_to(&inner, &snap, &gateway, &conn, &d, None).await?;
             return splice(tcp, upstream).await;
         }
         return Err(io::Error::other("no Gateway server on this port any more"));
     }
-    let sni = match sni::peek_client_hello(&tcp, inner.hello_timeout).await? {
-        Hello::Tls(sni) => sni,
-        Hello::NotTls if has_http => return serve_http(inner, tcp, plain_ctx).await,
-        Hello::NotTls | Hello::Incomplete => {
+    let hello = match sni::peek_client_hello(&tcp, inner.hello_timeout).await? {
+        sni::Peeked::Tls(h) => h,
+        sni::Peeked::NotTls if has_http => return serve_http(inner, tcp, plain_ctx).await,
+        sni::Peeked::NotTls | sni::Peeked::Incomplete => {
             return Err(io::Error::other("not a TLS ClientHello on a TLS port"))
         }
     };
+    let istio_alpn = offers_istio_mtls_alpn(&hello.alpn);
+    let sni = hello.sni;
+    // the filter chain the ClientHello reaches among the port's HTTPS and TLS servers:
+    // a terminating server's hosts, a PASSTHROUGH server's VirtualService `sniHosts`, an
+    // AUTO_PASSTHROUGH server's `outbound_` names, the most specific first
     let all = snap.gateway_servers(&inner.labels);
-    let tls_servers = all
-        .iter()
-        .copied()
-        .filter(|s| s.server.port.number == u32::from(port) && matches!(kind(s), Kind::Tls { .. }));
-    let Some(server) = select(tls_servers, sni.as_deref()) else {
+    let mut attrs = L4Attrs::new(&inner.namespace, port);
+    attrs.sni = sni.as_deref();
+    let Some(chain) = snap.routes().gateway_tls_chain(all.iter().copied(), &attrs) else {
         // no filter chain matches this SNI: Envoy closes the connection
         return Err(io::Error::other(format!(
             "no Gateway server for SNI {:?}",
             sni.as_deref().unwrap_or("")
         )));
     };
+    let server = chain.server;
     let Kind::Tls { terminate, http } = kind(&server) else {
         return Err(io::Error::other("unreachable: not a TLS server"));
     };
@@ -1510,7 +1532,14 @@ async fn connection(
     let settings = server.server.tls.clone().unwrap_or_default();
     if !terminate {
         if settings.mode == ServerTlsMode::AutoPassthrough {
-            drop(all);
+            // the chain's server name matched: without an Istio mTLS ALPN its
+            // `application_protocols` do not, and Envoy tries no less specific chain
+            if !istio_alpn {
+                return Err(io::Error::other(format!(
+                    "SNI {:?}: AUTO_PASSTHROUGH needs one of Istio's mTLS ALPNs",
+                    sni.as_deref().unwrap_or("")
+                )));
+            }
             let conn = conn.with_tls(true, sni.as_deref());
             authorize_connection(&inner, &conn).await?;
             let upstream = sni_dnat_connect(&inner, &snap, &conn, sni.as_deref()).await?;
@@ -1522,10 +1551,12 @@ async fn connection(
                 settings.mode
             )));
         }
-        drop(all);
         let conn = conn.with_tls(true, sni.as_deref());
         authorize_connection(&inner, &conn).await?;
-        let upstream = l4_connect(&inner, &snap, &gateway, &conn, sni.as_deref(), true).await?;
+        let d = chain
+            .route
+            .ok_or_else(|| io::Error::other("PASSTHROUGH chain without a route"))?;
+        let upstream = l4_connect_to(&inner, &snap, &gateway, &conn, &d, sni.as_deref()).await?;
         return splice(tcp, upstream).await;
     }
     let term = inner
@@ -1542,7 +1573,6 @@ async fn connection(
             tracing::warn!(gateway = %gateway, index, error = %e, "cannot terminate TLS");
             io::Error::other(e)
         })?;
-    drop(all);
     let accept = TlsAcceptor::from(term.config).accept(tcp);
     let stream = tokio::time::timeout(inner.hello_timeout, accept)
         .await
@@ -1580,7 +1610,14 @@ async fn connection(
         return serve_http(inner, stream, ctx).await;
     }
     authorize_connection(&inner, &conn).await?;
-    let upstream = l4_connect(&inner, &snap, &gateway, &conn, sni.as_deref(), false).await?;
+    // one filter chain per server: the `tcp` route of the first VirtualService bound to it
+    // whose hosts overlap the server's, whatever the SNI
+    let attrs = L4Attrs {
+        gateway: Some(&gateway),
+        ..attrs
+    };
+    let d = snap.routes().gateway_server_tcp_route(&attrs, index);
+    let upstream = l4_connect_to(&inner, &snap, &gateway, &conn, &d, sni.as_deref()).await?;
     splice(stream, upstream).await
 }
 
@@ -1614,28 +1651,19 @@ async fn authorize_connection(inner: &Inner, conn: &ConnectionInfo) -> io::Resul
     }
 }
 
-/// Connects to where a TLS (by SNI, `tls` routes) or terminated TLS (`tcp` routes)
-/// connection goes, through the gateway's mesh client: the destination's load balancer,
-/// outlier detection, `maxConnections` and TLS origination (auto mTLS to mesh workloads,
-/// as Istio's gateway wraps even a passthrough connection in ISTIO_MUTUAL), counted in the
-/// gateway's `istio_tcp_*` metrics.
-async fn l4_connect(
+/// Connects to where a TCP, PASSTHROUGH (`tls` route) or terminated TLS (`tcp` route)
+/// connection's route `d` sends it, through the gateway's mesh client: the destination's
+/// load balancer, outlier detection, `maxConnections` and TLS origination (auto mTLS to
+/// mesh workloads, as Istio's gateway wraps even a passthrough connection in
+/// ISTIO_MUTUAL), counted in the gateway's `istio_tcp_*` metrics. No route: closed.
+async fn l4_connect_to(
     inner: &Inner,
     snap: &Snapshot,
     gateway: &str,
     conn: &ConnectionInfo,
+    d: &mesh_core::route::L4Decision<'_>,
     sni: Option<&str>,
-    passthrough: bool,
 ) -> io::Result<crate::tcp::MeshTcpStream> {
-    let port = conn.port();
-    let mut attrs = L4Attrs::new(&inner.namespace, port);
-    attrs.gateway = Some(gateway);
-    attrs.sni = sni;
-    let d = if passthrough {
-        snap.route_tls(&attrs)
-    } else {
-        snap.route_tcp(&attrs)
-    };
     if d.virtual_service.is_none() {
         return Err(io::Error::other(format!(
             "no VirtualService route for SNI {:?} on gateway {gateway}",
@@ -1645,7 +1673,7 @@ async fn l4_connect(
     let dest = d
         .pick(rand::random())
         .ok_or_else(|| io::Error::other("route without destinations"))?;
-    let to = (sni.unwrap_or(""), port);
+    let to = (sni.unwrap_or(""), conn.port());
     connect_upstream(inner, snap, conn, dest, to, sni, false).await
 }
 
@@ -1715,15 +1743,6 @@ async fn sni_dnat_connect(
         headers: None,
     };
     connect_upstream(inner, snap, conn, &dest, (host, port), Some(sni), true).await
-}
-
-/// `outbound_.<port>_.<subset>_.<host>` (an empty subset: none) into its parts.
-fn parse_sni_dnat(sni: &str) -> Option<(u16, Option<&str>, &str)> {
-    let rest = sni.strip_prefix("outbound_.")?;
-    let (port, rest) = rest.split_once("_.")?;
-    let (subset, host) = rest.split_once("_.")?;
-    let port = port.parse().ok().filter(|p| *p != 0)?;
-    (!host.is_empty()).then_some((port, (!subset.is_empty()).then_some(subset), host))
 }
 
 /// Splices the two sides until both have closed (a half-close is passed on).
@@ -1826,21 +1845,41 @@ async fn handle(
     // The path normalized in the request (the snapshot's MeshConfig pathNormalization,
     // BASE by default), before routing, redirects and authorization, as Envoy's connection
     // manager does
+    // HTTP/1.0 and 0.9: Istio leaves Envoy's `accept_http_10` off at gateways (gateway.go
+    // `buildGatewayConnectionManager` sets it only with PILOT_HTTP10 or the proxy's HTTP10
+    // metadata), so its HTTP/1 codec answers 426 and closes the connection, before any
+    // filter or route
+    if req.version() < http::Version::HTTP_11 {
+        let mut r = local(&LocalReply::UpgradeRequired, req.headers());
+        r.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     let mode = snap.options().path_normalization;
     if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
         return refused.map(full);
     }
-    // forward_client_cert_details SANITIZE_SET (Istio's gateway): the client's XFCC never
-    // passes; the connection's own client certificate, if any, is set instead. Done by the
-    // connection manager, before any filter sees the request.
-    match &ctx.xfcc {
-        Some(v) => {
-            req.headers_mut().insert(xfcc::XFCC, v.clone());
-        }
-        None => {
-            req.headers_mut().remove(xfcc::XFCC);
-        }
-    }
+    // forward_client_cert_details (SANITIZE_SET at Istio's gateways unless
+    // gatewayTopology says otherwise), by the connection manager before any filter
+    mutate_xfcc(
+        req.headers_mut(),
+        inner.forward_client_cert_details,
+        ctx.xfcc.as_ref(),
+    );
+    // x-forwarded-proto as Envoy's connection manager writes it (mutateRequestHeaders, with
+    // `use_remote_address` on every gateway): a client's value is kept only when trusted
+    // proxies are in front (`xff_num_trusted_hops > 0`, numTrustedProxies), else it is the
+    // connection's. The httpsRedirect (`require_tls`) and the `:scheme` that VirtualService
+    // `scheme` matches read follow it.
+    let proto = forwarded_proto(req.headers_mut(), ctx.https, inner.num_trusted_proxies);
+    let scheme = scheme_of(&proto, ctx.https);
+    // every gateway request is an "edge" request for Envoy (`use_remote_address`, and no
+    // address is internal without an `internal_address_config`, which istiod sets only
+    // with ENABLE_HCM_INTERNAL_NETWORKS): Envoy's internal headers a client sent are
+    // dropped and the trusted client address is written
+    let client = crate::authz::XffMode::Gateway(inner.num_trusted_proxies)
+        .client(req.headers(), ctx.conn.remote_addr().map(|a| a.ip()));
+    clean_edge_request(req.headers_mut(), client);
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
     // h2c is dropped, any other protocol refused
     let websocket = match crate::outbound::upgrade_of(req.headers()) {
@@ -1889,7 +1928,7 @@ async fn handle(
             method: req.method().as_str(),
             path,
             query,
-            scheme: if ctx.https { "https" } else { "http" },
+            scheme,
             headers: req.headers(),
             request_auth: None,
         };
@@ -1897,7 +1936,8 @@ async fn handle(
     };
     let answer = match vhost {
         None => Some(local(&LocalReply::NoRoute, req.headers())),
-        Some(true) if !ctx.https => {
+        // Envoy (config_impl.cc): `SslRequirements::All && forwarded_proto != "https"`
+        Some(true) if proto != "https" => {
             // Envoy's `require_tls` redirect is a direct response entry of the route table
             let mut r = https_redirect(&req, &authority);
             r.extensions_mut().insert(crate::envoy::ResponseCodeDetails(
@@ -1938,10 +1978,6 @@ async fn handle(
             headers.insert(HOST, v);
         }
     }
-    headers.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(if ctx.https { "https" } else { "http" }),
-    );
     if let Some(r) = ctx.conn.remote_addr() {
         if let Ok(v) = HeaderValue::from_str(&r.ip().to_string()) {
             headers.append("x-forwarded-for", v);
@@ -1950,7 +1986,7 @@ async fn handle(
     let via = crate::outbound::GatewayRoute {
         gateway: &ctx.route,
         port: ctx.port,
-        scheme: if ctx.https { "https" } else { "http" },
+        scheme,
         conn: Some(&ctx.conn),
         tls_names: ctx.tls_names.as_deref(),
     };
@@ -1990,11 +2026,151 @@ fn denied_context<B>(
         method: req.method().as_str(),
         path,
         query,
-        scheme: if ctx.https { "https" } else { "http" },
+        scheme: scheme_of(
+            req.headers()
+                .get(X_FORWARDED_PROTO)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            ctx.https,
+        ),
         headers: req.headers(),
         request_auth: req.extensions().get::<mesh_core::authz::RequestAuth>(),
     };
     crate::outbound::routed_context(snap, &inner.namespace, &attrs)
+}
+
+/// A request's `x-forwarded-client-cert` as Envoy's `mutateXfccRequestHeader` leaves it
+/// (`conn_manager_utility.cc`): ALWAYS_FORWARD_ONLY keeps it as sent; SANITIZE, and any
+/// mode on a connection without a verified client certificate (`mine` is `None`: the
+/// details of this connection's client certificate), remove it; FORWARD_ONLY keeps it;
+/// APPEND_FORWARD appends `mine` (`,`-separated, the client's values joined first);
+/// SANITIZE_SET replaces it with `mine`.
+fn mutate_xfcc(
+    headers: &mut http::HeaderMap,
+    mode: ForwardClientCertDetails,
+    mine: Option<&HeaderValue>,
+) {
+    use ForwardClientCertDetails as F;
+    let mine = match (mode, mine) {
+        (F::AlwaysForwardOnly, _) => return,
+        (F::Sanitize, _) | (_, None) => {
+            headers.remove(xfcc::XFCC);
+            return;
+        }
+        (F::ForwardOnly, Some(_)) => return,
+        (_, Some(mine)) => mine,
+    };
+    if mode == F::AppendForward {
+        let mut joined: Vec<u8> = Vec::new();
+        for v in headers.get_all(xfcc::XFCC) {
+            joined.extend_from_slice(v.as_bytes());
+            joined.push(b',');
+        }
+        if !joined.is_empty() {
+            joined.extend_from_slice(mine.as_bytes());
+            match HeaderValue::from_bytes(&joined) {
+                Ok(v) => {
+                    headers.insert(xfcc::XFCC, v);
+                }
+                // cannot be: both parts were header values
+                Err(_) => {
+                    headers.remove(xfcc::XFCC);
+                }
+            }
+            return;
+        }
+    }
+    headers.insert(xfcc::XFCC, mine.clone());
+}
+
+/// The request headers Envoy's connection manager removes from an edge request
+/// (`conn_manager_utility.cc`: `x-envoy-internal` from every request, the rest in
+/// `cleanInternalHeaders` for an edge request), so that a client outside the mesh cannot
+/// steer retries, timeouts, tracing or stats.
+const ENVOY_INTERNAL_HEADERS: [&str; 18] = [
+    "x-envoy-internal",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// `x-envoy-external-address`.
+const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+
+/// What Envoy's connection manager does to an edge request's headers (`mutateRequestHeaders`
+/// with `use_remote_address`): [`ENVOY_INTERNAL_HEADERS`] are removed and
+/// `x-envoy-external-address` is set to the trusted client address (`client`: the peer, or
+/// with `numTrustedProxies` the address taken from `X-Forwarded-For`), replacing a
+/// client's.
+fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>) {
+    for h in ENVOY_INTERNAL_HEADERS {
+        headers.remove(h);
+    }
+    headers.remove(X_ENVOY_EXTERNAL_ADDRESS);
+    if let Some(ip) = client {
+        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+            headers.insert(X_ENVOY_EXTERNAL_ADDRESS, v);
+        }
+    }
+}
+
+/// `x-forwarded-proto`.
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Sets a request's `x-forwarded-proto` as Envoy's connection manager does with
+/// `use_remote_address` (`conn_manager_utility.cc` `mutateRequestHeaders`: "If the prior hop
+/// is not a trusted proxy, overwrite any x-forwarded-proto value it set as untrusted"): the
+/// client's value stays when `trusted_hops > 0` and it sent one, else the connection's
+/// (`https` over TLS). Returns the value now in the request.
+fn forwarded_proto(headers: &mut http::HeaderMap, https: bool, trusted_hops: u32) -> String {
+    if trusted_hops > 0 {
+        // a repeated header is one comma-joined value for Envoy (an inline header), so
+        // `https` twice is `https,https`, not `https`
+        let values: Vec<&str> = headers
+            .get_all(X_FORWARDED_PROTO)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+            .collect();
+        if !values.is_empty() {
+            let v = values.join(",");
+            if let Ok(one) = HeaderValue::from_str(&v) {
+                headers.insert(X_FORWARDED_PROTO, one);
+                return v;
+            }
+        }
+    }
+    let own = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(own));
+    own.to_owned()
+}
+
+/// The request's `:scheme` as Envoy derives it for an HTTP/1 request (`Http::Utility::
+/// getScheme`): `x-forwarded-proto` when it is `http` or `https` (any case), else the
+/// connection's.
+fn scheme_of(forwarded_proto: &str, https: bool) -> &'static str {
+    if forwarded_proto.eq_ignore_ascii_case("https") {
+        "https"
+    } else if forwarded_proto.eq_ignore_ascii_case("http") {
+        "http"
+    } else if https {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// `keep-alive` (hop-by-hop; the `http` crate has no constant for it).
@@ -2048,30 +2224,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn host_scores() {
-        let cases: &[(&str, Option<&str>, Option<usize>)] = &[
-            ("*", None, Some(0)),
-            ("*", Some("a.example.com"), Some(0)),
-            ("ns/*", Some("x"), Some(0)),
-            ("*.example.com", Some("a.example.com"), Some(12)),
-            ("*.example.com", Some("A.EXAMPLE.COM"), Some(12)),
-            ("*.example.com", Some("example.com"), None),
-            ("*.example.com", None, None),
-            ("./a.example.com", Some("a.example.com"), Some(usize::MAX)),
-            ("a.example.com", Some("b.example.com"), None),
-        ];
-        for (pattern, host, want) in cases {
-            assert_eq!(host_score(pattern, *host), *want, "{pattern} {host:?}");
-        }
-    }
-
-    /// The server index `select` picks for a host (or SNI), among the servers of `yaml`'s
-    /// Gateways that select `istio: <selector>`.
-    fn picker(yaml: &str, selector: &str) -> impl Fn(Option<&str>) -> Option<usize> {
+    /// The server index a ClientHello with this SNI reaches on `port`, among the servers of
+    /// `yaml`'s Gateways that select `istio: <selector>`.
+    fn picker(yaml: &str, selector: &str, port: u16) -> impl Fn(Option<&str>) -> Option<usize> {
         let snap = Mesh::from_yaml(yaml).unwrap().snapshot();
         let labels: Labels = [("istio".to_string(), selector.to_string())].into();
-        move |h| select(snap.gateway_servers(&labels).iter().copied(), h).map(|s| s.index)
+        move |h| {
+            let attrs = L4Attrs {
+                sni: h,
+                ..L4Attrs::new("istio-system", port)
+            };
+            let servers = snap.gateway_servers(&labels);
+            snap.routes()
+                .gateway_tls_chain(servers.iter().copied(), &attrs)
+                .map(|c| c.server.index)
+        }
     }
 
     #[test]
@@ -2095,6 +2262,7 @@ spec:
     tls: {mode: SIMPLE, credentialName: a}
 ",
             "ingressgateway",
+            443,
         );
         assert_eq!(pick(Some("a.example.com")), Some(2));
         assert_eq!(pick(Some("b.example.com")), Some(1));
@@ -2118,16 +2286,28 @@ spec:
   - port: {number: 15443, name: tls-auto, protocol: TLS}
     hosts: ['*.local']
     tls: {mode: AUTO_PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: pass, namespace: istio-system}
+spec:
+  hosts: ['*.svc.cluster.local']
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: ['*.svc.cluster.local']}]
+    route: [{destination: {host: httpbin.foo.svc.cluster.local}}]
 ",
             "eastwestgateway",
+            15443,
         );
         // the service the SNI names is under both servers' hosts: the exact chain wins
         assert_eq!(
             pick(Some("outbound_.8000_._.httpbin.foo.svc.cluster.local")),
             Some(1)
         );
-        // a plain SNI is the PASSTHROUGH server's
+        // a plain SNI is the PASSTHROUGH server's (its VirtualService's chain)
         assert_eq!(pick(Some("httpbin.foo.svc.cluster.local")), Some(0));
+        assert_eq!(pick(Some("httpbin.example.com")), None);
 
         // an AUTO_PASSTHROUGH server with `*` hosts takes only `outbound_` names
         let pick = picker(
@@ -2146,6 +2326,7 @@ spec:
     tls: {mode: SIMPLE, credentialName: shop}
 ",
             "eastwestgateway",
+            443,
         );
         assert_eq!(pick(Some("shop.example.com")), Some(1));
         assert_eq!(pick(None), None);
@@ -2153,6 +2334,131 @@ spec:
             pick(Some("outbound_.80_._.web.foo.svc.cluster.local")),
             Some(0)
         );
+    }
+
+    #[test]
+    fn istio_mtls_alpns() {
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[], false),
+            (&[b"h2", b"http/1.1"], false),
+            (&[b"istio-peer-exchange", b"istio"], true),
+            (&[b"istio"], true),
+            (&[b"h2", b"istio-h2"], true),
+            (&[b"istio-http/1.0"], true),
+            (&[b"istio-http/1.1"], true),
+            (&[b"ISTIO"], false),
+            (&[b"istio-"], false),
+        ];
+        for (alpn, want) in cases {
+            let alpn: Vec<Vec<u8>> = alpn.iter().map(|a| a.to_vec()).collect();
+            assert_eq!(offers_istio_mtls_alpn(&alpn), *want, "{alpn:?}");
+        }
+    }
+
+    #[test]
+    fn xfcc_modes_as_envoy() {
+        use ForwardClientCertDetails as F;
+        let mine = HeaderValue::from_static("By=spiffe://gw;Hash=ab");
+        // (mode, client's values, connection has a verified client cert, result)
+        let cases: &[(F, &[&str], bool, Option<&str>)] = &[
+            (
+                F::SanitizeSet,
+                &["By=x"],
+                true,
+                Some("By=spiffe://gw;Hash=ab"),
+            ),
+            (F::SanitizeSet, &["By=x"], false, None),
+            (F::SanitizeSet, &[], true, Some("By=spiffe://gw;Hash=ab")),
+            (F::Sanitize, &["By=x"], true, None),
+            (F::ForwardOnly, &["By=x"], true, Some("By=x")),
+            (F::ForwardOnly, &["By=x"], false, None),
+            (
+                F::AppendForward,
+                &["By=x"],
+                true,
+                Some("By=x,By=spiffe://gw;Hash=ab"),
+            ),
+            (
+                F::AppendForward,
+                &["By=x", "By=y"],
+                true,
+                Some("By=x,By=y,By=spiffe://gw;Hash=ab"),
+            ),
+            (F::AppendForward, &[], true, Some("By=spiffe://gw;Hash=ab")),
+            (F::AppendForward, &["By=x"], false, None),
+            (F::AlwaysForwardOnly, &["By=x"], false, Some("By=x")),
+            (F::AlwaysForwardOnly, &["By=x"], true, Some("By=x")),
+            (F::AlwaysForwardOnly, &[], false, None),
+        ];
+        for (mode, client, mtls, want) in cases {
+            let mut h = http::HeaderMap::new();
+            for v in *client {
+                h.append(xfcc::XFCC, HeaderValue::from_static(v));
+            }
+            mutate_xfcc(&mut h, *mode, mtls.then_some(&mine));
+            let got: Vec<&str> = h
+                .get_all(xfcc::XFCC)
+                .iter()
+                .map(|v| v.to_str().unwrap())
+                .collect();
+            let want: Vec<&str> = want.iter().copied().collect();
+            assert_eq!(got, want, "{mode:?} {client:?} {mtls}");
+        }
+    }
+
+    #[test]
+    fn edge_requests_lose_envoys_internal_headers() {
+        let mut h = http::HeaderMap::new();
+        for name in ENVOY_INTERNAL_HEADERS {
+            h.insert(name, HeaderValue::from_static("1"));
+        }
+        h.insert(
+            "x-envoy-external-address",
+            HeaderValue::from_static("6.6.6.6"),
+        );
+        h.insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
+        h.insert("x-request-id", HeaderValue::from_static("r-1"));
+        clean_edge_request(&mut h, Some("203.0.113.7".parse().unwrap()));
+        for name in ENVOY_INTERNAL_HEADERS {
+            assert!(!h.contains_key(name), "{name}");
+        }
+        assert_eq!(h["x-envoy-external-address"], "203.0.113.7");
+        // not Envoy's internal headers: kept
+        assert_eq!(h["x-envoy-attempt-count"], "1");
+        assert_eq!(h["x-request-id"], "r-1");
+        clean_edge_request(&mut h, None);
+        assert!(!h.contains_key("x-envoy-external-address"));
+    }
+
+    #[test]
+    fn forwarded_proto_is_trusted_only_behind_proxies() {
+        let cases: &[(&[&str], bool, u32, &str, &str)] = &[
+            // (client values, TLS connection, trusted hops, header after, scheme)
+            (&["https"], false, 0, "http", "http"),
+            (&["https"], false, 1, "https", "https"),
+            (&["http"], true, 1, "http", "http"),
+            (&["http"], true, 0, "https", "https"),
+            (&[], false, 2, "http", "http"),
+            (&[], true, 1, "https", "https"),
+            (&["HTTPS"], false, 1, "HTTPS", "https"),
+            (&["wss"], true, 1, "wss", "https"),
+            (&["https", "https"], false, 1, "https,https", "http"),
+        ];
+        for (values, https, hops, want, scheme) in cases {
+            let mut h = http::HeaderMap::new();
+            for v in *values {
+                h.append(X_FORWARDED_PROTO, HeaderValue::from_static(v));
+            }
+            let got = forwarded_proto(&mut h, *https, *hops);
+            assert_eq!(got, *want, "{values:?} {https} {hops}");
+            assert_eq!(h.get_all(X_FORWARDED_PROTO).iter().count(), 1);
+            assert_eq!(h[X_FORWARDED_PROTO], *want);
+            assert_eq!(
+                scheme_of(&got, *https),
+                *scheme,
+                "{values:?} {https} {hops}"
+            );
+        }
     }
 
     #[test]

@@ -102,6 +102,33 @@ impl<'a> Reader<'a> {
 /// # Ok(()) }
 /// ```
 pub fn parse_client_hello(data: &[u8]) -> Hello {
+    match parse(data) {
+        Peeked::Tls(h) => Hello::Tls(h.sni),
+        Peeked::Incomplete => Hello::Incomplete,
+        Peeked::NotTls => Hello::NotTls,
+    }
+}
+
+/// What the gateway reads from a ClientHello to choose a filter chain: the SNI and the
+/// ALPN protocols offered (Envoy's `tls_inspector`: `server_names` and
+/// `application_protocols` of a filter chain match).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ClientHello {
+    /// The SNI host name, lowercased; `None` when the client sent none.
+    pub(crate) sni: Option<String>,
+    /// The ALPN protocol names offered (extension 16), in the client's order.
+    pub(crate) alpn: Vec<Vec<u8>>,
+}
+
+/// [`Hello`] with the whole [`ClientHello`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Peeked {
+    Tls(ClientHello),
+    Incomplete,
+    NotTls,
+}
+
+fn parse(data: &[u8]) -> Peeked {
     // Gather the handshake bytes from consecutive handshake records.
     let mut hs = Vec::new();
     let mut rest = data;
@@ -113,87 +140,108 @@ pub fn parse_client_hello(data: &[u8]) -> Hello {
             }
         }
         if rest.is_empty() {
-            return Hello::Incomplete;
+            return Peeked::Incomplete;
         }
         if rest[0] != 0x16 {
-            return Hello::NotTls;
+            return Peeked::NotTls;
         }
         if rest.len() < 5 {
-            return Hello::Incomplete;
+            return Peeked::Incomplete;
         }
         // record version major must be 3 (SSL 3.0 / TLS 1.x)
         if rest[1] != 3 {
-            return Hello::NotTls;
+            return Peeked::NotTls;
         }
         let len = (rest[3] as usize) << 8 | rest[4] as usize;
         if len == 0 || len > 16384 + 2048 {
-            return Hello::NotTls;
+            return Peeked::NotTls;
         }
         if rest.len() < 5 + len {
-            return Hello::Incomplete;
+            return Peeked::Incomplete;
         }
         hs.extend_from_slice(&rest[5..5 + len]);
         rest = &rest[5 + len..];
         if need.is_none() && hs.len() >= 4 {
             if hs[0] != 1 {
-                return Hello::NotTls; // not a ClientHello
+                return Peeked::NotTls; // not a ClientHello
             }
             let n = (hs[1] as usize) << 16 | (hs[2] as usize) << 8 | hs[3] as usize;
             if n > MAX_HELLO {
-                return Hello::NotTls;
+                return Peeked::NotTls;
             }
             need = Some(4 + n);
         }
     }
     let Some(body) = need.and_then(|n| hs.get(4..n)) else {
-        return Hello::NotTls;
+        return Peeked::NotTls;
     };
-    match sni_of(body) {
-        Some(sni) => Hello::Tls(sni),
-        None => Hello::NotTls,
+    match hello_of(body) {
+        Some(h) => Peeked::Tls(h),
+        None => Peeked::NotTls,
     }
 }
 
-/// The SNI of a ClientHello body; `None` when malformed, `Some(None)` when absent.
-fn sni_of(body: &[u8]) -> Option<Option<String>> {
+/// The SNI and ALPN of a ClientHello body; `None` when malformed.
+fn hello_of(body: &[u8]) -> Option<ClientHello> {
     let mut r = Reader { buf: body };
     r.take(2)?; // legacy_version
     r.take(32)?; // random
     r.vec8()?; // session id
     r.vec16()?; // cipher suites
     r.vec8()?; // compression methods
+    let mut hello = ClientHello::default();
     if r.buf.is_empty() {
-        return Some(None); // no extensions
+        return Some(hello); // no extensions
     }
     let mut exts = Reader { buf: r.vec16()? };
+    let (mut seen_sni, mut seen_alpn) = (false, false);
     while !exts.buf.is_empty() {
         let ty = exts.u16()?;
         let data = exts.vec16()?;
-        if ty != 0 {
-            continue;
-        }
-        let mut list = Reader {
-            buf: Reader { buf: data }.vec16()?,
-        };
-        while !list.buf.is_empty() {
-            let name_type = list.u8()?;
-            let name = list.vec16()?;
-            if name_type == 0 {
-                let s = std::str::from_utf8(name).ok()?;
-                if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
-                    return None;
+        match ty {
+            // server_name (RFC 6066 §3): the first host_name entry
+            0 if !seen_sni => {
+                seen_sni = true;
+                let mut list = Reader {
+                    buf: Reader { buf: data }.vec16()?,
+                };
+                while !list.buf.is_empty() {
+                    let name_type = list.u8()?;
+                    let name = list.vec16()?;
+                    if name_type == 0 {
+                        let s = std::str::from_utf8(name).ok()?;
+                        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_graphic()) {
+                            return None;
+                        }
+                        hello.sni = Some(s.to_ascii_lowercase());
+                        break;
+                    }
                 }
-                return Some(Some(s.to_ascii_lowercase()));
             }
+            // application_layer_protocol_negotiation (RFC 7301 §3.1): a list of non-empty
+            // names
+            16 if !seen_alpn => {
+                seen_alpn = true;
+                let mut list = Reader {
+                    buf: Reader { buf: data }.vec16()?,
+                };
+                while !list.buf.is_empty() {
+                    let name = list.vec8()?;
+                    if name.is_empty() {
+                        return None;
+                    }
+                    hello.alpn.push(name.to_vec());
+                }
+            }
+            _ => {}
         }
-        return Some(None);
     }
-    Some(None)
+    Some(hello)
 }
 
 /// Peeks at the connection until a whole ClientHello is there (or it is clearly not TLS),
 /// without consuming anything.
-pub(crate) async fn peek_client_hello(tcp: &TcpStream, timeout: Duration) -> io::Result<Hello> {
+pub(crate) async fn peek_client_hello(tcp: &TcpStream, timeout: Duration) -> io::Result<Peeked> {
     let work = async {
         let mut buf = vec![0u8; MAX_HELLO];
         let mut last = 0;
@@ -205,15 +253,15 @@ pub(crate) async fn peek_client_hello(tcp: &TcpStream, timeout: Duration) -> io:
                     "closed before a ClientHello",
                 ));
             }
-            match parse_client_hello(&buf[..n]) {
-                Hello::Incomplete if n < buf.len() => {
+            match parse(&buf[..n]) {
+                Peeked::Incomplete if n < buf.len() => {
                     if n == last {
                         // peek does not consume: wait for more bytes to arrive
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                     last = n;
                 }
-                Hello::Incomplete => return Ok(Hello::NotTls),
+                Peeked::Incomplete => return Ok(Peeked::NotTls),
                 h => return Ok(h),
             }
         }
@@ -232,6 +280,11 @@ mod tests {
 
     /// A real ClientHello from rustls, for `sni` (or none).
     fn client_hello(sni: Option<&str>) -> Vec<u8> {
+        client_hello_alpn(sni, &[])
+    }
+
+    /// A real ClientHello from rustls, for `sni` (or none), offering `alpn`.
+    fn client_hello_alpn(sni: Option<&str>, alpn: &[&[u8]]) -> Vec<u8> {
         #[derive(Debug)]
         struct NoVerify;
         impl rustls::client::danger::ServerCertVerifier for NoVerify {
@@ -276,6 +329,7 @@ mod tests {
             .with_custom_certificate_verifier(Arc::new(NoVerify))
             .with_no_client_auth();
         cfg.enable_sni = sni.is_some();
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
         let name = rustls::pki_types::ServerName::try_from(
             sni.unwrap_or("placeholder.example").to_owned(),
         )
@@ -313,6 +367,76 @@ mod tests {
         ];
         for (what, bytes, want) in cases {
             assert_eq!(parse_client_hello(&bytes), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn alpn_offers() {
+        let cases: &[(Option<&str>, &[&[u8]])] = &[
+            (
+                Some("outbound_.8000_._.httpbin.foo.svc.cluster.local"),
+                &[b"istio-peer-exchange", b"istio"],
+            ),
+            (Some("a.example.com"), &[b"h2", b"http/1.1"]),
+            (None, &[b"istio"]),
+            (Some("a.example.com"), &[]),
+        ];
+        for (sni, alpn) in cases {
+            let want = ClientHello {
+                sni: sni.map(str::to_owned),
+                alpn: alpn.iter().map(|a| a.to_vec()).collect(),
+            };
+            assert_eq!(
+                parse(&client_hello_alpn(*sni, alpn)),
+                Peeked::Tls(want),
+                "{sni:?}"
+            );
+        }
+    }
+
+    /// A hand-made ClientHello with these raw extensions (type, data).
+    fn hello_with(exts: &[(u16, Vec<u8>)]) -> Vec<u8> {
+        let mut ext = Vec::new();
+        for (ty, data) in exts {
+            ext.extend_from_slice(&ty.to_be_bytes());
+            ext.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            ext.extend_from_slice(data);
+        }
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7u8; 32]);
+        body.push(0);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        body.extend_from_slice(&ext);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![22, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn malformed_alpn_is_not_tls() {
+        type Alpn = Option<Vec<Vec<u8>>>;
+        let cases: Vec<(&str, Vec<u8>, Alpn)> = vec![
+            (
+                "one name",
+                vec![0, 6, 5, b'i', b's', b't', b'i', b'o'],
+                Some(vec![b"istio".to_vec()]),
+            ),
+            ("empty name", vec![0, 1, 0], None),
+            ("name past the list", vec![0, 3, 5, b'i', b's'], None),
+            ("list past the data", vec![0, 9, 1, b'x'], None),
+            ("empty list", vec![0, 0], Some(vec![])),
+        ];
+        for (what, data, want) in cases {
+            let got = match parse(&hello_with(&[(16, data)])) {
+                Peeked::Tls(h) => Some(h.alpn),
+                _ => None,
+            };
+            assert_eq!(got, want, "{what}");
         }
     }
 
