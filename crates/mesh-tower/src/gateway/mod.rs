@@ -170,7 +170,8 @@
 mod pinning;
 mod sni;
 mod tls;
-mod xfcc;
+/// XFCC formatting, shared with the mesh server's inbound side.
+pub(crate) mod xfcc;
 
 use std::collections::BTreeMap;
 use std::io;

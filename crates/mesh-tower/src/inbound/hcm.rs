@@ -29,7 +29,7 @@ use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use super::gateway_xfcc::{self, XFCC};
+use crate::gateway::xfcc::{self as gateway_xfcc, XFCC};
 
 /// The `By` keys of this server's XFCC elements: the URI SANs of its own certificate
 /// (leaf, DER); none when it cannot be read.

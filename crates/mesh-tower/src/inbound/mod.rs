@@ -57,14 +57,6 @@
 mod conn;
 mod hcm;
 
-/// The gateway's XFCC formatting (the Subject in RFC 2253 form as OpenSSL prints it, the
-/// certificate hash, the SANs), compiled for the inbound side too rather than copied:
-/// `gateway::xfcc` is private to the gateway module. TODO: once the gateway exports it
-/// (`pub(crate) mod xfcc`), use that and drop this second inclusion.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../gateway/xfcc.rs"]
-mod gateway_xfcc;
-
 /// How often a plaintext connection accepted under PERMISSIVE looks for a new snapshot
 /// that makes its port STRICT.
 const PLAINTEXT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
