@@ -61,7 +61,9 @@ pub struct Sidecar {
 ///   egress:
 ///   - hosts: ["./*"]
 /// "#, "sidecar.yaml");
-/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// // valid, and said not to apply in-process (IM0013)
+/// let diags = mesh_core::check(&loaded);
+/// assert!(diags.iter().all(|d| d.code == "IM0013"), "{diags:?}");
 /// let sidecar = loaded.objects[0].spec.as_sidecar().unwrap();
 /// let ingress = &sidecar.ingress[0];
 /// assert_eq!(ingress.port.as_ref().map(|p| p.number), Some(9080));
