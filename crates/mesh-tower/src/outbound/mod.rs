@@ -1500,9 +1500,10 @@ impl MeshClientBuilder {
     ///   host: reviews
     ///   trafficPolicy: {tls: {mode: MUTUAL, credentialName: reviews-client}}
     /// ")?;
-    /// // A reviews server whose certificate also names its DNS host, which the client checks.
+    /// // A reviews server whose certificate also names the host the client asks for, which
+    /// // the client checks (Istio's auto SAN validation: the request's Host, `reviews`).
     /// let id = Identity::new("cluster.local", "default", "bookinfo-reviews")?;
-    /// let server_cert = ca.issue(&id, ttl, &["reviews.default.svc.cluster.local"])?;
+    /// let server_cert = ca.issue(&id, ttl, &["reviews", "reviews.default.svc.cluster.local"])?;
     /// let labels = [("app".to_string(), "reviews".to_string())].into();
     /// let server = MeshServer::builder(mesh.clone(), "default", "bookinfo-reviews", labels, WorkloadCredentials::new(server_cert)?)
     ///     .build()?;
