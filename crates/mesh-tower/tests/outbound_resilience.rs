@@ -387,6 +387,31 @@ async fn outlier_detection_ejects_a_dead_endpoint_so_later_requests_succeed() {
     assert_eq!(bad.hits(), 2);
 }
 
+/// Two reviews endpoints, `reviews-near` (behaving as `near`) in the client's zone
+/// `us-east/zone1/a` and `reviews-far` (answering 200) in `us-west/zone2/b`, and a
+/// productpage client in that zone.
+async fn near_and_far(
+    pki: &Pki,
+    mesh: &mesh_core::mesh::Mesh,
+    near: Behaviour,
+) -> (Server, Server, mesh_tower::outbound::MeshClient) {
+    let near = start(pki, "reviews-near", "default", "reviews", near).await;
+    let far = start(pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
+    let zones = [
+        ("reviews-near", "us-east/zone1/a", near.addr),
+        ("reviews-far", "us-west/zone2/b", far.addr),
+    ];
+    for (name, zone, addr) in zones {
+        register_in(mesh, name, "reviews", "reviews", zone, addr);
+    }
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+        .with_locality("us-east/zone1/a");
+    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .build();
+    (near, far, client)
+}
+
 #[tokio::test]
 async fn locality_failover_stays_local_then_fails_over() {
     let pki = Pki::new();
@@ -395,36 +420,7 @@ async fn locality_failover_stays_local_then_fails_over() {
         with_dr("    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n"),
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n"
     ));
-    let near = start(
-        &pki,
-        "reviews-near",
-        "default",
-        "reviews",
-        Behaviour::FailFirst(3),
-    )
-    .await;
-    let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
-    register_in(
-        &mesh,
-        "reviews-near",
-        "reviews",
-        "reviews",
-        "us-east/zone1/a",
-        near.addr,
-    );
-    register_in(
-        &mesh,
-        "reviews-far",
-        "reviews",
-        "reviews",
-        "us-west/zone2/b",
-        far.addr,
-    );
-    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
-        .with_locality("us-east/zone1/a");
-    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .build();
+    let (near, _far, client) = near_and_far(&pki, &mesh, Behaviour::FailFirst(3)).await;
     // the local endpoint takes everything; its first 503 ejects it and traffic fails over
     let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
     assert_eq!((st, by.as_str()), (503, "reviews-near"));
@@ -452,36 +448,7 @@ async fn retry_remote_localities_tries_another_locality_from_the_third_attempt()
             "{}---\n{vs}",
             with_dr("    outlierDetection: {consecutive5xxErrors: 100, interval: 1m}\n"),
         ));
-        let near = start(
-            &pki,
-            "reviews-near",
-            "default",
-            "reviews",
-            Behaviour::Always500,
-        )
-        .await;
-        let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
-        register_in(
-            &mesh,
-            "reviews-near",
-            "reviews",
-            "reviews",
-            "us-east/zone1/a",
-            near.addr,
-        );
-        register_in(
-            &mesh,
-            "reviews-far",
-            "reviews",
-            "reviews",
-            "us-west/zone2/b",
-            far.addr,
-        );
-        let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
-            .with_locality("us-east/zone1/a");
-        let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-            .credentials(pki.creds("default", "productpage"))
-            .build();
+        let (near, _far, client) = near_and_far(&pki, &mesh, Behaviour::Always500).await;
         let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
         assert_eq!((st, by.as_str()), want, "retryRemoteLocalities: {remote}");
         assert_eq!(near.hits(), near_hits, "retryRemoteLocalities: {remote}");
@@ -494,29 +461,7 @@ async fn locality_keeps_traffic_in_the_clients_zone() {
     let mesh = mesh(&with_dr(
         "    outlierDetection: {consecutive5xxErrors: 5}\n",
     ));
-    let near = start(&pki, "reviews-near", "default", "reviews", Behaviour::Ok).await;
-    let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
-    register_in(
-        &mesh,
-        "reviews-near",
-        "reviews",
-        "reviews",
-        "us-east/zone1/a",
-        near.addr,
-    );
-    register_in(
-        &mesh,
-        "reviews-far",
-        "reviews",
-        "reviews",
-        "us-west/zone2/b",
-        far.addr,
-    );
-    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
-        .with_locality("us-east/zone1/a");
-    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .build();
+    let (_near, far, client) = near_and_far(&pki, &mesh, Behaviour::Ok).await;
     for _ in 0..20 {
         let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
         assert_eq!((st, by.as_str()), (200, "reviews-near"));

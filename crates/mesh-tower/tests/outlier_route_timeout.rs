@@ -24,29 +24,34 @@ async fn server(name: &'static str, delay: Duration) -> SocketAddr {
     addr
 }
 
-#[tokio::test]
-async fn a_route_timeout_counts_for_outlier_detection() {
-    let hung = server("hung", Duration::from_secs(30)).await;
-    let fast = server("fast", Duration::ZERO).await;
-    let yaml = format!(
+/// A ServiceEntry `host` with `port` and two loopback endpoints on `ports`, balanced round
+/// robin with outlier detection ejecting after two errors, and a VirtualService route with
+/// `route` (such as `timeout: 200ms, `) and no retries.
+fn two_endpoints(host: &str, port: &str, ports: [u16; 2], route: &str) -> String {
+    let name = port
+        .split("name: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("");
+    format!(
         "
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: api, namespace: default}}
 spec:
-  hosts: [api.example.internal]
+  hosts: [{host}]
   location: MESH_EXTERNAL
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  ports: [{port}]
   resolution: STATIC
   endpoints:
-  - {{address: 127.0.0.1, ports: {{http: {}}}}}
-  - {{address: 127.0.0.1, ports: {{http: {}}}}}
+  - {{address: 127.0.0.1, ports: {{{name}: {}}}}}
+  - {{address: 127.0.0.1, ports: {{{name}: {}}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: api, namespace: default}}
 spec:
-  host: api.example.internal
+  host: {host}
   trafficPolicy:
     loadBalancer: {{simple: ROUND_ROBIN}}
     outlierDetection: {{consecutive5xxErrors: 2, interval: 1m, baseEjectionTime: 1m, maxEjectionPercent: 100}}
@@ -55,11 +60,22 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: api, namespace: default}}
 spec:
-  hosts: [api.example.internal]
-  http: [{{timeout: 200ms, retries: {{attempts: 0}}, route: [{{destination: {{host: api.example.internal}}}}]}}]
+  hosts: [{host}]
+  http: [{{{route}retries: {{attempts: 0}}, route: [{{destination: {{host: {host}}}}}]}}]
 ",
-        hung.port(),
-        fast.port()
+        ports[0], ports[1]
+    )
+}
+
+#[tokio::test]
+async fn a_route_timeout_counts_for_outlier_detection() {
+    let hung = server("hung", Duration::from_secs(30)).await;
+    let fast = server("fast", Duration::ZERO).await;
+    let yaml = two_endpoints(
+        "api.example.internal",
+        "{number: 8080, name: http, protocol: HTTP}",
+        [hung.port(), fast.port()],
+        "timeout: 200ms, ",
     );
     let mesh = Mesh::from_yaml(&yaml).unwrap();
     let client = MeshClient::builder(mesh, ClientWorkload::new("web", "default", "web")).build();
@@ -103,38 +119,11 @@ async fn grpc_error_statuses_count_for_outlier_detection() {
     // (UNAVAILABLE: 503), so a backend answering UNAVAILABLE with HTTP 200 is ejected
     let unavailable = grpc_server("14").await;
     let ok = grpc_server("0").await;
-    let yaml = format!(
-        "
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [grpc.example.internal]
-  location: MESH_EXTERNAL
-  ports: [{{number: 50051, name: grpc, protocol: GRPC}}]
-  resolution: STATIC
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{grpc: {}}}}}
-  - {{address: 127.0.0.1, ports: {{grpc: {}}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: api, namespace: default}}
-spec:
-  host: grpc.example.internal
-  trafficPolicy:
-    loadBalancer: {{simple: ROUND_ROBIN}}
-    outlierDetection: {{consecutive5xxErrors: 2, interval: 1m, baseEjectionTime: 1m, maxEjectionPercent: 100}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [grpc.example.internal]
-  http: [{{retries: {{attempts: 0}}, route: [{{destination: {{host: grpc.example.internal}}}}]}}]
-",
-        unavailable.port(),
-        ok.port()
+    let yaml = two_endpoints(
+        "grpc.example.internal",
+        "{number: 50051, name: grpc, protocol: GRPC}",
+        [unavailable.port(), ok.port()],
+        "",
     );
     let mesh = Mesh::from_yaml(&yaml).unwrap();
     let client = MeshClient::builder(mesh, ClientWorkload::new("web", "default", "web")).build();
