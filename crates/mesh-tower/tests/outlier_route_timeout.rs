@@ -24,15 +24,11 @@ async fn server(name: &'static str, delay: Duration) -> SocketAddr {
     addr
 }
 
-/// A ServiceEntry `host` with `port` and two loopback endpoints on `ports`, balanced round
-/// robin with outlier detection ejecting after two errors, and a VirtualService route with
-/// `route` (such as `timeout: 200ms, `) and no retries.
-fn two_endpoints(host: &str, port: &str, ports: [u16; 2], route: &str) -> String {
-    let name = port
-        .split("name: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap_or("");
+/// A ServiceEntry `host` with port `(number, protocol)` and two loopback endpoints on
+/// `ports`, balanced round robin with outlier detection ejecting after two errors, and a
+/// VirtualService route with `route` (such as `timeout: 200ms, `) and no retries.
+fn two_endpoints(host: &str, port: (u16, &str), ports: [u16; 2], route: &str) -> String {
+    let (number, protocol) = port;
     format!(
         "
 apiVersion: networking.istio.io/v1
@@ -41,11 +37,11 @@ metadata: {{name: api, namespace: default}}
 spec:
   hosts: [{host}]
   location: MESH_EXTERNAL
-  ports: [{port}]
+  ports: [{{number: {number}, name: main, protocol: {protocol}}}]
   resolution: STATIC
   endpoints:
-  - {{address: 127.0.0.1, ports: {{{name}: {}}}}}
-  - {{address: 127.0.0.1, ports: {{{name}: {}}}}}
+  - {{address: 127.0.0.1, ports: {{main: {}}}}}
+  - {{address: 127.0.0.1, ports: {{main: {}}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -73,7 +69,7 @@ async fn a_route_timeout_counts_for_outlier_detection() {
     let fast = server("fast", Duration::ZERO).await;
     let yaml = two_endpoints(
         "api.example.internal",
-        "{number: 8080, name: http, protocol: HTTP}",
+        (8080, "HTTP"),
         [hung.port(), fast.port()],
         "timeout: 200ms, ",
     );
@@ -121,7 +117,7 @@ async fn grpc_error_statuses_count_for_outlier_detection() {
     let ok = grpc_server("0").await;
     let yaml = two_endpoints(
         "grpc.example.internal",
-        "{number: 50051, name: grpc, protocol: GRPC}",
+        (50051, "GRPC"),
         [unavailable.port(), ok.port()],
         "",
     );
