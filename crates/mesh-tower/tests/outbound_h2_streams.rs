@@ -168,3 +168,49 @@ spec:
     assert_eq!(plain, [200]);
     assert_eq!(conns.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn without_a_connection_slot_requests_wait_for_a_free_stream() {
+    // the DestinationRule allows one stream and one connection: requests are pending until
+    // the stream is free (the server, which would take 200, never sees two at once)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (now, max) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (n, m) = (Arc::clone(&now), Arc::clone(&max));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (n, m) = (Arc::clone(&n), Arc::clone(&m));
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                    let (n, m) = (Arc::clone(&n), Arc::clone(&m));
+                    async move {
+                        let in_flight = n.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(in_flight, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        n.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from("ok"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    let dr = "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: grpc-backend}
+spec:
+  host: grpc.example.internal
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 1}, http: {maxConcurrentStreams: 1}}
+";
+    let mesh = mesh(addr.port(), dr);
+    let c = client(&mesh);
+    assert_eq!(concurrent(&c, "/", 1).await, [200]);
+    assert_eq!(concurrent(&c, "/", 3).await, [200; 3]);
+    assert_eq!(max.load(Ordering::SeqCst), 1, "one stream at a time");
+}

@@ -110,16 +110,6 @@ impl Streams {
     }
 }
 
-/// An open stream of a connection's [`Streams`]: counted until dropped.
-#[derive(Debug)]
-pub(crate) struct StreamSlot(pub(crate) Arc<Streams>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Client-side HTTP/2 I/O that notes the server's `SETTINGS_MAX_CONCURRENT_STREAMS` (in
 /// its connection's [`Streams`]) from its connection preface.
 pub(crate) struct SettingsIo<T> {

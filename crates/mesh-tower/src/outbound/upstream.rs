@@ -26,8 +26,9 @@
 //! - `http.maxConcurrentStreams` and the server's `SETTINGS_MAX_CONCURRENT_STREAMS`
 //!   (whichever is smaller): when every HTTP/2 connection to the endpoint carries that many
 //!   streams, another connection is opened (if `maxConnections` allows; otherwise the
-//!   request queues on the least busy connection), as Envoy's HTTP/2 pool does. A stream
-//!   counts until its response body has ended or is dropped;
+//!   request is pending, under `http1MaxPendingRequests`, until a stream is free), as
+//!   Envoy's HTTP/2 pool does. A stream counts until its response body has ended or is
+//!   dropped;
 //! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): an idle connection older than
 //!   that is closed instead of reused;
 //! - a reused connection that turns out to be closed before the request was written is
@@ -59,7 +60,7 @@ use tokio::sync::Notify;
 
 use super::connector::{ConnectError, MeshConnector};
 use super::dest::lock;
-use super::h2_settings::{SettingsIo, StreamSlot, Streams};
+use super::h2_settings::{SettingsIo, Streams};
 use super::{BoxError, MeshBody};
 use crate::metrics::WorkloadInfo;
 use crate::pool::{CircuitBreaker, Permit};
@@ -102,7 +103,7 @@ struct Waiters {
 
 impl Waiters {
     fn wake(&self) {
-        if self.count.load(Ordering::Acquire) > 0 {
+        if self.count.load(Ordering::SeqCst) > 0 {
             self.notify.notify_waiters();
         }
     }
@@ -218,7 +219,10 @@ impl EndpointPool {
         };
         conn.streams.active.fetch_add(1, Ordering::Relaxed);
         Some(H2Pick {
-            slot: StreamSlot(Arc::clone(&conn.streams)),
+            slot: StreamSlot {
+                streams: Arc::clone(&conn.streams),
+                waiters: Arc::clone(&self.waiters),
+            },
             conn: conn.clone(),
             busy,
         })
@@ -328,10 +332,10 @@ impl Upstream {
                     // Envoy's pool opens another connection when its connections' streams
                     // are all taken, if the circuit breaker allows one, and the stream is
                     // pending until a connection takes it; without a connection slot, it
-                    // waits for a stream of one of them (here: in the least busy
-                    // connection's queue). One connection is opened at a time: the others
-                    // wait for it, then look again.
-                    let mut wait = ep.h2_opening.load(Ordering::Acquire);
+                    // stays pending until a stream of one of them is free. One connection
+                    // is opened at a time: the others wait for it, then look again.
+                    let mut wait = ep.h2_opening.load(Ordering::SeqCst);
+                    let mut for_stream = false;
                     if !wait {
                         if let Ok(permit) = self.breaker.try_connection() {
                             if ep
@@ -358,15 +362,21 @@ impl Upstream {
                                 return Box::pin(open).await;
                             }
                             wait = true;
+                        } else {
+                            for_stream = true;
                         }
                     }
-                    if wait {
+                    if wait || for_stream {
                         drop(slot);
                         if pending.is_none() {
                             pending =
                                 Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
                         }
-                        self.wait_for_h2(ep).await;
+                        if wait {
+                            self.wait_for_h2(ep).await;
+                        } else {
+                            self.wait_for_stream(ep).await;
+                        }
                         continue;
                     }
                 }
@@ -476,7 +486,10 @@ impl Upstream {
         let peer: ConnPeer = conn.peer().map(|p| ep.peer_info(p.identity().to_string()));
         if conn.is_h2() {
             let streams = Arc::new(Streams::first());
-            let slot = StreamSlot(Arc::clone(&streams));
+            let slot = StreamSlot {
+                streams: Arc::clone(&streams),
+                waiters: Arc::clone(&self.waiters),
+            };
             let (tx, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .handshake(SettingsIo::new(conn, Arc::clone(&streams)))
@@ -540,14 +553,31 @@ impl Upstream {
     /// Waits until the HTTP/2 connection being opened to `ep` is pooled or failed, or a
     /// short while.
     async fn wait_for_h2(&self, ep: &EndpointPool) {
-        self.waiters.count.fetch_add(1, Ordering::AcqRel);
+        self.waiters.count.fetch_add(1, Ordering::SeqCst);
         let notified = self.waiters.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if ep.h2_opening.load(Ordering::Acquire) {
+        if ep.h2_opening.load(Ordering::SeqCst) {
             let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
         }
-        self.waiters.count.fetch_sub(1, Ordering::AcqRel);
+        self.waiters.count.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Waits until a stream of one of `ep`'s HTTP/2 connections is free (a stream ends
+    /// wakes the destination's waiters), or a short while.
+    async fn wait_for_stream(&self, ep: &EndpointPool) {
+        self.waiters.count.fetch_add(1, Ordering::SeqCst);
+        let notified = self.waiters.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let room = lock(&ep.state)
+            .h2
+            .iter()
+            .any(|c| !c.tx.is_closed() && c.streams.has_room(self.max_streams));
+        if !room {
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+        self.waiters.count.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Waits until a connection of this destination is returned or closed, or a short while
@@ -635,8 +665,22 @@ struct H2Opening(Arc<EndpointPool>);
 
 impl Drop for H2Opening {
     fn drop(&mut self) {
-        self.0.h2_opening.store(false, Ordering::Release);
+        self.0.h2_opening.store(false, Ordering::SeqCst);
         self.0.waiters.wake();
+    }
+}
+
+/// An open stream of an HTTP/2 connection ([`Streams`]): counted until dropped, when the
+/// requests waiting for a free stream are woken.
+pub(crate) struct StreamSlot {
+    streams: Arc<Streams>,
+    waiters: Arc<Waiters>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.streams.active.fetch_sub(1, Ordering::SeqCst);
+        self.waiters.wake();
     }
 }
 
