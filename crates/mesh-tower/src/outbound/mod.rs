@@ -2978,8 +2978,10 @@ where
     let key = DestKey::for_request(service, wd.subset.clone(), dest_port, target);
     let mut dest = shared.cache.get(&snap, shared, service, &key);
     // TLS origination named by the request's host (auto SNI) when it is another name of
-    // the service than its own (a short name): a destination of its own
-    if key.request.is_none() && dest.names_request_host() {
+    // the service than its own (a short name): a destination of its own. Only for the
+    // application's own requests: at a gateway the Host is the client's to choose, and
+    // every name would hold a destination (connections, limits) of its own
+    if via.is_none() && key.request.is_none() && dest.names_request_host() {
         if let Some(k) = key.naming_request_host(target) {
             dest = shared.cache.get(&snap, shared, service, &k);
         }
