@@ -1872,8 +1872,8 @@ async fn handle(
     // proxies are in front (`xff_num_trusted_hops > 0`, numTrustedProxies), else it is the
     // connection's. The httpsRedirect (`require_tls`) and the `:scheme` that VirtualService
     // `scheme` matches read follow it.
-    let proto = forwarded_proto(req.headers_mut(), ctx.https, inner.num_trusted_proxies);
-    let scheme = scheme_of(&proto, ctx.https);
+    let (scheme, proto_is_https) =
+        forwarded_proto(req.headers_mut(), ctx.https, inner.num_trusted_proxies);
     // every gateway request is an "edge" request for Envoy (`use_remote_address`, and no
     // address is internal without an `internal_address_config`, which istiod sets only
     // with ENABLE_HCM_INTERNAL_NETWORKS): Envoy's internal headers a client sent are
@@ -1938,7 +1938,7 @@ async fn handle(
     let answer = match vhost {
         None => Some(local(&LocalReply::NoRoute, req.headers())),
         // Envoy (config_impl.cc): `SslRequirements::All && forwarded_proto != "https"`
-        Some(true) if proto != "https" => {
+        Some(true) if !proto_is_https => {
             // Envoy's `require_tls` redirect is a direct response entry of the route table
             let mut r = https_redirect(&req, &authority);
             r.extensions_mut().insert(crate::envoy::ResponseCodeDetails(
@@ -2123,7 +2123,8 @@ fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>) {
     }
     headers.remove(X_ENVOY_EXTERNAL_ADDRESS);
     if let Some(ip) = client {
-        if let Ok(v) = HeaderValue::from_str(&ip.to_string()) {
+        // (the formatted address becomes the value's buffer: one allocation)
+        if let Ok(v) = HeaderValue::try_from(ip.to_string()) {
             headers.insert(X_ENVOY_EXTERNAL_ADDRESS, v);
         }
     }
@@ -2136,27 +2137,38 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 /// `use_remote_address` (`conn_manager_utility.cc` `mutateRequestHeaders`: "If the prior hop
 /// is not a trusted proxy, overwrite any x-forwarded-proto value it set as untrusted"): the
 /// client's value stays when `trusted_hops > 0` and it sent one, else the connection's
-/// (`https` over TLS). Returns the value now in the request.
-fn forwarded_proto(headers: &mut http::HeaderMap, https: bool, trusted_hops: u32) -> String {
+/// (`https` over TLS). Returns the request's scheme as it now follows from the header
+/// ([`scheme_of`]), and whether the header is exactly `https` (Envoy's `require_tls`
+/// test); allocates only to join a repeated header.
+fn forwarded_proto(
+    headers: &mut http::HeaderMap,
+    https: bool,
+    trusted_hops: u32,
+) -> (&'static str, bool) {
     if trusted_hops > 0 {
-        // a repeated header is one comma-joined value for Envoy (an inline header), so
-        // `https` twice is `https,https`, not `https`
-        let values: Vec<&str> = headers
-            .get_all(X_FORWARDED_PROTO)
-            .iter()
-            .map(|v| v.to_str().unwrap_or("\u{fffd}"))
-            .collect();
-        if !values.is_empty() {
-            let v = values.join(",");
+        let mut values = headers.get_all(X_FORWARDED_PROTO).iter();
+        if let Some(first) = values.next() {
+            if values.next().is_none() {
+                let v = first.to_str().unwrap_or("\u{fffd}");
+                return (scheme_of(v, https), v == "https");
+            }
+            // a repeated header is one comma-joined value for Envoy (an inline header), so
+            // `https` twice is `https,https`, not `https`
+            let joined: Vec<&str> = headers
+                .get_all(X_FORWARDED_PROTO)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("\u{fffd}"))
+                .collect();
+            let v = joined.join(",");
             if let Ok(one) = HeaderValue::from_str(&v) {
                 headers.insert(X_FORWARDED_PROTO, one);
-                return v;
+                return (scheme_of(&v, https), v == "https");
             }
         }
     }
     let own = if https { "https" } else { "http" };
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(own));
-    own.to_owned()
+    (own, https)
 }
 
 /// The request's `:scheme` as Envoy derives it for an HTTP/1 request (`Http::Utility::
@@ -2450,15 +2462,11 @@ spec:
             for v in *values {
                 h.append(X_FORWARDED_PROTO, HeaderValue::from_static(v));
             }
-            let got = forwarded_proto(&mut h, *https, *hops);
-            assert_eq!(got, *want, "{values:?} {https} {hops}");
+            let (got, is_https) = forwarded_proto(&mut h, *https, *hops);
+            assert_eq!(got, *scheme, "{values:?} {https} {hops}");
+            assert_eq!(is_https, *want == "https", "{values:?} {https} {hops}");
             assert_eq!(h.get_all(X_FORWARDED_PROTO).iter().count(), 1);
-            assert_eq!(h[X_FORWARDED_PROTO], *want);
-            assert_eq!(
-                scheme_of(&got, *https),
-                *scheme,
-                "{values:?} {https} {hops}"
-            );
+            assert_eq!(h[X_FORWARDED_PROTO], *want, "{values:?} {https} {hops}");
         }
     }
 
