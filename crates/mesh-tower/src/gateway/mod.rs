@@ -1589,7 +1589,7 @@ async fn connection(
     let peer = client_cert.and_then(|c| PeerIdentity::from_certs(c).ok());
     let xfcc = client_cert
         .filter(|_| http)
-        .and_then(|c| xfcc::header_value(&term.by, c[0].as_ref()));
+        .and_then(|c| xfcc::header_value(&term.by, c[0].as_ref(), true));
     let conn = ConnectionInfo::new(peer, port)
         .with_addrs(Some(remote), local)
         .with_tls(true, sni.as_deref());

@@ -49,17 +49,21 @@ pub(crate) fn uri_sans(der: &[u8]) -> Vec<String> {
 }
 
 /// The XFCC value for a client certificate (leaf, DER), `by` the gateway's own URI SANs;
-/// `None` if the certificate cannot be parsed (it was verified, so this is not expected).
-pub(crate) fn header_value(by: &[String], leaf: &[u8]) -> Option<HeaderValue> {
+/// `with_cert`: with the PEM (`Cert=`, which a gateway's SANITIZE_SET sets and a sidecar's
+/// inbound `set_current_client_cert_details` does not). `None` if the certificate cannot
+/// be parsed (it was verified, so this is not expected).
+pub(crate) fn header_value(by: &[String], leaf: &[u8], with_cert: bool) -> Option<HeaderValue> {
     let (_, cert) = X509Certificate::from_der(leaf).ok()?;
     let mut out = String::with_capacity(leaf.len() * 2);
     for uri in by {
         push(&mut out, "By=", uri);
     }
     push(&mut out, "Hash=", &sha256_hex(leaf)?);
-    out.push_str(";Cert=\"");
-    url_encode(&pem(leaf), &mut out);
-    out.push('"');
+    if with_cert {
+        out.push_str(";Cert=\"");
+        url_encode(&pem(leaf), &mut out);
+        out.push('"');
+    }
     out.push_str(";Subject=\"");
     rfc2253(cert.subject(), &mut out);
     out.push('"');

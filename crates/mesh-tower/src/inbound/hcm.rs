@@ -42,18 +42,8 @@ pub(super) fn local_uri_sans(leaf: &[u8]) -> Vec<String> {
 /// cannot be parsed (it was verified in the handshake, so that is not expected; the
 /// caller's XFCC is then removed, failing closed).
 pub(super) fn client_cert_details(by: &[String], leaf: &[u8]) -> Option<HeaderValue> {
-    // the gateway's element, which also carries the PEM (`Cert="..."`, URL-encoded: no
-    // `"` inside), without that key; built once per connection
-    let full = gateway_xfcc::header_value(by, leaf)?;
-    let b = full.as_bytes();
-    const KEY: &[u8] = b";Cert=\"";
-    let start = b.windows(KEY.len()).position(|w| w == KEY)?;
-    let close = b[start + KEY.len()..].iter().position(|&c| c == b'"')?;
-    let end = start + KEY.len() + close + 1;
-    let mut out = Vec::with_capacity(b.len() - (end - start));
-    out.extend_from_slice(&b[..start]);
-    out.extend_from_slice(&b[end..]);
-    HeaderValue::from_maybe_shared(Bytes::from(out)).ok()
+    // the gateway's element without the PEM; built once per connection
+    gateway_xfcc::header_value(by, leaf, false)
 }
 
 /// APPEND_FORWARD on one request's headers: `ours` is the connection's element (`None`:
