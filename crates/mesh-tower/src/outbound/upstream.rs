@@ -167,13 +167,12 @@ struct H2 {
     remote: Option<SocketAddr>,
 }
 
-/// An HTTP/2 connection taken for a request, its stream counted.
-struct H2Pick {
-    conn: H2,
-    slot: StreamSlot,
-    /// Every pooled connection's streams were taken: this is the least busy one, for when
-    /// no other connection may be opened.
-    busy: bool,
+/// What an endpoint's HTTP/2 connections offer a request.
+enum H2Pick {
+    /// A connection with a free stream, the stream counted.
+    Ready(H2, StreamSlot),
+    /// Every pooled connection's streams are taken.
+    Busy,
 }
 
 impl EndpointPool {
@@ -196,9 +195,9 @@ impl EndpointPool {
     }
 
     /// An HTTP/2 connection for a request, its stream counted: the oldest open one with a
-    /// stream free under `max_streams` and the server's limit, else the least busy one
-    /// (marked busy); connections that are closed or have carried `max_requests` are let
-    /// go.
+    /// stream free under `max_streams` and the server's limit, else [`H2Pick::Busy`];
+    /// `None` without one. Connections that are closed or have carried `max_requests`
+    /// are let go.
     fn h2(&self, max_requests: u32, max_streams: u32) -> Option<H2Pick> {
         let mut st = lock(&self.state);
         if st.h2.is_empty() {
@@ -208,24 +207,18 @@ impl EndpointPool {
             !c.tx.is_closed()
                 && (max_requests == 0 || c.streams.used.load(Ordering::Relaxed) < max_requests)
         });
-        let (conn, busy) = match st.h2.iter().find(|c| c.streams.has_room(max_streams)) {
-            Some(c) => (c, false),
-            None => (
-                st.h2
-                    .iter()
-                    .min_by_key(|c| c.streams.active.load(Ordering::Relaxed))?,
-                true,
-            ),
+        if st.h2.is_empty() {
+            return None;
+        }
+        let Some(conn) = st.h2.iter().find(|c| c.streams.has_room(max_streams)) else {
+            return Some(H2Pick::Busy);
         };
         conn.streams.active.fetch_add(1, Ordering::Relaxed);
-        Some(H2Pick {
-            slot: StreamSlot {
-                streams: Arc::clone(&conn.streams),
-                waiters: Arc::clone(&self.waiters),
-            },
-            conn: conn.clone(),
-            busy,
-        })
+        let slot = StreamSlot {
+            streams: Arc::clone(&conn.streams),
+            waiters: Arc::clone(&self.waiters),
+        };
+        Some(H2Pick::Ready(conn.clone(), slot))
     }
 
     /// Lets go of HTTP/2 connection `streams` (closed under a request).
@@ -322,64 +315,50 @@ impl Upstream {
             } else {
                 ep.h2(max, self.max_streams)
             };
-            if let Some(H2Pick {
-                conn: mut h2,
-                slot,
-                busy,
-            }) = h2
-            {
-                if busy {
-                    // Envoy's pool opens another connection when its connections' streams
-                    // are all taken, if the circuit breaker allows one, and the stream is
-                    // pending until a connection takes it; without a connection slot, it
-                    // stays pending until a stream of one of them is free. One connection
-                    // is opened at a time: the others wait for it, then look again.
-                    let mut wait = ep.h2_opening.load(Ordering::SeqCst);
-                    let mut for_stream = false;
-                    if !wait {
-                        if let Ok(permit) = self.breaker.try_connection() {
-                            if ep
-                                .h2_opening
-                                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                                .is_ok()
-                            {
-                                let opening = H2Opening(Arc::clone(ep));
-                                drop(slot);
-                                let pending = match pending.take() {
-                                    Some(p) => p,
-                                    None => self
-                                        .breaker
-                                        .try_pending()
-                                        .map_err(ConnectError::Overflow)?,
-                                };
-                                ep.open.fetch_add(1, Ordering::AcqRel);
-                                let slots = Slots {
-                                    permit,
-                                    pending: Some(pending),
-                                    opening: Some(opening),
-                                };
-                                let open = self.open_and_send(ep, slots, req, false, per_try);
-                                return Box::pin(open).await;
-                            }
-                            wait = true;
-                        } else {
-                            for_stream = true;
+            if let Some(H2Pick::Busy) = h2 {
+                // Envoy's pool opens another connection when its connections' streams are
+                // all taken, if the circuit breaker allows one, and the stream is pending
+                // until a connection takes it; without a connection slot, it stays pending
+                // until a stream of one of them is free. One connection is opened at a
+                // time: the others wait for it, then look again.
+                let mut opening_elsewhere = ep.h2_opening.load(Ordering::SeqCst);
+                if !opening_elsewhere {
+                    if let Ok(permit) = self.breaker.try_connection() {
+                        if ep
+                            .h2_opening
+                            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                            .is_ok()
+                        {
+                            let opening = H2Opening(Arc::clone(ep));
+                            let pending = match pending.take() {
+                                Some(p) => p,
+                                None => {
+                                    self.breaker.try_pending().map_err(ConnectError::Overflow)?
+                                }
+                            };
+                            ep.open.fetch_add(1, Ordering::AcqRel);
+                            let slots = Slots {
+                                permit,
+                                pending: Some(pending),
+                                opening: Some(opening),
+                            };
+                            let open = self.open_and_send(ep, slots, req, false, per_try);
+                            return Box::pin(open).await;
                         }
-                    }
-                    if wait || for_stream {
-                        drop(slot);
-                        if pending.is_none() {
-                            pending =
-                                Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
-                        }
-                        if wait {
-                            self.wait_for_h2(ep).await;
-                        } else {
-                            self.wait_for_stream(ep).await;
-                        }
-                        continue;
+                        opening_elsewhere = true;
                     }
                 }
+                if pending.is_none() {
+                    pending = Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
+                }
+                if opening_elsewhere {
+                    self.wait_for_h2(ep).await;
+                } else {
+                    self.wait_for_stream(ep).await;
+                }
+                continue;
+            }
+            if let Some(H2Pick::Ready(mut h2, slot)) = h2 {
                 // attached to a connection: no longer pending
                 pending = None;
                 h2.streams.used.fetch_add(1, Ordering::Relaxed);
