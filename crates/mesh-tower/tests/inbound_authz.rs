@@ -3,6 +3,8 @@
 //! SPIFFE certificates (hyper over tokio-rustls, and `curl`), PeerAuthentication STRICT and
 //! PERMISSIVE, policy changes on the next request, gRPC denial, and the metrics scraped.
 
+mod httpbin_client;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,17 +14,15 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use httpbin_client::{mtls, plain, HTTPBIN_HOST};
+use hyper_util::rt::TokioIo;
 use mesh_core::mesh::Mesh;
 use mesh_tls::{
-    client_config, Alpn, CaSource, CertManager, ClientContext, ClientTlsMode, ClientTlsSettings,
-    Destination, Identity, MeshCa, PeerAuthnMode, RotationOptions, WorkloadCredentials,
+    CaSource, CertManager, Identity, MeshCa, PeerAuthnMode, RotationOptions, WorkloadCredentials,
 };
 use mesh_tower::inbound::{ConnectionInfo, MeshServer};
 use mesh_tower::metrics::IstioMetrics;
 use tokio::net::{TcpListener, TcpStream};
-
-const HTTPBIN_HOST: &str = "httpbin.foo.svc.cluster.local";
 
 /// The task's policies: PeerAuthentication STRICT for `foo`, `allow-nothing`, and
 /// `httpbin-viewer` allowing GET from sleep (istio.io "Authorization on HTTP traffic").
@@ -133,67 +133,6 @@ async fn start(
     let s = server.clone();
     tokio::spawn(async move { s.serve(listener, app()).await });
     (addr, server)
-}
-
-type Resp = (StatusCode, http::HeaderMap, Bytes);
-
-/// One request over a new mTLS connection as `client` (HTTP/1.1, or HTTP/2 with `h2`).
-async fn mtls(
-    addr: SocketAddr,
-    client: &WorkloadCredentials,
-    h2: bool,
-    req: Request<Full<Bytes>>,
-) -> std::io::Result<Resp> {
-    let tls = client_config(
-        &ClientTlsSettings {
-            mode: ClientTlsMode::IstioMutual,
-            ..Default::default()
-        },
-        &Destination {
-            host: HTTPBIN_HOST,
-            port: 8000,
-            subset: None,
-            service_accounts: &[Identity::new("cluster.local", "foo", "httpbin").unwrap()],
-        },
-        &ClientContext {
-            workload: Some(client),
-            credentials: None,
-            alpn: if h2 { Alpn::Http2 } else { Alpn::Http1 },
-        },
-    )
-    .unwrap()
-    .unwrap();
-    let tcp = TcpStream::connect(addr).await?;
-    let stream = tls.connect(tcp).await?;
-    send(TokioIo::new(stream), h2, req).await
-}
-
-async fn send<IO>(io: IO, h2: bool, req: Request<Full<Bytes>>) -> std::io::Result<Resp>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let err = std::io::Error::other;
-    let resp = if h2 {
-        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(err)?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(err)?
-    } else {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(err)?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(err)?
-    };
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(err)?.to_bytes();
-    Ok((parts.status, parts.headers, body))
-}
-
-async fn plain(addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Result<Resp> {
-    let tcp = TcpStream::connect(addr).await?;
-    send(TokioIo::new(tcp), false, req).await
 }
 
 fn get_req(path: &str) -> Request<Full<Bytes>> {

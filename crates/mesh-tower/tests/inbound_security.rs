@@ -4,6 +4,8 @@
 //! with the query and `[:scheme]`, several jwtRules and Envoy's audience comparison, and
 //! HTTP/1.0 refused with 426.
 
+mod httpbin_client;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,21 +16,17 @@ use axum::{Extension, Router};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use httpbin_client::{tls_to_httpbin, HTTPBIN_HOST};
 use mesh_core::mesh::Mesh;
 use mesh_core::registry::Workload;
 use mesh_tls::rustls::crypto::hash::HashAlgorithm;
 use mesh_tls::rustls::SupportedCipherSuite;
-use mesh_tls::{
-    client_config, Alpn, ClientContext, ClientTlsMode, ClientTlsSettings, Destination, Identity,
-    MeshCa, WorkloadCredentials,
-};
+use mesh_tls::{Alpn, Identity, MeshCa, WorkloadCredentials};
 use mesh_tower::inbound::MeshServer;
 use mesh_tower::outbound::{ClientWorkload, MeshClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-const HTTPBIN_HOST: &str = "httpbin.foo.svc.cluster.local";
 const SERVICE: &str = "
 apiVersion: v1
 kind: Service
@@ -144,67 +142,21 @@ async fn start(pki: &Pki, yaml: &str) -> Httpbin {
 
 type Resp = (StatusCode, Bytes);
 
-fn tls_to_httpbin(client: &WorkloadCredentials, alpn: Alpn) -> mesh_tls::OutboundTls {
-    client_config(
-        &ClientTlsSettings {
-            mode: ClientTlsMode::IstioMutual,
-            ..Default::default()
-        },
-        &Destination {
-            host: HTTPBIN_HOST,
-            port: 8000,
-            subset: None,
-            service_accounts: &[Identity::new("cluster.local", "foo", "httpbin").unwrap()],
-        },
-        &ClientContext {
-            workload: Some(client),
-            credentials: None,
-            alpn,
-        },
-    )
-    .unwrap()
-    .unwrap()
-}
-
-/// One request over a new mTLS connection as `client` (HTTP/1.1, or HTTP/2 with `h2`); the
-/// client sends SNI `outbound_.8000_._.httpbin.foo.svc.cluster.local`.
+/// [`httpbin_client::mtls`], status and body.
 async fn mtls(
     addr: SocketAddr,
     client: &WorkloadCredentials,
     h2: bool,
     req: Request<Full<Bytes>>,
 ) -> std::io::Result<Resp> {
-    let tls = tls_to_httpbin(client, if h2 { Alpn::Http2 } else { Alpn::Http1 });
-    let stream = tls.connect(TcpStream::connect(addr).await?).await?;
-    send(TokioIo::new(stream), h2, req).await
+    let (status, _, body) = httpbin_client::mtls(addr, client, h2, req).await?;
+    Ok((status, body))
 }
 
+/// [`httpbin_client::plain`], status and body.
 async fn plain(addr: SocketAddr, req: Request<Full<Bytes>>) -> std::io::Result<Resp> {
-    let tcp = TcpStream::connect(addr).await?;
-    send(TokioIo::new(tcp), false, req).await
-}
-
-async fn send<IO>(io: IO, h2: bool, req: Request<Full<Bytes>>) -> std::io::Result<Resp>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let err = std::io::Error::other;
-    let resp = if h2 {
-        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(err)?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(err)?
-    } else {
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(io)
-            .await
-            .map_err(err)?;
-        tokio::spawn(conn);
-        tx.send_request(req).await.map_err(err)?
-    };
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(err)?.to_bytes();
-    Ok((parts.status, body))
+    let (status, _, body) = httpbin_client::plain(addr, req).await?;
+    Ok((status, body))
 }
 
 fn get_req(path: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
