@@ -8,7 +8,8 @@
 //! `action: CUSTOM` name (`provider: {name: ...}`); the tracer ([`Tracing`], from
 //! `enableTracing`, `defaultConfig.tracing` and `defaultProviders.tracing` with the `zipkin`
 //! or `opentelemetry` provider it names); `accessLogEncoding`, `accessLogFormat`,
-//! `localityLbSetting` and `defaultConfig.gatewayTopology`. Every other
+//! `localityLbSetting`, `defaultConfig.gatewayTopology` and `defaultConfig.proxyHeaders`
+//! ([`ProxyHeaders`]). Every other
 //! MeshConfig field is accepted and not used; other provider kinds (`zipkin`,
 //! `prometheus`, ...) are kept as [`Provider::Unsupported`] with a warning, and a
 //! CUSTOM policy naming one denies the requests it matches (fail closed). A misspelled field
@@ -325,6 +326,75 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub h2_upgrade_policy: Option<bool>,
+    /// `defaultConfig.proxyHeaders`: which of Envoy's own headers the proxies write (see
+    /// [`ProxyHeaders`]; all of them unless disabled, as Istio's default).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// defaultConfig:
+    ///   proxyHeaders:
+    ///     attemptCount: {disabled: true}
+    /// ")?;
+    /// assert!(!config.proxy_headers.attempt_count);
+    /// assert!(config.proxy_headers.envoy_debug_headers);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub proxy_headers: ProxyHeaders,
+}
+
+/// ProxyConfig `proxyHeaders` (MeshConfig `defaultConfig.proxyHeaders`): which of Envoy's
+/// own headers mesh clients and gateways write, as istiod configures them
+/// (`GetProxyHeadersFromProxyConfig`). Istio's default: both on.
+///
+/// - `attempt_count` (`attemptCount.disabled` unset or false): `x-envoy-attempt-count` on
+///   every request sent upstream, `1` on the first try, `2` on the first retry, and so
+///   on, replacing any the application sent (Envoy's `include_request_attempt_count` on
+///   the outbound and gateway virtual hosts);
+/// - `envoy_debug_headers` (`envoyDebugHeaders.disabled` unset or false, the router's
+///   `suppress_envoy_headers` off): upstream, `x-envoy-expected-rq-timeout-ms` when a
+///   timeout applies (the per-try timeout, else what is left of the route's),
+///   `x-envoy-original-path` when a rewrite changed the path and
+///   `x-envoy-is-timeout-retry: true` on a retry after a per-try timeout; downstream,
+///   `x-envoy-upstream-service-time` (milliseconds from the whole request to the upstream
+///   answer's headers) on every answer from upstream.
+///
+/// The other `proxyHeaders` fields (`forwardedClientCert`, `server`, `requestId`,
+/// `metadataExchangeHeaders`, `setCurrentClientCertDetails`, `preserveHttp1HeaderCase`)
+/// are accepted and not used.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::{MeshConfig, ProxyHeaders};
+///
+/// assert_eq!(ProxyHeaders::default(), ProxyHeaders { attempt_count: true, envoy_debug_headers: true });
+/// let config = MeshConfig::from_yaml("
+/// defaultConfig:
+///   proxyHeaders:
+///     envoyDebugHeaders: {disabled: true}
+///     server: {disabled: true}
+/// ")?;
+/// assert_eq!(config.proxy_headers, ProxyHeaders { attempt_count: true, envoy_debug_headers: false });
+/// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyHeaders {
+    /// `x-envoy-attempt-count` on upstream requests.
+    pub attempt_count: bool,
+    /// Envoy's debug headers (`x-envoy-expected-rq-timeout-ms`, `x-envoy-original-path`,
+    /// `x-envoy-is-timeout-retry`, `x-envoy-upstream-service-time`).
+    pub envoy_debug_headers: bool,
+}
+
+impl Default for ProxyHeaders {
+    fn default() -> Self {
+        ProxyHeaders {
+            attempt_count: true,
+            envoy_debug_headers: true,
+        }
+    }
 }
 
 /// How requests are traced, as istiod configures Envoy's tracer from MeshConfig:
@@ -1382,14 +1452,35 @@ struct RawZipkin {
 }
 
 /// `defaultConfig` (a ProxyConfig, with dozens of fields inmesh does not use: read
-/// leniently, only `gatewayTopology` and `tracing` are kept).
+/// leniently, only `gatewayTopology`, `proxyHeaders` and `tracing` are kept).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawProxyConfig {
     #[serde(default)]
     gateway_topology: Option<RawGatewayTopology>,
     #[serde(default)]
+    proxy_headers: Option<RawProxyHeaders>,
+    #[serde(default)]
     tracing: Option<RawProxyTracing>,
+}
+
+/// `defaultConfig.proxyHeaders` (read leniently, as the rest of ProxyConfig: only
+/// `attemptCount` and `envoyDebugHeaders` are used).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawProxyHeaders {
+    #[serde(default)]
+    attempt_count: Option<RawDisabled>,
+    #[serde(default)]
+    envoy_debug_headers: Option<RawDisabled>,
+}
+
+/// A `proxyHeaders` entry's `disabled` (a `BoolValue`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawDisabled {
+    #[serde(default)]
+    disabled: Option<bool>,
 }
 
 /// `defaultConfig.gatewayTopology`.
@@ -1799,6 +1890,17 @@ fn convert(
         ));
     }
     let num_trusted_proxies = topology.and_then(|t| t.num_trusted_proxies);
+    let proxy_headers = raw
+        .default_config
+        .as_ref()
+        .and_then(|d| d.proxy_headers.as_ref())
+        .map_or_else(ProxyHeaders::default, |h| {
+            let on = |e: &Option<RawDisabled>| e.as_ref().is_none_or(|e| e.disabled != Some(true));
+            ProxyHeaders {
+                attempt_count: on(&h.attempt_count),
+                envoy_debug_headers: on(&h.envoy_debug_headers),
+            }
+        });
     let mut report = |severity: Severity, code: &'static str, path: String, msg: String| {
         let at = source
             .locate(&path)
@@ -1949,6 +2051,7 @@ fn convert(
         enable_auto_mtls: raw.enable_auto_mtls,
         mesh_mtls_min_protocol_version,
         h2_upgrade_policy,
+        proxy_headers,
     }
 }
 

@@ -257,6 +257,22 @@ pub struct MeshOptions {
     /// assert!(!mesh_core::names::MeshOptions::default().h2_upgrade);
     /// ```
     pub h2_upgrade: bool,
+    /// MeshConfig `defaultConfig.proxyHeaders`: which of Envoy's own headers mesh clients
+    /// and gateways write (`x-envoy-attempt-count` and the debug headers; all by default,
+    /// as Istio).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// assert!(MeshOptions::default().proxy_headers.attempt_count);
+    /// let config = MeshConfig::from_yaml("defaultConfig: {proxyHeaders: {attemptCount: {disabled: true}}}")?;
+    /// assert!(!MeshOptions::from_mesh_config(&config).proxy_headers.attempt_count);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub proxy_headers: crate::meshconfig::ProxyHeaders,
 }
 
 impl Default for MeshOptions {
@@ -285,6 +301,7 @@ impl Default for MeshOptions {
             enable_auto_mtls: true,
             mesh_mtls_tls13_only: false,
             h2_upgrade: false,
+            proxy_headers: crate::meshconfig::ProxyHeaders::default(),
         }
     }
 }
@@ -346,6 +363,7 @@ impl MeshOptions {
             mesh_mtls_tls13_only: config.mesh_mtls_min_protocol_version
                 == Some(crate::model::TlsProtocol::TlsV1_3),
             h2_upgrade: config.h2_upgrade_policy.unwrap_or(false),
+            proxy_headers: config.proxy_headers,
             ..d
         }
     }

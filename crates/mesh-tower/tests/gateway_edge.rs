@@ -303,3 +303,26 @@ async fn edge_requests_lose_envoys_internal_headers() {
         assert!(!p.contains("6.6.6.6"), "{p}");
     }
 }
+
+#[tokio::test]
+async fn the_gateway_counts_attempts_and_times_the_answer() {
+    // Istio's gateway virtual hosts have `include_request_attempt_count`, and its router
+    // writes `x-envoy-upstream-service-time` (MeshConfig `proxyHeaders` turns both off)
+    let echo = echo_backend().await;
+    let yaml = config(echo);
+    let on = raw(
+        gateway(&yaml, None).await.local_addr(80).unwrap(),
+        &get("p.example.com", &[("x-envoy-attempt-count", "9")]),
+    )
+    .await;
+    assert_eq!(status(&on), 200, "{on}");
+    assert!(on.contains("x-envoy-attempt-count: 1\n"), "{on}");
+    assert!(!on.contains("x-envoy-attempt-count: 9"), "{on}");
+    assert!(on.contains("x-envoy-upstream-service-time: "), "{on}");
+    let off = "defaultConfig: {proxyHeaders: {attemptCount: {disabled: true}, envoyDebugHeaders: {disabled: true}}}";
+    let gw = gateway_with(&yaml, off, None).await;
+    let p = raw(gw.local_addr(80).unwrap(), &get("p.example.com", &[])).await;
+    assert_eq!(status(&p), 200, "{p}");
+    assert!(!p.contains("x-envoy-attempt-count"), "{p}");
+    assert!(!p.contains("x-envoy-upstream-service-time"), "{p}");
+}

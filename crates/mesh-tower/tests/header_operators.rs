@@ -20,7 +20,11 @@ async fn echo() -> SocketAddr {
         let mut lines: Vec<String> = req
             .headers()
             .iter()
-            .filter(|(k, _)| k.as_str().starts_with("x-") && k.as_str() != "x-request-id")
+            // (not the headers every request gets: its id and Envoy's attempt count)
+            .filter(|(k, _)| {
+                k.as_str().starts_with("x-")
+                    && !matches!(k.as_str(), "x-request-id" | "x-envoy-attempt-count")
+            })
             .map(|(k, v)| format!("{k}={}", v.to_str().unwrap_or("?")))
             .collect();
         lines.sort();

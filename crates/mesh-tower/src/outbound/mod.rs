@@ -63,6 +63,23 @@
 //! (1 MiB, Envoy's default buffer limit). Only such a body is buffered, and only then are
 //! retries and mirrors made; a streaming body is sent once, never retried.
 //!
+//! # Timeouts and Envoy's headers
+//!
+//! The route's `timeout` (none when unset, as Istio's) bounds the whole request, retries
+//! and the response body included; `perTryTimeout` each attempt, from the moment a
+//! connection takes it. As Envoy's router on the route istiod writes
+//! ([`crate::envoy::Timeouts`]), a gRPC request's own `grpc-timeout` is its deadline,
+//! capped at the route's `timeout`, and the application may set
+//! `x-envoy-upstream-rq-timeout-ms` and `x-envoy-upstream-rq-per-try-timeout-ms` (both
+//! consumed). Every attempt then carries what Envoy writes upstream:
+//! `x-envoy-attempt-count` (1, 2, ...), and with a timeout `x-envoy-expected-rq-timeout-ms`
+//! and, for gRPC, a `grpc-timeout` with the time left; `x-envoy-original-path` when the
+//! route rewrote the path, `x-envoy-is-timeout-retry: true` after a per-try timeout. An
+//! answer from upstream carries `x-envoy-upstream-service-time` (before the route's
+//! response header operations, which may remove it). MeshConfig
+//! `defaultConfig.proxyHeaders` (`attemptCount`, `envoyDebugHeaders`) turns them off
+//! ([`mesh_core::meshconfig::ProxyHeaders`]).
+//!
 //! # HTTP/1.1 upgrades (WebSocket)
 //!
 //! As Istio configures Envoy by default (`upgrade_configs: websocket` since the
@@ -2609,6 +2626,28 @@ fn grpc_local_reply(status: StatusCode, body: &[u8]) -> Response<MeshBody> {
 /// `x-forwarded-client-cert`.
 const X_FORWARDED_CLIENT_CERT: http::HeaderName =
     http::HeaderName::from_static("x-forwarded-client-cert");
+/// `x-envoy-attempt-count`: which attempt an upstream request is (1 the first).
+const X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-attempt-count");
+/// `x-envoy-is-timeout-retry`: a retry after a per-try timeout.
+const X_ENVOY_IS_TIMEOUT_RETRY: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-is-timeout-retry");
+/// `x-envoy-original-path`: the path before a rewrite.
+const X_ENVOY_ORIGINAL_PATH: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-original-path");
+/// `x-envoy-upstream-service-time`: milliseconds from the request to the upstream's answer.
+const X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
+
+/// `n` as a header value, without allocating for the small numbers most attempt counts
+/// and loopback service times are.
+fn small_number(n: u64) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
+    }
+}
 
 async fn route_and_send<T, B>(
     shared: &Arc<ClientShared>,
@@ -3068,13 +3107,21 @@ where
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let proxy_headers = snap.options().proxy_headers;
     if let Some(rw) = action.and_then(|a| a.rewrite.as_ref()) {
         if let Some(p) = rw.path(parts.uri.path(), decision.prefix_len) {
             let pq = match parts.uri.query() {
                 Some(q) => format!("{p}?{q}"),
                 None => p,
             };
-            if let Ok(v) = pq.parse() {
+            if let Ok(v) = pq.parse::<PathAndQuery>() {
+                // Envoy's `finalizePathHeader`: the path as it came, for the upstream
+                // (a debug header: not with `envoyDebugHeaders.disabled`)
+                if proxy_headers.envoy_debug_headers {
+                    if let Ok(orig) = HeaderValue::from_str(path_and_query.as_str()) {
+                        parts.headers.insert(X_ENVOY_ORIGINAL_PATH, orig);
+                    }
+                }
                 path_and_query = v;
             }
         }
@@ -3085,7 +3132,6 @@ where
         }
     }
     parts.headers.insert(HOST, host_value);
-    let timeout = decision.timeout();
     // the passthrough route (to the original destination or the egress proxy) has no
     // retry policy
     let policy: &RetryPolicy = if passthrough || egressed {
@@ -3093,7 +3139,17 @@ where
     } else {
         decision.retries()
     };
+    // the route's timeouts, a gRPC caller's deadline and the application's timeout
+    // headers, as Envoy's router works them out (`finalTimeout`)
+    let timeouts = crate::envoy::Timeouts::for_request(
+        decision.timeout(),
+        policy.per_try_timeout,
+        grpc,
+        &mut parts.headers,
+    );
     let mut body = read_body(body, shared.options.retry_buffer_limit).await?;
+    // Envoy's timeouts run from the end of the downstream request
+    let started = tokio::time::Instant::now();
 
     // mirrors: fire and forget, only with a replayable body; never an upgrade (Envoy shadows
     // a request once it has ended, which an upgraded stream does only when it closes)
@@ -3170,12 +3226,17 @@ where
         upgrade,
         single_destination: decision.destinations().len() == 1,
         in_flight: std::sync::atomic::AtomicUsize::new(usize::MAX),
+        timeouts,
+        started,
+        proxy_headers,
+        // Envoy's `x-envoy-upstream-service-time` needs the whole request received
+        request_complete: !upgrade && matches!(body, ReqBody::Buffered(_)),
     };
-    let (mut resp, ctx) = match timeout {
+    let (mut resp, ctx) = match timeouts.global {
         Some(t) => {
             // Envoy's route timeout lasts until the whole response has been read: what
             // is left of it bounds the body (not an upgrade's stream past its 101)
-            let at = tokio::time::Instant::now() + t;
+            let at = started + t;
             match tokio::time::timeout_at(at, attempts.run(&mut body)).await {
                 Ok((r, c)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => (r, c),
                 Ok((r, c)) => (r.map(|b| deadline::Deadline::new(b, at).boxed()), c),
@@ -3375,6 +3436,14 @@ struct Attempts<'a, T> {
     /// The endpoint of the attempt waiting for its response headers (`usize::MAX`: none),
     /// for the outlier detector when the route timeout cuts it off.
     in_flight: std::sync::atomic::AtomicUsize,
+    /// The request's timeouts (the route's, a gRPC deadline, the application's headers).
+    timeouts: crate::envoy::Timeouts,
+    /// When the request was received (Envoy's timeouts and service time count from there).
+    started: tokio::time::Instant,
+    /// Which of Envoy's own headers to write.
+    proxy_headers: mesh_core::meshconfig::ProxyHeaders,
+    /// The request was wholly received before it was sent (no upgrade, no streamed body).
+    request_complete: bool,
 }
 
 /// Envoy's `host_selection_retry_max_attempts` for the previous-hosts predicate.
@@ -3490,6 +3559,10 @@ impl<T: Sender> Attempts<'_, T> {
         let mut last: Option<Response<MeshBody>> = None;
         // the `maxRetries` slot of the retry being made (taken when it was decided)
         let mut retry_permit: Option<Permit> = None;
+        // a retry after a per-try timeout was made (Envoy's `x-envoy-is-timeout-retry`
+        // stays on the request from then on)
+        let mut timeout_retry = false;
+        let timed = self.timeouts != crate::envoy::Timeouts::default();
         for n in 0..max {
             let guard = match self.pick(tried.as_slice()) {
                 Ok(g) => g,
@@ -3512,9 +3585,26 @@ impl<T: Sender> Attempts<'_, T> {
             *req.headers_mut() = self.parts.headers.clone();
             *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
+            // what Envoy's router writes on each attempt: the attempt count (istiod's
+            // `include_request_attempt_count`) and the time the upstream has
+            let h = req.headers_mut();
+            if self.proxy_headers.attempt_count {
+                h.insert(X_ENVOY_ATTEMPT_COUNT, small_number(n as u64 + 1));
+            }
+            if timed {
+                self.timeouts.write_headers(
+                    self.started.elapsed(),
+                    self.grpc,
+                    self.proxy_headers.envoy_debug_headers,
+                    h,
+                );
+            }
+            if timeout_retry && self.proxy_headers.envoy_debug_headers {
+                h.insert(X_ENVOY_IS_TIMEOUT_RETRY, HeaderValue::from_static("true"));
+            }
             let send =
                 self.transport
-                    .send_to(dest, index, req, self.upgrade, self.policy.per_try_timeout);
+                    .send_to(dest, index, req, self.upgrade, self.timeouts.per_try);
             self.in_flight
                 .store(index, std::sync::atomic::Ordering::Relaxed);
             // `None`: the per-try timeout expired
@@ -3561,6 +3651,18 @@ impl<T: Sender> Attempts<'_, T> {
                         }
                     }
                     *endpoint = Some((index, true));
+                    if self.request_complete && self.proxy_headers.envoy_debug_headers {
+                        // Envoy's router, on the upstream's response headers (before the
+                        // route's response header operations, which may remove it)
+                        // (the clock read once after the attempt serves both)
+                        let ms = now
+                            .saturating_duration_since(self.started.into_std())
+                            .as_millis();
+                        resp.headers_mut().insert(
+                            X_ENVOY_UPSTREAM_SERVICE_TIME,
+                            small_number(u64::try_from(ms).unwrap_or(u64::MAX)),
+                        );
+                    }
                     if let Some(c) = &self.request_hash.set_cookie {
                         resp.headers_mut().append(SET_COOKIE, c.clone());
                     }
@@ -3627,6 +3729,7 @@ impl<T: Sender> Attempts<'_, T> {
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             last = Some(r);
+                            timeout_retry = true;
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
                         }

@@ -1,0 +1,330 @@
+//! What Envoy's router writes and reads on a sidecar's outbound requests, as istiod
+//! configures it: `x-envoy-attempt-count` on every attempt, the debug headers
+//! (`x-envoy-expected-rq-timeout-ms`, `x-envoy-is-timeout-retry`, `x-envoy-original-path`,
+//! `x-envoy-upstream-service-time`), a gRPC caller's `grpc-timeout` as the request's
+//! deadline (capped at the route's `timeout`, passed on to the upstream), the
+//! application's `x-envoy-upstream-rq-timeout-ms`, and MeshConfig
+//! `defaultConfig.proxyHeaders` turning them off. A real mesh client and gateway to a real
+//! HTTP backend on loopback that records what it received.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::response::IntoResponse;
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::{BodyExt, Empty};
+use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::MeshConfig;
+use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use tokio::net::TcpListener;
+
+/// What the backend received: `(path with query, headers)`, in order.
+type Seen = Arc<Mutex<Vec<(String, HeaderMap)>>>;
+
+/// A backend recording every request. `/flaky` answers 503 on its first call, `/slow`
+/// answers after 1.5 s, `/slow-once` after 1.5 s on its first call only; anything else at
+/// once, 200 `ok`.
+async fn backend() -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::default();
+    let calls: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let s = Arc::clone(&seen);
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (seen, calls) = (Arc::clone(&s), Arc::clone(&calls));
+        async move {
+            let path = req.uri().path().to_owned();
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or(path.clone(), |p| p.to_string());
+            seen.lock().unwrap().push((pq, req.headers().clone()));
+            let n = {
+                let mut c = calls.lock().unwrap();
+                let n = c.entry(path.clone()).or_default();
+                *n += 1;
+                *n
+            };
+            match (path.as_str(), n) {
+                ("/flaky", 1) => (http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
+                ("/slow", _) | ("/slow-once", 1) => {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    "late".into_response()
+                }
+                _ => "ok".into_response(),
+            }
+        }
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    (addr, seen)
+}
+
+/// `api.example.internal` on the backend: `/rewrite` rewritten to `/v1`, `/timed` (to
+/// `/slow`) with a 300 ms timeout, `/retry` (to `/slow-once`) with 2 retries on 5xx and a
+/// 400 ms per-try timeout,
+/// `/direct` answered by the route itself; the rest with no timeout.
+fn config(backend: SocketAddr) -> String {
+    format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.internal]
+  http:
+  - match: [{{uri: {{prefix: /rewrite}}}}]
+    rewrite: {{uri: /v1}}
+    route: [{{destination: {{host: api.example.internal}}}}]
+  - match: [{{uri: {{prefix: /timed}}}}]
+    rewrite: {{uri: /slow}}
+    timeout: 300ms
+    route: [{{destination: {{host: api.example.internal}}}}]
+  - match: [{{uri: {{prefix: /retry}}}}]
+    rewrite: {{uri: /slow-once}}
+    retries: {{attempts: 2, perTryTimeout: 400ms, retryOn: 5xx}}
+    route: [{{destination: {{host: api.example.internal}}}}]
+  - match: [{{uri: {{exact: /direct}}}}]
+    directResponse: {{status: 200, body: {{string: direct}}}}
+  - retries: {{attempts: 2, retryOn: 5xx}}
+    route: [{{destination: {{host: api.example.internal}}}}]
+",
+        backend.port()
+    )
+}
+
+fn client(mesh: Mesh) -> MeshClient {
+    MeshClient::builder(mesh, ClientWorkload::new("app", "default", "app")).build()
+}
+
+async fn mesh_client(backend: SocketAddr, mesh_config: &str) -> MeshClient {
+    let mesh = Mesh::with_mesh_config(&MeshConfig::from_yaml(mesh_config).unwrap());
+    mesh.reload_loaded(mesh_core::load::load_str(&config(backend), "api.yaml"))
+        .unwrap();
+    client(mesh)
+}
+
+/// Sends a GET with `headers`; the answer's status, headers and body, and how long it
+/// took.
+async fn get(
+    c: &MeshClient,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, HeaderMap, String, Duration) {
+    let mut b = http::Request::get(format!("http://api.example.internal{path}"));
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let started = Instant::now();
+    let resp = tokio::time::timeout(
+        Duration::from_secs(10),
+        c.request(b.body(Empty::<Bytes>::new()).unwrap()),
+    )
+    .await
+    .expect("answered")
+    .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// The headers of the requests the backend received for `path` (with query).
+fn received(seen: &Seen, path: &str) -> Vec<HeaderMap> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, h)| h.clone())
+        .collect()
+}
+
+fn value<'h>(h: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    h.get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn every_attempt_is_counted_and_the_answer_timed() {
+    let (addr, seen) = backend().await;
+    let c = mesh_client(addr, "{}").await;
+    // the application's own count is replaced
+    let (status, headers, body, _) = get(&c, "/flaky", &[("x-envoy-attempt-count", "7")]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let tries = received(&seen, "/flaky");
+    let counts: Vec<_> = tries
+        .iter()
+        .map(|h| value(h, "x-envoy-attempt-count"))
+        .collect();
+    assert_eq!(counts, [Some("1"), Some("2")]);
+    for h in &tries {
+        // no timeout on the route: nothing to expect
+        assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), None);
+        assert_eq!(value(h, "x-envoy-is-timeout-retry"), None);
+    }
+    let service_time: u64 = value(&headers, "x-envoy-upstream-service-time")
+        .expect("x-envoy-upstream-service-time")
+        .parse()
+        .unwrap();
+    assert!(service_time < 5000, "{service_time}");
+    // a local answer did not come from upstream: no service time
+    let (status, headers, body, _) = get(&c, "/direct", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "direct"));
+    assert_eq!(value(&headers, "x-envoy-upstream-service-time"), None);
+}
+
+#[tokio::test]
+async fn a_grpc_callers_deadline_bounds_the_request_and_travels_on() {
+    let (addr, seen) = backend().await;
+    let c = mesh_client(addr, "{}").await;
+    let grpc = |timeout| {
+        [
+            ("content-type", "application/grpc"),
+            ("grpc-timeout", timeout),
+        ]
+    };
+
+    // no VirtualService timeout: the caller's 300 ms
+    let (status, headers, _, took) = get(&c, "/slow", &grpc("300m")).await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&headers, "grpc-status"), Some("14"));
+    assert_eq!(
+        value(&headers, "grpc-message"),
+        Some("upstream request timeout")
+    );
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+    let h = &received(&seen, "/slow")[0];
+    assert_eq!(value(h, "grpc-timeout"), Some("300m"));
+    assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), Some("300"));
+
+    // the route's 300 ms caps a longer deadline, and the upstream is told the shorter
+    seen.lock().unwrap().clear();
+    let (status, headers, _, took) = get(&c, "/timed", &grpc("20S")).await;
+    assert_eq!((status, value(&headers, "grpc-status")), (200, Some("14")));
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+    let h = &received(&seen, "/slow")[0];
+    assert_eq!(value(h, "grpc-timeout"), Some("300m"));
+
+    // a deadline shorter than the route's wins; in seconds it comes out in milliseconds
+    seen.lock().unwrap().clear();
+    let (status, headers, _, _) = get(&c, "/ok", &grpc("1S")).await;
+    assert_eq!((status, value(&headers, "grpc-status")), (200, None));
+    let h = &received(&seen, "/ok")[0];
+    assert_eq!(value(h, "grpc-timeout"), Some("1000m"));
+
+    // not gRPC: `grpc-timeout` means nothing to the router and goes on as it came
+    seen.lock().unwrap().clear();
+    let (status, _, body, took) = get(&c, "/slow", &[("grpc-timeout", "300m")]).await;
+    assert_eq!((status, body.as_str()), (200, "late"));
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    let h = &received(&seen, "/slow")[0];
+    assert_eq!(value(h, "grpc-timeout"), Some("300m"));
+    assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), None);
+}
+
+#[tokio::test]
+async fn the_applications_timeout_headers_are_obeyed_and_consumed() {
+    let (addr, seen) = backend().await;
+    let c = mesh_client(addr, "{}").await;
+    let (status, _, body, took) =
+        get(&c, "/slow", &[("x-envoy-upstream-rq-timeout-ms", "250")]).await;
+    assert_eq!((status, body.as_str()), (504, "upstream request timeout"));
+    assert!(took < Duration::from_millis(1300), "{took:?}");
+    let h = &received(&seen, "/slow")[0];
+    assert_eq!(value(h, "x-envoy-upstream-rq-timeout-ms"), None);
+    assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), Some("250"));
+    // a malformed value is dropped and changes nothing
+    let (status, _, body, _) = get(&c, "/ok", &[("x-envoy-upstream-rq-timeout-ms", "soon")]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let h = &received(&seen, "/ok")[0];
+    assert_eq!(value(h, "x-envoy-upstream-rq-timeout-ms"), None);
+    assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), None);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_per_try_timeout_says_so() {
+    let (addr, seen) = backend().await;
+    let c = mesh_client(addr, "{}").await;
+    let (status, _, body, took) = get(&c, "/retry", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    assert!(took < Duration::from_millis(1400), "{took:?}");
+    let tries = received(&seen, "/slow-once");
+    assert_eq!(tries.len(), 2);
+    let of = |h: &HeaderMap| {
+        [
+            "x-envoy-attempt-count",
+            "x-envoy-expected-rq-timeout-ms",
+            "x-envoy-is-timeout-retry",
+            "x-envoy-original-path",
+        ]
+        .map(|n| value(h, n).map(str::to_owned))
+    };
+    let want = |n: &str, retry: Option<&str>| {
+        [Some(n), Some("400"), retry, Some("/retry")].map(|v| v.map(str::to_owned))
+    };
+    assert_eq!(of(&tries[0]), want("1", None));
+    assert_eq!(of(&tries[1]), want("2", Some("true")));
+}
+
+#[tokio::test]
+async fn a_rewrite_keeps_the_original_path_for_the_upstream() {
+    let (addr, seen) = backend().await;
+    let c = mesh_client(addr, "{}").await;
+    let (status, _, _, _) = get(&c, "/rewrite/x?q=1", &[]).await;
+    assert_eq!(status, 200);
+    let h = &received(&seen, "/v1/x?q=1")[0];
+    assert_eq!(value(h, "x-envoy-original-path"), Some("/rewrite/x?q=1"));
+    // no rewrite, no header
+    let (status, _, _, _) = get(&c, "/plain", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        value(&received(&seen, "/plain")[0], "x-envoy-original-path"),
+        None
+    );
+}
+
+#[tokio::test]
+async fn mesh_config_proxy_headers_turn_them_off() {
+    let (addr, seen) = backend().await;
+    let c = mesh_client(
+        addr,
+        "defaultConfig: {proxyHeaders: {attemptCount: {disabled: true}, envoyDebugHeaders: {disabled: true}}}",
+    )
+    .await;
+    let (status, headers, _, _) = get(&c, "/flaky", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(value(&headers, "x-envoy-upstream-service-time"), None);
+    for h in received(&seen, "/flaky") {
+        assert_eq!(value(&h, "x-envoy-attempt-count"), None);
+    }
+    let (_, _, _, _) = get(&c, "/rewrite/x", &[]).await;
+    assert_eq!(
+        value(&received(&seen, "/v1/x")[0], "x-envoy-original-path"),
+        None
+    );
+    // the gRPC deadline is not a debug header: it still goes upstream
+    let (_, _, _, _) = get(
+        &c,
+        "/ok",
+        &[("content-type", "application/grpc"), ("grpc-timeout", "2S")],
+    )
+    .await;
+    let h = &received(&seen, "/ok")[0];
+    assert_eq!(value(h, "grpc-timeout"), Some("2000m"));
+    assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), None);
+}
