@@ -2,7 +2,8 @@
 //! stream of the endpoint's HTTP/2 connection is taken (the server's
 //! `SETTINGS_MAX_CONCURRENT_STREAMS`, or DestinationRule `http.maxConcurrentStreams`), the
 //! mesh client opens another connection, as Envoy's HTTP/2 pool does, instead of queueing
-//! requests behind the busy streams.
+//! requests behind the busy streams. A connection that then carries no stream for the
+//! destination's idle timeout is closed, as Envoy's codec client closes it.
 
 mod egress_support;
 
@@ -25,15 +26,26 @@ use egress_support::get;
 /// `/gate` are held until `gate` requests are in the handler at once (or 5 s: then 504);
 /// the others are answered at once. Counts the connections it accepted.
 async fn h2_server(max_streams: Option<u32>, gate: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, accepted, _) = h2_server_closes(max_streams, gate).await;
+    (addr, accepted)
+}
+
+/// [`h2_server`], also counting the connections that ended (the client closed them:
+/// `serve_connection` returned).
+async fn h2_server_closes(
+    max_streams: Option<u32>,
+    gate: usize,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let accepted = Arc::clone(&conns);
+    let (conns, ended) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (accepted, closed) = (Arc::clone(&conns), Arc::clone(&ended));
     let barrier = Arc::new(Barrier::new(gate));
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             accepted.fetch_add(1, Ordering::SeqCst);
             let barrier = Arc::clone(&barrier);
+            let closed = Arc::clone(&closed);
             tokio::spawn(async move {
                 let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     let barrier = Arc::clone(&barrier);
@@ -54,10 +66,11 @@ async fn h2_server(max_streams: Option<u32>, gate: usize) -> (SocketAddr, Arc<At
                     server.max_concurrent_streams(n);
                 }
                 let _ = server.serve_connection(TokioIo::new(tcp), svc).await;
+                closed.fetch_add(1, Ordering::SeqCst);
             });
         }
     });
-    (addr, conns)
+    (addr, conns, ended)
 }
 
 fn mesh(port: u16, dr: &str) -> Mesh {
@@ -213,4 +226,92 @@ spec:
     assert_eq!(concurrent(&c, "/", 1).await, [200]);
     assert_eq!(concurrent(&c, "/", 3).await, [200; 3]);
     assert_eq!(max.load(Ordering::SeqCst), 1, "one stream at a time");
+}
+
+/// Waits (up to 10 s) until `n` reaches `want`; its last value.
+async fn reaches(n: &AtomicUsize, want: usize) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while n.load(Ordering::SeqCst) != want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    n.load(Ordering::SeqCst)
+}
+
+/// One stream per connection: two requests at once open two connections.
+fn one_stream_dr(idle_timeout: Option<&str>) -> String {
+    let http = match idle_timeout {
+        Some(t) => format!("{{maxConcurrentStreams: 1, idleTimeout: {t}}}"),
+        None => "{maxConcurrentStreams: 1}".to_owned(),
+    };
+    format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: grpc-backend}}
+spec:
+  host: grpc.example.internal
+  trafficPolicy:
+    connectionPool: {{http: {http}}}
+"
+    )
+}
+
+#[tokio::test]
+async fn http2_connections_idle_for_the_idle_timeout_are_closed() {
+    // Envoy closes an upstream HTTP/2 connection that has had no active stream for
+    // `idleTimeout`: the connection opened at the peak does not stay open after it
+    let (addr, accepted, closed) = h2_server_closes(None, 2).await;
+    let mesh = mesh(addr.port(), &one_stream_dr(Some("1s")));
+    let c = client(&mesh);
+    assert_eq!(concurrent(&c, "/gate", 2).await, [200; 2]);
+    let peak = accepted.load(Ordering::SeqCst);
+    assert!(peak >= 2, "one stream per connection: {peak} connection(s)");
+
+    // well past the idle timeout, the next request lets the idle connections go (hyper
+    // closes them: no sender and no stream left) and goes out on a new one
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (status, body, failure) = get(&c, "http://grpc.example.internal:50051/").await;
+    assert_eq!((status, body.as_str()), (200, "ok"), "{failure}");
+    assert_eq!(
+        reaches(&closed, peak).await,
+        peak,
+        "the server saw the idle connections closed"
+    );
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        peak + 1,
+        "a fresh connection"
+    );
+
+    // the fresh connection is pooled and reused while it is not idle
+    let (status, _, failure) = get(&c, "http://grpc.example.internal:50051/").await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(accepted.load(Ordering::SeqCst), peak + 1);
+    assert_eq!(closed.load(Ordering::SeqCst), peak);
+}
+
+#[tokio::test]
+async fn http2_connections_stay_open_within_the_idle_timeout() {
+    // the default idle timeout (1 h): after a short wait the peak's connections are all
+    // still open, and the next request reuses one
+    let (addr, accepted, closed) = h2_server_closes(None, 2).await;
+    let mesh = mesh(addr.port(), &one_stream_dr(None));
+    let c = client(&mesh);
+    assert_eq!(concurrent(&c, "/gate", 2).await, [200; 2]);
+    let peak = accepted.load(Ordering::SeqCst);
+    assert!(peak >= 2, "one stream per connection: {peak} connection(s)");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..3 {
+        assert_eq!(concurrent(&c, "/", 1).await, [200]);
+    }
+    assert_eq!(concurrent(&c, "/gate", 2).await, [200; 2]);
+    // give a closing connection the time to be seen closed
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(closed.load(Ordering::SeqCst), 0, "no connection closed");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        peak,
+        "the pooled ones reused"
+    );
 }

@@ -12,9 +12,10 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper::rt::{Read, ReadBuf, ReadBufCursor, Write};
 
@@ -81,6 +82,17 @@ impl Preface {
     }
 }
 
+/// [`Streams::idle_since`] while the connection carries a stream.
+const BUSY: u64 = u64::MAX;
+
+/// Milliseconds since a process-wide epoch (the first call): an instant that fits in an
+/// atomic.
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let ms = EPOCH.get_or_init(Instant::now).elapsed().as_millis();
+    u64::try_from(ms).unwrap_or(BUSY - 1)
+}
+
 /// The streams of one client HTTP/2 connection.
 #[derive(Debug)]
 pub(crate) struct Streams {
@@ -90,16 +102,57 @@ pub(crate) struct Streams {
     pub(crate) active: AtomicU32,
     /// The server's `SETTINGS_MAX_CONCURRENT_STREAMS` ([`NO_LIMIT`] until known).
     pub(crate) peer_limit: AtomicU32,
+    /// When `active` last fell to 0 ([`now_ms`]), for the idle timeout; [`BUSY`] from the
+    /// moment a stream is taken on an idle connection. Meaningful only while `active` is 0.
+    idle_since: AtomicU64,
 }
 
 impl Streams {
-    /// A new connection's, carrying its first request.
+    /// A new connection's, carrying its first request (its end starts the idle time).
     pub(crate) fn first() -> Self {
         Streams {
             used: AtomicU32::new(1),
             active: AtomicU32::new(1),
             peer_limit: AtomicU32::new(NO_LIMIT),
+            idle_since: AtomicU64::new(BUSY),
         }
+    }
+
+    /// Counts a stream taken on the connection (under its endpoint's pool lock). No clock
+    /// is read: a connection that was idle is only marked busy.
+    pub(crate) fn take(&self) {
+        if self.active.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.idle_since.store(BUSY, Ordering::SeqCst);
+        }
+    }
+
+    /// Counts a stream ended (its response read to its end, or dropped); the last one
+    /// starts the connection's idle time.
+    pub(crate) fn end(&self) {
+        if self.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.idle_since.store(now_ms(), Ordering::SeqCst);
+        }
+    }
+
+    /// True when the connection has carried no stream for at least `timeout`, as Envoy's
+    /// codec client's idle timer, armed when its last active stream ends, would have
+    /// closed it. The clock is read only for a connection with no stream open.
+    ///
+    /// Between the last stream's `active` reaching 0 and its time being written, the time
+    /// seen is [`BUSY`] (written when that busy period's first stream was taken), so a
+    /// connection that has just become idle is not mistaken for an old idle one. (Only an
+    /// earlier stream end's time written late, after the next stream was taken, could
+    /// stand in: at worst a connection with no stream is let go early.)
+    pub(crate) fn idle_for(&self, timeout: Duration) -> bool {
+        if self.active.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        let since = self.idle_since.load(Ordering::SeqCst);
+        if since == BUSY {
+            return false;
+        }
+        let timeout = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        now_ms().saturating_sub(since) >= timeout
     }
 
     /// True when another stream may open on the connection, with `configured` (the
@@ -238,6 +291,24 @@ mod tests {
         // zero is a limit (no stream may be opened)
         let zero = frame(SETTINGS, 0, 0, &setting(MAX_CONCURRENT_STREAMS, 0));
         assert_eq!(parse(&zero, 3), (0, true));
+    }
+
+    #[test]
+    fn a_connection_is_idle_only_with_no_stream_since_the_timeout() {
+        let s = Streams::first();
+        // carrying its first stream: never idle
+        assert!(!s.idle_for(Duration::ZERO));
+        s.end();
+        assert!(s.idle_for(Duration::ZERO));
+        assert!(!s.idle_for(Duration::from_secs(3600)));
+        // a stream taken again: busy until the last one ends
+        s.take();
+        s.take();
+        s.end();
+        assert!(!s.idle_for(Duration::ZERO), "a stream still open");
+        s.end();
+        assert!(s.idle_for(Duration::ZERO));
+        assert_eq!(s.active.load(Ordering::SeqCst), 0);
     }
 
     #[test]

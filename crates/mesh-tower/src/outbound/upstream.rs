@@ -29,8 +29,11 @@
 //!   request is pending, under `http1MaxPendingRequests`, until a stream is free), as
 //!   Envoy's HTTP/2 pool does. A stream counts until its response body has ended or is
 //!   dropped;
-//! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): an idle connection older than
-//!   that is closed instead of reused;
+//! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): a connection that has carried
+//!   no request for that long is closed when it is next looked at instead of reused: an
+//!   idle HTTP/1.1 connection, and an HTTP/2 connection with no active stream since (so
+//!   one opened for more streams at a load peak closes once the peak is over), as Envoy's
+//!   codec client closes any upstream connection idle for `idle_timeout`;
 //! - a reused connection that turns out to be closed before the request was written is
 //!   discarded and the request goes out on another one (hyper-util's "retry canceled
 //!   requests"; Envoy does the same for a stale pooled connection).
@@ -196,9 +199,21 @@ impl EndpointPool {
 
     /// An HTTP/2 connection for a request, its stream counted: the oldest open one with a
     /// stream free under `max_streams` and the server's limit, else [`H2Pick::Busy`];
-    /// `None` without one. Connections that are closed or have carried `max_requests`
-    /// are let go.
-    fn h2(&self, max_requests: u32, max_streams: u32) -> Option<H2Pick> {
+    /// `None` without one. Connections that are closed, have carried `max_requests`, or
+    /// have had no stream for `idle_timeout` are let go.
+    ///
+    /// Envoy's codec client arms its idle timer (`idle_timeout`, HTTP/1 and HTTP/2 alike)
+    /// when its last active stream ends and closes the connection when it fires: a
+    /// connection opened at a load peak does not stay open once the peak is over. Here it
+    /// is let go when next looked at, as an idle HTTP/1.1 connection is ([`Self::pop_idle`]):
+    /// with its `SendRequest` gone and no stream left on it, hyper closes it (GOAWAY, then
+    /// the socket). A connection carrying a stream is never let go for idleness.
+    fn h2(
+        &self,
+        max_requests: u32,
+        max_streams: u32,
+        idle_timeout: Option<Duration>,
+    ) -> Option<H2Pick> {
         let mut st = lock(&self.state);
         if st.h2.is_empty() {
             return None;
@@ -206,6 +221,7 @@ impl EndpointPool {
         st.h2.retain(|c| {
             !c.tx.is_closed()
                 && (max_requests == 0 || c.streams.used.load(Ordering::Relaxed) < max_requests)
+                && !idle_timeout.is_some_and(|t| c.streams.idle_for(t))
         });
         if st.h2.is_empty() {
             return None;
@@ -213,7 +229,7 @@ impl EndpointPool {
         let Some(conn) = st.h2.iter().find(|c| c.streams.has_room(max_streams)) else {
             return Some(H2Pick::Busy);
         };
-        conn.streams.active.fetch_add(1, Ordering::Relaxed);
+        conn.streams.take();
         let slot = StreamSlot {
             streams: Arc::clone(&conn.streams),
             waiters: Arc::clone(&self.waiters),
@@ -313,7 +329,7 @@ impl Upstream {
             let h2 = if upgrade {
                 None
             } else {
-                ep.h2(max, self.max_streams)
+                ep.h2(max, self.max_streams, self.idle_timeout)
             };
             if let Some(H2Pick::Busy) = h2 {
                 // Envoy's pool opens another connection when its connections' streams are
@@ -658,7 +674,7 @@ pub(crate) struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        self.streams.active.fetch_sub(1, Ordering::SeqCst);
+        self.streams.end();
         self.waiters.wake();
     }
 }
