@@ -45,14 +45,16 @@
 //! # Connection pool
 //!
 //! Each endpoint has its own pool of hyper `client::conn` connections: a stack of idle
-//! HTTP/1.1 connections (the most recently used first) and one shared HTTP/2 connection
-//! when the server chose `h2`. DestinationRule `connectionPool` applies as Envoy applies it:
+//! HTTP/1.1 connections (the most recently used first) and the shared HTTP/2 connections
+//! when the server chose `h2` (one, and another each time the others' streams are all
+//! taken). DestinationRule `connectionPool` applies as Envoy applies it:
 //! `tcp.maxConnections` bounds the destination's connections, and a request that finds
 //! none free waits as one of at most `http.http1MaxPendingRequests` pending requests
 //! (beyond: 503 with `x-envoy-overloaded`, flag UO); `http.http2MaxRequests` bounds active
 //! requests and `http.maxRetries` concurrent retries (same reply);
 //! `http.maxRequestsPerConnection` retires a connection after that many requests;
-//! `http.idleTimeout` (or `tcp.idleTimeout`, 1 h by default) closes idle connections. A
+//! `http.idleTimeout` (or `tcp.idleTimeout`, 1 h by default) closes idle connections
+//! (HTTP/2 ones once no stream has been open for that long). A
 //! pooled connection the server closed in the meantime is discarded and the request, not
 //! yet written, goes out on another.
 //!
