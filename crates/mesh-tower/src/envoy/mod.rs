@@ -1427,6 +1427,25 @@ impl Timeouts {
     /// The timeouts of a request on a route with `route_timeout` and `per_try_timeout`,
     /// the request's own timeout headers consumed from `headers`; `grpc`: the request is
     /// gRPC ([`is_grpc`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::HeaderMap;
+    /// use mesh_tower::envoy::Timeouts;
+    ///
+    /// let ms = |n| Some(Duration::from_millis(n));
+    /// let mut h = HeaderMap::new();
+    /// h.insert("x-envoy-upstream-rq-timeout-ms", "250".parse().unwrap());
+    /// h.insert("x-envoy-upstream-rq-per-try-timeout-ms", "100".parse().unwrap());
+    /// let t = Timeouts::for_request(ms(10_000), None, false, &mut h);
+    /// assert_eq!(t, Timeouts { global: ms(250), per_try: ms(100) });
+    /// assert!(h.is_empty()); // consumed
+    /// // a per-try timeout not shorter than the whole one is dropped
+    /// let t = Timeouts::for_request(ms(1000), ms(1000), false, &mut HeaderMap::new());
+    /// assert_eq!(t.per_try, None);
+    /// ```
     pub fn for_request(
         route_timeout: Option<std::time::Duration>,
         per_try_timeout: Option<std::time::Duration>,
@@ -1519,6 +1538,25 @@ impl Timeouts {
     /// router's `suppress_envoy_headers` off, Istio's default) and, for a gRPC request,
     /// `grpc-timeout` (in milliseconds), both [`Timeouts::expected`]. Nothing without a
     /// timeout: the caller's `grpc-timeout` then goes on as it came.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use http::HeaderMap;
+    /// use mesh_tower::envoy::Timeouts;
+    ///
+    /// let t = Timeouts { global: Some(Duration::from_secs(2)), per_try: None };
+    /// let mut h = HeaderMap::new();
+    /// t.write_headers(Duration::ZERO, false, true, &mut h);
+    /// assert_eq!(h["x-envoy-expected-rq-timeout-ms"], "2000");
+    /// assert!(!h.contains_key("grpc-timeout")); // not a gRPC request
+    /// // with Envoy's debug headers suppressed, only a gRPC request's deadline is written
+    /// let mut h = HeaderMap::new();
+    /// t.write_headers(Duration::ZERO, true, false, &mut h);
+    /// assert_eq!(h.len(), 1);
+    /// assert_eq!(h["grpc-timeout"], "2000m");
+    /// ```
     pub fn write_headers(
         &self,
         elapsed: std::time::Duration,
