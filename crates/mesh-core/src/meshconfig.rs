@@ -345,8 +345,8 @@ pub struct MeshConfig {
 }
 
 /// ProxyConfig `proxyHeaders` (MeshConfig `defaultConfig.proxyHeaders`): which of Envoy's
-/// own headers mesh clients and gateways write, as istiod configures them
-/// (`GetProxyHeadersFromProxyConfig`). Istio's default: both on.
+/// own headers mesh clients, servers and gateways write, as istiod configures them
+/// (`GetProxyHeadersFromProxyConfig`). Istio's default: all of them.
 ///
 /// - `attempt_count` (`attemptCount.disabled` unset or false): `x-envoy-attempt-count` on
 ///   every request sent upstream, `1` on the first try, `2` on the first retry, and so
@@ -360,32 +360,52 @@ pub struct MeshConfig {
 ///   `x-envoy-upstream-service-time` (milliseconds from the whole request to the upstream
 ///   answer's headers) on every answer from upstream.
 ///
-/// The other `proxyHeaders` fields (`forwardedClientCert`, `server`, `requestId`,
-/// `metadataExchangeHeaders`, `setCurrentClientCertDetails`, `preserveHttp1HeaderCase`)
-/// are accepted and not used.
+/// - `forwarded_client_cert` (`forwardedClientCert`, APPEND_FORWARD by default): what a
+///   mesh server (a sidecar's inbound listener) does with a request's
+///   `x-forwarded-client-cert` (`SANITIZE` or `FORWARD_ONLY` turn the header off; gateways
+///   follow `gatewayTopology.forwardClientCertDetails` instead);
+/// - `server` (`server.disabled`, `server.value`): the `server` header a gateway writes on
+///   every response (`istio-envoy` by default; `None` when disabled: the upstream's is
+///   passed through).
+///
+/// The other `proxyHeaders` fields (`requestId`, `metadataExchangeHeaders`,
+/// `setCurrentClientCertDetails`, `preserveHttp1HeaderCase`) are accepted and not used.
 ///
 /// # Examples
 ///
 /// ```
 /// use mesh_core::meshconfig::{MeshConfig, ProxyHeaders};
 ///
-/// assert_eq!(ProxyHeaders::default(), ProxyHeaders { attempt_count: true, envoy_debug_headers: true });
+/// use mesh_core::meshconfig::{ForwardClientCertDetails, MeshConfig, ProxyHeaders};
+///
+/// let default = ProxyHeaders::default();
+/// assert!(default.attempt_count && default.envoy_debug_headers);
+/// assert_eq!(default.forwarded_client_cert, ForwardClientCertDetails::AppendForward);
+/// assert_eq!(default.server.as_deref(), Some("istio-envoy"));
 /// let config = MeshConfig::from_yaml("
 /// defaultConfig:
 ///   proxyHeaders:
 ///     envoyDebugHeaders: {disabled: true}
+///     forwardedClientCert: SANITIZE
 ///     server: {disabled: true}
 /// ")?;
-/// assert_eq!(config.proxy_headers, ProxyHeaders { attempt_count: true, envoy_debug_headers: false });
+/// let h = &config.proxy_headers;
+/// assert!(h.attempt_count && !h.envoy_debug_headers);
+/// assert_eq!(h.forwarded_client_cert, ForwardClientCertDetails::Sanitize);
+/// assert_eq!(h.server, None);
 /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyHeaders {
     /// `x-envoy-attempt-count` on upstream requests.
     pub attempt_count: bool,
     /// Envoy's debug headers (`x-envoy-expected-rq-timeout-ms`, `x-envoy-original-path`,
     /// `x-envoy-is-timeout-retry`, `x-envoy-upstream-service-time`).
     pub envoy_debug_headers: bool,
+    /// A mesh server's treatment of `x-forwarded-client-cert` (APPEND_FORWARD).
+    pub forwarded_client_cert: ForwardClientCertDetails,
+    /// The `server` header gateways write (`None`: none, the upstream's passes).
+    pub server: Option<String>,
 }
 
 impl Default for ProxyHeaders {
@@ -393,6 +413,8 @@ impl Default for ProxyHeaders {
         ProxyHeaders {
             attempt_count: true,
             envoy_debug_headers: true,
+            forwarded_client_cert: ForwardClientCertDetails::AppendForward,
+            server: Some("istio-envoy".to_owned()),
         }
     }
 }
@@ -1465,7 +1487,7 @@ struct RawProxyConfig {
 }
 
 /// `defaultConfig.proxyHeaders` (read leniently, as the rest of ProxyConfig: only
-/// `attemptCount` and `envoyDebugHeaders` are used).
+/// `attemptCount`, `envoyDebugHeaders`, `forwardedClientCert` and `server` are used).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawProxyHeaders {
@@ -1473,14 +1495,20 @@ struct RawProxyHeaders {
     attempt_count: Option<RawDisabled>,
     #[serde(default)]
     envoy_debug_headers: Option<RawDisabled>,
+    #[serde(default, deserialize_with = "number_or_string")]
+    forwarded_client_cert: Option<String>,
+    #[serde(default)]
+    server: Option<RawDisabled>,
 }
 
-/// A `proxyHeaders` entry's `disabled` (a `BoolValue`).
+/// A `proxyHeaders` entry's `disabled` (a `BoolValue`), and `server`'s `value`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawDisabled {
     #[serde(default)]
     disabled: Option<bool>,
+    #[serde(default)]
+    value: Option<String>,
 }
 
 /// `defaultConfig.gatewayTopology`.
@@ -1896,9 +1924,30 @@ fn convert(
         .and_then(|d| d.proxy_headers.as_ref())
         .map_or_else(ProxyHeaders::default, |h| {
             let on = |e: &Option<RawDisabled>| e.as_ref().is_none_or(|e| e.disabled != Some(true));
+            let d = ProxyHeaders::default();
+            let forwarded_client_cert = match h.forwarded_client_cert.as_deref() {
+                None | Some("UNDEFINED" | "0") => d.forwarded_client_cert,
+                Some(name) => ForwardClientCertDetails::from_name(name).unwrap_or_else(|| {
+                    out.push(unknown_name(
+                        source,
+                        format!("{base}.defaultConfig.proxyHeaders.forwardedClientCert"),
+                        "forwardedClientCert",
+                        name,
+                        &ForwardClientCertDetails::NAMES,
+                    ));
+                    d.forwarded_client_cert
+                }),
+            };
+            let server = match &h.server {
+                Some(s) if s.disabled == Some(true) => None,
+                Some(RawDisabled { value: Some(v), .. }) if !v.is_empty() => Some(v.clone()),
+                _ => d.server,
+            };
             ProxyHeaders {
                 attempt_count: on(&h.attempt_count),
                 envoy_debug_headers: on(&h.envoy_debug_headers),
+                forwarded_client_cert,
+                server,
             }
         });
     let mut report = |severity: Severity, code: &'static str, path: String, msg: String| {

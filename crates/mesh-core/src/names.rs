@@ -257,9 +257,9 @@ pub struct MeshOptions {
     /// assert!(!mesh_core::names::MeshOptions::default().h2_upgrade);
     /// ```
     pub h2_upgrade: bool,
-    /// MeshConfig `defaultConfig.proxyHeaders`: which of Envoy's own headers mesh clients
-    /// and gateways write (`x-envoy-attempt-count` and the debug headers; all by default,
-    /// as Istio).
+    /// MeshConfig `defaultConfig.proxyHeaders`: which of Envoy's own headers mesh clients,
+    /// servers and gateways write (`x-envoy-attempt-count`, the debug headers, the inbound
+    /// `x-forwarded-client-cert`, the gateway's `server`; all by default, as Istio).
     ///
     /// # Examples
     ///
@@ -363,7 +363,7 @@ impl MeshOptions {
             mesh_mtls_tls13_only: config.mesh_mtls_min_protocol_version
                 == Some(crate::model::TlsProtocol::TlsV1_3),
             h2_upgrade: config.h2_upgrade_policy.unwrap_or(false),
-            proxy_headers: config.proxy_headers,
+            proxy_headers: config.proxy_headers.clone(),
             ..d
         }
     }

@@ -326,3 +326,33 @@ async fn the_gateway_counts_attempts_and_times_the_answer() {
     assert!(!p.contains("x-envoy-attempt-count"), "{p}");
     assert!(!p.contains("x-envoy-upstream-service-time"), "{p}");
 }
+
+#[tokio::test]
+async fn proxy_headers_server_names_the_gateway_or_nothing() {
+    let echo = echo_backend().await;
+    let yaml = config(echo);
+    // (MeshConfig, the server header of a routed answer and of a local reply)
+    let cases = [
+        ("{}", Some("istio-envoy")),
+        (
+            "defaultConfig: {proxyHeaders: {server: {value: edge}}}",
+            Some("edge"),
+        ),
+        (
+            "defaultConfig: {proxyHeaders: {server: {disabled: true}}}",
+            None,
+        ),
+    ];
+    for (mesh_config, want) in cases {
+        let gw = gateway_with(&yaml, mesh_config, None).await;
+        let addr = gw.local_addr(80).unwrap();
+        for host in ["p.example.com", "unknown.example.com"] {
+            let answer = raw(addr, &get(host, &[])).await;
+            let server = answer
+                .lines()
+                .find_map(|l| l.strip_prefix("server: "))
+                .map(str::trim);
+            assert_eq!(server, want, "{mesh_config} {host}: {answer}");
+        }
+    }
+}

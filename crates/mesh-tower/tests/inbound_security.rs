@@ -107,7 +107,13 @@ struct Httpbin {
 }
 
 async fn start(pki: &Pki, yaml: &str) -> Httpbin {
-    let mesh = Mesh::from_yaml(SERVICE).unwrap();
+    start_with(pki, yaml, "{}").await
+}
+
+/// [`start`] on a mesh whose MeshConfig is `mesh_config`.
+async fn start_with(pki: &Pki, yaml: &str, mesh_config: &str) -> Httpbin {
+    let config = mesh_core::meshconfig::MeshConfig::from_yaml(mesh_config).unwrap();
+    let mesh = Mesh::with_mesh_config(&config);
     reload(&mesh, yaml);
     let labels = [("app".to_string(), "httpbin".to_string())].into();
     let server = MeshServer::builder(
@@ -268,6 +274,48 @@ spec:
         .await
         .unwrap();
     assert_eq!(status, 403);
+}
+
+/// MeshConfig `proxyHeaders.forwardedClientCert` on a mesh server, as Envoy's
+/// `mutateXfccRequestHeader` with that mode: SANITIZE removes the header, FORWARD_ONLY
+/// passes the caller's on mTLS only, SANITIZE_SET replaces it, ALWAYS_FORWARD_ONLY passes it
+/// even in plaintext.
+#[tokio::test]
+async fn xfcc_modes_from_proxy_headers() {
+    let pki = Pki::new();
+    let sleep = pki.creds("foo", "sleep", &[]);
+    let leaf = sleep.current().chain_der().unwrap()[0].clone();
+    let ours = format!(
+        "By=spiffe://cluster.local/ns/foo/sa/httpbin;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/foo/sa/sleep",
+        sha256_hex(leaf.as_ref())
+    );
+    let spoof = "URI=spiffe://cluster.local/ns/admin/sa/root";
+    // (mode, what the app sees over mTLS, in plaintext)
+    let cases = [
+        ("SANITIZE", "-".to_owned(), "-"),
+        ("FORWARD_ONLY", spoof.to_owned(), "-"),
+        ("SANITIZE_SET", ours.clone(), "-"),
+        ("APPEND_FORWARD", format!("{spoof},{ours}"), "-"),
+        ("ALWAYS_FORWARD_ONLY", spoof.to_owned(), spoof),
+    ];
+    for (mode, over_mtls, in_plaintext) in cases {
+        let config = format!("defaultConfig: {{proxyHeaders: {{forwardedClientCert: {mode}}}}}");
+        let h = start_with(&pki, "", &config).await;
+        let req = || get_req("/headers", &[("x-forwarded-client-cert", spoof)]);
+        let (status, body) = mtls(h.addr, &sleep, false, req()).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, over_mtls.as_str(), "{mode} over mTLS");
+        let (status, body) = plain(h.addr, req()).await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(body, in_plaintext, "{mode} in plaintext");
+    }
+    // an unknown mode is refused with a suggestion
+    let err = mesh_core::meshconfig::MeshConfig::from_yaml(
+        "defaultConfig: {proxyHeaders: {forwardedClientCert: APPEND_FORWARDS}}",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("APPEND_FORWARD"), "{err}");
 }
 
 /// The finding's scenario through our own client: sleep's MeshClient calls httpbin; the

@@ -61,7 +61,8 @@
 //! `x-forwarded-client-cert` is removed, and on a connection whose client presented a
 //! verified certificate it is set to Envoy's `By=..;Hash=..;Cert="..";Subject="..";URI=..;
 //! DNS=..` for that certificate (the other modes as Envoy's `mutateXfccRequestHeader`).
-//! Every response carries `server: istio-envoy`.
+//! Every response carries `server: istio-envoy` (MeshConfig `proxyHeaders.server`: another
+//! value, or none: the upstream's is passed through).
 //!
 //! Routed HTTP requests are forwarded by the gateway's own outbound client (a
 //! [`MeshClient`] of the gateway workload), so they get
@@ -963,6 +964,13 @@ impl GatewayBuilder {
             forward_client_cert_details: self
                 .forward_client_cert_details
                 .unwrap_or(self.mesh.options().forward_client_cert_details),
+            server_header: self
+                .mesh
+                .options()
+                .proxy_headers
+                .server
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok()),
             client,
         });
         let mut addrs = BTreeMap::new();
@@ -1007,6 +1015,9 @@ struct Inner {
     num_trusted_proxies: u32,
     /// `gatewayTopology.forwardClientCertDetails`.
     forward_client_cert_details: ForwardClientCertDetails,
+    /// The `server` header of every response (`proxyHeaders.server`: `istio-envoy` by
+    /// default; `None`: the upstream's passes through).
+    server_header: Option<HeaderValue>,
     /// The gateway's outbound side: the mesh client of its workload, which forwards every
     /// routed request (balancing, retries, pooled TLS origination).
     client: MeshClient,
@@ -1771,9 +1782,11 @@ where
         async move {
             let mut resp = handle(&inner, &ctx, req).await;
             // Istio's gateway connection manager: `server_name: istio-envoy` with Envoy's
-            // default OVERWRITE transformation, on every response (local replies too)
-            resp.headers_mut()
-                .insert(SERVER, HeaderValue::from_static("istio-envoy"));
+            // default OVERWRITE transformation, on every response (local replies too);
+            // MeshConfig `proxyHeaders.server` names another or none (PASS_THROUGH)
+            if let Some(v) = &inner.server_header {
+                resp.headers_mut().insert(SERVER, v.clone());
+            }
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
@@ -1862,7 +1875,7 @@ async fn handle(
     }
     // forward_client_cert_details (SANITIZE_SET at Istio's gateways unless
     // gatewayTopology says otherwise), by the connection manager before any filter
-    mutate_xfcc(
+    xfcc::mutate(
         req.headers_mut(),
         inner.forward_client_cert_details,
         ctx.xfcc.as_ref(),
@@ -2038,50 +2051,6 @@ fn denied_context<B>(
         request_auth: req.extensions().get::<mesh_core::authz::RequestAuth>(),
     };
     crate::outbound::routed_context(snap, &inner.namespace, &attrs)
-}
-
-/// A request's `x-forwarded-client-cert` as Envoy's `mutateXfccRequestHeader` leaves it
-/// (`conn_manager_utility.cc`): ALWAYS_FORWARD_ONLY keeps it as sent; SANITIZE, and any
-/// mode on a connection without a verified client certificate (`mine` is `None`: the
-/// details of this connection's client certificate), remove it; FORWARD_ONLY keeps it;
-/// APPEND_FORWARD appends `mine` (`,`-separated, the client's values joined first);
-/// SANITIZE_SET replaces it with `mine`.
-fn mutate_xfcc(
-    headers: &mut http::HeaderMap,
-    mode: ForwardClientCertDetails,
-    mine: Option<&HeaderValue>,
-) {
-    use ForwardClientCertDetails as F;
-    let mine = match (mode, mine) {
-        (F::AlwaysForwardOnly, _) => return,
-        (F::Sanitize, _) | (_, None) => {
-            headers.remove(xfcc::XFCC);
-            return;
-        }
-        (F::ForwardOnly, Some(_)) => return,
-        (_, Some(mine)) => mine,
-    };
-    if mode == F::AppendForward {
-        let mut joined: Vec<u8> = Vec::new();
-        for v in headers.get_all(xfcc::XFCC) {
-            joined.extend_from_slice(v.as_bytes());
-            joined.push(b',');
-        }
-        if !joined.is_empty() {
-            joined.extend_from_slice(mine.as_bytes());
-            match HeaderValue::from_bytes(&joined) {
-                Ok(v) => {
-                    headers.insert(xfcc::XFCC, v);
-                }
-                // cannot be: both parts were header values
-                Err(_) => {
-                    headers.remove(xfcc::XFCC);
-                }
-            }
-            return;
-        }
-    }
-    headers.insert(xfcc::XFCC, mine.clone());
 }
 
 /// The request headers Envoy's connection manager removes from an edge request
@@ -2408,7 +2377,7 @@ spec:
             for v in *client {
                 h.append(xfcc::XFCC, HeaderValue::from_static(v));
             }
-            mutate_xfcc(&mut h, *mode, mtls.then_some(&mine));
+            xfcc::mutate(&mut h, *mode, mtls.then_some(&mine));
             let got: Vec<&str> = h
                 .get_all(xfcc::XFCC)
                 .iter()

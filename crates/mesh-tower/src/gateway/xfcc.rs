@@ -29,6 +29,7 @@
 use std::fmt::Write as _;
 
 use http::HeaderValue;
+use mesh_core::meshconfig::ForwardClientCertDetails;
 use mesh_tls::rustls::crypto::hash::HashAlgorithm;
 use mesh_tls::rustls::SupportedCipherSuite;
 use x509_parser::asn1_rs::{Class, Tag};
@@ -39,6 +40,65 @@ use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 /// The header's name.
 pub(crate) const XFCC: http::header::HeaderName =
     http::header::HeaderName::from_static("x-forwarded-client-cert");
+
+/// A request's `x-forwarded-client-cert` as Envoy's `mutateXfccRequestHeader` leaves it
+/// (`conn_manager_utility.cc`), for a gateway (`gatewayTopology.forwardClientCertDetails`)
+/// or a mesh server (`proxyHeaders.forwardedClientCert`): ALWAYS_FORWARD_ONLY keeps it as
+/// sent; SANITIZE, and any other mode on a connection without a verified client
+/// certificate (`mine` is `None`: the details of this connection's client certificate),
+/// remove it; FORWARD_ONLY keeps it; APPEND_FORWARD appends `mine`; SANITIZE_SET replaces
+/// it with `mine`.
+pub(crate) fn mutate(
+    headers: &mut http::HeaderMap,
+    mode: ForwardClientCertDetails,
+    mine: Option<&HeaderValue>,
+) {
+    use ForwardClientCertDetails as F;
+    let mine = match (mode, mine) {
+        (F::AlwaysForwardOnly, _) => return,
+        (F::Sanitize, _) | (_, None) => {
+            headers.remove(XFCC);
+            return;
+        }
+        (F::ForwardOnly, Some(_)) => return,
+        (_, Some(mine)) => mine,
+    };
+    if mode == F::AppendForward {
+        append(headers, mine);
+    } else {
+        headers.insert(XFCC, mine.clone());
+    }
+}
+
+/// APPEND_FORWARD: the caller's non-empty values are kept, joined with `,` as Envoy's
+/// header map joins a repeated header, and `ours` goes last: one allocation when the
+/// caller sent one, none otherwise.
+fn append(headers: &mut http::HeaderMap, ours: &HeaderValue) {
+    let mut len = 0;
+    for v in headers.get_all(XFCC).iter().filter(|v| !v.is_empty()) {
+        len += v.len() + 1;
+    }
+    if len == 0 {
+        headers.insert(XFCC, ours.clone());
+        return;
+    }
+    // exactly sized, so `Bytes::from` keeps the buffer (no second allocation)
+    let mut joined = Vec::with_capacity(len + ours.len());
+    for v in headers.get_all(XFCC).iter().filter(|v| !v.is_empty()) {
+        joined.extend_from_slice(v.as_bytes());
+        joined.push(b',');
+    }
+    joined.extend_from_slice(ours.as_bytes());
+    // every byte came from a valid header value, or is `,`
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        Ok(v) => {
+            headers.insert(XFCC, v);
+        }
+        Err(_) => {
+            headers.insert(XFCC, ours.clone());
+        }
+    }
+}
 
 /// The URI SANs of the gateway's own certificate (leaf, DER): the XFCC `By` keys.
 pub(crate) fn uri_sans(der: &[u8]) -> Vec<String> {

@@ -4,7 +4,8 @@
 //! - `x-forwarded-client-cert`: `forward_client_cert_details: APPEND_FORWARD` with
 //!   `set_current_client_cert_details {subject, uri, dns}` (istio
 //!   `buildSidecarInboundHTTPOpts`, `ForwardClientCertDetails` from the proxy's
-//!   `GetProxyHeaders`, APPEND_FORWARD by default). Envoy
+//!   `GetProxyHeaders`: MeshConfig `defaultConfig.proxyHeaders.forwardedClientCert`,
+//!   APPEND_FORWARD by default; the other modes as the gateway applies them). Envoy
 //!   (`ConnectionManagerUtility::mutateXfccRequestHeader`) removes the header on a
 //!   connection without a client certificate (plaintext under PERMISSIVE or DISABLE), and on
 //!   mTLS appends one element, `,`-separated, after what the caller sent:
@@ -24,12 +25,13 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::gateway::xfcc::{self as gateway_xfcc, XFCC};
+use crate::gateway::xfcc as gateway_xfcc;
+use mesh_core::meshconfig::ForwardClientCertDetails;
 
 /// The `By` keys of this server's XFCC elements: the URI SANs of its own certificate
 /// (leaf, DER); none when it cannot be read.
@@ -46,52 +48,27 @@ pub(super) fn client_cert_details(by: &[String], leaf: &[u8]) -> Option<HeaderVa
     gateway_xfcc::header_value(by, leaf, false)
 }
 
-/// APPEND_FORWARD on one request's headers: `ours` is the connection's element (`None`:
-/// no client certificate, the header is removed). The caller's non-empty values are kept,
-/// joined with `,` as Envoy's header map joins a repeated header, and ours goes last: one
-/// allocation when the caller sent one, none otherwise.
-pub(super) fn append_forward(headers: &mut HeaderMap, ours: Option<&HeaderValue>) {
-    let Some(ours) = ours else {
-        headers.remove(XFCC);
-        return;
-    };
-    let mut len = 0;
-    for v in headers.get_all(XFCC).iter().filter(|v| !v.is_empty()) {
-        len += v.len() + 1;
-    }
-    if len == 0 {
-        headers.insert(XFCC, ours.clone());
-        return;
-    }
-    // exactly sized, so `Bytes::from` keeps the buffer (no second allocation)
-    let mut joined = Vec::with_capacity(len + ours.len());
-    for v in headers.get_all(XFCC).iter().filter(|v| !v.is_empty()) {
-        joined.extend_from_slice(v.as_bytes());
-        joined.push(b',');
-    }
-    joined.extend_from_slice(ours.as_bytes());
-    // every byte came from a valid header value, or is `,`
-    match HeaderValue::from_maybe_shared(Bytes::from(joined)) {
-        Ok(v) => {
-            headers.insert(XFCC, v);
-        }
-        Err(_) => {
-            headers.insert(XFCC, ours.clone());
-        }
-    }
-}
-
-/// Per connection: applies [`append_forward`] with the connection's element to every
-/// request before the stack (access log, authorization, the application) sees it.
+/// Per connection: applies the mesh's `proxyHeaders.forwardedClientCert` (APPEND_FORWARD
+/// by default) with the connection's element to every request before the stack (access
+/// log, authorization, the application) sees it.
 #[derive(Clone, Debug)]
 pub(super) struct ForwardClientCert<S> {
     inner: S,
+    mode: ForwardClientCertDetails,
     details: Option<HeaderValue>,
 }
 
 impl<S> ForwardClientCert<S> {
-    pub(super) fn new(inner: S, details: Option<HeaderValue>) -> Self {
-        ForwardClientCert { inner, details }
+    pub(super) fn new(
+        inner: S,
+        mode: ForwardClientCertDetails,
+        details: Option<HeaderValue>,
+    ) -> Self {
+        ForwardClientCert {
+            inner,
+            mode,
+            details,
+        }
     }
 }
 
@@ -108,7 +85,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        append_forward(req.headers_mut(), self.details.as_ref());
+        gateway_xfcc::mutate(req.headers_mut(), self.mode, self.details.as_ref());
         self.inner.call(req)
     }
 }
@@ -210,6 +187,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::xfcc::XFCC;
+    use http::HeaderMap;
 
     fn xfcc(h: &HeaderMap) -> Vec<&str> {
         h.get_all(XFCC)
@@ -240,14 +219,14 @@ mod tests {
             for v in incoming {
                 h.append(XFCC, HeaderValue::from_str(v).unwrap());
             }
-            append_forward(&mut h, Some(&ours));
+            gateway_xfcc::mutate(&mut h, ForwardClientCertDetails::AppendForward, Some(&ours));
             assert_eq!(xfcc(&h), [want], "{incoming:?}");
         }
         // plaintext: removed, every value
         let mut h = HeaderMap::new();
         h.append(XFCC, HeaderValue::from_static("URI=spiffe://evil"));
         h.append(XFCC, HeaderValue::from_static("URI=spiffe://evil2"));
-        append_forward(&mut h, None);
+        gateway_xfcc::mutate(&mut h, ForwardClientCertDetails::AppendForward, None);
         assert!(h.get(XFCC).is_none());
     }
 

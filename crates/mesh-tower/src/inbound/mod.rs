@@ -1210,8 +1210,15 @@ impl MeshServer {
                     }
                 };
                 let plaintext = accepted.peer.is_none();
-                // x-forwarded-client-cert, APPEND_FORWARD: this connection's element, built
-                // once (plaintext: none, the caller's header is removed)
+                // x-forwarded-client-cert as MeshConfig `proxyHeaders.forwardedClientCert`
+                // says (APPEND_FORWARD by default): this connection's element, built once
+                // (plaintext: none, the caller's header is removed in every mode but
+                // ALWAYS_FORWARD_ONLY)
+                let xfcc_mode = mesh
+                    .snapshot()
+                    .options()
+                    .proxy_headers
+                    .forwarded_client_cert;
                 let xfcc = match &accepted.stream {
                     mesh_tls::MeshStream::Tls(t) => {
                         let details = t
@@ -1239,7 +1246,7 @@ impl MeshServer {
                 mctx.service = ctx.service;
                 let svc = ConnectionInfoLayer::new(info)
                     .with_metrics_context(mctx)
-                    .layer(hcm::ForwardClientCert::new(stack, xfcc));
+                    .layer(hcm::ForwardClientCert::new(stack, xfcc_mode, xfcc));
                 let conn = builder
                     .serve_connection_with_upgrades(
                         TokioIo::new(accepted.stream),

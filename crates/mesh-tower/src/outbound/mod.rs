@@ -3109,7 +3109,7 @@ where
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let proxy_headers = snap.options().proxy_headers;
+    let proxy_headers = &snap.options().proxy_headers;
     if let Some(rw) = action.and_then(|a| a.rewrite.as_ref()) {
         if let Some(p) = rw.path(parts.uri.path(), decision.prefix_len) {
             let pq = match parts.uri.query() {
@@ -3230,7 +3230,8 @@ where
         in_flight: std::sync::atomic::AtomicUsize::new(usize::MAX),
         timeouts,
         started,
-        proxy_headers,
+        attempt_count: proxy_headers.attempt_count,
+        debug_headers: proxy_headers.envoy_debug_headers,
         // Envoy's `x-envoy-upstream-service-time` needs the whole request received
         request_complete: !upgrade && matches!(body, ReqBody::Buffered(_)),
     };
@@ -3442,8 +3443,10 @@ struct Attempts<'a, T> {
     timeouts: crate::envoy::Timeouts,
     /// When the request was received (Envoy's timeouts and service time count from there).
     started: tokio::time::Instant,
-    /// Which of Envoy's own headers to write.
-    proxy_headers: mesh_core::meshconfig::ProxyHeaders,
+    /// Write `x-envoy-attempt-count` (MeshConfig `proxyHeaders`).
+    attempt_count: bool,
+    /// Write Envoy's debug headers (MeshConfig `proxyHeaders`).
+    debug_headers: bool,
     /// The request was wholly received before it was sent (no upgrade, no streamed body).
     request_complete: bool,
 }
@@ -3590,18 +3593,18 @@ impl<T: Sender> Attempts<'_, T> {
             // what Envoy's router writes on each attempt: the attempt count (istiod's
             // `include_request_attempt_count`) and the time the upstream has
             let h = req.headers_mut();
-            if self.proxy_headers.attempt_count {
+            if self.attempt_count {
                 h.insert(X_ENVOY_ATTEMPT_COUNT, small_number(n as u64 + 1));
             }
             if timed {
                 self.timeouts.write_headers(
                     self.started.elapsed(),
                     self.grpc,
-                    self.proxy_headers.envoy_debug_headers,
+                    self.debug_headers,
                     h,
                 );
             }
-            if timeout_retry && self.proxy_headers.envoy_debug_headers {
+            if timeout_retry && self.debug_headers {
                 h.insert(X_ENVOY_IS_TIMEOUT_RETRY, HeaderValue::from_static("true"));
             }
             let send =
@@ -3653,7 +3656,7 @@ impl<T: Sender> Attempts<'_, T> {
                         }
                     }
                     *endpoint = Some((index, true));
-                    if self.request_complete && self.proxy_headers.envoy_debug_headers {
+                    if self.request_complete && self.debug_headers {
                         // Envoy's router, on the upstream's response headers (before the
                         // route's response header operations, which may remove it)
                         // (the clock read once after the attempt serves both)
