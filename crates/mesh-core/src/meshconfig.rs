@@ -374,8 +374,6 @@ pub struct MeshConfig {
 /// # Examples
 ///
 /// ```
-/// use mesh_core::meshconfig::{MeshConfig, ProxyHeaders};
-///
 /// use mesh_core::meshconfig::{ForwardClientCertDetails, MeshConfig, ProxyHeaders};
 ///
 /// let default = ProxyHeaders::default();
