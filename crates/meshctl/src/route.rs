@@ -5,7 +5,10 @@
 //! With `--output json` exactly one JSON object is printed on stdout:
 //! `{"host", "virtual_service", "route", "status", "destinations": [{"host", "subset",
 //! "port", "weight"}], ...}` plus the actions (`rewrite`, `redirect`, `direct_response`,
-//! `timeout`, `retries`, `fault`, `mirrors`, `headers`). Mesh traffic is routed as the
+//! `timeout`, `retries`, `fault`, `mirrors`, `headers`). `timeout` (and the retries'
+//! `per_try_timeout`) is this request's, as Envoy's router works it out: a gRPC request's
+//! `grpc-timeout` within the route's, or the application's `x-envoy-upstream-rq-timeout-ms`;
+//! `route_timeout` is the route's own. Mesh traffic is routed as the
 //! client workload (`--namespace`, `--source-labels`) sees it through its `Sidecar`:
 //! `sidecar` names the Sidecar that applies, `not_imported` the VirtualService for the host
 //! that it does not import (the request then takes the default route), and a destination's
@@ -232,6 +235,7 @@ struct Request<'a> {
     explicit_port: bool,
     path: &'a str,
     query: Option<&'a str>,
+    headers: &'a http::HeaderMap,
 }
 
 /// The client's Sidecar, for mesh traffic.
@@ -430,18 +434,29 @@ fn to_json(
             _ => Value::Null,
         },
     );
-    o.insert("timeout".into(), json!(d.timeout().map(secs)));
     // the passthrough route has no retry policy, and the black hole answers itself
     let rt = if no_retries {
         RetryPolicy::disabled()
     } else {
         d.retries()
     };
+    // the timeouts Envoy's router gives this very request: a gRPC request's `grpc-timeout`
+    // within the route's, the application's `x-envoy-upstream-rq-*timeout-ms`
+    let mut headers = r.headers.clone();
+    let grpc = mesh_core::route::is_grpc(&headers);
+    let t = mesh_core::route::Timeouts::for_request(
+        d.timeout(),
+        rt.per_try_timeout,
+        grpc,
+        &mut headers,
+    );
+    o.insert("timeout".into(), json!(t.global.map(secs)));
+    o.insert("route_timeout".into(), json!(d.timeout().map(secs)));
     o.insert(
         "retries".into(),
         json!({
             "attempts": rt.attempts,
-            "per_try_timeout": rt.per_try_timeout.map(secs),
+            "per_try_timeout": t.per_try.map(secs),
             "retry_on": (!rt.retry_on.is_empty()).then_some(&*rt.retry_on),
             "retriable_status_codes": &*rt.retriable_status_codes,
         }),
@@ -686,10 +701,15 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
                 v["retries"]["retry_on"].as_str().unwrap_or("-")
             ),
         };
-        s.push_str(&format!(
-            "timeout: {}; retries: {retries}\n",
-            v["timeout"].as_str().unwrap_or("none"),
-        ));
+        let timeout = v["timeout"].as_str().unwrap_or("none");
+        let route_timeout = v["route_timeout"].as_str().unwrap_or("none");
+        let timeout = if timeout == route_timeout {
+            timeout.to_owned()
+        } else {
+            // a gRPC deadline or the application's timeout header
+            format!("{timeout} (this request's; the route's: {route_timeout})")
+        };
+        s.push_str(&format!("timeout: {timeout}; retries: {retries}\n"));
     }
     s
 }
@@ -894,6 +914,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         explicit_port: gateway.is_none() && uri.port_u16().is_some(),
         path: uri.path(),
         query: uri.query(),
+        headers: &headers,
     };
     let mut v = to_json(&d, &req, &snap, &args.namespace, &scope);
     v["cors"] = cors_json(&d, &args.method, &headers);

@@ -216,6 +216,46 @@ spec:
     );
     assert_eq!(v["mirrors"][0]["host"], "api-shadow.prod.svc.cluster.local");
     assert_eq!(v["destinations"][0]["port"], 8080);
+    assert_eq!(v["route_timeout"], "1.5s");
+    // a gRPC caller's shorter deadline is the request's timeout, as Envoy's
+    // `max_grpc_timeout` (the route's timeout) caps `grpc-timeout`
+    let grpc = |deadline: &str| {
+        let h = format!("grpc-timeout: {deadline}");
+        let out = meshctl(&[
+            "route",
+            "http://api/v1/x",
+            "--config",
+            own,
+            "-n",
+            "prod",
+            "--source-labels",
+            "app=web",
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            &h,
+        ]);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = grpc("500m");
+    assert!(
+        text.contains("timeout: 0.5s (this request's; the route's: 1.5s)"),
+        "{text}"
+    );
+    assert!(grpc("10S").contains("timeout: 1.5s; retries"));
+    // the application's own timeout header, on a route without one
+    let v = json(&[
+        "http://api.prod/health",
+        "--config",
+        own,
+        "-H",
+        "x-envoy-upstream-rq-timeout-ms: 250",
+    ]);
+    assert_eq!(
+        (&v["timeout"], &v["route_timeout"]),
+        (&serde_json::json!("0.25s"), &Value::Null)
+    );
     // without the source labels the last route does not match: 404
     let v = json(&["http://api/v1/x", "--config", own, "-n", "prod"]);
     assert_eq!(v["status"], 404);

@@ -79,6 +79,7 @@ pub mod actions;
 pub(crate) mod format;
 mod gateway_tls;
 mod matcher;
+mod timeouts;
 
 pub use actions::{
     pick, AbortStatus, DirectResponse, Fault, HeaderContext, HeaderOpList, HeaderOps,
@@ -89,6 +90,7 @@ pub use gateway_tls::{GatewayTlsChain, SniRank};
 pub use matcher::{jwt_claim_path, StrMatcher};
 pub(crate) use matcher::{re2_regex, MatchBlock};
 use matcher::{RegexCache, ReqView};
+pub use timeouts::{grpc_timeout, grpc_timeout_value, is_grpc, Timeouts};
 
 static EMPTY_LABELS: Labels = Labels::new();
 
