@@ -7,8 +7,7 @@
 //! "port", "weight"}], ...}` plus the actions (`rewrite`, `redirect`, `direct_response`,
 //! `timeout`, `retries`, `fault`, `mirrors`, `headers`). `timeout` (and the retries'
 //! `per_try_timeout`) is this request's, as Envoy's router works it out: a gRPC request's
-//! `grpc-timeout` within the route's, or the application's `x-envoy-upstream-rq-timeout-ms`;
-//! `route_timeout` is the route's own. Mesh traffic is routed as the
+//! `grpc-timeout` within the route's; `route_timeout` is the route's own. Mesh traffic is routed as the
 //! client workload (`--namespace`, `--source-labels`) sees it through its `Sidecar`:
 //! `sidecar` names the Sidecar that applies, `not_imported` the VirtualService for the host
 //! that it does not import (the request then takes the default route), and a destination's
@@ -441,15 +440,10 @@ fn to_json(
         d.retries()
     };
     // the timeouts Envoy's router gives this very request: a gRPC request's `grpc-timeout`
-    // within the route's, the application's `x-envoy-upstream-rq-*timeout-ms`
-    let mut headers = r.headers.clone();
-    let grpc = mesh_core::route::is_grpc(&headers);
-    let t = mesh_core::route::Timeouts::for_request(
-        d.timeout(),
-        rt.per_try_timeout,
-        grpc,
-        &mut headers,
-    );
+    // within the route's
+    let grpc = mesh_core::route::is_grpc(r.headers);
+    let t =
+        mesh_core::route::Timeouts::for_request(d.timeout(), rt.per_try_timeout, grpc, r.headers);
     o.insert("timeout".into(), json!(t.global.map(secs)));
     o.insert("route_timeout".into(), json!(d.timeout().map(secs)));
     o.insert(

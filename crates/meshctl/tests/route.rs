@@ -244,18 +244,6 @@ spec:
         "{text}"
     );
     assert!(grpc("10S").contains("timeout: 1.5s; retries"));
-    // the application's own timeout header, on a route without one
-    let v = json(&[
-        "http://api.prod/health",
-        "--config",
-        own,
-        "-H",
-        "x-envoy-upstream-rq-timeout-ms: 250",
-    ]);
-    assert_eq!(
-        (&v["timeout"], &v["route_timeout"]),
-        (&serde_json::json!("0.25s"), &Value::Null)
-    );
     // without the source labels the last route does not match: 404
     let v = json(&["http://api/v1/x", "--config", own, "-n", "prod"]);
     assert_eq!(v["status"], 404);

@@ -1,8 +1,7 @@
 //! A request's timeouts as Envoy's router works them out on the routes istiod writes: the
-//! route's `timeout` and `perTryTimeout`, a gRPC caller's `grpc-timeout` (Envoy's
-//! `max_grpc_timeout`, which istiod sets to the route's timeout) and the application's
-//! `x-envoy-upstream-rq-timeout-ms` / `x-envoy-upstream-rq-per-try-timeout-ms`; and what
-//! each attempt tells the upstream (`x-envoy-expected-rq-timeout-ms`, `grpc-timeout`).
+//! route's `timeout` and `perTryTimeout` and a gRPC caller's `grpc-timeout` (Envoy's
+//! `max_grpc_timeout`, which istiod sets to the route's timeout); and what each attempt
+//! tells the upstream (`x-envoy-expected-rq-timeout-ms`, `grpc-timeout`).
 //! Pure: mesh clients and gateways apply it, `meshctl route` explains it.
 
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -121,12 +120,6 @@ pub fn grpc_timeout_value(timeout: std::time::Duration) -> HeaderValue {
     HeaderValue::try_from(format!("{time}{unit}")).unwrap_or(HeaderValue::from_static("0m"))
 }
 
-/// `x-envoy-upstream-rq-timeout-ms`: the application's route timeout for this request.
-const UPSTREAM_RQ_TIMEOUT_MS: http::HeaderName =
-    http::HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
-/// `x-envoy-upstream-rq-per-try-timeout-ms`: the application's per-try timeout.
-const UPSTREAM_RQ_PER_TRY_TIMEOUT_MS: http::HeaderName =
-    http::HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 /// `x-envoy-expected-rq-timeout-ms`: the time the upstream has to answer.
 const EXPECTED_RQ_TIMEOUT_MS: http::HeaderName =
     http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
@@ -140,12 +133,12 @@ const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeo
 /// - a gRPC request (`content-type: application/grpc...`) is bounded by its own
 ///   `grpc-timeout`, capped at the route's timeout (the route's alone when the header is
 ///   absent, malformed or `0`);
-/// - an `x-envoy-upstream-rq-timeout-ms` request header replaces that (a number of
-///   milliseconds; `0` is none), and `x-envoy-upstream-rq-per-try-timeout-ms` the route's
-///   `perTryTimeout`; both are consumed (removed from the request). Envoy honours them
-///   on a sidecar's outbound requests; a gateway removes them from external requests
-///   first;
 /// - a per-try timeout not shorter than the whole timeout is dropped.
+///
+/// Envoy's router would also take `x-envoy-upstream-rq-timeout-ms` and
+/// `x-envoy-upstream-rq-per-try-timeout-ms` from an internal request; as Istio configures
+/// sidecars and gateways no application request is internal, so its connection manager
+/// removes them first (mesh clients and gateways do too), and they are not read here.
 ///
 /// [`Timeouts::write_headers`] then tells the upstream how long it has, as Envoy's
 /// `setTimeoutHeaders` does on every attempt.
@@ -165,18 +158,18 @@ const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeo
 /// };
 /// let secs = |s| Some(Duration::from_secs(s));
 /// // no VirtualService timeout: the caller's deadline
-/// assert_eq!(Timeouts::for_request(None, None, true, &mut grpc("2S")).global, secs(2));
+/// assert_eq!(Timeouts::for_request(None, None, true, &grpc("2S")).global, secs(2));
 /// // the route's timeout caps it
-/// assert_eq!(Timeouts::for_request(secs(1), None, true, &mut grpc("2S")).global, secs(1));
-/// assert_eq!(Timeouts::for_request(secs(5), None, true, &mut grpc("2S")).global, secs(2));
+/// assert_eq!(Timeouts::for_request(secs(1), None, true, &grpc("2S")).global, secs(1));
+/// assert_eq!(Timeouts::for_request(secs(5), None, true, &grpc("2S")).global, secs(2));
 /// // not gRPC: the header means nothing
 /// let mut plain = HeaderMap::new();
 /// plain.insert("grpc-timeout", "2S".parse().unwrap());
-/// assert_eq!(Timeouts::for_request(None, None, false, &mut plain).global, None);
+/// assert_eq!(Timeouts::for_request(None, None, false, &plain).global, None);
 ///
 /// // the upstream learns its deadline
 /// let mut h = grpc("2S");
-/// let t = Timeouts::for_request(None, None, true, &mut h);
+/// let t = Timeouts::for_request(None, None, true, &h);
 /// t.write_headers(Duration::from_millis(300), true, true, &mut h);
 /// assert_eq!(h["grpc-timeout"], "1700m");
 /// assert_eq!(h["x-envoy-expected-rq-timeout-ms"], "1700");
@@ -190,9 +183,8 @@ pub struct Timeouts {
 }
 
 impl Timeouts {
-    /// The timeouts of a request on a route with `route_timeout` and `per_try_timeout`,
-    /// the request's own timeout headers consumed from `headers`; `grpc`: the request is
-    /// gRPC ([`is_grpc`]).
+    /// The timeouts of a request (its `headers`) on a route with `route_timeout` and
+    /// `per_try_timeout`; `grpc`: the request is gRPC ([`is_grpc`]).
     ///
     /// # Examples
     ///
@@ -202,25 +194,21 @@ impl Timeouts {
     /// use mesh_core::route::Timeouts;
     ///
     /// let ms = |n| Some(Duration::from_millis(n));
-    /// let mut h = HeaderMap::new();
-    /// h.insert("x-envoy-upstream-rq-timeout-ms", "250".parse().unwrap());
-    /// h.insert("x-envoy-upstream-rq-per-try-timeout-ms", "100".parse().unwrap());
-    /// let t = Timeouts::for_request(ms(10_000), None, false, &mut h);
-    /// assert_eq!(t, Timeouts { global: ms(250), per_try: ms(100) });
-    /// assert!(h.is_empty()); // consumed
+    /// let t = Timeouts::for_request(ms(1000), ms(300), false, &HeaderMap::new());
+    /// assert_eq!(t, Timeouts { global: ms(1000), per_try: ms(300) });
     /// // a per-try timeout not shorter than the whole one is dropped
-    /// let t = Timeouts::for_request(ms(1000), ms(1000), false, &mut HeaderMap::new());
+    /// let t = Timeouts::for_request(ms(1000), ms(1000), false, &HeaderMap::new());
     /// assert_eq!(t.per_try, None);
     /// ```
     pub fn for_request(
         route_timeout: Option<std::time::Duration>,
         per_try_timeout: Option<std::time::Duration>,
         grpc: bool,
-        headers: &mut HeaderMap,
+        headers: &HeaderMap,
     ) -> Timeouts {
         use std::time::Duration;
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
-        let mut global = if grpc {
+        let global = if grpc {
             // `max_grpc_timeout` is the route's timeout: the caller's deadline (none when
             // absent or 0), capped at the route's when that is set
             match (grpc_timeout(headers).and_then(nonzero), route_timeout) {
@@ -231,29 +219,6 @@ impl Timeouts {
             route_timeout
         };
         let mut per_try = per_try_timeout;
-        let millis = |v: &HeaderValue| {
-            std::str::from_utf8(v.as_bytes())
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .map(Duration::from_millis)
-        };
-        // one pass over the names (a handful) costs less than hashing two long ones
-        // that are almost never there
-        if headers
-            .keys()
-            .any(|k| k.as_str().starts_with("x-envoy-upstream-rq-"))
-        {
-            if let Some(v) = headers.remove(UPSTREAM_RQ_TIMEOUT_MS) {
-                if let Some(d) = millis(&v) {
-                    global = nonzero(d);
-                }
-            }
-            if let Some(v) = headers.remove(UPSTREAM_RQ_PER_TRY_TIMEOUT_MS) {
-                if let Some(d) = millis(&v) {
-                    per_try = nonzero(d);
-                }
-            }
-        }
         if let (Some(p), Some(g)) = (per_try, global) {
             if p >= g {
                 per_try = None;

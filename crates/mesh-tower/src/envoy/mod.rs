@@ -52,12 +52,47 @@ use std::fmt;
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
 use mesh_core::authz::PathNormalization;
 
 /// gRPC requests and deadlines as Envoy's router reads them (pure logic, in mesh-core so
 /// `meshctl route` explains the same timeouts).
 pub use mesh_core::route::{grpc_timeout, grpc_timeout_value, is_grpc, Timeouts};
+
+/// The request headers through which an internal client steers Envoy (retries, timeouts,
+/// tracing, stats), which its connection manager removes from every request it does not
+/// take for internal (`ConnectionManagerUtility::cleanInternalHeaders`; `x-envoy-internal`
+/// from every request). As Istio configures them, that is every request: a sidecar's
+/// outbound listener has no `use_remote_address`, and without an `X-Forwarded-For` a
+/// request "will be assumed to be external"; gateways trust no internal addresses.
+pub(crate) const CONTROL_HEADERS: [&str; 15] = [
+    "x-envoy-internal",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// Removes [`CONTROL_HEADERS`] from an application's request, as a sidecar's outbound
+/// listener does: one pass over the names (a handful) first, since they are almost never
+/// there and hashing fifteen long names is not free.
+pub(crate) fn clean_control_headers(headers: &mut HeaderMap) {
+    if headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        for h in CONTROL_HEADERS {
+            headers.remove(h);
+        }
+    }
+}
 
 /// Envoy's response flags (`%RESPONSE_FLAGS%`, Istio's `response_flags` label).
 ///
@@ -1249,7 +1284,6 @@ pub fn grpc_percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderMap;
 
     /// The request itself carries the normalized path (the query as sent); ordinary
     /// paths are not rebuilt; `%00` is a 400.

@@ -2054,28 +2054,13 @@ fn denied_context<B>(
 }
 
 /// The request headers Envoy's connection manager removes from an edge request
-/// (`conn_manager_utility.cc`: `x-envoy-internal` from every request, the rest in
+/// besides [`crate::envoy::CONTROL_HEADERS`] (`conn_manager_utility.cc`
 /// `cleanInternalHeaders` for an edge request), so that a client outside the mesh cannot
 /// steer retries, timeouts, tracing or stats.
-const ENVOY_INTERNAL_HEADERS: [&str; 18] = [
-    "x-envoy-internal",
+const ENVOY_INTERNAL_HEADERS: [&str; 3] = [
     "x-envoy-decorator-operation",
     "x-envoy-downstream-service-cluster",
     "x-envoy-downstream-service-node",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-force-trace",
-    "x-envoy-ip-tags",
-    "x-envoy-original-url",
-    "x-envoy-hedge-on-per-try-timeout",
 ];
 
 /// `x-envoy-external-address`.
@@ -2087,8 +2072,11 @@ const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-ex
 /// with `numTrustedProxies` the address taken from `X-Forwarded-For`), replacing a
 /// client's.
 fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>) {
-    for h in ENVOY_INTERNAL_HEADERS {
-        headers.remove(h);
+    for h in crate::envoy::CONTROL_HEADERS
+        .iter()
+        .chain(&ENVOY_INTERNAL_HEADERS)
+    {
+        headers.remove(*h);
     }
     headers.remove(X_ENVOY_EXTERNAL_ADDRESS);
     if let Some(ip) = client {
@@ -2391,8 +2379,11 @@ spec:
     #[test]
     fn edge_requests_lose_envoys_internal_headers() {
         let mut h = http::HeaderMap::new();
-        for name in ENVOY_INTERNAL_HEADERS {
-            h.insert(name, HeaderValue::from_static("1"));
+        for name in crate::envoy::CONTROL_HEADERS
+            .iter()
+            .chain(&ENVOY_INTERNAL_HEADERS)
+        {
+            h.insert(*name, HeaderValue::from_static("1"));
         }
         h.insert(
             "x-envoy-external-address",
@@ -2401,8 +2392,11 @@ spec:
         h.insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
         h.insert("x-request-id", HeaderValue::from_static("r-1"));
         clean_edge_request(&mut h, Some("203.0.113.7".parse().unwrap()));
-        for name in ENVOY_INTERNAL_HEADERS {
-            assert!(!h.contains_key(name), "{name}");
+        for name in crate::envoy::CONTROL_HEADERS
+            .iter()
+            .chain(&ENVOY_INTERNAL_HEADERS)
+        {
+            assert!(!h.contains_key(*name), "{name}");
         }
         assert_eq!(h["x-envoy-external-address"], "203.0.113.7");
         // not Envoy's internal headers: kept

@@ -71,9 +71,10 @@
 //! and the response body included; `perTryTimeout` each attempt, from the moment a
 //! connection takes it. As Envoy's router on the route istiod writes
 //! ([`crate::envoy::Timeouts`]), a gRPC request's own `grpc-timeout` is its deadline,
-//! capped at the route's `timeout`, and the application may set
-//! `x-envoy-upstream-rq-timeout-ms` and `x-envoy-upstream-rq-per-try-timeout-ms` (both
-//! consumed). Every attempt then carries what Envoy writes upstream:
+//! capped at the route's `timeout`. The application's own Envoy control headers
+//! (`x-envoy-retry-on`, `x-envoy-max-retries`, `x-envoy-upstream-rq-timeout-ms`, ...) are
+//! removed unread, as a sidecar's outbound listener takes every application request for
+//! external. Every attempt then carries what Envoy writes upstream:
 //! `x-envoy-attempt-count` (1, 2, ...), and with a timeout `x-envoy-expected-rq-timeout-ms`
 //! and, for gRPC, a `grpc-timeout` with the time left; `x-envoy-original-path` when the
 //! route rewrote the path, `x-envoy-is-timeout-retry: true` after a per-try timeout. An
@@ -2683,6 +2684,10 @@ where
     // gateway sets its own before routing)
     if via.is_none() {
         parts.headers.remove(X_FORWARDED_CLIENT_CERT);
+        // nor do the application's `x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`
+        // and the like: the listener takes its request for external and removes them (a
+        // gateway has removed them at the edge)
+        crate::envoy::clean_control_headers(&mut parts.headers);
     }
     let authority: Authority = match parts.uri.authority() {
         Some(a) => a.clone(),
@@ -3141,17 +3146,34 @@ where
     } else {
         decision.retries()
     };
-    // the route's timeouts, a gRPC caller's deadline and the application's timeout
-    // headers, as Envoy's router works them out (`finalTimeout`)
+    // the route's timeouts and a gRPC caller's deadline, as Envoy's router works them out
+    // (`finalTimeout`)
     let timeouts = crate::envoy::Timeouts::for_request(
         decision.timeout(),
         policy.per_try_timeout,
         grpc,
-        &mut parts.headers,
+        &parts.headers,
     );
     let mut body = read_body(body, shared.options.retry_buffer_limit).await?;
     // Envoy's timeouts run from the end of the downstream request
     let started = tokio::time::Instant::now();
+    // what Envoy's router writes on the first attempt (`decodeHeaders`): the attempt count
+    // (istiod's `include_request_attempt_count`) and the time the upstream has; a retry
+    // overwrites them in its copy (the same names: the copy's map does not grow)
+    let timed = timeouts != crate::envoy::Timeouts::default();
+    if proxy_headers.attempt_count {
+        parts
+            .headers
+            .insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from_static("1"));
+    }
+    if timed {
+        timeouts.write_headers(
+            std::time::Duration::ZERO,
+            grpc,
+            proxy_headers.envoy_debug_headers,
+            &mut parts.headers,
+        );
+    }
 
     // mirrors: fire and forget, only with a replayable body; never an upgrade (Envoy shadows
     // a request once it has ended, which an upgraded stream does only when it closes)
@@ -3590,22 +3612,24 @@ impl<T: Sender> Attempts<'_, T> {
             *req.headers_mut() = self.parts.headers.clone();
             *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
-            // what Envoy's router writes on each attempt: the attempt count (istiod's
-            // `include_request_attempt_count`) and the time the upstream has
-            let h = req.headers_mut();
-            if self.attempt_count {
-                h.insert(X_ENVOY_ATTEMPT_COUNT, small_number(n as u64 + 1));
-            }
-            if timed {
-                self.timeouts.write_headers(
-                    self.started.elapsed(),
-                    self.grpc,
-                    self.debug_headers,
-                    h,
-                );
-            }
-            if timeout_retry && self.debug_headers {
-                h.insert(X_ENVOY_IS_TIMEOUT_RETRY, HeaderValue::from_static("true"));
+            // a retry: what Envoy's router writes again (`doRetry`): the attempt count and
+            // the time left (the first attempt's are in the request already)
+            if n > 0 {
+                let h = req.headers_mut();
+                if self.attempt_count {
+                    h.insert(X_ENVOY_ATTEMPT_COUNT, small_number(n as u64 + 1));
+                }
+                if timed {
+                    self.timeouts.write_headers(
+                        self.started.elapsed(),
+                        self.grpc,
+                        self.debug_headers,
+                        h,
+                    );
+                }
+                if timeout_retry && self.debug_headers {
+                    h.insert(X_ENVOY_IS_TIMEOUT_RETRY, HeaderValue::from_static("true"));
+                }
             }
             let send =
                 self.transport
