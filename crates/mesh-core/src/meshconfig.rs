@@ -366,9 +366,13 @@ pub struct MeshConfig {
 ///   follow `gatewayTopology.forwardClientCertDetails` instead);
 /// - `server` (`server.disabled`, `server.value`): the `server` header a gateway writes on
 ///   every response (`istio-envoy` by default; `None` when disabled: the upstream's is
-///   passed through).
+///   passed through);
+/// - `request_id` (`requestId.disabled` unset or false): mesh clients, servers and gateways
+///   give a request without an `x-request-id` a new one (Envoy's `generate_request_id`);
+///   off, a request's own is still kept, and one without any starts no sampled trace
+///   (Envoy samples by the request id).
 ///
-/// The other `proxyHeaders` fields (`requestId`, `metadataExchangeHeaders`,
+/// The other `proxyHeaders` fields (`metadataExchangeHeaders`,
 /// `setCurrentClientCertDetails`, `preserveHttp1HeaderCase`) are accepted and not used.
 ///
 /// # Examples
@@ -377,7 +381,7 @@ pub struct MeshConfig {
 /// use mesh_core::meshconfig::{ForwardClientCertDetails, MeshConfig, ProxyHeaders};
 ///
 /// let default = ProxyHeaders::default();
-/// assert!(default.attempt_count && default.envoy_debug_headers);
+/// assert!(default.attempt_count && default.envoy_debug_headers && default.request_id);
 /// assert_eq!(default.forwarded_client_cert, ForwardClientCertDetails::AppendForward);
 /// assert_eq!(default.server.as_deref(), Some("istio-envoy"));
 /// let config = MeshConfig::from_yaml("
@@ -404,6 +408,8 @@ pub struct ProxyHeaders {
     pub forwarded_client_cert: ForwardClientCertDetails,
     /// The `server` header gateways write (`None`: none, the upstream's passes).
     pub server: Option<String>,
+    /// A request without an `x-request-id` gets one.
+    pub request_id: bool,
 }
 
 impl Default for ProxyHeaders {
@@ -413,6 +419,7 @@ impl Default for ProxyHeaders {
             envoy_debug_headers: true,
             forwarded_client_cert: ForwardClientCertDetails::AppendForward,
             server: Some("istio-envoy".to_owned()),
+            request_id: true,
         }
     }
 }
@@ -1485,7 +1492,8 @@ struct RawProxyConfig {
 }
 
 /// `defaultConfig.proxyHeaders` (read leniently, as the rest of ProxyConfig: only
-/// `attemptCount`, `envoyDebugHeaders`, `forwardedClientCert` and `server` are used).
+/// `attemptCount`, `envoyDebugHeaders`, `forwardedClientCert`, `server` and `requestId` are
+/// used).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct RawProxyHeaders {
@@ -1497,6 +1505,8 @@ struct RawProxyHeaders {
     forwarded_client_cert: Option<String>,
     #[serde(default)]
     server: Option<RawDisabled>,
+    #[serde(default)]
+    request_id: Option<RawDisabled>,
 }
 
 /// A `proxyHeaders` entry's `disabled` (a `BoolValue`), and `server`'s `value`.
@@ -1946,6 +1956,7 @@ fn convert(
                 envoy_debug_headers: on(&h.envoy_debug_headers),
                 forwarded_client_cert,
                 server,
+                request_id: on(&h.request_id),
             }
         });
     let mut report = |severity: Severity, code: &'static str, path: String, msg: String| {

@@ -308,6 +308,43 @@ async fn a_rewrite_keeps_the_original_path_for_the_upstream() {
 }
 
 #[tokio::test]
+async fn request_ids_as_proxy_headers_say() {
+    let (addr, seen) = backend().await;
+    // Istio's default: a request without one gets a new id, one with one keeps it
+    let c = mesh_client(addr, "{}").await;
+    get(&c, "/ok", &[]).await;
+    get(&c, "/ok", &[("x-request-id", "r-7")]).await;
+    let ids: Vec<_> = received(&seen, "/ok")
+        .iter()
+        .map(|h| value(h, "x-request-id").map(str::len))
+        .collect();
+    assert_eq!(ids, [Some(36), Some(3)]);
+    // `requestId.disabled`: none is made, a request's own still goes on; with a Zipkin
+    // tracer, a request without an id starts no sampled trace (Envoy samples by the id)
+    seen.lock().unwrap().clear();
+    let c = mesh_client(
+        addr,
+        "
+defaultConfig:
+  proxyHeaders: {requestId: {disabled: true}}
+  tracing: {sampling: 100, zipkin: {address: 'zipkin.istio-system:9411'}}
+",
+    )
+    .await;
+    get(&c, "/ok", &[]).await;
+    get(&c, "/ok", &[("x-request-id", "r-7")]).await;
+    let sent = received(&seen, "/ok");
+    let of = |h: &HeaderMap| {
+        (
+            value(h, "x-request-id").map(str::to_owned),
+            value(h, "x-b3-sampled").map(str::to_owned),
+        )
+    };
+    assert_eq!(of(&sent[0]), (None, Some("0".to_owned())));
+    assert_eq!(of(&sent[1]), (Some("r-7".to_owned()), Some("1".to_owned())));
+}
+
+#[tokio::test]
 async fn mesh_config_proxy_headers_turn_them_off() {
     let (addr, seen) = backend().await;
     let c = mesh_client(

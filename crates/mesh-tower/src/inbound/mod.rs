@@ -645,7 +645,7 @@ impl MeshServerBuilder {
                 authz,
                 trace: PropagateTraceLayer::inbound(
                     self.trace
-                        .unwrap_or_else(|| TraceConfig::from_mesh(&self.mesh.options().tracing)),
+                        .unwrap_or_else(|| TraceConfig::from_options(self.mesh.options())),
                 ),
                 drain_timeout: self.drain_timeout,
                 log_format: crate::accesslog::mesh_format(self.mesh.options()),

@@ -1689,7 +1689,7 @@ impl MeshClientBuilder {
         let log_format = crate::accesslog::mesh_format(self.mesh.options());
         let trace = self
             .trace
-            .unwrap_or_else(|| TraceConfig::from_mesh(&self.mesh.options().tracing));
+            .unwrap_or_else(|| TraceConfig::from_options(self.mesh.options()));
         (
             Arc::new(ClientShared {
                 mesh: self.mesh,

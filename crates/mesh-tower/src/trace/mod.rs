@@ -417,6 +417,33 @@ pub struct TraceConfig {
     /// # Ok(()) }
     /// ```
     pub shared_span_context: bool,
+    /// Whether a request without an `x-request-id` gets a new one (Envoy's
+    /// `generate_request_id`; MeshConfig `proxyHeaders.requestId.disabled` turns it off).
+    /// Off, a request's own id (or, on a client, its server request's) is still carried,
+    /// and a request with none starts no sampled trace: Envoy samples by the request id
+    /// (Istio's `UseRequestIdForTraceSampling`), so it finds the request not traceable.
+    /// Default: on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use mesh_tower::trace::{PropagateTraceLayer, TraceConfig};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Infallible> {
+    /// let off = TraceConfig { generate_request_id: false, ..TraceConfig::default() };
+    /// let svc = PropagateTraceLayer::outbound(off).layer(service_fn(
+    ///     |req: http::Request<()>| async move { Ok::<_, Infallible>(req.headers().clone()) },
+    /// ));
+    /// let sent = svc.clone().oneshot(http::Request::new(())).await?;
+    /// assert!(!sent.contains_key("x-request-id"));
+    /// let with_id = http::Request::builder().header("x-request-id", "r-1").body(()).unwrap();
+    /// assert_eq!(svc.oneshot(with_id).await?["x-request-id"], "r-1");
+    /// # Ok(()) }
+    /// ```
+    pub generate_request_id: bool,
 }
 
 impl Default for TraceConfig {
@@ -469,6 +496,31 @@ impl TraceConfig {
             // istiod's Zipkin config sets `shared_span_context: false`, and Envoy's
             // OpenTelemetry tracer always opens a span: a server span of its own
             shared_span_context: false,
+            generate_request_id: true,
+        }
+    }
+
+    /// What a mesh's options make of a hop: [`TraceConfig::from_mesh`] with its
+    /// `tracing`, and `generate_request_id` from MeshConfig `proxyHeaders.requestId`. The
+    /// configuration mesh clients, servers and gateways use unless given one of their own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::names::MeshOptions;
+    /// use mesh_tower::trace::TraceConfig;
+    ///
+    /// let config = MeshConfig::from_yaml("defaultConfig: {proxyHeaders: {requestId: {disabled: true}}}")?;
+    /// let trace = TraceConfig::from_options(&MeshOptions::from_mesh_config(&config));
+    /// assert!(!trace.generate_request_id);
+    /// assert!(TraceConfig::from_options(&MeshOptions::default()).generate_request_id);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub fn from_options(options: &mesh_core::names::MeshOptions) -> TraceConfig {
+        TraceConfig {
+            generate_request_id: options.proxy_headers.request_id,
+            ..TraceConfig::from_mesh(&options.tracing)
         }
     }
 }

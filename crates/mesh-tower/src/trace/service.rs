@@ -169,10 +169,13 @@ where
 }
 
 /// A new trace: with the sampling decision the request carries without a context
-/// (Envoy's Zipkin `extractSampled`), else sampled at the configured rate.
+/// (Envoy's Zipkin `extractSampled`), else sampled at the configured rate; never sampled
+/// when the request will have no `x-request-id` (`has_id` false: Envoy samples by it, and
+/// finds a request without one not traceable).
 fn new_root(
     found: &Found<'_>,
     config: super::TraceConfig,
+    has_id: bool,
     rng: &mut impl rand::RngCore,
 ) -> TraceContext {
     match found.sampling_only() {
@@ -181,7 +184,8 @@ fn new_root(
             debug,
             ..TraceContext::new_root(0.0, rng)
         },
-        None => TraceContext::new_root(config.sampling_percent, rng),
+        None if has_id => TraceContext::new_root(config.sampling_percent, rng),
+        None => TraceContext::new_root(0.0, rng),
     }
 }
 
@@ -213,12 +217,16 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
             .as_ref()
             .is_some_and(|p| p.tracestate.is_some());
     let came_as_b3_single = seen.may_hold(Seen::B3);
+    // x-request-id: keep the request's, else carry the parent's on, else a new one (unless
+    // MeshConfig `proxyHeaders.requestId` turned that off)
+    let existing = found.request_id.filter(|v| !v.is_empty()).cloned();
+    let has_id = existing.is_some() || config.generate_request_id;
     let mut ctx = match (from_headers, layer.direction) {
         (Some(parent), _) if share => {
             TraceContext::shared(parent, config.sampling_percent, &mut rng)
         }
         (Some(parent), _) => TraceContext::from_parent(parent, config.sampling_percent, &mut rng),
-        (None, Direction::Inbound) => new_root(&found, config, &mut rng),
+        (None, Direction::Inbound) => new_root(&found, config, has_id, &mut rng),
         (None, Direction::Outbound) => {
             let parent = req
                 .extensions()
@@ -231,7 +239,7 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
                     child.request_id = p.request_id;
                     child
                 }
-                None => new_root(&found, config, &mut rng),
+                None => new_root(&found, config, has_id, &mut rng),
             }
         }
     };
@@ -247,8 +255,6 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
             deferred || !(origin == Origin::B3Multi || found.b3_multi_carries(&ctx));
         formats.b3_single &= deferred || !came_as_b3_single;
     }
-    // x-request-id: keep the request's, else carry the parent's on, else a new one.
-    let existing = found.request_id.filter(|v| !v.is_empty()).cloned();
     // One allocation holds every value written below; room in the map for them too.
     let mut buf = BytesMut::new();
     if adds_headers && formats.any() {
@@ -260,17 +266,20 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         req.headers_mut().reserve(n);
     }
     let request_id = match existing {
-        Some(v) => v,
+        Some(v) => Some(v),
         None => {
-            let id = ctx
-                .request_id
-                .take()
-                .unwrap_or_else(|| take_request_id(&mut buf, &mut rng));
-            req.headers_mut().insert(X_REQUEST_ID, id.clone());
+            let id = match ctx.request_id.take() {
+                Some(parent) => Some(parent),
+                None if config.generate_request_id => Some(take_request_id(&mut buf, &mut rng)),
+                None => None,
+            };
+            if let Some(id) = &id {
+                req.headers_mut().insert(X_REQUEST_ID, id.clone());
+            }
             id
         }
     };
-    ctx.request_id = Some(request_id);
+    ctx.request_id = request_id;
     if formats.w3c || formats.b3_multi || formats.b3_single {
         ctx.inject_into(req.headers_mut(), formats, &mut buf, tracestate_read, seen);
     }
