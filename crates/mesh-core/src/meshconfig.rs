@@ -362,11 +362,14 @@ pub struct MeshConfig {
 ///
 /// - `forwarded_client_cert` (`forwardedClientCert`, APPEND_FORWARD by default): what a
 ///   mesh server (a sidecar's inbound listener) does with a request's
-///   `x-forwarded-client-cert` (`SANITIZE` or `FORWARD_ONLY` turn the header off; gateways
-///   follow `gatewayTopology.forwardClientCertDetails` instead);
+///   `x-forwarded-client-cert`, as Envoy's `forward_client_cert_details` (`SANITIZE`
+///   removes it, `FORWARD_ONLY` passes the caller's unchanged on mTLS,
+///   `ALWAYS_FORWARD_ONLY` even in plaintext, where a PERMISSIVE server's caller may then
+///   forge it); gateways follow `gatewayTopology.forwardClientCertDetails` instead;
 /// - `server` (`server.disabled`, `server.value`): the `server` header a gateway writes on
 ///   every response (`istio-envoy` by default; `None` when disabled: the upstream's is
-///   passed through);
+///   passed through; a value that cannot be a header value is an error). Mesh clients and
+///   servers write none (a sidecar's listeners write theirs);
 /// - `request_id` (`requestId.disabled` unset or false): mesh clients, servers and gateways
 ///   give a request without an `x-request-id` a new one (Envoy's `generate_request_id`);
 ///   off, a request's own is still kept, and one without any starts no sampled trace
@@ -1948,7 +1951,19 @@ fn convert(
             };
             let server = match &h.server {
                 Some(s) if s.disabled == Some(true) => None,
-                Some(RawDisabled { value: Some(v), .. }) if !v.is_empty() => Some(v.clone()),
+                Some(RawDisabled { value: Some(v), .. }) if !v.is_empty() => {
+                    if http::HeaderValue::from_str(v).is_err() {
+                        out.push(value_diagnostic(
+                            source,
+                            format!("{base}.defaultConfig.proxyHeaders.server.value"),
+                            Severity::Error,
+                            format!("proxyHeaders.server.value {v:?} is not a valid header value"),
+                        ));
+                        d.server
+                    } else {
+                        Some(v.clone())
+                    }
+                }
                 _ => d.server,
             };
             ProxyHeaders {
@@ -2857,6 +2872,36 @@ extensionProviders:
             d.iter()
                 .any(|d| d.message.contains("maxRequestBytes must be greater than 0")),
             "{d:?}"
+        );
+    }
+
+    #[test]
+    fn proxy_headers_as_istio_reads_them() {
+        let ph = |y: &str| MeshConfig::from_yaml(y).map(|c| c.proxy_headers);
+        assert_eq!(ph("{}").unwrap(), ProxyHeaders::default());
+        let off = ph("defaultConfig: {proxyHeaders: {attemptCount: {disabled: true}, requestId: {disabled: true}, envoyDebugHeaders: {disabled: false}}}").unwrap();
+        assert!(!off.attempt_count && !off.request_id && off.envoy_debug_headers);
+        // numbers name the modes too; UNDEFINED is the default
+        let f = |y: &str| ph(y).unwrap().forwarded_client_cert;
+        assert_eq!(
+            f("defaultConfig: {proxyHeaders: {forwardedClientCert: 1}}"),
+            ForwardClientCertDetails::Sanitize
+        );
+        assert_eq!(
+            f("defaultConfig: {proxyHeaders: {forwardedClientCert: UNDEFINED}}"),
+            ForwardClientCertDetails::AppendForward
+        );
+        // the server's value must be a header value
+        let err = ph("defaultConfig: {proxyHeaders: {server: {value: \"a\\nb\"}}}")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxyHeaders.server.value"), "{err}");
+        assert_eq!(
+            ph("defaultConfig: {proxyHeaders: {server: {value: edge}}}")
+                .unwrap()
+                .server
+                .as_deref(),
+            Some("edge")
         );
     }
 

@@ -1,6 +1,6 @@
 //! What Envoy's router writes and reads on a sidecar's outbound requests, as istiod
 //! configures it: `x-envoy-attempt-count` on every attempt, the debug headers
-//! (`x-envoy-expected-rq-timeout-ms`, `x-envoy-is-timeout-retry`, `x-envoy-original-path`,
+//! (`x-envoy-expected-rq-timeout-ms`, `x-envoy-original-path`,
 //! `x-envoy-upstream-service-time`), a gRPC caller's `grpc-timeout` as the request's
 //! deadline (capped at the route's `timeout`, passed on to the upstream), the
 //! application's own Envoy control headers removed unread, and MeshConfig
@@ -266,7 +266,7 @@ async fn the_applications_envoy_control_headers_are_removed_unread() {
 }
 
 #[tokio::test]
-async fn a_retry_after_a_per_try_timeout_says_so() {
+async fn a_retry_after_a_per_try_timeout_is_counted() {
     let (addr, seen) = backend().await;
     let c = mesh_client(addr, "{}").await;
     let (status, _, body, took) = get(&c, "/retry", &[]).await;
@@ -283,11 +283,78 @@ async fn a_retry_after_a_per_try_timeout_says_so() {
         ]
         .map(|n| value(h, n).map(str::to_owned))
     };
-    let want = |n: &str, retry: Option<&str>| {
-        [Some(n), Some("400"), retry, Some("/retry")].map(|v| v.map(str::to_owned))
-    };
-    assert_eq!(of(&tries[0]), want("1", None));
-    assert_eq!(of(&tries[1]), want("2", Some("true")));
+    // (`x-envoy-is-timeout-retry` is not written: istiod's virtual hosts leave
+    // `include_is_timeout_retry_header` off)
+    let want = |n: &str| [Some(n), Some("400"), None, Some("/retry")].map(|v| v.map(str::to_owned));
+    assert_eq!(of(&tries[0]), want("1"));
+    assert_eq!(of(&tries[1]), want("2"));
+}
+
+#[tokio::test]
+async fn the_routes_header_operations_come_after_envoys_headers() {
+    // Envoy writes the attempt count and the deadline in `decodeHeaders`, then applies the
+    // route's `headers.request` (`finalizeRequestHeaders`): a route may remove or set them,
+    // and a `grpc-timeout` it sets is not the caller's deadline
+    let (addr, seen) = backend().await;
+    let yaml = format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.example.internal]
+  http:
+  - headers:
+      request:
+        remove: [x-envoy-attempt-count]
+        set: {{grpc-timeout: 20S}}
+    route: [{{destination: {{host: api.example.internal}}}}]
+",
+        addr.port()
+    );
+    let c = client(Mesh::from_yaml(&yaml).unwrap());
+    let grpc = [
+        ("content-type", "application/grpc"),
+        ("grpc-timeout", "300m"),
+    ];
+    let (status, headers, _, took) = get(&c, "/slow", &grpc).await;
+    assert_eq!((status, value(&headers, "grpc-status")), (200, Some("14")));
+    assert!(
+        took < Duration::from_millis(1300),
+        "the caller's deadline: {took:?}"
+    );
+    let h = &received(&seen, "/slow")[0];
+    assert_eq!(value(h, "x-envoy-attempt-count"), None);
+    assert_eq!(value(h, "grpc-timeout"), Some("20S"));
+    assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), Some("300"));
+}
+
+#[tokio::test]
+async fn a_streamed_request_is_timed_once_received() {
+    // a body of unknown size is streamed (not buffered for retries); the answer after it
+    // has ended still says how long the upstream took
+    let (addr, _) = backend().await;
+    let c = mesh_client(addr, "{}").await;
+    let body = Unsized(Some(Bytes::from_static(b"ping")));
+    let req = http::Request::post("http://api.example.internal/ok")
+        .body(body)
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers().contains_key("x-envoy-upstream-service-time"),
+        "{:?}",
+        resp.headers()
+    );
 }
 
 #[tokio::test]
@@ -373,4 +440,19 @@ async fn mesh_config_proxy_headers_turn_them_off() {
     let h = &received(&seen, "/ok")[0];
     assert_eq!(value(h, "grpc-timeout"), Some("2000m"));
     assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), None);
+}
+
+/// A body of one chunk whose size it does not tell.
+struct Unsized(Option<Bytes>);
+
+impl http_body::Body for Unsized {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
 }

@@ -84,6 +84,18 @@ fn app(calls: Arc<AtomicUsize>) -> Router {
             }),
         )
         .route(
+            "/envoy",
+            get(|headers: http::HeaderMap| async move {
+                let mut names: Vec<&str> = headers
+                    .keys()
+                    .map(|k| k.as_str())
+                    .filter(|k| k.starts_with("x-envoy-"))
+                    .collect();
+                names.sort();
+                names.join(",")
+            }),
+        )
+        .route(
             "/jwt",
             get(
                 |auth: Option<Extension<mesh_core::authz::RequestAuth>>| async move {
@@ -316,6 +328,30 @@ async fn xfcc_modes_from_proxy_headers() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("APPEND_FORWARD"), "{err}");
+}
+
+/// A caller's Envoy control headers never reach the application: the inbound listener
+/// takes every request for external (`cleanInternalHeaders`); the others pass.
+#[tokio::test]
+async fn envoy_control_headers_are_removed_before_the_application() {
+    let pki = Pki::new();
+    let h = start(&pki, "").await;
+    let sleep = pki.creds("foo", "sleep", &[]);
+    let steer = [
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-expected-rq-timeout-ms", "300"),
+        ("x-envoy-internal", "true"),
+        ("x-envoy-upstream-rq-timeout-ms", "1"),
+        ("x-envoy-attempt-count", "2"),
+        ("x-envoy-original-path", "/before"),
+    ];
+    let (status, body) = mtls(h.addr, &sleep, false, get_req("/envoy", &steer))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(body, "x-envoy-attempt-count,x-envoy-original-path");
+    let (_, body) = plain(h.addr, get_req("/envoy", &steer)).await.unwrap();
+    assert_eq!(body, "x-envoy-attempt-count,x-envoy-original-path");
 }
 
 /// The finding's scenario through our own client: sleep's MeshClient calls httpbin; the

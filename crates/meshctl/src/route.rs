@@ -700,7 +700,7 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         let timeout = if timeout == route_timeout {
             timeout.to_owned()
         } else {
-            // a gRPC deadline or the application's timeout header
+            // a gRPC caller's deadline within the route's
             format!("{timeout} (this request's; the route's: {route_timeout})")
         };
         s.push_str(&format!("timeout: {timeout}; retries: {retries}\n"));

@@ -207,7 +207,9 @@ impl Timeouts {
         headers: &HeaderMap,
     ) -> Timeouts {
         use std::time::Duration;
+        // 0 is no timeout, as in Envoy (validation keeps it out of VirtualServices)
         let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        let route_timeout = route_timeout.and_then(nonzero);
         let global = if grpc {
             // `max_grpc_timeout` is the route's timeout: the caller's deadline (none when
             // absent or 0), capped at the route's when that is set
@@ -218,7 +220,7 @@ impl Timeouts {
         } else {
             route_timeout
         };
-        let mut per_try = per_try_timeout;
+        let mut per_try = per_try_timeout.and_then(nonzero);
         if let (Some(p), Some(g)) = (per_try, global) {
             if p >= g {
                 per_try = None;

@@ -13,6 +13,10 @@
 //!   SAN>;DNS=<peer DNS SAN>` (each `By`, `URI` and `DNS` once per SAN; `URI=` alone when the
 //!   peer has none; no `DNS` when it has none). The element is the gateway's
 //!   (`gateway/xfcc.rs`, SANITIZE_SET with `cert` too) without its `Cert`.
+//! - Envoy's control headers (`x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`,
+//!   `x-envoy-expected-rq-timeout-ms`, `x-envoy-internal`, ...): removed, as the inbound
+//!   listener (no `use_remote_address`, no X-Forwarded-For) takes every request for
+//!   external (`cleanInternalHeaders`).
 //! - HTTP/1.0 (and 0.9): Envoy's HTTP/1 codec refuses it unless `accept_http_10` is set,
 //!   which Istio leaves off (`PILOT_HTTP10`/`ISTIO_META_HTTP10` unset): `426 Upgrade
 //!   Required` with body `Upgrade Required` (`ServerConnectionImpl::checkProtocolVersion`,
@@ -49,8 +53,9 @@ pub(super) fn client_cert_details(by: &[String], leaf: &[u8]) -> Option<HeaderVa
 }
 
 /// Per connection: applies the mesh's `proxyHeaders.forwardedClientCert` (APPEND_FORWARD
-/// by default) with the connection's element to every request before the stack (access
-/// log, authorization, the application) sees it.
+/// by default) with the connection's element to every request, and removes Envoy's
+/// control headers ([`crate::envoy::CONTROL_HEADERS`]), before the stack (access log,
+/// authorization, the application) sees it.
 #[derive(Clone, Debug)]
 pub(super) struct ForwardClientCert<S> {
     inner: S,
@@ -86,6 +91,9 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         gateway_xfcc::mutate(req.headers_mut(), self.mode, self.details.as_ref());
+        // the inbound listener, too, takes a request for external (no `use_remote_address`,
+        // no X-Forwarded-For) and cleans Envoy's control headers before the application
+        crate::envoy::clean_control_headers(req.headers_mut());
         self.inner.call(req)
     }
 }

@@ -76,10 +76,11 @@
 //! removed unread, as a sidecar's outbound listener takes every application request for
 //! external. Every attempt then carries what Envoy writes upstream:
 //! `x-envoy-attempt-count` (1, 2, ...), and with a timeout `x-envoy-expected-rq-timeout-ms`
-//! and, for gRPC, a `grpc-timeout` with the time left; `x-envoy-original-path` when the
-//! route rewrote the path, `x-envoy-is-timeout-retry: true` after a per-try timeout. An
-//! answer from upstream carries `x-envoy-upstream-service-time` (before the route's
-//! response header operations, which may remove it). MeshConfig
+//! and, for gRPC, a `grpc-timeout` with the time left (all before the route's header
+//! operations, which may change them); `x-envoy-original-path` when the route rewrote the
+//! path. An answer from upstream to a request received whole before it was answered
+//! carries `x-envoy-upstream-service-time` (before the route's response header operations,
+//! which may remove it). MeshConfig
 //! `defaultConfig.proxyHeaders` (`attemptCount`, `envoyDebugHeaders`) turns them off
 //! ([`mesh_core::meshconfig::ProxyHeaders`]).
 //!
@@ -2278,10 +2279,11 @@ fn empty() -> MeshBody {
     Empty::new().map_err(|e: Infallible| match e {}).boxed()
 }
 
-/// A request body: buffered (replayable) or streamed once.
+/// A request body: buffered (replayable) or streamed once (with a flag set once it has
+/// ended).
 enum ReqBody {
     Buffered(Bytes),
-    Streaming(Option<MeshBody>),
+    Streaming(Option<MeshBody>, Arc<std::sync::atomic::AtomicBool>),
 }
 
 impl ReqBody {
@@ -2292,12 +2294,55 @@ impl ReqBody {
             } else {
                 full(b.clone())
             }),
-            ReqBody::Streaming(s) => s.take(),
+            ReqBody::Streaming(s, _) => s.take(),
         }
     }
 
     fn replayable(&self) -> bool {
         matches!(self, ReqBody::Buffered(_))
+    }
+
+    /// The whole body has been received (Envoy's downstream request complete).
+    fn complete(&self) -> bool {
+        match self {
+            ReqBody::Buffered(_) => true,
+            ReqBody::Streaming(_, ended) => ended.load(std::sync::atomic::Ordering::Acquire),
+        }
+    }
+}
+
+pin_project! {
+    /// A streamed request body that notes when it has ended.
+    struct Ending<B> {
+        #[pin]
+        inner: B,
+        ended: Arc<std::sync::atomic::AtomicBool>,
+    }
+}
+
+impl<B: Body> Body for Ending<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        // (a sized body's last frame may be the last one polled)
+        if frame.is_none() || this.inner.is_end_stream() {
+            this.ended.store(true, std::sync::atomic::Ordering::Release);
+        }
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -2317,7 +2362,15 @@ where
                 .map_err(|e| OutboundError::Body(e.into()))?;
             Ok(ReqBody::Buffered(c.to_bytes()))
         }
-        _ => Ok(ReqBody::Streaming(Some(body.map_err(Into::into).boxed()))),
+        _ => {
+            let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let inner = body.map_err(Into::into);
+            let body = Ending {
+                inner,
+                ended: Arc::clone(&ended),
+            };
+            Ok(ReqBody::Streaming(Some(body.boxed()), ended))
+        }
     }
 }
 
@@ -2626,15 +2679,9 @@ fn grpc_local_reply(status: StatusCode, body: &[u8]) -> Response<MeshBody> {
     r
 }
 
-/// `x-forwarded-client-cert`.
-const X_FORWARDED_CLIENT_CERT: http::HeaderName =
-    http::HeaderName::from_static("x-forwarded-client-cert");
 /// `x-envoy-attempt-count`: which attempt an upstream request is (1 the first).
 const X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
     http::HeaderName::from_static("x-envoy-attempt-count");
-/// `x-envoy-is-timeout-retry`: a retry after a per-try timeout.
-const X_ENVOY_IS_TIMEOUT_RETRY: http::HeaderName =
-    http::HeaderName::from_static("x-envoy-is-timeout-retry");
 /// `x-envoy-original-path`: the path before a rewrite.
 const X_ENVOY_ORIGINAL_PATH: http::HeaderName =
     http::HeaderName::from_static("x-envoy-original-path");
@@ -2683,7 +2730,7 @@ where
     // the next hop, whose server sidecar appends the caller's verified certificate (a
     // gateway sets its own before routing)
     if via.is_none() {
-        parts.headers.remove(X_FORWARDED_CLIENT_CERT);
+        parts.headers.remove(crate::gateway::xfcc::XFCC);
         // nor do the application's `x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`
         // and the like: the listener takes its request for external and removes them (a
         // gateway has removed them at the edge)
@@ -3070,6 +3117,40 @@ where
         _ => crate::lb::RequestHash::default(),
     };
 
+    // the passthrough route (to the original destination or the egress proxy) has no
+    // retry policy
+    let policy: &RetryPolicy = if passthrough || egressed {
+        RetryPolicy::disabled()
+    } else {
+        decision.retries()
+    };
+    // Envoy's router, before the route's header operations (`finalizeRequestHeaders`): the
+    // route's timeouts and a gRPC caller's deadline (`finalTimeout`), then what it writes
+    // on the first attempt, the attempt count (istiod's `include_request_attempt_count`) and
+    // the time the upstream has (`setTimeoutHeaders`); a retry overwrites them in its copy
+    // (the same names: the copy's map does not grow)
+    let timeouts = crate::envoy::Timeouts::for_request(
+        decision.timeout(),
+        policy.per_try_timeout,
+        grpc,
+        &parts.headers,
+    );
+    let timed = timeouts != crate::envoy::Timeouts::default();
+    let proxy_headers = &snap.options().proxy_headers;
+    if proxy_headers.attempt_count {
+        parts
+            .headers
+            .insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from_static("1"));
+    }
+    if timed {
+        timeouts.write_headers(
+            std::time::Duration::ZERO,
+            grpc,
+            proxy_headers.envoy_debug_headers,
+            &mut parts.headers,
+        );
+    }
+
     // request rewriting: route header ops, destination header ops, rewrite
     let formatted = |o: Option<&HeaderOps>, response: bool| {
         o.is_some_and(|o| {
@@ -3114,7 +3195,6 @@ where
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let proxy_headers = &snap.options().proxy_headers;
     if let Some(rw) = action.and_then(|a| a.rewrite.as_ref()) {
         if let Some(p) = rw.path(parts.uri.path(), decision.prefix_len) {
             let pq = match parts.uri.query() {
@@ -3139,41 +3219,9 @@ where
         }
     }
     parts.headers.insert(HOST, host_value);
-    // the passthrough route (to the original destination or the egress proxy) has no
-    // retry policy
-    let policy: &RetryPolicy = if passthrough || egressed {
-        RetryPolicy::disabled()
-    } else {
-        decision.retries()
-    };
-    // the route's timeouts and a gRPC caller's deadline, as Envoy's router works them out
-    // (`finalTimeout`)
-    let timeouts = crate::envoy::Timeouts::for_request(
-        decision.timeout(),
-        policy.per_try_timeout,
-        grpc,
-        &parts.headers,
-    );
     let mut body = read_body(body, shared.options.retry_buffer_limit).await?;
     // Envoy's timeouts run from the end of the downstream request
     let started = tokio::time::Instant::now();
-    // what Envoy's router writes on the first attempt (`decodeHeaders`): the attempt count
-    // (istiod's `include_request_attempt_count`) and the time the upstream has; a retry
-    // overwrites them in its copy (the same names: the copy's map does not grow)
-    let timed = timeouts != crate::envoy::Timeouts::default();
-    if proxy_headers.attempt_count {
-        parts
-            .headers
-            .insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from_static("1"));
-    }
-    if timed {
-        timeouts.write_headers(
-            std::time::Duration::ZERO,
-            grpc,
-            proxy_headers.envoy_debug_headers,
-            &mut parts.headers,
-        );
-    }
 
     // mirrors: fire and forget, only with a replayable body; never an upgrade (Envoy shadows
     // a request once it has ended, which an upgraded stream does only when it closes)
@@ -3251,11 +3299,10 @@ where
         single_destination: decision.destinations().len() == 1,
         in_flight: std::sync::atomic::AtomicUsize::new(usize::MAX),
         timeouts,
+        timed,
         started,
         attempt_count: proxy_headers.attempt_count,
         debug_headers: proxy_headers.envoy_debug_headers,
-        // Envoy's `x-envoy-upstream-service-time` needs the whole request received
-        request_complete: !upgrade && matches!(body, ReqBody::Buffered(_)),
     };
     let (mut resp, ctx) = match timeouts.global {
         Some(t) => {
@@ -3461,16 +3508,16 @@ struct Attempts<'a, T> {
     /// The endpoint of the attempt waiting for its response headers (`usize::MAX`: none),
     /// for the outlier detector when the route timeout cuts it off.
     in_flight: std::sync::atomic::AtomicUsize,
-    /// The request's timeouts (the route's, a gRPC deadline, the application's headers).
+    /// The request's timeouts (the route's, a gRPC deadline).
     timeouts: crate::envoy::Timeouts,
+    /// `timeouts` has one.
+    timed: bool,
     /// When the request was received (Envoy's timeouts and service time count from there).
     started: tokio::time::Instant,
     /// Write `x-envoy-attempt-count` (MeshConfig `proxyHeaders`).
     attempt_count: bool,
     /// Write Envoy's debug headers (MeshConfig `proxyHeaders`).
     debug_headers: bool,
-    /// The request was wholly received before it was sent (no upgrade, no streamed body).
-    request_complete: bool,
 }
 
 /// Envoy's `host_selection_retry_max_attempts` for the previous-hosts predicate.
@@ -3586,10 +3633,6 @@ impl<T: Sender> Attempts<'_, T> {
         let mut last: Option<Response<MeshBody>> = None;
         // the `maxRetries` slot of the retry being made (taken when it was decided)
         let mut retry_permit: Option<Permit> = None;
-        // a retry after a per-try timeout was made (Envoy's `x-envoy-is-timeout-retry`
-        // stays on the request from then on)
-        let mut timeout_retry = false;
-        let timed = self.timeouts != crate::envoy::Timeouts::default();
         for n in 0..max {
             let guard = match self.pick(tried.as_slice()) {
                 Ok(g) => g,
@@ -3619,16 +3662,13 @@ impl<T: Sender> Attempts<'_, T> {
                 if self.attempt_count {
                     h.insert(X_ENVOY_ATTEMPT_COUNT, small_number(n as u64 + 1));
                 }
-                if timed {
+                if self.timed {
                     self.timeouts.write_headers(
                         self.started.elapsed(),
                         self.grpc,
                         self.debug_headers,
                         h,
                     );
-                }
-                if timeout_retry && self.debug_headers {
-                    h.insert(X_ENVOY_IS_TIMEOUT_RETRY, HeaderValue::from_static("true"));
                 }
             }
             let send =
@@ -3680,9 +3720,10 @@ impl<T: Sender> Attempts<'_, T> {
                         }
                     }
                     *endpoint = Some((index, true));
-                    if self.request_complete && self.debug_headers {
-                        // Envoy's router, on the upstream's response headers (before the
-                        // route's response header operations, which may remove it)
+                    if self.debug_headers && !self.upgrade && body.complete() {
+                        // Envoy's router, on the upstream's response headers when the whole
+                        // request had been received (before the route's response header
+                        // operations, which may remove it)
                         // (the clock read once after the attempt serves both)
                         let ms = now
                             .saturating_duration_since(self.started.into_std())
@@ -3758,7 +3799,6 @@ impl<T: Sender> Attempts<'_, T> {
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             last = Some(r);
-                            timeout_retry = true;
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
                         }
