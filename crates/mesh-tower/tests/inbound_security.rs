@@ -84,6 +84,36 @@ fn app(calls: Arc<AtomicUsize>) -> Router {
             }),
         )
         .route(
+            "/slow",
+            get(|headers: http::HeaderMap| async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                headers
+                    .get("grpc-timeout")
+                    .map_or("-".to_owned(), |v| v.to_str().unwrap().to_owned())
+            }),
+        )
+        .route(
+            "/deadline",
+            get(|headers: http::HeaderMap| async move {
+                headers
+                    .get("grpc-timeout")
+                    .map_or("-".to_owned(), |v| v.to_str().unwrap().to_owned())
+            }),
+        )
+        .route(
+            "/trickle",
+            get(|| async {
+                // the headers at once, the rest of the body 1.5 s later
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+                tokio::spawn(async move {
+                    let _ = tx.send(Ok(Bytes::from_static(b"a"))).await;
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    let _ = tx.send(Ok(Bytes::from_static(b"b"))).await;
+                });
+                axum::body::Body::new(Chunks(rx))
+            }),
+        )
+        .route(
             "/envoy",
             get(|headers: http::HeaderMap| async move {
                 let mut names: Vec<&str> = headers
@@ -328,6 +358,82 @@ async fn xfcc_modes_from_proxy_headers() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("APPEND_FORWARD"), "{err}");
+}
+
+/// A body of the chunks a channel sends.
+struct Chunks(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|c| c.map(|r| r.map(http_body::Frame::data)))
+    }
+}
+
+/// Istio's inbound route has `max_stream_duration` with `grpc_timeout_header_max: 0`: a
+/// request's `grpc-timeout` bounds its stream on the server side too (Envoy's connection
+/// manager), and a gRPC application sees it in Envoy's form.
+#[tokio::test]
+async fn a_grpc_timeout_bounds_the_stream_at_the_server() {
+    let pki = Pki::new();
+    let h = start(&pki, "").await;
+    let sleep = pki.creds("foo", "sleep", &[]);
+    let grpc = |path: &str, timeout: &'static str| {
+        get_req(
+            path,
+            &[
+                ("content-type", "application/grpc"),
+                ("grpc-timeout", timeout),
+            ],
+        )
+    };
+    for h2 in [false, true] {
+        // the app sees the deadline in milliseconds
+        let (status, _, body) = httpbin_client::mtls(h.addr, &sleep, h2, grpc("/deadline", "1S"))
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"1000m"[..]));
+        // too slow: DEADLINE_EXCEEDED, in time
+        let started = std::time::Instant::now();
+        let (status, headers, _) = httpbin_client::mtls(h.addr, &sleep, h2, grpc("/slow", "300m"))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["grpc-status"], "4", "h2={h2}");
+        assert_eq!(headers["grpc-message"], "downstream duration timeout");
+        assert!(started.elapsed() < Duration::from_millis(1300));
+    }
+    // not gRPC: the header bounds it all the same, with a plain 504
+    let (status, _, body) = httpbin_client::mtls(
+        h.addr,
+        &sleep,
+        false,
+        get_req("/slow", &[("grpc-timeout", "300m")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (status, body.as_ref()),
+        (
+            StatusCode::GATEWAY_TIMEOUT,
+            &b"downstream duration timeout"[..]
+        )
+    );
+    // no header, no bound
+    let (status, _, body) = httpbin_client::mtls(h.addr, &sleep, false, get_req("/slow", &[]))
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_ref()), (StatusCode::OK, &b"-"[..]));
+    // an answer already begun is cut when the time is over (the stream reset)
+    let cut = httpbin_client::mtls(h.addr, &sleep, true, grpc("/trickle", "300m")).await;
+    assert!(cut.is_err(), "{cut:?}");
 }
 
 /// A caller's Envoy control headers never reach the application: the inbound listener

@@ -804,6 +804,25 @@ pub enum LocalReply {
     /// ```
     #[error("HTTP/1.0 is not accepted")]
     UpgradeRequired,
+    /// The request's maximum stream duration passed before the answer began: on a mesh
+    /// server, a request's `grpc-timeout` (Istio's inbound route has
+    /// `max_stream_duration` with `grpc_timeout_header_max: 0`). Envoy's connection manager
+    /// answers 504 `downstream duration timeout` (gRPC: `DEADLINE_EXCEEDED`), details
+    /// `max_duration_timeout`, no flag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use mesh_tower::envoy::LocalReply;
+    ///
+    /// let r = LocalReply::MaxDurationTimeout;
+    /// assert_eq!((r.status().as_u16(), r.body().as_str()), (504, "downstream duration timeout"));
+    /// assert_eq!((r.details().as_str(), r.flags().to_string().as_str()), ("max_duration_timeout", "-"));
+    /// assert_eq!(r.to_response::<Bytes>(true).headers()["grpc-status"], "4");
+    /// ```
+    #[error("downstream duration timeout")]
+    MaxDurationTimeout,
 }
 
 impl LocalReply {
@@ -838,6 +857,7 @@ impl LocalReply {
                 StatusCode::BAD_REQUEST
             }
             LocalReply::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
+            LocalReply::MaxDurationTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -899,6 +919,7 @@ impl LocalReply {
             LocalReply::InvalidMethod => "Bad Request".to_owned(),
             // CodeUtility::toString(426)
             LocalReply::UpgradeRequired => "Upgrade Required".to_owned(),
+            LocalReply::MaxDurationTimeout => "downstream duration timeout".to_owned(),
             LocalReply::Unauthenticated(msg) => msg.clone(),
         }
     }
@@ -943,6 +964,7 @@ impl LocalReply {
             LocalReply::RbacDenied
             | LocalReply::Unauthenticated(_)
             | LocalReply::PathNormalizationFailed
+            | LocalReply::MaxDurationTimeout
             | LocalReply::DirectResponse { .. } => ResponseFlags::NONE,
         }
     }
@@ -995,6 +1017,7 @@ impl LocalReply {
             LocalReply::PathNormalizationFailed => "path_normalization_failed".into(),
             LocalReply::InvalidMethod => "http1.codec_error".into(),
             LocalReply::UpgradeRequired => "low_version".into(),
+            LocalReply::MaxDurationTimeout => "max_duration_timeout".into(),
         }
     }
 
@@ -1018,6 +1041,8 @@ impl LocalReply {
                 grpc_status: Some(code),
                 ..
             } => *code,
+            // Envoy names the code itself: DEADLINE_EXCEEDED
+            LocalReply::MaxDurationTimeout => 4,
             other => http_to_grpc_status(other.status().as_u16()),
         }
     }

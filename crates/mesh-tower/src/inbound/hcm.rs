@@ -17,6 +17,13 @@
 //!   `x-envoy-expected-rq-timeout-ms`, `x-envoy-internal`, ...): removed, as the inbound
 //!   listener (no `use_remote_address`, no X-Forwarded-For) takes every request for
 //!   external (`cleanInternalHeaders`).
+//! - `grpc-timeout`: Istio's inbound route has `max_stream_duration` with
+//!   `grpc_timeout_header_max: 0`, so Envoy's connection manager
+//!   (`refreshDurationTimeout`) bounds the stream of a request carrying one by it
+//!   (uncapped; absent, malformed or `0`: no bound), and a gRPC application sees it
+//!   rewritten in Envoy's form (`1S` as `1000m`). When it passes before the answer began:
+//!   504 `downstream duration timeout` (gRPC: `DEADLINE_EXCEEDED`), details
+//!   `max_duration_timeout`; after, the stream is reset.
 //! - HTTP/1.0 (and 0.9): Envoy's HTTP/1 codec refuses it unless `accept_http_10` is set,
 //!   which Istio leaves off (`PILOT_HTTP10`/`ISTIO_META_HTTP10` unset): `426 Upgrade
 //!   Required` with body `Upgrade Required` (`ServerConnectionImpl::checkProtocolVersion`,
@@ -116,79 +123,171 @@ fn upgrade_required<B>() -> Response<Either<B, Full<Bytes>>> {
     r
 }
 
-/// Refuses HTTP/1.0 and 0.9 requests as Envoy's HTTP/1 codec does by default: see the
-/// module docs. Inside the access log, which logs them (`426`, `DPE`), as Envoy's does.
+/// What the inbound connection manager does around the filters: refuses HTTP/1.0 and 0.9
+/// requests as Envoy's HTTP/1 codec does by default, and bounds a request carrying a
+/// `grpc-timeout` by it (see the module docs). Inside the access log, which logs both
+/// (`426` `DPE`; `504` `max_duration_timeout`), as Envoy's does.
 #[derive(Clone, Copy, Debug, Default)]
-pub(super) struct RejectHttp10Layer;
+pub(super) struct HcmLayer;
 
-impl<S> Layer<S> for RejectHttp10Layer {
-    type Service = RejectHttp10<S>;
+impl<S> Layer<S> for HcmLayer {
+    type Service = Hcm<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RejectHttp10 { inner }
+        Hcm { inner }
     }
 }
 
-/// The service of [`RejectHttp10Layer`].
+/// The service of [`HcmLayer`].
 #[derive(Clone, Debug)]
-pub(super) struct RejectHttp10<S> {
+pub(super) struct Hcm<S> {
     inner: S,
 }
 
-impl<S, B, ResB> Service<Request<B>> for RejectHttp10<S>
+/// `grpc-timeout`.
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
+impl<S, B, ResB> Service<Request<B>> for Hcm<S>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
 {
-    type Response = Response<Either<ResB, Full<Bytes>>>;
+    type Response = Response<Either<StreamDeadline<ResB>, Full<Bytes>>>;
     type Error = S::Error;
-    type Future = RejectHttp10Future<S::Future, ResB>;
+    type Future = HcmFuture<S::Future, ResB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if req.version() < http::Version::HTTP_11 {
             tracing::debug!(version = ?req.version(), "HTTP/1.0 refused: 426 Upgrade Required");
-            return RejectHttp10Future::Refused {
+            return HcmFuture::Refused {
                 response: Some(upgrade_required()),
             };
         }
-        RejectHttp10Future::Inner {
+        // Istio's inbound route: `max_stream_duration` with `grpc_timeout_header_max: 0`, so
+        // Envoy's connection manager (`refreshDurationTimeout`) bounds the stream by the
+        // request's `grpc-timeout` (uncapped; absent, malformed or 0: no bound) and, for a
+        // gRPC request, writes it back in its own form for the application
+        let limit = crate::envoy::grpc_timeout(req.headers()).filter(|d| !d.is_zero());
+        let grpc = limit.is_some() && crate::envoy::is_grpc(req.headers());
+        if let (Some(d), true) = (limit, grpc) {
+            req.headers_mut()
+                .insert(GRPC_TIMEOUT, crate::envoy::grpc_timeout_value(d));
+        }
+        HcmFuture::Inner {
             fut: self.inner.call(req),
+            deadline: limit.map(|d| Box::pin(tokio::time::sleep(d))),
+            grpc,
         }
     }
 }
 
 pin_project! {
-    /// The response future of [`RejectHttp10`]: the inner service's, or the 426.
-    #[project = RejectProj]
-    pub(super) enum RejectHttp10Future<F, ResB> {
-        Inner { #[pin] fut: F },
-        Refused { response: Option<Response<Either<ResB, Full<Bytes>>>> },
+    /// The response future of [`Hcm`]: the inner service's (cut by the stream's deadline),
+    /// or the 426.
+    #[project = HcmProj]
+    pub(super) enum HcmFuture<F, ResB> {
+        Inner {
+            #[pin]
+            fut: F,
+            deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+            grpc: bool,
+        },
+        Refused { response: Option<Response<Either<StreamDeadline<ResB>, Full<Bytes>>>> },
     }
 }
 
-impl<F, ResB> std::fmt::Debug for RejectHttp10Future<F, ResB> {
+impl<F, ResB> std::fmt::Debug for HcmFuture<F, ResB> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("RejectHttp10Future")
+        f.write_str("HcmFuture")
     }
 }
 
-impl<F, ResB, E> Future for RejectHttp10Future<F, ResB>
+impl<F, ResB, E> Future for HcmFuture<F, ResB>
 where
     F: Future<Output = Result<Response<ResB>, E>>,
 {
-    type Output = Result<Response<Either<ResB, Full<Bytes>>>, E>;
+    type Output = Result<Response<Either<StreamDeadline<ResB>, Full<Bytes>>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            RejectProj::Inner { fut } => fut.poll(cx).map_ok(|r| r.map(Either::Left)),
-            RejectProj::Refused { response } => match response.take() {
+            HcmProj::Inner {
+                fut,
+                deadline,
+                grpc,
+            } => {
+                if let Poll::Ready(r) = fut.poll(cx) {
+                    // what is left of the stream's time bounds the body
+                    let deadline = deadline.take();
+                    return Poll::Ready(
+                        r.map(|r| r.map(|inner| Either::Left(StreamDeadline { inner, deadline }))),
+                    );
+                }
+                match deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                    // Envoy's `onStreamMaxDurationReached` before the answer began: its
+                    // local reply (504 even while the request is still being received,
+                    // where Envoy says 408; a gRPC caller sees DEADLINE_EXCEEDED either way)
+                    Some(Poll::Ready(())) => {
+                        deadline.take();
+                        let reply = crate::envoy::LocalReply::MaxDurationTimeout;
+                        Poll::Ready(Ok(
+                            reply.to_response_with(*grpc, |b| Either::Right(Full::new(b)))
+                        ))
+                    }
+                    _ => Poll::Pending,
+                }
+            }
+            HcmProj::Refused { response } => match response.take() {
                 Some(r) => Poll::Ready(Ok(r)),
-                None => panic!("RejectHttp10Future polled after completion"),
+                None => panic!("HcmFuture polled after completion"),
             },
         }
+    }
+}
+
+pin_project! {
+    /// A response body ended with an error (the stream reset, as Envoy resets a stream whose
+    /// answer has begun) if it is still going when the request's stream duration is over.
+    pub(super) struct StreamDeadline<B> {
+        #[pin]
+        inner: B,
+        deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<B> http_body::Body for StreamDeadline<B>
+where
+    B: http_body::Body,
+    B::Error: Into<super::BoxError>,
+{
+    type Data = B::Data;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => {
+                this.deadline.take();
+                Poll::Ready(Some(Err("downstream duration timeout".into())))
+            }
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -268,7 +367,7 @@ mod tests {
         let app = tower::service_fn(|_req: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
         });
-        let mut svc = RejectHttp10Layer.layer(app);
+        let mut svc = HcmLayer.layer(app);
         for (version, status) in [
             (http::Version::HTTP_10, StatusCode::UPGRADE_REQUIRED),
             (http::Version::HTTP_09, StatusCode::UPGRADE_REQUIRED),

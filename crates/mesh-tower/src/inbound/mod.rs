@@ -1153,8 +1153,9 @@ impl MeshServer {
             // hyper's body, readable ahead for a CUSTOM authorizer that wants it
             .map_request(|r: Request<Incoming>| r.map(crate::observe::ReplayBody::new))
             .layer(AccessLogLayer::inbound().with_mesh_format(&i.mesh))
-            // Envoy's HTTP/1 codec: 426 for HTTP/1.0 (logged, as Envoy logs it)
-            .layer(hcm::RejectHttp10Layer)
+            // Envoy's HTTP/1 codec (426 for HTTP/1.0) and connection manager (a request's
+            // `grpc-timeout` bounds its stream), logged as Envoy logs them
+            .layer(hcm::HcmLayer)
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())
