@@ -356,3 +356,25 @@ async fn proxy_headers_server_names_the_gateway_or_nothing() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_external_request_id_is_replaced() {
+    // istiod leaves `preserve_external_request_id` off: Envoy gives every edge request a
+    // new `x-request-id`, unless MeshConfig `proxyHeaders.requestId` turns generation off
+    let echo = echo_backend().await;
+    let yaml = config(echo);
+    let id = [("x-request-id", "client-chosen-id")];
+    let gw = gateway(&yaml, None).await;
+    let p = raw(gw.local_addr(80).unwrap(), &get("p.example.com", &id)).await;
+    assert_eq!(status(&p), 200, "{p}");
+    assert!(!p.contains("client-chosen-id"), "{p}");
+    let line = p
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("an x-request-id upstream");
+    assert_eq!(line.len(), 36, "{line}");
+    let off = "defaultConfig: {proxyHeaders: {requestId: {disabled: true}}}";
+    let gw = gateway_with(&yaml, off, None).await;
+    let p = raw(gw.local_addr(80).unwrap(), &get("p.example.com", &id)).await;
+    assert!(p.contains("x-request-id: client-chosen-id\n"), "{p}");
+}

@@ -1893,7 +1893,11 @@ async fn handle(
     // dropped and the trusted client address is written
     let client = crate::authz::XffMode::Gateway(inner.num_trusted_proxies)
         .client(req.headers(), ctx.conn.remote_addr().map(|a| a.ip()));
-    clean_edge_request(req.headers_mut(), client);
+    clean_edge_request(
+        req.headers_mut(),
+        client,
+        snap.options().proxy_headers.request_id,
+    );
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
     // h2c is dropped, any other protocol refused
     let websocket = match crate::outbound::upgrade_of(req.headers()) {
@@ -2070,8 +2074,11 @@ const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-ex
 /// with `use_remote_address`): [`ENVOY_INTERNAL_HEADERS`] are removed and
 /// `x-envoy-external-address` is set to the trusted client address (`client`: the peer, or
 /// with `numTrustedProxies` the address taken from `X-Forwarded-For`), replacing a
-/// client's.
-fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>) {
+/// client's. With `new_request_id` (MeshConfig `proxyHeaders.requestId` not disabled: the
+/// connection manager's `generate_request_id`), a client's `x-request-id` is replaced by a
+/// new one: istiod leaves `preserve_external_request_id` off, so Envoy forces a new id on
+/// an edge request.
+fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>, new_request_id: bool) {
     for h in crate::envoy::CONTROL_HEADERS
         .iter()
         .chain(&ENVOY_INTERNAL_HEADERS)
@@ -2079,6 +2086,12 @@ fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>) {
         headers.remove(*h);
     }
     headers.remove(X_ENVOY_EXTERNAL_ADDRESS);
+    if new_request_id {
+        headers.insert(
+            crate::trace::X_REQUEST_ID,
+            crate::trace::new_request_id(&mut rand::rng()),
+        );
+    }
     if let Some(ip) = client {
         // (the formatted address becomes the value's buffer: one allocation)
         if let Ok(v) = HeaderValue::try_from(ip.to_string()) {
@@ -2391,7 +2404,7 @@ spec:
         );
         h.insert("x-envoy-attempt-count", HeaderValue::from_static("1"));
         h.insert("x-request-id", HeaderValue::from_static("r-1"));
-        clean_edge_request(&mut h, Some("203.0.113.7".parse().unwrap()));
+        clean_edge_request(&mut h, Some("203.0.113.7".parse().unwrap()), false);
         for name in crate::envoy::CONTROL_HEADERS
             .iter()
             .chain(&ENVOY_INTERNAL_HEADERS)
@@ -2402,8 +2415,12 @@ spec:
         // not Envoy's internal headers: kept
         assert_eq!(h["x-envoy-attempt-count"], "1");
         assert_eq!(h["x-request-id"], "r-1");
-        clean_edge_request(&mut h, None);
+        clean_edge_request(&mut h, None, false);
         assert!(!h.contains_key("x-envoy-external-address"));
+        // with request ids generated (Istio's default), the client's is replaced
+        clean_edge_request(&mut h, None, true);
+        assert_ne!(h["x-request-id"], "r-1");
+        assert_eq!(h["x-request-id"].len(), 36);
     }
 
     #[test]
