@@ -82,7 +82,8 @@
 //! headers a client sent (`x-envoy-retry-on`, `x-envoy-max-retries`,
 //! `x-envoy-upstream-rq-timeout-ms`, `x-envoy-internal`, ...), sets
 //! `x-envoy-external-address` to the trusted client address, and propagates trace context
-//! and `x-request-id` (a client's `x-request-id` is kept: Envoy would replace it).
+//! and `x-request-id` (a client's `x-request-id` is replaced by a new one, as Envoy does on
+//! an edge request unless `preserve_external_request_id`, which istiod leaves off).
 //!
 //! WebSocket upgrades are forwarded, as Istio configures Envoy by default (HTTP/1.1
 //! `Connection: upgrade` with `Upgrade: websocket`, on plain HTTP and terminated HTTPS
