@@ -83,11 +83,16 @@ pub(crate) const CONTROL_HEADERS: [&str; 15] = [
     "x-envoy-hedge-on-per-try-timeout",
 ];
 
-/// Removes [`CONTROL_HEADERS`] from an application's request, as a sidecar's outbound
-/// listener does: one pass over the names (a handful) first, since they are almost never
-/// there and hashing fifteen long names is not free.
+/// Removes [`CONTROL_HEADERS`] from a request, as a sidecar's listeners do: one pass over
+/// the names (a handful) first, since they are almost never there (a mesh request does
+/// carry `x-envoy-attempt-count`, which is not one of them) and hashing fifteen long names
+/// is not free.
 pub(crate) fn clean_control_headers(headers: &mut HeaderMap) {
-    if headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+    let any = headers.keys().any(|k| {
+        let k = k.as_str();
+        k.starts_with("x-envoy-") && CONTROL_HEADERS.contains(&k)
+    });
+    if any {
         for h in CONTROL_HEADERS {
             headers.remove(h);
         }
