@@ -68,6 +68,31 @@ async fn backend() -> (SocketAddr, Seen) {
 /// 400 ms per-try timeout,
 /// `/direct` answered by the route itself; the rest with no timeout.
 fn config(backend: SocketAddr) -> String {
+    api_with(
+        backend,
+        "
+  - match: [{uri: {prefix: /rewrite}}]
+    rewrite: {uri: /v1}
+    route: [{destination: {host: api.example.internal}}]
+  - match: [{uri: {prefix: /timed}}]
+    rewrite: {uri: /slow}
+    timeout: 300ms
+    route: [{destination: {host: api.example.internal}}]
+  - match: [{uri: {prefix: /retry}}]
+    rewrite: {uri: /slow-once}
+    retries: {attempts: 2, perTryTimeout: 400ms, retryOn: 5xx}
+    route: [{destination: {host: api.example.internal}}]
+  - match: [{uri: {exact: /direct}}]
+    directResponse: {status: 200, body: {string: direct}}
+  - retries: {attempts: 2, retryOn: 5xx}
+    route: [{destination: {host: api.example.internal}}]
+",
+    )
+}
+
+/// `api.example.internal` (a ServiceEntry on the backend) with a VirtualService of these
+/// `http` routes.
+fn api_with(backend: SocketAddr, routes: &str) -> String {
     format!(
         "
 apiVersion: networking.istio.io/v1
@@ -84,23 +109,7 @@ kind: VirtualService
 metadata: {{name: api, namespace: default}}
 spec:
   hosts: [api.example.internal]
-  http:
-  - match: [{{uri: {{prefix: /rewrite}}}}]
-    rewrite: {{uri: /v1}}
-    route: [{{destination: {{host: api.example.internal}}}}]
-  - match: [{{uri: {{prefix: /timed}}}}]
-    rewrite: {{uri: /slow}}
-    timeout: 300ms
-    route: [{{destination: {{host: api.example.internal}}}}]
-  - match: [{{uri: {{prefix: /retry}}}}]
-    rewrite: {{uri: /slow-once}}
-    retries: {{attempts: 2, perTryTimeout: 400ms, retryOn: 5xx}}
-    route: [{{destination: {{host: api.example.internal}}}}]
-  - match: [{{uri: {{exact: /direct}}}}]
-    directResponse: {{status: 200, body: {{string: direct}}}}
-  - retries: {{attempts: 2, retryOn: 5xx}}
-    route: [{{destination: {{host: api.example.internal}}}}]
-",
+  http:{routes}",
         backend.port()
     )
 }
@@ -296,30 +305,15 @@ async fn the_routes_header_operations_come_after_envoys_headers() {
     // route's `headers.request` (`finalizeRequestHeaders`): a route may remove or set them,
     // and a `grpc-timeout` it sets is not the caller's deadline
     let (addr, seen) = backend().await;
-    let yaml = format!(
+    let yaml = api_with(
+        addr,
         "
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [api.example.internal]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [api.example.internal]
-  http:
   - headers:
       request:
         remove: [x-envoy-attempt-count]
-        set: {{grpc-timeout: 20S}}
-    route: [{{destination: {{host: api.example.internal}}}}]
+        set: {grpc-timeout: 20S}
+    route: [{destination: {host: api.example.internal}}]
 ",
-        addr.port()
     );
     let c = client(Mesh::from_yaml(&yaml).unwrap());
     let grpc = [
