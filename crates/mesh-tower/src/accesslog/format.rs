@@ -592,7 +592,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
                 _ if r.tcp && !matches!(n, Name::Header(_)) => Val::None,
                 Name::Method => Val::Str(Cow::Borrowed(r.method.as_str())),
                 Name::Path => Val::Str(Cow::Owned(
-                    PathAndQuery(r.normalized.get().unwrap_or(&r.uri)).to_string(),
+                    PathAndQuery(r.normalized.path().unwrap_or(&r.uri)).to_string(),
                 )),
                 Name::Authority => hv(r.authority.as_ref()),
                 Name::Scheme => match r.uri.scheme_str() {
@@ -603,7 +603,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
                     "x-envoy-original-path" => r.original_path.as_ref(),
                     "x-forwarded-for" => r.forwarded_for.as_ref(),
                     "user-agent" => r.user_agent.as_ref(),
-                    "x-request-id" => r.request_id.as_ref(),
+                    "x-request-id" => r.request_id(),
                     "host" => r.authority.as_ref(),
                     _ => r.extra_request.as_ref().and_then(|m| m.get(h)),
                 }),

@@ -438,20 +438,43 @@ impl<S> Layer<S> for AccessLogLayer {
     }
 }
 
-/// Where path normalization (`envoy::sanitize_request`, inside the stack) leaves the path
-/// it rewrote a request to, for the access log outside it: Envoy logs `%REQ(:PATH)%` after
-/// normalization, the path the application received. Put in the request extensions only
-/// while the access log is listening; written only when a path changes.
+/// What the stack inside the access log changes in a request that Envoy's access log sees
+/// changed (its connection manager does it before any filter): the path normalization
+/// (`envoy::sanitize_request`) rewrote the path to (Envoy logs `%REQ(:PATH)%` after it),
+/// and the `x-request-id` given to a request that had none, or that replaced a gateway
+/// client's. Put in the request extensions only while the access log is listening;
+/// written only when something changes.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct NormalizedPath(Arc<OnceLock<Uri>>);
+pub(crate) struct LateFacts(Arc<Late>);
 
-impl NormalizedPath {
-    pub(crate) fn set(&self, uri: &Uri) {
-        let _ = self.0.set(uri.clone());
+#[derive(Debug, Default)]
+struct Late {
+    path: OnceLock<Uri>,
+    request_id: OnceLock<HeaderValue>,
+}
+
+impl LateFacts {
+    pub(crate) fn set_path(&self, uri: &Uri) {
+        let _ = self.0.path.set(uri.clone());
     }
 
-    fn get(&self) -> Option<&Uri> {
-        self.0.get()
+    fn path(&self) -> Option<&Uri> {
+        self.0.path.get()
+    }
+
+    pub(crate) fn set_request_id(&self, id: &HeaderValue) {
+        let _ = self.0.request_id.set(id.clone());
+    }
+}
+
+impl RequestFacts {
+    /// The request's `x-request-id` as the stack left it.
+    pub(crate) fn request_id(&self) -> Option<&HeaderValue> {
+        self.normalized
+            .0
+            .request_id
+            .get()
+            .or(self.request_id.as_ref())
     }
 }
 
@@ -464,8 +487,8 @@ pub(crate) struct RequestFacts {
     pub(crate) method: Method,
     pub(crate) uri: Uri,
     pub(crate) original_path: Option<HeaderValue>,
-    /// The path the request was normalized to, when normalization changed it.
-    pub(crate) normalized: NormalizedPath,
+    /// What the stack changed later: the normalized path, a new request id.
+    pub(crate) normalized: LateFacts,
     pub(crate) version: Version,
     pub(crate) forwarded_for: Option<HeaderValue>,
     pub(crate) user_agent: Option<HeaderValue>,
@@ -643,7 +666,7 @@ impl fmt::Display for Line<'_> {
         let path: &dyn fmt::Display = match &r.original_path {
             _ if r.tcp => &"-",
             Some(p) => &Hv(Some(p)) as &dyn fmt::Display,
-            None => &PathAndQuery(r.normalized.get().unwrap_or(&r.uri)),
+            None => &PathAndQuery(r.normalized.path().unwrap_or(&r.uri)),
         };
         // a TCP connection: Envoy's `"- - -" 0 FLAGS - -`
         let (method, proto, details) = if r.tcp {
@@ -672,7 +695,7 @@ impl fmt::Display for Line<'_> {
             Hv(e.service_time.as_ref()),
             Hv(r.forwarded_for.as_ref()),
             Hv(r.user_agent.as_ref()),
-            Hv(r.request_id.as_ref()),
+            Hv(r.request_id()),
             Hv(r.authority.as_ref()),
             Opt(up.and_then(|u| u.host.as_ref())),
             Opt(up.and_then(|u| u.cluster.as_ref())),
@@ -747,7 +770,7 @@ impl TcpLog {
             method: Method::GET,
             uri: Uri::default(),
             original_path: None,
-            normalized: NormalizedPath::default(),
+            normalized: LateFacts::default(),
             version: Version::default(),
             forwarded_for: None,
             user_agent: None,
@@ -795,7 +818,7 @@ impl Drop for LogEntry {
         } else {
             (
                 r.method.as_str(),
-                &PathAndQuery(r.normalized.get().unwrap_or(&r.uri)),
+                &PathAndQuery(r.normalized.path().unwrap_or(&r.uri)),
                 protocol(r.version),
             )
         };
@@ -811,7 +834,7 @@ impl Drop for LogEntry {
             bytes_received = r.received.get(),
             bytes_sent = self.sent,
             duration_ms,
-            request_id = %Hv(r.request_id.as_ref()),
+            request_id = %Hv(r.request_id()),
             authority = %Hv(r.authority.as_ref()),
             user_agent = %Hv(r.user_agent.as_ref()),
             upstream_host = %Opt(up.and_then(|u| u.host.as_ref())),
@@ -852,7 +875,7 @@ mod tests {
             method: Method::GET,
             uri: "/reviews/0?x=1".parse().unwrap(),
             original_path: None,
-            normalized: NormalizedPath::default(),
+            normalized: LateFacts::default(),
             version: Version::HTTP_11,
             forwarded_for: None,
             user_agent: Some(HeaderValue::from_static("curl/8.0")),

@@ -203,7 +203,7 @@ pub(crate) fn capture_with<B: http_body::Body>(
     let format = format.cloned().unwrap_or_else(super::default_format);
     let (body, received) = CountingBody::new(body);
     // the path normalization further in tells us the path it rewrote the request to
-    let normalized = super::NormalizedPath::default();
+    let normalized = super::LateFacts::default();
     parts.extensions.insert(normalized.clone());
     let h = &parts.headers;
     let facts = Box::new(RequestFacts {

@@ -1203,8 +1203,8 @@ pub(crate) fn sanitize_request<B, R: From<Bytes>>(
     });
     match uri {
         Some(uri) => {
-            if let Some(seen) = req.extensions().get::<crate::accesslog::NormalizedPath>() {
-                seen.set(&uri);
+            if let Some(seen) = req.extensions().get::<crate::accesslog::LateFacts>() {
+                seen.set_path(&uri);
             }
             *req.uri_mut() = uri;
             Ok(())

@@ -1899,6 +1899,14 @@ async fn handle(
         client,
         snap.options().proxy_headers.request_id,
     );
+    // the access log (outside) logs the id the request goes on with, as Envoy's, whose
+    // connection manager sets it before any filter
+    if let (Some(late), Some(id)) = (
+        req.extensions().get::<crate::accesslog::LateFacts>(),
+        req.headers().get(crate::trace::X_REQUEST_ID),
+    ) {
+        late.set_request_id(id);
+    }
     // HTTP/1.1 upgrades as Istio's Envoy takes them, before any filter: websocket goes on,
     // h2c is dropped, any other protocol refused
     let websocket = match crate::outbound::upgrade_of(req.headers()) {

@@ -275,6 +275,10 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
             };
             if let Some(id) = &id {
                 req.headers_mut().insert(X_REQUEST_ID, id.clone());
+                // an access log outside this layer logs the id the request went on with
+                if let Some(late) = req.extensions().get::<crate::accesslog::LateFacts>() {
+                    late.set_request_id(id);
+                }
             }
             id
         }
