@@ -88,13 +88,16 @@ pub(crate) const CONTROL_HEADERS: [&str; 15] = [
 /// carry `x-envoy-attempt-count`, which is not one of them) and hashing fifteen long names
 /// is not free.
 pub(crate) fn clean_control_headers(headers: &mut HeaderMap) {
-    let any = headers.keys().any(|k| {
-        let k = k.as_str();
-        k.starts_with("x-envoy-") && CONTROL_HEADERS.contains(&k)
-    });
-    if any {
-        for h in CONTROL_HEADERS {
-            headers.remove(h);
+    remove_envoy_headers(headers, &[&CONTROL_HEADERS]);
+}
+
+/// Removes the `x-envoy-*` headers of `lists` that `headers` has, looking them up by name
+/// only when one of them is there (one pass over the request's few names).
+pub(crate) fn remove_envoy_headers(headers: &mut HeaderMap, lists: &[&[&str]]) {
+    let listed = |k: &str| k.starts_with("x-envoy-") && lists.iter().any(|l| l.contains(&k));
+    if headers.keys().any(|k| listed(k.as_str())) {
+        for h in lists.iter().flat_map(|l| l.iter()) {
+            headers.remove(*h);
         }
     }
 }

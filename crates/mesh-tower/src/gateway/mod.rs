@@ -2088,19 +2088,10 @@ const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-ex
 /// new one: istiod leaves `preserve_external_request_id` off, so Envoy forces a new id on
 /// an edge request.
 fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>, new_request_id: bool) {
-    // (one pass over the names first: removing eighteen absent names costs more)
-    let listed = |k: &str| {
-        k.starts_with("x-envoy-")
-            && (crate::envoy::CONTROL_HEADERS.contains(&k) || ENVOY_INTERNAL_HEADERS.contains(&k))
-    };
-    if headers.keys().any(|k| listed(k.as_str())) {
-        for h in crate::envoy::CONTROL_HEADERS
-            .iter()
-            .chain(&ENVOY_INTERNAL_HEADERS)
-        {
-            headers.remove(*h);
-        }
-    }
+    crate::envoy::remove_envoy_headers(
+        headers,
+        &[&crate::envoy::CONTROL_HEADERS, &ENVOY_INTERNAL_HEADERS],
+    );
     headers.remove(X_ENVOY_EXTERNAL_ADDRESS);
     if new_request_id {
         headers.insert(

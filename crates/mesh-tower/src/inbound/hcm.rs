@@ -144,9 +144,6 @@ pub(super) struct Hcm<S> {
     inner: S,
 }
 
-/// `grpc-timeout`.
-const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-
 impl<S, B, ResB> Service<Request<B>> for Hcm<S>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
@@ -172,9 +169,13 @@ where
         // gRPC request, writes it back in its own form for the application
         let limit = crate::envoy::grpc_timeout(req.headers()).filter(|d| !d.is_zero());
         let grpc = limit.is_some() && crate::envoy::is_grpc(req.headers());
-        if let (Some(d), true) = (limit, grpc) {
-            req.headers_mut()
-                .insert(GRPC_TIMEOUT, crate::envoy::grpc_timeout_value(d));
+        if grpc {
+            // (Envoy's `toGrpcTimeout`, as the router writes a deadline upstream)
+            let deadline = crate::envoy::Timeouts {
+                global: limit,
+                per_try: None,
+            };
+            deadline.write_headers(std::time::Duration::ZERO, true, false, req.headers_mut());
         }
         HcmFuture::Inner {
             fut: self.inner.call(req),
