@@ -450,3 +450,51 @@ impl http_body::Body for Unsized {
         std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
     }
 }
+
+/// A mesh client with `routes` and this MeshConfig.
+fn client_with(backend: SocketAddr, mesh_config: &str, routes: &str) -> MeshClient {
+    let mesh = Mesh::with_mesh_config(&MeshConfig::from_yaml(mesh_config).unwrap());
+    mesh.reload_loaded(mesh_core::load::load_str(
+        &api_with(backend, routes),
+        "api.yaml",
+    ))
+    .unwrap();
+    client(mesh)
+}
+
+#[tokio::test]
+async fn the_path_is_normalized_before_routing() {
+    // every connection manager istiod builds, the sidecar's outbound one included,
+    // normalizes the path (MeshConfig `pathNormalization`, BASE by default) before the
+    // route is chosen: `/%61pi` and `/x/../api` take the `/api` route, and the upstream
+    // receives the normalized path
+    let (addr, seen) = backend().await;
+    let routes = "
+  - match: [{uri: {prefix: /api}}]
+    rewrite: {uri: /v2}
+    route: [{destination: {host: api.example.internal}}]
+  - route: [{destination: {host: api.example.internal}}]
+";
+    let c = client_with(addr, "{}", routes);
+    for path in ["/%61pi/foo?q=1", "/x/../api/foo?q=1", "/./api/foo?q=1"] {
+        let (status, _, body, _) = get(&c, path, &[]).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "{path}");
+    }
+    assert_eq!(received(&seen, "/v2/foo?q=1").len(), 3);
+    // not routed by a path that only looks like the prefix once decoded: an encoded `/`
+    // stays as it is under BASE (Envoy's KEEP_UNCHANGED)
+    let (status, _, _, _) = get(&c, "/api%2Ffoo", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(received(&seen, "/v2%2Ffoo").len(), 1);
+    // a path Envoy cannot normalize is refused before routing
+    let (status, _, body, _) = get(&c, "/api/%00", &[]).await;
+    assert_eq!((status, body.as_str()), (400, ""));
+    assert!(received(&seen, "/v2/%00").is_empty());
+
+    // `pathNormalization: NONE`: the path as the application wrote it
+    let (addr, seen) = backend().await;
+    let c = client_with(addr, "pathNormalization: {normalization: NONE}", routes);
+    let (status, _, _, _) = get(&c, "/%61pi/foo", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(received(&seen, "/%61pi/foo").len(), 1);
+}

@@ -2712,6 +2712,17 @@ where
 {
     let snap = shared.mesh.snapshot();
     let ns = shared.workload.namespace.as_str();
+    let mut req = req;
+    if via.is_none() {
+        // the sidecar's outbound connection manager, as every one istiod builds, normalizes
+        // the path (MeshConfig `pathNormalization`, BASE by default) and refuses a method
+        // its codec would, before routing: the route matches, and the upstream receives,
+        // the normalized path (a gateway has done this at its edge)
+        let mode = snap.options().path_normalization;
+        if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
+            return Ok((refused.map(full), None));
+        }
+    }
     let (mut parts, body) = req.into_parts();
     let grpc = is_grpc(&parts.headers);
     // HTTP/1.1 upgrades as Istio configures Envoy: websocket allowed, h2c dropped, any other
