@@ -808,9 +808,6 @@ impl AuthorizationLayer {
         areq.destination_ip = conn.local_addr().map(|a| a.ip());
         areq.sni = conn.sni();
         self.with_authz(|c| {
-            if let Some(Err(_)) = &c.ext_authz {
-                return ConnStep::Done(bad_custom_denial());
-            }
             // DENY and ALLOW as they stand (the CUSTOM step counted as passed); a policy
             // that cannot be compiled denies before anything is asked
             let rbac = c.authz.evaluate_with(&areq, &|_, _| true);
@@ -831,7 +828,9 @@ impl AuthorizationLayer {
                     policy: Arc::clone(m.policy),
                     rule: m.rule,
                 },
-                // (an unusable provider denied above)
+                // an unusable provider (undefined, or several for one workload): istiod
+                // turns the CUSTOM rules into DENY rules (`getBadCustomDenyRules`), so what
+                // they match is refused and the rest decided by DENY and ALLOW
                 _ => ConnStep::Done(custom_denied(Arc::clone(m.policy), m.rule)),
             }
         })
@@ -936,9 +935,6 @@ impl AuthorizationLayer {
         // CUSTOM first (Envoy's ext_authz filter runs before the RBAC filters); the
         // authorizer is asked only when a CUSTOM policy's rules match
         let step = Self::with_request(c, req, true, |areq| {
-            if let Some(Err(_)) = &c.ext_authz {
-                return Step::Decided(bad_custom_denial());
-            }
             // DENY and ALLOW as they stand (the CUSTOM step counted as passed)
             let rbac = c.authz.evaluate_with(areq, &|_, _| true);
             if matches!(rbac.reason, AuthzReason::Uncompilable(_)) {
@@ -949,7 +945,8 @@ impl AuthorizationLayer {
             };
             match &c.ext_authz {
                 Some(Ok(client)) => Step::Ask(client.clone(), Arc::clone(m.policy), m.rule),
-                // (an unusable provider denied above)
+                // an unusable provider: istiod's DENY rules in the CUSTOM rules' place
+                // (`getBadCustomDenyRules`), the rest decided by DENY and ALLOW
                 _ => Step::Decided(AuthzDecision {
                     allowed: false,
                     policy: Some(Arc::clone(m.policy)),
@@ -1007,23 +1004,6 @@ fn log_connection(conn: &ConnectionInfo, d: &AuthzDecision) {
         tracing::info!(target: TARGET, policy = d.policy.as_deref().unwrap_or("-"),
             rule = ?d.rule, reason = %d.reason, principal = conn.principal().unwrap_or(""),
             sni = conn.sni().unwrap_or(""), "RBAC: connection denied");
-    }
-}
-
-/// The name istiod gives the deny-all RBAC policy that replaces the CUSTOM filter when the
-/// workload's CUSTOM policies name no usable provider (undefined, several, or broken).
-pub(crate) const BAD_CUSTOM_POLICY: &str = "default-deny-all-due-to-bad-CUSTOM-action";
-
-/// istiod's `rbacDefaultDenyAll` for a workload whose CUSTOM provider cannot be used: every
-/// request and connection is denied, whatever the CUSTOM rules match.
-fn bad_custom_denial() -> AuthzDecision {
-    AuthzDecision {
-        allowed: false,
-        policy: Some(Arc::from(BAD_CUSTOM_POLICY)),
-        rule: None,
-        reason: AuthzReason::CustomDenied,
-        audit: None,
-        dry_run: None,
     }
 }
 
