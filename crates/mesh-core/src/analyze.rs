@@ -495,16 +495,35 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     for ((ns, h), list) in &by_host {
         if list.len() > 1 {
             let names: Vec<String> = list.iter().map(|d| display_name(d.obj)).collect();
+            // istiod merges rules for one host only when their exportTo (as written) agree
+            let export_set = |d: &DrInfo<'_>| -> Vec<String> {
+                let mut v = match &d.obj.spec {
+                    Spec::DestinationRule(dr) => dr.export_to.clone(),
+                    _ => Vec::new(),
+                };
+                v.sort();
+                v.dedup();
+                v
+            };
+            let same_export = list.iter().all(|d| export_set(d) == export_set(list[0]));
+            let message = if same_export {
+                format!(
+                    "DestinationRules {} in namespace {ns} all apply to host {h}: Istio merges them (subsets are combined, only the first trafficPolicy is used)",
+                    names.join(", ")
+                )
+            } else {
+                format!(
+                    "DestinationRules {} in namespace {ns} all apply to host {h} with different exportTo: Istio keeps them apart (since 1.24, ENABLE_ENHANCED_DESTINATIONRULE_MERGE), so a client uses one of them and not the others' subsets or trafficPolicy",
+                    names.join(", ")
+                )
+            };
             for d in &list[1..] {
                 cx.report(
                     d.obj,
                     Severity::Warning,
                     codes::MULTIPLE_DRS_FOR_HOST,
                     "spec.host",
-                    format!(
-                        "DestinationRules {} in namespace {ns} all apply to host {h}: Istio merges them (subsets are combined, only the first trafficPolicy is used)",
-                        names.join(", ")
-                    ),
+                    message.clone(),
                 )
                 .help = Some("merge them into one DestinationRule".to_owned());
             }

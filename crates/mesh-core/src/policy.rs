@@ -264,8 +264,13 @@ pub struct MergedDestinationRule {
     pub namespace: Arc<str>,
     /// Resolved host.
     pub host: Arc<str>,
-    /// Visibility (union).
+    /// Visibility (the first rule's: istiod keeps it when it merges another in).
     pub export_to: ExportTo,
+    /// `exportTo` as written (sorted, distinct; `[.]` for a rule with a workload selector,
+    /// empty when unset): istiod merges two rules for one host only when these agree (or
+    /// the newer one's is a superset), since Istio 1.24's
+    /// `ENABLE_ENHANCED_DESTINATIONRULE_MERGE`.
+    pub export_set: Vec<Box<str>>,
     /// Client workload selector (same namespace only).
     pub workload_selector: Option<Labels>,
     /// The first top-level traffic policy.
@@ -602,36 +607,54 @@ fn select<'a>(
     catch_all
 }
 
-/// Merges `new` into the rules for one host of one pool (istiod mergeDestinationRule): same
-/// selector (or none) ⇒ union of subsets, the first top-level policy, union of exportTo.
+/// Merges `new` into the rules for one host of one pool, as istiod's
+/// `mergeDestinationRule` with `ENABLE_ENHANCED_DESTINATIONRULE_MERGE` (on since 1.24):
+/// against each rule already there, in order,
+/// - the same `exportTo` (as written): merged into it; kept apart as well unless both have
+///   no selector or the same one;
+/// - an `exportTo` that is a superset of its (non-empty) one: merged into it and kept
+///   apart, unless both have no selector or the same one (then only merged);
+/// - otherwise, or different selectors: not merged.
+///
+/// Merging adds the subsets it does not have (the first definition of a name wins) and the
+/// top-level policy when it has none; its `exportTo` stays. Whether `new` is also kept
+/// apart is what the last rule compared decided, as in istiod.
 fn merge_into(list: &mut Vec<MergedDestinationRule>, new: MergedDestinationRule) {
-    let Some(m) = list
-        .iter_mut()
-        .find(|m| m.workload_selector == new.workload_selector)
-    else {
+    let mut apart = true;
+    for m in list.iter_mut() {
+        let both_without = m.workload_selector.is_none() && new.workload_selector.is_none();
+        let both_with = m.workload_selector.is_some() && new.workload_selector.is_some();
+        let same_selector = both_with && m.workload_selector == new.workload_selector;
+        if new.export_set == m.export_set {
+            apart = !(both_without || same_selector);
+        } else if !m.export_set.is_empty()
+            && m.export_set.iter().all(|e| new.export_set.contains(e))
+        {
+            apart = true;
+        } else {
+            apart = true;
+            continue;
+        }
+        if both_with && !same_selector {
+            apart = true;
+            continue;
+        }
+        if both_without || same_selector {
+            apart = false;
+        }
+        m.merged.push(Arc::clone(&new.name));
+        if m.traffic_policy.is_none() {
+            m.traffic_policy = new.traffic_policy.clone();
+        }
+        for s in &new.subsets {
+            if m.subset(&s.name).is_none() {
+                m.subsets.push(s.clone());
+            }
+        }
+    }
+    if apart {
         list.push(new);
-        return;
-    };
-    m.merged.push(new.name);
-    if m.traffic_policy.is_none() {
-        m.traffic_policy = new.traffic_policy;
     }
-    for s in new.subsets {
-        if m.subset(&s.name).is_none() {
-            m.subsets.push(s);
-        }
-    }
-    m.export_to = match (&m.export_to, new.export_to) {
-        (ExportTo::All, _) | (_, ExportTo::All) => ExportTo::All,
-        (ExportTo::Namespaces(a), ExportTo::Namespaces(b)) => {
-            let mut v: Vec<Box<str>> = a.iter().chain(b.iter()).cloned().collect();
-            v.sort();
-            v.dedup();
-            ExportTo::Namespaces(v.into())
-        }
-        (ExportTo::None, e) => e,
-        (e, ExportTo::None) => e.clone(),
-    };
 }
 
 impl DestinationRules {
@@ -666,10 +689,22 @@ impl DestinationRules {
             root: root.into(),
             ..DestinationRules::default()
         };
-        for o in objects {
-            let Spec::DestinationRule(dr) = &o.spec else {
-                continue;
-            };
+        // istiod sortConfigBySelectorAndCreationTime: rules with a workload selector first,
+        // then the oldest first
+        let mut rules: Vec<(&ConfigObject, &crate::model::DestinationRule)> = objects
+            .iter()
+            .filter_map(|o| match &o.spec {
+                Spec::DestinationRule(dr) => Some((o, dr)),
+                _ => None,
+            })
+            .collect();
+        rules.sort_by(|(a, da), (b, db)| {
+            db.workload_selector
+                .is_some()
+                .cmp(&da.workload_selector.is_some())
+                .then_with(|| a.istio_order(b))
+        });
+        for (o, dr) in rules {
             let ns = o.metadata.namespace.as_str();
             let host = opts.resolve_host(&dr.host, ns);
             let selector = dr
@@ -705,6 +740,15 @@ impl DestinationRules {
                     ns,
                     &opts.default_destination_rule_export_to,
                 ),
+                export_set: if selector.is_some() {
+                    vec![".".into()]
+                } else {
+                    let mut v: Vec<Box<str>> =
+                        dr.export_to.iter().map(|e| e.as_str().into()).collect();
+                    v.sort();
+                    v.dedup();
+                    v
+                },
                 workload_selector: selector,
                 traffic_policy: dr.traffic_policy.as_ref().map(CompactPolicy::from),
                 subsets: dr.subsets.iter().map(CompiledSubset::from).collect(),
@@ -1203,5 +1247,83 @@ spec: {host: "*.default.svc.cluster.local"}
         assert_eq!(name("default", None), None);
         // a selector rule is private to its namespace
         assert_eq!(name("other", Some(&pp)), Some("default/all-default"));
+    }
+
+    #[test]
+    fn rules_with_different_export_to_are_not_merged() {
+        // Istio 1.24 ENABLE_ENHANCED_DESTINATIONRULE_MERGE (istio/istio#52519): two rules for
+        // one host in one namespace merge only when their exportTo agree
+        let drs = drs(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-a, namespace: prod}
+spec:
+  host: reviews
+  trafficPolicy: {loadBalancer: {simple: RANDOM}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-b, namespace: prod}
+spec:
+  host: reviews
+  exportTo: ["."]
+  subsets: [{name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-c, namespace: prod}
+spec:
+  host: reviews
+  subsets: [{name: v3, labels: {version: v3}}]
+"#);
+        let h = "reviews.prod.svc.cluster.local";
+        // in prod: a, then b apart (its exportTo differs); c is merged into a, and, since
+        // the last rule compared (b) could not take it, kept apart too: a+c, b, c. The
+        // last one without a selector applies (SidecarScope.DestinationRule)
+        let local = drs.lookup(h, "prod", None, Some("prod")).unwrap();
+        assert_eq!(&*local.name, "prod/reviews-c");
+        assert_eq!(local.merged.len(), 1);
+        assert!(local.subset("v3").is_some() && local.subset("v1").is_none());
+        assert!(local.traffic_policy.is_none());
+        // elsewhere only the exported pair, merged
+        let exported = drs.lookup(h, "default", None, Some("prod")).unwrap();
+        assert_eq!(&*exported.name, "prod/reviews-a");
+        let merged: Vec<&str> = exported.merged.iter().map(|m| &**m).collect();
+        assert_eq!(merged, ["prod/reviews-a", "prod/reviews-c"]);
+        assert!(exported.subset("v3").is_some() && exported.subset("v2").is_none());
+    }
+
+    #[test]
+    fn a_selector_rule_and_a_private_catch_all_share_subsets() {
+        // the same exportTo (`.`: a selector rule is private), different selectors: istiod
+        // merges the newer into the older and keeps it apart as well
+        let drs = drs(r#"
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  exportTo: ["."]
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-canary, namespace: bookinfo}
+spec:
+  host: ratings
+  workloadSelector: {matchLabels: {track: canary}}
+  subsets: [{name: v2, labels: {version: v2}}]
+"#);
+        let h = "ratings.bookinfo.svc.cluster.local";
+        let canary: Labels = [("track".to_string(), "canary".to_string())].into();
+        // the selector rule comes first (sortConfigBySelectorAndCreationTime): the catch-all
+        // is merged into it, and kept apart
+        let c = drs.lookup(h, "bookinfo", Some(&canary), None).unwrap();
+        assert_eq!(&*c.name, "bookinfo/ratings-canary");
+        assert!(c.subset("v1").is_some() && c.subset("v2").is_some());
+        let plain = drs.lookup(h, "bookinfo", None, None).unwrap();
+        assert_eq!(&*plain.name, "bookinfo/ratings");
+        assert!(plain.subset("v2").is_none());
     }
 }
