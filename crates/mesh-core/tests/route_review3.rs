@@ -190,3 +190,44 @@ spec: {ports: [{name: http, port: 9080}]}
     );
     assert_eq!(pick(&y).as_deref(), Some("prod/first"));
 }
+
+/// istiod's `ApplyRedirect` leaves a route whose redirect code Envoy does not support
+/// without an action, and Envoy refuses it (with the rest of that port's routes): it never
+/// answers such a code. The route is dropped here, and the request falls through.
+#[test]
+fn a_redirect_code_envoy_does_not_support_drops_the_route() {
+    let s = snap(&format!(
+        "{REVIEWS}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{{uri: {{prefix: /old}}}}]
+    redirect: {{uri: /new, redirectCode: 300}}
+  - match: [{{uri: {{prefix: /moved}}}}]
+    redirect: {{uri: /new, redirectCode: 308}}
+  - route: [{{destination: {{host: reviews}}}}]
+"
+    ));
+    let h = http::HeaderMap::new();
+    let d = s.route_http(&HttpRequestAttrs::new(
+        "default",
+        "reviews:9080",
+        "/old",
+        &h,
+    ));
+    assert_eq!(d.route_index(), Some(2));
+    let d = s.route_http(&HttpRequestAttrs::new(
+        "default",
+        "reviews:9080",
+        "/moved",
+        &h,
+    ));
+    assert_eq!(d.route_index(), Some(1));
+    assert!(s
+        .routes()
+        .errors
+        .iter()
+        .any(|e| e.contains("redirect code 300 is not supported by Envoy")));
+}

@@ -1734,6 +1734,12 @@ impl RouteTable {
                         };
                         let mut merged = dr.clone();
                         inherit(&mut merged, &root);
+                        if let Some(code) = unsupported_redirect(&merged) {
+                            errors.push(format!(
+                                "route {i} (delegate {dname} route {j}): redirect code {code} is not supported by Envoy: the route is dropped"
+                            ));
+                            continue;
+                        }
                         let blocks: Vec<MatchBlock> = merged_matches
                             .iter()
                             .map(|m| MatchBlock::compile(m, dns, &mut cache, &mut errors))
@@ -1753,6 +1759,12 @@ impl RouteTable {
                             ),
                         });
                     }
+                    continue;
+                }
+                if let Some(code) = unsupported_redirect(r) {
+                    errors.push(format!(
+                        "route {i}: redirect code {code} is not supported by Envoy: the route is dropped"
+                    ));
                     continue;
                 }
                 let root_blocks: Vec<MatchBlock> = r
@@ -3217,6 +3229,16 @@ fn string_match_conflict(
         }
     }
     true
+}
+
+/// The redirect code of a route Envoy cannot take (any but 301, 302, 303, 307, 308).
+/// istiod's `ApplyRedirect` leaves such a route without an action ("Redirect Code %d is not
+/// yet supported"), which Envoy refuses: it rejects the whole route configuration of that
+/// port and keeps its previous one. We drop the one route instead (the rest of the
+/// VirtualService keeps working): a deliberate difference, warned by validation.
+fn unsupported_redirect(r: &model::HttpRoute) -> Option<u32> {
+    let code = r.redirect.as_ref()?.redirect_code?;
+    (!matches!(code, 301 | 302 | 303 | 307 | 308)).then_some(code)
 }
 
 #[cfg(test)]

@@ -546,7 +546,7 @@ fn validate_http_route(
             } else if !matches!(code, 301 | 302 | 303 | 307 | 308) {
                 cx.lint_warn(
                     &format!("{rp}.redirectCode"),
-                    format!("redirect code {code} is not supported by Envoy (301, 302, 303, 307, 308): the route will be dropped"),
+                    format!("redirect code {code} is not supported by Envoy (301, 302, 303, 307, 308): istiod gives the route no action, and Envoy rejects the routes of this port with it and keeps its previous ones (this mesh drops the route)"),
                 );
             }
         }
