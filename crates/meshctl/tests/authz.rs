@@ -639,3 +639,105 @@ spec:
     a.extend_from_slice(&["--header", "X-Forwarded-Proto: http"]);
     assert_eq!(run(&http, &a)["decision"], "DENY");
 }
+
+/// Envoy's jwt_authn runs before RBAC: the headers its rules write are first removed from
+/// the request (a caller cannot forge them), a verified token's claim and payload headers
+/// are added, and its header is removed unless `forwardOriginalToken`.
+#[test]
+fn jwt_output_headers_are_what_policies_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = JWKS.replace('\n', "");
+    let config = |forward: bool| {
+        let f = dir.path().join(format!("fwd-{forward}.yaml"));
+        std::fs::write(
+            &f,
+            format!(
+                r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: ra, namespace: foo}}
+spec:
+  jwtRules:
+  - issuer: issuer.example.com
+    jwks: '{jwks}'
+    outputClaimToHeaders: [{{header: x-sub, claim: sub}}]
+    outputPayloadToHeader: x-payload
+    forwardOriginalToken: {forward}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: hdr, namespace: foo}}
+spec:
+  rules:
+  - when: [{{key: "request.headers[authorization]", values: ["Bearer *"]}}]
+    to: [{{operation: {{paths: ["/a"]}}}}]
+  - when: [{{key: "request.headers[x-sub]", values: ["alice"]}}]
+    to: [{{operation: {{paths: ["/b"]}}}}]
+  - when: [{{key: "request.headers[x-payload]", values: ["*"]}}]
+    to: [{{operation: {{paths: ["/c"]}}}}]
+"#
+            ),
+        )
+        .unwrap();
+        f.display().to_string()
+    };
+    let (dropped, forwarded) = (config(false), config(true));
+    let tok = token(serde_json::json!({
+        "iss": "issuer.example.com", "sub": "alice", "exp": now() + 600,
+    }));
+    let bearer = format!("authorization: Bearer {tok}");
+    let run = |config: &str, path: &str, headers: &[&str]| {
+        let mut a = vec!["--config", config, "-n", "foo", "--path", path];
+        for h in headers {
+            a.extend_from_slice(&["-H", h]);
+        }
+        decide(&a)["decision"].as_str().unwrap().to_owned()
+    };
+    // the token's header is gone by the time RBAC looks
+    assert_eq!(run(&dropped, "/a", &[&bearer]), "DENY");
+    assert_eq!(run(&forwarded, "/a", &[&bearer]), "ALLOW");
+    // the claim and payload headers are written
+    assert_eq!(run(&dropped, "/b", &[&bearer]), "ALLOW");
+    assert_eq!(run(&dropped, "/c", &[&bearer]), "ALLOW");
+    // ... and a caller's own are removed, token or not
+    assert_eq!(run(&dropped, "/b", &["x-sub: alice"]), "DENY");
+    assert_eq!(run(&dropped, "/c", &["x-payload: e30"]), "DENY");
+    let other = token(serde_json::json!({
+        "iss": "issuer.example.com", "sub": "bob", "exp": now() + 600,
+    }));
+    let other = format!("authorization: Bearer {other}");
+    assert_eq!(run(&dropped, "/b", &[&other, "x-sub: alice"]), "DENY");
+
+    // an identity given instead of a token: its issuer's rule writes the claim headers
+    let given = |path: &str, claims: &str| {
+        decide(&[
+            "--config",
+            &dropped,
+            "-n",
+            "foo",
+            "--path",
+            path,
+            "-H",
+            "x-sub: alice",
+            "--request-principal",
+            "issuer.example.com/bob",
+            "--claims",
+            claims,
+        ])["decision"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        given("/b", r#"{"iss": "issuer.example.com", "sub": "bob"}"#),
+        "DENY"
+    );
+    assert_eq!(
+        given("/b", r#"{"iss": "issuer.example.com", "sub": "alice"}"#),
+        "ALLOW"
+    );
+    assert_eq!(
+        given("/c", r#"{"iss": "issuer.example.com", "sub": "bob"}"#),
+        "ALLOW"
+    );
+}
