@@ -94,7 +94,9 @@ pub(crate) struct Args {
     /// The request's verified JWT principal `iss/sub` (RequestAuthentication).
     #[arg(long, value_name = "ISS/SUB")]
     request_principal: Option<String>,
-    /// The verified JWT's claims as a JSON object (`{"groups": ["g1"]}`).
+    /// The verified JWT's claims as a JSON object (`{"groups": ["g1"]}`), read as the
+    /// workload's jwtRule of their issuer (`iss`, else the principal's) would: its
+    /// `spaceDelimitedClaims`, its output headers.
     #[arg(long, value_name = "JSON", requires = "request_principal")]
     claims: Option<String>,
     /// Authorize a TCP connection instead of an HTTP request.
@@ -151,13 +153,19 @@ pub(crate) fn run(args: Args) -> ExitCode {
     }
     let jwt = match &args.request_principal {
         Some(p) => {
-            let auth = RequestAuth {
+            let mut auth = RequestAuth {
                 principal: p.clone(),
                 ..RequestAuth::from_claims(claims.clone())
             };
-            // the rule of the token's issuer writes its headers as for a real token
-            if let Some(rule) = rule_of_issuer(&providers, &auth).filter(|_| !args.tcp) {
-                given_jwt_outputs(&mut headers, rule, &claims);
+            // the rule of the token's issuer is the one that would have verified it: its
+            // `spaceDelimitedClaims` split the claims for `request.auth.claims[..]`, and it
+            // writes its headers as for a real token
+            if let Some(rule) = rule_of_issuer(&providers, &auth) {
+                let split = rule.space_delimited_claims();
+                auth.space_delimited_claims = (!split.is_empty()).then(|| split.into());
+                if !args.tcp {
+                    given_jwt_outputs(&mut headers, rule, &claims);
+                }
             }
             Some(auth)
         }

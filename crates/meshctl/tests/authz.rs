@@ -741,3 +741,60 @@ spec:
         "ALLOW"
     );
 }
+
+/// An identity given with `--request-principal` and `--claims` is read as the jwtRule of its
+/// issuer would have verified it: that rule's `spaceDelimitedClaims` split the claims.
+#[test]
+fn given_claims_are_split_by_their_issuer_s_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jwt.yaml");
+    std::fs::write(
+        &config,
+        r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra, namespace: foo}
+spec:
+  jwtRules:
+  - issuer: issuer.example.com
+    jwks: '{"keys": []}'
+    spaceDelimitedClaims: [roles]
+  - issuer: other.example.com
+    jwks: '{"keys": []}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-guest, namespace: foo}
+spec:
+  action: DENY
+  rules: [{when: [{key: "request.auth.claims[roles]", values: [guest]}]}]
+"#,
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let run = |principal: &str, claims: &str| {
+        decide(&[
+            "--config",
+            &config,
+            "-n",
+            "foo",
+            "--request-principal",
+            principal,
+            "--claims",
+            claims,
+        ])["decision"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let roles = r#"{"iss": "issuer.example.com", "sub": "alice", "roles": "admin guest"}"#;
+    assert_eq!(run("issuer.example.com/alice", roles), "DENY");
+    // without `iss` in the claims: the principal's issuer
+    assert_eq!(
+        run("issuer.example.com/alice", r#"{"roles": "admin guest"}"#),
+        "DENY"
+    );
+    // another issuer's rule does not split `roles`
+    let other = r#"{"iss": "other.example.com", "sub": "alice", "roles": "admin guest"}"#;
+    assert_eq!(run("other.example.com/alice", other), "ALLOW");
+}
