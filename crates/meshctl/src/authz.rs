@@ -79,7 +79,8 @@ pub(crate) struct Args {
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
-    /// Host / `:authority`.
+    /// Host / `:authority`; without it, the `Host` header of the `--header`s (an HTTP/1.1
+    /// request's Host is its `:authority`).
     #[arg(long)]
     host: Option<String>,
     /// The workload port called.
@@ -124,6 +125,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+    };
+    // an HTTP/1.1 request's Host header is the `:authority` that `hosts` and
+    // `request.headers[host]` read: `-H 'Host: x'` says the same as `--host x`
+    let host_header = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let host = match (&args.host, host_header) {
+        (Some(h), Some(v)) if !h.eq_ignore_ascii_case(&v) => {
+            eprintln!(
+                "error: --host {h:?} and the Host header {v:?} differ: an HTTP/1.1 request's Host header is its `:authority`; give one of them"
+            );
+            return ExitCode::from(2);
+        }
+        (Some(h), _) => h.clone(),
+        (None, v) => v.unwrap_or_default(),
     };
     let claims: serde_json::Value = match args.claims.as_deref().map(serde_json::from_str) {
         None => serde_json::Value::Object(Default::default()),
@@ -297,7 +314,6 @@ pub(crate) fn run(args: Args) -> ExitCode {
         } else {
             principal
         };
-        let host = args.host.clone().unwrap_or_default();
         let path = path.as_deref().unwrap_or(&args.path);
         let http = (!args.tcp).then(|| HttpAuthzAttrs {
             method: &args.method,

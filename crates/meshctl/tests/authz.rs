@@ -798,3 +798,69 @@ spec:
     let other = r#"{"iss": "other.example.com", "sub": "alice", "roles": "admin guest"}"#;
     assert_eq!(run("other.example.com/alice", other), "ALLOW");
 }
+
+/// An HTTP/1.1 request's Host header is its `:authority`: `-H 'Host: x'` is read by `hosts`
+/// and `request.headers[host]` as `--host x` is; the two saying different things is an
+/// error.
+#[test]
+fn the_host_header_is_the_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.yaml");
+    std::fs::write(
+        &config,
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin-host, namespace: foo}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {hosts: ["admin.example.com", "admin.example.com:*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-evil, namespace: foo}
+spec:
+  action: DENY
+  rules: [{when: [{key: "request.headers[Host]", values: ["evil*"]}]}]
+"#,
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["--config", &config, "-n", "foo"];
+        a.extend_from_slice(extra);
+        decide(&a)
+    };
+    let v = run(&["-H", "Host: admin.example.com"]);
+    assert_eq!(
+        (v["decision"].as_str(), v["policy"].as_str()),
+        (Some("DENY"), Some("foo/deny-admin-host")),
+        "{v}"
+    );
+    let v = run(&["-H", "host: evil.example.com:8080"]);
+    assert_eq!(v["policy"], "foo/deny-evil", "{v}");
+    assert_eq!(run(&["-H", "Host: ok.example.com"])["decision"], "ALLOW");
+    // the same authority both ways (names are case-insensitive): fine
+    let v = run(&[
+        "--host",
+        "Admin.example.com",
+        "-H",
+        "Host: admin.example.com",
+    ]);
+    assert_eq!(v["decision"], "DENY", "{v}");
+    // different ones: which would the request carry?
+    let out = meshctl(&[
+        "authz",
+        "--config",
+        &config,
+        "-n",
+        "foo",
+        "--host",
+        "ok.example.com",
+        "-H",
+        "Host: admin.example.com",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("differ"), "{err}");
+}
