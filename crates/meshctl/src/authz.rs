@@ -66,8 +66,8 @@ pub(crate) struct Args {
     #[arg(long)]
     source_ip: Option<IpAddr>,
     /// The original client address, for `remote.ip` and `remoteIpBlocks`; without it, the
-    /// rightmost `X-Forwarded-For` address of the `--header`s, as a sidecar takes it,
-    /// else `--source-ip`.
+    /// rightmost `X-Forwarded-For` address of the `--header`s, as a sidecar takes it (an
+    /// HTTP request's only), else `--source-ip`.
     #[arg(long)]
     remote_ip: Option<IpAddr>,
     /// The workload's address.
@@ -89,8 +89,14 @@ pub(crate) struct Args {
     /// TLS SNI.
     #[arg(long)]
     sni: Option<String>,
-    /// Request header `Name: value` (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    /// Request header `Name: value` (repeatable). Not with `--tcp`: a TCP connection has no
+    /// headers (nor an `X-Forwarded-For` for `remote.ip`).
+    #[arg(
+        long = "header",
+        short = 'H',
+        value_name = "NAME: VALUE",
+        conflicts_with = "tcp"
+    )]
     headers: Vec<String>,
     /// The request's verified JWT principal `iss/sub` (RequestAuthentication).
     #[arg(long, value_name = "ISS/SUB")]
@@ -325,8 +331,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             principal,
             source_ip: args.source_ip,
             // as a sidecar's connection manager finds it (no trusted hops): the rightmost
-            // X-Forwarded-For address, else the peer
-            remote_ip: args.remote_ip.or_else(|| rightmost_xff(&headers)),
+            // X-Forwarded-For address, else the peer; a TCP connection has no headers, the
+            // RBAC network filter sees the peer
+            remote_ip: args
+                .remote_ip
+                .or_else(|| rightmost_xff(&headers).filter(|_| !args.tcp)),
             destination_ip: args.destination_ip,
             destination_port: args.port,
             sni: args.sni.as_deref(),

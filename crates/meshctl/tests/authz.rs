@@ -864,3 +864,38 @@ spec:
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("differ"), "{err}");
 }
+
+/// A TCP connection has no HTTP headers: no `X-Forwarded-For` to take `remote.ip` from, so
+/// `--header` with `--tcp` is refused; `remoteIpBlocks` see the peer (or `--remote-ip`).
+#[test]
+fn a_tcp_connection_has_no_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = httpbin_policy(
+        &dir,
+        "rip",
+        "",
+        "[{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]",
+    );
+    let base = [
+        "authz",
+        "--config",
+        f.as_str(),
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--tcp",
+        "--source-ip",
+        "10.0.0.1",
+    ];
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["-H", "X-Forwarded-For: 203.0.113.5"]);
+    let out = meshctl(&a);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tcp") && err.contains("--header"), "{err}");
+    assert_eq!(decide(&base[1..])["decision"], "DENY");
+    let mut a = base[1..].to_vec();
+    a.extend_from_slice(&["--remote-ip", "203.0.113.5"]);
+    assert_eq!(decide(&a)["decision"], "ALLOW");
+}
