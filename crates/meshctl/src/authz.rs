@@ -291,7 +291,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
             None,
         )
     } else if let Some((e, remote)) = &rejected {
-        let policies: Vec<&str> = providers.iter().map(|p| p.policy()).collect();
+        // each RequestAuthentication once, however many of its jwtRules apply
+        let mut policies: Vec<&str> = Vec::new();
+        for p in providers.iter().map(|p| p.policy()) {
+            if !policies.contains(&p) {
+                policies.push(p);
+            }
+        }
         let mut reason = format!(
             "RequestAuthentication rejects the request's token: 401 `{e}` (jwtRules of {})",
             policies.join(", ")

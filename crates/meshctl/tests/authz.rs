@@ -899,3 +899,44 @@ fn a_tcp_connection_has_no_headers() {
     a.extend_from_slice(&["--remote-ip", "203.0.113.5"]);
     assert_eq!(decide(&a)["decision"], "ALLOW");
 }
+
+/// A rejected token's 401 names each RequestAuthentication once, however many of its
+/// jwtRules apply, in their order.
+#[test]
+fn the_401_names_each_request_authentication_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ra.yaml");
+    let rules = |name: &str, a: &str, b: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: {name}, namespace: foo}}
+spec:
+  jwtRules:
+  - {{issuer: {a}, jwks: '{{\"keys\": []}}'}}
+  - {{issuer: {b}, jwks: '{{\"keys\": []}}', fromHeaders: [{{name: x-jwt}}]}}
+"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "{}---\n{}",
+            rules("ra", "a.example.com", "b.example.com"),
+            rules("rb", "c.example.com", "d.example.com")
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let v = decide(&[
+        "--config",
+        &config,
+        "-n",
+        "foo",
+        "-H",
+        "authorization: Bearer not-a-jwt",
+    ]);
+    assert_eq!(v["status"], 401, "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("(jwtRules of foo/ra, foo/rb)"), "{reason}");
+}
