@@ -23,9 +23,12 @@
 //! A matching CUSTOM policy names the external authorizer that would be asked (`custom`:
 //! `policy`, `rule`, `provider`, `service`), which meshctl cannot call offline: the decision
 //! is `CUSTOM` (status null) when the authorizer's answer decides, with the outcome should
-//! it allow; DENY when a DENY policy (or no ALLOW policy) refuses whatever it answers; DENY
-//! with istiod's message (`custom.error`) when its provider is not defined in the
-//! `--mesh-config` (none without one), as the mesh denies what such a policy matches.
+//! it allow; DENY when a DENY policy (or no ALLOW policy) refuses whatever it answers. When
+//! the CUSTOM policies' provider cannot be used (not defined in the `--mesh-config`, none
+//! without one; several; a kind not supported), istiod (`getBadCustomDenyRules`) builds
+//! their rules as DENY rules instead of the ext_authz filter: a request they match is
+//! denied by that CUSTOM policy and rule, with istiod's message (`custom.error`); any other
+//! goes on to the DENY and ALLOW policies.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -360,44 +363,54 @@ pub(crate) fn run(args: Args) -> ExitCode {
             request_auth: jwt.as_ref(),
             filter_metadata: &[],
         };
+        // no external authorizer: a matching CUSTOM policy denies, the rest goes on to the
+        // DENY and ALLOW policies
         let mut d = authz.evaluate(&req);
-        // istiod replaces the CUSTOM filter with a deny-all when the workload's CUSTOM
-        // policies (dry-run ones included) name no usable provider
         let used = authz.custom_providers();
-        let bad_custom = (!used.is_empty())
-            .then(|| {
-                mesh_core::meshconfig::resolve_ext_authz(&snap.options().extension_providers, &used)
-                    .err()
-            })
-            .flatten();
-        if let Some(e) = bad_custom {
-            let hint = if args.mesh_config.is_some() {
-                ""
-            } else {
-                " (no --mesh-config: no provider is defined)"
-            };
-            d = mesh_core::authz::AuthzDecision {
-                allowed: false,
-                policy: Some("default-deny-all-due-to-bad-CUSTOM-action".into()),
-                rule: None,
-                reason: AuthzReason::CustomDenied,
-                audit: None,
-                dry_run: None,
-            };
-            custom = json!({
-                "provider": used[0],
-                "error": e,
-                "reason": format!("the workload's CUSTOM policies name no usable provider: {e}{hint}; istiod then denies every request to the workload:"),
-            });
-        } else if let Some(m) = authz.custom_match(&req) {
-            let (c, after, asks) =
-                explain_custom(&snap, &authz, &req, m, args.mesh_config.is_some());
-            custom_decides = asks && after.allowed;
-            if after.allowed || after.reason != AuthzReason::CustomDenied {
-                // the authorizer allowing, DENY and ALLOW policies decide the rest
-                d = after;
+        let resolved = (!used.is_empty()).then(|| {
+            mesh_core::meshconfig::resolve_ext_authz(&snap.options().extension_providers, &used)
+        });
+        match (resolved, authz.custom_match(&req)) {
+            // istiod (builder.go, "failed to process CUSTOM action, will generate deny
+            // configs for the specified rules"): when the workload's CUSTOM policies (dry-run
+            // ones included) name no usable provider, their rules become an RBAC DENY filter
+            // in the ext_authz filter's place, ahead of the DENY and ALLOW policies: what
+            // they match is denied, naming the CUSTOM policy and rule (as `evaluate` decides
+            // without an authorizer); the rest is decided as usual
+            (Some(Err(e)), m) => {
+                let hint = if args.mesh_config.is_some() {
+                    ""
+                } else {
+                    " (no --mesh-config: no provider is defined)"
+                };
+                let why = match &m {
+                    Some(m) => format!(
+                        "CUSTOM policy {} rule {} matches and its provider cannot be used: {e}{hint}; istiod turns the CUSTOM policies' rules into DENY rules:",
+                        m.policy, m.rule
+                    ),
+                    None => format!(
+                        "the workload's CUSTOM policies name no usable provider: {e}{hint}; istiod turns their rules into DENY rules, which this request does not match, so the other policies decide:"
+                    ),
+                };
+                custom = json!({
+                    "policy": m.as_ref().map(|m| &**m.policy),
+                    "rule": m.as_ref().map(|m| m.rule),
+                    "provider": m.as_ref().map_or(used[0], |m| m.provider),
+                    "error": e,
+                    "reason": why,
+                });
             }
-            custom = c;
+            (Some(Ok(h)), Some(m)) => {
+                let (c, after, asks) = explain_custom(&authz, &req, m, h);
+                custom_decides = asks && after.allowed;
+                if after.allowed || after.reason != AuthzReason::CustomDenied {
+                    // the authorizer allowing, DENY and ALLOW policies decide the rest
+                    d = after;
+                }
+                custom = c;
+            }
+            // no CUSTOM policy, or none matching: the authorizer is not asked
+            (_, _) => {}
         }
         let mut reason = d.reason.to_string();
         if let Some(why) = custom.as_object_mut().and_then(|c| c.remove("reason")) {
@@ -484,7 +497,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
                         "CUSTOM: the external authorizer {p} ({svc}) is not asked: HTTP providers do not apply to TCP"
                     ),
                     Some(svc) => println!("CUSTOM: the external authorizer {p} ({svc}) is asked first"),
-                    None => println!("CUSTOM: provider {p} cannot be used: {}", custom["error"].as_str().unwrap_or("")),
+                    None => println!(
+                        "CUSTOM: provider {p} cannot be used: {}; the CUSTOM policies' rules deny what they match",
+                        custom["error"].as_str().unwrap_or("")
+                    ),
                 }
             }
             if let Some(a) = authn.as_object() {
@@ -537,48 +553,31 @@ pub(crate) fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A matching CUSTOM policy: the provider that would be asked (`provider`, `service`), or
-/// why it cannot be (`error`: istiod's message; what the policy matches is then denied),
-/// and the decision should the authorizer allow (DENY and ALLOW policies still apply).
+/// A matching CUSTOM policy whose provider `h` is usable: the provider that would be asked
+/// (`provider`, `service`), and the decision should the authorizer allow (DENY and ALLOW
+/// policies still apply); whether it is asked (an HTTP provider is not, on TCP).
 fn explain_custom(
-    snap: &mesh_core::snapshot::Snapshot,
     authz: &mesh_core::authz::WorkloadAuthz,
     req: &AuthzRequest<'_>,
     m: mesh_core::authz::CustomMatch<'_>,
-    has_mesh_config: bool,
+    h: mesh_core::meshconfig::ExtAuthzRef<'_>,
 ) -> (serde_json::Value, mesh_core::authz::AuthzDecision, bool) {
     let at = format!("CUSTOM policy {} rule {} matches", m.policy, m.rule);
-    let providers = &snap.options().extension_providers;
-    match mesh_core::meshconfig::resolve_ext_authz(providers, &authz.custom_providers()) {
-        Err(e) => {
-            let hint = if has_mesh_config {
-                ""
-            } else {
-                " (no --mesh-config: no provider is defined)"
-            };
-            let c = json!({
-                "policy": &**m.policy,
-                "rule": m.rule,
-                "provider": m.provider,
-                "error": e,
-                "reason": format!("{at} and its provider cannot be used: {e}{hint}; what it matches is denied:"),
-            });
-            (c, authz.evaluate(req), false)
-        }
-        Ok(h @ mesh_core::meshconfig::ExtAuthzRef::Http(_)) if req.http.is_none() => {
+    let service = format!("{} {}:{}", h.kind(), h.host(), h.port());
+    match h {
+        mesh_core::meshconfig::ExtAuthzRef::Http(_) if req.http.is_none() => {
             // istiod: "ignored CUSTOM action with HTTP provider on TCP filter chain"
             let c = json!({
                 "policy": &**m.policy,
                 "rule": m.rule,
                 "provider": m.provider,
-                "service": format!("{} {}:{}", h.kind(), h.host(), h.port()),
+                "service": service,
                 "reason": format!("{at}, but its provider {} is envoyExtAuthzHttp, which istiod does not apply to TCP connections:", m.provider),
                 "ignored": true,
             });
             (c, authz.evaluate_with(req, &|_, _| true), false)
         }
-        Ok(h) => {
-            let service = format!("{} {}:{}", h.kind(), h.host(), h.port());
+        _ => {
             let after = authz.evaluate_with(req, &|_, _| true);
             let why = if after.allowed {
                 format!(
