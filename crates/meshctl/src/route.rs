@@ -245,11 +245,15 @@ struct Scope<'a> {
     not_imported: Option<&'a str>,
 }
 
+/// The decision as JSON. `client_ns` and `client_labels` (`--source-labels`) are the
+/// client's: the DestinationRule that applies is the one its proxy gets (istiod's
+/// `SidecarScope.DestinationRule`: a rule whose `workloadSelector` matches it first).
 fn to_json(
     d: &RouteDecision<'_>,
     r: &Request<'_>,
     snap: &Snapshot,
     client_ns: &str,
+    client_labels: &Labels,
     scope: &Scope<'_>,
 ) -> Value {
     let act = d.action();
@@ -302,7 +306,13 @@ fn to_json(
                 })
                 .flatten()
                 .filter(|s| *s.hostname == *ep.host);
-            let policy = snap.traffic_policy(&ep.host, ep.subset.as_deref(), port, client_ns);
+            let policy = snap.traffic_policy_for(
+                &ep.host,
+                ep.subset.as_deref(),
+                port,
+                client_ns,
+                Some(client_labels),
+            );
             let found = svc.is_some_and(|s| {
                 (s.ports.is_empty() || s.port(port).is_some()) && policy.subset_found
             });
@@ -332,7 +342,13 @@ fn to_json(
             } else {
                 snap.destination_port(w, client_ns, r.port)
             };
-            let p = snap.traffic_policy(&w.host, w.subset.as_deref(), port, client_ns);
+            let p = snap.traffic_policy_for(
+                &w.host,
+                w.subset.as_deref(),
+                port,
+                client_ns,
+                Some(client_labels),
+            );
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
             v["subset_defined"] = json!(p.subset_found);
             v["target_port"] = json!(port);
@@ -910,7 +926,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         query: uri.query(),
         headers: &headers,
     };
-    let mut v = to_json(&d, &req, &snap, &args.namespace, &scope);
+    let mut v = to_json(&d, &req, &snap, &args.namespace, &labels, &scope);
     v["cors"] = cors_json(&d, &args.method, &headers);
     if let Some(a) = attrs.request_auth {
         v["claims"] = a.claims.clone();
@@ -1090,7 +1106,15 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         .map(|w| {
             let mut v = dest_json(w);
             let target_port = snap.destination_port(w, ns, port);
-            let p = snap.traffic_policy(&w.host, w.subset.as_deref(), target_port, ns);
+            // (the DestinationRule the client's proxy gets: `--source-labels` for a
+            // `workloadSelector`)
+            let p = snap.traffic_policy_for(
+                &w.host,
+                w.subset.as_deref(),
+                target_port,
+                ns,
+                Some(&labels),
+            );
             let found = snap.registry().service(&w.host, ns);
             let known = found.is_some();
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));

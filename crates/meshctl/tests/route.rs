@@ -1132,3 +1132,75 @@ spec:
     let v = at("tls://x.org:9443", &[]);
     assert_eq!(v["virtual_service"], "default/any", "{v}");
 }
+
+/// The DestinationRule that applies is the one the client's proxy gets (istiod's
+/// `SidecarScope.DestinationRule`): a rule whose `workloadSelector` matches the client
+/// (`--source-labels`) before the one without, for HTTP and TCP alike.
+#[test]
+fn a_destination_rule_for_the_client_s_labels_applies_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "ws.yaml",
+        "apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}, {name: tcp-db, port: 5432}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-canary, namespace: bookinfo}
+spec:
+  host: ratings
+  workloadSelector: {matchLabels: {track: canary}}
+  subsets: [{name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings, subset: v2}}]}]
+  tcp: [{route: [{destination: {host: ratings, subset: v2, port: {number: 5432}}}]}]
+",
+    );
+    let f = f.to_str().unwrap();
+    let run = |url: &str, labels: Option<&str>| {
+        let mut a = vec![url, "-f", f, "-n", "bookinfo"];
+        if let Some(l) = labels {
+            a.extend_from_slice(&["--source-labels", l]);
+        }
+        let v = json(&a);
+        let d = &v["destinations"][0];
+        (
+            d["destination_rule"].as_str().unwrap_or("").to_owned(),
+            d["subset_defined"].as_bool().unwrap(),
+        )
+    };
+    for url in ["http://ratings:9080/", "tcp://ratings:5432"] {
+        assert_eq!(
+            run(url, Some("track=canary,app=productpage")),
+            ("bookinfo/ratings-canary".to_owned(), true),
+            "{url}"
+        );
+        assert_eq!(
+            run(url, Some("track=stable")),
+            ("bookinfo/ratings".to_owned(), false),
+            "{url}"
+        );
+        assert_eq!(
+            run(url, None),
+            ("bookinfo/ratings".to_owned(), false),
+            "{url}"
+        );
+    }
+}
