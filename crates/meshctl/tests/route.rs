@@ -1204,3 +1204,124 @@ spec:
         );
     }
 }
+
+/// A destination's own header operations are shown with it (JSON and text): a lone
+/// destination's apply after the route's, and its `host`/`:authority` becomes the route's
+/// authority rewrite when the route has none (istiod's processDestination); a weighted
+/// destination's belong to its entry (processWeightedDestination).
+#[test]
+fn destination_header_operations_and_the_authority_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "vs.yaml",
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /h}}]
+    headers:
+      request: {set: {x-a: r}, add: {x-b: r}, remove: [x-c]}
+      response: {set: {x-d: r}}
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers:
+        request: {set: {x-a: d}}
+        response: {remove: [server]}
+  - match: [{uri: {prefix: /a}}]
+    headers: {request: {set: {host: route.example}}}
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers: {request: {set: {host: dest.example}}}
+  - match: [{uri: {prefix: /b}}]
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers: {request: {set: {":authority": dest.example}}}
+  - match: [{uri: {prefix: /c}}]
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+      headers: {request: {set: {host: v1.example, x-v: "1"}}}
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+"#,
+    );
+    let f = f.to_str().unwrap();
+    let route = |path: &str| json(&[&format!("http://reviews:9080{path}"), "-f", f]);
+    let text = |path: &str| {
+        let out = meshctl(&["route", &format!("http://reviews:9080{path}"), "-f", f]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let v = route("/h");
+    let d = &v["destinations"][0];
+    assert_eq!(
+        d["headers"]["request"]["set"],
+        serde_json::json!({"x-a": "d"})
+    );
+    assert_eq!(
+        d["headers"]["response"]["remove"],
+        serde_json::json!(["server"])
+    );
+    assert_eq!(
+        v["headers"]["request"]["set"],
+        serde_json::json!({"x-a": "r"})
+    );
+    assert_eq!(d["authority"], Value::Null);
+    assert_eq!(v["rewrite"], Value::Null);
+    let t = text("/h");
+    assert!(
+        t.contains("   request headers (after the route's): set x-a: d\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("   response headers (after the route's): remove server\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("request headers: remove x-c; set x-a: r; add x-b: r\n"),
+        "{t}"
+    );
+    assert!(t.contains("response headers: set x-d: r\n"), "{t}");
+
+    // the route's own host rewrite comes first
+    let v = route("/a");
+    assert_eq!(v["rewrite"]["authority"], "route.example");
+    assert_eq!(v["destinations"][0]["authority"], "route.example");
+    // a lone destination's host is the route's rewrite
+    let v = route("/b");
+    assert_eq!(v["rewrite"]["authority"], "dest.example", "{v}");
+    assert_eq!(v["destinations"][0]["authority"], "dest.example");
+    assert!(
+        text("/b").contains("rewrite authority to dest.example\n"),
+        "{}",
+        text("/b")
+    );
+    // a weighted destination's is its own
+    let v = route("/c");
+    assert_eq!(v["rewrite"], Value::Null, "{v}");
+    assert_eq!(v["destinations"][0]["authority"], "v1.example");
+    assert_eq!(v["destinations"][1]["authority"], Value::Null);
+    assert_eq!(v["destinations"][1]["headers"], Value::Null);
+    let t = text("/c");
+    assert!(
+        t.contains("   request headers (this destination's): set x-v: 1\n   authority rewritten to v1.example\n"),
+        "{t}"
+    );
+}
