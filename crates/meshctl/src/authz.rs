@@ -15,20 +15,27 @@
 //! fetched offline: such a token is rejected as the server does before its keys arrive, and
 //! `--request-principal`/`--claims` give the verified identity instead). A rejected token is
 //! a DENY with Envoy's 401 message; a verified one supplies `requestPrincipals` and
-//! `request.auth.*`.
+//! `request.auth.*`. The `request.headers[...]` policies read are the headers after Envoy's
+//! jwt_authn: those the rules' `outputClaimToHeaders` and `outputPayloadToHeader` name are
+//! removed from the request as sent, then written from the verified token (or the
+//! `--claims`), and the token's own header is removed unless `forwardOriginalToken`.
 //!
 //! A matching CUSTOM policy names the external authorizer that would be asked (`custom`:
 //! `policy`, `rule`, `provider`, `service`), which meshctl cannot call offline: the decision
 //! is `CUSTOM` (status null) when the authorizer's answer decides, with the outcome should
-//! it allow; DENY when a DENY policy (or no ALLOW policy) refuses whatever it answers; DENY
-//! with istiod's message (`custom.error`) when its provider is not defined in the
-//! `--mesh-config` (none without one), as the mesh denies what such a policy matches.
+//! it allow; DENY when a DENY policy (or no ALLOW policy) refuses whatever it answers. When
+//! the CUSTOM policies' provider cannot be used (not defined in the `--mesh-config`, none
+//! without one; several; a kind not supported), istiod (`getBadCustomDenyRules`) builds
+//! their rules as DENY rules instead of the ext_authz filter: a request they match is
+//! denied by that CUSTOM policy and rule, with istiod's message (`custom.error`); any other
+//! goes on to the DENY and ALLOW policies.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use mesh_core::authn::{authenticate, JwtError};
+use mesh_core::authn::{authenticate, Authenticated, JwtError, JwtProvider, TokenLocation};
 use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth};
 use mesh_core::model::MtlsMode;
 use serde_json::json;
@@ -62,8 +69,8 @@ pub(crate) struct Args {
     #[arg(long)]
     source_ip: Option<IpAddr>,
     /// The original client address, for `remote.ip` and `remoteIpBlocks`; without it, the
-    /// rightmost `X-Forwarded-For` address of the `--header`s, as a sidecar takes it,
-    /// else `--source-ip`.
+    /// rightmost `X-Forwarded-For` address of the `--header`s, as a sidecar takes it (an
+    /// HTTP request's only), else `--source-ip`.
     #[arg(long)]
     remote_ip: Option<IpAddr>,
     /// The workload's address.
@@ -75,7 +82,8 @@ pub(crate) struct Args {
     /// Request path.
     #[arg(long, default_value = "/")]
     path: String,
-    /// Host / `:authority`.
+    /// Host / `:authority`; without it, the `Host` header of the `--header`s (an HTTP/1.1
+    /// request's Host is its `:authority`).
     #[arg(long)]
     host: Option<String>,
     /// The workload port called.
@@ -84,13 +92,21 @@ pub(crate) struct Args {
     /// TLS SNI.
     #[arg(long)]
     sni: Option<String>,
-    /// Request header `Name: value` (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    /// Request header `Name: value` (repeatable). Not with `--tcp`: a TCP connection has no
+    /// headers (nor an `X-Forwarded-For` for `remote.ip`).
+    #[arg(
+        long = "header",
+        short = 'H',
+        value_name = "NAME: VALUE",
+        conflicts_with = "tcp"
+    )]
     headers: Vec<String>,
     /// The request's verified JWT principal `iss/sub` (RequestAuthentication).
     #[arg(long, value_name = "ISS/SUB")]
     request_principal: Option<String>,
-    /// The verified JWT's claims as a JSON object (`{"groups": ["g1"]}`).
+    /// The verified JWT's claims as a JSON object (`{"groups": ["g1"]}`), read as the
+    /// workload's jwtRule of their issuer (`iss`, else the principal's) would: its
+    /// `spaceDelimitedClaims`, its output headers.
     #[arg(long, value_name = "JSON", requires = "request_principal")]
     claims: Option<String>,
     /// Authorize a TCP connection instead of an HTTP request.
@@ -109,7 +125,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let (labels, headers) = match (
+    let (labels, mut headers) = match (
         parse_labels(args.labels.as_deref()),
         parse_headers(&args.headers),
     ) {
@@ -118,6 +134,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
+    };
+    // an HTTP/1.1 request's Host header is the `:authority` that `hosts` and
+    // `request.headers[host]` read: `-H 'Host: x'` says the same as `--host x`
+    let host_header = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let host = match (&args.host, host_header) {
+        (Some(h), Some(v)) if !h.eq_ignore_ascii_case(&v) => {
+            eprintln!(
+                "error: --host {h:?} and the Host header {v:?} differ: an HTTP/1.1 request's Host header is its `:authority`; give one of them"
+            );
+            return ExitCode::from(2);
+        }
+        (Some(h), _) => h.clone(),
+        (None, v) => v.unwrap_or_default(),
     };
     let claims: serde_json::Value = match args.claims.as_deref().map(serde_json::from_str) {
         None => serde_json::Value::Object(Default::default()),
@@ -139,11 +171,30 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let providers = snap.jwt_providers(&args.namespace, &labels);
     let mut authn = serde_json::Value::Null;
     let mut rejected: Option<(JwtError, Option<String>)> = None;
+    // Envoy's jwt_authn filter runs before RBAC: it first removes whatever the request
+    // brings in the headers its rules write (`outputClaimToHeaders`,
+    // `outputPayloadToHeader`), so a caller cannot forge them
+    if !args.tcp {
+        sanitize_jwt_outputs(&mut headers, &providers);
+    }
     let jwt = match &args.request_principal {
-        Some(p) => Some(RequestAuth {
-            principal: p.clone(),
-            ..RequestAuth::from_claims(claims.clone())
-        }),
+        Some(p) => {
+            let mut auth = RequestAuth {
+                principal: p.clone(),
+                ..RequestAuth::from_claims(claims.clone())
+            };
+            // the rule of the token's issuer is the one that would have verified it: its
+            // `spaceDelimitedClaims` split the claims for `request.auth.claims[..]`, and it
+            // writes its headers as for a real token
+            if let Some(rule) = rule_of_issuer(&providers, &auth) {
+                let split = rule.space_delimited_claims();
+                auth.space_delimited_claims = (!split.is_empty()).then(|| split.into());
+                if !args.tcp {
+                    given_jwt_outputs(&mut headers, rule, &claims);
+                }
+            }
+            Some(auth)
+        }
         None if providers.is_empty() || args.tcp => None,
         None => {
             let query = args.path.split_once('?').map(|(_, q)| q);
@@ -162,6 +213,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
                         "issuer": a.provider.issuer(),
                         "principal": a.auth.principal,
                     });
+                    // what RBAC then sees: the claim and payload headers written, the
+                    // token's header gone unless `forwardOriginalToken`
+                    jwt_outputs(&mut headers, &a);
                     Some(a.auth)
                 }
                 Err(e) => {
@@ -240,7 +294,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
             None,
         )
     } else if let Some((e, remote)) = &rejected {
-        let policies: Vec<&str> = providers.iter().map(|p| p.policy()).collect();
+        // each RequestAuthentication once, however many of its jwtRules apply
+        let mut policies: Vec<&str> = Vec::new();
+        for p in providers.iter().map(|p| p.policy()) {
+            if !policies.contains(&p) {
+                policies.push(p);
+            }
+        }
         let mut reason = format!(
             "RequestAuthentication rejects the request's token: 401 `{e}` (jwtRules of {})",
             policies.join(", ")
@@ -269,7 +329,6 @@ pub(crate) fn run(args: Args) -> ExitCode {
         } else {
             principal
         };
-        let host = args.host.clone().unwrap_or_default();
         let path = path.as_deref().unwrap_or(&args.path);
         let http = (!args.tcp).then(|| HttpAuthzAttrs {
             method: &args.method,
@@ -281,8 +340,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             principal,
             source_ip: args.source_ip,
             // as a sidecar's connection manager finds it (no trusted hops): the rightmost
-            // X-Forwarded-For address, else the peer
-            remote_ip: args.remote_ip.or_else(|| rightmost_xff(&headers)),
+            // X-Forwarded-For address, else the peer; a TCP connection has no headers, the
+            // RBAC network filter sees the peer
+            remote_ip: args
+                .remote_ip
+                .or_else(|| rightmost_xff(&headers).filter(|_| !args.tcp)),
             destination_ip: args.destination_ip,
             destination_port: args.port,
             sni: args.sni.as_deref(),
@@ -301,44 +363,54 @@ pub(crate) fn run(args: Args) -> ExitCode {
             request_auth: jwt.as_ref(),
             filter_metadata: &[],
         };
+        // no external authorizer: a matching CUSTOM policy denies, the rest goes on to the
+        // DENY and ALLOW policies
         let mut d = authz.evaluate(&req);
-        // istiod replaces the CUSTOM filter with a deny-all when the workload's CUSTOM
-        // policies (dry-run ones included) name no usable provider
         let used = authz.custom_providers();
-        let bad_custom = (!used.is_empty())
-            .then(|| {
-                mesh_core::meshconfig::resolve_ext_authz(&snap.options().extension_providers, &used)
-                    .err()
-            })
-            .flatten();
-        if let Some(e) = bad_custom {
-            let hint = if args.mesh_config.is_some() {
-                ""
-            } else {
-                " (no --mesh-config: no provider is defined)"
-            };
-            d = mesh_core::authz::AuthzDecision {
-                allowed: false,
-                policy: Some("default-deny-all-due-to-bad-CUSTOM-action".into()),
-                rule: None,
-                reason: AuthzReason::CustomDenied,
-                audit: None,
-                dry_run: None,
-            };
-            custom = json!({
-                "provider": used[0],
-                "error": e,
-                "reason": format!("the workload's CUSTOM policies name no usable provider: {e}{hint}; istiod then denies every request to the workload:"),
-            });
-        } else if let Some(m) = authz.custom_match(&req) {
-            let (c, after, asks) =
-                explain_custom(&snap, &authz, &req, m, args.mesh_config.is_some());
-            custom_decides = asks && after.allowed;
-            if after.allowed || after.reason != AuthzReason::CustomDenied {
-                // the authorizer allowing, DENY and ALLOW policies decide the rest
-                d = after;
+        let resolved = (!used.is_empty()).then(|| {
+            mesh_core::meshconfig::resolve_ext_authz(&snap.options().extension_providers, &used)
+        });
+        match (resolved, authz.custom_match(&req)) {
+            // istiod (builder.go, "failed to process CUSTOM action, will generate deny
+            // configs for the specified rules"): when the workload's CUSTOM policies (dry-run
+            // ones included) name no usable provider, their rules become an RBAC DENY filter
+            // in the ext_authz filter's place, ahead of the DENY and ALLOW policies: what
+            // they match is denied, naming the CUSTOM policy and rule (as `evaluate` decides
+            // without an authorizer); the rest is decided as usual
+            (Some(Err(e)), m) => {
+                let hint = if args.mesh_config.is_some() {
+                    ""
+                } else {
+                    " (no --mesh-config: no provider is defined)"
+                };
+                let why = match &m {
+                    Some(m) => format!(
+                        "CUSTOM policy {} rule {} matches and its provider cannot be used: {e}{hint}; istiod turns the CUSTOM policies' rules into DENY rules:",
+                        m.policy, m.rule
+                    ),
+                    None => format!(
+                        "the workload's CUSTOM policies name no usable provider: {e}{hint}; istiod turns their rules into DENY rules, which this request does not match, so the other policies decide:"
+                    ),
+                };
+                custom = json!({
+                    "policy": m.as_ref().map(|m| &**m.policy),
+                    "rule": m.as_ref().map(|m| m.rule),
+                    "provider": m.as_ref().map_or(used[0], |m| m.provider),
+                    "error": e,
+                    "reason": why,
+                });
             }
-            custom = c;
+            (Some(Ok(h)), Some(m)) => {
+                let (c, after, asks) = explain_custom(&authz, &req, m, h);
+                custom_decides = asks && after.allowed;
+                if after.allowed || after.reason != AuthzReason::CustomDenied {
+                    // the authorizer allowing, DENY and ALLOW policies decide the rest
+                    d = after;
+                }
+                custom = c;
+            }
+            // no CUSTOM policy, or none matching: the authorizer is not asked
+            (_, _) => {}
         }
         let mut reason = d.reason.to_string();
         if let Some(why) = custom.as_object_mut().and_then(|c| c.remove("reason")) {
@@ -425,7 +497,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
                         "CUSTOM: the external authorizer {p} ({svc}) is not asked: HTTP providers do not apply to TCP"
                     ),
                     Some(svc) => println!("CUSTOM: the external authorizer {p} ({svc}) is asked first"),
-                    None => println!("CUSTOM: provider {p} cannot be used: {}", custom["error"].as_str().unwrap_or("")),
+                    None => println!(
+                        "CUSTOM: provider {p} cannot be used: {}; the CUSTOM policies' rules deny what they match",
+                        custom["error"].as_str().unwrap_or("")
+                    ),
                 }
             }
             if let Some(a) = authn.as_object() {
@@ -478,48 +553,31 @@ pub(crate) fn run(args: Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A matching CUSTOM policy: the provider that would be asked (`provider`, `service`), or
-/// why it cannot be (`error`: istiod's message; what the policy matches is then denied),
-/// and the decision should the authorizer allow (DENY and ALLOW policies still apply).
+/// A matching CUSTOM policy whose provider `h` is usable: the provider that would be asked
+/// (`provider`, `service`), and the decision should the authorizer allow (DENY and ALLOW
+/// policies still apply); whether it is asked (an HTTP provider is not, on TCP).
 fn explain_custom(
-    snap: &mesh_core::snapshot::Snapshot,
     authz: &mesh_core::authz::WorkloadAuthz,
     req: &AuthzRequest<'_>,
     m: mesh_core::authz::CustomMatch<'_>,
-    has_mesh_config: bool,
+    h: mesh_core::meshconfig::ExtAuthzRef<'_>,
 ) -> (serde_json::Value, mesh_core::authz::AuthzDecision, bool) {
     let at = format!("CUSTOM policy {} rule {} matches", m.policy, m.rule);
-    let providers = &snap.options().extension_providers;
-    match mesh_core::meshconfig::resolve_ext_authz(providers, &authz.custom_providers()) {
-        Err(e) => {
-            let hint = if has_mesh_config {
-                ""
-            } else {
-                " (no --mesh-config: no provider is defined)"
-            };
-            let c = json!({
-                "policy": &**m.policy,
-                "rule": m.rule,
-                "provider": m.provider,
-                "error": e,
-                "reason": format!("{at} and its provider cannot be used: {e}{hint}; what it matches is denied:"),
-            });
-            (c, authz.evaluate(req), false)
-        }
-        Ok(h @ mesh_core::meshconfig::ExtAuthzRef::Http(_)) if req.http.is_none() => {
+    let service = format!("{} {}:{}", h.kind(), h.host(), h.port());
+    match h {
+        mesh_core::meshconfig::ExtAuthzRef::Http(_) if req.http.is_none() => {
             // istiod: "ignored CUSTOM action with HTTP provider on TCP filter chain"
             let c = json!({
                 "policy": &**m.policy,
                 "rule": m.rule,
                 "provider": m.provider,
-                "service": format!("{} {}:{}", h.kind(), h.host(), h.port()),
+                "service": service,
                 "reason": format!("{at}, but its provider {} is envoyExtAuthzHttp, which istiod does not apply to TCP connections:", m.provider),
                 "ignored": true,
             });
             (c, authz.evaluate_with(req, &|_, _| true), false)
         }
-        Ok(h) => {
-            let service = format!("{} {}:{}", h.kind(), h.host(), h.port());
+        _ => {
             let after = authz.evaluate_with(req, &|_, _| true);
             let why = if after.allowed {
                 format!(
@@ -557,4 +615,161 @@ fn rightmost_xff(headers: &http::HeaderMap) -> Option<IpAddr> {
         .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
         .next()
         .and_then(|e| e.trim().parse().ok())
+}
+
+/// Envoy's jwt_authn sanitizing, before any token is looked at: every header a rule of the
+/// workload's RequestAuthentications writes (`outputPayloadToHeader`,
+/// `outputClaimToHeaders[].header`) is removed from the request as it came, whether or not
+/// it carries a token (as the runtime's `Authorization` layer does).
+fn sanitize_jwt_outputs(headers: &mut http::HeaderMap, providers: &[Arc<JwtProvider>]) {
+    for p in providers {
+        let names = p
+            .output_payload_to_header()
+            .into_iter()
+            .chain(p.output_claim_to_headers().iter().map(|(h, _)| h.as_str()));
+        for h in names {
+            if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// What the verified tokens leave in the request, as Envoy's `handleGoodJwt` does for each
+/// (and the runtime): the payload and the claims appended to the headers the rule names,
+/// then the token removed from its header unless `forwardOriginalToken` (query parameters
+/// and cookies are left as they are). RBAC, after jwt_authn, reads these headers.
+fn jwt_outputs(headers: &mut http::HeaderMap, a: &Authenticated) {
+    for t in &a.tokens {
+        let p = &t.provider;
+        if let Some(h) = p.output_payload_to_header() {
+            let payload = t.token.token.split('.').nth(1).unwrap_or("");
+            if let (Ok(name), Ok(v)) = (
+                http::HeaderName::from_bytes(h.as_bytes()),
+                http::HeaderValue::from_str(payload),
+            ) {
+                headers.append(name, v);
+            }
+        }
+        for (header, claim) in p.output_claim_to_headers() {
+            let Some(value) = claim_header_value(&t.claims, claim) else {
+                continue;
+            };
+            if let (Ok(name), Ok(v)) = (
+                http::HeaderName::from_bytes(header.as_bytes()),
+                http::HeaderValue::from_bytes(value.as_bytes()),
+            ) {
+                headers.append(name, v);
+            }
+        }
+        if !p.forward_original_token() {
+            if let TokenLocation::Header { name, .. } = &t.token.location {
+                headers.remove(name.as_str());
+            }
+        }
+    }
+}
+
+/// The workload's jwtRule for the issuer of a given identity (`--request-principal`,
+/// `--claims`): its `iss` claim, else the principal's `iss` half.
+fn rule_of_issuer<'p>(
+    providers: &'p [Arc<JwtProvider>],
+    auth: &RequestAuth,
+) -> Option<&'p JwtProvider> {
+    let iss = auth.iss_sub().0?;
+    providers.iter().map(|p| &**p).find(|p| p.issuer() == iss)
+}
+
+/// [`jwt_outputs`] for an identity given with `--request-principal` and `--claims` rather
+/// than a token: the claim headers of the issuer's rule, and its payload header as the
+/// base64url of the claims' JSON (a real token's payload segment says the same claims).
+fn given_jwt_outputs(
+    headers: &mut http::HeaderMap,
+    rule: &JwtProvider,
+    claims: &serde_json::Value,
+) {
+    if let Some(h) = rule.output_payload_to_header() {
+        let payload = base64_url(serde_json::to_string(claims).unwrap_or_default().as_bytes());
+        if let (Ok(name), Ok(v)) = (
+            http::HeaderName::from_bytes(h.as_bytes()),
+            http::HeaderValue::from_str(&payload),
+        ) {
+            headers.append(name, v);
+        }
+    }
+    for (header, claim) in rule.output_claim_to_headers() {
+        let Some(value) = claim_header_value(claims, claim) else {
+            continue;
+        };
+        if let (Ok(name), Ok(v)) = (
+            http::HeaderName::from_bytes(header.as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(name, v);
+        }
+    }
+}
+
+/// A claim as Envoy's `addJWTClaimToHeader` writes it: `claim` is a `.`-separated path into
+/// the payload; a string as it is, a number by `convertClaimDoubleToString` (a whole
+/// non-negative number below 2^64 as an integer, else C++'s `std::to_string`, `%f`), a
+/// boolean `true`/`false`, a list or object the base64 of its JSON; an empty result or
+/// `null` adds nothing.
+fn claim_header_value(claims: &serde_json::Value, claim: &str) -> Option<String> {
+    let mut v = claims;
+    for k in claim.split('.') {
+        v = v.as_object()?.get(k)?;
+    }
+    let s = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => {
+            let d = n.as_f64()?;
+            if (0.0..18_446_744_073_709_551_616.0).contains(&d) && d.fract() == 0.0 {
+                (d as u64).to_string()
+            } else {
+                format!("{d:.6}")
+            }
+        }
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+            base64_std(serde_json::to_string(v).ok()?.as_bytes())
+        }
+        serde_json::Value::Null => return None,
+    };
+    (!s.is_empty()).then_some(s)
+}
+
+/// Standard base64 with padding (Envoy's `Base64::encode`).
+fn base64_std(data: &[u8]) -> String {
+    base64_with(
+        data,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
+        true,
+    )
+}
+
+/// URL-safe base64 without padding, as a JWT's segments are written.
+fn base64_url(data: &[u8]) -> String {
+    base64_with(
+        data,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
+        false,
+    )
+}
+
+fn base64_with(data: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else if pad {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -4,8 +4,13 @@
 //!
 //! With `--output json` exactly one JSON object is printed on stdout:
 //! `{"host", "virtual_service", "route", "status", "destinations": [{"host", "subset",
-//! "port", "weight"}], ...}` plus the actions (`rewrite`, `redirect`, `direct_response`,
-//! `timeout`, `retries`, `fault`, `mirrors`, `headers`). `timeout` (and the retries'
+//! "port", "weight", "headers", "authority"}], ...}` plus the actions (`rewrite`,
+//! `redirect`, `direct_response`, `timeout`, `retries`, `fault`, `mirrors`, `headers`). A
+//! destination's `headers` are its own operations (a lone destination's apply after the
+//! route's `headers`); its `authority` is the Host its requests carry when the route
+//! changes it: `rewrite.authority`, else a `host` the route's header operations set, else
+//! one the destination's set (for a lone destination that is the route's `rewrite`, as
+//! istiod builds it). `timeout` (and the retries'
 //! `per_try_timeout`) is this request's, as Envoy's router works it out: a gRPC request's
 //! `grpc-timeout` within the route's; `route_timeout` is the route's own. Mesh traffic is routed as the
 //! client workload (`--namespace`, `--source-labels`) sees it through its `Sidecar`:
@@ -194,13 +199,35 @@ pub(crate) fn parse_headers(hs: &[String]) -> Result<http::HeaderMap, String> {
     Ok(out)
 }
 
+/// A destination: its host, subset, port and weight, and its own header operations
+/// (`headers`: `request` and `response` `set`/`add`/`remove`, null without any).
 fn dest_json(d: &WeightedDestination) -> Value {
     json!({
         "host": &*d.host,
         "subset": d.subset.as_deref(),
         "port": d.port,
         "weight": d.weight,
+        "headers": d.headers.as_deref().map_or(Value::Null, header_ops_json),
     })
+}
+
+/// Request and response header operations; null when there are none.
+fn header_ops_json(h: &mesh_core::route::HeaderOps) -> Value {
+    if h.request.is_empty() && h.response.is_empty() {
+        return Value::Null;
+    }
+    json!({"request": ops_json(&h.request), "response": ops_json(&h.response)})
+}
+
+/// The `host` (or `:authority`) a header operation list sets: istiod makes it a host
+/// rewrite (`TranslateHeadersOperations`' authority), never a second Host header.
+fn host_op(o: &HeaderOpList) -> Option<&str> {
+    o.set
+        .iter()
+        .chain(o.add.iter())
+        .rev()
+        .find(|(n, _)| *n == http::header::HOST)
+        .and_then(|(_, v)| v.to_str().ok())
 }
 
 fn ops_json(o: &HeaderOpList) -> Value {
@@ -245,11 +272,15 @@ struct Scope<'a> {
     not_imported: Option<&'a str>,
 }
 
+/// The decision as JSON. `client_ns` and `client_labels` (`--source-labels`) are the
+/// client's: the DestinationRule that applies is the one its proxy gets (istiod's
+/// `SidecarScope.DestinationRule`: a rule whose `workloadSelector` matches it first).
 fn to_json(
     d: &RouteDecision<'_>,
     r: &Request<'_>,
     snap: &Snapshot,
     client_ns: &str,
+    client_labels: &Labels,
     scope: &Scope<'_>,
 ) -> Value {
     let act = d.action();
@@ -302,7 +333,13 @@ fn to_json(
                 })
                 .flatten()
                 .filter(|s| *s.hostname == *ep.host);
-            let policy = snap.traffic_policy(&ep.host, ep.subset.as_deref(), port, client_ns);
+            let policy = snap.traffic_policy_for(
+                &ep.host,
+                ep.subset.as_deref(),
+                port,
+                client_ns,
+                Some(client_labels),
+            );
             let found = svc.is_some_and(|s| {
                 (s.ports.is_empty() || s.port(port).is_some()) && policy.subset_found
             });
@@ -332,7 +369,13 @@ fn to_json(
             } else {
                 snap.destination_port(w, client_ns, r.port)
             };
-            let p = snap.traffic_policy(&w.host, w.subset.as_deref(), port, client_ns);
+            let p = snap.traffic_policy_for(
+                &w.host,
+                w.subset.as_deref(),
+                port,
+                client_ns,
+                Some(client_labels),
+            );
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));
             v["subset_defined"] = json!(p.subset_found);
             v["target_port"] = json!(port);
@@ -400,18 +443,40 @@ fn to_json(
             v
         })
         .collect();
+    // the Host the upstream request carries, as istiod builds the route (route.go): the
+    // route's `rewrite.authority`, else a `host`/`:authority` its header operations set;
+    // else, for a lone destination (processDestination), one its own operations set
+    // (the route's host rewrite then); a weighted destination's own is its entry's
+    // (processWeightedDestination), which the route's host rewrite still overrides in Envoy
+    let route_authority = act.and_then(|a| {
+        a.rewrite
+            .as_ref()
+            .and_then(|rw| rw.authority.as_deref())
+            .or_else(|| host_op(&a.headers.request))
+    });
+    fn dest_authority(w: &WeightedDestination) -> Option<&str> {
+        w.headers.as_deref().and_then(|h| host_op(&h.request))
+    }
+    let lone = d.destinations().len() == 1;
+    let route_authority = route_authority.or_else(|| {
+        lone.then(|| d.destinations().first().and_then(dest_authority))
+            .flatten()
+    });
+    let mut dests = dests;
+    for (v, w) in dests.iter_mut().zip(d.destinations()) {
+        v["authority"] = json!(route_authority.or_else(|| dest_authority(w)));
+    }
     o.insert("destinations".into(), dests.into());
-    let rewrite = act.and_then(|a| a.rewrite.as_ref()).map(|rw| {
+    let uri = act
+        .and_then(|a| a.rewrite.as_ref())
+        .and_then(|rw| rw.path(r.path, d.prefix_len))
         // (Envoy rewrites the path and keeps the query)
-        let uri = rw.path(r.path, d.prefix_len).map(|p| match r.query {
+        .map(|p| match r.query {
             Some(q) => format!("{p}?{q}"),
             None => p.to_string(),
         });
-        json!({
-            "uri": uri,
-            "authority": rw.authority.as_deref(),
-        })
-    });
+    let rewrite = (act.is_some_and(|a| a.rewrite.is_some()) || route_authority.is_some())
+        .then(|| json!({"uri": uri, "authority": route_authority}));
     o.insert("rewrite".into(), rewrite.unwrap_or(Value::Null));
     o.insert(
         "redirect".into(),
@@ -481,9 +546,7 @@ fn to_json(
     o.insert("mirrors".into(), mirrors.into());
     o.insert(
         "headers".into(),
-        act.filter(|a| !a.headers.request.is_empty() || !a.headers.response.is_empty())
-            .map(|a| json!({"request": ops_json(&a.headers.request), "response": ops_json(&a.headers.response)}))
-            .unwrap_or(Value::Null),
+        act.map_or(Value::Null, |a| header_ops_json(&a.headers)),
     );
     Value::Object(o)
 }
@@ -656,6 +719,29 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
             None => {}
         }
         s.push('\n');
+        // its own header operations: a lone destination's follow the route's (its `set`
+        // wins), a weighted one's are its entry's, for the requests sent to it
+        let whose = if dests.len() == 1 {
+            "after the route's"
+        } else {
+            "this destination's"
+        };
+        for dir in ["request", "response"] {
+            if let Some(t) = ops_text(&d["headers"][dir]) {
+                s.push_str(&format!("   {dir} headers ({whose}): {t}\n"));
+            }
+        }
+        if let Some(a) = d["authority"]
+            .as_str()
+            .filter(|a| dests.len() > 1 && Some(*a) != v["rewrite"]["authority"].as_str())
+        {
+            s.push_str(&format!("   authority rewritten to {a}\n"));
+        }
+    }
+    for dir in ["request", "response"] {
+        if let Some(t) = ops_text(&v["headers"][dir]) {
+            s.push_str(&format!("{dir} headers: {t}\n"));
+        }
     }
     if let Some(u) = v["rewrite"]["uri"].as_str() {
         s.push_str(&format!("rewrite path to {u}\n"));
@@ -706,6 +792,25 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         s.push_str(&format!("timeout: {timeout}; retries: {retries}\n"));
     }
     s
+}
+
+/// Header operations (`ops_json`) in a line: `set a: 1; add b: 2; remove c`, in the order
+/// Envoy applies them; `host` left out (the authority rewrite says it). `None` when empty.
+fn ops_text(ops: &Value) -> Option<String> {
+    let mut parts: Vec<String> = ops["remove"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| format!("remove {}", n.as_str().unwrap_or("")))
+        .collect();
+    for verb in ["set", "add"] {
+        for (k, val) in ops[verb].as_object().into_iter().flatten() {
+            if k != "host" {
+                parts.push(format!("{verb} {k}: {}", val.as_str().unwrap_or("")));
+            }
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 /// `--claims`: a JSON object, the verified token's claims.
@@ -910,7 +1015,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         query: uri.query(),
         headers: &headers,
     };
-    let mut v = to_json(&d, &req, &snap, &args.namespace, &scope);
+    let mut v = to_json(&d, &req, &snap, &args.namespace, &labels, &scope);
     v["cors"] = cors_json(&d, &args.method, &headers);
     if let Some(a) = attrs.request_auth {
         v["claims"] = a.claims.clone();
@@ -1090,7 +1195,15 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         .map(|w| {
             let mut v = dest_json(w);
             let target_port = snap.destination_port(w, ns, port);
-            let p = snap.traffic_policy(&w.host, w.subset.as_deref(), target_port, ns);
+            // (the DestinationRule the client's proxy gets: `--source-labels` for a
+            // `workloadSelector`)
+            let p = snap.traffic_policy_for(
+                &w.host,
+                w.subset.as_deref(),
+                target_port,
+                ns,
+                Some(&labels),
+            );
             let found = snap.registry().service(&w.host, ns);
             let known = found.is_some();
             v["destination_rule"] = json!(p.destination_rule.map(|d| &*d.name));

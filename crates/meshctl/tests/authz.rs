@@ -639,3 +639,304 @@ spec:
     a.extend_from_slice(&["--header", "X-Forwarded-Proto: http"]);
     assert_eq!(run(&http, &a)["decision"], "DENY");
 }
+
+/// Envoy's jwt_authn runs before RBAC: the headers its rules write are first removed from
+/// the request (a caller cannot forge them), a verified token's claim and payload headers
+/// are added, and its header is removed unless `forwardOriginalToken`.
+#[test]
+fn jwt_output_headers_are_what_policies_see() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = JWKS.replace('\n', "");
+    let config = |forward: bool| {
+        let f = dir.path().join(format!("fwd-{forward}.yaml"));
+        std::fs::write(
+            &f,
+            format!(
+                r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: ra, namespace: foo}}
+spec:
+  jwtRules:
+  - issuer: issuer.example.com
+    jwks: '{jwks}'
+    outputClaimToHeaders: [{{header: x-sub, claim: sub}}]
+    outputPayloadToHeader: x-payload
+    forwardOriginalToken: {forward}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: hdr, namespace: foo}}
+spec:
+  rules:
+  - when: [{{key: "request.headers[authorization]", values: ["Bearer *"]}}]
+    to: [{{operation: {{paths: ["/a"]}}}}]
+  - when: [{{key: "request.headers[x-sub]", values: ["alice"]}}]
+    to: [{{operation: {{paths: ["/b"]}}}}]
+  - when: [{{key: "request.headers[x-payload]", values: ["*"]}}]
+    to: [{{operation: {{paths: ["/c"]}}}}]
+"#
+            ),
+        )
+        .unwrap();
+        f.display().to_string()
+    };
+    let (dropped, forwarded) = (config(false), config(true));
+    let tok = token(serde_json::json!({
+        "iss": "issuer.example.com", "sub": "alice", "exp": now() + 600,
+    }));
+    let bearer = format!("authorization: Bearer {tok}");
+    let run = |config: &str, path: &str, headers: &[&str]| {
+        let mut a = vec!["--config", config, "-n", "foo", "--path", path];
+        for h in headers {
+            a.extend_from_slice(&["-H", h]);
+        }
+        decide(&a)["decision"].as_str().unwrap().to_owned()
+    };
+    // the token's header is gone by the time RBAC looks
+    assert_eq!(run(&dropped, "/a", &[&bearer]), "DENY");
+    assert_eq!(run(&forwarded, "/a", &[&bearer]), "ALLOW");
+    // the claim and payload headers are written
+    assert_eq!(run(&dropped, "/b", &[&bearer]), "ALLOW");
+    assert_eq!(run(&dropped, "/c", &[&bearer]), "ALLOW");
+    // ... and a caller's own are removed, token or not
+    assert_eq!(run(&dropped, "/b", &["x-sub: alice"]), "DENY");
+    assert_eq!(run(&dropped, "/c", &["x-payload: e30"]), "DENY");
+    let other = token(serde_json::json!({
+        "iss": "issuer.example.com", "sub": "bob", "exp": now() + 600,
+    }));
+    let other = format!("authorization: Bearer {other}");
+    assert_eq!(run(&dropped, "/b", &[&other, "x-sub: alice"]), "DENY");
+
+    // an identity given instead of a token: its issuer's rule writes the claim headers
+    let given = |path: &str, claims: &str| {
+        decide(&[
+            "--config",
+            &dropped,
+            "-n",
+            "foo",
+            "--path",
+            path,
+            "-H",
+            "x-sub: alice",
+            "--request-principal",
+            "issuer.example.com/bob",
+            "--claims",
+            claims,
+        ])["decision"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        given("/b", r#"{"iss": "issuer.example.com", "sub": "bob"}"#),
+        "DENY"
+    );
+    assert_eq!(
+        given("/b", r#"{"iss": "issuer.example.com", "sub": "alice"}"#),
+        "ALLOW"
+    );
+    assert_eq!(
+        given("/c", r#"{"iss": "issuer.example.com", "sub": "bob"}"#),
+        "ALLOW"
+    );
+}
+
+/// An identity given with `--request-principal` and `--claims` is read as the jwtRule of its
+/// issuer would have verified it: that rule's `spaceDelimitedClaims` split the claims.
+#[test]
+fn given_claims_are_split_by_their_issuer_s_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jwt.yaml");
+    std::fs::write(
+        &config,
+        r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra, namespace: foo}
+spec:
+  jwtRules:
+  - issuer: issuer.example.com
+    jwks: '{"keys": []}'
+    spaceDelimitedClaims: [roles]
+  - issuer: other.example.com
+    jwks: '{"keys": []}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-guest, namespace: foo}
+spec:
+  action: DENY
+  rules: [{when: [{key: "request.auth.claims[roles]", values: [guest]}]}]
+"#,
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let run = |principal: &str, claims: &str| {
+        decide(&[
+            "--config",
+            &config,
+            "-n",
+            "foo",
+            "--request-principal",
+            principal,
+            "--claims",
+            claims,
+        ])["decision"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let roles = r#"{"iss": "issuer.example.com", "sub": "alice", "roles": "admin guest"}"#;
+    assert_eq!(run("issuer.example.com/alice", roles), "DENY");
+    // without `iss` in the claims: the principal's issuer
+    assert_eq!(
+        run("issuer.example.com/alice", r#"{"roles": "admin guest"}"#),
+        "DENY"
+    );
+    // another issuer's rule does not split `roles`
+    let other = r#"{"iss": "other.example.com", "sub": "alice", "roles": "admin guest"}"#;
+    assert_eq!(run("other.example.com/alice", other), "ALLOW");
+}
+
+/// An HTTP/1.1 request's Host header is its `:authority`: `-H 'Host: x'` is read by `hosts`
+/// and `request.headers[host]` as `--host x` is; the two saying different things is an
+/// error.
+#[test]
+fn the_host_header_is_the_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("host.yaml");
+    std::fs::write(
+        &config,
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin-host, namespace: foo}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {hosts: ["admin.example.com", "admin.example.com:*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-evil, namespace: foo}
+spec:
+  action: DENY
+  rules: [{when: [{key: "request.headers[Host]", values: ["evil*"]}]}]
+"#,
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["--config", &config, "-n", "foo"];
+        a.extend_from_slice(extra);
+        decide(&a)
+    };
+    let v = run(&["-H", "Host: admin.example.com"]);
+    assert_eq!(
+        (v["decision"].as_str(), v["policy"].as_str()),
+        (Some("DENY"), Some("foo/deny-admin-host")),
+        "{v}"
+    );
+    let v = run(&["-H", "host: evil.example.com:8080"]);
+    assert_eq!(v["policy"], "foo/deny-evil", "{v}");
+    assert_eq!(run(&["-H", "Host: ok.example.com"])["decision"], "ALLOW");
+    // the same authority both ways (names are case-insensitive): fine
+    let v = run(&[
+        "--host",
+        "Admin.example.com",
+        "-H",
+        "Host: admin.example.com",
+    ]);
+    assert_eq!(v["decision"], "DENY", "{v}");
+    // different ones: which would the request carry?
+    let out = meshctl(&[
+        "authz",
+        "--config",
+        &config,
+        "-n",
+        "foo",
+        "--host",
+        "ok.example.com",
+        "-H",
+        "Host: admin.example.com",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("differ"), "{err}");
+}
+
+/// A TCP connection has no HTTP headers: no `X-Forwarded-For` to take `remote.ip` from, so
+/// `--header` with `--tcp` is refused; `remoteIpBlocks` see the peer (or `--remote-ip`).
+#[test]
+fn a_tcp_connection_has_no_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = httpbin_policy(
+        &dir,
+        "rip",
+        "",
+        "[{from: [{source: {remoteIpBlocks: [203.0.113.0/24]}}]}]",
+    );
+    let base = [
+        "authz",
+        "--config",
+        f.as_str(),
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--tcp",
+        "--source-ip",
+        "10.0.0.1",
+    ];
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["-H", "X-Forwarded-For: 203.0.113.5"]);
+    let out = meshctl(&a);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tcp") && err.contains("--header"), "{err}");
+    assert_eq!(decide(&base[1..])["decision"], "DENY");
+    let mut a = base[1..].to_vec();
+    a.extend_from_slice(&["--remote-ip", "203.0.113.5"]);
+    assert_eq!(decide(&a)["decision"], "ALLOW");
+}
+
+/// A rejected token's 401 names each RequestAuthentication once, however many of its
+/// jwtRules apply, in their order.
+#[test]
+fn the_401_names_each_request_authentication_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ra.yaml");
+    let rules = |name: &str, a: &str, b: &str| {
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {{name: {name}, namespace: foo}}
+spec:
+  jwtRules:
+  - {{issuer: {a}, jwks: '{{\"keys\": []}}'}}
+  - {{issuer: {b}, jwks: '{{\"keys\": []}}', fromHeaders: [{{name: x-jwt}}]}}
+"
+        )
+    };
+    std::fs::write(
+        &config,
+        format!(
+            "{}---\n{}",
+            rules("ra", "a.example.com", "b.example.com"),
+            rules("rb", "c.example.com", "d.example.com")
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let v = decide(&[
+        "--config",
+        &config,
+        "-n",
+        "foo",
+        "-H",
+        "authorization: Bearer not-a-jwt",
+    ]);
+    assert_eq!(v["status"], 401, "{v}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(reason.contains("(jwtRules of foo/ra, foo/rb)"), "{reason}");
+}

@@ -195,21 +195,80 @@ fn authz_names_the_provider_a_custom_policy_asks() {
     assert_eq!(v["decision"], "ALLOW", "{v}");
     assert_eq!(v["custom"], Value::Null);
 
-    // without the MeshConfig the provider is undefined: istiod replaces the CUSTOM filter
-    // with a deny-all, so every request to the workload is denied, matched or not
-    for path in ["/headers", "/ip"] {
-        let v = with(&["--path", path]);
-        assert_eq!(v["decision"], "DENY", "{v}");
-        assert_eq!(v["policy"], "default-deny-all-due-to-bad-CUSTOM-action");
-        assert_eq!(
-            v["custom"]["error"],
-            r#"available providers are [] but found "sample-ext-authz-http""#
-        );
-        assert!(
-            v["reason"].as_str().unwrap().contains("no --mesh-config"),
-            "{v}"
-        );
-    }
+    // without the MeshConfig the provider is undefined: istiod builds the CUSTOM policies'
+    // rules as DENY rules, so what they match is denied by that policy and rule ...
+    let v = with(&["--path", "/headers"]);
+    assert_eq!(
+        (&v["decision"], &v["policy"], &v["rule"], &v["status"]),
+        (
+            &Value::from("DENY"),
+            &Value::from("foo/ext-authz"),
+            &Value::from(0),
+            &Value::from(403)
+        ),
+        "{v}"
+    );
+    assert_eq!(v["custom"]["policy"], "foo/ext-authz");
+    assert_eq!(
+        v["custom"]["error"],
+        r#"available providers are [] but found "sample-ext-authz-http""#
+    );
+    assert!(
+        v["reason"].as_str().unwrap().contains("no --mesh-config"),
+        "{v}"
+    );
+    // ... and the rest is decided by the other policies (no ALLOW policy applies: the
+    // root namespace is istio-system)
+    let v = with(&["--path", "/ip"]);
+    assert_eq!(
+        (&v["decision"], &v["policy"], &v["status"]),
+        (&Value::from("ALLOW"), &Value::Null, &Value::from(200)),
+        "{v}"
+    );
+    assert_eq!(v["custom"]["policy"], Value::Null);
+    assert_eq!(v["custom"]["provider"], "sample-ext-authz-http");
+    // a MeshConfig that defines other providers: the same, with its root namespace's ALLOW
+    // policy and the DENY policy deciding what the CUSTOM rules do not match
+    let opa = write(
+        dir.path(),
+        "opa.yaml",
+        &MESH.replace("name: sample-ext-authz-http", "name: opa"),
+    );
+    let v = with(&["--path", "/headers", "--mesh-config", &opa]);
+    assert_eq!(v["policy"], "foo/ext-authz", "{v}");
+    assert_eq!(
+        v["custom"]["error"],
+        r#"available providers are [opa] but found "sample-ext-authz-http""#
+    );
+    let v = with(&["--path", "/ip", "--mesh-config", &opa]);
+    assert_eq!(
+        (&v["decision"], &v["policy"]),
+        (&Value::from("ALLOW"), &Value::from("mesh-root/only-sleep")),
+        "{v}"
+    );
+    let v = with(&["--path", "/ip", "-X", "DELETE", "--mesh-config", &opa]);
+    assert_eq!(
+        (&v["decision"], &v["policy"]),
+        (&Value::from("DENY"), &Value::from("foo/no-delete")),
+        "{v}"
+    );
+    // (another caller)
+    let mut a = base[..base.len() - 1].to_vec();
+    a.push("corp.example/ns/foo/sa/other");
+    a.extend_from_slice(&["--path", "/ip", "--mesh-config", &opa]);
+    let v = json(&a);
+    assert_eq!(
+        (&v["decision"], &v["policy"]),
+        (&Value::from("DENY"), &Value::Null),
+        "{v}"
+    );
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("mesh-root/only-sleep"),
+        "{v}"
+    );
 
     // text: the provider that would be asked
     let mut a = base.to_vec();

@@ -1132,3 +1132,196 @@ spec:
     let v = at("tls://x.org:9443", &[]);
     assert_eq!(v["virtual_service"], "default/any", "{v}");
 }
+
+/// The DestinationRule that applies is the one the client's proxy gets (istiod's
+/// `SidecarScope.DestinationRule`): a rule whose `workloadSelector` matches the client
+/// (`--source-labels`) before the one without, for HTTP and TCP alike.
+#[test]
+fn a_destination_rule_for_the_client_s_labels_applies_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "ws.yaml",
+        "apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  selector: {app: ratings}
+  ports: [{name: http, port: 9080}, {name: tcp-db, port: 5432}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  host: ratings
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ratings-canary, namespace: bookinfo}
+spec:
+  host: ratings
+  workloadSelector: {matchLabels: {track: canary}}
+  subsets: [{name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ratings, namespace: bookinfo}
+spec:
+  hosts: [ratings]
+  http: [{route: [{destination: {host: ratings, subset: v2}}]}]
+  tcp: [{route: [{destination: {host: ratings, subset: v2, port: {number: 5432}}}]}]
+",
+    );
+    let f = f.to_str().unwrap();
+    let run = |url: &str, labels: Option<&str>| {
+        let mut a = vec![url, "-f", f, "-n", "bookinfo"];
+        if let Some(l) = labels {
+            a.extend_from_slice(&["--source-labels", l]);
+        }
+        let v = json(&a);
+        let d = &v["destinations"][0];
+        (
+            d["destination_rule"].as_str().unwrap_or("").to_owned(),
+            d["subset_defined"].as_bool().unwrap(),
+        )
+    };
+    for url in ["http://ratings:9080/", "tcp://ratings:5432"] {
+        assert_eq!(
+            run(url, Some("track=canary,app=productpage")),
+            ("bookinfo/ratings-canary".to_owned(), true),
+            "{url}"
+        );
+        assert_eq!(
+            run(url, Some("track=stable")),
+            ("bookinfo/ratings".to_owned(), false),
+            "{url}"
+        );
+        assert_eq!(
+            run(url, None),
+            ("bookinfo/ratings".to_owned(), false),
+            "{url}"
+        );
+    }
+}
+
+/// A destination's own header operations are shown with it (JSON and text): a lone
+/// destination's apply after the route's, and its `host`/`:authority` becomes the route's
+/// authority rewrite when the route has none (istiod's processDestination); a weighted
+/// destination's belong to its entry (processWeightedDestination).
+#[test]
+fn destination_header_operations_and_the_authority_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "vs.yaml",
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /h}}]
+    headers:
+      request: {set: {x-a: r}, add: {x-b: r}, remove: [x-c]}
+      response: {set: {x-d: r}}
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers:
+        request: {set: {x-a: d}}
+        response: {remove: [server]}
+  - match: [{uri: {prefix: /a}}]
+    headers: {request: {set: {host: route.example}}}
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers: {request: {set: {host: dest.example}}}
+  - match: [{uri: {prefix: /b}}]
+    route:
+    - destination: {host: reviews, subset: v1}
+      headers: {request: {set: {":authority": dest.example}}}
+  - match: [{uri: {prefix: /c}}]
+    route:
+    - destination: {host: reviews, subset: v1}
+      weight: 50
+      headers: {request: {set: {host: v1.example, x-v: "1"}}}
+    - destination: {host: reviews, subset: v2}
+      weight: 50
+"#,
+    );
+    let f = f.to_str().unwrap();
+    let route = |path: &str| json(&[&format!("http://reviews:9080{path}"), "-f", f]);
+    let text = |path: &str| {
+        let out = meshctl(&["route", &format!("http://reviews:9080{path}"), "-f", f]);
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let v = route("/h");
+    let d = &v["destinations"][0];
+    assert_eq!(
+        d["headers"]["request"]["set"],
+        serde_json::json!({"x-a": "d"})
+    );
+    assert_eq!(
+        d["headers"]["response"]["remove"],
+        serde_json::json!(["server"])
+    );
+    assert_eq!(
+        v["headers"]["request"]["set"],
+        serde_json::json!({"x-a": "r"})
+    );
+    assert_eq!(d["authority"], Value::Null);
+    assert_eq!(v["rewrite"], Value::Null);
+    let t = text("/h");
+    assert!(
+        t.contains("   request headers (after the route's): set x-a: d\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("   response headers (after the route's): remove server\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("request headers: remove x-c; set x-a: r; add x-b: r\n"),
+        "{t}"
+    );
+    assert!(t.contains("response headers: set x-d: r\n"), "{t}");
+
+    // the route's own host rewrite comes first
+    let v = route("/a");
+    assert_eq!(v["rewrite"]["authority"], "route.example");
+    assert_eq!(v["destinations"][0]["authority"], "route.example");
+    // a lone destination's host is the route's rewrite
+    let v = route("/b");
+    assert_eq!(v["rewrite"]["authority"], "dest.example", "{v}");
+    assert_eq!(v["destinations"][0]["authority"], "dest.example");
+    assert!(
+        text("/b").contains("rewrite authority to dest.example\n"),
+        "{}",
+        text("/b")
+    );
+    // a weighted destination's is its own
+    let v = route("/c");
+    assert_eq!(v["rewrite"], Value::Null, "{v}");
+    assert_eq!(v["destinations"][0]["authority"], "v1.example");
+    assert_eq!(v["destinations"][1]["authority"], Value::Null);
+    assert_eq!(v["destinations"][1]["headers"], Value::Null);
+    let t = text("/c");
+    assert!(
+        t.contains("   request headers (this destination's): set x-v: 1\n   authority rewritten to v1.example\n"),
+        "{t}"
+    );
+}
