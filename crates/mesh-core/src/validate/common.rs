@@ -240,33 +240,65 @@ pub(crate) fn validate_labels(cx: &mut Ctx<'_>, path: &str, labels: &BTreeMap<St
     }
 }
 
-/// `validateWorkloadSelector`: no wildcards, no empty keys, label syntax; empty is a warning.
+/// istiod's `validateWorkloadSelector` (DestinationRule, PeerAuthentication,
+/// AuthorizationPolicy, RequestAuthentication) and `ValidateAlphaWorkloadSelector` (ServiceEntry,
+/// Sidecar): no empty key, no `*` in a key or value; no labels is a warning. Neither checks the
+/// label syntax, so a label no workload can carry is only a hint. Returns whether an error was
+/// reported: ServiceEntry and Sidecar validation stops there.
 pub(crate) fn validate_workload_selector(
     cx: &mut Ctx<'_>,
     path: &str,
     labels: &BTreeMap<String, String>,
     empty_warning: &str,
-) {
+) -> bool {
     if labels.is_empty() {
         cx.warn(path, empty_warning);
-        return;
+        return false;
     }
+    let mut failed = false;
     for (k, v) in labels {
         let p = format!("{path}.{k}");
+        let mut bad = false;
         if k.is_empty() {
             cx.error(
                 &p,
                 format!("empty key is not supported in selector: \"={v}\""),
             );
+            bad = true;
         }
         if k.contains('*') || v.contains('*') {
             cx.error(
                 &p,
                 format!("wildcard is not supported in selector: \"{k}={v}\""),
             );
+            bad = true;
         }
+        if !bad {
+            lint_unmatchable_selector_label(cx, &p, k, v);
+        }
+        failed |= bad;
     }
-    validate_labels(cx, path, labels);
+    failed
+}
+
+/// Lint: a selector label that is not a valid Kubernetes label selects no workload (istiod
+/// does not check selector label syntax).
+pub(crate) fn lint_unmatchable_selector_label(cx: &mut Ctx<'_>, path: &str, k: &str, v: &str) {
+    if is_label_key(k) && is_label_value(v) {
+        return;
+    }
+    let kind = cx.obj.kind.as_str();
+    cx.with_code(
+        Severity::Info,
+        codes::LINT,
+        path,
+        format!(
+            "selector `{k}: {v}` is not a valid Kubernetes label, so no workload has it: this {kind} selects nothing"
+        ),
+    )
+    .help(format!(
+        "a {kind} selector matches labels exactly (no wildcards)"
+    ));
 }
 
 /// RFC 7230 token characters (header names).

@@ -64,12 +64,15 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
         );
     }
     if let Some(sel) = &sc.workload_selector {
-        validate_workload_selector(
+        // istiod returns the selector's errors alone
+        if validate_workload_selector(
             cx,
             "spec.workloadSelector.labels",
             &sel.labels,
             "sidecar: workload selector specified without labels, will be applied to all services in namespace",
-        );
+        ) {
+            return;
+        }
     }
     if sc.ingress.is_empty()
         && sc.egress.is_empty()
