@@ -152,3 +152,95 @@ fn service_entry_and_sidecar_stop_at_selector_errors() {
         2
     );
 }
+
+// 2. Where istiod returns at the first error.
+
+#[test]
+fn tunnel_with_proxy_protocol_is_the_traffic_policy_s_only_error() {
+    // validateTrafficPolicy returns right after this error: the TLS and tunnel settings are
+    // not looked at
+    let tp = "tls: {mode: MUTUAL}\n  tunnel: {targetHost: 'bad host', targetPort: 0}\n  proxyProtocol: {version: V1}";
+    assert_eq!(
+        errors(
+            "DestinationRule",
+            &format!("host: reviews\ntrafficPolicy:\n  {tp}")
+        ),
+        [(
+            "spec.trafficPolicy".to_owned(),
+            "tunnel and proxyProtocol must not be set together".to_owned()
+        )]
+    );
+    // the subsets are validated on their own (multierror.Append)
+    assert_eq!(
+        error_messages(
+            "DestinationRule",
+            &format!("host: reviews\ntrafficPolicy:\n  {tp}\nsubsets: [{{name: Bad_Name, trafficPolicy: {{}}}}]")
+        ),
+        [
+            "tunnel and proxyProtocol must not be set together",
+            "subset name is invalid: Bad_Name",
+            "traffic policy must have at least one field",
+        ]
+    );
+}
+
+#[test]
+fn locality_lb_setting_stops_where_istiod_returns() {
+    let lb = |setting: &str| {
+        format!(
+            "host: reviews\ntrafficPolicy:\n  outlierDetection: {{consecutive5xxErrors: 1}}\n  loadBalancer:\n    localityLbSetting: {setting}"
+        )
+    };
+    let table: &[(&str, &[&str])] = &[
+        // distribute with failover: nothing else is checked
+        (
+            "{distribute: [{from: 'us-west/zone1/*', to: {'us-west/zone1/*': 80, 'us-west/zone2/*': 10}}], failover: [{from: us-east, to: us-east}]}",
+            &["can not simultaneously specify 'distribute' and 'failover'"],
+        ),
+        // failover with a topology label in failoverPriority: the failovers are not checked
+        (
+            "{failover: [{from: us-east/zone1, to: 'us-west*'}], failoverPriority: [topology.kubernetes.io/region, topology.kubernetes.io/zone]}",
+            &["can not simultaneously set 'failover' and topology label 'topology.kubernetes.io/region' in 'failover_priority'"],
+        ),
+        // a weight out of range: neither the total nor the localities
+        (
+            "{distribute: [{from: 'us-*/zone1', to: {'us-west/*': 0, 'us-east/*': 100}}]}",
+            &["locality weight must be in range [1, 100]"],
+        ),
+        // a total other than 100: not the localities, not the later entries
+        (
+            "{distribute: [{from: 'us-*/zone1', to: {'us-west/*': 80, 'us-east/*': 10}}, {from: b, to: {'x/*/y': 100}}]}",
+            &["total locality weight 90 != 100"],
+        ),
+        // the destinations of each entry, then the sources, then the failovers
+        (
+            "{distribute: [{from: 'us-*/zone1', to: {'us-west/*': 50, 'us-west/zone1': 50}}, {from: 'us-west/*', to: {'us-east//a': 100}}]}",
+            &[
+                "locality us-west/zone1 overlap with previous specified ones",
+                "locality us-east//a must not contain empty region/zone/subzone info",
+                "locality us-*/zone1 wildcard '*' number can not exceed 1 and must be in the end",
+            ],
+        ),
+        (
+            "{failover: [{from: us-east/zone1, to: 'us-west*'}, {from: a, to: a}]}",
+            &[
+                "locality lb failover only specify region",
+                "locality lb failover region should not contain '*' wildcard",
+                "locality lb failover settings must specify different regions",
+            ],
+        ),
+    ];
+    for (setting, want) in table {
+        assert_eq!(
+            error_messages("DestinationRule", &lb(setting)),
+            *want,
+            "{setting}"
+        );
+    }
+    // no warning about outlier detection when istiod returned before it
+    let ds = validate(
+        "DestinationRule",
+        "host: reviews\ntrafficPolicy:\n  loadBalancer:\n    localityLbSetting: {distribute: [{from: a, to: {b: 100}}], failover: [{from: c, to: d}]}",
+    );
+    assert_eq!(ds.len(), 1, "{ds:#?}");
+}
