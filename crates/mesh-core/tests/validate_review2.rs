@@ -244,3 +244,83 @@ fn locality_lb_setting_stops_where_istiod_returns() {
     );
     assert_eq!(ds.len(), 1, "{ds:#?}");
 }
+
+// 3. istiod's texts.
+
+#[test]
+fn tunnel_target_host_names_both_failures() {
+    assert_eq!(
+        errors(
+            "DestinationRule",
+            "host: reviews\ntrafficPolicy: {tunnel: {targetHost: 'bad host', targetPort: 8080}}"
+        ),
+        [(
+            "spec.trafficPolicy.tunnel.targetHost".to_owned(),
+            r#"tunnel target host must be valid FQDN or IP address: domain name "bad host" invalid (label "bad host" invalid); bad host is not a valid IP"#.to_owned()
+        )]
+    );
+    for host in ["egress.example.com", "10.0.0.1", "::1"] {
+        assert_eq!(
+            errors(
+                "DestinationRule",
+                &format!("host: reviews\ntrafficPolicy: {{tunnel: {{targetHost: '{host}', targetPort: 8080}}}}")
+            ),
+            []
+        );
+    }
+}
+
+#[test]
+fn sidecar_default_endpoint_ports_as_go_parses_them() {
+    let ingress = |endpoint: &str| {
+        format!(
+            "workloadSelector: {{labels: {{app: web}}}}\ningress:\n- port: {{number: 9080, protocol: HTTP, name: http}}\n  defaultEndpoint: '{endpoint}'"
+        )
+    };
+    let table: &[(&str, &[&str])] = &[
+        (
+            "127.0.0.1:http",
+            &[
+                r#"sidecar: defaultEndpoint port (http) is not a number: strconv.Atoi: parsing "http": invalid syntax"#,
+            ],
+        ),
+        // strconv.Atoi takes a sign; ValidatePort then refuses the number
+        ("127.0.0.1:+8080", &[]),
+        (
+            "127.0.0.1:-1",
+            &["port number -1 must be in the range 1..65535"],
+        ),
+        (
+            "0.0.0.0:99999999999999999999",
+            &[
+                r#"sidecar: defaultEndpoint port (99999999999999999999) is not a number: strconv.Atoi: parsing "99999999999999999999": value out of range"#,
+            ],
+        ),
+        // istiod goes on after net.SplitHostPort's error, with an empty port
+        (
+            "127.0.0.1",
+            &[
+                "address 127.0.0.1: missing port in address",
+                r#"sidecar: defaultEndpoint port () is not a number: strconv.Atoi: parsing "": invalid syntax"#,
+            ],
+        ),
+        (
+            "::1:8080",
+            &[
+                "address ::1:8080: too many colons in address",
+                r#"sidecar: defaultEndpoint port () is not a number: strconv.Atoi: parsing "": invalid syntax"#,
+            ],
+        ),
+        ("[::1]:8080", &[]),
+    ];
+    for (endpoint, want) in table {
+        let got = errors("Sidecar", &ingress(endpoint));
+        assert!(
+            got.iter()
+                .all(|(p, _)| p == "spec.ingress[0].defaultEndpoint"),
+            "{got:?}"
+        );
+        let got: Vec<String> = got.into_iter().map(|(_, m)| m).collect();
+        assert_eq!(got, *want, "{endpoint}");
+    }
+}

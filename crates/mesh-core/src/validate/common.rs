@@ -151,6 +151,14 @@ pub(crate) fn validate_port(port: u32) -> Result<(), String> {
     }
 }
 
+/// `ValidatePort` for a Go `int`, negative numbers included.
+pub(crate) fn validate_port_int(port: i64) -> Result<(), String> {
+    match u32::try_from(port) {
+        Ok(p) => validate_port(p),
+        Err(_) => Err(format!("port number {port} must be in the range 1..65535")),
+    }
+}
+
 /// `validatePercentage` (Percent message).
 pub(crate) fn validate_percentage(v: f64) -> Result<(), String> {
     if !(0.0..=100.0).contains(&v) || (v > 0.0 && v < 0.0001) || v.is_nan() {
@@ -568,6 +576,19 @@ pub(crate) fn go_parse_uint32(s: &str) -> Result<u64, String> {
     }
 }
 
+/// Go's `strconv.Atoi`: an optional sign and decimal digits, with its error text.
+pub(crate) fn go_atoi(s: &str) -> Result<i64, String> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "strconv.Atoi: parsing {}: invalid syntax",
+            go_quote(s)
+        ));
+    }
+    s.parse::<i64>()
+        .map_err(|_| format!("strconv.Atoi: parsing {}: value out of range", go_quote(s)))
+}
+
 /// istio's `security.ValidatePorts` for one value: `strconv.ParseUint(port, 10, 32)`, at most
 /// 65535 (0 is accepted). istiod prints the parse error, or `<nil>` when the number is only
 /// too large.
@@ -850,6 +871,28 @@ mod tests {
         assert_eq!(
             validate_namespace_slash_wildcard_hostname("ns1/reviews", false).unwrap_err(),
             "short names (non FQDN) are not allowed"
+        );
+        assert_eq!(go_atoi("+80"), Ok(80));
+        assert_eq!(go_atoi("-1"), Ok(-1));
+        assert_eq!(
+            go_atoi("http").unwrap_err(),
+            r#"strconv.Atoi: parsing "http": invalid syntax"#
+        );
+        assert_eq!(
+            go_atoi("").unwrap_err(),
+            r#"strconv.Atoi: parsing "": invalid syntax"#
+        );
+        assert_eq!(
+            go_atoi("-").unwrap_err(),
+            r#"strconv.Atoi: parsing "-": invalid syntax"#
+        );
+        assert_eq!(
+            go_atoi("99999999999999999999").unwrap_err(),
+            r#"strconv.Atoi: parsing "99999999999999999999": value out of range"#
+        );
+        assert_eq!(
+            validate_port_int(-1).unwrap_err(),
+            "port number -1 must be in the range 1..65535"
         );
         assert_eq!(validate_security_port("0"), Ok(()));
         assert_eq!(validate_security_port("65535"), Ok(()));

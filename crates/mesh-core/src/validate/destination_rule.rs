@@ -133,7 +133,10 @@ pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPol
             if !is_ip(&t.target_host) {
                 cx.error(
                     &format!("{tp_}.targetHost"),
-                    format!("tunnel target host must be valid FQDN or IP address: {e}"),
+                    format!(
+                        "tunnel target host must be valid FQDN or IP address: {e}; {} is not a valid IP",
+                        t.target_host
+                    ),
                 );
             }
         }
