@@ -151,6 +151,14 @@ pub(crate) fn validate_port(port: u32) -> Result<(), String> {
     }
 }
 
+/// `ValidatePort` for a Go `int`, negative numbers included.
+pub(crate) fn validate_port_int(port: i64) -> Result<(), String> {
+    match u32::try_from(port) {
+        Ok(p) => validate_port(p),
+        Err(_) => Err(format!("port number {port} must be in the range 1..65535")),
+    }
+}
+
 /// `validatePercentage` (Percent message).
 pub(crate) fn validate_percentage(v: f64) -> Result<(), String> {
     if !(0.0..=100.0).contains(&v) || (v > 0.0 && v < 0.0001) || v.is_nan() {
@@ -240,33 +248,65 @@ pub(crate) fn validate_labels(cx: &mut Ctx<'_>, path: &str, labels: &BTreeMap<St
     }
 }
 
-/// `validateWorkloadSelector`: no wildcards, no empty keys, label syntax; empty is a warning.
+/// istiod's `validateWorkloadSelector` (DestinationRule, PeerAuthentication,
+/// AuthorizationPolicy, RequestAuthentication) and `ValidateAlphaWorkloadSelector` (ServiceEntry,
+/// Sidecar): no empty key, no `*` in a key or value; no labels is a warning. Neither checks the
+/// label syntax, so a label no workload can carry is only a hint. Returns whether an error was
+/// reported: ServiceEntry and Sidecar validation stops there.
 pub(crate) fn validate_workload_selector(
     cx: &mut Ctx<'_>,
     path: &str,
     labels: &BTreeMap<String, String>,
     empty_warning: &str,
-) {
+) -> bool {
     if labels.is_empty() {
         cx.warn(path, empty_warning);
-        return;
+        return false;
     }
+    let mut failed = false;
     for (k, v) in labels {
         let p = format!("{path}.{k}");
+        let mut bad = false;
         if k.is_empty() {
             cx.error(
                 &p,
                 format!("empty key is not supported in selector: \"={v}\""),
             );
+            bad = true;
         }
         if k.contains('*') || v.contains('*') {
             cx.error(
                 &p,
                 format!("wildcard is not supported in selector: \"{k}={v}\""),
             );
+            bad = true;
         }
+        if !bad {
+            lint_unmatchable_selector_label(cx, &p, k, v);
+        }
+        failed |= bad;
     }
-    validate_labels(cx, path, labels);
+    failed
+}
+
+/// Lint: a selector label that is not a valid Kubernetes label selects no workload (istiod
+/// does not check selector label syntax).
+pub(crate) fn lint_unmatchable_selector_label(cx: &mut Ctx<'_>, path: &str, k: &str, v: &str) {
+    if is_label_key(k) && is_label_value(v) {
+        return;
+    }
+    let kind = cx.obj.kind.as_str();
+    cx.with_code(
+        Severity::Info,
+        codes::LINT,
+        path,
+        format!(
+            "selector `{k}: {v}` is not a valid Kubernetes label, so no workload has it: this {kind} selects nothing"
+        ),
+    )
+    .help(format!(
+        "a {kind} selector matches labels exactly (no wildcards)"
+    ));
 }
 
 /// RFC 7230 token characters (header names).
@@ -534,6 +574,19 @@ pub(crate) fn go_parse_uint32(s: &str) -> Result<u64, String> {
             go_quote(s)
         )),
     }
+}
+
+/// Go's `strconv.Atoi`: an optional sign and decimal digits, with its error text.
+pub(crate) fn go_atoi(s: &str) -> Result<i64, String> {
+    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "strconv.Atoi: parsing {}: invalid syntax",
+            go_quote(s)
+        ));
+    }
+    s.parse::<i64>()
+        .map_err(|_| format!("strconv.Atoi: parsing {}: value out of range", go_quote(s)))
 }
 
 /// istio's `security.ValidatePorts` for one value: `strconv.ParseUint(port, 10, 32)`, at most
@@ -818,6 +871,28 @@ mod tests {
         assert_eq!(
             validate_namespace_slash_wildcard_hostname("ns1/reviews", false).unwrap_err(),
             "short names (non FQDN) are not allowed"
+        );
+        assert_eq!(go_atoi("+80"), Ok(80));
+        assert_eq!(go_atoi("-1"), Ok(-1));
+        assert_eq!(
+            go_atoi("http").unwrap_err(),
+            r#"strconv.Atoi: parsing "http": invalid syntax"#
+        );
+        assert_eq!(
+            go_atoi("").unwrap_err(),
+            r#"strconv.Atoi: parsing "": invalid syntax"#
+        );
+        assert_eq!(
+            go_atoi("-").unwrap_err(),
+            r#"strconv.Atoi: parsing "-": invalid syntax"#
+        );
+        assert_eq!(
+            go_atoi("99999999999999999999").unwrap_err(),
+            r#"strconv.Atoi: parsing "99999999999999999999": value out of range"#
+        );
+        assert_eq!(
+            validate_port_int(-1).unwrap_err(),
+            "port number -1 must be in the range 1..65535"
         );
         assert_eq!(validate_security_port("0"), Ok(()));
         assert_eq!(validate_security_port("65535"), Ok(()));

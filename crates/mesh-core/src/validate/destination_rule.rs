@@ -6,7 +6,7 @@ use super::common::*;
 use super::{Ctx, Help};
 use crate::model::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
-    LoadBalancerSettings, OutlierDetection, TrafficPolicy,
+    LoadBalancerSettings, LocalityLbSetting, OutlierDetection, TrafficPolicy,
 };
 
 pub(super) fn validate(cx: &mut Ctx<'_>, dr: &DestinationRule) {
@@ -62,9 +62,12 @@ pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPol
         && tp.retry_budget.is_none()
     {
         cx.error(p, "traffic policy must have at least one field");
+        return;
     }
+    // istiod returns this error alone
     if tp.tunnel.is_some() && tp.proxy_protocol.is_some() {
         cx.error(p, "tunnel and proxyProtocol must not be set together");
+        return;
     }
     if let Some(od) = &tp.outlier_detection {
         validate_outlier_detection(cx, &format!("{p}.outlierDetection"), od);
@@ -130,7 +133,10 @@ pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPol
             if !is_ip(&t.target_host) {
                 cx.error(
                     &format!("{tp_}.targetHost"),
-                    format!("tunnel target host must be valid FQDN or IP address: {e}"),
+                    format!(
+                        "tunnel target host must be valid FQDN or IP address: {e}; {} is not a valid IP",
+                        t.target_host
+                    ),
                 );
             }
         }
@@ -438,86 +444,13 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
         }
     }
     if let Some(l) = &lb.locality_lb_setting {
-        let lp = format!("{p}.localityLbSetting");
         if lb.zone_aware_lb_setting.is_some() {
             cx.error(
                 p,
                 "only one of localityLbSetting and zoneAwareLbSetting can be set",
             );
         }
-        if !l.distribute.is_empty() && !l.failover.is_empty() {
-            cx.error(
-                &lp,
-                "can not simultaneously specify 'distribute' and 'failover'",
-            );
-        }
-        for (i, d) in l.distribute.iter().enumerate() {
-            let mut total = 0u64;
-            for (loc, w) in &d.to {
-                if !(1..=100).contains(w) {
-                    cx.error(
-                        &format!("{lp}.distribute[{i}].to.{loc}"),
-                        "locality weight must be in range [1, 100]",
-                    );
-                }
-                total += u64::from(*w);
-            }
-            if total != 100 {
-                cx.error(
-                    &format!("{lp}.distribute[{i}].to"),
-                    format!("total locality weight {total} != 100"),
-                );
-            }
-        }
-        for (i, f) in l.failover.iter().enumerate() {
-            let fp = format!("{lp}.failover[{i}]");
-            if f.from == f.to {
-                cx.error(
-                    &fp,
-                    "locality lb failover settings must specify different regions",
-                );
-            }
-            if f.from.contains('/') || f.to.contains('/') {
-                cx.error(&fp, "locality lb failover only specify region");
-            }
-            if f.from.contains('*') || f.to.contains('*') {
-                cx.error(
-                    &fp,
-                    "locality lb failover region should not contain '*' wildcard",
-                );
-            }
-        }
-        if !l.failover.is_empty() {
-            for label in &l.failover_priority {
-                if matches!(
-                    label.as_str(),
-                    "topology.kubernetes.io/region"
-                        | "topology.kubernetes.io/zone"
-                        | "topology.istio.io/subzone"
-                ) {
-                    cx.error(
-                        &format!("{lp}.failoverPriority"),
-                        format!("can not simultaneously set 'failover' and topology label '{label}' in 'failover_priority'"),
-                    );
-                }
-            }
-        }
-        let sources: Vec<&str> = l.distribute.iter().map(|d| d.from.as_str()).collect();
-        if let Err(e) = validate_localities(&sources) {
-            cx.error(&format!("{lp}.distribute"), e);
-        }
-        for (i, d) in l.distribute.iter().enumerate() {
-            let dests: Vec<&str> = d.to.keys().map(String::as_str).collect();
-            if let Err(e) = validate_localities(&dests) {
-                cx.error(&format!("{lp}.distribute[{i}].to"), e);
-            }
-        }
-        if (!l.failover.is_empty() || !l.failover_priority.is_empty()) && !has_outlier {
-            cx.warn(
-                &lp,
-                "outlier detection policy must be provided for failover",
-            );
-        }
+        validate_locality_lb_setting(cx, &format!("{p}.localityLbSetting"), l, has_outlier);
     }
     if let Some(w) = &lb.warmup {
         let wp = format!("{p}.warmup");
@@ -551,6 +484,90 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
     }
     if let Some(d) = lb.warmup_duration_secs {
         cx.check(&format!("{p}.warmupDurationSecs"), validate_duration(d));
+    }
+}
+
+/// istiod's `ValidateLocalityLbSetting`: its checks in its order, returning where it returns
+/// (conflicting settings, a bad weight, a total other than 100).
+fn validate_locality_lb_setting(
+    cx: &mut Ctx<'_>,
+    lp: &str,
+    l: &LocalityLbSetting,
+    has_outlier: bool,
+) {
+    if !l.distribute.is_empty() && !l.failover.is_empty() {
+        cx.error(
+            lp,
+            "can not simultaneously specify 'distribute' and 'failover'",
+        );
+        return;
+    }
+    if !l.failover.is_empty() {
+        let topology = l.failover_priority.iter().find(|label| {
+            matches!(
+                label.as_str(),
+                "topology.kubernetes.io/region"
+                    | "topology.kubernetes.io/zone"
+                    | "topology.istio.io/subzone"
+            )
+        });
+        if let Some(label) = topology {
+            cx.error(
+                &format!("{lp}.failoverPriority"),
+                format!("can not simultaneously set 'failover' and topology label '{label}' in 'failover_priority'"),
+            );
+            return;
+        }
+    }
+    let mut sources = Vec::with_capacity(l.distribute.len());
+    for (i, d) in l.distribute.iter().enumerate() {
+        sources.push(d.from.as_str());
+        let mut total = 0u64;
+        for (loc, w) in &d.to {
+            if !(1..=100).contains(w) {
+                cx.error(
+                    &format!("{lp}.distribute[{i}].to.{loc}"),
+                    "locality weight must be in range [1, 100]",
+                );
+                return;
+            }
+            total += u64::from(*w);
+        }
+        if total != 100 {
+            cx.error(
+                &format!("{lp}.distribute[{i}].to"),
+                format!("total locality weight {total} != 100"),
+            );
+            return;
+        }
+        let dests: Vec<&str> = d.to.keys().map(String::as_str).collect();
+        if let Err(e) = validate_localities(&dests) {
+            cx.error(&format!("{lp}.distribute[{i}].to"), e);
+        }
+    }
+    if let Err(e) = validate_localities(&sources) {
+        cx.error(&format!("{lp}.distribute"), e);
+    }
+    if (!l.failover.is_empty() || !l.failover_priority.is_empty()) && !has_outlier {
+        cx.warn(lp, "outlier detection policy must be provided for failover");
+    }
+    for (i, f) in l.failover.iter().enumerate() {
+        let fp = format!("{lp}.failover[{i}]");
+        if f.from == f.to {
+            cx.error(
+                &fp,
+                "locality lb failover settings must specify different regions",
+            );
+        }
+        if f.from.contains('/') || f.to.contains('/') {
+            cx.error(&fp, "locality lb failover only specify region");
+        }
+        if f.from.contains('*') || f.to.contains('*') {
+            cx.error(
+                &fp,
+                "locality lb failover region should not contain '*' wildcard",
+            );
+        }
     }
 }
 

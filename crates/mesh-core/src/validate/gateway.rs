@@ -4,7 +4,6 @@ use std::collections::HashSet;
 
 use super::common::*;
 use super::{Ctx, Help};
-use crate::diag::{codes, Severity};
 use crate::model::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
 /// Cipher suites istiod accepts by name (`ValidCipherSuites`: BoringSSL's, the PSK ones
@@ -60,17 +59,7 @@ pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
     // Kubernetes label can satisfy selects no workload, which is only worth a hint
     if let Some(sel) = &gw.selector {
         for (k, v) in sel {
-            if !is_label_key(k) || !is_label_value(v) {
-                cx.with_code(
-                    Severity::Info,
-                    codes::LINT,
-                    &format!("spec.selector.{k}"),
-                    format!(
-                        "selector `{k}: {v}` is not a valid Kubernetes label, so no workload has it: this Gateway selects nothing"
-                    ),
-                )
-                .help("a Gateway selector matches labels exactly (no wildcards)");
-            }
+            lint_unmatchable_selector_label(cx, &format!("spec.selector.{k}"), k, v);
         }
     }
     let mut port_names = HashSet::new();

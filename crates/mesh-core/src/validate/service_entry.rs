@@ -53,6 +53,17 @@ fn is_unix(addr: &str) -> bool {
 }
 
 pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
+    if let Some(sel) = &se.workload_selector {
+        // istiod returns the selector's errors alone
+        if validate_workload_selector(
+            cx,
+            "spec.workloadSelector.labels",
+            &sel.labels,
+            "service entry: workload selector specified without labels, will be applied to all services in namespace",
+        ) {
+            return;
+        }
+    }
     if se.hosts.is_empty() {
         cx.error("spec.hosts", "service entry must have at least one host");
     }
@@ -158,14 +169,6 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
         cx.error(
             "spec",
             "only one of WorkloadSelector or Endpoints is allowed in Service Entry",
-        );
-    }
-    if let Some(sel) = &se.workload_selector {
-        validate_workload_selector(
-            cx,
-            "spec.workloadSelector.labels",
-            &sel.labels,
-            "service entry: workload selector specified without labels, will be applied to all services in namespace",
         );
     }
     validate_export_to(cx, "spec.exportTo", &se.export_to, true, false);

@@ -16,18 +16,45 @@ fn is_http_protocol(p: &str) -> bool {
         .any(|k| k.eq_ignore_ascii_case(p))
 }
 
-/// `net.SplitHostPort`: `host:port` or `[v6]:port`.
-fn split_host_port(s: &str) -> Option<(&str, &str)> {
-    if let Some(rest) = s.strip_prefix('[') {
-        let end = rest.find(']')?;
-        let port = rest[end + 1..].strip_prefix(':')?;
-        return Some((&rest[..end], port));
+/// Go's `net.SplitHostPort`: `host:port` or `[v6]:port`, with Go's error text.
+fn split_host_port(s: &str) -> Result<(&str, &str), String> {
+    let fail = |why: &str| Err(format!("address {s}: {why}"));
+    const MISSING_PORT: &str = "missing port in address";
+    const TOO_MANY_COLONS: &str = "too many colons in address";
+    // the port starts after the last colon
+    let Some(i) = s.rfind(':') else {
+        return fail(MISSING_PORT);
+    };
+    let (host, j, k) = if s.starts_with('[') {
+        // the first ']' just before the last ':'
+        let Some(end) = s.find(']') else {
+            return fail("missing ']' in address");
+        };
+        if end + 1 == s.len() {
+            return fail(MISSING_PORT);
+        }
+        if end + 1 != i {
+            return fail(if s.as_bytes()[end + 1] == b':' {
+                TOO_MANY_COLONS
+            } else {
+                MISSING_PORT
+            });
+        }
+        (&s[1..end], 1, end + 1)
+    } else {
+        let host = &s[..i];
+        if host.contains(':') {
+            return fail(TOO_MANY_COLONS);
+        }
+        (host, 0, 0)
+    };
+    if s[j..].contains('[') {
+        return fail("unexpected '[' in address");
     }
-    let (h, p) = s.rsplit_once(':')?;
-    if h.contains(':') {
-        return None;
+    if s[k..].contains(']') {
+        return fail("unexpected ']' in address");
     }
-    Some((h, p))
+    Ok((host, &s[i + 1..]))
 }
 
 fn validate_port_name_and_protocol(cx: &mut Ctx<'_>, pp: &str, port: &Port) {
@@ -64,12 +91,15 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
         );
     }
     if let Some(sel) = &sc.workload_selector {
-        validate_workload_selector(
+        // istiod returns the selector's errors alone
+        if validate_workload_selector(
             cx,
             "spec.workloadSelector.labels",
             &sel.labels,
             "sidecar: workload selector specified without labels, will be applied to all services in namespace",
-        );
+        ) {
+            return;
+        }
     }
     if sc.ingress.is_empty()
         && sc.egress.is_empty()
@@ -109,28 +139,26 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
             if let Some(path) = e.strip_prefix("unix://") {
                 cx.check(&ep, validate_unix_address(path));
             } else {
-                match split_host_port(e) {
-                    None => {
-                        cx.error(&ep, format!("address {e}: missing port in address"));
-                    }
-                    Some((host, port)) => {
-                        if !host.is_empty()
-                            && !matches!(host, "127.0.0.1" | "0.0.0.0" | "::1" | "::")
-                        {
-                            cx.error(
-                                &ep,
-                                "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset",
-                            );
-                        }
-                        match port.parse::<u32>() {
-                            Ok(n) => cx.check(&ep, validate_port(n)),
-                            Err(e) => {
-                                cx.error(
-                                    &ep,
-                                    format!("sidecar: defaultEndpoint port ({port}) is not a number: {e}"),
-                                );
-                            }
-                        }
+                // istiod goes on after a split error, with an empty host and port
+                let (host, port) = split_host_port(e).unwrap_or_else(|err| {
+                    cx.error(&ep, err);
+                    ("", "")
+                });
+                if !host.is_empty() && !matches!(host, "127.0.0.1" | "0.0.0.0" | "::1" | "::") {
+                    cx.error(
+                        &ep,
+                        "sidecar: defaultEndpoint must be of form 127.0.0.1:<port>,0.0.0.0:<port>,[::1]:port,[::]:port,unix://filepath or unset",
+                    );
+                }
+                match go_atoi(port) {
+                    Ok(n) => cx.check(&ep, validate_port_int(n)),
+                    Err(err) => {
+                        cx.error(
+                            &ep,
+                            format!(
+                                "sidecar: defaultEndpoint port ({port}) is not a number: {err}"
+                            ),
+                        );
                     }
                 }
             }
@@ -341,13 +369,25 @@ mod tests {
 
     #[test]
     fn host_port_split() {
-        assert_eq!(
-            split_host_port("127.0.0.1:8080"),
-            Some(("127.0.0.1", "8080"))
-        );
-        assert_eq!(split_host_port("[::1]:80"), Some(("::1", "80")));
-        assert_eq!(split_host_port(":80"), Some(("", "80")));
-        assert_eq!(split_host_port("::1:80"), None);
-        assert_eq!(split_host_port("localhost"), None);
+        assert_eq!(split_host_port("127.0.0.1:8080"), Ok(("127.0.0.1", "8080")));
+        assert_eq!(split_host_port("[::1]:80"), Ok(("::1", "80")));
+        assert_eq!(split_host_port(":80"), Ok(("", "80")));
+        assert_eq!(split_host_port("127.0.0.1:"), Ok(("127.0.0.1", "")));
+        let errors = [
+            ("localhost", "address localhost: missing port in address"),
+            ("::1:80", "address ::1:80: too many colons in address"),
+            ("[::1]", "address [::1]: missing port in address"),
+            ("[::1]x:80", "address [::1]x:80: missing port in address"),
+            (
+                "[::1]:80:90",
+                "address [::1]:80:90: too many colons in address",
+            ),
+            ("[::1:80", "address [::1:80: missing ']' in address"),
+            ("a[b:80", "address a[b:80: unexpected '[' in address"),
+            ("a]b:80", "address a]b:80: unexpected ']' in address"),
+        ];
+        for (s, want) in errors {
+            assert_eq!(split_host_port(s), Err(want.to_owned()), "{s}");
+        }
     }
 }
