@@ -726,7 +726,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                 ),
                             )
                             .help = Some(format!(
-                                "no VirtualService {dns}/{} among the loaded files: requests on this route get 404 unless it exists in the cluster",
+                                "no VirtualService {dns}/{} among the loaded files: unless it exists in the cluster and is exported to this namespace, istiod drops this route and its requests fall through to the next routes (404 only if none matches)",
                                 dl.name
                             ));
                         }

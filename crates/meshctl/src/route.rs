@@ -605,6 +605,11 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         ));
     }
     s.push_str(&format!("host: {}\n", v["host"].as_str().unwrap_or("")));
+    if let Some(p) = v["normalized_path"].as_str() {
+        s.push_str(&format!(
+            "path: {p} after Envoy's normalization (what routes match and the upstream receives)\n"
+        ));
+    }
     if let Some(sc) = v["sidecar"].as_str() {
         s.push_str(&format!("Sidecar {sc} applies to the client"));
         match v["not_imported"].as_str() {
@@ -948,6 +953,23 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return run_l4(&args, "tls", &format!("{name}:{port}"));
         }
     }
+    // every connection manager istiod builds (the sidecar's outbound one, a gateway's)
+    // normalizes the path before routing (MeshConfig pathNormalization, BASE by default):
+    // routes match, and the upstream receives, the normalized path; `%00` is a 400
+    let path = match snap.options().path_normalization.normalize(uri.path()) {
+        Ok(p) => p,
+        Err(_) => {
+            let reason = "the path holds `%00`: Envoy refuses it with 400 (path_normalization_failed) before routing";
+            match args.output {
+                Output::Json => println!(
+                    "{}",
+                    json!({"host": authority, "port": port, "status": 400, "reason": reason})
+                ),
+                Output::Text => println!("{} {}\n{reason}", args.method, args.url),
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
     let attrs = HttpRequestAttrs {
         client_namespace: &args.namespace,
         source_labels: &labels,
@@ -955,7 +977,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         authority,
         port,
         method: &args.method,
-        path: uri.path(),
+        path: &path,
         query: uri.query(),
         scheme,
         headers: &headers,
@@ -1011,12 +1033,15 @@ pub(crate) fn run(args: Args) -> ExitCode {
         authority,
         port,
         explicit_port: gateway.is_none() && uri.port_u16().is_some(),
-        path: uri.path(),
+        path: &path,
         query: uri.query(),
         headers: &headers,
     };
     let mut v = to_json(&d, &req, &snap, &args.namespace, &labels, &scope);
     v["cors"] = cors_json(&d, &args.method, &headers);
+    if path != uri.path() {
+        v["normalized_path"] = json!(&*path);
+    }
     if let Some(a) = attrs.request_auth {
         v["claims"] = a.claims.clone();
     }

@@ -1325,3 +1325,46 @@ spec:
         "{t}"
     );
 }
+
+#[test]
+fn the_path_is_normalized_before_routing() {
+    // every connection manager istiod builds normalizes the path (BASE by default) before
+    // the route is chosen
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "vs.yaml",
+        "apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    rewrite: {uri: /v2}
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+",
+    );
+    let f = f.to_str().unwrap();
+    for url in [
+        "http://reviews:9080/%61pi/foo",
+        "http://reviews:9080/x/../api/foo",
+    ] {
+        let v = json(&["-f", f, url]);
+        assert_eq!(v["route"], 0, "{url}: {v}");
+        assert_eq!(v["normalized_path"], "/api/foo", "{url}");
+        assert_eq!(v["rewrite"]["uri"], "/v2/foo", "{url}: {v}");
+    }
+    let v = json(&["-f", f, "http://reviews:9080/api/foo"]);
+    assert_eq!(v["normalized_path"], Value::Null);
+    let v = json(&["-f", f, "http://reviews:9080/api/%00"]);
+    assert_eq!(v["status"], 400);
+}
