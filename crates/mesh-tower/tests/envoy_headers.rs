@@ -498,3 +498,59 @@ async fn the_path_is_normalized_before_routing() {
     assert_eq!(status, 200);
     assert_eq!(received(&seen, "/%61pi/foo").len(), 1);
 }
+
+#[tokio::test]
+async fn route_and_destination_header_operations_in_envoys_order() {
+    // one destination: istiod appends its operations to the route's, and Envoy removes
+    // first, then sets in order (the destination's `set` wins, its `remove` does not undo
+    // the route's `set`); several: each destination's are its weighted cluster's, which
+    // Envoy applies before the route's (the route's `set` wins)
+    let (addr, seen) = backend().await;
+    let mut yaml = api_with(
+        addr,
+        "
+  - match: [{uri: {prefix: /weighted}}]
+    headers: {request: {set: {x-a: route}}, response: {set: {x-r: route}}}
+    route:
+    - destination: {host: api.example.internal}
+      weight: 50
+      headers: {request: {set: {x-a: dest}}, response: {set: {x-r: dest}}}
+    - destination: {host: api2.example.internal}
+      weight: 50
+      headers: {request: {set: {x-a: dest2}}, response: {set: {x-r: dest2}}}
+  - match: [{uri: {prefix: /single}}]
+    headers: {request: {set: {x-a: route, x-b: route}}, response: {set: {x-r: route}}}
+    route:
+    - destination: {host: api.example.internal}
+      headers: {request: {set: {x-a: dest}, remove: [x-b]}, response: {set: {x-r: dest}}}
+",
+    );
+    yaml.push_str(&format!(
+        "
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api2, namespace: default}}
+spec:
+  hosts: [api2.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+",
+        addr.port()
+    ));
+    let c = client(Mesh::from_yaml(&yaml).unwrap());
+    for _ in 0..6 {
+        let (status, headers, _, _) = get(&c, "/weighted", &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(value(&headers, "x-r"), Some("route"));
+    }
+    for h in received(&seen, "/weighted") {
+        assert_eq!(value(&h, "x-a"), Some("route"));
+    }
+    let (status, headers, _, _) = get(&c, "/single", &[]).await;
+    assert_eq!((status, value(&headers, "x-r")), (200, Some("dest")));
+    let h = &received(&seen, "/single")[0];
+    assert_eq!(value(h, "x-a"), Some("dest"));
+    assert_eq!(value(h, "x-b"), Some("route"));
+}

@@ -1150,6 +1150,11 @@ impl HeaderOpList {
     /// assert_eq!(headers["x-discount"], "10%");
     /// ```
     pub fn apply_in(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>) {
+        self.apply_parts(headers, cx, true);
+    }
+
+    /// [`HeaderOpList::apply_in`], its removals left out when `removals` is false.
+    fn apply_parts(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>, removals: bool) {
         // values are computed from the headers as they came (Envoy evaluates the request's
         // headers before its own additions)
         let expanded: Vec<(&HeaderName, Option<HeaderValue>, bool)> = if self.formatted.is_empty() {
@@ -1166,8 +1171,10 @@ impl HeaderOpList {
                 self.expand(&cx)
             }
         };
-        for n in self.remove.iter() {
-            headers.remove(n);
+        if removals {
+            for n in self.remove.iter() {
+                headers.remove(n);
+            }
         }
         for (n, v) in self.set.iter() {
             headers.insert(n.clone(), v.clone());
@@ -1194,6 +1201,68 @@ impl HeaderOpList {
                 (n, v, *append)
             })
             .collect()
+    }
+}
+
+/// A route's and its destination's header operations (`headers.request` or
+/// `headers.response` of each) in the order Envoy applies them as istiod builds them:
+/// - one destination (`processDestination`): the destination's operations are appended to
+///   the route's lists, and Envoy's header parser does every removal first, then the sets
+///   and additions in order: a destination's `set` wins over the route's, and its `remove`
+///   does not undo the route's `set`;
+/// - several (`processWeightedDestination`): each is the weighted cluster's own, which
+///   Envoy evaluates before the route's (`WeightedClusterEntry::finalizeRequestHeaders`):
+///   the route's `set` wins.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::{apply_route_and_destination, HeaderContext, HttpRequestAttrs};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: VirtualService
+/// metadata: {name: httpbin}
+/// spec:
+///   hosts: [httpbin]
+///   http:
+///   - headers: {request: {set: {x-a: route}}}
+///     route:
+///     - destination: {host: httpbin}
+///       headers: {request: {set: {x-a: dest}, remove: [x-a]}}
+/// ").unwrap().snapshot();
+/// let h = http::HeaderMap::new();
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "httpbin", "/", &h));
+/// let route = &d.action().unwrap().headers.request;
+/// let dest = d.destinations()[0].headers.as_deref().map(|o| &o.request);
+/// let mut headers = http::HeaderMap::new();
+/// apply_route_and_destination(Some(route), dest, false, &mut headers, &HeaderContext::default());
+/// assert_eq!(headers["x-a"], "dest"); // removals first, then the sets in order
+/// ```
+pub fn apply_route_and_destination(
+    route: Option<&HeaderOpList>,
+    dest: Option<&HeaderOpList>,
+    weighted: bool,
+    headers: &mut http::HeaderMap,
+    cx: &HeaderContext<'_>,
+) {
+    match (route, dest) {
+        (Some(r), Some(d)) if weighted => {
+            d.apply_in(headers, cx);
+            r.apply_in(headers, cx);
+        }
+        (Some(r), Some(d)) if !d.remove.is_empty() => {
+            for n in d.remove.iter() {
+                headers.remove(n);
+            }
+            r.apply_in(headers, cx);
+            d.apply_parts(headers, cx, false);
+        }
+        (r, d) => {
+            for o in [r, d].into_iter().flatten() {
+                o.apply_in(headers, cx);
+            }
+        }
     }
 }
 

@@ -82,9 +82,9 @@ mod matcher;
 mod timeouts;
 
 pub use actions::{
-    pick, AbortStatus, DirectResponse, Fault, HeaderContext, HeaderOpList, HeaderOps,
-    HeaderTemplate, HeaderVar, HttpAction, Mirror, PerMillion, Redirect, RetryPolicy, Rewrite,
-    WeightedDestination, DEFAULT_RETRY_ON,
+    apply_route_and_destination, pick, AbortStatus, DirectResponse, Fault, HeaderContext,
+    HeaderOpList, HeaderOps, HeaderTemplate, HeaderVar, HttpAction, Mirror, PerMillion, Redirect,
+    RetryPolicy, Rewrite, WeightedDestination, DEFAULT_RETRY_ON,
 };
 pub use gateway_tls::{GatewayTlsChain, SniRank};
 pub use matcher::{jwt_claim_path, StrMatcher};

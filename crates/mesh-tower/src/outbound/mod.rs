@@ -2834,7 +2834,7 @@ where
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(LOCATION, v);
             }
-            let ops = [decision.action().map(|a| &a.headers), None];
+            let ops = RouteOps::route_only(decision.action().map(|a| &a.headers));
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
             direct_response_details(&mut resp);
             return Ok((resp, host_context(authority.as_str())));
@@ -2854,7 +2854,7 @@ where
             if !grpc {
                 *resp.status_mut() = code;
             }
-            let ops = [decision.action().map(|a| &a.headers), None];
+            let ops = RouteOps::route_only(decision.action().map(|a| &a.headers));
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
             direct_response_details(&mut resp);
             return Ok((resp, host_context(authority.as_str())));
@@ -2885,6 +2885,11 @@ where
     let picked = decision.pick(rand::random::<u64>());
     let route_ops = action.map(|a| &a.headers);
     let dest_ops = picked.and_then(|wd| wd.headers.as_deref());
+    let ops = RouteOps {
+        route: route_ops,
+        dest: dest_ops,
+        weighted: decision.destinations().len() > 1,
+    };
 
     // fault injection: delay, then abort
     if let Some(f) = action.and_then(|a| a.fault.as_ref()) {
@@ -2931,14 +2936,7 @@ where
                     let svc = exact(wd)?;
                     Some(wd.cluster_name(dest_port_of(wd, svc, port)))
                 };
-                finalize_response(
-                    shared,
-                    via,
-                    &parts,
-                    [route_ops, dest_ops],
-                    cluster,
-                    &mut resp,
-                );
+                finalize_response(shared, via, &parts, ops, cluster, &mut resp);
                 // the route's cluster names the destination service (HCM sets the
                 // cluster info with the route, before the fault filter runs)
                 let ctx = match picked.and_then(exact) {
@@ -2954,14 +2952,7 @@ where
     // (Envoy's local replies go through the route's `finalizeResponseHeaders`)
     let cluster_not_found = |parts: &http::request::Parts| {
         let mut resp = local(LocalReply::ClusterNotFound, grpc);
-        finalize_response(
-            shared,
-            via,
-            parts,
-            [route_ops, dest_ops],
-            || None,
-            &mut resp,
-        );
+        finalize_response(shared, via, parts, ops, || None, &mut resp);
         Ok((with_cors(resp), host_context(authority.as_str())))
     };
     let Some(wd) = picked else {
@@ -3190,13 +3181,9 @@ where
             Some(&cluster),
             None,
         );
-        for o in [route_ops, dest_ops].into_iter().flatten() {
-            o.request.apply_in(&mut parts.headers, &cx);
-        }
+        ops.request(&mut parts.headers, &cx);
     } else {
-        for o in [route_ops, dest_ops].into_iter().flatten() {
-            o.request.apply(&mut parts.headers);
-        }
+        ops.request(&mut parts.headers, &HeaderContext::default());
     }
     let mut host_value = parts.headers.get(HOST).cloned().unwrap_or_else(|| {
         HeaderValue::from_str(authority.as_str()).unwrap_or(HeaderValue::from_static(""))
@@ -3360,14 +3347,7 @@ where
             wd.cluster_name(dest_port)
         })
     };
-    finalize_response(
-        shared,
-        via,
-        &parts,
-        [route_ops, dest_ops],
-        cluster,
-        &mut resp,
-    );
+    finalize_response(shared, via, &parts, ops, cluster, &mut resp);
     let mut ctx = ctx;
     if passthrough {
         // istio_stats' host header fallback: the passthrough cluster has no service
@@ -3430,6 +3410,50 @@ fn dest_port_of(
     })
 }
 
+/// A route's and its picked destination's header operations, applied in Envoy's order
+/// ([`mesh_core::route::apply_route_and_destination`]).
+#[derive(Clone, Copy)]
+struct RouteOps<'a> {
+    route: Option<&'a HeaderOps>,
+    dest: Option<&'a HeaderOps>,
+    /// the route has several destinations (weighted clusters)
+    weighted: bool,
+}
+
+impl<'a> RouteOps<'a> {
+    fn route_only(route: Option<&'a HeaderOps>) -> RouteOps<'a> {
+        RouteOps {
+            route,
+            dest: None,
+            weighted: false,
+        }
+    }
+
+    fn any(&self, f: impl Fn(&HeaderOps) -> bool) -> bool {
+        self.route.is_some_and(&f) || self.dest.is_some_and(&f)
+    }
+
+    fn request(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>) {
+        mesh_core::route::apply_route_and_destination(
+            self.route.map(|o| &o.request),
+            self.dest.map(|o| &o.request),
+            self.weighted,
+            headers,
+            cx,
+        );
+    }
+
+    fn response(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>) {
+        mesh_core::route::apply_route_and_destination(
+            self.route.map(|o| &o.response),
+            self.dest.map(|o| &o.response),
+            self.weighted,
+            headers,
+            cx,
+        );
+    }
+}
+
 /// Envoy's `finalizeResponseHeaders` on any answer once a route is chosen (the upstream's,
 /// a redirect, a direct response, a fault abort, cluster not found): the route's response
 /// header operations, then the chosen destination's. `%...%` operators (computed only when
@@ -3439,11 +3463,11 @@ fn finalize_response(
     shared: &ClientShared,
     via: Option<GatewayRoute<'_>>,
     req: &http::request::Parts,
-    ops: [Option<&HeaderOps>; 2],
+    ops: RouteOps<'_>,
     cluster: impl FnOnce() -> Option<String>,
     resp: &mut Response<MeshBody>,
 ) {
-    if ops.iter().flatten().any(|o| o.response.has_formatted()) {
+    if ops.any(|o| o.response.has_formatted()) {
         let cluster = cluster();
         let answer = resp.headers().clone();
         let upstream = UpstreamAddrs::of(resp);
@@ -3456,13 +3480,9 @@ fn finalize_response(
             cluster.as_deref(),
             upstream.as_ref(),
         );
-        for o in ops.into_iter().flatten() {
-            o.response.apply_in(resp.headers_mut(), &cx);
-        }
+        ops.response(resp.headers_mut(), &cx);
     } else {
-        for o in ops.into_iter().flatten() {
-            o.response.apply(resp.headers_mut());
-        }
+        ops.response(resp.headers_mut(), &HeaderContext::default());
     }
 }
 
