@@ -1246,6 +1246,8 @@ pub fn apply_route_and_destination(
     headers: &mut http::HeaderMap,
     cx: &HeaderContext<'_>,
 ) {
+    let route = route.filter(|o| !o.is_empty());
+    let dest = dest.filter(|o| !o.is_empty());
     match (route, dest) {
         (Some(r), Some(d)) if weighted => {
             d.apply_in(headers, cx);

@@ -1169,12 +1169,24 @@ pub(crate) fn sanitize_request<B, R: From<Bytes>>(
     mode: PathNormalization,
 ) -> Result<(), Response<R>> {
     let http1 = req.version() <= http::Version::HTTP_11;
-    if (http1 && !mesh_core::authz::http1_method_known(req.method()))
-        || req
-            .method()
-            .as_str()
-            .bytes()
-            .any(|b| b.is_ascii_lowercase())
+    // (the standard methods, upper case and known, without looking at their letters)
+    let standard = matches!(
+        *req.method(),
+        http::Method::GET
+            | http::Method::POST
+            | http::Method::PUT
+            | http::Method::DELETE
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PATCH
+    );
+    if !standard
+        && ((http1 && !mesh_core::authz::http1_method_known(req.method()))
+            || req
+                .method()
+                .as_str()
+                .bytes()
+                .any(|b| b.is_ascii_lowercase()))
     {
         tracing::debug!(method = %req.method(), "method Envoy's HTTP/1 codec refuses: 400");
         let mut resp = LocalReply::InvalidMethod.to_response(is_grpc(req.headers()));
