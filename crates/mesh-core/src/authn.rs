@@ -1012,6 +1012,183 @@ fn time_claim(claims: &serde_json::Value, claim: &'static str) -> Result<Option<
     }
 }
 
+/// Envoy's jwt_authn `sanitizeHeaders`, before any token is looked at: the request loses
+/// the headers the providers write (`outputPayloadToHeader`, `outputClaimToHeaders`), so
+/// neither the policies after it nor the application see a client's own value for them.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::sanitize_jwt_outputs;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://issuer.example.com
+///     jwks: '{"keys": [{"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0"}]}'
+///     outputClaimToHeaders: [{header: x-sub, claim: sub}]
+/// "#).unwrap().snapshot();
+/// let providers = snap.jwt_providers("foo", &Default::default());
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("x-sub", "forged".parse().unwrap());
+/// sanitize_jwt_outputs(&mut headers, &providers);
+/// assert!(headers.get("x-sub").is_none());
+/// ```
+pub fn sanitize_jwt_outputs(headers: &mut http::HeaderMap, providers: &[Arc<JwtProvider>]) {
+    for p in providers {
+        let names = p
+            .output_payload_to_header()
+            .into_iter()
+            .chain(p.output_claim_to_headers().iter().map(|(h, _)| h.as_str()));
+        for h in names {
+            if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// What the verified tokens leave in the request, as Envoy's `handleGoodJwt` does for
+/// each: the payload and the claims appended to the headers its rule names, then the token
+/// removed from its header unless `forwardOriginalToken` (query parameters and cookies are
+/// left as they are). The RBAC filter, after jwt_authn, reads these headers.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::{authenticate, write_jwt_outputs};
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://issuer.example.com
+///     jwks: '{"keys": [{"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0"}]}'
+///     outputClaimToHeaders: [{header: x-sub, claim: sub}]
+/// "#).unwrap().snapshot();
+/// let providers = snap.jwt_providers("foo", &Default::default());
+/// let token = jsonwebtoken::encode(
+///     &jsonwebtoken::Header { kid: Some("k".into()), ..Default::default() },
+///     &serde_json::json!({"iss": "https://issuer.example.com", "sub": "alice"}),
+///     &jsonwebtoken::EncodingKey::from_secret(b"secret"),
+/// ).unwrap();
+/// let mut headers = http::HeaderMap::new();
+/// headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
+/// let verified = authenticate(&providers, &headers, None, 0, &|_| None).unwrap().unwrap();
+/// write_jwt_outputs(&mut headers, &verified);
+/// assert_eq!(headers["x-sub"], "alice");
+/// assert!(headers.get("authorization").is_none()); // forwardOriginalToken: false
+/// ```
+pub fn write_jwt_outputs(headers: &mut http::HeaderMap, a: &Authenticated) {
+    for t in &a.tokens {
+        let p = &t.provider;
+        if let Some(h) = p.output_payload_to_header() {
+            let payload = t.token.token.split('.').nth(1).unwrap_or("");
+            if let (Ok(name), Ok(v)) = (
+                http::HeaderName::from_bytes(h.as_bytes()),
+                http::HeaderValue::from_str(payload),
+            ) {
+                headers.append(name, v);
+            }
+        }
+        write_claim_headers(headers, p, &t.claims);
+        if !p.forward_original_token() {
+            if let TokenLocation::Header { name, .. } = &t.token.location {
+                headers.remove(name.as_str());
+            }
+        }
+    }
+}
+
+/// The `outputClaimToHeaders` of `provider` for these claims, appended to `headers`
+/// ([`jwt_claim_header_value`] for each).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::write_claim_headers;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: jwt, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://issuer.example.com
+///     jwks: '{"keys": []}'
+///     outputClaimToHeaders: [{header: x-sub, claim: sub}, {header: x-admin, claim: admin}]
+/// "#).unwrap().snapshot();
+/// let providers = snap.jwt_providers("foo", &Default::default());
+/// let mut headers = http::HeaderMap::new();
+/// write_claim_headers(&mut headers, &providers[0], &serde_json::json!({"sub": "alice", "admin": true}));
+/// assert_eq!((&headers["x-sub"], &headers["x-admin"]), (&"alice".parse::<http::HeaderValue>().unwrap(), &"true".parse::<http::HeaderValue>().unwrap()));
+/// ```
+pub fn write_claim_headers(
+    headers: &mut http::HeaderMap,
+    provider: &JwtProvider,
+    claims: &serde_json::Value,
+) {
+    for (header, claim) in provider.output_claim_to_headers() {
+        let Some(value) = jwt_claim_header_value(claims, claim) else {
+            continue;
+        };
+        if let (Ok(name), Ok(v)) = (
+            http::HeaderName::from_bytes(header.as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) {
+            headers.append(name, v);
+        }
+    }
+}
+
+/// A claim as Envoy's `addJWTClaimToHeader` writes it: `claim` is a `.`-separated path into
+/// the payload; a string as it is, a number by `convertClaimDoubleToString` (a whole
+/// non-negative number below 2^64 as an integer, else C++'s `std::to_string`, `%f`), a
+/// boolean `true`/`false`, a list or object the base64 of its JSON; an empty result or
+/// `null` adds nothing.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::jwt_claim_header_value;
+///
+/// let claims = serde_json::json!({"sub": "alice", "n": 3, "x": 1.5, "user": {"id": "7"}, "g": ["a"]});
+/// assert_eq!(jwt_claim_header_value(&claims, "sub").as_deref(), Some("alice"));
+/// assert_eq!(jwt_claim_header_value(&claims, "n").as_deref(), Some("3"));
+/// assert_eq!(jwt_claim_header_value(&claims, "x").as_deref(), Some("1.500000"));
+/// assert_eq!(jwt_claim_header_value(&claims, "user.id").as_deref(), Some("7"));
+/// assert_eq!(jwt_claim_header_value(&claims, "g").as_deref(), Some("WyJhIl0="));
+/// assert_eq!(jwt_claim_header_value(&claims, "missing"), None);
+/// ```
+pub fn jwt_claim_header_value(claims: &serde_json::Value, claim: &str) -> Option<String> {
+    let mut v = claims;
+    for k in claim.split('.') {
+        v = v.as_object()?.get(k)?;
+    }
+    let s = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Bool(b) => b.to_string(),
+        serde_json::Value::Number(n) => {
+            let d = n.as_f64()?;
+            if (0.0..18_446_744_073_709_551_616.0).contains(&d) && d.fract() == 0.0 {
+                (d as u64).to_string()
+            } else {
+                format!("{d:.6}")
+            }
+        }
+        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+            crate::names::base64_encode(serde_json::to_string(v).ok()?.as_bytes(), false)
+        }
+        serde_json::Value::Null => return None,
+    };
+    (!s.is_empty()).then_some(s)
+}
+
 /// Checks the request's token(s) against `providers` at `now` (seconds since the Unix
 /// epoch), as Istio has Envoy's `jwt_authn` filter do it (`convertToEnvoyJwtConfig`:
 /// `requires_any {P1, .., Pn, requires_all {any {P1, allow_missing}, ..}}`, each provider

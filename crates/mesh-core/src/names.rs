@@ -1043,6 +1043,39 @@ pub fn parse_principal(principal: &str) -> Option<(&str, &str, &str)> {
     Some((td, ns, sa))
 }
 
+/// base64 as Envoy writes it: the standard alphabet with padding (`Base64::encode`), or,
+/// with `url`, the URL-safe alphabet without padding (`Base64Url::encode`, a JWT's parts).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::base64_encode;
+///
+/// assert_eq!(base64_encode(b"hello", false), "aGVsbG8=");
+/// assert_eq!(base64_encode(&[0xff, 0xef], true), "_-8");
+/// ```
+pub fn base64_encode(data: &[u8], url: bool) -> String {
+    let alphabet: &[u8; 64] = if url {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for c in data.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else if !url {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
 /// base64, as protobuf's JSON mapping reads a `bytes` field (`directResponse.body.bytes`):
 /// the standard or the URL-safe alphabet, padding optional, whitespace skipped. With
 /// `web_safe`, as absl's `WebSafeBase64Unescape` reads a JWT part: the URL-safe alphabet

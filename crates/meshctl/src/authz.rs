@@ -35,7 +35,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use mesh_core::authn::{authenticate, Authenticated, JwtError, JwtProvider, TokenLocation};
+use mesh_core::authn::{authenticate, JwtError, JwtProvider};
 use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth};
 use mesh_core::model::MtlsMode;
 use serde_json::json;
@@ -175,7 +175,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     // brings in the headers its rules write (`outputClaimToHeaders`,
     // `outputPayloadToHeader`), so a caller cannot forge them
     if !args.tcp {
-        sanitize_jwt_outputs(&mut headers, &providers);
+        mesh_core::authn::sanitize_jwt_outputs(&mut headers, &providers);
     }
     let jwt = match &args.request_principal {
         Some(p) => {
@@ -215,7 +215,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     });
                     // what RBAC then sees: the claim and payload headers written, the
                     // token's header gone unless `forwardOriginalToken`
-                    jwt_outputs(&mut headers, &a);
+                    mesh_core::authn::write_jwt_outputs(&mut headers, &a);
                     Some(a.auth)
                 }
                 Err(e) => {
@@ -617,59 +617,6 @@ fn rightmost_xff(headers: &http::HeaderMap) -> Option<IpAddr> {
         .and_then(|e| e.trim().parse().ok())
 }
 
-/// Envoy's jwt_authn sanitizing, before any token is looked at: every header a rule of the
-/// workload's RequestAuthentications writes (`outputPayloadToHeader`,
-/// `outputClaimToHeaders[].header`) is removed from the request as it came, whether or not
-/// it carries a token (as the runtime's `Authorization` layer does).
-fn sanitize_jwt_outputs(headers: &mut http::HeaderMap, providers: &[Arc<JwtProvider>]) {
-    for p in providers {
-        let names = p
-            .output_payload_to_header()
-            .into_iter()
-            .chain(p.output_claim_to_headers().iter().map(|(h, _)| h.as_str()));
-        for h in names {
-            if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
-                headers.remove(name);
-            }
-        }
-    }
-}
-
-/// What the verified tokens leave in the request, as Envoy's `handleGoodJwt` does for each
-/// (and the runtime): the payload and the claims appended to the headers the rule names,
-/// then the token removed from its header unless `forwardOriginalToken` (query parameters
-/// and cookies are left as they are). RBAC, after jwt_authn, reads these headers.
-fn jwt_outputs(headers: &mut http::HeaderMap, a: &Authenticated) {
-    for t in &a.tokens {
-        let p = &t.provider;
-        if let Some(h) = p.output_payload_to_header() {
-            let payload = t.token.token.split('.').nth(1).unwrap_or("");
-            if let (Ok(name), Ok(v)) = (
-                http::HeaderName::from_bytes(h.as_bytes()),
-                http::HeaderValue::from_str(payload),
-            ) {
-                headers.append(name, v);
-            }
-        }
-        for (header, claim) in p.output_claim_to_headers() {
-            let Some(value) = claim_header_value(&t.claims, claim) else {
-                continue;
-            };
-            if let (Ok(name), Ok(v)) = (
-                http::HeaderName::from_bytes(header.as_bytes()),
-                http::HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                headers.append(name, v);
-            }
-        }
-        if !p.forward_original_token() {
-            if let TokenLocation::Header { name, .. } = &t.token.location {
-                headers.remove(name.as_str());
-            }
-        }
-    }
-}
-
 /// The workload's jwtRule for the issuer of a given identity (`--request-principal`,
 /// `--claims`): its `iss` claim, else the principal's `iss` half.
 fn rule_of_issuer<'p>(
@@ -680,7 +627,7 @@ fn rule_of_issuer<'p>(
     providers.iter().map(|p| &**p).find(|p| p.issuer() == iss)
 }
 
-/// [`jwt_outputs`] for an identity given with `--request-principal` and `--claims` rather
+/// [`mesh_core::authn::write_jwt_outputs`] for an identity given with `--request-principal` and `--claims` rather
 /// than a token: the claim headers of the issuer's rule, and its payload header as the
 /// base64url of the claims' JSON (a real token's payload segment says the same claims).
 fn given_jwt_outputs(
@@ -689,7 +636,10 @@ fn given_jwt_outputs(
     claims: &serde_json::Value,
 ) {
     if let Some(h) = rule.output_payload_to_header() {
-        let payload = base64_url(serde_json::to_string(claims).unwrap_or_default().as_bytes());
+        let payload = mesh_core::names::base64_encode(
+            serde_json::to_string(claims).unwrap_or_default().as_bytes(),
+            true,
+        );
         if let (Ok(name), Ok(v)) = (
             http::HeaderName::from_bytes(h.as_bytes()),
             http::HeaderValue::from_str(&payload),
@@ -697,79 +647,5 @@ fn given_jwt_outputs(
             headers.append(name, v);
         }
     }
-    for (header, claim) in rule.output_claim_to_headers() {
-        let Some(value) = claim_header_value(claims, claim) else {
-            continue;
-        };
-        if let (Ok(name), Ok(v)) = (
-            http::HeaderName::from_bytes(header.as_bytes()),
-            http::HeaderValue::from_bytes(value.as_bytes()),
-        ) {
-            headers.append(name, v);
-        }
-    }
-}
-
-/// A claim as Envoy's `addJWTClaimToHeader` writes it: `claim` is a `.`-separated path into
-/// the payload; a string as it is, a number by `convertClaimDoubleToString` (a whole
-/// non-negative number below 2^64 as an integer, else C++'s `std::to_string`, `%f`), a
-/// boolean `true`/`false`, a list or object the base64 of its JSON; an empty result or
-/// `null` adds nothing.
-fn claim_header_value(claims: &serde_json::Value, claim: &str) -> Option<String> {
-    let mut v = claims;
-    for k in claim.split('.') {
-        v = v.as_object()?.get(k)?;
-    }
-    let s = match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Bool(b) => b.to_string(),
-        serde_json::Value::Number(n) => {
-            let d = n.as_f64()?;
-            if (0.0..18_446_744_073_709_551_616.0).contains(&d) && d.fract() == 0.0 {
-                (d as u64).to_string()
-            } else {
-                format!("{d:.6}")
-            }
-        }
-        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-            base64_std(serde_json::to_string(v).ok()?.as_bytes())
-        }
-        serde_json::Value::Null => return None,
-    };
-    (!s.is_empty()).then_some(s)
-}
-
-/// Standard base64 with padding (Envoy's `Base64::encode`).
-fn base64_std(data: &[u8]) -> String {
-    base64_with(
-        data,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/",
-        true,
-    )
-}
-
-/// URL-safe base64 without padding, as a JWT's segments are written.
-fn base64_url(data: &[u8]) -> String {
-    base64_with(
-        data,
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_",
-        false,
-    )
-}
-
-fn base64_with(data: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else if pad {
-                out.push('=');
-            }
-        }
-    }
-    out
+    mesh_core::authn::write_claim_headers(headers, rule, claims);
 }

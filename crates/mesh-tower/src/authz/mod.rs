@@ -880,7 +880,7 @@ impl AuthorizationLayer {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            sanitize_jwt_outputs(req, &c.jwt);
+            mesh_core::authn::sanitize_jwt_outputs(req.headers_mut(), &c.jwt);
             let jwks = &self.shared.jwks;
             let found = authenticate(&c.jwt, req.headers(), req.uri().query(), now, &|uri| {
                 jwks.get(uri)
@@ -888,7 +888,7 @@ impl AuthorizationLayer {
             match found {
                 Ok(None) => Ok(()),
                 Ok(Some(a)) => {
-                    jwt_outputs(req, &a);
+                    mesh_core::authn::write_jwt_outputs(req.headers_mut(), &a);
                     req.extensions_mut().insert(a.auth);
                     Ok(())
                 }
@@ -1423,107 +1423,6 @@ fn deny_details(d: &AuthzDecision) -> String {
         ),
         None => "rbac_access_denied_matched_policy[none]".to_owned(),
     }
-}
-
-/// Envoy's `sanitizeHeaders`, before any token is looked at: the request loses the headers
-/// the providers write (`outputPayloadToHeader`, `outputClaimToHeaders`), so the
-/// application never sees a client's own value for them (the outputs are appended).
-fn sanitize_jwt_outputs<B>(req: &mut Request<B>, providers: &[Arc<mesh_core::authn::JwtProvider>]) {
-    for p in providers {
-        let names = p
-            .output_payload_to_header()
-            .into_iter()
-            .chain(p.output_claim_to_headers().iter().map(|(h, _)| h.as_str()));
-        for h in names {
-            if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
-                req.headers_mut().remove(name);
-            }
-        }
-    }
-}
-
-/// What the verified tokens leave in the request, as Envoy's `handleGoodJwt` does for each:
-/// the payload and claims appended to headers as configured, then the token removed from
-/// its header unless `forwardOriginalToken` (query parameters and cookies are left as they
-/// are).
-fn jwt_outputs<B>(req: &mut Request<B>, a: &mesh_core::authn::Authenticated) {
-    use mesh_core::authn::TokenLocation;
-    for t in &a.tokens {
-        let p = &t.provider;
-        if let Some(h) = p.output_payload_to_header() {
-            let payload = t.token.token.split('.').nth(1).unwrap_or("");
-            if let (Ok(name), Ok(v)) = (
-                http::HeaderName::from_bytes(h.as_bytes()),
-                http::HeaderValue::from_str(payload),
-            ) {
-                req.headers_mut().append(name, v);
-            }
-        }
-        for (header, claim) in p.output_claim_to_headers() {
-            let Some(value) = claim_header_value(&t.claims, claim) else {
-                continue;
-            };
-            if let (Ok(name), Ok(v)) = (
-                http::HeaderName::from_bytes(header.as_bytes()),
-                http::HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                req.headers_mut().append(name, v);
-            }
-        }
-        if !p.forward_original_token() {
-            if let TokenLocation::Header { name, .. } = &t.token.location {
-                req.headers_mut().remove(name.as_str());
-            }
-        }
-    }
-}
-
-/// A claim as Envoy's `addJWTClaimToHeader` writes it: `claim` is a `.`-separated path into
-/// the payload; a string as it is, a number by `convertClaimDoubleToString` (a whole
-/// non-negative number below 2^64 as an integer, else C++'s `std::to_string`, `%f`), a
-/// boolean `true`/`false`, a list or object the base64 of its JSON; an empty result or
-/// `null` adds nothing.
-fn claim_header_value(claims: &serde_json::Value, claim: &str) -> Option<String> {
-    let mut v = claims;
-    for k in claim.split('.') {
-        v = v.as_object()?.get(k)?;
-    }
-    let s = match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Bool(b) => b.to_string(),
-        serde_json::Value::Number(n) => {
-            let d = n.as_f64()?;
-            if (0.0..18_446_744_073_709_551_616.0).contains(&d) && d.fract() == 0.0 {
-                (d as u64).to_string()
-            } else {
-                format!("{d:.6}")
-            }
-        }
-        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-            base64_std(serde_json::to_string(v).ok()?.as_bytes())
-        }
-        serde_json::Value::Null => return None,
-    };
-    (!s.is_empty()).then_some(s)
-}
-
-/// Standard base64 with padding (Envoy's `Base64::encode`).
-pub(crate) fn base64_std(data: &[u8]) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 fn log_decision<B>(req: &Request<B>, d: &AuthzDecision) {

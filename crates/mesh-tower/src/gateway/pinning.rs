@@ -215,7 +215,7 @@ mod tests {
             .join(":");
         assert_eq!(decode_hex(hex), decode_hex(&colons));
         assert_eq!(decode_hex(hex).unwrap().len(), 32);
-        let b64 = crate::authz::base64_std(&decode_hex(hex).unwrap());
+        let b64 = mesh_core::names::base64_encode(&decode_hex(hex).unwrap(), false);
         assert_eq!(
             mesh_core::names::base64_decode(&b64, false),
             decode_hex(hex)
