@@ -523,6 +523,15 @@ async fn route_and_destination_header_operations_in_envoys_order() {
     route:
     - destination: {host: api.example.internal}
       headers: {request: {set: {x-a: dest}, remove: [x-b]}, response: {set: {x-r: dest}}}
+  - match: [{uri: {prefix: /host}}]
+    headers: {request: {set: {host: route.example}}}
+    route:
+    - destination: {host: api.example.internal}
+      headers: {request: {set: {host: dest.example}}}
+  - match: [{uri: {prefix: /dest-host}}]
+    route:
+    - destination: {host: api.example.internal}
+      headers: {request: {set: {host: dest.example}}}
 ",
     );
     yaml.push_str(&format!(
@@ -553,4 +562,15 @@ spec:
     let h = &received(&seen, "/single")[0];
     assert_eq!(value(h, "x-a"), Some("dest"));
     assert_eq!(value(h, "x-b"), Some("route"));
+    // the authority: a destination's only when the route rewrites none
+    get(&c, "/host", &[]).await;
+    assert_eq!(
+        value(&received(&seen, "/host")[0], "host"),
+        Some("route.example")
+    );
+    get(&c, "/dest-host", &[]).await;
+    assert_eq!(
+        value(&received(&seen, "/dest-host")[0], "host"),
+        Some("dest.example")
+    );
 }

@@ -1209,7 +1209,8 @@ impl HeaderOpList {
 /// - one destination (`processDestination`): the destination's operations are appended to
 ///   the route's lists, and Envoy's header parser does every removal first, then the sets
 ///   and additions in order: a destination's `set` wins over the route's, and its `remove`
-///   does not undo the route's `set`;
+///   does not undo the route's `set`; but a `host` (the authority) of the destination is
+///   taken only when the route sets none;
 /// - several (`processWeightedDestination`): each is the weighted cluster's own, which
 ///   Envoy evaluates before the route's (`WeightedClusterEntry::finalizeRequestHeaders`):
 ///   the route's `set` wins.
@@ -1253,12 +1254,25 @@ pub fn apply_route_and_destination(
             d.apply_in(headers, cx);
             r.apply_in(headers, cx);
         }
-        (Some(r), Some(d)) if !d.remove.is_empty() => {
+        (Some(r), Some(d)) => {
             for n in d.remove.iter() {
                 headers.remove(n);
             }
             r.apply_in(headers, cx);
             d.apply_parts(headers, cx, false);
+            // a destination's `host` is the route's host rewrite only when the route has
+            // none (processDestination: "we only override if the top level rewrite is not
+            // set")
+            let host = |o: &HeaderOpList| {
+                o.set
+                    .iter()
+                    .chain(o.add.iter())
+                    .find(|(n, _)| n == http::header::HOST)
+                    .map(|(_, v)| v.clone())
+            };
+            if let (Some(route_host), Some(_)) = (host(r), host(d)) {
+                headers.insert(http::header::HOST, route_host);
+            }
         }
         (r, d) => {
             for o in [r, d].into_iter().flatten() {
