@@ -528,6 +528,14 @@ async fn route_and_destination_header_operations_in_envoys_order() {
     route:
     - destination: {host: api.example.internal}
       headers: {request: {set: {host: dest.example}}}
+  - match: [{uri: {prefix: /zero}}]
+    headers: {request: {set: {x-a: route}}}
+    route:
+    - destination: {host: api.example.internal}
+      weight: 100
+      headers: {request: {set: {x-a: dest}}}
+    - destination: {host: api2.example.internal}
+      weight: 0
   - match: [{uri: {prefix: /dest-host}}]
     route:
     - destination: {host: api.example.internal}
@@ -562,6 +570,9 @@ spec:
     let h = &received(&seen, "/single")[0];
     assert_eq!(value(h, "x-a"), Some("dest"));
     assert_eq!(value(h, "x-b"), Some("route"));
+    // a route naming two destinations is weighted clusters, a zero weight's too
+    get(&c, "/zero", &[]).await;
+    assert_eq!(value(&received(&seen, "/zero")[0], "x-a"), Some("route"));
     // the authority: a destination's only when the route rewrites none
     get(&c, "/host", &[]).await;
     assert_eq!(

@@ -457,7 +457,9 @@ fn to_json(
     fn dest_authority(w: &WeightedDestination) -> Option<&str> {
         w.headers.as_deref().and_then(|h| host_op(&h.request))
     }
-    let lone = d.destinations().len() == 1;
+    // (istiod: a route naming one destination; a zero weight's dropped one still counts)
+    let lone = !act.is_some_and(|a| a.weighted);
+    o.insert("weighted".into(), json!(!lone));
     let route_authority = route_authority.or_else(|| {
         lone.then(|| d.destinations().first().and_then(dest_authority))
             .flatten()
@@ -726,7 +728,7 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         s.push('\n');
         // its own header operations: a lone destination's follow the route's (its `set`
         // wins), a weighted one's are its entry's, for the requests sent to it
-        let whose = if dests.len() == 1 {
+        let whose = if v["weighted"] != json!(true) {
             "after the route's"
         } else {
             "this destination's"
@@ -736,10 +738,9 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
                 s.push_str(&format!("   {dir} headers ({whose}): {t}\n"));
             }
         }
-        if let Some(a) = d["authority"]
-            .as_str()
-            .filter(|a| dests.len() > 1 && Some(*a) != v["rewrite"]["authority"].as_str())
-        {
+        if let Some(a) = d["authority"].as_str().filter(|a| {
+            v["weighted"] == json!(true) && Some(*a) != v["rewrite"]["authority"].as_str()
+        }) {
             s.push_str(&format!("   authority rewritten to {a}\n"));
         }
     }

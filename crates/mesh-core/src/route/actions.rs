@@ -1391,6 +1391,10 @@ impl HeaderOps {
 pub struct HttpAction {
     /// Weighted destinations (empty for redirect / direct response).
     pub destinations: Box<[WeightedDestination]>,
+    /// The route names several destinations (some may be dropped for a zero weight):
+    /// istiod makes them Envoy's weighted clusters, whose header operations come before
+    /// the route's ([`apply_route_and_destination`]).
+    pub weighted: bool,
     /// Redirect instead of forwarding.
     pub redirect: Option<Box<Redirect>>,
     /// Fixed reply instead of forwarding.
@@ -1472,6 +1476,7 @@ impl HttpAction {
         mirrors.retain(|m| m.share.0 > 0);
         HttpAction {
             destinations,
+            weighted: r.route.len() > 1,
             redirect: r.redirect.as_ref().map(|r| Box::new(Redirect::compile(r))),
             direct_response: r.direct_response.as_ref().map(|d| {
                 Box::new(DirectResponse {

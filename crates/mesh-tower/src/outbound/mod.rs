@@ -2888,7 +2888,7 @@ where
     let ops = RouteOps {
         route: route_ops,
         dest: dest_ops,
-        weighted: decision.destinations().len() > 1,
+        weighted: action.is_some_and(|a| a.weighted),
     };
 
     // fault injection: delay, then abort
