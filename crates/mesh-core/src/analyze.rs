@@ -513,7 +513,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 )
             } else {
                 format!(
-                    "DestinationRules {} in namespace {ns} all apply to host {h} with different exportTo: Istio keeps them apart (since 1.24, ENABLE_ENHANCED_DESTINATIONRULE_MERGE), so a client uses one of them and not the others' subsets or trafficPolicy",
+                    "DestinationRules {} in namespace {ns} all apply to host {h} with different exportTo: since 1.24 (ENABLE_ENHANCED_DESTINATIONRULE_MERGE) Istio merges only those whose exportTo agree (or a superset into a narrower one), so a client may not get the others' subsets or trafficPolicy",
                     names.join(", ")
                 )
             };

@@ -231,3 +231,37 @@ spec:
         .iter()
         .any(|e| e.contains("redirect code 300 is not supported by Envoy")));
 }
+
+/// `redirectCode: 0` is proto3's unset: istiod's `ApplyRedirect` (`case 0, 301`) redirects
+/// with 301, and its validation checks the range only for another code.
+#[test]
+fn redirect_code_zero_is_a_301() {
+    let yaml = format!(
+        "{REVIEWS}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{{uri: {{prefix: /old}}}}]
+    redirect: {{uri: /new, redirectCode: 0}}
+  - route: [{{destination: {{host: reviews}}}}]
+"
+    );
+    let loaded = mesh_core::load::load_str(&yaml, "review3.yaml");
+    let report = mesh_core::validate::validate_all(&loaded.objects);
+    assert!(
+        !report.iter().any(|d| d.message.contains("redirect code")),
+        "{report:#?}"
+    );
+    let s = snap(&yaml);
+    let h = http::HeaderMap::new();
+    let d = s.route_http(&HttpRequestAttrs::new(
+        "default",
+        "reviews:9080",
+        "/old",
+        &h,
+    ));
+    assert_eq!(d.route_index(), Some(0));
+    assert_eq!(d.action().unwrap().redirect.as_ref().unwrap().code, 301);
+}

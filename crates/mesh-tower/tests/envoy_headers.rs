@@ -519,10 +519,10 @@ async fn route_and_destination_header_operations_in_envoys_order() {
       weight: 50
       headers: {request: {set: {x-a: dest2}}, response: {set: {x-r: dest2}}}
   - match: [{uri: {prefix: /single}}]
-    headers: {request: {set: {x-a: route, x-b: route}}, response: {set: {x-r: route}}}
+    headers: {request: {set: {x-a: route, x-b: route}, add: {x-c: route}}, response: {set: {x-r: route}}}
     route:
     - destination: {host: api.example.internal}
-      headers: {request: {set: {x-a: dest}, remove: [x-b]}, response: {set: {x-r: dest}}}
+      headers: {request: {set: {x-a: dest, x-c: dest}, remove: [x-b]}, response: {set: {x-r: dest}}}
   - match: [{uri: {prefix: /host}}]
     headers: {request: {set: {host: route.example}}}
     route:
@@ -570,6 +570,13 @@ spec:
     let h = &received(&seen, "/single")[0];
     assert_eq!(value(h, "x-a"), Some("dest"));
     assert_eq!(value(h, "x-b"), Some("route"));
+    // every overwrite before every append: the route's `add` follows the destination's `set`
+    let c_values: Vec<&str> = h
+        .get_all("x-c")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(c_values, ["dest", "route"]);
     // a route naming two destinations is weighted clusters, a zero weight's too
     get(&c, "/zero", &[]).await;
     assert_eq!(value(&received(&seen, "/zero")[0], "x-a"), Some("route"));

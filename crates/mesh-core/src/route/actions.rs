@@ -308,8 +308,10 @@ impl Redirect {
             port: r.port.and_then(|p| u16::try_from(p).ok()),
             port_from_request: r.derive_port == Some(model::RedirectPortSelection::FromRequestPort),
             scheme: r.scheme.as_deref().map(Into::into),
+            // (proto3: 0 is unset; istiod's ApplyRedirect `case 0, 301`)
             code: r
                 .redirect_code
+                .filter(|c| *c != 0)
                 .and_then(|c| u16::try_from(c).ok())
                 .unwrap_or(301),
             prefix_rewrite: r.prefix_rewrite.as_deref().map(Into::into),
@@ -1150,43 +1152,49 @@ impl HeaderOpList {
     /// assert_eq!(headers["x-discount"], "10%");
     /// ```
     pub fn apply_in(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>) {
-        self.apply_parts(headers, cx, true);
+        self.apply_parts(headers, cx, Phases::ALL);
     }
 
-    /// [`HeaderOpList::apply_in`], its removals left out when `removals` is false.
-    fn apply_parts(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>, removals: bool) {
+    /// [`HeaderOpList::apply_in`], only the phases asked for (Envoy's header parser removes,
+    /// then overwrites, then appends).
+    fn apply_parts(&self, headers: &mut http::HeaderMap, cx: &HeaderContext<'_>, phases: Phases) {
         // values are computed from the headers as they came (Envoy evaluates the request's
         // headers before its own additions)
-        let expanded: Vec<(&HeaderName, Option<HeaderValue>, bool)> = if self.formatted.is_empty() {
-            Vec::new()
-        } else {
-            let mut cx = *cx;
-            let snapshot;
-            if cx.request_headers.is_none() && cx.response_headers.is_none() {
-                snapshot = headers.clone();
-                cx.request_headers = Some(&snapshot);
-                cx.response_headers = Some(&snapshot);
-                self.expand(&cx)
+        let expanded: Vec<(&HeaderName, Option<HeaderValue>, bool)> =
+            if self.formatted.is_empty() || !(phases.set || phases.add) {
+                Vec::new()
             } else {
-                self.expand(&cx)
-            }
-        };
-        if removals {
+                let mut cx = *cx;
+                let snapshot;
+                if cx.request_headers.is_none() && cx.response_headers.is_none() {
+                    snapshot = headers.clone();
+                    cx.request_headers = Some(&snapshot);
+                    cx.response_headers = Some(&snapshot);
+                    self.expand(&cx)
+                } else {
+                    self.expand(&cx)
+                }
+            };
+        if phases.remove {
             for n in self.remove.iter() {
                 headers.remove(n);
             }
         }
-        for (n, v) in self.set.iter() {
-            headers.insert(n.clone(), v.clone());
+        if phases.set {
+            for (n, v) in self.set.iter() {
+                headers.insert(n.clone(), v.clone());
+            }
+            for (n, v, append) in expanded.iter().filter(|e| !e.2) {
+                set_expanded(headers, n, v, *append);
+            }
         }
-        for (n, v, append) in expanded.iter().filter(|e| !e.2) {
-            set_expanded(headers, n, v, *append);
-        }
-        for (n, v) in self.add.iter() {
-            headers.append(n.clone(), v.clone());
-        }
-        for (n, v, append) in expanded.iter().filter(|e| e.2) {
-            set_expanded(headers, n, v, *append);
+        if phases.add {
+            for (n, v) in self.add.iter() {
+                headers.append(n.clone(), v.clone());
+            }
+            for (n, v, append) in expanded.iter().filter(|e| e.2) {
+                set_expanded(headers, n, v, *append);
+            }
         }
     }
 
@@ -1204,13 +1212,45 @@ impl HeaderOpList {
     }
 }
 
+/// Which steps of a header operation list to apply.
+#[derive(Clone, Copy)]
+struct Phases {
+    remove: bool,
+    set: bool,
+    add: bool,
+}
+
+impl Phases {
+    const ALL: Phases = Phases {
+        remove: true,
+        set: true,
+        add: true,
+    };
+    const REMOVE: Phases = Phases {
+        remove: true,
+        set: false,
+        add: false,
+    };
+    const SET: Phases = Phases {
+        remove: false,
+        set: true,
+        add: false,
+    };
+    const ADD: Phases = Phases {
+        remove: false,
+        set: false,
+        add: true,
+    };
+}
+
 /// A route's and its destination's header operations (`headers.request` or
 /// `headers.response` of each) in the order Envoy applies them as istiod builds them:
 /// - one destination (`processDestination`): the destination's operations are appended to
-///   the route's lists, and Envoy's header parser does every removal first, then the sets
-///   and additions in order: a destination's `set` wins over the route's, and its `remove`
-///   does not undo the route's `set`; but a `host` (the authority) of the destination is
-///   taken only when the route sets none;
+///   the route's lists, and Envoy's header parser (`evaluateHeaders`) does every removal,
+///   then every overwrite (`set`), then every append (`add`): a destination's `set` wins
+///   over the route's, its `remove` does not undo the route's `set`, and the route's `add`
+///   is appended after it; but a `host` (the authority) of the destination is taken only
+///   when the route sets none;
 /// - several (`processWeightedDestination`): each is the weighted cluster's own, which
 ///   Envoy evaluates before the route's (`WeightedClusterEntry::finalizeRequestHeaders`):
 ///   the route's `set` wins.
@@ -1255,11 +1295,10 @@ pub fn apply_route_and_destination(
             r.apply_in(headers, cx);
         }
         (Some(r), Some(d)) => {
-            for n in d.remove.iter() {
-                headers.remove(n);
+            for phase in [Phases::REMOVE, Phases::SET, Phases::ADD] {
+                r.apply_parts(headers, cx, phase);
+                d.apply_parts(headers, cx, phase);
             }
-            r.apply_in(headers, cx);
-            d.apply_parts(headers, cx, false);
             // a destination's `host` is the route's host rewrite only when the route has
             // none (processDestination: "we only override if the top level rewrite is not
             // set")

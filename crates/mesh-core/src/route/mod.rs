@@ -3238,7 +3238,8 @@ fn string_match_conflict(
 /// VirtualService keeps working): a deliberate difference, warned by validation.
 fn unsupported_redirect(r: &model::HttpRoute) -> Option<u32> {
     let code = r.redirect.as_ref()?.redirect_code?;
-    (!matches!(code, 301 | 302 | 303 | 307 | 308)).then_some(code)
+    // (0 is unset in proto3: istiod's `case 0, 301`)
+    (!matches!(code, 0 | 301 | 302 | 303 | 307 | 308)).then_some(code)
 }
 
 #[cfg(test)]

@@ -537,7 +537,8 @@ fn validate_http_route(
         {
             cx.error(&rp, "redirect must specify URI, authority, scheme, or port");
         }
-        if let Some(code) = rd.redirect_code {
+        // (istiod checks the range only when the code is not 0, proto3's unset)
+        if let Some(code) = rd.redirect_code.filter(|c| *c != 0) {
             if !(300..=399).contains(&code) {
                 cx.error(
                     &format!("{rp}.redirectCode"),

@@ -3153,7 +3153,8 @@ where
         );
     }
 
-    // request rewriting: route header ops, destination header ops, rewrite
+    // request rewriting: the route's and the destination's header ops in Envoy's order
+    // (RouteOps), then the rewrite
     let formatted = |o: Option<&HeaderOps>, response: bool| {
         o.is_some_and(|o| {
             if response {
@@ -3455,8 +3456,9 @@ impl<'a> RouteOps<'a> {
 }
 
 /// Envoy's `finalizeResponseHeaders` on any answer once a route is chosen (the upstream's,
-/// a redirect, a direct response, a fault abort, cluster not found): the route's response
-/// header operations, then the chosen destination's. `%...%` operators (computed only when
+/// a redirect, a direct response, a fault abort, cluster not found): the route's and the
+/// chosen destination's response header operations in Envoy's order ([`RouteOps`]).
+/// `%...%` operators (computed only when
 /// there are some) see the request as it is now, this answer, and `cluster` (the upstream
 /// cluster, if there is one).
 fn finalize_response(
