@@ -3155,16 +3155,7 @@ where
 
     // request rewriting: the route's and the destination's header ops in Envoy's order
     // (RouteOps), then the rewrite
-    let formatted = |o: Option<&HeaderOps>, response: bool| {
-        o.is_some_and(|o| {
-            if response {
-                o.response.has_formatted()
-            } else {
-                o.request.has_formatted()
-            }
-        })
-    };
-    if formatted(route_ops, false) || formatted(dest_ops, false) {
+    if ops.any(|o| o.request.has_formatted()) {
         // Envoy's `%COMMAND%` operators, computed from the request as it came
         let cluster = if passthrough {
             dest::PASSTHROUGH_CLUSTER.to_owned()
@@ -3273,8 +3264,7 @@ where
     // (and for response header operators such as `%UPSTREAM_HOST%`, which read it)
     let log_upstream = (via.is_some()
         || shared.logs_access()
-        || formatted(route_ops, true)
-        || formatted(dest_ops, true))
+        || ops.any(|o| o.response.has_formatted()))
     .then(|| match decision.virtual_service {
         // Istio names a VirtualService's route by its `name`; the route to a service
         // without one is `default`
