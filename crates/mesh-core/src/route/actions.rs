@@ -1007,6 +1007,10 @@ impl HeaderOpList {
         for (k, v, append) in ops.chain(o.add.iter().map(|(k, v)| (k, v, true))) {
             match pair(k, v, append) {
                 Some((n, v, true)) => add.push((n, v)),
+                // istiod's `TranslateHeadersOperations`: with the authority in both `set`
+                // and `add`, `set`'s is the rewrite
+                Some((n, _, false))
+                    if append && n == http::header::HOST && set.iter().any(|(s, _)| *s == n) => {}
                 Some((n, v, false)) => set.push((n, v)),
                 None => {}
             }
@@ -1641,6 +1645,13 @@ mod tests {
         let l = ops(&[], &[(":authority", "%REQ(x-user)%")]);
         l.apply_in(&mut h, &HeaderContext::default());
         assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["a"]);
+        // in both `set` and `add`, `set`'s value is the rewrite (an empty one is none)
+        let l = ops(&[("host", "from-set")], &[(":authority", "from-add")]);
+        l.apply(&mut h);
+        assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["from-set"]);
+        let l = ops(&[("host", "")], &[("host", "from-add")]);
+        l.apply(&mut h);
+        assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["from-add"]);
     }
 
     #[test]
