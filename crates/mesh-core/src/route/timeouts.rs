@@ -68,7 +68,9 @@ const MAX_GRPC_TIMEOUT_VALUE: u64 = 99_999_999;
 /// assert_eq!(grpc_timeout(&HeaderMap::new()), None);
 /// ```
 pub fn grpc_timeout(headers: &HeaderMap) -> Option<std::time::Duration> {
-    let v = headers.get("grpc-timeout")?.as_bytes();
+    // (a name made once: a `&str` key would be parsed and checked on every lookup)
+    static GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+    let v = headers.get(&GRPC_TIMEOUT)?.as_bytes();
     let (&unit, digits) = v.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
         return None;

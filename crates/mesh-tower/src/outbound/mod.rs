@@ -2127,11 +2127,16 @@ impl<S> Layer<S> for OutboundLayer {
 /// The port of an authority (`host:port`, `[v6]:port`), if it names one: what
 /// [`Authority::port_u16`] answers, without building a `Port` on the way.
 fn port_of(authority: &str) -> Option<u16> {
-    let (_, port) = authority.rsplit_once(':')?;
-    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+    // the digits after the last `:`, read from the end (no search, no `str::parse`)
+    let b = authority.as_bytes();
+    let digits = b.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 || digits > 5 || b.len() == digits || b[b.len() - digits - 1] != b':' {
         return None;
     }
-    port.parse().ok()
+    let port = b[b.len() - digits..]
+        .iter()
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+    u16::try_from(port).ok()
 }
 
 /// A destination Envoy has no cluster for, under `REGISTRY_ONLY`: 502 with an empty body.
@@ -3853,5 +3858,8 @@ mod tests {
             assert_eq!(super::port_of(a), authority.port_u16(), "{a}");
         }
         assert_eq!(super::port_of("host:"), None);
+        assert_eq!(super::port_of("host:99999"), None);
+        assert_eq!(super::port_of("host:123456"), None);
+        assert_eq!(super::port_of(":80"), Some(80));
     }
 }
