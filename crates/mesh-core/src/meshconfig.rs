@@ -366,10 +366,15 @@ pub struct MeshConfig {
 ///   removes it, `FORWARD_ONLY` passes the caller's unchanged on mTLS,
 ///   `ALWAYS_FORWARD_ONLY` even in plaintext, where a PERMISSIVE server's caller may then
 ///   forge it); gateways follow `gatewayTopology.forwardClientCertDetails` instead;
-/// - `server` (`server.disabled`, `server.value`): the `server` header a gateway writes on
-///   every response (`istio-envoy` by default; `None` when disabled: the upstream's is
-///   passed through; a value that cannot be a header value is an error). Mesh clients and
-///   servers write none (a sidecar's listeners write theirs);
+/// - `server` (`server.disabled`, `server.value`): the `server` header a gateway and a mesh
+///   server (a sidecar's inbound listener) write on every response, local replies too,
+///   replacing the application's (`istio-envoy` by default; `None` when disabled: the
+///   application's or upstream's is passed through; a value that cannot be a header value
+///   is an error);
+/// - `outbound_server`: the `server` header a mesh client (a sidecar's outbound listener)
+///   writes on every response it returns to the application: Envoy's default `envoy`
+///   (istiod leaves the outbound listener's `server_name` unset), `server.value` when set,
+///   `None` when `server` is disabled;
 /// - `request_id` (`requestId.disabled` unset or false): mesh clients, servers and gateways
 ///   give a request without an `x-request-id` a new one (Envoy's `generate_request_id`);
 ///   off, a request's own is still kept, and one without any starts no sampled trace
@@ -387,6 +392,7 @@ pub struct MeshConfig {
 /// assert!(default.attempt_count && default.envoy_debug_headers && default.request_id);
 /// assert_eq!(default.forwarded_client_cert, ForwardClientCertDetails::AppendForward);
 /// assert_eq!(default.server.as_deref(), Some("istio-envoy"));
+/// assert_eq!(default.outbound_server.as_deref(), Some("envoy"));
 /// let config = MeshConfig::from_yaml("
 /// defaultConfig:
 ///   proxyHeaders:
@@ -397,7 +403,10 @@ pub struct MeshConfig {
 /// let h = &config.proxy_headers;
 /// assert!(h.attempt_count && !h.envoy_debug_headers);
 /// assert_eq!(h.forwarded_client_cert, ForwardClientCertDetails::Sanitize);
-/// assert_eq!(h.server, None);
+/// assert_eq!((h.server.as_deref(), h.outbound_server.as_deref()), (None, None));
+/// let named = MeshConfig::from_yaml("defaultConfig: {proxyHeaders: {server: {value: shop}}}")?;
+/// let h = &named.proxy_headers;
+/// assert_eq!((h.server.as_deref(), h.outbound_server.as_deref()), (Some("shop"), Some("shop")));
 /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,8 +418,12 @@ pub struct ProxyHeaders {
     pub envoy_debug_headers: bool,
     /// A mesh server's treatment of `x-forwarded-client-cert` (APPEND_FORWARD).
     pub forwarded_client_cert: ForwardClientCertDetails,
-    /// The `server` header gateways write (`None`: none, the upstream's passes).
+    /// The `server` header gateways and mesh servers write (`None`: none, the
+    /// application's or the upstream's passes).
     pub server: Option<String>,
+    /// The `server` header mesh clients write on the responses they return (`None`: none,
+    /// the upstream's passes).
+    pub outbound_server: Option<String>,
     /// A request without an `x-request-id` gets one.
     pub request_id: bool,
 }
@@ -422,6 +435,7 @@ impl Default for ProxyHeaders {
             envoy_debug_headers: true,
             forwarded_client_cert: ForwardClientCertDetails::AppendForward,
             server: Some("istio-envoy".to_owned()),
+            outbound_server: Some("envoy".to_owned()),
             request_id: true,
         }
     }
@@ -1949,8 +1963,10 @@ fn convert(
                     d.forwarded_client_cert
                 }),
             };
-            let server = match &h.server {
-                Some(s) if s.disabled == Some(true) => None,
+            // (istiod's `GetProxyHeadersFromProxyConfig`: disabled is PASS_THROUGH on every
+            // listener; a value names the server on every listener, the outbound one too)
+            let (server, outbound_server) = match &h.server {
+                Some(s) if s.disabled == Some(true) => (None, None),
                 Some(RawDisabled { value: Some(v), .. }) if !v.is_empty() => {
                     if http::HeaderValue::from_str(v).is_err() {
                         out.push(value_diagnostic(
@@ -1959,18 +1975,19 @@ fn convert(
                             Severity::Error,
                             format!("proxyHeaders.server.value {v:?} is not a valid header value"),
                         ));
-                        d.server
+                        (d.server, d.outbound_server)
                     } else {
-                        Some(v.clone())
+                        (Some(v.clone()), Some(v.clone()))
                     }
                 }
-                _ => d.server,
+                _ => (d.server, d.outbound_server),
             };
             ProxyHeaders {
                 attempt_count: on(&h.attempt_count),
                 envoy_debug_headers: on(&h.envoy_debug_headers),
                 forwarded_client_cert,
                 server,
+                outbound_server,
                 request_id: on(&h.request_id),
             }
         });

@@ -49,6 +49,7 @@ async fn backend() -> (SocketAddr, Seen) {
             };
             match (path.as_str(), n) {
                 ("/flaky", 1) => (http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
+                ("/named", _) => ([(http::header::SERVER, "istio-envoy")], "named").into_response(),
                 ("/slow", _) | ("/slow-once", 1) => {
                     tokio::time::sleep(Duration::from_millis(1500)).await;
                     "late".into_response()
@@ -434,6 +435,42 @@ async fn mesh_config_proxy_headers_turn_them_off() {
     let h = &received(&seen, "/ok")[0];
     assert_eq!(value(h, "grpc-timeout"), Some("2000m"));
     assert_eq!(value(h, "x-envoy-expected-rq-timeout-ms"), None);
+}
+
+/// A sidecar's outbound listener writes `server: envoy` on every response the application
+/// gets, over the upstream's (a server sidecar's `istio-envoy`), its own local replies too
+/// (istiod leaves the outbound `server_name` unset: Envoy's default, with OVERWRITE);
+/// `proxyHeaders.server` names another, or none (the upstream's passes).
+#[tokio::test]
+async fn the_server_header_is_the_outbound_listeners() {
+    let (addr, _) = backend().await;
+    for (mesh_config, upstream, local) in [
+        ("{}", Some("envoy"), Some("envoy")),
+        (
+            "defaultConfig: {proxyHeaders: {server: {value: shop}}}",
+            Some("shop"),
+            Some("shop"),
+        ),
+        (
+            "defaultConfig: {proxyHeaders: {server: {disabled: true}}}",
+            Some("istio-envoy"),
+            None,
+        ),
+    ] {
+        let c = mesh_client(addr, mesh_config).await;
+        let (status, headers, body, _) = get(&c, "/named", &[]).await;
+        assert_eq!((status, body.as_str()), (200, "named"));
+        assert_eq!(value(&headers, "server"), upstream, "{mesh_config}");
+        assert_eq!(headers.get_all("server").iter().count(), 1);
+        // the route's direct response
+        let (status, headers, _, _) = get(&c, "/direct", &[]).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            value(&headers, "server"),
+            local,
+            "{mesh_config}: direct response"
+        );
+    }
 }
 
 /// A body of one chunk whose size it does not tell.

@@ -133,6 +133,10 @@ fn app(calls: Arc<AtomicUsize>) -> Router {
                 },
             ),
         )
+        .route(
+            "/named",
+            get(|| async { ([(http::header::SERVER, "httpbin/1.0")], "named") }),
+        )
         .fallback(|| async { "ok" })
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -358,6 +362,57 @@ async fn xfcc_modes_from_proxy_headers() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("APPEND_FORWARD"), "{err}");
+}
+
+/// A sidecar's inbound listener writes `server: istio-envoy` on every response, replacing
+/// the application's, its own local replies too (istiod's `GetProxyHeadersFromProxyConfig`:
+/// `istio-envoy` with Envoy's OVERWRITE); `proxyHeaders.server` names another, or none
+/// (PASS_THROUGH: the application's passes).
+#[tokio::test]
+async fn the_server_header_is_the_inbound_listeners() {
+    let pki = Pki::new();
+    let sleep = pki.creds("foo", "sleep", &[]);
+    let server_of = |h: &http::HeaderMap| {
+        h.get_all(http::header::SERVER)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let deny = policy(
+        "deny-admin",
+        "DENY",
+        "[{to: [{operation: {paths: [/admin]}}]}]",
+    );
+    for (mesh_config, want) in [
+        ("{}", "istio-envoy"),
+        (
+            "defaultConfig: {proxyHeaders: {server: {value: shop}}}",
+            "shop",
+        ),
+        (
+            "defaultConfig: {proxyHeaders: {server: {disabled: true}}}",
+            "httpbin/1.0",
+        ),
+    ] {
+        let h = start_with(&pki, &deny, mesh_config).await;
+        let (status, headers, body) =
+            httpbin_client::mtls(h.addr, &sleep, false, get_req("/named", &[]))
+                .await
+                .unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"named"[..]));
+        assert_eq!(server_of(&headers), [want], "{mesh_config}");
+        // a local reply: the authorization's 403
+        let (status, headers, _) =
+            httpbin_client::mtls(h.addr, &sleep, false, get_req("/admin", &[]))
+                .await
+                .unwrap();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let local: Vec<String> = match want {
+            "httpbin/1.0" => Vec::new(),
+            w => vec![w.to_owned()],
+        };
+        assert_eq!(server_of(&headers), local, "{mesh_config}: the 403");
+    }
 }
 
 /// A body of the chunks a channel sends.

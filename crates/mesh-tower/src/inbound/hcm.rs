@@ -35,7 +35,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderValue, CONNECTION, CONTENT_TYPE, SERVER};
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
@@ -127,14 +127,28 @@ fn upgrade_required<B>() -> Response<Either<B, Full<Bytes>>> {
 /// requests as Envoy's HTTP/1 codec does by default, and bounds a request carrying a
 /// `grpc-timeout` by it (see the module docs). Inside the access log, which logs both
 /// (`426` `DPE`; `504` `max_duration_timeout`), as Envoy's does.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct HcmLayer;
+/// Every response, local replies too, gets the connection manager's `server` header
+/// (`server`: istiod's `istio-envoy` with Envoy's OVERWRITE; `None` for MeshConfig
+/// `proxyHeaders.server.disabled`, PASS_THROUGH).
+#[derive(Clone, Debug, Default)]
+pub(super) struct HcmLayer {
+    server: Option<HeaderValue>,
+}
+
+impl HcmLayer {
+    pub(super) fn new(server: Option<HeaderValue>) -> Self {
+        HcmLayer { server }
+    }
+}
 
 impl<S> Layer<S> for HcmLayer {
     type Service = Hcm<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Hcm { inner }
+        Hcm {
+            inner,
+            server: self.server.clone(),
+        }
     }
 }
 
@@ -142,6 +156,7 @@ impl<S> Layer<S> for HcmLayer {
 #[derive(Clone, Debug)]
 pub(super) struct Hcm<S> {
     inner: S,
+    server: Option<HeaderValue>,
 }
 
 impl<S, B, ResB> Service<Request<B>> for Hcm<S>
@@ -159,8 +174,12 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         if req.version() < http::Version::HTTP_11 {
             tracing::debug!(version = ?req.version(), "HTTP/1.0 refused: 426 Upgrade Required");
+            let mut response = upgrade_required();
+            if let Some(v) = &self.server {
+                response.headers_mut().insert(SERVER, v.clone());
+            }
             return HcmFuture::Refused {
-                response: Some(upgrade_required()),
+                response: Some(response),
             };
         }
         // Istio's inbound route: `max_stream_duration` with `grpc_timeout_header_max: 0`, so
@@ -181,6 +200,7 @@ where
             fut: self.inner.call(req),
             deadline: limit.map(|d| Box::pin(tokio::time::sleep(d))),
             grpc,
+            server: self.server.clone(),
         }
     }
 }
@@ -195,6 +215,7 @@ pin_project! {
             fut: F,
             deadline: Option<Pin<Box<tokio::time::Sleep>>>,
             grpc: bool,
+            server: Option<HeaderValue>,
         },
         Refused { response: Option<Response<Either<StreamDeadline<ResB>, Full<Bytes>>>> },
     }
@@ -218,13 +239,17 @@ where
                 fut,
                 deadline,
                 grpc,
+                server,
             } => {
                 if let Poll::Ready(r) = fut.poll(cx) {
                     // what is left of the stream's time bounds the body
                     let deadline = deadline.take();
-                    return Poll::Ready(
-                        r.map(|r| r.map(|inner| Either::Left(StreamDeadline { inner, deadline }))),
-                    );
+                    return Poll::Ready(r.map(|mut r| {
+                        if let Some(v) = server.take() {
+                            r.headers_mut().insert(SERVER, v);
+                        }
+                        r.map(|inner| Either::Left(StreamDeadline { inner, deadline }))
+                    }));
                 }
                 match deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
                     // Envoy's `onStreamMaxDurationReached` before the answer began: its
@@ -233,9 +258,11 @@ where
                     Some(Poll::Ready(())) => {
                         deadline.take();
                         let reply = crate::envoy::LocalReply::MaxDurationTimeout;
-                        Poll::Ready(Ok(
-                            reply.to_response_with(*grpc, |b| Either::Right(Full::new(b)))
-                        ))
+                        let mut r = reply.to_response_with(*grpc, |b| Either::Right(Full::new(b)));
+                        if let Some(v) = server.take() {
+                            r.headers_mut().insert(SERVER, v);
+                        }
+                        Poll::Ready(Ok(r))
                     }
                     _ => Poll::Pending,
                 }
@@ -368,7 +395,7 @@ mod tests {
         let app = tower::service_fn(|_req: Request<()>| async {
             Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
         });
-        let mut svc = HcmLayer.layer(app);
+        let mut svc = HcmLayer::default().layer(app);
         for (version, status) in [
             (http::Version::HTTP_10, StatusCode::UPGRADE_REQUIRED),
             (http::Version::HTTP_09, StatusCode::UPGRADE_REQUIRED),

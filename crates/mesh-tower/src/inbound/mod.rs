@@ -737,6 +737,14 @@ struct ServerInner {
 /// by metadata exchange; in one process the registry already holds it). When several
 /// workloads run as that account, only what they share is kept (the rest stays
 /// `unknown`); when none is registered, `None` (the principal alone is known).
+/// The `server` header a sidecar's inbound listener writes on every response (MeshConfig
+/// `proxyHeaders.server`: `istio-envoy` by default; none when disabled), read when the
+/// server starts serving.
+fn server_header(mesh: &Mesh) -> Option<http::HeaderValue> {
+    let name = mesh.options().proxy_headers.server.as_deref()?;
+    http::HeaderValue::from_str(name).ok()
+}
+
 fn peer_workload(mesh: &Mesh, peer: &mesh_tls::PeerIdentity) -> Option<WorkloadInfo> {
     let id = peer.identity();
     let snap = mesh.snapshot();
@@ -1155,7 +1163,7 @@ impl MeshServer {
             .layer(AccessLogLayer::inbound().with_mesh_format(&i.mesh))
             // Envoy's HTTP/1 codec (426 for HTTP/1.0) and connection manager (a request's
             // `grpc-timeout` bounds its stream), logged as Envoy logs them
-            .layer(hcm::HcmLayer)
+            .layer(hcm::HcmLayer::new(server_header(&i.mesh)))
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())

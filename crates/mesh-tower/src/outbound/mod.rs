@@ -300,7 +300,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
+use http::header::{HeaderValue, CONTENT_TYPE, HOST, LOCATION, SERVER, SET_COOKIE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -611,6 +611,10 @@ pub(crate) struct ClientShared {
     access_log: bool,
     /// The MeshConfig's access-log format, if it sets one.
     log_format: Option<Arc<crate::accesslog::LogFormat>>,
+    /// The `server` header of every response returned to the application, as a sidecar's
+    /// outbound listener writes it (MeshConfig `proxyHeaders.server`: Envoy's default
+    /// `envoy`), read when the client is built; `None`: the upstream's passes.
+    server_header: Option<HeaderValue>,
 }
 
 impl ClientShared {
@@ -1688,6 +1692,8 @@ impl MeshClientBuilder {
         let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
         let hash_source = source.unwrap_or_else(|| workload_hash_source(&self.workload));
         let log_format = crate::accesslog::mesh_format(self.mesh.options());
+        let server_header = (self.mesh.options().proxy_headers.outbound_server.as_deref())
+            .and_then(|v| HeaderValue::from_str(v).ok());
         let trace = self
             .trace
             .unwrap_or_else(|| TraceConfig::from_options(self.mesh.options()));
@@ -1703,6 +1709,7 @@ impl MeshClientBuilder {
                 hash_source,
                 access_log: self.access_log,
                 log_format,
+                server_header,
             }),
             self.metrics,
             trace,
@@ -2654,7 +2661,14 @@ where
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
+    let from_gateway = via.is_some();
     let (mut resp, ctx) = route_and_send(shared, transport, req, via).await?;
+    // the outbound listener's connection manager: `server` on every response, local
+    // replies too (Envoy's OVERWRITE with istiod's unset `server_name`: `envoy`); a
+    // gateway writes its own
+    if let (Some(v), false) = (&shared.server_header, from_gateway) {
+        resp.headers_mut().insert(SERVER, v.clone());
+    }
     if metered {
         return Ok((resp, ctx));
     }
