@@ -2254,13 +2254,23 @@ impl RouteTable {
         // connection, by the `tls` routes of the service's VirtualServices (SNI, the host as
         // written, and port) when one matches [spec §2.7]. (Otherwise the mesh client, which
         // does see the request, routes it by `http` routes: docs, where we differ.)
+        // A host the registry does not know (`en.wikipedia.org` under a ServiceEntry for
+        // `www.wikipedia.org`) is routed by the `tls` routes of a VirtualService whose
+        // hosts cover it (`*.wikipedia.org`) when one matches its SNI, as Envoy's filter
+        // chains on that port match `server_names` by the wildcard, and as
+        // `MeshClient::connect` routes it.
         if a.scheme == "https" && self.mesh_tls_routes {
-            if let Some(d) = service
-                .filter(|s| {
-                    s.port(port)
-                        .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS"))
+            let tls_port = match service {
+                Some(s) => s
+                    .port(port)
+                    .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS")),
+                None => true,
+            };
+            if let Some(d) = tls_port
+                .then(|| {
+                    self.route_https_as_tls(a, lit, fqdn, service.map(|s| &**s), port, sidecar)
                 })
-                .and_then(|s| self.route_https_as_tls(a, lit, fqdn, s, port, sidecar))
+                .flatten()
             {
                 return d;
             }
@@ -2848,14 +2858,15 @@ impl RouteTable {
     }
 
     /// The decision for an `https` request of mesh traffic to `service` (found for
-    /// `fqdn`, the host `lit` as written) on a port it declares TLS or HTTPS: the `tls`
-    /// route of its VirtualServices that matches the SNI (`lit`), if one does.
+    /// `fqdn`, the host `lit` as written) on a port it declares TLS or HTTPS, or to a host
+    /// the registry does not know (`service` `None`): the `tls` route of its
+    /// VirtualServices that matches the SNI (`lit`), if one does.
     fn route_https_as_tls<'a>(
         &'a self,
         a: &HttpRequestAttrs<'_>,
         lit: &str,
         fqdn: &str,
-        service: &crate::registry::Service,
+        service: Option<&crate::registry::Service>,
         port: u16,
         sidecar: Option<&SidecarScope>,
     ) -> Option<RouteDecision<'a>> {
@@ -2866,8 +2877,7 @@ impl RouteTable {
             // the address the application's sidecar would see it dial: the service's own
             // (a cluster IP, a ServiceEntry's single address), for `destinationSubnets`
             destination_ip: service
-                .addresses
-                .first()
+                .and_then(|s| s.addresses.first())
                 .filter(|n| n.prefix_len() == n.max_prefix_len())
                 .map(|n| n.addr()),
             port,
