@@ -12,12 +12,12 @@
 //! | IM0203 | info | a VirtualService without hosts (a delegate) that no loaded VirtualService delegates to |
 //! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
 //! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
-//! | IST0101 | warning | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
+//! | IST0101 | error | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
 //! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the Services' ports and target ports and the containers' ports) |
 //! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
-//! | IST0112 | warning | no destination port for a loaded Service with several ports |
+//! | IST0112 | error | no destination port for a loaded Service with several ports |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
 //! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
@@ -640,10 +640,12 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     }
                     if let Some(ports) = service_ports.get(&fq) {
                         match &d.port {
+                            // (the loaded Service lists all its ports: certain, an
+                            // error as istioctl reports it)
                             Some(p) if !ports.contains(&p.number) => {
                                 cx.report(
                                     o,
-                                    Severity::Warning,
+                                    Severity::Error,
                                     codes::REFERENCED_RESOURCE_NOT_FOUND,
                                     &format!("{path}.port.number"),
                                     format!(
@@ -663,7 +665,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                             None if ports.len() > 1 => {
                                 cx.report(
                                     o,
-                                    Severity::Warning,
+                                    Severity::Error,
                                     codes::DESTINATION_PORT_REQUIRED,
                                     &path,
                                     format!(

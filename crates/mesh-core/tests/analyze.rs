@@ -393,15 +393,16 @@ spec:
   - route: [{destination: {host: two, port: {number: 999}}}]
 ";
     let ds = run(yaml);
+    // errors, as istioctl reports them: the loaded Service lists all of its ports
     assert!(
-        has(&ds, "IST0112", Severity::Warning, "exposes multiple ports"),
+        has(&ds, "IST0112", Severity::Error, "exposes multiple ports"),
         "{ds:#?}"
     );
     assert!(
         has(
             &ds,
             "IST0101",
-            Severity::Warning,
+            Severity::Error,
             "Referenced host:port not found: \"two:999\""
         ),
         "{ds:#?}"
