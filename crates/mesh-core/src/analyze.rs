@@ -18,6 +18,7 @@
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
+//! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
 //! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
@@ -569,6 +570,25 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
+    // istioctl's `initVirtualServiceDestinations` (IST0140): per VirtualService, the hosts
+    // it routes by subset, for destinations naming one of its own hosts as written
+    let mut subset_routed: BTreeMap<(&str, &str), HashSet<&str>> = BTreeMap::new();
+    for o in &objs {
+        if let Spec::VirtualService(vs) = &o.spec {
+            for d in vs.http.iter().flat_map(|r| r.route.iter()) {
+                let d = &d.destination;
+                if d.subset.as_deref().is_some_and(|s| !s.is_empty())
+                    && vs.hosts.iter().any(|h| *h == d.host)
+                {
+                    subset_routed
+                        .entry((&o.metadata.namespace, &o.metadata.name))
+                        .or_default()
+                        .insert(&d.host);
+                }
+            }
+        }
+    }
+
     // Per-object checks.
     let mut mesh_hosts: BTreeMap<String, Vec<&ConfigObject>> = BTreeMap::new();
     let mut sidecars_without_selector: BTreeMap<&str, Vec<&ConfigObject>> = BTreeMap::new();
@@ -731,6 +751,39 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                 "no VirtualService {dns}/{} among the loaded files: unless it exists in the cluster and is exported to this namespace, istiod drops this route and its requests fall through to the next routes (404 only if none matches)",
                                 dl.name
                             ));
+                        }
+                    }
+                }
+                // istioctl's `analyzeSubset` (IST0140): a VirtualService bound to gateways
+                // routing to a host without a subset, where another VirtualService routes
+                // that host (as written) by subsets: requests through the gateway go to the
+                // host's whole service, not by those subsets
+                if !vs.gateways.is_empty() {
+                    for (i, r) in vs.http.iter().enumerate() {
+                        for (j, d) in r.route.iter().enumerate() {
+                            let d = &d.destination;
+                            if d.subset.as_deref().is_some_and(|s| !s.is_empty()) {
+                                continue;
+                            }
+                            for ((sns, sname), hosts) in &subset_routed {
+                                if !hosts.contains(d.host.as_str()) {
+                                    continue;
+                                }
+                                cx.report(
+                                    o,
+                                    Severity::Warning,
+                                    codes::INGRESS_ROUTE_RULES_NOT_AFFECTED,
+                                    &format!("spec.http[{i}].route[{j}].destination.host"),
+                                    format!(
+                                        "Subset in virtual service {sns}/{sname} has no effect on ingress gateway {ns}/{} requests",
+                                        o.metadata.name
+                                    ),
+                                )
+                                .help = Some(format!(
+                                    "requests through the gateway are sent to {} as a whole; name a subset here (the gateway's own route) for them to follow {sns}/{sname}'s split",
+                                    d.host
+                                ));
+                            }
                         }
                     }
                 }

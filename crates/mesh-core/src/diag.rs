@@ -576,6 +576,43 @@ pub mod codes {
     /// assert_eq!(codes::DESTINATION_PORT_REQUIRED, "IST0112");
     /// ```
     pub const DESTINATION_PORT_REQUIRED: &str = "IST0112";
+    /// IngressRouteRulesNotAffected: a gateway-bound VirtualService routes to a host
+    /// without a subset while another VirtualService routes that host by subsets, which
+    /// the gateway's requests do not go through.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: bookinfo}
+    /// spec:
+    ///   hosts: ['*']
+    ///   gateways: [bookinfo-gateway]
+    ///   http: [{route: [{destination: {host: productpage, port: {number: 9080}}}]}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: productpage}
+    /// spec:
+    ///   hosts: [productpage]
+    ///   http: [{route: [{destination: {host: productpage, subset: v1}}]}]
+    /// ",
+    ///     "vs.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// let f = found.iter().find(|d| d.code == codes::INGRESS_ROUTE_RULES_NOT_AFFECTED).unwrap();
+    /// assert_eq!(f.severity, Severity::Warning);
+    /// assert_eq!(
+    ///     f.message,
+    ///     "Subset in virtual service default/productpage has no effect on ingress gateway default/bookinfo requests"
+    /// );
+    /// assert_eq!(codes::INGRESS_ROUTE_RULES_NOT_AFFECTED, "IST0140");
+    /// ```
+    pub const INGRESS_ROUTE_RULES_NOT_AFFECTED: &str = "IST0140";
     /// NoMatchingWorkloadsFound.
     ///
     /// # Examples

@@ -464,3 +464,57 @@ spec:
         "{ds:#?}"
     );
 }
+
+/// istioctl's IST0140 (`analyzeSubset`): the request-routing task's own files, where the
+/// gateway's VirtualService routes to `productpage` without a subset while
+/// `virtual-service-all-v1` routes it by subset; none for a mesh-only VirtualService, nor
+/// once the gateway's route names a subset.
+#[test]
+fn subsets_have_no_effect_on_gateway_routes() {
+    let routes = |gateway_dest: &str, gateways: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bookinfo}}
+spec:
+  hosts: ['*']
+  {gateways}
+  http:
+  - match: [{{uri: {{exact: /productpage}}}}]
+    route: [{{destination: {gateway_dest}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: productpage}}
+spec:
+  hosts: [productpage]
+  http: [{{route: [{{destination: {{host: productpage, subset: v1}}}}]}}]
+"
+        )
+    };
+    let ds = run(&routes(
+        "{host: productpage, port: {number: 9080}}",
+        "gateways: [bookinfo-gateway]",
+    ));
+    let found: Vec<_> = ds.iter().filter(|d| d.code == "IST0140").collect();
+    assert_eq!(found.len(), 1, "{ds:#?}");
+    assert_eq!(found[0].severity, Severity::Warning);
+    assert_eq!(
+        found[0].message,
+        "Subset in virtual service default/productpage has no effect on ingress gateway default/bookinfo requests"
+    );
+    assert_eq!(found[0].path, "spec.http[0].route[0].destination.host");
+    for (dest, gateways) in [
+        ("{host: productpage}", ""),
+        (
+            "{host: productpage, subset: v1}",
+            "gateways: [bookinfo-gateway]",
+        ),
+    ] {
+        let ds = run(&routes(dest, gateways));
+        assert!(
+            !ds.iter().any(|d| d.code == "IST0140"),
+            "{dest} {gateways}: {ds:#?}"
+        );
+    }
+}
