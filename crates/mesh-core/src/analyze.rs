@@ -578,7 +578,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
             for d in vs.http.iter().flat_map(|r| r.route.iter()) {
                 let d = &d.destination;
                 if d.subset.as_deref().is_some_and(|s| !s.is_empty())
-                    && vs.hosts.iter().any(|h| *h == d.host)
+                    && vs.hosts.contains(&d.host)
                 {
                     subset_routed
                         .entry((&o.metadata.namespace, &o.metadata.name))
