@@ -577,8 +577,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         if let Spec::VirtualService(vs) = &o.spec {
             for d in vs.http.iter().flat_map(|r| r.route.iter()) {
                 let d = &d.destination;
-                if d.subset.as_deref().is_some_and(|s| !s.is_empty())
-                    && vs.hosts.contains(&d.host)
+                if d.subset.as_deref().is_some_and(|s| !s.is_empty()) && vs.hosts.contains(&d.host)
                 {
                     subset_routed
                         .entry((&o.metadata.namespace, &o.metadata.name))

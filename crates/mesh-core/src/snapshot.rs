@@ -229,7 +229,8 @@ impl CompiledConfig {
 /// }
 /// let snap = mesh.snapshot();
 /// let h = http::HeaderMap::new();
-/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
+/// // (a mesh client sends a request without a port to the service's only port)
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h).with_port(9080));
 /// let up = snap.upstream(d.pick(0).unwrap(), "default", None, 80);
 /// assert_eq!(up.port, 9080); // the service's only port
 /// assert!(up.policy.subset_found);
@@ -262,7 +263,7 @@ impl<'a> Upstream<'a> {
     /// metadata: {name: db}
     /// spec:
     ///   hosts: [db.internal]
-    ///   ports: [{number: 5432, name: tcp, protocol: TCP}]
+    ///   ports: [{number: 5432, name: http, protocol: HTTP}]
     ///   location: MESH_INTERNAL
     ///   resolution: STATIC
     ///   endpoints: [{address: 10.1.0.7, labels: {role: primary}}, {address: 10.1.0.8, labels: {role: replica}}]
@@ -869,7 +870,8 @@ impl Snapshot {
     /// ").unwrap().snapshot();
     /// let h = http::HeaderMap::new();
     /// let port = |authority: &str, path: &str, request_port: u16| {
-    ///     let d = snap.route_http(&HttpRequestAttrs::new("default", authority, path, &h));
+    ///     let attrs = HttpRequestAttrs::new("default", authority, path, &h).with_port(9080);
+    ///     let d = snap.route_http(&attrs);
     ///     snap.destination_port(&d.destinations()[0], "default", request_port)
     /// };
     /// assert_eq!(port("reviews", "/details/0", 80), 9090); // the route's port

@@ -68,3 +68,129 @@ spec:
         .with_port(443);
     assert_eq!(s.route_http(&attrs).virtual_service_name(), None);
 }
+
+const TCP_ECHO: &str = "apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  selector: {app: tcp-echo}
+  ports: [{name: tcp, port: 9000}, {name: tcp-other, port: 9001}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  host: tcp-echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+";
+
+/// A port the service declares TCP has a TCP proxy at a sidecar, no HTTP route
+/// configuration (istiod groups virtual hosts by the ports that `IsHTTPOrSniffed`): bytes
+/// sent there, an HTTP request too, follow the `tcp` routes (istio.io TCP traffic
+/// shifting's 80/20), never the `http` routes, and nothing retries them.
+#[test]
+fn http_to_a_port_declared_tcp_follows_the_tcp_routes() {
+    let vs = |routes: &str| {
+        snap(&format!(
+            "{TCP_ECHO}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp-echo, namespace: default}}
+spec:
+  hosts: [tcp-echo]
+{routes}"
+        ))
+    };
+    let h = http::HeaderMap::new();
+    let attrs = HttpRequestAttrs::new("default", "tcp-echo:9000", "/", &h);
+    let shifted = vs("  tcp:
+  - match: [{port: 9000}]
+    route:
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+");
+    let d = shifted.route_http(&attrs);
+    assert!(d.opaque);
+    assert_eq!(
+        (d.virtual_service_name(), d.tcp_route, d.route_index()),
+        (Some("default/tcp-echo"), Some(0), None)
+    );
+    let split: Vec<_> = d
+        .destinations()
+        .iter()
+        .map(|w| (w.subset.as_deref().unwrap(), w.weight))
+        .collect();
+    assert_eq!(split, [("v1", 80), ("v2", 20)]);
+    assert_eq!(d.retries().attempts, 0);
+    // the tcp route is for 9000 only: on 9001 the service itself
+    let d = shifted.route_http(&HttpRequestAttrs::new("default", "tcp-echo:9001", "/", &h));
+    assert!(d.opaque && d.virtual_service_name().is_none());
+    assert_eq!(d.destinations()[0].subset, None);
+
+    // `http` routes never apply there
+    let http_only = vs(
+        "  http: [{route: [{destination: {host: tcp-echo, subset: v2, port: {number: 9000}}}]}]
+",
+    );
+    let d = http_only.route_http(&attrs);
+    assert!(d.opaque);
+    assert_eq!((d.virtual_service_name(), d.tcp_route), (None, None));
+    assert_eq!(d.destinations()[0].subset, None);
+    // ...but on port 80, istiod's virtual host for VirtualServices whose hosts cover no
+    // HTTP port of a registry service, they do
+    let d = http_only.route_http(&HttpRequestAttrs::new("default", "tcp-echo:80", "/", &h));
+    assert!(!d.opaque);
+    assert_eq!(d.virtual_service_name(), Some("default/tcp-echo"));
+}
+
+/// istiod adds the port-80 virtual host only for VirtualServices whose hosts cover no
+/// HTTP port of a registry service (`buildSidecarVirtualHostsForVirtualService`): a
+/// VirtualService for `reviews` (9080) does not route `reviews:80`; one for unregistered
+/// hosts only does.
+#[test]
+fn port_80_only_for_virtual_services_without_registry_ports() {
+    let s = snap(
+        "apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews, api.example.com]
+  http: [{route: [{destination: {host: reviews, subset: v3}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: external, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  http: [{route: [{destination: {host: shop.example.com}}]}]
+",
+    );
+    let h = http::HeaderMap::new();
+    let vs_of = |authority: &str| {
+        s.route_http(&HttpRequestAttrs::new("default", authority, "/", &h))
+            .virtual_service_name()
+            .map(str::to_owned)
+    };
+    assert_eq!(vs_of("reviews:9080").as_deref(), Some("default/reviews"));
+    assert_eq!(
+        vs_of("api.example.com:9080").as_deref(),
+        Some("default/reviews")
+    );
+    assert_eq!(vs_of("reviews:80"), None);
+    // (a host the registry does not know routes on every port: README, where we differ)
+    assert_eq!(
+        vs_of("api.example.com:8080").as_deref(),
+        Some("default/reviews")
+    );
+    assert_eq!(
+        vs_of("shop.example.com:80").as_deref(),
+        Some("default/external")
+    );
+}

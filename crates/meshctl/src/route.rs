@@ -292,6 +292,9 @@ fn to_json(
     o.insert("route".into(), json!(d.route_index()));
     // an `https` request is the application's TLS: routed by a `tls` route when one matches
     o.insert("tls_route".into(), json!(d.tls_route));
+    // a port the service declares TCP: a connection, routed by a `tcp` route when one matches
+    o.insert("opaque_tcp".into(), json!(d.opaque));
+    o.insert("tcp_route".into(), json!(d.tcp_route));
     o.insert(
         "route_name".into(),
         json!(d.rule.and_then(|r| r.name.as_deref())),
@@ -622,6 +625,13 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         }
     }
     match (v["virtual_service"].as_str(), v["route"].as_u64()) {
+        (Some(vs), _) if v["tcp_route"].is_u64() => s.push_str(&format!(
+            "VirtualService {vs}, tcp route {} matched: the service declares this port TCP, so the request is a connection to a sidecar (no http route, retry or timeout applies)\n",
+            v["tcp_route"]
+        )),
+        (None, _) if v["opaque_tcp"] == json!(true) => s.push_str(
+            "the service declares this port TCP: the request is a connection to a sidecar, sent to the service (no tcp route matches; no http route, retry or timeout applies)\n",
+        ),
         (Some(vs), _) if v["tls_route"].is_u64() => s.push_str(&format!(
             "VirtualService {vs}, tls route {} matched: the request is the application's TLS, routed by its SNI and port (no http route, retry or timeout applies)\n",
             v["tls_route"]

@@ -452,7 +452,10 @@ spec:
 fn a_reader_that_goes_away_ends_meshctl_quietly() {
     // `meshctl authz ... | head -0`: the pipe is closed before meshctl writes
     let allow = task("authz-deny-allow-path-ip.yaml");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshctl"))
+    // (the read end closed before meshctl starts: it cannot write before the reader goes)
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args([
             "authz",
             "--config",
@@ -462,12 +465,10 @@ fn a_reader_that_goes_away_ends_meshctl_quietly() {
             "--labels",
             "app=httpbin",
         ])
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(out.status.code(), Some(141), "{err}");

@@ -759,19 +759,27 @@ struct CompiledVs {
     /// some client or port: no HTTP routes at all, or every route has matches and every
     /// match block a `port`, `sourceLabels`, `sourceNamespace` or `gateways` filter.
     may_vanish: bool,
-    /// Ports (sorted) of the registry services the hosts cover: besides port 80, the only
-    /// ports on which a sidecar applies the VirtualService to HTTP traffic.
+    /// Ports (sorted) of the registry services the hosts cover whose protocol is HTTP,
+    /// sniffed, TLS or HTTPS (not opaque TCP): the only ports on which the VirtualService
+    /// applies to HTTP traffic (port 80 when there are none).
     service_ports: Box<[u16]>,
 }
 
 impl CompiledVs {
     /// Whether a sidecar routes this request with this VirtualService, as istiod builds
-    /// sidecar virtual hosts (`buildSidecarVirtualHostsForVirtualService`): only on a port
-    /// of a registry service its hosts cover, or on port 80 (istiod's special case for
-    /// hosts outside the registry), and only when it keeps a route ([`Self::keeps_a_route`]).
+    /// sidecar virtual hosts (`buildSidecarVirtualHostsForVirtualService`): only on an HTTP
+    /// (or sniffed) port of a registry service its hosts cover, or, when they cover none,
+    /// on port 80 (istiod's special case), and only when it keeps a route (a TLS port
+    /// counts too: the mesh client sees the request; docs, where we differ)
+    /// ([`Self::keeps_a_route`]).
     #[inline]
     fn applies_to_http(&self, view: &ReqView<'_>) -> bool {
-        (view.port == 80 || self.service_ports.contains(&view.port)) && self.keeps_a_route(view)
+        let on_port = if self.service_ports.is_empty() {
+            view.port == 80
+        } else {
+            self.service_ports.contains(&view.port)
+        };
+        on_port && self.keeps_a_route(view)
     }
 
     /// True when at least one HTTP route survives the static pre-filters for this client
@@ -1015,6 +1023,14 @@ pub struct RouteDecision<'a> {
     /// traffic (the application's own TLS, which a sidecar routes by its SNI and port, as
     /// a connection: no `http` route, retry, timeout or header operation applies).
     pub tls_route: Option<usize>,
+    /// Index of the VirtualService's `tcp` route that decided a request to a port its
+    /// service declares TCP (see [`RouteDecision::opaque`]).
+    pub tcp_route: Option<usize>,
+    /// The request went to a port its service declares TCP (`TCP`, `MONGO`, `MYSQL`,
+    /// `REDIS`): a sidecar proxies its bytes as a connection, by the `tcp` routes
+    /// ([`RouteDecision::tcp_route`]) or to the service itself; no `http` route, retry,
+    /// timeout or header operation applies.
+    pub opaque: bool,
 }
 
 impl<'a> RouteDecision<'a> {
@@ -1529,6 +1545,12 @@ fn is_http_protocol(p: &str) -> bool {
     matches!(p, "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY")
 }
 
+/// A service port a sidecar proxies as opaque bytes (a `tcp_proxy` filter chain, no HTTP
+/// route configuration): `TCP`, `MONGO`, `MYSQL`, `REDIS` (upper case).
+fn is_opaque_tcp(p: &str) -> bool {
+    matches!(p, "TCP" | "MONGO" | "MYSQL" | "REDIS")
+}
+
 fn passthrough(host: Cow<'_, str>) -> Cow<'_, [WeightedDestination]> {
     Cow::Owned(vec![WeightedDestination {
         host: Arc::from(&*host),
@@ -1839,7 +1861,15 @@ impl RouteTable {
                         .iter()
                         .any(|h| model::host::subset_of(&svc.hostname, h))
                 })
-                .flat_map(|svc| svc.ports.iter().map(|p| p.number))
+                .flat_map(|svc| {
+                    // (istiod's `serviceByPort`: the ports whose protocol `IsHTTPOrSniffed`;
+                    // and TLS ones, where the mesh client routes an `https` request no `tls`
+                    // route takes by `http` routes: where we differ, docs)
+                    svc.ports
+                        .iter()
+                        .filter(|p| !is_opaque_tcp(&p.protocol))
+                        .map(|p| p.number)
+                })
                 .collect();
             ports.sort_unstable();
             ports.dedup();
@@ -2275,6 +2305,17 @@ impl RouteTable {
                 return d;
             }
         }
+        // A port the service declares TCP (or MONGO, MYSQL, REDIS) has a TCP proxy at a
+        // sidecar, no HTTP route configuration: the request's bytes are a connection, routed
+        // by the `tcp` routes of the service's VirtualServices, else to the service itself;
+        // no `http` route, retry, timeout or header operation applies.
+        if a.gateway.is_none() {
+            if let Some(s) = service.filter(|s| {
+                &*s.hostname == fqdn && s.port(port).is_some_and(|p| is_opaque_tcp(&p.protocol))
+            }) {
+                return self.route_http_as_tcp(a, s, port, sidecar);
+            }
+        }
         let default_retries = self.default_retries();
         let mut found = if service.is_some_and(|s| &*s.hostname == fqdn) {
             // istiod ties a registry service to its most specific visible VirtualService by
@@ -2315,6 +2356,8 @@ impl RouteTable {
                     destinations: Cow::Borrowed(&s.default_destinations),
                     default_retries,
                     tls_route: None,
+                    tcp_route: None,
+                    opaque: false,
                 },
                 None => {
                     let host: Cow<'a, str> = Cow::Owned(fqdn.to_owned());
@@ -2327,6 +2370,8 @@ impl RouteTable {
                         prefix_len: 0,
                         default_retries,
                         tls_route: None,
+                        tcp_route: None,
+                        opaque: false,
                     }
                 }
             };
@@ -2388,6 +2433,8 @@ impl RouteTable {
             destinations: Cow::Borrowed(&act.destinations),
             default_retries: self.default_retries(),
             tls_route: None,
+            tcp_route: None,
+            opaque: false,
         }
     }
 
@@ -2401,6 +2448,8 @@ impl RouteTable {
             destinations: Cow::Borrowed(&[]),
             default_retries: self.default_retries(),
             tls_route: None,
+            tcp_route: None,
+            opaque: false,
         }
     }
 
@@ -2894,7 +2943,67 @@ impl RouteTable {
             // Envoy's TCP proxy retries nothing
             default_retries: RetryPolicy::disabled(),
             tls_route: Some(r.index),
+            tcp_route: None,
+            opaque: false,
         })
+    }
+
+    /// The decision for an HTTP request of mesh traffic to `service` on a port it declares
+    /// TCP: the first `tcp` route of its VirtualServices that matches, else the service
+    /// itself; retries off (Envoy's TCP proxy retries nothing).
+    fn route_http_as_tcp<'a>(
+        &'a self,
+        a: &HttpRequestAttrs<'_>,
+        service: &'a crate::registry::Service,
+        port: u16,
+        sidecar: Option<&SidecarScope>,
+    ) -> RouteDecision<'a> {
+        let l4 = L4Attrs {
+            client_namespace: a.client_namespace,
+            source_labels: a.source_labels,
+            gateway: None,
+            destination_ip: service
+                .addresses
+                .first()
+                .filter(|n| n.prefix_len() == n.max_prefix_len())
+                .map(|n| n.addr()),
+            port,
+            sni: None,
+        };
+        let (virtual_service, tcp_route, destinations) =
+            match self.tcp_rule(&service.hostname, &l4, sidecar) {
+                Some((vs, r)) => (Some(&vs.info), Some(r.index), &*r.destinations),
+                None => (None, None, &*service.default_destinations),
+            };
+        RouteDecision {
+            host: Cow::Borrowed(&*service.hostname),
+            virtual_service,
+            rule: None,
+            outcome: RouteOutcome::Forward,
+            prefix_len: 0,
+            destinations: Cow::Borrowed(destinations),
+            default_retries: RetryPolicy::disabled(),
+            tls_route: None,
+            tcp_route,
+            opaque: true,
+        }
+    }
+
+    /// The first `tcp` route that matches among the VirtualServices of `host`.
+    fn tcp_rule<'a>(
+        &'a self,
+        host: &str,
+        a: &L4Attrs<'_>,
+        sidecar: Option<&SidecarScope>,
+    ) -> Option<(&'a CompiledVs, &'a L4Rule)> {
+        self.l4_candidates(host, a, sidecar)
+            .into_iter()
+            .find_map(|vs| {
+                vs.tcp
+                    .iter()
+                    .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.ok(a)))
+                    .map(|r| (vs, r))
+            })
     }
 
     /// The `tls` route for `sni` among the VirtualServices of `host` (the service's name:
@@ -2980,23 +3089,15 @@ impl RouteTable {
             (None, Some(h)) => Cow::Owned(h.to_ascii_lowercase()),
             (None, None) => Cow::Owned(a.destination_ip.map(|i| i.to_string()).unwrap_or_default()),
         };
-        let rule_hit = |vs: &'a CompiledVs| {
-            vs.tcp
-                .iter()
-                .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.ok(a)))
-        };
         // (an address no service owns has no listener of its own at a sidecar: it takes the
         // passthrough chain, whatever `destinationSubnets` a VirtualService names)
-        let cands = self.l4_candidates(&host, a, sidecar);
-        for vs in cands {
-            if let Some(r) = rule_hit(vs) {
-                return L4Decision {
-                    host,
-                    virtual_service: Some(&vs.info),
-                    route_index: Some(r.index),
-                    destinations: Cow::Borrowed(&r.destinations),
-                };
-            }
+        if let Some((vs, r)) = self.tcp_rule(&host, a, sidecar) {
+            return L4Decision {
+                host,
+                virtual_service: Some(&vs.info),
+                route_index: Some(r.index),
+                destinations: Cow::Borrowed(&r.destinations),
+            };
         }
         let destinations = match service {
             Some(s) => Cow::Borrowed(&*s.default_destinations),
