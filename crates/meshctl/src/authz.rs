@@ -68,9 +68,12 @@ pub(crate) struct Args {
     /// The caller's address.
     #[arg(long)]
     source_ip: Option<IpAddr>,
-    /// The original client address, for `remote.ip` and `remoteIpBlocks`; without it, the
-    /// rightmost `X-Forwarded-For` address of the `--header`s, as a sidecar takes it (an
-    /// HTTP request's only), else `--source-ip`.
+    /// The original client address, for `remote.ip` and `remoteIpBlocks`; without it, as
+    /// Envoy's connection manager finds it from the `--header`s (an HTTP request's only):
+    /// at a sidecar the rightmost `X-Forwarded-For` address; at a gateway (a workload a
+    /// loaded Gateway selects, or labelled `istio: ingressgateway`/`egressgateway` or
+    /// `gateway.networking.k8s.io/gateway-name`) the `numTrustedProxies`-th from the right
+    /// (MeshConfig `gatewayTopology`), none trusted by default; else `--source-ip`.
     #[arg(long)]
     remote_ip: Option<IpAddr>,
     /// The workload's address.
@@ -339,12 +342,22 @@ pub(crate) fn run(args: Args) -> ExitCode {
         let req = AuthzRequest {
             principal,
             source_ip: args.source_ip,
-            // as a sidecar's connection manager finds it (no trusted hops): the rightmost
-            // X-Forwarded-For address, else the peer; a TCP connection has no headers, the
-            // RBAC network filter sees the peer
-            remote_ip: args
-                .remote_ip
-                .or_else(|| rightmost_xff(&headers).filter(|_| !args.tcp)),
+            // as the connection manager finds it: a sidecar's (no trusted hops) the
+            // rightmost X-Forwarded-For address, a gateway's (`use_remote_address`, the
+            // `numTrustedProxies`) the one that many from the right, else the peer; a TCP
+            // connection has no headers, the RBAC network filter sees the peer
+            remote_ip: args.remote_ip.or_else(|| {
+                if args.tcp {
+                    return None;
+                }
+                match is_gateway(&snap, &labels) {
+                    false => forwarded_for(&headers, 0),
+                    true => match snap.options().num_trusted_proxies {
+                        0 => None,
+                        n => forwarded_for(&headers, n as usize - 1),
+                    },
+                }
+            }),
             destination_ip: args.destination_ip,
             destination_port: args.port,
             sni: args.sni.as_deref(),
@@ -602,10 +615,11 @@ fn explain_custom(
     }
 }
 
-/// The rightmost `X-Forwarded-For` address of `headers` (every line as one list), as
-/// Envoy's connection manager with `use_remote_address: false` and no trusted hops (a
-/// sidecar's inbound) takes it for `remote.ip`.
-fn rightmost_xff(headers: &http::HeaderMap) -> Option<IpAddr> {
+/// The `X-Forwarded-For` address of `headers` (every line as one list) `skip` places from
+/// the right: the rightmost (`skip` 0) as Envoy's connection manager with
+/// `use_remote_address: false` and no trusted hops (a sidecar's inbound) takes it for
+/// `remote.ip`; a gateway's with N trusted hops takes the Nth (`skip` N - 1).
+fn forwarded_for(headers: &http::HeaderMap, skip: usize) -> Option<IpAddr> {
     let all = headers.get_all("x-forwarded-for");
     if all.iter().any(|v| v.to_str().is_err()) {
         return None;
@@ -613,8 +627,29 @@ fn rightmost_xff(headers: &http::HeaderMap) -> Option<IpAddr> {
     all.iter()
         .rev()
         .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
-        .next()
+        .nth(skip)
         .and_then(|e| e.trim().parse().ok())
+}
+
+/// Whether the workload is a gateway (Envoy's router, whose connection manager uses the
+/// remote address): a loaded Gateway's selector selects it (one without a selector says
+/// nothing: it would select every workload), or it carries an Istio gateway's labels.
+fn is_gateway(snap: &mesh_core::snapshot::Snapshot, labels: &mesh_core::model::Labels) -> bool {
+    if labels.contains_key("gateway.networking.k8s.io/gateway-name")
+        || labels
+            .get("istio")
+            .is_some_and(|v| v == "ingressgateway" || v == "egressgateway")
+    {
+        return true;
+    }
+    let unselective: Vec<&str> = snap
+        .gateway_servers(&mesh_core::model::Labels::new())
+        .iter()
+        .map(|s| s.gateway)
+        .collect();
+    snap.gateway_servers(labels)
+        .iter()
+        .any(|s| !unselective.contains(&s.gateway))
 }
 
 /// The workload's jwtRule for the issuer of a given identity (`--request-principal`,

@@ -515,6 +515,70 @@ fn remote_ip_is_the_rightmost_forwarded_address_as_a_sidecar_reads_it() {
     assert_eq!(decide(&a)["decision"], "ALLOW");
 }
 
+/// istio.io authz-ingress's `remoteIpBlocks`: at a gateway, whose connection manager uses
+/// the remote address, `remote.ip` is the peer unless MeshConfig `gatewayTopology` trusts
+/// proxies in front of it, then the `numTrustedProxies`-th `X-Forwarded-For` address from
+/// the right; a forged header passes nothing.
+#[test]
+fn remote_ip_at_a_gateway_follows_num_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("ingress.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ingress-policy, namespace: istio-system}
+spec:
+  selector: {matchLabels: {app: istio-ingressgateway}}
+  rules: [{from: [{source: {remoteIpBlocks: [1.2.3.4]}}]}]
+",
+    )
+    .unwrap();
+    let trusting = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &trusting,
+        "defaultConfig: {gatewayTopology: {numTrustedProxies: 2}}\n",
+    )
+    .unwrap();
+    let (policy, trusting) = (policy.to_str().unwrap(), trusting.to_str().unwrap());
+    let decision = |labels: &str, mesh_config: Option<&str>, xff: &str| {
+        let h = format!("X-Forwarded-For: {xff}");
+        let mut a = vec![
+            "--config",
+            policy,
+            "--namespace",
+            "istio-system",
+            "--labels",
+            labels,
+            "--source-ip",
+            "10.0.0.9",
+            "--header",
+            &h,
+        ];
+        if let Some(m) = mesh_config {
+            a.extend_from_slice(&["--mesh-config", m]);
+        }
+        decide(&a)["decision"].as_str().unwrap().to_owned()
+    };
+    let gateway = "istio=ingressgateway,app=istio-ingressgateway";
+    // no trusted proxies: the peer, 10.0.0.9, whatever the header says
+    assert_eq!(decision(gateway, None, "1.2.3.4"), "DENY");
+    // two trusted proxies: the second address from the right
+    assert_eq!(
+        decision(gateway, Some(trusting), "1.2.3.4, 9.9.9.9"),
+        "ALLOW"
+    );
+    assert_eq!(
+        decision(gateway, Some(trusting), "9.9.9.9, 1.2.3.4"),
+        "DENY"
+    );
+    // a sidecar workload with the same labels but no gateway's: the rightmost address
+    assert_eq!(
+        decision("app=istio-ingressgateway", None, "1.2.3.4"),
+        "ALLOW"
+    );
+}
+
 #[test]
 fn a_dry_run_policy_that_would_decide_otherwise_is_named() {
     let dir = tempfile::tempdir().unwrap();
