@@ -259,7 +259,7 @@ pub struct MeshOptions {
     pub h2_upgrade: bool,
     /// MeshConfig `defaultConfig.proxyHeaders`: which of Envoy's own headers mesh clients,
     /// servers and gateways write (`x-envoy-attempt-count`, the debug headers, the inbound
-    /// `x-forwarded-client-cert`, the gateway's `server`; all by default, as Istio).
+    /// `x-forwarded-client-cert`, the `server` header; all by default, as Istio).
     ///
     /// # Examples
     ///

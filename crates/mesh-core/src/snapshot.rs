@@ -229,8 +229,7 @@ impl CompiledConfig {
 /// }
 /// let snap = mesh.snapshot();
 /// let h = http::HeaderMap::new();
-/// // (a mesh client sends a request without a port to the service's only port)
-/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h).with_port(9080));
+/// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", "/", &h));
 /// let up = snap.upstream(d.pick(0).unwrap(), "default", None, 80);
 /// assert_eq!(up.port, 9080); // the service's only port
 /// assert!(up.policy.subset_found);
@@ -870,8 +869,7 @@ impl Snapshot {
     /// ").unwrap().snapshot();
     /// let h = http::HeaderMap::new();
     /// let port = |authority: &str, path: &str, request_port: u16| {
-    ///     let attrs = HttpRequestAttrs::new("default", authority, path, &h).with_port(9080);
-    ///     let d = snap.route_http(&attrs);
+    ///     let d = snap.route_http(&HttpRequestAttrs::new("default", authority, path, &h));
     ///     snap.destination_port(&d.destinations()[0], "default", request_port)
     /// };
     /// assert_eq!(port("reviews", "/details/0", 80), 9090); // the route's port

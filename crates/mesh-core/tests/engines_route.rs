@@ -85,10 +85,12 @@ fn request_routing_for_jason() {
         ("reviews:9080", &none, 1, "v1"),
     ];
     for (authority, h, route, want) in table {
-        // (a mesh client sends a request without a port to the service's only port, 9080)
-        let d = snap.route_http(
-            &HttpRequestAttrs::new("default", authority, "/reviews/0", h).with_port(9080),
-        );
+        let d = snap.route_http(&HttpRequestAttrs::new(
+            "default",
+            authority,
+            "/reviews/0",
+            h,
+        ));
         assert_eq!(d.host, "reviews.default.svc.cluster.local", "{authority}");
         assert_eq!(d.virtual_service_name(), Some("default/reviews"));
         assert_eq!(d.route_index(), Some(route), "{authority} {h:?}");
@@ -112,7 +114,7 @@ fn request_routing_for_jason() {
     // header values are case-sensitive; header names are not
     let d = snap.route_http(&HttpRequestAttrs::new(
         "default",
-        "reviews:9080",
+        "reviews",
         "/",
         &headers(&[("End-User", "Jason")]),
     ));

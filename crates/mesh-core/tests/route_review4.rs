@@ -40,7 +40,7 @@ spec:
   hosts: ['*.wikipedia.org']
   gateways: [mesh]
   tls:
-  - match: [{gateways: [mesh], port: 443, sniHosts: ['*.wikipedia.org']}]
+  - match: [{gateways: [mesh], sniHosts: ['*.wikipedia.org']}]
     route:
     - destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 443}}
 ",
@@ -62,6 +62,14 @@ spec:
             "istio-egressgateway.istio-system.svc.cluster.local"
         );
     }
+    // a port no service the VirtualService covers declares TLS: istiod builds no SNI
+    // filter chain there (even for a `tls` match without a port)
+    let on_8443 = s.route_http(
+        &HttpRequestAttrs::new("default", "en.wikipedia.org:8443", "/", &h)
+            .with_scheme("https")
+            .with_port(8443),
+    );
+    assert_eq!(on_8443.tls_route, None);
     // outside the wildcard: no route
     let attrs = HttpRequestAttrs::new("default", "example.org", "/", &h)
         .with_scheme("https")
@@ -143,12 +151,12 @@ spec:
     assert_eq!(d.virtual_service_name(), Some("default/tcp-echo"));
 }
 
-/// istiod adds the port-80 virtual host only for VirtualServices whose hosts cover no
-/// HTTP port of a registry service (`buildSidecarVirtualHostsForVirtualService`): a
-/// VirtualService for `reviews` (9080) does not route `reviews:80`; one for unregistered
-/// hosts only does.
+/// istiod's route configuration `80` sees only the services declaring port 80
+/// (`BuildSidecarOutboundVirtualHosts`), so a VirtualService for `reviews` (9080) gets a
+/// virtual host there through its special case for hosts it finds no service for:
+/// `reviews:80` takes it, as `reviews:9080` does; other ports do not.
 #[test]
-fn port_80_only_for_virtual_services_without_registry_ports() {
+fn port_80_takes_the_virtual_service_of_a_service_without_port_80() {
     let s = snap(
         "apiVersion: v1
 kind: Service
@@ -161,15 +169,8 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: reviews, namespace: default}
 spec:
-  hosts: [reviews, api.example.com]
+  hosts: [reviews]
   http: [{route: [{destination: {host: reviews, subset: v3}}]}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: external, namespace: default}
-spec:
-  hosts: [shop.example.com]
-  http: [{route: [{destination: {host: shop.example.com}}]}]
 ",
     );
     let h = http::HeaderMap::new();
@@ -179,18 +180,6 @@ spec:
             .map(str::to_owned)
     };
     assert_eq!(vs_of("reviews:9080").as_deref(), Some("default/reviews"));
-    assert_eq!(
-        vs_of("api.example.com:9080").as_deref(),
-        Some("default/reviews")
-    );
-    assert_eq!(vs_of("reviews:80"), None);
-    // (a host the registry does not know routes on every port: README, where we differ)
-    assert_eq!(
-        vs_of("api.example.com:8080").as_deref(),
-        Some("default/reviews")
-    );
-    assert_eq!(
-        vs_of("shop.example.com:80").as_deref(),
-        Some("default/external")
-    );
+    assert_eq!(vs_of("reviews:80").as_deref(), Some("default/reviews"));
+    assert_eq!(vs_of("reviews:8080"), None);
 }

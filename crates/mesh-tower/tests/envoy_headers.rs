@@ -473,6 +473,61 @@ async fn the_server_header_is_the_outbound_listeners() {
     }
 }
 
+/// An HTTP request to a port its service declares TCP is a connection to a sidecar, whose
+/// TCP proxy reads no HTTP: the `tcp` route takes it, the `http` routes (here an abort)
+/// do not, and none of the router's or connection manager's headers are written, on the
+/// request (`x-envoy-attempt-count`, a deadline) or on the answer (`server`,
+/// `x-envoy-upstream-service-time`).
+#[tokio::test]
+async fn a_port_declared_tcp_is_a_connection() {
+    let (addr, seen) = backend().await;
+    let mesh = Mesh::new(Default::default());
+    mesh.reload_loaded(mesh_core::load::load_str(
+        &format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db.example.internal]
+  ports: [{{number: 80, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: default}}
+spec:
+  hosts: [db.example.internal]
+  http: [{{fault: {{abort: {{httpStatus: 418, percentage: {{value: 100}}}}}}, route: [{{destination: {{host: db.example.internal}}}}]}}]
+  tcp: [{{route: [{{destination: {{host: db.example.internal, port: {{number: 80}}}}}}]}}]
+",
+            addr.port()
+        ),
+        "db.yaml",
+    ))
+    .unwrap();
+    let c = client(mesh);
+    let req = http::Request::get("http://db.example.internal/named")
+        .header("content-type", "application/grpc")
+        .header("grpc-timeout", "2S")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = resp.headers().clone();
+    assert_eq!(
+        resp.into_body().collect().await.unwrap().to_bytes(),
+        "named"
+    );
+    // the backend's own `server`, untouched; nothing of Envoy's
+    assert_eq!(value(&headers, "server"), Some("istio-envoy"));
+    assert_eq!(value(&headers, "x-envoy-upstream-service-time"), None);
+    let sent = &received(&seen, "/named")[0];
+    assert_eq!(value(sent, "x-envoy-attempt-count"), None);
+    assert_eq!(value(sent, "grpc-timeout"), Some("2S"));
+    assert_eq!(value(sent, "x-envoy-expected-rq-timeout-ms"), None);
+}
+
 /// A body of one chunk whose size it does not tell.
 struct Unsized(Option<Bytes>);
 

@@ -471,10 +471,7 @@ spec:
         let (st, _, body, _) = send(&client, get(url)).await;
         assert_eq!((st, body.as_str()), (200, "port 9080"), "{url}");
     }
-    // a port in the URL is the port: on 80, which the service does not declare, istiod
-    // builds no route from its VirtualService (the port-80 virtual host is only for
-    // VirtualServices whose hosts cover no registry service); the request passes through
-    // to reviews:80, where nothing listens
+    // a port in the URL is the port
     let (st, _, _, _) = send(&client, get("http://reviews.default:80/")).await;
-    assert_eq!(st, 503);
+    assert_eq!(st, 418);
 }

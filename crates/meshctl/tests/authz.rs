@@ -452,9 +452,11 @@ spec:
 fn a_reader_that_goes_away_ends_meshctl_quietly() {
     // `meshctl authz ... | head -0`: the pipe is closed before meshctl writes
     let allow = task("authz-deny-allow-path-ip.yaml");
-    // (the read end closed before meshctl starts: it cannot write before the reader goes)
-    let (reader, writer) = std::io::pipe().unwrap();
+    // (the reading end closed before meshctl starts: it cannot write before the reader
+    // goes; a socket pair, whose closed peer gives SIGPIPE as a pipe's does)
+    let (reader, writer) = std::os::unix::net::UnixStream::pair().unwrap();
     drop(reader);
+    let writer = std::os::fd::OwnedFd::from(writer);
     let out = Command::new(env!("CARGO_BIN_EXE_meshctl"))
         .args([
             "authz",

@@ -1003,14 +1003,18 @@ impl HeaderOpList {
         };
         let mut set = Vec::new();
         let mut add = Vec::new();
+        // istiod's `TranslateHeadersOperations`: with the authority in both `set` and `add`
+        // (a non-empty value), `set`'s is the rewrite, whatever the values hold
+        let is_authority =
+            |k: &str| k.eq_ignore_ascii_case(":authority") || k.eq_ignore_ascii_case("host");
+        let set_authority = o.set.iter().any(|(k, v)| is_authority(k) && !v.is_empty());
         let ops = o.set.iter().map(|(k, v)| (k, v, false));
         for (k, v, append) in ops.chain(o.add.iter().map(|(k, v)| (k, v, true))) {
+            if append && set_authority && is_authority(k) {
+                continue;
+            }
             match pair(k, v, append) {
                 Some((n, v, true)) => add.push((n, v)),
-                // istiod's `TranslateHeadersOperations`: with the authority in both `set`
-                // and `add`, `set`'s is the rewrite
-                Some((n, _, false))
-                    if append && n == http::header::HOST && set.iter().any(|(s, _)| *s == n) => {}
                 Some((n, v, false)) => set.push((n, v)),
                 None => {}
             }
@@ -1652,6 +1656,9 @@ mod tests {
         let l = ops(&[("host", "")], &[("host", "from-add")]);
         l.apply(&mut h);
         assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["from-add"]);
+        let l = ops(&[("host", "from-set")], &[("host", "%REQ(x-user)%")]);
+        l.apply_in(&mut h, &HeaderContext::default());
+        assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["from-set"]);
     }
 
     #[test]

@@ -760,26 +760,22 @@ struct CompiledVs {
     /// match block a `port`, `sourceLabels`, `sourceNamespace` or `gateways` filter.
     may_vanish: bool,
     /// Ports (sorted) of the registry services the hosts cover whose protocol is HTTP,
-    /// sniffed, TLS or HTTPS (not opaque TCP): the only ports on which the VirtualService
-    /// applies to HTTP traffic (port 80 when there are none).
+    /// sniffed, TLS or HTTPS (not opaque TCP or UDP): besides port 80, the only ports on
+    /// which the VirtualService applies to HTTP traffic.
     service_ports: Box<[u16]>,
 }
 
 impl CompiledVs {
     /// Whether a sidecar routes this request with this VirtualService, as istiod builds
     /// sidecar virtual hosts (`buildSidecarVirtualHostsForVirtualService`): only on an HTTP
-    /// (or sniffed) port of a registry service its hosts cover, or, when they cover none,
-    /// on port 80 (istiod's special case), and only when it keeps a route (a TLS port
-    /// counts too: the mesh client sees the request; docs, where we differ)
-    /// ([`Self::keeps_a_route`]).
+    /// (or sniffed) port of a registry service its hosts cover (a TLS port counts too: the
+    /// mesh client sees the request; docs, where we differ), or on port 80 (istiod's
+    /// special case: route configuration `80` sees only the services declaring port 80,
+    /// so a VirtualService whose services declare none gets a virtual host there), and
+    /// only when it keeps a route ([`Self::keeps_a_route`]).
     #[inline]
     fn applies_to_http(&self, view: &ReqView<'_>) -> bool {
-        let on_port = if self.service_ports.is_empty() {
-            view.port == 80
-        } else {
-            self.service_ports.contains(&view.port)
-        };
-        on_port && self.keeps_a_route(view)
+        (view.port == 80 || self.service_ports.contains(&view.port)) && self.keeps_a_route(view)
     }
 
     /// True when at least one HTTP route survives the static pre-filters for this client
@@ -1545,8 +1541,20 @@ fn is_http_protocol(p: &str) -> bool {
     matches!(p, "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY")
 }
 
+/// The address an application's sidecar would see it dial for `service`: its own (a
+/// cluster IP, a ServiceEntry's single address), for `destinationSubnets`.
+fn single_address(service: &crate::registry::Service) -> Option<std::net::IpAddr> {
+    service
+        .addresses
+        .first()
+        .filter(|n| n.prefix_len() == n.max_prefix_len())
+        .map(|n| n.addr())
+}
+
 /// A service port a sidecar proxies as opaque bytes (a `tcp_proxy` filter chain, no HTTP
-/// route configuration): `TCP`, `MONGO`, `MYSQL`, `REDIS` (upper case).
+/// route configuration): `TCP`, `MONGO`, `MYSQL`, `REDIS` (upper case). Unlike the
+/// registry's `is_tcp_protocol` (the ports with a `0.0.0.0` TCP listener), a sniffed or
+/// unknown protocol is not: a sidecar detects HTTP there and routes it as HTTP.
 fn is_opaque_tcp(p: &str) -> bool {
     matches!(p, "TCP" | "MONGO" | "MYSQL" | "REDIS")
 }
@@ -1867,7 +1875,7 @@ impl RouteTable {
                     // route takes by `http` routes: where we differ, docs)
                     svc.ports
                         .iter()
-                        .filter(|p| !is_opaque_tcp(&p.protocol))
+                        .filter(|p| !is_opaque_tcp(&p.protocol) && &*p.protocol != "UDP")
                         .map(|p| p.number)
                 })
                 .collect();
@@ -2298,7 +2306,8 @@ impl RouteTable {
             };
             if let Some(d) = tls_port
                 .then(|| {
-                    self.route_https_as_tls(a, lit, fqdn, service.map(|s| &**s), port, sidecar)
+                    let s = service.map(|s| &**s);
+                    self.route_https_as_tls(registry, a, lit, fqdn, s, port, sidecar)
                 })
                 .flatten()
             {
@@ -2309,12 +2318,10 @@ impl RouteTable {
         // sidecar, no HTTP route configuration: the request's bytes are a connection, routed
         // by the `tcp` routes of the service's VirtualServices, else to the service itself;
         // no `http` route, retry, timeout or header operation applies.
-        if a.gateway.is_none() {
-            if let Some(s) = service.filter(|s| {
-                &*s.hostname == fqdn && s.port(port).is_some_and(|p| is_opaque_tcp(&p.protocol))
-            }) {
-                return self.route_http_as_tcp(a, s, port, sidecar);
-            }
+        if let Some(s) = service.filter(|s| {
+            &*s.hostname == fqdn && s.port(port).is_some_and(|p| is_opaque_tcp(&p.protocol))
+        }) {
+            return self.route_http_as_tcp(a, s, port, sidecar);
         }
         let default_retries = self.default_retries();
         let mut found = if service.is_some_and(|s| &*s.hostname == fqdn) {
@@ -2910,8 +2917,10 @@ impl RouteTable {
     /// `fqdn`, the host `lit` as written) on a port it declares TLS or HTTPS, or to a host
     /// the registry does not know (`service` `None`): the `tls` route of its
     /// VirtualServices that matches the SNI (`lit`), if one does.
+    #[allow(clippy::too_many_arguments)]
     fn route_https_as_tls<'a>(
         &'a self,
+        registry: &Registry,
         a: &HttpRequestAttrs<'_>,
         lit: &str,
         fqdn: &str,
@@ -2925,14 +2934,26 @@ impl RouteTable {
             gateway: None,
             // the address the application's sidecar would see it dial: the service's own
             // (a cluster IP, a ServiceEntry's single address), for `destinationSubnets`
-            destination_ip: service
-                .and_then(|s| s.addresses.first())
-                .filter(|n| n.prefix_len() == n.max_prefix_len())
-                .map(|n| n.addr()),
+            destination_ip: service.and_then(single_address),
             port,
             sni: Some(lit),
         };
         let (vs, r) = self.best_tls_route(fqdn, lit, &l4, sidecar)?;
+        // a host the registry does not know: only on a port where istiod builds the
+        // VirtualService's SNI filter chains, one a service its hosts cover declares TLS
+        if service.is_none()
+            && !registry.services().any(|svc| {
+                vs.info
+                    .hosts
+                    .iter()
+                    .any(|h| model::host::subset_of(&svc.hostname, h))
+                    && svc
+                        .port(port)
+                        .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS"))
+            })
+        {
+            return None;
+        }
         Some(RouteDecision {
             host: Cow::Owned(lit.to_owned()),
             virtual_service: Some(&vs.info),
@@ -2962,11 +2983,7 @@ impl RouteTable {
             client_namespace: a.client_namespace,
             source_labels: a.source_labels,
             gateway: None,
-            destination_ip: service
-                .addresses
-                .first()
-                .filter(|n| n.prefix_len() == n.max_prefix_len())
-                .map(|n| n.addr()),
+            destination_ip: single_address(service),
             port,
             sni: None,
         };

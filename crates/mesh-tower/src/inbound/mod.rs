@@ -732,11 +732,6 @@ struct ServerInner {
     xfcc_by: Vec<String>,
 }
 
-/// The caller's workload for the `source_*` metric labels, as the registry knows the
-/// workloads running as its SPIFFE identity's service account (Istio's sidecars learn it
-/// by metadata exchange; in one process the registry already holds it). When several
-/// workloads run as that account, only what they share is kept (the rest stays
-/// `unknown`); when none is registered, `None` (the principal alone is known).
 /// The `server` header a sidecar's inbound listener writes on every response (MeshConfig
 /// `proxyHeaders.server`: `istio-envoy` by default; none when disabled), read when the
 /// server starts serving.
@@ -745,6 +740,11 @@ fn server_header(mesh: &Mesh) -> Option<http::HeaderValue> {
     http::HeaderValue::from_str(name).ok()
 }
 
+/// The caller's workload for the `source_*` metric labels, as the registry knows the
+/// workloads running as its SPIFFE identity's service account (Istio's sidecars learn it
+/// by metadata exchange; in one process the registry already holds it). When several
+/// workloads run as that account, only what they share is kept (the rest stays
+/// `unknown`); when none is registered, `None` (the principal alone is known).
 fn peer_workload(mesh: &Mesh, peer: &mesh_tls::PeerIdentity) -> Option<WorkloadInfo> {
     let id = peer.identity();
     let snap = mesh.snapshot();

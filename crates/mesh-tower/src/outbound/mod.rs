@@ -33,14 +33,24 @@
 //!
 //! An `https://` request is the application's own TLS: the client originates it to the
 //! request's host (SNI and certificate name from the host, the platform's roots), as the
-//! application would through a sidecar. On a service port declared `TLS` or `HTTPS`, the
-//! service's VirtualService `tls` routes decide where it goes, as a sidecar routes the
-//! application's ClientHello (SNI, port, `sourceLabels`, `destinationSubnets`): to their
+//! application would through a sidecar. On a service port declared `TLS` or `HTTPS` (or
+//! for a host the registry does not know, on a port a service its VirtualService covers
+//! declares so), the VirtualService's `tls` routes decide where it goes, as a sidecar
+//! routes the application's ClientHello (SNI, port, `sourceLabels`, `destinationSubnets`):
+//! to their
 //! destination, with no retries, timeouts or header operations (istio.io's TLS egress and
 //! egress gateway tasks). Otherwise, unlike a sidecar, which cannot see inside the
 //! application's TLS, the client routes it by `http` routes. A `tls` route to a destination
 //! whose DestinationRule sets TLS is refused (503 NC): the application's TLS cannot be
 //! tunneled inside the DestinationRule's.
+//!
+//! # Ports declared TCP
+//!
+//! A request to a port its service declares `TCP` (`MONGO`, `MYSQL`, `REDIS`) is what a
+//! sidecar proxies as a connection: the service's VirtualService `tcp` routes decide where
+//! it goes (else the service itself), its `http` routes never apply, and nothing of Envoy's
+//! router or connection manager is written (no retries, deadline, `x-envoy-*` headers or
+//! `server`).
 //!
 //! # Connection pool
 //!
@@ -2665,9 +2675,11 @@ where
     let (mut resp, ctx) = route_and_send(shared, transport, req, via).await?;
     // the outbound listener's connection manager: `server` on every response, local
     // replies too (Envoy's OVERWRITE with istiod's unset `server_name`: `envoy`); a
-    // gateway writes its own
+    // gateway writes its own, a TCP proxy none
     if let (Some(v), false) = (&shared.server_header, from_gateway) {
-        resp.headers_mut().insert(SERVER, v.clone());
+        if resp.extensions().get::<OpaqueHop>().is_none() {
+            resp.headers_mut().insert(SERVER, v.clone());
+        }
     }
     if metered {
         return Ok((resp, ctx));
@@ -2704,6 +2716,11 @@ const X_ENVOY_ATTEMPT_COUNT: http::HeaderName =
 /// `x-envoy-original-path`: the path before a rewrite.
 const X_ENVOY_ORIGINAL_PATH: http::HeaderName =
     http::HeaderName::from_static("x-envoy-original-path");
+/// Marks the answer to a request a sidecar would have proxied as a connection (its service
+/// declares the port TCP, or a `tls` route took it): no connection manager wrote on it.
+#[derive(Clone, Copy, Debug)]
+struct OpaqueHop;
+
 /// `x-envoy-upstream-service-time`: milliseconds from the request to the upstream's answer.
 const X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-envoy-upstream-service-time");
@@ -3150,15 +3167,23 @@ where
     // on the first attempt, the attempt count (istiod's `include_request_attempt_count`) and
     // the time the upstream has (`setTimeoutHeaders`); a retry overwrites them in its copy
     // (the same names: the copy's map does not grow)
-    let timeouts = crate::envoy::Timeouts::for_request(
-        decision.timeout(),
-        policy.per_try_timeout,
-        grpc,
-        &parts.headers,
-    );
+    // A connection to a sidecar (a port the service declares TCP, or the application's TLS
+    // a `tls` route took): its TCP proxy reads no HTTP, so no deadline and none of the
+    // router's headers, on the request or the answer
+    let opaque = decision.opaque || decision.tls_route.is_some();
+    let timeouts = if opaque {
+        crate::envoy::Timeouts::default()
+    } else {
+        crate::envoy::Timeouts::for_request(
+            decision.timeout(),
+            policy.per_try_timeout,
+            grpc,
+            &parts.headers,
+        )
+    };
     let timed = timeouts != crate::envoy::Timeouts::default();
     let proxy_headers = &snap.options().proxy_headers;
-    if proxy_headers.attempt_count {
+    if proxy_headers.attempt_count && !opaque {
         parts
             .headers
             .insert(X_ENVOY_ATTEMPT_COUNT, HeaderValue::from_static("1"));
@@ -3309,8 +3334,8 @@ where
         timeouts,
         timed,
         started,
-        attempt_count: proxy_headers.attempt_count,
-        debug_headers: proxy_headers.envoy_debug_headers,
+        attempt_count: proxy_headers.attempt_count && !opaque,
+        debug_headers: proxy_headers.envoy_debug_headers && !opaque,
     };
     let (mut resp, ctx) = match timeouts.global {
         Some(t) => {
@@ -3358,6 +3383,9 @@ where
         })
     };
     finalize_response(shared, via, &parts, ops, cluster, &mut resp);
+    if opaque {
+        resp.extensions_mut().insert(OpaqueHop);
+    }
     let mut ctx = ctx;
     if passthrough {
         // istio_stats' host header fallback: the passthrough cluster has no service
