@@ -511,9 +511,13 @@ fn to_json(
     };
     // the timeouts Envoy's router gives this very request: a gRPC request's `grpc-timeout`
     // within the route's
+    // (none for a connection: a TCP port's or a `tls` route's, which no router reads)
     let grpc = mesh_core::route::is_grpc(r.headers);
-    let t =
-        mesh_core::route::Timeouts::for_request(d.timeout(), rt.per_try_timeout, grpc, r.headers);
+    let t = if d.opaque || d.tls_route.is_some() {
+        mesh_core::route::Timeouts::default()
+    } else {
+        mesh_core::route::Timeouts::for_request(d.timeout(), rt.per_try_timeout, grpc, r.headers)
+    };
     o.insert("timeout".into(), json!(t.global.map(secs)));
     o.insert("route_timeout".into(), json!(d.timeout().map(secs)));
     o.insert(

@@ -1368,3 +1368,62 @@ spec:
     let v = json(&["-f", f, "http://reviews:9080/api/%00"]);
     assert_eq!(v["status"], 400);
 }
+
+/// istio.io TCP traffic shifting: an HTTP request to the port `tcp-echo` declares TCP is a
+/// connection a sidecar proxies by the `tcp` routes (80/20), with no timeout or retry,
+/// whatever `http` routes say.
+#[test]
+fn a_request_to_a_port_declared_tcp_follows_the_tcp_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "tcp-echo.yaml",
+        "apiVersion: v1
+kind: Service
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  selector: {app: tcp-echo}
+  ports: [{name: tcp, port: 9000}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  host: tcp-echo
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: tcp-echo, namespace: default}
+spec:
+  hosts: [tcp-echo]
+  http: [{timeout: 1s, route: [{destination: {host: tcp-echo, subset: v2}}]}]
+  tcp:
+  - match: [{port: 9000}]
+    route:
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v1}, weight: 80}
+    - {destination: {host: tcp-echo, port: {number: 9000}, subset: v2}, weight: 20}
+",
+    );
+    let v = json(&[
+        "http://tcp-echo:9000/",
+        "--config",
+        f.to_str().unwrap(),
+        "-H",
+        "grpc-timeout: 2S",
+        "-H",
+        "content-type: application/grpc",
+    ]);
+    assert_eq!(v["opaque_tcp"], true, "{v}");
+    assert_eq!(v["tcp_route"], 0);
+    assert_eq!(v["route"], Value::Null);
+    assert_eq!(v["timeout"], Value::Null);
+    assert_eq!(v["retries"]["attempts"], 0);
+    let split: Vec<(&str, u64)> = v["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["subset"].as_str().unwrap(), d["weight"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(split, [("v1", 80), ("v2", 20)]);
+}
