@@ -465,6 +465,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "policies": applicable,
         "request_authentication": authn,
         "path": if args.tcp { None } else { path.as_deref().ok() },
+        // (an HTTP request always has one: without --host nor a Host header, none)
+        "authority": (!args.tcp).then_some(host.as_str()),
         "status": match (allowed, &rejected) {
             (true, _) => Some(200),
             (false, _) if bad_path || bad_method => Some(400),
@@ -552,6 +554,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
                         "the caller gets 403 `RBAC: access denied` (HTTP) or a closed connection (TCP)"
                     );
                 }
+            }
+            if !args.tcp && host.is_empty() {
+                println!(
+                    "note: no --host nor Host header: the request has no `:authority`, which a real one always has (`hosts` and `notHosts` conditions see none)"
+                );
             }
             println!(
                 "mTLS: {mode}; policies applying: {}",
