@@ -183,3 +183,43 @@ spec:
     assert_eq!(vs_of("reviews:80").as_deref(), Some("default/reviews"));
     assert_eq!(vs_of("reviews:8080"), None);
 }
+
+/// A wildcard ServiceEntry's TCP port is a TCP proxy too (istiod's `0.0.0.0:<port>`
+/// listener): a request to one of its hosts follows its `tcp` routes, else goes where the
+/// host as asked goes.
+#[test]
+fn a_wildcard_service_entrys_tcp_port_is_a_connection() {
+    let yaml = |routes: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: dbs, namespace: default}}
+spec:
+  hosts: ['*.db.internal']
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: dbs, namespace: default}}
+spec:
+  hosts: ['*.db.internal']
+  http: [{{route: [{{destination: {{host: http.db.internal}}}}]}}]
+{routes}"
+        )
+    };
+    let h = http::HeaderMap::new();
+    let attrs = HttpRequestAttrs::new("default", "a.db.internal:5432", "/", &h);
+    let s = snap(&yaml(
+        "  tcp: [{route: [{destination: {host: proxy.db.internal, port: {number: 5432}}}]}]\n",
+    ));
+    let d = s.route_http(&attrs);
+    assert!(d.opaque);
+    assert_eq!(d.tcp_route, Some(0));
+    assert_eq!(d.destinations()[0].host.as_ref(), "proxy.db.internal");
+    let s = snap(&yaml(""));
+    let d = s.route_http(&attrs);
+    assert!(d.opaque);
+    assert_eq!((d.tcp_route, d.host.as_ref()), (None, "a.db.internal"));
+    assert_eq!(d.destinations()[0].host.as_ref(), "a.db.internal");
+}

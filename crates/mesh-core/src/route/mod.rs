@@ -2319,9 +2319,10 @@ impl RouteTable {
         // by the `tcp` routes of the service's VirtualServices, else to the service itself;
         // no `http` route, retry, timeout or header operation applies.
         if let Some(s) = service.filter(|s| {
-            &*s.hostname == fqdn && s.port(port).is_some_and(|p| is_opaque_tcp(&p.protocol))
+            (&*s.hostname == fqdn || s.hostname.starts_with('*'))
+                && s.port(port).is_some_and(|p| is_opaque_tcp(&p.protocol))
         }) {
-            return self.route_http_as_tcp(a, s, port, sidecar);
+            return self.route_http_as_tcp(a, fqdn, s, port, sidecar);
         }
         let default_retries = self.default_retries();
         let mut found = if service.is_some_and(|s| &*s.hostname == fqdn) {
@@ -2975,6 +2976,7 @@ impl RouteTable {
     fn route_http_as_tcp<'a>(
         &'a self,
         a: &HttpRequestAttrs<'_>,
+        fqdn: &str,
         service: &'a crate::registry::Service,
         port: u16,
         sidecar: Option<&SidecarScope>,
@@ -2987,18 +2989,30 @@ impl RouteTable {
             port,
             sni: None,
         };
+        // a wildcard ServiceEntry's host (`*.example.com`): its cluster goes where the
+        // request's host does, as its default route (the name as asked)
+        let wildcard = *service.hostname != *fqdn;
+        let host: Cow<'a, str> = match wildcard {
+            true => Cow::Owned(fqdn.to_owned()),
+            false => Cow::Borrowed(&*service.hostname),
+        };
         let (virtual_service, tcp_route, destinations) =
             match self.tcp_rule(&service.hostname, &l4, sidecar) {
-                Some((vs, r)) => (Some(&vs.info), Some(r.index), &*r.destinations),
-                None => (None, None, &*service.default_destinations),
+                Some((vs, r)) => (
+                    Some(&vs.info),
+                    Some(r.index),
+                    Cow::Borrowed(&*r.destinations),
+                ),
+                None if wildcard => (None, None, passthrough(host.clone())),
+                None => (None, None, Cow::Borrowed(&*service.default_destinations)),
             };
         RouteDecision {
-            host: Cow::Borrowed(&*service.hostname),
+            host,
             virtual_service,
             rule: None,
             outcome: RouteOutcome::Forward,
             prefix_len: 0,
-            destinations: Cow::Borrowed(destinations),
+            destinations,
             default_retries: RetryPolicy::disabled(),
             tls_route: None,
             tcp_route,
