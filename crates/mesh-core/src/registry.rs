@@ -689,7 +689,12 @@ impl ServiceDefs {
                         .iter()
                         .map(|p| {
                             let name = p.name.clone().unwrap_or_default();
-                            let proto = kube_protocol(&name, p.app_protocol.as_deref());
+                            let proto = kube_protocol(
+                                u16::try_from(p.port).unwrap_or(0),
+                                &name,
+                                p.protocol.as_deref(),
+                                p.app_protocol.as_deref(),
+                            );
                             let (tp, tpn) = match &p.target_port {
                                 Some(crate::model::IntOrString::Int(n)) => {
                                     (u16::try_from(*n).ok(), None)
@@ -863,24 +868,63 @@ fn endpoint_from_entry(we: &crate::model::WorkloadEntry, origin: &str) -> Endpoi
     }
 }
 
-/// Istio's protocol from a Kubernetes port name / appProtocol (`http-web` → HTTP).
-fn kube_protocol(name: &str, app_protocol: Option<&str>) -> String {
-    let p = app_protocol.unwrap_or_else(|| name.split('-').next().unwrap_or(""));
-    match p.to_ascii_lowercase().as_str() {
+/// Istio's protocol of a Kubernetes Service port (`ConvertProtocol`), upper case; empty
+/// when Istio sniffs it (Unsupported): a `UDP` port is UDP; else `appProtocol` (with
+/// Kubernetes' `kubernetes.io/h2c`, `/ws`, `/wss`), else the port name, by its prefix
+/// before `-` (`http-web` is HTTP; `grpc-web...` is gRPC-Web); a name that says nothing
+/// on a well-known port (25 SMTP, 53 DNS, 3306 MySQL, 27017 MongoDB) is TCP.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::registry::kube_protocol;
+///
+/// assert_eq!(kube_protocol(9080, "http-web", None, None), "HTTP");
+/// assert_eq!(kube_protocol(8080, "grpc-web-ui", None, None), "GRPC-WEB");
+/// assert_eq!(kube_protocol(8080, "web", None, Some("kubernetes.io/h2c")), "HTTP2");
+/// assert_eq!(kube_protocol(8080, "foo", None, None), ""); // sniffed
+/// assert_eq!(kube_protocol(3306, "", None, None), "TCP"); // a well-known port
+/// assert_eq!(kube_protocol(53, "dns", Some("UDP"), None), "UDP");
+/// ```
+pub fn kube_protocol(
+    port: u16,
+    name: &str,
+    protocol: Option<&str>,
+    app_protocol: Option<&str>,
+) -> String {
+    if protocol.is_some_and(|p| p.eq_ignore_ascii_case("UDP")) {
+        return "UDP".to_owned();
+    }
+    match app_protocol {
+        Some("kubernetes.io/h2c") => return "HTTP2".to_owned(),
+        Some("kubernetes.io/ws") => return "HTTP".to_owned(),
+        Some("kubernetes.io/wss") => return "HTTPS".to_owned(),
+        _ => {}
+    }
+    let name = app_protocol.unwrap_or(name);
+    if name
+        .get(..8)
+        .is_some_and(|p| p.eq_ignore_ascii_case("grpc-web"))
+    {
+        return "GRPC-WEB".to_owned();
+    }
+    let p = name.split('-').next().unwrap_or("");
+    let known = match p.to_ascii_lowercase().as_str() {
         "http" => "HTTP",
         "http2" | "h2c" => "HTTP2",
+        "http_proxy" => "HTTP_PROXY",
         "https" => "HTTPS",
         "grpc" => "GRPC",
-        "grpc-web" => "GRPC-WEB",
         "tls" => "TLS",
         "tcp" => "TCP",
         "mongo" => "MONGO",
         "redis" => "REDIS",
         "mysql" => "MYSQL",
         "udp" => "UDP",
+        _ if matches!(port, 25 | 53 | 3306 | 27017) => "TCP",
         _ => "",
-    }
-    .to_owned()
+    };
+    known.to_owned()
 }
 
 /// Services with endpoints, indexed by host and by VIP.
@@ -1628,9 +1672,13 @@ spec: {address: 4.4.4.4, labels: {app: vm}}
             ("web", Some("http2"), "HTTP2"),
             ("tcp", None, "TCP"),
             ("foo", None, ""),
+            ("grpc-web", None, "GRPC-WEB"),
+            ("GRPC-Web-ui", None, "GRPC-WEB"),
+            ("web", Some("kubernetes.io/wss"), "HTTPS"),
+            ("proxy", Some("http_proxy"), "HTTP_PROXY"),
         ];
         for (name, app, want) in table {
-            assert_eq!(kube_protocol(name, app), want, "{name}");
+            assert_eq!(kube_protocol(8080, name, None, app), want, "{name}");
         }
     }
 
