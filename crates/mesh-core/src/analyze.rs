@@ -18,6 +18,8 @@
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
+//! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
+//! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
@@ -273,6 +275,65 @@ pub fn custom_providers(
 
 /// An object's name for messages: `metadata.name`, or `<generateName>*` for an object
 /// whose name the API server generates.
+/// istioctl's `PortNameAnalyzer`: a Service port whose protocol Istio cannot tell from its
+/// name or `appProtocol` (sniffed; IST0118, info), or any such port, and one named
+/// exactly `tcp`, of an `ExternalName` Service (IST0150, warning). System namespaces and
+/// the control plane's Services (an `istio` label, or `release: istio`) are skipped.
+fn port_names(cx: &mut Ctx<'_>, o: &ConfigObject, svc: &crate::model::KubeService) {
+    let ns = o.metadata.namespace.as_str();
+    let labels = &o.metadata.labels;
+    if matches!(
+        ns,
+        "kube-system" | "kube-public" | "kube-node-lease" | "local-path-storage"
+    ) || labels.contains_key("istio")
+        || labels.get("release").is_some_and(|r| r == "istio")
+    {
+        return;
+    }
+    let external = svc.service_type.as_deref() == Some("ExternalName");
+    for (i, p) in svc.ports.iter().enumerate() {
+        let name = p.name.as_deref().unwrap_or("");
+        let protocol = crate::registry::kube_protocol(
+            u16::try_from(p.port).unwrap_or(0),
+            name,
+            p.protocol.as_deref(),
+            p.app_protocol.as_deref(),
+        );
+        if !protocol.is_empty() && !(external && name == "tcp") {
+            continue;
+        }
+        let path = format!("spec.ports[{i}]");
+        if external {
+            cx.report(
+                o,
+                Severity::Warning,
+                codes::EXTERNAL_NAME_PORT_NAME,
+                &path,
+                "Port name for ExternalName service is invalid. Proxy may prevent tcp named ports and unmatched traffic for ports serving TCP protocol from being forwarded correctly".to_owned(),
+            );
+            continue;
+        }
+        let target = match &p.target_port {
+            Some(crate::model::IntOrString::Int(n)) => n.to_string(),
+            Some(crate::model::IntOrString::String(s)) => s.clone(),
+            None => "0".to_owned(),
+        };
+        cx.report(
+            o,
+            Severity::Info,
+            codes::PORT_NAME_CONVENTION,
+            &path,
+            format!(
+                "Port name {name} (port: {}, targetPort: {target}) doesn't follow the naming convention of Istio port.",
+                p.port
+            ),
+        )
+        .help = Some(
+            "Istio sniffs this port's protocol: name it `<protocol>[-<suffix>]` (`http-web`, `grpc`, `tcp-db`, ...) or set `appProtocol` for `http` routes and HTTP metrics to apply reliably".to_owned(),
+        );
+    }
+}
+
 fn display_name(o: &ConfigObject) -> String {
     match (&o.metadata.name, &o.metadata.generate_name) {
         (n, _) if !n.is_empty() => n.clone(),
@@ -391,6 +452,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         match &o.spec {
             Spec::Service(svc) => {
                 registry_known = true;
+                port_names(&mut cx, o, svc);
                 let fq = format!("{}.{ns}.svc.{}", o.metadata.name, opts.domain_suffix);
                 service_ports
                     .entry(fq.clone())

@@ -576,6 +576,54 @@ pub mod codes {
     /// assert_eq!(codes::DESTINATION_PORT_REQUIRED, "IST0112");
     /// ```
     pub const DESTINATION_PORT_REQUIRED: &str = "IST0112";
+    /// PortNameIsNotUnderNamingConvention: a Service port whose protocol Istio sniffs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: web, namespace: shop}
+    /// spec: {selector: {app: web}, ports: [{name: web, port: 9080, targetPort: 8080}, {name: http-api, port: 80}]}
+    /// ",
+    ///     "svc.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// let f: Vec<_> = found.iter().filter(|d| d.code == codes::PORT_NAME_CONVENTION).collect();
+    /// assert_eq!(f.len(), 1);
+    /// assert_eq!(f[0].severity, Severity::Info);
+    /// assert_eq!(
+    ///     f[0].message,
+    ///     "Port name web (port: 9080, targetPort: 8080) doesn't follow the naming convention of Istio port."
+    /// );
+    /// assert_eq!(codes::PORT_NAME_CONVENTION, "IST0118");
+    /// ```
+    pub const PORT_NAME_CONVENTION: &str = "IST0118";
+    /// ExternalNameServiceTypeInvalidPortName: an `ExternalName` Service port named `tcp`
+    /// or with a protocol Istio sniffs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: db, namespace: shop}
+    /// spec: {type: ExternalName, externalName: db.example.com, ports: [{name: tcp, port: 5432}]}
+    /// ",
+    ///     "svc.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// let f = found.iter().find(|d| d.code == codes::EXTERNAL_NAME_PORT_NAME).unwrap();
+    /// assert_eq!(f.severity, Severity::Warning);
+    /// assert_eq!(codes::EXTERNAL_NAME_PORT_NAME, "IST0150");
+    /// ```
+    pub const EXTERNAL_NAME_PORT_NAME: &str = "IST0150";
     /// IngressRouteRulesNotAffected: a gateway-bound VirtualService routes to a host
     /// without a subset while another VirtualService routes that host by subsets, which
     /// the gateway's requests do not go through.
