@@ -299,7 +299,8 @@ fn port_names(cx: &mut Ctx<'_>, o: &ConfigObject, svc: &crate::model::KubeServic
             p.protocol.as_deref(),
             p.app_protocol.as_deref(),
         );
-        if !protocol.is_empty() && !(external && name == "tcp") {
+        let flagged = protocol.is_empty() || (external && name == "tcp");
+        if !flagged {
             continue;
         }
         let path = format!("spec.ports[{i}]");
