@@ -128,6 +128,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
+    let mut args = args;
     let (labels, mut headers) = match (
         parse_labels(args.labels.as_deref()),
         parse_headers(&args.headers),
@@ -170,6 +171,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // a port a Service of the workload declares TCP: a sidecar's inbound listener sees a
+    // connection there (a TCP proxy with the RBAC network filter), whatever the caller sends
+    let declared_tcp = match args.tcp {
+        true => None,
+        false => declared_tcp(&args, &labels),
+    };
+    if declared_tcp.is_some() {
+        args.tcp = true;
+        headers.clear();
+    }
     // RequestAuthentication: the identity given, else the request's token verified
     let providers = snap.jwt_providers(&args.namespace, &labels);
     let mut authn = serde_json::Value::Null;
@@ -467,6 +478,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "path": if args.tcp { None } else { path.as_deref().ok() },
         // (an HTTP request always has one: without --host nor a Host header, none)
         "authority": (!args.tcp).then_some(host.as_str()),
+        // the Service that declares the port TCP (the request was taken as a connection)
+        "declared_tcp": declared_tcp,
         "status": match (allowed, &rejected) {
             (true, _) => Some(200),
             (false, _) if bad_path || bad_method => Some(400),
@@ -496,6 +509,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 args.namespace
             );
             println!("reason: {reason}");
+            if let Some(svc) = &declared_tcp {
+                println!(
+                    "port {}: Service {svc} declares it TCP, so a sidecar sees a connection there: only the rules' TCP conditions apply (an ALLOW rule with HTTP-only fields is dropped, a DENY rule matches without them)",
+                    args.port
+                );
+            }
             if let Some(p) = &dry_run {
                 println!(
                     "dry run: policy {p} (istio.io/dry-run) would {} this request; it is only logged, not enforced",
@@ -636,6 +655,49 @@ fn forwarded_for(headers: &http::HeaderMap, skip: usize) -> Option<IpAddr> {
         .flat_map(|v| v.to_str().unwrap_or("").rsplit(','))
         .nth(skip)
         .and_then(|e| e.trim().parse().ok())
+}
+
+/// The Service (`ns/name`) that declares the workload's port `args.port` (its `targetPort`,
+/// else its port) TCP, `MONGO`, `MYSQL` or `REDIS` by its name or `appProtocol`, selecting
+/// the workload by its labels; none when the files are read from stdin (read once).
+fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String> {
+    if args.config.iter().any(|p| p.as_os_str() == "-") {
+        return None;
+    }
+    let loader = mesh_core::load::Loader::new(mesh_core::load::LoadOptions {
+        default_namespace: args.config_namespace.clone(),
+        ..mesh_core::load::LoadOptions::default()
+    });
+    let loaded = crate::validate::load_inputs(&loader, &args.config).ok()?;
+    loaded.objects.iter().find_map(|o| {
+        let mesh_core::model::Spec::Service(svc) = &o.spec else {
+            return None;
+        };
+        let selector = svc.selector.as_ref().filter(|s| !s.is_empty())?;
+        if o.metadata.namespace != args.namespace
+            || !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        {
+            return None;
+        }
+        svc.ports
+            .iter()
+            .any(|p| {
+                let target = match &p.target_port {
+                    Some(mesh_core::model::IntOrString::Int(n)) => Some(*n),
+                    Some(mesh_core::model::IntOrString::String(_)) => None,
+                    None => Some(p.port),
+                };
+                let protocol = mesh_core::registry::kube_protocol(
+                    u16::try_from(p.port).unwrap_or(0),
+                    p.name.as_deref().unwrap_or(""),
+                    p.protocol.as_deref(),
+                    p.app_protocol.as_deref(),
+                );
+                target == Some(u32::from(args.port))
+                    && matches!(protocol.as_str(), "TCP" | "MONGO" | "MYSQL" | "REDIS")
+            })
+            .then(|| format!("{}/{}", o.metadata.namespace, o.metadata.name))
+    })
 }
 
 /// Whether the workload is a gateway (Envoy's router, whose connection manager uses the

@@ -1007,3 +1007,63 @@ spec:
     let reason = v["reason"].as_str().unwrap();
     assert!(reason.contains("(jwtRules of foo/ra, foo/rb)"), "{reason}");
 }
+
+/// istio.io security issues, "HTTP-only fields on TCP ports": the workload's Service
+/// declares 3306 `tcp-mysql`, so a sidecar proxies a connection there and an ALLOW rule
+/// with `paths` is dropped, whatever request `meshctl authz` is asked about.
+#[test]
+fn a_port_the_service_declares_tcp_is_authorized_as_a_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("db.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: foo}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp-mysql, port: 3306}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-path, namespace: foo}
+spec:
+  selector: {matchLabels: {app: db}}
+  rules:
+  - to: [{operation: {paths: [/public], ports: ['3306']}}]
+  - from: [{source: {principals: [cluster.local/ns/foo/sa/app]}}]
+    to: [{operation: {ports: ['3306']}}]
+",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let ask = |principal: &str, port: &str| {
+        decide(&[
+            "--config",
+            f,
+            "--namespace",
+            "foo",
+            "--labels",
+            "app=db",
+            "--port",
+            port,
+            "--path",
+            "/public",
+            "--principal",
+            principal,
+        ])
+    };
+    let v = ask("cluster.local/ns/foo/sa/other", "3306");
+    assert_eq!(v["decision"], "DENY", "{v}");
+    assert_eq!(v["declared_tcp"], "foo/db");
+    assert_eq!(
+        ask("cluster.local/ns/foo/sa/app", "3306")["decision"],
+        "ALLOW"
+    );
+    // a port the Service does not declare is not taken as a connection
+    let v = ask("cluster.local/ns/foo/sa/other", "8080");
+    assert_eq!(
+        (v["decision"].as_str(), &v["declared_tcp"]),
+        (Some("DENY"), &Value::Null)
+    );
+}
