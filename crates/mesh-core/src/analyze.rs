@@ -20,6 +20,7 @@
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
 //! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
+//! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
@@ -1341,6 +1342,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     }
 
     conflicting_gateways(&mut cx, &objs, &workloads);
+    duplicate_certificates(&mut cx, &objs);
 
     cx.out
 }
@@ -1355,6 +1357,73 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 /// istioctl pre-filters differing selectors by a substring test of their text and keeps one
 /// server per Gateway and port (the last), adding a server's hosts to the other Gateway's
 /// set once compared; we compare every server, with no such side effect.
+/// istioctl's `CertificateAnalyzer` (IST0138): a Gateway sharing a TLS certificate (the
+/// same `credentialName`, or the same `serverCertificate` and `privateKey` files) with
+/// another Gateway whose selector includes its own (any Gateway when it has none): a
+/// client reusing an HTTP/2 connection for the other's hosts gets 404s. Reported on each
+/// Gateway of the pair, once per pair.
+fn duplicate_certificates(cx: &mut Ctx<'_>, objs: &[&ConfigObject]) {
+    use crate::model::ServerTlsSettings;
+    let gateways: Vec<(&ConfigObject, &crate::model::Gateway)> = objs
+        .iter()
+        .filter_map(|o| match &o.spec {
+            Spec::Gateway(g) => Some((*o, g)),
+            _ => None,
+        })
+        .collect();
+    let same = |a: &ServerTlsSettings, b: &ServerTlsSettings| {
+        let named = |t: &ServerTlsSettings| t.credential_name.clone().filter(|c| !c.is_empty());
+        let file = |f: &Option<String>| f.clone().filter(|f| !f.is_empty());
+        match (named(a), named(b)) {
+            (Some(x), Some(y)) => x == y,
+            (None, None) => match (file(&a.server_certificate), file(&b.server_certificate)) {
+                (Some(x), Some(y)) if x == y => {
+                    matches!((file(&a.private_key), file(&b.private_key)), (Some(k), Some(l)) if k == l)
+                }
+                _ => false,
+            },
+            _ => false,
+        }
+    };
+    for (o, g) in &gateways {
+        let selector = g.selector.as_ref().filter(|s| !s.is_empty());
+        for (other, h) in &gateways {
+            if std::ptr::eq(*o, *other) {
+                continue;
+            }
+            // (the current selector a subset of the other's: `selectorSubset`)
+            let covers = selector.is_none_or(|sel| {
+                sel.iter()
+                    .all(|(k, v)| h.selector.as_ref().and_then(|hs| hs.get(k)) == Some(v))
+            });
+            if !covers {
+                continue;
+            }
+            let shared = g.servers.iter().any(|cs| {
+                h.servers.iter().any(|s| match (&cs.tls, &s.tls) {
+                    (Some(a), Some(b)) => same(a, b),
+                    _ => false,
+                })
+            });
+            if shared {
+                cx.report(
+                    o,
+                    Severity::Warning,
+                    codes::GATEWAY_DUPLICATE_CERTIFICATE,
+                    "metadata.name",
+                    format!(
+                        "Duplicate certificate in multiple gateways [{}/{} {}/{}] may cause 404s if clients re-use HTTP2 connections.",
+                        o.metadata.namespace, o.metadata.name, other.metadata.namespace, other.metadata.name
+                    ),
+                )
+                .help = Some(
+                    "a client that opened an HTTP/2 connection for one Gateway's host reuses it for the other's (the certificate covers both), and that connection's server has no route for it: give each Gateway its own certificate, or merge the servers into one Gateway".to_owned(),
+                );
+            }
+        }
+    }
+}
+
 fn conflicting_gateways(
     cx: &mut Ctx<'_>,
     objs: &[&ConfigObject],

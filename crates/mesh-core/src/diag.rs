@@ -624,6 +624,29 @@ pub mod codes {
     /// assert_eq!(codes::EXTERNAL_NAME_PORT_NAME, "IST0150");
     /// ```
     pub const EXTERNAL_NAME_PORT_NAME: &str = "IST0150";
+    /// GatewayDuplicateCertificate: two Gateways for the same workloads share a TLS
+    /// certificate.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let gateway = |name: &str, host: &str| format!(
+    ///     "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 443, name: https, protocol: HTTPS}}, hosts: [{host}], tls: {{mode: SIMPLE, credentialName: shared-cert}}}}]\n---\n"
+    /// );
+    /// let yaml = gateway("gw1", "a.example.com") + &gateway("gw2", "b.example.com");
+    /// let found = mesh_core::check(&mesh_core::load::load_str(&yaml, "gw.yaml"));
+    /// let dup: Vec<_> = found.iter().filter(|d| d.code == codes::GATEWAY_DUPLICATE_CERTIFICATE).collect();
+    /// assert_eq!(dup.len(), 2); // on each Gateway
+    /// assert_eq!(dup[0].severity, Severity::Warning);
+    /// assert_eq!(
+    ///     dup[0].message,
+    ///     "Duplicate certificate in multiple gateways [istio-system/gw1 istio-system/gw2] may cause 404s if clients re-use HTTP2 connections."
+    /// );
+    /// assert_eq!(codes::GATEWAY_DUPLICATE_CERTIFICATE, "IST0138");
+    /// ```
+    pub const GATEWAY_DUPLICATE_CERTIFICATE: &str = "IST0138";
     /// IngressRouteRulesNotAffected: a gateway-bound VirtualService routes to a host
     /// without a subset while another VirtualService routes that host by subsets, which
     /// the gateway's requests do not go through.
