@@ -16,6 +16,7 @@
 //! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the Services' ports and target ports and the containers' ports) |
 //! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
+//! | IST0101 | warning | a Sidecar's workload selector matches no loaded workload of its namespace (only when pods or controllers are loaded; Istio: error) |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
@@ -1337,6 +1338,38 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                         ),
                     );
                 }
+            }
+        }
+    }
+
+    // istioctl's sidecar `SelectorAnalyzer`: a Sidecar whose workload selector matches no
+    // workload of its namespace (a warning: the files may not hold every pod)
+    if workloads_known {
+        for o in &selector_sidecars {
+            let Spec::Sidecar(sc) = &o.spec else { continue };
+            let Some(sel) = sc
+                .workload_selector
+                .as_ref()
+                .filter(|s| !s.labels.is_empty())
+            else {
+                continue;
+            };
+            let matched = workloads.iter().any(|(w, labels)| {
+                w.metadata.namespace == o.metadata.namespace
+                    && selector_matches(&sel.labels, labels)
+            });
+            if !matched {
+                cx.report(
+                    o,
+                    Severity::Warning,
+                    codes::REFERENCED_RESOURCE_NOT_FOUND,
+                    "spec.workloadSelector.labels",
+                    format!("Referenced selector not found: {:?}", fmt_labels(&sel.labels)),
+                )
+                .help = Some(format!(
+                    "no loaded workload in namespace {} has these labels: the Sidecar applies to none (Istio: an error; the files may not hold every pod)",
+                    o.metadata.namespace
+                ));
             }
         }
     }

@@ -518,3 +518,38 @@ spec:
         );
     }
 }
+
+/// istioctl's sidecar `SelectorAnalyzer`: a Sidecar selecting no loaded pod of its
+/// namespace (a warning here: the files may not hold every pod); nothing when no pod or
+/// controller is loaded.
+#[test]
+fn a_sidecar_selecting_no_loaded_workload_is_reported() {
+    let sidecar = "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: bogus, namespace: default}
+spec:
+  workloadSelector: {labels: {app: bogus}}
+  egress: [{hosts: ['./*']}]
+";
+    let pod = "apiVersion: v1
+kind: Pod
+metadata: {name: reviews, namespace: default, labels: {app: reviews}}
+spec: {containers: [{name: reviews, image: reviews}]}
+---
+";
+    let ds = run(&format!("{pod}{sidecar}"));
+    assert!(
+        has(
+            &ds,
+            "IST0101",
+            Severity::Warning,
+            "Referenced selector not found: \"app=bogus\""
+        ),
+        "{ds:#?}"
+    );
+    assert!(!run(sidecar).iter().any(|d| d.code == "IST0101"));
+    let selecting = sidecar.replace("app: bogus", "app: reviews");
+    assert!(!run(&format!("{pod}{selecting}"))
+        .iter()
+        .any(|d| d.code == "IST0101"));
+}
