@@ -22,6 +22,7 @@
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
 //! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
 //! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
+//! | IST0149 | error | a VirtualService routing by JWT claims through a loaded Gateway whose loaded workload no RequestAuthentication (`istio-system` or its namespace) applies to |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
@@ -1376,6 +1377,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     conflicting_gateways(&mut cx, &objs, &workloads);
     duplicate_certificates(&mut cx, &objs);
+    jwt_claim_routes(&mut cx, &objs, &gateways, &workloads);
 
     cx.out
 }
@@ -1390,6 +1392,73 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 /// istioctl pre-filters differing selectors by a substring test of their text and keeps one
 /// server per Gateway and port (the last), adding a server's hosts to the other Gateway's
 /// set once compared; we compare every server, with no such side effect.
+/// istioctl's `JWTClaimRouteAnalyzer` (IST0149): a VirtualService routing by JWT claims
+/// (`@request.auth.claims...` header keys) through a loaded Gateway, for each loaded
+/// workload the Gateway selects that no RequestAuthentication (in `istio-system` or the
+/// workload's namespace) applies to: no token is verified there, so no claim matches.
+fn jwt_claim_routes(
+    cx: &mut Ctx<'_>,
+    objs: &[&ConfigObject],
+    gateways: &HashMap<(String, String), &ConfigObject>,
+    workloads: &[(&ConfigObject, &Labels)],
+) {
+    const CLAIM: &str = "@request.auth.claims";
+    let authn: Vec<(&str, Option<&Labels>)> = objs
+        .iter()
+        .filter_map(|o| match &o.spec {
+            Spec::RequestAuthentication(r) => Some((
+                o.metadata.namespace.as_str(),
+                r.selector.as_ref().map(|s| &s.match_labels),
+            )),
+            _ => None,
+        })
+        .collect();
+    for o in objs {
+        let Spec::VirtualService(vs) = &o.spec else {
+            continue;
+        };
+        let key = vs.http.iter().enumerate().find_map(|(i, r)| {
+            r.matches.iter().enumerate().find_map(|(j, m)| {
+                let k = m.headers.keys().chain(m.without_headers.keys());
+                k.clone()
+                    .find(|k| k.starts_with(CLAIM))
+                    .map(|k| (k.as_str(), format!("spec.http[{i}].match[{j}]")))
+            })
+        });
+        let Some((key, path)) = key else { continue };
+        for g in vs.gateways.iter().filter(|g| *g != "mesh") {
+            let (gns, gname) = resolve_gateway(g, &o.metadata.namespace);
+            let Some(Spec::Gateway(gw)) =
+                gateways.get(&(gns.clone(), gname.clone())).map(|o| &o.spec)
+            else {
+                continue;
+            };
+            for (w, labels) in workloads {
+                let selected = gw
+                    .selector
+                    .as_ref()
+                    .is_none_or(|s| selector_matches(s, labels));
+                let verified = authn.iter().any(|(ns, sel)| {
+                    (*ns == "istio-system" || *ns == w.metadata.namespace)
+                        && sel.is_none_or(|s| selector_matches(s, labels))
+                });
+                if selected && !verified {
+                    cx.report(
+                        o,
+                        Severity::Error,
+                        codes::JWT_CLAIM_ROUTING_WITHOUT_AUTHN,
+                        &path,
+                        format!(
+                            "The virtual service uses the JWT claim based routing (key: {key}) but found no request authentication for the gateway ({gns}/{gname}) pod ({}). The request authentication must first be applied for the gateway pods to validate the JWT token and make the claims available for routing.",
+                            w.metadata.name
+                        ),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// istioctl's `CertificateAnalyzer` (IST0138): a Gateway sharing a TLS certificate (the
 /// same `credentialName`, or the same `serverCertificate` and `privateKey` files) with
 /// another Gateway whose selector includes its own (any Gateway when it has none): a

@@ -624,6 +624,46 @@ pub mod codes {
     /// assert_eq!(codes::EXTERNAL_NAME_PORT_NAME, "IST0150");
     /// ```
     pub const EXTERNAL_NAME_PORT_NAME: &str = "IST0150";
+    /// JwtClaimBasedRoutingWithoutRequestAuthN: routing by JWT claims at a gateway no
+    /// RequestAuthentication applies to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: v1
+    /// kind: Pod
+    /// metadata: {name: ingress, namespace: istio-system, labels: {istio: ingressgateway}}
+    /// spec: {containers: [{name: istio-proxy, image: proxyv2}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: gw, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: claims, namespace: istio-system}
+    /// spec:
+    ///   hosts: ['*']
+    ///   gateways: [gw]
+    ///   http:
+    ///   - match: [{headers: {'@request.auth.claims.groups': {exact: admin}}}]
+    ///     route: [{destination: {host: admin.default.svc.cluster.local}}]
+    /// ",
+    ///     "claims.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// let f = found.iter().find(|d| d.code == codes::JWT_CLAIM_ROUTING_WITHOUT_AUTHN).unwrap();
+    /// assert_eq!(f.severity, Severity::Error);
+    /// assert!(f.message.contains("(key: @request.auth.claims.groups)"), "{}", f.message);
+    /// assert_eq!(codes::JWT_CLAIM_ROUTING_WITHOUT_AUTHN, "IST0149");
+    /// ```
+    pub const JWT_CLAIM_ROUTING_WITHOUT_AUTHN: &str = "IST0149";
     /// GatewayDuplicateCertificate: two Gateways for the same workloads share a TLS
     /// certificate.
     ///
