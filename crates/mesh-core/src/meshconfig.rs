@@ -422,7 +422,8 @@ pub struct ProxyHeaders {
     /// application's or the upstream's passes).
     pub server: Option<String>,
     /// The `server` header mesh clients write on the responses they return (`None`: none,
-    /// the upstream's passes).
+    /// the upstream's passes). Independent of [`ProxyHeaders::server`] once built: MeshConfig
+    /// `proxyHeaders.server` sets both.
     pub outbound_server: Option<String>,
     /// A request without an `x-request-id` gets one.
     pub request_id: bool,
