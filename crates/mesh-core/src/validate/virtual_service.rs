@@ -1245,7 +1245,9 @@ fn warn_unused(cx: &mut Ctx<'_>, path: &str, rule: &str, reason: &str, help: Opt
         Severity::Warning,
         codes::VS_UNREACHABLE_RULE,
         path,
-        format!("virtualService rule {rule} not used ({reason})"),
+        // (istioctl analyze's message for the webhook's warning; istiod's own says
+        // `virtualService rule ... not used (...)`)
+        format!("VirtualService rule {rule} not used ({reason})."),
     );
     if let Some(h) = help {
         d.help(h);
@@ -1253,12 +1255,13 @@ fn warn_unused(cx: &mut Ctx<'_>, path: &str, rule: &str, reason: &str, help: Opt
 }
 
 fn warn_ineffective(cx: &mut Ctx<'_>, path: &str, rule: &str, matchno: &str, dup: &str) {
+    // (istioctl analyze reports it as info; the webhook warns)
     cx.with_code(
-        Severity::Warning,
+        Severity::Info,
         codes::VS_INEFFECTIVE_MATCH,
         path,
         format!(
-            "virtualService rule {rule} match {matchno} is not used (duplicate/overlapping match in rule {dup})"
+            "VirtualService rule {rule} match {matchno} is not used (duplicate/overlapping match in rule {dup})."
         ),
     );
 }
