@@ -21,6 +21,8 @@
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
 //! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
+//! | IST0116 | warning | a loaded Deployment whose Services use one port number with different Kubernetes protocols (istioctl checks injected Deployments only) |
+//! | IST0137 | warning | a loaded Deployment whose Services reach one `targetPort` from different port numbers |
 //! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
 //! | IST0149 | error | a VirtualService routing by JWT claims through a loaded Gateway whose loaded workload no RequestAuthentication (`istio-system` or its namespace) applies to |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
@@ -1377,6 +1379,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     conflicting_gateways(&mut cx, &objs, &workloads);
     duplicate_certificates(&mut cx, &objs);
+    deployment_services(&mut cx, &objs, &workloads);
     jwt_claim_routes(&mut cx, &objs, &gateways, &workloads);
 
     cx.out
@@ -1392,6 +1395,102 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 /// istioctl pre-filters differing selectors by a substring test of their text and keeps one
 /// server per Gateway and port (the last), adding a server's hosts to the other Gateway's
 /// set once compared; we compare every server, with no such side effect.
+/// istioctl's deployment `ServiceAssociationAnalyzer`, for each loaded Deployment and the
+/// loaded Services of its namespace whose (non-empty) selector its pod template matches:
+/// one port number with different Kubernetes protocols (`TCP` by default) across them
+/// (IST0116), and one `targetPort` (the port when unset) reached from different port
+/// numbers (IST0137). Istio checks only Deployments in the mesh (injected); every loaded
+/// Deployment is checked here.
+fn deployment_services(
+    cx: &mut Ctx<'_>,
+    objs: &[&ConfigObject],
+    workloads: &[(&ConfigObject, &Labels)],
+) {
+    let services: Vec<(&ConfigObject, &crate::model::KubeService)> = objs
+        .iter()
+        .filter_map(|o| match &o.spec {
+            Spec::Service(s) => Some((*o, s)),
+            _ => None,
+        })
+        .collect();
+    for (d, labels) in workloads.iter().filter(|(d, _)| d.kind == Kind::Deployment) {
+        let ns = d.metadata.namespace.as_str();
+        let matching: Vec<_> = services
+            .iter()
+            .filter(|(o, s)| {
+                o.metadata.namespace == ns
+                    && s.selector
+                        .as_ref()
+                        .is_some_and(|sel| !sel.is_empty() && selector_matches(sel, labels))
+            })
+            .collect();
+        if matching.is_empty() {
+            continue;
+        }
+        // port -> protocol -> services; targetPort -> port -> service
+        let mut by_port: BTreeMap<u32, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        let mut by_target: BTreeMap<String, BTreeMap<u32, String>> = BTreeMap::new();
+        for (o, s) in &matching {
+            let name = format!("{}/{}", o.metadata.namespace, o.metadata.name);
+            for p in &s.ports {
+                let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".to_owned());
+                by_port
+                    .entry(p.port)
+                    .or_default()
+                    .entry(protocol)
+                    .or_default()
+                    .push(name.clone());
+                let target = match &p.target_port {
+                    Some(crate::model::IntOrString::Int(0)) | None => p.port.to_string(),
+                    Some(crate::model::IntOrString::Int(n)) => n.to_string(),
+                    Some(crate::model::IntOrString::String(t)) => t.clone(),
+                };
+                by_target
+                    .entry(target)
+                    .or_default()
+                    .insert(p.port, name.clone());
+            }
+        }
+        for (port, protocols) in &by_port {
+            if protocols.len() > 1 {
+                let mut names: Vec<&str> =
+                    protocols.values().flatten().map(String::as_str).collect();
+                names.sort_unstable();
+                cx.report(
+                    d,
+                    Severity::Warning,
+                    codes::DEPLOYMENT_MULTIPLE_SERVICES,
+                    "metadata.name",
+                    format!(
+                        "This deployment {} is associated with multiple services using port {port} but different protocols: [{}]",
+                        d.metadata.name,
+                        names.join(" ")
+                    ),
+                );
+            }
+        }
+        for (target, ports) in &by_target {
+            if ports.len() > 1 {
+                let mut names: Vec<&str> = ports.values().map(String::as_str).collect();
+                names.sort_unstable();
+                let numbers: Vec<String> = ports.keys().map(u32::to_string).collect();
+                cx.report(
+                    d,
+                    Severity::Warning,
+                    codes::DEPLOYMENT_CONFLICTING_PORTS,
+                    "metadata.name",
+                    format!(
+                        "This deployment {} is associated with multiple services [{}] using targetPort {target:?} but different ports: [{}].",
+                        d.metadata.name,
+                        names.join(" "),
+                        numbers.join(" ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
 /// istioctl's `JWTClaimRouteAnalyzer` (IST0149): a VirtualService routing by JWT claims
 /// (`@request.auth.claims...` header keys) through a loaded Gateway, for each loaded
 /// workload the Gateway selects that no RequestAuthentication (in `istio-system` or the

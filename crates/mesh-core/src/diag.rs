@@ -664,6 +664,50 @@ pub mod codes {
     /// assert_eq!(codes::JWT_CLAIM_ROUTING_WITHOUT_AUTHN, "IST0149");
     /// ```
     pub const JWT_CLAIM_ROUTING_WITHOUT_AUTHN: &str = "IST0149";
+    /// DeploymentAssociatedToMultipleServices: a Deployment's Services use one port number
+    /// with different protocols.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let service = |name: &str, protocol: &str| format!(
+    ///     "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{selector: {{app: web}}, ports: [{{name: tcp-x, port: 8080, protocol: {protocol}}}]}}\n---\n"
+    /// );
+    /// let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web}]}\n";
+    /// let yaml = service("web-tcp", "TCP") + &service("web-udp", "UDP") + deployment;
+    /// let found = mesh_core::check(&mesh_core::load::load_str(&yaml, "web.yaml"));
+    /// let f = found.iter().find(|d| d.code == codes::DEPLOYMENT_MULTIPLE_SERVICES).unwrap();
+    /// assert_eq!(
+    ///     f.message,
+    ///     "This deployment web is associated with multiple services using port 8080 but different protocols: [default/web-tcp default/web-udp]"
+    /// );
+    /// assert_eq!(codes::DEPLOYMENT_MULTIPLE_SERVICES, "IST0116");
+    /// ```
+    pub const DEPLOYMENT_MULTIPLE_SERVICES: &str = "IST0116";
+    /// DeploymentConflictingPorts: a Deployment's Services reach one `targetPort` from
+    /// different port numbers.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let service = |name: &str, port: u32| format!(
+    ///     "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{selector: {{app: web}}, ports: [{{name: http, port: {port}, targetPort: 8080}}]}}\n---\n"
+    /// );
+    /// let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web}]}\n";
+    /// let yaml = service("web-http", 8080) + &service("web-alt", 9090) + deployment;
+    /// let found = mesh_core::check(&mesh_core::load::load_str(&yaml, "web.yaml"));
+    /// let f = found.iter().find(|d| d.code == codes::DEPLOYMENT_CONFLICTING_PORTS).unwrap();
+    /// assert_eq!(
+    ///     f.message,
+    ///     "This deployment web is associated with multiple services [default/web-alt default/web-http] using targetPort \"8080\" but different ports: [8080 9090]."
+    /// );
+    /// assert_eq!(codes::DEPLOYMENT_CONFLICTING_PORTS, "IST0137");
+    /// ```
+    pub const DEPLOYMENT_CONFLICTING_PORTS: &str = "IST0137";
     /// GatewayDuplicateCertificate: two Gateways for the same workloads share a TLS
     /// certificate.
     ///
