@@ -16,7 +16,7 @@
 //! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the Services' ports and target ports and the containers' ports) |
 //! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
-//! | IST0101 | warning | a Sidecar's workload selector matches no loaded workload of its namespace (only when pods or controllers are loaded; Istio: error) |
+//! | IST0101 | warning | a Sidecar's workload selector matches no loaded workload of its namespace (only when pods or controllers of that namespace are loaded; Istio: error) |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
@@ -24,7 +24,7 @@
 //! | IST0116 | warning | a loaded Deployment whose Services use one port number with different Kubernetes protocols (istioctl checks injected Deployments only) |
 //! | IST0137 | warning | a loaded Deployment whose Services reach one `targetPort` from different port numbers |
 //! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
-//! | IST0149 | error | a VirtualService routing by JWT claims through a loaded Gateway whose loaded workload no RequestAuthentication (`istio-system` or its namespace) applies to |
+//! | IST0149 | error | a VirtualService routing by JWT claims through a loaded Gateway whose loaded pod no RequestAuthentication (`istio-system` or its namespace) applies to |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
@@ -278,8 +278,6 @@ pub fn custom_providers(
     cx.out
 }
 
-/// An object's name for messages: `metadata.name`, or `<generateName>*` for an object
-/// whose name the API server generates.
 /// istioctl's `PortNameAnalyzer`: a Service port whose protocol Istio cannot tell from its
 /// name or `appProtocol` (sniffed; IST0118, info), or any such port, and one named
 /// exactly `tcp`, of an `ExternalName` Service (IST0150, warning). System namespaces and
@@ -340,6 +338,8 @@ fn port_names(cx: &mut Ctx<'_>, o: &ConfigObject, svc: &crate::model::KubeServic
     }
 }
 
+/// An object's name for messages: `metadata.name`, or `<generateName>*` for an object
+/// whose name the API server generates.
 fn display_name(o: &ConfigObject) -> String {
     match (&o.metadata.name, &o.metadata.generate_name) {
         (n, _) if !n.is_empty() => n.clone(),
@@ -1349,6 +1349,13 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     // workload of its namespace (a warning: the files may not hold every pod)
     if workloads_known {
         for o in &selector_sidecars {
+            // (only where the files hold workloads of the Sidecar's namespace)
+            if !workloads
+                .iter()
+                .any(|(w, _)| w.metadata.namespace == o.metadata.namespace)
+            {
+                continue;
+            }
             let Spec::Sidecar(sc) = &o.spec else { continue };
             let Some(sel) = sc
                 .workload_selector
@@ -1385,16 +1392,6 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     cx.out
 }
 
-/// IST0145 ConflictingGateways, as istioctl's `gateway.ConflictingGatewayAnalyzer`: a
-/// server of a Gateway conflicts with another Gateway that selects the same workloads (the
-/// same selector, or a loaded workload both select; no selector selects every workload) and
-/// has a server on the same port with one of the same `hosts` entries (compared as written)
-/// and the same `bind`. Each conflicting server is reported on its own Gateway, naming the
-/// others.
-///
-/// istioctl pre-filters differing selectors by a substring test of their text and keeps one
-/// server per Gateway and port (the last), adding a server's hosts to the other Gateway's
-/// set once compared; we compare every server, with no such side effect.
 /// istioctl's deployment `ServiceAssociationAnalyzer`, for each loaded Deployment and the
 /// loaded Services of its namespace whose (non-empty) selector its pod template matches:
 /// one port number with different Kubernetes protocols (`TCP` by default) across them
@@ -1532,7 +1529,8 @@ fn jwt_claim_routes(
             else {
                 continue;
             };
-            for (w, labels) in workloads {
+            // (istioctl looks at Pods only: a controller's template is not a gateway pod)
+            for (w, labels) in workloads.iter().filter(|(w, _)| w.kind == Kind::Pod) {
                 let selected = gw
                     .selector
                     .as_ref()
@@ -1561,8 +1559,9 @@ fn jwt_claim_routes(
 /// istioctl's `CertificateAnalyzer` (IST0138): a Gateway sharing a TLS certificate (the
 /// same `credentialName`, or the same `serverCertificate` and `privateKey` files) with
 /// another Gateway whose selector includes its own (any Gateway when it has none): a
-/// client reusing an HTTP/2 connection for the other's hosts gets 404s. Reported on each
-/// Gateway of the pair, once per pair.
+/// client reusing an HTTP/2 connection for the other's hosts gets 404s. Reported on the
+/// Gateway whose selector is within the other's (on both when they are equal), once per
+/// pair of Gateways (istioctl: once per pair of servers).
 fn duplicate_certificates(cx: &mut Ctx<'_>, objs: &[&ConfigObject]) {
     use crate::model::ServerTlsSettings;
     let gateways: Vec<(&ConfigObject, &crate::model::Gateway)> = objs
@@ -1625,6 +1624,16 @@ fn duplicate_certificates(cx: &mut Ctx<'_>, objs: &[&ConfigObject]) {
     }
 }
 
+/// IST0145 ConflictingGateways, as istioctl's `gateway.ConflictingGatewayAnalyzer`: a
+/// server of a Gateway conflicts with another Gateway that selects the same workloads (the
+/// same selector, or a loaded workload both select; no selector selects every workload) and
+/// has a server on the same port with one of the same `hosts` entries (compared as written)
+/// and the same `bind`. Each conflicting server is reported on its own Gateway, naming the
+/// others.
+///
+/// istioctl pre-filters differing selectors by a substring test of their text and keeps one
+/// server per Gateway and port (the last), adding a server's hosts to the other Gateway's
+/// set once compared; we compare every server, with no such side effect.
 fn conflicting_gateways(
     cx: &mut Ctx<'_>,
     objs: &[&ConfigObject],

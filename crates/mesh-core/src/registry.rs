@@ -414,7 +414,14 @@ impl Service {
     /// assert!(svc.port(8080).is_none());
     /// ```
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
-        self.ports.iter().find(|p| p.number == number)
+        // (a UDP port, which Istio serves no listener for, does not hide the TCP one of
+        // the same number: kube-dns's `dns` and `dns-tcp` on 53)
+        let mut ports = self.ports.iter().filter(|p| p.number == number);
+        let first = ports.next()?;
+        match &*first.protocol {
+            "UDP" => ports.find(|p| &*p.protocol != "UDP").or(Some(first)),
+            _ => Some(first),
+        }
     }
 
     /// The port `endpoint` listens on for the service port `port`: the endpoint's own port
@@ -911,7 +918,7 @@ pub fn kube_protocol(
     let p = name.split('-').next().unwrap_or("");
     let known = match p.to_ascii_lowercase().as_str() {
         "http" => "HTTP",
-        "http2" | "h2c" => "HTTP2",
+        "http2" => "HTTP2",
         "http_proxy" => "HTTP_PROXY",
         "https" => "HTTPS",
         "grpc" => "GRPC",

@@ -548,6 +548,11 @@ spec: {containers: [{name: reviews, image: reviews}]}
         "{ds:#?}"
     );
     assert!(!run(sidecar).iter().any(|d| d.code == "IST0101"));
+    // pods of another namespace only: nothing known of the Sidecar's
+    let elsewhere = pod.replace("namespace: default", "namespace: other");
+    assert!(!run(&format!("{elsewhere}{sidecar}"))
+        .iter()
+        .any(|d| d.code == "IST0101"));
     let selecting = sidecar.replace("app: bogus", "app: reviews");
     assert!(!run(&format!("{pod}{selecting}"))
         .iter()

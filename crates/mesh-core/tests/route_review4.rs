@@ -223,3 +223,28 @@ spec:
     assert_eq!((d.tcp_route, d.host.as_ref()), (None, "a.db.internal"));
     assert_eq!(d.destinations()[0].host.as_ref(), "a.db.internal");
 }
+
+/// A UDP port (Istio serves none) does not hide the TCP port of the same number: kube-dns's
+/// `dns` (UDP 53) and `dns-tcp` (TCP 53, named for no protocol: a well-known port, TCP).
+#[test]
+fn a_udp_port_does_not_hide_the_tcp_port_of_the_same_number() {
+    let s = snap(
+        "apiVersion: v1
+kind: Service
+metadata: {name: kube-dns, namespace: kube-system}
+spec:
+  selector: {k8s-app: kube-dns}
+  ports:
+  - {name: dns, port: 53, protocol: UDP}
+  - {name: dns-tcp, port: 53, protocol: TCP}
+",
+    );
+    let h = http::HeaderMap::new();
+    let d = s.route_http(&HttpRequestAttrs::new(
+        "kube-system",
+        "kube-dns:53",
+        "/",
+        &h,
+    ));
+    assert!(d.opaque, "{d:?}");
+}

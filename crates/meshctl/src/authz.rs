@@ -173,7 +173,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
     };
     // a port a Service of the workload declares TCP: a sidecar's inbound listener sees a
     // connection there (a TCP proxy with the RBAC network filter), whatever the caller sends
-    let declared_tcp = match args.tcp {
+    let declared_tcp = match args.tcp || is_gateway(&snap, &labels) {
         true => None,
         false => declared_tcp(&args, &labels),
     };
@@ -658,8 +658,10 @@ fn forwarded_for(headers: &http::HeaderMap, skip: usize) -> Option<IpAddr> {
 }
 
 /// The Service (`ns/name`) that declares the workload's port `args.port` (its `targetPort`,
-/// else its port) TCP, `MONGO`, `MYSQL` or `REDIS` by its name or `appProtocol`, selecting
-/// the workload by its labels; none when the files are read from stdin (read once).
+/// a container port name resolved through the workload's loaded pods or templates, else
+/// its port) a protocol a sidecar's inbound listener serves with a TCP filter chain (`TCP`,
+/// `MONGO`, `MYSQL`, `REDIS`, `TLS`, `HTTPS`; by name or `appProtocol`), selecting the
+/// workload by its labels; none when the files are read from stdin (read once).
 fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String> {
     if args.config.iter().any(|p| p.as_os_str() == "-") {
         return None;
@@ -669,6 +671,21 @@ fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String
         ..mesh_core::load::LoadOptions::default()
     });
     let loaded = crate::validate::load_inputs(&loader, &args.config).ok()?;
+    // the workload's named container ports, from its loaded pods and templates
+    let named = |name: &str| {
+        loaded.objects.iter().find_map(|o| match &o.spec {
+            mesh_core::model::Spec::Workload(w)
+                if o.metadata.namespace == args.namespace
+                    && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)) =>
+            {
+                w.container_ports
+                    .iter()
+                    .find(|c| c.name.as_deref() == Some(name))
+                    .map(|c| c.container_port)
+            }
+            _ => None,
+        })
+    };
     loaded.objects.iter().find_map(|o| {
         let mesh_core::model::Spec::Service(svc) = &o.spec else {
             return None;
@@ -684,7 +701,7 @@ fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String
             .any(|p| {
                 let target = match &p.target_port {
                     Some(mesh_core::model::IntOrString::Int(n)) => Some(*n),
-                    Some(mesh_core::model::IntOrString::String(_)) => None,
+                    Some(mesh_core::model::IntOrString::String(name)) => named(name),
                     None => Some(p.port),
                 };
                 let protocol = mesh_core::registry::kube_protocol(
@@ -694,7 +711,10 @@ fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String
                     p.app_protocol.as_deref(),
                 );
                 target == Some(u32::from(args.port))
-                    && matches!(protocol.as_str(), "TCP" | "MONGO" | "MYSQL" | "REDIS")
+                    && matches!(
+                        protocol.as_str(),
+                        "TCP" | "MONGO" | "MYSQL" | "REDIS" | "TLS" | "HTTPS"
+                    )
             })
             .then(|| format!("{}/{}", o.metadata.namespace, o.metadata.name))
     })

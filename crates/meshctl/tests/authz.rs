@@ -1060,6 +1060,36 @@ spec:
         ask("cluster.local/ns/foo/sa/app", "3306")["decision"],
         "ALLOW"
     );
+    // a named targetPort, resolved through the workload's loaded pod
+    let named = dir.path().join("named.yaml");
+    let text = std::fs::read_to_string(f).unwrap().replace(
+        "ports: [{name: tcp-mysql, port: 3306}]",
+        "ports: [{name: tcp-mysql, port: 3306, targetPort: mysql}]",
+    ) + "---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: foo, labels: {app: db}}
+spec: {containers: [{name: db, image: mysql, ports: [{name: mysql, containerPort: 3306}]}]}
+";
+    std::fs::write(&named, text).unwrap();
+    let v = decide(&[
+        "--config",
+        named.to_str().unwrap(),
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=db",
+        "--port",
+        "3306",
+        "--path",
+        "/public",
+        "--principal",
+        "cluster.local/ns/foo/sa/other",
+    ]);
+    assert_eq!(
+        (v["decision"].as_str(), v["declared_tcp"].as_str()),
+        (Some("DENY"), Some("foo/db"))
+    );
     // a port the Service does not declare is not taken as a connection
     let v = ask("cluster.local/ns/foo/sa/other", "8080");
     assert_eq!(

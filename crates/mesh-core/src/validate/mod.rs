@@ -3,7 +3,8 @@
 //!
 //! Errors are what istiod rejects; warnings are what istiod returns as API warnings (or what
 //! `istioctl analyze` flags for a single object, such as unreachable rules); `Info` is a lint
-//! that Istio accepts silently. Webhook findings use code `IST0106` (errors) and `IST0133`
+//! that Istio accepts silently, or what `istioctl analyze` reports as info (a match a
+//! previous rule covers, IST0131). Webhook findings use code `IST0106` (errors) and `IST0133`
 //! (the webhook's warnings), unreachable/ineffective
 //! rules `IST0130`/`IST0131`, lints `IM0100` (info, or a warning when the config cannot work
 //! as written), things inmesh does not apply as Envoy would `IM0013`.

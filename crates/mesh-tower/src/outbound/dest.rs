@@ -804,7 +804,7 @@ fn upstream_alpn(
     match (protocol, h2_upgrade) {
         ("HTTP2" | "GRPC" | "GRPC-WEB", _) => mesh_tls::Alpn::Http2AndHttp1,
         (_, Some(H2UpgradePolicy::Upgrade)) => mesh_tls::Alpn::Http2AndHttp1,
-        ("HTTP", _) => mesh_tls::Alpn::Http1,
+        ("HTTP" | "HTTP_PROXY", _) => mesh_tls::Alpn::Http1,
         _ => mesh_tls::Alpn::Http2AndHttp1,
     }
 }
@@ -824,7 +824,7 @@ fn plaintext_h2(
     };
     match &*declared.protocol {
         "HTTP2" | "GRPC" | "GRPC-WEB" => true,
-        "HTTP" | "" => h2_upgrade == Some(H2UpgradePolicy::Upgrade),
+        "HTTP" | "HTTP_PROXY" | "" => h2_upgrade == Some(H2UpgradePolicy::Upgrade),
         _ => false,
     }
 }

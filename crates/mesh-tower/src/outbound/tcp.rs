@@ -152,7 +152,10 @@ impl MeshClient {
         // a port declared HTTP gets an HTTP connection manager from istiod, never a TCP
         // proxy: the VirtualService's `http` routes and HTTP authorization apply there,
         // which only `MeshClient::request` honours
-        if matches!(protocol, Some("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")) {
+        if matches!(
+            protocol,
+            Some("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY")
+        ) {
             return Err(TcpConnectError::InvalidTarget {
                 target: target.to_string(),
                 reason: "the service declares this port HTTP (Istio routes it as HTTP): \
