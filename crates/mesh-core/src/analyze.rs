@@ -23,6 +23,7 @@
 //! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
 //! | IST0116 | warning | a loaded Deployment whose Services use one port number with different Kubernetes protocols (istioctl checks injected Deployments only) |
 //! | IST0137 | warning | a loaded Deployment whose Services reach one `targetPort` from different port numbers |
+//! | IST0134 | warning | a ServiceEntry without `addresses` with a port of protocol `TCP` or none (unless MeshConfig's proxyMetadata has DNS capture and auto-allocation) |
 //! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
 //! | IST0149 | error | a VirtualService routing by JWT claims through a loaded Gateway whose loaded pod no RequestAuthentication (`istio-system` or its namespace) applies to |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
@@ -106,6 +107,10 @@ pub struct AnalyzeOptions {
     pub root_namespace: String,
     /// Cluster domain suffix.
     pub domain_suffix: String,
+    /// The sidecars' DNS proxy allocates ServiceEntry addresses
+    /// ([`MeshConfig::dns_auto_allocate`](crate::meshconfig::MeshConfig::dns_auto_allocate)):
+    /// no IST0134.
+    pub dns_auto_allocate: bool,
 }
 
 impl Default for AnalyzeOptions {
@@ -113,6 +118,7 @@ impl Default for AnalyzeOptions {
         AnalyzeOptions {
             root_namespace: "istio-system".to_owned(),
             domain_suffix: DEFAULT_DOMAIN_SUFFIX.to_owned(),
+            dns_auto_allocate: false,
         }
     }
 }
@@ -471,6 +477,26 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
             }
             Spec::ServiceEntry(se) => {
                 registry_known = true;
+                // istioctl's `ProtocolAddressesAnalyzer` (IST0134): without addresses, a
+                // TCP port (or one without a protocol) has a sidecar listener on
+                // `0.0.0.0:<port>` that takes every connection to that port
+                if se.addresses.is_empty() && !opts.dns_auto_allocate {
+                    for (i, p) in se.ports.iter().enumerate() {
+                        if matches!(p.protocol.as_str(), "" | "TCP") {
+                            cx.report(
+                                o,
+                                Severity::Warning,
+                                codes::SERVICE_ENTRY_ADDRESSES_REQUIRED,
+                                &format!("spec.ports[{i}]"),
+                                "ServiceEntry addresses are required for this protocol.".to_owned(),
+                            )
+                            .help = Some(format!(
+                                "without `addresses`, a sidecar's listener for TCP port {} takes every connection to that port, whatever its destination; give the ServiceEntry its addresses, or let the DNS proxy allocate them (proxyMetadata ISTIO_META_DNS_CAPTURE and ISTIO_META_DNS_AUTO_ALLOCATE)",
+                                p.number
+                            ));
+                        }
+                    }
+                }
                 entry_labels.extend(se.endpoints.iter().map(|e| &e.labels));
                 for h in &se.hosts {
                     services.insert(h.to_ascii_lowercase());

@@ -664,6 +664,31 @@ pub mod codes {
     /// assert_eq!(codes::JWT_CLAIM_ROUTING_WITHOUT_AUTHN, "IST0149");
     /// ```
     pub const JWT_CLAIM_ROUTING_WITHOUT_AUTHN: &str = "IST0149";
+    /// ServiceEntryAddressesRequired: a ServiceEntry without `addresses` has a TCP port.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let loaded = mesh_core::load::load_str(
+    ///     "apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: mongo}
+    /// spec:
+    ///   hosts: [mongo.example.com]
+    ///   ports: [{number: 27017, name: mongo, protocol: MONGO}, {number: 5432, name: pg, protocol: TCP}]
+    ///   resolution: DNS
+    /// ",
+    ///     "se.yaml",
+    /// );
+    /// let found = mesh_core::check(&loaded);
+    /// let f: Vec<_> = found.iter().filter(|d| d.code == codes::SERVICE_ENTRY_ADDRESSES_REQUIRED).collect();
+    /// assert_eq!(f.len(), 1); // the TCP port only
+    /// assert_eq!((f[0].severity, f[0].path.as_str()), (Severity::Warning, "spec.ports[1]"));
+    /// assert_eq!(codes::SERVICE_ENTRY_ADDRESSES_REQUIRED, "IST0134");
+    /// ```
+    pub const SERVICE_ENTRY_ADDRESSES_REQUIRED: &str = "IST0134";
     /// DeploymentAssociatedToMultipleServices: a Deployment's Services use one port number
     /// with different protocols.
     ///

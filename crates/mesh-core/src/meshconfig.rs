@@ -342,6 +342,22 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub proxy_headers: ProxyHeaders,
+    /// `defaultConfig.proxyMetadata` has `ISTIO_META_DNS_CAPTURE` and
+    /// `ISTIO_META_DNS_AUTO_ALLOCATE` both `"true"`: the sidecars' DNS proxy gives
+    /// ServiceEntries without `addresses` one, so istioctl's IST0134 does not apply.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// defaultConfig:
+    ///   proxyMetadata: {ISTIO_META_DNS_CAPTURE: 'true', ISTIO_META_DNS_AUTO_ALLOCATE: 'true'}
+    /// ")?;
+    /// assert!(config.dns_auto_allocate);
+    /// assert!(!mesh_core::meshconfig::MeshConfig::default().dns_auto_allocate);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub dns_auto_allocate: bool,
 }
 
 /// ProxyConfig `proxyHeaders` (MeshConfig `defaultConfig.proxyHeaders`): which of Envoy's
@@ -1280,6 +1296,7 @@ impl MeshConfig {
                 .root_namespace
                 .clone()
                 .unwrap_or_else(|| MeshOptions::default().root_namespace),
+            dns_auto_allocate: self.dns_auto_allocate,
             ..crate::analyze::AnalyzeOptions::default()
         };
         out.extend(crate::analyze::analyze_with(&loaded.objects, &opts));
@@ -1503,6 +1520,8 @@ struct RawZipkin {
 struct RawProxyConfig {
     #[serde(default)]
     gateway_topology: Option<RawGatewayTopology>,
+    #[serde(default)]
+    proxy_metadata: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     proxy_headers: Option<RawProxyHeaders>,
     #[serde(default)]
@@ -1911,6 +1930,11 @@ fn convert(
             ));
         }
     }
+    // istioctl's `ProtocolAddressesAnalyzer`: both settings `"true"`
+    let dns_auto_allocate = raw.default_config.as_ref().is_some_and(|d| {
+        let on = |k: &str| d.proxy_metadata.get(k).and_then(|v| v.as_str()) == Some("true");
+        on("ISTIO_META_DNS_CAPTURE") && on("ISTIO_META_DNS_AUTO_ALLOCATE")
+    });
     let topology = raw
         .default_config
         .as_ref()
@@ -2143,6 +2167,7 @@ fn convert(
         mesh_mtls_min_protocol_version,
         h2_upgrade_policy,
         proxy_headers,
+        dns_auto_allocate,
     }
 }
 

@@ -75,6 +75,7 @@ pub struct ServiceEntry {
 /// metadata: {name: vm-mysql}
 /// spec:
 ///   hosts: [mysql.vms.internal]
+///   addresses: [240.240.0.12]
 ///   location: MESH_INTERNAL
 ///   ports:
 ///   - {number: 3306, name: mysql, protocol: TCP}
@@ -110,6 +111,7 @@ pub enum ServiceLocation {
 /// metadata: {name: external-db}
 /// spec:
 ///   hosts: [db.example.com]
+///   addresses: [240.240.0.13]
 ///   ports:
 ///   - {number: 5432, name: tcp-postgres, protocol: TCP}
 ///   resolution: DNS_ROUND_ROBIN
