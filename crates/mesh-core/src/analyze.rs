@@ -302,12 +302,7 @@ fn port_names(cx: &mut Ctx<'_>, o: &ConfigObject, svc: &crate::model::KubeServic
     let external = svc.service_type.as_deref() == Some("ExternalName");
     for (i, p) in svc.ports.iter().enumerate() {
         let name = p.name.as_deref().unwrap_or("");
-        let protocol = crate::registry::kube_protocol(
-            u16::try_from(p.port).unwrap_or(0),
-            name,
-            p.protocol.as_deref(),
-            p.app_protocol.as_deref(),
-        );
+        let protocol = p.istio_protocol();
         let flagged = protocol.is_empty() || (external && name == "tcp");
         if !flagged {
             continue;

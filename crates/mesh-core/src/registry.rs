@@ -696,12 +696,7 @@ impl ServiceDefs {
                         .iter()
                         .map(|p| {
                             let name = p.name.clone().unwrap_or_default();
-                            let proto = kube_protocol(
-                                u16::try_from(p.port).unwrap_or(0),
-                                &name,
-                                p.protocol.as_deref(),
-                                p.app_protocol.as_deref(),
-                            );
+                            let proto = p.istio_protocol();
                             let (tp, tpn) = match &p.target_port {
                                 Some(crate::model::IntOrString::Int(n)) => {
                                     (u16::try_from(*n).ok(), None)

@@ -40,7 +40,7 @@ use mesh_core::authz::{AuthzReason, AuthzRequest, HttpAuthzAttrs, RequestAuth};
 use mesh_core::model::MtlsMode;
 use serde_json::json;
 
-use crate::route::{load_snapshot, parse_headers, parse_labels, Output};
+use crate::route::{load_config, parse_headers, parse_labels, Output};
 
 /// Arguments of `meshctl authz`.
 #[derive(Debug, clap::Args)]
@@ -167,15 +167,16 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let snap = match load_snapshot(&args.config, &args.config_namespace, mesh_config.as_ref()) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    let (snap, objects) =
+        match load_config(&args.config, &args.config_namespace, mesh_config.as_ref()) {
+            Ok(s) => s,
+            Err(code) => return code,
+        };
     // a port a Service of the workload declares TCP: a sidecar's inbound listener sees a
     // connection there (a TCP proxy with the RBAC network filter), whatever the caller sends
     let declared_tcp = match args.tcp || is_gateway(&snap, &labels) {
         true => None,
-        false => declared_tcp(&args, &labels),
+        false => declared_tcp(&objects, &args, &labels),
     };
     if declared_tcp.is_some() {
         args.tcp = true;
@@ -661,19 +662,15 @@ fn forwarded_for(headers: &http::HeaderMap, skip: usize) -> Option<IpAddr> {
 /// a container port name resolved through the workload's loaded pods or templates, else
 /// its port) a protocol a sidecar's inbound listener serves with a TCP filter chain (`TCP`,
 /// `MONGO`, `MYSQL`, `REDIS`, `TLS`, `HTTPS`; by name or `appProtocol`), selecting the
-/// workload by its labels; none when the files are read from stdin (read once).
-fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String> {
-    if args.config.iter().any(|p| p.as_os_str() == "-") {
-        return None;
-    }
-    let loader = mesh_core::load::Loader::new(mesh_core::load::LoadOptions {
-        default_namespace: args.config_namespace.clone(),
-        ..mesh_core::load::LoadOptions::default()
-    });
-    let loaded = crate::validate::load_inputs(&loader, &args.config).ok()?;
+/// workload by its labels.
+fn declared_tcp(
+    objects: &[mesh_core::model::ConfigObject],
+    args: &Args,
+    labels: &mesh_core::model::Labels,
+) -> Option<String> {
     // the workload's named container ports, from its loaded pods and templates
     let named = |name: &str| {
-        loaded.objects.iter().find_map(|o| match &o.spec {
+        objects.iter().find_map(|o| match &o.spec {
             mesh_core::model::Spec::Workload(w)
                 if o.metadata.namespace == args.namespace
                     && labels.iter().all(|(k, v)| w.labels.get(k) == Some(v)) =>
@@ -686,7 +683,7 @@ fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String
             _ => None,
         })
     };
-    loaded.objects.iter().find_map(|o| {
+    objects.iter().find_map(|o| {
         let mesh_core::model::Spec::Service(svc) = &o.spec else {
             return None;
         };
@@ -704,12 +701,7 @@ fn declared_tcp(args: &Args, labels: &mesh_core::model::Labels) -> Option<String
                     Some(mesh_core::model::IntOrString::String(name)) => named(name),
                     None => Some(p.port),
                 };
-                let protocol = mesh_core::registry::kube_protocol(
-                    u16::try_from(p.port).unwrap_or(0),
-                    p.name.as_deref().unwrap_or(""),
-                    p.protocol.as_deref(),
-                    p.app_protocol.as_deref(),
-                );
+                let protocol = p.istio_protocol();
                 target == Some(u32::from(args.port))
                     && matches!(
                         protocol.as_str(),

@@ -124,6 +124,16 @@ pub(crate) fn load_snapshot(
     config_ns: &str,
     mesh_config: Option<&MeshConfig>,
 ) -> Result<Snapshot, ExitCode> {
+    load_config(paths, config_ns, mesh_config).map(|(snap, _)| snap)
+}
+
+/// [`load_snapshot`], with the objects it was built from (Kubernetes Services and pods as
+/// written, which the snapshot keeps only as its registry sees them).
+pub(crate) fn load_config(
+    paths: &[PathBuf],
+    config_ns: &str,
+    mesh_config: Option<&MeshConfig>,
+) -> Result<(Snapshot, Vec<mesh_core::model::ConfigObject>), ExitCode> {
     let loader = Loader::new(LoadOptions {
         default_namespace: config_ns.to_owned(),
         ..LoadOptions::default()
@@ -163,7 +173,7 @@ pub(crate) fn load_snapshot(
     for e in snap.compile_errors() {
         eprintln!("warning: {e}");
     }
-    Ok(snap)
+    Ok((snap, loaded.objects))
 }
 
 /// Parses `k=v,k=v`.

@@ -87,6 +87,34 @@ pub struct KubeServicePort {
     pub app_protocol: Option<String>,
 }
 
+impl KubeServicePort {
+    /// The protocol Istio gives this port (upper case; empty when it sniffs it), as
+    /// [`crate::registry::kube_protocol`] reads the port, its name, `protocol` and
+    /// `appProtocol`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: db}
+    /// spec: {ports: [{name: tcp-mysql, port: 3306}, {name: web, port: 8080}]}
+    /// ", "svc.yaml");
+    /// let svc = loaded.objects[0].spec.as_service().unwrap();
+    /// assert_eq!(svc.ports[0].istio_protocol(), "TCP");
+    /// assert_eq!(svc.ports[1].istio_protocol(), ""); // sniffed
+    /// ```
+    pub fn istio_protocol(&self) -> String {
+        crate::registry::kube_protocol(
+            u16::try_from(self.port).unwrap_or(0),
+            self.name.as_deref().unwrap_or(""),
+            self.protocol.as_deref(),
+            self.app_protocol.as_deref(),
+        )
+    }
+}
+
 /// Kubernetes `IntOrString`.
 ///
 /// # Examples

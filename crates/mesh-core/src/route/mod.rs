@@ -1551,6 +1551,11 @@ fn single_address(service: &crate::registry::Service) -> Option<std::net::IpAddr
         .map(|n| n.addr())
 }
 
+/// A service port whose traffic is TLS a sidecar routes by SNI (`TLS`, `HTTPS`).
+fn is_tls_protocol(p: &str) -> bool {
+    matches!(p, "TLS" | "HTTPS")
+}
+
 /// A service port a sidecar proxies as opaque bytes (a `tcp_proxy` filter chain, no HTTP
 /// route configuration): `TCP`, `MONGO`, `MYSQL`, `REDIS` (upper case). Unlike the
 /// registry's `is_tcp_protocol` (the ports with a `0.0.0.0` TCP listener), a sniffed or
@@ -2299,9 +2304,7 @@ impl RouteTable {
         // `MeshClient::connect` routes it.
         if a.scheme == "https" && self.mesh_tls_routes {
             let tls_port = match service {
-                Some(s) => s
-                    .port(port)
-                    .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS")),
+                Some(s) => s.port(port).is_some_and(|p| is_tls_protocol(&p.protocol)),
                 None => true,
             };
             if let Some(d) = tls_port
@@ -2948,9 +2951,7 @@ impl RouteTable {
                     .hosts
                     .iter()
                     .any(|h| model::host::subset_of(&svc.hostname, h))
-                    && svc
-                        .port(port)
-                        .is_some_and(|p| matches!(&*p.protocol, "TLS" | "HTTPS"))
+                    && svc.port(port).is_some_and(|p| is_tls_protocol(&p.protocol))
             })
         {
             return None;
