@@ -1409,8 +1409,67 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     duplicate_certificates(&mut cx, &objs);
     deployment_services(&mut cx, &objs, &workloads);
     jwt_claim_routes(&mut cx, &objs, &gateways, &workloads);
+    policy_namespaces(&mut cx, &objs);
 
     cx.out
+}
+
+/// istioctl's `AuthorizationPoliciesAnalyzer` (`analyzeNamespaceNotFound`): a
+/// `source.namespaces` or `notNamespaces` entry that names no loaded Namespace (`*` and
+/// prefix or suffix wildcards as Istio matches them). Only when the files hold Namespace
+/// objects; a warning, as the files may not hold every namespace (Istio: an error).
+fn policy_namespaces(cx: &mut Ctx<'_>, objs: &[&ConfigObject]) {
+    let namespaces: Vec<&str> = objs
+        .iter()
+        .filter(|o| o.kind == Kind::Namespace)
+        .map(|o| o.metadata.name.as_str())
+        .collect();
+    if namespaces.is_empty() {
+        return;
+    }
+    let matches = |exp: &str, ns: &str| {
+        if exp == "*" {
+            true
+        } else if let Some(suffix) = exp.strip_prefix('*') {
+            ns.ends_with(suffix)
+        } else if let Some(prefix) = exp.strip_suffix('*') {
+            ns.starts_with(prefix)
+        } else {
+            ns.eq_ignore_ascii_case(exp)
+        }
+    };
+    for o in objs {
+        let Spec::AuthorizationPolicy(p) = &o.spec else {
+            continue;
+        };
+        for (i, rule) in p.rules.iter().enumerate() {
+            for (j, from) in rule.from.iter().flatten().enumerate() {
+                let Some(src) = &from.source else { continue };
+                let lists = [
+                    ("namespaces", &src.namespaces),
+                    ("notNamespaces", &src.not_namespaces),
+                ];
+                for (field, list) in lists {
+                    for (k, exp) in list.iter().enumerate() {
+                        if namespaces.iter().any(|ns| matches(exp, ns)) {
+                            continue;
+                        }
+                        cx.report(
+                            o,
+                            Severity::Warning,
+                            codes::REFERENCED_RESOURCE_NOT_FOUND,
+                            &format!("spec.rules[{i}].from[{j}].source.{field}[{k}]"),
+                            format!("Referenced namespace not found: \"{exp}\""),
+                        )
+                        .help = Some(
+                            "no loaded Namespace has this name (Istio: an error; the files may not hold every namespace)"
+                                .to_owned(),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// istioctl's deployment `ServiceAssociationAnalyzer`, for each loaded Deployment and the

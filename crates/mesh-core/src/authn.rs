@@ -110,6 +110,8 @@ pub enum JwtError {
     PayloadBadJson,
     /// The signature is not base64url.
     SignatureBadBase64,
+    /// No token at the locations of a rule whose `presence` is `REQUIRED`.
+    Missing,
     /// A registered claim of the wrong type (`iss`, `sub`, `jti` not a string; `aud` not a
     /// string or list of strings; `exp`, `nbf`, `iat` not a number, or negative), as Envoy's
     /// payload parser rejects it before anything else.
@@ -167,6 +169,7 @@ impl fmt::Display for JwtError {
             JwtError::VerificationFails => "Jwt verification fails",
             JwtError::AudienceNotAllowed => "Audiences in Jwt are not allowed",
             JwtError::JwksFetchFailed => "Jwks remote fetch is failed",
+            JwtError::Missing => "Jwt is missing",
             JwtError::BadClaim { claim, problem } => {
                 return write!(
                     f,
@@ -269,6 +272,7 @@ pub struct JwtProvider {
     output_claim_to_headers: Vec<(String, String)>,
     timeout: Duration,
     space_delimited_claims: Option<Arc<[String]>>,
+    required: bool,
 }
 
 /// Istio's default `timeout` of a JWKS fetch.
@@ -343,6 +347,7 @@ impl JwtProvider {
                 .filter(|t| !t.is_zero())
                 .unwrap_or(DEFAULT_JWKS_TIMEOUT),
             space_delimited_claims: space_delimited(&r.space_delimited_claims),
+            required: r.presence == crate::model::JwtPresence::Required,
         }
     }
 
@@ -1238,96 +1243,146 @@ pub fn authenticate(
     // the tokens seen so far with their unverified claims: each is parsed once, and
     // verified once per provider that finds it
     let mut parsed: Vec<(String, Result<serde_json::Value, JwtError>)> = Vec::new();
+    if providers.iter().any(|p| p.required) {
+        return authenticate_all(providers, headers, query, now, remote, &mut parsed);
+    }
     let mut first_error: Option<JwtError> = None;
     for p in providers {
-        // Envoy's ProviderVerifier: the tokens of this provider's locations only
-        let mut found: Vec<FoundToken> = Vec::new();
-        for l in &p.locations {
-            if let Some(t) = token_at(l, headers, query) {
-                if !found.iter().any(|f| f.token == t && &f.location == l) {
-                    found.push(FoundToken {
-                        token: t,
-                        location: l.clone(),
-                    });
-                }
-            }
-        }
-        if found.is_empty() {
+        match check_provider(p, headers, query, now, remote, &mut parsed) {
             // JwtMissed: this provider neither authenticates nor fails the request
-            continue;
-        }
-        // "If a request has multiple tokens, all of them must be valid" (Envoy's
-        // authenticator, doneWithStatus): the first failure ends this provider
-        let mut verified: Vec<(usize, RequestAuth)> = Vec::new();
-        let mut failed = None;
-        for f in &found {
-            let k = match parsed.iter().position(|(t, _)| *t == f.token) {
-                Some(k) => k,
-                None => {
-                    parsed.push((f.token.clone(), unverified_claims(&f.token)));
-                    parsed.len() - 1
-                }
-            };
-            if verified.iter().any(|(j, _)| *j == k) {
-                continue;
-            }
-            let result = match &parsed[k].1 {
-                Ok(claims) => {
-                    let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
-                    // a rule without an issuer (only a jwksUri) takes any `iss`, as Envoy's
-                    // provider
-                    if p.issuer.is_empty() || p.issuer == iss {
-                        p.verify(&f.token, claims, now, remote)
-                    } else {
-                        Err(JwtError::IssuerNotConfigured)
-                    }
-                }
-                Err(e) => Err(e.clone()),
-            };
-            match result {
-                Ok(auth) => verified.push((k, auth)),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if let Some(e) = failed {
+            Checked::Missed => {}
             // requires_all {any {P, allow_missing}, ..}: a token this provider found and
             // refused fails the request, unless another provider succeeds
-            first_error.get_or_insert(e);
-            continue;
+            Checked::Failed(e) => {
+                first_error.get_or_insert(e);
+            }
+            // requires_any {P, ..}: this provider authenticates the request, its first
+            // token gives the identity
+            Checked::Verified(a) => return Ok(Some(a)),
         }
-        // requires_any {P, ..}: this provider authenticates the request, its first token
-        // gives the identity
-        let tokens = found
-            .iter()
-            .filter_map(|f| {
-                let (_, claims) = parsed.iter().find(|(t, _)| *t == f.token)?;
-                Some(VerifiedToken {
-                    token: f.clone(),
-                    provider: Arc::clone(p),
-                    claims: claims.as_ref().ok()?.clone(),
-                })
-            })
-            .collect();
-        let first = parsed.iter().position(|(t, _)| *t == found[0].token);
-        let Some(auth) = verified
-            .into_iter()
-            .find(|(k, _)| Some(*k) == first)
-            .map(|(_, a)| a)
-        else {
-            // not reached: the first token was verified above (fail closed all the same)
-            return Err(JwtError::VerificationFails);
-        };
-        return Ok(Some(Authenticated {
-            auth,
-            provider: Arc::clone(p),
-            token: found.swap_remove(0),
-            tokens,
-        }));
     }
     first_error.map_or(Ok(None), Err)
+}
+
+/// [`authenticate`] when a rule's `presence` is `REQUIRED`: istiod's `requires_all` over
+/// every provider (a `REQUIRED` one bare, an `OPTIONAL` one `any {P, allow_missing}`),
+/// without the `requires_any` that lets one token stand for all. The first provider (in
+/// order) that fails decides the error; the first that verified a token gives the
+/// identity, and every verified provider's tokens get their header outputs.
+fn authenticate_all(
+    providers: &[Arc<JwtProvider>],
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    now: u64,
+    remote: &dyn Fn(&str) -> Option<Arc<JwkSet>>,
+    parsed: &mut Vec<(String, Result<serde_json::Value, JwtError>)>,
+) -> Result<Option<Authenticated>, JwtError> {
+    let mut verified: Option<Authenticated> = None;
+    for p in providers {
+        match check_provider(p, headers, query, now, remote, parsed) {
+            Checked::Missed if p.required => return Err(JwtError::Missing),
+            Checked::Missed => {}
+            Checked::Failed(e) => return Err(e),
+            Checked::Verified(a) => match &mut verified {
+                Some(first) => first.tokens.extend(a.tokens),
+                None => verified = Some(a),
+            },
+        }
+    }
+    Ok(verified)
+}
+
+/// What one provider made of a request's tokens.
+enum Checked {
+    /// No token at its locations (Envoy's `JwtMissed`).
+    Missed,
+    /// A token at its locations that it refused.
+    Failed(JwtError),
+    /// Every token at its locations verified.
+    Verified(Authenticated),
+}
+
+/// Envoy's `ProviderVerifier` for one provider: the tokens of its locations only. "If a
+/// request has multiple tokens, all of them must be valid" (Envoy's authenticator,
+/// `doneWithStatus`): the first failure ends the provider.
+fn check_provider(
+    p: &Arc<JwtProvider>,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    now: u64,
+    remote: &dyn Fn(&str) -> Option<Arc<JwkSet>>,
+    parsed: &mut Vec<(String, Result<serde_json::Value, JwtError>)>,
+) -> Checked {
+    let mut found: Vec<FoundToken> = Vec::new();
+    for l in &p.locations {
+        if let Some(t) = token_at(l, headers, query) {
+            if !found.iter().any(|f| f.token == t && &f.location == l) {
+                found.push(FoundToken {
+                    token: t,
+                    location: l.clone(),
+                });
+            }
+        }
+    }
+    if found.is_empty() {
+        return Checked::Missed;
+    }
+    let mut verified: Vec<(usize, RequestAuth)> = Vec::new();
+    for f in &found {
+        let k = match parsed.iter().position(|(t, _)| *t == f.token) {
+            Some(k) => k,
+            None => {
+                parsed.push((f.token.clone(), unverified_claims(&f.token)));
+                parsed.len() - 1
+            }
+        };
+        if verified.iter().any(|(j, _)| *j == k) {
+            continue;
+        }
+        let result = match &parsed[k].1 {
+            Ok(claims) => {
+                let iss = claims.get("iss").and_then(|v| v.as_str()).unwrap_or("");
+                // a rule without an issuer (only a jwksUri) takes any `iss`, as Envoy's
+                // provider
+                if p.issuer.is_empty() || p.issuer == iss {
+                    p.verify(&f.token, claims, now, remote)
+                } else {
+                    Err(JwtError::IssuerNotConfigured)
+                }
+            }
+            Err(e) => Err(e.clone()),
+        };
+        match result {
+            Ok(auth) => verified.push((k, auth)),
+            Err(e) => return Checked::Failed(e),
+        }
+    }
+    let tokens = found
+        .iter()
+        .filter_map(|f| {
+            let (_, claims) = parsed.iter().find(|(t, _)| *t == f.token)?;
+            Some(VerifiedToken {
+                token: f.clone(),
+                provider: Arc::clone(p),
+                claims: claims.as_ref().ok()?.clone(),
+            })
+        })
+        .collect();
+    let first = parsed.iter().position(|(t, _)| *t == found[0].token);
+    let Some(auth) = verified
+        .into_iter()
+        .find(|(k, _)| Some(*k) == first)
+        .map(|(_, a)| a)
+    else {
+        // not reached: the first token was verified above (fail closed all the same)
+        return Checked::Failed(JwtError::VerificationFails);
+    };
+    Checked::Verified(Authenticated {
+        auth,
+        provider: Arc::clone(p),
+        token: found.swap_remove(0),
+        tokens,
+    })
 }
 
 /// The RequestAuthentications of a snapshot, compiled.

@@ -762,9 +762,13 @@ impl ServiceDefs {
                                 .or_else(|| a.parse::<IpAddr>().ok().map(IpNet::from))
                         })
                         .collect();
+                    // an endpoint without an address (one on another network, reached
+                    // through its gateway) has nothing to dial here: left out, as istiod
+                    // leaves out remote endpoints with no network gateway
                     let endpoints: Vec<Arc<Endpoint>> = se
                         .endpoints
                         .iter()
+                        .filter(|we| !we.address.is_empty())
                         .map(|we| Arc::new(endpoint_from_entry(we, &format!("{key}"))))
                         .collect();
                     for host in &se.hosts {
@@ -806,7 +810,7 @@ impl ServiceDefs {
                         });
                     }
                 }
-                Spec::WorkloadEntry(we) => {
+                Spec::WorkloadEntry(we) if !we.address.is_empty() => {
                     out.workload_entries.push((
                         ns.clone(),
                         Arc::new(endpoint_from_entry(we, &format!("WorkloadEntry/{key}"))),

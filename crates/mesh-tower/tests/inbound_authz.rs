@@ -689,6 +689,24 @@ spec:
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(last.0, StatusCode::OK, "{:?}", last.1);
+
+    // `presence: REQUIRED` (istio/istio#60823): a request without the token is refused by
+    // the RequestAuthentication itself, 401 before the policy, as Envoy's bare provider
+    // requirement does
+    reload(
+        &mesh,
+        &policies(&format!("{inline}\n    presence: REQUIRED")),
+    );
+    let (st, h, body) = mtls(addr, &sleep, false, get_req("/jwt")).await.unwrap();
+    assert_eq!(
+        (st, &body[..]),
+        (StatusCode::UNAUTHORIZED, &b"Jwt is missing"[..])
+    );
+    assert!(h.contains_key("www-authenticate"));
+    let (st, _, body) = mtls(addr, &sleep, false, with_bearer("/jwt", &good))
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{body:?}");
 }
 
 /// A plaintext keep-alive connection accepted under PERMISSIVE is drained once the port

@@ -10,7 +10,8 @@
 //!   v1/v1beta1), typed;
 //! - Kubernetes `Service`, `ServiceAccount`, `Pod`, `Deployment`, `StatefulSet`, `DaemonSet`
 //!   `ReplicaSet` and `Secret` (key names only), read leniently for the registry ([`Spec::Service`],
-//!   [`Spec::ServiceAccount`], [`Spec::Workload`]);
+//!   [`Spec::ServiceAccount`], [`Spec::Workload`]), and `Namespace` (its labels and
+//!   annotations, for the analyzers; [`Spec::Namespace`]);
 //! - `kind: List` (and `*List`) items.
 //!
 //! Everything else is skipped silently (users keep Deployments beside their Istio YAML), except
@@ -1187,7 +1188,10 @@ impl Loader {
             out.diagnostics.push(ignored("no metadata.name".to_owned()));
             return;
         }
-        if metadata.namespace.is_empty() {
+        if kind == Kind::Namespace {
+            // cluster-scoped: a namespace written in its metadata means nothing
+            metadata.namespace.clear();
+        } else if metadata.namespace.is_empty() {
             metadata
                 .namespace
                 .clone_from(&self.options.default_namespace);
@@ -1199,6 +1203,7 @@ impl Loader {
             }
             Kind::Service => lenient::<KubeService>(spec_n).map(Spec::Service),
             Kind::ServiceAccount => Ok(Spec::ServiceAccount),
+            Kind::Namespace => Ok(Spec::Namespace),
             Kind::Pod => lenient::<kube_raw::PodSpec>(spec_n)
                 .map(|p| Spec::Workload(p.into_workload(metadata.labels.clone(), None))),
             _ => lenient::<kube_raw::ControllerSpec>(spec_n).map(|c| {

@@ -189,6 +189,8 @@ pub enum Kind {
     ReplicaSet,
     /// Kubernetes v1 Secret (names only).
     Secret,
+    /// Kubernetes v1 Namespace (cluster-scoped: its labels and annotations).
+    Namespace,
 }
 
 impl Kind {
@@ -226,7 +228,7 @@ impl Kind {
     /// assert!(Kind::KUBERNETES.contains(&Kind::Deployment));
     /// assert!(!Kind::KUBERNETES.contains(&Kind::Gateway));
     /// ```
-    pub const KUBERNETES: [Kind; 8] = [
+    pub const KUBERNETES: [Kind; 9] = [
         Kind::Service,
         Kind::ServiceAccount,
         Kind::Pod,
@@ -235,6 +237,7 @@ impl Kind {
         Kind::DaemonSet,
         Kind::ReplicaSet,
         Kind::Secret,
+        Kind::Namespace,
     ];
 
     /// The kind as written in `kind:`.
@@ -266,6 +269,7 @@ impl Kind {
             Kind::DaemonSet => "DaemonSet",
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Secret => "Secret",
+            Kind::Namespace => "Namespace",
         }
     }
 
@@ -292,7 +296,7 @@ impl Kind {
             Kind::PeerAuthentication | Kind::AuthorizationPolicy | Kind::RequestAuthentication => {
                 SECURITY_GROUP
             }
-            Kind::Service | Kind::ServiceAccount | Kind::Pod | Kind::Secret => "",
+            Kind::Service | Kind::ServiceAccount | Kind::Pod | Kind::Secret | Kind::Namespace => "",
             Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps",
         }
     }
@@ -679,6 +683,9 @@ pub enum Spec {
     Workload(KubeWorkload),
     /// Kubernetes Secret: its type and key names, never its values.
     Secret(KubeSecret),
+    /// Kubernetes Namespace (the name, labels and annotations are in the metadata; its
+    /// `metadata.namespace` is empty).
+    Namespace,
 }
 
 macro_rules! spec_accessors {

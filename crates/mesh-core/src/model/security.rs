@@ -610,6 +610,49 @@ pub struct JwtRule {
     /// Claims split on spaces besides `scope` and `permission`.
     #[serde(default)]
     pub space_delimited_claims: Vec<String>,
+    /// Whether this rule's token must be in every request (`REQUIRED`) or only verified
+    /// when present (`OPTIONAL`, the default).
+    #[serde(default)]
+    pub presence: JwtPresence,
+}
+
+/// `JWTRule.presence` (`JWTRequirement`): with a `REQUIRED` rule in a policy, Envoy is
+/// given `requires_all` over its rules (each `REQUIRED` one bare, each `OPTIONAL` one
+/// with `allow_missing`), so every required token must be present and valid and no single
+/// token stands in for another (istio/istio#60823).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::JwtPresence;
+///
+/// let loaded = mesh_core::load::load_str(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: RequestAuthentication
+/// metadata: {name: multi-jwt, namespace: foo}
+/// spec:
+///   jwtRules:
+///   - issuer: https://idp.example.com
+///     jwksUri: https://idp.example.com/.well-known/jwks.json
+///     presence: REQUIRED
+///   - issuer: https://scope.example.com
+///     jwksUri: https://scope.example.com/.well-known/jwks.json
+///     fromHeaders: [{name: x-scope-token}]
+/// "#, "ra.yaml");
+/// # let diags = mesh_core::check(&loaded); assert!(diags.is_empty(), "{diags:?}");
+/// let ra = loaded.objects[0].spec.as_request_authentication().unwrap();
+/// assert_eq!(ra.jwt_rules[0].presence, JwtPresence::Required);
+/// assert_eq!(ra.jwt_rules[1].presence, JwtPresence::Optional);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JwtPresence {
+    /// A missing token is no failure; one present must be valid (Istio's behaviour
+    /// before `presence` existed).
+    #[default]
+    Optional,
+    /// The token must be present and valid: a request without it is answered 401.
+    Required,
 }
 
 /// `JWTHeader`.

@@ -305,7 +305,11 @@ impl Redirect {
         Redirect {
             uri: r.uri.as_deref().map(Into::into),
             authority: r.authority.as_deref().map(Into::into),
-            port: r.port.and_then(|p| u16::try_from(p).ok()),
+            // (0 reaches Envoy's `port_redirect` as its unset value: no port redirect)
+            port: r
+                .port
+                .filter(|p| *p != 0)
+                .and_then(|p| u16::try_from(p).ok()),
             port_from_request: r.derive_port == Some(model::RedirectPortSelection::FromRequestPort),
             scheme: r.scheme.as_deref().map(Into::into),
             // (proto3: 0 is unset; istiod's ApplyRedirect `case 0, 301`)

@@ -240,7 +240,11 @@ pub fn validate_into(obj: &ConfigObject, opts: &ValidateOptions, out: &mut Vec<D
         Spec::PeerAuthentication(pa) => security::validate_peer_authentication(&mut cx, pa),
         Spec::AuthorizationPolicy(ap) => security::validate_authorization_policy(&mut cx, ap),
         Spec::RequestAuthentication(ra) => security::validate_request_authentication(&mut cx, ra),
-        Spec::Service(_) | Spec::ServiceAccount | Spec::Workload(_) | Spec::Secret(_) => {}
+        Spec::Service(_)
+        | Spec::ServiceAccount
+        | Spec::Workload(_)
+        | Spec::Secret(_)
+        | Spec::Namespace => {}
     }
 }
 

@@ -859,6 +859,15 @@ fn validate_jwt_rule(cx: &mut Ctx<'_>, p: &str, r: &JwtRule) {
             );
         }
     }
+    for (i, c) in r.space_delimited_claims.iter().enumerate() {
+        if c.is_empty() {
+            // the CRD's `minLength: 1` on the items (the API server refuses the object)
+            cx.error(
+                &format!("{p}.spaceDelimitedClaims[{i}]"),
+                format!("{p}.spaceDelimitedClaims[{i}] in body should be at least 1 chars long"),
+            );
+        }
+    }
     for (i, c) in r.output_claim_to_headers.iter().enumerate() {
         let cp = format!("{p}.outputClaimToHeaders[{i}]");
         if c.header.is_empty() || c.claim.is_empty() {

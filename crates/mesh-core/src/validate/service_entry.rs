@@ -201,7 +201,21 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
             let unix_count = se.endpoints.iter().filter(|e| is_unix(&e.address)).count();
             for (i, ep) in se.endpoints.iter().enumerate() {
                 let p = format!("spec.endpoints[{i}]");
-                if let Some(path) = ep.address.strip_prefix("unix://") {
+                // istiod's validateWorkloadEntry: an endpoint on another network may leave
+                // its address out (reached through that network's gateway)
+                if ep.address.is_empty() {
+                    match ep.network.as_deref().filter(|n| !n.is_empty()) {
+                        Some(n) => {
+                            cx.warn(
+                                &format!("{p}.address"),
+                                format!("address is unset with network {n:?}"),
+                            );
+                        }
+                        None => {
+                            cx.error(&format!("{p}.address"), "address is required");
+                        }
+                    }
+                } else if let Some(path) = ep.address.strip_prefix("unix://") {
                     cx.check(
                         &format!("{p}.address"),
                         super::gateway::validate_unix_address(path),

@@ -379,19 +379,29 @@ fn validate_http_route(
     }
 
     if let Some(d) = &r.delegate {
+        // istiod's webhook does not check the name; no VirtualService can have it, so the
+        // route delegates to nothing and istiod drops it
         if d.name.is_empty() {
-            cx.error(&format!("{p}.delegate.name"), "delegate name is required");
-        } else if !is_dns1123_subdomain(&d.name) {
-            cx.error(
+            cx.lint_warn(
                 &format!("{p}.delegate.name"),
-                format!("invalid delegate name {:?}", d.name),
+                "delegate has no name: it names no VirtualService, and the route is dropped",
+            );
+        } else if !is_dns1123_subdomain(&d.name) {
+            cx.lint_warn(
+                &format!("{p}.delegate.name"),
+                format!(
+                    "delegate name {:?} is not a valid VirtualService name: the route is dropped",
+                    d.name
+                ),
             );
         }
         if let Some(ns) = &d.namespace {
-            if !is_dns1123_label(ns) {
-                cx.error(
+            if !ns.is_empty() && !is_dns1123_label(ns) {
+                cx.lint_warn(
                     &format!("{p}.delegate.namespace"),
-                    format!("invalid delegate namespace {ns:?}"),
+                    format!(
+                        "delegate namespace {ns:?} is not a valid namespace: the route is dropped"
+                    ),
                 );
             }
         }
@@ -560,7 +570,11 @@ fn validate_http_route(
             }
         }
         if let Some(port) = rd.port {
-            cx.check(&format!("{rp}.port"), validate_port(port));
+            // istiod checks the range only above 0 (`port: 0` is set, and redirects
+            // nothing)
+            if port != 0 {
+                cx.check(&format!("{rp}.port"), validate_port(port));
+            }
             if rd.derive_port.is_some() {
                 cx.error(&rp, "redirect may only specify one of port or derivePort");
             }
@@ -804,6 +818,9 @@ fn validate_header_ops(
             let hp = format!("{p}.{field}.{name}");
             let lower = name.to_ascii_lowercase();
             if request && (lower == "host" || lower == ":authority") {
+                if let Err(e) = header_value_characters(value) {
+                    cx.error(&hp, e);
+                }
                 set_authority(cx, &hp, authority, value);
                 continue;
             }
@@ -1010,9 +1027,21 @@ fn lint_header_value_operators(cx: &mut Ctx<'_>, hp: &str, value: &str) {
     }
 }
 
+/// istiod's `httpHeaderValueRegexp` (`^[^\u0000-\u0008\u000A-\u001F\u007F]*$`): no control
+/// character but the tab, so a value cannot split a header line.
+fn header_value_characters(v: &str) -> Result<(), String> {
+    if v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!(
+            "header value configuration {v:?} is invalid: it contains a control character"
+        ));
+    }
+    Ok(())
+}
+
 /// Envoy `%VAR%` substitution syntax: `%` must pair up (a `%` inside an operator's
 /// parentheses, as in `%START_TIME(%s)%`, does not count), `%%` is a literal percent.
 fn validate_header_value(v: &str) -> Result<(), String> {
+    header_value_characters(v)?;
     let b = v.as_bytes();
     let mut i = 0;
     while i < b.len() {
@@ -1040,9 +1069,10 @@ fn validate_retries(cx: &mut Ctx<'_>, p: &str, rt: &HttpRetry) {
     if rt.attempts < 0 {
         cx.error(&format!("{p}.attempts"), "attempts cannot be negative");
     }
+    // istiod tests `retryOn != ""`: an empty one (templated YAML) counts as unset
     if rt.attempts == 0
         && (rt.per_try_timeout.is_some()
-            || rt.retry_on.is_some()
+            || rt.retry_on.as_deref().is_some_and(|on| !on.is_empty())
             || rt.retry_remote_localities.is_some())
     {
         cx.error(
