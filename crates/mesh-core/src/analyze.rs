@@ -13,7 +13,7 @@
 //! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
 //! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
 //! | IST0101 | error | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
-//! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the Services' ports and target ports and the containers' ports) |
+//! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the TCP ports of the Services selecting them and their target ports) |
 //! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0101 | warning | a Sidecar's workload selector matches no loaded workload of its namespace (only when pods or controllers of that namespace are loaded; Istio: error) |
@@ -27,9 +27,9 @@
 //! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
 //! | IST0149 | error | a VirtualService routing by JWT claims through a loaded Gateway whose loaded pod no RequestAuthentication (`istio-system` or its namespace) applies to |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
-//! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace |
-//! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level) |
-//! | IST0132 | warning | a VirtualService host is not among its Gateway's server hosts |
+//! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace; a namespace-wide AuthorizationPolicy of a namespace (not the root) with no loaded workload, when the files hold workloads |
+//! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level), unless a `credentialName` gives them to a DestinationRule with a `workloadSelector` |
+//! | IST0132 | warning | no host of a VirtualService is among its loaded Gateway's server hosts (istioctl's `vsHostInGateway`: one match is enough) |
 //! | IST0145 | error | Gateways selecting the same workloads (same selector, or a loaded workload both select) with servers on the same port and `bind` sharing a `hosts` entry |
 //! | IST0101 | warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (nothing when no Secrets are loaded) |
 //! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`) |
@@ -66,6 +66,8 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+mod annotations;
 
 use crate::diag::{codes, Diagnostic, Severity};
 use crate::model::host::{self, DEFAULT_DOMAIN_SUFFIX};
@@ -111,6 +113,11 @@ pub struct AnalyzeOptions {
     /// ([`MeshConfig::dns_auto_allocate`](crate::meshconfig::MeshConfig::dns_auto_allocate)):
     /// no IST0134.
     pub dns_auto_allocate: bool,
+    /// Analyze Gateways as `istioctl analyze` does on files: with its stand-in ingress
+    /// gateway in the root namespace (a Pod labelled `istio: ingressgateway` and the
+    /// Service `istio-ingressgateway` on TCP ports 80, 443, 31400 and 15443) unless the
+    /// files hold a Service of that name there. Only the Gateway analyzers see it.
+    pub default_ingress: bool,
 }
 
 impl Default for AnalyzeOptions {
@@ -119,6 +126,7 @@ impl Default for AnalyzeOptions {
             root_namespace: "istio-system".to_owned(),
             domain_suffix: DEFAULT_DOMAIN_SUFFIX.to_owned(),
             dns_auto_allocate: false,
+            default_ingress: true,
         }
     }
 }
@@ -477,7 +485,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 // `0.0.0.0:<port>` that takes every connection to that port
                 if se.addresses.is_empty() && !opts.dns_auto_allocate {
                     for (i, p) in se.ports.iter().enumerate() {
-                        if matches!(p.protocol.as_str(), "" | "TCP") {
+                        if p.protocol.is_empty() || p.protocol.eq_ignore_ascii_case("TCP") {
                             cx.report(
                                 o,
                                 Severity::Warning,
@@ -513,6 +521,27 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
     let workloads_known = !workloads.is_empty();
+    // istioctl analyze's files-only stand-in for the ingress gateway (AddDefaultResources):
+    // seen by the Gateway analyzers only, so that it decides nothing about other workloads
+    let defaults = if opts.default_ingress
+        && !objs.iter().any(|o| {
+            o.kind == Kind::Service
+                && o.metadata.namespace == opts.root_namespace
+                && o.metadata.name == DEFAULT_INGRESS
+        }) {
+        default_ingress(&opts.root_namespace)
+    } else {
+        Vec::new()
+    };
+    let gw_objs: Vec<&ConfigObject> = objs.iter().copied().chain(&defaults).collect();
+    let gw_workloads: Vec<(&ConfigObject, &Labels)> = workloads
+        .iter()
+        .copied()
+        .chain(defaults.iter().filter_map(|o| match &o.spec {
+            Spec::Workload(w) => Some((o, &w.labels)),
+            _ => None,
+        }))
+        .collect();
     let wildcard_services: Vec<&str> = services
         .iter()
         .filter(|s| host::is_wildcard(s))
@@ -965,7 +994,12 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                     })
                                     .map(String::as_str)
                                     .collect();
-                                if !missing.is_empty() && !server_hosts.is_empty() {
+                                // istioctl's `vsHostInGateway`: reported when no host of
+                                // the VirtualService is among the Gateway's, listing them all
+                                if missing.len() == vs.hosts.len()
+                                    && !missing.is_empty()
+                                    && !server_hosts.is_empty()
+                                {
                                     cx.report(
                                         o,
                                         Severity::Warning,
@@ -973,7 +1007,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                         &path,
                                         format!(
                                             "one or more host [{}] defined in VirtualService {ns}/{} not found in Gateway {}/{}.",
-                                            missing.join(" "),
+                                            vs.hosts.join(" "),
                                             o.metadata.name,
                                             key.0,
                                             key.1
@@ -1044,14 +1078,14 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 }
                 if let Some(tp) = &dr.traffic_policy {
                     if let Some(tls) = &tp.tls {
-                        if lacks_ca(tls) {
+                        if lacks_ca(tls, dr.workload_selector.is_some()) {
                             cx.report(
                                 o,
                                 Severity::Warning,
                                 codes::NO_SERVER_CERT_VERIFICATION_DR,
                                 "spec.trafficPolicy.tls",
                                 format!(
-                                    "DestinationRule {} in namespace {ns} has TLS mode set to {} but no caCertificates are set to validate server identity for host: {}",
+                                    "DestinationRule {ns}/{} in namespace {ns} has TLS mode set to {} but no caCertificates are set to validate server identity for host: {}",
                                     o.metadata.name,
                                     tls_mode(tls.mode),
                                     dr.host
@@ -1061,7 +1095,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     }
                     for (i, pl) in tp.port_level_settings.iter().enumerate() {
                         if let Some(tls) = &pl.tls {
-                            if lacks_ca(tls) {
+                            if lacks_ca(tls, dr.workload_selector.is_some()) {
                                 let port = pl.port.map(|p| p.number).unwrap_or(0);
                                 cx.report(
                                     o,
@@ -1069,7 +1103,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                     codes::NO_SERVER_CERT_VERIFICATION_PORT,
                                     &format!("spec.trafficPolicy.portLevelSettings[{i}].tls"),
                                     format!(
-                                        "DestinationRule {} in namespace {ns} has TLS mode set to {} but no caCertificates are set to validate server identity for host: {} at port {port}",
+                                        "DestinationRule {ns}/{} in namespace {ns} has TLS mode set to {} but no caCertificates are set to validate server identity for host: {} at port {port}",
                                         o.metadata.name,
                                         tls_mode(tls.mode),
                                         dr.host
@@ -1081,14 +1115,14 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 }
             }
             Spec::Gateway(gw) => {
-                if !workloads_known {
+                if gw_workloads.is_empty() {
                     continue;
                 }
                 let Some(sel) = &gw.selector else { continue };
                 if sel.is_empty() {
                     continue;
                 }
-                let matched: Vec<&(&ConfigObject, &Labels)> = workloads
+                let matched: Vec<&(&ConfigObject, &Labels)> = gw_workloads
                     .iter()
                     .filter(|(_, l)| selector_matches(sel, l))
                     .collect();
@@ -1105,13 +1139,13 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     );
                     continue;
                 }
-                // Ports exposed by the Services selecting those workloads, and container ports.
+                // The TCP ports of the Services selecting those workloads, and their target
+                // ports: a Gateway server's port may be the Service's port (istiod maps it
+                // to the target port) or the target port the proxy listens on (istioctl's
+                // IngressGatewayPortAnalyzer has compared either, by version)
                 let mut exposed: HashSet<u32> = HashSet::new();
                 for (wo, wl) in &matched {
-                    if let Spec::Workload(w) = &wo.spec {
-                        exposed.extend(w.container_ports.iter().map(|p| p.container_port));
-                    }
-                    for s in &objs {
+                    for s in &gw_objs {
                         if let Spec::Service(svc) = &s.spec {
                             if s.metadata.namespace == wo.metadata.namespace
                                 && svc
@@ -1119,12 +1153,22 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                     .as_ref()
                                     .is_some_and(|ss| !ss.is_empty() && selector_matches(ss, wl))
                             {
-                                for p in &svc.ports {
-                                    exposed.insert(p.port);
-                                    if let Some(crate::model::IntOrString::Int(t)) = p.target_port {
-                                        exposed.insert(t);
-                                    }
-                                }
+                                exposed.extend(
+                                    svc.ports
+                                        .iter()
+                                        .filter(|p| {
+                                            p.protocol
+                                                .as_deref()
+                                                .is_none_or(|pr| pr.eq_ignore_ascii_case("TCP"))
+                                        })
+                                        .flat_map(|p| {
+                                            let target = match p.target_port {
+                                                Some(crate::model::IntOrString::Int(t)) => Some(t),
+                                                _ => None,
+                                            };
+                                            std::iter::once(p.port).chain(target)
+                                        }),
+                                );
                             }
                         }
                     }
@@ -1132,9 +1176,12 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 if exposed.is_empty() {
                     continue;
                 }
+                let stand_in = matched
+                    .iter()
+                    .all(|(w, _)| defaults.iter().any(|d| std::ptr::eq(*w, d)));
                 for (i, s) in gw.servers.iter().enumerate() {
                     if s.port.number != 0 && !exposed.contains(&s.port.number) {
-                        cx.report(
+                        let d = cx.report(
                             o,
                             Severity::Warning,
                             codes::GATEWAY_PORT_NOT_ON_WORKLOAD,
@@ -1145,6 +1192,12 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                 fmt_labels(sel)
                             ),
                         );
+                        if stand_in {
+                            d.help = Some(format!(
+                                "no loaded workload has these labels: compared, as istioctl analyze does on files, with its stand-in `{}/{DEFAULT_INGRESS}` Service (TCP ports 80, 443, 31400, 15443); give your gateway's Service to compare with it",
+                                opts.root_namespace
+                            ));
+                        }
                     }
                 }
             }
@@ -1160,11 +1213,35 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     Spec::RequestAuthentication(p) => p.selector.as_ref(),
                     _ => None,
                 };
-                let Some(sel) = sel else { continue };
+                let root = ns == opts.root_namespace;
+                let Some(sel) = sel else {
+                    // istioctl's AuthorizationPoliciesAnalyzer: a namespace-wide policy of a
+                    // namespace without workloads (only when the files hold workloads)
+                    if let Spec::AuthorizationPolicy(p) = &o.spec {
+                        if workloads_known
+                            && !root
+                            && p.target_refs.is_empty()
+                            && p.target_ref.is_none()
+                            && !workloads.iter().any(|(w, _)| w.metadata.namespace == ns)
+                        {
+                            cx.report(
+                                o,
+                                Severity::Warning,
+                                codes::NO_MATCHING_WORKLOADS,
+                                "metadata.namespace",
+                                "No matching workloads for this resource with the following labels: "
+                                    .to_owned(),
+                            )
+                            .help = Some(format!(
+                                "no loaded workload is in namespace {ns}: the policy applies to none"
+                            ));
+                        }
+                    }
+                    continue;
+                };
                 if sel.match_labels.is_empty() {
                     continue;
                 }
-                let root = ns == opts.root_namespace;
                 let in_scope: Vec<_> = workloads
                     .iter()
                     .filter(|(w, _)| root || w.metadata.namespace == ns)
@@ -1192,43 +1269,73 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
+    // istioctl's ConflictingMeshGatewayHostsAnalyzer: VirtualServices bound to the mesh
+    // conflict on a host that some namespace sees in both (exportTo); a host of one exported
+    // to a few namespaces also conflicts with an overlapping wildcard host of one exported
+    // to all. Each VirtualService is reported once, for its first conflicting host.
+    let mut reported: HashSet<*const ConfigObject> = HashSet::new();
     for (h, list) in &mesh_hosts {
-        if list.len() > 1 {
-            // Two VirtualServices conflict when some namespace sees both (exportTo).
-            let conflicting: Vec<&&ConfigObject> = list
+        let mut conflicting: Vec<&ConfigObject> = list
+            .iter()
+            .filter(|a| {
+                list.iter()
+                    .any(|b| !std::ptr::eq(**a, *b) && visible_together(a, b))
+            })
+            .copied()
+            .collect();
+        let scoped: Vec<&ConfigObject> = list
+            .iter()
+            .filter(|o| vs_visibility(o).is_some())
+            .copied()
+            .collect();
+        if !scoped.is_empty() {
+            // the hosts of VirtualServices exported to all namespaces that overlap this one
+            let global: Vec<&ConfigObject> = mesh_hosts
                 .iter()
-                .filter(|a| {
-                    list.iter()
-                        .any(|b| !std::ptr::eq(**a, *b) && visible_together(a, b))
-                })
+                .filter(|(g, _)| *g != h && host::matches(g, h))
+                .flat_map(|(_, l)| l.iter().copied())
+                .filter(|o| vs_visibility(o).is_none())
                 .collect();
-            if conflicting.len() < 2 {
+            if !global.is_empty() {
+                for o in scoped.into_iter().chain(global) {
+                    if !conflicting.iter().any(|c| std::ptr::eq(*c, o)) {
+                        conflicting.push(o);
+                    }
+                }
+            }
+        }
+        if conflicting.len() < 2 {
+            continue;
+        }
+        let names: Vec<String> = conflicting
+            .iter()
+            .map(|o| format!("{}/{}", o.metadata.namespace, o.metadata.name))
+            .collect();
+        for o in conflicting {
+            if !reported.insert(std::ptr::from_ref(o)) {
                 continue;
             }
-            let names: Vec<String> = conflicting
-                .iter()
-                .map(|o| format!("{}/{}", o.metadata.namespace, o.metadata.name))
-                .collect();
-            for o in conflicting {
-                let idx = match &o.spec {
-                    Spec::VirtualService(vs) => vs
-                        .hosts
-                        .iter()
-                        .position(|x| cx.fqdn(x, &o.metadata.namespace) == *h)
-                        .unwrap_or(0),
-                    _ => 0,
-                };
-                cx.report(
-                    o,
-                    Severity::Error,
-                    codes::CONFLICTING_MESH_GATEWAY_VS_HOSTS,
-                    &format!("spec.hosts[{idx}]"),
-                    format!(
-                        "The VirtualServices {} associated with mesh gateway define the same host {h} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
-                        names.join(",")
-                    ),
-                );
-            }
+            let idx = match &o.spec {
+                Spec::VirtualService(vs) => vs
+                    .hosts
+                    .iter()
+                    .position(|x| {
+                        let f = cx.fqdn(x, &o.metadata.namespace);
+                        f == *h || host::matches(&f, h)
+                    })
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            cx.report(
+                o,
+                Severity::Error,
+                codes::CONFLICTING_MESH_GATEWAY_VS_HOSTS,
+                &format!("spec.hosts[{idx}]"),
+                format!(
+                    "The VirtualServices {} associated with mesh gateway define the same host {h} which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.",
+                    names.join(",")
+                ),
+            );
         }
     }
 
@@ -1261,7 +1368,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 continue;
             };
             let mut namespaces: Vec<&str> = match &gw.selector {
-                Some(sel) if !sel.is_empty() => workloads
+                Some(sel) if !sel.is_empty() => gw_workloads
                     .iter()
                     .filter(|(_, l)| selector_matches(sel, l))
                     .map(|(w, _)| w.metadata.namespace.as_str())
@@ -1405,13 +1512,43 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
-    conflicting_gateways(&mut cx, &objs, &workloads);
+    conflicting_gateways(&mut cx, &objs, &gw_workloads);
     duplicate_certificates(&mut cx, &objs);
     deployment_services(&mut cx, &objs, &workloads);
-    jwt_claim_routes(&mut cx, &objs, &gateways, &workloads);
+    jwt_claim_routes(&mut cx, &objs, &gateways, &gw_workloads);
     policy_namespaces(&mut cx, &objs);
+    cx.out.extend(annotations::annotations(&objs));
 
     cx.out
+}
+
+/// The name of istioctl's stand-in ingress gateway Service (MeshConfig `ingressService`'s
+/// default).
+const DEFAULT_INGRESS: &str = "istio-ingressgateway";
+
+/// istioctl analyze's stand-in ingress gateway for files-only analysis (its
+/// `defaultIstioIngressGateway`): a Pod labelled `istio: ingressgateway` and the Service
+/// selecting it, in the root namespace.
+fn default_ingress(root_namespace: &str) -> Vec<ConfigObject> {
+    let yaml = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {DEFAULT_INGRESS}-dummypod, namespace: {root_namespace}, labels: {{istio: ingressgateway}}}}
+spec: {{containers: [{{name: istio-proxy}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {DEFAULT_INGRESS}, namespace: {root_namespace}}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: http2, port: 80, protocol: TCP, targetPort: 80}}
+  - {{name: https, port: 443, protocol: TCP, targetPort: 443}}
+  - {{name: tcp, port: 31400, protocol: TCP, targetPort: 31400}}
+  - {{name: tls, port: 15443, protocol: TCP, targetPort: 15443}}
+"
+    );
+    crate::load::load_str(&yaml, "<istioctl's default ingress gateway>").objects
 }
 
 /// istioctl's `AuthorizationPoliciesAnalyzer` (`analyzeNamespaceNotFound`): a
@@ -1822,11 +1959,17 @@ fn visible_together(a: &ConfigObject, b: &ConfigObject) -> bool {
     }
 }
 
-fn lacks_ca(tls: &ClientTlsSettings) -> bool {
+/// istioctl's `CaCertificateAnalyzer`: SIMPLE or MUTUAL without `caCertificates`, unless
+/// a `credentialName` gives them on a DestinationRule with a `workloadSelector` (the only
+/// one istiod reads a credential for). `insecureSkipVerify` does not exempt it.
+fn lacks_ca(tls: &ClientTlsSettings, selector: bool) -> bool {
     matches!(tls.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual)
         && tls.ca_certificates.as_deref().unwrap_or("").is_empty()
-        && tls.credential_name.is_none()
-        && tls.insecure_skip_verify != Some(true)
+        && !(selector
+            && tls
+                .credential_name
+                .as_deref()
+                .is_some_and(|c| !c.is_empty()))
 }
 
 fn tls_mode(m: ClientTlsMode) -> &'static str {

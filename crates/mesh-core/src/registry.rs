@@ -927,6 +927,8 @@ pub fn kube_protocol(
         "redis" => "REDIS",
         "mysql" => "MYSQL",
         "udp" => "UDP",
+        // ambient's HBONE tunnel port (a waypoint's `mesh` port, `appProtocol: hbone`)
+        "hbone" => "HBONE",
         _ if matches!(port, 25 | 53 | 3306 | 27017) => "TCP",
         _ => "",
     };

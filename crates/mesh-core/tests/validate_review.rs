@@ -209,7 +209,11 @@ fn duplicate_hosts_compare_case_sensitively_and_gateway_selectors_are_not_label_
         "Gateway",
         "selector: {'': x, app: '*'}\nservers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]",
     );
-    assert!(ds.iter().all(|d| d.code == "IM0100"), "{ds:#?}");
+    // (and IST0101: istioctl's stand-in ingress gateway does not have these labels)
+    assert!(
+        ds.iter().all(|d| d.code == "IM0100" || d.code == "IST0101"),
+        "{ds:#?}"
+    );
 }
 
 // B. invalid config that was accepted

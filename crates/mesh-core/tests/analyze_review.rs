@@ -1,0 +1,267 @@
+//! Cross-object analysis against istioctl's analyzer test grid (`analyzers_test.go` and its
+//! testdata), where a replay found meshctl diverging.
+
+use mesh_core::analyze::analyze;
+use mesh_core::diag::{Diagnostic, Severity};
+use mesh_core::load::load_str;
+
+fn run(yaml: &str) -> Vec<Diagnostic> {
+    let l = load_str(yaml, "a.yaml");
+    assert!(!l.has_errors(), "{:#?}", l.diagnostics);
+    analyze(&l.objects)
+}
+
+fn codes<'a>(ds: &'a [Diagnostic], code: &str) -> Vec<&'a Diagnostic> {
+    ds.iter().filter(|d| d.code == code).collect()
+}
+
+/// istioctl's `ProtocolAddressesAnalyzer` compares the protocol case-insensitively.
+#[test]
+fn a_lower_case_tcp_port_needs_addresses_too() {
+    let ds = run("apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 5432, name: pg, protocol: tcp}]
+  resolution: DNS
+");
+    assert_eq!(codes(&ds, "IST0134").len(), 1, "{ds:#?}");
+}
+
+/// istioctl's `CaCertificateAnalyzer`: a `credentialName` exempts only a DestinationRule with
+/// a `workloadSelector`; `insecureSkipVerify` does not exempt.
+#[test]
+fn ca_certificates_findings_follow_istioctl() {
+    let dr = |selector: &str, tls: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db-tls, namespace: default}}
+spec:
+  host: db.example.com
+{selector}  trafficPolicy:
+    tls: {tls}
+    portLevelSettings: [{{port: {{number: 443}}, tls: {tls}}}]
+"
+        )
+    };
+    let ds = run(&dr("", "{mode: SIMPLE, credentialName: db-cred}"));
+    let found: Vec<&str> = ds.iter().map(|d| d.code).collect();
+    assert_eq!(found, ["IST0128", "IST0129"], "{ds:#?}");
+    assert!(
+        ds[0].message.starts_with(
+            "DestinationRule default/db-tls in namespace default has TLS mode set to SIMPLE"
+        ),
+        "{}",
+        ds[0].message
+    );
+    let ds = run(&dr(
+        "  workloadSelector: {matchLabels: {app: gw}}\n",
+        "{mode: SIMPLE, credentialName: db-cred}",
+    ));
+    assert!(
+        ds.iter()
+            .all(|d| d.code != "IST0128" && d.code != "IST0129"),
+        "{ds:#?}"
+    );
+    let ds = run(&dr("", "{mode: SIMPLE, insecureSkipVerify: true}"));
+    assert_eq!(codes(&ds, "IST0128").len(), 1, "{ds:#?}");
+}
+
+/// istioctl's `vsHostInGateway`: one VirtualService host among the Gateway's is enough;
+/// when none is, the finding lists them all.
+#[test]
+fn one_host_in_the_gateway_is_enough() {
+    let gw = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['a.example.com']}]
+---
+";
+    let vs = |hosts: &str| {
+        format!(
+            "{gw}apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: vs, namespace: default}}
+spec:
+  hosts: {hosts}
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: a.example.com}}}}]}}]
+"
+        )
+    };
+    let ds = run(&vs("[a.example.com, b.example.com]"));
+    assert!(codes(&ds, "IST0132").is_empty(), "{ds:#?}");
+    let ds = run(&vs("[b.example.com, c.example.com]"));
+    let found = codes(&ds, "IST0132");
+    assert_eq!(found.len(), 1, "{ds:#?}");
+    assert_eq!(
+        found[0].message,
+        "one or more host [b.example.com c.example.com] defined in VirtualService default/vs not found in Gateway default/gw."
+    );
+}
+
+/// istioctl's `ConflictingMeshGatewayHostsAnalyzer`: one finding per VirtualService, and a
+/// host exported to few namespaces conflicts with an overlapping wildcard exported to all.
+#[test]
+fn conflicting_mesh_hosts_as_istioctl() {
+    let vs = |name: &str, ns: &str, hosts: &str, export: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  hosts: {hosts}
+  exportTo: {export}
+  http: [{{route: [{{destination: {{host: x.default.svc.cluster.local}}}}]}}]
+"
+        )
+    };
+    // two hosts in common: still one finding each
+    let ds = run(&format!(
+        "{}{}",
+        vs("a", "default", "[r1.example.com, r2.example.com]", "['*']"),
+        vs("b", "default", "[r1.example.com, r2.example.com]", "['*']")
+    ));
+    assert_eq!(codes(&ds, "IST0109").len(), 2, "{ds:#?}");
+    // a namespace-local host under a wildcard exported everywhere
+    let ds = run(&format!(
+        "{}{}",
+        vs("local", "foo", "['*.productpage.d']", "['.']"),
+        vs("global", "bar", "['*.d']", "['*']")
+    ));
+    assert_eq!(codes(&ds, "IST0109").len(), 2, "{ds:#?}");
+    // two wildcards both exported everywhere do not conflict (istioctl keys them apart)
+    let ds = run(&format!(
+        "{}{}",
+        vs("g1", "foo", "['*.productpage.d']", "['*']"),
+        vs("g2", "bar", "['*.d']", "['*']")
+    ));
+    assert!(codes(&ds, "IST0109").is_empty(), "{ds:#?}");
+}
+
+const PODS: &str = "apiVersion: v1
+kind: Pod
+metadata: {name: httpbin-1, namespace: httpbin, labels: {app: httpbin}}
+spec: {containers: [{name: httpbin}]}
+";
+
+/// istioctl's `AuthorizationPoliciesAnalyzer`: a namespace-wide policy of a namespace with
+/// no workload matches nothing.
+#[test]
+fn a_namespace_wide_policy_of_an_empty_namespace() {
+    let ds = run(&format!(
+        "{PODS}---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: httpbin-empty-namespace-wide, namespace: httpbin-empty}}
+spec: {{rules: [{{}}]}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: ok, namespace: httpbin}}
+spec: {{rules: [{{}}]}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: mesh-wide, namespace: istio-system}}
+spec: {{rules: [{{}}]}}
+"
+    ));
+    let found = codes(&ds, "IST0127");
+    assert_eq!(found.len(), 1, "{ds:#?}");
+    assert_eq!(
+        found[0].message,
+        "No matching workloads for this resource with the following labels: "
+    );
+    assert_eq!(found[0].severity, Severity::Warning);
+    // without any workload in the files, nothing is known: no finding
+    let ds = run("apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: p, namespace: httpbin-empty}
+spec: {rules: [{}]}
+");
+    assert!(codes(&ds, "IST0127").is_empty(), "{ds:#?}");
+}
+
+/// A waypoint's `mesh` port (`appProtocol: hbone`) has a protocol: no IST0118.
+#[test]
+fn an_hbone_port_is_named() {
+    let ds = run("apiVersion: v1
+kind: Service
+metadata: {name: reviews-istio-waypoint, namespace: ambient}
+spec:
+  selector: {gateway.networking.k8s.io/gateway-name: waypoint}
+  ports: [{name: mesh, port: 15008, appProtocol: hbone}]
+");
+    assert!(codes(&ds, "IST0118").is_empty(), "{ds:#?}");
+}
+
+/// istioctl analyze on files adds a stand-in ingress gateway (a Pod labelled
+/// `istio: ingressgateway` and its Service on 80, 443, 31400 and 15443 in istio-system), so
+/// Gateways are checked against it.
+#[test]
+fn gateways_are_checked_against_istioctls_stand_in_ingress() {
+    let gw = |name: &str, selector: &str, port: u32| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {selector}
+  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ['*']}}]
+"
+        )
+    };
+    let ds = run(&gw("ok", "{istio: ingressgateway}", 80));
+    assert!(ds.is_empty(), "{ds:#?}");
+    let ds = run(&gw("bad-port", "{istio: ingressgateway}", 8004));
+    let found = codes(&ds, "IST0162");
+    assert_eq!(found.len(), 1, "{ds:#?}");
+    assert!(
+        found[0].message.contains("port 8004"),
+        "{}",
+        found[0].message
+    );
+    assert!(
+        found[0].help.as_deref().unwrap_or("").contains("stand-in"),
+        "{:?}",
+        found[0].help
+    );
+    let ds = run(&gw("no-workload", "{app: nothing}", 80));
+    let found = codes(&ds, "IST0101");
+    assert_eq!(found.len(), 1, "{ds:#?}");
+    assert_eq!(
+        found[0].message,
+        "Referenced selector not found: \"app=nothing\""
+    );
+    // a gateway Service in the files replaces the stand-in; its ports and target ports are
+    // the gateway's (a UDP port is not)
+    let ds = run(&format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: http2, port: 80, targetPort: 8080}}
+  - {{name: dns, port: 53, protocol: UDP}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: gw-1, namespace: istio-system, labels: {{istio: ingressgateway}}}}
+spec: {{containers: [{{name: istio-proxy}}]}}
+{}{}{}",
+        gw("service-port", "{istio: ingressgateway}", 80),
+        gw("target-port", "{istio: ingressgateway}", 8080),
+        gw("udp", "{istio: ingressgateway}", 53)
+    ));
+    let found = codes(&ds, "IST0162");
+    assert_eq!(found.len(), 1, "{ds:#?}");
+    assert!(found[0].message.contains("port 53"), "{}", found[0].message);
+    assert!(found[0].help.is_none());
+}
