@@ -21,7 +21,7 @@
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
 //! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
-//! | IST0116 | warning | a loaded Deployment whose Services use one port number with different Kubernetes protocols (istioctl checks injected Deployments only) |
+//! | IST0116 | warning | a loaded Deployment whose Services use one port number with different Kubernetes protocols (not one known to be outside the mesh: `sidecar.istio.io/inject: "false"`, or a loaded Namespace without injection; istioctl checks injected Deployments only) |
 //! | IST0137 | warning | a loaded Deployment whose Services reach one `targetPort` from different port numbers |
 //! | IST0134 | warning | a ServiceEntry without `addresses` with a port of protocol `TCP` or none (unless MeshConfig's proxyMetadata has DNS capture and auto-allocation) |
 //! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
@@ -1522,6 +1522,38 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     cx.out
 }
 
+/// istioctl's `inMesh` for a loaded workload: its pod's `sidecar.istio.io/inject` label,
+/// else the annotation (`true`/`false`), else its namespace's injection label
+/// (`istio-injection: enabled`, or any `istio.io/rev`), else an `istio-proxy` container.
+/// `None` when that comes down to a namespace the files do not hold.
+fn in_mesh(w: &ConfigObject, objs: &[&ConfigObject]) -> Option<bool> {
+    let Spec::Workload(pod) = &w.spec else {
+        return Some(false);
+    };
+    const INJECT: &str = "sidecar.istio.io/inject";
+    for v in [pod.labels.get(INJECT), pod.annotations.get(INJECT)]
+        .into_iter()
+        .flatten()
+    {
+        match v.as_str() {
+            "true" => return Some(true),
+            "false" => return Some(false),
+            _ => {}
+        }
+    }
+    if pod.containers.iter().any(|c| c == "istio-proxy") {
+        return Some(true);
+    }
+    let ns = objs
+        .iter()
+        .find(|o| o.kind == Kind::Namespace && o.metadata.name == w.metadata.namespace)?;
+    let labels = &ns.metadata.labels;
+    Some(
+        labels.get("istio-injection").map(String::as_str) == Some("enabled")
+            || labels.contains_key("istio.io/rev"),
+    )
+}
+
 /// The name of istioctl's stand-in ingress gateway Service (MeshConfig `ingressService`'s
 /// default).
 const DEFAULT_INGRESS: &str = "istio-ingressgateway";
@@ -1613,8 +1645,9 @@ fn policy_namespaces(cx: &mut Ctx<'_>, objs: &[&ConfigObject]) {
 /// loaded Services of its namespace whose (non-empty) selector its pod template matches:
 /// one port number with different Kubernetes protocols (`TCP` by default) across them
 /// (IST0116), and one `targetPort` (the port when unset) reached from different port
-/// numbers (IST0137). Istio checks only Deployments in the mesh (injected); every loaded
-/// Deployment is checked here.
+/// numbers (IST0137). Istio checks only Deployments in the mesh (injected): a Deployment
+/// is skipped here when it is known not to be ([`in_mesh`]), and checked when the files
+/// do not tell.
 fn deployment_services(
     cx: &mut Ctx<'_>,
     objs: &[&ConfigObject],
@@ -1628,6 +1661,9 @@ fn deployment_services(
         })
         .collect();
     for (d, labels) in workloads.iter().filter(|(d, _)| d.kind == Kind::Deployment) {
+        if in_mesh(d, objs) == Some(false) {
+            continue;
+        }
         let ns = d.metadata.namespace.as_str();
         let matching: Vec<_> = services
             .iter()

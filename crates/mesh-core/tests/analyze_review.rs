@@ -265,3 +265,71 @@ spec: {{containers: [{{name: istio-proxy}}]}}
     assert!(found[0].message.contains("port 53"), "{}", found[0].message);
     assert!(found[0].help.is_none());
 }
+
+/// istioctl's deployment `ServiceAssociationAnalyzer` checks Deployments in the mesh only:
+/// one with `sidecar.istio.io/inject: "false"`, or in a loaded Namespace without injection,
+/// is skipped; one whose namespace the files do not hold is checked.
+#[test]
+fn deployments_outside_the_mesh_are_not_checked() {
+    let deployment = |name: &str, ns: &str, template_meta: &str| {
+        format!(
+            "---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  template:
+    metadata: {template_meta}
+    spec: {{containers: [{{name: app}}]}}
+"
+        )
+    };
+    let services = |ns: &str| {
+        format!(
+            "---
+apiVersion: v1
+kind: Service
+metadata: {{name: a, namespace: {ns}}}
+spec: {{selector: {{app: x}}, ports: [{{port: 8080, protocol: TCP}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: b, namespace: {ns}}}
+spec: {{selector: {{app: x}}, ports: [{{port: 8080, protocol: UDP}}]}}
+"
+        )
+    };
+    let yaml = format!(
+        "apiVersion: v1
+kind: Namespace
+metadata: {{name: plain}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: injected, labels: {{istio-injection: enabled}}}}
+{}{}{}{}{}{}{}",
+        services("bookinfo"),
+        services("plain"),
+        services("injected"),
+        deployment(
+            "out",
+            "bookinfo",
+            "{labels: {app: x}, annotations: {sidecar.istio.io/inject: 'false'}}"
+        ),
+        deployment("unknown-ns", "bookinfo", "{labels: {app: x}}"),
+        deployment("plain-ns", "plain", "{labels: {app: x}}"),
+        deployment("injected-ns", "injected", "{labels: {app: x}}"),
+    );
+    let ds = run(&yaml);
+    let mut found: Vec<String> = codes(&ds, "IST0116")
+        .iter()
+        .map(|d| d.message.clone())
+        .collect();
+    found.sort();
+    assert_eq!(found.len(), 2, "{ds:#?}");
+    assert!(found.iter().any(|m| m.contains("unknown-ns")), "{found:#?}");
+    assert!(
+        found.iter().any(|m| m.contains("injected-ns")),
+        "{found:#?}"
+    );
+}

@@ -1204,14 +1204,19 @@ impl Loader {
             Kind::Service => lenient::<KubeService>(spec_n).map(Spec::Service),
             Kind::ServiceAccount => Ok(Spec::ServiceAccount),
             Kind::Namespace => Ok(Spec::Namespace),
-            Kind::Pod => lenient::<kube_raw::PodSpec>(spec_n)
-                .map(|p| Spec::Workload(p.into_workload(metadata.labels.clone(), None))),
+            Kind::Pod => lenient::<kube_raw::PodSpec>(spec_n).map(|p| {
+                Spec::Workload(p.into_workload(
+                    metadata.labels.clone(),
+                    metadata.annotations.clone(),
+                    None,
+                ))
+            }),
             _ => lenient::<kube_raw::ControllerSpec>(spec_n).map(|c| {
-                Spec::Workload(
-                    c.template
-                        .spec
-                        .into_workload(c.template.metadata.labels, c.replicas),
-                )
+                Spec::Workload(c.template.spec.into_workload(
+                    c.template.metadata.labels,
+                    c.template.metadata.annotations,
+                    c.replicas,
+                ))
             }),
         };
         match spec {

@@ -195,6 +195,12 @@ pub struct KubeWorkload {
     pub container_ports: Vec<ContainerPort>,
     /// Desired replicas (controllers only).
     pub replicas: Option<u32>,
+    /// Pod annotations (a Pod's own, a controller's pod template's).
+    #[serde(default)]
+    pub annotations: std::collections::BTreeMap<String, String>,
+    /// The names of the pod's containers (`istio-proxy` when injected).
+    #[serde(default)]
+    pub containers: Vec<String>,
 }
 
 /// A Kubernetes `Secret`, reduced to what credential checks need: the type and the names of
@@ -311,6 +317,8 @@ pub(crate) mod raw {
     #[serde(rename_all = "camelCase")]
     pub(crate) struct Container {
         #[serde(default)]
+        pub(crate) name: String,
+        #[serde(default)]
         pub(crate) ports: Vec<ContainerPort>,
     }
 
@@ -318,6 +326,8 @@ pub(crate) mod raw {
     pub(crate) struct TemplateMeta {
         #[serde(default)]
         pub(crate) labels: Labels,
+        #[serde(default)]
+        pub(crate) annotations: std::collections::BTreeMap<String, String>,
     }
 
     #[derive(Debug, Default, Deserialize)]
@@ -363,9 +373,16 @@ pub(crate) mod raw {
     }
 
     impl PodSpec {
-        pub(crate) fn into_workload(self, labels: Labels, replicas: Option<u32>) -> KubeWorkload {
+        pub(crate) fn into_workload(
+            self,
+            labels: Labels,
+            annotations: std::collections::BTreeMap<String, String>,
+            replicas: Option<u32>,
+        ) -> KubeWorkload {
             KubeWorkload {
                 labels,
+                annotations,
+                containers: self.containers.iter().map(|c| c.name.clone()).collect(),
                 service_account_name: self
                     .service_account_name
                     .or(self.service_account_deprecated)
