@@ -18,6 +18,7 @@
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0101 | warning | a Sidecar's workload selector matches no loaded workload of its namespace (only when pods or controllers of that namespace are loaded; Istio: error) |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
+//! | IST0167 | warning | a Sidecar in a loaded ambient Namespace (`istio.io/dataplane-mode: ambient`), or selecting a pod annotated `ambient.istio.io/redirection: enabled`: no sidecar runs there |
 //! | IST0112 | error | no destination port for a loaded Service with several ports |
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
 //! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
@@ -1339,7 +1340,41 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         }
     }
 
+    // istioctl's sidecar SelectorAnalyzer: a Sidecar has no effect in an ambient namespace
+    // (`istio.io/dataplane-mode: ambient`) or on an ambient pod
+    // (`ambient.istio.io/redirection: enabled`), where no sidecar runs
+    let ambient_namespaces: HashSet<&str> = objs
+        .iter()
+        .filter(|o| {
+            o.kind == Kind::Namespace
+                && o.metadata
+                    .labels
+                    .get("istio.io/dataplane-mode")
+                    .map(String::as_str)
+                    == Some("ambient")
+        })
+        .map(|o| o.metadata.name.as_str())
+        .collect();
+    let ineffective = |cx: &mut Ctx<'_>, o: &ConfigObject, why: &str| {
+        cx.report(
+            o,
+            Severity::Warning,
+            codes::INEFFECTIVE_POLICY,
+            "metadata.name",
+            format!("The policy has no impact: {why}."),
+        );
+    };
     for (ns, list) in &sidecars_without_selector {
+        if ambient_namespaces.contains(ns) {
+            for o in list {
+                ineffective(
+                    &mut cx,
+                    o,
+                    "namespace is in ambient mode, the policy has no impact",
+                );
+            }
+            continue;
+        }
         if list.len() > 1 {
             let names: Vec<_> = list.iter().map(|o| o.metadata.name.as_str()).collect();
             for o in list {
@@ -1442,6 +1477,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         .copied()
         .collect();
     if workloads_known && !selector_sidecars.is_empty() {
+        let mut reported: HashSet<*const ConfigObject> = HashSet::new();
         for (w, labels) in &workloads {
             let selecting: Vec<&&ConfigObject> = selector_sidecars
                 .iter()
@@ -1453,6 +1489,27 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     _ => false,
                 })
                 .collect();
+            let ambient = match &w.spec {
+                Spec::Workload(p) => {
+                    p.annotations
+                        .get("ambient.istio.io/redirection")
+                        .map(String::as_str)
+                        == Some("enabled")
+                }
+                _ => false,
+            };
+            if ambient {
+                for o in &selecting {
+                    if reported.insert(std::ptr::from_ref(**o)) {
+                        ineffective(
+                            &mut cx,
+                            o,
+                            "selected workload is in ambient mode, the policy has no impact",
+                        );
+                    }
+                }
+                continue;
+            }
             if selecting.len() > 1 {
                 let names: Vec<_> = selecting.iter().map(|o| o.metadata.name.as_str()).collect();
                 for o in &selecting {

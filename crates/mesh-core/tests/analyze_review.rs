@@ -333,3 +333,60 @@ metadata: {{name: injected, labels: {{istio-injection: enabled}}}}
         "{found:#?}"
     );
 }
+
+/// istioctl's sidecar `SelectorAnalyzer`: Sidecars where no sidecar runs (an ambient
+/// namespace, an ambient pod) have no effect (IST0167), instead of conflicting.
+#[test]
+fn sidecars_in_ambient_mode_have_no_effect() {
+    let ds = run("apiVersion: v1
+kind: Namespace
+metadata: {name: ns-ambient, labels: {istio.io/dataplane-mode: ambient}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: namespace-scoped, namespace: ns-ambient}
+spec: {egress: [{hosts: ['./*']}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: namespace-scoped-2, namespace: ns-ambient}
+spec: {egress: [{hosts: ['./*']}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: ambient-pod
+  namespace: pods
+  labels: {app: a}
+  annotations: {ambient.istio.io/redirection: enabled}
+spec: {containers: [{name: app}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: pod-scoped, namespace: pods}
+spec: {workloadSelector: {labels: {app: a}}, egress: [{hosts: ['./*']}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: pod-scoped-2, namespace: pods}
+spec: {workloadSelector: {labels: {app: a}}, egress: [{hosts: ['./*']}]}
+");
+    let found: Vec<&str> = codes(&ds, "IST0167")
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        found.iter().filter(|m| **m == "The policy has no impact: namespace is in ambient mode, the policy has no impact.").count(),
+        2,
+        "{ds:#?}"
+    );
+    assert_eq!(
+        found.iter().filter(|m| **m == "The policy has no impact: selected workload is in ambient mode, the policy has no impact.").count(),
+        2,
+        "{ds:#?}"
+    );
+    assert!(
+        codes(&ds, "IST0110").is_empty() && codes(&ds, "IST0111").is_empty(),
+        "{ds:#?}"
+    );
+}
