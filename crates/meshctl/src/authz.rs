@@ -316,10 +316,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 policies.push(p);
             }
         }
-        let mut reason = format!(
-            "RequestAuthentication rejects the request's token: 401 `{e}` (jwtRules of {})",
-            policies.join(", ")
-        );
+        let mut reason = if *e == mesh_core::authn::JwtError::Missing {
+            format!(
+                "RequestAuthentication requires a token the request does not have (`presence: REQUIRED`): 401 `{e}` (jwtRules of {})",
+                policies.join(", ")
+            )
+        } else {
+            format!(
+                "RequestAuthentication rejects the request's token: 401 `{e}` (jwtRules of {})",
+                policies.join(", ")
+            )
+        };
         if let Some(uri) = remote {
             reason.push_str(&format!(
                 "; its keys come from jwksUri {uri}, which meshctl does not fetch: pass --request-principal and --claims for a token the server would verify"

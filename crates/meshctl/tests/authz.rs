@@ -1097,3 +1097,49 @@ spec: {containers: [{name: db, image: mysql, ports: [{name: mysql, containerPort
         (Some("DENY"), &Value::Null)
     );
 }
+
+/// `jwtRules[].presence: REQUIRED`: a request without the token is refused by the
+/// RequestAuthentication itself, 401 `Jwt is missing`, before any policy.
+#[test]
+fn a_required_token_that_is_missing_is_a_401() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ra.yaml");
+    std::fs::write(
+        &f,
+        r#"apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  jwtRules:
+  - issuer: testing@secure.istio.io
+    jwks: '{"keys": []}'
+    presence: REQUIRED
+"#,
+    )
+    .unwrap();
+    let out = meshctl(&[
+        "authz",
+        "-f",
+        f.to_str().unwrap(),
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--path",
+        "/",
+        "-o",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        (v["decision"].as_str(), v["status"].as_u64()),
+        (Some("DENY"), Some(401)),
+        "{v}"
+    );
+    assert_eq!(v["request_authentication"]["error"], "Jwt is missing");
+    assert!(
+        v["reason"].as_str().unwrap().contains("presence: REQUIRED"),
+        "{v}"
+    );
+}
