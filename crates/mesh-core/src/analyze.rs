@@ -28,6 +28,8 @@
 //! | IST0138 | warning | two Gateways, one's selector within the other's (or none), with a TLS server each using the same `credentialName` (or `serverCertificate` and `privateKey`) |
 //! | IST0149 | error | a VirtualService routing by JWT claims through a loaded Gateway whose loaded pod no RequestAuthentication (`istio-system` or its namespace) applies to |
 //! | IST0140 | warning | a VirtualService bound to gateways routes to a host without a subset that another VirtualService routes by subsets (istioctl's `analyzeSubset`: hosts compared as written) |
+//! | IST0107 / IST0108 / IST0125 / IST0135 | warning (IST0135 info) | an Istio annotation on a Namespace, Service, Pod or Deployment that is misplaced, unknown, has a value the injector refuses, or is deprecated (istioctl's `annotations.K8sAnalyzer`) |
+//! | IST0101 | warning | a destination host that is loaded but not exported (ServiceEntry `exportTo`, Service `networking.istio.io/exportTo`) to the VirtualService's namespace or the namespaces it is exported to (istioctl's `GetDestinationHost`) |
 //! | IST0127 | warning | a policy's selector matches no loaded workload in its namespace; a namespace-wide AuthorizationPolicy of a namespace (not the root) with no loaded workload, when the files hold workloads |
 //! | IST0128 / IST0129 | warning | DestinationRule TLS SIMPLE/MUTUAL without `caCertificates` (top level / port level), unless a `credentialName` gives them to a DestinationRule with a `workloadSelector` |
 //! | IST0132 | warning | no host of a VirtualService is among its loaded Gateway's server hosts (istioctl's `vsHostInGateway`: one match is enough) |
@@ -451,8 +453,12 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     // Indexes.
     let mut services: HashSet<String> = HashSet::new(); // FQDNs and SE hosts
-                                                        // a service's workload selector (a Kubernetes Service's selector, a ServiceEntry's
-                                                        // workloadSelector), by FQDN / SE host, for the subsets that select no pod
+                                                        // the namespaces each host is exported to ("*": all), as istioctl's destination-host
+                                                        // lookup indexes them (a ServiceEntry's `exportTo`, a Service's
+                                                        // `networking.istio.io/exportTo` annotation)
+    let mut scopes: HashMap<String, Vec<String>> = HashMap::new();
+    // a service's workload selector (a Kubernetes Service's selector, a ServiceEntry's
+    // workloadSelector), by FQDN / SE host, for the subsets that select no pod
     let mut service_selectors: HashMap<String, &Labels> = HashMap::new();
     // the labels of WorkloadEntries and of ServiceEntries' inline endpoints: endpoints a
     // subset may select besides pods
@@ -477,6 +483,26 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 if let Some(sel) = &svc.selector {
                     service_selectors.insert(fq.clone(), sel);
                 }
+                let export = o
+                    .metadata
+                    .annotations
+                    .get("networking.istio.io/exportTo")
+                    .filter(|a| !a.is_empty())
+                    .map_or_else(
+                        || vec!["*".to_owned()],
+                        |a| {
+                            a.split(',')
+                                .map(|e| {
+                                    if e == "." {
+                                        ns.to_owned()
+                                    } else {
+                                        e.to_owned()
+                                    }
+                                })
+                                .collect()
+                        },
+                    );
+                scopes.entry(fq.clone()).or_default().extend(export);
                 services.insert(fq);
             }
             Spec::ServiceEntry(se) => {
@@ -504,6 +530,15 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 entry_labels.extend(se.endpoints.iter().map(|e| &e.labels));
                 for h in &se.hosts {
                     services.insert(h.to_ascii_lowercase());
+                    let export: Vec<String> = if se.export_to.is_empty() {
+                        vec!["*".to_owned()]
+                    } else {
+                        se.export_to
+                            .iter()
+                            .map(|e| if e == "." { ns.to_owned() } else { e.clone() })
+                            .collect()
+                    };
+                    scopes.entry(cx.fqdn(h, ns)).or_default().extend(export);
                     se_hosts.push((o, h));
                     if let Some(sel) = &se.workload_selector {
                         service_selectors.insert(h.to_ascii_lowercase(), &sel.labels);
@@ -548,6 +583,34 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
         .filter(|s| host::is_wildcard(s))
         .map(String::as_str)
         .collect();
+    // istioctl's `GetDestinationHost`: a destination host of a VirtualService in `vs_ns`
+    // exported to `vs_export` is found when exported to all namespaces, to `vs_ns` (the
+    // VirtualService not exported elsewhere) or to one the VirtualService is exported to;
+    // or under a wildcard ServiceEntry host exported to all or to `vs_ns`
+    let host_visible = |fq: &str, raw: &str, vs_ns: &str, vs_export: &[String]| -> bool {
+        let exported = |scope: &str| {
+            scope == "*"
+                || if vs_export.is_empty() {
+                    scope == vs_ns
+                } else {
+                    vs_export
+                        .iter()
+                        .any(|e| e == scope || (e == "." && scope == vs_ns))
+                }
+        };
+        if scopes
+            .get(fq)
+            .is_some_and(|s| s.iter().any(|scope| exported(scope)))
+        {
+            return true;
+        }
+        let raw = raw.to_ascii_lowercase();
+        scopes.iter().any(|(h, s)| {
+            host::is_wildcard(h)
+                && s.iter().any(|scope| scope == "*" || scope == vs_ns)
+                && raw.strip_prefix('*').unwrap_or(&raw).ends_with(&h[1..])
+        })
+    };
     let host_known = |h: &str| -> bool {
         services.contains(h)
             || wildcard_services.iter().any(|s| host::matches(s, h))
@@ -815,19 +878,33 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                             _ => {}
                         }
                     }
-                    if registry_known
-                        && !host_known(&fq)
-                        && !host_known(&d.host.to_ascii_lowercase())
-                    {
+                    let known = host_known(&fq) || host_known(&d.host.to_ascii_lowercase());
+                    let what = if path.contains(".mirror") {
+                        "mirror host"
+                    } else {
+                        "host"
+                    };
+                    if registry_known && !known {
                         cx.report(
                             o,
                             Severity::Warning,
                             codes::REFERENCED_RESOURCE_NOT_FOUND,
                             &format!("{path}.host"),
-                            format!("Referenced host not found: \"{}\"", d.host),
+                            format!("Referenced {what} not found: \"{}\"", d.host),
                         )
                         .help = Some(format!(
                             "{fq} is neither a loaded Kubernetes Service nor a ServiceEntry host; requests routed there get 503"
+                        ));
+                    } else if registry_known && !host_visible(&fq, &d.host, ns, &vs.export_to) {
+                        cx.report(
+                            o,
+                            Severity::Warning,
+                            codes::REFERENCED_RESOURCE_NOT_FOUND,
+                            &format!("{path}.host"),
+                            format!("Referenced {what} not found: \"{}\"", d.host),
+                        )
+                        .help = Some(format!(
+                            "{fq} is loaded but not exported to namespace {ns} (its ServiceEntry `exportTo` or Service `networking.istio.io/exportTo` annotation), nor to the namespaces this VirtualService is exported to"
                         ));
                     }
                 };

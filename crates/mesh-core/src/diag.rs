@@ -989,6 +989,86 @@ pub mod codes {
     /// assert_eq!(codes::INVALID_GATEWAY_CREDENTIAL, "IST0161");
     /// ```
     pub const INVALID_GATEWAY_CREDENTIAL: &str = "IST0161";
+    /// MisplacedAnnotation: an Istio annotation on a kind it does not apply to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: apps/v1
+    /// kind: Deployment
+    /// metadata:
+    ///   name: fortio
+    ///   annotations: {sidecar.istio.io/proxyCPU: 500m}
+    /// spec: {template: {metadata: {labels: {app: fortio}}}}
+    /// ", "d.yaml");
+    /// let found = mesh_core::analyze::analyze(&loaded.objects);
+    /// assert!(found.iter().any(|d| d.code == codes::MISPLACED_ANNOTATION), "{found:#?}");
+    /// assert_eq!(codes::MISPLACED_ANNOTATION, "IST0107");
+    /// ```
+    pub const MISPLACED_ANNOTATION: &str = "IST0107";
+    /// UnknownAnnotation: an annotation in an `istio.io` domain Istio does not define.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata:
+    ///   name: httpbin
+    ///   annotations: {networking.istio.io/exportTO: bar}
+    /// spec: {ports: [{name: http, port: 8000}]}
+    /// ", "s.yaml");
+    /// let found = mesh_core::analyze::analyze(&loaded.objects);
+    /// assert!(found.iter().any(|d| d.code == codes::UNKNOWN_ANNOTATION), "{found:#?}");
+    /// assert_eq!(codes::UNKNOWN_ANNOTATION, "IST0108");
+    /// ```
+    pub const UNKNOWN_ANNOTATION: &str = "IST0108";
+    /// InvalidAnnotation: an Istio annotation whose value the injector refuses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: v1
+    /// kind: Pod
+    /// metadata:
+    ///   name: p
+    ///   annotations: {sidecar.istio.io/interceptionMode: NOPE}
+    /// spec: {containers: [{name: app}]}
+    /// ", "p.yaml");
+    /// let found = mesh_core::analyze::analyze(&loaded.objects);
+    /// assert!(found.iter().any(|d| d.code == codes::INVALID_ANNOTATION), "{found:#?}");
+    /// assert_eq!(codes::INVALID_ANNOTATION, "IST0125");
+    /// ```
+    pub const INVALID_ANNOTATION: &str = "IST0125";
+    /// DeprecatedAnnotation: an Istio annotation marked deprecated.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::codes;
+    ///
+    /// let loaded = mesh_core::load::load_str("
+    /// apiVersion: v1
+    /// kind: Pod
+    /// metadata:
+    ///   name: p
+    ///   annotations: {sidecar.istio.io/inject: 'false'}
+    /// spec: {containers: [{name: app}]}
+    /// ", "p.yaml");
+    /// let found = mesh_core::analyze::analyze(&loaded.objects);
+    /// assert!(found.iter().any(|d| d.code == codes::DEPRECATED_ANNOTATION), "{found:#?}");
+    /// assert_eq!(codes::DEPRECATED_ANNOTATION, "IST0135");
+    /// ```
+    pub const DEPRECATED_ANNOTATION: &str = "IST0135";
     /// IneffectivePolicy.
     ///
     /// # Examples

@@ -390,3 +390,110 @@ spec: {workloadSelector: {labels: {app: a}}, egress: [{hosts: ['./*']}]}
         "{ds:#?}"
     );
 }
+
+/// istioctl's destination-host lookup (`GetDestinationHost`): a host is found only where it
+/// is exported (a ServiceEntry's `exportTo`, a Service's `networking.istio.io/exportTo`
+/// annotation) to the VirtualService's namespace, or to one it is exported to.
+#[test]
+fn destination_hosts_are_looked_up_where_exported() {
+    let vs = |name: &str, ns: &str, export: &str, http: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  hosts: [{name}.example.com]
+  exportTo: {export}
+  http: [{http}]
+"
+        )
+    };
+    let route = |host: &str| format!("{{route: [{{destination: {{host: {host}}}}}]}}");
+    let yaml = format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: details, namespace: default, annotations: {{networking.istio.io/exportTo: banana}}}}
+spec: {{selector: {{app: details}}, ports: [{{port: 9080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: hello, namespace: hello, annotations: {{networking.istio.io/exportTo: 'hello1,hello2,.'}}}}
+spec: {{selector: {{app: hello}}, ports: [{{port: 9080}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: default}}
+spec: {{selector: {{app: reviews}}, ports: [{{port: 9080}}]}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: other, namespace: other}}
+spec: {{hosts: [other.bookinfo.com], exportTo: ['.'], ports: [{{number: 80, name: http, protocol: HTTP}}], resolution: DNS}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: abc, namespace: other}}
+spec: {{hosts: [abc.bookinfo.com], exportTo: [default], ports: [{{number: 80, name: http, protocol: HTTP}}], resolution: DNS}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: eu, namespace: default}}
+spec: {{hosts: ['*.eu.bookinfo.com'], ports: [{{number: 80, name: http, protocol: HTTP}}], resolution: NONE}}
+{}{}{}{}{}{}{}{}",
+        vs("cross-namespace-details", "istio-system", "[]", &route("details.default.svc.cluster.local")),
+        vs("banana-details", "banana", "[]", &route("details.default.svc.cluster.local")),
+        vs("bookinfo-other", "default", "[]", &route("other.bookinfo.com")),
+        vs("export-to-bogus", "hello", "[bogus]", &route("hello")),
+        vs("hello", "hello", "[]", &route("hello")),
+        vs("abc", "default", "[]", &route("abc.bookinfo.com")),
+        vs("eu", "default", "[]", &route("reviews.eu.bookinfo.com")),
+        vs(
+            "mirror-bogus",
+            "default",
+            "[]",
+            "{route: [{destination: {host: reviews}}], mirror: {host: reviews-bogus}}"
+        ),
+    );
+    let ds = run(&yaml);
+    let mut found: Vec<(String, &str)> = codes(&ds, "IST0101")
+        .iter()
+        .map(|d| {
+            let line = d.line;
+            let name = yaml
+                .lines()
+                .take(line as usize)
+                .filter_map(|l| l.strip_prefix("metadata: {name: "))
+                .last()
+                .unwrap_or("")
+                .split(',')
+                .next()
+                .unwrap()
+                .to_owned();
+            (name, d.message.as_str())
+        })
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "bookinfo-other".to_owned(),
+                "Referenced host not found: \"other.bookinfo.com\""
+            ),
+            (
+                "cross-namespace-details".to_owned(),
+                "Referenced host not found: \"details.default.svc.cluster.local\""
+            ),
+            (
+                "export-to-bogus".to_owned(),
+                "Referenced host not found: \"hello\""
+            ),
+            (
+                "mirror-bogus".to_owned(),
+                "Referenced mirror host not found: \"reviews-bogus\""
+            ),
+        ],
+        "{ds:#?}"
+    );
+}
