@@ -1420,15 +1420,15 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     // istioctl's sidecar SelectorAnalyzer: a Sidecar has no effect in an ambient namespace
     // (`istio.io/dataplane-mode: ambient`) or on an ambient pod
     // (`ambient.istio.io/redirection: enabled`), where no sidecar runs
+    // (istioctl's `NamespaceInAmbientMode`: sidecar injection, by label or revision, wins)
     let ambient_namespaces: HashSet<&str> = objs
         .iter()
         .filter(|o| {
+            let l = &o.metadata.labels;
             o.kind == Kind::Namespace
-                && o.metadata
-                    .labels
-                    .get("istio.io/dataplane-mode")
-                    .map(String::as_str)
-                    == Some("ambient")
+                && l.get("istio.io/dataplane-mode").map(String::as_str) == Some("ambient")
+                && l.get("istio-injection").map(String::as_str) != Some("enabled")
+                && !l.contains_key("istio.io/rev")
         })
         .map(|o| o.metadata.name.as_str())
         .collect();
@@ -1488,6 +1488,11 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 _ => Vec::new(),
             };
             if namespaces.is_empty() {
+                // istioctl's SecretAnalyzer stops at a selector that matches no workload
+                // (reported above): it looks for no credential
+                if gw.selector.as_ref().is_some_and(|s| !s.is_empty()) && !gw_workloads.is_empty() {
+                    continue;
+                }
                 namespaces.push(o.metadata.namespace.as_str());
             }
             namespaces.sort_unstable();

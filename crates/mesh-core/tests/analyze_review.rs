@@ -342,6 +342,15 @@ fn sidecars_in_ambient_mode_have_no_effect() {
 kind: Namespace
 metadata: {name: ns-ambient, labels: {istio.io/dataplane-mode: ambient}}
 ---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ns-not-ambient, labels: {istio.io/dataplane-mode: ambient, istio.io/rev: canary}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: namespace-not-ambient, namespace: ns-not-ambient}
+spec: {egress: [{hosts: ['./*']}]}
+---
 apiVersion: networking.istio.io/v1
 kind: Sidecar
 metadata: {name: namespace-scoped, namespace: ns-ambient}
@@ -494,6 +503,37 @@ spec: {{hosts: ['*.eu.bookinfo.com'], ports: [{{number: 80, name: http, protocol
                 "Referenced mirror host not found: \"reviews-bogus\""
             ),
         ],
+        "{ds:#?}"
+    );
+}
+
+/// istioctl's gateway `SecretAnalyzer` stops at a selector that matches no workload: the
+/// Gateway's credential is not looked for (one finding, not two).
+#[test]
+fn a_gateway_without_workload_has_no_credential_finding() {
+    let ds = run("apiVersion: v1
+kind: Secret
+metadata: {name: other-cert, namespace: istio-system}
+type: kubernetes.io/tls
+data: {tls.crt: Y2VydA==, tls.key: a2V5}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bogusgateway, namespace: default}
+spec:
+  selector: {istio: bogus}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ['*']
+    tls: {mode: SIMPLE, credentialName: missing-cert}
+");
+    let found: Vec<&str> = codes(&ds, "IST0101")
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        found,
+        ["Referenced selector not found: \"istio=bogus\""],
         "{ds:#?}"
     );
 }
