@@ -35,7 +35,7 @@
 //! | IST0132 | warning | no host of a VirtualService is among its loaded Gateway's server hosts (istioctl's `vsHostInGateway`: one match is enough) |
 //! | IST0145 | error | Gateways selecting the same workloads (same selector, or a loaded workload both select) with servers on the same port and `bind` sharing a `hosts` entry |
 //! | IST0101 | warning | a Gateway `credentialName` with no loaded Secret in the gateway workload's namespace (nothing when no Secrets are loaded) |
-//! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`) |
+//! | IST0161 | error | the referenced Secret has no `tls.crt`/`tls.key` (or `cert`/`key`), or its certificate is not PEM X.509, is expired or not yet valid (istiod's `ValidateCertificate`) |
 //! | IST0174 | warning | a DestinationRule host matches no loaded service |
 //! | IST0173 | error | a DestinationRule subset whose labels (with its service's selector) no loaded pod, workload controller's template, WorkloadEntry or ServiceEntry endpoint has (only when pods or controllers are loaded) |
 //! | IM0201 | warning | several DestinationRules for one host in one namespace (Istio merges them) |
@@ -1546,7 +1546,20 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                 ),
                             );
                         }
-                        Some(_) => {}
+                        Some((s, sec)) => {
+                            if let Some(problem) = &sec.cert_problem {
+                                cx.report(
+                                    o,
+                                    Severity::Error,
+                                    codes::INVALID_GATEWAY_CREDENTIAL,
+                                    &path,
+                                    format!(
+                                        "The credential referenced by the gateway is invalid: the certificate of Secret {}/{} cannot be served: {problem}",
+                                        s.metadata.namespace, s.metadata.name
+                                    ),
+                                );
+                            }
+                        }
                     }
                 }
             }

@@ -425,33 +425,39 @@ spec:
 
 #[test]
 fn gateway_credentials_checked_against_loaded_secrets() {
-    let yaml = "apiVersion: v1
+    let cert = mesh_core::names::base64_encode(
+        include_bytes!("../../../../shared/istio-samples/certs/workload-foo-cert.pem"),
+        false,
+    );
+    let yaml = &format!(
+        "apiVersion: v1
 kind: Secret
-metadata: {name: good-cert, namespace: istio-system}
+metadata: {{name: good-cert, namespace: istio-system}}
 type: kubernetes.io/tls
-data: {tls.crt: AAAA, tls.key: BBBB}
+data: {{tls.crt: {cert}, tls.key: BBBB}}
 ---
 apiVersion: v1
 kind: Secret
-metadata: {name: bad-cert, namespace: istio-system}
-stringData: {password: hunter2}
+metadata: {{name: bad-cert, namespace: istio-system}}
+stringData: {{password: hunter2}}
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
-metadata: {name: gw, namespace: istio-system}
+metadata: {{name: gw, namespace: istio-system}}
 spec:
-  selector: {istio: ingressgateway}
+  selector: {{istio: ingressgateway}}
   servers:
-  - port: {number: 443, name: https-good, protocol: HTTPS}
+  - port: {{number: 443, name: https-good, protocol: HTTPS}}
     hosts: [a.example.com]
-    tls: {mode: SIMPLE, credentialName: good-cert}
-  - port: {number: 444, name: https-bad, protocol: HTTPS}
+    tls: {{mode: SIMPLE, credentialName: good-cert}}
+  - port: {{number: 444, name: https-bad, protocol: HTTPS}}
     hosts: [b.example.com]
-    tls: {mode: SIMPLE, credentialName: bad-cert}
-  - port: {number: 445, name: https-missing, protocol: HTTPS}
+    tls: {{mode: SIMPLE, credentialName: bad-cert}}
+  - port: {{number: 445, name: https-missing, protocol: HTTPS}}
     hosts: [c.example.com]
-    tls: {mode: SIMPLE, credentialName: demo-tls-cert}
-";
+    tls: {{mode: SIMPLE, credentialName: demo-tls-cert}}
+"
+    );
     let l = load_str(yaml, "s.yaml");
     let secret = l.objects[1].spec.as_secret().unwrap();
     assert_eq!(secret.keys, ["password"], "values are never kept");

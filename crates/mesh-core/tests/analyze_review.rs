@@ -537,3 +537,92 @@ spec:
         "{ds:#?}"
     );
 }
+
+/// istioctl's gateway `SecretAnalyzer` (`isValidSecret`): the Secret's certificate must be
+/// PEM X.509 within its validity window (istiod's `ValidateCertificate`), else IST0161.
+#[test]
+fn gateway_credentials_are_parsed_and_dated() {
+    const EXPIRED: &str = include_str!("fixtures/certs/expired-2023.pem");
+    const VALID: &str =
+        include_str!("../../../../shared/istio-samples/certs/workload-foo-cert.pem");
+    let b64 = |pem: &str| mesh_core::names::base64_encode(pem.as_bytes(), false);
+    let secret = |name: &str, data: &str| {
+        format!(
+            "---
+apiVersion: v1
+kind: Secret
+metadata: {{name: {name}, namespace: istio-system}}
+type: kubernetes.io/tls
+data: {data}
+"
+        )
+    };
+    let gateway = |name: &str, cred: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https-{name}, protocol: HTTPS}}
+    hosts: ['{name}.example.com']
+    tls: {{mode: SIMPLE, credentialName: {cred}}}
+"
+        )
+    };
+    let yaml = format!(
+        "{}{}{}{}{}{}{}",
+        secret(
+            "valid",
+            &format!("{{tls.crt: {}, tls.key: a2V5}}", b64(VALID))
+        ),
+        secret(
+            "expired",
+            &format!("{{tls.crt: {}, tls.key: a2V5}}", b64(EXPIRED))
+        ),
+        secret(
+            "junk",
+            "{cert: aHVzaCBodXNoIGh1c2gK, key: c2VjcmV0IHNlY3JldAo=}"
+        ),
+        gateway("valid", "valid"),
+        gateway("expired", "expired"),
+        gateway("junk", "junk"),
+        // the certificate as plain `stringData` counts too
+        "---
+apiVersion: v1
+kind: Secret
+metadata: {name: plain, namespace: istio-system}
+stringData: {cert: not a pem, key: k}
+",
+    );
+    let ds = run(&format!("{yaml}{}", gateway("plain", "plain")));
+    let mut found: Vec<&str> = codes(&ds, "IST0161")
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    found.sort_unstable();
+    assert_eq!(found.len(), 3, "{ds:#?}");
+    assert!(
+        found[0].contains("Secret istio-system/expired")
+            && found[0].contains("certificate is expired"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].contains("Secret istio-system/junk") && found[1].contains("pem decode failed"),
+        "{found:#?}"
+    );
+    assert!(
+        found[2].contains("Secret istio-system/plain") && found[2].contains("pem decode failed"),
+        "{found:#?}"
+    );
+    // the model keeps the finding, not the values
+    let l = load_str(&yaml, "a.yaml");
+    let s = l
+        .objects
+        .iter()
+        .find(|o| o.metadata.name == "valid")
+        .unwrap();
+    assert_eq!(s.spec.as_secret().unwrap().cert_problem, None);
+}

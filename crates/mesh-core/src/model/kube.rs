@@ -203,9 +203,9 @@ pub struct KubeWorkload {
     pub containers: Vec<String>,
 }
 
-/// A Kubernetes `Secret`, reduced to what credential checks need: the type and the names of
-/// its keys (`tls.crt`, `tls.key`, `ca.crt`, `cert`, `key`, `cacert`). Values are skipped
-/// while parsing and never stored.
+/// A Kubernetes `Secret`, reduced to what credential checks need: the type, the names of
+/// its keys (`tls.crt`, `tls.key`, `ca.crt`, `cert`, `key`, `cacert`) and what is wrong
+/// with its certificate. Values are read while loading and never stored.
 ///
 /// # Examples
 ///
@@ -231,6 +231,53 @@ pub struct KubeSecret {
     pub secret_type: Option<String>,
     /// Key names from `data` and `stringData`, sorted.
     pub keys: Vec<String>,
+    /// Why the server certificate (`tls.crt`, else `cert`) is not one istiod would serve,
+    /// as istiod's `ValidateCertificate` judges it when the Secret is loaded: not PEM, not
+    /// X.509, expired or not yet valid. `None` when valid or absent.
+    #[serde(default)]
+    pub cert_problem: Option<String>,
+}
+
+/// istiod's `ValidateCertificate` on a PEM certificate chain at `now` (seconds since the
+/// Unix epoch): the first PEM block's certificates, each within its validity window.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::certificate_problem;
+///
+/// assert_eq!(certificate_problem(b"hush hush hush", 0).as_deref(), Some("pem decode failed"));
+/// ```
+pub fn certificate_problem(pem: &[u8], now: i64) -> Option<String> {
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem) else {
+        return Some("pem decode failed".to_owned());
+    };
+    let mut der: &[u8] = &block.contents;
+    loop {
+        let cert = match x509_parser::parse_x509_certificate(der) {
+            Ok((rest, cert)) => {
+                der = rest;
+                cert
+            }
+            Err(e) => return Some(format!("x509: malformed certificate ({e})")),
+        };
+        let validity = cert.validity();
+        if now > validity.not_after.timestamp() {
+            return Some(format!(
+                "certificate is expired (not after {})",
+                validity.not_after
+            ));
+        }
+        if now < validity.not_before.timestamp() {
+            return Some(format!(
+                "certificate is not yet valid (not before {})",
+                validity.not_before
+            ));
+        }
+        if der.is_empty() {
+            return None;
+        }
+    }
 }
 
 impl KubeSecret {
@@ -351,13 +398,34 @@ pub(crate) mod raw {
         #[serde(rename = "type")]
         pub(crate) secret_type: Option<String>,
         #[serde(default)]
-        pub(crate) data: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+        pub(crate) data: std::collections::BTreeMap<String, serde_json::Value>,
         #[serde(default)]
-        pub(crate) string_data: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+        pub(crate) string_data: std::collections::BTreeMap<String, serde_json::Value>,
     }
 
     impl Secret {
         pub(crate) fn into_model(self) -> super::KubeSecret {
+            // istiod's ExtractCertInfo: `tls.crt` with `tls.key`, else `cert` with `key`
+            let value = |k: &str| -> Option<Vec<u8>> {
+                if let Some(v) = self.string_data.get(k).and_then(|v| v.as_str()) {
+                    return Some(v.as_bytes().to_vec());
+                }
+                let v = self.data.get(k)?.as_str()?;
+                Some(
+                    crate::names::base64_decode(v.trim(), false)
+                        .unwrap_or_else(|| v.as_bytes().to_vec()),
+                )
+            };
+            let pair = |c: &str, k: &str| {
+                let cert = value(c).filter(|v| !v.is_empty())?;
+                value(k).filter(|v| !v.is_empty()).map(|_| cert)
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let cert_problem = pair("tls.crt", "tls.key")
+                .or_else(|| pair("cert", "key"))
+                .and_then(|pem| super::certificate_problem(&pem, now));
             let mut keys: Vec<String> = self
                 .data
                 .into_keys()
@@ -368,6 +436,7 @@ pub(crate) mod raw {
             super::KubeSecret {
                 secret_type: self.secret_type,
                 keys,
+                cert_problem,
             }
         }
     }

@@ -62,7 +62,8 @@ pub use destination_rule::*;
 pub use gateway::*;
 pub(crate) use kube::raw as kube_raw;
 pub use kube::{
-    ContainerPort, IntOrString, KubeSecret, KubeService, KubeServicePort, KubeWorkload,
+    certificate_problem, ContainerPort, IntOrString, KubeSecret, KubeService, KubeServicePort,
+    KubeWorkload,
 };
 pub use security::*;
 pub use service_entry::*;
