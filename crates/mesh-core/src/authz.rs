@@ -62,13 +62,50 @@ use crate::model::{
 };
 use crate::names::{labels_match, parse_principal, MeshOptions};
 
-/// A string pattern: exact, `prefix*`, `*suffix`, `*` (any non-empty value).
+/// A string pattern: exact, `prefix*`, `*suffix`, `*` (any non-empty value), or the
+/// regular expression istiod made of a value with regex metacharacters ([`principal_pat`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Pat {
     Any,
     Exact(Box<str>),
     Prefix(Box<str>),
     Suffix(Box<str>),
+    Regex(Re),
+}
+
+/// A compiled regular expression, compared by its pattern.
+#[derive(Debug, Clone)]
+struct Re(regex::Regex);
+
+impl PartialEq for Re {
+    fn eq(&self, other: &Re) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Re {}
+
+/// Characters that make a value written into one of istiod's regular expressions mean more
+/// than itself.
+const REGEX_META: &[char] = &[
+    '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$', '\\',
+];
+
+/// A `principals` (or `source.principal`) value as Envoy matches it: istiod writes a
+/// `*suffix` one into the regex `spiffe://.*<suffix>` without escaping it, so `.` there is
+/// any character and `[0]` a class. A value without metacharacters is a plain [`Pat`]
+/// (the same matches, no regex on the request path).
+fn principal_pat(v: &str) -> Result<Pat, String> {
+    match v.strip_prefix('*') {
+        Some(suffix) if !suffix.is_empty() && suffix.contains(REGEX_META) => {
+            regex::Regex::new(&format!("^(?:.*{suffix})$"))
+                .map(|re| Pat::Regex(Re(re)))
+                .map_err(|e| {
+                    format!("principal {v:?} is not a valid regular expression for Envoy: {e}")
+                })
+        }
+        _ => Ok(Pat::new(v)),
+    }
 }
 
 impl Pat {
@@ -92,6 +129,7 @@ impl Pat {
             Pat::Exact(e) => s == &**e,
             Pat::Prefix(p) => s.starts_with(&**p),
             Pat::Suffix(p) => s.ends_with(&**p),
+            Pat::Regex(re) => re.0.is_match(s),
         }
     }
 
@@ -107,6 +145,7 @@ impl Pat {
                 s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
             }
             Pat::Suffix(p) => ends(s, p),
+            Pat::Regex(re) => re.0.is_match(s),
         }
     }
 }
@@ -168,6 +207,8 @@ impl<'a> TrustDomains<'a> {
                 }
             };
             let known = td == "cluster.local" || self.0.iter().any(|&t| string_match(td, t));
+            // (istiod's stringMatch takes the principal's trust domain as the pattern:
+            // `*bar` covers the bundle's `foobar`, `td*` its `td1`)
             if !known {
                 out.push(v.clone());
                 continue;
@@ -208,12 +249,14 @@ impl<'a> TrustDomains<'a> {
     }
 }
 
-/// istiod's `trustdomain.stringMatch` of one value: exact, `*`, `prefix*` or `*suffix`.
-fn string_match(a: &str, pattern: &str) -> bool {
-    a == pattern
-        || pattern == "*"
-        || pattern.strip_suffix('*').is_some_and(|p| a.starts_with(p))
-        || pattern.strip_prefix('*').is_some_and(|p| a.ends_with(p))
+/// istiod's `trustdomain.stringMatch(a, [td])`: the principal's trust domain `a` is the
+/// pattern (exact, `prefix*` or `*suffix`) for the bundle's trust domain `td`, or `td` is
+/// `*`.
+fn string_match(a: &str, td: &str) -> bool {
+    a == td
+        || td == "*"
+        || a.strip_suffix('*').is_some_and(|p| td.starts_with(p))
+        || a.strip_prefix('*').is_some_and(|p| td.ends_with(p))
 }
 
 /// Whether the principal `p` (without `spiffe://`) is service account `sa` of namespace
@@ -245,13 +288,27 @@ fn ns_sa(s: &str, ns: &str) -> Result<NsSa, String> {
     if s.contains('*') {
         return Err(format!("wildcard not allowed, found in {s}"));
     }
-    match s.split('/').collect::<Vec<_>>()[..] {
-        [sa] if !sa.is_empty() => Ok((ns.into(), sa.into())),
-        [n, sa] if !n.is_empty() && !sa.is_empty() => Ok((n.into(), sa.into())),
-        _ => Err(format!(
-            "expected format 'serviceAccount' or 'namespace/serviceAccount', found {s:?}"
-        )),
-    }
+    let (n, sa) = match s.split('/').collect::<Vec<_>>()[..] {
+        [sa] if !sa.is_empty() => (ns, sa),
+        [n, sa] if !n.is_empty() && !sa.is_empty() => (n, sa),
+        _ => {
+            return Err(format!(
+                "expected format 'serviceAccount' or 'namespace/serviceAccount', found {s:?}"
+            ))
+        }
+    };
+    // istiod's `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` takes them unescaped: with
+    // metacharacters (a `.` in an account name), Envoy matches that regex
+    let re = if n.contains(REGEX_META) || sa.contains(REGEX_META) {
+        let re =
+            regex::Regex::new(&format!("^(?:.+/ns/{n}/(.+/|)sa/{sa}(/.+)?)$")).map_err(|e| {
+                format!("service account {s:?} is not a valid regular expression for Envoy: {e}")
+            })?;
+        Some(Re(re))
+    } else {
+        None
+    };
+    Ok((n.into(), sa.into(), re))
 }
 
 /// A `requestPrincipals` value as Istio compiles it: split at its last `/` into an
@@ -335,6 +392,13 @@ impl PathPat {
             return Ok(PathPat::Plain(Pat::new(v)));
         }
         check_path_template(v).map_err(|e| format!("invalid or unsupported path {v}: {e}"))?;
+        // istiod accepts it, but Envoy's uri_template must start with `/`: the listener's
+        // update is refused, and the policy never applies as written (fail closed here)
+        if !v.starts_with('/') {
+            return Err(format!(
+                "path template {v} does not start with `/`: Envoy refuses it"
+            ));
+        }
         let segs: Box<[Seg]> = v
             .split('/')
             .map(|seg| match seg {
@@ -456,8 +520,9 @@ fn list<T>(v: &[String], f: impl Fn(&str) -> Result<T, String>) -> Result<Box<[T
     v.iter().map(|s| f(s)).collect()
 }
 
-/// (namespace, service account).
-type NsSa = (Box<str>, Box<str>);
+/// A `serviceAccounts` value: namespace, account, and the regex Envoy matches when they
+/// hold regex metacharacters.
+type NsSa = (Box<str>, Box<str>, Option<Re>);
 
 #[derive(Debug, Clone)]
 struct CSource {
@@ -493,6 +558,9 @@ struct COperation {
 #[derive(Debug, Clone)]
 enum Attr {
     Header(HeaderName),
+    /// `request.experimental.inline.headers[name]`: one element of the header's
+    /// comma-separated values, by Istio's regular expression.
+    InlineHeader(HeaderName),
     /// `request.headers[:authority]`, `[:method]`, `[:path]`, `[:scheme]`: Envoy's header
     /// matcher reads the pseudo-headers.
     Pseudo(Pseudo),
@@ -529,6 +597,26 @@ enum Pseudo {
 
 impl Attr {
     fn parse(key: &str) -> Result<Attr, String> {
+        if let Some(rest) = key.strip_prefix("request.experimental.inline.headers[") {
+            let name = rest
+                .strip_suffix(']')
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| format!("bad key ({key}): should have format a[b]"))?;
+            let name = match name.to_ascii_lowercase().as_str() {
+                "host" => ":authority".to_owned(),
+                n => n.to_owned(),
+            };
+            return match name.as_str() {
+                ":authority" => Ok(Attr::Pseudo(Pseudo::Authority)),
+                ":method" => Ok(Attr::Pseudo(Pseudo::Method)),
+                ":path" => Ok(Attr::Pseudo(Pseudo::Path)),
+                ":scheme" => Ok(Attr::Pseudo(Pseudo::Scheme)),
+                n if n.starts_with(':') => Ok(Attr::Pseudo(Pseudo::Absent)),
+                n => HeaderName::from_bytes(n.as_bytes())
+                    .map(Attr::InlineHeader)
+                    .map_err(|_| format!("bad key ({key}): invalid header name")),
+            };
+        }
         if let Some(rest) = key.strip_prefix("request.headers[") {
             let name = rest
                 .strip_suffix(']')
@@ -599,6 +687,7 @@ impl Attr {
         matches!(
             self,
             Attr::Header(_)
+                | Attr::InlineHeader(_)
                 | Attr::Pseudo(_)
                 | Attr::AuthPrincipal
                 | Attr::AuthAudiences
@@ -619,6 +708,10 @@ enum Vals {
     ReqPrincipals(Box<[ReqPrincipal]>),
     Ips(Box<[IpNet]>),
     Ports(Box<[u16]>),
+    /// `request.experimental.inline.headers`: istiod's `^v$|^v,.*|.*,v,.*|.*,v$` for each
+    /// value `v` (put in unescaped, as istiod does), matched as Envoy's `safe_regex` (the
+    /// whole value).
+    Regexes(Box<[regex::Regex]>),
 }
 
 impl Vals {
@@ -635,8 +728,12 @@ impl Vals {
             Attr::SourceServiceAccount => Vals::ServiceAccounts(
                 list(v, |s| ns_sa(s, ns)).map_err(|e| format!("{e} (source.serviceAccount)"))?,
             ),
-            Attr::SourcePrincipal => pats(&tds.principals(v)),
+            Attr::SourcePrincipal => Vals::Pats(list(&tds.principals(v), principal_pat)?),
             Attr::SourceTrustDomain => pats(&tds.expand(v)),
+            Attr::InlineHeader(_) => Vals::Regexes(list(v, |s| {
+                regex::Regex::new(&format!("^(?:{s}|{s},.*|.*,{s},.*|.*,{s})$"))
+                    .map_err(|e| format!("invalid regular expression from {s:?}: {e}"))
+            })?),
             _ => pats(v),
         })
     }
@@ -649,6 +746,7 @@ impl Vals {
             Vals::ReqPrincipals(p) => p.is_empty(),
             Vals::Ips(p) => p.is_empty(),
             Vals::Ports(p) => p.is_empty(),
+            Vals::Regexes(p) => p.is_empty(),
         }
     }
 }
@@ -946,8 +1044,8 @@ fn compile_source(s: &RuleSource, ns: &str, tds: &TrustDomains<'_>) -> Result<CS
     let globs = |v: &[String]| -> Box<[Box<str>]> { v.iter().map(|s| namespace_glob(s)).collect() };
     let sa = |v: &[String]| -> Result<Box<[NsSa]>, String> { list(v, |s| ns_sa(s, ns)) };
     Ok(CSource {
-        principals: pats(&tds.principals(&s.principals)),
-        not_principals: pats(&tds.principals(&s.not_principals)),
+        principals: list(&tds.principals(&s.principals), principal_pat)?,
+        not_principals: list(&tds.principals(&s.not_principals), principal_pat)?,
         request_principals: s
             .request_principals
             .iter()
@@ -1004,7 +1102,12 @@ impl CSource {
         };
         let on_p = |pat: &Pat| p.is_some_and(|p| pat.matches(p));
         let on_td = |pat: &Pat| parsed.is_some_and(|(td, _, _)| pat.matches(td));
-        let on_sa = |(n, s): &(Box<str>, Box<str>)| p.is_some_and(|p| sa_matches(p, n, s));
+        let on_sa = |(n, s, re): &NsSa| {
+            p.is_some_and(|p| match re {
+                Some(re) => re.0.is_match(p),
+                None => sa_matches(p, n, s),
+            })
+        };
         let src = r.source_ip;
         let remote = r.remote_ip.or(r.source_ip);
         let on_ip = |ip: Option<IpAddr>| {
@@ -1107,6 +1210,19 @@ impl CCondition {
                     }
                 }
             }
+            Attr::InlineHeader(name) => {
+                let (Some(h), Vals::Regexes(res)) = (&r.http, vals) else {
+                    return false;
+                };
+                let mut it = h.headers.get_all(name).iter();
+                let Some(first) = it.next() else { return false };
+                let mut joined = first.to_str().unwrap_or("").to_owned();
+                for v in it {
+                    joined.push(',');
+                    joined.push_str(v.to_str().unwrap_or(""));
+                }
+                res.iter().any(|re| re.is_match(&joined))
+            }
             Attr::SourceIp => ips(r.source_ip),
             Attr::RemoteIp => ips(r.remote_ip.or(r.source_ip)),
             Attr::DestinationIp => ips(r.destination_ip),
@@ -1122,7 +1238,7 @@ impl CCondition {
             Attr::SourceTrustDomain => pats(parsed.map(|(td, _, _)| td)),
             Attr::SourceServiceAccount => match (vals, parsed) {
                 (Vals::ServiceAccounts(v), Some((_, ns, sa))) => {
-                    v.iter().any(|(n, s)| **n == *ns && **s == *sa)
+                    v.iter().any(|(n, s, _)| **n == *ns && **s == *sa)
                 }
                 _ => false,
             },

@@ -517,6 +517,11 @@ fn validate_operation(cx: &mut Ctx<'_>, p: &str, o: &Operation, prefix: &str) {
                     &format!("{p}.{field}[{k}]"),
                     format!("{prefix}invalid or unsupported path {shown}, found in {key}. {e}"),
                 );
+            } else if (v.contains("{*}") || v.contains("{**}")) && !v.starts_with('/') {
+                cx.lint_warn(
+                    &format!("{p}.{field}[{k}]"),
+                    format!("path template {v:?} does not start with `/`: istiod accepts it, but Envoy refuses the listener configuration with it, so the policy never applies as written (inmesh denies what the policy covers)"),
+                );
             }
         }
     }
@@ -628,6 +633,9 @@ fn validate_condition(cx: &mut Ctx<'_>, p: &str, c: &Condition, prefix: &str, cu
         None
     } else if key.starts_with("experimental.envoy.filters.") {
         (!map_key_ok(key)).then(|| format!("bad key ({key}): should have format a[b]"))
+    } else if key.starts_with("request.experimental.inline.headers") {
+        (!bracket_ok(key, "request.experimental.inline.headers"))
+            .then(|| format!("bad key ({key}): should have format a[b]"))
     } else if key.starts_with("request.headers") {
         (!bracket_ok(key, "request.headers") || key[16..key.len() - 1].contains("]["))
             .then(|| format!("bad key ({key}): should have format a[b]"))
