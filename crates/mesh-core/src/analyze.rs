@@ -884,18 +884,20 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     } else {
                         "host"
                     };
-                    if registry_known && !known {
-                        cx.report(
-                            o,
-                            Severity::Warning,
-                            codes::REFERENCED_RESOURCE_NOT_FOUND,
-                            &format!("{path}.host"),
-                            format!("Referenced {what} not found: \"{}\"", d.host),
-                        )
-                        .help = Some(format!(
+                    let missing = if !registry_known {
+                        None
+                    } else if !known {
+                        Some(format!(
                             "{fq} is neither a loaded Kubernetes Service nor a ServiceEntry host; requests routed there get 503"
-                        ));
-                    } else if registry_known && !host_visible(&fq, &d.host, ns, &vs.export_to) {
+                        ))
+                    } else if !host_visible(&fq, &d.host, ns, &vs.export_to) {
+                        Some(format!(
+                            "{fq} is loaded but not exported to namespace {ns} (its ServiceEntry `exportTo` or Service `networking.istio.io/exportTo` annotation), nor to the namespaces this VirtualService is exported to"
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(help) = missing {
                         cx.report(
                             o,
                             Severity::Warning,
@@ -903,9 +905,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                             &format!("{path}.host"),
                             format!("Referenced {what} not found: \"{}\"", d.host),
                         )
-                        .help = Some(format!(
-                            "{fq} is loaded but not exported to namespace {ns} (its ServiceEntry `exportTo` or Service `networking.istio.io/exportTo` annotation), nor to the namespaces this VirtualService is exported to"
-                        ));
+                        .help = Some(help);
                     }
                 };
                 for (i, r) in vs.http.iter().enumerate() {

@@ -58,6 +58,7 @@ use saphyr_parser::{Event, Parser, ScalarStyle};
 
 use crate::diag::{did_you_mean, Diagnostic, Severity};
 use crate::model::{ConfigObject, Kind};
+use crate::validate::common::{go_atoi, go_parse_uint, go_quote};
 
 use crate::diag::codes::{
     DEPRECATED_ANNOTATION, INVALID_ANNOTATION, MISPLACED_ANNOTATION, UNKNOWN_ANNOTATION,
@@ -442,89 +443,6 @@ fn parse_port(port: &str) -> Result<u64, String> {
 // ---------------------------------------------------------------------------------------
 // Go's parsers, with their error texts
 // ---------------------------------------------------------------------------------------
-
-/// Go's `strconv.Quote`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c < ' ' || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control()
-                || (c != ' ' && c.is_whitespace())
-                || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{feff}') =>
-            {
-                if (c as u32) < 0x10000 {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
-                } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Go's `strconv.ParseUint(s, 10, bits)`, digit by digit as Go reads them (so an overflow
-/// before a stray character is "value out of range").
-fn go_parse_uint(s: &str, bits: u32) -> Result<u64, String> {
-    let err = |why: &str| format!("strconv.ParseUint: parsing {}: {why}", go_quote(s));
-    if s.is_empty() {
-        return Err(err("invalid syntax"));
-    }
-    let max = if bits >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << bits) - 1
-    };
-    let mut n: u64 = 0;
-    for b in s.bytes() {
-        if !b.is_ascii_digit() {
-            return Err(err("invalid syntax"));
-        }
-        n = match n
-            .checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(b - b'0')))
-        {
-            Some(n) if n <= max => n,
-            _ => return Err(err("value out of range")),
-        };
-    }
-    Ok(n)
-}
-
-/// Go's `strconv.Atoi` (64-bit): an optional sign, then decimal digits.
-fn go_atoi(s: &str) -> Result<i64, String> {
-    let err = |why: &str| format!("strconv.Atoi: parsing {}: {why}", go_quote(s));
-    let (neg, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    let un = match go_parse_uint(digits, 64) {
-        Ok(n) => n,
-        Err(e) if e.ends_with("value out of range") => return Err(err("value out of range")),
-        Err(_) => return Err(err("invalid syntax")),
-    };
-    let cutoff = 1u64 << 63;
-    match (neg, un) {
-        (false, n) if n >= cutoff => Err(err("value out of range")),
-        (true, n) if n > cutoff => Err(err("value out of range")),
-        (true, n) => Ok((n as i64).wrapping_neg()),
-        (false, n) => Ok(n as i64),
-    }
-}
 
 /// An IP address as Go's `netip.ParseAddr` reads it: whether it is IPv6, and whether it has
 /// a zone (`fe80::1%eth0`).

@@ -576,19 +576,6 @@ pub(crate) fn go_parse_uint32(s: &str) -> Result<u64, String> {
     }
 }
 
-/// Go's `strconv.Atoi`: an optional sign and decimal digits, with its error text.
-pub(crate) fn go_atoi(s: &str) -> Result<i64, String> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "strconv.Atoi: parsing {}: invalid syntax",
-            go_quote(s)
-        ));
-    }
-    s.parse::<i64>()
-        .map_err(|_| format!("strconv.Atoi: parsing {}: value out of range", go_quote(s)))
-}
-
 /// istio's `security.ValidatePorts` for one value: `strconv.ParseUint(port, 10, 32)`, at most
 /// 65535 (0 is accepted). istiod prints the parse error, or `<nil>` when the number is only
 /// too large.
@@ -600,7 +587,7 @@ pub(crate) fn validate_security_port(v: &str) -> Result<(), String> {
     }
 }
 
-/// Go's `strconv.Quote` for the ASCII strings of config values.
+/// Go's `strconv.Quote`.
 pub(crate) fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -608,17 +595,79 @@ pub(crate) fn go_quote(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
             '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
+            '\t' => out.push_str("\\t"),
+            '\u{b}' => out.push_str("\\v"),
+            c if c < ' ' || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control()
+                || (c != ' ' && c.is_whitespace())
+                || matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{feff}') =>
+            {
+                if (c as u32) < 0x10000 {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
+                }
             }
             c => out.push(c),
         }
     }
     out.push('"');
     out
+}
+
+/// Go's `strconv.ParseUint(s, 10, bits)`, digit by digit as Go reads them (so an overflow
+/// before a stray character is "value out of range").
+pub(crate) fn go_parse_uint(s: &str, bits: u32) -> Result<u64, String> {
+    let err = |why: &str| format!("strconv.ParseUint: parsing {}: {why}", go_quote(s));
+    if s.is_empty() {
+        return Err(err("invalid syntax"));
+    }
+    let max = if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    };
+    let mut n: u64 = 0;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return Err(err("invalid syntax"));
+        }
+        n = match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+        {
+            Some(n) if n <= max => n,
+            _ => return Err(err("value out of range")),
+        };
+    }
+    Ok(n)
+}
+
+/// Go's `strconv.Atoi` (64-bit): an optional sign, then decimal digits.
+pub(crate) fn go_atoi(s: &str) -> Result<i64, String> {
+    let err = |why: &str| format!("strconv.Atoi: parsing {}: {why}", go_quote(s));
+    let (neg, digits) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let un = match go_parse_uint(digits, 64) {
+        Ok(n) => n,
+        Err(e) if e.ends_with("value out of range") => return Err(err("value out of range")),
+        Err(_) => return Err(err("invalid syntax")),
+    };
+    let cutoff = 1u64 << 63;
+    match (neg, un) {
+        (false, n) if n >= cutoff => Err(err("value out of range")),
+        (true, n) if n > cutoff => Err(err("value out of range")),
+        (true, n) => Ok((n as i64).wrapping_neg()),
+        (false, n) => Ok(n as i64),
+    }
 }
 
 /// istio's `security.ValidateIPs` for one value: a CIDR (Go's `netip.ParsePrefix`) or an IP,

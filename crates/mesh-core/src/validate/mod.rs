@@ -48,7 +48,7 @@
 use crate::diag::{codes, Diagnostic, Severity};
 use crate::model::{ConfigObject, Kind, Spec};
 
-mod common;
+pub(crate) mod common;
 mod destination_rule;
 mod gateway;
 pub use gateway::is_envoy_cipher_suite;
