@@ -248,3 +248,65 @@ spec:
     ));
     assert!(d.opaque, "{d:?}");
 }
+
+/// proto3 zero values are unset to istiod: a match `port: 0` or `sourceNamespace: ""`
+/// restricts nothing (and a delegate's inherits the root's), and validation accepts them.
+#[test]
+fn zero_valued_match_fields_are_unset() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [productpage]
+  http:
+  - match: [{port: 0, sourceNamespace: ''}]
+    route: [{destination: {host: productpage.org}}]
+  - route: [{destination: {host: example.org}}]
+";
+    let l = mesh_core::load::load_str(yaml, "vs.yaml");
+    let d = mesh_core::validate::validate_all(&l.objects);
+    assert!(d.iter().all(|d| !d.is_error()), "{d:#?}");
+    let s = snap(yaml);
+    let h = http::HeaderMap::new();
+    for port in [8080, 9090] {
+        let attrs = HttpRequestAttrs::new("default", "productpage", "/a", &h).with_port(port);
+        let d = s.route_http(&attrs);
+        assert_eq!(&*d.destinations()[0].host, "productpage.org", "{port}");
+    }
+}
+
+/// Envoy's `newUri`: a redirect path that does not start with `/` gets one.
+#[test]
+fn a_redirect_uri_without_slash_gets_one() {
+    let s = snap(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: vs, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - redirect: {uri: example.org, authority: some-authority.default.svc.cluster.local, redirectCode: 308}
+",
+    );
+    let h = http::HeaderMap::new();
+    let d = s.route_http(&HttpRequestAttrs::new(
+        "default",
+        "reviews:8080",
+        "/anything",
+        &h,
+    ));
+    let mesh_core::route::RouteOutcome::Redirect(r) = d.outcome else {
+        panic!("{:?}", d.outcome)
+    };
+    assert_eq!(
+        r.location(
+            "http",
+            "reviews:8080",
+            8080,
+            "/anything",
+            Some("x=1"),
+            d.prefix_len
+        ),
+        "http://some-authority.default.svc.cluster.local/example.org?x=1"
+    );
+}

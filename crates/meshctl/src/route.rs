@@ -490,8 +490,15 @@ fn to_json(
             Some(q) => format!("{p}?{q}"),
             None => p.to_string(),
         });
-    let rewrite = (act.is_some_and(|a| a.rewrite.is_some()) || route_authority.is_some())
-        .then(|| json!({"uri": uri, "authority": route_authority}));
+    // istiod's translateRoute gives a redirect or direct response no route action: no
+    // rewrite, timeout, retries nor mirrors apply to it
+    let forwards = !matches!(
+        d.outcome,
+        RouteOutcome::Redirect(_) | RouteOutcome::DirectResponse(_)
+    );
+    let rewrite = (forwards
+        && (act.is_some_and(|a| a.rewrite.is_some()) || route_authority.is_some()))
+    .then(|| json!({"uri": uri, "authority": route_authority}));
     o.insert("rewrite".into(), rewrite.unwrap_or(Value::Null));
     o.insert(
         "redirect".into(),
@@ -514,7 +521,7 @@ fn to_json(
         },
     );
     // the passthrough route has no retry policy, and the black hole answers itself
-    let rt = if no_retries {
+    let rt = if no_retries || !forwards {
         RetryPolicy::disabled()
     } else {
         d.retries()
@@ -523,13 +530,16 @@ fn to_json(
     // within the route's
     // (none for a connection: a TCP port's or a `tls` route's, which no router reads)
     let grpc = mesh_core::route::is_grpc(r.headers);
-    let t = if d.opaque || d.tls_route.is_some() {
+    let t = if d.opaque || d.tls_route.is_some() || !forwards {
         mesh_core::route::Timeouts::default()
     } else {
         mesh_core::route::Timeouts::for_request(d.timeout(), rt.per_try_timeout, grpc, r.headers)
     };
     o.insert("timeout".into(), json!(t.global.map(secs)));
-    o.insert("route_timeout".into(), json!(d.timeout().map(secs)));
+    o.insert(
+        "route_timeout".into(),
+        json!(d.timeout().filter(|_| forwards).map(secs)),
+    );
     o.insert(
         "retries".into(),
         json!({
@@ -550,6 +560,7 @@ fn to_json(
     });
     o.insert("fault".into(), fault.unwrap_or(Value::Null));
     let mirrors: Vec<Value> = act
+        .filter(|_| forwards)
         .map(|a| {
             a.mirrors
                 .iter()

@@ -1427,3 +1427,34 @@ spec:
         .collect();
     assert_eq!(split, [("v1", 80), ("v2", 20)]);
 }
+
+/// istiod gives a redirect or direct response no route action: the explanation shows no
+/// mirror, timeout, retries nor rewrite for it, whatever else the route sets.
+#[test]
+fn a_direct_response_has_no_mirror_timeout_or_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vs.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: acme, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - directResponse: {status: 503}
+    mirror: {host: foo.example.org}
+    timeout: 5s
+    retries: {attempts: 3}
+    rewrite: {uri: /x}
+",
+    )
+    .unwrap();
+    let v = json(&["http://reviews:8080/", "-f", f.to_str().unwrap()]);
+    assert_eq!(v["direct_response"]["status"], 503, "{v}");
+    assert_eq!(v["mirrors"], serde_json::json!([]), "{v}");
+    assert_eq!(v["timeout"], Value::Null, "{v}");
+    assert_eq!(v["route_timeout"], Value::Null, "{v}");
+    assert_eq!(v["retries"]["attempts"], 0, "{v}");
+    assert_eq!(v["rewrite"], Value::Null, "{v}");
+}

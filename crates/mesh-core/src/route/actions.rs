@@ -395,6 +395,12 @@ impl Redirect {
         } else {
             path.to_owned()
         };
+        // Envoy newUri: a path that does not start with `/` gets one
+        let new_path = if new_path.starts_with('/') {
+            new_path
+        } else {
+            format!("/{new_path}")
+        };
         let mut loc = format!("{new_scheme}://");
         match &self.authority {
             // Envoy newUri: `host_redirect` is written as configured, with any port in it

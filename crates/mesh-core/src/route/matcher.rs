@@ -539,11 +539,16 @@ impl MatchBlock {
         errors: &mut Vec<String>,
     ) -> MatchBlock {
         let mut b = MatchBlock {
-            port: m.port.and_then(|p| u16::try_from(p).ok()),
+            // (proto3: a port of 0 and an empty namespace are unset to istiod)
+            port: m
+                .port
+                .filter(|&p| p != 0)
+                .and_then(|p| u16::try_from(p).ok()),
             source_labels: m.source_labels.clone(),
             source_namespaces: m
                 .source_namespace
                 .iter()
+                .filter(|s| !s.is_empty())
                 .map(|s| s.as_str().into())
                 .collect(),
             gateways: (!m.gateways.is_empty()).then(|| {

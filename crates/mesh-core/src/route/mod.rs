@@ -1678,9 +1678,16 @@ impl RouteTable {
                                 .map(|s| s.to_ascii_lowercase().into())
                                 .collect(),
                             subnets: subnets(&m.destination_subnets),
-                            port: m.port.and_then(|p| u16::try_from(p).ok()),
+                            port: m
+                                .port
+                                .filter(|&p| p != 0)
+                                .and_then(|p| u16::try_from(p).ok()),
                             source_labels: m.source_labels.clone(),
-                            source_ns: m.source_namespace.as_deref().map(Into::into),
+                            source_ns: m
+                                .source_namespace
+                                .as_deref()
+                                .filter(|s| !s.is_empty())
+                                .map(Into::into),
                             gateways: gw_list(&m.gateways),
                         })
                         .collect();
@@ -1698,9 +1705,16 @@ impl RouteTable {
                         .map(|m| L4Match {
                             sni: Box::new([]),
                             subnets: subnets(&m.destination_subnets),
-                            port: m.port.and_then(|p| u16::try_from(p).ok()),
+                            port: m
+                                .port
+                                .filter(|&p| p != 0)
+                                .and_then(|p| u16::try_from(p).ok()),
                             source_labels: m.source_labels.clone(),
-                            source_ns: m.source_namespace.as_deref().map(Into::into),
+                            source_ns: m
+                                .source_namespace
+                                .as_deref()
+                                .filter(|s| !s.is_empty())
+                                .map(Into::into),
                             gateways: gw_list(&m.gateways),
                         })
                         .collect();
@@ -3261,7 +3275,15 @@ fn merge_match_request(
             if out.$f.is_none() { out.$f = root.$f.clone(); }
         )*};
     }
-    opt!(uri, scheme, method, authority, port, source_namespace);
+    opt!(uri, scheme, method, authority);
+    // istiod's `if out.Port == 0` / `if out.SourceNamespace == ""`: the proto3 zero values
+    // are unset
+    if out.port.is_none_or(|p| p == 0) {
+        out.port = root.port;
+    }
+    if out.source_namespace.as_deref().is_none_or(str::is_empty) {
+        out.source_namespace.clone_from(&root.source_namespace);
+    }
     for (dst, src) in [
         (&mut out.headers, &root.headers),
         (&mut out.without_headers, &root.without_headers),

@@ -761,7 +761,7 @@ fn validate_http_match(
     }
     validate_labels(cx, &format!("{mp}.sourceLabels"), &m.source_labels);
     validate_gateway_names(cx, &format!("{mp}.gateways"), &m.gateways);
-    if let Some(ns) = &m.source_namespace {
+    if let Some(ns) = m.source_namespace.as_ref().filter(|ns| !ns.is_empty()) {
         if !is_dns1123_label(ns) {
             cx.error(
                 &format!("{mp}.sourceNamespace"),
