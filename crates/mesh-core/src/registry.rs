@@ -665,7 +665,12 @@ struct ServiceDef {
 impl ServiceDefs {
     pub(crate) fn build(objects: &[ConfigObject], opts: &MeshOptions) -> ServiceDefs {
         let mut out = ServiceDefs::default();
+        // istiod's SortServicesByCreationTime: oldest first, then the service's name, then its
+        // namespace; a ServiceEntry's service is named by its host, so copies of one host
+        // from different namespaces are ordered by namespace, not by the objects' names
+        let mut order: Vec<((i64, u32), String, Arc<str>)> = Vec::new();
         for o in objects {
+            let before = out.defs.len();
             let ns: Arc<str> = Arc::from(o.metadata.namespace.as_str());
             let key: Arc<str> = Arc::from(o.key());
             match &o.spec {
@@ -818,7 +823,17 @@ impl ServiceDefs {
                 }
                 _ => {}
             }
+            for d in &out.defs[before..] {
+                let name = match d.service.origin {
+                    ServiceOrigin::ServiceEntry => d.service.hostname.to_string(),
+                    _ => o.metadata.name.clone(),
+                };
+                order.push((o.creation_time(), name, d.service.namespace.clone()));
+            }
         }
+        let mut keyed: Vec<_> = order.into_iter().zip(out.defs).collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        out.defs = keyed.into_iter().map(|(_, d)| d).collect();
         out
     }
 

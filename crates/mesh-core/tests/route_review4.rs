@@ -310,3 +310,27 @@ spec:
         "http://some-authority.default.svc.cluster.local/example.org?x=1"
     );
 }
+
+/// istiod's `SortServicesByCreationTime` names a ServiceEntry's service by its host: copies
+/// of one host from two namespaces are ordered by namespace (objects without timestamps),
+/// not by the ServiceEntries' names.
+#[test]
+fn copies_of_a_host_are_ordered_by_namespace() {
+    let s = snap(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: foo, namespace: ns1}
+spec: {hosts: [foobar.svc.cluster.local], ports: [{number: 8031, name: http, protocol: HTTP}], resolution: DNS}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: bar, namespace: ns2}
+spec: {hosts: [foobar.svc.cluster.local], ports: [{number: 8034, name: http, protocol: HTTP}], resolution: DNS}
+",
+    );
+    let svc = s
+        .registry()
+        .service("foobar.svc.cluster.local", "mynamespace")
+        .unwrap();
+    assert_eq!(&*svc.namespace, "ns1");
+}

@@ -251,13 +251,25 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .principal
         .as_deref()
         .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
-    let mtls = snap.peer_authentication_detail(&args.namespace, &labels, args.port);
+    // PeerAuthentication applies to sidecars' inbound listeners only: a gateway's listeners
+    // come from its Gateway servers (their TLS settings decide), so it accepts plaintext
+    // where a server is plain HTTP or TCP
+    let gateway = is_gateway(&snap, &labels);
+    let mtls = if gateway {
+        mesh_core::peerauthn::EffectiveMtls {
+            mode: MtlsMode::Permissive,
+            policy: None,
+        }
+    } else {
+        snap.peer_authentication_detail(&args.namespace, &labels, args.port)
+    };
     let authz = snap.authz_for_workload(&args.namespace, &labels);
     let applicable: Vec<&str> = authz.policies().collect();
     // a matching CUSTOM policy: its external authorizer, which meshctl cannot ask
     let mut custom = serde_json::Value::Null;
     let mut custom_decides = false;
     let mode = match mtls.mode {
+        _ if gateway => "NOT_APPLIED",
         MtlsMode::Strict => "STRICT",
         MtlsMode::Disable => "DISABLE",
         _ => "PERMISSIVE",
@@ -587,6 +599,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     "note: no --host nor Host header: the request has no `:authority`, which a real one always has (`hosts` and `notHosts` conditions see none)"
                 );
             }
+            let mode = if gateway {
+                "not applied (a gateway: PeerAuthentication is for sidecars; its Gateway servers' TLS decides)"
+            } else {
+                mode
+            };
             println!(
                 "mTLS: {mode}; policies applying: {}",
                 if applicable.is_empty() {

@@ -407,7 +407,18 @@ fn to_json(
             // the registry, a port it does not declare, not imported) is passed through to
             // the request's host and port under ALLOW_ANY, black-holed under REGISTRY_ONLY
             if d.virtual_service.is_none() && d.status().is_none() {
-                let no_cluster = match snap.registry().service(&w.host, client_ns) {
+                // as the mesh client: with a Sidecar, the copy of a duplicated host its
+                // egress imports
+                let reg = snap.registry();
+                let svc = scope
+                    .sidecar
+                    .and_then(|sc| {
+                        reg.service_where(&w.host, client_ns, |s| {
+                            sc.imports(client_ns, &s.namespace, &s.hostname, port)
+                        })
+                    })
+                    .or_else(|| reg.service(&w.host, client_ns));
+                let no_cluster = match svc {
                     None => true,
                     Some(svc) => {
                         (!svc.ports.is_empty() && svc.port(port).is_none())

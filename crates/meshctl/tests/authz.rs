@@ -1143,3 +1143,53 @@ spec:
         "{v}"
     );
 }
+
+/// PeerAuthentication applies to sidecars' inbound listeners only: a gateway workload's
+/// listeners come from its Gateway servers, so a mesh-wide STRICT does not reset a
+/// plaintext client of a plain HTTP server.
+#[test]
+fn peer_authentication_does_not_apply_to_gateways() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("gw.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: ['*']}]
+",
+    )
+    .unwrap();
+    let run = |labels: &str| -> Value {
+        let out = meshctl(&[
+            "authz",
+            "-f",
+            f.to_str().unwrap(),
+            "-n",
+            "istio-system",
+            "--labels",
+            labels,
+            "--port",
+            "8080",
+            "--host",
+            "foo.example.com",
+            "-o",
+            "json",
+        ]);
+        serde_json::from_slice(&out.stdout).expect("json")
+    };
+    let v = run("istio=ingressgateway");
+    assert_eq!(v["decision"], "ALLOW", "{v}");
+    assert_eq!(v["mtls_mode"], "NOT_APPLIED", "{v}");
+    // a sidecar workload of the same namespace is held to it
+    let v = run("app=other");
+    assert_eq!(v["decision"], "DENY", "{v}");
+    assert_eq!(v["mtls_mode"], "STRICT", "{v}");
+}

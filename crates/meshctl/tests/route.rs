@@ -1458,3 +1458,39 @@ spec:
     assert_eq!(v["retries"]["attempts"], 0, "{v}");
     assert_eq!(v["rewrite"], Value::Null, "{v}");
 }
+
+/// With a Sidecar, a host defined in two namespaces is the copy its egress imports
+/// (istiod's `selectServices`): `b/*` reaches b's port 8000, not the client namespace's
+/// 8001, which has no cluster under REGISTRY_ONLY.
+#[test]
+fn the_sidecar_picks_the_imported_copy_of_a_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("sc.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: sc, namespace: a}
+spec:
+  egress: [{hosts: ['b/*']}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: b-host, namespace: b}
+spec: {hosts: [host.example.com], resolution: DNS, ports: [{name: http, number: 8000, protocol: HTTP}]}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a-host, namespace: a}
+spec: {hosts: [host.example.com], resolution: DNS, ports: [{name: http, number: 8001, protocol: HTTP}]}
+",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let v = json(&["http://host.example.com:8000/", "-f", f, "-n", "a"]);
+    assert_eq!(v["destinations"][0]["imported"], true, "{v}");
+    assert_eq!(v["destinations"][0]["cluster"], Value::Null, "{v}");
+    let v = json(&["http://host.example.com:8001/", "-f", f, "-n", "a"]);
+    assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster", "{v}");
+}

@@ -474,17 +474,22 @@ impl ConfigObject {
     /// assert_eq!(names, ["aa", "zz", "old"]);
     /// ```
     pub fn istio_order(&self, other: &ConfigObject) -> std::cmp::Ordering {
-        let time = |o: &ConfigObject| {
-            o.metadata
-                .creation_timestamp
-                .as_deref()
-                .and_then(parse_rfc3339)
-                .unwrap_or((i64::MIN, 0))
-        };
-        time(self)
-            .cmp(&time(other))
+        self.creation_time()
+            .cmp(&other.creation_time())
             .then_with(|| self.metadata.name.cmp(&other.metadata.name))
             .then_with(|| self.metadata.namespace.cmp(&other.metadata.namespace))
+    }
+}
+
+impl ConfigObject {
+    /// The `creationTimestamp` as (seconds, nanoseconds) since the Unix epoch; Go's zero
+    /// time (older than any) when absent or not RFC 3339.
+    pub(crate) fn creation_time(&self) -> (i64, u32) {
+        self.metadata
+            .creation_timestamp
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .unwrap_or((i64::MIN, 0))
     }
 }
 
