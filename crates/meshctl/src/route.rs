@@ -1144,6 +1144,7 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
     };
     let ns = args.namespace.as_str();
     let gateway = gateway_attr(&snap, args.gateway.as_deref(), ns, None, 0);
+    let explicit_port = port.is_some();
     let port = match port.or_else(|| snap.default_port(host, ns)) {
         Some(p) => p,
         None => {
@@ -1266,7 +1267,12 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         .iter()
         .map(|w| {
             let mut v = dest_json(w);
-            let target_port = snap.destination_port(w, ns, port);
+            // (a port the URL names is the connection's, as `MeshClient::connect` keeps it)
+            let target_port = if explicit_port && d.virtual_service.is_none() {
+                w.port.unwrap_or(port)
+            } else {
+                snap.destination_port(w, ns, port)
+            };
             // (the DestinationRule the client's proxy gets: `--source-labels` for a
             // `workloadSelector`)
             let p = snap.traffic_policy_for(
@@ -1293,7 +1299,29 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
                 ));
             }
             v["in_registry"] = json!(known);
-            if !known && d.virtual_service.is_none() {
+            // as `MeshClient::connect`: with a Sidecar, the copy of the host it imports; a
+            // service it does not import, or a port the service does not declare, is no
+            // cluster of the client's
+            let sidecar = if gateway.is_none() {
+                snap.sidecar_for(ns, &labels)
+            } else {
+                None
+            };
+            let svc = sidecar
+                .and_then(|sc| {
+                    snap.registry().service_where(&w.host, ns, |s| {
+                        sc.imports(ns, &s.namespace, &s.hostname, target_port)
+                    })
+                })
+                .or(found);
+            if let (Some(sc), Some(s)) = (sidecar, svc) {
+                v["imported"] = json!(sc.imports(ns, &s.namespace, &s.hostname, target_port));
+            }
+            let undeclared =
+                svc.is_some_and(|s| !s.ports.is_empty() && s.port(target_port).is_none());
+            if d.virtual_service.is_none()
+                && (!known || undeclared || v["imported"] == json!(false))
+            {
                 v["cluster"] = json!(if allow_any {
                     "PassthroughCluster"
                 } else {
@@ -1366,10 +1394,24 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
                     s.push_str(
                         " (no DestinationRule defines this subset: the connection is closed, NC)",
                     );
-                } else if dv["cluster"] == json!("PassthroughCluster") {
-                    s.push_str(" (not in the registry: ALLOW_ANY passes it through to the host and port asked for)");
-                } else if dv["cluster"] == json!("BlackHoleCluster") {
-                    s.push_str(" (not in the registry: REGISTRY_ONLY closes the connection)");
+                } else if matches!(
+                    dv["cluster"].as_str(),
+                    Some("PassthroughCluster" | "BlackHoleCluster")
+                ) {
+                    let why = if dv["in_registry"] == json!(false) {
+                        "not in the registry"
+                    } else if dv["imported"] == json!(false) {
+                        "the client's Sidecar does not import it"
+                    } else {
+                        "the service does not declare this port"
+                    };
+                    s.push_str(&if dv["cluster"] == json!("PassthroughCluster") {
+                        format!(
+                            " ({why}: ALLOW_ANY passes it through to the host and port asked for)"
+                        )
+                    } else {
+                        format!(" ({why}: REGISTRY_ONLY closes the connection)")
+                    });
                 } else if dv["in_registry"] == json!(false) {
                     s.push_str(" (no such service: no cluster, the connection is closed)");
                 }

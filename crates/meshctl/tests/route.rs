@@ -1494,3 +1494,40 @@ spec: {hosts: [host.example.com], resolution: DNS, ports: [{name: http, number: 
     let v = json(&["http://host.example.com:8001/", "-f", f, "-n", "a"]);
     assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster", "{v}");
 }
+
+/// `meshctl route tcp://` as `MeshClient::connect`: a service the client's Sidecar does
+/// not import, or a port the service does not declare, is no cluster of the client's.
+#[test]
+fn tcp_routes_follow_the_sidecar_and_declared_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("db.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: ns2}
+spec: {ports: [{name: tcp, port: 5432}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: ns1}
+spec:
+  egress: [{hosts: ['./*']}]
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let url = |p: u16| format!("tcp://db.ns2.svc.cluster.local:{p}");
+    let v = json(&[&url(5432), "-f", f, "-n", "ns1"]);
+    assert_eq!(v["destinations"][0]["imported"], false, "{v}");
+    assert_eq!(v["destinations"][0]["cluster"], "BlackHoleCluster", "{v}");
+    let v = json(&[&url(9999), "-f", f, "-n", "ns2"]);
+    assert_eq!(v["destinations"][0]["target_port"], 9999, "{v}");
+    assert_eq!(v["destinations"][0]["cluster"], "PassthroughCluster", "{v}");
+    let v = json(&[&url(5432), "-f", f, "-n", "ns2"]);
+    assert_eq!(
+        v["destinations"][0]["cluster"], "outbound|5432||db.ns2.svc.cluster.local",
+        "{v}"
+    );
+}
