@@ -833,7 +833,44 @@ impl ServiceDefs {
         }
         let mut keyed: Vec<_> = order.into_iter().zip(out.defs).collect();
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
-        out.defs = keyed.into_iter().map(|(_, d)| d).collect();
+        // istiod's `canMergeServices`: ServiceEntries for one host in one namespace, with
+        // the same resolution, exportTo and workload selector, are one service with the
+        // ports (and endpoints) of both; the older one's come first
+        let mut defs: Vec<ServiceDef> = Vec::with_capacity(keyed.len());
+        let mut by_host: HashMap<(Arc<str>, Arc<str>), Vec<usize>> = HashMap::new();
+        for (_, d) in keyed {
+            let key = (d.service.hostname.clone(), d.service.namespace.clone());
+            let same = by_host.get(&key).and_then(|ix| {
+                ix.iter().copied().find(|&i| {
+                    let e = &defs[i];
+                    e.service.origin == ServiceOrigin::ServiceEntry
+                        && d.service.origin == ServiceOrigin::ServiceEntry
+                        && e.service.resolution == d.service.resolution
+                        && e.service.export_to == d.service.export_to
+                        && e.selector == d.selector
+                })
+            });
+            match same.map(|i| &mut defs[i]) {
+                Some(e) => {
+                    for p in d.service.ports {
+                        if e.service.port(p.number).is_none() {
+                            e.service.ports.push(p);
+                        }
+                    }
+                    e.service.endpoints.extend(d.service.endpoints);
+                    for h in d.dns_hosts {
+                        if !e.dns_hosts.contains(&h) {
+                            e.dns_hosts.push(h);
+                        }
+                    }
+                }
+                None => {
+                    by_host.entry(key).or_default().push(defs.len());
+                    defs.push(d);
+                }
+            }
+        }
+        out.defs = defs;
         out
     }
 

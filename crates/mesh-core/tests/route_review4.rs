@@ -334,3 +334,42 @@ spec: {hosts: [foobar.svc.cluster.local], ports: [{number: 8034, name: http, pro
         .unwrap();
     assert_eq!(&*svc.namespace, "ns1");
 }
+
+/// istiod's `canMergeServices`: two ServiceEntries for one host in one namespace, with the
+/// same resolution and exportTo, are one service with the ports of both; in different
+/// namespaces they stay apart.
+#[test]
+fn service_entries_for_one_host_in_one_namespace_merge() {
+    let se = |name: &str, ns: &str, port: u16| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{hosts: [foobar.svc.cluster.local], ports: [{{number: {port}, name: http-{port}, protocol: HTTP}}], resolution: DNS}}
+"
+        )
+    };
+    let s = snap(&format!(
+        "{}{}",
+        se("foo", "ns1", 8031),
+        se("bar", "ns1", 8034)
+    ));
+    let svc = s
+        .registry()
+        .service("foobar.svc.cluster.local", "mynamespace")
+        .unwrap();
+    let ports: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
+    assert_eq!(ports, [8034, 8031]);
+    let s = snap(&format!(
+        "{}{}",
+        se("foo", "ns1", 8031),
+        se("bar", "ns2", 8034)
+    ));
+    let svc = s
+        .registry()
+        .service("foobar.svc.cluster.local", "mynamespace")
+        .unwrap();
+    let ports: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
+    assert_eq!(ports, [8031]);
+}
