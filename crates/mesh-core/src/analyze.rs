@@ -927,7 +927,11 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                         );
                     }
                     if let Some(dl) = &r.delegate {
-                        let dns = dl.namespace.clone().unwrap_or_else(|| ns.to_owned());
+                        let dns = dl
+                            .namespace
+                            .clone()
+                            .filter(|n| !n.is_empty())
+                            .unwrap_or_else(|| ns.to_owned());
                         if !dl.name.is_empty()
                             && !vs_names.contains(&(dns.clone(), dl.name.clone()))
                         {

@@ -1267,8 +1267,9 @@ pub fn authenticate(
 /// [`authenticate`] when a rule's `presence` is `REQUIRED`: istiod's `requires_all` over
 /// every provider (a `REQUIRED` one bare, an `OPTIONAL` one `any {P, allow_missing}`),
 /// without the `requires_any` that lets one token stand for all. The first provider (in
-/// order) that fails decides the error; the first that verified a token gives the
-/// identity, and every verified provider's tokens get their header outputs.
+/// order) that fails decides the error; the last that verified a token gives the identity
+/// (each overwrites Envoy's one `payload` metadata), and every verified provider's tokens
+/// get their header outputs.
 fn authenticate_all(
     providers: &[Arc<JwtProvider>],
     headers: &http::HeaderMap,
@@ -1283,10 +1284,16 @@ fn authenticate_all(
             Checked::Missed if p.required => return Err(JwtError::Missing),
             Checked::Missed => {}
             Checked::Failed(e) => return Err(e),
-            Checked::Verified(a) => match &mut verified {
-                Some(first) => first.tokens.extend(a.tokens),
-                None => verified = Some(a),
-            },
+            // Envoy's requires_all verifies in order and each provider writes the one
+            // `payload` metadata RBAC reads: the last verified gives the identity
+            Checked::Verified(mut a) => {
+                if let Some(prev) = verified.take() {
+                    let mut tokens = prev.tokens;
+                    tokens.append(&mut a.tokens);
+                    a.tokens = tokens;
+                }
+                verified = Some(a);
+            }
         }
     }
     Ok(verified)

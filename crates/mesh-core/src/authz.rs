@@ -85,6 +85,15 @@ impl PartialEq for Re {
 
 impl Eq for Re {}
 
+impl Re {
+    /// Whether the principal `p` (without `spiffe://`) as Envoy sees it, with its
+    /// `spiffe://`, matches the whole regex (only principals and service accounts with regex
+    /// metacharacters come here: one allocation).
+    fn is_spiffe_match(&self, p: &str) -> bool {
+        self.0.is_match(&format!("spiffe://{p}"))
+    }
+}
+
 /// Characters that make a value written into one of istiod's regular expressions mean more
 /// than itself.
 const REGEX_META: &[char] = &[
@@ -98,7 +107,7 @@ const REGEX_META: &[char] = &[
 fn principal_pat(v: &str) -> Result<Pat, String> {
     match v.strip_prefix('*') {
         Some(suffix) if !suffix.is_empty() && suffix.contains(REGEX_META) => {
-            regex::Regex::new(&format!("^(?:.*{suffix})$"))
+            regex::Regex::new(&format!("^(?:spiffe://.*{suffix})$"))
                 .map(|re| Pat::Regex(Re(re)))
                 .map_err(|e| {
                     format!("principal {v:?} is not a valid regular expression for Envoy: {e}")
@@ -129,7 +138,7 @@ impl Pat {
             Pat::Exact(e) => s == &**e,
             Pat::Prefix(p) => s.starts_with(&**p),
             Pat::Suffix(p) => s.ends_with(&**p),
-            Pat::Regex(re) => re.0.is_match(s),
+            Pat::Regex(re) => re.is_spiffe_match(s),
         }
     }
 
@@ -145,7 +154,7 @@ impl Pat {
                 s.len() >= p.len() && s.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
             }
             Pat::Suffix(p) => ends(s, p),
-            Pat::Regex(re) => re.0.is_match(s),
+            Pat::Regex(re) => re.is_spiffe_match(s),
         }
     }
 }
@@ -249,14 +258,15 @@ impl<'a> TrustDomains<'a> {
     }
 }
 
-/// istiod's `trustdomain.stringMatch(a, [td])`: the principal's trust domain `a` is the
-/// pattern (exact, `prefix*` or `*suffix`) for the bundle's trust domain `td`, or `td` is
-/// `*`.
+/// istiod's `trustdomain.stringMatch(a, [td])`: the principal's trust domain `a` and the
+/// bundle's `td` match when equal, when `td` is `*`, or when either is a `prefix*` or
+/// `*suffix` pattern the other fits.
 fn string_match(a: &str, td: &str) -> bool {
-    a == td
-        || td == "*"
-        || a.strip_suffix('*').is_some_and(|p| td.starts_with(p))
-        || a.strip_prefix('*').is_some_and(|p| td.ends_with(p))
+    let fits = |pattern: &str, s: &str| {
+        pattern.strip_suffix('*').is_some_and(|p| s.starts_with(p))
+            || pattern.strip_prefix('*').is_some_and(|p| s.ends_with(p))
+    };
+    a == td || td == "*" || fits(a, td) || fits(td, a)
 }
 
 /// Whether the principal `p` (without `spiffe://`) is service account `sa` of namespace
@@ -300,8 +310,8 @@ fn ns_sa(s: &str, ns: &str) -> Result<NsSa, String> {
     // istiod's `spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)?` takes them unescaped: with
     // metacharacters (a `.` in an account name), Envoy matches that regex
     let re = if n.contains(REGEX_META) || sa.contains(REGEX_META) {
-        let re =
-            regex::Regex::new(&format!("^(?:.+/ns/{n}/(.+/|)sa/{sa}(/.+)?)$")).map_err(|e| {
+        let re = regex::Regex::new(&format!("^(?:spiffe://.+/ns/{n}/(.+/|)sa/{sa}(/.+)?)$"))
+            .map_err(|e| {
                 format!("service account {s:?} is not a valid regular expression for Envoy: {e}")
             })?;
         Some(Re(re))
@@ -709,7 +719,7 @@ enum Vals {
     Ips(Box<[IpNet]>),
     Ports(Box<[u16]>),
     /// `request.experimental.inline.headers`: istiod's `^v$|^v,.*|.*,v,.*|.*,v$` for each
-    /// value `v` (put in unescaped, as istiod does), matched as Envoy's `safe_regex` (the
+    /// value `v` (escaped, its `*` wildcards as `.*`), matched as Envoy's `safe_regex` (the
     /// whole value).
     Regexes(Box<[regex::Regex]>),
 }
@@ -731,7 +741,19 @@ impl Vals {
             Attr::SourcePrincipal => Vals::Pats(list(&tds.principals(v), principal_pat)?),
             Attr::SourceTrustDomain => pats(&tds.expand(v)),
             Attr::InlineHeader(_) => Vals::Regexes(list(v, |s| {
-                regex::Regex::new(&format!("^(?:{s}|{s},.*|.*,{s},.*|.*,{s})$"))
+                // istiod's InlineHeaderMatcher: `*` is any value (present), `*x` and `x*`
+                // suffix and prefix, the rest escaped; one element of the comma-joined
+                // values
+                let p = if s == "*" {
+                    ".*".to_owned()
+                } else if let Some(x) = s.strip_prefix('*') {
+                    format!(".*{}", regex::escape(x))
+                } else if let Some(x) = s.strip_suffix('*') {
+                    format!("{}.*", regex::escape(x))
+                } else {
+                    regex::escape(s)
+                };
+                regex::Regex::new(&format!("^(?:{p}|{p},.*|.*,{p},.*|.*,{p})$"))
                     .map_err(|e| format!("invalid regular expression from {s:?}: {e}"))
             })?),
             _ => pats(v),
@@ -1104,7 +1126,7 @@ impl CSource {
         let on_td = |pat: &Pat| parsed.is_some_and(|(td, _, _)| pat.matches(td));
         let on_sa = |(n, s, re): &NsSa| {
             p.is_some_and(|p| match re {
-                Some(re) => re.0.is_match(p),
+                Some(re) => re.is_spiffe_match(p),
                 None => sa_matches(p, n, s),
             })
         };

@@ -1317,7 +1317,12 @@ impl Registry {
                     && s.export_to.visible_to(client_ns)
                     && (s.ports.is_empty() || s.port(port).is_some())
             })
-            .max_by_key(|(net, _)| net.prefix_len())
+            // the longest prefix; among equal ones the oldest (istiod's listener order,
+            // whose first filter chain wins)
+            .fold(None::<&(IpNet, Arc<Service>)>, |best, e| match best {
+                Some(b) if b.0.prefix_len() >= e.0.prefix_len() => Some(b),
+                _ => Some(e),
+            })
             .map(|(_, s)| s)
             .or_else(|| self.service_on_any_address(port, client_ns))
     }

@@ -617,6 +617,21 @@ stringData: {cert: not a pem, key: k}
         found[2].contains("Secret istio-system/plain") && found[2].contains("pem decode failed"),
         "{found:#?}"
     );
+    // istiod's ExtractCertInfo prefers `cert`/`key` to `tls.crt`/`tls.key`
+    let both = format!(
+        "{}{}",
+        secret(
+            "both",
+            &format!(
+                "{{tls.crt: {}, tls.key: a2V5, cert: {}, key: a2V5}}",
+                b64(VALID),
+                b64(EXPIRED)
+            )
+        ),
+        gateway("both", "both")
+    );
+    let ds = run(&both);
+    assert_eq!(codes(&ds, "IST0161").len(), 1, "{ds:#?}");
     // the model keeps the finding, not the values
     let l = load_str(&yaml, "a.yaml");
     let s = l

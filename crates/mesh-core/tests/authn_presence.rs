@@ -115,9 +115,11 @@ fn every_required_token_must_be_present_and_valid() {
         check(&yaml, &[idp_ok(), scope_expired()]).unwrap_err(),
         JwtError::Expired
     );
-    // both: the first rule's token is the identity, and both tokens' outputs are written
+    // both: Envoy's requires_all verifies in order and each provider overwrites the one
+    // `payload` metadata: the last rule's token is the identity; both tokens' outputs are
+    // written
     let a = check(&yaml, &[idp_ok(), scope_ok()]).unwrap().unwrap();
-    assert_eq!(a.auth.principal, "https://idp.example.com/alice");
+    assert_eq!(a.auth.principal, "https://scope.example.com/scopes");
     let mut out = http::HeaderMap::new();
     mesh_core::authn::write_jwt_outputs(&mut out, &a);
     assert_eq!(out["x-idp-sub"], "alice");

@@ -190,3 +190,52 @@ fn a_template_without_leading_slash_fails_closed() {
         d[0].message
     );
 }
+
+/// istiod's `InlineHeaderMatcher` escapes the value and reads `*` as a wildcard: `*` is any
+/// value, `x*` a prefix and `*x` a suffix of one element; a DENY on `evil*` covers `evilbar`.
+#[test]
+fn inline_header_values_are_escaped_with_wildcards() {
+    let d = authz(&deny(
+        "when: [{key: 'request.experimental.inline.headers[x-role]', values: ['evil*']}]",
+    ));
+    assert!(!allowed(&d, None, "/", &[("x-role", "evilbar")]));
+    assert!(!allowed(&d, None, "/", &[("x-role", "a,evilbar")]));
+    assert!(allowed(&d, None, "/", &[("x-role", "evi")]));
+    let a = authz(&allow(
+        "when: [{key: 'request.experimental.inline.headers[x-v]', values: [admin.v1]}]",
+    ));
+    assert!(allowed(&a, None, "/", &[("x-v", "admin.v1")]));
+    assert!(!allowed(&a, None, "/", &[("x-v", "adminXv1")]));
+    let any = authz(&allow(
+        "when: [{key: 'request.experimental.inline.headers[x-v]', values: ['*']}]",
+    ));
+    assert!(allowed(&any, None, "/", &[("x-v", "anything")]));
+    assert!(!allowed(&any, None, "/", &[]));
+}
+
+/// Envoy matches a principal's regex against the whole `spiffe://` URI: an alternation in
+/// the value cannot match the bare principal.
+#[test]
+fn principal_regexes_see_the_spiffe_uri() {
+    let a = authz(&allow(
+        "from: [{source: {principals: ['*/ns/foo/sa/x|cluster.local/ns/bar/sa/y']}}]",
+    ));
+    assert!(!allowed(&a, Some("cluster.local/ns/bar/sa/y"), "/", &[]));
+    assert!(allowed(&a, Some("cluster.local/ns/foo/sa/x"), "/", &[]));
+}
+
+/// istiod's `stringMatch` matches both ways: a wildcard alias of the mesh (`old-*`) covers
+/// a principal's trust domain too.
+#[test]
+fn a_wildcard_alias_covers_a_principals_trust_domain() {
+    let opts = MeshOptions {
+        trust_domain: "new-td".into(),
+        trust_domain_aliases: vec!["old-*".into()],
+        ..MeshOptions::default()
+    };
+    let a = authz_with(
+        &allow("from: [{source: {principals: ['old-td/ns/foo/sa/sleep']}}]"),
+        opts,
+    );
+    assert!(allowed(&a, Some("new-td/ns/foo/sa/sleep"), "/", &[]));
+}

@@ -373,3 +373,75 @@ spec: {{hosts: [foobar.svc.cluster.local], ports: [{{number: {port}, name: http-
     let ports: Vec<u16> = svc.ports.iter().map(|p| p.number).collect();
     assert_eq!(ports, [8031]);
 }
+
+/// Empty values are unset to istiod: a delegate's `namespace: ""` is the root's, and a
+/// redirect's `uri: ""` keeps the request's path.
+#[test]
+fn empty_delegate_namespace_and_redirect_uri_are_unset() {
+    let s = snap(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /r}}]
+    delegate: {name: reviews-routes, namespace: ''}
+  - redirect: {uri: '', authority: new.example.com}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-routes, namespace: default}
+spec:
+  http: [{route: [{destination: {host: reviews-v2}}]}]
+",
+    );
+    let h = http::HeaderMap::new();
+    let d = s.route_http(&HttpRequestAttrs::new("default", "reviews", "/r/1", &h));
+    assert_eq!(
+        &*d.destinations()[0].host,
+        "reviews-v2.default.svc.cluster.local"
+    );
+    let d = s.route_http(&HttpRequestAttrs::new(
+        "default",
+        "reviews",
+        "/some/path",
+        &h,
+    ));
+    let mesh_core::route::RouteOutcome::Redirect(r) = d.outcome else {
+        panic!("{:?}", d.outcome)
+    };
+    assert_eq!(
+        r.location(
+            "http",
+            "reviews",
+            80,
+            "/some/path",
+            Some("x=1"),
+            d.prefix_len
+        ),
+        "http://new.example.com/some/path?x=1"
+    );
+}
+
+/// Two ServiceEntries on one CIDR: the oldest (istiod's listener order, the first filter
+/// chain) takes the connection.
+#[test]
+fn equal_cidrs_go_to_the_oldest_service_entry() {
+    let se = |name: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec: {{hosts: [{name}.internal], addresses: [240.240.0.0/16], ports: [{{number: 5432, name: tcp, protocol: TCP}}], resolution: NONE}}
+"
+        )
+    };
+    let s = snap(&format!("{}{}", se("a-db"), se("b-db")));
+    let svc = s
+        .registry()
+        .service_by_address("240.240.3.4".parse().unwrap(), 5432, "default")
+        .unwrap();
+    assert_eq!(&*svc.hostname, "a-db.internal");
+}

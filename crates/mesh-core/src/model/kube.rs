@@ -231,7 +231,7 @@ pub struct KubeSecret {
     pub secret_type: Option<String>,
     /// Key names from `data` and `stringData`, sorted.
     pub keys: Vec<String>,
-    /// Why the server certificate (`tls.crt`, else `cert`) is not one istiod would serve,
+    /// Why the server certificate (`cert`, else `tls.crt`) is not one istiod would serve,
     /// as istiod's `ValidateCertificate` judges it when the Secret is loaded: not PEM, not
     /// X.509, expired or not yet valid. `None` when valid or absent.
     #[serde(default)]
@@ -405,7 +405,7 @@ pub(crate) mod raw {
 
     impl Secret {
         pub(crate) fn into_model(self) -> super::KubeSecret {
-            // istiod's ExtractCertInfo: `tls.crt` with `tls.key`, else `cert` with `key`
+            // istiod's ExtractCertInfo: `cert` with `key`, else `tls.crt` with `tls.key`
             let value = |k: &str| -> Option<Vec<u8>> {
                 if let Some(v) = self.string_data.get(k).and_then(|v| v.as_str()) {
                     return Some(v.as_bytes().to_vec());
@@ -423,8 +423,8 @@ pub(crate) mod raw {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-            let cert_problem = pair("tls.crt", "tls.key")
-                .or_else(|| pair("cert", "key"))
+            let cert_problem = pair("cert", "key")
+                .or_else(|| pair("tls.crt", "tls.key"))
                 .and_then(|pem| super::certificate_problem(&pem, now));
             let mut keys: Vec<String> = self
                 .data

@@ -303,7 +303,8 @@ pub struct Redirect {
 impl Redirect {
     fn compile(r: &model::HttpRedirect) -> Redirect {
         Redirect {
-            uri: r.uri.as_deref().map(Into::into),
+            // (an empty `uri` is unset: Envoy keeps the request's path)
+            uri: r.uri.as_deref().filter(|u| !u.is_empty()).map(Into::into),
             authority: r.authority.as_deref().map(Into::into),
             // (0 reaches Envoy's `port_redirect` as its unset value: no port redirect)
             port: r

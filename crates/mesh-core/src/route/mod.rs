@@ -1754,7 +1754,12 @@ impl RouteTable {
             let mut rules = Vec::new();
             for (i, r) in vs.http.iter().enumerate() {
                 if let Some(d) = &r.delegate {
-                    let dns = d.namespace.as_deref().unwrap_or(ns);
+                    // (an empty namespace is unset to istiod: the root's)
+                    let dns = d
+                        .namespace
+                        .as_deref()
+                        .filter(|n| !n.is_empty())
+                        .unwrap_or(ns);
                     let key = format!("{dns}/{}", d.name);
                     let Some((didx, dvs)) = raw.get(&key).copied() else {
                         errors.push(format!(

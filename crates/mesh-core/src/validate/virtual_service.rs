@@ -538,7 +538,7 @@ fn validate_http_route(
                 "redirect prefix_rewrite requires all URI matches to use prefix match type",
             );
         }
-        if rd.uri.is_none()
+        if rd.uri.as_deref().is_none_or(str::is_empty)
             && rd.authority.is_none()
             && rd.scheme.is_none()
             && rd.port.is_none()
