@@ -288,9 +288,13 @@ spec:
         route(&snap, "a", &none, "api.example.com").0.as_deref(),
         Some("egress/api")
     );
-    // only platform's wildcard VirtualService is imported (`api.example.com` overlaps it)
+    // only platform's wildcard VirtualService is imported (`api.example.com` overlaps it);
+    // it routes to www.example.com, which the Sidecar therefore imports, and istiod's
+    // `separateVSHostsAndServices` gives its `*.example.com` to that service alone: no
+    // virtual host routes api.example.com by it
+    assert_eq!(route(&snap, "b", &none, "api.example.com").0, None);
     assert_eq!(
-        route(&snap, "b", &none, "api.example.com").0.as_deref(),
+        route(&snap, "b", &none, "www.example.com").0.as_deref(),
         Some("platform/all-example")
     );
     // neither: egress/api has no host matching www.example.com, platform's is not imported

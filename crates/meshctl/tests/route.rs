@@ -1531,3 +1531,52 @@ spec:
         "{v}"
     );
 }
+
+/// istiod's `separateVSHostsAndServices` for a Sidecar-scoped client: a wildcard
+/// VirtualService host covering services the Sidecar imports routes those services only;
+/// another host under the wildcard is not routed by it.
+#[test]
+fn a_wildcard_virtual_service_routes_only_the_imported_services_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("wild.yaml");
+    let se = |name: &str| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: b}}
+spec: {{hosts: [{name}.foo.com], resolution: DNS, ports: [{{name: http, number: 80, protocol: HTTP}}]}}
+"
+        )
+    };
+    std::fs::write(
+        &f,
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: sc, namespace: a}}
+spec: {{egress: [{{hosts: [b/a.foo.com, b/dest.internal]}}]}}
+{}{}---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: wild, namespace: b}}
+spec:
+  hosts: ['*.foo.com']
+  http: [{{route: [{{destination: {{host: dest.internal}}}}]}}]
+",
+            se("a"),
+            se("z")
+        ),
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let vs = |host: &str| {
+        json(&[&format!("http://{host}/"), "-f", f, "-n", "a"])["virtual_service"].clone()
+    };
+    assert_eq!(vs("a.foo.com"), "b/wild");
+    assert_eq!(vs("z.foo.com"), Value::Null);
+    assert_eq!(vs("q.foo.com"), Value::Null);
+    // without a Sidecar, the wildcard routes every host under it
+    let v = json(&["http://z.foo.com/", "-f", f, "-n", "other"]);
+    assert_eq!(v["virtual_service"], "b/wild", "{v}");
+}

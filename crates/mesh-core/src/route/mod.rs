@@ -2382,6 +2382,30 @@ impl RouteTable {
                 .map(|vs| (vs, h))
             });
         }
+        // istiod's `separateVSHostsAndServices` for a Sidecar-scoped client: a wildcard host
+        // of a VirtualService (`*.foo.com`) that covers services the Sidecar imports gives
+        // virtual hosts to those services only, not to the wildcard itself; a host under it
+        // that is not one of them is not routed by it
+        if let (Some(sc), Some((vs, _))) = (sidecar, found) {
+            let imported = |s: &crate::registry::Service| {
+                sc.imports(a.client_namespace, &s.namespace, &s.hostname, port)
+            };
+            let exact = vs.info.hosts.iter().any(|h| **h == *fqdn);
+            if !exact && !service.is_some_and(|s| &*s.hostname == fqdn && imported(s)) {
+                let covers_imported = vs.info.hosts.iter().any(|h| {
+                    crate::model::host::is_wildcard(h)
+                        && crate::model::host::matches(h, fqdn)
+                        && registry.services().any(|s| {
+                            !s.hostname.starts_with('*')
+                                && crate::model::host::matches(h, &s.hostname)
+                                && imported(s)
+                        })
+                });
+                if covers_imported {
+                    found = None;
+                }
+            }
+        }
         let Some((vs, vs_host)) = found else {
             // the service's default route (istiod BuildDefaultHTTPOutboundRoute)
             return match service.filter(|s| &*s.hostname == fqdn) {
