@@ -1431,8 +1431,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
             let l = &o.metadata.labels;
             o.kind == Kind::Namespace
                 && l.get("istio.io/dataplane-mode").map(String::as_str) == Some("ambient")
-                && l.get("istio-injection").map(String::as_str) != Some("enabled")
-                && !l.contains_key("istio.io/rev")
+                && !sidecar_injected(l)
         })
         .map(|o| o.metadata.name.as_str())
         .collect();
@@ -1703,11 +1702,14 @@ fn in_mesh(w: &ConfigObject, objs: &[&ConfigObject]) -> Option<bool> {
     let ns = objs
         .iter()
         .find(|o| o.kind == Kind::Namespace && o.metadata.name == w.metadata.namespace)?;
-    let labels = &ns.metadata.labels;
-    Some(
-        labels.get("istio-injection").map(String::as_str) == Some("enabled")
-            || labels.contains_key("istio.io/rev"),
-    )
+    Some(sidecar_injected(&ns.metadata.labels))
+}
+
+/// A Namespace's labels turn sidecar injection on: `istio-injection: enabled`, or a
+/// revision (`istio.io/rev`).
+fn sidecar_injected(labels: &Labels) -> bool {
+    labels.get("istio-injection").map(String::as_str) == Some("enabled")
+        || labels.contains_key("istio.io/rev")
 }
 
 /// The name of istioctl's stand-in ingress gateway Service (MeshConfig `ingressService`'s

@@ -1238,7 +1238,12 @@ impl CCondition {
                 };
                 let mut it = h.headers.get_all(name).iter();
                 let Some(first) = it.next() else { return false };
-                let mut joined = first.to_str().unwrap_or("").to_owned();
+                let first = first.to_str().unwrap_or("");
+                // (Envoy joins several values with `,`; one is matched as it is)
+                let Some(second) = it.next() else {
+                    return res.iter().any(|re| re.is_match(first));
+                };
+                let mut joined = format!("{first},{}", second.to_str().unwrap_or(""));
                 for v in it {
                     joined.push(',');
                     joined.push_str(v.to_str().unwrap_or(""));

@@ -1209,6 +1209,52 @@ impl Registry {
         self.service_where(host, client_ns, |_| true)
     }
 
+    /// [`Registry::service`] for a client its `sidecar` scopes, on `port`: the copy of a
+    /// host defined in several namespaces that the Sidecar's egress imports (istiod's
+    /// `selectServices`), else the one [`Registry::service`] picks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: sc, namespace: a}
+    /// spec: {egress: [{hosts: ['b/*']}]}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api, namespace: a}
+    /// spec: {hosts: [api.example.com], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: api, namespace: b}
+    /// spec: {hosts: [api.example.com], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let sc = snap.sidecar_for("a", &Default::default());
+    /// // the client's own namespace first without a Sidecar, the imported copy with it
+    /// assert_eq!(reg.service("api.example.com", "a").map(|s| &*s.object), Some("a/api"));
+    /// let s = reg.service_for_client("api.example.com", "a", sc, 80);
+    /// assert_eq!(s.map(|s| &*s.object), Some("b/api"));
+    /// ```
+    pub fn service_for_client(
+        &self,
+        host: &str,
+        client_ns: &str,
+        sidecar: Option<&crate::sidecar::SidecarScope>,
+        port: u16,
+    ) -> Option<&Arc<Service>> {
+        sidecar
+            .and_then(|sc| {
+                self.service_where(host, client_ns, |s| {
+                    sc.imports(client_ns, &s.namespace, &s.hostname, port)
+                })
+            })
+            .or_else(|| self.service(host, client_ns))
+    }
+
     /// [`Registry::service`] among the services `pick` accepts: for a client with a
     /// Sidecar, the copy of a host its egress imports (istiod's `selectServices`: "if there
     /// is ambiguity around what hostname to pick, a user can specify the one they want in

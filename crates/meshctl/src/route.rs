@@ -409,15 +409,9 @@ fn to_json(
             if d.virtual_service.is_none() && d.status().is_none() {
                 // as the mesh client: with a Sidecar, the copy of a duplicated host its
                 // egress imports
-                let reg = snap.registry();
-                let svc = scope
-                    .sidecar
-                    .and_then(|sc| {
-                        reg.service_where(&w.host, client_ns, |s| {
-                            sc.imports(client_ns, &s.namespace, &s.hostname, port)
-                        })
-                    })
-                    .or_else(|| reg.service(&w.host, client_ns));
+                let svc =
+                    snap.registry()
+                        .service_for_client(&w.host, client_ns, scope.sidecar, port);
                 let no_cluster = match svc {
                     None => true,
                     Some(svc) => {
@@ -1307,13 +1301,9 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
             } else {
                 None
             };
-            let svc = sidecar
-                .and_then(|sc| {
-                    snap.registry().service_where(&w.host, ns, |s| {
-                        sc.imports(ns, &s.namespace, &s.hostname, target_port)
-                    })
-                })
-                .or(found);
+            let svc = snap
+                .registry()
+                .service_for_client(&w.host, ns, sidecar, target_port);
             if let (Some(sc), Some(s)) = (sidecar, svc) {
                 v["imported"] = json!(sc.imports(ns, &s.namespace, &s.hostname, target_port));
             }

@@ -2312,13 +2312,7 @@ impl RouteTable {
         let fqdn: &str = by_vip.map_or(fqdn, |s| &*s.hostname);
         // with a Sidecar, the copy of the host its egress imports (a host defined in several
         // namespaces: istiod's `selectServices` keeps the imported one); else by precedence
-        let service = sidecar
-            .and_then(|sc| {
-                registry.service_where(fqdn, a.client_namespace, |s| {
-                    sc.imports(a.client_namespace, &s.namespace, &s.hostname, port)
-                })
-            })
-            .or_else(|| registry.service(fqdn, a.client_namespace));
+        let service = registry.service_for_client(fqdn, a.client_namespace, sidecar, port);
         // An `https` request is the application's own TLS: on a service port declared TLS or
         // HTTPS, a sidecar sees its ClientHello, not the request, and routes it as a
         // connection, by the `tls` routes of the service's VirtualServices (SNI, the host as

@@ -2995,18 +2995,12 @@ where
         return cluster_not_found(&parts);
     };
     // with a Sidecar, the copy of a duplicated host its egress imports
-    let service = match sidecar {
-        Some(sc) => snap
-            .registry()
-            .service_where(&wd.host, ns, |s| {
-                sc.imports(ns, &s.namespace, &s.hostname, wd.port.unwrap_or(port))
-            })
-            .or_else(|| snap.registry().service(&wd.host, ns)),
-        None => snap.registry().service(&wd.host, ns),
-    }
-    // a destination a VirtualService names is a cluster of that very host: a wildcard
-    // ServiceEntry (`*.example.com`) has no cluster for `api.example.com` (istio#49482)
-    .filter(|s| decision.virtual_service.is_none() || *s.hostname == *wd.host);
+    let service = snap
+        .registry()
+        .service_for_client(&wd.host, ns, sidecar, wd.port.unwrap_or(port))
+        // a destination a VirtualService names is a cluster of that very host: a wildcard
+        // ServiceEntry (`*.example.com`) has no cluster for `api.example.com` (istio#49482)
+        .filter(|s| decision.virtual_service.is_none() || *s.hostname == *wd.host);
     // What Envoy does with traffic it has no cluster for, when no route named one: under
     // ALLOW_ANY (Istio's default) its passthrough route sends it to the original
     // destination, here the request's own host and port, or to the client Sidecar's

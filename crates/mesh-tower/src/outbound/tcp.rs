@@ -303,18 +303,12 @@ impl MeshClient {
         let scope = snap
             .sidecar_for(ns, &shared.workload.labels)
             .filter(|_| sidecar);
-        let service = match scope {
-            Some(sc) => snap
-                .registry()
-                .service_where(&wd.host, ns, |s| {
-                    sc.imports(ns, &s.namespace, &s.hostname, wd.port.unwrap_or(port))
-                })
-                .or_else(|| snap.registry().service(&wd.host, ns)),
-            None => snap.registry().service(&wd.host, ns),
-        }
-        // a routed destination is a cluster of that very host (a wildcard ServiceEntry
-        // has none for a name under it)
-        .filter(|s| !routed || *s.hostname == *wd.host);
+        let service = snap
+            .registry()
+            .service_for_client(&wd.host, ns, scope, wd.port.unwrap_or(port))
+            // a routed destination is a cluster of that very host (a wildcard ServiceEntry
+            // has none for a name under it)
+            .filter(|s| !routed || *s.hostname == *wd.host);
         // Traffic Envoy has no cluster for, when no route named one: its passthrough
         // filter chain forwards it under ALLOW_ANY (Istio's default) to the original
         // destination, the host and port the application asked for, or to the client
