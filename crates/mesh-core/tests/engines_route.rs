@@ -198,6 +198,7 @@ fn traffic_shifting_weights_hold_over_100000_picks() {
     for (file, want) in table {
         let snap = snapshot_of(
             &[
+                "bookinfo/platform-kube/bookinfo.yaml",
                 "bookinfo/networking/destination-rule-all.yaml",
                 &format!("bookinfo/networking/{file}"),
             ],
@@ -215,7 +216,7 @@ fn traffic_shifting_weights_hold_over_100000_picks() {
     }
     // weights are relative: 1:3 is 25/75; a destination without weight gets nothing
     let snap = snapshot_of(
-        &[],
+        &["bookinfo/platform-kube/bookinfo.yaml"],
         r#"
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -238,7 +239,10 @@ spec:
 #[test]
 fn fault_injection_tasks() {
     let snap = snapshot_of(
-        &["bookinfo/networking/virtual-service-ratings-test-abort.yaml"],
+        &[
+            "bookinfo/platform-kube/bookinfo.yaml",
+            "bookinfo/networking/virtual-service-ratings-test-abort.yaml",
+        ],
         "",
     );
     let jason = headers(&[("end-user", "jason")]);
@@ -265,7 +269,10 @@ fn fault_injection_tasks() {
     assert_eq!(d.status(), None);
 
     let snap = snapshot_of(
-        &["bookinfo/networking/virtual-service-ratings-test-delay.yaml"],
+        &[
+            "bookinfo/platform-kube/bookinfo.yaml",
+            "bookinfo/networking/virtual-service-ratings-test-delay.yaml",
+        ],
         "",
     );
     let d = snap.route_http(&HttpRequestAttrs::new("default", "ratings", "/", &jason));
@@ -275,7 +282,13 @@ fn fault_injection_tasks() {
     assert_eq!(d.status(), None); // a delay does not answer
 
     // abort 555 on a match-less first route: every request, second route unreachable
-    let snap = snapshot_of(&["bookinfo/networking/fault-injection-details-v1.yaml"], "");
+    let snap = snapshot_of(
+        &[
+            "bookinfo/platform-kube/bookinfo.yaml",
+            "bookinfo/networking/fault-injection-details-v1.yaml",
+        ],
+        "",
+    );
     for path in ["/details/0", "/", "/x"] {
         let d = snap.route_http(&HttpRequestAttrs::new(
             "default",
@@ -339,6 +352,11 @@ fn egress_tasks() {
 }
 
 const MATCHES: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: m, namespace: default}
+spec: {ports: [{port: 80, name: http}, {port: 8080, name: http-alt}, {port: 443, name: http-443}], selector: {app: m}}
+---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: m, namespace: default}

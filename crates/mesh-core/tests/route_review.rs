@@ -480,9 +480,13 @@ fn virtual_service_host_outside_the_registry_applies_on_port_80() {
                                                 // a VirtualService covering a registry service with the port: all its hosts apply there
     assert_eq!(status("ratings:9080").2, Some(419));
     assert_eq!(status("ratings.corp.example:9080").2, Some(419));
-    assert_eq!(status("ratings.corp.example:7000").2, Some(419)); // no registry service for the name
-                                                                  // nothing in the registry for the name: no port list to go by, it applies everywhere
-    assert_eq!(status("legacy.corp.example:8080").2, Some(420));
+    // the name is not a service's, and no service has port 7000: `selectVirtualServices`
+    // leaves the VirtualService out of that port's route configuration
+    assert_eq!(status("ratings.corp.example:7000").2, None);
+    // a VirtualService covering no registry service at all: port 80 only
+    assert_eq!(status("legacy.corp.example").2, Some(420));
+    assert_eq!(status("legacy.corp.example:8080").2, None);
+    assert_eq!(status("legacy.corp.example:9080").2, None);
 }
 
 fn mesh_config(yaml: &str) -> MeshOptions {

@@ -277,6 +277,14 @@ fn redirect_authority_keeps_an_explicit_port() {
     let s = snap(
         r#"
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: web}
+spec:
+  hosts: [web.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 8080, name: http-alt, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: web}
 spec:

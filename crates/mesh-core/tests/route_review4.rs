@@ -253,7 +253,12 @@ spec:
 /// restricts nothing (and a delegate's inherits the root's), and validation accepts them.
 #[test]
 fn zero_valued_match_fields_are_unset() {
-    let yaml = "apiVersion: networking.istio.io/v1
+    let yaml = "apiVersion: v1
+kind: Service
+metadata: {name: productpage, namespace: default}
+spec: {ports: [{port: 8080, name: http}, {port: 9090, name: http-b}], selector: {app: productpage}}
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: vs, namespace: default}
 spec:
@@ -279,7 +284,12 @@ spec:
 #[test]
 fn a_redirect_uri_without_slash_gets_one() {
     let s = snap(
-        "apiVersion: networking.istio.io/v1
+        "apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {ports: [{port: 8080, name: http}], selector: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: vs, namespace: default}
 spec:

@@ -514,3 +514,59 @@ spec:
     assert!(!reachable(&snap, "shop", &cart, &host("productpage"), 8080));
     assert!(!reachable(&snap, "shop", &cart, &host("details"), 9080));
 }
+
+/// istiod's `separateVSHostsAndServices` without a Sidecar too: a wildcard VirtualService
+/// host that covers services on the port gives its routes to those services only; a name
+/// under it that no service has is not routed by it (it passes through), while on a port
+/// none of those services has, the wildcard is a virtual host of its own only on port 80.
+#[test]
+fn a_wildcard_host_covering_services_routes_only_them_without_a_sidecar() {
+    let snap = mesh_core::mesh::Mesh::from_yaml(
+        "apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: default}
+spec: {ports: [{port: 8000, name: http}], selector: {app: httpbin}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: wild, namespace: default}
+spec:
+  hosts: ['*.svc.cluster.local']
+  http: [{directResponse: {status: 418}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: ext, namespace: default}
+spec:
+  hosts: ['*.example.com']
+  http: [{directResponse: {status: 419}}]
+",
+    )
+    .unwrap()
+    .snapshot();
+    let h = http::HeaderMap::new();
+    let status = |authority: &str| {
+        let d = snap.route_http(&mesh_core::route::HttpRequestAttrs::new(
+            "default", authority, "/", &h,
+        ));
+        (d.virtual_service_name().map(str::to_owned), d.status())
+    };
+    // the service itself takes the wildcard's routes
+    assert_eq!(
+        status("httpbin:8000"),
+        (Some("default/wild".into()), Some(418))
+    );
+    // another name under the wildcard, on the service's port: not routed by it
+    assert_eq!(status("other.default.svc.cluster.local:8000"), (None, None));
+    // port 80: no service under the wildcard has it, so the wildcard is its own virtual host
+    assert_eq!(
+        status("other.default.svc.cluster.local"),
+        (Some("default/wild".into()), Some(418))
+    );
+    // a wildcard covering no service: port 80 only
+    assert_eq!(
+        status("api.example.com"),
+        (Some("default/ext".into()), Some(419))
+    );
+    assert_eq!(status("api.example.com:8443"), (None, None));
+}

@@ -80,7 +80,7 @@ fn what_istiod_accepts_is_accepted() {
 #[test]
 fn a_redirect_to_port_zero_keeps_the_requests_port() {
     let l = load_str(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x, namespace: ns1}\nspec:\n  hosts: [foo.bar]\n  http:\n  - redirect: {uri: /new, port: 0}\n",
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x, namespace: ns1}\nspec: {hosts: [foo.bar], ports: [{number: 8080, name: http, protocol: HTTP}], resolution: DNS}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: x, namespace: ns1}\nspec:\n  hosts: [foo.bar]\n  http:\n  - redirect: {uri: /new, port: 0}\n",
         "t.yaml",
     );
     let snap = mesh_core::snapshot::Snapshot::build(&l.objects, Default::default());

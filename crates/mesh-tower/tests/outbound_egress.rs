@@ -247,6 +247,14 @@ spec:
   endpoints: [{{address: 127.0.0.1}}]
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: front}}
+spec:
+  hosts: [front.internal]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: front}}
 spec:

@@ -15,7 +15,10 @@
 //! `grpc-timeout` within the route's; `route_timeout` is the route's own. Mesh traffic is routed as the
 //! client workload (`--namespace`, `--source-labels`) sees it through its `Sidecar`:
 //! `sidecar` names the Sidecar that applies, `not_imported` the VirtualService for the host
-//! that it does not import (the request then takes the default route), and a destination's
+//! that it does not import (the request then takes the default route),
+//! `unused_virtual_services` those covering a host no service the client sees has that
+//! istiod would not use on the request's port (port 80 only, or a port of a service another
+//! of their hosts names), and a destination's
 //! `imported` is false for a service it does not import, neither by its egress hosts nor as
 //! the destination of a VirtualService it imports (the mesh client answers 502). At a
 //! `--gateway`, `--claims '{"groups": ["group1"]}'` routes as a request whose verified JWT
@@ -280,6 +283,9 @@ struct Scope<'a> {
     /// The VirtualService the request would take without the Sidecar, when that one does
     /// not import it.
     not_imported: Option<&'a str>,
+    /// VirtualServices covering the host that route nothing here because no service the
+    /// client sees has the host (istiod: port 80 only, or a port of a service they cover).
+    unused: Vec<&'a str>,
 }
 
 /// The decision as JSON. `client_ns` and `client_labels` (`--source-labels`) are the
@@ -299,6 +305,7 @@ fn to_json(
     o.insert("virtual_service".into(), json!(d.virtual_service_name()));
     o.insert("sidecar".into(), json!(scope.sidecar.map(|s| s.name())));
     o.insert("not_imported".into(), json!(scope.not_imported));
+    o.insert("unused_virtual_services".into(), json!(scope.unused));
     o.insert("route".into(), json!(d.route_index()));
     // an `https` request is the application's TLS: routed by a `tls` route when one matches
     o.insert("tls_route".into(), json!(d.tls_route));
@@ -669,7 +676,16 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
         (None, _) if gateway.is_some() => s.push_str(
             "no VirtualService bound to the gateway applies to this host and port\n",
         ),
-        (None, _) => s.push_str("no VirtualService applies: the request goes to the host itself\n"),
+        (None, _) => {
+            s.push_str("no VirtualService applies: the request goes to the host itself\n");
+            if let Some(unused) = v["unused_virtual_services"].as_array().filter(|u| !u.is_empty()) {
+                let names: Vec<&str> = unused.iter().filter_map(|n| n.as_str()).collect();
+                s.push_str(&format!(
+                    "  VirtualService {} covers the host, but no Service or ServiceEntry the client sees has it on this port: istiod uses a VirtualService for such a host on port 80 only, or on a port of a service another of its hosts names (and never through a wildcard host that covers services on the port); load the host's Service or ServiceEntry\n",
+                    names.join(", ")
+                ));
+            }
+        }
         (Some(vs), Some(i)) => {
             s.push_str(&format!("VirtualService {vs}, http route {i} matched"));
             if let Some(n) = v["route_name"].as_str() {
@@ -1065,9 +1081,29 @@ pub(crate) fn run(args: Args) -> ExitCode {
         all.virtual_service_name()
             .filter(|vs| d.virtual_service_name() != Some(*vs))
     });
+    // a host no service of the client's has: name the VirtualServices that cover it but
+    // that istiod would not use on this port
+    let unused = match (d.virtual_service_name(), attrs.gateway, not_imported) {
+        (None, None, None)
+            if snap
+                .registry()
+                .service_for_client(&d.host, &args.namespace, sidecar, port)
+                .is_none() =>
+        {
+            let mut names: Vec<&str> = snap
+                .routes()
+                .mesh_virtual_services_covering(&d.host, &args.namespace)
+                .map(|vs| &*vs.name)
+                .collect();
+            names.dedup();
+            names
+        }
+        _ => Vec::new(),
+    };
     let scope = Scope {
         sidecar,
         not_imported,
+        unused,
     };
     let req = Request {
         scheme,

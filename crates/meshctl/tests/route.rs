@@ -50,12 +50,15 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 fn request_routing_for_jason() {
     let vs = sample("bookinfo/networking/virtual-service-reviews-test-v2.yaml");
     let dr = sample("bookinfo/networking/destination-rule-all.yaml");
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
     let base = [
         "http://reviews:9080/reviews/0",
         "--config",
         &vs,
         "--config",
         &dr,
+        "--config",
+        &kube,
     ];
     let mut a = base.to_vec();
     a.extend_from_slice(&["--header", "end-user: jason"]);
@@ -90,10 +93,13 @@ fn request_routing_for_jason() {
 
 #[test]
 fn traffic_shifting_and_faults() {
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
     let v = json(&[
         "http://reviews:9080/",
         "--config",
         &sample("bookinfo/networking/virtual-service-reviews-80-20.yaml"),
+        "-f",
+        &kube,
     ]);
     let d = v["destinations"].as_array().unwrap();
     assert_eq!(d.len(), 2);
@@ -111,13 +117,21 @@ fn traffic_shifting_and_faults() {
         "http://ratings:9080/ratings/0",
         "--config",
         &abort,
+        "-f",
+        &kube,
         "-H",
         "end-user: jason",
     ]);
     assert_eq!(v["status"], 500);
     assert_eq!(v["fault"]["abort"]["http_status"], 500);
     assert_eq!(v["fault"]["abort"]["percentage"], 100.0);
-    let v = json(&["http://ratings:9080/ratings/0", "--config", &abort]);
+    let v = json(&[
+        "http://ratings:9080/ratings/0",
+        "--config",
+        &abort,
+        "-f",
+        &kube,
+    ]);
     assert_eq!(v["status"], Value::Null);
     assert_eq!(v["route"], 1);
 
@@ -126,6 +140,8 @@ fn traffic_shifting_and_faults() {
         "http://ratings:9080/",
         "--config",
         &delay,
+        "-f",
+        &kube,
         "-H",
         "end-user: jason",
     ]);
@@ -290,11 +306,12 @@ fn a_whole_directory_last_definition_wins() {
     // every bookinfo networking file: `reviews` is defined by several files, the last one
     // loaded (virtual-service-reviews-v3.yaml, by file name) wins as with `kubectl apply`
     let dir = sample("bookinfo/networking");
-    let v = json(&["http://reviews:9080/", "--config", &dir]);
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
+    let v = json(&["http://reviews:9080/", "--config", &dir, "-f", &kube]);
     assert_eq!(v["virtual_service"], "default/reviews");
     assert_eq!(v["destinations"][0]["subset"], "v3");
     assert_eq!(v["destinations"][0]["subset_defined"], true);
-    let v = json(&["http://details:9080/", "--config", &dir]);
+    let v = json(&["http://details:9080/", "--config", &dir, "-f", &kube]);
     assert_eq!(v["virtual_service"], "default/details");
 }
 
@@ -527,6 +544,11 @@ fn cors_policy_of_the_route() {
         dir.path(),
         "vs.yaml",
         "
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: default}
+spec: {ports: [{port: 9080, name: http}], selector: {app: ratings}}
+---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: ratings, namespace: default}
@@ -1450,7 +1472,7 @@ spec:
 ",
     )
     .unwrap();
-    let v = json(&["http://reviews:8080/", "-f", f.to_str().unwrap()]);
+    let v = json(&["http://reviews/", "-f", f.to_str().unwrap()]);
     assert_eq!(v["direct_response"]["status"], 503, "{v}");
     assert_eq!(v["mirrors"], serde_json::json!([]), "{v}");
     assert_eq!(v["timeout"], Value::Null, "{v}");
@@ -1579,4 +1601,35 @@ spec:
     // without a Sidecar, the wildcard routes every host under it
     let v = json(&["http://z.foo.com/", "-f", f, "-n", "other"]);
     assert_eq!(v["virtual_service"], "b/wild", "{v}");
+}
+
+/// istiod uses a VirtualService for a host no service has on port 80 only (or on a port of
+/// a service another of its hosts names): on another port the explanation names the
+/// VirtualService it leaves out and why, and loading the host's Service makes it route.
+#[test]
+fn a_virtual_service_for_an_unknown_host_is_named_where_it_does_not_route() {
+    let vs = sample("bookinfo/networking/virtual-service-reviews-80-20.yaml");
+    let v = json(&["http://reviews:9080/", "-f", &vs]);
+    assert_eq!(v["virtual_service"], Value::Null, "{v}");
+    assert_eq!(
+        v["unused_virtual_services"],
+        serde_json::json!(["default/reviews"]),
+        "{v}"
+    );
+    let out = meshctl(&["route", "http://reviews:9080/", "-f", &vs]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains(
+            "VirtualService default/reviews covers the host, but no Service or ServiceEntry"
+        ),
+        "{text}"
+    );
+    // port 80: istiod's route configuration `80` takes VirtualService hosts of no service
+    let v = json(&["http://reviews/", "-f", &vs]);
+    assert_eq!(v["virtual_service"], "default/reviews", "{v}");
+    assert_eq!(v["unused_virtual_services"], serde_json::json!([]), "{v}");
+    // with the Service loaded, 9080 is its port
+    let kube = sample("bookinfo/platform-kube/bookinfo.yaml");
+    let v = json(&["http://reviews:9080/", "-f", &vs, "-f", &kube]);
+    assert_eq!(v["virtual_service"], "default/reviews", "{v}");
 }

@@ -55,12 +55,15 @@
 //! VirtualServices are merged in server then load order and catch-all routes go last
 //! (istiod `SortVHostRoutes`); a gateway has no default route (404).
 //!
-//! Deliberate simplifications: several mesh-bound VirtualServices for one host (undefined in
-//! Istio) resolve to the one in the client's namespace, else the first loaded. When the
-//! registry knows no service for the requested host, its VirtualService applies on every
-//! port (Istio would have no listener for the port; a configuration without its Services
-//! still routes). The registry ports a VirtualService covers are those of every service,
-//! exported to the client or not.
+//! A host no service of the client's has (none visible, or none its Sidecar imports) is
+//! routed by a VirtualService only on port 80, or on a port where one of the
+//! VirtualService's hosts covers such a service (istiod's `selectVirtualServices`), and
+//! not through a wildcard host that covers services on the port
+//! (`separateVSHostsAndServices`: those services get the routes, the wildcard itself no
+//! virtual host).
+//!
+//! Deliberate simplification: several mesh-bound VirtualServices for one host (undefined in
+//! Istio) resolve to the one in the client's namespace, else the first loaded.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -2094,6 +2097,46 @@ impl RouteTable {
         self.vss.is_empty()
     }
 
+    /// The VirtualServices bound to the mesh and visible from `client_ns` whose hosts cover
+    /// `host` (exactly first, then by wildcard, most specific first), whether or not they
+    /// route a given request: to explain one that none routed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: legacy, namespace: default}
+    /// spec:
+    ///   hosts: [legacy.corp.example]
+    ///   http: [{directResponse: {status: 418}}]
+    /// ").unwrap().snapshot();
+    /// // no service has the host: istiod uses the VirtualService on port 80 only
+    /// let h = http::HeaderMap::new();
+    /// let d = snap.route_http(&HttpRequestAttrs::new("default", "legacy.corp.example:8080", "/", &h));
+    /// assert_eq!(d.virtual_service_name(), None);
+    /// let covering: Vec<_> = snap
+    ///     .routes()
+    ///     .mesh_virtual_services_covering("legacy.corp.example", "default")
+    ///     .map(|vs| &*vs.name)
+    ///     .collect();
+    /// assert_eq!(covering, ["default/legacy"]);
+    /// ```
+    pub fn mesh_virtual_services_covering<'s>(
+        &'s self,
+        host: &'s str,
+        client_ns: &'s str,
+    ) -> impl Iterator<Item = &'s VirtualServiceInfo> + 's {
+        self.mesh
+            .all_matching(host)
+            .flat_map(|list| list.iter())
+            .map(|&i| &self.vss[i as usize].info)
+            .filter(move |info| info.export_to.visible_to(client_ns))
+    }
+
     /// The VirtualServices bound to the mesh (sidecars), by index, without delegates (their
     /// routes are flattened into their roots'): what a Sidecar's egress listener can import.
     pub(crate) fn mesh_virtual_services(
@@ -2376,26 +2419,36 @@ impl RouteTable {
                 .map(|vs| (vs, h))
             });
         }
-        // istiod's `separateVSHostsAndServices` for a Sidecar-scoped client: a wildcard host
-        // of a VirtualService (`*.foo.com`) that covers services the Sidecar imports gives
-        // virtual hosts to those services only, not to the wildcard itself; a host under it
-        // that is not one of them is not routed by it
-        if let (Some(sc), Some((vs, _))) = (sidecar, found) {
-            let imported = |s: &crate::registry::Service| {
-                sc.imports(a.client_namespace, &s.namespace, &s.hostname, port)
+        // A host with no service of the client's (none visible, or with a Sidecar none it
+        // imports) is routed by a VirtualService only through the virtual hosts istiod
+        // builds from the VirtualService's own hosts on the request's port
+        // (`BuildSidecarOutboundVirtualHosts`):
+        // - `separateVSHostsAndServices`: a wildcard host (`*.foo.com`) that covers services
+        //   on the port gives virtual hosts to those services only, not to itself, so a
+        //   name under it that is not one of them is not routed by it;
+        // - `selectVirtualServices`: on any port but 80, a VirtualService none of whose
+        //   hosts covers a service on the port is not used at all.
+        if let Some((vs, h)) = found {
+            let known = |s: &crate::registry::Service| match sidecar {
+                Some(sc) => sc.imports(a.client_namespace, &s.namespace, &s.hostname, port),
+                None => s.export_to.visible_to(a.client_namespace),
             };
-            let exact = vs.info.hosts.iter().any(|h| **h == *fqdn);
-            if !exact && !service.is_some_and(|s| &*s.hostname == fqdn && imported(s)) {
-                let covers_imported = vs.info.hosts.iter().any(|h| {
-                    crate::model::host::is_wildcard(h)
-                        && crate::model::host::matches(h, fqdn)
-                        && registry.services().any(|s| {
-                            !s.hostname.starts_with('*')
-                                && crate::model::host::matches(h, &s.hostname)
-                                && imported(s)
-                        })
+            if !service.is_some_and(|s| known(s)) {
+                let on_port = |pattern: &str| {
+                    registry.services().any(|s| {
+                        s.port(port).is_some()
+                            && crate::model::host::matches(pattern, &s.hostname)
+                            && known(s)
+                    })
+                };
+                let own_host = vs.info.hosts.iter().any(|vh| {
+                    if crate::model::host::is_wildcard(vh) {
+                        crate::model::host::matches(vh, h) && !on_port(vh)
+                    } else {
+                        **vh == *h
+                    }
                 });
-                if covers_imported {
+                if !own_host || (port != 80 && !vs.info.hosts.iter().any(|vh| on_port(vh))) {
                     found = None;
                 }
             }
