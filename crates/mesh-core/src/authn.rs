@@ -59,7 +59,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey};
 
 use crate::authz::RequestAuth;
 use crate::model::{ConfigObject, Labels, Spec};
@@ -145,6 +145,26 @@ pub enum ClaimProblem {
     NotInteger,
     /// A negative number or one past 64 bits.
     OutOfRange,
+}
+
+impl JwtError {
+    /// The status Envoy's jwt_authn filter answers with (`Filter::onComplete`): 403 for a
+    /// token whose audiences are not allowed, 401 for everything else.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::authn::JwtError;
+    ///
+    /// assert_eq!(JwtError::AudienceNotAllowed.http_status(), 403);
+    /// assert_eq!(JwtError::Expired.http_status(), 401);
+    /// ```
+    pub fn http_status(&self) -> u16 {
+        match self {
+            JwtError::AudienceNotAllowed => 403,
+            _ => 401,
+        }
+    }
 }
 
 impl fmt::Display for JwtError {
@@ -313,12 +333,19 @@ impl JwtProvider {
                 TokenLocation::Param("access_token".into()),
             ];
         }
+        // in the order Envoy's extractor keeps them (ordered maps: headers by name and
+        // prefix, then parameters, then cookies, each by name, once each); of several
+        // tokens the first location's is the identity (Envoy verifies them from the last,
+        // each verified one overwriting the payload)
+        let key = |l: &TokenLocation| match l {
+            TokenLocation::Header { name, prefix } => (0, format!("{name}{prefix}")),
+            TokenLocation::Param(p) => (1, p.clone()),
+            TokenLocation::Cookie(c) => (2, c.clone()),
+        };
+        locations.sort_by_cached_key(key);
+        locations.dedup_by(|a, b| key(a) == key(b));
         let keys = match (&r.jwks, &r.jwks_uri) {
-            (Some(j), _) => Keys::Inline(
-                serde_json::from_str::<JwkSet>(j)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string()),
-            ),
+            (Some(j), _) => Keys::Inline(parse_jwks(j.as_bytes()).map(Arc::new)),
             (None, Some(uri)) => Keys::Remote(uri.clone()),
             (None, None) => Keys::Inline(Err("no jwks or jwksUri".into())),
         };
@@ -611,9 +638,12 @@ impl JwtProvider {
         now: u64,
         remote: &dyn Fn(&str) -> Option<Arc<JwkSet>>,
     ) -> Result<RequestAuth, JwtError> {
-        // (the token parsed as Envoy parses it already: a header the verifying library
-        // cannot read, such as a padded one, or an algorithm it lacks, verifies nothing)
-        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::VerificationFails)?;
+        // (the token was parsed as Envoy parses it already; an algorithm the verifying
+        // library lacks, ES512, verifies nothing)
+        let (alg, kid) = jose_header(token).ok_or(JwtError::VerificationFails)?;
+        let (message, signature) = token.rsplit_once('.').ok_or(JwtError::VerificationFails)?;
+        // the signature over the segments as they came; its base64url with or without padding
+        let signature = signature.trim_end_matches('=');
         // Envoy's default clock skew: 60 s either way
         const SKEW: u64 = 60;
         // `exp: 0` is no expiry, as in jwt_verify_lib
@@ -641,12 +671,6 @@ impl JwtProvider {
             Keys::Inline(Err(_)) => return Err(JwtError::NoMatchingKey),
             Keys::Remote(uri) => remote(uri).ok_or(JwtError::JwksFetchFailed)?,
         };
-        // the signature only: the claims were checked above, against `now`
-        let mut validation = Validation::new(header.alg);
-        validation.set_required_spec_claims::<&str>(&[]);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
         let mut result = Err(JwtError::NoMatchingKey);
         for jwk in keys
             .keys
@@ -654,7 +678,7 @@ impl JwtProvider {
             // jwt_verify_lib: a key is skipped only when both it and the token have a (non-empty)
             // `kid` and they differ
             .filter(|k| {
-                let tk = header.kid.as_deref().filter(|s| !s.is_empty());
+                let tk = kid.as_deref().filter(|s| !s.is_empty());
                 let kk = k.common.key_id.as_deref().filter(|s| !s.is_empty());
                 tk.is_none() || kk.is_none() || tk == kk
             })
@@ -662,18 +686,23 @@ impl JwtProvider {
             if jwk
                 .common
                 .key_algorithm
-                .is_some_and(|a| algorithm_of(a) != Some(header.alg))
+                .is_some_and(|a| algorithm_of(a) != Some(alg))
             {
                 continue;
             }
             let Ok(key) = DecodingKey::from_jwk(jwk) else {
                 continue;
             };
-            match jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation) {
-                Ok(_) => return Ok(auth),
+            // the signature only: the claims were checked above, against `now`
+            match jsonwebtoken::crypto::verify(signature, message.as_bytes(), &key, alg) {
+                Ok(true) => return Ok(auth),
                 // a key of another type than the token's algorithm: not a match
-                Err(e) if matches!(e.kind(), ErrorKind::InvalidAlgorithm) => {}
-                Err(_) => result = Err(JwtError::VerificationFails),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat
+                    ) => {}
+                Ok(false) | Err(_) => result = Err(JwtError::VerificationFails),
             }
         }
         result
@@ -882,16 +911,28 @@ fn token_at(
             let after = joined.find(prefix.as_str())? + prefix.len();
             Some(extract_jwt(&joined, after).to_owned())
         }
-        // Envoy: the first value of the parameter, percent-decoded; an empty one is a
-        // token too (one that fails verification)
+        // Envoy (`parseAndDecodeQueryString`): the first value of the parameter, its name
+        // and value percent-decoded; an empty one is a token too (one that fails
+        // verification)
         TokenLocation::Param(p) => query?.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == p).then(|| percent_decoded(v))
+            let named = if k.contains('%') {
+                percent_decoded(k) == *p
+            } else {
+                k == p
+            };
+            named.then(|| percent_decoded(v))
         }),
+        // Envoy's `parseCookies`: the first cookie of the name, a quoted value unquoted; an
+        // empty one is a token too (one that fails verification)
         TokenLocation::Cookie(c) => headers.get_all(http::header::COOKIE).iter().find_map(|v| {
             v.to_str().ok()?.split(';').find_map(|kv| {
-                let (k, v) = kv.trim().split_once('=')?;
-                (k == c && !v.is_empty()).then(|| v.to_owned())
+                let (k, v) = kv.trim_start().split_once('=')?;
+                let v = match v.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                    Some(unquoted) => unquoted,
+                    None => v,
+                };
+                (k == c).then(|| v.to_owned())
             })
         }),
     }
@@ -994,6 +1035,83 @@ fn unverified_claims(token: &str) -> Result<serde_json::Value, JwtError> {
         return Err(JwtError::SignatureBadBase64);
     }
     Ok(claims)
+}
+
+/// A CORS preflight as Envoy's jwt_authn filter recognizes one (`isCorsPreflightRequest`):
+/// `OPTIONS` with a non-empty `Origin` and `Access-Control-Request-Method`. istiod sets
+/// `bypass_cors_preflight`, so such a request passes RequestAuthentication, whatever its
+/// rules require, with no identity (AuthorizationPolicy still applies).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::is_cors_preflight;
+///
+/// let mut h = http::HeaderMap::new();
+/// h.insert("origin", "https://app.example".parse().unwrap());
+/// h.insert("access-control-request-method", "POST".parse().unwrap());
+/// assert!(is_cors_preflight(&http::Method::OPTIONS, &h));
+/// assert!(!is_cors_preflight(&http::Method::GET, &h));
+/// h.remove("origin");
+/// assert!(!is_cors_preflight(&http::Method::OPTIONS, &h));
+/// ```
+pub fn is_cors_preflight(method: &http::Method, headers: &http::HeaderMap) -> bool {
+    let present = |name| headers.get(name).is_some_and(|v| !v.is_empty());
+    *method == http::Method::OPTIONS
+        && present(http::header::ORIGIN)
+        && present(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The `alg` and `kid` of a token's JOSE header, the only fields Envoy's
+/// `Jwt::parseFromString` reads (any other field, of any JSON type, is ignored); `None`
+/// for an algorithm the verifying library lacks.
+fn jose_header(token: &str) -> Option<(Algorithm, Option<String>)> {
+    let header = base64url(token.split('.').next()?)?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).ok()?;
+    let alg = header.get("alg")?.as_str()?.parse().ok()?;
+    let kid = header
+        .get("kid")
+        .and_then(|k| k.as_str())
+        .map(str::to_owned);
+    Some((alg, kid))
+}
+
+/// A JWKS document read as Envoy's `Jwks::createFrom` reads one: a JSON object whose `keys`
+/// is a list; a key that cannot be used (an unknown `kty` or curve, a malformed value) is
+/// left out rather than spoiling the others; a document with no usable key is refused.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authn::parse_jwks;
+///
+/// // an X25519 key (encryption, no JWT signature) beside a usable one
+/// let jwks = parse_jwks(br#"{"keys": [
+///     {"kty": "OKP", "crv": "X25519", "x": "hSDwCYkwp1R0i33ctD73Wg2_Og0mOBr066SpjqqbTmo"},
+///     {"kty": "oct", "kid": "k", "alg": "HS256", "k": "c2VjcmV0"}
+/// ]}"#).unwrap();
+/// assert_eq!(jwks.keys.len(), 1);
+/// assert!(parse_jwks(br#"{"keys": [{"kty": "XYZ"}]}"#).is_err());
+/// assert!(parse_jwks(b"not json").is_err());
+/// ```
+pub fn parse_jwks(text: &[u8]) -> Result<JwkSet, String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(text).map_err(|e| format!("Jwks is not a valid JSON: {e}"))?;
+    let keys = doc
+        .get("keys")
+        .ok_or("Jwks has no [keys] field")?
+        .as_array()
+        .ok_or("Jwks [keys] is not a list")?;
+    let keys: Vec<jsonwebtoken::jwk::Jwk> = keys
+        .iter()
+        .filter_map(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).ok())
+        .filter(|k| DecodingKey::from_jwk(k).is_ok())
+        .collect();
+    if keys.is_empty() {
+        return Err("Jwks doesn't have any valid public key".to_owned());
+    }
+    Ok(JwkSet { keys })
 }
 
 /// base64url as absl's `WebSafeBase64Unescape` reads it (padding optional).
@@ -1335,7 +1453,9 @@ fn check_provider(
         return Checked::Missed;
     }
     let mut verified: Vec<(usize, RequestAuth)> = Vec::new();
-    for f in &found {
+    // Envoy's authenticator verifies the last extracted token first: its failure is the
+    // one reported
+    for f in found.iter().rev() {
         let k = match parsed.iter().position(|(t, _)| *t == f.token) {
             Some(k) => k,
             None => {

@@ -862,10 +862,28 @@ spec:
     assert_eq!(
         (status, got.as_ref()),
         (
-            StatusCode::UNAUTHORIZED,
+            StatusCode::FORBIDDEN,
             &b"Audiences in Jwt are not allowed"[..]
         )
     );
+    // istiod's `bypass_cors_preflight`: a preflight passes jwt_authn whatever its token,
+    // with no identity; a plain OPTIONS with the same token does not
+    let mut preflight = get_req(
+        "/jwt",
+        &[
+            ("x-a", "garbage"),
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+        ],
+    );
+    *preflight.method_mut() = http::Method::OPTIONS;
+    // (the application's own answer: its route takes GET only)
+    let (status, _) = plain(h.addr, preflight).await.unwrap();
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    let mut options = get_req("/jwt", &[("x-a", "garbage")]);
+    *options.method_mut() = http::Method::OPTIONS;
+    let (status, _) = plain(h.addr, options).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let http_form = a("http://api.example.com");
     let (status, got) = plain(h.addr, get_req("/jwt", &[("x-a", &http_form)]))
         .await

@@ -211,6 +211,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
             Some(auth)
         }
         None if providers.is_empty() || args.tcp => None,
+        // Envoy's jwt_authn lets a CORS preflight through, without an identity
+        None if http::Method::from_bytes(args.method.as_bytes())
+            .is_ok_and(|m| mesh_core::authn::is_cors_preflight(&m, &headers)) =>
+        {
+            authn = json!({"result": "CORS preflight: not checked (bypass_cors_preflight)"});
+            None
+        }
         None => {
             let query = args.path.split_once('?').map(|(_, q)| q);
             let now = std::time::SystemTime::now()
@@ -335,7 +342,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
             )
         } else {
             format!(
-                "RequestAuthentication rejects the request's token: 401 `{e}` (jwtRules of {})",
+                "RequestAuthentication rejects the request's token: {} `{e}` (jwtRules of {})",
+                e.http_status(),
                 policies.join(", ")
             )
         };
@@ -503,7 +511,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "status": match (allowed, &rejected) {
             (true, _) => Some(200),
             (false, _) if bad_path || bad_method => Some(400),
-            (false, Some(_)) => Some(401),
+            (false, Some((e, _))) => Some(e.http_status()),
             (false, None) if mtls.mode == MtlsMode::Strict && principal.is_none() => None,
             (false, None) => Some(403),
         },
@@ -584,8 +592,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     println!("the caller gets 400 `Bad Request` (Envoy's HTTP codec)");
                 } else if bad_path {
                     println!("the caller gets 400 (Envoy's path normalization)");
-                } else if rejected.is_some() {
-                    println!("the caller gets 401 with that message (Envoy's jwt_authn)");
+                } else if let Some((e, _)) = &rejected {
+                    println!(
+                        "the caller gets {} with that message (Envoy's jwt_authn)",
+                        e.http_status()
+                    );
                 } else if mtls.mode == MtlsMode::Strict && principal.is_none() {
                     println!("the caller's connection is reset");
                 } else {

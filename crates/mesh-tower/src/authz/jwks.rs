@@ -253,7 +253,7 @@ impl JwksCache {
         } else {
             send(tcp, req).await?
         };
-        serde_json::from_slice(&body).map_err(|e| format!("not a JWKS: {e}"))
+        mesh_core::authn::parse_jwks(&body)
     }
 }
 

@@ -880,6 +880,11 @@ impl AuthorizationLayer {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
+            // istiod sets `bypass_cors_preflight`: a CORS preflight carries no credentials
+            // and passes Envoy's jwt_authn whatever the rules require, without an identity
+            if mesh_core::authn::is_cors_preflight(req.method(), req.headers()) {
+                return Ok(());
+            }
             mesh_core::authn::sanitize_jwt_outputs(req.headers_mut(), &c.jwt);
             let jwks = &self.shared.jwks;
             let found = authenticate(&c.jwt, req.headers(), req.uri().query(), now, &|uri| {
@@ -895,11 +900,15 @@ impl AuthorizationLayer {
                 Err(e) => {
                     tracing::info!(target: TARGET, error = %e, path = req.uri().path(),
                         "RequestAuthentication: token rejected");
-                    // Envoy's sendLocalReply: 401 with the message, or for gRPC 200 with
-                    // grpc-status 16 (UNAUTHENTICATED) and the message in grpc-message;
+                    // Envoy's sendLocalReply: 401 with the message (403 for a token whose
+                    // audiences are not allowed), or for gRPC 200 with grpc-status 16
+                    // (UNAUTHENTICATED; 7) and the message in grpc-message;
                     // www-authenticate either way
-                    let mut resp: Response<R> = LocalReply::Unauthenticated(e.to_string())
-                        .to_response(is_grpc(req.headers()));
+                    let reply = match e.http_status() {
+                        403 => LocalReply::JwtForbidden(e.to_string()),
+                        _ => LocalReply::Unauthenticated(e.to_string()),
+                    };
+                    let mut resp: Response<R> = reply.to_response(is_grpc(req.headers()));
                     let realm = format!(
                         "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
                         req.headers()

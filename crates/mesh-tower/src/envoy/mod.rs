@@ -784,6 +784,10 @@ pub enum LocalReply {
     /// is expired`).
     #[error("{0}")]
     Unauthenticated(String),
+    /// RequestAuthentication verified the JWT but not its audience: 403 `Audiences in Jwt
+    /// are not allowed` (Envoy's jwt_authn `Filter::onComplete`).
+    #[error("{0}")]
+    JwtForbidden(String),
     /// Envoy's `normalize_path` refused the request path (it holds `%00`): 400, empty
     /// body, details `path_normalization_failed`, before routing and every filter.
     #[error("path normalization failed")]
@@ -861,6 +865,7 @@ impl LocalReply {
             LocalReply::FaultAbort { http_status, .. } => *http_status,
             LocalReply::RbacDenied => StatusCode::FORBIDDEN,
             LocalReply::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            LocalReply::JwtForbidden(_) => StatusCode::FORBIDDEN,
             LocalReply::PathNormalizationFailed | LocalReply::InvalidMethod => {
                 StatusCode::BAD_REQUEST
             }
@@ -928,7 +933,7 @@ impl LocalReply {
             // CodeUtility::toString(426)
             LocalReply::UpgradeRequired => "Upgrade Required".to_owned(),
             LocalReply::MaxDurationTimeout => "downstream duration timeout".to_owned(),
-            LocalReply::Unauthenticated(msg) => msg.clone(),
+            LocalReply::Unauthenticated(msg) | LocalReply::JwtForbidden(msg) => msg.clone(),
         }
     }
 
@@ -971,6 +976,7 @@ impl LocalReply {
             LocalReply::FaultAbort { .. } => ResponseFlags::FAULT_INJECTED,
             LocalReply::RbacDenied
             | LocalReply::Unauthenticated(_)
+            | LocalReply::JwtForbidden(_)
             | LocalReply::PathNormalizationFailed
             | LocalReply::MaxDurationTimeout
             | LocalReply::DirectResponse { .. } => ResponseFlags::NONE,
@@ -1019,7 +1025,7 @@ impl LocalReply {
             LocalReply::Overflow => "upstream_reset_before_response_started{overflow}".into(),
             LocalReply::FaultAbort { .. } => "fault_filter_abort".into(),
             LocalReply::RbacDenied => "rbac_access_denied_matched_policy[none]".into(),
-            LocalReply::Unauthenticated(msg) => {
+            LocalReply::Unauthenticated(msg) | LocalReply::JwtForbidden(msg) => {
                 format!("jwt_authn_access_denied{{{}}}", msg.replace(' ', "_"))
             }
             LocalReply::PathNormalizationFailed => "path_normalization_failed".into(),
