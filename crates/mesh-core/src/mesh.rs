@@ -184,6 +184,11 @@ struct State {
 /// use mesh_core::route::HttpRequestAttrs;
 ///
 /// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+/// ---
 /// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: reviews}
@@ -204,7 +209,7 @@ struct State {
 ///   - {name: v2, labels: {version: v2}}
 /// ").unwrap();
 /// let snap = mesh.snapshot();
-/// assert_eq!(snap.object_count(), 2);
+/// assert_eq!(snap.object_count(), 3);
 /// let headers = http::HeaderMap::new();
 /// let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews:9080", "/", &headers));
 /// let weights: Vec<(&str, u32)> = d

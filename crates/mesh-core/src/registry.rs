@@ -774,7 +774,7 @@ impl ServiceDefs {
                         .endpoints
                         .iter()
                         .filter(|we| !we.address.is_empty())
-                        .map(|we| Arc::new(endpoint_from_entry(we, &format!("{key}"))))
+                        .map(|we| Arc::new(endpoint_from_entry(we, None, &format!("{key}"))))
                         .collect();
                     for host in &se.hosts {
                         let dns_hosts =
@@ -818,7 +818,11 @@ impl ServiceDefs {
                 Spec::WorkloadEntry(we) if !we.address.is_empty() => {
                     out.workload_entries.push((
                         ns.clone(),
-                        Arc::new(endpoint_from_entry(we, &format!("WorkloadEntry/{key}"))),
+                        Arc::new(endpoint_from_entry(
+                            we,
+                            Some(&o.metadata.labels),
+                            &format!("WorkloadEntry/{key}"),
+                        )),
                     ));
                 }
                 _ => {}
@@ -902,7 +906,14 @@ impl ServiceDefs {
     }
 }
 
-fn endpoint_from_entry(we: &crate::model::WorkloadEntry, origin: &str) -> Endpoint {
+/// An endpoint from a ServiceEntry's `endpoints` entry or a WorkloadEntry (`meta_labels`:
+/// the WorkloadEntry object's own labels, which take precedence over its spec's, as
+/// istiod's `convertWorkloadEntry` merges them).
+fn endpoint_from_entry(
+    we: &crate::model::WorkloadEntry,
+    meta_labels: Option<&Labels>,
+    origin: &str,
+) -> Endpoint {
     let address = if let Some(p) = we.address.strip_prefix("unix://") {
         EndpointAddress::Unix(p.into())
     } else if let Ok(ip) = we.address.parse::<IpAddr>() {
@@ -910,6 +921,24 @@ fn endpoint_from_entry(we: &crate::model::WorkloadEntry, origin: &str) -> Endpoi
     } else {
         EndpointAddress::Hostname(we.address.as_str().into())
     };
+    let mut labels = we.labels.clone();
+    if let Some(meta) = meta_labels {
+        labels.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    // istiod: `locality`, else the `istio-locality` label (`us-west.zone-1`, dots for
+    // slashes as a label value cannot hold `/`)
+    let locality: Option<Box<str>> = we
+        .locality
+        .as_deref()
+        .filter(|l| !l.is_empty())
+        .map(Into::into)
+        .or_else(|| {
+            labels
+                .get("istio-locality")
+                .filter(|l| !l.is_empty())
+                .map(|l| l.replace('.', "/").into())
+        });
+    augment_labels(&mut labels, locality.as_deref(), we.network.as_deref());
     Endpoint {
         address,
         ports: we
@@ -917,12 +946,41 @@ fn endpoint_from_entry(we: &crate::model::WorkloadEntry, origin: &str) -> Endpoi
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), u16::try_from(*v).ok()?)))
             .collect(),
-        labels: we.labels.clone(),
+        labels,
         weight: we.weight.unwrap_or(1).max(1),
-        locality: we.locality.as_deref().map(Into::into),
+        locality,
         service_account: we.service_account.as_deref().map(Into::into),
         network: we.network.as_deref().map(Into::into),
         origin: origin.into(),
+    }
+}
+
+/// The cluster ID istiod gives its own cluster's endpoints by default (`CLUSTER_ID`).
+const CLUSTER_ID: &str = "Kubernetes";
+
+/// istiod's `AugmentLabels`: an endpoint's labels, as DestinationRule subsets select them,
+/// also say where it runs: `topology.kubernetes.io/region` and `zone` and
+/// `topology.istio.io/subzone` from its locality (they replace labels of those names),
+/// `topology.istio.io/cluster`, and `topology.istio.io/network` unless a label sets it.
+fn augment_labels(labels: &mut Labels, locality: Option<&str>, network: Option<&str>) {
+    let mut parts = locality.unwrap_or("").splitn(3, '/');
+    for key in [
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.istio.io/subzone",
+    ] {
+        if let Some(v) = parts.next().filter(|v| !v.is_empty()) {
+            labels.insert(key.to_owned(), v.to_owned());
+        }
+    }
+    labels.insert(
+        "topology.istio.io/cluster".to_owned(),
+        CLUSTER_ID.to_owned(),
+    );
+    if let Some(n) = network.filter(|n| !n.is_empty()) {
+        labels
+            .entry("topology.istio.io/network".to_owned())
+            .or_insert_with(|| n.to_owned());
     }
 }
 
@@ -1047,10 +1105,12 @@ impl Registry {
             if let Some(sel) = &d.selector {
                 for w in workloads.iter() {
                     if *w.namespace == *svc.namespace && labels_match(sel, &w.labels) {
+                        let mut labels = w.labels.clone();
+                        augment_labels(&mut labels, w.locality.as_deref(), None);
                         svc.endpoints.push(Arc::new(Endpoint {
                             address: EndpointAddress::Ip(w.address),
                             ports: w.ports.clone(),
-                            labels: w.labels.clone(),
+                            labels,
                             weight: w.weight.max(1),
                             locality: w.locality.as_deref().map(Into::into),
                             service_account: Some(w.service_account.as_str().into()),
@@ -1061,9 +1121,13 @@ impl Registry {
                 }
                 // WorkloadEntries of the namespace: for a ServiceEntry's workloadSelector and,
                 // as istiod (PILOT_ENABLE_K8S_SELECT_WORKLOAD_ENTRIES, on by default), for a
-                // Kubernetes Service's selector
+                // Kubernetes Service's selector; one whose address is a name or a Unix
+                // socket only for a DNS ServiceEntry (istiod's `DNSServiceEntryOnly`)
+                let by_dns = matches!(svc.resolution, Resolution::Dns | Resolution::DnsRoundRobin)
+                    && svc.origin == ServiceOrigin::ServiceEntry;
                 for (ns, e) in &defs.workload_entries {
-                    if *ns == svc.namespace && labels_match(sel, &e.labels) {
+                    let dialable = by_dns || matches!(e.address, EndpointAddress::Ip(_));
+                    if *ns == svc.namespace && dialable && labels_match(sel, &e.labels) {
                         svc.endpoints.push(e.clone());
                     }
                 }

@@ -315,6 +315,11 @@ impl<'a> Upstream<'a> {
 /// use mesh_core::route::HttpRequestAttrs;
 ///
 /// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: ratings, namespace: default}
+/// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+/// ---
 /// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: ratings, namespace: default}
@@ -640,6 +645,11 @@ impl Snapshot {
     /// use mesh_core::route::{HttpRequestAttrs, RouteOutcome};
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: reviews, namespace: default}
@@ -687,6 +697,11 @@ impl Snapshot {
     /// use mesh_core::route::HttpRequestAttrs;
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: reviews, namespace: bookinfo}

@@ -199,6 +199,34 @@ spec:
     assert_eq!(body, format!("HTTP/1.1 localhost:{port}"));
 }
 
+/// Istio 1.22+ (`ENABLE_RESOLUTION_NONE_TARGET_PORT`): a NONE ServiceEntry port's
+/// `targetPort` replaces the original destination's port (Envoy's
+/// `upstream_port_override`); the Host stays as the application wrote it.
+#[tokio::test]
+async fn resolution_none_goes_to_the_target_port() {
+    let target = http1_server().await.port();
+    // a port nothing listens on: the one the application asks for
+    let asked = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: local}}
+spec:
+  hosts: [localhost]
+  ports: [{{number: {asked}, name: http, protocol: HTTP, targetPort: {target}}}]
+  resolution: NONE
+"
+    ))
+    .unwrap();
+    let (status, body, failure) = get(&client(&mesh), &format!("http://localhost:{asked}/x")).await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(body, format!("HTTP/1.1 localhost:{asked}"));
+}
+
 #[tokio::test]
 async fn resolution_none_wildcard_resolves_the_concrete_host() {
     let port = http1_server().await.port();

@@ -452,6 +452,26 @@ fn to_json(
                     }
                 }
             }
+            // resolution NONE: the original destination, its port replaced by the
+            // ServiceEntry port's targetPort (Istio 1.22+ `PassthroughTargetPorts`)
+            if v["original_destination"].is_null() {
+                if let Some(t) = snap
+                    .registry()
+                    .service_for_client(&w.host, client_ns, scope.sidecar, port)
+                    .filter(|s| {
+                        s.resolution == mesh_core::model::Resolution::None
+                            && s.origin == mesh_core::registry::ServiceOrigin::ServiceEntry
+                    })
+                    .and_then(|s| s.port(port)?.target_port)
+                {
+                    let host = match r.authority.rsplit_once(':') {
+                        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+                        _ => r.authority,
+                    };
+                    v["original_destination"] = json!(format!("{host}:{t}"));
+                    v["port_override"] = json!(t);
+                }
+            }
             // a destination a route names is the cluster `outbound|port|subset|host` of that
             // very host, if a service declares it (and the port): else 503 NC
             if d.virtual_service.is_some() {
@@ -779,6 +799,10 @@ fn to_text(v: &Value, method: &str, url: &str, ns: &str, gateway: Option<&str>) 
             None if d["imported"] == json!(false) => {
                 s.push_str(" (the Sidecar does not import this service: 502)")
             }
+            None if d["port_override"].is_u64() => s.push_str(&format!(
+                " (resolution NONE: to the address the application asked for, on the ServiceEntry's targetPort: {})",
+                d["original_destination"].as_str().unwrap_or("")
+            )),
             None => {}
         }
         s.push('\n');

@@ -1633,3 +1633,27 @@ fn a_virtual_service_for_an_unknown_host_is_named_where_it_does_not_route() {
     let v = json(&["http://reviews:9080/", "-f", &vs, "-f", &kube]);
     assert_eq!(v["virtual_service"], "default/reviews", "{v}");
 }
+
+/// A `resolution: NONE` ServiceEntry port with a `targetPort`: the original destination on
+/// that port (Istio 1.22+).
+#[test]
+fn resolution_none_shows_the_target_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "se.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.internal]
+  ports: [{number: 8080, name: http, protocol: HTTP, targetPort: 18081}]
+  resolution: NONE
+",
+    );
+    let f = f.display().to_string();
+    let v = json(&["http://api.internal:8080/", "-f", &f]);
+    let d = &v["destinations"][0];
+    assert_eq!(d["original_destination"], "api.internal:18081", "{v}");
+    assert_eq!(d["port_override"], 18081, "{v}");
+}

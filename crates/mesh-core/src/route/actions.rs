@@ -95,6 +95,11 @@ impl WeightedDestination {
     /// use mesh_core::route::HttpRequestAttrs;
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: reviews}
@@ -332,6 +337,11 @@ impl Redirect {
     /// use mesh_core::route::{HttpRequestAttrs, RouteOutcome};
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: httpbin, namespace: default}
+    /// spec: {selector: {app: httpbin}, ports: [{name: http, port: 8000}]}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: httpbin}
@@ -891,6 +901,11 @@ impl Fault {
 /// use mesh_core::route::{HttpRequestAttrs, PerMillion};
 ///
 /// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: httpbin, namespace: default}
+/// spec: {selector: {app: httpbin}, ports: [{name: http, port: 8000}]}
+/// ---
 /// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: httpbin}

@@ -8,6 +8,11 @@
 //! use mesh_core::route::HttpRequestAttrs;
 //!
 //! let mesh = Mesh::from_yaml(r#"
+//! apiVersion: v1
+//! kind: Service
+//! metadata: {name: reviews, namespace: default}
+//! spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+//! ---
 //! apiVersion: networking.istio.io/v1
 //! kind: VirtualService
 //! metadata: {name: reviews, namespace: default}
@@ -140,6 +145,11 @@ pub fn resolve_gateway_name(g: &str, vs_ns: &str) -> String {
 /// use mesh_core::route::HttpRequestAttrs;
 ///
 /// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+/// ---
 /// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: reviews}
@@ -484,6 +494,11 @@ impl<'a> HttpRequestAttrs<'a> {
     /// use mesh_core::route::HttpRequestAttrs;
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ratings, namespace: default}
+    /// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: ratings}
@@ -513,6 +528,11 @@ impl<'a> HttpRequestAttrs<'a> {
     /// use mesh_core::route::HttpRequestAttrs;
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: web}
+    /// spec: {hosts: [web.example.com], ports: [{number: 80, name: http, protocol: HTTP}, {number: 443, name: https, protocol: HTTPS}], resolution: DNS}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: web}
@@ -973,6 +993,11 @@ pub enum RouteOutcome<'a> {
 /// use mesh_core::route::HttpRequestAttrs;
 ///
 /// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+/// ---
 /// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: reviews}
@@ -2251,6 +2276,11 @@ impl RouteTable {
     /// use mesh_core::route::HttpRequestAttrs;
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ratings, namespace: default}
+    /// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: ratings}
@@ -2285,6 +2315,11 @@ impl RouteTable {
     /// use mesh_core::route::HttpRequestAttrs;
     ///
     /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: bookinfo}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
     /// apiVersion: networking.istio.io/v1
     /// kind: VirtualService
     /// metadata: {name: reviews, namespace: bookinfo}

@@ -187,15 +187,8 @@ pub(super) fn validate(cx: &mut Ctx<'_>, se: &ServiceEntry) {
                     "workloadSelector should not be set when resolution mode is NONE",
                 );
             }
-            // istiod warns: with NONE the traffic keeps its original destination port
-            for (i, port) in se.ports.iter().enumerate() {
-                if port.target_port.is_some_and(|t| t != 0) {
-                    cx.warn(
-                        &format!("spec.ports[{i}].targetPort"),
-                        "targetPort has no effect when resolution mode is NONE",
-                    );
-                }
-            }
+            // (a `targetPort` replaces the original destination port since Istio 1.22,
+            // `ENABLE_RESOLUTION_NONE_TARGET_PORT`: no warning)
         }
         Resolution::Static => {
             let unix_count = se.endpoints.iter().filter(|e| is_unix(&e.address)).count();

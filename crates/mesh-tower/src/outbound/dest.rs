@@ -440,13 +440,22 @@ fn inputs<'a>(
     }
     if endpoints.is_empty() && is_passthrough(service) {
         // The original destination: the request's own host and port, resolved when
-        // connecting (the application would have connected there).
+        // connecting (the application would have connected there); a ServiceEntry port's
+        // `targetPort` replaces the port (istiod's `PassthroughTargetPorts`, Envoy's
+        // `upstream_port_override`; `ENABLE_RESOLUTION_NONE_TARGET_PORT`, on since 1.22)
         if let Some((host, port)) = &key.request {
+            let port = match service.origin {
+                ServiceOrigin::ServiceEntry => service
+                    .port(key.port)
+                    .and_then(|p| p.target_port)
+                    .unwrap_or(*port),
+                _ => *port,
+            };
             endpoints.push(EndpointSpec {
-                addr: placeholder(*port),
+                addr: placeholder(port),
                 name: Some(DialName {
                     host: Arc::clone(host),
-                    port: *port,
+                    port,
                 }),
                 weight: 1,
                 locality: None,

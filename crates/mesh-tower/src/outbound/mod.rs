@@ -429,6 +429,11 @@ pub type ClientBody = MetricsBody<MeshBody>;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: ratings, namespace: default}
+/// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+/// ---
 /// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: ratings, namespace: default}
@@ -1351,6 +1356,11 @@ impl MeteredOutbound {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 /// let mesh = Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: ratings, namespace: default}
+/// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+/// ---
 /// apiVersion: networking.istio.io/v1
 /// kind: VirtualService
 /// metadata: {name: ratings, namespace: default}
