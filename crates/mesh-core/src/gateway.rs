@@ -27,7 +27,7 @@
 
 use std::sync::Arc;
 
-use crate::model::{ConfigObject, Labels, Server, Spec};
+use crate::model::{ConfigObject, Labels, Server, ServerTlsMode, Spec};
 use crate::names::labels_match;
 
 #[derive(Debug, Clone)]
@@ -165,7 +165,11 @@ impl Gateways {
         }
     }
 
-    /// The servers a workload with these labels serves, in load order.
+    /// The servers a workload with these labels serves, in load order, merged as istiod's
+    /// `mergeGateways` merges them: a server that repeats a TLS host (SNI) already served
+    /// on its port (and bind) is left out whole, and on a port whose first server is not
+    /// TLS, a later one is kept only when both are HTTP (a TCP, TLS or HTTPS server after
+    /// an HTTP one, or anything after a TCP one, is left out).
     ///
     /// # Examples
     ///
@@ -196,15 +200,16 @@ impl Gateways {
     /// assert_eq!(servers[1].gateway, "istio-system/web");
     /// ```
     pub fn servers_for(&self, labels: &Labels) -> Vec<GatewayServer<'_>> {
-        self.defs
-            .iter()
-            .filter(|g| g.selector.as_ref().is_none_or(|s| labels_match(s, labels)))
-            .flat_map(GatewayDef::servers)
-            .collect()
+        merge(
+            self.defs
+                .iter()
+                .filter(|g| g.selector.as_ref().is_none_or(|s| labels_match(s, labels)))
+                .flat_map(GatewayDef::servers),
+        )
     }
 
-    /// The servers of the Gateways named `names` (`ns/name`), in their order: what a gateway
-    /// workload implementing them listens with.
+    /// The servers of the Gateways named `names` (`ns/name`), merged as for a workload
+    /// implementing them (see [`Gateways::servers_for`]): what it listens with.
     ///
     /// # Examples
     ///
@@ -224,11 +229,13 @@ impl Gateways {
     /// assert!(gateways.servers_named(&["default/public"]).is_empty());
     /// ```
     pub fn servers_named(&self, names: &[&str]) -> Vec<GatewayServer<'_>> {
-        names
-            .iter()
-            .filter_map(|n| self.defs.iter().find(|g| &*g.name == *n))
-            .flat_map(GatewayDef::servers)
-            .collect()
+        // in istiod's order of the Gateways (as loaded), whatever the order of `names`
+        merge(
+            self.defs
+                .iter()
+                .filter(|g| names.contains(&&*g.name))
+                .flat_map(GatewayDef::servers),
+        )
     }
 
     /// The gateway names (`ns/name`) a workload with these labels implements.
@@ -264,6 +271,91 @@ impl Gateways {
             .filter(|g| g.selector.as_ref().is_none_or(|s| labels_match(s, labels)))
             .map(|g| &*g.name)
             .collect()
+    }
+}
+
+/// Istio's `Protocol.IsHTTP` for a port protocol (any case): HTTP, HTTP2, GRPC, GRPC-Web,
+/// HTTP_PROXY (not HTTPS).
+pub(crate) fn is_http_protocol(p: &str) -> bool {
+    ["HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"]
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(p))
+}
+
+/// istiod's `mergeGateways` over one workload's servers, in order (port translation aside).
+fn merge<'a>(servers: impl Iterator<Item = GatewayServer<'a>>) -> Vec<GatewayServer<'a>> {
+    use std::collections::{HashMap, HashSet};
+    let mut seen_ports: HashSet<u32> = HashSet::new();
+    // the first server of a port when it is not a TLS server: its protocol and bind
+    let mut plaintext: HashMap<u32, (&str, Option<&str>)> = HashMap::new();
+    // TLS hosts by port: host -> bind (`CheckDuplicates`)
+    let mut tls_hosts: HashMap<u32, HashMap<String, Option<&str>>> = HashMap::new();
+    // `serversByRouteName`'s keys
+    let mut route_names: HashSet<String> = HashSet::new();
+    let mut kept = Vec::new();
+    for gs in servers {
+        let s = gs.server;
+        let port = s.port.number;
+        let proto = s.port.protocol.as_str();
+        let bind = s.bind.as_deref();
+        let passthrough = s.tls.as_ref().is_some_and(|t| {
+            matches!(
+                t.mode,
+                ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
+            )
+        });
+        // `gatewayRDSRouteName`: `http.<port>`, `https.<port>.<name>.<gw>.<ns>`, or none
+        let route_name = if is_http_protocol(proto) {
+            Some(http_route_name(port))
+        } else if proto.eq_ignore_ascii_case("HTTPS") && s.tls.is_some() && !passthrough {
+            Some(https_route_name(port, &s.port.name, gs.gateway))
+        } else {
+            None
+        };
+        if s.tls.is_some() {
+            let known = tls_hosts.entry(port).or_default();
+            let hosts: Vec<String> = s
+                .hosts
+                .iter()
+                .map(|h| sanitize_server_host(h, gs.gateway))
+                .collect();
+            if hosts.iter().any(|h| known.get(h) == Some(&bind)) {
+                continue; // "skipping server on gateway ..., duplicate host names"
+            }
+            known.extend(hosts.into_iter().map(|h| (h, bind)));
+        }
+        if seen_ports.insert(port) {
+            // `IsTLSServer`: TLS settings on a protocol that is not HTTP
+            if s.tls.is_none() || is_http_protocol(proto) {
+                plaintext.insert(port, (proto, bind));
+            }
+            route_names.extend(route_name);
+        } else if let Some(&(current, current_bind)) = plaintext.get(&port) {
+            // `canMergeProtocols`: the port's first server is HTTP, and so is this one
+            let mergeable = is_http_protocol(current)
+                && (is_http_protocol(proto) || proto.eq_ignore_ascii_case(current));
+            if current_bind == bind && (!mergeable || route_name.is_none()) {
+                continue; // "conflict with existing server"
+            }
+            route_names.extend(route_name);
+        } else if let Some(name) = route_name {
+            // a TLS port: each HTTP(S) server its own route configuration
+            if !route_names.insert(name) {
+                continue; // "non unique port name for HTTPS port"
+            }
+        }
+        kept.push(gs);
+    }
+    kept
+}
+
+/// istiod's `sanitizeServerHostNamespace`: `./host` is the Gateway's namespace's,
+/// `*/host` any namespace's (the bare host).
+fn sanitize_server_host(host: &str, gateway: &str) -> String {
+    match host.split_once('/') {
+        Some((".", h)) => format!("{}/{h}", gateway.split('/').next().unwrap_or("")),
+        Some(("*", h)) => h.to_owned(),
+        _ => host.to_owned(),
     }
 }
 

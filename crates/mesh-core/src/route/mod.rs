@@ -78,6 +78,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use crate::authz::RequestAuth;
+use crate::gateway::is_http_protocol;
 use crate::model::{self, ConfigObject, Labels, Spec};
 use crate::names::{kube_expansion, split_authority, ExportTo, HostBuf, HostMap, MeshOptions};
 use crate::registry::Registry;
@@ -1562,11 +1563,6 @@ fn sni_score(pattern: &str, host: &str) -> Option<usize> {
         }
         None => (pattern == host).then_some(usize::MAX),
     }
-}
-
-/// Istio's `Protocol.IsHTTP` for a server protocol (upper case).
-fn is_http_protocol(p: &str) -> bool {
-    matches!(p, "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY")
 }
 
 /// The address an application's sidecar would see it dial for `service`: its own (a

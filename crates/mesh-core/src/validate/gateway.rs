@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use super::common::*;
 use super::{Ctx, Help};
+use crate::gateway::is_http_protocol;
 use crate::model::{Gateway, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
 /// Cipher suites istiod accepts by name (`ValidCipherSuites`: BoringSSL's, the PSK ones
@@ -86,12 +87,6 @@ pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
 
 fn is_tls_protocol(p: &str) -> bool {
     p.eq_ignore_ascii_case("HTTPS") || p.eq_ignore_ascii_case("TLS")
-}
-
-fn is_http_protocol(p: &str) -> bool {
-    ["HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"]
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(p))
 }
 
 /// `validateServer` / `validateServerPort` / `validateServerBind`.

@@ -8,13 +8,8 @@ use super::gateway::{validate_server_tls, validate_unix_address};
 use super::service_entry::is_known_protocol;
 use super::Ctx;
 
+use crate::gateway::is_http_protocol;
 use crate::model::{CaptureMode, OutboundMode, Port, ServerTlsMode, Sidecar};
-
-fn is_http_protocol(p: &str) -> bool {
-    ["HTTP", "HTTP2", "GRPC", "GRPC-WEB", "HTTP_PROXY"]
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(p))
-}
 
 /// Go's `net.SplitHostPort`: `host:port` or `[v6]:port`, with Go's error text.
 fn split_host_port(s: &str) -> Result<(&str, &str), String> {
