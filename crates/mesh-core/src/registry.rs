@@ -727,6 +727,54 @@ impl ServiceDefs {
                         .map(IpNet::from)
                         .into_iter()
                         .collect();
+                    // istiod's `ConvertService`: the Service's service accounts (deprecated
+                    // annotations) are identities its endpoints may present
+                    let annotated = |name: &str| {
+                        o.metadata
+                            .annotations
+                            .get(name)
+                            .into_iter()
+                            .flat_map(|v| v.split(','))
+                            .map(str::trim)
+                            .filter(|v| !v.is_empty())
+                    };
+                    let subject_alt_names = annotated("alpha.istio.io/kubernetes-serviceaccounts")
+                        .map(|sa| {
+                            format!(
+                                "spiffe://{}/ns/{}/sa/{sa}",
+                                opts.trust_domain, o.metadata.namespace
+                            )
+                            .into()
+                        })
+                        .chain(
+                            annotated("alpha.istio.io/canonical-serviceaccounts").map(Into::into),
+                        )
+                        .collect();
+                    // `type: ExternalName`: a DNS name for another host, reached by resolving
+                    // it (istiod before its alias mode, `ENABLE_EXTERNAL_NAME_ALIAS`), outside
+                    // the mesh; it selects no pods
+                    let external = ks
+                        .service_type
+                        .as_deref()
+                        .is_some_and(|t| t == "ExternalName")
+                        .then_some(ks.external_name.as_deref())
+                        .flatten()
+                        .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                        .filter(|n| !n.is_empty());
+                    let (resolution, location, selector, dns_hosts) = match external {
+                        Some(name) => (
+                            Resolution::Dns,
+                            ServiceLocation::MeshExternal,
+                            None,
+                            vec![name.into()],
+                        ),
+                        None => (
+                            Resolution::Static,
+                            ServiceLocation::MeshInternal,
+                            ks.selector.clone(),
+                            Vec::new(),
+                        ),
+                    };
                     out.defs.push(ServiceDef {
                         service: Service {
                             hostname: host.into(),
@@ -735,15 +783,15 @@ impl ServiceDefs {
                             origin: ServiceOrigin::Kubernetes,
                             ports,
                             addresses,
-                            resolution: Resolution::Static,
-                            location: ServiceLocation::MeshInternal,
+                            resolution,
+                            location,
                             export_to: export,
-                            subject_alt_names: Vec::new(),
+                            subject_alt_names,
                             endpoints: Vec::new(),
                             default_destinations: Box::new([]),
                         },
-                        selector: ks.selector.clone(),
-                        dns_hosts: Vec::new(),
+                        selector,
+                        dns_hosts,
                     });
                 }
                 Spec::ServiceEntry(se) => {

@@ -140,3 +140,54 @@ spec:
         .iter()
         .any(|e| matches!(&e.address, EndpointAddress::Unix(p) if &**p == "/var/run/vm.sock")));
 }
+
+/// istiod's `ConvertService`: the deprecated service-account annotations name identities
+/// the Service's endpoints may present (for the client's SAN check); an `ExternalName`
+/// Service is its external name, resolved by DNS, outside the mesh.
+#[test]
+fn service_annotations_and_external_names() {
+    use mesh_core::model::{Resolution, ServiceLocation};
+    let snap = mesh_core::mesh::Mesh::from_yaml(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: vm
+  namespace: default
+  annotations:
+    alpha.istio.io/kubernetes-serviceaccounts: vm-sa, other
+    alpha.istio.io/canonical-serviceaccounts: spiffe://corp.example/ns/legacy/sa/x
+spec: {selector: {app: vm}, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec: {type: ExternalName, externalName: db.corp.example., ports: [{name: tcp, port: 5432}]}
+",
+    )
+    .unwrap()
+    .snapshot();
+    let vm = snap
+        .registry()
+        .service("vm.default.svc.cluster.local", "default")
+        .unwrap();
+    let sans: Vec<&str> = vm.subject_alt_names.iter().map(|s| &**s).collect();
+    assert_eq!(
+        sans,
+        [
+            "spiffe://cluster.local/ns/default/sa/vm-sa",
+            "spiffe://cluster.local/ns/default/sa/other",
+            "spiffe://corp.example/ns/legacy/sa/x",
+        ]
+    );
+    let db = snap
+        .registry()
+        .service("db.default.svc.cluster.local", "default")
+        .unwrap();
+    assert_eq!(db.resolution, Resolution::Dns);
+    assert_eq!(db.location, ServiceLocation::MeshExternal);
+    assert_eq!(db.endpoints.len(), 1);
+    assert!(db
+        .endpoints
+        .iter()
+        .all(|e| matches!(&e.address, EndpointAddress::Hostname(h) if &**h == "db.corp.example")));
+}

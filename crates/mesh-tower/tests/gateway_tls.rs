@@ -506,6 +506,54 @@ async fn rust_client_over_http2_picks_certificates_by_sni() {
     }
 }
 
+/// A client whose ALPN offer has nothing in common with the server's `h2, http/1.1` (an
+/// Istio sidecar's `istio-peer-exchange, istio`, `http/1.0`): Envoy's ALPN callback
+/// answers NOACK and the handshake goes on without ALPN, as it does here; HTTP/1.1 then.
+#[tokio::test]
+async fn a_client_offering_no_common_alpn_still_handshakes() {
+    if !have("openssl") {
+        eprintln!("openssl missing: skipping");
+        return;
+    }
+    let s = setup().await;
+    let host = "httpbin.example.com";
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(s.dir.join("example.com.crt")).unwrap();
+    for c in mesh_tls::certs_from_pem("ca", &pem).unwrap() {
+        roots.add(c).unwrap();
+    }
+    for offer in [
+        vec![b"istio-peer-exchange".to_vec(), b"istio".to_vec()],
+        vec![b"http/1.0".to_vec()],
+    ] {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(mesh_tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth();
+        cfg.alpn_protocols = offer.clone();
+        let tcp = tokio::net::TcpStream::connect(s.https).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{offer:?}: {e}"));
+        assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::get("/hello")
+            .header("host", host)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{offer:?}");
+    }
+}
+
 /// reqwest (rustls) through the gateway: each host's certificate verifies against its own
 /// root only.
 #[tokio::test]

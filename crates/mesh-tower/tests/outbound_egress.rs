@@ -199,6 +199,25 @@ spec:
     assert_eq!(body, format!("HTTP/1.1 localhost:{port}"));
 }
 
+/// A Kubernetes Service of `type: ExternalName` is a DNS name for another host: the
+/// request goes there (resolved when connecting), with its Host as written, plaintext.
+#[tokio::test]
+async fn an_external_name_service_reaches_its_external_name() {
+    let port = http1_server().await.port();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: v1
+kind: Service
+metadata: {{name: ext, namespace: default}}
+spec: {{type: ExternalName, externalName: localhost, ports: [{{name: http, port: {port}}}]}}
+"
+    ))
+    .unwrap();
+    let (status, body, failure) = get(&client(&mesh), &format!("http://ext:{port}/a")).await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(body, format!("HTTP/1.1 ext:{port}"));
+}
+
 /// Istio 1.22+ (`ENABLE_RESOLUTION_NONE_TARGET_PORT`): a NONE ServiceEntry port's
 /// `targetPort` replaces the original destination's port (Envoy's
 /// `upstream_port_override`); the Host stays as the application wrote it.

@@ -1516,6 +1516,7 @@ async fn connection(
         }
     };
     let istio_alpn = offers_istio_mtls_alpn(&hello.alpn);
+    let hello_alpn = hello.alpn;
     let sni = hello.sni;
     // the filter chain the ClientHello reaches among the port's HTTPS and TLS servers:
     // a terminating server's hosts, a PASSTHROUGH server's VirtualService `sniHosts`, an
@@ -1586,7 +1587,7 @@ async fn connection(
             tracing::warn!(gateway = %gateway, index, error = %e, "cannot terminate TLS");
             io::Error::other(e)
         })?;
-    let accept = TlsAcceptor::from(term.config).accept(tcp);
+    let accept = TlsAcceptor::from(term.config_for(&hello_alpn)).accept(tcp);
     let stream = tokio::time::timeout(inner.hello_timeout, accept)
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;

@@ -179,7 +179,40 @@ fn versions(
 #[derive(Clone, Debug)]
 pub(crate) struct Terminating {
     pub(crate) config: Arc<ServerConfig>,
+    /// The same without ALPN, for a client whose ALPN offer has nothing in common with
+    /// ours: Envoy's `alpnSelectCallback` answers `SSL_TLSEXT_ERR_NOACK` and the handshake
+    /// goes on without ALPN, where rustls would refuse it (`no_application_protocol`).
+    /// `None` when the config has no ALPN.
+    no_alpn: Option<Arc<ServerConfig>>,
     pub(crate) by: Arc<[String]>,
+}
+
+impl Terminating {
+    fn new(cfg: ServerConfig, by: Arc<[String]>) -> Terminating {
+        let no_alpn = (!cfg.alpn_protocols.is_empty()).then(|| {
+            let mut plain = cfg.clone();
+            plain.alpn_protocols.clear();
+            Arc::new(plain)
+        });
+        Terminating {
+            config: Arc::new(cfg),
+            no_alpn,
+            by,
+        }
+    }
+
+    /// The config for a ClientHello offering `alpn` (empty: no ALPN extension).
+    pub(crate) fn config_for(&self, alpn: &[Vec<u8>]) -> Arc<ServerConfig> {
+        match &self.no_alpn {
+            Some(plain)
+                if !alpn.is_empty()
+                    && !alpn.iter().any(|p| self.config.alpn_protocols.contains(p)) =>
+            {
+                Arc::clone(plain)
+            }
+            _ => Arc::clone(&self.config),
+        }
+    }
 }
 
 /// Builds the server config for one Gateway server's TLS settings; `workload` is the
@@ -293,10 +326,7 @@ pub(crate) fn build_config(
     }
     // a configured cipher list is the server's preference, as BoringSSL applies it
     cfg.ignore_client_order = server_order;
-    Ok(Terminating {
-        config: Arc::new(cfg),
-        by,
-    })
+    Ok(Terminating::new(cfg, by))
 }
 
 /// `ISTIO_MUTUAL`: the gateway presents its own mesh certificate (following its
@@ -335,10 +365,10 @@ fn istio_mutual(
     } else {
         Vec::new()
     };
-    Ok(Terminating {
-        config: Arc::new(cfg),
-        by: vec![workload.identity().as_uri().to_owned()].into(),
-    })
+    Ok(Terminating::new(
+        cfg,
+        vec![workload.identity().as_uri().to_owned()].into(),
+    ))
 }
 
 type Entries<T> = HashMap<String, Result<T, String>>;

@@ -3777,9 +3777,10 @@ impl<T: Sender> Attempts<'_, T> {
                         od.record(index, Outcome::Status(reported), now);
                     }
                     if retries_left
-                        && retry_on.should_retry(
-                            AttemptFailure::Status(status),
+                        && retry_on.should_retry_answer(
+                            status,
                             grpc_status,
+                            resp.headers(),
                             self.policy,
                         )
                     {

@@ -35,6 +35,8 @@ pub(crate) struct RetryOn {
     retriable_4xx: bool,
     refused_stream: bool,
     retriable_status_codes: bool,
+    /// `envoy-ratelimited`: an answer with `x-envoy-ratelimited`.
+    envoy_ratelimited: bool,
     /// gRPC `unavailable`, `cancelled`, `deadline-exceeded`, `internal`,
     /// `resource-exhausted`: matched against `grpc-status`.
     grpc: [bool; 17],
@@ -70,6 +72,7 @@ impl RetryOn {
                 "retriable-4xx" => r.retriable_4xx = true,
                 "refused-stream" => r.refused_stream = true,
                 "retriable-status-codes" => r.retriable_status_codes = true,
+                "envoy-ratelimited" => r.envoy_ratelimited = true,
                 "cancelled" => r.grpc[GRPC_CANCELLED] = true,
                 "deadline-exceeded" => r.grpc[GRPC_DEADLINE_EXCEEDED] = true,
                 "internal" => r.grpc[GRPC_INTERNAL] = true,
@@ -79,6 +82,29 @@ impl RetryOn {
             }
         }
         r
+    }
+
+    /// Whether an answer may be retried (Envoy's `wouldRetryFromHeaders`): one carrying
+    /// `x-envoy-ratelimited` (an upstream Envoy's rate limit) only under
+    /// `envoy-ratelimited`, whatever its status; any other as [`RetryOn::should_retry`]
+    /// says. The header is looked for only when it can change the answer.
+    pub(crate) fn should_retry_answer(
+        &self,
+        status: u16,
+        grpc_status: Option<u32>,
+        headers: &http::HeaderMap,
+        policy: &RetryPolicy,
+    ) -> bool {
+        static RATE_LIMITED: http::HeaderName =
+            http::HeaderName::from_static("x-envoy-ratelimited");
+        let by_status = self.should_retry(AttemptFailure::Status(status), grpc_status, policy);
+        if !by_status && !self.envoy_ratelimited {
+            return false;
+        }
+        if headers.contains_key(&RATE_LIMITED) {
+            return self.envoy_ratelimited;
+        }
+        by_status
     }
 
     /// Whether an attempt that ended this way may be retried (Envoy's `RetryStateImpl`).
@@ -144,6 +170,33 @@ mod tests {
             retry_on: retry_on.into(),
             retriable_status_codes: codes.into(),
             ..RetryPolicy::istio_default().clone()
+        }
+    }
+
+    /// Envoy's `wouldRetryFromHeaders`: an upstream Envoy's rate-limited answer is retried
+    /// under `envoy-ratelimited` only, whatever the status conditions say.
+    #[test]
+    fn rate_limited_answers() {
+        let mut limited = http::HeaderMap::new();
+        limited.insert("x-envoy-ratelimited", "true".parse().unwrap());
+        let plain = http::HeaderMap::new();
+        let cases: &[(&str, u16, &http::HeaderMap, bool)] = &[
+            ("5xx", 503, &limited, false),
+            ("5xx", 503, &plain, true),
+            ("retriable-status-codes", 429, &limited, false),
+            ("envoy-ratelimited", 429, &limited, true),
+            ("envoy-ratelimited", 200, &limited, true),
+            ("envoy-ratelimited", 503, &plain, false),
+            ("5xx,envoy-ratelimited", 503, &limited, true),
+        ];
+        for (on, status, headers, want) in cases {
+            let p = policy(on, &[429]);
+            let r = RetryOn::parse(on);
+            assert_eq!(
+                r.should_retry_answer(*status, None, headers, &p),
+                *want,
+                "{on} {status} {headers:?}"
+            );
         }
     }
 
