@@ -700,12 +700,15 @@ fn os_roots() -> Result<TrustBundle, TlsError> {
 ///
 /// - ISTIO_MUTUAL: the workload's certificate (following renewals); the server's chain is
 ///   verified against the workload's trust bundle and its SPIFFE ID must be one of
-///   `subjectAltNames` if set, else one of `dest.service_accounts`, else any identity of the
-///   workload's trust domains. SNI `outbound_.<port>_.<subset>_.<fqdn>` unless `sni` is set.
-///   ALPN: `istio-peer-exchange`, `istio`, then `ctx.alpn`.
+///   `subjectAltNames` if set, else one of `dest.service_accounts`; with neither, the chain
+///   alone decides, as istiod gives Envoy no SAN matcher then. SNI
+///   `outbound_.<port>_.<subset>_.<fqdn>` unless `sni` is set. ALPN: `istio-peer-exchange`,
+///   `istio`, then `ctx.alpn`.
 /// - SIMPLE / MUTUAL: roots from `caCertificates` (or the credential's CA), else the OS
-///   roots; with `subjectAltNames` the server needs one of them as a SAN, otherwise its
-///   certificate must be valid for the SNI name (`sni`, else `dest.host`). MUTUAL adds the
+///   roots; with `subjectAltNames` the server needs one of them as a SAN; without, and
+///   without `sni`, its certificate must be valid for `dest.host` (istiod's auto SAN
+///   validation); with `sni` and no `subjectAltNames`, the chain alone decides (auto SAN
+///   validation is off, as in istiod's `setAutoSniAndAutoSanValidation`). MUTUAL adds the
 ///   client certificate from `clientCertificate`/`privateKey` or `credentialName`.
 ///
 /// Build once per destination and policy, and share; never per connection.
@@ -773,7 +776,8 @@ pub fn client_config(
                         .allow_only(dest.service_accounts.iter().cloned()),
                 )
             } else {
-                ServerCheck::Spiffe(creds.peer_policy())
+                // istiod: no SAN matchers, the mesh roots alone
+                ServerCheck::Chain
             };
             let verifier = MeshServerCertVerifier::shared(creds.shared_trust(), check);
             let cfg = builder
@@ -844,7 +848,8 @@ pub fn client_config(
                     }
                     (None, None) => None,
                 };
-                if settings.subject_alt_names.is_empty() {
+                if settings.subject_alt_names.is_empty() && settings.sni.is_none() {
+                    // auto SAN validation: the certificate must be valid for the host
                     let v = WebPkiServerVerifier::builder_with_provider(
                         roots.root_store().clone(),
                         provider.clone(),
@@ -863,9 +868,16 @@ pub fn client_config(
                         Some((what, crls)) => Some(pki::owned_crls(&what, &crls)?),
                         None => None,
                     };
+                    // an explicit `sni` turns istiod's auto SAN validation off: without
+                    // `subjectAltNames`, the chain alone is checked
+                    let check = if settings.subject_alt_names.is_empty() {
+                        ServerCheck::Chain
+                    } else {
+                        ServerCheck::SubjectAltNames(settings.subject_alt_names.clone().into())
+                    };
                     let v = MeshServerCertVerifier::shared_with_revocation(
                         verify::shared_trust(&roots)?,
-                        ServerCheck::SubjectAltNames(settings.subject_alt_names.clone().into()),
+                        check,
                         revocation,
                     );
                     builder.dangerous().with_custom_certificate_verifier(v)

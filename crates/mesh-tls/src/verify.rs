@@ -518,6 +518,11 @@ pub enum ServerCheck {
     /// compared exactly, DNS SANs case-insensitively with a leading `*.` wildcard in the
     /// certificate matching one label, IP SANs by address.
     SubjectAltNames(Arc<[String]>),
+    /// The chain alone, no name or identity: Envoy's validation context without SAN
+    /// matchers, as istiod builds it for SIMPLE/MUTUAL with an explicit `sni` and no
+    /// `subjectAltNames` (auto SAN validation is off then), and for ISTIO_MUTUAL to a
+    /// destination whose service accounts are unknown.
+    Chain,
 }
 
 /// Client side: webpki chain verification, then the server's identity, inside the
@@ -672,6 +677,7 @@ impl ServerCertVerifier for MeshServerCertVerifier {
                 pki::spiffe_of(end_entity).and_then(|id| policy.check(&id))
             }
             ServerCheck::SubjectAltNames(names) => check_sans(end_entity, names),
+            ServerCheck::Chain => Ok(()),
         };
         if let Err(v) = result {
             tracing::debug!(error = %v, "server identity refused");
