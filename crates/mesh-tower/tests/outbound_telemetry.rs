@@ -300,7 +300,7 @@ spec:
         ],
     );
 
-    // the route timeout keeps Envoy's `upstream_response_timeout`
+    // the route timeout keeps Envoy's `response_timeout`
     let yaml = format!(
         "{}{}",
         service_yaml("reviews", "default"),
@@ -319,12 +319,17 @@ spec:
     let (status, details) = details_of(&c, "http://reviews:9080/").await;
     assert_eq!(
         (status, details.as_deref()),
-        (504, Some("upstream_response_timeout"))
+        (504, Some("response_timeout"))
     );
     let l = series(c.metrics(), "504").await;
+    // the endpoint the attempt went to stays the destination (Envoy's upstream host)
     assert_labels(
         &l,
-        &[("response_flags", "UT"), ("destination_service", REVIEWS)],
+        &[
+            ("response_flags", "UT"),
+            ("destination_service", REVIEWS),
+            ("destination_workload", "reviews-v1"),
+        ],
     );
 }
 

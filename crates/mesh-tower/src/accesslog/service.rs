@@ -301,6 +301,10 @@ pin_project! {
             if let Some(f) = this.project().facts.take() {
                 let mut ext = http::Extensions::new();
                 ext.insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+                // Envoy's connection manager on the caller's close (`onEvent(RemoteClose)`)
+                ext.insert(crate::envoy::ResponseCodeDetails(
+                    "downstream_remote_disconnect".into(),
+                ));
                 drop(LogEntry::new(f, 0, &http::HeaderMap::new(), &ext));
             }
         }

@@ -739,7 +739,7 @@ pub enum LocalReply {
     #[error("no healthy upstream")]
     NoHealthyUpstream,
     /// Route timeout: 504 `upstream request timeout`, UT, details
-    /// `upstream_response_timeout`.
+    /// `response_timeout` (Envoy 1.23+; `upstream_response_timeout` before).
     #[error("upstream request timeout")]
     UpstreamTimeout,
     /// A retry policy's `perTryTimeout` expired on the last attempt: 504 `upstream request
@@ -1004,7 +1004,7 @@ impl LocalReply {
             LocalReply::NoRoute => "route_not_found".into(),
             LocalReply::ClusterNotFound => "cluster_not_found".into(),
             LocalReply::NoHealthyUpstream => "no_healthy_upstream".into(),
-            LocalReply::UpstreamTimeout => "upstream_response_timeout".into(),
+            LocalReply::UpstreamTimeout => "response_timeout".into(),
             LocalReply::UpstreamPerTryTimeout => "upstream_per_try_timeout".into(),
             LocalReply::DirectResponse { .. } => DIRECT_RESPONSE.into(),
             LocalReply::UpstreamReset {
@@ -1464,11 +1464,11 @@ mod tests {
             (
                 LocalReply::UpstreamReset {
                     reason: ResetReason::RemoteConnectionFailure,
-                    transport_failure: Some("delayed connect error: 111".into()),
+                    transport_failure: Some("delayed connect error: Connection refused".into()),
                     retried: false,
                 },
                 503,
-                format!("{upstream}reset reason: remote connection failure, transport failure reason: delayed connect error: 111"),
+                format!("{upstream}reset reason: remote connection failure, transport failure reason: delayed connect error: Connection refused"),
                 "UF",
             ),
             (

@@ -207,7 +207,8 @@ impl Drop for Recorder {
             // istio_stats uses for gRPC requests: httpToGrpcStatus, e.g. 503 → 14, 200 → 2)
             l.grpc_status = Some(http_to_grpc_status(l.response_code));
         }
-        let ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        // whole milliseconds, as istio_stats divides the duration (int64)
+        let ms = self.start.elapsed().as_millis() as f64;
         let messages = self
             .messages
             .as_ref()

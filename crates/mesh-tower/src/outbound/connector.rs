@@ -75,7 +75,7 @@ pub enum ConnectError {
     #[error("connect timeout after {0:?}")]
     Timeout(Duration),
     /// The TCP connect failed (refused, unreachable).
-    #[error("delayed connect error: {}", .0.raw_os_error().map(|c| c.to_string()).unwrap_or_else(|| .0.to_string()))]
+    #[error("delayed connect error: {}", os_error_text(.0))]
     Tcp(io::Error),
     /// The TLS handshake failed; when the peer's certificate was refused, the
     /// [`VerifyError`] says what was expected and what was presented.
@@ -642,6 +642,18 @@ impl Write for MeshConn {
     }
 }
 
+/// The system's text for an OS error, as Envoy's `errorDetails` gives it (`strerror`:
+/// `Connection refused`, since Envoy 1.31), without Rust's ` (os error N)`.
+fn os_error_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    match e.raw_os_error() {
+        Some(code) => text
+            .strip_suffix(&format!(" (os error {code})"))
+            .map_or_else(|| text.clone(), str::to_owned),
+        None => text,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,7 +677,10 @@ mod tests {
     #[test]
     fn connect_error_texts() {
         let refused = ConnectError::Tcp(io::Error::from_raw_os_error(111));
-        assert_eq!(refused.to_string(), "delayed connect error: 111");
+        assert_eq!(
+            refused.to_string(),
+            "delayed connect error: Connection refused"
+        );
         let t = ConnectError::Timeout(Duration::from_secs(1));
         assert_eq!(t.to_string(), "connect timeout after 1s");
     }

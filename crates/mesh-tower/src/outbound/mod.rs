@@ -3358,11 +3358,27 @@ where
                     if let (Some(od), true) = (&dest.outlier, i != usize::MAX) {
                         od.record(i, Outcome::Timeout, std::time::Instant::now());
                     }
+                    let mut resp = local(LocalReply::UpstreamTimeout, grpc);
+                    // the host the attempt went to stays the request's upstream, in the
+                    // metrics (its workload and, on mTLS, principals) and the access log
+                    let in_flight = (i != usize::MAX).then_some(i);
+                    if let Some(route_name) = &attempts.log_upstream {
+                        resp.extensions_mut().insert(UpstreamInfo {
+                            host: in_flight
+                                .and_then(|i| dest.lb.endpoints().get(i).map(|e| e.addr()))
+                                .filter(|a| !dest::is_placeholder(*a)),
+                            cluster: Some(Arc::clone(&dest.cluster_name)),
+                            local_address: None,
+                            route_name: route_name.clone(),
+                            transport_failure: None,
+                        });
+                    }
                     (
-                        local(LocalReply::UpstreamTimeout, grpc),
+                        resp,
                         MetricsContext {
+                            peer: in_flight.and_then(|i| dest.peers.get(i).cloned()),
                             service: Some(Arc::clone(&dest.service)),
-                            ..MetricsContext::default()
+                            mutual_tls: in_flight.and_then(|i| dest.mutual_tls.get(i).copied()),
                         },
                     )
                 }
