@@ -182,3 +182,41 @@ spec:
     assert!(d[0].is_error());
     assert_eq!(d[0].message, "address is required");
 }
+
+/// DestinationRule fields the mesh client does not apply are valid Istio, and said so
+/// (IM0013) rather than dropped silently, wherever they are set.
+#[test]
+fn traffic_policy_fields_not_applied_are_warned() {
+    let l = load_str(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: x, namespace: ns1}
+spec:
+  host: legacy.example.com
+  trafficPolicy:
+    proxyProtocol: {version: V2}
+    retryBudget: {percent: 10}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy:
+      tunnel: {protocol: CONNECT, targetHost: proxy.example.com, targetPort: 3128}
+",
+        "t.yaml",
+    );
+    let ds = validate_all(&l.objects);
+    assert!(ds.iter().all(|d| !d.is_error()), "{ds:#?}");
+    let warned: Vec<&str> = ds
+        .iter()
+        .filter(|d| d.severity == Severity::Warning && d.code == "IM0013")
+        .map(|d| d.path.as_str())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "spec.trafficPolicy.proxyProtocol",
+            "spec.trafficPolicy.retryBudget",
+            "spec.subsets[0].trafficPolicy.tunnel",
+        ]
+    );
+}

@@ -69,6 +69,33 @@ pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPol
         cx.error(p, "tunnel and proxyProtocol must not be set together");
         return;
     }
+    // valid Istio the mesh client does not apply: said, not silently dropped
+    for (field, set, what) in [
+        (
+            "proxyProtocol",
+            tp.proxy_protocol.is_some(),
+            "the mesh client writes no PROXY protocol header to the upstream",
+        ),
+        (
+            "tunnel",
+            tp.tunnel.is_some(),
+            "the mesh client does not tunnel connections over HTTP CONNECT or POST",
+        ),
+        (
+            "retryBudget",
+            tp.retry_budget.is_some(),
+            "concurrent retries are bounded by connectionPool.http.maxRetries only",
+        ),
+    ] {
+        if set {
+            cx.with_code(
+                crate::diag::Severity::Warning,
+                crate::diag::codes::NOT_APPLIED,
+                &format!("{p}.{field}"),
+                &format!("trafficPolicy.{field} is not applied by inmesh: {what}"),
+            );
+        }
+    }
     if let Some(od) = &tp.outlier_detection {
         validate_outlier_detection(cx, &format!("{p}.outlierDetection"), od);
     }
