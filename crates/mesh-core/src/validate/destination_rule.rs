@@ -92,7 +92,7 @@ pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPol
                 crate::diag::Severity::Warning,
                 crate::diag::codes::NOT_APPLIED,
                 &format!("{p}.{field}"),
-                &format!("trafficPolicy.{field} is not applied by inmesh: {what}"),
+                format!("trafficPolicy.{field} is not applied by inmesh: {what}"),
             );
         }
     }
