@@ -17,7 +17,7 @@ use crate::observe::{BodyObserver, BodySize, CountingBody, GrpcFrames, ObservedB
 /// # Examples
 ///
 /// The service under a [`MetricsLayer`](super::MetricsLayer) takes `Request<RequestBody<B>>`
-/// and reads it like any body; its size goes into `istio_request_bytes`:
+/// and reads it like any body; its size, with the head's, goes into `istio_request_bytes`:
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -42,7 +42,8 @@ use crate::observe::{BodyObserver, BodySize, CountingBody, GrpcFrames, ObservedB
 ///
 /// let text = metrics.render();
 /// let sum = text.lines().find(|l| l.starts_with("istio_request_bytes_sum{")).unwrap();
-/// assert!(sum.ends_with(" 10.0"), "{sum}");
+/// // `POST /post HTTP/1.1\r\n` and the blank line (23 bytes), then the 10-byte body
+/// assert!(sum.ends_with(" 33.0"), "{sum}");
 /// # Ok(()) }
 /// ```
 pub type RequestBody<B> = CountingBody<B>;
@@ -75,7 +76,9 @@ pub type RequestBody<B> = CountingBody<B>;
 ///
 /// let text = metrics.render();
 /// let sum = text.lines().find(|l| l.starts_with("istio_response_bytes_sum{")).unwrap();
-/// assert!(sum.ends_with(" 5.0"), "{sum}");
+/// // the head as HTTP/1.1 writes it (`HTTP/1.1 200 OK\r\n`, no headers, `\r\n`: 19 bytes)
+/// // and the 5-byte body, as istio_stats counts wire bytes
+/// assert!(sum.ends_with(" 24.0"), "{sum}");
 /// # Ok(()) }
 /// ```
 pub type MetricsBody<B> = ObservedBody<B, Recorder>;
@@ -116,6 +119,8 @@ pub struct Recorder {
     labels: RequestLabels,
     start: Instant,
     request_size: BodySize,
+    /// The request head's bytes (counted with the body, as istio_stats does).
+    request_head: u64,
     response_bytes: u64,
     /// A gRPC request's messages: the client's (counted by the request body), the
     /// server's (counted here).
@@ -132,6 +137,7 @@ impl Recorder {
         labels: RequestLabels,
         start: Instant,
         request_size: BodySize,
+        request_head: u64,
         request_messages: Option<Arc<AtomicU64>>,
     ) -> Self {
         Recorder {
@@ -139,6 +145,7 @@ impl Recorder {
             labels,
             start,
             request_size,
+            request_head,
             response_bytes: 0,
             messages: request_messages.map(|r| (r, GrpcFrames::default())),
             unseen: 0,
@@ -148,6 +155,11 @@ impl Recorder {
 }
 
 impl Recorder {
+    /// The response head's bytes, counted with its body.
+    pub(crate) fn response_head(&mut self, n: u64) {
+        self.response_bytes += n;
+    }
+
     /// The response is not gRPC: its body's messages are not counted.
     pub(crate) fn stop_counting_response_messages(&mut self) {
         if let Some((_, frames)) = &mut self.messages {
@@ -216,7 +228,7 @@ impl Drop for Recorder {
         self.metrics.record(
             &self.labels,
             ms,
-            self.request_size.get(),
+            self.request_head + self.request_size.get(),
             self.response_bytes,
             messages,
         );

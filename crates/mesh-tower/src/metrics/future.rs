@@ -22,6 +22,8 @@ pub(crate) struct Pending {
     pub(crate) protocol: RequestProtocol,
     pub(crate) context: MetricsContext,
     pub(crate) request_size: BodySize,
+    /// The request head's size as HTTP/1.1 writes it (see [`head_size`]).
+    pub(crate) request_head: u64,
     /// A gRPC request's messages, counted by its body.
     pub(crate) request_messages: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// The request's authority, kept only by a server that names no service: its
@@ -78,6 +80,19 @@ fn host_service(host: &http::HeaderValue) -> Arc<ServiceInfo> {
     })
 }
 
+/// The size of a message head as HTTP/1.1 writes it: its first line (`line`, with its
+/// CRLF), each header as `name: value` and CRLF, and the blank line. istio_stats reports
+/// a request's and a response's bytes as Envoy counts them on the wire, the head with the
+/// body (an HTTP/2 hop's compressed HEADERS frames are smaller; the same figure stands
+/// for them).
+pub(crate) fn head_size(line: usize, headers: &http::HeaderMap) -> u64 {
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    (line + fields + 2) as u64
+}
+
 impl Pending {
     /// Wraps `response`'s body so the request is recorded when it ends; `context` is what
     /// the stack learned while handling it (it overrides the request's).
@@ -118,6 +133,11 @@ impl Pending {
                 .unwrap_or_default(),
             grpc_status,
         );
+        recorder.response_head(head_size(
+            // `HTTP/1.1 200 OK\r\n`
+            13 + parts.status.canonical_reason().map_or(0, str::len) + 2,
+            &parts.headers,
+        ));
         if complete {
             recorder.on_end();
         }
@@ -189,6 +209,7 @@ impl Pending {
             },
             self.start,
             std::mem::replace(&mut self.request_size, BodySize::Exact(0)),
+            self.request_head,
             self.request_messages.take(),
         )
     }

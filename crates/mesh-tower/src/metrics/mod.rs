@@ -5,7 +5,8 @@
 //! "Istio Standard Metrics"):
 //! - `istio_requests_total` (counter),
 //! - `istio_request_duration_milliseconds` (histogram),
-//! - `istio_request_bytes`, `istio_response_bytes` (histograms of body sizes),
+//! - `istio_request_bytes`, `istio_response_bytes` (histograms of message sizes, the head
+//!   as HTTP/1.1 writes it with the body, as istio_stats reports the wire bytes),
 //! - for gRPC requests, `istio_request_messages_total` and `istio_response_messages_total`
 //!   (counters of the length-prefixed messages each side sent, as Envoy's gRPC stats count
 //!   them),
@@ -84,8 +85,9 @@
 //! assert_eq!(requests.len(), 2);
 //! assert!(requests.iter().any(|l| l.contains(r#"reporter="destination""#) && l.contains(r#"destination_workload="reviews-v1""#)));
 //! assert!(requests.iter().any(|l| l.contains(r#"reporter="source""#) && l.contains(r#"source_workload="productpage-v1""#)));
+//! // `GET / HTTP/1.1\r\n`, the blank line and the 4-byte body: istio_stats' wire bytes
 //! let sizes = text.lines().filter(|l| l.starts_with("istio_request_bytes_sum{"));
-//! assert!(sizes.map(|l| l.ends_with(" 4.0")).all(|ok| ok), "{text}");
+//! assert!(sizes.map(|l| l.ends_with(" 22.0")).all(|ok| ok), "{text}");
 //! # Ok(()) }
 //! ```
 
@@ -1095,12 +1097,12 @@ impl IstioMetrics {
         );
         registry.register(
             "request_bytes",
-            "Histogram of request body sizes in bytes",
+            "Histogram of request sizes in bytes (head and body)",
             request_bytes.clone(),
         );
         registry.register(
             "response_bytes",
-            "Histogram of response body sizes in bytes",
+            "Histogram of response sizes in bytes (head and body)",
             response_bytes.clone(),
         );
         let request_messages = Family::<MessageLabels, Counter>::default();

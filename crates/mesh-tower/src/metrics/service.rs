@@ -222,6 +222,10 @@ pub(crate) fn start<ReqB: http_body::Body>(
     };
     let head = req.method() == http::Method::HEAD;
     let (parts, body) = req.into_parts();
+    // `GET /path HTTP/1.1\r\n`
+    let target = parts.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let request_head =
+        super::future::head_size(parts.method.as_str().len() + target + 12, &parts.headers);
     let (mut body, request_size) = CountingBody::new(body);
     // gRPC: istio_request_messages_total / istio_response_messages_total
     let request_messages = (protocol == RequestProtocol::Grpc).then(|| body.count_grpc_messages());
@@ -231,6 +235,7 @@ pub(crate) fn start<ReqB: http_body::Body>(
         protocol,
         context,
         request_size,
+        request_head,
         request_messages,
         host,
         head,
