@@ -1074,7 +1074,8 @@ impl IstioMetrics {
     /// // Istio's four families render once they have series.
     /// assert!(!text.contains("istio_requests_total"), "{text}");
     ///
-    /// // `registry()` for encoding it yourself: the same text as `render()`.
+    /// // `registry()` for encoding it yourself: the same text as `render()` (which also
+    /// // writes whole bucket bounds as Envoy does, `le="250"`).
     /// let mut encoded = String::new();
     /// prometheus_client::encoding::text::encode(&mut encoded, metrics.registry())?;
     /// assert_eq!(encoded, text);
@@ -1182,7 +1183,9 @@ impl IstioMetrics {
         &self.registry
     }
 
-    /// Renders the registry in the Prometheus (OpenMetrics) text format.
+    /// Renders the registry in the Prometheus (OpenMetrics) text format, histogram bucket
+    /// bounds written as Envoy writes them (`le="250"`, not `le="250.0"`), so queries and
+    /// recording rules naming a bucket of Istio's histograms match.
     ///
     /// # Examples
     ///
@@ -1208,13 +1211,14 @@ impl IstioMetrics {
     /// let line = text.lines().find(|l| l.starts_with("istio_requests_total{")).unwrap();
     /// assert!(line.contains(r#"response_code="404""#) && line.ends_with(" 1"), "{line}");
     /// assert!(text.ends_with("# EOF\n"));
+    /// assert!(text.contains(r#"_bucket{le="250","#) && !text.contains(r#"le="250.0""#), "{text}");
     /// # Ok(()) }
     /// ```
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        envoy_bucket_bounds(&out)
     }
 
     /// Number of distinct label tuples recorded so far.
@@ -1387,6 +1391,29 @@ struct Recent {
 
 thread_local! {
     static RECENT: std::cell::RefCell<Vec<Recent>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `text` with each whole histogram bound `le="N.0"` written `le="N"`, as Envoy's
+/// Prometheus output formats bounds (`{:.32g}`); other bounds (`0.5`, `+Inf`) as they are.
+fn envoy_bucket_bounds(text: &str) -> String {
+    const LE: &str = "le=\"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(LE) {
+        let (head, tail) = rest.split_at(i + LE.len());
+        out.push_str(head);
+        let end = tail.find('"').unwrap_or(tail.len());
+        let value = &tail[..end];
+        match value.strip_suffix(".0") {
+            Some(whole) if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) => {
+                out.push_str(whole)
+            }
+            _ => out.push_str(value),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
