@@ -60,6 +60,8 @@ use crate::pki::{self, CertInfo};
 pub struct PeerPolicy {
     trust_domains: Arc<[String]>,
     allowed: Option<Arc<[Identity]>>,
+    /// The chain alone decides ([`PeerPolicy::any_chained`]).
+    chain_only: bool,
 }
 
 impl PeerPolicy {
@@ -80,6 +82,7 @@ impl PeerPolicy {
         Self {
             trust_domains: Arc::from([trust_domain.into()]),
             allowed: None,
+            chain_only: false,
         }
     }
 
@@ -104,7 +107,42 @@ impl PeerPolicy {
         Self {
             trust_domains: trust_domains.into_iter().map(Into::into).collect(),
             allowed: None,
+            chain_only: false,
         }
+    }
+
+    /// Any certificate that chains to the trusted roots, whatever its SPIFFE ID (or none):
+    /// Envoy's validation context without SAN matchers, as istiod builds it for a
+    /// gateway's `ISTIO_MUTUAL` server without `subjectAltNames`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy};
+    ///
+    /// let any = PeerPolicy::any_chained();
+    /// assert!(any.is_chain_only());
+    /// assert!(any.check(&Identity::new("other.domain", "ns", "sa")?).is_ok());
+    /// assert!(!PeerPolicy::trust_domain("cluster.local").is_chain_only());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn any_chained() -> Self {
+        Self {
+            trust_domains: Arc::from([]),
+            allowed: None,
+            chain_only: true,
+        }
+    }
+
+    /// Whether the chain alone decides ([`PeerPolicy::any_chained`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_tls::PeerPolicy::any_chained().is_chain_only());
+    /// ```
+    pub fn is_chain_only(&self) -> bool {
+        self.chain_only
     }
 
     /// Restricts the accepted peers to these identities.
@@ -182,6 +220,9 @@ impl PeerPolicy {
     /// # Ok(()) }
     /// ```
     pub fn check(&self, id: &Identity) -> Result<(), VerifyError> {
+        if self.chain_only {
+            return Ok(());
+        }
         if !self.td_ok(id.trust_domain()) {
             return Err(VerifyError::WrongTrustDomain {
                 expected: self.trust_domains.to_vec(),
@@ -451,6 +492,9 @@ impl ClientCertVerifier for MeshClientCertVerifier {
             let v = chain_error(&e, end_entity, intermediates, &trust.bundle);
             tracing::debug!(error = %v, "client certificate refused");
             return Err(v.into_rustls());
+        }
+        if self.policy.chain_only {
+            return Ok(ClientCertVerified::assertion());
         }
         let id = pki::spiffe_of(end_entity).map_err(VerifyError::into_rustls)?;
         if let Err(v) = self.policy.check(&id) {

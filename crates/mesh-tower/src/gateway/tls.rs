@@ -330,10 +330,11 @@ pub(crate) fn build_config(
 }
 
 /// `ISTIO_MUTUAL`: the gateway presents its own mesh certificate (following its
-/// renewals) and requires a client certificate from the mesh's trust domains, as a
-/// STRICT sidecar does; the client's SPIFFE identity is then the request's
-/// `source.principal`. `subjectAltNames` narrow the clients to those SPIFFE identities (a
-/// mesh certificate carries no other SAN, so an entry that is not one matches nobody).
+/// renewals) and requires a client certificate chaining to the mesh's roots, as istiod
+/// configures the gateway's Envoy (no trust-domain check, unlike a STRICT sidecar); the
+/// client's SPIFFE identity, if any, is then the request's `source.principal`.
+/// `subjectAltNames` narrow the clients to those SPIFFE identities (a mesh certificate
+/// carries no other SAN, so an entry that is not one matches nobody).
 fn istio_mutual(
     workload: Option<&WorkloadCredentials>,
     sans: &[String],
@@ -345,8 +346,12 @@ fn istio_mutual(
          (GatewayBuilder::workload_credentials)",
     )?;
     // exact identities: istiod gives these matchers no trust-domain aliases, so only the
-    // trust domains the SANs name are accepted
-    let policy = (!sans.is_empty()).then(|| {
+    // trust domains the SANs name are accepted; without `subjectAltNames`, no SAN matcher
+    // at all: any client certificate chaining to the mesh roots (`ApplyToCommonTLSContext`
+    // with no SANs and no aliases)
+    let policy = Some(if sans.is_empty() {
+        mesh_tls::PeerPolicy::any_chained()
+    } else {
         let ids: Vec<mesh_tls::Identity> = sans
             .iter()
             .filter_map(|s| mesh_tls::Identity::parse(s).ok())
@@ -645,5 +650,72 @@ mod tests {
         };
         assert!(handshake(only13.config).await.is_err());
         assert!(handshake(any.config).await.is_ok());
+    }
+
+    /// istiod gives an ISTIO_MUTUAL gateway server no SAN matcher without
+    /// `subjectAltNames` (`ApplyToCommonTLSContext`): any client certificate chaining to
+    /// the mesh roots is taken, another trust domain's too; with `subjectAltNames` only
+    /// those; another CA's never.
+    #[tokio::test]
+    async fn istio_mutual_clients_need_the_chain_only() {
+        use tokio::io::AsyncWriteExt;
+        let ca = mesh_tls::MeshCa::self_signed("cluster.local").unwrap();
+        let other_ca = mesh_tls::MeshCa::self_signed("cluster.local").unwrap();
+        let ttl = std::time::Duration::from_secs(3600);
+        let id = |td: &str, sa: &str| mesh_tls::Identity::new(td, "default", sa).unwrap();
+        let gw = mesh_tls::Identity::new("cluster.local", "istio-system", "gw").unwrap();
+        let workload = WorkloadCredentials::new(ca.issue(&gw, ttl, &[]).unwrap()).unwrap();
+        let creds = mesh_tls::DirCredentials::new(std::env::temp_dir());
+        let server = |sans: Vec<String>| {
+            let tls = ServerTlsSettings {
+                mode: ServerTlsMode::IstioMutual,
+                subject_alt_names: sans,
+                ..Default::default()
+            };
+            build_config(&tls, &creds, Some(&workload), true)
+                .unwrap()
+                .config
+        };
+        let verifier =
+            mesh_tls::MeshServerCertVerifier::new(ca.trust_bundle(), mesh_tls::ServerCheck::Chain)
+                .unwrap();
+        let handshake = |server: Arc<ServerConfig>, cert: mesh_tls::WorkloadCert| {
+            let verifier = Arc::clone(&verifier);
+            async move {
+                let client = Arc::new(
+                    rustls::ClientConfig::builder_with_provider(mesh_tls::provider())
+                        .with_safe_default_protocol_versions()
+                        .unwrap()
+                        .dangerous()
+                        .with_custom_certificate_verifier(verifier)
+                        .with_client_auth_cert(cert.chain_der().unwrap(), cert.key_der().unwrap())
+                        .unwrap(),
+                );
+                let (a, b) = tokio::io::duplex(64 * 1024);
+                let accept = tokio::spawn(async move {
+                    tokio_rustls::TlsAcceptor::from(server)
+                        .accept(b)
+                        .await
+                        .map(|_| ())
+                });
+                if let Ok(mut s) = tokio_rustls::TlsConnector::from(client)
+                    .connect("gw".try_into().unwrap(), a)
+                    .await
+                {
+                    let _ = s.shutdown().await;
+                }
+                accept.await.unwrap()
+            }
+        };
+        let foreign = || ca.issue(&id("other.domain", "sleep"), ttl, &[]).unwrap();
+        assert!(handshake(server(vec![]), foreign()).await.is_ok());
+        let pinned = vec!["spiffe://cluster.local/ns/default/sa/sleep".to_string()];
+        assert!(handshake(server(pinned.clone()), foreign()).await.is_err());
+        let sleep = ca.issue(&id("cluster.local", "sleep"), ttl, &[]).unwrap();
+        assert!(handshake(server(pinned), sleep).await.is_ok());
+        let forged = other_ca
+            .issue(&id("cluster.local", "sleep"), ttl, &[])
+            .unwrap();
+        assert!(handshake(server(vec![]), forged).await.is_err());
     }
 }
