@@ -761,13 +761,21 @@ impl ServiceDefs {
                         .flatten()
                         .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
                         .filter(|n| !n.is_empty());
+                    let mut ports: Vec<ServicePort> = ports;
                     let (resolution, location, selector, dns_hosts) = match external {
-                        Some(name) => (
-                            Resolution::Dns,
-                            ServiceLocation::MeshExternal,
-                            None,
-                            vec![name.into()],
-                        ),
+                        Some(name) => {
+                            // the external name is dialed on the Service's own ports
+                            for p in &mut ports {
+                                p.target_port = None;
+                                p.target_port_name = None;
+                            }
+                            (
+                                Resolution::Dns,
+                                ServiceLocation::MeshExternal,
+                                None,
+                                vec![name.into()],
+                            )
+                        }
                         None => (
                             Resolution::Static,
                             ServiceLocation::MeshInternal,
@@ -1135,6 +1143,13 @@ pub struct Registry {
     workloads: Arc<[Workload]>,
     /// `namespace/service_account` -> the workloads running as it (indexes).
     by_account: HashMap<String, Vec<usize>>,
+    /// Every service, in order.
+    all: Vec<Arc<Service>>,
+    /// Services with a concrete host, by each parent domain of it (`a.b.foo.com` under
+    /// `b.foo.com`, `foo.com` and `com`): those a wildcard `*.foo.com` covers.
+    by_parent: HashMap<Box<str>, Vec<Arc<Service>>>,
+    /// Services whose host is a wildcard.
+    wildcards: Vec<Arc<Service>>,
 }
 
 impl Registry {
@@ -1257,6 +1272,21 @@ impl Registry {
                 .or_default()
                 .push(i);
         }
+        let all: Vec<Arc<Service>> = services.values().flatten().cloned().collect();
+        let mut by_parent: HashMap<Box<str>, Vec<Arc<Service>>> = HashMap::new();
+        let mut wildcards = Vec::new();
+        for s in &all {
+            if s.hostname.starts_with('*') {
+                wildcards.push(Arc::clone(s));
+                continue;
+            }
+            for (i, _) in s.hostname.match_indices('.') {
+                by_parent
+                    .entry(s.hostname[i + 1..].into())
+                    .or_default()
+                    .push(Arc::clone(s));
+            }
+        }
         Registry {
             services,
             by_vip,
@@ -1264,7 +1294,58 @@ impl Registry {
             any_address,
             workloads,
             by_account,
+            all,
+            by_parent,
+            wildcards,
         }
+    }
+
+    /// The services whose host overlaps `pattern` (Istio's `host.Name.Matches`: either may
+    /// be a wildcard), visible or not: a concrete host and a `*.foo.com` pattern are looked
+    /// up (by the host, by its parent domain) rather than by scanning every service.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: ServiceEntry
+    /// metadata: {name: apis, namespace: default}
+    /// spec:
+    ///   hosts: [a.foo.com, b.x.foo.com, c.bar.com, '*.y.foo.com']
+    ///   ports: [{number: 80, name: http, protocol: HTTP}]
+    ///   resolution: DNS
+    /// ").unwrap().snapshot();
+    /// let hosts = |p: &str| -> Vec<String> {
+    ///     let mut v: Vec<String> = snap.registry().services_matching(p).map(|s| s.hostname.to_string()).collect();
+    ///     v.sort();
+    ///     v
+    /// };
+    /// assert_eq!(hosts("*.foo.com"), ["*.y.foo.com", "a.foo.com", "b.x.foo.com"]);
+    /// assert_eq!(hosts("*.bar.com"), ["c.bar.com"]);
+    /// assert_eq!(hosts("a.foo.com"), ["a.foo.com"]);
+    /// assert_eq!(hosts("z.y.foo.com"), ["*.y.foo.com"]);
+    /// assert_eq!(hosts("*").len(), 4);
+    /// ```
+    pub fn services_matching<'a>(
+        &'a self,
+        pattern: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Service>> + 'a {
+        let (list, extra): (&[Arc<Service>], &[Arc<Service>]) = match pattern.strip_prefix("*.") {
+            Some(parent) => (
+                self.by_parent.get(parent).map_or(&[][..], |v| &v[..]),
+                &self.wildcards,
+            ),
+            // a concrete host: its own services and the wildcards covering it
+            None if !pattern.starts_with('*') => (
+                self.services.get_exact(pattern).map_or(&[][..], |v| &v[..]),
+                &self.wildcards,
+            ),
+            None => (&self.all, &[]),
+        };
+        list.iter()
+            .chain(extra.iter())
+            .filter(move |s| crate::model::host::matches(pattern, &s.hostname))
     }
 
     /// The service `host` as seen from `client_ns`: exact host first, then the most specific

@@ -570,3 +570,60 @@ spec:
     );
     assert_eq!(status("api.example.com:8443"), (None, None));
 }
+
+/// istiod's `mostSpecificWildcardVsIndex`: a VirtualService's own non-service hosts get
+/// virtual hosts on a port other than 80 only where it routes a service (one whose most
+/// specific VirtualService it is); a wildcard covering any service on the port is never a
+/// virtual host of its own, even when those services belong to a more specific one.
+#[test]
+fn non_service_hosts_follow_the_most_specific_virtual_service_index() {
+    let yaml = |port: u16, with_a: bool| {
+        let mut y = format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: a, namespace: default}}
+spec: {{hosts: [a.foo.com], ports: [{{number: {port}, name: http, protocol: HTTP}}], resolution: DNS}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: wild, namespace: default}}
+spec:
+  hosts: ['*.foo.com', legacy.corp]
+  http: [{{directResponse: {{status: 418}}}}]
+"
+        );
+        if with_a {
+            y.push_str(
+                "---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [a.foo.com]
+  http: [{directResponse: {status: 419}}]
+",
+            );
+        }
+        mesh_core::mesh::Mesh::from_yaml(&y).unwrap().snapshot()
+    };
+    let h = http::HeaderMap::new();
+    let route = |snap: &mesh_core::snapshot::Snapshot, authority: &str| {
+        let d = snap.route_http(&mesh_core::route::HttpRequestAttrs::new(
+            "default", authority, "/", &h,
+        ));
+        (d.virtual_service_name().map(str::to_owned), d.status())
+    };
+    // wild is a.foo.com's VirtualService on 8080: its other host is routed there too
+    let snap = yaml(8080, false);
+    assert_eq!(route(&snap, "a.foo.com:8080").1, Some(418));
+    assert_eq!(route(&snap, "legacy.corp:8080").1, Some(418));
+    // `a` is more specific for a.foo.com: wild routes no service on 8080, so neither
+    let snap = yaml(8080, true);
+    assert_eq!(route(&snap, "a.foo.com:8080").1, Some(419));
+    assert_eq!(route(&snap, "legacy.corp:8080"), (None, None));
+    assert_eq!(route(&snap, "legacy.corp").1, Some(418)); // port 80
+                                                          // on 80: `*.foo.com` covers a service there, so b.foo.com is not routed by it
+    let snap = yaml(80, true);
+    assert_eq!(route(&snap, "b.foo.com"), (None, None));
+    assert_eq!(route(&snap, "a.foo.com").1, Some(419));
+}

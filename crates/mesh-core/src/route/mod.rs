@@ -61,8 +61,9 @@
 //! (istiod `SortVHostRoutes`); a gateway has no default route (404).
 //!
 //! A host no service of the client's has (none visible, or none its Sidecar imports) is
-//! routed by a VirtualService only on port 80, or on a port where one of the
-//! VirtualService's hosts covers such a service (istiod's `selectVirtualServices`), and
+//! routed by a VirtualService only on port 80, or on a port where the VirtualService routes
+//! such a service as its most specific VirtualService (istiod's `selectVirtualServices`,
+//! `mostSpecificWildcardVsIndex`), and
 //! not through a wildcard host that covers services on the port
 //! (`separateVSHostsAndServices`: those services get the routes, the wildcard itself no
 //! virtual host).
@@ -2453,33 +2454,53 @@ impl RouteTable {
         // A host with no service of the client's (none visible, or with a Sidecar none it
         // imports) is routed by a VirtualService only through the virtual hosts istiod
         // builds from the VirtualService's own hosts on the request's port
-        // (`BuildSidecarOutboundVirtualHosts`):
-        // - `separateVSHostsAndServices`: a wildcard host (`*.foo.com`) that covers services
-        //   on the port gives virtual hosts to those services only, not to itself, so a
-        //   name under it that is not one of them is not routed by it;
-        // - `selectVirtualServices`: on any port but 80, a VirtualService none of whose
-        //   hosts covers a service on the port is not used at all.
+        // (`BuildSidecarOutboundVirtualHosts`, `buildSidecarVirtualHostsForVirtualService`):
+        // - `separateVSHostsAndServices`: a wildcard host (`*.foo.com`) that covers any
+        //   service on the port is not a virtual host of its own (those services get their
+        //   routes, from their most specific VirtualService), so a name under it that is
+        //   not one of them is not routed by it;
+        // - on any port but 80, the VirtualService's own hosts get virtual hosts only on
+        //   the port of a service the VirtualService routes (its most specific one).
         if let Some((vs, h)) = found {
             let known = |s: &crate::registry::Service| match sidecar {
                 Some(sc) => sc.imports(a.client_namespace, &s.namespace, &s.hostname, port),
                 None => s.export_to.visible_to(a.client_namespace),
             };
             if !service.is_some_and(|s| known(s)) {
-                let on_port = |pattern: &str| {
-                    registry.services().any(|s| {
-                        s.port(port).is_some()
-                            && crate::model::host::matches(pattern, &s.hostname)
-                            && known(s)
-                    })
-                };
+                // istiod's `servicesByName` for the port (HTTP or sniffed ports count for
+                // the VirtualService's own services)
+                let on_port = |s: &crate::registry::Service| s.port(port).is_some() && known(s);
+                let covers =
+                    |pattern: &str| registry.services_matching(pattern).any(|s| on_port(s));
                 let own_host = vs.info.hosts.iter().any(|vh| {
                     if crate::model::host::is_wildcard(vh) {
-                        crate::model::host::matches(vh, h) && !on_port(vh)
+                        crate::model::host::matches(vh, h) && !covers(vh)
                     } else {
                         **vh == *h
                     }
                 });
-                if !own_host || (port != 80 && !vs.info.hosts.iter().any(|vh| on_port(vh))) {
+                let routes_a_service = || {
+                    vs.info.hosts.iter().any(|vh| {
+                        registry.services_matching(vh).any(|s| {
+                            on_port(s)
+                                && s.port(port).is_some_and(|p| {
+                                    p.protocol.is_empty() || is_http_protocol(&p.protocol)
+                                })
+                                && (!crate::model::host::is_wildcard(vh) && *s.hostname == **vh
+                                    || crate::model::host::is_wildcard(vh)
+                                        && self
+                                            .mesh_vs(
+                                                &s.hostname,
+                                                a.client_namespace,
+                                                sidecar,
+                                                port,
+                                                |_| true,
+                                            )
+                                            .is_some_and(|best| std::ptr::eq(best, vs)))
+                        })
+                    })
+                };
+                if !own_host || (port != 80 && !routes_a_service()) {
                     found = None;
                 }
             }

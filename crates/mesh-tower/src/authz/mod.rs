@@ -880,12 +880,14 @@ impl AuthorizationLayer {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
+            // the headers the rules write are the mesh's: a caller's own values go first,
+            // whatever follows
+            mesh_core::authn::sanitize_jwt_outputs(req.headers_mut(), &c.jwt);
             // istiod sets `bypass_cors_preflight`: a CORS preflight carries no credentials
             // and passes Envoy's jwt_authn whatever the rules require, without an identity
             if mesh_core::authn::is_cors_preflight(req.method(), req.headers()) {
                 return Ok(());
             }
-            mesh_core::authn::sanitize_jwt_outputs(req.headers_mut(), &c.jwt);
             let jwks = &self.shared.jwks;
             let found = authenticate(&c.jwt, req.headers(), req.uri().query(), now, &|uri| {
                 jwks.get(uri)

@@ -1396,11 +1396,17 @@ thread_local! {
 /// `text` with each whole histogram bound `le="N.0"` written `le="N"`, as Envoy's
 /// Prometheus output formats bounds (`{:.32g}`); other bounds (`0.5`, `+Inf`) as they are.
 fn envoy_bucket_bounds(text: &str) -> String {
+    // the `le` label itself: the first of a bucket's labels, or after another
     const LE: &str = "le=\"";
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(i) = rest.find(LE) {
         let (head, tail) = rest.split_at(i + LE.len());
+        if !matches!(head.as_bytes().get(i.wrapping_sub(1)), Some(b'{' | b',')) {
+            out.push_str(head);
+            rest = tail;
+            continue;
+        }
         out.push_str(head);
         let end = tail.find('"').unwrap_or(tail.len());
         let value = &tail[..end];
@@ -1418,6 +1424,17 @@ fn envoy_bucket_bounds(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn whole_bucket_bounds_only() {
+        let text = "a_bucket{le=\"250.0\",x=\"1\"} 1\na_bucket{x=\"1\",le=\"0.5\"} 1\n\
+                    a_bucket{x=\"1\",le=\"+Inf\"} 1\nb{sample=\"3.0\",le=\"10.0\"} 2\n";
+        assert_eq!(
+            super::envoy_bucket_bounds(text),
+            "a_bucket{le=\"250\",x=\"1\"} 1\na_bucket{x=\"1\",le=\"0.5\"} 1\n\
+             a_bucket{x=\"1\",le=\"+Inf\"} 1\nb{sample=\"3.0\",le=\"10\"} 2\n"
+        );
+    }
+
     use super::*;
 
     fn labels() -> RequestLabels {
