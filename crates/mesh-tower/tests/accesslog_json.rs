@@ -328,7 +328,8 @@ async fn requested_server_name_is_the_connections_sni() {
     }
     let lines = capture.lines();
     assert!(
-        lines[0].ends_with(" - - bookinfo.example.com -"),
+        // the server side's route is Envoy's inbound `default`
+        lines[0].ends_with(" - - bookinfo.example.com default"),
         "TEXT: {}",
         lines[0]
     );

@@ -568,14 +568,32 @@ impl LogEntry {
         headers: &HeaderMap,
         extensions: &http::Extensions,
     ) -> Self {
+        let details = extensions.get::<ResponseCodeDetails>().map(|d| d.0.clone());
+        let upstream = extensions.get::<UpstreamInfo>().cloned().or_else(|| {
+            // the server side: Envoy's inbound route is `default`, to the cluster
+            // `inbound|<port>||` whose host is the application; a request answered before
+            // the router (a local reply: RBAC, JWT, ...) reached no cluster
+            (facts.direction == Direction::Inbound && !facts.tcp).then(|| {
+                let app = facts
+                    .downstream
+                    .local
+                    .filter(|_| details.is_none() && status != 0);
+                UpstreamInfo {
+                    host: app,
+                    cluster: app.map(|a| format!("inbound|{}||", a.port()).into()),
+                    route_name: Some(Arc::from("default")),
+                    ..Default::default()
+                }
+            })
+        });
         LogEntry {
             status,
             flags: extensions
                 .get::<ResponseFlags>()
                 .copied()
                 .unwrap_or_default(),
-            details: extensions.get::<ResponseCodeDetails>().map(|d| d.0.clone()),
-            upstream: extensions.get::<UpstreamInfo>().cloned(),
+            details,
+            upstream,
             service_time: headers.get("x-envoy-upstream-service-time").cloned(),
             extra_response: facts.format.response_headers(headers),
             facts,

@@ -85,7 +85,10 @@ pub type AccessLogBody<B> = ObservedBody<B, Box<LogEntry>>;
 ///     local: Some("10.0.0.1:8080".parse()?),
 /// });
 /// server.oneshot(req).await?.into_body().collect().await?;
-/// assert!(logs.text().contains(" 10.0.0.1:8080 10.1.2.3:40000 - -"));
+/// // the application is the upstream of Envoy's inbound cluster `inbound|8080||`, by the
+/// // route `default`
+/// let text = logs.text();
+/// assert!(text.contains(r#""10.0.0.1:8080" inbound|8080|| - 10.0.0.1:8080 10.1.2.3:40000 - default"#), "{text}");
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
