@@ -111,9 +111,11 @@ impl PeerPolicy {
         }
     }
 
-    /// Any certificate that chains to the trusted roots, whatever its SPIFFE ID (or none):
-    /// Envoy's validation context without SAN matchers, as istiod builds it for a
-    /// gateway's `ISTIO_MUTUAL` server without `subjectAltNames`.
+    /// Any client certificate that chains to the trusted roots, whatever its SPIFFE ID (or
+    /// none): Envoy's validation context without SAN matchers, as istiod builds it for a
+    /// gateway's `ISTIO_MUTUAL` server without `subjectAltNames`. With
+    /// [`allow_only`](Self::allow_only) it takes those identities, of any trust domain. (For
+    /// a server's certificate, [`ServerCheck::Chain`] is the chain-only check.)
     ///
     /// # Examples
     ///
@@ -124,6 +126,11 @@ impl PeerPolicy {
     /// assert!(any.is_chain_only());
     /// assert!(any.check(&Identity::new("other.domain", "ns", "sa")?).is_ok());
     /// assert!(!PeerPolicy::trust_domain("cluster.local").is_chain_only());
+    /// // narrowed to a list: those identities only
+    /// let sleep = Identity::new("cluster.local", "default", "sleep")?;
+    /// let only = PeerPolicy::any_chained().allow_only([sleep.clone()]);
+    /// assert!(only.check(&sleep).is_ok());
+    /// assert!(only.check(&Identity::new("other.domain", "ns", "sa")?).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn any_chained() -> Self {
@@ -221,7 +228,14 @@ impl PeerPolicy {
     /// ```
     pub fn check(&self, id: &Identity) -> Result<(), VerifyError> {
         if self.chain_only {
-            return Ok(());
+            // no trust-domain check; an `allow_only` list still narrows the identities
+            return match &self.allowed {
+                Some(allowed) if !allowed.contains(id) => Err(VerifyError::IdentityNotAllowed {
+                    expected: allowed.iter().map(|a| a.to_string()).collect(),
+                    presented: vec![id.to_string()],
+                }),
+                _ => Ok(()),
+            };
         }
         if !self.td_ok(id.trust_domain()) {
             return Err(VerifyError::WrongTrustDomain {
@@ -493,7 +507,7 @@ impl ClientCertVerifier for MeshClientCertVerifier {
             tracing::debug!(error = %v, "client certificate refused");
             return Err(v.into_rustls());
         }
-        if self.policy.chain_only {
+        if self.policy.chain_only && self.policy.allowed.is_none() {
             return Ok(ClientCertVerified::assertion());
         }
         let id = pki::spiffe_of(end_entity).map_err(VerifyError::into_rustls)?;

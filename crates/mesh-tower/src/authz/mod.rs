@@ -881,7 +881,8 @@ impl AuthorizationLayer {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
             // the headers the rules write are the mesh's: a caller's own values go first,
-            // whatever follows
+            // whatever follows (on purpose stricter than Envoy, whose preflight bypass
+            // returns before its extractor removes them)
             mesh_core::authn::sanitize_jwt_outputs(req.headers_mut(), &c.jwt);
             // istiod sets `bypass_cors_preflight`: a CORS preflight carries no credentials
             // and passes Envoy's jwt_authn whatever the rules require, without an identity

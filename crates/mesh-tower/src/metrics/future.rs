@@ -84,7 +84,9 @@ fn host_service(host: &http::HeaderValue) -> Arc<ServiceInfo> {
 /// CRLF), each header as `name: value` and CRLF, and the blank line. istio_stats reports
 /// a request's and a response's bytes as Envoy counts them on the wire, the head with the
 /// body (an HTTP/2 hop's compressed HEADERS frames are smaller; the same figure stands
-/// for them).
+/// for them). An estimate of Envoy's count, not the count: headers a codec adds after the
+/// layer (`content-length`, `date`), chunked framing and an HTTP/2 request's
+/// `:authority` are not in it.
 pub(crate) fn head_size(line: usize, headers: &http::HeaderMap) -> u64 {
     let fields: usize = headers
         .iter()

@@ -1074,8 +1074,8 @@ impl IstioMetrics {
     /// // Istio's four families render once they have series.
     /// assert!(!text.contains("istio_requests_total"), "{text}");
     ///
-    /// // `registry()` for encoding it yourself: the same text as `render()` (which also
-    /// // writes whole bucket bounds as Envoy does, `le="250"`).
+    /// // `registry()` for encoding it yourself: the same text as `render()` here (`render()`
+    /// // also writes whole histogram bucket bounds as Envoy does, `le="250"`).
     /// let mut encoded = String::new();
     /// prometheus_client::encoding::text::encode(&mut encoded, metrics.registry())?;
     /// assert_eq!(encoded, text);
@@ -1395,30 +1395,30 @@ thread_local! {
 
 /// `text` with each whole histogram bound `le="N.0"` written `le="N"`, as Envoy's
 /// Prometheus output formats bounds (`{:.32g}`); other bounds (`0.5`, `+Inf`) as they are.
+/// Only a `_bucket` sample's own `le`, the first of its labels, is touched.
 fn envoy_bucket_bounds(text: &str) -> String {
-    // the `le` label itself: the first of a bucket's labels, or after another
-    const LE: &str = "le=\"";
+    const LE: &str = "{le=\"";
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(LE) {
-        let (head, tail) = rest.split_at(i + LE.len());
-        if !matches!(head.as_bytes().get(i.wrapping_sub(1)), Some(b'{' | b',')) {
-            out.push_str(head);
-            rest = tail;
+    for line in text.split_inclusive('\n') {
+        let bound = line
+            .find('{')
+            .filter(|&i| line[..i].ends_with("_bucket") && line[i..].starts_with(LE));
+        let Some(i) = bound else {
+            out.push_str(line);
             continue;
-        }
-        out.push_str(head);
-        let end = tail.find('"').unwrap_or(tail.len());
-        let value = &tail[..end];
+        };
+        let start = i + LE.len();
+        let end = line[start..].find('"').map_or(line.len(), |e| start + e);
+        let value = &line[start..end];
+        out.push_str(&line[..start]);
         match value.strip_suffix(".0") {
             Some(whole) if !whole.is_empty() && whole.bytes().all(|b| b.is_ascii_digit()) => {
                 out.push_str(whole)
             }
             _ => out.push_str(value),
         }
-        rest = &tail[end..];
+        out.push_str(&line[end..]);
     }
-    out.push_str(rest);
     out
 }
 
@@ -1426,12 +1426,14 @@ fn envoy_bucket_bounds(text: &str) -> String {
 mod tests {
     #[test]
     fn whole_bucket_bounds_only() {
-        let text = "a_bucket{le=\"250.0\",x=\"1\"} 1\na_bucket{x=\"1\",le=\"0.5\"} 1\n\
-                    a_bucket{x=\"1\",le=\"+Inf\"} 1\nb{sample=\"3.0\",le=\"10.0\"} 2\n";
+        let text = "a_bucket{le=\"250.0\",x=\"1\"} 1\na_bucket{le=\"0.5\",x=\"1\"} 1\n\
+                    a_bucket{le=\"+Inf\",x=\"1\"} 1\nb{sample=\"3.0\",le=\"10.0\"} 2\n\
+                    a_bucket{le=\"5.0\",host=\"x,le=\"} 1\n# EOF\n";
         assert_eq!(
             super::envoy_bucket_bounds(text),
-            "a_bucket{le=\"250\",x=\"1\"} 1\na_bucket{x=\"1\",le=\"0.5\"} 1\n\
-             a_bucket{x=\"1\",le=\"+Inf\"} 1\nb{sample=\"3.0\",le=\"10\"} 2\n"
+            "a_bucket{le=\"250\",x=\"1\"} 1\na_bucket{le=\"0.5\",x=\"1\"} 1\n\
+             a_bucket{le=\"+Inf\",x=\"1\"} 1\nb{sample=\"3.0\",le=\"10.0\"} 2\n\
+             a_bucket{le=\"5\",host=\"x,le=\"} 1\n# EOF\n"
         );
     }
 
