@@ -292,6 +292,8 @@ fn merge<'a>(servers: impl Iterator<Item = GatewayServer<'a>>) -> Vec<GatewaySer
     let mut tls_hosts: HashMap<u32, HashMap<String, Option<&str>>> = HashMap::new();
     // `serversByRouteName`'s keys
     let mut route_names: HashSet<String> = HashSet::new();
+    // the binds of a TLS port's later servers (`nonPlainTextGatewayPortsBindMap`)
+    let mut tls_port_binds: HashMap<u32, HashSet<Option<&str>>> = HashMap::new();
     let mut kept = Vec::new();
     for gs in servers {
         let s = gs.server;
@@ -304,14 +306,19 @@ fn merge<'a>(servers: impl Iterator<Item = GatewayServer<'a>>) -> Vec<GatewaySer
                 ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough
             )
         });
-        // `gatewayRDSRouteName`: `http.<port>`, `https.<port>.<name>.<gw>.<ns>`, or none
+        // `gatewayRDSRouteName`: `http.<port>`, `https.<port>.<name>.<gw>.<ns>`, or none;
+        // `.<bind>` after either when the server binds an address
         let route_name = if is_http_protocol(proto) {
             Some(http_route_name(port))
         } else if proto.eq_ignore_ascii_case("HTTPS") && s.tls.is_some() && !passthrough {
             Some(https_route_name(port, &s.port.name, gs.gateway))
         } else {
             None
-        };
+        }
+        .map(|name| match bind {
+            Some(b) if !b.is_empty() => format!("{name}.{b}"),
+            _ => name,
+        });
         if s.tls.is_some() {
             let known = tls_hosts.entry(port).or_default();
             let hosts: Vec<String> = s
@@ -338,10 +345,25 @@ fn merge<'a>(servers: impl Iterator<Item = GatewayServer<'a>>) -> Vec<GatewaySer
                 continue; // "conflict with existing server"
             }
             route_names.extend(route_name);
-        } else if let Some(name) = route_name {
+        } else {
             // a TLS port: each HTTP(S) server its own route configuration
-            if !route_names.insert(name) {
-                continue; // "non unique port name for HTTPS port"
+            if let Some(name) = route_name {
+                if !route_names.insert(name) {
+                    continue; // "non unique port name for HTTPS port"
+                }
+            }
+            // a server without TLS settings on a bind already taken there: "TLS server
+            // without TLS options" (the first later server makes the bind known)
+            let binds = tls_port_binds.entry(port);
+            let new_bind = match binds {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(bind),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(HashSet::from([bind]));
+                    true
+                }
+            };
+            if s.tls.is_none() && !new_bind {
+                continue;
             }
         }
         kept.push(gs);

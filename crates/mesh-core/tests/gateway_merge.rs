@@ -158,3 +158,39 @@ fn named_gateways_merge_in_load_order() {
         assert_eq!(kept[0].gateway, "istio-system/a-gw");
     }
 }
+
+/// On a port whose first server is TLS: later servers without TLS settings keep one per
+/// bind ("TLS server without TLS options"), and route names carry the server's bind, so
+/// HTTP servers on different binds are kept.
+#[test]
+fn a_tls_ports_later_servers_by_bind() {
+    let yaml = gateway(
+        "gw",
+        "  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [a.example.com]
+    tls: {mode: SIMPLE, credentialName: cert-a}
+  - port: {number: 443, name: tcp-a, protocol: TCP}
+    hosts: ['*']
+  - port: {number: 443, name: tcp-b, protocol: TCP}
+    hosts: ['*']
+  - port: {number: 8443, name: tls, protocol: TLS}
+    hosts: [p.example.com]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 8443, name: http-1, protocol: HTTP}
+    hosts: [b.example.com]
+    bind: 10.0.0.1
+  - port: {number: 8443, name: http-2, protocol: HTTP}
+    hosts: [c.example.com]
+    bind: 10.0.0.2",
+    );
+    assert_eq!(
+        servers(&yaml),
+        [
+            s("gw", 443, "HTTPS"),
+            s("gw", 443, "TCP"),
+            s("gw", 8443, "TLS"),
+            s("gw", 8443, "HTTP"),
+            s("gw", 8443, "HTTP"),
+        ]
+    );
+}
