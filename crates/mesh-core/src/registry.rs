@@ -696,7 +696,7 @@ impl ServiceDefs {
                                 &o.metadata.namespace,
                             )
                         });
-                    let ports = ks
+                    let mut ports: Vec<ServicePort> = ks
                         .ports
                         .iter()
                         .map(|p| {
@@ -761,7 +761,6 @@ impl ServiceDefs {
                         .flatten()
                         .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
                         .filter(|n| !n.is_empty());
-                    let mut ports: Vec<ServicePort> = ports;
                     let (resolution, location, selector, dns_hosts) = match external {
                         Some(name) => {
                             // the external name is dialed on the Service's own ports

@@ -214,6 +214,14 @@ pub(crate) fn parse_headers(hs: &[String]) -> Result<http::HeaderMap, String> {
 
 /// A destination: its host, subset, port and weight, and its own header operations
 /// (`headers`: `request` and `response` `set`/`add`/`remove`, null without any).
+/// The host of a request's authority, without a port.
+fn authority_host(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => h,
+        _ => authority,
+    }
+}
+
 fn dest_json(d: &WeightedDestination) -> Value {
     json!({
         "host": &*d.host,
@@ -429,10 +437,7 @@ fn to_json(
                 if no_cluster {
                     // (passed through, or black-holed: a direct response; neither retries)
                     no_retries = true;
-                    let host = match r.authority.rsplit_once(':') {
-                        Some((h, p)) if p.parse::<u16>().is_ok() => h,
-                        _ => r.authority,
-                    };
+                    let host = authority_host(r.authority);
                     v["original_destination"] = json!(format!("{host}:{original_port}"));
                     match &egress_cluster {
                         Some((name, found, port, rule, subset_found)) => {
@@ -464,10 +469,7 @@ fn to_json(
                     })
                     .and_then(|s| s.port(port)?.target_port)
                 {
-                    let host = match r.authority.rsplit_once(':') {
-                        Some((h, p)) if p.parse::<u16>().is_ok() => h,
-                        _ => r.authority,
-                    };
+                    let host = authority_host(r.authority);
                     v["original_destination"] = json!(format!("{host}:{t}"));
                     v["port_override"] = json!(t);
                 }

@@ -255,6 +255,16 @@ impl std::fmt::Debug for DestState {
 }
 
 impl DestState {
+    /// Endpoint `i`'s address, unless it is the placeholder (`0.0.0.n`) of an endpoint
+    /// dialed by name.
+    pub(crate) fn addr(&self, i: usize) -> Option<std::net::SocketAddr> {
+        self.lb
+            .endpoints()
+            .get(i)
+            .map(|e| e.addr())
+            .filter(|a| !is_placeholder(*a))
+    }
+
     /// SIMPLE or MUTUAL origination without `sni`: Istio's auto SNI and auto SAN validation
     /// (`ENABLE_AUTO_SNI`, `VERIFY_CERTIFICATE_AT_CLIENT`, on by default) give the request's
     /// Host as SNI and, without `subjectAltNames`, as the name the server's certificate is

@@ -3362,17 +3362,7 @@ where
                     // the host the attempt went to stays the request's upstream, in the
                     // metrics (its workload and, on mTLS, principals) and the access log
                     let in_flight = (i != usize::MAX).then_some(i);
-                    if let Some(route_name) = &attempts.log_upstream {
-                        resp.extensions_mut().insert(UpstreamInfo {
-                            host: in_flight
-                                .and_then(|i| dest.lb.endpoints().get(i).map(|e| e.addr()))
-                                .filter(|a| !dest::is_placeholder(*a)),
-                            cluster: Some(Arc::clone(&dest.cluster_name)),
-                            local_address: None,
-                            route_name: route_name.clone(),
-                            transport_failure: None,
-                        });
-                    }
+                    attempts.note_upstream(&mut resp, in_flight.and_then(|i| dest.addr(i)), None);
                     (
                         resp,
                         MetricsContext {
@@ -3646,6 +3636,25 @@ impl<T: Sender> Attempts<'_, T> {
         Ok(best)
     }
 
+    /// For the access log: the answer's upstream host (`host`), the destination's cluster
+    /// and the route name, when the request is logged.
+    fn note_upstream(
+        &self,
+        resp: &mut Response<MeshBody>,
+        host: Option<std::net::SocketAddr>,
+        transport_failure: Option<String>,
+    ) {
+        if let Some(route_name) = &self.log_upstream {
+            resp.extensions_mut().insert(UpstreamInfo {
+                host,
+                cluster: Some(Arc::clone(&self.dest.cluster_name)),
+                local_address: None,
+                route_name: route_name.clone(),
+                transport_failure,
+            });
+        }
+    }
+
     /// The attempts, and the answer's metrics context: the destination service and, once
     /// an endpoint was picked, the last attempt's endpoint (as Envoy's upstream host).
     async fn run(&self, body: &mut ReqBody) -> (Response<MeshBody>, MetricsContext) {
@@ -3656,25 +3665,14 @@ impl<T: Sender> Attempts<'_, T> {
             .attempts(body, &mut endpoint, &mut conn_peer, &mut transport_failure)
             .await;
         let dest = self.dest;
-        if let Some(route_name) = &self.log_upstream {
-            // (not the placeholder `0.0.0.n` of an endpoint dialed by name: the address its
-            // connection reached)
+        if self.log_upstream.is_some() {
+            // (the address its connection reached, for an endpoint dialed by name)
             let host = resp
                 .extensions()
                 .get::<upstream::Reached>()
                 .map(|r| r.0)
-                .or_else(|| {
-                    endpoint
-                        .and_then(|(i, _)| dest.lb.endpoints().get(i).map(|e| e.addr()))
-                        .filter(|a| !dest::is_placeholder(*a))
-                });
-            resp.extensions_mut().insert(UpstreamInfo {
-                host,
-                cluster: Some(Arc::clone(&dest.cluster_name)),
-                local_address: None,
-                route_name: route_name.clone(),
-                transport_failure,
-            });
+                .or_else(|| endpoint.and_then(|(i, _)| dest.addr(i)));
+            self.note_upstream(&mut resp, host, transport_failure);
         }
         // the principals only with an upstream answer (its TLS connection), as
         // istio_stats reads them from the upstream certificates: the peer principal from
