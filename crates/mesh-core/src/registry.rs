@@ -358,6 +358,10 @@ pub struct Service {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// The route to the service itself when no VirtualService applies.
     pub default_destinations: Box<[crate::route::WeightedDestination]>,
+    /// A headless Kubernetes Service (`clusterIP: None`), istiod's `Passthrough` resolution:
+    /// its pods are reached by their own names as well (`web-0.db.ns.svc.cluster.local`,
+    /// StatefulSets), routed by the Service (see [`Service::pod_name`]).
+    pub headless: bool,
 }
 
 /// An endpoint ready to dial for one service port.
@@ -422,6 +426,42 @@ impl Service {
             "UDP" => ports.find(|p| &*p.protocol != "UDP").or(Some(first)),
             _ => Some(first),
         }
+    }
+
+    /// The pod `host` names when it is one of this headless Service's pods by the DNS
+    /// name Kubernetes gives it (`<hostname>.<service>.<namespace>.svc.<domain>`, or the
+    /// shorter forms `<hostname>.<service>[.<namespace>[.svc]]`): its first label, else
+    /// `None` (also for a Service that is not headless). `host` is lower case, without a
+    /// port. A registered [`Workload`]'s name is its pod's host name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: db, namespace: data}
+    /// spec: {clusterIP: None, selector: {app: db}, ports: [{name: http, port: 8080}]}
+    /// ").unwrap().snapshot();
+    /// let svc = snap.registry().service("db.data.svc.cluster.local", "data").unwrap();
+    /// assert!(svc.headless);
+    /// assert_eq!(svc.pod_name("db-0.db.data.svc.cluster.local"), Some("db-0"));
+    /// assert_eq!(svc.pod_name("db-1.db.data"), Some("db-1"));
+    /// assert_eq!(svc.pod_name("db.data.svc.cluster.local"), None); // the Service itself
+    /// assert_eq!(svc.pod_name("db-0.other.data.svc.cluster.local"), None);
+    /// ```
+    pub fn pod_name<'h>(&self, host: &'h str) -> Option<&'h str> {
+        if !self.headless {
+            return None;
+        }
+        let (pod, rest) = host.split_once('.')?;
+        let full = self.hostname.as_bytes();
+        let under = !pod.is_empty()
+            && !rest.is_empty()
+            && full.len() >= rest.len()
+            && full[..rest.len()].eq_ignore_ascii_case(rest.as_bytes())
+            && full.get(rest.len()).is_none_or(|b| *b == b'.');
+        under.then_some(pod)
     }
 
     /// The port `endpoint` listens on for the service port `port`: the endpoint's own port
@@ -796,6 +836,8 @@ impl ServiceDefs {
                             subject_alt_names,
                             endpoints: Vec::new(),
                             default_destinations: Box::new([]),
+                            headless: ks.cluster_ip.as_deref() == Some("None")
+                                && resolution == Resolution::Static,
                         },
                         selector,
                         dns_hosts,
@@ -864,6 +906,7 @@ impl ServiceDefs {
                                     .collect(),
                                 endpoints: endpoints.clone(),
                                 default_destinations: Box::new([]),
+                                headless: false,
                             },
                             selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
                             dns_hosts,
@@ -1488,6 +1531,61 @@ impl Registry {
             }
         }
         None
+    }
+
+    /// The headless Kubernetes Service (`clusterIP: None`) whose pod `host` names, as a
+    /// client in `client_ns` writes it: `<pod>.<service>` (a Service of its own
+    /// namespace), `<pod>.<service>.<namespace>[.svc]` or the full
+    /// `<pod>.<service>.<namespace>.svc.<domain_suffix>`. istiod lists `*.<name>` for
+    /// each name of such a Service among the domains of its virtual host, so a pod's name
+    /// is routed by the Service's VirtualServices and policy; see [`Service::pod_name`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: db, namespace: data}
+    /// spec: {clusterIP: None, selector: {app: db}, ports: [{name: http, port: 8080}]}
+    /// ---
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: api, namespace: data}
+    /// spec: {selector: {app: api}, ports: [{name: http, port: 8080}]}
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let parent = |host| {
+    ///     reg.headless_service_of_pod(host, "data", "cluster.local").map(|s| &*s.hostname)
+    /// };
+    /// assert_eq!(parent("db-0.db.data.svc.cluster.local"), Some("db.data.svc.cluster.local"));
+    /// assert_eq!(parent("db-0.db"), Some("db.data.svc.cluster.local")); // from its namespace
+    /// assert_eq!(parent("db-0.db.data"), Some("db.data.svc.cluster.local"));
+    /// assert_eq!(parent("api-0.api.data.svc.cluster.local"), None); // not headless
+    /// ```
+    pub fn headless_service_of_pod(
+        &self,
+        host: &str,
+        client_ns: &str,
+        domain_suffix: &str,
+    ) -> Option<&Arc<Service>> {
+        let (pod, rest) = host.split_once('.')?;
+        if pod.is_empty() || pod.starts_with('*') || rest.is_empty() {
+            return None;
+        }
+        let mut buf = crate::names::HostBuf::new();
+        let fqdn = if crate::names::kube_expansion(rest, client_ns, domain_suffix, &mut buf) {
+            buf.as_str()
+        } else {
+            rest
+        };
+        self.services
+            .get_exact(fqdn)?
+            .iter()
+            .filter(|s| s.headless && s.export_to.visible_to(client_ns))
+            .enumerate()
+            .min_by_key(|(i, s)| (precedence(s, client_ns), *i))
+            .map(|(_, s)| s)
     }
 
     /// True when any service (visible or not) has exactly this host.

@@ -548,6 +548,9 @@ impl Snapshot {
     /// assert_eq!(fqdn("MongoDB.shop", "default").as_deref(), Some("mongodb.shop.svc.cluster.local"));
     /// assert_eq!(fqdn("mongodb", "default"), None); // mongodb.default does not exist
     /// ```
+    ///
+    /// A pod of a headless Service by its own name is that Service
+    /// ([`Registry::headless_service_of_pod`](crate::registry::Registry::headless_service_of_pod)).
     pub fn resolve_service(&self, host: &str, client_ns: &str) -> Option<&Arc<Service>> {
         let mut buf = HostBuf::new();
         let lit = if buf.push_lower(host) {
@@ -556,16 +559,17 @@ impl Snapshot {
             host
         };
         let reg = &self.registry;
-        match reg.service(lit, client_ns) {
-            Some(s) => Some(s),
-            None => {
-                let mut exp = HostBuf::new();
-                if !kube_expansion(lit, client_ns, &self.config.options.domain_suffix, &mut exp) {
-                    return None;
-                }
-                reg.service(exp.as_str(), client_ns)
-            }
-        }
+        let suffix = &self.config.options.domain_suffix;
+        let mut exp = HostBuf::new();
+        let exp = kube_expansion(lit, client_ns, suffix, &mut exp).then(|| exp.as_str());
+        // Envoy's domain order: a name exactly (as written, then expanded), then the most
+        // specific wildcard: a headless Service's `*.<name>` for its pods first
+        let exact = |h: &str| reg.service(h, client_ns).filter(|s| *s.hostname == *h);
+        exact(lit)
+            .or_else(|| exp.and_then(exact))
+            .or_else(|| reg.headless_service_of_pod(lit, client_ns, suffix))
+            .or_else(|| reg.service(lit, client_ns))
+            .or_else(|| exp.and_then(|h| reg.service(h, client_ns)))
     }
 
     /// The route table.

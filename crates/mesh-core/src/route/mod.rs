@@ -2375,6 +2375,17 @@ impl RouteTable {
         } else {
             lit
         };
+        // a pod of a headless Service by its own name (`web-0.db.ns.svc.cluster.local`,
+        // StatefulSets): istiod lists `*.<name>` for each name of such a Service among the
+        // domains of its virtual host, more specific than any other wildcard covering the
+        // pod, so the Service's routes decide it (looked up for unknown names only)
+        let fqdn: &str = if lit_known || fqdn != lit {
+            fqdn
+        } else {
+            registry
+                .headless_service_of_pod(lit, a.client_namespace, &opts.domain_suffix)
+                .map_or(fqdn, |s| &*s.hostname)
+        };
         // a service's own address written as the host: istiod lists the VIP among the
         // domains of the service's virtual host (a name is looked up first; the parse runs
         // only for hosts that can be an address)

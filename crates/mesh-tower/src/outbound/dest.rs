@@ -122,19 +122,26 @@ impl DestKey {
         port: u16,
         request: RequestTarget<'_>,
     ) -> DestKey {
-        let by_request = request.https || is_passthrough(service);
+        let host = || {
+            let h = request.authority.host();
+            let h = h
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(h);
+            h.to_ascii_lowercase()
+        };
+        let by_request = if request.https || is_passthrough(service) {
+            Some(host())
+        } else if service.headless {
+            Some(host()).filter(|h| service.pod_name(h).is_some())
+        } else {
+            None
+        };
         DestKey {
             host: Arc::clone(&service.hostname),
             subset,
             port,
-            request: by_request.then(|| {
-                let h = request.authority.host();
-                let h = h
-                    .strip_prefix('[')
-                    .and_then(|h| h.strip_suffix(']'))
-                    .unwrap_or(h);
-                (Arc::from(h.to_ascii_lowercase()), request.port)
-            }),
+            request: by_request.map(|h| (Arc::from(h), request.port)),
             https: request.https,
         }
     }
@@ -160,6 +167,7 @@ pub(crate) fn passthrough_service() -> &'static Service {
         subject_alt_names: Vec::new(),
         endpoints: Vec::new(),
         default_destinations: Box::default(),
+        headless: false,
     })
 }
 
@@ -409,12 +417,23 @@ fn inputs<'a>(
             workload: workload_name(e),
         }
     };
-    let mut endpoints: Vec<EndpointSpec> = service
-        .targets(key.port, subset_labels)
-        .filter(|_| !undefined_subset)
-        .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
-        .collect();
-    if undefined_subset {
+    // A pod of a headless Service asked for by its own name: that pod alone, whatever the
+    // subset (istiod's clusters of such a Service are ORIGINAL_DST: the address the pod's
+    // name resolves to).
+    let pod = key.request.as_ref().and_then(|(h, _)| service.pod_name(h));
+    let mut endpoints: Vec<EndpointSpec> = match pod {
+        Some(pod) => service
+            .targets(key.port, None)
+            .filter(|t| workload_name(t.endpoint).as_deref() == Some(pod))
+            .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
+            .collect(),
+        None => service
+            .targets(key.port, subset_labels)
+            .filter(|_| !undefined_subset)
+            .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
+            .collect(),
+    };
+    if undefined_subset && pod.is_none() {
         return Inputs {
             policy,
             endpoints,
