@@ -11,7 +11,8 @@
 //!   is answered by the proxy itself: `200`, no body, `access-control-allow-origin: <the
 //!   origin>`, `access-control-allow-credentials: true` when allowed, the allowed methods
 //!   (`*` echoes the requested method), the allowed headers (`*` echoes
-//!   `Access-Control-Request-Headers`) and `access-control-max-age`;
+//!   `Access-Control-Request-Headers`), `access-control-max-age` and
+//!   `access-control-expose-headers` (the filter encodes its own reply too);
 //! - a preflight whose origin is not allowed is forwarded to the application as any request
 //!   (`unmatchedPreflights: FORWARD`, the default), or answered `200` as above but without
 //!   `access-control-allow-origin` (`IGNORE`);
@@ -277,7 +278,8 @@ impl Cors {
 
     /// The headers of the reply to a preflight ([`CorsVerdict::Preflight`]), in Envoy's
     /// order: its `origin`, `Access-Control-Request-Method` and
-    /// `Access-Control-Request-Headers`. Any other verdict gives none.
+    /// `Access-Control-Request-Headers`, then `exposeHeaders` for an allowed origin (Envoy's
+    /// CORS filter encodes its own reply too). Any other verdict gives none.
     ///
     /// # Examples
     ///
@@ -328,6 +330,10 @@ impl Cors {
             (on && !methods.is_empty()).then_some(("access-control-allow-methods", methods)),
             (on && !headers.is_empty()).then_some(("access-control-allow-headers", headers)),
             (on && !self.max_age.is_empty()).then_some(("access-control-max-age", &*self.max_age)),
+            // the filter's own encoding of its reply adds them, as to any answer to an
+            // allowed origin
+            (origin_allowed == Some(true) && !self.expose_headers.is_empty())
+                .then_some(("access-control-expose-headers", &*self.expose_headers)),
         ]
         .into_iter()
         .flatten()
@@ -421,9 +427,11 @@ mod tests {
                 ("access-control-allow-headers", "x-token,content-type"),
                 // seconds, truncated
                 ("access-control-max-age", "90"),
+                // added when the filter encodes its own reply (`encodeHeaders`)
+                ("access-control-expose-headers", "x-quota"),
             ]
         );
-        // the preflight reply carries no expose-headers; the actual response does
+        // the actual response gets them too
         assert_eq!(
             cors.response_headers(CorsVerdict::Allowed, "https://a.example")
                 .collect::<Vec<_>>(),

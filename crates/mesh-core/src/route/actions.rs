@@ -226,10 +226,12 @@ impl PerMillion {
     ///
     /// assert_eq!(PerMillion::from_percent(10.0), PerMillion(100_000));
     /// assert_eq!(PerMillion::from_percent(0.0001), PerMillion(1)); // the finest step
+    /// assert_eq!(PerMillion::from_percent(12.34567), PerMillion(123_456)); // truncated, as istiod
     /// assert_eq!(PerMillion::from_percent(-5.0), PerMillion(0)); // clamped to [0, 100]
     /// ```
     pub fn from_percent(p: f64) -> Self {
-        PerMillion((p.clamp(0.0, 100.0) * 10_000.0).round() as u32)
+        // istiod's `translatePercentToFractionalPercent`: `uint32(p * 10000)`, truncated
+        PerMillion((p.clamp(0.0, 100.0) * 10_000.0).trunc() as u32)
     }
 
     /// True when a uniform random `u64` falls inside the share.

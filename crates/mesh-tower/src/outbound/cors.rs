@@ -1,6 +1,7 @@
 //! A route's `corsPolicy` where the route is evaluated (the mesh client and the ingress
-//! gateway), as Envoy's CORS filter: it runs after authorization and before fault
-//! injection and the router. See [`mesh_core::cors`] for the decisions.
+//! gateway), as Envoy's CORS filter: istiod places it after the fault filter and before
+//! the router, so a fault's delay holds a preflight too and its abort answers one. See
+//! [`mesh_core::cors`] for the decisions.
 
 use http::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN,

@@ -2682,7 +2682,18 @@ where
     B::Error: Into<BoxError>,
 {
     let from_gateway = via.is_some();
+    let head = req.method() == http::Method::HEAD;
     let (mut resp, ctx) = route_and_send(shared, transport, req, via).await?;
+    // a local reply (only those carry details) to a HEAD request is its headers alone, as
+    // Envoy's `sendLocalReply` sends it
+    if head
+        && resp
+            .extensions()
+            .get::<crate::envoy::ResponseCodeDetails>()
+            .is_some()
+    {
+        *resp.body_mut() = empty();
+    }
     // the outbound listener's connection manager: `server` on every response, local
     // replies too (Envoy's OVERWRITE with istiod's unset `server_name`: `envoy`); a
     // gateway writes its own, a TCP proxy none
@@ -2900,6 +2911,15 @@ where
             if !grpc {
                 *resp.status_mut() = code;
             }
+            // Envoy's router: a direct response of 201 or 3xx says where, the request's own
+            // URL (`newUri` without a redirect: its scheme, Host as sent, path and query)
+            if d.status == 201 || (300..400).contains(&d.status) {
+                let pq = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let url = format!("{scheme}://{}{pq}", authority.as_str());
+                if let Ok(v) = HeaderValue::from_str(&url) {
+                    resp.headers_mut().insert(LOCATION, v);
+                }
+            }
             let ops = RouteOps::route_only(decision.action().map(|a| &a.headers));
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
             direct_response_details(&mut resp);
@@ -2907,24 +2927,6 @@ where
         }
     }
     let action = decision.action();
-
-    // CORS, as Envoy's filter before fault injection and the router: a preflight is
-    // answered here; an answer to a request from an allowed origin, the destination's or
-    // one made here, gets the CORS headers.
-    let mut cors_origin = None;
-    if let Some(c) = action.and_then(|a| a.cors.as_deref()) {
-        match cors::check(c, &parts.method, &parts.headers) {
-            cors::Step::Reply(resp) => return Ok((resp, host_context(authority.as_str()))),
-            cors::Step::Allowed(origin) => cors_origin = Some((c, origin)),
-            cors::Step::Pass => {}
-        }
-    }
-    let with_cors = |mut resp: Response<MeshBody>| {
-        if let Some((c, origin)) = &cors_origin {
-            cors::set_response_headers(c, origin, resp.headers_mut());
-        }
-        resp
-    };
 
     // Envoy picks the weighted cluster with the route, before the fault filter runs: its
     // response headers apply to a fault abort too
@@ -2989,10 +2991,29 @@ where
                     Some(svc) => Some(service_context(dest::service_info(svc))),
                     None => host_context(authority.as_str()),
                 };
-                return Ok((with_cors(resp), ctx));
+                return Ok((resp, ctx));
             }
         }
     }
+
+    // CORS, as Envoy's filter after fault injection (istiod's filter order: fault, CORS,
+    // router) and before the router: a preflight is answered here; an answer to a request
+    // from an allowed origin, the destination's or one the router makes, gets the CORS
+    // headers (a fault's abort stops the request before CORS sees it: it gets none).
+    let mut cors_origin = None;
+    if let Some(c) = action.and_then(|a| a.cors.as_deref()) {
+        match cors::check(c, &parts.method, &parts.headers) {
+            cors::Step::Reply(resp) => return Ok((resp, host_context(authority.as_str()))),
+            cors::Step::Allowed(origin) => cors_origin = Some((c, origin)),
+            cors::Step::Pass => {}
+        }
+    }
+    let with_cors = |mut resp: Response<MeshBody>| {
+        if let Some((c, origin)) = &cors_origin {
+            cors::set_response_headers(c, origin, resp.headers_mut());
+        }
+        resp
+    };
 
     // a route to a cluster Envoy does not have: 503 NC, with the route's response headers
     // (Envoy's local replies go through the route's `finalizeResponseHeaders`)
@@ -3276,9 +3297,11 @@ where
             else {
                 continue;
             };
+            // (istiod's `GetDestinationCluster`: the mirror's port, else its service's only
+            // one, else the listener's, the request's port)
             let mport = m.destination.port.unwrap_or(match msvc.ports.as_slice() {
                 [p] => p.number,
-                _ => dest_port,
+                _ => port,
             });
             if !msvc.ports.is_empty() && msvc.port(mport).is_none() {
                 continue; // no such cluster: Envoy shadows nothing
