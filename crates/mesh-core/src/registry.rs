@@ -1056,11 +1056,80 @@ fn endpoint_from_entry(
 /// The cluster ID istiod gives its own cluster's endpoints by default (`CLUSTER_ID`).
 const CLUSTER_ID: &str = "Kubernetes";
 
+/// A proxy's locality and labels as istiod works them out (`setTopologyLabels`): the
+/// locality given, else its topology labels (`topology.kubernetes.io/region`, `zone`,
+/// `topology.istio.io/subzone`), else its `istio-locality` label (dots for slashes); its
+/// labels then gain the locality's topology labels and `topology.istio.io/cluster`
+/// (`AugmentLabels`), which `failoverPriority` compares with the endpoints'.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::registry::proxy_topology;
+///
+/// let labels = [("app", "sleep"), ("topology.kubernetes.io/region", "us-east"),
+///     ("topology.kubernetes.io/zone", "zone1")]
+///     .map(|(k, v)| (k.to_string(), v.to_string())).into();
+/// let (locality, labels) = proxy_topology(&labels, None, "Kubernetes");
+/// assert_eq!(locality.as_deref(), Some("us-east/zone1"));
+/// assert_eq!(labels["topology.istio.io/cluster"], "Kubernetes");
+///
+/// let labels = [("istio-locality", "eu.zone-b")].map(|(k, v)| (k.to_string(), v.to_string())).into();
+/// let (locality, labels) = proxy_topology(&labels, None, "east");
+/// assert_eq!(locality.as_deref(), Some("eu/zone-b"));
+/// assert_eq!(labels["topology.kubernetes.io/zone"], "zone-b");
+/// assert_eq!(labels["topology.istio.io/cluster"], "east");
+/// ```
+pub fn proxy_topology(
+    labels: &Labels,
+    locality: Option<&str>,
+    cluster_id: &str,
+) -> (Option<String>, Labels) {
+    let from_topology = || {
+        let get = |k: &str| labels.get(k).map(String::as_str);
+        let parts = [
+            get("topology.kubernetes.io/region"),
+            get("topology.kubernetes.io/zone"),
+            get("topology.istio.io/subzone"),
+        ];
+        parts.iter().any(Option::is_some).then(|| {
+            let [r, z, s] = parts.map(|p| p.unwrap_or(""));
+            match (z.is_empty(), s.is_empty()) {
+                (true, true) => r.to_owned(),
+                (false, true) => format!("{r}/{z}"),
+                _ => format!("{r}/{z}/{s}"),
+            }
+        })
+    };
+    let locality = locality
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .or_else(from_topology)
+        .or_else(|| {
+            labels
+                .get("istio-locality")
+                .filter(|l| !l.is_empty())
+                .map(|l| l.replace('.', "/"))
+        });
+    let mut out = labels.clone();
+    augment_labels_in(&mut out, locality.as_deref(), cluster_id, None);
+    (locality, out)
+}
+
 /// istiod's `AugmentLabels`: an endpoint's labels, as DestinationRule subsets select them,
 /// also say where it runs: `topology.kubernetes.io/region` and `zone` and
 /// `topology.istio.io/subzone` from its locality (they replace labels of those names),
 /// `topology.istio.io/cluster`, and `topology.istio.io/network` unless a label sets it.
 fn augment_labels(labels: &mut Labels, locality: Option<&str>, network: Option<&str>) {
+    augment_labels_in(labels, locality, CLUSTER_ID, network);
+}
+
+fn augment_labels_in(
+    labels: &mut Labels,
+    locality: Option<&str>,
+    cluster: &str,
+    network: Option<&str>,
+) {
     let mut parts = locality.unwrap_or("").splitn(3, '/');
     for key in [
         "topology.kubernetes.io/region",
@@ -1071,10 +1140,9 @@ fn augment_labels(labels: &mut Labels, locality: Option<&str>, network: Option<&
             labels.insert(key.to_owned(), v.to_owned());
         }
     }
-    labels.insert(
-        "topology.istio.io/cluster".to_owned(),
-        CLUSTER_ID.to_owned(),
-    );
+    if !cluster.is_empty() {
+        labels.insert("topology.istio.io/cluster".to_owned(), cluster.to_owned());
+    }
     if let Some(n) = network.filter(|n| !n.is_empty()) {
         labels
             .entry("topology.istio.io/network".to_owned())

@@ -275,3 +275,31 @@ async fn failover_priority_and_failover_both_apply() {
     assert_eq!(ap.hits(), 0, "other regions after the failover region");
     assert_eq!(near_v2.hits(), 0, "failoverPriority first");
 }
+
+// istiod's `setTopologyLabels`: a proxy's labels carry its cluster and its locality's
+// topology labels (`AugmentLabels`), and a proxy without a locality takes it from its
+// topology labels. So `failoverPriority` on `topology.istio.io/cluster` then the zone keeps
+// a client that only has topology labels in its zone.
+#[tokio::test]
+async fn failover_priority_sees_the_clients_cluster_and_topology_labels() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_dr(
+        "    outlierDetection: {consecutive5xxErrors: 5, interval: 1s, baseEjectionTime: 1m}\n    loadBalancer:\n      simple: ROUND_ROBIN\n      localityLbSetting:\n        failoverPriority: [topology.istio.io/cluster, topology.kubernetes.io/zone]\n",
+    ));
+    let near = start(&pki, "reviews-near", "default", "reviews", Behaviour::Ok).await;
+    let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
+    register_at(&mesh, "reviews-near", "v1", "us-east/zone1", near.addr);
+    register_at(&mesh, "reviews-far", "v1", "us-east/zone2", far.addr);
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+        .with_label("app", "productpage")
+        .with_label("topology.kubernetes.io/region", "us-east")
+        .with_label("topology.kubernetes.io/zone", "zone1");
+    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .build();
+    for _ in 0..20 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-near"));
+    }
+    assert_eq!(far.hits(), 0);
+}

@@ -38,6 +38,11 @@ pub enum HashKey {
     SourceIp,
     /// `httpQueryParameterName`: the value of this query parameter (first occurrence).
     QueryParameter(String),
+    /// `httpHeaderName: ":authority"`: the request's host (Envoy's header hash reads
+    /// pseudo-headers as any other).
+    Authority,
+    /// `httpHeaderName: ":path"`: the request's path and query.
+    Path,
 }
 
 /// Istio's `httpCookie {name, path, ttl, attributes}`.
@@ -199,6 +204,20 @@ impl HashKey {
                 hash: query_param(uri, name).map(|v| xxh64(v.as_bytes(), 0)),
                 set_cookie: None,
             },
+            HashKey::Authority => RequestHash {
+                hash: headers
+                    .get(http::header::HOST)
+                    .map(HeaderValue::as_bytes)
+                    .or_else(|| uri.authority().map(|a| a.as_str().as_bytes()))
+                    .map(|v| xxh64(v, 0)),
+                set_cookie: None,
+            },
+            HashKey::Path => RequestHash {
+                hash: uri
+                    .path_and_query()
+                    .map(|p| xxh64(p.as_str().as_bytes(), 0)),
+                set_cookie: None,
+            },
         }
     }
 }
@@ -221,15 +240,16 @@ fn hash_header(headers: &HeaderMap, name: &HeaderName) -> Option<u64> {
     let Some(second) = values.next() else {
         return Some(xxh64(first.as_bytes(), 0));
     };
-    // Several values: hash them sorted so the order does not matter (Envoy does the same).
+    // Several values: sorted so the order does not matter, hashed as one stream (Envoy's
+    // `HashUtil::xxHash64` of a span: the values' concatenation, seed 0)
     let mut all: Vec<&[u8]> = vec![first.as_bytes(), second.as_bytes()];
     all.extend(values.map(HeaderValue::as_bytes));
     all.sort_unstable();
-    let mut h = 0u64;
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
     for v in all {
-        h = xxh64(v, h);
+        h.update(v);
     }
-    Some(h)
+    Some(h.digest())
 }
 
 /// The value of cookie `name` in the request's `cookie` headers, without surrounding quotes.
@@ -433,8 +453,23 @@ mod tests {
             conn,
         );
         assert_eq!(c, d);
-        assert!(c.hash.is_some());
+        // Envoy: the sorted values hashed as one stream, their concatenation
+        assert_eq!(c.hash, Some(xxh64(b"xy", 0)));
         assert_eq!(key.hash(&headers(&[]), &uri, conn).hash, None);
+    }
+
+    #[test]
+    fn pseudo_header_keys_hash_the_authority_and_the_path() {
+        let conn = ConnectionAddrs::default();
+        let uri: Uri = "http://reviews:9080/r/1?u=2".parse().unwrap();
+        let h = HashKey::Authority.hash(&headers(&[]), &uri, conn).hash;
+        assert_eq!(h, Some(xxh64(b"reviews:9080", 0)));
+        let h = HashKey::Authority
+            .hash(&headers(&[("host", "reviews")]), &uri, conn)
+            .hash;
+        assert_eq!(h, Some(xxh64(b"reviews", 0)));
+        let h = HashKey::Path.hash(&headers(&[]), &uri, conn).hash;
+        assert_eq!(h, Some(xxh64(b"/r/1?u=2", 0)));
     }
 
     #[test]

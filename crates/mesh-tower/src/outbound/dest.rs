@@ -639,9 +639,14 @@ fn lb_config(
         Some(s) if s.consistent_hash.is_some() => {
             let ch = s.consistent_hash.as_ref().expect("checked");
             hash_key = if let Some(h) = &ch.http_header_name {
-                HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes())
-                    .ok()
-                    .map(HashKey::Header)
+                // (Envoy looks pseudo-headers up as any other header)
+                match h.to_ascii_lowercase().as_str() {
+                    ":authority" | "host" => Some(HashKey::Authority),
+                    ":path" => Some(HashKey::Path),
+                    name => HeaderName::from_bytes(name.as_bytes())
+                        .ok()
+                        .map(HashKey::Header),
+                }
             } else if let Some(c) = &ch.http_cookie {
                 Some(HashKey::Cookie(CookieKey {
                     name: c.name.clone(),
@@ -728,6 +733,15 @@ fn lb_config(
             min_weight_percent: min_pct.unwrap_or(10.0),
         })
     });
+    // the client's locality and labels as istiod sees a proxy's (its topology labels and
+    // cluster, which `failoverPriority` compares with the endpoints')
+    let w = &shared.workload;
+    let cluster = w
+        .cluster_id
+        .as_deref()
+        .unwrap_or(crate::metrics::DEFAULT_CLUSTER_ID);
+    let (client_locality, client_labels) =
+        mesh_core::registry::proxy_topology(&w.labels, w.locality.as_deref(), cluster);
     let config = LbConfig {
         slow_start,
         algorithm,
@@ -736,13 +750,11 @@ fn lb_config(
             .map(|p| p.clamp(0, 100) as u32)
             .unwrap_or(0),
         locality: LocalityContext {
-            client: shared
-                .workload
-                .locality
+            client: client_locality
                 .as_deref()
                 .map(Locality::parse)
                 .unwrap_or_default(),
-            client_labels: shared.workload.labels.clone(),
+            client_labels,
             setting,
             outlier_detection: od.is_some(),
         },
