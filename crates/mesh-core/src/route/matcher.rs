@@ -242,6 +242,55 @@ pub(crate) fn re2_classes(pattern: &str) -> String {
                     out.push_str(if e == 'b' { "(?-u:\\b)" } else { "(?-u:\\B)" });
                     continue;
                 }
+                // RE2: an escaped punctuation character is itself (the regex crate reads
+                // `\<` and `\>` as word boundaries)
+                '<' | '>' => {
+                    out.push(e);
+                    continue;
+                }
+                // RE2's octal escapes: `\0` and up to two more octal digits, or `\1`-`\7`
+                // followed by at least one (a lone `\1` is a backreference, refused)
+                '0'..='7' if e == '0' || chars.peek().is_some_and(|d| ('0'..='7').contains(d)) => {
+                    let mut value = e.to_digit(8).unwrap_or(0);
+                    for _ in 0..2 {
+                        match chars.peek().and_then(|d| d.to_digit(8)) {
+                            Some(d) => {
+                                value = value * 8 + d;
+                                chars.next();
+                            }
+                            None => break,
+                        }
+                    }
+                    // (two hex digits where they do: a braced `\x{..}` before a repeat
+                    // reads as a repeat count to the repetition check)
+                    if value <= 0xFF {
+                        out.push_str(&format!("\\x{value:02X}"));
+                    } else {
+                        out.push_str(&format!("\\x{{{value:X}}}"));
+                    }
+                    continue;
+                }
+                // Go's negated Unicode class `\p{^Greek}` is `\P{Greek}` (and back)
+                'p' | 'P' if chars.peek() == Some(&'{') => {
+                    let mut name = String::new();
+                    chars.next();
+                    for b in chars.by_ref() {
+                        if b == '}' {
+                            break;
+                        }
+                        name.push(b);
+                    }
+                    let (e, name) = match name.strip_prefix('^') {
+                        Some(n) => (if e == 'p' { 'P' } else { 'p' }, n.to_owned()),
+                        None => (e, name),
+                    };
+                    out.push(c);
+                    out.push(e);
+                    out.push('{');
+                    out.push_str(&name);
+                    out.push('}');
+                    continue;
+                }
                 _ => {
                     out.push(c);
                     out.push(e);
@@ -608,7 +657,9 @@ impl MatchBlock {
                 };
                 let key = match name_l {
                     ":method" => Ok(HeaderKey::Method),
-                    ":authority" => Ok(HeaderKey::Authority),
+                    // Envoy's header map keeps a request's `Host` as `:authority` (its
+                    // lookup table maps the legacy name)
+                    ":authority" | "host" => Ok(HeaderKey::Authority),
                     ":scheme" => Ok(HeaderKey::Scheme),
                     ":path" => Ok(HeaderKey::Path),
                     n => cache
@@ -793,10 +844,16 @@ fn claim_match(auth: Option<&RequestAuth>, path: &[Box<str>], m: &StrMatcher) ->
 /// `Some(matched)` when the header is present (several values joined with `,` as Envoy
 /// does), `None` when absent.
 fn header_match(headers: &http::HeaderMap, name: &HeaderName, m: &StrMatcher) -> Option<bool> {
+    // Envoy compares a value's bytes, obs-text (UTF-8 in practice) included: read as
+    // UTF-8, else with its other bytes replaced (they can equal no configured text)
+    let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
     let mut all = headers.get_all(name).iter();
     let first = all.next()?;
     let Some(second) = all.next() else {
-        return Some(first.to_str().map(|v| m.matches(v)).unwrap_or(false));
+        return Some(match first.to_str() {
+            Ok(v) => m.matches(v),
+            Err(_) => m.matches(&text(first)),
+        });
     };
     if matches!(m, StrMatcher::Present) {
         return Some(true);
@@ -806,7 +863,10 @@ fn header_match(headers: &http::HeaderMap, name: &HeaderName, m: &StrMatcher) ->
         if !joined.is_empty() {
             joined.push(',');
         }
-        joined.push_str(v.to_str().unwrap_or(""));
+        match v.to_str() {
+            Ok(t) => joined.push_str(t),
+            Err(_) => joined.push_str(&text(v)),
+        }
     }
     Some(m.matches(&joined))
 }
@@ -840,6 +900,11 @@ mod tests {
             (r"\x{41}{2}", r"\x{41}{2}"),
             (r"a{b", r"a\{b"),
             (r"\Q.{\E", r"\.\{"),
+            // RE2 escapes the regex crate reads otherwise or refuses
+            (r"a\<b\>", "a<b>"),
+            (r"\101\0\12\777", r"\x41\x00\x0A\x{1FF}"),
+            (r"\1", r"\1"), // a backreference: refused, as RE2 does
+            (r"\p{^Greek}\P{^L}", r"\P{Greek}\p{L}"),
         ];
         for (re2, want) in table {
             assert_eq!(re2_classes(re2), want, "{re2}");
