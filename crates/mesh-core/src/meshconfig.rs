@@ -284,6 +284,18 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub connect_timeout: Option<std::time::Duration>,
+    /// `protocolDetectionTimeout`: how long a PERMISSIVE port waits for a client's first
+    /// bytes before taking the connection as plaintext (a server-first protocol); none by
+    /// default (`0s`: wait), as Istio's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("protocolDetectionTimeout: 200ms")?;
+    /// assert_eq!(config.protocol_detection_timeout, Some(std::time::Duration::from_millis(200)));
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub protocol_detection_timeout: Option<std::time::Duration>,
     /// `enableAutoMtls` (default true): a client sends Istio mutual TLS, with no
     /// DestinationRule TLS setting, to the endpoints that run the mesh's mTLS. Off, only a
     /// DestinationRule's `ISTIO_MUTUAL` does.
@@ -1400,7 +1412,7 @@ ignored_fields! {
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
     struct RawMeshConfig {
         proxy_listen_port, proxy_inbound_listen_port, proxy_http_port,
-        protocol_detection_timeout, ingress_class, ingress_service,
+        ingress_class, ingress_service,
         ingress_controller_mode, ingress_selector, access_log_file,
         enable_envoy_access_log_service,
         disable_envoy_listener_log,
@@ -1456,6 +1468,8 @@ ignored_fields! {
         h2_upgrade_policy: Option<String>,
         #[serde(default)]
         connect_timeout: Option<Duration>,
+        #[serde(default)]
+        protocol_detection_timeout: Option<Duration>,
     }
 }
 
@@ -2140,6 +2154,10 @@ fn convert(
         tcp_keepalive: raw.tcp_keepalive,
         connect_timeout: raw
             .connect_timeout
+            .map(|d| d.as_std())
+            .filter(|d| !d.is_zero()),
+        protocol_detection_timeout: raw
+            .protocol_detection_timeout
             .map(|d| d.as_std())
             .filter(|d| !d.is_zero()),
         trust_domain: raw.trust_domain.filter(|t| !t.is_empty()),

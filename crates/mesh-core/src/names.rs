@@ -217,6 +217,16 @@ pub struct MeshOptions {
     /// assert!(mesh_core::names::MeshOptions::default().connect_timeout.is_none());
     /// ```
     pub connect_timeout: Option<std::time::Duration>,
+    /// MeshConfig `protocolDetectionTimeout`: a PERMISSIVE port takes a connection whose
+    /// client sends nothing for this long as plaintext (server-first protocols). None by
+    /// default: it waits, as Istio's `0s`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert!(mesh_core::names::MeshOptions::default().protocol_detection_timeout.is_none());
+    /// ```
+    pub protocol_detection_timeout: Option<std::time::Duration>,
     /// MeshConfig `outboundTrafficPolicy.mode`: the mode of clients whose `Sidecar` sets
     /// none (see [`Snapshot::outbound_mode`](crate::snapshot::Snapshot::outbound_mode)).
     /// Default: `ALLOW_ANY`, as Istio installs it.
@@ -297,6 +307,7 @@ impl Default for MeshOptions {
             tracing: crate::meshconfig::Tracing::default(),
             tcp_keepalive: None,
             connect_timeout: None,
+            protocol_detection_timeout: None,
             outbound_traffic_policy: crate::model::OutboundMode::AllowAny,
             enable_auto_mtls: true,
             mesh_mtls_tls13_only: false,
@@ -351,6 +362,7 @@ impl MeshOptions {
             tracing: config.tracing,
             tcp_keepalive: config.tcp_keepalive.clone(),
             connect_timeout: config.connect_timeout,
+            protocol_detection_timeout: config.protocol_detection_timeout,
             // a Sidecar may not say ALLOW_ANY_DYNAMIC_DNS; MeshConfig may, and its
             // unknown destinations are forwarded to the request's host as with ALLOW_ANY
             outbound_traffic_policy: match config.outbound_traffic_policy {

@@ -561,17 +561,20 @@ impl MeshServerBuilder {
     pub fn build(self) -> Result<MeshServer, TlsError> {
         let creds = &self.credentials;
         // MeshConfig `meshMTLS.minProtocolVersion: TLSV1_3`, as the server is built
-        let tls13_only = self.mesh.snapshot().options().mesh_mtls_tls13_only;
+        let options = self.mesh.snapshot().options().clone();
+        let tls13_only = options.mesh_mtls_tls13_only;
         let strict = InboundTls::new(
             PeerAuthnMode::Strict,
             Some(creds.server_config_versions(None, tls13_only)?),
         )?
         .with_handshake_timeout(self.handshake_timeout);
+        // MeshConfig `protocolDetectionTimeout`: a client silent that long is plaintext
         let permissive = InboundTls::new(
             PeerAuthnMode::Permissive,
             strict.tls_acceptor().map(|a| Arc::clone(a.config())),
         )?
-        .with_handshake_timeout(self.handshake_timeout);
+        .with_handshake_timeout(self.handshake_timeout)
+        .with_detection_timeout(options.protocol_detection_timeout);
         let disable = InboundTls::new(PeerAuthnMode::Disable, None)?;
         let workload = self.workload_name.clone().unwrap_or_else(|| {
             self.labels
