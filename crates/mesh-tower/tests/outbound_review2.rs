@@ -303,3 +303,37 @@ async fn failover_priority_sees_the_clients_cluster_and_topology_labels() {
     }
     assert_eq!(far.hits(), 0);
 }
+
+// istiod's per-endpoint mTLS check (`mtls_checker.go`): a port entry of a DestinationRule
+// without `tls` leaves the cluster to auto mTLS, but the rule's top-level mode still
+// decides each endpoint: DISABLE sends plaintext (a STRICT server refuses it), and
+// ISTIO_MUTUAL sends mTLS whatever the server's PeerAuthentication says.
+#[tokio::test]
+async fn a_port_entry_without_tls_keeps_the_rules_mode_per_endpoint() {
+    let pki = Pki::new();
+    let port_entry =
+        "    portLevelSettings: [{port: {number: 9080}, connectionPool: {tcp: {maxConnections: 100}}}]\n";
+    let mesh = mesh(&with_dr(&format!(
+        "    tls: {{mode: DISABLE}}\n{port_entry}"
+    )));
+    let server = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let client = client(&mesh, &pki, "default", "productpage");
+    let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 503, "plaintext to a STRICT server");
+    assert_eq!(server.hits(), 0);
+
+    let disable = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: default}\nspec: {mtls: {mode: DISABLE}}\n---\n";
+    reload(
+        &mesh,
+        &format!(
+            "{disable}{}",
+            with_dr(&format!("    tls: {{mode: ISTIO_MUTUAL}}\n{port_entry}"))
+        ),
+    );
+    let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(
+        (st, by.as_str()),
+        (200, "reviews-v1"),
+        "mTLS despite DISABLE"
+    );
+}

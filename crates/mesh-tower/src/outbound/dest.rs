@@ -401,10 +401,25 @@ fn inputs<'a>(
         && !key.https
         && shared.credentials.is_some()
         && service.location == ServiceLocation::MeshInternal;
+    // istiod's per-endpoint mTLS check (`mtls_checker.go`): a DestinationRule TLS mode for
+    // the port (the subset's own policy for a subset, else the top-level one, its port
+    // entry's `tls` first) decides it even where the cluster took auto mTLS (a port entry
+    // without `tls` does not inherit the top-level one for the cluster)
+    let dr_mode = if auto_mtls {
+        dr_tls_mode_for_port(&policy, key.subset.as_deref(), key.port)
+    } else {
+        None
+    };
     let spec = |e: &mesh_core::registry::Endpoint, port: u16, addr, name| {
         let mtls = auto_mtls
             && e.istio_tls()
-            && snap.peer_authentication(&service.namespace, &e.labels, port) != MtlsMode::Disable;
+            && match dr_mode {
+                Some(mode) => mode == CoreTlsMode::IstioMutual,
+                None => {
+                    snap.peer_authentication(&service.namespace, &e.labels, port)
+                        != MtlsMode::Disable
+                }
+            };
         EndpointSpec {
             addr,
             name,
@@ -510,6 +525,32 @@ fn inputs<'a>(
         endpoints,
         identities,
     }
+}
+
+/// istiod's `tlsModeForDestinationRule`: the TLS mode the DestinationRule in `p` sets for
+/// `port`, in the subset's own traffic policy for a subset, else in the top-level one (a
+/// port entry's `tls`, else the policy's own).
+fn dr_tls_mode_for_port(
+    p: &EffectivePolicy<'_>,
+    subset: Option<&str>,
+    port: u16,
+) -> Option<CoreTlsMode> {
+    let dr = p.destination_rule?;
+    let tp = match subset {
+        None => dr.traffic_policy.as_ref()?,
+        Some(name) => dr
+            .subsets
+            .iter()
+            .find(|s| &*s.name == name)?
+            .traffic_policy
+            .as_deref()?,
+    };
+    tp.port_level_settings
+        .iter()
+        .find(|pl| pl.port == u32::from(port) && pl.tls.is_some())
+        .and_then(|pl| pl.tls.as_deref())
+        .or(tp.tls.as_deref())
+        .map(|t| t.mode)
 }
 
 /// The top-level `connectionPool.tcp` of the DestinationRule in `p`.
