@@ -453,6 +453,14 @@ async fn generated_cookies_differ_between_requests_of_a_mesh_client() {
 /// A gateway on port 80 routing every host to `reviews` (four plaintext endpoints) with
 /// DestinationRule `loadBalancer: {lb}`.
 async fn gateway_to_four_reviews(lb: &str) -> (mesh_tower::gateway::GatewayServer, SocketAddr) {
+    gateway_to_four_reviews_behind(lb, 0).await
+}
+
+/// [`gateway_to_four_reviews`] behind `proxies` trusted proxies (`numTrustedProxies`).
+async fn gateway_to_four_reviews_behind(
+    lb: &str,
+    proxies: u32,
+) -> (mesh_tower::gateway::GatewayServer, SocketAddr) {
     let mesh = four_reviews(lb).await;
     let yaml = format!(
         "{}apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy:\n    loadBalancer: {lb}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: ['*']\n  gateways: [gw]\n  http: [{{route: [{{destination: {{host: reviews.default.svc.cluster.local}}}}]}}]\n",
@@ -461,6 +469,7 @@ async fn gateway_to_four_reviews(lb: &str) -> (mesh_tower::gateway::GatewayServe
     reload(&mesh, &yaml);
     let labels = [("istio".to_owned(), "ingressgateway".to_owned())].into();
     let gw = mesh_tower::gateway::GatewayServer::builder(mesh, "istio-system", labels)
+        .num_trusted_proxies(proxies)
         .listener(
             80,
             tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -491,11 +500,25 @@ async fn connect_from(
 async fn gateway_get(
     tx: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
 ) -> (String, Option<String>) {
+    gateway_get_with(tx, &[]).await
+}
+
+/// [`gateway_get`] with extra request headers.
+async fn gateway_get_with(
+    tx: &mut hyper::client::conn::http1::SendRequest<http_body_util::Empty<Bytes>>,
+    headers: &[(&str, &str)],
+) -> (String, Option<String>) {
     use http_body_util::BodyExt;
-    let req = http::Request::get("/")
+    let mut req = http::Request::get("/")
         .header("host", "reviews.example.com")
         .body(http_body_util::Empty::new())
         .unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
     let resp = tx.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let by = resp.headers()["x-served-by"].to_str().unwrap().to_owned();
@@ -540,4 +563,26 @@ async fn generated_cookie_at_the_gateway_is_per_downstream_connection() {
     let mut two = connect_from("127.0.0.1", addr).await;
     let (_, c2) = gateway_get(&mut two).await;
     assert_ne!(value(c1), value(c2), "another connection, another user");
+}
+
+// Envoy's connection manager makes the address `X-Forwarded-For` gives past the trusted
+// proxies the stream's remote address, which `useSourceIp` hashes: behind a load balancer,
+// clients still spread, each kept on its endpoint.
+#[tokio::test]
+async fn use_source_ip_at_the_gateway_hashes_the_trusted_client_address() {
+    let (_gw, addr) =
+        gateway_to_four_reviews_behind("{consistentHash: {useSourceIp: true}}", 1).await;
+    let mut tx = connect_from("127.0.0.1", addr).await;
+    let mut endpoints = std::collections::BTreeSet::new();
+    for i in 1..=16 {
+        let xff = format!("203.0.113.{i}");
+        let (first, _) = gateway_get_with(&mut tx, &[("x-forwarded-for", &xff)]).await;
+        let (again, _) = gateway_get_with(&mut tx, &[("x-forwarded-for", &xff)]).await;
+        assert_eq!(first, again, "{xff}");
+        endpoints.insert(first);
+    }
+    assert!(
+        endpoints.len() > 1,
+        "one connection, many clients: {endpoints:?}"
+    );
 }

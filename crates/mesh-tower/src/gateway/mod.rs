@@ -2016,6 +2016,7 @@ async fn handle(
         port: ctx.port,
         scheme,
         conn: Some(&ctx.conn),
+        client_ip: client,
         tls_names: ctx.tls_names.as_deref(),
     };
     let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;

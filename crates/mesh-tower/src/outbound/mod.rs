@@ -2540,6 +2540,10 @@ pub(crate) struct GatewayRoute<'a> {
     pub(crate) scheme: &'a str,
     /// The downstream connection (its addresses and SNI, for header operators).
     pub(crate) conn: Option<&'a crate::inbound::ConnectionInfo>,
+    /// The client's address as the gateway trusts it (from `X-Forwarded-For` past
+    /// `numTrustedProxies`, else the connection's peer): Envoy's stream remote address,
+    /// which `useSourceIp` hashes.
+    pub(crate) client_ip: Option<std::net::IpAddr>,
     /// The TLS certificate names of the downstream connection, for header operators.
     pub(crate) tls_names: Option<&'a DownstreamTlsNames>,
 }
@@ -3175,7 +3179,16 @@ where
     // before `finalizeRequestHeaders` applies the route's header operations and rewrites
     let request_hash = match dest.hash_key.as_ref() {
         Some(k) if dest.lb.algorithm().is_consistent_hash() => {
-            k.hash(&parts.headers, &parts.uri, conn_addrs)
+            // (`useSourceIp` hashes the stream's remote address, which a gateway takes from
+            // `X-Forwarded-For`; a generated cookie, the connection's own addresses)
+            let addrs = match (k, via.and_then(|v| v.client_ip)) {
+                (crate::lb::HashKey::SourceIp, Some(ip)) => ConnectionAddrs {
+                    remote: Some(std::net::SocketAddr::new(ip, 0)),
+                    ..conn_addrs
+                },
+                _ => conn_addrs,
+            };
+            k.hash(&parts.headers, &parts.uri, addrs)
         }
         _ => crate::lb::RequestHash::default(),
     };
