@@ -358,10 +358,100 @@ pub struct Service {
     pub endpoints: Vec<Arc<Endpoint>>,
     /// The route to the service itself when no VirtualService applies.
     pub default_destinations: Box<[crate::route::WeightedDestination]>,
+    /// A Kubernetes Service's `trafficDistribution` (or its
+    /// `networking.istio.io/traffic-distribution` annotation): the locality preference its
+    /// clients get when no DestinationRule sets `localityLbSetting`.
+    pub traffic_distribution: TrafficDistribution,
     /// A headless Kubernetes Service (`clusterIP: None`), istiod's `Passthrough` resolution:
     /// its pods are reached by their own names as well (`web-0.db.ns.svc.cluster.local`,
     /// StatefulSets), routed by the Service (see [`Service::pod_name`]).
     pub headless: bool,
+}
+
+/// A Kubernetes Service's `trafficDistribution`, as istiod reads it
+/// (`GetTrafficDistribution`): the field (`PreferClose` and `PreferSameZone`,
+/// `PreferSameNode`), else the `networking.istio.io/traffic-distribution` annotation (any
+/// case). Without a DestinationRule `localityLbSetting`, a preference is a
+/// `failoverPriority` that needs no outlier detection: `[topology.istio.io/network,
+/// topology.kubernetes.io/region, topology.kubernetes.io/zone]` (same zone), with
+/// `topology.istio.io/subzone` and `kubernetes.io/hostname` after them (same node).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::registry::TrafficDistribution;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: v1
+/// kind: Service
+/// metadata: {name: reviews, namespace: default}
+/// spec: {trafficDistribution: PreferClose, selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+/// ---
+/// apiVersion: v1
+/// kind: Service
+/// metadata:
+///   name: ratings
+///   namespace: default
+///   annotations: {networking.istio.io/traffic-distribution: PreferSameNode}
+/// spec: {selector: {app: ratings}, ports: [{name: http, port: 9080}]}
+/// ").unwrap().snapshot();
+/// let td = |h| snap.registry().service(h, "default").unwrap().traffic_distribution;
+/// assert_eq!(td("reviews.default.svc.cluster.local"), TrafficDistribution::PreferSameZone);
+/// assert_eq!(td("ratings.default.svc.cluster.local"), TrafficDistribution::PreferSameNode);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrafficDistribution {
+    /// No preference.
+    #[default]
+    Any,
+    /// `PreferSameZone` (and `PreferClose`): the client's zone, then region, then network.
+    PreferSameZone,
+    /// `PreferSameNode`: the client's node, then subzone, zone, region, network.
+    PreferSameNode,
+}
+
+impl TrafficDistribution {
+    /// The `failoverPriority` labels istiod gives the preference (`GetLocalityLbSetting`);
+    /// empty for [`TrafficDistribution::Any`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::registry::TrafficDistribution;
+    ///
+    /// assert_eq!(TrafficDistribution::PreferSameZone.failover_priority().len(), 3);
+    /// assert!(TrafficDistribution::Any.failover_priority().is_empty());
+    /// ```
+    pub fn failover_priority(self) -> &'static [&'static str] {
+        match self {
+            TrafficDistribution::Any => &[],
+            TrafficDistribution::PreferSameZone => &[
+                "topology.istio.io/network",
+                "topology.kubernetes.io/region",
+                "topology.kubernetes.io/zone",
+            ],
+            TrafficDistribution::PreferSameNode => &[
+                "topology.istio.io/network",
+                "topology.kubernetes.io/region",
+                "topology.kubernetes.io/zone",
+                "topology.istio.io/subzone",
+                "kubernetes.io/hostname",
+            ],
+        }
+    }
+
+    fn of_kube(spec: Option<&str>, annotation: Option<&str>) -> Self {
+        match spec {
+            Some("PreferSameZone" | "PreferClose") => return TrafficDistribution::PreferSameZone,
+            Some("PreferSameNode") => return TrafficDistribution::PreferSameNode,
+            _ => {}
+        }
+        match annotation.map(str::to_ascii_lowercase).as_deref() {
+            Some("preferclose" | "prefersamezone") => TrafficDistribution::PreferSameZone,
+            Some("prefersamenode") => TrafficDistribution::PreferSameNode,
+            _ => TrafficDistribution::Any,
+        }
+    }
 }
 
 /// An endpoint ready to dial for one service port.
@@ -838,6 +928,13 @@ impl ServiceDefs {
                             default_destinations: Box::new([]),
                             headless: ks.cluster_ip.as_deref() == Some("None")
                                 && resolution == Resolution::Static,
+                            traffic_distribution: TrafficDistribution::of_kube(
+                                ks.traffic_distribution.as_deref(),
+                                o.metadata
+                                    .annotations
+                                    .get("networking.istio.io/traffic-distribution")
+                                    .map(String::as_str),
+                            ),
                         },
                         selector,
                         dns_hosts,
@@ -907,6 +1004,7 @@ impl ServiceDefs {
                                 endpoints: endpoints.clone(),
                                 default_destinations: Box::new([]),
                                 headless: false,
+                                traffic_distribution: TrafficDistribution::Any,
                             },
                             selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
                             dns_hosts,

@@ -337,3 +337,28 @@ async fn a_port_entry_without_tls_keeps_the_rules_mode_per_endpoint() {
         "mTLS despite DISABLE"
     );
 }
+
+// istiod's `GetLocalityLbSetting`: a Service's `trafficDistribution: PreferClose` (or
+// `PreferSameZone`), with no DestinationRule `localityLbSetting`, is a failover by network,
+// region and zone that needs no outlier detection.
+#[tokio::test]
+async fn traffic_distribution_prefer_close_keeps_traffic_in_the_clients_zone() {
+    let pki = Pki::new();
+    let mesh = mesh(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  trafficDistribution: PreferClose\n  selector: {app: reviews}\n  ports: [{name: http, port: 9080}]\n",
+    );
+    let near = start(&pki, "reviews-near", "default", "reviews", Behaviour::Ok).await;
+    let far = start(&pki, "reviews-far", "default", "reviews", Behaviour::Ok).await;
+    register_at(&mesh, "reviews-near", "v1", "us-east/zone1/a", near.addr);
+    register_at(&mesh, "reviews-far", "v1", "us-east/zone2/a", far.addr);
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+        .with_locality("us-east/zone1/b");
+    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .build();
+    for _ in 0..20 {
+        let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!((st, by.as_str()), (200, "reviews-near"));
+    }
+    assert_eq!(far.hits(), 0);
+}

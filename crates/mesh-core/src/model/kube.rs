@@ -43,6 +43,10 @@ pub struct KubeService {
     pub cluster_ip: Option<String>,
     /// Target of an `ExternalName` service.
     pub external_name: Option<String>,
+    /// `trafficDistribution` (`PreferClose`, `PreferSameZone`, `PreferSameNode`): where
+    /// clients prefer endpoints (see
+    /// [`TrafficDistribution`](crate::registry::TrafficDistribution)).
+    pub traffic_distribution: Option<String>,
 }
 
 /// A port of a Kubernetes `Service`.

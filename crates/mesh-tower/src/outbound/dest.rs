@@ -168,6 +168,7 @@ pub(crate) fn passthrough_service() -> &'static Service {
         endpoints: Vec::new(),
         default_destinations: Box::default(),
         headless: false,
+        traffic_distribution: mesh_core::registry::TrafficDistribution::Any,
     })
 }
 
@@ -674,6 +675,7 @@ fn lb_config(
     lb: Option<&LoadBalancerSettings>,
     od: Option<&OutlierDetection>,
     shared: &ClientShared,
+    service: &Service,
 ) -> (LbConfig, Option<HashKey>) {
     let mut hash_key = None;
     let algorithm = match lb {
@@ -735,11 +737,17 @@ fn lb_config(
         },
         None => LbAlgorithm::LeastRequest,
     };
-    // the DestinationRule's, else the MeshConfig's (istiod `GetLocalityLbSetting`)
+    // the DestinationRule's, else the Service's `trafficDistribution` (a failover that
+    // needs no outlier detection), else the MeshConfig's (istiod `GetLocalityLbSetting`)
     let options = shared.mesh.options();
-    let setting = lb
-        .and_then(|s| s.locality_lb_setting.as_ref())
-        .or(options.locality_lb_setting.as_ref())
+    let dr_setting = lb.and_then(|s| s.locality_lb_setting.as_ref());
+    let preferred = service.traffic_distribution.failover_priority();
+    let forced_failover = dr_setting.is_none() && !preferred.is_empty();
+    let setting = dr_setting
+        .or(options
+            .locality_lb_setting
+            .as_ref()
+            .filter(|_| !forced_failover))
         .map(|l| LocalityLbSetting {
             enabled: l.enabled,
             distribute: l
@@ -759,6 +767,14 @@ fn lb_config(
                 })
                 .collect(),
             failover_priority: l.failover_priority.clone(),
+        })
+        .or_else(|| {
+            forced_failover.then(|| LocalityLbSetting {
+                enabled: Some(true),
+                distribute: Vec::new(),
+                failover: Vec::new(),
+                failover_priority: preferred.iter().map(|k| (*k).to_owned()).collect(),
+            })
         });
     // `warmup` (or the older `warmupDurationSecs`), as istiod `applyRoundRobinLoadBalancer`
     // / `applyLeastRequestLoadBalancer` turn it into Envoy's slow start
@@ -797,7 +813,7 @@ fn lb_config(
                 .unwrap_or_default(),
             client_labels,
             setting,
-            outlier_detection: od.is_some(),
+            outlier_detection: od.is_some() || forced_failover,
         },
     };
     (config, hash_key)
@@ -1051,7 +1067,7 @@ fn build(
     previous: Option<&DestState>,
 ) -> DestState {
     let p = &i.policy;
-    let (config, hash_key) = lb_config(p.load_balancer, p.outlier_detection, shared);
+    let (config, hash_key) = lb_config(p.load_balancer, p.outlier_detection, shared, service);
     let eps: Vec<crate::lb::Endpoint> = i
         .endpoints
         .iter()
