@@ -320,10 +320,7 @@ fn to_json(
     // a port the service declares TCP: a connection, routed by a `tcp` route when one matches
     o.insert("opaque_tcp".into(), json!(d.opaque));
     o.insert("tcp_route".into(), json!(d.tcp_route));
-    o.insert(
-        "route_name".into(),
-        json!(d.rule.and_then(|r| r.name.as_deref())),
-    );
+    o.insert("route_name".into(), json!(d.route_name()));
     o.insert(
         "delegate".into(),
         d.rule

@@ -582,6 +582,7 @@ spec:
             "access-control-allow-origin": "https://app.example",
             "access-control-allow-methods": "GET,POST",
             "access-control-max-age": "60",
+            "access-control-expose-headers": "x-quota",
         })
     );
     let v = json(&[

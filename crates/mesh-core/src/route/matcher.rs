@@ -545,6 +545,8 @@ pub(crate) struct MatchBlock {
     pub(crate) gateways: Option<Vec<Box<str>>>,
     /// [`MatchBlock::is_catch_all`], worked out once the block is final.
     pub(crate) catch_all: bool,
+    /// The match's `name` (istiod names the route `<route>.<match>`).
+    pub(crate) name: Option<Box<str>>,
 }
 
 impl Cond {
@@ -606,6 +608,7 @@ impl MatchBlock {
                     .map(|g| super::resolve_gateway_name(g, vs_ns).into())
                     .collect()
             }),
+            name: m.name.as_deref().filter(|n| !n.is_empty()).map(Into::into),
             ..MatchBlock::default()
         };
         b.conds.reserve_exact(

@@ -1039,6 +1039,9 @@ pub struct RouteDecision<'a> {
     pub rule: Option<&'a HttpRule>,
     /// The outcome.
     pub outcome: RouteOutcome<'a>,
+    /// The `name` of the match condition that matched, if it has one (see
+    /// [`RouteDecision::route_name`]).
+    pub match_name: Option<&'a str>,
     /// Length of the path prefix the matched `uri` condition covered (for `rewrite.uri`
     /// and `redirect.prefixRewrite`).
     pub prefix_len: usize,
@@ -1060,6 +1063,46 @@ pub struct RouteDecision<'a> {
 }
 
 impl<'a> RouteDecision<'a> {
+    /// The name istiod gives the Envoy route that decided (the access log's
+    /// `%ROUTE_NAME%`): the route's `name`, then `.<name>` of the match condition that
+    /// matched when it has one; `None` without a named route or match.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::route::HttpRequestAttrs;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: reviews, namespace: default}
+    /// spec:
+    ///   hosts: [reviews]
+    ///   http:
+    ///   - name: v2
+    ///     match: [{name: jason, headers: {end-user: {exact: jason}}}, {uri: {prefix: /v2}}]
+    ///     route: [{destination: {host: reviews}}]
+    ///   - route: [{destination: {host: reviews}}]
+    /// ").unwrap().snapshot();
+    /// let route = |user: &str, path| {
+    ///     let mut h = http::HeaderMap::new();
+    ///     h.insert("end-user", user.parse().unwrap());
+    ///     let d = snap.route_http(&HttpRequestAttrs::new("default", "reviews", path, &h));
+    ///     d.route_name().map(|n| n.into_owned())
+    /// };
+    /// assert_eq!(route("jason", "/").as_deref(), Some("v2.jason"));
+    /// assert_eq!(route("kim", "/v2/1").as_deref(), Some("v2"));
+    /// assert_eq!(route("kim", "/"), None);
+    /// ```
+    pub fn route_name(&self) -> Option<Cow<'a, str>> {
+        let rule = self.rule?.name.as_deref();
+        match (rule, self.match_name) {
+            (r, Some(m)) => Some(Cow::Owned(format!("{}.{m}", r.unwrap_or("")))),
+            (Some(r), None) => Some(Cow::Borrowed(r)),
+            (None, None) => None,
+        }
+    }
+
     /// `ns/name` of the VirtualService.
     ///
     /// # Examples
@@ -2524,6 +2567,7 @@ impl RouteTable {
                     virtual_service: None,
                     rule: None,
                     outcome: RouteOutcome::Forward,
+                    match_name: None,
                     prefix_len: 0,
                     destinations: Cow::Borrowed(&s.default_destinations),
                     default_retries,
@@ -2539,6 +2583,7 @@ impl RouteTable {
                         virtual_service: None,
                         rule: None,
                         outcome: RouteOutcome::Forward,
+                        match_name: None,
                         prefix_len: 0,
                         default_retries,
                         tls_route: None,
@@ -2563,12 +2608,14 @@ impl RouteTable {
         // a sidecar's virtual host holds one VirtualService's routes, in order: first match
         for rule in &vs.http {
             let hit = if rule.matches.is_empty() {
-                Some(1.min(view.path.len()))
+                Some((1.min(view.path.len()), None))
             } else {
-                rule.matches.iter().find_map(|m| m.matches(&view))
+                rule.matches
+                    .iter()
+                    .find_map(|m| m.matches(&view).map(|p| (p, Some(m))))
             };
-            if let Some(prefix_len) = hit {
-                return self.decide(host, vs, rule, prefix_len);
+            if let Some((prefix_len, matched)) = hit {
+                return self.decide(host, vs, rule, matched, prefix_len);
             }
         }
         self.no_route(host, Some(vs))
@@ -2586,6 +2633,7 @@ impl RouteTable {
         host: Cow<'a, str>,
         vs: &'a CompiledVs,
         rule: &'a HttpRule,
+        matched: Option<&'a MatchBlock>,
         prefix_len: usize,
     ) -> RouteDecision<'a> {
         let act = &rule.action;
@@ -2601,6 +2649,7 @@ impl RouteTable {
             virtual_service: Some(&vs.info),
             rule: Some(rule),
             outcome,
+            match_name: matched.and_then(|m| m.name.as_deref()),
             prefix_len,
             destinations: Cow::Borrowed(&act.destinations),
             default_retries: self.default_retries(),
@@ -2616,6 +2665,7 @@ impl RouteTable {
             virtual_service: vs.map(|v| &v.info),
             rule: None,
             outcome: RouteOutcome::NoRoute,
+            match_name: None,
             prefix_len: 0,
             destinations: Cow::Borrowed(&[]),
             default_retries: self.default_retries(),
@@ -2651,7 +2701,7 @@ impl RouteTable {
                 'vs: for rule in &vs.http {
                     if rule.matches.is_empty() {
                         if catch_alls {
-                            return self.decide(host, vs, rule, 1.min(view.path.len()));
+                            return self.decide(host, vs, rule, None, 1.min(view.path.len()));
                         }
                         break 'vs;
                     }
@@ -2666,7 +2716,7 @@ impl RouteTable {
                             continue;
                         }
                         if let Some(prefix_len) = m.matches(view) {
-                            return self.decide(host, vs, rule, prefix_len);
+                            return self.decide(host, vs, rule, Some(m), prefix_len);
                         }
                         if m.catch_all {
                             break 'vs;
@@ -3122,6 +3172,7 @@ impl RouteTable {
             virtual_service: Some(&vs.info),
             rule: None,
             outcome: RouteOutcome::Forward,
+            match_name: None,
             prefix_len: 0,
             destinations: Cow::Borrowed(&r.destinations),
             // Envoy's TCP proxy retries nothing
@@ -3173,6 +3224,7 @@ impl RouteTable {
             virtual_service,
             rule: None,
             outcome: RouteOutcome::Forward,
+            match_name: None,
             prefix_len: 0,
             destinations,
             default_retries: RetryPolicy::disabled(),

@@ -3350,12 +3350,10 @@ where
         || shared.logs_access()
         || ops.any(|o| o.response.has_formatted()))
     .then(|| match decision.virtual_service {
-        // Istio names a VirtualService's route by its `name`; the route to a service
-        // without one is `default`
-        Some(_) => decision
-            .rule
-            .and_then(|r| r.name.as_deref())
-            .map(Arc::<str>::from),
+        // Istio names a VirtualService's route by its `name` (`.<match name>` after it
+        // when the match that decided has one); the route to a service without one is
+        // `default`
+        Some(_) => decision.route_name().map(|n| Arc::<str>::from(&*n)),
         None if passthrough || egressed => Some(Arc::from("allow_any")),
         None => Some(default_route_name()),
     });
