@@ -37,6 +37,8 @@ pub struct TrustBundle {
     certs: Arc<[CertificateDer<'static>]>,
     store: Arc<RootCertStore>,
     subjects: Arc<[String]>,
+    /// Each root's validity (Unix seconds, `notBefore` and `notAfter`), in `store` order.
+    validity: Arc<[(u64, u64)]>,
 }
 
 impl TrustBundle {
@@ -69,18 +71,25 @@ impl TrustBundle {
         }
         let mut store = RootCertStore::empty();
         let mut subjects = Vec::with_capacity(unique.len());
+        let mut validity = Vec::with_capacity(unique.len());
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
         for (i, r) in unique.iter().enumerate() {
             store.add(r.clone()).map_err(|e| {
                 TlsError::invalid(format!("trust bundle root #{}", i + 1), e.to_string())
             })?;
             let info = CertInfo::parse(r)
                 .map_err(|e| TlsError::parse(format!("trust bundle root #{}", i + 1), e))?;
+            validity.push((secs(info.not_before), secs(info.not_after)));
             subjects.push(info.subject);
         }
         Ok(Self {
             certs: unique.into(),
             store: Arc::new(store),
             subjects: subjects.into(),
+            validity: validity.into(),
         })
     }
 
@@ -256,5 +265,31 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("/nonexistent/root.pem"));
+    }
+}
+
+impl TrustBundle {
+    /// The trust anchors valid at `now` when some root is not (expired or not yet valid),
+    /// `None` when every root is: Envoy's chain verification (BoringSSL's `X509_verify_cert`)
+    /// checks the dates of every certificate of the chain, the root's too, which webpki's
+    /// anchors do not carry.
+    pub(crate) fn anchors_valid_at(
+        &self,
+        now: rustls::pki_types::UnixTime,
+    ) -> Option<Vec<rustls::pki_types::TrustAnchor<'static>>> {
+        let t = now.as_secs();
+        let valid = |(nb, na): &(u64, u64)| *nb <= t && t <= *na;
+        if self.validity.iter().all(valid) {
+            return None;
+        }
+        Some(
+            self.store
+                .roots
+                .iter()
+                .zip(self.validity.iter())
+                .filter(|(_, v)| valid(v))
+                .map(|(a, _)| a.clone())
+                .collect(),
+        )
     }
 }

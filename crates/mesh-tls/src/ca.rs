@@ -64,8 +64,9 @@ pub const MAX_WORKLOAD_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// # Ok(()) }
 /// ```
 pub const DEFAULT_ROOT_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
-/// How far `notBefore` is moved into the past to tolerate clock skew between hosts
-/// (at most this, and at most a tenth of the lifetime).
+/// How far `notBefore` is moved into the past to tolerate clock skew between hosts:
+/// Istio's `ClockSkewGracePeriod`, 2 minutes (at most a tenth of the lifetime, so that very
+/// short-lived certificates still rotate on time).
 ///
 /// # Examples
 ///
@@ -80,13 +81,13 @@ pub const DEFAULT_ROOT_TTL: Duration = Duration::from_secs(3650 * 24 * 3600);
 ///     let cert = ca.issue(&id, ttl, &[])?;
 ///     Ok(cert.not_after().duration_since(cert.not_before())?)
 /// };
-/// // An hour-long certificate starts a minute early...
+/// // An hour-long certificate starts two minutes early...
 /// assert_eq!(life(Duration::from_secs(3600))?, Duration::from_secs(3600) + CLOCK_SKEW_GRACE);
 /// // ...a 100 s one only a tenth of its lifetime early.
 /// assert_eq!(life(Duration::from_secs(100))?, Duration::from_secs(110));
 /// # Ok(()) }
 /// ```
-pub const CLOCK_SKEW_GRACE: Duration = Duration::from_secs(60);
+pub const CLOCK_SKEW_GRACE: Duration = Duration::from_secs(120);
 
 /// Istio's `cacerts` file names.
 ///
@@ -213,8 +214,8 @@ pub mod files {
 /// assert_eq!(cert.identity(), &id);
 /// assert_eq!(
 ///     cert.not_after().duration_since(cert.not_before())?,
-///     // notBefore is moved back by the clock-skew grace (60 s)
-///     DEFAULT_WORKLOAD_TTL + Duration::from_secs(60),
+///     // notBefore is moved back by the clock-skew grace (2 minutes, as Istio's)
+///     DEFAULT_WORKLOAD_TTL + Duration::from_secs(120),
 /// );
 /// // The workload trusts the CA's roots.
 /// assert_eq!(cert.trust_bundle()?.certs(), ca.trust_bundle().certs());
@@ -360,7 +361,10 @@ impl MeshCa {
     }
 
     /// Loads a plugged-in CA from Istio's `cacerts` files in `dir`: `ca-cert.pem`,
-    /// `ca-key.pem`, `root-cert.pem` and (optional) `cert-chain.pem`.
+    /// `ca-key.pem`, `root-cert.pem` and `cert-chain.pem` (all four, as istiod requires a
+    /// complete signing bundle), or a `kubernetes.io/tls` secret's `tls.crt`, `tls.key`
+    /// and `ca.crt` (istiod's `detectSigningCABundle` takes those first: the chain is
+    /// `tls.crt` then `ca.crt`).
     ///
     /// Checked, failing closed: the key matches `ca-cert.pem`; `ca-cert.pem` is a CA that
     /// may sign certificates and is valid now; a probe certificate it signs verifies up to
@@ -391,16 +395,20 @@ impl MeshCa {
     pub fn from_plugin_dir(dir: impl AsRef<Path>, trust_domain: &str) -> Result<Self, TlsError> {
         let dir = dir.as_ref();
         let read = |name: &str| pki::read_file(&dir.join(name));
+        if dir.join("tls.crt").exists() {
+            let (cert, key, root) = (read("tls.crt")?, read("tls.key")?, read("ca.crt")?);
+            let mut chain = cert.clone();
+            if !chain.ends_with(b"\n") {
+                chain.push(b'\n');
+            }
+            chain.extend_from_slice(&root);
+            return Self::from_plugin_pem(&cert, &key, &root, Some(&chain), trust_domain);
+        }
         let ca_cert = read(files::CA_CERT)?;
         let ca_key = read(files::CA_KEY)?;
         let root = read(files::ROOT_CERT)?;
-        let chain_path = dir.join(files::CERT_CHAIN);
-        let chain = if chain_path.exists() {
-            Some(pki::read_file(&chain_path)?)
-        } else {
-            None
-        };
-        Self::from_plugin_pem(&ca_cert, &ca_key, &root, chain.as_deref(), trust_domain)
+        let chain = read(files::CERT_CHAIN)?;
+        Self::from_plugin_pem(&ca_cert, &ca_key, &root, Some(&chain), trust_domain)
     }
 
     /// [`from_plugin_dir`](Self::from_plugin_dir) from PEM texts.
@@ -531,13 +539,18 @@ impl MeshCa {
         let chain = wc.chain_der()?;
         let ee = webpki::EndEntityCert::try_from(&chain[0])
             .map_err(|e| TlsError::invalid(files::CA_CERT, format!("probe certificate: {e}")))?;
-        let anchors: Vec<_> = self.roots.root_store().roots.to_vec();
+        // (a root outside its dates ends no chain, as istiod's Go verification says)
+        let now = UnixTime::now();
+        let anchors: Vec<_> = self
+            .roots
+            .anchors_valid_at(now)
+            .unwrap_or_else(|| self.roots.root_store().roots.to_vec());
         let provider = crate::provider();
         ee.verify_for_usage(
             provider.signature_verification_algorithms.all,
             &anchors,
             &chain[1..],
-            UnixTime::now(),
+            now,
             webpki::KeyUsage::client_auth(),
             None,
             None,
@@ -1213,9 +1226,9 @@ impl WorkloadCert {
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let ca = MeshCa::self_signed("cluster.local")?;
     /// let cert = ca.issue(&Identity::new("cluster.local", "default", "sleep")?, Duration::from_secs(3600), &[])?;
-    /// // Valid from a minute ago (clock-skew grace).
+    /// // Valid from two minutes ago (clock-skew grace).
     /// let ago = SystemTime::now().duration_since(cert.not_before())?;
-    /// assert!(ago >= Duration::from_secs(60) && ago < Duration::from_secs(62));
+    /// assert!(ago >= Duration::from_secs(120) && ago < Duration::from_secs(122));
     /// # Ok(()) }
     /// ```
     pub fn not_before(&self) -> SystemTime {
@@ -1600,6 +1613,117 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
+    }
+
+    /// A root past its dates ends no chain (Envoy checks the root's dates; istiod's Go
+    /// verification too): a CA plugged in under an expired root is refused, and a peer
+    /// chain that ends at one is refused by both verifiers, also beside a valid root.
+    #[test]
+    fn an_expired_root_ends_no_chain() {
+        use crate::verify::{
+            MeshClientCertVerifier, MeshServerCertVerifier, PeerPolicy, ServerCheck,
+        };
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::server::danger::ClientCertVerifier;
+        let ca_params = |cn: &str, from: i64, to: i64| {
+            let mut p = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, cn);
+            p.distinguished_name = dn;
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            let at = |d: i64| {
+                if d < 0 {
+                    SystemTime::now() - Duration::from_secs(d.unsigned_abs())
+                } else {
+                    SystemTime::now() + Duration::from_secs(d as u64)
+                }
+            };
+            p.not_before = at(from).into();
+            p.not_after = at(to).into();
+            p
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = ca_params("Old Root", -7200, -3600);
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let sign_key = KeyPair::generate().unwrap();
+        let sign_params = ca_params("Istio CA", -60, 86_400);
+        let sign = sign_params
+            .clone()
+            .signed_by(&sign_key, &root_issuer)
+            .unwrap();
+        let chain_pem = format!("{}{}", sign.pem(), root.pem());
+        let e = MeshCa::from_plugin_pem(
+            sign.pem().as_bytes(),
+            sign_key.serialize_pem().as_bytes(),
+            root.pem().as_bytes(),
+            Some(chain_pem.as_bytes()),
+            "cluster.local",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("do not verify up to root-cert.pem"),
+            "{e}"
+        );
+
+        // a workload certificate under the expired root, checked beside a valid root
+        let mut leaf = CertificateParams::default();
+        leaf.subject_alt_names = vec![rcgen::SanType::URI(
+            "spiffe://cluster.local/ns/default/sa/sleep"
+                .try_into()
+                .unwrap(),
+        )];
+        leaf.not_before = (SystemTime::now() - Duration::from_secs(60)).into();
+        leaf.not_after = (SystemTime::now() + Duration::from_secs(3600)).into();
+        let leaf_key = KeyPair::generate().unwrap();
+        let sign_issuer = Issuer::new(sign_params, sign_key);
+        let leaf = leaf.signed_by(&leaf_key, &sign_issuer).unwrap();
+        let other = MeshCa::self_signed("cluster.local").unwrap();
+        let mut roots = vec![root.der().clone()];
+        roots.extend(other.trust_bundle().certs().iter().cloned());
+        let bundle = TrustBundle::new(roots).unwrap();
+        let now = UnixTime::now();
+        let inter = [sign.der().clone()];
+        let client = MeshClientCertVerifier::new(&bundle, PeerPolicy::any_chained()).unwrap();
+        let e = client
+            .verify_client_cert(leaf.der(), &inter, now)
+            .unwrap_err();
+        assert!(e.to_string().contains("expired or not yet valid"), "{e}");
+        let server = MeshServerCertVerifier::new(&bundle, ServerCheck::Chain).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("sleep").unwrap();
+        let e = server
+            .verify_server_cert(leaf.der(), &inter, &name, &[], now)
+            .unwrap_err();
+        assert!(e.to_string().contains("expired or not yet valid"), "{e}");
+        // the same chain under a root within its dates is accepted
+        let valid_bundle = TrustBundle::new(vec![root.der().clone()]).unwrap();
+        let later = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() - 5400));
+        let client = MeshClientCertVerifier::new(&valid_bundle, PeerPolicy::any_chained()).unwrap();
+        // (at a time within the root's dates the leaf is not yet valid: refused for that)
+        assert!(client
+            .verify_client_cert(leaf.der(), &inter, later)
+            .is_err());
+    }
+
+    /// istiod's plug-in layouts: the four `cacerts` files (a missing `cert-chain.pem` is an
+    /// incomplete bundle), or a `kubernetes.io/tls` secret's `tls.crt`, `tls.key`, `ca.crt`.
+    #[test]
+    fn plugin_layouts_as_istiod_reads_them() {
+        let src = tempfile::tempdir().unwrap();
+        let original = MeshCa::self_signed("cluster.local").unwrap();
+        original.write_dir(src.path()).unwrap();
+        let read = |n: &str| std::fs::read(src.path().join(n)).unwrap();
+        let tls = tempfile::tempdir().unwrap();
+        std::fs::write(tls.path().join("tls.crt"), read(files::CA_CERT)).unwrap();
+        std::fs::write(tls.path().join("tls.key"), read(files::CA_KEY)).unwrap();
+        std::fs::write(tls.path().join("ca.crt"), read(files::ROOT_CERT)).unwrap();
+        let ca = MeshCa::from_plugin_dir(tls.path(), "cluster.local").unwrap();
+        assert_eq!(ca.trust_bundle().certs(), original.trust_bundle().certs());
+
+        std::fs::remove_file(src.path().join(files::CERT_CHAIN)).unwrap();
+        let e = MeshCa::from_plugin_dir(src.path(), "cluster.local").unwrap_err();
+        assert!(e.to_string().contains(files::CERT_CHAIN), "{e}");
     }
 
     #[test]

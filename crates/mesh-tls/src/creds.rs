@@ -705,7 +705,7 @@ impl CaSource {
     /// let source = CaSource::new(Arc::new(MeshCa::self_signed("cluster.local")?));
     /// let cert = source.fetch(&Identity::new("cluster.local", "default", "sleep")?).await?;
     /// let life = cert.not_after().duration_since(cert.not_before())?;
-    /// assert_eq!(life, DEFAULT_WORKLOAD_TTL + std::time::Duration::from_secs(60));
+    /// assert_eq!(life, DEFAULT_WORKLOAD_TTL + std::time::Duration::from_secs(120));
     /// # Ok(()) }
     /// ```
     pub fn new(ca: Arc<MeshCa>) -> Self {
@@ -729,7 +729,7 @@ impl CaSource {
     /// let ca = Arc::new(MeshCa::self_signed("cluster.local")?);
     /// let id = Identity::new("cluster.local", "default", "sleep")?;
     /// let cert = CaSource::new(ca.clone()).with_ttl(Duration::from_secs(3600)).fetch(&id).await?;
-    /// assert_eq!(cert.not_after().duration_since(cert.not_before())?, Duration::from_secs(3660));
+    /// assert_eq!(cert.not_after().duration_since(cert.not_before())?, Duration::from_secs(3720));
     /// // Istio's limit still applies.
     /// let too_long = CaSource::new(ca).with_ttl(Duration::from_secs(91 * 24 * 3600));
     /// assert!(too_long.fetch(&id).await.is_err());

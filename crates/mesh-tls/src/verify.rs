@@ -304,6 +304,47 @@ fn algorithms() -> &'static WebPkiSupportedAlgorithms {
     ALGS.get_or_init(|| crate::provider().signature_verification_algorithms)
 }
 
+/// The refusal of a chain that verifies only up to a root outside its dates.
+fn root_dates_error(end_entity: &CertificateDer<'_>) -> VerifyError {
+    let presented = CertInfo::parse(end_entity)
+        .map(|i| i.presented())
+        .unwrap_or_default();
+    VerifyError::Invalid {
+        presented,
+        reason: "the root certificate it chains to is expired or not yet valid".into(),
+    }
+}
+
+/// Verifies a client certificate's chain up to `anchors` only.
+fn verify_client_up_to(
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    anchors: &[rustls::pki_types::TrustAnchor<'_>],
+    now: UnixTime,
+) -> Result<(), VerifyError> {
+    let usage = webpki::KeyUsage::client_auth();
+    let ok = !anchors.is_empty()
+        && webpki::EndEntityCert::try_from(end_entity)
+            .ok()
+            .is_some_and(|ee| {
+                ee.verify_for_usage(
+                    algorithms().all,
+                    anchors,
+                    intermediates,
+                    now,
+                    usage,
+                    None,
+                    None,
+                )
+                .is_ok()
+            });
+    if ok {
+        Ok(())
+    } else {
+        Err(root_dates_error(end_entity))
+    }
+}
+
 /// Maps a chain-verification failure to our error, with what the peer presented.
 fn chain_error(
     err: &rustls::Error,
@@ -506,6 +547,14 @@ impl ClientCertVerifier for MeshClientCertVerifier {
             let v = chain_error(&e, end_entity, intermediates, &trust.bundle);
             tracing::debug!(error = %v, "client certificate refused");
             return Err(v.into_rustls());
+        }
+        // a root past its dates ends no chain (Envoy checks the root's dates too): with
+        // such a root in the bundle, the chain must verify up to one of the others
+        if let Some(valid) = trust.bundle.anchors_valid_at(now) {
+            if let Err(v) = verify_client_up_to(end_entity, intermediates, &valid, now) {
+                tracing::debug!(error = %v, "client certificate refused");
+                return Err(v.into_rustls());
+            }
         }
         if self.policy.chain_only && self.policy.allowed.is_none() {
             return Ok(ClientCertVerified::assertion());
@@ -710,12 +759,20 @@ impl ServerCertVerifier for MeshServerCertVerifier {
                 ))
             }
         };
+        // a root past its dates ends no chain (Envoy checks the root's dates too)
+        let valid = trust.bundle.anchors_valid_at(now);
+        let anchors = valid.as_deref().unwrap_or(&trust.bundle.root_store().roots);
+        if anchors.is_empty() {
+            let v = root_dates_error(end_entity);
+            tracing::debug!(error = %v, "server certificate refused");
+            return Err(v.into_rustls());
+        }
         let chain = webpki::EndEntityCert::try_from(end_entity)
             .map_err(webpki_error)
             .and_then(|ee| {
                 ee.verify_for_usage(
                     algorithms().all,
-                    &trust.bundle.root_store().roots,
+                    anchors,
                     intermediates,
                     now,
                     webpki::KeyUsage::server_auth(),
@@ -726,7 +783,25 @@ impl ServerCertVerifier for MeshServerCertVerifier {
                 .map_err(webpki_error)
             });
         if let Err(e) = chain {
-            let v = chain_error(&e, end_entity, intermediates, &trust.bundle);
+            // (a chain that would end at a root outside its dates says so)
+            let by_dates = valid.is_some()
+                && webpki::EndEntityCert::try_from(end_entity).is_ok_and(|ee| {
+                    ee.verify_for_usage(
+                        algorithms().all,
+                        &trust.bundle.root_store().roots,
+                        intermediates,
+                        now,
+                        webpki::KeyUsage::server_auth(),
+                        None,
+                        None,
+                    )
+                    .is_ok()
+                });
+            let v = if by_dates {
+                root_dates_error(end_entity)
+            } else {
+                chain_error(&e, end_entity, intermediates, &trust.bundle)
+            };
             tracing::debug!(error = %v, "server certificate refused");
             return Err(v.into_rustls());
         }

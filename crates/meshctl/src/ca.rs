@@ -2,7 +2,8 @@
 //!
 //! - `meshctl ca init --dir D [--trust-domain TD] [--plugin DIR] [--force]` creates a
 //!   self-signed root for the trust domain in D, or checks and copies a plug-in CA (Istio's
-//!   `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`) from DIR into D.
+//!   `ca-cert.pem`, `ca-key.pem`, `root-cert.pem`, `cert-chain.pem`, or a `kubernetes.io/tls`
+//!   secret's `tls.crt`, `tls.key`, `ca.crt`) from DIR into D.
 //! - `meshctl ca issue --dir D --namespace NS --service-account SA --out OUT [--ttl 24h]
 //!   [--dns NAME]...` writes `OUT/cert-chain.pem`, `OUT/key.pem`, `OUT/root-cert.pem` for
 //!   `spiffe://<td>/ns/<NS>/sa/<SA>`.
@@ -33,7 +34,7 @@ pub(crate) enum Command {
         #[arg(long, default_value = DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
         /// Plug in the CA from this directory (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
-        /// `cert-chain.pem`) instead of creating a root.
+        /// `cert-chain.pem`, or `tls.crt`, `tls.key`, `ca.crt`) instead of creating a root.
         #[arg(long, value_name = "DIR")]
         plugin: Option<PathBuf>,
         /// Overwrite a CA already in `--dir`.
