@@ -524,7 +524,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
     match args.output {
         Output::Json => println!("{v}"),
         Output::Text => {
-            let who = principal.unwrap_or("a plaintext caller");
+            // (DISABLE: the connection is plaintext, the principal given is not seen)
+            let who = match principal {
+                Some(p) if mtls.mode == MtlsMode::Disable => {
+                    format!(
+                        "a plaintext caller (port {} is DISABLE: {p} is not seen)",
+                        args.port
+                    )
+                }
+                Some(p) => p.to_owned(),
+                None => "a plaintext caller".to_owned(),
+            };
             let what = if args.tcp {
                 format!("TCP connection to port {}", args.port)
             } else {

@@ -1193,3 +1193,45 @@ spec:
     assert_eq!(v["decision"], "DENY", "{v}");
     assert_eq!(v["mtls_mode"], "STRICT", "{v}");
 }
+
+// A port whose PeerAuthentication is DISABLE takes plaintext: the text output says the
+// principal given is not seen, rather than naming the caller by it.
+#[test]
+fn a_disable_port_says_the_principal_is_not_seen() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pa.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec: {mtls: {mode: DISABLE}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: sleep-only, namespace: foo}
+spec:
+  rules: [{from: [{source: {principals: [cluster.local/ns/foo/sa/sleep]}}]}]
+",
+    )
+    .unwrap();
+    let out = meshctl(&[
+        "authz",
+        "--config",
+        f.to_str().unwrap(),
+        "--namespace",
+        "foo",
+        "--labels",
+        "app=httpbin",
+        "--principal",
+        "cluster.local/ns/foo/sa/sleep",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("DENY"), "{text}");
+    assert!(
+        text.contains(
+            "a plaintext caller (port 80 is DISABLE: cluster.local/ns/foo/sa/sleep is not seen)"
+        ),
+        "{text}"
+    );
+}
