@@ -292,6 +292,16 @@ fn sa_matches(p: &str, ns: &str, sa: &str) -> bool {
     })
 }
 
+/// Whether the principal `p` (without `spiffe://`) is the service account `v` names:
+/// istiod's `serviceAccountRegex`, for the `serviceAccounts` field and the
+/// `source.serviceAccount` condition alike.
+fn ns_sa_matches((n, s, re): &NsSa, p: &str) -> bool {
+    match re {
+        Some(re) => re.is_spiffe_match(p),
+        None => sa_matches(p, n, s),
+    }
+}
+
 /// A `serviceAccounts` value (or a `source.serviceAccount` one): `sa` in the policy's
 /// namespace, or `ns/sa`; no wildcard.
 fn ns_sa(s: &str, ns: &str) -> Result<NsSa, String> {
@@ -1124,12 +1134,7 @@ impl CSource {
         };
         let on_p = |pat: &Pat| p.is_some_and(|p| pat.matches(p));
         let on_td = |pat: &Pat| parsed.is_some_and(|(td, _, _)| pat.matches(td));
-        let on_sa = |(n, s, re): &NsSa| {
-            p.is_some_and(|p| match re {
-                Some(re) => re.is_spiffe_match(p),
-                None => sa_matches(p, n, s),
-            })
-        };
+        let on_sa = |v: &NsSa| p.is_some_and(|p| ns_sa_matches(v, p));
         let src = r.source_ip;
         let remote = r.remote_ip.or(r.source_ip);
         let on_ip = |ip: Option<IpAddr>| {
@@ -1198,7 +1203,7 @@ impl CCondition {
             .principal
             .map(|p| p.strip_prefix("spiffe://").unwrap_or(p));
         let parsed = match self.attr {
-            Attr::SourceTrustDomain | Attr::SourceServiceAccount => p.and_then(parse_principal),
+            Attr::SourceTrustDomain => p.and_then(parse_principal),
             _ => None,
         };
         let pats = |s: Option<&str>| match (vals, s) {
@@ -1263,10 +1268,9 @@ impl CCondition {
             },
             Attr::SourcePrincipal => pats(p),
             Attr::SourceTrustDomain => pats(parsed.map(|(td, _, _)| td)),
-            Attr::SourceServiceAccount => match (vals, parsed) {
-                (Vals::ServiceAccounts(v), Some((_, ns, sa))) => {
-                    v.iter().any(|(n, s, _)| **n == *ns && **s == *sa)
-                }
+            // (istiod builds it with the `serviceAccounts` field's generator)
+            Attr::SourceServiceAccount => match (vals, p) {
+                (Vals::ServiceAccounts(v), Some(p)) => v.iter().any(|x| ns_sa_matches(x, p)),
                 _ => false,
             },
             Attr::Pseudo(which) => {

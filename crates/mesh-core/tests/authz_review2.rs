@@ -239,3 +239,26 @@ fn a_wildcard_alias_covers_a_principals_trust_domain() {
     );
     assert!(allowed(&a, Some("new-td/ns/foo/sa/sleep"), "/", &[]));
 }
+
+/// `when: source.serviceAccount` is built with the `serviceAccounts` field's generator
+/// (`srcServiceAccountGenerator`, istiod's `serviceAccountRegex`): the two accept the same
+/// principals.
+#[test]
+fn the_service_account_condition_matches_as_the_field() {
+    let field = authz(&allow(
+        "from: [{source: {serviceAccounts: ['foo/my.sa', bar]}}]",
+    ));
+    let when = authz(&allow(
+        "when: [{key: source.serviceAccount, values: ['foo/my.sa', bar]}]",
+    ));
+    for (p, want) in [
+        ("cluster.local/ns/foo/sa/my.sa", true),
+        ("cluster.local/ns/foo/sa/myXsa", true), // `.` unescaped in istiod's regex
+        ("cluster.local/ns/foo/sa/bar/extra", true),
+        ("cluster.local/ns/foo/x/y/sa/bar", true),
+        ("cluster.local/ns/other/sa/bar", false),
+    ] {
+        assert_eq!(allowed(&field, Some(p), "/", &[]), want, "field {p}");
+        assert_eq!(allowed(&when, Some(p), "/", &[]), want, "when {p}");
+    }
+}

@@ -956,3 +956,31 @@ async fn http10_is_refused_with_426() {
     assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
     assert_eq!(h.calls.load(Ordering::SeqCst), 1);
 }
+
+/// Envoy's connection manager removes a request's hop-by-hop headers before any filter
+/// (`mutateRequestHeaders`): an AuthorizationPolicy condition on them never matches, and
+/// the application does not see them.
+#[tokio::test]
+async fn hop_by_hop_headers_are_gone_before_authorization() {
+    let pki = Pki::new();
+    let rules = "[{when: [{key: 'request.headers[connection]', values: ['*']}]}, {when: [{key: 'request.headers[keep-alive]', values: ['*']}]}, {when: [{key: 'request.headers[transfer-encoding]', values: ['*']}]}, {when: [{key: 'request.headers[proxy-connection]', values: ['*']}]}]";
+    let h = start(&pki, &policy("deny-hop", "DENY", rules)).await;
+    for extra in [
+        "Connection: close\r\n",
+        "Keep-Alive: timeout=5\r\nConnection: close\r\n",
+        "Proxy-Connection: keep-alive\r\nConnection: close\r\n",
+    ] {
+        let reply = raw(
+            TcpStream::connect(h.addr).await.unwrap(),
+            &format!("GET /headers HTTP/1.1\r\nHost: httpbin.foo:8000\r\n{extra}\r\n"),
+        )
+        .await;
+        assert!(reply.starts_with("HTTP/1.1 200 "), "{extra}: {reply}");
+    }
+    let reply = raw(
+        TcpStream::connect(h.addr).await.unwrap(),
+        "POST /headers HTTP/1.1\r\nHost: httpbin.foo:8000\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(!reply.contains("RBAC: access denied"), "{reply}");
+}

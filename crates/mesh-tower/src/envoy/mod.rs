@@ -1157,6 +1157,36 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
     }
 }
 
+/// Envoy's connection manager before any filter (`mutateRequestHeaders`): the hop-by-hop
+/// headers of a request go (`keep-alive`, `proxy-connection`, `transfer-encoding`, and
+/// `connection` and `upgrade` unless it is a WebSocket upgrade, the one Istio lets
+/// through), so that AuthorizationPolicy conditions and the application never see them.
+/// One pass over the header names when none is there.
+pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
+    let any = headers.keys().any(|n| {
+        *n == CONNECTION
+            || *n == TRANSFER_ENCODING
+            || *n == UPGRADE
+            || n.as_str() == "keep-alive"
+            || n.as_str() == "proxy-connection"
+    });
+    if !any {
+        return;
+    }
+    let websocket = matches!(
+        crate::outbound::upgrade_of(headers),
+        Some(crate::outbound::UpgradeRequest::WebSocket)
+    );
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers.remove(TRANSFER_ENCODING);
+    if !websocket {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
+}
+
 /// What Envoy does to a request before routing and before any filter (RequestAuthentication,
 /// authorization): a method not in upper case refused (400, as its HTTP/1 codec; over
 /// HTTP/2 as well, so a DENY on `methods: [DELETE]` cannot be passed by `delete`), and on

@@ -1919,6 +1919,19 @@ async fn handle(
         }
         Some(UpgradeRequest::Other) => return crate::outbound::upgrade_failed(),
     };
+    // What Envoy's connection manager does to a request before any filter (authorization
+    // sees the result): hop-by-hop headers go (but a WebSocket upgrade's, normalized to
+    // `connection: upgrade`).
+    let headers = req.headers_mut();
+    for h in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING] {
+        headers.remove(h);
+    }
+    if websocket {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(CONNECTION);
+        headers.remove(UPGRADE);
+    }
     // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's
     // jwt_authn, ext_authz and RBAC filters run before the router, which answers the
     // httpsRedirect and "no route" local replies): ConnectionInfoLayer put the connection
@@ -1988,19 +2001,9 @@ async fn handle(
     }
     // the downstream half of a WebSocket upgrade, completed only if the upstream accepts
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    // What Envoy's gateway does to a request before routing it: hop-by-hop headers go
-    // (but a WebSocket upgrade's, normalized to `connection: upgrade`), the downstream's
-    // protocol and address are added.
+    // the downstream's address is added to `x-forwarded-for` (after authorization here,
+    // which reads the trusted client address from the list as it came: README, gaps)
     let headers = req.headers_mut();
-    for h in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING] {
-        headers.remove(h);
-    }
-    if websocket {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(CONNECTION);
-        headers.remove(UPGRADE);
-    }
     if !headers.contains_key(HOST) {
         if let Ok(v) = HeaderValue::from_str(&authority) {
             headers.insert(HOST, v);

@@ -182,6 +182,7 @@ where
                 response: Some(response),
             };
         }
+        crate::envoy::strip_hop_by_hop(req.headers_mut());
         // Istio's inbound route: `max_stream_duration` with `grpc_timeout_header_max: 0`, so
         // Envoy's connection manager (`refreshDurationTimeout`) bounds the stream by the
         // request's `grpc-timeout` (uncapped; absent, malformed or 0: no bound) and, for a
