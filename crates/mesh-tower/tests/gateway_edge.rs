@@ -378,3 +378,33 @@ async fn an_external_request_id_is_replaced() {
     let p = raw(gw.local_addr(80).unwrap(), &get("p.example.com", &id)).await;
     assert!(p.contains("x-request-id: client-chosen-id\n"), "{p}");
 }
+
+/// Envoy's `appendXff`: `x-forwarded-for` reaches the upstream as one value, the client's
+/// lines joined with `,` and then the gateway's peer.
+#[tokio::test]
+async fn x_forwarded_for_is_one_list_with_the_peer_appended() {
+    let echo = echo_backend().await;
+    let gw = gateway(&config(echo), Some(1)).await;
+    let addr = gw.local_addr(80).unwrap();
+    let answer = raw(
+        addr,
+        &get(
+            "p.example.com",
+            &[
+                ("X-Forwarded-For", "203.0.113.7"),
+                ("X-Forwarded-For", "198.51.100.1"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let xff: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("x-forwarded-for:"))
+        .collect();
+    assert_eq!(
+        xff,
+        ["x-forwarded-for: 203.0.113.7,198.51.100.1,127.0.0.1"],
+        "{answer}"
+    );
+}

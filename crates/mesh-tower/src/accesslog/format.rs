@@ -601,7 +601,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
                 },
                 Name::Header(h) => hv(match h.as_str() {
                     "x-envoy-original-path" => r.original_path.as_ref(),
-                    "x-forwarded-for" => r.forwarded_for.as_ref(),
+                    "x-forwarded-for" => r.forwarded_for(),
                     "user-agent" => r.user_agent.as_ref(),
                     "x-request-id" => r.request_id(),
                     "host" => r.authority.as_ref(),
@@ -647,7 +647,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
             let connected = !e.flags.contains(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
                 && !e.flags.contains(ResponseFlags::UPSTREAM_OVERFLOW);
             let cx = HeaderContext {
-                downstream_remote: r.downstream.remote,
+                downstream_remote: r.downstream_remote(),
                 downstream_local: r.downstream.local,
                 requested_server_name: r.sni.as_deref(),
                 upstream_remote: up.and_then(|u| u.host).filter(|_| connected),

@@ -451,6 +451,8 @@ pub(crate) struct LateFacts(Arc<Late>);
 struct Late {
     path: OnceLock<Uri>,
     request_id: OnceLock<HeaderValue>,
+    forwarded_for: OnceLock<HeaderValue>,
+    remote: OnceLock<std::net::SocketAddr>,
 }
 
 impl LateFacts {
@@ -465,9 +467,40 @@ impl LateFacts {
     pub(crate) fn set_request_id(&self, id: &HeaderValue) {
         let _ = self.0.request_id.set(id.clone());
     }
+
+    /// The `x-forwarded-for` the connection manager wrote (a gateway appends its peer).
+    pub(crate) fn set_forwarded_for(&self, v: &HeaderValue) {
+        let _ = self.0.forwarded_for.set(v.clone());
+    }
+
+    /// The stream's remote address when the connection manager took it from
+    /// `x-forwarded-for` (a gateway behind trusted proxies): Envoy's
+    /// `%DOWNSTREAM_REMOTE_ADDRESS%`, port 0.
+    pub(crate) fn set_remote(&self, a: std::net::SocketAddr) {
+        let _ = self.0.remote.set(a);
+    }
 }
 
 impl RequestFacts {
+    /// The request's `x-forwarded-for` as the connection manager left it.
+    pub(crate) fn forwarded_for(&self) -> Option<&HeaderValue> {
+        self.normalized
+            .0
+            .forwarded_for
+            .get()
+            .or(self.forwarded_for.as_ref())
+    }
+
+    /// The downstream remote address as the connection manager inferred it.
+    pub(crate) fn downstream_remote(&self) -> Option<std::net::SocketAddr> {
+        self.normalized
+            .0
+            .remote
+            .get()
+            .copied()
+            .or(self.downstream.remote)
+    }
+
     /// The request's `x-request-id` as the stack left it.
     pub(crate) fn request_id(&self) -> Option<&HeaderValue> {
         self.normalized
@@ -711,7 +744,7 @@ impl fmt::Display for Line<'_> {
             e.sent,
             self.1,
             Hv(e.service_time.as_ref()),
-            Hv(r.forwarded_for.as_ref()),
+            Hv(r.forwarded_for()),
             Hv(r.user_agent.as_ref()),
             Hv(r.request_id()),
             Hv(r.authority.as_ref()),
@@ -719,7 +752,7 @@ impl fmt::Display for Line<'_> {
             Opt(up.and_then(|u| u.cluster.as_ref())),
             Opt(up.and_then(|u| u.local_address.as_ref())),
             Opt(r.downstream.local.as_ref()),
-            Opt(r.downstream.remote.as_ref()),
+            Opt(r.downstream_remote().as_ref()),
             Opt(r.sni.as_ref()),
             Opt(up.and_then(|u| u.route_name.as_ref())),
         )
@@ -858,7 +891,7 @@ impl Drop for LogEntry {
             upstream_host = %Opt(up.and_then(|u| u.host.as_ref())),
             upstream_cluster = %Opt(up.and_then(|u| u.cluster.as_ref())),
             route_name = %Opt(up.and_then(|u| u.route_name.as_ref())),
-            downstream_remote_address = %Opt(r.downstream.remote.as_ref()),
+            downstream_remote_address = %Opt(r.downstream_remote().as_ref()),
             "{}",
             Message(self, duration_ms)
         );

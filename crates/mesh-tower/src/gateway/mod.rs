@@ -1932,6 +1932,34 @@ async fn handle(
         headers.remove(CONNECTION);
         headers.remove(UPGRADE);
     }
+    // The downstream's address is added to `x-forwarded-for` as Envoy's `appendXff` does
+    // (one value: the client's lines joined with `,`, then the peer), but into the request
+    // after authorization, which reads the trusted client address from the list as it
+    // came (README, gaps). The access log reads the list as the connection manager left
+    // it, and the stream's remote address as it inferred it from a trusted hop.
+    let forwarded_for = ctx.conn.remote_addr().and_then(|r| {
+        let mut xff: Vec<u8> = Vec::new();
+        for v in req.headers().get_all("x-forwarded-for") {
+            if !v.is_empty() {
+                if !xff.is_empty() {
+                    xff.push(b',');
+                }
+                xff.extend_from_slice(v.as_bytes());
+            }
+        }
+        if !xff.is_empty() {
+            xff.push(b',');
+        }
+        xff.extend_from_slice(r.ip().to_string().as_bytes());
+        let v = HeaderValue::from_bytes(&xff).ok()?;
+        if let Some(late) = req.extensions().get::<crate::accesslog::LateFacts>() {
+            late.set_forwarded_for(&v);
+            if let Some(ip) = client.filter(|ip| *ip != r.ip()) {
+                late.set_remote(std::net::SocketAddr::new(ip, 0));
+            }
+        }
+        Some(v)
+    });
     // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's
     // jwt_authn, ext_authz and RBAC filters run before the router, which answers the
     // httpsRedirect and "no route" local replies): ConnectionInfoLayer put the connection
@@ -2001,18 +2029,15 @@ async fn handle(
     }
     // the downstream half of a WebSocket upgrade, completed only if the upstream accepts
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    // the downstream's address is added to `x-forwarded-for` (after authorization here,
-    // which reads the trusted client address from the list as it came: README, gaps)
     let headers = req.headers_mut();
     if !headers.contains_key(HOST) {
         if let Ok(v) = HeaderValue::from_str(&authority) {
             headers.insert(HOST, v);
         }
     }
-    if let Some(r) = ctx.conn.remote_addr() {
-        if let Ok(v) = HeaderValue::from_str(&r.ip().to_string()) {
-            headers.append("x-forwarded-for", v);
-        }
+    // (the downstream's address, added to `x-forwarded-for` after authorization here)
+    if let Some(v) = forwarded_for {
+        headers.insert("x-forwarded-for", v);
     }
     let via = crate::outbound::GatewayRoute {
         gateway: &ctx.route,
