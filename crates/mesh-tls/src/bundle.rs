@@ -253,21 +253,6 @@ impl TrustBundle {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors() {
-        assert!(TrustBundle::new(Vec::new()).is_err());
-        assert!(TrustBundle::from_pem(b"").is_err());
-        assert!(TrustBundle::from_pem_file("/nonexistent/root.pem")
-            .unwrap_err()
-            .to_string()
-            .contains("/nonexistent/root.pem"));
-    }
-}
-
 impl TrustBundle {
     /// The trust anchors valid at `now` when some root is not (expired or not yet valid),
     /// `None` when every root is: Envoy's chain verification (BoringSSL's `X509_verify_cert`)
@@ -291,5 +276,20 @@ impl TrustBundle {
                 .map(|(a, _)| a.clone())
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors() {
+        assert!(TrustBundle::new(Vec::new()).is_err());
+        assert!(TrustBundle::from_pem(b"").is_err());
+        assert!(TrustBundle::from_pem_file("/nonexistent/root.pem")
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/root.pem"));
     }
 }
