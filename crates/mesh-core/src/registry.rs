@@ -538,14 +538,23 @@ impl Service {
     /// assert_eq!(svc.pod_name("db-0.db.data.svc.cluster.local"), Some("db-0"));
     /// assert_eq!(svc.pod_name("db-1.db.data"), Some("db-1"));
     /// assert_eq!(svc.pod_name("db.data.svc.cluster.local"), None); // the Service itself
+    /// assert_eq!(svc.pod_name("db.data"), None); // by another of its names
     /// assert_eq!(svc.pod_name("db-0.other.data.svc.cluster.local"), None);
     /// ```
     pub fn pod_name<'h>(&self, host: &'h str) -> Option<&'h str> {
         if !self.headless {
             return None;
         }
-        let (pod, rest) = host.split_once('.')?;
         let full = self.hostname.as_bytes();
+        // one of the Service's own names (`redis.redis` for Service `redis` in namespace
+        // `redis`) is the Service: Envoy's exact domain wins over `*.<name>`
+        let own_name = full.len() >= host.len()
+            && full[..host.len()].eq_ignore_ascii_case(host.as_bytes())
+            && full.get(host.len()).is_none_or(|b| *b == b'.');
+        if own_name {
+            return None;
+        }
+        let (pod, rest) = host.split_once('.')?;
         let under = !pod.is_empty()
             && !rest.is_empty()
             && full.len() >= rest.len()
@@ -1358,6 +1367,8 @@ pub struct Registry {
     by_parent: HashMap<Box<str>, Vec<Arc<Service>>>,
     /// Services whose host is a wildcard.
     wildcards: Vec<Arc<Service>>,
+    /// Some service is a headless Kubernetes Service (pod names are looked up only then).
+    any_headless: bool,
 }
 
 impl Registry {
@@ -1495,6 +1506,7 @@ impl Registry {
                     .push(Arc::clone(s));
             }
         }
+        let any_headless = all.iter().any(|s| s.headless);
         Registry {
             services,
             by_vip,
@@ -1505,6 +1517,7 @@ impl Registry {
             all,
             by_parent,
             wildcards,
+            any_headless,
         }
     }
 
@@ -1735,6 +1748,9 @@ impl Registry {
         client_ns: &str,
         domain_suffix: &str,
     ) -> Option<&Arc<Service>> {
+        if !self.any_headless {
+            return None;
+        }
         let (pod, rest) = host.split_once('.')?;
         if pod.is_empty() || pod.starts_with('*') || rest.is_empty() {
             return None;

@@ -1696,14 +1696,21 @@ mod tests {
             .verify_server_cert(leaf.der(), &inter, &name, &[], now)
             .unwrap_err();
         assert!(e.to_string().contains("expired or not yet valid"), "{e}");
-        // the same chain under a root within its dates is accepted
-        let valid_bundle = TrustBundle::new(vec![root.der().clone()]).unwrap();
-        let later = UnixTime::since_unix_epoch(Duration::from_secs(now.as_secs() - 5400));
-        let client = MeshClientCertVerifier::new(&valid_bundle, PeerPolicy::any_chained()).unwrap();
-        // (at a time within the root's dates the leaf is not yet valid: refused for that)
-        assert!(client
-            .verify_client_cert(leaf.der(), &inter, later)
-            .is_err());
+        // a chain up to a root within its dates is accepted beside the expired one
+        let good = other
+            .issue(
+                &Identity::new("cluster.local", "default", "sleep").unwrap(),
+                DEFAULT_WORKLOAD_TTL,
+                &[],
+            )
+            .unwrap();
+        let chain = good.chain_der().unwrap();
+        client
+            .verify_client_cert(&chain[0], &chain[1..], now)
+            .unwrap();
+        server
+            .verify_server_cert(&chain[0], &chain[1..], &name, &[], now)
+            .unwrap();
     }
 
     /// istiod's plug-in layouts: the four `cacerts` files (a missing `cert-chain.pem` is an

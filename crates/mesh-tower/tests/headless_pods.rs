@@ -117,3 +117,25 @@ async fn the_short_form_is_the_clients_own_namespace_only() {
     assert_eq!(route("other", "db-0.db"), None);
     assert_eq!(route("default", "db-0.db").as_deref(), Some("default/db"));
 }
+
+/// A headless Service named as its namespace (`redis` in `redis`): `redis.redis` is the
+/// Service by one of its own names (Envoy's exact domain wins over `*.redis`), not a pod
+/// named `redis`.
+#[tokio::test]
+async fn a_service_named_as_its_namespace_is_not_taken_for_a_pod() {
+    let pki = Pki::new();
+    let mesh = mesh(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: redis, namespace: redis}\nspec: {clusterIP: None, selector: {app: redis}, ports: [{name: http, port: 9080}]}\n",
+    );
+    let r0 = start(&pki, "redis-0", "redis", "redis", Behaviour::Ok).await;
+    register(&mesh, "redis-0", "redis", "redis", "redis", "v1", r0.addr);
+    let other = client(&mesh, &pki, "other", "sleep");
+    for host in [
+        "redis.redis",
+        "redis.redis.svc.cluster.local",
+        "redis-0.redis.redis",
+    ] {
+        let (status, by, _, _) = send(&other, get(&format!("http://{host}:9080/"))).await;
+        assert_eq!((status, by.as_str()), (200, "redis-0"), "{host}");
+    }
+}

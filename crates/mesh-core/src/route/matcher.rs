@@ -274,11 +274,21 @@ pub(crate) fn re2_classes(pattern: &str) -> String {
                 'p' | 'P' if chars.peek() == Some(&'{') => {
                     let mut name = String::new();
                     chars.next();
+                    let mut closed = false;
                     for b in chars.by_ref() {
                         if b == '}' {
+                            closed = true;
                             break;
                         }
                         name.push(b);
+                    }
+                    if !closed {
+                        // unterminated: as written, for the compile to refuse it
+                        out.push(c);
+                        out.push(e);
+                        out.push('{');
+                        out.push_str(&name);
+                        continue;
                     }
                     let (e, name) = match name.strip_prefix('^') {
                         Some(n) => (if e == 'p' { 'P' } else { 'p' }, n.to_owned()),
@@ -908,6 +918,7 @@ mod tests {
             (r"\101\0\12\777", r"\x41\x00\x0A\x{1FF}"),
             (r"\1", r"\1"), // a backreference: refused, as RE2 does
             (r"\p{^Greek}\P{^L}", r"\P{Greek}\p{L}"),
+            (r"\p{^Greek", r"\p{^Greek"), // unterminated: refused by the compile
         ];
         for (re2, want) in table {
             assert_eq!(re2_classes(re2), want, "{re2}");

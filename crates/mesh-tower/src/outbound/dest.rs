@@ -122,21 +122,17 @@ impl DestKey {
         port: u16,
         request: RequestTarget<'_>,
     ) -> DestKey {
-        let host = || {
-            let h = request.authority.host();
-            let h = h
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(h);
-            h.to_ascii_lowercase()
-        };
-        let by_request = if request.https || is_passthrough(service) {
-            Some(host())
-        } else if service.headless {
-            Some(host()).filter(|h| service.pod_name(h).is_some())
-        } else {
-            None
-        };
+        let raw = request.authority.host();
+        let raw = raw
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(raw);
+        // (a headless Service's pod by its own name: `pod_name` compares in any case, so
+        // the host is copied only for a pod)
+        let by_request = (request.https
+            || is_passthrough(service)
+            || service.headless && service.pod_name(raw).is_some())
+        .then(|| raw.to_ascii_lowercase());
         DestKey {
             host: Arc::clone(&service.hostname),
             subset,
