@@ -408,3 +408,31 @@ async fn x_forwarded_for_is_one_list_with_the_peer_appended() {
         "{answer}"
     );
 }
+
+/// Envoy appends the peer to `x-forwarded-for` before any filter: a gateway policy that
+/// denies requests without the header never fires, and one on the appended address sees it.
+#[tokio::test]
+async fn authorization_sees_the_appended_x_forwarded_for() {
+    let echo = echo_backend().await;
+    let policy = "---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: xff, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules:
+  - when: [{key: 'request.headers[x-forwarded-for]', notValues: ['*']}]
+  - when: [{key: 'request.headers[x-forwarded-for]', values: ['203.0.113.7,127.0.0.1']}]
+";
+    let gw = gateway(&format!("{}{policy}", config(echo)), None).await;
+    let addr = gw.local_addr(80).unwrap();
+    let answer = raw(addr, &get("p.example.com", &[])).await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    let answer = raw(
+        addr,
+        &get("p.example.com", &[("X-Forwarded-For", "203.0.113.7")]),
+    )
+    .await;
+    assert_eq!(status(&answer), 403, "{answer}");
+}

@@ -179,6 +179,12 @@ struct Cached {
     remote_ip: Option<XffMode>,
 }
 
+/// The client address a gateway's connection manager trusted before it appended its peer
+/// to `X-Forwarded-For` (Envoy's stream remote address): authorization reads it rather
+/// than the list it can no longer read the same way.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TrustedClient(pub(crate) std::net::IpAddr);
+
 /// How the original client address (`remote.ip`, `remoteIpBlocks`) is found, as Envoy's
 /// connection manager finds it from `X-Forwarded-For`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -694,7 +700,10 @@ impl AuthorizationLayer {
         ));
         // the original client, read from X-Forwarded-For only when a policy asks for it
         if let Some(mode) = c.remote_ip {
-            areq.remote_ip = mode.client(req.headers(), areq.source_ip);
+            areq.remote_ip = match req.extensions().get::<TrustedClient>() {
+                Some(t) => Some(t.0),
+                None => mode.client(req.headers(), areq.source_ip),
+            };
         }
         // the token verified by RequestAuthentication (see `authenticate`)
         areq.request_auth = req.extensions().get::<RequestAuth>();

@@ -1933,10 +1933,10 @@ async fn handle(
         headers.remove(UPGRADE);
     }
     // The downstream's address is added to `x-forwarded-for` as Envoy's `appendXff` does
-    // (one value: the client's lines joined with `,`, then the peer), but into the request
-    // after authorization, which reads the trusted client address from the list as it
-    // came (README, gaps). The access log reads the list as the connection manager left
-    // it, and the stream's remote address as it inferred it from a trusted hop.
+    // before any filter (one value: the client's lines joined with `,`, then the peer);
+    // authorization takes the client address trusted before (`TrustedClient`). The access
+    // log reads the list as the connection manager left it, and the stream's remote
+    // address as it inferred it from a trusted hop.
     let forwarded_for = ctx.conn.remote_addr().and_then(|r| {
         let mut xff: Vec<u8> = Vec::new();
         for v in req.headers().get_all("x-forwarded-for") {
@@ -1960,6 +1960,12 @@ async fn handle(
         }
         Some(v)
     });
+    if let Some(ip) = client {
+        req.extensions_mut().insert(crate::authz::TrustedClient(ip));
+    }
+    if let Some(v) = forwarded_for {
+        req.headers_mut().insert("x-forwarded-for", v);
+    }
     // AuthorizationPolicies selecting the gateway workload, before routing (Envoy's
     // jwt_authn, ext_authz and RBAC filters run before the router, which answers the
     // httpsRedirect and "no route" local replies): ConnectionInfoLayer put the connection
@@ -2034,10 +2040,6 @@ async fn handle(
         if let Ok(v) = HeaderValue::from_str(&authority) {
             headers.insert(HOST, v);
         }
-    }
-    // (the downstream's address, added to `x-forwarded-for` after authorization here)
-    if let Some(v) = forwarded_for {
-        headers.insert("x-forwarded-for", v);
     }
     let via = crate::outbound::GatewayRoute {
         gateway: &ctx.route,
