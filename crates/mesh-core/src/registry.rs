@@ -545,22 +545,22 @@ impl Service {
         if !self.headless {
             return None;
         }
-        let full = self.hostname.as_bytes();
+        // a name of the Service itself (its hostname, or the hostname cut at a label:
+        // `db.ns`), in any case
+        let names_it = |name: &str| {
+            let full = self.hostname.as_bytes();
+            !name.is_empty()
+                && full.len() >= name.len()
+                && full[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                && full.get(name.len()).is_none_or(|b| *b == b'.')
+        };
         // one of the Service's own names (`redis.redis` for Service `redis` in namespace
         // `redis`) is the Service: Envoy's exact domain wins over `*.<name>`
-        let own_name = full.len() >= host.len()
-            && full[..host.len()].eq_ignore_ascii_case(host.as_bytes())
-            && full.get(host.len()).is_none_or(|b| *b == b'.');
-        if own_name {
+        if names_it(host) {
             return None;
         }
         let (pod, rest) = host.split_once('.')?;
-        let under = !pod.is_empty()
-            && !rest.is_empty()
-            && full.len() >= rest.len()
-            && full[..rest.len()].eq_ignore_ascii_case(rest.as_bytes())
-            && full.get(rest.len()).is_none_or(|b| *b == b'.');
-        under.then_some(pod)
+        (!pod.is_empty() && names_it(rest)).then_some(pod)
     }
 
     /// The port `endpoint` listens on for the service port `port`: the endpoint's own port
@@ -1137,12 +1137,7 @@ fn endpoint_from_entry(
         .as_deref()
         .filter(|l| !l.is_empty())
         .map(Into::into)
-        .or_else(|| {
-            labels
-                .get("istio-locality")
-                .filter(|l| !l.is_empty())
-                .map(|l| l.replace('.', "/").into())
-        });
+        .or_else(|| locality_label(&labels).map(Into::into));
     augment_labels(&mut labels, locality.as_deref(), we.network.as_deref());
     Endpoint {
         address,
@@ -1162,6 +1157,15 @@ fn endpoint_from_entry(
 
 /// The cluster ID istiod gives its own cluster's endpoints by default (`CLUSTER_ID`).
 const CLUSTER_ID: &str = "Kubernetes";
+
+/// The `istio-locality` label as a locality (`us-west.zone-1`: dots for slashes, as a
+/// label value cannot hold `/`).
+fn locality_label(labels: &Labels) -> Option<String> {
+    labels
+        .get("istio-locality")
+        .filter(|l| !l.is_empty())
+        .map(|l| l.replace('.', "/"))
+}
 
 /// A proxy's locality and labels as istiod works them out (`setTopologyLabels`): the
 /// locality given, else its topology labels (`topology.kubernetes.io/region`, `zone`,
@@ -1212,12 +1216,7 @@ pub fn proxy_topology(
         .filter(|l| !l.is_empty())
         .map(str::to_owned)
         .or_else(from_topology)
-        .or_else(|| {
-            labels
-                .get("istio-locality")
-                .filter(|l| !l.is_empty())
-                .map(|l| l.replace('.', "/"))
-        });
+        .or_else(|| locality_label(labels));
     let mut out = labels.clone();
     augment_labels_in(&mut out, locality.as_deref(), cluster_id, None);
     (locality, out)
@@ -1761,13 +1760,8 @@ impl Registry {
         } else {
             rest
         };
-        self.services
-            .get_exact(fqdn)?
-            .iter()
-            .filter(|s| s.headless && s.export_to.visible_to(client_ns))
-            .enumerate()
-            .min_by_key(|(i, s)| (precedence(s, client_ns), *i))
-            .map(|(_, s)| s)
+        // (no wildcard host is a headless Service: the exact one, by precedence)
+        self.service_where(fqdn, client_ns, |s| s.headless)
     }
 
     /// True when any service (visible or not) has exactly this host.

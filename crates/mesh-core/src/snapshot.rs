@@ -559,14 +559,16 @@ impl Snapshot {
             host
         };
         let reg = &self.registry;
-        let suffix = &self.config.options.domain_suffix;
-        let mut exp = HostBuf::new();
-        let exp = kube_expansion(lit, client_ns, suffix, &mut exp).then(|| exp.as_str());
         // Envoy's domain order: a name exactly (as written, then expanded), then the most
         // specific wildcard: a headless Service's `*.<name>` for its pods first
         let exact = |h: &str| reg.service(h, client_ns).filter(|s| *s.hostname == *h);
-        exact(lit)
-            .or_else(|| exp.and_then(exact))
+        if let Some(s) = exact(lit) {
+            return Some(s);
+        }
+        let suffix = &self.config.options.domain_suffix;
+        let mut exp = HostBuf::new();
+        let exp = kube_expansion(lit, client_ns, suffix, &mut exp).then(|| exp.as_str());
+        exp.and_then(exact)
             .or_else(|| reg.headless_service_of_pod(lit, client_ns, suffix))
             .or_else(|| reg.service(lit, client_ns))
             .or_else(|| exp.and_then(|h| reg.service(h, client_ns)))

@@ -315,34 +315,27 @@ fn root_dates_error(end_entity: &CertificateDer<'_>) -> VerifyError {
     }
 }
 
-/// Verifies a client certificate's chain up to `anchors` only.
-fn verify_client_up_to(
+/// Whether the chain verifies for `usage` up to `anchors` only.
+fn verifies_up_to(
     end_entity: &CertificateDer<'_>,
     intermediates: &[CertificateDer<'_>],
     anchors: &[rustls::pki_types::TrustAnchor<'_>],
     now: UnixTime,
-) -> Result<(), VerifyError> {
-    let usage = webpki::KeyUsage::client_auth();
-    let ok = !anchors.is_empty()
-        && webpki::EndEntityCert::try_from(end_entity)
-            .ok()
-            .is_some_and(|ee| {
-                ee.verify_for_usage(
-                    algorithms().all,
-                    anchors,
-                    intermediates,
-                    now,
-                    usage,
-                    None,
-                    None,
-                )
-                .is_ok()
-            });
-    if ok {
-        Ok(())
-    } else {
-        Err(root_dates_error(end_entity))
-    }
+    usage: webpki::KeyUsage,
+) -> bool {
+    !anchors.is_empty()
+        && webpki::EndEntityCert::try_from(end_entity).is_ok_and(|ee| {
+            ee.verify_for_usage(
+                algorithms().all,
+                anchors,
+                intermediates,
+                now,
+                usage,
+                None,
+                None,
+            )
+            .is_ok()
+        })
 }
 
 /// Maps a chain-verification failure to our error, with what the peer presented.
@@ -551,7 +544,9 @@ impl ClientCertVerifier for MeshClientCertVerifier {
         // a root past its dates ends no chain (Envoy checks the root's dates too): with
         // such a root in the bundle, the chain must verify up to one of the others
         if let Some(valid) = trust.bundle.anchors_valid_at(now) {
-            if let Err(v) = verify_client_up_to(end_entity, intermediates, &valid, now) {
+            let usage = webpki::KeyUsage::client_auth();
+            if !verifies_up_to(end_entity, intermediates, &valid, now, usage) {
+                let v = root_dates_error(end_entity);
                 tracing::debug!(error = %v, "client certificate refused");
                 return Err(v.into_rustls());
             }
@@ -785,18 +780,13 @@ impl ServerCertVerifier for MeshServerCertVerifier {
         if let Err(e) = chain {
             // (a chain that would end at a root outside its dates says so)
             let by_dates = valid.is_some()
-                && webpki::EndEntityCert::try_from(end_entity).is_ok_and(|ee| {
-                    ee.verify_for_usage(
-                        algorithms().all,
-                        &trust.bundle.root_store().roots,
-                        intermediates,
-                        now,
-                        webpki::KeyUsage::server_auth(),
-                        None,
-                        None,
-                    )
-                    .is_ok()
-                });
+                && verifies_up_to(
+                    end_entity,
+                    intermediates,
+                    &trust.bundle.root_store().roots,
+                    now,
+                    webpki::KeyUsage::server_auth(),
+                );
             let v = if by_dates {
                 root_dates_error(end_entity)
             } else {

@@ -194,6 +194,17 @@ async fn a_request_on_an_established_connection_is_no_longer_pending() {
     );
 }
 
+/// A mesh client of `productpage`'s identity running as `me`.
+fn productpage_as(
+    mesh: &mesh_core::mesh::Mesh,
+    pki: &Pki,
+    me: mesh_tower::outbound::ClientWorkload,
+) -> mesh_tower::outbound::MeshClient {
+    mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
+        .credentials(pki.creds("default", "productpage"))
+        .build()
+}
+
 /// Registers `name` (service account `reviews`, labels `app: reviews`, `version`) in
 /// `locality`, listening at `addr`.
 fn register_at(
@@ -258,9 +269,7 @@ async fn failover_priority_and_failover_both_apply() {
         .with_label("app", "productpage")
         .with_label("version", "v1")
         .with_locality("us-east/zone1/a");
-    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .build();
+    let client = productpage_as(&mesh, &pki, me);
     // the client's zone (and version) takes everything; its first 500 ejects it
     let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
     assert_eq!((st, by.as_str()), (500, "reviews-near"));
@@ -294,9 +303,7 @@ async fn failover_priority_sees_the_clients_cluster_and_topology_labels() {
         .with_label("app", "productpage")
         .with_label("topology.kubernetes.io/region", "us-east")
         .with_label("topology.kubernetes.io/zone", "zone1");
-    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .build();
+    let client = productpage_as(&mesh, &pki, me);
     for _ in 0..20 {
         let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
         assert_eq!((st, by.as_str()), (200, "reviews-near"));
@@ -353,9 +360,7 @@ async fn traffic_distribution_prefer_close_keeps_traffic_in_the_clients_zone() {
     register_at(&mesh, "reviews-far", "v1", "us-east/zone2/a", far.addr);
     let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
         .with_locality("us-east/zone1/b");
-    let client = mesh_tower::outbound::MeshClient::builder(mesh.clone(), me)
-        .credentials(pki.creds("default", "productpage"))
-        .build();
+    let client = productpage_as(&mesh, &pki, me);
     for _ in 0..20 {
         let (st, by, _, _) = send(&client, get("http://reviews:9080/")).await;
         assert_eq!((st, by.as_str()), (200, "reviews-near"));

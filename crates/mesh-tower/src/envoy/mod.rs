@@ -1178,6 +1178,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
         crate::outbound::upgrade_of(headers),
         Some(crate::outbound::UpgradeRequest::WebSocket)
     );
+    remove_hop_by_hop(headers, websocket);
+}
+
+/// Removes the hop-by-hop headers of a request, `connection` and `upgrade` but for a
+/// `websocket` upgrade (see [`strip_hop_by_hop`]).
+pub(crate) fn remove_hop_by_hop(headers: &mut http::HeaderMap, websocket: bool) {
+    use http::header::{CONNECTION, TRANSFER_ENCODING, UPGRADE};
     headers.remove("keep-alive");
     headers.remove("proxy-connection");
     headers.remove(TRANSFER_ENCODING);

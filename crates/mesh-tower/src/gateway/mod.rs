@@ -183,9 +183,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, SERVER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, LOCATION, SERVER};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -1922,15 +1920,10 @@ async fn handle(
     // What Envoy's connection manager does to a request before any filter (authorization
     // sees the result): hop-by-hop headers go (but a WebSocket upgrade's, normalized to
     // `connection: upgrade`).
-    let headers = req.headers_mut();
-    for h in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING] {
-        headers.remove(h);
-    }
+    crate::envoy::remove_hop_by_hop(req.headers_mut(), websocket);
     if websocket {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(CONNECTION);
-        headers.remove(UPGRADE);
+        req.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
     // The downstream's address is added to `x-forwarded-for` as Envoy's `appendXff` does
     // before any filter (one value: the client's lines joined with `,`, then the peer);
@@ -2194,11 +2187,6 @@ fn scheme_of(forwarded_proto: &str, https: bool) -> &'static str {
         "http"
     }
 }
-
-/// `keep-alive` (hop-by-hop; the `http` crate has no constant for it).
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-/// `proxy-connection` (hop-by-hop, non-standard).
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// `httpsRedirect`: 301 to `https://` with the Host as sent, port included (Envoy's
 /// `Http::Utility::createSslRedirectPath`: `https://{Host}{:path}`; Istio strips no port

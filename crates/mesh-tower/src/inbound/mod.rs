@@ -561,7 +561,8 @@ impl MeshServerBuilder {
     pub fn build(self) -> Result<MeshServer, TlsError> {
         let creds = &self.credentials;
         // MeshConfig `meshMTLS.minProtocolVersion: TLSV1_3`, as the server is built
-        let options = self.mesh.snapshot().options().clone();
+        let snap = self.mesh.snapshot();
+        let options = snap.options();
         let tls13_only = options.mesh_mtls_tls13_only;
         let strict = InboundTls::new(
             PeerAuthnMode::Strict,

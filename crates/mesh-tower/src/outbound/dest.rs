@@ -433,18 +433,14 @@ fn inputs<'a>(
     // subset (istiod's clusters of such a Service are ORIGINAL_DST: the address the pod's
     // name resolves to).
     let pod = key.request.as_ref().and_then(|(h, _)| service.pod_name(h));
-    let mut endpoints: Vec<EndpointSpec> = match pod {
-        Some(pod) => service
-            .targets(key.port, None)
-            .filter(|t| workload_name(t.endpoint).as_deref() == Some(pod))
-            .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
-            .collect(),
-        None => service
-            .targets(key.port, subset_labels)
-            .filter(|_| !undefined_subset)
-            .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
-            .collect(),
-    };
+    let mut endpoints: Vec<EndpointSpec> = service
+        .targets(key.port, if pod.is_some() { None } else { subset_labels })
+        .filter(|t| match pod {
+            Some(pod) => workload_name(t.endpoint).as_deref() == Some(pod),
+            None => !undefined_subset,
+        })
+        .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
+        .collect();
     if undefined_subset && pod.is_none() {
         return Inputs {
             policy,
