@@ -1,6 +1,6 @@
 //! Route actions as Envoy executes them, from a replay of Envoy's router and istiod's route
 //! translation: a direct response of 201 or 3xx says where (`Location`, the request's own
-//! URL), a local reply to `HEAD` has no body, and a mirror without a port on a service of
+//! URL), a local reply to `HEAD` has no body (but its length), and a mirror without a port on a service of
 //! several ports goes to the request's port (istiod's `GetDestinationCluster`). Plain
 //! backends on loopback behind ServiceEntries.
 
@@ -133,10 +133,13 @@ spec:
             .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap()
     };
-    let (status, _, body, _) = send(&client, head("http://api.example.internal/")).await;
+    // no body, but the length of the one a GET gets (Envoy's `sendLocalReply`)
+    let (status, _, body, h) = send(&client, head("http://api.example.internal/")).await;
     assert_eq!((status, body.as_str()), (200, ""));
-    let (status, _, body, _) = send(&client, head("http://api.example.internal/broken")).await;
+    assert_eq!(h["content-length"], "5");
+    let (status, _, body, h) = send(&client, head("http://api.example.internal/broken")).await;
     assert_eq!((status, body.as_str()), (418, ""));
+    assert_eq!(h["content-length"], "18");
     let (status, _, body, _) = send(&client, get("http://api.example.internal/broken")).await;
     assert_eq!((status, body.as_str()), (418, "fault filter abort"));
 }

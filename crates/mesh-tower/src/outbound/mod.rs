@@ -2689,13 +2689,18 @@ where
     let head = req.method() == http::Method::HEAD;
     let (mut resp, ctx) = route_and_send(shared, transport, req, via).await?;
     // a local reply (only those carry details) to a HEAD request is its headers alone, as
-    // Envoy's `sendLocalReply` sends it
+    // Envoy's `sendLocalReply` sends it, with the length of the body it would have had
     if head
         && resp
             .extensions()
             .get::<crate::envoy::ResponseCodeDetails>()
             .is_some()
     {
+        if let Some(n) = resp.body().size_hint().exact() {
+            resp.headers_mut()
+                .entry(http::header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(n));
+        }
         *resp.body_mut() = empty();
     }
     // the outbound listener's connection manager: `server` on every response, local
