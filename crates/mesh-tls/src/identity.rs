@@ -1,11 +1,16 @@
-//! SPIFFE workload identity: `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`.
+//! SPIFFE workload identity: `spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>`,
+//! or any other SPIFFE ID with a path (`spiffe://<trust-domain>/<path>`, as SPIRE issues).
 //!
 //! Istio's form (`pkg/spiffe` `ParseIdentity`): after `spiffe://`, exactly five `/`-separated
-//! parts with the literals `ns` and `sa` at positions 1 and 3. We are stricter than Istio
-//! where Istio is silently lenient: no empty part, and the characters allowed by the SPIFFE
-//! specification (trust domain: lower-case letters, digits, `.`, `-`, `_`; path segments:
-//! letters, digits, `.`, `-`, `_`, but not `.` or `..`). A string that fails any of this is
-//! not an identity, so it can never match a policy by accident.
+//! parts with the literals `ns` and `sa` at positions 1 and 3; such an ID has a namespace and
+//! a service account. Envoy accepts any SPIFFE ID of a trusted trust domain from a peer
+//! (istiod's SAN matchers are `spiffe://<td>/` prefixes) and AuthorizationPolicy compares the
+//! whole principal, so other paths are identities too, without a namespace or service
+//! account. We are stricter than Envoy where it is silently lenient: no empty part, and the
+//! characters allowed by the SPIFFE specification (trust domain: lower-case letters, digits,
+//! `.`, `-`, `_`; path segments: letters, digits, `.`, `-`, `_`, but not `.` or `..`). A
+//! string that fails any of this is not an identity, so it can never match a policy by
+//! accident.
 
 use std::fmt;
 use std::str::FromStr;
@@ -37,7 +42,9 @@ pub const SPIFFE_PREFIX: &str = "spiffe://";
 /// ```
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
-/// A workload's SPIFFE identity, as Istio writes it.
+/// A workload's SPIFFE identity: Istio's `/ns/<ns>/sa/<sa>` form, or any other path in a
+/// trust domain (then [`namespace`](Self::namespace) and
+/// [`service_account`](Self::service_account) are empty; [`is_istio_form`](Self::is_istio_form)).
 ///
 /// Parsing and printing round-trip exactly. The string is stored once; the accessors
 /// ([`trust_domain`](Self::trust_domain), [`namespace`](Self::namespace),
@@ -57,14 +64,14 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 pub struct Identity {
     uri: Arc<str>,
     // Byte offsets into `uri`: trust domain is [PREFIX, td_end), namespace [ns_start,
-    // ns_end), service account [sa_start, len).
+    // ns_end), service account [sa_start, len); all three at the end for other paths.
     td_end: u16,
     ns_start: u16,
     ns_end: u16,
     sa_start: u16,
 }
 
-/// Why a string is not a SPIFFE identity in Istio's form.
+/// Why a string is not a workload's SPIFFE identity.
 ///
 /// # Examples
 ///
@@ -74,7 +81,7 @@ pub struct Identity {
 /// let err = Identity::parse("cluster.local/ns/default/sa/sleep").unwrap_err();
 /// assert!(matches!(err, IdentityError::MissingPrefix(_)));
 ///
-/// let err = Identity::parse("spiffe://cluster.local/sa/sleep/ns/default").unwrap_err();
+/// let err = Identity::parse("spiffe://cluster.local").unwrap_err();
 /// assert!(matches!(err, IdentityError::Shape(_)));
 ///
 /// let err = Identity::parse("spiffe://Cluster.Local/ns/default/sa/sleep").unwrap_err();
@@ -85,15 +92,15 @@ pub enum IdentityError {
     /// The string does not start with `spiffe://`.
     #[error("identity {0:?} is not a spiffe format: missing the spiffe:// prefix")]
     MissingPrefix(String),
-    /// Not exactly `<td>/ns/<ns>/sa/<sa>` after the prefix.
-    #[error("identity {0:?} is not a spiffe format: expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>")]
+    /// No path after the trust domain (`spiffe://<td>` names a trust domain, not a workload).
+    #[error("identity {0:?} is not a spiffe format: expected spiffe://<trust-domain>/ns/<namespace>/sa/<service-account> or another path")]
     Shape(String),
     /// A part is empty or holds a character SPIFFE does not allow.
     #[error("identity {id:?} has an invalid {part}: {reason}")]
     InvalidPart {
         /// The whole string.
         id: String,
-        /// Which part: `trust domain`, `namespace` or `service account`.
+        /// Which part: `trust domain`, `namespace`, `service account` or `path`.
         part: &'static str,
         /// What is wrong with it.
         reason: &'static str,
@@ -104,7 +111,7 @@ pub enum IdentityError {
 }
 
 impl Identity {
-    /// Parses `spiffe://<td>/ns/<ns>/sa/<sa>` strictly.
+    /// Parses `spiffe://<td>/ns/<ns>/sa/<sa>`, or `spiffe://<td>/<path>`, strictly.
     ///
     /// # Examples
     ///
@@ -115,8 +122,13 @@ impl Identity {
     /// assert_eq!(id.trust_domain(), "td");
     /// assert_eq!(id.service_account(), "istio-ingressgateway-service-account");
     ///
-    /// // No trailing parts, no empty parts, no upper-case trust domain.
-    /// assert!(Identity::parse("spiffe://cluster.local/ns/default/sa/sleep/x").is_err());
+    /// // Another path: an identity of the trust domain, without namespace or account.
+    /// let spire = Identity::parse("spiffe://cluster.local/ns/default/sa/sleep/x")?;
+    /// assert_eq!((spire.namespace(), spire.service_account()), ("", ""));
+    /// assert_eq!(spire.path(), "/ns/default/sa/sleep/x");
+    ///
+    /// // No path, no empty parts, no upper-case trust domain.
+    /// assert!(Identity::parse("spiffe://cluster.local").is_err());
     /// assert!(Identity::parse("spiffe://cluster.local/ns//sa/sleep").is_err());
     /// assert!(Identity::parse("spiffe://Cluster.Local/ns/default/sa/sleep").is_err());
     /// # Ok::<(), mesh_tls::IdentityError>(())
@@ -128,15 +140,8 @@ impl Identity {
         let rest = s
             .strip_prefix(SPIFFE_PREFIX)
             .ok_or_else(|| IdentityError::MissingPrefix(s.to_owned()))?;
-        let mut parts = rest.split('/');
-        let (Some(td), Some("ns"), Some(ns), Some("sa"), Some(sa), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+        // a workload's ID has a path: `spiffe://<td>` alone names the trust domain
+        let Some((td, path)) = rest.split_once('/') else {
             return Err(IdentityError::Shape(s.to_owned()));
         };
         check_trust_domain(td).map_err(|reason| IdentityError::InvalidPart {
@@ -144,6 +149,38 @@ impl Identity {
             part: "trust domain",
             reason,
         })?;
+        // Istio's form names its parts in messages; any other path is one part
+        let mut segs = path.split('/');
+        let istio = match (
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+            segs.next(),
+        ) {
+            (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => Some((ns, sa)),
+            _ => None,
+        };
+        let p = SPIFFE_PREFIX.len();
+        let td_end = p + td.len();
+        let Some((ns, sa)) = istio else {
+            for seg in path.split('/') {
+                check_segment(seg).map_err(|reason| IdentityError::InvalidPart {
+                    id: s.to_owned(),
+                    part: "path",
+                    reason,
+                })?;
+            }
+            // no namespace, no service account: both are the empty tail
+            let end = s.len() as u16;
+            return Ok(Self {
+                uri: Arc::from(s),
+                td_end: td_end as u16,
+                ns_start: end,
+                ns_end: end,
+                sa_start: end,
+            });
+        };
         check_segment(ns).map_err(|reason| IdentityError::InvalidPart {
             id: s.to_owned(),
             part: "namespace",
@@ -154,8 +191,6 @@ impl Identity {
             part: "service account",
             reason,
         })?;
-        let p = SPIFFE_PREFIX.len();
-        let td_end = p + td.len();
         let ns_start = td_end + "/ns/".len();
         let ns_end = ns_start + ns.len();
         let sa_start = ns_end + "/sa/".len();
@@ -186,9 +221,22 @@ impl Identity {
         namespace: &str,
         service_account: &str,
     ) -> Result<Self, IdentityError> {
-        Self::parse(&format!(
+        let id = Self::parse(&format!(
             "{SPIFFE_PREFIX}{trust_domain}/ns/{namespace}/sa/{service_account}"
-        ))
+        ))?;
+        // a `/` in a part parses as another path: not the identity asked for
+        if id.namespace() != namespace || id.service_account() != service_account {
+            return Err(IdentityError::InvalidPart {
+                id: id.to_string(),
+                part: if id.namespace() != namespace {
+                    "namespace"
+                } else {
+                    "service account"
+                },
+                reason: "only letters, digits, '.', '-' and '_' are allowed",
+            });
+        }
+        Ok(id)
     }
 
     /// Parses Istio's principal form `<td>/ns/<ns>/sa/<sa>` (the SPIFFE ID without
@@ -208,7 +256,7 @@ impl Identity {
         Self::parse(&format!("{SPIFFE_PREFIX}{principal}"))
     }
 
-    /// The full SPIFFE ID, `spiffe://<td>/ns/<ns>/sa/<sa>`.
+    /// The full SPIFFE ID, `spiffe://<td>/ns/<ns>/sa/<sa>` (or `spiffe://<td>/<path>`).
     ///
     /// # Examples
     ///
@@ -225,7 +273,7 @@ impl Identity {
     }
 
     /// Istio's principal form: `<td>/ns/<ns>/sa/<sa>` (what AuthorizationPolicy
-    /// `principals` and `source.principal` compare against).
+    /// `principals` and `source.principal` compare against): the ID without `spiffe://`.
     ///
     /// # Examples
     ///
@@ -256,7 +304,7 @@ impl Identity {
         &self.uri[SPIFFE_PREFIX.len()..self.td_end as usize]
     }
 
-    /// The Kubernetes namespace.
+    /// The Kubernetes namespace; empty when the ID is not of Istio's form.
     ///
     /// # Examples
     ///
@@ -271,7 +319,7 @@ impl Identity {
         &self.uri[self.ns_start as usize..self.ns_end as usize]
     }
 
-    /// The Kubernetes service account.
+    /// The Kubernetes service account; empty when the ID is not of Istio's form.
     ///
     /// # Examples
     ///
@@ -286,8 +334,8 @@ impl Identity {
         &self.uri[self.sa_start as usize..]
     }
 
-    /// The same namespace and service account in another trust domain (for trust-domain
-    /// aliases).
+    /// The same path (namespace and service account) in another trust domain (for
+    /// trust-domain aliases).
     ///
     /// # Examples
     ///
@@ -300,7 +348,40 @@ impl Identity {
     /// # Ok::<(), mesh_tls::IdentityError>(())
     /// ```
     pub fn with_trust_domain(&self, trust_domain: &str) -> Result<Self, IdentityError> {
-        Self::new(trust_domain, self.namespace(), self.service_account())
+        Self::parse(&format!("{SPIFFE_PREFIX}{trust_domain}{}", self.path()))
+    }
+
+    /// The path after the trust domain, with its leading `/`: `/ns/<ns>/sa/<sa>` in Istio's
+    /// form.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// let id = Identity::parse("spiffe://example.org/workload/billing")?;
+    /// assert_eq!(id.path(), "/workload/billing");
+    /// assert_eq!(id.principal(), "example.org/workload/billing");
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
+    pub fn path(&self) -> &str {
+        &self.uri[self.td_end as usize..]
+    }
+
+    /// Whether the ID is Istio's `/ns/<ns>/sa/<sa>` form, so it has a namespace and a
+    /// service account.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::Identity;
+    ///
+    /// assert!(Identity::new("cluster.local", "default", "sleep")?.is_istio_form());
+    /// assert!(!Identity::parse("spiffe://example.org/workload/billing")?.is_istio_form());
+    /// # Ok::<(), mesh_tls::IdentityError>(())
+    /// ```
+    pub fn is_istio_form(&self) -> bool {
+        (self.sa_start as usize) < self.uri.len()
     }
 }
 
@@ -387,17 +468,29 @@ mod tests {
             ("spiffe://td/ns/a.b/sa/c_d", Ok(("td", "a.b", "c_d"))),
             ("cluster.local/ns/default/sa/sleep", Err("prefix")),
             ("SPIFFE://cluster.local/ns/default/sa/sleep", Err("prefix")),
-            ("spiffe://cluster.local/ns/default/sa", Err("format")),
-            ("spiffe://cluster.local/ns/default/sa/sleep/", Err("format")),
+            // other paths: identities without namespace or service account
+            (
+                "spiffe://cluster.local/ns/default/sa",
+                Ok(("cluster.local", "", "")),
+            ),
+            ("spiffe://cluster.local/ns/default/sa/sleep/", Err("path")),
             (
                 "spiffe://cluster.local/ns/default/sa/sleep/x",
-                Err("format"),
+                Ok(("cluster.local", "", "")),
             ),
-            ("spiffe://cluster.local/sa/default/ns/sleep", Err("format")),
+            (
+                "spiffe://cluster.local/sa/default/ns/sleep",
+                Ok(("cluster.local", "", "")),
+            ),
             (
                 "spiffe://cluster.local/namespace/default/sa/sleep",
-                Err("format"),
+                Ok(("cluster.local", "", "")),
             ),
+            ("spiffe://example.org/workload", Ok(("example.org", "", ""))),
+            ("spiffe://example.org/", Err("path")),
+            ("spiffe://example.org", Err("format")),
+            ("spiffe://example.org/a//b", Err("path")),
+            ("spiffe://example.org/a/../b", Err("path")),
             ("spiffe://", Err("format")),
             ("spiffe:///ns/default/sa/sleep", Err("trust domain")),
             ("spiffe://cluster.local/ns//sa/sleep", Err("namespace")),
@@ -435,6 +528,7 @@ mod tests {
                     assert_eq!(id.trust_domain(), *td, "{input}");
                     assert_eq!(id.namespace(), *ns, "{input}");
                     assert_eq!(id.service_account(), *sa, "{input}");
+                    assert_eq!(id.is_istio_form(), !ns.is_empty(), "{input}");
                     assert_eq!(id.to_string(), *input, "round trip {input}");
                     assert_eq!(id.as_uri(), *input);
                     assert_eq!(format!("spiffe://{}", id.principal()), *input);
@@ -457,6 +551,12 @@ mod tests {
         let alias = id.with_trust_domain("old.domain").unwrap();
         assert_eq!(alias.as_uri(), "spiffe://old.domain/ns/default/sa/sleep");
         assert!(Identity::new("cluster.local", "a/b", "c").is_err());
+        assert!(Identity::new("cluster.local", "a", "b/c").is_err());
+        assert!(Identity::new("cluster.local", "a/sa/b/ns", "c").is_err());
+        let spire = Identity::parse("spiffe://cluster.local/workload/x").unwrap();
+        let alias = spire.with_trust_domain("old.domain").unwrap();
+        assert_eq!(alias.as_uri(), "spiffe://old.domain/workload/x");
+        assert!(!alias.is_istio_form());
         assert!(Identity::new("", "a", "c").is_err());
     }
 

@@ -244,12 +244,9 @@ impl PeerPolicy {
             });
         }
         if let Some(allowed) = &self.allowed {
-            let ok = allowed.iter().any(|a| {
-                a == id
-                    || (a.namespace() == id.namespace()
-                        && a.service_account() == id.service_account()
-                        && self.td_ok(a.trust_domain()))
-            });
+            let ok = allowed
+                .iter()
+                .any(|a| a == id || (a.path() == id.path() && self.td_ok(a.trust_domain())));
             if !ok {
                 return Err(VerifyError::IdentityNotAllowed {
                     expected: allowed.iter().map(|a| a.to_string()).collect(),
