@@ -230,9 +230,16 @@ async fn retry_overflow_returns_the_upstream_response_not_a_local_503() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
-    // the first request's retry holds the only maxRetries slot when this one fails
-    let (st, _, body, h) = send_within(&client, "http://reviews:9080/").await;
-    assert_eq!((st, body.as_str()), (500, "boom"), "{h:?}");
+    // the first request's retry holds the only maxRetries slot when this one fails: the
+    // answer is given back flagged UO (Envoy's `NoOverflow`)
+    let r = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.request(get("http://reviews:9080/")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((r.status().as_u16(), flags_of(&r)), (500, "UO".to_owned()));
     assert!(
         started.elapsed() < Duration::from_millis(550),
         "not retried"
@@ -585,4 +592,99 @@ async fn use_source_ip_at_the_gateway_hashes_the_trusted_client_address() {
         endpoints.len() > 1,
         "one connection, many clients: {endpoints:?}"
     );
+}
+
+// --- maxRetries: the slot of a retry, and the flags of an answer given back -------------
+
+/// Answers 500 to the first request for each path and 200 afterwards.
+async fn fails_once_per_path() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let seen = Arc::clone(&seen);
+                async move {
+                    let path = req.uri().path().to_owned();
+                    let first = {
+                        let mut s = seen.lock().unwrap();
+                        let first = !s.contains(&path);
+                        s.push(path);
+                        first
+                    };
+                    let mut r = Response::new(Full::new(Bytes::from_static(b"answer")));
+                    *r.status_mut() = if first {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    } else {
+                        StatusCode::OK
+                    };
+                    Ok::<_, Infallible>(r)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn flags_of<B>(resp: &Response<B>) -> String {
+    resp.extensions()
+        .get::<mesh_tower::envoy::ResponseFlags>()
+        .copied()
+        .unwrap_or(mesh_tower::envoy::ResponseFlags::NONE)
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_retry_slot_ends_with_the_retried_answers_headers() {
+    let retried = mesh(&format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n    retries: {{attempts: 1, retryOn: 5xx}}\n",
+        with_dr("    connectionPool: {http: {maxRetries: 1}}\n")
+    ));
+    let addr = fails_once_per_path().await;
+    register(
+        &retried,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        addr,
+    );
+    let client = plaintext_client(&retried);
+    // /a is retried once and answered; its body is not read yet
+    let a = client.request(get("http://reviews:9080/a")).await.unwrap();
+    assert_eq!(a.status(), 200);
+    // the slot /a's retry took is free again (Envoy resets the retry state on the answer's
+    // headers): /b is retried too
+    let b = client.request(get("http://reviews:9080/b")).await.unwrap();
+    assert_eq!(b.status(), 200, "{}", flags_of(&b));
+    drop(a);
+    let c = client.request(get("http://reviews:9080/c")).await.unwrap();
+    assert_eq!(c.status(), 200);
+
+    // retries run out: the last answer is given back flagged URX
+    let exhausted = mesh(&format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{{destination: {{host: reviews}}}}]\n    retries: {{attempts: 2, retryOn: 5xx}}\n",
+        with_dr("    connectionPool: {http: {maxRetries: 5}}\n")
+    ));
+    let (boom, _) = plain("boom", 500, Duration::ZERO).await;
+    register(
+        &exhausted,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        boom,
+    );
+    let client = plaintext_client(&exhausted);
+    let r = client.request(get("http://reviews:9080/")).await.unwrap();
+    assert_eq!((r.status().as_u16(), flags_of(&r)), (500, "URX".to_owned()));
 }

@@ -2420,7 +2420,6 @@ pin_project! {
 struct Hold {
     guard: RequestGuard,
     request: Permit,
-    retry: Option<Permit>,
 }
 
 impl<B: Body> Body for Held<B> {
@@ -3595,6 +3594,13 @@ impl Tried {
     }
 }
 
+/// Adds Envoy response flags to an answer's (an upstream answer has none yet).
+fn add_flags<B>(resp: &mut Response<B>, flags: ResponseFlags) {
+    resp.extensions_mut()
+        .get_or_insert_with(|| ResponseFlags::NONE)
+        .insert(flags);
+}
+
 fn endpoint_uri(dest: &DestState, index: usize, pq: &PathAndQuery) -> Uri {
     let authority = match dest.authorities.get(index) {
         Some(a) => a.clone(),
@@ -3829,7 +3835,10 @@ impl<T: Sender> Attempts<'_, T> {
                             grpc_status.map_or(status, crate::envoy::grpc_to_http_status);
                         od.record(index, Outcome::Status(reported), now);
                     }
-                    if retries_left
+                    // the retry this answer asks for, when the request may be retried at
+                    // all: Envoy returns the answer flagged URX when no attempt is left, UO
+                    // when `maxRetries` has no slot for it (upstream_rq_retry_overflow)
+                    if max > 1
                         && retry_on.should_retry_answer(
                             status,
                             grpc_status,
@@ -3837,14 +3846,17 @@ impl<T: Sender> Attempts<'_, T> {
                             self.policy,
                         )
                     {
-                        // the slot is taken before the answer is given up: past `maxRetries`
-                        // Envoy returns this response (upstream_rq_retry_overflow)
+                        // the slot is taken before the answer is given up
                         drop(retry_permit.take());
-                        if let Ok(p) = dest.breaker.try_retry() {
+                        if !retries_left {
+                            add_flags(&mut resp, ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                        } else if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             drop(resp);
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
+                        } else {
+                            add_flags(&mut resp, ResponseFlags::UPSTREAM_OVERFLOW);
                         }
                     }
                     *endpoint = Some((index, true));
@@ -3864,13 +3876,16 @@ impl<T: Sender> Attempts<'_, T> {
                     if let Some(c) = &self.request_hash.set_cookie {
                         resp.headers_mut().append(SET_COOKIE, c.clone());
                     }
+                    // a retry's `maxRetries` slot ends with its answer's headers (Envoy
+                    // resets the retry state there); the request's and the endpoint's last
+                    // as long as the body
+                    drop(retry_permit.take());
                     let (p, b) = resp.into_parts();
                     let held = Held {
                         inner: b,
                         hold: Some(Hold {
                             guard,
                             request: request_permit,
-                            retry: retry_permit.take(),
                         }),
                     };
                     return Response::from_parts(p, held.boxed());
@@ -3912,6 +3927,7 @@ impl<T: Sender> Attempts<'_, T> {
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
                         }
+                        add_flags(&mut r, ResponseFlags::UPSTREAM_OVERFLOW);
                     }
                     return r;
                 }
@@ -3919,7 +3935,7 @@ impl<T: Sender> Attempts<'_, T> {
                     if let Some(od) = &dest.outlier {
                         od.record(index, Outcome::Timeout, now);
                     }
-                    let r = local(LocalReply::UpstreamPerTryTimeout, self.grpc);
+                    let mut r = local(LocalReply::UpstreamPerTryTimeout, self.grpc);
                     if retries_left
                         && retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy)
                     {
@@ -3930,6 +3946,7 @@ impl<T: Sender> Attempts<'_, T> {
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
                         }
+                        add_flags(&mut r, ResponseFlags::UPSTREAM_OVERFLOW);
                     }
                     return r;
                 }
