@@ -9,6 +9,8 @@
 //! Prometheus endpoint with a few of its `istio_requests_total` lines.
 //!
 //! `RUST_LOG=inmesh=info` shows the mesh's own logs (access log, authorization decisions).
+//! `cargo run --example bookinfo -- --serve` keeps the workloads and the metrics endpoint
+//! up after the report, until Ctrl-C.
 
 #[path = "bookinfo/demo.rs"]
 mod demo;
@@ -33,5 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let runtime = tokio::runtime::Runtime::new()?;
     let report = runtime.block_on(demo::run(1000, 16, &denials))?;
     println!("{report}");
+    if std::env::args().any(|a| a == "--serve") {
+        // the servers are tasks of this runtime: they serve while it runs
+        println!(
+            "serving: curl http://{}/stats/prometheus  (Ctrl-C stops)",
+            report.metrics_addr
+        );
+        runtime.block_on(tokio::signal::ctrl_c())?;
+    }
     Ok(())
 }

@@ -11,6 +11,10 @@ mod demo;
 #[allow(dead_code)]
 mod ingress_gateway;
 
+#[path = "../examples/quickstart.rs"]
+#[allow(dead_code)]
+mod quickstart;
+
 use std::path::Path;
 
 use mesh_core::diag::Severity;
@@ -126,11 +130,46 @@ async fn ingress_gateway_example_self_test_passes() {
     let _ = std::fs::remove_dir_all(running.ca_file.parent().unwrap());
 }
 
+/// The README's quick start is the example's, line for line, and it works: sleep's GET
+/// reaches httpbin over mTLS under the example's STRICT PeerAuthentication and
+/// AuthorizationPolicy.
+#[tokio::test]
+async fn readme_quick_start_is_the_example_and_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("examples/quickstart.rs")).unwrap();
+    let block = example
+        .split("// quick start: begin\n")
+        .nth(1)
+        .and_then(|rest| rest.split("    // quick start: end").next())
+        .expect("markers in examples/quickstart.rs");
+    let dedented: String = block
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!(
+            "```rust,ignore\n{}```",
+            dedented.trim_end_matches('\n').to_owned() + "\n"
+        )),
+        "README's quick start differs from examples/quickstart.rs:\n{dedented}"
+    );
+    let (status, body) = quickstart::run().await.expect("the quick start runs");
+    assert_eq!(
+        (status.as_u16(), body.as_str()),
+        (200, "hello from httpbin")
+    );
+}
+
 /// `meshctl validate` runs these checks: no errors, no warnings, in every example config.
 #[test]
 fn example_configs_are_clean() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in ["examples/bookinfo", "examples/config"] {
+    for dir in [
+        "examples/bookinfo",
+        "examples/config",
+        "examples/quickstart",
+    ] {
         let loaded = mesh_core::load::load_path(root.join(dir)).expect(dir);
         assert!(!loaded.objects.is_empty(), "{dir}: no objects");
         let bad: Vec<String> = mesh_core::check(&loaded)

@@ -125,7 +125,7 @@ impl fmt::Display for Report {
         )?;
         writeln!(
             f,
-            "metrics        http://{}/stats/prometheus (also /metrics), e.g.:",
+            "metrics        http://{}/stats/prometheus (also /metrics; --serve keeps it up), e.g.:",
             self.metrics_addr
         )?;
         for l in &self.metrics_lines {

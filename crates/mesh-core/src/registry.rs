@@ -113,6 +113,59 @@ pub struct Workload {
     pub weight: u32,
 }
 
+impl Workload {
+    /// A workload of `namespace` running as `service_account` at `address`, with pod-style
+    /// `labels` (`app`, `version`), no named ports, no locality and weight 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::registry::Workload;
+    ///
+    /// let w = Workload::new("httpbin-1", "default", "httpbin", [("app", "httpbin")], "127.0.0.1".parse().unwrap())
+    ///     .with_port("http", 40123);
+    /// assert_eq!(w.labels["app"], "httpbin");
+    /// assert_eq!(w.ports["http"], 40123);
+    /// assert_eq!(w.weight, 1);
+    /// ```
+    pub fn new<'a>(
+        name: &str,
+        namespace: &str,
+        service_account: &str,
+        labels: impl IntoIterator<Item = (&'a str, &'a str)>,
+        address: IpAddr,
+    ) -> Workload {
+        Workload {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+            labels: labels
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            address,
+            ports: BTreeMap::new(),
+            locality: None,
+            weight: 1,
+        }
+    }
+
+    /// The port the workload listens on for the service port (or `targetPort`) named `name`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::registry::Workload;
+    ///
+    /// let w = Workload::new("db-0", "default", "db", [], "10.0.0.7".parse().unwrap()).with_port("tcp", 5432);
+    /// assert_eq!(w.ports["tcp"], 5432);
+    /// ```
+    pub fn with_port(mut self, name: &str, port: u16) -> Workload {
+        self.ports.insert(name.to_owned(), port);
+        self
+    }
+}
+
 /// Where an endpoint is.
 ///
 /// # Examples
