@@ -1013,14 +1013,14 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         // smoke run: a setup that ran must have served requests without errors (a skipped
         // setup is reported above with its reason)
         for (key, _, r) in &rows {
-            if let Ok(s) = r {
-                if s.requests == 0 || s.errors + s.non_ok > 0 {
-                    return Err(format!(
-                        "setup {key}: {} requests, {} errors, {} non-200",
-                        s.requests, s.errors, s.non_ok
-                    )
-                    .into());
-                }
+            if let Ok(s) = r
+                && (s.requests == 0 || s.errors + s.non_ok > 0)
+            {
+                return Err(format!(
+                    "setup {key}: {} requests, {} errors, {} non-200",
+                    s.requests, s.errors, s.non_ok
+                )
+                .into());
             }
         }
         println!("e2e: smoke run passed");

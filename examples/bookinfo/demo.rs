@@ -186,10 +186,10 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DenialLog {
         }
         let mut f = DenialFields::default();
         event.record(&mut f);
-        if f.denied {
-            if let Ok(mut v) = self.seen.lock() {
-                v.push((f.policy, f.principal));
-            }
+        if f.denied
+            && let Ok(mut v) = self.seen.lock()
+        {
+            v.push((f.policy, f.principal));
         }
     }
 }

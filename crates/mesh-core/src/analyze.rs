@@ -1159,9 +1159,10 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     }
                 }
                 if let Some(tp) = &dr.traffic_policy {
-                    if let Some(tls) = &tp.tls {
-                        if lacks_ca(tls, dr.workload_selector.is_some()) {
-                            cx.report(
+                    if let Some(tls) = &tp.tls
+                        && lacks_ca(tls, dr.workload_selector.is_some())
+                    {
+                        cx.report(
                                 o,
                                 Severity::Warning,
                                 codes::NO_SERVER_CERT_VERIFICATION_DR,
@@ -1173,13 +1174,13 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                     dr.host
                                 ),
                             );
-                        }
                     }
                     for (i, pl) in tp.port_level_settings.iter().enumerate() {
-                        if let Some(tls) = &pl.tls {
-                            if lacks_ca(tls, dr.workload_selector.is_some()) {
-                                let port = pl.port.map(|p| p.number).unwrap_or(0);
-                                cx.report(
+                        if let Some(tls) = &pl.tls
+                            && lacks_ca(tls, dr.workload_selector.is_some())
+                        {
+                            let port = pl.port.map(|p| p.number).unwrap_or(0);
+                            cx.report(
                                     o,
                                     Severity::Warning,
                                     codes::NO_SERVER_CERT_VERIFICATION_PORT,
@@ -1191,7 +1192,6 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                         dr.host
                                     ),
                                 );
-                            }
                         }
                     }
                 }
@@ -1228,30 +1228,29 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 let mut exposed: HashSet<u32> = HashSet::new();
                 for (wo, wl) in &matched {
                     for s in &gw_objs {
-                        if let Spec::Service(svc) = &s.spec {
-                            if s.metadata.namespace == wo.metadata.namespace
-                                && svc
-                                    .selector
-                                    .as_ref()
-                                    .is_some_and(|ss| !ss.is_empty() && selector_matches(ss, wl))
-                            {
-                                exposed.extend(
-                                    svc.ports
-                                        .iter()
-                                        .filter(|p| {
-                                            p.protocol
-                                                .as_deref()
-                                                .is_none_or(|pr| pr.eq_ignore_ascii_case("TCP"))
-                                        })
-                                        .flat_map(|p| {
-                                            let target = match p.target_port {
-                                                Some(crate::model::IntOrString::Int(t)) => Some(t),
-                                                _ => None,
-                                            };
-                                            std::iter::once(p.port).chain(target)
-                                        }),
-                                );
-                            }
+                        if let Spec::Service(svc) = &s.spec
+                            && s.metadata.namespace == wo.metadata.namespace
+                            && svc
+                                .selector
+                                .as_ref()
+                                .is_some_and(|ss| !ss.is_empty() && selector_matches(ss, wl))
+                        {
+                            exposed.extend(
+                                svc.ports
+                                    .iter()
+                                    .filter(|p| {
+                                        p.protocol
+                                            .as_deref()
+                                            .is_none_or(|pr| pr.eq_ignore_ascii_case("TCP"))
+                                    })
+                                    .flat_map(|p| {
+                                        let target = match p.target_port {
+                                            Some(crate::model::IntOrString::Int(t)) => Some(t),
+                                            _ => None,
+                                        };
+                                        std::iter::once(p.port).chain(target)
+                                    }),
+                            );
                         }
                     }
                 }
@@ -1299,25 +1298,24 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                 let Some(sel) = sel else {
                     // istioctl's AuthorizationPoliciesAnalyzer: a namespace-wide policy of a
                     // namespace without workloads (only when the files hold workloads)
-                    if let Spec::AuthorizationPolicy(p) = &o.spec {
-                        if workloads_known
-                            && !root
-                            && p.target_refs.is_empty()
-                            && p.target_ref.is_none()
-                            && !workloads.iter().any(|(w, _)| w.metadata.namespace == ns)
-                        {
-                            cx.report(
-                                o,
-                                Severity::Warning,
-                                codes::NO_MATCHING_WORKLOADS,
-                                "metadata.namespace",
-                                "No matching workloads for this resource with the following labels: "
-                                    .to_owned(),
-                            )
-                            .help = Some(format!(
-                                "no loaded workload is in namespace {ns}: the policy applies to none"
-                            ));
-                        }
+                    if let Spec::AuthorizationPolicy(p) = &o.spec
+                        && workloads_known
+                        && !root
+                        && p.target_refs.is_empty()
+                        && p.target_ref.is_none()
+                        && !workloads.iter().any(|(w, _)| w.metadata.namespace == ns)
+                    {
+                        cx.report(
+                            o,
+                            Severity::Warning,
+                            codes::NO_MATCHING_WORKLOADS,
+                            "metadata.namespace",
+                            "No matching workloads for this resource with the following labels: "
+                                .to_owned(),
+                        )
+                        .help = Some(format!(
+                            "no loaded workload is in namespace {ns}: the policy applies to none"
+                        ));
                     }
                     continue;
                 };

@@ -948,12 +948,13 @@ fn percent_decoded(v: &str) -> String {
     let mut i = 0;
     while i < b.len() {
         let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -1220,10 +1221,10 @@ pub fn write_jwt_outputs(headers: &mut http::HeaderMap, a: &Authenticated) {
             }
         }
         write_claim_headers(headers, p, &t.claims);
-        if !p.forward_original_token() {
-            if let TokenLocation::Header { name, .. } = &t.token.location {
-                headers.remove(name.as_str());
-            }
+        if !p.forward_original_token()
+            && let TokenLocation::Header { name, .. } = &t.token.location
+        {
+            headers.remove(name.as_str());
         }
     }
 }
@@ -1440,13 +1441,13 @@ fn check_provider(
 ) -> Checked {
     let mut found: Vec<FoundToken> = Vec::new();
     for l in &p.locations {
-        if let Some(t) = token_at(l, headers, query) {
-            if !found.iter().any(|f| f.token == t && &f.location == l) {
-                found.push(FoundToken {
-                    token: t,
-                    location: l.clone(),
-                });
-            }
+        if let Some(t) = token_at(l, headers, query)
+            && !found.iter().any(|f| f.token == t && &f.location == l)
+        {
+            found.push(FoundToken {
+                token: t,
+                location: l.clone(),
+            });
         }
     }
     if found.is_empty() {

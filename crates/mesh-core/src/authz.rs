@@ -2241,10 +2241,10 @@ impl WorkloadAuthz {
             return decide(false, Some(p), None, AuthzReason::Uncompilable(e));
         }
         for p in &self.custom {
-            if let Some(i) = p.first_match(req) {
-                if !custom(p.provider.as_deref().unwrap_or(""), req) {
-                    return decide(false, Some(p), Some(i), AuthzReason::CustomDenied);
-                }
+            if let Some(i) = p.first_match(req)
+                && !custom(p.provider.as_deref().unwrap_or(""), req)
+            {
+                return decide(false, Some(p), Some(i), AuthzReason::CustomDenied);
             }
         }
         for p in &self.deny {

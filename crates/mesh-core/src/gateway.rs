@@ -347,10 +347,10 @@ fn merge<'a>(servers: impl Iterator<Item = GatewayServer<'a>>) -> Vec<GatewaySer
             route_names.extend(route_name);
         } else {
             // a TLS port: each HTTP(S) server its own route configuration
-            if let Some(name) = route_name {
-                if !route_names.insert(name) {
-                    continue; // "non unique port name for HTTPS port"
-                }
+            if let Some(name) = route_name
+                && !route_names.insert(name)
+            {
+                continue; // "non unique port name for HTTPS port"
             }
             // a server without TLS settings on a bind already taken there: "TLS server
             // without TLS options" (the first later server makes the bind known)

@@ -1079,10 +1079,10 @@ impl Mesh {
         let ev_tx = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
-                    if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                        let _ = ev_tx.send(());
-                    }
+                if let Ok(ev) = res
+                    && !matches!(ev.kind, notify::EventKind::Access(_))
+                {
+                    let _ = ev_tx.send(());
                 }
             })?;
         for p in &paths {

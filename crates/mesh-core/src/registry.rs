@@ -684,10 +684,10 @@ impl Service {
         subset: Option<&'a Labels>,
     ) -> impl Iterator<Item = Target<'a>> + 'a {
         self.endpoints.iter().filter_map(move |e| {
-            if let Some(sel) = subset {
-                if !labels_match(sel, &e.labels) {
-                    return None;
-                }
+            if let Some(sel) = subset
+                && !labels_match(sel, &e.labels)
+            {
+                return None;
             }
             let ep_port = self.endpoint_port(e, port);
             match &e.address {

@@ -291,13 +291,13 @@ pub(crate) fn spiffe_of(der: &[u8]) -> Result<Identity, VerifyError> {
     };
     let mut found = None;
     for name in &san.value.general_names {
-        if let GeneralName::URI(u) = name {
-            if is_spiffe(u) {
-                if found.is_some() {
-                    return Err(fail());
-                }
-                found = Some(*u);
+        if let GeneralName::URI(u) = name
+            && is_spiffe(u)
+        {
+            if found.is_some() {
+                return Err(fail());
             }
+            found = Some(*u);
         }
     }
     found.and_then(|u| Identity::parse(u).ok()).ok_or_else(fail)

@@ -856,10 +856,10 @@ fn dns_matches(presented: &str, want: &str) -> bool {
     if presented.eq_ignore_ascii_case(want) {
         return true;
     }
-    if let Some(suffix) = presented.strip_prefix("*.") {
-        if let Some((label, rest)) = want.split_once('.') {
-            return !label.is_empty() && !label.contains('*') && rest.eq_ignore_ascii_case(suffix);
-        }
+    if let Some(suffix) = presented.strip_prefix("*.")
+        && let Some((label, rest)) = want.split_once('.')
+    {
+        return !label.is_empty() && !label.contains('*') && rest.eq_ignore_ascii_case(suffix);
     }
     false
 }

@@ -267,7 +267,7 @@ fn ops_json(o: &HeaderOpList) -> Value {
 
 fn secs(d: std::time::Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{}s", d.as_secs_f64())
@@ -456,8 +456,8 @@ fn to_json(
             }
             // resolution NONE: the original destination, its port replaced by the
             // ServiceEntry port's targetPort (Istio 1.22+ `PassthroughTargetPorts`)
-            if v["original_destination"].is_null() {
-                if let Some(t) = snap
+            if v["original_destination"].is_null()
+                && let Some(t) = snap
                     .registry()
                     .service_for_client(&w.host, client_ns, scope.sidecar, port)
                     .filter(|s| {
@@ -465,11 +465,10 @@ fn to_json(
                             && s.origin == mesh_core::registry::ServiceOrigin::ServiceEntry
                     })
                     .and_then(|s| s.port(port)?.target_port)
-                {
-                    let host = authority_host(r.authority);
-                    v["original_destination"] = json!(format!("{host}:{t}"));
-                    v["port_override"] = json!(t);
-                }
+            {
+                let host = authority_host(r.authority);
+                v["original_destination"] = json!(format!("{host}:{t}"));
+                v["port_override"] = json!(t);
             }
             // a destination a route names is the cluster `outbound|port|subset|host` of that
             // very host, if a service declares it (and the port): else 503 NC
@@ -980,24 +979,24 @@ pub(crate) fn run(args: Args) -> ExitCode {
     // handshake (Envoy: no filter chain, NR `filter_chain_not_found`)
     // a plain URL to a port whose servers all proxy TCP (`TCP`, `MONGO`, ...): no HTTP
     // there, the connection follows the `tcp` routes
-    if scheme == "http" {
-        if let Some((_, at_port)) = gateway_servers_at(&snap, &args, port) {
-            let tcp = |p: &str| {
-                !matches!(
-                    p.to_ascii_uppercase().as_str(),
-                    "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS"
-                )
-            };
-            if !at_port.is_empty() && at_port.iter().all(|s| tcp(&s.server.port.protocol)) {
-                if args.output == Output::Text {
-                    println!(
-                        "port {port} of the gateway is a TCP server: {} is proxied as a TCP connection",
-                        args.url
-                    );
-                }
-                let host = uri.host().unwrap_or(authority);
-                return run_l4(&args, "tcp", &format!("{host}:{port}"));
+    if scheme == "http"
+        && let Some((_, at_port)) = gateway_servers_at(&snap, &args, port)
+    {
+        let tcp = |p: &str| {
+            !matches!(
+                p.to_ascii_uppercase().as_str(),
+                "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTPS" | "TLS"
+            )
+        };
+        if !at_port.is_empty() && at_port.iter().all(|s| tcp(&s.server.port.protocol)) {
+            if args.output == Output::Text {
+                println!(
+                    "port {port} of the gateway is a TCP server: {} is proxied as a TCP connection",
+                    args.url
+                );
             }
+            let host = uri.host().unwrap_or(authority);
+            return run_l4(&args, "tcp", &format!("{host}:{port}"));
         }
     }
     if let Some(refusal) = gateway_refusal(&snap, &args, port, sni.flatten()) {

@@ -126,11 +126,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             )
         })(),
     };
-    if let Err(e) = written {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("error: cannot write output: {e}");
-            return ExitCode::from(2);
-        }
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: cannot write output: {e}");
+        return ExitCode::from(2);
     }
     if errors > 0 {
         ExitCode::from(1)

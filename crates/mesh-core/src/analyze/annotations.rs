@@ -147,17 +147,17 @@ pub(super) fn annotations(objs: &[&ConfigObject]) -> Vec<Diagnostic> {
                 }
                 continue;
             }
-            if let Some(validate) = validator(key) {
-                if let Err(problem) = validate(value) {
-                    report(
-                        &mut out,
-                        o,
-                        Severity::Warning,
-                        INVALID_ANNOTATION,
-                        key,
-                        format!("Invalid annotation {key}: {problem}"),
-                    );
-                }
+            if let Some(validate) = validator(key)
+                && let Err(problem) = validate(value)
+            {
+                report(
+                    &mut out,
+                    o,
+                    Severity::Warning,
+                    INVALID_ANNOTATION,
+                    key,
+                    format!("Invalid annotation {key}: {problem}"),
+                );
             }
         }
     }
@@ -1024,12 +1024,11 @@ fn resolve_plain(s: &str) -> Json {
     if let Some(n) = go_parse_int_base0(&plain) {
         return Json::Num(n.to_string());
     }
-    if is_yaml_float(&plain) {
-        if let Ok(f) = plain.parse::<f64>() {
-            if f.is_finite() {
-                return Json::Num(f.to_string());
-            }
-        }
+    if is_yaml_float(&plain)
+        && let Ok(f) = plain.parse::<f64>()
+        && f.is_finite()
+    {
+        return Json::Num(f.to_string());
     }
     Json::Str(s.to_owned())
 }
@@ -1721,10 +1720,10 @@ impl ProxyConfig {
                 "envoy access log service address",
             ),
         ] {
-            if !address.is_empty() {
-                if let Err(e) = validate_proxy_address(address) {
-                    errs.push(format!("invalid {what} {}: {e}", go_quote(address)));
-                }
+            if !address.is_empty()
+                && let Err(e) = validate_proxy_address(address)
+            {
+                errs.push(format!("invalid {what} {}: {e}", go_quote(address)));
             }
         }
         if let Err(e) = validate_port(self.proxy_admin_port) {

@@ -116,10 +116,11 @@ impl<'a> Node<'a> {
             return true;
         }
         for (k, v) in entries.iter_mut() {
-            if let Some(after) = rest.strip_prefix(&*k.text) {
-                if (after.starts_with('.') || after.starts_with('[')) && v.remove_at(after) {
-                    return true;
-                }
+            if let Some(after) = rest.strip_prefix(&*k.text)
+                && (after.starts_with('.') || after.starts_with('['))
+                && v.remove_at(after)
+            {
+                return true;
             }
         }
         false
@@ -414,22 +415,21 @@ fn resolve_plain(cow: Cow<'_, str>) -> NodeKind<'_> {
         }
         return NodeKind::Str(cow);
     }
-    if let Some(h) = s.strip_prefix("0x") {
-        if let Ok(i) = i64::from_str_radix(h, 16) {
-            return NodeKind::Int(i);
-        }
+    if let Some(h) = s.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(h, 16)
+    {
+        return NodeKind::Int(i);
     }
-    if let Some(o) = s.strip_prefix("0o") {
-        if let Ok(i) = i64::from_str_radix(o, 8) {
-            return NodeKind::Int(i);
-        }
+    if let Some(o) = s.strip_prefix("0o")
+        && let Ok(i) = i64::from_str_radix(o, 8)
+    {
+        return NodeKind::Int(i);
     }
-    if is_float(unsigned) {
-        if let Ok(f) = s.parse::<f64>() {
-            if f.is_finite() {
-                return NodeKind::Float(f);
-            }
-        }
+    if is_float(unsigned)
+        && let Ok(f) = s.parse::<f64>()
+        && f.is_finite()
+    {
+        return NodeKind::Float(f);
     }
     NodeKind::Str(cow)
 }

@@ -239,11 +239,11 @@ impl Duration {
         };
         let mut s = input.as_bytes();
         let mut neg = false;
-        if let Some((&c, rest)) = s.split_first() {
-            if c == b'-' || c == b'+' {
-                neg = c == b'-';
-                s = rest;
-            }
+        if let Some((&c, rest)) = s.split_first()
+            && (c == b'-' || c == b'+')
+        {
+            neg = c == b'-';
+            s = rest;
         }
         if s == b"0" {
             return Ok(Duration::ZERO);

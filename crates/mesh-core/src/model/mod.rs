@@ -1035,12 +1035,11 @@ impl FieldMap {
                 continue;
             }
             let Some(k) = self.key_of(e) else { continue };
-            if let Some(after) = rest.strip_prefix(k) {
-                if after.is_empty() || after.starts_with('.') || after.starts_with('[') {
-                    if let Some(found) = self.descend(i as u32, after) {
-                        return Some(found);
-                    }
-                }
+            if let Some(after) = rest.strip_prefix(k)
+                && (after.is_empty() || after.starts_with('.') || after.starts_with('['))
+                && let Some(found) = self.descend(i as u32, after)
+            {
+                return Some(found);
             }
         }
         None

@@ -431,11 +431,11 @@ impl Redirect {
             loc.push_str(&p.to_string());
         }
         loc.push_str(&new_path);
-        if let Some(q) = query {
-            if !new_path.contains('?') {
-                loc.push('?');
-                loc.push_str(q);
-            }
+        if let Some(q) = query
+            && !new_path.contains('?')
+        {
+            loc.push('?');
+            loc.push_str(q);
         }
         loc
     }

@@ -2283,15 +2283,15 @@ impl RouteTable {
                 if !vs.info.export_to.visible_to(client_ns) || !usable(vs) {
                     continue;
                 }
-                if let Some(sc) = sidecar {
-                    if !sc.imports_virtual_service(
+                if let Some(sc) = sidecar
+                    && !sc.imports_virtual_service(
                         client_ns,
                         &vs.info.namespace,
                         &vs.info.hosts,
                         port,
-                    ) {
-                        continue;
-                    }
+                    )
+                {
+                    continue;
                 }
                 let key = (group(vs), i);
                 if best.is_none_or(|b| key < b) {
@@ -2771,10 +2771,10 @@ impl RouteTable {
                     continue;
                 };
                 let score = r.hosts.iter().filter_map(|(_, h)| sni_score(h, host)).max();
-                if let Some(score) = score {
-                    if best.is_none_or(|(b, _)| score > b) {
-                        best = Some((score, r));
-                    }
+                if let Some(score) = score
+                    && best.is_none_or(|(b, _)| score > b)
+                {
+                    best = Some((score, r));
                 }
             }
         }
@@ -2954,10 +2954,10 @@ impl RouteTable {
                         None => (&**h == "*").then_some(0),
                     })
                     .max();
-                if let Some(score) = score {
-                    if best.is_none_or(|(b, _)| score > b) {
-                        best = Some((score, name));
-                    }
+                if let Some(score) = score
+                    && best.is_none_or(|(b, _)| score > b)
+                {
+                    best = Some((score, name));
                 }
             }
         }

@@ -223,10 +223,10 @@ impl Timeouts {
             route_timeout
         };
         let mut per_try = per_try_timeout.and_then(nonzero);
-        if let (Some(p), Some(g)) = (per_try, global) {
-            if p >= g {
-                per_try = None;
-            }
+        if let (Some(p), Some(g)) = (per_try, global)
+            && p >= g
+        {
+            per_try = None;
         }
         Timeouts { global, per_try }
     }

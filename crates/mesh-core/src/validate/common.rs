@@ -360,13 +360,14 @@ pub(crate) fn validate_string_match(
             format!("{where_:?}: only one of exact, prefix or regex may be set"),
         );
     }
-    if let Some(p) = &m.prefix {
-        if p.is_empty() && !is_uri {
-            cx.error(
-                &format!("{path}.prefix"),
-                format!("{where_:?}: prefix string match should not be empty"),
-            );
-        }
+    if let Some(p) = &m.prefix
+        && p.is_empty()
+        && !is_uri
+    {
+        cx.error(
+            &format!("{path}.prefix"),
+            format!("{where_:?}: prefix string match should not be empty"),
+        );
     }
     if let Some(r) = &m.regex {
         let rp = format!("{path}.regex");
@@ -542,10 +543,10 @@ fn validate_sidecar_or_gateway_hostname_part(dns: &str, is_gateway: bool) -> Res
     if dns != "*" && !dns.contains('.') {
         return Err("short names (non FQDN) are not allowed".to_owned());
     }
-    if let Err(e) = validate_wildcard_domain(dns) {
-        if !is_gateway || !is_ip(dns) {
-            return Err(e);
-        }
+    if let Err(e) = validate_wildcard_domain(dns)
+        && (!is_gateway || !is_ip(dns))
+    {
+        return Err(e);
     }
     if dns.contains('*') && dns.len() != 1 && !dns.starts_with("*.") {
         return Err(format!("partial wildcard {dns:?} not allowed"));

@@ -148,24 +148,25 @@ pub(super) fn validate_traffic_policy(cx: &mut Ctx<'_>, p: &str, tp: &TrafficPol
     }
     if let Some(t) = &tp.tunnel {
         let tp_ = format!("{p}.tunnel");
-        if let Some(proto) = &t.protocol {
-            if proto != "CONNECT" && proto != "POST" {
-                cx.error(
-                    &format!("{tp_}.protocol"),
-                    "tunnel protocol must be \"CONNECT\" or \"POST\"",
-                );
-            }
+        if let Some(proto) = &t.protocol
+            && proto != "CONNECT"
+            && proto != "POST"
+        {
+            cx.error(
+                &format!("{tp_}.protocol"),
+                "tunnel protocol must be \"CONNECT\" or \"POST\"",
+            );
         }
-        if let Err(e) = validate_fqdn(&t.target_host) {
-            if !is_ip(&t.target_host) {
-                cx.error(
+        if let Err(e) = validate_fqdn(&t.target_host)
+            && !is_ip(&t.target_host)
+        {
+            cx.error(
                     &format!("{tp_}.targetHost"),
                     format!(
                         "tunnel target host must be valid FQDN or IP address: {e}; {} is not a valid IP",
                         t.target_host
                     ),
                 );
-            }
         }
         if let Err(e) = validate_port(t.target_port) {
             cx.error(
@@ -195,13 +196,13 @@ fn validate_outlier_detection(cx: &mut Ctx<'_>, p: &str, od: &OutlierDetection) 
             "outlier detection consecutive errors is deprecated, use consecutiveGatewayErrors or consecutive5xxErrors instead",
         );
     }
-    if let Some(c) = od.consecutive_errors {
-        if c < 0 {
-            cx.error(
-                &format!("{p}.consecutiveErrors"),
-                "outlier detection consecutive errors cannot be negative",
-            );
-        }
+    if let Some(c) = od.consecutive_errors
+        && c < 0
+    {
+        cx.error(
+            &format!("{p}.consecutiveErrors"),
+            "outlier detection consecutive errors cannot be negative",
+        );
     }
     if od.consecutive_local_origin_failures.is_some_and(|c| c > 0)
         && !od.split_external_local_origin_errors
@@ -395,7 +396,7 @@ fn is_prime(n: u64) -> bool {
     }
     let mut f = 3;
     while f * f <= n {
-        if n % f == 0 {
+        if n.is_multiple_of(f) {
             return false;
         }
         f += 2;
@@ -500,13 +501,13 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
                 );
             }
         }
-        if let Some(a) = w.aggression {
-            if a < 1.0 {
-                cx.error(
-                    &format!("{wp}.aggression"),
-                    "aggression should be greater than or equal to 1",
-                );
-            }
+        if let Some(a) = w.aggression
+            && a < 1.0
+        {
+            cx.error(
+                &format!("{wp}.aggression"),
+                "aggression should be greater than or equal to 1",
+            );
         }
     }
     if let Some(d) = lb.warmup_duration_secs {

@@ -118,11 +118,11 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
             ),
         );
     }
-    if port.number > 0 || !is_uds {
-        if let Err(e) = validate_port(port.number) {
-            port_ok = false;
-            cx.error(&format!("{pp}.number"), e);
-        }
+    if (port.number > 0 || !is_uds)
+        && let Err(e) = validate_port(port.number)
+    {
+        port_ok = false;
+        cx.error(&format!("{pp}.number"), e);
     }
     if port.target_port.is_some_and(|t| t > 0) {
         port_ok = false;

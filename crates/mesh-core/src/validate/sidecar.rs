@@ -121,10 +121,10 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
         }
         validate_port_name_and_protocol(cx, &pp, port);
         cx.check(&format!("{pp}.number"), validate_port(port.number));
-        if let Some(b) = ing.bind.as_deref().filter(|b| !b.is_empty()) {
-            if !is_ip(b) {
-                cx.error(&format!("{p}.bind"), format!("{b} is not a valid IP"));
-            }
+        if let Some(b) = ing.bind.as_deref().filter(|b| !b.is_empty())
+            && !is_ip(b)
+        {
+            cx.error(&format!("{p}.bind"), format!("{b} is not a valid IP"));
         }
         if !ports.insert(port.number) {
             cx.error(&pp, "sidecar: ports on IP bound listeners must be unique");

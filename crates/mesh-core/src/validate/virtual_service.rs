@@ -395,15 +395,14 @@ fn validate_http_route(
                 ),
             );
         }
-        if let Some(ns) = &d.namespace {
-            if !ns.is_empty() && !is_dns1123_label(ns) {
-                cx.lint_warn(
-                    &format!("{p}.delegate.namespace"),
-                    format!(
-                        "delegate namespace {ns:?} is not a valid namespace: the route is dropped"
-                    ),
-                );
-            }
+        if let Some(ns) = &d.namespace
+            && !ns.is_empty()
+            && !is_dns1123_label(ns)
+        {
+            cx.lint_warn(
+                &format!("{p}.delegate.namespace"),
+                format!("delegate namespace {ns:?} is not a valid namespace: the route is dropped"),
+            );
         }
     }
 
@@ -505,13 +504,13 @@ fn validate_http_route(
             "using deprecated setting \"mirrorPercent\", use \"mirrorPercentage\" instead",
         );
     }
-    if let Some(mp) = r.mirror_percent {
-        if mp > 100 {
-            cx.error(
-                &format!("{p}.mirrorPercent"),
-                format!("mirror_percent must have a max value of 100 (it has {mp})"),
-            );
-        }
+    if let Some(mp) = r.mirror_percent
+        && mp > 100
+    {
+        cx.error(
+            &format!("{p}.mirrorPercent"),
+            format!("mirror_percent must have a max value of 100 (it has {mp})"),
+        );
     }
     for (i, m) in r.mirrors.iter().enumerate() {
         let mp = format!("{p}.mirrors[{i}]");
@@ -561,13 +560,14 @@ fn validate_http_route(
                 );
             }
         }
-        if let Some(s) = &rd.scheme {
-            if s != "http" && s != "https" {
-                cx.error(
-                    &format!("{rp}.scheme"),
-                    "invalid redirect scheme, must be \"http\" or \"https\"",
-                );
-            }
+        if let Some(s) = &rd.scheme
+            && s != "http"
+            && s != "https"
+        {
+            cx.error(
+                &format!("{rp}.scheme"),
+                "invalid redirect scheme, must be \"http\" or \"https\"",
+            );
         }
         if let Some(port) = rd.port {
             // istiod checks the range only above 0 (`port: 0` is set, and redirects
@@ -596,13 +596,13 @@ fn validate_http_route(
                 );
             }
             // a proto `bytes` field: the API server and istiod decode it as base64
-            if let Some(bytes) = &b.bytes {
-                if crate::names::base64_decode(bytes, false).is_none() {
-                    cx.error(
-                        &format!("{dp}.body.bytes"),
-                        format!("invalid value for bytes field: {bytes:?} is not base64"),
-                    );
-                }
+            if let Some(bytes) = &b.bytes
+                && crate::names::base64_decode(bytes, false).is_none()
+            {
+                cx.error(
+                    &format!("{dp}.body.bytes"),
+                    format!("invalid value for bytes field: {bytes:?} is not base64"),
+                );
             }
             let len = b.string.as_ref().map_or(0, String::len)
                 + b.bytes.as_ref().map_or(0, |s| s.len() * 3 / 4);
@@ -761,13 +761,13 @@ fn validate_http_match(
     }
     validate_labels(cx, &format!("{mp}.sourceLabels"), &m.source_labels);
     validate_gateway_names(cx, &format!("{mp}.gateways"), &m.gateways);
-    if let Some(ns) = m.source_namespace.as_ref().filter(|ns| !ns.is_empty()) {
-        if !is_dns1123_label(ns) {
-            cx.error(
-                &format!("{mp}.sourceNamespace"),
-                format!("sourceNamespace match {ns} is invalid"),
-            );
-        }
+    if let Some(ns) = m.source_namespace.as_ref().filter(|ns| !ns.is_empty())
+        && !is_dns1123_label(ns)
+    {
+        cx.error(
+            &format!("{mp}.sourceNamespace"),
+            format!("sourceNamespace match {ns} is invalid"),
+        );
     }
     let _ = applies_to_mesh;
 }
@@ -1086,20 +1086,18 @@ fn validate_retries(cx: &mut Ctx<'_>, p: &str, rt: &HttpRetry) {
     if let Some(b) = rt.backoff {
         cx.check(&format!("{p}.backoff"), validate_duration(b));
     }
-    if let Some(on) = &rt.retry_on {
-        if !on.is_empty() {
-            for policy in on.split(',') {
-                let is_code = policy.parse::<u32>().is_ok_and(is_known_status);
-                if !is_code && !RETRY_ON.contains(&policy) {
-                    let d = cx.error(
-                        &format!("{p}.retryOn"),
-                        format!("{policy:?} is not a valid retryOn policy"),
-                    );
-                    if policy.trim() != policy {
-                        d.help(
-                            "remove the spaces: retryOn is a comma-separated list without spaces",
-                        );
-                    }
+    if let Some(on) = &rt.retry_on
+        && !on.is_empty()
+    {
+        for policy in on.split(',') {
+            let is_code = policy.parse::<u32>().is_ok_and(is_known_status);
+            if !is_code && !RETRY_ON.contains(&policy) {
+                let d = cx.error(
+                    &format!("{p}.retryOn"),
+                    format!("{policy:?} is not a valid retryOn policy"),
+                );
+                if policy.trim() != policy {
+                    d.help("remove the spaces: retryOn is a comma-separated list without spaces");
                 }
             }
         }

@@ -231,10 +231,11 @@ impl LogFormat {
                 match p {
                     Part::Op(Op::Req(names), _) => {
                         for n in names.iter() {
-                            if let Name::Header(h) = n {
-                                if !CAPTURED.contains(&h.as_str()) && !request_headers.contains(h) {
-                                    request_headers.push(h.clone());
-                                }
+                            if let Name::Header(h) = n
+                                && !CAPTURED.contains(&h.as_str())
+                                && !request_headers.contains(h)
+                            {
+                                request_headers.push(h.clone());
                             }
                         }
                     }

@@ -405,12 +405,11 @@ pub(crate) fn decode_check_response(buf: &[u8]) -> Result<Outcome, String> {
         match f {
             1 => {
                 for (sf, sv) in fields(v.bytes()).map_err(malformed)? {
-                    if sf == 1 {
-                        if let Ok(s) = StatusCode::from_u16(sv.int() as u16) {
-                            if sv.int() > 0 {
-                                status = s;
-                            }
-                        }
+                    if sf == 1
+                        && let Ok(s) = StatusCode::from_u16(sv.int() as u16)
+                        && sv.int() > 0
+                    {
+                        status = s;
                     }
                 }
             }

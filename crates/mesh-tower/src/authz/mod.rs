@@ -549,10 +549,10 @@ impl AuthorizationLayer {
         let generation = snap.generation();
         {
             let guard = s.cache.load();
-            if let Some(c) = &*guard {
-                if c.generation == generation {
-                    return f(c);
-                }
+            if let Some(c) = &*guard
+                && c.generation == generation
+            {
+                return f(c);
             }
         }
         let jwt = snap.jwt_providers(&s.namespace, &s.labels);
@@ -1276,11 +1276,10 @@ fn denial<R: From<Bytes>>(status: StatusCode, body: Bytes, grpc: bool) -> Respon
         "grpc-status",
         HeaderValue::from(http_to_grpc_status(status.as_u16())),
     );
-    if !body.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&String::from_utf8_lossy(&body)))
-        {
-            h.insert("grpc-message", v);
-        }
+    if !body.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&String::from_utf8_lossy(&body)))
+    {
+        h.insert("grpc-message", v);
     }
     r
 }

@@ -1115,10 +1115,10 @@ impl LocalReply {
             let h = r.headers_mut();
             h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
             h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
-            if !body.is_empty() {
-                if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&body)) {
-                    h.insert("grpc-message", v);
-                }
+            if !body.is_empty()
+                && let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&body))
+            {
+                h.insert("grpc-message", v);
             }
             r
         } else {

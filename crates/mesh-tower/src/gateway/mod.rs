@@ -2029,10 +2029,10 @@ async fn handle(
     // the downstream half of a WebSocket upgrade, completed only if the upstream accepts
     let downstream_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let headers = req.headers_mut();
-    if !headers.contains_key(HOST) {
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            headers.insert(HOST, v);
-        }
+    if !headers.contains_key(HOST)
+        && let Ok(v) = HeaderValue::from_str(&authority)
+    {
+        headers.insert(HOST, v);
     }
     let via = crate::outbound::GatewayRoute {
         gateway: &ctx.route,

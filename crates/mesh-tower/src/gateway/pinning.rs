@@ -117,7 +117,7 @@ fn dns_name_match(dns_name: &str, pattern: &str) -> bool {
 /// Hex, simple or colon-separated (`DF:6F:...`), either case.
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits

@@ -134,10 +134,10 @@ fn parse(data: &[u8]) -> Peeked {
     let mut rest = data;
     let mut need: Option<usize> = None;
     loop {
-        if let Some(n) = need {
-            if hs.len() >= n {
-                break;
-            }
+        if let Some(n) = need
+            && hs.len() >= n
+        {
+            break;
         }
         if rest.is_empty() {
             return Peeked::Incomplete;

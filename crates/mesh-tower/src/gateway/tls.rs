@@ -127,13 +127,12 @@ fn with_cipher_suites(
     for name in wanted {
         match TLS12_SUITES.iter().find(|(n, _)| *n == name) {
             Some((_, suite)) => {
-                if let Some(s) = provider.cipher_suites.iter().find(|s| s.suite() == *suite) {
-                    if !tls12
+                if let Some(s) = provider.cipher_suites.iter().find(|s| s.suite() == *suite)
+                    && !tls12
                         .iter()
                         .any(|x: &rustls::SupportedCipherSuite| x.suite() == *suite)
-                    {
-                        tls12.push(*s);
-                    }
+                {
+                    tls12.push(*s);
                 }
             }
             None => {
@@ -404,10 +403,10 @@ impl<T: Clone> Cache<T> {
         build: impl FnOnce() -> Result<T, String>,
     ) -> Result<T, String> {
         let cur = self.state.load();
-        if cur.0 == generation {
-            if let Some(c) = cur.1.get(key) {
-                return c.clone();
-            }
+        if cur.0 == generation
+            && let Some(c) = cur.1.get(key)
+        {
+            return c.clone();
         }
         let built = build();
         let mut map = if cur.0 == generation {

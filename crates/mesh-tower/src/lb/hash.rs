@@ -271,18 +271,18 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         let Ok(s) = header.to_str() else { continue };
         for pair in s.split(';') {
             let pair = pair.trim_start_matches(' ');
-            if let Some((k, v)) = pair.split_once('=') {
-                if k.trim() == name {
-                    let v = v.trim();
-                    let v = v
-                        .strip_prefix('"')
-                        .and_then(|v| v.strip_suffix('"'))
-                        .unwrap_or(v);
-                    if v.is_empty() {
-                        return None;
-                    }
-                    return Some(v);
+            if let Some((k, v)) = pair.split_once('=')
+                && k.trim() == name
+            {
+                let v = v.trim();
+                let v = v
+                    .strip_prefix('"')
+                    .and_then(|v| v.strip_suffix('"'))
+                    .unwrap_or(v);
+                if v.is_empty() {
+                    return None;
                 }
+                return Some(v);
             }
         }
     }

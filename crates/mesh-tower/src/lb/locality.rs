@@ -360,12 +360,11 @@ pub fn lb_priority(client: &Locality, endpoint: &Locality) -> u32 {
 /// ```
 pub fn failover_priority_for(client: &Locality, endpoint: &Locality, failover: &[Failover]) -> u32 {
     let mut priority = lb_priority(client, endpoint);
-    if priority == 3 {
-        if let Some(rule) = failover.iter().find(|f| f.from == client.region) {
-            if endpoint.region != rule.to {
-                priority = 4;
-            }
-        }
+    if priority == 3
+        && let Some(rule) = failover.iter().find(|f| f.from == client.region)
+        && endpoint.region != rule.to
+    {
+        priority = 4;
     }
     priority
 }

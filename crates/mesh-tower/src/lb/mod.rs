@@ -989,17 +989,17 @@ impl LoadBalancer {
         }
         let was_available = old == 0;
         let is_available = new == 0;
-        if was_available != is_available {
-            if let Some(slot) = self.slots[index] {
-                let p = &self.priorities[slot.priority as usize];
-                let g = &p.groups[slot.group as usize];
-                if is_available {
-                    p.healthy.fetch_add(1, Ordering::AcqRel);
-                    g.healthy.fetch_add(1, Ordering::AcqRel);
-                } else {
-                    p.healthy.fetch_sub(1, Ordering::AcqRel);
-                    g.healthy.fetch_sub(1, Ordering::AcqRel);
-                }
+        if was_available != is_available
+            && let Some(slot) = self.slots[index]
+        {
+            let p = &self.priorities[slot.priority as usize];
+            let g = &p.groups[slot.group as usize];
+            if is_available {
+                p.healthy.fetch_add(1, Ordering::AcqRel);
+                g.healthy.fetch_add(1, Ordering::AcqRel);
+            } else {
+                p.healthy.fetch_sub(1, Ordering::AcqRel);
+                g.healthy.fetch_sub(1, Ordering::AcqRel);
             }
         }
         true

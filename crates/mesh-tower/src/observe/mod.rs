@@ -827,19 +827,19 @@ impl<B: Body> Body for CountingBody<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let res = ready!(this.inner.poll_frame(cx));
-        if let Some(Ok(frame)) = &res {
-            if let Some(data) = frame.data_ref() {
-                if let Some(c) = this.counter.as_ref() {
-                    c.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+        if let Some(Ok(frame)) = &res
+            && let Some(data) = frame.data_ref()
+        {
+            if let Some(c) = this.counter.as_ref() {
+                c.fetch_add(data.remaining() as u64, Ordering::Relaxed);
+            }
+            if let Some(m) = this.messages.as_deref_mut() {
+                if !m.frames.broken && !for_each_chunk(data, |c| m.frames.feed(c)) {
+                    // bytes it could not see: the frame boundaries are lost, counting
+                    // stops (as Envoy's inspector stops on an error)
+                    m.frames.broken = true;
                 }
-                if let Some(m) = this.messages.as_deref_mut() {
-                    if !m.frames.broken && !for_each_chunk(data, |c| m.frames.feed(c)) {
-                        // bytes it could not see: the frame boundaries are lost, counting
-                        // stops (as Envoy's inspector stops on an error)
-                        m.frames.broken = true;
-                    }
-                    m.total.store(m.frames.count, Ordering::Relaxed);
-                }
+                m.total.store(m.frames.count, Ordering::Relaxed);
             }
         }
         Poll::Ready(res)

@@ -966,12 +966,11 @@ fn tls_policy(
     let td = &snap.options().trust_domain;
     let mut accounts: Vec<Identity> = Vec::new();
     for e in service.endpoints.iter() {
-        if let Some(sa) = e.service_account.as_deref() {
-            if let Ok(id) = Identity::new(td, &service.namespace, sa) {
-                if !accounts.contains(&id) {
-                    accounts.push(id);
-                }
-            }
+        if let Some(sa) = e.service_account.as_deref()
+            && let Ok(id) = Identity::new(td, &service.namespace, sa)
+            && !accounts.contains(&id)
+        {
+            accounts.push(id);
         }
     }
     // istiod's service accounts of a ServiceEntry: its `subjectAltNames` and its endpoints'

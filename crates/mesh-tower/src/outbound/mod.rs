@@ -2472,10 +2472,10 @@ fn classify(err: &BoxError) -> (AttemptFailure, LocalReply, Option<String>) {
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= h.is_connect();
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                connect = true;
-            }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            connect = true;
         }
         src = e.source();
     }
@@ -2705,10 +2705,10 @@ where
     // the outbound listener's connection manager: `server` on every response, local
     // replies too (Envoy's OVERWRITE with istiod's unset `server_name`: `envoy`); a
     // gateway writes its own, a TCP proxy none
-    if let (Some(v), false) = (&shared.server_header, from_gateway) {
-        if resp.extensions().get::<OpaqueHop>().is_none() {
-            resp.headers_mut().insert(SERVER, v.clone());
-        }
+    if let (Some(v), false) = (&shared.server_header, from_gateway)
+        && resp.extensions().get::<OpaqueHop>().is_none()
+    {
+        resp.headers_mut().insert(SERVER, v.clone());
     }
     if metered {
         return Ok((resp, ctx));
@@ -2949,58 +2949,57 @@ where
 
     // fault injection: delay, then abort
     if let Some(f) = action.and_then(|a| a.fault.as_ref()) {
-        if let Some((delay, share)) = f.delay {
-            if share.fires(rand::random::<u64>()) {
-                tokio::time::sleep(delay).await;
-                flags.insert(ResponseFlags::DELAY_INJECTED);
-            }
+        if let Some((delay, share)) = f.delay
+            && share.fires(rand::random::<u64>())
+        {
+            tokio::time::sleep(delay).await;
+            flags.insert(ResponseFlags::DELAY_INJECTED);
         }
-        if let Some((status, share)) = f.abort {
-            if share.fires(rand::random::<u64>()) {
-                let reply = match status {
-                    AbortStatus::Http(s) => LocalReply::FaultAbort {
-                        http_status: StatusCode::from_u16(s)
-                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-                        grpc_status: None,
-                    },
-                    AbortStatus::Grpc(c) => LocalReply::FaultAbort {
-                        http_status: StatusCode::OK,
-                        grpc_status: Some(u32::from(c)),
-                    },
-                };
-                // Envoy's fault filter sends `grpcStatus` as a local reply of 200 with that
-                // status: in gRPC form for a gRPC request only (`sendLocalReply` uses the
-                // status only then); any other request gets a plain 200
-                let mut resp = local(reply, grpc);
-                if !flags.is_empty() {
-                    let mut f = resp
-                        .extensions()
-                        .get::<ResponseFlags>()
-                        .copied()
-                        .unwrap_or_default();
-                    f.insert(flags);
-                    resp.extensions_mut().insert(f);
-                }
-                // the cluster the route chose (for `%UPSTREAM_CLUSTER%`), if it exists
-                let exact = |wd: &mesh_core::route::WeightedDestination| {
-                    snap.registry()
-                        .service(&wd.host, ns)
-                        .filter(|s| *s.hostname == *wd.host)
-                };
-                let cluster = || {
-                    let wd = picked?;
-                    let svc = exact(wd)?;
-                    Some(wd.cluster_name(dest_port_of(wd, svc, port)))
-                };
-                finalize_response(shared, via, &parts, ops, cluster, &mut resp);
-                // the route's cluster names the destination service (HCM sets the
-                // cluster info with the route, before the fault filter runs)
-                let ctx = match picked.and_then(exact) {
-                    Some(svc) => Some(service_context(dest::service_info(svc))),
-                    None => host_context(authority.as_str()),
-                };
-                return Ok((resp, ctx));
+        if let Some((status, share)) = f.abort
+            && share.fires(rand::random::<u64>())
+        {
+            let reply = match status {
+                AbortStatus::Http(s) => LocalReply::FaultAbort {
+                    http_status: StatusCode::from_u16(s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                    grpc_status: None,
+                },
+                AbortStatus::Grpc(c) => LocalReply::FaultAbort {
+                    http_status: StatusCode::OK,
+                    grpc_status: Some(u32::from(c)),
+                },
+            };
+            // Envoy's fault filter sends `grpcStatus` as a local reply of 200 with that
+            // status: in gRPC form for a gRPC request only (`sendLocalReply` uses the
+            // status only then); any other request gets a plain 200
+            let mut resp = local(reply, grpc);
+            if !flags.is_empty() {
+                let mut f = resp
+                    .extensions()
+                    .get::<ResponseFlags>()
+                    .copied()
+                    .unwrap_or_default();
+                f.insert(flags);
+                resp.extensions_mut().insert(f);
             }
+            // the cluster the route chose (for `%UPSTREAM_CLUSTER%`), if it exists
+            let exact = |wd: &mesh_core::route::WeightedDestination| {
+                snap.registry()
+                    .service(&wd.host, ns)
+                    .filter(|s| *s.hostname == *wd.host)
+            };
+            let cluster = || {
+                let wd = picked?;
+                let svc = exact(wd)?;
+                Some(wd.cluster_name(dest_port_of(wd, svc, port)))
+            };
+            finalize_response(shared, via, &parts, ops, cluster, &mut resp);
+            // the route's cluster names the destination service (HCM sets the
+            // cluster info with the route, before the fault filter runs)
+            let ctx = match picked.and_then(exact) {
+                Some(svc) => Some(service_context(dest::service_info(svc))),
+                None => host_context(authority.as_str()),
+            };
+            return Ok((resp, ctx));
         }
     }
 
@@ -3145,10 +3144,12 @@ where
     // the service than its own (a short name): a destination of its own. Only for the
     // application's own requests: at a gateway the Host is the client's to choose, and
     // every name would hold a destination (connections, limits) of its own
-    if via.is_none() && key.request.is_none() && dest.names_request_host() {
-        if let Some(k) = key.naming_request_host(target) {
-            dest = shared.cache.get(&snap, shared, service, &k);
-        }
+    if via.is_none()
+        && key.request.is_none()
+        && dest.names_request_host()
+        && let Some(k) = key.naming_request_host(target)
+    {
+        dest = shared.cache.get(&snap, shared, service, &k);
     }
     if !dest.subset_found() {
         return cluster_not_found(&parts);
@@ -3280,18 +3281,18 @@ where
             if let Ok(v) = pq.parse::<PathAndQuery>() {
                 // Envoy's `finalizePathHeader`: the path as it came, for the upstream
                 // (a debug header: not with `envoyDebugHeaders.disabled`)
-                if proxy_headers.envoy_debug_headers {
-                    if let Ok(orig) = HeaderValue::from_str(path_and_query.as_str()) {
-                        parts.headers.insert(X_ENVOY_ORIGINAL_PATH, orig);
-                    }
+                if proxy_headers.envoy_debug_headers
+                    && let Ok(orig) = HeaderValue::from_str(path_and_query.as_str())
+                {
+                    parts.headers.insert(X_ENVOY_ORIGINAL_PATH, orig);
                 }
                 path_and_query = v;
             }
         }
-        if let Some(a) = &rw.authority {
-            if let Ok(v) = HeaderValue::from_str(a) {
-                host_value = v;
-            }
+        if let Some(a) = &rw.authority
+            && let Ok(v) = HeaderValue::from_str(a)
+        {
+            host_value = v;
         }
     }
     parts.headers.insert(HOST, host_value);
@@ -3896,20 +3897,19 @@ impl<T: Sender> Attempts<'_, T> {
                         AttemptFailure::ConnectFailure => Outcome::ConnectFailed,
                         _ => Outcome::Reset,
                     };
-                    if !matches!(reply, LocalReply::Overflow) {
-                        if let Some(od) = &dest.outlier {
-                            od.record(index, outcome, now);
-                        }
+                    if !matches!(reply, LocalReply::Overflow)
+                        && let Some(od) = &dest.outlier
+                    {
+                        od.record(index, outcome, now);
                     }
                     tracing::debug!(endpoint = %addr, error = %e, "outbound attempt failed");
                     if let LocalReply::UpstreamReset {
                         transport_failure: Some(t),
                         ..
                     } = &reply
+                        && self.log_upstream.is_some()
                     {
-                        if self.log_upstream.is_some() {
-                            *transport_failure = Some(t.clone());
-                        }
+                        *transport_failure = Some(t.clone());
                     }
                     let mut r = local(with_retried(reply.clone(), n > 0), self.grpc);
                     r.extensions_mut().insert(UpstreamFailure {

@@ -275,10 +275,10 @@ impl MeshClient {
                     _ => (None, None),
                 };
                 let mut up = upstream_info(endpoint, cluster);
-                if let TcpConnectError::Connect { error, .. } = &e {
-                    if matches!(**error, ConnectError::Tls { .. }) {
-                        up.transport_failure = Some(error.to_string());
-                    }
+                if let TcpConnectError::Connect { error, .. } = &e
+                    && matches!(**error, ConnectError::Tls { .. })
+                {
+                    up.transport_failure = Some(error.to_string());
                 }
                 entry.upstream = Some(up);
                 entry.finish(0, 0);
@@ -484,10 +484,10 @@ impl MeshClient {
                 c
             }
             Err(error) => {
-                if let Some(od) = &dest.outlier {
-                    if !matches!(error, ConnectError::Overflow(_)) {
-                        od.record(index, Outcome::ConnectFailed, now);
-                    }
+                if let Some(od) = &dest.outlier
+                    && !matches!(error, ConnectError::Overflow(_))
+                {
+                    od.record(index, Outcome::ConnectFailed, now);
                 }
                 tracing::debug!(%endpoint, %error, "outbound TCP connect failed");
                 let e = TcpConnectError::Connect {

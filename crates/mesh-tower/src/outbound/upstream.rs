@@ -252,12 +252,12 @@ impl EndpointPool {
             if c.tx.is_closed() {
                 continue;
             }
-            if let Some(t) = idle_timeout {
-                if c.since.elapsed() >= t {
-                    // LIFO: everything below is older still
-                    st.idle.clear();
-                    return None;
-                }
+            if let Some(t) = idle_timeout
+                && c.since.elapsed() >= t
+            {
+                // LIFO: everything below is older still
+                st.idle.clear();
+                return None;
             }
             return Some(c);
         }
@@ -338,31 +338,27 @@ impl Upstream {
                 // until a stream of one of them is free. One connection is opened at a
                 // time: the others wait for it, then look again.
                 let mut opening_elsewhere = ep.h2_opening.load(Ordering::SeqCst);
-                if !opening_elsewhere {
-                    if let Ok(permit) = self.breaker.try_connection() {
-                        if ep
-                            .h2_opening
-                            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                            .is_ok()
-                        {
-                            let opening = H2Opening(Arc::clone(ep));
-                            let pending = match pending.take() {
-                                Some(p) => p,
-                                None => {
-                                    self.breaker.try_pending().map_err(ConnectError::Overflow)?
-                                }
-                            };
-                            ep.open.fetch_add(1, Ordering::AcqRel);
-                            let slots = Slots {
-                                permit,
-                                pending: Some(pending),
-                                opening: Some(opening),
-                            };
-                            let open = self.open_and_send(ep, slots, req, false, per_try);
-                            return Box::pin(open).await;
-                        }
-                        opening_elsewhere = true;
+                if !opening_elsewhere && let Ok(permit) = self.breaker.try_connection() {
+                    if ep
+                        .h2_opening
+                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        let opening = H2Opening(Arc::clone(ep));
+                        let pending = match pending.take() {
+                            Some(p) => p,
+                            None => self.breaker.try_pending().map_err(ConnectError::Overflow)?,
+                        };
+                        ep.open.fetch_add(1, Ordering::AcqRel);
+                        let slots = Slots {
+                            permit,
+                            pending: Some(pending),
+                            opening: Some(opening),
+                        };
+                        let open = self.open_and_send(ep, slots, req, false, per_try);
+                        return Box::pin(open).await;
                     }
+                    opening_elsewhere = true;
                 }
                 if pending.is_none() {
                     pending = Some(self.breaker.try_pending().map_err(ConnectError::Overflow)?);
@@ -740,11 +736,10 @@ pin_project! {
     impl PinnedDrop for UpstreamBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(lease) = this.lease.as_mut() {
-                if *this.ended || this.inner.is_end_stream() {
+            if let Some(lease) = this.lease.as_mut()
+                && (*this.ended || this.inner.is_end_stream()) {
                     lease.release();
                 }
-            }
         }
     }
 }

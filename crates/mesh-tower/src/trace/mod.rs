@@ -1026,16 +1026,16 @@ impl<'a> Found<'a> {
     pub(crate) fn b3_multi_carries(&self, ctx: &TraceContext) -> bool {
         // the usual case, a mesh client's request: the fields spell the very digits of the
         // traceparent the context came from
-        if ctx.origin == Origin::W3c {
-            if let (Some(tp), Some(trace), Some(span)) = (
+        if ctx.origin == Origin::W3c
+            && let (Some(tp), Some(trace), Some(span)) = (
                 trimmed(self.traceparent),
                 trimmed(self.trace_id),
                 trimmed(self.span_id),
-            ) {
-                if tp.get(3..35) == Some(trace) && tp.get(36..52) == Some(span) {
-                    return true;
-                }
-            }
+            )
+            && tp.get(3..35) == Some(trace)
+            && tp.get(36..52) == Some(span)
+        {
+            return true;
         }
         trimmed(self.trace_id).and_then(hex_trace_id) == Some((ctx.trace_id, ctx.short_trace_id))
             && trimmed(self.span_id).and_then(hex_u64) == Some(ctx.span_id)
