@@ -688,3 +688,89 @@ async fn a_retry_slot_ends_with_the_retried_answers_headers() {
     let r = client.request(get("http://reviews:9080/")).await.unwrap();
     assert_eq!((r.status().as_u16(), flags_of(&r)), (500, "URX".to_owned()));
 }
+
+// --- the downstream's protocol: sniffed ports and useClientProtocol ---------------------
+
+/// A plaintext server (HTTP/1.1 and h2c with prior knowledge) answering the version it saw.
+async fn version_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc =
+                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let v = format!("{:?}", req.version());
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v))))
+                });
+            tokio::spawn(async move {
+                let _ = auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+fn get_version(uri: &str, version: http::Version) -> Request<http_body_util::Empty<Bytes>> {
+    Request::get(uri)
+        .version(version)
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_sniffed_port_and_use_client_protocol_keep_the_requests_http_version() {
+    use http::Version;
+    let addr = version_echo().await;
+    // an unnamed port (sniffed), and a port declared HTTP whose DestinationRule says
+    // `useClientProtocol`
+    let mesh = mesh(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{port: 9080}, {name: http-b, port: 9090}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: default}\nspec:\n  host: reviews\n  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 9090}\n      connectionPool: {http: {useClientProtocol: true}}\n",
+    );
+    // both service ports reach the one test server
+    let mut w = mesh_core::registry::Workload::new(
+        "reviews-v1",
+        "default",
+        "reviews",
+        [("app", "reviews")],
+        addr.ip(),
+    );
+    w.ports = [
+        (String::new(), addr.port()),
+        ("http-b".to_owned(), addr.port()),
+    ]
+    .into();
+    mesh.register(w);
+    let client = plaintext_client(&mesh);
+    for port in [9080, 9090] {
+        let uri = format!("http://reviews:{port}/");
+        // a gRPC application's HTTP/2 stays HTTP/2 (h2c), HTTP/1.1 stays HTTP/1.1
+        for (version, seen) in [
+            (Version::HTTP_2, "HTTP/2.0"),
+            (Version::HTTP_11, "HTTP/1.1"),
+        ] {
+            let resp = client.request(get_version(&uri, version)).await.unwrap();
+            assert_eq!(resp.status(), 200, "{port} {version:?}");
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(&body[..], seen.as_bytes(), "{port} {version:?}");
+        }
+    }
+    // a port declared HTTP without the rule: HTTP/1.1 whatever the request's version
+    reload(
+        &mesh,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: reviews, namespace: default}\nspec:\n  selector: {app: reviews}\n  ports: [{name: http-b, port: 9090}]\n",
+    );
+    let resp = client
+        .request(get_version("http://reviews:9090/", Version::HTTP_2))
+        .await
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(&body[..], b"HTTP/1.1");
+}

@@ -248,6 +248,9 @@ pub(crate) struct DestState {
     pub(crate) service: Arc<ServiceInfo>,
     /// Envoy's cluster name, `outbound|<port>|<subset>|<host>` (for the access log).
     pub(crate) cluster_name: Arc<str>,
+    /// Each request goes upstream in its own HTTP version (Envoy's
+    /// `use_downstream_protocol`): see [`uses_downstream_protocol`].
+    pub(crate) downstream_protocol: bool,
 }
 
 impl std::fmt::Debug for DestState {
@@ -883,16 +886,40 @@ fn h2_upgrade_policy(
     }
 }
 
+/// Whether requests to this destination port go upstream in their own HTTP version, as
+/// istiod sets `use_downstream_protocol`: a DestinationRule's `useClientProtocol`
+/// (`applyConnectionPool`), or a port whose protocol is not declared (sniffed: istiod's
+/// `setUpstreamProtocol` for `IsUnsupported` ports), unless `h2UpgradePolicy: UPGRADE`
+/// makes it HTTP/2. A gRPC application's HTTP/2 request then stays HTTP/2 (h2c in
+/// plaintext), and an HTTP/1.1 request HTTP/1.1, on the mesh's mTLS too.
+pub(crate) fn uses_downstream_protocol(
+    service: &Service,
+    port: u16,
+    http: Option<&mesh_core::model::HttpSettings>,
+    h2_upgrade: Option<mesh_core::model::H2UpgradePolicy>,
+) -> bool {
+    if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        return true;
+    }
+    let sniffed = service.port(port).is_some_and(|p| p.protocol.is_empty());
+    sniffed && h2_upgrade != Some(mesh_core::model::H2UpgradePolicy::Upgrade)
+}
+
 /// The upstream protocol, offered by ALPN, as Istio picks it for an outbound cluster: a
 /// port declared `HTTP2`/`GRPC`/`GRPC-WEB`, or `h2UpgradePolicy: UPGRADE`, speaks HTTP/2;
 /// a port declared `HTTP` speaks HTTP/1.1 (unless upgraded); an undeclared port (protocol
-/// sniffing) lets the server choose. Multiplexing every HTTP/1.1 request of a busy client
+/// sniffing) or `useClientProtocol` offers both, and each request asks for its own version
+/// ([`uses_downstream_protocol`]). Multiplexing every HTTP/1.1 request of a busy client
 /// onto one h2 connection would also serialize them on one connection task.
 fn upstream_alpn(
     service: &Service,
     port: u16,
     h2_upgrade: Option<mesh_core::model::H2UpgradePolicy>,
+    downstream: bool,
 ) -> mesh_tls::Alpn {
+    if downstream {
+        return mesh_tls::Alpn::Http2AndHttp1;
+    }
     use mesh_core::model::H2UpgradePolicy;
     let protocol = service
         .ports
@@ -1119,7 +1146,8 @@ fn build(
         .or(snap.options().connect_timeout)
         .unwrap_or(shared.options.connect_timeout);
     let h2_upgrade = h2_upgrade_policy(service, key.port, http, snap.options().h2_upgrade);
-    let alpn = upstream_alpn(service, key.port, h2_upgrade);
+    let downstream_protocol = uses_downstream_protocol(service, key.port, http, h2_upgrade);
+    let alpn = upstream_alpn(service, key.port, h2_upgrade, downstream_protocol);
     let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints, alpn);
     // Istio's `applyConnectionPool` sets the cluster's HTTP idle timeout
     // (common_http_protocol_options.idle_timeout) from `http.idleTimeout`, and from
@@ -1130,7 +1158,8 @@ fn build(
         .or_else(|| tcp.and_then(|t| t.idle_timeout))
         .map(|d| d.as_std())
         .unwrap_or(Duration::from_secs(3600));
-    let h2c = plaintext_h2(service, key.port, h2_upgrade);
+    // (with the downstream's protocol, an HTTP/1.1 request asks for HTTP/1.1 itself)
+    let h2c = downstream_protocol || plaintext_h2(service, key.port, h2_upgrade);
     let names: HashMap<SocketAddr, DialName> = i
         .endpoints
         .iter()
@@ -1217,6 +1246,7 @@ fn build(
         })
         .collect();
     DestState {
+        downstream_protocol,
         authorities,
         seen: AtomicU64::new(snap.generation()),
         subset_found: p.subset_found,

@@ -905,7 +905,12 @@ impl Transport for MeshTransport {
         };
         Box::pin(async move {
             let upgrade = upgrade_of(req.headers()) == Some(UpgradeRequest::WebSocket);
-            Ok(d.upstream.send(endpoint, req, upgrade, None).await?.0)
+            let want = if upgrade {
+                upstream::Want::Http1
+            } else {
+                upstream::Want::Any
+            };
+            Ok(d.upstream.send(endpoint, req, want, None).await?.0)
         })
     }
 }
@@ -916,8 +921,9 @@ impl Transport for MeshTransport {
 pub(crate) trait Sender: Clone + Send + Sync + 'static {
     type Body: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static;
 
-    /// `upgrade`: the request asks for an HTTP/1.1 upgrade (WebSocket). With the answer,
-    /// the peer of the connection when the sender knows it (`None`: it does not).
+    /// `want`: the HTTP version the attempt needs of its connection (HTTP/1.1 for an
+    /// upgrade, WebSocket). With the answer, the peer of the connection when the sender
+    /// knows it (`None`: it does not).
     /// `per_try`: the route's `perTryTimeout`; its expiry is an
     /// [`upstream::PerTryTimeout`] error.
     fn send_to(
@@ -925,7 +931,7 @@ pub(crate) trait Sender: Clone + Send + Sync + 'static {
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
-        upgrade: bool,
+        want: upstream::Want,
         per_try: Option<Duration>,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send;
 }
@@ -938,14 +944,14 @@ impl Sender for MeshTransport {
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
-        upgrade: bool,
+        want: upstream::Want,
         per_try: Option<Duration>,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
     {
         // not an `async move` block around the send: the block would keep the send's
         // future twice (as its capture and as its awaitee), doubling every enclosing future
         SomePeer {
-            send: dest.upstream.send(endpoint, req, upgrade, per_try),
+            send: dest.upstream.send(endpoint, req, want, per_try),
         }
     }
 }
@@ -984,7 +990,7 @@ impl<T: Transport> Sender for Via<T> {
         dest: &Arc<DestState>,
         endpoint: usize,
         req: Request<MeshBody>,
-        _upgrade: bool, // the user's client sees the request's headers
+        _want: upstream::Want, // the user's client sees the request's headers and version
         per_try: Option<Duration>,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
     {
@@ -3338,10 +3344,11 @@ where
             *mreq.headers_mut() = parts.headers.clone();
             *mreq.uri_mut() = Uri::from(path_and_query.clone());
             let t = transport.clone();
+            let want = want_of(&mdest, parts.version, false);
             tokio::spawn(async move {
                 let index = guard.index();
                 let _guard = guard;
-                if let Ok((resp, _)) = t.send_to(&mdest, index, mreq, false, None).await {
+                if let Ok((resp, _)) = t.send_to(&mdest, index, mreq, want, None).await {
                     let _ = resp.into_body().collect().await;
                 }
             });
@@ -3372,6 +3379,7 @@ where
         path_and_query: &path_and_query,
         grpc,
         upgrade,
+        want: want_of(&dest, parts.version, upgrade),
         single_destination: decision.destinations().len() == 1,
         in_flight: std::sync::atomic::AtomicUsize::new(usize::MAX),
         timeouts,
@@ -3595,6 +3603,20 @@ impl Tried {
     }
 }
 
+/// The HTTP version a request of `version` needs of its connections to `dest`: HTTP/1.1 for
+/// an upgrade; its own where the destination keeps the downstream's protocol.
+fn want_of(dest: &DestState, version: http::Version, upgrade: bool) -> upstream::Want {
+    if upgrade {
+        upstream::Want::Http1
+    } else if !dest.downstream_protocol {
+        upstream::Want::Any
+    } else if version == http::Version::HTTP_2 {
+        upstream::Want::Http2
+    } else {
+        upstream::Want::Http1
+    }
+}
+
 /// Adds Envoy response flags to an answer's (an upstream answer has none yet).
 fn add_flags<B>(resp: &mut Response<B>, flags: ResponseFlags) {
     resp.extensions_mut()
@@ -3629,6 +3651,8 @@ struct Attempts<'a, T> {
     grpc: bool,
     /// A WebSocket upgrade request: sent over HTTP/1.1.
     upgrade: bool,
+    /// The HTTP version the attempts need of their connections (see [`upstream::Want`]).
+    want: upstream::Want,
     /// The route has one destination (istiod's hash policy on retries applies only then).
     single_destination: bool,
     /// The endpoint of the attempt waiting for its response headers (`usize::MAX`: none),
@@ -3805,9 +3829,9 @@ impl<T: Sender> Attempts<'_, T> {
                     );
                 }
             }
-            let send =
-                self.transport
-                    .send_to(dest, index, req, self.upgrade, self.timeouts.per_try);
+            let send = self
+                .transport
+                .send_to(dest, index, req, self.want, self.timeouts.per_try);
             self.in_flight
                 .store(index, std::sync::atomic::Ordering::Relaxed);
             // `None`: the per-try timeout expired

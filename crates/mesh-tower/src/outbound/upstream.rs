@@ -74,6 +74,19 @@ use crate::pool::{CircuitBreaker, Permit};
 /// certificate URI SAN, not from what the mesh expected it to be.
 pub(crate) type ConnPeer = Option<Arc<WorkloadInfo>>;
 
+/// The HTTP version a request needs of its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// Whatever the destination speaks (its pooled HTTP/2 connection, an idle HTTP/1.1 one,
+    /// or a new one as its protocol says).
+    Any,
+    /// HTTP/1.1: an upgrade (WebSocket), or an HTTP/1.1 request to a destination that keeps
+    /// the downstream's protocol.
+    Http1,
+    /// HTTP/2: an HTTP/2 request to a destination that keeps the downstream's protocol.
+    Http2,
+}
+
 /// The connections of one destination, one pool per endpoint (same order as the balancer's
 /// endpoints).
 pub(crate) struct Upstream {
@@ -304,9 +317,9 @@ impl Upstream {
         &self.connector
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index`; `upgrade`: the request
-    /// asks for an HTTP/1.1 upgrade (it must go out over HTTP/1.1). With the answer, the
-    /// peer of the connection it came over.
+    /// Sends `req` (origin-form URI, `Host` set) to endpoint `index` over a connection of
+    /// the protocol `want`s (an HTTP/1.1 upgrade, WebSocket, must go out over HTTP/1.1).
+    /// With the answer, the peer of the connection it came over.
     ///
     /// `per_try`: the route's `perTryTimeout`, started once a connection has taken the
     /// request, as Envoy's `UpstreamRequest::onPoolReady` starts it: waiting for a
@@ -316,9 +329,10 @@ impl Upstream {
         &self,
         index: usize,
         mut req: Request<MeshBody>,
-        upgrade: bool,
+        want: Want,
         per_try: Option<Duration>,
     ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
+        let upgrade = want == Want::Http1;
         let Some(ep) = self.endpoints.get(index) else {
             return Err(ConnectError::BadAddress(format!("endpoint #{index}")).into());
         };
@@ -390,8 +404,10 @@ impl Upstream {
                     },
                 }
             }
-            // 2. an idle HTTP/1.1 connection
-            if let Some(mut idle) = ep.pop_idle(self.idle_timeout) {
+            // 2. an idle HTTP/1.1 connection (not for a request that must stay HTTP/2)
+            if want != Want::Http2
+                && let Some(mut idle) = ep.pop_idle(self.idle_timeout)
+            {
                 if idle.tx.ready().await.is_err() {
                     continue;
                 }
