@@ -774,3 +774,36 @@ async fn a_sniffed_port_and_use_client_protocol_keep_the_requests_http_version()
         .to_bytes();
     assert_eq!(&body[..], b"HTTP/1.1");
 }
+
+// --- http2MaxRequests counts requests a connection took, not those waiting for one ------
+
+#[tokio::test]
+async fn max_requests_counts_attached_requests_a_waiting_one_is_pending() {
+    let mesh = mesh(&with_dr(
+        "    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http2MaxRequests: 1, http1MaxPendingRequests: 10}\n",
+    ));
+    let (a, conns) = plain("reviews-v1", 200, Duration::from_millis(300)).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    let client = plaintext_client(&mesh);
+    // the second request waits for the one connection (pending), then takes it when the
+    // first is answered: Envoy checks `max_requests` when a connection takes a stream
+    let both: Vec<_> = (0..2)
+        .map(|_| {
+            let c = client.clone();
+            tokio::spawn(async move { send_within(&c, "http://reviews:9080/").await })
+        })
+        .collect();
+    for t in both {
+        let (st, _, _, h) = t.await.unwrap();
+        assert_eq!(st, 200, "{h:?}");
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}

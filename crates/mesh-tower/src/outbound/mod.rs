@@ -921,6 +921,12 @@ impl Transport for MeshTransport {
 pub(crate) trait Sender: Clone + Send + Sync + 'static {
     type Body: Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static;
 
+    /// The sender takes a request's `http2MaxRequests` slot itself when a connection takes
+    /// the request (Envoy's `attachStreamToClient`; a request waiting for a connection is
+    /// pending, not active), and its answer's body holds it. Otherwise each attempt takes
+    /// one before it is sent.
+    const COUNTS_REQUESTS: bool = false;
+
     /// `want`: the HTTP version the attempt needs of its connection (HTTP/1.1 for an
     /// upgrade, WebSocket). With the answer, the peer of the connection when the sender
     /// knows it (`None`: it does not).
@@ -938,6 +944,7 @@ pub(crate) trait Sender: Clone + Send + Sync + 'static {
 
 impl Sender for MeshTransport {
     type Body = upstream::UpstreamBody;
+    const COUNTS_REQUESTS: bool = true;
 
     fn send_to(
         &self,
@@ -2425,7 +2432,8 @@ pin_project! {
 #[allow(dead_code)]
 struct Hold {
     guard: RequestGuard,
-    request: Permit,
+    /// The request's `http2MaxRequests` slot, when the transport does not hold it.
+    request: Option<Permit>,
 }
 
 impl<B: Body> Body for Held<B> {
@@ -3800,9 +3808,13 @@ impl<T: Sender> Attempts<'_, T> {
             let addr = guard.endpoint().addr();
             tried.push(index);
             *endpoint = Some((index, false));
-            let request_permit = match dest.breaker.try_request() {
-                Ok(p) => p,
-                Err(o) => return local(o.into(), self.grpc),
+            let request_permit = if T::COUNTS_REQUESTS {
+                None
+            } else {
+                match dest.breaker.try_request() {
+                    Ok(p) => Some(p),
+                    Err(o) => return local(o.into(), self.grpc),
+                }
             };
             let Some(req_body) = body.take() else {
                 return last

@@ -259,6 +259,12 @@ impl EndpointPool {
 
     /// The most recently used idle HTTP/1.1 connection that is still fresh; stale ones are
     /// closed (dropped).
+    /// Returns a connection taken from the pool without a request to send over it.
+    fn put_back(&self, conn: Idle) {
+        lock(&self.state).idle.push(conn);
+        self.waiters.wake();
+    }
+
     fn pop_idle(&self, idle_timeout: Option<Duration>) -> Option<Idle> {
         let mut st = lock(&self.state);
         while let Some(c) = st.idle.pop() {
@@ -385,12 +391,13 @@ impl Upstream {
                 continue;
             }
             if let Some(H2Pick::Ready(mut h2, slot)) = h2 {
-                // attached to a connection: no longer pending
+                // attached to a connection: no longer pending, and an active request
                 pending = None;
+                let request = self.breaker.try_request().map_err(ConnectError::Overflow)?;
                 h2.streams.used.fetch_add(1, Ordering::Relaxed);
                 match within(per_try, h2.tx.try_send_request(req)).await? {
                     Ok(resp) => {
-                        let body = |b| UpstreamBody::stream(b, slot);
+                        let body = |b| UpstreamBody::stream(b, slot).holding(request);
                         return Ok((reached(resp.map(body), h2.remote), h2.peer));
                     }
                     Err(mut e) => match e.take_message() {
@@ -412,12 +419,20 @@ impl Upstream {
                     continue;
                 }
                 pending = None;
+                let request = match self.breaker.try_request() {
+                    Ok(p) => p,
+                    Err(o) => {
+                        ep.put_back(idle);
+                        return Err(ConnectError::Overflow(o).into());
+                    }
+                };
                 idle.used += 1;
                 match within(per_try, idle.tx.try_send_request(req)).await? {
                     Ok(resp) => {
                         let peer = idle.peer.clone();
                         let remote = idle.remote;
-                        return Ok((reached(self.lease(ep, idle, resp), remote), peer));
+                        let resp = self.lease(ep, idle, resp).map(|b| b.holding(request));
+                        return Ok((reached(resp, remote), peer));
                     }
                     Err(mut e) => match e.take_message() {
                         Some(r) => {
@@ -530,9 +545,10 @@ impl Upstream {
             // requests waiting for this endpoint can share it now
             self.waiters.wake();
             drop(pending);
+            let request = self.breaker.try_request().map_err(ConnectError::Overflow)?;
             return match within(per_try, h2.tx.send_request(req)).await? {
                 Ok(resp) => {
-                    let body = |b| UpstreamBody::stream(b, slot);
+                    let body = |b| UpstreamBody::stream(b, slot).holding(request);
                     Ok((reached(resp.map(body), remote), peer))
                 }
                 Err(e) => Err(Box::new(e)),
@@ -553,8 +569,17 @@ impl Upstream {
             peer: peer.clone(),
             remote,
         };
+        let request = match self.breaker.try_request() {
+            Ok(p) => p,
+            Err(o) => {
+                fresh.used = 0;
+                ep.put_back(fresh);
+                return Err(ConnectError::Overflow(o).into());
+            }
+        };
         let resp = within(per_try, fresh.tx.send_request(req)).await??;
-        Ok((reached(self.lease(ep, fresh, resp), remote), peer))
+        let resp = self.lease(ep, fresh, resp).map(|b| b.holding(request));
+        Ok((reached(resp, remote), peer))
     }
 
     /// Waits until the HTTP/2 connection being opened to `ep` is pooled or failed, or a
@@ -625,6 +650,7 @@ impl Upstream {
             inner,
             lease: Some(lease),
             stream: None,
+            request: None,
             ended: false,
         })
     }
@@ -746,6 +772,9 @@ pin_project! {
         lease: Option<Lease>,
         // an HTTP/2 stream, counted until the body ends or is dropped
         stream: Option<StreamSlot>,
+        // the request's `http2MaxRequests` slot, taken when a connection took the request
+        // and held as long as its answer
+        request: Option<Permit>,
         ended: bool,
     }
 
@@ -774,8 +803,15 @@ impl UpstreamBody {
             inner,
             lease: None,
             stream: None,
+            request: None,
             ended: false,
         }
+    }
+
+    /// The same body, holding the request's `http2MaxRequests` slot as long as it lives.
+    fn holding(mut self, request: Permit) -> Self {
+        self.request = Some(request);
+        self
     }
 
     /// The body of an HTTP/2 stream, counted in its connection until the body ends.
@@ -784,6 +820,7 @@ impl UpstreamBody {
             inner,
             lease: None,
             stream: Some(slot),
+            request: None,
             ended: false,
         }
     }
@@ -805,6 +842,7 @@ impl Body for UpstreamBody {
                     l.release();
                 }
                 this.stream.take();
+                this.request.take();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
