@@ -116,9 +116,10 @@
 //!   and closed, as the stats filter counts it.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use mesh_tls::PeerIdentity;
@@ -217,53 +218,78 @@ pub struct MeshTcpStream {
     received: u64,
     sent: u64,
     /// The TCP proxy's idle timeout and maximum duration.
-    timers: Option<Box<Timers>>,
+    timers: Option<Timers>,
 }
 
 /// Envoy's TCP proxy `idle_timeout` (DestinationRule `connectionPool.tcp.idleTimeout`, 1 h
-/// by default) and `max_downstream_connection_duration` (`maxConnectionDuration`): past
-/// either, the stream fails with `TimedOut` the next time it waits.
+/// by default) and `max_downstream_connection_duration` (`maxConnectionDuration`): timers
+/// of their own, as Envoy's dispatcher runs them. Past either, a watchdog task shuts the
+/// socket down both ways (the peer sees the close at once, whatever the application is
+/// doing) and the stream fails with `TimedOut` from then on.
 #[derive(Debug)]
 struct Timers {
-    idle: Option<std::time::Duration>,
-    /// When bytes last moved.
-    last: tokio::time::Instant,
-    /// The end of `maxConnectionDuration`.
-    until: Option<tokio::time::Instant>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    state: Arc<TimerState>,
 }
 
-impl Timers {
+#[derive(Debug)]
+struct TimerState {
+    idle: Option<std::time::Duration>,
+    started: tokio::time::Instant,
+    /// When bytes last moved, in milliseconds after `started`.
+    last_ms: AtomicU64,
+    /// The end of `maxConnectionDuration`.
+    until: Option<tokio::time::Instant>,
+    /// Set by the watchdog: which deadline passed.
+    expired: std::sync::OnceLock<&'static str>,
+    /// The stream was dropped: the watchdog ends.
+    closed: AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl TimerState {
     fn deadline(&self) -> Option<tokio::time::Instant> {
-        let idle = self.idle.map(|d| self.last + d);
+        let last =
+            self.started + std::time::Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        let idle = self.idle.map(|d| last + d);
         match (idle, self.until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// While the stream waits: `Err` once a deadline has passed, else arms the timer.
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        loop {
-            let Some(deadline) = self.deadline() else {
-                return Ok(());
-            };
-            if self.sleep.deadline() != deadline {
-                self.sleep.as_mut().reset(deadline);
-            }
-            match self.sleep.as_mut().poll(cx) {
-                Poll::Pending => return Ok(()),
-                Poll::Ready(()) if tokio::time::Instant::now() >= deadline => {
-                    let what = match self.until {
-                        Some(u) if u <= deadline => "max connection duration reached",
-                        _ => "idle timeout",
-                    };
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, what));
-                }
-                // bytes moved since it was armed: arm it again
-                Poll::Ready(()) => continue,
-            }
+    fn error(&self) -> Option<io::Error> {
+        self.expired
+            .get()
+            .map(|what| io::Error::new(io::ErrorKind::TimedOut, *what))
+    }
+}
+
+/// Runs the timers of one stream until a deadline passes (then shuts `socket` down both
+/// ways) or the stream is dropped.
+async fn watchdog(state: Arc<TimerState>, socket: Option<socket2::Socket>) {
+    loop {
+        if state.closed.load(Ordering::Acquire) {
+            return;
         }
+        let Some(deadline) = state.deadline() else {
+            return;
+        };
+        if tokio::time::Instant::now() < deadline {
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = state.wake.notified() => {}
+            }
+            continue;
+        }
+        let what = match state.until {
+            Some(u) if u <= deadline => "max connection duration reached",
+            _ => "idle timeout",
+        };
+        let _ = state.expired.set(what);
+        if let Some(s) = socket {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        return;
     }
 }
 
@@ -297,38 +323,45 @@ impl MeshTcpStream {
     }
 
     /// Closes the stream after `idle` without bytes moving (`None`: never) or past
-    /// `max_duration` from now.
+    /// `max_duration` from now; `socket` (a duplicate of the TCP connection's descriptor)
+    /// is shut down then. Without one (no descriptor to spare), the stream still fails once
+    /// a deadline passed.
     pub(crate) fn with_timeouts(
         mut self,
         idle: Option<std::time::Duration>,
         max_duration: Option<std::time::Duration>,
+        socket: Option<socket2::Socket>,
     ) -> Self {
         if idle.is_none() && max_duration.is_none() {
             return self;
         }
         let now = tokio::time::Instant::now();
-        let until = max_duration.map(|d| now + d);
-        let first = idle.map(|d| now + d).into_iter().chain(until).min();
-        self.timers = Some(Box::new(Timers {
+        let state = Arc::new(TimerState {
             idle,
-            last: now,
-            until,
-            sleep: Box::pin(tokio::time::sleep_until(first.unwrap_or(now))),
-        }));
+            started: now,
+            last_ms: AtomicU64::new(0),
+            until: max_duration.map(|d| now + d),
+            expired: std::sync::OnceLock::new(),
+            closed: AtomicBool::new(false),
+            wake: tokio::sync::Notify::new(),
+        });
+        tokio::spawn(watchdog(Arc::clone(&state), socket));
+        self.timers = Some(Timers { state });
         self
     }
 
     fn moved(&mut self) {
-        if let Some(t) = self.timers.as_mut() {
-            t.last = tokio::time::Instant::now();
+        if let Some(t) = &self.timers {
+            let ms = t.state.started.elapsed().as_millis();
+            t.state
+                .last_ms
+                .store(u64::try_from(ms).unwrap_or(u64::MAX), Ordering::Relaxed);
         }
     }
 
-    fn waiting(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.timers.as_mut() {
-            Some(t) => t.check(cx),
-            None => Ok(()),
-        }
+    /// The error of a stream whose timer ran out.
+    fn expired(&self) -> Option<io::Error> {
+        self.timers.as_ref().and_then(|t| t.state.error())
     }
 
     pub(crate) fn with_log(mut self, log: Option<Box<TcpLog>>) -> Self {
@@ -444,19 +477,28 @@ impl MeshTcpStream {
         }
     }
 
-    /// After a write attempt: counts what was written, or arms the timers while it waits.
-    fn after_write(&mut self, cx: &mut Context<'_>, r: &Poll<io::Result<usize>>) -> io::Result<()> {
+    /// After a write attempt: counts what was written.
+    fn after_write(&mut self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
         match r {
-            Poll::Ready(Ok(n)) => self.count(false, *n),
-            Poll::Pending => self.waiting(cx)?,
-            Poll::Ready(Err(_)) => {}
+            // (a write the watchdog's shutdown broke: its error instead)
+            Poll::Ready(_) if self.expired().is_some() => {
+                Poll::Ready(Err(self.expired().expect("expired")))
+            }
+            Poll::Ready(Ok(n)) => {
+                self.count(false, n);
+                Poll::Ready(Ok(n))
+            }
+            r => r,
         }
-        Ok(())
     }
 }
 
 impl Drop for MeshTcpStream {
     fn drop(&mut self) {
+        if let Some(t) = &self.timers {
+            t.state.closed.store(true, Ordering::Release);
+            t.state.wake.notify_one();
+        }
         if let Some(log) = self.log.take() {
             log.finish(self.received, self.sent);
         }
@@ -470,12 +512,19 @@ impl AsyncRead for MeshTcpStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(e) = this.expired() {
+            return Poll::Ready(Err(e));
+        }
         let before = buf.filled().len();
         let r = this.io.as_mut().poll_read(cx, buf);
         match &r {
+            // (the watchdog's shutdown reads as the end of the stream: its error instead)
+            Poll::Ready(_) if this.expired().is_some() => {
+                buf.set_filled(before);
+                return Poll::Ready(Err(this.expired().expect("expired")));
+            }
             Poll::Ready(Ok(())) => this.count(true, buf.filled().len() - before),
-            Poll::Pending => this.waiting(cx)?,
-            Poll::Ready(Err(_)) => {}
+            _ => {}
         }
         r
     }
@@ -488,9 +537,11 @@ impl AsyncWrite for MeshTcpStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(e) = this.expired() {
+            return Poll::Ready(Err(e));
+        }
         let r = this.io.as_mut().poll_write(cx, buf);
-        this.after_write(cx, &r)?;
-        r
+        this.after_write(r)
     }
 
     fn poll_write_vectored(
@@ -499,9 +550,11 @@ impl AsyncWrite for MeshTcpStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if let Some(e) = this.expired() {
+            return Poll::Ready(Err(e));
+        }
         let r = this.io.as_mut().poll_write_vectored(cx, bufs);
-        this.after_write(cx, &r)?;
-        r
+        this.after_write(r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -804,6 +804,65 @@ spec:
     );
 }
 
+/// The TCP proxy's timers run on their own, as Envoy's dispatcher runs them: an idle
+/// connection is closed toward the server at the idle timeout while the application neither
+/// reads nor writes, and a write after it fails (it does not revive the connection).
+#[tokio::test]
+async fn tcp_idle_timeout_closes_the_upstream_without_the_application_waiting() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    // the server: when did it see the connection end?
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let start = std::time::Instant::now();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = closed_tx.send(start.elapsed());
+    });
+    let yaml = format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: foo}}
+spec:
+  hosts: [db.internal]
+  location: MESH_EXTERNAL
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: foo}}
+spec:
+  host: db.internal
+  trafficPolicy: {{connectionPool: {{tcp: {{idleTimeout: 300ms}}}}}}
+",
+        addr.port()
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("app", "foo", "app")).build();
+    let mut conn = client.connect("db.internal:5432").await.unwrap();
+    conn.write_all(b"hello").await.unwrap();
+    // the application does nothing with the stream; the server sees the close anyway
+    let seen = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the server saw the close while the stream was still open")
+        .unwrap();
+    assert!(
+        seen >= Duration::from_millis(250) && seen < Duration::from_secs(2),
+        "{seen:?}"
+    );
+    let err = conn.write_all(b"late").await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    drop(conn);
+}
+
 /// `destinationSubnets` match the address the application's sidecar would see it dial: the
 /// service's own address when `connect` names it.
 #[tokio::test]

@@ -1487,6 +1487,9 @@ impl MeshServer {
             return None;
         }
         let peer = info.peer().cloned();
+        let socket = socket2::SockRef::from(accepted.stream.tcp())
+            .try_clone()
+            .ok();
         Some(
             crate::tcp::MeshTcpStream::new(
                 accepted.stream,
@@ -1497,7 +1500,7 @@ impl MeshServer {
             .with_info(info)
             .with_log(log)
             // the inbound TCP proxy's default idle timeout
-            .with_timeouts(Some(crate::tcp::DEFAULT_IDLE_TIMEOUT), None),
+            .with_timeouts(Some(crate::tcp::DEFAULT_IDLE_TIMEOUT), None, socket),
         )
     }
 }

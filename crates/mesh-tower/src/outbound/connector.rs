@@ -564,6 +564,14 @@ impl MeshConn {
         self.remote
     }
 
+    /// The TCP connection underneath.
+    pub(crate) fn tcp(&self) -> &TcpStream {
+        match &self.io {
+            Io::Plain(s) => s.inner(),
+            Io::Tls(s) => s.inner().get_ref().0,
+        }
+    }
+
     /// The connection as tokio I/O (for an opaque TCP connection), with the server's
     /// identity; the `maxConnections` slot stays held until the I/O is dropped.
     pub(crate) fn into_tokio(self) -> (TokioIo<MeshConn>, Option<PeerIdentity>) {

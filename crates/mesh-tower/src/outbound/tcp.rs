@@ -500,6 +500,7 @@ impl MeshClient {
         };
         // an endpoint dialed by name is logged with the address reached
         let reached = conn.remote().unwrap_or(endpoint);
+        let socket = socket2::SockRef::from(conn.tcp()).try_clone().ok();
         let (io, peer_id) = conn.into_tokio();
         let mutual_tls = peer_id.is_some() && dest.mutual_tls.get(index).copied().unwrap_or(false);
         let peer = peer_view(
@@ -528,7 +529,7 @@ impl MeshClient {
             .with_peer(peer_id)
             .with_guard(guard)
             .with_log(entry)
-            .with_timeouts(idle, max_duration))
+            .with_timeouts(idle, max_duration, socket))
     }
 
     /// Counts a connection that could not be made, as the client's sidecar counts the
