@@ -715,8 +715,9 @@ spec:
     let mut buf = [0u8; 16];
     let n = conn.read(&mut buf).await.unwrap();
     assert_eq!(&buf[..n], b"mirror");
-    // an SNI no `tls` route takes (`api.foo`): istiod's fallback chain on the service's
-    // TLS port goes to the service itself
+    // an SNI no `tls` route takes (`api.foo`): no chain of the service's (its `tls` routes
+    // name others), the passthrough chain: under ALLOW_ANY to the original destination,
+    // the service's address, so its endpoints
     let mut conn = client
         .connect(&format!("api.foo:{}", addrs[0].port()))
         .await
@@ -990,4 +991,48 @@ spec:
         client.connect("127.0.0.1:1").await,
         Err(TcpConnectError::BlackHole { .. })
     ));
+}
+
+/// A TLS port whose VirtualService's `tls` routes name other SNIs: a connection by another
+/// name takes the listener's passthrough chain, closed under REGISTRY_ONLY (istiod builds
+/// no chain to the service's own cluster then).
+#[tokio::test]
+async fn an_sni_no_tls_route_names_takes_the_passthrough_chain() {
+    let mesh = Mesh::from_yaml(
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: default}
+spec:
+  selector: {app: api}
+  ports: [{name: tls, port: 443}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.default.svc.cluster.local]
+  tls:
+  - match: [{port: 443, sniHosts: [api.default.svc.cluster.local]}]
+    route: [{destination: {host: api.default.svc.cluster.local}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: istio-system}
+spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
+",
+    )
+    .unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("web", "default", "web")).build();
+    let err = client.connect("api:443").await.unwrap_err();
+    assert!(matches!(err, TcpConnectError::BlackHole { .. }), "{err}");
+    // the name the route names is routed (to a service without endpoints here)
+    let err = client
+        .connect("api.default.svc.cluster.local:443")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TcpConnectError::NoHealthyUpstream { .. }),
+        "{err}"
+    );
 }

@@ -1388,6 +1388,7 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
         "destinations": dests,
         "filter_chain": note,
         "route_kind": route_kind,
+        "passthrough_chain": d.passthrough,
     });
     match args.output {
         Output::Json => println!("{v}"),
@@ -1416,6 +1417,12 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
                 _ if gateway.is_some() => {
                     s.push_str("no VirtualService route: the gateway closes the connection\n")
                 }
+                _ if d.passthrough => s.push_str(
+                    "no tls route of the service's VirtualServices matches this SNI (they name \
+                     others), so no filter chain of the service takes it: the passthrough chain \
+                     does (ALLOW_ANY: to the host asked for, without the mesh's mTLS; \
+                     REGISTRY_ONLY: closed)\n",
+                ),
                 _ => s.push_str(
                     "no VirtualService applies: the connection goes to the host itself\n",
                 ),
@@ -1495,6 +1502,7 @@ fn closed_l4(sni: &str) -> mesh_core::route::L4Decision<'static> {
         virtual_service: None,
         route_index: None,
         destinations: std::borrow::Cow::Owned(Vec::new()),
+        passthrough: false,
     }
 }
 

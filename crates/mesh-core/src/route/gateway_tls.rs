@@ -18,9 +18,7 @@
 //! name `*` makes a chain without names (pilot `toFilterChainMatch`), which also takes a
 //! ClientHello without SNI.
 
-use super::{
-    passthrough, sni_matches, CompiledVs, L4Attrs, L4Decision, L4Match, L4Rule, RouteTable,
-};
+use super::{passthrough, sni_matches, CompiledVs, L4Attrs, L4Decision, L4Rule, RouteTable};
 use crate::gateway::{parse_sni_dnat, GatewayServer};
 use crate::model::{self, ServerTlsMode};
 use std::borrow::Cow;
@@ -115,17 +113,6 @@ pub struct GatewayTlsChain<'a, 's> {
     pub rank: SniRank,
     /// A PASSTHROUGH server's chain: the VirtualService `tls` route it was made of.
     pub route: Option<L4Decision<'a>>,
-}
-
-impl L4Match {
-    /// [`L4Match::ok`] without the `sniHosts`.
-    fn ok_but_sni(&self, a: &L4Attrs<'_>) -> bool {
-        L4Match {
-            sni: Box::default(),
-            ..self.clone()
-        }
-        .ok(a)
-    }
 }
 
 impl RouteTable {
@@ -252,6 +239,7 @@ impl RouteTable {
                 virtual_service: Some(&vs.info),
                 route_index: Some(r.index),
                 destinations: Cow::Borrowed(&r.destinations),
+                passthrough: false,
             },
         ))
     }
@@ -312,6 +300,7 @@ impl RouteTable {
                     virtual_service: Some(&vs.info),
                     route_index: Some(r.index),
                     destinations: Cow::Borrowed(&r.destinations),
+                    passthrough: false,
                 };
             }
         }
@@ -321,6 +310,7 @@ impl RouteTable {
             host,
             virtual_service: None,
             route_index: None,
+            passthrough: false,
         }
     }
 

@@ -695,6 +695,23 @@ impl L4Match {
     /// `l4SingleMatch` on gateways (port and gateway only: the source predicates and the
     /// subnets do not apply there).
     fn ok(&self, a: &L4Attrs<'_>) -> bool {
+        if !self.ok_but_sni(a) {
+            return false;
+        }
+        if !self.sni.is_empty() {
+            // `*` makes a chain without server names (pilot `toFilterChainMatch`), which
+            // also takes a ClientHello without SNI
+            let Some(sni) = a.sni else {
+                return self.sni.iter().any(|h| &**h == "*");
+            };
+            return self.sni.iter().any(|h| sni_matches(h, sni));
+        }
+        true
+    }
+
+    /// [`L4Match::ok`] but for `sniHosts`: whether istiod builds this match's filter chain
+    /// for the client at all.
+    fn ok_but_sni(&self, a: &L4Attrs<'_>) -> bool {
         if self.port.is_some_and(|p| p != a.port) {
             return false;
         }
@@ -724,19 +741,28 @@ impl L4Match {
         {
             return false;
         }
-        if !self.sni.is_empty() {
-            // `*` makes a chain without server names (pilot `toFilterChainMatch`), which
-            // also takes a ClientHello without SNI
-            let Some(sni) = a.sni else {
-                return self.sni.iter().any(|h| &**h == "*");
-            };
-            return self.sni.iter().any(|h| sni_matches(h, sni));
-        }
         true
     }
 }
 
 impl L4Match {
+    /// How specifically this match's `destinationSubnets` fit the destination address, as
+    /// Envoy's filter chain match ranks destination ranges (the longest prefix): its
+    /// longest subnet holding the address, plus one; 0 without subnets (any address) or at
+    /// a gateway (where they do not apply).
+    fn subnet_specificity(&self, a: &L4Attrs<'_>) -> u16 {
+        match a.destination_ip {
+            Some(ip) if a.gateway.is_none() => self
+                .subnets
+                .iter()
+                .filter(|n| n.contains(&ip))
+                .map(|n| u16::from(n.prefix_len()) + 1)
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
     /// How specifically this match's `sniHosts` fit `sni`: (2, length) for an exact name,
     /// (1, suffix length) for a wildcard, (0, 0) without names.
     fn sni_specificity(&self, sni: &str) -> (u8, usize) {
@@ -1511,6 +1537,13 @@ pub struct L4Decision<'a> {
     pub route_index: Option<usize>,
     /// Weighted destinations.
     pub destinations: Cow<'a, [WeightedDestination]>,
+    /// No filter chain of the service takes the connection: its VirtualServices' `tls`
+    /// routes match other server names (istiod then builds no chain to the service's own
+    /// cluster, `buildSidecarOutboundTLSFilterChainOpts`), so the listener's passthrough
+    /// chain does: under `ALLOW_ANY` to the original destination (the service's address),
+    /// without the mesh's mTLS; under `REGISTRY_ONLY` closed. `destinations` is then the
+    /// service.
+    pub passthrough: bool,
 }
 
 impl L4Decision<'_> {
@@ -3112,6 +3145,26 @@ impl RouteTable {
                 virtual_service: Some(&vs.info),
                 route_index: Some(r.index),
                 destinations: Cow::Borrowed(&r.destinations),
+                passthrough: false,
+            };
+        }
+        // `tls` matches for other names on this port: no chain of the service's own, the
+        // listener's passthrough chain takes it (a ClientHello whose SNI is not known here
+        // is not judged)
+        let other_names = service_host.is_some()
+            && a.sni.is_some()
+            && self.l4_candidates(host, a, sidecar).into_iter().any(|vs| {
+                vs.tls
+                    .iter()
+                    .any(|r| r.matches.iter().any(|m| m.ok_but_sni(a)))
+            });
+        if let (true, Some(service)) = (other_names, service_host) {
+            return L4Decision {
+                destinations: passthrough(Cow::Owned(service.to_owned())),
+                host: Cow::Owned(sni),
+                virtual_service: None,
+                route_index: None,
+                passthrough: true,
             };
         }
         // no `tls` route: the service's own cluster (istiod's fallback filter chain on a
@@ -3125,6 +3178,7 @@ impl RouteTable {
             host,
             virtual_service: None,
             route_index: None,
+            passthrough: false,
         }
     }
 
@@ -3234,21 +3288,37 @@ impl RouteTable {
         }
     }
 
-    /// The first `tcp` route that matches among the VirtualServices of `host`.
+    /// The `tcp` route that takes a connection among the VirtualServices of `host`, as
+    /// istiod's `buildSidecarOutboundTCPFilterChainOpts` lays them out and Envoy picks a
+    /// filter chain: in order, each matching match with `destinationSubnets` is a chain of
+    /// those ranges, until the first route without matches or matching match without
+    /// subnets, the catch-all that ends the scan; Envoy takes the chain whose range holds
+    /// the destination most specifically (the longest prefix; ties to the first), the
+    /// catch-all when none does.
     fn tcp_rule<'a>(
         &'a self,
         host: &str,
         a: &L4Attrs<'_>,
         sidecar: Option<&SidecarScope>,
     ) -> Option<(&'a CompiledVs, &'a L4Rule)> {
-        self.l4_candidates(host, a, sidecar)
-            .into_iter()
-            .find_map(|vs| {
-                vs.tcp
-                    .iter()
-                    .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.ok(a)))
-                    .map(|r| (vs, r))
-            })
+        let mut best: Option<(u16, &CompiledVs, &L4Rule)> = None;
+        for vs in self.l4_candidates(host, a, sidecar) {
+            for r in vs.tcp.iter() {
+                if r.matches.is_empty() {
+                    return Some(best.map_or((vs, r), |(_, v, b)| (v, b)));
+                }
+                for m in r.matches.iter().filter(|m| m.ok(a)) {
+                    let len = m.subnet_specificity(a);
+                    if len == 0 {
+                        return Some(best.map_or((vs, r), |(_, v, b)| (v, b)));
+                    }
+                    if best.as_ref().is_none_or(|(b, _, _)| len > *b) {
+                        best = Some((len, vs, r));
+                    }
+                }
+            }
+        }
+        best.map(|(_, vs, r)| (vs, r))
     }
 
     /// The `tls` route for `sni` among the VirtualServices of `host` (the service's name:
@@ -3262,14 +3332,16 @@ impl RouteTable {
         sidecar: Option<&SidecarScope>,
     ) -> Option<(&'a CompiledVs, &'a L4Rule)> {
         // Each match is a filter chain of its own, and Envoy picks the chain whose
+        // destination range holds the address most specifically, then whose
         // `server_names` fit the SNI most specifically (exact, then the longest `*.`
         // suffix; a chain without names last), not the first in order; ties go to the
         // first.
-        let mut best: Option<((u8, usize), &CompiledVs, &L4Rule)> = None;
+        let mut best: Option<((u16, u8, usize), &CompiledVs, &L4Rule)> = None;
         for vs in self.l4_candidates(host, a, sidecar) {
             for r in vs.tls.iter() {
                 for m in r.matches.iter().filter(|m| m.ok(a)) {
-                    let score = m.sni_specificity(sni);
+                    let (sni_kind, sni_len) = m.sni_specificity(sni);
+                    let score = (m.subnet_specificity(a), sni_kind, sni_len);
                     if best.as_ref().is_none_or(|(b, _, _)| score > *b) {
                         best = Some((score, vs, r));
                     }
@@ -3342,6 +3414,7 @@ impl RouteTable {
                 virtual_service: Some(&vs.info),
                 route_index: Some(r.index),
                 destinations: Cow::Borrowed(&r.destinations),
+                passthrough: false,
             };
         }
         let destinations = match service {
@@ -3353,6 +3426,7 @@ impl RouteTable {
             virtual_service: None,
             route_index: None,
             destinations,
+            passthrough: false,
         }
     }
 }

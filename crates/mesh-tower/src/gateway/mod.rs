@@ -1710,6 +1710,7 @@ async fn connect_upstream(
         sidecar: false,
         log_downstream: Some((conn.addrs(), sni)),
         raw,
+        passthrough_chain: false,
     };
     inner
         .client

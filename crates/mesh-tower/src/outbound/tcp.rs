@@ -212,6 +212,7 @@ impl MeshClient {
             sidecar: true,
             log_downstream: None,
             raw: false,
+            passthrough_chain: decision.passthrough,
         };
         self.connect_routed(&snap, wd, to).await
     }
@@ -234,6 +235,7 @@ impl MeshClient {
             sidecar,
             log_downstream,
             raw,
+            passthrough_chain,
         } = to;
         let ip: Option<IpAddr> = host.parse().ok();
         // the access-log entry (Envoy's TCP proxy logs every downstream connection, a
@@ -319,6 +321,14 @@ impl MeshClient {
                 .unwrap_or(snap.options().outbound_traffic_policy)
                 != OutboundMode::RegistryOnly;
         let egress_proxy = scope.and_then(|sc| sc.egress_proxy()).filter(|_| allow_any);
+        // no chain of the service took it (its `tls` routes name other SNIs): Envoy's
+        // passthrough chain, closed under REGISTRY_ONLY; under ALLOW_ANY it forwards to the
+        // original destination, the service's address, whose endpoints are the service's:
+        // reached here as the service (see the README: with the mesh's mTLS)
+        if passthrough_chain && !allow_any {
+            let (e, service) = black_hole();
+            return fail(e, service, None);
+        }
         let unrouted = |dest_port: u16| {
             if routed {
                 let cluster = wd.cluster_name(dest_port);
@@ -574,6 +584,9 @@ pub(crate) struct Routed<'a> {
     /// downstream's own TLS to the endpoint (an `AUTO_PASSTHROUGH` gateway's SNI-DNAT
     /// clusters, which istiod builds without a TLS transport socket).
     pub(crate) raw: bool,
+    /// No chain of a service took it: the listener's passthrough chain (see
+    /// [`L4Decision::passthrough`](mesh_core::route::L4Decision::passthrough)).
+    pub(crate) passthrough_chain: bool,
 }
 
 /// The metrics' view of endpoint `index` on a connection whose server presented
