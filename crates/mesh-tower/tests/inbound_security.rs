@@ -481,6 +481,14 @@ async fn a_grpc_timeout_bounds_the_stream_at_the_server() {
             &b"downstream duration timeout"[..]
         )
     );
+    // a deadline of 0 has passed already: Envoy's timer of 0 fires at once
+    let (status, headers, _) = httpbin_client::mtls(h.addr, &sleep, true, grpc("/deadline", "0m"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, headers["grpc-status"].to_str().unwrap()),
+        (StatusCode::OK, "4")
+    );
     // no header, no bound
     let (status, _, body) = httpbin_client::mtls(h.addr, &sleep, false, get_req("/slow", &[]))
         .await

@@ -1356,11 +1356,13 @@ pub fn grpc_status_from_name(name: &str) -> Option<u32> {
 /// assert_eq!(grpc_percent_encode("RBAC: access denied"), "RBAC: access denied");
 /// assert_eq!(grpc_percent_encode("100% done\n"), "100%25 done%0A");
 /// assert_eq!(grpc_percent_encode("é"), "%C3%A9");
+/// assert_eq!(grpc_percent_encode("down~now"), "down%7Enow");
 /// ```
 pub fn grpc_percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'%' {
+        // Envoy's `PercentEncoding::encode`: below ' ', from '~' on, and '%'
+        if (0x20..0x7e).contains(&b) && b != b'%' {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));

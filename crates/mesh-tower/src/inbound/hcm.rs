@@ -20,7 +20,7 @@
 //! - `grpc-timeout`: Istio's inbound route has `max_stream_duration` with
 //!   `grpc_timeout_header_max: 0`, so Envoy's connection manager
 //!   (`refreshDurationTimeout`) bounds the stream of a request carrying one by it
-//!   (uncapped; absent, malformed or `0`: no bound), and a gRPC application sees it
+//!   (uncapped; absent or malformed: no bound; `0`: already passed), and a gRPC application sees it
 //!   rewritten in Envoy's form (`1S` as `1000m`). When it passes before the answer began:
 //!   504 `downstream duration timeout` (gRPC: `DEADLINE_EXCEEDED`), details
 //!   `max_duration_timeout`; after, the stream is reset.
@@ -185,10 +185,20 @@ where
         crate::envoy::strip_hop_by_hop(req.headers_mut());
         // Istio's inbound route: `max_stream_duration` with `grpc_timeout_header_max: 0`, so
         // Envoy's connection manager (`refreshDurationTimeout`) bounds the stream by the
-        // request's `grpc-timeout` (uncapped; absent, malformed or 0: no bound) and, for a
-        // gRPC request, writes it back in its own form for the application
-        let limit = crate::envoy::grpc_timeout(req.headers()).filter(|d| !d.is_zero());
+        // request's `grpc-timeout` (uncapped; absent or malformed: no bound; 0: a timer of
+        // 0, which fires at once) and, for a gRPC request, writes it back in its own form
+        // for the application
+        let limit = crate::envoy::grpc_timeout(req.headers());
         let grpc = limit.is_some() && crate::envoy::is_grpc(req.headers());
+        if limit == Some(std::time::Duration::ZERO) {
+            // the timer of 0 fires before the application could answer
+            let reply = crate::envoy::LocalReply::MaxDurationTimeout;
+            let mut r = reply.to_response_with(grpc, |b| Either::Right(Full::new(b)));
+            if let Some(v) = self.server.clone() {
+                r.headers_mut().insert(SERVER, v);
+            }
+            return HcmFuture::Refused { response: Some(r) };
+        }
         if grpc {
             // (Envoy's `toGrpcTimeout`, as the router writes a deadline upstream)
             let deadline = crate::envoy::Timeouts {

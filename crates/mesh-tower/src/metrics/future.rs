@@ -267,11 +267,21 @@ impl<F> ResponseFuture<F> {
 /// `grpc-status`.
 pub(crate) const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
+/// Envoy's `Grpc::Status::InvalidCode` (-1): a `grpc-status` that is not a number, or
+/// past the last code gRPC defines (16).
+pub(crate) const GRPC_INVALID: u32 = u32::MAX;
+
+/// The `grpc-status` of `headers`, as Envoy's `Grpc::Common::getGrpcStatus` reads it:
+/// none without the header, [`GRPC_INVALID`] for a value that is not a known code.
 pub(crate) fn grpc_status_of(headers: &http::HeaderMap) -> Option<u32> {
-    headers
-        .get(GRPC_STATUS)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse().ok())
+    let v = headers.get(GRPC_STATUS)?;
+    Some(
+        v.to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|&c| c <= 16)
+            .unwrap_or(GRPC_INVALID),
+    )
 }
 
 impl<F, B, E> Future for ResponseFuture<F>
@@ -303,5 +313,30 @@ where
                 Poll::Ready(Err(e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Envoy's `getGrpcStatus`: a number up to 16, else InvalidCode; no header, no status.
+    #[test]
+    fn grpc_status_as_envoy_reads_it() {
+        let of = |v: Option<&str>| {
+            let mut h = http::HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(GRPC_STATUS, v.parse().unwrap());
+            }
+            grpc_status_of(&h)
+        };
+        assert_eq!(of(None), None);
+        assert_eq!(of(Some("0")), Some(0));
+        assert_eq!(of(Some(" 14 ")), Some(14));
+        assert_eq!(of(Some("16")), Some(16));
+        assert_eq!(of(Some("17")), Some(GRPC_INVALID));
+        assert_eq!(of(Some("99")), Some(GRPC_INVALID));
+        assert_eq!(of(Some("abc")), Some(GRPC_INVALID));
+        assert_eq!(of(Some("-1")), Some(GRPC_INVALID));
     }
 }

@@ -818,6 +818,10 @@ impl RequestLabels {
         if self.protocol != RequestProtocol::Tcp {
             ("response_code", u32::from(self.response_code)).encode(encoder.encode_label())?;
             match self.grpc_status {
+                // (istio_stats writes Envoy's InvalidCode as the number it is)
+                Some(future::GRPC_INVALID) => {
+                    ("grpc_response_status", "-1").encode(encoder.encode_label())?
+                }
                 Some(code) => ("grpc_response_status", code).encode(encoder.encode_label())?,
                 None => ("grpc_response_status", "").encode(encoder.encode_label())?,
             }
