@@ -283,6 +283,56 @@ pub struct MeshOptions {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub proxy_headers: crate::meshconfig::ProxyHeaders,
+    /// Which addresses of a DNS answer become endpoints of `resolution: DNS` and
+    /// `DNS_ROUND_ROBIN` services (Envoy's `dns_lookup_family`): istiod asks for IPv4 only
+    /// from a proxy whose addresses are all IPv4, the common single-stack pod, so that is
+    /// the default; [`DnsLookupFamily::All`] for a dual-stack workload,
+    /// [`DnsLookupFamily::V6Only`] for an IPv6-only one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::{DnsLookupFamily, MeshOptions};
+    ///
+    /// assert_eq!(MeshOptions::default().dns_lookup_family, DnsLookupFamily::V4Only);
+    /// assert!(DnsLookupFamily::V4Only.admits("127.0.0.1".parse().unwrap()));
+    /// assert!(!DnsLookupFamily::V4Only.admits("::1".parse().unwrap()));
+    /// ```
+    pub dns_lookup_family: DnsLookupFamily,
+}
+
+/// The address families a DNS answer is taken in (Envoy's `DnsLookupFamily`, as istiod
+/// sets it from the proxy's own addresses in `buildCluster`).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::DnsLookupFamily;
+///
+/// let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+/// assert!(DnsLookupFamily::All.admits(v6) && DnsLookupFamily::V6Only.admits(v6));
+/// assert!(!DnsLookupFamily::V4Only.admits(v6));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DnsLookupFamily {
+    /// IPv4 addresses only (`V4_ONLY`: an IPv4 single-stack workload).
+    #[default]
+    V4Only,
+    /// IPv6 addresses only (`V6_ONLY`: an IPv6 single-stack workload).
+    V6Only,
+    /// Both (`ALL`: a dual-stack workload).
+    All,
+}
+
+impl DnsLookupFamily {
+    /// Whether an answer's address `ip` is taken.
+    pub fn admits(self, ip: std::net::IpAddr) -> bool {
+        match self {
+            DnsLookupFamily::V4Only => ip.is_ipv4(),
+            DnsLookupFamily::V6Only => ip.is_ipv6(),
+            DnsLookupFamily::All => true,
+        }
+    }
 }
 
 impl Default for MeshOptions {
@@ -313,6 +363,7 @@ impl Default for MeshOptions {
             mesh_mtls_tls13_only: false,
             h2_upgrade: false,
             proxy_headers: crate::meshconfig::ProxyHeaders::default(),
+            dns_lookup_family: DnsLookupFamily::V4Only,
         }
     }
 }

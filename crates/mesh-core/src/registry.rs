@@ -1502,8 +1502,11 @@ impl Registry {
                         eps.push(Arc::new(named()));
                         continue;
                     };
+                    // the answer's addresses of the lookup family (Envoy's
+                    // `dns_lookup_family`), the first only for DNS_ROUND_ROBIN
+                    let family = opts.dns_lookup_family;
                     let take = if rr { 1 } else { ips.len() };
-                    for ip in ips.iter().take(take) {
+                    for ip in ips.iter().filter(|ip| family.admits(**ip)).take(take) {
                         let mut e = named();
                         e.address = EndpointAddress::Ip(*ip);
                         eps.push(Arc::new(e));
@@ -1535,7 +1538,6 @@ impl Registry {
             services.entry(&svc.hostname).push(svc);
         }
         services.finish();
-        let _ = opts;
         let mut by_account: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, w) in workloads.iter().enumerate() {
             by_account

@@ -134,3 +134,33 @@ spec:
     std::thread::sleep(std::time::Duration::from_millis(50));
     assert_eq!(m.snapshot().generation(), generation + 1);
 }
+
+/// istiod asks Envoy for IPv4 answers only on an IPv4 single-stack workload
+/// (`dns_lookup_family: V4_ONLY`), so an AAAA answer (`localhost` as `::1`) is no
+/// endpoint; a dual-stack workload takes both.
+#[test]
+fn ipv6_answers_are_endpoints_only_for_a_dual_stack_workload() {
+    let m = mesh();
+    let dns = Table::default();
+    dns.set("api.example.com", &["::1", "127.0.0.1"]);
+    dns.set("db.example.com", &["::1"]);
+    m.refresh_dns(&dns);
+    assert_eq!(targets(&m, "api.example.com"), ["127.0.0.1:443"]);
+    assert!(targets(&m, "db.example.com").is_empty());
+
+    let opts = mesh_core::names::MeshOptions {
+        dns_lookup_family: mesh_core::names::DnsLookupFamily::All,
+        ..Default::default()
+    };
+    let dual = Mesh::new(opts);
+    dual.reload_loaded(mesh_core::load::load_str(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: ext}\nspec:\n  hosts: [api.example.com, db.example.com]\n  ports: [{number: 443, name: https, protocol: HTTPS}]\n  resolution: DNS\n",
+        "se.yaml",
+    ))
+    .unwrap();
+    dual.refresh_dns(&dns);
+    assert_eq!(
+        targets(&dual, "api.example.com"),
+        ["[::1]:443", "127.0.0.1:443"]
+    );
+}
