@@ -78,6 +78,22 @@ use node::{parse_documents, Node, NodeKind};
 /// Istio kinds that exist but that inmesh does not model, with the API group and versions
 /// their CRDs serve: skipped with a warning; under another group/version, an error like
 /// kubectl's "no matches for kind".
+/// The Kubernetes Gateway API's group: its kinds (Gateway, HTTPRoute, ...) are not read.
+const GATEWAY_API_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The warning for a Kubernetes Gateway API object: said, not silently skipped.
+fn gateway_api_skipped(kind: &str, file: &Arc<str>, at: Location, path: &str) -> Diagnostic {
+    Diagnostic::new(
+        Severity::Warning,
+        codes::UNSUPPORTED_KIND,
+        format!("{kind} ({GATEWAY_API_GROUP}) is not supported by inmesh: skipped"),
+        file.clone(),
+        at,
+        path.to_owned(),
+    )
+    .with_help("the Kubernetes Gateway API is not read; describe the same traffic with Istio's Gateway and VirtualService")
+}
+
 const OTHER_ISTIO_KINDS: &[(&str, &str, &[&str])] = &[
     ("EnvoyFilter", "networking.istio.io", &["v1alpha3"]),
     (
@@ -891,6 +907,14 @@ impl Loader {
                     // too; the error above makes the load fail.
                 } else {
                     // Another API's kind of the same name (e.g. gateway.networking.k8s.io Gateway).
+                    if group == GATEWAY_API_GROUP {
+                        out.diagnostics.push(gateway_api_skipped(
+                            kind.as_str(),
+                            file,
+                            kind_loc,
+                            &join(prefix, "kind"),
+                        ));
+                    }
                     return;
                 }
                 self.parse_istio(kind, api_version, node, file, doc, out, prefix);
@@ -913,6 +937,14 @@ impl Loader {
                         || is_near_istio_group(group, crate::model::NETWORKING_GROUP)
                         || is_near_istio_group(group, crate::model::SECURITY_GROUP));
                 if !istio_group {
+                    if group == GATEWAY_API_GROUP {
+                        out.diagnostics.push(gateway_api_skipped(
+                            &kind_str,
+                            file,
+                            kind_loc,
+                            &join(prefix, "kind"),
+                        ));
+                    }
                     return;
                 }
                 let unknown_kind = |help: String| {

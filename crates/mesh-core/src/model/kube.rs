@@ -47,6 +47,9 @@ pub struct KubeService {
     /// clients prefer endpoints (see
     /// [`TrafficDistribution`](crate::registry::TrafficDistribution)).
     pub traffic_distribution: Option<String>,
+    /// `internalTrafficPolicy` (`Cluster`, `Local`): not applied (`meshctl validate` warns
+    /// about `Local`).
+    pub internal_traffic_policy: Option<String>,
 }
 
 /// A port of a Kubernetes `Service`.

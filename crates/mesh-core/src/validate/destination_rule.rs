@@ -238,6 +238,15 @@ fn validate_outlier_detection(cx: &mut Ctx<'_>, p: &str, od: &OutlierDetection) 
             );
         }
     }
+    if !od.outlier_detection_http_error_codes.is_empty() {
+        cx.with_code(
+            crate::diag::Severity::Warning,
+            crate::diag::codes::NOT_APPLIED,
+            &format!("{p}.outlierDetectionHttpErrorCodes"),
+            "outlierDetectionHttpErrorCodes is not applied by inmesh: consecutive5xxErrors \
+             and consecutiveGatewayErrors count the 5xx answers as Envoy does by default",
+        );
+    }
 }
 
 /// `validateConnectionPool`.
@@ -407,6 +416,16 @@ fn is_prime(n: u64) -> bool {
 fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, has_outlier: bool) {
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         cx.error(p, "only one of simple or consistentHash may be set");
+    }
+    if lb.simple == Some(crate::model::SimpleLb::Passthrough) {
+        cx.with_code(
+            crate::diag::Severity::Warning,
+            crate::diag::codes::NOT_APPLIED,
+            &format!("{p}.simple"),
+            "simple: PASSTHROUGH is not applied by inmesh: the client has no original \
+             destination to forward to, so it balances the service's endpoints as \
+             LEAST_REQUEST",
+        );
     }
     if let Some(ch) = &lb.consistent_hash {
         let cp = format!("{p}.consistentHash");

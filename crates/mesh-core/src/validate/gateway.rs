@@ -160,6 +160,26 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
     if let Some(tls) = &s.tls {
         validate_server_tls(cx, &format!("{p}.tls"), tls);
     }
+    // valid Istio the gateway does not serve as Envoy would: said, not found at startup
+    let not_served = match port.protocol.to_ascii_uppercase().as_str() {
+        "UDP" => Some("a gateway built from it refuses UDP servers at startup"),
+        "GRPC-WEB" => Some(
+            "the gateway serves it as HTTP without Envoy's gRPC-Web filter: requests are \
+             not translated to gRPC, nor the trailers into the body",
+        ),
+        _ => None,
+    };
+    if let Some(what) = not_served {
+        cx.with_code(
+            crate::diag::Severity::Warning,
+            crate::diag::codes::NOT_APPLIED,
+            &format!("{pp}.protocol"),
+            format!(
+                "protocol {} is not applied by inmesh: {what}",
+                port.protocol
+            ),
+        );
+    }
     if port_ok {
         let tls_port = is_tls_protocol(&port.protocol);
         match &s.tls {

@@ -1,0 +1,109 @@
+//! Valid config inmesh does not apply as Istio would is said (IM0013, IM0007), not
+//! silently dropped: the README's "not yet" column, checked.
+
+use mesh_core::diag::Severity;
+
+/// (code, path, line) of the warnings of `yaml`.
+fn warnings(yaml: &str) -> Vec<(String, String, usize)> {
+    let loaded = mesh_core::load::load_str(yaml, "w.yaml");
+    let mut out: Vec<_> = loaded
+        .diagnostics
+        .iter()
+        .cloned()
+        .chain(mesh_core::check(&loaded))
+        .filter(|d| d.severity == Severity::Warning)
+        .map(|d| (d.code.to_string(), d.path.clone(), d.line as usize))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+#[test]
+fn destination_rule_fields_not_applied_are_warned() {
+    let w = warnings(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: r
+  trafficPolicy:
+    loadBalancer: {simple: PASSTHROUGH}
+    outlierDetection:
+      consecutive5xxErrors: 5
+      outlierDetectionHttpErrorCodes: [429]
+",
+    );
+    assert!(
+        w.contains(&(
+            "IM0013".into(),
+            "spec.trafficPolicy.loadBalancer.simple".into(),
+            7
+        )),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|(c, p, _)| c == "IM0013"
+            && p == "spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn gateway_protocols_not_served_are_warned() {
+    let w = warnings(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 53, name: dns, protocol: UDP}
+    hosts: ['*']
+  - port: {number: 8080, name: grpc-web, protocol: GRPC-WEB}
+    hosts: ['*']
+",
+    );
+    for i in [0, 1] {
+        assert!(
+            w.iter()
+                .any(|(c, p, _)| c == "IM0013" && *p == format!("spec.servers[{i}].port.protocol")),
+            "{w:?}"
+        );
+    }
+}
+
+#[test]
+fn kubernetes_fields_and_gateway_api_kinds_not_read_are_warned() {
+    let w = warnings(
+        "apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: default}
+spec:
+  selector: {app: s}
+  internalTrafficPolicy: Local
+  ports: [{name: http, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTTP}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: default}
+spec: {parentRefs: [{name: gw}]}
+",
+    );
+    assert!(
+        w.iter()
+            .any(|(c, p, _)| c == "IM0013" && p == "spec.internalTrafficPolicy"),
+        "{w:?}"
+    );
+    let kinds: Vec<usize> = w
+        .iter()
+        .filter(|(c, p, _)| c == "IM0007" && p == "kind")
+        .map(|(_, _, l)| *l)
+        .collect();
+    assert_eq!(kinds, [10, 15], "{w:?}");
+}
