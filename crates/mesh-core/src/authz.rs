@@ -1837,8 +1837,52 @@ pub struct AuthzDecision {
     pub reason: AuthzReason,
     /// An AUDIT policy matched (log this request).
     pub audit: Option<Arc<str>>,
-    /// A dry-run policy would have decided otherwise: its name.
+    /// A dry-run policy would have decided otherwise: the policy of the shadow result that
+    /// differs from the decision (see `shadow_deny` and `shadow_allow`), when one matched.
     pub dry_run: Option<Arc<str>>,
+    /// The dry-run DENY policies' result, as the shadow engine of Envoy's DENY RBAC filter
+    /// computes it (`istio_dry_run_deny_shadow_engine_result` and `..._effective_policy_id`
+    /// in its dynamic metadata): present when the workload has dry-run DENY policies.
+    pub shadow_deny: Option<ShadowResult>,
+    /// The dry-run ALLOW policies' result, as the ALLOW RBAC filter's shadow engine
+    /// computes it (`istio_dry_run_allow_shadow_engine_result`): present when the workload
+    /// has dry-run ALLOW policies and the request reached that filter (no enforced CUSTOM
+    /// or DENY policy refused it). The enforced and the dry-run policies are separate
+    /// engines, as istiod builds them (`rules` and `shadow_rules`).
+    pub shadow_allow: Option<ShadowResult>,
+}
+
+/// A shadow (dry-run) engine's result for a request.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::authz::{AuthzRequest, HttpAuthzAttrs};
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+/// apiVersion: security.istio.io/v1
+/// kind: AuthorizationPolicy
+/// metadata: {name: allow-ip, namespace: foo, annotations: {"istio.io/dry-run": "true"}}
+/// spec: {action: ALLOW, rules: [{to: [{operation: {paths: [/ip]}}]}]}
+/// "#).unwrap().snapshot();
+/// let authz = snap.authz_for_workload("foo", &Labels::new());
+/// let headers = http::HeaderMap::new();
+/// let attrs = HttpAuthzAttrs { method: "GET", path: "/headers", host: "httpbin", headers: &headers };
+/// let d = authz.evaluate(&AuthzRequest::http(8000, attrs));
+/// assert!(d.allowed); // enforced: no ALLOW policy
+/// let shadow = d.shadow_allow.unwrap();
+/// assert!(!shadow.allowed); // the dry-run ALLOW policy matches nothing: "denied"
+/// assert_eq!(shadow.policy, None); // with no effective policy
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowResult {
+    /// The shadow engine's result (`allowed` / `denied`).
+    pub allowed: bool,
+    /// The matching dry-run policy, `ns/name` (its effective policy id), if one matched.
+    pub policy: Option<Arc<str>>,
+    /// Index of the matching rule in that policy.
+    pub rule: Option<usize>,
 }
 
 /// The policies that apply to one workload, grouped by action (compiled once per workload;
@@ -2187,38 +2231,37 @@ impl WorkloadAuthz {
             d.audit = Some(p.name.clone());
         }
         if !self.dry_run.is_empty() {
-            let shadow = WorkloadAuthz {
-                broken: None,
-                custom: Vec::new(),
-                deny: self
-                    .deny
+            // each RBAC filter's shadow engine holds that action's dry-run policies only
+            let shadow = |action: AuthorizationAction, matched_allows: bool| {
+                let mut any = false;
+                let m = self
+                    .dry_run
                     .iter()
-                    .chain(
-                        self.dry_run
-                            .iter()
-                            .filter(|p| p.action == AuthorizationAction::Deny),
-                    )
-                    .cloned()
-                    .collect(),
-                allow: self
-                    .allow
-                    .iter()
-                    .chain(
-                        self.dry_run
-                            .iter()
-                            .filter(|p| p.action == AuthorizationAction::Allow),
-                    )
-                    .cloned()
-                    .collect(),
-                audit: Vec::new(),
-                dry_run: Vec::new(),
+                    .filter(|p| p.action == action)
+                    .inspect(|_| any = true)
+                    .find_map(|p| p.first_match(req).map(|i| (p.name.clone(), i)));
+                any.then(|| ShadowResult {
+                    allowed: m.is_some() == matched_allows,
+                    rule: m.as_ref().map(|(_, i)| *i),
+                    policy: m.map(|(p, _)| p),
+                })
             };
-            let s = shadow.enforce(req, custom);
-            if s.allowed != d.allowed {
-                d.dry_run = s
-                    .policy
-                    .or_else(|| self.dry_run.first().map(|p| p.name.clone()));
+            d.shadow_deny = shadow(AuthorizationAction::Deny, false);
+            // the ALLOW filter runs after the enforced CUSTOM and DENY ones let it on
+            let reached_allow = !matches!(
+                d.reason,
+                AuthzReason::CustomDenied
+                    | AuthzReason::DeniedByPolicy
+                    | AuthzReason::Uncompilable(_)
+            );
+            if reached_allow {
+                d.shadow_allow = shadow(AuthorizationAction::Allow, true);
             }
+            d.dry_run = [&d.shadow_deny, &d.shadow_allow]
+                .into_iter()
+                .flatten()
+                .find(|s| s.allowed != d.allowed)
+                .and_then(|s| s.policy.clone());
         }
         d
     }
@@ -2235,6 +2278,8 @@ impl WorkloadAuthz {
             reason,
             audit: None,
             dry_run: None,
+            shadow_deny: None,
+            shadow_allow: None,
         };
         if let Some(p) = &self.broken {
             let e = p.error().unwrap_or("").into();

@@ -299,8 +299,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .map_or(true, |m| !mesh_core::authz::http1_method_known(&m));
     let bad_method = !args.tcp && !strict_plaintext && (lower || unknown);
     let bad_path = !args.tcp && !bad_method && path.is_err() && !strict_plaintext;
-    // a dry-run policy (`istio.io/dry-run`) that would have decided otherwise: only logged
+    // a dry-run policy (`istio.io/dry-run`) that would have decided otherwise: only logged;
+    // and the shadow engines' results (DENY, ALLOW), as Envoy logs them
     let mut dry_run: Option<String> = None;
+    let mut shadows: Vec<(&str, mesh_core::authz::ShadowResult)> = Vec::new();
     let (allowed, policy, rule, reason, audit) = if bad_method {
         (
             false,
@@ -479,6 +481,8 @@ pub(crate) fn run(args: Args) -> ExitCode {
             );
         }
         dry_run = d.dry_run.as_deref().map(str::to_owned);
+        shadows.extend(d.shadow_deny.clone().map(|s| ("deny", s)));
+        shadows.extend(d.shadow_allow.clone().map(|s| ("allow", s)));
         (
             d.allowed,
             d.policy.as_deref().map(str::to_owned),
@@ -499,6 +503,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "reason": reason,
         "audit": audit,
         "dry_run": dry_run,
+        // Envoy's `istio_dry_run_{deny,allow}_shadow_engine_result` and effective policy
+        "dry_run_results": shadows.iter().map(|(engine, s)| json!({
+            "engine": engine,
+            "result": if s.allowed { "allowed" } else { "denied" },
+            "policy": s.policy.as_deref(),
+            "rule": s.rule,
+        })).collect::<Vec<_>>(),
         "mtls_mode": mode,
         "peer_authentication": mtls.policy.as_deref(),
         "policies": applicable,
@@ -553,10 +564,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
                     args.port
                 );
             }
-            if let Some(p) = &dry_run {
+            for (engine, s) in &shadows {
+                let by = match (&s.policy, s.rule) {
+                    (Some(p), Some(r)) => format!(" by {p} rule {r}"),
+                    (Some(p), None) => format!(" by {p}"),
+                    (None, _) => " (no dry-run policy matched)".to_owned(),
+                };
                 println!(
-                    "dry run: policy {p} (istio.io/dry-run) would {} this request; it is only logged, not enforced",
-                    if allowed { "deny" } else { "allow" }
+                    "dry run ({} policies with istio.io/dry-run): {}{by}{}; only logged (istio_dry_run_{engine}_shadow_engine_result), not enforced",
+                    engine.to_ascii_uppercase(),
+                    if s.allowed { "allowed" } else { "denied" },
+                    if s.allowed != allowed { ", unlike the decision" } else { "" },
                 );
             }
             if let Some(p) = custom["provider"].as_str() {

@@ -602,17 +602,93 @@ fn a_dry_run_policy_that_would_decide_otherwise_is_named() {
     let mut a = base.to_vec();
     a.extend_from_slice(&["--path", "/x"]);
     let v = decide(&a);
-    // enforced: nothing applies, allowed; the dry-run ALLOW policy would deny it
+    // enforced: nothing applies, allowed; the ALLOW filter's shadow engine (the dry-run
+    // ALLOW policy alone) matches nothing: "denied", with no effective policy
     assert_eq!(v["decision"], "ALLOW");
-    assert_eq!(v["dry_run"], "foo/allow-dry");
+    assert_eq!(v["dry_run"], Value::Null);
+    assert_eq!(
+        v["dry_run_results"],
+        serde_json::json!([{"engine": "allow", "result": "denied", "policy": null, "rule": null}])
+    );
     let mut a = base.to_vec();
     a.extend_from_slice(&["--path", "/only"]);
-    assert_eq!(decide(&a)["dry_run"], Value::Null);
+    let v = decide(&a);
+    assert_eq!(v["dry_run"], Value::Null);
+    assert_eq!(v["dry_run_results"][0]["result"], "allowed");
+    assert_eq!(v["dry_run_results"][0]["policy"], "foo/allow-dry");
     let mut a = vec!["authz"];
     a.extend_from_slice(&base);
     a.extend_from_slice(&["--path", "/x"]);
     let text = String::from_utf8(meshctl(&a).stdout).unwrap();
-    assert!(text.contains("dry run: policy foo/allow-dry"), "{text}");
+    assert!(
+        text.contains("dry run (ALLOW policies with istio.io/dry-run): denied (no dry-run policy matched), unlike the decision"),
+        "{text}"
+    );
+}
+
+/// istiod's `dry-run-mix` golden (pilot/pkg/security/authz/builder/testdata/http): the
+/// enforced and the dry-run policies are separate engines (`rules`, `shadow_rules`), so a
+/// request the enforced ALLOW policy takes is "denied" by the shadow engine when no dry-run
+/// ALLOW policy matches it, and a dry-run DENY is reported even when the decision agrees.
+#[test]
+fn dry_run_policies_are_a_shadow_engine_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("mix.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin-1, namespace: foo, annotations: {istio.io/dry-run: \"true\"}}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules: [{to: [{operation: {paths: [/allow]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: httpbin-2, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules: [{to: [{operation: {paths: [/another]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-headers, namespace: foo, annotations: {istio.io/dry-run: \"true\"}}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/headers]}}]}]
+",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let at = |path: &str| {
+        decide(&[
+            "--config",
+            f,
+            "--namespace",
+            "foo",
+            "--labels",
+            "app=httpbin",
+            "--path",
+            path,
+        ])
+    };
+    let v = at("/another");
+    assert_eq!(v["decision"], "ALLOW");
+    assert_eq!(
+        v["dry_run_results"],
+        serde_json::json!([
+            {"engine": "deny", "result": "allowed", "policy": null, "rule": null},
+            {"engine": "allow", "result": "denied", "policy": null, "rule": null},
+        ])
+    );
+    // enforced: no ALLOW matches /headers (DENY); the shadow DENY engine denies it too,
+    // by deny-headers; the ALLOW filter is reached (the enforced DENY filter let it on)
+    let v = at("/headers");
+    assert_eq!(v["decision"], "DENY");
+    assert_eq!(v["dry_run_results"][0]["result"], "denied");
+    assert_eq!(v["dry_run_results"][0]["policy"], "foo/deny-headers");
+    assert_eq!(v["dry_run_results"][1]["engine"], "allow");
 }
 
 #[test]

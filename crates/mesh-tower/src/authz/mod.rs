@@ -975,6 +975,8 @@ impl AuthorizationLayer {
                     reason: AuthzReason::CustomDenied,
                     audit: None,
                     dry_run: None,
+                    shadow_deny: None,
+                    shadow_allow: None,
                 }),
             }
         });
@@ -1036,6 +1038,8 @@ fn custom_denied(policy: Arc<str>, rule: usize) -> AuthzDecision {
         reason: AuthzReason::CustomDenied,
         audit: None,
         dry_run: None,
+        shadow_deny: None,
+        shadow_allow: None,
     }
 }
 
@@ -1455,10 +1459,20 @@ fn log_decision<B>(req: &Request<B>, d: &AuthzDecision) {
         tracing::info!(target: TARGET, audit_policy = %audit, allowed = d.allowed, principal,
             method = %req.method(), path = req.uri().path(), "AUDIT policy matched");
     }
-    if let Some(dry) = &d.dry_run {
-        tracing::info!(target: TARGET, dry_run_policy = %dry, allowed = d.allowed, principal,
-            method = %req.method(), path = req.uri().path(),
-            "dry-run policy would have decided otherwise");
+    // the shadow engines' results (Envoy's `istio_dry_run_*_shadow_*` metadata): said
+    // when they differ from the decision
+    for (engine, shadow) in [("deny", &d.shadow_deny), ("allow", &d.shadow_allow)] {
+        let Some(s) = shadow else { continue };
+        let result = if s.allowed { "allowed" } else { "denied" };
+        let policy = s.policy.as_deref().unwrap_or("-");
+        if s.allowed != d.allowed {
+            tracing::info!(target: TARGET, shadow_engine = engine, shadow_result = result,
+                shadow_policy = policy, allowed = d.allowed, principal, method = %req.method(),
+                path = req.uri().path(), "dry-run policies would have decided otherwise");
+        } else {
+            tracing::debug!(target: TARGET, shadow_engine = engine, shadow_result = result,
+                shadow_policy = policy, allowed = d.allowed, principal, "dry-run policies");
+        }
     }
     if d.allowed {
         tracing::debug!(target: TARGET, policy = d.policy.as_deref().unwrap_or("-"),
