@@ -999,7 +999,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return run_l4(&args, "tcp", &format!("{host}:{port}"));
         }
     }
-    if let Some(refusal) = gateway_refusal(&snap, &args, port, sni.flatten()) {
+    if let Some(refusal) = gateway_refusal(&snap, &args, port, scheme == "https", sni.flatten()) {
         match args.output {
             Output::Json => println!(
                 "{}",
@@ -1547,13 +1547,15 @@ fn gateway_servers_at<'s>(
 }
 
 /// Why a gateway (`--gateway`) takes no request on `port` at all: `("refused", why)` when
-/// none of its Gateways has a server on the port, `("closed", why)` when the request is
-/// TLS (`sni`) and no TLS server on the port lists a host the SNI fits. `None` when it
-/// does, or when the Gateways are not among the loaded files.
+/// none of its Gateways has a server on the port, `("closed", why)` when the request's
+/// scheme is not the port's (plaintext to servers that all take TLS, TLS to plain HTTP
+/// servers), or it is TLS (`https`, `sni`) and no TLS server on the port lists a host the
+/// SNI fits. `None` when it does, or when the Gateways are not among the loaded files.
 fn gateway_refusal(
     snap: &Snapshot,
     args: &Args,
     port: u16,
+    https: bool,
     sni: Option<&str>,
 ) -> Option<(&'static str, String)> {
     let (servers, at_port) = gateway_servers_at(snap, args, port)?;
@@ -1572,12 +1574,30 @@ fn gateway_refusal(
             ),
         ));
     }
-    let sni = sni?;
     let tls = |p: &str| matches!(p.to_ascii_uppercase().as_str(), "HTTPS" | "TLS");
-    if !at_port.iter().any(|s| tls(&s.server.port.protocol)) {
-        // plain HTTP servers only: not a TLS port
+    if !https {
+        // every filter chain on the port expects a ClientHello: by the SNI of their
+        // `server_names` none takes a plaintext connection, and a `*` one's handshake fails
+        if at_port.iter().all(|s| tls(&s.server.port.protocol)) {
+            return Some((
+                "closed",
+                format!(
+                    "the gateway's servers on port {port} all take TLS: a plaintext request reaches none of their filter chains (no SNI), or fails the TLS handshake of a `*` one; the gateway closes the connection before any request"
+                ),
+            ));
+        }
         return None;
     }
+    if !at_port.iter().any(|s| tls(&s.server.port.protocol)) {
+        // plain HTTP servers only: the ClientHello reaches the HTTP codec
+        return Some((
+            "closed",
+            format!(
+                "port {port} of the gateway serves plain HTTP: the TLS ClientHello is no HTTP request, so Envoy's codec answers 400 (http1.codec_error) and closes the connection; the TLS handshake fails"
+            ),
+        ));
+    }
+    let sni = sni?;
     if gateway_chain(snap, args, port, Some(sni)).is_some_and(|c| c.is_some()) {
         return None;
     }

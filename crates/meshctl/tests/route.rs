@@ -1005,6 +1005,20 @@ spec:
     let v = json(&a);
     assert_eq!(v["protocol"], "tcp", "{v}");
     assert_eq!(v["virtual_service"], "istio-system/echo", "{v}");
+    // the scheme the port's servers do not speak: no request at all
+    let mut a = vec!["http://httpbin.example.com:443/status/418"];
+    a.extend_from_slice(&gw);
+    let v = json(&a);
+    assert_eq!(v["connection"], "closed", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("all take TLS"),
+        "{v}"
+    );
+    let mut a = vec!["https://httpbin.example.com:80/status/418"];
+    a.extend_from_slice(&gw);
+    let v = json(&a);
+    assert_eq!(v["connection"], "closed", "{v}");
+    assert!(v["reason"].as_str().unwrap().contains("codec_error"), "{v}");
     // a port no server listens on: refused
     let mut a = vec!["http://httpbin.example.com:8080/"];
     a.extend_from_slice(&gw);
