@@ -1036,3 +1036,76 @@ spec: {outboundTrafficPolicy: {mode: REGISTRY_ONLY}}
         "{err}"
     );
 }
+
+/// Weighted `tcp` destinations are one TCP proxy in istiod
+/// (`buildOutboundNetworkFiltersWithWeightedClusters`): its idle timeout comes from the
+/// first destination's DestinationRule, whichever destination a connection goes to.
+#[tokio::test]
+async fn weighted_tcp_destinations_take_the_first_ones_idle_timeout() {
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        ports.push(l.local_addr().unwrap().port());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let se = |name: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: foo}}
+spec:
+  hosts: [{name}.internal]
+  location: MESH_EXTERNAL
+  ports: [{{number: 5432, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {port}}}}}]
+---
+"
+        )
+    };
+    let yaml = format!(
+        "{}{}{}apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db-b, namespace: foo}}
+spec:
+  host: db-b.internal
+  trafficPolicy: {{connectionPool: {{tcp: {{idleTimeout: 300ms}}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: foo}}
+spec:
+  hosts: [db.internal]
+  tcp:
+  - route:
+    - {{destination: {{host: db-b.internal}}, weight: 50}}
+    - {{destination: {{host: db-a.internal}}, weight: 50}}
+",
+        se("db", ports[0]),
+        se("db-a", ports[0]),
+        se("db-b", ports[1])
+    );
+    let mesh = Mesh::from_yaml(&yaml).unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("app", "foo", "app")).build();
+    for _ in 0..6 {
+        let mut conn = client.connect("db.internal:5432").await.unwrap();
+        conn.write_all(b"hello").await.unwrap();
+        let mut buf = [0u8; 8];
+        let err = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("every connection has db-b's idle timeout")
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    }
+}

@@ -1686,7 +1686,11 @@ async fn l4_connect_to(
         .pick(rand::random())
         .ok_or_else(|| io::Error::other("route without destinations"))?;
     let to = (sni.unwrap_or(""), conn.port());
-    connect_upstream(inner, snap, conn, dest, to, sni, false).await
+    // weighted destinations: one TCP proxy, its timers from the first one's rule
+    let first = (d.destinations.len() > 1)
+        .then(|| d.destinations.first().map(|w| &*w.host))
+        .flatten();
+    connect_upstream(inner, snap, conn, dest, to, (sni, first), false).await
 }
 
 /// Connects a downstream connection's upstream side to `dest` through the gateway's mesh
@@ -1698,7 +1702,7 @@ async fn connect_upstream(
     conn: &ConnectionInfo,
     dest: &WeightedDestination,
     (host, port): (&str, u16),
-    sni: Option<&str>,
+    (sni, first_host): (Option<&str>, Option<&str>),
     raw: bool,
 ) -> io::Result<crate::tcp::MeshTcpStream> {
     let target = format!("{host}:{port}");
@@ -1711,6 +1715,7 @@ async fn connect_upstream(
         log_downstream: Some((conn.addrs(), sni)),
         raw,
         passthrough_chain: false,
+        first_host,
     };
     inner
         .client
@@ -1755,7 +1760,16 @@ async fn sni_dnat_connect(
         weight: 100,
         headers: None,
     };
-    connect_upstream(inner, snap, conn, &dest, (host, port), Some(sni), true).await
+    connect_upstream(
+        inner,
+        snap,
+        conn,
+        &dest,
+        (host, port),
+        (Some(sni), None),
+        true,
+    )
+    .await
 }
 
 /// Splices the two sides until both have closed (a half-close is passed on).

@@ -295,17 +295,24 @@ impl DestState {
     /// `GetTrafficPolicy().GetConnectionPool().GetTcp()`, subsets and port-level settings
     /// aside.
     pub(crate) fn tcp_timeouts(&self) -> (Option<Duration>, Option<Duration>) {
-        let tcp = self.top_tcp.as_ref();
-        let idle = match tcp.and_then(|t| t.idle_timeout) {
-            None => Some(crate::tcp::DEFAULT_IDLE_TIMEOUT),
-            Some(d) => Some(d.as_std()).filter(|d| !d.is_zero()),
-        };
-        let max = tcp
-            .and_then(|t| t.max_connection_duration)
-            .map(|d| d.as_std())
-            .filter(|d| !d.is_zero());
-        (idle, max)
+        tcp_timeouts_of(self.top_tcp.as_ref())
     }
+}
+
+/// A TCP proxy's idle timeout and maximum duration from a DestinationRule's top-level
+/// `connectionPool.tcp` (see [`DestState::tcp_timeouts`]).
+pub(crate) fn tcp_timeouts_of(
+    tcp: Option<&mesh_core::model::TcpSettings>,
+) -> (Option<Duration>, Option<Duration>) {
+    let idle = match tcp.and_then(|t| t.idle_timeout) {
+        None => Some(crate::tcp::DEFAULT_IDLE_TIMEOUT),
+        Some(d) => Some(d.as_std()).filter(|d| !d.is_zero()),
+    };
+    let max = tcp
+        .and_then(|t| t.max_connection_duration)
+        .map(|d| d.as_std())
+        .filter(|d| !d.is_zero());
+    (idle, max)
 }
 
 /// A destination: its current state, replaced when endpoints or policy change.
@@ -551,8 +558,14 @@ fn dr_tls_mode_for_port(
 
 /// The top-level `connectionPool.tcp` of the DestinationRule in `p`.
 fn top_tcp<'a>(p: &EffectivePolicy<'a>) -> Option<&'a mesh_core::model::TcpSettings> {
-    p.destination_rule?
-        .traffic_policy
+    dr_top_tcp(p.destination_rule?)
+}
+
+/// A DestinationRule's top-level `connectionPool.tcp`.
+pub(crate) fn dr_top_tcp(
+    dr: &mesh_core::policy::MergedDestinationRule,
+) -> Option<&mesh_core::model::TcpSettings> {
+    dr.traffic_policy
         .as_ref()?
         .connection_pool
         .as_deref()?

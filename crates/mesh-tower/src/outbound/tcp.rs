@@ -213,6 +213,9 @@ impl MeshClient {
             log_downstream: None,
             raw: false,
             passthrough_chain: decision.passthrough,
+            first_host: (decision.destinations.len() > 1)
+                .then(|| decision.destinations.first().map(|d| &*d.host))
+                .flatten(),
         };
         self.connect_routed(&snap, wd, to).await
     }
@@ -236,6 +239,7 @@ impl MeshClient {
             log_downstream,
             raw,
             passthrough_chain,
+            first_host,
         } = to;
         let ip: Option<IpAddr> = host.parse().ok();
         // the access-log entry (Envoy's TCP proxy logs every downstream connection, a
@@ -534,7 +538,13 @@ impl MeshClient {
         // a gateway's entry counts from its downstream's side: what the client sent is
         // what this stream writes upstream
         let side = Side::Outbound;
-        let (idle, max_duration) = dest.tcp_timeouts();
+        let (idle, max_duration) = match first_host {
+            Some(h) => super::dest::tcp_timeouts_of(
+                snap.destination_rule(h, ns)
+                    .and_then(super::dest::dr_top_tcp),
+            ),
+            None => dest.tcp_timeouts(),
+        };
         Ok(MeshTcpStream::new(io, side, Some(series))
             .with_peer(peer_id)
             .with_guard(guard)
@@ -587,6 +597,10 @@ pub(crate) struct Routed<'a> {
     /// No chain of a service took it: the listener's passthrough chain (see
     /// [`L4Decision::passthrough`](mesh_core::route::L4Decision::passthrough)).
     pub(crate) passthrough_chain: bool,
+    /// The host of the route's first destination, when it has several: istiod builds one
+    /// TCP proxy for weighted destinations (`buildOutboundNetworkFiltersWithWeightedClusters`),
+    /// its idle timeout and maximum duration from that host's DestinationRule alone.
+    pub(crate) first_host: Option<&'a str>,
 }
 
 /// The metrics' view of endpoint `index` on a connection whose server presented
