@@ -250,6 +250,10 @@ pub struct Endpoint {
     pub network: Option<Box<str>>,
     /// Where it came from: `workload/<name>`, `WorkloadEntry/<ns>/<name>`, `ServiceEntry/...`.
     pub origin: Box<str>,
+    /// It serves only the service ports `ports` names: an endpoint a ServiceEntry adds to
+    /// the Kubernetes Service of the same host, for the ports of the same name (istiod's
+    /// EDS merges the registries' endpoints by port name).
+    pub only_named_ports: bool,
 }
 
 impl Endpoint {
@@ -686,6 +690,13 @@ impl Service {
         self.endpoints.iter().filter_map(move |e| {
             if let Some(sel) = subset
                 && !labels_match(sel, &e.labels)
+            {
+                return None;
+            }
+            if e.only_named_ports
+                && !self
+                    .port(port)
+                    .is_some_and(|sp| e.ports.contains_key(&*sp.name))
             {
                 return None;
             }
@@ -1205,6 +1216,7 @@ fn endpoint_from_entry(
         service_account: we.service_account.as_deref().map(Into::into),
         network: we.network.as_deref().map(Into::into),
         origin: origin.into(),
+        only_named_ports: false,
     }
 }
 
@@ -1434,6 +1446,7 @@ impl Registry {
         let mut by_vip = Vec::new();
         let mut by_exact_vip: HashMap<IpAddr, Vec<Arc<Service>>> = HashMap::new();
         let mut any_address = Vec::new();
+        let mut built: Vec<Service> = Vec::with_capacity(defs.defs.len());
         for d in &defs.defs {
             let mut svc = d.service.clone();
             if let Some(sel) = &d.selector {
@@ -1450,6 +1463,7 @@ impl Registry {
                             service_account: Some(w.service_account.as_str().into()),
                             network: None,
                             origin: format!("workload/{}/{}", w.namespace, w.name).into(),
+                            only_named_ports: false,
                         }));
                     }
                 }
@@ -1493,6 +1507,7 @@ impl Registry {
                             service_account: None,
                             network: None,
                             origin: format!("dns/{name}").into(),
+                            only_named_ports: false,
                         },
                     };
                     let Some(ips) = dns.get(&name) else {
@@ -1521,6 +1536,10 @@ impl Registry {
                 weight: 100,
                 headers: None,
             }]);
+            built.push(svc);
+        }
+        merge_service_entry_endpoints(&mut built);
+        for svc in built {
             let svc = Arc::new(svc);
             if svc.origin == ServiceOrigin::ServiceEntry
                 && svc.resolution == Resolution::None
@@ -2056,6 +2075,66 @@ impl Registry {
             .unwrap_or_default()
             .iter()
             .map(|&i| &self.workloads[i])
+    }
+}
+
+/// istiod's EDS for a Kubernetes Service also holds the endpoints a ServiceEntry of the
+/// same host in the same namespace has (the endpoint index is by host and namespace, every
+/// registry's; `EndpointBuilder` keeps those of the port's name): the Kubernetes Service
+/// keeps its host (see [`precedence`]), and serves those endpoints on its ports of the
+/// ServiceEntry ports' names, each at the port the ServiceEntry gives it there.
+fn merge_service_entry_endpoints(built: &mut [Service]) {
+    // the ServiceEntries' services by host and namespace (one pass; most meshes have few)
+    let mut entries: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (i, s) in built.iter().enumerate() {
+        if s.origin == ServiceOrigin::ServiceEntry && !s.endpoints.is_empty() {
+            entries
+                .entry((&s.hostname, &s.namespace))
+                .or_default()
+                .push(i);
+        }
+    }
+    if entries.is_empty() {
+        return;
+    }
+    let mut merges: Vec<(usize, Vec<Arc<Endpoint>>)> = Vec::new();
+    for (k, kube) in built.iter().enumerate() {
+        if kube.origin != ServiceOrigin::Kubernetes {
+            continue;
+        }
+        let Some(ses) = entries.get(&(&*kube.hostname, &*kube.namespace)) else {
+            continue;
+        };
+        let mut extra: Vec<Arc<Endpoint>> = Vec::new();
+        for se in ses.iter().map(|&i| &built[i]) {
+            for e in &se.endpoints {
+                if matches!(e.address, EndpointAddress::Hostname(_)) {
+                    continue;
+                }
+                // the Kubernetes ports of a name the ServiceEntry declares, at the port the
+                // ServiceEntry gives this endpoint for it
+                let ports: BTreeMap<String, u16> = kube
+                    .ports
+                    .iter()
+                    .filter_map(|kp| {
+                        let sp = se.ports.iter().find(|p| p.name == kp.name)?;
+                        Some((kp.name.to_string(), se.endpoint_port(e, sp.number)))
+                    })
+                    .collect();
+                if ports.is_empty() {
+                    continue;
+                }
+                extra.push(Arc::new(Endpoint {
+                    ports,
+                    only_named_ports: true,
+                    ..Endpoint::clone(e)
+                }));
+            }
+        }
+        merges.push((k, extra));
+    }
+    for (k, extra) in merges {
+        built[k].endpoints.extend(extra);
     }
 }
 

@@ -807,3 +807,61 @@ async fn max_requests_counts_attached_requests_a_waiting_one_is_pending() {
     }
     assert_eq!(conns.load(Ordering::SeqCst), 1);
 }
+
+// --- a ServiceEntry for a Kubernetes Service's host adds its endpoints -------------------
+
+#[tokio::test]
+async fn a_service_entry_of_a_kubernetes_services_host_adds_its_endpoints() {
+    let (pod, _) = plain("reviews-pod", 200, Duration::ZERO).await;
+    let (vm, _) = plain("reviews-vm", 200, Duration::ZERO).await;
+    // istiod's EDS for the Kubernetes Service holds the ServiceEntry's endpoints of the
+    // same host and namespace, on the ports of the same name (`admin` is the Service's
+    // alone)
+    let mesh = mesh(&format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: default}}
+spec:
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080}}, {{name: admin, port: 9901}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: reviews-vm, namespace: default}}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+",
+        vm.port()
+    ));
+    mesh.register(
+        mesh_core::registry::Workload::new(
+            "reviews-v1",
+            "default",
+            "reviews",
+            [("app", "reviews")],
+            pod.ip(),
+        )
+        .with_port("http", pod.port())
+        .with_port("admin", pod.port()),
+    );
+    let client = plaintext_client(&mesh);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (st, by, _, _) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        seen.insert(by);
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["reviews-pod", "reviews-vm"]
+    );
+    // the port the ServiceEntry does not declare: the pod alone
+    for _ in 0..10 {
+        let (_, by, _, _) = send_within(&client, "http://reviews:9901/").await;
+        assert_eq!(by, "reviews-pod");
+    }
+}
