@@ -1084,6 +1084,10 @@ impl ServiceDefs {
                         });
                     }
                 }
+                // istiod's `isHealthy`: with health checks on (the
+                // `proxy.istio.io/health-checks-enabled` annotation, Go's ParseBool), an
+                // entry is an endpoint only once its `Healthy` condition is `True`
+                Spec::WorkloadEntry(_) if !workload_entry_healthy(o) => {}
                 Spec::WorkloadEntry(we) if !we.address.is_empty() => {
                     out.workload_entries.push((
                         ns.clone(),
@@ -1173,6 +1177,16 @@ impl ServiceDefs {
         v.dedup();
         v
     }
+}
+
+/// Whether a WorkloadEntry is an endpoint (istiod's `isHealthy`).
+fn workload_entry_healthy(o: &ConfigObject) -> bool {
+    let checked = o
+        .metadata
+        .annotations
+        .get("proxy.istio.io/health-checks-enabled")
+        .is_some_and(|v| matches!(v.as_str(), "1" | "t" | "T" | "TRUE" | "true" | "True"));
+    !checked || o.healthy == Some(true)
 }
 
 /// An endpoint from a ServiceEntry's `endpoints` entry or a WorkloadEntry (`meta_labels`:

@@ -191,3 +191,62 @@ spec: {type: ExternalName, externalName: db.corp.example., ports: [{name: tcp, p
         .iter()
         .all(|e| matches!(&e.address, EndpointAddress::Hostname(h) if &**h == "db.corp.example")));
 }
+
+/// istiod's `isHealthy`: a WorkloadEntry whose health checks are on
+/// (`proxy.istio.io/health-checks-enabled`) is an endpoint only while its `Healthy`
+/// condition is `True` (a new one has none: not yet); others always are.
+#[test]
+fn workload_entries_with_health_checks_are_endpoints_only_when_healthy() {
+    let entry = |name: &str, addr: &str, extra: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata:
+  name: {name}
+  namespace: default
+  annotations: {{proxy.istio.io/health-checks-enabled: 'true'}}
+spec: {{address: {addr}, labels: {{app: vm}}}}
+{extra}---
+"
+        )
+    };
+    let yaml = format!(
+        "{}{}{}apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: unchecked, namespace: default}}
+spec: {{address: 10.0.0.4, labels: {{app: vm}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: vm, namespace: default}}
+spec:
+  hosts: [vm.example.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: vm}}}}
+",
+        entry("new", "10.0.0.1", ""),
+        entry(
+            "healthy",
+            "10.0.0.2",
+            "status: {conditions: [{type: Healthy, status: 'True'}]}\n"
+        ),
+        entry(
+            "unhealthy",
+            "10.0.0.3",
+            "status: {conditions: [{type: Healthy, status: 'False'}]}\n"
+        ),
+    );
+    let snap = mesh_core::mesh::Mesh::from_yaml(&yaml).unwrap().snapshot();
+    let svc = snap
+        .registry()
+        .service("vm.example.internal", "default")
+        .unwrap();
+    let mut addrs: Vec<String> = svc
+        .targets(80, None)
+        .map(|t| t.addr.unwrap().ip().to_string())
+        .collect();
+    addrs.sort();
+    assert_eq!(addrs, ["10.0.0.2", "10.0.0.4"]);
+}

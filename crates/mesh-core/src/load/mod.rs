@@ -1175,6 +1175,7 @@ impl Loader {
                 metadata,
                 spec,
                 source,
+                healthy: healthy_condition(&node),
             });
         }
     }
@@ -1258,10 +1259,27 @@ impl Loader {
                 metadata,
                 spec,
                 source,
+                healthy: None,
             }),
             Err(e) => out.diagnostics.push(ignored(format!("spec: {e}"))),
         }
     }
+}
+
+/// The `Healthy` condition of an object's `status` (istiod's, on a WorkloadEntry whose
+/// health checks are on): `Some(status == "True")` when the condition is there.
+fn healthy_condition(node: &Node<'_>) -> Option<bool> {
+    let NodeKind::Seq(conditions) = &node.get("status")?.get("conditions")?.kind else {
+        return None;
+    };
+    let text = |n: Option<&Node<'_>>| match n.map(|n| &n.kind) {
+        Some(NodeKind::Str(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    conditions
+        .iter()
+        .find(|c| text(c.get("type")).as_deref() == Some("Healthy"))
+        .map(|c| text(c.get("status")).as_deref() == Some("True"))
 }
 
 /// Deserializes leniently: absent or null is the default.

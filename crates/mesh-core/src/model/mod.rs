@@ -417,6 +417,9 @@ pub struct ConfigObject {
     pub spec: Spec,
     /// Where the object came from, with field positions.
     pub source: Source,
+    /// The `Healthy` condition of its `status`, when it has one (`status.conditions`, as
+    /// istiod writes it on a WorkloadEntry whose health checks are enabled).
+    pub healthy: Option<bool>,
 }
 
 impl ConfigObject {
