@@ -865,3 +865,33 @@ spec:
         assert_eq!(by, "reviews-pod");
     }
 }
+
+// --- maxConnectionDuration on HTTP connections ----------------------------------------
+
+#[tokio::test]
+async fn max_connection_duration_retires_http_connections() {
+    // Istio's `applyConnectionPool` gives HTTP clusters `max_connection_duration` too: a
+    // connection past it takes no new request and closes
+    let mesh = mesh(&with_dr(
+        "    connectionPool: {tcp: {maxConnectionDuration: 300ms}}\n",
+    ));
+    let (a, conns) = plain("reviews-v1", 200, Duration::ZERO).await;
+    register(
+        &mesh,
+        "reviews-v1",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        a,
+    );
+    let client = plaintext_client(&mesh);
+    for _ in 0..5 {
+        let (st, _, _, _) = send_within(&client, "http://reviews:9080/").await;
+        assert_eq!(st, 200);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    // 5 requests over about 600 ms: a new connection after each 300 ms
+    let n = conns.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&n), "{n} connections");
+}

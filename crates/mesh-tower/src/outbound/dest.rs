@@ -1231,7 +1231,13 @@ fn build(
                 .as_ref(),
             ),
         breaker.clone(),
-        idle,
+        // Istio's `applyConnectionPool`: `tcp.maxConnectionDuration` is the HTTP
+        // connections' `max_connection_duration` too
+        (
+            idle,
+            tcp.and_then(|t| t.max_connection_duration)
+                .map(|d| d.as_std()),
+        ),
         i.endpoints
             .iter()
             .map(|e| e.addr)

@@ -140,6 +140,9 @@ struct EndpointPool {
     h2_opening: AtomicBool,
     /// The destination's waiters (shared by its endpoints).
     waiters: Arc<Waiters>,
+    /// `connectionPool.tcp.maxConnectionDuration`: a connection older than this takes no
+    /// new request (Envoy's `max_connection_duration` drains it) and closes once idle.
+    max_age: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -155,6 +158,8 @@ struct Idle {
     tx: http1::SendRequest<MeshBody>,
     used: u32,
     since: Instant,
+    /// When the connection was opened (for `maxConnectionDuration`).
+    opened: Instant,
     peer: ConnPeer,
     /// Dialed by name: the address reached.
     remote: Option<SocketAddr>,
@@ -178,6 +183,8 @@ fn reached<B>(mut resp: Response<B>, remote: Option<SocketAddr>) -> Response<B> 
 #[derive(Clone)]
 struct H2 {
     tx: http2::SendRequest<MeshBody>,
+    /// When the connection was opened (for `maxConnectionDuration`).
+    opened: Instant,
     streams: Arc<Streams>,
     peer: ConnPeer,
     remote: Option<SocketAddr>,
@@ -235,6 +242,7 @@ impl EndpointPool {
             !c.tx.is_closed()
                 && (max_requests == 0 || c.streams.used.load(Ordering::Relaxed) < max_requests)
                 && !idle_timeout.is_some_and(|t| c.streams.idle_for(t))
+                && !self.too_old(c.opened)
         });
         if st.h2.is_empty() {
             return None;
@@ -257,18 +265,24 @@ impl EndpointPool {
             .retain(|c| !Arc::ptr_eq(&c.streams, streams));
     }
 
-    /// The most recently used idle HTTP/1.1 connection that is still fresh; stale ones are
-    /// closed (dropped).
     /// Returns a connection taken from the pool without a request to send over it.
     fn put_back(&self, conn: Idle) {
         lock(&self.state).idle.push(conn);
         self.waiters.wake();
     }
 
+    /// A connection opened at `opened` is past `maxConnectionDuration`: Envoy drains it
+    /// (no new stream; closed once its streams end).
+    fn too_old(&self, opened: Instant) -> bool {
+        self.max_age.is_some_and(|m| opened.elapsed() >= m)
+    }
+
+    /// The most recently used idle HTTP/1.1 connection that is still fresh; stale ones
+    /// (idle too long, or past `maxConnectionDuration`) are closed (dropped).
     fn pop_idle(&self, idle_timeout: Option<Duration>) -> Option<Idle> {
         let mut st = lock(&self.state);
         while let Some(c) = st.idle.pop() {
-            if c.tx.is_closed() {
+            if c.tx.is_closed() || self.too_old(c.opened) {
                 continue;
             }
             if let Some(t) = idle_timeout
@@ -288,7 +302,7 @@ impl Upstream {
     pub(crate) fn new(
         connector: MeshConnector,
         breaker: CircuitBreaker,
-        idle_timeout: Duration,
+        (idle_timeout, max_age): (Duration, Option<Duration>),
         endpoints: impl IntoIterator<Item = (SocketAddr, Arc<WorkloadInfo>)>,
     ) -> Self {
         let max_requests_per_connection = breaker.limits().max_requests_per_connection;
@@ -311,6 +325,7 @@ impl Upstream {
                         open: AtomicUsize::new(0),
                         h2_opening: AtomicBool::new(false),
                         waiters: Arc::clone(&waiters),
+                        max_age: max_age.filter(|d| !d.is_zero()),
                     })
                 })
                 .collect(),
@@ -523,6 +538,7 @@ impl Upstream {
             });
             let mut h2 = H2 {
                 tx,
+                opened: Instant::now(),
                 streams,
                 peer: peer.clone(),
                 remote,
@@ -562,10 +578,12 @@ impl Upstream {
         });
         drop(pending);
         drop(opening);
+        let now = Instant::now();
         let mut fresh = Idle {
             tx,
             used: 1,
-            since: Instant::now(),
+            since: now,
+            opened: now,
             peer: peer.clone(),
             remote,
         };
@@ -739,7 +757,12 @@ struct Lease {
 
 impl Lease {
     fn release(&mut self) {
-        if let Some(mut c) = self.conn.take().filter(|_| self.reuse) {
+        // (a connection past `maxConnectionDuration` closes once its request is done)
+        if let Some(mut c) = self
+            .conn
+            .take()
+            .filter(|c| self.reuse && !self.pool.too_old(c.opened))
+        {
             c.since = Instant::now();
             lock(&self.pool.state).idle.push(c);
             self.pool.waiters.wake();
