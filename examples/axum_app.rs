@@ -12,10 +12,10 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use mesh_core::mesh::Mesh;
-use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
-use mesh_tower::inbound::{ConnectionInfo, MeshServer};
-use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use inmesh::core::mesh::Mesh;
+use inmesh::tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+use inmesh::tower::inbound::{ConnectionInfo, MeshServer};
+use inmesh::tower::outbound::{ClientWorkload, MeshClient};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -85,7 +85,7 @@ async fn main() -> Result<(), BoxError> {
     });
     // -------------------------------------------------------------------------------------
     // (in a cluster the registry comes from Kubernetes; here: this process's endpoint)
-    mesh.register(mesh_core::registry::Workload {
+    mesh.register(inmesh::core::registry::Workload {
         name: "hello-1".into(),
         namespace: "default".into(),
         service_account: "hello".into(),

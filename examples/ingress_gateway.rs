@@ -23,15 +23,15 @@ use axum::{Extension, Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use mesh_core::mesh::Mesh;
-use mesh_core::names::MeshOptions;
-use mesh_core::registry::Workload;
-use mesh_tls::{
+use inmesh::core::mesh::Mesh;
+use inmesh::core::names::MeshOptions;
+use inmesh::core::registry::Workload;
+use inmesh::tls::{
     CaSource, CertManager, Credential, CredentialLookup, Identity, MeshCa, RotationOptions,
     TlsError,
 };
-use mesh_tower::gateway::GatewayServer;
-use mesh_tower::inbound::{ConnectionInfo, MeshServer};
+use inmesh::tower::gateway::GatewayServer;
+use inmesh::tower::inbound::{ConnectionInfo, MeshServer};
 use tokio::net::{TcpListener, TcpStream};
 
 type BoxError = Box<dyn Error + Send + Sync>;
@@ -106,7 +106,7 @@ pub async fn start() -> Result<Running, BoxError> {
 
     // httpbin: a mesh workload (STRICT mTLS, AuthorizationPolicy httpbin-from-ingress)
     let httpbin_cert = cert("default", "httpbin").await?;
-    let labels: mesh_core::model::Labels = [
+    let labels: inmesh::core::model::Labels = [
         ("app".to_owned(), "httpbin".to_owned()),
         ("version".to_owned(), "v1".to_owned()),
     ]

@@ -11,11 +11,11 @@ use std::sync::Arc;
 
 use axum::routing::get;
 use axum::Router;
-use mesh_core::mesh::Mesh;
-use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
-use mesh_tower::inbound::MeshServer;
-use mesh_tower::outbound::reqwest::MeshMiddleware;
-use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use inmesh::core::mesh::Mesh;
+use inmesh::tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+use inmesh::tower::inbound::MeshServer;
+use inmesh::tower::outbound::reqwest::MeshMiddleware;
+use inmesh::tower::outbound::{ClientWorkload, MeshClient};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -65,7 +65,7 @@ async fn main() -> Result<(), BoxError> {
     // two versions of ratings, each a STRICT mTLS mesh server
     for version in ["v1", "v2"] {
         let cert = certificate(&ca, "bookinfo-ratings").await?;
-        let labels: mesh_core::model::Labels = [
+        let labels: inmesh::core::model::Labels = [
             ("app".to_owned(), "ratings".to_owned()),
             ("version".to_owned(), version.to_owned()),
         ]
@@ -85,7 +85,7 @@ async fn main() -> Result<(), BoxError> {
             get(move || async move { format!("ratings {version}") }),
         );
         tokio::spawn(async move { server.serve(listener, app).await });
-        mesh.register(mesh_core::registry::Workload {
+        mesh.register(inmesh::core::registry::Workload {
             name: format!("ratings-{version}"),
             namespace: "default".into(),
             service_account: "bookinfo-ratings".into(),

@@ -14,13 +14,13 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_core::mesh::Mesh;
-use mesh_core::names::MeshOptions;
-use mesh_core::registry::Workload;
-use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
-use mesh_tower::inbound::MeshServer;
-use mesh_tower::metrics::IstioMetrics;
-use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use inmesh::core::mesh::Mesh;
+use inmesh::core::names::MeshOptions;
+use inmesh::core::registry::Workload;
+use inmesh::tls::{Identity, MeshCa, WorkloadCredentials};
+use inmesh::tower::inbound::MeshServer;
+use inmesh::tower::metrics::IstioMetrics;
+use inmesh::tower::outbound::{ClientWorkload, MeshClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

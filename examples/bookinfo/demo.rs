@@ -23,13 +23,13 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioExecutor;
-use mesh_core::mesh::Mesh;
-use mesh_core::names::MeshOptions;
-use mesh_core::registry::Workload;
-use mesh_tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
-use mesh_tower::inbound::MeshServer;
-use mesh_tower::metrics::{serve_metrics, IstioMetrics};
-use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use inmesh::core::mesh::Mesh;
+use inmesh::core::names::MeshOptions;
+use inmesh::core::registry::Workload;
+use inmesh::tls::{CaSource, CertManager, Identity, MeshCa, RotationOptions};
+use inmesh::tower::inbound::MeshServer;
+use inmesh::tower::metrics::{serve_metrics, IstioMetrics};
+use inmesh::tower::outbound::{ClientWorkload, MeshClient};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -181,7 +181,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for DenialLog {
         event: &tracing::Event<'_>,
         _ctx: tracing_subscriber::layer::Context<'_, S>,
     ) {
-        if event.metadata().target() != mesh_tower::authz::TARGET {
+        if event.metadata().target() != inmesh::tower::authz::TARGET {
             return;
         }
         let mut f = DenialFields::default();
@@ -216,7 +216,10 @@ impl Drop for Bookinfo {
 
 impl Bookinfo {
     /// A certificate (renewed at half life) for service account `sa`.
-    async fn identity(&mut self, sa: &str) -> Result<Arc<mesh_tls::WorkloadCredentials>, BoxError> {
+    async fn identity(
+        &mut self,
+        sa: &str,
+    ) -> Result<Arc<inmesh::tls::WorkloadCredentials>, BoxError> {
         let id = Identity::new(TRUST_DOMAIN, NS, sa)?;
         let source = Arc::new(CaSource::new(Arc::clone(&self.ca)));
         let m = CertManager::start(id, source, RotationOptions::default()).await?;
