@@ -2246,14 +2246,16 @@ impl WorkloadAuthz {
                     policy: m.map(|(p, _)| p),
                 })
             };
-            d.shadow_deny = shadow(AuthorizationAction::Deny, false);
-            // the ALLOW filter runs after the enforced CUSTOM and DENY ones let it on
-            let reached_allow = !matches!(
+            // the DENY filter runs after the CUSTOM one let the request on, the ALLOW
+            // filter after the enforced DENY one did too
+            let reached_deny = !matches!(
                 d.reason,
-                AuthzReason::CustomDenied
-                    | AuthzReason::DeniedByPolicy
-                    | AuthzReason::Uncompilable(_)
+                AuthzReason::CustomDenied | AuthzReason::Uncompilable(_)
             );
+            if reached_deny {
+                d.shadow_deny = shadow(AuthorizationAction::Deny, false);
+            }
+            let reached_allow = reached_deny && d.reason != AuthzReason::DeniedByPolicy;
             if reached_allow {
                 d.shadow_allow = shadow(AuthorizationAction::Allow, true);
             }

@@ -62,6 +62,9 @@ pub struct PeerPolicy {
     allowed: Option<Arc<[Identity]>>,
     /// The chain alone decides ([`PeerPolicy::any_chained`]).
     chain_only: bool,
+    /// The allow-list is matched exactly, with no trust-domain aliases
+    /// ([`PeerPolicy::exactly`]).
+    exact: bool,
 }
 
 impl PeerPolicy {
@@ -83,6 +86,7 @@ impl PeerPolicy {
             trust_domains: Arc::from([trust_domain.into()]),
             allowed: None,
             chain_only: false,
+            exact: false,
         }
     }
 
@@ -108,6 +112,7 @@ impl PeerPolicy {
             trust_domains: trust_domains.into_iter().map(Into::into).collect(),
             allowed: None,
             chain_only: false,
+            exact: false,
         }
     }
 
@@ -138,6 +143,7 @@ impl PeerPolicy {
             trust_domains: Arc::from([]),
             allowed: None,
             chain_only: true,
+            exact: false,
         }
     }
 
@@ -168,6 +174,31 @@ impl PeerPolicy {
     /// ```
     pub fn allow_only(mut self, identities: impl IntoIterator<Item = Identity>) -> Self {
         self.allowed = Some(identities.into_iter().collect());
+        self
+    }
+
+    /// Matches the allow-list exactly: an allowed identity in one accepted trust domain no
+    /// longer admits the same namespace and service account in another (Envoy's SAN
+    /// matchers as istiod writes them for a Gateway's `subjectAltNames`, with no aliases).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tls::{Identity, PeerPolicy};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let a = Identity::parse("spiffe://a.org/ns/x/sa/x")?;
+    /// let b = Identity::parse("spiffe://b.org/ns/y/sa/y")?;
+    /// let policy = PeerPolicy::trust_domains(["a.org", "b.org"]).allow_only([a.clone(), b.clone()]);
+    /// // aliases: x's account in b.org is x's
+    /// assert!(policy.check(&a.with_trust_domain("b.org")?).is_ok());
+    /// let exact = policy.exactly();
+    /// assert!(exact.check(&a.with_trust_domain("b.org")?).is_err());
+    /// assert!(exact.check(&b).is_ok());
+    /// # Ok(()) }
+    /// ```
+    pub fn exactly(mut self) -> Self {
+        self.exact = true;
         self
     }
 
@@ -246,7 +277,16 @@ impl PeerPolicy {
         if let Some(allowed) = &self.allowed {
             let ok = allowed
                 .iter()
-                .any(|a| a == id || (a.path() == id.path() && self.td_ok(a.trust_domain())));
+                // trust-domain aliases expand Istio's form only (istiod's
+                // `ExpandWithTrustDomains` skips any ID `ParseIdentity` refuses)
+                .any(|a| {
+                    a == id
+                        || (!self.exact
+                            && a.is_istio_form()
+                            && id.is_istio_form()
+                            && a.path() == id.path()
+                            && self.td_ok(a.trust_domain()))
+                });
             if !ok {
                 return Err(VerifyError::IdentityNotAllowed {
                     expected: allowed.iter().map(|a| a.to_string()).collect(),
@@ -921,6 +961,24 @@ mod tests {
 
     fn id(s: &str) -> Identity {
         s.parse().unwrap()
+    }
+
+    /// Trust-domain aliases expand Istio's `/ns/<ns>/sa/<sa>` form only (istiod's
+    /// `ExpandWithTrustDomains`), and not at all for an exact policy.
+    #[test]
+    fn aliases_expand_istio_form_only() {
+        let spire = PeerPolicy::trust_domains(["cluster.local", "old.td"])
+            .allow_only([id("spiffe://cluster.local/workload/x")]);
+        assert!(spire
+            .check(&id("spiffe://cluster.local/workload/x"))
+            .is_ok());
+        let e = spire.check(&id("spiffe://old.td/workload/x")).unwrap_err();
+        assert_eq!(e.kind(), "identity_not_allowed");
+        let exact = PeerPolicy::trust_domains(["cluster.local", "old.td"])
+            .allow_only([id("spiffe://cluster.local/ns/a/sa/b")])
+            .exactly();
+        assert!(exact.check(&id("spiffe://old.td/ns/a/sa/b")).is_err());
+        assert!(exact.check(&id("spiffe://cluster.local/ns/a/sa/b")).is_ok());
     }
 
     #[test]

@@ -244,6 +244,9 @@ struct TimerState {
     /// The stream was dropped: the watchdog ends.
     closed: AtomicBool,
     wake: tokio::sync::Notify,
+    /// Without a socket to shut down (no descriptor to spare): the stream's waiting read
+    /// or write, woken when a deadline passes.
+    parked: Option<std::sync::Mutex<Option<std::task::Waker>>>,
 }
 
 impl TimerState {
@@ -288,6 +291,14 @@ async fn watchdog(state: Arc<TimerState>, socket: Option<socket2::Socket>) {
         let _ = state.expired.set(what);
         if let Some(s) = socket {
             let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        let parked = state.parked.as_ref().and_then(|p| {
+            p.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+        });
+        if let Some(w) = parked {
+            w.wake();
         }
         return;
     }
@@ -344,6 +355,7 @@ impl MeshTcpStream {
             expired: std::sync::OnceLock::new(),
             closed: AtomicBool::new(false),
             wake: tokio::sync::Notify::new(),
+            parked: socket.is_none().then(|| std::sync::Mutex::new(None)),
         });
         tokio::spawn(watchdog(Arc::clone(&state), socket));
         self.timers = Some(Timers { state });
@@ -362,6 +374,14 @@ impl MeshTcpStream {
     /// The error of a stream whose timer ran out.
     fn expired(&self) -> Option<io::Error> {
         self.timers.as_ref().and_then(|t| t.state.error())
+    }
+
+    /// A read or write is waiting: without a socket the watchdog can shut down, it wakes
+    /// this one when a deadline passes.
+    fn park(&self, cx: &Context<'_>) {
+        if let Some(p) = self.timers.as_ref().and_then(|t| t.state.parked.as_ref()) {
+            *p.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cx.waker().clone());
+        }
     }
 
     pub(crate) fn with_log(mut self, log: Option<Box<TcpLog>>) -> Self {
@@ -524,6 +544,7 @@ impl AsyncRead for MeshTcpStream {
                 return Poll::Ready(Err(this.expired().expect("expired")));
             }
             Poll::Ready(Ok(())) => this.count(true, buf.filled().len() - before),
+            Poll::Pending => this.park(cx),
             _ => {}
         }
         r
@@ -541,6 +562,9 @@ impl AsyncWrite for MeshTcpStream {
             return Poll::Ready(Err(e));
         }
         let r = this.io.as_mut().poll_write(cx, buf);
+        if r.is_pending() {
+            this.park(cx);
+        }
         this.after_write(r)
     }
 
@@ -554,6 +578,9 @@ impl AsyncWrite for MeshTcpStream {
             return Poll::Ready(Err(e));
         }
         let r = this.io.as_mut().poll_write_vectored(cx, bufs);
+        if r.is_pending() {
+            this.park(cx);
+        }
         this.after_write(r)
     }
 
@@ -813,5 +840,24 @@ mod tests {
         for (e, flag) in cases {
             assert_eq!(e.flags().to_string(), flag, "{e}");
         }
+    }
+
+    /// Without a socket to shut down (no descriptor to spare), a read waiting on an idle
+    /// stream still fails at the idle timeout: the watchdog wakes it.
+    #[tokio::test]
+    async fn a_waiting_read_without_a_socket_fails_at_the_idle_timeout() {
+        use tokio::io::AsyncReadExt;
+        let (a, _b) = tokio::io::duplex(64);
+        let mut s = MeshTcpStream::new(a, Side::Outbound, None).with_timeouts(
+            Some(std::time::Duration::from_millis(100)),
+            None,
+            None,
+        );
+        let mut buf = [0u8; 8];
+        let err = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("woken by the watchdog")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

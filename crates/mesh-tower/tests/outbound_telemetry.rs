@@ -291,10 +291,12 @@ spec:
         (504, Some("upstream_per_try_timeout"))
     );
     let l = series(c.metrics(), "504").await;
+    // the last attempt's per-try timeout with no retry left: Envoy's `maybeRetryReset`
+    // sets URX (`NoRetryLimitExceeded`) beside UT
     assert_labels(
         &l,
         &[
-            ("response_flags", "UT"),
+            ("response_flags", "UT,URX"),
             ("destination_service_name", "reviews"),
             ("destination_workload", "reviews-v1"),
         ],

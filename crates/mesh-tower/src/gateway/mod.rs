@@ -930,6 +930,7 @@ impl GatewayBuilder {
         me_client.labels = self.labels.clone();
         me_client.cluster_id.clone_from(&self.cluster_id);
         let mut client = MeshClient::builder(self.mesh.clone(), me_client)
+            .for_gateway()
             .credential_lookup(Arc::clone(&self.credentials))
             .metrics(Arc::clone(&metrics));
         if let Some(w) = &self.workload {

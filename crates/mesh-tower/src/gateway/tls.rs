@@ -358,7 +358,9 @@ fn istio_mutual(
         let mut tds: Vec<String> = ids.iter().map(|i| i.trust_domain().to_owned()).collect();
         tds.sort();
         tds.dedup();
-        mesh_tls::PeerPolicy::trust_domains(tds).allow_only(ids)
+        mesh_tls::PeerPolicy::trust_domains(tds)
+            .allow_only(ids)
+            .exactly()
     });
     let shared = workload
         .server_config_versions(policy, tls13_only)

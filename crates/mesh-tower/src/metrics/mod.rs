@@ -358,7 +358,7 @@ impl WorkloadInfo {
     }
 
     /// A peer known only by its SPIFFE principal (`spiffe://td/ns/NS/sa/SA`): the namespace
-    /// is taken from it, everything else is unknown.
+    /// is taken from it when it is of Istio's form, everything else is unknown.
     ///
     /// # Examples
     ///
@@ -369,14 +369,13 @@ impl WorkloadInfo {
     /// assert_eq!(peer.namespace, "foo");
     /// assert_eq!(peer.principal, "spiffe://cluster.local/ns/foo/sa/sleep");
     /// assert_eq!(peer.workload, ""); // rendered as "unknown"
+    /// // another path names no namespace, whatever its segments
+    /// assert_eq!(WorkloadInfo::from_principal("spiffe://td/team/ns/prod/x").namespace, "");
     /// ```
     pub fn from_principal(principal: &str) -> Self {
-        let namespace = principal
-            .split('/')
-            .skip_while(|p| *p != "ns")
-            .nth(1)
-            .unwrap_or("")
-            .to_owned();
+        let namespace = mesh_tls::Identity::parse(principal)
+            .map(|id| id.namespace().to_owned())
+            .unwrap_or_default();
         WorkloadInfo {
             principal: principal.to_owned(),
             namespace,

@@ -910,11 +910,14 @@ pub(crate) fn uses_downstream_protocol(
     port: u16,
     http: Option<&mesh_core::model::HttpSettings>,
     h2_upgrade: Option<mesh_core::model::H2UpgradePolicy>,
+    sidecar: bool,
 ) -> bool {
     if http.and_then(|h| h.use_client_protocol) == Some(true) {
         return true;
     }
-    let sniffed = service.port(port).is_some_and(|p| p.protocol.is_empty());
+    // (a sniffed port's only at sidecars: "use_downstream_protocol should be disabled for
+    // gateway")
+    let sniffed = sidecar && service.port(port).is_some_and(|p| p.protocol.is_empty());
     sniffed && h2_upgrade != Some(mesh_core::model::H2UpgradePolicy::Upgrade)
 }
 
@@ -1159,7 +1162,8 @@ fn build(
         .or(snap.options().connect_timeout)
         .unwrap_or(shared.options.connect_timeout);
     let h2_upgrade = h2_upgrade_policy(service, key.port, http, snap.options().h2_upgrade);
-    let downstream_protocol = uses_downstream_protocol(service, key.port, http, h2_upgrade);
+    let downstream_protocol =
+        uses_downstream_protocol(service, key.port, http, h2_upgrade, !shared.gateway);
     let alpn = upstream_alpn(service, key.port, h2_upgrade, downstream_protocol);
     let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints, alpn);
     // Istio's `applyConnectionPool` sets the cluster's HTTP idle timeout

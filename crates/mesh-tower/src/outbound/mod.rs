@@ -630,6 +630,9 @@ pub(crate) struct ClientShared {
     /// outbound listener writes it (MeshConfig `proxyHeaders.server`: Envoy's default
     /// `envoy`), read when the client is built; `None`: the upstream's passes.
     server_header: Option<HeaderValue>,
+    /// A gateway's client: istiod gives its clusters of undeclared ports no
+    /// `use_downstream_protocol` (sidecars only, `setUpstreamProtocol`).
+    pub(crate) gateway: bool,
 }
 
 impl ClientShared {
@@ -1412,6 +1415,8 @@ pub struct MeshClientBuilder {
     /// Set by [`MeshClientBuilder::trace`]; else the mesh's tracing.
     trace: Option<TraceConfig>,
     access_log: bool,
+    /// The client of a gateway ([`MeshClientBuilder::for_gateway`]).
+    gateway: bool,
 }
 
 impl MeshClientBuilder {
@@ -1721,6 +1726,12 @@ impl MeshClientBuilder {
         self
     }
 
+    /// The client of a gateway, whose clusters istiod builds as a gateway's.
+    pub(crate) fn for_gateway(mut self) -> Self {
+        self.gateway = true;
+        self
+    }
+
     fn shared(self) -> (Arc<ClientShared>, Option<Arc<IstioMetrics>>, TraceConfig) {
         let source = self.workload.address.map(|ip| SocketAddr::new(ip, 0));
         let hash_source = source.unwrap_or_else(|| workload_hash_source(&self.workload));
@@ -1743,6 +1754,7 @@ impl MeshClientBuilder {
                 access_log: self.access_log,
                 log_format,
                 server_header,
+                gateway: self.gateway,
             }),
             self.metrics,
             trace,
@@ -1939,6 +1951,7 @@ impl MeshClient {
             metrics: None,
             trace: None,
             access_log: false,
+            gateway: false,
         }
     }
 
@@ -3972,9 +3985,13 @@ impl<T: Sender> Attempts<'_, T> {
                         od.record(index, Outcome::Timeout, now);
                     }
                     let mut r = local(LocalReply::UpstreamPerTryTimeout, self.grpc);
-                    if retries_left
-                        && retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy)
-                    {
+                    let retriable =
+                        retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy);
+                    if retriable && !retries_left && max > 1 {
+                        // the attempts ran out (Envoy's `NoRetryLimitExceeded`)
+                        add_flags(&mut r, ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                    }
+                    if retries_left && retriable {
                         drop(retry_permit.take());
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);

@@ -538,9 +538,12 @@ impl MeshClient {
         // a gateway's entry counts from its downstream's side: what the client sent is
         // what this stream writes upstream
         let side = Side::Outbound;
+        // (the first host's rule only when it is a service istiod knows: `ServiceForHostname`)
         let (idle, max_duration) = match first_host {
             Some(h) => super::dest::tcp_timeouts_of(
-                snap.destination_rule(h, ns)
+                snap.registry()
+                    .service(h, ns)
+                    .and_then(|_| snap.destination_rule(h, ns))
                     .and_then(super::dest::dr_top_tcp),
             ),
             None => dest.tcp_timeouts(),

@@ -160,6 +160,9 @@ struct Idle {
     since: Instant,
     /// When the connection was opened (for `maxConnectionDuration`).
     opened: Instant,
+    /// `h2` was offered and the server chose HTTP/1.1: it may carry an HTTP/2 request
+    /// ([`Want::Http2`]) too, as no HTTP/2 connection to this server can be had.
+    h2_refused: bool,
     peer: ConnPeer,
     /// Dialed by name: the address reached.
     remote: Option<SocketAddr>,
@@ -279,20 +282,28 @@ impl EndpointPool {
 
     /// The most recently used idle HTTP/1.1 connection that is still fresh; stale ones
     /// (idle too long, or past `maxConnectionDuration`) are closed (dropped).
-    fn pop_idle(&self, idle_timeout: Option<Duration>) -> Option<Idle> {
+    /// `h2_refused_only`: only a connection whose server refused `h2` ([`Idle::h2_refused`]).
+    fn pop_idle(&self, idle_timeout: Option<Duration>, h2_refused_only: bool) -> Option<Idle> {
         let mut st = lock(&self.state);
-        while let Some(c) = st.idle.pop() {
+        let mut i = st.idle.len();
+        while i > 0 {
+            i -= 1;
+            let c = &st.idle[i];
             if c.tx.is_closed() || self.too_old(c.opened) {
+                st.idle.remove(i);
                 continue;
             }
             if let Some(t) = idle_timeout
                 && c.since.elapsed() >= t
             {
                 // LIFO: everything below is older still
-                st.idle.clear();
+                st.idle.drain(..=i);
                 return None;
             }
-            return Some(c);
+            if h2_refused_only && !c.h2_refused {
+                continue;
+            }
+            return Some(st.idle.remove(i));
         }
         None
     }
@@ -426,10 +437,9 @@ impl Upstream {
                     },
                 }
             }
-            // 2. an idle HTTP/1.1 connection (not for a request that must stay HTTP/2)
-            if want != Want::Http2
-                && let Some(mut idle) = ep.pop_idle(self.idle_timeout)
-            {
+            // 2. an idle HTTP/1.1 connection (for a request that must stay HTTP/2, only one
+            // whose server refused h2)
+            if let Some(mut idle) = ep.pop_idle(self.idle_timeout, want == Want::Http2) {
                 if idle.tx.ready().await.is_err() {
                     continue;
                 }
@@ -584,6 +594,8 @@ impl Upstream {
             used: 1,
             since: now,
             opened: now,
+            // (offered h2, got HTTP/1.1)
+            h2_refused: !upgrade,
             peer: peer.clone(),
             remote,
         };
