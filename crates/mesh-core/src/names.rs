@@ -326,6 +326,15 @@ pub enum DnsLookupFamily {
 
 impl DnsLookupFamily {
     /// Whether an answer's address `ip` is taken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::names::DnsLookupFamily;
+    ///
+    /// assert!(DnsLookupFamily::V6Only.admits("::1".parse().unwrap()));
+    /// assert!(!DnsLookupFamily::V6Only.admits("127.0.0.1".parse().unwrap()));
+    /// ```
     pub fn admits(self, ip: std::net::IpAddr) -> bool {
         match self {
             DnsLookupFamily::V4Only => ip.is_ipv4(),
