@@ -19,9 +19,13 @@ use hyper_util::server::conn::auto;
 use mesh_tower::outbound::{ClientWorkload, MeshClient};
 use outbound_support::*;
 
-/// A plaintext server answering `status` with its name after `delay`, counting the
-/// connections it accepted.
-async fn plain(name: &'static str, status: u16, delay: Duration) -> (SocketAddr, Arc<AtomicU32>) {
+/// A plaintext server (HTTP/1.1 and h2c) on loopback answering with `handler`, counting
+/// the connections it accepted.
+async fn serve_fn<F, Fut>(handler: F) -> (SocketAddr, Arc<AtomicU32>)
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(AtomicU32::new(0));
@@ -29,15 +33,11 @@ async fn plain(name: &'static str, status: u16, delay: Duration) -> (SocketAddr,
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             seen.fetch_add(1, Ordering::SeqCst);
-            let svc = hyper::service::service_fn(
-                move |_req: Request<hyper::body::Incoming>| async move {
-                    tokio::time::sleep(delay).await;
-                    let mut r = Response::new(Full::new(Bytes::from_static(name.as_bytes())));
-                    *r.status_mut() = StatusCode::from_u16(status).unwrap();
-                    r.headers_mut().insert("x-served-by", name.parse().unwrap());
-                    Ok::<_, Infallible>(r)
-                },
-            );
+            let handler = handler.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let answer = handler(req);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
             tokio::spawn(async move {
                 let _ = auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
@@ -46,6 +46,19 @@ async fn plain(name: &'static str, status: u16, delay: Duration) -> (SocketAddr,
         }
     });
     (addr, conns)
+}
+
+/// A plaintext server answering `status` with its name after `delay`, counting the
+/// connections it accepted.
+async fn plain(name: &'static str, status: u16, delay: Duration) -> (SocketAddr, Arc<AtomicU32>) {
+    serve_fn(move |_req| async move {
+        tokio::time::sleep(delay).await;
+        let mut r = Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        r.headers_mut().insert("x-served-by", name.parse().unwrap());
+        r
+    })
+    .await
 }
 
 /// A client without mesh credentials: it talks plaintext to the endpoints.
@@ -598,39 +611,28 @@ async fn use_source_ip_at_the_gateway_hashes_the_trusted_client_address() {
 
 /// Answers 500 to the first request for each path and 200 afterwards.
 async fn fails_once_per_path() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let seen = Arc::clone(&seen);
-                async move {
-                    let path = req.uri().path().to_owned();
-                    let first = {
-                        let mut s = seen.lock().unwrap();
-                        let first = !s.contains(&path);
-                        s.push(path);
-                        first
-                    };
-                    let mut r = Response::new(Full::new(Bytes::from_static(b"answer")));
-                    *r.status_mut() = if first {
-                        StatusCode::INTERNAL_SERVER_ERROR
-                    } else {
-                        StatusCode::OK
-                    };
-                    Ok::<_, Infallible>(r)
-                }
-            });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    serve_fn(move |req| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let path = req.uri().path().to_owned();
+            let first = {
+                let mut s = seen.lock().unwrap();
+                let first = !s.contains(&path);
+                s.push(path);
+                first
+            };
+            let mut r = Response::new(Full::new(Bytes::from_static(b"answer")));
+            *r.status_mut() = if first {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            r
         }
-    });
-    addr
+    })
+    .await
+    .0
 }
 
 fn flags_of<B>(resp: &Response<B>) -> String {
@@ -693,23 +695,11 @@ async fn a_retry_slot_ends_with_the_retried_answers_headers() {
 
 /// A plaintext server (HTTP/1.1 and h2c with prior knowledge) answering the version it saw.
 async fn version_echo() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc =
-                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let v = format!("{:?}", req.version());
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(v))))
-                });
-            tokio::spawn(async move {
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
+    serve_fn(
+        |req| async move { Response::new(Full::new(Bytes::from(format!("{:?}", req.version())))) },
+    )
+    .await
+    .0
 }
 
 fn get_version(uri: &str, version: http::Version) -> Request<http_body_util::Empty<Bytes>> {

@@ -3000,13 +3000,7 @@ where
             // status only then); any other request gets a plain 200
             let mut resp = local(reply, grpc);
             if !flags.is_empty() {
-                let mut f = resp
-                    .extensions()
-                    .get::<ResponseFlags>()
-                    .copied()
-                    .unwrap_or_default();
-                f.insert(flags);
-                resp.extensions_mut().insert(f);
+                add_flags(&mut resp, flags);
             }
             // the cluster the route chose (for `%UPSTREAM_CLUSTER%`), if it exists
             let exact = |wd: &mesh_core::route::WeightedDestination| {
@@ -3445,13 +3439,7 @@ where
         None => attempts.run(&mut body).await,
     };
     if !flags.is_empty() {
-        let mut f = resp
-            .extensions()
-            .get::<ResponseFlags>()
-            .copied()
-            .unwrap_or_default();
-        f.insert(flags);
-        resp.extensions_mut().insert(f);
+        add_flags(&mut resp, flags);
     }
     let cluster = || {
         Some(if passthrough {
@@ -3638,7 +3626,7 @@ fn want_of(dest: &DestState, version: http::Version, upgrade: bool) -> upstream:
     }
 }
 
-/// Adds Envoy response flags to an answer's (an upstream answer has none yet).
+/// Adds Envoy response flags to an answer's (a local reply's own, or none yet).
 fn add_flags<B>(resp: &mut Response<B>, flags: ResponseFlags) {
     resp.extensions_mut()
         .get_or_insert_with(|| ResponseFlags::NONE)
