@@ -1074,7 +1074,6 @@ impl Mesh {
     ) -> Result<BackgroundTask, notify::Error> {
         use notify::Watcher as _;
         let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
-        lock(&self.inner.state).paths = paths.clone();
         let (tx, rx) = mpsc::channel::<()>();
         let ev_tx = tx.clone();
         let mut watcher =
@@ -1088,6 +1087,8 @@ impl Mesh {
         for p in &paths {
             watcher.watch(p, notify::RecursiveMode::Recursive)?;
         }
+        // (remembered once every path is watched: a failed watch changes nothing)
+        lock(&self.inner.state).paths = paths.clone();
         let weak = Arc::downgrade(&self.inner);
         let (stop, stop_rx) = mpsc::channel::<()>();
         let handle = std::thread::Builder::new()
@@ -1104,8 +1105,11 @@ impl Mesh {
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                // debounce: until quiet for `debounce`
-                while rx.recv_timeout(debounce).is_ok() {}
+                // debounce: until quiet for `debounce`, but no longer than ten of them (a
+                // file written to all the time, a log beside the config, cannot hold a
+                // reload back for ever)
+                let first = std::time::Instant::now();
+                while first.elapsed() < debounce * 10 && rx.recv_timeout(debounce).is_ok() {}
                 let Some(inner) = Weak::upgrade(&weak) else {
                     return;
                 };

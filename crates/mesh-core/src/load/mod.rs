@@ -1560,10 +1560,18 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(),
             continue;
         }
         let path = e.path();
-        let meta = std::fs::metadata(&path).map_err(|source| LoadError {
-            path: path.clone(),
-            source,
-        })?;
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            // a link to nothing, or an entry gone since the listing (a ConfigMap update
+            // replacing its links): nothing to read there
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(LoadError {
+                    path: path.clone(),
+                    source,
+                })
+            }
+        };
         // a symbolic link to a directory is not followed (as `kubectl apply -R`): a link
         // back up the tree would load everything again, or never end
         let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
