@@ -61,6 +61,17 @@ async fn plain(name: &'static str, status: u16, delay: Duration) -> (SocketAddr,
     .await
 }
 
+/// A plaintext client of `mesh`'s reviews, whose one endpoint is a `plain` server
+/// answering 200 after `delay`; with that server's connection count.
+async fn reviews_v1_behind(
+    mesh: &mesh_core::mesh::Mesh,
+    delay: Duration,
+) -> (MeshClient, Arc<AtomicU32>) {
+    let (a, conns) = plain("reviews-v1", 200, delay).await;
+    register(mesh, "reviews-v1", "default", "reviews", "reviews", "v1", a);
+    (plaintext_client(mesh), conns)
+}
+
 /// A client without mesh credentials: it talks plaintext to the endpoints.
 fn plaintext_client(mesh: &mesh_core::mesh::Mesh) -> MeshClient {
     MeshClient::builder(
@@ -772,17 +783,7 @@ async fn max_requests_counts_attached_requests_a_waiting_one_is_pending() {
     let mesh = mesh(&with_dr(
         "    connectionPool:\n      tcp: {maxConnections: 1}\n      http: {http2MaxRequests: 1, http1MaxPendingRequests: 10}\n",
     ));
-    let (a, conns) = plain("reviews-v1", 200, Duration::from_millis(300)).await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        a,
-    );
-    let client = plaintext_client(&mesh);
+    let (client, conns) = reviews_v1_behind(&mesh, Duration::from_millis(300)).await;
     // the second request waits for the one connection (pending), then takes it when the
     // first is answered: Envoy checks `max_requests` when a connection takes a stream
     let both: Vec<_> = (0..2)
@@ -865,17 +866,7 @@ async fn max_connection_duration_retires_http_connections() {
     let mesh = mesh(&with_dr(
         "    connectionPool: {tcp: {maxConnectionDuration: 300ms}}\n",
     ));
-    let (a, conns) = plain("reviews-v1", 200, Duration::ZERO).await;
-    register(
-        &mesh,
-        "reviews-v1",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        a,
-    );
-    let client = plaintext_client(&mesh);
+    let (client, conns) = reviews_v1_behind(&mesh, Duration::ZERO).await;
     for _ in 0..5 {
         let (st, _, _, _) = send_within(&client, "http://reviews:9080/").await;
         assert_eq!(st, 200);
