@@ -414,42 +414,11 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
 
     // The last definition of a kind/namespace/name wins, as with `kubectl apply`; objects
     // named by `generateName` (no name) each get a name of their own.
-    let mut last: HashMap<(Kind, &str, &str), usize> = HashMap::new();
-    for (i, o) in objects.iter().enumerate() {
-        if o.metadata.name.is_empty() {
-            continue;
-        }
-        if let Some(prev) = last.insert((o.kind, &o.metadata.namespace, &o.metadata.name), i) {
-            let p = &objects[prev];
-            cx.report(
-                o,
-                Severity::Warning,
-                "IM0202",
-                "metadata.name",
-                format!(
-                    "{} {}/{} is defined more than once; this definition replaces the one at {}:{}",
-                    o.kind,
-                    o.metadata.namespace,
-                    o.metadata.name,
-                    p.source.file,
-                    p.source.location.line
-                ),
-            );
-        }
-    }
-    let objs: Vec<&ConfigObject> = objects
-        .iter()
-        .enumerate()
-        .filter(|(i, o)| {
-            o.metadata.name.is_empty()
-                || last.get(&(
-                    o.kind,
-                    o.metadata.namespace.as_str(),
-                    o.metadata.name.as_str(),
-                )) == Some(i)
-        })
-        .map(|(_, o)| o)
-        .collect();
+    let (kept, redefined) = crate::load::last_definitions(objects);
+    cx.out.extend(redefined);
+    let objs: Vec<&ConfigObject> = kept.into_iter().map(|i| &objects[i]).collect();
+    let standing: HashSet<*const ConfigObject> =
+        objs.iter().map(|o| std::ptr::from_ref(*o)).collect();
 
     // Indexes.
     let mut services: HashSet<String> = HashSet::new(); // FQDNs and SE hosts
@@ -660,14 +629,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     // Multiple DRs for one host in one namespace.
     let mut by_host: BTreeMap<(&str, &str), Vec<&DrInfo<'_>>> = BTreeMap::new();
     for d in &drs {
-        let is_last = d.obj.metadata.name.is_empty()
-            || last
-                .get(&(
-                    Kind::DestinationRule,
-                    d.obj.metadata.namespace.as_str(),
-                    d.obj.metadata.name.as_str(),
-                ))
-                .is_some_and(|&i| std::ptr::eq(&objects[i], d.obj));
+        let is_last = standing.contains(&std::ptr::from_ref(d.obj));
         if !d.has_selector && is_last {
             by_host
                 .entry((d.obj.metadata.namespace.as_str(), d.host.as_str()))

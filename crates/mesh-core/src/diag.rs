@@ -1184,6 +1184,36 @@ pub mod codes {
     /// assert_eq!(codes::MULTIPLE_DRS_FOR_HOST, "IM0201");
     /// ```
     pub const MULTIPLE_DRS_FOR_HOST: &str = "IM0201";
+    /// The same kind/namespace/name is defined more than once: the last definition wins,
+    /// as `kubectl apply` of the same files would leave it, and the earlier ones are not
+    /// applied (a warning; see [`Loaded::keep_last_definitions`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::diag::{codes, Severity};
+    ///
+    /// let mut all = mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews, trafficPolicy: {loadBalancer: {simple: RANDOM}}}
+    /// ", "a.yaml");
+    /// all.extend(mesh_core::load::load_str("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: reviews}
+    /// spec: {host: reviews}
+    /// ", "b.yaml"));
+    /// let found = mesh_core::check(&all);
+    /// assert_eq!(found.len(), 1, "{found:#?}");
+    /// assert_eq!((found[0].severity, found[0].code), (Severity::Warning, codes::REDEFINED));
+    /// assert_eq!(&*found[0].file, "b.yaml");
+    /// assert_eq!(codes::REDEFINED, "IM0202");
+    /// ```
+    ///
+    /// [`Loaded::keep_last_definitions`]: crate::load::Loaded::keep_last_definitions
+    pub const REDEFINED: &str = "IM0202";
     /// A VirtualService without hosts (a delegate) that no loaded VirtualService delegates
     /// to (inmesh code, a hint: Istio accepts delegates on their own, and the root often
     /// lives in another file).

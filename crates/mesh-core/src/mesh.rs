@@ -104,7 +104,7 @@ impl ReloadError {
 /// let sink = log.clone();
 /// mesh.on_reload(move |ev| {
 ///     sink.lock().unwrap().push(match ev {
-///         ReloadEvent::Applied { generation, objects } => format!("applied g{generation}, {objects} object(s)"),
+///         ReloadEvent::Applied { generation, objects, .. } => format!("applied g{generation}, {objects} object(s)"),
 ///         ReloadEvent::Refused(err) => format!("refused: {}", err.diagnostics[0].code),
 ///     })
 /// });
@@ -131,6 +131,9 @@ pub enum ReloadEvent<'a> {
         generation: u64,
         /// Objects compiled.
         objects: usize,
+        /// What loading and validation warned about (an object defined twice, an Istio
+        /// kind not modelled, a deprecated field); none of it stopped the reload.
+        warnings: &'a [Diagnostic],
     },
     /// The config was refused; the previous snapshot stays.
     Refused(&'a ReloadError),
@@ -603,8 +606,12 @@ impl Mesh {
     /// assert_eq!(err.diagnostics[0].path, "spec.http[0].retries.attempts");
     /// assert_eq!((mesh.applied_reloads(), mesh.refused_reloads()), (1, 1));
     /// ```
-    pub fn reload_loaded(&self, loaded: Loaded) -> Result<(), ReloadError> {
+    pub fn reload_loaded(&self, mut loaded: Loaded) -> Result<(), ReloadError> {
+        // a kind/namespace/name defined twice: the last definition stands, as `kubectl
+        // apply` of the same files would leave it (IM0202 says which one was replaced)
+        let redefined = loaded.keep_last_definitions();
         let mut diags: Vec<Diagnostic> = loaded.diagnostics;
+        diags.extend(redefined);
         let vopts = crate::validate::ValidateOptions {
             root_namespace: self.inner.options.root_namespace.clone(),
             ..Default::default()
@@ -626,6 +633,7 @@ impl Mesh {
         self.notify(&ReloadEvent::Applied {
             generation,
             objects,
+            warnings: &diags,
         });
         Ok(())
     }
@@ -976,7 +984,6 @@ impl Mesh {
         BackgroundTask {
             stop: Some(stop),
             handle,
-            _watcher: None,
         }
     }
 
@@ -1038,6 +1045,14 @@ impl Mesh {
     /// Watches files/directories and reloads them (debounced) when they change. The paths
     /// become the remembered paths. Stops when the returned task is dropped.
     ///
+    /// The watch follows the paths, not the files they first named: a file saved by rename
+    /// (editors, config tools), a directory or link replaced (`current -> release-2`), a
+    /// ConfigMap volume's `..data` swap are all seen. Besides file system events, the files
+    /// are looked at every [`WATCH_POLL_INTERVAL`]. A reload happens only when a config
+    /// file changed (its length, time or identity), once the change holds still; a file
+    /// that held text and is empty now is taken as being written again and waited for (ten
+    /// debounce periods, at least a second) before it is applied empty.
+    ///
     /// # Examples
     ///
     /// ```
@@ -1075,54 +1090,186 @@ impl Mesh {
         use notify::Watcher as _;
         let paths: Vec<PathBuf> = paths.into_iter().map(|p| p.as_ref().to_owned()).collect();
         let (tx, rx) = mpsc::channel::<()>();
-        let ev_tx = tx.clone();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 if let Ok(ev) = res
                     && !matches!(ev.kind, notify::EventKind::Access(_))
                 {
-                    let _ = ev_tx.send(());
+                    let _ = tx.send(());
                 }
             })?;
         for p in &paths {
             watcher.watch(p, notify::RecursiveMode::Recursive)?;
         }
+        arm_parents(&mut watcher, &paths);
         // (remembered once every path is watched: a failed watch changes nothing)
         lock(&self.inner.state).paths = paths.clone();
         let weak = Arc::downgrade(&self.inner);
         let (stop, stop_rx) = mpsc::channel::<()>();
+        let mut seen = Fingerprint::of(&paths);
         let handle = std::thread::Builder::new()
             .name("mesh-watch".into())
-            .spawn(move || loop {
-                // wait for a change (or stop)
+            .spawn(move || {
+                let stopped = || !matches!(stop_rx.try_recv(), Err(mpsc::TryRecvError::Empty));
+                let mut polled = std::time::Instant::now();
                 loop {
-                    if !matches!(stop_rx.try_recv(), Err(mpsc::TryRecvError::Empty)) {
+                    // an event, or the poll's turn (or stop)
+                    loop {
+                        if stopped() {
+                            return;
+                        }
+                        if polled.elapsed() >= WATCH_POLL_INTERVAL {
+                            polled = std::time::Instant::now();
+                            break;
+                        }
+                        match rx.recv_timeout(Duration::from_millis(100)) {
+                            Ok(()) => {
+                                // debounce: until quiet for `debounce`, but no longer than
+                                // ten of them (a file written to all the time, a log beside
+                                // the config, cannot hold a reload back for ever)
+                                let first = std::time::Instant::now();
+                                while first.elapsed() < debounce * 10
+                                    && rx.recv_timeout(debounce).is_ok()
+                                {
+                                }
+                                break;
+                            }
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    let Some(now) = settled(&paths, &seen, debounce, &stopped) else {
                         return;
+                    };
+                    if now == seen {
+                        continue; // an event that changed no config file (a log, a swap file)
                     }
-                    match rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(()) => break,
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    seen = now;
+                    // follow what was replaced: a file an editor renamed over, a directory
+                    // or link swapped
+                    for p in &paths {
+                        let _ = watcher.unwatch(p);
+                        let _ = watcher.watch(p, notify::RecursiveMode::Recursive);
                     }
+                    arm_parents(&mut watcher, &paths);
+                    let Some(inner) = Weak::upgrade(&weak) else {
+                        return;
+                    };
+                    let _ = Mesh { inner }.reload();
                 }
-                // debounce: until quiet for `debounce`, but no longer than ten of them (a
-                // file written to all the time, a log beside the config, cannot hold a
-                // reload back for ever)
-                let first = std::time::Instant::now();
-                while first.elapsed() < debounce * 10 && rx.recv_timeout(debounce).is_ok() {}
-                let Some(inner) = Weak::upgrade(&weak) else {
-                    return;
-                };
-                let _ = Mesh { inner }.reload();
             })
             .ok();
-        drop(tx);
         Ok(BackgroundTask {
             stop: Some(stop),
             handle,
-            _watcher: Some(Box::new(watcher)),
         })
     }
+}
+
+/// How often [`Mesh::watch`] looks at the watched files even when no change was announced:
+/// what file system events miss (a watched path replaced, a network file system) is
+/// reloaded within this time.
+pub const WATCH_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Also watches the directory holding each path (not recursively), so that a path replaced
+/// by a rename, or a link pointed elsewhere, is seen at once.
+fn arm_parents(watcher: &mut notify::RecommendedWatcher, paths: &[PathBuf]) {
+    use notify::Watcher as _;
+    for p in paths {
+        // (not a directory watched already, recursively, as a path or inside one)
+        if let Some(parent) = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !paths.iter().any(|q| d.starts_with(q)))
+        {
+            let _ = watcher.unwatch(parent);
+            let _ = watcher.watch(parent, notify::RecursiveMode::NonRecursive);
+        }
+    }
+}
+
+/// The state of the watched config files once it holds still: the same for a `debounce`
+/// (a writer still at work changes a length or a time), and no file that held text empty
+/// (truncated to be written again) for up to ten periods and at least a second, unless it
+/// stays empty. `None` when told to stop meanwhile.
+fn settled(
+    paths: &[PathBuf],
+    before: &Fingerprint,
+    debounce: Duration,
+    stopped: &dyn Fn() -> bool,
+) -> Option<Fingerprint> {
+    let patience = (debounce * 10).max(Duration::from_secs(1));
+    let start = std::time::Instant::now();
+    let mut now = Fingerprint::of(paths);
+    while now != *before && start.elapsed() < patience {
+        std::thread::sleep(
+            debounce
+                .min(Duration::from_millis(100))
+                .max(Duration::from_millis(1)),
+        );
+        if stopped() {
+            return None;
+        }
+        let again = Fingerprint::of(paths);
+        if again == now && !again.emptied_since(before) {
+            break;
+        }
+        now = again;
+    }
+    Some(now)
+}
+
+/// What a reload of the watched paths would read, in brief: each config file's path,
+/// length, modification time and file identity (a link pointed at a new file changes it).
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint(Vec<(PathBuf, Option<FileStamp>)>);
+
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+struct FileStamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    id: (u64, u64),
+}
+
+impl Fingerprint {
+    fn of(paths: &[PathBuf]) -> Fingerprint {
+        let mut out = Vec::new();
+        for p in paths {
+            match crate::load::config_files(p) {
+                Ok(files) => out.extend(files.into_iter().map(|f| {
+                    let stamp = std::fs::metadata(&f).ok().map(|m| FileStamp {
+                        len: m.len(),
+                        modified: m.modified().ok(),
+                        id: file_id(&m),
+                    });
+                    (f, stamp)
+                })),
+                Err(_) => out.push((p.clone(), None)),
+            }
+        }
+        Fingerprint(out)
+    }
+
+    /// A file that held text before and is empty now.
+    fn emptied_since(&self, before: &Fingerprint) -> bool {
+        self.0.iter().any(|(path, stamp)| {
+            stamp.is_some_and(|s| s.len == 0)
+                && before
+                    .0
+                    .iter()
+                    .any(|(p, b)| p == path && b.is_some_and(|b| b.len > 0))
+        })
+    }
+}
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt as _;
+    (m.dev(), m.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> (u64, u64) {
+    (0, 0)
 }
 
 /// How often the automatic DNS refresher ([`Mesh::ensure_dns_refresh`]) resolves again:
@@ -1171,7 +1318,6 @@ fn dns_loop(
 pub struct BackgroundTask {
     stop: Option<mpsc::Sender<()>>,
     handle: Option<JoinHandle<()>>,
-    _watcher: Option<Box<dyn std::any::Any + Send>>,
 }
 
 impl std::fmt::Debug for BackgroundTask {
@@ -1185,7 +1331,6 @@ impl Drop for BackgroundTask {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
-        self._watcher = None;
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }

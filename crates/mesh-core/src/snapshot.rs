@@ -117,36 +117,12 @@ impl CompiledConfig {
     /// assert!(format!("{config:?}").contains("object_count: 2"));
     /// ```
     pub fn build(objects: &[ConfigObject], options: MeshOptions) -> CompiledConfig {
-        // key -> (where it first appeared, its last definition)
-        let mut seen: std::collections::HashMap<_, (usize, usize)> =
-            std::collections::HashMap::with_capacity(objects.len());
-        let mut dup = false;
-        for (i, o) in objects.iter().enumerate() {
-            let key = (
-                o.kind,
-                o.metadata.namespace.as_str(),
-                o.metadata.name.as_str(),
-            );
-            match seen.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    e.get_mut().1 = i;
-                    dup = true;
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert((i, i));
-                }
-            }
-        }
-        if dup {
-            // The later definition replaces the earlier in place, as `kubectl apply` does
-            // (the object keeps its creation time, which decides among conflicting
-            // objects: the oldest wins).
-            let mut keep: Vec<(usize, usize)> = seen.into_values().collect();
-            keep.sort_unstable();
-            let deduped: Vec<ConfigObject> = keep
-                .into_iter()
-                .map(|(_, last)| objects[last].clone())
-                .collect();
+        // The later definition replaces the earlier in place, as `kubectl apply` does (the
+        // object keeps its creation time, which decides among conflicting objects: the
+        // oldest wins).
+        let (kept, _) = crate::load::last_definitions(objects);
+        if kept.len() < objects.len() {
+            let deduped: Vec<ConfigObject> = kept.iter().map(|&i| objects[i].clone()).collect();
             return Self::build_unique(&deduped, options);
         }
         Self::build_unique(objects, options)

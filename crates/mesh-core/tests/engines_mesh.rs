@@ -133,6 +133,168 @@ fn watched_directory_reloads() {
     assert_eq!(subset_now(&mesh).as_deref(), Some("v3"));
 }
 
+/// Waits up to ten seconds for the route to name `want`.
+fn wait_for_subset(mesh: &Mesh, want: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if subset_now(mesh).as_deref() == Some(want) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Writes `text` the way editors and config tools do: a new file renamed over the old
+/// one, so the watched file's inode changes on every save.
+fn replace_file(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A watched file saved by rename, again and again: each save is seen, not only the
+/// first (the watch follows the path, not the file it first named).
+#[test]
+fn watched_file_replaced_by_rename_keeps_reloading() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vs.yaml");
+    std::fs::write(&f, vs("v1")).unwrap();
+    let mesh = Mesh::from_paths([&f], MeshOptions::default()).unwrap();
+    let _task = mesh.watch([&f], Duration::from_millis(30)).unwrap();
+    for v in ["v2", "v3", "v4"] {
+        replace_file(&f, &vs(v));
+        assert!(wait_for_subset(&mesh, v), "save {v} not seen");
+    }
+}
+
+/// A directory mounted from a ConfigMap: the kubelet writes a new hidden timestamped
+/// directory and swaps the `..data` link; an item with a subdirectory `path` is reached
+/// through a link to a directory. Both updates are seen.
+#[cfg(unix)]
+#[test]
+fn watched_configmap_volume_reloads_nested_items() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let publish = |n: u32, subset: &str| {
+        let data = format!("..2026_11_28_00_00_0{n}.1");
+        std::fs::create_dir_all(root.join(&data).join("routes")).unwrap();
+        std::fs::write(root.join(&data).join("routes/vs.yaml"), vs(subset)).unwrap();
+        symlink(&data, root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+    };
+    publish(1, "v1");
+    symlink("..data/routes", root.join("routes")).unwrap();
+    let mesh = Mesh::from_paths([root], MeshOptions::default()).unwrap();
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v1"));
+    let _task = mesh.watch([root], Duration::from_millis(30)).unwrap();
+    publish(2, "v2");
+    assert!(wait_for_subset(&mesh, "v2"), "ConfigMap update not seen");
+    publish(3, "v3");
+    assert!(
+        wait_for_subset(&mesh, "v3"),
+        "second ConfigMap update not seen"
+    );
+}
+
+/// The watched path is a link (a deployment tool's `current -> release-N`), pointed at a
+/// new directory: the new directory's config is loaded, and its later edits too.
+#[cfg(unix)]
+#[test]
+fn watched_link_pointed_elsewhere_reloads() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, v) in [("release-1", "v1"), ("release-2", "v2")] {
+        std::fs::create_dir(dir.path().join(rel)).unwrap();
+        std::fs::write(dir.path().join(rel).join("vs.yaml"), vs(v)).unwrap();
+    }
+    let current = dir.path().join("current");
+    symlink("release-1", &current).unwrap();
+    let mesh = Mesh::from_paths([&current], MeshOptions::default()).unwrap();
+    let _task = mesh.watch([&current], Duration::from_millis(30)).unwrap();
+    symlink("release-2", dir.path().join("next")).unwrap();
+    std::fs::rename(dir.path().join("next"), &current).unwrap();
+    assert!(wait_for_subset(&mesh, "v2"), "link swap not seen");
+    std::fs::write(dir.path().join("release-2/vs.yaml"), vs("v3")).unwrap();
+    assert!(
+        wait_for_subset(&mesh, "v3"),
+        "edit in the new target not seen"
+    );
+}
+
+/// A file truncated and written again with a pause longer than the debounce (a slow
+/// writer, `cat big > file`): the emptied file is waited for, so the DENY policy it holds
+/// is never dropped from the applied config, not even for one generation.
+#[test]
+fn a_truncated_file_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("policy.yaml");
+    let policy = |subset: &str| {
+        format!(
+            "{}---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: deny-all, namespace: foo}}\nspec: {{action: DENY, rules: [{{}}]}}\n",
+            vs(subset)
+        )
+    };
+    std::fs::write(&f, policy("v1")).unwrap();
+    let mesh = Mesh::from_paths([dir.path()], MeshOptions::default()).unwrap();
+    let applied = Arc::new(Mutex::new(Vec::new()));
+    let log = applied.clone();
+    mesh.on_reload(move |ev| {
+        if let ReloadEvent::Applied { objects, .. } = ev {
+            log.lock().unwrap().push(*objects);
+        }
+    });
+    let _task = mesh.watch([dir.path()], Duration::from_millis(30)).unwrap();
+    {
+        let mut w = std::fs::File::create(&f).unwrap(); // truncated
+        std::thread::sleep(Duration::from_millis(300));
+        use std::io::Write as _;
+        w.write_all(policy("v2").as_bytes()).unwrap();
+    }
+    assert!(wait_for_subset(&mesh, "v2"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(*applied.lock().unwrap(), [2], "an emptied file was applied");
+    // emptied for good, it is applied at last (after a second)
+    std::fs::write(&f, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while applied.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(*applied.lock().unwrap(), [2, 0]);
+}
+
+/// One name defined in two files: the last definition stands (as `kubectl apply` of the
+/// same files would leave it), and the reload says which one it replaced.
+#[test]
+fn a_name_defined_twice_keeps_the_last_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), vs("v1")).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), vs("v2")).unwrap();
+    let mesh = Mesh::new(MeshOptions::default());
+    let warnings = Arc::new(Mutex::new(Vec::new()));
+    let log = warnings.clone();
+    mesh.on_reload(move |ev| {
+        if let ReloadEvent::Applied { warnings, .. } = ev {
+            log.lock().unwrap().extend(
+                warnings
+                    .iter()
+                    .map(|d| format!("{} {}: {}", d.code, d.file, d.message)),
+            );
+        }
+    });
+    mesh.reload_paths([dir.path()]).unwrap();
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v2"));
+    assert_eq!(mesh.snapshot().routes().len(), 1);
+    let w = warnings.lock().unwrap();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("IM0202 "), "{w:?}");
+    assert!(
+        w[0].contains("b.yaml") && w[0].contains("a.yaml:1"),
+        "{w:?}"
+    );
+}
+
 struct FakeDns(AtomicUsize);
 impl Resolver for FakeDns {
     fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {

@@ -301,6 +301,102 @@ impl Loaded {
         self.diagnostics.extend(other.diagnostics);
         self.sources.extend(other.sources);
     }
+
+    /// Keeps only the last definition of each kind/namespace/name, as `kubectl apply` of
+    /// the same files would leave the cluster, and returns a warning (`IM0202`) for every
+    /// definition replaced. Objects named by `generateName` (no name) are all kept.
+    ///
+    /// [`Mesh`](crate::mesh::Mesh) does this before it compiles a reload, and the analyzer
+    /// reports the same warnings, so `meshctl validate` and a running mesh agree on which
+    /// definition is in force.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mut loaded = mesh_core::load::load_str("
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: gate, namespace: foo}
+    /// spec: {action: DENY, rules: [{}]}
+    /// ---
+    /// apiVersion: security.istio.io/v1
+    /// kind: AuthorizationPolicy
+    /// metadata: {name: gate, namespace: foo}
+    /// spec: {action: ALLOW, rules: [{}]}
+    /// ", "ap.yaml");
+    /// let warnings = loaded.keep_last_definitions();
+    /// assert_eq!(loaded.objects.len(), 1);
+    /// assert_eq!(loaded.objects[0].source.location.line, 7); // the ALLOW
+    /// assert_eq!(warnings[0].code, "IM0202");
+    /// assert!(warnings[0].message.contains("replaces the one at ap.yaml:2"));
+    /// ```
+    pub fn keep_last_definitions(&mut self) -> Vec<Diagnostic> {
+        let (kept, warnings) = last_definitions(&self.objects);
+        if kept.len() < self.objects.len() {
+            let mut slots: Vec<Option<ConfigObject>> = std::mem::take(&mut self.objects)
+                .into_iter()
+                .map(Some)
+                .collect();
+            self.objects = kept.iter().filter_map(|&i| slots[i].take()).collect();
+        }
+        warnings
+    }
+}
+
+/// The objects that stand when the same kind/namespace/name is defined more than once, as
+/// indexes into `objects`: the last definition, in the place of the first (as `kubectl
+/// apply` replaces an object, which keeps its creation time); and a warning for each
+/// definition replaced.
+pub(crate) fn last_definitions(objects: &[ConfigObject]) -> (Vec<usize>, Vec<Diagnostic>) {
+    let mut last: std::collections::HashMap<(Kind, &str, &str), usize> =
+        std::collections::HashMap::new();
+    let mut first: std::collections::HashSet<(Kind, &str, &str)> = std::collections::HashSet::new();
+    let mut warnings = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        if o.metadata.name.is_empty() {
+            continue;
+        }
+        if let Some(prev) = last.insert((o.kind, &o.metadata.namespace, &o.metadata.name), i) {
+            let p = &objects[prev];
+            let path = "metadata.name";
+            let at = o
+                .source
+                .locate_value(path)
+                .unwrap_or_else(|| o.source.locate_nearest(path));
+            warnings.push(Diagnostic::new(
+                Severity::Warning,
+                codes::REDEFINED,
+                format!(
+                    "{} {}/{} is defined more than once; this definition replaces the one at {}:{}",
+                    o.kind,
+                    o.metadata.namespace,
+                    o.metadata.name,
+                    p.source.file,
+                    p.source.location.line
+                ),
+                o.source.file.clone(),
+                at,
+                path,
+            ));
+        }
+    }
+    let kept = objects
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| {
+            if o.metadata.name.is_empty() {
+                return Some(i);
+            }
+            let key = (
+                o.kind,
+                o.metadata.namespace.as_str(),
+                o.metadata.name.as_str(),
+            );
+            // the first definition's place, the last definition's text
+            first.insert(key).then(|| last[&key])
+        })
+        .collect();
+    (kept, warnings)
 }
 
 /// An I/O failure while loading (a missing or unreadable path).
@@ -651,8 +747,10 @@ impl Loader {
     }
 
     /// Loads a file, or a directory recursively (`.yaml`, `.yml`, `.json`, sorted by name;
-    /// hidden entries, links to directories and files holding no Kubernetes object, such as
-    /// a Helm chart's `Chart.yaml`, skipped).
+    /// hidden entries and files holding no Kubernetes object, such as a Helm chart's
+    /// `Chart.yaml`, skipped). Links are followed, each real directory and file read once: a
+    /// ConfigMap volume's items, nested ones too, are read through their visible links, and
+    /// a link back up the tree ends the walk there.
     ///
     /// # Examples
     ///
@@ -681,8 +779,7 @@ impl Loader {
         if !meta.is_dir() {
             return self.load_file(path);
         }
-        let mut files = Vec::new();
-        collect_files(path, 0, &mut files)?;
+        let files = config_files(path)?;
         let mut out = Loaded::default();
         for f in files {
             let loaded = self.load_file(&f)?;
@@ -1540,7 +1637,36 @@ fn next_separator(text: &str, from: usize, line: u32) -> Option<(usize, u32)> {
     None
 }
 
-fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), LoadError> {
+/// The config files of a path: the path itself when it is not a directory, else the
+/// directory's `.yaml`, `.yml` and `.json` files, recursively, sorted by name within each
+/// directory (see [`Loader::load_path`]).
+pub(crate) fn config_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let meta = std::fs::metadata(path).map_err(|source| LoadError {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut files = Vec::new();
+    if meta.is_dir() {
+        let mut seen = std::collections::HashSet::new();
+        if let Ok(real) = std::fs::canonicalize(path) {
+            seen.insert(real);
+        }
+        collect_files(path, 0, &mut seen, &mut files)?;
+    } else {
+        files.push(path.to_owned());
+    }
+    Ok(files)
+}
+
+/// `seen`: the real paths of the directories walked and of the files taken, so a link to a
+/// directory (a ConfigMap item with a `path` in a subdirectory is one) is followed once, a
+/// link back up the tree ends, and a file reached by two names is read once.
+fn collect_files(
+    dir: &Path,
+    depth: usize,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), LoadError> {
     if depth > 32 {
         return Ok(());
     }
@@ -1556,6 +1682,8 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(),
     for e in entries {
         let name = e.file_name();
         let name = name.to_string_lossy();
+        // hidden entries: a ConfigMap volume's `..data` and `..<timestamp>` directories
+        // (whose files its visible links name), an editor's swap files, `.git`
         if name.starts_with('.') {
             continue;
         }
@@ -1572,17 +1700,22 @@ fn collect_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(),
                 })
             }
         };
-        // a symbolic link to a directory is not followed (as `kubectl apply -R`): a link
-        // back up the tree would load everything again, or never end
-        let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+        let config = meta.is_dir()
+            || matches!(
+                path.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml" | "json")
+            );
+        if !config {
+            continue;
+        }
+        // (a path that cannot be resolved is taken as it is)
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if !seen.insert(real) {
+            continue;
+        }
         if meta.is_dir() {
-            if !link {
-                collect_files(&path, depth + 1, out)?;
-            }
-        } else if matches!(
-            path.extension().and_then(|x| x.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
+            collect_files(&path, depth + 1, seen, out)?;
+        } else {
             out.push(path);
         }
     }
@@ -1626,17 +1759,48 @@ spec: {host: reviews}
         assert!(loaded.diagnostics.iter().any(|d| d.is_error()));
     }
 
-    /// A link to a directory is not followed: a link back up the tree loads nothing twice
+    /// Links to directories are followed once: a link back up the tree loads nothing twice
     /// and the walk ends.
     #[cfg(unix)]
     #[test]
-    fn directory_walk_does_not_follow_directory_links() {
+    fn directory_walk_follows_each_directory_once() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("dr.yaml"), DR).unwrap();
         std::os::unix::fs::symlink(dir.path(), dir.path().join("again")).unwrap();
         std::os::unix::fs::symlink(dir.path(), dir.path().join("twice")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("dr.yaml"), dir.path().join("same.yaml"))
+            .unwrap();
         let loaded = Loader::default().load_path(dir.path()).unwrap();
         assert_eq!(loaded.objects.len(), 1);
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    }
+
+    /// A ConfigMap volume as the kubelet writes it: the data in a hidden timestamped
+    /// directory, `..data` a link to it, and a visible link per item, an item with a
+    /// `path` in a subdirectory (`policies/deny.yaml`) reached through a directory link.
+    #[cfg(unix)]
+    #[test]
+    fn configmap_volume_with_nested_items() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..2026_11_28_10_00_00.123");
+        std::fs::create_dir_all(data.join("policies")).unwrap();
+        std::fs::write(data.join("dr.yaml"), DR).unwrap();
+        std::fs::write(
+            data.join("policies/deny.yaml"),
+            "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: foo}
+spec: {action: DENY, rules: [{}]}
+",
+        )
+        .unwrap();
+        symlink("..2026_11_28_10_00_00.123", dir.path().join("..data")).unwrap();
+        symlink("..data/dr.yaml", dir.path().join("dr.yaml")).unwrap();
+        symlink("..data/policies", dir.path().join("policies")).unwrap();
+        let loaded = Loader::default().load_path(dir.path()).unwrap();
+        assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+        let names: Vec<String> = loaded.objects.iter().map(ConfigObject::key).collect();
+        assert_eq!(names, ["default/reviews", "foo/deny"]);
     }
 }
