@@ -20,10 +20,14 @@ async fn echo() -> SocketAddr {
         let mut lines: Vec<String> = req
             .headers()
             .iter()
-            // (not the headers every request gets: its id and Envoy's attempt count)
+            // (not the headers every request gets: its id, Envoy's attempt count, and the
+            // `x-forwarded-proto` a sidecar writes when absent)
             .filter(|(k, _)| {
                 k.as_str().starts_with("x-")
-                    && !matches!(k.as_str(), "x-request-id" | "x-envoy-attempt-count")
+                    && !matches!(
+                        k.as_str(),
+                        "x-request-id" | "x-envoy-attempt-count" | "x-forwarded-proto"
+                    )
             })
             .map(|(k, v)| format!("{k}={}", v.to_str().unwrap_or("?")))
             .collect();

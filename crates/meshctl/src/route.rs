@@ -927,7 +927,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (labels, headers) = match (
+    let (labels, mut headers) = match (
         parse_labels(args.source_labels.as_deref()),
         parse_headers(&args.headers),
     ) {
@@ -948,10 +948,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
         .or(uri.authority().map(|a| a.as_str()))
+        .map(str::to_owned)
     else {
         eprintln!("error: the URL has no host");
         return ExitCode::from(2);
     };
+    let authority = authority.as_str();
     let mesh_config = match crate::mesh_config::load(args.mesh_config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
@@ -972,6 +974,23 @@ pub(crate) fn run(args: Args) -> ExitCode {
             Some(_) => default,
         }
     });
+    // x-forwarded-proto as the connection manager writes it before routing: a sidecar's
+    // `http` when the application sent none (its hop to the sidecar is plaintext); a
+    // gateway's, the connection's scheme, a client's kept only behind trusted proxies
+    let xfp = http::header::HeaderName::from_static("x-forwarded-proto");
+    match args.gateway.as_deref() {
+        None | Some("mesh") => {
+            if scheme == "http" && !headers.contains_key(&xfp) {
+                headers.insert(xfp, http::HeaderValue::from_static("http"));
+            }
+        }
+        Some(_) => {
+            if snap.options().num_trusted_proxies == 0 || !headers.contains_key(&xfp) {
+                let own = if scheme == "https" { "https" } else { "http" };
+                headers.insert(xfp, http::HeaderValue::from_static(own));
+            }
+        }
+    }
     let sni = (scheme == "https").then(|| args.sni.as_deref().or(uri.host()));
     let gateway = gateway_attr(&snap, args.gateway.as_deref(), &args.namespace, sni, port);
     // before any request: a port none of the Gateways' servers listens on refuses the

@@ -1672,3 +1672,47 @@ spec:
     assert_eq!(d["original_destination"], "api.internal:18081", "{v}");
     assert_eq!(d["port_override"], 18081, "{v}");
 }
+
+/// `x-forwarded-proto` is written before routing, as Envoy's connection manager does: a
+/// sidecar's `http` when the application sent none, a gateway's the connection's scheme
+/// (a client's replaced: no trusted proxies in front).
+#[test]
+fn forwarded_proto_is_written_before_routing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "xfp.yaml",
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  gateways: [mesh, gw]
+  http:
+  - match: [{headers: {x-forwarded-proto: {exact: http}}}]
+    directResponse: {status: 200}
+  - directResponse: {status: 418}
+",
+    )
+    .display()
+    .to_string();
+    let base = ["http://api.example.com/", "--config", &cfg];
+    assert_eq!(json(&base)["status"], 200, "a sidecar writes http");
+    let mut a = base.to_vec();
+    a.extend_from_slice(&["--header", "X-Forwarded-Proto: https"]);
+    assert_eq!(
+        json(&a)["status"],
+        418,
+        "the application's own value is kept"
+    );
+    let mut a = a.clone();
+    a.extend_from_slice(&["--gateway", "default/gw"]);
+    assert_eq!(json(&a)["status"], 200, "a gateway writes its connection's");
+}

@@ -2149,7 +2149,7 @@ fn clean_edge_request(headers: &mut http::HeaderMap, client: Option<IpAddr>, new
 }
 
 /// `x-forwarded-proto`.
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Sets a request's `x-forwarded-proto` as Envoy's connection manager does with
 /// `use_remote_address` (`conn_manager_utility.cc` `mutateRequestHeaders`: "If the prior hop

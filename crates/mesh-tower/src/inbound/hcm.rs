@@ -13,6 +13,9 @@
 //!   SAN>;DNS=<peer DNS SAN>` (each `By`, `URI` and `DNS` once per SAN; `URI=` alone when the
 //!   peer has none; no `DNS` when it has none). The element is the gateway's
 //!   (`gateway/xfcc.rs`, SANITIZE_SET with `cert` too) without its `Cert`.
+//! - `x-forwarded-proto`: written when absent, from the connection (`https` over mTLS,
+//!   `http` in plaintext), a caller's kept (`mutateRequestHeaders`: the inbound listener
+//!   has no `use_remote_address`). A mesh client or sidecar caller has written `http`.
 //! - Envoy's control headers (`x-envoy-retry-on`, `x-envoy-upstream-rq-timeout-ms`,
 //!   `x-envoy-expected-rq-timeout-ms`, `x-envoy-internal`, ...): removed, as the inbound
 //!   listener (no `use_remote_address`, no X-Forwarded-For) takes every request for
@@ -60,14 +63,16 @@ pub(super) fn client_cert_details(by: &[String], leaf: &[u8]) -> Option<HeaderVa
 }
 
 /// Per connection: applies the mesh's `proxyHeaders.forwardedClientCert` (APPEND_FORWARD
-/// by default) with the connection's element to every request, and removes Envoy's
-/// control headers ([`crate::envoy::CONTROL_HEADERS`]), before the stack (access log,
-/// authorization, the application) sees it.
+/// by default) with the connection's element to every request, removes Envoy's control
+/// headers ([`crate::envoy::CONTROL_HEADERS`]) and writes a missing `x-forwarded-proto`,
+/// before the stack (access log, authorization, the application) sees it.
 #[derive(Clone, Debug)]
 pub(super) struct ForwardClientCert<S> {
     inner: S,
     mode: ForwardClientCertDetails,
     details: Option<HeaderValue>,
+    /// The connection's `x-forwarded-proto` (`https` over TLS).
+    proto: HeaderValue,
 }
 
 impl<S> ForwardClientCert<S> {
@@ -75,11 +80,13 @@ impl<S> ForwardClientCert<S> {
         inner: S,
         mode: ForwardClientCertDetails,
         details: Option<HeaderValue>,
+        tls: bool,
     ) -> Self {
         ForwardClientCert {
             inner,
             mode,
             details,
+            proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
         }
     }
 }
@@ -101,6 +108,11 @@ where
         // the inbound listener, too, takes a request for external (no `use_remote_address`,
         // no X-Forwarded-For) and cleans Envoy's control headers before the application
         crate::envoy::clean_control_headers(req.headers_mut());
+        // x-forwarded-proto when the caller sent none (a sidecar's caller writes `http`),
+        // from the connection, as the connection manager does without `use_remote_address`
+        req.headers_mut()
+            .entry(crate::gateway::X_FORWARDED_PROTO)
+            .or_insert_with(|| self.proto.clone());
         self.inner.call(req)
     }
 }

@@ -1259,7 +1259,9 @@ impl MeshServer {
                 mctx.service = ctx.service;
                 let svc = ConnectionInfoLayer::new(info)
                     .with_metrics_context(mctx)
-                    .layer(hcm::ForwardClientCert::new(stack, xfcc_mode, xfcc));
+                    .layer(hcm::ForwardClientCert::new(
+                        stack, xfcc_mode, xfcc, !plaintext,
+                    ));
                 let conn = builder
                     .serve_connection_with_upgrades(
                         TokioIo::new(accepted.stream),

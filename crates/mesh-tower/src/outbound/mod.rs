@@ -336,6 +336,7 @@ use crate::envoy::{
     is_grpc, LocalReply, ResetReason, ResponseCodeDetails, ResponseFlags, DIRECT_RESPONSE,
     UPGRADE_FAILED,
 };
+use crate::gateway::X_FORWARDED_PROTO;
 use crate::lb::{ConnectionAddrs, RequestGuard};
 use crate::metrics::{
     IstioMetrics, MetricsBody, MetricsContext, MetricsLayer, ServiceInfo, WorkloadInfo,
@@ -2839,6 +2840,19 @@ where
         // gateway has removed them at the edge)
         crate::envoy::clean_control_headers(&mut parts.headers);
     }
+    // x-forwarded-proto: the connection manager writes it when absent, before routing
+    // (`mutateRequestHeaders`), from the downstream connection, plaintext from the
+    // application to its sidecar: `http` (a gateway has written its own; an `https`
+    // request is the application's TLS, which a sidecar passes through without reading)
+    let wrote_forwarded_proto = via.is_none()
+        && parts.uri.scheme() != Some(&http::uri::Scheme::HTTPS)
+        && match parts.headers.entry(X_FORWARDED_PROTO) {
+            http::header::Entry::Vacant(e) => {
+                e.insert(HeaderValue::from_static("http"));
+                true
+            }
+            http::header::Entry::Occupied(_) => false,
+        };
     let authority: Authority = match parts.uri.authority() {
         Some(a) => a.clone(),
         None => parts
@@ -3235,6 +3249,9 @@ where
     // a `tls` route took): its TCP proxy reads no HTTP, so no deadline and none of the
     // router's headers, on the request or the answer
     let opaque = decision.opaque || decision.tls_route.is_some();
+    if opaque && wrote_forwarded_proto {
+        parts.headers.remove(X_FORWARDED_PROTO);
+    }
     let timeouts = if opaque {
         crate::envoy::Timeouts::default()
     } else {
