@@ -73,7 +73,10 @@
 //! A request body is replayable when it is known to be complete and small: an empty body,
 //! or one whose exact size (`size_hint`) is at most [`ClientOptions::retry_buffer_limit`]
 //! (1 MiB, Envoy's default buffer limit). Only such a body is buffered, and only then are
-//! retries and mirrors made; a streaming body is sent once, never retried.
+//! retries made; a streaming body is sent once, never retried. Mirrors get either: a
+//! streamed body is copied to them as the route's upstream reads it (Envoy's streaming
+//! shadows), and a mirror that falls more than the limit behind, or whose request body is
+//! cut short, is reset without touching the request.
 //!
 //! # Timeouts and Envoy's headers
 //!
@@ -294,6 +297,7 @@ mod cors;
 mod deadline;
 mod dest;
 mod h2_settings;
+mod mirror;
 mod retry;
 mod tcp;
 mod upstream;
@@ -3338,9 +3342,14 @@ where
     // Envoy's timeouts run from the end of the downstream request
     let started = tokio::time::Instant::now();
 
-    // mirrors: fire and forget, only with a replayable body; never an upgrade (Envoy shadows
-    // a request once it has ended, which an upgraded stream does only when it closes)
-    if let (Some(a), ReqBody::Buffered(bytes), false) = (action, &body, upgrade) {
+    // mirrors: fire and forget; never an upgrade (Envoy shadows a request once it has ended,
+    // which an upgraded stream does only when it closes). A buffered body is sent to each
+    // whole; a streamed one is copied to them as the route's upstream reads it (Envoy's
+    // streaming shadows)
+    if let (Some(a), false) = (action, upgrade)
+        && !a.mirrors.is_empty()
+    {
+        let mut targets = Vec::new();
         for m in a.mirrors.iter() {
             if !m.share.fires(rand::random::<u64>()) {
                 continue;
@@ -3371,7 +3380,25 @@ where
             let Ok(guard) = mdest.lb.pick(None) else {
                 continue;
             };
-            let mut mreq = Request::new(full(bytes.clone()));
+            targets.push((mdest, guard));
+        }
+        let bodies: Vec<MeshBody> = match &mut body {
+            ReqBody::Buffered(bytes) => targets.iter().map(|_| full(bytes.clone())).collect(),
+            ReqBody::Streaming(streamed, _) => match streamed.take() {
+                Some(b) if !targets.is_empty() => {
+                    let limit = shared.options.retry_buffer_limit;
+                    let (main, copies) = mirror::tee(b, targets.len(), limit);
+                    *streamed = Some(main);
+                    copies
+                }
+                taken => {
+                    *streamed = taken;
+                    Vec::new()
+                }
+            },
+        };
+        for ((mdest, guard), mbody) in targets.into_iter().zip(bodies) {
+            let mut mreq = Request::new(mbody);
             *mreq.method_mut() = parts.method.clone();
             *mreq.headers_mut() = parts.headers.clone();
             *mreq.uri_mut() = Uri::from(path_and_query.clone());
