@@ -258,6 +258,30 @@ impl TrustBundle {
     /// `None` when every root is: Envoy's chain verification (BoringSSL's `X509_verify_cert`)
     /// checks the dates of every certificate of the chain, the root's too, which webpki's
     /// anchors do not carry.
+    /// The roots outside their validity dates at `now`, described (`root 1 (CN=...)
+    /// expired at ...`); `None` when all are within them.
+    pub(crate) fn outside_dates(&self, now: rustls::pki_types::UnixTime) -> Option<String> {
+        let t = now.as_secs();
+        let at = |s: u64| {
+            crate::error::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
+        };
+        let notes: Vec<String> = self
+            .validity
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &(nb, na))| {
+                if t > na {
+                    Some(format!("root {} expired at {}", i + 1, at(na)))
+                } else if t < nb {
+                    Some(format!("root {} is not valid before {}", i + 1, at(nb)))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        (!notes.is_empty()).then(|| notes.join(", "))
+    }
+
     pub(crate) fn anchors_valid_at(
         &self,
         now: rustls::pki_types::UnixTime,

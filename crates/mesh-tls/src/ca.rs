@@ -470,10 +470,14 @@ impl MeshCa {
         if !info.is_ca {
             return Err(TlsError::invalid(
                 files::CA_CERT,
-                format!(
-                    "{} is not a CA certificate (basicConstraints CA:TRUE missing)",
-                    info.subject
-                ),
+                if info.subject.is_empty() {
+                    "its certificate (no subject) is not a CA certificate (basicConstraints CA:TRUE missing)".to_owned()
+                } else {
+                    format!(
+                        "{} is not a CA certificate (basicConstraints CA:TRUE missing)",
+                        info.subject
+                    )
+                },
             ));
         }
         let now = SystemTime::now();
@@ -558,11 +562,22 @@ impl MeshCa {
         .map_err(|e| {
             TlsError::invalid(
                 files::CA_CERT,
-                format!(
-                    "certificates signed by {} do not verify up to {}: {e}",
-                    files::CA_CERT,
-                    files::ROOT_CERT
-                ),
+                match self.roots.outside_dates(now) {
+                    Some(dates) => {
+                        format!(
+                        "certificates signed by {} do not verify up to {}: {e} ({} of {}: {dates})",
+                        files::CA_CERT,
+                        files::ROOT_CERT,
+                        if self.roots.certs().len() == 1 { "the root" } else { "roots" },
+                        files::ROOT_CERT,
+                    )
+                    }
+                    None => format!(
+                        "certificates signed by {} do not verify up to {}: {e}",
+                        files::CA_CERT,
+                        files::ROOT_CERT
+                    ),
+                },
             )
         })?;
         Ok(())
@@ -1666,6 +1681,8 @@ mod tests {
             e.to_string().contains("do not verify up to root-cert.pem"),
             "{e}"
         );
+        // ... and says why
+        assert!(e.to_string().contains("root 1 expired at"), "{e}");
 
         // a workload certificate under the expired root, checked beside a valid root
         let mut leaf = CertificateParams::default();

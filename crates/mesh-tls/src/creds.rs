@@ -123,6 +123,12 @@ pub struct WorkloadCredentials {
     identity: Identity,
     current: Resolver,
     trust: SharedTrust,
+    /// The roots trusted besides the current certificate's own: the extra roots it was
+    /// built with, or the bundle [`WorkloadCredentials::set_trust_bundle`] set. A renewal's
+    /// bundle is its certificate's roots and these, so roots the CA no longer serves (the
+    /// last step of a root rotation) stop being trusted, as Istio's agent replaces the root
+    /// it hands to Envoy.
+    pinned: std::sync::Mutex<Option<TrustBundle>>,
     trust_domains: Arc<[String]>,
     renewals: AtomicU64,
 }
@@ -214,6 +220,7 @@ impl WorkloadCredentials {
             identity,
             current: Resolver(Arc::new(ArcSwap::from_pointee(Current { cert, key }))),
             trust: verify::shared_trust(&bundle)?,
+            pinned: std::sync::Mutex::new(extra_roots.cloned()),
             trust_domains: tds.into(),
             renewals: AtomicU64::new(0),
         }))
@@ -372,15 +379,20 @@ impl WorkloadCredentials {
     /// # Ok(()) }
     /// ```
     pub fn set_trust_bundle(&self, bundle: TrustBundle) -> Result<(), TlsError> {
+        let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.current.0.load();
         validate(&cur.cert, &self.identity, &bundle)?;
-        self.trust.store(Arc::new(TrustState::new(bundle)?));
+        self.trust.store(Arc::new(TrustState::new(bundle.clone())?));
+        *pinned = Some(bundle);
         Ok(())
     }
 
     /// Installs a renewed certificate, after checking it: same identity, key matches, valid
-    /// now, chain verifies up to the trust bundle (plus the certificate's own roots, which
-    /// are added to the bundle). On error the current certificate stays.
+    /// now, chain verifies up to its own roots (and the pinned ones: the extra roots given to
+    /// [`WorkloadCredentials::with_trust`], or the bundle of
+    /// [`WorkloadCredentials::set_trust_bundle`]). The trust bundle becomes those roots: a
+    /// root the CA stopped serving is no longer trusted (the last step of a root rotation).
+    /// On error the current certificate and bundle stay.
     ///
     /// # Examples
     ///
@@ -404,21 +416,22 @@ impl WorkloadCredentials {
     /// # Ok(()) }
     /// ```
     pub fn install(&self, cert: WorkloadCert) -> Result<(), TlsError> {
+        let pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         let current_bundle = self.trust.load().bundle.clone();
-        let cert_roots = cert.trust_bundle()?;
-        let bundle = if current_bundle.contains_all(&cert_roots) {
-            None
-        } else {
-            Some(current_bundle.merged(&cert_roots)?)
-        };
-        let key = validate(
-            &cert,
-            &self.identity,
-            bundle.as_ref().unwrap_or(&current_bundle),
-        )?;
-        if let Some(b) = bundle {
-            self.trust.store(Arc::new(TrustState::new(b)?));
+        // the certificate's roots and the pinned ones: a root the CA no longer serves is
+        // dropped, one it added is trusted
+        let mut bundle = cert.trust_bundle()?;
+        if let Some(p) = pinned.as_ref() {
+            bundle = bundle.merged(p)?;
         }
+        let changed =
+            !(bundle.contains_all(&current_bundle) && current_bundle.contains_all(&bundle));
+        let key = validate(&cert, &self.identity, &bundle)?;
+        if changed {
+            tracing::info!(identity = %self.identity, roots = bundle.certs().len(), "trust bundle follows the renewed certificate's roots");
+            self.trust.store(Arc::new(TrustState::new(bundle)?));
+        }
+        drop(pinned);
         tracing::info!(identity = %self.identity, not_after = %rfc3339(cert.not_after()), "workload certificate installed");
         self.current.0.store(Arc::new(Current { cert, key }));
         self.renewals.fetch_add(1, Ordering::Relaxed);
@@ -1063,11 +1076,12 @@ mod tests {
             .install(ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[]).unwrap())
             .unwrap();
         assert_eq!(creds.renewals(), 1);
-        // a cert from another root is accepted and its root added (the source is trusted)
+        // a cert from another root is accepted (the source is trusted), and its roots are
+        // the bundle: the CA no longer serves the first root
         creds
             .install(other_ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[]).unwrap())
             .unwrap();
-        assert_eq!(creds.trust_bundle().certs().len(), 2);
+        assert_eq!(creds.trust_bundle().certs(), other_ca.trust_bundle().certs());
         // a trust bundle the current cert does not verify against is refused
         let e = creds
             .set_trust_bundle(ca.trust_bundle().clone())

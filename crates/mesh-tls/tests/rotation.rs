@@ -191,3 +191,79 @@ async fn failed_renewal_keeps_the_current_certificate() {
     mgr.rotate_now().await.unwrap();
     assert_eq!(mgr.credentials().renewals(), 2);
 }
+
+/// A root rotation through a plug-in CA, as Istio documents it: the CA's `root-cert.pem`
+/// first lists the new and the old root, then the new one alone. Once a renewed certificate
+/// carries the new root alone, the workload stops trusting the old one: a STRICT server
+/// refuses a peer still holding a certificate of the old root (Istio's agent replaces the
+/// root it hands to Envoy with the CA's).
+#[tokio::test]
+async fn a_root_the_ca_no_longer_serves_stops_being_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = MeshCa::self_signed(TD).unwrap();
+    let new = MeshCa::self_signed(TD).unwrap();
+    new.write_dir(dir.path()).unwrap();
+    let read = |n: &str| std::fs::read(dir.path().join(n)).unwrap();
+    let both = format!(
+        "{}{}",
+        new.trust_bundle().to_pem(),
+        old.trust_bundle().to_pem()
+    );
+    let plugin = |roots: &[u8]| {
+        MeshCa::from_plugin_pem(
+            &read("ca-cert.pem"),
+            &read("ca-key.pem"),
+            roots,
+            Some(&read("cert-chain.pem")),
+            TD,
+        )
+        .unwrap()
+    };
+    let during = plugin(both.as_bytes());
+    let after = plugin(&read("root-cert.pem"));
+    let sid = id(TD, "a", "server");
+    let creds =
+        WorkloadCredentials::new(during.issue(&sid, Duration::from_secs(3600), &[]).unwrap())
+            .unwrap();
+    assert_eq!(creds.trust_bundle().certs().len(), 2);
+    let mut server = echo_server(strict(&creds)).await;
+    // a peer of the old root, trusting both
+    let stale = WorkloadCredentials::with_trust(
+        old.issue(&id(TD, "x", "stale"), Duration::from_secs(3600), &[])
+            .unwrap(),
+        Some(new.trust_bundle()),
+        &[],
+    )
+    .unwrap();
+    let out = istio_mutual(&stale, std::slice::from_ref(&sid));
+    let reply = tls_roundtrip(&out, server.addr).await.unwrap();
+    assert_eq!(reply, "cluster.local/ns/x/sa/stale ping");
+    assert!(server.next().await.is_ok());
+
+    creds
+        .install(after.issue(&sid, Duration::from_secs(3600), &[]).unwrap())
+        .unwrap();
+    assert_eq!(creds.trust_bundle().certs(), new.trust_bundle().certs());
+    let _ = tls_roundtrip(&out, server.addr).await;
+    let refused = server
+        .next()
+        .await
+        .expect_err("the old root is no longer trusted");
+    assert!(
+        VerifyError::from_io(&refused).is_some(),
+        "a verification error: {refused}"
+    );
+
+    // extra roots given by the program stay trusted across renewals
+    let pinned = WorkloadCredentials::with_trust(
+        during.issue(&sid, Duration::from_secs(3600), &[]).unwrap(),
+        Some(old.trust_bundle()),
+        &[],
+    )
+    .unwrap();
+    pinned
+        .install(after.issue(&sid, Duration::from_secs(3600), &[]).unwrap())
+        .unwrap();
+    assert!(pinned.trust_bundle().contains_all(old.trust_bundle()));
+    assert!(pinned.trust_bundle().contains_all(new.trust_bundle()));
+}
