@@ -423,6 +423,12 @@ pub struct Service {
     /// its pods are reached by their own names as well (`web-0.db.ns.svc.cluster.local`,
     /// StatefulSets), routed by the Service (see [`Service::pod_name`]).
     pub headless: bool,
+    /// A Kubernetes `ExternalName` Service's target (`externalName`, lower case, no final
+    /// dot). When the registry knows that host, requests to this one are routed as requests
+    /// to it (istiod's alias mode, on by default since Istio 1.21: the alias is one more
+    /// name of the target's virtual hosts); otherwise the name is resolved by DNS and
+    /// dialed outside the mesh.
+    pub alias_of: Option<Arc<str>>,
 }
 
 /// A Kubernetes Service's `trafficDistribution`, as istiod reads it
@@ -964,6 +970,7 @@ impl ServiceDefs {
                         .flatten()
                         .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
                         .filter(|n| !n.is_empty());
+                    let alias_of: Option<Arc<str>> = external.as_deref().map(Arc::from);
                     let (resolution, location, selector, dns_hosts) = match external {
                         Some(name) => {
                             // the external name is dialed on the Service's own ports
@@ -1001,6 +1008,7 @@ impl ServiceDefs {
                             default_destinations: Box::new([]),
                             headless: ks.cluster_ip.as_deref() == Some("None")
                                 && resolution == Resolution::Static,
+                            alias_of,
                             traffic_distribution: TrafficDistribution::of_kube(
                                 ks.traffic_distribution.as_deref(),
                                 o.metadata
@@ -1077,6 +1085,7 @@ impl ServiceDefs {
                                 endpoints: endpoints.clone(),
                                 default_destinations: Box::new([]),
                                 headless: false,
+                                alias_of: None,
                                 traffic_distribution: TrafficDistribution::Any,
                             },
                             selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),

@@ -1081,7 +1081,10 @@ mod tests {
         creds
             .install(other_ca.issue(&id, DEFAULT_WORKLOAD_TTL, &[]).unwrap())
             .unwrap();
-        assert_eq!(creds.trust_bundle().certs(), other_ca.trust_bundle().certs());
+        assert_eq!(
+            creds.trust_bundle().certs(),
+            other_ca.trust_bundle().certs()
+        );
         // a trust bundle the current cert does not verify against is refused
         let e = creds
             .set_trust_bundle(ca.trust_bundle().clone())

@@ -2420,9 +2420,24 @@ impl RouteTable {
         a: &HttpRequestAttrs<'_>,
         sidecar: Option<&SidecarScope>,
     ) -> RouteDecision<'a> {
+        self.route_http_as(registry, opts, a, sidecar, None)
+    }
+
+    /// [`RouteTable::route_http_scoped`], the host of the request taken as `alias_target`
+    /// when it is given (an `ExternalName` alias's target): the request, its `:authority`
+    /// included, is otherwise matched as it is.
+    fn route_http_as<'a>(
+        &'a self,
+        registry: &'a Registry,
+        opts: &MeshOptions,
+        a: &HttpRequestAttrs<'_>,
+        sidecar: Option<&SidecarScope>,
+        alias_target: Option<&str>,
+    ) -> RouteDecision<'a> {
         let port = a.effective_port();
         let view = a.view(port);
         let (raw_host, _) = split_authority(a.authority);
+        let raw_host = alias_target.unwrap_or(raw_host);
         let mut lit = HostBuf::new();
         let fits = lit.push_lower(raw_host);
         let lit = if fits { lit.as_str() } else { raw_host };
@@ -2475,6 +2490,19 @@ impl RouteTable {
         // with a Sidecar, the copy of the host its egress imports (a host defined in several
         // namespaces: istiod's `selectServices` keeps the imported one); else by precedence
         let service = registry.service_for_client(fqdn, a.client_namespace, sidecar, port);
+        // A Kubernetes `ExternalName` Service whose target the client's registry knows is an
+        // alias of it (istiod's alias mode, on by default since 1.21): the alias is one more
+        // domain of the target's virtual hosts (HTTP) and server names (TLS), so the
+        // request is routed as one to the target, its `:authority` unchanged. An unknown
+        // target leaves the alias a DNS name dialed outside the mesh.
+        if alias_target.is_none()
+            && let Some(target) = service.and_then(|s| s.alias_of.as_deref())
+            && registry
+                .service_for_client(target, a.client_namespace, sidecar, port)
+                .is_some_and(|t| &*t.hostname == target && t.alias_of.is_none())
+        {
+            return self.route_http_as(registry, opts, a, sidecar, Some(target));
+        }
         // An `https` request is the application's own TLS: on a service port declared TLS or
         // HTTPS, a sidecar sees its ClientHello, not the request, and routes it as a
         // connection, by the `tls` routes of the service's VirtualServices (SNI, the host as

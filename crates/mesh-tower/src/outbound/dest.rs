@@ -164,6 +164,7 @@ pub(crate) fn passthrough_service() -> &'static Service {
         endpoints: Vec::new(),
         default_destinations: Box::default(),
         headless: false,
+        alias_of: None,
         traffic_distribution: mesh_core::registry::TrafficDistribution::Any,
     })
 }

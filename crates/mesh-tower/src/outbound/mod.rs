@@ -3078,6 +3078,18 @@ where
         // a destination a VirtualService names is a cluster of that very host: a wildcard
         // ServiceEntry (`*.example.com`) has no cluster for `api.example.com` (istio#49482)
         .filter(|s| decision.virtual_service.is_none() || *s.hostname == *wd.host);
+    // a destination naming an `ExternalName` alias of a service the client knows is that
+    // service's cluster (istiod's `GetDestinationCluster` in alias mode: an alias has none)
+    let service = service.map(|s| {
+        s.alias_of
+            .as_deref()
+            .and_then(|target| {
+                snap.registry()
+                    .service_for_client(target, ns, sidecar, wd.port.unwrap_or(port))
+                    .filter(|t| &*t.hostname == target && t.alias_of.is_none())
+            })
+            .unwrap_or(s)
+    });
     // What Envoy does with traffic it has no cluster for, when no route named one: under
     // ALLOW_ANY (Istio's default) its passthrough route sends it to the original
     // destination, here the request's own host and port, or to the client Sidecar's
