@@ -161,11 +161,20 @@ fn find<'a>(samples: &'a [Sample], name: &str, want: &[(&str, &str)]) -> Vec<&'a
 }
 
 async fn scrape(addr: SocketAddr, path: &str) -> (StatusCode, HeaderMap, String) {
+    scrape_accepting(addr, path, "*/*").await
+}
+
+async fn scrape_accepting(
+    addr: SocketAddr,
+    path: &str,
+    accept: &str,
+) -> (StatusCode, HeaderMap, String) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let resp = client
-        .get(format!("http://{addr}{path}").parse().unwrap())
-        .await
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("accept", accept)
+        .body(Full::new(Bytes::new()))
         .unwrap();
+    let resp = client.request(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -277,11 +286,35 @@ async fn inbound_metrics_scraped_and_parsed() {
 
     let (status, headers, text) = scrape(metrics_addr, "/stats/prometheus").await;
     assert_eq!(status, 200);
+    // the classic text format, as Envoy serves it to a scraper that does not ask for
+    // OpenMetrics: counter families named with their `_total`, no `# EOF`
     assert_eq!(
         headers["content-type"],
+        mesh_tower::metrics::PROMETHEUS_TEXT_CONTENT_TYPE
+    );
+    assert!(
+        text.contains("# TYPE istio_requests_total counter\n"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+    // OpenMetrics to a scraper that asks for it (Prometheus does), the same samples
+    let (_, open_headers, open_text) = scrape_accepting(
+        metrics_addr,
+        "/stats/prometheus",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    )
+    .await;
+    assert_eq!(
+        open_headers["content-type"],
         mesh_tower::metrics::OPENMETRICS_CONTENT_TYPE
     );
+    assert!(
+        open_text.contains("# TYPE istio_requests counter\n"),
+        "{open_text}"
+    );
+    assert!(open_text.ends_with("# EOF\n"));
     let samples = parse_exposition(&text);
+    assert_eq!(samples.len(), parse_exposition(&open_text).len());
 
     // the gRPC call's messages: one each way (an empty request message, "abc" back)
     for family in [

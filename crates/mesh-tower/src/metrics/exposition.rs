@@ -24,14 +24,34 @@ use super::IstioMetrics;
 /// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
 ///
 /// let endpoint = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
-/// let resp = endpoint.respond(&http::Request::get("/metrics").body(()).unwrap());
+/// // what Prometheus asks for
+/// let accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+/// let req = http::Request::get("/metrics").header("accept", accept).body(()).unwrap();
+/// let resp = endpoint.respond(&req);
 /// assert_eq!(resp.headers()["content-type"], OPENMETRICS_CONTENT_TYPE);
 /// ```
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The content type of Prometheus's text format 0.0.4, which Envoy's `/stats/prometheus`
+/// serves and [`MetricsEndpoint`] serves to a scraper that does not ask for OpenMetrics.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint, PROMETHEUS_TEXT_CONTENT_TYPE};
+///
+/// let endpoint = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
+/// let resp = endpoint.respond(&http::Request::get("/stats/prometheus").body(()).unwrap());
+/// assert_eq!(resp.headers()["content-type"], PROMETHEUS_TEXT_CONTENT_TYPE);
+/// ```
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// A Tower service answering `GET /stats/prometheus` and `GET /metrics` with the
-/// exposition; other paths get 404, other methods 405.
+/// exposition; other paths get 404, other methods 405. A scraper whose `Accept` names
+/// `application/openmetrics-text` (Prometheus does) gets OpenMetrics; any other (`curl`,
+/// agents that read the classic format) Prometheus's text format 0.0.4, as Envoy serves it.
 ///
 /// # Examples
 ///
@@ -47,7 +67,7 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 ///
 /// let resp = endpoint.clone().oneshot(http::Request::get("/stats/prometheus").body(())?).await?;
 /// assert_eq!(resp.status(), 200);
-/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "# EOF\n");
+/// assert_eq!(resp.into_body().collect().await?.to_bytes(), "", "nothing recorded yet");
 ///
 /// let resp = endpoint.clone().oneshot(http::Request::get("/healthz").body(())?).await?;
 /// assert_eq!(resp.status(), 404);
@@ -69,12 +89,12 @@ impl MetricsEndpoint {
     /// ```
     /// use std::sync::Arc;
     /// use http_body::Body as _;
-    /// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsEndpoint, PROMETHEUS_TEXT_CONTENT_TYPE};
     ///
     /// let endpoint = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
     /// let head = endpoint.respond(&http::Request::head("/stats/prometheus").body(()).unwrap());
     /// assert_eq!(head.status(), 200);
-    /// assert_eq!(head.headers()["content-type"], OPENMETRICS_CONTENT_TYPE);
+    /// assert_eq!(head.headers()["content-type"], PROMETHEUS_TEXT_CONTENT_TYPE);
     /// assert_eq!(head.body().size_hint().exact(), Some(0), "HEAD: no body");
     /// ```
     pub fn new(metrics: Arc<IstioMetrics>) -> Self {
@@ -102,7 +122,10 @@ impl MetricsEndpoint {
     ///     .route("/", get(|| async { "hello" }))
     ///     .route("/metrics", get(move |req: axum::extract::Request| async move { endpoint.respond(&req) }));
     ///
-    /// let resp = app.oneshot(http::Request::get("/metrics").body(axum::body::Body::empty())?).await?;
+    /// let req = http::Request::get("/metrics")
+    ///     .header("accept", "application/openmetrics-text")
+    ///     .body(axum::body::Body::empty())?;
+    /// let resp = app.oneshot(req).await?;
     /// assert_eq!(resp.status(), 200);
     /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "# EOF\n");
     /// # Ok(()) }
@@ -121,18 +144,46 @@ impl MetricsEndpoint {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
+        let open = wants_openmetrics(req.headers());
         let body = if req.method() == Method::HEAD {
             Bytes::new()
-        } else {
+        } else if open {
             Bytes::from(self.metrics.render())
+        } else {
+            Bytes::from(self.metrics.render_prometheus())
         };
         let mut r = Response::new(Full::new(body));
         r.headers_mut().insert(
             CONTENT_TYPE,
-            HeaderValue::from_static(OPENMETRICS_CONTENT_TYPE),
+            HeaderValue::from_static(if open {
+                OPENMETRICS_CONTENT_TYPE
+            } else {
+                PROMETHEUS_TEXT_CONTENT_TYPE
+            }),
         );
         r
     }
+}
+
+/// Whether `Accept` takes OpenMetrics: a media range `application/openmetrics-text` whose
+/// `q` is not 0.
+fn wants_openmetrics(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            parts
+                .next()
+                .is_some_and(|t| t.eq_ignore_ascii_case("application/openmetrics-text"))
+                && !parts.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
 }
 
 impl<B> Service<Request<B>> for MetricsEndpoint {
@@ -162,7 +213,9 @@ impl<B> Service<Request<B>> for MetricsEndpoint {
 /// use http_body_util::{BodyExt, Empty};
 /// use hyper_util::client::legacy::Client;
 /// use hyper_util::rt::TokioExecutor;
-/// use mesh_tower::metrics::{serve_metrics, IstioMetrics, OPENMETRICS_CONTENT_TYPE};
+/// use mesh_tower::metrics::{
+///     serve_metrics, IstioMetrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
+/// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -172,10 +225,17 @@ impl<B> Service<Request<B>> for MetricsEndpoint {
 /// let server = tokio::spawn(serve_metrics(listener, Arc::clone(&metrics)));
 ///
 /// let scraper = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
-/// let resp = scraper.get(format!("http://{addr}/stats/prometheus").parse()?).await?;
+/// let req = http::Request::get(format!("http://{addr}/stats/prometheus"))
+///     .header("accept", "application/openmetrics-text; version=1.0.0")
+///     .body(Empty::new())?;
+/// let resp = scraper.request(req).await?;
 /// assert_eq!(resp.status(), 200);
 /// assert_eq!(resp.headers()["content-type"], OPENMETRICS_CONTENT_TYPE);
 /// assert_eq!(resp.into_body().collect().await?.to_bytes(), "# EOF\n");
+///
+/// // `curl` and other agents get the classic text format, as Envoy serves it
+/// let resp = scraper.get(format!("http://{addr}/stats/prometheus").parse()?).await?;
+/// assert_eq!(resp.headers()["content-type"], PROMETHEUS_TEXT_CONTENT_TYPE);
 /// server.abort();
 /// # Ok(()) }
 /// ```
@@ -205,6 +265,23 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
 
+    #[test]
+    fn accept_negotiation() {
+        let wants = |accept: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::ACCEPT, accept.parse().unwrap());
+            wants_openmetrics(&h)
+        };
+        assert!(wants(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(wants("Application/OpenMetrics-Text"));
+        assert!(!wants("*/*"));
+        assert!(!wants("text/plain;version=0.0.4"));
+        assert!(!wants("application/openmetrics-text;q=0"));
+        assert!(!wants_openmetrics(&http::HeaderMap::new()));
+    }
+
     #[tokio::test]
     async fn endpoint_paths_and_methods() {
         let ep = MetricsEndpoint::new(Arc::new(IstioMetrics::new()));
@@ -224,15 +301,10 @@ mod tests {
             let resp = ep.clone().call(req).await.unwrap();
             assert_eq!(resp.status(), status, "{method} {path}");
             if status == 200 {
-                assert_eq!(resp.headers()[CONTENT_TYPE], OPENMETRICS_CONTENT_TYPE);
+                assert_eq!(resp.headers()[CONTENT_TYPE], PROMETHEUS_TEXT_CONTENT_TYPE);
                 let body = resp.into_body().collect().await.unwrap().to_bytes();
-                if method == Method::GET {
-                    let text = String::from_utf8(body.to_vec()).unwrap();
-                    // Nothing recorded yet: an empty, well-formed exposition.
-                    assert_eq!(text, "# EOF\n");
-                } else {
-                    assert!(body.is_empty());
-                }
+                // Nothing recorded yet: an empty exposition.
+                assert!(body.is_empty());
             }
         }
     }

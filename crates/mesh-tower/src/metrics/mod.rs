@@ -108,7 +108,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 pub use body::{MetricsBody, Recorder, RequestBody};
-pub use exposition::{serve_metrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE};
+pub use exposition::{
+    serve_metrics, MetricsEndpoint, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE,
+};
 pub use future::ResponseFuture;
 pub use histogram::AtomicHistogram;
 pub use layer::MetricsLayer;
@@ -1224,6 +1226,42 @@ impl IstioMetrics {
         envoy_bucket_bounds(&out)
     }
 
+    /// The exposition in Prometheus's text format 0.0.4, as Envoy's `/stats/prometheus`
+    /// serves it: counter families are named with their `_total` in `# HELP` and `# TYPE`,
+    /// and there is no `# EOF`. [`MetricsEndpoint`] serves it to scrapers that do not ask
+    /// for OpenMetrics ([`render`](Self::render)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::sync::Arc;
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Empty};
+    /// use mesh_tower::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// let metrics = Arc::new(IstioMetrics::new());
+    /// let svc = MetricsLayer::inbound(Arc::clone(&metrics), WorkloadInfo::default()).layer(service_fn(|_req: http::Request<_>| async {
+    ///     Ok::<_, Infallible>(http::Response::new(Empty::<Bytes>::new()))
+    /// }));
+    /// svc.oneshot(http::Request::new(Empty::<Bytes>::new())).await?.into_body().collect().await?;
+    ///
+    /// let text = metrics.render_prometheus();
+    /// assert!(text.contains("# TYPE istio_requests_total counter\n"), "{text}");
+    /// assert!(text.contains("# HELP istio_requests_total Counter of requests"), "{text}");
+    /// assert!(text.lines().any(|l| l.starts_with("istio_requests_total{") && l.ends_with(" 1")));
+    /// assert!(!text.contains("# EOF"));
+    /// // OpenMetrics names the family without its `_total`
+    /// assert!(metrics.render().contains("# TYPE istio_requests counter\n"));
+    /// # Ok(()) }
+    /// ```
+    pub fn render_prometheus(&self) -> String {
+        openmetrics_to_prometheus(&self.render())
+    }
+
     /// Number of distinct label tuples recorded so far.
     ///
     /// # Examples
@@ -1396,6 +1434,63 @@ thread_local! {
     static RECENT: std::cell::RefCell<Vec<Recent>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// OpenMetrics text as Prometheus's text format 0.0.4: a counter family's `# HELP` and
+/// `# TYPE` name its samples' `_total` name, `# UNIT` lines, counters' `_created` samples,
+/// exemplars and the final `# EOF` are dropped, `unknown` is `untyped`.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let counters: std::collections::HashSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        if body == "# EOF" || body.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| body.strip_prefix(p).map(|rest| (p, rest)));
+        if let Some((prefix, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            out.push_str(prefix);
+            out.push_str(name);
+            if counters.contains(name) {
+                out.push_str("_total");
+            }
+            out.push(' ');
+            out.push_str(if prefix == "# TYPE " && tail == "unknown" {
+                "untyped"
+            } else {
+                tail
+            });
+            out.push('\n');
+            continue;
+        }
+        if body.starts_with('#') {
+            out.push_str(line);
+            continue;
+        }
+        let name_end = body.find(['{', ' ']).unwrap_or(body.len());
+        if body[..name_end]
+            .strip_suffix("_created")
+            .is_some_and(|family| counters.contains(family))
+        {
+            continue;
+        }
+        // an exemplar (` # {...} value`) follows the sample's value
+        match body.find(" # ") {
+            Some(i) => {
+                out.push_str(&body[..i]);
+                out.push('\n');
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
 /// `text` with each whole histogram bound `le="N.0"` written `le="N"`, as Envoy's
 /// Prometheus output formats bounds (`{:.32g}`); other bounds (`0.5`, `+Inf`) as they are.
 /// Only a `_bucket` sample's own `le`, the first of its labels, is touched.
@@ -1427,6 +1522,18 @@ fn envoy_bucket_bounds(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn openmetrics_as_prometheus_text() {
+        let open = "# HELP jobs Jobs done.\n# TYPE jobs counter\n# UNIT jobs seconds\n\
+                    jobs_total{a=\"1\"} 2 # {trace_id=\"x\"} 1.0\njobs_created{a=\"1\"} 1.7e9\n\
+                    # HELP up Up.\n# TYPE up gauge\nup 1\n# TYPE odd unknown\nodd 3\n# EOF\n";
+        assert_eq!(
+            super::openmetrics_to_prometheus(open),
+            "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total{a=\"1\"} 2\n\
+             # HELP up Up.\n# TYPE up gauge\nup 1\n# TYPE odd untyped\nodd 3\n"
+        );
+    }
+
     #[test]
     fn whole_bucket_bounds_only() {
         let text = "a_bucket{le=\"250.0\",x=\"1\"} 1\na_bucket{le=\"0.5\",x=\"1\"} 1\n\
