@@ -8,6 +8,17 @@ mod outbound_support;
 
 use outbound_support::*;
 
+/// `reviews-alias.shop`: an `ExternalName` Service naming `reviews.default`.
+const ALIAS: &str = "apiVersion: v1
+kind: Service
+metadata: {name: reviews-alias, namespace: shop}
+spec:
+  type: ExternalName
+  externalName: reviews.default.svc.cluster.local
+  ports: [{name: http, port: 9080}]
+---
+";
+
 #[tokio::test]
 async fn an_alias_of_a_mesh_service_is_routed_as_the_service() {
     let pki = Pki::new();
@@ -35,15 +46,7 @@ async fn an_alias_of_a_mesh_service_is_routed_as_the_service() {
     reload(
         &mesh,
         &format!(
-            "{}
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews-alias, namespace: shop}}
-spec:
-  type: ExternalName
-  externalName: reviews.default.svc.cluster.local
-  ports: [{{name: http, port: 9080}}]
----
+            "{}{ALIAS}
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: reviews, namespace: default}}
@@ -87,15 +90,7 @@ spec:
     reload(
         &mesh,
         &format!(
-            "{}{}
-apiVersion: v1
-kind: Service
-metadata: {{name: reviews-alias, namespace: shop}}
-spec:
-  type: ExternalName
-  externalName: reviews.default.svc.cluster.local
-  ports: [{{name: http, port: 9080}}]
----
+            "{}{}{ALIAS}
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: reviews, namespace: default}}

@@ -34,28 +34,27 @@ async fn backend(name: &'static str, seen: Arc<Mutex<Vec<String>>>) -> SocketAdd
     addr
 }
 
-fn config(api: SocketAddr, shadow: SocketAddr) -> String {
+/// A ServiceEntry `name` for `<name>.example.internal` at `addr`.
+fn entry(name: &str, addr: SocketAddr) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
+metadata: {{name: {name}, namespace: default}}
 spec:
-  hosts: [api.example.internal]
+  hosts: [{name}.example.internal]
   location: MESH_EXTERNAL
   resolution: STATIC
   ports: [{{number: 80, name: http, protocol: HTTP}}]
   endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: shadow, namespace: default}}
-spec:
-  hosts: [shadow.example.internal]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
----
+",
+        addr.port()
+    )
+}
+
+fn config(api: SocketAddr, shadow: SocketAddr) -> String {
+    format!(
+        "{}{}
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: api, namespace: default}}
@@ -65,8 +64,8 @@ spec:
   - route: [{{destination: {{host: api.example.internal}}}}]
     mirror: {{host: shadow.example.internal}}
 ",
-        api.port(),
-        shadow.port()
+        entry("api", api),
+        entry("shadow", shadow)
     )
 }
 
