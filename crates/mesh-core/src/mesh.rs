@@ -1127,10 +1127,20 @@ impl Mesh {
                                 // debounce: until quiet for `debounce`, but no longer than
                                 // ten of them (a file written to all the time, a log beside
                                 // the config, cannot hold a reload back for ever)
+                                // (told to stop meanwhile, it stops within 100 ms)
                                 let first = std::time::Instant::now();
-                                while first.elapsed() < debounce * 10
-                                    && rx.recv_timeout(debounce).is_ok()
+                                let mut quiet = first;
+                                let step = debounce.min(Duration::from_millis(100));
+                                while first.elapsed() < debounce * 10 && quiet.elapsed() < debounce
                                 {
+                                    if stopped() {
+                                        return;
+                                    }
+                                    match rx.recv_timeout(step) {
+                                        Ok(()) => quiet = std::time::Instant::now(),
+                                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                                    }
                                 }
                                 break;
                             }

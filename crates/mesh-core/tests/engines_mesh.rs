@@ -412,3 +412,19 @@ spec:
     let mesh = Mesh::from_yaml(&yaml).unwrap();
     assert_eq!(subset_now(&mesh).as_deref(), Some("v3"));
 }
+
+/// Dropping the watch stops it at once, even while it waits out a long debounce.
+#[test]
+fn a_watch_stops_at_once_during_a_long_debounce() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vs.yaml");
+    std::fs::write(&f, vs("v1")).unwrap();
+    let mesh = Mesh::from_paths([dir.path()], MeshOptions::default()).unwrap();
+    let task = mesh.watch([dir.path()], Duration::from_secs(5)).unwrap();
+    std::fs::write(&f, vs("v2")).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the debounce has begun
+    let t = Instant::now();
+    drop(task);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v1"));
+}
