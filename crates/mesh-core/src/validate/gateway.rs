@@ -163,10 +163,6 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
     // valid Istio the gateway does not serve as Envoy would: said, not found at startup
     let not_served = match port.protocol.to_ascii_uppercase().as_str() {
         "UDP" => Some("a gateway built from it refuses UDP servers at startup"),
-        "GRPC-WEB" => Some(
-            "the gateway serves it as HTTP without Envoy's gRPC-Web filter: requests are \
-             not translated to gRPC, nor the trailers into the body",
-        ),
         _ => None,
     };
     if let Some(what) = not_served {

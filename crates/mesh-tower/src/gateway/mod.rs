@@ -169,6 +169,7 @@
 //! # Ok(()) }
 //! ```
 
+mod grpc_web;
 mod pinning;
 mod sni;
 mod tls;
@@ -1462,6 +1463,9 @@ struct HttpCtx {
     xfcc: Option<HeaderValue>,
     /// The certificates' names, for header operators (`%DOWNSTREAM_PEER_URI_SAN%`, ...).
     tls_names: Option<Arc<crate::outbound::DownstreamTlsNames>>,
+    /// The port's plain HTTP servers are of protocol `GRPC-WEB`: istiod adds Envoy's
+    /// `grpc_web` filter to that listener (see [`grpc_web`]).
+    grpc_web: bool,
 }
 
 async fn connection(
@@ -1478,6 +1482,14 @@ async fn connection(
     let has_tls = servers.iter().any(|s| matches!(s.0, Kind::Tls { .. }));
     let has_http = servers.iter().any(|s| s.0 == Kind::Http);
     let conn = ConnectionInfo::new(None, port).with_addrs(Some(remote), local);
+    // the listener's protocol is its first plain HTTP server's (istiod's merged server
+    // ports keep the first server's protocol)
+    let grpc_web = snap
+        .gateway_servers(&inner.labels)
+        .into_iter()
+        .filter(|s| s.server.port.number == u32::from(port))
+        .find(|s| kind(s) == Kind::Http)
+        .is_some_and(|s| s.server.port.protocol.eq_ignore_ascii_case("GRPC-WEB"));
     let plain_ctx = HttpCtx {
         port,
         https: false,
@@ -1485,6 +1497,7 @@ async fn connection(
         conn: conn.clone(),
         xfcc: None,
         tls_names: None,
+        grpc_web,
     };
     if !has_tls {
         if has_http {
@@ -1619,6 +1632,7 @@ async fn connection(
             conn,
             xfcc,
             tls_names: Some(Arc::new(tls_names)),
+            grpc_web: false,
         };
         return serve_http(inner, stream, ctx).await;
     }
@@ -2058,7 +2072,16 @@ async fn handle(
         client_ip: client,
         tls_names: ctx.tls_names.as_deref(),
     };
+    // gRPC-Web on a GRPC-WEB server, after authorization and before the router
+    let (req, grpc_web) = if ctx.grpc_web {
+        grpc_web::request(req)
+    } else {
+        (req.map(http_body_util::Either::Left), None)
+    };
     let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;
+    if let Some(answer) = grpc_web {
+        resp = grpc_web::response(resp, answer);
+    }
     // headersToDownstreamOnAllow
     for (k, v) in add_downstream.iter().flatten() {
         resp.headers_mut().append(k.clone(), v.clone());
