@@ -1187,10 +1187,15 @@ fn arm_parents(watcher: &mut notify::RecommendedWatcher, paths: &[PathBuf]) {
     use notify::Watcher as _;
     for p in paths {
         // (not a directory watched already, recursively, as a path or inside one)
-        if let Some(parent) = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !paths.iter().any(|q| d.starts_with(q)))
-        {
+        // (a relative name's parent is the working directory)
+        let parent = p.parent().map(|d| {
+            if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            }
+        });
+        if let Some(parent) = parent.filter(|d| !paths.iter().any(|q| d.starts_with(q))) {
             let _ = watcher.unwatch(parent);
             let _ = watcher.watch(parent, notify::RecursiveMode::NonRecursive);
         }
