@@ -1114,6 +1114,7 @@ impl Mesh {
                 let mut polled = std::time::Instant::now();
                 loop {
                     // an event, or the poll's turn (or stop)
+                    let mut by_event = false;
                     loop {
                         if stopped() {
                             return;
@@ -1124,6 +1125,7 @@ impl Mesh {
                         }
                         match rx.recv_timeout(Duration::from_millis(100)) {
                             Ok(()) => {
+                                by_event = true;
                                 // debounce: until quiet for `debounce`, but no longer than
                                 // ten of them (a file written to all the time, a log beside
                                 // the config, cannot hold a reload back for ever)
@@ -1151,8 +1153,12 @@ impl Mesh {
                     let Some(now) = settled(&paths, &seen, debounce, &stopped) else {
                         return;
                     };
-                    if now == seen {
-                        continue; // an event that changed no config file (a log, a swap file)
+                    // an event that changed no config file (a log, a swap file) is let go;
+                    // unless a file changed within the file system's time resolution (a
+                    // rewrite of the same length in the same second on a coarse clock
+                    // leaves the same stamp: git's "racily clean" files)
+                    if now == seen && !(by_event && now.touched_within(Duration::from_secs(2))) {
+                        continue;
                     }
                     seen = now;
                     // follow what was replaced: a file an editor renamed over, a directory
@@ -1262,6 +1268,21 @@ impl Fingerprint {
             }
         }
         Fingerprint(out)
+    }
+
+    /// Some file with a time of whole seconds (a file system whose clock ticks by the
+    /// second: ext3, HFS+, FAT, some NFS servers) was modified within `window` of now (or
+    /// has a time in the future): a rewrite in the same tick would not show in its stamp.
+    fn touched_within(&self, window: Duration) -> bool {
+        let now = std::time::SystemTime::now();
+        self.0.iter().any(|(_, stamp)| {
+            stamp.and_then(|s| s.modified).is_some_and(|m| {
+                let coarse = m
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .is_ok_and(|d| d.subsec_nanos() == 0);
+                coarse && now.duration_since(m).map_or(true, |age| age < window)
+            })
+        })
     }
 
     /// A file that held text before and is empty now.

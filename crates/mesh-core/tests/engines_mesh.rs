@@ -428,3 +428,39 @@ fn a_watch_stops_at_once_during_a_long_debounce() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(subset_now(&mesh).as_deref(), Some("v1"));
 }
+
+/// A rewrite of the same length that leaves the same modification time (a file system
+/// whose clock ticks by the second) is still applied: a change announced within two
+/// seconds of a whole-second file time is reloaded even when its stamp looks unchanged.
+#[test]
+fn a_rewrite_with_the_same_stamp_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("vs.yaml");
+    std::fs::write(&f, vs("v1")).unwrap();
+    // a clock of whole seconds
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let stamp = std::time::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+    std::fs::File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(stamp)
+        .unwrap();
+    let mesh = Mesh::from_paths([dir.path()], MeshOptions::default()).unwrap();
+    let _task = mesh.watch([dir.path()], Duration::from_millis(30)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    {
+        use std::io::{Seek, Write};
+        let mut w = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        w.seek(std::io::SeekFrom::Start(0)).unwrap();
+        w.write_all(vs("v2").as_bytes()).unwrap(); // the same length, in place
+        w.set_modified(stamp).unwrap(); // and the same time
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subset_now(&mesh).as_deref() != Some("v2") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(subset_now(&mesh).as_deref(), Some("v2"));
+}

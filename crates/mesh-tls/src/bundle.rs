@@ -254,12 +254,8 @@ impl TrustBundle {
 }
 
 impl TrustBundle {
-    /// The trust anchors valid at `now` when some root is not (expired or not yet valid),
-    /// `None` when every root is: Envoy's chain verification (BoringSSL's `X509_verify_cert`)
-    /// checks the dates of every certificate of the chain, the root's too, which webpki's
-    /// anchors do not carry.
-    /// The roots outside their validity dates at `now`, described (`root 1 (CN=...)
-    /// expired at ...`); `None` when all are within them.
+    /// The roots outside their validity dates at `now`, described (`root 1 expired at
+    /// ...`, counted in the bundle's order); `None` when all are within them.
     pub(crate) fn outside_dates(&self, now: rustls::pki_types::UnixTime) -> Option<String> {
         let t = now.as_secs();
         let at = |s: u64| {
@@ -282,6 +278,10 @@ impl TrustBundle {
         (!notes.is_empty()).then(|| notes.join(", "))
     }
 
+    /// The trust anchors valid at `now` when some root is not (expired or not yet valid),
+    /// `None` when every root is: Envoy's chain verification (BoringSSL's `X509_verify_cert`)
+    /// checks the dates of every certificate of the chain, the root's too, which webpki's
+    /// anchors do not carry.
     pub(crate) fn anchors_valid_at(
         &self,
         now: rustls::pki_types::UnixTime,

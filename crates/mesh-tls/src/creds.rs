@@ -359,6 +359,11 @@ impl WorkloadCredentials {
     /// Replaces the trust bundle (applies from the next handshake). Refused if the current
     /// certificate would no longer verify against it.
     ///
+    /// The roots of `bundle` that are not the current certificate's own stay trusted across
+    /// renewals (they replace the extra roots given to [`WorkloadCredentials::with_trust`]);
+    /// the certificate's own roots are those of each renewed certificate, so a root the CA
+    /// stops serving is no longer trusted once a certificate without it is installed.
+    ///
     /// # Examples
     ///
     /// ```
@@ -369,21 +374,39 @@ impl WorkloadCredentials {
     /// let ca = MeshCa::self_signed("cluster.local")?;
     /// let next = MeshCa::self_signed("cluster.local")?;
     /// let id = Identity::new("cluster.local", "default", "httpbin")?;
-    /// let creds = WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[])?)?;
+    /// let ttl = Duration::from_secs(3600);
+    /// let creds = WorkloadCredentials::new(ca.issue(&id, ttl, &[])?)?;
     ///
     /// // Only the next root: our own certificate would not verify. Refused.
     /// assert!(creds.set_trust_bundle(next.trust_bundle().clone()).is_err());
     /// // Both roots (the first step of a root rotation): accepted.
     /// creds.set_trust_bundle(ca.trust_bundle().merged(next.trust_bundle())?)?;
     /// assert_eq!(creds.trust_bundle().certs().len(), 2);
+    /// // a renewal from the same CA keeps both; one from the next CA alone, only its root
+    /// creds.install(ca.issue(&id, ttl, &[])?)?;
+    /// assert_eq!(creds.trust_bundle().certs().len(), 2);
+    /// creds.install(next.issue(&id, ttl, &[])?)?;
+    /// assert_eq!(creds.trust_bundle().certs(), next.trust_bundle().certs());
     /// # Ok(()) }
     /// ```
     pub fn set_trust_bundle(&self, bundle: TrustBundle) -> Result<(), TlsError> {
         let mut pinned = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.current.0.load();
         validate(&cur.cert, &self.identity, &bundle)?;
-        self.trust.store(Arc::new(TrustState::new(bundle.clone())?));
-        *pinned = Some(bundle);
+        let own = cur.cert.trust_bundle()?;
+        let extra: Vec<_> = bundle
+            .certs()
+            .iter()
+            .filter(|c| !own.certs().contains(c))
+            .cloned()
+            .collect();
+        let extra = if extra.is_empty() {
+            None
+        } else {
+            Some(TrustBundle::new(extra)?)
+        };
+        self.trust.store(Arc::new(TrustState::new(bundle)?));
+        *pinned = extra;
         Ok(())
     }
 

@@ -750,7 +750,8 @@ impl Loader {
     /// hidden entries and files holding no Kubernetes object, such as a Helm chart's
     /// `Chart.yaml`, skipped). Links are followed, each real directory and file read once: a
     /// ConfigMap volume's items, nested ones too, are read through their visible links, and
-    /// a link back up the tree ends the walk there.
+    /// a link back up the tree ends the walk there; a link to a directory outside the
+    /// directory is not followed.
     ///
     /// # Examples
     ///
@@ -1647,79 +1648,97 @@ pub(crate) fn config_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     })?;
     let mut files = Vec::new();
     if meta.is_dir() {
+        let root = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let mut seen = std::collections::HashSet::new();
-        if let Ok(real) = std::fs::canonicalize(path) {
-            seen.insert(real);
-        }
-        collect_files(path, 0, &mut seen, &mut files)?;
+        seen.insert(root.clone());
+        let walk = Walk {
+            root: &root,
+            seen: &mut seen,
+            out: &mut files,
+        };
+        walk.dir(path, &root, 0)?;
     } else {
         files.push(path.to_owned());
     }
     Ok(files)
 }
 
-/// `seen`: the real paths of the directories walked and of the files taken, so a link to a
-/// directory (a ConfigMap item with a `path` in a subdirectory is one) is followed once, a
-/// link back up the tree ends, and a file reached by two names is read once.
-fn collect_files(
-    dir: &Path,
-    depth: usize,
-    seen: &mut std::collections::HashSet<PathBuf>,
-    out: &mut Vec<PathBuf>,
-) -> Result<(), LoadError> {
-    if depth > 32 {
-        return Ok(());
-    }
-    let io = |source| LoadError {
-        path: dir.to_owned(),
-        source,
-    };
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io)?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        // hidden entries: a ConfigMap volume's `..data` and `..<timestamp>` directories
-        // (whose files its visible links name), an editor's swap files, `.git`
-        if name.starts_with('.') {
-            continue;
+/// A directory walk: `seen`, the real paths of the directories walked and of the files
+/// taken, so a link to a directory (a ConfigMap item with a `path` in a subdirectory is
+/// one) is followed once, a link back up the tree ends, and a file reached by two names is
+/// read once. A link to a directory outside the walk's `root` is not followed (a link to
+/// `/` would be walked on every look of a watch); a link to a file is followed anywhere.
+struct Walk<'a> {
+    root: &'a Path,
+    seen: &'a mut std::collections::HashSet<PathBuf>,
+    out: &'a mut Vec<PathBuf>,
+}
+
+impl Walk<'_> {
+    /// Walks `dir`, whose real path is `real`.
+    fn dir(mut self, dir: &Path, real: &Path, depth: usize) -> Result<Self, LoadError> {
+        if depth > 32 {
+            return Ok(self);
         }
-        let path = e.path();
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            // a link to nothing, or an entry gone since the listing (a ConfigMap update
-            // replacing its links): nothing to read there
-            Err(source) if source.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => {
-                return Err(LoadError {
-                    path: path.clone(),
-                    source,
-                })
-            }
+        let io = |source| LoadError {
+            path: dir.to_owned(),
+            source,
         };
-        let config = meta.is_dir()
-            || matches!(
-                path.extension().and_then(|x| x.to_str()),
-                Some("yaml" | "yml" | "json")
-            );
-        if !config {
-            continue;
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let name = e.file_name();
+            // hidden entries: a ConfigMap volume's `..data` and `..<timestamp>` directories
+            // (whose files its visible links name), an editor's swap files, `.git`
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let path = e.path();
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                // a link to nothing, or an entry gone since the listing (a ConfigMap update
+                // replacing its links): nothing to read there
+                Err(source) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => {
+                    return Err(LoadError {
+                        path: path.clone(),
+                        source,
+                    })
+                }
+            };
+            let config = meta.is_dir()
+                || matches!(
+                    path.extension().and_then(|x| x.to_str()),
+                    Some("yaml" | "yml" | "json")
+                );
+            if !config {
+                continue;
+            }
+            // the real path: a link's resolved (a path that cannot be resolved is taken as
+            // it is), anything else's from its directory's
+            let link = e.file_type().map(|t| t.is_symlink()).unwrap_or(false);
+            let entry_real = if link {
+                std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone())
+            } else {
+                real.join(&name)
+            };
+            if meta.is_dir() && link && !entry_real.starts_with(self.root) {
+                continue;
+            }
+            if !self.seen.insert(entry_real.clone()) {
+                continue;
+            }
+            if meta.is_dir() {
+                self = self.dir(&path, &entry_real, depth + 1)?;
+            } else {
+                self.out.push(path);
+            }
         }
-        // (a path that cannot be resolved is taken as it is)
-        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        if !seen.insert(real) {
-            continue;
-        }
-        if meta.is_dir() {
-            collect_files(&path, depth + 1, seen, out)?;
-        } else {
-            out.push(path);
-        }
+        Ok(self)
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1773,6 +1792,23 @@ spec: {host: reviews}
         let loaded = Loader::default().load_path(dir.path()).unwrap();
         assert_eq!(loaded.objects.len(), 1);
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    }
+
+    /// A link to a directory outside the walked one is not followed (a link to `/` would be
+    /// walked on every look of a watch); a link to a file outside it is read.
+    #[cfg(unix)]
+    #[test]
+    fn directory_links_leaving_the_tree_are_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("dr.yaml"), DR).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("elsewhere")).unwrap();
+        let loaded = Loader::default().load_path(dir.path()).unwrap();
+        assert!(loaded.objects.is_empty());
+        std::os::unix::fs::symlink(outside.path().join("dr.yaml"), dir.path().join("dr.yaml"))
+            .unwrap();
+        let loaded = Loader::default().load_path(dir.path()).unwrap();
+        assert_eq!(loaded.objects.len(), 1);
     }
 
     /// A ConfigMap volume as the kubelet writes it: the data in a hidden timestamped

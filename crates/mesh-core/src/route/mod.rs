@@ -2499,7 +2499,13 @@ impl RouteTable {
             && let Some(target) = service.and_then(|s| s.alias_of.as_deref())
             && registry
                 .service_for_client(target, a.client_namespace, sidecar, port)
-                .is_some_and(|t| &*t.hostname == target && t.alias_of.is_none())
+                .is_some_and(|t| {
+                    // (on a port of the target's: the alias is a name of its virtual hosts
+                    // on that port, and nowhere else)
+                    &*t.hostname == target
+                        && t.alias_of.is_none()
+                        && (t.ports.is_empty() || t.port(port).is_some())
+                })
         {
             return self.route_http_as(registry, opts, a, sidecar, Some(target));
         }

@@ -1479,8 +1479,10 @@ fn openmetrics_to_prometheus(text: &str) -> String {
         {
             continue;
         }
-        // an exemplar (` # {...} value`) follows the sample's value
-        match body.find(" # ") {
+        // an exemplar (` # {...} value`) follows the sample's value, after its labels
+        // (whose quoted values may hold ` # ` themselves)
+        let after_labels = labels_end(body, name_end);
+        match body[after_labels..].find(" # ").map(|i| after_labels + i) {
             Some(i) => {
                 out.push_str(&body[..i]);
                 out.push('\n');
@@ -1489,6 +1491,26 @@ fn openmetrics_to_prometheus(text: &str) -> String {
         }
     }
     out
+}
+
+/// Where a sample line's label set ends (past its `}`), the labels starting at `from`
+/// (none: `from`); quoted values, escapes included, are skipped.
+fn labels_end(line: &str, from: usize) -> usize {
+    if !line[from..].starts_with('{') {
+        return from;
+    }
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in line[from..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '}' if !quoted => return from + i + 1,
+            _ => {}
+        }
+    }
+    line.len()
 }
 
 /// `text` with each whole histogram bound `le="N.0"` written `le="N"`, as Envoy's
@@ -1525,11 +1547,11 @@ mod tests {
     #[test]
     fn openmetrics_as_prometheus_text() {
         let open = "# HELP jobs Jobs done.\n# TYPE jobs counter\n# UNIT jobs seconds\n\
-                    jobs_total{a=\"1\"} 2 # {trace_id=\"x\"} 1.0\njobs_created{a=\"1\"} 1.7e9\n\
+                    jobs_total{a=\"1 # }\\\"\"} 2 # {trace_id=\"x\"} 1.0\njobs_created{a=\"1\"} 1.7e9\n\
                     # HELP up Up.\n# TYPE up gauge\nup 1\n# TYPE odd unknown\nodd 3\n# EOF\n";
         assert_eq!(
             super::openmetrics_to_prometheus(open),
-            "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total{a=\"1\"} 2\n\
+            "# HELP jobs_total Jobs done.\n# TYPE jobs_total counter\njobs_total{a=\"1 # }\\\"\"} 2\n\
              # HELP up Up.\n# TYPE up gauge\nup 1\n# TYPE odd untyped\nodd 3\n"
         );
     }

@@ -601,7 +601,9 @@ impl ClientWorkload {
 pub struct ClientOptions {
     /// Connect timeout when the DestinationRule sets none (Istio: 10 s).
     pub connect_timeout: Duration,
-    /// Largest request body buffered for retries and mirrors (1 MiB).
+    /// Largest request body buffered for retries and mirrors (1 MiB, Envoy's buffer
+    /// limit); also how far behind the route's upstream a mirror of a streamed body may
+    /// fall before it is reset (0: streamed bodies are not mirrored).
     pub retry_buffer_limit: u64,
 }
 
