@@ -127,3 +127,6 @@ pub mod outlier;
 pub mod pool;
 pub mod tcp;
 pub mod trace;
+
+#[cfg(test)]
+pub(crate) mod test_support;

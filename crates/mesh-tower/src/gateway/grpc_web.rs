@@ -291,32 +291,18 @@ impl Body for WebBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::Frames;
     use std::collections::VecDeque;
 
-    /// A body of these frames.
-    struct Frames(VecDeque<Frame<Bytes>>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-
     fn frames(data: &[&'static [u8]], trailers: Option<(&'static str, &'static str)>) -> Frames {
-        let mut f: VecDeque<Frame<Bytes>> = data
+        let mut f: VecDeque<Result<Frame<Bytes>, BoxError>> = data
             .iter()
-            .map(|d| Frame::data(Bytes::from_static(d)))
+            .map(|d| Ok(Frame::data(Bytes::from_static(d))))
             .collect();
         if let Some((k, v)) = trailers {
             let mut t = HeaderMap::new();
             t.insert(k, HeaderValue::from_static(v));
-            f.push_back(Frame::trailers(t));
+            f.push_back(Ok(Frame::trailers(t)));
         }
         Frames(f)
     }

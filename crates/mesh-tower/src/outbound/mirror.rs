@@ -182,22 +182,7 @@ impl Body for Mirrored {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::VecDeque;
-
-    /// A body of these frames, of unknown length.
-    struct Frames(VecDeque<Result<Frame<Bytes>, BoxError>>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front())
-        }
-    }
+    use crate::test_support::Frames;
 
     fn streamed(chunks: Vec<Result<Frame<Bytes>, BoxError>>) -> MeshBody {
         Frames(chunks.into()).boxed()
