@@ -1550,6 +1550,12 @@ impl Registry {
                         eps.push(Arc::new(e));
                     }
                 }
+                // DNS_ROUND_ROBIN is one logical host (Envoy's LOGICAL_DNS): istiod keeps the
+                // first endpoint only (`mergeServiceInstances`), whatever else a selector or
+                // another ServiceEntry for the host adds, so traffic is never spread
+                if rr {
+                    eps.truncate(1);
+                }
                 svc.endpoints = eps;
             }
             svc.default_destinations = Box::new([crate::route::WeightedDestination {

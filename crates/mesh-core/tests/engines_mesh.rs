@@ -464,3 +464,64 @@ fn a_rewrite_with_the_same_stamp_is_applied() {
     }
     assert_eq!(subset_now(&mesh).as_deref(), Some("v2"));
 }
+
+/// DNS_ROUND_ROBIN is one logical host: istiod keeps one endpoint (`mergeServiceInstances`)
+/// even when a `workloadSelector` picks several WorkloadEntries or a second ServiceEntry
+/// for the host adds its own; DNS spreads over all of them.
+#[test]
+fn dns_round_robin_keeps_one_endpoint() {
+    let entries = |resolution: &str| {
+        format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: vms, namespace: default}}
+spec:
+  hosts: [vms.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: {resolution}
+  workloadSelector: {{labels: {{app: vm}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: vm-1, namespace: default}}
+spec: {{address: 127.0.0.1, labels: {{app: vm}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: vm-2, namespace: default}}
+spec: {{address: 127.0.0.2, labels: {{app: vm}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: pair-a, namespace: default}}
+spec:
+  hosts: [pair.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: {resolution}
+  endpoints: [{{address: 127.0.0.3}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: pair-b, namespace: default}}
+spec:
+  hosts: [pair.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: {resolution}
+  endpoints: [{{address: 127.0.0.4}}]
+"#
+        )
+    };
+    for (resolution, want) in [("DNS_ROUND_ROBIN", 1), ("DNS", 2)] {
+        let mesh = Mesh::from_yaml(&entries(resolution)).unwrap();
+        let snap = mesh.snapshot();
+        for host in ["vms.example.internal", "pair.example.internal"] {
+            let n = snap
+                .registry()
+                .service(host, "default")
+                .unwrap()
+                .targets(80, None)
+                .count();
+            assert_eq!(n, want, "{resolution} {host}");
+        }
+    }
+}
