@@ -1771,6 +1771,44 @@ impl Registry {
             .or_else(|| self.service(host, client_ns))
     }
 
+    /// The service `service` is an alias of, for this client: a Kubernetes `ExternalName`
+    /// Service's target, when the client sees a service of exactly that name that is not an
+    /// alias itself (istiod's alias mode; see [`Service::alias_of`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    ///
+    /// let snap = Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews, namespace: default}
+    /// spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+    /// ---
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: reviews-alias, namespace: shop}
+    /// spec: {type: ExternalName, externalName: reviews.default.svc.cluster.local, ports: [{name: http, port: 9080}]}
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let alias = reg.service("reviews-alias.shop.svc.cluster.local", "shop").unwrap();
+    /// let target = reg.alias_target(alias, "shop", None, 9080).unwrap();
+    /// assert_eq!(&*target.hostname, "reviews.default.svc.cluster.local");
+    /// assert!(reg.alias_target(target, "shop", None, 9080).is_none());
+    /// ```
+    pub fn alias_target(
+        &self,
+        service: &Service,
+        client_ns: &str,
+        sidecar: Option<&crate::sidecar::SidecarScope>,
+        port: u16,
+    ) -> Option<&Arc<Service>> {
+        let target = service.alias_of.as_deref()?;
+        self.service_for_client(target, client_ns, sidecar, port)
+            .filter(|t| &*t.hostname == target && t.alias_of.is_none())
+    }
+
     /// [`Registry::service`] among the services `pick` accepts: for a client with a
     /// Sidecar, the copy of a host its egress imports (istiod's `selectServices`: "if there
     /// is ambiguity around what hostname to pick, a user can specify the one they want in

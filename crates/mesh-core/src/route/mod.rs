@@ -2496,18 +2496,13 @@ impl RouteTable {
         // request is routed as one to the target, its `:authority` unchanged. An unknown
         // target leaves the alias a DNS name dialed outside the mesh.
         if alias_target.is_none()
-            && let Some(target) = service.and_then(|s| s.alias_of.as_deref())
-            && registry
-                .service_for_client(target, a.client_namespace, sidecar, port)
-                .is_some_and(|t| {
-                    // (on a port of the target's: the alias is a name of its virtual hosts
-                    // on that port, and nowhere else)
-                    &*t.hostname == target
-                        && t.alias_of.is_none()
-                        && (t.ports.is_empty() || t.port(port).is_some())
-                })
+            && let Some(target) = service
+                .and_then(|s| registry.alias_target(s, a.client_namespace, sidecar, port))
+                // (on a port of the target's: the alias is a name of its virtual hosts on
+                // that port, and nowhere else)
+                .filter(|t| t.ports.is_empty() || t.port(port).is_some())
         {
-            return self.route_http_as(registry, opts, a, sidecar, Some(target));
+            return self.route_http_as(registry, opts, a, sidecar, Some(&target.hostname));
         }
         // An `https` request is the application's own TLS: on a service port declared TLS or
         // HTTPS, a sidecar sees its ClientHello, not the request, and routes it as a

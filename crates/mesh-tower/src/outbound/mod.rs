@@ -3083,13 +3083,8 @@ where
     // a destination naming an `ExternalName` alias of a service the client knows is that
     // service's cluster (istiod's `GetDestinationCluster` in alias mode: an alias has none)
     let service = service.map(|s| {
-        s.alias_of
-            .as_deref()
-            .and_then(|target| {
-                snap.registry()
-                    .service_for_client(target, ns, sidecar, wd.port.unwrap_or(port))
-                    .filter(|t| &*t.hostname == target && t.alias_of.is_none())
-            })
+        snap.registry()
+            .alias_target(s, ns, sidecar, wd.port.unwrap_or(port))
             .unwrap_or(s)
     });
     // What Envoy does with traffic it has no cluster for, when no route named one: under
