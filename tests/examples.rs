@@ -104,6 +104,15 @@ async fn bookinfo_demo_reports_what_istio_would_do() {
         "{denied}"
     );
     assert_eq!(sample_value(denied), 1);
+    // printed short: the labels a reader looks for, the rest elided
+    assert!(
+        printed.contains(
+            "  istio_requests_total{reporter=\"destination\",source_workload=\"productpage-v1\",…,\
+             destination_workload=\"reviews-v1\",…,response_code=\"200\",…,\
+             connection_security_policy=\"mutual_tls\",…} "
+        ),
+        "{printed}"
+    );
     assert!(report.metrics_addr.ip().is_loopback());
     assert!(printed.contains(&format!("http://{}/stats/prometheus", report.metrics_addr)));
 }

@@ -129,10 +129,47 @@ impl fmt::Display for Report {
             self.metrics_addr
         )?;
         for l in &self.metrics_lines {
-            writeln!(f, "  {l}")?;
+            writeln!(f, "  {}", abbreviate(l))?;
         }
         write!(f, "done in {:.2?}", self.elapsed)
     }
+}
+
+/// The labels of an `istio_requests_total` line a reader looks for first; the others (24
+/// in all) are shown as `…` (the endpoint serves them all).
+const SHOWN_LABELS: [&str; 5] = [
+    "reporter",
+    "source_workload",
+    "destination_workload",
+    "response_code",
+    "connection_security_policy",
+];
+
+/// `name{a="1",b="2",…} value` with only [`SHOWN_LABELS`] spelled out, in their order in
+/// the line; a line that is not a labelled sample is returned as it is.
+fn abbreviate(line: &str) -> String {
+    let (Some(open), Some(close)) = (line.find('{'), line.rfind('}')) else {
+        return line.to_owned();
+    };
+    let mut out = String::from(&line[..=open]);
+    // label values here are names, codes and SPIFFE ids: no `",` inside a value
+    for pair in line[open + 1..close].split("\",") {
+        let name = pair.split('=').next().unwrap_or_default();
+        if SHOWN_LABELS.contains(&name) {
+            if !out.ends_with('{') {
+                out.push(',');
+            }
+            out.push_str(pair.trim_end_matches('"'));
+            out.push('"');
+        } else if !out.ends_with('…') {
+            if !out.ends_with('{') {
+                out.push(',');
+            }
+            out.push('…');
+        }
+    }
+    out.push_str(&line[close..]);
+    out
 }
 
 // -------------------------------------------------------------------------------------
