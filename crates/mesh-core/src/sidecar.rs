@@ -90,7 +90,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use crate::model::{ConfigObject, Labels, OutboundMode, Spec};
+use crate::model::{ConfigObject, ConnectionPoolSettings, Labels, OutboundMode, Spec};
 use crate::names::{labels_match, ExportTo, MeshOptions};
 use crate::registry::{DnsCache, Registry, Service, ServiceDefs, ServiceOrigin};
 use crate::route::RouteTable;
@@ -199,6 +199,10 @@ pub struct SidecarScope {
     routed: HashMap<Box<str>, RoutedServices>,
     /// ... and for every other client namespace.
     routed_other: RoutedServices,
+    /// `ingress` listeners' ports, declared protocols and connection pools, in order.
+    ingress: Vec<(u16, Box<str>, Option<ConnectionPoolSettings>)>,
+    /// `inboundConnectionPool`.
+    inbound_pool: Option<ConnectionPoolSettings>,
 }
 
 impl SidecarScope {
@@ -255,7 +259,78 @@ impl SidecarScope {
                 .and_then(|p| p.egress_proxy.clone()),
             routed: HashMap::new(),
             routed_other: HashMap::new(),
+            ingress: sc
+                .ingress
+                .iter()
+                .filter_map(|l| {
+                    let p = l.port.as_ref()?;
+                    Some((
+                        u16::try_from(p.number).ok()?,
+                        p.protocol.as_str().into(),
+                        l.connection_pool.clone(),
+                    ))
+                })
+                .collect(),
+            inbound_pool: sc.inbound_connection_pool.clone(),
         }
+    }
+
+    /// The connection pool of the workload's inbound `port` this Sidecar sets: its `ingress`
+    /// listener's for that port, else its `inboundConnectionPool` (the whole block, not
+    /// merged field by field, as istiod takes it); `None` leaves it to the DestinationRule.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: prod}
+    /// spec:
+    ///   ingress:
+    ///   - port: {number: 9080, protocol: HTTP, name: http}
+    ///     connectionPool: {http: {http2MaxRequests: 10}}
+    ///   inboundConnectionPool: {tcp: {maxConnections: 5}}
+    /// "#).unwrap().snapshot();
+    /// let scope = snap.sidecar_for("prod", &Labels::new()).unwrap();
+    /// let http = scope.inbound_connection_pool(9080).unwrap().http.as_ref().unwrap();
+    /// assert_eq!(http.http2_max_requests, Some(10));
+    /// let other = scope.inbound_connection_pool(8080).unwrap();
+    /// assert_eq!(other.tcp.as_ref().unwrap().max_connections, Some(5));
+    /// ```
+    pub fn inbound_connection_pool(&self, port: u16) -> Option<&ConnectionPoolSettings> {
+        self.ingress
+            .iter()
+            .find(|(p, ..)| *p == port)
+            .and_then(|(_, _, pool)| pool.as_ref())
+            .or(self.inbound_pool.as_ref())
+    }
+
+    /// The protocol an `ingress` listener of this Sidecar declares for `port`, if one does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: prod}
+    /// spec:
+    ///   ingress: [{port: {number: 9090, protocol: GRPC, name: grpc}}]
+    /// "#).unwrap().snapshot();
+    /// let scope = snap.sidecar_for("prod", &Labels::new()).unwrap();
+    /// assert_eq!(scope.ingress_protocol(9090), Some("GRPC"));
+    /// assert_eq!(scope.ingress_protocol(9080), None);
+    /// ```
+    pub fn ingress_protocol(&self, port: u16) -> Option<&str> {
+        self.ingress
+            .iter()
+            .find(|(p, ..)| *p == port)
+            .map(|(_, proto, _)| &**proto)
     }
 
     /// Computes the services its VirtualServices route to, for the client namespaces

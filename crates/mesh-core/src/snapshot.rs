@@ -1124,6 +1124,75 @@ impl Snapshot {
         self.config.sidecars.for_workload(namespace, labels)
     }
 
+    /// The connection pool of a workload's inbound `port` (Envoy's circuit breakers on the
+    /// inbound cluster, between the sidecar and the application), as istiod chooses it:
+    /// the workload's Sidecar `ingress` listener for the port, else its Sidecar's
+    /// `inboundConnectionPool`, else the DestinationRule of `service_host` (the service the
+    /// workload serves on that port, seen from the workload's namespace; port-level
+    /// settings for the service port whose target is `port` over the top level). Each
+    /// source is taken whole, not merged field by field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: httpbin, namespace: foo}
+    /// spec:
+    ///   selector: {app: httpbin}
+    ///   ports: [{name: http, port: 8000, targetPort: 80}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: DestinationRule
+    /// metadata: {name: httpbin, namespace: foo}
+    /// spec:
+    ///   host: httpbin
+    ///   trafficPolicy:
+    ///     connectionPool:
+    ///       tcp: {maxConnections: 1}
+    ///       http: {http1MaxPendingRequests: 1}
+    /// ").unwrap().snapshot();
+    /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
+    /// let pool = snap.inbound_connection_pool("foo", &httpbin, 80, Some("httpbin.foo.svc.cluster.local"));
+    /// let tcp = pool.settings.unwrap().tcp.as_ref().unwrap();
+    /// assert_eq!(tcp.max_connections, Some(1));
+    /// assert_eq!(pool.protocol, Some("HTTP")); // the service port's
+    /// // without the service, no DestinationRule applies
+    /// assert!(snap.inbound_connection_pool("foo", &httpbin, 80, None).settings.is_none());
+    /// ```
+    pub fn inbound_connection_pool(
+        &self,
+        namespace: &str,
+        labels: &Labels,
+        port: u16,
+        service_host: Option<&str>,
+    ) -> InboundPool<'_> {
+        let sidecar = self.sidecar_for(namespace, labels);
+        let service_port = service_host.and_then(|host| {
+            let svc = self.registry.service(host, namespace)?;
+            let sp = svc
+                .ports
+                .iter()
+                .find(|p| p.target_port.unwrap_or(p.number) == port)
+                .or_else(|| svc.port(port))?;
+            Some((host, sp))
+        });
+        let protocol = sidecar
+            .and_then(|s| s.ingress_protocol(port))
+            .or(service_port.map(|(_, sp)| &*sp.protocol));
+        let settings = sidecar
+            .and_then(|s| s.inbound_connection_pool(port))
+            .or_else(|| {
+                let (host, sp) = service_port?;
+                self.traffic_policy_for(host, None, sp.number, namespace, Some(labels))
+                    .connection_pool
+            });
+        InboundPool { settings, protocol }
+    }
+
     /// The outbound traffic policy of a workload in `namespace` with `labels`: its
     /// `Sidecar`'s `outboundTrafficPolicy` when it has one, else MeshConfig's
     /// ([`MeshOptions::outbound_traffic_policy`], `ALLOW_ANY` by default). Under `ALLOW_ANY`
@@ -1290,4 +1359,14 @@ impl Snapshot {
     pub fn gateway_servers_named(&self, names: &[&str]) -> Vec<GatewayServer<'_>> {
         self.config.gateways.servers_named(names)
     }
+}
+/// A workload port's inbound connection pool ([`Snapshot::inbound_connection_pool`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboundPool<'a> {
+    /// The settings that apply, if any source sets them.
+    pub settings: Option<&'a crate::model::ConnectionPoolSettings>,
+    /// The port's declared protocol (the Sidecar `ingress` listener's, else the service
+    /// port's), which decides how Envoy's inbound cluster speaks to the application
+    /// (`HTTP2`/`GRPC`: HTTP/2; `HTTP`: HTTP/1.1; unknown: the caller's protocol).
+    pub protocol: Option<&'a str>,
 }

@@ -250,7 +250,7 @@ fn an_egress_proxy_is_not_reported() {
 }
 
 #[test]
-fn sidecar_ingress_and_inbound_pool_are_said_not_to_apply() {
+fn sidecar_ingress_endpoints_are_said_not_to_apply_and_pools_are_applied() {
     let ds = run(
         "Sidecar",
         "default",
@@ -261,10 +261,17 @@ fn sidecar_ingress_and_inbound_pool_are_said_not_to_apply() {
         .filter(|d| d.code == "IM0013" && d.severity == Severity::Warning)
         .map(|d| d.message.as_str())
         .collect();
-    assert_eq!(not_applied.len(), 2, "{ds:#?}");
-    assert!(not_applied[0].contains("ingress listeners are not applied"));
-    assert!(not_applied[1].contains("inboundConnectionPool is not applied"));
+    assert_eq!(not_applied.len(), 1, "{ds:#?}");
+    assert!(not_applied[0].contains("defaultEndpoint and tls are not applied"));
+    assert!(not_applied[0].ends_with("their connectionPool is"));
     assert!(ds.iter().all(|d| d.severity != Severity::Error), "{ds:#?}");
+    // a listener that only sets a connection pool, and inboundConnectionPool, are applied
+    let ds = run(
+        "Sidecar",
+        "default",
+        "ingress: [{port: {number: 9080, protocol: HTTP, name: http}, connectionPool: {tcp: {maxConnections: 4}}}]\ninboundConnectionPool: {http: {http1MaxPendingRequests: 10}}",
+    );
+    assert!(ds.is_empty(), "{ds:#?}");
 }
 
 #[test]

@@ -69,20 +69,19 @@ fn validate_port_name_and_protocol(cx: &mut Ctx<'_>, pp: &str, port: &Port) {
 
 pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
     // valid Istio that the in-process mesh has no listener for: said once, not silently
-    if !sc.ingress.is_empty() {
+    // an ingress listener's connectionPool is applied by a MeshServer on that port (as is
+    // inboundConnectionPool); where it listens and forwards to is the application's own
+    if sc.ingress.iter().any(|l| {
+        l.bind.is_some()
+            || l.capture_mode != crate::model::CaptureMode::default()
+            || l.default_endpoint.is_some()
+            || l.tls.is_some()
+    }) {
         cx.with_code(
             crate::diag::Severity::Warning,
             crate::diag::codes::NOT_APPLIED,
             "spec.ingress",
-            "sidecar: ingress listeners are not applied by inmesh (the application serves its own ports; wrap them in a MeshServer)",
-        );
-    }
-    if sc.inbound_connection_pool.is_some() {
-        cx.with_code(
-            crate::diag::Severity::Warning,
-            crate::diag::codes::NOT_APPLIED,
-            "spec.inboundConnectionPool",
-            "sidecar: inboundConnectionPool is not applied by inmesh (a MeshServer has no connection pool to its application)",
+            "sidecar: ingress listeners' bind, captureMode, defaultEndpoint and tls are not applied by inmesh (the application serves its own ports; wrap them in a MeshServer); their connectionPool is",
         );
     }
     if let Some(sel) = &sc.workload_selector {

@@ -18,7 +18,12 @@
 //!    Required` (Envoy's codec, as Istio configures it), trace context
 //!    ([`PropagateTraceLayer`]), Istio's standard metrics ([`MetricsLayer`],
 //!    `reporter="destination"`), authorization ([`AuthorizationLayer`], evaluated per
-//!    request on the current snapshot), then the application.
+//!    request on the current snapshot), the inbound connection pool (the circuit breakers
+//!    istiod puts between a sidecar and its application: the Sidecar's `ingress` listener
+//!    for the port, its `inboundConnectionPool`, else the DestinationRule `connectionPool`
+//!    of the service named by [`MeshServerBuilder::service_host`]; past
+//!    `http2MaxRequests`, or `maxConnections` plus `http1MaxPendingRequests` for an `HTTP`
+//!    port, Envoy's 503 `UO` overflow answer), then the application.
 //!
 //! Every layer is usable on its own with `.layer(...)` (e.g. on an axum `Router` served
 //! by `axum::serve`); the server only wires them together.
@@ -56,6 +61,7 @@
 
 mod conn;
 mod hcm;
+mod pool;
 
 /// How often a plaintext connection accepted under PERMISSIVE looks for a new snapshot
 /// that makes its port STRICT.
@@ -1161,6 +1167,11 @@ impl MeshServer {
         F: Future<Output = ()>,
     {
         let i = &self.inner;
+        // the port the inbound connection pool is resolved for
+        let port = i
+            .port
+            .or(listener.local_addr().ok().map(|a| a.port()))
+            .unwrap_or_default();
         let stack = ServiceBuilder::new()
             // hyper's body, readable ahead for a CUSTOM authorizer that wants it
             .map_request(|r: Request<Incoming>| r.map(crate::observe::ReplayBody::new))
@@ -1171,6 +1182,13 @@ impl MeshServer {
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())
+            .layer(pool::InboundPoolLayer::new(
+                i.mesh.clone(),
+                &i.namespace,
+                i.labels.clone(),
+                i.service.as_deref().map(|s| s.host.as_str()),
+                port,
+            ))
             .service(service);
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         // Graceful shutdown by hand: hyper-util's GracefulShutdown does not take

@@ -1,0 +1,370 @@
+//! The circuit breakers of a sidecar's inbound cluster, between the sidecar and the
+//! application, as istiod sets them ([`Snapshot::inbound_connection_pool`]: the Sidecar's
+//! `ingress` listener for the port, its `inboundConnectionPool`, else the served service's
+//! DestinationRule `connectionPool`).
+//!
+//! In-process there is no connection to the application; a request holds what a sidecar's
+//! request to it would hold, from the moment it is handed to the application until its
+//! response body ends (or is dropped):
+//!
+//! - an active-request slot (`http.http2MaxRequests`), any protocol;
+//! - when the sidecar would speak HTTP/1.1 to the application (a port declared `HTTP`, or
+//!   an undeclared one called over HTTP/1.1), one of `tcp.maxConnections` connections,
+//!   each carrying one request at a time; a request that finds none free waits, as one of
+//!   at most `http.http1MaxPendingRequests` pending requests. Ports declared `HTTP2`,
+//!   `GRPC` or `GRPC-WEB` (HTTP/2 to the application) are limited by active requests only.
+//!
+//! Past a limit the request is answered as Envoy answers it: 503 `upstream connect error
+//! or disconnect/reset before headers. reset reason: overflow`, `x-envoy-overloaded:
+//! true`, response flag `UO` (a gRPC request: `grpc-status` 14). The authorization layer
+//! decides first: a denied request takes no slot. The limits are read from the current
+//! snapshot on the first request after each reload; counts carry over while the settings
+//! stay the same. The other fields (`maxRequestsPerConnection`, `idleTimeout`,
+//! `connectTimeout`, `maxRetries`, `maxConcurrentStreams`, `tcpKeepalive`) concern the
+//! sidecar's connections to the application, which do not exist here.
+//!
+//! [`Snapshot::inbound_connection_pool`]: mesh_core::snapshot::Snapshot::inbound_connection_pool
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Request, Response, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use mesh_core::mesh::Mesh;
+use mesh_core::model::{ConnectionPoolSettings, Labels};
+use pin_project_lite::pin_project;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::envoy::{is_grpc, LocalReply};
+use crate::pool::{CircuitBreaker, Permit, PoolLimits, UNLIMITED};
+
+/// How the sidecar's inbound cluster would speak to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upstream {
+    /// HTTP/2 (`HTTP2`, `GRPC`, `GRPC-WEB` ports): requests share connections.
+    Http2,
+    /// HTTP/1.1 (`HTTP` ports): a connection per request in flight.
+    Http1,
+    /// Undeclared: the caller's protocol (`use_downstream_protocol`).
+    Downstream,
+}
+
+impl Upstream {
+    fn of(protocol: Option<&str>) -> Upstream {
+        match protocol {
+            Some(p)
+                if ["HTTP2", "GRPC", "GRPC-WEB"]
+                    .iter()
+                    .any(|h2| p.eq_ignore_ascii_case(h2)) =>
+            {
+                Upstream::Http2
+            }
+            Some(p) if p.eq_ignore_ascii_case("HTTP") => Upstream::Http1,
+            _ => Upstream::Downstream,
+        }
+    }
+}
+
+/// The limits in force for one set of settings, with their counts.
+#[derive(Debug)]
+struct Limiter {
+    settings: ConnectionPoolSettings,
+    upstream: Upstream,
+    breaker: CircuitBreaker,
+    /// `maxConnections` connections to the application, for HTTP/1.1 (none: unlimited).
+    connections: Option<Arc<Semaphore>>,
+}
+
+impl Limiter {
+    fn new(settings: &ConnectionPoolSettings, upstream: Upstream) -> Limiter {
+        let tcp = settings.tcp.as_ref();
+        let http = settings.http.as_ref();
+        let limits = PoolLimits::from_istio(
+            tcp.and_then(|t| t.max_connections).map(i64::from),
+            http.and_then(|h| h.http1_max_pending_requests)
+                .map(i64::from),
+            http.and_then(|h| h.http2_max_requests).map(i64::from),
+            None,
+            None,
+        );
+        let connections = (limits.max_connections != UNLIMITED && upstream != Upstream::Http2)
+            .then(|| Arc::new(Semaphore::new(limits.max_connections as usize)));
+        Limiter {
+            settings: settings.clone(),
+            upstream,
+            breaker: CircuitBreaker::new(limits),
+            connections,
+        }
+    }
+}
+
+/// The limiter for the current snapshot (`None`: no limits), and the snapshot it was
+/// resolved for.
+#[derive(Debug)]
+struct Current {
+    generation: u64,
+    limiter: Option<Arc<Limiter>>,
+}
+
+#[derive(Debug)]
+struct State {
+    mesh: Mesh,
+    namespace: String,
+    labels: Labels,
+    service_host: Option<String>,
+    port: u16,
+    current: ArcSwap<Current>,
+}
+
+impl State {
+    /// The limiter in force now: resolved again on the first request after a reload.
+    fn limiter(&self) -> Option<Arc<Limiter>> {
+        let snap = self.mesh.load();
+        let current = self.current.load();
+        if current.generation == snap.generation() {
+            return current.limiter.clone();
+        }
+        let pool = snap.inbound_connection_pool(
+            &self.namespace,
+            &self.labels,
+            self.port,
+            self.service_host.as_deref(),
+        );
+        let upstream = Upstream::of(pool.protocol);
+        let limiter = pool.settings.map(|settings| match &current.limiter {
+            // the same settings keep their counts
+            Some(l) if l.settings == *settings && l.upstream == upstream => Arc::clone(l),
+            _ => Arc::new(Limiter::new(settings, upstream)),
+        });
+        self.current.store(Arc::new(Current {
+            generation: snap.generation(),
+            limiter: limiter.clone(),
+        }));
+        limiter
+    }
+}
+
+/// Applies a workload port's inbound connection pool to the application behind it (see the
+/// module docs).
+#[derive(Debug, Clone)]
+pub(crate) struct InboundPoolLayer {
+    state: Arc<State>,
+}
+
+impl InboundPoolLayer {
+    /// For the workload in `namespace` with `labels`, serving `service_host` (if known) on
+    /// `port`.
+    pub(crate) fn new(
+        mesh: Mesh,
+        namespace: &str,
+        labels: Labels,
+        service_host: Option<&str>,
+        port: u16,
+    ) -> InboundPoolLayer {
+        InboundPoolLayer {
+            state: Arc::new(State {
+                mesh,
+                namespace: namespace.to_owned(),
+                labels,
+                service_host: service_host.map(str::to_owned),
+                port,
+                current: ArcSwap::from_pointee(Current {
+                    generation: u64::MAX,
+                    limiter: None,
+                }),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for InboundPoolLayer {
+    type Service = InboundPool<S>;
+
+    fn layer(&self, inner: S) -> InboundPool<S> {
+        InboundPool {
+            inner,
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+/// The service [`InboundPoolLayer`] makes.
+#[derive(Debug, Clone)]
+pub(crate) struct InboundPool<S> {
+    inner: S,
+    state: Arc<State>,
+}
+
+/// What a request holds while the application has it.
+#[derive(Debug)]
+struct Hold {
+    _request: Permit,
+    _connection: Option<OwnedSemaphorePermit>,
+}
+
+type Waiting<T, E> = Pin<Box<dyn Future<Output = Result<(T, Hold), E>> + Send>>;
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for InboundPool<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqB: Send + 'static,
+{
+    type Response = Response<Either<PooledBody<ResB>, Full<Bytes>>>;
+    type Error = S::Error;
+    type Future = InboundPoolFuture<S::Future, Response<ResB>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let Some(limiter) = self.state.limiter() else {
+            return InboundPoolFuture::ready(self.inner.call(req), None);
+        };
+        let overflow = |req: &Request<ReqB>| {
+            InboundPoolFuture::overflow(LocalReply::Overflow.to_response(is_grpc(req.headers())))
+        };
+        let Ok(request) = limiter.breaker.try_request() else {
+            return overflow(&req);
+        };
+        let connections = match &limiter.connections {
+            Some(c) if limiter.upstream == Upstream::Http1 || req.version() < Version::HTTP_2 => {
+                Arc::clone(c)
+            }
+            // HTTP/2 to the application, or no connection limit
+            _ => {
+                let hold = Hold {
+                    _request: request,
+                    _connection: None,
+                };
+                return InboundPoolFuture::ready(self.inner.call(req), Some(hold));
+            }
+        };
+        if let Ok(conn) = Arc::clone(&connections).try_acquire_owned() {
+            let hold = Hold {
+                _request: request,
+                _connection: Some(conn),
+            };
+            return InboundPoolFuture::ready(self.inner.call(req), Some(hold));
+        }
+        // every connection busy: wait as a pending request, if one more may
+        let Ok(pending) = limiter.breaker.try_pending() else {
+            return overflow(&req);
+        };
+        // the service was made ready for this call; a clone waits in its place
+        let inner = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, inner);
+        InboundPoolFuture::waiting(Box::pin(async move {
+            let conn = connections
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            drop(pending);
+            let resp = inner.oneshot(req).await?;
+            Ok((
+                resp,
+                Hold {
+                    _request: request,
+                    _connection: Some(conn),
+                },
+            ))
+        }))
+    }
+}
+
+pin_project! {
+    /// The future of [`InboundPool`].
+    #[project = FutProj]
+    pub(crate) enum InboundPoolFuture<F, T, E> {
+        /// Handed to the application.
+        Ready { #[pin] fut: F, hold: Option<Hold> },
+        /// Waiting for a connection, then handed to the application.
+        Waiting { fut: Waiting<T, E> },
+        /// Refused (a circuit breaker overflowed).
+        Overflow { reply: Option<Response<Full<Bytes>>> },
+    }
+}
+
+impl<F, T, E> InboundPoolFuture<F, T, E> {
+    fn ready(fut: F, hold: Option<Hold>) -> Self {
+        InboundPoolFuture::Ready { fut, hold }
+    }
+
+    fn waiting(fut: Waiting<T, E>) -> Self {
+        InboundPoolFuture::Waiting { fut }
+    }
+
+    fn overflow(reply: Response<Full<Bytes>>) -> Self {
+        InboundPoolFuture::Overflow { reply: Some(reply) }
+    }
+}
+
+impl<F, ResB, E> Future for InboundPoolFuture<F, Response<ResB>, E>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<Either<PooledBody<ResB>, Full<Bytes>>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (resp, hold) = match self.project() {
+            FutProj::Ready { fut, hold } => (std::task::ready!(fut.poll(cx))?, hold.take()),
+            FutProj::Waiting { fut } => {
+                let (resp, hold) = std::task::ready!(fut.as_mut().poll(cx))?;
+                (resp, Some(hold))
+            }
+            FutProj::Overflow { reply } => {
+                let reply = reply.take().expect("polled after completion");
+                return Poll::Ready(Ok(reply.map(Either::Right)));
+            }
+        };
+        Poll::Ready(Ok(
+            resp.map(|inner| Either::Left(PooledBody { inner, hold }))
+        ))
+    }
+}
+
+pin_project! {
+    /// The application's response body, holding the request's slots until it ends.
+    #[derive(Debug)]
+    pub(crate) struct PooledBody<B> {
+        #[pin]
+        inner: B,
+        hold: Option<Hold>,
+    }
+}
+
+impl<B: Body> Body for PooledBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    #[inline]
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        if this.hold.is_some() && !matches!(frame, Some(Ok(_))) {
+            // the stream is over (ended, or failed): the slots are free again
+            *this.hold = None;
+        }
+        Poll::Ready(frame)
+    }
+
+    #[inline]
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    #[inline]
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,331 @@
+//! The inbound connection pool: the circuit breakers istiod puts on a sidecar's inbound
+//! cluster (the Sidecar's `ingress` listener for the port, its `inboundConnectionPool`,
+//! else the served service's DestinationRule `connectionPool`) applied by a mesh server to
+//! its application. Real mesh servers over loopback (plaintext under PERMISSIVE, and mesh
+//! mTLS), an application that holds its requests until told to answer.
+
+mod httpbin_client;
+mod outbound_support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use httpbin_client::{mtls, plain, Resp, HTTPBIN_HOST};
+use mesh_core::mesh::Mesh;
+use mesh_tower::inbound::MeshServer;
+use outbound_support::{reload, Pki};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The application: each request waits for a permit of `gate`, then answers `ok`;
+/// `inside` counts the requests it holds.
+struct App {
+    gate: Arc<Semaphore>,
+    inside: Arc<AtomicUsize>,
+}
+
+impl App {
+    fn new() -> App {
+        App {
+            gate: Arc::new(Semaphore::new(0)),
+            inside: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn router(&self) -> Router {
+        let gate = Arc::clone(&self.gate);
+        let inside = Arc::clone(&self.inside);
+        Router::new().fallback(move || {
+            let gate = Arc::clone(&gate);
+            let inside = Arc::clone(&inside);
+            async move {
+                inside.fetch_add(1, Ordering::SeqCst);
+                gate.acquire().await.unwrap().forget();
+                inside.fetch_sub(1, Ordering::SeqCst);
+                "ok"
+            }
+        })
+    }
+
+    /// Waits until the application holds `n` requests.
+    async fn holding(&self, n: usize) {
+        for _ in 0..400 {
+            if self.inside.load(Ordering::SeqCst) == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "the application holds {} requests, not {n}",
+            self.inside.load(Ordering::SeqCst)
+        );
+    }
+}
+
+/// A mesh server for httpbin (namespace `foo`, port 8000 of the service, 80 in the pod).
+async fn httpbin(
+    pki: &Pki,
+    mesh: &Mesh,
+    app: &App,
+    service_host: bool,
+) -> (SocketAddr, MeshServer) {
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let mut builder = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "httpbin",
+        labels,
+        pki.creds("foo", "httpbin"),
+    )
+    .port(80);
+    if service_host {
+        builder = builder.service_host(HTTPBIN_HOST);
+    }
+    let server = builder.build().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app.router();
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve(listener, router).await });
+    (addr, server)
+}
+
+fn req() -> Request<Full<Bytes>> {
+    Request::get("/get")
+        .header("host", "httpbin.foo:8000")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+fn spawn_plain(addr: SocketAddr) -> tokio::task::JoinHandle<std::io::Result<Resp>> {
+    tokio::spawn(plain(addr, req()))
+}
+
+fn service(protocol: &str) -> String {
+    format!(
+        "
+apiVersion: v1
+kind: Service
+metadata: {{name: httpbin, namespace: foo}}
+spec:
+  selector: {{app: httpbin}}
+  ports: [{{name: {protocol}, port: 8000, targetPort: 80}}]
+"
+    )
+}
+
+const ONE_CONNECTION_ONE_PENDING: &str = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: foo}
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+";
+
+fn assert_overflow(resp: &Resp) {
+    let (status, headers, body) = resp;
+    assert_eq!(status.as_u16(), 503);
+    assert_eq!(headers["x-envoy-overloaded"], "true");
+    assert_eq!(
+        &body[..],
+        b"upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
+}
+
+/// Istio's circuit-breaking task, on the server side: one connection to the application,
+/// one request waiting for it; a third is answered 503 `UO` at once, and the two others
+/// are answered when the application lets them go, in turn.
+#[tokio::test]
+async fn the_destination_rule_pool_limits_what_reaches_the_application() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    reload(
+        &mesh,
+        &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING),
+    );
+    let app = App::new();
+    let (addr, server) = httpbin(&pki, &mesh, &app, true).await;
+
+    let first = spawn_plain(addr);
+    app.holding(1).await;
+    let second = spawn_plain(addr);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // the second waits for the connection: the application still holds one
+    app.holding(1).await;
+    let third = plain(addr, req()).await.unwrap();
+    assert_overflow(&third);
+
+    app.gate.add_permits(1);
+    assert_eq!(first.await.unwrap().unwrap().0, 200);
+    app.holding(1).await; // the pending one got the connection
+    app.gate.add_permits(1);
+    assert_eq!(second.await.unwrap().unwrap().0, 200);
+
+    // free again; the refusal is counted as Envoy flags it
+    app.gate.add_permits(1);
+    assert_eq!(plain(addr, req()).await.unwrap().0, 200);
+    let text = server.metrics().render();
+    let uo = text
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{") && l.contains("response_flags=\"UO\""))
+        .unwrap_or_else(|| panic!("no UO sample in\n{text}"));
+    assert!(
+        uo.contains("response_code=\"503\"") && uo.ends_with(" 1"),
+        "{uo}"
+    );
+}
+
+/// A gRPC caller gets Envoy's gRPC form of the overflow; an HTTP/2 caller of an `HTTP`
+/// port still takes a connection to the application (HTTP/1.1 upstream).
+#[tokio::test]
+async fn overflow_answers_grpc_callers_in_grpc_and_http2_callers_count_too() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let pool = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: foo}
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http2MaxRequests: 1}
+";
+    reload(&mesh, &(service("http") + "---" + pool));
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let sleep = pki.creds("foo", "sleep");
+    let first = tokio::spawn({
+        let sleep = Arc::clone(&sleep);
+        async move { mtls(addr, &sleep, true, req()).await }
+    });
+    app.holding(1).await;
+    let grpc = Request::post("/pkg.Svc/Method")
+        .header("host", "httpbin.foo:8000")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, headers, _) = mtls(addr, &sleep, true, grpc).await.unwrap();
+    assert_eq!(status.as_u16(), 200);
+    assert_eq!(headers["grpc-status"], "14"); // UNAVAILABLE
+    assert_eq!(headers["x-envoy-overloaded"], "true");
+    app.gate.add_permits(1);
+    assert_eq!(first.await.unwrap().unwrap().0, 200);
+}
+
+/// Precedence as istiod's: the Sidecar's ingress listener for the port over its
+/// `inboundConnectionPool` over the DestinationRule; a pool on an `HTTP2` port limits
+/// active requests only.
+#[tokio::test]
+async fn sidecar_pools_take_precedence_over_the_destination_rule() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let sidecar = "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: foo}
+spec:
+  inboundConnectionPool: {http: {http2MaxRequests: 2}}
+";
+    reload(
+        &mesh,
+        &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING + "---" + sidecar),
+    );
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    // two at once reach the application (the DestinationRule's single connection is not
+    // in force), the third is refused
+    let a = spawn_plain(addr);
+    let b = spawn_plain(addr);
+    app.holding(2).await;
+    assert_overflow(&plain(addr, req()).await.unwrap());
+    app.gate.add_permits(2);
+    assert_eq!(a.await.unwrap().unwrap().0, 200);
+    assert_eq!(b.await.unwrap().unwrap().0, 200);
+
+    // an ingress listener for port 80 wins over inboundConnectionPool, and applies on the
+    // next request after the reload
+    let sidecar = "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: foo}
+spec:
+  ingress:
+  - port: {number: 80, protocol: HTTP2, name: http2}
+    connectionPool: {tcp: {maxConnections: 1}, http: {http2MaxRequests: 3, http1MaxPendingRequests: 1}}
+  inboundConnectionPool: {http: {http2MaxRequests: 2}}
+";
+    reload(
+        &mesh,
+        &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING + "---" + sidecar),
+    );
+    // HTTP2 to the application: one connection carries them all, three at once
+    let held: Vec<_> = (0..3).map(|_| spawn_plain(addr)).collect();
+    app.holding(3).await;
+    assert_overflow(&plain(addr, req()).await.unwrap());
+    app.gate.add_permits(3);
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().0, 200);
+    }
+}
+
+/// Without a service the server knows (`service_host`), no DestinationRule applies; and a
+/// request the authorization denies takes no slot.
+#[tokio::test]
+async fn no_service_no_destination_rule_and_denials_take_no_slot() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    reload(
+        &mesh,
+        &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING),
+    );
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, false).await;
+    let held: Vec<_> = (0..3).map(|_| spawn_plain(addr)).collect();
+    app.holding(3).await;
+    app.gate.add_permits(3);
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().0, 200);
+    }
+
+    let deny = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-post, namespace: foo}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {methods: [POST]}}]}]
+";
+    reload(
+        &mesh,
+        &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING + "---" + deny),
+    );
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let first = spawn_plain(addr);
+    app.holding(1).await;
+    for _ in 0..3 {
+        let post = Request::post("/post")
+            .header("host", "httpbin.foo:8000")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(plain(addr, post).await.unwrap().0, 403);
+    }
+    // the pending slot is still free
+    let second = spawn_plain(addr);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.gate.add_permits(2);
+    assert_eq!(first.await.unwrap().unwrap().0, 200);
+    assert_eq!(second.await.unwrap().unwrap().0, 200);
+}
