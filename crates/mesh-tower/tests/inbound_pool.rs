@@ -329,3 +329,60 @@ spec:
     assert_eq!(first.await.unwrap().unwrap().0, 200);
     assert_eq!(second.await.unwrap().unwrap().0, 200);
 }
+
+/// On a TCP port a proxied connection holds one of `tcp.maxConnections`; past it the
+/// connection is closed, as Envoy's TCP proxy closes it.
+#[tokio::test]
+async fn tcp_connections_past_max_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    reload(
+        &mesh,
+        &(service("tcp") + "---" + ONE_CONNECTION_ONE_PENDING),
+    );
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "httpbin",
+        labels,
+        pki.creds("foo", "httpbin"),
+    )
+    .service_host(HTTPBIN_HOST)
+    .port(80)
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        server
+            .serve_tcp(listener, |mut conn| async move {
+                // echo until the caller closes
+                let mut buf = [0u8; 64];
+                while let Ok(n) = conn.read(&mut buf).await {
+                    if n == 0 || conn.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await
+    });
+    let echo = |mut s: tokio::net::TcpStream| async move {
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        (s, buf[..n].to_vec())
+    };
+    let (first, got) = echo(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    assert_eq!(got, b"ping");
+    let (_, got) = echo(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    assert!(got.is_empty(), "a second connection is closed: {got:?}");
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, got) = echo(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    assert_eq!(got, b"ping", "the slot is free again");
+}

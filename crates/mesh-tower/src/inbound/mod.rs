@@ -1403,6 +1403,17 @@ impl MeshServer {
     {
         let handler = Arc::new(handler);
         let mut conns = tokio::task::JoinSet::new();
+        // `tcp.maxConnections` of the inbound connection pool: one per proxied connection
+        let i = &self.inner;
+        let pool = Arc::new(pool::InboundPoolLayer::new(
+            i.mesh.clone(),
+            &i.namespace,
+            i.labels.clone(),
+            i.service.as_deref().map(|s| s.host.as_str()),
+            i.port
+                .or(listener.local_addr().ok().map(|a| a.port()))
+                .unwrap_or_default(),
+        ));
         tokio::pin!(signal);
         loop {
             let (tcp, remote) = tokio::select! {
@@ -1420,8 +1431,14 @@ impl MeshServer {
             let _ = tcp.set_nodelay(true);
             let this = self.clone();
             let handler = Arc::clone(&handler);
+            let pool = Arc::clone(&pool);
             conns.spawn(async move {
                 if let Some(stream) = this.accept_tcp(tcp, remote).await {
+                    // past maxConnections Envoy's TCP proxy closes it (flag UO)
+                    let Ok(_slot) = pool.admit_connection() else {
+                        tracing::debug!(%remote, "inbound connection pool overflow: maxConnections reached; closing");
+                        return;
+                    };
                     handler(stream).await;
                 }
             });

@@ -23,6 +23,10 @@
 //! `connectTimeout`, `maxRetries`, `maxConcurrentStreams`, `tcpKeepalive`) concern the
 //! sidecar's connections to the application, which do not exist here.
 //!
+//! On TCP ports (`MeshServer::serve_tcp`) a proxied connection holds one of
+//! `tcp.maxConnections` while it is open; past it the connection is closed once accepted
+//! and authorized, as Envoy's TCP proxy closes it when it cannot connect upstream.
+//!
 //! [`Snapshot::inbound_connection_pool`]: mesh_core::snapshot::Snapshot::inbound_connection_pool
 
 use std::future::Future;
@@ -179,6 +183,20 @@ impl InboundPoolLayer {
                     limiter: None,
                 }),
             }),
+        }
+    }
+}
+
+impl InboundPoolLayer {
+    /// A proxied TCP connection to the application (`MeshServer::serve_tcp`): one of
+    /// `tcp.maxConnections`, held while it is open (`Ok(None)`: no limit); `Err` past it.
+    pub(crate) fn admit_connection(&self) -> Result<Option<OwnedSemaphorePermit>, ()> {
+        let Some(limiter) = self.state.limiter() else {
+            return Ok(None);
+        };
+        match &limiter.connections {
+            None => Ok(None),
+            Some(c) => Arc::clone(c).try_acquire_owned().map(Some).map_err(|_| ()),
         }
     }
 }
