@@ -433,6 +433,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
     // subset may select besides pods
     let mut entry_labels: Vec<&Labels> = Vec::new();
     let mut service_ports: HashMap<String, Vec<u32>> = HashMap::new(); // Kubernetes Services
+                                                                       // ExternalName Services: FQDN -> the name they point to (an alias of a known service
+                                                                       // in istiod's alias mode)
+    let mut external_names: HashMap<String, String> = HashMap::new();
     let mut se_hosts: Vec<(&ConfigObject, &str)> = Vec::new();
     let mut registry_known = false;
     let mut workloads: Vec<(&ConfigObject, &Labels)> = Vec::new();
@@ -449,6 +452,14 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     .entry(fq.clone())
                     .or_default()
                     .extend(svc.ports.iter().map(|p| p.port));
+                if svc.service_type.as_deref() == Some("ExternalName")
+                    && let Some(target) = &svc.external_name
+                {
+                    external_names.insert(
+                        fq.clone(),
+                        target.trim_end_matches('.').to_ascii_lowercase(),
+                    );
+                }
                 if let Some(sel) = &svc.selector {
                     service_selectors.insert(fq.clone(), sel);
                 }
@@ -748,20 +759,46 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                     let fq = cx.fqdn(&d.host, ns);
                     if let Some(subset) = &d.subset {
                         let candidates = dr_candidates(&fq);
-                        // the loaded DestinationRules that apply to this host from here
+                        // the loaded DestinationRules that apply to a host from here
+                        let visible_for = |fq: &str, candidates: &[&DrInfo<'_>]| -> Vec<bool> {
+                            candidates
+                                .iter()
+                                .map(|dr| {
+                                    (dr.obj.metadata.namespace == ns
+                                        || exported_to(
+                                            dr.export_to,
+                                            &dr.obj.metadata.namespace,
+                                            ns,
+                                        ))
+                                        && host::matches(&dr.host, fq)
+                                        && (!host::is_wildcard(&dr.host)
+                                            || host::subset_of(fq, &dr.host))
+                                })
+                                .collect()
+                        };
+                        let seen = visible_for(&fq, &candidates);
                         let visible: Vec<&&DrInfo<'_>> = candidates
                             .iter()
-                            .filter(|dr| {
-                                (dr.obj.metadata.namespace == ns
-                                    || exported_to(dr.export_to, &dr.obj.metadata.namespace, ns))
-                                    && host::matches(&dr.host, &fq)
-                                    && (!host::is_wildcard(&dr.host)
-                                        || host::subset_of(&fq, &dr.host))
-                            })
+                            .zip(&seen)
+                            .filter_map(|(dr, v)| v.then_some(dr))
                             .collect();
                         let defined = visible
                             .iter()
                             .any(|dr| dr.subsets.contains(&subset.as_str()));
+                        // an ExternalName alias of a loaded service routes to that
+                        // service's subsets (istiod's alias mode)
+                        let alias_target = external_names
+                            .get(&fq)
+                            .filter(|t| {
+                                service_ports.contains_key(*t) && !external_names.contains_key(*t)
+                            })
+                            .filter(|t| {
+                                let c = dr_candidates(t);
+                                visible_for(t, &c)
+                                    .iter()
+                                    .zip(&c)
+                                    .any(|(v, dr)| *v && dr.subsets.contains(&subset.as_str()))
+                            });
                         if !defined {
                             let close = candidates
                                 .iter()
@@ -788,7 +825,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                     d.host
                                 ),
                             );
-                            d.help = Some(if close.is_empty() {
+                            d.help = Some(if let Some(target) = alias_target {
+                                format!("{fq} is an ExternalName alias of {target}: inmesh routes this to {target}'s subset `{subset}`, which its DestinationRule defines (istiod's alias mode); istioctl analyze reports the alias's own subset missing")
+                            } else if close.is_empty() {
                                 format!("no loaded DestinationRule defines subsets for {fq}: unless one elsewhere does, traffic to this route gets 503 (cluster not found)")
                             } else {
                                 let sugg = crate::diag::did_you_mean(subset, close.iter().copied());

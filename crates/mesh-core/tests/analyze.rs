@@ -578,3 +578,49 @@ spec: {containers: [{name: reviews, image: reviews}]}
         .iter()
         .any(|d| d.code == "IST0101"));
 }
+
+/// A route to an ExternalName alias of a loaded service with one of that service's
+/// subsets: istioctl's IST0101 stands, and the help says where inmesh routes it.
+#[test]
+fn an_alias_subset_is_reported_with_where_it_goes() {
+    let ds = run("apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec: {selector: {app: reviews}, ports: [{name: http, port: 9080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews-alias, namespace: default}
+spec: {type: ExternalName, externalName: reviews.default.svc.cluster.local, ports: [{name: http, port: 9080}]}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec: {host: reviews, subsets: [{name: v1, labels: {version: v1}}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: via-alias, namespace: default}
+spec:
+  hosts: [reviews-alias]
+  http:
+  - route:
+    - destination: {host: reviews-alias, subset: v1}
+    - destination: {host: reviews-alias, subset: v9}
+");
+    let found: Vec<_> = ds
+        .iter()
+        .filter(|d| d.code == "IST0101" && d.message.contains("reviews-alias+"))
+        .collect();
+    assert_eq!(found.len(), 2, "{ds:#?}");
+    let v1 = found.iter().find(|d| d.message.contains("+v1")).unwrap();
+    let help = v1.help.as_deref().unwrap();
+    assert!(
+        help.contains("ExternalName alias of reviews.default.svc.cluster.local")
+            && help.contains("subset `v1`"),
+        "{help}"
+    );
+    // a subset the target does not define either keeps the 503 help
+    let v9 = found.iter().find(|d| d.message.contains("+v9")).unwrap();
+    assert!(v9.help.as_deref().unwrap().contains("503"), "{v9:#?}");
+}
