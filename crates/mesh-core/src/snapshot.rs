@@ -1361,6 +1361,27 @@ impl Snapshot {
     }
 }
 /// A workload port's inbound connection pool ([`Snapshot::inbound_connection_pool`]).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::model::Labels;
+///
+/// let snap = mesh_core::mesh::Mesh::from_yaml("
+/// apiVersion: networking.istio.io/v1
+/// kind: Sidecar
+/// metadata: {name: default, namespace: foo}
+/// spec:
+///   ingress:
+///   - port: {number: 9090, protocol: GRPC, name: grpc}
+///     connectionPool: {http: {http2MaxRequests: 100}}
+/// ").unwrap().snapshot();
+/// let pool = snap.inbound_connection_pool("foo", &Labels::new(), 9090, None);
+/// assert_eq!(pool.protocol, Some("GRPC"));
+/// assert_eq!(pool.settings.unwrap().http.as_ref().unwrap().http2_max_requests, Some(100));
+/// // nothing for another port: Envoy's defaults (no limits)
+/// assert_eq!(snap.inbound_connection_pool("foo", &Labels::new(), 8080, None).settings, None);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InboundPool<'a> {
     /// The settings that apply, if any source sets them.
