@@ -386,3 +386,130 @@ async fn tcp_connections_past_max_connections_are_closed() {
     let (_, got) = echo(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
     assert_eq!(got, b"ping", "the slot is free again");
 }
+
+/// Many callers at once, over HTTP/1.1 and HTTP/2, some going away while they wait: the
+/// application never holds more than `maxConnections`, every answer is a 200 or the 503
+/// overflow, and no slot leaks (the limits admit as many as before once all is done).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_respects_the_limits_and_leaks_no_slot() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let pool = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: foo}
+spec:
+  host: httpbin
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 4}
+      http: {http1MaxPendingRequests: 20}
+";
+    reload(&mesh, &(service("http") + "---" + pool));
+    // the application answers after 2 ms (or, gated, when let go), noting the most it
+    // ever held
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let gated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gate = Arc::new(Semaphore::new(0));
+    let app = {
+        let (inside, most) = (Arc::clone(&inside), Arc::clone(&most));
+        let (gated, gate) = (Arc::clone(&gated), Arc::clone(&gate));
+        Router::new().fallback(move || {
+            let (inside, most) = (Arc::clone(&inside), Arc::clone(&most));
+            let (gated, gate) = (Arc::clone(&gated), Arc::clone(&gate));
+            async move {
+                // counted out when the handler ends or is dropped (its caller went away)
+                struct Inside(Arc<AtomicUsize>);
+                impl Drop for Inside {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                let _inside = Inside(inside);
+                most.fetch_max(now, Ordering::SeqCst);
+                if gated.load(Ordering::SeqCst) {
+                    gate.acquire().await.unwrap().forget();
+                } else {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                "ok"
+            }
+        })
+    };
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "httpbin",
+        labels,
+        pki.creds("foo", "httpbin"),
+    )
+    .service_host(HTTPBIN_HOST)
+    .port(80)
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener, app).await });
+    let sleep = pki.creds("foo", "sleep");
+
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let sleep = Arc::clone(&sleep);
+        tasks.push(tokio::spawn(async move {
+            let call = async {
+                if i % 3 == 0 {
+                    mtls(addr, &sleep, true, req()).await
+                } else {
+                    plain(addr, req()).await
+                }
+            };
+            if i % 10 == 9 {
+                // a caller that gives up early (maybe while pending)
+                return tokio::time::timeout(Duration::from_millis(1), call)
+                    .await
+                    .ok();
+            }
+            Some(call.await)
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            None => {}
+            Some(Ok((status, headers, _))) if status == 503 => {
+                assert_eq!(headers["x-envoy-overloaded"], "true");
+                refused += 1;
+            }
+            Some(Ok((status, _, body))) => {
+                assert_eq!((status.as_u16(), &body[..]), (200, &b"ok"[..]));
+                ok += 1;
+            }
+            Some(Err(e)) => panic!("transport error: {e}"),
+        }
+    }
+    assert!(ok > 0, "{ok} answered, {refused} refused");
+    assert!(
+        most.load(Ordering::SeqCst) <= 4,
+        "the application held {} at once",
+        most.load(Ordering::SeqCst)
+    );
+    // nothing leaked: four at once still reach the application together
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(inside.load(Ordering::SeqCst), 0);
+    gated.store(true, Ordering::SeqCst);
+    let again: Vec<_> = (0..4).map(|_| spawn_plain(addr)).collect();
+    for _ in 0..400 {
+        if inside.load(Ordering::SeqCst) == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(inside.load(Ordering::SeqCst), 4, "a slot leaked");
+    gate.add_permits(4);
+    for a in again {
+        assert_eq!(a.await.unwrap().unwrap().0, 200);
+    }
+}

@@ -124,6 +124,9 @@ struct State {
     service_host: Option<String>,
     port: u16,
     current: ArcSwap<Current>,
+    /// Held while the limiter is resolved again, so that requests racing past a reload
+    /// share one limiter (and its counts) rather than each making its own.
+    resolving: std::sync::Mutex<()>,
 }
 
 impl State {
@@ -132,6 +135,15 @@ impl State {
         let snap = self.mesh.load();
         let current = self.current.load();
         if current.generation == snap.generation() {
+            return current.limiter.clone();
+        }
+        let _one_at_a_time = self
+            .resolving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = self.current.load();
+        if current.generation == snap.generation() {
+            // another request resolved it meanwhile
             return current.limiter.clone();
         }
         let pool = snap.inbound_connection_pool(
@@ -182,6 +194,7 @@ impl InboundPoolLayer {
                     generation: u64::MAX,
                     limiter: None,
                 }),
+                resolving: std::sync::Mutex::new(()),
             }),
         }
     }
