@@ -275,9 +275,13 @@ impl SidecarScope {
         }
     }
 
-    /// The connection pool of the workload's inbound `port` this Sidecar sets: its `ingress`
-    /// listener's for that port, else its `inboundConnectionPool` (the whole block, not
-    /// merged field by field, as istiod takes it); `None` leaves it to the DestinationRule.
+    /// The connection pool of the workload's inbound `port` this Sidecar sets, as istiod's
+    /// `InboundConnectionPoolForPort`: the first `ingress` listener for that port with a
+    /// `connectionPool`, else its `inboundConnectionPool` (the whole block, not merged
+    /// field by field); `None` leaves it to the DestinationRule. A Sidecar with `ingress`
+    /// listeners, none of them for `port`, sets nothing there: istiod sends that port's
+    /// traffic through its passthrough cluster, with no limits (see
+    /// [`SidecarScope::has_ingress`]).
     ///
     /// # Examples
     ///
@@ -292,20 +296,45 @@ impl SidecarScope {
     ///   ingress:
     ///   - port: {number: 9080, protocol: HTTP, name: http}
     ///     connectionPool: {http: {http2MaxRequests: 10}}
+    ///   - port: {number: 9090, protocol: GRPC, name: grpc}
     ///   inboundConnectionPool: {tcp: {maxConnections: 5}}
     /// "#).unwrap().snapshot();
     /// let scope = snap.sidecar_for("prod", &Labels::new()).unwrap();
     /// let http = scope.inbound_connection_pool(9080).unwrap().http.as_ref().unwrap();
     /// assert_eq!(http.http2_max_requests, Some(10));
-    /// let other = scope.inbound_connection_pool(8080).unwrap();
-    /// assert_eq!(other.tcp.as_ref().unwrap().max_connections, Some(5));
+    /// let grpc = scope.inbound_connection_pool(9090).unwrap();
+    /// assert_eq!(grpc.tcp.as_ref().unwrap().max_connections, Some(5));
+    /// assert!(scope.inbound_connection_pool(8080).is_none(), "not an ingress port");
     /// ```
     pub fn inbound_connection_pool(&self, port: u16) -> Option<&ConnectionPoolSettings> {
-        self.ingress
-            .iter()
-            .find(|(p, ..)| *p == port)
-            .and_then(|(_, _, pool)| pool.as_ref())
+        let mut listeners = self.ingress.iter().filter(|(p, ..)| *p == port).peekable();
+        if !self.ingress.is_empty() && listeners.peek().is_none() {
+            return None;
+        }
+        listeners
+            .find_map(|(_, _, pool)| pool.as_ref())
             .or(self.inbound_pool.as_ref())
+    }
+
+    /// Whether this Sidecar declares `ingress` listeners: then they alone are the
+    /// workload's inbound ports (istiod builds its inbound clusters from them, not from
+    /// the services that select the workload).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::Labels;
+    ///
+    /// let snap = mesh_core::mesh::Mesh::from_yaml(r#"
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Sidecar
+    /// metadata: {name: default, namespace: prod}
+    /// spec: {inboundConnectionPool: {tcp: {maxConnections: 5}}}
+    /// "#).unwrap().snapshot();
+    /// assert!(!snap.sidecar_for("prod", &Labels::new()).unwrap().has_ingress());
+    /// ```
+    pub fn has_ingress(&self) -> bool {
+        !self.ingress.is_empty()
     }
 
     /// The protocol an `ingress` listener of this Sidecar declares for `port`, if one does.

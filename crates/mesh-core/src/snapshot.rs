@@ -1125,12 +1125,24 @@ impl Snapshot {
     }
 
     /// The connection pool of a workload's inbound `port` (Envoy's circuit breakers on the
-    /// inbound cluster, between the sidecar and the application), as istiod chooses it:
-    /// the workload's Sidecar `ingress` listener for the port, else its Sidecar's
-    /// `inboundConnectionPool`, else the DestinationRule of `service_host` (the service the
-    /// workload serves on that port, seen from the workload's namespace; port-level
-    /// settings for the service port whose target is `port` over the top level). Each
-    /// source is taken whole, not merged field by field.
+    /// inbound cluster, between the sidecar and the application), as istiod builds that
+    /// cluster:
+    ///
+    /// - with a Sidecar that declares `ingress` listeners, the listener for `port` (its
+    ///   `connectionPool`, else the Sidecar's `inboundConnectionPool`, else the
+    ///   DestinationRule's settings for the listener's port); a port no listener declares
+    ///   goes through the passthrough cluster, without limits;
+    /// - otherwise the service `service_host` (the service the workload serves, seen from
+    ///   its namespace) on the service port whose target is `port`: the Sidecar's
+    ///   `inboundConnectionPool`, else the service's DestinationRule (port-level settings
+    ///   for that service port over the top level); a port no port of the service
+    ///   targets goes through the passthrough cluster, without limits. Without
+    ///   `service_host` only the Sidecar's settings can apply.
+    ///
+    /// Each source is taken whole, not merged field by field. The DestinationRule is the
+    /// one the workload's namespace sees for the service, never one with a
+    /// `workloadSelector` (istiod honours selectors for outbound traffic only), and only
+    /// for a service its Sidecar imports.
     ///
     /// # Examples
     ///
@@ -1156,11 +1168,13 @@ impl Snapshot {
     ///       http: {http1MaxPendingRequests: 1}
     /// ").unwrap().snapshot();
     /// let httpbin: Labels = [("app".to_string(), "httpbin".to_string())].into();
-    /// let pool = snap.inbound_connection_pool("foo", &httpbin, 80, Some("httpbin.foo.svc.cluster.local"));
+    /// let host = Some("httpbin.foo.svc.cluster.local");
+    /// let pool = snap.inbound_connection_pool("foo", &httpbin, 80, host);
     /// let tcp = pool.settings.unwrap().tcp.as_ref().unwrap();
     /// assert_eq!(tcp.max_connections, Some(1));
     /// assert_eq!(pool.protocol, Some("HTTP")); // the service port's
-    /// // without the service, no DestinationRule applies
+    /// // a port the service does not target, or no service: no DestinationRule applies
+    /// assert!(snap.inbound_connection_pool("foo", &httpbin, 8000, host).settings.is_none());
     /// assert!(snap.inbound_connection_pool("foo", &httpbin, 80, None).settings.is_none());
     /// ```
     pub fn inbound_connection_pool(
@@ -1171,26 +1185,46 @@ impl Snapshot {
         service_host: Option<&str>,
     ) -> InboundPool<'_> {
         let sidecar = self.sidecar_for(namespace, labels);
-        let service_port = service_host.and_then(|host| {
+        let ingress = sidecar.filter(|s| s.has_ingress());
+        let listener_protocol = ingress.and_then(|s| s.ingress_protocol(port));
+        if ingress.is_some() && listener_protocol.is_none() {
+            return InboundPool::default();
+        }
+        // the service, by the port it sends to this one
+        let service = service_host.and_then(|host| {
             let svc = self.registry.service(host, namespace)?;
             let sp = svc
                 .ports
                 .iter()
-                .find(|p| p.target_port.unwrap_or(p.number) == port)
-                .or_else(|| svc.port(port))?;
-            Some((host, sp))
+                .find(|p| p.target_port.unwrap_or(p.number) == port)?;
+            Some((host, svc, sp))
         });
-        let protocol = sidecar
-            .and_then(|s| s.ingress_protocol(port))
-            .or(service_port.map(|(_, sp)| &*sp.protocol));
+        if ingress.is_none() && service_host.is_some() && service.is_none() {
+            return InboundPool::default();
+        }
+        let protocol = listener_protocol.or(service.map(|(_, _, sp)| &*sp.protocol));
         let settings = sidecar
             .and_then(|s| s.inbound_connection_pool(port))
             .or_else(|| {
-                let (host, sp) = service_port?;
-                self.traffic_policy_for(host, None, sp.number, namespace, Some(labels))
+                let (host, svc, sp) = service?;
+                // istiod keys port-level settings by the ingress listener's port, else by
+                // the service port
+                let lookup = if ingress.is_some() { port } else { sp.number };
+                if sidecar.is_some_and(|s| !s.imports(namespace, &svc.namespace, host, sp.number)) {
+                    return None;
+                }
+                self.traffic_policy_for(host, None, lookup, namespace, None)
                     .connection_pool
             });
-        InboundPool { settings, protocol }
+        let use_client_protocol = settings
+            .and_then(|s| s.http.as_ref())
+            .and_then(|h| h.use_client_protocol)
+            .unwrap_or(false);
+        InboundPool {
+            settings,
+            protocol,
+            use_client_protocol,
+        }
     }
 
     /// The outbound traffic policy of a workload in `namespace` with `labels`: its
@@ -1390,4 +1424,6 @@ pub struct InboundPool<'a> {
     /// port's), which decides how Envoy's inbound cluster speaks to the application
     /// (`HTTP2`/`GRPC`: HTTP/2; `HTTP`: HTTP/1.1; unknown: the caller's protocol).
     pub protocol: Option<&'a str>,
+    /// The settings' `http.useClientProtocol`: the caller's protocol whatever the port's.
+    pub use_client_protocol: bool,
 }

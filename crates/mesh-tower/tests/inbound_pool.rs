@@ -185,8 +185,8 @@ async fn the_destination_rule_pool_limits_what_reaches_the_application() {
     );
 }
 
-/// A gRPC caller gets Envoy's gRPC form of the overflow; an HTTP/2 caller of an `HTTP`
-/// port still takes a connection to the application (HTTP/1.1 upstream).
+/// A gRPC caller gets Envoy's gRPC form of the overflow (a free connection, but
+/// `http2MaxRequests` reached); an HTTP/2 caller of an `HTTP` port is counted too.
 #[tokio::test]
 async fn overflow_answers_grpc_callers_in_grpc_and_http2_callers_count_too() {
     let pki = Pki::new();
@@ -199,7 +199,7 @@ spec:
   host: httpbin
   trafficPolicy:
     connectionPool:
-      tcp: {maxConnections: 1}
+      tcp: {maxConnections: 2}
       http: {http2MaxRequests: 1}
 ";
     reload(&mesh, &(service("http") + "---" + pool));
@@ -512,4 +512,218 @@ spec:
     for a in again {
         assert_eq!(a.await.unwrap().unwrap().0, 200);
     }
+}
+
+/// Starts `n` plain requests and waits until the application holds them all.
+async fn hold(
+    app: &App,
+    addr: SocketAddr,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<std::io::Result<Resp>>> {
+    let held: Vec<_> = (0..n).map(|_| spawn_plain(addr)).collect();
+    app.holding(n).await;
+    held
+}
+
+async fn release(app: &App, held: Vec<tokio::task::JoinHandle<std::io::Result<Resp>>>) {
+    app.gate.add_permits(held.len());
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().0, 200);
+    }
+}
+
+fn dr(policy: &str) -> String {
+    format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: httpbin, namespace: foo}}
+spec:
+  host: httpbin
+  trafficPolicy:
+{policy}"
+    )
+}
+
+/// As Envoy's pools: a request waiting for a connection holds a pending slot only; it
+/// counts against `http2MaxRequests` once it has one.
+#[tokio::test]
+async fn pending_requests_are_not_active_requests() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let pool = dr("    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 5, http2MaxRequests: 2}
+");
+    reload(&mesh, &(service("http") + "---" + &pool));
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let first = hold(&app, addr, 1).await;
+    // three wait for the one connection (1 active + 3 pending: within both limits)
+    let waiting: Vec<_> = (0..3).map(|_| spawn_plain(addr)).collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for w in &waiting {
+        assert!(!w.is_finished(), "a pending request was answered early");
+    }
+    app.gate.add_permits(4);
+    assert_eq!(
+        first.into_iter().next().unwrap().await.unwrap().unwrap().0,
+        200
+    );
+    for w in waiting {
+        assert_eq!(w.await.unwrap().unwrap().0, 200);
+    }
+}
+
+/// istiod honours a DestinationRule's `workloadSelector` for outbound traffic only: such a
+/// rule sets no inbound limits.
+#[tokio::test]
+async fn a_destination_rule_with_a_workload_selector_is_not_applied_inbound() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let selected = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin-selected, namespace: foo}
+spec:
+  host: httpbin
+  workloadSelector: {matchLabels: {app: httpbin}}
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1}
+";
+    reload(&mesh, &(service("http") + "---" + selected));
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let held = hold(&app, addr, 3).await;
+    release(&app, held).await;
+}
+
+/// Ports outside istiod's inbound clusters go through its passthrough cluster, without
+/// limits: a port the Sidecar's `ingress` listeners do not declare, and (without ingress
+/// listeners) a port no port of the service targets.
+#[tokio::test]
+async fn passthrough_ports_have_no_limits() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let sidecar = "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: foo}
+spec:
+  ingress:
+  - port: {number: 9999, protocol: HTTP, name: http-other}
+  inboundConnectionPool: {http: {http2MaxRequests: 1}}
+";
+    reload(&mesh, &(service("http") + "---" + sidecar));
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let held = hold(&app, addr, 2).await;
+    release(&app, held).await;
+
+    // no ingress listeners; the server on 7777, which the service (-> 80) does not target
+    let sidecar = "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: foo}
+spec:
+  inboundConnectionPool: {http: {http2MaxRequests: 1}}
+";
+    reload(&mesh, &(service("http") + "---" + sidecar));
+    let labels = [("app".to_string(), "httpbin".to_string())].into();
+    let server = MeshServer::builder(
+        mesh.clone(),
+        "foo",
+        "httpbin",
+        labels,
+        pki.creds("foo", "httpbin"),
+    )
+    .port(7777)
+    .service_host(HTTPBIN_HOST)
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = app.router();
+    tokio::spawn(async move { server.serve(listener, router).await });
+    let held = hold(&app, addr, 2).await;
+    release(&app, held).await;
+}
+
+/// With an ingress listener, istiod reads the DestinationRule's port-level settings by
+/// the listener's port, not the service port.
+#[tokio::test]
+async fn an_ingress_listener_reads_port_level_settings_by_its_own_port() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let sidecar = "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: foo}
+spec:
+  ingress:
+  - port: {number: 80, protocol: HTTP, name: http}
+";
+    let at = |port: u16| {
+        dr(&format!(
+            "    portLevelSettings:
+    - port: {{number: {port}}}
+      connectionPool: {{http: {{http2MaxRequests: 1}}}}
+"
+        ))
+    };
+    reload(
+        &mesh,
+        &(service("http") + "---" + &at(8000) + "---" + sidecar),
+    );
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let held = hold(&app, addr, 2).await;
+    release(&app, held).await;
+    // the listener's port: applied (on the next request after the reload)
+    reload(
+        &mesh,
+        &(service("http") + "---" + &at(80) + "---" + sidecar),
+    );
+    let held = hold(&app, addr, 1).await;
+    assert_overflow(&plain(addr, req()).await.unwrap());
+    release(&app, held).await;
+}
+
+/// An `HTTP2` port: the application is reached over HTTP/2, `maxConnections` connections
+/// of `maxConcurrentStreams` streams; `useClientProtocol` makes it the caller's protocol
+/// (HTTP/1.1 here: one request per connection).
+#[tokio::test]
+async fn http2_ports_count_streams_and_use_client_protocol_counts_connections() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let streams = dr("    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1, maxConcurrentStreams: 2}
+");
+    reload(&mesh, &(service("http2") + "---" + &streams));
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let held = hold(&app, addr, 2).await;
+    let waiting = spawn_plain(addr);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.holding(2).await;
+    assert_overflow(&plain(addr, req()).await.unwrap());
+    release(&app, held).await;
+    app.gate.add_permits(1);
+    assert_eq!(waiting.await.unwrap().unwrap().0, 200);
+
+    let client_protocol = dr("    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1, useClientProtocol: true}
+");
+    reload(&mesh, &(service("http2") + "---" + &client_protocol));
+    let held = hold(&app, addr, 1).await;
+    let waiting = spawn_plain(addr);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_overflow(&plain(addr, req()).await.unwrap());
+    release(&app, held).await;
+    app.gate.add_permits(1);
+    assert_eq!(waiting.await.unwrap().unwrap().0, 200);
 }

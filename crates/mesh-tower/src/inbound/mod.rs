@@ -21,9 +21,9 @@
 //!    request on the current snapshot), the inbound connection pool (the circuit breakers
 //!    istiod puts between a sidecar and its application: the Sidecar's `ingress` listener
 //!    for the port, its `inboundConnectionPool`, else the DestinationRule `connectionPool`
-//!    of the service named by [`MeshServerBuilder::service_host`]; past
-//!    `http2MaxRequests`, or `maxConnections` plus `http1MaxPendingRequests` for an `HTTP`
-//!    port, Envoy's 503 `UO` overflow answer), then the application.
+//!    of the service named by [`MeshServerBuilder::service_host`]; past its connections
+//!    or streams plus `http1MaxPendingRequests` waiting, or `http2MaxRequests` active,
+//!    Envoy's 503 `UO` overflow answer), then the application.
 //!
 //! Every layer is usable on its own with `.layer(...)` (e.g. on an axum `Router` served
 //! by `axum::serve`); the server only wires them together.

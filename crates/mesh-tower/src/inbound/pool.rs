@@ -1,18 +1,23 @@
 //! The circuit breakers of a sidecar's inbound cluster, between the sidecar and the
 //! application, as istiod sets them ([`Snapshot::inbound_connection_pool`]: the Sidecar's
 //! `ingress` listener for the port, its `inboundConnectionPool`, else the served service's
-//! DestinationRule `connectionPool`).
+//! DestinationRule `connectionPool`; nothing on a port istiod sends through its
+//! passthrough cluster).
 //!
 //! In-process there is no connection to the application; a request holds what a sidecar's
 //! request to it would hold, from the moment it is handed to the application until its
-//! response body ends (or is dropped):
+//! response body ends (or is dropped), as Envoy's connection pools count them:
 //!
-//! - an active-request slot (`http.http2MaxRequests`), any protocol;
-//! - when the sidecar would speak HTTP/1.1 to the application (a port declared `HTTP`, or
-//!   an undeclared one called over HTTP/1.1), one of `tcp.maxConnections` connections,
-//!   each carrying one request at a time; a request that finds none free waits, as one of
-//!   at most `http.http1MaxPendingRequests` pending requests. Ports declared `HTTP2`,
-//!   `GRPC` or `GRPC-WEB` (HTTP/2 to the application) are limited by active requests only.
+//! - a connection, or a stream of one: when the sidecar would speak HTTP/1.1 to the
+//!   application (a port declared `HTTP`, or an undeclared one called over HTTP/1.1), one
+//!   of `tcp.maxConnections` connections, each carrying one request at a time; over
+//!   HTTP/2 (`HTTP2`, `GRPC`, `GRPC-WEB` ports, or the caller's HTTP/2 on an undeclared
+//!   one or with `http.useClientProtocol`), one of `maxConnections` ×
+//!   `http.maxConcurrentStreams` streams (unlimited unless both are set). A request that
+//!   finds none free waits, as one of at most `http.http1MaxPendingRequests` pending
+//!   requests;
+//! - then an active-request slot (`http.http2MaxRequests`), any protocol: a pending
+//!   request does not count as active.
 //!
 //! Past a limit the request is answered as Envoy answers it: 503 `upstream connect error
 //! or disconnect/reset before headers. reset reason: overflow`, `x-envoy-overloaded:
@@ -20,8 +25,8 @@
 //! decides first: a denied request takes no slot. The limits are read from the current
 //! snapshot on the first request after each reload; counts carry over while the settings
 //! stay the same. The other fields (`maxRequestsPerConnection`, `idleTimeout`,
-//! `connectTimeout`, `maxRetries`, `maxConcurrentStreams`, `tcpKeepalive`) concern the
-//! sidecar's connections to the application, which do not exist here.
+//! `connectTimeout`, `maxRetries`, `tcpKeepalive`) concern the sidecar's connections to
+//! the application, which do not exist here.
 //!
 //! On TCP ports (`MeshServer::serve_tcp`) a proxied connection holds one of
 //! `tcp.maxConnections` while it is open; past it the connection is closed once accepted
@@ -60,17 +65,19 @@ enum Upstream {
 }
 
 impl Upstream {
-    fn of(protocol: Option<&str>) -> Upstream {
-        match protocol {
-            Some(p)
-                if ["HTTP2", "GRPC", "GRPC-WEB"]
-                    .iter()
-                    .any(|h2| p.eq_ignore_ascii_case(h2)) =>
-            {
-                Upstream::Http2
-            }
-            Some(p) if p.eq_ignore_ascii_case("HTTP") => Upstream::Http1,
-            _ => Upstream::Downstream,
+    /// As istiod's `setUpstreamProtocol` for an inbound cluster, then `useClientProtocol`.
+    fn of(protocol: Option<&str>, use_client_protocol: bool) -> Upstream {
+        let is = |names: &[&str]| {
+            protocol.is_some_and(|p| names.iter().any(|n| p.eq_ignore_ascii_case(n)))
+        };
+        if use_client_protocol {
+            Upstream::Downstream
+        } else if is(&["HTTP2", "GRPC", "GRPC-WEB"]) {
+            Upstream::Http2
+        } else if is(&["HTTP", "HTTP_PROXY"]) {
+            Upstream::Http1
+        } else {
+            Upstream::Downstream
         }
     }
 }
@@ -81,8 +88,12 @@ struct Limiter {
     settings: ConnectionPoolSettings,
     upstream: Upstream,
     breaker: CircuitBreaker,
-    /// `maxConnections` connections to the application, for HTTP/1.1 (none: unlimited).
-    connections: Option<Arc<Semaphore>>,
+    /// HTTP/1.1 to the application: `maxConnections` connections, one request each at a
+    /// time (none: unlimited). Also the TCP proxy's connections.
+    h1_slots: Option<Arc<Semaphore>>,
+    /// HTTP/2 to the application: `maxConnections` connections of `maxConcurrentStreams`
+    /// streams each (none: unlimited).
+    h2_slots: Option<Arc<Semaphore>>,
 }
 
 impl Limiter {
@@ -97,22 +108,46 @@ impl Limiter {
             None,
             None,
         );
-        let connections = (limits.max_connections != UNLIMITED && upstream != Upstream::Http2)
-            .then(|| Arc::new(Semaphore::new(limits.max_connections as usize)));
+        let slots =
+            |n: u64| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS as u64) as usize));
+        let connections =
+            (limits.max_connections != UNLIMITED).then_some(u64::from(limits.max_connections));
+        // istiod sets `max_concurrent_streams` from a positive `maxConcurrentStreams` only
+        let streams = http
+            .and_then(|h| h.max_concurrent_streams)
+            .and_then(|n| u64::try_from(n).ok())
+            .filter(|n| *n > 0);
         Limiter {
             settings: settings.clone(),
             upstream,
             breaker: CircuitBreaker::new(limits),
-            connections,
+            h1_slots: connections.map(slots),
+            h2_slots: connections
+                .zip(streams)
+                .map(|(c, s)| slots(c.saturating_mul(s))),
+        }
+    }
+
+    /// The slots a request of `version` waits for, if any are limited.
+    fn slots_for(&self, version: Version) -> Option<&Arc<Semaphore>> {
+        let h2 = match self.upstream {
+            Upstream::Http2 => true,
+            Upstream::Http1 => false,
+            Upstream::Downstream => version >= Version::HTTP_2,
+        };
+        if h2 {
+            self.h2_slots.as_ref()
+        } else {
+            self.h1_slots.as_ref()
         }
     }
 }
 
 /// The limiter for the current snapshot (`None`: no limits), and the snapshot it was
-/// resolved for.
+/// resolved for (`None`: not yet).
 #[derive(Debug)]
 struct Current {
-    generation: u64,
+    generation: Option<u64>,
     limiter: Option<Arc<Limiter>>,
 }
 
@@ -133,8 +168,9 @@ impl State {
     /// The limiter in force now: resolved again on the first request after a reload.
     fn limiter(&self) -> Option<Arc<Limiter>> {
         let snap = self.mesh.load();
+        let generation = snap.generation();
         let current = self.current.load();
-        if current.generation == snap.generation() {
+        if current.generation == Some(generation) {
             return current.limiter.clone();
         }
         let _one_at_a_time = self
@@ -142,8 +178,8 @@ impl State {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.current.load();
-        if current.generation == snap.generation() {
-            // another request resolved it meanwhile
+        // resolved meanwhile, or already for a newer snapshot than this request's
+        if current.generation.is_some_and(|g| g >= generation) {
             return current.limiter.clone();
         }
         let pool = snap.inbound_connection_pool(
@@ -152,14 +188,14 @@ impl State {
             self.port,
             self.service_host.as_deref(),
         );
-        let upstream = Upstream::of(pool.protocol);
+        let upstream = Upstream::of(pool.protocol, pool.use_client_protocol);
         let limiter = pool.settings.map(|settings| match &current.limiter {
             // the same settings keep their counts
             Some(l) if l.settings == *settings && l.upstream == upstream => Arc::clone(l),
             _ => Arc::new(Limiter::new(settings, upstream)),
         });
         self.current.store(Arc::new(Current {
-            generation: snap.generation(),
+            generation: Some(generation),
             limiter: limiter.clone(),
         }));
         limiter
@@ -191,7 +227,7 @@ impl InboundPoolLayer {
                 service_host: service_host.map(str::to_owned),
                 port,
                 current: ArcSwap::from_pointee(Current {
-                    generation: u64::MAX,
+                    generation: None,
                     limiter: None,
                 }),
                 resolving: std::sync::Mutex::new(()),
@@ -207,7 +243,7 @@ impl InboundPoolLayer {
         let Some(limiter) = self.state.limiter() else {
             return Ok(None);
         };
-        match &limiter.connections {
+        match &limiter.h1_slots {
             None => Ok(None),
             Some(c) => Arc::clone(c).try_acquire_owned().map(Some).map_err(|_| ()),
         }
@@ -239,7 +275,10 @@ struct Hold {
     _connection: Option<OwnedSemaphorePermit>,
 }
 
-type Waiting<T, E> = Pin<Box<dyn Future<Output = Result<(T, Hold), E>> + Send>>;
+/// A request waiting for a connection: then answered by the application (with what it
+/// holds), or refused.
+type Waiting<T, E> =
+    Pin<Box<dyn Future<Output = Result<Result<(T, Hold), Response<Full<Bytes>>>, E>> + Send>>;
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for InboundPool<S>
 where
@@ -259,53 +298,59 @@ where
         let Some(limiter) = self.state.limiter() else {
             return InboundPoolFuture::ready(self.inner.call(req), None);
         };
-        let overflow = |req: &Request<ReqB>| {
-            InboundPoolFuture::overflow(LocalReply::Overflow.to_response(is_grpc(req.headers())))
-        };
-        let Ok(request) = limiter.breaker.try_request() else {
-            return overflow(&req);
-        };
-        let connections = match &limiter.connections {
-            Some(c) if limiter.upstream == Upstream::Http1 || req.version() < Version::HTTP_2 => {
-                Arc::clone(c)
-            }
-            // HTTP/2 to the application, or no connection limit
-            _ => {
-                let hold = Hold {
-                    _request: request,
-                    _connection: None,
-                };
-                return InboundPoolFuture::ready(self.inner.call(req), Some(hold));
-            }
-        };
-        if let Ok(conn) = Arc::clone(&connections).try_acquire_owned() {
-            let hold = Hold {
-                _request: request,
-                _connection: Some(conn),
+        let grpc = is_grpc(req.headers());
+        let overflow = || InboundPoolFuture::overflow(LocalReply::Overflow.to_response(grpc));
+        // Envoy's pools: a request waits (pending) for a connection, or a stream of one;
+        // it counts as active (`http2MaxRequests`) once it has one
+        let Some(slots) = limiter.slots_for(req.version()) else {
+            return match limiter.breaker.try_request() {
+                Ok(request) => InboundPoolFuture::ready(
+                    self.inner.call(req),
+                    Some(Hold {
+                        _request: request,
+                        _connection: None,
+                    }),
+                ),
+                Err(_) => overflow(),
             };
-            return InboundPoolFuture::ready(self.inner.call(req), Some(hold));
-        }
-        // every connection busy: wait as a pending request, if one more may
-        let Ok(pending) = limiter.breaker.try_pending() else {
-            return overflow(&req);
         };
+        if let Ok(conn) = Arc::clone(slots).try_acquire_owned() {
+            return match limiter.breaker.try_request() {
+                Ok(request) => InboundPoolFuture::ready(
+                    self.inner.call(req),
+                    Some(Hold {
+                        _request: request,
+                        _connection: Some(conn),
+                    }),
+                ),
+                Err(_) => overflow(),
+            };
+        }
+        // every one busy: wait as a pending request, if one more may
+        let Ok(pending) = limiter.breaker.try_pending() else {
+            return overflow();
+        };
+        let slots = Arc::clone(slots);
         // the service was made ready for this call; a clone waits in its place
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
         InboundPoolFuture::waiting(Box::pin(async move {
-            let conn = connections
+            let conn = slots
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
             drop(pending);
+            let Ok(request) = limiter.breaker.try_request() else {
+                return Ok(Err(LocalReply::Overflow.to_response(grpc)));
+            };
             let resp = inner.oneshot(req).await?;
-            Ok((
+            Ok(Ok((
                 resp,
                 Hold {
                     _request: request,
                     _connection: Some(conn),
                 },
-            ))
+            )))
         }))
     }
 }
@@ -346,10 +391,10 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let (resp, hold) = match self.project() {
             FutProj::Ready { fut, hold } => (std::task::ready!(fut.poll(cx))?, hold.take()),
-            FutProj::Waiting { fut } => {
-                let (resp, hold) = std::task::ready!(fut.as_mut().poll(cx))?;
-                (resp, Some(hold))
-            }
+            FutProj::Waiting { fut } => match std::task::ready!(fut.as_mut().poll(cx))? {
+                Ok((resp, hold)) => (resp, Some(hold)),
+                Err(refused) => return Poll::Ready(Ok(refused.map(Either::Right))),
+            },
             FutProj::Overflow { reply } => {
                 let reply = reply.take().expect("polled after completion");
                 return Poll::Ready(Ok(reply.map(Either::Right)));
