@@ -68,13 +68,9 @@ impl App {
     }
 }
 
-/// A mesh server for httpbin (namespace `foo`, port 8000 of the service, 80 in the pod).
-async fn httpbin(
-    pki: &Pki,
-    mesh: &Mesh,
-    app: &App,
-    service_host: bool,
-) -> (SocketAddr, MeshServer) {
+/// A mesh server for httpbin (namespace `foo`) on workload port `port` (80: the target of
+/// the service's port 8000), told its service when `service_host`.
+fn server(pki: &Pki, mesh: &Mesh, port: u16, service_host: bool) -> MeshServer {
     let labels = [("app".to_string(), "httpbin".to_string())].into();
     let mut builder = MeshServer::builder(
         mesh.clone(),
@@ -83,17 +79,60 @@ async fn httpbin(
         labels,
         pki.creds("foo", "httpbin"),
     )
-    .port(80);
+    .port(port);
     if service_host {
         builder = builder.service_host(HTTPBIN_HOST);
     }
-    let server = builder.build().unwrap();
+    builder.build().unwrap()
+}
+
+/// Serves `router` with `server` on a loopback port.
+async fn serve(server: &MeshServer, router: Router) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let router = app.router();
     let serving = server.clone();
     tokio::spawn(async move { serving.serve(listener, router).await });
-    (addr, server)
+    addr
+}
+
+/// The httpbin server on port 80 serving `app`.
+async fn httpbin(
+    pki: &Pki,
+    mesh: &Mesh,
+    app: &App,
+    service_host: bool,
+) -> (SocketAddr, MeshServer) {
+    let server = server(pki, mesh, 80, service_host);
+    (serve(&server, app.router()).await, server)
+}
+
+type Call = tokio::task::JoinHandle<std::io::Result<Resp>>;
+
+/// Starts `n` plain requests and waits until the application holds them all.
+async fn hold(app: &App, addr: SocketAddr, n: usize) -> Vec<Call> {
+    let held: Vec<_> = (0..n).map(|_| spawn_plain(addr)).collect();
+    app.holding(n).await;
+    held
+}
+
+/// Lets the held requests go; each is answered 200.
+async fn release(app: &App, held: Vec<Call>) {
+    app.gate.add_permits(held.len());
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().0, 200);
+    }
+}
+
+/// With `active` requests held and one more waiting for them, the next is refused; then
+/// all are answered.
+async fn full_then_overflow(app: &App, addr: SocketAddr, active: usize) {
+    let held = hold(app, addr, active).await;
+    let waiting = spawn_plain(addr);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.holding(active).await; // the last one waits
+    assert_overflow(&plain(addr, req()).await.unwrap());
+    release(app, held).await;
+    release(app, vec![waiting]).await;
 }
 
 fn req() -> Request<Full<Bytes>> {
@@ -156,20 +195,8 @@ async fn the_destination_rule_pool_limits_what_reaches_the_application() {
     let app = App::new();
     let (addr, server) = httpbin(&pki, &mesh, &app, true).await;
 
-    let first = spawn_plain(addr);
-    app.holding(1).await;
-    let second = spawn_plain(addr);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    // the second waits for the connection: the application still holds one
-    app.holding(1).await;
-    let third = plain(addr, req()).await.unwrap();
-    assert_overflow(&third);
-
-    app.gate.add_permits(1);
-    assert_eq!(first.await.unwrap().unwrap().0, 200);
-    app.holding(1).await; // the pending one got the connection
-    app.gate.add_permits(1);
-    assert_eq!(second.await.unwrap().unwrap().0, 200);
+    // the second waits for the connection, the third is refused
+    full_then_overflow(&app, addr, 1).await;
 
     // free again; the refusal is counted as Envoy flags it
     app.gate.add_permits(1);
@@ -246,13 +273,9 @@ spec:
     let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
     // two at once reach the application (the DestinationRule's single connection is not
     // in force), the third is refused
-    let a = spawn_plain(addr);
-    let b = spawn_plain(addr);
-    app.holding(2).await;
+    let held = hold(&app, addr, 2).await;
     assert_overflow(&plain(addr, req()).await.unwrap());
-    app.gate.add_permits(2);
-    assert_eq!(a.await.unwrap().unwrap().0, 200);
-    assert_eq!(b.await.unwrap().unwrap().0, 200);
+    release(&app, held).await;
 
     // an ingress listener for port 80 wins over inboundConnectionPool, and applies on the
     // next request after the reload
@@ -271,13 +294,9 @@ spec:
         &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING + "---" + sidecar),
     );
     // HTTP2 to the application: one connection carries them all, three at once
-    let held: Vec<_> = (0..3).map(|_| spawn_plain(addr)).collect();
-    app.holding(3).await;
+    let held = hold(&app, addr, 3).await;
     assert_overflow(&plain(addr, req()).await.unwrap());
-    app.gate.add_permits(3);
-    for h in held {
-        assert_eq!(h.await.unwrap().unwrap().0, 200);
-    }
+    release(&app, held).await;
 }
 
 /// Without a service the server knows (`service_host`), no DestinationRule applies; and a
@@ -292,12 +311,8 @@ async fn no_service_no_destination_rule_and_denials_take_no_slot() {
     );
     let app = App::new();
     let (addr, _server) = httpbin(&pki, &mesh, &app, false).await;
-    let held: Vec<_> = (0..3).map(|_| spawn_plain(addr)).collect();
-    app.holding(3).await;
-    app.gate.add_permits(3);
-    for h in held {
-        assert_eq!(h.await.unwrap().unwrap().0, 200);
-    }
+    let held = hold(&app, addr, 3).await;
+    release(&app, held).await;
 
     let deny = "
 apiVersion: security.istio.io/v1
@@ -313,8 +328,7 @@ spec:
     );
     let app = App::new();
     let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
-    let first = spawn_plain(addr);
-    app.holding(1).await;
+    let first = hold(&app, addr, 1).await;
     for _ in 0..3 {
         let post = Request::post("/post")
             .header("host", "httpbin.foo:8000")
@@ -325,9 +339,8 @@ spec:
     // the pending slot is still free
     let second = spawn_plain(addr);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    app.gate.add_permits(2);
-    assert_eq!(first.await.unwrap().unwrap().0, 200);
-    assert_eq!(second.await.unwrap().unwrap().0, 200);
+    release(&app, first).await;
+    release(&app, vec![second]).await;
 }
 
 /// On a TCP port a proxied connection holds one of `tcp.maxConnections`; past it the
@@ -341,18 +354,7 @@ async fn tcp_connections_past_max_connections_are_closed() {
         &mesh,
         &(service("tcp") + "---" + ONE_CONNECTION_ONE_PENDING),
     );
-    let labels = [("app".to_string(), "httpbin".to_string())].into();
-    let server = MeshServer::builder(
-        mesh.clone(),
-        "foo",
-        "httpbin",
-        labels,
-        pki.creds("foo", "httpbin"),
-    )
-    .service_host(HTTPBIN_HOST)
-    .port(80)
-    .build()
-    .unwrap();
+    let server = server(&pki, &mesh, 80, true);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -438,21 +440,7 @@ spec:
             }
         })
     };
-    let labels = [("app".to_string(), "httpbin".to_string())].into();
-    let server = MeshServer::builder(
-        mesh.clone(),
-        "foo",
-        "httpbin",
-        labels,
-        pki.creds("foo", "httpbin"),
-    )
-    .service_host(HTTPBIN_HOST)
-    .port(80)
-    .build()
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { server.serve(listener, app).await });
+    let addr = serve(&server(&pki, &mesh, 80, true), app).await;
     let sleep = pki.creds("foo", "sleep");
 
     let mut tasks = Vec::new();
@@ -511,24 +499,6 @@ spec:
     gate.add_permits(4);
     for a in again {
         assert_eq!(a.await.unwrap().unwrap().0, 200);
-    }
-}
-
-/// Starts `n` plain requests and waits until the application holds them all.
-async fn hold(
-    app: &App,
-    addr: SocketAddr,
-    n: usize,
-) -> Vec<tokio::task::JoinHandle<std::io::Result<Resp>>> {
-    let held: Vec<_> = (0..n).map(|_| spawn_plain(addr)).collect();
-    app.holding(n).await;
-    held
-}
-
-async fn release(app: &App, held: Vec<tokio::task::JoinHandle<std::io::Result<Resp>>>) {
-    app.gate.add_permits(held.len());
-    for h in held {
-        assert_eq!(h.await.unwrap().unwrap().0, 200);
     }
 }
 
@@ -631,22 +601,7 @@ spec:
   inboundConnectionPool: {http: {http2MaxRequests: 1}}
 ";
     reload(&mesh, &(service("http") + "---" + sidecar));
-    let labels = [("app".to_string(), "httpbin".to_string())].into();
-    let server = MeshServer::builder(
-        mesh.clone(),
-        "foo",
-        "httpbin",
-        labels,
-        pki.creds("foo", "httpbin"),
-    )
-    .port(7777)
-    .service_host(HTTPBIN_HOST)
-    .build()
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let router = app.router();
-    tokio::spawn(async move { server.serve(listener, router).await });
+    let addr = serve(&server(&pki, &mesh, 7777, true), app.router()).await;
     let held = hold(&app, addr, 2).await;
     release(&app, held).await;
 }
@@ -705,25 +660,12 @@ async fn http2_ports_count_streams_and_use_client_protocol_counts_connections() 
     reload(&mesh, &(service("http2") + "---" + &streams));
     let app = App::new();
     let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
-    let held = hold(&app, addr, 2).await;
-    let waiting = spawn_plain(addr);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    app.holding(2).await;
-    assert_overflow(&plain(addr, req()).await.unwrap());
-    release(&app, held).await;
-    app.gate.add_permits(1);
-    assert_eq!(waiting.await.unwrap().unwrap().0, 200);
+    full_then_overflow(&app, addr, 2).await;
 
     let client_protocol = dr("    connectionPool:
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 1, useClientProtocol: true}
 ");
     reload(&mesh, &(service("http2") + "---" + &client_protocol));
-    let held = hold(&app, addr, 1).await;
-    let waiting = spawn_plain(addr);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_overflow(&plain(addr, req()).await.unwrap());
-    release(&app, held).await;
-    app.gate.add_permits(1);
-    assert_eq!(waiting.await.unwrap().unwrap().0, 200);
+    full_then_overflow(&app, addr, 1).await;
 }
