@@ -85,16 +85,16 @@ async fn main() -> Result<(), BoxError> {
     });
     // -------------------------------------------------------------------------------------
     // (in a cluster the registry comes from Kubernetes; here: this process's endpoint)
-    mesh.register(inmesh::core::registry::Workload {
-        name: "hello-1".into(),
-        namespace: "default".into(),
-        service_account: "hello".into(),
-        labels: [("app".to_owned(), "hello".to_owned())].into(),
-        address: addr.ip(),
-        ports: [("http".to_owned(), addr.port())].into(),
-        locality: None,
-        weight: 0,
-    });
+    use inmesh::core::registry::Workload;
+    mesh.register(
+        Workload::new("hello-1", "default", "hello", [("app", "hello")], addr.ip())
+            .with_port("http", addr.port()),
+    );
+    // the callers too, so that the server's metrics name their workloads (Istio learns
+    // them by peer metadata exchange; here from the registry, by service account)
+    for sa in ["sleep", "other"] {
+        mesh.register(Workload::new(sa, "default", sa, [("app", sa)], addr.ip()));
+    }
     println!("hello: a mesh workload on {addr} (STRICT mTLS, AuthorizationPolicy hello-viewer)");
 
     for sa in ["sleep", "other"] {
@@ -111,16 +111,26 @@ async fn main() -> Result<(), BoxError> {
             String::from_utf8_lossy(&body).trim_end()
         );
     }
-    print!(
-        "{}",
-        server
-            .metrics()
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("istio_requests_total{"))
-            .map(|l| format!("{l}\n"))
-            .collect::<String>()
-    );
+    // the server's istio_requests_total, a few of its labels (`/stats/prometheus` has all)
+    let text = server.metrics().render();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total{"))
+    {
+        let label = |name: &str| {
+            let at = line
+                .find(&format!("{name}=\""))
+                .map(|i| i + name.len() + 2)?;
+            line[at..].split('"').next()
+        };
+        println!(
+            "istio_requests_total source_workload={} response_code={} connection_security_policy={}: {}",
+            label("source_workload").unwrap_or("?"),
+            label("response_code").unwrap_or("?"),
+            label("connection_security_policy").unwrap_or("?"),
+            line.rsplit(' ').next().unwrap_or("?"),
+        );
+    }
 
     if std::env::args().any(|a| a == "--serve") {
         println!("serving on {addr} until Ctrl-C");
