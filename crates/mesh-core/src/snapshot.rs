@@ -1190,13 +1190,20 @@ impl Snapshot {
         if ingress.is_some() && listener_protocol.is_none() {
             return InboundPool::default();
         }
-        // the service, by the port it sends to this one
+        // the service, by the port it sends to this one: its target port, or a named target
+        // port as this workload's endpoint names it
         let service = service_host.and_then(|host| {
             let svc = self.registry.service(host, namespace)?;
+            let own = svc.endpoints.iter().find(|e| {
+                !labels.is_empty() && labels.iter().all(|(k, v)| e.labels.get(k) == Some(v))
+            });
             let sp = svc
                 .ports
                 .iter()
-                .find(|p| p.target_port.unwrap_or(p.number) == port)?;
+                .find(|p| match (&p.target_port_name, own) {
+                    (Some(_), Some(e)) => svc.endpoint_port(e, p.number) == port,
+                    _ => p.target_port.unwrap_or(p.number) == port,
+                })?;
             Some((host, svc, sp))
         });
         if ingress.is_none() && service_host.is_some() && service.is_none() {

@@ -669,3 +669,36 @@ async fn http2_ports_count_streams_and_use_client_protocol_counts_connections() 
     reload(&mesh, &(service("http2") + "---" + &client_protocol));
     full_then_overflow(&app, addr, 1).await;
 }
+
+/// A service whose `targetPort` is a name: the port is the one the workload's endpoint
+/// gives that name, as istiod resolves it.
+#[tokio::test]
+async fn a_named_target_port_is_resolved_through_the_workloads_endpoint() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    let named = "
+apiVersion: v1
+kind: Service
+metadata: {name: httpbin, namespace: foo}
+spec:
+  selector: {app: httpbin}
+  ports: [{name: http, port: 8000, targetPort: web}]
+";
+    reload(
+        &mesh,
+        &(named.to_owned() + "---" + ONE_CONNECTION_ONE_PENDING),
+    );
+    mesh.register(
+        mesh_core::registry::Workload::new(
+            "httpbin-1",
+            "foo",
+            "httpbin",
+            [("app", "httpbin")],
+            "127.0.0.1".parse().unwrap(),
+        )
+        .with_port("web", 80),
+    );
+    let app = App::new();
+    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    full_then_overflow(&app, addr, 1).await;
+}
