@@ -355,6 +355,7 @@ async fn tcp_connections_past_max_connections_are_closed() {
         &(service("tcp") + "---" + ONE_CONNECTION_ONE_PENDING),
     );
     let server = server(&pki, &mesh, 80, true);
+    let metrics = std::sync::Arc::clone(server.metrics());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -387,6 +388,16 @@ async fn tcp_connections_past_max_connections_are_closed() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (_, got) = echo(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
     assert_eq!(got, b"ping", "the slot is free again");
+    // the refused one is counted as Envoy flags it
+    let text = metrics.render();
+    let uo = text
+        .lines()
+        .find(|l| {
+            l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("response_flags=\"UO\"")
+        })
+        .unwrap_or_else(|| panic!("no UO connection in\n{text}"));
+    assert!(uo.ends_with(" 1"), "{uo}");
 }
 
 /// Many callers at once, over HTTP/1.1 and HTTP/2, some going away while they wait: the

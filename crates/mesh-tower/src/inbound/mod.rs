@@ -1433,12 +1433,7 @@ impl MeshServer {
             let handler = Arc::clone(&handler);
             let pool = Arc::clone(&pool);
             conns.spawn(async move {
-                if let Some(stream) = this.accept_tcp(tcp, remote).await {
-                    // past maxConnections Envoy's TCP proxy closes it (flag UO)
-                    let Ok(_slot) = pool.admit_connection() else {
-                        tracing::debug!(%remote, "inbound connection pool overflow: maxConnections reached; closing");
-                        return;
-                    };
+                if let Some((stream, _slot)) = this.accept_tcp(tcp, remote, &pool).await {
                     handler(stream).await;
                 }
             });
@@ -1461,7 +1456,11 @@ impl MeshServer {
         &self,
         tcp: tokio::net::TcpStream,
         remote: std::net::SocketAddr,
-    ) -> Option<crate::tcp::MeshTcpStream> {
+        pool: &pool::InboundPoolLayer,
+    ) -> Option<(
+        crate::tcp::MeshTcpStream,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    )> {
         let i = &self.inner;
         let local = tcp.local_addr().ok();
         let port = i.port.or(local.map(|a| a.port())).unwrap_or_default();
@@ -1499,46 +1498,57 @@ impl MeshServer {
             .service
             .clone()
             .unwrap_or_else(|| Arc::clone(&config.default_service));
-        let labels = crate::metrics::RequestLabels::tcp(
-            crate::metrics::Reporter::Destination,
-            Arc::clone(&config.local),
-            peer,
-            service,
-            crate::envoy::ResponseFlags::NONE,
-            mutual_tls,
-        );
-        // counted (and logged) before the decision, as Envoy's stats filter counts the
-        // connection before the RBAC filter closes it
-        let series = config.metrics.tcp_connection(&labels);
+        let labels = |flags| {
+            crate::metrics::RequestLabels::tcp(
+                crate::metrics::Reporter::Destination,
+                Arc::clone(&config.local),
+                Arc::clone(&peer),
+                Arc::clone(&service),
+                flags,
+                mutual_tls,
+            )
+        };
+        // counted (and logged) whatever the decision, as Envoy's stats filter counts the
+        // connection before the RBAC filter or the TCP proxy closes it
         let log = crate::accesslog::TcpLog::start(
             crate::accesslog::Direction::Inbound,
             i.log_format.as_ref(),
             info.addrs(),
             None,
         );
-        if !i.authz.authorize_connection(&info).await.allowed {
-            drop(series);
+        let refuse = |flags, log: Option<Box<crate::accesslog::TcpLog>>| {
+            drop(config.metrics.tcp_connection(&labels(flags)));
             if let Some(log) = log {
                 log.finish(0, 0);
             }
-            return None;
+            None
+        };
+        if !i.authz.authorize_connection(&info).await.allowed {
+            return refuse(crate::envoy::ResponseFlags::NONE, log);
         }
+        // past the inbound pool's maxConnections Envoy's TCP proxy closes it (flag UO)
+        let Ok(slot) = pool.admit_connection() else {
+            tracing::debug!(%remote, "inbound connection pool overflow: maxConnections reached; closing");
+            return refuse(crate::envoy::ResponseFlags::UPSTREAM_OVERFLOW, log);
+        };
+        let series = config
+            .metrics
+            .tcp_connection(&labels(crate::envoy::ResponseFlags::NONE));
         let peer = info.peer().cloned();
         let socket = socket2::SockRef::from(accepted.stream.tcp())
             .try_clone()
             .ok();
-        Some(
-            crate::tcp::MeshTcpStream::new(
-                accepted.stream,
-                crate::tcp::Side::Inbound,
-                Some(series),
-            )
-            .with_peer(peer)
-            .with_info(info)
-            .with_log(log)
-            // the inbound TCP proxy's default idle timeout
-            .with_timeouts(Some(crate::tcp::DEFAULT_IDLE_TIMEOUT), None, socket),
+        let stream = crate::tcp::MeshTcpStream::new(
+            accepted.stream,
+            crate::tcp::Side::Inbound,
+            Some(series),
         )
+        .with_peer(peer)
+        .with_info(info)
+        .with_log(log)
+        // the inbound TCP proxy's default idle timeout
+        .with_timeouts(Some(crate::tcp::DEFAULT_IDLE_TIMEOUT), None, socket);
+        Some((stream, slot))
     }
 }
 
