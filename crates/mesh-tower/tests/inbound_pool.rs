@@ -106,6 +106,15 @@ async fn httpbin(
     (serve(&server, app.router()).await, server)
 }
 
+/// Loads `config`, then starts the httpbin server (told its service) with a new gated
+/// application.
+async fn start(pki: &Pki, mesh: &Mesh, config: &str) -> (App, SocketAddr, MeshServer) {
+    reload(mesh, config);
+    let app = App::new();
+    let (addr, server) = httpbin(pki, mesh, &app, true).await;
+    (app, addr, server)
+}
+
 type Call = tokio::task::JoinHandle<std::io::Result<Resp>>;
 
 /// Starts `n` plain requests and waits until the application holds them all.
@@ -188,12 +197,12 @@ fn assert_overflow(resp: &Resp) {
 async fn the_destination_rule_pool_limits_what_reaches_the_application() {
     let pki = Pki::new();
     let mesh = Mesh::new(Default::default());
-    reload(
+    let (app, addr, server) = start(
+        &pki,
         &mesh,
         &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING),
-    );
-    let app = App::new();
-    let (addr, server) = httpbin(&pki, &mesh, &app, true).await;
+    )
+    .await;
 
     // the second waits for the connection, the third is refused
     full_then_overflow(&app, addr, 1).await;
@@ -229,9 +238,7 @@ spec:
       tcp: {maxConnections: 2}
       http: {http2MaxRequests: 1}
 ";
-    reload(&mesh, &(service("http") + "---" + pool));
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let (app, addr, _server) = start(&pki, &mesh, &(service("http") + "---" + pool)).await;
     let sleep = pki.creds("foo", "sleep");
     let first = tokio::spawn({
         let sleep = Arc::clone(&sleep);
@@ -258,19 +265,16 @@ spec:
 async fn sidecar_pools_take_precedence_over_the_destination_rule() {
     let pki = Pki::new();
     let mesh = Mesh::new(Default::default());
-    let sidecar = "
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: foo}
-spec:
-  inboundConnectionPool: {http: {http2MaxRequests: 2}}
-";
-    reload(
+    let sidecar = &sidecar_yaml(
+        "  inboundConnectionPool: {http: {http2MaxRequests: 2}}
+",
+    );
+    let (app, addr, _server) = start(
+        &pki,
         &mesh,
         &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING + "---" + sidecar),
-    );
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    )
+    .await;
     // two at once reach the application (the DestinationRule's single connection is not
     // in force), the third is refused
     let held = hold(&app, addr, 2).await;
@@ -279,16 +283,13 @@ spec:
 
     // an ingress listener for port 80 wins over inboundConnectionPool, and applies on the
     // next request after the reload
-    let sidecar = "
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: foo}
-spec:
-  ingress:
+    let sidecar = &sidecar_yaml(
+        "  ingress:
   - port: {number: 80, protocol: HTTP2, name: http2}
     connectionPool: {tcp: {maxConnections: 1}, http: {http2MaxRequests: 3, http1MaxPendingRequests: 1}}
   inboundConnectionPool: {http: {http2MaxRequests: 2}}
-";
+",
+    );
     reload(
         &mesh,
         &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING + "---" + sidecar),
@@ -322,12 +323,12 @@ spec:
   action: DENY
   rules: [{to: [{operation: {methods: [POST]}}]}]
 ";
-    reload(
+    let (app, addr, _server) = start(
+        &pki,
         &mesh,
         &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING + "---" + deny),
-    );
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    )
+    .await;
     let first = hold(&app, addr, 1).await;
     for _ in 0..3 {
         let post = Request::post("/post")
@@ -513,6 +514,18 @@ spec:
     }
 }
 
+/// The namespace `foo`'s default Sidecar with this `spec` (YAML lines, two-space indent).
+fn sidecar_yaml(spec: &str) -> String {
+    format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {{name: default, namespace: foo}}
+spec:
+{spec}"
+    )
+}
+
 fn dr(policy: &str) -> String {
     format!(
         "
@@ -536,9 +549,7 @@ async fn pending_requests_are_not_active_requests() {
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 5, http2MaxRequests: 2}
 ");
-    reload(&mesh, &(service("http") + "---" + &pool));
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let (app, addr, _server) = start(&pki, &mesh, &(service("http") + "---" + &pool)).await;
     let first = hold(&app, addr, 1).await;
     // three wait for the one connection (1 active + 3 pending: within both limits)
     let waiting: Vec<_> = (0..3).map(|_| spawn_plain(addr)).collect();
@@ -574,9 +585,7 @@ spec:
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 1}
 ";
-    reload(&mesh, &(service("http") + "---" + selected));
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let (app, addr, _server) = start(&pki, &mesh, &(service("http") + "---" + selected)).await;
     let held = hold(&app, addr, 3).await;
     release(&app, held).await;
 }
@@ -588,29 +597,21 @@ spec:
 async fn passthrough_ports_have_no_limits() {
     let pki = Pki::new();
     let mesh = Mesh::new(Default::default());
-    let sidecar = "
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: foo}
-spec:
-  ingress:
+    let sidecar = &sidecar_yaml(
+        "  ingress:
   - port: {number: 9999, protocol: HTTP, name: http-other}
   inboundConnectionPool: {http: {http2MaxRequests: 1}}
-";
-    reload(&mesh, &(service("http") + "---" + sidecar));
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+",
+    );
+    let (app, addr, _server) = start(&pki, &mesh, &(service("http") + "---" + sidecar)).await;
     let held = hold(&app, addr, 2).await;
     release(&app, held).await;
 
     // no ingress listeners; the server on 7777, which the service (-> 80) does not target
-    let sidecar = "
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: foo}
-spec:
-  inboundConnectionPool: {http: {http2MaxRequests: 1}}
-";
+    let sidecar = &sidecar_yaml(
+        "  inboundConnectionPool: {http: {http2MaxRequests: 1}}
+",
+    );
     reload(&mesh, &(service("http") + "---" + sidecar));
     let addr = serve(&server(&pki, &mesh, 7777, true), app.router()).await;
     let held = hold(&app, addr, 2).await;
@@ -623,14 +624,11 @@ spec:
 async fn an_ingress_listener_reads_port_level_settings_by_its_own_port() {
     let pki = Pki::new();
     let mesh = Mesh::new(Default::default());
-    let sidecar = "
-apiVersion: networking.istio.io/v1
-kind: Sidecar
-metadata: {name: default, namespace: foo}
-spec:
-  ingress:
+    let sidecar = &sidecar_yaml(
+        "  ingress:
   - port: {number: 80, protocol: HTTP, name: http}
-";
+",
+    );
     let at = |port: u16| {
         dr(&format!(
             "    portLevelSettings:
@@ -639,12 +637,12 @@ spec:
 "
         ))
     };
-    reload(
+    let (app, addr, _server) = start(
+        &pki,
         &mesh,
         &(service("http") + "---" + &at(8000) + "---" + sidecar),
-    );
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    )
+    .await;
     let held = hold(&app, addr, 2).await;
     release(&app, held).await;
     // the listener's port: applied (on the next request after the reload)
@@ -668,9 +666,7 @@ async fn http2_ports_count_streams_and_use_client_protocol_counts_connections() 
       tcp: {maxConnections: 1}
       http: {http1MaxPendingRequests: 1, maxConcurrentStreams: 2}
 ");
-    reload(&mesh, &(service("http2") + "---" + &streams));
-    let app = App::new();
-    let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
+    let (app, addr, _server) = start(&pki, &mesh, &(service("http2") + "---" + &streams)).await;
     full_then_overflow(&app, addr, 2).await;
 
     let client_protocol = dr("    connectionPool:
