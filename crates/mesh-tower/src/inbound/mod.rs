@@ -1167,11 +1167,6 @@ impl MeshServer {
         F: Future<Output = ()>,
     {
         let i = &self.inner;
-        // the port the inbound connection pool is resolved for
-        let port = i
-            .port
-            .or(listener.local_addr().ok().map(|a| a.port()))
-            .unwrap_or_default();
         let stack = ServiceBuilder::new()
             // hyper's body, readable ahead for a CUSTOM authorizer that wants it
             .map_request(|r: Request<Incoming>| r.map(crate::observe::ReplayBody::new))
@@ -1182,13 +1177,7 @@ impl MeshServer {
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())
-            .layer(pool::InboundPoolLayer::new(
-                i.mesh.clone(),
-                &i.namespace,
-                i.labels.clone(),
-                i.service.as_deref().map(|s| s.host.as_str()),
-                port,
-            ))
+            .layer(self.inbound_pool(&listener))
             .service(service);
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
         // Graceful shutdown by hand: hyper-util's GracefulShutdown does not take
@@ -1404,16 +1393,7 @@ impl MeshServer {
         let handler = Arc::new(handler);
         let mut conns = tokio::task::JoinSet::new();
         // `tcp.maxConnections` of the inbound connection pool: one per proxied connection
-        let i = &self.inner;
-        let pool = Arc::new(pool::InboundPoolLayer::new(
-            i.mesh.clone(),
-            &i.namespace,
-            i.labels.clone(),
-            i.service.as_deref().map(|s| s.host.as_str()),
-            i.port
-                .or(listener.local_addr().ok().map(|a| a.port()))
-                .unwrap_or_default(),
-        ));
+        let pool = Arc::new(self.inbound_pool(&listener));
         tokio::pin!(signal);
         loop {
             let (tcp, remote) = tokio::select! {
@@ -1448,6 +1428,23 @@ impl MeshServer {
             conns.shutdown().await;
         }
         Ok(())
+    }
+
+    /// The inbound connection pool of the port `listener` serves (the builder's
+    /// [`MeshServerBuilder::port`], else the listener's own).
+    fn inbound_pool(&self, listener: &TcpListener) -> pool::InboundPoolLayer {
+        let i = &self.inner;
+        let port = i
+            .port
+            .or(listener.local_addr().ok().map(|a| a.port()))
+            .unwrap_or_default();
+        pool::InboundPoolLayer::new(
+            i.mesh.clone(),
+            &i.namespace,
+            i.labels.clone(),
+            i.service.as_deref().map(|s| s.host.as_str()),
+            port,
+        )
     }
 
     /// Accepts one TCP connection: the PeerAuthentication mode, the handshake, the
