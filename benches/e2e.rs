@@ -20,9 +20,17 @@
 //!
 //! Load: `E2E_CONNECTIONS` (default 32) keep-alive HTTP/1.1 connections, each driven by
 //! one task in a closed loop (send, read the whole response, repeat), for `E2E_WARMUP_SECS`
-//! (default 2) of warm-up and then `E2E_SECS` (default 10) of measurement. Latencies go
-//! into a log-linear histogram preallocated per connection (64 buckets per power of two,
+//! (default 2) of warm-up and then `E2E_SECS` (default 10) of measurement per setup. Latencies
+//! go into a log-linear histogram preallocated per connection (64 buckets per power of two,
 //! < 1.6 % error), merged at the end: recording a latency never allocates.
+//!
+//! Rounds: every setup is started and checked first, then measured in `E2E_ROUNDS`
+//! (default 5) rounds, each setup once per round for its share of the warm-up and the
+//! measured time (0.4 s and 2 s by default), the setups taking turns in an order that moves
+//! by one each round. A shared host's speed drifts by 10 to 30 % over minutes; the setups
+//! of one round are measured seconds apart, so each round's b/a compares them under the
+//! same conditions, and the verdicts read the median of the rounds' ratios (the whole run's
+//! ratio is printed beside it).
 //!
 //! Cores: the load generator, the app, and (a, b) the TLS/mesh stacks all run in this
 //! process on one multi-thread tokio runtime with `E2E_THREADS` (default 2) workers, the
@@ -107,6 +115,9 @@ struct Options {
     warmup: Duration,
     duration: Duration,
     threads: usize,
+    /// Rounds: every setup is measured once per round, the setups taking turns, and the
+    /// warm-up and measured time are split evenly over the rounds.
+    rounds: usize,
     only: Vec<String>,
     /// Smoke run (not under `cargo bench`): any error or empty setup fails the run.
     quick: bool,
@@ -134,6 +145,7 @@ impl Options {
             warmup: Duration::from_secs(env_num("E2E_WARMUP_SECS", 2)),
             duration: Duration::from_secs(env_num("E2E_SECS", 10).max(1)),
             threads: env_num("E2E_THREADS", 2).max(1) as usize,
+            rounds: env_num("E2E_ROUNDS", 5).max(1) as usize,
             only,
             quick: false,
         }
@@ -592,30 +604,54 @@ struct Stats {
     cpu_per_req: Option<Duration>,
     non_ok: u64,
     errors: u64,
+    /// Each round's throughput and p99, in round order.
+    rounds: Vec<(f64, Duration)>,
 }
 
-/// Drives `target` with the configured load; `pids` are the processes whose CPU the setup
-/// uses besides this one (nginx masters).
-async fn drive(target: Target, opts: &Options, pids: &[u32]) -> Result<Stats, BoxError> {
-    // one checked request first: a setup that does not answer 200 with the app's body is
-    // broken, not slow
+/// A started setup: how the load generator reaches it, the processes besides this one
+/// whose CPU it costs (nginx masters), and what stops it at the end (with its own checks:
+/// `Err` turns the setup's row into the error).
+struct Running {
+    target: Arc<Target>,
+    pids: Vec<u32>,
+    stop: Box<dyn FnOnce() -> Result<(), BoxError> + Send>,
+}
+
+/// One checked request before any load: a setup that does not answer 200 with the app's
+/// body is broken, not slow.
+async fn probe(target: &Target) -> Result<(), BoxError> {
     let mut probe = target.connect().await?;
     let (status, body) = probe.fetch(target.request()).await?;
     if status != StatusCode::OK || body != BODY {
         return Err(format!("probe request answered {status} {body:?}").into());
     }
-    drop(probe);
+    Ok(())
+}
 
-    let target = Arc::new(target);
+/// What one measured window of one setup saw.
+struct Window {
+    hist: Histogram,
+    cpu: Option<Duration>,
+    non_ok: u64,
+    errors: u64,
+}
+
+/// Drives `run` with the configured load for one round: `warmup`, then `measured`.
+async fn measure(
+    run: &Running,
+    opts: &Options,
+    warmup: Duration,
+    measured: Duration,
+) -> Result<Window, BoxError> {
     let start = Instant::now();
-    let measure_from = start + opts.warmup;
-    let end = measure_from + opts.duration;
+    let measure_from = start + warmup;
+    let end = measure_from + measured;
     let mut tasks = JoinSet::new();
     for _ in 0..opts.connections {
-        tasks.spawn(drive_one(target.clone(), measure_from, end));
+        tasks.spawn(drive_one(run.target.clone(), measure_from, end));
     }
     let mut all_pids = vec![std::process::id()];
-    all_pids.extend_from_slice(pids);
+    all_pids.extend_from_slice(&run.pids);
     let cpu = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
         let before = cpu_of(&all_pids);
@@ -623,33 +659,82 @@ async fn drive(target: Target, opts: &Options, pids: &[u32]) -> Result<Stats, Bo
         let after = cpu_of(&all_pids);
         after.checked_sub(before)
     });
-    let mut hist = Histogram::new();
-    let (mut non_ok, mut errors) = (0, 0);
+    let mut window = Window {
+        hist: Histogram::new(),
+        cpu: None,
+        non_ok: 0,
+        errors: 0,
+    };
     while let Some(t) = tasks.join_next().await {
         let t = t?;
-        hist.merge(&t.hist);
-        non_ok += t.non_ok;
-        errors += t.errors;
+        window.hist.merge(&t.hist);
+        window.non_ok += t.non_ok;
+        window.errors += t.errors;
     }
-    let cpu = cpu.await?;
-    let requests = hist.total;
-    Ok(Stats {
-        requests,
-        rps: requests as f64 / opts.duration.as_secs_f64(),
-        p50: hist.quantile(0.50),
-        p99: hist.quantile(0.99),
-        p999: hist.quantile(0.999),
-        max: Duration::from_nanos(hist.max),
-        cpu_per_req: cpu.filter(|_| requests > 0).map(|c| c / requests as u32),
-        non_ok,
-        errors,
-    })
+    window.cpu = cpu.await?;
+    Ok(window)
+}
+
+/// A setup's windows, merged.
+struct Totals {
+    hist: Histogram,
+    cpu: Option<Duration>,
+    non_ok: u64,
+    errors: u64,
+    rounds: Vec<(f64, Duration)>,
+}
+
+impl Totals {
+    fn new() -> Self {
+        Totals {
+            hist: Histogram::new(),
+            cpu: Some(Duration::ZERO),
+            non_ok: 0,
+            errors: 0,
+            rounds: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, w: &Window, measured: Duration) {
+        self.hist.merge(&w.hist);
+        self.cpu = self.cpu.zip(w.cpu).map(|(a, b)| a + b);
+        self.non_ok += w.non_ok;
+        self.errors += w.errors;
+        self.rounds.push((
+            w.hist.total as f64 / measured.as_secs_f64(),
+            w.hist.quantile(0.99),
+        ));
+    }
+
+    fn stats(self, measured: Duration) -> Stats {
+        let requests = self.hist.total;
+        let secs = measured.as_secs_f64() * self.rounds.len() as f64;
+        Stats {
+            requests,
+            rps: if secs > 0.0 {
+                requests as f64 / secs
+            } else {
+                0.0
+            },
+            p50: self.hist.quantile(0.50),
+            p99: self.hist.quantile(0.99),
+            p999: self.hist.quantile(0.999),
+            max: Duration::from_nanos(self.hist.max),
+            cpu_per_req: self
+                .cpu
+                .filter(|_| requests > 0)
+                .map(|c| c / requests as u32),
+            non_ok: self.non_ok,
+            errors: self.errors,
+            rounds: self.rounds,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
 // setup a: bare hyper + rustls mTLS
 
-async fn bare_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
+async fn bare_setup(pki: &Pki) -> Result<Running, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
@@ -658,14 +743,23 @@ async fn bare_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
         connector: pki.bare_client()?,
         name: ServerName::try_from(SERVER_NAME)?,
     };
-    let stats = drive(target, opts, &[]).await;
-    server.abort();
-    stats
+    if let Err(e) = probe(&target).await {
+        server.abort();
+        return Err(e);
+    }
+    Ok(Running {
+        target: Arc::new(target),
+        pids: Vec::new(),
+        stop: Box::new(move || {
+            server.abort();
+            Ok(())
+        }),
+    })
 }
 
 /// Setup a2: a's server, and a client speaking HTTP/2 over one rustls mTLS connection
 /// shared by every load-generator task (the HTTP/2 limit, for b2).
-async fn bare_h2_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
+async fn bare_h2_setup(pki: &Pki) -> Result<Running, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
@@ -682,10 +776,21 @@ async fn bare_h2_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
         .handshake(TokioIo::new(tls))
         .await?;
     let connection = tokio::spawn(conn);
-    let stats = drive(Target::TlsH2 { sender }, opts, &[]).await;
-    connection.abort();
-    server.abort();
-    stats
+    let target = Target::TlsH2 { sender };
+    if let Err(e) = probe(&target).await {
+        connection.abort();
+        server.abort();
+        return Err(e);
+    }
+    Ok(Running {
+        target: Arc::new(target),
+        pids: Vec::new(),
+        stop: Box::new(move || {
+            connection.abort();
+            server.abort();
+            Ok(())
+        }),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -798,7 +903,7 @@ fn render(template: &str, dir: &Path, listen: u16, upstream: u16) -> String {
 const OUTBOUND_TMPL: &str = include_str!("e2e/outbound.conf.tmpl");
 const INBOUND_TMPL: &str = include_str!("e2e/inbound.conf.tmpl");
 
-async fn sidecar_setup(pki: &Pki, opts: &Options, nginx: &Path) -> Result<Stats, BoxError> {
+async fn sidecar_setup(pki: &Pki, nginx: &Path) -> Result<Running, BoxError> {
     let tmp = tempfile::tempdir()?;
     let out_dir = tmp.path().join("outbound");
     let in_dir = tmp.path().join("inbound");
@@ -831,11 +936,20 @@ async fn sidecar_setup(pki: &Pki, opts: &Options, nginx: &Path) -> Result<Stats,
     let target = Target::Plain {
         addr: SocketAddr::from(([127, 0, 0, 1], out_port)),
     };
-    let stats = drive(target, opts, &[inbound.pid(), outbound.pid()]).await;
-    let logs = format!("{}{}", inbound.error_log(), outbound.error_log());
-    drop((outbound, inbound));
-    server.abort();
-    stats.map_err(|e| format!("{e}{logs}").into())
+    if let Err(e) = probe(&target).await {
+        server.abort();
+        return Err(format!("{e}{}{}", inbound.error_log(), outbound.error_log()).into());
+    }
+    let pids = vec![inbound.pid(), outbound.pid()];
+    Ok(Running {
+        target: Arc::new(target),
+        pids,
+        stop: Box::new(move || {
+            drop((outbound, inbound, tmp));
+            server.abort();
+            Ok(())
+        }),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -873,138 +987,204 @@ fn print_table(rows: &[(&str, &str, Result<Stats, String>)]) {
     }
 }
 
-fn ratio(rows: &[(&str, &str, Result<Stats, String>)], num: &str, den: &str) -> Option<(f64, f64)> {
+/// `num`'s throughput and p99 over `den`'s: for the whole run, and round by round (both
+/// measured in the same round, a few seconds apart).
+struct Ratio {
+    throughput: f64,
+    p99: f64,
+    rounds: Vec<(f64, f64)>,
+}
+
+impl Ratio {
+    /// The median of the rounds' ratios (throughput, p99): what the verdicts read, as a
+    /// round's ratio compares two setups measured under the same host conditions.
+    fn median(&self) -> (f64, f64) {
+        let mid = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            match v.len() {
+                0 => f64::NAN,
+                n if n % 2 == 1 => v[n / 2],
+                n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+            }
+        };
+        (
+            mid(self.rounds.iter().map(|r| r.0).collect()),
+            mid(self.rounds.iter().map(|r| r.1).collect()),
+        )
+    }
+
+    fn per_round(&self, pick: fn(&(f64, f64)) -> f64) -> String {
+        let all: Vec<String> = self
+            .rounds
+            .iter()
+            .map(|r| format!("{:.3}", pick(r)))
+            .collect();
+        all.join(" ")
+    }
+}
+
+fn ratio(rows: &[(&str, &str, Result<Stats, String>)], num: &str, den: &str) -> Option<Ratio> {
     let get = |k: &str| {
         rows.iter()
             .find(|(key, _, _)| *key == k)
             .and_then(|(_, _, r)| r.as_ref().ok())
     };
     let (n, d) = (get(num)?, get(den)?);
-    Some((n.rps / d.rps, n.p99.as_secs_f64() / d.p99.as_secs_f64()))
+    let p99 = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    Some(Ratio {
+        throughput: n.rps / d.rps,
+        p99: p99(n.p99, d.p99),
+        rounds: n
+            .rounds
+            .iter()
+            .zip(&d.rounds)
+            .map(|(a, b)| (a.0 / b.0, p99(a.1, b.1)))
+            .collect(),
+    })
 }
 
 fn print_ratios(rows: &[(&str, &str, Result<Stats, String>)]) {
     println!();
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    match ratio(rows, "b", "a") {
-        Some((tp, p99)) => {
-            println!(
-                "b/a throughput {tp:.3} (target >= 0.90: {})",
-                verdict(tp >= 0.90)
-            );
-            println!(
-                "b/a p99        {p99:.3} (target <= 1.20: {})",
-                verdict(p99 <= 1.20)
-            );
-        }
-        None => println!("b/a: not available (a or b did not run)"),
-    }
-    match ratio(rows, "b", "c") {
-        Some((tp, p99)) => {
-            println!(
-                "b/c throughput {tp:.3} (target >= 2.00: {})",
-                verdict(tp >= 2.0)
-            );
-            println!("b/c p99        {p99:.3}");
-        }
-        None => println!("b/c: not available (b or c did not run)"),
-    }
-    // the HTTP/2 hop against the HTTP/2 limit (same wire protocol), and against a
-    if let Some((tp, p99)) = ratio(rows, "b2", "a2") {
-        println!("b2/a2 throughput {tp:.3}, p99 {p99:.3} (both HTTP/2 on the wire)");
-    }
-    if let Some((tp, p99)) = ratio(rows, "b2", "a") {
+    // the issue's targets, judged on the median of the rounds' ratios
+    let targeted = |num: &str, den: &str, min_tp: f64, max_p99: Option<f64>| {
+        let Some(r) = ratio(rows, num, den) else {
+            println!("{num}/{den}: not available ({num} or {den} did not run)");
+            return;
+        };
+        let (tp, p99) = r.median();
         println!(
-            "b2/a throughput {tp:.3}, p99 {p99:.3} (the mesh's HTTP/2 hop against bare HTTP/1.1)"
+            "{num}/{den} throughput {tp:.3} = median of rounds [{}] (whole run {:.3}); \
+             target >= {min_tp:.2}: {}",
+            r.per_round(|x| x.0),
+            r.throughput,
+            verdict(tp >= min_tp)
         );
-    }
-    if let Some((tp, p99)) = ratio(rows, "c", "a") {
-        println!("c/a throughput {tp:.3}, p99 {p99:.3}");
-    }
+        let target = max_p99.map_or(String::new(), |m| {
+            format!("; target <= {m:.2}: {}", verdict(p99 <= m))
+        });
+        println!(
+            "{num}/{den} p99        {p99:.3} = median of rounds [{}] (whole run {:.3}){target}",
+            r.per_round(|x| x.1),
+            r.p99,
+        );
+    };
+    targeted("b", "a", 0.90, Some(1.20));
+    targeted("b", "c", 2.0, None);
+    // the HTTP/2 hop against the HTTP/2 limit (same wire protocol), and against a
+    let plain = |num: &str, den: &str, what: &str| {
+        if let Some(r) = ratio(rows, num, den) {
+            let (tp, p99) = r.median();
+            println!("{num}/{den} throughput {tp:.3}, p99 {p99:.3} (medians of the rounds){what}");
+        }
+    };
+    plain("b2", "a2", " (both HTTP/2 on the wire)");
+    plain("b2", "a", " (the mesh's HTTP/2 hop against bare HTTP/1.1)");
+    plain("c", "a", "");
 }
 
 async fn run(opts: Options) -> Result<(), BoxError> {
     let pki = Pki::new()?;
+    let rounds = opts.rounds;
+    let warmup = opts.warmup / rounds as u32;
+    let measured = opts.duration / rounds as u32;
     println!(
-        "e2e: {} keep-alive HTTP/1.1 connections, {:?} warm-up + {:?} measured per setup, \
-         {} runtime worker threads on {} cores",
+        "e2e: {} keep-alive HTTP/1.1 connections, {rounds} rounds taking the setups in turn, \
+         each {warmup:?} warm-up + {measured:?} measured per setup, {} runtime worker threads \
+         on {} cores",
         opts.connections,
-        opts.warmup,
-        opts.duration,
         opts.threads,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
     );
-    let mut rows: Vec<(&str, &str, Result<Stats, String>)> = Vec::new();
-
+    // every setup is started (and checked) first, then measured in rounds
+    let mut setups: Vec<(&str, &str, Result<Running, String>)> = Vec::new();
+    let started = |r: Result<Running, BoxError>| r.map_err(|e| e.to_string());
     if opts.wants("a", "bare") {
         println!("e2e: a: bare hyper + rustls mTLS ...");
-        rows.push((
+        setups.push((
             "a",
             "bare hyper + rustls mTLS",
-            bare_setup(&pki, &opts).await.map_err(|e| e.to_string()),
+            started(bare_setup(&pki).await),
         ));
     }
     if opts.wants("a2", "bare-h2") {
         println!("e2e: a2: bare hyper + rustls mTLS, HTTP/2 over one connection ...");
-        rows.push((
-            "a2",
-            "bare hyper + rustls mTLS, HTTP/2",
-            bare_h2_setup(&pki, &opts).await.map_err(|e| e.to_string()),
-        ));
+        let r = started(bare_h2_setup(&pki).await);
+        setups.push(("a2", "bare hyper + rustls mTLS, HTTP/2", r));
     }
     if opts.wants("b", "mesh") {
         println!("e2e: b: mesh stack on both sides ...");
-        rows.push((
-            "b",
-            "inmesh client + server",
-            mesh_setup(&pki, &opts, Sides::Both)
-                .await
-                .map_err(|e| e.to_string()),
-        ));
+        let r = started(mesh_setup(&pki, Sides::Both).await);
+        setups.push(("b", "inmesh client + server", r));
     }
     if opts.wants("b2", "mesh-h2") {
         println!("e2e: b2: mesh stack on both sides, h2UpgradePolicy UPGRADE ...");
-        rows.push((
-            "b2",
-            "inmesh, HTTP/2 hop (h2 upgrade)",
-            mesh_h2_setup(&pki, &opts).await.map_err(|e| e.to_string()),
-        ));
+        let r = started(mesh_h2_setup(&pki).await);
+        setups.push(("b2", "inmesh, HTTP/2 hop (h2 upgrade)", r));
     }
     // the split of b's cost: one side meshed, the other a's bare rustls peer
     if opts.wants("b-in", "inbound") {
         println!("e2e: b-in: bare client -> mesh server ...");
-        rows.push((
-            "b-in",
-            "bare client -> inmesh server",
-            mesh_setup(&pki, &opts, Sides::InboundOnly)
-                .await
-                .map_err(|e| e.to_string()),
-        ));
+        let r = started(mesh_setup(&pki, Sides::InboundOnly).await);
+        setups.push(("b-in", "bare client -> inmesh server", r));
     }
     if opts.wants("b-out", "outbound") {
         println!("e2e: b-out: mesh client -> bare server ...");
-        rows.push((
-            "b-out",
-            "inmesh client -> bare server",
-            mesh_setup(&pki, &opts, Sides::OutboundOnly)
-                .await
-                .map_err(|e| e.to_string()),
-        ));
+        let r = started(mesh_setup(&pki, Sides::OutboundOnly).await);
+        setups.push(("b-out", "inmesh client -> bare server", r));
     }
     if opts.wants("c", "sidecars") {
         let result = match find_nginx() {
             None => Err("nginx not found (scripts/bench-e2e installs it with apt-get)".into()),
             Some(nginx) => {
                 println!("e2e: c: nginx sidecar pair ({}) ...", nginx.display());
-                sidecar_setup(&pki, &opts, &nginx)
-                    .await
-                    .map_err(|e| e.to_string())
+                started(sidecar_setup(&pki, &nginx).await)
             }
         };
         if let Err(why) = &result {
             println!("e2e: c skipped: {why}");
         }
-        rows.push(("c", "nginx sidecar pair (2 workers)", result));
+        setups.push(("c", "nginx sidecar pair (2 workers)", result));
+    }
+
+    // the rounds: each setup measured once per round, in an order that turns by one each
+    // round, so that the host's drift over the run reaches every setup alike
+    let live: Vec<usize> = (0..setups.len()).filter(|&i| setups[i].2.is_ok()).collect();
+    let mut totals: Vec<Result<Totals, String>> =
+        setups.iter().map(|_| Ok(Totals::new())).collect();
+    for round in 0..rounds {
+        let mut line = format!("e2e: round {}/{rounds}:", round + 1);
+        for turn in 0..live.len() {
+            let i = live[(turn + round) % live.len()];
+            let (key, _, Ok(running)) = &setups[i] else {
+                continue;
+            };
+            let Ok(total) = &mut totals[i] else {
+                continue;
+            };
+            match measure(running, &opts, warmup, measured).await {
+                Ok(w) => {
+                    total.add(&w, measured);
+                    line.push_str(&format!(
+                        " {key} {:.0} req/s",
+                        w.hist.total as f64 / measured.as_secs_f64()
+                    ));
+                }
+                Err(e) => totals[i] = Err(format!("round {}: {e}", round + 1)),
+            }
+        }
+        println!("{line}");
+    }
+    let mut rows: Vec<(&str, &str, Result<Stats, String>)> = Vec::new();
+    for ((key, name, setup), total) in setups.into_iter().zip(totals) {
+        let row = match setup {
+            Err(why) => Err(why),
+            Ok(running) => {
+                let stopped = (running.stop)().map_err(|e| e.to_string());
+                total.and_then(|t| stopped.map(|()| t.stats(measured)))
+            }
+        };
+        rows.push((key, name, row));
     }
 
     print_table(&rows);
@@ -1169,23 +1349,18 @@ enum Sides {
 /// ISTIO_MUTUAL origination with SPIFFE checks, metrics, trace context), both configured by
 /// `benches/e2e/mesh.yaml` and sharing one [`Mesh`] as workloads of one program would.
 /// `sides` replaces one side by a's bare rustls peer, to split the cost.
-async fn mesh_setup(pki: &Pki, opts: &Options, sides: Sides) -> Result<Stats, BoxError> {
-    mesh_setup_with(pki, opts, sides, false).await
+async fn mesh_setup(pki: &Pki, sides: Sides) -> Result<Running, BoxError> {
+    mesh_setup_with(pki, sides, false).await
 }
 
 /// Setup b2: b with MeshConfig `h2UpgradePolicy: UPGRADE`, so the mesh hop is HTTP/2 (one
 /// multiplexed connection, as Envoy and Linkerd's proxies talk to each other); the load
 /// generator and the app still speak HTTP/1.1 semantics to the mesh.
-async fn mesh_h2_setup(pki: &Pki, opts: &Options) -> Result<Stats, BoxError> {
-    mesh_setup_with(pki, opts, Sides::Both, true).await
+async fn mesh_h2_setup(pki: &Pki) -> Result<Running, BoxError> {
+    mesh_setup_with(pki, Sides::Both, true).await
 }
 
-async fn mesh_setup_with(
-    pki: &Pki,
-    opts: &Options,
-    sides: Sides,
-    h2_upgrade: bool,
-) -> Result<Stats, BoxError> {
+async fn mesh_setup_with(pki: &Pki, sides: Sides, h2_upgrade: bool) -> Result<Running, BoxError> {
     let mesh = if h2_upgrade {
         let config = MeshConfig::from_yaml("h2UpgradePolicy: UPGRADE")?;
         let mesh = Mesh::with_mesh_config(&config);
@@ -1240,33 +1415,40 @@ async fn mesh_setup_with(
         }
     }
 
-    let stats = drive(target, opts, &[]).await;
-    if let Some(side) = &server {
-        side.serving.abort();
-        // b2 measures an HTTP/2 hop only if the hop was HTTP/2 (and b an HTTP/1.1 one)
-        let h2 = side.h2_requests.load(std::sync::atomic::Ordering::Relaxed);
-        if sides == Sides::Both && (h2 > 0) != h2_upgrade {
-            return Err(format!(
-                "the mesh hop was not the protocol this setup measures: {h2} requests over \
-                 HTTP/2 with h2UpgradePolicy {}",
-                if h2_upgrade { "UPGRADE" } else { "unset" }
-            )
-            .into());
-        }
-        if sides == Sides::Both {
-            println!(
-                "e2e: {}: istio_requests_total 200s: server {} (reporter=destination), \
-                 client {} (reporter=source)",
-                if h2_upgrade { "b2" } else { "b" },
-                requests_total_200(&side.metrics.render()),
-                requests_total_200(&client_metrics.render()),
-            );
-        }
-    }
-    if let Some(bare) = bare {
-        bare.abort();
-    }
-    stats
+    probe(&target).await?;
+    Ok(Running {
+        target: Arc::new(target),
+        pids: Vec::new(),
+        stop: Box::new(move || {
+            if let Some(bare) = bare {
+                bare.abort();
+            }
+            let Some(side) = server else {
+                return Ok(());
+            };
+            side.serving.abort();
+            // b2 measures an HTTP/2 hop only if the hop was HTTP/2 (and b an HTTP/1.1 one)
+            let h2 = side.h2_requests.load(std::sync::atomic::Ordering::Relaxed);
+            if sides == Sides::Both && (h2 > 0) != h2_upgrade {
+                return Err(format!(
+                    "the mesh hop was not the protocol this setup measures: {h2} requests \
+                     over HTTP/2 with h2UpgradePolicy {}",
+                    if h2_upgrade { "UPGRADE" } else { "unset" }
+                )
+                .into());
+            }
+            if sides == Sides::Both {
+                println!(
+                    "e2e: {}: istio_requests_total 200s: server {} (reporter=destination), \
+                     client {} (reporter=source)",
+                    if h2_upgrade { "b2" } else { "b" },
+                    requests_total_200(&side.metrics.render()),
+                    requests_total_200(&client_metrics.render()),
+                );
+            }
+            Ok(())
+        }),
+    })
 }
 
 fn main() {
@@ -1278,6 +1460,7 @@ fn main() {
         opts.quick = true;
         opts.warmup = Duration::ZERO;
         opts.duration = Duration::from_secs(1);
+        opts.rounds = 2;
         opts.connections = opts.connections.min(4);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
