@@ -118,6 +118,7 @@ pub mod accesslog;
 pub mod authz;
 pub mod envoy;
 pub mod gateway;
+mod grpc_web;
 pub mod inbound;
 pub mod lb;
 pub mod metrics;

@@ -166,7 +166,7 @@ async fn grpc_web_servers_translate_and_http_servers_pass() {
 
     // binary gRPC-Web: gRPC upstream, trailers back in the body
     let (h, body) = call(web, "application/grpc-web+proto", None, msg.clone()).await;
-    assert_eq!(h["x-seen-content-type"], "application/grpc+proto");
+    assert_eq!(h["x-seen-content-type"], "application/grpc");
     assert_eq!(h["x-seen-te"], "trailers");
     assert_eq!(h["content-type"], "application/grpc-web+proto");
     let mut want = msg.clone();

@@ -169,7 +169,6 @@
 //! # Ok(()) }
 //! ```
 
-mod grpc_web;
 mod pinning;
 mod sni;
 mod tls;
@@ -1464,7 +1463,7 @@ struct HttpCtx {
     /// The certificates' names, for header operators (`%DOWNSTREAM_PEER_URI_SAN%`, ...).
     tls_names: Option<Arc<crate::outbound::DownstreamTlsNames>>,
     /// The port's plain HTTP servers are of protocol `GRPC-WEB`: istiod adds Envoy's
-    /// `grpc_web` filter to that listener (see [`grpc_web`]).
+    /// `grpc_web` filter to that listener (see `crate::grpc_web`).
     grpc_web: bool,
 }
 
@@ -2074,13 +2073,13 @@ async fn handle(
     };
     // gRPC-Web on a GRPC-WEB server, after authorization and before the router
     let (req, grpc_web) = if ctx.grpc_web {
-        grpc_web::request(req)
+        crate::grpc_web::request(req)
     } else {
         (req.map(http_body_util::Either::Left), None)
     };
     let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;
     if let Some(answer) = grpc_web {
-        resp = grpc_web::response(resp, answer);
+        resp = crate::grpc_web::response(resp, answer).map(BodyExt::boxed);
     }
     // headersToDownstreamOnAllow
     for (k, v) in add_downstream.iter().flatten() {

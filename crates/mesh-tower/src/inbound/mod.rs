@@ -18,7 +18,12 @@
 //!    Required` (Envoy's codec, as Istio configures it), trace context
 //!    ([`PropagateTraceLayer`]), Istio's standard metrics ([`MetricsLayer`],
 //!    `reporter="destination"`), authorization ([`AuthorizationLayer`], evaluated per
-//!    request on the current snapshot), the inbound connection pool (the circuit breakers
+//!    request on the current snapshot), on a port whose protocol is `GRPC-WEB` (the
+//!    Sidecar `ingress` listener's, else the served service port's) gRPC-Web translated to
+//!    gRPC and the answer back with its trailers in its body (Envoy's `grpc_web` filter,
+//!    which istiod adds there: after RBAC, so a denial is a plain `403 RBAC: access
+//!    denied`; the metrics report the call as `request_protocol="grpc"` with Istio's
+//!    `grpc_response_status="2"`), the inbound connection pool (the circuit breakers
 //!    istiod puts between a sidecar and its application: the Sidecar's `ingress` listener
 //!    for the port, its `inboundConnectionPool`, else the DestinationRule `connectionPool`
 //!    of the service named by [`MeshServerBuilder::service_host`]; past its connections
@@ -60,6 +65,7 @@
 //! [`MeshServer::serve_tcp`] is the application's to close: it is not drained.)
 
 mod conn;
+mod grpc_web;
 mod hcm;
 mod pool;
 
@@ -1177,6 +1183,8 @@ impl MeshServer {
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())
+            // Envoy's `grpc_web` filter on a GRPC-WEB port: after RBAC, before the router
+            .layer(self.grpc_web(&listener))
             .layer(self.inbound_pool(&listener))
             .service(service);
         let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
@@ -1439,6 +1447,22 @@ impl MeshServer {
             .or(listener.local_addr().ok().map(|a| a.port()))
             .unwrap_or_default();
         pool::InboundPoolLayer::new(
+            i.mesh.clone(),
+            &i.namespace,
+            i.labels.clone(),
+            i.service.as_deref().map(|s| s.host.as_str()),
+            port,
+        )
+    }
+
+    /// The gRPC-Web translation of the port `listener` serves (on only if it is `GRPC-WEB`).
+    fn grpc_web(&self, listener: &TcpListener) -> grpc_web::GrpcWebLayer {
+        let i = &self.inner;
+        let port = i
+            .port
+            .or(listener.local_addr().ok().map(|a| a.port()))
+            .unwrap_or_default();
+        grpc_web::GrpcWebLayer::new(
             i.mesh.clone(),
             &i.namespace,
             i.labels.clone(),

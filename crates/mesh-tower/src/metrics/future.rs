@@ -116,6 +116,16 @@ impl Pending {
         context: Option<&MetricsContext>,
         body: &B,
     ) -> Recorder {
+        // a request translated from gRPC-Web went on as gRPC: `istio.stats`, after Envoy's
+        // `grpc_web` filter, reports it as one (see `crate::grpc_web`)
+        if self.protocol == RequestProtocol::Http
+            && parts
+                .extensions
+                .get::<crate::grpc_web::Translated>()
+                .is_some()
+        {
+            self.protocol = RequestProtocol::Grpc;
+        }
         // a body that is never polled because there is nothing to send is not cut short
         let status = parts.status.as_u16();
         let complete =

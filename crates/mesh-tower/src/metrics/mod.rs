@@ -521,8 +521,9 @@ impl MetricsContext {
     }
 }
 
-/// `request_protocol`: `http`, or `grpc` for a request with a gRPC content type (whose
-/// series then also carry the `grpc_response_status`).
+/// `request_protocol`: `http`, or `grpc` for a request with a gRPC content type, or one a
+/// `GRPC-WEB` port or gateway server translated from gRPC-Web (whose series then also carry
+/// the `grpc_response_status`).
 ///
 /// # Examples
 ///

@@ -774,6 +774,19 @@ impl ReplayBody {
         }
         result.map(|()| (out, total > max))
     }
+
+    /// Replaces the data read ahead by `data` (frames of other kinds stay, after it): the
+    /// body a filter that rewrote the whole of it (gRPC-Web text decoded) hands on.
+    pub(crate) fn replace_ahead_data(&mut self, data: bytes::Bytes) {
+        let mut frames = self.ahead.take().map(|b| *b).unwrap_or_default();
+        frames.retain(|f| !f.is_data());
+        if !data.is_empty() {
+            frames.push_front(Frame::data(data));
+        }
+        if !frames.is_empty() {
+            self.ahead = Some(Box::new(frames));
+        }
+    }
 }
 
 impl Body for ReplayBody {
