@@ -484,6 +484,31 @@ impl Mesh {
         self.inner.current.load()
     }
 
+    /// The generation of the snapshot published last: one atomic load, for a cache of
+    /// per-snapshot work to see that it is current without loading the snapshot. It moves
+    /// just after a new snapshot is in place, so it can lag [`Mesh::load`]'s generation for
+    /// that instant, never lead it: key such a cache by the generation of the snapshot it
+    /// was built from, take it when that equals this, and otherwise load the snapshot and
+    /// compare again before rebuilding.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::mesh::Mesh;
+    ///
+    /// let mesh = Mesh::from_yaml("")?;
+    /// let before = mesh.generation();
+    /// assert_eq!(before, mesh.load().generation());
+    /// mesh.reload_loaded(mesh_core::load::load_str("", "empty.yaml"))?;
+    /// assert_eq!(mesh.generation(), before + 1);
+    /// assert_eq!(mesh.generation(), mesh.load().generation());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
+    }
+
     /// Reloads refused so far.
     ///
     /// # Examples
@@ -760,10 +785,13 @@ impl Mesh {
     }
 
     fn publish(&self, st: &State, config: Arc<CompiledConfig>) -> u64 {
-        let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        // publishers hold the state lock: the counter is theirs to advance, and it moves
+        // only once the snapshot it numbers is in place (see [`Mesh::generation`])
+        let generation = self.inner.generation.load(Ordering::Relaxed) + 1;
         let snap =
             Snapshot::with_registry(config, Arc::from(st.workloads.clone()), &st.dns, generation);
         self.inner.current.store(Arc::new(snap));
+        self.inner.generation.store(generation, Ordering::Release);
         generation
     }
 

@@ -63,6 +63,12 @@ pub(crate) struct Answer {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Translated;
 
+/// Whether `content_type` is one of the four gRPC-Web content types Envoy's
+/// `isGrpcWebRequest` takes.
+pub(crate) fn is_web_type(content_type: &[u8]) -> bool {
+    web_type(content_type).is_some()
+}
+
 /// Whether `content_type` is a gRPC-Web content type, as Envoy's `isGrpcWebRequest`
 /// (exactly one of the four, no parameters): `Some(text)`, else `None`.
 fn web_type(content_type: &[u8]) -> Option<bool> {

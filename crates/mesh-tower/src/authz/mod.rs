@@ -541,13 +541,22 @@ impl AuthorizationLayer {
     }
 
     /// Runs `f` on the compiled policies of the current snapshot: on the request path two
-    /// atomic loads (snapshot, cache) and no reference-count traffic; the policies are
-    /// recompiled only when the snapshot generation changed.
+    /// atomic loads (the mesh's generation, the cache) and no reference-count traffic; the
+    /// policies are recompiled only when the snapshot generation changed.
     fn with_authz<R>(&self, f: impl FnOnce(&Arc<Cached>) -> R) -> R {
         let s = &self.shared;
+        {
+            let guard = s.cache.load();
+            if let Some(c) = &*guard
+                && c.generation == s.mesh.generation()
+            {
+                return f(c);
+            }
+        }
         let snap = s.mesh.load();
         let generation = snap.generation();
         {
+            // the generation counter moves just after the snapshot: compiled meanwhile
             let guard = s.cache.load();
             if let Some(c) = &*guard
                 && c.generation == generation

@@ -7,7 +7,7 @@
 //! else that of the port of [`MeshServerBuilder::service_host`](super::MeshServerBuilder::service_host)
 //! whose target port (a named `targetPort` as this workload's endpoint names it) is the
 //! server's. It is decided once per snapshot generation and kept in one atomic word: on
-//! any other port a request costs a snapshot load and a comparison.
+//! any other port a request costs two atomic loads and a comparison.
 //!
 //! The layer sits after authorization and before the inbound connection pool and the
 //! application, as the filter sits after Envoy's RBAC filter and before the router.
@@ -70,9 +70,14 @@ impl State {
     /// Whether the port is `GRPC-WEB` in the current snapshot.
     #[inline]
     fn on(&self) -> bool {
-        let snap = self.mesh.load();
-        let key = snap.generation().wrapping_add(1) << 1;
+        let key = |generation: u64| generation.wrapping_add(1) << 1;
         let r = self.resolved.load(Ordering::Relaxed);
+        if r & !1 == key(self.mesh.generation()) {
+            return r & 1 == 1;
+        }
+        // the generation counter moves just after the snapshot: resolved meanwhile?
+        let snap = self.mesh.load();
+        let key = key(snap.generation());
         if r & !1 == key {
             return r & 1 == 1;
         }

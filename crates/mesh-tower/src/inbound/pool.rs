@@ -167,9 +167,13 @@ struct State {
 impl State {
     /// The limiter in force now: resolved again on the first request after a reload.
     fn limiter(&self) -> Option<Arc<Limiter>> {
+        let current = self.current.load();
+        if current.generation == Some(self.mesh.generation()) {
+            return current.limiter.clone();
+        }
+        // the generation counter moves just after the snapshot: resolved meanwhile?
         let snap = self.mesh.load();
         let generation = snap.generation();
-        let current = self.current.load();
         if current.generation == Some(generation) {
             return current.limiter.clone();
         }

@@ -2720,7 +2720,12 @@ where
 {
     let from_gateway = via.is_some();
     let head = req.method() == http::Method::HEAD;
-    let (mut resp, ctx) = route_and_send(shared, transport, req, via).await?;
+    let (mut resp, ctx) = if !from_gateway && to_grpc_web_port(shared, &req) {
+        // boxed: a rare path, kept out of every request's future
+        Box::pin(route_grpc_web(shared, transport, req)).await?
+    } else {
+        route_and_send(shared, transport, req, via).await?
+    };
     // a local reply (only those carry details) to a HEAD request is its headers alone, as
     // Envoy's `sendLocalReply` sends it, with the length of the body it would have had
     if head
@@ -2751,6 +2756,66 @@ where
         resp.extensions_mut().insert(c);
     }
     Ok((resp, None))
+}
+
+/// Whether `req` is gRPC-Web to a port a sidecar's outbound listener would give Envoy's
+/// `grpc_web` filter: istiod adds it to the outbound listener of a port whose protocol is
+/// `GRPC-WEB` (`buildSidecarOutboundHTTPListenerOpts`): here the port of the service the
+/// request's host names (as the route lookup resolves it) declaring that protocol. Only a
+/// request with a gRPC-Web content type looks further than its `content-type`.
+fn to_grpc_web_port<B>(shared: &ClientShared, req: &Request<B>) -> bool {
+    if !req
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| crate::grpc_web::is_web_type(v.as_bytes()))
+    {
+        return false;
+    }
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
+            Some(h) => h,
+            None => return false,
+        },
+    };
+    let Ok(authority) = authority.parse::<Authority>() else {
+        return false;
+    };
+    let snap = shared.mesh.snapshot();
+    let ns = shared.workload.namespace.as_str();
+    let host = authority.host();
+    let port = port_of(authority.as_str())
+        .or_else(|| snap.default_port(host, ns))
+        .unwrap_or(if req.uri().scheme() == Some(&Scheme::HTTPS) {
+            443
+        } else {
+            80
+        });
+    snap.resolve_service(host, ns)
+        .and_then(|s| s.port(port))
+        .is_some_and(|p| p.protocol.eq_ignore_ascii_case("GRPC-WEB"))
+}
+
+/// [`route_and_send`] behind Envoy's `grpc_web` filter (see [`to_grpc_web_port`]): the
+/// application's gRPC-Web request goes on as gRPC (a `-text` body decoded as it streams),
+/// routed as such, and the gRPC answer comes back as gRPC-Web, its trailers in its body.
+async fn route_grpc_web<T, B>(
+    shared: &Arc<ClientShared>,
+    transport: &T,
+    req: Request<B>,
+) -> Result<(Response<MeshBody>, Option<MetricsContext>), OutboundError>
+where
+    T: Sender,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (req, answer) = crate::grpc_web::request(req);
+    let (resp, ctx) = route_and_send(shared, transport, req, None).await?;
+    let resp = match answer {
+        Some(answer) => crate::grpc_web::response(resp, answer).map(BodyExt::boxed),
+        None => resp,
+    };
+    Ok((resp, ctx))
 }
 
 /// A route's redirect or direct response to a gRPC request, as Envoy's router sends it
