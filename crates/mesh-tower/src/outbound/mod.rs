@@ -1306,7 +1306,7 @@ impl MeteredOutbound {
     }
 
     /// One request, recorded in place; borrows the client, so [`MeshClient::request`] runs
-    /// it without boxing the future or cloning the client's state.
+    /// it without cloning the client's state.
     async fn run<B>(&self, req: Request<B>) -> Result<Response<ClientBody>, OutboundError>
     where
         B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -2019,9 +2019,12 @@ impl MeshClient {
         // swap the context in and out of the task-local on every poll). Not an `async fn`:
         // the trace headers are written when the request is made, and the future is the
         // metered run's own, without a level that would keep the request a second time.
+        // Boxed: the run's state is some 6 KB, which the caller's own future would carry
+        // and copy each time it moves it (in a callgrind cache simulation of the e2e
+        // benchmark, 8 % fewer L1 data misses per request, the same instructions)
         let mut req = req;
         crate::trace::prepare_request(self.svc.trace_layer(), &mut req);
-        self.svc.get_ref().run(req)
+        Box::pin(self.svc.get_ref().run(req))
     }
 
     /// The Istio metrics this client records (`reporter="source"`).
