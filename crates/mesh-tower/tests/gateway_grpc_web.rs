@@ -3,15 +3,16 @@
 //! Envoy's `grpc_web` filter, which istiod adds to such listeners only); an `HTTP` server
 //! passes gRPC-Web as it is. A real gRPC (HTTP/2) backend and HTTP/1.1 clients on loopback.
 
+mod frames;
+
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use frames::Frames;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Body, Frame};
+use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -19,21 +20,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_core::mesh::Mesh;
 use mesh_tower::gateway::GatewayServer;
 use tokio::net::TcpListener;
-
-/// A body of these frames.
-struct Frames(VecDeque<Frame<Bytes>>);
-
-impl Body for Frames {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(Ok))
-    }
-}
 
 /// A gRPC backend (HTTP/2 with prior knowledge) answering every call with its request's
 /// message frames, the request's `content-type` and `te` in `x-seen-*` headers, and the

@@ -7,19 +7,19 @@
 //! `grpc_response_status="2"`). Ordinary `GRPC` ports pass gRPC-Web as it is. Real mesh
 //! servers over loopback, mTLS with certificates from the mesh CA.
 
+mod frames;
 mod httpbin_client;
 mod outbound_support;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use frames::Frames;
 use http::{HeaderMap, HeaderValue, Request, Response};
-use http_body::{Body, Frame};
+use http_body::Frame;
 use http_body_util::{BodyExt, Full};
 use httpbin_client::{mtls, Resp, HTTPBIN_HOST};
 use mesh_core::mesh::Mesh;
@@ -28,21 +28,6 @@ use mesh_tower::inbound::{MeshServer, ServerBody};
 use mesh_tower::metrics::IstioMetrics;
 use outbound_support::Pki;
 use tokio::net::TcpListener;
-
-/// A body of these frames.
-struct Frames(VecDeque<Frame<Bytes>>);
-
-impl Body for Frames {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.0.pop_front().map(Ok))
-    }
-}
 
 const CONFIG: &str = "
 apiVersion: v1

@@ -38,12 +38,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Empty};
-use mesh_core::mesh::Mesh;
-use mesh_core::model::Labels;
 use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
 
-use super::ServerBody;
+use super::{ServedPort, ServerBody};
 use crate::grpc_web::{Answer, WebBody};
 
 /// The largest `-text` request body read ahead: base64 of a 4 MiB message (gRPC's default
@@ -56,11 +54,7 @@ const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 
 #[derive(Debug)]
 struct State {
-    mesh: Mesh,
-    namespace: String,
-    labels: Labels,
-    service_host: Option<String>,
-    port: u16,
+    served: Arc<ServedPort>,
     /// `0`: not resolved yet; else `(generation + 1) << 1 | on` for the snapshot it was
     /// resolved for.
     resolved: AtomicU64,
@@ -72,22 +66,18 @@ impl State {
     fn on(&self) -> bool {
         let key = |generation: u64| generation.wrapping_add(1) << 1;
         let r = self.resolved.load(Ordering::Relaxed);
-        if r & !1 == key(self.mesh.generation()) {
+        if r & !1 == key(self.served.mesh().generation()) {
             return r & 1 == 1;
         }
         // the generation counter moves just after the snapshot: resolved meanwhile?
-        let snap = self.mesh.load();
+        let snap = self.served.mesh().load();
         let key = key(snap.generation());
         if r & !1 == key {
             return r & 1 == 1;
         }
-        let on = snap
-            .inbound_connection_pool(
-                &self.namespace,
-                &self.labels,
-                self.port,
-                self.service_host.as_deref(),
-            )
+        let on = self
+            .served
+            .settings(&snap)
             .protocol
             .is_some_and(|p| p.eq_ignore_ascii_case("GRPC-WEB"));
         // racing requests of one generation store the same word
@@ -103,22 +93,11 @@ pub(crate) struct GrpcWebLayer {
 }
 
 impl GrpcWebLayer {
-    /// For the workload in `namespace` with `labels`, serving `service_host` (if known) on
-    /// `port`.
-    pub(crate) fn new(
-        mesh: Mesh,
-        namespace: &str,
-        labels: Labels,
-        service_host: Option<&str>,
-        port: u16,
-    ) -> GrpcWebLayer {
+    /// For the workload port `served`.
+    pub(crate) fn new(served: Arc<ServedPort>) -> GrpcWebLayer {
         GrpcWebLayer {
             state: Arc::new(State {
-                mesh,
-                namespace: namespace.to_owned(),
-                labels,
-                service_host: service_host.map(str::to_owned),
-                port,
+                served,
                 resolved: AtomicU64::new(0),
             }),
         }

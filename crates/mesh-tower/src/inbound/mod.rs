@@ -69,6 +69,40 @@ mod grpc_web;
 mod hcm;
 mod pool;
 
+/// A workload port a mesh server serves, as its per-port layers (the inbound connection
+/// pool, gRPC-Web) find their settings in a snapshot: the workload, the service it serves
+/// (if known) and the port.
+#[derive(Debug)]
+pub(crate) struct ServedPort {
+    mesh: Mesh,
+    namespace: String,
+    labels: Labels,
+    service_host: Option<String>,
+    port: u16,
+}
+
+impl ServedPort {
+    /// The mesh whose snapshots the port's settings come from.
+    pub(crate) fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// The port's inbound settings in `snap` ([`Snapshot::inbound_connection_pool`]).
+    ///
+    /// [`Snapshot::inbound_connection_pool`]: mesh_core::snapshot::Snapshot::inbound_connection_pool
+    pub(crate) fn settings<'s>(
+        &self,
+        snap: &'s mesh_core::snapshot::Snapshot,
+    ) -> mesh_core::snapshot::InboundPool<'s> {
+        snap.inbound_connection_pool(
+            &self.namespace,
+            &self.labels,
+            self.port,
+            self.service_host.as_deref(),
+        )
+    }
+}
+
 /// How often a plaintext connection accepted under PERMISSIVE looks for a new snapshot
 /// that makes its port STRICT.
 const PLAINTEXT_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
@@ -1438,37 +1472,30 @@ impl MeshServer {
         Ok(())
     }
 
-    /// The inbound connection pool of the port `listener` serves (the builder's
-    /// [`MeshServerBuilder::port`], else the listener's own).
-    fn inbound_pool(&self, listener: &TcpListener) -> pool::InboundPoolLayer {
+    /// The workload port `listener` serves (the builder's [`MeshServerBuilder::port`], else
+    /// the listener's own), for the per-port layers.
+    fn served_port(&self, listener: &TcpListener) -> Arc<ServedPort> {
         let i = &self.inner;
-        let port = i
-            .port
-            .or(listener.local_addr().ok().map(|a| a.port()))
-            .unwrap_or_default();
-        pool::InboundPoolLayer::new(
-            i.mesh.clone(),
-            &i.namespace,
-            i.labels.clone(),
-            i.service.as_deref().map(|s| s.host.as_str()),
-            port,
-        )
+        Arc::new(ServedPort {
+            mesh: i.mesh.clone(),
+            namespace: i.namespace.clone(),
+            labels: i.labels.clone(),
+            service_host: i.service.as_deref().map(|s| s.host.clone()),
+            port: i
+                .port
+                .or(listener.local_addr().ok().map(|a| a.port()))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// The inbound connection pool of the port `listener` serves.
+    fn inbound_pool(&self, listener: &TcpListener) -> pool::InboundPoolLayer {
+        pool::InboundPoolLayer::new(self.served_port(listener))
     }
 
     /// The gRPC-Web translation of the port `listener` serves (on only if it is `GRPC-WEB`).
     fn grpc_web(&self, listener: &TcpListener) -> grpc_web::GrpcWebLayer {
-        let i = &self.inner;
-        let port = i
-            .port
-            .or(listener.local_addr().ok().map(|a| a.port()))
-            .unwrap_or_default();
-        grpc_web::GrpcWebLayer::new(
-            i.mesh.clone(),
-            &i.namespace,
-            i.labels.clone(),
-            i.service.as_deref().map(|s| s.host.as_str()),
-            port,
-        )
+        grpc_web::GrpcWebLayer::new(self.served_port(listener))
     }
 
     /// Accepts one TCP connection: the PeerAuthentication mode, the handshake, the

@@ -44,12 +44,12 @@ use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Full};
-use mesh_core::mesh::Mesh;
-use mesh_core::model::{ConnectionPoolSettings, Labels};
+use mesh_core::model::ConnectionPoolSettings;
 use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service, ServiceExt};
 
+use super::ServedPort;
 use crate::envoy::{is_grpc, LocalReply};
 use crate::pool::{CircuitBreaker, Permit, PoolLimits, UNLIMITED};
 
@@ -153,11 +153,7 @@ struct Current {
 
 #[derive(Debug)]
 struct State {
-    mesh: Mesh,
-    namespace: String,
-    labels: Labels,
-    service_host: Option<String>,
-    port: u16,
+    served: Arc<ServedPort>,
     current: ArcSwap<Current>,
     /// Held while the limiter is resolved again, so that requests racing past a reload
     /// share one limiter (and its counts) rather than each making its own.
@@ -168,11 +164,11 @@ impl State {
     /// The limiter in force now: resolved again on the first request after a reload.
     fn limiter(&self) -> Option<Arc<Limiter>> {
         let current = self.current.load();
-        if current.generation == Some(self.mesh.generation()) {
+        if current.generation == Some(self.served.mesh().generation()) {
             return current.limiter.clone();
         }
         // the generation counter moves just after the snapshot: resolved meanwhile?
-        let snap = self.mesh.load();
+        let snap = self.served.mesh().load();
         let generation = snap.generation();
         if current.generation == Some(generation) {
             return current.limiter.clone();
@@ -186,12 +182,7 @@ impl State {
         if current.generation.is_some_and(|g| g >= generation) {
             return current.limiter.clone();
         }
-        let pool = snap.inbound_connection_pool(
-            &self.namespace,
-            &self.labels,
-            self.port,
-            self.service_host.as_deref(),
-        );
+        let pool = self.served.settings(&snap);
         let upstream = Upstream::of(pool.protocol, pool.use_client_protocol);
         let limiter = pool.settings.map(|settings| match &current.limiter {
             // the same settings keep their counts
@@ -214,22 +205,11 @@ pub(crate) struct InboundPoolLayer {
 }
 
 impl InboundPoolLayer {
-    /// For the workload in `namespace` with `labels`, serving `service_host` (if known) on
-    /// `port`.
-    pub(crate) fn new(
-        mesh: Mesh,
-        namespace: &str,
-        labels: Labels,
-        service_host: Option<&str>,
-        port: u16,
-    ) -> InboundPoolLayer {
+    /// For the workload port `served`.
+    pub(crate) fn new(served: Arc<ServedPort>) -> InboundPoolLayer {
         InboundPoolLayer {
             state: Arc::new(State {
-                mesh,
-                namespace: namespace.to_owned(),
-                labels,
-                service_host: service_host.map(str::to_owned),
-                port,
+                served,
                 current: ArcSwap::from_pointee(Current {
                     generation: None,
                     limiter: None,
