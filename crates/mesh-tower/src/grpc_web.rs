@@ -51,6 +51,13 @@ use http_body_util::Either;
 
 use crate::outbound::BoxError;
 
+/// The largest `-text` request body read whole before it is decoded (at a mesh server and
+/// a mesh client): base64 of a 4 MiB message (gRPC's default limit) and its 5-byte prefix.
+pub(crate) const MAX_TEXT_BODY: usize = (4 * 1024 * 1024 + 5_usize).div_ceil(3) * 4;
+
+/// The answer to a `-text` request body that is not base64, as Envoy's filter words it.
+pub(crate) const BAD_BASE64: &str = "Bad gRPC-web request, invalid base64 data.";
+
 /// How to translate the answer of a gRPC-Web request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Answer {

@@ -501,3 +501,36 @@ async fn a_mesh_client_passes_grpc_web_to_other_ports() {
     assert_eq!(h["content-type"], "application/grpc");
     assert_eq!(&body[..], &msg[..]);
 }
+
+#[tokio::test]
+async fn a_mesh_client_refuses_bad_base64_before_sending() {
+    let pki = Pki::new();
+    let mesh = mesh();
+    let (addr, server_metrics) = server(&pki, &mesh, 90).await;
+    let mesh = mesh_at(addr);
+    let client = outbound_support::client(&mesh, &pki, "foo", "sleep");
+    // Envoy's filter answers a `-text` body that is not base64 itself: 400, in gRPC-Web form
+    let (status, h, body) = client_call(
+        &client,
+        8000,
+        None,
+        "application/grpc-web-text",
+        b"AAAA*AAA".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(h["content-type"], "application/grpc-web+proto");
+    assert_eq!(h["grpc-status"], "13");
+    assert_eq!(
+        h["grpc-message"],
+        "Bad gRPC-web request, invalid base64 data."
+    );
+    assert!(body.is_empty());
+    assert!(
+        requests(&server_metrics).is_empty(),
+        "nothing reached the server"
+    );
+    let lines = requests(client.metrics());
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains(r#"response_code="400""#), "{lines:#?}");
+}

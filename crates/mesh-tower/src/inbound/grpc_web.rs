@@ -44,9 +44,7 @@ use tower::{Layer, Service, ServiceExt};
 use super::{ServedPort, ServerBody};
 use crate::grpc_web::{Answer, WebBody};
 
-/// The largest `-text` request body read ahead: base64 of a 4 MiB message (gRPC's default
-/// limit) and its 5-byte prefix.
-pub(crate) const MAX_TEXT_BODY: usize = (4 * 1024 * 1024 + 5_usize).div_ceil(3) * 4;
+use crate::grpc_web::MAX_TEXT_BODY;
 
 /// How long reading a `-text` body waits for the client's next bytes (Envoy's default
 /// `stream_idle_timeout`).
@@ -207,7 +205,7 @@ async fn decode_text_body(
             tracing::debug!(error = %e, "gRPC-Web text request body unreadable");
             return Err(crate::grpc_web::refusal(
                 StatusCode::BAD_REQUEST,
-                "Bad gRPC-web request, invalid base64 data.",
+                crate::grpc_web::BAD_BASE64,
                 answer,
             ));
         }
@@ -215,7 +213,7 @@ async fn decode_text_body(
     let Some(decoded) = crate::grpc_web::decode_text(&text) else {
         return Err(crate::grpc_web::refusal(
             StatusCode::BAD_REQUEST,
-            "Bad gRPC-web request, invalid base64 data.",
+            crate::grpc_web::BAD_BASE64,
             answer,
         ));
     };

@@ -2800,8 +2800,10 @@ fn to_grpc_web_port<B>(shared: &ClientShared, req: &Request<B>) -> bool {
 }
 
 /// [`route_and_send`] behind Envoy's `grpc_web` filter (see [`to_grpc_web_port`]): the
-/// application's gRPC-Web request goes on as gRPC (a `-text` body decoded as it streams),
-/// routed as such, and the gRPC answer comes back as gRPC-Web, its trailers in its body.
+/// application's gRPC-Web request goes on as gRPC, routed as such, and the gRPC answer
+/// comes back as gRPC-Web, its trailers in its body. A `-text` body is read whole and
+/// decoded first (up to [`MAX_TEXT_BODY`](crate::grpc_web::MAX_TEXT_BODY), 413 past it), so
+/// that one that is not base64 gets Envoy's 400 before anything is sent.
 async fn route_grpc_web<T, B>(
     shared: &Arc<ClientShared>,
     transport: &T,
@@ -2812,12 +2814,34 @@ where
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    let (req, answer) = crate::grpc_web::request(req);
-    let (resp, ctx) = route_and_send(shared, transport, req, None).await?;
-    let resp = match answer {
-        Some(answer) => crate::grpc_web::response(resp, answer).map(BodyExt::boxed),
-        None => resp,
+    let (mut parts, body) = req.into_parts();
+    let Some((answer, text)) = crate::grpc_web::request_headers(&mut parts.headers) else {
+        return route_and_send(shared, transport, Request::from_parts(parts, body), None).await;
     };
+    let body = if text {
+        let refused = |status, message| {
+            let authority = parts.uri.authority().map_or("", |a| a.as_str());
+            let resp: Response<MeshBody> = crate::grpc_web::refusal(status, message, answer);
+            Ok((resp, host_context(authority)))
+        };
+        let limited = http_body_util::Limited::new(body, crate::grpc_web::MAX_TEXT_BODY);
+        let text = match limited.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return refused(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+            }
+            Err(_) => return refused(StatusCode::BAD_REQUEST, crate::grpc_web::BAD_BASE64),
+        };
+        match crate::grpc_web::decode_text(&text) {
+            Some(decoded) => http_body_util::Either::Right(Full::new(Bytes::from(decoded))),
+            None => return refused(StatusCode::BAD_REQUEST, crate::grpc_web::BAD_BASE64),
+        }
+    } else {
+        http_body_util::Either::Left(body)
+    };
+    let req = Request::from_parts(parts, body);
+    let (resp, ctx) = route_and_send(shared, transport, req, None).await?;
+    let resp = crate::grpc_web::response(resp, answer).map(BodyExt::boxed);
     Ok((resp, ctx))
 }
 
