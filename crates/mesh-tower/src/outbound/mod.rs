@@ -2774,29 +2774,39 @@ fn to_grpc_web_port<B>(shared: &ClientShared, req: &Request<B>) -> bool {
     {
         return false;
     }
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str(),
-        None => match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
-            Some(h) => h,
-            None => return false,
-        },
-    };
-    let Ok(authority) = authority.parse::<Authority>() else {
+    let Some(authority) = request_authority(req.uri(), req.headers()) else {
         return false;
     };
-    let snap = shared.mesh.snapshot();
+    let snap = shared.mesh.load();
     let ns = shared.workload.namespace.as_str();
     let host = authority.host();
-    let port = port_of(authority.as_str())
-        .or_else(|| snap.default_port(host, ns))
-        .unwrap_or(if req.uri().scheme() == Some(&Scheme::HTTPS) {
-            443
-        } else {
-            80
-        });
+    let port =
+        port_of(authority.as_str()).unwrap_or_else(|| unwritten_port(&snap, host, ns, req.uri()));
     snap.resolve_service(host, ns)
         .and_then(|s| s.port(port))
         .is_some_and(|p| p.protocol.eq_ignore_ascii_case("GRPC-WEB"))
+}
+
+/// The authority a request is for: its URI's, else its `Host` header's.
+fn request_authority(uri: &Uri, headers: &http::HeaderMap) -> Option<Authority> {
+    match uri.authority() {
+        Some(a) => Some(a.clone()),
+        None => headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.parse().ok()),
+    }
+}
+
+/// The port of a request whose authority writes none: the service's only port, else the
+/// scheme's.
+fn unwritten_port(snap: &mesh_core::snapshot::Snapshot, host: &str, ns: &str, uri: &Uri) -> u16 {
+    snap.default_port(host, ns)
+        .unwrap_or(if uri.scheme() == Some(&Scheme::HTTPS) {
+            443
+        } else {
+            80
+        })
 }
 
 /// [`route_and_send`] behind Envoy's `grpc_web` filter (see [`to_grpc_web_port`]): the
@@ -2951,26 +2961,13 @@ where
             }
             http::header::Entry::Occupied(_) => false,
         };
-    let authority: Authority = match parts.uri.authority() {
-        Some(a) => a.clone(),
-        None => parts
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse().ok())
-            .ok_or(OutboundError::NoAuthority)?,
-    };
+    let authority =
+        request_authority(&parts.uri, &parts.headers).ok_or(OutboundError::NoAuthority)?;
     // the port written in the authority (parsed once)
     let written_port = port_of(authority.as_str());
     let port = match via.map(|v| v.port).or(written_port) {
         Some(p) => p,
-        None => snap.default_port(authority.host(), ns).unwrap_or(
-            if parts.uri.scheme() == Some(&Scheme::HTTPS) {
-                443
-            } else {
-                80
-            },
-        ),
+        None => unwritten_port(&snap, authority.host(), ns, &parts.uri),
     };
     let scheme = match via {
         Some(v) => v.scheme,
