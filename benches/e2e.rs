@@ -608,13 +608,58 @@ struct Stats {
     rounds: Vec<(f64, Duration)>,
 }
 
+/// The tasks a setup runs (its servers, a shared connection), aborted when dropped: when
+/// the setup is dropped after its measurement, or by an early return while it is started.
+#[derive(Default)]
+struct Tasks(Vec<tokio::task::AbortHandle>);
+
+impl Tasks {
+    fn spawn<F>(&mut self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let handle = tokio::spawn(task);
+        self.0.push(handle.abort_handle());
+        handle
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What a setup checks once measured (`Err` turns its row into the error).
+type Check = Box<dyn FnOnce() -> Result<(), BoxError> + Send>;
+
 /// A started setup: how the load generator reaches it, the processes besides this one
-/// whose CPU it costs (nginx masters), and what stops it at the end (with its own checks:
-/// `Err` turns the setup's row into the error).
+/// whose CPU it costs (nginx masters), its tasks, its check after the measurement, and
+/// what else lives as long as it does (the nginx processes, stopped when dropped, and
+/// their files).
 struct Running {
     target: Arc<Target>,
     pids: Vec<u32>,
-    stop: Box<dyn FnOnce() -> Result<(), BoxError> + Send>,
+    /// Held for its `Drop`: the setup's tasks end with it.
+    _tasks: Tasks,
+    check: Option<Check>,
+    /// Held for its `Drop`: the nginx processes stop, their files go.
+    _keep: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl Running {
+    fn new(target: Target, tasks: Tasks) -> Running {
+        Running {
+            target: Arc::new(target),
+            pids: Vec::new(),
+            _tasks: tasks,
+            check: None,
+            _keep: None,
+        }
+    }
 }
 
 /// One checked request before any load: a setup that does not answer 200 with the app's
@@ -737,24 +782,15 @@ impl Totals {
 async fn bare_setup(pki: &Pki) -> Result<Running, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
+    let mut tasks = Tasks::default();
+    tasks.spawn(serve_bare(listener, Some(pki.bare_server()?)));
     let target = Target::Tls {
         addr,
         connector: pki.bare_client()?,
         name: ServerName::try_from(SERVER_NAME)?,
     };
-    if let Err(e) = probe(&target).await {
-        server.abort();
-        return Err(e);
-    }
-    Ok(Running {
-        target: Arc::new(target),
-        pids: Vec::new(),
-        stop: Box::new(move || {
-            server.abort();
-            Ok(())
-        }),
-    })
+    probe(&target).await?;
+    Ok(Running::new(target, tasks))
 }
 
 /// Setup a2: a's server, and a client speaking HTTP/2 over one rustls mTLS connection
@@ -762,7 +798,8 @@ async fn bare_setup(pki: &Pki) -> Result<Running, BoxError> {
 async fn bare_h2_setup(pki: &Pki) -> Result<Running, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let server = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
+    let mut tasks = Tasks::default();
+    tasks.spawn(serve_bare(listener, Some(pki.bare_server()?)));
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let tls = pki
@@ -775,22 +812,10 @@ async fn bare_h2_setup(pki: &Pki) -> Result<Running, BoxError> {
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake(TokioIo::new(tls))
         .await?;
-    let connection = tokio::spawn(conn);
+    tasks.spawn(conn);
     let target = Target::TlsH2 { sender };
-    if let Err(e) = probe(&target).await {
-        connection.abort();
-        server.abort();
-        return Err(e);
-    }
-    Ok(Running {
-        target: Arc::new(target),
-        pids: Vec::new(),
-        stop: Box::new(move || {
-            connection.abort();
-            server.abort();
-            Ok(())
-        }),
-    })
+    probe(&target).await?;
+    Ok(Running::new(target, tasks))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -918,7 +943,8 @@ async fn sidecar_setup(pki: &Pki, nginx: &Path) -> Result<Running, BoxError> {
 
     let app = TcpListener::bind("127.0.0.1:0").await?;
     let app_port = app.local_addr()?.port();
-    let server = tokio::spawn(serve_bare(app, None));
+    let mut tasks = Tasks::default();
+    tasks.spawn(serve_bare(app, None));
     let in_port = free_port()?;
     let out_port = free_port()?;
     let inbound = Nginx::start(
@@ -937,19 +963,12 @@ async fn sidecar_setup(pki: &Pki, nginx: &Path) -> Result<Running, BoxError> {
         addr: SocketAddr::from(([127, 0, 0, 1], out_port)),
     };
     if let Err(e) = probe(&target).await {
-        server.abort();
         return Err(format!("{e}{}{}", inbound.error_log(), outbound.error_log()).into());
     }
-    let pids = vec![inbound.pid(), outbound.pid()];
-    Ok(Running {
-        target: Arc::new(target),
-        pids,
-        stop: Box::new(move || {
-            drop((outbound, inbound, tmp));
-            server.abort();
-            Ok(())
-        }),
-    })
+    let mut running = Running::new(target, tasks);
+    running.pids = vec![inbound.pid(), outbound.pid()];
+    running._keep = Some(Box::new((outbound, inbound, tmp)));
+    Ok(running)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1179,8 +1198,10 @@ async fn run(opts: Options) -> Result<(), BoxError> {
     for ((key, name, setup), total) in setups.into_iter().zip(totals) {
         let row = match setup {
             Err(why) => Err(why),
-            Ok(running) => {
-                let stopped = (running.stop)().map_err(|e| e.to_string());
+            Ok(mut running) => {
+                let checked = running.check.take().map_or(Ok(()), |check| check());
+                drop(running);
+                let stopped = checked.map_err(|e| e.to_string());
                 total.and_then(|t| stopped.map(|()| t.stats(measured)))
             }
         };
@@ -1251,12 +1272,15 @@ fn httpbin_labels() -> Labels {
 struct MeshSide {
     addr: SocketAddr,
     metrics: Arc<IstioMetrics>,
-    serving: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Requests the app got over HTTP/2 (b2 checks its hop really is HTTP/2).
     h2_requests: Arc<std::sync::atomic::AtomicU64>,
 }
 
-async fn start_mesh_server(mesh: &Mesh, pki: &Pki) -> Result<MeshSide, BoxError> {
+async fn start_mesh_server(
+    mesh: &Mesh,
+    pki: &Pki,
+    tasks: &mut Tasks,
+) -> Result<MeshSide, BoxError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = MeshServer::builder(
@@ -1280,11 +1304,10 @@ async fn start_mesh_server(mesh: &Mesh, pki: &Pki) -> Result<MeshSide, BoxError>
         }
         async { Ok::<_, Infallible>(app_response()) }
     });
-    let serving = tokio::spawn(async move { server.serve(listener, app).await });
+    tasks.spawn(async move { server.serve(listener, app).await });
     Ok(MeshSide {
         addr,
         metrics,
-        serving,
         h2_requests,
     })
 }
@@ -1369,16 +1392,17 @@ async fn mesh_setup_with(pki: &Pki, sides: Sides, h2_upgrade: bool) -> Result<Ru
     } else {
         Mesh::from_yaml(MESH_YAML)?
     };
-    let (server, bare) = if sides == Sides::OutboundOnly {
+    let mut tasks = Tasks::default();
+    let server = if sides == Sides::OutboundOnly {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let bare = tokio::spawn(serve_bare(listener, Some(pki.bare_server()?)));
+        tasks.spawn(serve_bare(listener, Some(pki.bare_server()?)));
         register_httpbin(&mesh, pki, addr);
-        (None, Some(bare))
+        None
     } else {
-        let side = start_mesh_server(&mesh, pki).await?;
+        let side = start_mesh_server(&mesh, pki, &mut tasks).await?;
         register_httpbin(&mesh, pki, side.addr);
-        (Some(side), None)
+        Some(side)
     };
     let client = mesh_client(&mesh, pki)?;
     let client_metrics = client.metrics().clone();
@@ -1416,17 +1440,9 @@ async fn mesh_setup_with(pki: &Pki, sides: Sides, h2_upgrade: bool) -> Result<Ru
     }
 
     probe(&target).await?;
-    Ok(Running {
-        target: Arc::new(target),
-        pids: Vec::new(),
-        stop: Box::new(move || {
-            if let Some(bare) = bare {
-                bare.abort();
-            }
-            let Some(side) = server else {
-                return Ok(());
-            };
-            side.serving.abort();
+    let mut running = Running::new(target, tasks);
+    running.check = server.map(|side| -> Check {
+        Box::new(move || {
             // b2 measures an HTTP/2 hop only if the hop was HTTP/2 (and b an HTTP/1.1 one)
             let h2 = side.h2_requests.load(std::sync::atomic::Ordering::Relaxed);
             if sides == Sides::Both && (h2 > 0) != h2_upgrade {
@@ -1447,8 +1463,9 @@ async fn mesh_setup_with(pki: &Pki, sides: Sides, h2_upgrade: bool) -> Result<Ru
                 );
             }
             Ok(())
-        }),
-    })
+        })
+    });
+    Ok(running)
 }
 
 fn main() {
