@@ -534,3 +534,37 @@ async fn a_mesh_client_refuses_bad_base64_before_sending() {
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(lines[0].contains(r#"response_code="400""#), "{lines:#?}");
 }
+
+#[tokio::test]
+async fn a_reload_that_makes_the_port_grpc_web_translates_from_the_next_request() {
+    let pki = Pki::new();
+    let mesh = mesh();
+    let (addr, _) = server(&pki, &mesh, 90).await;
+    let msg = message(b"hello");
+    let send = || {
+        call(
+            &pki,
+            addr,
+            true,
+            "/echo.Echo/Say",
+            "application/grpc-web+proto",
+            None,
+            msg.clone(),
+        )
+    };
+    let (_, h, _) = send().await;
+    assert_eq!(h["x-seen-content-type"], "application/grpc-web+proto");
+    // the port's protocol is decided once per config generation: a reload is seen
+    let yaml = CONFIG.replace(
+        "{name: grpc, port: 9000, targetPort: 90}",
+        "{name: grpc-web-2, port: 9000, targetPort: 90}",
+    );
+    assert_ne!(yaml, CONFIG);
+    mesh.reload_loaded(mesh_core::load::load_str(&yaml, "reloaded.yaml"))
+        .unwrap();
+    let (status, h, body) = send().await;
+    assert_eq!(status, 200);
+    assert_eq!(h["x-seen-content-type"], "application/grpc");
+    assert_eq!(h["content-type"], "application/grpc-web+proto");
+    assert!(body.ends_with(TRAILERS), "{body:?}");
+}
