@@ -1474,6 +1474,7 @@ fn main() {
     // this is a quick smoke run: self-checks, then every setup briefly, failing on errors
     if !std::env::args().any(|a| a == "--bench") {
         histogram_self_check();
+        ratio_self_check();
         opts.quick = true;
         opts.warmup = Duration::ZERO;
         opts.duration = Duration::from_secs(1);
@@ -1531,4 +1532,40 @@ fn histogram_self_check() {
     assert_eq!(h.quantile(1.0), Duration::from_millis(5));
     assert_eq!(Histogram::new().quantile(0.5), Duration::ZERO);
     println!("e2e: histogram self-check passed");
+}
+
+/// The ratios' own checks, run in quick mode: a round's ratio pairs the two setups of that
+/// round, and the verdict's median is the middle one (the mean of the middle two).
+fn ratio_self_check() {
+    let stats = |rounds: &[(f64, u64)]| Stats {
+        requests: 0,
+        rps: rounds.iter().map(|r| r.0).sum::<f64>() / rounds.len() as f64,
+        p50: Duration::ZERO,
+        p99: Duration::from_micros(rounds.iter().map(|r| r.1).max().unwrap_or(0)),
+        p999: Duration::ZERO,
+        max: Duration::ZERO,
+        cpu_per_req: None,
+        non_ok: 0,
+        errors: 0,
+        rounds: rounds
+            .iter()
+            .map(|&(rps, p99)| (rps, Duration::from_micros(p99)))
+            .collect(),
+    };
+    let rows = vec![
+        ("a", "", Ok(stats(&[(100.0, 10), (200.0, 10), (100.0, 20)]))),
+        ("b", "", Ok(stats(&[(50.0, 20), (180.0, 10), (90.0, 40)]))),
+        ("c", "", Err("skipped".to_owned())),
+    ];
+    let r = ratio(&rows, "b", "a").expect("a and b ran");
+    assert_eq!(r.rounds, [(0.5, 2.0), (0.9, 1.0), (0.9, 2.0)]);
+    assert_eq!(r.median(), (0.9, 2.0));
+    assert!(ratio(&rows, "b", "c").is_none(), "c did not run");
+    let even = Ratio {
+        throughput: 0.0,
+        p99: 0.0,
+        rounds: vec![(0.4, 1.0), (0.8, 3.0)],
+    };
+    assert!((even.median().0 - 0.6).abs() < 1e-9 && (even.median().1 - 2.0).abs() < 1e-9);
+    println!("e2e: ratio self-check passed");
 }
