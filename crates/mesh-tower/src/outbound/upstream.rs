@@ -401,8 +401,10 @@ impl Upstream {
                             pending: Some(pending),
                             opening: Some(opening),
                         };
-                        let open = self.open_and_send(ep, slots, req, false, per_try);
-                        return Box::pin(open).await;
+                        return crate::box_in_place(|| {
+                            self.open_and_send(ep, slots, req, false, per_try)
+                        })
+                        .await;
                     }
                     opening_elsewhere = true;
                 }
@@ -504,7 +506,8 @@ impl Upstream {
                 pending,
                 opening: None,
             };
-            return Box::pin(self.open_and_send(ep, slots, req, upgrade, per_try)).await;
+            return crate::box_in_place(|| self.open_and_send(ep, slots, req, upgrade, per_try))
+                .await;
         }
     }
 
