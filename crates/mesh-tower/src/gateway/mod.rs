@@ -213,7 +213,6 @@ use crate::inbound::{is_transient, ConnectionInfo, ConnectionInfoLayer};
 use crate::metrics::{IstioMetrics, MetricsLayer, WorkloadInfo};
 use crate::outbound::UpgradeRequest;
 use crate::outbound::{ClientWorkload, MeshClient};
-use hyper_util::service::TowerToHyperService;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The response body the gateway answers with.
@@ -1827,7 +1826,7 @@ where
         .service(svc);
     // with upgrades: a WebSocket upgrade the upstream accepted is spliced (see `handle`)
     auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(svc))
+        .serve_connection_with_upgrades(TokioIo::new(io), crate::in_place::InPlace::new(svc))
         .await
         .map_err(io::Error::other)
 }

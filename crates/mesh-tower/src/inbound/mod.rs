@@ -118,7 +118,6 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, MtlsMode};
 use mesh_tls::{InboundTls, PeerAuthnMode, TlsError, WorkloadCredentials};
@@ -1314,7 +1313,7 @@ impl MeshServer {
                 let conn = builder
                     .serve_connection_with_upgrades(
                         TokioIo::new(accepted.stream),
-                        TowerToHyperService::new(svc),
+                        crate::in_place::InPlace::new(svc),
                     )
                     .into_owned();
                 tokio::pin!(conn);
