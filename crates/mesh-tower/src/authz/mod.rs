@@ -703,7 +703,7 @@ impl AuthorizationLayer {
         areq.scheme = Some(mesh_core::authz::request_scheme(
             req.uri().scheme_str(),
             req.headers()
-                .get(http::header::HeaderName::from_static("x-forwarded-proto"))
+                .get(crate::gateway::X_FORWARDED_PROTO)
                 .and_then(|v| v.to_str().ok()),
             conn.is_some_and(ConnectionInfo::is_tls),
         ));

@@ -219,8 +219,13 @@ impl Drop for Recorder {
             // istio_stats uses for gRPC requests: httpToGrpcStatus, e.g. 503 → 14, 200 → 2)
             l.grpc_status = Some(http_to_grpc_status(l.response_code));
         }
-        // whole milliseconds, as istio_stats divides the duration (int64)
-        let ms = self.start.elapsed().as_millis() as f64;
+        // whole milliseconds, as istio_stats divides the duration (int64); in u64, whose
+        // conversion to f64 is one instruction (`as_millis` is a u128's, a libcall)
+        let d = self.start.elapsed();
+        let ms = d
+            .as_secs()
+            .saturating_mul(1000)
+            .saturating_add(u64::from(d.subsec_millis())) as f64;
         let messages = self
             .messages
             .as_ref()

@@ -1485,13 +1485,18 @@ fn put_trace_id(out: &mut BytesMut, id: u128, short: bool) {
 /// assert_ne!(new_request_id(&mut rand::rng()), id);
 /// ```
 pub fn new_request_id<R: RngCore + ?Sized>(rng: &mut R) -> HeaderValue {
-    let mut b = BytesMut::with_capacity(36);
-    put_request_id(&mut b, rng);
-    take_value(&mut b).unwrap_or_else(|| HeaderValue::from_static("-"))
+    // built on the stack and copied once into its own 36 bytes (a `BytesMut` made shared
+    // by its split would cost a second allocation)
+    HeaderValue::from_bytes(&request_id(rng)).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// Writes a random UUID v4 (36 characters) into `out`.
 pub(crate) fn put_request_id<R: RngCore + ?Sized>(out: &mut BytesMut, rng: &mut R) {
+    out.extend_from_slice(&request_id(rng));
+}
+
+/// A random UUID v4, its 36 characters.
+fn request_id<R: RngCore + ?Sized>(rng: &mut R) -> [u8; 36] {
     let mut b = [0u8; 16];
     rng.fill_bytes(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -1505,7 +1510,7 @@ pub(crate) fn put_request_id<R: RngCore + ?Sized>(out: &mut BytesMut, rng: &mut 
     s[14..18].copy_from_slice(&hi[12..]);
     s[19..23].copy_from_slice(&lo[..4]);
     s[24..].copy_from_slice(&lo[4..]);
-    out.extend_from_slice(&s);
+    s
 }
 
 /// The `x-request-id` written into `buf`, as a header value sharing `buf`'s allocation.

@@ -9,7 +9,10 @@ use tower::Service;
 use super::layer::{Direction, PropagateTraceLayer};
 use bytes::BytesMut;
 
-use super::{current, scope, take_request_id, Found, Origin, Seen, TraceContext, X_REQUEST_ID};
+use super::{
+    current, new_request_id, scope, take_request_id, Found, Origin, Seen, TraceContext,
+    X_REQUEST_ID,
+};
 
 /// The response future of [`PropagateTrace`]: the inner future run with the hop's context
 /// as the task's [`current`](super::current) context.
@@ -270,7 +273,11 @@ pub(crate) fn prepare<B>(layer: &PropagateTraceLayer, req: &mut Request<B>) -> T
         None => {
             let id = match ctx.request_id.take() {
                 Some(parent) => Some(parent),
-                None if config.generate_request_id => Some(take_request_id(&mut buf, &mut rng)),
+                // into the buffer the trace headers' values share, else on its own
+                None if config.generate_request_id && formats.any() => {
+                    Some(take_request_id(&mut buf, &mut rng))
+                }
+                None if config.generate_request_id => Some(new_request_id(&mut rng)),
                 None => None,
             };
             if let Some(id) = &id {
