@@ -6,8 +6,9 @@
 //! and driving the clone through a `Oneshot`, one more future the request and the answer
 //! move through. A connection's requests are called one at a time from its own task, so
 //! [`InPlace`] keeps the connection's service in a `RefCell` and calls it where it is when
-//! it is ready at once, as the mesh's layers always are; only a service that is not ready
-//! yet is cloned and driven as `TowerToHyperService` would.
+//! it is ready at once, as the mesh's layers always are (the application's service decides).
+//! A service not ready yet is driven with its request, as `TowerToHyperService` drives its
+//! clone, and a clone takes its place in the cell.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -45,16 +46,23 @@ where
         // free: the borrow ends with this call, and hyper does not call a connection's
         // service from inside its own `call` (nothing else reaches the cell)
         let mut svc = self.0.borrow_mut();
-        // readiness asked without a waker to wake: a service not ready now is cloned and
-        // the clone asked again with the connection's waker, as `Oneshot` does
+        // readiness asked without a waker to wake: a service not ready now goes with the
+        // request, to be asked again with the connection's waker (as `Oneshot` does), and a
+        // clone takes its place. Not the other way round: what it started in getting ready
+        // (a semaphore's place in line, as `ConcurrencyLimit` takes) must be driven on, or
+        // the place it holds would block everyone behind it.
         match svc.poll_ready(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(Ok(())) => InPlaceFuture::Called { fut: svc.call(req) },
             Poll::Ready(Err(e)) => InPlaceFuture::Failed {
                 error: Some(e.into()),
             },
-            Poll::Pending => InPlaceFuture::Waiting {
-                once: Oneshot::new(svc.clone(), req),
-            },
+            Poll::Pending => {
+                let fresh = svc.clone();
+                let waiting = std::mem::replace(&mut *svc, fresh);
+                InPlaceFuture::Waiting {
+                    once: Oneshot::new(waiting, req),
+                }
+            }
         }
     }
 }
@@ -175,6 +183,52 @@ mod tests {
         assert!(matches!(fut, InPlaceFuture::Waiting { .. }));
         assert_eq!(fut.await.unwrap(), 42);
         assert_eq!(clones.load(Ordering::SeqCst), 1);
+    }
+
+    /// Two connections' stacks around one `ConcurrencyLimit` of 1: the second connection's
+    /// request waits for the first's answer, then is answered (its stack's place in the
+    /// semaphore's line is the one driven, not left behind in the cell).
+    #[tokio::test]
+    async fn a_request_waiting_for_a_limit_gets_it_when_it_frees() {
+        use tower::limit::ConcurrencyLimit;
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let app = {
+            let gate = Arc::clone(&gate);
+            tower::service_fn(move |first: bool| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    if first {
+                        gate.notified().await;
+                    }
+                    Ok::<_, std::io::Error>(first)
+                }
+            })
+        };
+        let limited = ConcurrencyLimit::new(app, 1);
+        let (one, two) = (InPlace::new(limited.clone()), InPlace::new(limited));
+        let first = tokio::spawn(hyper::service::Service::call(&one, true));
+        tokio::task::yield_now().await;
+        let second = hyper::service::Service::call(&two, false);
+        assert!(matches!(second, InPlaceFuture::Waiting { .. }));
+        let second = tokio::spawn(second);
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "the limit holds the second back");
+        gate.notify_one();
+        let wait = std::time::Duration::from_secs(5);
+        assert!(tokio::time::timeout(wait, first)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap());
+        let answered = tokio::time::timeout(wait, second).await;
+        assert!(!answered
+            .expect("the second request got the freed permit")
+            .unwrap()
+            .unwrap());
+        // and the second connection's stack takes the next request at once
+        let third = hyper::service::Service::call(&two, false);
+        assert!(matches!(third, InPlaceFuture::Called { .. }));
+        assert!(!third.await.unwrap());
     }
 
     #[tokio::test]

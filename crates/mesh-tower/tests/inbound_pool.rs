@@ -709,3 +709,33 @@ spec:
     let (addr, _server) = httpbin(&pki, &mesh, &app, true).await;
     full_then_overflow(&app, addr, 1).await;
 }
+
+/// An application whose own service is not always ready (a `tower` concurrency limit of
+/// one, no mesh pool): a request on a second connection waits for the first one's answer,
+/// then reaches the application and is answered. (A mesh server calls a connection's
+/// stack in place; one not ready is driven with its request, so its place in the limit's
+/// line is not left behind.)
+#[tokio::test]
+async fn an_application_limit_holds_a_second_connection_until_the_first_is_answered() {
+    let pki = Pki::new();
+    let mesh = Mesh::new(Default::default());
+    reload(&mesh, &service("http"));
+    let app = App::new();
+    let server = server(&pki, &mesh, 80, true);
+    let limited = tower::limit::ConcurrencyLimit::new(app.router(), 1);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener, limited).await });
+
+    let first = hold(&app, addr, 1).await;
+    let second = spawn_plain(addr);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.holding(1).await; // the second waits at the limit, not in the application
+    assert!(!second.is_finished());
+    release(&app, first).await;
+    app.holding(1).await; // the second is in now
+    release(&app, vec![second]).await;
+    // and the connections' stacks take requests as before
+    let third = hold(&app, addr, 1).await;
+    release(&app, third).await;
+}
