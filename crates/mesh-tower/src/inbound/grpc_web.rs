@@ -42,9 +42,7 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{ServedPort, ServerBody};
-use crate::grpc_web::{Answer, WebBody};
-
-use crate::grpc_web::MAX_TEXT_BODY;
+use crate::grpc_web::{refusal, Answer, WebBody, BAD_BASE64, MAX_TEXT_BODY};
 
 /// How long reading a `-text` body waits for the client's next bytes (Envoy's default
 /// `stream_idle_timeout`).
@@ -182,20 +180,21 @@ async fn decode_text_body(
     answer: Answer,
 ) -> Result<(), Response<Empty<Bytes>>> {
     let body = req.body_mut().inner_mut().inner_mut();
+    let bad = || refusal(StatusCode::BAD_REQUEST, BAD_BASE64, answer);
     let text = match body
         .read_ahead(MAX_TEXT_BODY, false, BODY_IDLE_TIMEOUT)
         .await
     {
         Ok((text, _)) => text,
         Err(crate::observe::ReadAheadError::TooLarge) => {
-            return Err(crate::grpc_web::refusal(
+            return Err(refusal(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Payload Too Large",
                 answer,
             ))
         }
         Err(crate::observe::ReadAheadError::Idle) => {
-            return Err(crate::grpc_web::refusal(
+            return Err(refusal(
                 StatusCode::REQUEST_TIMEOUT,
                 "stream timeout",
                 answer,
@@ -203,20 +202,10 @@ async fn decode_text_body(
         }
         Err(crate::observe::ReadAheadError::Read(e)) => {
             tracing::debug!(error = %e, "gRPC-Web text request body unreadable");
-            return Err(crate::grpc_web::refusal(
-                StatusCode::BAD_REQUEST,
-                crate::grpc_web::BAD_BASE64,
-                answer,
-            ));
+            return Err(bad());
         }
     };
-    let Some(decoded) = crate::grpc_web::decode_text(&text) else {
-        return Err(crate::grpc_web::refusal(
-            StatusCode::BAD_REQUEST,
-            crate::grpc_web::BAD_BASE64,
-            answer,
-        ));
-    };
+    let decoded = crate::grpc_web::decode_text(&text).ok_or_else(bad)?;
     body.replace_ahead_data(Bytes::from(decoded));
     Ok(())
 }
