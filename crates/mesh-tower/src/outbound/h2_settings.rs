@@ -155,6 +155,21 @@ impl Streams {
         now_ms().saturating_sub(since) >= timeout
     }
 
+    /// How much longer the connection may stay without a stream before
+    /// [`Self::idle_for`]`(timeout)` holds (zero: it holds now); `None` while a stream is
+    /// open, when no end of idleness can be told yet.
+    pub(crate) fn idle_left(&self, timeout: Duration) -> Option<Duration> {
+        if self.active.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let since = self.idle_since.load(Ordering::SeqCst);
+        if since == BUSY {
+            return None;
+        }
+        let idle = Duration::from_millis(now_ms().saturating_sub(since));
+        Some(timeout.saturating_sub(idle))
+    }
+
     /// True when another stream may open on the connection, with `configured` (the
     /// DestinationRule's `maxConcurrentStreams`) as the client's own limit.
     pub(crate) fn has_room(&self, configured: u32) -> bool {

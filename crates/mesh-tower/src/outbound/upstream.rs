@@ -30,10 +30,17 @@
 //!   Envoy's HTTP/2 pool does. A stream counts until its response body has ended or is
 //!   dropped;
 //! - `http.idleTimeout` / `tcp.idleTimeout` (1 h by default): a connection that has carried
-//!   no request for that long is closed when it is next looked at instead of reused: an
-//!   idle HTTP/1.1 connection, and an HTTP/2 connection with no active stream since (so
-//!   one opened for more streams at a load peak closes once the peak is over), as Envoy's
-//!   codec client closes any upstream connection idle for `idle_timeout`;
+//!   no request for that long is closed, as Envoy's codec client closes any upstream
+//!   connection idle for `idle_timeout`: an idle HTTP/1.1 connection, and an HTTP/2
+//!   connection with no active stream since (so one opened for more streams at a load peak
+//!   closes once the peak is over). A sweeper task per destination closes them on time
+//!   whether or not another request comes (a request that finds one closes it too);
+//! - `tcp.maxConnectionDuration`: a connection that old takes no new request and is closed
+//!   once its requests are done (Envoy's `max_connection_duration` drain), on time too;
+//! - the pools go with their destination: a dropped client, or a destination rebuilt for a
+//!   new config (its DestinationRule or endpoints changed), closes its pooled connections,
+//!   and those carrying a request close once it is done, as Envoy drains the pools of a
+//!   cluster it replaces;
 //! - a reused connection that turns out to be closed before the request was written is
 //!   discarded and the request goes out on another one (hyper-util's "retry canceled
 //!   requests"; Envoy does the same for a stale pooled connection).
@@ -98,6 +105,8 @@ pub(crate) struct Upstream {
     max_streams: u32,
     endpoints: Box<[Arc<EndpointPool>]>,
     waiters: Arc<Waiters>,
+    /// Stops the idle sweeper ([`start_sweeper`]) when dropped.
+    _sweeper: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -151,6 +160,9 @@ struct PoolState {
     /// HTTP/2 connections, oldest first (usually one: another is pooled only when the
     /// others' streams are all taken).
     h2: Vec<H2>,
+    /// The [`Upstream`] is gone (its client dropped, or its destination rebuilt for a new
+    /// config): nothing is pooled any more, and a connection coming back is closed.
+    retired: bool,
 }
 
 /// An idle HTTP/1.1 connection.
@@ -228,9 +240,10 @@ impl EndpointPool {
     /// Envoy's codec client arms its idle timer (`idle_timeout`, HTTP/1 and HTTP/2 alike)
     /// when its last active stream ends and closes the connection when it fires: a
     /// connection opened at a load peak does not stay open once the peak is over. Here it
-    /// is let go when next looked at, as an idle HTTP/1.1 connection is ([`Self::pop_idle`]):
-    /// with its `SendRequest` gone and no stream left on it, hyper closes it (GOAWAY, then
-    /// the socket). A connection carrying a stream is never let go for idleness.
+    /// is let go by the destination's sweeper ([`Self::sweep`]) or when next looked at, as
+    /// an idle HTTP/1.1 connection is ([`Self::pop_idle`]): with its `SendRequest` gone and
+    /// no stream left on it, hyper closes it (GOAWAY, then the socket). A connection
+    /// carrying a stream is never let go for idleness.
     fn h2(
         &self,
         max_requests: u32,
@@ -270,8 +283,20 @@ impl EndpointPool {
 
     /// Returns a connection taken from the pool without a request to send over it.
     fn put_back(&self, conn: Idle) {
-        lock(&self.state).idle.push(conn);
+        self.pool_idle(conn);
         self.waiters.wake();
+    }
+
+    /// Pools idle HTTP/1.1 connection `conn`, unless the pool is retired: then it is
+    /// closed (dropped, outside the lock).
+    fn pool_idle(&self, conn: Idle) {
+        let mut st = lock(&self.state);
+        if st.retired {
+            drop(st);
+            drop(conn);
+            return;
+        }
+        st.idle.push(conn);
     }
 
     /// A connection opened at `opened` is past `maxConnectionDuration`: Envoy drains it
@@ -307,6 +332,113 @@ impl EndpointPool {
         }
         None
     }
+
+    /// Lets go of the pooled connections that are closed, idle for `idle_timeout`, past
+    /// `maxConnectionDuration`, or (HTTP/2) have carried `max_requests`, whether or not a
+    /// request comes to look at them ([`Upstream`]'s sweeper calls it). The time until the
+    /// next of those kept can be let go, when one can be told (an HTTP/2 connection
+    /// carrying a stream cannot: it is never let go for idleness).
+    fn sweep(&self, idle_timeout: Option<Duration>, max_requests: u32) -> Option<Duration> {
+        let now = Instant::now();
+        // (the time left of `limit` since `from`; zero: past it)
+        let left = |limit: Option<Duration>, from: Instant| {
+            limit.map(|l| l.saturating_sub(now.saturating_duration_since(from)))
+        };
+        let mut next: Option<Duration> = None;
+        let mut st = lock(&self.state);
+        st.idle.retain(|c| {
+            let until = [left(idle_timeout, c.since), left(self.max_age, c.opened)]
+                .into_iter()
+                .flatten()
+                .min();
+            if c.tx.is_closed() || until.is_some_and(|d| d.is_zero()) {
+                return false;
+            }
+            if let Some(d) = until {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+            true
+        });
+        st.h2.retain(|c| {
+            let idle = idle_timeout.and_then(|t| c.streams.idle_left(t));
+            let until = [idle, left(self.max_age, c.opened)]
+                .into_iter()
+                .flatten()
+                .min();
+            if c.tx.is_closed()
+                || (max_requests != 0 && c.streams.used.load(Ordering::Relaxed) >= max_requests)
+                || until.is_some_and(|d| d.is_zero())
+            {
+                return false;
+            }
+            if let Some(d) = until {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+            true
+        });
+        next
+    }
+}
+
+/// Closes an [`Upstream`]'s idle connections on time, as Envoy's codec client's idle
+/// timer (`idleTimeout`, 1 h by default) and its `max_connection_duration` drain do, so a
+/// destination that is no longer called does not keep its connections open for ever (a
+/// request looks at the connections it finds too: [`EndpointPool::pop_idle`]). It wakes
+/// when the next pooled connection is due (at the latest every `period`), holds the
+/// endpoints' pools weakly, and ends when the [`Upstream`] that started it is dropped
+/// (the sender it keeps). Without a tokio runtime at hand none is started, and connections
+/// are let go only when a request looks at them.
+fn start_sweeper(
+    endpoints: &[Arc<EndpointPool>],
+    idle_timeout: Option<Duration>,
+    max_age: Option<Duration>,
+    max_requests: u32,
+) -> Option<tokio::sync::oneshot::Sender<()>> {
+    let period = [idle_timeout, max_age].into_iter().flatten().min()?;
+    if endpoints.is_empty() {
+        return None;
+    }
+    let runtime = tokio::runtime::Handle::try_current().ok()?;
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let pools: Box<[std::sync::Weak<EndpointPool>]> =
+        endpoints.iter().map(Arc::downgrade).collect();
+    runtime.spawn(async move {
+        let mut wait = period;
+        // (the sender dropped, or sent: the upstream is gone)
+        while tokio::time::timeout(wait, &mut stopped).await.is_err() {
+            wait = period;
+            for pool in &pools {
+                let Some(ep) = pool.upgrade() else {
+                    continue;
+                };
+                if let Some(d) = ep.sweep(idle_timeout, max_requests) {
+                    wait = wait.min(d);
+                }
+            }
+            // (a connection due within the millisecond is let go on the next round)
+            wait = wait.max(Duration::from_millis(1));
+        }
+    });
+    Some(stop)
+}
+
+/// The pools' connections are closed with their [`Upstream`]: each pooled connection's
+/// task holds its endpoint's pool (to count it open) and the pool holds the connection's
+/// sender, so without this a dropped client's connections, or those of a destination
+/// rebuilt for a new config, would stay open for as long as their servers let them (Envoy
+/// drains a cluster's pools when the cluster goes). Requests in flight finish on their
+/// connections, which are then closed instead of pooled.
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        for ep in &self.endpoints {
+            let mut st = lock(&ep.state);
+            st.retired = true;
+            let idle = std::mem::take(&mut st.idle);
+            let h2 = std::mem::take(&mut st.h2);
+            drop(st);
+            drop((idle, h2));
+        }
+    }
 }
 
 impl Upstream {
@@ -319,28 +451,38 @@ impl Upstream {
         let max_requests_per_connection = breaker.limits().max_requests_per_connection;
         let max_streams = breaker.limits().max_concurrent_streams;
         let waiters = Arc::<Waiters>::default();
+        let idle_timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
+        let max_age = max_age.filter(|d| !d.is_zero());
+        let endpoints: Box<[Arc<EndpointPool>]> = endpoints
+            .into_iter()
+            .map(|(addr, base)| {
+                Arc::new(EndpointPool {
+                    addr,
+                    base,
+                    last_peer: Mutex::new(None),
+                    state: Mutex::new(PoolState::default()),
+                    open: AtomicUsize::new(0),
+                    h2_opening: AtomicBool::new(false),
+                    waiters: Arc::clone(&waiters),
+                    max_age,
+                })
+            })
+            .collect();
+        let sweeper = start_sweeper(
+            &endpoints,
+            idle_timeout,
+            max_age,
+            max_requests_per_connection,
+        );
         Upstream {
             connector,
             breaker,
-            idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
+            idle_timeout,
             max_requests_per_connection,
             max_streams,
-            endpoints: endpoints
-                .into_iter()
-                .map(|(addr, base)| {
-                    Arc::new(EndpointPool {
-                        addr,
-                        base,
-                        last_peer: Mutex::new(None),
-                        state: Mutex::new(PoolState::default()),
-                        open: AtomicUsize::new(0),
-                        h2_opening: AtomicBool::new(false),
-                        waiters: Arc::clone(&waiters),
-                        max_age: max_age.filter(|d| !d.is_zero()),
-                    })
-                })
-                .collect(),
+            endpoints,
             waiters,
+            _sweeper: sweeper,
         }
     }
 
@@ -559,13 +701,14 @@ impl Upstream {
             {
                 // pooled when opened for more streams, or when no pooled connection has
                 // room; otherwise (several requests opened one each at once, before any
-                // was pooled) it closes after its request
+                // was pooled) it closes after its request; never in a retired pool
                 let mut st = lock(&ep.state);
-                if opening.is_some()
-                    || !st
-                        .h2
-                        .iter()
-                        .any(|c| !c.tx.is_closed() && c.streams.has_room(self.max_streams))
+                if !st.retired
+                    && (opening.is_some()
+                        || !st
+                            .h2
+                            .iter()
+                            .any(|c| !c.tx.is_closed() && c.streams.has_room(self.max_streams)))
                 {
                     st.h2.push(h2.clone());
                 }
@@ -779,7 +922,7 @@ impl Lease {
             .filter(|c| self.reuse && !self.pool.too_old(c.opened))
         {
             c.since = Instant::now();
-            lock(&self.pool.state).idle.push(c);
+            self.pool.pool_idle(c);
             self.pool.waiters.wake();
         }
     }

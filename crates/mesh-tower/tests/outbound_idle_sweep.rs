@@ -1,0 +1,287 @@
+//! Pooled connections are closed on time, as Envoy's codec client closes an upstream
+//! connection idle for the DestinationRule's `connectionPool.http.idleTimeout` (1 h by
+//! default) and drains one past `tcp.maxConnectionDuration`: with no later request to the
+//! destination to look at them, over real loopback sockets, HTTP/1.1 and HTTP/2 alike. A
+//! connection carrying a request is never closed for idleness.
+
+mod egress_support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::mesh::Mesh;
+use mesh_tower::outbound::{ClientWorkload, MeshClient};
+
+use egress_support::get;
+
+/// The connections a plaintext server accepted and those that ended (the client closed
+/// them: `serve_connection` returned).
+struct Server {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+/// A plaintext server speaking HTTP/2 (`h2`) or HTTP/1.1, answering `ok`; `/slow` after
+/// 800 ms.
+async fn server(h2: bool) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, c) = (Arc::clone(&accepted), Arc::clone(&closed));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            a.fetch_add(1, Ordering::SeqCst);
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    if req.uri().path() == "/slow" {
+                        tokio::time::sleep(Duration::from_millis(800)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        "ok",
+                    ))))
+                });
+                let io = TokioIo::new(tcp);
+                let _ = if h2 {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                };
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Server {
+        addr,
+        accepted,
+        closed,
+    }
+}
+
+/// A client of `backend.example.internal:8080` (an HTTP/2 port when `h2`), served by the
+/// server at `port`, under a DestinationRule with `traffic_policy`.
+fn client(port: u16, h2: bool, traffic_policy: &str) -> MeshClient {
+    let mesh = Mesh::from_yaml(&config(port, h2, traffic_policy)).unwrap();
+    MeshClient::builder(mesh, ClientWorkload::new("app", "default", "app")).build()
+}
+
+/// The config of [`client`].
+fn config(port: u16, h2: bool, traffic_policy: &str) -> String {
+    let protocol = if h2 { "HTTP2" } else { "HTTP" };
+    format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 8080, name: web, protocol: {protocol}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{web: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend}}
+spec:
+  host: backend.example.internal
+  trafficPolicy: {traffic_policy}
+"
+    )
+}
+
+/// Waits (up to 10 s) until `n` reaches `want`; how long that took.
+async fn until(n: &AtomicUsize, want: usize) -> Duration {
+    let start = Instant::now();
+    while n.load(Ordering::SeqCst) < want {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still {} of {want} after 10 s",
+            n.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+/// One request, then none: the connection is closed once idle for the idle timeout.
+async fn idle_connection_closed_on_time(h2: bool) {
+    let s = server(h2).await;
+    let c = client(
+        s.addr.port(),
+        h2,
+        "{connectionPool: {http: {idleTimeout: 500ms}}}",
+    );
+    let (status, body, failure) = get(&c, "http://backend.example.internal:8080/").await;
+    assert_eq!((status, body.as_str()), (200, "ok"), "{failure}");
+    let answered = Instant::now();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        s.closed.load(Ordering::SeqCst),
+        0,
+        "open within the timeout"
+    );
+    until(&s.closed, 1).await;
+    let after = answered.elapsed();
+    assert!(
+        after >= Duration::from_millis(450) && after < Duration::from_secs(3),
+        "closed {after:?} after the answer, for an idle timeout of 500 ms"
+    );
+    // the client is still usable: a new connection
+    let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn an_idle_http1_connection_is_closed_at_the_idle_timeout_without_another_request() {
+    idle_connection_closed_on_time(false).await;
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_at_the_idle_timeout_without_another_request() {
+    idle_connection_closed_on_time(true).await;
+}
+
+#[tokio::test]
+async fn a_connection_past_max_connection_duration_is_closed_without_another_request() {
+    for h2 in [false, true] {
+        let s = server(h2).await;
+        // the idle timeout is the default, 1 h: the duration decides
+        let c = client(
+            s.addr.port(),
+            h2,
+            "{connectionPool: {tcp: {maxConnectionDuration: 600ms}}}",
+        );
+        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+        assert_eq!(status, 200, "{failure}");
+        let took = until(&s.closed, 1).await;
+        assert!(
+            took < Duration::from_secs(3),
+            "h2 {h2}: closed after {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_connection_carrying_a_request_is_not_closed_for_idleness() {
+    for h2 in [false, true] {
+        let s = server(h2).await;
+        let c = client(
+            s.addr.port(),
+            h2,
+            "{connectionPool: {http: {idleTimeout: 200ms}}}",
+        );
+        // the answer takes 800 ms, four idle timeouts: the request is answered on its
+        // connection, which is closed once idle after it
+        let (status, body, failure) = get(&c, "http://backend.example.internal:8080/slow").await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "h2 {h2}: {failure}");
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 1, "h2 {h2}");
+        until(&s.closed, 1).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_in_use_again_within_the_idle_timeout_stay_open() {
+    // requests every 150 ms under an idle timeout of 400 ms: the connection is never idle
+    // long enough to be closed
+    let s = server(false).await;
+    let c = client(
+        s.addr.port(),
+        false,
+        "{connectionPool: {http: {idleTimeout: 400ms}}}",
+    );
+    for _ in 0..8 {
+        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+        assert_eq!(status, 200, "{failure}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(
+        s.accepted.load(Ordering::SeqCst),
+        1,
+        "one connection, reused"
+    );
+    assert_eq!(s.closed.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_dropped_client_closes_its_pooled_connections_and_ends_its_sweepers() {
+    // the default idle timeout (1 h): the sweeper would sleep that long, and the pooled
+    // connection stay open; dropping the client (its destinations, their pools) closes the
+    // connection and ends the sweeper at once
+    let s = server(false).await;
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let before = tasks();
+    let c = client(
+        s.addr.port(),
+        false,
+        "{connectionPool: {tcp: {maxConnections: 100}}}",
+    );
+    let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+    assert_eq!(status, 200, "{failure}");
+    // the server's connection task, the client's, and the destination's sweeper
+    assert_eq!(tasks(), before + 3);
+    drop(c);
+    until(&s.closed, 1).await;
+    let start = Instant::now();
+    while tasks() != before {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{} task(s) left",
+            tasks() - before
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_destination_rebuilt_for_a_new_config_closes_its_old_connections() {
+    // Envoy drains a cluster's connection pools when the cluster is updated: the pooled
+    // connection of the old DestinationRule is closed, the next request opens a new one
+    for h2 in [false, true] {
+        let s = server(h2).await;
+        let port = s.addr.port();
+        let mesh = Mesh::from_yaml(&config(
+            port,
+            h2,
+            "{connectionPool: {tcp: {maxConnections: 100}}}",
+        ))
+        .unwrap();
+        let c =
+            MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
+        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+        assert_eq!(status, 200, "h2 {h2}: {failure}");
+        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+        assert_eq!(status, 200, "h2 {h2}: {failure}");
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 1, "h2 {h2}: reused");
+
+        mesh.reload_loaded(mesh_core::load::load_str(
+            &config(port, h2, "{connectionPool: {tcp: {maxConnections: 50}}}"),
+            "backend.yaml",
+        ))
+        .unwrap();
+        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+        assert_eq!(status, 200, "h2 {h2}: {failure}");
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 2, "h2 {h2}: a new pool");
+        until(&s.closed, 1).await;
+        // the new pool's connection is reused
+        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+        assert_eq!(status, 200, "h2 {h2}: {failure}");
+        assert_eq!(s.accepted.load(Ordering::SeqCst), 2, "h2 {h2}");
+        assert_eq!(s.closed.load(Ordering::SeqCst), 1, "h2 {h2}");
+    }
+}
