@@ -226,6 +226,8 @@ pub(crate) struct DestState {
     top_tcp: Option<mesh_core::model::TcpSettings>,
     outlier_settings: Option<OutlierDetection>,
     pub(crate) tls_settings: Option<CoreTls>,
+    /// What the connections are opened with beside the policy (MeshConfig's part).
+    conn: ConnSettings,
     endpoints: Vec<EndpointSpec>,
     /// What the TLS identity check was built from: the service's `subjectAltNames` and its
     /// endpoints' service accounts (a change to either rebuilds the TLS config).
@@ -577,16 +579,36 @@ pub(crate) fn dr_top_tcp(
         .as_ref()
 }
 
+/// What a destination's connections are opened with beside its DestinationRule and
+/// endpoints: MeshConfig's share, and the protocol its service port asks for.
+#[derive(Clone, Debug, PartialEq)]
+struct ConnSettings {
+    connect_timeout: Duration,
+    h2c: bool,
+    alpn: mesh_tls::Alpn,
+    downstream_protocol: bool,
+    keepalive: Option<TcpKeepalive>,
+}
+
 impl DestState {
-    fn same_as(&self, i: &Inputs<'_>) -> bool {
+    /// Rebuilt for `i` with `conn` only because its endpoint set changed (Envoy's endpoint
+    /// update, not a cluster update): the endpoints that stay keep their connections.
+    fn only_endpoints_changed(&self, i: &Inputs<'_>, conn: &ConnSettings) -> bool {
+        self.same_policy(i) && self.conn == *conn && self.endpoints != i.endpoints
+    }
+
+    fn same_policy(&self, i: &Inputs<'_>) -> bool {
         self.subset_found == i.policy.subset_found
             && self.lb_settings.as_ref() == i.policy.load_balancer
             && self.pool_settings.as_ref() == i.policy.connection_pool
             && self.top_tcp.as_ref() == top_tcp(&i.policy)
             && self.outlier_settings.as_ref() == i.policy.outlier_detection
             && self.tls_settings.as_ref() == i.policy.tls
-            && self.endpoints == i.endpoints
             && self.identities == i.identities
+    }
+
+    fn same_as(&self, i: &Inputs<'_>) -> bool {
+        self.same_policy(i) && self.endpoints == i.endpoints
     }
 }
 
@@ -1158,7 +1180,6 @@ fn build(
     {
         limits.max_concurrent_streams = n as u32;
     }
-    let breaker = CircuitBreaker::new(limits);
     let connect_timeout = tcp
         .and_then(|t| t.connect_timeout)
         .map(|d| d.as_std())
@@ -1169,6 +1190,40 @@ fn build(
     let downstream_protocol =
         uses_downstream_protocol(service, key.port, http, h2_upgrade, !shared.gateway);
     let alpn = upstream_alpn(service, key.port, h2_upgrade, downstream_protocol);
+    let conn = ConnSettings {
+        connect_timeout,
+        h2c: downstream_protocol || plaintext_h2(service, key.port, h2_upgrade),
+        alpn,
+        downstream_protocol,
+        keepalive: TcpKeepalive::merged(
+            snap.options().tcp_keepalive.as_ref(),
+            tcp.and_then(|t| t.tcp_keepalive.as_ref()),
+        ),
+    };
+    // Only the endpoint set changed (a workload registered or gone): as Envoy keeps its
+    // hosts' connection pools across an endpoint update, the endpoints that stay keep
+    // theirs, and the destination its circuit breaker's counts
+    let carry = previous.filter(|prev| prev.only_endpoints_changed(&i, &conn));
+    let breaker = match carry {
+        Some(prev) => prev.breaker.clone(),
+        None => CircuitBreaker::new(limits),
+    };
+    // for each endpoint, the same one in the previous state (each taken once)
+    let kept: Vec<Option<usize>> = match carry {
+        None => Vec::new(),
+        Some(prev) => {
+            let mut taken = vec![false; prev.endpoints.len()];
+            i.endpoints
+                .iter()
+                .map(|e| {
+                    let k = (0..prev.endpoints.len())
+                        .find(|&k| !taken[k] && prev.endpoints[k] == *e)?;
+                    taken[k] = true;
+                    Some(k)
+                })
+                .collect()
+        }
+    };
     let tls = tls_policy(snap, shared, service, key, p.tls, &i.endpoints, alpn);
     // Istio's `applyConnectionPool` sets the cluster's HTTP idle timeout
     // (common_http_protocol_options.idle_timeout) from `http.idleTimeout`, and from
@@ -1180,7 +1235,6 @@ fn build(
         .map(|d| d.as_std())
         .unwrap_or(Duration::from_secs(3600));
     // (with the downstream's protocol, an HTTP/1.1 request asks for HTTP/1.1 itself)
-    let h2c = downstream_protocol || plaintext_h2(service, key.port, h2_upgrade);
     let names: HashMap<SocketAddr, DialName> = i
         .endpoints
         .iter()
@@ -1229,15 +1283,9 @@ fn build(
         .collect();
     let upstream = Upstream::new(
         MeshConnector::new(tls, connect_timeout, breaker.clone())
-            .with_h2c(h2c)
+            .with_h2c(conn.h2c)
             .with_names(names)
-            .with_keepalive(
-                TcpKeepalive::merged(
-                    snap.options().tcp_keepalive.as_ref(),
-                    tcp.and_then(|t| t.tcp_keepalive.as_ref()),
-                )
-                .as_ref(),
-            ),
+            .with_keepalive(conn.keepalive.as_ref()),
         breaker.clone(),
         // Istio's `applyConnectionPool`: `tcp.maxConnectionDuration` is the HTTP
         // connections' `max_connection_duration` too
@@ -1250,6 +1298,7 @@ fn build(
             .iter()
             .map(|e| e.addr)
             .zip(peers_unconnected.iter().cloned()),
+        carry.map(|prev| (&prev.upstream, kept.as_slice())),
     );
     let authorities = i
         .endpoints
@@ -1282,6 +1331,7 @@ fn build(
         top_tcp: top_tcp(p).cloned(),
         outlier_settings: p.outlier_detection.cloned(),
         tls_settings: p.tls.cloned(),
+        conn,
         endpoints: i.endpoints,
         identities: i.identities,
         lb,

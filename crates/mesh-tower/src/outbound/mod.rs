@@ -191,9 +191,6 @@
 //! - `maxConnections` and `http1MaxPendingRequests` are per destination (Envoy's cluster),
 //!   but a pending request waits for a connection to its own endpoint (the one the load
 //!   balancer picked), not to any endpoint of the destination.
-//! - A destination whose endpoints change (a workload registered or gone) is rebuilt, and
-//!   its pooled connections are closed with the old pools (those carrying a request once
-//!   it is done): Envoy keeps the pools of the hosts that stay.
 //! - Fault injection does not disable the route's retries and timeout.
 //! - In header operations, `%UPSTREAM_REMOTE_ADDRESS%` and `%DOWNSTREAM_PEER_URI_SAN%`
 //!   expand to nothing (the header is not written); a mesh client's downstream address

@@ -38,9 +38,11 @@
 //! - `tcp.maxConnectionDuration`: a connection that old takes no new request and is closed
 //!   once its requests are done (Envoy's `max_connection_duration` drain), on time too;
 //! - the pools go with their destination: a dropped client, or a destination rebuilt for a
-//!   new config (its DestinationRule or endpoints changed), closes its pooled connections,
-//!   and those carrying a request close once it is done, as Envoy drains the pools of a
-//!   cluster it replaces;
+//!   new DestinationRule (or MeshConfig connection settings), closes its pooled
+//!   connections, and those carrying a request close once it is done, as Envoy drains the
+//!   pools of a cluster it replaces; when only the destination's endpoints changed (a
+//!   workload registered or gone: Envoy's endpoint update), the endpoints that stay keep
+//!   their pools and connections, and the destination its circuit breaker's counts;
 //! - a reused connection that turns out to be closed before the request was written is
 //!   discarded and the request goes out on another one (hyper-util's "retry canceled
 //!   requests"; Envoy does the same for a stale pooled connection).
@@ -160,8 +162,12 @@ struct PoolState {
     /// HTTP/2 connections, oldest first (usually one: another is pooled only when the
     /// others' streams are all taken).
     h2: Vec<H2>,
-    /// The [`Upstream`] is gone (its client dropped, or its destination rebuilt for a new
-    /// config): nothing is pooled any more, and a connection coming back is closed.
+    /// The [`Upstream`]s holding this pool: two while a destination rebuilt because its
+    /// endpoint set changed hands the pools of the endpoints that stay to the new one.
+    owners: usize,
+    /// Every [`Upstream`] holding it is gone (its client dropped, or its destination
+    /// rebuilt for a new config): nothing is pooled any more, and a connection coming back
+    /// is closed.
     retired: bool,
 }
 
@@ -432,6 +438,11 @@ impl Drop for Upstream {
     fn drop(&mut self) {
         for ep in &self.endpoints {
             let mut st = lock(&ep.state);
+            st.owners -= 1;
+            if st.owners > 0 {
+                // handed to the destination's next state
+                continue;
+            }
             st.retired = true;
             let idle = std::mem::take(&mut st.idle);
             let h2 = std::mem::take(&mut st.h2);
@@ -442,29 +453,54 @@ impl Drop for Upstream {
 }
 
 impl Upstream {
+    /// The connections of a destination's `endpoints` (the balancer's order), each with
+    /// the metrics' view of its server.
+    ///
+    /// `carry`: the destination's previous upstream, when only its endpoint set changed
+    /// (same connection settings, same circuit breaker), with, for each endpoint, the index
+    /// of the same endpoint in it (`None`: a new one). The endpoints that stay keep their
+    /// pools, connections included, as Envoy keeps its hosts' pools across an endpoint
+    /// update; the others' pools close with the previous upstream.
     pub(crate) fn new(
         connector: MeshConnector,
         breaker: CircuitBreaker,
         (idle_timeout, max_age): (Duration, Option<Duration>),
         endpoints: impl IntoIterator<Item = (SocketAddr, Arc<WorkloadInfo>)>,
+        carry: Option<(&Upstream, &[Option<usize>])>,
     ) -> Self {
         let max_requests_per_connection = breaker.limits().max_requests_per_connection;
         let max_streams = breaker.limits().max_concurrent_streams;
-        let waiters = Arc::<Waiters>::default();
+        let waiters = carry.map_or_else(Arc::<Waiters>::default, |(prev, _)| {
+            Arc::clone(&prev.waiters)
+        });
         let idle_timeout = (!idle_timeout.is_zero()).then_some(idle_timeout);
         let max_age = max_age.filter(|d| !d.is_zero());
         let endpoints: Box<[Arc<EndpointPool>]> = endpoints
             .into_iter()
-            .map(|(addr, base)| {
-                Arc::new(EndpointPool {
-                    addr,
-                    base,
-                    last_peer: Mutex::new(None),
-                    state: Mutex::new(PoolState::default()),
-                    open: AtomicUsize::new(0),
-                    h2_opening: AtomicBool::new(false),
-                    waiters: Arc::clone(&waiters),
-                    max_age,
+            .enumerate()
+            .map(|(i, (addr, base))| {
+                let kept = carry.and_then(|(prev, same)| {
+                    let pool = prev.endpoints.get(same.get(i).copied().flatten()?)?;
+                    let mut st = lock(&pool.state);
+                    (pool.addr == addr && !st.retired).then(|| {
+                        st.owners += 1;
+                        Arc::clone(pool)
+                    })
+                });
+                kept.unwrap_or_else(|| {
+                    Arc::new(EndpointPool {
+                        addr,
+                        base,
+                        last_peer: Mutex::new(None),
+                        state: Mutex::new(PoolState {
+                            owners: 1,
+                            ..PoolState::default()
+                        }),
+                        open: AtomicUsize::new(0),
+                        h2_opening: AtomicBool::new(false),
+                        waiters: Arc::clone(&waiters),
+                        max_age,
+                    })
                 })
             })
             .collect();

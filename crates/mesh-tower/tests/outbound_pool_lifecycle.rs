@@ -1,8 +1,13 @@
-//! Pooled connections are closed on time, as Envoy's codec client closes an upstream
-//! connection idle for the DestinationRule's `connectionPool.http.idleTimeout` (1 h by
-//! default) and drains one past `tcp.maxConnectionDuration`: with no later request to the
-//! destination to look at them, over real loopback sockets, HTTP/1.1 and HTTP/2 alike. A
-//! connection carrying a request is never closed for idleness.
+//! The life of a mesh client's pooled connections, over real loopback sockets, HTTP/1.1
+//! and HTTP/2 alike:
+//! - they are closed on time, as Envoy's codec client closes an upstream connection idle
+//!   for the DestinationRule's `connectionPool.http.idleTimeout` (1 h by default) and
+//!   drains one past `tcp.maxConnectionDuration`, with no later request to the destination
+//!   to look at them; a connection carrying a request is never closed for idleness;
+//! - they go with their destination: a dropped client, or a DestinationRule change (Envoy's
+//!   cluster update), closes them;
+//! - an endpoint update keeps the connections of the endpoints that stay, as Envoy keeps its
+//!   hosts' pools, and closes those of the endpoints gone.
 
 mod egress_support;
 
@@ -78,7 +83,17 @@ fn client(port: u16, h2: bool, traffic_policy: &str) -> MeshClient {
 
 /// The config of [`client`].
 fn config(port: u16, h2: bool, traffic_policy: &str) -> String {
+    config_with(&[port], h2, traffic_policy)
+}
+
+/// The config of [`client`], the service's endpoints served at `ports`.
+fn config_with(ports: &[u16], h2: bool, traffic_policy: &str) -> String {
     let protocol = if h2 { "HTTP2" } else { "HTTP" };
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{address: 127.0.0.1, ports: {{web: {p}}}}}"))
+        .collect();
+    let endpoints = endpoints.join(", ");
     format!(
         "
 apiVersion: networking.istio.io/v1
@@ -88,7 +103,7 @@ spec:
   hosts: [backend.example.internal]
   ports: [{{number: 8080, name: web, protocol: {protocol}}}]
   resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{web: {port}}}}}]
+  endpoints: [{endpoints}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -283,5 +298,58 @@ async fn a_destination_rebuilt_for_a_new_config_closes_its_old_connections() {
         assert_eq!(status, 200, "h2 {h2}: {failure}");
         assert_eq!(s.accepted.load(Ordering::SeqCst), 2, "h2 {h2}");
         assert_eq!(s.closed.load(Ordering::SeqCst), 1, "h2 {h2}");
+    }
+}
+
+#[tokio::test]
+async fn an_endpoint_update_keeps_the_connections_of_the_endpoints_that_stay() {
+    for h2 in [false, true] {
+        let (s1, s2) = (server(h2).await, server(h2).await);
+        let (p1, p2) = (s1.addr.port(), s2.addr.port());
+        let policy = "{loadBalancer: {simple: ROUND_ROBIN}}";
+        let mesh = Mesh::from_yaml(&config_with(&[p1], h2, policy)).unwrap();
+        let c =
+            MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
+        let uri = "http://backend.example.internal:8080/";
+        for _ in 0..2 {
+            let (status, _, failure) = get(&c, uri).await;
+            assert_eq!(status, 200, "h2 {h2}: {failure}");
+        }
+        assert_eq!(s1.accepted.load(Ordering::SeqCst), 1, "h2 {h2}");
+
+        // a second endpoint: the first keeps its connection, the second gets one
+        let reload = |ports: &[u16]| {
+            mesh.reload_loaded(mesh_core::load::load_str(
+                &config_with(ports, h2, policy),
+                "backend.yaml",
+            ))
+            .unwrap()
+        };
+        reload(&[p1, p2]);
+        for _ in 0..4 {
+            let (status, _, failure) = get(&c, uri).await;
+            assert_eq!(status, 200, "h2 {h2}: {failure}");
+        }
+        assert_eq!(s1.accepted.load(Ordering::SeqCst), 1, "h2 {h2}: kept");
+        assert_eq!(
+            s2.accepted.load(Ordering::SeqCst),
+            1,
+            "h2 {h2}: new endpoint"
+        );
+        assert_eq!(s1.closed.load(Ordering::SeqCst), 0, "h2 {h2}");
+
+        // the first endpoint gone: its connection is closed, the second's kept
+        reload(&[p2]);
+        for _ in 0..2 {
+            let (status, _, failure) = get(&c, uri).await;
+            assert_eq!(status, 200, "h2 {h2}: {failure}");
+        }
+        until(&s1.closed, 1).await;
+        assert_eq!(s2.accepted.load(Ordering::SeqCst), 1, "h2 {h2}: kept");
+        assert_eq!(s2.closed.load(Ordering::SeqCst), 0, "h2 {h2}");
+
+        // and dropping the client closes the rest
+        drop(c);
+        until(&s2.closed, 1).await;
     }
 }
