@@ -1111,7 +1111,9 @@ impl MeshServer {
         )
     }
 
-    /// Serves `service` on `listener` until the listener fails.
+    /// Serves `service` on `listener` until the listener fails: its open connections then
+    /// drain as [`serve_with_shutdown`](Self::serve_with_shutdown)'s do, and the error is
+    /// returned. Dropping the future closes every connection at once.
     ///
     /// # Examples
     ///
@@ -1160,7 +1162,9 @@ impl MeshServer {
 
     /// Serves until `signal` completes, then stops accepting and lets open connections
     /// finish (HTTP/2 GOAWAY, HTTP/1.1 closes after the current response) for up to the
-    /// drain timeout.
+    /// drain timeout; the connections still open then are closed (their requests and
+    /// streams cut). A listener that fails ends the serving the same way, then returns its
+    /// error. Dropping the future closes every connection at once.
     ///
     /// # Examples
     ///
@@ -1224,7 +1228,10 @@ impl MeshServer {
         // Graceful shutdown by hand: hyper-util's GracefulShutdown does not take
         // connections with upgrades (WebSocket), which we serve.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let (open_tx, mut open_rx) = tokio::sync::mpsc::channel::<()>(1);
+        // the connections' tasks: drained on shutdown, aborted past the drain timeout or
+        // when this future is dropped
+        let mut conns = tokio::task::JoinSet::new();
+        let mut failed = None;
         tokio::pin!(signal);
         loop {
             let (tcp, remote) = tokio::select! {
@@ -1234,8 +1241,12 @@ impl MeshServer {
                         tracing::debug!(error = %e, "accept failed");
                         continue;
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
                 },
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 () = &mut signal => break,
             };
             // As Envoy's listeners: a response's frames go out as they are written, not
@@ -1257,9 +1268,8 @@ impl MeshServer {
             let builder = Arc::clone(&builder);
             let mesh = i.mesh.clone();
             let mut stop = stop_rx.clone();
-            let open = open_tx.clone();
             let server = self.clone();
-            tokio::spawn(async move {
+            conns.spawn(async move {
                 let accepted = match inbound.accept(tcp).await {
                     Ok(a) => a,
                     Err(e) => {
@@ -1351,20 +1361,22 @@ impl MeshServer {
                 if let Err(e) = r {
                     tracing::debug!(%remote, error = %e, "connection ended with an error");
                 }
-                drop(open);
             });
         }
         drop(listener);
         let _ = stop_tx.send(true);
-        drop(open_tx);
-        tokio::select! {
-            // every connection task holds a sender: None once they have all finished
-            _ = open_rx.recv() => {}
-            () = tokio::time::sleep(i.drain_timeout) => {
-                tracing::info!("drain timeout: closing the remaining connections");
-            }
+        let drained = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(i.drain_timeout, drained)
+            .await
+            .is_err()
+        {
+            tracing::info!("drain timeout: closing the remaining connections");
+            conns.shutdown().await;
         }
-        Ok(())
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 }
 
