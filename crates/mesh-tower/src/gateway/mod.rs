@@ -201,7 +201,6 @@ use mesh_core::snapshot::Snapshot;
 use mesh_tls::{CredentialLookup, DirCredentials, PeerIdentity};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 pub use sni::{parse_client_hello, Hello};
@@ -336,6 +335,7 @@ pub struct GatewayBuilder {
     listeners: BTreeMap<u16, TcpListener>,
     bind: IpAddr,
     hello_timeout: Duration,
+    drain_timeout: Duration,
     workload: Option<Arc<mesh_tls::WorkloadCredentials>>,
     metrics: Option<Arc<IstioMetrics>>,
     workload_name: String,
@@ -807,6 +807,61 @@ impl GatewayBuilder {
         self
     }
 
+    /// How long the connections open when the gateway is dropped have to finish (default
+    /// 5 s, Istio's `terminationDrainDuration`): they are asked to close (HTTP/1.1 after the
+    /// current response, HTTP/2 with GOAWAY), and those still open after it are closed,
+    /// TCP and TLS passthrough connections included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::mesh::Mesh;
+    /// use mesh_tower::gateway::GatewayServer;
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// use tokio::net::{TcpListener, TcpStream};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mesh = Mesh::from_yaml("
+    /// apiVersion: networking.istio.io/v1
+    /// kind: Gateway
+    /// metadata: {name: hello-gateway, namespace: istio-system}
+    /// spec:
+    ///   selector: {istio: ingressgateway}
+    ///   servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+    /// ---
+    /// apiVersion: networking.istio.io/v1
+    /// kind: VirtualService
+    /// metadata: {name: hello, namespace: default}
+    /// spec:
+    ///   hosts: ['*']
+    ///   gateways: [istio-system/hello-gateway]
+    ///   http: [{directResponse: {status: 200, body: {string: hello}}}]
+    /// ")?;
+    /// let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    /// let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+    ///     .drain_timeout(Duration::from_millis(200))
+    ///     .listener(80, TcpListener::bind("127.0.0.1:0").await?)
+    ///     .start()
+    ///     .await?;
+    /// // a keep-alive connection, idle after its answer
+    /// let mut conn = TcpStream::connect(gateway.local_addr(80).unwrap()).await?;
+    /// conn.write_all(b"GET / HTTP/1.1\r\nhost: example.com\r\n\r\n").await?;
+    /// let mut buf = [0u8; 512];
+    /// assert!(conn.read(&mut buf).await? > 0);
+    ///
+    /// drop(gateway);
+    /// // the gateway closes it
+    /// let mut rest = Vec::new();
+    /// tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await??;
+    /// # Ok(()) }
+    /// ```
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
     /// Checks every server (protocol, TLS settings, credentials), binds the ports and
     /// starts serving.
     ///
@@ -947,7 +1002,9 @@ impl GatewayBuilder {
             .num_trusted_proxies
             .unwrap_or(self.mesh.options().num_trusted_proxies);
         let authz = authz.for_gateway(num_trusted_proxies);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
+            stopped: stopped.clone(),
             access_log: AccessLogLayer::inbound().with_mesh_format(&self.mesh),
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
             metrics,
@@ -973,7 +1030,6 @@ impl GatewayBuilder {
             client,
         });
         let mut addrs = BTreeMap::new();
-        let mut tasks = Vec::new();
         for (port, bind) in ports {
             let listener = match self.listeners.remove(&port) {
                 Some(l) => l,
@@ -985,21 +1041,20 @@ impl GatewayBuilder {
                 .local_addr()
                 .map_err(|source| GatewayError::Bind { port, source })?;
             addrs.insert(port, addr);
-            tasks.push(tokio::spawn(accept_loop(
+            tokio::spawn(accept_loop(
                 Arc::clone(&inner),
                 listener,
                 port,
-            )));
+                (stopped.clone(), self.drain_timeout),
+            ));
         }
-        Ok(GatewayServer {
-            inner,
-            addrs,
-            tasks,
-        })
+        Ok(GatewayServer { inner, addrs, stop })
     }
 }
 
 struct Inner {
+    /// True once the gateway is dropped: its connections drain.
+    stopped: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<IstioMetrics>,
     authz: AuthorizationLayer,
     mesh: Mesh,
@@ -1025,7 +1080,9 @@ struct Inner {
     access_log: AccessLogLayer,
 }
 
-/// A running ingress gateway. Dropping it stops the listeners (open connections finish).
+/// A running ingress gateway. Dropping it stops the listeners and drains the open
+/// connections: they are asked to close and have [`GatewayBuilder::drain_timeout`] to
+/// finish, then those left are closed.
 ///
 /// # Examples
 ///
@@ -1085,7 +1142,8 @@ struct Inner {
 pub struct GatewayServer {
     inner: Arc<Inner>,
     addrs: BTreeMap<u16, SocketAddr>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Tells the accept loops to stop and drain their connections (when dropped).
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -1145,6 +1203,7 @@ impl GatewayServer {
             listeners: BTreeMap::new(),
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             hello_timeout: Duration::from_secs(10),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             workload: None,
             metrics: None,
             workload_name: "istio-ingressgateway".into(),
@@ -1358,13 +1417,17 @@ impl GatewayServer {
     }
 }
 
+/// Stops the listeners and drains the open connections for up to the drain timeout, then
+/// closes those left ([`accept_loop`]).
 impl Drop for GatewayServer {
     fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
+        let _ = self.stop.send(true);
     }
 }
+
+/// How long connections open when a gateway is dropped have to finish: Istio's
+/// `terminationDrainDuration` default.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -1415,24 +1478,60 @@ fn offers_istio_mtls_alpn(alpn: &[Vec<u8>]) -> bool {
         .any(|p| ISTIO_MTLS_ALPNS.contains(&p.as_slice()))
 }
 
-async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
+/// Accepts the connections of server port `port` until the gateway is dropped (`stop`),
+/// then lets them finish for up to `drain` and closes those left. Each connection is a task
+/// of this loop's, so none outlives the gateway by more than `drain`.
+async fn accept_loop(
+    inner: Arc<Inner>,
+    listener: TcpListener,
+    port: u16,
+    (stop, drain): (tokio::sync::watch::Receiver<bool>, Duration),
+) {
     let http_route: Arc<str> = mesh_core::gateway::http_route_name(port.into()).into();
+    let mut conns = tokio::task::JoinSet::new();
+    let stopping = || {
+        let mut stop = stop.clone();
+        async move {
+            // (sent, or the gateway's sender gone)
+            let _ = stop.wait_for(|s| *s).await;
+        }
+    };
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) if is_transient(&e) => continue,
-            Err(e) => {
-                tracing::error!(port, error = %e, "gateway listener failed");
-                return;
-            }
+        let (tcp, remote) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) if is_transient(&e) => continue,
+                Err(e) => {
+                    tracing::error!(port, error = %e, "gateway listener failed");
+                    break;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            () = stopping() => break,
         };
         let inner = Arc::clone(&inner);
         let http_route = Arc::clone(&http_route);
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if let Err(e) = connection(inner, tcp, remote, port, http_route).await {
                 tracing::debug!(port, %remote, error = %e, "gateway connection closed");
             }
         });
+    }
+    drop(listener);
+    // (a listener that failed: its open connections go on until the gateway is dropped)
+    loop {
+        tokio::select! {
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            () = stopping() => break,
+        }
+    }
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(drain, drained).await.is_err() {
+        tracing::debug!(
+            port,
+            "gateway drain timeout: closing the remaining connections"
+        );
+        conns.shutdown().await;
     }
 }
 
@@ -1800,6 +1899,7 @@ where
 {
     let access_log = inner.access_log.clone();
     let metrics = inner.metrics_layer.clone();
+    let mut stop = inner.stopped.clone();
     // the gateway reports as the source (itself): the client whose certificate it verified
     // is not the peer of its metrics, whose destination comes from the routed response
     let conn = ConnectionInfoLayer::new(ctx.conn.clone())
@@ -1825,10 +1925,22 @@ where
         .layer(metrics)
         .service(svc);
     // with upgrades: a WebSocket upgrade the upstream accepted is spliced (see `handle`)
-    auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(TokioIo::new(io), crate::in_place::InPlace::new(svc))
-        .await
-        .map_err(io::Error::other)
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), crate::in_place::InPlace::new(svc));
+    tokio::pin!(conn);
+    // the gateway dropped: HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY
+    let stopping = async {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+    .map_err(io::Error::other)
 }
 
 /// Splices the downstream and upstream sides of an upgraded (WebSocket) stream once hyper

@@ -1,0 +1,172 @@
+//! A dropped gateway drains, over real loopback sockets: it stops listening, asks its open
+//! connections to close, gives them the drain timeout to finish, then closes the rest, and
+//! with them its own connections to the upstreams (its mesh client goes with it).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mesh_core::mesh::Mesh;
+use mesh_tower::gateway::GatewayServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend that answers `/` at once, `/slow` after 300 ms and never answers `/hang`;
+/// with the connections it accepted and those that ended.
+struct Backend {
+    addr: SocketAddr,
+    hanging: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
+}
+
+async fn backend() -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (hanging, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (h, c) = (Arc::clone(&hanging), Arc::clone(&closed));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (h, c) = (Arc::clone(&h), Arc::clone(&c));
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| {
+                    let h = Arc::clone(&h);
+                    async move {
+                        let _: &http::Request<hyper::body::Incoming> = &req;
+                        match req.uri().path() {
+                            "/hang" => {
+                                h.fetch_add(1, Ordering::SeqCst);
+                                std::future::pending::<()>().await;
+                            }
+                            "/slow" => tokio::time::sleep(Duration::from_millis(300)).await,
+                            _ => {}
+                        }
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from("done")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    Backend {
+        addr,
+        hanging,
+        closed,
+    }
+}
+
+/// A gateway on port 80 routing every host to the backend, draining for `drain`.
+async fn gateway(backend: SocketAddr, drain: Duration) -> GatewayServer {
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: backend.example.internal}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
+",
+        backend.port()
+    ))
+    .unwrap();
+    let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    GatewayServer::builder(mesh, "istio-system", labels)
+        .drain_timeout(drain)
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// Sends `GET path` on a new connection to `addr`.
+async fn send(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: example.com\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    tcp
+}
+
+/// Reads until the gateway closes the connection (up to 5 s).
+async fn until_closed(tcp: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "still open after 5 s");
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Waits (up to 5 s) until `n` reaches `want`.
+async fn reaches(n: &AtomicUsize, want: usize) {
+    let start = Instant::now();
+    while n.load(Ordering::SeqCst) < want {
+        assert!(start.elapsed() < Duration::from_secs(5), "not reached");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_dropped_gateway_closes_what_is_left_after_the_drain_timeout() {
+    let b = backend().await;
+    let gw = gateway(b.addr, Duration::from_millis(300)).await;
+    let addr = gw.local_addr(80).unwrap();
+    // a keep-alive connection, idle after its answer, and a request that never gets one
+    let mut idle = send(addr, "/").await;
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut hung = send(addr, "/hang").await;
+    reaches(&b.hanging, 1).await;
+
+    let start = Instant::now();
+    drop(gw);
+    assert_eq!(until_closed(&mut idle).await, "", "the idle one at once");
+    assert_eq!(until_closed(&mut hung).await, "", "the hanging one");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "after the drain timeout: {:?}",
+        start.elapsed()
+    );
+    // the gateway's pooled connection to the backend goes with it (the backend cannot
+    // tell the other one closed: hyper reads no more of a connection whose request its
+    // service still holds)
+    reaches(&b.closed, 1).await;
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer listening"
+    );
+}
+
+#[tokio::test]
+async fn a_request_answered_within_the_drain_timeout_completes() {
+    let b = backend().await;
+    let gw = gateway(b.addr, Duration::from_secs(5)).await;
+    let addr = gw.local_addr(80).unwrap();
+    let mut slow = send(addr, "/slow").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gw);
+    let answer = until_closed(&mut slow).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("done"), "{answer}");
+}
