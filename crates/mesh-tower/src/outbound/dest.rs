@@ -332,9 +332,10 @@ pub(crate) struct Destination {
 
 /// How many destinations keyed by the request's own host (passthrough, `resolution: NONE`,
 /// `https` requests) a client keeps before it looks for ones to forget: those not used
-/// since it last looked, with nothing in flight and no state a DestinationRule asked for
-/// (circuit-breaker limits, outlier detection). A client calling an unbounded set of
-/// outside hosts does not grow without bound.
+/// since it last looked, with nothing in flight, whatever their DestinationRule (their
+/// outlier state goes with them, as Envoy's original destination cluster lets its unused
+/// hosts go). A client calling an unbounded set of outside hosts (at an egress gateway,
+/// its clients choose them) does not grow without bound.
 const MAX_BY_REQUEST: usize = 512;
 
 /// The destinations a client has used, found by hash lookup without locks.
@@ -353,19 +354,15 @@ struct ByRequest {
 }
 
 impl Destination {
-    /// Forgetting it loses nothing but idle connections: not used since the last pass,
-    /// nothing in flight on it, and no limits or outlier state of a DestinationRule's.
+    /// Forgetting it loses idle connections and the outlier state of an unused host only:
+    /// not used since the last pass, nothing in flight on it.
     fn forgettable(&self) -> bool {
         if self.used.swap(false, Ordering::Relaxed) {
             return false;
         }
         let cur = self.current.load();
         let (_, pending, requests, retries) = cur.breaker.in_use();
-        pending == 0
-            && requests == 0
-            && retries == 0
-            && cur.outlier.is_none()
-            && cur.breaker.limits() == crate::pool::PoolLimits::default()
+        pending == 0 && requests == 0 && retries == 0
     }
 }
 
@@ -1589,6 +1586,64 @@ spec:
         assert_eq!(&*k.host, "*.example.org");
         assert_eq!(k.request, Some(("en.example.org".into(), 8080)));
         assert!(!k.https);
+    }
+
+    /// Destinations keyed by the request's own host stay bounded also when a
+    /// DestinationRule gives them circuit-breaker limits and outlier detection: one not
+    /// used since the last pass, with nothing in flight, is forgotten whatever its policy
+    /// (Envoy's original destination cluster lets its unused hosts go the same way).
+    /// Outside hosts choose their names (at an egress gateway, the client's `Host`).
+    #[tokio::test]
+    async fn request_keyed_destinations_with_a_policy_stay_bounded() {
+        let mesh = mesh_core::mesh::Mesh::from_yaml(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: default}
+spec:
+  hosts: ['*.example.org']
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: wild, namespace: default}
+spec:
+  host: '*.example.org'
+  trafficPolicy:
+    connectionPool: {http: {http1MaxPendingRequests: 100}}
+    outlierDetection: {consecutive5xxErrors: 3}
+",
+        )
+        .unwrap();
+        let client = crate::outbound::MeshClient::builder(
+            mesh.clone(),
+            crate::outbound::ClientWorkload::new("app", "default", "app"),
+        )
+        .build();
+        let shared = &client.shared;
+        let snap = mesh.snapshot();
+        let wild = snap
+            .registry()
+            .service("h0.example.org", "default")
+            .unwrap();
+        let mut most = 0;
+        for i in 0..2000 {
+            let authority: http::uri::Authority = format!("h{i}.example.org").parse().unwrap();
+            let target = RequestTarget {
+                authority: &authority,
+                port: 80,
+                https: false,
+            };
+            let key = DestKey::for_request(wild, None, 80, target);
+            let dest = shared.cache.get(&snap, shared, wild, &key);
+            assert!(dest.outlier.is_some(), "the DestinationRule applies");
+            most = most.max(shared.cache.len());
+        }
+        assert!(
+            most <= MAX_BY_REQUEST + MAX_BY_REQUEST / 2 + 1,
+            "{most} kept"
+        );
     }
 
     #[test]
