@@ -153,3 +153,54 @@ async fn a_mirror_nobody_answers_does_not_hold_the_request() {
         )]
     );
 }
+
+/// Envoy gives a shadow request the route's timeout: a mirror that accepts the request and
+/// never answers is reset when it runs out (its connection closed), not held for ever.
+#[tokio::test]
+async fn a_mirror_that_never_answers_is_reset_at_the_route_timeout() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let api = backend("api", Arc::clone(&seen)).await;
+    // a shadow that reads requests and never answers, counting its closed connections
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shadow = listener.local_addr().unwrap();
+    let closed = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&closed);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let c = Arc::clone(&c);
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = [0u8; 4096];
+                while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let yaml = config(api, shadow).replace(
+        "  - route: [{destination: {host: api.example.internal}}]\n",
+        "  - route: [{destination: {host: api.example.internal}}]\n    timeout: 500ms\n",
+    );
+    assert!(yaml.contains("timeout: 500ms"), "{yaml}");
+    let mesh = mesh(&yaml);
+    let pki = Pki::new();
+    let client = client(&mesh, &pki, "default", "sleep");
+    let start = std::time::Instant::now();
+    let req = http::Request::get("http://api.example.internal/")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    let (status, _, body, _) = send(&client, req).await;
+    assert_eq!((status, body.as_str()), (200, "api"));
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the shadow's connection is still open"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(450),
+        "reset at the route timeout, not before: {:?}",
+        start.elapsed()
+    );
+}

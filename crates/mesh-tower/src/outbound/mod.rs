@@ -3502,11 +3502,22 @@ where
             *mreq.uri_mut() = Uri::from(path_and_query.clone());
             let t = transport.clone();
             let want = want_of(&mdest, parts.version, false);
+            // Envoy gives a shadow the route's timeout (`setTimeout(global_timeout_)`),
+            // from the same start: a mirror that does not answer in it is reset
+            let deadline = timeouts.global.map(|t| started + t);
             tokio::spawn(async move {
                 let index = guard.index();
                 let _guard = guard;
-                if let Ok((resp, _)) = t.send_to(&mdest, index, mreq, want, None).await {
-                    let _ = resp.into_body().collect().await;
+                let shadow = async {
+                    if let Ok((resp, _)) = t.send_to(&mdest, index, mreq, want, None).await {
+                        let _ = resp.into_body().collect().await;
+                    }
+                };
+                match deadline {
+                    Some(at) => {
+                        let _ = tokio::time::timeout_at(at, shadow).await;
+                    }
+                    None => shadow.await,
                 }
             });
         }
