@@ -557,6 +557,9 @@ impl Mesh {
     }
 
     /// Calls `hook` after every reload attempt (applied or refused): the logging hook.
+    /// Hooks live as long as the mesh: one that holds a clone of this `Mesh` (or of
+    /// something that holds it, such as a `MeshClient`) keeps the mesh alive for ever;
+    /// give it what it needs instead (an `Arc` of its own, a channel's sender).
     ///
     /// # Examples
     ///
