@@ -201,7 +201,8 @@ impl<B> Service<Request<B>> for MetricsEndpoint {
 }
 
 /// Serves the exposition on `listener` (HTTP/1.1 and HTTP/2), as the sidecar's port 15090
-/// does. Runs until dropped; accept errors are logged and retried, never fatal.
+/// does. Runs until dropped, and its connections with it; accept errors are logged and
+/// retried, never fatal.
 ///
 /// # Examples
 ///
@@ -241,8 +242,15 @@ impl<B> Service<Request<B>> for MetricsEndpoint {
 /// ```
 pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<IstioMetrics>) {
     let endpoint = MetricsEndpoint::new(metrics);
+    // the connections' tasks, closed with this future (a scraper's keep-alive connection
+    // does not outlive it)
+    let mut conns = tokio::task::JoinSet::new();
     loop {
-        let stream = match listener.accept().await {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
                 tracing::warn!(error = %e, "metrics endpoint: accept failed");
@@ -251,7 +259,7 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, metrics: Arc<Istio
             }
         };
         let svc = hyper_util::service::TowerToHyperService::new(endpoint.clone());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             let _ =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
@@ -280,6 +288,30 @@ mod tests {
         assert!(!wants("text/plain;version=0.0.4"));
         assert!(!wants("application/openmetrics-text;q=0"));
         assert!(!wants_openmetrics(&http::HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_endpoint_closes_its_connections() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = tokio::spawn(serve_metrics(listener, Arc::new(IstioMetrics::new())));
+        // a scraper's keep-alive connection, idle after its answer
+        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        assert!(conn.read(&mut buf).await.unwrap() > 0);
+        serving.abort();
+        let _ = serving.await;
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            conn.read_to_end(&mut rest),
+        )
+        .await;
+        assert!(read.is_ok(), "the connection outlived the endpoint");
     }
 
     #[tokio::test]
