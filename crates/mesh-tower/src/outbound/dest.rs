@@ -351,6 +351,8 @@ pub(crate) struct DestCache {
 struct ByRequest {
     count: usize,
     next_pass: usize,
+    /// The snapshot generation the destinations of services gone were last looked for at.
+    pruned: u64,
 }
 
 impl Destination {
@@ -360,9 +362,14 @@ impl Destination {
         if self.used.swap(false, Ordering::Relaxed) {
             return false;
         }
+        !self.in_flight()
+    }
+
+    /// Requests pending, in flight or retrying on it.
+    fn in_flight(&self) -> bool {
         let cur = self.current.load();
         let (_, pending, requests, retries) = cur.breaker.in_use();
-        pending == 0 && requests == 0 && retries == 0
+        pending != 0 || requests != 0 || retries != 0
     }
 }
 
@@ -680,6 +687,14 @@ impl DestCache {
             used: AtomicBool::new(true),
         });
         let mut map = HashMap::clone(&self.map.load());
+        // after a config change, the destinations of services the config no longer has go
+        // (with nothing in flight), and their pools, sweepers and outlier detectors with them
+        if by_request.pruned != snap.generation() {
+            by_request.pruned = snap.generation();
+            map.retain(|k, d| {
+                k.request.is_some() || snap.registry().has_host(&k.host) || d.in_flight()
+            });
+        }
         if key.request.is_some() {
             by_request.count += 1;
             if by_request.count > MAX_BY_REQUEST.max(by_request.next_pass) {
@@ -1644,6 +1659,60 @@ spec:
             most <= MAX_BY_REQUEST + MAX_BY_REQUEST / 2 + 1,
             "{most} kept"
         );
+    }
+
+    /// The destinations of services a new config no longer has are forgotten (at the next
+    /// destination made), with their pools and tasks; the others stay.
+    #[tokio::test]
+    async fn destinations_of_services_gone_are_forgotten() {
+        let entry = |name: &str| {
+            format!(
+                "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{name}.example.com]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 10.0.0.1}}]
+---
+"
+            )
+        };
+        let mesh =
+            mesh_core::mesh::Mesh::from_yaml(&format!("{}{}", entry("a"), entry("b"))).unwrap();
+        let client = crate::outbound::MeshClient::builder(
+            mesh.clone(),
+            crate::outbound::ClientWorkload::new("app", "default", "app"),
+        )
+        .build();
+        let shared = &client.shared;
+        let get = |host: &str| {
+            let snap = mesh.snapshot();
+            let svc = snap.registry().service(host, "default").unwrap().clone();
+            let key = DestKey::new(Arc::clone(&svc.hostname), None, 80);
+            shared.cache.get(&snap, shared, &svc, &key);
+        };
+        get("a.example.com");
+        get("b.example.com");
+        assert_eq!(shared.cache.len(), 2);
+        mesh.reload_loaded(mesh_core::load::load_str(
+            &format!("{}{}", entry("a"), entry("c")),
+            "entries.yaml",
+        ))
+        .unwrap();
+        get("a.example.com");
+        assert_eq!(shared.cache.len(), 2, "nothing made yet");
+        get("c.example.com");
+        let kept: Vec<String> = shared
+            .cache
+            .map
+            .load()
+            .keys()
+            .map(|k| k.host.to_string())
+            .collect();
+        assert_eq!(shared.cache.len(), 2, "{kept:?}");
+        assert!(!kept.contains(&"b.example.com".to_string()), "{kept:?}");
     }
 
     #[test]
