@@ -2,6 +2,8 @@
 //! connections to close, gives them the drain timeout to finish, then closes the rest, and
 //! with them its own connections to the upstreams (its mesh client goes with it).
 
+mod conn_support;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use mesh_core::mesh::Mesh;
 use mesh_tower::gateway::GatewayServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use conn_support::{answered_200, reaches, until_closed};
 
 /// A backend that answers `/` at once, `/slow` after 300 ms and never answers `/hang`;
 /// with the connections it accepted and those that ended.
@@ -102,28 +105,7 @@ spec:
 
 /// Sends `GET path` on a new connection to `addr`.
 async fn send(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: example.com\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    tcp
-}
-
-/// Reads until the gateway closes the connection (up to 5 s).
-async fn until_closed(tcp: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut all)).await;
-    assert!(read.is_ok(), "still open after 5 s");
-    String::from_utf8_lossy(&all).into_owned()
-}
-
-/// Waits (up to 5 s) until `n` reaches `want`.
-async fn reaches(n: &AtomicUsize, want: usize) {
-    let start = Instant::now();
-    while n.load(Ordering::SeqCst) < want {
-        assert!(start.elapsed() < Duration::from_secs(5), "not reached");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    conn_support::send(addr, "example.com", path).await
 }
 
 #[tokio::test]
@@ -133,9 +115,7 @@ async fn a_dropped_gateway_closes_what_is_left_after_the_drain_timeout() {
     let addr = gw.local_addr(80).unwrap();
     // a keep-alive connection, idle after its answer, and a request that never gets one
     let mut idle = send(addr, "/").await;
-    let mut buf = [0u8; 512];
-    let n = idle.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    answered_200(&mut idle).await;
     let mut hung = send(addr, "/hang").await;
     reaches(&b.hanging, 1).await;
 

@@ -3,6 +3,8 @@
 //! what is still open after it, and dropping the serving future closes every connection
 //! at once (an application that never answers does not keep them, nor the server, alive).
 
+mod conn_support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +12,9 @@ use std::time::{Duration, Instant};
 use mesh_core::mesh::Mesh;
 use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
 use mesh_tower::inbound::MeshServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
+
+use conn_support::{answered_200, reaches, until_closed};
 
 /// A PERMISSIVE mesh server (no PeerAuthentication: plaintext callers get in) with
 /// `drain`; its app answers `/` at once and never answers `/hang`.
@@ -47,52 +50,43 @@ fn server(drain: Duration) -> (MeshServer, axum::Router, Arc<AtomicUsize>) {
     (server, app, hanging)
 }
 
-/// Sends a plaintext `GET path` on a new connection.
-async fn send(addr: std::net::SocketAddr, path: &str) -> TcpStream {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: httpbin\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    tcp
-}
-
-/// Reads until the server closes the connection (up to 5 s); what was read.
-async fn until_closed(tcp: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut all)).await;
-    assert!(read.is_ok(), "still open after 5 s");
-    String::from_utf8_lossy(&all).into_owned()
-}
-
-/// Waits (up to 5 s) until `n` reaches `want`.
-async fn reaches(n: &AtomicUsize, want: usize) {
-    let start = Instant::now();
-    while n.load(Ordering::SeqCst) < want {
-        assert!(start.elapsed() < Duration::from_secs(5), "not reached");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-#[tokio::test]
-async fn connections_still_open_after_the_drain_timeout_are_closed() {
-    let (server, app, hanging) = server(Duration::from_millis(300));
+/// Serves `app` on a new listener until `stop` is sent; its address, the sender and the
+/// serving task.
+async fn serving(
+    server: MeshServer,
+    app: axum::Router,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         server
             .serve_with_shutdown(listener, app, async {
                 let _ = stopped.await;
             })
             .await
     });
+    (addr, stop, task)
+}
+
+/// Sends a plaintext `GET path` on a new connection.
+async fn send(addr: std::net::SocketAddr, path: &str) -> tokio::net::TcpStream {
+    conn_support::send(addr, "httpbin", path).await
+}
+
+#[tokio::test]
+async fn connections_still_open_after_the_drain_timeout_are_closed() {
+    let (server, app, hanging) = server(Duration::from_millis(300));
+    let (addr, stop, serving) = serving(server, app).await;
     let mut hung = send(addr, "/hang").await;
     reaches(&hanging, 1).await;
     // an idle keep-alive connection: closed at once by the graceful shutdown
     let mut idle = send(addr, "/").await;
-    let mut buf = [0u8; 512];
-    let n = idle.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    answered_200(&mut idle).await;
 
     let start = Instant::now();
     stop.send(()).unwrap();
@@ -118,16 +112,7 @@ async fn a_request_answered_within_the_drain_timeout_completes() {
             "done"
         }),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        server
-            .serve_with_shutdown(listener, app, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (addr, stop, serving) = serving(server, app).await;
     let mut slow = send(addr, "/slow").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.send(()).unwrap();
