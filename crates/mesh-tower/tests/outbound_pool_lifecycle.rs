@@ -353,3 +353,24 @@ async fn an_endpoint_update_keeps_the_connections_of_the_endpoints_that_stay() {
         until(&s2.closed, 1).await;
     }
 }
+
+#[tokio::test]
+async fn a_service_port_protocol_change_applies_to_an_existing_destination() {
+    // the port is declared HTTP, the server speaks only HTTP/2 (h2c): the requests fail;
+    // once the port is declared HTTP2, with the same endpoints and DestinationRule, the
+    // destination is rebuilt and speaks HTTP/2
+    let s = server(true).await;
+    let port = s.addr.port();
+    let policy = "{connectionPool: {tcp: {maxConnections: 100}}}";
+    let mesh = Mesh::from_yaml(&config(port, false, policy)).unwrap();
+    let c = MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
+    let (status, _, _) = get(&c, "http://backend.example.internal:8080/").await;
+    assert_ne!(status, 200, "HTTP/1.1 to an HTTP/2-only server");
+    mesh.reload_loaded(mesh_core::load::load_str(
+        &config(port, true, policy),
+        "backend.yaml",
+    ))
+    .unwrap();
+    let (status, body, failure) = get(&c, "http://backend.example.internal:8080/").await;
+    assert_eq!((status, body.as_str()), (200, "ok"), "{failure}");
+}

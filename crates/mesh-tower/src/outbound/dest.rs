@@ -594,6 +594,38 @@ struct ConnSettings {
     keepalive: Option<TcpKeepalive>,
 }
 
+impl ConnSettings {
+    fn of(
+        snap: &Snapshot,
+        shared: &ClientShared,
+        service: &Service,
+        key: &DestKey,
+        p: &EffectivePolicy<'_>,
+    ) -> ConnSettings {
+        let tcp = p.connection_pool.and_then(|c| c.tcp.as_ref());
+        let http = p.connection_pool.and_then(|c| c.http.as_ref());
+        let connect_timeout = tcp
+            .and_then(|t| t.connect_timeout)
+            .map(|d| d.as_std())
+            .filter(|d| !d.is_zero())
+            .or(snap.options().connect_timeout)
+            .unwrap_or(shared.options.connect_timeout);
+        let h2_upgrade = h2_upgrade_policy(service, key.port, http, snap.options().h2_upgrade);
+        let downstream_protocol =
+            uses_downstream_protocol(service, key.port, http, h2_upgrade, !shared.gateway);
+        ConnSettings {
+            connect_timeout,
+            h2c: downstream_protocol || plaintext_h2(service, key.port, h2_upgrade),
+            alpn: upstream_alpn(service, key.port, h2_upgrade, downstream_protocol),
+            downstream_protocol,
+            keepalive: TcpKeepalive::merged(
+                snap.options().tcp_keepalive.as_ref(),
+                tcp.and_then(|t| t.tcp_keepalive.as_ref()),
+            ),
+        }
+    }
+}
+
 impl DestState {
     /// Rebuilt for `i` with `conn` only because its endpoint set changed (Envoy's endpoint
     /// update, not a cluster update): the endpoints that stay keep their connections.
@@ -611,8 +643,10 @@ impl DestState {
             && self.identities == i.identities
     }
 
-    fn same_as(&self, i: &Inputs<'_>) -> bool {
-        self.same_policy(i) && self.endpoints == i.endpoints
+    /// Nothing to rebuild for: the same policy, endpoints and connection settings (the
+    /// service port's protocol among them).
+    fn same_as(&self, i: &Inputs<'_>, conn: &ConnSettings) -> bool {
+        self.same_policy(i) && self.endpoints == i.endpoints && self.conn == *conn
     }
 }
 
@@ -645,7 +679,7 @@ impl DestCache {
             return cur;
         }
         let i = inputs(snap, shared, service, key);
-        if cur.same_as(&i) {
+        if cur.same_as(&i, &ConnSettings::of(snap, shared, service, key, &i.policy)) {
             cur.seen.store(generation, Ordering::Release);
             return cur;
         }
@@ -689,10 +723,15 @@ impl DestCache {
         let mut map = HashMap::clone(&self.map.load());
         // after a config change, the destinations of services the config no longer has go
         // (with nothing in flight), and their pools, sweepers and outlier detectors with them
-        if by_request.pruned != snap.generation() {
+        // (a newer snapshot only: a request may still carry an older one; a wildcard host,
+        // which the registry does not look up literally, stays)
+        if snap.generation() > by_request.pruned {
             by_request.pruned = snap.generation();
             map.retain(|k, d| {
-                k.request.is_some() || snap.registry().has_host(&k.host) || d.in_flight()
+                k.request.is_some()
+                    || k.host.starts_with('*')
+                    || snap.registry().has_host(&k.host)
+                    || d.in_flight()
             });
         }
         if key.request.is_some() {
@@ -1192,26 +1231,9 @@ fn build(
     {
         limits.max_concurrent_streams = n as u32;
     }
-    let connect_timeout = tcp
-        .and_then(|t| t.connect_timeout)
-        .map(|d| d.as_std())
-        .filter(|d| !d.is_zero())
-        .or(snap.options().connect_timeout)
-        .unwrap_or(shared.options.connect_timeout);
-    let h2_upgrade = h2_upgrade_policy(service, key.port, http, snap.options().h2_upgrade);
-    let downstream_protocol =
-        uses_downstream_protocol(service, key.port, http, h2_upgrade, !shared.gateway);
-    let alpn = upstream_alpn(service, key.port, h2_upgrade, downstream_protocol);
-    let conn = ConnSettings {
-        connect_timeout,
-        h2c: downstream_protocol || plaintext_h2(service, key.port, h2_upgrade),
-        alpn,
-        downstream_protocol,
-        keepalive: TcpKeepalive::merged(
-            snap.options().tcp_keepalive.as_ref(),
-            tcp.and_then(|t| t.tcp_keepalive.as_ref()),
-        ),
-    };
+    let conn = ConnSettings::of(snap, shared, service, key, p);
+    let (connect_timeout, alpn, downstream_protocol) =
+        (conn.connect_timeout, conn.alpn, conn.downstream_protocol);
     // Only the endpoint set changed (a workload registered or gone): as Envoy keeps its
     // hosts' connection pools across an endpoint update, the endpoints that stay keep
     // theirs, and the destination its circuit breaker's counts
@@ -1679,8 +1701,19 @@ spec:
 "
             )
         };
-        let mesh =
-            mesh_core::mesh::Mesh::from_yaml(&format!("{}{}", entry("a"), entry("b"))).unwrap();
+        // a wildcard host stays too (the registry does not look it up literally)
+        let wild = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: default}
+spec:
+  hosts: ['*.wild.org']
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.2}]
+---
+";
+        let mesh = mesh_core::mesh::Mesh::from_yaml(&format!("{}{}{wild}", entry("a"), entry("b")))
+            .unwrap();
         let client = crate::outbound::MeshClient::builder(
             mesh.clone(),
             crate::outbound::ClientWorkload::new("app", "default", "app"),
@@ -1695,14 +1728,15 @@ spec:
         };
         get("a.example.com");
         get("b.example.com");
-        assert_eq!(shared.cache.len(), 2);
+        get("x.wild.org");
+        assert_eq!(shared.cache.len(), 3);
         mesh.reload_loaded(mesh_core::load::load_str(
-            &format!("{}{}", entry("a"), entry("c")),
+            &format!("{}{}{wild}", entry("a"), entry("c")),
             "entries.yaml",
         ))
         .unwrap();
         get("a.example.com");
-        assert_eq!(shared.cache.len(), 2, "nothing made yet");
+        assert_eq!(shared.cache.len(), 3, "nothing made yet");
         get("c.example.com");
         let kept: Vec<String> = shared
             .cache
@@ -1711,8 +1745,9 @@ spec:
             .keys()
             .map(|k| k.host.to_string())
             .collect();
-        assert_eq!(shared.cache.len(), 2, "{kept:?}");
+        assert_eq!(shared.cache.len(), 3, "{kept:?}");
         assert!(!kept.contains(&"b.example.com".to_string()), "{kept:?}");
+        assert!(kept.contains(&"*.wild.org".to_string()), "{kept:?}");
     }
 
     #[test]
