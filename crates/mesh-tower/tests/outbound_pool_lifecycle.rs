@@ -374,3 +374,32 @@ async fn a_service_port_protocol_change_applies_to_an_existing_destination() {
     let (status, body, failure) = get(&c, "http://backend.example.internal:8080/").await;
     assert_eq!((status, body.as_str()), (200, "ok"), "{failure}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_paused_tokio_clock_does_not_make_the_sweeper_spin() {
+    // tests that pause tokio's clock: it jumps to the sweeper's timer whenever the runtime
+    // idles, while the pools' real clock stands still; the sweeper steps aside instead of
+    // waking again and again (the clock would run days ahead in a second)
+    let s = server(false).await;
+    let c = client(
+        s.addr.port(),
+        false,
+        "{connectionPool: {tcp: {maxConnections: 100}}}",
+    );
+    let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
+    assert_eq!(status, 200, "{failure}");
+    let start = tokio::time::Instant::now();
+    // the runtime idles on a socket for 300 ms of real time (a thread of its own connects)
+    let idle = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = idle.local_addr().unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = std::net::TcpStream::connect(at);
+    });
+    let _ = idle.accept().await.unwrap();
+    let ran = start.elapsed();
+    assert!(
+        ran <= Duration::from_secs(2 * 3600),
+        "tokio's clock ran {ran:?} ahead"
+    );
+}
