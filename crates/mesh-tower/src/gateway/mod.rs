@@ -1016,6 +1016,7 @@ impl GatewayBuilder {
             workload: self.workload,
             cache,
             hello_timeout: self.hello_timeout,
+            drain_timeout: self.drain_timeout,
             num_trusted_proxies,
             forward_client_cert_details: self
                 .forward_client_cert_details
@@ -1055,6 +1056,8 @@ impl GatewayBuilder {
 struct Inner {
     /// True once the gateway is dropped: its connections drain.
     stopped: tokio::sync::watch::Receiver<bool>,
+    /// How long they have.
+    drain_timeout: Duration,
     metrics: Arc<IstioMetrics>,
     authz: AuthorizationLayer,
     mesh: Mesh,
@@ -1948,8 +1951,16 @@ where
 /// the other's (half-close, as `copy_bidirectional` does); when a side fails (a reset, a
 /// TLS peer closing without `close_notify`), both are closed, cleanly where they still
 /// can be (TLS `close_notify`), before being dropped.
-fn splice_upgraded(downstream: OnUpgrade, upstream: OnUpgrade) {
-    tokio::spawn(async move {
+///
+/// The gateway dropped (`stop`), the stream has `drain` to end, then both are closed: an
+/// upgraded stream is no longer its connection's (hyper has handed it over), so the
+/// connection's own drain does not reach it.
+fn splice_upgraded(
+    downstream: OnUpgrade,
+    upstream: OnUpgrade,
+    (mut stop, drain): (tokio::sync::watch::Receiver<bool>, Duration),
+) {
+    let splice = async move {
         let (down, up) = match tokio::try_join!(downstream, upstream) {
             Ok(pair) => pair,
             Err(e) => {
@@ -1965,6 +1976,18 @@ fn splice_upgraded(downstream: OnUpgrade, upstream: OnUpgrade) {
                 let _ = tokio::io::AsyncWriteExt::shutdown(&mut up).await;
             };
             let _ = tokio::time::timeout(UPGRADED_CLOSE_TIMEOUT, close).await;
+        }
+    };
+    tokio::spawn(async move {
+        let stopped = async {
+            let _ = stop.wait_for(|s| *s).await;
+            tokio::time::sleep(drain).await;
+        };
+        tokio::select! {
+            () = splice => {}
+            () = stopped => {
+                tracing::debug!("gateway dropped: an upgraded stream past the drain timeout closed");
+            }
         }
     });
 }
@@ -2199,7 +2222,11 @@ async fn handle(
     if let Some(downstream) = downstream_upgrade {
         // a 101 from upstream: answer 101 and splice; anything else is a normal response
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            splice_upgraded(downstream, hyper::upgrade::on(&mut resp));
+            splice_upgraded(
+                downstream,
+                hyper::upgrade::on(&mut resp),
+                (inner.stopped.clone(), inner.drain_timeout),
+            );
         }
     }
     resp.map(|b| b.boxed_unsync())

@@ -1113,7 +1113,8 @@ impl MeshServer {
 
     /// Serves `service` on `listener` until the listener fails: its open connections then
     /// drain as [`serve_with_shutdown`](Self::serve_with_shutdown)'s do, and the error is
-    /// returned. Dropping the future closes every connection at once.
+    /// returned. Dropping the future closes every connection at once (but a connection the
+    /// application has upgraded, a WebSocket, which is the application's own task's).
     ///
     /// # Examples
     ///
@@ -1164,7 +1165,8 @@ impl MeshServer {
     /// finish (HTTP/2 GOAWAY, HTTP/1.1 closes after the current response) for up to the
     /// drain timeout; the connections still open then are closed (their requests and
     /// streams cut). A listener that fails ends the serving the same way, then returns its
-    /// error. Dropping the future closes every connection at once.
+    /// error. Dropping the future closes every connection at once (but a connection the
+    /// application has upgraded, a WebSocket, which is the application's own task's).
     ///
     /// # Examples
     ///
