@@ -1242,18 +1242,21 @@ fn build(
         Some(prev) => prev.breaker.clone(),
         None => CircuitBreaker::new(limits),
     };
-    // for each endpoint, the same one in the previous state (each taken once)
+    // for each endpoint, the same one in the previous state (each taken once; looked up by
+    // address, so a service of thousands of endpoints is matched in one pass)
     let kept: Vec<Option<usize>> = match carry {
         None => Vec::new(),
         Some(prev) => {
-            let mut taken = vec![false; prev.endpoints.len()];
+            let mut by_addr: HashMap<SocketAddr, Vec<usize>> = HashMap::new();
+            for (k, e) in prev.endpoints.iter().enumerate().rev() {
+                by_addr.entry(e.addr).or_default().push(k);
+            }
             i.endpoints
                 .iter()
                 .map(|e| {
-                    let k = (0..prev.endpoints.len())
-                        .find(|&k| !taken[k] && prev.endpoints[k] == *e)?;
-                    taken[k] = true;
-                    Some(k)
+                    let same = by_addr.get_mut(&e.addr)?;
+                    let at = same.iter().rposition(|&k| prev.endpoints[k] == *e)?;
+                    Some(same.remove(at))
                 })
                 .collect()
         }
