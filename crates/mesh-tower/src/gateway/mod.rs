@@ -1421,7 +1421,7 @@ impl GatewayServer {
 }
 
 /// Stops the listeners and drains the open connections for up to the drain timeout, then
-/// closes those left ([`accept_loop`]).
+/// closes those left (the accept loops own the connections).
 impl Drop for GatewayServer {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
