@@ -77,8 +77,18 @@ async fn server(h2: bool) -> Server {
 /// A client of `backend.example.internal:8080` (an HTTP/2 port when `h2`), served by the
 /// server at `port`, under a DestinationRule with `traffic_policy`.
 fn client(port: u16, h2: bool, traffic_policy: &str) -> MeshClient {
-    let mesh = Mesh::from_yaml(&config(port, h2, traffic_policy)).unwrap();
-    MeshClient::builder(mesh, ClientWorkload::new("app", "default", "app")).build()
+    client_of(&Mesh::from_yaml(&config(port, h2, traffic_policy)).unwrap())
+}
+
+/// The test workload's client of `mesh`.
+fn client_of(mesh: &Mesh) -> MeshClient {
+    MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build()
+}
+
+/// `GET path` of the backend, answered 200 (`what` says which case, when it is not).
+async fn get_ok(c: &MeshClient, path: &str, what: &str) {
+    let (status, _, failure) = get(c, &format!("http://backend.example.internal:8080{path}")).await;
+    assert_eq!(status, 200, "{what}{failure}");
 }
 
 /// The config of [`client`].
@@ -153,8 +163,7 @@ async fn idle_connection_closed_on_time(h2: bool) {
         "closed {after:?} after the answer, for an idle timeout of 500 ms"
     );
     // the client is still usable: a new connection
-    let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-    assert_eq!(status, 200, "{failure}");
+    get_ok(&c, "/", "").await;
     assert_eq!(s.accepted.load(Ordering::SeqCst), 2);
 }
 
@@ -178,8 +187,7 @@ async fn a_connection_past_max_connection_duration_is_closed_without_another_req
             h2,
             "{connectionPool: {tcp: {maxConnectionDuration: 600ms}}}",
         );
-        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-        assert_eq!(status, 200, "{failure}");
+        get_ok(&c, "/", "").await;
         let took = until(&s.closed, 1).await;
         assert!(
             took < Duration::from_secs(3),
@@ -217,8 +225,7 @@ async fn connections_in_use_again_within_the_idle_timeout_stay_open() {
         "{connectionPool: {http: {idleTimeout: 400ms}}}",
     );
     for _ in 0..8 {
-        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-        assert_eq!(status, 200, "{failure}");
+        get_ok(&c, "/", "").await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     assert_eq!(
@@ -246,8 +253,7 @@ async fn a_dropped_client_closes_its_pooled_connections_and_ends_its_sweepers() 
         false,
         "{connectionPool: {tcp: {maxConnections: 100}}}",
     );
-    let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-    assert_eq!(status, 200, "{failure}");
+    get_ok(&c, "/", "").await;
     // the server's connection task, the client's, and the destination's sweeper
     assert_eq!(tasks(), before + 3);
     drop(c);
@@ -276,12 +282,9 @@ async fn a_destination_rebuilt_for_a_new_config_closes_its_old_connections() {
             "{connectionPool: {tcp: {maxConnections: 100}}}",
         ))
         .unwrap();
-        let c =
-            MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
-        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-        assert_eq!(status, 200, "h2 {h2}: {failure}");
-        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-        assert_eq!(status, 200, "h2 {h2}: {failure}");
+        let c = client_of(&mesh);
+        get_ok(&c, "/", &format!("h2 {h2}: ")).await;
+        get_ok(&c, "/", &format!("h2 {h2}: ")).await;
         assert_eq!(s.accepted.load(Ordering::SeqCst), 1, "h2 {h2}: reused");
 
         mesh.reload_loaded(mesh_core::load::load_str(
@@ -289,13 +292,11 @@ async fn a_destination_rebuilt_for_a_new_config_closes_its_old_connections() {
             "backend.yaml",
         ))
         .unwrap();
-        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-        assert_eq!(status, 200, "h2 {h2}: {failure}");
+        get_ok(&c, "/", &format!("h2 {h2}: ")).await;
         assert_eq!(s.accepted.load(Ordering::SeqCst), 2, "h2 {h2}: a new pool");
         until(&s.closed, 1).await;
         // the new pool's connection is reused
-        let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-        assert_eq!(status, 200, "h2 {h2}: {failure}");
+        get_ok(&c, "/", &format!("h2 {h2}: ")).await;
         assert_eq!(s.accepted.load(Ordering::SeqCst), 2, "h2 {h2}");
         assert_eq!(s.closed.load(Ordering::SeqCst), 1, "h2 {h2}");
     }
@@ -308,12 +309,9 @@ async fn an_endpoint_update_keeps_the_connections_of_the_endpoints_that_stay() {
         let (p1, p2) = (s1.addr.port(), s2.addr.port());
         let policy = "{loadBalancer: {simple: ROUND_ROBIN}}";
         let mesh = Mesh::from_yaml(&config_with(&[p1], h2, policy)).unwrap();
-        let c =
-            MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
-        let uri = "http://backend.example.internal:8080/";
+        let c = client_of(&mesh);
         for _ in 0..2 {
-            let (status, _, failure) = get(&c, uri).await;
-            assert_eq!(status, 200, "h2 {h2}: {failure}");
+            get_ok(&c, "/", &format!("h2 {h2}: ")).await;
         }
         assert_eq!(s1.accepted.load(Ordering::SeqCst), 1, "h2 {h2}");
 
@@ -327,8 +325,7 @@ async fn an_endpoint_update_keeps_the_connections_of_the_endpoints_that_stay() {
         };
         reload(&[p1, p2]);
         for _ in 0..4 {
-            let (status, _, failure) = get(&c, uri).await;
-            assert_eq!(status, 200, "h2 {h2}: {failure}");
+            get_ok(&c, "/", &format!("h2 {h2}: ")).await;
         }
         assert_eq!(s1.accepted.load(Ordering::SeqCst), 1, "h2 {h2}: kept");
         assert_eq!(
@@ -341,8 +338,7 @@ async fn an_endpoint_update_keeps_the_connections_of_the_endpoints_that_stay() {
         // the first endpoint gone: its connection is closed, the second's kept
         reload(&[p2]);
         for _ in 0..2 {
-            let (status, _, failure) = get(&c, uri).await;
-            assert_eq!(status, 200, "h2 {h2}: {failure}");
+            get_ok(&c, "/", &format!("h2 {h2}: ")).await;
         }
         until(&s1.closed, 1).await;
         assert_eq!(s2.accepted.load(Ordering::SeqCst), 1, "h2 {h2}: kept");
@@ -363,7 +359,7 @@ async fn a_service_port_protocol_change_applies_to_an_existing_destination() {
     let port = s.addr.port();
     let policy = "{connectionPool: {tcp: {maxConnections: 100}}}";
     let mesh = Mesh::from_yaml(&config(port, false, policy)).unwrap();
-    let c = MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "default", "app")).build();
+    let c = client_of(&mesh);
     let (status, _, _) = get(&c, "http://backend.example.internal:8080/").await;
     assert_ne!(status, 200, "HTTP/1.1 to an HTTP/2-only server");
     mesh.reload_loaded(mesh_core::load::load_str(
@@ -386,8 +382,7 @@ async fn a_paused_tokio_clock_does_not_make_the_sweeper_spin() {
         false,
         "{connectionPool: {tcp: {maxConnections: 100}}}",
     );
-    let (status, _, failure) = get(&c, "http://backend.example.internal:8080/").await;
-    assert_eq!(status, 200, "{failure}");
+    get_ok(&c, "/", "").await;
     let start = tokio::time::Instant::now();
     // the runtime idles on a socket for 300 ms of real time (a thread of its own connects)
     let idle = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1628,6 +1628,15 @@ spec:
         assert!(!k.https);
     }
 
+    /// The test workload's client of `mesh`.
+    fn client_of(mesh: &mesh_core::mesh::Mesh) -> crate::outbound::MeshClient {
+        crate::outbound::MeshClient::builder(
+            mesh.clone(),
+            crate::outbound::ClientWorkload::new("app", "default", "app"),
+        )
+        .build()
+    }
+
     /// Destinations keyed by the request's own host stay bounded also when a
     /// DestinationRule gives them circuit-breaker limits and outlier detection: one not
     /// used since the last pass, with nothing in flight, is forgotten whatever its policy
@@ -1656,11 +1665,7 @@ spec:
 ",
         )
         .unwrap();
-        let client = crate::outbound::MeshClient::builder(
-            mesh.clone(),
-            crate::outbound::ClientWorkload::new("app", "default", "app"),
-        )
-        .build();
+        let client = client_of(&mesh);
         let shared = &client.shared;
         let snap = mesh.snapshot();
         let wild = snap
@@ -1717,11 +1722,7 @@ spec:
 ";
         let mesh = mesh_core::mesh::Mesh::from_yaml(&format!("{}{}{wild}", entry("a"), entry("b")))
             .unwrap();
-        let client = crate::outbound::MeshClient::builder(
-            mesh.clone(),
-            crate::outbound::ClientWorkload::new("app", "default", "app"),
-        )
-        .build();
+        let client = client_of(&mesh);
         let shared = &client.shared;
         let get = |host: &str| {
             let snap = mesh.snapshot();
