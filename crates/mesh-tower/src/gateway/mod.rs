@@ -1004,7 +1004,7 @@ impl GatewayBuilder {
         let authz = authz.for_gateway(num_trusted_proxies);
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
-            stopped: stopped.clone(),
+            stopped,
             access_log: AccessLogLayer::inbound().with_mesh_format(&self.mesh),
             metrics_layer: MetricsLayer::outbound(Arc::clone(&metrics), me),
             metrics,
@@ -1042,12 +1042,7 @@ impl GatewayBuilder {
                 .local_addr()
                 .map_err(|source| GatewayError::Bind { port, source })?;
             addrs.insert(port, addr);
-            tokio::spawn(accept_loop(
-                Arc::clone(&inner),
-                listener,
-                port,
-                (stopped.clone(), self.drain_timeout),
-            ));
+            tokio::spawn(accept_loop(Arc::clone(&inner), listener, port));
         }
         Ok(GatewayServer { inner, addrs, stop })
     }
@@ -1428,6 +1423,11 @@ impl Drop for GatewayServer {
     }
 }
 
+/// Completes once the gateway is dropped (`true` sent, or the sender gone).
+async fn until_stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// How long connections open when a gateway is dropped have to finish: Istio's
 /// `terminationDrainDuration` default.
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -1484,21 +1484,11 @@ fn offers_istio_mtls_alpn(alpn: &[Vec<u8>]) -> bool {
 /// Accepts the connections of server port `port` until the gateway is dropped (`stop`),
 /// then lets them finish for up to `drain` and closes those left. Each connection is a task
 /// of this loop's, so none outlives the gateway by more than `drain`.
-async fn accept_loop(
-    inner: Arc<Inner>,
-    listener: TcpListener,
-    port: u16,
-    (stop, drain): (tokio::sync::watch::Receiver<bool>, Duration),
-) {
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener, port: u16) {
     let http_route: Arc<str> = mesh_core::gateway::http_route_name(port.into()).into();
     let mut conns = tokio::task::JoinSet::new();
-    let stopping = || {
-        let mut stop = stop.clone();
-        async move {
-            // (sent, or the gateway's sender gone)
-            let _ = stop.wait_for(|s| *s).await;
-        }
-    };
+    let (stop, drain) = (inner.stopped.clone(), inner.drain_timeout);
+    let stopping = || until_stopped(stop.clone());
     loop {
         let (tcp, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -1902,7 +1892,7 @@ where
 {
     let access_log = inner.access_log.clone();
     let metrics = inner.metrics_layer.clone();
-    let mut stop = inner.stopped.clone();
+    let stop = inner.stopped.clone();
     // the gateway reports as the source (itself): the client whose certificate it verified
     // is not the peer of its metrics, whose destination comes from the routed response
     let conn = ConnectionInfoLayer::new(ctx.conn.clone())
@@ -1933,12 +1923,9 @@ where
         .serve_connection_with_upgrades(TokioIo::new(io), crate::in_place::InPlace::new(svc));
     tokio::pin!(conn);
     // the gateway dropped: HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY
-    let stopping = async {
-        let _ = stop.wait_for(|s| *s).await;
-    };
     tokio::select! {
         r = conn.as_mut() => r,
-        () = stopping => {
+        () = until_stopped(stop) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -1958,7 +1945,7 @@ where
 fn splice_upgraded(
     downstream: OnUpgrade,
     upstream: OnUpgrade,
-    (mut stop, drain): (tokio::sync::watch::Receiver<bool>, Duration),
+    (stop, drain): (tokio::sync::watch::Receiver<bool>, Duration),
 ) {
     let splice = async move {
         let (down, up) = match tokio::try_join!(downstream, upstream) {
@@ -1980,7 +1967,7 @@ fn splice_upgraded(
     };
     tokio::spawn(async move {
         let stopped = async {
-            let _ = stop.wait_for(|s| *s).await;
+            until_stopped(stop).await;
             tokio::time::sleep(drain).await;
         };
         tokio::select! {
