@@ -370,6 +370,26 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub dns_auto_allocate: bool,
+    /// `defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT` (a Go duration): how long a
+    /// proxy keeps a downstream HTTP connection that carries no request, as istiod sets
+    /// it on its listeners' connection managers (`idle_timeout` of Envoy's
+    /// `common_http_protocol_options`; `0s` disables). `None` when unset or unreadable
+    /// (a warning): Envoy's default, one hour, applies.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// defaultConfig:
+    ///   proxyMetadata: {ISTIO_META_IDLE_TIMEOUT: 15m}
+    /// ")?;
+    /// assert_eq!(config.idle_timeout, Some(Duration::from_secs(900)));
+    /// assert_eq!(mesh_core::meshconfig::MeshConfig::default().idle_timeout, None);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// ProxyConfig `proxyHeaders` (MeshConfig `defaultConfig.proxyHeaders`): which of Envoy's
@@ -1949,6 +1969,26 @@ fn convert(
         let on = |k: &str| d.proxy_metadata.get(k).and_then(|v| v.as_str()) == Some("true");
         on("ISTIO_META_DNS_CAPTURE") && on("ISTIO_META_DNS_AUTO_ALLOCATE")
     });
+    // istiod: `time.ParseDuration(node.Metadata.IdleTimeout)`, ignored when it fails
+    let idle_timeout = raw
+        .default_config
+        .as_ref()
+        .and_then(|d| d.proxy_metadata.get("ISTIO_META_IDLE_TIMEOUT"))
+        .and_then(|v| {
+            let parsed = v
+                .as_str()
+                .and_then(|s| crate::model::Duration::parse(s).ok())
+                .filter(|d| d.as_nanos() >= 0);
+            if parsed.is_none() {
+                out.push(value_diagnostic(
+                    source,
+                    format!("{base}.defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT"),
+                    Severity::Warning,
+                    format!("ISTIO_META_IDLE_TIMEOUT {v} is not a duration (such as 30m or 1h): the default idle timeout of one hour applies"),
+                ));
+            }
+            parsed.map(|d| d.as_std())
+        });
     let topology = raw
         .default_config
         .as_ref()
@@ -2186,6 +2226,7 @@ fn convert(
         h2_upgrade_policy,
         proxy_headers,
         dns_auto_allocate,
+        idle_timeout,
     }
 }
 
@@ -2934,6 +2975,30 @@ extensionProviders:
                 .any(|d| d.message.contains("maxRequestBytes must be greater than 0")),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn idle_timeout_from_proxy_metadata() {
+        let idle = |y: &str| load_str(y, "mesh.yaml");
+        let ok = idle("defaultConfig: {proxyMetadata: {ISTIO_META_IDLE_TIMEOUT: 1h30m}}");
+        assert!(ok.diagnostics.is_empty(), "{:?}", ok.diagnostics);
+        assert_eq!(
+            ok.config.unwrap().idle_timeout,
+            Some(std::time::Duration::from_secs(5400))
+        );
+        // istiod ignores what Go's time.ParseDuration refuses: the default applies, warned
+        for bad in ["'10'", "soon", "-5s", "30"] {
+            let loaded = idle(&format!(
+                "defaultConfig:\n  proxyMetadata:\n    ISTIO_META_IDLE_TIMEOUT: {bad}\n"
+            ));
+            assert_eq!(loaded.config.as_ref().unwrap().idle_timeout, None, "{bad}");
+            let [d] = loaded.diagnostics.as_slice() else {
+                panic!("{bad}: {:?}", loaded.diagnostics)
+            };
+            assert_eq!(d.severity, Severity::Warning);
+            assert_eq!(d.line, 3, "{bad}");
+            assert!(d.message.contains("is not a duration"), "{}", d.message);
+        }
     }
 
     #[test]

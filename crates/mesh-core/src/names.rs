@@ -299,6 +299,24 @@ pub struct MeshOptions {
     /// assert!(!DnsLookupFamily::V4Only.admits("::1".parse().unwrap()));
     /// ```
     pub dns_lookup_family: DnsLookupFamily,
+    /// How long mesh servers and gateways keep a downstream HTTP connection that carries
+    /// no request (Envoy's connection manager `idle_timeout`: one hour unless MeshConfig's
+    /// `defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT` says otherwise, as istiod sets
+    /// it). Zero: never closed for idleness.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// assert_eq!(MeshOptions::default().idle_timeout, Duration::from_secs(3600));
+    /// let config = MeshConfig::from_yaml("defaultConfig: {proxyMetadata: {ISTIO_META_IDLE_TIMEOUT: 0s}}")?;
+    /// assert_eq!(MeshOptions::from_mesh_config(&config).idle_timeout, Duration::ZERO);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub idle_timeout: std::time::Duration,
 }
 
 /// The address families a DNS answer is taken in (Envoy's `DnsLookupFamily`, as istiod
@@ -373,6 +391,7 @@ impl Default for MeshOptions {
             h2_upgrade: false,
             proxy_headers: crate::meshconfig::ProxyHeaders::default(),
             dns_lookup_family: DnsLookupFamily::V4Only,
+            idle_timeout: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -436,6 +455,7 @@ impl MeshOptions {
                 == Some(crate::model::TlsProtocol::TlsV1_3),
             h2_upgrade: config.h2_upgrade_policy.unwrap_or(false),
             proxy_headers: config.proxy_headers.clone(),
+            idle_timeout: config.idle_timeout.unwrap_or(d.idle_timeout),
             ..d
         }
     }

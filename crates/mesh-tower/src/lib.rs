@@ -119,6 +119,7 @@ pub mod authz;
 pub mod envoy;
 pub mod gateway;
 mod grpc_web;
+mod idle;
 mod in_place;
 pub mod inbound;
 pub mod lb;

@@ -812,6 +812,11 @@ impl GatewayBuilder {
     /// current response, HTTP/2 with GOAWAY), and those still open after it are closed,
     /// TCP and TLS passthrough connections included.
     ///
+    /// (While the gateway runs, an HTTP connection without an active request for the
+    /// mesh's idle timeout is closed the same way: one hour, or MeshConfig
+    /// `defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT`, see
+    /// [`MeshOptions::idle_timeout`](mesh_core::names::MeshOptions::idle_timeout).)
+    ///
     /// # Examples
     ///
     /// ```
@@ -1893,6 +1898,7 @@ where
     let access_log = inner.access_log.clone();
     let metrics = inner.metrics_layer.clone();
     let stop = inner.stopped.clone();
+    let idle_timeout = inner.mesh.snapshot().options().idle_timeout;
     // the gateway reports as the source (itself): the client whose certificate it verified
     // is not the peer of its metrics, whose destination comes from the routed response
     let conn = ConnectionInfoLayer::new(ctx.conn.clone())
@@ -1919,13 +1925,24 @@ where
         .service(svc);
     // with upgrades: a WebSocket upgrade the upstream accepted is spliced (see `handle`)
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), crate::in_place::InPlace::new(svc));
+    // Envoy's connection manager `idle_timeout`: closed after that long without an active
+    // request
+    let activity = crate::idle::Activity::new();
+    let conn = builder.serve_connection_with_upgrades(
+        TokioIo::new(io),
+        crate::idle::Tracked::new(crate::in_place::InPlace::new(svc), Arc::clone(&activity)),
+    );
     tokio::pin!(conn);
-    // the gateway dropped: HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY
+    // the gateway dropped: HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY;
+    // the same when the connection has been idle too long
     tokio::select! {
         r = conn.as_mut() => r,
         () = until_stopped(stop) => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = activity.idle_for(idle_timeout) => {
+            tracing::debug!(?idle_timeout, "gateway: idle timeout, closing the connection");
             conn.as_mut().graceful_shutdown();
             conn.await
         }

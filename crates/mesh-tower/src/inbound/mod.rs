@@ -1116,6 +1116,12 @@ impl MeshServer {
     /// returned. Dropping the future closes every connection at once (but a connection the
     /// application has upgraded, a WebSocket, which is the application's own task's).
     ///
+    /// A connection without an active request for the mesh's idle timeout (one hour, or
+    /// MeshConfig `defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT`:
+    /// [`MeshOptions::idle_timeout`](mesh_core::names::MeshOptions::idle_timeout), read as the
+    /// connection is accepted) is closed, as Envoy's connection manager closes it; a request
+    /// is active until its response body has been sent.
+    ///
     /// # Examples
     ///
     /// ```
@@ -1287,11 +1293,14 @@ impl MeshServer {
                 // says (APPEND_FORWARD by default): this connection's element, built once
                 // (plaintext: none, the caller's header is removed in every mode but
                 // ALWAYS_FORWARD_ONLY)
-                let xfcc_mode = mesh
-                    .snapshot()
-                    .options()
-                    .proxy_headers
-                    .forwarded_client_cert;
+                let (xfcc_mode, idle_timeout) = {
+                    let snapshot = mesh.snapshot();
+                    let options = snapshot.options();
+                    (
+                        options.proxy_headers.forwarded_client_cert,
+                        options.idle_timeout,
+                    )
+                };
                 let xfcc = match &accepted.stream {
                     mesh_tls::MeshStream::Tls(t) => {
                         let details = t
@@ -1322,10 +1331,16 @@ impl MeshServer {
                     .layer(hcm::ForwardClientCert::new(
                         stack, xfcc_mode, xfcc, !plaintext,
                     ));
+                // Envoy's connection manager `idle_timeout`: closed after that long without
+                // an active request
+                let activity = crate::idle::Activity::new();
                 let conn = builder
                     .serve_connection_with_upgrades(
                         TokioIo::new(accepted.stream),
-                        crate::in_place::InPlace::new(svc),
+                        crate::idle::Tracked::new(
+                            crate::in_place::InPlace::new(svc),
+                            Arc::clone(&activity),
+                        ),
                     )
                     .into_owned();
                 tokio::pin!(conn);
@@ -1356,6 +1371,11 @@ impl MeshServer {
                     }
                     () = strict_now => {
                         tracing::debug!(%remote, port, "STRICT now applies: draining the plaintext connection");
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                    () = activity.idle_for(idle_timeout) => {
+                        tracing::debug!(%remote, port, ?idle_timeout, "idle timeout: closing the connection");
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }

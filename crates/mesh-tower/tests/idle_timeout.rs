@@ -1,0 +1,276 @@
+//! The downstream idle timeout of Envoy's connection manager, over real loopback sockets:
+//! mesh servers and gateways close an HTTP connection that has had no active request for
+//! MeshConfig's `defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT` (one hour unless set),
+//! count a request as active until its response body has been sent, and keep every
+//! connection with `0s`.
+
+#[allow(dead_code)] // `reaches` is for the shutdown tests
+mod conn_support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mesh_core::load::load_str;
+use mesh_core::mesh::Mesh;
+use mesh_core::meshconfig::MeshConfig;
+use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+use mesh_tower::gateway::GatewayServer;
+use mesh_tower::inbound::MeshServer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use conn_support::{answered_200, until_closed};
+
+const IDLE: Duration = Duration::from_millis(400);
+
+/// A mesh whose MeshConfig sets the proxies' idle timeout to `idle`.
+fn mesh(idle: &str) -> Mesh {
+    let config = MeshConfig::from_yaml(&format!(
+        "defaultConfig: {{proxyMetadata: {{ISTIO_META_IDLE_TIMEOUT: {idle}}}}}"
+    ))
+    .unwrap();
+    Mesh::with_mesh_config(&config)
+}
+
+/// A PERMISSIVE mesh server of `mesh` (plaintext callers get in) serving an app that
+/// answers `/` at once, `/slow` after 1 s and `/stream` with a body sent over 1.2 s; its
+/// address.
+async fn mesh_server(mesh: Mesh) -> SocketAddr {
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let id = Identity::new("cluster.local", "foo", "httpbin").unwrap();
+    let creds =
+        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
+    let server = MeshServer::builder(mesh, "foo", "httpbin", Default::default(), creds)
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .route(
+            "/slow",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/stream",
+            axum::routing::get(|| async {
+                let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(1);
+                tokio::spawn(async move {
+                    for part in ["one ", "two ", "three"] {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                        let _ = tx.send(bytes::Bytes::from(part)).await;
+                    }
+                });
+                axum::body::Body::new(Parts(rx))
+            }),
+        );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener, app).await });
+    addr
+}
+
+/// A response body of the parts sent to it, ended when the sender goes.
+struct Parts(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl http_body::Body for Parts {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|part| part.map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+/// Reads one whole answer of `Content-Length` or chunked framing: enough to see its end.
+async fn read_answer(tcp: &mut TcpStream, ends_with: &str) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed mid-answer: {}",
+                String::from_utf8_lossy(&all)
+            );
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).ends_with(ends_with) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        read.is_ok(),
+        "no whole answer: {}",
+        String::from_utf8_lossy(&all)
+    );
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// How long after `since` the server closed `tcp` (nothing more read).
+async fn closed_after(tcp: &mut TcpStream, since: Instant) -> Duration {
+    assert_eq!(until_closed(tcp).await, "", "closed without a word");
+    since.elapsed()
+}
+
+fn within_the_timeout(elapsed: Duration) {
+    assert!(
+        elapsed >= IDLE - Duration::from_millis(20) && elapsed < IDLE * 3,
+        "closed after {elapsed:?}, the idle timeout being {IDLE:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_mesh_server_closes_a_keep_alive_connection_idle_for_the_timeout() {
+    let addr = mesh_server(mesh("400ms")).await;
+    let mut tcp = conn_support::send(addr, "httpbin", "/").await;
+    answered_200(&mut tcp).await;
+    let answered = Instant::now();
+    within_the_timeout(closed_after(&mut tcp, answered).await);
+}
+
+#[tokio::test]
+async fn requests_keep_their_connection_while_active() {
+    let addr = mesh_server(mesh("400ms")).await;
+    // a handler slower than the timeout
+    let mut tcp = conn_support::send(addr, "httpbin", "/slow").await;
+    let answer = read_answer(&mut tcp, "slow").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // a response body sent over three times the timeout, on the same connection
+    tcp.write_all(b"GET /stream HTTP/1.1\r\nhost: httpbin\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_answer(&mut tcp, "0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("three"), "{answer}");
+    // requests closer together than the timeout keep the connection too
+    for _ in 0..4 {
+        tokio::time::sleep(IDLE / 2).await;
+        tcp.write_all(b"GET / HTTP/1.1\r\nhost: httpbin\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = read_answer(&mut tcp, "ok").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+    // then idle: closed
+    let answered = Instant::now();
+    within_the_timeout(closed_after(&mut tcp, answered).await);
+}
+
+#[tokio::test]
+async fn zero_keeps_idle_connections() {
+    let addr = mesh_server(mesh("0s")).await;
+    let mut tcp = conn_support::send(addr, "httpbin", "/").await;
+    answered_200(&mut tcp).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: httpbin\r\n\r\n")
+        .await
+        .unwrap();
+    answered_200(&mut tcp).await;
+}
+
+/// A gateway of `mesh` on port 80, forwarding every host to a plain HTTP/1.1 upstream
+/// answering `ok`; its address (and the gateway, which stops when dropped).
+async fn gateway(mesh: Mesh) -> (SocketAddr, GatewayServer) {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        axum::serve(upstream, app).await
+    });
+    let loaded = load_str(
+        &format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: backend.example.internal}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}]
+"
+        ),
+        "gateway.yaml",
+    );
+    assert!(!loaded.has_errors());
+    mesh.reload_loaded(loaded).unwrap();
+    let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    (gateway.local_addr(80).unwrap(), gateway)
+}
+
+#[tokio::test]
+async fn a_gateway_closes_an_idle_connection() {
+    let (addr, _gateway) = gateway(mesh("400ms")).await;
+    let mut tcp = conn_support::send(addr, "example.com", "/").await;
+    answered_200(&mut tcp).await;
+    let answered = Instant::now();
+    within_the_timeout(closed_after(&mut tcp, answered).await);
+}
+
+/// On a plaintext port the connection manager has the connection from its first moment
+/// (on a mesh server's PERMISSIVE and STRICT ports the connection is first the TLS
+/// inspector's, as in Envoy: MeshConfig `protocolDetectionTimeout` and the TLS handshake
+/// timeout bound that wait).
+#[tokio::test]
+async fn a_connection_that_never_sends_a_request_is_closed_too() {
+    let (addr, _gateway) = gateway(mesh("400ms")).await;
+    let opened = Instant::now();
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    within_the_timeout(closed_after(&mut tcp, opened).await);
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_sent_goaway_and_closed() {
+    let addr = mesh_server(mesh("400ms")).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = || {
+        http::Request::get("http://httpbin/")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
+    let resp = send.send_request(request()).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let answered = Instant::now();
+    // the client keeps its side open: only the server's GOAWAY ends the connection
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    within_the_timeout(answered.elapsed());
+    assert!(send.send_request(request()).await.is_err());
+}
