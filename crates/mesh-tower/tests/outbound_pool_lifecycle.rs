@@ -351,6 +351,62 @@ async fn an_endpoint_update_keeps_the_connections_of_the_endpoints_that_stay() {
 }
 
 #[tokio::test]
+async fn an_endpoint_whose_weight_or_locality_changed_keeps_its_connections() {
+    // Envoy updates such a host in place; a change of its labels (what the metrics and the
+    // mesh TLS read) gives it a new pool
+    let (s1, s2) = (server(false).await, server(false).await);
+    let (p1, p2) = (s1.addr.port(), s2.addr.port());
+    let policy = "{loadBalancer: {simple: ROUND_ROBIN}}";
+    let first = format!("{{address: 127.0.0.1, ports: {{web: {p1}}}}}");
+    let with_first =
+        |endpoint: &str| config_with(&[p1, p2], false, policy).replace(&first, endpoint);
+    let mesh = Mesh::from_yaml(&with_first(&first)).unwrap();
+    let c = client_of(&mesh);
+    for _ in 0..4 {
+        get_ok(&c, "/", "").await;
+    }
+    assert_eq!(s1.accepted.load(Ordering::SeqCst), 1);
+    let reload = |endpoint: &str| {
+        mesh.reload_loaded(mesh_core::load::load_str(
+            &with_first(endpoint),
+            "backend.yaml",
+        ))
+        .unwrap()
+    };
+    reload(&format!(
+        "{{address: 127.0.0.1, ports: {{web: {p1}}}, weight: 3, locality: us-east1/us-east1-b}}"
+    ));
+    for _ in 0..8 {
+        get_ok(&c, "/", "").await;
+    }
+    assert_eq!(
+        s1.accepted.load(Ordering::SeqCst),
+        1,
+        "weight and locality: kept"
+    );
+    assert_eq!(s1.closed.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        s2.accepted.load(Ordering::SeqCst),
+        1,
+        "the other endpoint: kept"
+    );
+
+    reload(&format!(
+        "{{address: 127.0.0.1, ports: {{web: {p1}}}, labels: {{version: v2}}}}"
+    ));
+    for _ in 0..4 {
+        get_ok(&c, "/", "").await;
+    }
+    until(&s1.closed, 1).await;
+    assert_eq!(s1.accepted.load(Ordering::SeqCst), 2, "labels: a new pool");
+    assert_eq!(
+        s2.accepted.load(Ordering::SeqCst),
+        1,
+        "the other endpoint: kept"
+    );
+}
+
+#[tokio::test]
 async fn a_service_port_protocol_change_applies_to_an_existing_destination() {
     // the port is declared HTTP, the server speaks only HTTP/2 (h2c): the requests fail;
     // once the port is declared HTTP2, with the same endpoints and DestinationRule, the

@@ -214,6 +214,44 @@ struct EndpointSpec {
     workload: Option<Box<str>>,
 }
 
+impl EndpointSpec {
+    /// Connections to `self` serve `other` as they are: the same address, name, identity,
+    /// labels and TLS, whatever its weight and locality, which only the balancer reads (Envoy
+    /// updates such a host in place on an endpoint update, connections kept).
+    fn same_connections(&self, other: &EndpointSpec) -> bool {
+        let EndpointSpec {
+            addr,
+            name,
+            weight: _,
+            locality: _,
+            service_account,
+            labels,
+            mtls,
+            istio_tls,
+            workload,
+        } = self;
+        // (the locality is among the labels too, as istiod adds it to them)
+        let not_locality = |(k, _): &(&String, &String)| {
+            !matches!(
+                k.as_str(),
+                "topology.kubernetes.io/region"
+                    | "topology.kubernetes.io/zone"
+                    | "topology.istio.io/subzone"
+            )
+        };
+        *addr == other.addr
+            && *name == other.name
+            && *service_account == other.service_account
+            && labels
+                .iter()
+                .filter(not_locality)
+                .eq(other.labels.iter().filter(not_locality))
+            && *mtls == other.mtls
+            && *istio_tls == other.istio_tls
+            && *workload == other.workload
+    }
+}
+
 /// The built state of a destination for one endpoint set and policy.
 pub(crate) struct DestState {
     /// Last snapshot generation this state was checked against.
@@ -1255,7 +1293,9 @@ fn build(
                 .iter()
                 .map(|e| {
                     let same = by_addr.get_mut(&e.addr)?;
-                    let at = same.iter().rposition(|&k| prev.endpoints[k] == *e)?;
+                    let at = same
+                        .iter()
+                        .rposition(|&k| prev.endpoints[k].same_connections(e))?;
                     Some(same.remove(at))
                 })
                 .collect()
