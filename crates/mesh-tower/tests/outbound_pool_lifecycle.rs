@@ -407,6 +407,52 @@ async fn an_endpoint_whose_weight_or_locality_changed_keeps_its_connections() {
 }
 
 #[tokio::test]
+async fn a_reload_removing_a_service_closes_its_connections_at_the_next_request() {
+    // Envoy drains a removed cluster's connections at once; here they go at the client's
+    // next request, to any destination it already has
+    let (s1, s2) = (server(false).await, server(false).await);
+    let other = |port: u16| {
+        format!(
+            "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: other}}
+spec:
+  hosts: [other.example.internal]
+  ports: [{{number: 8080, name: web, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{web: {port}}}}}]
+"
+        )
+    };
+    let policy = "{connectionPool: {tcp: {maxConnections: 100}}}";
+    let both = format!(
+        "{}{}",
+        config(s1.addr.port(), false, policy),
+        other(s2.addr.port())
+    );
+    let mesh = Mesh::from_yaml(&both).unwrap();
+    let c = client_of(&mesh);
+    get_ok(&c, "/", "").await;
+    let (status, _, failure) = get(&c, "http://other.example.internal:8080/").await;
+    assert_eq!(status, 200, "{failure}");
+    assert_eq!(s2.accepted.load(Ordering::SeqCst), 1);
+
+    mesh.reload_loaded(mesh_core::load::load_str(
+        &config(s1.addr.port(), false, policy),
+        "backend.yaml",
+    ))
+    .unwrap();
+    get_ok(&c, "/", "").await;
+    until(&s2.closed, 1).await;
+    assert_eq!(
+        s1.closed.load(Ordering::SeqCst),
+        0,
+        "the service that stays keeps its connection"
+    );
+}
+
+#[tokio::test]
 async fn a_service_port_protocol_change_applies_to_an_existing_destination() {
     // the port is declared HTTP, the server speaks only HTTP/2 (h2c): the requests fail;
     // once the port is declared HTTP2, with the same endpoints and DestinationRule, the
