@@ -419,6 +419,28 @@ pub struct Service {
     /// `networking.istio.io/traffic-distribution` annotation): the locality preference its
     /// clients get when no DestinationRule sets `localityLbSetting`.
     pub traffic_distribution: TrafficDistribution,
+    /// A Kubernetes Service's `internalTrafficPolicy: Local` (istiod's `NodeLocal`): a
+    /// client reaches only the endpoints on its own node (the `kubernetes.io/hostname`
+    /// label, which istiod gives every endpoint and proxy from its node's name), none if
+    /// there is none there.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let mesh = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: node-agent, namespace: default}
+    /// spec:
+    ///   selector: {app: node-agent}
+    ///   ports: [{name: http, port: 8080}]
+    ///   internalTrafficPolicy: Local
+    /// ")?;
+    /// let snap = mesh.snapshot();
+    /// assert!(snap.registry().service("node-agent.default.svc.cluster.local", "default").unwrap().node_local);
+    /// # Ok::<(), mesh_core::mesh::ReloadError>(())
+    /// ```
+    pub node_local: bool,
     /// A headless Kubernetes Service (`clusterIP: None`), istiod's `Passthrough` resolution:
     /// its pods are reached by their own names as well (`web-0.db.ns.svc.cluster.local`,
     /// StatefulSets), routed by the Service (see [`Service::pod_name`]).
@@ -1016,6 +1038,7 @@ impl ServiceDefs {
                                     .get("networking.istio.io/traffic-distribution")
                                     .map(String::as_str),
                             ),
+                            node_local: ks.internal_traffic_policy.as_deref() == Some("Local"),
                         },
                         selector,
                         dns_hosts,
@@ -1087,6 +1110,7 @@ impl ServiceDefs {
                                 headless: false,
                                 alias_of: None,
                                 traffic_distribution: TrafficDistribution::Any,
+                                node_local: false,
                             },
                             selector: se.workload_selector.as_ref().map(|s| s.labels.clone()),
                             dns_hosts,

@@ -367,3 +367,67 @@ async fn traffic_distribution_prefer_close_keeps_traffic_in_the_clients_zone() {
     }
     assert_eq!(far.hits(), 0);
 }
+
+// istiod's `filterIstioEndpoint`: a Service with `internalTrafficPolicy: Local` (`NodeLocal`)
+// gives each proxy the endpoints on its own node only (`kubernetes.io/hostname`), and none
+// when its node has none: the request is answered 503 `no healthy upstream`, not sent to
+// another node.
+#[tokio::test]
+async fn internal_traffic_policy_local_reaches_only_the_clients_node() {
+    let pki = Pki::new();
+    let service = |policy: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: agent, namespace: default}}\nspec:\n  internalTrafficPolicy: {policy}\n  selector: {{app: agent}}\n  ports: [{{name: http, port: 9080}}]\n"
+        )
+    };
+    let mesh = mesh(&service("Local"));
+    let on = |node: &str, name: &str, addr: std::net::SocketAddr| {
+        let labels = [("app", "agent"), ("kubernetes.io/hostname", node)]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into();
+        mesh.register(mesh_core::registry::Workload {
+            name: name.to_owned(),
+            namespace: "default".to_owned(),
+            service_account: "agent".to_owned(),
+            labels,
+            address: addr.ip(),
+            ports: [("http".to_owned(), addr.port())].into(),
+            locality: None,
+            weight: 0,
+        });
+    };
+    let a = start(&pki, "agent-a", "default", "agent", Behaviour::Ok).await;
+    let b = start(&pki, "agent-b", "default", "agent", Behaviour::Ok).await;
+    on("node-a", "agent-a", a.addr);
+    on("node-b", "agent-b", b.addr);
+    let client_on = |node: &str| {
+        let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+            .with_label("kubernetes.io/hostname", node);
+        productpage_as(&mesh, &pki, me)
+    };
+    for (node, agent) in [("node-a", "agent-a"), ("node-b", "agent-b")] {
+        let client = client_on(node);
+        for _ in 0..10 {
+            let (st, by, _, _) = send(&client, get("http://agent:9080/")).await;
+            assert_eq!((st, by.as_str()), (200, agent), "a client on {node}");
+        }
+    }
+    assert_eq!((a.hits(), b.hits()), (10, 10));
+    // no agent on this node: no endpoint at all
+    let elsewhere = client_on("node-c");
+    let (st, _, body, headers) = send(&elsewhere, get("http://agent:9080/")).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (503, "no healthy upstream"),
+        "{headers:?}"
+    );
+    assert_eq!((a.hits(), b.hits()), (10, 10));
+
+    // `Cluster` (the default): every endpoint, whatever the node
+    reload(&mesh, &service("Cluster"));
+    for _ in 0..20 {
+        let (st, _, _, _) = send(&elsewhere, get("http://agent:9080/")).await;
+        assert_eq!(st, 200);
+    }
+    assert!(a.hits() > 10 && b.hits() > 10, "{} {}", a.hits(), b.hits());
+}

@@ -47,8 +47,8 @@ pub struct KubeService {
     /// clients prefer endpoints (see
     /// [`TrafficDistribution`](crate::registry::TrafficDistribution)).
     pub traffic_distribution: Option<String>,
-    /// `internalTrafficPolicy` (`Cluster`, `Local`): not applied (`meshctl validate` warns
-    /// about `Local`).
+    /// `internalTrafficPolicy` (`Cluster`, `Local`: only the endpoints on the client's own
+    /// node, see [`Service::node_local`](crate::registry::Service::node_local)).
     pub internal_traffic_policy: Option<String>,
 }
 

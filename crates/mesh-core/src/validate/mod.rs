@@ -240,18 +240,11 @@ pub fn validate_into(obj: &ConfigObject, opts: &ValidateOptions, out: &mut Vec<D
         Spec::PeerAuthentication(pa) => security::validate_peer_authentication(&mut cx, pa),
         Spec::AuthorizationPolicy(ap) => security::validate_authorization_policy(&mut cx, ap),
         Spec::RequestAuthentication(ra) => security::validate_request_authentication(&mut cx, ra),
-        Spec::Service(svc) => {
-            if svc.internal_traffic_policy.as_deref() == Some("Local") {
-                cx.with_code(
-                    Severity::Warning,
-                    crate::diag::codes::NOT_APPLIED,
-                    "spec.internalTrafficPolicy",
-                    "internalTrafficPolicy: Local is not applied by inmesh: clients reach \
-                     every endpoint of the service, not only those on their own node",
-                );
-            }
-        }
-        Spec::ServiceAccount | Spec::Workload(_) | Spec::Secret(_) | Spec::Namespace => {}
+        Spec::Service(_)
+        | Spec::ServiceAccount
+        | Spec::Workload(_)
+        | Spec::Secret(_)
+        | Spec::Namespace => {}
     }
 }
 

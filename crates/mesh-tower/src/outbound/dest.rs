@@ -169,6 +169,7 @@ pub(crate) fn passthrough_service() -> &'static Service {
         headless: false,
         alias_of: None,
         traffic_distribution: mesh_core::registry::TrafficDistribution::Any,
+        node_local: false,
     })
 }
 
@@ -193,6 +194,9 @@ fn is_passthrough(service: &Service) -> bool {
         Resolution::None | Resolution::DynamicDns
     )
 }
+
+/// The label istiod gives endpoints and proxies from the name of their node (`AugmentLabels`).
+const NODE_LABEL: &str = "kubernetes.io/hostname";
 
 /// One endpoint as the registry gives it (what a state was built from).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -492,12 +496,19 @@ fn inputs<'a>(
     // subset (istiod's clusters of such a Service are ORIGINAL_DST: the address the pod's
     // name resolves to).
     let pod = key.request.as_ref().and_then(|(h, _)| service.pod_name(h));
+    // `internalTrafficPolicy: Local` (istiod's `filterIstioEndpoint`: `NodeLocal` and the
+    // endpoint's node is not the proxy's): the endpoints on this client's node alone
+    let node_local = service.node_local && service.resolution == Resolution::Static;
+    let node = node_local
+        .then(|| shared.workload.labels.get(NODE_LABEL))
+        .flatten();
     let mut endpoints: Vec<EndpointSpec> = service
         .targets(key.port, if pod.is_some() { None } else { subset_labels })
         .filter(|t| match pod {
             Some(pod) => workload_name(t.endpoint).as_deref() == Some(pod),
             None => !undefined_subset,
         })
+        .filter(|t| !node_local || t.endpoint.labels.get(NODE_LABEL) == node)
         .filter_map(|t| Some(spec(t.endpoint, t.port, t.addr?, None)))
         .collect();
     if undefined_subset && pod.is_none() {
