@@ -83,6 +83,25 @@ pub(crate) const CONTROL_HEADERS: [&str; 15] = [
     "x-envoy-hedge-on-per-try-timeout",
 ];
 
+/// Envoy's default `max_concurrent_streams` for a connection manager's downstream HTTP/2
+/// connections (`Http2ProtocolOptions`, which istiod leaves unset on sidecars' and
+/// gateways' listeners): 2^31 - 1, where hyper's server would advertise 200 and leave the
+/// client's 201st stream waiting (a gRPC client's long-lived streams past it would never
+/// start).
+pub(crate) const DOWNSTREAM_MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
+
+/// The HTTP/1.1 and HTTP/2 server of a mesh server's or gateway's connections, set up as
+/// Envoy's connection manager is (see [`DOWNSTREAM_MAX_CONCURRENT_STREAMS`]).
+pub(crate) fn downstream_server(
+) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(DOWNSTREAM_MAX_CONCURRENT_STREAMS);
+    builder
+}
+
 /// Removes [`CONTROL_HEADERS`] from a request, as a sidecar's listeners do: one pass over
 /// the names (a handful) first, since they are almost never there (a mesh request does
 /// carry `x-envoy-attempt-count`, which is not one of them) and hashing fifteen long names

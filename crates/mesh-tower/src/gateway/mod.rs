@@ -189,8 +189,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use mesh_core::gateway::{parse_sni_dnat, GatewayServer as ServerRef};
 use mesh_core::mesh::Mesh;
 use mesh_core::meshconfig::ForwardClientCertDetails;
@@ -1924,7 +1923,7 @@ where
         .layer(metrics)
         .service(svc);
     // with upgrades: a WebSocket upgrade the upstream accepted is spliced (see `handle`)
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let builder = crate::envoy::downstream_server();
     // Envoy's connection manager `idle_timeout`: closed after that long without an active
     // request
     let activity = crate::idle::Activity::new();

@@ -116,8 +116,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use mesh_core::mesh::Mesh;
 use mesh_core::model::{Labels, MtlsMode};
 use mesh_tls::{InboundTls, PeerAuthnMode, TlsError, WorkloadCredentials};
@@ -1232,7 +1231,7 @@ impl MeshServer {
             .layer(self.grpc_web(&listener))
             .layer(self.inbound_pool(&listener))
             .service(service);
-        let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+        let builder = Arc::new(crate::envoy::downstream_server());
         // Graceful shutdown by hand: hyper-util's GracefulShutdown does not take
         // connections with upgrades (WebSocket), which we serve.
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,0 +1,133 @@
+//! Downstream HTTP/2 as Envoy's connection manager serves it, over real loopback sockets:
+//! mesh servers and gateways advertise Envoy's `max_concurrent_streams` (2^31 - 1), so a
+//! client's streams past hyper's default of 200 on one connection start at once instead
+//! of waiting for one of the first 200 to end (for long-lived gRPC streams: for ever).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use mesh_core::mesh::Mesh;
+use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+use mesh_tower::gateway::GatewayServer;
+use mesh_tower::inbound::MeshServer;
+use tokio::net::{TcpListener, TcpStream};
+
+/// More streams at once than hyper's default limit of 200.
+const STREAMS: usize = 250;
+
+/// An app that answers no request before `STREAMS` of them are in.
+fn app() -> axum::Router {
+    let all_in = Arc::new(tokio::sync::Barrier::new(STREAMS));
+    axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            let all_in = Arc::clone(&all_in);
+            async move {
+                all_in.wait().await;
+                "ok"
+            }
+        }),
+    )
+}
+
+/// Sends `STREAMS` requests at once for `authority` over one HTTP/2 (prior knowledge)
+/// connection to `addr`, and checks every one is answered 200 within 10 s.
+async fn all_streams_at_once(addr: SocketAddr, authority: &str) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..STREAMS {
+        let mut send = send.clone();
+        let req = http::Request::get(format!("http://{authority}/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        requests.spawn(async move { send.send_request(req).await.map(|r| r.status()) });
+    }
+    let answered = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut ok = 0;
+        while let Some(r) = requests.join_next().await {
+            assert_eq!(r.unwrap().unwrap(), 200);
+            ok += 1;
+        }
+        ok
+    })
+    .await;
+    assert_eq!(
+        answered.ok(),
+        Some(STREAMS),
+        "streams past the first 200 did not start"
+    );
+}
+
+#[tokio::test]
+async fn a_mesh_server_takes_more_than_200_streams_on_one_connection() {
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let id = Identity::new("cluster.local", "foo", "grpc").unwrap();
+    let creds =
+        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
+    // PERMISSIVE (no PeerAuthentication): a plaintext HTTP/2 client is served
+    let server = MeshServer::builder(
+        Mesh::new(Default::default()),
+        "foo",
+        "grpc",
+        Default::default(),
+        creds,
+    )
+    .build()
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener, app()).await });
+    all_streams_at_once(addr, "grpc.foo").await;
+}
+
+#[tokio::test]
+async fn a_gateway_takes_more_than_200_streams_on_one_connection() {
+    let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_port = upstream.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(upstream, app()).await });
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: backend.example.internal}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}]
+"
+    ))
+    .unwrap();
+    let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    let gateway = GatewayServer::builder(mesh, "istio-system", labels)
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    all_streams_at_once(gateway.local_addr(80).unwrap(), "example.com").await;
+}
