@@ -1,7 +1,8 @@
-//! Downstream HTTP/2 as Envoy's connection manager serves it, over real loopback sockets:
-//! mesh servers and gateways advertise Envoy's `max_concurrent_streams` (2^31 - 1), so a
-//! client's streams past hyper's default of 200 on one connection start at once instead
-//! of waiting for one of the first 200 to end (for long-lived gRPC streams: for ever).
+//! HTTP/2 with Envoy's limits, over real loopback sockets: mesh servers and gateways
+//! advertise Envoy's `max_concurrent_streams` (2^31 - 1), so a client's streams past hyper's
+//! default of 200 on one connection start at once instead of waiting for one of the first
+//! 200 to end (for long-lived gRPC streams: for ever); and mesh servers and clients take
+//! header lists up to Envoy's 60 KiB (`max_request_headers_kb`), not hyper's 16 KiB.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,4 +131,113 @@ spec:
         .await
         .unwrap();
     all_streams_at_once(gateway.local_addr(80).unwrap(), "example.com").await;
+}
+
+/// A header value of `n` bytes (a large cookie or token).
+fn big(n: usize) -> String {
+    "a".repeat(n)
+}
+
+#[tokio::test]
+async fn a_mesh_server_takes_http2_headers_up_to_envoys_60_kib() {
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let id = Identity::new("cluster.local", "foo", "grpc").unwrap();
+    let creds =
+        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
+    let server = MeshServer::builder(
+        Mesh::new(Default::default()),
+        "foo",
+        "grpc",
+        Default::default(),
+        creds,
+    )
+    .build()
+    .unwrap();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(|h: http::HeaderMap| async move {
+            h.get("cookie").map_or(0, |v| v.len()).to_string()
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener, app).await });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://grpc.foo/")
+        .header("cookie", big(40 * 1024))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap();
+    assert_eq!(body.to_bytes(), (40 * 1024).to_string());
+    // past Envoy's limit: refused (Envoy: the stream is reset or answered 431)
+    let req = http::Request::get("http://grpc.foo/")
+        .header("cookie", big(70 * 1024))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    match send.send_request(req).await {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => assert!(!e.is_canceled(), "{e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_mesh_client_takes_http2_response_headers_up_to_envoys_60_kib() {
+    // an h2c upstream (the port is declared HTTP2) answering with a 40 KiB header
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |_req: http::Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .header("set-cookie", big(40 * 1024))
+                                .body(http_body_util::Full::new(Bytes::from("ok")))
+                                .unwrap(),
+                        )
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 8080, name: grpc, protocol: HTTP2}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{grpc: {port}}}}}]
+"
+    ))
+    .unwrap();
+    let client = mesh_tower::outbound::MeshClient::builder(
+        mesh,
+        mesh_tower::outbound::ClientWorkload::new("app", "default", "app"),
+    )
+    .build();
+    let req = http::Request::get("http://backend.example.internal:8080/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["set-cookie"].len(), 40 * 1024);
 }

@@ -90,15 +90,22 @@ pub(crate) const CONTROL_HEADERS: [&str; 15] = [
 /// start).
 pub(crate) const DOWNSTREAM_MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
 
+/// Envoy's default `max_request_headers_kb` (and `max_response_headers_kb`), 60 KiB, as the
+/// HTTP/2 header list size mesh servers, gateways and mesh clients accept, where hyper's
+/// HTTP/2 would refuse more than 16 KiB (a large cookie or token).
+pub(crate) const MAX_HEADER_LIST_SIZE: u32 = 60 * 1024;
+
 /// The HTTP/1.1 and HTTP/2 server of a mesh server's or gateway's connections, set up as
-/// Envoy's connection manager is (see [`DOWNSTREAM_MAX_CONCURRENT_STREAMS`]).
+/// Envoy's connection manager is (see [`DOWNSTREAM_MAX_CONCURRENT_STREAMS`] and
+/// [`MAX_HEADER_LIST_SIZE`]).
 pub(crate) fn downstream_server(
 ) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
         .http2()
-        .max_concurrent_streams(DOWNSTREAM_MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(DOWNSTREAM_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE);
     builder
 }
 

@@ -729,6 +729,7 @@ impl Upstream {
             };
             let (tx, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
+                .max_header_list_size(crate::envoy::MAX_HEADER_LIST_SIZE)
                 .handshake(SettingsIo::new(conn, Arc::clone(&streams)))
                 .await?;
             tokio::spawn(async move {
