@@ -2986,7 +2986,8 @@ extensionProviders:
             ok.config.unwrap().idle_timeout,
             Some(std::time::Duration::from_secs(5400))
         );
-        // istiod ignores what Go's time.ParseDuration refuses: the default applies, warned
+        // istiod ignores what Go's time.ParseDuration refuses (and Envoy refuses the
+        // negative duration Go takes): the default applies, warned
         for bad in ["'10'", "soon", "-5s", "30"] {
             let loaded = idle(&format!(
                 "defaultConfig:\n  proxyMetadata:\n    ISTIO_META_IDLE_TIMEOUT: {bad}\n"

@@ -302,7 +302,9 @@ pub struct MeshOptions {
     /// How long mesh servers and gateways keep a downstream HTTP connection that carries
     /// no request (Envoy's connection manager `idle_timeout`: one hour unless MeshConfig's
     /// `defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT` says otherwise, as istiod sets
-    /// it). Zero: never closed for idleness.
+    /// it), and the idle timeout of mesh servers' and clients' TCP proxies where no
+    /// DestinationRule `tcp.idleTimeout` sets one (Envoy's TCP proxy, as istiod sets it from
+    /// the same value). Zero: never closed for idleness.
     ///
     /// # Examples
     ///

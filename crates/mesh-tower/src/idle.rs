@@ -10,7 +10,7 @@
 //! connection, and an idle keep-alive connection (or one that never sent a request) is
 //! closed: HTTP/1.1 at once, HTTP/2 with GOAWAY, as hyper's graceful shutdown does.
 //!
-//! The request path pays two relaxed counter increments and an `Arc` count per request;
+//! The request path pays two counter increments and an `Arc` count per request;
 //! the timer runs in the connection's own task, waking every eighth of the timeout to look
 //! at the counters (no clock read per request). The connection closes between the timeout
 //! and an eighth more after its last request ended.
@@ -25,6 +25,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use pin_project_lite::pin_project;
+
+/// How long a connection closed for idleness has to end after it was asked to (HTTP/2:
+/// after its GOAWAY, which hyper ends once the client answers its ping): Envoy's connection
+/// manager `drain_timeout` default. A peer that never answers is not waited for longer.
+pub(crate) const IDLE_DRAIN: Duration = Duration::from_secs(5);
 
 /// A connection's request counters: how many requests its service was handed, and how many
 /// of those have ended (their response body sent or dropped, or no response at all).

@@ -132,9 +132,6 @@ use crate::lb::RequestGuard;
 use crate::metrics::TcpSeries;
 use crate::outbound::ConnectError;
 
-/// Envoy's TCP proxy idle timeout when none is configured (1 h).
-pub(crate) const DEFAULT_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// What a [`MeshTcpStream`] runs over.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 

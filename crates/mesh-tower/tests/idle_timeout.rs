@@ -274,3 +274,52 @@ async fn an_idle_http2_connection_is_sent_goaway_and_closed() {
     within_the_timeout(answered.elapsed());
     assert!(send.send_request(request()).await.is_err());
 }
+
+/// An HTTP/2 client that never answers the GOAWAY's ping (hyper waits for it before it
+/// closes) is closed after Envoy's drain timeout, 5 s, not kept until TCP gives up.
+#[tokio::test]
+async fn a_silent_http2_client_is_closed_after_the_drain_timeout() {
+    let addr = mesh_server(mesh("400ms")).await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    // the client preface and an empty SETTINGS frame; then nothing, read or written
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    // (the server's SETTINGS, GOAWAY and PING arrive first: read until the close)
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "still open after 10 s");
+    let closed = opened.elapsed();
+    assert!(
+        closed >= Duration::from_secs(5) && closed < Duration::from_secs(8),
+        "closed after {closed:?}"
+    );
+}
+
+/// A stream the client resets before its body ended is no longer active: the connection is
+/// idle from then.
+#[tokio::test]
+async fn a_reset_stream_leaves_its_connection_idle() {
+    let addr = mesh_server(mesh("400ms")).await;
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("http://httpbin/stream")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    // the body would take 1.2 s; dropped with its headers (hyper resets the stream)
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    let reset = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), conn).await;
+    assert!(matches!(ended, Ok(Ok(Ok(())))), "{ended:?}");
+    within_the_timeout(reset.elapsed());
+    drop(send);
+}

@@ -351,9 +351,9 @@ async fn an_endpoint_update_keeps_the_connections_of_the_endpoints_that_stay() {
 }
 
 #[tokio::test]
-async fn an_endpoint_whose_weight_or_locality_changed_keeps_its_connections() {
-    // Envoy updates such a host in place; a change of its labels (what the metrics and the
-    // mesh TLS read) gives it a new pool
+async fn an_endpoint_whose_weight_changed_keeps_its_connections() {
+    // Envoy updates such a host in place; a change of its locality (Envoy replaces the
+    // host) or of its labels (what the metrics and the mesh TLS read) gives it a new pool
     let (s1, s2) = (server(false).await, server(false).await);
     let (p1, p2) = (s1.addr.port(), s2.addr.port());
     let policy = "{loadBalancer: {simple: ROUND_ROBIN}}";
@@ -374,16 +374,12 @@ async fn an_endpoint_whose_weight_or_locality_changed_keeps_its_connections() {
         .unwrap()
     };
     reload(&format!(
-        "{{address: 127.0.0.1, ports: {{web: {p1}}}, weight: 3, locality: us-east1/us-east1-b}}"
+        "{{address: 127.0.0.1, ports: {{web: {p1}}}, weight: 3}}"
     ));
     for _ in 0..8 {
         get_ok(&c, "/", "").await;
     }
-    assert_eq!(
-        s1.accepted.load(Ordering::SeqCst),
-        1,
-        "weight and locality: kept"
-    );
+    assert_eq!(s1.accepted.load(Ordering::SeqCst), 1, "weight: kept");
     assert_eq!(s1.closed.load(Ordering::SeqCst), 0);
     assert_eq!(
         s2.accepted.load(Ordering::SeqCst),
@@ -391,19 +387,20 @@ async fn an_endpoint_whose_weight_or_locality_changed_keeps_its_connections() {
         "the other endpoint: kept"
     );
 
-    reload(&format!(
-        "{{address: 127.0.0.1, ports: {{web: {p1}}}, labels: {{version: v2}}}}"
-    ));
-    for _ in 0..4 {
-        get_ok(&c, "/", "").await;
+    let mut opened = 1;
+    for (what, endpoint) in [
+        ("locality", format!("{{address: 127.0.0.1, ports: {{web: {p1}}}, weight: 3, locality: us-east1/us-east1-b}}")),
+        ("labels", format!("{{address: 127.0.0.1, ports: {{web: {p1}}}, weight: 3, locality: us-east1/us-east1-b, labels: {{version: v2}}}}")),
+    ] {
+        reload(&endpoint);
+        for _ in 0..4 {
+            get_ok(&c, "/", what).await;
+        }
+        until(&s1.closed, opened).await;
+        opened += 1;
+        assert_eq!(s1.accepted.load(Ordering::SeqCst), opened, "{what}: a new pool");
+        assert_eq!(s2.accepted.load(Ordering::SeqCst), 1, "{what}: the other endpoint kept");
     }
-    until(&s1.closed, 1).await;
-    assert_eq!(s1.accepted.load(Ordering::SeqCst), 2, "labels: a new pool");
-    assert_eq!(
-        s2.accepted.load(Ordering::SeqCst),
-        1,
-        "the other endpoint: kept"
-    );
 }
 
 #[tokio::test]
@@ -450,6 +447,46 @@ spec:
         0,
         "the service that stays keeps its connection"
     );
+}
+
+#[tokio::test]
+async fn a_removed_service_busy_at_the_reload_goes_once_its_requests_are_done() {
+    let (s1, s2) = (server(false).await, server(false).await);
+    let other = format!(
+        "---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: other}}
+spec:
+  hosts: [other.example.internal]
+  ports: [{{number: 8080, name: web, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{web: {}}}}}]
+",
+        s2.addr.port()
+    );
+    let policy = "{connectionPool: {tcp: {maxConnections: 100}}}";
+    let only_backend = config(s1.addr.port(), false, policy);
+    let mesh = Mesh::from_yaml(&format!("{only_backend}{other}")).unwrap();
+    let c = client_of(&mesh);
+    get_ok(&c, "/", "").await;
+    // a request to `other` in flight across the reload that removes it
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move { get(&c, "http://other.example.internal:8080/slow").await })
+    };
+    until(&s2.accepted, 1).await;
+    mesh.reload_loaded(mesh_core::load::load_str(&only_backend, "backend.yaml"))
+        .unwrap();
+    get_ok(&c, "/", "").await;
+    let (status, _, failure) = slow.await.unwrap();
+    assert_eq!(status, 200, "the request in flight finishes: {failure}");
+    // once it is done, the destination goes within a few hundred requests
+    for _ in 0..600 {
+        get_ok(&c, "/", "").await;
+    }
+    until(&s2.closed, 1).await;
+    assert_eq!(s1.closed.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test]

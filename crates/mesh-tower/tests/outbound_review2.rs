@@ -431,3 +431,35 @@ async fn internal_traffic_policy_local_reaches_only_the_clients_node() {
     }
     assert!(a.hits() > 10 && b.hits() > 10, "{} {}", a.hits(), b.hits());
 }
+
+// Kubernetes does not apply `internalTrafficPolicy` to a headless Service, and istiod's
+// clusters for one are ORIGINAL_DST (no EDS endpoints to filter): a pod on another node is
+// reached by its own name.
+#[tokio::test]
+async fn internal_traffic_policy_local_does_not_apply_to_a_headless_service() {
+    let pki = Pki::new();
+    let mesh = mesh(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: default}\nspec:\n  clusterIP: None\n  internalTrafficPolicy: Local\n  selector: {app: db}\n  ports: [{name: http, port: 9080}]\n",
+    );
+    let db1 = start(&pki, "db-1", "default", "db", Behaviour::Ok).await;
+    let labels = [("app", "db"), ("kubernetes.io/hostname", "node-b")]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .into();
+    mesh.register(mesh_core::registry::Workload {
+        name: "db-1".to_owned(),
+        namespace: "default".to_owned(),
+        service_account: "db".to_owned(),
+        labels,
+        address: db1.addr.ip(),
+        ports: [("http".to_owned(), db1.addr.port())].into(),
+        locality: None,
+        weight: 0,
+    });
+    let me = mesh_tower::outbound::ClientWorkload::new("productpage", "default", "productpage")
+        .with_label("kubernetes.io/hostname", "node-a");
+    let client = productpage_as(&mesh, &pki, me);
+    for host in ["db-1.db", "db"] {
+        let (st, by, _, _) = send(&client, get(&format!("http://{host}:9080/"))).await;
+        assert_eq!((st, by.as_str()), (200, "db-1"), "{host}");
+    }
+}

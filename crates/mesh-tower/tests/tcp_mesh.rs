@@ -805,6 +805,43 @@ spec:
     );
 }
 
+/// Without a DestinationRule `tcp.idleTimeout`, the TCP proxies' idle timeout is the
+/// proxy's `ISTIO_META_IDLE_TIMEOUT` (MeshConfig `defaultConfig.proxyMetadata`), as istiod
+/// sets it on inbound and outbound TCP proxies (`0s`: none).
+#[tokio::test]
+async fn tcp_idle_timeout_from_the_proxy_metadata() {
+    let pki = Pki::new();
+    for (idle, closes) in [("300ms", true), ("0s", false)] {
+        let config = mesh_core::meshconfig::MeshConfig::from_yaml(&format!(
+            "defaultConfig: {{proxyMetadata: {{ISTIO_META_IDLE_TIMEOUT: {idle}}}}}"
+        ))
+        .unwrap();
+        let mesh = Mesh::with_mesh_config(&config);
+        mesh.reload_loaded(mesh_core::load::load_str(TCP_ECHO, "tcp-echo.yaml"))
+            .unwrap();
+        let metrics = Arc::new(IstioMetrics::new());
+        start_echo(&mesh, &pki, "v1", &metrics).await;
+        let sleep = sleep_client(&mesh, &pki);
+        let mut conn = sleep.connect("tcp-echo:9000").await.unwrap();
+        let mut buf = [0u8; 32];
+        conn.write_all(b"ping").await.unwrap();
+        let n = conn.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello ping");
+        let start = std::time::Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf)).await;
+        if closes {
+            assert!(read.is_ok(), "{idle}: still open after 1 s");
+            assert!(
+                start.elapsed() >= Duration::from_millis(250),
+                "{:?}",
+                start.elapsed()
+            );
+        } else {
+            assert!(read.is_err(), "{idle}: closed: {read:?}");
+        }
+    }
+}
+
 /// The TCP proxy's timers run on their own, as Envoy's dispatcher runs them: an idle
 /// connection is closed toward the server at the idle timeout while the application neither
 /// reads nor writes, and a write after it fails (it does not revive the connection).

@@ -1943,7 +1943,9 @@ where
         () = activity.idle_for(idle_timeout) => {
             tracing::debug!(?idle_timeout, "gateway: idle timeout, closing the connection");
             conn.as_mut().graceful_shutdown();
-            conn.await
+            tokio::time::timeout(crate::idle::IDLE_DRAIN, conn)
+                .await
+                .unwrap_or(Ok(()))
         }
     }
     .map_err(io::Error::other)

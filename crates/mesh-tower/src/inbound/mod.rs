@@ -1376,7 +1376,9 @@ impl MeshServer {
                     () = activity.idle_for(idle_timeout) => {
                         tracing::debug!(%remote, port, ?idle_timeout, "idle timeout: closing the connection");
                         conn.as_mut().graceful_shutdown();
-                        conn.await
+                        tokio::time::timeout(crate::idle::IDLE_DRAIN, conn)
+                            .await
+                            .unwrap_or(Ok(()))
                     }
                 };
                 if let Err(e) = r {
@@ -1626,8 +1628,13 @@ impl MeshServer {
         .with_peer(peer)
         .with_info(info)
         .with_log(log)
-        // the inbound TCP proxy's default idle timeout
-        .with_timeouts(Some(crate::tcp::DEFAULT_IDLE_TIMEOUT), None, socket);
+        // the inbound TCP proxy's idle timeout: istiod's from the proxy's
+        // `ISTIO_META_IDLE_TIMEOUT` (Envoy's 1 h when unset; `0s`: none)
+        .with_timeouts(
+            Some(i.mesh.snapshot().options().idle_timeout).filter(|d| !d.is_zero()),
+            None,
+            socket,
+        );
         Some((stream, slot))
     }
 }

@@ -219,37 +219,27 @@ struct EndpointSpec {
 }
 
 impl EndpointSpec {
-    /// Connections to `self` serve `other` as they are: the same address, name, identity,
-    /// labels and TLS, whatever its weight and locality, which only the balancer reads (Envoy
-    /// updates such a host in place on an endpoint update, connections kept).
+    /// Connections to `self` serve `other` as they are: everything but its weight, which
+    /// only the balancer reads, is the same (Envoy updates such a host in place on an
+    /// endpoint update, connections kept; a locality change replaces the host, as Envoy's
+    /// `support_locality_update_on_eds_cluster_endpoints` does).
     fn same_connections(&self, other: &EndpointSpec) -> bool {
         let EndpointSpec {
             addr,
             name,
             weight: _,
-            locality: _,
+            locality,
             service_account,
             labels,
             mtls,
             istio_tls,
             workload,
         } = self;
-        // (the locality is among the labels too, as istiod adds it to them)
-        let not_locality = |(k, _): &(&String, &String)| {
-            !matches!(
-                k.as_str(),
-                "topology.kubernetes.io/region"
-                    | "topology.kubernetes.io/zone"
-                    | "topology.istio.io/subzone"
-            )
-        };
         *addr == other.addr
             && *name == other.name
+            && *locality == other.locality
             && *service_account == other.service_account
-            && labels
-                .iter()
-                .filter(not_locality)
-                .eq(other.labels.iter().filter(not_locality))
+            && *labels == other.labels
             && *mtls == other.mtls
             && *istio_tls == other.istio_tls
             && *workload == other.workload
@@ -337,13 +327,17 @@ impl DestState {
     }
 
     /// The TCP proxy timeouts of an opaque connection to this destination: the
-    /// DestinationRule's `connectionPool.tcp.idleTimeout` (1 h when unset, as Envoy's TCP
-    /// proxy; `0s` disables it) and `maxConnectionDuration` (none when unset), from its
-    /// top-level traffic policy only: istiod builds the TCP proxy from
+    /// DestinationRule's `connectionPool.tcp.idleTimeout` (when unset, the proxy's
+    /// `proxy_idle`, MeshConfig's `ISTIO_META_IDLE_TIMEOUT` or 1 h, as Envoy's TCP proxy;
+    /// `0s` disables it) and `maxConnectionDuration` (none when unset), from its top-level
+    /// traffic policy only: istiod builds the TCP proxy from
     /// `GetTrafficPolicy().GetConnectionPool().GetTcp()`, subsets and port-level settings
     /// aside.
-    pub(crate) fn tcp_timeouts(&self) -> (Option<Duration>, Option<Duration>) {
-        tcp_timeouts_of(self.top_tcp.as_ref())
+    pub(crate) fn tcp_timeouts(
+        &self,
+        proxy_idle: Duration,
+    ) -> (Option<Duration>, Option<Duration>) {
+        tcp_timeouts_of(self.top_tcp.as_ref(), proxy_idle)
     }
 }
 
@@ -351,11 +345,14 @@ impl DestState {
 /// `connectionPool.tcp` (see [`DestState::tcp_timeouts`]).
 pub(crate) fn tcp_timeouts_of(
     tcp: Option<&mesh_core::model::TcpSettings>,
+    proxy_idle: Duration,
 ) -> (Option<Duration>, Option<Duration>) {
-    let idle = match tcp.and_then(|t| t.idle_timeout) {
-        None => Some(crate::tcp::DEFAULT_IDLE_TIMEOUT),
-        Some(d) => Some(d.as_std()).filter(|d| !d.is_zero()),
-    };
+    // istiod sets the TCP proxy's `idle_timeout` from the proxy's `ISTIO_META_IDLE_TIMEOUT`
+    // (`MeshOptions::idle_timeout`: Envoy's 1 h when unset), the DestinationRule's over it
+    let idle = tcp
+        .and_then(|t| t.idle_timeout)
+        .map_or(proxy_idle, |d| d.as_std());
+    let idle = Some(idle).filter(|d| !d.is_zero());
     let max = tcp
         .and_then(|t| t.max_connection_duration)
         .map(|d| d.as_std())
@@ -388,6 +385,24 @@ pub(crate) struct DestCache {
     /// The snapshot generation the destinations of services gone were last looked for at
     /// (written under the insert lock; read by every request, one load).
     pruned: AtomicU64,
+    /// Some destinations of services gone were kept for their requests in flight: looked
+    /// at again every [`ORPHAN_RECHECK`]th request of a thread until they are idle.
+    orphans: AtomicBool,
+}
+
+/// How often (in requests, per thread) destinations of services gone that were busy are
+/// looked at again (see [`DestCache::prune`]).
+const ORPHAN_RECHECK: u32 = 256;
+
+/// Whether this request of the thread is the one to look at busy destinations of services
+/// gone again (a thread-local count: no write shared between threads).
+fn orphan_tick() -> bool {
+    thread_local!(static TICK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) });
+    TICK.with(|t| {
+        let n = t.get().wrapping_add(1);
+        t.set(n);
+        n % ORPHAN_RECHECK == 0
+    })
 }
 
 /// The request-keyed destinations' count and when to look for ones to forget (under the
@@ -396,6 +411,9 @@ pub(crate) struct DestCache {
 struct ByRequest {
     count: usize,
     next_pass: usize,
+    /// Destinations of services gone that had requests in flight when they were looked
+    /// for (see [`DestCache::prune`]).
+    orphans: Vec<DestKey>,
 }
 
 impl Destination {
@@ -498,7 +516,10 @@ fn inputs<'a>(
     let pod = key.request.as_ref().and_then(|(h, _)| service.pod_name(h));
     // `internalTrafficPolicy: Local` (istiod's `filterIstioEndpoint`: `NodeLocal` and the
     // endpoint's node is not the proxy's): the endpoints on this client's node alone
-    let node_local = service.node_local && service.resolution == Resolution::Static;
+    // (not a headless Service's: Kubernetes does not apply the policy to one, and istiod's
+    // clusters for it are ORIGINAL_DST, without the EDS endpoints the filter runs on)
+    let node_local =
+        service.node_local && service.resolution == Resolution::Static && !service.headless;
     let node = node_local
         .then(|| shared.workload.labels.get(NODE_LABEL))
         .flatten();
@@ -712,6 +733,8 @@ impl DestCache {
         let generation = snap.generation();
         if generation > self.pruned.load(Ordering::Relaxed) {
             self.prune(snap);
+        } else if self.orphans.load(Ordering::Relaxed) && orphan_tick() {
+            self.prune_orphans();
         }
         let dest = match self.map.load().get(key) {
             Some(d) => Arc::clone(d),
@@ -746,6 +769,7 @@ impl DestCache {
     pub(crate) fn clear(&self) {
         let mut g = lock(&self.insert);
         *g = ByRequest::default();
+        self.orphans.store(false, Ordering::Relaxed);
         self.map.store(Arc::new(HashMap::default()));
     }
 
@@ -791,29 +815,63 @@ impl DestCache {
     }
 
     /// After a config change, the destinations of services the config no longer has go
-    /// (with nothing in flight), and their pools, sweepers and outlier detectors with them:
-    /// looked for once per snapshot, at its first request (a newer snapshot only: a request
-    /// may still carry an older one; a wildcard host, which the registry does not look up
-    /// literally, stays; one in flight is looked at again with the next snapshot).
+    /// (and their pools, sweepers and outlier detectors with them): looked for once per
+    /// snapshot, at its first request (a newer snapshot only: a request may still carry an
+    /// older one; a wildcard host, which the registry does not look up literally, stays).
+    /// One with requests in flight is kept until they are done, looked at again every
+    /// [`ORPHAN_RECHECK`]th request of a thread ([`DestCache::prune_orphans`]).
     fn prune(&self, snap: &Snapshot) {
-        let _g = lock(&self.insert);
+        let mut g = lock(&self.insert);
         if snap.generation() <= self.pruned.load(Ordering::Relaxed) {
             return;
         }
         self.pruned.store(snap.generation(), Ordering::Relaxed);
-        let stays = |k: &DestKey, d: &Destination| {
-            k.request.is_some()
-                || k.host.starts_with('*')
-                || snap.registry().has_host(&k.host)
-                || d.in_flight()
+        let gone = |k: &DestKey| {
+            k.request.is_none() && !k.host.starts_with('*') && !snap.registry().has_host(&k.host)
         };
         let current = self.map.load();
-        if current.iter().all(|(k, d)| stays(k, d)) {
+        let mut removed = Vec::new();
+        g.orphans.clear();
+        for (k, d) in current.iter().filter(|(k, _)| gone(k)) {
+            if d.in_flight() {
+                g.orphans.push(k.clone());
+            } else {
+                removed.push(k);
+            }
+        }
+        self.orphans.store(!g.orphans.is_empty(), Ordering::Relaxed);
+        if removed.is_empty() {
             return;
         }
         let mut map = HashMap::clone(&current);
-        map.retain(|k, d| stays(k, d));
+        for k in removed {
+            map.remove(k);
+        }
         self.map.store(Arc::new(map));
+    }
+
+    /// Lets go the destinations of services gone that [`DestCache::prune`] kept for their
+    /// requests in flight, once those are done (skipped when another request holds the
+    /// insert lock: the next tick looks again).
+    fn prune_orphans(&self) {
+        let mut g = match self.insert.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        let current = self.map.load();
+        let (busy, done): (Vec<DestKey>, Vec<DestKey>) = std::mem::take(&mut g.orphans)
+            .into_iter()
+            .partition(|k| current.get(k).is_some_and(|d| d.in_flight()));
+        g.orphans = busy;
+        self.orphans.store(!g.orphans.is_empty(), Ordering::Relaxed);
+        if done.iter().any(|k| current.contains_key(k)) {
+            let mut map = HashMap::clone(&current);
+            for k in &done {
+                map.remove(k);
+            }
+            self.map.store(Arc::new(map));
+        }
     }
 
     /// Number of destinations known.

@@ -539,14 +539,16 @@ impl MeshClient {
         // what this stream writes upstream
         let side = Side::Outbound;
         // (the first host's rule only when it is a service istiod knows: `ServiceForHostname`)
+        let proxy_idle = snap.options().idle_timeout;
         let (idle, max_duration) = match first_host {
             Some(h) => super::dest::tcp_timeouts_of(
                 snap.registry()
                     .service(h, ns)
                     .and_then(|_| snap.destination_rule(h, ns))
                     .and_then(super::dest::dr_top_tcp),
+                proxy_idle,
             ),
-            None => dest.tcp_timeouts(),
+            None => dest.tcp_timeouts(proxy_idle),
         };
         Ok(MeshTcpStream::new(io, side, Some(series))
             .with_peer(peer_id)
