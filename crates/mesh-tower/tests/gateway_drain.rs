@@ -65,42 +65,8 @@ async fn backend() -> Backend {
 
 /// A gateway on port 80 routing every host to the backend, draining for `drain`.
 async fn gateway(backend: SocketAddr, drain: Duration) -> GatewayServer {
-    let mesh = Mesh::from_yaml(&format!(
-        "
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: backend, namespace: istio-system}}
-spec:
-  hosts: ['*']
-  gateways: [gw]
-  http: [{{route: [{{destination: {{host: backend.example.internal}}}}]}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: backend, namespace: istio-system}}
-spec:
-  hosts: [backend.example.internal]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
-",
-        backend.port()
-    ))
-    .unwrap();
-    let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
-    GatewayServer::builder(mesh, "istio-system", labels)
-        .drain_timeout(drain)
-        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .start()
-        .await
-        .unwrap()
+    let mesh = Mesh::from_yaml(&conn_support::gateway_config(backend.port())).unwrap();
+    conn_support::start_gateway(mesh, Some(drain)).await
 }
 
 /// Sends `GET path` on a new connection to `addr`.

@@ -4,6 +4,8 @@
 //! 200 to end (for long-lived gRPC streams: for ever); and mesh servers and clients take
 //! header lists up to Envoy's 60 KiB (`max_request_headers_kb`), not hyper's 16 KiB.
 
+mod conn_support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,10 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Empty;
 use mesh_core::mesh::Mesh;
-use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
-use mesh_tower::gateway::GatewayServer;
-use mesh_tower::inbound::MeshServer;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// More streams at once than hyper's default limit of 200.
 const STREAMS: usize = 250;
@@ -37,20 +36,11 @@ fn app() -> axum::Router {
 /// Sends `STREAMS` requests at once for `authority` over one HTTP/2 (prior knowledge)
 /// connection to `addr`, and checks every one is answered 200 within 10 s.
 async fn all_streams_at_once(addr: SocketAddr, authority: &str) {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let (send, _conn) = conn_support::h2_client(addr).await;
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..STREAMS {
         let mut send = send.clone();
-        let req = http::Request::get(format!("http://{authority}/"))
-            .body(Empty::<Bytes>::new())
-            .unwrap();
+        let req = conn_support::get(&format!("http://{authority}/"));
         requests.spawn(async move { send.send_request(req).await.map(|r| r.status()) });
     }
     let answered = tokio::time::timeout(Duration::from_secs(10), async {
@@ -71,23 +61,7 @@ async fn all_streams_at_once(addr: SocketAddr, authority: &str) {
 
 #[tokio::test]
 async fn a_mesh_server_takes_more_than_200_streams_on_one_connection() {
-    let ca = MeshCa::self_signed("cluster.local").unwrap();
-    let id = Identity::new("cluster.local", "foo", "grpc").unwrap();
-    let creds =
-        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
-    // PERMISSIVE (no PeerAuthentication): a plaintext HTTP/2 client is served
-    let server = MeshServer::builder(
-        Mesh::new(Default::default()),
-        "foo",
-        "grpc",
-        Default::default(),
-        creds,
-    )
-    .build()
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { server.serve(listener, app()).await });
+    let addr = conn_support::serve_mesh(Mesh::new(Default::default()), "grpc", app()).await;
     all_streams_at_once(addr, "grpc.foo").await;
 }
 
@@ -96,40 +70,8 @@ async fn a_gateway_takes_more_than_200_streams_on_one_connection() {
     let upstream = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let upstream_port = upstream.local_addr().unwrap().port();
     tokio::spawn(async move { axum::serve(upstream, app()).await });
-    let mesh = Mesh::from_yaml(&format!(
-        "
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: backend, namespace: istio-system}}
-spec:
-  hosts: ['*']
-  gateways: [gw]
-  http: [{{route: [{{destination: {{host: backend.example.internal}}}}]}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: backend, namespace: istio-system}}
-spec:
-  hosts: [backend.example.internal]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}]
-"
-    ))
-    .unwrap();
-    let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
-    let gateway = GatewayServer::builder(mesh, "istio-system", labels)
-        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .start()
-        .await
-        .unwrap();
+    let mesh = Mesh::from_yaml(&conn_support::gateway_config(upstream_port)).unwrap();
+    let gateway = conn_support::start_gateway(mesh, None).await;
     all_streams_at_once(gateway.local_addr(80).unwrap(), "example.com").await;
 }
 
@@ -140,36 +82,14 @@ fn big(n: usize) -> String {
 
 #[tokio::test]
 async fn a_mesh_server_takes_http2_headers_up_to_envoys_60_kib() {
-    let ca = MeshCa::self_signed("cluster.local").unwrap();
-    let id = Identity::new("cluster.local", "foo", "grpc").unwrap();
-    let creds =
-        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
-    let server = MeshServer::builder(
-        Mesh::new(Default::default()),
-        "foo",
-        "grpc",
-        Default::default(),
-        creds,
-    )
-    .build()
-    .unwrap();
     let app = axum::Router::new().route(
         "/",
         axum::routing::get(|h: http::HeaderMap| async move {
             h.get("cookie").map_or(0, |v| v.len()).to_string()
         }),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { server.serve(listener, app).await });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let addr = conn_support::serve_mesh(Mesh::new(Default::default()), "grpc", app).await;
+    let (mut send, _conn) = conn_support::h2_client(addr).await;
     let req = http::Request::get("http://grpc.foo/")
         .header("cookie", big(40 * 1024))
         .body(Empty::<Bytes>::new())

@@ -4,7 +4,6 @@
 //! count a request as active until its response body has been sent, and keep every
 //! connection with `0s`.
 
-#[allow(dead_code)] // `reaches` is for the shutdown tests
 mod conn_support;
 
 use std::net::SocketAddr;
@@ -13,9 +12,7 @@ use std::time::{Duration, Instant};
 use mesh_core::load::load_str;
 use mesh_core::mesh::Mesh;
 use mesh_core::meshconfig::MeshConfig;
-use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
 use mesh_tower::gateway::GatewayServer;
-use mesh_tower::inbound::MeshServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,13 +33,6 @@ fn mesh(idle: &str) -> Mesh {
 /// answers `/` at once, `/slow` after 1 s and `/stream` with a body sent over 1.2 s; its
 /// address.
 async fn mesh_server(mesh: Mesh) -> SocketAddr {
-    let ca = MeshCa::self_signed("cluster.local").unwrap();
-    let id = Identity::new("cluster.local", "foo", "httpbin").unwrap();
-    let creds =
-        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
-    let server = MeshServer::builder(mesh, "foo", "httpbin", Default::default(), creds)
-        .build()
-        .unwrap();
     let app = axum::Router::new()
         .route("/", axum::routing::get(|| async { "ok" }))
         .route(
@@ -65,10 +55,7 @@ async fn mesh_server(mesh: Mesh) -> SocketAddr {
                 axum::body::Body::new(Parts(rx))
             }),
         );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { server.serve(listener, app).await });
-    addr
+    conn_support::serve_mesh(mesh, "httpbin", app).await
 }
 
 /// A response body of the parts sent to it, ended when the sender goes.
@@ -186,44 +173,10 @@ async fn gateway(mesh: Mesh) -> (SocketAddr, GatewayServer) {
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
         axum::serve(upstream, app).await
     });
-    let loaded = load_str(
-        &format!(
-            "
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: backend, namespace: istio-system}}
-spec:
-  hosts: ['*']
-  gateways: [gw]
-  http: [{{route: [{{destination: {{host: backend.example.internal}}}}]}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: backend, namespace: istio-system}}
-spec:
-  hosts: [backend.example.internal]
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream_port}}}}}]
-"
-        ),
-        "gateway.yaml",
-    );
+    let loaded = load_str(&conn_support::gateway_config(upstream_port), "gateway.yaml");
     assert!(!loaded.has_errors());
     mesh.reload_loaded(loaded).unwrap();
-    let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
-    let gateway = GatewayServer::builder(mesh, "istio-system", labels)
-        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
-        .start()
-        .await
-        .unwrap();
+    let gateway = conn_support::start_gateway(mesh, None).await;
     (gateway.local_addr(80).unwrap(), gateway)
 }
 
@@ -251,19 +204,8 @@ async fn a_connection_that_never_sends_a_request_is_closed_too() {
 #[tokio::test]
 async fn an_idle_http2_connection_is_sent_goaway_and_closed() {
     let addr = mesh_server(mesh("400ms")).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let request = || {
-        http::Request::get("http://httpbin/")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .unwrap()
-    };
+    let (mut send, conn) = conn_support::h2_client(addr).await;
+    let request = || conn_support::get("http://httpbin/");
     let resp = send.send_request(request()).await.unwrap();
     assert_eq!(resp.status(), 200);
     drop(resp);
@@ -302,17 +244,8 @@ async fn a_silent_http2_client_is_closed_after_the_drain_timeout() {
 #[tokio::test]
 async fn a_reset_stream_leaves_its_connection_idle() {
     let addr = mesh_server(mesh("400ms")).await;
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tcp),
-    )
-    .await
-    .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = http::Request::get("http://httpbin/stream")
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .unwrap();
+    let (mut send, conn) = conn_support::h2_client(addr).await;
+    let req = conn_support::get("http://httpbin/stream");
     // the body would take 1.2 s; dropped with its headers (hyper resets the stream)
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);

@@ -403,14 +403,11 @@ async fn an_endpoint_whose_weight_changed_keeps_its_connections() {
     }
 }
 
-#[tokio::test]
-async fn a_reload_removing_a_service_closes_its_connections_at_the_next_request() {
-    // Envoy drains a removed cluster's connections at once; here they go at the client's
-    // next request, to any destination it already has
-    let (s1, s2) = (server(false).await, server(false).await);
-    let other = |port: u16| {
-        format!(
-            "---
+/// A second service, `other.example.internal:8080`, served at `127.0.0.1:port` (to be
+/// appended to [`config`]'s).
+fn other_service(port: u16) -> String {
+    format!(
+        "---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: other}}
@@ -420,13 +417,19 @@ spec:
   resolution: STATIC
   endpoints: [{{address: 127.0.0.1, ports: {{web: {port}}}}}]
 "
-        )
-    };
+    )
+}
+
+#[tokio::test]
+async fn a_reload_removing_a_service_closes_its_connections_at_the_next_request() {
+    // Envoy drains a removed cluster's connections at once; here they go at the client's
+    // next request, to any destination it already has
+    let (s1, s2) = (server(false).await, server(false).await);
     let policy = "{connectionPool: {tcp: {maxConnections: 100}}}";
     let both = format!(
         "{}{}",
         config(s1.addr.port(), false, policy),
-        other(s2.addr.port())
+        other_service(s2.addr.port())
     );
     let mesh = Mesh::from_yaml(&both).unwrap();
     let c = client_of(&mesh);
@@ -452,19 +455,7 @@ spec:
 #[tokio::test]
 async fn a_removed_service_busy_at_the_reload_goes_once_its_requests_are_done() {
     let (s1, s2) = (server(false).await, server(false).await);
-    let other = format!(
-        "---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: other}}
-spec:
-  hosts: [other.example.internal]
-  ports: [{{number: 8080, name: web, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{web: {}}}}}]
-",
-        s2.addr.port()
-    );
+    let other = other_service(s2.addr.port());
     let policy = "{connectionPool: {tcp: {maxConnections: 100}}}";
     let only_backend = config(s1.addr.port(), false, policy);
     let mesh = Mesh::from_yaml(&format!("{only_backend}{other}")).unwrap();

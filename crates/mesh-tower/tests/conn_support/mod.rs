@@ -1,12 +1,108 @@
-//! Raw HTTP/1.1 connections for the tests of how servers end their connections
-//! (`inbound_shutdown`, `gateway_drain`).
+//! Raw HTTP/1.1 connections, HTTP/2 clients, and the mesh servers and gateways they reach,
+//! for the tests of how servers keep and end their connections (`inbound_shutdown`,
+//! `gateway_drain`, `idle_timeout`, `h2_downstream`).
+
+// each test file uses some of these
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Empty;
+use mesh_core::mesh::Mesh;
+use mesh_tls::{Identity, MeshCa, WorkloadCredentials};
+use mesh_tower::gateway::GatewayServer;
+use mesh_tower::inbound::MeshServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The config of a gateway (`istio: ingressgateway`) with a plain HTTP server on port 80
+/// routing every host to `backend.example.internal`, served at `127.0.0.1:port`.
+pub fn gateway_config(port: u16) -> String {
+    format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: ['*']
+  gateways: [gw]
+  http: [{{route: [{{destination: {{host: backend.example.internal}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend, namespace: istio-system}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+"
+    )
+}
+
+/// The gateway of `mesh` (`istio: ingressgateway` in `istio-system`) on a new loopback
+/// listener for its port 80, draining for `drain` (the default when `None`).
+pub async fn start_gateway(mesh: Mesh, drain: Option<Duration>) -> GatewayServer {
+    let labels = [("istio".to_string(), "ingressgateway".to_string())].into();
+    let mut builder = GatewayServer::builder(mesh, "istio-system", labels);
+    if let Some(d) = drain {
+        builder = builder.drain_timeout(d);
+    }
+    builder
+        .listener(80, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A PERMISSIVE mesh server of `mesh` (no PeerAuthentication: plaintext callers get in)
+/// for workload `foo/<sa>`, serving `app` on a new loopback listener: its address.
+pub async fn serve_mesh(mesh: Mesh, sa: &str, app: axum::Router) -> SocketAddr {
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let id = Identity::new("cluster.local", "foo", sa).unwrap();
+    let creds =
+        WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
+    let server = MeshServer::builder(mesh, "foo", sa, Default::default(), creds)
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { server.serve(listener, app).await });
+    addr
+}
+
+/// An HTTP/2 (prior knowledge, plaintext) connection to `addr`: its sender and the task
+/// driving it.
+pub async fn h2_client(
+    addr: SocketAddr,
+) -> (
+    hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    tokio::task::JoinHandle<Result<(), hyper::Error>>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    (send, tokio::spawn(conn))
+}
+
+/// `GET uri` with no body.
+pub fn get(uri: &str) -> http::Request<Empty<Bytes>> {
+    http::Request::get(uri).body(Empty::new()).unwrap()
+}
 
 /// Sends `GET path` with `host` on a new connection to `addr`.
 pub async fn send(addr: SocketAddr, host: &str, path: &str) -> TcpStream {
