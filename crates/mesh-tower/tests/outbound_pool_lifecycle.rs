@@ -528,3 +528,63 @@ async fn a_paused_tokio_clock_does_not_make_the_sweeper_spin() {
         "tokio's clock ran {ran:?} ahead"
     );
 }
+
+/// An HTTP/2 server that answers its first request `200` and then says nothing more (no
+/// PING acknowledged): its address, and when the client closed the connection.
+async fn silent_h2_server() -> (SocketAddr, tokio::sync::oneshot::Receiver<Instant>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        // SETTINGS (empty) and the acknowledgement of the client's
+        tcp.write_all(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut answered = false;
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap_or(0);
+            if n == 0 {
+                let _ = closed_tx.send(Instant::now());
+                return;
+            }
+            if !answered {
+                // HEADERS on stream 1, END_STREAM | END_HEADERS, `:status: 200` (HPACK
+                // static index 8)
+                answered = true;
+                tcp.write_all(b"\x00\x00\x01\x01\x05\x00\x00\x00\x01\x88")
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    (addr, closed)
+}
+
+/// DestinationRule `http.http2KeepAlive`: the mesh client PINGs its HTTP/2 connections every
+/// `interval`, and closes one whose PING has no answer within `timeout` (Envoy's
+/// `connection_keepalive`), idle or not; without it, an idle connection stays pooled.
+#[tokio::test]
+async fn http2_keepalive_closes_a_connection_whose_pings_go_unanswered() {
+    for keepalive in [true, false] {
+        let (addr, closed) = silent_h2_server().await;
+        let policy = if keepalive {
+            "{connectionPool: {http: {http2KeepAlive: {interval: 200ms, timeout: 200ms}}}}"
+        } else {
+            "{connectionPool: {http: {maxRequestsPerConnection: 0}}}"
+        };
+        let c = client(addr.port(), true, policy);
+        let sent = Instant::now();
+        get_ok(&c, "/", &format!("keepalive {keepalive}: ")).await;
+        let r = tokio::time::timeout(Duration::from_secs(3), closed).await;
+        if keepalive {
+            let at = r.expect("closed within 3 s").unwrap();
+            let after = at.duration_since(sent);
+            assert!(after >= Duration::from_millis(350), "{after:?}");
+        } else {
+            assert!(r.is_err(), "no keepalive: the connection stays: {r:?}");
+        }
+    }
+}

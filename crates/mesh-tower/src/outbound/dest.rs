@@ -1462,6 +1462,14 @@ fn build(
             .map(|e| e.addr)
             .zip(peers_unconnected.iter().cloned()),
         carry.map(|prev| (&prev.upstream, kept.as_slice())),
+    )
+    // `http.http2KeepAlive`: istiod's `connection_keepalive` of the cluster's HTTP/2
+    // options (PINGs every `interval`; no answer within `timeout` closes the connection;
+    // a zero interval sends none)
+    .with_h2_keepalive(
+        http.and_then(|h| h.http2_keep_alive.as_ref())
+            .and_then(|k| Some((k.interval?.as_std(), k.timeout?.as_std())))
+            .filter(|(interval, _)| !interval.is_zero()),
     );
     let authorities = i
         .endpoints

@@ -107,6 +107,9 @@ pub(crate) struct Upstream {
     max_streams: u32,
     endpoints: Box<[Arc<EndpointPool>]>,
     waiters: Arc<Waiters>,
+    /// HTTP/2 keepalive PINGs: their interval and how long one may go unanswered before
+    /// the connection is closed (DestinationRule `http.http2KeepAlive`).
+    h2_keepalive: Option<(Duration, Duration)>,
     /// Stops the idle sweeper ([`start_sweeper`]) when dropped.
     _sweeper: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -527,8 +530,17 @@ impl Upstream {
             max_streams,
             endpoints,
             waiters,
+            h2_keepalive: None,
             _sweeper: sweeper,
         }
+    }
+
+    /// Sends HTTP/2 keepalive PINGs on this upstream's HTTP/2 connections every `interval`,
+    /// closing a connection whose PING goes unanswered for `timeout` (Envoy's
+    /// `connection_keepalive`), idle connections included.
+    pub(crate) fn with_h2_keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
+        self.h2_keepalive = keepalive;
+        self
     }
 
     /// The destination's connector (for opaque TCP connections, which are not pooled).
@@ -727,9 +739,17 @@ impl Upstream {
                 streams: Arc::clone(&streams),
                 waiters: Arc::clone(&self.waiters),
             };
-            let (tx, connection) = http2::Builder::new(TokioExecutor::new())
+            let mut builder = http2::Builder::new(TokioExecutor::new());
+            builder
                 .timer(TokioTimer::new())
-                .max_header_list_size(crate::envoy::MAX_HEADER_LIST_SIZE)
+                .max_header_list_size(crate::envoy::MAX_HEADER_LIST_SIZE);
+            if let Some((interval, timeout)) = self.h2_keepalive {
+                builder
+                    .keep_alive_interval(interval)
+                    .keep_alive_timeout(timeout)
+                    .keep_alive_while_idle(true);
+            }
+            let (tx, connection) = builder
                 .handshake(SettingsIo::new(conn, Arc::clone(&streams)))
                 .await?;
             tokio::spawn(async move {
