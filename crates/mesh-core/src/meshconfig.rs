@@ -390,6 +390,22 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub idle_timeout: Option<std::time::Duration>,
+    /// `defaultConfig.proxyMetadata.ISTIO_META_HTTP10` is `"1"`: proxies accept HTTP/1.0
+    /// requests (Envoy's `accept_http_10`, which istiod sets on the connection managers of
+    /// a proxy with that metadata); otherwise they answer them `426 Upgrade Required`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// defaultConfig:
+    ///   proxyMetadata: {ISTIO_META_HTTP10: '1'}
+    /// ")?;
+    /// assert!(config.accept_http_10);
+    /// assert!(!mesh_core::meshconfig::MeshConfig::default().accept_http_10);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub accept_http_10: bool,
 }
 
 /// ProxyConfig `proxyHeaders` (MeshConfig `defaultConfig.proxyHeaders`): which of Envoy's
@@ -1969,6 +1985,13 @@ fn convert(
         let on = |k: &str| d.proxy_metadata.get(k).and_then(|v| v.as_str()) == Some("true");
         on("ISTIO_META_DNS_CAPTURE") && on("ISTIO_META_DNS_AUTO_ALLOCATE")
     });
+    // istiod's `enableHTTP10`: the metadata is exactly "1"
+    let accept_http_10 = raw.default_config.as_ref().is_some_and(|d| {
+        d.proxy_metadata
+            .get("ISTIO_META_HTTP10")
+            .and_then(|v| v.as_str())
+            == Some("1")
+    });
     // istiod: `time.ParseDuration(node.Metadata.IdleTimeout)`, ignored when it fails
     let idle_timeout = raw
         .default_config
@@ -2227,6 +2250,7 @@ fn convert(
         proxy_headers,
         dns_auto_allocate,
         idle_timeout,
+        accept_http_10,
     }
 }
 

@@ -319,6 +319,22 @@ pub struct MeshOptions {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub idle_timeout: std::time::Duration,
+    /// Mesh servers and gateways accept HTTP/1.0 requests (MeshConfig
+    /// `defaultConfig.proxyMetadata.ISTIO_META_HTTP10: "1"`, Envoy's `accept_http_10`);
+    /// otherwise, as Istio's default, they answer them `426 Upgrade Required`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// assert!(!MeshOptions::default().accept_http_10);
+    /// let config = MeshConfig::from_yaml("defaultConfig: {proxyMetadata: {ISTIO_META_HTTP10: '1'}}")?;
+    /// assert!(MeshOptions::from_mesh_config(&config).accept_http_10);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub accept_http_10: bool,
 }
 
 /// The address families a DNS answer is taken in (Envoy's `DnsLookupFamily`, as istiod
@@ -394,6 +410,7 @@ impl Default for MeshOptions {
             proxy_headers: crate::meshconfig::ProxyHeaders::default(),
             dns_lookup_family: DnsLookupFamily::V4Only,
             idle_timeout: std::time::Duration::from_secs(3600),
+            accept_http_10: false,
         }
     }
 }
@@ -458,6 +475,7 @@ impl MeshOptions {
             h2_upgrade: config.h2_upgrade_policy.unwrap_or(false),
             proxy_headers: config.proxy_headers.clone(),
             idle_timeout: config.idle_timeout.unwrap_or(d.idle_timeout),
+            accept_http_10: config.accept_http_10,
             ..d
         }
     }

@@ -223,6 +223,24 @@ async fn gateway_with(
     b.start().await.unwrap()
 }
 
+/// MeshConfig `defaultConfig.proxyMetadata.ISTIO_META_HTTP10: "1"` (istiod's
+/// `accept_http_10` for the proxy): HTTP/1.0 is routed and answered.
+#[tokio::test]
+async fn http_10_is_served_with_istio_meta_http10() {
+    let echo = echo_backend().await;
+    let gw = gateway_with(
+        &config(echo),
+        "defaultConfig: {proxyMetadata: {ISTIO_META_HTTP10: '1'}}",
+        None,
+    )
+    .await;
+    let addr = gw.local_addr(80).unwrap();
+    let answer = raw(addr, "GET /x HTTP/1.0\r\nHost: p.example.com\r\n\r\n").await;
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.contains("host: p.example.com\n"), "{answer}");
+}
+
 #[tokio::test]
 async fn forward_client_cert_details_on_plaintext_connections() {
     let echo = echo_backend().await;

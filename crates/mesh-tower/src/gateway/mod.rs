@@ -2029,9 +2029,9 @@ async fn handle(
     // manager does
     // HTTP/1.0 and 0.9: Istio leaves Envoy's `accept_http_10` off at gateways (gateway.go
     // `buildGatewayConnectionManager` sets it only with PILOT_HTTP10 or the proxy's HTTP10
-    // metadata), so its HTTP/1 codec answers 426 and closes the connection, before any
-    // filter or route
-    if req.version() < http::Version::HTTP_11 {
+    // metadata, here MeshConfig's `ISTIO_META_HTTP10`), so its HTTP/1 codec answers 426 and
+    // closes the connection, before any filter or route
+    if req.version() < http::Version::HTTP_11 && !snap.options().accept_http_10 {
         let mut r = local(&LocalReply::UpgradeRequired, req.headers());
         r.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));

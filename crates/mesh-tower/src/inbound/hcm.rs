@@ -28,7 +28,8 @@
 //!   504 `downstream duration timeout` (gRPC: `DEADLINE_EXCEEDED`), details
 //!   `max_duration_timeout`; after, the stream is reset.
 //! - HTTP/1.0 (and 0.9): Envoy's HTTP/1 codec refuses it unless `accept_http_10` is set,
-//!   which Istio leaves off (`PILOT_HTTP10`/`ISTIO_META_HTTP10` unset): `426 Upgrade
+//!   which Istio leaves off unless the proxy's `ISTIO_META_HTTP10` is `1` (here MeshConfig's
+//!   `defaultConfig.proxyMetadata`; then the request is served): `426 Upgrade
 //!   Required` with body `Upgrade Required` (`ServerConnectionImpl::checkProtocolVersion`,
 //!   `sendProtocolError`, details `low_version`), and the connection closes (a codec
 //!   error).
@@ -145,11 +146,16 @@ fn upgrade_required<B>() -> Response<Either<B, Full<Bytes>>> {
 #[derive(Clone, Debug, Default)]
 pub(super) struct HcmLayer {
     server: Option<HeaderValue>,
+    accept_http_10: bool,
 }
 
 impl HcmLayer {
-    pub(super) fn new(server: Option<HeaderValue>) -> Self {
-        HcmLayer { server }
+    /// `accept_http_10`: MeshConfig's `ISTIO_META_HTTP10` (Envoy's `accept_http_10`).
+    pub(super) fn new(server: Option<HeaderValue>, accept_http_10: bool) -> Self {
+        HcmLayer {
+            server,
+            accept_http_10,
+        }
     }
 }
 
@@ -160,6 +166,7 @@ impl<S> Layer<S> for HcmLayer {
         Hcm {
             inner,
             server: self.server.clone(),
+            accept_http_10: self.accept_http_10,
         }
     }
 }
@@ -169,6 +176,7 @@ impl<S> Layer<S> for HcmLayer {
 pub(super) struct Hcm<S> {
     inner: S,
     server: Option<HeaderValue>,
+    accept_http_10: bool,
 }
 
 impl<S, B, ResB> Service<Request<B>> for Hcm<S>
@@ -184,7 +192,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if req.version() < http::Version::HTTP_11 {
+        if req.version() < http::Version::HTTP_11 && !self.accept_http_10 {
             tracing::debug!(version = ?req.version(), "HTTP/1.0 refused: 426 Upgrade Required");
             let mut response = upgrade_required();
             if let Some(v) = &self.server {
@@ -411,6 +419,26 @@ mod tests {
             )
         );
         assert!(client_cert_details(&by, b"not a certificate").is_none());
+    }
+
+    #[tokio::test]
+    async fn http10_is_served_with_accept_http_10() {
+        let app = tower::service_fn(|req: Request<()>| async move {
+            assert_eq!(req.version(), http::Version::HTTP_10);
+            Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let mut svc = HcmLayer::new(None, true).layer(app);
+        let req = Request::builder()
+            .version(http::Version::HTTP_10)
+            .body(())
+            .unwrap();
+        let resp = tower::ServiceExt::ready(&mut svc)
+            .await
+            .unwrap()
+            .call(req)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 
     #[tokio::test]

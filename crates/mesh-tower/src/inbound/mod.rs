@@ -1223,7 +1223,10 @@ impl MeshServer {
             .layer(AccessLogLayer::inbound().with_mesh_format(&i.mesh))
             // Envoy's HTTP/1 codec (426 for HTTP/1.0) and connection manager (a request's
             // `grpc-timeout` bounds its stream), logged as Envoy logs them
-            .layer(hcm::HcmLayer::new(server_header(&i.mesh)))
+            .layer(hcm::HcmLayer::new(
+                server_header(&i.mesh),
+                i.mesh.snapshot().options().accept_http_10,
+            ))
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
             .layer(i.authz.clone())
