@@ -111,3 +111,47 @@ spec: {parentRefs: [{name: gw}]}
         .collect();
     assert_eq!(kinds, [10, 15], "{w:?}");
 }
+
+#[test]
+fn zone_aware_routing_and_egress_listener_addresses_are_warned() {
+    let w = warnings(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: r, namespace: default}
+spec:
+  host: r
+  trafficPolicy:
+    loadBalancer:
+      simple: ROUND_ROBIN
+      zoneAwareLbSetting: {enabled: true}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress:
+  - port: {number: 9080, protocol: HTTP, name: http}
+    bind: 127.0.0.1
+    hosts: [./*]
+",
+    );
+    for path in [
+        "spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+        "spec.egress",
+    ] {
+        assert!(
+            w.iter().any(|(c, p, _)| c == "IM0013" && p == path),
+            "{path}: {w:?}"
+        );
+    }
+    // a Sidecar whose egress listeners set neither: no warning
+    let w = warnings(
+        "apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  egress: [{hosts: [./*]}]
+",
+    );
+    assert!(!w.iter().any(|(c, _, _)| c == "IM0013"), "{w:?}");
+}

@@ -417,6 +417,16 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         cx.error(p, "only one of simple or consistentHash may be set");
     }
+    if lb.zone_aware_lb_setting.is_some() {
+        cx.with_code(
+            crate::diag::Severity::Warning,
+            crate::diag::codes::NOT_APPLIED,
+            &format!("{p}.zoneAwareLbSetting"),
+            "zoneAwareLbSetting is not applied by inmesh: the endpoints are balanced without \
+             Envoy's zone-aware routing (use localityLbSetting, or a Service's \
+             trafficDistribution, for a zone preference)",
+        );
+    }
     if lb.simple == Some(crate::model::SimpleLb::Passthrough) {
         cx.with_code(
             crate::diag::Severity::Warning,

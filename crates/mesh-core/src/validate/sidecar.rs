@@ -84,6 +84,18 @@ pub(super) fn validate(cx: &mut Ctx<'_>, sc: &Sidecar) {
             "sidecar: ingress listeners' bind, captureMode, defaultEndpoint and tls are not applied by inmesh (the application serves its own ports; wrap them in a MeshServer); their connectionPool is",
         );
     }
+    if sc
+        .egress
+        .iter()
+        .any(|l| l.bind.is_some() || l.capture_mode != crate::model::CaptureMode::default())
+    {
+        cx.with_code(
+            crate::diag::Severity::Warning,
+            crate::diag::codes::NOT_APPLIED,
+            "spec.egress",
+            "sidecar: egress listeners' bind and captureMode are not applied by inmesh (the application calls through its MeshClient, not a listener); their hosts and port are",
+        );
+    }
     if let Some(sel) = &sc.workload_selector {
         // istiod returns the selector's errors alone
         if validate_workload_selector(
