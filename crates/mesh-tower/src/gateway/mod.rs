@@ -1897,7 +1897,7 @@ where
     let access_log = inner.access_log.clone();
     let metrics = inner.metrics_layer.clone();
     let stop = inner.stopped.clone();
-    let idle_timeout = inner.mesh.snapshot().options().idle_timeout;
+    let idle_timeout = inner.mesh.options().idle_timeout;
     // the gateway reports as the source (itself): the client whose certificate it verified
     // is not the peer of its metrics, whose destination comes from the routed response
     let conn = ConnectionInfoLayer::new(ctx.conn.clone())

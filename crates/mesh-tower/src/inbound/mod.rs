@@ -1225,7 +1225,7 @@ impl MeshServer {
             // `grpc-timeout` bounds its stream), logged as Envoy logs them
             .layer(hcm::HcmLayer::new(
                 server_header(&i.mesh),
-                i.mesh.snapshot().options().accept_http_10,
+                i.mesh.options().accept_http_10,
             ))
             .layer(i.trace)
             .layer(i.metrics_layer.clone())
@@ -1295,14 +1295,12 @@ impl MeshServer {
                 // says (APPEND_FORWARD by default): this connection's element, built once
                 // (plaintext: none, the caller's header is removed in every mode but
                 // ALWAYS_FORWARD_ONLY)
-                let (xfcc_mode, idle_timeout) = {
-                    let snapshot = mesh.snapshot();
-                    let options = snapshot.options();
-                    (
-                        options.proxy_headers.forwarded_client_cert,
-                        options.idle_timeout,
-                    )
-                };
+                let xfcc_mode = mesh
+                    .snapshot()
+                    .options()
+                    .proxy_headers
+                    .forwarded_client_cert;
+                let idle_timeout = mesh.options().idle_timeout;
                 let xfcc = match &accepted.stream {
                     mesh_tls::MeshStream::Tls(t) => {
                         let details = t
@@ -1634,7 +1632,7 @@ impl MeshServer {
         // the inbound TCP proxy's idle timeout: istiod's from the proxy's
         // `ISTIO_META_IDLE_TIMEOUT` (Envoy's 1 h when unset; `0s`: none)
         .with_timeouts(
-            Some(i.mesh.snapshot().options().idle_timeout).filter(|d| !d.is_zero()),
+            Some(i.mesh.options().idle_timeout).filter(|d| !d.is_zero()),
             None,
             socket,
         );
