@@ -95,13 +95,22 @@ pub(crate) const DOWNSTREAM_MAX_CONCURRENT_STREAMS: u32 = (1 << 31) - 1;
 /// HTTP/2 would refuse more than 16 KiB (a large cookie or token).
 pub(crate) const MAX_HEADER_LIST_SIZE: u32 = 60 * 1024;
 
+/// The most an HTTP/1.1 request head (request line and headers, as they came) may take on
+/// a mesh server's or gateway's connection before it is answered 431: Envoy's 60 KiB of
+/// `max_request_headers_kb` (which counts the names' and values' bytes, the method and the
+/// path) plus 1 KiB for the separators it does not count (4 bytes a header, at most 100
+/// headers, as `max_headers_count`). hyper's own limit is about 400 KB.
+pub(crate) const MAX_HTTP1_HEAD: usize = 61 * 1024;
+
 /// The HTTP/1.1 and HTTP/2 server of a mesh server's or gateway's connections, set up as
-/// Envoy's connection manager is (see [`DOWNSTREAM_MAX_CONCURRENT_STREAMS`] and
-/// [`MAX_HEADER_LIST_SIZE`]).
+/// Envoy's connection manager is (see [`DOWNSTREAM_MAX_CONCURRENT_STREAMS`],
+/// [`MAX_HEADER_LIST_SIZE`] and [`MAX_HTTP1_HEAD`]; hyper's limit of 100 HTTP/1.1 headers is
+/// Envoy's `max_headers_count` already).
 pub(crate) fn downstream_server(
 ) -> hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor> {
     let mut builder =
         hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder.http1().max_buf_size(MAX_HTTP1_HEAD);
     builder
         .http2()
         .max_concurrent_streams(DOWNSTREAM_MAX_CONCURRENT_STREAMS)

@@ -1,6 +1,6 @@
 //! Raw HTTP/1.1 connections, HTTP/2 clients, and the mesh servers and gateways they reach,
 //! for the tests of how servers keep and end their connections (`inbound_shutdown`,
-//! `gateway_drain`, `idle_timeout`, `h2_downstream`).
+//! `gateway_drain`, `idle_timeout`, `h2_downstream`, `http1_headers`).
 
 // each test file uses some of these
 #![allow(dead_code)]
