@@ -20,9 +20,19 @@
 //!
 //! Load: `E2E_CONNECTIONS` (default 32) keep-alive HTTP/1.1 connections, each driven by
 //! one task in a closed loop (send, read the whole response, repeat), for `E2E_WARMUP_SECS`
-//! (default 2) of warm-up and then `E2E_SECS` (default 10) of measurement per setup. Latencies
-//! go into a log-linear histogram preallocated per connection (64 buckets per power of two,
+//! (default 2) of warm-up and then `E2E_SECS` (default 10; 0 skips this phase) of
+//! measurement per setup. Latencies go into a log-linear histogram preallocated per connection (64 buckets per power of two,
 //! < 1.6 % error), merged at the end: recording a latency never allocates.
+//!
+//! Then the latency at a fixed rate, as Istio measures its sidecars (fortio at 1,000
+//! requests a second over a few connections, the latency's percentiles against the same
+//! client and server without sidecars): `E2E_RATE` (default 1000; 0 skips the phase) requests
+//! a second in total over `E2E_RATE_CONNECTIONS` (default 16) connections, each sending on
+//! its own schedule (the schedules evenly staggered; a request answered after its next slot
+//! makes the next go at once, as wrk2 and fortio do), for `E2E_RATE_SECS` (default 10) per
+//! setup. At saturation every setup's p99 is mostly its queue (connections over
+//! throughput), so the p99 ratio there is the throughput ratio again; at a rate every setup
+//! carries, the p99 is what each request's path adds.
 //!
 //! Rounds: every setup is started and checked first, then measured in `E2E_ROUNDS`
 //! (default 5) rounds, each setup once per round for its share of the warm-up and the
@@ -118,6 +128,12 @@ struct Options {
     /// Rounds: every setup is measured once per round, the setups taking turns, and the
     /// warm-up and measured time are split evenly over the rounds.
     rounds: usize,
+    /// The fixed-rate phase: `rate` requests a second in total (0: no such phase) over
+    /// `rate_connections` connections, for `rate_duration` per setup (split over the
+    /// rounds, as the saturation phase's time is).
+    rate: u64,
+    rate_connections: usize,
+    rate_duration: Duration,
     only: Vec<String>,
     /// Smoke run (not under `cargo bench`): any error or empty setup fails the run.
     quick: bool,
@@ -143,9 +159,13 @@ impl Options {
         Options {
             connections: env_num("E2E_CONNECTIONS", 32).max(1) as usize,
             warmup: Duration::from_secs(env_num("E2E_WARMUP_SECS", 2)),
-            duration: Duration::from_secs(env_num("E2E_SECS", 10).max(1)),
+            // 0: no saturation phase (the fixed-rate phase alone)
+            duration: Duration::from_secs(env_num("E2E_SECS", 10)),
             threads: env_num("E2E_THREADS", 2).max(1) as usize,
             rounds: env_num("E2E_ROUNDS", 5).max(1) as usize,
+            rate: env_num("E2E_RATE", 1000),
+            rate_connections: env_num("E2E_RATE_CONNECTIONS", 16).max(1) as usize,
+            rate_duration: Duration::from_secs(env_num("E2E_RATE_SECS", 10).max(1)),
             only,
             quick: false,
         }
@@ -486,55 +506,124 @@ struct Tally {
     hist: Histogram,
     non_ok: u64,
     errors: u64,
+    /// Fixed rate only: requests sent more than one interval after their slot (the setup
+    /// did not keep up with the rate).
+    late: u64,
 }
 
-async fn drive_one(target: Arc<Target>, measure_from: Instant, end: Instant) -> Tally {
-    let mut tally = Tally {
-        hist: Histogram::new(),
-        non_ok: 0,
-        errors: 0,
-    };
-    let mut conn = None;
-    while Instant::now() < end {
-        let c = match &mut conn {
-            Some(c) => c,
-            None => match target.connect().await {
-                Ok(c) => conn.insert(c),
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            hist: Histogram::new(),
+            non_ok: 0,
+            errors: 0,
+            late: 0,
+        }
+    }
+
+    /// The connection to send on: `conn`, or a new one (`None` after a failed connect,
+    /// counted, and 10 ms later).
+    async fn connection<'c>(
+        &mut self,
+        target: &Target,
+        conn: &'c mut Option<Conn>,
+    ) -> Option<&'c mut Conn> {
+        if conn.is_none() {
+            match target.connect().await {
+                Ok(c) => *conn = Some(c),
                 Err(e) => {
-                    if tally.errors == 0 {
+                    if self.errors == 0 {
                         eprintln!("e2e: connect: {e}");
                     }
-                    tally.errors += 1;
+                    self.errors += 1;
                     tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
                 }
-            },
+            }
+        }
+        conn.as_mut()
+    }
+
+    /// Records one request sent at `t0` and answered (`res`) at `t1`, if `counted`; drops
+    /// the connection after an error.
+    fn note(
+        &mut self,
+        res: Result<StatusCode, BoxError>,
+        t0: Instant,
+        t1: Instant,
+        counted: bool,
+        conn: &mut Option<Conn>,
+    ) {
+        match res {
+            Ok(StatusCode::OK) => {
+                if counted {
+                    self.hist.record((t1 - t0).as_nanos() as u64);
+                }
+            }
+            Ok(status) => {
+                if self.non_ok == 0 {
+                    eprintln!("e2e: unexpected status {status}");
+                }
+                self.non_ok += u64::from(counted);
+            }
+            Err(e) => {
+                if self.errors == 0 {
+                    eprintln!("e2e: request: {e}");
+                }
+                self.errors += u64::from(counted);
+                *conn = None;
+            }
+        }
+    }
+}
+
+/// One connection of the saturating load: sends its next request as soon as the last is
+/// answered, until `end`.
+async fn drive_one(target: Arc<Target>, measure_from: Instant, end: Instant) -> Tally {
+    let mut tally = Tally::new();
+    let mut conn = None;
+    while Instant::now() < end {
+        let Some(c) = tally.connection(&target, &mut conn).await else {
+            continue;
         };
         let req = target.request();
         let t0 = Instant::now();
         let res = c.send(req).await;
         let t1 = Instant::now();
-        let counted = t0 >= measure_from && t1 <= end;
-        match res {
-            Ok(StatusCode::OK) => {
-                if counted {
-                    tally.hist.record((t1 - t0).as_nanos() as u64);
-                }
-            }
-            Ok(status) => {
-                if tally.non_ok == 0 {
-                    eprintln!("e2e: unexpected status {status}");
-                }
-                tally.non_ok += u64::from(counted);
-            }
-            Err(e) => {
-                if tally.errors == 0 {
-                    eprintln!("e2e: request: {e}");
-                }
-                tally.errors += u64::from(counted);
-                conn = None;
-            }
+        tally.note(res, t0, t1, t0 >= measure_from && t1 <= end, &mut conn);
+    }
+    tally
+}
+
+/// One connection of the fixed-rate load: sends a request at `first`, then one every
+/// `interval` (at once when the last answer came after the next slot, as wrk2 and fortio
+/// do), until `end`. A latency is counted from the request's send, not from its slot: the
+/// runtime's timer wakes up to a millisecond after a slot, which is not the setup's time;
+/// a send more than one interval after its slot is counted as late instead.
+async fn drive_paced(
+    target: Arc<Target>,
+    measure_from: Instant,
+    end: Instant,
+    first: Instant,
+    interval: Duration,
+) -> Tally {
+    let mut tally = Tally::new();
+    let mut conn = None;
+    let mut slot = first;
+    while slot < end {
+        tokio::time::sleep_until(slot.into()).await;
+        let Some(c) = tally.connection(&target, &mut conn).await else {
+            continue;
+        };
+        let req = target.request();
+        let t0 = Instant::now();
+        let res = c.send(req).await;
+        let t1 = Instant::now();
+        let counted = slot >= measure_from && t1 <= end;
+        if counted && t0 > slot + interval {
+            tally.late += 1;
         }
+        tally.note(res, t0, t1, counted, &mut conn);
+        slot += interval;
     }
     tally
 }
@@ -598,12 +687,15 @@ struct Stats {
     requests: u64,
     rps: f64,
     p50: Duration,
+    p90: Duration,
     p99: Duration,
     p999: Duration,
     max: Duration,
     cpu_per_req: Option<Duration>,
     non_ok: u64,
     errors: u64,
+    /// Fixed rate only: requests sent more than one interval late.
+    late: u64,
     /// Each round's throughput and p99, in round order.
     rounds: Vec<(f64, Duration)>,
 }
@@ -679,12 +771,25 @@ struct Window {
     cpu: Option<Duration>,
     non_ok: u64,
     errors: u64,
+    late: u64,
 }
 
-/// Drives `run` with the configured load for one round: `warmup`, then `measured`.
+/// How the load generator drives a setup.
+#[derive(Clone, Copy)]
+enum Load {
+    /// As fast as the setup answers: `connections` connections, each sending its next
+    /// request when the last is answered (the throughput, and the latency at saturation).
+    Saturate { connections: usize },
+    /// `rate` requests a second in total over `connections` connections, each on its own
+    /// schedule, the schedules evenly staggered (the latency a setup adds at a load it
+    /// carries, as Istio measures its sidecars: fortio at 1,000 requests a second).
+    Paced { connections: usize, rate: u64 },
+}
+
+/// Drives `run` with `load` for one round: `warmup`, then `measured`.
 async fn measure(
     run: &Running,
-    opts: &Options,
+    load: Load,
     warmup: Duration,
     measured: Duration,
 ) -> Result<Window, BoxError> {
@@ -692,8 +797,20 @@ async fn measure(
     let measure_from = start + warmup;
     let end = measure_from + measured;
     let mut tasks = JoinSet::new();
-    for _ in 0..opts.connections {
-        tasks.spawn(drive_one(run.target.clone(), measure_from, end));
+    match load {
+        Load::Saturate { connections } => {
+            for _ in 0..connections {
+                tasks.spawn(drive_one(run.target.clone(), measure_from, end));
+            }
+        }
+        Load::Paced { connections, rate } => {
+            let interval = Duration::from_secs_f64(connections as f64 / rate.max(1) as f64);
+            for k in 0..connections {
+                let first = start + interval * k as u32 / connections as u32;
+                let target = run.target.clone();
+                tasks.spawn(drive_paced(target, measure_from, end, first, interval));
+            }
+        }
     }
     let mut all_pids = vec![std::process::id()];
     all_pids.extend_from_slice(&run.pids);
@@ -709,12 +826,14 @@ async fn measure(
         cpu: None,
         non_ok: 0,
         errors: 0,
+        late: 0,
     };
     while let Some(t) = tasks.join_next().await {
         let t = t?;
         window.hist.merge(&t.hist);
         window.non_ok += t.non_ok;
         window.errors += t.errors;
+        window.late += t.late;
     }
     window.cpu = cpu.await?;
     Ok(window)
@@ -726,6 +845,7 @@ struct Totals {
     cpu: Option<Duration>,
     non_ok: u64,
     errors: u64,
+    late: u64,
     rounds: Vec<(f64, Duration)>,
 }
 
@@ -736,6 +856,7 @@ impl Totals {
             cpu: Some(Duration::ZERO),
             non_ok: 0,
             errors: 0,
+            late: 0,
             rounds: Vec::new(),
         }
     }
@@ -745,6 +866,7 @@ impl Totals {
         self.cpu = self.cpu.zip(w.cpu).map(|(a, b)| a + b);
         self.non_ok += w.non_ok;
         self.errors += w.errors;
+        self.late += w.late;
         self.rounds.push((
             w.hist.total as f64 / measured.as_secs_f64(),
             w.hist.quantile(0.99),
@@ -762,6 +884,7 @@ impl Totals {
                 0.0
             },
             p50: self.hist.quantile(0.50),
+            p90: self.hist.quantile(0.90),
             p99: self.hist.quantile(0.99),
             p999: self.hist.quantile(0.999),
             max: Duration::from_nanos(self.hist.max),
@@ -771,6 +894,7 @@ impl Totals {
                 .map(|c| c / requests as u32),
             non_ok: self.non_ok,
             errors: self.errors,
+            late: self.late,
             rounds: self.rounds,
         }
     }
@@ -978,21 +1102,31 @@ fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
-fn print_table(rows: &[(&str, &str, Result<Stats, String>)]) {
-    println!();
-    println!("allocator: {ALLOCATOR} (the whole process, every setup)");
+/// The table of one phase; `late` adds the column of late sends (the fixed-rate phase).
+fn print_table(rows: &[(&str, &str, Result<Stats, String>)], late: bool) {
     println!(
-        "{:<6} {:<34} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
-        "", "setup", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "CPU us/req", "errors"
+        "{:<6} {:<34} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>7}{}",
+        "",
+        "setup",
+        "req/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "p99.9 ms",
+        "max ms",
+        "CPU us/req",
+        "errors",
+        if late { "    late" } else { "" }
     );
     for (key, name, r) in rows {
         match r {
             Ok(s) => println!(
-                "{:<6} {:<34} {:>10.0} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+                "{:<6} {:<34} {:>10.0} {:>8} {:>8} {:>8} {:>9} {:>8} {:>10} {:>7}{}",
                 key,
                 name,
                 s.rps,
                 ms(s.p50),
+                ms(s.p90),
                 ms(s.p99),
                 ms(s.p999),
                 ms(s.max),
@@ -1000,6 +1134,11 @@ fn print_table(rows: &[(&str, &str, Result<Stats, String>)]) {
                     .map(|c| format!("{:.1}", c.as_secs_f64() * 1e6))
                     .unwrap_or_else(|| "-".into()),
                 s.errors + s.non_ok,
+                if late {
+                    format!(" {:>7}", s.late)
+                } else {
+                    String::new()
+                }
             ),
             Err(why) => println!("{key:<6} {name:<34} skipped: {why}"),
         }
@@ -1102,6 +1241,81 @@ fn print_ratios(rows: &[(&str, &str, Result<Stats, String>)]) {
     plain("c", "a", "");
 }
 
+/// The fixed-rate phase's latency ratios: b/a against the issue's p99 target, judged on the
+/// median of the rounds' ratios as at saturation; b/c and c/a beside it.
+fn print_paced_ratios(rows: &[(&str, &str, Result<Stats, String>)], rate: u64) {
+    println!();
+    let get = |k: &str| {
+        rows.iter()
+            .find(|(key, _, _)| *key == k)
+            .and_then(|(_, _, r)| r.as_ref().ok())
+    };
+    let of = |n: Duration, d: Duration| n.as_secs_f64() / d.as_secs_f64();
+    for (num, den, target) in [("b", "a", Some(1.20)), ("b", "c", None), ("c", "a", None)] {
+        let (Some(r), Some(n), Some(d)) = (ratio(rows, num, den), get(num), get(den)) else {
+            if target.is_some() {
+                println!("{num}/{den} at {rate} req/s: not available ({num} or {den} did not run)");
+            }
+            continue;
+        };
+        let (_, p99) = r.median();
+        let verdict = target.map_or(String::new(), |m| {
+            let v = if p99 <= m { "met" } else { "MISSED" };
+            format!("; target <= {m:.2}: {v}")
+        });
+        println!(
+            "{num}/{den} at {rate} req/s: p50 {:.3}, p90 {:.3} (whole run); p99 {p99:.3} = \
+             median of rounds [{}] (whole run {:.3}){verdict}",
+            of(n.p50, d.p50),
+            of(n.p90, d.p90),
+            r.per_round(|x| x.1),
+            r.p99,
+        );
+    }
+}
+
+/// Measures every started setup with `load` in `rounds` rounds, each setup once per round
+/// in an order that turns by one each round, so that the host's drift over the run reaches
+/// every setup alike; each setup's windows merged (or why it failed).
+async fn run_rounds(
+    setups: &[(&str, &str, Result<Running, String>)],
+    load: Load,
+    warmup: Duration,
+    measured: Duration,
+    rounds: usize,
+) -> Vec<Result<Totals, String>> {
+    let live: Vec<usize> = (0..setups.len()).filter(|&i| setups[i].2.is_ok()).collect();
+    let mut totals: Vec<Result<Totals, String>> =
+        setups.iter().map(|_| Ok(Totals::new())).collect();
+    for round in 0..rounds {
+        let mut line = format!("e2e: round {}/{rounds}:", round + 1);
+        for turn in 0..live.len() {
+            let i = live[(turn + round) % live.len()];
+            let (key, _, Ok(running)) = &setups[i] else {
+                continue;
+            };
+            let Ok(total) = &mut totals[i] else {
+                continue;
+            };
+            match measure(running, load, warmup, measured).await {
+                Ok(w) => {
+                    total.add(&w, measured);
+                    let rps = w.hist.total as f64 / measured.as_secs_f64();
+                    match load {
+                        Load::Saturate { .. } => line.push_str(&format!(" {key} {rps:.0} req/s")),
+                        Load::Paced { .. } => {
+                            line.push_str(&format!(" {key} p99 {} ms", ms(w.hist.quantile(0.99))))
+                        }
+                    }
+                }
+                Err(e) => totals[i] = Err(format!("round {}: {e}", round + 1)),
+            }
+        }
+        println!("{line}");
+    }
+    totals
+}
+
 async fn run(opts: Options) -> Result<(), BoxError> {
     let pki = Pki::new()?;
     let rounds = opts.rounds;
@@ -1166,54 +1380,78 @@ async fn run(opts: Options) -> Result<(), BoxError> {
         setups.push(("c", "nginx sidecar pair (2 workers)", result));
     }
 
-    // the rounds: each setup measured once per round, in an order that turns by one each
-    // round, so that the host's drift over the run reaches every setup alike
-    let live: Vec<usize> = (0..setups.len()).filter(|&i| setups[i].2.is_ok()).collect();
-    let mut totals: Vec<Result<Totals, String>> =
-        setups.iter().map(|_| Ok(Totals::new())).collect();
-    for round in 0..rounds {
-        let mut line = format!("e2e: round {}/{rounds}:", round + 1);
-        for turn in 0..live.len() {
-            let i = live[(turn + round) % live.len()];
-            let (key, _, Ok(running)) = &setups[i] else {
-                continue;
-            };
-            let Ok(total) = &mut totals[i] else {
-                continue;
-            };
-            match measure(running, &opts, warmup, measured).await {
-                Ok(w) => {
-                    total.add(&w, measured);
-                    line.push_str(&format!(
-                        " {key} {:.0} req/s",
-                        w.hist.total as f64 / measured.as_secs_f64()
-                    ));
-                }
-                Err(e) => totals[i] = Err(format!("round {}: {e}", round + 1)),
-            }
-        }
-        println!("{line}");
-    }
+    // the saturation phase, then the fixed-rate phase, each in rounds
+    let saturate = Load::Saturate {
+        connections: opts.connections,
+    };
+    let totals = if measured.is_zero() {
+        setups
+            .iter()
+            .map(|_| Err("no saturation phase (E2E_SECS=0)".into()))
+            .collect()
+    } else {
+        run_rounds(&setups, saturate, warmup, measured, rounds).await
+    };
+    let paced = Load::Paced {
+        connections: opts.rate_connections,
+        rate: opts.rate,
+    };
+    let rate_measured = opts.rate_duration / rounds as u32;
+    let rate_totals = if opts.rate > 0 {
+        println!(
+            "e2e: fixed rate: {} req/s over {} connections, each setup {warmup:?} warm-up + \
+             {rate_measured:?} measured per round",
+            opts.rate, opts.rate_connections
+        );
+        Some(run_rounds(&setups, paced, warmup, rate_measured, rounds).await)
+    } else {
+        None
+    };
     let mut rows: Vec<(&str, &str, Result<Stats, String>)> = Vec::new();
+    let mut rate_rows: Vec<(&str, &str, Result<Stats, String>)> = Vec::new();
+    let mut rate_totals = rate_totals.map(Vec::into_iter);
     for ((key, name, setup), total) in setups.into_iter().zip(totals) {
-        let row = match setup {
+        let rate_total = rate_totals.as_mut().and_then(Iterator::next);
+        let checked = match setup {
             Err(why) => Err(why),
             Ok(mut running) => {
                 let checked = running.check.take().map_or(Ok(()), |check| check());
                 drop(running);
-                let stopped = checked.map_err(|e| e.to_string());
-                total.and_then(|t| stopped.map(|()| t.stats(measured)))
+                checked.map_err(|e| e.to_string())
             }
         };
-        rows.push((key, name, row));
+        let stats =
+            |t: Result<Totals, String>, m| checked.clone().and_then(|()| t.map(|t| t.stats(m)));
+        if let Some(t) = rate_total {
+            rate_rows.push((key, name, stats(t, rate_measured)));
+        }
+        rows.push((key, name, stats(total, measured)));
     }
 
-    print_table(&rows);
+    println!();
+    println!("allocator: {ALLOCATOR} (the whole process, every setup)");
+    println!(
+        "saturation ({} connections, each sending as fast as it is answered):",
+        opts.connections
+    );
+    print_table(&rows, false);
+    if !rate_rows.is_empty() {
+        println!();
+        println!(
+            "fixed rate ({} req/s over {} connections; late: sent more than one interval after \
+             its slot):",
+            opts.rate, opts.rate_connections
+        );
+        print_table(&rate_rows, true);
+    }
     print_ratios(&rows);
+    if !rate_rows.is_empty() {
+        print_paced_ratios(&rate_rows, opts.rate);
+    }
     if opts.quick {
         // smoke run: a setup that ran must have served requests without errors (a skipped
         // setup is reported above with its reason)
-        for (key, _, r) in &rows {
+        for (key, _, r) in rows.iter().chain(&rate_rows) {
             if let Ok(s) = r
                 && (s.requests == 0 || s.errors + s.non_ok > 0)
             {
@@ -1480,6 +1718,9 @@ fn main() {
         opts.duration = Duration::from_secs(1);
         opts.rounds = 2;
         opts.connections = opts.connections.min(4);
+        opts.rate = opts.rate.min(200);
+        opts.rate_connections = opts.rate_connections.min(4);
+        opts.rate_duration = Duration::from_secs(1);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(opts.threads)
@@ -1541,12 +1782,14 @@ fn ratio_self_check() {
         requests: 0,
         rps: rounds.iter().map(|r| r.0).sum::<f64>() / rounds.len() as f64,
         p50: Duration::ZERO,
+        p90: Duration::ZERO,
         p99: Duration::from_micros(rounds.iter().map(|r| r.1).max().unwrap_or(0)),
         p999: Duration::ZERO,
         max: Duration::ZERO,
         cpu_per_req: None,
         non_ok: 0,
         errors: 0,
+        late: 0,
         rounds: rounds
             .iter()
             .map(|&(rps, p99)| (rps, Duration::from_micros(p99)))
