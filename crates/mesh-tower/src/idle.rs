@@ -8,27 +8,32 @@
 //! is active from the moment hyper hands it to the connection's service until its response
 //! body has been sent or dropped, so a long download or a slow handler keeps its
 //! connection, and an idle keep-alive connection (or one that never sent a request) is
-//! closed: HTTP/1.1 at once, HTTP/2 with GOAWAY, as hyper's graceful shutdown does.
+//! closed ([`end_idle`]): HTTP/1.1 after Envoy's drain window, in which a request is still
+//! answered, with `Connection: close`; HTTP/2 with GOAWAY; one that never sent a request at
+//! once.
 //!
-//! The request path pays two counter increments and an `Arc` count per request;
+//! The request path pays two counter increments, a flag's load and an `Arc` count per
+//! request;
 //! the timer runs in the connection's own task, waking every eighth of the timeout to look
 //! at the counters (no clock read per request). The connection closes between the timeout
 //! and an eighth more after its last request ended.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
+use http::{header, HeaderValue, Request, Response, StatusCode, Version};
 use pin_project_lite::pin_project;
 
 /// How long a connection closed for idleness has to end after it was asked to (HTTP/2:
-/// after its GOAWAY, which hyper ends once the client answers its ping): Envoy's connection
-/// manager `drain_timeout` default. A peer that never answers is not waited for longer.
+/// after its GOAWAY, which hyper ends once the client answers its ping; HTTP/1.1: the
+/// window in which a request is still answered, with `Connection: close`): Envoy's
+/// connection manager `drain_timeout` default. A peer that never answers is not waited for
+/// longer.
 pub(crate) const IDLE_DRAIN: Duration = Duration::from_secs(5);
 
 /// A connection's request counters: how many requests its service was handed, and how many
@@ -37,6 +42,10 @@ pub(crate) const IDLE_DRAIN: Duration = Duration::from_secs(5);
 pub(crate) struct Activity {
     started: AtomicU64,
     ended: AtomicU64,
+    /// The connection has carried an HTTP/1.x request (so it is an HTTP/1.1 connection).
+    http1: AtomicBool,
+    /// Draining for idleness: responses say `Connection: close`.
+    draining: AtomicBool,
 }
 
 impl Activity {
@@ -76,6 +85,36 @@ impl Activity {
     }
 }
 
+/// Ends a connection found idle ([`Activity::idle_for`]), as Envoy's connection manager
+/// does on its idle timeout (`onIdleTimeout`, `startDrainSequence`): an HTTP/1.1 connection
+/// drains for [`IDLE_DRAIN`], answering a request that comes in that window with
+/// `Connection: close` (hyper then closes it after the response), and is closed at the
+/// window's end; an HTTP/2 one is sent GOAWAY (hyper's graceful shutdown) and given
+/// [`IDLE_DRAIN`] to end; one that never carried a request is closed at once (Envoy has no
+/// codec for it yet). `shutdown` is the connection's graceful shutdown.
+pub(crate) async fn end_idle<C, E>(
+    activity: &Activity,
+    mut conn: Pin<&mut C>,
+    shutdown: impl Fn(Pin<&mut C>),
+) -> Result<(), E>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    if activity.http1.load(Ordering::Acquire) {
+        activity.draining.store(true, Ordering::Release);
+        if let Ok(ended) = tokio::time::timeout(IDLE_DRAIN, conn.as_mut()).await {
+            return ended;
+        }
+        // (a request that came in the window is answered before hyper closes)
+        shutdown(conn.as_mut());
+        return conn.await;
+    }
+    shutdown(conn.as_mut());
+    tokio::time::timeout(IDLE_DRAIN, conn)
+        .await
+        .unwrap_or(Ok(()))
+}
+
 /// Counts the requests of hyper service `S` into an [`Activity`].
 #[derive(Debug)]
 pub(crate) struct Tracked<S> {
@@ -98,16 +137,19 @@ impl Drop for Active {
     }
 }
 
-impl<S, R, B> hyper::service::Service<R> for Tracked<S>
+impl<S, R, B> hyper::service::Service<Request<R>> for Tracked<S>
 where
-    S: hyper::service::Service<R, Response = Response<B>>,
+    S: hyper::service::Service<Request<R>, Response = Response<B>>,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
-    fn call(&self, req: R) -> Self::Future {
+    fn call(&self, req: Request<R>) -> Self::Future {
         self.activity.started.fetch_add(1, Ordering::Release);
+        if req.version() < Version::HTTP_2 && !self.activity.http1.load(Ordering::Relaxed) {
+            self.activity.http1.store(true, Ordering::Release);
+        }
         let active = Active(Arc::clone(&self.activity));
         TrackedFuture {
             inner: self.inner.call(req),
@@ -133,8 +175,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let resp = std::task::ready!(this.inner.poll(cx))?;
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
         let active = this.active.take();
+        if active
+            .as_ref()
+            .is_some_and(|a| a.0.draining.load(Ordering::Acquire))
+            && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
+            // draining for idleness (HTTP/1.1 only): the last response of the connection
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         Poll::Ready(Ok(resp.map(|inner| TrackedBody {
             inner,
             _active: active,

@@ -2,7 +2,8 @@
 //! mesh servers and gateways close an HTTP connection that has had no active request for
 //! MeshConfig's `defaultConfig.proxyMetadata.ISTIO_META_IDLE_TIMEOUT` (one hour unless set),
 //! count a request as active until its response body has been sent, and keep every
-//! connection with `0s`.
+//! connection with `0s`. An idle HTTP/1.1 connection drains for Envoy's `drain_timeout`
+//! (5 s) first, answering a request that comes then with `Connection: close`.
 
 mod conn_support;
 
@@ -19,6 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use conn_support::{answered_200, until_closed};
 
 const IDLE: Duration = Duration::from_millis(400);
+
+/// Envoy's `drain_timeout`: how long an idle HTTP/1.1 connection drains before it closes.
+const DRAIN: Duration = Duration::from_secs(5);
 
 /// A mesh whose MeshConfig sets the proxies' idle timeout to `idle`.
 fn mesh(idle: &str) -> Mesh {
@@ -115,13 +119,71 @@ fn within_the_timeout(elapsed: Duration) {
     );
 }
 
+/// How long after `since` the server closed an HTTP/1.1 connection `tcp` that carried a
+/// request and went idle (nothing more read): it drains first.
+async fn drained_after(tcp: &mut TcpStream, since: Instant) -> Duration {
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(IDLE * 3 + DRAIN * 2, tcp.read_to_end(&mut all)).await;
+    assert!(read.is_ok(), "still open after {:?}", since.elapsed());
+    assert_eq!(String::from_utf8_lossy(&all), "", "closed without a word");
+    since.elapsed()
+}
+
+fn within_the_timeout_and_drain(elapsed: Duration) {
+    assert!(
+        elapsed >= IDLE + DRAIN - Duration::from_millis(20) && elapsed < IDLE * 3 + DRAIN,
+        "closed after {elapsed:?}, the idle timeout being {IDLE:?} and the drain {DRAIN:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_mesh_server_closes_a_keep_alive_connection_idle_for_the_timeout() {
     let addr = mesh_server(mesh("400ms")).await;
     let mut tcp = conn_support::send(addr, "httpbin", "/").await;
     answered_200(&mut tcp).await;
     let answered = Instant::now();
-    within_the_timeout(closed_after(&mut tcp, answered).await);
+    within_the_timeout_and_drain(drained_after(&mut tcp, answered).await);
+}
+
+/// A request sent after the idle timeout, in the drain window, is still answered, as
+/// Envoy's connection manager answers it while draining: with `Connection: close`, the
+/// connection closing right after.
+async fn a_request_in_the_drain_window_is_answered_with_connection_close(
+    addr: SocketAddr,
+    host: &str,
+) {
+    let mut tcp = conn_support::send(addr, host, "/").await;
+    answered_200(&mut tcp).await;
+    tokio::time::sleep(IDLE * 2).await;
+    tcp.write_all(format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    let answer = until_closed(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n"),
+        "{answer}"
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_mesh_server_answers_a_request_in_the_drain_window_and_closes() {
+    let addr = mesh_server(mesh("400ms")).await;
+    a_request_in_the_drain_window_is_answered_with_connection_close(addr, "httpbin").await;
+}
+
+#[tokio::test]
+async fn a_gateway_answers_a_request_in_the_drain_window_and_closes() {
+    let (addr, _gateway) = gateway(mesh("400ms")).await;
+    a_request_in_the_drain_window_is_answered_with_connection_close(addr, "example.com").await;
 }
 
 #[tokio::test]
@@ -147,9 +209,9 @@ async fn requests_keep_their_connection_while_active() {
         let answer = read_answer(&mut tcp, "ok").await;
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
-    // then idle: closed
+    // then idle: closed (after the drain window)
     let answered = Instant::now();
-    within_the_timeout(closed_after(&mut tcp, answered).await);
+    within_the_timeout_and_drain(drained_after(&mut tcp, answered).await);
 }
 
 #[tokio::test]
@@ -186,7 +248,7 @@ async fn a_gateway_closes_an_idle_connection() {
     let mut tcp = conn_support::send(addr, "example.com", "/").await;
     answered_200(&mut tcp).await;
     let answered = Instant::now();
-    within_the_timeout(closed_after(&mut tcp, answered).await);
+    within_the_timeout_and_drain(drained_after(&mut tcp, answered).await);
 }
 
 /// On a plaintext port the connection manager has the connection from its first moment

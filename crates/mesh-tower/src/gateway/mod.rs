@@ -1942,10 +1942,7 @@ where
         }
         () = activity.idle_for(idle_timeout) => {
             tracing::debug!(?idle_timeout, "gateway: idle timeout, closing the connection");
-            conn.as_mut().graceful_shutdown();
-            tokio::time::timeout(crate::idle::IDLE_DRAIN, conn)
-                .await
-                .unwrap_or(Ok(()))
+            crate::idle::end_idle(&activity, conn, |c| c.graceful_shutdown()).await
         }
     }
     .map_err(io::Error::other)

@@ -1376,10 +1376,7 @@ impl MeshServer {
                     }
                     () = activity.idle_for(idle_timeout) => {
                         tracing::debug!(%remote, port, ?idle_timeout, "idle timeout: closing the connection");
-                        conn.as_mut().graceful_shutdown();
-                        tokio::time::timeout(crate::idle::IDLE_DRAIN, conn)
-                            .await
-                            .unwrap_or(Ok(()))
+                        crate::idle::end_idle(&activity, conn, |c| c.graceful_shutdown()).await
                     }
                 };
                 if let Err(e) = r {
