@@ -96,6 +96,12 @@ const CASES: &[Case] = &[
     ("DestinationRule", "host: r\ntrafficPolicy: {outlierDetection: {maxEjectionPercent: 120}}", E, "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "percentage 120 is not in range 0..100"),
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {ttl: 0s}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie", "name required for HttpCookie"),
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 1000}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be a prime number for maglev"),
+    // istiod's three maglev checks are independent: 0 fails two, a large even number two
+    ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be set for maglev"),
+    ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 0}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be a prime number for maglev"),
+    ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 6000000}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be less than 5000011 for maglev"),
+    ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 6000000}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be a prime number for maglev"),
+    ("DestinationRule", "host: r\ntrafficPolicy: {connectionPool: {tcp: {idleTimeout: 1.5ms}}}", E, "spec.trafficPolicy.connectionPool.tcp.idleTimeout", "only durations to ms precision are supported"),
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {localityLbSetting: {distribute: [{from: a/*, to: {a/*: 50}}]}}}", E, "spec.trafficPolicy.loadBalancer.localityLbSetting.distribute[0].to", "total locality weight 50 != 100"),
     ("DestinationRule", "host: r\ntrafficPolicy: {portLevelSettings: [{loadBalancer: {simple: RANDOM}}]}", E, "spec.trafficPolicy.portLevelSettings[0]", "portTrafficPolicy must have valid port"),
     ("DestinationRule", "host: r\ntrafficPolicy: {tunnel: {protocol: GET, targetHost: a.com, targetPort: 443}}", E, "spec.trafficPolicy.tunnel.protocol", "tunnel protocol must be \"CONNECT\" or \"POST\""),
@@ -132,7 +138,7 @@ const CASES: &[Case] = &[
     // istiod's ValidateGateway does not check the selector: only a hint that it selects nothing
     ("Gateway", "selector: {'app': '*'}\nservers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]", I, "spec.selector.app", "is not a valid Kubernetes label, so no workload has it"),
     ("Gateway", "servers: [{port: {number: 31400, name: tcp, protocol: TCP}, hosts: ['*'], tls: {httpsRedirect: true}}]", E, "spec.servers[0].tls", "server cannot have TLS settings for non HTTPS/TLS ports"),
-    ("Gateway", "servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], bind: 'unix:///var/run/gw.sock'}]", E, "spec.servers[0].bind", "port number must be 0 for unix domain socket"),
+    ("Gateway", "servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], bind: 'unix:///var/run/gw.sock'}]", E, "spec.servers[0].bind", "port number must be 0 for unix domain socket: number:80 protocol:\"HTTP\" name:\"http\""),
     ("Gateway", "servers: [{port: {number: 443, name: https, protocol: HTTPS}, hosts: [a.com], tls: {mode: SIMPLE, credentialName: c, cipherSuites: [BOGUS, AES128-SHA, AES128-SHA]}}]", W, "spec.servers[0].tls.cipherSuites", "ignoring invalid cipher suites: [BOGUS]"),
     // Sidecar
     ("Sidecar", "ingress: [{port: {number: 8080, name: http, protocol: HTTP}, tls: {mode: SIMPLE, serverCertificate: /c, privateKey: /k}}]", E, "spec.ingress[0].tls", "server cannot have TLS settings for non HTTPS/TLS ports"),
@@ -216,6 +222,10 @@ const VALID: &[(&str, &str)] = &[
     ("VirtualService", "hosts: [r]\nhttp: [{route: [{destination: {host: r}}], headers: {request: {set: {x-t: '%START_TIME(%s.%E3S)%', x-ip: '%DOWNSTREAM_REMOTE_ADDRESS%', x-p: '100%%'}}}}]"),
     ("DestinationRule", "host: '*.local'\ntrafficPolicy: {tls: {mode: ISTIO_MUTUAL}, connectionPool: {tcp: {maxConnections: 1, idleTimeout: 0s}, http: {http1MaxPendingRequests: 1, maxRequestsPerConnection: 1}}, outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 3m, maxEjectionPercent: 100}}"),
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0s}, maglev: {tableSize: 65537}}}}"),
+    // istiod has no rule for a cookie's ttl, and checks a tcp idleTimeout only from 1ms
+    ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 0.5ms}}}}"),
+    ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {name: user, ttl: 1.0005s}}}}"),
+    ("DestinationRule", "host: r\ntrafficPolicy: {connectionPool: {tcp: {idleTimeout: 0.5ms}}}"),
     ("ServiceEntry", "hosts: [api.example.com]\nports: [{number: 443, name: https, protocol: TLS}]\nresolution: DNS\nlocation: MESH_EXTERNAL"),
     ("ServiceEntry", "hosts: [db.internal]\naddresses: [10.1.0.0/16]\nports: [{number: 5432, name: tcp-pg, protocol: TCP}]\nresolution: STATIC\nendpoints: [{address: 10.1.2.3, ports: {tcp-pg: 6432}}]"),
     ("Gateway", "selector: {istio: ingressgateway}\nservers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*'], tls: {httpsRedirect: true}}, {port: {number: 443, name: https, protocol: HTTPS}, hosts: ['ns/*.example.com'], tls: {mode: SIMPLE, credentialName: cert}}]"),

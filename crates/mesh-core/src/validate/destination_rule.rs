@@ -328,8 +328,10 @@ pub(super) fn validate_connection_pool(cx: &mut Ctx<'_>, p: &str, cp: &Connectio
         if let Some(d) = t.max_connection_duration {
             cx.check(&format!("{tp}.maxConnectionDuration"), validate_duration(d));
         }
-        if let Some(d) = t.idle_timeout {
-            cx.check(&format!("{tp}.idleTimeout"), validate_duration_or_zero(d));
+        // istiod skips the check when the value has no whole millisecond (`0s` disables
+        // the timeout; so, truncated, does anything under 1ms)
+        if let Some(d) = t.idle_timeout.filter(|d| d.as_nanos() / 1_000_000 != 0) {
+            cx.check(&format!("{tp}.idleTimeout"), validate_duration(d));
         }
         if let Some(ka) = &t.tcp_keepalive {
             if let Some(d) = ka.time {
@@ -451,9 +453,8 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
             if c.name.is_empty() {
                 cx.error(&kp, "name required for HttpCookie");
             }
-            if let Some(ttl) = c.ttl {
-                cx.check(&format!("{kp}.ttl"), validate_duration_or_zero(ttl));
-            }
+            // (`ttl` is not checked: `validateLoadBalancer` has no rule for it, and `0s` is
+            // a session cookie)
             let mut names = HashSet::new();
             for (i, a) in c.attributes.iter().enumerate() {
                 if a.name.is_empty() {
@@ -486,17 +487,17 @@ fn validate_load_balancer(cx: &mut Ctx<'_>, p: &str, lb: &LoadBalancerSettings, 
         }
         if let Some(m) = &ch.maglev {
             let mp = format!("{cp}.maglev.tableSize");
-            match m.table_size {
-                None | Some(0) => {
-                    cx.error(&mp, "tableSize must be set for maglev");
-                }
-                Some(n) if n >= 5_000_011 => {
-                    cx.error(&mp, "tableSize must be less than 5000011 for maglev");
-                }
-                Some(n) if !is_prime(n) => {
-                    cx.error(&mp, "tableSize must be a prime number for maglev");
-                }
-                _ => {}
+            // three independent checks, as istiod's (0 fails the first and the last)
+            let n = m.table_size.unwrap_or(0);
+            if n == 0 {
+                cx.error(&mp, "tableSize must be set for maglev");
+            }
+            if n >= 5_000_011 {
+                cx.error(&mp, "tableSize must be less than 5000011 for maglev");
+            }
+            // (past 2^40, already an error, the trial division would take seconds: skipped)
+            if n < 1 << 40 && !is_prime(n) {
+                cx.error(&mp, "tableSize must be a prime number for maglev");
             }
         }
     }

@@ -85,6 +85,25 @@ pub(super) fn validate(cx: &mut Ctx<'_>, gw: &Gateway) {
     }
 }
 
+/// A `Port` as Go's `%v` prints the proto message in istiod's messages: its set fields in
+/// field order (`number:80 protocol:"HTTP" name:"http"`).
+fn port_text(port: &crate::model::Port) -> String {
+    let mut fields = Vec::new();
+    if port.number != 0 {
+        fields.push(format!("number:{}", port.number));
+    }
+    if !port.protocol.is_empty() {
+        fields.push(format!("protocol:{:?}", port.protocol));
+    }
+    if !port.name.is_empty() {
+        fields.push(format!("name:{:?}", port.name));
+    }
+    if let Some(t) = port.target_port.filter(|&t| t != 0) {
+        fields.push(format!("target_port:{t}"));
+    }
+    fields.join(" ")
+}
+
 fn is_tls_protocol(p: &str) -> bool {
     p.eq_ignore_ascii_case("HTTPS") || p.eq_ignore_ascii_case("TLS")
 }
@@ -135,10 +154,7 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
         port_ok = false;
         cx.error(
             &format!("{pp}.name"),
-            format!(
-                "port name must be set: number:{} protocol:{:?}",
-                port.number, port.protocol
-            ),
+            format!("port name must be set: {}", port_text(port)),
         );
     }
     if is_uds {
@@ -149,8 +165,8 @@ fn validate_server(cx: &mut Ctx<'_>, p: &str, s: &Server) {
             cx.error(
                 &format!("{p}.bind"),
                 format!(
-                    "port number must be 0 for unix domain socket: number:{}",
-                    port.number
+                    "port number must be 0 for unix domain socket: {}",
+                    port_text(port)
                 ),
             );
         }
