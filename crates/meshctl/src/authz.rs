@@ -82,8 +82,9 @@ pub(crate) struct Args {
     /// Request method.
     #[arg(long, short = 'X', default_value = "GET")]
     method: String,
-    /// Request path.
-    #[arg(long, default_value = "/")]
+    /// Request path (a `#fragment` is dropped, as Envoy drops it in Istio, where
+    /// `http_reject_path_with_fragment` is off).
+    #[arg(long, default_value = "/", value_parser = without_fragment)]
     path: String,
     /// Host / `:authority`; without it, the `Host` header of the `--header`s (an HTTP/1.1
     /// request's Host is its `:authority`).
@@ -827,4 +828,11 @@ fn given_jwt_outputs(
         }
     }
     mesh_core::authn::write_claim_headers(headers, rule, claims);
+}
+
+/// A request path without its `#fragment`: Envoy strips it before any filter (Istio turns
+/// `envoy.reloadable_features.http_reject_path_with_fragment` off), so policies see
+/// `/admin` for `/admin#top`.
+fn without_fragment(path: &str) -> Result<String, String> {
+    Ok(path.split_once('#').map_or(path, |(p, _)| p).to_owned())
 }

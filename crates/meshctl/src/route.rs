@@ -1242,7 +1242,17 @@ fn run_l4(args: &Args, protocol: &str, target: &str) -> ExitCode {
     };
     let mut attrs = mesh_core::route::L4Attrs::new(ns, port);
     attrs.source_labels = &labels;
-    attrs.destination_ip = ip;
+    // the address a sidecar would see the application dial: the IP it was given, else (mesh
+    // traffic to a name) the service's own address (its cluster IP, a ServiceEntry's
+    // `addresses`), for `destinationSubnets`, as the mesh client does
+    attrs.destination_ip = ip.or_else(|| {
+        gateway.is_none().then_some(())?;
+        snap.resolve_service(host, ns)?
+            .addresses
+            .first()
+            .filter(|n| n.prefix_len() == n.max_prefix_len())
+            .map(|n| n.addr())
+    });
     attrs.sni = if protocol == "tls" {
         Some(&sni)
     } else {

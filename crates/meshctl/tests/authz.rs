@@ -1311,3 +1311,34 @@ spec:
         "{text}"
     );
 }
+
+/// A path's `#fragment` does not get a request past a DENY on its path: Envoy drops the
+/// fragment before any filter (Istio turns `http_reject_path_with_fragment` off).
+#[test]
+fn a_fragment_does_not_get_past_a_deny_on_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("deny.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: d, namespace: foo}
+spec: {action: DENY, rules: [{to: [{operation: {paths: [/admin]}}]}]}
+",
+    )
+    .unwrap();
+    for path in ["/admin", "/admin#top", "/admin#"] {
+        let v = decide(&["--config", f.to_str().unwrap(), "-n", "foo", "--path", path]);
+        assert_eq!(v["decision"], "DENY", "{path}: {v}");
+        assert_eq!(v["policy"], "foo/d", "{path}");
+    }
+    let v = decide(&[
+        "--config",
+        f.to_str().unwrap(),
+        "-n",
+        "foo",
+        "--path",
+        "/a#/admin",
+    ]);
+    assert_eq!(v["decision"], "ALLOW", "{v}");
+}

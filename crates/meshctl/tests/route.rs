@@ -1716,3 +1716,53 @@ spec:
     a.extend_from_slice(&["--gateway", "default/gw"]);
     assert_eq!(json(&a)["status"], 200, "a gateway writes its connection's");
 }
+
+/// `destinationSubnets` match the address the application dials: for a service's name, its
+/// cluster IP (what a sidecar sees), as the mesh client matches them.
+#[test]
+fn destination_subnets_match_a_named_service_by_its_cluster_ip() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "config.yaml",
+        "
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  clusterIP: 10.0.0.5
+  ports: [{name: https, port: 443}, {name: tcp-db, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web2, namespace: default}
+spec:
+  selector: {app: web2}
+  ports: [{name: https, port: 443}, {name: tcp-db, port: 5432}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: v, namespace: default}
+spec:
+  hosts: [web]
+  tls:
+  - match: [{sniHosts: [web], destinationSubnets: [10.0.0.0/24]}]
+    route: [{destination: {host: web2, port: {number: 443}}}]
+  tcp:
+  - match: [{destinationSubnets: [10.0.0.5]}]
+    route: [{destination: {host: web2, port: {number: 5432}}}]
+",
+    );
+    let config = dir.path().display().to_string();
+    for url in ["tcp://web:5432", "tcp://10.0.0.5:5432", "tls://web:443"] {
+        let out = meshctl(&["route", "-f", &config, url]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{url}: {text}");
+        assert!(text.contains("route 0 matched"), "{url}: {text}");
+        assert!(
+            text.contains("web2.default.svc.cluster.local"),
+            "{url}: {text}"
+        );
+    }
+}
