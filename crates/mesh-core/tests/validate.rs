@@ -390,3 +390,30 @@ fn regexes_are_validated_as_re2() {
         }
     }
 }
+
+/// A diagnostic about a field written under its snake_case alias (`mirror_percent`,
+/// `jwks_uri`) points at the line where it was written.
+#[test]
+fn an_aliased_field_is_located_where_it_was_written() {
+    let yaml = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: t, namespace: default}
+spec:
+  hosts: [r]
+  http:
+  - route:
+    - destination: {host: r}
+    mirror: {host: m}
+    mirror_percent: 50
+";
+    let l = load_str(yaml, "t.yaml");
+    assert!(!l.has_errors(), "{:#?}", l.diagnostics);
+    let d = validate_all(&l.objects);
+    let warning = d
+        .iter()
+        .find(|d| d.message.contains("\"mirrorPercent\""))
+        .expect("the deprecation warning");
+    assert_eq!(warning.path, "spec.http[0].mirrorPercent");
+    // (at its value, as every diagnostic about a field's value)
+    assert_eq!((warning.line, warning.column), (10, 21), "{warning:#?}");
+}

@@ -300,6 +300,26 @@ fn validate_metadata(cx: &mut Ctx<'_>) {
     }
 }
 
+/// `path` with its last field in snake_case (`spec.http[0].mirror_percent` for
+/// `spec.http[0].mirrorPercent`), where it differs: the key as written when a field's alias
+/// (`mirror_percent`, `jwks_uri`) was used, to point at its line.
+fn snake_last(path: &str) -> Option<String> {
+    let (head, last) = path.rsplit_once('.')?;
+    if !last.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut snake = String::with_capacity(last.len() + 4);
+    for c in last.chars() {
+        if c.is_ascii_uppercase() {
+            snake.push('_');
+            snake.push(c.to_ascii_lowercase());
+        } else {
+            snake.push(c);
+        }
+    }
+    Some(format!("{head}.{snake}"))
+}
+
 /// Validation context: the object and the output.
 pub(crate) struct Ctx<'a> {
     pub(crate) obj: &'a ConfigObject,
@@ -318,6 +338,7 @@ impl Ctx<'_> {
         let src = &self.obj.source;
         let at = src
             .locate_value(path)
+            .or_else(|| src.locate_value(&snake_last(path)?))
             .unwrap_or_else(|| src.locate_nearest(path));
         self.out.push(Diagnostic::new(
             severity,
