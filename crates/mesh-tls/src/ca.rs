@@ -518,6 +518,11 @@ impl MeshCa {
             }
         }
 
+        // every CA above the signing one must be allowed to sign (webpki does not check it;
+        // Envoy's BoringSSL refuses such a chain at every handshake)
+        pki::check_ca_key_usage(&signing_cert, &intermediates)
+            .map_err(|e| TlsError::invalid(files::CERT_CHAIN, e.to_string()))?;
+
         let key_pem = String::from_utf8_lossy(ca_key_pem).into_owned();
         let ca = Self {
             trust_domain: trust_domain.to_owned(),

@@ -303,6 +303,37 @@ pub(crate) fn spiffe_of(der: &[u8]) -> Result<Identity, VerifyError> {
     found.and_then(|u| Identity::parse(u).ok()).ok_or_else(fail)
 }
 
+/// Checks that every CA certificate of a peer's chain (`intermediates`, as sent after its
+/// leaf `end_entity`) may sign certificates: one whose key usage is present without
+/// `keyCertSign` issues nothing, as BoringSSL (Envoy) and OpenSSL check and webpki does not.
+/// A certificate that cannot be parsed fails too (fail closed). Runs once per handshake,
+/// on the intermediates only (a mesh CA's leaves usually come with none).
+pub(crate) fn check_ca_key_usage(
+    end_entity: &[u8],
+    intermediates: &[impl AsRef<[u8]>],
+) -> Result<(), VerifyError> {
+    for der in intermediates {
+        let refused = |reason: String| VerifyError::Invalid {
+            presented: CertInfo::parse(end_entity)
+                .map(|i| i.presented())
+                .unwrap_or_default(),
+            reason,
+        };
+        let (_, x) = X509Certificate::from_der(der.as_ref())
+            .map_err(|e| refused(format!("a certificate of the chain cannot be parsed: {e}")))?;
+        let ku = x
+            .key_usage()
+            .map_err(|e| refused(format!("bad key usage in `{}`: {e}", x.subject())))?;
+        if ku.is_some_and(|ku| !ku.value.key_cert_sign()) {
+            return Err(refused(format!(
+                "the chain's CA `{}` may not sign certificates: its key usage lacks keyCertSign",
+                x.subject()
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn is_spiffe(uri: &str) -> bool {
     uri.get(..SPIFFE_PREFIX.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(SPIFFE_PREFIX))

@@ -588,6 +588,10 @@ impl ClientCertVerifier for MeshClientCertVerifier {
                 return Err(v.into_rustls());
             }
         }
+        if let Err(v) = pki::check_ca_key_usage(end_entity, intermediates) {
+            tracing::debug!(error = %v, "client certificate refused");
+            return Err(v.into_rustls());
+        }
         if self.policy.chain_only && self.policy.allowed.is_none() {
             return Ok(ClientCertVerified::assertion());
         }
@@ -829,6 +833,10 @@ impl ServerCertVerifier for MeshServerCertVerifier {
             } else {
                 chain_error(&e, end_entity, intermediates, &trust.bundle)
             };
+            tracing::debug!(error = %v, "server certificate refused");
+            return Err(v.into_rustls());
+        }
+        if let Err(v) = pki::check_ca_key_usage(end_entity, intermediates) {
             tracing::debug!(error = %v, "server certificate refused");
             return Err(v.into_rustls());
         }
