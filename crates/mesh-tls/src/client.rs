@@ -18,7 +18,8 @@ use crate::error::TlsError;
 use crate::identity::Identity;
 use crate::pki;
 use crate::verify::{
-    self, MeshServerCertVerifier, PeerPolicy, ServerCheck, SkipServerVerification,
+    self, CaKeyUsageChecked, MeshServerCertVerifier, PeerPolicy, ServerCheck,
+    SkipServerVerification,
 };
 
 /// DestinationRule `ClientTLSSettings.mode`. The zero value (default) is DISABLE.
@@ -862,7 +863,10 @@ pub fn client_config(
                     let v = v
                         .build()
                         .map_err(|e| TlsError::Config(format!("server verifier: {e}")))?;
-                    builder.with_webpki_verifier(v)
+                    // (with the CAs' key usage checked, which webpki leaves out)
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(CaKeyUsageChecked(v)))
                 } else {
                     let revocation = match crls {
                         Some((what, crls)) => Some(pki::owned_crls(&what, &crls)?),

@@ -138,7 +138,9 @@ pub use pki::{certs_from_pem, crls_from_pem, key_from_pem};
 pub use server::{
     sniff_tls, Accepted, InboundTls, MeshStream, PeerAuthnMode, TLS_HANDSHAKE_RECORD,
 };
-pub use verify::{MeshClientCertVerifier, MeshServerCertVerifier, PeerPolicy, ServerCheck};
+pub use verify::{
+    CaKeyUsageChecked, MeshClientCertVerifier, MeshServerCertVerifier, PeerPolicy, ServerCheck,
+};
 
 /// The rustls this crate builds on (re-exported so users name the same version).
 pub use rustls;

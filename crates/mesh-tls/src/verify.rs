@@ -922,6 +922,142 @@ fn ip_matches(presented: &str, want: &str) -> bool {
     }
 }
 
+/// A stock (webpki) verifier with the check webpki leaves out: every CA certificate of the
+/// peer's chain may sign certificates (a key usage, when present, has `keyCertSign`), as
+/// Envoy's BoringSSL requires. The mesh's own verifiers make this check themselves; wrap
+/// the stock ones (a gateway's `MUTUAL` client verifier, a `SIMPLE` origination's) in it:
+/// `V` is a pointer to the verifier (`Arc<WebPkiClientVerifier>`, `Arc<dyn ...>`).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use mesh_tls::rustls::server::{danger::ClientCertVerifier, WebPkiClientVerifier};
+/// use mesh_tls::rustls::RootCertStore;
+/// use mesh_tls::{provider, CaKeyUsageChecked, MeshCa};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let ca = MeshCa::self_signed("cluster.local")?;
+/// let mut roots = RootCertStore::empty();
+/// roots.add(ca.trust_bundle().certs()[0].clone())?;
+/// let stock = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+/// let checked: Arc<dyn ClientCertVerifier> = Arc::new(CaKeyUsageChecked(stock));
+/// assert!(checked.client_auth_mandatory());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct CaKeyUsageChecked<V>(pub V);
+
+impl<V> ServerCertVerifier for CaKeyUsageChecked<V>
+where
+    V: std::ops::Deref + std::fmt::Debug + Send + Sync,
+    V::Target: ServerCertVerifier,
+{
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ok = self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        pki::check_ca_key_usage(end_entity, intermediates).map_err(VerifyError::into_rustls)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[DistinguishedName]> {
+        self.0.root_hint_subjects()
+    }
+}
+
+impl<V> ClientCertVerifier for CaKeyUsageChecked<V>
+where
+    V: std::ops::Deref + std::fmt::Debug + Send + Sync,
+    V::Target: ClientCertVerifier,
+{
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        pki::check_ca_key_usage(end_entity, intermediates).map_err(VerifyError::into_rustls)?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.0.requires_raw_public_keys()
+    }
+}
+
 /// A verifier that accepts any server certificate (DestinationRule `insecureSkipVerify:
 /// true`). Handshake signatures are still checked, so the peer holds the key of the
 /// certificate it sent.

@@ -69,9 +69,10 @@ fn pki(intermediate_usages: Vec<KeyUsagePurpose>, sa: &str) -> Pki {
     let leaf_key = KeyPair::generate().unwrap();
     let mut p = CertificateParams::default();
     p.distinguished_name = DistinguishedName::new();
-    p.subject_alt_names = vec![SanType::URI(
-        format!("spiffe://{TD}/ns/b/sa/{sa}").try_into().unwrap(),
-    )];
+    p.subject_alt_names = vec![
+        SanType::URI(format!("spiffe://{TD}/ns/b/sa/{sa}").try_into().unwrap()),
+        SanType::DnsName("api.example.com".try_into().unwrap()),
+    ];
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -187,6 +188,44 @@ fn a_plugged_in_chain_through_a_ca_without_key_cert_sign_is_refused() {
                     e.contains("cert-chain.pem") && e.contains("keyCertSign"),
                     "{e}"
                 );
+            }
+        }
+    }
+}
+
+/// DestinationRule `SIMPLE` with `caCertificates` and no `subjectAltNames` (the stock
+/// verifier with the host's name checked) refuses such a server chain too.
+#[tokio::test]
+async fn a_simple_origination_refuses_a_server_chain_through_a_ca_without_key_cert_sign() {
+    for (usages, ok) in [
+        (vec![KeyUsagePurpose::DigitalSignature], false),
+        (vec![KeyUsagePurpose::KeyCertSign], true),
+    ] {
+        let pki = pki(usages.clone(), "server");
+        let server = echo_server(strict(&chain_creds(&pki))).await;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root-cert.pem");
+        std::fs::write(&root, &pki.root_pem).unwrap();
+        let settings = ClientTlsSettings {
+            mode: ClientTlsMode::Simple,
+            ca_certificates: Some(root),
+            ..Default::default()
+        };
+        let dest = Destination {
+            host: "api.example.com",
+            port: 443,
+            subset: None,
+            service_accounts: &[],
+        };
+        let out = client_config(&settings, &dest, &ClientContext::default())
+            .unwrap()
+            .unwrap();
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        match out.connect(tcp).await {
+            Ok(_) => assert!(ok, "{usages:?} accepted"),
+            Err(e) => {
+                assert!(!ok, "{usages:?}: {e}");
+                refused_for_key_usage(&e);
             }
         }
     }

@@ -297,3 +297,101 @@ spec:
         "{err}"
     );
 }
+
+/// A client chain through an intermediate CA whose key usage lacks `keyCertSign` gets no
+/// connection from a MUTUAL server, as Envoy's BoringSSL refuses it (webpki alone would
+/// take it); the same chain through a CA allowed to sign gets in.
+#[tokio::test]
+async fn a_client_chain_through_a_ca_without_key_cert_sign_is_refused() {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+    let ca_params = |cn: &str, usages: Vec<KeyUsagePurpose>| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = usages;
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca_params("Root CA", vec![KeyUsagePurpose::KeyCertSign]);
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_key_pem = root_key.serialize_pem();
+    let root_issuer = Issuer::new(root_params, root_key);
+    // a client chain (leaf, intermediate) through an intermediate with `usages`
+    let client = |usages: Vec<KeyUsagePurpose>| {
+        let int_key = KeyPair::generate().unwrap();
+        let int_params = ca_params("Intermediate CA", usages);
+        let int = int_params.signed_by(&int_key, &root_issuer).unwrap();
+        let int_issuer = Issuer::new(int_params, int_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::default();
+        p.subject_alt_names = vec![SanType::URI(
+            "spiffe://cluster.local/ns/default/sa/sleep"
+                .try_into()
+                .unwrap(),
+        )];
+        let leaf = p.signed_by(&leaf_key, &int_issuer).unwrap();
+        (
+            format!("{}{}", leaf.pem(), int.pem()),
+            leaf_key.serialize_pem(),
+        )
+    };
+    // the gateway's certificate from the same root
+    let ca = MeshCa::from_plugin_pem(
+        root.pem().as_bytes(),
+        root_key_pem.as_bytes(),
+        root.pem().as_bytes(),
+        None,
+        "cluster.local",
+    )
+    .unwrap();
+    let gw_id = Identity::new("cluster.local", "istio-system", "istio-ingressgateway").unwrap();
+    let gw_cert = ca
+        .issue(&gw_id, Duration::from_secs(3600), &["ku.example.com"])
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("gw-cred");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("tls.crt"), gw_cert.chain_pem()).unwrap();
+    std::fs::write(d.join("tls.key"), gw_cert.key_pem()).unwrap();
+    std::fs::write(d.join("ca.crt"), root.pem()).unwrap();
+    let mesh = Mesh::from_yaml(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [ku.example.com]
+    tls: {mode: MUTUAL, credentialName: gw-cred}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: direct, namespace: istio-system}
+spec:
+  hosts: [ku.example.com]
+  gateways: [gw]
+  http:
+  - directResponse: {status: 200, body: {string: "through"}}
+"#,
+    )
+    .unwrap();
+    let labels: mesh_core::model::Labels =
+        [("istio".to_string(), "ingressgateway".to_string())].into();
+    let gw = GatewayServer::builder(mesh, "istio-system", labels)
+        .credential_dir(tmp.path())
+        .listener(443, TcpListener::bind("127.0.0.1:0").await.unwrap())
+        .start()
+        .await
+        .unwrap();
+    let addr = gw.local_addr(443).unwrap();
+    let allowed = client(vec![KeyUsagePurpose::KeyCertSign]);
+    assert_eq!(get(addr, &ca, "ku.example.com", &allowed).await, Some(200));
+    let not_a_signer = client(vec![KeyUsagePurpose::DigitalSignature]);
+    assert_eq!(get(addr, &ca, "ku.example.com", &not_a_signer).await, None);
+}

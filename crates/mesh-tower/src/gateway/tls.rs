@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use mesh_core::model::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
+use mesh_tls::rustls::server::danger::ClientCertVerifier;
 use mesh_tls::rustls::server::WebPkiClientVerifier;
 use mesh_tls::rustls::{self, RootCertStore, ServerConfig};
 use mesh_tls::{certs_from_pem, key_from_pem, CredentialLookup, TlsError, WorkloadCredentials};
@@ -300,7 +301,10 @@ pub(crate) fn build_config(
             } else {
                 v
             };
-            let verifier = v.build().map_err(|e| e.to_string())?;
+            // (with the CAs' key usage checked, as Envoy does and webpki does not)
+            let verifier: Arc<dyn ClientCertVerifier> = Arc::new(mesh_tls::CaKeyUsageChecked(
+                v.build().map_err(|e| e.to_string())?,
+            ));
             let pins = super::pinning::Pins::new(
                 &tls.subject_alt_names,
                 &tls.verify_certificate_spki,
