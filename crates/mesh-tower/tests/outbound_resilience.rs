@@ -41,15 +41,16 @@ async fn retry_recovers_from_an_endpoint_that_fails_once_and_replays_the_body() 
     assert_eq!(s.hits(), 2);
 }
 
+/// A body of unknown length (a gRPC call's, a chunked upload) is kept as it is sent, as
+/// Envoy's router keeps it, and a retry sends it whole again.
 #[tokio::test]
-async fn a_streaming_body_is_sent_once_and_never_retried() {
+async fn a_streaming_body_is_replayed_on_retry_within_the_buffer_limit() {
     let pki = Pki::new();
     let mesh = mesh(&with_vs(
         "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
     ));
     let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(1)).await;
     let client = client(&mesh, &pki, "default", "productpage");
-    // a body of unknown length: not replayable
     let body = Chunks(vec![
         bytes::Bytes::from_static(b"str"),
         bytes::Bytes::from_static(b"eam"),
@@ -57,12 +58,40 @@ async fn a_streaming_body_is_sent_once_and_never_retried() {
     let req = http::Request::post("http://reviews:9080/")
         .body(body)
         .unwrap();
+    let (st, _, body, _) = send(&client, req).await;
+    assert_eq!(
+        (st, body.as_str()),
+        (200, "reviews-v1:stream"),
+        "retried with the whole body"
+    );
+    assert_eq!(s.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_streaming_body_read_past_the_buffer_limit_is_not_retried() {
+    let pki = Pki::new();
+    let mesh = mesh(&with_vs(
+        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
+    ));
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(1)).await;
+    let client = client(&mesh, &pki, "default", "productpage");
+    // the endpoint reads it all (1.4 MiB) and fails: the 503 stands
+    let big = bytes::Bytes::from(vec![b'x'; 700 * 1024]);
+    let req = http::Request::post("http://reviews:9080/")
+        .body(Chunks(vec![big.clone(), big]))
+        .unwrap();
     let (st, _, _, _) = send(&client, req).await;
-    assert_eq!(st, 503, "the 503 stands: a streaming body is not replayed");
+    assert_eq!(
+        st, 503,
+        "a body past the buffer limit (1 MiB) is not sent again"
+    );
     assert_eq!(s.hits(), 1);
-    // the same with a known-size body is retried
-    let (st, _, body, _) = send(&client, post("http://reviews:9080/", "sized")).await;
-    assert_eq!((st, body.as_str()), (200, "reviews-v1:sized"));
+    // and within it, the same is retried
+    let req = http::Request::post("http://reviews:9080/")
+        .body(Chunks(vec![bytes::Bytes::from(vec![b'x'; 1000])]))
+        .unwrap();
+    let (st, _, _, _) = send(&client, req).await;
+    assert_eq!(st, 200);
 }
 
 /// A body of unknown length (no size hint): chunks, streamed.

@@ -70,10 +70,13 @@
 //!
 //! # Retries and bodies
 //!
-//! A request body is replayable when it is known to be complete and small: an empty body,
-//! or one whose exact size (`size_hint`) is at most [`ClientOptions::retry_buffer_limit`]
-//! (1 MiB, Envoy's default buffer limit). Only such a body is buffered, and only then are
-//! retries made; a streaming body is sent once, never retried. Mirrors get either: a
+//! A request body whose exact size (`size_hint`) is at most
+//! [`ClientOptions::retry_buffer_limit`] (1 MiB, Envoy's default buffer limit) is buffered
+//! whole before the first attempt. One of unknown length (a gRPC call's, a chunked upload)
+//! is sent as it arrives and kept as it is sent, as Envoy's router keeps it: a retry sends
+//! it again from the start, until more than the limit has been read, which turns retries
+//! off for the request. One known to be longer than the limit is sent once, never
+//! retried. Mirrors get either: a
 //! streamed body is copied to them as the route's upstream reads it (Envoy's streaming
 //! shadows), and a mirror that falls more than the limit behind, or whose request body is
 //! cut short, is reset without touching the request.
@@ -297,6 +300,7 @@ mod deadline;
 mod dest;
 mod h2_settings;
 mod mirror;
+mod replay;
 mod retry;
 mod tcp;
 mod upstream;
@@ -2347,11 +2351,12 @@ fn empty() -> MeshBody {
     Empty::new().map_err(|e: Infallible| match e {}).boxed()
 }
 
-/// A request body: buffered (replayable) or streamed once (with a flag set once it has
-/// ended).
+/// A request body: buffered (replayable), streamed once, or streamed and kept for retries
+/// (with a flag set once it has ended).
 enum ReqBody {
     Buffered(Bytes),
     Streaming(Option<MeshBody>, Arc<std::sync::atomic::AtomicBool>),
+    Replayed(replay::Replay, Arc<std::sync::atomic::AtomicBool>),
 }
 
 impl ReqBody {
@@ -2363,18 +2368,38 @@ impl ReqBody {
                 full(b.clone())
             }),
             ReqBody::Streaming(s, _) => s.take(),
+            ReqBody::Replayed(r, _) => r.reader(),
         }
     }
 
     fn replayable(&self) -> bool {
-        matches!(self, ReqBody::Buffered(_))
+        match self {
+            ReqBody::Buffered(_) => true,
+            ReqBody::Streaming(..) => false,
+            ReqBody::Replayed(r, _) => r.replayable(),
+        }
+    }
+
+    /// Keeps a streamed body of unknown length (a gRPC call's, a chunked upload) for
+    /// retries as it is sent, up to `limit` bytes, as Envoy's router does (a body whose
+    /// length is known is buffered whole when within the limit, or too long to keep).
+    fn keep_for_retries(&mut self, limit: u64) {
+        if let ReqBody::Streaming(s, ended) = self
+            && limit > 0
+            && s.as_ref().is_some_and(|b| b.size_hint().exact().is_none())
+            && let Some(b) = s.take()
+        {
+            *self = ReqBody::Replayed(replay::Replay::new(b, limit), Arc::clone(ended));
+        }
     }
 
     /// The whole body has been received (Envoy's downstream request complete).
     fn complete(&self) -> bool {
         match self {
             ReqBody::Buffered(_) => true,
-            ReqBody::Streaming(_, ended) => ended.load(std::sync::atomic::Ordering::Acquire),
+            ReqBody::Streaming(_, ended) | ReqBody::Replayed(_, ended) => {
+                ended.load(std::sync::atomic::Ordering::Acquire)
+            }
         }
     }
 }
@@ -3494,6 +3519,8 @@ where
                     Vec::new()
                 }
             },
+            // (kept for retries only after the mirrors' copies are set up, below)
+            ReqBody::Replayed(..) => Vec::new(),
         };
         for ((mdest, guard), mbody) in targets.into_iter().zip(bodies) {
             let mut mreq = Request::new(mbody);
@@ -3537,6 +3564,11 @@ where
         None if passthrough || egressed => Some(Arc::from("allow_any")),
         None => Some(default_route_name()),
     });
+    // a streamed body of unknown length is kept for retries as it is sent (not an upgrade's
+    // stream, which is never retried)
+    if policy.enabled() && !upgrade {
+        body.keep_for_retries(shared.options.retry_buffer_limit);
+    }
     let attempts = Attempts {
         log_upstream,
         request_hash,
@@ -4008,7 +4040,10 @@ impl<T: Sender> Attempts<'_, T> {
             self.in_flight
                 .store(usize::MAX, std::sync::atomic::Ordering::Relaxed);
             let now = tokio::time::Instant::now().into_std();
-            let retries_left = n + 1 < max;
+            // (a streamed body read past the buffer limit turns retries off, as Envoy's
+            // router resets its retry state then: no retry, no URX)
+            let retrying = max > 1 && body.replayable();
+            let retries_left = retrying && n + 1 < max;
             match result {
                 Some(Ok((mut resp, peer))) => {
                     *conn_peer = peer;
@@ -4029,7 +4064,7 @@ impl<T: Sender> Attempts<'_, T> {
                     // the retry this answer asks for, when the request may be retried at
                     // all: Envoy returns the answer flagged URX when no attempt is left, UO
                     // when `maxRetries` has no slot for it (upstream_rq_retry_overflow)
-                    if max > 1
+                    if retrying
                         && retry_on.should_retry_answer(
                             status,
                             grpc_status,
@@ -4128,7 +4163,7 @@ impl<T: Sender> Attempts<'_, T> {
                     let mut r = local(LocalReply::UpstreamPerTryTimeout, self.grpc);
                     let retriable =
                         retry_on.should_retry(AttemptFailure::PerTryTimeout, None, self.policy);
-                    if retriable && !retries_left && max > 1 {
+                    if retriable && !retries_left && retrying {
                         // the attempts ran out (Envoy's `NoRetryLimitExceeded`)
                         add_flags(&mut r, ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                     }
