@@ -985,7 +985,9 @@ impl LocalReply {
     ///     transport_failure: None,
     ///     retried: true,
     /// };
-    /// assert_eq!(retried.flags().to_string(), "UR,URX");
+    /// // (URX is the router's to add, when the failure would have been retried but no
+    /// // attempt was left: the reply alone does not know)
+    /// assert_eq!(retried.flags().to_string(), "UR");
     /// ```
     pub fn flags(&self) -> ResponseFlags {
         match self {
@@ -995,15 +997,7 @@ impl LocalReply {
             LocalReply::UpstreamTimeout | LocalReply::UpstreamPerTryTimeout => {
                 ResponseFlags::UPSTREAM_REQUEST_TIMEOUT
             }
-            LocalReply::UpstreamReset {
-                reason, retried, ..
-            } => {
-                let mut f = reason.flag();
-                if *retried {
-                    f.insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
-                }
-                f
-            }
+            LocalReply::UpstreamReset { reason, .. } => reason.flag(),
             LocalReply::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
             LocalReply::InvalidMethod | LocalReply::UpgradeRequired => {
                 ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR
@@ -1553,7 +1547,7 @@ mod tests {
                 },
                 503,
                 format!("{upstream}retried and the latest reset reason: connection termination"),
-                "UC,URX",
+                "UC",
             ),
             (
                 LocalReply::Overflow,

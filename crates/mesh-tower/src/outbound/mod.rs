@@ -2534,6 +2534,44 @@ fn classify(err: &BoxError) -> (AttemptFailure, LocalReply, Option<String>) {
         if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
             connect |= h.is_connect();
         }
+        // the upstream reset the stream (HTTP/2 RST_STREAM): `remote refused stream reset`
+        // for REFUSED_STREAM, else `remote reset` (UR), as Envoy's codec says; a frame the
+        // upstream got wrong is a `protocol error` (UPE)
+        if let Some(h) = e.downcast_ref::<h2::Error>() {
+            let text = Some(err.to_string());
+            if h.is_reset() && h.is_remote() {
+                return if h.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    (
+                        AttemptFailure::RefusedStream,
+                        reset(ResetReason::RemoteRefusedStreamReset, None),
+                        text,
+                    )
+                } else {
+                    (
+                        AttemptFailure::Reset,
+                        reset(ResetReason::RemoteReset, None),
+                        text,
+                    )
+                };
+            }
+            if h.is_library() && h.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+                return (
+                    AttemptFailure::Reset,
+                    reset(ResetReason::ProtocolError, None),
+                    text,
+                );
+            }
+        }
+        // an HTTP/1.1 answer that cannot be parsed: Envoy's `protocol error` (UPE)
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_parse() || h.is_parse_status() || h.is_parse_too_large())
+        {
+            return (
+                AttemptFailure::Reset,
+                reset(ResetReason::ProtocolError, None),
+                Some(err.to_string()),
+            );
+        }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io.kind() == std::io::ErrorKind::ConnectionRefused
         {
@@ -4144,7 +4182,14 @@ impl<T: Sender> Attempts<'_, T> {
                     if matches!(reply, LocalReply::Overflow) {
                         return r;
                     }
-                    if retries_left && retry_on.should_retry(failure, None, self.policy) {
+                    let retriable = retrying && retry_on.should_retry(failure, None, self.policy);
+                    if retriable && !retries_left {
+                        // the attempts ran out on a failure that would have been retried
+                        // (Envoy's `NoRetryLimitExceeded`); one that would not was no
+                        // retry's limit, whatever came before it
+                        add_flags(&mut r, ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                    }
+                    if retries_left && retriable {
                         drop(retry_permit.take());
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);

@@ -1,0 +1,149 @@
+//! How the mesh client names an upstream's failure before the response headers, as
+//! Envoy's router does, over real loopback upstreams: an HTTP/2 stream the upstream resets
+//! is a `remote reset` (flag UR), an HTTP/1.1 answer that cannot be parsed a `protocol
+//! error` (UPE), both 503 with Envoy's text.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use mesh_core::mesh::Mesh;
+use mesh_tower::outbound::{ClientWorkload, MeshClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn client(protocol: &str, port: u16) -> MeshClient {
+    client_with(protocol, port, "")
+}
+
+/// A client of `backend.example.internal:8080` (`protocol`) at `127.0.0.1:port`, with
+/// `more` config.
+fn client_with(protocol: &str, port: u16, more: &str) -> MeshClient {
+    let mesh = Mesh::from_yaml(&format!(
+        "{more}
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 8080, name: p, protocol: {protocol}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1, ports: {{p: {port}}}}}]
+"
+    ))
+    .unwrap();
+    MeshClient::builder(mesh, ClientWorkload::new("app", "default", "app")).build()
+}
+
+/// GET through `client`: the status, the body, and the client's `response_flags` for it.
+async fn get(client: &MeshClient) -> (u16, String, String) {
+    let req = http::Request::get("http://backend.example.internal:8080/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let metrics = client.metrics().render();
+    let flags = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{"))
+        .and_then(|l| l.split("response_flags=\"").nth(1))
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_owned();
+    (status, String::from_utf8_lossy(&body).into_owned(), flags)
+}
+
+#[tokio::test]
+async fn an_http2_stream_the_upstream_resets_is_a_remote_reset() {
+    // an h2c upstream whose service fails: hyper resets the stream (INTERNAL_ERROR)
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    |_req: http::Request<hyper::body::Incoming>| async {
+                        Err::<http::Response<Empty<Bytes>>, _>(std::io::Error::other(
+                            "handler failed",
+                        ))
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    let (status, body, flags) = get(&client("HTTP2", port)).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+    );
+    assert_eq!(flags, "UR");
+}
+
+#[tokio::test]
+async fn an_http1_answer_that_cannot_be_parsed_is_a_protocol_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp.write_all(b"HTTP/1.1 2x0 OK\r\n\r\n").await;
+            });
+        }
+    });
+    let (status, body, flags) = get(&client("HTTP", port)).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+    );
+    assert_eq!(flags, "UPE");
+}
+
+/// URX is Envoy's "retry limit exceeded": the last failure would have been retried but no
+/// attempt was left. A retry followed by a failure the policy does not retry is not that.
+#[tokio::test]
+async fn a_failure_not_retried_after_a_retry_is_not_flagged_urx() {
+    // the first request answered 503 (retried: `retryOn: 503`), the next ones cut before
+    // any answer (`reset` is not in the policy)
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = std::sync::Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while tcp.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0 {
+                        return; // closed before any answer
+                    }
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                }
+            });
+        }
+    });
+    let vs = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend}
+spec:
+  hosts: [backend.example.internal]
+  http: [{route: [{destination: {host: backend.example.internal}}], retries: {attempts: 3, retryOn: '503'}}]
+---";
+    let (status, body, flags) = get(&client_with("HTTP", port, vs)).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "upstream connect error or disconnect/reset before headers. retried and the latest \
+         reset reason: connection termination"
+    );
+    assert_eq!(flags, "UC");
+}
