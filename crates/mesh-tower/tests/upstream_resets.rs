@@ -147,3 +147,48 @@ spec:
     );
     assert_eq!(flags, "UC");
 }
+
+/// A connect timeout is `reset reason: connection timeout`, without a transport failure
+/// reason (Envoy's pool records none for it).
+#[tokio::test]
+async fn a_connect_timeout_is_said_as_envoy_says_it() {
+    // a listener whose accept queue is full and never drained: the kernel drops further
+    // SYNs, so a new connection neither succeeds nor fails
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let _listener = socket.listen(0).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let c = tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await;
+        match c {
+            Ok(Ok(s)) => held.push(s),
+            _ => break,
+        }
+    }
+    let dr = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend}
+spec:
+  host: backend.example.internal
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 100ms}}}
+---";
+    let (status, body, flags) = get(&client_with("HTTP", port, dr)).await;
+    assert_eq!(status, 503);
+    // (the default retry policy retries a connect failure: the last attempt speaks)
+    assert!(
+        body == "upstream connect error or disconnect/reset before headers. reset reason: \
+                 connection timeout"
+            || body
+                == "upstream connect error or disconnect/reset before headers. retried and the \
+                    latest reset reason: connection timeout",
+        "{body}"
+    );
+    assert!(flags.starts_with("UF"), "{flags}");
+    drop(held);
+}

@@ -2519,9 +2519,11 @@ fn classify(err: &BoxError) -> (AttemptFailure, LocalReply, Option<String>) {
                 ConnectError::Overflow(_) => {
                     (AttemptFailure::ConnectFailure, LocalReply::Overflow, None)
                 }
+                // (Envoy's pool records no transport failure reason for a connect
+                // timeout: its body says `reset reason: connection timeout` alone)
                 ConnectError::Timeout(_) => (
                     AttemptFailure::ConnectFailure,
-                    reset(ResetReason::ConnectionTimeout, msg.clone()),
+                    reset(ResetReason::ConnectionTimeout, None),
                     msg,
                 ),
                 _ => (
