@@ -96,6 +96,8 @@ const CASES: &[Case] = &[
     ("DestinationRule", "host: r\ntrafficPolicy: {outlierDetection: {maxEjectionPercent: 120}}", E, "spec.trafficPolicy.outlierDetection.maxEjectionPercent", "percentage 120 is not in range 0..100"),
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {ttl: 0s}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.httpCookie", "name required for HttpCookie"),
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 1000}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be a prime number for maglev"),
+    // the mesh client refuses what istiod ignores (fail closed): said, not "ignored"
+    ("DestinationRule", "host: r\ntrafficPolicy: {tls: {mode: ISTIO_MUTUAL, caCrl: /etc/crl.pem}}", W, "spec.trafficPolicy.tls", "caCrl is not supported with ISTIO_MUTUAL: the mesh client refuses to connect"),
     // istiod's three maglev checks are independent: 0 fails two, a large even number two
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be set for maglev"),
     ("DestinationRule", "host: r\ntrafficPolicy: {loadBalancer: {consistentHash: {maglev: {tableSize: 0}}}}", E, "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize", "tableSize must be a prime number for maglev"),

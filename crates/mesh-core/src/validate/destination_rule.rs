@@ -663,7 +663,16 @@ fn validate_client_tls(cx: &mut Ctx<'_>, p: &str, tls: &ClientTlsSettings) {
             cx.error(p, "private key required for mutual tls");
         }
     }
-    if tls.mode == ClientTlsMode::IstioMutual && (has_files || tls.credential_name.is_some()) {
+    if tls.mode == ClientTlsMode::IstioMutual && set(&tls.ca_crl) {
+        // (istiod ignores it; the mesh client cannot check it and refuses, fail closed)
+        cx.lint_warn(p, "caCrl is not supported with ISTIO_MUTUAL: the mesh client refuses to connect to this destination (istiod ignores caCrl here)")
+            .help("remove caCrl: ISTIO_MUTUAL checks the mesh's own certificates");
+    }
+    let others = set(&tls.client_certificate)
+        || set(&tls.ca_certificates)
+        || set(&tls.private_key)
+        || tls.credential_name.is_some();
+    if tls.mode == ClientTlsMode::IstioMutual && others {
         cx.lint_warn(p, "ISTIO_MUTUAL uses the mesh certificates: clientCertificate, privateKey, caCertificates and credentialName are ignored")
             .help("remove them, or use mode MUTUAL to present your own certificate");
     }
