@@ -612,6 +612,8 @@ async fn drive_paced(
     while slot < end {
         tokio::time::sleep_until(slot.into()).await;
         let Some(c) = tally.connection(&target, &mut conn).await else {
+            // (this slot is lost, counted as an error)
+            slot += interval;
             continue;
         };
         let req = target.request();

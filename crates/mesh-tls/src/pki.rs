@@ -307,7 +307,10 @@ pub(crate) fn spiffe_of(der: &[u8]) -> Result<Identity, VerifyError> {
 /// leaf `end_entity`) may sign certificates: one whose key usage is present without
 /// `keyCertSign` issues nothing, as BoringSSL (Envoy) and OpenSSL check and webpki does not.
 /// A certificate that cannot be parsed fails too (fail closed). Runs once per handshake,
-/// on the intermediates only (a mesh CA's leaves usually come with none).
+/// on the intermediates only (a mesh CA's leaves usually come with none). Unlike
+/// BoringSSL, which checks the chain it built, every certificate the peer sent is checked
+/// (an unused extra one without `keyCertSign` refuses too), and the trust bundle's roots
+/// are not (they are the operator's).
 pub(crate) fn check_ca_key_usage(
     end_entity: &[u8],
     intermediates: &[impl AsRef<[u8]>],

@@ -89,7 +89,8 @@ impl Activity {
 /// does on its idle timeout (`onIdleTimeout`, `startDrainSequence`): an HTTP/1.1 connection
 /// drains for [`IDLE_DRAIN`], answering a request that comes in that window with
 /// `Connection: close` (hyper then closes it after the response), and is closed at the
-/// window's end; an HTTP/2 one is sent GOAWAY (hyper's graceful shutdown) and given
+/// window's end, or once a request that came in it has been answered (as Envoy closes once
+/// no stream is active); an HTTP/2 one is sent GOAWAY (hyper's graceful shutdown) and given
 /// [`IDLE_DRAIN`] to end; one that never carried a request is closed at once (Envoy has no
 /// codec for it yet). `shutdown` is the connection's graceful shutdown.
 pub(crate) async fn end_idle<C, E>(

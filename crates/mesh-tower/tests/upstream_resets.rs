@@ -159,16 +159,25 @@ async fn a_connect_timeout_is_said_as_envoy_says_it() {
     let port = socket.local_addr().unwrap().port();
     let _listener = socket.listen(0).unwrap();
     let mut held = Vec::new();
-    for _ in 0..4 {
+    let mut full = false;
+    for _ in 0..8 {
         let c = tokio::time::timeout(
-            std::time::Duration::from_millis(200),
+            std::time::Duration::from_millis(500),
             tokio::net::TcpStream::connect(("127.0.0.1", port)),
         )
         .await;
         match c {
             Ok(Ok(s)) => held.push(s),
-            _ => break,
+            Ok(Err(e)) => panic!("connect: {e}"),
+            Err(_) => {
+                full = true;
+                break;
+            }
         }
+    }
+    if !full {
+        eprintln!("skipped: this kernel does not drop SYNs to a full accept queue");
+        return;
     }
     let dr = "
 apiVersion: networking.istio.io/v1
@@ -178,7 +187,12 @@ spec:
   host: backend.example.internal
   trafficPolicy: {connectionPool: {tcp: {connectTimeout: 100ms}}}
 ---";
-    let (status, body, flags) = get(&client_with("HTTP", port, dr)).await;
+    let (status, body, flags) = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        get(&client_with("HTTP", port, dr)),
+    )
+    .await
+    .expect("the connect timeout answers");
     assert_eq!(status, 503);
     // (the default retry policy retries a connect failure: the last attempt speaks)
     assert!(

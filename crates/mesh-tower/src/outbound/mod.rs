@@ -2380,6 +2380,21 @@ impl ReqBody {
         }
     }
 
+    /// A retry has been decided: the attempt's body is given up at once (a streamed one
+    /// stops being read for it, so the backoff reads nothing past the buffer limit).
+    fn abandon_attempt(&self) {
+        if let ReqBody::Replayed(r, _) = self {
+            r.abandon();
+        }
+    }
+
+    /// An answer was taken: nothing more is kept for retries.
+    fn answered(&self) {
+        if let ReqBody::Replayed(r, _) = self {
+            r.stop_keeping();
+        }
+    }
+
     /// Keeps a streamed body of unknown length (a gRPC call's, a chunked upload) for
     /// retries as it is sent, up to `limit` bytes, as Envoy's router does (a body whose
     /// length is known is buffered whole when within the limit, or too long to keep).
@@ -4119,6 +4134,7 @@ impl<T: Sender> Attempts<'_, T> {
                         } else if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             drop(resp);
+                            body.abandon_attempt();
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
                         } else {
@@ -4143,9 +4159,10 @@ impl<T: Sender> Attempts<'_, T> {
                         resp.headers_mut().append(SET_COOKIE, c.clone());
                     }
                     // a retry's `maxRetries` slot ends with its answer's headers (Envoy
-                    // resets the retry state there); the request's and the endpoint's last
-                    // as long as the body
+                    // resets the retry state there, and keeps no more of the body); the
+                    // request's and the endpoint's last as long as the body
                     drop(retry_permit.take());
+                    body.answered();
                     let (p, b) = resp.into_parts();
                     let held = Held {
                         inner: b,
@@ -4196,6 +4213,7 @@ impl<T: Sender> Attempts<'_, T> {
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             last = Some(r);
+                            body.abandon_attempt();
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
                         }
@@ -4219,6 +4237,7 @@ impl<T: Sender> Attempts<'_, T> {
                         if let Ok(p) = dest.breaker.try_retry() {
                             retry_permit = Some(p);
                             last = Some(r);
+                            body.abandon_attempt();
                             tokio::time::sleep(retry::backoff(self.policy.backoff, n + 1)).await;
                             continue;
                         }

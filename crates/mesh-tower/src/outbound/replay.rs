@@ -11,7 +11,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
@@ -36,6 +36,9 @@ struct State {
     spent: bool,
     /// The reader allowed to read (the latest).
     current: u64,
+    /// The reader waiting for the rest of the body, woken when it is replaced (to fail,
+    /// and let its attempt's connection go).
+    waiting: Option<Waker>,
 }
 
 impl Replay {
@@ -49,6 +52,7 @@ impl Replay {
                 limit,
                 spent: false,
                 current: 0,
+                waiting: None,
             })),
         }
     }
@@ -56,6 +60,22 @@ impl Replay {
     /// Whether the body can still be sent (again) from its start.
     pub(super) fn replayable(&self) -> bool {
         !self.lock().spent
+    }
+
+    /// Gives up the current attempt's body (a retry has been decided): it fails from now
+    /// on, so nothing more is read for it while the retry waits for its backoff.
+    pub(super) fn abandon(&self) {
+        let mut state = self.lock();
+        state.current += 1;
+        if let Some(w) = state.waiting.take() {
+            w.wake();
+        }
+    }
+
+    /// Keeps nothing more (an answer was taken: no retry can come); what was kept goes
+    /// once the current attempt's body has sent it, and that body goes on.
+    pub(super) fn stop_keeping(&self) {
+        self.lock().spent = true;
     }
 
     /// The body for the next attempt: what was read so far, then the rest as it arrives;
@@ -67,6 +87,9 @@ impl Replay {
             return None;
         }
         state.current += 1;
+        if let Some(w) = state.waiting.take() {
+            w.wake();
+        }
         Some(
             Reader {
                 state: Arc::clone(&self.state),
@@ -117,10 +140,22 @@ impl Body for Reader {
                 return Poll::Ready(Some(Ok(f)));
             }
         }
+        if state.spent && !state.frames.is_empty() {
+            // all sent, and no other attempt will need them
+            state.frames = Vec::new();
+            this.at = 0;
+        }
         let Some(inner) = state.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(inner).poll_frame(cx)) {
+        let polled = match Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => {
+                state.waiting = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(r) => r,
+        };
+        match polled {
             None => {
                 state.inner = None;
                 Poll::Ready(None)
@@ -159,6 +194,7 @@ impl Body for Reader {
 mod tests {
     use super::*;
     use std::collections::VecDeque;
+    use std::future::Future;
 
     /// A body of the given frames, of unknown length.
     struct Frames(VecDeque<Result<Frame<Bytes>, BoxError>>);
@@ -211,6 +247,59 @@ mod tests {
         let (data, trailers) = all(replay.reader().unwrap()).await;
         assert_eq!(data, "abcdef");
         assert!(trailers.is_some());
+    }
+
+    /// A body that is pending until told, then ends.
+    struct Later(Option<tokio::sync::oneshot::Receiver<()>>);
+
+    impl Body for Later {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.0.as_mut().map(|r| Pin::new(r).poll(cx)) {
+                Some(Poll::Pending) => Poll::Pending,
+                _ => {
+                    self.0 = None;
+                    Poll::Ready(None)
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_waiting_for_the_body_is_woken_to_fail_when_given_up() {
+        let (_tx, rx) = tokio::sync::oneshot::channel();
+        let replay = Replay::new(Later(Some(rx)).boxed(), 1 << 20);
+        let first = replay.reader().unwrap();
+        let waiting = tokio::spawn(async move { first.collect().await.map(|_| ()) });
+        tokio::task::yield_now().await;
+        replay.abandon();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the given-up reader was woken")
+            .unwrap();
+        assert!(ended.is_err());
+    }
+
+    #[tokio::test]
+    async fn what_was_kept_is_still_sent_after_keeping_stops() {
+        let replay = Replay::new(streamed(&["ab", "cd"]), 1 << 20);
+        let mut first = replay.reader().unwrap();
+        first.frame().await.unwrap().unwrap();
+        let mut second = replay.reader().unwrap();
+        // the retry's answer is taken before its body was sent: the kept "ab" still goes
+        replay.stop_keeping();
+        assert!(!replay.replayable());
+        let f = second.frame().await.unwrap().unwrap();
+        assert_eq!(f.into_data().unwrap(), "ab");
+        let (data, trailers) = all(second).await;
+        assert_eq!(data, "cd");
+        assert!(trailers.is_some());
+        assert!(replay.reader().is_none());
     }
 
     #[tokio::test]
