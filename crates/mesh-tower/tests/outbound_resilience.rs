@@ -551,6 +551,32 @@ async fn circuit_breaker_overflow_answers_503_uo() {
     assert_eq!(st, 200, "the permit came back");
 }
 
+/// With MeshConfig `proxyHeaders.envoyDebugHeaders.disabled` (Envoy's
+/// `suppress_envoy_headers`) the overflow answer has no `x-envoy-overloaded`.
+#[tokio::test]
+async fn an_overflow_answer_has_no_envoy_header_when_they_are_suppressed() {
+    let pki = Pki::new();
+    let config = mesh_core::meshconfig::MeshConfig::from_yaml(
+        "defaultConfig: {proxyHeaders: {envoyDebugHeaders: {disabled: true}}}",
+    )
+    .unwrap();
+    let mesh = mesh_core::mesh::Mesh::with_mesh_config(&config);
+    reload(
+        &mesh,
+        &with_dr("    connectionPool: {http: {http2MaxRequests: 1}}\n"),
+    );
+    let _server = start_reviews_v1(&pki, &mesh, Behaviour::Slow(Duration::from_millis(400))).await;
+    let client = client(&mesh, &pki, "default", "productpage");
+    let c2 = client.clone();
+    let first = tokio::spawn(async move { send(&c2, get("http://reviews:9080/")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (st, _, body, h) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!(st, 503);
+    assert!(body.ends_with("reset reason: overflow"), "{body}");
+    assert!(!h.contains_key("x-envoy-overloaded"), "{h:?}");
+    assert_eq!(first.await.unwrap().0, 200);
+}
+
 #[tokio::test]
 async fn connections_are_kept_alive_and_max_requests_per_connection_recycles_them() {
     let pki = Pki::new();

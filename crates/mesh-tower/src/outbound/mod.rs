@@ -3681,6 +3681,16 @@ where
     if !flags.is_empty() {
         add_flags(&mut resp, flags);
     }
+    // Envoy's router writes `x-envoy-overloaded` on its overflow replies only when its
+    // own headers are not suppressed (`proxyHeaders.envoyDebugHeaders.disabled`)
+    if !proxy_headers.envoy_debug_headers
+        && resp
+            .extensions()
+            .get::<ResponseFlags>()
+            .is_some_and(|f| f.contains(ResponseFlags::UPSTREAM_OVERFLOW))
+    {
+        resp.headers_mut().remove("x-envoy-overloaded");
+    }
     let cluster = || {
         Some(if passthrough {
             dest::PASSTHROUGH_CLUSTER.to_owned()
