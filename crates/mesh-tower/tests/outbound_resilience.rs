@@ -24,14 +24,20 @@ fn with_dr(policy: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn retry_recovers_from_an_endpoint_that_fails_once_and_replays_the_body() {
+/// `reviews` (v1) failing its first `fails` requests, retried on 5xx (2 attempts): the
+/// server and a client of it.
+async fn retried_reviews(fails: u32) -> (Server, mesh_tower::outbound::MeshClient) {
     let pki = Pki::new();
     let mesh = mesh(&with_vs(
         "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
     ));
-    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(1)).await;
-    let client = client(&mesh, &pki, "default", "productpage");
+    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(fails)).await;
+    (s, client(&mesh, &pki, "default", "productpage"))
+}
+
+#[tokio::test]
+async fn retry_recovers_from_an_endpoint_that_fails_once_and_replays_the_body() {
+    let (s, client) = retried_reviews(1).await;
     let (st, _, body, _) = send(&client, post("http://reviews:9080/", "payload")).await;
     assert_eq!(
         (st, body.as_str()),
@@ -45,12 +51,7 @@ async fn retry_recovers_from_an_endpoint_that_fails_once_and_replays_the_body() 
 /// Envoy's router keeps it, and a retry sends it whole again.
 #[tokio::test]
 async fn a_streaming_body_is_replayed_on_retry_within_the_buffer_limit() {
-    let pki = Pki::new();
-    let mesh = mesh(&with_vs(
-        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
-    ));
-    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(1)).await;
-    let client = client(&mesh, &pki, "default", "productpage");
+    let (s, client) = retried_reviews(1).await;
     let body = Chunks(vec![
         bytes::Bytes::from_static(b"str"),
         bytes::Bytes::from_static(b"eam"),
@@ -69,12 +70,7 @@ async fn a_streaming_body_is_replayed_on_retry_within_the_buffer_limit() {
 
 #[tokio::test]
 async fn a_streaming_body_read_past_the_buffer_limit_is_not_retried() {
-    let pki = Pki::new();
-    let mesh = mesh(&with_vs(
-        "  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 2, retryOn: 5xx}\n",
-    ));
-    let s = start_reviews_v1(&pki, &mesh, Behaviour::FailFirst(2)).await;
-    let client = client(&mesh, &pki, "default", "productpage");
+    let (s, client) = retried_reviews(2).await;
     // the endpoint reads it all (1.4 MiB) and fails: the 503 stands
     let big = bytes::Bytes::from(vec![b'x'; 700 * 1024]);
     let req = http::Request::post("http://reviews:9080/")
