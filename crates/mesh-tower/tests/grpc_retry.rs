@@ -3,6 +3,8 @@
 //! whole again, as Envoy's router keeps the body it streams for retries; over a real
 //! HTTP/2 (h2c) upstream on loopback.
 
+mod conn_support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -10,7 +12,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use mesh_core::mesh::Mesh;
 use mesh_tower::outbound::{ClientWorkload, MeshClient};
-use tokio::net::TcpListener;
 
 /// A gRPC request body of unknown length: two frames, no size hint.
 struct Call(Vec<Bytes>);
@@ -32,38 +33,24 @@ impl http_body::Body for Call {
 async fn a_grpc_call_answered_unavailable_is_retried_with_its_whole_body() {
     // an h2c gRPC upstream: the first call is answered trailers-only UNAVAILABLE, the
     // next with the request's bytes
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = Arc::clone(&calls);
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                let svc =
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let seen = Arc::clone(&seen);
-                        async move {
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
-                            let resp = http::Response::builder()
-                                .header("content-type", "application/grpc");
-                            let resp = if first {
-                                resp.header("grpc-status", "14")
-                                    .body(Full::new(Bytes::new()))
-                            } else {
-                                resp.body(Full::new(body))
-                            };
-                            Ok::<_, std::convert::Infallible>(resp.unwrap())
-                        }
-                    });
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-            });
+    let port = conn_support::h2c_upstream(move |req: http::Request<hyper::body::Incoming>| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            let first = seen.fetch_add(1, Ordering::SeqCst) == 0;
+            let resp = http::Response::builder().header("content-type", "application/grpc");
+            let resp = if first {
+                resp.header("grpc-status", "14")
+                    .body(Full::new(Bytes::new()))
+            } else {
+                resp.body(Full::new(body))
+            };
+            Ok(resp.unwrap())
         }
-    });
+    })
+    .await;
     // no VirtualService: Istio's default retry policy (2 attempts, `unavailable` among
     // its `retryOn`)
     let mesh = Mesh::from_yaml(&format!(

@@ -114,28 +114,13 @@ async fn a_mesh_server_takes_http2_headers_up_to_envoys_60_kib() {
 #[tokio::test]
 async fn a_mesh_client_takes_http2_response_headers_up_to_envoys_60_kib() {
     // an h2c upstream (the port is declared HTTP2) answering with a 40 KiB header
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |_req: http::Request<hyper::body::Incoming>| async {
-                        Ok::<_, std::convert::Infallible>(
-                            http::Response::builder()
-                                .header("set-cookie", big(40 * 1024))
-                                .body(http_body_util::Full::new(Bytes::from("ok")))
-                                .unwrap(),
-                        )
-                    },
-                );
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-            });
-        }
-    });
+    let port = conn_support::h2c_upstream(|_req| async {
+        Ok(http::Response::builder()
+            .header("set-cookie", big(40 * 1024))
+            .body(http_body_util::Full::new(Bytes::from("ok")))
+            .unwrap())
+    })
+    .await;
     let mesh = Mesh::from_yaml(&format!(
         "
 apiVersion: networking.istio.io/v1

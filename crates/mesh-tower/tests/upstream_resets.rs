@@ -3,6 +3,8 @@
 //! is a `remote reset` (flag UR), an HTTP/1.1 answer that cannot be parsed a `protocol
 //! error` (UPE), both 503 with Envoy's text.
 
+mod conn_support;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_core::mesh::Mesh;
@@ -55,25 +57,10 @@ async fn get(client: &MeshClient) -> (u16, String, String) {
 #[tokio::test]
 async fn an_http2_stream_the_upstream_resets_is_a_remote_reset() {
     // an h2c upstream whose service fails: hyper resets the stream (INTERNAL_ERROR)
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    |_req: http::Request<hyper::body::Incoming>| async {
-                        Err::<http::Response<Empty<Bytes>>, _>(std::io::Error::other(
-                            "handler failed",
-                        ))
-                    },
-                );
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-            });
-        }
-    });
+    let port = conn_support::h2c_upstream(|_req| async {
+        Err::<http::Response<Empty<Bytes>>, _>(std::io::Error::other("handler failed"))
+    })
+    .await;
     let (status, body, flags) = get(&client("HTTP2", port)).await;
     assert_eq!(status, 503);
     assert_eq!(

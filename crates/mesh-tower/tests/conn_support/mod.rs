@@ -1,6 +1,7 @@
 //! Raw HTTP/1.1 connections, HTTP/2 clients, and the mesh servers and gateways they reach,
 //! for the tests of how servers keep and end their connections (`inbound_shutdown`,
-//! `gateway_drain`, `idle_timeout`, `h2_downstream`, `http1_headers`).
+//! `gateway_drain`, `idle_timeout`, `h2_downstream`, `http1_headers`), and h2c upstreams for
+//! the mesh client's (`grpc_retry`, `upstream_resets`).
 
 // each test file uses some of these
 #![allow(dead_code)]
@@ -97,6 +98,31 @@ pub async fn h2_client(
     .await
     .unwrap();
     (send, tokio::spawn(conn))
+}
+
+/// An h2c upstream (HTTP/2 with prior knowledge, plaintext) on a new loopback listener,
+/// answering every request with `handler` (an error resets its stream): its port.
+pub async fn h2c_upstream<H, Fut, B>(handler: H) -> u16
+where
+    H: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<http::Response<B>, std::io::Error>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(handler.clone());
+            tokio::spawn(async move {
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    port
 }
 
 /// `GET uri` with no body.
