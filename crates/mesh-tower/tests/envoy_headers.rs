@@ -50,6 +50,7 @@ async fn backend() -> (SocketAddr, Seen) {
             match (path.as_str(), n) {
                 ("/flaky", 1) => (http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response(),
                 ("/named", _) => ([(http::header::SERVER, "istio-envoy")], "named").into_response(),
+                ("/dated", _) => ([(http::header::DATE, OLD_DATE)], "dated").into_response(),
                 ("/slow", _) | ("/slow-once", 1) => {
                     tokio::time::sleep(Duration::from_millis(1500)).await;
                     "late".into_response()
@@ -471,6 +472,45 @@ async fn the_server_header_is_the_outbound_listeners() {
             "{mesh_config}: direct response"
         );
     }
+}
+
+/// The `date` the backend at `/dated` sends.
+const OLD_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+
+/// Envoy's connection manager gives every response without a `date` one (its local
+/// replies: here a direct response, and the 503 for a passthrough to a name that does not
+/// resolve), and keeps the upstream's own.
+#[tokio::test]
+async fn every_response_has_a_date_the_upstreams_kept() {
+    let (addr, _) = backend().await;
+    let c = mesh_client(addr, "{}").await;
+    let (status, headers, body, _) = get(&c, "/dated", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "dated"));
+    assert_eq!(value(&headers, "date"), Some(OLD_DATE));
+    assert_eq!(headers.get_all("date").iter().count(), 1);
+    let direct = get(&c, "/direct", &[]).await;
+    let unknown = c
+        .request(
+            http::Request::get("http://nowhere.invalid/")
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    for (what, status, headers) in [
+        ("direct response", direct.0, direct.1),
+        (
+            "passthrough",
+            unknown.status().as_u16(),
+            unknown.headers().clone(),
+        ),
+    ] {
+        let date = value(&headers, "date").unwrap_or_else(|| panic!("{what}: no date"));
+        let when = httpdate::parse_http_date(date).expect("an IMF-fixdate");
+        let age = std::time::SystemTime::now().duration_since(when).unwrap();
+        assert!(age < Duration::from_secs(5), "{what} ({status}): {date}");
+    }
+    assert_eq!(unknown.status(), 503);
 }
 
 /// An HTTP request to a port its service declares TCP is a connection to a sidecar, whose

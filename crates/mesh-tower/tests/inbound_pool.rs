@@ -221,6 +221,34 @@ async fn the_destination_rule_pool_limits_what_reaches_the_application() {
     );
 }
 
+/// With MeshConfig `proxyHeaders.envoyDebugHeaders.disabled` istiod configures the inbound
+/// router with `suppress_envoy_headers` too: the overflow answer has no
+/// `x-envoy-overloaded`, and is otherwise Envoy's.
+#[tokio::test]
+async fn the_overflow_answer_has_no_envoy_header_when_they_are_suppressed() {
+    let pki = Pki::new();
+    let config = mesh_core::meshconfig::MeshConfig::from_yaml(
+        "defaultConfig: {proxyHeaders: {envoyDebugHeaders: {disabled: true}}}",
+    )
+    .unwrap();
+    let mesh = Mesh::with_mesh_config(&config);
+    let (app, addr, _server) = start(
+        &pki,
+        &mesh,
+        &(service("http") + "---" + ONE_CONNECTION_ONE_PENDING),
+    )
+    .await;
+    let held = hold(&app, addr, 1).await;
+    let waiting = spawn_plain(addr);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (status, headers, body) = plain(addr, req()).await.unwrap();
+    assert_eq!(status.as_u16(), 503);
+    assert!(body.ends_with(b"reset reason: overflow"), "{body:?}");
+    assert!(!headers.contains_key("x-envoy-overloaded"), "{headers:?}");
+    release(&app, held).await;
+    release(&app, vec![waiting]).await;
+}
+
 /// A gRPC caller gets Envoy's gRPC form of the overflow (a free connection, but
 /// `http2MaxRequests` reached); an HTTP/2 caller of an `HTTP` port is counted too.
 #[tokio::test]

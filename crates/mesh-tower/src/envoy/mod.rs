@@ -1186,6 +1186,38 @@ impl From<crate::lb::NoHealthyUpstream> for LocalReply {
     }
 }
 
+/// The `date` header Envoy's connection manager gives every response that has none
+/// (`encodeHeaders`: the upstream's own is kept), as its cached date provider makes it:
+/// the current second in IMF-fixdate, formatted once per second per thread.
+///
+/// # Examples
+///
+/// ```
+/// let v = mesh_tower::envoy::date_header();
+/// let when = httpdate::parse_http_date(v.to_str().unwrap()).unwrap();
+/// let age = std::time::SystemTime::now().duration_since(when).unwrap();
+/// assert!(age.as_secs() <= 1);
+/// ```
+pub fn date_header() -> HeaderValue {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((0, None)) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, value)| match value {
+        Some(v) if *at == second => v.clone(),
+        _ => {
+            let v = HeaderValue::from_str(&httpdate::fmt_http_date(now))
+                .expect("an HTTP date is a valid header value");
+            *at = second;
+            *value = Some(v.clone());
+            v
+        }
+    })
+}
+
 /// Envoy's connection manager before any filter (`mutateRequestHeaders`): the hop-by-hop
 /// headers of a request go (`keep-alive`, `proxy-connection`, `transfer-encoding`, and
 /// `connection` and `upgrade` unless it is a WebSocket upgrade, the one Istio lets

@@ -197,6 +197,25 @@ impl State {
     }
 }
 
+impl State {
+    /// Envoy's router's overflow answer, without `x-envoy-overloaded` when MeshConfig
+    /// suppresses the router's own headers (`proxyHeaders.envoyDebugHeaders.disabled`), as
+    /// istiod's inbound router is configured too.
+    fn overflow_reply(&self, grpc: bool) -> Response<Full<Bytes>> {
+        let mut reply = LocalReply::Overflow.to_response(grpc);
+        if !self
+            .served
+            .mesh()
+            .options()
+            .proxy_headers
+            .envoy_debug_headers
+        {
+            reply.headers_mut().remove("x-envoy-overloaded");
+        }
+        reply
+    }
+}
+
 /// Applies a workload port's inbound connection pool to the application behind it (see the
 /// module docs).
 #[derive(Debug, Clone)]
@@ -283,7 +302,7 @@ where
             return InboundPoolFuture::ready(self.inner.call(req), None);
         };
         let grpc = is_grpc(req.headers());
-        let overflow = || InboundPoolFuture::overflow(LocalReply::Overflow.to_response(grpc));
+        let overflow = || InboundPoolFuture::overflow(self.state.overflow_reply(grpc));
         // Envoy's pools: a request waits (pending) for a connection, or a stream of one;
         // it counts as active (`http2MaxRequests`) once it has one
         let Some(slots) = limiter.slots_for(req.version()) else {
@@ -315,6 +334,7 @@ where
             return overflow();
         };
         let slots = Arc::clone(slots);
+        let state = Arc::clone(&self.state);
         // the service was made ready for this call; a clone waits in its place
         let inner = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, inner);
@@ -325,7 +345,7 @@ where
                 .expect("the semaphore is never closed");
             drop(pending);
             let Ok(request) = limiter.breaker.try_request() else {
-                return Ok(Err(LocalReply::Overflow.to_response(grpc)));
+                return Ok(Err(state.overflow_reply(grpc)));
             };
             let resp = inner.oneshot(req).await?;
             Ok(Ok((

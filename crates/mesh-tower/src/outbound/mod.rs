@@ -2827,10 +2827,15 @@ where
     // the outbound listener's connection manager: `server` on every response, local
     // replies too (Envoy's OVERWRITE with istiod's unset `server_name`: `envoy`); a
     // gateway writes its own, a TCP proxy none
-    if let (Some(v), false) = (&shared.server_header, from_gateway)
-        && resp.extensions().get::<OpaqueHop>().is_none()
-    {
-        resp.headers_mut().insert(SERVER, v.clone());
+    // and `date` on one that has none (a local reply, or an upstream that sent none)
+    if !from_gateway && resp.extensions().get::<OpaqueHop>().is_none() {
+        if let Some(v) = &shared.server_header {
+            resp.headers_mut().insert(SERVER, v.clone());
+        }
+        if !resp.headers().contains_key(http::header::DATE) {
+            resp.headers_mut()
+                .insert(http::header::DATE, crate::envoy::date_header());
+        }
     }
     if metered {
         return Ok((resp, ctx));
