@@ -92,19 +92,24 @@ impl Activity {
 /// window's end, or once a request that came in it has been answered (as Envoy closes once
 /// no stream is active); an HTTP/2 one is sent GOAWAY (hyper's graceful shutdown) and given
 /// [`IDLE_DRAIN`] to end; one that never carried a request is closed at once (Envoy has no
-/// codec for it yet). `shutdown` is the connection's graceful shutdown.
+/// codec for it yet). `shutdown` is the connection's graceful shutdown; `stop` the
+/// server's: it ends an HTTP/1.1 connection's drain window at once (the server's own drain
+/// bounds the rest).
 pub(crate) async fn end_idle<C, E>(
     activity: &Activity,
     mut conn: Pin<&mut C>,
     shutdown: impl Fn(Pin<&mut C>),
+    stop: impl Future<Output = ()>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
     if activity.http1.load(Ordering::Acquire) {
         activity.draining.store(true, Ordering::Release);
-        if let Ok(ended) = tokio::time::timeout(IDLE_DRAIN, conn.as_mut()).await {
-            return ended;
+        tokio::select! {
+            ended = conn.as_mut() => return ended,
+            () = tokio::time::sleep(IDLE_DRAIN) => {}
+            () = stop => {}
         }
         // (a request that came in the window is answered before hyper closes)
         shutdown(conn.as_mut());

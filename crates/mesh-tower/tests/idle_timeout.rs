@@ -318,3 +318,48 @@ async fn a_reset_stream_leaves_its_connection_idle() {
     within_the_timeout(reset.elapsed());
     drop(send);
 }
+
+/// Stopping a server ends an idle HTTP/1.1 connection's drain window at once, as Envoy's
+/// own drain does: the connection closes when the server stops, not at the window's end.
+#[tokio::test]
+async fn stopping_a_gateway_ends_the_drain_window() {
+    let (addr, gateway) = gateway(mesh("400ms")).await;
+    let mut tcp = conn_support::send(addr, "example.com", "/").await;
+    answered_200(&mut tcp).await;
+    tokio::time::sleep(IDLE * 2).await; // idle for the timeout: draining
+    let stopped = Instant::now();
+    drop(gateway);
+    let elapsed = closed_after(&mut tcp, stopped).await;
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "closed {elapsed:?} after the stop"
+    );
+}
+
+#[tokio::test]
+async fn stopping_a_mesh_server_ends_the_drain_window() {
+    let server = conn_support::mesh_server(mesh("400ms"), "httpbin");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    let serving = tokio::spawn(async move {
+        server
+            .serve_with_shutdown(listener, app, async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut tcp = conn_support::send(addr, "httpbin", "/").await;
+    answered_200(&mut tcp).await;
+    tokio::time::sleep(IDLE * 2).await; // idle for the timeout: draining
+    let stopped_at = Instant::now();
+    stop.send(()).unwrap();
+    let elapsed = closed_after(&mut tcp, stopped_at).await;
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "closed {elapsed:?} after the stop"
+    );
+    let served = tokio::time::timeout(Duration::from_secs(5), serving).await;
+    assert!(matches!(served, Ok(Ok(Ok(())))), "{served:?}");
+}

@@ -1932,17 +1932,19 @@ where
         crate::idle::Tracked::new(crate::in_place::InPlace::new(svc), Arc::clone(&activity)),
     );
     tokio::pin!(conn);
+    let stopped = until_stopped(stop);
+    tokio::pin!(stopped);
     // the gateway dropped: HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY;
     // the same when the connection has been idle too long
     tokio::select! {
         r = conn.as_mut() => r,
-        () = until_stopped(stop) => {
+        () = &mut stopped => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
         () = activity.idle_for(idle_timeout) => {
             tracing::debug!(?idle_timeout, "gateway: idle timeout, closing the connection");
-            crate::idle::end_idle(&activity, conn, |c| c.graceful_shutdown()).await
+            crate::idle::end_idle(&activity, conn, |c| c.graceful_shutdown(), stopped).await
         }
     }
     .map_err(io::Error::other)

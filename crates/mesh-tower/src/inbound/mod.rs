@@ -1363,9 +1363,13 @@ impl MeshServer {
                         }
                     }
                 };
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                tokio::pin!(stopped);
                 let r = tokio::select! {
                     r = conn.as_mut() => r,
-                    () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    () = &mut stopped => {
                         conn.as_mut().graceful_shutdown();
                         conn.await
                     }
@@ -1376,7 +1380,7 @@ impl MeshServer {
                     }
                     () = activity.idle_for(idle_timeout) => {
                         tracing::debug!(%remote, port, ?idle_timeout, "idle timeout: closing the connection");
-                        crate::idle::end_idle(&activity, conn, |c| c.graceful_shutdown()).await
+                        crate::idle::end_idle(&activity, conn, |c| c.graceful_shutdown(), stopped).await
                     }
                 };
                 if let Err(e) = r {

@@ -66,16 +66,21 @@ pub async fn start_gateway(mesh: Mesh, drain: Option<Duration>) -> GatewayServer
         .unwrap()
 }
 
-/// A PERMISSIVE mesh server of `mesh` (no PeerAuthentication: plaintext callers get in)
-/// for workload `foo/<sa>`, serving `app` on a new loopback listener: its address.
-pub async fn serve_mesh(mesh: Mesh, sa: &str, app: axum::Router) -> SocketAddr {
+/// A mesh server of `mesh` for workload `foo/<sa>`, with a certificate of its own CA.
+pub fn mesh_server(mesh: Mesh, sa: &str) -> MeshServer {
     let ca = MeshCa::self_signed("cluster.local").unwrap();
     let id = Identity::new("cluster.local", "foo", sa).unwrap();
     let creds =
         WorkloadCredentials::new(ca.issue(&id, Duration::from_secs(3600), &[]).unwrap()).unwrap();
-    let server = MeshServer::builder(mesh, "foo", sa, Default::default(), creds)
+    MeshServer::builder(mesh, "foo", sa, Default::default(), creds)
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+/// A PERMISSIVE mesh server of `mesh` (no PeerAuthentication: plaintext callers get in)
+/// for workload `foo/<sa>`, serving `app` on a new loopback listener: its address.
+pub async fn serve_mesh(mesh: Mesh, sa: &str, app: axum::Router) -> SocketAddr {
+    let server = mesh_server(mesh, sa);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { server.serve(listener, app).await });
