@@ -285,6 +285,31 @@ async fn tls_chains_by_sni_hosts_server_and_catch_all() {
         assert_eq!(got.as_deref(), Ok("db:ping"), "{sni}");
     }
 
+    // the terminating server offers Envoy's `h2, http/1.1` by ALPN, as istiod's
+    // `BuildListenerTLSContext` gives every SIMPLE server, TCP ones too (a gRPC client
+    // requiring ALPN gets `h2`); one offering neither still gets in, without ALPN
+    for (offer, want) in [
+        (&b"h2"[..], Some(&b"h2"[..])),
+        (b"http/1.1", Some(b"http/1.1")),
+        (b"postgresql", None),
+    ] {
+        let mut cfg = (*client_config(&ca, true)).clone();
+        cfg.alpn_protocols = vec![offer.to_vec()];
+        let tcp = TcpStream::connect(at(8443)).await.unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls::pki_types::ServerName::try_from("db.example.com").unwrap(),
+                tcp,
+            )
+            .await
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), want, "{offer:?}");
+        tls.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 7];
+        tls.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"db:ping");
+    }
+
     // `sniHosts: ['*']`: a catch-all chain, for clients that send no SNI (by IP) too
     let got = tls_exchange(at(9443), &ca, "backend.example.com", false, b"").await;
     assert_eq!(got.as_deref(), Ok("tls-any sni=-"));

@@ -11,8 +11,13 @@ use mesh_tls::rustls::server::WebPkiClientVerifier;
 use mesh_tls::rustls::{self, RootCertStore, ServerConfig};
 use mesh_tls::{certs_from_pem, key_from_pem, CredentialLookup, TlsError, WorkloadCredentials};
 
-/// What an HTTPS server offers by ALPN (TLS servers carrying TCP offer nothing).
+/// What a terminating server offers by ALPN, as istiod's `BuildListenerTLSContext` sets
+/// it (`ALPNHttp`): HTTPS servers and `TLS` servers carrying TCP alike.
 const HTTPS_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
+
+/// An `ISTIO_MUTUAL` `TLS` server carrying TCP: Istio's metadata exchange first
+/// (`ALPNDownstreamWithMxc`).
+const ISTIO_MUTUAL_TCP_ALPN: [&[u8]; 3] = [b"istio-peer-exchange", b"h2", b"http/1.1"];
 
 /// Checks that we can honour a server's TLS settings; an unsupported field is an error,
 /// never silently ignored.
@@ -324,9 +329,7 @@ pub(crate) fn build_config(
     let mut cfg = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("credentialName {name:?}: {e}"))?;
-    if http {
-        cfg.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
-    }
+    cfg.alpn_protocols = HTTPS_ALPN.iter().map(|p| p.to_vec()).collect();
     // a configured cipher list is the server's preference, as BoringSSL applies it
     cfg.ignore_client_order = server_order;
     Ok(Terminating::new(cfg, by))
@@ -370,11 +373,12 @@ fn istio_mutual(
         .server_config_versions(policy, tls13_only)
         .map_err(|e| e.to_string())?;
     let mut cfg = (*shared).clone();
-    cfg.alpn_protocols = if http {
-        HTTPS_ALPN.iter().map(|p| p.to_vec()).collect()
+    let alpn: &[&[u8]] = if http {
+        &HTTPS_ALPN
     } else {
-        Vec::new()
+        &ISTIO_MUTUAL_TCP_ALPN
     };
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Terminating::new(
         cfg,
         vec![workload.identity().as_uri().to_owned()].into(),
@@ -655,6 +659,26 @@ mod tests {
         };
         assert!(handshake(only13.config).await.is_err());
         assert!(handshake(any.config).await.is_ok());
+    }
+
+    /// ALPN as istiod's `BuildListenerTLSContext` sets it: `h2, http/1.1` on HTTPS
+    /// servers, Istio's metadata exchange first on an ISTIO_MUTUAL server carrying TCP.
+    #[test]
+    fn istio_mutual_alpn_by_what_the_server_carries() {
+        let ca = mesh_tls::MeshCa::self_signed("cluster.local").unwrap();
+        let gw = mesh_tls::Identity::new("cluster.local", "istio-system", "gw").unwrap();
+        let ttl = std::time::Duration::from_secs(3600);
+        let workload = WorkloadCredentials::new(ca.issue(&gw, ttl, &[]).unwrap()).unwrap();
+        let creds = mesh_tls::DirCredentials::new(std::env::temp_dir());
+        let tls = ServerTlsSettings {
+            mode: ServerTlsMode::IstioMutual,
+            ..Default::default()
+        };
+        for (http, want) in [(true, &HTTPS_ALPN[..]), (false, &ISTIO_MUTUAL_TCP_ALPN[..])] {
+            let built = build_config(&tls, &creds, Some(&workload), http).unwrap();
+            assert_eq!(built.config.alpn_protocols, want, "http: {http}");
+        }
+        assert_eq!(ISTIO_MUTUAL_TCP_ALPN[0], b"istio-peer-exchange");
     }
 
     /// istiod gives an ISTIO_MUTUAL gateway server no SAN matcher without
