@@ -527,6 +527,57 @@ async fn no_healthy_upstream_when_every_endpoint_is_ejected() {
     assert_eq!((st, body.as_str()), (503, "no healthy upstream"));
 }
 
+/// An ejection belongs to the destination's cluster as Envoy builds it: a reload that
+/// leaves the DestinationRule's policy as it was keeps it (an EDS update keeps the hosts),
+/// one that changes the policy (here drops `outlierDetection`) is a new cluster whose
+/// hosts start with none; before, the ejection outlived the detector that would end it.
+#[tokio::test]
+async fn a_policy_change_ends_ejections_an_unrelated_reload_keeps_them() {
+    let pki = Pki::new();
+    let outlier = with_dr("    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n");
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n";
+    let mesh = mesh(&format!("{outlier}---\n{vs}"));
+    let bad = start(
+        &pki,
+        "reviews-bad",
+        "default",
+        "reviews",
+        Behaviour::Always500,
+    )
+    .await;
+    register(
+        &mesh,
+        "reviews-bad",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        bad.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 500);
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, body.as_str()), (503, "no healthy upstream"));
+
+    // another object changes: the same cluster, still ejected
+    let other = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: other, namespace: default}\nspec:\n  hosts: [other.example.com]\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  resolution: DNS\n";
+    reload(&mesh, &format!("{outlier}---\n{vs}---\n{other}"));
+    let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
+    assert_eq!((st, body.as_str()), (503, "no healthy upstream"));
+
+    // the DestinationRule no longer detects outliers: a new cluster, the endpoint is back
+    reload(
+        &mesh,
+        &format!(
+            "{}---\n{vs}",
+            with_dr("    loadBalancer: {simple: ROUND_ROBIN}\n")
+        ),
+    );
+    for _ in 0..3 {
+        assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 500);
+    }
+}
+
 #[tokio::test]
 async fn circuit_breaker_overflow_answers_503_uo() {
     let pki = Pki::new();

@@ -833,6 +833,25 @@ impl LoadBalancer {
         Self::new(endpoints, config)
     }
 
+    /// [`LoadBalancer::with_state_from`] for a destination whose cluster Envoy would build
+    /// anew (its DestinationRule policy changed): the endpoints that stay keep when they
+    /// joined (slow start) and nothing of their outlier state, as a new cluster's hosts.
+    pub(crate) fn with_joined_from(
+        mut endpoints: Vec<Endpoint>,
+        config: LbConfig,
+        previous: &LoadBalancer,
+    ) -> Self {
+        let by_addr: std::collections::HashMap<SocketAddr, &Arc<Endpoint>> =
+            previous.endpoints.iter().map(|o| (o.addr, o)).collect();
+        for e in endpoints.iter_mut() {
+            if let Some(old) = by_addr.get(&e.addr) {
+                e.flags = AtomicU8::new(old.flags.load(Ordering::Acquire) & !FLAG_EJECTED);
+                e.joined = old.joined;
+            }
+        }
+        Self::new(endpoints, config)
+    }
+
     /// The endpoints, in the order given to [`LoadBalancer::new`].
     ///
     /// # Examples

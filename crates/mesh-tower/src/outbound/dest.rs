@@ -1318,13 +1318,18 @@ fn build(
                 .with_labels(e.labels.clone())
         })
         .collect();
-    let lb = Arc::new(match previous {
-        Some(prev) => LoadBalancer::with_state_from(eps, config, &prev.lb),
-        None => LoadBalancer::new(eps, config),
+    // an endpoint update keeps the hosts' state (Envoy's EDS update); a policy change is a
+    // new cluster for Envoy, whose hosts start with no ejection (else an ejection would
+    // outlive the `outlierDetection` that made it, with nothing left to end it)
+    let same_cluster = previous.filter(|prev| prev.same_policy(&i));
+    let lb = Arc::new(match (same_cluster, previous) {
+        (Some(prev), _) => LoadBalancer::with_state_from(eps, config, &prev.lb),
+        (None, Some(prev)) => LoadBalancer::with_joined_from(eps, config, &prev.lb),
+        (None, None) => LoadBalancer::new(eps, config),
     });
     let outlier = p.outlier_detection.map(|od| {
         let cfg = outlier_config(od);
-        let det = Arc::new(match previous.and_then(|x| x.outlier.as_ref()) {
+        let det = Arc::new(match same_cluster.and_then(|x| x.outlier.as_ref()) {
             Some(prev) => OutlierDetector::with_state_from(cfg, Arc::clone(&lb), prev),
             None => {
                 OutlierDetector::new(cfg, Arc::clone(&lb), tokio::time::Instant::now().into_std())
