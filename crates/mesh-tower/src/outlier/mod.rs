@@ -311,7 +311,7 @@ impl OutlierDetector {
     /// let od = OutlierDetector::new(config.clone(), lb.clone(), Instant::now());
     /// od.record(0, Outcome::Status(500), Instant::now());
     ///
-    /// // A config reload rebuilds the balancer; the ejection survives it.
+    /// // An endpoint update rebuilds the balancer; the ejection survives it.
     /// let lb2 = Arc::new(LoadBalancer::with_state_from(endpoints(), LbConfig::default(), &lb));
     /// let od2 = OutlierDetector::with_state_from(config, lb2.clone(), &od);
     /// assert_eq!(od2.ejected_count(), 1);
