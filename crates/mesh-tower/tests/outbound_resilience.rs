@@ -1142,6 +1142,46 @@ async fn consistent_hash_retries_stay_on_the_host_unless_told_otherwise() {
     assert_eq!((st, body.as_str()), (200, "reviews-b"));
 }
 
+/// Without a VirtualService, istiod's default route converts the mesh's default retry
+/// policy without the hash (`BuildDefaultHTTPOutboundRoute`): the previous-hosts predicate
+/// stays, so under a DestinationRule's consistent hash a connect failure is retried on
+/// another endpoint, whichever the key hashes to.
+#[tokio::test]
+async fn default_route_retries_move_off_a_dead_hashed_endpoint() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: reviews, namespace: default}}\nspec:\n  host: reviews\n  trafficPolicy: {{loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}}}\n",
+        service_yaml("reviews", "default")
+    ));
+    let good = start(&pki, "reviews-b", "default", "reviews", Behaviour::Ok).await;
+    let dead = dead_addr().await;
+    register(
+        &mesh,
+        "reviews-a",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        dead,
+    );
+    register(
+        &mesh,
+        "reviews-b",
+        "default",
+        "reviews",
+        "reviews",
+        "v1",
+        good.addr,
+    );
+    let client = client(&mesh, &pki, "default", "productpage");
+    for i in 0..16 {
+        let u = format!("user-{i}");
+        let (st, _, body, _) =
+            send(&client, get_with("http://reviews:9080/", &[("x-user", &u)])).await;
+        assert_eq!((st, body.as_str()), (200, "reviews-b"), "{u}");
+    }
+}
+
 /// Without a VirtualService a service is reached on the ports it declares (istiod builds
 /// its default route on those listeners only): a port written in the request that the
 /// service does not declare gets no cluster (502 under REGISTRY_ONLY), while a request

@@ -3640,7 +3640,9 @@ where
         grpc,
         upgrade,
         want: want_of(&dest, parts.version, upgrade),
-        single_destination: decision.destinations().len() == 1,
+        // (a VirtualService route's: the service's default route keeps the predicate,
+        // istiod's `BuildDefaultHTTPOutboundRoute` converting its policy without the hash)
+        single_destination: decision.rule.is_some() && decision.destinations().len() == 1,
         in_flight: std::sync::atomic::AtomicUsize::new(usize::MAX),
         timeouts,
         timed,
@@ -3917,7 +3919,8 @@ struct Attempts<'a, T> {
     upgrade: bool,
     /// The HTTP version the attempts need of their connections (see [`upstream::Want`]).
     want: upstream::Want,
-    /// The route has one destination (istiod's hash policy on retries applies only then).
+    /// The route is a VirtualService's with one destination (istiod's hash policy on
+    /// retries applies only then).
     single_destination: bool,
     /// The endpoint of the attempt waiting for its response headers (`usize::MAX`: none),
     /// for the outlier detector when the route timeout cuts it off.
