@@ -406,6 +406,46 @@ pub struct MeshConfig {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub accept_http_10: bool,
+    /// `tlsDefaults`: the TLS settings of gateway servers that terminate TLS (`SIMPLE`,
+    /// `MUTUAL`, `OPTIONAL_MUTUAL`) where the server sets none of its own, as istiod's
+    /// `applyDownstreamTLSDefaults` applies them before the server's own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::model::TlsProtocol;
+    ///
+    /// let config = mesh_core::meshconfig::MeshConfig::from_yaml("
+    /// tlsDefaults: {minProtocolVersion: TLSV1_3, ecdhCurves: [P-256]}
+    /// ")?;
+    /// assert_eq!(config.tls_defaults.min_protocol_version, Some(TlsProtocol::TlsV1_3));
+    /// assert_eq!(config.tls_defaults.ecdh_curves, ["P-256"]);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub tls_defaults: TlsDefaults,
+}
+
+/// MeshConfig `tlsDefaults` (a `TLSConfig`): what a gateway server terminating TLS
+/// (`SIMPLE`, `MUTUAL`, `OPTIONAL_MUTUAL`) uses where its own `tls` leaves a field unset.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::meshconfig::TlsDefaults;
+///
+/// let none = TlsDefaults::default();
+/// assert!(none.min_protocol_version.is_none() && none.cipher_suites.is_empty() && none.ecdh_curves.is_empty());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsDefaults {
+    /// `minProtocolVersion` (`TLS_AUTO`: none). `TLSV1_0` and `TLSV1_1` are taken as
+    /// TLS 1.2, the lowest this mesh offers (with a warning at load).
+    pub min_protocol_version: Option<crate::model::TlsProtocol>,
+    /// `cipherSuites`: the TLS 1.2 suites, by Envoy's names, in order.
+    pub cipher_suites: Vec<String>,
+    /// `ecdhCurves`: the key-exchange groups, by Envoy's names (`X25519`, `P-256`,
+    /// `P-384`, `X25519MLKEM768`), in order.
+    pub ecdh_curves: Vec<String>,
 }
 
 /// ProxyConfig `proxyHeaders` (MeshConfig `defaultConfig.proxyHeaders`): which of Envoy's
@@ -1457,7 +1497,7 @@ ignored_fields! {
         inbound_cluster_stat_name, outbound_cluster_stat_name, certificates,
         service_settings, enable_prometheus_merge, verify_certificate_at_client, ca,
         discovery_selectors,
-        tls_defaults, service_scope_configs, thrift_config, mixer_check_server,
+        service_scope_configs, thrift_config, mixer_check_server,
         mixer_report_server, disable_policy_checks, policy_check_fail_open,
         sidecar_to_telemetry_session_affinity, sds_uds_path, rds_refresh_delay, mixer_address,
         auth_policy, enable_sds_token_mount, sds_refresh_delay, mesh_networks,
@@ -1500,6 +1540,8 @@ ignored_fields! {
         enable_auto_mtls: Option<bool>,
         #[serde(default)]
         mesh_m_t_l_s: Option<RawMeshTls>,
+        #[serde(default)]
+        tls_defaults: Option<RawMeshTls>,
         #[serde(default)]
         h2_upgrade_policy: Option<String>,
         #[serde(default)]
@@ -1908,11 +1950,11 @@ fn convert(
                 None
             }
         });
-    let mesh_tls = raw.mesh_m_t_l_s.unwrap_or_default();
-    let mesh_mtls_min_protocol_version = mesh_tls.min_protocol_version.as_deref().and_then(|name| {
+    // a `TLSConfig`'s `minProtocolVersion`; `what` says who keeps TLS 1.2 below it
+    let mut min_version = |block: &str, name: &str, what: &str| {
         const NAMES: [&str; 5] = ["TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"];
         use crate::model::TlsProtocol as P;
-        let path = format!("{base}.meshMTLS.minProtocolVersion");
+        let path = format!("{base}.{block}.minProtocolVersion");
         let v = match name {
             "TLS_AUTO" => P::TlsAuto,
             "TLSV1_0" => P::TlsV1_0,
@@ -1935,11 +1977,26 @@ fn convert(
                 source,
                 path,
                 Severity::Warning,
-                format!("meshMTLS.minProtocolVersion {name} is not supported: the mesh's mutual TLS keeps TLS 1.2 as its lowest version"),
+                format!("{block}.minProtocolVersion {name} is not supported: {what} TLS 1.2 as the lowest version"),
             ));
         }
         Some(v)
-    });
+    };
+    let mesh_tls = raw.mesh_m_t_l_s.unwrap_or_default();
+    let mesh_mtls_min_protocol_version = mesh_tls
+        .min_protocol_version
+        .as_deref()
+        .and_then(|name| min_version("meshMTLS", name, "the mesh's mutual TLS keeps"));
+    let tls_defaults = raw.tls_defaults.unwrap_or_default();
+    let tls_defaults = TlsDefaults {
+        min_protocol_version: tls_defaults
+            .min_protocol_version
+            .as_deref()
+            .and_then(|name| min_version("tlsDefaults", name, "gateway servers keep"))
+            .filter(|v| *v != crate::model::TlsProtocol::TlsAuto),
+        cipher_suites: tls_defaults.cipher_suites.unwrap_or_default(),
+        ecdh_curves: tls_defaults.ecdh_curves.unwrap_or_default(),
+    };
     for (field, set) in [
         // (an empty list is no list, as protobuf reads it)
         (
@@ -2251,6 +2308,7 @@ fn convert(
         dns_auto_allocate,
         idle_timeout,
         accept_http_10,
+        tls_defaults,
     }
 }
 
@@ -3174,6 +3232,43 @@ extensionProviders:
         );
         let loaded = load_str("meshMTLS: {ecdhCurves: [], cipherSuites: []}", "mesh.yaml");
         assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    }
+
+    /// `tlsDefaults` is read (it was dropped unread): its lowest version with the same
+    /// names and warnings as `meshMTLS`'s, `TLS_AUTO` as none, its lists as written.
+    #[test]
+    fn tls_defaults_are_read() {
+        use crate::model::TlsProtocol;
+        let c = MeshConfig::from_yaml(
+            "tlsDefaults: {minProtocolVersion: TLSV1_2, cipherSuites: [ECDHE-RSA-AES128-GCM-SHA256], ecdhCurves: [X25519, P-256]}",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls_defaults.min_protocol_version,
+            Some(TlsProtocol::TlsV1_2)
+        );
+        assert_eq!(
+            c.tls_defaults.cipher_suites,
+            ["ECDHE-RSA-AES128-GCM-SHA256"]
+        );
+        assert_eq!(c.tls_defaults.ecdh_curves, ["X25519", "P-256"]);
+        let auto = MeshConfig::from_yaml("tlsDefaults: {minProtocolVersion: TLS_AUTO}").unwrap();
+        assert_eq!(auto.tls_defaults, TlsDefaults::default());
+        let err = MeshConfig::from_yaml("tlsDefaults: {minProtocolVersion: TLS13}").unwrap_err();
+        assert!(err.diagnostics[0]
+            .path
+            .ends_with("tlsDefaults.minProtocolVersion"));
+        let loaded = load_str("tlsDefaults: {minProtocolVersion: TLSV1_0}", "mesh.yaml");
+        let warned: Vec<_> = loaded
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .map(|d| d.message.as_str())
+            .collect();
+        assert_eq!(
+            warned,
+            ["tlsDefaults.minProtocolVersion TLSV1_0 is not supported: gateway servers keep TLS 1.2 as the lowest version"]
+        );
     }
 
     #[test]

@@ -335,6 +335,20 @@ pub struct MeshOptions {
     /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
     /// ```
     pub accept_http_10: bool,
+    /// MeshConfig `tlsDefaults`: gateway servers terminating TLS take these where their
+    /// own `tls` sets nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::MeshConfig;
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let config = MeshConfig::from_yaml("tlsDefaults: {cipherSuites: [ECDHE-ECDSA-AES256-GCM-SHA384]}")?;
+    /// assert_eq!(MeshOptions::from_mesh_config(&config).tls_defaults.cipher_suites.len(), 1);
+    /// # Ok::<(), mesh_core::meshconfig::MeshConfigError>(())
+    /// ```
+    pub tls_defaults: crate::meshconfig::TlsDefaults,
 }
 
 /// The address families a DNS answer is taken in (Envoy's `DnsLookupFamily`, as istiod
@@ -411,6 +425,7 @@ impl Default for MeshOptions {
             dns_lookup_family: DnsLookupFamily::V4Only,
             idle_timeout: std::time::Duration::from_secs(3600),
             accept_http_10: false,
+            tls_defaults: crate::meshconfig::TlsDefaults::default(),
         }
     }
 }
@@ -476,6 +491,7 @@ impl MeshOptions {
             proxy_headers: config.proxy_headers.clone(),
             idle_timeout: config.idle_timeout.unwrap_or(d.idle_timeout),
             accept_http_10: config.accept_http_10,
+            tls_defaults: config.tls_defaults.clone(),
             ..d
         }
     }

@@ -940,6 +940,7 @@ impl GatewayBuilder {
                                     &*self.credentials,
                                     self.workload.as_deref(),
                                     http,
+                                    &snap.options().tls_defaults,
                                 )
                             })
                             .map_err(err)?;
@@ -1687,6 +1688,7 @@ async fn connection(
                 &*inner.credentials,
                 inner.workload.as_deref(),
                 http,
+                &snap.options().tls_defaults,
             )
         })
         .map_err(|e| {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use mesh_core::meshconfig::TlsDefaults;
 use mesh_core::model::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 use mesh_tls::rustls::server::danger::ClientCertVerifier;
 use mesh_tls::rustls::server::WebPkiClientVerifier;
@@ -153,6 +154,66 @@ fn with_cipher_suites(
     (Arc::new(p), true)
 }
 
+/// A server's TLS settings with MeshConfig's `tlsDefaults` where it sets none: the lowest
+/// version (one below TLS 1.2 taken as TLS 1.2, with the warning given at load) and the
+/// cipher suites.
+fn apply_defaults(tls: &ServerTlsSettings, defaults: &TlsDefaults) -> ServerTlsSettings {
+    let mut out = tls.clone();
+    if matches!(out.min_protocol_version, None | Some(TlsProtocol::TlsAuto)) {
+        out.min_protocol_version = defaults.min_protocol_version.map(|v| match v {
+            TlsProtocol::TlsV1_0 | TlsProtocol::TlsV1_1 => TlsProtocol::TlsV1_2,
+            v => v,
+        });
+    }
+    if out.cipher_suites.is_empty() {
+        out.cipher_suites.clone_from(&defaults.cipher_suites);
+    }
+    out
+}
+
+/// `provider` offering only the key-exchange groups of `tlsDefaults.ecdhCurves`, in their
+/// order (Envoy's `tls_params.ecdh_curves`, by BoringSSL's names); names rustls does not
+/// implement are skipped with a warning, and when none is left the defaults stay.
+fn with_ecdh_curves(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    names: &[String],
+) -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::NamedGroup;
+    if names.is_empty() {
+        return provider;
+    }
+    let mut groups = Vec::new();
+    for name in names {
+        let want = match name.trim() {
+            "X25519" => Some(NamedGroup::X25519),
+            "P-256" | "prime256v1" | "secp256r1" => Some(NamedGroup::secp256r1),
+            "P-384" | "secp384r1" => Some(NamedGroup::secp384r1),
+            "P-521" | "secp521r1" => Some(NamedGroup::secp521r1),
+            "X25519MLKEM768" => Some(NamedGroup::X25519MLKEM768),
+            _ => None,
+        };
+        match want.and_then(|w| provider.kx_groups.iter().find(|g| g.name() == w)) {
+            Some(g)
+                if !groups
+                    .iter()
+                    .any(|x: &&dyn rustls::crypto::SupportedKxGroup| x.name() == g.name()) =>
+            {
+                groups.push(*g);
+            }
+            Some(_) => {}
+            None => {
+                tracing::warn!(curve = %name, "tlsDefaults.ecdhCurves: not offered (rustls here offers X25519, P-256, P-384 and X25519MLKEM768)")
+            }
+        }
+    }
+    if groups.is_empty() {
+        return provider;
+    }
+    let mut p = (*provider).clone();
+    p.kx_groups = groups;
+    Arc::new(p)
+}
+
 fn versions(
     tls: &ServerTlsSettings,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
@@ -221,14 +282,25 @@ impl Terminating {
 }
 
 /// Builds the server config for one Gateway server's TLS settings; `workload` is the
-/// gateway's mesh identity, which `ISTIO_MUTUAL` servers present.
+/// gateway's mesh identity, which `ISTIO_MUTUAL` servers present; `defaults` MeshConfig's
+/// `tlsDefaults`, which `SIMPLE`, `MUTUAL` and `OPTIONAL_MUTUAL` servers take where they
+/// set nothing (istiod's `applyDownstreamTLSDefaults`, then `applyServerTLSSettings`
+/// field by field).
 pub(crate) fn build_config(
     tls: &ServerTlsSettings,
     creds: &dyn CredentialLookup,
     workload: Option<&WorkloadCredentials>,
     http: bool,
+    defaults: &TlsDefaults,
 ) -> Result<Terminating, String> {
     check_supported(tls)?;
+    let with_defaults;
+    let tls = if tls.mode == ServerTlsMode::IstioMutual {
+        tls
+    } else {
+        with_defaults = apply_defaults(tls, defaults);
+        &with_defaults
+    };
     if tls.mode == ServerTlsMode::IstioMutual {
         // the server's min/max versions apply as to any other mode
         let v = versions(tls)?;
@@ -261,7 +333,8 @@ pub(crate) fn build_config(
         .map(|leaf| super::xfcc::uri_sans(leaf.as_ref()))
         .unwrap_or_default()
         .into();
-    let (provider, server_order) = with_cipher_suites(mesh_tls::provider(), &tls.cipher_suites);
+    let provider = with_ecdh_curves(mesh_tls::provider(), &defaults.ecdh_curves);
+    let (provider, server_order) = with_cipher_suites(provider, &tls.cipher_suites);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(tls)?)
         .map_err(|e| e.to_string())?;
@@ -584,7 +657,7 @@ mod tests {
             credential_name: Some("nope".into()),
             ..Default::default()
         };
-        let e = build_config(&tls, &creds, None, true).unwrap_err();
+        let e = build_config(&tls, &creds, None, true, &TlsDefaults::default()).unwrap_err();
         assert!(e.contains("nope"), "{e}");
     }
 
@@ -611,6 +684,7 @@ mod tests {
             &creds,
             Some(&workload),
             true,
+            &TlsDefaults::default(),
         )
         .unwrap_err();
         assert!(e.contains("maxProtocolVersion TLSV1_2"), "{e}");
@@ -619,9 +693,17 @@ mod tests {
             &creds,
             Some(&workload),
             true,
+            &TlsDefaults::default(),
         )
         .unwrap();
-        let any = build_config(&tls(None, None), &creds, Some(&workload), true).unwrap();
+        let any = build_config(
+            &tls(None, None),
+            &creds,
+            Some(&workload),
+            true,
+            &TlsDefaults::default(),
+        )
+        .unwrap();
 
         let cert = ca.issue(&client, ttl, &[]).unwrap();
         let verifier = mesh_tls::MeshServerCertVerifier::new(
@@ -675,7 +757,8 @@ mod tests {
             ..Default::default()
         };
         for (http, want) in [(true, &HTTPS_ALPN[..]), (false, &ISTIO_MUTUAL_TCP_ALPN[..])] {
-            let built = build_config(&tls, &creds, Some(&workload), http).unwrap();
+            let built =
+                build_config(&tls, &creds, Some(&workload), http, &TlsDefaults::default()).unwrap();
             assert_eq!(built.config.alpn_protocols, want, "http: {http}");
         }
         assert_eq!(ISTIO_MUTUAL_TCP_ALPN[0], b"istio-peer-exchange");
@@ -701,7 +784,7 @@ mod tests {
                 subject_alt_names: sans,
                 ..Default::default()
             };
-            build_config(&tls, &creds, Some(&workload), true)
+            build_config(&tls, &creds, Some(&workload), true, &TlsDefaults::default())
                 .unwrap()
                 .config
         };
