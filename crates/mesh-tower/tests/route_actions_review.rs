@@ -113,6 +113,8 @@ spec:
   - match: [{uri: {prefix: /broken}}]
     fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
     route: [{destination: {host: api.example.internal}}]
+  - match: [{uri: {prefix: /empty}}]
+    directResponse: {status: 200, body: {string: ''}}
   - directResponse: {status: 200, body: {string: hello}}
 ";
     let mesh = mesh(yaml);
@@ -127,6 +129,11 @@ spec:
     let (status, _, body, h) = send(&client, get("http://api.example.internal/")).await;
     assert_eq!((status, body.as_str()), (200, "hello"));
     assert!(h.get("location").is_none());
+    assert_eq!(h["content-type"], "text/plain");
+    // an empty body: nothing to describe, no content-type (Envoy's `sendLocalReply`)
+    let (status, _, body, h) = send(&client, get("http://api.example.internal/empty")).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert!(h.get("content-type").is_none(), "{h:?}");
 
     let head = |uri: &str| {
         http::Request::head(uri)

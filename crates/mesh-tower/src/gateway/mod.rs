@@ -2373,12 +2373,26 @@ fn scheme_of(forwarded_proto: &str, https: bool) -> &'static str {
 /// `httpsRedirect`: 301 to `https://` with the Host as sent, port included (Envoy's
 /// `Http::Utility::createSslRedirectPath`: `https://{Host}{:path}`; Istio strips no port
 /// unless ISTIO_GATEWAY_STRIP_HOST_PORT is set, off by default).
+/// A gRPC request gets it as Envoy's router sends every local reply to one
+/// (`sendLocalReply`): 200 with `grpc-status` 2 (`httpToGrpcStatus(301)`: UNKNOWN), the
+/// `location` kept.
 fn https_redirect<B>(req: &Request<B>, authority: &str) -> Response<GatewayBody> {
     let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    redirect_response(
-        StatusCode::MOVED_PERMANENTLY,
-        &format!("https://{authority}{pq}"),
-    )
+    let location = format!("https://{authority}{pq}");
+    let mut r = redirect_response(StatusCode::MOVED_PERMANENTLY, &location);
+    if crate::envoy::is_grpc(req.headers()) {
+        *r.status_mut() = StatusCode::OK;
+        let h = r.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert(
+            "grpc-status",
+            HeaderValue::from(crate::envoy::http_to_grpc_status(301)),
+        );
+    }
+    r
 }
 
 fn redirect_response(status: StatusCode, location: &str) -> Response<GatewayBody> {
@@ -2681,5 +2695,18 @@ spec:
             assert_eq!(r.status(), 301);
             assert_eq!(r.headers()[LOCATION], want);
         }
+        // a gRPC request: Envoy's local reply in gRPC form, the location kept
+        let req = Request::post("/pkg.Svc/Call")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let r = https_redirect(&req, "grpc.example.com");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "2");
+        assert_eq!(r.headers()["content-type"], "application/grpc");
+        assert_eq!(
+            r.headers()[LOCATION],
+            "https://grpc.example.com/pkg.Svc/Call"
+        );
     }
 }

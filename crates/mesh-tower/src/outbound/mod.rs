@@ -3129,13 +3129,14 @@ where
             let code = StatusCode::from_u16(d.status).unwrap_or(StatusCode::OK);
             let mut resp = match &d.body {
                 _ if grpc => grpc_local_reply(code, d.body.as_deref().unwrap_or_default()),
-                Some(b) => {
+                // (Envoy's `sendLocalReply`: `text/plain` only with a body to describe)
+                Some(b) if !b.is_empty() => {
                     let mut r = Response::new(full(Bytes::copy_from_slice(b)));
                     r.headers_mut()
                         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
                     r
                 }
-                None => Response::new(empty()),
+                _ => Response::new(empty()),
             };
             if !grpc {
                 *resp.status_mut() = code;
