@@ -273,8 +273,10 @@ pub trait CredentialLookup: Send + Sync + fmt::Debug {
 /// Credentials stored as directories: `<root>/<name>/` holding Istio's generic secret keys
 /// (`cert`, `key`, `cacert`, `crl`) or the TLS secret keys (`tls.crt`, `tls.key`, `ca.crt`,
 /// `ca.crl`), and optionally a separate `<root>/<name>-cacert/` with `cacert` or `ca.crt`
-/// (Istio's `<name>-cacert` secret). A CRL is taken with the roots it goes with: `ca.crl`
-/// beside `ca.crt`, `crl` beside `cacert`, in the same directory.
+/// (Istio's `<name>-cacert` secret). The roots come as istiod's `GetCaCert` reads them:
+/// from `<name>-cacert/` when it exists, else from `<name>/`; in either, `cacert` before
+/// `ca.crt`. A CRL is taken with the roots it goes with: `ca.crl` beside `ca.crt`, `crl`
+/// beside `cacert`, in the same directory.
 ///
 /// # Examples
 ///
@@ -371,15 +373,15 @@ impl CredentialLookup for DirCredentials {
             ca_pem: None,
             crl_pem: None,
         };
-        // the roots, and the CRL of the same secret: `ca.crt` with `ca.crl`, `cacert` with
-        // `crl` (Istio's secret keys), from the credential or else its `-cacert` one
-        for d in [&dir, &ca_dir] {
-            for (ca, crl) in [("ca.crt", "ca.crl"), ("cacert", "crl")] {
-                if let Some(pem) = read_first(d, &[ca])? {
-                    cred.ca_pem = Some(pem);
-                    cred.crl_pem = read_first(d, &[crl])?;
-                    return Ok(cred);
-                }
+        // the roots, and the CRL of the same secret, as istiod's `GetCaCert`: the
+        // `-cacert` credential when there is one, else the credential itself; in it
+        // `cacert` with `crl`, else `ca.crt` with `ca.crl` (`ExtractRoot`)
+        let d = if ca_dir.is_dir() { &ca_dir } else { &dir };
+        for (ca, crl) in [("cacert", "crl"), ("ca.crt", "ca.crl")] {
+            if let Some(pem) = read_first(d, &[ca])? {
+                cred.ca_pem = Some(pem);
+                cred.crl_pem = read_first(d, &[crl])?;
+                return Ok(cred);
             }
         }
         Ok(cred)
@@ -828,6 +830,16 @@ pub fn client_config(
                         "credentialName CA certificate",
                         pem.as_bytes(),
                     )?)?,
+                    // a credential without roots: istiod's SDS sends no validation
+                    // context for it, and no handshake completes (fail closed, never the
+                    // platform's roots)
+                    (None, None) if cred.is_some() => {
+                        return Err(TlsError::Config(format!(
+                            "credentialName {:?} has no CA certificate (cacert or ca.crt, in \
+                             it or in a {0}-cacert credential)",
+                            settings.credential_name.as_deref().unwrap_or_default()
+                        )));
+                    }
                     (None, None) => os_roots()?,
                 };
                 // caCrl, or the credential's ca.crl
@@ -1048,12 +1060,24 @@ mod tests {
         assert_eq!(d.lookup("a").unwrap().crl_pem, None);
         std::fs::write(root.path().join("a-cacert/crl"), "CRL").unwrap();
         assert_eq!(d.lookup("a").unwrap().crl_pem.as_deref(), Some("CRL"));
-        // roots in the credential itself: its own CRL, not the -cacert one
+        // roots in the credential itself too: the -cacert credential still decides, as
+        // istiod's `GetCaCert` reads it first
         std::fs::write(root.path().join("a/ca.crt"), "OWN CA").unwrap();
+        let c = d.lookup("a").unwrap();
+        assert_eq!(
+            (c.ca_pem.as_deref(), c.crl_pem.as_deref()),
+            (Some("CA"), Some("CRL"))
+        );
+        // without it, the credential's own roots and CRL
+        std::fs::remove_dir_all(root.path().join("a-cacert")).unwrap();
         let c = d.lookup("a").unwrap();
         assert_eq!((c.ca_pem.as_deref(), c.crl_pem), (Some("OWN CA"), None));
         std::fs::write(root.path().join("a/ca.crl"), "OWN CRL").unwrap();
         assert_eq!(d.lookup("a").unwrap().crl_pem.as_deref(), Some("OWN CRL"));
+        // in one credential `cacert` comes first (`ExtractRoot`), with its own `crl`
+        std::fs::write(root.path().join("a/cacert"), "GENERIC CA").unwrap();
+        let c = d.lookup("a").unwrap();
+        assert_eq!((c.ca_pem.as_deref(), c.crl_pem), (Some("GENERIC CA"), None));
     }
 
     #[test]

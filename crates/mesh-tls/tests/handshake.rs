@@ -718,6 +718,16 @@ async fn mutual_with_files_and_credential_name_through_a_strict_server() {
         ..Default::default()
     };
     assert!(client_config(&settings, &dest, &ctx).is_err());
+    // a credential without roots is refused, never verified against the platform's roots
+    // (istiod's SDS sends no validation context for it)
+    std::fs::remove_file(secrets.join("client-credential/ca.crt")).unwrap();
+    let settings = ClientTlsSettings {
+        mode: ClientTlsMode::Simple,
+        credential_name: Some("client-credential".into()),
+        ..Default::default()
+    };
+    let e = client_config(&settings, &dest, &ctx).unwrap_err();
+    assert!(e.to_string().contains("has no CA certificate"), "{e}");
 }
 
 #[tokio::test]
