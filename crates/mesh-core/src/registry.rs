@@ -1953,6 +1953,57 @@ impl Registry {
         self.services.get_exact(host).is_some()
     }
 
+    /// The service an extension provider's `service` (`[<namespace>/]<hostname>`) names,
+    /// as istiod's `LookupCluster` finds it: with a namespace, the service of that host in
+    /// that namespace; without one, the host's service when a single namespace defines it.
+    /// `Err` (istiod's message) otherwise: istiod then builds no authorizer, and the
+    /// CUSTOM policies naming the provider deny what they match.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let snap = mesh_core::mesh::Mesh::from_yaml("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ext-authz, namespace: foo}
+    /// spec:
+    ///   ports: [{name: http, port: 8000}]
+    /// ").unwrap().snapshot();
+    /// let reg = snap.registry();
+    /// let host = "ext-authz.foo.svc.cluster.local";
+    /// assert!(reg.extension_provider_service(host).is_ok());
+    /// assert!(reg.extension_provider_service(&format!("foo/{host}")).is_ok());
+    /// let e = reg.extension_provider_service(&format!("bar/{host}")).unwrap_err();
+    /// assert_eq!(e, format!("could not find service bar/{host} in Istio service registry"));
+    /// assert!(reg.extension_provider_service("ext-authz.bar.svc.cluster.local").is_err());
+    /// ```
+    pub fn extension_provider_service(&self, service: &str) -> Result<&Arc<Service>, String> {
+        let not_found = || format!("could not find service {service} in Istio service registry");
+        let (namespace, host) = match service.split_once('/') {
+            Some((ns, host)) => (Some(ns), host),
+            None => (None, service),
+        };
+        let defined = self.services.get_exact(host).ok_or_else(not_found)?;
+        match namespace {
+            Some(ns) => defined
+                .iter()
+                .find(|s| &*s.namespace == ns)
+                .ok_or_else(not_found),
+            None => {
+                let mut namespaces: Vec<&str> = defined.iter().map(|s| &*s.namespace).collect();
+                namespaces.sort_unstable();
+                namespaces.dedup();
+                match namespaces.len() {
+                    1 => Ok(&defined[0]),
+                    _ => Err(format!(
+                        "found {service} in multiple namespaces {namespaces:?}, specify the \
+                         namespace explicitly in the format of <Namespace>/<Hostname>"
+                    )),
+                }
+            }
+        }
+    }
+
     /// The service whose VIP (or CIDR) contains `ip` and that has `port` (any port when the
     /// service declares none), visible from `client_ns`.
     ///

@@ -479,6 +479,43 @@ impl Snapshot {
         &self.registry
     }
 
+    /// The external authorizer of a workload whose CUSTOM policies name the providers
+    /// `used`, as istiod builds it: the one provider they all name
+    /// ([`resolve_ext_authz`](crate::meshconfig::resolve_ext_authz)), whose `service` the
+    /// registry has ([`Registry::extension_provider_service`]). `Err` carries istiod's
+    /// message: the CUSTOM policies then deny what they match, whatever `failOpen` says.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_core::meshconfig::{ExtAuthzHttp, ExtensionProvider};
+    /// use mesh_core::names::MeshOptions;
+    ///
+    /// let options = MeshOptions::default().with_extension_provider(ExtensionProvider::ext_authz_http(
+    ///     "authz",
+    ///     ExtAuthzHttp::new("ext-authz.foo.svc.cluster.local", 8000),
+    /// ));
+    /// let mesh = mesh_core::mesh::Mesh::new(options);
+    /// assert!(mesh.snapshot().ext_authz(&["authz"]).unwrap_err().contains("could not find service"));
+    /// mesh.reload_loaded(mesh_core::load::load_str("
+    /// apiVersion: v1
+    /// kind: Service
+    /// metadata: {name: ext-authz, namespace: foo}
+    /// spec: {ports: [{name: http, port: 8000}]}
+    /// ", "svc.yaml")).unwrap();
+    /// assert!(mesh.snapshot().ext_authz(&["authz"]).is_ok());
+    /// ```
+    pub fn ext_authz(&self, used: &[&str]) -> Result<crate::meshconfig::ExtAuthzRef<'_>, String> {
+        use crate::meshconfig::ExtAuthzRef;
+        let r = crate::meshconfig::resolve_ext_authz(&self.options().extension_providers, used)?;
+        let service = match &r {
+            ExtAuthzRef::Http(h) => &h.service,
+            ExtAuthzRef::Grpc(g) => &g.service,
+        };
+        self.registry.extension_provider_service(service)?;
+        Ok(r)
+    }
+
     /// The port of a request whose URL has none: the only port of the service its host names,
     /// found as the route lookup finds it (the name as written, else its Kubernetes expansion
     /// for the client's namespace: `name`, `name.ns`, `name.ns.svc`). `None` when there is no

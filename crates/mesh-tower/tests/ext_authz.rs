@@ -298,6 +298,38 @@ async fn undefined_provider_denies_what_its_rules_match() {
     assert!(seen.lock().unwrap().is_empty());
 }
 
+/// istiod builds an authorizer only for a service its registry has (`LookupCluster`): a
+/// provider whose `service` is unknown, or in another namespace than its `ns/` names, is
+/// unusable, and its CUSTOM rules deny even with `failOpen` (which lets through only a
+/// known authorizer that fails); the authorizer is never asked.
+#[tokio::test]
+async fn a_provider_service_the_registry_lacks_denies_even_with_fail_open() {
+    let (authz, seen) = authorizer().await;
+    let with_service = policies(authz.port(), "sample-ext-authz-http");
+    let (_, without_service) = with_service.split_once("---\n").unwrap();
+    for (config, service) in [
+        (without_service, "ext-authz.foo.svc.cluster.local"),
+        (with_service.as_str(), "bar/ext-authz.foo.svc.cluster.local"),
+    ] {
+        let mesh_config = MeshConfig::from_yaml(&format!(
+            "extensionProviders:\n- name: sample-ext-authz-http\n  envoyExtAuthzHttp: {{service: {service}, port: 8000, failOpen: true}}\n"
+        ))
+        .unwrap();
+        let mesh = Mesh::with_mesh_config(&mesh_config);
+        mesh.reload_loaded(mesh_core::load::load_str(config, "p.yaml"))
+            .unwrap();
+        let addr = httpbin(mesh).await;
+        let a = get(addr, "/headers", Some("allow")).await;
+        assert_eq!(
+            (a.status, a.body.as_str()),
+            (StatusCode::FORBIDDEN, "RBAC: access denied"),
+            "{service}"
+        );
+        assert_eq!(get(addr, "/ip", None).await.status, StatusCode::OK);
+    }
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn gateway_asks_the_authorizer() {
     let (authz, seen) = authorizer().await;

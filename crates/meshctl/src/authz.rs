@@ -422,9 +422,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         // DENY and ALLOW policies
         let mut d = authz.evaluate(&req);
         let used = authz.custom_providers();
-        let resolved = (!used.is_empty()).then(|| {
-            mesh_core::meshconfig::resolve_ext_authz(&snap.options().extension_providers, &used)
-        });
+        let resolved = (!used.is_empty()).then(|| snap.ext_authz(&used));
         match (resolved, authz.custom_match(&req)) {
             // istiod (builder.go, "failed to process CUSTOM action, will generate deny
             // configs for the specified rules"): when the workload's CUSTOM policies (dry-run

@@ -72,6 +72,13 @@ metadata: {name: only-sleep, namespace: mesh-root}
 spec:
   action: ALLOW
   rules: [{from: [{source: {principals: ["corp.example/ns/foo/sa/sleep"]}}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext-authz, namespace: foo}
+spec:
+  selector: {app: ext-authz}
+  ports: [{name: http, port: 8000}, {name: grpc, port: 9000}]
 "#;
 
 #[test]
@@ -177,6 +184,29 @@ fn authz_names_the_provider_a_custom_policy_asks() {
     assert!(reason.contains("cannot ask offline"), "{reason}");
     // ... and should it allow, the root namespace's ALLOW policy lets sleep in
     assert!(reason.contains("mesh-root/only-sleep"), "{reason}");
+
+    // without the authorizer's Service istiod builds no authorizer (`LookupCluster`): the
+    // CUSTOM rules deny what they match, whatever `failOpen` says
+    let (without, _) = POLICIES
+        .split_once("---\napiVersion: v1\nkind: Service")
+        .unwrap();
+    let no_service = write(dir.path(), "no-service.yaml", without);
+    let mut a = base.to_vec();
+    a[2] = &no_service;
+    a.extend_from_slice(&["--path", "/headers", "--mesh-config", &mesh]);
+    let v = json(&a);
+    assert_eq!(
+        (&v["decision"], &v["status"]),
+        (&serde_json::json!("DENY"), &serde_json::json!(403)),
+        "{v}"
+    );
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "could not find service ext-authz.foo.svc.cluster.local in Istio service registry"
+        ),
+        "{reason}"
+    );
 
     // a DENY policy denies whatever the authorizer answers
     let v = with(&["--path", "/headers", "-X", "DELETE", "--mesh-config", &mesh]);

@@ -99,7 +99,7 @@ use mesh_core::authz::{
     WorkloadAuthz,
 };
 use mesh_core::mesh::Mesh;
-use mesh_core::meshconfig::{resolve_ext_authz, ExtAuthzRef};
+use mesh_core::meshconfig::ExtAuthzRef;
 use mesh_core::model::Labels;
 use mesh_tls::WorkloadCredentials;
 use pin_project_lite::pin_project;
@@ -576,7 +576,8 @@ impl AuthorizationLayer {
         let custom = authz.custom_providers();
         let ext_authz =
             (!custom.is_empty()).then(|| {
-                match resolve_ext_authz(&snap.options().extension_providers, &custom) {
+                // (a provider whose service the registry lacks is unusable, as in istiod)
+                match snap.ext_authz(&custom) {
                     Ok(ExtAuthzRef::Http(h)) => Ok(Authorizer::Http(Arc::new(
                         ExtAuthzClient::new(custom[0], Arc::clone(h)),
                     ))),
