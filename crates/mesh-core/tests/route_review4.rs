@@ -455,3 +455,67 @@ spec: {{hosts: [{name}.internal], addresses: [240.240.0.0/16], ports: [{{number:
         .unwrap();
     assert_eq!(&*svc.hostname, "a-db.internal");
 }
+
+/// An absolute name (trailing dot, as Kubernetes users write to skip the `ndots` search):
+/// istiod lists each service's hostname with the dot among its virtual host's domains
+/// (`GenerateAltVirtualHosts`, on by default), so the request is routed as the name
+/// without it, wildcard ServiceEntries included; a short name with a dot gets no such form.
+#[test]
+fn an_absolute_name_is_its_services() {
+    let s = snap(
+        "apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  hosts: [reviews]
+  http: [{timeout: 2s, route: [{destination: {host: reviews}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: wild, namespace: bookinfo}
+spec:
+  hosts: ['*.example.com']
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: NONE
+",
+    );
+    let h = http::HeaderMap::new();
+    let route = |host: &str| {
+        let attrs = HttpRequestAttrs::new("bookinfo", host, "/", &h).with_port(9080);
+        let d = s.route_http(&attrs);
+        (d.virtual_service_name(), d.host.to_string())
+    };
+    for host in [
+        "reviews.bookinfo.svc.cluster.local",
+        "reviews.bookinfo.svc.cluster.local.",
+        "Reviews.Bookinfo.Svc.Cluster.Local.",
+    ] {
+        assert_eq!(
+            route(host),
+            (
+                Some("bookinfo/reviews"),
+                "reviews.bookinfo.svc.cluster.local".to_owned()
+            ),
+            "{host}"
+        );
+    }
+    // short names have no absolute form: not expanded
+    assert_eq!(route("reviews.bookinfo.").0, None);
+    assert_eq!(route("reviews.").0, None);
+    // a wildcard ServiceEntry's host too: routed as the name without the dot
+    let decide = |host: &str| {
+        let attrs = HttpRequestAttrs::new("bookinfo", host, "/", &h);
+        format!("{:?}", s.route_http(&attrs))
+    };
+    assert_eq!(decide("a.example.com."), decide("a.example.com"));
+    assert!(s
+        .registry()
+        .service_for_client("a.example.com", "bookinfo", None, 80)
+        .is_some());
+}

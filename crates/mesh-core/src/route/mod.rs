@@ -2445,6 +2445,15 @@ impl RouteTable {
         if let Some(gw) = a.gateway {
             return self.route_gateway(gw, lit, &view);
         }
+        // an absolute name (`reviews.ns.svc.cluster.local.`): istiod lists each service's
+        // hostname with its trailing dot among the domains of its virtual host
+        // (`GenerateAltVirtualHosts`, `PILOT_ENABLE_ABSOLUTE_FQDN_VHOST_DOMAIN`, on by
+        // default), its short names without; so the name is taken without the dot and never
+        // expanded
+        let (lit, absolute) = match lit.strip_suffix('.') {
+            Some(name) if name.contains('.') => (name, true),
+            _ => (lit, false),
+        };
         // the name as written, else its Kubernetes expansion (worked out only when needed);
         // a VirtualService host counts only where that VirtualService applies
         let applies = |vs: &CompiledVs| vs.applies_to_http(&view);
@@ -2457,8 +2466,9 @@ impl RouteTable {
         };
         let mut exp = HostBuf::new();
         let lit_known = known(lit);
-        let has_exp =
-            !lit_known && kube_expansion(lit, a.client_namespace, &opts.domain_suffix, &mut exp);
+        let has_exp = !lit_known
+            && !absolute
+            && kube_expansion(lit, a.client_namespace, &opts.domain_suffix, &mut exp);
         let fqdn: &str = if lit_known {
             lit
         } else if has_exp && (!lit.contains('.') || known(exp.as_str())) {
