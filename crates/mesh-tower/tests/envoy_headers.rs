@@ -474,6 +474,37 @@ async fn the_server_header_is_the_outbound_listeners() {
     }
 }
 
+/// A sidecar's virtual hosts match the `Host` header, whatever address the application
+/// dialed (the listener being the dialed port's): a request to an address with an
+/// explicit `Host` is routed to that host's service, its VirtualService included, and the
+/// `Host` goes on unchanged.
+#[tokio::test]
+async fn an_explicit_host_header_routes_the_request() {
+    let (addr, seen) = backend().await;
+    let c = mesh_client(addr, "outboundTrafficPolicy: {mode: REGISTRY_ONLY}").await;
+    for uri in [
+        "http://10.255.0.5/rewrite/x",
+        "http://10.255.0.5:80/rewrite/y",
+    ] {
+        let req = http::Request::get(uri)
+            .header("host", "api.example.internal")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = c.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{uri}");
+    }
+    // the VirtualService's rewrite applied; the Host as the application wrote it
+    for path in ["/v1/x", "/v1/y"] {
+        let sent = &received(&seen, path)[0];
+        assert_eq!(value(sent, "host"), Some("api.example.internal"), "{path}");
+    }
+    // the address alone names no service: REGISTRY_ONLY's 502
+    let req = http::Request::get("http://10.255.0.5/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(c.request(req).await.unwrap().status(), 502);
+}
+
 /// The `date` the backend at `/dated` sends.
 const OLD_DATE: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
 

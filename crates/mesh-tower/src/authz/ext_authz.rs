@@ -216,6 +216,10 @@ impl ExtAuthzClient {
             h.insert(HOST, host);
         }
         h.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        // to the authorizer, whatever `Host` the checked request had (Envoy's ext_authz
+        // client sends to its cluster)
+        out.extensions_mut().insert(crate::outbound::RouteByUri);
+        let h = out.headers_mut();
         for name in req.headers().keys() {
             // a client's own partial-body header never reaches the authorizer (Envoy)
             if name == HOST || name == CONTENT_LENGTH || name == PARTIAL_BODY {

@@ -2859,7 +2859,7 @@ fn to_grpc_web_port<B>(shared: &ClientShared, req: &Request<B>) -> bool {
     {
         return false;
     }
-    let Some(authority) = request_authority(req.uri(), req.headers()) else {
+    let Some(authority) = request_authority(req.uri(), req.headers(), req.extensions()) else {
         return false;
     };
     let snap = shared.mesh.load();
@@ -2872,14 +2872,50 @@ fn to_grpc_web_port<B>(shared: &ClientShared, req: &Request<B>) -> bool {
         .is_some_and(|p| p.protocol.eq_ignore_ascii_case("GRPC-WEB"))
 }
 
-/// The authority a request is for: its URI's, else its `Host` header's.
-fn request_authority(uri: &Uri, headers: &http::HeaderMap) -> Option<Authority> {
-    match uri.authority() {
-        Some(a) => Some(a.clone()),
-        None => headers
+/// Marks a request the mesh sends on its own behalf to an address it chose, carrying
+/// another request's `Host` (an ext_authz check): routed by its URI, as Envoy's ext_authz
+/// client sends to its cluster directly.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RouteByUri;
+
+/// The authority a request is for: its `Host` header's (what a sidecar's virtual hosts
+/// match on HTTP/1, whatever address the application dialed), with the port of the URI
+/// when it writes one (the sidecar's listener is the dialed port's); else the URI's. A
+/// [`RouteByUri`] request: its URI's.
+fn request_authority(
+    uri: &Uri,
+    headers: &http::HeaderMap,
+    extensions: &http::Extensions,
+) -> Option<Authority> {
+    let host_header = || {
+        headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse().ok()),
+            .and_then(|h| h.parse::<Authority>().ok())
+    };
+    let Some(a) = uri.authority() else {
+        return host_header();
+    };
+    match host_header() {
+        Some(h)
+            if !h.host().eq_ignore_ascii_case(a.host())
+                && extensions.get::<RouteByUri>().is_none() =>
+        {
+            match a.port_u16() {
+                Some(port) => format!("{}:{port}", bracketed(h.host())).parse().ok(),
+                None => Some(h),
+            }
+        }
+        _ => Some(a.clone()),
+    }
+}
+
+/// `host` as an authority writes it: an IPv6 address in brackets.
+fn bracketed(host: &str) -> std::borrow::Cow<'_, str> {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]").into()
+    } else {
+        host.into()
     }
 }
 
@@ -3046,8 +3082,8 @@ where
             }
             http::header::Entry::Occupied(_) => false,
         };
-    let authority =
-        request_authority(&parts.uri, &parts.headers).ok_or(OutboundError::NoAuthority)?;
+    let authority = request_authority(&parts.uri, &parts.headers, &parts.extensions)
+        .ok_or(OutboundError::NoAuthority)?;
     // the port written in the authority (parsed once)
     let written_port = port_of(authority.as_str());
     let port = match via.map(|v| v.port).or(written_port) {
