@@ -317,3 +317,44 @@ spec:
         (StatusCode::FORBIDDEN, &b"RBAC: access denied"[..])
     );
 }
+
+/// istiod fetches a `jwksUri` before the proxy gets its configuration, so a valid token
+/// works from the first request: the first requests wait for the first fetch (up to the
+/// jwtRule's `timeout`) instead of being refused while it runs; a fetch that does not
+/// answer in time leaves them refused, fail closed.
+#[tokio::test]
+async fn the_first_request_waits_for_the_first_keys() {
+    let ca = Arc::new(MeshCa::self_signed("cluster.local").unwrap());
+    let (jwks_addr, _) = jwks_server(None, false).await;
+    let mesh = Mesh::from_yaml(&policies(&format!(
+        "    jwksUri: http://{jwks_addr}/jwks.json"
+    )))
+    .unwrap();
+    let (addr, _server, _m) = start(&mesh, &ca).await;
+    let good = valid_token();
+    let (a, b) = tokio::join!(get(addr, &good), get(addr, &good));
+    assert_eq!((a.0, &a.1[..]), (StatusCode::OK, &b"ok"[..]));
+    assert_eq!((b.0, &b.1[..]), (StatusCode::OK, &b"ok"[..]));
+
+    // a server that does not answer the first fetch: refused once the timeout passed
+    let (hung, _) = jwks_server(None, true).await;
+    let mesh = Mesh::from_yaml(&policies(&format!(
+        "    jwksUri: http://{hung}/jwks.json\n    timeout: 300ms"
+    )))
+    .unwrap();
+    let (addr, _server, _m) = start(&mesh, &ca).await;
+    let started = Instant::now();
+    let (st, body) = get(addr, &good).await;
+    assert_eq!(
+        (st, &body[..]),
+        (
+            StatusCode::UNAUTHORIZED,
+            &b"Jwks remote fetch is failed"[..]
+        )
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}

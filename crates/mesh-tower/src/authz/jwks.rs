@@ -2,9 +2,12 @@
 //!
 //! A request reads the cache without locking. A key set missing (or older than ten minutes,
 //! Envoy's default `cache_duration`) starts one background fetch (requests look at what to
-//! fetch at most every 100 ms; the others neither lock nor spawn); until the first answer
-//! arrives, tokens for that provider fail closed (401 `Jwks remote fetch is failed`), as
-//! Envoy's do while its fetch is pending.
+//! fetch at most every 100 ms; the others neither lock nor spawn). The fetch starts when a
+//! workload's policies are compiled, and the requests that come before its first answer
+//! wait for it (up to the jwtRule's `timeout`), as istiod fetches the keys before the
+//! proxy gets its configuration: a valid token works from the first request. Without keys
+//! after that (the fetch failed), tokens for that provider fail closed (401 `Jwks remote
+//! fetch is failed`).
 //!
 //! A fetch is one HTTP/1.1 GET, over TLS for `https://` (rustls, the server's certificate
 //! verified for the URI's host against the platform's root certificates plus the roots
@@ -73,6 +76,8 @@ pub(crate) struct JwksCache {
     next_check: AtomicU64,
     epoch: Instant,
     tls: Mutex<Tls>,
+    /// Woken each time a fetch ends (keys or not).
+    done: tokio::sync::Notify,
 }
 
 impl Default for JwksCache {
@@ -83,6 +88,7 @@ impl Default for JwksCache {
             next_check: AtomicU64::new(0),
             epoch: Instant::now(),
             tls: Mutex::default(),
+            done: tokio::sync::Notify::new(),
         }
     }
 }
@@ -130,6 +136,30 @@ impl JwksCache {
     /// than [`RETRY`] ago, or there is no runtime to run it on.
     pub(crate) fn fetch(self: &Arc<Self>, uri: &str, timeout: Duration) {
         self.start(uri, Some(timeout));
+    }
+
+    /// Whether `uri` has no keys yet and its first fetch is under way.
+    pub(crate) fn awaiting_first(&self, uri: &str) -> bool {
+        !self.keys.load().contains_key(uri)
+            && lock(&self.attempts).get(uri).is_some_and(|a| a.running)
+    }
+
+    /// Waits until none of `uris` awaits its first keys ([`JwksCache::awaiting_first`]),
+    /// or `timeout` passes.
+    pub(crate) async fn first_keys(&self, uris: &[String], timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.done.notified();
+            tokio::pin!(notified);
+            // registered before the check: a fetch ending in between still wakes us
+            notified.as_mut().enable();
+            if !uris.iter().any(|u| self.awaiting_first(u)) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
     }
 
     /// `https://` servers are trusted up to these roots too, besides the platform's
@@ -190,6 +220,7 @@ impl JwksCache {
                 a.running = false;
                 a.at = Some(Instant::now());
             }
+            this.done.notify_waiters();
         });
     }
 

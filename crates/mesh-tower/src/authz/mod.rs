@@ -887,6 +887,30 @@ impl AuthorizationLayer {
         })
     }
 
+    /// The wait for the first keys of this workload's `jwksUri`s, when a request would
+    /// otherwise find none (their fetch, started when the policies were compiled, has not
+    /// answered yet); `None` at once in every other case.
+    pub(crate) fn jwks_wait(&self) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let (uris, timeout) = self.with_authz(|c| {
+            let mut uris = Vec::new();
+            let mut timeout = std::time::Duration::ZERO;
+            for p in &c.jwt {
+                if let Some(uri) = p.jwks_uri()
+                    && self.shared.jwks.awaiting_first(uri)
+                {
+                    uris.push(uri.to_owned());
+                    timeout = timeout.max(p.timeout());
+                }
+            }
+            (uris, timeout)
+        });
+        if uris.is_empty() {
+            return None;
+        }
+        let jwks = Arc::clone(&self.shared.jwks);
+        Some(async move { jwks.first_keys(&uris, timeout).await })
+    }
+
     fn authenticate_with<B, R: From<Bytes>>(
         &self,
         c: &Cached,
@@ -1509,6 +1533,20 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqB>) -> Self::Future {
+        if let Some(wait) = self.layer.jwks_wait() {
+            // the first requests wait for the keys (see `jwks`), then are decided
+            let layer = self.layer.clone();
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return AuthorizationFuture::checking(Box::pin(async move {
+                wait.await;
+                let add = match layer.authorize::<_, Full<Bytes>>(&mut req)? {
+                    None => HeaderMap::new(),
+                    Some(pending) => pending.finish::<_, Full<Bytes>>(&mut req).await?,
+                };
+                Ok((inner.call(req), add))
+            }));
+        }
         match self.layer.authorize::<_, Full<Bytes>>(&mut req) {
             Ok(None) => AuthorizationFuture::inner(self.inner.call(req)),
             Err(resp) => AuthorizationFuture::denied(resp),

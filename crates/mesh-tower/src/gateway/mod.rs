@@ -2132,6 +2132,9 @@ async fn handle(
     // jwt_authn, ext_authz and RBAC filters run before the router, which answers the
     // httpsRedirect and "no route" local replies): ConnectionInfoLayer put the connection
     // in the extensions; a CUSTOM policy's external authorizer first (ext_authz)
+    if let Some(wait) = inner.authz.jwks_wait() {
+        wait.await;
+    }
     let refused = match inner.authz.authorize::<_, Bytes>(&mut req) {
         Err(refused) => Err(refused),
         Ok(None) => Ok(None),
