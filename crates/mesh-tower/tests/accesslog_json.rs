@@ -381,3 +381,51 @@ async fn mesh_server_takes_the_format_of_its_mesh_config() {
     assert_eq!(logs[0]["path"], "/status/200");
     assert_eq!(logs[0]["response_code"], 200);
 }
+
+/// Envoy's `%GRPC_STATUS%` forms (the trailers' status of a gRPC call, none for other
+/// requests), Istio's `%REQ_WITHOUT_QUERY(...)%` and `%UPSTREAM_CLUSTER_RAW%`; Envoy's
+/// operators this log does not write are `-`, the rest of the format kept (an operator
+/// Envoy does not know is still an error).
+#[tokio::test(flavor = "current_thread")]
+async fn grpc_status_and_operators_not_written() {
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+    let format = LogFormat::text_format(
+        "%GRPC_STATUS% %GRPC_STATUS(SNAKE_STRING)% %GRPC_STATUS_NUMBER% %REQ_WITHOUT_QUERY(:PATH)% \
+         %UPSTREAM_CLUSTER_RAW% %RESPONSE_DURATION% %CEL(request.path)% %RESPONSE_CODE%",
+    )
+    .unwrap();
+    assert_eq!(format.operators_not_written(), ["RESPONSE_DURATION", "CEL"]);
+    assert!(LogFormat::text_format("%GRPC_STATUS(LOUD)%").is_err());
+    assert!(LogFormat::text_format("%NOT_AN_ENVOY_OPERATOR%").is_err());
+    let app = service_fn(|_req: http::Request<CountingBody<Body>>| async {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "14".parse().unwrap());
+        let body = Full::new(Bytes::from_static(b"\0\0\0\0\0"))
+            .with_trailers(async move { Some(Ok(trailers)) });
+        Ok::<_, Infallible>(http::Response::new(body))
+    });
+    let svc = AccessLogLayer::outbound().with_format(format).layer(app);
+    for content_type in ["application/grpc", "application/json"] {
+        let req = http::Request::post("http://reviews:9080/pkg.Svc/Call?x=1")
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        svc.clone()
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        capture.lines(),
+        [
+            "Unavailable UNAVAILABLE 14 /pkg.Svc/Call - - - 200",
+            "- - - /pkg.Svc/Call - - - 200",
+        ]
+    );
+}

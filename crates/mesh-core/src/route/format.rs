@@ -358,7 +358,8 @@ fn parse_operator(op: &str) -> Result<(HeaderVar, Option<usize>), String> {
         "DOWNSTREAM_LOCAL_URI_SAN" => no_arg(HeaderVar::DownstreamLocalUriSan)?,
         "DOWNSTREAM_PEER_SUBJECT" => no_arg(HeaderVar::DownstreamPeerSubject)?,
         "REQUESTED_SERVER_NAME" => no_arg(HeaderVar::RequestedServerName)?,
-        "UPSTREAM_CLUSTER" => no_arg(HeaderVar::UpstreamCluster)?,
+        // (no `alt_stat_name` here: the raw name is the name)
+        "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => no_arg(HeaderVar::UpstreamCluster)?,
         "START_TIME" => HeaderVar::StartTime(arg.filter(|a| !a.is_empty()).map(Into::into)),
         "REQ" => {
             let (m, a) = header(arg)?;

@@ -70,8 +70,12 @@ const ISTIO_JSON: [(&str, &str); 24] = [
 /// `%UPSTREAM_REMOTE_ADDRESS%`, `%UPSTREAM_CLUSTER%`, `%UPSTREAM_LOCAL_ADDRESS%`,
 /// `%DOWNSTREAM_LOCAL_ADDRESS%`, `%DOWNSTREAM_REMOTE_ADDRESS%` (and their `_WITHOUT_PORT`
 /// and `_PORT` forms), `%REQUESTED_SERVER_NAME%`, `%ROUTE_NAME%`, `%HOSTNAME%`,
-/// `%ENVIRONMENT(...)%`, each with an optional `:N` length limit. Any other operator makes
-/// the format an error. A value not known is `-` in text, `null` in JSON.
+/// `%ENVIRONMENT(...)%`, `%UPSTREAM_CLUSTER_RAW%`, Istio's `%REQ_WITHOUT_QUERY(...)%`,
+/// `%GRPC_STATUS(CAMEL_STRING|SNAKE_STRING|NUMBER)%` and `%GRPC_STATUS_NUMBER%`, each with
+/// an optional `:N` length limit. Envoy's other operators (part durations, TLS details,
+/// metadata, `%CEL(...)%`, ...) are written `-` ([`LogFormat::operators_not_written`],
+/// warned about when a MeshConfig's format is loaded); an operator Envoy does not know
+/// makes the format an error. A value not known is `-` in text, `null` in JSON.
 ///
 /// # Examples
 ///
@@ -87,7 +91,7 @@ const ISTIO_JSON: [(&str, &str); 24] = [
 ///
 /// let custom = LogFormat::text_format("%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%\n")?;
 /// assert!(!custom.is_istio_default());
-/// assert!(LogFormat::text_format("%UPSTREAM_REQUEST_ATTEMPT_COUNT%").is_err());
+/// assert!(LogFormat::text_format("%UPSTREAM_ATTEMPT%").is_err());
 /// # Ok(()) }
 /// ```
 #[derive(Clone, Debug)]
@@ -97,6 +101,10 @@ pub struct LogFormat {
     request_headers: Box<[HeaderName]>,
     /// Response headers the format reads (but `x-envoy-upstream-service-time`).
     response_headers: Box<[HeaderName]>,
+    /// The format writes a gRPC status: the response trailers' `grpc-status` is kept.
+    grpc_status: bool,
+    /// Envoy's operators it uses that are written `-` ([`NOT_WRITTEN`]).
+    unwritten: Box<[Box<str>]>,
 }
 
 #[derive(Clone, Debug)]
@@ -126,7 +134,14 @@ enum Part {
 #[derive(Clone, Debug)]
 enum Op {
     Req(Box<[Name]>),
+    /// `%REQ_WITHOUT_QUERY(...)%` (Istio's formatter extension): the value up to its `?`.
+    ReqWithoutQuery(Box<[Name]>),
     Resp(Box<[HeaderName]>),
+    /// `%GRPC_STATUS(...)%`, `%GRPC_STATUS_NUMBER%`: a gRPC request's status, from the
+    /// trailers, else the headers, else the HTTP status (Envoy's `getGrpcStatus`).
+    GrpcStatus(GrpcForm),
+    /// An operator of Envoy's this access log does not know the value of: `-`.
+    Unwritten(Box<str>),
     ResponseCode,
     ResponseFlags,
     ResponseCodeDetails,
@@ -140,6 +155,109 @@ enum Op {
     /// An operator header values have too, computed by [`HeaderTemplate`].
     Stream(HeaderTemplate),
 }
+
+/// How `%GRPC_STATUS(...)%` writes a status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GrpcForm {
+    /// `CAMEL_STRING` (the default): `Ok`, `Unavailable`.
+    Camel,
+    /// `SNAKE_STRING`: `OK`, `UNAVAILABLE`.
+    Snake,
+    /// `NUMBER`: `14`.
+    Number,
+}
+
+/// Envoy's command operators (stream info, HTTP and Istio's formatter extensions) this
+/// access log writes as `-`: a format using them still logs everything else, with a
+/// warning at load, where an operator Envoy does not know is an error.
+const NOT_WRITTEN: &[&str] = &[
+    "REQUEST_DURATION",
+    "REQUEST_TX_DURATION",
+    "RESPONSE_DURATION",
+    "RESPONSE_TX_DURATION",
+    "DOWNSTREAM_HANDSHAKE_DURATION",
+    "ROUNDTRIP_DURATION",
+    "UPSTREAM_CONNECTION_POOL_READY_DURATION",
+    "COMMON_DURATION",
+    "BYTES_RETRANSMITTED",
+    "PACKETS_RETRANSMITTED",
+    "UPSTREAM_WIRE_BYTES_SENT",
+    "UPSTREAM_WIRE_BYTES_RECEIVED",
+    "UPSTREAM_HEADER_BYTES_SENT",
+    "UPSTREAM_HEADER_BYTES_RECEIVED",
+    "DOWNSTREAM_WIRE_BYTES_SENT",
+    "DOWNSTREAM_WIRE_BYTES_RECEIVED",
+    "DOWNSTREAM_HEADER_BYTES_SENT",
+    "DOWNSTREAM_HEADER_BYTES_RECEIVED",
+    "REQUEST_HEADERS_BYTES",
+    "RESPONSE_HEADERS_BYTES",
+    "RESPONSE_TRAILERS_BYTES",
+    "UPSTREAM_PROTOCOL",
+    "RESPONSE_FLAGS_LONG",
+    "UPSTREAM_REQUEST_ATTEMPT_COUNT",
+    "UPSTREAM_CONNECTION_ID",
+    "CONNECTION_ID",
+    "STREAM_ID",
+    "UNIQUE_ID",
+    "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT",
+    "UPSTREAM_LOCAL_PORT",
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS",
+    "DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_DIRECT_REMOTE_PORT",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS",
+    "DOWNSTREAM_DIRECT_LOCAL_ADDRESS_WITHOUT_PORT",
+    "DOWNSTREAM_DIRECT_LOCAL_PORT",
+    "DOWNSTREAM_LOCAL_DNS_SAN",
+    "DOWNSTREAM_LOCAL_IP_SAN",
+    "DOWNSTREAM_LOCAL_SUBJECT",
+    "DOWNSTREAM_PEER_DNS_SAN",
+    "DOWNSTREAM_PEER_IP_SAN",
+    "DOWNSTREAM_PEER_EMAIL_SAN",
+    "DOWNSTREAM_PEER_OTHERNAME_SAN",
+    "DOWNSTREAM_PEER_ISSUER",
+    "DOWNSTREAM_PEER_SERIAL",
+    "DOWNSTREAM_PEER_CERT",
+    "DOWNSTREAM_PEER_FINGERPRINT_256",
+    "DOWNSTREAM_PEER_FINGERPRINT_1",
+    "DOWNSTREAM_PEER_CERT_V_START",
+    "DOWNSTREAM_PEER_CERT_V_END",
+    "DOWNSTREAM_TLS_VERSION",
+    "DOWNSTREAM_TLS_CIPHER",
+    "DOWNSTREAM_TLS_SESSION_ID",
+    "DOWNSTREAM_TRANSPORT_FAILURE_REASON",
+    "UPSTREAM_PEER_URI_SAN",
+    "UPSTREAM_PEER_DNS_SAN",
+    "UPSTREAM_PEER_IP_SAN",
+    "UPSTREAM_LOCAL_URI_SAN",
+    "UPSTREAM_LOCAL_DNS_SAN",
+    "UPSTREAM_LOCAL_IP_SAN",
+    "UPSTREAM_PEER_SUBJECT",
+    "UPSTREAM_PEER_ISSUER",
+    "UPSTREAM_PEER_CERT",
+    "UPSTREAM_PEER_CERT_V_START",
+    "UPSTREAM_PEER_CERT_V_END",
+    "UPSTREAM_TLS_VERSION",
+    "UPSTREAM_TLS_CIPHER",
+    "UPSTREAM_TLS_SESSION_ID",
+    "FILTER_CHAIN_NAME",
+    "VIRTUAL_CLUSTER_NAME",
+    "TLS_JA3_FINGERPRINT",
+    "TLS_JA4_FINGERPRINT",
+    "START_TIME_LOCAL",
+    "EMIT_TIME",
+    "DYNAMIC_METADATA",
+    "CLUSTER_METADATA",
+    "UPSTREAM_METADATA",
+    "FILTER_STATE",
+    "UPSTREAM_FILTER_STATE",
+    "TRACE_ID",
+    "TRAILER",
+    "LOCAL_REPLY_BODY",
+    "ACCESS_LOG_TYPE",
+    "STREAM_INFO_REQ",
+    "METADATA",
+    "CEL",
+];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Name {
@@ -226,10 +344,29 @@ impl LogFormat {
     fn new(kind: Kind) -> Self {
         let mut request_headers = Vec::new();
         let mut response_headers = Vec::new();
+        let mut grpc_status = false;
+        let mut unwritten: Vec<Box<str>> = Vec::new();
         let mut visit = |parts: &[Part]| {
             for p in parts {
                 match p {
-                    Part::Op(Op::Req(names), _) => {
+                    Part::Op(Op::Unwritten(name), _) if !unwritten.contains(name) => {
+                        unwritten.push(name.clone());
+                    }
+                    Part::Op(Op::GrpcStatus(_), _) => {
+                        grpc_status = true;
+                        for (list, name) in [
+                            (&mut request_headers, http::header::CONTENT_TYPE),
+                            (
+                                &mut response_headers,
+                                HeaderName::from_static("grpc-status"),
+                            ),
+                        ] {
+                            if !list.contains(&name) {
+                                list.push(name);
+                            }
+                        }
+                    }
+                    Part::Op(Op::Req(names) | Op::ReqWithoutQuery(names), _) => {
                         for n in names.iter() {
                             if let Name::Header(h) = n
                                 && !CAPTURED.contains(&h.as_str())
@@ -266,7 +403,30 @@ impl LogFormat {
             kind,
             request_headers: request_headers.into(),
             response_headers: response_headers.into(),
+            grpc_status,
+            unwritten: unwritten.into(),
         }
+    }
+
+    /// Whether the format writes a gRPC status (`%GRPC_STATUS%`): the entry keeps the
+    /// trailers' `grpc-status` then.
+    pub(super) fn writes_grpc_status(&self) -> bool {
+        self.grpc_status
+    }
+
+    /// Envoy's operators the format uses that this access log writes as `-` (durations of
+    /// parts of the exchange, TLS details, metadata, ...).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use mesh_tower::accesslog::LogFormat;
+    ///
+    /// let f = LogFormat::text_format("%RESPONSE_CODE% %UPSTREAM_REQUEST_ATTEMPT_COUNT%").unwrap();
+    /// assert_eq!(f.operators_not_written(), ["UPSTREAM_REQUEST_ATTEMPT_COUNT"]);
+    /// ```
+    pub fn operators_not_written(&self) -> Vec<&str> {
+        self.unwritten.iter().map(|n| &**n).collect()
     }
 
     /// Istio's default TEXT format (`accessLogEncoding: TEXT`, no `accessLogFormat`).
@@ -285,6 +445,8 @@ impl LogFormat {
             kind: Kind::IstioText,
             request_headers: Box::default(),
             response_headers: Box::default(),
+            grpc_status: false,
+            unwritten: Box::default(),
         }
     }
 
@@ -622,6 +784,15 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
             })
             .find(|v| !matches!(v, Val::None))
             .unwrap_or(Val::None),
+        Op::ReqWithoutQuery(names) => match value(&Op::Req(names.clone()), e, duration_ms) {
+            Val::Str(v) => match v.split_once('?') {
+                Some((before, _)) => Val::Str(Cow::Owned(before.to_owned())),
+                None => Val::Str(v),
+            },
+            v => v,
+        },
+        Op::GrpcStatus(form) => grpc_status(e, *form),
+        Op::Unwritten(_) => Val::None,
         Op::ResponseCode => Val::Num(u64::from(e.status)),
         Op::ResponseFlags => Val::Str(Cow::Owned(e.flags.to_string())),
         Op::ResponseCodeDetails if r.tcp => Val::None,
@@ -666,6 +837,79 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
                 Val::Str(Cow::Owned(s))
             }
         }
+    }
+}
+
+/// `%GRPC_STATUS%` of a gRPC request (none for others, Envoy's
+/// `validate_grpc_header_before_log_grpc_status`): the trailers' `grpc-status`, else the
+/// headers', else the HTTP status as gRPC maps it; none without a response.
+fn grpc_status(e: &LogEntry, form: GrpcForm) -> Val<'static> {
+    let r = &e.facts;
+    let grpc = r.extra_request.as_ref().is_some_and(crate::envoy::is_grpc);
+    if !grpc || r.tcp {
+        return Val::None;
+    }
+    let parse = |v: &HeaderValue| v.to_str().ok().and_then(|s| s.parse::<u32>().ok());
+    let code = e
+        .trailer_grpc_status
+        .as_ref()
+        .and_then(parse)
+        .or_else(|| {
+            e.extra_response
+                .as_ref()
+                .and_then(|h| h.get("grpc-status"))
+                .and_then(parse)
+        })
+        .or_else(|| (e.status != 0).then(|| crate::envoy::http_to_grpc_status(e.status)));
+    let Some(code) = code else {
+        return Val::None;
+    };
+    const CAMEL: [&str; 17] = [
+        "Ok",
+        "Canceled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    const SNAKE: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    let named = match form {
+        GrpcForm::Camel => CAMEL.get(code as usize),
+        GrpcForm::Snake => SNAKE.get(code as usize),
+        GrpcForm::Number => None,
+    };
+    match named {
+        Some(n) => Val::Str(Cow::Borrowed(n)),
+        None => Val::Num(u64::from(code)),
     }
 }
 
@@ -756,7 +1000,34 @@ fn parse_operator(op: &str) -> Result<Part, String> {
         }
         return Ok(Part::Op(o, max(&op[name_end..])?));
     }
-    let header_op = matches!(name, "REQ" | "REQUEST_HEADER" | "RESP" | "RESPONSE_HEADER");
+    match name {
+        "GRPC_STATUS" | "GRPC_STATUS_NUMBER" => {
+            let arg = op[name_end..]
+                .strip_prefix('(')
+                .and_then(|a| a.strip_suffix(')'));
+            let form =
+                match (name, arg) {
+                    ("GRPC_STATUS_NUMBER", None) => GrpcForm::Number,
+                    ("GRPC_STATUS", None | Some("" | "CAMEL_STRING")) => GrpcForm::Camel,
+                    ("GRPC_STATUS", Some("SNAKE_STRING")) => GrpcForm::Snake,
+                    ("GRPC_STATUS", Some("NUMBER")) => GrpcForm::Number,
+                    ("GRPC_STATUS", Some(_)) => return Err(
+                        "GrpcStatusFormatter only supports CAMEL_STRING, SNAKE_STRING or NUMBER."
+                            .into(),
+                    ),
+                    _ => return Err(format!("{name} does not take parameters")),
+                };
+            return Ok(Part::Op(Op::GrpcStatus(form), None));
+        }
+        _ if NOT_WRITTEN.contains(&name) => {
+            return Ok(Part::Op(Op::Unwritten(name.into()), None));
+        }
+        _ => {}
+    }
+    let header_op = matches!(
+        name,
+        "REQ" | "REQUEST_HEADER" | "RESP" | "RESPONSE_HEADER" | "REQ_WITHOUT_QUERY"
+    );
     if !header_op {
         // the operators header values have too (START_TIME, PROTOCOL, addresses, ...)
         let t = HeaderTemplate::parse(&format!("%{op}%"))?;
@@ -791,7 +1062,9 @@ fn parse_operator(op: &str) -> Result<Part, String> {
         };
         names.push(n);
     }
-    let op = if name.starts_with("REQ") {
+    let op = if name == "REQ_WITHOUT_QUERY" {
+        Op::ReqWithoutQuery(names.into())
+    } else if name.starts_with("REQ") {
         Op::Req(names.into())
     } else {
         let names = names

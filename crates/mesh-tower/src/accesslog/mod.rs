@@ -422,7 +422,14 @@ pub(crate) fn mesh_format(opts: &mesh_core::names::MeshOptions) -> Option<Arc<Lo
         return None;
     }
     match LogFormat::from_parts(opts.access_log_encoding, opts.access_log_format.as_deref()) {
-        Ok(f) => Some(Arc::new(f)),
+        Ok(f) => {
+            let unwritten = f.operators_not_written();
+            if !unwritten.is_empty() {
+                tracing::warn!(operators = ?unwritten,
+                    "MeshConfig access log format: these operators are written as `-`");
+            }
+            Some(Arc::new(f))
+        }
         Err(e) => {
             tracing::warn!(error = %e, "MeshConfig access log format not supported; using the default");
             None
@@ -591,6 +598,8 @@ pub struct LogEntry {
     service_time: Option<HeaderValue>,
     /// Response headers a custom format reads.
     extra_response: Option<HeaderMap>,
+    /// The trailers' `grpc-status`, when the format writes a gRPC status.
+    trailer_grpc_status: Option<HeaderValue>,
     sent: u64,
 }
 
@@ -630,6 +639,7 @@ impl LogEntry {
             service_time: headers.get("x-envoy-upstream-service-time").cloned(),
             extra_response: facts.format.response_headers(headers),
             facts,
+            trailer_grpc_status: None,
             sent: 0,
         }
     }
@@ -640,7 +650,11 @@ impl BodyObserver for LogEntry {
         self.sent += n;
     }
 
-    fn on_trailers(&mut self, _trailers: &HeaderMap) {}
+    fn on_trailers(&mut self, trailers: &HeaderMap) {
+        if self.facts.format.writes_grpc_status() {
+            self.trailer_grpc_status = trailers.get("grpc-status").cloned();
+        }
+    }
 }
 
 struct Opt<'a, T>(Option<&'a T>);
@@ -843,6 +857,7 @@ impl TcpLog {
             upstream: self.upstream,
             service_time: None,
             extra_response: None,
+            trailer_grpc_status: None,
             sent,
         });
     }
