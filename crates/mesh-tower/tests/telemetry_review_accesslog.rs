@@ -1,6 +1,7 @@
 //! The access log of a MeshServer flags what Envoy's does: `UAEX` on an ext_authz denial
-//! or fail-closed error, and response code 0 with `DC` for a caller gone before the
-//! response. Alone in its test binary: it installs a thread-local tracing subscriber, which
+//! or fail-closed error, response code 0 with `DC` for a caller gone before the response,
+//! and the response's code with `DC` for one gone in the middle of the body (as the
+//! metrics count it). Alone in its test binary: it installs a thread-local tracing subscriber, which
 //! tests running beside it could make tracing's callsite cache miss.
 
 use std::collections::BTreeMap;
@@ -93,11 +94,35 @@ spec:
                 "late"
             }),
         )
+        .route(
+            "/stream",
+            axum::routing::get(|| async { axum::body::Body::new(Stalled(true)) }),
+        )
         .fallback(|| async { "ok" });
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { server.serve(listener, app).await });
     addr
+}
+
+/// A response body sending `first ` at once and nothing after.
+struct Stalled(bool);
+
+impl http_body::Body for Stalled {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if std::mem::replace(&mut self.0, false) {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(
+                bytes::Bytes::from_static(b"first "),
+            ))));
+        }
+        std::task::Poll::Pending
+    }
 }
 
 /// `GET path` with `x-ext-authz: verdict` as raw HTTP/1.1; the status.
@@ -128,11 +153,23 @@ async fn the_access_log_flags_uaex_and_dc() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(tcp);
-
+    // gone in the middle of the response body: its code, DC (as the metrics count it)
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET /stream HTTP/1.1\r\nhost: httpbin.foo:8000\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !String::from_utf8_lossy(&head).contains("first ") {
+        let mut buf = [0u8; 512];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        head.extend_from_slice(&buf[..n]);
+    }
+    drop(tcp);
     let mut entries = Vec::new();
     for _ in 0..200 {
         entries = capture.entries();
-        if entries.len() == 4 {
+        if entries.len() == 5 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -154,6 +191,7 @@ async fn the_access_log_flags_uaex_and_dc() {
             ("/headers", "403", "UAEX"),
             ("/headers", "403", "UAEX"),
             ("/slow", "0", "DC"),
+            ("/stream", "200", "DC"),
         ]
     );
 }

@@ -549,7 +549,8 @@ pub(crate) struct RequestFacts {
 /// One log entry: emitted when dropped (at the end of the response body).
 ///
 /// It travels inside the response body ([`AccessLogBody`]), so a body dropped before its
-/// end (the client went away) is logged too, with the bytes actually sent.
+/// end (the client went away) is logged too, with the bytes actually sent, flag `DC` and
+/// details `downstream_remote_disconnect` (Envoy's, when the downstream closes mid-response).
 ///
 /// # Examples
 ///
@@ -584,8 +585,8 @@ pub(crate) struct RequestFacts {
 ///     Ok::<_, Infallible>(response)
 /// });
 /// let response = AccessLogLayer::inbound().layer(app).oneshot(http::Request::get("/missing").body(Full::new(Bytes::new()))?).await?;
-/// drop(response); // never read
-/// assert!(logs.text().contains(r#""GET /missing HTTP/1.1" 404 - via_upstream - "-" 0 0 "#));
+/// drop(response); // never read: the caller went away
+/// assert!(logs.text().contains(r#""GET /missing HTTP/1.1" 404 DC downstream_remote_disconnect - "-" 0 0 "#));
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
@@ -601,6 +602,8 @@ pub struct LogEntry {
     /// The trailers' `grpc-status`, when the format writes a gRPC status.
     trailer_grpc_status: Option<HeaderValue>,
     sent: u64,
+    /// The response body was sent to its end (a 1xx has none to send).
+    ended: bool,
 }
 
 impl LogEntry {
@@ -638,9 +641,25 @@ impl LogEntry {
             upstream,
             service_time: headers.get("x-envoy-upstream-service-time").cloned(),
             extra_response: facts.format.response_headers(headers),
+            ended: status < 200,
             facts,
             trailer_grpc_status: None,
             sent: 0,
+        }
+    }
+}
+
+impl LogEntry {
+    /// The response has no body to send (`end_stream`: an empty body, which a server
+    /// never polls), or none is sent for its status or a HEAD request: not cut short when
+    /// it is dropped unpolled.
+    pub(crate) fn nothing_to_send(&mut self, end_stream: bool) {
+        if end_stream
+            || self.status == 204
+            || self.status == 304
+            || self.facts.method == http::Method::HEAD
+        {
+            self.ended = true;
         }
     }
 }
@@ -654,6 +673,10 @@ impl BodyObserver for LogEntry {
         if self.facts.format.writes_grpc_status() {
             self.trailer_grpc_status = trailers.get("grpc-status").cloned();
         }
+    }
+
+    fn on_end(&mut self) {
+        self.ended = true;
     }
 }
 
@@ -859,6 +882,7 @@ impl TcpLog {
             extra_response: None,
             trailer_grpc_status: None,
             sent,
+            ended: true,
         });
     }
 }
@@ -876,6 +900,14 @@ impl fmt::Display for PathAndQuery<'_> {
 
 impl Drop for LogEntry {
     fn drop(&mut self) {
+        if !self.ended && self.status != 0 {
+            // the body dropped before its end: the caller went away mid-response (Envoy's
+            // `resetAllStreams` on the downstream's close: DC, `downstream_remote_disconnect`,
+            // the response's code kept), as the metrics count it
+            self.flags
+                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            self.details = Some("downstream_remote_disconnect".to_owned());
+        }
         let duration_ms = self.facts.start.elapsed().as_millis() as u64;
         let r = &self.facts;
         let up = self.upstream.as_ref();

@@ -168,6 +168,7 @@ impl<S, ReqB, ResB> Service<Request<ReqB>> for AccessLog<S>
 where
     S: Service<Request<CountingBody<ReqB>>, Response = Response<ResB>>,
     ReqB: http_body::Body,
+    ResB: http_body::Body,
 {
     type Response = Response<AccessLogBody<ResB>>;
     type Error = S::Error;
@@ -252,13 +253,18 @@ pub(crate) fn capture_with<B: http_body::Body>(
 }
 
 /// The access-log entry of an answer (logged when it is dropped, at the end of the body).
-pub(crate) fn entry_for<B>(facts: Box<RequestFacts>, response: &Response<B>) -> Box<LogEntry> {
-    Box::new(LogEntry::new(
+pub(crate) fn entry_for<B: http_body::Body>(
+    facts: Box<RequestFacts>,
+    response: &Response<B>,
+) -> Box<LogEntry> {
+    let mut e = Box::new(LogEntry::new(
         facts,
         response.status().as_u16(),
         response.headers(),
         response.extensions(),
-    ))
+    ));
+    e.nothing_to_send(response.body().is_end_stream());
+    e
 }
 
 pin_project! {
@@ -317,6 +323,7 @@ pin_project! {
 impl<F, B, E> Future for AccessLogFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: http_body::Body,
 {
     type Output = Result<Response<AccessLogBody<B>>, E>;
 
@@ -328,12 +335,14 @@ where
             Ok(response) => {
                 let (parts, body) = response.into_parts();
                 let entry = facts.map(|f| {
-                    Box::new(LogEntry::new(
+                    let mut e = Box::new(LogEntry::new(
                         f,
                         parts.status.as_u16(),
                         &parts.headers,
                         &parts.extensions,
-                    ))
+                    ));
+                    e.nothing_to_send(body.is_end_stream());
+                    e
                 });
                 Poll::Ready(Ok(Response::from_parts(
                     parts,
