@@ -632,6 +632,59 @@ spec:
     );
 }
 
+/// Envoy's auto SNI and auto SAN validation read the host after the route's
+/// `rewrite.authority` (`getRequestHostValue`, `host_rewrite_literal`): the rewritten name
+/// is the SNI and the name the certificate must carry, and the `Host` sent.
+#[tokio::test]
+async fn simple_tls_names_the_host_a_route_rewrote_to() {
+    let ca = MeshCa::self_signed("cluster.local").unwrap();
+    let id = Identity::new("cluster.local", "default", "api").unwrap();
+    let cert = ca
+        .issue(&id, Duration::from_secs(3600), &["api.example.com"])
+        .unwrap();
+    let (addr, snis) = egress_support::tls_server(&cert).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cert.root_pem()).unwrap();
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.internal]
+  http: [{{rewrite: {{authority: api.example.com}}, route: [{{destination: {{host: api.internal}}}}]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: api.internal
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: '{}'}}}}
+",
+        addr.port(),
+        ca_file.display()
+    ))
+    .unwrap();
+    let c = client(&mesh);
+    let (status, body, failure) = get(&c, "http://api.internal/").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "tls api.example.com"),
+        "{failure}"
+    );
+    assert_eq!(*snis.lock().unwrap(), ["api.example.com"]);
+}
+
 #[tokio::test]
 async fn connect_timeout_covers_the_tls_handshake_from_the_rule_or_mesh_config() {
     // a server that accepts TCP and never answers the ClientHello: Envoy's connect timer

@@ -3392,8 +3392,14 @@ where
     } else {
         (port, dest_port)
     };
+    // the host a route's `rewrite.authority` sets is the one Envoy's auto SNI and SAN
+    // validation read (`getRequestHostValue` after the route's host rewrite)
+    let rewritten = action
+        .and_then(|a| a.rewrite.as_ref())
+        .and_then(|rw| rw.authority.as_deref())
+        .and_then(|a| a.parse::<Authority>().ok());
     let target = dest::RequestTarget {
-        authority: &authority,
+        authority: rewritten.as_ref().unwrap_or(&authority),
         port,
         https,
     };
