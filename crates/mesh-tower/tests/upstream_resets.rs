@@ -1,7 +1,8 @@
 //! How the mesh client names an upstream's failure before the response headers, as
 //! Envoy's router does, over real loopback upstreams: an HTTP/2 stream the upstream resets
 //! is a `remote reset` (flag UR), an HTTP/1.1 answer that cannot be parsed a `protocol
-//! error` (UPE), both 503 with Envoy's text.
+//! error` (UPE), both 503 with Envoy's text; a failure after the response started is
+//! counted UC with the response's code.
 
 mod conn_support;
 
@@ -192,4 +193,42 @@ spec:
     );
     assert!(flags.starts_with("UF"), "{flags}");
     drop(held);
+}
+
+/// An upstream that fails after its response started (here: closes with most of a
+/// `content-length` body unsent) is Envoy's `onUpstreamAbort`: the caller gets the status
+/// and what was sent, then an error; the request is counted with the response's code and
+/// flag UC, not as a whole answer.
+#[tokio::test]
+async fn an_upstream_cut_after_the_response_started_is_uc() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+                    .await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    let client = client("HTTP", port);
+    let req = http::Request::get("http://backend.example.internal:8080/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.into_body().collect().await.is_err());
+    let metrics = client.metrics().render();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("istio_requests_total{"))
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(
+        line.contains("response_code=\"200\"") && line.contains("response_flags=\"UC\""),
+        "{line}"
+    );
 }

@@ -678,6 +678,16 @@ impl BodyObserver for LogEntry {
     fn on_end(&mut self) {
         self.ended = true;
     }
+
+    fn on_error(&mut self) {
+        // the upstream reset the response after it had started (Envoy's router
+        // `onUpstreamAbort`: UC, `upstream_reset_after_response_started{...}`)
+        self.ended = true;
+        self.flags
+            .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+        self.details =
+            Some("upstream_reset_after_response_started{connection_termination}".to_owned());
+    }
 }
 
 struct Opt<'a, T>(Option<&'a T>);

@@ -199,6 +199,14 @@ impl BodyObserver for Recorder {
     fn on_end(&mut self) {
         self.ended = true;
     }
+
+    fn on_error(&mut self) {
+        // reset by the upstream after the response started: Envoy's UC (not the caller's DC)
+        self.ended = true;
+        self.labels
+            .flags
+            .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
+    }
 }
 
 impl Drop for Recorder {

@@ -260,6 +260,51 @@ pub trait BodyObserver {
     /// # }
     /// ```
     fn on_end(&mut self) {}
+
+    /// The body failed: the upstream (for a response, the peer or application that made
+    /// it) reset it after the response had started. By default, as its end.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::pin::Pin;
+    /// use std::sync::{Arc, Mutex};
+    /// use std::task::{Context, Poll};
+    /// use bytes::Bytes;
+    /// use http::HeaderMap;
+    /// use http_body::{Body, Frame};
+    /// use http_body_util::BodyExt;
+    /// use mesh_tower::observe::{BodyObserver, ObservedBody};
+    ///
+    /// /// A body its upstream resets at once.
+    /// struct Reset;
+    /// impl Body for Reset {
+    ///     type Data = Bytes;
+    ///     type Error = std::io::Error;
+    ///     fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    ///         Poll::Ready(Some(Err(std::io::Error::other("reset"))))
+    ///     }
+    /// }
+    ///
+    /// struct Seen(Arc<Mutex<&'static str>>);
+    /// impl BodyObserver for Seen {
+    ///     fn on_data(&mut self, _: u64) {}
+    ///     fn on_trailers(&mut self, _: &HeaderMap) {}
+    ///     fn on_end(&mut self) { *self.0.lock().unwrap() = "end"; }
+    ///     fn on_error(&mut self) { *self.0.lock().unwrap() = "error"; }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let seen = Arc::new(Mutex::new(""));
+    /// let body = ObservedBody::new(Reset, Some(Seen(seen.clone())));
+    /// assert!(body.collect().await.is_err());
+    /// assert_eq!(*seen.lock().unwrap(), "error");
+    /// # }
+    /// ```
+    fn on_error(&mut self) {
+        self.on_end();
+    }
 }
 
 impl<O: BodyObserver + ?Sized> BodyObserver for Box<O> {
@@ -271,6 +316,16 @@ impl<O: BodyObserver + ?Sized> BodyObserver for Box<O> {
     }
     fn on_end(&mut self) {
         (**self).on_end();
+    }
+    fn on_error(&mut self) {
+        (**self).on_error();
+    }
+}
+
+/// Tells the observer the body failed and drops it.
+fn fail<O: BodyObserver>(observer: &mut Option<O>) {
+    if let Some(mut o) = observer.take() {
+        o.on_error();
     }
 }
 
@@ -395,7 +450,7 @@ where
                 Poll::Ready(Some(Ok(frame)))
             }
             Some(Err(e)) => {
-                end(this.observer);
+                fail(this.observer);
                 Poll::Ready(Some(Err(e)))
             }
             None => {
