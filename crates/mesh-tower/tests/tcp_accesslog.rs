@@ -82,6 +82,16 @@ spec:
         .expect("the server's entry names its own address");
     // received 5 ("world"), sent 11 ("hello world")
     assert!(server.contains("\"- - -\" 0 - - - \"-\" 5 11 "), "{server}");
+    // Envoy's inbound TCP proxy: the application as its upstream host, `inbound|9000||`,
+    // and the SNI of the client's mesh mTLS
+    assert!(
+        server.contains(&format!("\"{}\" inbound|9000|| ", addrs[&9000])),
+        "{server}"
+    );
+    assert!(
+        server.ends_with(" outbound_.9000_._.tcp-echo.foo.svc.cluster.local -"),
+        "{server}"
+    );
     let client = got.iter().find(|l| *l != server).unwrap();
     assert!(client.contains("\"- - -\" 0 - - - \"-\" 5 11 "), "{client}");
     assert!(

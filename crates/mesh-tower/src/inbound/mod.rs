@@ -1594,11 +1594,11 @@ impl MeshServer {
         };
         // counted (and logged) whatever the decision, as Envoy's stats filter counts the
         // connection before the RBAC filter or the TCP proxy closes it
-        let log = crate::accesslog::TcpLog::start(
+        let mut log = crate::accesslog::TcpLog::start(
             crate::accesslog::Direction::Inbound,
             i.log_format.as_ref(),
             info.addrs(),
-            None,
+            info.sni(),
         );
         let refuse = |flags, log: Option<Box<crate::accesslog::TcpLog>>| {
             drop(config.metrics.tcp_connection(&labels(flags)));
@@ -1610,8 +1610,20 @@ impl MeshServer {
         if !i.authz.authorize_connection(&info).await.allowed {
             return refuse(crate::envoy::ResponseFlags::NONE, log);
         }
+        // past RBAC, Envoy's TCP proxy has its cluster `inbound|<port>||`, whose host is
+        // the application
+        if let Some(l) = log.as_mut() {
+            l.upstream = Some(crate::accesslog::UpstreamInfo {
+                host: local,
+                cluster: Some(format!("inbound|{port}||").into()),
+                ..Default::default()
+            });
+        }
         // past the inbound pool's maxConnections Envoy's TCP proxy closes it (flag UO)
         let Ok(slot) = pool.admit_connection() else {
+            if let Some(u) = log.as_mut().and_then(|l| l.upstream.as_mut()) {
+                u.host = None;
+            }
             tracing::debug!(%remote, "inbound connection pool overflow: maxConnections reached; closing");
             return refuse(crate::envoy::ResponseFlags::UPSTREAM_OVERFLOW, log);
         };
