@@ -232,3 +232,75 @@ async fn an_upstream_cut_after_the_response_started_is_uc() {
         "{line}"
     );
 }
+
+/// Envoy's router reports an upstream reset to outlier detection whether or not the
+/// response had started (`onUpstreamReset`): an endpoint that cuts its answers short is
+/// ejected as one that resets before them would be.
+#[tokio::test]
+async fn a_reset_after_the_headers_counts_for_outlier_detection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    // an endpoint cutting every answer short, counting them
+    let cut = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cut_port = cut.local_addr().unwrap().port();
+    let cuts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&cuts);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = cut.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
+                    .await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    // and a good one
+    let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let good_port = good.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let app = axum::Router::new().fallback(|| async { "ok" });
+        axum::serve(good, app).await
+    });
+    let mesh = Mesh::from_yaml(&format!(
+        "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: backend}}
+spec:
+  hosts: [backend.example.internal]
+  ports: [{{number: 8080, name: p, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{p: {cut_port}}}}}
+  - {{address: 127.0.0.1, ports: {{p: {good_port}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: backend}}
+spec:
+  host: backend.example.internal
+  trafficPolicy:
+    loadBalancer: {{simple: ROUND_ROBIN}}
+    outlierDetection: {{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}}
+"
+    ))
+    .unwrap();
+    let client = MeshClient::builder(mesh, ClientWorkload::new("app", "default", "app")).build();
+    for _ in 0..6 {
+        let req = http::Request::get("http://backend.example.internal:8080/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        let _ = resp.into_body().collect().await;
+    }
+    assert_eq!(
+        cuts.load(Ordering::SeqCst),
+        1,
+        "ejected after its first cut answer"
+    );
+}

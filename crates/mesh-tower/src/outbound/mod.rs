@@ -2489,6 +2489,8 @@ pin_project! {
         #[pin]
         inner: B,
         hold: Option<Hold>,
+        // the endpoint's outlier detector: a reset after the headers counts too
+        outlier: Option<(Arc<crate::outlier::OutlierDetector>, usize)>,
     }
 }
 
@@ -2509,8 +2511,17 @@ impl<B: Body> Body for Held<B> {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
         let r = this.inner.poll_frame(cx);
-        if matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.hold.take();
+        match &r {
+            Poll::Ready(None) => drop(this.hold.take()),
+            Poll::Ready(Some(Err(_))) => {
+                this.hold.take();
+                // Envoy's router reports an upstream reset to outlier detection whether or
+                // not the response had started (`onUpstreamReset`: a local-origin failure)
+                if let Some((od, index)) = this.outlier.take() {
+                    od.record(index, Outcome::Reset, std::time::Instant::now());
+                }
+            }
+            _ => {}
         }
         r
     }
@@ -4231,6 +4242,7 @@ impl<T: Sender> Attempts<'_, T> {
                             guard,
                             request: request_permit,
                         }),
+                        outlier: dest.outlier.as_ref().map(|od| (Arc::clone(od), index)),
                     };
                     return Response::from_parts(p, held.boxed());
                 }
