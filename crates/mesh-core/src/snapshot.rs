@@ -572,6 +572,11 @@ impl Snapshot {
             host
         };
         let reg = &self.registry;
+        // an absolute name is its service's hostname, never expanded (as the route lookup)
+        let (lit, absolute) = match lit.strip_suffix('.') {
+            Some(name) if name.contains('.') => (name, true),
+            _ => (lit, false),
+        };
         // Envoy's domain order: a name exactly (as written, then expanded), then the most
         // specific wildcard: a headless Service's `*.<name>` for its pods first
         let exact = |h: &str| reg.service(h, client_ns).filter(|s| *s.hostname == *h);
@@ -580,7 +585,8 @@ impl Snapshot {
         }
         let suffix = &self.config.options.domain_suffix;
         let mut exp = HostBuf::new();
-        let exp = kube_expansion(lit, client_ns, suffix, &mut exp).then(|| exp.as_str());
+        let exp =
+            (!absolute && kube_expansion(lit, client_ns, suffix, &mut exp)).then(|| exp.as_str());
         exp.and_then(exact)
             .or_else(|| reg.headless_service_of_pod(lit, client_ns, suffix))
             .or_else(|| reg.service(lit, client_ns))

@@ -505,6 +505,12 @@ spec:
             "{host}"
         );
     }
+    // without a port, the service's only port, as for the name without the dot
+    assert_eq!(
+        s.default_port("reviews.bookinfo.svc.cluster.local.", "bookinfo"),
+        Some(9080)
+    );
+    assert_eq!(s.default_port("reviews.bookinfo.", "bookinfo"), None);
     // short names have no absolute form: not expanded
     assert_eq!(route("reviews.bookinfo.").0, None);
     assert_eq!(route("reviews.").0, None);

@@ -498,6 +498,17 @@ async fn an_explicit_host_header_routes_the_request() {
         let sent = &received(&seen, path)[0];
         assert_eq!(value(sent, "host"), Some("api.example.internal"), "{path}");
     }
+    // a passthrough still goes where the application dialed (Envoy's ORIGINAL_DST): the
+    // Host routes, it never chooses the address
+    let c2 = mesh_client(addr, "{}").await;
+    let req = http::Request::get(format!("http://127.0.0.1:{}/named", addr.port()))
+        .header("host", "nowhere.invalid")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = c2.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let sent = received(&seen, "/named");
+    assert_eq!(value(sent.last().unwrap(), "host"), Some("nowhere.invalid"));
     // the address alone names no service: REGISTRY_ONLY's 502
     let req = http::Request::get("http://10.255.0.5/")
         .body(Empty::<Bytes>::new())

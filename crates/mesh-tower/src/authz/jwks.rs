@@ -57,6 +57,8 @@ struct Attempt {
     at: Option<Instant>,
     /// The jwtRule's `timeout`.
     timeout: Duration,
+    /// An attempt has ended (keys or not): requests no longer wait for one.
+    first_done: bool,
 }
 
 /// The TLS client of `https://` fetches, built on the first one (and again after the
@@ -138,10 +140,13 @@ impl JwksCache {
         self.start(uri, Some(timeout));
     }
 
-    /// Whether `uri` has no keys yet and its first fetch is under way.
+    /// Whether `uri` has no keys yet and its very first fetch is under way (a request
+    /// waits for that one only: once it has failed, requests are answered at once).
     pub(crate) fn awaiting_first(&self, uri: &str) -> bool {
         !self.keys.load().contains_key(uri)
-            && lock(&self.attempts).get(uri).is_some_and(|a| a.running)
+            && lock(&self.attempts)
+                .get(uri)
+                .is_some_and(|a| a.running && !a.first_done)
     }
 
     /// Waits until none of `uris` awaits its first keys ([`JwksCache::awaiting_first`]),
@@ -181,6 +186,7 @@ impl JwksCache {
                     running: false,
                     at: None,
                     timeout: DEFAULT_JWKS_TIMEOUT,
+                    first_done: false,
                 };
                 attempts.insert(uri.to_owned(), first);
             }
@@ -218,6 +224,7 @@ impl JwksCache {
             }
             if let Some(a) = lock(&this.attempts).get_mut(&uri) {
                 a.running = false;
+                a.first_done = true;
                 a.at = Some(Instant::now());
             }
             this.done.notify_waiters();

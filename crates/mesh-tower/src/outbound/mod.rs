@@ -2870,7 +2870,8 @@ fn to_grpc_web_port<B>(shared: &ClientShared, req: &Request<B>) -> bool {
     {
         return false;
     }
-    let Some(authority) = request_authority(req.uri(), req.headers(), req.extensions()) else {
+    let Some(authority) = request_authority(req.uri(), req.headers(), req.extensions(), true)
+    else {
         return false;
     };
     let snap = shared.mesh.load();
@@ -2889,35 +2890,55 @@ fn to_grpc_web_port<B>(shared: &ClientShared, req: &Request<B>) -> bool {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RouteByUri;
 
-/// The authority a request is for: its `Host` header's (what a sidecar's virtual hosts
-/// match on HTTP/1, whatever address the application dialed), with the port of the URI
-/// when it writes one (the sidecar's listener is the dialed port's); else the URI's. A
-/// [`RouteByUri`] request: its URI's.
+/// The authority a request is routed by: its `Host` header's host when it names another
+/// host than the URI (a sidecar's virtual hosts match the `Host`, whatever address the
+/// application dialed), with the URI's port (the dialed port's listener; none written:
+/// the scheme's); else the URI's, else the `Host`'s. Not for `https` (a sidecar cannot
+/// read a `Host` inside the application's TLS), a gateway's requests (`use_host` false:
+/// Envoy's codec takes an absolute URL's authority) or a [`RouteByUri`] request. Where
+/// the request goes on a passthrough stays the URI's (see `route_and_send`).
 fn request_authority(
     uri: &Uri,
     headers: &http::HeaderMap,
     extensions: &http::Extensions,
+    use_host: bool,
 ) -> Option<Authority> {
-    let host_header = || {
-        headers
+    let Some(a) = uri.authority() else {
+        return headers
             .get(HOST)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<Authority>().ok())
+            .and_then(|h| h.parse().ok());
     };
-    let Some(a) = uri.authority() else {
-        return host_header();
+    if !use_host || uri.scheme() == Some(&Scheme::HTTPS) {
+        return Some(a.clone());
+    }
+    // (compared as written first: no parse for a `Host` naming the URI's host)
+    let Some(host) = headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(host_of)
+        .filter(|h| !h.eq_ignore_ascii_case(a.host()) && !h.is_empty())
+    else {
+        return Some(a.clone());
     };
-    match host_header() {
-        Some(h)
-            if !h.host().eq_ignore_ascii_case(a.host())
-                && extensions.get::<RouteByUri>().is_none() =>
-        {
-            match a.port_u16() {
-                Some(port) => format!("{}:{port}", bracketed(h.host())).parse().ok(),
-                None => Some(h),
-            }
-        }
-        _ => Some(a.clone()),
+    if extensions.get::<RouteByUri>().is_some() {
+        return Some(a.clone());
+    }
+    let written = match a.port_u16() {
+        Some(port) => format!("{}:{port}", bracketed(host)),
+        None => bracketed(host).into_owned(),
+    };
+    written.parse().ok().or_else(|| Some(a.clone()))
+}
+
+/// The host of an authority as written (`[v6]:port`, `name:port`, `name`).
+fn host_of(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
     }
 }
 
@@ -3093,7 +3114,7 @@ where
             }
             http::header::Entry::Occupied(_) => false,
         };
-    let authority = request_authority(&parts.uri, &parts.headers, &parts.extensions)
+    let authority = request_authority(&parts.uri, &parts.headers, &parts.extensions, via.is_none())
         .ok_or(OutboundError::NoAuthority)?;
     // the port written in the authority (parsed once)
     let written_port = port_of(authority.as_str());
@@ -3409,12 +3430,19 @@ where
         .and_then(|a| a.rewrite.as_ref())
         .and_then(|rw| rw.authority.as_deref())
         .and_then(|a| a.parse::<Authority>().ok());
+    // where a passthrough, NONE or headless destination connects: the address the
+    // application dialed (Envoy's ORIGINAL_DST), whatever `Host` or rewrite routed it
+    let dialed = dest::RequestTarget {
+        authority: parts.uri.authority().unwrap_or(&authority),
+        port,
+        https,
+    };
     let target = dest::RequestTarget {
         authority: rewritten.as_ref().unwrap_or(&authority),
         port,
         https,
     };
-    let key = DestKey::for_request(service, wd.subset.clone(), dest_port, target);
+    let key = DestKey::for_request(service, wd.subset.clone(), dest_port, dialed);
     let mut dest = shared.cache.get(&snap, shared, service, &key);
     // TLS origination named by the request's host (auto SNI) when it is another name of
     // the service than its own (a short name): a destination of its own. Only for the
@@ -4326,6 +4354,68 @@ impl<T: Sender> Attempts<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use super::{host_of, request_authority, RouteByUri, HOST};
+    use http::{HeaderValue, Uri};
+
+    #[test]
+    fn the_authority_a_request_is_routed_by() {
+        let route = |uri: &str, host: Option<&str>, use_host: bool, by_uri: bool| {
+            let uri: Uri = uri.parse().unwrap();
+            let mut h = http::HeaderMap::new();
+            if let Some(v) = host {
+                h.insert(HOST, HeaderValue::from_str(v).unwrap());
+            }
+            let mut e = http::Extensions::new();
+            if by_uri {
+                e.insert(RouteByUri);
+            }
+            request_authority(&uri, &h, &e, use_host).map(|a| a.to_string())
+        };
+        let r = |uri, host| route(uri, host, true, false);
+        // the Host names another host: it routes, with the URI's port (none: none)
+        assert_eq!(
+            r("http://10.0.0.5/", Some("api.example.com")).as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            r("http://10.0.0.5:8080/", Some("api.example.com:9")).as_deref(),
+            Some("api.example.com:8080")
+        );
+        assert_eq!(
+            r("http://10.0.0.5/", Some("api.example.com:9")).as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(
+            r("http://10.0.0.5/", Some("[::1]:80")).as_deref(),
+            Some("[::1]")
+        );
+        // the same host (any case, any port) or none: the URI's
+        assert_eq!(
+            r("http://api:80/", Some("API:8080")).as_deref(),
+            Some("api:80")
+        );
+        assert_eq!(r("http://api:80/", None).as_deref(), Some("api:80"));
+        // no URI authority: the Host's, as written
+        assert_eq!(r("/x", Some("api:8080")).as_deref(), Some("api:8080"));
+        // https (the Host is inside the application's TLS), a gateway's request, a check
+        // sent on the mesh's own behalf: the URI's
+        assert_eq!(
+            r("https://10.0.0.5/", Some("api.example.com")).as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            route("http://10.0.0.5/", Some("api"), false, false).as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            route("http://10.0.0.5/", Some("api"), true, true).as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(host_of("[::1]:80"), "::1");
+        assert_eq!(host_of("name:80"), "name");
+        assert_eq!(host_of("name"), "name");
+    }
+
     #[test]
     fn port_of_answers_like_authority_port_u16() {
         for a in [
