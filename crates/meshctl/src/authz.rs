@@ -826,6 +826,21 @@ fn given_jwt_outputs(
         }
     }
     mesh_core::authn::write_claim_headers(headers, rule, claims);
+    // the token's own header goes, as the runtime removes it (`forwardOriginalToken`
+    // unset): the first of the rule's header locations the request carries a token in
+    if !rule.forward_original_token() {
+        for loc in rule.locations() {
+            if let mesh_core::authn::TokenLocation::Header { name, prefix } = loc
+                && headers
+                    .get(name.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.contains(prefix.as_str()))
+            {
+                headers.remove(name.as_str());
+                break;
+            }
+        }
+    }
 }
 
 /// A request path without its `#fragment`: Envoy strips it before any filter (Istio turns

@@ -942,6 +942,49 @@ spec:
     assert_eq!(run("other.example.com/alice", other), "ALLOW");
 }
 
+/// The token's header is gone by the time authorization reads the request, as the runtime
+/// removes it (`forwardOriginalToken` unset), for a given identity too: a rule on
+/// `request.headers[authorization]` does not see it.
+#[test]
+fn a_given_identity_s_token_header_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("jwt.yaml");
+    std::fs::write(
+        &config,
+        r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: ra, namespace: foo}
+spec:
+  jwtRules:
+  - issuer: issuer.example.com
+    jwks: '{"keys": []}'
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-raw-tokens, namespace: foo}
+spec:
+  action: DENY
+  rules: [{when: [{key: "request.headers[authorization]", values: ["*"]}]}]
+"#,
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let v = decide(&[
+        "--config",
+        &config,
+        "-n",
+        "foo",
+        "--request-principal",
+        "issuer.example.com/alice",
+        "--claims",
+        r#"{"iss": "issuer.example.com", "sub": "alice"}"#,
+        "-H",
+        "Authorization: Bearer x.y.z",
+    ]);
+    assert_eq!(v["decision"], "ALLOW", "{v}");
+}
+
 /// An HTTP/1.1 request's Host header is its `:authority`: `-H 'Host: x'` is read by `hosts`
 /// and `request.headers[host]` as `--host x` is; the two saying different things is an
 /// error.
