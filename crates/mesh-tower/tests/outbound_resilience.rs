@@ -495,16 +495,25 @@ async fn locality_keeps_traffic_in_the_clients_zone() {
     assert_eq!(far.hits(), 0);
 }
 
-#[tokio::test]
-async fn no_healthy_upstream_when_every_endpoint_is_ejected() {
-    let pki = Pki::new();
-    let mesh = mesh(&format!(
-        "{}---\n{}",
-        with_dr("    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n"),
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n"
-    ));
+/// A DestinationRule policy ejecting an endpoint at its first 5xx for a minute.
+const EJECT_AT_FIRST_5XX: &str = "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n";
+
+/// A VirtualService for `reviews` without retries.
+const REVIEWS_NO_RETRIES: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n";
+
+/// `config` loaded, and `reviews`' only endpoint always answering 500: its server and a
+/// client of it.
+async fn always_500_reviews(
+    pki: &Pki,
+    config: &str,
+) -> (
+    mesh_core::mesh::Mesh,
+    Server,
+    mesh_tower::outbound::MeshClient,
+) {
+    let mesh = mesh(config);
     let bad = start(
-        &pki,
+        pki,
         "reviews-bad",
         "default",
         "reviews",
@@ -520,7 +529,15 @@ async fn no_healthy_upstream_when_every_endpoint_is_ejected() {
         "v1",
         bad.addr,
     );
-    let client = client(&mesh, &pki, "default", "productpage");
+    let client = client(&mesh, pki, "default", "productpage");
+    (mesh, bad, client)
+}
+
+#[tokio::test]
+async fn no_healthy_upstream_when_every_endpoint_is_ejected() {
+    let pki = Pki::new();
+    let config = format!("{}---\n{REVIEWS_NO_RETRIES}", with_dr(EJECT_AT_FIRST_5XX));
+    let (_mesh, _bad, client) = always_500_reviews(&pki, &config).await;
     let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
     assert_eq!(st, 500);
     let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
@@ -534,27 +551,9 @@ async fn no_healthy_upstream_when_every_endpoint_is_ejected() {
 #[tokio::test]
 async fn a_policy_change_ends_ejections_an_unrelated_reload_keeps_them() {
     let pki = Pki::new();
-    let outlier = with_dr("    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 1m, maxEjectionPercent: 100}\n");
-    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: reviews, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews}}]\n    retries: {attempts: 0}\n";
-    let mesh = mesh(&format!("{outlier}---\n{vs}"));
-    let bad = start(
-        &pki,
-        "reviews-bad",
-        "default",
-        "reviews",
-        Behaviour::Always500,
-    )
-    .await;
-    register(
-        &mesh,
-        "reviews-bad",
-        "default",
-        "reviews",
-        "reviews",
-        "v1",
-        bad.addr,
-    );
-    let client = client(&mesh, &pki, "default", "productpage");
+    let outlier = with_dr(EJECT_AT_FIRST_5XX);
+    let vs = REVIEWS_NO_RETRIES;
+    let (mesh, _bad, client) = always_500_reviews(&pki, &format!("{outlier}---\n{vs}")).await;
     assert_eq!(send(&client, get("http://reviews:9080/")).await.0, 500);
     let (st, _, body, _) = send(&client, get("http://reviews:9080/")).await;
     assert_eq!((st, body.as_str()), (503, "no healthy upstream"));

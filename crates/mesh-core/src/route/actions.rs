@@ -824,6 +824,35 @@ pub struct Fault {
     pub abort: Option<(AbortStatus, PerMillion)>,
 }
 
+/// The gRPC status codes' names, by code (`OK` is 0, `UNAUTHENTICATED` 16).
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::route::actions::GRPC_CODE_NAMES;
+///
+/// assert_eq!(GRPC_CODE_NAMES[14], "UNAVAILABLE");
+/// ```
+pub const GRPC_CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
 /// gRPC status names to codes.
 ///
 /// # Examples
@@ -837,26 +866,10 @@ pub struct Fault {
 /// assert_eq!(grpc_code("unavailable"), None); // names are upper case
 /// ```
 pub fn grpc_code(name: &str) -> Option<u8> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES.iter().position(|n| *n == name).map(|i| i as u8)
+    GRPC_CODE_NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| i as u8)
 }
 
 impl Fault {

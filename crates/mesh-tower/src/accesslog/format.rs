@@ -883,28 +883,9 @@ fn grpc_status(e: &LogEntry, form: GrpcForm) -> Val<'static> {
         "DataLoss",
         "Unauthenticated",
     ];
-    const SNAKE: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     let named = match form {
         GrpcForm::Camel => CAMEL.get(code as usize),
-        GrpcForm::Snake => SNAKE.get(code as usize),
+        GrpcForm::Snake => mesh_core::route::actions::GRPC_CODE_NAMES.get(code as usize),
         GrpcForm::Number => None,
     };
     match named {
