@@ -55,6 +55,30 @@ async fn get(client: &MeshClient) -> (u16, String, String) {
     (status, String::from_utf8_lossy(&body).into_owned(), flags)
 }
 
+/// An HTTP/1.1 upstream that reads a request, writes `answer` and closes its side, on
+/// every connection: its port, and how many connections it answered.
+async fn canned_upstream(
+    answer: &'static [u8],
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&answered);
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let counted = std::sync::Arc::clone(&counted);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = tcp.read(&mut buf).await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = tcp.write_all(answer).await;
+                let _ = tcp.shutdown().await;
+            });
+        }
+    });
+    (port, answered)
+}
+
 #[tokio::test]
 async fn an_http2_stream_the_upstream_resets_is_a_remote_reset() {
     // an h2c upstream whose service fails: hyper resets the stream (INTERNAL_ERROR)
@@ -73,17 +97,7 @@ async fn an_http2_stream_the_upstream_resets_is_a_remote_reset() {
 
 #[tokio::test]
 async fn an_http1_answer_that_cannot_be_parsed_is_a_protocol_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = tcp.read(&mut buf).await;
-                let _ = tcp.write_all(b"HTTP/1.1 2x0 OK\r\n\r\n").await;
-            });
-        }
-    });
+    let (port, _) = canned_upstream(b"HTTP/1.1 2x0 OK\r\n\r\n").await;
     let (status, body, flags) = get(&client("HTTP", port)).await;
     assert_eq!(status, 503);
     assert_eq!(
@@ -195,26 +209,16 @@ spec:
     drop(held);
 }
 
+/// A 200 whose body ends after 7 of its 100 bytes.
+const CUT_SHORT: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial";
+
 /// An upstream that fails after its response started (here: closes with most of a
 /// `content-length` body unsent) is Envoy's `onUpstreamAbort`: the caller gets the status
 /// and what was sent, then an error; the request is counted with the response's code and
 /// flag UC, not as a whole answer.
 #[tokio::test]
 async fn an_upstream_cut_after_the_response_started_is_uc() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = tcp.read(&mut buf).await;
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-                    .await;
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
+    let (port, _) = canned_upstream(CUT_SHORT).await;
     let client = client("HTTP", port);
     let req = http::Request::get("http://backend.example.internal:8080/")
         .body(Empty::<Bytes>::new())
@@ -238,27 +242,8 @@ async fn an_upstream_cut_after_the_response_started_is_uc() {
 /// ejected as one that resets before them would be.
 #[tokio::test]
 async fn a_reset_after_the_headers_counts_for_outlier_detection() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
     // an endpoint cutting every answer short, counting them
-    let cut = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let cut_port = cut.local_addr().unwrap().port();
-    let cuts = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&cuts);
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = cut.accept().await {
-            let counted = Arc::clone(&counted);
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = tcp.read(&mut buf).await;
-                counted.fetch_add(1, Ordering::SeqCst);
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npartial")
-                    .await;
-                let _ = tcp.shutdown().await;
-            });
-        }
-    });
+    let (cut_port, cuts) = canned_upstream(CUT_SHORT).await;
     // and a good one
     let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let good_port = good.local_addr().unwrap().port();
@@ -299,7 +284,7 @@ spec:
         let _ = resp.into_body().collect().await;
     }
     assert_eq!(
-        cuts.load(Ordering::SeqCst),
+        cuts.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "ejected after its first cut answer"
     );
