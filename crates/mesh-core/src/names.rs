@@ -1004,6 +1004,26 @@ impl<T> HostMap<T> {
     }
 }
 
+/// A host name without the trailing dot of an absolute name, and whether it had one: only
+/// a name with another dot is absolute (istiod lists each service's hostname with the dot
+/// among its virtual host's domains, not its short names), so `reviews.` stays as it is.
+///
+/// # Examples
+///
+/// ```
+/// use mesh_core::names::absolute_name;
+///
+/// assert_eq!(absolute_name("reviews.ns.svc.cluster.local."), ("reviews.ns.svc.cluster.local", true));
+/// assert_eq!(absolute_name("reviews.ns.svc.cluster.local"), ("reviews.ns.svc.cluster.local", false));
+/// assert_eq!(absolute_name("reviews."), ("reviews.", false));
+/// ```
+pub fn absolute_name(host: &str) -> (&str, bool) {
+    match host.strip_suffix('.') {
+        Some(name) if name.contains('.') => (name, true),
+        _ => (host, false),
+    }
+}
+
 /// Splits an authority into host and optional port (`reviews:9080`, `[::1]:80`, `a.b`).
 ///
 /// # Examples

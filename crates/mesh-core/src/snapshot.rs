@@ -573,10 +573,7 @@ impl Snapshot {
         };
         let reg = &self.registry;
         // an absolute name is its service's hostname, never expanded (as the route lookup)
-        let (lit, absolute) = match lit.strip_suffix('.') {
-            Some(name) if name.contains('.') => (name, true),
-            _ => (lit, false),
-        };
+        let (lit, absolute) = crate::names::absolute_name(lit);
         // Envoy's domain order: a name exactly (as written, then expanded), then the most
         // specific wildcard: a headless Service's `*.<name>` for its pods first
         let exact = |h: &str| reg.service(h, client_ns).filter(|s| *s.hostname == *h);

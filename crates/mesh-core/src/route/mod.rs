@@ -2450,10 +2450,7 @@ impl RouteTable {
         // (`GenerateAltVirtualHosts`, `PILOT_ENABLE_ABSOLUTE_FQDN_VHOST_DOMAIN`, on by
         // default), its short names without; so the name is taken without the dot and never
         // expanded
-        let (lit, absolute) = match lit.strip_suffix('.') {
-            Some(name) if name.contains('.') => (name, true),
-            _ => (lit, false),
-        };
+        let (lit, absolute) = crate::names::absolute_name(lit);
         // the name as written, else its Kubernetes expansion (worked out only when needed);
         // a VirtualService host counts only where that VirtualService applies
         let applies = |vs: &CompiledVs| vs.applies_to_http(&view);

@@ -749,30 +749,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
     let r = &e.facts;
     let up = e.upstream.as_ref();
     match op {
-        Op::Req(names) => names
-            .iter()
-            .map(|n| match n {
-                _ if r.tcp && !matches!(n, Name::Header(_)) => Val::None,
-                Name::Method => Val::Str(Cow::Borrowed(r.method.as_str())),
-                Name::Path => Val::Str(Cow::Owned(
-                    PathAndQuery(r.normalized.path().unwrap_or(&r.uri)).to_string(),
-                )),
-                Name::Authority => hv(r.authority.as_ref()),
-                Name::Scheme => match r.uri.scheme_str() {
-                    Some(s) => Val::Str(Cow::Borrowed(s)),
-                    None => Val::None,
-                },
-                Name::Header(h) => hv(match h.as_str() {
-                    "x-envoy-original-path" => r.original_path.as_ref(),
-                    "x-forwarded-for" => r.forwarded_for(),
-                    "user-agent" => r.user_agent.as_ref(),
-                    "x-request-id" => r.request_id(),
-                    "host" => r.authority.as_ref(),
-                    _ => r.extra_request.as_ref().and_then(|m| m.get(h)),
-                }),
-            })
-            .find(|v| !matches!(v, Val::None))
-            .unwrap_or(Val::None),
+        Op::Req(names) => request_header(names, e),
         Op::Resp(names) => names
             .iter()
             .map(|h| {
@@ -784,7 +761,7 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
             })
             .find(|v| !matches!(v, Val::None))
             .unwrap_or(Val::None),
-        Op::ReqWithoutQuery(names) => match value(&Op::Req(names.clone()), e, duration_ms) {
+        Op::ReqWithoutQuery(names) => match request_header(names, e) {
             Val::Str(v) => match v.split_once('?') {
                 Some((before, _)) => Val::Str(Cow::Owned(before.to_owned())),
                 None => Val::Str(v),
@@ -838,6 +815,35 @@ fn value<'a>(op: &Op, e: &'a LogEntry, duration_ms: u64) -> Val<'a> {
             }
         }
     }
+}
+
+/// `%REQ(...)%`: the first of `names` the request had.
+fn request_header<'a>(names: &[Name], e: &'a LogEntry) -> Val<'a> {
+    let r = &e.facts;
+    names
+        .iter()
+        .map(|n| match n {
+            _ if r.tcp && !matches!(n, Name::Header(_)) => Val::None,
+            Name::Method => Val::Str(Cow::Borrowed(r.method.as_str())),
+            Name::Path => Val::Str(Cow::Owned(
+                PathAndQuery(r.normalized.path().unwrap_or(&r.uri)).to_string(),
+            )),
+            Name::Authority => hv(r.authority.as_ref()),
+            Name::Scheme => match r.uri.scheme_str() {
+                Some(s) => Val::Str(Cow::Borrowed(s)),
+                None => Val::None,
+            },
+            Name::Header(h) => hv(match h.as_str() {
+                "x-envoy-original-path" => r.original_path.as_ref(),
+                "x-forwarded-for" => r.forwarded_for(),
+                "user-agent" => r.user_agent.as_ref(),
+                "x-request-id" => r.request_id(),
+                "host" => r.authority.as_ref(),
+                _ => r.extra_request.as_ref().and_then(|m| m.get(h)),
+            }),
+        })
+        .find(|v| !matches!(v, Val::None))
+        .unwrap_or(Val::None)
 }
 
 /// `%GRPC_STATUS%` of a gRPC request (none for others, Envoy's

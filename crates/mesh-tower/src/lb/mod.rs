@@ -817,35 +817,41 @@ impl LoadBalancer {
     /// assert_eq!(new.available_count(), 2);
     /// ```
     pub fn with_state_from(
-        mut endpoints: Vec<Endpoint>,
+        endpoints: Vec<Endpoint>,
         config: LbConfig,
         previous: &LoadBalancer,
     ) -> Self {
-        let by_addr: std::collections::HashMap<SocketAddr, &Arc<Endpoint>> =
-            previous.endpoints.iter().map(|o| (o.addr, o)).collect();
-        for e in endpoints.iter_mut() {
-            if let Some(old) = by_addr.get(&e.addr) {
-                e.flags = AtomicU8::new(old.flags.load(Ordering::Acquire));
-                e.monitor = old.monitor.snapshot();
-                e.joined = old.joined;
-            }
-        }
-        Self::new(endpoints, config)
+        Self::carrying(endpoints, config, previous, true)
     }
 
     /// [`LoadBalancer::with_state_from`] for a destination whose cluster Envoy would build
     /// anew (its DestinationRule policy changed): the endpoints that stay keep when they
     /// joined (slow start) and nothing of their outlier state, as a new cluster's hosts.
     pub(crate) fn with_joined_from(
-        mut endpoints: Vec<Endpoint>,
+        endpoints: Vec<Endpoint>,
         config: LbConfig,
         previous: &LoadBalancer,
     ) -> Self {
+        Self::carrying(endpoints, config, previous, false)
+    }
+
+    /// A balancer over `endpoints` whose endpoints also in `previous` keep when they joined
+    /// and their flags, and with `outlier` their ejection and outlier counters too.
+    fn carrying(
+        mut endpoints: Vec<Endpoint>,
+        config: LbConfig,
+        previous: &LoadBalancer,
+        outlier: bool,
+    ) -> Self {
         let by_addr: std::collections::HashMap<SocketAddr, &Arc<Endpoint>> =
             previous.endpoints.iter().map(|o| (o.addr, o)).collect();
+        let kept = if outlier { u8::MAX } else { !FLAG_EJECTED };
         for e in endpoints.iter_mut() {
             if let Some(old) = by_addr.get(&e.addr) {
-                e.flags = AtomicU8::new(old.flags.load(Ordering::Acquire) & !FLAG_EJECTED);
+                e.flags = AtomicU8::new(old.flags.load(Ordering::Acquire) & kept);
+                if outlier {
+                    e.monitor = old.monitor.snapshot();
+                }
                 e.joined = old.joined;
             }
         }

@@ -2916,7 +2916,7 @@ fn request_authority(
     let Some(host) = headers
         .get(HOST)
         .and_then(|h| h.to_str().ok())
-        .map(host_of)
+        .map(|h| mesh_core::names::split_authority(h).0)
         .filter(|h| !h.eq_ignore_ascii_case(a.host()) && !h.is_empty())
     else {
         return Some(a.clone());
@@ -2929,17 +2929,6 @@ fn request_authority(
         None => bracketed(host).into_owned(),
     };
     written.parse().ok().or_else(|| Some(a.clone()))
-}
-
-/// The host of an authority as written (`[v6]:port`, `name:port`, `name`).
-fn host_of(authority: &str) -> &str {
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    }
 }
 
 /// `host` as an authority writes it: an IPv6 address in brackets.
@@ -4354,7 +4343,7 @@ impl<T: Sender> Attempts<'_, T> {
 
 #[cfg(test)]
 mod tests {
-    use super::{host_of, request_authority, RouteByUri, HOST};
+    use super::{request_authority, RouteByUri, HOST};
     use http::{HeaderValue, Uri};
 
     #[test]
@@ -4411,6 +4400,7 @@ mod tests {
             route("http://10.0.0.5/", Some("api"), true, true).as_deref(),
             Some("10.0.0.5")
         );
+        let host_of = |a| mesh_core::names::split_authority(a).0;
         assert_eq!(host_of("[::1]:80"), "::1");
         assert_eq!(host_of("name:80"), "name");
         assert_eq!(host_of("name"), "name");
