@@ -1146,3 +1146,120 @@ spec:
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     }
 }
+
+/// PERMISSIVE on a TCP port passes a client's own TLS (no Istio mTLS ALPN: an HTTPS or
+/// database client outside the mesh) through to the application untouched, as istiod's
+/// "plain TLS" filter chain does; the application terminates it. The mesh client's mTLS
+/// still terminates at the mesh, and STRICT refuses the outside client.
+#[tokio::test]
+async fn permissive_passes_the_applications_own_tls_through() {
+    use mesh_tls::rustls;
+    let app_cert = rcgen::generate_simple_self_signed(vec!["db.example.com".into()]).unwrap();
+    let cert_der = app_cert.cert.der().clone();
+    let key_der =
+        rustls::pki_types::PrivateKeyDer::try_from(app_cert.signing_key.serialize_der()).unwrap();
+    let server_config = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert_der.clone()], key_der)
+            .unwrap(),
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert_der).unwrap();
+    let mut client_config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    client_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let pki = Pki::new();
+    for (mode, own_tls_ok) in [("PERMISSIVE", true), ("STRICT", false)] {
+        let mesh = Mesh::from_yaml(&format!(
+            "{TCP_ECHO}---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: foo}}
+spec: {{mtls: {{mode: {mode}}}}}
+"
+        ))
+        .unwrap();
+        let server = MeshServer::builder(
+            mesh.clone(),
+            "foo",
+            "tcp-echo",
+            labels(&[("app", "tcp-echo")]),
+            pki.creds("foo", "tcp-echo"),
+        )
+        .service_host("tcp-echo.foo.svc.cluster.local")
+        .port(9000)
+        .build()
+        .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        mesh.register(Workload {
+            name: "tcp-echo".into(),
+            namespace: "foo".into(),
+            service_account: "tcp-echo".into(),
+            labels: labels(&[("app", "tcp-echo")]),
+            address: addr.ip(),
+            ports: [("tcp".to_string(), addr.port())].into(),
+            locality: None,
+            weight: 0,
+        });
+        // the application: TLS of its own when the mesh hands it TLS, else the echo
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&server_config));
+        tokio::spawn(async move {
+            server
+                .serve_tcp(listener, move |conn| {
+                    let acceptor = acceptor.clone();
+                    async move {
+                        let seen = format!(
+                            "peer={:?} sni={:?}",
+                            conn.peer().map(|p| p.identity().as_uri().to_owned()),
+                            conn.connection_info()
+                                .and_then(|c| c.sni().map(str::to_owned)),
+                        );
+                        if conn.peer().is_some() {
+                            return echo(conn).await;
+                        }
+                        let Ok(mut tls) = acceptor.accept(conn).await else {
+                            return;
+                        };
+                        let mut buf = [0u8; 64];
+                        if let Ok(n) = tls.read(&mut buf).await {
+                            let answer = format!("{} {seen}", String::from_utf8_lossy(&buf[..n]));
+                            let _ = tls.write_all(answer.as_bytes()).await;
+                            let _ = tls.shutdown().await;
+                        }
+                    }
+                })
+                .await
+        });
+        // a client outside the mesh, speaking TLS to the application itself
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("db.example.com").unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut tls = connector.connect(name, tcp).await?;
+            tls.write_all(b"ping").await?;
+            let mut answer = String::new();
+            tls.read_to_string(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        })
+        .await
+        .unwrap();
+        match own_tls_ok {
+            true => assert_eq!(
+                got.as_deref().ok(),
+                Some("ping peer=None sni=Some(\"db.example.com\")"),
+                "{mode}: {got:?}"
+            ),
+            false => assert!(got.is_err(), "{mode}: {got:?}"),
+        }
+        // the mesh's own client is mTLS whatever the mode
+        let sleep = sleep_client(&mesh, &pki);
+        assert_eq!(
+            talk(&sleep, "tcp-echo:9000").await.as_deref(),
+            Ok("hello world"),
+            "{mode}"
+        );
+    }
+}

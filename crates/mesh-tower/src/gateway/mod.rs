@@ -171,6 +171,7 @@
 
 mod pinning;
 mod sni;
+pub(crate) use sni::{peek_client_hello, Peeked};
 mod tls;
 /// XFCC formatting, shared with the mesh server's inbound side.
 pub(crate) mod xfcc;
@@ -1481,7 +1482,7 @@ const ISTIO_MTLS_ALPNS: [&[u8]; 5] = [
 
 /// Whether a ClientHello's ALPN list offers one of [`ISTIO_MTLS_ALPNS`] (Envoy's
 /// `application_protocols` filter chain match: any one offered protocol in the set).
-fn offers_istio_mtls_alpn(alpn: &[Vec<u8>]) -> bool {
+pub(crate) fn offers_istio_mtls_alpn(alpn: &[Vec<u8>]) -> bool {
     alpn.iter()
         .any(|p| ISTIO_MTLS_ALPNS.contains(&p.as_slice()))
 }

@@ -696,6 +696,8 @@ impl MeshServerBuilder {
                         .unwrap_or_else(|| TraceConfig::from_options(self.mesh.options())),
                 ),
                 drain_timeout: self.drain_timeout,
+                handshake_timeout: self.handshake_timeout,
+                detection_timeout: options.protocol_detection_timeout,
                 log_format: crate::accesslog::mesh_format(self.mesh.options()),
                 mesh: self.mesh,
             }),
@@ -774,6 +776,10 @@ struct ServerInner {
     authz: AuthorizationLayer,
     trace: PropagateTraceLayer,
     drain_timeout: Duration,
+    /// How long a TLS handshake (and a ClientHello) may take.
+    handshake_timeout: Option<Duration>,
+    /// MeshConfig `protocolDetectionTimeout`: how long PERMISSIVE waits for a first byte.
+    detection_timeout: Option<Duration>,
     /// The MeshConfig's access-log format, if it sets one (for TCP connections).
     log_format: Option<Arc<crate::accesslog::LogFormat>>,
     /// The `By` keys of our x-forwarded-client-cert elements: our certificate's URI SANs.
@@ -1554,7 +1560,21 @@ impl MeshServer {
             PeerAuthnMode::Permissive => &i.permissive,
             PeerAuthnMode::Disable => &i.disable,
         };
-        let accepted = match inbound.accept(tcp).await {
+        // PERMISSIVE on a TCP port: TLS that is not the mesh's is passed through
+        let own_tls = match mode {
+            PeerAuthnMode::Permissive if inbound.tls_acceptor().is_some() => {
+                self.own_tls(&tcp).await
+            }
+            _ => None,
+        };
+        let accepted = match &own_tls {
+            Some(_) => Ok(mesh_tls::Accepted {
+                stream: mesh_tls::MeshStream::Plain(tcp),
+                peer: None,
+            }),
+            None => inbound.accept(tcp).await,
+        };
+        let accepted = match accepted {
             Ok(a) => a,
             Err(e) => {
                 let why = mesh_tls::VerifyError::from_io(&e)
@@ -1568,7 +1588,12 @@ impl MeshServer {
         let info = ConnectionInfo::new(accepted.peer, port)
             .with_addrs(Some(remote), local)
             // connection.sni: the server name of the client's ClientHello
-            .with_tls(mutual_tls, accepted.stream.server_name())
+            .with_tls(
+                mutual_tls || own_tls.is_some(),
+                own_tls
+                    .as_ref()
+                    .map_or(accepted.stream.server_name(), |sni| sni.as_deref()),
+            )
             .with_mode(mode);
         let config = i.metrics_layer.config();
         let peer = match info.peer() {
@@ -1650,6 +1675,35 @@ impl MeshServer {
             socket,
         );
         Some((stream, slot))
+    }
+}
+
+impl MeshServer {
+    /// Under PERMISSIVE, whether a TCP connection opens with a ClientHello offering none
+    /// of Istio's mTLS ALPNs: the client's own TLS to the application (a client outside
+    /// the mesh speaking HTTPS or a database's TLS to it), which istiod's "plain TLS"
+    /// filter chain hands to the TCP proxy untouched. `Some(sni)` then (for
+    /// `connection.sni` and the access log); `None` for plaintext and for mesh mTLS,
+    /// which [`InboundTls::accept`] then takes as before.
+    async fn own_tls(&self, tcp: &tokio::net::TcpStream) -> Option<Option<String>> {
+        let i = &self.inner;
+        let sniff = mesh_tls::sniff_tls(tcp);
+        let is_tls = match i.detection_timeout {
+            Some(t) => tokio::time::timeout(t, sniff).await.ok()?,
+            None => sniff.await,
+        };
+        if !is_tls.ok()? {
+            return None;
+        }
+        let wait = i.handshake_timeout.unwrap_or(Duration::from_secs(10));
+        match crate::gateway::peek_client_hello(tcp, wait).await {
+            Ok(crate::gateway::Peeked::Tls(hello))
+                if !crate::gateway::offers_istio_mtls_alpn(&hello.alpn) =>
+            {
+                Some(hello.sni)
+            }
+            _ => None,
+        }
     }
 }
 

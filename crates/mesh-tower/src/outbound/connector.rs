@@ -117,7 +117,7 @@ pub(crate) enum TlsPolicy {
         /// `config` without `h2` in its ALPN, for connections carrying an HTTP/1.1 upgrade:
         /// built on the first upgrade request (most destinations never see one).
         http1: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
-        /// `config` offering no ALPN at all, for opaque TCP connections: built on the first
+        /// `config` offering no HTTP protocol by ALPN, for opaque TCP connections: built on the first
         /// one.
         opaque: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
     },
@@ -464,14 +464,18 @@ fn without_h2(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
     Arc::new(c)
 }
 
-/// `config` offering no ALPN protocol (an opaque TCP connection carries no HTTP), with
-/// the same verifier, client certificate and session cache.
+/// `config` offering no HTTP protocol by ALPN (an opaque TCP connection carries no HTTP),
+/// with the same verifier, client certificate and session cache. Istio's mTLS values
+/// (`istio-peer-exchange`, `istio`) stay: istiod's TCP clusters offer them under
+/// ISTIO_MUTUAL, and a PERMISSIVE server takes a TLS connection without them for the
+/// application's own TLS.
 fn without_alpn(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
-    if config.alpn_protocols.is_empty() {
+    let http = |p: &Vec<u8>| matches!(p.as_slice(), b"h2" | b"http/1.1" | b"http/1.0");
+    if !config.alpn_protocols.iter().any(http) {
         return Arc::clone(config);
     }
     let mut c = (**config).clone();
-    c.alpn_protocols.clear();
+    c.alpn_protocols.retain(|p| !http(p));
     Arc::new(c)
 }
 
