@@ -92,6 +92,7 @@ fn setups() -> Vec<Setup> {
         workload: Some(&ccreds),
         credentials: None,
         alpn: Alpn::Http2AndHttp1,
+        opaque: false,
     };
     let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
     assert_eq!(out.config().alpn_protocols, stock_client.alpn_protocols);

@@ -497,6 +497,10 @@ pub struct ClientContext<'a> {
     pub credentials: Option<&'a dyn CredentialLookup>,
     /// Application protocols to offer.
     pub alpn: Alpn,
+    /// For opaque TCP connections: Envoy's auto SNI and auto SAN validation are options of
+    /// HTTP upstreams, so SIMPLE and MUTUAL without `sni` send no SNI, and without
+    /// `subjectAltNames` check the chain alone, as istiod's TCP clusters do.
+    pub opaque: bool,
 }
 
 /// A built client TLS setup for one destination: the rustls config (built once, shared)
@@ -861,7 +865,7 @@ pub fn client_config(
                     }
                     (None, None) => None,
                 };
-                if settings.subject_alt_names.is_empty() && settings.sni.is_none() {
+                if settings.subject_alt_names.is_empty() && settings.sni.is_none() && !ctx.opaque {
                     // auto SAN validation: the certificate must be valid for the host
                     let v = WebPkiServerVerifier::builder_with_provider(
                         roots.root_store().clone(),
@@ -884,8 +888,8 @@ pub fn client_config(
                         Some((what, crls)) => Some(pki::owned_crls(&what, &crls)?),
                         None => None,
                     };
-                    // an explicit `sni` turns istiod's auto SAN validation off: without
-                    // `subjectAltNames`, the chain alone is checked
+                    // an explicit `sni` turns istiod's auto SAN validation off (and TCP
+                    // has none): without `subjectAltNames`, the chain alone is checked
                     let check = if settings.subject_alt_names.is_empty() {
                         ServerCheck::Chain
                     } else {
@@ -947,6 +951,10 @@ pub fn client_config(
     let mut config = config;
     alpn.extend(ctx.alpn.protocols().iter().map(|p| p.to_vec()));
     config.alpn_protocols = alpn;
+    // no auto SNI on TCP: the name is left for the verifier alone
+    if ctx.opaque && settings.sni.is_none() && settings.mode != ClientTlsMode::IstioMutual {
+        config.enable_sni = false;
+    }
     Ok(Some(OutboundTls {
         config: Arc::new(config),
         server_name: name,

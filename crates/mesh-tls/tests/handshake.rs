@@ -477,6 +477,7 @@ async fn alpn_istio_values_accepted() {
         workload: Some(&c),
         credentials: None,
         alpn: Alpn::None,
+        opaque: false,
     };
     let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
     assert_eq!(
@@ -691,6 +692,7 @@ async fn mutual_with_files_and_credential_name_through_a_strict_server() {
         workload: None,
         credentials: Some(&lookup),
         alpn: Alpn::Http1,
+        opaque: false,
     };
     let out = client_config(&settings, &dest, &ctx).unwrap().unwrap();
     assert_eq!(

@@ -87,6 +87,7 @@ async fn rate(addr: SocketAddr, client: &WorkloadCredentials, n: usize, streams:
             workload: Some(client),
             credentials: None,
             alpn: Alpn::Http2,
+            opaque: false,
         },
     )
     .unwrap()

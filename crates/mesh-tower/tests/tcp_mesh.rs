@@ -1263,3 +1263,102 @@ spec: {{mtls: {{mode: {mode}}}}}
         );
     }
 }
+
+/// SIMPLE TLS origination on a TCP port, as istiod's TCP clusters do it: Envoy's auto SNI
+/// and auto SAN validation are HTTP options, so without `sni` no SNI is sent and the chain
+/// alone is checked (the server's certificate need not name the ServiceEntry's host);
+/// `sni` is sent when set; `subjectAltNames` of the DestinationRule, else of the
+/// ServiceEntry, are checked.
+#[tokio::test]
+async fn simple_tls_on_tcp_sends_no_auto_sni_and_checks_the_service_entry_sans() {
+    use mesh_tls::rustls;
+    use std::sync::Mutex;
+    // a TLS echo server whose certificate names `db.internal`, recording each SNI
+    let pki = Pki::new();
+    let id = mesh_tls::Identity::new("cluster.local", "default", "db").unwrap();
+    let cert = pki
+        .ca
+        .issue(&id, Duration::from_secs(3600), &["db.internal"])
+        .unwrap();
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(cert.chain_der().unwrap(), cert.key_der().unwrap())
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let snis = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let seen = Arc::clone(&snis);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (cfg, seen) = (Arc::clone(&cfg), Arc::clone(&seen));
+            tokio::spawn(async move {
+                let lazy =
+                    tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
+                let Ok(start) = lazy.await else { return };
+                let sni = start.client_hello().server_name().map(str::to_owned);
+                seen.lock().unwrap().push(sni);
+                let Ok(mut tls) = start.into_stream(cfg).await else {
+                    return;
+                };
+                let mut buf = [0u8; 64];
+                if let Ok(n) = tls.read(&mut buf).await {
+                    let mut out = b"hello ".to_vec();
+                    out.extend_from_slice(&buf[..n]);
+                    let _ = tls.write_all(&out).await;
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, cert.root_pem()).unwrap();
+    let ca_file = ca_file.display();
+    let config = |se_sans: &str, tls: &str| {
+        format!(
+            "
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: foo}}
+spec:
+  hosts: [db.example.com]
+  ports: [{{number: {port}, name: tcp, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]{se_sans}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: db, namespace: foo}}
+spec:
+  host: db.example.com
+  trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: '{ca_file}'{tls}}}}}
+"
+        )
+    };
+    let cases = [
+        // no `sni`, no SANs: no SNI, the chain alone
+        ("", "", Ok(None)),
+        ("", ", sni: db.internal", Ok(Some("db.internal"))),
+        ("", ", subjectAltNames: [other.example]", Err(())),
+        ("", ", subjectAltNames: [db.internal]", Ok(None)),
+        // the ServiceEntry's SANs when the DestinationRule names none
+        ("\n  subjectAltNames: [other.example]", "", Err(())),
+        ("\n  subjectAltNames: [db.internal]", "", Ok(None)),
+    ];
+    for (se_sans, tls, want) in cases {
+        let mesh = Mesh::from_yaml(&config(se_sans, tls)).unwrap();
+        let client =
+            MeshClient::builder(mesh.clone(), ClientWorkload::new("app", "foo", "app")).build();
+        snis.lock().unwrap().clear();
+        let got = talk(&client, &format!("db.example.com:{port}")).await;
+        let case = format!("SE {se_sans:?}, DR {tls:?}");
+        match want {
+            Ok(sni) => {
+                assert_eq!(got.as_deref(), Ok("hello world"), "{case}");
+                assert_eq!(*snis.lock().unwrap(), [sni.map(str::to_owned)], "{case}");
+            }
+            Err(()) => assert!(got.is_err(), "{case}: {got:?}"),
+        }
+    }
+}

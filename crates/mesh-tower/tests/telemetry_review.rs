@@ -174,6 +174,7 @@ async fn mtls(addr: SocketAddr, client: &WorkloadCredentials, req: Request<Full<
             workload: Some(client),
             credentials: None,
             alpn: Alpn::Http1,
+            opaque: false,
         },
     )
     .unwrap()

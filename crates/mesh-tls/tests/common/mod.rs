@@ -150,6 +150,7 @@ pub fn istio_mutual(creds: &WorkloadCredentials, server_accounts: &[Identity]) -
         workload: Some(creds),
         credentials: None,
         alpn: Alpn::Http2AndHttp1,
+        opaque: false,
     };
     client_config(&settings, &dest, &ctx).unwrap().unwrap()
 }

@@ -20,7 +20,7 @@ use mesh_core::model::TcpKeepalive;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -1269,13 +1269,42 @@ fn tls_policy(
         workload: shared.credentials.as_deref(),
         credentials: shared.credential_lookup.as_deref(),
         alpn,
+        opaque: false,
+    };
+    // Opaque TCP under SIMPLE or MUTUAL: no auto SNI nor auto SAN validation (HTTP
+    // options in Envoy), so a config of its own: no SNI without `sni`, and the
+    // ServiceEntry's SANs (`constructUpstreamTLS`) or else the chain alone
+    let opaque = match settings.mode {
+        ClientTlsMode::Simple | ClientTlsMode::Mutual if !app_tls => {
+            let mut tcp = settings.clone();
+            if tcp.subject_alt_names.is_empty()
+                && service.origin == mesh_core::registry::ServiceOrigin::ServiceEntry
+            {
+                tcp.subject_alt_names = service_sans();
+            }
+            let ctx = ClientContext {
+                alpn: mesh_tls::Alpn::None,
+                opaque: true,
+                ..ctx
+            };
+            let dest = mesh_tls::Destination {
+                host: &key.host,
+                ..dest
+            };
+            match mesh_tls::client_config(&tcp, &dest, &ctx) {
+                Ok(Some(c)) => OnceLock::from(Arc::clone(c.config())),
+                // the same settings as below: their error is reported there
+                _ => OnceLock::new(),
+            }
+        }
+        _ => OnceLock::new(),
     };
     match mesh_tls::client_config(&settings, &dest, &ctx) {
         Ok(None) => TlsPolicy::Plaintext,
         Ok(Some(cfg)) => TlsPolicy::Tls {
             config: Arc::new(cfg),
             http1: Arc::default(),
-            opaque: Arc::default(),
+            opaque: Arc::new(opaque),
             plaintext: Arc::new(if auto {
                 endpoints
                     .iter()

@@ -38,6 +38,7 @@ pub fn tls_to_httpbin(client: &WorkloadCredentials, alpn: Alpn) -> mesh_tls::Out
             workload: Some(client),
             credentials: None,
             alpn,
+            opaque: false,
         },
     )
     .unwrap()
