@@ -43,8 +43,8 @@
 //!
 //! As istiod compiles them: a principal naming the mesh's trust domain, one of its
 //! `trustDomainAliases` or `cluster.local` matches the identity in each of them; a
-//! `namespaces` value is Istio's pattern `.*/ns/<value>/.*` on the principal, every `*` of
-//! it a wildcard; a bare `source.serviceAccount` is in the policy's namespace; IPv4
+//! `namespaces` value is Istio's regex `.*/ns/<value>/.*` on the principal, every `*` of
+//! it a wildcard and its other regex metacharacters left as they are; a bare `source.serviceAccount` is in the policy's namespace; IPv4
 //! peers of a dual-stack socket (`::ffff:10.1.2.3`) are matched as IPv4, as Envoy reports
 //! them.
 
@@ -159,6 +159,13 @@ impl Pat {
     }
 }
 
+/// A header value as Envoy's matchers see it: its bytes, not only visible ASCII (a value
+/// with UTF-8 or obs-text is matched too; bytes that are not UTF-8 are read as U+FFFD,
+/// which no pattern written in YAML holds). No copy for UTF-8.
+fn header_text(v: &http::HeaderValue) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(v.as_bytes())
+}
+
 /// Whether `s` matches `pattern` as a whole, each `*` of the pattern standing for any run
 /// of characters (`/` included): Istio's regex where every `*` became `.*`.
 fn glob(pattern: &str, s: &str) -> bool {
@@ -185,9 +192,34 @@ fn glob(pattern: &str, s: &str) -> bool {
 }
 
 /// A `namespaces` (or `source.namespace`) value as istiod compiles it: the regex
-/// `.*/ns/<value>/.*` on the principal, every `*` of the value a wildcard.
-fn namespace_glob(v: &str) -> Box<str> {
-    format!("*/ns/{v}/*").into()
+/// `.*/ns/<value>/.*` on the principal, every `*` of the value `.*` and the value not
+/// escaped otherwise (so `.` is any character and `prod?` a regex too). A value with no
+/// other metacharacter is a glob (the same matches, no regex on the request path).
+#[derive(Debug, Clone)]
+enum NsPat {
+    Glob(Box<str>),
+    Regex(Re),
+}
+
+impl NsPat {
+    fn new(v: &str) -> Result<NsPat, String> {
+        if !v.replace('*', "").contains(REGEX_META) {
+            return Ok(NsPat::Glob(format!("*/ns/{v}/*").into()));
+        }
+        regex::Regex::new(&format!("^(?:.*/ns/{}/.*)$", v.replace('*', ".*")))
+            .map(|re| NsPat::Regex(Re(re)))
+            .map_err(|e| {
+                format!("namespace {v:?} is not a valid regular expression for Envoy: {e}")
+            })
+    }
+
+    /// Whether the principal `p` (without `spiffe://`) is in a namespace it names.
+    fn matches(&self, p: &str) -> bool {
+        match self {
+            NsPat::Glob(g) => glob(g, p),
+            NsPat::Regex(re) => re.is_spiffe_match(p),
+        }
+    }
 }
 
 /// istiod's `trustdomain.Bundle`: the mesh's trust domain, then its aliases.
@@ -550,9 +582,9 @@ struct CSource {
     not_principals: Box<[Pat]>,
     request_principals: Box<[ReqPrincipal]>,
     not_request_principals: Box<[ReqPrincipal]>,
-    /// [`namespace_glob`]s, matched on the principal.
-    namespaces: Box<[Box<str>]>,
-    not_namespaces: Box<[Box<str>]>,
+    /// Matched on the principal.
+    namespaces: Box<[NsPat]>,
+    not_namespaces: Box<[NsPat]>,
     service_accounts: Box<[NsSa]>,
     not_service_accounts: Box<[NsSa]>,
     ip_blocks: Box<[IpNet]>,
@@ -720,8 +752,8 @@ impl Attr {
 #[derive(Debug, Clone)]
 enum Vals {
     Pats(Box<[Pat]>),
-    /// `source.namespace`: [`namespace_glob`]s on the principal.
-    Globs(Box<[Box<str>]>),
+    /// `source.namespace`: [`NsPat`]s on the principal.
+    Namespaces(Box<[NsPat]>),
     /// `source.serviceAccount`: as `serviceAccounts`.
     ServiceAccounts(Box<[NsSa]>),
     /// `request.auth.principal`: Istio compiles it with the `requestPrincipals` generator.
@@ -744,7 +776,7 @@ impl Vals {
             Attr::AuthPrincipal => {
                 Vals::ReqPrincipals(v.iter().map(|s| ReqPrincipal::new(s)).collect())
             }
-            Attr::SourceNamespace => Vals::Globs(v.iter().map(|s| namespace_glob(s)).collect()),
+            Attr::SourceNamespace => Vals::Namespaces(list(v, NsPat::new)?),
             Attr::SourceServiceAccount => Vals::ServiceAccounts(
                 list(v, |s| ns_sa(s, ns)).map_err(|e| format!("{e} (source.serviceAccount)"))?,
             ),
@@ -773,7 +805,7 @@ impl Vals {
     fn is_empty(&self) -> bool {
         match self {
             Vals::Pats(p) => p.is_empty(),
-            Vals::Globs(p) => p.is_empty(),
+            Vals::Namespaces(p) => p.is_empty(),
             Vals::ServiceAccounts(p) => p.is_empty(),
             Vals::ReqPrincipals(p) => p.is_empty(),
             Vals::Ips(p) => p.is_empty(),
@@ -1073,7 +1105,6 @@ fn compile_rules(
 
 fn compile_source(s: &RuleSource, ns: &str, tds: &TrustDomains<'_>) -> Result<CSource, String> {
     let pats = |v: &[String]| -> Box<[Pat]> { v.iter().map(|s| Pat::new(s)).collect() };
-    let globs = |v: &[String]| -> Box<[Box<str>]> { v.iter().map(|s| namespace_glob(s)).collect() };
     let sa = |v: &[String]| -> Result<Box<[NsSa]>, String> { list(v, |s| ns_sa(s, ns)) };
     Ok(CSource {
         principals: list(&tds.principals(&s.principals), principal_pat)?,
@@ -1088,8 +1119,8 @@ fn compile_source(s: &RuleSource, ns: &str, tds: &TrustDomains<'_>) -> Result<CS
             .iter()
             .map(|v| ReqPrincipal::new(v))
             .collect(),
-        namespaces: globs(&s.namespaces),
-        not_namespaces: globs(&s.not_namespaces),
+        namespaces: list(&s.namespaces, NsPat::new)?,
+        not_namespaces: list(&s.not_namespaces, NsPat::new)?,
         service_accounts: sa(&s.service_accounts)?,
         not_service_accounts: sa(&s.not_service_accounts)?,
         ip_blocks: list(&s.ip_blocks, ip_net)?,
@@ -1141,8 +1172,8 @@ impl CSource {
             move |net: &IpNet| ip.is_some_and(|ip| net.contains(&ip.to_canonical()))
         };
         field(&self.principals, &self.not_principals, on_p)
-            && field(&self.namespaces, &self.not_namespaces, |g| {
-                p.is_some_and(|p| glob(g, p))
+            && field(&self.namespaces, &self.not_namespaces, |n| {
+                p.is_some_and(|p| n.matches(p))
             })
             && field(&self.service_accounts, &self.not_service_accounts, on_sa)
             && field(&self.trust_domains, &self.not_trust_domains, on_td)
@@ -1224,14 +1255,14 @@ impl CCondition {
                     return true;
                 }
                 match it.next() {
-                    None => pats(first.to_str().ok()),
+                    None => pats(Some(&header_text(first))),
                     Some(second) => {
                         let mut joined = String::new();
                         for v in [first, second].into_iter().chain(it) {
                             if !joined.is_empty() {
                                 joined.push(',');
                             }
-                            joined.push_str(v.to_str().unwrap_or(""));
+                            joined.push_str(&header_text(v));
                         }
                         pats(Some(&joined))
                     }
@@ -1243,15 +1274,15 @@ impl CCondition {
                 };
                 let mut it = h.headers.get_all(name).iter();
                 let Some(first) = it.next() else { return false };
-                let first = first.to_str().unwrap_or("");
+                let first = header_text(first);
                 // (Envoy joins several values with `,`; one is matched as it is)
                 let Some(second) = it.next() else {
-                    return res.iter().any(|re| re.is_match(first));
+                    return res.iter().any(|re| re.is_match(&first));
                 };
-                let mut joined = format!("{first},{}", second.to_str().unwrap_or(""));
+                let mut joined = format!("{first},{}", header_text(second));
                 for v in it {
                     joined.push(',');
-                    joined.push_str(v.to_str().unwrap_or(""));
+                    joined.push_str(&header_text(v));
                 }
                 res.iter().any(|re| re.is_match(&joined))
             }
@@ -1263,7 +1294,7 @@ impl CCondition {
                 _ => false,
             },
             Attr::SourceNamespace => match (vals, p) {
-                (Vals::Globs(gs), Some(p)) => gs.iter().any(|g| glob(g, p)),
+                (Vals::Namespaces(ns), Some(p)) => ns.iter().any(|n| n.matches(p)),
                 _ => false,
             },
             Attr::SourcePrincipal => pats(p),
@@ -3687,6 +3718,71 @@ spec:
         assert!(glob("a*b*c", "abxbc"));
         assert!(!glob("a*b*c", "abxbcd"));
         assert!(glob("**", ""));
+    }
+
+    /// istiod writes a `namespaces` value into its regex unescaped: `.` is any character
+    /// and `prod?` an optional `d`, in `namespaces`, `notNamespaces` and `source.namespace`
+    /// alike.
+    #[test]
+    fn namespace_values_are_regexes_as_istiod_writes_them() {
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {namespaces: [te.t, 'prod?']}}]\n  - when: [{key: source.namespace, values: ['(ops|dev)']}]\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        for denied in ["test", "te.t", "pro", "prod", "ops", "dev"] {
+            let p = format!("cluster.local/ns/{denied}/sa/x");
+            assert!(!allowed_from(&w, &p), "{p}");
+        }
+        for allowed in ["tet", "prodd", "opsdev"] {
+            let p = format!("cluster.local/ns/{allowed}/sa/x");
+            assert!(allowed_from(&w, &p), "{p}");
+        }
+        // notNamespaces: an ALLOW for everyone outside `te.t` leaves `test` out too
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec:\n  rules:\n  - from: [{source: {notNamespaces: [te.t]}}]\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        assert!(!allowed_from(&w, "cluster.local/ns/test/sa/x"));
+        assert!(allowed_from(&w, "cluster.local/ns/prod/sa/x"));
+        // a value Envoy cannot compile fails the policy closed
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec:\n  rules:\n  - from: [{source: {namespaces: ['a(b']}}]\n  - {}\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        assert!(!allowed_from(&w, "cluster.local/ns/prod/sa/x"));
+    }
+
+    /// `request.headers` values are matched on the header's bytes, UTF-8 included (a value
+    /// `HeaderValue::to_str` refuses is not "absent").
+    #[test]
+    fn header_conditions_match_non_ascii_values() {
+        let w = workload(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: d, namespace: foo}\nspec:\n  action: DENY\n  rules:\n  - when: [{key: 'request.headers[x-user]', values: ['admin*']}]\n  - when: [{key: 'request.headers[x-team]', values: ['*é']}]\n",
+            "foo",
+            &MeshOptions::default(),
+        );
+        let decide = |name: &str, value: &[u8]| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+            let attrs = HttpAuthzAttrs {
+                method: "GET",
+                path: "/",
+                host: "httpbin",
+                headers: &headers,
+            };
+            w.evaluate(&AuthzRequest::http(8000, attrs)).allowed
+        };
+        assert!(!decide("x-user", b"admin"));
+        assert!(!decide("x-user", "adminé".as_bytes()));
+        assert!(!decide("x-user", b"admin\xff"));
+        assert!(!decide("x-team", "équipe é".as_bytes()));
+        assert!(decide("x-user", "usér".as_bytes()));
     }
 
     /// An IPv4 peer of a dual-stack socket (`::ffff:a.b.c.d`) is matched as IPv4.

@@ -738,3 +738,60 @@ async fn plaintext_connection_is_drained_when_strict_applies() {
     // and a new plaintext connection is refused
     assert!(plain(addr, get_req("/headers")).await.is_err());
 }
+
+/// `hosts` (and `request.headers[:authority]`) see Envoy's `:authority`: an absolute-form
+/// request line's authority wins over a `Host` header naming another host, as Envoy's
+/// HTTP/1 codec sets it, so a DENY on a host cannot be dodged with a second name.
+#[tokio::test]
+async fn hosts_see_the_request_lines_authority_over_the_host_header() {
+    let mesh = Mesh::from_yaml(
+        "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: DENY
+  rules:
+  - to: [{operation: {hosts: [admin.example.com]}}]
+  - when: [{key: 'request.headers[:authority]', values: [secret.example.com]}]
+",
+    )
+    .unwrap();
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let creds = pki.workload("foo", "httpbin", &[]).await;
+    let (addr, _server) = start(&mesh, creds, Arc::new(IstioMetrics::new())).await;
+    let status = |target: &'static str, host: &'static str| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, req.as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut out)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out)
+            .split(' ')
+            .nth(1)
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(status("/headers", "admin.example.com").await, "403");
+    assert_eq!(status("/headers", "public.example.com").await, "200");
+    assert_eq!(
+        status("http://admin.example.com/headers", "public.example.com").await,
+        "403"
+    );
+    assert_eq!(
+        status("http://secret.example.com/headers", "public.example.com").await,
+        "403"
+    );
+    assert_eq!(
+        status("http://public.example.com/headers", "admin.example.com").await,
+        "200"
+    );
+}

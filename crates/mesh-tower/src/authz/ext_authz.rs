@@ -207,11 +207,11 @@ impl ExtAuthzClient {
             .ok()?;
         let len = http_body::Body::size_hint(out.body()).exact().unwrap_or(0);
         let h = out.headers_mut();
-        let host = req.headers().get(HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        // the checked request's `:authority` (see `envoy::authority`)
+        let host = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(HOST).cloned(),
+        };
         if let Some(host) = host {
             h.insert(HOST, host);
         }

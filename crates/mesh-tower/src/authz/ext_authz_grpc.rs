@@ -226,11 +226,10 @@ fn http_request<B>(h: &mut Writer, req: &Request<B>, body: Option<&CheckBody>) {
         h.string(1, &text(id));
     }
     h.string(2, req.method().as_str());
-    let authority = headers
-        .get(HOST)
-        .map(text)
-        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
-        .unwrap_or_default();
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str().to_owned(),
+        None => headers.get(HOST).map(text).unwrap_or_default(),
+    };
     let path = req
         .uri()
         .path_and_query()

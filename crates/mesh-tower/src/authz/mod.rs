@@ -663,12 +663,7 @@ impl AuthorizationLayer {
             .or(c.port)
             .or_else(|| req.uri().port_u16())
             .unwrap_or(80);
-        let host = req
-            .headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
+        let host = crate::envoy::authority(req);
         // Envoy's `:path`: the path with its query (`paths` drop the query themselves,
         // `request.headers[:path]` sees it). Normalized already when the request went
         // through `authorize`; for `decide` alone, as it would be (a path Envoy refuses is

@@ -122,6 +122,21 @@ pub(crate) fn downstream_server(
 /// the names (a handful) first, since they are almost never there (a mesh request does
 /// carry `x-envoy-attempt-count`, which is not one of them) and hashing fifteen long names
 /// is not free.
+/// Envoy's `:authority` of a request taken off the wire: an absolute-form request line's
+/// (or HTTP/2's) authority over a `Host` header that names another (the HTTP/1 codec's
+/// `handlePath`), else the `Host` header; `""` with neither.
+pub(crate) fn authority<B>(req: &http::Request<B>) -> &str {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("")
+}
+
 pub(crate) fn clean_control_headers(headers: &mut HeaderMap) {
     remove_envoy_headers(headers, &[&CONTROL_HEADERS]);
 }

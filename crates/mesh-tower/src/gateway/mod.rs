@@ -2010,14 +2010,6 @@ fn local(reply: &LocalReply, req_headers: &http::HeaderMap) -> Response<GatewayB
     reply.to_response_with(crate::envoy::is_grpc(req_headers), full)
 }
 
-fn authority_of<B>(req: &Request<B>) -> &str {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("")
-}
-
 async fn handle(
     inner: &Inner,
     ctx: &HttpCtx,
@@ -2152,7 +2144,7 @@ async fn handle(
             return refused.map(full);
         }
     };
-    let authority = authority_of(&req).to_owned();
+    let authority = crate::envoy::authority(&req).to_owned();
     // the router's own answers: no virtual host for the Host in the connection's route
     // configuration (404), or one that requires TLS (httpsRedirect: Envoy's `require_tls`)
     let vhost = {
@@ -2250,7 +2242,7 @@ fn denied_context<B>(
     snap: &Snapshot,
     req: &Request<B>,
 ) -> Option<crate::metrics::MetricsContext> {
-    let authority = authority_of(req);
+    let authority = crate::envoy::authority(req);
     let (path, query) = req
         .uri()
         .path_and_query()
