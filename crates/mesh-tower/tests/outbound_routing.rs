@@ -475,3 +475,53 @@ spec:
     let (st, _, _, _) = send(&client, get("http://reviews.default:80/")).await;
     assert_eq!(st, 418);
 }
+
+/// Empty strings are unset, as istiod and Envoy take them: `rewrite.uri: ""` keeps the
+/// path, `rewrite.authority: ""` the host, `redirect.authority: ""` the request's; and a response `add` of a header Envoy keeps inline joins the value there.
+#[tokio::test]
+async fn empty_rewrite_and_redirect_fields_are_unset() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /keep-path}}]
+    rewrite: {uri: "", authority: reviews-internal}
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /keep-host}}]
+    rewrite: {uri: /v2, authority: ""}
+    headers:
+      response: {add: {content-type: x-extra, x-test-multi: b}}
+    route: [{destination: {host: reviews}}]
+  - match: [{uri: {prefix: /to-https}}]
+    redirect: {authority: "", scheme: https}
+  - match: [{uri: {prefix: /same-scheme}}]
+    redirect: {uri: /n, authority: ""}
+"#
+    ));
+    let _s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
+    let client = client(&mesh, &pki, "default", "productpage");
+    let (st, _, _, h) = send(&client, get("http://reviews:9080/keep-path/x")).await;
+    assert_eq!(st, 200);
+    assert_eq!(h["x-seen-path"], "/keep-path/x");
+    assert_eq!(h["x-seen-host"], "reviews-internal");
+    let (st, _, _, h) = send(&client, get("http://reviews:9080/keep-host/x")).await;
+    assert_eq!(st, 200);
+    assert_eq!(h["x-seen-path"], "/v2/x");
+    assert_eq!(h["x-seen-host"], "reviews:9080");
+    let ct: Vec<_> = h.get_all("content-type").iter().collect();
+    assert_eq!(ct.len(), 1, "{ct:?}");
+    assert!(ct[0].to_str().unwrap().ends_with(",x-extra"), "{ct:?}");
+    let (st, _, _, h) = send(&client, get("http://reviews:9080/to-https/x?q=1")).await;
+    assert_eq!(st, 301);
+    assert_eq!(h["location"], "https://reviews:9080/to-https/x?q=1");
+    let (st, _, _, h) = send(&client, get("http://reviews:9080/same-scheme/x")).await;
+    assert_eq!(st, 301);
+    assert_eq!(h["location"], "http://reviews:9080/n");
+}

@@ -312,14 +312,24 @@ impl Redirect {
         Redirect {
             // (an empty `uri` is unset: Envoy keeps the request's path)
             uri: r.uri.as_deref().filter(|u| !u.is_empty()).map(Into::into),
-            authority: r.authority.as_deref().map(Into::into),
+            // (an empty `authority` is unset: Envoy's `newUri` keeps the request's host)
+            authority: r
+                .authority
+                .as_deref()
+                .filter(|a| !a.is_empty())
+                .map(Into::into),
             // (0 reaches Envoy's `port_redirect` as its unset value: no port redirect)
             port: r
                 .port
                 .filter(|p| *p != 0)
                 .and_then(|p| u16::try_from(p).ok()),
             port_from_request: r.derive_port == Some(model::RedirectPortSelection::FromRequestPort),
-            scheme: r.scheme.as_deref().map(Into::into),
+            // (an empty `scheme` is unset: the request's)
+            scheme: r
+                .scheme
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(Into::into),
             // (proto3: 0 is unset; istiod's ApplyRedirect `case 0, 301`)
             code: r
                 .redirect_code
@@ -1239,7 +1249,7 @@ impl HeaderOpList {
         }
         if phases.add {
             for (n, v) in self.add.iter() {
-                headers.append(n.clone(), v.clone());
+                add_value(headers, n, v);
             }
             for (n, v, append) in expanded.iter().filter(|e| e.2) {
                 set_expanded(headers, n, v, *append);
@@ -1377,15 +1387,97 @@ fn set_expanded(
     append: bool,
 ) {
     match (value, append) {
-        (Some(v), true) => {
-            headers.append(name.clone(), v.clone());
-        }
+        (Some(v), true) => add_value(headers, name, v),
         (Some(v), false) => {
             headers.insert(name.clone(), v.clone());
         }
         // an empty value is not written, nor does it replace what was there (Envoy's
         // HeaderParser skips it)
         (None, _) => {}
+    }
+}
+
+/// The headers Envoy keeps inline in its header maps (`INLINE_REQ_HEADERS`,
+/// `INLINE_REQ_RESP_HEADERS`, `INLINE_RESP_HEADERS` and the response trailers' of
+/// `header_map.h`; the pseudo-headers aside): one entry each, so an added value joins it.
+const ENVOY_INLINE_HEADERS: [&str; 53] = [
+    // request
+    "x-client-trace-id",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-external-address",
+    "x-envoy-force-trace",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-original-path",
+    "x-envoy-original-url",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "expect",
+    "x-forwarded-client-cert",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "grpc-timeout",
+    "host",
+    "te",
+    "user-agent",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-stream-duration-ms",
+    // request and response
+    "connection",
+    "content-type",
+    "x-envoy-decorator-operation",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-status",
+    "x-request-id",
+    "transfer-encoding",
+    "upgrade",
+    "via",
+    "content-length",
+    "x-envoy-attempt-count",
+    // response
+    "date",
+    "x-envoy-degraded",
+    "x-envoy-immediate-health-check-fail",
+    "x-envoy-ratelimited",
+    "x-envoy-upstream-canary",
+    "x-envoy-upstream-healthchecked-cluster",
+    "location",
+    "server",
+    "x-envoy-upstream-service-time",
+    "grpc-status",
+    "grpc-message",
+];
+
+/// Envoy's `addReferenceKey` (istiod's `APPEND_IF_EXISTS_OR_ADD`): a header Envoy keeps
+/// inline ([`ENVOY_INLINE_HEADERS`]: `user-agent`, `x-forwarded-for`, `content-type`,
+/// `location`, ...) that is there gets the value joined to it with `,`, in one line; any
+/// other header gets a line of its own.
+fn add_value(headers: &mut http::HeaderMap, name: &HeaderName, value: &HeaderValue) {
+    if !ENVOY_INLINE_HEADERS.contains(&name.as_str()) || !headers.contains_key(name) {
+        headers.append(name.clone(), value.clone());
+        return;
+    }
+    let mut joined = Vec::new();
+    for v in headers.get_all(name).iter().chain(std::iter::once(value)) {
+        if !joined.is_empty() {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    // (joined valid values with `,` make a valid value)
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(name.clone(), v);
     }
 }
 
@@ -1523,8 +1615,14 @@ impl HttpAction {
         );
         let rewrite = r.rewrite.as_ref().map(|rw| {
             Box::new(Rewrite {
-                uri: rw.uri.as_deref().map(Into::into),
-                authority: rw.authority.as_deref().map(Into::into),
+                // (empty is unset: istiod writes a prefix or host rewrite only for a
+                // non-empty value)
+                uri: rw.uri.as_deref().filter(|u| !u.is_empty()).map(Into::into),
+                authority: rw
+                    .authority
+                    .as_deref()
+                    .filter(|a| !a.is_empty())
+                    .map(Into::into),
                 uri_regex: rw.uri_regex_rewrite.as_ref().and_then(|rr| {
                     match cache.raw(&rr.matcher) {
                         Ok(re) => Some((re, convert_substitution(&rr.rewrite).into())),
@@ -1700,6 +1798,45 @@ mod tests {
         let l = ops(&[("host", "from-set")], &[("host", "%REQ(x-user)%")]);
         l.apply_in(&mut h, &HeaderContext::default());
         assert_eq!(h.get_all("host").iter().collect::<Vec<_>>(), ["from-set"]);
+    }
+
+    /// `add` as Envoy's header map does it: a header Envoy keeps inline (`user-agent`,
+    /// `x-forwarded-for`, `content-type`, ...) is one line with the values joined by `,`;
+    /// any other gets a line per value.
+    #[test]
+    fn add_joins_the_headers_envoy_keeps_inline() {
+        let o = model::HeaderOperations {
+            set: Default::default(),
+            add: [
+                ("user-agent", "mesh"),
+                ("x-forwarded-for", "10.0.0.9"),
+                ("content-type", "%REQ(x-ct)%"),
+                ("x-custom", "2"),
+                ("via", "proxy"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            remove: Vec::new(),
+        };
+        let mut errors = Vec::new();
+        let l = HeaderOpList::compile(&o, &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut h = http::HeaderMap::new();
+        h.insert("user-agent", "curl/8".parse().unwrap());
+        h.append("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        h.append("x-forwarded-for", "2.2.2.2".parse().unwrap());
+        h.insert("content-type", "text/plain".parse().unwrap());
+        h.insert("x-ct", "application/json".parse().unwrap());
+        h.insert("x-custom", "1".parse().unwrap());
+        l.apply_in(&mut h, &HeaderContext::default());
+        let all = |n: &str| h.get_all(n).iter().cloned().collect::<Vec<_>>();
+        assert_eq!(all("user-agent"), ["curl/8,mesh"]);
+        assert_eq!(all("x-forwarded-for"), ["1.1.1.1,2.2.2.2,10.0.0.9"]);
+        assert_eq!(all("content-type"), ["text/plain,application/json"]);
+        assert_eq!(all("x-custom"), ["1", "2"]);
+        // absent: added as it is
+        assert_eq!(all("via"), ["proxy"]);
     }
 
     #[test]
