@@ -525,3 +525,81 @@ spec:
     assert_eq!(st, 301);
     assert_eq!(h["location"], "http://reviews:9080/n");
 }
+
+/// Mirrors as Envoy's router shadows: none when the route's own destination has no
+/// endpoint (the 503 `no healthy upstream` comes first), and several mirrors decided by
+/// one draw per request, so two 50 % mirrors fire together or not at all.
+#[tokio::test]
+async fn mirrors_need_a_primary_endpoint_and_share_one_draw() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /none}}]
+    route: [{destination: {host: reviews, subset: v3}}]
+    mirror: {host: reviews, subset: v2}
+  - route: [{destination: {host: reviews, subset: v1}}]
+    mirrors:
+    - destination: {host: reviews, subset: v2}
+      percentage: {value: 50}
+    - destination: {host: reviews, subset: v4}
+      percentage: {value: 50}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  - {name: v3, labels: {version: v3}}
+  - {name: v4, labels: {version: v4}}
+"#
+    ));
+    let mut servers = Vec::new();
+    for v in ["v1", "v2", "v4"] {
+        let name = format!("reviews-{v}");
+        let s = start(&pki, &name, "default", "reviews", Behaviour::Ok).await;
+        register(&mesh, &name, "default", "reviews", "reviews", v, s.addr);
+        servers.push(s);
+    }
+    let client = client(&mesh, &pki, "default", "productpage");
+    // v3 has no endpoint: 503, and no copy to v2
+    for _ in 0..5 {
+        let (st, _, body, _) = send(&client, get("http://reviews:9080/none")).await;
+        assert_eq!((st, body.as_str()), (503, "no healthy upstream"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        servers[1].hits(),
+        0,
+        "nothing mirrored without a primary endpoint"
+    );
+    // the two 50 % mirrors: each request is copied to both or to neither
+    const N: u32 = 200;
+    for _ in 0..N {
+        let (st, _, _, _) = send(&client, get("http://reviews:9080/")).await;
+        assert_eq!(st, 200);
+    }
+    // (until the copies in flight have landed: the counts stay put for 100 ms)
+    let mut last = (u32::MAX, u32::MAX);
+    let (v2, v4) = loop {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let now = (servers[1].hits(), servers[2].hits());
+        if now == last {
+            break now;
+        }
+        last = now;
+    };
+    assert_eq!(servers[0].hits(), N);
+    assert_eq!(v2, v4, "one draw for both mirrors");
+    assert!((40..=160).contains(&v2), "about half mirrored: {v2}");
+}

@@ -3600,12 +3600,18 @@ where
     // which an upgraded stream does only when it closes). A buffered body is sent to each
     // whole; a streamed one is copied to them as the route's upstream reads it (Envoy's
     // streaming shadows)
+    // (and none when the route's own destination has no endpoint to take the request:
+    // Envoy's router answers `no healthy upstream` before it looks at its shadows)
     if let (Some(a), false) = (action, upgrade)
         && !a.mirrors.is_empty()
+        && dest.lb.available_count() > 0
     {
         let mut targets = Vec::new();
+        // one draw for all the mirrors, as Envoy tests each shadow policy against the
+        // stream's id: two 50 % mirrors fire together or not at all
+        let draw = rand::random::<u64>();
         for m in a.mirrors.iter() {
-            if !m.share.fires(rand::random::<u64>()) {
+            if !m.share.fires(draw) {
                 continue;
             }
             // (a cluster of that very host: a wildcard ServiceEntry is none)
