@@ -603,3 +603,43 @@ spec:
     assert_eq!(v2, v4, "one draw for both mirrors");
     assert!((40..=160).contains(&v2), "about half mirrored: {v2}");
 }
+
+/// A local reply's content type is settled after the route's response header operations,
+/// as Envoy's `prepareLocalReply` does: an added `content-type` is the only one, a removed
+/// one comes back as `text/plain` for a body, and a reply without a body has none.
+#[tokio::test]
+async fn local_replies_settle_their_content_type_after_the_header_operations() {
+    let pki = Pki::new();
+    let mesh = mesh(&format!(
+        "{}{}",
+        service_yaml("reviews", "default"),
+        r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {exact: /json}}]
+    directResponse: {status: 200, body: {string: '{"ok":true}'}}
+    headers: {response: {add: {content-type: application/json}}}
+  - match: [{uri: {exact: /removed}}]
+    directResponse: {status: 200, body: {string: hello}}
+    headers: {response: {remove: [content-type]}}
+  - match: [{uri: {exact: /nobody}}]
+    directResponse: {status: 204}
+    headers: {response: {set: {content-type: application/json}}}
+"#
+    ));
+    let client = client(&mesh, &pki, "default", "productpage");
+    let (st, _, body, h) = send(&client, get("http://reviews:9080/json")).await;
+    assert_eq!((st, body.as_str()), (200, r#"{"ok":true}"#));
+    let ct: Vec<_> = h.get_all("content-type").iter().collect();
+    assert_eq!(ct, ["application/json"]);
+    let (st, _, _, h) = send(&client, get("http://reviews:9080/removed")).await;
+    assert_eq!(st, 200);
+    assert_eq!(h["content-type"], "text/plain");
+    let (st, _, body, h) = send(&client, get("http://reviews:9080/nobody")).await;
+    assert_eq!((st, body.as_str()), (204, ""));
+    assert!(!h.contains_key("content-type"), "{h:?}");
+}

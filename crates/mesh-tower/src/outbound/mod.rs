@@ -2340,8 +2340,15 @@ pub(crate) fn upgrade_failed<B: Default>() -> Response<B> {
 }
 
 fn local(reply: LocalReply, grpc: bool) -> Response<MeshBody> {
-    reply.to_response_with(grpc, full)
+    let mut resp = reply.to_response_with(grpc, full);
+    resp.extensions_mut().insert(LocalOrigin);
+    resp
 }
+
+/// Marks a response the mesh client made itself (Envoy's local replies and direct
+/// responses), whose content type is settled after the route's header operations.
+#[derive(Clone, Copy)]
+struct LocalOrigin;
 
 fn full(b: Bytes) -> MeshBody {
     Full::new(b).map_err(|e: Infallible| match e {}).boxed()
@@ -3177,6 +3184,7 @@ where
             if let Ok(v) = HeaderValue::from_str(&location) {
                 resp.headers_mut().insert(LOCATION, v);
             }
+            resp.extensions_mut().insert(LocalOrigin);
             let ops = RouteOps::route_only(decision.action().map(|a| &a.headers));
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
             direct_response_details(&mut resp);
@@ -3207,6 +3215,7 @@ where
                     resp.headers_mut().insert(LOCATION, v);
                 }
             }
+            resp.extensions_mut().insert(LocalOrigin);
             let ops = RouteOps::route_only(decision.action().map(|a| &a.headers));
             finalize_response(shared, via, &parts, ops, || None, &mut resp);
             direct_response_details(&mut resp);
@@ -3899,6 +3908,43 @@ impl<'a> RouteOps<'a> {
 /// there are some) see the request as it is now, this answer, and `cluster` (the upstream
 /// cluster, if there is one).
 fn finalize_response(
+    shared: &ClientShared,
+    via: Option<GatewayRoute<'_>>,
+    req: &http::request::Parts,
+    ops: RouteOps<'_>,
+    cluster: impl FnOnce() -> Option<String>,
+    resp: &mut Response<MeshBody>,
+) {
+    // A local reply's content type, as Envoy's `prepareLocalReply` settles it: after the
+    // header operations (which see none), `text/plain` for a body without one, none
+    // without a body, and `application/grpc` whatever they did for a gRPC reply
+    let local = match resp.extensions().get::<LocalOrigin>() {
+        Some(_) if ops.any(|o| !o.response.is_empty()) => {
+            let grpc = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .is_some_and(|v| v == "application/grpc");
+            resp.headers_mut().remove(CONTENT_TYPE);
+            Some(grpc)
+        }
+        _ => None,
+    };
+    apply_response_ops(shared, via, req, ops, cluster, resp);
+    if let Some(grpc) = local {
+        let empty = http_body::Body::size_hint(resp.body()).exact() == Some(0);
+        let h = resp.headers_mut();
+        if grpc {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        } else if empty {
+            h.remove(CONTENT_TYPE);
+            h.remove(http::header::CONTENT_LENGTH);
+        } else if !h.contains_key(CONTENT_TYPE) {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+    }
+}
+
+fn apply_response_ops(
     shared: &ClientShared,
     via: Option<GatewayRoute<'_>>,
     req: &http::request::Parts,
