@@ -634,7 +634,9 @@ spec:
 
 /// Envoy's auto SNI and auto SAN validation read the host after the route's
 /// `rewrite.authority` (`getRequestHostValue`, `host_rewrite_literal`): the rewritten name
-/// is the SNI and the name the certificate must carry, and the `Host` sent.
+/// is the SNI and the name the certificate must carry, and the `Host` sent. istiod makes a
+/// `host` set by the route's request headers, or by its only destination's, the same
+/// rewrite.
 #[tokio::test]
 async fn simple_tls_names_the_host_a_route_rewrote_to() {
     let ca = MeshCa::self_signed("cluster.local").unwrap();
@@ -646,8 +648,14 @@ async fn simple_tls_names_the_host_a_route_rewrote_to() {
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, cert.root_pem()).unwrap();
-    let mesh = Mesh::from_yaml(&format!(
-        "
+    let routes = [
+        "{rewrite: {authority: api.example.com}, route: [{destination: {host: api.internal}}]}",
+        "{headers: {request: {set: {host: api.example.com}}}, route: [{destination: {host: api.internal}}]}",
+        "{route: [{destination: {host: api.internal}, headers: {request: {add: {':authority': api.example.com}}}}]}",
+    ];
+    for route in routes {
+        let mesh = Mesh::from_yaml(&format!(
+            "
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: api, namespace: default}}
@@ -662,7 +670,7 @@ kind: VirtualService
 metadata: {{name: api, namespace: default}}
 spec:
   hosts: [api.internal]
-  http: [{{rewrite: {{authority: api.example.com}}, route: [{{destination: {{host: api.internal}}}}]}}]
+  http: [{route}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -671,18 +679,20 @@ spec:
   host: api.internal
   trafficPolicy: {{tls: {{mode: SIMPLE, caCertificates: '{}'}}}}
 ",
-        addr.port(),
-        ca_file.display()
-    ))
-    .unwrap();
-    let c = client(&mesh);
-    let (status, body, failure) = get(&c, "http://api.internal/").await;
-    assert_eq!(
-        (status, body.as_str()),
-        (200, "tls api.example.com"),
-        "{failure}"
-    );
-    assert_eq!(*snis.lock().unwrap(), ["api.example.com"]);
+            addr.port(),
+            ca_file.display()
+        ))
+        .unwrap();
+        snis.lock().unwrap().clear();
+        let c = client(&mesh);
+        let (status, body, failure) = get(&c, "http://api.internal/").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "tls api.example.com"),
+            "{route}: {failure}"
+        );
+        assert_eq!(*snis.lock().unwrap(), ["api.example.com"], "{route}");
+    }
 }
 
 #[tokio::test]

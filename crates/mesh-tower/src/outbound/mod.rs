@@ -3423,10 +3423,20 @@ where
         (port, dest_port)
     };
     // the host a route's `rewrite.authority` sets is the one Envoy's auto SNI and SAN
-    // validation read (`getRequestHostValue` after the route's host rewrite)
+    // validation read (`getRequestHostValue` after the route's host rewrite); istiod
+    // makes a `host` (or `:authority`) set by the route's request headers, or by its only
+    // destination's, the same host rewrite
+    fn header_host(ops: Option<&mesh_core::route::HeaderOps>) -> Option<&str> {
+        ops.and_then(|o| o.request.set.iter().find(|(n, _)| n == http::header::HOST))
+            .and_then(|(_, v)| v.to_str().ok())
+    }
     let rewritten = action
         .and_then(|a| a.rewrite.as_ref())
         .and_then(|rw| rw.authority.as_deref())
+        .or_else(|| header_host(action.map(|a| &a.headers)))
+        .or_else(|| {
+            header_host(wd.headers.as_deref()).filter(|_| !action.is_some_and(|a| a.weighted))
+        })
         .and_then(|a| a.parse::<Authority>().ok());
     // where a passthrough, NONE or headless destination connects: the address the
     // application dialed (Envoy's ORIGINAL_DST), whatever `Host` or rewrite routed it
