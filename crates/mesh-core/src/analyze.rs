@@ -12,14 +12,14 @@
 //! | IM0203 | info | a VirtualService without hosts (a delegate) that no loaded VirtualService delegates to |
 //! | IST0101 | warning | a destination host is in neither the loaded Services nor ServiceEntries (Istio: error; the files rarely hold the whole registry) |
 //! | IST0101 | warning | a Gateway selector matches none of the loaded workloads |
-//! | IST0101 | error | a destination port the loaded Kubernetes Service does not expose (`host:port`) |
+//! | IST0101 | error | a destination port the loaded Kubernetes Service, or else the ServiceEntries for the host (or a wildcard ServiceEntry host visible there), does not expose (`host:port`; istioctl's `checkServiceEntryPorts`) |
 //! | IST0162 | warning | a Gateway server port is not exposed by the selected workloads' Services (istioctl's GatewayPortNotDefinedOnService; compared with the TCP ports of the Services selecting them and their target ports) |
 //! | IST0109 | error | several mesh-bound VirtualServices define the same host and are visible together (exportTo) |
 //! | IST0110 | error | several Sidecars select the same workload |
 //! | IST0101 | warning | a Sidecar's workload selector matches no loaded workload of its namespace (only when pods or controllers of that namespace are loaded; Istio: error) |
 //! | IST0111 | error | several selector-less Sidecars in one namespace |
 //! | IST0167 | warning | a Sidecar in a loaded ambient Namespace (`istio.io/dataplane-mode: ambient`), or selecting a pod annotated `ambient.istio.io/redirection: enabled`: no sidecar runs there |
-//! | IST0112 | error | no destination port for a loaded Service with several ports |
+//! | IST0112 | error | no destination port for a loaded Service or ServiceEntry host with several ports |
 //! | IST0118 | info | a Service port whose name and `appProtocol` tell Istio no protocol (it is sniffed), outside system namespaces and the control plane |
 //! | IST0150 | warning | such a port, or one named `tcp`, on an `ExternalName` Service |
 //! | IST0116 | warning | a loaded Deployment whose Services use one port number with different Kubernetes protocols (not one known to be outside the mesh: `sidecar.istio.io/inject: "false"`, or a loaded Namespace without injection; istioctl checks injected Deployments only) |
@@ -436,6 +436,9 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                                                        // ExternalName Services: FQDN -> the name they point to (an alias of a known service
                                                                        // in istiod's alias mode)
     let mut external_names: HashMap<String, String> = HashMap::new();
+    // ServiceEntry ports by host (FQDN, or the wildcard host as written, lower case), for
+    // the destination port checks istioctl makes against them too (`checkServiceEntryPorts`)
+    let mut se_ports: HashMap<String, SePorts<'_>> = HashMap::new();
     let mut se_hosts: Vec<(&ConfigObject, &str)> = Vec::new();
     let mut registry_known = false;
     let mut workloads: Vec<(&ConfigObject, &Labels)> = Vec::new();
@@ -519,6 +522,17 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                             .collect()
                     };
                     scopes.entry(cx.fqdn(h, ns)).or_default().extend(export);
+                    let entry = se_ports.entry(cx.fqdn(h, ns)).or_insert_with(|| SePorts {
+                        ports: Vec::new(),
+                        owners: Vec::new(),
+                        namespace: ns,
+                        export_all: false,
+                    });
+                    // several ServiceEntries for one host: any of their ports is known
+                    entry.ports.extend(se.ports.iter().map(|p| p.number));
+                    entry.owners.push(o);
+                    entry.export_all |=
+                        se.export_to.is_empty() || se.export_to.iter().any(|e| e == "*");
                     se_hosts.push((o, h));
                     if let Some(sel) = &se.workload_selector {
                         service_selectors.insert(h.to_ascii_lowercase(), &sel.labels);
@@ -840,10 +854,47 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                             });
                         }
                     }
-                    if let Some(ports) = service_ports.get(&fq) {
+                    // the ports istioctl checks the destination against (`GetDestinationHost`):
+                    // the loaded Kubernetes Service's, else those of the ServiceEntries for
+                    // the host, else those of a wildcard ServiceEntry host visible here
+                    let known_ports = service_ports
+                        .get(&fq)
+                        .map(|p| (p, format!("service {fq} exposes")))
+                        .or_else(|| {
+                            // (istioctl compares the host as written; the longest
+                            // suffix where several match, to be deterministic)
+                            let raw = d.host.to_ascii_lowercase();
+                            let raw = raw.trim_start_matches('*');
+                            let wildcard = || {
+                                se_ports
+                                    .iter()
+                                    .filter(|(h, e)| {
+                                        host::is_wildcard(h)
+                                            && (e.export_all || e.namespace == ns)
+                                            && raw.ends_with(&h[1..])
+                                    })
+                                    .max_by(|a, b| a.0.len().cmp(&b.0.len()).then(b.0.cmp(a.0)))
+                            };
+                            let (se_host, e) = se_ports.get_key_value(&fq).or_else(wildcard)?;
+                            let owners: Vec<String> = e
+                                .owners
+                                .iter()
+                                .map(|o| format!("{}/{}", o.metadata.namespace, o.metadata.name))
+                                .collect();
+                            let (noun, verb) = if owners.len() > 1 {
+                                ("ServiceEntries", "define")
+                            } else {
+                                ("ServiceEntry", "defines")
+                            };
+                            Some((
+                                &e.ports,
+                                format!("{noun} {} ({se_host}) {verb}", owners.join(", ")),
+                            ))
+                        });
+                    if let Some((ports, source)) = known_ports {
                         match &d.port {
-                            // (the loaded Service lists all its ports: certain, an
-                            // error as istioctl reports it)
+                            // (the loaded Service or ServiceEntries list all the
+                            // ports: certain, an error as istioctl reports it)
                             Some(p) if !ports.contains(&p.number) => {
                                 cx.report(
                                     o,
@@ -856,7 +907,7 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                     ),
                                 )
                                 .help = Some(format!(
-                                    "service {fq} exposes port(s) {}",
+                                    "{source} port(s) {}",
                                     ports
                                         .iter()
                                         .map(u32::to_string)
@@ -865,14 +916,17 @@ pub fn analyze_with(objects: &[ConfigObject], opts: &AnalyzeOptions) -> Vec<Diag
                                 ));
                             }
                             None if ports.len() > 1 => {
+                                // (Go's `%v` of a list: `[9080 9090]`)
+                                let list: Vec<String> = ports.iter().map(u32::to_string).collect();
                                 cx.report(
                                     o,
                                     Severity::Error,
                                     codes::DESTINATION_PORT_REQUIRED,
                                     &path,
                                     format!(
-                                        "This VirtualService routes to a service {:?} that exposes multiple ports {:?}. Specifying a port in the destination is required to disambiguate.",
-                                        d.host, ports
+                                        "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. Specifying a port in the destination is required to disambiguate.",
+                                        d.host,
+                                        list.join(" ")
                                     ),
                                 );
                             }
@@ -2120,6 +2174,16 @@ fn conflicting_gateways(
             );
         }
     }
+}
+
+/// The ports the ServiceEntries for one host define.
+struct SePorts<'a> {
+    ports: Vec<u32>,
+    owners: Vec<&'a ConfigObject>,
+    /// The namespace of the first of them.
+    namespace: &'a str,
+    /// Some of them is exported to all namespaces.
+    export_all: bool,
 }
 
 /// The namespaces a VirtualService is exported to: `None` means all.

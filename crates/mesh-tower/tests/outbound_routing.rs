@@ -477,7 +477,8 @@ spec:
 }
 
 /// Empty strings are unset, as istiod and Envoy take them: `rewrite.uri: ""` keeps the
-/// path, `rewrite.authority: ""` the host, `redirect.authority: ""` the request's; and a response `add` of a header Envoy keeps inline joins the value there.
+/// path, `rewrite.authority: ""` the host, `redirect.authority: ""` and `scheme: ""` the
+/// request's; and a response `add` of a header Envoy keeps inline joins the value there.
 #[tokio::test]
 async fn empty_rewrite_and_redirect_fields_are_unset() {
     let pki = Pki::new();
@@ -503,6 +504,8 @@ spec:
     redirect: {authority: "", scheme: https}
   - match: [{uri: {prefix: /same-scheme}}]
     redirect: {uri: /n, authority: ""}
+  - match: [{uri: {prefix: /no-scheme}}]
+    redirect: {uri: /m, scheme: ""}
 "#
     ));
     let _s = start_reviews_v1(&pki, &mesh, Behaviour::Ok).await;
@@ -524,6 +527,9 @@ spec:
     let (st, _, _, h) = send(&client, get("http://reviews:9080/same-scheme/x")).await;
     assert_eq!(st, 301);
     assert_eq!(h["location"], "http://reviews:9080/n");
+    let (st, _, _, h) = send(&client, get("http://reviews:9080/no-scheme/x")).await;
+    assert_eq!(st, 301);
+    assert_eq!(h["location"], "http://reviews:9080/m");
 }
 
 /// Mirrors as Envoy's router shadows: none when the route's own destination has no

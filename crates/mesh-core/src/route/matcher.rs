@@ -69,8 +69,9 @@ const RE2_SIZE_LIMIT: usize = 1 << 20;
 
 /// Compiles `pattern` in RE2's dialect, as Envoy's `safe_regex` (and istiod's Go `regexp`
 /// validation) reads it: Perl classes and `\b` ASCII-only, `\Q...\E` literal text, a `{`
-/// that does not start a repeat literal ([`re2_classes`]), repeat counts at most 1000 and no
-/// repetition of a repetition ([`check_repeats`]).
+/// that does not start a repeat literal ([`re2_classes`]), repeat counts at most 1000 (nested
+/// ones too: at most 1000 copies in all) and no repetition of a repetition
+/// ([`check_repeats`]).
 /// `anchored` = the whole value must match (Envoy's `StringMatcher.safe_regex`). This is the
 /// one place the data plane (routes, CORS origins, `uriRegexRewrite`) and the validator
 /// compile regexes, so both accept the same patterns. The error is one line.
@@ -98,20 +99,39 @@ pub(crate) fn re2_regex(pattern: &str, anchored: bool) -> Result<Regex, String> 
 }
 
 /// RE2's checks on repetition operators that `regex` does not make, on a translated
-/// pattern: a count over 1000 (`a{1001}`), and a repetition of a repetition (`a**`,
-/// `a+{2}`, `a*??`), which Perl syntax (RE2, Go) rejects and `regex` reads as nesting.
-/// Escapes, bracket classes and the `?` of `(?` are not operators.
+/// pattern: a count over 1000 (`a{1001}`); counts whose nesting makes more than 1000
+/// copies of what they repeat (`(a{10}){200}`: RE2's `RepetitionWalker`, Go's
+/// `repeatIsValid`, both with `invalid repeat count`); and a repetition of a repetition
+/// (`a**`, `a+{2}`, `a*??`), which Perl syntax (RE2, Go) rejects and `regex` reads as
+/// nesting. Escapes, bracket classes and the `?` of `(?` are not operators.
 fn check_repeats(re: &str) -> Result<(), String> {
     let b = re.as_bytes();
     let mut in_class = false;
     // the previous token was a repetition operator (with its `?` if lazy): where it began
     let mut last_repeat: Option<usize> = None;
+    // the parse tree as far as counted repeats need it: groups and the `{n,m}` repeats
+    // around them; `frames` holds the atoms of each open group, outermost first
+    let mut nodes: Vec<RepeatNode> = Vec::new();
+    let mut frames: Vec<Vec<usize>> = vec![Vec::new()];
+    // whether the last atom of the innermost group is what a repeat would apply to (not
+    // after `|`, `(` or a flag group `(?i)`)
+    let mut operand = false;
     let mut i = 0;
     while i < b.len() {
         let start = i;
         let mut repeat = false;
+        let mut atom = false;
         match b[i] {
-            b'\\' => i += 2,
+            b'\\' => {
+                i += 1;
+                let e = b.get(i).copied();
+                i += re[i..].chars().next().map_or(0, char::len_utf8);
+                // `\x{41}`, `\p{Greek}`: the braces belong to the escape, not a repeat
+                if matches!(e, Some(b'x' | b'p' | b'P')) && b.get(i) == Some(&b'{') {
+                    i += re[i..].find('}').map_or(b.len() - i, |p| p + 1);
+                }
+                atom = !in_class;
+            }
             b'[' if !in_class => {
                 in_class = true;
                 // `[]` and `[^]` take their `]` literally
@@ -133,26 +153,93 @@ fn check_repeats(re: &str) -> Result<(), String> {
             b']' if in_class => {
                 in_class = false;
                 i += 1;
+                atom = true;
             }
-            _ if in_class => i += 1,
-            b'(' if b.get(i + 1) == Some(&b'?') => i += 2,
+            _ if in_class => i += re[i..].chars().next().map_or(1, char::len_utf8),
+            b'(' => {
+                i += 1;
+                let mut group = true;
+                if b.get(i) == Some(&b'?') {
+                    // `(?P<name>`, `(?<name>`, `(?flags:` open a group; `(?flags)` does not
+                    let end = if matches!(b.get(i + 1), Some(b'P' | b'<')) {
+                        b[i..].iter().position(|&c| c == b'>')
+                    } else {
+                        b[i..].iter().position(|&c| c == b':' || c == b')')
+                    };
+                    let end = end.map_or(b.len(), |p| i + p);
+                    group = b.get(end) != Some(&b')');
+                    i = (end + 1).min(b.len());
+                }
+                if group {
+                    frames.push(Vec::new());
+                }
+                operand = false;
+            }
+            b')' => {
+                i += 1;
+                if frames.len() > 1 {
+                    let children = frames.pop().unwrap_or_default();
+                    nodes.push(RepeatNode::Group(children));
+                    if let Some(f) = frames.last_mut() {
+                        f.push(nodes.len() - 1);
+                    }
+                    operand = true;
+                }
+            }
+            b'|' => {
+                i += 1;
+                operand = false;
+            }
             b'*' | b'+' | b'?' => {
+                // no count: `repeatIsValid` looks through them
                 repeat = true;
                 i += 1;
             }
-            b'{' => match repeat_at(&re[i..]) {
-                Some(n) if n > RE2_MAX_REPEAT => {
-                    return Err(format!(
-                        "invalid repeat count {n} (RE2 allows at most {RE2_MAX_REPEAT})"
-                    ));
-                }
-                Some(_) => {
+            b'{' => match repeat_bounds(&re[i..]) {
+                Some((min, max)) => {
+                    let n = max.unwrap_or(min).max(min);
+                    if n > RE2_MAX_REPEAT {
+                        return Err(format!(
+                            "invalid repeat count {n} (RE2 allows at most {RE2_MAX_REPEAT})"
+                        ));
+                    }
                     repeat = true;
                     i += re[i..].find('}').map_or(b.len() - i, |p| p + 1);
+                    let frame = frames.last_mut().expect("the outermost frame stays");
+                    if let (true, Some(&sub)) = (operand, frame.last()) {
+                        nodes.push(RepeatNode::Repeat {
+                            count: max.unwrap_or(min),
+                            op: start..i,
+                            sub,
+                        });
+                        let id = nodes.len() - 1;
+                        *frame.last_mut().expect("checked") = id;
+                        // RE2 and Go walk the operand of each repeat that can copy it
+                        // (after another repetition operator, that is the error)
+                        if last_repeat.is_none()
+                            && (min >= 2 || max.is_some_and(|m| m >= 2))
+                            && let Some(chain) = too_many_copies(&nodes, id, RE2_MAX_REPEAT)
+                        {
+                            return Err(nested_repeat_error(re, &nodes, &chain));
+                        }
+                    }
                 }
-                None => i += 1,
+                None => {
+                    i += 1;
+                    atom = true;
+                }
             },
-            _ => i += re[i..].chars().next().map_or(1, char::len_utf8),
+            _ => {
+                i += re[i..].chars().next().map_or(1, char::len_utf8);
+                atom = true;
+            }
+        }
+        if atom {
+            nodes.push(RepeatNode::Leaf);
+            if let Some(f) = frames.last_mut() {
+                f.push(nodes.len() - 1);
+            }
+            operand = true;
         }
         if repeat {
             if let Some(from) = last_repeat {
@@ -173,8 +260,65 @@ fn check_repeats(re: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// When `s` starts with an RE2 repeat `{n}`, `{n,}` or `{n,m}`: its largest count.
-fn repeat_at(s: &str) -> Option<u64> {
+/// A node of the tree [`check_repeats`] builds.
+enum RepeatNode {
+    /// A character, class or escape.
+    Leaf,
+    /// A group (its alternatives' atoms together: each is walked alike).
+    Group(Vec<usize>),
+    /// A counted repeat `{n}`, `{n,}` or `{n,m}` of `sub`: its largest count (`n` when
+    /// unbounded, as RE2 and Go count it) and where the operator is.
+    Repeat {
+        count: u64,
+        op: std::ops::Range<usize>,
+        sub: usize,
+    },
+}
+
+/// RE2's `RepetitionWalker` and Go's `repeatIsValid(re, 1000)`: each counted repeat
+/// divides the copies left to what it repeats; a `{0}` ends the walk. Returns the chain
+/// of repeats, outermost first, that asks for more than `left` copies.
+fn too_many_copies(nodes: &[RepeatNode], id: usize, left: u64) -> Option<Vec<usize>> {
+    match &nodes[id] {
+        RepeatNode::Leaf => None,
+        RepeatNode::Group(children) => children
+            .iter()
+            .find_map(|&c| too_many_copies(nodes, c, left)),
+        RepeatNode::Repeat { count, sub, .. } => {
+            if *count == 0 {
+                None
+            } else if *count > left {
+                Some(vec![id])
+            } else {
+                let mut chain = too_many_copies(nodes, *sub, left / count)?;
+                chain.insert(0, id);
+                Some(chain)
+            }
+        }
+    }
+}
+
+/// `invalid repeat count `{200}` around `{10}`: 2000 copies (...)`.
+fn nested_repeat_error(re: &str, nodes: &[RepeatNode], chain: &[usize]) -> String {
+    let mut ops = Vec::new();
+    let mut copies: u64 = 1;
+    for &id in chain {
+        if let RepeatNode::Repeat { count, op, .. } = &nodes[id] {
+            copies = copies.saturating_mul(*count);
+            if *count > 1 {
+                ops.push(format!("`{}`", &re[op.clone()]));
+            }
+        }
+    }
+    format!(
+        "invalid repeat count {}: {copies} copies (RE2 allows at most {RE2_MAX_REPEAT})",
+        ops.join(" around ")
+    )
+}
+
+/// When `s` starts with an RE2 repeat `{n}`, `{n,}` or `{n,m}`: its counts, the largest
+/// `None` when unbounded.
+fn repeat_bounds(s: &str) -> Option<(u64, Option<u64>)> {
     let close = s.find('}')?;
     let inner = &s[1..close];
     let (lo, hi) = match inner.split_once(',') {
@@ -190,7 +334,13 @@ fn repeat_at(s: &str) -> Option<u64> {
             n.saturating_mul(10).saturating_add(u64::from(b - b'0'))
         })
     };
-    Some(n(lo).max(hi.map_or(0, n)))
+    let min = n(lo);
+    let max = match hi {
+        None => Some(min),
+        Some("") => None,
+        Some(h) => Some(n(h)),
+    };
+    Some((min, max))
 }
 
 /// Rewrites RE2's Perl classes for the `regex` crate: in RE2 (Envoy) `\d`, `\w`, `\s` and
@@ -339,7 +489,7 @@ pub(crate) fn re2_classes(pattern: &str) -> String {
                     .chain(Some('}'))
                     .collect();
                 let closed = chars.clone().any(|n| n == '}');
-                if !closed || repeat_at(&brace).is_none() {
+                if !closed || repeat_bounds(&brace).is_none() {
                     out.push_str("\\{");
                     continue;
                 }
@@ -1023,6 +1173,31 @@ mod tests {
             (r"[*+]+", true, &["*+"], &[]),
             (r"\*+", true, &["**"], &[]),
             (r"é+", true, &["éé"], &[]),
+            // nested counts multiply (RE2's RepetitionWalker, Go's repeatIsValid): at most
+            // 1000 copies of what the innermost repeats
+            (r"(a{10}){200}", false, &[], &[]),
+            (r"((ab){40}){30}", false, &[], &[]),
+            (r"(x{100}y){11}", false, &[], &[]),
+            (r"(?:a{2}|b{501}){2}", false, &[], &[]),
+            (r"(?i:(a{10}){3,}){50}", false, &[], &[]),
+            (r"(x{100}y){10}", true, &[], &[]),
+            (r"(a{10}){100}", true, &[], &[]),
+            (r"((ab){40}){25}", true, &[], &[]),
+            (r"(a{10})*{2}", false, &[], &[]),
+            // `*`, `+`, `?` and `{1}` do not count; `{0}` ends the walk
+            (r"((a{10})+){100}", true, &[], &[]),
+            (r"((a{1000}){1}){1}", true, &[], &[]),
+            (r"((a{1000}){0}){2}", true, &[], &[]),
+            // groups and repeats side by side do not multiply
+            (r"(a{500})(b{500}){2}", true, &[], &[]),
+            (r"(a{600}|b){1}(c){600}", true, &[], &[]),
+            // a flag group is not a group
+            (r"(?i)(a{10}){100}", true, &[], &[]),
+            (r"(?i)(a{10}){101}", false, &[], &[]),
+            // braces of an escape are not a repeat
+            (r"\x{1001}", true, &["\u{1001}"], &[]),
+            (r"(\x{41}{10}){100}", true, &[], &[]),
+            (r"[(]{1000}", true, &[], &[]),
         ];
         for (p, ok, yes, no) in table {
             let re = re2_regex(p, true);
@@ -1040,6 +1215,33 @@ mod tests {
             re2_regex("a{1001}", true).unwrap_err(),
             "invalid repeat count 1001 (RE2 allows at most 1000)"
         );
+        for (p, e) in [
+            (
+                r"(a{10}){200}",
+                "invalid repeat count `{200}` around `{10}`: 2000 copies (RE2 allows at most 1000)",
+            ),
+            (
+                r"((ab){40}){30}",
+                "invalid repeat count `{30}` around `{40}`: 1200 copies (RE2 allows at most 1000)",
+            ),
+            (
+                r"(((a){2,}){20}){30}",
+                "invalid repeat count `{30}` around `{20}` around `{2,}`: 1200 copies (RE2 allows at most 1000)",
+            ),
+        ] {
+            assert_eq!(re2_regex(p, true).unwrap_err(), e, "{p}");
+        }
+        // another operator right before a repeat is the error, as in RE2 and Go
+        assert_eq!(
+            re2_regex(r"(a{40}){30}{2}", true).unwrap_err(),
+            "invalid repeat count `{30}` around `{40}`: 1200 copies (RE2 allows at most 1000)"
+        );
+        assert_eq!(
+            re2_regex(r"a{40}{30}", true).unwrap_err(),
+            "invalid nested repetition operator: `{40}{30}`"
+        );
+        // an escaped non-ASCII character (which RE2 and Go refuse) is an error, not a panic
+        assert!(re2_regex(r"\é{2}", true).is_err());
         let e = re2_regex("(", true).unwrap_err();
         assert!(!e.contains('\n') && e.starts_with("error:"), "{e}");
         // unanchored (uriRegexRewrite)

@@ -251,8 +251,10 @@ pub(crate) fn validate_labels(cx: &mut Ctx<'_>, path: &str, labels: &BTreeMap<St
 /// istiod's `validateWorkloadSelector` (DestinationRule, PeerAuthentication,
 /// AuthorizationPolicy, RequestAuthentication) and `ValidateAlphaWorkloadSelector` (ServiceEntry,
 /// Sidecar): no empty key, no `*` in a key or value; no labels is a warning. Neither checks the
-/// label syntax, so a label no workload can carry is only a hint. Returns whether an error was
-/// reported: ServiceEntry and Sidecar validation stops there.
+/// label syntax, so a label no workload can carry is only a hint; but the CRDs limit values to
+/// 63 characters (`maxLength: 63`), which the API server enforces before istiod sees the
+/// object. Returns whether istiod reported an error: ServiceEntry and Sidecar validation
+/// stops there.
 pub(crate) fn validate_workload_selector(
     cx: &mut Ctx<'_>,
     path: &str,
@@ -281,7 +283,12 @@ pub(crate) fn validate_workload_selector(
             );
             bad = true;
         }
-        if !bad {
+        // the API server's `maxLength` counts characters
+        let too_long = v.chars().count() > 63;
+        if too_long {
+            cx.error(&p, format!("{p}: Too long: may not be longer than 63"));
+        }
+        if !bad && !too_long {
             lint_unmatchable_selector_label(cx, &p, k, v);
         }
         failed |= bad;

@@ -282,15 +282,18 @@ pub(super) fn validate_server_tls(cx: &mut Ctx<'_>, tp: &str, tls: &ServerTlsSet
         );
     }
     let set = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
-    // CRD schema: `credentialNames` has at most 2 items (an RSA and an ECDSA certificate)
-    if tls.credential_names.len() > 2 {
-        cx.error(
-            &format!("{tp}.credentialNames"),
-            format!(
-                "{tp}.credentialNames: Too many: {}: must have at most 2 items",
-                tls.credential_names.len()
-            ),
-        );
+    // CRD schema: `credentialNames` and `tlsCertificates` have at most 2 items (an RSA and
+    // an ECDSA certificate); the API server refuses more, whatever the mode
+    for (field, n) in [
+        ("credentialNames", tls.credential_names.len()),
+        ("tlsCertificates", tls.tls_certificates.len()),
+    ] {
+        if n > 2 {
+            cx.error(
+                &format!("{tp}.{field}"),
+                format!("{tp}.{field}: Too many: {n}: must have at most 2 items"),
+            );
+        }
     }
     if tls.mode == ServerTlsMode::IstioMutual {
         let checks = [
@@ -352,12 +355,6 @@ pub(super) fn validate_server_tls(cx: &mut Ctx<'_>, tp: &str, tls: &ServerTlsSet
         let prefix = if mutual { "MUTUAL TLS" } else { "SIMPLE TLS" };
         if mutual && !set(&tls.ca_certificates) {
             cx.error(tp, format!("{prefix} requires a client CA bundle"));
-        }
-        if tls.tls_certificates.len() > 2 {
-            cx.warn(
-                &format!("{tp}.tlsCertificates"),
-                format!("{prefix} can support up to 2 server certificates"),
-            );
         }
         let pairs: Vec<(bool, bool)> = if tls.tls_certificates.is_empty() {
             vec![(set(&tls.server_certificate), set(&tls.private_key))]

@@ -6,7 +6,8 @@
 //! that Istio accepts silently, or what `istioctl analyze` reports as info (a match a
 //! previous rule covers, IST0131). Webhook findings use code `IST0106` (errors) and `IST0133`
 //! (the webhook's warnings), unreachable/ineffective
-//! rules `IST0130`/`IST0131`, lints `IM0100` (info, or a warning when the config cannot work
+//! rules `IST0130`/`IST0131`, deprecated fields istioctl's deprecation analyzer names
+//! `IST0002`, lints `IM0100` (info, or a warning when the config cannot work
 //! as written), things inmesh does not apply as Envoy would `IM0013`.
 //!
 //! Deliberate differences from Istio, all stricter:
@@ -248,6 +249,12 @@ pub fn validate_into(obj: &ConfigObject, opts: &ValidateOptions, out: &mut Vec<D
     }
 }
 
+/// istiod's `constants.AlwaysReject`: the webhook rejects any object carrying it.
+const ALWAYS_REJECT: &str = "internal.istio.io/webhook-always-reject";
+
+/// istiod's `constants.InternalParentNames`: the parents of generated config.
+const INTERNAL_PARENT_NAMES: &str = "internal.istio.io/parents";
+
 fn validate_metadata(cx: &mut Ctx<'_>) {
     let obj = cx.obj;
     if !obj.kind.is_istio() {
@@ -283,6 +290,20 @@ fn validate_metadata(cx: &mut Ctx<'_>) {
             cx.error(
                 &p,
                 format!("metadata.labels: Invalid value: {v:?}: a label value must be empty or at most 63 characters: alphanumeric characters, '-', '_' or '.', starting and ending with an alphanumeric character"),
+            );
+        }
+    }
+    // istiod's webhook refuses its internal annotations: one that exists to test the
+    // webhook, and one naming the parents of config istiod generates (set by a user, it
+    // escalates privileges)
+    for (key, msg) in [
+        (ALWAYS_REJECT, "rejecting"),
+        (INTERNAL_PARENT_NAMES, "this may not be set by users"),
+    ] {
+        if obj.metadata.annotations.contains_key(key) {
+            cx.error(
+                &format!("metadata.annotations.{key}"),
+                format!("{key:?} annotation found, {msg}"),
             );
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use super::common::*;
-use super::Ctx;
+use super::{Ctx, Help};
 use crate::model::{Resolution, ServiceEntry, WorkloadEntry};
 
 /// Protocols Istio parses (case-insensitive).
@@ -326,12 +326,28 @@ fn validate_endpoint_common(cx: &mut Ctx<'_>, p: &str, ep: &WorkloadEntry, se: &
                 format!("endpoint port {port} is not defined by the service entry"),
             );
         }
-        if !is_dns1123_label(name) {
-            cx.error(&pp, format!("invalid port name: {name}"));
-        }
+        check_port_name(cx, &pp, &format!("{p}.ports"), name);
         cx.check(&pp, validate_port(*port));
     }
     validate_labels(cx, &format!("{p}.labels"), &ep.labels);
+}
+
+/// A key of a WorkloadEntry's (or an endpoint's) `ports`. The CRD's rule
+/// `size(key) < 63 && key.matches(...)` refuses 63 characters, which istiod's DNS-1123
+/// label check allows: the API server refuses the object first, naming the map (`map`).
+fn check_port_name(cx: &mut Ctx<'_>, path: &str, map: &str, name: &str) {
+    let chars = name.chars().count();
+    if chars >= 63 {
+        cx.error(
+            path,
+            format!("{map}: Invalid value: \"object\": port name must be valid"),
+        )
+        .help(format!(
+            "port names must be shorter than 63 characters; this one has {chars}"
+        ));
+    } else if !is_dns1123_label(name) {
+        cx.error(path, format!("invalid port name: {name}"));
+    }
 }
 
 /// `ValidateWorkloadEntry`.
@@ -368,9 +384,7 @@ pub(super) fn validate_workload_entry(cx: &mut Ctx<'_>, we: &WorkloadEntry) {
     }
     for (name, port) in &we.ports {
         let p = format!("spec.ports.{name}");
-        if !is_dns1123_label(name) {
-            cx.error(&p, format!("invalid port name: {name}"));
-        }
+        check_port_name(cx, &p, "spec.ports", name);
         cx.check(&p, validate_port(*port));
     }
     validate_labels(cx, "spec.labels", &we.labels);

@@ -34,6 +34,19 @@ fn is_known_status(code: u32) -> bool {
         | 431 | 451 | 500..=508 | 510 | 511)
 }
 
+/// istiod's range check lets status 600 through (its message says 200-599), but Envoy's
+/// `FaultAbort.http_status` and `DirectResponseAction.status` end at 599: Envoy rejects the
+/// routes of the port and keeps the ones it had.
+fn envoy_refuses_600(cx: &mut Ctx<'_>, path: &str) {
+    cx.lint_warn(
+        path,
+        "HTTP status 600 passes istiod's check, but Envoy accepts at most 599: it rejects the routes of this port with it and keeps its previous ones",
+    );
+}
+
+/// istioctl's `Deprecated` message (IST0002): a deprecated field in use.
+const DEPRECATED: &str = "IST0002";
+
 const CORS_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
 ];
@@ -203,8 +216,17 @@ pub(super) fn validate(cx: &mut Ctx<'_>, vs: &VirtualService) {
                 &m.gateways,
                 m.source_namespace.as_deref(),
             );
-            if let Some(s) = &m.source_subnet {
-                cx.check(&format!("{mp}.sourceSubnet"), validate_ip_or_cidr(s));
+            // istiod's validateTCPMatch does not check the (hidden) sourceSubnet, and
+            // inmesh does not match on it
+            if let Some(e) = m
+                .source_subnet
+                .as_deref()
+                .and_then(|s| validate_ip_or_cidr(s).err())
+            {
+                cx.lint_warn(
+                    &format!("{mp}.sourceSubnet"),
+                    format!("{e}: inmesh ignores sourceSubnet, so this match applies to connections from any address"),
+                );
             }
         }
         validate_route_destinations(cx, &p, &r.route, "TCP route is required");
@@ -414,13 +436,16 @@ fn validate_http_route(
     }
     if let Some(rw) = &r.rewrite {
         let rp = format!("{p}.rewrite");
-        if rw.uri.is_some() && rw.uri_regex_rewrite.is_some() {
+        // (istiod tests the strings for emptiness: `uri: ""` is unset)
+        let uri = rw.uri.as_deref().is_some_and(|u| !u.is_empty());
+        let authority = rw.authority.as_deref().is_some_and(|a| !a.is_empty());
+        if uri && rw.uri_regex_rewrite.is_some() {
             cx.error(
                 &rp,
                 "rewrite may only contain one of URI or UriRegexRewrite",
             );
         }
-        if rw.uri.is_none() && rw.uri_regex_rewrite.is_none() && rw.authority.is_none() {
+        if !uri && rw.uri_regex_rewrite.is_none() && !authority {
             cx.error(
                 &rp,
                 "rewrite must specify at least one of URI, UriRegexRewrite, or authority. Only one of URI or UriRegexRewrite may be specified",
@@ -561,6 +586,7 @@ fn validate_http_route(
             }
         }
         if let Some(s) = &rd.scheme
+            && !s.is_empty()
             && s != "http"
             && s != "https"
         {
@@ -587,6 +613,8 @@ fn validate_http_route(
                 &format!("{dp}.status"),
                 format!("HTTP status {} is not in range 200-599", dr.status),
             );
+        } else if dr.status == 600 {
+            envoy_refuses_600(cx, &format!("{dp}.status"));
         }
         if let Some(b) = &dr.body {
             if b.string.is_some() && b.bytes.is_some() {
@@ -1139,6 +1167,8 @@ fn validate_fault(cx: &mut Ctx<'_>, p: &str, f: &HttpFaultInjection) {
                     &format!("{ap}.httpStatus"),
                     format!("HTTP status {s} is not in range 200-599"),
                 );
+            } else if s == 600 {
+                envoy_refuses_600(cx, &format!("{ap}.httpStatus"));
             }
         } else if let Some(g) = &a.grpc_status {
             if crate::route::actions::grpc_code(g).is_none() {
@@ -1173,10 +1203,29 @@ fn validate_fault(cx: &mut Ctx<'_>, p: &str, f: &HttpFaultInjection) {
             .help("add `percentage: {value: 100}`");
         }
         if let Some(pc) = d.percent {
-            cx.check(
-                &format!("{dp}.percent"),
-                validate_percent_int(i64::from(pc)),
-            );
+            // The CRD types the deprecated `percent` as a plain int32 and the webhook
+            // range-checks `percentage` only: any value is accepted.
+            let pp = format!("{dp}.percent");
+            if pc > 0 {
+                // istioctl's deprecation.FieldAnalyzer, for any positive `percent`
+                cx.with_code(
+                    Severity::Warning,
+                    DEPRECATED,
+                    &pp,
+                    "Deprecated: HTTPRoute.fault.delay.percent is deprecated; use HTTPRoute.fault.delay.percentage",
+                )
+                .help(format!(
+                    "write `percentage: {{value: {}}}` instead",
+                    pc.min(100)
+                ));
+            }
+            if d.percentage.is_none() && !(0..=100).contains(&pc) {
+                let share = if pc > 100 { "every" } else { "no" };
+                cx.lint_warn(
+                    &pp,
+                    format!("percent {pc} is not in range 0..100: inmesh delays {share} request"),
+                );
+            }
         }
         if d.fixed_delay.is_some() && d.exponential_delay.is_some() {
             cx.error(&dp, "only one of fixedDelay or exponentialDelay may be set");
