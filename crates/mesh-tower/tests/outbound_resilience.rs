@@ -1230,3 +1230,87 @@ async fn consistent_hash_reads_the_request_before_the_route_header_operations() 
     }
     assert!(seen.len() > 1, "users spread over the endpoints: {seen:?}");
 }
+
+/// A request body of unknown length streamed in `chunks` pieces, one every `every`.
+struct Trickle {
+    left: u32,
+    every: tokio::time::Interval,
+}
+
+impl Trickle {
+    fn new(chunks: u32, every: Duration) -> Trickle {
+        let mut every = tokio::time::interval(every);
+        every.reset(); // the first chunk after one period
+        Trickle {
+            left: chunks,
+            every,
+        }
+    }
+}
+
+impl http_body::Body for Trickle {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        std::task::ready!(self.every.poll_tick(cx));
+        self.left -= 1;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(bytes::Bytes::from_static(
+            b"x",
+        )))))
+    }
+}
+
+/// The route timeout and `perTryTimeout` start once the request has ended, as Envoy's
+/// router starts them (`onRequestComplete`, `setupPerTryTimeout`): a slow upload longer
+/// than either is not cut, and the timeouts still bound the wait for the answer after it.
+#[tokio::test]
+async fn timeouts_start_when_a_streamed_request_has_ended() {
+    let pki = Pki::new();
+    let upload = |n| {
+        http::Request::post("http://reviews:9080/upload")
+            .body(Trickle::new(n, Duration::from_millis(150)))
+            .unwrap()
+    };
+    for policy in [
+        "timeout: 400ms",
+        "retries: {attempts: 1, perTryTimeout: 400ms}",
+    ] {
+        let vs = with_vs(&format!(
+            "  - route: [{{destination: {{host: reviews}}}}]\n    {policy}\n"
+        ));
+        let m = mesh(&vs);
+        // a 1.2 s upload, answered at once once it has ended
+        let s = start_reviews_v1(&pki, &m, Behaviour::Ok).await;
+        let c = client(&m, &pki, "default", "productpage");
+        let (st, _, body, _) = send(&c, upload(8)).await;
+        assert_eq!(
+            (st, body.as_str()),
+            (200, "reviews-v1:xxxxxxxx"),
+            "{policy}"
+        );
+        drop(s);
+        // answered 1 s after a 0.3 s upload: the timeout still fires, 0.4 s after the end
+        let m = mesh(&vs);
+        let _s = start_reviews_v1(&pki, &m, Behaviour::Slow(Duration::from_secs(1))).await;
+        let c = client(&m, &pki, "default", "productpage");
+        let t0 = Instant::now();
+        let (st, _, body, _) = send(&c, upload(2)).await;
+        let took = t0.elapsed();
+        assert_eq!(
+            (st, body.as_str()),
+            (504, "upstream request timeout"),
+            "{policy}"
+        );
+        assert!(
+            took >= Duration::from_millis(650) && took < Duration::from_millis(1250),
+            "{policy}: {took:?}"
+        );
+    }
+}

@@ -1014,17 +1014,17 @@ impl<T: Transport> Sender for Via<T> {
         per_try: Option<Duration>,
     ) -> impl Future<Output = Result<(Response<Self::Body>, Option<upstream::ConnPeer>), BoxError>> + Send
     {
+        let mut req = req;
+        let per_try = per_try.map(|limit| upstream::PerTry {
+            limit,
+            after: req.extensions_mut().remove::<BodyEnding>().map(|b| b.0),
+        });
         let any: Arc<dyn std::any::Any + Send + Sync> = Arc::clone(dest) as _;
         let send = self.0.send(&any, endpoint, req);
         // a user's client does not say when a connection took the request: the per-try
         // timeout covers the whole send
         async move {
-            let resp = match per_try {
-                Some(t) => tokio::time::timeout(t, send)
-                    .await
-                    .map_err(|_| upstream::PerTryTimeout)??,
-                None => send.await?,
-            };
+            let resp = upstream::within(&per_try, send).await??;
             Ok((resp, None))
         }
     }
@@ -2362,8 +2362,8 @@ fn empty() -> MeshBody {
 /// (with a flag set once it has ended).
 enum ReqBody {
     Buffered(Bytes),
-    Streaming(Option<MeshBody>, Arc<std::sync::atomic::AtomicBool>),
-    Replayed(replay::Replay, Arc<std::sync::atomic::AtomicBool>),
+    Streaming(Option<MeshBody>, Arc<Ended>),
+    Replayed(replay::Replay, Arc<Ended>),
 }
 
 impl ReqBody {
@@ -2419,19 +2419,66 @@ impl ReqBody {
     fn complete(&self) -> bool {
         match self {
             ReqBody::Buffered(_) => true,
-            ReqBody::Streaming(_, ended) | ReqBody::Replayed(_, ended) => {
-                ended.load(std::sync::atomic::Ordering::Acquire)
-            }
+            ReqBody::Streaming(_, ended) | ReqBody::Replayed(_, ended) => ended.at().is_some(),
+        }
+    }
+
+    /// For a body still streaming in: the signal of its end, from which Envoy's route and
+    /// per-try timeouts run.
+    fn ending(&self) -> Option<&Arc<Ended>> {
+        match self {
+            ReqBody::Buffered(_) => None,
+            ReqBody::Streaming(_, e) | ReqBody::Replayed(_, e) => e.at().is_none().then_some(e),
         }
     }
 }
+
+/// When a streamed request body ended (Envoy's downstream request complete), for the
+/// timeouts that start then.
+#[derive(Default)]
+pub(crate) struct Ended {
+    at: std::sync::OnceLock<tokio::time::Instant>,
+    notify: tokio::sync::Notify,
+}
+
+impl Ended {
+    fn set(&self) {
+        if self.at.set(tokio::time::Instant::now()).is_ok() {
+            self.notify.notify_waiters();
+        }
+    }
+
+    /// When the body ended, if it has.
+    fn at(&self) -> Option<tokio::time::Instant> {
+        self.at.get().copied()
+    }
+
+    /// Waits for the body's end.
+    pub(crate) async fn wait(&self) -> tokio::time::Instant {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // (registered before the check: an end between the two is not missed)
+            notified.as_mut().enable();
+            if let Some(at) = self.at() {
+                return at;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Marks an attempt's request whose body is still streaming in: the per-try timeout starts
+/// when it has ended, as Envoy's `setupPerTryTimeout` waits for the request to complete.
+#[derive(Clone)]
+pub(crate) struct BodyEnding(pub(crate) Arc<Ended>);
 
 pin_project! {
     /// A streamed request body that notes when it has ended.
     struct Ending<B> {
         #[pin]
         inner: B,
-        ended: Arc<std::sync::atomic::AtomicBool>,
+        ended: Arc<Ended>,
     }
 }
 
@@ -2447,7 +2494,7 @@ impl<B: Body> Body for Ending<B> {
         let frame = std::task::ready!(this.inner.as_mut().poll_frame(cx));
         // (a sized body's last frame may be the last one polled)
         if frame.is_none() || this.inner.is_end_stream() {
-            this.ended.store(true, std::sync::atomic::Ordering::Release);
+            this.ended.set();
         }
         std::task::Poll::Ready(frame)
     }
@@ -2478,7 +2525,7 @@ where
             Ok(ReqBody::Buffered(c.to_bytes()))
         }
         _ => {
-            let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let ended = Arc::new(Ended::default());
             let inner = body.map_err(Into::into);
             let body = Ending {
                 inner,
@@ -3749,12 +3796,34 @@ where
     let (mut resp, ctx) = match timeouts.global {
         Some(t) => {
             // Envoy's route timeout lasts until the whole response has been read: what
-            // is left of it bounds the body (not an upgrade's stream past its 101)
-            let at = started + t;
-            match tokio::time::timeout_at(at, attempts.run(&mut body)).await {
-                Ok((r, c)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => (r, c),
-                Ok((r, c)) => (r.map(|b| deadline::Deadline::new(b, at).boxed()), c),
-                Err(_) => {
+            // is left of it bounds the body (not an upgrade's stream past its 101). It
+            // starts once the request has ended: for a body still streaming in, when
+            // its last byte has come
+            let ran = match body.ending().cloned().filter(|_| !upgrade) {
+                None => tokio::time::timeout_at(started + t, attempts.run(&mut body))
+                    .await
+                    .map(|rc| (rc, started + t))
+                    .map_err(drop),
+                Some(ending) => {
+                    let timer = async {
+                        let end = ending.wait().await;
+                        tokio::time::sleep_until(end + t).await;
+                    };
+                    tokio::select! {
+                        biased;
+                        rc = attempts.run(&mut body) => {
+                            // (answered before the request ended: from now on)
+                            let from = ending.at().unwrap_or_else(tokio::time::Instant::now);
+                            Ok((rc, from + t))
+                        }
+                        () = timer => Err(()),
+                    }
+                }
+            };
+            match ran {
+                Ok(((r, c), _)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => (r, c),
+                Ok(((r, c), at)) => (r.map(|b| deadline::Deadline::new(b, at).boxed()), c),
+                Err(()) => {
                     // Envoy's `onResponseTimeout`: the attempt still waiting for headers
                     // counts against its endpoint (a 504, LocalOriginTimeout)
                     let i = attempts
@@ -4217,6 +4286,11 @@ impl<T: Sender> Attempts<'_, T> {
             *req.headers_mut() = self.parts.headers.clone();
             *req.uri_mut() = Uri::from(self.path_and_query.clone());
             *req.version_mut() = http::Version::HTTP_11;
+            if self.timeouts.per_try.is_some()
+                && let Some(ending) = body.ending()
+            {
+                req.extensions_mut().insert(BodyEnding(Arc::clone(ending)));
+            }
             // a retry: what Envoy's router writes again (`doRetry`): the attempt count and
             // the time left (the first attempt's are in the request already)
             if n > 0 {

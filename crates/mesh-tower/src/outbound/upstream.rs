@@ -564,6 +564,13 @@ impl Upstream {
         per_try: Option<Duration>,
     ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
         let upgrade = want == Want::Http1;
+        let per_try = per_try.map(|limit| PerTry {
+            limit,
+            after: req
+                .extensions_mut()
+                .remove::<super::BodyEnding>()
+                .map(|b| b.0),
+        });
         let Some(ep) = self.endpoints.get(index) else {
             return Err(ConnectError::BadAddress(format!("endpoint #{index}")).into());
         };
@@ -601,7 +608,7 @@ impl Upstream {
                             opening: Some(opening),
                         };
                         return crate::box_in_place(|| {
-                            self.open_and_send(ep, slots, req, false, per_try)
+                            self.open_and_send(ep, slots, req, false, per_try.clone())
                         })
                         .await;
                     }
@@ -622,7 +629,7 @@ impl Upstream {
                 pending = None;
                 let request = self.breaker.try_request().map_err(ConnectError::Overflow)?;
                 h2.streams.used.fetch_add(1, Ordering::Relaxed);
-                match within(per_try, h2.tx.try_send_request(req)).await? {
+                match within(&per_try, h2.tx.try_send_request(req)).await? {
                     Ok(resp) => {
                         let body = |b| UpstreamBody::stream(b, slot).holding(request);
                         return Ok((reached(resp.map(body), h2.remote), h2.peer));
@@ -653,7 +660,7 @@ impl Upstream {
                     }
                 };
                 idle.used += 1;
-                match within(per_try, idle.tx.try_send_request(req)).await? {
+                match within(&per_try, idle.tx.try_send_request(req)).await? {
                     Ok(resp) => {
                         let peer = idle.peer.clone();
                         let remote = idle.remote;
@@ -705,8 +712,10 @@ impl Upstream {
                 pending,
                 opening: None,
             };
-            return crate::box_in_place(|| self.open_and_send(ep, slots, req, upgrade, per_try))
-                .await;
+            return crate::box_in_place(|| {
+                self.open_and_send(ep, slots, req, upgrade, per_try.clone())
+            })
+            .await;
         }
     }
 
@@ -717,7 +726,7 @@ impl Upstream {
         slots: Slots,
         req: Request<MeshBody>,
         upgrade: bool,
-        per_try: Option<Duration>,
+        per_try: Option<PerTry>,
     ) -> Result<(Response<UpstreamBody>, ConnPeer), BoxError> {
         let Slots {
             permit,
@@ -784,7 +793,7 @@ impl Upstream {
             self.waiters.wake();
             drop(pending);
             let request = self.breaker.try_request().map_err(ConnectError::Overflow)?;
-            return match within(per_try, h2.tx.send_request(req)).await? {
+            return match within(&per_try, h2.tx.send_request(req)).await? {
                 Ok(resp) => {
                     let body = |b| UpstreamBody::stream(b, slot).holding(request);
                     Ok((reached(resp.map(body), remote), peer))
@@ -819,7 +828,7 @@ impl Upstream {
                 return Err(ConnectError::Overflow(o).into());
             }
         };
-        let resp = within(per_try, fresh.tx.send_request(req)).await??;
+        let resp = within(&per_try, fresh.tx.send_request(req)).await??;
         let resp = self.lease(ep, fresh, resp).map(|b| b.holding(request));
         Ok((reached(resp, remote), peer))
     }
@@ -921,15 +930,44 @@ impl std::fmt::Display for PerTryTimeout {
 
 impl std::error::Error for PerTryTimeout {}
 
-/// `send`, cut off after `limit` (the per-try timeout) if there is one.
-async fn within<F: std::future::Future>(
-    limit: Option<Duration>,
+/// A route's `perTryTimeout` for one attempt: `limit`, from when a connection took the
+/// request, or from when its body ended if it was still streaming in then (Envoy's
+/// `setupPerTryTimeout` runs once the request is complete).
+#[derive(Clone)]
+pub(crate) struct PerTry {
+    pub(crate) limit: Duration,
+    pub(crate) after: Option<Arc<super::Ended>>,
+}
+
+impl PerTry {
+    /// Sleeps until the timeout has expired.
+    pub(crate) async fn expired(&self) {
+        match &self.after {
+            Some(ending) => {
+                let end = ending.wait().await.max(tokio::time::Instant::now());
+                tokio::time::sleep_until(end + self.limit).await;
+            }
+            None => tokio::time::sleep(self.limit).await,
+        }
+    }
+}
+
+/// `send`, cut off when the per-try timeout expires, if there is one.
+pub(crate) async fn within<F: std::future::Future>(
+    limit: &Option<PerTry>,
     send: F,
 ) -> Result<F::Output, PerTryTimeout> {
     match limit {
-        Some(t) => tokio::time::timeout(t, send)
+        Some(PerTry { limit, after: None }) => tokio::time::timeout(*limit, send)
             .await
             .map_err(|_| PerTryTimeout),
+        Some(p) => {
+            tokio::select! {
+                biased;
+                out = send => Ok(out),
+                () = p.expired() => Err(PerTryTimeout),
+            }
+        }
         None => Ok(send.await),
     }
 }
