@@ -454,3 +454,76 @@ spec:
     .await;
     assert_eq!(status(&answer), 403, "{answer}");
 }
+
+/// An absolute-form request line names the host, as Envoy's HTTP/1 codec takes it
+/// (`handlePath`): routed by it, and the upstream gets it as `Host`, whatever `Host` the
+/// client sent.
+#[tokio::test]
+async fn an_absolute_form_request_line_names_the_host() {
+    let echo = echo_backend().await;
+    let gw = gateway(&config(echo), None).await;
+    let p = raw(
+        gw.local_addr(80).unwrap(),
+        "GET http://p.example.com/x HTTP/1.1\r\nHost: s.example.com\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&p), 200, "{p}");
+    assert!(p.contains("host: p.example.com\n"), "{p}");
+    assert!(!p.contains("s.example.com"), "{p}");
+}
+
+/// The upstream's hop-by-hop response headers stop at the gateway (Envoy's
+/// `mutateResponseHeaders`): its `connection: close` does not end the client's keep-alive
+/// connection, which serves the next request.
+#[tokio::test]
+async fn upstream_hop_by_hop_response_headers_stop_at_the_gateway() {
+    let app = Router::new().fallback(|| async {
+        (
+            [
+                ("connection", "close"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("x-kept", "yes"),
+            ],
+            "hello",
+        )
+    });
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let gw = gateway(&config(backend), None).await;
+    let mut s = tokio::net::TcpStream::connect(gw.local_addr(80).unwrap())
+        .await
+        .unwrap();
+    // two requests on one connection, the second closing it
+    let first = "GET /x HTTP/1.1\r\nHost: p.example.com\r\n\r\n";
+    s.write_all(first.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("hello") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed after the first answer: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    assert!(answer.contains("x-kept: yes"), "{answer}");
+    for gone in ["connection:", "keep-alive:", "proxy-connection:"] {
+        assert!(!answer.contains(gone), "{gone} passed on: {answer}");
+    }
+    s.write_all(get("p.example.com", &[]).as_bytes())
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status(&String::from_utf8_lossy(&rest)), 200);
+}

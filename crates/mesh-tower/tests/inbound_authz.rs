@@ -106,8 +106,14 @@ fn app() -> Router {
             h("x-jwt-sub")
         )
     }
+    /// The `Host` and the request target the application was handed.
+    async fn host(headers: http::HeaderMap, uri: http::Uri) -> String {
+        let host = headers.get("host").and_then(|v| v.to_str().ok());
+        format!("host={} uri={uri}", host.unwrap_or("-"))
+    }
     Router::new()
         .route("/headers", get(whoami).post(whoami))
+        .route("/host", get(host))
         .route("/jwt", get(jwt))
         .route("/pkg.Echo/Say", post(|| async { "grpc body" }))
 }
@@ -764,7 +770,7 @@ spec:
     };
     let creds = pki.workload("foo", "httpbin", &[]).await;
     let (addr, _server) = start(&mesh, creds, Arc::new(IstioMetrics::new())).await;
-    let status = |target: &'static str, host: &'static str| async move {
+    let answer = |target: &'static str, host: &'static str| async move {
         let mut tcp = TcpStream::connect(addr).await.unwrap();
         let req = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         tokio::io::AsyncWriteExt::write_all(&mut tcp, req.as_bytes())
@@ -774,7 +780,11 @@ spec:
         tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut out)
             .await
             .unwrap();
-        String::from_utf8_lossy(&out)
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let status = |target: &'static str, host: &'static str| async move {
+        answer(target, host)
+            .await
             .split(' ')
             .nth(1)
             .unwrap_or("")
@@ -794,4 +804,8 @@ spec:
         status("http://public.example.com/headers", "admin.example.com").await,
         "200"
     );
+    // and the application is handed what was decided on: the URL's authority as `Host`,
+    // the request line in origin form (Envoy's codec, `handlePath`)
+    let got = answer("http://public.example.com/host", "admin.example.com").await;
+    assert!(got.ends_with("host=public.example.com uri=/host"), "{got}");
 }

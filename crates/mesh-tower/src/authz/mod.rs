@@ -1208,7 +1208,7 @@ impl PendingCheck {
 /// not receive itself (an [`AuthorizationLayer`] in a stack of the application's own)
 /// cannot be read ahead: the request is refused with the provider's `statusOnError` (never
 /// checked without the body its authorizer asked for). A client that sends nothing for
-/// [`BODY_IDLE_TIMEOUT`] gets 408, as Envoy's stream idle timeout.
+/// [`BODY_IDLE_TIMEOUT`] (none, as Istio configures Envoy) would get 408.
 async fn read_body_for_check<B: 'static, R: From<Bytes>>(
     req: &mut Request<B>,
     s: mesh_core::meshconfig::RequestBodyInCheck,
@@ -1287,9 +1287,10 @@ async fn read_body_for_check<B: 'static, R: From<Bytes>>(
     }
 }
 
-/// How long reading a body ahead for a check waits for the client's next bytes (Envoy's
-/// default `stream_idle_timeout`, which Istio keeps).
-const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long reading a body ahead waits for the client's next bytes: for ever, as istiod
+/// turns Envoy's `stream_idle_timeout` off (`StreamIdleTimeout = 0` on every connection
+/// manager it builds); the connection's idle timeout and the client's own still apply.
+const BODY_IDLE_TIMEOUT: Option<std::time::Duration> = None;
 
 /// The local reply of an ext_authz denial: the status and body, or for gRPC a trailers-only
 /// answer with the status mapped (Envoy's `sendLocalReply`).

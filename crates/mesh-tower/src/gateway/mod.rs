@@ -2035,6 +2035,7 @@ async fn handle(
     if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
         return refused.map(full);
     }
+    crate::envoy::absolute_form(&mut req, false);
     // forward_client_cert_details (SANITIZE_SET at Istio's gateways unless
     // gatewayTopology says otherwise), by the connection manager before any filter
     xfcc::mutate(
@@ -2214,6 +2215,12 @@ async fn handle(
         (req.map(http_body_util::Either::Left), None)
     };
     let mut resp = crate::outbound::forward_from_gateway(&inner.client, req, via).await;
+    // the upstream's hop-by-hop headers stop here (Envoy's `mutateResponseHeaders`): its
+    // `connection: close` ends its own connection, not the client's (a 101's are the
+    // upgrade's)
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        crate::envoy::remove_hop_by_hop(resp.headers_mut(), false);
+    }
     if let Some(answer) = grpc_web {
         resp = crate::grpc_web::response(resp, answer).map(BodyExt::boxed);
     }

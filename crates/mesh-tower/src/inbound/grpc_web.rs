@@ -44,9 +44,10 @@ use tower::{Layer, Service, ServiceExt};
 use super::{ServedPort, ServerBody};
 use crate::grpc_web::{refusal, Answer, WebBody, BAD_BASE64, MAX_TEXT_BODY};
 
-/// How long reading a `-text` body waits for the client's next bytes (Envoy's default
-/// `stream_idle_timeout`).
-const BODY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long reading a body ahead waits for the client's next bytes: for ever, as istiod
+/// turns Envoy's `stream_idle_timeout` off (`StreamIdleTimeout = 0` on every connection
+/// manager it builds); the connection's idle timeout and the client's own still apply.
+const BODY_IDLE_TIMEOUT: Option<std::time::Duration> = None;
 
 #[derive(Debug)]
 struct State {

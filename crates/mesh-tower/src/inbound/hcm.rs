@@ -203,6 +203,7 @@ where
             };
         }
         crate::envoy::strip_hop_by_hop(req.headers_mut());
+        crate::envoy::absolute_form(&mut req, true);
         // Istio's inbound route: `max_stream_duration` with `grpc_timeout_header_max: 0`, so
         // Envoy's connection manager (`refreshDurationTimeout`) bounds the stream by the
         // request's `grpc-timeout` (uncapped; absent or malformed: no bound; 0: a timer of

@@ -779,12 +779,12 @@ impl ReplayBody {
     /// `allow_partial` is [`ReadAheadError::TooLarge`]. Returns the first `max` bytes and
     /// whether the buffered body was longer (Envoy's `x-envoy-auth-partial-body`). What
     /// was read is handed out again, in order, before the rest of the body. Waiting longer
-    /// than `idle` for the next frame is [`ReadAheadError::Idle`].
+    /// than `idle` (if set) for the next frame is [`ReadAheadError::Idle`].
     pub(crate) async fn read_ahead(
         &mut self,
         max: usize,
         allow_partial: bool,
-        idle: std::time::Duration,
+        idle: Option<std::time::Duration>,
     ) -> Result<(bytes::Bytes, bool), ReadAheadError> {
         use http_body_util::BodyExt;
         let mut frames = self.ahead.take().map(|b| *b).unwrap_or_default();
@@ -796,8 +796,12 @@ impl ReplayBody {
             if allow_partial && total >= max {
                 break Ok(());
             }
-            let Ok(next) = tokio::time::timeout(idle, self.inner.frame()).await else {
-                break Err(ReadAheadError::Idle);
+            let next = match idle {
+                Some(idle) => match tokio::time::timeout(idle, self.inner.frame()).await {
+                    Ok(next) => next,
+                    Err(_) => break Err(ReadAheadError::Idle),
+                },
+                None => self.inner.frame().await,
             };
             match next {
                 None => break Ok(()),
