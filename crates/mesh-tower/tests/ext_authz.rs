@@ -49,6 +49,13 @@ async fn authorizer() -> (SocketAddr, Seen) {
                     .header("x-internal", "not for anyone")
                     .body(axum::body::Body::empty())
                     .unwrap()
+            } else if verdict == "deny-unauthenticated" {
+                http::Response::builder()
+                    .status(401)
+                    .header("x-ext-authz-check-result", "denied")
+                    .header("grpc-status", "16")
+                    .body(axum::body::Body::empty())
+                    .unwrap()
             } else if verdict == "broken" {
                 http::Response::builder()
                     .status(500)
@@ -379,4 +386,46 @@ spec:
     assert!(d.body.starts_with("denied by ext_authz"), "{}", d.body);
     assert_eq!(get(addr, "/other", None).await.status, StatusCode::OK);
     assert_eq!(seen.lock().unwrap().len(), 2);
+}
+
+/// The authorizer's headers on a denial replace the reply's own, as Envoy's ext_authz
+/// removes each name it sets before adding its values: one `grpc-status`, the
+/// authorizer's.
+#[tokio::test]
+async fn a_denials_headers_replace_the_replys_own() {
+    let (authz, _seen) = authorizer().await;
+    let config = MeshConfig::from_yaml(
+        r#"
+extensionProviders:
+- name: sample-ext-authz-http
+  envoyExtAuthzHttp:
+    service: ext-authz.foo.svc.cluster.local
+    port: "8000"
+    pathPrefix: /check
+    includeRequestHeadersInCheck: ["x-ext-authz"]
+    headersToDownstreamOnDeny: ["x-ext-authz-check-result", "grpc-status"]
+"#,
+    )
+    .unwrap();
+    let mesh = Mesh::with_mesh_config(&config);
+    mesh.reload_loaded(mesh_core::load::load_str(
+        &policies(authz.port(), "sample-ext-authz-http"),
+        "p.yaml",
+    ))
+    .unwrap();
+    let addr = httpbin(mesh).await;
+    // a gRPC call: the authorizer's `grpc-status` is the one sent, not a second one
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Empty<Bytes>>();
+    let req = Request::post(format!("http://{addr}/headers"))
+        .header("content-type", "application/grpc")
+        .header("x-ext-authz", "deny-unauthenticated")
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let status: Vec<_> = resp.headers().get_all("grpc-status").iter().collect();
+    assert_eq!(status, ["16"], "{:?}", resp.headers());
+    assert_eq!(resp.headers()["x-ext-authz-check-result"], "denied");
 }

@@ -1314,3 +1314,45 @@ async fn timeouts_start_when_a_streamed_request_has_ended() {
         );
     }
 }
+
+/// Istio's default retry policy retries an answer whose `grpc-status` is `UNAVAILABLE`
+/// whatever the request's content type, as Envoy's retry state reads the status of any
+/// answer: a gRPC-Web call to a plain HTTP port is retried too.
+#[tokio::test]
+async fn grpc_statuses_are_retried_on_any_request() {
+    let hits = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&hits);
+    let app = axum::Router::new().fallback(move || {
+        let n = seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let status = if n == 0 { "14" } else { "0" };
+            ([("grpc-status", status)], "")
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await });
+    let mesh = mesh(&format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.example.com]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+"
+    ));
+    let client = mesh_tower::outbound::MeshClient::builder(
+        mesh,
+        mesh_tower::outbound::ClientWorkload::new("app", "default", "app"),
+    )
+    .build();
+    let req = http::Request::post(format!("http://web.example.com:{port}/pkg.Svc/Call"))
+        .header("content-type", "application/grpc-web+proto")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let (st, _, _, h) = send(&client, req).await;
+    assert_eq!((st, h["grpc-status"].to_str().unwrap()), (200, "0"));
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "retried once");
+}

@@ -1154,10 +1154,13 @@ impl PendingCheck {
                     path = req.uri().path(), "ext_authz: denied by the external authorizer");
                 let (parts, body) = resp.into_parts();
                 let mut out = denial::<R>(parts.status, body, grpc);
-                for (k, v) in &parts.headers {
-                    if grpc && k == http::header::CONTENT_TYPE {
-                        continue;
-                    }
+                // the authorizer's headers replace the reply's (Envoy removes each name it
+                // set, then adds every value): its own `grpc-status` is the one sent
+                let keep = |k: &http::HeaderName| !(grpc && k == http::header::CONTENT_TYPE);
+                for k in parts.headers.keys().filter(|k| keep(k)) {
+                    out.headers_mut().remove(k);
+                }
+                for (k, v) in parts.headers.iter().filter(|(k, _)| keep(k)) {
                     out.headers_mut().append(k.clone(), v.clone());
                 }
                 out.extensions_mut()

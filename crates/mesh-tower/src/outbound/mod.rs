@@ -4328,8 +4328,10 @@ impl<T: Sender> Attempts<'_, T> {
                 Some(Ok((mut resp, peer))) => {
                     *conn_peer = peer;
                     let status = resp.status().as_u16();
-                    // gRPC statuses come back on gRPC requests only: others need no lookup
-                    let grpc_status = if self.grpc {
+                    // Envoy's retry state reads a `grpc-status` of any answer (a gRPC-Web
+                    // or Connect call on a plain port comes back with one too); only a gRPC
+                    // request's is the status outlier detection sees
+                    let grpc_status = if self.grpc || (retrying && retry_on.any_grpc()) {
                         crate::metrics::grpc_status_of(resp.headers())
                     } else {
                         None
@@ -4337,8 +4339,9 @@ impl<T: Sender> Attempts<'_, T> {
                     if let Some(od) = &dest.outlier {
                         // Envoy's router reports a gRPC answer's `grpc-status` (in its
                         // headers: a trailers-only answer) as the HTTP status it stands for
-                        let reported =
-                            grpc_status.map_or(status, crate::envoy::grpc_to_http_status);
+                        let reported = grpc_status
+                            .filter(|_| self.grpc)
+                            .map_or(status, crate::envoy::grpc_to_http_status);
                         od.record(index, Outcome::Status(reported), now);
                     }
                     // the retry this answer asks for, when the request may be retried at

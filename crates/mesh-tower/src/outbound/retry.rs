@@ -108,6 +108,11 @@ impl RetryOn {
     }
 
     /// Whether an attempt that ended this way may be retried (Envoy's `RetryStateImpl`).
+    /// Whether any gRPC status is retried on (`cancelled`, `unavailable`, ...).
+    pub(crate) fn any_grpc(&self) -> bool {
+        self.grpc.iter().any(|&g| g)
+    }
+
     /// `grpc_status` is the response's `grpc-status` header when it has one.
     pub(crate) fn should_retry(
         &self,
