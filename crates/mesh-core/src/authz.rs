@@ -206,11 +206,16 @@ impl NsPat {
         if !v.replace('*', "").contains(REGEX_META) {
             return Ok(NsPat::Glob(format!("*/ns/{v}/*").into()));
         }
-        regex::Regex::new(&format!("^(?:.*/ns/{}/.*)$", v.replace('*', ".*")))
+        let bad = |e: regex::Error| {
+            format!("namespace {v:?} is not a valid regular expression for Envoy: {e}")
+        };
+        // istiod's very regex must compile (`a)|(b` does not, and Envoy refuses it); then
+        // it is matched whole, as Envoy's `safe_regex`
+        let istiod = format!(".*/ns/{}/.*", v.replace('*', ".*"));
+        regex::Regex::new(&istiod).map_err(bad)?;
+        regex::Regex::new(&format!("^(?:{istiod})$"))
             .map(|re| NsPat::Regex(Re(re)))
-            .map_err(|e| {
-                format!("namespace {v:?} is not a valid regular expression for Envoy: {e}")
-            })
+            .map_err(bad)
     }
 
     /// Whether the principal `p` (without `spiffe://`) is in a namespace it names.
@@ -3746,7 +3751,16 @@ spec:
         );
         assert!(!allowed_from(&w, "cluster.local/ns/test/sa/x"));
         assert!(allowed_from(&w, "cluster.local/ns/prod/sa/x"));
-        // a value Envoy cannot compile fails the policy closed
+        // a value Envoy cannot compile fails the policy closed, even one the wrapping
+        // would balance
+        for bad in ["'a(b'", "'a)|(b'"] {
+            let w = workload(
+                &format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: a, namespace: foo}}\nspec:\n  rules:\n  - from: [{{source: {{namespaces: [{bad}]}}}}]\n  - {{}}\n"),
+                "foo",
+                &MeshOptions::default(),
+            );
+            assert!(!allowed_from(&w, "cluster.local/ns/a/sa/x"), "{bad}");
+        }
         let w = workload(
             "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: foo}\nspec:\n  rules:\n  - from: [{source: {namespaces: ['a(b']}}]\n  - {}\n",
             "foo",

@@ -808,4 +808,38 @@ spec:
     // the request line in origin form (Envoy's codec, `handlePath`)
     let got = answer("http://public.example.com/host", "admin.example.com").await;
     assert!(got.ends_with("host=public.example.com uri=/host"), "{got}");
+    // HTTP/2: a `host` header beside `:authority` is the authority's, as Envoy's codec
+    // discards it (the DENY sees `:authority`, and so does the application)
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (authority, host, want) in [
+        (
+            "public.example.com",
+            "admin.example.com",
+            Some("host=public.example.com uri="),
+        ),
+        ("admin.example.com", "public.example.com", None),
+    ] {
+        let req = Request::get(format!("http://{authority}/host"))
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = h2.send_request(req).await.unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        match want {
+            Some(w) => {
+                assert_eq!(status, StatusCode::OK, "{authority}: {body}");
+                assert!(body.starts_with(w), "{authority}: {body}");
+            }
+            None => assert_eq!(status, StatusCode::FORBIDDEN, "{authority}: {body}"),
+        }
+    }
 }

@@ -1308,10 +1308,8 @@ async fn timeouts_start_when_a_streamed_request_has_ended() {
             (504, "upstream request timeout"),
             "{policy}"
         );
-        assert!(
-            took >= Duration::from_millis(650) && took < Duration::from_millis(1250),
-            "{policy}: {took:?}"
-        );
+        // (0.3 s of upload, then 0.4 s: the 504 itself says it came before the answer)
+        assert!(took >= Duration::from_millis(650), "{policy}: {took:?}");
     }
 }
 

@@ -171,6 +171,12 @@ fn check_repeats(re: &str) -> Result<(), String> {
                     i = (end + 1).min(b.len());
                 }
                 if group {
+                    // Go's parser refuses nesting deeper than 1000 (`ErrNestingDepth`);
+                    // the walk over the nesting below is recursive, so it is refused
+                    // before it gets that deep
+                    if frames.len() > 1000 {
+                        return Err("expression nests too deeply".into());
+                    }
                     frames.push(Vec::new());
                 }
                 operand = false;
@@ -1135,6 +1141,19 @@ mod tests {
     /// The RE2 dialect the data plane and the validator share: what RE2 parses compiles
     /// (literal `{`, `\Q...\E`, `[[]`), what RE2 rejects does not (repeats over 1000,
     /// backreferences, lookaround), and Perl classes stay ASCII.
+    /// Nesting deeper than Go's 1000 is refused before the (recursive) walk over it, not
+    /// a stack overflow.
+    #[test]
+    fn deep_nesting_is_refused_not_a_crash() {
+        let deep = format!("{}a{}{{2}}", "(".repeat(100_000), ")".repeat(100_000));
+        assert_eq!(
+            check_repeats(&deep).unwrap_err(),
+            "expression nests too deeply"
+        );
+        let fine = format!("{}a{}{{2}}", "(".repeat(100), ")".repeat(100));
+        assert!(check_repeats(&fine).is_ok());
+    }
+
     #[test]
     fn re2_regex_accepts_what_re2_accepts() {
         // (pattern, compiles, matching inputs, non-matching inputs)

@@ -877,6 +877,9 @@ impl AuthorizationLayer {
             // the connection manager's work first: the path normalized in the request
             // itself, as the snapshot's MeshConfig says
             crate::envoy::sanitize_request(req, c.path_normalization)?;
+            // and the `Host` the authority decided on (a layer used without the server's
+            // connection manager too)
+            crate::envoy::absolute_form(req, false);
             self.authenticate_with(c, req)?;
             self.check_with(c, req)
         })

@@ -140,24 +140,26 @@ pub(crate) fn authority<B>(req: &http::Request<B>) -> &str {
 /// Envoy's HTTP/1 codec on an absolute-form request line (`handlePath`, with istiod's
 /// `allow_absolute_url`): the URL's authority becomes the `Host`, whatever `Host` the
 /// client sent, so the application (and the upstream) see what routing and authorization
-/// saw. `origin_form`: the request line becomes origin-form too, as the next hop receives
-/// it (`GET /path`).
+/// saw. Over HTTP/2 a `host` header beside `:authority` takes its value too (Envoy's
+/// codec discards such a `host`). `origin_form`: an HTTP/1 request line becomes
+/// origin-form too, as the next hop receives it (`GET /path`).
 pub(crate) fn absolute_form<B>(req: &mut http::Request<B>, origin_form: bool) {
-    if req.version() > http::Version::HTTP_11 {
-        return;
-    }
     let Some(authority) = req.uri().authority() else {
         return;
     };
-    if req
-        .headers()
-        .get(http::header::HOST)
-        .is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes())
+    let http1 = req.version() <= http::Version::HTTP_11;
+    let host = req.headers().get(http::header::HOST);
+    // (HTTP/2 always has an authority in its URI: only a differing `host` is rewritten)
+    if (http1 || host.is_some())
+        && host.is_none_or(|h| h.as_bytes() != authority.as_str().as_bytes())
         && let Ok(v) = HeaderValue::from_str(authority.as_str())
     {
         req.headers_mut().insert(http::header::HOST, v);
     }
-    if origin_form && let Some(pq) = req.uri().path_and_query().cloned() {
+    if http1
+        && origin_form
+        && let Some(pq) = req.uri().path_and_query().cloned()
+    {
         *req.uri_mut() = http::Uri::from(pq);
     }
 }

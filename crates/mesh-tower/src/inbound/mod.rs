@@ -1560,19 +1560,24 @@ impl MeshServer {
             PeerAuthnMode::Permissive => &i.permissive,
             PeerAuthnMode::Disable => &i.disable,
         };
-        // PERMISSIVE on a TCP port: TLS that is not the mesh's is passed through
-        let own_tls = match mode {
+        // PERMISSIVE on a TCP port: TLS that is not the mesh's is passed through (sniffed
+        // once: plaintext is taken as it is)
+        let sniffed = match mode {
             PeerAuthnMode::Permissive if inbound.tls_acceptor().is_some() => {
-                self.own_tls(&tcp).await
+                Some(self.sniff_permissive(&tcp).await)
             }
             _ => None,
         };
-        let accepted = match &own_tls {
-            Some(_) => Ok(mesh_tls::Accepted {
+        let own_tls = match &sniffed {
+            Some(Sniffed::OwnTls(sni)) => Some(sni.clone()),
+            _ => None,
+        };
+        let accepted = match sniffed {
+            Some(Sniffed::Plaintext | Sniffed::OwnTls(_)) => Ok(mesh_tls::Accepted {
                 stream: mesh_tls::MeshStream::Plain(tcp),
                 peer: None,
             }),
-            None => inbound.accept(tcp).await,
+            Some(Sniffed::Mesh) | None => inbound.accept(tcp).await,
         };
         let accepted = match accepted {
             Ok(a) => a,
@@ -1678,31 +1683,44 @@ impl MeshServer {
     }
 }
 
+/// What a PERMISSIVE TCP port's first bytes say.
+enum Sniffed {
+    /// Plaintext (or nothing within `protocolDetectionTimeout`).
+    Plaintext,
+    /// A ClientHello offering none of Istio's mTLS ALPNs, with its SNI: the client's own
+    /// TLS to the application.
+    OwnTls(Option<String>),
+    /// A ClientHello offering one (or one that could not be read): mesh mTLS.
+    Mesh,
+}
+
 impl MeshServer {
-    /// Under PERMISSIVE, whether a TCP connection opens with a ClientHello offering none
-    /// of Istio's mTLS ALPNs: the client's own TLS to the application (a client outside
-    /// the mesh speaking HTTPS or a database's TLS to it), which istiod's "plain TLS"
-    /// filter chain hands to the TCP proxy untouched. `Some(sni)` then (for
-    /// `connection.sni` and the access log); `None` for plaintext and for mesh mTLS,
-    /// which [`InboundTls::accept`] then takes as before.
-    async fn own_tls(&self, tcp: &tokio::net::TcpStream) -> Option<Option<String>> {
+    /// Under PERMISSIVE, what a TCP connection opens with: plaintext; a ClientHello
+    /// offering none of Istio's mTLS ALPNs, the client's own TLS to the application (a
+    /// client outside the mesh speaking HTTPS or a database's TLS to it), which istiod's
+    /// "plain TLS" filter chain hands to the TCP proxy untouched; or mesh mTLS, which
+    /// [`InboundTls::accept`] then takes as before.
+    async fn sniff_permissive(&self, tcp: &tokio::net::TcpStream) -> Sniffed {
         let i = &self.inner;
         let sniff = mesh_tls::sniff_tls(tcp);
         let is_tls = match i.detection_timeout {
-            Some(t) => tokio::time::timeout(t, sniff).await.ok()?,
+            Some(t) => tokio::time::timeout(t, sniff).await.unwrap_or(Ok(false)),
             None => sniff.await,
         };
-        if !is_tls.ok()? {
-            return None;
+        match is_tls {
+            Ok(false) => return Sniffed::Plaintext,
+            Ok(true) => {}
+            // (the accept reports the error)
+            Err(_) => return Sniffed::Mesh,
         }
         let wait = i.handshake_timeout.unwrap_or(Duration::from_secs(10));
         match crate::gateway::peek_client_hello(tcp, wait).await {
             Ok(crate::gateway::Peeked::Tls(hello))
                 if !crate::gateway::offers_istio_mtls_alpn(&hello.alpn) =>
             {
-                Some(hello.sni)
+                Sniffed::OwnTls(hello.sni)
             }
-            _ => None,
+            _ => Sniffed::Mesh,
         }
     }
 }

@@ -952,6 +952,12 @@ impl LoadBalancer {
             .sum()
     }
 
+    /// Whether a pick would find an endpoint: one is available, or, with a panic
+    /// threshold, there is any (panic mode routes to them all).
+    pub(crate) fn can_pick(&self) -> bool {
+        !self.endpoints.is_empty() && (self.panic_threshold > 0 || self.available_count() > 0)
+    }
+
     /// Marks endpoint `index` ejected (`true`) or returned (`false`). Returns whether the
     /// flag changed. Used by outlier detection.
     ///
@@ -1561,6 +1567,28 @@ mod tests {
                 Endpoint::new(format!("10.0.0.{}:80", i + 1).parse().unwrap()).with_weight(w)
             })
             .collect()
+    }
+
+    /// `can_pick` says what `pick` would: no endpoint, none available without a panic
+    /// threshold, or panic mode routing to ejected ones.
+    #[test]
+    fn can_pick_agrees_with_pick() {
+        let none = LoadBalancer::new(Vec::new(), LbConfig::default());
+        assert!(!none.can_pick() && none.pick(None).is_err());
+        for threshold in [0, 50] {
+            let lb = LoadBalancer::new(
+                eps(&[1, 1]),
+                LbConfig {
+                    panic_threshold_percent: threshold,
+                    ..LbConfig::default()
+                },
+            );
+            assert!(lb.can_pick());
+            lb.set_ejected(0, true);
+            lb.set_ejected(1, true);
+            assert_eq!(lb.can_pick(), lb.pick(None).is_ok(), "{threshold}");
+            assert_eq!(lb.can_pick(), threshold > 0);
+        }
     }
 
     fn shares(lb: &LoadBalancer, n: usize, rng: &mut StdRng) -> Vec<f64> {

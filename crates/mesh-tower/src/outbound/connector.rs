@@ -117,8 +117,9 @@ pub(crate) enum TlsPolicy {
         /// `config` without `h2` in its ALPN, for connections carrying an HTTP/1.1 upgrade:
         /// built on the first upgrade request (most destinations never see one).
         http1: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
-        /// `config` offering no HTTP protocol by ALPN, for opaque TCP connections: built on the first
-        /// one.
+        /// The config of opaque TCP connections: built with the policy for the ports that
+        /// may carry them (no auto SNI), else `config` offering no HTTP protocol by ALPN,
+        /// built on the first one.
         opaque: Arc<OnceLock<Arc<rustls::ClientConfig>>>,
     },
     /// The TLS settings could not be built: refuse every connection with this message.

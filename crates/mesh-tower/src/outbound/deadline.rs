@@ -71,6 +71,9 @@ use super::{BoxError, MeshBody};
 #[error("upstream request timeout: the route timeout fired while the response body was read")]
 pub struct BodyTimeout;
 
+/// The end of a request body still streaming in, when it comes.
+type Ending = Pin<Box<dyn std::future::Future<Output = Instant> + Send + Sync>>;
+
 pin_project! {
     /// `inner`, ended with [`BodyTimeout`] if it is not over by the deadline.
     pub(super) struct Deadline {
@@ -79,6 +82,8 @@ pin_project! {
         #[pin]
         sleep: Sleep,
         expired: bool,
+        // the deadline is that long after the request's end, not yet come
+        waiting: Option<(Ending, std::time::Duration)>,
     }
 }
 
@@ -88,6 +93,23 @@ impl Deadline {
             inner,
             sleep: tokio::time::sleep_until(at),
             expired: false,
+            waiting: None,
+        }
+    }
+
+    /// The deadline `timeout` after the request's body has ended (Envoy's route timeout
+    /// starts then), for an answer that came before it did (a bidirectional stream).
+    pub(super) fn after_end(
+        inner: MeshBody,
+        ended: std::sync::Arc<super::Ended>,
+        timeout: std::time::Duration,
+    ) -> Deadline {
+        Deadline {
+            inner,
+            // (reset once the request has ended)
+            sleep: tokio::time::sleep(std::time::Duration::from_secs(86_400 * 365)),
+            expired: false,
+            waiting: Some((Box::pin(async move { ended.wait().await }), timeout)),
         }
     }
 }
@@ -100,14 +122,21 @@ impl Body for Deadline {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if *this.expired {
             return Poll::Ready(None);
+        }
+        if let Some((ending, timeout)) = this.waiting.as_mut()
+            && let Poll::Ready(end) = ending.as_mut().poll(cx)
+        {
+            let at = end + *timeout;
+            *this.waiting = None;
+            this.sleep.as_mut().reset(at);
         }
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             return Poll::Ready(frame);
         }
-        if this.sleep.poll(cx).is_ready() {
+        if this.waiting.is_none() && this.sleep.poll(cx).is_ready() {
             *this.expired = true;
             return Poll::Ready(Some(Err(Box::new(BodyTimeout))));
         }

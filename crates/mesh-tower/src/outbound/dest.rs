@@ -1274,8 +1274,18 @@ fn tls_policy(
     // Opaque TCP under SIMPLE or MUTUAL: no auto SNI nor auto SAN validation (HTTP
     // options in Envoy), so a config of its own: no SNI without `sni`, and the
     // ServiceEntry's SANs (`constructUpstreamTLS`) or else the chain alone
+    // (built where opaque connections are expected: not for a port declared HTTP, nor
+    // for a destination keyed by a request's host, built on the request path)
+    let http_port = service.port(key.port).is_some_and(|p| {
+        matches!(
+            &*p.protocol,
+            "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" | "HTTP_PROXY"
+        )
+    });
     let opaque = match settings.mode {
-        ClientTlsMode::Simple | ClientTlsMode::Mutual if !app_tls => {
+        ClientTlsMode::Simple | ClientTlsMode::Mutual
+            if !app_tls && !http_port && key.request.is_none() =>
+        {
             let mut tcp = settings.clone();
             if tcp.subject_alt_names.is_empty()
                 && service.origin == mesh_core::registry::ServiceOrigin::ServiceEntry

@@ -2423,6 +2423,14 @@ impl ReqBody {
         }
     }
 
+    /// When a streamed body ended, if it did.
+    fn ended_at(&self) -> Option<tokio::time::Instant> {
+        match self {
+            ReqBody::Buffered(_) => None,
+            ReqBody::Streaming(_, e) | ReqBody::Replayed(_, e) => e.at(),
+        }
+    }
+
     /// For a body still streaming in: the signal of its end, from which Envoy's route and
     /// per-try timeouts run.
     fn ending(&self) -> Option<&Arc<Ended>> {
@@ -3670,7 +3678,7 @@ where
     // Envoy's router answers `no healthy upstream` before it looks at its shadows)
     if let (Some(a), false) = (action, upgrade)
         && !a.mirrors.is_empty()
-        && dest.lb.available_count() > 0
+        && dest.lb.can_pick()
     {
         let mut targets = Vec::new();
         // one draw for all the mirrors, as Envoy tests each shadow policy against the
@@ -3802,7 +3810,7 @@ where
             let ran = match body.ending().cloned().filter(|_| !upgrade) {
                 None => tokio::time::timeout_at(started + t, attempts.run(&mut body))
                     .await
-                    .map(|rc| (rc, started + t))
+                    .map(|rc| (rc, None))
                     .map_err(drop),
                 Some(ending) => {
                     let timer = async {
@@ -3811,18 +3819,25 @@ where
                     };
                     tokio::select! {
                         biased;
-                        rc = attempts.run(&mut body) => {
-                            // (answered before the request ended: from now on)
-                            let from = ending.at().unwrap_or_else(tokio::time::Instant::now);
-                            Ok((rc, from + t))
-                        }
+                        rc = attempts.run(&mut body) => Ok((rc, Some(ending))),
                         () = timer => Err(()),
                     }
                 }
             };
             match ran {
                 Ok(((r, c), _)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => (r, c),
-                Ok(((r, c), at)) => (r.map(|b| deadline::Deadline::new(b, at).boxed()), c),
+                Ok(((r, c), ending)) => {
+                    // what is left of the route timeout bounds the body: from the
+                    // request's end, whether it has come or not
+                    let deadline = |b| match ending {
+                        Some(e) => match e.at() {
+                            Some(end) => deadline::Deadline::new(b, end + t),
+                            None => deadline::Deadline::after_end(b, e, t),
+                        },
+                        None => deadline::Deadline::new(b, started + t),
+                    };
+                    (r.map(|b| deadline(b).boxed()), c)
+                }
                 Err(()) => {
                     // Envoy's `onResponseTimeout`: the attempt still waiting for headers
                     // counts against its endpoint (a 504, LocalOriginTimeout)
@@ -4299,12 +4314,12 @@ impl<T: Sender> Attempts<'_, T> {
                     h.insert(X_ENVOY_ATTEMPT_COUNT, small_number(n as u64 + 1));
                 }
                 if self.timed {
-                    self.timeouts.write_headers(
-                        self.started.elapsed(),
-                        self.grpc,
-                        self.debug_headers,
-                        h,
-                    );
+                    // (the route timeout runs from the end of a streamed body)
+                    let from = body
+                        .ended_at()
+                        .map_or(self.started, |at| at.max(self.started));
+                    self.timeouts
+                        .write_headers(from.elapsed(), self.grpc, self.debug_headers, h);
                 }
             }
             let send = self
