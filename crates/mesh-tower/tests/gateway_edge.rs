@@ -527,3 +527,23 @@ async fn upstream_hop_by_hop_response_headers_stop_at_the_gateway() {
         .unwrap();
     assert_eq!(status(&String::from_utf8_lossy(&rest)), 200);
 }
+
+/// A request without `Host` gets Envoy's 400 (`missing_host_header`) before any route.
+#[tokio::test]
+async fn a_request_without_host_is_refused_400() {
+    let echo = echo_backend().await;
+    let gw = gateway(&config(echo), None).await;
+    let p = raw(
+        gw.local_addr(80).unwrap(),
+        "GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&p), 400, "{p}");
+    // an empty `Host` is a host (no route for it: 404)
+    let p = raw(
+        gw.local_addr(80).unwrap(),
+        "GET /x HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&p), 404, "{p}");
+}

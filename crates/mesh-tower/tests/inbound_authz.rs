@@ -808,6 +808,21 @@ spec:
     // the request line in origin form (Envoy's codec, `handlePath`)
     let got = answer("http://public.example.com/host", "admin.example.com").await;
     assert!(got.ends_with("host=public.example.com uri=/host"), "{got}");
+    // no `Host` at all: Envoy's 400 `missing_host_header`, before the application
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        b"GET /host HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut out)
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert!(!out.contains("host="), "{out}");
     // HTTP/2: a `host` header beside `:authority` is the authority's, as Envoy's codec
     // discards it (the DENY sees `:authority`, and so does the application)
     let tcp = TcpStream::connect(addr).await.unwrap();

@@ -869,6 +869,11 @@ pub enum LocalReply {
     /// body, details `path_normalization_failed`, before routing and every filter.
     #[error("path normalization failed")]
     PathNormalizationFailed,
+    /// A request with no `Host` (HTTP/1.1) or `:authority` (HTTP/2): Envoy's connection
+    /// manager answers 400 with an empty body, details `missing_host_header`, before any
+    /// filter.
+    #[error("missing host header")]
+    MissingHost,
     /// A request method that is not upper case (`delete`), or on HTTP/1 one its codec
     /// does not know (`FROBNICATE`; WebDAV's and the other registered methods pass):
     /// Envoy's HTTP/1 codec knows a fixed list of upper-case methods and answers 400
@@ -943,9 +948,9 @@ impl LocalReply {
             LocalReply::RbacDenied => StatusCode::FORBIDDEN,
             LocalReply::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             LocalReply::JwtForbidden(_) => StatusCode::FORBIDDEN,
-            LocalReply::PathNormalizationFailed | LocalReply::InvalidMethod => {
-                StatusCode::BAD_REQUEST
-            }
+            LocalReply::PathNormalizationFailed
+            | LocalReply::MissingHost
+            | LocalReply::InvalidMethod => StatusCode::BAD_REQUEST,
             LocalReply::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             LocalReply::MaxDurationTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -976,6 +981,7 @@ impl LocalReply {
             LocalReply::NoRoute
             | LocalReply::ClusterNotFound
             | LocalReply::PathNormalizationFailed
+            | LocalReply::MissingHost
             | LocalReply::DirectResponse { .. } => String::new(),
             LocalReply::NoHealthyUpstream => "no healthy upstream".to_owned(),
             LocalReply::UpstreamTimeout | LocalReply::UpstreamPerTryTimeout => {
@@ -1049,6 +1055,7 @@ impl LocalReply {
             | LocalReply::Unauthenticated(_)
             | LocalReply::JwtForbidden(_)
             | LocalReply::PathNormalizationFailed
+            | LocalReply::MissingHost
             | LocalReply::MaxDurationTimeout
             | LocalReply::DirectResponse { .. } => ResponseFlags::NONE,
         }
@@ -1100,6 +1107,7 @@ impl LocalReply {
                 format!("jwt_authn_access_denied{{{}}}", msg.replace(' ', "_"))
             }
             LocalReply::PathNormalizationFailed => "path_normalization_failed".into(),
+            LocalReply::MissingHost => "missing_host_header".into(),
             LocalReply::InvalidMethod => "http1.codec_error".into(),
             LocalReply::UpgradeRequired => "low_version".into(),
             LocalReply::MaxDurationTimeout => "max_duration_timeout".into(),

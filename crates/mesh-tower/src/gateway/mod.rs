@@ -2031,6 +2031,9 @@ async fn handle(
             .insert(CONNECTION, HeaderValue::from_static("close"));
         return r;
     }
+    if let Some(refused) = crate::inbound::hcm::missing_host(&req, full) {
+        return refused;
+    }
     let mode = snap.options().path_normalization;
     if let Err(refused) = crate::envoy::sanitize_request::<_, Bytes>(&mut req, mode) {
         return refused.map(full);

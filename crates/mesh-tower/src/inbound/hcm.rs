@@ -136,6 +136,25 @@ fn upgrade_required<B>() -> Response<Either<B, Full<Bytes>>> {
     r
 }
 
+/// Envoy's connection manager on a request without `Host` (HTTP/1.1) or `:authority`
+/// (HTTP/2): 400, empty body (in gRPC form for gRPC), details `missing_host_header`,
+/// before any filter. An empty `Host` is a host.
+pub(crate) fn missing_host<B, R>(
+    req: &Request<B>,
+    make_body: impl FnOnce(Bytes) -> R,
+) -> Option<Response<R>> {
+    if req.uri().authority().is_some() || req.headers().contains_key(http::header::HOST) {
+        return None;
+    }
+    tracing::debug!("request without a host: 400");
+    let mut r = crate::envoy::LocalReply::MissingHost
+        .to_response_with(crate::envoy::is_grpc(req.headers()), make_body);
+    r.extensions_mut().insert(crate::envoy::ResponseCodeDetails(
+        "missing_host_header".into(),
+    ));
+    Some(r)
+}
+
 /// What the inbound connection manager does around the filters: refuses HTTP/1.0 and 0.9
 /// requests as Envoy's HTTP/1 codec does by default, and bounds a request carrying a
 /// `grpc-timeout` by it (see the module docs). Inside the access log, which logs both
@@ -195,6 +214,14 @@ where
         if req.version() < http::Version::HTTP_11 && !self.accept_http_10 {
             tracing::debug!(version = ?req.version(), "HTTP/1.0 refused: 426 Upgrade Required");
             let mut response = upgrade_required();
+            if let Some(v) = &self.server {
+                response.headers_mut().insert(SERVER, v.clone());
+            }
+            return HcmFuture::Refused {
+                response: Some(response),
+            };
+        }
+        if let Some(mut response) = missing_host(&req, |b| Either::Right(Full::new(b))) {
             if let Some(v) = &self.server {
                 response.headers_mut().insert(SERVER, v.clone());
             }
@@ -431,6 +458,7 @@ mod tests {
         let mut svc = HcmLayer::new(None, true).layer(app);
         let req = Request::builder()
             .version(http::Version::HTTP_10)
+            .header("host", "app")
             .body(())
             .unwrap();
         let resp = tower::ServiceExt::ready(&mut svc)
@@ -454,7 +482,11 @@ mod tests {
             (http::Version::HTTP_11, StatusCode::OK),
             (http::Version::HTTP_2, StatusCode::OK),
         ] {
-            let req = Request::builder().version(version).body(()).unwrap();
+            let req = Request::builder()
+                .version(version)
+                .header("host", "app")
+                .body(())
+                .unwrap();
             let resp = tower::ServiceExt::ready(&mut svc)
                 .await
                 .unwrap()

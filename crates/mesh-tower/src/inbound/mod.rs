@@ -66,7 +66,7 @@
 
 mod conn;
 mod grpc_web;
-mod hcm;
+pub(crate) mod hcm;
 mod pool;
 
 /// A workload port a mesh server serves, as its per-port layers (the inbound connection
