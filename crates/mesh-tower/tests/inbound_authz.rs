@@ -418,7 +418,8 @@ async fn graceful_shutdown_stops_accepting() {
     assert!(matches!(r, Ok(Ok(Ok(())))), "{r:?}");
 }
 
-/// HTTP/1.1 upgrades (WebSocket and the like) pass through the mesh server's stack.
+/// HTTP/1.1 WebSocket upgrades (the one Istio configures) pass through the mesh server's
+/// stack.
 #[tokio::test]
 async fn http_upgrade_passes_through() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -444,7 +445,7 @@ async fn http_upgrade_passes_through() {
                 http::Response::builder()
                     .status(101)
                     .header("connection", "upgrade")
-                    .header("upgrade", "echo")
+                    .header("upgrade", "websocket")
                     .body(http_body_util::Empty::<Bytes>::new())
                     .unwrap(),
             )
@@ -459,7 +460,7 @@ async fn http_upgrade_passes_through() {
     tokio::spawn(async move { server.serve(listener, app).await });
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: httpbin\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET /ws HTTP/1.1\r\nHost: httpbin\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await
     .unwrap();
@@ -857,4 +858,38 @@ spec:
             None => assert_eq!(status, StatusCode::FORBIDDEN, "{authority}: {body}"),
         }
     }
+}
+
+/// An upgrade Istio does not configure (only `websocket`) is Envoy's 403 `upgrade_failed`
+/// at a mesh server, and the connection closes; `h2c` is dropped and the request served.
+#[tokio::test]
+async fn upgrades_other_than_websocket_are_refused_403() {
+    let mesh = Mesh::from_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: foo}\n").unwrap();
+    let mut pki = Pki {
+        ca: Arc::new(MeshCa::self_signed("cluster.local").unwrap()),
+        _managers: Vec::new(),
+    };
+    let creds = pki.workload("foo", "httpbin", &[]).await;
+    let (addr, _server) = start(&mesh, creds, Arc::new(IstioMetrics::new())).await;
+    let send = |upgrade: &'static str| async move {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        let req = format!(
+            "GET /host HTTP/1.1\r\nHost: httpbin\r\nConnection: upgrade\r\nUpgrade: {upgrade}\r\n\r\n"
+        );
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, req.as_bytes())
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut out),
+        )
+        .await;
+        String::from_utf8_lossy(&out).to_ascii_lowercase()
+    };
+    let refused = send("foo").await;
+    assert!(refused.starts_with("http/1.1 403 "), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+    let served = send("h2c").await;
+    assert!(served.starts_with("http/1.1 200 "), "{served}");
 }

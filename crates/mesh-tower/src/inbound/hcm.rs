@@ -229,6 +229,23 @@ where
                 response: Some(response),
             };
         }
+        // an upgrade Istio does not configure (only `websocket`; `h2c` is dropped below):
+        // Envoy's 403 `upgrade_failed`, and the connection closes (an upgrade's payload
+        // could smuggle a request)
+        if crate::outbound::upgrade_of(req.headers())
+            == Some(crate::outbound::UpgradeRequest::Other)
+        {
+            tracing::debug!("upgrade other than websocket: 403");
+            let mut response = crate::outbound::upgrade_failed::<Full<Bytes>>().map(Either::Right);
+            let h = response.headers_mut();
+            h.insert(CONNECTION, HeaderValue::from_static("close"));
+            if let Some(v) = &self.server {
+                h.insert(SERVER, v.clone());
+            }
+            return HcmFuture::Refused {
+                response: Some(response),
+            };
+        }
         crate::envoy::strip_hop_by_hop(req.headers_mut());
         crate::envoy::absolute_form(&mut req, true);
         // Istio's inbound route: `max_stream_duration` with `grpc_timeout_header_max: 0`, so
