@@ -4023,29 +4023,6 @@ fn finalize_response(
         }
         _ => None,
     };
-    apply_response_ops(shared, via, req, ops, cluster, resp);
-    if let Some(grpc) = local {
-        let empty = http_body::Body::size_hint(resp.body()).exact() == Some(0);
-        let h = resp.headers_mut();
-        if grpc {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        } else if empty {
-            h.remove(CONTENT_TYPE);
-            h.remove(http::header::CONTENT_LENGTH);
-        } else if !h.contains_key(CONTENT_TYPE) {
-            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        }
-    }
-}
-
-fn apply_response_ops(
-    shared: &ClientShared,
-    via: Option<GatewayRoute<'_>>,
-    req: &http::request::Parts,
-    ops: RouteOps<'_>,
-    cluster: impl FnOnce() -> Option<String>,
-    resp: &mut Response<MeshBody>,
-) {
     if ops.any(|o| o.response.has_formatted()) {
         let cluster = cluster();
         let answer = resp.headers().clone();
@@ -4062,6 +4039,18 @@ fn apply_response_ops(
         ops.response(resp.headers_mut(), &cx);
     } else {
         ops.response(resp.headers_mut(), &HeaderContext::default());
+    }
+    if let Some(grpc) = local {
+        let empty = http_body::Body::size_hint(resp.body()).exact() == Some(0);
+        let h = resp.headers_mut();
+        if grpc {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        } else if empty {
+            h.remove(CONTENT_TYPE);
+            h.remove(http::header::CONTENT_LENGTH);
+        } else if !h.contains_key(CONTENT_TYPE) {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
     }
 }
 
